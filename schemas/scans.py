@@ -1,0 +1,103 @@
+"""Scan events posted by stage units, topic `scans` (CONTRACT.md, input 3).
+
+Which stage is the QC stage is configuration (the SLA plan's `qc_stage`), so
+the `rejected`-only-at-QC rule reads it from the pydantic validation context:
+
+    ScanEvent.model_validate_json(raw, context={"qc_stage": plan.qc_stage})
+
+Without a context the default plan's `quality_check` applies.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from schemas.common import Identifier, StageName, UtcDatetime
+
+DEFAULT_QC_STAGE = "quality_check"
+QC_STAGE_CONTEXT_KEY = "qc_stage"
+
+MAX_QUANTITY = 1e9
+MAX_ATTRIBUTES = 32
+MAX_ATTRIBUTE_KEY = 64
+MAX_ATTRIBUTE_TEXT = 256
+
+LotId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:/-]{1,64}$")]
+"""Like an identifier, plus `/` which GS1 lot numbers (EPCIS `lgtin`) may carry."""
+
+AttributeKey = Annotated[str, Field(min_length=1, max_length=MAX_ATTRIBUTE_KEY)]
+AttributeValue = (
+    Annotated[str, Field(max_length=MAX_ATTRIBUTE_TEXT)]
+    | bool
+    | int
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | None
+)
+Attributes = Annotated[dict[AttributeKey, AttributeValue], Field(max_length=MAX_ATTRIBUTES)]
+"""Free-form station data (shade, gauge, ...): flat and bounded, because it is
+stored per event and must not let one producer blow up state or ClickHouse rows."""
+
+
+class ScanAction(StrEnum):
+    STARTED = "started"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+
+
+class Uom(StrEnum):
+    KG = "kg"
+    M = "m"
+    PCS = "pcs"
+
+
+class ScanEvent(BaseModel):
+    """Work on an order started, completed or was rejected at one station."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: Identifier = Field(description="Idempotency key: the first valid record wins.")
+    order_id: Identifier
+    stage: StageName
+    action: ScanAction
+    unit_id: Identifier
+    event_time: UtcDatetime
+    quantity: (
+        Annotated[float, Field(ge=0, le=MAX_QUANTITY, strict=True, allow_inf_nan=False)] | None
+    ) = None
+    uom: Uom | None = None
+    lot_id: LotId | None = None
+    attributes: Attributes | None = None
+
+    @field_validator("action")
+    @classmethod
+    def _rejected_only_at_qc(cls, action: ScanAction, info: ValidationInfo) -> ScanAction:
+        """RULES.md: `rejected` ends a QC visit, so anywhere else it is invalid input.
+
+        A field validator (not a model one) so the error's location is `action`;
+        `stage` is declared first, hence already in `info.data` when valid.
+        """
+        if action is not ScanAction.REJECTED:
+            return action
+        qc_stage = qc_stage_from(info)
+        stage = info.data.get("stage")
+        if stage is not None and stage != qc_stage:
+            raise PydanticCustomError(
+                "rejected_outside_qc",
+                "rejected is only valid at the QC stage ({qc_stage})",
+                {"qc_stage": qc_stage},
+            )
+        return action
+
+
+def qc_stage_from(info: ValidationInfo) -> str:
+    """The plan's QC stage from the validation context, else the default plan's."""
+    context = info.context
+    if isinstance(context, dict):
+        value = context.get(QC_STAGE_CONTEXT_KEY)
+        if isinstance(value, str):
+            return value
+    return DEFAULT_QC_STAGE
