@@ -39,9 +39,15 @@ def format_utc(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
-"""RFC 3339 `date-time` (section 5.6); the offset group is optional here only so
-that a missing offset gets its own, clearer error message."""
+_RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?", re.ASCII
+)
+"""RFC 3339 `date-time` (section 5.6), ASCII digits only; the offset group is
+optional here only so that a missing offset gets its own, clearer error message."""
+
+RFC3339_OFFSET_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+"""The same rule for JSON Schema users: in draft 2020-12 `format` is only an
+annotation, so the offset requirement is also stated as a pattern."""
 
 MIN_YEAR = 1900
 MAX_YEAR = 2299
@@ -110,6 +116,6 @@ UtcDatetime = Annotated[
     BeforeValidator(_require_rfc3339_with_offset),
     AfterValidator(truncate_ms),
     PlainSerializer(format_utc, return_type=str, when_used="json"),
-    Field(json_schema_extra={"format": "date-time"}),
+    Field(json_schema_extra={"format": "date-time", "pattern": RFC3339_OFFSET_PATTERN}),
 ]
 """An RFC 3339 timestamp with an offset, held as an aware UTC datetime (ms precision)."""

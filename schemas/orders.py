@@ -29,7 +29,10 @@ Quantity = Annotated[float, Field(gt=0, le=MAX_QUANTITY, strict=True, allow_inf_
 """Strict: a JSON number only. `"500"` or `true` is a producer bug, not a quantity."""
 
 Product = Annotated[str, Field(min_length=1, max_length=128)]
-Route = Annotated[list[StageName], Field(min_length=1, max_length=MAX_ROUTE_STAGES)]
+Route = Annotated[
+    list[StageName],
+    Field(min_length=1, max_length=MAX_ROUTE_STAGES, json_schema_extra={"uniqueItems": True}),
+]
 
 
 class OrderOp(StrEnum):
