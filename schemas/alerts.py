@@ -1,0 +1,124 @@
+"""The `alerts` topic (CONTRACT.md "Alerts"): one record per alert status change.
+
+Consumers keep the latest record per `alert_id`, so the id must be a pure function
+of what the alert is about (type, subject, stage, visit, deadline) and never of
+when or where it was computed: re-runs, restarts and extra workers then converge
+on the same ids instead of duplicating alerts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from schemas.common import Identifier, UtcDatetime, format_utc
+from schemas.plan import Tier
+
+
+class AlertType(StrEnum):
+    """The alert types of RULES.md: four obligations, then the other alerts."""
+
+    START_OVERDUE = "start_overdue"
+    STAGE_OVERDUE = "stage_overdue"
+    HANDOFF_OVERDUE = "handoff_overdue"
+    ORDER_OVERDUE = "order_overdue"
+    ORDER_AT_RISK = "order_at_risk"
+    QUANTITY_LOSS = "quantity_loss"
+    QC_REJECTED = "qc_rejected"
+    MISSING_SCAN = "missing_scan"
+    OUT_OF_SEQUENCE = "out_of_sequence"
+    UNIT_DOWN = "unit_down"
+    UNIT_DEGRADED = "unit_degraded"
+    ORDER_DISRUPTED = "order_disrupted"
+
+
+UNIT_ALERT_TYPES = frozenset({AlertType.UNIT_DOWN, AlertType.UNIT_DEGRADED})
+"""Alerts whose subject is a unit: `order_id` is null and `unit_id` is the subject."""
+
+
+class Severity(StrEnum):
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class AlertStatus(StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+    RETRACTED = "retracted"
+
+
+def _seconds(value: float) -> float | int:
+    # Whole seconds print as integers (`14400`, not `14400.0`), as in the examples.
+    return int(value) if float(value).is_integer() else value
+
+
+Seconds = Annotated[float, PlainSerializer(_seconds, when_used="json")]
+
+
+class AlertCustomer(BaseModel):
+    """The customer as known when the alert was published (unknown = standard, no name)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    customer_id: Identifier
+    name: str | None = None
+    tier: Tier = "standard"
+
+
+class AlertCause(BaseModel):
+    """The unit downtime that explains a breach."""
+
+    model_config = ConfigDict(frozen=True)
+
+    unit_id: Identifier
+    reason: str | None = None
+    since: UtcDatetime
+
+
+class Alert(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    alert_id: str
+    type: AlertType
+    severity: Severity
+    status: AlertStatus
+    order_id: Identifier | None = None
+    unit_id: Identifier | None = None
+    stage: str | None = None
+    visit: int | None = None
+    deadline: UtcDatetime
+    detected_at: UtcDatetime
+    fulfilled_at: UtcDatetime | None = None
+    lateness_s: Seconds | None = None
+    customer: AlertCustomer | None = None
+    cause: AlertCause | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def subject(self) -> str:
+        """The unit for unit alerts, else the order: the second part of the id."""
+        if self.type in UNIT_ALERT_TYPES:
+            return self.unit_id or ""
+        return self.order_id or ""
+
+    def same_content(self, other: Alert) -> bool:
+        """Field-by-field equality, independent of how either copy was built."""
+        return self.model_dump() == other.model_dump()
+
+
+def alert_id(
+    type: AlertType | str, subject: str, stage: str | None, visit: int | None, deadline: datetime
+) -> str:
+    """hex SHA-256 of `type|subject|stage|visit|deadline` (null as the empty string)."""
+    parts = (
+        str(type),
+        subject,
+        "" if stage is None else stage,
+        "" if visit is None else str(visit),
+        format_utc(deadline),
+    )
+    return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()

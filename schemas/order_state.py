@@ -1,0 +1,59 @@
+"""The `order-state` topic (CONTRACT.md "Order state"): a snapshot per order change.
+
+Sinks upsert these rows (ClickHouse `ReplacingMergeTree(version)`), so `version`
+must grow with every snapshot of an order; it is assigned by the engine that owns
+the order's table, not derived here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.alerts import AlertCustomer
+from schemas.common import Identifier, UtcDatetime
+
+
+class OrderStatus(StrEnum):
+    ON_TRACK = "on_track"
+    AT_RISK = "at_risk"
+    BREACHED = "breached"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class VisitState(BaseModel):
+    """One pass of the order through one stage (RULES.md "Visits")."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stage: str
+    visit: int
+    unit_id: Identifier
+    started_at: UtcDatetime | None = None
+    ended_at: UtcDatetime | None = None
+    outcome: Literal["completed", "rejected"] | None = None
+    quantity: float | None = None
+    uom: str | None = None
+
+
+class OrderState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    order_id: Identifier
+    customer: AlertCustomer | None = None
+    product: str | None = None
+    quantity: float | None = None
+    placed_at: UtcDatetime | None = None
+    due_at: UtcDatetime | None = None
+    cancelled_at: UtcDatetime | None = None
+    stage: str | None = None
+    visit: int | None = None
+    status: OrderStatus
+    visits: list[VisitState] = Field(default_factory=list)
+    eta: UtcDatetime | None = None
+    open_alert_ids: list[str] = Field(default_factory=list)
+    version: int = 0
+    as_of: UtcDatetime

@@ -1,0 +1,222 @@
+"""The SLA plan (RULES.md, "SLA plan"): routes, budgets and margins as configuration.
+
+Stages and budgets change per factory and per season, so they live in a YAML file
+rather than in code. A bad plan must stop the worker at start-up: a typo in a stage
+name would otherwise silently disable every alert of that stage. Errors therefore
+name the offending key (`plan key 'stage_duration.dyeing': ...`) so an operator can
+fix the file without reading a stack trace.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from schemas.common import StageName
+
+Tier = Literal["platinum", "gold", "standard"]
+"""Customer tiers of the CRM (CONTRACT.md); unknown customers count as `standard`."""
+
+DEFAULT_TIER: Tier = "standard"
+
+_DURATION = re.compile(r"^\s*(-?)\s*(\d+)\s*([smhd])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class PlanError(Exception):
+    """A plan that cannot be used; the message names the offending key."""
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`90s`, `30m`, `36h`, `2d` -> timedelta; one unit per value keeps files unambiguous."""
+    if isinstance(value, timedelta):
+        if value < timedelta(0):
+            raise PydanticCustomError("duration", "duration must not be negative")
+        return value
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise PydanticCustomError(
+            "duration",
+            "duration must be written like 90s, 30m, 36h or 2d, got {value!r}",
+            {"value": value},
+        )
+    sign, amount, unit = match.groups()
+    if sign and int(amount) != 0:
+        raise PydanticCustomError("duration", "duration must not be negative")
+    return timedelta(seconds=int(amount) * _UNIT_SECONDS[unit])
+
+
+def format_duration(value: timedelta) -> str:
+    """The largest unit that divides the duration exactly, so a dumped plan reloads equal."""
+    seconds = int(value.total_seconds())
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TierPolicy(_Strict):
+    at_risk_margin: Duration
+
+
+class ProductOverride(_Strict):
+    stage_duration: dict[StageName, Duration] = Field(default_factory=dict)
+
+
+class _PlanProblem(Exception):
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"plan key '{key}': {reason}")
+
+
+class SlaPlan(_Strict):
+    """One validated plan; shared read-only by every rule evaluation."""
+
+    route: tuple[StageName, ...]
+    qc_stage: StageName
+    rework_stage: StageName
+    start_within: Duration
+    handoff: Duration
+    stage_duration: dict[StageName, Duration]
+    tiers: dict[Tier, TierPolicy] = Field(default_factory=dict)
+    quantity_loss_tolerance: float = 0.0
+    grace: Duration = timedelta(0)
+    products: dict[str, ProductOverride] = Field(default_factory=dict)
+    contingency: dict[StageName, str] = Field(default_factory=dict)
+
+    _index: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    @field_validator("quantity_loss_tolerance")
+    @classmethod
+    def _tolerance_is_a_fraction(cls, value: float) -> float:
+        if not 0.0 <= value < 1.0:
+            raise PydanticCustomError(
+                "tolerance", "must be in [0, 1), got {value}", {"value": value}
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SlaPlan:
+        try:
+            self._check()
+        except _PlanProblem as problem:
+            raise PydanticCustomError("plan", str(problem)) from None
+        return self
+
+    def _check(self) -> None:
+        if not self.route:
+            raise _PlanProblem("route", "must list at least one stage")
+        seen: set[str] = set()
+        for stage in self.route:
+            if stage in seen:
+                raise _PlanProblem("route", f"stage {stage!r} appears twice")
+            seen.add(stage)
+        for key in ("qc_stage", "rework_stage"):
+            if getattr(self, key) not in seen:
+                raise _PlanProblem(key, f"{getattr(self, key)!r} is not on the route")
+        if self.route.index(self.rework_stage) >= self.route.index(self.qc_stage):
+            raise _PlanProblem("rework_stage", "must come before qc_stage on the route")
+        for stage in self.stage_duration:
+            if stage not in seen:
+                raise _PlanProblem(f"stage_duration.{stage}", "unknown stage (not on the route)")
+        for stage in self.route:
+            if stage not in self.stage_duration:
+                raise _PlanProblem(f"stage_duration.{stage}", "missing duration for a route stage")
+        for product, override in self.products.items():
+            for stage in override.stage_duration:
+                if stage not in seen:
+                    key = f"products.{product}.stage_duration.{stage}"
+                    raise _PlanProblem(key, "unknown stage (not on the route)")
+        for stage in self.contingency:
+            if stage not in seen:
+                raise _PlanProblem(f"contingency.{stage}", "unknown stage (not on the route)")
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._index = {stage: i for i, stage in enumerate(self.route)}
+
+    def knows(self, stage: str) -> bool:
+        """Whether a stage has a duration, i.e. may appear on an order's route."""
+        return stage in self.stage_duration
+
+    def route_index(self, stage: str) -> int | None:
+        """Position on the plan's default route (None when off it)."""
+        return self._index.get(stage)
+
+    def duration(self, stage: str, product: str | None = None) -> timedelta:
+        """Budget of a visit: the product's override first, else `stage_duration`."""
+        if product is not None:
+            override = self.products.get(product)
+            if override is not None and stage in override.stage_duration:
+                return override.stage_duration[stage]
+        return self.stage_duration[stage]
+
+    def at_risk_margin(self, tier: str) -> timedelta:
+        """A tier without an entry gets no extra margin."""
+        policy = self.tiers.get(tier)  # type: ignore[call-overload]
+        return policy.at_risk_margin if policy is not None else timedelta(0)
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        if item["loc"]:
+            key = ".".join(str(part) for part in item["loc"])
+            problems.append(f"plan key '{key}': {item['msg']}")
+        else:
+            problems.append(item["msg"])
+    return "; ".join(problems)
+
+
+def plan_from_mapping(data: Any) -> SlaPlan:
+    """Validate an already-parsed plan document, turning pydantic errors into `PlanError`."""
+    if not isinstance(data, dict):
+        raise PlanError("plan must be a YAML mapping of keys")
+    try:
+        return SlaPlan.model_validate(data)
+    except ValidationError as exc:
+        raise PlanError(_describe(exc)) from None
+
+
+def load_plan(path: Path | None = None) -> SlaPlan:
+    """Read a plan file, or the shipped knitwear default when `path` is None."""
+    try:
+        if path is None:
+            text = resources.files("schemas").joinpath("plans", "knitwear.yaml").read_text("utf-8")
+            where = "shipped default plan"
+        else:
+            text = Path(path).read_text(encoding="utf-8")
+            where = str(path)
+    except OSError as exc:
+        raise PlanError(f"cannot read plan {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PlanError(f"{where} is not valid YAML: {exc}") from None
+    return plan_from_mapping(data)

@@ -1,0 +1,226 @@
+"""Entry points of the rules: one order, or one unit, at clock `now`.
+
+`evaluate_order` re-derives everything of an order from its facts on each call.
+Orders have tens of scans, so a full re-walk is cheap, and it makes the result
+independent of the order in which facts arrived (the core requirement): the
+caller only stores facts and diffs the returned alerts against what it published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from schemas.alerts import (
+    Alert,
+    AlertCustomer,
+    AlertStatus,
+    AlertType,
+    Severity,
+    alert_id,
+)
+from schemas.order_state import OrderState, OrderStatus, VisitState
+from schemas.plan import DEFAULT_TIER, SlaPlan
+from streams.rules.downtimes import Downtime
+from streams.rules.facts import CustomerFact, OrderFacts, OrderRecordFact, ScanFact
+from streams.rules.obligations import next_obligation_instant, order_obligations
+from streams.rules.order_alerts import OrderAlertBuilder
+from streams.rules.order_record import RecordFold, fold_records
+from streams.rules.visits import Walk, walk_visits
+
+_BREACH_TYPES = frozenset({AlertType.START_OVERDUE, AlertType.STAGE_OVERDUE,
+                           AlertType.HANDOFF_OVERDUE, AlertType.ORDER_OVERDUE})
+_RISK_TYPES = frozenset({AlertType.ORDER_AT_RISK, AlertType.ORDER_DISRUPTED})
+
+
+@dataclass(frozen=True, slots=True)
+class UnitOccupancy:
+    """A visit of an order at a unit: what `unit_down` lists as orders in progress."""
+
+    unit_id: str
+    order_id: str
+    stage: str
+    visit: int
+    start: datetime | None
+    end: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEvaluation:
+    alerts: dict[str, Alert]
+    """Desired alerts at `now`, by alert_id (never `retracted`: absence means that)."""
+    off_route_scans: list[ScanFact]
+    """Scans whose stage is not on the order's latest route: dead letters."""
+    rejected_records: list[OrderRecordFact]
+    """Order records the fold refused (bad `due_at`, unknown route): dead letters."""
+    state: OrderState
+    next_deadline: datetime | None
+    """Earliest instant after `now` at which the alerts change with no new input."""
+    occupancy: list[UnitOccupancy]
+
+
+def current_customer_id(facts: OrderFacts, plan: SlaPlan) -> str | None:
+    """The customer the order belongs to now, so the caller can look up its CRM fact."""
+    record = fold_records(facts.records, plan).record
+    return record.customer_id if record is not None else None
+
+
+def _customer(fold: RecordFold, customer: CustomerFact | None) -> AlertCustomer | None:
+    if fold.record is None:
+        return None
+    known = customer if customer is not None and customer.customer_id == fold.record.customer_id \
+        else None
+    if known is None:
+        return AlertCustomer(customer_id=fold.record.customer_id, name=None, tier=DEFAULT_TIER)
+    return AlertCustomer(customer_id=known.customer_id, name=known.name,
+                         tier=known.tier)
+
+
+def evaluate_order(
+    order_id: str,
+    facts: OrderFacts,
+    customer: CustomerFact | None,
+    downtimes_by_unit: Mapping[str, Sequence[Downtime]],
+    plan: SlaPlan,
+    now: datetime,
+    version: int = 0,
+) -> OrderEvaluation:
+    """Alerts, dead letters, snapshot and next timer of one order at clock `now`.
+
+    `customer` is the CRM fact of the order's current customer (see
+    `current_customer_id`); a fact for another customer counts as unknown.
+    `downtimes_by_unit` must hold each unit's downtimes sorted by (start, event_id).
+    `version` is stamped on the snapshot; the caller keeps it increasing.
+    """
+    fold = fold_records(facts.records, plan)
+    record = fold.record
+    on_route = set(fold.route)
+    valid: list[ScanFact] = []
+    off_route: list[ScanFact] = []
+    for scan in facts.scans:
+        (valid if scan.stage in on_route else off_route).append(scan)
+    product = record.product if record is not None else None
+    walk = walk_visits(valid, fold.route, plan, product)
+    obligations = order_obligations(record, walk, fold.route, plan, product)
+    alert_customer = _customer(fold, customer)
+    tier = alert_customer.tier if alert_customer is not None else DEFAULT_TIER
+
+    builder = OrderAlertBuilder(order_id, alert_customer)
+    builder.obligations(obligations, plan, now, downtimes_by_unit)
+    if record is not None:
+        builder.at_risk(record, walk, plan.at_risk_margin(tier))
+    builder.scan_findings(walk, plan.qc_stage)
+    builder.disruptions(walk, downtimes_by_unit, tier)
+    alerts = builder.alerts
+    cancelled_at = fold.cancelled_at
+    if cancelled_at is not None:
+        alerts = {key: alert for key, alert in alerts.items() if alert.deadline <= cancelled_at}
+
+    state = _state(order_id, fold, walk, alert_customer, alerts, now, version)
+    off_route.sort(key=ScanFact.sort_key)
+    return OrderEvaluation(
+        alerts=alerts,
+        off_route_scans=off_route,
+        rejected_records=fold.rejected,
+        state=state,
+        next_deadline=next_obligation_instant(obligations, now, plan.grace, cancelled_at),
+        occupancy=_occupancy(order_id, walk, cancelled_at),
+    )
+
+
+def _occupancy(order_id: str, walk: Walk, cancelled_at: datetime | None) -> list[UnitOccupancy]:
+    # A cancelled order leaves its stations at C, whatever was scanned.
+    result = []
+    for visit in walk.visits:
+        end = visit.end
+        if cancelled_at is not None and (end is None or end > cancelled_at):
+            end = cancelled_at
+        result.append(UnitOccupancy(visit.unit_id, order_id, visit.stage, visit.number,
+                                    visit.start, end))
+    return result
+
+
+def _status(fold: RecordFold, walk: Walk, alerts: Mapping[str, Alert]) -> OrderStatus:
+    if fold.cancelled_at is not None:
+        return OrderStatus.CANCELLED
+    if walk.completed_at is not None:
+        return OrderStatus.COMPLETED
+    open_types = {a.type for a in alerts.values() if a.status is AlertStatus.OPEN}
+    if open_types & _BREACH_TYPES:
+        return OrderStatus.BREACHED
+    if open_types & _RISK_TYPES:
+        return OrderStatus.AT_RISK
+    return OrderStatus.ON_TRACK
+
+
+def _state(
+    order_id: str, fold: RecordFold, walk: Walk, customer: AlertCustomer | None,
+    alerts: Mapping[str, Alert], now: datetime, version: int,
+) -> OrderState:
+    record = fold.record
+    current = walk.current or (walk.visits[-1] if walk.visits else None)
+    eta = walk.completed_at or (walk.etas[-1][1] if walk.etas else None)
+    visits = [
+        VisitState(stage=v.stage, visit=v.number, unit_id=v.unit_id, started_at=v.start,
+                   ended_at=v.end, outcome=v.outcome,
+                   quantity=v.quantity, uom=v.uom)
+        for v in walk.visits
+    ]
+    return OrderState(
+        order_id=order_id, customer=customer,
+        product=record.product if record else None,
+        quantity=record.quantity if record else None,
+        placed_at=record.placed_at if record else None,
+        due_at=record.due_at if record else None,
+        cancelled_at=fold.cancelled_at,
+        stage=current.stage if current else None,
+        visit=current.number if current else None,
+        status=_status(fold, walk, alerts), visits=visits, eta=eta,
+        open_alert_ids=sorted(k for k, a in alerts.items() if a.status is AlertStatus.OPEN),
+        version=version, as_of=now,
+    )
+
+
+def evaluate_unit(
+    unit_id: str,
+    downtimes: Sequence[Downtime],
+    plan: SlaPlan,
+    now: datetime,
+    orders_in_progress: Sequence[UnitOccupancy] = (),
+) -> dict[str, Alert]:
+    """`unit_down`/`unit_degraded` of one unit.
+
+    Their status depends on facts only (a downtime's end is an `up` record), so
+    `now` does not change them; it is accepted so both entry points look alike.
+    `orders_in_progress` are the visits at this unit known to the caller; each
+    alert lists the orders whose visit overlaps its downtime.
+    """
+    del now
+    alerts: dict[str, Alert] = {}
+    for downtime in downtimes:
+        if downtime.unit_id != unit_id:
+            continue
+        down = downtime.kind == "down"
+        kind = AlertType.UNIT_DOWN if down else AlertType.UNIT_DEGRADED
+        identity = alert_id(kind, unit_id, downtime.stage, None, downtime.start)
+        if identity in alerts:
+            continue
+        orders = sorted({o.order_id for o in orders_in_progress
+                         if o.unit_id == unit_id and downtime.overlaps(o.start, o.end)})
+        end = downtime.end
+        alerts[identity] = Alert(
+            alert_id=identity, type=kind,
+            severity=Severity.CRITICAL if down else Severity.WARNING,
+            status=AlertStatus.RESOLVED if end is not None else AlertStatus.OPEN,
+            order_id=None, unit_id=unit_id, stage=downtime.stage, visit=None,
+            deadline=downtime.start, detected_at=downtime.start, fulfilled_at=end,
+            lateness_s=(end - downtime.start).total_seconds() if end is not None else None,
+            customer=None, cause=None,
+            details={
+                "event_id": downtime.event_id, "reason": downtime.reason,
+                "orders_in_progress": orders,
+                "contingency": plan.contingency.get(downtime.stage) if downtime.stage else None,
+            },
+        )
+    return alerts

@@ -1,0 +1,106 @@
+"""Obligations of an order (RULES.md "Obligations") and their status at a clock.
+
+An obligation is a deadline `D` and, once it happened, the fulfilling time `F`.
+Both come from facts only; the clock `T` is applied last, in `obligation_status`,
+so the same facts give the same alerts whenever they are evaluated at the same
+`T`, and `next_deadline` can tell the timer index when `T` alone will matter.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from schemas.alerts import AlertStatus, AlertType
+from schemas.plan import SlaPlan
+from streams.rules.order_record import OrderRecord
+from streams.rules.visits import Visit, Walk
+
+
+@dataclass(frozen=True, slots=True)
+class Obligation:
+    type: AlertType
+    deadline: datetime
+    fulfilled_at: datetime | None
+    visit: Visit | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ObligationStatus:
+    status: AlertStatus
+    fulfilled_at: datetime | None
+    lateness_s: float | None
+
+
+def order_obligations(
+    record: OrderRecord | None,
+    walk: Walk,
+    route: Sequence[str],
+    plan: SlaPlan,
+    product: str | None,
+) -> list[Obligation]:
+    """All obligations the facts imply, whether due yet or not."""
+    result: list[Obligation] = []
+    if record is not None:
+        result.append(Obligation(
+            AlertType.START_OVERDUE, record.placed_at + plan.start_within, walk.first_scan_at))
+    visits = walk.visits
+    opened = [visit.opened_seq for visit in visits]
+    last_stage = route[-1]
+    for visit in visits:
+        if visit.start is not None:
+            deadline = visit.start + plan.duration(visit.stage, product)
+            result.append(Obligation(AlertType.STAGE_OVERDUE, deadline, visit.end, visit))
+        if visit.end is None or visit.ended_seq is None:
+            continue
+        if visit.outcome == "completed" and visit.stage == last_stage:
+            continue  # no handoff after the last stage
+        # The next visit of the order is the first one opened after this one ended.
+        after = bisect_right(opened, visit.ended_seq)
+        fulfilled: datetime | None = None
+        if after < len(visits):
+            following = visits[after]
+            fulfilled = following.start if following.start is not None else following.end
+        result.append(Obligation(
+            AlertType.HANDOFF_OVERDUE, visit.end + plan.handoff, fulfilled, visit))
+    if record is not None:
+        result.append(Obligation(AlertType.ORDER_OVERDUE, record.due_at, walk.completed_at))
+    return result
+
+
+def obligation_status(
+    obligation: Obligation, now: datetime, grace: timedelta
+) -> ObligationStatus | None:
+    """The situations table of RULES.md; None means no alert (retracted if published)."""
+    due = obligation.deadline + grace
+    fulfilled = obligation.fulfilled_at
+    if fulfilled is not None:
+        if fulfilled <= due:
+            return None
+        lateness = (fulfilled - obligation.deadline).total_seconds()
+        return ObligationStatus(AlertStatus.RESOLVED, fulfilled, lateness)
+    if now >= due:
+        return ObligationStatus(AlertStatus.OPEN, None, None)
+    return None
+
+
+def next_obligation_instant(
+    obligations: Sequence[Obligation], now: datetime, grace: timedelta,
+    cancelled_at: datetime | None,
+) -> datetime | None:
+    """The earliest `D + grace` after `now` of an unfulfilled, not-dropped obligation.
+
+    Only those change with the clock alone: everything else is decided by facts.
+    """
+    soonest: datetime | None = None
+    for obligation in obligations:
+        if obligation.fulfilled_at is not None:
+            continue
+        if cancelled_at is not None and obligation.deadline > cancelled_at:
+            continue
+        due = obligation.deadline + grace
+        if due > now and (soonest is None or due < soonest):
+            soonest = due
+    return soonest

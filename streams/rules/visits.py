@@ -1,0 +1,192 @@
+"""The visits walk of RULES.md ("Visits"): sorted scans -> visits and findings.
+
+The walk is a small state machine over the order's scans sorted by
+(`event_time`, `event_id`), so its result depends only on the set of scans: a
+late-arriving scan simply re-runs the walk. It also records the ETA after each
+scan, because `order_at_risk` is defined on the ETA *at* each scan, not on the
+latest one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from schemas.plan import SlaPlan
+from streams.rules.facts import ScanFact
+
+MISSING_SCAN = "missing_scan"
+OUT_OF_SEQUENCE = "out_of_sequence"
+
+
+@dataclass(slots=True)
+class Visit:
+    """One pass through one stage; `start` is None when only its end was scanned."""
+
+    stage: str
+    number: int
+    unit_id: str
+    start: datetime | None
+    opened_seq: int
+    """Walk position of the scan that opened it: orders visits for handoffs."""
+    end: datetime | None = None
+    ended_seq: int | None = None
+    outcome: str | None = None  # completed | rejected
+    quantity: float | None = None
+    uom: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A `missing_scan` (stage = the missing stage) or `out_of_sequence` (the scan's)."""
+
+    kind: str
+    stage: str
+    scan: ScanFact
+
+
+@dataclass(frozen=True, slots=True)
+class QuantityLoss:
+    visit: Visit
+    scan: ScanFact
+    previous: float
+
+
+@dataclass(slots=True)
+class Walk:
+    visits: list[Visit] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    losses: list[QuantityLoss] = field(default_factory=list)
+    etas: list[tuple[ScanFact, datetime]] = field(default_factory=list)
+    """(scan, ETA after applying it) for every scan of the walk."""
+    first_scan_at: datetime | None = None
+    completed_at: datetime | None = None
+    current: Visit | None = None
+    """The open visit, if any (a visit abandoned by a skip is not current)."""
+    expected: str | None = None
+    """The expected stage, None once past the end of the route."""
+
+
+def remaining_budget(route: Sequence[str], plan: SlaPlan, product: str | None) -> list[timedelta]:
+    """tail[j] = sum of handoff + duration over route[j:], so an ETA is one addition."""
+    tail = [timedelta(0)] * (len(route) + 1)
+    for j in range(len(route) - 1, -1, -1):
+        tail[j] = tail[j + 1] + plan.handoff + plan.duration(route[j], product)
+    return tail
+
+
+class _Walker:
+    """Mutable state of one walk; kept in a class so each rule reads like RULES.md."""
+
+    def __init__(self, route: Sequence[str], plan: SlaPlan, product: str | None) -> None:
+        self.route = route
+        self.index = {stage: i for i, stage in enumerate(route)}
+        self.plan = plan
+        self.product = product
+        self.tail = remaining_budget(route, plan, product)
+        self.rework = self.index.get(plan.rework_stage)
+        self.tolerance = 1.0 - plan.quantity_loss_tolerance
+        self.expected = 0
+        self.open: Visit | None = None
+        self.counters: dict[str, int] = {}
+        self.last_quantity: dict[str, float] = {}
+        self.out = Walk()
+
+    def apply(self, seq: int, scan: ScanFact) -> None:
+        i = self.index[scan.stage]
+        if self.out.completed_at is not None:
+            self._finding(OUT_OF_SEQUENCE, scan.stage, scan)
+        elif scan.action == "started":
+            self._started(seq, scan, i)
+        elif scan.action == "rejected" and scan.stage != self.plan.qc_stage:
+            self._finding(OUT_OF_SEQUENCE, scan.stage, scan)
+        else:
+            self._ended(seq, scan, i)
+        self.out.etas.append((scan, self._eta(scan.event_time)))
+
+    def _started(self, seq: int, scan: ScanFact, i: int) -> None:
+        if self.open is not None and self.open.stage == scan.stage:
+            return  # duplicate start
+        if i < self.expected:
+            self._finding(OUT_OF_SEQUENCE, scan.stage, scan)
+            return
+        # The open visit (if any) is of the expected stage: its own end is reported
+        # through stage_overdue, so only the stages strictly between are missing.
+        first_missing = self.expected + 1 if self.open is not None else self.expected
+        for stage in self.route[first_missing:i]:
+            self._finding(MISSING_SCAN, stage, scan)
+        self.open = self._new_visit(seq, scan, start=scan.event_time)
+        self.expected = i
+
+    def _ended(self, seq: int, scan: ScanFact, i: int) -> None:
+        visit = self.open
+        if visit is not None:
+            if visit.stage != scan.stage:
+                self._finding(OUT_OF_SEQUENCE, scan.stage, scan)
+                return
+        elif i >= self.expected:
+            for stage in self.route[self.expected : i + 1]:
+                self._finding(MISSING_SCAN, stage, scan)
+            visit = self._new_visit(seq, scan, start=None)
+        else:
+            self._finding(OUT_OF_SEQUENCE, scan.stage, scan)
+            return
+        visit.end = scan.event_time
+        visit.ended_seq = seq
+        visit.outcome = scan.action
+        if scan.quantity is not None:
+            visit.quantity, visit.uom = scan.quantity, scan.uom
+        self.open = None
+        if scan.action == "rejected":
+            self.expected = self.rework if self.rework is not None else i
+            return
+        self._check_quantity(visit, scan)
+        self.expected = i + 1
+        if self.expected == len(self.route):
+            self.out.completed_at = scan.event_time
+
+    def _check_quantity(self, visit: Visit, scan: ScanFact) -> None:
+        if scan.quantity is None or scan.uom is None:
+            return
+        previous = self.last_quantity.get(scan.uom)
+        if previous is not None and scan.quantity < previous * self.tolerance:
+            self.out.losses.append(QuantityLoss(visit, scan, previous))
+        self.last_quantity[scan.uom] = scan.quantity
+
+    def _new_visit(self, seq: int, scan: ScanFact, start: datetime | None) -> Visit:
+        number = self.counters.get(scan.stage, 0) + 1
+        self.counters[scan.stage] = number
+        visit = Visit(scan.stage, number, scan.unit_id, start, seq)
+        self.out.visits.append(visit)
+        return visit
+
+    def _finding(self, kind: str, stage: str, scan: ScanFact) -> None:
+        self.out.findings.append(Finding(kind, stage, scan))
+
+    def _eta(self, t: datetime) -> datetime:
+        visit = self.open
+        if visit is not None and visit.start is not None:
+            i = self.index[visit.stage]
+            busy_until = visit.start + self.plan.duration(visit.stage, self.product)
+            return max(busy_until, t) + self.tail[i + 1]
+        return t + self.tail[self.expected]
+
+    def result(self) -> Walk:
+        self.out.current = self.open
+        done = self.expected >= len(self.route)
+        self.out.expected = None if done else self.route[self.expected]
+        return self.out
+
+
+def walk_visits(
+    scans: Sequence[ScanFact], route: Sequence[str], plan: SlaPlan, product: str | None
+) -> Walk:
+    """Walk scans whose stages are all on `route` (off-route scans are dead letters)."""
+    walker = _Walker(route, plan, product)
+    ordered = sorted(scans, key=ScanFact.sort_key)
+    for seq, scan in enumerate(ordered):
+        walker.apply(seq, scan)
+    walk = walker.result()
+    walk.first_scan_at = ordered[0].event_time if ordered else None
+    return walk
