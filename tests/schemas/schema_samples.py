@@ -1,0 +1,99 @@
+"""Valid sample records of every input topic (from CONTRACT.md), for the schema tests.
+
+Functions, not constants, so each test gets its own dict to mutate.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+_CANDIDATES = (
+    Path(__file__).resolve().parents[2] / "examples",  # the repo's copy, once there is one
+    Path("/work/shared/spec/examples"),  # the spec's
+)
+EXAMPLES = next((path for path in _CANDIDATES if path.is_dir()), _CANDIDATES[0])
+
+
+def order_created(**changes: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "op": "created",
+        "order_id": "PO-1001",
+        "customer_id": "C-7",
+        "product": "merino-crewneck",
+        "quantity": 500,
+        "placed_at": "2026-11-20T08:00:00Z",
+        "due_at": "2026-12-01T17:00:00Z",
+        "route": [
+            "yarn_sourcing",
+            "dyeing",
+            "knitting",
+            "tailoring",
+            "quality_check",
+            "packaging",
+            "shipping",
+        ],
+    }
+    record.update(changes)
+    return record
+
+
+def customer(**changes: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "customer_id": "C-7",
+        "name": "Nordic Knits AB",
+        "tier": "platinum",
+        "region": "EU",
+        "account_manager": "a.berg@example.com",
+        "updated_at": "2026-11-01T00:00:00Z",
+    }
+    record.update(changes)
+    return record
+
+
+def scan(**changes: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "event_id": "2b9f3c1e-7d4a-4c2e-9a51-0f1e2d3c4b5a",
+        "order_id": "PO-1001",
+        "stage": "dyeing",
+        "action": "completed",
+        "unit_id": "DYE-01",
+        "event_time": "2026-11-22T14:05:00+01:00",
+        "quantity": 212.5,
+        "uom": "kg",
+        "lot_id": "LOT-77",
+        "attributes": {"shade": "navy"},
+    }
+    record.update(changes)
+    return record
+
+
+def unit_status(**changes: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "event_id": "u-5531",
+        "unit_id": "KNIT-02",
+        "stage": "knitting",
+        "status": "down",
+        "reason": "machine_breakdown",
+        "event_time": "2026-11-23T09:30:00Z",
+        "expected_up_at": "2026-11-23T21:00:00Z",
+    }
+    record.update(changes)
+    return record
+
+
+SAMPLES_BY_TOPIC = {
+    "orders": order_created,
+    "crm.customers": customer,
+    "scans": scan,
+    "unit-status": unit_status,
+}
+
+
+def without(record: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if key not in names}
+
+
+def as_bytes(value: Any) -> bytes:
+    return json.dumps(value).encode()
