@@ -187,7 +187,7 @@ def _describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         if item["loc"]:
-            key = ".".join(str(part) for part in item["loc"])
+            key = ".".join(str(part) for part in item["loc"] if part != "[key]")
             problems.append(f"plan key '{key}': {item['msg']}")
         else:
             problems.append(item["msg"])
