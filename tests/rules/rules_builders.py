@@ -78,13 +78,13 @@ def downtimes_of(*records: DowntimeRecord) -> dict[str, list[Downtime]]:
 
 
 def full_run(start: float = 6, unit: str = "U-1") -> list[ScanFact]:
-    """An on-time pass through the default route: each stage 10h, handoffs 2h."""
+    """An on-time pass through the default route: each stage 6h, handoffs 2h (ends at 60h)."""
     scans = []
     t = start
     for i, stage in enumerate(ROUTE):
         scans.append(scan(f"s{i}", stage, "started", t, unit))
-        scans.append(scan(f"c{i}", stage, "completed", t + 10, unit))
-        t += 12
+        scans.append(scan(f"c{i}", stage, "completed", t + 6, unit))
+        t += 8
     return scans
 
 
