@@ -24,6 +24,9 @@ class OrderStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+Outcome = Literal["completed", "rejected"] | None
+
+
 class VisitState(BaseModel):
     """One pass of the order through one stage (RULES.md "Visits")."""
 
@@ -34,7 +37,7 @@ class VisitState(BaseModel):
     unit_id: Identifier
     started_at: UtcDatetime | None = None
     ended_at: UtcDatetime | None = None
-    outcome: Literal["completed", "rejected"] | None = None
+    outcome: Outcome = None
     quantity: float | None = None
     uom: str | None = None
 

@@ -10,10 +10,11 @@ fix the file without reading a stack trace.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Hashable
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import yaml
 from pydantic import (
@@ -35,6 +36,8 @@ Tier = Literal["platinum", "gold", "standard"]
 """Customer tiers of the CRM (CONTRACT.md); unknown customers count as `standard`."""
 
 DEFAULT_TIER: Tier = "standard"
+
+T = TypeVar("T")
 
 _DURATION = re.compile(r"^\s*(-?)\s*(\d+)\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -112,6 +115,7 @@ class SlaPlan(_Strict):
     contingency: dict[StageName, str] = Field(default_factory=dict)
 
     _index: dict[str, int] = PrivateAttr(default_factory=dict)
+    _memo: dict[Hashable, Any] = PrivateAttr(default_factory=dict)
 
     @field_validator("quantity_loss_tolerance")
     @classmethod
@@ -160,6 +164,20 @@ class SlaPlan(_Strict):
 
     def model_post_init(self, context: Any, /) -> None:
         self._index = {stage: i for i, stage in enumerate(self.route)}
+
+    def __eq__(self, other: object) -> bool:
+        # Fields only: the private caches depend on which evaluations already ran.
+        return isinstance(other, SlaPlan) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """Cache a value derived from this (immutable) plan, e.g. a route's remaining budgets."""
+        try:
+            return cast(T, self._memo[key])
+        except KeyError:
+            value = self._memo[key] = compute()
+            return value
 
     def knows(self, stage: str) -> bool:
         """Whether a stage has a duration, i.e. may appear on an order's route."""

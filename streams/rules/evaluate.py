@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from schemas.alerts import (
     Alert,
@@ -20,8 +21,8 @@ from schemas.alerts import (
     Severity,
     alert_id,
 )
-from schemas.order_state import OrderState, OrderStatus, VisitState
-from schemas.plan import DEFAULT_TIER, SlaPlan
+from schemas.order_state import OrderState, OrderStatus, Outcome, VisitState
+from schemas.plan import DEFAULT_TIER, SlaPlan, Tier
 from streams.rules.downtimes import Downtime
 from streams.rules.facts import CustomerFact, OrderFacts, OrderRecordFact, ScanFact
 from streams.rules.obligations import next_obligation_instant, order_obligations
@@ -72,9 +73,10 @@ def _customer(fold: RecordFold, customer: CustomerFact | None) -> AlertCustomer 
     known = customer if customer is not None and customer.customer_id == fold.record.customer_id \
         else None
     if known is None:
-        return AlertCustomer(customer_id=fold.record.customer_id, name=None, tier=DEFAULT_TIER)
-    return AlertCustomer(customer_id=known.customer_id, name=known.name,
-                         tier=known.tier)
+        return AlertCustomer.model_construct(
+            customer_id=fold.record.customer_id, name=None, tier=DEFAULT_TIER)
+    return AlertCustomer.model_construct(
+        customer_id=known.customer_id, name=known.name, tier=cast(Tier, known.tier))
 
 
 def evaluate_order(
@@ -162,12 +164,12 @@ def _state(
     current = walk.current or (walk.visits[-1] if walk.visits else None)
     eta = walk.completed_at or (walk.etas[-1][1] if walk.etas else None)
     visits = [
-        VisitState(stage=v.stage, visit=v.number, unit_id=v.unit_id, started_at=v.start,
-                   ended_at=v.end, outcome=v.outcome,
-                   quantity=v.quantity, uom=v.uom)
+        VisitState.model_construct(
+            stage=v.stage, visit=v.number, unit_id=v.unit_id, started_at=v.start, ended_at=v.end,
+            outcome=cast(Outcome, v.outcome), quantity=v.quantity, uom=v.uom)
         for v in walk.visits
     ]
-    return OrderState(
+    return OrderState.model_construct(
         order_id=order_id, customer=customer,
         product=record.product if record else None,
         quantity=record.quantity if record else None,
@@ -209,7 +211,7 @@ def evaluate_unit(
         orders = sorted({o.order_id for o in orders_in_progress
                          if o.unit_id == unit_id and downtime.overlaps(o.start, o.end)})
         end = downtime.end
-        alerts[identity] = Alert(
+        alerts[identity] = Alert.model_construct(
             alert_id=identity, type=kind,
             severity=Severity.CRITICAL if down else Severity.WARNING,
             status=AlertStatus.RESOLVED if end is not None else AlertStatus.OPEN,

@@ -36,13 +36,18 @@ def _cause(visit: Visit | None, downtimes: Mapping[str, Sequence[Downtime]]) -> 
         return None
     for downtime in downtimes.get(visit.unit_id, ()):  # sorted by (start, event_id)
         if downtime.overlaps(visit.start, visit.end):
-            return AlertCause(unit_id=downtime.unit_id, reason=downtime.reason,
+            return AlertCause.model_construct(unit_id=downtime.unit_id, reason=downtime.reason,
                               since=downtime.start)
     return None
 
 
 class OrderAlertBuilder:
-    """Collects the alerts of one order; the first alert built for an id wins."""
+    """Collects the alerts of one order; the first alert built for an id wins.
+
+    Alerts are built with `model_construct`: every value already comes from
+    validated facts and the plan, and re-validating each alert on every
+    evaluation would cost more than the rules themselves.
+    """
 
     def __init__(self, order_id: str, customer: AlertCustomer | None) -> None:
         self.order_id = order_id
@@ -67,7 +72,7 @@ class OrderAlertBuilder:
         if identity in self.alerts:
             return
         lateness = None if fulfilled_at is None else (fulfilled_at - deadline).total_seconds()
-        self.alerts[identity] = Alert(
+        self.alerts[identity] = Alert.model_construct(
             alert_id=identity, type=type, severity=severity,
             status=AlertStatus.OPEN if fulfilled_at is None else AlertStatus.RESOLVED,
             order_id=self.order_id, unit_id=unit_id, stage=stage, visit=visit,
@@ -155,7 +160,7 @@ class OrderAlertBuilder:
                     detected_at=max(began, downtime.start), stage=visit.stage,
                     visit=visit.number, unit_id=visit.unit_id,
                     fulfilled_at=min(ends) if ends else None,
-                    cause=AlertCause(unit_id=downtime.unit_id, reason=downtime.reason,
-                                     since=downtime.start),
+                    cause=AlertCause.model_construct(
+                        unit_id=downtime.unit_id, reason=downtime.reason, since=downtime.start),
                     details={"downtime_event_id": downtime.event_id, "kind": downtime.kind},
                 )
