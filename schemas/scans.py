@@ -10,10 +10,19 @@ Without a context the default plan's `quality_check` applies.
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from schemas.common import Identifier, StageName, UtcDatetime
@@ -30,13 +39,44 @@ LotId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:/-]{1,64}$")]
 """Like an identifier, plus `/` which GS1 lot numbers (EPCIS `lgtin`) may carry."""
 
 AttributeKey = Annotated[str, Field(min_length=1, max_length=MAX_ATTRIBUTE_KEY)]
-AttributeValue = (
-    Annotated[str, Field(max_length=MAX_ATTRIBUTE_TEXT)]
-    | bool
-    | int
-    | Annotated[float, Field(allow_inf_nan=False)]
-    | None
-)
+AttributeScalar = str | bool | int | float | None
+
+
+def _attribute_value(value: Any) -> AttributeScalar:
+    """One clear error per bad value, instead of one per member of a union."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise PydanticCustomError("attribute_not_finite", "attribute numbers must be finite")
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_ATTRIBUTE_TEXT:
+            raise PydanticCustomError(
+                "attribute_too_long",
+                "attribute text is longer than {max_length} characters",
+                {"max_length": MAX_ATTRIBUTE_TEXT},
+            )
+        return value
+    raise PydanticCustomError(
+        "attribute_type", "attribute values are strings, numbers, booleans or null (flat)"
+    )
+
+
+AttributeValue = Annotated[
+    AttributeScalar,
+    PlainValidator(_attribute_value),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "maxLength": MAX_ATTRIBUTE_TEXT},
+                {"type": "number"},
+                {"type": "boolean"},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
 Attributes = Annotated[dict[AttributeKey, AttributeValue], Field(max_length=MAX_ATTRIBUTES)]
 """Free-form station data (shade, gauge, ...): flat and bounded, because it is
 stored per event and must not let one producer blow up state or ClickHouse rows."""

@@ -155,3 +155,8 @@ def test_other_actions_valid_anywhere(action: str) -> None:
 def test_unknown_fields_are_ignored() -> None:
     event = ScanEvent.model_validate(scan(operator="j.doe", temperature=80))
     assert "operator" not in event.model_dump()
+
+
+@pytest.mark.parametrize("number", [float("inf"), float("nan")])
+def test_attribute_numbers_must_be_finite(number: float) -> None:
+    assert _types(scan(attributes={"w": number})) == ["attribute_not_finite"]
