@@ -103,10 +103,12 @@ def decode_replay_line(raw_line: bytes | str) -> ReplayLine:
 
 def errors_from(exc: ValidationError) -> list[ErrorDetail]:
     """pydantic's errors as dead-letter details (dotted `loc`, bounded `msg`)."""
-    return [_detail(error["loc"], error["msg"], error["type"]) for error in exc.errors()]
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    return [_detail(error["loc"], error["msg"], error["type"]) for error in errors]
 
 
 def _rejection(exc: ValidationError, otherwise: ReasonCode) -> RecordRejected:
+    """Classify by pydantic's own root error: bad JSON (incl. bad UTF-8) or not an object."""
     errors = exc.errors(include_url=False, include_input=False, include_context=False)
     if len(errors) == 1 and not errors[0]["loc"]:
         kind = errors[0]["type"]
@@ -118,7 +120,7 @@ def _rejection(exc: ValidationError, otherwise: ReasonCode) -> RecordRejected:
             code = otherwise
     else:
         code = otherwise
-    return RecordRejected(code, [_detail(e["loc"], e["msg"], e["type"]) for e in errors])
+    return RecordRejected(code, errors_from(exc))
 
 
 def _detail(loc: Iterable[int | str], msg: str, kind: str) -> ErrorDetail:

@@ -47,7 +47,9 @@ def test_model_map_covers_the_input_topics() -> None:
     assert set(MODEL_BY_TOPIC) == set(INPUT_TOPICS)
 
 
-@pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe{}", b"{'a': 1}", b"PO-1", b'{"a":1}{}'])
+@pytest.mark.parametrize(
+    "raw", [b"", b"{", b"\xff\xfe{}", b'{"a": "\xff"}', b"{'a': 1}", b"PO-1", b'{"a":1}{}']
+)
 def test_not_json(raw: bytes) -> None:
     rejected = _rejected("scans", raw)
     assert rejected.reason_code is ReasonCode.NOT_JSON
