@@ -1,0 +1,3 @@
+from chainwatch.cli import run
+
+run()

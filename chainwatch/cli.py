@@ -1,0 +1,280 @@
+"""`chainwatch`: the one console script; each subcommand composes the packages.
+
+Errors the user can fix (`UserError`, bad settings) print one line and exit
+non-zero; `--debug` adds the traceback. Commands whose issue has not landed
+say so and exit 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from typing import Annotated, Any
+
+import click
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from chainwatch.errors import NotBuiltYet, UserError
+from chainwatch.logs import configure_logging
+from chainwatch.settings import Settings
+
+app = typer.Typer(
+    name="chainwatch",
+    help="Real-time supply-chain monitoring for knitwear production.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+kafka_app = typer.Typer(help="Run the project's local Apache Kafka broker.", no_args_is_help=True)
+db_app = typer.Typer(help="ClickHouse schema.", no_args_is_help=True)
+dashboards_app = typer.Typer(help="Grafana dashboards as code.", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(db_app, name="db")
+app.add_typer(dashboards_app, name="dashboards")
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+_state: dict[str, Any] = {"debug": False}
+
+
+def settings() -> Settings:
+    """The settings, built once per process; a malformed env value is a one-line error."""
+    cached = _state.get("settings")
+    if isinstance(cached, Settings):
+        return cached
+    try:
+        built = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "CHAINWATCH_" + "__".join(str(p).upper() for p in first["loc"])
+        raise UserError(f"{where}: {first['msg']}") from None
+    _state["settings"] = built
+    configure_logging(built.log_level, built.log_format)
+    return built
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+# --- kafka ------------------------------------------------------------------
+
+
+def _broker() -> Any:
+    from chainwatch.local_kafka import LocalBroker
+
+    cfg = settings()
+    if not cfg.kafka.is_local:
+        raise UserError(
+            f"CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS is set ({cfg.kafka.bootstrap}): "
+            "that broker is not managed here"
+        )
+    return LocalBroker(cfg)
+
+
+@kafka_app.command("start")
+def kafka_start() -> None:
+    """Fetch the jars (once), format storage and start the broker; no-op when it runs."""
+    status = _broker().start(progress=lambda msg: err.print(f"[dim]{msg}[/]"))
+    out.print(f"kafka ready on {status.bootstrap} (pid {status.pid})")
+
+
+@kafka_app.command("stop")
+def kafka_stop() -> None:
+    """Stop the local broker."""
+    out.print("kafka stopped" if _broker().stop() else "kafka was not running")
+
+
+@kafka_app.command("status")
+def kafka_status() -> None:
+    """Is the local broker running and answering? Exit 1 if not."""
+    status = _broker().status()
+    out.print(f"kafka {status.detail} on {status.bootstrap}" + (f" (pid {status.pid})" if status.pid else ""))
+    if not status.running:
+        raise typer.Exit(1)
+
+
+# --- ClickHouse -----------------------------------------------------------
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending schema migrations to the configured ClickHouse."""
+    from sinks.clickhouse.connection import open_client
+    from sinks.clickhouse.migrate import migrate
+
+    cfg = settings()
+    client = open_client(cfg)
+    try:
+        applied = migrate(client, cfg)
+    finally:
+        client.close()
+    if applied:
+        for m in applied:
+            out.print(f"applied {m.version:04d}_{m.name}")
+    else:
+        out.print("schema is up to date")
+
+
+@app.command("sql")
+def sql(
+    query: Annotated[str, typer.Argument(help="A read-only SQL statement.")],
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+) -> None:
+    """Run a query against the configured store (works while a sink owns the embedded one)."""
+    from sinks.clickhouse.readers import open_reader
+
+    if fmt not in ("table", "csv", "json"):
+        raise UserError("--format must be table, csv or json")
+    reader = open_reader(settings())
+    try:
+        result = reader.query(query)
+    finally:
+        reader.close()
+    if fmt == "json":
+        for row in result.rows:
+            sys.stdout.write(json.dumps(dict(zip(result.columns, row, strict=True)), default=str) + "\n")
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+    else:
+        table = RichTable(*result.columns)
+        for row in result.rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        out.print(table)
+
+
+# --- settings and health ----------------------------------------------------
+
+
+@app.command("config")
+def config() -> None:
+    """Print the effective settings (secrets masked)."""
+    sys.stdout.write(json.dumps(settings().redacted(), indent=2, sort_keys=True) + "\n")
+
+
+@app.command("doctor")
+def doctor() -> None:
+    """Check Java, Maven, Kafka and ClickHouse; say what is wrong and how to fix it."""
+    from chainwatch.doctor import run_checks
+
+    checks = run_checks(settings())
+    for check in checks:
+        mark = "[green]ok[/]" if check.ok else "[red]FAIL[/]"
+        out.print(f"{mark:>14}  {check.name:<12} {check.detail}")
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+# --- long-running processes -------------------------------------------------
+
+
+@app.command("worker")
+def worker() -> None:
+    """Run a stream worker (live clock)."""
+    from chainwatch.runners import run_worker
+
+    run_worker(settings())
+
+
+@app.command("sink")
+def sink(
+    drain: Annotated[bool, typer.Option(help="Exit once caught up with every topic.")] = False,
+) -> None:
+    """Sink topics into ClickHouse (owns the embedded store while it runs)."""
+    from chainwatch.runners import run_sink
+
+    stats = run_sink(settings(), drain=drain)
+    err.print(f"sink: {stats.rows_written} rows in {stats.batches} batches")
+
+
+@app.command("demo")
+def demo() -> None:
+    """Broker, worker, sink and generated traffic on the embedded defaults; Ctrl-C stops all."""
+    from chainwatch.demo import run_demo
+
+    run_demo(settings(), console=out)
+
+
+def _not_built(name: str, issue: str) -> None:
+    raise NotBuiltYet(f"`chainwatch {name}` is not built yet ({issue})")
+
+
+@app.command("replay", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def replay() -> None:
+    """Replay a scenario file in event time and print the final alerts (not built yet)."""
+    _not_built("replay", "monitoring engine issue")
+
+
+@app.command("simulate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def simulate() -> None:
+    """Generate knitwear-chain traffic (not built yet)."""
+    _not_built("simulate", "monitoring engine issue")
+
+
+@app.command("gateway", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def gateway() -> None:
+    """HTTP and EPCIS ingest gateway (not built yet)."""
+    _not_built("gateway", "contract and ingest issue")
+
+
+@app.command("status", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def status() -> None:
+    """Live terminal view of the chain (not built yet)."""
+    _not_built("status", "dashboards issue")
+
+
+@dashboards_app.command("export", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def dashboards_export() -> None:
+    """Write the dashboards' JSON (not built yet)."""
+    _not_built("dashboards export", "dashboards issue")
+
+
+@dashboards_app.command("publish", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def dashboards_publish() -> None:
+    """Publish dashboards to Grafana (not built yet)."""
+    _not_built("dashboards publish", "dashboards issue")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning user errors into one-line messages."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as exc:
+        if _state["debug"]:
+            err.print_exception()
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug)")
+        return 1
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

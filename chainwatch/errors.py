@@ -1,0 +1,19 @@
+"""Errors a user can fix, reported as one line without a traceback.
+
+Anything raising `UserError` is caught by the CLI, printed as `error: <message>`
+and turned into a non-zero exit; `--debug` shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem in the environment or the input that the user can fix; says how."""
+
+    exit_code = 1
+
+
+class NotBuiltYet(UserError):
+    """A command of the CLI map whose issue has not landed yet."""
+
+    exit_code = 2

@@ -1,0 +1,255 @@
+"""A real single-node Apache Kafka (KRaft) broker run by the project itself.
+
+There is no Docker on the machines we target, so the broker comes from Maven
+Central: `deploy/kafka/pom.xml` names the jars, Maven fetches them once into a
+git-ignored cache, and this module formats storage, starts the JVM in the
+background and waits until a metadata request succeeds. Pid, config and logs
+live under `<data_dir>/kafka`, so a second `start` finds the running broker and
+does nothing, and `stop` works from any shell.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from chainwatch.errors import UserError
+from chainwatch.settings import Settings
+
+DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
+READY_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+
+
+class BrokerError(UserError):
+    """The local broker cannot be fetched, started or stopped; the message says why."""
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    bootstrap: str
+    detail: str
+
+
+def _pom_version() -> str:
+    text = (DEPLOY_DIR / "pom.xml").read_text()
+    start = text.index("<kafka.version>") + len("<kafka.version>")
+    return text[start : text.index("</kafka.version>")]
+
+
+def jar_dir() -> Path:
+    """The cached jars of the pinned Kafka version (shared by every data dir)."""
+    return DEPLOY_DIR / "lib" / _pom_version()
+
+
+def _require_tool(name: str, hint: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise BrokerError(f"{name} not found on PATH: {hint}")
+    return path
+
+
+def fetch_jars(progress: Callable[[str], None] = lambda _msg: None) -> Path:
+    """Download the broker jars with Maven once; later calls return the cache."""
+    target = jar_dir()
+    if (target / ".complete").exists():
+        return target
+    _require_tool("java", "install a Java 17+ runtime (e.g. apt install openjdk-17-jre-headless)")
+    mvn = _require_tool("mvn", "install Apache Maven (e.g. apt install maven)")
+    progress(f"fetching Apache Kafka {_pom_version()} jars from Maven Central (first run only)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="jars-", dir=target.parent))
+    cmd = [
+        mvn, "-q", "-B", "-f", str(DEPLOY_DIR / "pom.xml"),
+        "dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
+        raise BrokerError("Maven could not fetch the Kafka jars: " + " | ".join(tail))
+    (staging / ".complete").touch()
+    if target.exists():  # another process won the race; keep its copy
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        staging.rename(target)
+    return target
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        return sock.connect_ex((host, port)) == 0
+
+
+def metadata_ok(bootstrap: str, timeout_s: float = 5.0) -> bool:
+    """True when the broker answers a metadata request (the readiness probe)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            request_timeout_ms=int(timeout_s * 1000),
+        )
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        admin.describe_cluster()
+        return True
+    except (KafkaError, OSError, ValueError):
+        return False
+    finally:
+        admin.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child is not alive
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+class LocalBroker:
+    """The broker of one data dir: `start`, `stop`, `status`, all idempotent."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.kafka_dir
+        self.port = settings.kafka.local_port
+        self.controller_port = settings.kafka.local_controller_port
+        self.bootstrap = f"127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "logs" / "server.log"
+
+    def _pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def status(self) -> BrokerStatus:
+        pid = self._pid()
+        if pid is None:
+            return BrokerStatus(False, None, self.bootstrap, "not running")
+        if metadata_ok(self.bootstrap, timeout_s=3):
+            return BrokerStatus(True, pid, self.bootstrap, "ready")
+        return BrokerStatus(False, pid, self.bootstrap, "process alive but not answering")
+
+    def _write_config(self) -> Path:
+        template = (DEPLOY_DIR / "server.properties").read_text()
+        props = template.format(
+            port=self.port, controller_port=self.controller_port, log_dir=self.home / "data"
+        )
+        path = self.home / "server.properties"
+        path.write_text(props)
+        log4j = (DEPLOY_DIR / "log4j2.properties").read_text()
+        (self.home / "log4j2.properties").write_text(log4j.format(log_file=self.log_file))
+        return path
+
+    def _format_storage(self, java: str, classpath: str, config: Path) -> None:
+        if (self.home / "data" / "meta.properties").exists():
+            return
+        cluster_id_file = self.home / "cluster.id"
+        if not cluster_id_file.exists():
+            # StorageTool wants a base64 UUID of 22 chars; uuid4 bytes encode the same way.
+            import base64
+
+            raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id_file.write_text(raw)
+        cmd = [
+            java, "-cp", classpath, "kafka.tools.StorageTool", "format",
+            "-t", cluster_id_file.read_text().strip(), "-c", str(config), "--ignore-formatted",
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise BrokerError(f"formatting Kafka storage failed: {result.stderr.strip()[-300:]}")
+
+    def start(self, progress: Callable[[str], None] = lambda _msg: None) -> BrokerStatus:
+        """Start the broker unless it already runs; return once it answers metadata."""
+        current = self.status()
+        if current.running:
+            return current
+        if current.pid is not None:
+            raise BrokerError(
+                f"a broker process (pid {current.pid}) exists but does not answer on "
+                f"{self.bootstrap}; run `chainwatch kafka stop` and start again"
+            )
+        for port in (self.port, self.controller_port):
+            if port_open("127.0.0.1", port):
+                raise BrokerError(
+                    f"port {port} on 127.0.0.1 is already in use by another process; stop it "
+                    "or set CHAINWATCH_KAFKA__LOCAL_PORT / CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT"
+                )
+        java = _require_tool("java", "install a Java 17+ runtime (apt install openjdk-17-jre)")
+        jars = fetch_jars(progress)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        classpath = str(jars / "*")
+        self._format_storage(java, classpath, config)
+        heap = self.settings.kafka.local_heap
+        cmd = [
+            java, "-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            "-cp", classpath, "kafka.Kafka", str(config),
+        ]  # fmt: skip
+        progress(f"starting Kafka broker on {self.bootstrap}")
+        with open(self.home / "logs" / "stdout.log", "ab") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.home,
+            )  # fmt: skip
+        self.pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise BrokerError(
+                    f"the Kafka broker exited with code {proc.returncode}; see {self.log_file}"
+                )
+            if port_open("127.0.0.1", self.port) and metadata_ok(self.bootstrap):
+                return BrokerStatus(True, proc.pid, self.bootstrap, "ready")
+            time.sleep(0.25)
+        raise BrokerError(
+            f"the Kafka broker did not answer within {READY_TIMEOUT_S:.0f}s; see {self.log_file}"
+        )
+
+    def stop(self) -> bool:
+        """Stop the broker (SIGTERM, then SIGKILL after a timeout). False if none ran."""
+        pid = self._pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True

@@ -1,0 +1,169 @@
+"""The one settings object of Chainwatch.
+
+Built once at start-up (`Settings()` reads `CHAINWATCH_*` environment variables,
+nested with `__`, e.g. `CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS`) and passed down;
+nothing else reads the environment. Secrets are `SecretStr` so they never
+print; `redacted()` is what `chainwatch config` and the logs show.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_BOOTSTRAP = "127.0.0.1:19092"
+
+
+class KafkaSettings(BaseModel):
+    """Where the broker is, and how the project runs its own when none is given."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description="host:port[,host:port]. Unset: the project runs a local broker on "
+        f"{LOCAL_BOOTSTRAP} (`chainwatch kafka start`).",
+    )
+    topic_prefix: str = Field(default="", description="Prefix of every topic name (deployments).")
+    partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of created topics.")
+    replication_factor: int = Field(default=1, ge=1, description="Replication of created topics.")
+    local_port: int = Field(default=19092, ge=1, le=65535, description="Port of the local broker.")
+    local_controller_port: int = Field(default=19093, ge=1, le=65535)
+    local_heap: str = Field(default="768m", pattern=r"^\d+[mMgG]$", description="-Xmx of the broker")
+
+    @property
+    def bootstrap(self) -> str:
+        return self.bootstrap_servers or f"127.0.0.1:{self.local_port}"
+
+    @property
+    def is_local(self) -> bool:
+        """True when the project owns the broker (no bootstrap servers configured)."""
+        return self.bootstrap_servers is None
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+class ClickHouseSettings(BaseModel):
+    """Embedded chDB by default; a ClickHouse server when `url` is set."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: SecretStr | None = Field(
+        default=None,
+        description="http(s)://user:password@host:8123/database. Unset: embedded chDB "
+        "under <data_dir>/clickhouse.",
+    )
+    database: str = Field(default="chainwatch", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    query_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Loopback port on which the process owning the embedded store answers "
+        "read-only queries from local tools (`chainwatch sql`, `status`); 0 = any free port "
+        "(published in <data_dir>/clickhouse.endpoint.json).",
+    )
+    ttl_days: int = Field(default=400, ge=1, description="Raw events are kept this long.")
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and urlsplit(value.get_secret_value()).scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.url is None
+
+    def redacted_url(self) -> str | None:
+        """The URL with its password masked, for logs and `chainwatch config`."""
+        if self.url is None:
+            return None
+        parts = urlsplit(self.url.get_secret_value())
+        if parts.password is None:
+            return parts.geturl()
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class EngineSettings(BaseModel):
+    """How the monitoring engine runs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    app_id: str = Field(default="chainwatch", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    plan: Path | None = Field(default=None, description="SLA plan YAML; unset = shipped knitwear plan")
+    store: Literal["memory", "rocksdb"] = Field(
+        default="memory", description="faust table store; rocksdb needs the `rocksdb` extra"
+    )
+    clock: Literal["live", "event"] = Field(default="live")
+
+
+class Settings(BaseSettings):
+    """Every setting of Chainwatch, from `CHAINWATCH_*` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHAINWATCH_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(
+        default=Path(".chainwatch"),
+        description="Kafka data, the embedded ClickHouse, pids and logs live here.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = "console"
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port; 0 = off")
+    kafka: KafkaSettings = KafkaSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    engine: EngineSettings = EngineSettings()
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.data_path / "kafka"
+
+    @property
+    def clickhouse_dir(self) -> Path:
+        return self.data_path / "clickhouse"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_path / "logs"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as `CHAINWATCH_*` variables, for child processes (secrets included)."""
+        env: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, BaseModel):
+                for name in type(value).model_fields:
+                    walk(f"{prefix}{name.upper()}__", getattr(value, name))
+                return
+            key = prefix.removesuffix("__")
+            if value is None:
+                return
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[key] = str(value)
+
+        for name in type(self).model_fields:
+            walk(f"CHAINWATCH_{name.upper()}__", getattr(self, name))
+        return env
+
+    def redacted(self) -> dict[str, Any]:
+        """Effective settings as plain data with every secret masked."""
+        data = self.model_dump(mode="json")
+        data["data_dir"] = str(self.data_path)
+        data["clickhouse"]["url"] = self.clickhouse.redacted_url()
+        return data

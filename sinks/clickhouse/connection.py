@@ -1,0 +1,101 @@
+"""The one way Chainwatch opens ClickHouse.
+
+Unset `CHAINWATCH_CLICKHOUSE__URL` means embedded chDB under the data dir,
+through clickhouse-connect's chDB backend, so the same client code talks to a
+ClickHouse server over HTTP when a URL is given. chDB allows one process per
+data path: the process that opens it owns it, and serves read-only queries to
+local tools through `sinks.clickhouse.query_server` (see `readers.py`).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from chainwatch.errors import UserError
+from chainwatch.settings import Settings
+
+
+class StoreUnavailable(UserError):
+    """ClickHouse cannot be opened or reached; the message says how to fix it."""
+
+
+class StoreLocked(StoreUnavailable):
+    """Another process owns the embedded chDB store."""
+
+
+def open_client(settings: Settings, *, create_database: bool = True) -> Client:
+    """Connect to the configured store and select the Chainwatch database."""
+    database = settings.clickhouse.database
+    if settings.clickhouse.is_embedded:
+        path = settings.clickhouse_dir
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+        except ClickHouseError as exc:
+            if "Cannot lock file" in str(exc) or "already running" in str(exc):
+                raise StoreLocked(
+                    f"the embedded ClickHouse at {path} is held by another Chainwatch process"
+                ) from exc
+            raise StoreUnavailable(f"cannot open embedded ClickHouse at {path}: {exc}") from exc
+    else:
+        assert settings.clickhouse.url is not None
+        parts = urlsplit(settings.clickhouse.url.get_secret_value())
+        database = parts.path.strip("/") or database
+        try:
+            client = clickhouse_connect.get_client(
+                host=parts.hostname or "localhost",
+                port=parts.port or (8443 if parts.scheme == "https" else 8123),
+                username=unquote(parts.username or "default"),
+                password=unquote(parts.password or ""),
+                secure=parts.scheme == "https",
+                connect_timeout=5,
+                send_receive_timeout=60,
+            )
+        except (ClickHouseError, OSError) as exc:
+            raise StoreUnavailable(
+                f"cannot reach ClickHouse at {settings.clickhouse.redacted_url()}: "
+                f"{_first_line(exc)}; check CHAINWATCH_CLICKHOUSE__URL"
+            ) from None
+    if create_database:
+        client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+    client.database = database
+    return client
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class SerializedClient:
+    """A client shared by the threads of the owning process, one call at a time.
+
+    chDB runs in-process and clickhouse-connect clients are not documented as
+    thread-safe; the sink and the loopback query server share one engine.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+
+    def query(self, sql: str, **kwargs: Any) -> Any:
+        with self._lock:
+            return self.client.query(sql, **kwargs)
+
+    def command(self, sql: str, **kwargs: Any) -> Any:
+        with self._lock:
+            return self.client.command(sql, **kwargs)
+
+    def insert(self, table: str, rows: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self.client.insert(table, rows, **kwargs)
+
+    def close(self) -> None:
+        with self._lock:
+            self.client.close()

@@ -1,0 +1,127 @@
+"""Read-only queries against an embedded store owned by another process.
+
+chDB locks its data path to one process. The process that owns it (sink,
+demo) runs this small loopback HTTP endpoint so `chainwatch sql` and
+`chainwatch status` still answer while it runs. Only 127.0.0.1, only
+statements that read (`SELECT`, `WITH`, `SHOW`, `DESCRIBE`, `EXPLAIN`,
+`EXISTS`), executed with `readonly=1`, and only for callers that present the
+per-start token written (mode 0600) next to the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hmac
+import json
+import re
+import secrets
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from sinks.clickhouse.connection import SerializedClient
+
+READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.IGNORECASE)
+MAX_BODY = 1 << 20
+
+
+def endpoint_file(store_dir: Path) -> Path:
+    return store_dir.parent / "clickhouse.endpoint.json"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError(type(value).__name__)
+
+
+class QueryServer:
+    """Serves `POST /query` for the lifetime of the owning process."""
+
+    def __init__(self, client: SerializedClient, store_dir: Path, port: int) -> None:
+        self.client = client
+        self.store_dir = store_dir
+        self.token = secrets.token_urlsafe(24)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # quiet: no access log
+                return
+
+            def _reply(self, code: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body, default=_json_default).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path == "/ping":
+                    self._reply(200, {"ok": True})
+                else:
+                    self._reply(404, {"error": "not found"})
+
+            def do_POST(self) -> None:
+                token = self.headers.get("X-Chainwatch-Token", "")
+                if not hmac.compare_digest(token.encode(), server.token.encode()):
+                    self._reply(401, {"error": "bad or missing token"})
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                if self.path != "/query" or length > MAX_BODY:
+                    self._reply(400, {"error": "POST /query with a JSON body up to 1 MiB"})
+                    return
+                try:
+                    sql = str(json.loads(self.rfile.read(length))["sql"])
+                except (ValueError, KeyError, TypeError):
+                    self._reply(400, {"error": 'body must be {"sql": "..."}'})
+                    return
+                if not READ_ONLY.match(sql):
+                    self._reply(403, {"error": "only read-only statements are served here"})
+                    return
+                try:
+                    result = server.client.query(sql, settings={"readonly": 1})
+                except Exception as exc:  # any ClickHouse error goes back to the caller
+                    self._reply(400, {"error": str(exc).strip().splitlines()[0][:2000]})
+                    return
+                self._reply(
+                    200,
+                    {
+                        "columns": list(result.column_names),
+                        "types": [t.name for t in result.column_types],
+                        "rows": [list(r) for r in result.result_rows],
+                    },
+                )
+
+        return Handler
+
+    def start(self) -> QueryServer:
+        self._thread.start()
+        path = endpoint_file(self.store_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.write_text(json.dumps({"port": self.port, "token": self.token}))
+        tmp.replace(path)
+        return self
+
+    def stop(self) -> None:
+        endpoint_file(self.store_dir).unlink(missing_ok=True)
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -1,0 +1,111 @@
+"""Read access for local tools (`chainwatch sql`, `chainwatch status`).
+
+A server URL: query it directly. Embedded chDB: if a running Chainwatch process
+owns the store, ask its loopback query server; otherwise open the store
+ourselves for the duration of the command.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from chainwatch.settings import Settings
+from sinks.clickhouse.connection import StoreLocked, StoreUnavailable, open_client
+from sinks.clickhouse.query_server import endpoint_file
+
+
+@dataclass(frozen=True)
+class Table:
+    columns: list[str]
+    types: list[str]
+    rows: list[Sequence[Any]]
+
+
+class StoreReader(Protocol):
+    def query(self, sql: str) -> Table: ...
+    def close(self) -> None: ...
+
+
+class QueryFailed(StoreUnavailable):
+    """ClickHouse rejected the statement."""
+
+
+class DirectReader:
+    def __init__(self, settings: Settings) -> None:
+        self._client = open_client(settings)
+
+    def query(self, sql: str) -> Table:
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+
+        try:
+            result = self._client.query(sql)
+        except ClickHouseError as exc:
+            raise QueryFailed(str(exc).strip().splitlines()[0]) from None
+        return Table(
+            list(result.column_names),
+            [t.name for t in result.column_types],
+            [list(r) for r in result.result_rows],
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class LoopbackReader:
+    def __init__(self, port: int, token: str) -> None:
+        self._http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        self._token = token
+
+    def ping(self) -> bool:
+        try:
+            return self._http.get("/ping", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def query(self, sql: str) -> Table:
+        try:
+            resp = self._http.post(
+                "/query", json={"sql": sql}, headers={"X-Chainwatch-Token": self._token}
+            )
+        except httpx.HTTPError as exc:
+            raise StoreUnavailable(f"the process owning the store stopped answering: {exc}") from None
+        body = resp.json()
+        if resp.status_code != 200:
+            raise QueryFailed(str(body.get("error", resp.text)))
+        return Table(body["columns"], body["types"], body["rows"])
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _loopback(settings: Settings) -> LoopbackReader | None:
+    try:
+        info = json.loads(endpoint_file(settings.clickhouse_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    reader = LoopbackReader(int(info["port"]), str(info["token"]))
+    if reader.ping():
+        return reader
+    reader.close()
+    return None
+
+
+def open_reader(settings: Settings) -> StoreReader:
+    """The cheapest reader that works for the configured store."""
+    if not settings.clickhouse.is_embedded:
+        return DirectReader(settings)
+    loopback = _loopback(settings)
+    if loopback is not None:
+        return loopback
+    try:
+        return DirectReader(settings)
+    except StoreLocked:
+        raise StoreLocked(
+            "the embedded ClickHouse is held by another process that serves no query endpoint; "
+            "stop it or set CHAINWATCH_CLICKHOUSE__QUERY_PORT on it"
+        ) from None
