@@ -96,7 +96,10 @@ def kafka_stop() -> None:
 def kafka_status() -> None:
     """Is the local broker running and answering? Exit 1 if not."""
     status = _broker().status()
-    out.print(f"kafka {status.detail} on {status.bootstrap}" + (f" (pid {status.pid})" if status.pid else ""))
+    out.print(
+        f"kafka {status.detail} on {status.bootstrap}"
+        + (f" (pid {status.pid})" if status.pid else "")
+    )
     if not status.running:
         raise typer.Exit(1)
 
@@ -107,11 +110,11 @@ def kafka_status() -> None:
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply pending schema migrations to the configured ClickHouse."""
-    from sinks.clickhouse.connection import open_client
+    from sinks.clickhouse.connection import SerializedClient, open_client
     from sinks.clickhouse.migrate import migrate
 
     cfg = settings()
-    client = open_client(cfg)
+    client = SerializedClient(open_client(cfg))
     try:
         applied = migrate(client, cfg)
     finally:
@@ -140,7 +143,9 @@ def sql(
         reader.close()
     if fmt == "json":
         for row in result.rows:
-            sys.stdout.write(json.dumps(dict(zip(result.columns, row, strict=True)), default=str) + "\n")
+            sys.stdout.write(
+                json.dumps(dict(zip(result.columns, row, strict=True)), default=str) + "\n"
+            )
     elif fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(result.columns)
@@ -214,7 +219,9 @@ def replay() -> None:
     _not_built("replay", "monitoring engine issue")
 
 
-@app.command("simulate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    "simulate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
 def simulate() -> None:
     """Generate knitwear-chain traffic (not built yet)."""
     _not_built("simulate", "monitoring engine issue")
@@ -232,13 +239,17 @@ def status() -> None:
     _not_built("status", "dashboards issue")
 
 
-@dashboards_app.command("export", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@dashboards_app.command(
+    "export", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
 def dashboards_export() -> None:
     """Write the dashboards' JSON (not built yet)."""
     _not_built("dashboards export", "dashboards issue")
 
 
-@dashboards_app.command("publish", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@dashboards_app.command(
+    "publish", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
 def dashboards_publish() -> None:
     """Publish dashboards to Grafana (not built yet)."""
     _not_built("dashboards publish", "dashboards issue")

@@ -40,9 +40,12 @@ def _children(settings: Settings, console: Console) -> Iterator[list[subprocess.
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "chainwatch", name],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env=os.environ.copy(), start_new_session=True,
-                )  # fmt: skip
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=os.environ.copy(),
+                    start_new_session=True,
+                )
             )
             console.print(f"started {name} (pid {procs[-1].pid}, log {log_dir}/demo-{name}.log)")
         yield procs
@@ -91,7 +94,9 @@ def run_demo(settings: Settings, console: Console) -> None:
         started_broker = True
     try:
         prepare_topics(settings)
-        producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=20)
+        producer = KafkaProducer(
+            bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=20
+        )
         topic = topic_names(settings)(SCANS)
         with _children(settings, console) as procs:
             console.print(f"publishing ~{RATE_PER_S} scans/s to {topic}; Ctrl-C stops everything")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 from kafka import KafkaAdminClient
@@ -45,9 +46,7 @@ def ensure_topics(
                 "configs": configs,
             }
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
                 admin.create_topics(wanted, timeout_ms=30000, wait_for_metadata=True)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()

@@ -71,9 +71,15 @@ def fetch_jars(progress: Callable[[str], None] = lambda _msg: None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="jars-", dir=target.parent))
     cmd = [
-        mvn, "-q", "-B", "-f", str(DEPLOY_DIR / "pom.xml"),
-        "dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
-    ]  # fmt: skip
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(DEPLOY_DIR / "pom.xml"),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={staging}",
+        "-DincludeScope=runtime",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
@@ -183,9 +189,17 @@ class LocalBroker:
             raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             cluster_id_file.write_text(raw)
         cmd = [
-            java, "-cp", classpath, "kafka.tools.StorageTool", "format",
-            "-t", cluster_id_file.read_text().strip(), "-c", str(config), "--ignore-formatted",
-        ]  # fmt: skip
+            java,
+            "-cp",
+            classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id_file.read_text().strip(),
+            "-c",
+            str(config),
+            "--ignore-formatted",
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise BrokerError(f"formatting Kafka storage failed: {result.stderr.strip()[-300:]}")
@@ -214,16 +228,26 @@ class LocalBroker:
         self._format_storage(java, classpath, config)
         heap = self.settings.kafka.local_heap
         cmd = [
-            java, "-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC",
+            java,
+            "-Xms256m",
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
             f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
-            "-cp", classpath, "kafka.Kafka", str(config),
-        ]  # fmt: skip
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(config),
+        ]
         progress(f"starting Kafka broker on {self.bootstrap}")
         with open(self.home / "logs" / "stdout.log", "ab") as out:
             proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.home,
-            )  # fmt: skip
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.home,
+            )
         self.pid_file.write_text(str(proc.pid))
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:

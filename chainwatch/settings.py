@@ -33,7 +33,9 @@ class KafkaSettings(BaseModel):
     replication_factor: int = Field(default=1, ge=1, description="Replication of created topics.")
     local_port: int = Field(default=19092, ge=1, le=65535, description="Port of the local broker.")
     local_controller_port: int = Field(default=19093, ge=1, le=65535)
-    local_heap: str = Field(default="768m", pattern=r"^\d+[mMgG]$", description="-Xmx of the broker")
+    local_heap: str = Field(
+        default="768m", pattern=r"^\d+[mMgG]$", description="-Xmx of the broker"
+    )
 
     @property
     def bootstrap(self) -> str:
@@ -97,7 +99,9 @@ class EngineSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     app_id: str = Field(default="chainwatch", pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    plan: Path | None = Field(default=None, description="SLA plan YAML; unset = shipped knitwear plan")
+    plan: Path | None = Field(
+        default=None, description="SLA plan YAML; unset = shipped knitwear plan"
+    )
     store: Literal["memory", "rocksdb"] = Field(
         default="memory", description="faust table store; rocksdb needs the `rocksdb` extra"
     )

@@ -13,8 +13,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 DEFAULT_ROUTE = (
-    "yarn_sourcing", "dyeing", "knitting", "tailoring", "quality_check", "packaging", "shipping",
-)  # fmt: skip
+    "yarn_sourcing",
+    "dyeing",
+    "knitting",
+    "tailoring",
+    "quality_check",
+    "packaging",
+    "shipping",
+)
 UNITS = {stage: [f"{stage[:4].upper()}-{n:02d}" for n in (1, 2)] for stage in DEFAULT_ROUTE}
 
 

@@ -25,13 +25,17 @@ def _stage_of(raw: bytes) -> str | None:
     return stage if isinstance(stage, str) else None
 
 
-def register_stage_counts(app: faust.App, names: TopicNames) -> faust.Table:
+def register_stage_counts(app: faust.App, names: TopicNames) -> Any:
     scans = app.topic(names(SCANS), key_type=bytes, value_type=bytes, value_serializer="raw")
     by_stage = app.topic(
-        f"{app.conf.id}-scans-by-stage", key_type=str, value_type=bytes, value_serializer="raw",
-        key_serializer="raw", internal=True,
-    )  # fmt: skip
-    counts: faust.Table = app.Table("stage-counts", default=int, key_type=str, value_type=int)
+        f"{app.conf.id}-scans-by-stage",
+        key_type=str,
+        value_type=bytes,
+        value_serializer="raw",
+        key_serializer="raw",
+        internal=True,
+    )
+    counts = app.Table("stage-counts", default=int, key_type=str, value_type=int)
 
     @app.agent(scans, name="stage-rekey")
     async def rekey(stream: faust.StreamT[Any]) -> AsyncIterator[None]:

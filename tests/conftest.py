@@ -57,7 +57,11 @@ def settings_factory(tmp_path: Path, kafka_bootstrap: str) -> Callable[..., Sett
     def make(**overrides: object) -> Settings:
         values: dict[str, object] = {
             "data_dir": tmp_path / "data",
-            "kafka": {"bootstrap_servers": kafka_bootstrap, "topic_prefix": prefix, "partitions": 4},
+            "kafka": {
+                "bootstrap_servers": kafka_bootstrap,
+                "topic_prefix": prefix,
+                "partitions": 4,
+            },
             "engine": {"app_id": f"cw-{prefix.rstrip('.')}"},
         }
         values.update(overrides)

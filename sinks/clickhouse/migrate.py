@@ -11,14 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Protocol
 
 from chainwatch.settings import Settings
-
-
-class _Executes(Protocol):
-    def command(self, sql: str, **kwargs: Any) -> Any: ...
-    def query(self, sql: str, **kwargs: Any) -> Any: ...
+from sinks.clickhouse.connection import SerializedClient
 
 
 @dataclass(frozen=True)
@@ -52,7 +47,7 @@ def load_migrations(settings: Settings) -> list[Migration]:
     return found
 
 
-def applied_versions(client: _Executes) -> set[int]:
+def applied_versions(client: SerializedClient) -> set[int]:
     client.command(
         "CREATE TABLE IF NOT EXISTS schema_migrations "
         "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
@@ -62,7 +57,7 @@ def applied_versions(client: _Executes) -> set[int]:
     return {int(row[0]) for row in rows}
 
 
-def migrate(client: _Executes, settings: Settings) -> list[Migration]:
+def migrate(client: SerializedClient, settings: Settings) -> list[Migration]:
     """Apply every pending migration; return the ones applied now."""
     done = applied_versions(client)
     applied: list[Migration] = []

@@ -73,7 +73,9 @@ class LoopbackReader:
                 "/query", json={"sql": sql}, headers={"X-Chainwatch-Token": self._token}
             )
         except httpx.HTTPError as exc:
-            raise StoreUnavailable(f"the process owning the store stopped answering: {exc}") from None
+            raise StoreUnavailable(
+                f"the process owning the store stopped answering: {exc}"
+            ) from None
         body = resp.json()
         if resp.status_code != 200:
             raise QueryFailed(str(body.get("error", resp.text)))

@@ -16,6 +16,7 @@ Lifecycle and guarantees:
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,7 +104,7 @@ class ClickHouseSink:
                 f"SELECT max(kafka_offset), count() FROM {writer.table} "
                 f"WHERE kafka_topic = '{tp.topic}' AND kafka_partition = {tp.partition}"
             )
-            result = await self._with_retry(lambda s=sql: self.client.query(s))
+            result = await self._with_retry(functools.partial(self.client.query, sql))
             top, count = result.result_rows[0]
             self._stored[tp] = int(top) if count else -1
 
@@ -144,14 +145,18 @@ class ClickHouseSink:
         for tp, buf in list(self._buffers.items()):
             writer = self.writers[tp.topic]
             if buf.rows:
-                token = f"{writer.table}:{tp.topic}:{tp.partition}:{buf.first_offset}-{buf.last_offset}"
+                token = (
+                    f"{writer.table}:{tp.topic}:{tp.partition}:{buf.first_offset}-{buf.last_offset}"
+                )
                 rows = buf.rows
-                await self._with_retry(
-                    lambda w=writer, r=rows, t=token: self.client.insert(
-                        w.table, r, column_names=list(w.columns),
-                        settings={"insert_deduplication_token": t},
-                    )
-                )  # fmt: skip
+                insert = functools.partial(
+                    self.client.insert,
+                    writer.table,
+                    rows,
+                    column_names=list(writer.columns),
+                    settings={"insert_deduplication_token": token},
+                )
+                await self._with_retry(insert)
                 self.stats.rows_written += len(rows)
                 self.stats.batches += 1
             self._stored[tp] = buf.last_offset

@@ -55,5 +55,12 @@ def build_downtimes(records: Iterable[DowntimeRecord]) -> list[Downtime]:
 
 
 def _downtime(record: DowntimeRecord, end: datetime | None) -> Downtime:
-    return Downtime(record.unit_id, record.stage, record.status, record.reason,
-                    record.event_time, end, record.event_id)
+    return Downtime(
+        record.unit_id,
+        record.stage,
+        record.status,
+        record.reason,
+        record.event_time,
+        end,
+        record.event_id,
+    )

@@ -30,8 +30,14 @@ from streams.rules.order_alerts import OrderAlertBuilder
 from streams.rules.order_record import RecordFold, fold_records
 from streams.rules.visits import Walk, walk_visits
 
-_BREACH_TYPES = frozenset({AlertType.START_OVERDUE, AlertType.STAGE_OVERDUE,
-                           AlertType.HANDOFF_OVERDUE, AlertType.ORDER_OVERDUE})
+_BREACH_TYPES = frozenset(
+    {
+        AlertType.START_OVERDUE,
+        AlertType.STAGE_OVERDUE,
+        AlertType.HANDOFF_OVERDUE,
+        AlertType.ORDER_OVERDUE,
+    }
+)
 _RISK_TYPES = frozenset({AlertType.ORDER_AT_RISK, AlertType.ORDER_DISRUPTED})
 
 
@@ -70,13 +76,18 @@ def current_customer_id(facts: OrderFacts, plan: SlaPlan) -> str | None:
 def _customer(fold: RecordFold, customer: CustomerFact | None) -> AlertCustomer | None:
     if fold.record is None:
         return None
-    known = customer if customer is not None and customer.customer_id == fold.record.customer_id \
+    known = (
+        customer
+        if customer is not None and customer.customer_id == fold.record.customer_id
         else None
+    )
     if known is None:
         return AlertCustomer.model_construct(
-            customer_id=fold.record.customer_id, name=None, tier=DEFAULT_TIER)
+            customer_id=fold.record.customer_id, name=None, tier=DEFAULT_TIER
+        )
     return AlertCustomer.model_construct(
-        customer_id=known.customer_id, name=known.name, tier=cast(Tier, known.tier))
+        customer_id=known.customer_id, name=known.name, tier=cast(Tier, known.tier)
+    )
 
 
 def evaluate_order(
@@ -138,8 +149,9 @@ def _occupancy(order_id: str, walk: Walk, cancelled_at: datetime | None) -> list
         end = visit.end
         if cancelled_at is not None and (end is None or end > cancelled_at):
             end = cancelled_at
-        result.append(UnitOccupancy(visit.unit_id, order_id, visit.stage, visit.number,
-                                    visit.start, end))
+        result.append(
+            UnitOccupancy(visit.unit_id, order_id, visit.stage, visit.number, visit.start, end)
+        )
     return result
 
 
@@ -157,20 +169,33 @@ def _status(fold: RecordFold, walk: Walk, alerts: Mapping[str, Alert]) -> OrderS
 
 
 def _state(
-    order_id: str, fold: RecordFold, walk: Walk, customer: AlertCustomer | None,
-    alerts: Mapping[str, Alert], now: datetime, version: int,
+    order_id: str,
+    fold: RecordFold,
+    walk: Walk,
+    customer: AlertCustomer | None,
+    alerts: Mapping[str, Alert],
+    now: datetime,
+    version: int,
 ) -> OrderState:
     record = fold.record
     current = walk.current or (walk.visits[-1] if walk.visits else None)
     eta = walk.completed_at or (walk.etas[-1][1] if walk.etas else None)
     visits = [
         VisitState.model_construct(
-            stage=v.stage, visit=v.number, unit_id=v.unit_id, started_at=v.start, ended_at=v.end,
-            outcome=cast(Outcome, v.outcome), quantity=v.quantity, uom=v.uom)
+            stage=v.stage,
+            visit=v.number,
+            unit_id=v.unit_id,
+            started_at=v.start,
+            ended_at=v.end,
+            outcome=cast(Outcome, v.outcome),
+            quantity=v.quantity,
+            uom=v.uom,
+        )
         for v in walk.visits
     ]
     return OrderState.model_construct(
-        order_id=order_id, customer=customer,
+        order_id=order_id,
+        customer=customer,
         product=record.product if record else None,
         quantity=record.quantity if record else None,
         placed_at=record.placed_at if record else None,
@@ -178,9 +203,12 @@ def _state(
         cancelled_at=fold.cancelled_at,
         stage=current.stage if current else None,
         visit=current.number if current else None,
-        status=_status(fold, walk, alerts), visits=visits, eta=eta,
+        status=_status(fold, walk, alerts),
+        visits=visits,
+        eta=eta,
         open_alert_ids=sorted(k for k, a in alerts.items() if a.status is AlertStatus.OPEN),
-        version=version, as_of=now,
+        version=version,
+        as_of=now,
     )
 
 
@@ -208,19 +236,32 @@ def evaluate_unit(
         identity = alert_id(kind, unit_id, downtime.stage, None, downtime.start)
         if identity in alerts:
             continue
-        orders = sorted({o.order_id for o in orders_in_progress
-                         if o.unit_id == unit_id and downtime.overlaps(o.start, o.end)})
+        orders = sorted(
+            {
+                o.order_id
+                for o in orders_in_progress
+                if o.unit_id == unit_id and downtime.overlaps(o.start, o.end)
+            }
+        )
         end = downtime.end
         alerts[identity] = Alert.model_construct(
-            alert_id=identity, type=kind,
+            alert_id=identity,
+            type=kind,
             severity=Severity.CRITICAL if down else Severity.WARNING,
             status=AlertStatus.RESOLVED if end is not None else AlertStatus.OPEN,
-            order_id=None, unit_id=unit_id, stage=downtime.stage, visit=None,
-            deadline=downtime.start, detected_at=downtime.start, fulfilled_at=end,
+            order_id=None,
+            unit_id=unit_id,
+            stage=downtime.stage,
+            visit=None,
+            deadline=downtime.start,
+            detected_at=downtime.start,
+            fulfilled_at=end,
             lateness_s=(end - downtime.start).total_seconds() if end is not None else None,
-            customer=None, cause=None,
+            customer=None,
+            cause=None,
             details={
-                "event_id": downtime.event_id, "reason": downtime.reason,
+                "event_id": downtime.event_id,
+                "reason": downtime.reason,
                 "orders_in_progress": orders,
                 "contingency": plan.contingency.get(downtime.stage) if downtime.stage else None,
             },

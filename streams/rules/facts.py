@@ -47,8 +47,15 @@ class ScanFact:
         return (self.event_time, self.event_id)
 
     def to_json(self) -> list[Any]:
-        return [self.event_id, self.stage, self.action, self.unit_id,
-                to_ms(self.event_time), self.quantity, self.uom]
+        return [
+            self.event_id,
+            self.stage,
+            self.action,
+            self.unit_id,
+            to_ms(self.event_time),
+            self.quantity,
+            self.uom,
+        ]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> ScanFact:
@@ -74,15 +81,32 @@ class OrderRecordFact:
         return (self.event_time, self.offset)
 
     def to_json(self) -> list[Any]:
-        return [self.op, to_ms(self.event_time), self.offset, self.customer_id, self.product,
-                self.quantity, _opt_ms(self.placed_at), _opt_ms(self.due_at),
-                None if self.route is None else list(self.route)]
+        return [
+            self.op,
+            to_ms(self.event_time),
+            self.offset,
+            self.customer_id,
+            self.product,
+            self.quantity,
+            _opt_ms(self.placed_at),
+            _opt_ms(self.due_at),
+            None if self.route is None else list(self.route),
+        ]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> OrderRecordFact:
         op, ms, offset, customer_id, product, quantity, placed, due, route = data
-        return cls(op, from_ms(ms), offset, customer_id, product, quantity,
-                   _opt_dt(placed), _opt_dt(due), None if route is None else tuple(route))
+        return cls(
+            op,
+            from_ms(ms),
+            offset,
+            customer_id,
+            product,
+            quantity,
+            _opt_dt(placed),
+            _opt_dt(due),
+            None if route is None else tuple(route),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +138,14 @@ class DowntimeRecord:
         return (self.event_time, self.event_id)
 
     def to_json(self) -> list[Any]:
-        return [self.event_id, self.unit_id, self.stage, self.status, self.reason,
-                to_ms(self.event_time)]
+        return [
+            self.event_id,
+            self.unit_id,
+            self.stage,
+            self.status,
+            self.reason,
+            to_ms(self.event_time),
+        ]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> DowntimeRecord:
@@ -136,13 +166,19 @@ class OrderFacts:
     scans: list[ScanFact] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"o": self.order_id, "r": [r.to_json() for r in self.records],
-                "s": [s.to_json() for s in self.scans]}
+        return {
+            "o": self.order_id,
+            "r": [r.to_json() for r in self.records],
+            "s": [s.to_json() for s in self.scans],
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OrderFacts:
-        return cls(data["o"], [OrderRecordFact.from_json(r) for r in data["r"]],
-                   [ScanFact.from_json(s) for s in data["s"]])
+        return cls(
+            data["o"],
+            [OrderRecordFact.from_json(r) for r in data["r"]],
+            [ScanFact.from_json(s) for s in data["s"]],
+        )
 
 
 def add_scan(facts: OrderFacts, scan: ScanFact) -> bool:

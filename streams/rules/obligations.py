@@ -44,8 +44,11 @@ def order_obligations(
     """All obligations the facts imply, whether due yet or not."""
     result: list[Obligation] = []
     if record is not None:
-        result.append(Obligation(
-            AlertType.START_OVERDUE, record.placed_at + plan.start_within, walk.first_scan_at))
+        result.append(
+            Obligation(
+                AlertType.START_OVERDUE, record.placed_at + plan.start_within, walk.first_scan_at
+            )
+        )
     visits = walk.visits
     opened = [visit.opened_seq for visit in visits]
     last_stage = route[-1]
@@ -63,8 +66,9 @@ def order_obligations(
         if after < len(visits):
             following = visits[after]
             fulfilled = following.start if following.start is not None else following.end
-        result.append(Obligation(
-            AlertType.HANDOFF_OVERDUE, visit.end + plan.handoff, fulfilled, visit))
+        result.append(
+            Obligation(AlertType.HANDOFF_OVERDUE, visit.end + plan.handoff, fulfilled, visit)
+        )
     if record is not None:
         result.append(Obligation(AlertType.ORDER_OVERDUE, record.due_at, walk.completed_at))
     return result
@@ -87,7 +91,9 @@ def obligation_status(
 
 
 def next_obligation_instant(
-    obligations: Sequence[Obligation], now: datetime, grace: timedelta,
+    obligations: Sequence[Obligation],
+    now: datetime,
+    grace: timedelta,
     cancelled_at: datetime | None,
 ) -> datetime | None:
     """The earliest `D + grace` after `now` of an unfulfilled, not-dropped obligation.

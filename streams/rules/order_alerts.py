@@ -36,8 +36,9 @@ def _cause(visit: Visit | None, downtimes: Mapping[str, Sequence[Downtime]]) -> 
         return None
     for downtime in downtimes.get(visit.unit_id, ()):  # sorted by (start, event_id)
         if downtime.overlaps(visit.start, visit.end):
-            return AlertCause.model_construct(unit_id=downtime.unit_id, reason=downtime.reason,
-                              since=downtime.start)
+            return AlertCause.model_construct(
+                unit_id=downtime.unit_id, reason=downtime.reason, since=downtime.start
+            )
     return None
 
 
@@ -73,16 +74,28 @@ class OrderAlertBuilder:
             return
         lateness = None if fulfilled_at is None else (fulfilled_at - deadline).total_seconds()
         self.alerts[identity] = Alert.model_construct(
-            alert_id=identity, type=type, severity=severity,
+            alert_id=identity,
+            type=type,
+            severity=severity,
             status=AlertStatus.OPEN if fulfilled_at is None else AlertStatus.RESOLVED,
-            order_id=self.order_id, unit_id=unit_id, stage=stage, visit=visit,
-            deadline=deadline, detected_at=detected_at, fulfilled_at=fulfilled_at,
+            order_id=self.order_id,
+            unit_id=unit_id,
+            stage=stage,
+            visit=visit,
+            deadline=deadline,
+            detected_at=detected_at,
+            fulfilled_at=fulfilled_at,
             lateness_s=lateness,
-            customer=self.customer, cause=cause, details=details or {},
+            customer=self.customer,
+            cause=cause,
+            details=details or {},
         )
 
     def obligations(
-        self, obligations: Sequence[Obligation], plan: SlaPlan, now: datetime,
+        self,
+        obligations: Sequence[Obligation],
+        plan: SlaPlan,
+        now: datetime,
         downtimes: Mapping[str, Sequence[Downtime]],
     ) -> None:
         for obligation in obligations:
@@ -91,57 +104,103 @@ class OrderAlertBuilder:
                 continue
             visit = obligation.visit
             self.add(
-                obligation.type, _OBLIGATION_SEVERITY[obligation.type],
-                deadline=obligation.deadline, detected_at=obligation.deadline + plan.grace,
-                stage=visit.stage if visit else None, visit=visit.number if visit else None,
-                unit_id=visit.unit_id if visit else None, fulfilled_at=status.fulfilled_at,
+                obligation.type,
+                _OBLIGATION_SEVERITY[obligation.type],
+                deadline=obligation.deadline,
+                detected_at=obligation.deadline + plan.grace,
+                stage=visit.stage if visit else None,
+                visit=visit.number if visit else None,
+                unit_id=visit.unit_id if visit else None,
+                fulfilled_at=status.fulfilled_at,
                 cause=_cause(visit, downtimes),
             )
 
-    def at_risk(
-        self, record: OrderRecord, walk: Walk, margin: timedelta
-    ) -> None:
+    def at_risk(self, record: OrderRecord, walk: Walk, margin: timedelta) -> None:
         """At most one per order: raised at the first scan whose ETA + margin > due_at."""
         for scan, eta in walk.etas:
             if eta + margin > record.due_at:
                 self.add(
-                    AlertType.ORDER_AT_RISK, Severity.WARNING, deadline=record.due_at,
-                    detected_at=scan.event_time, fulfilled_at=walk.completed_at,
-                    details={"eta": format_utc(eta), "event_id": scan.event_id,
-                             "at_risk_margin_s": int(margin.total_seconds())},
+                    AlertType.ORDER_AT_RISK,
+                    Severity.WARNING,
+                    deadline=record.due_at,
+                    detected_at=scan.event_time,
+                    fulfilled_at=walk.completed_at,
+                    details={
+                        "eta": format_utc(eta),
+                        "event_id": scan.event_id,
+                        "at_risk_margin_s": int(margin.total_seconds()),
+                    },
                 )
                 return
 
     def scan_findings(self, walk: Walk, qc_stage: str) -> None:
         for finding in walk.findings:
             scan = finding.scan
-            details: dict[str, Any] = {"event_id": scan.event_id, "scan_stage": scan.stage,
-                                       "scan_action": scan.action, "scan_unit_id": scan.unit_id}
+            details: dict[str, Any] = {
+                "event_id": scan.event_id,
+                "scan_stage": scan.stage,
+                "scan_action": scan.action,
+                "scan_unit_id": scan.unit_id,
+            }
             if finding.kind == MISSING_SCAN:
                 own = finding.stage == scan.stage
-                self.add(AlertType.MISSING_SCAN, Severity.WARNING, deadline=scan.event_time,
-                         detected_at=scan.event_time, stage=finding.stage,
-                         unit_id=scan.unit_id if own else None, details=details)
+                self.add(
+                    AlertType.MISSING_SCAN,
+                    Severity.WARNING,
+                    deadline=scan.event_time,
+                    detected_at=scan.event_time,
+                    stage=finding.stage,
+                    unit_id=scan.unit_id if own else None,
+                    details=details,
+                )
             else:
-                self.add(AlertType.OUT_OF_SEQUENCE, Severity.WARNING, deadline=scan.event_time,
-                         detected_at=scan.event_time, stage=scan.stage, unit_id=scan.unit_id,
-                         details=details)
+                self.add(
+                    AlertType.OUT_OF_SEQUENCE,
+                    Severity.WARNING,
+                    deadline=scan.event_time,
+                    detected_at=scan.event_time,
+                    stage=scan.stage,
+                    unit_id=scan.unit_id,
+                    details=details,
+                )
         for loss in walk.losses:
             scan = loss.scan
-            self.add(AlertType.QUANTITY_LOSS, Severity.WARNING, deadline=scan.event_time,
-                     detected_at=scan.event_time, stage=loss.visit.stage,
-                     visit=loss.visit.number, unit_id=loss.visit.unit_id,
-                     details={"event_id": scan.event_id, "quantity": scan.quantity,
-                              "previous_quantity": loss.previous, "uom": scan.uom})
+            self.add(
+                AlertType.QUANTITY_LOSS,
+                Severity.WARNING,
+                deadline=scan.event_time,
+                detected_at=scan.event_time,
+                stage=loss.visit.stage,
+                visit=loss.visit.number,
+                unit_id=loss.visit.unit_id,
+                details={
+                    "event_id": scan.event_id,
+                    "quantity": scan.quantity,
+                    "previous_quantity": loss.previous,
+                    "uom": scan.uom,
+                },
+            )
         for visit in walk.visits:
             if visit.outcome != "rejected" or visit.end is None:
                 continue
-            redone = [later.end for later in walk.visits
-                      if later.stage == qc_stage and later.number > visit.number
-                      and later.outcome == "completed" and later.end is not None]
-            self.add(AlertType.QC_REJECTED, Severity.WARNING, deadline=visit.end,
-                     detected_at=visit.end, stage=visit.stage, visit=visit.number,
-                     unit_id=visit.unit_id, fulfilled_at=min(redone) if redone else None)
+            redone = [
+                later.end
+                for later in walk.visits
+                if later.stage == qc_stage
+                and later.number > visit.number
+                and later.outcome == "completed"
+                and later.end is not None
+            ]
+            self.add(
+                AlertType.QC_REJECTED,
+                Severity.WARNING,
+                deadline=visit.end,
+                detected_at=visit.end,
+                stage=visit.stage,
+                visit=visit.number,
+                unit_id=visit.unit_id,
+                fulfilled_at=min(redone) if redone else None,
+            )
 
     def disruptions(
         self, walk: Walk, downtimes: Mapping[str, Sequence[Downtime]], tier: str
@@ -156,11 +215,16 @@ class OrderAlertBuilder:
                 began = visit.start if visit.start is not None else visit.end
                 assert began is not None  # a visit has a start or an end
                 self.add(
-                    AlertType.ORDER_DISRUPTED, severity, deadline=downtime.start,
-                    detected_at=max(began, downtime.start), stage=visit.stage,
-                    visit=visit.number, unit_id=visit.unit_id,
+                    AlertType.ORDER_DISRUPTED,
+                    severity,
+                    deadline=downtime.start,
+                    detected_at=max(began, downtime.start),
+                    stage=visit.stage,
+                    visit=visit.number,
+                    unit_id=visit.unit_id,
                     fulfilled_at=min(ends) if ends else None,
                     cause=AlertCause.model_construct(
-                        unit_id=downtime.unit_id, reason=downtime.reason, since=downtime.start),
+                        unit_id=downtime.unit_id, reason=downtime.reason, since=downtime.start
+                    ),
                     details={"downtime_event_id": downtime.event_id, "kind": downtime.kind},
                 )

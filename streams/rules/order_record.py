@@ -61,8 +61,12 @@ def fold_records(records: Iterable[OrderRecordFact], plan: SlaPlan) -> RecordFol
             rejected.append(fact)
             continue
         if fact.op == "created":
-            if (fact.customer_id is None or fact.placed_at is None or fact.due_at is None
-                    or fact.due_at <= fact.placed_at):
+            if (
+                fact.customer_id is None
+                or fact.placed_at is None
+                or fact.due_at is None
+                or fact.due_at <= fact.placed_at
+            ):
                 rejected.append(fact)
                 continue
             record = OrderRecord(

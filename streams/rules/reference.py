@@ -65,22 +65,42 @@ class _World:
 
 
 def scan_fact(scan: ScanEvent) -> ScanFact:
-    return ScanFact(scan.event_id, scan.stage, scan.action.value, scan.unit_id, scan.event_time,
-                    scan.quantity, None if scan.uom is None else scan.uom.value)
+    return ScanFact(
+        scan.event_id,
+        scan.stage,
+        scan.action.value,
+        scan.unit_id,
+        scan.event_time,
+        scan.quantity,
+        None if scan.uom is None else scan.uom.value,
+    )
 
 
 def order_record_fact(record: OrderRecord, offset: int) -> OrderRecordFact:
     event_time = record.event_time
     assert event_time is not None  # the model defaults it to placed_at
-    return OrderRecordFact(record.op.value, event_time, offset, record.customer_id,
-                           record.product, record.quantity, record.placed_at, record.due_at,
-                           None if record.route is None else tuple(record.route))
+    return OrderRecordFact(
+        record.op.value,
+        event_time,
+        offset,
+        record.customer_id,
+        record.product,
+        record.quantity,
+        record.placed_at,
+        record.due_at,
+        None if record.route is None else tuple(record.route),
+    )
 
 
 def unit_status_fact(status: UnitStatus) -> DowntimeRecord:
-    return DowntimeRecord(status.event_id, status.unit_id, status.stage, status.status.value,
-                          None if status.reason is None else status.reason.value,
-                          status.event_time)
+    return DowntimeRecord(
+        status.event_id,
+        status.unit_id,
+        status.stage,
+        status.status.value,
+        None if status.reason is None else status.reason.value,
+        status.event_time,
+    )
 
 
 def _ingest(world: _World, offset: int, line: bytes, plan: SlaPlan) -> None:
@@ -97,12 +117,12 @@ def _ingest(world: _World, offset: int, line: bytes, plan: SlaPlan) -> None:
         add_record(world.order(record.order_id), order_record_fact(record, offset))
         world.advance(record.event_time)
     elif isinstance(record, UnitStatus):
-        add_unit_status(world.unit_status.setdefault(record.unit_id, []),
-                        unit_status_fact(record))
+        add_unit_status(world.unit_status.setdefault(record.unit_id, []), unit_status_fact(record))
         world.advance(record.event_time)
     elif isinstance(record, Customer):
         world.customers[record.customer_id] = CustomerFact(
-            record.customer_id, record.name, record.tier.value)
+            record.customer_id, record.name, record.tier.value
+        )
     elif isinstance(record, Tombstone) and replay.key is not None:
         world.customers.pop(replay.key, None)
 

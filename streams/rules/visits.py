@@ -84,8 +84,9 @@ class _Walker:
         self.index = {stage: i for i, stage in enumerate(route)}
         self.plan = plan
         self.product = product
-        self.tail = plan.memo(("tail", tuple(route), product),
-                              lambda: remaining_budget(route, plan, product))
+        self.tail = plan.memo(
+            ("tail", tuple(route), product), lambda: remaining_budget(route, plan, product)
+        )
         self.rework = self.index.get(plan.rework_stage)
         self.tolerance = 1.0 - plan.quantity_loss_tolerance
         self.expected = 0

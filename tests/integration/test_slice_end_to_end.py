@@ -24,12 +24,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N_EVENTS = 1000
 
 
-def _changelog_counts(bootstrap: str, topic: str, expected_total: int, timeout_s: float) -> dict[str, int]:
+def _changelog_counts(
+    bootstrap: str, topic: str, expected_total: int, timeout_s: float
+) -> dict[str, int]:
     """Latest value per key of a table's changelog, once the counts add up (or timeout)."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
         consumer_timeout_ms=1000,
-    )  # fmt: skip
+    )
     latest: dict[str, int] = {}
     deadline = time.monotonic() + timeout_s
     try:
@@ -63,9 +67,11 @@ def test_thousand_scans_reach_clickhouse_and_are_counted_per_stage(
 
     env = {**os.environ, **settings.to_env()}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "chainwatch", "worker"], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [sys.executable, "-m", "chainwatch", "worker"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         stats = run_sink(settings, drain=True)
         changelog = f"{settings.engine.app_id}-stage-counts-changelog"

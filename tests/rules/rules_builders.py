@@ -37,18 +37,36 @@ def plan_with(**changes: Any) -> SlaPlan:
 
 
 def scan(
-    event_id: str, stage: str, action: str, hours: float, unit: str = "U-1",
-    quantity: float | None = None, uom: str | None = None,
+    event_id: str,
+    stage: str,
+    action: str,
+    hours: float,
+    unit: str = "U-1",
+    quantity: float | None = None,
+    uom: str | None = None,
 ) -> ScanFact:
     return ScanFact(event_id, stage, action, unit, h(hours), quantity, uom)
 
 
 def created(
-    placed: float = 0, due: float = 400, customer: str = "C-1", product: str = "alpaca-beanie",
-    route: Sequence[str] | None = None, offset: int = 0,
+    placed: float = 0,
+    due: float = 400,
+    customer: str = "C-1",
+    product: str = "alpaca-beanie",
+    route: Sequence[str] | None = None,
+    offset: int = 0,
 ) -> OrderRecordFact:
-    return OrderRecordFact("created", h(placed), offset, customer, product, 100.0, h(placed),
-                           h(due), None if route is None else tuple(route))
+    return OrderRecordFact(
+        "created",
+        h(placed),
+        offset,
+        customer,
+        product,
+        100.0,
+        h(placed),
+        h(due),
+        None if route is None else tuple(route),
+    )
 
 
 def updated(hours: float, offset: int, **fields: Any) -> OrderRecordFact:
@@ -64,7 +82,11 @@ def cancelled(hours: float, offset: int) -> OrderRecordFact:
 
 
 def unit_record(
-    event_id: str, status: str, hours: float, unit: str = "U-1", stage: str | None = "knitting",
+    event_id: str,
+    status: str,
+    hours: float,
+    unit: str = "U-1",
+    stage: str | None = "knitting",
     reason: str | None = "machine_breakdown",
 ) -> DowntimeRecord:
     return DowntimeRecord(event_id, unit, stage, status, reason, h(hours))
@@ -102,5 +124,7 @@ def evaluate(
 
 def of_type(evaluation: OrderEvaluation | Mapping[str, Alert], kind: AlertType) -> list[Alert]:
     alerts = evaluation.alerts if isinstance(evaluation, OrderEvaluation) else evaluation
-    return sorted((a for a in alerts.values() if a.type is kind),
-                  key=lambda a: (a.deadline, a.stage or "", a.visit or 0))
+    return sorted(
+        (a for a in alerts.values() if a.type is kind),
+        key=lambda a: (a.deadline, a.stage or "", a.visit or 0),
+    )

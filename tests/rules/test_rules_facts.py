@@ -36,21 +36,31 @@ from streams.rules.order_record import fold_records
 
 def test_alert_id_is_sha256_of_type_subject_stage_visit_deadline() -> None:
     assert alert_id(AlertType.STAGE_OVERDUE, "PO-3202", "dyeing", 1, h(4 * 24 + 8)) == (
-        "3b54cb50f40d13e4847f475b925c9dab411d5e9ba9249de134b750ce503c6856")
+        "3b54cb50f40d13e4847f475b925c9dab411d5e9ba9249de134b750ce503c6856"
+    )
 
 
 def test_alert_id_writes_null_stage_and_visit_as_empty_strings() -> None:
     text = "order_overdue|PO-1|||2027-03-01T00:00:00.000Z"
     assert alert_id(AlertType.ORDER_OVERDUE, "PO-1", None, None, h(0)) == (
-        hashlib.sha256(text.encode()).hexdigest())
+        hashlib.sha256(text.encode()).hexdigest()
+    )
 
 
 def test_alert_json_has_utc_millisecond_times_and_integer_lateness() -> None:
-    alert = Alert.model_validate({
-        "alert_id": "x", "type": "unit_down", "severity": "critical", "status": "resolved",
-        "unit_id": "KNIT-N4", "deadline": "2027-03-08T11:00:00+01:00",
-        "detected_at": "2027-03-08T10:00:00Z", "fulfilled_at": "2027-03-08T20:00:00Z",
-        "lateness_s": 36000})
+    alert = Alert.model_validate(
+        {
+            "alert_id": "x",
+            "type": "unit_down",
+            "severity": "critical",
+            "status": "resolved",
+            "unit_id": "KNIT-N4",
+            "deadline": "2027-03-08T11:00:00+01:00",
+            "detected_at": "2027-03-08T10:00:00Z",
+            "fulfilled_at": "2027-03-08T20:00:00Z",
+            "lateness_s": 36000,
+        }
+    )
     data = json.loads(alert.model_dump_json())
     assert data["deadline"] == "2027-03-08T10:00:00.000Z"
     assert data["lateness_s"] == 36000
@@ -75,9 +85,11 @@ def test_dedup_of_unit_status_and_redelivered_order_records() -> None:
 
 
 def test_facts_round_trip_through_compact_json() -> None:
-    facts = OrderFacts("PO-1", [created(), updated(5, 1, due_at=500, route=ROUTE),
-                                cancelled(9, 2)],
-                       [scan("e1", "dyeing", "completed", 1.5, quantity=2.5, uom="kg")])
+    facts = OrderFacts(
+        "PO-1",
+        [created(), updated(5, 1, due_at=500, route=ROUTE), cancelled(9, 2)],
+        [scan("e1", "dyeing", "completed", 1.5, quantity=2.5, uom="kg")],
+    )
     text = json.dumps(facts.to_json())
     assert OrderFacts.from_json(json.loads(text)) == facts
     record = unit_record("u1", "down", 1)
@@ -98,7 +110,10 @@ def test_order_update_leaves_absent_fields_unchanged() -> None:
     fold = fold_records([created(customer="C-1", due=400), updated(5, 1, quantity=7.0)], PLAN)
     assert fold.record is not None
     assert (fold.record.customer_id, fold.record.due_at, fold.record.quantity) == (
-        "C-1", h(400), 7.0)
+        "C-1",
+        h(400),
+        7.0,
+    )
 
 
 def test_order_update_with_due_at_not_after_placed_at_is_a_dead_letter() -> None:
@@ -125,8 +140,9 @@ def test_scan_off_the_latest_route_is_a_dead_letter_and_moves_back_when_route_ch
     dye = scan("d", "dyeing", "started", 30)
     evaluation = evaluate([dye], records=[created(), updated(1, 1, route=short)])
     assert evaluation.off_route_scans == [dye]
-    evaluation = evaluate([dye], records=[created(), updated(1, 1, route=short),
-                                          updated(2, 2, route=ROUTE)])
+    evaluation = evaluate(
+        [dye], records=[created(), updated(1, 1, route=short), updated(2, 2, route=ROUTE)]
+    )
     assert evaluation.off_route_scans == []
 
 
@@ -140,28 +156,37 @@ def test_customer_tombstone_makes_the_customer_unknown_standard_without_name() -
     [alert] = of_type(gone, AlertType.START_OVERDUE)
     assert alert.customer is not None
     assert (alert.customer.customer_id, alert.customer.name, alert.customer.tier) == (
-        "C-1", None, "standard")
+        "C-1",
+        None,
+        "standard",
+    )
 
 
 def test_customer_fact_of_another_customer_counts_as_unknown() -> None:
-    evaluation = evaluate([scan("y", "yarn_sourcing", "started", 30)],
-                          customer=CustomerFact("C-9", "Other", "platinum"))
+    evaluation = evaluate(
+        [scan("y", "yarn_sourcing", "started", 30)],
+        customer=CustomerFact("C-9", "Other", "platinum"),
+    )
     [alert] = of_type(evaluation, AlertType.START_OVERDUE)
     assert alert.customer is not None
     assert alert.customer.tier == "standard"
 
 
 def test_downtime_runs_from_down_to_the_first_later_up() -> None:
-    [downtime] = build_downtimes([unit_record("u2", "up", 10), unit_record("u1", "down", 2),
-                                  unit_record("u3", "up", 20)])
+    [downtime] = build_downtimes(
+        [unit_record("u2", "up", 10), unit_record("u1", "down", 2), unit_record("u3", "up", 20)]
+    )
     assert (downtime.kind, downtime.start, downtime.end) == ("down", h(2), h(10))
 
 
 def test_downtime_each_down_or_degraded_starts_one_ending_at_the_same_up() -> None:
-    downtimes = build_downtimes([unit_record("a", "degraded", 1), unit_record("b", "down", 2),
-                                 unit_record("c", "up", 5)])
+    downtimes = build_downtimes(
+        [unit_record("a", "degraded", 1), unit_record("b", "down", 2), unit_record("c", "up", 5)]
+    )
     assert [(d.kind, d.start, d.end) for d in downtimes] == [
-        ("degraded", h(1), h(5)), ("down", h(2), h(5))]
+        ("degraded", h(1), h(5)),
+        ("down", h(2), h(5)),
+    ]
 
 
 def test_downtime_up_without_open_downtime_does_nothing_and_open_end_is_none() -> None:
@@ -170,9 +195,11 @@ def test_downtime_up_without_open_downtime_does_nothing_and_open_end_is_none() -
 
 
 def test_downtimes_are_per_unit_and_sorted_by_time_then_event_id() -> None:
-    downtimes = downtimes_of(unit_record("b", "down", 1, unit="K1"),
-                             unit_record("a", "up", 1, unit="K1"),
-                             unit_record("c", "down", 1, unit="K2"))
+    downtimes = downtimes_of(
+        unit_record("b", "down", 1, unit="K1"),
+        unit_record("a", "up", 1, unit="K1"),
+        unit_record("c", "down", 1, unit="K2"),
+    )
     # "a" (up) sorts before "b" at the same instant: K1's downtime stays open.
     assert [(d.event_id, d.end) for d in downtimes["K1"]] == [("b", None)]
     assert [d.event_id for d in downtimes["K2"]] == ["c"]
@@ -183,4 +210,5 @@ def test_order_state_status_follows_the_alerts() -> None:
     assert evaluate([], now=30).state.status is OrderStatus.BREACHED  # start overdue
     assert evaluate(full_run()).state.status is OrderStatus.COMPLETED
     assert evaluate([], records=[created(), cancelled(2, 1)]).state.status is (
-        OrderStatus.CANCELLED)
+        OrderStatus.CANCELLED
+    )

@@ -29,12 +29,19 @@ FIRST = [scan("a", "yarn_sourcing", "started", 0)]  # ETA at this scan: 48h + 28
 
 
 def test_order_at_risk_when_eta_plus_tier_margin_is_after_due_at() -> None:
-    assert of_type(evaluate(FIRST, records=[created(due=340)], now=1), AlertType.ORDER_AT_RISK) \
-        == []
-    [alert] = of_type(evaluate(FIRST, records=[created(due=340)], customer=GOLD, now=1),
-                      AlertType.ORDER_AT_RISK)
+    assert (
+        of_type(evaluate(FIRST, records=[created(due=340)], now=1), AlertType.ORDER_AT_RISK) == []
+    )
+    [alert] = of_type(
+        evaluate(FIRST, records=[created(due=340)], customer=GOLD, now=1), AlertType.ORDER_AT_RISK
+    )
     assert (alert.status, alert.deadline, alert.severity, alert.stage, alert.detected_at) == (
-        AlertStatus.OPEN, h(340), Severity.WARNING, None, h(0))
+        AlertStatus.OPEN,
+        h(340),
+        Severity.WARNING,
+        None,
+        h(0),
+    )
 
 
 def test_order_at_risk_at_most_one_and_resolved_once_complete_even_if_eta_recovered() -> None:
@@ -42,21 +49,31 @@ def test_order_at_risk_at_most_one_and_resolved_once_complete_even_if_eta_recove
     evaluation = evaluate(scans, records=[created(due=340)], customer=GOLD, now=400)
     [alert] = of_type(evaluation, AlertType.ORDER_AT_RISK)
     assert (alert.status, alert.fulfilled_at, alert.lateness_s) == (
-        AlertStatus.RESOLVED, h(60), (60 - 340) * 3600)
+        AlertStatus.RESOLVED,
+        h(60),
+        (60 - 340) * 3600,
+    )
 
 
 def test_quantity_loss_below_tolerance_of_latest_earlier_same_uom_completion() -> None:
-    scans = [scan("a", "yarn_sourcing", "started", 0),
-             scan("b", "yarn_sourcing", "completed", 5, quantity=100, uom="kg"),
-             scan("c", "dyeing", "started", 6),
-             scan("d", "dyeing", "completed", 10, quantity=97, uom="kg"),  # exactly 3 %: fine
-             scan("e", "knitting", "started", 11),
-             scan("f", "knitting", "completed", 20, quantity=50, uom="pcs"),  # new uom
-             scan("g", "tailoring", "started", 21, unit="T1"),
-             scan("h", "tailoring", "completed", 30, quantity=94, uom="kg")]
+    scans = [
+        scan("a", "yarn_sourcing", "started", 0),
+        scan("b", "yarn_sourcing", "completed", 5, quantity=100, uom="kg"),
+        scan("c", "dyeing", "started", 6),
+        scan("d", "dyeing", "completed", 10, quantity=97, uom="kg"),  # exactly 3 %: fine
+        scan("e", "knitting", "started", 11),
+        scan("f", "knitting", "completed", 20, quantity=50, uom="pcs"),  # new uom
+        scan("g", "tailoring", "started", 21, unit="T1"),
+        scan("h", "tailoring", "completed", 30, quantity=94, uom="kg"),
+    ]
     [alert] = of_type(evaluate(scans, now=31), AlertType.QUANTITY_LOSS)
     assert (alert.stage, alert.visit, alert.deadline, alert.status, alert.unit_id) == (
-        "tailoring", 1, h(30), AlertStatus.OPEN, "T1")
+        "tailoring",
+        1,
+        h(30),
+        AlertStatus.OPEN,
+        "T1",
+    )
     assert alert.details["previous_quantity"] == 97
 
 
@@ -66,25 +83,44 @@ def test_qc_rejected_open_until_a_later_qc_visit_completes() -> None:
     [alert] = of_type(evaluate(rejected, now=41), AlertType.QC_REJECTED)
     # The visit's unit is the one that started it.
     assert (alert.status, alert.stage, alert.visit, alert.deadline, alert.unit_id) == (
-        AlertStatus.OPEN, "quality_check", 1, h(40), "U-1")
-    redone = [*rejected, scan("t1", "tailoring", "started", 41),
-              scan("t2", "tailoring", "completed", 44),
-              scan("q1", "quality_check", "started", 45),
-              scan("q2", "quality_check", "completed", 47)]
+        AlertStatus.OPEN,
+        "quality_check",
+        1,
+        h(40),
+        "U-1",
+    )
+    redone = [
+        *rejected,
+        scan("t1", "tailoring", "started", 41),
+        scan("t2", "tailoring", "completed", 44),
+        scan("q1", "quality_check", "started", 45),
+        scan("q2", "quality_check", "completed", 47),
+    ]
     [alert] = of_type(evaluate(redone, now=48), AlertType.QC_REJECTED)
     assert (alert.status, alert.fulfilled_at, alert.lateness_s) == (
-        AlertStatus.RESOLVED, h(47), 7 * 3600)
+        AlertStatus.RESOLVED,
+        h(47),
+        7 * 3600,
+    )
 
 
 def test_unit_down_resolved_at_the_downtime_end_critical_with_contingency_and_orders() -> None:
-    [downtime] = downtimes_of(unit_record("u1", "down", 10, unit="K1"),
-                              unit_record("u2", "up", 20, unit="K1"))["K1"]
-    busy = [UnitOccupancy("K1", "PO-2", "knitting", 1, h(5), None),
-            UnitOccupancy("K1", "PO-1", "knitting", 1, h(0), h(15)),
-            UnitOccupancy("K1", "PO-3", "knitting", 1, h(20), h(30))]
+    [downtime] = downtimes_of(
+        unit_record("u1", "down", 10, unit="K1"), unit_record("u2", "up", 20, unit="K1")
+    )["K1"]
+    busy = [
+        UnitOccupancy("K1", "PO-2", "knitting", 1, h(5), None),
+        UnitOccupancy("K1", "PO-1", "knitting", 1, h(0), h(15)),
+        UnitOccupancy("K1", "PO-3", "knitting", 1, h(20), h(30)),
+    ]
     [alert] = evaluate_unit("K1", [downtime], PLAN, h(100), busy).values()
     assert (alert.type, alert.severity, alert.status, alert.order_id, alert.unit_id) == (
-        AlertType.UNIT_DOWN, Severity.CRITICAL, AlertStatus.RESOLVED, None, "K1")
+        AlertType.UNIT_DOWN,
+        Severity.CRITICAL,
+        AlertStatus.RESOLVED,
+        None,
+        "K1",
+    )
     assert (alert.deadline, alert.fulfilled_at, alert.lateness_s) == (h(10), h(20), 36000)
     assert alert.details["orders_in_progress"] == ["PO-1", "PO-2"]
     assert alert.details["contingency"] == PLAN.contingency["knitting"]
@@ -94,19 +130,31 @@ def test_unit_degraded_is_a_warning_open_while_no_up_follows() -> None:
     [downtime] = downtimes_of(unit_record("u1", "degraded", 10, unit="K1"))["K1"]
     [alert] = evaluate_unit("K1", [downtime], PLAN, h(100)).values()
     assert (alert.type, alert.severity, alert.status, alert.lateness_s) == (
-        AlertType.UNIT_DEGRADED, Severity.WARNING, AlertStatus.OPEN, None)
+        AlertType.UNIT_DEGRADED,
+        Severity.WARNING,
+        AlertStatus.OPEN,
+        None,
+    )
 
 
 def test_order_disrupted_per_visit_and_overlapping_downtime_resolved_at_earlier_end() -> None:
-    downtimes = downtimes_of(unit_record("u1", "down", 10, unit="K1"),
-                             unit_record("u2", "up", 20, unit="K1"),
-                             unit_record("u3", "down", 40, unit="K1"))
-    scans = [scan("a", "yarn_sourcing", "started", 5, unit="K1"),
-             scan("b", "yarn_sourcing", "completed", 15, unit="K1")]
+    downtimes = downtimes_of(
+        unit_record("u1", "down", 10, unit="K1"),
+        unit_record("u2", "up", 20, unit="K1"),
+        unit_record("u3", "down", 40, unit="K1"),
+    )
+    scans = [
+        scan("a", "yarn_sourcing", "started", 5, unit="K1"),
+        scan("b", "yarn_sourcing", "completed", 15, unit="K1"),
+    ]
     evaluation = evaluate(scans, downtimes=downtimes, customer=PLATINUM, now=50)
     [alert] = of_type(evaluation, AlertType.ORDER_DISRUPTED)
     assert (alert.status, alert.deadline, alert.fulfilled_at, alert.severity) == (
-        AlertStatus.RESOLVED, h(10), h(15), Severity.CRITICAL)
+        AlertStatus.RESOLVED,
+        h(10),
+        h(15),
+        Severity.CRITICAL,
+    )
     assert (alert.stage, alert.visit, alert.unit_id) == ("yarn_sourcing", 1, "K1")
     standard = evaluate(scans[:1], downtimes=downtimes, now=50)
     alerts = of_type(standard, AlertType.ORDER_DISRUPTED)
@@ -117,14 +165,19 @@ def test_order_disrupted_per_visit_and_overlapping_downtime_resolved_at_earlier_
 
 
 def test_order_disrupted_visit_of_unknown_start_counts_from_its_end() -> None:
-    downtimes = downtimes_of(unit_record("u1", "down", 10, unit="K1"),
-                             unit_record("u2", "up", 20, unit="K1"))
+    downtimes = downtimes_of(
+        unit_record("u1", "down", 10, unit="K1"), unit_record("u2", "up", 20, unit="K1")
+    )
     ended_inside = [scan("b", "yarn_sourcing", "completed", 15, unit="K1")]
-    assert len(of_type(evaluate(ended_inside, downtimes=downtimes, now=50),
-                       AlertType.ORDER_DISRUPTED)) == 1
+    assert (
+        len(of_type(evaluate(ended_inside, downtimes=downtimes, now=50), AlertType.ORDER_DISRUPTED))
+        == 1
+    )
     ended_before = [scan("b", "yarn_sourcing", "completed", 5, unit="K1")]
-    assert of_type(evaluate(ended_before, downtimes=downtimes, now=50),
-                   AlertType.ORDER_DISRUPTED) == []
+    assert (
+        of_type(evaluate(ended_before, downtimes=downtimes, now=50), AlertType.ORDER_DISRUPTED)
+        == []
+    )
 
 
 def test_cancellation_drops_alerts_with_deadline_after_c_and_keeps_earlier_ones() -> None:
@@ -141,7 +194,8 @@ def test_diff_publishes_new_and_changed_and_retracts_no_longer_desired_once() ->
     after = evaluate([], records=[created(due=50), updated(5, 1, due_at=80)], now=60).alerts
     changes = diff_alerts(before, after)
     assert [(a.type, a.status) for a in changes] == [
-        (AlertType.ORDER_OVERDUE, AlertStatus.RETRACTED)]
+        (AlertType.ORDER_OVERDUE, AlertStatus.RETRACTED)
+    ]
     published = {**before, **{a.alert_id: a for a in changes}}
     assert diff_alerts(published, after) == []
     assert [a.type for a in diff_alerts({}, after)] == [AlertType.START_OVERDUE]
@@ -157,8 +211,12 @@ def test_diff_republishes_an_alert_whose_customer_severity_changed() -> None:
 
 
 def test_alerts_do_not_depend_on_the_order_facts_arrived_in() -> None:
-    scans = [*full_run(), scan("x", "dyeing", "started", 20), scan("y", "shipping", "started", 70),
-             scan("q", "quality_check", "completed", 39, quantity=1, uom="pcs")]
+    scans = [
+        *full_run(),
+        scan("x", "dyeing", "started", 20),
+        scan("y", "shipping", "started", 70),
+        scan("q", "quality_check", "completed", 39, quantity=1, uom="pcs"),
+    ]
     records = [created(due=55), updated(3, 1, due_at=58), cancelled(90, 2)]
     downtimes = downtimes_of(unit_record("u1", "down", 10), unit_record("u2", "up", 12))
     expected = evaluate(scans, records, now=200, downtimes=downtimes).alerts

@@ -13,14 +13,28 @@ from schemas.plan import PlanError, SlaPlan, load_plan, parse_duration, plan_fro
 
 
 def test_shipped_default_plan_is_the_rules_example() -> None:
-    assert PLAN.route == ("yarn_sourcing", "dyeing", "knitting", "tailoring",
-                          "quality_check", "packaging", "shipping")
+    assert PLAN.route == (
+        "yarn_sourcing",
+        "dyeing",
+        "knitting",
+        "tailoring",
+        "quality_check",
+        "packaging",
+        "shipping",
+    )
     assert (PLAN.qc_stage, PLAN.rework_stage) == ("quality_check", "tailoring")
     assert PLAN.start_within == timedelta(hours=24)
     assert PLAN.handoff == timedelta(hours=12)
     hours = {stage: d / timedelta(hours=1) for stage, d in PLAN.stage_duration.items()}
-    assert hours == {"yarn_sourcing": 48, "dyeing": 36, "knitting": 48, "tailoring": 36,
-                     "quality_check": 8, "packaging": 12, "shipping": 72}
+    assert hours == {
+        "yarn_sourcing": 48,
+        "dyeing": 36,
+        "knitting": 48,
+        "tailoring": 36,
+        "quality_check": 8,
+        "packaging": 12,
+        "shipping": 72,
+    }
     assert PLAN.at_risk_margin("platinum") == timedelta(hours=24)
     assert PLAN.at_risk_margin("gold") == timedelta(hours=12)
     assert PLAN.at_risk_margin("standard") == timedelta(0)
@@ -36,10 +50,17 @@ def test_plan_duration_prefers_the_product_override() -> None:
     assert PLAN.duration("knitting") == timedelta(hours=48)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("90s", timedelta(seconds=90)), ("30m", timedelta(minutes=30)), ("36h", timedelta(hours=36)),
-    ("2d", timedelta(days=2)), ("0h", timedelta(0)), ("0s", timedelta(0)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90s", timedelta(seconds=90)),
+        ("30m", timedelta(minutes=30)),
+        ("36h", timedelta(hours=36)),
+        ("2d", timedelta(days=2)),
+        ("0h", timedelta(0)),
+        ("0s", timedelta(0)),
+    ],
+)
 def test_plan_durations_are_written_with_one_unit(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
@@ -65,25 +86,45 @@ def _bad(**changes: Any) -> dict[str, Any]:
 _DELETE = object()
 
 
-@pytest.mark.parametrize(("data", "key", "reason"), [
-    (_bad(stage_duration__weaving="3h"), "stage_duration.weaving", "unknown stage"),
-    (_bad(stage_duration__dyeing=_DELETE), "stage_duration.dyeing", "missing duration"),
-    (_bad(stage_duration__dyeing="-3h"), "stage_duration.dyeing", "must not be negative"),
-    (_bad(handoff="-1d"), "handoff", "must not be negative"),
-    (_bad(stage_duration__dyeing="3 hours"), "stage_duration.dyeing", "written like"),
-    (_bad(products__merino_x={"stage_duration": {"weaving": "1h"}}),
-     "products.merino_x.stage_duration.weaving", "unknown stage"),
-    (_bad(contingency__weaving="call"), "contingency.weaving", "unknown stage"),
-    (_bad(qc_stage="inspection"), "qc_stage", "not on the route"),
-    (_bad(rework_stage="weaving"), "rework_stage", "not on the route"),
-    (_bad(rework_stage="packaging"), "rework_stage", "before qc_stage"),
-    (_bad(route=["yarn_sourcing", "dyeing", "dyeing", "knitting", "tailoring",
-                 "quality_check", "packaging", "shipping"]), "route", "appears twice"),
-    (_bad(quantity_loss_tolerance=1.0), "quantity_loss_tolerance", "[0, 1)"),
-    (_bad(quantity_loss_tolerance=-0.1), "quantity_loss_tolerance", "[0, 1)"),
-    (_bad(tiers__diamond={"at_risk_margin": "1h"}), "tiers.diamond", ""),
-    (_bad(colour="blue"), "colour", ""),
-])
+@pytest.mark.parametrize(
+    ("data", "key", "reason"),
+    [
+        (_bad(stage_duration__weaving="3h"), "stage_duration.weaving", "unknown stage"),
+        (_bad(stage_duration__dyeing=_DELETE), "stage_duration.dyeing", "missing duration"),
+        (_bad(stage_duration__dyeing="-3h"), "stage_duration.dyeing", "must not be negative"),
+        (_bad(handoff="-1d"), "handoff", "must not be negative"),
+        (_bad(stage_duration__dyeing="3 hours"), "stage_duration.dyeing", "written like"),
+        (
+            _bad(products__merino_x={"stage_duration": {"weaving": "1h"}}),
+            "products.merino_x.stage_duration.weaving",
+            "unknown stage",
+        ),
+        (_bad(contingency__weaving="call"), "contingency.weaving", "unknown stage"),
+        (_bad(qc_stage="inspection"), "qc_stage", "not on the route"),
+        (_bad(rework_stage="weaving"), "rework_stage", "not on the route"),
+        (_bad(rework_stage="packaging"), "rework_stage", "before qc_stage"),
+        (
+            _bad(
+                route=[
+                    "yarn_sourcing",
+                    "dyeing",
+                    "dyeing",
+                    "knitting",
+                    "tailoring",
+                    "quality_check",
+                    "packaging",
+                    "shipping",
+                ]
+            ),
+            "route",
+            "appears twice",
+        ),
+        (_bad(quantity_loss_tolerance=1.0), "quantity_loss_tolerance", "[0, 1)"),
+        (_bad(quantity_loss_tolerance=-0.1), "quantity_loss_tolerance", "[0, 1)"),
+        (_bad(tiers__diamond={"at_risk_margin": "1h"}), "tiers.diamond", ""),
+        (_bad(colour="blue"), "colour", ""),
+    ],
+)
 def test_bad_plan_is_refused_naming_its_key(data: dict[str, Any], key: str, reason: str) -> None:
     with pytest.raises(PlanError) as caught:
         plan_from_mapping(data)
@@ -95,7 +136,9 @@ def test_load_plan_reads_a_file(tmp_path: Path) -> None:
     path = tmp_path / "plan.yaml"
     path.write_text(
         "route: [a, b]\nqc_stage: b\nrework_stage: a\nstart_within: 1h\nhandoff: 90s\n"
-        "stage_duration: {a: 30m, b: 2d}\n", encoding="utf-8")
+        "stage_duration: {a: 30m, b: 2d}\n",
+        encoding="utf-8",
+    )
     plan = load_plan(path)
     assert isinstance(plan, SlaPlan)
     assert plan.duration("b") == timedelta(days=2)

@@ -18,8 +18,19 @@ from schemas.common import truncate_ms
 from streams.rules.reference import run_scenario
 
 EXAMPLES = Path("/work/shared/spec/examples")
-FIELDS = ("alert_id", "type", "severity", "status", "order_id", "unit_id", "stage", "visit",
-          "deadline", "fulfilled_at", "lateness_s")
+FIELDS = (
+    "alert_id",
+    "type",
+    "severity",
+    "status",
+    "order_id",
+    "unit_id",
+    "stage",
+    "visit",
+    "deadline",
+    "fulfilled_at",
+    "lateness_s",
+)
 TIMES = ("deadline", "fulfilled_at")
 
 CASES = [
@@ -48,8 +59,9 @@ def test_worked_example_gives_the_expected_alerts(name: str, until: str, dead_le
     expected_text = (EXAMPLES / name.replace("example_", "expected_", 1)).with_suffix(".ndjson")
     expected = [json.loads(line) for line in expected_text.read_text().splitlines() if line]
     got = [alert.model_dump(mode="json") for alert in result.alerts]
-    assert [_comparable(a, "unit_id" in e and "order_id" not in e)
-            for a, e in zip(got, expected, strict=False)] == [
-        _comparable(e, "unit_id" in e and "order_id" not in e) for e in expected]
+    assert [
+        _comparable(a, "unit_id" in e and "order_id" not in e)
+        for a, e in zip(got, expected, strict=False)
+    ] == [_comparable(e, "unit_id" in e and "order_id" not in e) for e in expected]
     assert len(got) == len(expected)
     assert result.dead_letters == dead_letters
