@@ -14,13 +14,11 @@ from typing import Annotated, Any
 
 import click
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table as RichTable
 
-from chainwatch.errors import NotBuiltYet, UserError
-from chainwatch.logs import configure_logging
-from chainwatch.settings import Settings
+from chainwatch.cli_context import err, out, settings, state
+from chainwatch.commands import dashboards, gateway, replay, simulate, status
+from chainwatch.errors import UserError
 
 app = typer.Typer(
     name="chainwatch",
@@ -31,37 +29,15 @@ app = typer.Typer(
 )
 kafka_app = typer.Typer(help="Run the project's local Apache Kafka broker.", no_args_is_help=True)
 db_app = typer.Typer(help="ClickHouse schema.", no_args_is_help=True)
-dashboards_app = typer.Typer(help="Grafana dashboards as code.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(db_app, name="db")
-app.add_typer(dashboards_app, name="dashboards")
-
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
-_state: dict[str, Any] = {"debug": False}
-
-
-def settings() -> Settings:
-    """The settings, built once per process; a malformed env value is a one-line error."""
-    cached = _state.get("settings")
-    if isinstance(cached, Settings):
-        return cached
-    try:
-        built = Settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "CHAINWATCH_" + "__".join(str(p).upper() for p in first["loc"])
-        raise UserError(f"{where}: {first['msg']}") from None
-    _state["settings"] = built
-    configure_logging(built.log_level, built.log_format)
-    return built
 
 
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
-    _state["debug"] = debug
+    state["debug"] = debug
 
 
 # --- kafka ------------------------------------------------------------------
@@ -195,7 +171,7 @@ def sink(
     drain: Annotated[bool, typer.Option(help="Exit once caught up with every topic.")] = False,
 ) -> None:
     """Sink topics into ClickHouse (owns the embedded store while it runs)."""
-    from chainwatch.runners import run_sink
+    from chainwatch.sink_runner import run_sink
 
     stats = run_sink(settings(), drain=drain)
     err.print(f"sink: {stats.rows_written} rows in {stats.batches} batches")
@@ -209,50 +185,8 @@ def demo() -> None:
     run_demo(settings(), console=out)
 
 
-def _not_built(name: str, issue: str) -> None:
-    raise NotBuiltYet(f"`chainwatch {name}` is not built yet ({issue})")
-
-
-@app.command("replay", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def replay() -> None:
-    """Replay a scenario file in event time and print the final alerts (not built yet)."""
-    _not_built("replay", "monitoring engine issue")
-
-
-@app.command(
-    "simulate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-)
-def simulate() -> None:
-    """Generate knitwear-chain traffic (not built yet)."""
-    _not_built("simulate", "monitoring engine issue")
-
-
-@app.command("gateway", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def gateway() -> None:
-    """HTTP and EPCIS ingest gateway (not built yet)."""
-    _not_built("gateway", "contract and ingest issue")
-
-
-@app.command("status", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def status() -> None:
-    """Live terminal view of the chain (not built yet)."""
-    _not_built("status", "dashboards issue")
-
-
-@dashboards_app.command(
-    "export", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-)
-def dashboards_export() -> None:
-    """Write the dashboards' JSON (not built yet)."""
-    _not_built("dashboards export", "dashboards issue")
-
-
-@dashboards_app.command(
-    "publish", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-)
-def dashboards_publish() -> None:
-    """Publish dashboards to Grafana (not built yet)."""
-    _not_built("dashboards publish", "dashboards issue")
+for _command_module in (replay, simulate, gateway, status, dashboards):
+    _command_module.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except UserError as exc:
-        if _state["debug"]:
+        if state["debug"]:
             err.print_exception()
         err.print(f"[red]error:[/] {exc}", highlight=False)
         return exc.exit_code
@@ -275,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        if _state["debug"]:
+        if state["debug"]:
             raise
         err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug)")
         return 1

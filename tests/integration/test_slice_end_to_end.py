@@ -13,8 +13,9 @@ from collections.abc import Callable
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from chainwatch.runners import prepare_topics, run_sink, topic_names
+from chainwatch.runners import prepare_topics, topic_names
 from chainwatch.settings import Settings
+from chainwatch.sink_runner import run_sink
 from chainwatch.traffic import scan_events
 from sinks.clickhouse.connection import open_client
 from streams.topics import SCANS

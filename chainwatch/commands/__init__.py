@@ -1,0 +1,1 @@
+"""One module per command group that a later issue fills in; each has `register(app)`."""
