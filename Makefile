@@ -1,0 +1,36 @@
+# The two commands of the README. Both work on a fresh clone: they create the
+# venv, install the project, and fetch the Kafka jars with Maven on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint install clean-data
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e . --group dev
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make demo: the whole pipeline on the embedded defaults (Ctrl-C stops it)
+demo: $(STAMP)
+	$(BIN)/chainwatch demo
+
+## make test: lint, types and the whole suite against a real Kafka it starts itself
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m schemas.jsonschema --check
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+clean-data:
+	-$(BIN)/chainwatch kafka stop
+	rm -rf .chainwatch
