@@ -108,6 +108,30 @@ class EngineSettings(BaseModel):
     clock: Literal["live", "event"] = Field(default="live")
 
 
+class GatewaySettings(BaseModel):
+    """The HTTP ingest gateway (`chainwatch gateway`, docs/ingest.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="Listen address.")
+    port: int = Field(default=8088, ge=0, le=65535, description="Listen port.")
+    tokens_file: Path | None = Field(default=None, description="Bearer tokens YAML (sha256).")
+    epcis_mapping: Path | None = Field(
+        default=None, description="EPCIS -> scan mapping YAML; unset = no EPCIS capture."
+    )
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="413 beyond.")
+    max_items: int = Field(default=5000, ge=1, description="Items per request; 413 beyond.")
+    publish_timeout_s: float = Field(default=10.0, gt=0, description="Kafka commit deadline.")
+    retry_after_s: int = Field(default=5, ge=1, description="`Retry-After` of a 503.")
+    producers: int = Field(default=2, ge=1, le=32, description="Transactional producer pool.")
+    transactional_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Base transactional id, unique per gateway instance and stable across its "
+        "restarts; unset = `<engine.app_id>-gateway`.",
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of Chainwatch, from `CHAINWATCH_*` environment variables."""
 
@@ -128,6 +152,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     engine: EngineSettings = EngineSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
     @property
     def data_path(self) -> Path:

@@ -1,16 +1,109 @@
-"""`chainwatch gateway`: HTTP and EPCIS 2.0 ingest gateway"""
+"""`chainwatch gateway`: the HTTP and EPCIS 2.0 ingest gateway, and its token helpers."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from chainwatch.cli_context import not_built
+from chainwatch.cli_context import err, out, settings
+from chainwatch.errors import UserError
 
-PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+gateway_app = typer.Typer(
+    help="HTTP and EPCIS 2.0 ingest gateway (docs/ingest.md).",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+
+@gateway_app.callback()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="Listen address (default: settings, 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default: settings, 8088).")] = None,
+    tokens: Annotated[
+        Path | None, typer.Option("--tokens", help="Tokens YAML (name, sha256, role, unit_id).")
+    ] = None,
+    epcis_mapping: Annotated[
+        Path | None, typer.Option("--epcis-mapping", help="EPCIS -> scan mapping YAML.")
+    ] = None,
+) -> None:
+    """Serve the gateway until Ctrl-C (without a subcommand)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import uvicorn
+
+    from chainwatch.runners import prepare_topics
+    from schemas.epcis import EpcisMappingError, load_epcis_mapping
+    from streams.ingest import create_gateway_app
+    from streams.ingest.auth import TokenRegistry, TokensFileError
+
+    cfg = settings()
+    overrides = {
+        k: v
+        for k, v in {
+            "host": host,
+            "port": port,
+            "tokens_file": tokens,
+            "epcis_mapping": epcis_mapping,
+        }.items()
+        if v is not None
+    }
+    cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update=overrides)})
+    g = cfg.gateway
+    if g.tokens_file is None:
+        raise UserError("no tokens file: pass --tokens FILE (or CHAINWATCH_GATEWAY__TOKENS_FILE)")
+    try:
+        registry = TokenRegistry.load(g.tokens_file)
+        mapping = load_epcis_mapping(g.epcis_mapping) if g.epcis_mapping else None
+    except (TokensFileError, EpcisMappingError) as exc:
+        raise UserError(str(exc)) from None
+    prepare_topics(cfg)
+    app = create_gateway_app(cfg, registry, mapping)
+    err.print(
+        f"gateway on http://{g.host}:{g.port} ({len(registry)} tokens, "
+        f"EPCIS {'on' if mapping else 'off'}); docs at /docs"
+    )
+    uvicorn.run(app, host=g.host, port=g.port, log_config=None, access_log=False)
+
+
+@gateway_app.command("hash-token")
+def hash_token_command() -> None:
+    """Read a token on stdin, print its sha256 for the tokens file (keeps it out of argv)."""
+    from streams.ingest.auth import hash_token
+
+    token = sys.stdin.readline().strip()
+    if not token:
+        raise UserError("no token on stdin")
+    out.print(hash_token(token))
+
+
+@gateway_app.command("new-token")
+def new_token_command(
+    name: Annotated[str, typer.Option(help="Who uses it (logged instead of the token).")],
+    role: Annotated[str, typer.Option(help="unit | orders | crm | admin")],
+    unit_id: Annotated[str | None, typer.Option(help="For role unit: its unit_id.")] = None,
+) -> None:
+    """Make a random token: the token on stderr (for the caller), the YAML entry on stdout."""
+    from pydantic import ValidationError
+
+    from streams.ingest.auth import TokenEntry, hash_token, new_token
+
+    token = new_token()
+    try:
+        entry = TokenEntry(name=name, sha256=hash_token(token), role=role, unit_id=unit_id)
+    except ValidationError as exc:
+        raise UserError(exc.errors(include_input=False)[0]["msg"]) from None
+    err.print(f"token (shown once): {token}", highlight=False)
+    lines = [f"  - name: {entry.name}", f"    sha256: {entry.sha256}", f"    role: {entry.role}"]
+    if entry.unit_id:
+        lines.append(f"    unit_id: {entry.unit_id}")
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("gateway", context_settings=PASS_THROUGH)
-    def gateway() -> None:
-        """HTTP and EPCIS 2.0 ingest gateway (not built yet)."""
-        not_built("gateway", "contract and ingest issue")
+    app.add_typer(gateway_app, name="gateway")

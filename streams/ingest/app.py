@@ -1,0 +1,438 @@
+"""The ingest gateway: HTTP in, Kafka out, for systems that cannot produce to Kafka.
+
+Request lifecycle (docs/ingest.md has the user's view):
+
+1. request id (`X-Request-ID` echoed when sane, else generated), bearer token -> 401/403;
+2. body within `max_body_bytes` / `max_items` -> else 413; JSON, array or NDJSON;
+3. every item judged by `decode_input` (the stream engine's own validation);
+4. any rejection without `?partial=true` -> 422, nothing published; with it,
+   rejections become dead letters;
+5. accepted records and dead letters go out in **one Kafka transaction**;
+   202 only after it committed; Kafka unavailable -> 503 + `Retry-After`,
+   and the aborted transaction is invisible to `read_committed` consumers.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import FastAPI, Path, Query, Request, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chainwatch.logs import get_logger
+from chainwatch.settings import Settings
+from schemas.common import IDENTIFIER_PATTERN
+from schemas.dead_letter import DeadLetter, DeadLetterSource
+from schemas.epcis import EpcisMapping
+from schemas.plan import load_plan
+from streams.ingest.auth import Role, TokenEntry, TokenRegistry, bearer_token
+from streams.ingest.batch import ENDPOINTS, Endpoint, Verdict, judge_epcis, judge_items
+from streams.ingest.body import (
+    BodyTooLarge,
+    UnsupportedMediaType,
+    item,
+    media_type,
+    parse_document,
+    read_body,
+    split_items,
+)
+from streams.ingest.metrics import GatewayMetrics
+from streams.ingest.openapi import install_openapi
+from streams.ingest.publisher import (
+    OutRecord,
+    Publisher,
+    PublisherConfig,
+    PublishUnavailable,
+    TransactionalPublisher,
+)
+from streams.topics import CUSTOMERS, DEAD_LETTER, TopicNames
+
+log = get_logger(__name__)
+
+_REQUEST_ID_MAX = 64
+
+
+class HttpError(Exception):
+    """An answer other than 202, with a stable `error` code for clients."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.status, self.error, self.detail = status, error, detail
+        self.headers = headers or {}
+        self.extra = extra or {}
+        super().__init__(detail)
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (`request.state.request_id`) and echoes it in `X-Request-ID`.
+
+    Pure ASGI rather than `BaseHTTPMiddleware`: it sits on the hot path.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+_REQUEST_ID = re.compile(IDENTIFIER_PATTERN)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if len(text) <= _REQUEST_ID_MAX and _REQUEST_ID.fullmatch(text):
+                return text
+            break
+    return uuid.uuid4().hex
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+class Gateway:
+    """The request handling, with everything it needs bound once at start-up."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tokens: TokenRegistry,
+        mapping: EpcisMapping | None,
+        publisher: Publisher,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.settings = settings
+        self.limits = settings.gateway
+        self.tokens = tokens
+        self.mapping = mapping
+        self.publisher = publisher
+        self.metrics = metrics
+        self.topics = TopicNames(settings.kafka.topic_prefix)
+        self.qc_stage = load_plan(settings.engine.plan).qc_stage
+
+    def authenticate(self, request: Request, endpoint: Endpoint) -> TokenEntry:
+        token = bearer_token(request.headers.get("authorization"))
+        principal = self.tokens.authenticate(token) if token else None
+        if principal is None:
+            raise HttpError(
+                401,
+                "unauthorized",
+                "a valid `Authorization: Bearer <token>` header is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if principal.role not in endpoint.roles:
+            raise HttpError(
+                403,
+                "forbidden",
+                f"role {principal.role.value!r} may not post to {endpoint.path}",
+            )
+        return principal
+
+    async def handle(self, request: Request, endpoint: Endpoint, partial: bool) -> Response:
+        started = time.perf_counter()
+        request_id: str = request.state.request_id
+        principal: TokenEntry | None = None
+        counts = (0, 0)
+        try:
+            principal = self.authenticate(request, endpoint)
+            response, counts = await self._ingest(request, endpoint, partial, principal)
+        except HttpError as exc:
+            body = {"request_id": request_id, "error": exc.error, "detail": exc.detail, **exc.extra}
+            response = _json(exc.status, body, exc.headers)
+            if "rejected" in exc.extra:
+                counts = (0, int(exc.extra["rejected"]))
+        self.metrics.requests.labels(endpoint.name, str(response.status_code)).inc()
+        if counts[0]:
+            self.metrics.items.labels(endpoint.name, "accepted").inc(counts[0])
+        if counts[1]:
+            self.metrics.items.labels(endpoint.name, "rejected").inc(counts[1])
+        log.info(
+            "ingest",
+            request_id=request_id,
+            endpoint=endpoint.name,
+            caller=principal.name if principal else None,
+            status=response.status_code,
+            accepted=counts[0],
+            rejected=counts[1],
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return response
+
+    async def _ingest(
+        self, request: Request, endpoint: Endpoint, partial: bool, principal: TokenEntry
+    ) -> tuple[Response, tuple[int, int]]:
+        request_id: str = request.state.request_id
+        try:
+            kind = media_type(request.headers.get("content-type"))
+            body = await read_body(request, self.limits.max_body_bytes)
+            verdicts = self._judge(endpoint, body, kind)
+        except BodyTooLarge as exc:
+            raise HttpError(413, "too_large", str(exc)) from None
+        except UnsupportedMediaType as exc:
+            raise HttpError(415, "unsupported_media_type", str(exc)) from None
+        if not verdicts:
+            raise HttpError(422, "empty", "the request holds no items")
+        if principal.role is Role.UNIT:
+            foreign = sorted(
+                {v.unit_id for v in verdicts if v.unit_id and v.unit_id != principal.unit_id}
+            )
+            if foreign:
+                raise HttpError(
+                    403,
+                    "forbidden",
+                    f"token {principal.name!r} may only post for unit {principal.unit_id!r}, "
+                    f"not {', '.join(foreign)}",
+                )
+        accepted = [v for v in verdicts if v.accepted]
+        rejected = [v for v in verdicts if not v.accepted]
+        if rejected and not partial:
+            raise HttpError(
+                422,
+                "invalid_items",
+                f"{len(rejected)} of {len(verdicts)} items are invalid; nothing was published "
+                "(fix them, or post with ?partial=true to dead-letter them)",
+                extra={
+                    "accepted": 0,
+                    "rejected": len(rejected),
+                    "items": [self._rejection(v, None) for v in rejected],
+                },
+            )
+        topic = self.topics(endpoint.topic)
+        records = [OutRecord(topic, v.key, v.value) for v in accepted]
+        now = datetime.now(UTC)
+        dead_letters = [self._dead_letter(v, request_id, now) for v in rejected]
+        dead_topic = self.topics(DEAD_LETTER)
+        records.extend(
+            OutRecord(dead_topic, None, dl.model_dump_json().encode()) for dl in dead_letters
+        )
+        placements = await self._publish(endpoint, records)
+        results: list[dict[str, Any]] = [
+            {
+                "index": v.index,
+                "status": "accepted",
+                "key": v.key.decode() if v.key else None,
+                "partition": p.partition,
+                "offset": p.offset,
+            }
+            for v, p in zip(accepted, placements, strict=False)
+        ]
+        results.extend(self._rejection(v, dl) for v, dl in zip(rejected, dead_letters, strict=True))
+        results.sort(key=lambda r: int(r["index"]))
+        answer = {
+            "request_id": request_id,
+            "topic": topic,
+            "accepted": len(accepted),
+            "rejected": len(rejected),
+            "items": results,
+        }
+        return _json(202, answer), (len(accepted), len(rejected))
+
+    def _judge(self, endpoint: Endpoint, body: bytes, kind: str) -> list[Verdict]:
+        if endpoint.name != "epcis":
+            return judge_items(
+                split_items(body, kind, self.limits.max_items), endpoint, self.qc_stage
+            )
+        if self.mapping is None:
+            raise HttpError(
+                404, "epcis_not_configured", "this gateway has no EPCIS mapping (--epcis-mapping)"
+            )
+        result = judge_epcis(
+            item(0, parse_document(body), body), self.mapping, endpoint, self.qc_stage
+        )
+        if result.document_error is not None:
+            return [result.document_error]
+        if len(result.verdicts) > self.limits.max_items:
+            raise BodyTooLarge(
+                f"{len(result.verdicts)} events exceed the limit of {self.limits.max_items}"
+            )
+        return result.verdicts
+
+    async def _publish(self, endpoint: Endpoint, records: list[OutRecord]) -> list[Any]:
+        started = time.perf_counter()
+        try:
+            placements = await self.publisher.publish(records)
+        except PublishUnavailable as exc:
+            log.warning("kafka unavailable", endpoint=endpoint.name, error=str(exc))
+            retry = str(self.limits.retry_after_s)
+            raise HttpError(
+                503,
+                "kafka_unavailable",
+                f"Kafka did not take the request; nothing was published, retry in {retry} s",
+                headers={"Retry-After": retry},
+            ) from None
+        self.metrics.publish_seconds.labels(endpoint.name).observe(time.perf_counter() - started)
+        return placements
+
+    @staticmethod
+    def _rejection(verdict: Verdict, dead_letter: DeadLetter | None) -> dict[str, Any]:
+        errors = verdict.errors or []
+        result: dict[str, Any] = {
+            "index": verdict.index,
+            "status": "rejected" if dead_letter is None else "dead_lettered",
+            "reason_code": verdict.reason_code.value if verdict.reason_code else None,
+            "errors": [e.model_dump() for e in errors],
+        }
+        if dead_letter is not None:
+            result["dead_letter_id"] = dead_letter.dead_letter_id
+            result["reason"] = dead_letter.reason
+        return result
+
+    @staticmethod
+    def _dead_letter(verdict: Verdict, request_id: str, now: datetime) -> DeadLetter:
+        assert verdict.reason_code is not None
+        source = DeadLetterSource(kind="http", request_id=request_id, index=verdict.index)
+        return DeadLetter.build(
+            verdict.value, source, verdict.errors or [], verdict.reason_code, now
+        )
+
+    async def delete_customer(self, request: Request, customer_id: str) -> Response:
+        """A CRM delete is a tombstone (null value) on the compacted topic."""
+        endpoint = ENDPOINTS["customers"]
+        request_id: str = request.state.request_id
+        try:
+            principal = self.authenticate(request, endpoint)
+            topic = self.topics(CUSTOMERS)
+            placements = await self._publish(
+                endpoint, [OutRecord(topic, customer_id.encode(), None)]
+            )
+        except HttpError as exc:
+            body = {"request_id": request_id, "error": exc.error, "detail": exc.detail}
+            response = _json(exc.status, body, exc.headers)
+        else:
+            log.info("tombstone", request_id=request_id, caller=principal.name)
+            response = _json(
+                202,
+                {
+                    "request_id": request_id,
+                    "topic": topic,
+                    "key": customer_id,
+                    "partition": placements[0].partition,
+                    "offset": placements[0].offset,
+                },
+            )
+        self.metrics.requests.labels("customers-delete", str(response.status_code)).inc()
+        return response
+
+
+def default_publisher(settings: Settings) -> TransactionalPublisher:
+    g = settings.gateway
+    return TransactionalPublisher(
+        PublisherConfig(
+            bootstrap=settings.kafka.bootstrap,
+            transactional_id=g.transactional_id or f"{settings.engine.app_id}-gateway",
+            pool_size=g.producers,
+            publish_timeout_s=g.publish_timeout_s,
+        )
+    )
+
+
+def create_gateway_app(
+    settings: Settings,
+    tokens: TokenRegistry,
+    mapping: EpcisMapping | None = None,
+    producer: Publisher | None = None,
+) -> FastAPI:
+    """The gateway as an ASGI app; the publisher starts and stops with the app's lifespan."""
+    publisher = producer if producer is not None else default_publisher(settings)
+    metrics = GatewayMetrics()
+    gateway = Gateway(settings, tokens, mapping, publisher, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await publisher.start()
+        try:
+            yield
+        finally:
+            await publisher.stop()
+
+    app = FastAPI(
+        title="Chainwatch ingest gateway",
+        version="1",
+        description="HTTP and EPCIS 2.0 ingest into Chainwatch's Kafka topics (docs/ingest.md).",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    app.add_middleware(RequestIdMiddleware)
+
+    Partial = Annotated[
+        bool,
+        Query(
+            description="Publish the valid items, dead-letter the rest (default: all or nothing)."
+        ),
+    ]
+
+    def route(endpoint: Endpoint) -> Callable[[Request, bool], Awaitable[Response]]:
+        async def ingest(request: Request, partial: Partial = False) -> Response:
+            return await gateway.handle(request, endpoint, partial)
+
+        ingest.__name__ = f"post_{endpoint.name.replace('-', '_')}"
+        return ingest
+
+    for endpoint in ENDPOINTS.values():
+        app.add_api_route(
+            endpoint.path,
+            route(endpoint),
+            methods=["POST"],
+            summary=endpoint.summary,
+            status_code=202,
+            response_class=Response,
+            tags=["ingest"],
+        )
+
+    @app.delete("/v1/customers/{customer_id}", status_code=202, tags=["ingest"])
+    async def delete_customer(
+        request: Request,
+        customer_id: Annotated[str, Path(pattern=IDENTIFIER_PATTERN, max_length=64)],
+    ) -> Response:
+        """Delete a CRM customer: a tombstone on `crm.customers`."""
+        return await gateway.delete_customer(request, customer_id)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> Response:
+        """The process serves requests (liveness)."""
+        return _json(200, {"status": "ok"})
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> Response:
+        """Kafka answers (readiness): 503 while it does not."""
+        if await publisher.ready():
+            return _json(200, {"status": "ready", "kafka": "ok"})
+        retry = str(settings.gateway.retry_after_s)
+        return _json(503, {"status": "not_ready", "kafka": "unreachable"}, {"Retry-After": retry})
+
+    @app.get("/metrics", tags=["ops"])
+    async def prometheus() -> Response:
+        """Prometheus metrics."""
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    install_openapi(app, ENDPOINTS.values())
+    return app

@@ -1,0 +1,125 @@
+"""Bearer tokens of the gateway: who may post what.
+
+The tokens file holds only SHA-256 digests, so a leaked file (or a config dump)
+does not leak a credential. Lookup hashes the presented token and compares it
+against *every* digest with `hmac.compare_digest`, so neither the comparison
+nor an early exit tells a caller how close a guess was. Tokens are never
+logged; a principal is logged by its `name`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schemas.common import Identifier
+
+
+class Role(StrEnum):
+    UNIT = "unit"
+    """A stage unit: scans, unit status and EPCIS capture for its own `unit_id` only."""
+    ORDERS = "orders"
+    """The order desk: `/v1/orders`."""
+    CRM = "crm"
+    """The CRM: `/v1/customers`."""
+    ADMIN = "admin"
+    """Everything (integration systems, operators)."""
+
+
+class TokenEntry(BaseModel):
+    """One caller; `sha256` is the hex digest of its token."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+    role: Role
+    unit_id: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _unit_id_iff_unit(self) -> Self:
+        if self.role is Role.UNIT and self.unit_id is None:
+            raise ValueError("a token with role 'unit' needs a unit_id")
+        if self.role is not Role.UNIT and self.unit_id is not None:
+            raise ValueError("only tokens with role 'unit' have a unit_id")
+        return self
+
+
+class TokensFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tokens: list[TokenEntry]
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        names = [t.name for t in self.tokens]
+        digests = [t.sha256.lower() for t in self.tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("token names must be unique")
+        if len(set(digests)) != len(digests):
+            raise ValueError("two entries have the same sha256")
+        return self
+
+
+class TokensFileError(Exception):
+    """A tokens file that cannot be used; the message names the key, never a digest."""
+
+
+def hash_token(token: str) -> str:
+    """The hex SHA-256 that goes into the tokens file."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    """A fresh random token (256 bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+class TokenRegistry:
+    """Resolves a presented bearer token to its entry in constant time per entry."""
+
+    def __init__(self, entries: list[TokenEntry]) -> None:
+        self._entries = [(entry.sha256.lower().encode("ascii"), entry) for entry in entries]
+
+    @classmethod
+    def load(cls, path: Path) -> TokenRegistry:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise TokensFileError(f"cannot read tokens file {path}: {type(exc).__name__}") from None
+        try:
+            parsed = TokensFile.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors(include_input=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "<file>"
+            raise TokensFileError(f"tokens file {path}: key {where!r}: {first['msg']}") from None
+        return cls(parsed.tokens)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def authenticate(self, token: str) -> TokenEntry | None:
+        presented = hash_token(token).encode("ascii")
+        found: TokenEntry | None = None
+        for digest, entry in self._entries:
+            if hmac.compare_digest(presented, digest):
+                found = entry
+        return found
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, else None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token

@@ -1,0 +1,37 @@
+"""Prometheus metrics of one gateway app (its own registry, so apps in one process never clash)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+
+@dataclass
+class GatewayMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "chainwatch_gateway_requests",
+            "HTTP ingest requests by endpoint and status code.",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.items = Counter(
+            "chainwatch_gateway_items",
+            "Items by endpoint and outcome (accepted = committed to Kafka; "
+            "rejected = answered 422 or dead-lettered).",
+            ["endpoint", "outcome"],
+            registry=self.registry,
+        )
+        self.publish_seconds = Histogram(
+            "chainwatch_gateway_publish_seconds",
+            "Time from the first send to the committed Kafka transaction of a request.",
+            ["endpoint"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
