@@ -132,6 +132,43 @@ class GatewaySettings(BaseModel):
     )
 
 
+class SinkSettings(BaseModel):
+    """How `chainwatch sink` batches into ClickHouse (docs/sinks.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    flush_rows: int = Field(default=50_000, ge=1, description="Rows per partition batch.")
+    flush_interval_s: float = Field(default=1.0, gt=0, description="Max age of a batch.")
+    max_buffer_rows: int = Field(
+        default=500_000, ge=1, description="All buffers together; reaching it forces a flush."
+    )
+    max_backoff_s: float = Field(default=30.0, gt=0, description="Longest wait between retries.")
+
+
+class WebhookSettings(BaseModel):
+    """How `chainwatch notify` delivers alerts (docs/sinks.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    subscriptions: Path | None = Field(
+        default=None, description="Subscriptions YAML; unset = `chainwatch notify` refuses."
+    )
+    allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated; if set, endpoint hosts must be one of these "
+        "(`*.example.com` matches subdomains).",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="Per attempt.")
+    initial_backoff_s: float = Field(default=1.0, gt=0)
+    max_backoff_s: float = Field(default=300.0, gt=0)
+    retry_horizon_s: float = Field(
+        default=3600.0, gt=0, description="Give up (dead letter) this long after the first try."
+    )
+    queue_size: int = Field(
+        default=10_000, ge=1, description="Pending deliveries per endpoint; beyond, dead letter."
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of Chainwatch, from `CHAINWATCH_*` environment variables."""
 
@@ -152,6 +189,8 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     engine: EngineSettings = EngineSettings()
+    sink: SinkSettings = SinkSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     gateway: GatewaySettings = GatewaySettings()
 
     @property

@@ -1,26 +1,56 @@
 """The ClickHouse sink process: owns the store, serves local reads, sinks topics.
 
 Runs until SIGINT/SIGTERM (or, with `drain`, until caught up) and releases the
-embedded store lock on the way out.
+embedded store lock on the way out. A store that cannot be opened yet (the
+embedded one locked by another process, a server that is down) is retried with
+backoff: nothing is consumed meanwhile, so nothing is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from clickhouse_connect.driver.exceptions import OperationalError
+
+from chainwatch.kafka_admin import ensure_topics
 from chainwatch.logs import get_logger
 from chainwatch.runners import prepare_topics, topic_names
 from chainwatch.settings import Settings
-from sinks.clickhouse.connection import SerializedClient, open_client
+from schemas.plan import load_plan
+from sinks.clickhouse.connection import SerializedClient, StoreUnavailable, open_client
+from sinks.clickhouse.mapping import RecordMapper
 from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.query_server import QueryServer
-from sinks.clickhouse.rows import ScanRows
-from sinks.clickhouse.sink import ClickHouseSink, SinkStats
-from streams.topics import SCANS
+from sinks.clickhouse.rows import CustomerRows, OrderEventRows, ScanRows, UnitStatusRows
+from sinks.clickhouse.rows_outputs import (
+    AlertRows,
+    DeadLetterRows,
+    DeliveryLogRows,
+    OrderStateRows,
+)
+from sinks.clickhouse.sink import ClickHouseSink, SinkConfig, SinkStats
+from sinks.webhooks.records import DELIVERIES_TOPIC, NOTIFY_TOPICS
+from streams.topics import ALERTS, CUSTOMERS, DEAD_LETTER, ORDER_STATE, ORDERS, SCANS, UNIT_STATUS
 
 log = get_logger(__name__)
+
+
+def build_mappers(settings: Settings) -> dict[str, RecordMapper]:
+    """Every topic the sink stores, under the deployment's topic names."""
+    names = topic_names(settings)
+    plan = load_plan(settings.engine.plan)
+    return {
+        names(ORDERS): OrderEventRows(plan.qc_stage),
+        names(CUSTOMERS): CustomerRows(plan.qc_stage),
+        names(SCANS): ScanRows(plan.qc_stage),
+        names(UNIT_STATUS): UnitStatusRows(plan.qc_stage),
+        names(ORDER_STATE): OrderStateRows(plan),
+        names(ALERTS): AlertRows(),
+        names(DEAD_LETTER): DeadLetterRows(),
+        names(DELIVERIES_TOPIC): DeliveryLogRows(),
+    }
 
 
 def run_sink(
@@ -28,36 +58,78 @@ def run_sink(
     *,
     drain: bool = False,
     on_flush: Callable[[SinkStats], None] | None = None,
+    mappers: Mapping[str, RecordMapper] | None = None,
 ) -> SinkStats:
     """Own the store, serve local read queries, and sink topics until stopped."""
     prepare_topics(settings)
-    client = SerializedClient(open_client(settings))
-    server: QueryServer | None = None
-    try:
-        migrate(client, settings)
-        if settings.clickhouse.is_embedded:
-            server = QueryServer(client, settings.clickhouse_dir, settings.clickhouse.query_port)
-            server.start()
-        names = topic_names(settings)
-        sink = ClickHouseSink(
-            bootstrap=settings.kafka.bootstrap,
-            group_id=f"{settings.engine.app_id}-clickhouse-sink",
-            client=client,
-            writers={names(SCANS): ScanRows()},
-            on_flush=on_flush,
-        )
-        return asyncio.run(_until_signalled(sink, drain=drain))
-    finally:
-        if server is not None:
-            server.stop()
-        client.close()
+    ensure_topics(
+        settings.kafka.bootstrap,
+        topic_names(settings),
+        NOTIFY_TOPICS,
+        partitions=settings.kafka.partitions,
+        replication_factor=settings.kafka.replication_factor,
+    )
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)
+    return asyncio.run(_main(settings, drain=drain, on_flush=on_flush, mappers=mappers))
 
 
-async def _until_signalled(sink: ClickHouseSink, *, drain: bool) -> SinkStats:
+async def _open_store(settings: Settings, stop: asyncio.Event) -> SerializedClient | None:
+    delay = 0.2
+    while not stop.is_set():
+        try:
+            client = SerializedClient(await asyncio.to_thread(open_client, settings))
+            await asyncio.to_thread(migrate, client, settings)
+            return client
+        except (StoreUnavailable, OperationalError) as exc:
+            log.warning("clickhouse_unavailable", error=str(exc), retry_in_s=delay)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        except TimeoutError:
+            delay = min(delay * 2, settings.sink.max_backoff_s)
+    return None
+
+
+async def _main(
+    settings: Settings,
+    *,
+    drain: bool,
+    on_flush: Callable[[SinkStats], None] | None,
+    mappers: Mapping[str, RecordMapper] | None,
+) -> SinkStats:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    stats = await sink.run(stop, drain=drain)
-    log.info("sink_stopped", rows=stats.rows_written, batches=stats.batches)
-    return stats
+    client = await _open_store(settings, stop)
+    if client is None:
+        return SinkStats()
+    server: QueryServer | None = None
+    try:
+        if settings.clickhouse.is_embedded:
+            server = QueryServer(client, settings.clickhouse_dir, settings.clickhouse.query_port)
+            server.start()
+        sink = ClickHouseSink(
+            bootstrap=settings.kafka.bootstrap,
+            group_id=f"{settings.engine.app_id}-clickhouse-sink",
+            client=client,
+            mappers=mappers if mappers is not None else build_mappers(settings),
+            config=SinkConfig(
+                flush_rows=settings.sink.flush_rows,
+                flush_interval_s=settings.sink.flush_interval_s,
+                max_buffer_rows=settings.sink.max_buffer_rows,
+                max_backoff_s=settings.sink.max_backoff_s,
+            ),
+            on_flush=on_flush,
+        )
+        stats = await sink.run(stop, drain=drain)
+        log.info("sink_stopped", rows=stats.rows_written, batches=stats.batches)
+        return stats
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if server is not None:
+            server.stop()
+        client.close()

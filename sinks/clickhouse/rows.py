@@ -1,25 +1,49 @@
-"""Pure mapping from Kafka records to ClickHouse rows, one writer per table."""
+"""Input topics → raw event tables (and the CRM profile table).
+
+Records are validated with the contract's own `decode_input`; a record that
+fails is the engine's dead letter, so here it is only skipped and counted.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
 
 from aiokafka import ConsumerRecord
-from pydantic import TypeAdapter, ValidationError
 
-from schemas.common import UtcDatetime
+from schemas.customers import Customer, Tombstone
+from schemas.orders import OrderRecord
+from schemas.scans import DEFAULT_QC_STAGE, ScanEvent
+from schemas.unit_status import UnitStatus
+from schemas.validation import RecordRejected, decode_input
+from sinks.clickhouse.mapping import (
+    RecordInvalid,
+    Row,
+    Table,
+    compact_json,
+    kafka_coordinates,
+    key_text,
+)
 
-_utc: TypeAdapter[datetime] = TypeAdapter(UtcDatetime)
+
+class _InputMapper:
+    contract_topic: str = ""
+
+    def __init__(self, qc_stage: str = DEFAULT_QC_STAGE) -> None:
+        self.qc_stage = qc_stage
+
+    def _decode(self, record: ConsumerRecord[bytes, bytes]) -> object:
+        try:
+            return decode_input(self.contract_topic, record.value, qc_stage=self.qc_stage)
+        except RecordRejected as exc:
+            raise RecordInvalid(str(exc)) from None
 
 
-class ScanRows:
-    """Valid scans of the `scans` topic; invalid ones are the engine's dead letters."""
+class ScanRows(_InputMapper):
+    """`scans` → `scans` (raw, append-only)."""
 
-    table: str = "scans"
-    columns: Sequence[str] = (
+    contract_topic = "scans"
+    table = Table.of(
+        "scans",
         "event_id",
         "order_id",
         "stage",
@@ -30,31 +54,148 @@ class ScanRows:
         "uom",
         "lot_id",
         "attributes",
-        "kafka_topic",
-        "kafka_partition",
-        "kafka_offset",
     )
 
-    def rows(self, record: ConsumerRecord[bytes, bytes]) -> list[Sequence[Any]]:
-        try:
-            value = json.loads(record.value or b"")
-            event_time = _utc.validate_python(value["event_time"])
-            return [
-                (
-                    str(value["event_id"]),
-                    str(value["order_id"]),
-                    str(value["stage"]),
-                    str(value["action"]),
-                    str(value["unit_id"]),
-                    event_time,
-                    value.get("quantity"),
-                    value.get("uom"),
-                    value.get("lot_id"),
-                    json.dumps(value.get("attributes") or {}, sort_keys=True),
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                )
-            ]
-        except (ValueError, KeyError, TypeError, ValidationError):
-            return []
+    @property
+    def tables(self) -> Sequence[Table]:
+        return (self.table,)
+
+    def rows(self, record: ConsumerRecord[bytes, bytes]) -> dict[str, list[Row]]:
+        scan = self._decode(record)
+        assert isinstance(scan, ScanEvent)
+        row = (
+            scan.event_id,
+            scan.order_id,
+            scan.stage,
+            scan.action.value,
+            scan.unit_id,
+            scan.event_time,
+            scan.quantity,
+            None if scan.uom is None else scan.uom.value,
+            scan.lot_id,
+            compact_json(scan.attributes or {}),
+            *kafka_coordinates(record),
+        )
+        return {"scans": [row]}
+
+
+class OrderEventRows(_InputMapper):
+    """`orders` → `order_events` (raw: absent fields stay NULL)."""
+
+    contract_topic = "orders"
+    table = Table.of(
+        "order_events",
+        "order_id",
+        "op",
+        "customer_id",
+        "product",
+        "quantity",
+        "placed_at",
+        "due_at",
+        "route",
+        "event_time",
+    )
+
+    @property
+    def tables(self) -> Sequence[Table]:
+        return (self.table,)
+
+    def rows(self, record: ConsumerRecord[bytes, bytes]) -> dict[str, list[Row]]:
+        order = self._decode(record)
+        assert isinstance(order, OrderRecord)
+        row = (
+            order.order_id,
+            order.op.value,
+            order.customer_id,
+            order.product,
+            order.quantity,
+            order.placed_at,
+            order.due_at,
+            list(order.route or ()),
+            order.event_time,
+            *kafka_coordinates(record),
+        )
+        return {"order_events": [row]}
+
+
+class UnitStatusRows(_InputMapper):
+    """`unit-status` → `unit_status` (raw)."""
+
+    contract_topic = "unit-status"
+    table = Table.of(
+        "unit_status",
+        "event_id",
+        "unit_id",
+        "stage",
+        "status",
+        "reason",
+        "event_time",
+        "expected_up_at",
+    )
+
+    @property
+    def tables(self) -> Sequence[Table]:
+        return (self.table,)
+
+    def rows(self, record: ConsumerRecord[bytes, bytes]) -> dict[str, list[Row]]:
+        status = self._decode(record)
+        assert isinstance(status, UnitStatus)
+        row = (
+            status.event_id,
+            status.unit_id,
+            status.stage,
+            status.status.value,
+            None if status.reason is None else status.reason.value,
+            status.event_time,
+            status.expected_up_at,
+            *kafka_coordinates(record),
+        )
+        return {"unit_status": [row]}
+
+
+class CustomerRows(_InputMapper):
+    """`crm.customers` → `customers` (ReplacingMergeTree; tombstone = is_deleted).
+
+    version is the Kafka offset: the topic is keyed by customer_id, so the later
+    record of a customer always has the higher offset in its partition.
+    """
+
+    contract_topic = "crm.customers"
+    table = Table.of(
+        "customers",
+        "customer_id",
+        "name",
+        "tier",
+        "region",
+        "account_manager",
+        "updated_at",
+        "extra",
+        "is_deleted",
+        "version",
+    )
+
+    @property
+    def tables(self) -> Sequence[Table]:
+        return (self.table,)
+
+    def rows(self, record: ConsumerRecord[bytes, bytes]) -> dict[str, list[Row]]:
+        customer = self._decode(record)
+        if isinstance(customer, Tombstone):
+            customer_id = key_text(record.key)
+            if not customer_id:
+                raise RecordInvalid("tombstone without a key")
+            row: Row = (customer_id, "", "standard", None, None, None, "{}", 1, record.offset)
+        else:
+            assert isinstance(customer, Customer)
+            row = (
+                customer.customer_id,
+                customer.name,
+                customer.tier.value,
+                customer.region,
+                customer.account_manager,
+                customer.updated_at,
+                compact_json(customer.model_extra or {}),
+                0,
+                record.offset,
+            )
+        return {"customers": [(*row, *kafka_coordinates(record))]}

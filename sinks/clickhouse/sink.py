@@ -1,42 +1,50 @@
 """Kafka → ClickHouse, with no loss and no duplicates as seen by queries.
 
 Lifecycle and guarantees:
-- Records are buffered per (topic, partition) and flushed when a buffer holds
-  `flush_rows` rows or its oldest row is `flush_interval_s` old.
-- A flush inserts each partition's rows as one batch with the insert
-  de-duplication token `table:topic:partition:first-last`, and only after the
-  insert succeeded are the Kafka offsets committed (at-least-once delivery).
-- Every row carries its source offset; on partition assignment the sink asks
-  ClickHouse for the highest stored offset and skips what is already there, so
-  a crash between insert and commit never duplicates rows.
-- When an insert fails the sink stops fetching (backpressure: the buffer stays
-  bounded), retries with exponential backoff, and resumes when ClickHouse is back.
+- Records are mapped to rows as they arrive (`RecordMapper`, pure) and buffered
+  per (topic, partition). Buffers are flushed when one holds `flush_rows` rows,
+  when the oldest row is `flush_interval_s` old, or when all buffers together
+  reach `max_buffer_rows`.
+- A flush inserts, per partition and table, one batch with the insert
+  de-duplication token `table:topic:partition:first-last`; the tables set
+  `non_replicated_deduplication_window`, so a retried batch is a no-op. Kafka
+  offsets of a partition are committed only after all its inserts succeeded
+  (at-least-once delivery into ClickHouse).
+- Every row carries its source offset. On partition assignment the sink reads,
+  per table, which offsets at or after the committed one are already stored and
+  skips them, so a crash between insert and commit (or mid-way through a
+  multi-part insert) never duplicates rows: exactly-once as seen by queries.
+- When an insert fails (ClickHouse down) every partition is paused, so nothing
+  more is fetched and the buffer stays bounded, while the consumer keeps polling
+  (its group membership stays alive). The flush is retried with exponential
+  backoff; when it succeeds the partitions resume and the backlog drains.
+- On revocation the sink tries one flush; buffers it cannot write are dropped
+  uncommitted and re-read by the next owner. Records a mapper rejects are
+  skipped and counted (`RecordInvalid`), never a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 
 from chainwatch.logs import get_logger
+from sinks.clickhouse import metrics
+from sinks.clickhouse.mapping import RecordInvalid, RecordMapper, Row, Table
 
 log = get_logger(__name__)
 
-
-class TableWriter(Protocol):
-    """Turns one Kafka record into rows of one table (pure, no I/O)."""
-
-    table: str
-    columns: Sequence[str]
-
-    def rows(self, record: ConsumerRecord[bytes, bytes]) -> list[Sequence[Any]]: ...
+MAX_SKIP_SET = 1_000_000
+"""Offsets loaded per (table, partition) on assignment; beyond it only the maximum."""
 
 
 class Inserter(Protocol):
@@ -44,12 +52,22 @@ class Inserter(Protocol):
     def query(self, sql: str, **kwargs: Any) -> Any: ...
 
 
+@dataclass(frozen=True)
+class SinkConfig:
+    flush_rows: int = 50_000
+    flush_interval_s: float = 1.0
+    max_buffer_rows: int = 500_000
+    initial_backoff_s: float = 0.2
+    max_backoff_s: float = 30.0
+
+
 @dataclass
 class _Buffer:
-    rows: list[Sequence[Any]] = field(default_factory=list)
-    first_offset: int = -1
+    first_offset: int
+    since: float
     last_offset: int = -1
-    since: float = 0.0
+    rows: dict[str, list[Row]] = field(default_factory=dict)
+    size: int = 0
 
 
 @dataclass
@@ -58,17 +76,35 @@ class SinkStats:
     batches: int = 0
     retries: int = 0
     skipped_already_stored: int = 0
+    invalid_records: int = 0
+    max_buffered_rows: int = 0
 
 
-class _Resume(ConsumerRebalanceListener):  # type: ignore[misc]
+@dataclass
+class _Stored:
+    """Offsets of one (table, partition) already in ClickHouse when it was assigned."""
+
+    offsets: frozenset[int] = frozenset()
+    at_most: int = -1
+    """Everything at or below is treated as stored (fallback for huge windows)."""
+
+    def has(self, offset: int) -> bool:
+        return offset <= self.at_most or offset in self.offsets
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, sink: ClickHouseSink) -> None:
         self.sink = sink
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.sink.flush()
+        await self.sink.release(list(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self.sink.load_stored_offsets(list(assigned))
+
+
+class StopRequested(Exception):
+    """The stop event was set while waiting for ClickHouse."""
 
 
 class ClickHouseSink:
@@ -78,134 +114,267 @@ class ClickHouseSink:
         bootstrap: str,
         group_id: str,
         client: Inserter,
-        writers: Mapping[str, TableWriter],
-        flush_rows: int = 50_000,
-        flush_interval_s: float = 1.0,
-        max_backoff_s: float = 30.0,
+        mappers: Mapping[str, RecordMapper],
+        config: SinkConfig | None = None,
         on_flush: Callable[[SinkStats], None] | None = None,
+        consumer_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.client = client
-        self.writers = dict(writers)
-        self.flush_rows = flush_rows
-        self.flush_interval_s = flush_interval_s
-        self.max_backoff_s = max_backoff_s
+        self.mappers = dict(mappers)
+        self.config = config or SinkConfig()
         self.on_flush = on_flush
+        self.consumer_options = dict(consumer_options or {})
         self.stats = SinkStats()
+        self._tables: dict[str, Table] = {
+            t.name: t for mapper in self.mappers.values() for t in mapper.tables
+        }
         self._buffers: dict[TopicPartition, _Buffer] = {}
-        self._stored: dict[TopicPartition, int] = {}
+        self._stored: dict[tuple[str, TopicPartition], _Stored] = {}
         self._consumer: AIOKafkaConsumer | None = None
+        self._stop = asyncio.Event()
+        self._failing_since: float | None = None
+        self._next_try = 0.0
+        self._backoff = self.config.initial_backoff_s
+
+    # --- stored offsets ------------------------------------------------------
 
     async def load_stored_offsets(self, partitions: list[TopicPartition]) -> None:
+        consumer = self._consumer
         for tp in partitions:
-            writer = self.writers[tp.topic]
-            sql = (
-                f"SELECT max(kafka_offset), count() FROM {writer.table} "
-                f"WHERE kafka_topic = '{tp.topic}' AND kafka_partition = {tp.partition}"
-            )
-            result = await self._with_retry(functools.partial(self.client.query, sql))
-            top, count = result.result_rows[0]
-            self._stored[tp] = int(top) if count else -1
+            committed = await consumer.committed(tp) if consumer is not None else None
+            since = int(committed or 0)
+            for table in self.mappers[tp.topic].tables:
+                sql = (
+                    f"SELECT count(), max(kafka_offset), "
+                    f"groupUniqArray({MAX_SKIP_SET})(kafka_offset) FROM {table.name} "
+                    f"WHERE kafka_topic = '{tp.topic}' AND kafka_partition = {tp.partition} "
+                    f"AND kafka_offset >= {since}"
+                )
+                result = await self._retrying(functools.partial(self.client.query, sql))
+                count, top, offsets = result.result_rows[0]
+                if not count:
+                    stored = _Stored()
+                elif len(offsets) < MAX_SKIP_SET:
+                    stored = _Stored(offsets=frozenset(int(o) for o in offsets))
+                else:
+                    stored = _Stored(at_most=int(top))
+                self._stored[(table.name, tp)] = stored
 
-    async def _with_retry(self, call: Callable[[], Any]) -> Any:
-        delay = 0.2
+    async def _retrying(self, call: Callable[[], Any]) -> Any:
+        delay = self.config.initial_backoff_s
         while True:
             try:
                 return await asyncio.to_thread(call)
-            except Exception as exc:  # ClickHouse down: back off, keep the buffer
+            except Exception as exc:  # ClickHouse unreachable: wait, unless told to stop
                 self.stats.retries += 1
-                log.warning("clickhouse_unavailable", error=str(exc)[:200], retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
+                metrics.INSERT_RETRIES.inc()
+                log.warning("clickhouse_unavailable", error=_short(exc), retry_in_s=delay)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                except TimeoutError:
+                    delay = min(delay * 2, self.config.max_backoff_s)
+                    continue
+                raise StopRequested from exc
 
-    def _add(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        if record.offset <= self._stored.get(tp, -1):
-            self.stats.skipped_already_stored += 1
-            return
+    # --- buffering -----------------------------------------------------------
+
+    def add(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        metrics.RECORDS.labels(tp.topic).inc()
+        try:
+            by_table = self.mappers[tp.topic].rows(record)
+        except RecordInvalid as exc:
+            self.stats.invalid_records += 1
+            metrics.INVALID.labels(tp.topic).inc()
+            log.debug("record_invalid", topic=tp.topic, offset=record.offset, error=str(exc))
+            by_table = {}
         buf = self._buffers.get(tp)
         if buf is None:
-            buf = self._buffers[tp] = _Buffer(since=time.monotonic(), first_offset=record.offset)
-        buf.rows.extend(self.writers[tp.topic].rows(record))
+            buf = self._buffers[tp] = _Buffer(first_offset=record.offset, since=time.monotonic())
+        for table, rows in by_table.items():
+            if not rows:
+                continue
+            stored = self._stored.get((table, tp))
+            if stored is not None and stored.has(record.offset):
+                self.stats.skipped_already_stored += 1
+                metrics.SKIPPED.labels(tp.topic).inc()
+                continue
+            buf.rows.setdefault(table, []).extend(rows)
+            buf.size += len(rows)
         buf.last_offset = record.offset
 
+    @property
+    def buffered_rows(self) -> int:
+        return sum(buf.size for buf in self._buffers.values())
+
     def _due(self) -> bool:
+        if self._failing_since is not None:
+            return time.monotonic() >= self._next_try
         now = time.monotonic()
+        if self.buffered_rows >= self.config.max_buffer_rows:
+            return True
         return any(
-            buf.last_offset >= 0
-            and (len(buf.rows) >= self.flush_rows or now - buf.since >= self.flush_interval_s)
+            buf.size >= self.config.flush_rows or now - buf.since >= self.config.flush_interval_s
             for buf in self._buffers.values()
         )
 
-    async def flush(self) -> None:
-        """Insert every buffer, then commit the offsets that are now stored."""
+    # --- flushing ------------------------------------------------------------
+
+    def _insert_batch(self, tp: TopicPartition, buf: _Buffer) -> None:
+        for table, rows in buf.rows.items():
+            token = f"{table}:{tp.topic}:{tp.partition}:{buf.first_offset}-{buf.last_offset}"
+            self.client.insert(
+                table,
+                rows,
+                column_names=list(self._tables[table].columns),
+                settings={"insert_deduplication_token": token},
+            )
+
+    async def flush(self) -> bool:
+        """Insert every buffer, then commit the partitions now fully stored.
+
+        Returns False when ClickHouse refused a batch; the unwritten buffers are
+        kept unchanged, so the retry sends the same batches under the same tokens.
+        """
         if not self._buffers:
-            return
+            return True
+        started = time.perf_counter()
         commits: dict[TopicPartition, int] = {}
+        ok = True
         for tp, buf in list(self._buffers.items()):
-            writer = self.writers[tp.topic]
-            if buf.rows:
-                token = (
-                    f"{writer.table}:{tp.topic}:{tp.partition}:{buf.first_offset}-{buf.last_offset}"
+            try:
+                await asyncio.to_thread(self._insert_batch, tp, buf)
+            except Exception as exc:  # ClickHouse down or refusing: back off, keep the buffer
+                ok = False
+                log.warning(
+                    "insert_failed", topic=tp.topic, partition=tp.partition, error=_short(exc)
                 )
-                rows = buf.rows
-                insert = functools.partial(
-                    self.client.insert,
-                    writer.table,
-                    rows,
-                    column_names=list(writer.columns),
-                    settings={"insert_deduplication_token": token},
-                )
-                await self._with_retry(insert)
+                break
+            for table, rows in buf.rows.items():
+                metrics.ROWS_WRITTEN.labels(table).inc(len(rows))
                 self.stats.rows_written += len(rows)
                 self.stats.batches += 1
-            self._stored[tp] = buf.last_offset
+            del self._buffers[tp]
             commits[tp] = buf.last_offset + 1
-        self._buffers.clear()
-        if commits and self._consumer is not None:
-            await self._consumer.commit(commits)
-        if self.on_flush is not None:
+        await self._commit(commits)
+        metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
+        metrics.BUFFERED_ROWS.set(self.buffered_rows)
+        if self.on_flush is not None and commits:
             self.on_flush(self.stats)
+        return ok
+
+    async def _commit(self, commits: dict[TopicPartition, int]) -> None:
+        consumer = self._consumer
+        if not commits or consumer is None:
+            return
+        mine = {tp: off for tp, off in commits.items() if tp in consumer.assignment()}
+        if not mine:
+            return
+        try:
+            await consumer.commit(mine)
+        except KafkaError as exc:  # rebalancing: the rows are stored, the skip-set covers it
+            log.warning("commit_failed", error=_short(exc))
+
+    async def release(self, partitions: list[TopicPartition]) -> None:
+        """Revocation: write what we can; what we cannot is re-read by the next owner."""
+        if self._buffers and self._failing_since is None:
+            await self.flush()
+        for tp in partitions:
+            self._buffers.pop(tp, None)
+            for table in self.mappers[tp.topic].tables:
+                self._stored.pop((table.name, tp), None)
+
+    def _pause(self, consumer: AIOKafkaConsumer) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+            self._backoff = self.config.initial_backoff_s
+            log.warning("sink_paused", buffered_rows=self.buffered_rows)
+        else:
+            self._backoff = min(self._backoff * 2, self.config.max_backoff_s)
+        self.stats.retries += 1
+        metrics.INSERT_RETRIES.inc()
+        metrics.PAUSED.set(1)
+        self._next_try = now + self._backoff
+        consumer.pause(*consumer.assignment())
+
+    def _resume(self, consumer: AIOKafkaConsumer) -> None:
+        if self._failing_since is not None:
+            log.info("sink_resumed", paused_s=round(time.monotonic() - self._failing_since, 3))
+        self._failing_since = None
+        metrics.PAUSED.set(0)
+        consumer.resume(*consumer.paused())
+
+    # --- main loop -----------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, *, drain: bool = False) -> SinkStats:
         """Consume until `stop` is set (or, with `drain`, until caught up with every topic)."""
+        self._stop = stop
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",
             max_partition_fetch_bytes=8 << 20,
             fetch_max_bytes=64 << 20,
+            **self.consumer_options,
         )
         self._consumer = consumer
-        consumer.subscribe(list(self.writers), listener=_Resume(self))
+        consumer.subscribe(list(self.mappers), listener=_Rebalance(self))
         await consumer.start()
         try:
-            targets: dict[TopicPartition, int] | None = None
-            while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=200, max_records=self.flush_rows)
-                for tp, records in batch.items():
-                    for record in records:
-                        self._add(tp, record)
-                if self._due():
-                    await self.flush()
-                if drain:
-                    assigned = consumer.assignment()
-                    if not assigned:
-                        continue
-                    if targets is None or set(targets) != assigned:
-                        targets = await consumer.end_offsets(list(assigned))
-                    if await self._caught_up(consumer, targets):
-                        break
-            await self.flush()
+            await self._loop(consumer, stop, drain)
+            while not await self.flush():  # drain: keep trying until stored or told to stop
+                if stop.is_set():
+                    log.warning("sink_stopped_with_unwritten_rows", rows=self.buffered_rows)
+                    break
+                self._pause(consumer)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self._backoff)
+        except StopRequested:
+            log.warning("sink_stopped_with_unwritten_rows", rows=self.buffered_rows)
         finally:
             self._consumer = None
             await consumer.stop()
         return self.stats
 
-    @staticmethod
-    async def _caught_up(consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]) -> bool:
-        for tp, end in targets.items():
-            if int(await consumer.position(tp)) < end:
-                return False
-        return True
+    async def _loop(self, consumer: AIOKafkaConsumer, stop: asyncio.Event, drain: bool) -> None:
+        targets: dict[TopicPartition, int] | None = None
+        while not stop.is_set():
+            if self._failing_since is not None:
+                consumer.pause(*consumer.assignment())  # also partitions assigned meanwhile
+            batch = await consumer.getmany(timeout_ms=100, max_records=self.config.flush_rows)
+            for tp, records in batch.items():
+                for record in records:
+                    self.add(tp, record)
+            buffered = self.buffered_rows
+            self.stats.max_buffered_rows = max(self.stats.max_buffered_rows, buffered)
+            metrics.BUFFERED_ROWS.set(buffered)
+            if self._due():
+                if await self.flush():
+                    if self._failing_since is not None:
+                        self._resume(consumer)
+                else:
+                    self._pause(consumer)
+            if drain:
+                assigned = consumer.assignment()
+                if not assigned:
+                    continue
+                if targets is None or set(targets) != assigned:
+                    targets = await consumer.end_offsets(list(assigned))
+                if await _caught_up(consumer, targets):
+                    return
+
+
+async def _caught_up(consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]) -> bool:
+    for tp, end in targets.items():
+        if int(await consumer.position(tp)) < end:
+            return False
+    return True
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"

@@ -1,0 +1,28 @@
+"""Prometheus metrics of the ClickHouse sink (served when `metrics_port` is set)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECORDS = Counter("chainwatch_sink_records", "Kafka records consumed by the sink", ["topic"])
+INVALID = Counter(
+    "chainwatch_sink_invalid_records",
+    "Records skipped because they break the contract (inputs are dead-lettered by the engine)",
+    ["topic"],
+)
+SKIPPED = Counter(
+    "chainwatch_sink_already_stored",
+    "Record rows skipped because ClickHouse already had their offset (after a crash)",
+    ["topic"],
+)
+ROWS_WRITTEN = Counter("chainwatch_sink_rows_written", "Rows inserted into ClickHouse", ["table"])
+INSERT_RETRIES = Counter(
+    "chainwatch_sink_insert_retries", "Failed ClickHouse calls that will be retried"
+)
+BUFFERED_ROWS = Gauge("chainwatch_sink_buffered_rows", "Rows waiting in the sink's buffers")
+PAUSED = Gauge("chainwatch_sink_paused", "1 while consumption is paused for ClickHouse")
+FLUSH_SECONDS = Histogram(
+    "chainwatch_sink_flush_seconds",
+    "Time to insert all buffers and commit offsets",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
