@@ -105,7 +105,16 @@ class EngineSettings(BaseModel):
     store: Literal["memory", "rocksdb"] = Field(
         default="memory", description="faust table store; rocksdb needs the `rocksdb` extra"
     )
-    clock: Literal["live", "event"] = Field(default="live")
+    clock: Literal["live", "event"] = Field(
+        default="live", description="live: wall clock; event: event time (replay, backtests)"
+    )
+    standby_replicas: int = Field(
+        default=1, ge=0, le=3, description="faust standby copies of each table partition"
+    )
+    commit_interval_s: float = Field(default=1.0, gt=0, le=60)
+    tick_interval_s: float = Field(
+        default=0.2, gt=0, le=1, description="live mode: how often due deadlines are checked"
+    )
 
 
 class GatewaySettings(BaseModel):
@@ -121,6 +130,11 @@ class GatewaySettings(BaseModel):
     )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="413 beyond.")
     max_items: int = Field(default=5000, ge=1, description="Items per request; 413 beyond.")
+    max_item_bytes: int = Field(
+        default=900_000,
+        ge=256,
+        description="One item's JSON; 413 beyond (keep below the broker's message.max.bytes).",
+    )
     publish_timeout_s: float = Field(default=10.0, gt=0, description="Kafka commit deadline.")
     retry_after_s: int = Field(default=5, ge=1, description="`Retry-After` of a 503.")
     producers: int = Field(default=2, ge=1, le=32, description="Transactional producer pool.")

@@ -58,6 +58,11 @@ log = get_logger(__name__)
 
 _REQUEST_ID_MAX = 64
 
+Partial = Annotated[
+    bool,
+    Query(description="Publish the valid items, dead-letter the rest (default: all or nothing)."),
+]
+
 
 class HttpError(Exception):
     """An answer other than 202, with a stable `error` code for clients."""
@@ -258,9 +263,14 @@ class Gateway:
 
     def _judge(self, endpoint: Endpoint, body: bytes, kind: str) -> list[Verdict]:
         if endpoint.name != "epcis":
-            return judge_items(
-                split_items(body, kind, self.limits.max_items), endpoint, self.qc_stage
-            )
+            items = split_items(body, kind, self.limits.max_items)
+            for raw in items:
+                if len(raw.value) > self.limits.max_item_bytes:
+                    raise BodyTooLarge(
+                        f"item {raw.index} has {len(raw.value)} bytes, more than the limit of "
+                        f"{self.limits.max_item_bytes}"
+                    )
+            return judge_items(items, endpoint, self.qc_stage)
         if self.mapping is None:
             raise HttpError(
                 404, "epcis_not_configured", "this gateway has no EPCIS mapping (--epcis-mapping)"
@@ -382,13 +392,6 @@ def create_gateway_app(
     )
     app.state.gateway = gateway
     app.add_middleware(RequestIdMiddleware)
-
-    Partial = Annotated[
-        bool,
-        Query(
-            description="Publish the valid items, dead-letter the rest (default: all or nothing)."
-        ),
-    ]
 
     def route(endpoint: Endpoint) -> Callable[[Request, bool], Awaitable[Response]]:
         async def ingest(request: Request, partial: Partial = False) -> Response:

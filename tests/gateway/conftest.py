@@ -1,0 +1,220 @@
+"""The gateway on a real port against the real broker, and readers of what it published.
+
+uvicorn runs in a background thread (its own event loop, lifespan on), so
+tests talk HTTP to it like a stage unit would; records are read back with a
+`read_committed` consumer, the way downstream consumers must read them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from kafka import KafkaConsumer, TopicPartition
+
+from chainwatch.runners import prepare_topics
+from chainwatch.settings import Settings
+from schemas.epcis import EpcisMapping, load_epcis_mapping
+from streams.ingest import create_gateway_app
+from streams.ingest.auth import Role, TokenEntry, TokenRegistry, hash_token
+from streams.ingest.publisher import Publisher
+from streams.topics import TopicNames
+
+DATA = Path(__file__).parent / "data"
+
+TOKENS: dict[str, tuple[Role, str | None]] = {
+    "unit-dye": (Role.UNIT, "DYE-01"),
+    "unit-knit": (Role.UNIT, "KNIT-02"),
+    "unit-qc": (Role.UNIT, "QC-N1"),
+    "orders": (Role.ORDERS, None),
+    "crm": (Role.CRM, None),
+    "admin": (Role.ADMIN, None),
+}
+
+
+def token_of(name: str) -> str:
+    return f"secret-token-of-{name}"
+
+
+def make_registry() -> TokenRegistry:
+    return TokenRegistry(
+        [
+            TokenEntry(name=name, sha256=hash_token(token_of(name)), role=role, unit_id=unit)
+            for name, (role, unit) in TOKENS.items()
+        ]
+    )
+
+
+class ServerThread:
+    """uvicorn in a thread; `start` returns once it listens (or fails loudly)."""
+
+    def __init__(self, app: Any) -> None:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self, timeout_s: float = 30.0) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@dataclass
+class Harness:
+    base_url: str
+    settings: Settings
+    client: httpx.Client
+    topics: TopicNames = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.topics = TopicNames(self.settings.kafka.topic_prefix)
+
+    def post(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = "admin",
+        content: bytes | None = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token_of(token)}"
+        sent["Content-Type"] = content_type
+        if content is None:
+            import json
+
+            content = json.dumps(body).encode()
+        return self.client.post(path, content=content, headers=sent, params=params)
+
+    def read_at(self, topic: str, placements: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+        """The (key, value) of the records a 202 says it stored, read committed."""
+        return read_positions(self.settings.kafka.bootstrap, self.topics(topic), placements)
+
+    def read_all(self, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+        return read_committed(self.settings.kafka.bootstrap, self.topics(topic))
+
+
+def _consumer(bootstrap: str, isolation: str = "read_committed") -> KafkaConsumer:
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level=isolation,
+        auto_offset_reset="earliest",
+    )
+
+
+def read_positions(
+    bootstrap: str, topic: str, placements: list[dict[str, Any]], timeout_s: float = 20
+) -> list[tuple[bytes, bytes]]:
+    consumer = _consumer(bootstrap)
+    wanted = {(p["partition"], p["offset"]) for p in placements}
+    found: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+    try:
+        tps = [TopicPartition(topic, p) for p in {p for p, _ in wanted}]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, min(o for p, o in wanted if p == tp.partition))
+        deadline = time.monotonic() + timeout_s
+        while set(found) != wanted and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                for r in records:
+                    if (tp.partition, r.offset) in wanted:
+                        found[(tp.partition, r.offset)] = (r.key, r.value)
+    finally:
+        consumer.close()
+    return [
+        found[(p["partition"], p["offset"])]
+        for p in placements
+        if (p["partition"], p["offset"]) in found
+    ]
+
+
+def read_committed(
+    bootstrap: str, topic: str, isolation: str = "read_committed", timeout_s: float = 20
+) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record of `topic` up to its current end (the LSO when read committed)."""
+    consumer = _consumer(bootstrap, isolation)
+    out: list[tuple[bytes | None, bytes | None]] = []
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(
+            consumer.position(tp) < ends[tp] for tp in tps
+        ):
+            for records in consumer.poll(timeout_ms=300).values():
+                out.extend((r.key, r.value) for r in records)
+    finally:
+        consumer.close()
+    return out
+
+
+def start_gateway(
+    settings: Settings,
+    mapping: EpcisMapping | None = None,
+    publisher: Publisher | None = None,
+) -> tuple[ServerThread, str]:
+    app = create_gateway_app(settings, make_registry(), mapping, publisher)
+    server = ServerThread(app)
+    return server, server.start()
+
+
+def gateway_settings(bootstrap: str, **gateway: Any) -> Settings:
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    return Settings(
+        kafka={"bootstrap_servers": bootstrap, "topic_prefix": prefix, "partitions": 4},  # type: ignore[arg-type]
+        engine={"app_id": f"cw-{prefix.rstrip('.')}"},  # type: ignore[arg-type]
+        gateway={"transactional_id": f"gw-{prefix.rstrip('.')}", **gateway},  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="module")
+def gateway_factory(kafka_bootstrap: str) -> Iterator[Callable[..., Harness]]:
+    """Gateways on fresh topic prefixes; all stopped at the end of the module."""
+    running: list[tuple[ServerThread, httpx.Client]] = []
+
+    def make(**gateway: Any) -> Harness:
+        settings = gateway_settings(kafka_bootstrap, **gateway)
+        prepare_topics(settings)
+        server, url = start_gateway(settings, load_epcis_mapping(DATA / "mapping.yaml"))
+        client = httpx.Client(base_url=url, timeout=30)
+        running.append((server, client))
+        return Harness(url, settings, client)
+
+    yield make
+    for server, client in running:
+        client.close()
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(gateway_factory: Callable[..., Harness]) -> Harness:
+    """One gateway shared by a module (tests use unique ids, never shared state)."""
+    return gateway_factory(max_items=50, max_body_bytes=64 * 1024, max_item_bytes=8192)
