@@ -1,0 +1,35 @@
+"""`chainwatch notify`: deliver alerts to the webhooks of the subscriptions file."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from chainwatch.cli_context import err, settings
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("notify")
+    def notify(
+        drain: Annotated[
+            bool, typer.Option(help="Exit once caught up and every delivery has finished.")
+        ] = False,
+        check: Annotated[
+            bool, typer.Option("--check", help="Only validate the subscriptions file.")
+        ] = False,
+    ) -> None:
+        """Send signed webhooks (Standard Webhooks) for alerts, with retries and a delivery log."""
+        from sinks.webhooks.service import load_configured, run_notify
+
+        cfg = settings()
+        if check:
+            subs = load_configured(cfg)
+            for endpoint in subs.endpoints:
+                err.print(f"ok  {endpoint.name}  {endpoint.host}  format={endpoint.format}")
+            return
+        stats = run_notify(cfg, drain=drain)
+        err.print(
+            f"notify: {stats.alerts} alerts, {stats.delivered} delivered, "
+            f"{stats.gave_up} given up, {stats.invalid} invalid"
+        )

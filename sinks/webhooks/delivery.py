@@ -1,0 +1,146 @@
+"""One delivery to one endpoint: sign, POST, retry or give up.
+
+Retry policy (Standard Webhooks' recommendations):
+- 2xx: delivered.
+- 5xx, timeouts and connection errors: retry with exponential backoff and jitter.
+- 408 and 429: retry, after `Retry-After` when the receiver sends one.
+- any other status (4xx, and 3xx: redirects are not followed): give up at once.
+- a retry that would start after `retry_horizon_s` from the first attempt: give up.
+Each attempt is signed afresh (`webhook-timestamp` is the attempt's time, so
+receivers can reject stale replays) under the same `webhook-id` and body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+from standardwebhooks import Webhook
+
+RETRYABLE_4XX = frozenset({408, 429})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    timeout_s: float = 10.0
+    initial_backoff_s: float = 1.0
+    max_backoff_s: float = 300.0
+    retry_horizon_s: float = 3600.0
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Delay before retry number `attempt` (1-based): doubling, capped, ±50 % jitter."""
+        base = min(self.initial_backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+        return float(base * (rng or random).uniform(0.5, 1.5))
+
+
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """`Retry-After` as seconds: delta-seconds or an HTTP date; None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+@dataclass
+class AttemptResult:
+    status: int
+    """HTTP status, 0 when no response arrived."""
+    error: str = ""
+    retry_after: float | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def retryable(self) -> bool:
+        return self.status == 0 or self.status >= 500 or self.status in RETRYABLE_4XX
+
+
+@dataclass
+class DeliveryResult:
+    delivered: bool
+    attempts: int = 0
+    status_codes: list[int] = field(default_factory=list)
+    last_error: str = ""
+    first_attempt_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    latency_ms: float = 0.0
+
+
+def signed_headers(signer: Webhook, msg_id: str, body: str, at: datetime) -> dict[str, str]:
+    return {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": signer.sign(msg_id, at, body),
+        "user-agent": "chainwatch-notify",
+    }
+
+
+async def attempt(
+    http: httpx.AsyncClient, url: str, signer: Webhook, msg_id: str, body: str
+) -> AttemptResult:
+    headers = signed_headers(signer, msg_id, body, datetime.now(UTC))
+    try:
+        response = await http.post(url, content=body.encode(), headers=headers)
+    except httpx.TimeoutException:
+        return AttemptResult(0, "timeout")
+    except httpx.HTTPError as exc:  # connection refused, reset, DNS, protocol errors
+        return AttemptResult(0, type(exc).__name__)
+    result = AttemptResult(response.status_code)
+    if not result.delivered:
+        result.error = f"HTTP {response.status_code}"
+        if response.status_code in RETRYABLE_4XX:
+            result.retry_after = retry_after_s(response.headers.get("retry-after"))
+    return result
+
+
+async def deliver(
+    http: httpx.AsyncClient,
+    url: str,
+    signer: Webhook,
+    msg_id: str,
+    body: str,
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    on_attempt: Callable[[AttemptResult], None] | None = None,
+) -> DeliveryResult:
+    """Attempt until delivered, refused for good, or past the retry horizon."""
+    result = DeliveryResult(delivered=False)
+    started = time.monotonic()
+    while True:
+        outcome = await attempt(http, url, signer, msg_id, body)
+        result.attempts += 1
+        result.status_codes.append(outcome.status)
+        result.last_error = outcome.error
+        if on_attempt is not None:
+            on_attempt(outcome)
+        if outcome.delivered or not outcome.retryable:
+            result.delivered = outcome.delivered
+            break
+        delay = outcome.retry_after
+        if delay is None:
+            delay = policy.backoff(result.attempts)
+        if time.monotonic() - started + delay > policy.retry_horizon_s:
+            result.last_error = f"{outcome.error}; gave up after {result.attempts} attempts"
+            break
+        await sleep(delay)
+    result.finished_at = datetime.now(UTC)
+    result.latency_ms = (time.monotonic() - started) * 1000
+    return result

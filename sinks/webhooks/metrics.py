@@ -1,0 +1,26 @@
+"""Prometheus metrics of `chainwatch notify`."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DELIVERIES = Counter(
+    "chainwatch_webhook_deliveries",
+    "Finished deliveries by outcome (delivered, gave_up)",
+    ["endpoint", "outcome"],
+)
+ATTEMPTS = Counter(
+    "chainwatch_webhook_attempts",
+    "HTTP attempts by status class (2xx, 4xx, 5xx, error)",
+    ["endpoint", "result"],
+)
+QUEUE_DEPTH = Gauge("chainwatch_webhook_queue_depth", "Deliveries waiting", ["endpoint"])
+LATENCY = Histogram(
+    "chainwatch_webhook_delivery_seconds",
+    "First attempt to final outcome",
+    ["endpoint"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600, 3600),
+)
+INVALID_ALERTS = Counter(
+    "chainwatch_webhook_invalid_alerts", "Records on the alerts topic that are not alerts"
+)

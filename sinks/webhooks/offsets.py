@@ -1,0 +1,57 @@
+"""Which alert offsets may be committed while deliveries finish out of order.
+
+An alert record fans out to every endpoint that subscribes to it, and each
+endpoint's queue runs at its own pace. A partition's offset is committed up to
+(not including) the lowest record that still has a delivery pending, so a
+restart re-delivers only what may not have been delivered (receivers
+de-duplicate on `webhook-id`), and a dead endpoint holds back commits for at
+most the retry horizon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiokafka import TopicPartition
+
+
+@dataclass
+class _Partition:
+    pending: dict[int, int] = field(default_factory=dict)
+    next_offset: int = 0
+    committed: int = -1
+
+
+class OffsetTracker:
+    def __init__(self) -> None:
+        self._parts: dict[TopicPartition, _Partition] = {}
+
+    def consumed(self, tp: TopicPartition, offset: int, deliveries: int) -> None:
+        part = self._parts.setdefault(tp, _Partition())
+        if deliveries > 0:
+            part.pending[offset] = deliveries
+        part.next_offset = max(part.next_offset, offset + 1)
+
+    def done(self, tp: TopicPartition, offset: int) -> None:
+        part = self._parts.get(tp)
+        if part is None or offset not in part.pending:
+            return  # partition revoked meanwhile: its new owner re-delivers
+        part.pending[offset] -= 1
+        if part.pending[offset] == 0:
+            del part.pending[offset]
+
+    def committable(self) -> dict[TopicPartition, int]:
+        """Offsets to commit now (only those that moved since the last call)."""
+        out: dict[TopicPartition, int] = {}
+        for tp, part in self._parts.items():
+            upto = min(part.pending) if part.pending else part.next_offset
+            if upto > part.committed and upto > 0:
+                out[tp] = upto
+                part.committed = upto
+        return out
+
+    def idle(self) -> bool:
+        return not any(part.pending for part in self._parts.values())
+
+    def forget(self, tp: TopicPartition) -> None:
+        self._parts.pop(tp, None)

@@ -1,0 +1,91 @@
+"""Builds and runs the notifier from the settings (the `chainwatch notify` process).
+
+Delivery runs in its own process, not inside `chainwatch sink`: a receiver that
+hangs must never slow the ClickHouse sink, and the notifier needs no store (its
+delivery log goes through Kafka to the sink, which owns ClickHouse).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from chainwatch.errors import UserError
+from chainwatch.kafka_admin import ensure_topics
+from chainwatch.logs import get_logger
+from chainwatch.settings import Settings
+from sinks.webhooks.delivery import RetryPolicy
+from sinks.webhooks.dispatcher import Notifier, NotifyStats, Topics
+from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, NOTIFY_TOPICS
+from sinks.webhooks.subscriptions import (
+    SubscriptionError,
+    Subscriptions,
+    load_subscriptions,
+    parse_allowed_hosts,
+)
+from streams.topics import ALERTS, TopicNames
+
+log = get_logger(__name__)
+
+
+def policy_from(settings: Settings) -> RetryPolicy:
+    cfg = settings.webhooks
+    return RetryPolicy(
+        timeout_s=cfg.timeout_s,
+        initial_backoff_s=cfg.initial_backoff_s,
+        max_backoff_s=cfg.max_backoff_s,
+        retry_horizon_s=cfg.retry_horizon_s,
+    )
+
+
+def load_configured(settings: Settings) -> Subscriptions:
+    path = settings.webhooks.subscriptions
+    if path is None:
+        raise UserError("set CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS to a subscriptions YAML file")
+    try:
+        return load_subscriptions(path, parse_allowed_hosts(settings.webhooks.allowed_hosts))
+    except SubscriptionError as exc:
+        raise UserError(str(exc)) from None
+
+
+def build_notifier(settings: Settings, subscriptions: Subscriptions) -> Notifier:
+    names = TopicNames(settings.kafka.topic_prefix)
+    return Notifier(
+        bootstrap=settings.kafka.bootstrap,
+        group_id=f"{settings.engine.app_id}-notify",
+        topics=Topics(names(ALERTS), names(DELIVERIES_TOPIC), names(DEAD_LETTER_TOPIC)),
+        endpoints=subscriptions.endpoints,
+        policy=policy_from(settings),
+        queue_size=settings.webhooks.queue_size,
+    )
+
+
+def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
+    subscriptions = load_configured(settings)
+    names = TopicNames(settings.kafka.topic_prefix)
+    ensure_topics(
+        settings.kafka.bootstrap,
+        names,
+        (ALERTS, *NOTIFY_TOPICS),
+        partitions=settings.kafka.partitions,
+        replication_factor=settings.kafka.replication_factor,
+    )
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)
+    log.info(
+        "notify_starting",
+        endpoints=[f"{e.name}@{e.host}" for e in subscriptions.endpoints],
+    )
+    return asyncio.run(_until_signalled(build_notifier(settings, subscriptions), drain=drain))
+
+
+async def _until_signalled(notifier: Notifier, *, drain: bool) -> NotifyStats:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stats = await notifier.run(stop, drain=drain)
+    log.info("notify_stopped", delivered=stats.delivered, gave_up=stats.gave_up)
+    return stats

@@ -1,0 +1,156 @@
+"""The subscriptions file: who receives which alerts, where, signed with what.
+
+A bad file stops `chainwatch notify` at start-up with the offending key named,
+never with a secret in the message. Endpoint URLs must be http(s) and, when an
+allow-list is configured, point at an allowed host: the file may come from a
+less trusted place than the process that makes the requests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from standardwebhooks import Webhook
+
+from schemas.alerts import Alert
+
+
+class SubscriptionError(Exception):
+    """The subscriptions file cannot be used; the message names the key."""
+
+
+class Filters(BaseModel):
+    """Every listed field must match (AND); a list matches any of its values (OR).
+
+    An empty or absent list matches everything. `stages` never matches alerts
+    without a stage (unit alerts); `customer_*` never match alerts without a customer.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    types: list[str] = Field(default_factory=list)
+    severities: list[str] = Field(default_factory=list)
+    statuses: list[str] = Field(default_factory=list)
+    customer_tiers: list[str] = Field(default_factory=list)
+    customer_ids: list[str] = Field(default_factory=list)
+    stages: list[str] = Field(default_factory=list)
+
+    def matches(self, alert: Alert) -> bool:
+        customer = alert.customer
+        checks: Sequence[tuple[list[str], str | None]] = (
+            (self.types, alert.type.value),
+            (self.severities, alert.severity.value),
+            (self.statuses, alert.status.value),
+            (self.customer_tiers, None if customer is None else customer.tier),
+            (self.customer_ids, None if customer is None else customer.customer_id),
+            (self.stages, alert.stage),
+        )
+        return all(not wanted or value in wanted for wanted, value in checks)
+
+
+class Endpoint(BaseModel):
+    """One receiver. `secret` inline or `secret_env` naming an environment variable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    url: SecretStr
+    """Secret-ish: Slack-style URLs carry a token in the path; logs show only the host."""
+    secret: SecretStr | None = None
+    secret_env: str | None = None
+    format: Literal["json", "slack"] = "json"
+    filters: Filters = Filters()
+    concurrency: int = Field(default=1, ge=1, le=64)
+    """Requests in flight; 1 keeps the endpoint's deliveries in alert order."""
+
+    @model_validator(mode="after")
+    def _url_and_secret(self) -> Endpoint:
+        parts = urlsplit(self.url.get_secret_value())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url must be an http:// or https:// URL with a host")
+        if (self.secret is None) == (self.secret_env is None):
+            raise ValueError("give exactly one of secret or secret_env")
+        return self
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url.get_secret_value()).hostname or ""
+
+    def signing_secret(self) -> str:
+        if self.secret is not None:
+            return self.secret.get_secret_value()
+        assert self.secret_env is not None
+        value = os.environ.get(self.secret_env)
+        if not value:
+            raise SubscriptionError(
+                f"endpoint {self.name!r}: environment variable {self.secret_env} is not set"
+            )
+        return value
+
+
+class Subscriptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoints: list[Endpoint] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Subscriptions:
+        names = [e.name for e in self.endpoints]
+        if len(set(names)) != len(names):
+            raise ValueError("endpoint names must be unique")
+        return self
+
+
+def host_allowed(host: str, allowed: Sequence[str]) -> bool:
+    """Exact host, or `*.example.com` for any subdomain of example.com."""
+    host = host.lower().rstrip(".")
+    for entry in allowed:
+        entry = entry.strip().lower().rstrip(".")
+        if entry.startswith("*."):
+            if host.endswith(entry[1:]):
+                return True
+        elif host == entry:
+            return True
+    return False
+
+
+def parse_allowed_hosts(text: str) -> list[str]:
+    return [h.strip() for h in text.split(",") if h.strip()]
+
+
+def load_subscriptions(path: Path, allowed_hosts: Sequence[str] = ()) -> Subscriptions:
+    """Read and check the file; every endpoint's secret is checked to be usable."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SubscriptionError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise SubscriptionError(f"{path} is not valid YAML: {exc}") from None
+    try:
+        subs = Subscriptions.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise SubscriptionError(f"{path}: {where or '<file>'}: {first['msg']}") from None
+    for endpoint in subs.endpoints:
+        if allowed_hosts and not host_allowed(endpoint.host, allowed_hosts):
+            raise SubscriptionError(
+                f"{path}: endpoint {endpoint.name!r}: host {endpoint.host} is not in "
+                "CHAINWATCH_WEBHOOKS__ALLOWED_HOSTS"
+            )
+        try:
+            Webhook(endpoint.signing_secret())
+        except SubscriptionError:
+            raise
+        except Exception:
+            raise SubscriptionError(
+                f"{path}: endpoint {endpoint.name!r}: secret is not a valid signing secret "
+                "(whsec_ followed by base64)"
+            ) from None
+    return subs
