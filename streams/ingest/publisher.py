@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -143,12 +143,17 @@ class TransactionalPublisher:
                 for record in records
             ]
             metadata = await asyncio.gather(*futures)
+            await self._acknowledged(records)
             await producer.commit_transaction()
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.abort_transaction(), 2.0)
             raise
         return [Placement(m.partition, m.offset) for m in metadata]
+
+    async def _acknowledged(self, records: Sequence[OutRecord]) -> None:
+        """Every record is in the log, not yet committed: the seam where fault-injection
+        tests make the broker "fail" at the worst moment."""
 
     async def _producer(self, slot: int) -> AIOKafkaProducer:
         existing = self._producers[slot]
@@ -178,7 +183,3 @@ class TransactionalPublisher:
         if producer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.stop(), 5.0)
-
-
-def placements_as_dicts(placements: Sequence[Placement]) -> list[dict[str, Any]]:
-    return [{"partition": p.partition, "offset": p.offset} for p in placements]

@@ -1,0 +1,117 @@
+"""Bearer tokens: 401 without a known token, 403 outside the role or the unit's own id."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from conftest import Harness
+from gateway_samples import order, scan, unit_status
+
+from streams.ingest.auth import Role, TokenRegistry, TokensFileError, bearer_token, hash_token
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_tokens_file_resolves_only_the_hashed_token(tmp_path: Path) -> None:
+    digest = hash_token("s3cret")
+    path = _write(
+        tmp_path,
+        f"tokens:\n  - {{name: dye, sha256: {digest.upper()}, role: unit, unit_id: DYE-01}}\n",
+    )
+    registry = TokenRegistry.load(path)
+    entry = registry.authenticate("s3cret")
+    assert entry is not None
+    assert (entry.name, entry.role, entry.unit_id) == ("dye", Role.UNIT, "DYE-01")
+    assert registry.authenticate(digest) is None
+    assert registry.authenticate("s3cret ") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        ("tokens:\n  - {name: a, sha256: abc, role: admin}\n", "tokens.0.sha256"),
+        (f"tokens:\n  - {{name: a, sha256: {'a' * 64}, role: unit}}\n", "needs a unit_id"),
+        (f"tokens:\n  - {{name: a, sha256: {'a' * 64}, role: root}}\n", "tokens.0.role"),
+        (
+            f"tokens:\n  - {{name: a, sha256: {'a' * 64}, role: crm}}\n"
+            f"  - {{name: a, sha256: {'b' * 64}, role: crm}}\n",
+            "unique",
+        ),
+        ("tokens: [\n", "cannot read"),
+    ],
+)
+def test_bad_tokens_files_name_the_problem(tmp_path: Path, body: str, complaint: str) -> None:
+    with pytest.raises(TokensFileError, match=complaint):
+        TokenRegistry.load(_write(tmp_path, body))
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer abc", "abc"),
+        ("bearer   abc ", "abc"),
+        ("Basic abc", None),
+        ("Bearer", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_bearer_header_parsing(header: str | None, token: str | None) -> None:
+    assert bearer_token(header) == token
+
+
+@pytest.mark.integration
+class TestThroughTheGateway:
+    def test_no_token_or_unknown_token_is_401(self, gateway: Harness) -> None:
+        for token, headers in ((None, {}), (None, {"Authorization": "Bearer nope"})):
+            response = gateway.post("/v1/scans", [scan()], token=token, headers=headers)
+            assert response.status_code == 401
+            assert response.headers["www-authenticate"] == "Bearer"
+            assert response.json()["error"] == "unauthorized"
+
+    def test_a_unit_posts_its_own_scans_and_status(self, gateway: Harness) -> None:
+        assert gateway.post("/v1/scans", [scan("DYE-01")], token="unit-dye").status_code == 202
+        response = gateway.post("/v1/unit-status", unit_status("DYE-01"), token="unit-dye")
+        assert response.status_code == 202
+
+    def test_a_unit_may_not_post_for_another_unit(self, gateway: Harness) -> None:
+        mixed = [scan("DYE-01"), scan("KNIT-02")]
+        response = gateway.post("/v1/scans", mixed, token="unit-dye", params={"partial": "true"})
+        assert response.status_code == 403
+        assert "KNIT-02" in response.json()["detail"]
+        other = gateway.post("/v1/unit-status", unit_status("KNIT-02"), token="unit-dye")
+        assert other.status_code == 403
+        published = {json.loads(v)["event_id"] for _, v in gateway.read_all("scans") if v}
+        assert mixed[0]["event_id"] not in published
+
+    def test_roles_are_confined_to_their_endpoints(self, gateway: Harness) -> None:
+        assert gateway.post("/v1/orders", order(), token="unit-dye").status_code == 403
+        assert gateway.post("/v1/scans", scan(), token="orders").status_code == 403
+        assert gateway.post("/v1/customers", {}, token="orders").status_code == 403
+        assert gateway.post("/v1/orders", order(), token="crm").status_code == 403
+        assert gateway.post("/v1/orders", order(), token="orders").status_code == 202
+
+    def test_tokens_never_reach_the_logs(
+        self,
+        gateway: Harness,
+        caplog: pytest.LogCaptureFixture,
+        capfd: pytest.CaptureFixture[str],
+    ) -> None:
+        caplog.set_level(logging.DEBUG, logger="streams")
+        caplog.set_level(logging.DEBUG, logger="aiokafka")
+        caplog.set_level(logging.DEBUG, logger="uvicorn")
+        gateway.post("/v1/scans", [scan()], token="unit-dye")
+        gateway.post("/v1/scans", [scan()], token=None, headers={"Authorization": "Bearer leak-me"})
+        captured = capfd.readouterr()
+        server_side = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
+        text = captured.out + captured.err + "".join(str(r.__dict__) for r in server_side)
+        assert "unit-dye" in text  # the caller is logged by name ...
+        assert "secret-token-of" not in text  # ... never by token
+        assert "leak-me" not in text

@@ -1,0 +1,163 @@
+"""EPCIS 2.0 capture: the example document yields exactly the expected scans; the rest is
+reported per event."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DATA, Harness
+
+from schemas.epcis import EpcisMappingError, cbv_name, load_epcis_mapping
+from streams.ingest.epcis_map import Unmappable, map_event
+
+MAPPING = load_epcis_mapping(DATA / "mapping.yaml")
+DOCUMENT: dict[str, Any] = json.loads((DATA / "capture.jsonld").read_text())
+EXPECTED = [json.loads(line) for line in (DATA / "expected_scans.ndjson").read_text().splitlines()]
+
+
+def _events() -> list[dict[str, Any]]:
+    return copy.deepcopy(DOCUMENT["epcisBody"]["eventList"])
+
+
+def _document(events: list[Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(DOCUMENT)
+    doc["epcisBody"]["eventList"] = events
+    return doc
+
+
+def test_the_example_document_maps_to_the_expected_scans() -> None:
+    assert [map_event(event, MAPPING) for event in _events()] == EXPECTED
+
+
+def test_full_cbv_forms_read_as_bare_names() -> None:
+    assert cbv_name("bizStep", "https://ref.gs1.org/cbv/BizStep-arriving") == "arriving"
+    assert cbv_name("bizStep", "urn:epcglobal:cbv:bizstep:arriving") == "arriving"
+    assert cbv_name("disposition", "urn:epcglobal:cbv:disp:in_progress") == "in_progress"
+    event = _events()[1]
+    event["bizStep"] = "urn:epcglobal:cbv:bizstep:arriving"
+    event["disposition"] = "https://ref.gs1.org/cbv/Disp-in_progress"
+    event["bizTransactionList"][0]["type"] = "urn:epcglobal:cbv:btt:po"
+    assert map_event(event, MAPPING) == EXPECTED[1]
+
+
+def test_unknown_uom_yields_no_quantity() -> None:
+    event = _events()[1]
+    event["quantityList"][0]["uom"] = "LTR"
+    scan = map_event(event, MAPPING)
+    assert "quantity" not in scan
+    assert "uom" not in scan
+
+
+@pytest.mark.parametrize(
+    ("change", "types"),
+    [
+        (lambda e: e.update(type="AggregationEvent"), ["epcis_event_type"]),
+        (lambda e: e.update(readPoint={"id": "urn:epc:id:sgln:0.0.0"}), ["epcis_unknown_read_point"]),
+        (lambda e: e.pop("readPoint"), ["epcis_no_read_point"]),
+        (lambda e: e.update(bizStep="shipping"), ["epcis_no_action_rule"]),
+        (lambda e: e.update(bizTransactionList=[]), ["epcis_no_order_id"]),
+        (
+            lambda e: e.update(readPoint={"id": "x"}, bizStep="x", bizTransactionList=None),
+            ["epcis_unknown_read_point", "epcis_no_action_rule", "epcis_no_order_id"],
+        ),
+    ],
+)
+def test_unmappable_events_say_every_reason(change: Any, types: list[str]) -> None:
+    event = _events()[1]
+    change(event)
+    with pytest.raises(Unmappable) as info:
+        map_event(event, MAPPING)
+    assert [e.type for e in info.value.errors] == types
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("read_points: {}\nactions: []\norder_id: {pattern: '(?P<order_id>.*)'}\n", "read_points"),
+        (
+            "read_points: {a: {unit_id: U, stage: dyeing}}\nactions: [{action: started}]\n"
+            "order_id: {pattern: '(.*)'}\n",
+            "order_id",
+        ),
+        (
+            "read_points: {a: {unit_id: U, stage: dyeing}}\nactions: [{action: paused}]\n"
+            "order_id: {pattern: '(?P<order_id>.*)'}\n",
+            "actions.0.action",
+        ),
+        (
+            "read_points: {a: {unit_id: U, stage: dyeing}}\nactions: [{action: started}]\n"
+            "order_id: {pattern: '(?P<order_id>.*)'}\nsurprise: 1\n",
+            "surprise",
+        ),
+    ],
+)
+def test_bad_mapping_files_name_the_key(tmp_path: Path, text: str, complaint: str) -> None:
+    path = tmp_path / "mapping.yaml"
+    path.write_text(text)
+    with pytest.raises(EpcisMappingError, match=complaint):
+        load_epcis_mapping(path)
+
+
+@pytest.mark.integration
+class TestCapture:
+    def test_capture_publishes_the_expected_scans(self, gateway: Harness) -> None:
+        response = gateway.post(
+            "/v1/epcis/capture", DOCUMENT, content_type="application/ld+json", token="admin"
+        )
+        assert response.status_code == 202, response.text
+        placed = response.json()["items"]
+        stored = gateway.read_at("scans", placed)
+        assert [(k.decode(), json.loads(v)) for k, v in stored] == [
+            (scan["order_id"], scan) for scan in EXPECTED
+        ]
+
+    def test_unmappable_events_are_reported_per_event(self, gateway: Harness) -> None:
+        events = _events()
+        events[0]["type"] = "AggregationEvent"
+        events[2]["readPoint"] = {"id": "urn:epc:id:sgln:9.9.9"}
+        response = gateway.post("/v1/epcis/capture", _document(events))
+        assert response.status_code == 422
+        assert [(i["index"], i["reason_code"]) for i in response.json()["items"]] == [
+            (0, "unmappable_epcis"),
+            (2, "unmappable_epcis"),
+        ]
+
+        events[1]["eventID"] = "urn:uuid:partial-capture-1"
+        partial = gateway.post(
+            "/v1/epcis/capture",
+            _document(events),
+            params={"partial": "true"},
+            headers={"X-Request-ID": "epcis-partial-1"},
+        )
+        assert partial.status_code == 202, partial.text
+        items = partial.json()["items"]
+        assert [i["status"] for i in items] == ["dead_lettered", "accepted", "dead_lettered"]
+        dead = [
+            json.loads(v)
+            for _, v in gateway.read_all("dead-letter")
+            if v and json.loads(v)["source"]["request_id"] == "epcis-partial-1"
+        ]
+        assert sorted((d["source"]["index"], d["reason_code"]) for d in dead) == [
+            (0, "unmappable_epcis"),
+            (2, "unmappable_epcis"),
+        ]
+        import base64
+
+        originals = {d["source"]["index"]: json.loads(base64.b64decode(d["value_b64"])) for d in dead}
+        assert originals[2] == events[2]
+
+    def test_a_unit_captures_only_its_own_read_points(self, gateway: Harness) -> None:
+        own = gateway.post("/v1/epcis/capture", _document(_events()[2:]), token="unit-qc")
+        assert own.status_code == 202, own.text
+        foreign = gateway.post("/v1/epcis/capture", _document(_events()), token="unit-qc")
+        assert foreign.status_code == 403
+
+    def test_not_an_epcis_document(self, gateway: Harness) -> None:
+        response = gateway.post("/v1/epcis/capture", {"type": "Nope"})
+        assert response.status_code == 422
+        assert response.json()["items"][0]["reason_code"] == "validation_failed"
+        assert gateway.post("/v1/epcis/capture", _document([])).status_code == 422
