@@ -166,9 +166,7 @@ def read_committed(
         consumer.seek_to_beginning(*tps)
         ends = consumer.end_offsets(tps)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and any(
-            consumer.position(tp) < ends[tp] for tp in tps
-        ):
+        while time.monotonic() < deadline and any(consumer.position(tp) < ends[tp] for tp in tps):
             for records in consumer.poll(timeout_ms=300).values():
                 out.extend((r.key, r.value) for r in records)
     finally:

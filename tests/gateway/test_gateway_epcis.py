@@ -56,7 +56,10 @@ def test_unknown_uom_yields_no_quantity() -> None:
     ("change", "types"),
     [
         (lambda e: e.update(type="AggregationEvent"), ["epcis_event_type"]),
-        (lambda e: e.update(readPoint={"id": "urn:epc:id:sgln:0.0.0"}), ["epcis_unknown_read_point"]),
+        (
+            lambda e: e.update(readPoint={"id": "urn:epc:id:sgln:0.0.0"}),
+            ["epcis_unknown_read_point"],
+        ),
         (lambda e: e.pop("readPoint"), ["epcis_no_read_point"]),
         (lambda e: e.update(bizStep="shipping"), ["epcis_no_action_rule"]),
         (lambda e: e.update(bizTransactionList=[]), ["epcis_no_order_id"]),
@@ -147,7 +150,9 @@ class TestCapture:
         ]
         import base64
 
-        originals = {d["source"]["index"]: json.loads(base64.b64decode(d["value_b64"])) for d in dead}
+        originals = {
+            d["source"]["index"]: json.loads(base64.b64decode(d["value_b64"])) for d in dead
+        }
         assert originals[2] == events[2]
 
     def test_a_unit_captures_only_its_own_read_points(self, gateway: Harness) -> None:

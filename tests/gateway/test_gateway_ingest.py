@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from base64 import b64decode
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from gateway_samples import customer, order, scan, unit_status
 from conftest import Harness
+from gateway_samples import customer, order, scan, unit_status
 
 pytestmark = pytest.mark.integration
 
@@ -107,9 +108,7 @@ def test_partial_mode_publishes_the_valid_and_dead_letters_the_rest(gateway: Har
     assert by_index[1]["source"]["kind"] == "http"
     assert by_index[1]["errors"][0]["loc"] == "action"
     assert by_index[3]["reason_code"] == "not_json"
-    import base64
-
-    assert base64.b64decode(by_index[3]["value_b64"]) == b"{not json"
+    assert b64decode(by_index[3]["value_b64"]) == b"{not json"
 
 
 def test_limits_answer_413_and_publish_nothing(gateway: Harness) -> None:
