@@ -110,7 +110,7 @@ def judge_items(items: list[RawItem], endpoint: Endpoint, qc_stage: str) -> list
     for item in items:
         verdict = judge_value(item.index, item.value, endpoint.topic, endpoint.key_field, qc_stage)
         if not verdict.accepted:
-            verdict.unit_id = _claimed_unit(item.parsed)
+            verdict.unit_id = _claimed_unit(item.json())
         verdicts.append(verdict)
     return verdicts
 

@@ -1,9 +1,9 @@
 """Request bodies -> items: one object, a JSON array, or NDJSON, within limits.
 
-Every item leaves here as bytes: the item's JSON re-serialised compactly
-(unknown fields kept, so CRM extras survive), or - when a line does not parse -
-the line as sent, so `decode_input` classifies it (`not_json`) exactly as it
-would a bad Kafka record. A body that does not parse at all is one item for
+Every item leaves here as bytes: an NDJSON line as sent, an array element
+re-serialised compactly (unknown fields kept, so CRM extras survive), or -
+when a body does not parse - the body as sent, so `decode_input` classifies
+it (`not_json`) exactly as it would a bad Kafka record. A body that does not parse at all is one item for
 the same reason: it is rejected per item, and dead-lettered in partial mode,
 instead of failing the request with a different kind of error.
 """
@@ -22,6 +22,8 @@ NDJSON_TYPES: Final = frozenset(
 )
 UNPARSED: Final = object()
 """`RawItem.parsed` of an item that is not JSON."""
+LAZY: Final = object()
+"""`RawItem.parsed` of an NDJSON line not parsed yet: see `RawItem.json()`."""
 
 
 class BodyTooLarge(Exception):
@@ -37,6 +39,10 @@ class RawItem:
     index: int
     value: bytes
     parsed: Any
+
+    def json(self) -> Any:
+        """The parsed item (`UNPARSED` if it is not JSON)."""
+        return _loads(self.value) if self.parsed is LAZY else self.parsed
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -104,7 +110,9 @@ def split_items(body: bytes, kind: str, max_items: int) -> list[RawItem]:
         lines = [line for line in body.split(b"\n") if line.strip()]
         if len(lines) > max_items:
             raise BodyTooLarge(f"{len(lines)} items exceed the limit of {max_items} per request")
-        return [item(i, _loads(line), line.strip()) for i, line in enumerate(lines)]
+        # A line is already one item's JSON: it goes out as sent (no re-serialising),
+        # and is only parsed here when a unit's own-id check or an error needs it.
+        return [RawItem(i, line.strip(), LAZY) for i, line in enumerate(lines)]
     parsed = _loads(body)
     if isinstance(parsed, list):
         if len(parsed) > max_items:

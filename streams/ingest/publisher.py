@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import RecordMetadata
 
 from chainwatch.logs import get_logger
 
@@ -77,6 +79,7 @@ class TransactionalPublisher:
         self.config = config
         self._producers: list[AIOKafkaProducer | None] = [None] * config.pool_size
         self._free: asyncio.Queue[int] | None = None
+        self._partitioner = DefaultPartitioner()
 
     def _pool(self) -> asyncio.Queue[int]:
         if self._free is None:  # created on the serving loop, not at construction
@@ -138,18 +141,63 @@ class TransactionalPublisher:
     ) -> list[Placement]:
         await producer.begin_transaction()
         try:
-            futures = [
-                await producer.send(record.topic, record.value, key=record.key)
-                for record in records
-            ]
-            metadata = await asyncio.gather(*futures)
+            placements = await self._send_batched(producer, records)
             await self._acknowledged(records)
             await producer.commit_transaction()
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.abort_transaction(), 2.0)
             raise
-        return [Placement(m.partition, m.offset) for m in metadata]
+        return placements
+
+    async def _send_batched(
+        self, producer: AIOKafkaProducer, records: Sequence[OutRecord]
+    ) -> list[Placement]:
+        """One record batch per partition instead of one future per record.
+
+        `send()` costs ~100 us of Python per record on this hardware, which
+        capped the gateway below the 10k events/s goal; building the batches
+        here costs a fraction of that. Partitions come from aiokafka's default
+        partitioner (murmur2, the Java client's), so keys land where every other
+        producer puts them.
+        """
+        partitions: dict[str, tuple[list[int], list[int]]] = {}
+        groups: dict[tuple[str, int], list[int]] = {}
+        for index, record in enumerate(records):
+            known = partitions.get(record.topic)
+            if known is None:
+                every = sorted(await producer.partitions_for(record.topic))
+                up = producer.client.cluster.available_partitions_for_topic(record.topic)
+                known = partitions[record.topic] = (every, sorted(up or every))
+            partition = self._partitioner(record.key, known[0], known[1])
+            groups.setdefault((record.topic, partition), []).append(index)
+
+        pending: list[tuple[asyncio.Future[RecordMetadata], list[tuple[int, int]]]] = []
+        for (topic, partition), indices in groups.items():
+            batch = producer.create_batch()
+            members: list[tuple[int, int]] = []
+            for index in indices:
+                record = records[index]
+                meta = batch.append(timestamp=None, key=record.key, value=record.value)
+                if meta is None:  # batch full: ship it, start the next one
+                    if not members:
+                        raise MessageSizeTooLargeError(f"record {index} exceeds max_batch_size")
+                    future = await producer.send_batch(batch, topic, partition=partition)
+                    pending.append((future, members))
+                    batch, members = producer.create_batch(), []
+                    meta = batch.append(timestamp=None, key=record.key, value=record.value)
+                    if meta is None:
+                        raise MessageSizeTooLargeError(f"record {index} exceeds max_batch_size")
+                members.append((index, meta.offset))
+            future = await producer.send_batch(batch, topic, partition=partition)
+            pending.append((future, members))
+
+        results = await asyncio.gather(*(future for future, _ in pending))
+        placements: list[Placement | None] = [None] * len(records)
+        for meta, (_, members) in zip(results, pending, strict=True):
+            for index, relative in members:
+                placements[index] = Placement(meta.partition, meta.offset + relative)
+        return [p for p in placements if p is not None]
 
     async def _acknowledged(self, records: Sequence[OutRecord]) -> None:
         """Every record is in the log, not yet committed: the seam where fault-injection

@@ -1,0 +1,162 @@
+"""Ingest throughput: events/s through the HTTP gateway vs a bare aiokafka producer.
+
+    python bench/ingest.py [--events 50000] [--batch 500] [--concurrency 4]
+
+Needs a running broker (CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS, default the local
+one). The gateway runs as its own process (`chainwatch gateway`, as deployed)
+on a fresh topic prefix; this process posts pre-serialised batches of scans
+over keep-alive connections and waits for every 202 (= committed to Kafka).
+The bare producer (acks=all, idempotent, same batch size and linger) then
+sends the same records from this process and awaits every ack. Both figures,
+their ratio and the machine are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from chainwatch.runners import prepare_topics  # noqa: E402
+from chainwatch.settings import Settings  # noqa: E402
+from chainwatch.traffic import scan_events  # noqa: E402
+from streams.ingest.auth import hash_token  # noqa: E402
+
+TOKEN = "bench-admin-token"
+
+
+def _records(n: int) -> list[tuple[bytes, bytes]]:
+    events = scan_events(seed=11)
+    return [next(events) for _ in range(n)]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _http(url: str, bodies: list[bytes], concurrency: int) -> float:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-ndjson"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                body = queue.get_nowait()
+                response = await client.post("/v1/scans", content=body, headers=headers)
+                if response.status_code != 202:
+                    raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
+
+        warm = await client.post("/v1/scans", content=bodies[0], headers=headers)
+        assert warm.status_code == 202, warm.text
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
+async def _bare(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        max_batch_size=262144,
+        linger_ms=0,
+    )
+    await producer.start()
+    try:
+        await (await producer.send(topic, records[0][1], key=records[0][0]))
+        started = time.perf_counter()
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+        return time.perf_counter() - started
+    finally:
+        await producer.stop()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("gateway exited during start-up")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("gateway not ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--producers", type=int, default=2, help="gateway producer pool")
+    args = parser.parse_args()
+
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    base = Settings()
+    settings = Settings(
+        kafka={**base.kafka.model_dump(), "topic_prefix": prefix},  # type: ignore[arg-type]
+        gateway={"transactional_id": f"bench-{prefix.rstrip('.')}", "producers": args.producers},  # type: ignore[arg-type]
+        log_level="warning",
+    )
+    prepare_topics(settings)
+    records = _records(args.events)
+    bodies = [
+        b"\n".join(value for _, value in records[i : i + args.batch])
+        for i in range(0, len(records), args.batch)
+    ]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokens = Path(tmp) / "tokens.yaml"
+        entry = {"name": "bench", "sha256": hash_token(TOKEN), "role": "admin"}
+        tokens.write_text(json.dumps({"tokens": [entry]}))  # JSON is YAML
+        port = _free_port()
+        env = {**os.environ, **settings.to_env()}
+        cmd = [sys.executable, "-m", "chainwatch", "gateway", "--port", str(port)]
+        proc = subprocess.Popen([*cmd, "--tokens", str(tokens)], env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, proc)
+            http_s = asyncio.run(_http(url, bodies, args.concurrency))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    bare_s = asyncio.run(_bare(settings.kafka.bootstrap, f"{prefix}bare-scans", records))
+    http_rate = args.events / http_s
+    bare_rate = args.events / bare_s
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(
+        f"events: {args.events} scans, batches of {args.batch}, "
+        f"{args.concurrency} concurrent HTTP clients, {args.producers} gateway producers"
+    )
+    print(f"HTTP gateway : {http_rate:10,.0f} events/s  ({http_s:.2f} s)")
+    print(f"bare aiokafka: {bare_rate:10,.0f} events/s  ({bare_s:.2f} s)")
+    print(f"ratio        : {http_rate / bare_rate:10.1%}")
+
+
+if __name__ == "__main__":
+    main()
