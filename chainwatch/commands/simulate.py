@@ -1,16 +1,244 @@
-"""`chainwatch simulate`: Generate knitwear-chain traffic"""
+"""`chainwatch simulate`: generate knitwear-chain traffic into a file, Kafka or the gateway.
+
+Thin: parse options into a `SimConfig`, pick one destination, run. The
+generation is `chainwatch.simulator.generate`; docs/simulator.md is the
+user's guide.
+"""
 
 from __future__ import annotations
 
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from pydantic import ValidationError
 
-from chainwatch.cli_context import not_built
+from chainwatch.cli_context import err, settings
+from chainwatch.errors import UserError
+from chainwatch.simulator.config import DEFAULT_START, AnomalyRates, SimConfig
+from chainwatch.simulator.generator import generate
+from chainwatch.simulator.live import LiveResult, Progress, Publisher, run_live
+from chainwatch.simulator.records import format_ms
+from chainwatch.simulator.scenario_file import write_scenario
+from chainwatch.simulator.summary import Summary
+from schemas.plan import PlanError, SlaPlan, load_plan
 
-PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+def _parse_start(text: str | None, live: bool) -> datetime:
+    if text is None:
+        return datetime.now(UTC).replace(microsecond=0) if live else DEFAULT_START
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"--start {text!r} is not an RFC 3339 timestamp") from None
+    if value.tzinfo is None:
+        raise UserError(f"--start {text!r} needs a UTC offset (e.g. 2027-03-01T00:00:00Z)")
+    return value
+
+
+def _anomalies(pairs: list[str], scale: float) -> AnomalyRates:
+    base = AnomalyRates().model_dump()
+    values = {name: min(1.0, rate * scale) for name, rate in base.items()}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in base:
+            known = ", ".join(sorted(base))
+            raise UserError(f"--anomaly {pair!r}: expected NAME=RATE with NAME one of {known}")
+        try:
+            values[name] = float(text)
+        except ValueError:
+            raise UserError(f"--anomaly {pair!r}: {text!r} is not a number") from None
+    try:
+        return AnomalyRates(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UserError(f"--anomaly {first['loc'][0]}: {first['msg']}") from None
+
+
+def _token(token: str | None, token_file: Path | None) -> str:
+    if token_file is not None:
+        try:
+            return token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UserError(f"cannot read --token-file {token_file}: {exc.strerror}") from None
+    if token:
+        return token
+    raise UserError("--gateway needs --token or --token-file (an admin token of the gateway)")
+
+
+def _plan(path: Path | None) -> SlaPlan:
+    try:
+        return load_plan(path if path is not None else settings().engine.plan)
+    except PlanError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _report_progress(progress: Progress) -> None:
+    rate = progress.sent / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
+    err.print(
+        f"[dim]simulate: {progress.sent} sent, {rate:.0f}/s, "
+        f"simulated time {format_ms(progress.sim_ms)}[/]",
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("simulate", context_settings=PASS_THROUGH)
-    def simulate() -> None:
-        """Generate knitwear-chain traffic (not built yet)."""
-        not_built("simulate", "monitoring engine issue")
+    @app.command("simulate")
+    def simulate(
+        out: Annotated[
+            Path | None, typer.Option("--out", help="Write a scenario file ('-' = stdout).")
+        ] = None,
+        kafka: Annotated[
+            bool, typer.Option("--kafka", help="Stream live to the configured Kafka.")
+        ] = False,
+        gateway: Annotated[
+            str | None,
+            typer.Option("--gateway", help="Stream live to the HTTP gateway at this base URL."),
+        ] = None,
+        token: Annotated[
+            str | None, typer.Option("--token", help="Gateway bearer token (admin).")
+        ] = None,
+        token_file: Annotated[
+            Path | None, typer.Option("--token-file", help="File holding the gateway token.")
+        ] = None,
+        days: Annotated[
+            int | None,
+            typer.Option(
+                "--days", min=1, help="Days of orders (file default 3; live default endless)."
+            ),
+        ] = None,
+        orders_per_day: Annotated[int, typer.Option("--orders-per-day", min=1)] = 40,
+        seed: Annotated[int, typer.Option("--seed")] = 1,
+        start: Annotated[
+            str | None,
+            typer.Option(
+                "--start",
+                help="First simulated instant (file default 2027-03-01T00:00:00Z; "
+                "live default now).",
+            ),
+        ] = None,
+        customers: Annotated[
+            int | None, typer.Option("--customers", min=1, help="Customer pool size.")
+        ] = None,
+        invalid_share: Annotated[
+            float,
+            typer.Option("--invalid-share", min=0.0, max=0.5, help="Share of invalid records."),
+        ] = 0.01,
+        anomaly: Annotated[
+            list[str] | None,
+            typer.Option("--anomaly", help="Override one anomaly rate, NAME=RATE (repeatable)."),
+        ] = None,
+        anomaly_scale: Annotated[
+            float,
+            typer.Option("--anomaly-scale", min=0.0, help="Multiply every anomaly rate."),
+        ] = 1.0,
+        plan_path: Annotated[
+            Path | None, typer.Option("--plan", help="SLA plan YAML (default: the engine's).")
+        ] = None,
+        id_prefix: Annotated[
+            str, typer.Option("--id-prefix", help="Prefix of order ids (keeps runs apart).")
+        ] = "",
+        rate: Annotated[
+            float | None,
+            typer.Option("--rate", min=0.001, help="Events per second (live default 100)."),
+        ] = None,
+        duration: Annotated[
+            float | None, typer.Option("--duration", min=0.0, help="Stop live after N seconds.")
+        ] = None,
+        max_events: Annotated[
+            int | None, typer.Option("--max-events", min=0, help="Stop after N records.")
+        ] = None,
+        summary: Annotated[
+            bool, typer.Option("--summary", help="Print counts per topic and anomaly on stderr.")
+        ] = False,
+    ) -> None:
+        """Generate knitwear-chain traffic: a scenario file, or live to Kafka or the gateway."""
+        targets = [out is not None, kafka, gateway is not None]
+        if sum(targets) != 1:
+            raise UserError("choose exactly one of --out FILE, --kafka or --gateway URL")
+        live = out is None
+        try:
+            config = SimConfig(
+                seed=seed,
+                start=_parse_start(start, live),
+                days=days if days is not None else (None if live else 3),
+                orders_per_day=orders_per_day,
+                customers=customers,
+                invalid_share=invalid_share,
+                id_prefix=id_prefix,
+                anomalies=_anomalies(anomaly or [], anomaly_scale),
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise UserError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+        records = generate(config, _plan(plan_path))
+        tally = Summary()
+        if out is not None:
+            _to_file(records, out, tally, max_events)
+        else:
+            publisher = _publisher(kafka, gateway, token, token_file)
+            result = run_live(
+                records,
+                publisher,
+                tally,
+                rate=rate if rate is not None else 100.0,
+                max_events=max_events,
+                duration_s=duration,
+                progress=_report_progress,
+            )
+            _report_live(result, publisher)
+        if summary:
+            for line in tally.lines():
+                err.print(line, highlight=False, markup=False)
+
+
+def _to_file(records: Any, out: Path, tally: Summary, max_events: int | None) -> None:
+    if max_events is not None:
+        from itertools import islice
+
+        records = islice(records, max_events)
+    if str(out) == "-":
+        write_scenario(records, sys.stdout, tally)
+        sys.stdout.flush()
+        return
+    try:
+        with out.open("w", encoding="utf-8", newline="\n") as handle:
+            write_scenario(records, handle, tally)
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+    err.print(f"simulate: wrote {tally.records} records to {out}", highlight=False)
+
+
+def _publisher(
+    kafka: bool, gateway: str | None, token: str | None, token_file: Path | None
+) -> Publisher:
+    if kafka:
+        from chainwatch.simulator.kafka_out import KafkaPublisher
+
+        return KafkaPublisher(settings())
+    from chainwatch.simulator.http_out import HttpPublisher
+
+    assert gateway is not None
+    return HttpPublisher(gateway, _token(token, token_file))
+
+
+def _report_live(result: LiveResult, publisher: Publisher) -> None:
+    rate = result.sent / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    err.print(
+        f"simulate: {result.sent} records in {result.elapsed_s:.1f}s ({rate:.0f}/s), "
+        f"stopped: {result.stopped_by}",
+        highlight=False,
+    )
+    failed = getattr(publisher, "failed", 0)
+    if failed:
+        raise UserError(f"{failed} records could not be published (see the log)")
+    counts = getattr(publisher, "counts", None)
+    if counts is not None:
+        err.print(
+            f"simulate: gateway accepted {counts.accepted}, dead-lettered {counts.rejected}, "
+            f"{counts.requests} requests",
+            highlight=False,
+        )

@@ -1,0 +1,99 @@
+"""The simulated chain as one stream of records, in publication order.
+
+Pure generation, no I/O: `generate(config)` yields `SimRecord`s sorted by
+simulated publication time across every order, the CRM and the units, as the
+real world would publish them. Orders are built only when their placing time
+comes up and dropped when their last record is out, so memory follows the
+orders in flight, not the length of the run (a heap merges the per-order
+streams). Invalid records are slipped in just before the record they were
+made from, from a random stream of their own.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Iterator
+from itertools import count
+
+from chainwatch.simulator.background import crm_stream, unit_stream
+from chainwatch.simulator.config import SimConfig
+from chainwatch.simulator.invalid import break_record
+from chainwatch.simulator.orders import OrderContext, build_order
+from chainwatch.simulator.records import MS_PER_DAY, MS_PER_H, MS_PER_S, SimRecord
+from chainwatch.simulator.world import UnitSchedule, customers, unit_ids
+from schemas.plan import SlaPlan, load_plan
+
+_Entry = tuple[int, int, SimRecord, Iterator[SimRecord], bool]
+"""(publication ms, push sequence, record, its stream, is an order stream): the push
+sequence is deterministic and unique, so ties never compare records."""
+
+
+def placements(config: SimConfig, start_ms: int) -> Iterator[tuple[int, int]]:
+    """(placed_at ms, order number) in time order: `orders_per_day` orders a day, 06-20h UTC."""
+    number = 0
+    days = range(config.days) if config.days is not None else count()
+    for day in days:
+        rng = random.Random(f"{config.seed}:placements:{day}")
+        day_ms = start_ms + day * MS_PER_DAY
+        times = sorted(
+            day_ms + rng.randrange(6 * MS_PER_H, 20 * MS_PER_H) // MS_PER_S * MS_PER_S
+            for _ in range(config.orders_per_day)
+        )
+        for placed in times:
+            number += 1
+            yield placed, number
+
+
+def generate(config: SimConfig, plan: SlaPlan | None = None) -> Iterator[SimRecord]:
+    """Every record of the run in publication order; endless when `config.days` is None.
+
+    A finite run ends with the last record of the last order (the CRM and
+    unit streams run alongside until then).
+    """
+    plan = plan if plan is not None else load_plan(None)
+    start_ms = int(config.start.timestamp()) * MS_PER_S
+    units = unit_ids(plan, config.seed)
+    schedule = UnitSchedule(config.seed, start_ms, units, config.anomalies.unit_incident)
+    pool = customers(config.seed, config.customer_count)
+    ctx = OrderContext(config, plan, units, schedule, pool)
+    rates = config.anomalies
+
+    heap: list[_Entry] = []
+    sequence = count()
+
+    def push(stream: Iterator[SimRecord], is_order: bool) -> bool:
+        first = next(stream, None)
+        if first is None:
+            return False
+        heapq.heappush(heap, (first.at_ms, next(sequence), first, stream, is_order))
+        return True
+
+    push(crm_stream(config.seed, start_ms, pool, rates.crm_update, rates.crm_tombstone), False)
+    push(unit_stream(config.seed, start_ms, schedule), False)
+
+    share = config.invalid_share
+    p_invalid = share / (1 - share) if share < 1 else 1.0
+    bad_rng = random.Random(f"{config.seed}:invalid")
+    orders = placements(config, start_ms)
+    upcoming = next(orders, None)
+    active = 0
+    while True:
+        while upcoming is not None and upcoming[0] <= heap[0][0]:
+            placed, number = upcoming
+            if push(iter(build_order(ctx, number, placed)), True):
+                active += 1
+            upcoming = next(orders, None)
+        if active == 0 and upcoming is None:
+            return
+        _, _, record, stream, is_order = heapq.heappop(heap)
+        following = next(stream, None)
+        if following is not None:
+            heapq.heappush(heap, (following.at_ms, next(sequence), following, stream, is_order))
+        elif is_order:
+            active -= 1
+        if record.value is not None and bad_rng.random() < p_invalid:
+            broken = break_record(record, bad_rng)
+            if broken is not None:
+                yield broken
+        yield record

@@ -1,0 +1,153 @@
+"""Publishing simulated records through the HTTP ingest gateway (docs/ingest.md).
+
+Records are batched per endpoint as JSON arrays and posted with
+`?partial=true`, so the invalid share becomes dead letters at the gateway
+instead of failing a whole batch (422). Order within each endpoint is kept:
+a batch is sent before anything that must follow it. Two records do not fit
+an array: a tombstone is `DELETE /v1/customers/{id}`, and a truncated
+(malformed) record is posted alone as the raw body, which the gateway
+dead-letters as one unparsable item. 503 (Kafka down) and connection errors
+are retried with back-off, honouring `Retry-After`; 401/403 stop the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from chainwatch.errors import UserError
+from chainwatch.logs import get_logger
+from chainwatch.simulator.records import SimRecord
+
+log = get_logger(__name__)
+
+ENDPOINT_OF_TOPIC = {
+    "scans": "/v1/scans",
+    "unit-status": "/v1/unit-status",
+    "orders": "/v1/orders",
+    "crm.customers": "/v1/customers",
+}
+_RETRIES = 6
+
+
+@dataclass(slots=True)
+class HttpCounts:
+    requests: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    per_status: dict[int, int] = field(default_factory=dict)
+
+
+class HttpPublisher:
+    """Batches records per endpoint: a batch goes out at `batch_size` items or
+    `max_delay_s` after its first item (checked on every `send`)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        batch_size: int = 200,
+        max_delay_s: float = 0.2,
+        client: httpx.Client | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client or httpx.Client(base_url=base_url.rstrip("/"), timeout=30.0)
+        self._auth = {"Authorization": f"Bearer {token}"}
+        self._batch_size = batch_size
+        self._max_delay_s = max_delay_s
+        self._clock = clock
+        self._sleep = sleep
+        self._buffers: dict[str, list[str]] = {}
+        self._since: dict[str, float] = {}
+        self.counts = HttpCounts()
+        self._closed = False
+
+    def send(self, record: SimRecord) -> None:
+        path = ENDPOINT_OF_TOPIC[record.topic]
+        if record.value is None:
+            self._flush(path)
+            self._request("DELETE", f"/v1/customers/{record.key}", None, 1)
+        elif record.cut is not None:
+            self._flush(path)
+            self._request("POST", path, record.value_bytes(), 1)
+        else:
+            buffer = self._buffers.setdefault(path, [])
+            if not buffer:
+                self._since[path] = self._clock()
+            buffer.append(record.value)
+            if len(buffer) >= self._batch_size:
+                self._flush(path)
+        now = self._clock()
+        for other, since in list(self._since.items()):
+            if self._buffers.get(other) and now - since >= self._max_delay_s:
+                self._flush(other)
+
+    def _flush(self, path: str) -> None:
+        buffer = self._buffers.get(path)
+        if not buffer:
+            return
+        body = ("[" + ",".join(buffer) + "]").encode()
+        count = len(buffer)
+        buffer.clear()
+        self._request("POST", path, body, count)
+
+    def _request(self, method: str, path: str, body: bytes | None, items: int) -> None:
+        headers = dict(self._auth)
+        params = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            params = {"partial": "true"}
+        delay = 0.5
+        for attempt in range(_RETRIES + 1):
+            try:
+                response = self._client.request(
+                    method, path, content=body, params=params, headers=headers
+                )
+            except httpx.TransportError as exc:
+                if attempt == _RETRIES:
+                    raise UserError(f"gateway unreachable: {type(exc).__name__}: {exc}") from None
+                self._sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            self.counts.requests += 1
+            status = response.status_code
+            self.counts.per_status[status] = self.counts.per_status.get(status, 0) + 1
+            if status in (401, 403):
+                raise UserError(f"gateway refused the token ({status}): {response.text[:200]}")
+            if status == 503 and attempt < _RETRIES:
+                retry_after = response.headers.get("retry-after", "")
+                self._sleep(float(retry_after) if retry_after.isdigit() else delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if status >= 300:
+                log.warning("simulate.gateway_error", path=path, status=status, items=items)
+                self.counts.rejected += items
+                return
+            self._count(response, items)
+            return
+
+    def _count(self, response: httpx.Response, items: int) -> None:
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if isinstance(answer, dict) and isinstance(answer.get("accepted"), int):
+            self.counts.accepted += int(answer["accepted"])
+            self.counts.rejected += int(answer.get("rejected") or 0)
+        else:
+            self.counts.accepted += items
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for path in list(self._buffers):
+                self._flush(path)
+        finally:
+            self._client.close()
