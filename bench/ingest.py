@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,10 +31,10 @@ from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chainwatch.runners import prepare_topics  # noqa: E402
-from chainwatch.settings import Settings  # noqa: E402
-from chainwatch.traffic import scan_events  # noqa: E402
-from streams.ingest.auth import hash_token  # noqa: E402
+from chainwatch.runners import prepare_topics
+from chainwatch.settings import Settings
+from chainwatch.traffic import scan_events
+from streams.ingest.auth import hash_token
 
 TOKEN = "bench-admin-token"
 
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--producers", type=int, default=2, help="gateway producer pool")
+    parser.add_argument("--profile", type=Path, help="write a pyinstrument profile of the gateway")
     args = parser.parse_args()
 
     prefix = f"bench{uuid.uuid4().hex[:6]}."
@@ -136,19 +138,23 @@ def main() -> None:
         port = _free_port()
         env = {**os.environ, **settings.to_env()}
         cmd = [sys.executable, "-m", "chainwatch", "gateway", "--port", str(port)]
+        if args.profile:
+            cmd[1:1] = ["-m", "pyinstrument", "-o", str(args.profile)]
         proc = subprocess.Popen([*cmd, "--tokens", str(tokens)], env=env)
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, proc)
             http_s = asyncio.run(_http(url, bodies, args.concurrency))
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
 
     bare_s = asyncio.run(_bare(settings.kafka.bootstrap, f"{prefix}bare-scans", records))
     http_rate = args.events / http_s
     bare_rate = args.events / bare_s
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
     print(
         f"events: {args.events} scans, batches of {args.batch}, "
         f"{args.concurrency} concurrent HTTP clients, {args.producers} gateway producers"

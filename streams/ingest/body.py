@@ -3,9 +3,10 @@
 Every item leaves here as bytes: an NDJSON line as sent, an array element
 re-serialised compactly (unknown fields kept, so CRM extras survive), or -
 when a body does not parse - the body as sent, so `decode_input` classifies
-it (`not_json`) exactly as it would a bad Kafka record. A body that does not parse at all is one item for
-the same reason: it is rejected per item, and dead-lettered in partial mode,
-instead of failing the request with a different kind of error.
+it (`not_json`) exactly as it would a bad Kafka record. A body that does not
+parse at all is one item for the same reason: it is rejected per item, and
+dead-lettered in partial mode, instead of failing the request with another
+kind of error.
 """
 
 from __future__ import annotations

@@ -21,18 +21,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.structs import RecordMetadata
 
 from chainwatch.logs import get_logger
 
 log = get_logger(__name__)
+
+
+@functools.lru_cache(maxsize=65536)
+def _murmur2(key: bytes) -> int:
+    """aiokafka's (Java-compatible) key hash, positive; cached because it is pure Python
+    and keys repeat (every scan of an order has the order's key)."""
+    return int(murmur2(key)) & 0x7FFFFFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +177,10 @@ class TransactionalPublisher:
                 every = sorted(await producer.partitions_for(record.topic))
                 up = producer.client.cluster.available_partitions_for_topic(record.topic)
                 known = partitions[record.topic] = (every, sorted(up or every))
-            partition = self._partitioner(record.key, known[0], known[1])
+            if record.key is None:
+                partition = self._partitioner(None, known[0], known[1])
+            else:
+                partition = known[0][_murmur2(record.key) % len(known[0])]
             groups.setdefault((record.topic, partition), []).append(index)
 
         pending: list[tuple[asyncio.Future[RecordMetadata], list[tuple[int, int]]]] = []

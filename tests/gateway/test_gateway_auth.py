@@ -115,3 +115,14 @@ class TestThroughTheGateway:
         assert "unit-dye" in text  # the caller is logged by name ...
         assert "secret-token-of" not in text  # ... never by token
         assert "leak-me" not in text
+
+
+def test_the_shipped_example_tokens_file_loads_and_matches_its_comment() -> None:
+    root = Path(__file__).resolve().parents[2]
+    registry = TokenRegistry.load(root / "deploy" / "gateway" / "tokens.example.yaml")
+    entry = registry.authenticate("example-dye-token")
+    assert entry is not None
+    assert (entry.role, entry.unit_id) == (Role.UNIT, "DYE-01")
+    admin = registry.authenticate("example-admin-token")
+    assert admin is not None
+    assert admin.role is Role.ADMIN
