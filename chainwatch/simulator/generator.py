@@ -16,7 +16,7 @@ import random
 from collections.abc import Iterator
 from itertools import count
 
-from chainwatch.simulator.background import crm_stream, unit_stream
+from chainwatch.simulator.background import crm_day, initial_customers, unit_day
 from chainwatch.simulator.config import SimConfig
 from chainwatch.simulator.invalid import break_record
 from chainwatch.simulator.orders import OrderContext, build_order
@@ -69,23 +69,38 @@ def generate(config: SimConfig, plan: SlaPlan | None = None) -> Iterator[SimReco
         heapq.heappush(heap, (first.at_ms, next(sequence), first, stream, is_order))
         return True
 
-    push(crm_stream(config.seed, start_ms, pool, rates.crm_update, rates.crm_tombstone), False)
-    push(unit_stream(config.seed, start_ms, schedule), False)
-
+    push(iter(initial_customers(start_ms, pool)), False)
     share = config.invalid_share
     p_invalid = share / (1 - share) if share < 1 else 1.0
     bad_rng = random.Random(f"{config.seed}:invalid")
     orders = placements(config, start_ms)
     upcoming = next(orders, None)
+    day = 0
     active = 0
     while True:
-        while upcoming is not None and upcoming[0] <= heap[0][0]:
-            placed, number = upcoming
-            if push(iter(build_order(ctx, number, placed)), True):
-                active += 1
-            upcoming = next(orders, None)
         if active == 0 and upcoming is None:
             return
+        # Admit every source due no later than the earliest pending record: the
+        # next day of CRM and unit traffic, or the next order (days first on ties).
+        while True:
+            top = heap[0][0] if heap else None
+            day_ms = start_ms + day * MS_PER_DAY
+            order_first = upcoming is not None and upcoming[0] < day_ms
+            due = upcoming[0] if upcoming is not None and order_first else day_ms
+            if top is not None and due > top:
+                break
+            if upcoming is not None and order_first:
+                placed, number = upcoming
+                if push(iter(build_order(ctx, number, placed)), True):
+                    active += 1
+                upcoming = next(orders, None)
+            else:
+                crm = crm_day(
+                    config.seed, start_ms, day, pool, rates.crm_update, rates.crm_tombstone
+                )
+                push(iter(crm), False)
+                push(iter(unit_day(config.seed, start_ms, day, schedule)), False)
+                day += 1
         _, _, record, stream, is_order = heapq.heappop(heap)
         following = next(stream, None)
         if following is not None:
