@@ -10,10 +10,11 @@ Lifecycle and guarantees:
   `non_replicated_deduplication_window`, so a retried batch is a no-op. Kafka
   offsets of a partition are committed only after all its inserts succeeded
   (at-least-once delivery into ClickHouse).
-- Every row carries its source offset. On partition assignment the sink reads,
-  per table, which offsets at or after the committed one are already stored and
-  skips them, so a crash between insert and commit (or mid-way through a
-  multi-part insert) never duplicates rows: exactly-once as seen by queries.
+- Every row carries its source offset. Before the first record of a newly
+  assigned partition is buffered, the sink reads, per table, which offsets at or
+  after the committed one are already stored and skips them, so a crash between
+  insert and commit (or mid-way through a multi-part insert) never duplicates
+  rows: exactly-once as seen by queries.
 - When an insert fails (ClickHouse down) every partition is paused, so nothing
   more is fetched and the buffer stays bounded, while the consumer keeps polling
   (its group membership stays alive). The flush is retried with exponential
@@ -100,7 +101,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.sink.release(list(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.sink.load_stored_offsets(list(assigned))
+        self.sink.forget_stored(list(assigned))
 
 
 class StopRequested(Exception):
@@ -132,6 +133,7 @@ class ClickHouseSink:
         }
         self._buffers: dict[TopicPartition, _Buffer] = {}
         self._stored: dict[tuple[str, TopicPartition], _Stored] = {}
+        self._loaded: set[TopicPartition] = set()
         self._consumer: AIOKafkaConsumer | None = None
         self._stop = asyncio.Event()
         self._failing_since: float | None = None
@@ -140,9 +142,15 @@ class ClickHouseSink:
 
     # --- stored offsets ------------------------------------------------------
 
+    def forget_stored(self, partitions: list[TopicPartition]) -> None:
+        """A (re-)assigned partition reloads its stored offsets before its first record."""
+        for tp in partitions:
+            self._loaded.discard(tp)
+
     async def load_stored_offsets(self, partitions: list[TopicPartition]) -> None:
         consumer = self._consumer
         for tp in partitions:
+            self._loaded.add(tp)
             committed = await consumer.committed(tp) if consumer is not None else None
             since = int(committed or 0)
             for table in self.mappers[tp.topic].tables:
@@ -282,6 +290,7 @@ class ClickHouseSink:
             await self.flush()
         for tp in partitions:
             self._buffers.pop(tp, None)
+            self._loaded.discard(tp)
             for table in self.mappers[tp.topic].tables:
                 self._stored.pop((table.name, tp), None)
 
@@ -347,6 +356,10 @@ class ClickHouseSink:
                 consumer.pause(*consumer.assignment())  # also partitions assigned meanwhile
             batch = await consumer.getmany(timeout_ms=100, max_records=self.config.flush_rows)
             for tp, records in batch.items():
+                if tp not in consumer.assignment():
+                    continue  # fetched before a rebalance took the partition away
+                if tp not in self._loaded:  # first records since (re-)assignment
+                    await self.load_stored_offsets([tp])
                 for record in records:
                     self.add(tp, record)
             buffered = self.buffered_rows
@@ -360,8 +373,8 @@ class ClickHouseSink:
                     self._pause(consumer)
             if drain:
                 assigned = consumer.assignment()
-                if not assigned:
-                    continue
+                if {tp.topic for tp in assigned} != set(self.mappers):
+                    continue  # not every topic assigned yet (the runner creates them all)
                 if targets is None or set(targets) != assigned:
                     targets = await consumer.end_offsets(list(assigned))
                 if await _caught_up(consumer, targets):

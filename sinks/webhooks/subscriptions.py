@@ -8,6 +8,7 @@ less trusted place than the process that makes the requests.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from standardwebhooks import Webhook
 
 from schemas.alerts import Alert
+
+MIN_SECRET_BYTES = 16
 
 
 class SubscriptionError(Exception):
@@ -144,13 +147,16 @@ def load_subscriptions(path: Path, allowed_hosts: Sequence[str] = ()) -> Subscri
                 f"{path}: endpoint {endpoint.name!r}: host {endpoint.host} is not in "
                 "CHAINWATCH_WEBHOOKS__ALLOWED_HOSTS"
             )
+        secret = endpoint.signing_secret()
         try:
-            Webhook(endpoint.signing_secret())
-        except SubscriptionError:
-            raise
-        except Exception:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+            Webhook(secret)
+            valid = len(key) >= MIN_SECRET_BYTES
+        except (ValueError, TypeError):
+            valid = False
+        if not valid:
             raise SubscriptionError(
                 f"{path}: endpoint {endpoint.name!r}: secret is not a valid signing secret "
-                "(whsec_ followed by base64)"
+                f"(whsec_ followed by base64 of at least {MIN_SECRET_BYTES} bytes)"
             ) from None
     return subs

@@ -1,0 +1,111 @@
+"""Helpers for sink integration tests: publish, run `chainwatch sink` as a process, wait."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaProducer
+
+from chainwatch.kafka_admin import ensure_topics
+from chainwatch.runners import prepare_topics, topic_names
+from chainwatch.settings import Settings
+from sinks.clickhouse.query_server import endpoint_file
+from sinks.clickhouse.readers import LoopbackReader
+from sinks.webhooks.records import NOTIFY_TOPICS
+
+
+def prepare_all_topics(settings: Settings) -> None:
+    """Every topic the sink subscribes to (what `run_sink` creates before consuming)."""
+    prepare_topics(settings)
+    ensure_topics(
+        settings.kafka.bootstrap,
+        topic_names(settings),
+        NOTIFY_TOPICS,
+        partitions=settings.kafka.partitions,
+    )
+
+
+def publish(
+    settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+) -> int:
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=5)
+    n = 0
+    try:
+        for key, value in records:
+            producer.send(settings.kafka.topic(topic), key=key, value=value)
+            n += 1
+        producer.flush()
+    finally:
+        producer.close()
+    return n
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05
+) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class SinkProcess:
+    """`python -m chainwatch sink` with the test's settings; stderr kept in a file."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        *args: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.log_path = log_path
+        env = {**os.environ, **settings.to_env(), **(extra_env or {})}
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chainwatch", "sink", *args],
+            env=env,
+            stdout=self._log,
+            stderr=self._log,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout_s: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        self._log.close()
+
+
+def loopback_count(settings: Settings, sql: str) -> int | None:
+    """A count through the running sink's query endpoint; None until it serves."""
+    try:
+        info = json.loads(endpoint_file(settings.clickhouse_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    reader = LoopbackReader(int(info["port"]), str(info["token"]))
+    try:
+        if not reader.ping():
+            return None
+        return int(reader.query(sql).rows[0][0])
+    except Exception:
+        return None
+    finally:
+        reader.close()

@@ -1,0 +1,155 @@
+"""Row mappers: what each topic's record becomes in ClickHouse (pure, no I/O)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sink_samples import customer_json, make_alert, make_state, record, scan_json
+
+from schemas.alerts import AlertStatus
+from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
+from schemas.plan import load_plan
+from sinks.clickhouse.mapping import RecordInvalid, key_text
+from sinks.clickhouse.rows import CustomerRows, OrderEventRows, ScanRows, UnitStatusRows
+from sinks.clickhouse.rows_outputs import AlertRows, DeadLetterRows, OrderStateRows
+
+PLAN = load_plan(None)
+
+
+def _as_dict(table_columns: tuple[str, ...], row: tuple[object, ...]) -> dict[str, object]:
+    assert len(table_columns) == len(row)
+    return dict(zip(table_columns, row, strict=True))
+
+
+def test_scan_row_carries_its_kafka_position_and_normalised_time() -> None:
+    rows = ScanRows().rows(record(scan_json(1), topic="p.scans", partition=2, offset=41))
+    row = _as_dict(ScanRows.table.columns, rows["scans"][0])
+    assert row["event_id"] == "ev-1"
+    assert getattr(row["event_time"], "tzinfo", None) is not None
+    assert (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) == ("p.scans", 2, 41)
+    assert json.loads(str(row["attributes"])) == {"shade": "navy"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"not json", b"[]", None, scan_json(1, event_time="2027-03-01T10:00:00")],
+    ids=["not-json", "not-object", "null", "naive-time"],
+)
+def test_invalid_scans_are_rejected_not_crashing(value: bytes | None) -> None:
+    with pytest.raises(RecordInvalid):
+        ScanRows().rows(record(value))
+
+
+def test_rejected_outside_the_plans_qc_stage_is_invalid() -> None:
+    bad = scan_json(1, action="rejected", stage="dyeing")
+    with pytest.raises(RecordInvalid):
+        ScanRows(PLAN.qc_stage).rows(record(bad))
+
+
+def test_customer_keeps_extra_fields_and_uses_offset_as_version() -> None:
+    value = customer_json("C-7", "Nordic Knits AB", segment="luxury")
+    rows = CustomerRows().rows(record(value, offset=9, key=b"C-7"))["customers"]
+    row = _as_dict(CustomerRows.table.columns, rows[0])
+    assert json.loads(str(row["extra"])) == {"segment": "luxury"}
+    assert (row["is_deleted"], row["version"]) == (0, 9)
+
+
+@pytest.mark.parametrize("key", [b"C-7", b'"C-7"'])
+def test_tombstone_deletes_the_keyed_customer(key: bytes) -> None:
+    rows = CustomerRows().rows(record(None, offset=10, key=key))["customers"]
+    row = _as_dict(CustomerRows.table.columns, rows[0])
+    assert (row["customer_id"], row["is_deleted"], row["version"]) == ("C-7", 1, 10)
+
+
+def test_tombstone_without_key_is_invalid() -> None:
+    with pytest.raises(RecordInvalid):
+        CustomerRows().rows(record(None))
+
+
+def test_order_update_keeps_absent_fields_null() -> None:
+    value = json.dumps(
+        {
+            "op": "updated",
+            "order_id": "PO-1",
+            "due_at": "2027-03-09T00:00:00Z",
+            "event_time": "2027-03-02T00:00:00Z",
+        }
+    ).encode()
+    row = _as_dict(
+        OrderEventRows.table.columns, OrderEventRows().rows(record(value))["order_events"][0]
+    )
+    assert row["op"] == "updated"
+    assert row["quantity"] is None
+    assert row["route"] == []
+
+
+def test_unit_status_row() -> None:
+    value = json.dumps(
+        {
+            "event_id": "u-1",
+            "unit_id": "KNIT-02",
+            "status": "down",
+            "reason": "power_outage",
+            "event_time": "2027-03-01T09:30:00Z",
+        }
+    ).encode()
+    row = _as_dict(
+        UnitStatusRows.table.columns, UnitStatusRows().rows(record(value))["unit_status"][0]
+    )
+    assert (row["status"], row["reason"], row["stage"]) == ("down", "power_outage", None)
+
+
+def test_alert_version_is_the_offset_so_the_latest_record_wins() -> None:
+    first = AlertRows().rows(record(make_alert(1).model_dump_json().encode(), offset=5))
+    later = AlertRows().rows(
+        record(make_alert(1, AlertStatus.RESOLVED).model_dump_json().encode(), offset=8)
+    )
+    cols = AlertRows.table.columns
+    a, b = _as_dict(cols, first["alerts"][0]), _as_dict(cols, later["alerts"][0])
+    assert a["alert_id"] == b["alert_id"]
+    assert (a["version"], b["version"]) == (5, 8)
+    assert b["status"] == "resolved"
+    assert b["customer_tier"] == "platinum"
+
+
+def test_order_state_fills_three_tables_and_flags_on_time_visits() -> None:
+    rows = OrderStateRows(PLAN).rows(record(make_state(1, version=3).model_dump_json().encode()))
+    assert len(rows["order_state"]) == len(rows["orders"]) == 1
+    visits = [_as_dict(OrderStateRows.stage_visits.columns, r) for r in rows["stage_visits"]]
+    by_stage = {v["stage"]: v for v in visits}
+    # default plan: yarn_sourcing 48h budget (took 10h), dyeing 36h (took 50h)
+    assert by_stage["yarn_sourcing"]["on_time"] == 1
+    assert by_stage["dyeing"]["on_time"] == 0
+    assert by_stage["dyeing"]["duration_s"] == 50 * 3600
+    assert all(v["version"] == 3 and v["customer_tier"] == "gold" for v in visits)
+
+
+def test_open_visit_has_no_on_time_flag_yet() -> None:
+    rows = OrderStateRows(PLAN).rows(
+        record(make_state(1, 1, ended=False).model_dump_json().encode())
+    )
+    open_visit = _as_dict(OrderStateRows.stage_visits.columns, rows["stage_visits"][1])
+    assert open_visit["on_time"] is None
+    assert open_visit["duration_s"] is None
+
+
+def test_dead_letter_row() -> None:
+    from datetime import UTC, datetime
+
+    letter = DeadLetter.build(
+        b"{bad",
+        DeadLetterSource(kind="kafka", topic="scans", partition=1, offset=7),
+        [ErrorDetail(loc="", msg="bad json", type="json_invalid")],
+        ReasonCode.NOT_JSON,
+        datetime(2027, 3, 1, tzinfo=UTC),
+    )
+    rows = DeadLetterRows().rows(record(letter.model_dump_json().encode()))
+    row = _as_dict(DeadLetterRows.table.columns, rows["dead_letters"][0])
+    assert (row["reason_code"], row["source_offset"]) == ("not_json", 7)
+
+
+def test_json_quoted_keys_are_unquoted() -> None:
+    assert key_text(b'"C-1"') == "C-1"
+    assert key_text(b"C-1") == "C-1"
+    assert key_text(None) is None

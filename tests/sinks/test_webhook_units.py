@@ -1,0 +1,145 @@
+"""Webhook pieces without the network: filters, subscriptions, payloads, retries, offsets."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiokafka import TopicPartition
+from sink_samples import make_alert
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from schemas.alerts import AlertStatus, Severity
+from sinks.webhooks.delivery import RetryPolicy, retry_after_s, signed_headers
+from sinks.webhooks.offsets import OffsetTracker
+from sinks.webhooks.payloads import render, webhook_id
+from sinks.webhooks.subscriptions import (
+    Filters,
+    SubscriptionError,
+    host_allowed,
+    load_subscriptions,
+)
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "subs.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_filters_and_within_fields_or_within_lists() -> None:
+    f = Filters(severities=["critical"], customer_tiers=["platinum", "gold"])
+    assert f.matches(make_alert(1, severity=Severity.CRITICAL, tier="gold"))
+    assert not f.matches(make_alert(1, severity=Severity.WARNING, tier="gold"))
+    assert not f.matches(make_alert(1, severity=Severity.CRITICAL, tier="standard"))
+    assert Filters().matches(make_alert(1))
+    assert not Filters(stages=["knitting"]).matches(make_alert(1, stage="dyeing"))
+    assert Filters(statuses=["resolved"]).matches(make_alert(1, AlertStatus.RESOLVED))
+
+
+def test_subscriptions_load_with_secret_from_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    path = _write(
+        tmp_path,
+        "endpoints:\n"
+        "  - name: ops\n    url: https://hooks.example.com/x\n    secret_env: HOOK_SECRET\n"
+        "    format: slack\n    filters: {severities: [critical]}\n",
+    )
+    subs = load_subscriptions(path, ["*.example.com"])
+    assert subs.endpoints[0].signing_secret() == SECRET
+    assert subs.endpoints[0].format == "slack"
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ("endpoints:\n  - {name: a, url: 'ftp://x.example.com/', secret: %s}\n", "http"),
+        ("endpoints:\n  - {name: a, url: 'file:///etc/passwd', secret: %s}\n", "http"),
+        ("endpoints:\n  - {name: a, url: 'https://evil.test/', secret: %s}\n", "not in"),
+        (
+            "endpoints:\n  - {name: a, url: 'https://x.example.com/', secret: nope}\n",
+            "signing secret",
+        ),
+        ("endpoints:\n  - {name: a, url: 'https://x.example.com/'}\n", "exactly one"),
+        (
+            "endpoints:\n  - {name: a, url: 'https://x.example.com/', secret: %s, colour: red}\n",
+            "colour",
+        ),
+        ("endpoints: [\n", "YAML"),
+    ],
+)
+def test_bad_subscriptions_name_the_problem_never_the_secret(
+    tmp_path: Path, body: str, fragment: str
+) -> None:
+    path = _write(tmp_path, body.replace("%s", SECRET))
+    with pytest.raises(SubscriptionError) as info:
+        load_subscriptions(path, ["*.example.com"])
+    assert fragment in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+def test_host_allow_list() -> None:
+    assert host_allowed("a.example.com", ["*.example.com"])
+    assert host_allowed("Example.com", ["example.com"])
+    assert not host_allowed("example.com.evil.test", ["*.example.com", "example.com"])
+
+
+def test_webhook_id_is_stable_per_status_change_and_body_is_deterministic() -> None:
+    opened, again, resolved = make_alert(1), make_alert(1), make_alert(1, AlertStatus.RESOLVED)
+    assert webhook_id(opened) == webhook_id(again) != webhook_id(resolved)
+    assert render(opened, "json")[1] == render(again, "json")[1]
+    payload = json.loads(render(resolved, "json")[1])
+    assert payload["type"] == "alert.resolved"
+    assert payload["data"]["alert_id"] == opened.alert_id
+    slack = json.loads(render(opened, "slack")[1])
+    assert "stage_overdue" in slack["text"]
+    assert "PO-1" in slack["text"]
+
+
+def test_signature_verifies_with_standardwebhooks() -> None:
+    body = render(make_alert(2), "json")[1]
+    headers = signed_headers(Webhook(SECRET), "msg_1", body, datetime.now(UTC))
+    assert Webhook(SECRET).verify(body, headers)["type"] == "alert.open"
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(body.replace("open", "shut"), headers)
+
+
+def test_backoff_doubles_with_jitter_and_caps() -> None:
+    policy = RetryPolicy(initial_backoff_s=1, max_backoff_s=8)
+    rng = random.Random(1)
+    for attempt, base in [(1, 1), (2, 2), (3, 4), (4, 8), (9, 8)]:
+        delay = policy.backoff(attempt, rng)
+        assert 0.5 * base <= delay <= 1.5 * base
+
+
+def test_retry_after_seconds_and_http_date() -> None:
+    now = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+    assert retry_after_s("7") == 7.0
+    assert retry_after_s("Mon, 01 Mar 2027 12:00:30 GMT", now) == 30.0
+    assert retry_after_s("soon") is None
+    assert retry_after_s(None) is None
+
+
+def test_offsets_commit_below_the_lowest_pending_delivery() -> None:
+    tp = TopicPartition("alerts", 0)
+    tracker = OffsetTracker()
+    tracker.consumed(tp, 0, 2)
+    tracker.consumed(tp, 1, 0)
+    tracker.consumed(tp, 2, 1)
+    assert tracker.committable() == {}
+    tracker.done(tp, 2)
+    tracker.done(tp, 0)
+    assert tracker.committable() == {}
+    tracker.done(tp, 0)
+    assert tracker.committable() == {tp: 3}
+    assert tracker.idle()
+    tracker.forget(tp)
+    tracker.done(tp, 0)  # late completion after revocation: ignored
