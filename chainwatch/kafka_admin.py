@@ -22,6 +22,25 @@ def admin_client(bootstrap: str) -> KafkaAdminClient:
         ) from None
 
 
+def ensure_named_topics(
+    bootstrap: str, full_names: Iterable[str], *, partitions: int, replication_factor: int = 1
+) -> None:
+    """Create topics by their full names (the engine's internal topics) when missing."""
+    admin = admin_client(bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        wanted: dict[str, dict[str, object]] = {
+            name: {"num_partitions": partitions, "replication_factor": replication_factor}
+            for name in full_names
+            if name not in existing
+        }
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(wanted, timeout_ms=30000, wait_for_metadata=True)
+    finally:
+        admin.close()
+
+
 def ensure_topics(
     bootstrap: str,
     names: TopicNames,

@@ -6,10 +6,9 @@ and releases everything it opened (the embedded store lock above all).
 
 from __future__ import annotations
 
-from chainwatch.kafka_admin import ensure_topics
+from chainwatch.kafka_admin import ensure_named_topics, ensure_topics
 from chainwatch.settings import Settings
 from streams.app import create_app
-from streams.stage_counts import register_stage_counts
 from streams.topics import INPUT_TOPICS, OUTPUT_TOPICS, TopicNames
 
 
@@ -28,10 +27,23 @@ def prepare_topics(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    """Run the faust worker in this process until it is told to stop."""
+    """Run one monitoring-engine worker in this process until it is told to stop."""
     import faust
 
+    from schemas.plan import load_plan
+    from streams.engine.agents import EngineConfig, register_engine
+    from streams.engine.messages import INTERNAL_TOPICS
+
+    plan = load_plan(settings.engine.plan)
     prepare_topics(settings)
+    # faust declares internal topics lazily; a consumer that subscribed before they
+    # existed would never see them, so they are created up front.
+    ensure_named_topics(
+        settings.kafka.bootstrap,
+        [f"{settings.engine.app_id}-{name}" for name in INTERNAL_TOPICS],
+        partitions=settings.kafka.partitions,
+        replication_factor=settings.kafka.replication_factor,
+    )
     app = create_app(
         settings.engine.app_id,
         bootstrap=settings.kafka.bootstrap,
@@ -39,7 +51,18 @@ def run_worker(settings: Settings) -> None:
         replication_factor=settings.kafka.replication_factor,
         data_dir=settings.data_path / "faust",
         store=settings.engine.store,
+        table_standby_replicas=settings.engine.standby_replicas,
+        broker_commit_interval=settings.engine.commit_interval_s,
+        broker_commit_every=10_000,
     )
-    register_stage_counts(app, topic_names(settings))
+    register_engine(
+        app,
+        EngineConfig(
+            names=topic_names(settings),
+            plan=plan,
+            clock=settings.engine.clock,
+            tick_interval_s=settings.engine.tick_interval_s,
+        ),
+    )
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 
+from streams.kafka_transport import ChainwatchApp
 from streams.topics import TopicNames
 
 
@@ -32,7 +33,7 @@ def create_app(
     """
     store_url = "rocksdb://" if store == "rocksdb" else "memory://"
     data_dir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    return ChainwatchApp(
         app_id,
         broker=f"kafka://{bootstrap}",
         store=store_url,
@@ -43,8 +44,6 @@ def create_app(
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        broker_commit_every=1000,
-        broker_commit_interval=1.0,
         **extra,
     )
 

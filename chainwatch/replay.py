@@ -1,0 +1,336 @@
+"""`chainwatch replay`: a scenario through the real engine on fresh topics.
+
+Publishes the file to a fresh set of topics (unique prefix and app id), runs N
+event-time workers, waits until the engine's consumer group has committed the
+end of every topic it reads, sends the final clock `T` to every partition,
+waits again, and prints the latest state of every alert (retracted ones left
+out) as NDJSON sorted by `alert_id`. Progress and the dead-letter count go to
+stderr. Completion is detected from committed offsets (faust flushes its
+producer before committing), never from a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from chainwatch.errors import UserError
+from chainwatch.kafka_admin import admin_client, ensure_topics
+from chainwatch.settings import Settings
+from schemas.dead_letter import DeadLetter, DeadLetterSource
+from schemas.plan import load_plan
+from schemas.validation import RecordRejected, decode_input, decode_replay_line
+from streams.engine.messages import INTERNAL_TOPICS, ORDER_INBOX
+from streams.rules.facts import to_ms
+from streams.topics import ALERTS, DEAD_LETTER, INPUT_TOPICS, OUTPUT_TOPICS, TopicNames
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    alerts: list[dict[str, Any]]
+    dead_letters: int
+    published: int
+
+
+def replay_settings(settings: Settings, *, partitions: int, run_id: str) -> Settings:
+    """The settings of one run: fresh topics, its own app id, event-time clock."""
+    return settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={"topic_prefix": f"replay-{run_id}.", "partitions": partitions}
+            ),
+            "engine": settings.engine.model_copy(
+                update={
+                    "app_id": f"replay-{run_id}",
+                    "clock": "event",
+                    "standby_replicas": 0,
+                    "commit_interval_s": 0.2,
+                }
+            ),
+        }
+    )
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                yield number, line.rstrip(b"\r\n")
+
+
+async def publish_scenario(
+    settings: Settings, scenario: Path, progress: Progress
+) -> tuple[int, int, int | None]:
+    """Publish every line; return (published, dead letters, largest event_time in ms)."""
+    names = TopicNames(settings.kafka.topic_prefix)
+    qc_stage = load_plan(settings.engine.plan).qc_stage
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        max_batch_size=256 * 1024,
+    )
+    await producer.start()
+    published = dead = 0
+    largest: int | None = None
+    pending: list[asyncio.Future[Any]] = []
+    try:
+        for number, line in _lines(scenario):
+            try:
+                replay = decode_replay_line(line)
+            except RecordRejected as exc:
+                letter = DeadLetter.build(
+                    line,
+                    DeadLetterSource(kind="replay", file=scenario.name, line=number),
+                    exc.errors,
+                    exc.reason_code,
+                    datetime.now().astimezone(),
+                )
+                pending.append(
+                    await producer.send(
+                        names(DEAD_LETTER),
+                        key=letter.dead_letter_id.encode(),
+                        value=letter.model_dump_json().encode(),
+                    )
+                )
+                dead += 1
+                continue
+            value = replay.value_bytes()
+            try:
+                record = decode_input(replay.topic, value, qc_stage=qc_stage)
+                event_time = getattr(record, "event_time", None)
+                if event_time is not None and replay.topic != "crm.customers":
+                    ms = to_ms(event_time)
+                    largest = ms if largest is None or ms > largest else largest
+            except RecordRejected:
+                pass  # the engine dead-letters it; publish it as the file says
+            pending.append(
+                await producer.send(names(replay.topic), key=replay.key_bytes(), value=value)
+            )
+            published += 1
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+                progress(f"published {published} records")
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return published, dead, largest
+
+
+def _group_topics(settings: Settings) -> list[str]:
+    names = TopicNames(settings.kafka.topic_prefix)
+    app_id = settings.engine.app_id
+    return [names(t) for t in INPUT_TOPICS] + [f"{app_id}-{t}" for t in INTERNAL_TOPICS]
+
+
+def _lag(settings: Settings) -> int | None:
+    """Records the engine's group has not committed yet (None: group not there yet)."""
+    from kafka import KafkaConsumer
+
+    admin = admin_client(settings.kafka.bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap)
+    try:
+        group = settings.engine.app_id
+        try:
+            committed = admin.list_group_offsets({group: None}).get(group, {})
+        except Exception:  # the group is not there yet
+            return None
+        topics = _group_topics(settings)
+        existing = set(admin.list_topics())
+        if not all(t in existing for t in topics):
+            return None
+        partitions = [
+            TopicPartition(t, p) for t in topics for p in range(settings.kafka.partitions)
+        ]
+        ends = consumer.end_offsets(partitions)
+        lag = 0
+        for tp in partitions:
+            meta = committed.get(tp)
+            done = meta.offset if meta is not None and meta.offset >= 0 else 0
+            lag += max(0, ends[tp] - done)
+        return lag
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def wait_until_idle(
+    settings: Settings, workers: list[subprocess.Popen[bytes]], progress: Progress,
+    timeout_s: float,
+) -> None:  # fmt: skip
+    """Block until the group's lag is zero twice in a row (workers must stay alive)."""
+    deadline = time.monotonic() + timeout_s
+    zero_streak = 0
+    last_report = 0.0
+    while time.monotonic() < deadline:
+        for proc in workers:
+            if proc.poll() is not None:
+                raise UserError(f"a replay worker exited with code {proc.returncode}")
+        lag = _lag(settings)
+        zero_streak = zero_streak + 1 if lag == 0 else 0
+        if zero_streak >= 2:
+            return
+        if time.monotonic() - last_report > 2:
+            progress("waiting for the engine" + ("" if lag is None else f": {lag} records behind"))
+            last_report = time.monotonic()
+        time.sleep(0.3)
+    raise UserError(f"the replay did not finish within {timeout_s:.0f}s")
+
+
+async def send_final_clock(settings: Settings, t_ms: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+    await producer.start()
+    try:
+        topic = f"{settings.engine.app_id}-{ORDER_INBOX}"
+        for partition in range(settings.kafka.partitions):
+            await producer.send_and_wait(
+                topic, value=orjson.dumps({"k": "tick", "t": t_ms}), partition=partition
+            )
+    finally:
+        await producer.stop()
+
+
+async def read_topic(settings: Settings, logical: str) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record of a topic, in partition order, read from the beginning to the end."""
+    names = TopicNames(settings.kafka.topic_prefix)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        topic = names(logical)
+        partitions = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records: list[tuple[bytes | None, bytes | None]] = []
+        remaining = {tp for tp in partitions if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for tp, messages in batch.items():
+                records.extend((m.key, m.value) for m in messages)
+                if messages and messages[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def final_alerts(records: list[tuple[bytes | None, bytes | None]]) -> list[dict[str, Any]]:
+    latest: dict[str, dict[str, Any]] = {}
+    for _key, value in records:
+        if value is None:
+            continue
+        alert = orjson.loads(value)
+        latest[alert["alert_id"]] = alert
+    return [latest[k] for k in sorted(latest) if latest[k]["status"] != "retracted"]
+
+
+def start_workers(settings: Settings, count: int) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, **settings.to_env()}
+    log_dir = settings.log_dir
+    log_dir.mkdir(parents=True, exist_ok=True)
+    workers = []
+    for n in range(count):
+        log = open(log_dir / f"{settings.engine.app_id}-worker{n}.log", "ab")  # noqa: SIM115
+        worker_env = {**env, "CHAINWATCH_DATA_DIR": str(settings.data_path / f"worker{n}")}
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "chainwatch", "worker"],
+                env=worker_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        )
+    return workers
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    for proc in workers:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in workers:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def delete_run_topics(settings: Settings) -> None:
+    admin = admin_client(settings.kafka.bootstrap)
+    try:
+        prefix, app_id = settings.kafka.topic_prefix, settings.engine.app_id
+        doomed = [t for t in admin.list_topics() if t.startswith((prefix, f"{app_id}-"))]
+        if doomed:
+            admin.delete_topics(doomed)
+    finally:
+        admin.close()
+
+
+def run_replay(
+    settings: Settings,
+    scenario: Path,
+    *,
+    until: datetime | None,
+    workers: int,
+    partitions: int,
+    progress: Progress,
+    timeout_s: float = 1800,
+    keep_topics: bool = False,
+) -> ReplayResult:
+    if not scenario.is_file():
+        raise UserError(f"scenario file not found: {scenario}")
+    run = replay_settings(settings, partitions=partitions, run_id=uuid.uuid4().hex[:10])
+    ensure_topics(
+        run.kafka.bootstrap,
+        TopicNames(run.kafka.topic_prefix),
+        (*INPUT_TOPICS, *OUTPUT_TOPICS),
+        partitions=partitions,
+        replication_factor=run.kafka.replication_factor,
+    )
+    started = time.monotonic()
+    published, dead, largest = asyncio.run(publish_scenario(run, scenario, progress))
+    progress(
+        f"published {published} records ({dead} bad lines) in {time.monotonic() - started:.1f}s"
+    )
+    procs = start_workers(run, workers)
+    try:
+        wait_until_idle(run, procs, progress, timeout_s)
+        candidates = [
+            t for t in (None if until is None else to_ms(until), largest) if t is not None
+        ]
+        if candidates:
+            asyncio.run(send_final_clock(run, max(candidates)))
+            wait_until_idle(run, procs, progress, timeout_s)
+    finally:
+        stop_workers(procs)
+    alerts = final_alerts(asyncio.run(read_topic(run, ALERTS)))
+    dead_letters = len(asyncio.run(read_topic(run, DEAD_LETTER)))
+    progress(
+        f"done in {time.monotonic() - started:.1f}s: {len(alerts)} alerts, "
+        f"{dead_letters} dead letters"
+    )
+    if not keep_topics:
+        delete_run_topics(run)
+    return ReplayResult(alerts, dead_letters, published)

@@ -1,0 +1,1 @@
+"""The monitoring engine on faust: thin agents around the pure processors."""

@@ -1,0 +1,62 @@
+"""The engine's clock `T` (RULES.md "The clock"), and the per-partition deadline index.
+
+Live mode reads the wall clock. Event-time mode advances each partition's
+clock with the largest event_time seen there and with ticks (the replay driver
+sends the final `T` to every partition); only the final `T` decides the final
+alerts, so per-partition clocks that run slightly apart do not matter.
+
+The deadline index is a heap per partition of (deadline, order_id): checking
+costs O(log n) per deadline falling due, not O(open orders). It is a cache of
+the `next_deadline` stored in each order's slot, rebuilt from the table after
+recovery, so it needs no changelog of its own.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class EngineClock:
+    mode: Literal["live", "event"]
+    _partition_ms: dict[int, int] = field(default_factory=dict)
+
+    def observe(self, partition: int, event_ms: int | None) -> int:
+        """The clock of `partition` after seeing an event at `event_ms`."""
+        if self.mode == "live":
+            return int(time.time() * 1000)
+        current = self._partition_ms.get(partition, 0)
+        if event_ms is not None and event_ms > current:
+            current = self._partition_ms[partition] = event_ms
+        return current
+
+    def now(self, partition: int) -> int:
+        return self.observe(partition, None)
+
+
+@dataclass
+class DeadlineIndex:
+    _heaps: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
+
+    def push(self, partition: int, due_ms: int, key: str) -> None:
+        heapq.heappush(self._heaps.setdefault(partition, []), (due_ms, key))
+
+    def next_due(self, partition: int) -> int | None:
+        heap = self._heaps.get(partition)
+        return heap[0][0] if heap else None
+
+    def pop_due(self, partition: int, now_ms: int) -> Iterator[tuple[int, str]]:
+        """Entries due at `now_ms`; stale ones are the caller's to skip (lazy deletion)."""
+        heap = self._heaps.get(partition)
+        while heap and heap[0][0] <= now_ms:
+            yield heapq.heappop(heap)
+
+    def clear(self) -> None:
+        self._heaps.clear()
+
+    def partitions(self) -> list[int]:
+        return sorted(self._heaps)

@@ -1,0 +1,108 @@
+"""Everything the engine keeps about one order, as one table value.
+
+One value per `order_id` in a changelog-backed table, so an order's state moves
+with its partition and is recovered with it. Besides the facts (RULES.md "The
+facts") it holds the joined customer and unit downtimes as last received, the
+alerts published so far (to publish only differences), and bookkeeping that
+keeps every effect idempotent under at-least-once redelivery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.rules.downtimes import Downtime
+from streams.rules.facts import CustomerFact, OrderFacts, from_ms, to_ms
+
+
+def downtime_to_json(d: Downtime) -> list[Any]:
+    return [
+        d.unit_id,
+        d.stage,
+        d.kind,
+        d.reason,
+        to_ms(d.start),
+        None if d.end is None else to_ms(d.end),
+        d.event_id,
+    ]
+
+
+def downtime_from_json(data: list[Any]) -> Downtime:
+    unit_id, stage, kind, reason, start, end, event_id = data
+    return Downtime(
+        unit_id,
+        stage,
+        kind,
+        reason,
+        from_ms(start),
+        None if end is None else from_ms(end),
+        event_id,
+    )
+
+
+@dataclass(slots=True)
+class OrderSlot:
+    facts: OrderFacts
+    partition: int = -1
+    customer: CustomerFact | None = None
+    customer_id: str | None = None
+    """The customer the join last answered for (None: no answer yet)."""
+    customer_version: int = -1
+    """CRM log offset of the joined customer record: the newest answer wins."""
+    downtimes: dict[str, list[Downtime]] = field(default_factory=dict)
+    downtime_versions: dict[str, list[int]] = field(default_factory=dict)
+    published: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """alert_id -> the alert as last published (JSON form)."""
+    subscribed_customer: str | None = None
+    occupancy_sent: dict[str, list[list[Any]]] = field(default_factory=dict)
+    """unit_id -> the visits at that unit as last sent to the unit's partition."""
+    occupancy_version: int = 0
+    dead_lettered: list[str] = field(default_factory=list)
+    version: int = 0
+    next_deadline_ms: int | None = None
+    clock_ms: int = 0
+    """The clock of the last evaluation: restores an event-time clock after recovery."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "f": self.facts.to_json(),
+            "p": self.partition,
+            "c": None if self.customer is None else self.customer.to_json(),
+            "ci": self.customer_id,
+            "cv": self.customer_version,
+            "d": {u: [downtime_to_json(d) for d in ds] for u, ds in self.downtimes.items()},
+            "dv": self.downtime_versions,
+            "a": self.published,
+            "sc": self.subscribed_customer,
+            "os": self.occupancy_sent,
+            "ov": self.occupancy_version,
+            "dl": self.dead_lettered,
+            "v": self.version,
+            "nd": self.next_deadline_ms,
+            "t": self.clock_ms,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OrderSlot:
+        return cls(
+            facts=OrderFacts.from_json(data["f"]),
+            partition=data["p"],
+            customer=None if data["c"] is None else CustomerFact.from_json(data["c"]),
+            customer_id=data["ci"],
+            customer_version=data["cv"],
+            downtimes={u: [downtime_from_json(d) for d in ds] for u, ds in data["d"].items()},
+            downtime_versions=data["dv"],
+            published=data["a"],
+            subscribed_customer=data["sc"],
+            occupancy_sent=data["os"],
+            occupancy_version=data["ov"],
+            dead_lettered=data["dl"],
+            version=data["v"],
+            next_deadline_ms=data["nd"],
+            clock_ms=data.get("t", 0),
+        )
+
+    @classmethod
+    def new(cls, order_id: str) -> OrderSlot:
+        return cls(facts=OrderFacts(order_id))
