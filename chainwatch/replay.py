@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -73,8 +73,34 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line.rstrip(b"\r\n")
 
 
+def topic_blocks(lines: Iterator[tuple[int, bytes]], order: list[str]) -> list[tuple[int, bytes]]:
+    """The same records re-interleaved: whole topics one after another, in `order`.
+
+    Each topic keeps its own record order (which the rules depend on); only the
+    interleaving across topics changes. Unparseable lines go first.
+    """
+    by_topic: dict[str, list[tuple[int, bytes]]] = {}
+    for number, line in lines:
+        topic: str
+        try:
+            topic = decode_replay_line(line).topic
+        except RecordRejected:
+            topic = ""
+        by_topic.setdefault(topic, []).append((number, line))
+    result = by_topic.pop("", [])
+    for topic in order:
+        result.extend(by_topic.pop(topic, []))
+    for rest in by_topic.values():
+        result.extend(rest)
+    return result
+
+
 async def publish_scenario(
-    settings: Settings, scenario: Path, progress: Progress
+    settings: Settings,
+    scenario: Path,
+    progress: Progress,
+    *,
+    interleaving: list[str] | None = None,
 ) -> tuple[int, int, int | None]:
     """Publish every line; return (published, dead letters, largest event_time in ms)."""
     names = TopicNames(settings.kafka.topic_prefix)
@@ -90,8 +116,11 @@ async def publish_scenario(
     published = dead = 0
     largest: int | None = None
     pending: list[asyncio.Future[Any]] = []
+    lines: Iterable[tuple[int, bytes]] = _lines(scenario)
+    if interleaving is not None:
+        lines = topic_blocks(_lines(scenario), interleaving)
     try:
-        for number, line in _lines(scenario):
+        for number, line in lines:
             try:
                 replay = decode_replay_line(line)
             except RecordRejected as exc:
@@ -245,12 +274,14 @@ def final_alerts(records: list[tuple[bytes | None, bytes | None]]) -> list[dict[
     return [latest[k] for k in sorted(latest) if latest[k]["status"] != "retracted"]
 
 
-def start_workers(settings: Settings, count: int) -> list[subprocess.Popen[bytes]]:
+def start_workers(
+    settings: Settings, count: int, *, first: int = 0
+) -> list[subprocess.Popen[bytes]]:
     env = {**os.environ, **settings.to_env()}
     log_dir = settings.log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     workers = []
-    for n in range(count):
+    for n in range(first, first + count):
         log = open(log_dir / f"{settings.engine.app_id}-worker{n}.log", "ab")  # noqa: SIM115
         worker_env = {**env, "CHAINWATCH_DATA_DIR": str(settings.data_path / f"worker{n}")}
         workers.append(
@@ -288,6 +319,72 @@ def delete_run_topics(settings: Settings) -> None:
         admin.close()
 
 
+class ReplayRun:
+    """One replay, step by step (the tests drive the steps to kill workers in between)."""
+
+    def __init__(self, settings: Settings, scenario: Path, *, partitions: int, progress: Progress):
+        if not scenario.is_file():
+            raise UserError(f"scenario file not found: {scenario}")
+        self.scenario = scenario
+        self.progress = progress
+        self.settings = replay_settings(
+            settings, partitions=partitions, run_id=uuid.uuid4().hex[:10]
+        )
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.largest: int | None = None
+        self.published = 0
+        self.started = time.monotonic()
+
+    def publish(self, interleaving: list[str] | None = None) -> None:
+        run = self.settings
+        ensure_topics(
+            run.kafka.bootstrap,
+            TopicNames(run.kafka.topic_prefix),
+            (*INPUT_TOPICS, *OUTPUT_TOPICS),
+            partitions=run.kafka.partitions,
+            replication_factor=run.kafka.replication_factor,
+        )
+        self.published, dead, self.largest = asyncio.run(
+            publish_scenario(run, self.scenario, self.progress, interleaving=interleaving)
+        )
+        elapsed = time.monotonic() - self.started
+        self.progress(f"published {self.published} records ({dead} bad lines) in {elapsed:.1f}s")
+
+    def start_workers(self, count: int, first: int = 0) -> list[subprocess.Popen[bytes]]:
+        started = start_workers(self.settings, count, first=first)
+        self.workers.extend(started)
+        return started
+
+    def lag(self) -> int | None:
+        return _lag(self.settings)
+
+    def wait_idle(self, timeout_s: float) -> None:
+        live = [w for w in self.workers if w.returncode is None]
+        wait_until_idle(self.settings, live, self.progress, timeout_s)
+
+    def finish(self, until: datetime | None, timeout_s: float) -> None:
+        """Let the engine drain, move every partition's clock to the final `T`, drain again."""
+        self.wait_idle(timeout_s)
+        candidates = [t for t in (None if until is None else to_ms(until), self.largest) if t]
+        if candidates:
+            asyncio.run(send_final_clock(self.settings, max(candidates)))
+            self.wait_idle(timeout_s)
+
+    def results(self) -> ReplayResult:
+        alerts = final_alerts(asyncio.run(read_topic(self.settings, ALERTS)))
+        dead_letters = len(asyncio.run(read_topic(self.settings, DEAD_LETTER)))
+        self.progress(
+            f"done in {time.monotonic() - self.started:.1f}s: {len(alerts)} alerts, "
+            f"{dead_letters} dead letters"
+        )
+        return ReplayResult(alerts, dead_letters, self.published)
+
+    def close(self, *, keep_topics: bool = False) -> None:
+        stop_workers(self.workers)
+        if not keep_topics:
+            delete_run_topics(self.settings)
+
+
 def run_replay(
     settings: Settings,
     scenario: Path,
@@ -299,38 +396,13 @@ def run_replay(
     timeout_s: float = 1800,
     keep_topics: bool = False,
 ) -> ReplayResult:
-    if not scenario.is_file():
-        raise UserError(f"scenario file not found: {scenario}")
-    run = replay_settings(settings, partitions=partitions, run_id=uuid.uuid4().hex[:10])
-    ensure_topics(
-        run.kafka.bootstrap,
-        TopicNames(run.kafka.topic_prefix),
-        (*INPUT_TOPICS, *OUTPUT_TOPICS),
-        partitions=partitions,
-        replication_factor=run.kafka.replication_factor,
-    )
-    started = time.monotonic()
-    published, dead, largest = asyncio.run(publish_scenario(run, scenario, progress))
-    progress(
-        f"published {published} records ({dead} bad lines) in {time.monotonic() - started:.1f}s"
-    )
-    procs = start_workers(run, workers)
+    """`chainwatch replay`: publish, run `workers` processes, finish at `until`, read alerts."""
+    run = ReplayRun(settings, scenario, partitions=partitions, progress=progress)
     try:
-        wait_until_idle(run, procs, progress, timeout_s)
-        candidates = [
-            t for t in (None if until is None else to_ms(until), largest) if t is not None
-        ]
-        if candidates:
-            asyncio.run(send_final_clock(run, max(candidates)))
-            wait_until_idle(run, procs, progress, timeout_s)
+        run.publish()
+        run.start_workers(workers)
+        run.finish(until, timeout_s)
+        stop_workers(run.workers)
+        return run.results()
     finally:
-        stop_workers(procs)
-    alerts = final_alerts(asyncio.run(read_topic(run, ALERTS)))
-    dead_letters = len(asyncio.run(read_topic(run, DEAD_LETTER)))
-    progress(
-        f"done in {time.monotonic() - started:.1f}s: {len(alerts)} alerts, "
-        f"{dead_letters} dead letters"
-    )
-    if not keep_topics:
-        delete_run_topics(run)
-    return ReplayResult(alerts, dead_letters, published)
+        run.close(keep_topics=keep_topics)
