@@ -10,6 +10,9 @@ import time
 from collections.abc import Callable
 
 
+_EPSILON = 1e-9
+
+
 class TokenBucket:
     """`take()` blocks until one token is available; tokens refill at `rate` per second.
 
@@ -40,7 +43,7 @@ class TokenBucket:
 
     def take(self) -> None:
         self._refill()
-        while self._tokens < 1.0:
+        while self._tokens < 1.0 - _EPSILON:  # float refills may stop a hair short of 1
             self._sleep((1.0 - self._tokens) / self.rate)
             self._refill()
         self._tokens -= 1.0

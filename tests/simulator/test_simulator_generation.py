@@ -7,7 +7,7 @@ import io
 import json
 from collections import Counter
 from datetime import UTC, datetime
-from itertools import islice
+from itertools import islice, pairwise
 
 import pytest
 
@@ -84,13 +84,11 @@ def test_records_come_in_publication_order_with_customers_first_and_orders_inter
         for r in records
         if r.topic == "scans" and r.valid
     ]
-    backwards = sum(
-        1 for a, b in zip(valid_scans, valid_scans[1:], strict=False) if b.event_time < a.event_time
-    )
+    backwards = sum(1 for a, b in pairwise(valid_scans) if b.event_time < a.event_time)
     assert backwards < 0.05 * len(valid_scans)
     # many orders are in flight at once: the order of keys on `scans` switches constantly
     keys = [r.key for r in records if r.topic == "scans"]
-    switches = sum(1 for a, b in zip(keys, keys[1:], strict=False) if a != b)
+    switches = sum(1 for a, b in pairwise(keys) if a != b)
     assert switches > 0.5 * len(keys)
 
 
@@ -103,7 +101,8 @@ def test_orders_respect_the_plan_and_scans_carry_quantities_in_the_right_unit() 
     ]
     assert len(created) == 3 * 40
     for order in created:
-        assert order.placed_at is not None and order.due_at is not None
+        assert order.placed_at is not None
+        assert order.due_at is not None
         assert order.due_at > order.placed_at
     completed = [
         ScanEvent.model_validate_json(r.value_bytes() or b"")
@@ -111,7 +110,8 @@ def test_orders_respect_the_plan_and_scans_carry_quantities_in_the_right_unit() 
         if r.topic == "scans" and '"action":"completed"' in (r.value or "")
     ]
     uoms = {(scan.stage, scan.uom.value if scan.uom else None) for scan in completed}
-    assert ("dyeing", "kg") in uoms and ("knitting", "pcs") in uoms
+    assert ("dyeing", "kg") in uoms
+    assert ("knitting", "pcs") in uoms
     assert not any(stage in ("yarn_sourcing", "dyeing") and u == "pcs" for stage, u in uoms)
     units = {scan.unit_id for scan in completed}
     assert {"DYE-01", "DYE-02", "KNIT-N1", "KNIT-N2"} <= units

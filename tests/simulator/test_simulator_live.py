@@ -1,0 +1,217 @@
+"""Live streaming: pacing, bounds, the HTTP batching contract and the CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chainwatch.cli import main
+from chainwatch.simulator import SimConfig, SimRecord, Summary, generate
+from chainwatch.simulator.http_out import HttpPublisher
+from chainwatch.simulator.live import run_live
+from chainwatch.simulator.pacing import TokenBucket
+
+
+class Collect:
+    """A publisher that keeps what it is sent (the destination is not under test here)."""
+
+    def __init__(self) -> None:
+        self.records: list[SimRecord] = []
+        self.closed = 0
+
+    def send(self, record: SimRecord) -> None:
+        self.records.append(record)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
+
+
+def test_token_bucket_arithmetic_holds_the_rate_after_the_burst() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(100, burst=10, clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        bucket.take()
+    assert clock.now == 0.0  # the burst is free
+    for _ in range(200):
+        bucket.take()
+    assert clock.now == pytest.approx(2.0, rel=0.01)
+
+
+def test_live_publishing_honours_the_rate_on_the_real_clock() -> None:
+    """1000 records at 500/s take about 2 s (burst 50 -> 1.9 s ideal), measured, not slept."""
+    sink = Collect()
+    started = time.monotonic()
+    result = run_live(generate(SimConfig()), sink, Summary(), rate=500, max_events=1000)
+    elapsed = time.monotonic() - started
+    assert result.sent == len(sink.records) == 1000
+    assert result.stopped_by == "max_events"
+    assert 1.6 <= elapsed <= 3.0, elapsed
+    assert sink.closed == 1
+
+
+def test_duration_bound_and_interrupt_stop_cleanly() -> None:
+    clock = FakeClock()
+    sink = Collect()
+    result = run_live(
+        generate(SimConfig(days=None)),
+        sink,
+        Summary(),
+        rate=50,
+        duration_s=3,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert result.stopped_by == "duration"
+    assert 140 <= result.sent <= 160
+    assert sink.closed == 1
+
+    def interrupted() -> Iterator[SimRecord]:
+        yield from list(generate(SimConfig()))[:5]
+        raise KeyboardInterrupt
+
+    sink = Collect()
+    result = run_live(interrupted(), sink, Summary(), rate=None)
+    assert (result.stopped_by, result.sent, sink.closed) == ("interrupted", 5, 1)
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    requests: list[dict[str, Any]] = []
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.requests.append(
+            {
+                "method": self.command,
+                "path": self.path,
+                "auth": self.headers.get("authorization"),
+                "type": self.headers.get("content-type"),
+                "body": body,
+            }
+        )
+        answer = b'{"accepted": 1, "rejected": 0}'
+        self.send_response(202)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    do_POST = _handle
+    do_DELETE = _handle
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    seen: list[dict[str, Any]] = []
+    handler = type("Recorder", (_Recorder,), {"requests": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_http_publisher_follows_the_gateway_api(
+    recorder: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, seen = recorder
+    config = SimConfig(seed=4, invalid_share=0.05)
+    records = list(generate(config))
+    tombstone = SimRecord("crm.customers", "C-0003", None, records[-1].at_ms + 1, "crm_tombstone")
+    records.append(tombstone)
+    publisher = HttpPublisher(url, "s3cret", batch_size=50, max_delay_s=3600)
+    for record in records:
+        publisher.send(record)
+    publisher.close()
+
+    assert all(r["auth"] == "Bearer s3cret" for r in seen)
+    paths = {r["path"].split("?")[0] for r in seen if r["method"] == "POST"}
+    assert paths == {"/v1/scans", "/v1/unit-status", "/v1/orders", "/v1/customers"}
+    posts = [r for r in seen if r["method"] == "POST"]
+    assert all(r["path"].endswith("?partial=true") for r in posts)
+    assert all(r["type"] == "application/json" for r in posts)
+    deletes = [r["path"] for r in seen if r["method"] == "DELETE"]
+    assert "/v1/customers/C-0003" in deletes
+    sent_values = []
+    malformed = 0
+    for request in posts:
+        try:
+            body = json.loads(request["body"])
+        except ValueError:
+            malformed += 1
+            continue
+        assert isinstance(body, list)
+        assert 1 <= len(body) <= 50
+        sent_values.extend(body)
+    expected = [r for r in records if r.value is not None and r.cut is None]
+    assert malformed == sum(1 for r in records if r.cut is not None) > 0
+    assert len(sent_values) == len(expected)
+    # order is kept within each endpoint
+    scans_sent = [v["event_id"] for v in sent_values if "action" in v and "event_id" in v]
+    scans_expected = [
+        json.loads(r.value or "{}").get("event_id")
+        for r in expected
+        if r.topic == "scans" and "event_id" in (r.value or "")
+    ]
+    assert scans_sent == [e for e in scans_expected if e is not None]
+
+
+def test_cli_writes_a_deterministic_scenario_with_a_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = tmp_path / "a.ndjson", tmp_path / "b.ndjson"
+    args = ["simulate", "--days", "1", "--orders-per-day", "10", "--seed", "9", "--summary"]
+    assert main([*args, "--out", str(first)]) == 0
+    assert main([*args, "--out", str(second)]) == 0
+    assert first.read_bytes() == second.read_bytes()
+    err = capsys.readouterr().err
+    assert "per topic:" in err
+    assert "scans" in err
+    moved = tmp_path / "c.ndjson"
+    assert main([*args, "--out", str(moved), "--start", "2028-01-01T00:00:00+01:00"]) == 0
+    assert '"placed_at":"2027-12-31T' in moved.read_text() or "2028-01-0" in moved.read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "choose exactly one"),
+        (["--out", "x", "--kafka"], "choose exactly one"),
+        (["--out", "x", "--anomaly", "bogus=1"], "expected NAME=RATE"),
+        (["--out", "x", "--anomaly", "late_stage=2"], "late_stage"),
+        (["--out", "x", "--start", "2027-03-01T00:00:00"], "UTC offset"),
+        (["--gateway", "http://127.0.0.1:9"], "--token"),
+    ],
+)
+def test_cli_refuses_bad_options_with_one_line(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", *extra]) != 0
+    assert message in capsys.readouterr().err
