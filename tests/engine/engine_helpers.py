@@ -1,0 +1,37 @@
+"""Shared steps of the engine tests: compare replays with the pure reference engine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from schemas.plan import load_plan
+from streams.rules.reference import run_scenario
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def simulate(path: Path, *, days: int, orders_per_day: int, seed: int) -> Path:
+    """A scenario from the project's simulator (a subprocess, like a user would run it)."""
+    subprocess.run(
+        [
+            sys.executable, "-m", "chainwatch", "simulate", "--out", str(path),
+            "--days", str(days), "--orders-per-day", str(orders_per_day), "--seed", str(seed),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return path
+
+
+def reference_alerts(scenario: Path, until: datetime) -> tuple[list[dict[str, Any]], int]:
+    """What any correct engine must end with: the pure rules over the whole file at once."""
+    result = run_scenario(scenario.read_bytes().splitlines(), load_plan(None), until)
+    return [a.model_dump(mode="json") for a in result.alerts], result.dead_letters
+
+
+def by_id(alerts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {a["alert_id"]: a for a in alerts}

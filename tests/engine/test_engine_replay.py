@@ -1,0 +1,164 @@
+"""The faust engine on the real broker, replayed in event time (RULES.md "What must hold").
+
+Every replay is compared with the pure reference engine (`streams.rules.reference`)
+over the same file: same alert ids, same content, same dead-letter count —
+with one worker or two, in another interleaving of the topics, and with a
+worker killed by SIGKILL half-way and restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_helpers import EXAMPLES, by_id, reference_alerts, simulate
+
+from chainwatch.replay import ReplayRun, run_replay
+from chainwatch.settings import Settings
+from schemas.common import truncate_ms
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+UNTIL = datetime(2027, 3, 12, tzinfo=UTC)
+COMPARED = (
+    "alert_id", "type", "severity", "status", "order_id", "unit_id", "stage", "visit",
+    "deadline", "fulfilled_at", "lateness_s",
+)  # fmt: skip
+
+
+def _quiet(_message: str) -> None:
+    return None
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated scenario small enough for several replays (every rule still fires)."""
+    path = tmp_path_factory.mktemp("scenario") / "sim.ndjson"
+    return simulate(path, days=2, orders_per_day=12, seed=11)
+
+
+@pytest.fixture
+def replay_settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory()
+
+
+def _comparable(alert: dict[str, Any]) -> dict[str, Any]:
+    unit_alert = alert["type"] in ("unit_down", "unit_degraded")
+    keep = [f for f in COMPARED if f != ("order_id" if unit_alert else "unit_id")]
+    result = {f: alert.get(f) for f in keep}
+    for key in ("deadline", "fulfilled_at"):
+        if result[key] is not None:
+            result[key] = truncate_ms(datetime.fromisoformat(result[key].replace("Z", "+00:00")))
+    return result
+
+
+@pytest.mark.parametrize(
+    ("name", "until", "dead_letters"),
+    [
+        ("example_1_on_time", "2027-03-31T00:00:00+00:00", 0),
+        ("example_2_late_handoff_qc", "2027-03-12T00:00:00+00:00", 0),
+        ("example_3_unit_down", "2027-03-31T00:00:00+00:00", 0),
+        ("example_4_bad_input", "2027-03-31T00:00:00+00:00", 6),
+    ],
+)
+def test_worked_example_replays_to_the_expected_alerts(
+    replay_settings: Settings, name: str, until: str, dead_letters: int
+) -> None:
+    result = run_replay(
+        replay_settings,
+        EXAMPLES / f"{name}.ndjson",
+        until=datetime.fromisoformat(until),
+        workers=1,
+        partitions=4,
+        progress=_quiet,
+        timeout_s=240,
+    )
+    expected_file = EXAMPLES / f"{name.replace('example_', 'expected_', 1)}.ndjson"
+    expected = [json.loads(line) for line in expected_file.read_text().splitlines() if line]
+    assert [_comparable(a) for a in result.alerts] == [_comparable(a) for a in expected]
+    assert result.dead_letters == dead_letters
+
+
+def _replay(
+    settings: Settings,
+    scenario: Path,
+    *,
+    workers: int,
+    interleaving: list[str] | None = None,
+    chaos: Callable[[ReplayRun], None] | None = None,
+) -> tuple[dict[str, dict[str, Any]], int]:
+    run = ReplayRun(settings, scenario, partitions=4, progress=_quiet)
+    try:
+        run.publish(interleaving)
+        run.start_workers(workers)
+        if chaos is not None:
+            chaos(run)
+        run.finish(UNTIL, timeout_s=300)
+        result = run.results()
+    finally:
+        run.close()
+    return by_id(result.alerts), result.dead_letters
+
+
+def test_one_worker_matches_the_reference_engine(replay_settings: Settings, scenario: Path) -> None:
+    expected, expected_dead = reference_alerts(scenario, UNTIL)
+    alerts, dead = _replay(replay_settings, scenario, workers=1)
+    assert {a["type"] for a in expected} >= {"stage_overdue", "order_disrupted", "unit_down"}
+    assert alerts == by_id(expected)
+    assert dead == expected_dead
+
+
+def test_two_workers_over_four_partitions_match_the_reference(
+    replay_settings: Settings, scenario: Path
+) -> None:
+    expected, expected_dead = reference_alerts(scenario, UNTIL)
+    alerts, dead = _replay(replay_settings, scenario, workers=2)
+    assert alerts == by_id(expected)
+    assert dead == expected_dead
+
+
+def test_another_interleaving_of_the_topics_gives_the_same_alerts(
+    replay_settings: Settings, scenario: Path
+) -> None:
+    """Scans before the orders they belong to, unit status last: the join must catch up."""
+    expected, _ = reference_alerts(scenario, UNTIL)
+    alerts, _ = _replay(
+        replay_settings,
+        scenario,
+        workers=1,
+        interleaving=["scans", "unit-status", "orders", "crm.customers"],
+    )
+    assert alerts == by_id(expected)
+
+
+def _kill_half_way(run: ReplayRun) -> None:
+    """SIGKILL the worker once it has done part of the work, then start a new one."""
+    deadline = time.monotonic() + 240
+    first_lag: int | None = None
+    while time.monotonic() < deadline:
+        lag = run.lag()
+        if lag is not None and lag > 0:
+            first_lag = first_lag or lag
+            if lag < first_lag * 0.7:
+                break
+        time.sleep(0.2)
+    victim = run.workers[0]
+    assert victim.poll() is None, "the worker finished before it could be killed"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    run.start_workers(1, first=1)
+
+
+def test_a_worker_killed_mid_replay_and_restarted_gives_the_same_alerts(
+    replay_settings: Settings, scenario: Path
+) -> None:
+    expected, _ = reference_alerts(scenario, UNTIL)
+    alerts, _ = _replay(replay_settings, scenario, workers=1, chaos=_kill_half_way)
+    assert alerts == by_id(expected)
