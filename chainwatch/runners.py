@@ -61,6 +61,7 @@ def run_worker(settings: Settings) -> None:
             names=topic_names(settings),
             plan=plan,
             clock=settings.engine.clock,
+            snapshots=settings.engine.snapshots,
             tick_interval_s=settings.engine.tick_interval_s,
         ),
     )

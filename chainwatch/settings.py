@@ -112,6 +112,9 @@ class EngineSettings(BaseModel):
         default=1, ge=0, le=3, description="faust standby copies of each table partition"
     )
     commit_interval_s: float = Field(default=1.0, gt=0, le=60)
+    snapshots: bool = Field(
+        default=True, description="publish an order-state snapshot after each change of an order"
+    )
     tick_interval_s: float = Field(
         default=0.2, gt=0, le=1, description="live mode: how often due deadlines are checked"
     )
