@@ -4,8 +4,11 @@ Lifecycle and guarantees:
 - Every agent runs at concurrency 1 (faust #606) with at-least-once delivery;
   each input is applied to its owner's table value in one synchronous step,
   so redelivered inputs find their `event_id`/offset already known and do
-  nothing. Outputs are sent before the table value is written: a crash in
-  between re-sends them on redelivery instead of losing them.
+  nothing.
+- Reading a value, writing it back and queueing its outputs (`send_soon`)
+  happen without an `await` in between: the agents of one worker share the
+  tables, and no agent may publish an alert version older than one another
+  agent already queued. faust flushes the producer before it commits offsets.
 - State lives only in changelog-backed tables keyed by the partition key:
   orders by `order_id`, customers by `customer_id`, units by `unit_id`. The
   in-memory indexes (deadlines, subscribers, unit occupancy) are caches of
@@ -166,7 +169,7 @@ class Engine:
             datetime.now(UTC),
             key=message.key if isinstance(message.key, bytes) else None,
         )
-        await self.dead_letter_topic.send(
+        self.dead_letter_topic.send_soon(
             key=letter.dead_letter_id.encode(), value=letter.model_dump_json().encode()
         )
 
@@ -186,19 +189,19 @@ class Engine:
         if slot.next_deadline_ms is not None:
             self.deadlines.push(slot.partition, slot.next_deadline_ms, order_id)
         for alert in effects.alerts:
-            await self.alerts_topic.send(key=alert["alert_id"].encode(), value=_json(alert))
+            self.alerts_topic.send_soon(key=alert["alert_id"].encode(), value=_json(alert))
         if effects.snapshot is not None:
-            await self.state_topic.send(
+            self.state_topic.send_soon(
                 key=order_id.encode(), value=effects.snapshot.model_dump_json().encode()
             )
         for letter in effects.dead_letters:
-            await self.dead_letter_topic.send(
+            self.dead_letter_topic.send_soon(
                 key=letter.dead_letter_id.encode(), value=letter.model_dump_json().encode()
             )
         for sub in effects.subscriptions:
-            await self.customer_inbox.send(key=sub["cid"].encode(), value=_json(sub))
+            self.customer_inbox.send_soon(key=sub["cid"].encode(), value=_json(sub))
         for occ in effects.occupancy:
-            await self.unit_inbox.send(key=occ["u"].encode(), value=_json(occ))
+            self.unit_inbox.send_soon(key=occ["u"].encode(), value=_json(occ))
 
     async def _fire_due(self, partition: int, now_ms: int) -> None:
         """Re-derive the orders of `partition` whose next deadline has come."""
@@ -309,7 +312,7 @@ class Engine:
             if message.offset > known["v"]:
                 self.customer_table[customer_id] = _json({"c": fact, "v": message.offset})
                 for order_id in sorted(self._subscribers_of(customer_id)):
-                    await self.order_inbox.send(
+                    self.order_inbox.send_soon(
                         key=order_id.encode(),
                         value=_json(
                             {"k": "customer", "o": order_id, "cid": customer_id,
@@ -330,7 +333,7 @@ class Engine:
                 members.add(order_id)
                 if sub_key not in self.subscription_table:
                     self.subscription_table[sub_key] = b"1"
-                await self.order_inbox.send(
+                self.order_inbox.send_soon(
                     key=order_id.encode(),
                     value=_json(
                         {"k": "customer", "o": order_id, "cid": customer_id,
@@ -362,9 +365,9 @@ class Engine:
         if store or effects.alerts:
             self.unit_table[slot.unit_id] = _json(slot.to_json())
         for answer in effects.answers:
-            await self.order_inbox.send(key=answer["o"].encode(), value=_json(answer))
+            self.order_inbox.send_soon(key=answer["o"].encode(), value=_json(answer))
         for alert in effects.alerts:
-            await self.alerts_topic.send(key=alert["alert_id"].encode(), value=_json(alert))
+            self.alerts_topic.send_soon(key=alert["alert_id"].encode(), value=_json(alert))
 
     async def _unit_agent(self, stream: Any) -> AsyncIterator[None]:
         async for event in stream.events():
@@ -414,32 +417,51 @@ class Engine:
             due = self.deadlines.next_due(tp.partition)
             if due is not None and due <= now_ms:
                 self._ticks_in_flight.add(tp.partition)
-                await self.order_inbox.send(
+                self.order_inbox.send_soon(
                     key=None, value=_json({"k": "tick", "t": now_ms}), partition=tp.partition
                 )
 
     # --- recovery -----------------------------------------------------------------
 
     async def _on_orders_recovered(self) -> None:
-        """Rebuild the deadline index and clocks, and announce owned alerts again."""
+        """Rebuild the deadline index and clocks, and announce owned alerts again.
+
+        Each slot is read and its alerts queued in one synchronous step, so a
+        re-announcement never overtakes a newer version queued by an agent.
+        """
         self.deadlines.clear()
         self._ticks_in_flight.clear()
         announced = 0
+        scans = self.scans_topic.get_topic_name()
+        active = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == scans}
         for order_id, raw in list(self.order_table.items()):
             data = orjson.loads(raw)
             partition = data["p"]
+            if partition not in active:
+                continue  # a standby copy: its owner announces it
             if data["nd"] is not None:
                 self.deadlines.push(partition, data["nd"], order_id)
             self.clock.observe(partition, data.get("t"))
             for alert in data["a"].values():
-                await self.alerts_topic.send(key=alert["alert_id"].encode(), value=_json(alert))
+                self.alerts_topic.send_soon(key=alert["alert_id"].encode(), value=_json(alert))
                 announced += 1
         log.info("orders_recovered", alerts_announced=announced)
 
     async def _on_units_recovered(self) -> None:
-        for _unit_id, raw in list(self.unit_table.items()):
+        units = self.unit_status_topic.get_topic_name()
+        mine = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == units}
+        for unit_id, raw in list(self.unit_table.items()):
+            if self._partition_of(unit_id) not in mine:
+                continue
             for alert in orjson.loads(raw)["a"].values():
-                await self.alerts_topic.send(key=alert["alert_id"].encode(), value=_json(alert))
+                self.alerts_topic.send_soon(key=alert["alert_id"].encode(), value=_json(alert))
+
+    def _partition_of(self, key: str) -> int:
+        """The partition of a key under the default (murmur2) partitioner of every producer."""
+        from kafka.partitioner.default import murmur2
+
+        partitions = self.app.conf.topic_partitions
+        return int(murmur2(key.encode()) & 0x7FFFFFFF) % int(partitions)
 
     async def _on_subscriptions_recovered(self) -> None:
         self._on_subscriptions_recovered_sync()
