@@ -9,7 +9,9 @@ local tools through `sinks.clickhouse.query_server` (see `readers.py`).
 
 from __future__ import annotations
 
+import fcntl
 import threading
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -35,6 +37,10 @@ def open_client(settings: Settings, *, create_database: bool = True) -> Client:
     if settings.clickhouse.is_embedded:
         path = settings.clickhouse_dir
         path.mkdir(parents=True, exist_ok=True)
+        if _held_by_another_process(path):
+            raise StoreLocked(
+                f"the embedded ClickHouse at {path} is held by another Chainwatch process"
+            )
         try:
             client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
         except ClickHouseError as exc:
@@ -66,6 +72,20 @@ def open_client(settings: Settings, *, create_database: bool = True) -> Client:
         client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
     client.database = database
     return client
+
+
+def _held_by_another_process(path: Path) -> bool:
+    """ClickHouse flocks `<path>/status` while it runs; probe it without waiting."""
+    status = path / "status"
+    if not status.exists():
+        return False
+    with status.open("rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def _first_line(exc: BaseException) -> str:

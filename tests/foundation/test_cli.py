@@ -1,0 +1,88 @@
+"""The CLI's promises: one-line errors, exit codes, no fake output for unbuilt commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chainwatch", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_command_not_built_yet_says_so_and_exits_2() -> None:
+    result = _run("status")
+    assert result.returncode == 2
+    assert "not built yet" in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_malformed_setting_is_one_line_without_traceback() -> None:
+    result = _run("config", env={"CHAINWATCH_KAFKA__PARTITIONS": "lots"})
+    assert result.returncode == 1
+    assert "CHAINWATCH_KAFKA__PARTITIONS" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_config_prints_effective_settings_with_secrets_masked() -> None:
+    result = _run(
+        "config", env={"CHAINWATCH_CLICKHOUSE__URL": "https://u:topsecret@ch.example:8443/db"}
+    )
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["clickhouse"]["url"] == "https://u:***@ch.example:8443/db"
+    assert "topsecret" not in result.stdout + result.stderr
+
+
+def test_kafka_start_without_java_names_the_missing_tool(tmp_path: Path) -> None:
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    result = _run(
+        "kafka",
+        "start",
+        env={
+            "PATH": str(empty_bin),
+            "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
+            "CHAINWATCH_KAFKA__LOCAL_PORT": "29992",
+            "CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT": "29993",
+        },
+    )
+    assert result.returncode == 1
+    assert "java not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_kafka_commands_refuse_a_broker_they_do_not_manage() -> None:
+    result = _run("kafka", "start", env={"CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": "elsewhere:9092"})
+    assert result.returncode == 1
+    assert "not managed here" in result.stderr
+
+
+@pytest.mark.integration
+def test_kafka_start_refuses_a_port_in_use(kafka_bootstrap: str, tmp_path: Path) -> None:
+    port = kafka_bootstrap.rsplit(":", 1)[1]
+    result = _run(
+        "kafka",
+        "start",
+        env={
+            "CHAINWATCH_DATA_DIR": str(tmp_path / "other"),
+            "CHAINWATCH_KAFKA__LOCAL_PORT": port,
+            "CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT": "29995",
+        },
+    )
+    assert result.returncode == 1
+    assert f"port {port}" in result.stderr
+    assert "in use" in result.stderr

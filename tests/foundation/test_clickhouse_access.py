@@ -1,0 +1,115 @@
+"""Real ClickHouse (embedded chDB): migrations, and reads while another process owns the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chainwatch.settings import Settings
+from sinks.clickhouse.connection import SerializedClient, StoreLocked, open_client
+from sinks.clickhouse.migrate import migrate
+from sinks.clickhouse.query_server import endpoint_file
+
+pytestmark = pytest.mark.integration
+
+OWNER = """
+import sys, time
+from chainwatch.settings import Settings
+from sinks.clickhouse.connection import SerializedClient, open_client
+from sinks.clickhouse.migrate import migrate
+from sinks.clickhouse.query_server import QueryServer
+settings = Settings()
+client = SerializedClient(open_client(settings))
+migrate(client, settings)
+client.command("CREATE TABLE IF NOT EXISTS marks (n UInt32) ENGINE = MergeTree ORDER BY n")
+client.command("INSERT INTO marks SELECT number FROM numbers(42)")
+server = QueryServer(client, settings.clickhouse_dir, 0).start()
+print("ready", flush=True)
+sys.stdin.readline()
+server.stop()
+client.close()
+"""
+
+
+def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    client = SerializedClient(open_client(settings))
+    try:
+        first = migrate(client, settings)
+        second = migrate(client, settings)
+        tables = {r[0] for r in client.query("SHOW TABLES").result_rows}
+    finally:
+        client.close()
+    assert first
+    assert second == []
+    assert {"schema_migrations", "scans"} <= tables
+
+
+@pytest.fixture
+def owner(tmp_path: Path) -> Iterator[Settings]:
+    """Another process holding the embedded store and serving loopback reads."""
+    settings = Settings(data_dir=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", OWNER],
+        env={**os.environ, "CHAINWATCH_DATA_DIR": str(tmp_path)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        yield settings
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        proc.wait(timeout=60)
+
+
+def test_the_store_is_locked_to_its_owner(owner: Settings) -> None:
+    with pytest.raises(StoreLocked):
+        open_client(owner)
+
+
+def test_chainwatch_sql_answers_while_another_process_owns_the_store(owner: Settings) -> None:
+    env = {**os.environ, "CHAINWATCH_DATA_DIR": str(owner.data_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "sql", "SELECT count() AS n FROM marks",
+         "--format", "json"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"n": 42}
+
+
+def test_the_loopback_endpoint_serves_reads_only(owner: Settings) -> None:
+    env = {**os.environ, "CHAINWATCH_DATA_DIR": str(owner.data_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "sql", "DROP TABLE marks"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "read-only" in result.stderr
+    info = json.loads(endpoint_file(owner.clickhouse_dir).read_text())
+    assert oct(endpoint_file(owner.clickhouse_dir).stat().st_mode & 0o777) == "0o600"
+    assert info["token"]
+
+
+def test_after_the_owner_stops_sql_opens_the_store_itself(tmp_path: Path) -> None:
+    env = {**os.environ, "CHAINWATCH_DATA_DIR": str(tmp_path)}
+    deadline = time.monotonic() + 60
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "sql", "SELECT 1 AS one", "--format", "csv"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert time.monotonic() < deadline
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["one", "1"]

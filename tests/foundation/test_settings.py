@@ -1,0 +1,71 @@
+"""The one settings object: env prefix, nesting, secrets, defaults (README table)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from chainwatch.settings import Settings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _env_names(model: type[BaseModel], prefix: str) -> list[str]:
+    names: list[str] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names += _env_names(annotation, f"{prefix}{name.upper()}__")
+        else:
+            names.append(f"{prefix}{name.upper()}")
+    return names
+
+
+def test_nested_env_vars_reach_their_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS", "broker-a:9092,broker-b:9092")
+    monkeypatch.setenv("CHAINWATCH_KAFKA__PARTITIONS", "12")
+    monkeypatch.setenv("CHAINWATCH_ENGINE__CLOCK", "event")
+    settings = Settings()
+    assert settings.kafka.bootstrap == "broker-a:9092,broker-b:9092"
+    assert not settings.kafka.is_local
+    assert settings.kafka.partitions == 12
+    assert settings.engine.clock == "event"
+
+
+def test_a_malformed_value_is_refused_naming_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAINWATCH_KAFKA__PARTITIONS", "many")
+    with pytest.raises(ValidationError, match="partitions"):
+        Settings()
+
+
+def test_clickhouse_password_is_masked_everywhere_it_is_shown() -> None:
+    settings = Settings(clickhouse={"url": "http://ops:s3cret@ch.example:8123/cw"})  # type: ignore[arg-type]
+    shown = settings.redacted()
+    assert shown["clickhouse"]["url"] == "http://ops:***@ch.example:8123/cw"
+    assert "s3cret" not in repr(settings)
+    assert "s3cret" not in str(shown)
+    assert settings.to_env()["CHAINWATCH_CLICKHOUSE__URL"].endswith("s3cret@ch.example:8123/cw")
+
+
+def test_a_clickhouse_url_must_be_http() -> None:
+    with pytest.raises(ValidationError, match="http"):
+        Settings(clickhouse={"url": "tcp://ch:9000"})  # type: ignore[arg-type]
+
+
+def test_to_env_round_trips_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Settings(
+        kafka={"bootstrap_servers": "k:1", "topic_prefix": "p."},  # type: ignore[arg-type]
+        engine={"app_id": "x1", "standby_replicas": 0},  # type: ignore[arg-type]
+    )
+    for key, value in original.to_env().items():
+        monkeypatch.setenv(key, value)
+    assert Settings() == original
+
+
+def test_readme_documents_every_setting() -> None:
+    documented = set(re.findall(r"`(CHAINWATCH_[A-Z0-9_]+)`", README.read_text()))
+    missing = [name for name in _env_names(Settings, "CHAINWATCH_") if name not in documented]
+    assert missing == [], f"settings missing from the README's configuration table: {missing}"
