@@ -1,8 +1,11 @@
 """`chainwatch demo` (`make demo`): the pipeline on the embedded defaults.
 
-Starts the local broker (if it is not running), a worker and a sink as child
-processes, publishes generated traffic, and prints what has reached ClickHouse
-every few seconds. Ctrl-C stops every process it started, broker included.
+Starts the local broker (if it is not running), then a worker, the ClickHouse
+sink and the knitwear simulator as child processes, and prints what has reached
+ClickHouse every few seconds. The simulated factory runs faster than real time
+(`RATE_PER_S` records per second), so the worker runs on its event-time clock:
+deadlines fall due as simulated time passes and alerts appear within minutes.
+Ctrl-C stops every process it started, the broker included.
 """
 
 from __future__ import annotations
@@ -20,13 +23,17 @@ from rich.table import Table
 
 from chainwatch.errors import UserError
 from chainwatch.local_kafka import LocalBroker
-from chainwatch.runners import prepare_topics, topic_names
+from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
-from chainwatch.traffic import scan_events
-from streams.topics import SCANS
+from sinks.clickhouse.readers import StoreReader, open_reader
 
-RATE_PER_S = 200
+RATE_PER_S = 150
 REPORT_EVERY_S = 5.0
+CHILDREN: dict[str, list[str]] = {
+    "worker": ["worker"],
+    "sink": ["sink"],
+    "simulator": ["simulate", "--kafka", "--rate", str(RATE_PER_S), "--id-prefix", "DEMO"],
+}
 
 
 @contextlib.contextmanager
@@ -35,15 +42,16 @@ def _children(settings: Settings, console: Console) -> Iterator[list[subprocess.
     log_dir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        for name in ("worker", "sink"):
+        env = {**os.environ, "CHAINWATCH_ENGINE__CLOCK": "event"}
+        for name, args in CHILDREN.items():
             log = open(log_dir / f"demo-{name}.log", "ab")  # noqa: SIM115 - owned by the child
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "chainwatch", name],
+                    [sys.executable, "-m", "chainwatch", *args],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
-                    env=os.environ.copy(),
+                    env=env,
                     start_new_session=True,
                 )
             )
@@ -60,33 +68,43 @@ def _children(settings: Settings, console: Console) -> Iterator[list[subprocess.
                 proc.kill()
 
 
-def _report(settings: Settings, console: Console) -> None:
-    from sinks.clickhouse.readers import open_reader
+SCANS_SQL = (
+    "SELECT stage, count() AS scans, uniqExact(order_id) AS orders, max(event_time) AS latest "
+    "FROM scans GROUP BY stage ORDER BY stage"
+)
+ALERTS_SQL = (
+    "SELECT type, countIf(status = 'open') AS open, countIf(status = 'resolved') AS resolved, "
+    "max(detected_at) AS latest FROM alerts_current WHERE status != 'retracted' "
+    "GROUP BY type ORDER BY type"
+)
 
+
+def _table(reader: StoreReader, sql: str, title: str, console: Console) -> None:
+    try:
+        result = reader.query(sql)
+    except UserError as exc:
+        console.print(f"[dim]{title}: {exc}[/]")
+        return
+    table = Table(*result.columns, title=title)
+    for row in result.rows:
+        table.add_row(*(str(v) for v in row))
+    console.print(table)
+
+
+def _report(settings: Settings, console: Console) -> None:
     try:
         reader = open_reader(settings)
     except UserError as exc:
         console.print(f"[dim]waiting for ClickHouse: {exc}[/]")
         return
     try:
-        result = reader.query(
-            "SELECT stage, count() AS scans, uniqExact(order_id) AS orders, "
-            "max(event_time) AS latest FROM scans GROUP BY stage ORDER BY stage"
-        )
-    except UserError as exc:
-        console.print(f"[dim]waiting for ClickHouse: {exc}[/]")
-        return
+        _table(reader, SCANS_SQL, "scans in ClickHouse", console)
+        _table(reader, ALERTS_SQL, "alerts in ClickHouse", console)
     finally:
         reader.close()
-    table = Table("stage", "scans", "orders", "latest event", title="scans in ClickHouse")
-    for row in result.rows:
-        table.add_row(*(str(v) for v in row))
-    console.print(table)
 
 
 def run_demo(settings: Settings, console: Console) -> None:
-    from kafka import KafkaProducer
-
     broker = LocalBroker(settings) if settings.kafka.is_local else None
     started_broker = False
     if broker is not None and not broker.status().running:
@@ -94,30 +112,19 @@ def run_demo(settings: Settings, console: Console) -> None:
         started_broker = True
     try:
         prepare_topics(settings)
-        producer = KafkaProducer(
-            bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=20
-        )
-        topic = topic_names(settings)(SCANS)
         with _children(settings, console) as procs:
-            console.print(f"publishing ~{RATE_PER_S} scans/s to {topic}; Ctrl-C stops everything")
-            events = scan_events(seed=int(time.time()))
-            next_report = time.monotonic() + REPORT_EVERY_S
+            console.print(
+                f"simulating the knitwear chain at ~{RATE_PER_S} records/s; Ctrl-C stops everything"
+            )
             while True:
-                tick = time.monotonic()
-                for _ in range(RATE_PER_S // 10):
-                    key, value = next(events)
-                    producer.send(topic, key=key, value=value)
-                if any(p.poll() is not None for p in procs):
-                    raise UserError(f"a demo process exited; see {settings.log_dir}/demo-*.log")
-                if tick >= next_report:
-                    _report(settings, console)
-                    next_report = tick + REPORT_EVERY_S
-                time.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
+                time.sleep(REPORT_EVERY_S)
+                for proc in procs:
+                    if proc.poll() is not None:
+                        raise UserError(f"a demo process exited; see {settings.log_dir}/demo-*.log")
+                _report(settings, console)
     except KeyboardInterrupt:
         console.print("stopping ...")
     finally:
-        with contextlib.suppress(Exception):
-            producer.close(timeout=5)
         if broker is not None and started_broker:
             broker.stop()
             console.print("kafka stopped")

@@ -42,7 +42,7 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     if level != "debug":  # client libraries narrate every connection at INFO
-        for noisy in ("kafka", "aiokafka", "faust.transport", "mode"):
+        for noisy in ("kafka", "aiokafka", "faust.transport", "mode", "httpx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
