@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 from aiokafka import ConsumerRecord
 
 Row = tuple[Any, ...]
@@ -69,4 +70,4 @@ def key_text(key: bytes | None) -> str | None:
 
 
 def compact_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode()

@@ -89,6 +89,10 @@ class _Stored:
     at_most: int = -1
     """Everything at or below is treated as stored (fallback for huge windows)."""
 
+    @property
+    def empty(self) -> bool:
+        return not self.offsets and self.at_most < 0
+
     def has(self, offset: int) -> bool:
         return offset <= self.at_most or offset in self.offsets
 
@@ -189,28 +193,51 @@ class ClickHouseSink:
     # --- buffering -----------------------------------------------------------
 
     def add(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        metrics.RECORDS.labels(tp.topic).inc()
-        try:
-            by_table = self.mappers[tp.topic].rows(record)
-        except RecordInvalid as exc:
-            self.stats.invalid_records += 1
-            metrics.INVALID.labels(tp.topic).inc()
-            log.debug("record_invalid", topic=tp.topic, offset=record.offset, error=str(exc))
-            by_table = {}
+        self.add_many(tp, [record])
+
+    def add_many(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Map and buffer consecutive records of one partition (the hot path)."""
+        if not records:
+            return
+        mapper = self.mappers[tp.topic]
         buf = self._buffers.get(tp)
         if buf is None:
-            buf = self._buffers[tp] = _Buffer(first_offset=record.offset, since=time.monotonic())
-        for table, rows in by_table.items():
-            if not rows:
+            buf = self._buffers[tp] = _Buffer(
+                first_offset=records[0].offset, since=time.monotonic()
+            )
+        stored = {
+            table.name: found
+            for table in mapper.tables
+            if (found := self._stored.get((table.name, tp))) is not None and not found.empty
+        }
+        invalid = skipped = added = 0
+        for record in records:
+            try:
+                by_table = mapper.rows(record)
+            except RecordInvalid:
+                invalid += 1
                 continue
-            stored = self._stored.get((table, tp))
-            if stored is not None and stored.has(record.offset):
-                self.stats.skipped_already_stored += 1
-                metrics.SKIPPED.labels(tp.topic).inc()
-                continue
-            buf.rows.setdefault(table, []).extend(rows)
-            buf.size += len(rows)
-        buf.last_offset = record.offset
+            for table, rows in by_table.items():
+                if not rows:
+                    continue
+                if stored:
+                    known = stored.get(table)
+                    if known is not None and known.has(record.offset):
+                        skipped += 1
+                        continue
+                target = buf.rows.get(table)
+                if target is None:
+                    target = buf.rows[table] = []
+                target.extend(rows)
+                added += len(rows)
+        buf.size += added
+        buf.last_offset = records[-1].offset
+        if invalid:
+            self.stats.invalid_records += invalid
+            metrics.INVALID.labels(tp.topic).inc(invalid)
+        if skipped:
+            self.stats.skipped_already_stored += skipped
+            metrics.SKIPPED.labels(tp.topic).inc(skipped)
 
     @property
     def buffered_rows(self) -> int:
@@ -360,8 +387,8 @@ class ClickHouseSink:
                     continue  # fetched before a rebalance took the partition away
                 if tp not in self._loaded:  # first records since (re-)assignment
                     await self.load_stored_offsets([tp])
-                for record in records:
-                    self.add(tp, record)
+                metrics.RECORDS.labels(tp.topic).inc(len(records))
+                self.add_many(tp, records)
             buffered = self.buffered_rows
             self.stats.max_buffered_rows = max(self.stats.max_buffered_rows, buffered)
             metrics.BUFFERED_ROWS.set(buffered)

@@ -1,0 +1,266 @@
+"""Sink throughput: Kafka → chDB through `chainwatch sink`'s code, next to a bare insert.
+
+    .venv/bin/python bench/sink.py [--rows 200000] [--alerts 2000]
+
+Needs a Kafka broker (CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS, else the local one,
+`chainwatch kafka start`). Uses fresh topics and a temporary chDB store. Prints:
+- sink rows/s (first record consumed → last batch committed) and wall rows/s
+  (including consumer group join);
+- bare clickhouse-connect insert rows/s of the same rows (already mapped, same
+  batch size) into an identical table, in the same process; and the ratio;
+- webhook deliveries/s to a local receiver (uvicorn, answers 204), each
+  delivery signed and logged to Kafka as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aiokafka import ConsumerRecord, TopicPartition
+from kafka import KafkaProducer
+
+from chainwatch.kafka_admin import ensure_topics
+from chainwatch.settings import Settings
+from schemas.alerts import Alert, AlertCustomer, AlertStatus, AlertType, Severity
+from sinks.clickhouse.connection import SerializedClient, open_client
+from sinks.clickhouse.mapping import Row
+from sinks.clickhouse.migrate import migrate
+from sinks.clickhouse.rows import ScanRows
+from sinks.clickhouse.sink import ClickHouseSink, SinkConfig
+from sinks.webhooks.delivery import RetryPolicy
+from sinks.webhooks.dispatcher import Notifier, Topics
+from sinks.webhooks.records import NOTIFY_TOPICS
+from sinks.webhooks.subscriptions import Endpoint
+from streams.topics import ALERTS, SCANS, TopicNames
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def scan_values(n: int) -> Iterator[bytes]:
+    for i in range(n):
+        yield (
+            f'{{"event_id":"ev-{i}","order_id":"PO-{i % 5000}","stage":"knitting",'
+            f'"action":"{"started" if i % 2 else "completed"}","unit_id":"KNIT-{i % 8}",'
+            f'"event_time":"2027-03-01T{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}Z",'
+            f'"quantity":{i % 100}.5,"uom":"kg","lot_id":"LOT-{i % 77}",'
+            '"attributes":{"gauge":12}}'
+        ).encode()
+
+
+def produce(bootstrap: str, topic: str, values: Iterator[tuple[bytes, bytes]]) -> int:
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks=1,
+        linger_ms=20,
+        batch_size=512 * 1024,
+        compression_type=None,
+    )
+    n = 0
+    for key, value in values:
+        producer.send(topic, key=key, value=value)
+        n += 1
+    producer.flush()
+    producer.close()
+    return n
+
+
+class _TimedSink(ClickHouseSink):
+    first_record_at: float | None = None
+    last_commit_at: float = 0.0
+
+    def add_many(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        if self.first_record_at is None:
+            self.first_record_at = time.perf_counter()
+        super().add_many(tp, records)
+
+    async def _commit(self, commits: dict[TopicPartition, int]) -> None:
+        await super()._commit(commits)
+        self.last_commit_at = time.perf_counter()
+
+
+def bench_sink(settings: Settings, client: SerializedClient, rows: int, batch: int) -> float:
+    names = TopicNames(settings.kafka.topic_prefix)
+    produce(
+        settings.kafka.bootstrap,
+        names(SCANS),
+        ((f"PO-{i % 5000}".encode(), v) for i, v in enumerate(scan_values(rows))),
+    )
+    sink = _TimedSink(
+        bootstrap=settings.kafka.bootstrap,
+        group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        client=client,
+        mappers={names(SCANS): ScanRows()},
+        config=SinkConfig(flush_rows=batch, max_buffer_rows=4 * batch),
+    )
+    started = time.perf_counter()
+    asyncio.run(sink.run(asyncio.Event(), drain=True))
+    wall = time.perf_counter() - started
+    assert sink.stats.rows_written == rows, sink.stats
+    steady = sink.last_commit_at - (sink.first_record_at or started)
+    print(
+        f"sink:  {rows:,} rows  {rows / steady:,.0f} rows/s (first record → last commit, "
+        f"{steady:.2f} s); {rows / wall:,.0f} rows/s wall incl. group join ({wall:.2f} s); "
+        f"{sink.stats.batches} batches"
+    )
+    return rows / steady
+
+
+def bench_bare(client: SerializedClient, rows: int, batch: int) -> float:
+    mapper = ScanRows()
+    mapped: list[Row] = []
+    for i, value in enumerate(scan_values(rows)):
+        rec: ConsumerRecord[bytes, bytes] = ConsumerRecord(
+            "scans", 0, i, 0, 0, None, value, None, 0, len(value), ()
+        )
+        mapped.extend(mapper.rows(rec)["scans"])
+    client.command("CREATE TABLE scans_bare AS scans")
+    columns = list(ScanRows.table.columns)
+    started = time.perf_counter()
+    for start in range(0, rows, batch):
+        client.insert("scans_bare", mapped[start : start + batch], column_names=columns)
+    took = time.perf_counter() - started
+    print(
+        f"bare:  {rows:,} rows  {rows / took:,.0f} rows/s (clickhouse-connect insert of the "
+        f"same rows, already mapped, {batch:,} per insert, {took:.2f} s)"
+    )
+    return rows / took
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _receiver_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def bench_webhooks(settings: Settings, alerts: int, concurrency: int) -> float:
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            _receiver_app, host="127.0.0.1", port=port, log_level="warning", access_log=False
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    names = TopicNames(settings.kafka.topic_prefix)
+
+    def values() -> Iterator[tuple[bytes, bytes]]:
+        for i in range(alerts):
+            alert = Alert(
+                alert_id=f"{i:064x}",
+                type=AlertType.STAGE_OVERDUE,
+                severity=Severity.CRITICAL,
+                status=AlertStatus.OPEN,
+                order_id=f"PO-{i}",
+                stage="knitting",
+                visit=1,
+                deadline="2027-03-01T00:00:00Z",
+                detected_at="2027-03-01T00:00:00Z",
+                customer=AlertCustomer(customer_id="C-1", tier="gold"),
+            )
+            yield alert.alert_id.encode(), alert.model_dump_json().encode()
+
+    produce(settings.kafka.bootstrap, names(ALERTS), values())
+    endpoint = Endpoint.model_validate(
+        {
+            "name": "bench",
+            "url": f"http://127.0.0.1:{port}/hook",
+            "secret": SECRET,
+            "concurrency": concurrency,
+        }
+    )
+    notifier = Notifier(
+        bootstrap=settings.kafka.bootstrap,
+        group_id=f"bench-notify-{uuid.uuid4().hex[:8]}",
+        topics=Topics(names(ALERTS), names(NOTIFY_TOPICS[0]), names(NOTIFY_TOPICS[1])),
+        endpoints=[endpoint],
+        policy=RetryPolicy(timeout_s=5),
+    )
+    started = time.perf_counter()
+    stats = asyncio.run(notifier.run(asyncio.Event(), drain=True))
+    took = time.perf_counter() - started
+    server.should_exit = True
+    thread.join(timeout=10)
+    assert stats.delivered == alerts, stats
+    print(
+        f"hooks: {alerts:,} deliveries  {alerts / took:,.0f} deliveries/s "
+        f"(one endpoint, {concurrency} in flight, signed, each logged to Kafka; "
+        f"{took:.2f} s incl. group join)"
+    )
+    return alerts / took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=50_000)
+    parser.add_argument("--alerts", type=int, default=2_000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
+    with tempfile.TemporaryDirectory(prefix="cw-bench-") as tmp:
+        settings = Settings(
+            data_dir=Path(tmp),
+            kafka={
+                "topic_prefix": f"bench{uuid.uuid4().hex[:6]}.",
+                "partitions": 4,
+                **(
+                    {"bootstrap_servers": os.environ["CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS"]}
+                    if "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS" in os.environ
+                    else {}
+                ),
+            },
+        )
+        ensure_topics(
+            settings.kafka.bootstrap,
+            TopicNames(settings.kafka.topic_prefix),
+            (SCANS, ALERTS, *NOTIFY_TOPICS),
+            partitions=4,
+        )
+        client = SerializedClient(open_client(settings))
+        try:
+            migrate(client, settings)
+            sink_rate = bench_sink(settings, client, args.rows, args.batch)
+            bare_rate = bench_bare(client, args.rows, args.batch)
+        finally:
+            with contextlib.suppress(Exception):
+                client.close()
+        print(f"ratio: sink / bare = {sink_rate / bare_rate:.0%}")
+        bench_webhooks(settings, args.alerts, args.concurrency)
+
+
+if __name__ == "__main__":
+    main()
