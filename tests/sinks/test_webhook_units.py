@@ -143,3 +143,11 @@ def test_offsets_commit_below_the_lowest_pending_delivery() -> None:
     assert tracker.idle()
     tracker.forget(tp)
     tracker.done(tp, 0)  # late completion after revocation: ignored
+
+
+def test_the_shipped_example_subscriptions_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CHAINWATCH_HOOK_OPS", "CHAINWATCH_HOOK_SLACK", "CHAINWATCH_HOOK_DYEING"):
+        monkeypatch.setenv(name, SECRET)
+    example = Path(__file__).resolve().parents[2] / "deploy/webhooks/subscriptions.example.yaml"
+    subs = load_subscriptions(example, ["*.example.com", "hooks.slack.com"])
+    assert [e.name for e in subs.endpoints] == ["ops-pager", "key-accounts-slack", "dyeing-floor"]
