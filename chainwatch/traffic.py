@@ -1,7 +1,7 @@
-"""Synthetic scan traffic for the demo slice: orders walking the default route.
+"""Uniform scan traffic: every order walks the default route, every record valid.
 
-A stand-in until `chainwatch simulate` lands; every record is valid per the
-contract so the counts in ClickHouse can be checked by eye.
+For benchmarks and the end-to-end slice test, where counts must be predictable;
+realistic traffic with anomalies is `chainwatch simulate`.
 """
 
 from __future__ import annotations
