@@ -162,3 +162,25 @@ def test_a_worker_killed_mid_replay_and_restarted_gives_the_same_alerts(
     expected, _ = reference_alerts(scenario, UNTIL)
     alerts, _ = _replay(replay_settings, scenario, workers=1, chaos=_kill_half_way)
     assert alerts == by_id(expected)
+
+
+def test_rocksdb_table_store_gives_the_same_alerts(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """The RocksDB store (rocksdict) is a drop-in for the memory store."""
+    settings = settings_factory(engine={"store": "rocksdb"})
+    result = run_replay(
+        settings,
+        EXAMPLES / "example_3_unit_down.ndjson",
+        until=datetime(2027, 3, 31, tzinfo=UTC),
+        workers=1,
+        partitions=4,
+        progress=_quiet,
+        timeout_s=240,
+    )
+    expected_file = EXAMPLES / "expected_3_unit_down.ndjson"
+    expected = [json.loads(line) for line in expected_file.read_text().splitlines() if line]
+    assert [_comparable(a) for a in result.alerts] == [_comparable(a) for a in expected]
+    assert list((settings.data_path / "worker0" / "faust").rglob("*.db")) or list(
+        (settings.data_path / "worker0").rglob("CURRENT")
+    ), "no RocksDB files were written"
