@@ -192,7 +192,9 @@ for _command_module in (replay, simulate, gateway, status, dashboards, notify):
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one-line messages."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int):  # click returns the code of typer.Exit here
+            return code
     except UserError as exc:
         if state["debug"]:
             err.print_exception()

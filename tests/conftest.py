@@ -18,6 +18,13 @@ from chainwatch.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KAFKA_PORT = int(os.environ.get("CHAINWATCH_TEST_KAFKA_PORT", "29092"))
+_BROKER_USED: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which real broker the integration tests talked to."""
+    for line in _BROKER_USED:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +32,7 @@ def kafka_bootstrap() -> Iterator[str]:
     """Start (or reuse) the suite's broker once; stop it at the end if we started it."""
     external = os.environ.get("CHAINWATCH_TEST_BOOTSTRAP")
     if external:
+        _BROKER_USED.append(f"integration tests ran against the Kafka broker at {external}")
         yield external
         return
     from chainwatch.local_kafka import LocalBroker
@@ -36,7 +44,10 @@ def kafka_bootstrap() -> Iterator[str]:
     broker = LocalBroker(settings)
     already = broker.status().running
     status = broker.start(progress=print)
-    print(f"\n[chainwatch tests] real Kafka broker on {status.bootstrap} (pid {status.pid})")
+    _BROKER_USED.append(
+        f"integration tests ran against a real Apache Kafka broker on {status.bootstrap} "
+        f"(pid {status.pid}), {'reused' if already else 'started by this test session'}"
+    )
     yield status.bootstrap
     if not already:
         broker.stop()

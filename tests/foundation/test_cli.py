@@ -86,3 +86,31 @@ def test_kafka_start_refuses_a_port_in_use(kafka_bootstrap: str, tmp_path: Path)
     assert result.returncode == 1
     assert f"port {port}" in result.stderr
     assert "in use" in result.stderr
+
+
+@pytest.mark.integration
+def test_doctor_reports_each_part_and_fails_on_an_unreachable_clickhouse(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    healthy = _run(
+        "doctor",
+        env={
+            "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "CHAINWATCH_DATA_DIR": str(tmp_path / "ok"),
+        },
+    )
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "kafka" in healthy.stdout
+    assert "ClickHouse 2" in healthy.stdout  # the embedded engine answered with its version
+
+    broken = _run(
+        "doctor",
+        env={
+            "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "CHAINWATCH_CLICKHOUSE__URL": "http://u:pw@127.0.0.1:9/db",
+        },
+    )
+    assert broken.returncode == 1
+    assert "FAIL" in broken.stdout
+    assert "CHAINWATCH_CLICKHOUSE__URL" in broken.stdout
+    assert "pw@" not in broken.stdout + broken.stderr
