@@ -27,12 +27,21 @@ from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
 from sinks.clickhouse.readers import StoreReader, open_reader
 
-RATE_PER_S = 150
+RATE_PER_S = 60
 REPORT_EVERY_S = 5.0
 CHILDREN: dict[str, list[str]] = {
     "worker": ["worker"],
     "sink": ["sink"],
-    "simulator": ["simulate", "--kafka", "--rate", str(RATE_PER_S), "--id-prefix", "DEMO"],
+    "simulator": [
+        "simulate",
+        "--kafka",
+        "--rate",
+        str(RATE_PER_S),
+        "--id-prefix",
+        "DEMO",
+        "--anomaly-scale",
+        "0.5",
+    ],
 }
 
 
