@@ -1,24 +1,72 @@
-"""`chainwatch dashboards export|publish`: Grafana dashboards as code."""
+"""`chainwatch dashboards export|publish`: Grafana dashboards as code (docs/dashboards.md)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
-from chainwatch.cli_context import not_built
+from chainwatch.cli_context import out, settings
+from chainwatch.errors import UserError
 
-PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+if TYPE_CHECKING:
+    from schemas.plan import SlaPlan
+
+
+def _plan() -> SlaPlan:
+    from schemas.plan import PlanError, load_plan
+
+    try:
+        return load_plan(settings().engine.plan)
+    except PlanError as exc:
+        raise UserError(str(exc)) from None
 
 
 def register(app: typer.Typer) -> None:
     group = typer.Typer(help="Grafana dashboards as code.", no_args_is_help=True)
     app.add_typer(group, name="dashboards")
 
-    @group.command("export", context_settings=PASS_THROUGH)
-    def export() -> None:
-        """Write the dashboards' JSON (not built yet)."""
-        not_built("dashboards export", "dashboards issue")
+    @group.command("export")
+    def export(
+        directory: Annotated[Path, typer.Argument(help="Where to write <uid>.json files.")],
+    ) -> None:
+        """Write every dashboard's JSON (deterministic: fixed uids, sorted keys)."""
+        from dashboards.export import export as write
 
-    @group.command("publish", context_settings=PASS_THROUGH)
-    def publish() -> None:
-        """Publish dashboards to Grafana (not built yet)."""
-        not_built("dashboards publish", "dashboards issue")
+        for path in write(directory, _plan()):
+            out.print(str(path), highlight=False)
+
+    @group.command("publish")
+    def publish(
+        url: Annotated[str, typer.Option(help="Grafana base URL, e.g. http://localhost:3000.")],
+        token: Annotated[
+            str,
+            typer.Option(
+                envvar="CHAINWATCH_GRAFANA_TOKEN",
+                help="Service account token (Editor); or CHAINWATCH_GRAFANA_TOKEN.",
+            ),
+        ],
+        folder: Annotated[str, typer.Option(help="Folder title (created if missing).")] = (
+            "Chainwatch"
+        ),
+        clickhouse_url: Annotated[
+            str | None,
+            typer.Option(
+                envvar="CHAINWATCH_GRAFANA_CLICKHOUSE_URL",
+                help="http://user:password@host:8123/db of the read-only user; used only "
+                "to create the datasource when Grafana has none with uid chainwatch-clickhouse.",
+            ),
+        ] = None,
+    ) -> None:
+        """Publish the dashboards to Grafana; idempotent by uid."""
+        from dashboards.publish import publish as run
+
+        result = run(url, token, _plan(), folder=folder, clickhouse_url=clickhouse_url)
+        out.print(
+            f"folder {result.folder_uid} ({'created' if result.folder_created else 'exists'}), "
+            f"datasource ({'created' if result.datasource_created else 'exists'})",
+            highlight=False,
+        )
+        for uid, link in zip(result.dashboards, result.urls, strict=True):
+            out.print(f"published {uid} {link}", highlight=False)

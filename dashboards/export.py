@@ -1,0 +1,73 @@
+"""Every dashboard, as deterministic JSON: fixed uids, numbered panels, sorted keys.
+
+The same bytes for the same plan on every run, so the exported files in
+`deploy/grafana/dashboards/` diff cleanly and `publish` is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import dashboard as models
+
+from dashboards import customers, drilldown, overview, pipeline, units
+from dashboards.query import ClickHouseQuery
+from schemas.plan import SlaPlan
+
+Builder = Callable[[SlaPlan], models.Dashboard]
+BUILDERS: tuple[Builder, ...] = (
+    overview.build,
+    drilldown.build,
+    units.build,
+    customers.build,
+    pipeline.build,
+)
+
+
+def build_all(plan: SlaPlan) -> list[models.Dashboard]:
+    """The dashboards as SDK models, panels numbered 1..n in layout order."""
+    boards = []
+    for build in BUILDERS:
+        board = build(plan)
+        for number, panel in enumerate(board.panels or [], start=1):
+            panel.id_val = number
+        boards.append(board)
+    return boards
+
+
+def to_json(board: models.Dashboard) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(json.dumps(board, cls=JSONEncoder))
+    return data
+
+
+def dumps(board: models.Dashboard) -> str:
+    return json.dumps(to_json(board), sort_keys=True, indent=2) + "\n"
+
+
+def file_name(board: models.Dashboard) -> str:
+    return f"{board.uid}.json"
+
+
+def export(directory: Path, plan: SlaPlan) -> list[Path]:
+    """Write one `<uid>.json` per dashboard; return the paths written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for board in build_all(plan):
+        path = directory / file_name(board)
+        path.write_text(dumps(board), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def queries(board: models.Dashboard) -> Iterator[tuple[str, ClickHouseQuery]]:
+    """(panel title, target) for every ClickHouse target of a dashboard."""
+    for panel in board.panels or []:
+        if not isinstance(panel, models.Panel):
+            continue
+        for target in panel.targets or []:
+            if isinstance(target, ClickHouseQuery):
+                yield panel.title or "", target
