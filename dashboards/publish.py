@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import niquests
 from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException
 
@@ -127,6 +128,8 @@ def publish(
             urls.append(str(saved.get("url", "")))
     except GrafanaException as exc:
         raise UserError(f"Grafana at {_safe(url)} refused: {exc.message}") from None
+    except niquests.exceptions.RequestException as exc:
+        raise UserError(f"cannot reach Grafana at {_safe(url)}: {type(exc).__name__}") from None
     return PublishResult(uid, folder_created, datasource_created, uids, urls)
 
 

@@ -202,3 +202,13 @@ def test_a_bad_token_is_a_user_error(grafana: tuple[str, FakeGrafana]) -> None:
     url, _ = grafana
     with pytest.raises(UserError, match="refused"):
         publish(url, "wrong", load_plan(None))
+
+
+def test_an_unreachable_grafana_is_a_user_error() -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(UserError, match="cannot reach Grafana"):
+        publish(f"http://127.0.0.1:{port}", TOKEN, load_plan(None), timeout_s=5)
