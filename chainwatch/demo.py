@@ -53,17 +53,17 @@ def _children(settings: Settings, console: Console) -> Iterator[list[subprocess.
     try:
         env = {**os.environ, "CHAINWATCH_ENGINE__CLOCK": "event"}
         for name, args in CHILDREN.items():
-            log = open(log_dir / f"demo-{name}.log", "ab")  # noqa: SIM115 - owned by the child
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "chainwatch", *args],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    start_new_session=True,
+            with open(log_dir / f"demo-{name}.log", "ab") as log:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "chainwatch", *args],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        env=env,
+                        start_new_session=True,
+                    )
                 )
-            )
             console.print(f"started {name} (pid {procs[-1].pid}, log {log_dir}/demo-{name}.log)")
         yield procs
     finally:

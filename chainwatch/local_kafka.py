@@ -134,6 +134,27 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def _launch_detached(cmd: list[str], *, cwd: Path, log: Path) -> int:
+    """Start `cmd` in the background, owned by init rather than by this process.
+
+    The broker outlives the command that started it (`chainwatch kafka start`
+    returns), so it is started through a shell that backgrounds it and exits.
+    """
+    script = 'exec </dev/null; "$@" >>"$CHAINWATCH_BROKER_LOG" 2>&1 & echo $!'
+    result = subprocess.run(
+        ["/bin/sh", "-c", script, "sh", *cmd],
+        cwd=cwd,
+        env={**os.environ, "CHAINWATCH_BROKER_LOG": str(log)},
+        capture_output=True,
+        text=True,
+        check=False,
+        start_new_session=True,
+    )
+    if result.returncode != 0 or not result.stdout.strip().isdigit():
+        raise BrokerError(f"could not launch the Kafka broker: {result.stderr.strip()[-300:]}")
+    return int(result.stdout.strip())
+
+
 class LocalBroker:
     """The broker of one data dir: `start`, `stop`, `status`, all idempotent."""
 
@@ -239,25 +260,15 @@ class LocalBroker:
             str(config),
         ]
         progress(f"starting Kafka broker on {self.bootstrap}")
-        with open(self.home / "logs" / "stdout.log", "ab") as out:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.home,
-            )
-        self.pid_file.write_text(str(proc.pid))
+        pid = _launch_detached(cmd, cwd=self.home, log=self.home / "logs" / "stdout.log")
+        self.pid_file.write_text(str(pid))
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
+            if not _pid_alive(pid):
                 self.pid_file.unlink(missing_ok=True)
-                raise BrokerError(
-                    f"the Kafka broker exited with code {proc.returncode}; see {self.log_file}"
-                )
+                raise BrokerError(f"the Kafka broker exited during start-up; see {self.log_file}")
             if port_open("127.0.0.1", self.port) and metadata_ok(self.bootstrap):
-                return BrokerStatus(True, proc.pid, self.bootstrap, "ready")
+                return BrokerStatus(True, pid, self.bootstrap, "ready")
             time.sleep(0.25)
         raise BrokerError(
             f"the Kafka broker did not answer within {READY_TIMEOUT_S:.0f}s; see {self.log_file}"

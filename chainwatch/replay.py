@@ -282,17 +282,17 @@ def start_workers(
     log_dir.mkdir(parents=True, exist_ok=True)
     workers = []
     for n in range(first, first + count):
-        log = open(log_dir / f"{settings.engine.app_id}-worker{n}.log", "ab")  # noqa: SIM115
         worker_env = {**env, "CHAINWATCH_DATA_DIR": str(settings.data_path / f"worker{n}")}
-        workers.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "chainwatch", "worker"],
-                env=worker_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+        with open(log_dir / f"{settings.engine.app_id}-worker{n}.log", "ab") as log:
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "chainwatch", "worker"],
+                    env=worker_env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
             )
-        )
     return workers
 
 

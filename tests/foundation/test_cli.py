@@ -114,3 +114,22 @@ def test_doctor_reports_each_part_and_fails_on_an_unreachable_clickhouse(
     assert "FAIL" in broken.stdout
     assert "CHAINWATCH_CLICKHOUSE__URL" in broken.stdout
     assert "pw@" not in broken.stdout + broken.stderr
+
+
+@pytest.mark.integration
+def test_kafka_start_is_a_no_op_when_the_broker_already_runs(kafka_bootstrap: str) -> None:
+    from conftest import ROOT, TEST_KAFKA_PORT
+
+    if os.environ.get("CHAINWATCH_TEST_BOOTSTRAP"):
+        pytest.skip("the suite uses an external broker it does not manage")
+    env = {
+        "CHAINWATCH_DATA_DIR": str(ROOT / ".chainwatch" / "test-broker"),
+        "CHAINWATCH_KAFKA__LOCAL_PORT": str(TEST_KAFKA_PORT),
+        "CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT": str(TEST_KAFKA_PORT + 1),
+    }
+    before = _run("kafka", "status", env=env)
+    again = _run("kafka", "start", env=env)
+    assert before.returncode == 0, before.stderr
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split("(pid")[1] == before.stdout.split("(pid")[1]  # same process
+    assert "starting" not in again.stderr
