@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 from rich.console import Console
 
-from chainwatch.errors import NotBuiltYet, UserError
+from chainwatch.errors import UserError
 from chainwatch.logs import configure_logging
 from chainwatch.settings import Settings
 
@@ -30,8 +30,3 @@ def settings() -> Settings:
     state["settings"] = built
     configure_logging(built.log_level, built.log_format)
     return built
-
-
-def not_built(name: str, issue: str) -> None:
-    """For commands of the CLI map whose issue has not landed: say so, exit 2."""
-    raise NotBuiltYet(f"`chainwatch {name}` is not built yet ({issue})")

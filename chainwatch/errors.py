@@ -11,9 +11,3 @@ class UserError(Exception):
     """A problem in the environment or the input that the user can fix; says how."""
 
     exit_code = 1
-
-
-class NotBuiltYet(UserError):
-    """A command of the CLI map whose issue has not landed yet."""
-
-    exit_code = 2
