@@ -1,10 +1,12 @@
 """`chainwatch demo` (`make demo`): the pipeline on the embedded defaults.
 
 Starts the local broker (if it is not running), then a worker, the ClickHouse
-sink and the knitwear simulator as child processes, and prints what has reached
-ClickHouse every few seconds. The simulated factory runs faster than real time
-(`RATE_PER_S` records per second), so the worker runs on its event-time clock:
-deadlines fall due as simulated time passes and alerts appear within minutes.
+sink, the ingest gateway and the knitwear simulator (posting through the
+gateway with a token made for this run) as child processes, and prints what
+has reached ClickHouse, with the `chainwatch status` view, every few seconds.
+The simulated factory runs faster than real time (`RATE_PER_S` records per
+second), so the worker runs on its event-time clock: deadlines fall due as
+simulated time passes and alerts appear within minutes.
 Ctrl-C stops every process it started, the broker included.
 """
 
@@ -12,12 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -29,30 +36,67 @@ from sinks.clickhouse.readers import StoreReader, open_reader
 
 RATE_PER_S = 60
 REPORT_EVERY_S = 5.0
-CHILDREN: dict[str, list[str]] = {
-    "worker": ["worker"],
-    "sink": ["sink"],
-    "simulator": [
-        "simulate",
-        "--kafka",
-        "--rate",
-        str(RATE_PER_S),
-        "--id-prefix",
-        "DEMO",
-        "--anomaly-scale",
-        "0.5",
-    ],
-}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _gateway_credentials(settings: Settings) -> tuple[Path, Path]:
+    """A fresh admin token for this run: its digest for the gateway, the token for the simulator."""
+    from streams.ingest.auth import hash_token
+
+    folder = settings.data_path / "demo"
+    folder.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    tokens = folder / "tokens.yaml"
+    tokens.write_text(
+        f"tokens:\n  - name: demo-simulator\n    sha256: {hash_token(token)}\n    role: admin\n"
+    )
+    token_file = folder / "simulator.token"
+    token_file.touch(mode=0o600)
+    token_file.write_text(token)
+    return tokens, token_file
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise UserError("the demo gateway exited at start-up; see its log")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise UserError(f"the demo gateway did not answer on {url} within {timeout_s:.0f}s")
 
 
 @contextlib.contextmanager
 def _children(settings: Settings, console: Console) -> Iterator[list[subprocess.Popen[bytes]]]:
     log_dir = settings.log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
+    tokens, token_file = _gateway_credentials(settings)
+    port = _free_port()
+    gateway_url = f"http://127.0.0.1:{port}"
+    children: dict[str, list[str]] = {
+        "worker": ["worker"],
+        "sink": ["sink"],
+        "gateway": ["gateway", "--host", "127.0.0.1", "--port", str(port), "--tokens", str(tokens)],
+        "simulator": [
+            "simulate", "--gateway", gateway_url, "--token-file", str(token_file),
+            "--rate", str(RATE_PER_S), "--id-prefix", "DEMO", "--anomaly-scale", "0.5",
+        ],
+    }  # fmt: skip
     procs: list[subprocess.Popen[bytes]] = []
     try:
         env = {**os.environ, "CHAINWATCH_ENGINE__CLOCK": "event"}
-        for name, args in CHILDREN.items():
+        for name, args in children.items():
+            if name == "simulator":
+                _wait_healthy(gateway_url, procs[-1])
             with open(log_dir / f"demo-{name}.log", "ab") as log:
                 procs.append(
                     subprocess.Popen(
@@ -65,6 +109,7 @@ def _children(settings: Settings, console: Console) -> Iterator[list[subprocess.
                     )
                 )
             console.print(f"started {name} (pid {procs[-1].pid}, log {log_dir}/demo-{name}.log)")
+        console.print(f"the simulated factory posts to the ingest gateway at {gateway_url}")
         yield procs
     finally:
         for proc in procs:
@@ -78,8 +123,7 @@ def _children(settings: Settings, console: Console) -> Iterator[list[subprocess.
 
 
 SCANS_SQL = (
-    "SELECT stage, count() AS scans, uniqExact(order_id) AS orders, max(event_time) AS latest "
-    "FROM scans GROUP BY stage ORDER BY stage"
+    "SELECT count() AS scans, uniqExact(order_id) AS orders, max(event_time) AS latest FROM scans"
 )
 ALERTS_SQL = (
     "SELECT type, countIf(status = 'open') AS open, countIf(status = 'resolved') AS resolved, "
@@ -101,6 +145,9 @@ def _table(reader: StoreReader, sql: str, title: str, console: Console) -> None:
 
 
 def _report(settings: Settings, console: Console) -> None:
+    """The alert counts, then what `chainwatch status --once` shows."""
+    from chainwatch.commands.status import render, snapshot
+
     try:
         reader = open_reader(settings)
     except UserError as exc:
@@ -111,6 +158,10 @@ def _report(settings: Settings, console: Console) -> None:
         _table(reader, ALERTS_SQL, "alerts in ClickHouse", console)
     finally:
         reader.close()
+    try:
+        console.print(render(snapshot(settings), refreshed=datetime.now(UTC)))
+    except UserError as exc:
+        console.print(f"[dim]status: {exc}[/]")
 
 
 def run_demo(settings: Settings, console: Console) -> None:
