@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from rich.table import Table
 
 from chainwatch.errors import UserError
 from chainwatch.local_kafka import LocalBroker
+from chainwatch.replay import stop_workers
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
 from sinks.clickhouse.readers import StoreReader, open_reader
@@ -112,14 +112,7 @@ def _children(settings: Settings, console: Console) -> Iterator[list[subprocess.
         console.print(f"the simulated factory posts to the ingest gateway at {gateway_url}")
         yield procs
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_workers(procs)
 
 
 SCANS_SQL = (

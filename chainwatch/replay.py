@@ -297,6 +297,7 @@ def start_workers(
 
 
 def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every child still running, wait up to 30 s each, then SIGKILL."""
     for proc in workers:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

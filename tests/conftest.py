@@ -79,3 +79,11 @@ def settings_factory(tmp_path: Path, kafka_bootstrap: str) -> Callable[..., Sett
         return Settings(**values)  # type: ignore[arg-type]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def filled_store(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Settings:
+    """A store the real pipeline filled once per session (see tests/pipeline_store.py)."""
+    from pipeline_store import fill_store
+
+    return fill_store(tmp_path_factory.mktemp("filled"), kafka_bootstrap)

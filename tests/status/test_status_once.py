@@ -5,53 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from chainwatch.replay import ReplayRun, stop_workers
 from chainwatch.settings import Settings
-from chainwatch.simulator.config import AnomalyRates, SimConfig
-from chainwatch.simulator.generator import generate
-from chainwatch.simulator.scenario_file import write_scenario
-from chainwatch.simulator.summary import Summary
-from chainwatch.sink_runner import run_sink
 from sinks.clickhouse.connection import open_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# Orders over 12 days cut after 11: in-flight, at-risk and stalled (breached) orders.
-SCENARIO = SimConfig(
-    seed=1, days=12, orders_per_day=4, anomalies=AnomalyRates(unit_incident=0.3, stall=0.3)
-)
-CUT_AFTER = timedelta(hours=264)
 
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iterator[Settings]:
-    root = tmp_path_factory.mktemp("status")
-    cutoff = SCENARIO.start + CUT_AFTER
-    cut_ms = int(cutoff.timestamp() * 1000)
-    scenario = root / "scenario.ndjson"
-    with scenario.open("w", encoding="utf-8") as handle:
-        write_scenario((r for r in generate(SCENARIO) if r.at_ms <= cut_ms), handle, Summary())
-    settings = Settings(
-        data_dir=root / "data",
-        kafka={"bootstrap_servers": kafka_bootstrap, "partitions": 2},
-        log_level="warning",
-    )
-    run = ReplayRun(settings, scenario, partitions=2, progress=lambda _msg: None)
-    try:
-        run.publish()
-        run.start_workers(1)
-        run.finish(cutoff, timeout_s=240)
-        stop_workers(run.workers)
-        run_sink(run.settings, drain=True)
-    finally:
-        run.close()
-    return run.settings
+@pytest.fixture
+def store(filled_store: Settings) -> Settings:
+    return filled_store
 
 
 def _status(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
