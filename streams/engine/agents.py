@@ -191,9 +191,7 @@ class Engine:
         for alert in effects.alerts:
             self.alerts_topic.send_soon(key=alert["alert_id"].encode(), value=_json(alert))
         if effects.snapshot is not None:
-            self.state_topic.send_soon(
-                key=order_id.encode(), value=effects.snapshot.model_dump_json().encode()
-            )
+            self.state_topic.send_soon(key=order_id.encode(), value=effects.snapshot)
         for letter in effects.dead_letters:
             self.dead_letter_topic.send_soon(
                 key=letter.dead_letter_id.encode(), value=letter.model_dump_json().encode()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from schemas.alerts import (
     Alert,
@@ -24,7 +24,13 @@ from schemas.alerts import (
 from schemas.order_state import OrderState, OrderStatus, Outcome, VisitState
 from schemas.plan import DEFAULT_TIER, SlaPlan, Tier
 from streams.rules.downtimes import Downtime
-from streams.rules.facts import CustomerFact, OrderFacts, OrderRecordFact, ScanFact
+from streams.rules.facts import (
+    CustomerFact,
+    OrderFacts,
+    OrderRecordFact,
+    ScanFact,
+    format_utc_cached,
+)
 from streams.rules.obligations import next_obligation_instant, order_obligations
 from streams.rules.order_alerts import OrderAlertBuilder
 from streams.rules.order_record import RecordFold, fold_records
@@ -61,10 +67,32 @@ class OrderEvaluation:
     """Scans whose stage is not on the order's latest route: dead letters."""
     rejected_records: list[OrderRecordFact]
     """Order records the fold refused (bad `due_at`, unknown route): dead letters."""
-    state: OrderState
     next_deadline: datetime | None
     """Earliest instant after `now` at which the alerts change with no new input."""
     occupancy: list[UnitOccupancy]
+    order_id: str
+    fold: RecordFold
+    walk: Walk
+    customer: AlertCustomer | None
+    now: datetime
+    version: int
+
+    @property
+    def state(self) -> OrderState:
+        """The snapshot as a model, built on demand: the engine publishes `state_json`."""
+        return _state(
+            self.order_id, self.fold, self.walk, self.customer, self.alerts, self.now, self.version
+        )
+
+    def state_json(self, version: int) -> dict[str, Any]:
+        """`state.model_dump(mode="json")` with `version`, without building the models.
+
+        The engine publishes a snapshot on every change of an order; building and
+        serialising the pydantic models cost more than the rules themselves.
+        """
+        return state_json(
+            self.order_id, self.fold, self.walk, self.customer, self.alerts, self.now, version
+        )
 
 
 def current_customer_id(facts: OrderFacts, plan: SlaPlan) -> str | None:
@@ -98,6 +126,8 @@ def evaluate_order(
     plan: SlaPlan,
     now: datetime,
     version: int = 0,
+    *,
+    fold: RecordFold | None = None,
 ) -> OrderEvaluation:
     """Alerts, dead letters, snapshot and next timer of one order at clock `now`.
 
@@ -105,8 +135,10 @@ def evaluate_order(
     `current_customer_id`); a fact for another customer counts as unknown.
     `downtimes_by_unit` must hold each unit's downtimes sorted by (start, event_id).
     `version` is stamped on the snapshot; the caller keeps it increasing.
+    `fold` is `fold_records(facts.records, plan)` when the caller already has it.
     """
-    fold = fold_records(facts.records, plan)
+    if fold is None:
+        fold = fold_records(facts.records, plan)
     record = fold.record
     on_route = set(fold.route)
     valid: list[ScanFact] = []
@@ -130,15 +162,19 @@ def evaluate_order(
     if cancelled_at is not None:
         alerts = {key: alert for key, alert in alerts.items() if alert.deadline <= cancelled_at}
 
-    state = _state(order_id, fold, walk, alert_customer, alerts, now, version)
     off_route.sort(key=ScanFact.sort_key)
     return OrderEvaluation(
         alerts=alerts,
         off_route_scans=off_route,
         rejected_records=fold.rejected,
-        state=state,
         next_deadline=next_obligation_instant(obligations, now, plan.grace, cancelled_at),
         occupancy=_occupancy(order_id, walk, cancelled_at),
+        order_id=order_id,
+        fold=fold,
+        walk=walk,
+        customer=alert_customer,
+        now=now,
+        version=version,
     )
 
 
@@ -210,6 +246,60 @@ def _state(
         version=version,
         as_of=now,
     )
+
+
+def _opt_utc(value: datetime | None) -> str | None:
+    return None if value is None else format_utc_cached(value)
+
+
+def customer_json(customer: AlertCustomer | None) -> dict[str, Any] | None:
+    if customer is None:
+        return None
+    return {"customer_id": customer.customer_id, "name": customer.name, "tier": customer.tier}
+
+
+def state_json(
+    order_id: str,
+    fold: RecordFold,
+    walk: Walk,
+    customer: AlertCustomer | None,
+    alerts: Mapping[str, Alert],
+    now: datetime,
+    version: int,
+) -> dict[str, Any]:
+    """The JSON form of `_state(...)`, field for field (checked by tests/engine)."""
+    record = fold.record
+    current = walk.current or (walk.visits[-1] if walk.visits else None)
+    eta = walk.completed_at or (walk.etas[-1][1] if walk.etas else None)
+    return {
+        "order_id": order_id,
+        "customer": customer_json(customer),
+        "product": record.product if record else None,
+        "quantity": record.quantity if record else None,
+        "placed_at": format_utc_cached(record.placed_at) if record else None,
+        "due_at": format_utc_cached(record.due_at) if record else None,
+        "cancelled_at": _opt_utc(fold.cancelled_at),
+        "stage": current.stage if current else None,
+        "visit": current.number if current else None,
+        "status": _status(fold, walk, alerts).value,
+        "visits": [
+            {
+                "stage": v.stage,
+                "visit": v.number,
+                "unit_id": v.unit_id,
+                "started_at": _opt_utc(v.start),
+                "ended_at": _opt_utc(v.end),
+                "outcome": v.outcome,
+                "quantity": v.quantity,
+                "uom": v.uom,
+            }
+            for v in walk.visits
+        ],
+        "eta": _opt_utc(eta),
+        "open_alert_ids": sorted(k for k, a in alerts.items() if a.status is AlertStatus.OPEN),
+        "version": version,
+        "as_of": format_utc_cached(now),
+    }
 
 
 def evaluate_unit(

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from schemas.common import format_utc
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -23,6 +25,25 @@ def to_ms(value: datetime) -> int:
 
 def from_ms(value: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=value)
+
+
+_FORMATTED: dict[datetime, str] = {}
+_FORMATTED_MAX = 200_000
+
+
+def format_utc_cached(value: datetime) -> str:
+    """`schemas.common.format_utc`, memoised: the same deadlines and scan times are
+    formatted again on every re-derivation of an order, and strftime dominates."""
+    text = _FORMATTED.get(value)
+    if text is None:
+        if len(_FORMATTED) >= _FORMATTED_MAX:
+            _FORMATTED.clear()
+        if value.tzinfo is UTC:  # every fact time: isoformat truncates like format_utc
+            text = value.isoformat(timespec="milliseconds")[:-6] + "Z"
+        else:
+            text = format_utc(value)
+        _FORMATTED[value] = text
+    return text
 
 
 def _opt_ms(value: datetime | None) -> int | None:
