@@ -19,7 +19,6 @@ Lifecycle and guarantees:
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,9 +55,6 @@ from streams.topics import (
 
 log = get_logger(__name__)
 
-SLOT_CACHE_SIZE = 20_000
-"""Decoded order slots kept in memory (decoding was ~13 % of the order path)."""
-
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -94,7 +90,6 @@ class Engine:
         self._subscribers: dict[str, set[str]] | None = None
         self._unit_orders: dict[str, set[str]] | None = None
         self._ticks_in_flight: set[int] = set()
-        self._slot_cache: OrderedDict[str, tuple[bytes, OrderSlot]] = OrderedDict()
         self.processed = 0
         self._declare()
 
@@ -179,20 +174,8 @@ class Engine:
         )
 
     def _load_order(self, order_id: str) -> OrderSlot:
-        """The order's slot; decoded from the table unless the cache holds these bytes.
-
-        The cache entry is taken out on load and only put back by `_apply` with
-        the bytes just stored, so a slot mutated by an input that then failed or
-        stored nothing is never served again; a table value replaced by recovery
-        no longer equals the cached bytes and is decoded afresh.
-        """
         raw = self.order_table.get(order_id)
-        if raw is None:
-            return OrderSlot.new(order_id)
-        cached = self._slot_cache.pop(order_id, None)
-        if cached is not None and cached[0] == raw:
-            return cached[1]
-        return OrderSlot.from_json(orjson.loads(raw))
+        return OrderSlot.new(order_id) if raw is None else OrderSlot.from_json(orjson.loads(raw))
 
     async def _apply(self, slot: OrderSlot, effects: Effects) -> None:
         """Store an order's slot, then send its effects (see the module docstring).
@@ -202,11 +185,7 @@ class Engine:
         whose effects are being sent.
         """
         order_id = slot.facts.order_id
-        raw = _json(slot.to_json())
-        self.order_table[order_id] = raw
-        self._slot_cache[order_id] = (raw, slot)
-        if len(self._slot_cache) > SLOT_CACHE_SIZE:
-            self._slot_cache.popitem(last=False)
+        self.order_table[order_id] = _json(slot.to_json())
         if slot.next_deadline_ms is not None:
             self.deadlines.push(slot.partition, slot.next_deadline_ms, order_id)
         for alert in effects.alerts:
@@ -226,9 +205,10 @@ class Engine:
         """Re-derive the orders of `partition` whose next deadline has come."""
         now = from_ms(now_ms)
         for due_ms, order_id in list(self.deadlines.pop_due(partition, now_ms)):
-            if order_id not in self.order_table:
+            raw = self.order_table.get(order_id)
+            if raw is None:
                 continue
-            slot = self._load_order(order_id)
+            slot = OrderSlot.from_json(orjson.loads(raw))
             if slot.next_deadline_ms != due_ms:
                 continue  # stale entry: the order moved on since it was indexed
             await self._apply(slot, self.orders.on_clock(slot, now))
