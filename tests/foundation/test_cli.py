@@ -111,14 +111,13 @@ def test_doctor_reports_each_part_and_fails_on_an_unreachable_clickhouse(
 
 @pytest.mark.integration
 def test_kafka_start_is_a_no_op_when_the_broker_already_runs(kafka_bootstrap: str) -> None:
-    from conftest import ROOT, TEST_KAFKA_PORT
-
     if os.environ.get("CHAINWATCH_TEST_BOOTSTRAP"):
         pytest.skip("the suite uses an external broker it does not manage")
+    port = int(kafka_bootstrap.rsplit(":", 1)[1])
     env = {
-        "CHAINWATCH_DATA_DIR": str(ROOT / ".chainwatch" / "test-broker"),
-        "CHAINWATCH_KAFKA__LOCAL_PORT": str(TEST_KAFKA_PORT),
-        "CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT": str(TEST_KAFKA_PORT + 1),
+        "CHAINWATCH_DATA_DIR": str(Path(__file__).resolve().parents[2] / ".chainwatch/test-broker"),
+        "CHAINWATCH_KAFKA__LOCAL_PORT": str(port),
+        "CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT": str(port + 1),
     }
     before = _run("kafka", "status", env=env)
     again = _run("kafka", "start", env=env)
