@@ -5,10 +5,10 @@ Lifecycle and guarantees:
   each input is applied to its owner's table value in one synchronous step,
   so redelivered inputs find their `event_id`/offset already known and do
   nothing.
-- Reading a value, writing it back and queueing its outputs (`send_soon`)
-  happen without an `await` in between: the agents of one worker share the
-  tables, and no agent may publish an alert version older than one another
-  agent already queued. faust flushes the producer before it commits offsets.
+- The agents of one worker share the tables, so each handles one event at a
+  time under one lock (`_turn`): read a value, write it back, send its outputs.
+  No agent can then publish an alert version older than one another agent has
+  already sent. faust flushes the producer before it commits offsets.
 - State lives only in changelog-backed tables keyed by the partition key:
   orders by `order_id`, customers by `customer_id`, units by `unit_id`. The
   in-memory indexes (deadlines, subscribers, unit occupancy) are caches of
@@ -19,7 +19,8 @@ Lifecycle and guarantees:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -91,7 +92,19 @@ class Engine:
         self._unit_orders: dict[str, set[str]] | None = None
         self._ticks_in_flight: set[int] = set()
         self.processed = 0
+        self._turn = asyncio.Lock()
         self._declare()
+
+    def _agent(self, handle: Callable[[Any], Awaitable[None]]) -> Any:
+        """A faust agent that hands each event to `handle`, one event at a time per worker."""
+
+        async def agent(stream: Any) -> AsyncIterator[None]:
+            async for event in stream.events():
+                async with self._turn:
+                    await handle(event)
+                yield None
+
+        return agent
 
     # --- declaration ------------------------------------------------------------
 
@@ -141,15 +154,23 @@ class Engine:
         self.occupancy_table.on_recover(self._on_occupancy_recovered)
         self.unit_table.on_recover(self._on_units_recovered)
 
-        app.agent(self.scans_topic, name="scans", concurrency=1)(self._scans_agent)
-        app.agent(self.orders_topic, name="orders", concurrency=1)(self._orders_agent)
-        app.agent(self.order_inbox, name="order-inbox", concurrency=1)(self._order_inbox_agent)
-        app.agent(self.customers_topic, name="customers", concurrency=1)(self._customers_agent)
-        app.agent(self.customer_inbox, name="customer-inbox", concurrency=1)(
-            self._customer_inbox_agent
+        app.agent(self.scans_topic, name="scans", concurrency=1)(self._agent(self._on_scans))
+        app.agent(self.orders_topic, name="orders", concurrency=1)(self._agent(self._on_orders))
+        app.agent(self.order_inbox, name="order-inbox", concurrency=1)(
+            self._agent(self._on_order_inbox)
         )
-        app.agent(self.unit_status_topic, name="unit-status", concurrency=1)(self._unit_agent)
-        app.agent(self.unit_inbox, name="unit-inbox", concurrency=1)(self._unit_inbox_agent)
+        app.agent(self.customers_topic, name="customers", concurrency=1)(
+            self._agent(self._on_customers)
+        )
+        app.agent(self.customer_inbox, name="customer-inbox", concurrency=1)(
+            self._agent(self._on_customer_inbox)
+        )
+        app.agent(self.unit_status_topic, name="unit-status", concurrency=1)(
+            self._agent(self._on_unit)
+        )
+        app.agent(self.unit_inbox, name="unit-inbox", concurrency=1)(
+            self._agent(self._on_unit_inbox)
+        )
         if self.config.clock == "live":
             app.timer(self.config.tick_interval_s, name="deadline-ticks")(self._tick_due)
 
@@ -169,7 +190,7 @@ class Engine:
             datetime.now(UTC),
             key=message.key if isinstance(message.key, bytes) else None,
         )
-        self.dead_letter_topic.send_soon(
+        await self.dead_letter_topic.send(
             key=letter.dead_letter_id.encode(), value=letter.model_dump_json().encode()
         )
 
@@ -189,17 +210,17 @@ class Engine:
         if slot.next_deadline_ms is not None:
             self.deadlines.push(slot.partition, slot.next_deadline_ms, order_id)
         for alert in effects.alerts:
-            self.alerts_topic.send_soon(key=alert["alert_id"].encode(), value=_json(alert))
+            await self.alerts_topic.send(key=alert["alert_id"].encode(), value=_json(alert))
         if effects.snapshot is not None:
-            self.state_topic.send_soon(key=order_id.encode(), value=effects.snapshot)
+            await self.state_topic.send(key=order_id.encode(), value=effects.snapshot)
         for letter in effects.dead_letters:
-            self.dead_letter_topic.send_soon(
+            await self.dead_letter_topic.send(
                 key=letter.dead_letter_id.encode(), value=letter.model_dump_json().encode()
             )
         for sub in effects.subscriptions:
-            self.customer_inbox.send_soon(key=sub["cid"].encode(), value=_json(sub))
+            await self.customer_inbox.send(key=sub["cid"].encode(), value=_json(sub))
         for occ in effects.occupancy:
-            self.unit_inbox.send_soon(key=occ["u"].encode(), value=_json(occ))
+            await self.unit_inbox.send(key=occ["u"].encode(), value=_json(occ))
 
     async def _fire_due(self, partition: int, now_ms: int) -> None:
         """Re-derive the orders of `partition` whose next deadline has come."""
@@ -215,70 +236,64 @@ class Engine:
 
     # --- order side -----------------------------------------------------------------
 
-    async def _scans_agent(self, stream: Any) -> AsyncIterator[None]:
-        async for event in stream.events():
-            message, value = event.message, event.value
-            if not isinstance(value, ScanEvent):
-                await self._dead_letter(SCANS, message, _as_rejected(value))
-            else:
-                now_ms = self.clock.observe(message.partition, to_ms(value.event_time))
-                slot = self._load_order(value.order_id)
-                slot.partition = message.partition
-                source = DeadLetterSource(
-                    kind="kafka", topic=SCANS, partition=message.partition, offset=message.offset
-                )
-                effects = self.orders.on_scan(slot, value, source, message.value, from_ms(now_ms))
-                if effects.changed:
-                    await self._apply(slot, effects)
-                await self._fire_due(message.partition, now_ms)
-            self.processed += 1
-            yield None
+    async def _on_scans(self, event: Any) -> None:
+        message, value = event.message, event.value
+        if not isinstance(value, ScanEvent):
+            await self._dead_letter(SCANS, message, _as_rejected(value))
+        else:
+            now_ms = self.clock.observe(message.partition, to_ms(value.event_time))
+            slot = self._load_order(value.order_id)
+            slot.partition = message.partition
+            source = DeadLetterSource(
+                kind="kafka", topic=SCANS, partition=message.partition, offset=message.offset
+            )
+            effects = self.orders.on_scan(slot, value, source, message.value, from_ms(now_ms))
+            if effects.changed:
+                await self._apply(slot, effects)
+            await self._fire_due(message.partition, now_ms)
+        self.processed += 1
 
-    async def _orders_agent(self, stream: Any) -> AsyncIterator[None]:
-        async for event in stream.events():
-            message, value = event.message, event.value
-            if not isinstance(value, OrderRecord):
-                await self._dead_letter(ORDERS, message, _as_rejected(value))
-            else:
-                event_time = value.event_time or value.placed_at
-                now_ms = self.clock.observe(
-                    message.partition, None if event_time is None else to_ms(event_time)
-                )
-                slot = self._load_order(value.order_id)
-                slot.partition = message.partition
-                source = DeadLetterSource(
-                    kind="kafka", topic=ORDERS, partition=message.partition, offset=message.offset
-                )
-                effects = self.orders.on_order_record(
-                    slot, value, source, message.value, from_ms(now_ms)
-                )
-                if effects.changed:
-                    await self._apply(slot, effects)
-                await self._fire_due(message.partition, now_ms)
-            self.processed += 1
-            yield None
+    async def _on_orders(self, event: Any) -> None:
+        message, value = event.message, event.value
+        if not isinstance(value, OrderRecord):
+            await self._dead_letter(ORDERS, message, _as_rejected(value))
+        else:
+            event_time = value.event_time or value.placed_at
+            now_ms = self.clock.observe(
+                message.partition, None if event_time is None else to_ms(event_time)
+            )
+            slot = self._load_order(value.order_id)
+            slot.partition = message.partition
+            source = DeadLetterSource(
+                kind="kafka", topic=ORDERS, partition=message.partition, offset=message.offset
+            )
+            effects = self.orders.on_order_record(
+                slot, value, source, message.value, from_ms(now_ms)
+            )
+            if effects.changed:
+                await self._apply(slot, effects)
+            await self._fire_due(message.partition, now_ms)
+        self.processed += 1
 
-    async def _order_inbox_agent(self, stream: Any) -> AsyncIterator[None]:
-        async for event in stream.events():
-            message = event.message
-            body = orjson.loads(event.value)
-            kind = body["k"]
-            if kind == "tick":
-                self._ticks_in_flight.discard(message.partition)
-                now_ms = self.clock.observe(message.partition, body["t"])
-                await self._fire_due(message.partition, now_ms)
+    async def _on_order_inbox(self, event: Any) -> None:
+        message = event.message
+        body = orjson.loads(event.value)
+        kind = body["k"]
+        if kind == "tick":
+            self._ticks_in_flight.discard(message.partition)
+            now_ms = self.clock.observe(message.partition, body["t"])
+            await self._fire_due(message.partition, now_ms)
+        else:
+            now_ms = self.clock.now(message.partition)
+            slot = self._load_order(body["o"])
+            slot.partition = message.partition
+            now = from_ms(now_ms)
+            if kind == "customer":
+                effects = self.orders.on_customer(slot, body, now)
             else:
-                now_ms = self.clock.now(message.partition)
-                slot = self._load_order(body["o"])
-                slot.partition = message.partition
-                now = from_ms(now_ms)
-                if kind == "customer":
-                    effects = self.orders.on_customer(slot, body, now)
-                else:
-                    effects = self.orders.on_downtimes(slot, body, now)
-                if effects.changed:
-                    await self._apply(slot, effects)
-            yield None
+                effects = self.orders.on_downtimes(slot, body, now)
+            if effects.changed:
+                await self._apply(slot, effects)
 
     # --- customer side ----------------------------------------------------------
 
@@ -288,61 +303,55 @@ class Engine:
         assert self._subscribers is not None
         return self._subscribers.setdefault(customer_id, set())
 
-    async def _customers_agent(self, stream: Any) -> AsyncIterator[None]:
-        async for event in stream.events():
-            message, value = event.message, event.value
-            if isinstance(value, Customer):
-                customer_id: str | None = value.customer_id
-                fact: list[Any] | None = CustomerFact(
-                    value.customer_id, value.name, value.tier.value
-                ).to_json()
-            elif isinstance(value, Tombstone) or value is None:
-                customer_id, fact = _key(message), None
-            else:
-                await self._dead_letter(CUSTOMERS, message, _as_rejected(value))
-                yield None
-                continue
-            if customer_id is None:
-                yield None
-                continue
-            stored = self.customer_table.get(customer_id)
-            known = orjson.loads(stored) if stored is not None else {"c": None, "v": -1}
-            if message.offset > known["v"]:
-                self.customer_table[customer_id] = _json({"c": fact, "v": message.offset})
-                for order_id in sorted(self._subscribers_of(customer_id)):
-                    self.order_inbox.send_soon(
-                        key=order_id.encode(),
-                        value=_json(
-                            {"k": "customer", "o": order_id, "cid": customer_id,
-                             "v": message.offset, "c": fact}
-                        ),
-                    )  # fmt: skip
-            yield None
-
-    async def _customer_inbox_agent(self, stream: Any) -> AsyncIterator[None]:
-        async for event in stream.events():
-            body = orjson.loads(event.value)
-            customer_id, order_id = body["cid"], body["o"]
-            members = self._subscribers_of(customer_id)
-            sub_key = f"{customer_id}|{order_id}"
-            if body["k"] == "subscribe":
-                stored = self.customer_table.get(customer_id)
-                known = orjson.loads(stored) if stored is not None else {"c": None, "v": -1}
-                members.add(order_id)
-                if sub_key not in self.subscription_table:
-                    self.subscription_table[sub_key] = b"1"
-                self.order_inbox.send_soon(
+    async def _on_customers(self, event: Any) -> None:
+        message, value = event.message, event.value
+        if isinstance(value, Customer):
+            customer_id: str | None = value.customer_id
+            fact: list[Any] | None = CustomerFact(
+                value.customer_id, value.name, value.tier.value
+            ).to_json()
+        elif isinstance(value, Tombstone) or value is None:
+            customer_id, fact = _key(message), None
+        else:
+            await self._dead_letter(CUSTOMERS, message, _as_rejected(value))
+            return
+        if customer_id is None:
+            return
+        stored = self.customer_table.get(customer_id)
+        known = orjson.loads(stored) if stored is not None else {"c": None, "v": -1}
+        if message.offset > known["v"]:
+            self.customer_table[customer_id] = _json({"c": fact, "v": message.offset})
+            for order_id in sorted(self._subscribers_of(customer_id)):
+                await self.order_inbox.send(
                     key=order_id.encode(),
                     value=_json(
                         {"k": "customer", "o": order_id, "cid": customer_id,
-                         "v": known["v"], "c": known["c"]}
+                         "v": message.offset, "c": fact}
                     ),
                 )  # fmt: skip
-            else:
-                members.discard(order_id)
-                if sub_key in self.subscription_table:
-                    del self.subscription_table[sub_key]
-            yield None
+
+    async def _on_customer_inbox(self, event: Any) -> None:
+        body = orjson.loads(event.value)
+        customer_id, order_id = body["cid"], body["o"]
+        members = self._subscribers_of(customer_id)
+        sub_key = f"{customer_id}|{order_id}"
+        if body["k"] == "subscribe":
+            stored = self.customer_table.get(customer_id)
+            known = orjson.loads(stored) if stored is not None else {"c": None, "v": -1}
+            members.add(order_id)
+            if sub_key not in self.subscription_table:
+                self.subscription_table[sub_key] = b"1"
+            await self.order_inbox.send(
+                key=order_id.encode(),
+                value=_json(
+                    {"k": "customer", "o": order_id, "cid": customer_id,
+                     "v": known["v"], "c": known["c"]}
+                ),
+            )  # fmt: skip
+        else:
+            members.discard(order_id)
+            if sub_key in self.subscription_table:
+                del self.subscription_table[sub_key]
 
     # --- unit side ----------------------------------------------------------------
 
@@ -363,45 +372,41 @@ class Engine:
         if store or effects.alerts:
             self.unit_table[slot.unit_id] = _json(slot.to_json())
         for answer in effects.answers:
-            self.order_inbox.send_soon(key=answer["o"].encode(), value=_json(answer))
+            await self.order_inbox.send(key=answer["o"].encode(), value=_json(answer))
         for alert in effects.alerts:
-            self.alerts_topic.send_soon(key=alert["alert_id"].encode(), value=_json(alert))
+            await self.alerts_topic.send(key=alert["alert_id"].encode(), value=_json(alert))
 
-    async def _unit_agent(self, stream: Any) -> AsyncIterator[None]:
-        async for event in stream.events():
-            message, value = event.message, event.value
-            if not isinstance(value, UnitStatus):
-                await self._dead_letter(UNIT_STATUS, message, _as_rejected(value))
-            else:
-                now_ms = self.clock.observe(message.partition, to_ms(value.event_time))
-                slot = self._load_unit(value.unit_id)
-                occupancy = {}
-                for order_id in self._orders_at(value.unit_id):
-                    raw = self.occupancy_table.get(f"{value.unit_id}|{order_id}")
-                    if raw is not None:
-                        occupancy[order_id] = OccupancyEntry.from_json(orjson.loads(raw))
-                before = slot.version
-                effects = self.units.on_status(
-                    slot, unit_status_fact(value), occupancy, from_ms(now_ms)
-                )
-                await self._apply_unit(slot, effects, store=slot.version != before)
-            self.processed += 1
-            yield None
-
-    async def _unit_inbox_agent(self, stream: Any) -> AsyncIterator[None]:
-        async for event in stream.events():
-            message = event.message
-            body = orjson.loads(event.value)
-            unit_id, order_id = body["u"], body["o"]
-            raw = self.occupancy_table.get(f"{unit_id}|{order_id}")
-            entry = None if raw is None else OccupancyEntry.from_json(orjson.loads(raw))
-            slot = self._load_unit(unit_id)
-            effects = self.units.on_occupancy(
-                slot, body, entry, from_ms(self.clock.now(message.partition))
+    async def _on_unit(self, event: Any) -> None:
+        message, value = event.message, event.value
+        if not isinstance(value, UnitStatus):
+            await self._dead_letter(UNIT_STATUS, message, _as_rejected(value))
+        else:
+            now_ms = self.clock.observe(message.partition, to_ms(value.event_time))
+            slot = self._load_unit(value.unit_id)
+            occupancy = {}
+            for order_id in self._orders_at(value.unit_id):
+                raw = self.occupancy_table.get(f"{value.unit_id}|{order_id}")
+                if raw is not None:
+                    occupancy[order_id] = OccupancyEntry.from_json(orjson.loads(raw))
+            before = slot.version
+            effects = self.units.on_status(
+                slot, unit_status_fact(value), occupancy, from_ms(now_ms)
             )
-            self._orders_at(unit_id).add(order_id)
-            await self._apply_unit(slot, effects, store=False)
-            yield None
+            await self._apply_unit(slot, effects, store=slot.version != before)
+        self.processed += 1
+
+    async def _on_unit_inbox(self, event: Any) -> None:
+        message = event.message
+        body = orjson.loads(event.value)
+        unit_id, order_id = body["u"], body["o"]
+        raw = self.occupancy_table.get(f"{unit_id}|{order_id}")
+        entry = None if raw is None else OccupancyEntry.from_json(orjson.loads(raw))
+        slot = self._load_unit(unit_id)
+        effects = self.units.on_occupancy(
+            slot, body, entry, from_ms(self.clock.now(message.partition))
+        )
+        self._orders_at(unit_id).add(order_id)
+        await self._apply_unit(slot, effects, store=False)
 
     # --- live clock ---------------------------------------------------------------
 
@@ -415,7 +420,7 @@ class Engine:
             due = self.deadlines.next_due(tp.partition)
             if due is not None and due <= now_ms:
                 self._ticks_in_flight.add(tp.partition)
-                self.order_inbox.send_soon(
+                await self.order_inbox.send(
                     key=None, value=_json({"k": "tick", "t": now_ms}), partition=tp.partition
                 )
 
@@ -424,9 +429,13 @@ class Engine:
     async def _on_orders_recovered(self) -> None:
         """Rebuild the deadline index and clocks, and announce owned alerts again.
 
-        Each slot is read and its alerts queued in one synchronous step, so a
-        re-announcement never overtakes a newer version queued by an agent.
+        Runs under the agents' lock, so a re-announcement never overtakes a
+        newer version sent by an agent.
         """
+        async with self._turn:
+            await self._recover_orders()
+
+    async def _recover_orders(self) -> None:
         self.deadlines.clear()
         self._ticks_in_flight.clear()
         announced = 0
@@ -441,18 +450,22 @@ class Engine:
                 self.deadlines.push(partition, data["nd"], order_id)
             self.clock.observe(partition, data.get("t"))
             for alert in data["a"].values():
-                self.alerts_topic.send_soon(key=alert["alert_id"].encode(), value=_json(alert))
+                await self.alerts_topic.send(key=alert["alert_id"].encode(), value=_json(alert))
                 announced += 1
         log.info("orders_recovered", alerts_announced=announced)
 
     async def _on_units_recovered(self) -> None:
+        async with self._turn:
+            await self._recover_units()
+
+    async def _recover_units(self) -> None:
         units = self.unit_status_topic.get_topic_name()
         mine = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == units}
         for unit_id, raw in list(self.unit_table.items()):
             if self._partition_of(unit_id) not in mine:
                 continue
             for alert in orjson.loads(raw)["a"].values():
-                self.alerts_topic.send_soon(key=alert["alert_id"].encode(), value=_json(alert))
+                await self.alerts_topic.send(key=alert["alert_id"].encode(), value=_json(alert))
 
     def _partition_of(self, key: str) -> int:
         """The partition of a key under the default (murmur2) partitioner of every producer."""
