@@ -1,8 +1,9 @@
 """`chainwatch demo` (`make demo`): the pipeline on the embedded defaults.
 
 Starts the local broker (if it is not running), then a worker, the ClickHouse
-sink, the ingest gateway and the knitwear simulator (posting through the
-gateway with a token made for this run) as child processes, and prints what
+sink, the webhook notifier (delivering critical alerts to a signature-checking
+receiver inside the demo), the ingest gateway and the knitwear simulator
+(posting through the gateway with a token made for this run) as child processes, and prints what
 has reached ClickHouse, with the `chainwatch status` view, every few seconds.
 The simulated factory runs faster than real time (`RATE_PER_S` records per
 second), so the worker runs on its event-time clock: deadlines fall due as
@@ -27,6 +28,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from chainwatch.demo_receiver import DemoReceiver
 from chainwatch.errors import UserError
 from chainwatch.local_kafka import LocalBroker
 from chainwatch.replay import stop_workers
@@ -76,15 +78,20 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60
 
 
 @contextlib.contextmanager
-def _children(settings: Settings, console: Console) -> Iterator[list[subprocess.Popen[bytes]]]:
+def _children(
+    settings: Settings, console: Console
+) -> Iterator[tuple[list[subprocess.Popen[bytes]], DemoReceiver]]:
     log_dir = settings.log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     tokens, token_file = _gateway_credentials(settings)
+    receiver = DemoReceiver().start()
+    subscriptions = receiver.write_subscriptions(settings.data_path / "demo" / "subscriptions.yaml")
     port = _free_port()
     gateway_url = f"http://127.0.0.1:{port}"
     children: dict[str, list[str]] = {
         "worker": ["worker"],
         "sink": ["sink"],
+        "notify": ["notify"],
         "gateway": ["gateway", "--host", "127.0.0.1", "--port", str(port), "--tokens", str(tokens)],
         "simulator": [
             "simulate", "--gateway", gateway_url, "--token-file", str(token_file),
@@ -93,7 +100,12 @@ def _children(settings: Settings, console: Console) -> Iterator[list[subprocess.
     }  # fmt: skip
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        env = {**os.environ, "CHAINWATCH_ENGINE__CLOCK": "event"}
+        env = {
+            **os.environ,
+            "CHAINWATCH_ENGINE__CLOCK": "event",
+            "CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS": str(subscriptions),
+            "CHAINWATCH_DEMO_WEBHOOK_SECRET": receiver.secret,
+        }
         for name, args in children.items():
             if name == "simulator":
                 _wait_healthy(gateway_url, procs[-1])
@@ -110,9 +122,10 @@ def _children(settings: Settings, console: Console) -> Iterator[list[subprocess.
                 )
             console.print(f"started {name} (pid {procs[-1].pid}, log {log_dir}/demo-{name}.log)")
         console.print(f"the simulated factory posts to the ingest gateway at {gateway_url}")
-        yield procs
+        yield procs, receiver
     finally:
         stop_workers(procs)
+        receiver.stop()
 
 
 SCANS_SQL = (
@@ -165,7 +178,7 @@ def run_demo(settings: Settings, console: Console) -> None:
         started_broker = True
     try:
         prepare_topics(settings)
-        with _children(settings, console) as procs:
+        with _children(settings, console) as (procs, receiver):
             console.print(
                 f"simulating the knitwear chain at ~{RATE_PER_S} records/s; Ctrl-C stops everything"
             )
@@ -175,6 +188,11 @@ def run_demo(settings: Settings, console: Console) -> None:
                     if proc.poll() is not None:
                         raise UserError(f"a demo process exited; see {settings.log_dir}/demo-*.log")
                 _report(settings, console)
+                delivered = receiver.counts["verified"]
+                console.print(
+                    f"webhooks: {delivered} critical alert deliveries received with valid "
+                    f"signatures ({receiver.counts['bad signature']} bad)"
+                )
     except KeyboardInterrupt:
         console.print("stopping ...")
     finally:
