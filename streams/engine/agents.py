@@ -20,7 +20,7 @@ Lifecycle and guarantees:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -509,7 +509,3 @@ def _as_rejected(value: Any) -> Rejected:
 
 def register_engine(app: faust.App, config: EngineConfig) -> Engine:
     return Engine(app, config)
-
-
-def engine_topics(names: TopicNames) -> Iterable[str]:
-    return (names(n) for n in (SCANS, ORDERS, CUSTOMERS, UNIT_STATUS))

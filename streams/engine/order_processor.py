@@ -28,7 +28,6 @@ from streams.rules.facts import (
     add_record,
     add_scan,
     format_utc_cached,
-    from_ms,
     to_ms,
 )
 from streams.rules.order_record import fold_records
@@ -319,7 +318,3 @@ def alert_json(alert: Alert) -> dict[str, Any]:
         },
         "details": dict(alert.details),
     }
-
-
-def clock_from_ms(ms: int) -> datetime:
-    return from_ms(ms)
