@@ -13,7 +13,6 @@ from typing import Any
 import faust
 
 from streams.kafka_transport import ChainwatchApp
-from streams.topics import TopicNames
 
 _THROUGHPUT: dict[str, Any] = {
     # Outputs (alerts, snapshots, changelogs, internal messages) are queued one
@@ -58,8 +57,3 @@ def create_app(
         producer_acks=-1,
         **{**_THROUGHPUT, **extra},
     )
-
-
-def topic_names(app: faust.App) -> TopicNames:
-    names = getattr(app, "chainwatch_topics", None)
-    return names if isinstance(names, TopicNames) else TopicNames()
