@@ -206,9 +206,10 @@ class Engine:
         whose effects are being sent.
         """
         order_id = slot.facts.order_id
-        self.order_table[order_id] = _json(slot.to_json())
-        if slot.next_deadline_ms is not None:
-            self.deadlines.push(slot.partition, slot.next_deadline_ms, order_id)
+        if effects.changed:
+            self.order_table[order_id] = _json(slot.to_json())
+            if slot.next_deadline_ms is not None:
+                self.deadlines.push(slot.partition, slot.next_deadline_ms, order_id)
         for alert in effects.alerts:
             await self.alerts_topic.send(key=alert["alert_id"].encode(), value=_json(alert))
         if effects.snapshot is not None:
@@ -248,8 +249,7 @@ class Engine:
                 kind="kafka", topic=SCANS, partition=message.partition, offset=message.offset
             )
             effects = self.orders.on_scan(slot, value, source, message.value, from_ms(now_ms))
-            if effects.changed:
-                await self._apply(slot, effects)
+            await self._apply(slot, effects)
             await self._fire_due(message.partition, now_ms)
         self.processed += 1
 
@@ -270,8 +270,7 @@ class Engine:
             effects = self.orders.on_order_record(
                 slot, value, source, message.value, from_ms(now_ms)
             )
-            if effects.changed:
-                await self._apply(slot, effects)
+            await self._apply(slot, effects)
             await self._fire_due(message.partition, now_ms)
         self.processed += 1
 

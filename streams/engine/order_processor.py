@@ -61,7 +61,9 @@ class OrderProcessor:
         self, slot: OrderSlot, scan: ScanEvent, source: DeadLetterSource, raw: bytes, now: datetime
     ) -> Effects:
         if not add_scan(slot.facts, scan_fact(scan)):
-            return Effects()  # a later record with a known event_id is ignored
+            # a known event_id changes nothing; re-announce the joins in case this is a
+            # redelivery after a crash that kept the slot but lost the messages it sent
+            return self.rejoin(slot)
         return self._evaluate(slot, now, changed=True, arrival=(scan.event_id, source, raw))
 
     def on_order_record(
@@ -74,7 +76,7 @@ class OrderProcessor:
     ) -> Effects:
         assert source.offset is not None
         if not add_record(slot.facts, order_record_fact(record, source.offset)):
-            return Effects()
+            return self.rejoin(slot)
         effects = self._evaluate(slot, now, changed=True)
         return self._with_record_source(effects, slot, source, raw, now)
 
@@ -100,6 +102,25 @@ class OrderProcessor:
         else:
             slot.downtimes.pop(unit, None)
         return self._evaluate(slot, now, changed=True)
+
+    def rejoin(self, slot: OrderSlot) -> Effects:
+        """The join messages of the slot as it stands (idempotent: same versions)."""
+        effects = Effects()
+        if slot.subscribed_customer is not None:
+            effects.subscriptions.append(
+                {"k": "subscribe", "o": slot.facts.order_id, "cid": slot.subscribed_customer}
+            )
+        for unit, visits in sorted(slot.occupancy_sent.items()):
+            effects.occupancy.append(
+                {
+                    "k": "occupancy",
+                    "o": slot.facts.order_id,
+                    "u": unit,
+                    "v": slot.occupancy_version,
+                    "visits": visits,
+                }
+            )
+        return effects
 
     def on_clock(self, slot: OrderSlot, now: datetime) -> Effects:
         """A deadline of this order fell due: re-derive its alerts at `now`."""

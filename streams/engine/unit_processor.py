@@ -96,8 +96,10 @@ class UnitProcessor:
         now: datetime,
     ) -> UnitEffects:
         """A status record: new downtimes, answers to every order they touch, unit alerts."""
-        if not add_unit_status(slot.records, record):
-            return UnitEffects()
+        # A known event_id changes no fact, but it is re-applied as a whole: on a
+        # redelivery after a crash the slot may have been kept while the answers
+        # it caused were lost, and every answer is idempotent (versioned).
+        redelivered = not add_unit_status(slot.records, record)
         downtimes = build_downtimes(slot.records)
         effects = UnitEffects()
         slot.in_progress = {}
@@ -106,7 +108,7 @@ class UnitProcessor:
             touching = _overlapping(downtimes, entry.visits)
             for d in touching:
                 slot.in_progress.setdefault(d.event_id, []).append(order_id)
-            self._answer(slot, order_id, entry, touching, effects)
+            self._answer(slot, order_id, entry, touching, effects, again=redelivered)
         effects.alerts = self._alerts(slot, downtimes, now)
         return effects
 
@@ -115,8 +117,10 @@ class UnitProcessor:
     ) -> UnitEffects:
         """An order reports its visits here: answer it if its downtimes changed."""
         effects = UnitEffects()
-        if entry is not None and message["v"] <= entry.version:
-            return effects  # redelivered or overtaken
+        if entry is not None and message["v"] < entry.version:
+            return effects  # overtaken by a newer report of the same order
+        # the same version again is a redelivery (or a rejoin): re-applied, answer re-sent
+        again = entry is not None and message["v"] == entry.version
         entry = OccupancyEntry(message["v"], message["visits"], entry.answered if entry else None)
         order_id = message["o"]
         downtimes = build_downtimes(slot.records)
@@ -133,7 +137,7 @@ class UnitProcessor:
                     slot.in_progress[d.event_id] = orders
                 else:
                     slot.in_progress.pop(d.event_id, None)
-        self._answer(slot, order_id, entry, touching, effects)
+        self._answer(slot, order_id, entry, touching, effects, again=again)
         effects.changed_entries[order_id] = entry
         if changed_progress:
             effects.alerts = self._alerts(slot, downtimes, now)
@@ -146,9 +150,13 @@ class UnitProcessor:
         entry: OccupancyEntry,
         touching: list[Downtime],
         effects: UnitEffects,
+        *,
+        again: bool = False,
     ) -> None:
         body = [downtime_to_json(d) for d in touching]
-        if entry.answered == body or (entry.answered is None and not body):
+        if entry.answered is None and not body:
+            return
+        if entry.answered == body and not again:
             return
         entry.answered = body
         effects.changed_entries[order_id] = entry
