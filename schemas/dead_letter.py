@@ -41,6 +41,14 @@ class ReasonCode(StrEnum):
     """An EPCIS event no mapping rule turns into a scan."""
     BAD_REPLAY_LINE = "bad_replay_line"
     """A scenario line that is JSON but not a `{topic, key?, value}` object."""
+    KEY_MISMATCH = "key_mismatch"
+    """The Kafka key is present and differs from the record's id field (CONTRACT v1.2)."""
+    PROCESSING_ERROR = "processing_error"
+    """Handling the record failed (a bug, an output too large); `errors` has the text."""
+    ORDER_CLOSED = "order_closed"
+    """A record for an order closed longer ago than the engine's retention (CONTRACT v1.2)."""
+    STATE_LIMIT = "state_limit"
+    """The order already holds the most records the engine keeps per order (bounded state)."""
 
 
 class ErrorDetail(BaseModel):
