@@ -5,6 +5,14 @@ it came from, why it was rejected and when: nothing is silently dropped. The
 envelope is deterministic in everything but `failed_at` - `dead_letter_id`
 hashes the source position - so a re-processed record (a restart, a replay of
 the same file) yields the same id and consumers can de-duplicate.
+
+A dead letter never exceeds the topic's maximum message size (CONTRACT.md
+v1.2): `DeadLetter.build` measures the envelope it would write and, when it is
+larger than `max_bytes`, keeps only a prefix of the original bytes (and of an
+oversized key) with `truncated: true` plus the original's size and SHA-256,
+so an operator can still tell which record it was. Without this a broker
+refuses the envelope forever and the record is lost, or its producer (the
+gateway) answers 503 for good.
 """
 
 from __future__ import annotations
@@ -22,6 +30,18 @@ from schemas.common import UtcDatetime
 
 MAX_REASON = 300
 MAX_ERRORS = 32
+
+KAFKA_MAX_MESSAGE_BYTES = 1_048_576
+"""Kafka's default maximum message size (`message.max.bytes`, `max.request.size`)."""
+MAX_DEAD_LETTER_BYTES = KAFKA_MAX_MESSAGE_BYTES - 64 * 1024
+"""Default bound of one envelope's JSON. The 64 KiB headroom covers the record
+key (a 64-character id), record and batch framing, and faust's stricter
+producer default (`producer_max_request_size` = 1,000,000)."""
+MAX_TRUNCATED_TEXT = 500
+"""A cut envelope also bounds each error's `loc` and `msg` (a `loc` may name an
+oversized JSON key) to this many characters."""
+MAX_TRUNCATED_KEY_BYTES = 1024
+"""A cut envelope keeps at most this many bytes of the record key."""
 
 
 class ReasonCode(StrEnum):
@@ -42,11 +62,17 @@ class ReasonCode(StrEnum):
     BAD_REPLAY_LINE = "bad_replay_line"
     """A scenario line that is JSON but not a `{topic, key?, value}` object."""
     KEY_MISMATCH = "key_mismatch"
-    """The Kafka key is present and differs from the record's id field (CONTRACT v1.2)."""
+    """The Kafka key is present and differs from the record's id field (`order_id`
+    for `orders` and `scans`, `unit_id` for `unit-status`, `customer_id` for
+    `crm.customers`): processing it would build a second, partial state on
+    another partition (CONTRACT.md v1.2)."""
     PROCESSING_ERROR = "processing_error"
-    """Handling the record failed (a bug, an output too large); `errors` has the text."""
+    """Processing a valid-looking record failed for any other reason (a bug, an
+    output too large for Kafka); `errors` carries the error text and the worker
+    goes on (CONTRACT.md v1.2: nothing is silently dropped, also on failure)."""
     ORDER_CLOSED = "order_closed"
-    """A record for an order closed longer ago than the engine's retention (CONTRACT v1.2)."""
+    """A record for an order that was closed (completed or cancelled) and removed
+    from the engine's state after the retention (CONTRACT.md v1.2, bounded state)."""
     STATE_LIMIT = "state_limit"
     """The order already holds the most records the engine keeps per order (bounded state)."""
 
@@ -109,6 +135,23 @@ class DeadLetter(BaseModel):
     reason: Annotated[str, Field(max_length=MAX_REASON)]
     reason_code: ReasonCode
     failed_at: UtcDatetime
+    truncated: bool = Field(
+        default=False,
+        description="True when the envelope would exceed the maximum message size and "
+        "`value_b64` (and possibly `key_b64`) hold only a prefix of the original bytes.",
+    )
+    original_size: int | None = Field(
+        default=None, ge=0, description="Size in bytes of the original value, when truncated."
+    )
+    original_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None, description="Hex SHA-256 of the original value, when truncated."
+    )
+    original_key_size: int | None = Field(
+        default=None, ge=0, description="Size in bytes of the original key, when it was cut."
+    )
+    original_key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None, description="Hex SHA-256 of the original key, when it was cut."
+    )
 
     @classmethod
     def build(
@@ -120,20 +163,35 @@ class DeadLetter(BaseModel):
         now: datetime,
         *,
         key: bytes | None = None,
+        max_bytes: int = MAX_DEAD_LETTER_BYTES,
     ) -> DeadLetter:
-        """The envelope for `raw`; `now` is passed in so callers (and tests) own the clock."""
+        """The envelope for `raw`, at most `max_bytes` as JSON (`encode()`).
+
+        `now` is passed in so callers (and tests) own the clock. An envelope that
+        would be larger keeps a prefix of `raw` as long as fits, with
+        `truncated`, `original_size` and `original_sha256`; a key longer than
+        `MAX_TRUNCATED_KEY_BYTES` is cut the same way, and each error's text is
+        bounded. `ValueError` if even an envelope without value cannot fit
+        (a `max_bytes` of a few hundred bytes: a configuration bug).
+        """
         code = ReasonCode(reason_code)
-        kept = list(errors[:MAX_ERRORS])
-        return cls(
+        letter = cls(
             dead_letter_id=hashlib.sha256(source.key().encode()).hexdigest(),
             source=source,
             key_b64=_b64(key),
             value_b64=_b64(raw),
-            errors=kept,
+            errors=list(errors[:MAX_ERRORS]),
             reason=summarise(code, errors),
             reason_code=code,
             failed_at=now,
         )
+        if _upper_bound(letter) <= max_bytes or len(letter.encode()) <= max_bytes:
+            return letter
+        return _truncated(letter, raw, key, max_bytes)
+
+    def encode(self) -> bytes:
+        """The wire form written to `dead-letter` (compact JSON, UTF-8)."""
+        return self.model_dump_json().encode()
 
     def raw_value(self) -> bytes | None:
         """The original value bytes (for re-publishing after a fix)."""
@@ -156,3 +214,56 @@ def summarise(code: ReasonCode, errors: Sequence[ErrorDetail]) -> str:
 
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+_ENVELOPE_SLACK = 4096
+"""Generous bound of everything but the key, the value and the errors' text:
+ids, source, reason, timestamps and the JSON punctuation."""
+
+
+def _upper_bound(letter: DeadLetter) -> int:
+    """A cheap upper bound of `len(letter.encode())` (text may be 6x when escaped)."""
+    text = sum(len(e.loc) + len(e.msg) + len(e.type) + 32 for e in letter.errors)
+    text += len(letter.reason) + len(letter.source.key())
+    return len(letter.key_b64 or "") + len(letter.value_b64 or "") + 6 * text + _ENVELOPE_SLACK
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_TRUNCATED_TEXT else text[: MAX_TRUNCATED_TEXT - 3] + "..."
+
+
+def _truncated(
+    letter: DeadLetter, raw: bytes | None, key: bytes | None, max_bytes: int
+) -> DeadLetter:
+    """`letter` cut to `max_bytes`: bounded errors and key, then the longest value prefix.
+
+    The value's room is measured on the envelope with an empty value (the
+    truncation fields already at their final width), and base64 grows by
+    exactly 4/3 with no JSON escaping, so the result is exact, not estimated.
+    """
+    update: dict[str, object] = {
+        "truncated": True,
+        "errors": [
+            ErrorDetail(loc=_clip(e.loc), msg=_clip(e.msg), type=_clip(e.type))
+            for e in letter.errors
+        ],
+        "value_b64": None if raw is None else "",
+    }
+    if raw is not None:
+        update["original_size"] = len(raw)
+        update["original_sha256"] = hashlib.sha256(raw).hexdigest()
+    if key is not None and len(key) > MAX_TRUNCATED_KEY_BYTES:
+        update["key_b64"] = _b64(key[:MAX_TRUNCATED_KEY_BYTES])
+        update["original_key_size"] = len(key)
+        update["original_key_sha256"] = hashlib.sha256(key).hexdigest()
+    shell = letter.model_copy(update=update)
+    while len(shell.encode()) > max_bytes and shell.errors:
+        # Errors beyond the first go first; `reason` still counts them all.
+        shell = shell.model_copy(update={"errors": shell.errors[: len(shell.errors) // 2]})
+    room = max_bytes - len(shell.encode())
+    if room < 0:
+        raise ValueError(f"a dead letter cannot fit in {max_bytes} bytes")
+    if raw is None:
+        return shell
+    kept = raw[: (room // 4) * 3]
+    return shell.model_copy(update={"value_b64": _b64(kept)})
