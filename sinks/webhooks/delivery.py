@@ -8,11 +8,19 @@ Retry policy (Standard Webhooks' recommendations):
 - a retry that would start after `retry_horizon_s` from the first attempt: give up.
 Each attempt is signed afresh (`webhook-timestamp` is the attempt's time, so
 receivers can reject stale replays) under the same `webhook-id` and body.
+
+An attempt has one overall deadline, `timeout_s`, covering name resolution,
+connecting, sending and reading the answer: a receiver that drips its answer
+a byte at a time cannot hold it open longer. Of the answer only the status and
+headers matter; at most `RESPONSE_BODY_CAP` bytes of its body are read (never
+decompressed) and the connection is closed on the rest, so a huge error page
+costs no memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +32,8 @@ import httpx
 from standardwebhooks import Webhook
 
 RETRYABLE_4XX = frozenset({408, 429})
+RESPONSE_BODY_CAP = 64 * 1024
+"""Bytes of a response body read at most; the rest is never received."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,16 @@ class DeliveryResult:
     latency_ms: float = 0.0
 
 
+def http_client(policy: RetryPolicy, *, concurrency: int = 1) -> httpx.AsyncClient:
+    """The client of one endpoint: no redirects, no proxies from the environment."""
+    return httpx.AsyncClient(
+        timeout=policy.timeout_s,
+        follow_redirects=False,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=concurrency),
+    )
+
+
 def signed_headers(signer: Webhook, msg_id: str, body: str, at: datetime) -> dict[str, str]:
     return {
         "content-type": "application/json",
@@ -92,21 +112,52 @@ def signed_headers(signer: Webhook, msg_id: str, body: str, at: datetime) -> dic
     }
 
 
+async def _read_capped(response: httpx.Response, cap: int) -> None:
+    """Read (and drop) at most `cap` bytes of the body, raw: no decompression bomb."""
+    seen = 0
+    async for chunk in response.aiter_raw():
+        seen += len(chunk)
+        if seen >= cap:
+            return
+
+
 async def attempt(
-    http: httpx.AsyncClient, url: str, signer: Webhook, msg_id: str, body: str
+    http: httpx.AsyncClient,
+    url: str,
+    signer: Webhook,
+    msg_id: str,
+    body: str,
+    *,
+    deadline_s: float,
+    body_cap: int = RESPONSE_BODY_CAP,
 ) -> AttemptResult:
+    """One POST, over within `deadline_s` whatever the receiver does.
+
+    The outcome is decided by the status line: once it has arrived, a body that
+    fails or drips past the deadline does not change it.
+    """
     headers = signed_headers(signer, msg_id, body, datetime.now(UTC))
+    result: AttemptResult | None = None
     try:
-        response = await http.post(url, content=body.encode(), headers=headers)
+        async with (
+            asyncio.timeout(deadline_s),
+            http.stream("POST", url, content=body.encode(), headers=headers) as response,
+        ):
+            result = AttemptResult(response.status_code)
+            if not result.delivered and response.status_code in RETRYABLE_4XX:
+                result.retry_after = retry_after_s(response.headers.get("retry-after"))
+            with contextlib.suppress(httpx.HTTPError):
+                await _read_capped(response, body_cap)
+    except TimeoutError:
+        if result is None:
+            return AttemptResult(0, f"timeout: no answer within {deadline_s:g} s")
     except httpx.TimeoutException:
         return AttemptResult(0, "timeout")
     except httpx.HTTPError as exc:  # connection refused, reset, DNS, protocol errors
         return AttemptResult(0, type(exc).__name__)
-    result = AttemptResult(response.status_code)
+    assert result is not None
     if not result.delivered:
-        result.error = f"HTTP {response.status_code}"
-        if response.status_code in RETRYABLE_4XX:
-            result.retry_after = retry_after_s(response.headers.get("retry-after"))
+        result.error = f"HTTP {result.status}"
     return result
 
 
@@ -125,7 +176,7 @@ async def deliver(
     result = DeliveryResult(delivered=False)
     started = time.monotonic()
     while True:
-        outcome = await attempt(http, url, signer, msg_id, body)
+        outcome = await attempt(http, url, signer, msg_id, body, deadline_s=policy.timeout_s)
         result.attempts += 1
         result.status_codes.append(outcome.status)
         result.last_error = outcome.error

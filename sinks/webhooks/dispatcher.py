@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
@@ -35,7 +34,13 @@ from standardwebhooks import Webhook
 from chainwatch.logs import get_logger
 from schemas.alerts import Alert
 from sinks.webhooks import metrics
-from sinks.webhooks.delivery import AttemptResult, DeliveryResult, RetryPolicy, deliver
+from sinks.webhooks.delivery import (
+    AttemptResult,
+    DeliveryResult,
+    RetryPolicy,
+    deliver,
+    http_client,
+)
 from sinks.webhooks.offsets import OffsetTracker
 from sinks.webhooks.payloads import render, webhook_id
 from sinks.webhooks.records import DeliveryLog, WebhookDeadLetter
@@ -78,12 +83,7 @@ class EndpointWorker:
         self.policy = policy
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=queue_size)
         self.signer = Webhook(endpoint.signing_secret())
-        self.http = httpx.AsyncClient(
-            timeout=policy.timeout_s,
-            follow_redirects=False,
-            trust_env=False,
-            limits=httpx.Limits(max_connections=endpoint.concurrency),
-        )
+        self.http = http_client(policy, concurrency=endpoint.concurrency)
         self.in_flight = 0
 
     @property
