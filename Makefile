@@ -31,6 +31,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+## make clean-data: stop the local broker and delete the data dir (CHAINWATCH_DATA_DIR, default .chainwatch)
 clean-data:
 	-$(BIN)/chainwatch kafka stop
-	rm -rf .chainwatch
+	@dir="$${CHAINWATCH_DATA_DIR:-.chainwatch}"; \
+	case "$$(cd "$$dir" 2>/dev/null && pwd -P)" in \
+	  /|"$$HOME"|"$$(pwd -P)") echo "refusing to delete $$dir"; exit 1;; \
+	esac; \
+	rm -rf -- "$$dir" && echo "removed $$dir"

@@ -191,15 +191,17 @@ for _command_module in (replay, simulate, gateway, status, dashboards, notify):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one-line messages."""
+    from schemas.plan import PlanError
+
     try:
         code = app(args=argv, standalone_mode=False)
         if isinstance(code, int):  # click returns the code of typer.Exit here
             return code
-    except UserError as exc:
+    except (UserError, PlanError) as exc:  # a bad SLA plan is the user's file, not a bug
         if state["debug"]:
             err.print_exception()
         err.print(f"[red]error:[/] {exc}", highlight=False)
-        return exc.exit_code
+        return exc.exit_code if isinstance(exc, UserError) else 1
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
     except click.exceptions.Abort:

@@ -30,3 +30,13 @@ def settings() -> Settings:
     state["settings"] = built
     configure_logging(built.log_level, built.log_format)
     return built
+
+
+def check_plan(cfg: Settings) -> None:
+    """Load the SLA plan before anything touches Kafka: a bad file is a one-line error.
+
+    Raises `schemas.plan.PlanError`, which `chainwatch.cli.main` reports like a `UserError`.
+    """
+    from schemas.plan import load_plan
+
+    load_plan(cfg.engine.plan)

@@ -65,5 +65,7 @@ def run_worker(settings: Settings) -> None:
             tick_interval_s=settings.engine.tick_interval_s,
         ),
     )
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    # faust would install its own handlers; ours (chainwatch.logs) already render every
+    # record in the configured format (CHAINWATCH_LOG_FORMAT=json: one JSON object a line).
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
     worker.execute_from_commandline()

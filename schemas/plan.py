@@ -57,8 +57,8 @@ def parse_duration(value: Any) -> timedelta:
     if match is None:
         raise PydanticCustomError(
             "duration",
-            "duration must be written like 90s, 30m, 36h or 2d, got {value!r}",
-            {"value": value},
+            "duration must be written like 90s, 30m, 36h or 2d, got {value}",
+            {"value": repr(value)},
         )
     sign, amount, unit = match.groups()
     if sign and int(amount) != 0:
@@ -237,4 +237,7 @@ def load_plan(path: Path | None = None) -> SlaPlan:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PlanError(f"{where} is not valid YAML: {exc}") from None
-    return plan_from_mapping(data)
+    try:
+        return plan_from_mapping(data)
+    except PlanError as exc:
+        raise PlanError(f"SLA plan {where}: {exc}") from None

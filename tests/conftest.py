@@ -21,6 +21,16 @@ TEST_KAFKA_PORT = int(os.environ.get("CHAINWATCH_TEST_KAFKA_PORT", "29092"))
 _BROKER_USED: list[str] = []
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that reaches the broker (any fixture chain to `kafka_bootstrap`) is integration.
+
+    So `pytest -m "not integration"` never starts a broker, whatever a module forgot to mark.
+    """
+    for item in items:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say which real broker the integration tests talked to."""
     for line in _BROKER_USED:

@@ -11,7 +11,7 @@ import orjson
 import typer
 from pydantic import TypeAdapter, ValidationError
 
-from chainwatch.cli_context import err, settings
+from chainwatch.cli_context import check_plan, err, settings
 from chainwatch.errors import UserError
 from schemas.common import UtcDatetime
 
@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
         """Replay SCENARIO on fresh topics; print the final alerts as NDJSON sorted by alert_id."""
         from chainwatch.replay import run_replay
 
+        check_plan(settings())
         result = run_replay(
             settings(),
             scenario,

@@ -1,0 +1,101 @@
+"""Issue 17: what a newcomer hit - a bad SLA plan reported as an internal error, `make
+clean-data` deleting the wrong directory."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from docs_helpers import ROOT, run_cli, user_env
+
+BAD_PLAN = """\
+route: [yarn_sourcing, dyeing]
+qc_stage: dyeing
+rework_stage: yarn_sourcing
+start_within: 24h
+handoff: 12
+stage_duration: {yarn_sourcing: 48h, dyeing: 36h}
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["worker"],
+        ["replay", "examples/example_1_on_time.ndjson"],
+        ["gateway", "--tokens", "TOKENS"],
+        ["status", "--once"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_a_malformed_plan_is_a_one_line_user_error_naming_key_and_value(
+    tmp_path: Path, command: list[str]
+) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(BAD_PLAN, encoding="utf-8")
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text("tokens: []\n", encoding="utf-8")
+    env = user_env(
+        tmp_path / "data",
+        CHAINWATCH_ENGINE__PLAN=str(plan),
+        # nothing listens there: the plan must be refused before anything talks to Kafka
+        CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:9",
+    )
+    args = [str(tokens) if a == "TOKENS" else a for a in command]
+    result = run_cli(*args, env=env, timeout=60)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: SLA plan {plan}: plan key 'handoff'"), lines[0]
+    assert "got 12" in lines[0]
+    assert "{value" not in lines[0]
+    assert "internal error" not in lines[0]
+
+
+def test_make_clean_data_deletes_the_configured_data_dir_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    if shutil.which("make") is None:
+        pytest.skip("no make on PATH")
+    project = tmp_path / "clone"
+    project.mkdir()
+    shutil.copy(ROOT / "Makefile", project / "Makefile")
+    (project / ".venv").symlink_to(ROOT / ".venv")
+    default_dir = project / ".chainwatch"
+    default_dir.mkdir()
+    (default_dir / "keep").write_text("not the configured data dir", encoding="utf-8")
+    data = tmp_path / "my-data"
+    (data / "kafka").mkdir(parents=True)
+    (data / "kafka" / "meta.properties").write_text("x", encoding="utf-8")
+    env = user_env(
+        data,
+        CHAINWATCH_KAFKA__LOCAL_PORT="29982",
+        CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT="29983",
+    )
+
+    done = subprocess.run(
+        ["make", "clean-data"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not data.exists()
+    assert (default_dir / "keep").exists()
+    refused = subprocess.run(
+        ["make", "clean-data"],
+        cwd=project,
+        env={**env, "CHAINWATCH_DATA_DIR": str(project)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert (project / "Makefile").exists()
