@@ -19,10 +19,16 @@ from chainwatch.logs import get_logger
 from chainwatch.runners import prepare_topics, topic_names
 from chainwatch.settings import Settings
 from schemas.plan import load_plan
-from sinks.clickhouse.connection import SerializedClient, StoreUnavailable, open_client
+from sinks.clickhouse.connection import (
+    SerializedClient,
+    StoreUnavailable,
+    open_client,
+    open_own_handle,
+)
 from sinks.clickhouse.mapping import RecordMapper
 from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.query_server import QueryServer
+from sinks.clickhouse.read_only import ReadOnlyQueries
 from sinks.clickhouse.rows import CustomerRows, OrderEventRows, ScanRows, UnitStatusRows
 from sinks.clickhouse.rows_outputs import (
     AlertRows,
@@ -109,7 +115,8 @@ async def _main(
     server: QueryServer | None = None
     try:
         if settings.clickhouse.is_embedded:
-            server = QueryServer(client, settings.clickhouse_dir, settings.clickhouse.query_port)
+            reads = ReadOnlyQueries(await asyncio.to_thread(open_own_handle, settings))
+            server = QueryServer(reads, settings.clickhouse_dir, settings.clickhouse.query_port)
             server.start()
         sink = ClickHouseSink(
             bootstrap=settings.kafka.bootstrap,
@@ -132,4 +139,5 @@ async def _main(
             loop.remove_signal_handler(sig)
         if server is not None:
             server.stop()
+            server.queries.close()
         client.close()

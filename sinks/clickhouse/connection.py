@@ -74,6 +74,26 @@ def open_client(settings: Settings, *, create_database: bool = True) -> Client:
     return client
 
 
+def open_own_handle(settings: Settings) -> Client:
+    """Another client on the embedded store this process already opened (`open_client`).
+
+    chDB hosts one engine per process but any number of handles to it, each
+    with its own session (settings, `USE`) and its own lock, and the engine runs
+    their queries concurrently: the loopback query server reads through a handle
+    of its own, so a slow read never waits on, or holds up, the sink's inserts.
+    """
+    if not settings.clickhouse.is_embedded:
+        raise ValueError("a second handle exists only for the embedded store")
+    try:
+        client = clickhouse_connect.get_client(dsn=f"chdb://{settings.clickhouse_dir}")
+    except ClickHouseError as exc:
+        raise StoreUnavailable(
+            f"cannot open a read handle on {settings.clickhouse_dir}: {_first_line(exc)}"
+        ) from exc
+    client.database = settings.clickhouse.database
+    return client
+
+
 def _held_by_another_process(path: Path) -> bool:
     """ClickHouse flocks `<path>/status` while it runs; probe it without waiting."""
     status = path / "status"

@@ -2,10 +2,16 @@
 
 chDB locks its data path to one process. The process that owns it (sink,
 demo) runs this small loopback HTTP endpoint so `chainwatch sql` and
-`chainwatch status` still answer while it runs. Only 127.0.0.1, only
-statements that read (`SELECT`, `WITH`, `SHOW`, `DESCRIBE`, `EXPLAIN`,
-`EXISTS`), executed with `readonly=1`, and only for callers that present the
-per-start token written (mode 0600) next to the store.
+`chainwatch status` still answer while it runs. Only 127.0.0.1, only callers
+that present the per-start token written (mode 0600) next to the store, and
+only one read statement per request, checked and limited by
+`sinks.clickhouse.read_only` (ClickHouse's parser, a strict tokenizer,
+`readonly = 1`, time/row/byte/memory limits): a refused statement gets a 403
+with the reason, a statement ClickHouse rejects or stops gets a 400.
+
+The server reads through a chDB handle of its own (`open_own_handle`), never
+through the sink's client: a slow read does not hold up an insert, and a
+failing statement cannot leave the sink's session in a broken state.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ import datetime as dt
 import decimal
 import hmac
 import json
-import re
 import secrets
 import threading
 import uuid
@@ -22,9 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from sinks.clickhouse.connection import SerializedClient
+from sinks.clickhouse.read_only import ReadFailed, ReadOnlyQueries, StatementRefused
 
-READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.IGNORECASE)
 MAX_BODY = 1 << 20
 
 
@@ -39,14 +43,14 @@ def _json_default(value: Any) -> Any:
         return str(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    raise TypeError(type(value).__name__)
+    return str(value)  # any other ClickHouse type (IPv4, Enum, ...) as its text
 
 
 class QueryServer:
     """Serves `POST /query` for the lifetime of the owning process."""
 
-    def __init__(self, client: SerializedClient, store_dir: Path, port: int) -> None:
-        self.client = client
+    def __init__(self, queries: ReadOnlyQueries, store_dir: Path, port: int) -> None:
+        self.queries = queries
         self.store_dir = store_dir
         self.token = secrets.token_urlsafe(24)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
@@ -83,22 +87,27 @@ class QueryServer:
                 if not hmac.compare_digest(token.encode(), server.token.encode()):
                     self._reply(401, {"error": "bad or missing token"})
                     return
-                length = int(self.headers.get("Content-Length") or 0)
-                if self.path != "/query" or length > MAX_BODY:
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if self.path != "/query" or not 0 <= length <= MAX_BODY:
                     self._reply(400, {"error": "POST /query with a JSON body up to 1 MiB"})
                     return
                 try:
-                    sql = str(json.loads(self.rfile.read(length))["sql"])
+                    sql = json.loads(self.rfile.read(length))["sql"]
+                    if not isinstance(sql, str):
+                        raise TypeError("sql")
                 except (ValueError, KeyError, TypeError):
                     self._reply(400, {"error": 'body must be {"sql": "..."}'})
                     return
-                if not READ_ONLY.match(sql):
-                    self._reply(403, {"error": "only read-only statements are served here"})
-                    return
                 try:
-                    result = server.client.query(sql, settings={"readonly": 1})
-                except Exception as exc:  # any ClickHouse error goes back to the caller
-                    self._reply(400, {"error": str(exc).strip().splitlines()[0][:2000]})
+                    result = server.queries.query(sql)
+                except StatementRefused as exc:
+                    self._reply(403, {"error": f"refused: {exc}"})
+                    return
+                except ReadFailed as exc:
+                    self._reply(400, {"error": str(exc)})
                     return
                 self._reply(
                     200,

@@ -17,6 +17,7 @@ import httpx
 from chainwatch.settings import Settings
 from sinks.clickhouse.connection import StoreLocked, StoreUnavailable, open_client
 from sinks.clickhouse.query_server import endpoint_file
+from sinks.clickhouse.read_only import ReadFailed, ReadOnlyQueries, StatementRefused
 
 
 @dataclass(frozen=True)
@@ -36,16 +37,18 @@ class QueryFailed(StoreUnavailable):
 
 
 class DirectReader:
+    """Opens the store itself; the same checks and limits as the loopback server."""
+
     def __init__(self, settings: Settings) -> None:
-        self._client = open_client(settings)
+        self._queries = ReadOnlyQueries(open_client(settings))
 
     def query(self, sql: str) -> Table:
-        from clickhouse_connect.driver.exceptions import ClickHouseError
-
         try:
-            result = self._client.query(sql)
-        except ClickHouseError as exc:
-            raise QueryFailed(str(exc).strip().splitlines()[0]) from None
+            result = self._queries.query(sql)
+        except StatementRefused as exc:
+            raise QueryFailed(f"refused: {exc}") from None
+        except ReadFailed as exc:
+            raise QueryFailed(str(exc)) from None
         return Table(
             list(result.column_names),
             [t.name for t in result.column_types],
@@ -53,7 +56,7 @@ class DirectReader:
         )
 
     def close(self) -> None:
-        self._client.close()
+        self._queries.close()
 
 
 class LoopbackReader:

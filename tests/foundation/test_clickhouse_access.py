@@ -22,15 +22,16 @@ pytestmark = pytest.mark.integration
 OWNER = """
 import sys, time
 from chainwatch.settings import Settings
-from sinks.clickhouse.connection import SerializedClient, open_client
+from sinks.clickhouse.connection import SerializedClient, open_client, open_own_handle
 from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.query_server import QueryServer
+from sinks.clickhouse.read_only import ReadOnlyQueries
 settings = Settings()
 client = SerializedClient(open_client(settings))
 migrate(client, settings)
 client.command("CREATE TABLE IF NOT EXISTS marks (n UInt32) ENGINE = MergeTree ORDER BY n")
 client.command("INSERT INTO marks SELECT number FROM numbers(42)")
-server = QueryServer(client, settings.clickhouse_dir, 0).start()
+server = QueryServer(ReadOnlyQueries(open_own_handle(settings)), settings.clickhouse_dir, 0).start()
 print("ready", flush=True)
 sys.stdin.readline()
 server.stop()

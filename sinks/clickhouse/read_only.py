@@ -1,0 +1,245 @@
+"""One read statement at a time, checked by ClickHouse's own parser, run under limits.
+
+`chainwatch sql`, `chainwatch status` and the loopback query server
+(`query_server.py`) accept SQL typed by a person. A regex on the first word is
+not enough: `SELECT 42 INTO OUTFILE '/path'` is a SELECT that writes files, and
+chDB runs it in-process. So every statement goes through three gates:
+
+1. **ClickHouse parses it** (`formatQuerySingleLine`, the statement passed as a
+   bound parameter, never spliced): a syntax error or a second statement
+   (`SELECT 1; DROP TABLE t`) is refused before anything runs. The parser's
+   canonical text has no comments, one quoting style and no trailing `;`.
+2. **A strict tokenizer checks the canonical text**: it must start with a read
+   (`SELECT`, `WITH`, `SHOW`, `DESCRIBE`, `EXPLAIN`, `EXISTS`), and must not
+   contain `INTO OUTFILE`, `SETTINGS`, `FORMAT`, a write keyword, or a call of a
+   function that reaches files, URLs, object stores or other servers
+   (`file`, `url`, `s3`, `remote`, ...; only local generators such as
+   `numbers()` are allowed). Anything the tokenizer does not recognise is
+   refused rather than guessed.
+3. **The engine enforces it**: the client is set to `readonly = 1` after the
+   limits below, so even a statement that slipped through can neither write
+   nor change a setting, and a read stops at `max_execution_time`,
+   `max_result_rows`, `max_result_bytes` and `max_memory_usage`.
+
+Only the canonical text checked in 2 is executed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+
+class StatementRefused(Exception):
+    """The statement is not one plain read; the message says why (shown to the user)."""
+
+
+class ReadFailed(Exception):
+    """ClickHouse refused or stopped the read (error, timeout, result too large)."""
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """Server-side limits of every read served to local tools."""
+
+    max_execution_time_s: int = 30
+    max_result_rows: int = 100_000
+    max_result_bytes: int = 64 << 20
+    max_memory_usage: int = 1 << 30
+
+    def settings(self) -> dict[str, str]:
+        return {
+            "max_execution_time": str(self.max_execution_time_s),
+            "max_result_rows": str(self.max_result_rows),
+            "max_result_bytes": str(self.max_result_bytes),
+            "result_overflow_mode": "throw",
+            "max_memory_usage": str(self.max_memory_usage),
+        }
+
+
+READ_STARTS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"})
+WRITE_WORDS = frozenset(
+    {
+        "INSERT", "ALTER", "CREATE", "DROP", "TRUNCATE", "RENAME", "ATTACH", "DETACH",
+        "OPTIMIZE", "GRANT", "REVOKE", "DELETE", "UPDATE", "BACKUP", "RESTORE", "UNDROP",
+        "EXCHANGE", "KILL", "SET", "USE",
+    }
+)  # fmt: skip
+SAFE_TABLE_FUNCTIONS = frozenset(
+    {
+        "numbers", "numbers_mt", "zeros", "zeros_mt", "generate_series", "generateseries",
+        "values", "view", "null", "primes", "generaterandom", "format",
+    }
+)  # fmt: skip
+"""Table functions that only generate rows in memory or read local tables."""
+OUTSIDE_FUNCTIONS = frozenset({"file", "catboostevaluate", "addresstoline", "addresstosymbol"})
+"""Ordinary (scalar) functions that read files of the host."""
+
+_TOKEN = re.compile(
+    r"""
+    (?P<space>\s+)
+  | (?P<string>'(?:[^'\\]|\\.|'')*')
+  | (?P<quoted>`(?:[^`\\]|\\.|``)*`|"(?:[^"\\]|\\.|"")*")
+  | (?P<number>(?:0[xX][0-9A-Fa-f]+|0[bB][01]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?))
+  | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
+  | (?P<param>\{[A-Za-z_][A-Za-z0-9_]*:[^{}]*\})
+  | (?P<op>->|::|\|\||<=|>=|!=|<>|==|[-+*/%=<>(),.\[\]{}?:^])
+  | (?P<semicolon>;)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str
+    text: str
+
+
+def _tokens(sql: str) -> list[_Token]:
+    found: list[_Token] = []
+    pos = 0
+    while pos < len(sql):
+        match = _TOKEN.match(sql, pos)
+        if match is None:
+            raise StatementRefused(f"unexpected character {sql[pos]!r} at position {pos}")
+        kind = match.lastgroup or ""
+        if kind != "space":
+            found.append(_Token(kind, match.group()))
+        pos = match.end()
+    return found
+
+
+_KNOWN_TABLE_FUNCTIONS = frozenset(
+    name.lower()
+    for name in re.findall(
+        r"\S+",
+        """
+        arrowstream azureBlobStorage azureBlobStorageCluster bigquery cluster clusterAllReplicas
+        cosn deltaLake deltaLakeAzure deltaLakeAzureCluster deltaLakeCluster deltaLakeLocal
+        deltaLakeS3 deltaLakeS3Cluster dictionary eval executable file fileCluster filesystem
+        fuzzJSON fuzzQuery gcs hdfs hdfsCluster hudi hudiCluster iceberg icebergAzure
+        icebergAzureCluster icebergCluster icebergHDFS icebergHDFSCluster icebergLocal
+        icebergLocalCluster icebergS3 icebergS3Cluster input jdbc loop merge
+        mergeTreeAnalyzeIndexes mergeTreeAnalyzeIndexesUUID mergeTreeIndex mergeTreeProjection
+        mongodb mysql odbc oss paimon postgresql prometheusQuery prometheusQueryRange python
+        redis remote remoteSecure s3 s3Cluster sqlite timeSeriesData url urlCluster viewExplain
+        viewIfPermitted ytsaurus
+        """,
+    )
+)
+"""Table functions of ClickHouse 26.x that are not in SAFE_TABLE_FUNCTIONS (the
+engine's `system.table_functions` adds any newer ones at start, see `ReadOnlyQueries`)."""
+
+
+def check_canonical(sql: str, table_functions: frozenset[str] = _KNOWN_TABLE_FUNCTIONS) -> None:
+    """Refuse a canonical statement (ClickHouse's `formatQuerySingleLine`) that is not a plain read.
+
+    Pure: the parser already guaranteed one statement without comments; this
+    reads its tokens. String literals and quoted identifiers are single tokens,
+    so a keyword inside them never counts.
+    """
+    tokens = _tokens(sql)
+    if not tokens:
+        raise StatementRefused("empty statement")
+    first = tokens[0]
+    if not (first.kind == "word" and first.text.upper() in READ_STARTS) and first.text != "(":
+        raise StatementRefused(
+            f"only read statements (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, EXISTS) are served "
+            f"here, not {first.text.upper()}: this endpoint is read-only"
+        )
+    denied = (table_functions | OUTSIDE_FUNCTIONS) - SAFE_TABLE_FUNCTIONS
+    for i, token in enumerate(tokens):
+        if token.kind == "semicolon":
+            raise StatementRefused("only one statement is served")
+        if token.kind != "word":
+            continue
+        word = token.text.upper()
+        calls = i + 1 < len(tokens) and tokens[i + 1].text == "("
+        if calls:
+            if token.text.lower() in denied:
+                raise StatementRefused(
+                    f"{token.text}() reads outside the store (files, URLs, other servers) "
+                    "and is not served here"
+                )
+            continue
+        if word in ("INTO", "OUTFILE"):
+            raise StatementRefused("INTO OUTFILE is not served here: results go to the caller")
+        if word == "SETTINGS":
+            raise StatementRefused("SETTINGS is not served here: the server's read limits apply")
+        if word == "FORMAT":
+            raise StatementRefused("FORMAT is not served here: the client chooses the format")
+        if word in WRITE_WORDS:
+            raise StatementRefused(f"{word} is not a read: this endpoint is read-only")
+
+
+_SYNTAX = re.compile(r"Syntax error(?: \((?P<why>[^)]*)\))?: (?P<where>.*?)(?:: In scope|$)")
+
+
+def _syntax_reason(message: str) -> str:
+    first = " ".join(message.split())
+    if "Multi-statements are not allowed" in first:
+        return "only one statement is served (multi-statements are not allowed)"
+    if "Empty query" in first:
+        return "empty statement"
+    match = _SYNTAX.search(first)
+    if match:
+        return f"syntax error: {match['where'][:300]}"
+    return first[:300]
+
+
+class ReadOnlyQueries:
+    """A ClickHouse client locked to reads, for statements typed by a person.
+
+    Construction sets the limits, then `readonly = 1`, on the client: use a
+    client (for embedded chDB: a handle) of its own, never the sink's.
+    """
+
+    def __init__(self, client: Client, limits: ReadLimits | None = None) -> None:
+        self.client = client
+        self.limits = limits or ReadLimits()
+        for name, value in self.limits.settings().items():
+            client.set_client_setting(name, value)
+        client.set_client_setting("readonly", "1")
+        try:
+            names = client.query("SELECT lower(name) FROM system.table_functions").result_rows
+            self._table_functions = _KNOWN_TABLE_FUNCTIONS | {str(r[0]) for r in names}
+        except Exception:  # an old server without the table: the built-in list stands
+            self._table_functions = _KNOWN_TABLE_FUNCTIONS
+
+    def canonical(self, sql: str) -> str:
+        """ClickHouse's own single-line form of `sql`, or `StatementRefused`."""
+        if not sql.strip():
+            raise StatementRefused("empty statement")
+        try:
+            result = self.client.query(
+                "SELECT formatQuerySingleLine({statement:String})", parameters={"statement": sql}
+            )
+        except Exception as exc:
+            raise StatementRefused(_syntax_reason(str(exc))) from None
+        return str(result.result_rows[0][0])
+
+    def check(self, sql: str) -> str:
+        """The canonical statement to run; raises `StatementRefused` with the reason."""
+        canonical = self.canonical(sql)
+        check_canonical(canonical, self._table_functions)
+        return canonical
+
+    def query(self, sql: str) -> Any:
+        """Check, then run `sql` under the limits; `ReadFailed` when ClickHouse refuses it."""
+        canonical = self.check(sql)
+        try:
+            return self.client.query(canonical)
+        except Exception as exc:
+            raise ReadFailed(_first_line(exc)) from None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:2000] if text else type(exc).__name__

@@ -1,0 +1,215 @@
+"""The loopback query server serves one read statement, under limits, beside the sink's inserts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sink_harness import wait_for
+
+from chainwatch.settings import Settings
+from sinks.clickhouse.connection import SerializedClient, open_client, open_own_handle
+from sinks.clickhouse.query_server import QueryServer
+from sinks.clickhouse.read_only import (
+    ReadLimits,
+    ReadOnlyQueries,
+    StatementRefused,
+    check_canonical,
+)
+
+# --- the tokenizer over ClickHouse's canonical text (pure) ---------------------
+
+
+@pytest.mark.parametrize(
+    "canonical",
+    [
+        "SELECT count() FROM scans WHERE stage = 'dyeing'",
+        "WITH 1 AS x SELECT x UNION ALL SELECT 2",
+        "SELECT 'INTO OUTFILE; DROP TABLE t SETTINGS readonly = 0' AS s",
+        "SELECT `into`, `settings` FROM t",
+        "SELECT format('{} {}', 1, 2), number FROM numbers(3)",
+        "SELECT * FROM system.tables",
+        "SHOW TABLES",
+        "DESCRIBE TABLE scans",
+        "EXISTS TABLE scans",
+        "EXPLAIN PIPELINE header = 1 SELECT 1",
+        "SELECT x -> (x + 1), [1, 2][1], CAST(a, 'Int32'), 10000000000., -0.5 FROM t",
+    ],
+)
+def test_plain_reads_pass_the_tokenizer(canonical: str) -> None:
+    check_canonical(canonical)
+
+
+@pytest.mark.parametrize(
+    ("canonical", "reason"),
+    [
+        ("SELECT 42 INTO OUTFILE '/tmp/x' APPEND", "INTO OUTFILE"),
+        ("SELECT 1 SETTINGS readonly = 0", "SETTINGS"),
+        ("SELECT 1 FORMAT JSON", "FORMAT"),
+        ("SELECT * FROM file('/etc/passwd', 'CSV')", "file()"),
+        ("SELECT file('/etc/hostname')", "file()"),
+        ("SELECT * FROM url('http://169.254.169.254/', 'LineAsString')", "url()"),
+        ("SELECT * FROM s3('https://b.s3.amazonaws.com/k', 'CSV')", "s3()"),
+        ("SELECT * FROM remote('10.0.0.1', system.one)", "remote()"),
+        ("SELECT 1 WHERE 1 IN (SELECT * FROM urlCluster('c', 'http://x/'))", "urlCluster()"),
+        ("SELECT * FROM executable('x.sh', 'CSV', 'a Int8')", "executable()"),
+        ("INSERT INTO t SELECT 1", "read-only"),
+        ("DROP TABLE t", "read-only"),
+        ("EXPLAIN PIPELINE INSERT INTO t SELECT 1", "read-only"),
+        ("SELECT 1; DROP TABLE t", "one statement"),
+        ("SELECT 1 # comment", "unexpected character"),
+    ],
+)
+def test_everything_but_a_plain_read_is_refused_with_a_reason(canonical: str, reason: str) -> None:
+    with pytest.raises(StatementRefused, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        check_canonical(canonical)
+
+
+# --- the server, on a real embedded store beside a sink's client ---------------
+
+
+@dataclass
+class Served:
+    settings: Settings
+    sink: SerializedClient
+    server: QueryServer
+
+    def post(self, sql: str, timeout: float = 30) -> httpx.Response:
+        return httpx.post(
+            f"http://127.0.0.1:{self.server.port}/query",
+            json={"sql": sql},
+            headers={"X-Chainwatch-Token": self.server.token},
+            timeout=timeout,
+        )
+
+    def insert_mark(self, n: int) -> float:
+        started = time.perf_counter()
+        self.sink.insert("marks", [(n,)], column_names=["n"])
+        return time.perf_counter() - started
+
+    def marks(self) -> int:
+        return int(self.sink.query("SELECT count() FROM marks").result_rows[0][0])
+
+
+def _serve(tmp_path: Path, limits: ReadLimits | None = None) -> Iterator[Served]:
+    settings = Settings(data_dir=tmp_path / "data")
+    sink = SerializedClient(open_client(settings))
+    sink.command("CREATE TABLE marks (n UInt32) ENGINE = MergeTree ORDER BY n")
+    sink.insert("marks", [(0,)], column_names=["n"])  # warm: the client knows the table
+    queries = ReadOnlyQueries(open_own_handle(settings), limits)
+    server = QueryServer(queries, settings.clickhouse_dir, 0).start()
+    try:
+        yield Served(settings, sink, server)
+    finally:
+        server.stop()
+        queries.close()
+        sink.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    yield from _serve(tmp_path)
+
+
+def _error(resp: httpx.Response) -> str:
+    body: dict[str, Any] = resp.json()
+    return str(body["error"])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["", " APPEND", " TRUNCATE"])
+def test_into_outfile_is_refused_and_writes_nothing(
+    served: Served, tmp_path: Path, mode: str
+) -> None:
+    target = tmp_path / "owned.txt"
+    target.write_text("precious\n")
+    fresh = tmp_path / "fresh.txt"
+    for path in (target, fresh):
+        resp = served.post(f"SELECT 42 INTO OUTFILE '{path}'{mode}")
+        assert resp.status_code == 403
+        assert "INTO OUTFILE" in _error(resp)
+    assert target.read_text() == "precious\n"
+    assert not fresh.exists()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [
+        ("SELECT 1; DROP TABLE marks", "one statement"),
+        ("SELECT 1 SETTINGS readonly = 0", "SETTINGS"),
+        ("SELECT 1 FORMAT JSONEachRow", "FORMAT"),
+        ("select * from FILE('/etc/passwd', 'LineAsString')", "reads outside the store"),
+        ("SELECT file('/etc/hostname')", "reads outside the store"),
+        ("SELECT * FROM url('http://127.0.0.1:9/', 'LineAsString')", "reads outside the store"),
+        ("SELECT * FROM s3('http://127.0.0.1:9/b/k', 'CSV')", "reads outside the store"),
+        ("SELECT * FROM remote('127.0.0.1:9', system.one)", "reads outside the store"),
+        ("SELECT 1 /* ; */ -- \n ; DROP TABLE marks", "one statement"),
+        ("DROP TABLE marks", "read-only"),
+        ("SELEC 1", "syntax error"),
+        ("   ", "empty"),
+    ],
+)
+def test_the_server_refuses_with_a_4xx_and_a_reason(served: Served, sql: str, reason: str) -> None:
+    resp = served.post(sql)
+    assert resp.status_code == 403
+    assert reason in _error(resp)
+    assert served.marks() == 1
+
+
+@pytest.mark.integration
+def test_reads_with_keywords_in_strings_and_comments_are_served(served: Served) -> None:
+    resp = served.post("SELECT 'INTO OUTFILE ; DROP' AS s, count() AS n FROM marks -- SETTINGS")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["rows"] == [["INTO OUTFILE ; DROP", 1]]
+
+
+@pytest.mark.integration
+def test_a_failed_multi_statement_leaves_the_sinks_next_insert_working(served: Served) -> None:
+    assert served.post("SELECT 1; DROP TABLE marks").status_code == 403
+    served.insert_mark(1)
+    assert served.marks() == 2
+
+
+@pytest.mark.integration
+def test_a_slow_read_does_not_hold_up_an_insert(served: Served) -> None:
+    answers: list[httpx.Response] = []
+    reader = threading.Thread(target=lambda: answers.append(served.post("SELECT sleep(3) AS s")))
+    reader.start()
+    try:
+        wait_for(
+            lambda: served.sink.query(
+                "SELECT count() FROM system.processes WHERE query LIKE '%sleep(3)%' "
+                "AND query NOT LIKE '%system.processes%'"
+            ).result_rows[0][0],
+            10,
+            "the slow read to run",
+        )
+        took = served.insert_mark(1)
+    finally:
+        reader.join(timeout=30)
+    assert took < 1.0, f"an insert waited {took:.2f}s behind a read"
+    assert answers[0].status_code == 200, answers[0].text
+    assert served.marks() == 2
+
+
+@pytest.mark.integration
+def test_reads_stop_at_the_server_limits(tmp_path: Path) -> None:
+    limits = ReadLimits(max_execution_time_s=1, max_result_rows=1000)
+    for served in _serve(tmp_path, limits):
+        too_many = served.post("SELECT number FROM numbers(5000)")
+        assert too_many.status_code == 400
+        assert "Limit for result exceeded" in _error(too_many)
+        started = time.monotonic()
+        too_long = served.post(
+            "SELECT count() FROM numbers(1000000000000) WHERE sipHash64(number) = 1"
+        )
+        assert time.monotonic() - started < 10
+        assert too_long.status_code == 400
+        assert "Timeout exceeded" in _error(too_long)
