@@ -20,8 +20,11 @@ Lifecycle and guarantees:
   (its group membership stays alive). The flush is retried with exponential
   backoff; when it succeeds the partitions resume and the backlog drains.
 - On revocation the sink tries one flush; buffers it cannot write are dropped
-  uncommitted and re-read by the next owner. Records a mapper rejects are
-  skipped and counted (`RecordInvalid`), never a crash.
+  uncommitted and re-read by the next owner.
+- A record a mapper cannot turn into rows - `RecordInvalid`, or any other
+  exception (an engine bug, a value no ClickHouse column holds) - is skipped,
+  counted (`chainwatch_sink_invalid_records_total`) and logged with its
+  topic/partition/offset; the sink never exits on data.
 """
 
 from __future__ import annotations
@@ -214,8 +217,9 @@ class ClickHouseSink:
         for record in records:
             try:
                 by_table = mapper.rows(record)
-            except RecordInvalid:
+            except Exception as exc:  # whatever a mapper raises, the record is at fault: skip it
                 invalid += 1
+                _log_invalid(record, exc)
                 continue
             for table, rows in by_table.items():
                 if not rows:
@@ -413,6 +417,17 @@ async def _caught_up(consumer: AIOKafkaConsumer, targets: dict[TopicPartition, i
         if int(await consumer.position(tp)) < end:
             return False
     return True
+
+
+def _log_invalid(record: ConsumerRecord[bytes, bytes], exc: BaseException) -> None:
+    log.warning(
+        "invalid_record_skipped",
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        error=_short(exc),
+        bug=not isinstance(exc, RecordInvalid),
+    )
 
 
 def _short(exc: BaseException) -> str:

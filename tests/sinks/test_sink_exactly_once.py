@@ -199,3 +199,43 @@ def test_invalid_records_are_counted_not_fatal(settings_factory: Callable[..., S
         assert (sink.stats.invalid_records, sink.stats.rows_written) == (4, 0)
     finally:
         client.close()
+
+
+def test_a_record_no_mapper_can_store_is_skipped_and_logged_never_fatal(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """Integers beyond 64 bits in scan `attributes` and a CRM pass-through field (issue 10, H2)."""
+    settings = settings_factory()
+    prepare_all_topics(settings)
+    huge = 2**70
+    publish(
+        settings,
+        SCANS,
+        [
+            (b"PO-1", scan_json(1, attributes={"gauge": huge})),
+            (b"PO-2", scan_json(2)),
+        ],
+    )
+    publish(
+        settings,
+        CUSTOMERS,
+        [
+            (b"C-1", customer_json("C-1", "Big Numbers Ltd", credit_limit=huge)),
+            (b"C-2", customer_json("C-2", "Nordic Knits AB")),
+        ],
+    )
+    sink = SinkProcess(settings, tmp_path / "sink.log", "--drain")
+    assert sink.wait(timeout_s=180) == 0, sink.log()[-3000:]
+    log = sink.log()
+    for topic in (SCANS, CUSTOMERS):
+        assert "invalid_record_skipped" in log
+        assert settings.kafka.topic(topic) in log
+    assert "offset" in log
+    client = open_client(settings)
+    try:
+        events = client.query("SELECT event_id FROM scans").result_rows
+        customers = client.query("SELECT customer_id FROM customers_current").result_rows
+    finally:
+        client.close()
+    assert [r[0] for r in events] == ["ev-2"]
+    assert [r[0] for r in customers] == ["C-2"]
