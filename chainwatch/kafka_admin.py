@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -11,11 +13,55 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from chainwatch.errors import UserError
 from streams.topics import COMPACTED_TOPICS, TopicNames
 
+T = TypeVar("T")
+
+#: How long one administrative request may take before it is an error.
+REQUEST_TIMEOUT_MS = 15000
+
+
+class KafkaDeadlineExceeded(UserError):
+    """A Kafka call did not come back within its deadline."""
+
+
+def bounded(call: Callable[[], T], *, timeout_s: float, what: str) -> T:
+    """`call()`, or `KafkaDeadlineExceeded` once `timeout_s` has passed.
+
+    kafka-python's own timeouts do not cover every path: a replay once hung
+    forever in `KafkaConsumer.end_offsets` (no `timeout_ms`) inside the client's
+    selector. The call runs in a daemon thread, so a stuck client can neither
+    stall the caller nor keep the process alive at exit.
+    """
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, name=f"kafka-call:{what}", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise KafkaDeadlineExceeded(f"Kafka did not answer {what} within {timeout_s:.0f}s")
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
 
 def admin_client(bootstrap: str) -> KafkaAdminClient:
     try:
-        return KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
-    except (KafkaError, OSError) as exc:
+        return bounded(
+            lambda: KafkaAdminClient(
+                bootstrap_servers=bootstrap,
+                request_timeout_ms=REQUEST_TIMEOUT_MS,
+                bootstrap_timeout_ms=REQUEST_TIMEOUT_MS,
+            ),
+            timeout_s=REQUEST_TIMEOUT_MS / 1000 + 5,
+            what="a connection",
+        )
+    except (KafkaError, OSError, KafkaDeadlineExceeded) as exc:
         raise UserError(
             f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}); start it with "
             "`chainwatch kafka start` or set CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS"

@@ -80,7 +80,11 @@ def fetch_jars(progress: Callable[[str], None] = lambda _msg: None) -> Path:
         f"-DoutputDirectory={staging}",
         "-DincludeScope=runtime",
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BrokerError("Maven did not fetch the Kafka jars within 15 minutes") from None
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
@@ -100,24 +104,28 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def metadata_ok(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """True when the broker answers a metadata request (the readiness probe)."""
+    """True when the broker answers a metadata request within `timeout_s` (the readiness probe)."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    try:
+    from chainwatch.kafka_admin import KafkaDeadlineExceeded, bounded
+
+    def probe() -> bool:
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap,
             request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
         )
-    except (KafkaError, OSError, ValueError):
-        return False
+        try:
+            admin.describe_cluster()
+            return True
+        finally:
+            admin.close()
+
     try:
-        admin.describe_cluster()
-        return True
-    except (KafkaError, OSError, ValueError):
+        return bounded(probe, timeout_s=timeout_s + 2, what="a metadata request")
+    except (KafkaError, OSError, ValueError, KafkaDeadlineExceeded):
         return False
-    finally:
-        admin.close()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -149,6 +157,7 @@ def _launch_detached(cmd: list[str], *, cwd: Path, log: Path) -> int:
         text=True,
         check=False,
         start_new_session=True,
+        timeout=30,
     )
     if result.returncode != 0 or not result.stdout.strip().isdigit():
         raise BrokerError(f"could not launch the Kafka broker: {result.stderr.strip()[-300:]}")
@@ -215,13 +224,17 @@ class LocalBroker:
             classpath,
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id_file.read_text().strip(),
+            # `=`: an id may begin with "-" (urlsafe base64), which argparse would
+            # take for an option
+            f"--cluster-id={cluster_id_file.read_text().strip()}",
             "-c",
             str(config),
             "--ignore-formatted",
         ]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=180)
+        except subprocess.TimeoutExpired:
+            raise BrokerError("formatting Kafka storage did not finish within 180 s") from None
         if result.returncode != 0:
             raise BrokerError(f"formatting Kafka storage failed: {result.stderr.strip()[-300:]}")
 

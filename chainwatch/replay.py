@@ -26,9 +26,10 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from chainwatch.errors import UserError
-from chainwatch.kafka_admin import admin_client, ensure_topics
+from chainwatch.kafka_admin import admin_client, bounded, ensure_topics
 from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, DeadLetterSource
 from schemas.plan import load_plan
@@ -169,17 +170,20 @@ def _group_topics(settings: Settings) -> list[str]:
     return [names(t) for t in INPUT_TOPICS] + [f"{app_id}-{t}" for t in INTERNAL_TOPICS]
 
 
-def _lag(settings: Settings) -> int | None:
+#: Deadline of one lag probe (two admin requests); a probe past it counts as unknown.
+LAG_PROBE_TIMEOUT_S = 20.0
+
+
+def _lag_now(settings: Settings) -> int | None:
     """Records the engine's group has not committed yet (None: group not there yet)."""
-    from kafka import KafkaConsumer
+    from kafka.admin import OffsetSpec
 
     admin = admin_client(settings.kafka.bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap)
     try:
         group = settings.engine.app_id
         try:
             committed = admin.list_group_offsets({group: None}).get(group, {})
-        except Exception:  # the group is not there yet
+        except KafkaError:  # the group is not there yet
             return None
         topics = _group_topics(settings)
         existing = set(admin.list_topics())
@@ -188,23 +192,35 @@ def _lag(settings: Settings) -> int | None:
         partitions = [
             TopicPartition(t, p) for t in topics for p in range(settings.kafka.partitions)
         ]
-        ends = consumer.end_offsets(partitions)
+        ends = admin.list_partition_offsets(
+            dict.fromkeys(partitions, OffsetSpec.LATEST),
+            timeout_ms=int(LAG_PROBE_TIMEOUT_S * 1000 / 2),
+        )
         lag = 0
         for tp in partitions:
             meta = committed.get(tp)
             done = meta.offset if meta is not None and meta.offset >= 0 else 0
-            lag += max(0, ends[tp] - done)
+            lag += max(0, ends[tp].offset - done)
         return lag
     finally:
-        consumer.close()
         admin.close()
+
+
+def _lag(settings: Settings) -> int | None:
+    """`_lag_now` within `LAG_PROBE_TIMEOUT_S`; `KafkaDeadlineExceeded` past it."""
+    return bounded(lambda: _lag_now(settings), timeout_s=LAG_PROBE_TIMEOUT_S, what="a lag probe")
 
 
 def wait_until_idle(
     settings: Settings, workers: list[subprocess.Popen[bytes]], progress: Progress,
     timeout_s: float,
 ) -> None:  # fmt: skip
-    """Block until the group's lag is zero twice in a row (workers must stay alive)."""
+    """Block until the group's lag is zero twice in a row (workers must stay alive).
+
+    Every probe has its own deadline; a probe that fails or times out counts as
+    "not idle yet" and is reported, and the whole wait ends at `timeout_s` with
+    a clear error, so a replay can never hang on an unresponsive broker.
+    """
     deadline = time.monotonic() + timeout_s
     zero_streak = 0
     last_report = 0.0
@@ -212,7 +228,12 @@ def wait_until_idle(
         for proc in workers:
             if proc.poll() is not None:
                 raise UserError(f"a replay worker exited with code {proc.returncode}")
-        lag = _lag(settings)
+        lag: int | None
+        try:
+            lag = _lag(settings)
+        except (KafkaError, UserError) as exc:
+            progress(f"waiting for the engine: Kafka probe failed ({exc})")
+            lag = None
         zero_streak = zero_streak + 1 if lag == 0 else 0
         if zero_streak >= 2:
             return
@@ -236,29 +257,49 @@ async def send_final_clock(settings: Settings, t_ms: int) -> None:
         await producer.stop()
 
 
+#: How long reading a result topic may go without any progress before it is an error.
+READ_STALL_TIMEOUT_S = 60.0
+
+
 async def read_topic(settings: Settings, logical: str) -> list[tuple[bytes | None, bytes | None]]:
-    """Every record of a topic, in partition order, read from the beginning to the end."""
+    """Every record of a topic, in partition order, read from the beginning to the end.
+
+    A partition is done when the consumer's position reaches the end offset read
+    at the start (positions also move past transaction markers and compacted
+    gaps, where the last record's offset never does). A read that makes no
+    progress for `READ_STALL_TIMEOUT_S` is an error, not a hang.
+    """
     names = TopicNames(settings.kafka.topic_prefix)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        request_timeout_ms=int(READ_STALL_TIMEOUT_S * 1000 / 2),
     )
-    await consumer.start()
+    await asyncio.wait_for(consumer.start(), READ_STALL_TIMEOUT_S)
     try:
         topic = names(logical)
         partitions = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
         consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
+        ends = await asyncio.wait_for(consumer.end_offsets(partitions), READ_STALL_TIMEOUT_S)
         await consumer.seek_to_beginning(*partitions)
         records: list[tuple[bytes | None, bytes | None]] = []
         remaining = {tp for tp in partitions if ends[tp] > 0}
+        last_progress = time.monotonic()
         while remaining:
-            batch = await consumer.getmany(timeout_ms=1000)
-            for tp, messages in batch.items():
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for messages in batch.values():
                 records.extend((m.key, m.value) for m in messages)
-                if messages and messages[-1].offset + 1 >= ends[tp]:
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
+            if batch:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > READ_STALL_TIMEOUT_S:
+                raise UserError(
+                    f"reading {topic} made no progress for {READ_STALL_TIMEOUT_S:.0f}s "
+                    f"({len(remaining)} partitions not read to their end)"
+                )
         return records
     finally:
         await consumer.stop()
@@ -336,7 +377,8 @@ class ReplayRun:
         self.published = 0
         self.started = time.monotonic()
 
-    def publish(self, interleaving: list[str] | None = None) -> None:
+    def publish(self, interleaving: list[str] | None = None, *, part: Path | None = None) -> None:
+        """Publish the scenario, or one `part` of it (a test publishes a file in halves)."""
         run = self.settings
         ensure_topics(
             run.kafka.bootstrap,
@@ -345,9 +387,12 @@ class ReplayRun:
             partitions=run.kafka.partitions,
             replication_factor=run.kafka.replication_factor,
         )
-        self.published, dead, self.largest = asyncio.run(
-            publish_scenario(run, self.scenario, self.progress, interleaving=interleaving)
+        published, dead, largest = asyncio.run(
+            publish_scenario(run, part or self.scenario, self.progress, interleaving=interleaving)
         )
+        self.published += published
+        if largest is not None and (self.largest is None or largest > self.largest):
+            self.largest = largest
         elapsed = time.monotonic() - self.started
         self.progress(f"published {self.published} records ({dead} bad lines) in {elapsed:.1f}s")
 
@@ -373,7 +418,11 @@ class ReplayRun:
 
     def results(self) -> ReplayResult:
         alerts = final_alerts(asyncio.run(read_topic(self.settings, ALERTS)))
-        dead_letters = len(asyncio.run(read_topic(self.settings, DEAD_LETTER)))
+        letters = asyncio.run(read_topic(self.settings, DEAD_LETTER))
+        # keyed by their deterministic id: a record re-processed after a crash counts once
+        dead_letters = len({key for key, _ in letters if key is not None}) + sum(
+            1 for key, _ in letters if key is None
+        )
         self.progress(
             f"done in {time.monotonic() - self.started:.1f}s: {len(alerts)} alerts, "
             f"{dead_letters} dead letters"

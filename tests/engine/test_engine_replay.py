@@ -138,30 +138,46 @@ def test_another_interleaving_of_the_topics_gives_the_same_alerts(
     assert alerts == by_id(expected)
 
 
-def _kill_half_way(run: ReplayRun) -> None:
-    """SIGKILL the worker once it has done part of the work, then start a new one."""
-    deadline = time.monotonic() + 240
-    first_lag: int | None = None
-    while time.monotonic() < deadline:
-        lag = run.lag()
-        if lag is not None and lag > 0:
-            first_lag = first_lag or lag
-            if lag < first_lag * 0.7:
-                break
-        time.sleep(0.2)
-    victim = run.workers[0]
-    assert victim.poll() is None, "the worker finished before it could be killed"
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
-    run.start_workers(1, first=1)
-
-
 def test_a_worker_killed_mid_replay_and_restarted_gives_the_same_alerts(
-    replay_settings: Settings, scenario: Path
+    replay_settings: Settings, scenario: Path, tmp_path: Path
 ) -> None:
-    expected, _ = reference_alerts(scenario, UNTIL)
-    alerts, _ = _replay(replay_settings, scenario, workers=1, chaos=_kill_half_way)
-    assert alerts == by_id(expected)
+    """SIGKILL at a point that is certainly mid-replay: half the input is not even published.
+
+    The worker is killed as soon as it has committed progress on the first half
+    (or has finished it); the second half goes to a new worker that must recover
+    the tables from their changelogs. No step waits on time, only on conditions.
+    """
+    expected, expected_dead = reference_alerts(scenario, UNTIL)
+    lines = scenario.read_bytes().splitlines(keepends=True)
+    first, second = tmp_path / "first.ndjson", tmp_path / "second.ndjson"
+    first.write_bytes(b"".join(lines[: len(lines) // 2]))
+    second.write_bytes(b"".join(lines[len(lines) // 2 :]))
+
+    run = ReplayRun(replay_settings, scenario, partitions=4, progress=_quiet)
+    try:
+        run.publish(part=first)
+        (victim,) = run.start_workers(1)
+        deadline = time.monotonic() + 240
+        first_lag: int | None = None
+        while True:
+            assert time.monotonic() < deadline, "the worker made no progress within 240 s"
+            assert victim.poll() is None, f"the worker exited with {victim.returncode}"
+            lag = run.lag()
+            if lag is not None and lag > 0:
+                first_lag = first_lag or lag
+            if lag == 0 or (first_lag is not None and lag is not None and lag < first_lag * 0.7):
+                break
+            time.sleep(0.1)  # poll interval of the condition, not a wait for it
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+        run.publish(part=second)
+        run.start_workers(1, first=1)
+        run.finish(UNTIL, timeout_s=300)
+        result = run.results()
+    finally:
+        run.close()
+    assert by_id(result.alerts) == by_id(expected)
+    assert result.dead_letters == expected_dead
 
 
 def test_rocksdb_table_store_gives_the_same_alerts(

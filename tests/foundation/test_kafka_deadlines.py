@@ -1,0 +1,93 @@
+"""Every Kafka call of the tooling has a deadline: a broker that accepts and never answers.
+
+The suite once hung for its whole budget in `chainwatch/replay.py:_lag`
+(`end_offsets` without a timeout, blocked in kafka-python's selector). These
+tests point the same code at a socket that accepts connections and says
+nothing, and require a clear error within a bound.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chainwatch import kafka_admin, replay
+from chainwatch.errors import UserError
+from chainwatch.kafka_admin import KafkaDeadlineExceeded, bounded
+from chainwatch.settings import Settings
+
+
+@pytest.fixture
+def silent_broker() -> Iterator[str]:
+    """A TCP listener that accepts every connection and never sends a byte."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            accepted.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(timeout=5)
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def test_bounded_returns_the_value_and_raises_the_callers_error() -> None:
+    assert bounded(lambda: 42, timeout_s=5, what="a value") == 42
+    with pytest.raises(ZeroDivisionError):
+        bounded(lambda: 1 // 0, timeout_s=5, what="a division")
+
+
+def test_bounded_gives_up_on_a_call_that_never_returns() -> None:
+    release = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(KafkaDeadlineExceeded, match="within 1s"):
+        bounded(lambda: release.wait(60), timeout_s=1, what="a stuck call")
+    assert time.monotonic() - started < 5
+    release.set()
+
+
+def test_the_replay_lag_probe_fails_clearly_against_a_silent_broker(
+    silent_broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kafka_admin, "REQUEST_TIMEOUT_MS", 1000)
+    monkeypatch.setattr(replay, "LAG_PROBE_TIMEOUT_S", 3.0)
+    settings = Settings(data_dir=tmp_path, kafka={"bootstrap_servers": silent_broker})
+    started = time.monotonic()
+    with pytest.raises(UserError):
+        replay._lag(settings)
+    assert time.monotonic() - started < 15
+
+
+def test_waiting_for_the_engine_ends_at_its_deadline_against_a_silent_broker(
+    silent_broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kafka_admin, "REQUEST_TIMEOUT_MS", 1000)
+    monkeypatch.setattr(replay, "LAG_PROBE_TIMEOUT_S", 2.0)
+    settings = Settings(data_dir=tmp_path, kafka={"bootstrap_servers": silent_broker})
+    messages: list[str] = []
+    started = time.monotonic()
+    with pytest.raises(UserError, match="did not finish within 4s"):
+        replay.wait_until_idle(settings, [], messages.append, timeout_s=4)
+    assert time.monotonic() - started < 20
+    assert any("Kafka probe failed" in m for m in messages)
