@@ -69,7 +69,9 @@ class ClickHouseSettings(BaseModel):
         "read-only queries from local tools (`chainwatch sql`, `status`); 0 = any free port "
         "(published in <data_dir>/clickhouse.endpoint.json).",
     )
-    ttl_days: int = Field(default=400, ge=1, description="Raw events are kept this long.")
+    ttl_days: int = Field(
+        default=400, ge=1, description="Raw events are kept this many days after they arrived."
+    )
 
     @field_validator("url")
     @classmethod
