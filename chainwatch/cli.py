@@ -17,7 +17,7 @@ import typer
 from rich.table import Table as RichTable
 
 from chainwatch.cli_context import err, out, settings, state
-from chainwatch.commands import dashboards, gateway, notify, replay, simulate, status
+from chainwatch.commands import dashboards, gateway, notify, replay, simulate, status, tokens
 from chainwatch.errors import UserError
 
 app = typer.Typer(
@@ -185,7 +185,7 @@ def demo() -> None:
     run_demo(settings(), console=out)
 
 
-for _command_module in (replay, simulate, gateway, status, dashboards, notify):
+for _command_module in (replay, simulate, gateway, tokens, status, dashboards, notify):
     _command_module.register(app)
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from chainwatch.cli_context import check_plan, err, out, settings
+from chainwatch.commands.tokens import refuse_example_tokens
 from chainwatch.errors import UserError
 
 gateway_app = typer.Typer(
@@ -62,6 +63,7 @@ def serve(
         mapping = load_epcis_mapping(g.epcis_mapping) if g.epcis_mapping else None
     except (TokensFileError, EpcisMappingError) as exc:
         raise UserError(str(exc)) from None
+    refuse_example_tokens(g.host, g.tokens_file)
     check_plan(cfg)
     prepare_topics(cfg)
     app = create_gateway_app(cfg, registry, mapping)

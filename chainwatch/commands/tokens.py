@@ -1,0 +1,173 @@
+"""`chainwatch tokens create`: a gateway token, shown once; only its digest is stored.
+
+Also the start-up guard of the gateway: the example tokens of
+`deploy/gateway/tokens.example.yaml` are public, so a gateway that listens beyond
+loopback refuses to start while any of their digests is configured.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from chainwatch.cli_context import err, settings
+from chainwatch.errors import UserError
+
+EXAMPLE_TOKEN_DIGESTS = frozenset(
+    {  # sha256 of example-dye-token, example-orders-token, example-crm-token, example-admin-token
+        "c9dd8629beaebc1e3437e19ed6f747d4468d55eb9ee5a15a01da7e33d191a11c",
+        "9bb2480a8984a1b4fd778ecd5f7ddbb46d4cb70ea3281ccbe778de68bc1d591d",
+        "66d11d765f2e4053efd7086108930900351024b63aeff2bc04c1f7cca5b6754d",
+        "d2eadfb6e52d65b4bbf254e5046c0c495328b4d208f8b1591c229e62c5c6362f",
+    }
+)
+"""The digests in `deploy/gateway/tokens.example.yaml` (a test keeps the two equal)."""
+
+tokens_app = typer.Typer(help="Bearer tokens of the ingest gateway.", no_args_is_help=True)
+
+
+def is_loopback(host: str) -> bool:
+    """Only `localhost` and loopback addresses; anything else (0.0.0.0, a name) may be public."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_example_tokens(host: str, tokens_file: Path) -> None:
+    """Raise `UserError` when a non-loopback gateway would accept a public example token."""
+    if is_loopback(host):
+        return
+    try:
+        data = yaml.safe_load(tokens_file.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return  # the tokens file's own loader reports this one
+    entries = data.get("tokens") if isinstance(data, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        digest = str(entry.get("sha256", "")).lower() if isinstance(entry, dict) else ""
+        if digest in EXAMPLE_TOKEN_DIGESTS:
+            raise UserError(
+                f"{tokens_file}: token {entry.get('name')!r} is a public example token "
+                f"(deploy/gateway/tokens.example.yaml) and the gateway would listen on {host}; "
+                "make your own with `chainwatch tokens create` or listen on 127.0.0.1"
+            )
+
+
+def _default_file() -> Path:
+    cfg = settings()
+    return cfg.gateway.tokens_file or cfg.data_path / "gateway-tokens.yaml"
+
+
+def _entry_yaml(entry: dict[str, Any]) -> str:
+    lines = [f"  - name: {_scalar(entry['name'])}", f"    sha256: {entry['sha256']}"]
+    lines.append(f"    role: {entry['role']}")
+    if "unit_id" in entry:
+        lines.append(f"    unit_id: {_scalar(entry['unit_id'])}")
+    if "stages" in entry:
+        lines.append("    stages: [" + ", ".join(_scalar(s) for s in entry["stages"]) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def _scalar(value: str) -> str:
+    dumped = yaml.safe_dump(value, default_flow_style=True, width=1000)
+    return dumped.strip().removesuffix("...").strip()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_token(path: Path, entry: dict[str, Any]) -> None:
+    """Add `entry` to the tokens file (created if missing), validated with the gateway's model.
+
+    The text is appended so comments survive; if the file's layout does not allow that
+    (a flow-style list, another key last), it is rewritten from its parsed content.
+    """
+    from pydantic import ValidationError
+
+    from streams.ingest.auth import TokensFile
+
+    try:
+        old_text = path.read_text(encoding="utf-8") if path.exists() else ""
+        data = yaml.safe_load(old_text) if old_text.strip() else {"tokens": []}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"cannot read tokens file {path}: {type(exc).__name__}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("tokens") or [], list):
+        raise UserError(f"tokens file {path}: expected a mapping with a `tokens:` list")
+    tokens = [*(data.get("tokens") or []), entry]
+    try:
+        TokensFile.model_validate({**data, "tokens": tokens})
+    except ValidationError as exc:
+        first = exc.errors(include_input=False)[0]
+        where = "".join(f"key '{'.'.join(str(p) for p in first['loc'])}': " if first["loc"] else "")
+        msg = first["msg"].removeprefix("Value error, ")
+        raise UserError(f"tokens file {path}: {where}{msg}") from None
+
+    base = old_text if old_text.strip() else "tokens:\n"
+    text = base + ("" if base.endswith("\n") else "\n") + _entry_yaml(entry)
+    try:
+        appended_ok = (yaml.safe_load(text) or {}).get("tokens") == tokens
+    except yaml.YAMLError:
+        appended_ok = False
+    if not appended_ok:
+        text = yaml.safe_dump({**data, "tokens": tokens}, sort_keys=False)
+    _write_atomically(path, text)
+
+
+@tokens_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Who uses it (logged instead of the token).")],
+    role: Annotated[str, typer.Option(help="unit | orders | crm | admin")],
+    unit: Annotated[str | None, typer.Option(help="For role unit: its unit_id.")] = None,
+    stages: Annotated[
+        list[str] | None,
+        typer.Option(help="For role unit: the only stages it may post (repeat or comma-separate)."),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="Tokens file to append to (default: CHAINWATCH_GATEWAY__TOKENS_FILE, "
+            "else <data_dir>/gateway-tokens.yaml).",
+        ),
+    ] = None,
+) -> None:
+    """Make a random token: print it once on stdout, append only its SHA-256 to the file."""
+    from streams.ingest.auth import hash_token, new_token
+
+    path = file or _default_file()
+    token = new_token()
+    entry: dict[str, Any] = {"name": name, "sha256": hash_token(token), "role": role}
+    if unit is not None:
+        entry["unit_id"] = unit
+    if stages:
+        entry["stages"] = [s.strip() for item in stages for s in item.split(",") if s.strip()]
+    append_token(path, entry)
+    typer.echo(token)
+    err.print(
+        f"added token {name!r} (role {role}) to {path}; the token above is shown once, "
+        "the file holds only its SHA-256",
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tokens_app, name="tokens")

@@ -1,0 +1,145 @@
+"""H4: tokens are made by `chainwatch tokens create` (shown once, only digests stored),
+public example tokens never guard a gateway beyond loopback, compose publishes nothing
+but the gateway on loopback, and the docs hand out no public tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+from docs_helpers import ROOT, run_cli, user_env
+
+from chainwatch.commands.tokens import EXAMPLE_TOKEN_DIGESTS, is_loopback
+from streams.ingest.auth import TokenRegistry
+
+EXAMPLE_FILE = ROOT / "deploy" / "gateway" / "tokens.example.yaml"
+
+
+def test_create_prints_the_token_once_and_stores_only_its_digest(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.yaml"
+    env = user_env(tmp_path / "data")
+
+    first = run_cli(
+        "tokens", "create", "dye-house-01", "--role", "unit", "--unit", "DYE-01",
+        "--file", str(tokens), env=env,
+    )  # fmt: skip
+    second = run_cli(
+        "tokens", "create", "order-desk", "--role", "orders", "--file", str(tokens), env=env
+    )
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    token_1, token_2 = first.stdout.strip(), second.stdout.strip()
+    assert first.stdout == token_1 + "\n"  # stdout is the token alone: TOKEN=$(...) works
+    assert len(token_1) >= 40
+    assert token_1 != token_2
+    text = tokens.read_text(encoding="utf-8")
+    assert token_1 not in text
+    assert token_2 not in text
+    assert token_1 not in first.stderr
+    assert stat.S_IMODE(tokens.stat().st_mode) == 0o600
+    registry = TokenRegistry.load(tokens)
+    dye = registry.authenticate(token_1)
+    desk = registry.authenticate(token_2)
+    assert dye is not None
+    assert dye.name == "dye-house-01"
+    assert dye.unit_id == "DYE-01"
+    assert desk is not None
+    assert desk.role == "orders"
+    assert hashlib.sha256(token_1.encode()).hexdigest() in text
+
+
+def test_create_keeps_comments_and_refuses_what_the_gateway_would_refuse(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text("# our callers\ntokens:\n", encoding="utf-8")
+    env = user_env(tmp_path / "data")
+    assert (
+        run_cli(
+            "tokens", "create", "crm", "--role", "crm", "--file", str(tokens), env=env
+        ).returncode
+        == 0
+    )
+    before = tokens.read_text(encoding="utf-8")
+    assert before.startswith("# our callers\n")
+
+    for args in (
+        ["crm", "--role", "crm"],  # the name is taken
+        ["boss", "--role", "boss"],  # no such role
+        ["dye", "--role", "unit"],  # a unit token needs its unit
+    ):
+        refused = run_cli("tokens", "create", *args, "--file", str(tokens), env=env)
+        assert refused.returncode == 1, args
+        assert refused.stdout == ""  # no token handed out for an entry never stored
+        assert len(refused.stderr.strip().splitlines()) == 1
+        assert tokens.read_text(encoding="utf-8") == before
+
+
+def test_the_example_digests_are_the_example_files_and_public() -> None:
+    data = yaml.safe_load(EXAMPLE_FILE.read_text(encoding="utf-8"))
+    assert {t["sha256"] for t in data["tokens"]} == EXAMPLE_TOKEN_DIGESTS
+    public = {f"example-{kind}-token" for kind in ("dye", "orders", "crm", "admin")}
+    assert {hashlib.sha256(t.encode()).hexdigest() for t in public} == EXAMPLE_TOKEN_DIGESTS
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20"])
+def test_a_gateway_beyond_loopback_refuses_example_tokens(tmp_path: Path, host: str) -> None:
+    own = tmp_path / "tokens.yaml"
+    env = user_env(tmp_path / "data", CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:9")
+    assert (
+        run_cli(
+            "tokens", "create", "mine", "--role", "admin", "--file", str(own), env=env
+        ).returncode
+        == 0
+    )
+    example = yaml.safe_load(EXAMPLE_FILE.read_text(encoding="utf-8"))["tokens"][1]
+    with own.open("a", encoding="utf-8") as handle:  # one public digest among real ones
+        handle.write(f"  - name: {example['name']}\n    sha256: {example['sha256']}\n")
+        handle.write(f"    role: {example['role']}\n")
+
+    result = run_cli("gateway", "--host", host, "--tokens", str(own), env=env, timeout=60)
+
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "public example token" in lines[0]
+    assert "order-desk" in lines[0]
+    assert "chainwatch tokens create" in lines[0]
+
+
+def test_loopback_hosts() -> None:
+    assert all(map(is_loopback, ["127.0.0.1", "localhost", "::1", "127.0.0.2", "[::1]"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.1", "example.com", ""]))
+
+
+def test_compose_publishes_only_the_gateway_on_loopback_and_has_no_fixed_password() -> None:
+    text = (ROOT / "deploy" / "compose.yaml").read_text(encoding="utf-8")
+    compose = yaml.safe_load(text)
+    services = compose["services"]
+    assert "ports" not in services["kafka"]
+    assert "ports" not in services["clickhouse"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+    assert services["gateway"]["ports"] == ["127.0.0.1:8088:8088"]
+    assert "tokens.example.yaml" not in str(services["gateway"].get("volumes"))
+    assert services["clickhouse"]["environment"]["CLICKHOUSE_PASSWORD"].startswith(
+        "${CLICKHOUSE_PASSWORD:?"
+    )
+    url = compose["x-chainwatch"]["environment"]["CHAINWATCH_CLICKHOUSE__URL"]
+    assert "${CLICKHOUSE_PASSWORD:?" in url
+    ignored = (ROOT / ".gitignore").read_text(encoding="utf-8").split()
+    assert "deploy/.env" in ignored
+    assert "deploy/gateway/tokens.yaml" in ignored
+
+
+def test_the_docs_hand_out_no_public_tokens() -> None:
+    docs = [ROOT / "README.md", ROOT / "examples" / "README.md", *(ROOT / "docs").glob("*.md")]
+    for doc in docs:
+        text = doc.read_text(encoding="utf-8")
+        assert not re.search(r"example-(dye|orders|crm|admin)-token", text), doc
+        assert not re.search(r"--host 0\.0\.0\.0[^\n]*tokens\.example", text), doc
+        assert not re.search(r"tokens\.example\.yaml[^\n]*--host 0\.0\.0\.0", text), doc
