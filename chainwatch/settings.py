@@ -8,9 +8,10 @@ print; `redacted()` is what `chainwatch config` and the logs show.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -85,14 +86,31 @@ class ClickHouseSettings(BaseModel):
         return self.url is None
 
     def redacted_url(self) -> str | None:
-        """The URL with its password masked, for logs and `chainwatch config`."""
+        """The URL with its secrets masked (`user:***@`, `?password=***`), for logs and config."""
         if self.url is None:
             return None
-        parts = urlsplit(self.url.get_secret_value())
-        if parts.password is None:
-            return parts.geturl()
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        return redact_url(self.url.get_secret_value())
+
+
+_SECRET_PARAMS = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its user info and every secret-looking query value masked."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, sep, _password = userinfo.partition(":")
+        netloc = f"{user}{sep and ':***'}@{hostport}"
+    query = urlencode(
+        [
+            (name, "***" if _SECRET_PARAMS.search(name) else value)
+            for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 class EngineSettings(BaseModel):
@@ -205,6 +223,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port; 0 = off")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the Prometheus endpoint listens on; loopback unless set "
+        "(e.g. 0.0.0.0 behind a firewall for a remote Prometheus).",
+    )
     kafka: KafkaSettings = KafkaSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     engine: EngineSettings = EngineSettings()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from clickhouse_connect.driver.exceptions import OperationalError
 
@@ -75,11 +76,18 @@ def run_sink(
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
     )
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port)
+    serve_metrics(settings)
     return asyncio.run(_main(settings, drain=drain, on_flush=on_flush, mappers=mappers))
+
+
+def serve_metrics(settings: Settings) -> Any:
+    """Prometheus `/metrics` on `metrics_host:metrics_port` (loopback by default); None if off."""
+    if not settings.metrics_port:
+        return None
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    return server
 
 
 async def _open_store(settings: Settings, stop: asyncio.Event) -> SerializedClient | None:

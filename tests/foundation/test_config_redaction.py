@@ -1,0 +1,55 @@
+"""`chainwatch config` prints no ClickHouse password; sink metrics bind loopback (issue 10)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chainwatch.settings import Settings, redact_url
+from chainwatch.sink_runner import serve_metrics
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://ops:s3cret@ch:8123/cw", "http://ops:***@ch:8123/cw"),
+        ("https://ch:8443/cw?user=ops&password=s3cret", "https://ch:8443/cw?user=ops&password=***"),
+        ("http://ch:8123/?PASSWORD=s3cret&x=1", "http://ch:8123/?PASSWORD=***&x=1"),
+        ("http://ops:s3cret@ch/?password=s3cret#frag", "http://ops:***@ch/?password=***"),
+        ("http://ops@ch:8123/cw", "http://ops@ch:8123/cw"),
+    ],
+)
+def test_every_password_of_a_clickhouse_url_is_masked(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_chainwatch_config_prints_no_password(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "CHAINWATCH_DATA_DIR": str(tmp_path),
+        "CHAINWATCH_CLICKHOUSE__URL": "http://ops:s3cret-1@ch:8123/cw?password=s3cret-2",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "config"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "s3cret" not in result.stdout + result.stderr
+    assert "http://ops:***@ch:8123/cw?password=***" in result.stdout
+
+
+def test_sink_metrics_listen_on_loopback_by_default(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = serve_metrics(Settings(data_dir=tmp_path, metrics_port=port))
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        server.shutdown()
+        server.server_close()
