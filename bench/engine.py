@@ -47,6 +47,7 @@ from chainwatch.replay import (
     ReplayRun,
     _lag,
     delete_run_topics,
+    no_progress,
     start_workers,
     stop_workers,
 )
@@ -172,7 +173,7 @@ def bench_throughput(
     scenario = tmp / "throughput.ndjson"
     say(f"[1] simulating about {events} records ...")
     records = make_scenario(scenario, events)
-    run = ReplayRun(base, scenario, partitions=partitions, progress=lambda s: None)
+    run = ReplayRun(base, scenario, partitions=partitions, progress=no_progress)
     if commit_interval_s is not None:
         engine = run.settings.engine.model_copy(update={"commit_interval_s": commit_interval_s})
         run.settings = run.settings.model_copy(update={"engine": engine})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import structlog
 
@@ -49,3 +50,28 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.stdlib.get_logger(name)
+
+
+#: Client libraries whose retries and connection chatter mean nothing to a CLI user.
+LIBRARY_LOGGERS = ("kafka", "aiokafka", "faust", "mode")
+
+
+def route_library_logs(path: Path) -> None:
+    """Send client-library records to `path` instead of stderr (user-facing commands).
+
+    A replay creates topics and then publishes at once, so aiokafka warns about
+    `NotLeaderForPartitionError` retries on every run; the records stay useful
+    for a bug report, so they go to a file rather than nowhere. `--verbose`
+    skips this and keeps them on stderr.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+    root_handlers = logging.getLogger().handlers
+    if root_handlers and root_handlers[0].formatter is not None:
+        handler.setFormatter(root_handlers[0].formatter)
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        for old in library.handlers:
+            old.close()
+        library.handlers[:] = [handler]
+        library.propagate = False

@@ -18,11 +18,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -38,7 +38,18 @@ from streams.engine.messages import INTERNAL_TOPICS, ORDER_INBOX
 from streams.rules.facts import to_ms
 from streams.topics import ALERTS, DEAD_LETTER, INPUT_TOPICS, OUTPUT_TOPICS, TopicNames
 
-Progress = Callable[[str], None]
+
+class Progress(Protocol):
+    """Where a replay reports what it does; `done`/`total` when the step is countable."""
+
+    def __call__(
+        self, message: str, /, *, done: int | None = None, total: int | None = None
+    ) -> None:
+        """Report `message`; a front end may draw `done` of `total` as a bar."""
+
+
+def no_progress(message: str, /, *, done: int | None = None, total: int | None = None) -> None:
+    """A `Progress` that says nothing (tests, benches)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,7 @@ async def publish_scenario(
     )
     await producer.start()
     published = dead = 0
+    total = sum(1 for _ in _lines(scenario))
     largest: int | None = None
     pending: list[asyncio.Future[Any]] = []
     lines: Iterable[tuple[int, bytes]] = _lines(scenario)
@@ -157,7 +169,7 @@ async def publish_scenario(
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
                 pending.clear()
-                progress(f"published {published} records")
+                progress("publishing", done=published + dead, total=total)
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
@@ -224,6 +236,7 @@ def wait_until_idle(
     deadline = time.monotonic() + timeout_s
     zero_streak = 0
     last_report = 0.0
+    most = 0
     while time.monotonic() < deadline:
         for proc in workers:
             if proc.poll() is not None:
@@ -237,8 +250,11 @@ def wait_until_idle(
         zero_streak = zero_streak + 1 if lag == 0 else 0
         if zero_streak >= 2:
             return
-        if time.monotonic() - last_report > 2:
-            progress("waiting for the engine" + ("" if lag is None else f": {lag} records behind"))
+        if lag is not None:
+            most = max(most, lag)
+            progress("waiting for the engine", done=most - lag, total=most)
+        elif time.monotonic() - last_report > 2:
+            progress("waiting for the engine")
             last_report = time.monotonic()
         time.sleep(0.3)
     raise UserError(f"the replay did not finish within {timeout_s:.0f}s")

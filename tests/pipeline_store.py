@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from chainwatch.replay import ReplayRun, stop_workers
+from chainwatch.replay import ReplayRun, no_progress, stop_workers
 from chainwatch.settings import Settings
 from chainwatch.simulator.config import AnomalyRates, SimConfig
 from chainwatch.simulator.generator import generate
@@ -42,7 +42,7 @@ def fill_store(root: Path, bootstrap: str) -> Settings:
         kafka={"bootstrap_servers": bootstrap, "partitions": 2},
         log_level="warning",
     )
-    run = ReplayRun(settings, scenario, partitions=2, progress=lambda _msg: None)
+    run = ReplayRun(settings, scenario, partitions=2, progress=no_progress)
     try:
         run.publish()
         run.start_workers(1)

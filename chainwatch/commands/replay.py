@@ -10,6 +10,16 @@ from typing import Annotated
 import orjson
 import typer
 from pydantic import TypeAdapter, ValidationError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from chainwatch.cli_context import check_plan, err, settings
 from chainwatch.errors import UserError
@@ -41,22 +51,71 @@ def register(app: typer.Typer) -> None:
         keep_topics: Annotated[
             bool, typer.Option(help="Keep the run's topics afterwards.")
         ] = False,
+        verbose: Annotated[
+            bool, typer.Option("--verbose", help="Show client-library logs on stderr.")
+        ] = False,
     ) -> None:
         """Replay SCENARIO on fresh topics; print the final alerts as NDJSON sorted by alert_id."""
+        from chainwatch.logs import route_library_logs
         from chainwatch.replay import run_replay
 
-        check_plan(settings())
-        result = run_replay(
-            settings(),
-            scenario,
-            until=_parse_until(until),
-            workers=workers,
-            partitions=partitions,
-            progress=lambda msg: err.print(f"[dim]replay:[/] {msg}", highlight=False),
-            keep_topics=keep_topics,
-        )
+        cfg = settings()
+        check_plan(cfg)
+        library_log = cfg.log_dir / "replay.log"
+        if not verbose:
+            route_library_logs(library_log)
+        with ProgressDisplay(err) as progress:
+            result = run_replay(
+                cfg,
+                scenario,
+                until=_parse_until(until),
+                workers=workers,
+                partitions=partitions,
+                progress=progress,
+                keep_topics=keep_topics,
+            )
         out = sys.stdout.buffer
         for alert in result.alerts:
             out.write(orjson.dumps(alert, option=orjson.OPT_SORT_KEYS) + b"\n")
         out.flush()
         err.print(f"dead letters: {result.dead_letters}", highlight=False)
+        if not verbose:
+            err.print(f"[dim]client-library log: {library_log}[/]", highlight=False)
+
+
+class ProgressDisplay:
+    """A rich bar for countable steps (publishing, the engine's lag); other messages as lines.
+
+    A `chainwatch.replay.Progress`: the replay reports, this draws. Without a
+    terminal (CI, a pipe) rich prints no bar, only the lines.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[dim]replay:[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> ProgressDisplay:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._progress.stop()
+
+    def __call__(
+        self, message: str, /, *, done: int | None = None, total: int | None = None
+    ) -> None:
+        if done is None or total is None:
+            self._progress.console.print(f"[dim]replay:[/] {message}", highlight=False)
+            return
+        task = self._tasks.get(message)
+        if task is None:
+            task = self._tasks[message] = self._progress.add_task(message, total=total)
+        self._progress.update(task, completed=done, total=total)

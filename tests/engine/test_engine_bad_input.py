@@ -18,7 +18,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from chainwatch.replay import ReplayRun
+from chainwatch.replay import ReplayRun, no_progress
 from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter
 from schemas.plan import load_plan
@@ -104,7 +104,7 @@ def test_random_and_broken_records_all_end_in_dead_letters(
 
     empty = tmp_path / "empty.ndjson"
     empty.write_text("")
-    run = ReplayRun(settings_factory(), empty, partitions=4, progress=lambda _m: None)
+    run = ReplayRun(settings_factory(), empty, partitions=4, progress=no_progress)
     try:
         run.publish()
         names = TopicNames(run.settings.kafka.topic_prefix)

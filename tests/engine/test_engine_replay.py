@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from engine_helpers import EXAMPLES, by_id, reference_alerts, simulate
 
-from chainwatch.replay import ReplayRun, run_replay
+from chainwatch.replay import ReplayRun, no_progress, run_replay
 from chainwatch.settings import Settings
 from schemas.common import truncate_ms
 
@@ -33,8 +33,7 @@ COMPARED = (
 )  # fmt: skip
 
 
-def _quiet(_message: str) -> None:
-    return None
+_quiet = no_progress
 
 
 @pytest.fixture(scope="module")

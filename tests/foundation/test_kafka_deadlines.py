@@ -88,6 +88,8 @@ def test_waiting_for_the_engine_ends_at_its_deadline_against_a_silent_broker(
     messages: list[str] = []
     started = time.monotonic()
     with pytest.raises(UserError, match="did not finish within 4s"):
-        replay.wait_until_idle(settings, [], messages.append, timeout_s=4)
+        replay.wait_until_idle(
+            settings, [], lambda message, **_counts: messages.append(message), timeout_s=4
+        )
     assert time.monotonic() - started < 20
     assert any("Kafka probe failed" in m for m in messages)
