@@ -16,7 +16,7 @@ import click
 import typer
 from rich.table import Table as RichTable
 
-from chainwatch.cli_context import err, out, settings, state
+from chainwatch.cli_context import err, out, plain_store_error, settings, state
 from chainwatch.commands import dashboards, gateway, notify, replay, simulate, status, tokens
 from chainwatch.errors import UserError
 
@@ -150,7 +150,7 @@ def doctor() -> None:
     checks = run_checks(settings())
     for check in checks:
         mark = "[green]ok[/]" if check.ok else "[red]FAIL[/]"
-        out.print(f"{mark:>14}  {check.name:<12} {check.detail}")
+        out.print(f"{mark:>14}  {check.name:<12} {check.detail}", soft_wrap=True)
     if not all(c.ok for c in checks):
         raise typer.Exit(1)
 
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, PlanError) as exc:  # a bad SLA plan is the user's file, not a bug
         if state["debug"]:
             err.print_exception()
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {plain_store_error(str(exc))}", highlight=False)
         return exc.exit_code if isinstance(exc, UserError) else 1
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -40,3 +41,49 @@ def check_plan(cfg: Settings) -> None:
     from schemas.plan import load_plan
 
     load_plan(cfg.engine.plan)
+
+
+def require_kafka(cfg: Settings, timeout_s: float = 3.0) -> None:
+    """Fail in one line within seconds when the broker does not answer (no library noise)."""
+    from chainwatch.local_kafka import metadata_ok
+    from chainwatch.logs import silenced
+
+    with silenced("kafka", "aiokafka"):
+        if metadata_ok(cfg.kafka.bootstrap, timeout_s=timeout_s):
+            return
+    fix = (
+        "start it with `chainwatch kafka start`"
+        if cfg.kafka.is_local
+        else "check CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS and that the brokers are up"
+    )
+    raise UserError(f"Kafka at {cfg.kafka.bootstrap} does not answer; {fix}")
+
+
+_UNKNOWN_TABLE = re.compile(
+    r"UNKNOWN_TABLE|Unknown table expression identifier|Table \S+ does not exist"
+    r"|UNKNOWN_DATABASE|Database \S+ does not exist"
+)
+_TABLE_NAME = re.compile(r"(?:identifier|Table) '?`?([\w.]+)")
+_UNREACHABLE = re.compile(r"^(cannot reach ClickHouse at \S+?):? .*?(; check \S+)$", re.S)
+_REASON = re.compile(
+    r"\[Errno -?\d+\] ([^'\")(]+)|(timed out)|(Name or service not known)"
+    r"|(certificate verify failed)"
+)
+
+
+def plain_store_error(message: str) -> str:
+    """One line a newcomer can act on, instead of ClickHouse's or urllib3's full text."""
+    if _UNKNOWN_TABLE.search(message):
+        table = _TABLE_NAME.search(message)
+        what = f"table {table.group(1)!r}" if table else "such table"
+        return (
+            f"ClickHouse has no {what}; on a fresh store run `chainwatch db migrate` "
+            "(or start `chainwatch sink`, which migrates first)"
+        )
+    unreachable = _UNREACHABLE.match(message)
+    if unreachable:
+        found = _REASON.search(message)
+        reason = next((g for g in found.groups() if g), "") if found else ""
+        why = f" ({reason.strip().rstrip('.').lower()})" if reason else ""
+        return f"{unreachable.group(1)}{why}{unreachable.group(2)}"
+    return message

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 
 from chainwatch.errors import UserError
 from chainwatch.settings import Settings
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -22,15 +25,19 @@ def _tool(name: str, args: list[str], fix: str) -> Check:
     if path is None:
         return Check(name, False, f"not found on PATH; {fix}")
     result = subprocess.run([path, *args], capture_output=True, text=True, check=False, timeout=30)
-    first = (result.stdout + result.stderr).strip().splitlines()
+    text = _ANSI.sub("", result.stdout + result.stderr)  # Maven colours its banner
+    first = text.strip().splitlines()
     return Check(name, result.returncode == 0, first[0] if first else path)
 
 
 def _kafka(settings: Settings) -> Check:
     from chainwatch.local_kafka import metadata_ok
+    from chainwatch.logs import silenced
 
     bootstrap = settings.kafka.bootstrap
-    if metadata_ok(bootstrap, timeout_s=3):
+    with silenced("kafka", "aiokafka"):  # a refused probe is this check's FAIL line
+        ok = metadata_ok(bootstrap, timeout_s=3)
+    if ok:
         return Check("kafka", True, f"answering on {bootstrap}")
     fix = (
         "run `chainwatch kafka start`"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
@@ -46,6 +48,31 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     if level != "debug":  # client libraries narrate every connection at INFO
         for noisy in ("kafka", "aiokafka", "faust.transport", "mode", "httpx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # these warn about each retry of a request whose failure is reported anyway
+        for retrying in ("urllib3.connectionpool", "clickhouse_connect"):
+            logging.getLogger(retrying).setLevel(logging.ERROR)
+
+
+@contextmanager
+def silenced(*names: str) -> Iterator[None]:
+    """Mute these loggers for a probe whose outcome is reported in one line of our own.
+
+    `chainwatch doctor` and the Kafka pre-flight of one-shot commands expect a broker
+    that may be down; kafka-python would log every refused connection of the probe.
+    Nothing is muted with CHAINWATCH_LOG_LEVEL=debug.
+    """
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in names]
+    before = [logger.level for logger in loggers]
+    for logger in loggers:  # children without a level of their own inherit this one
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, was in zip(loggers, before, strict=True):
+            logger.setLevel(was)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -21,7 +21,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from chainwatch.cli_context import check_plan, err, settings
+from chainwatch.cli_context import check_plan, err, require_kafka, settings
 from chainwatch.errors import UserError
 from schemas.common import UtcDatetime
 
@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = settings()
         check_plan(cfg)
+        require_kafka(cfg)
         library_log = cfg.log_dir / "replay.log"
         if not verbose:
             route_library_logs(library_log)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,53 @@ def test_make_clean_data_deletes_the_configured_data_dir_and_nothing_else(
     )
     assert refused.returncode != 0
     assert (project / "Makefile").exists()
+
+
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "command", [["sql", "SELECT count() FROM alerts_current"], ["status", "--once"]]
+)
+def test_a_fresh_store_says_run_db_migrate(tmp_path: Path, command: list[str]) -> None:
+    env = user_env(tmp_path / "data", CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:9")
+    line = _one_line(run_cli(*command, env=env, timeout=90))
+    assert "run `chainwatch db migrate`" in line
+    assert "UNKNOWN_TABLE" not in line
+
+
+def test_an_unreachable_clickhouse_url_is_one_short_line(tmp_path: Path) -> None:
+    env = user_env(tmp_path / "data", CHAINWATCH_CLICKHOUSE__URL="http://u:pw@127.0.0.1:9/db")
+    line = _one_line(run_cli("sql", "SELECT 1", env=env, timeout=90))
+    assert line == (
+        "error: cannot reach ClickHouse at http://u:***@127.0.0.1:9/db (connection refused); "
+        "check CHAINWATCH_CLICKHOUSE__URL"
+    )
+
+
+def test_with_kafka_down_replay_and_doctor_say_so_quickly_without_library_noise(
+    tmp_path: Path,
+) -> None:
+    env = user_env(
+        tmp_path / "data",
+        CHAINWATCH_KAFKA__LOCAL_PORT="29972",  # the managed broker's port, with no broker there
+        CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT="29973",
+    )
+    started = time.monotonic()
+    replay = run_cli("replay", "examples/example_1_on_time.ndjson", env=env, timeout=60)
+    replay_s = time.monotonic() - started
+    assert _one_line(replay) == (
+        "error: Kafka at 127.0.0.1:29972 does not answer; start it with `chainwatch kafka start`"
+    )
+    assert replay_s < 30, replay_s  # the probe's own deadline is 3 s (+2 s to close)
+
+    doctor = run_cli("doctor", env=env, timeout=90)
+    assert doctor.returncode == 1
+    assert doctor.stderr == "", doctor.stderr  # no kafka-python connection errors
+    kafka_line = next(line for line in doctor.stdout.splitlines() if " kafka " in line)
+    assert "no answer from 127.0.0.1:29972; run `chainwatch kafka start`" in kafka_line
+    assert "\x1b" not in doctor.stdout  # Maven's colour codes are stripped
