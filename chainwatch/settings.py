@@ -201,6 +201,15 @@ class WebhookSettings(BaseModel):
     retry_horizon_s: float = Field(
         default=3600.0, gt=0, description="Give up (dead letter) this long after the first try."
     )
+    min_retry_after_s: float = Field(
+        default=1.0, ge=0, description="A receiver's `Retry-After` is raised to at least this."
+    )
+    max_retry_after_s: float = Field(
+        default=300.0, gt=0, description="A receiver's `Retry-After` is lowered to at most this."
+    )
+    max_attempts: int = Field(
+        default=20, ge=1, description="Attempts per delivery at most, within the horizon."
+    )
     queue_size: int = Field(
         default=10_000, ge=1, description="Pending deliveries per endpoint; beyond, dead letter."
     )

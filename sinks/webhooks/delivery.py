@@ -3,9 +3,12 @@
 Retry policy (Standard Webhooks' recommendations):
 - 2xx: delivered.
 - 5xx, timeouts and connection errors: retry with exponential backoff and jitter.
-- 408 and 429: retry, after `Retry-After` when the receiver sends one.
+- 408 and 429: retry, after `Retry-After` when the receiver sends one, clamped
+  to [`min_retry_after_s`, `max_retry_after_s`]: `Retry-After: 0` cannot make
+  us hammer a receiver, nor a day-long one park a delivery past the horizon.
 - any other status (4xx, and 3xx: redirects are not followed): give up at once.
-- a retry that would start after `retry_horizon_s` from the first attempt: give up.
+- a retry that would start after `retry_horizon_s` from the first attempt, or
+  would be attempt number `max_attempts + 1`: give up.
 Each attempt is signed afresh (`webhook-timestamp` is the attempt's time, so
 receivers can reject stale replays) under the same `webhook-id` and body.
 
@@ -42,6 +45,15 @@ class RetryPolicy:
     initial_backoff_s: float = 1.0
     max_backoff_s: float = 300.0
     retry_horizon_s: float = 3600.0
+    min_retry_after_s: float = 1.0
+    max_retry_after_s: float = 300.0
+    max_attempts: int = 20
+
+    def retry_delay(self, attempts: int, retry_after: float | None) -> float:
+        """Seconds before the next attempt, after `attempts` failed ones."""
+        if retry_after is None:
+            return self.backoff(attempts)
+        return min(max(retry_after, self.min_retry_after_s), self.max_retry_after_s)
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """Delay before retry number `attempt` (1-based): doubling, capped, ±50 % jitter."""
@@ -185,10 +197,11 @@ async def deliver(
         if outcome.delivered or not outcome.retryable:
             result.delivered = outcome.delivered
             break
-        delay = outcome.retry_after
-        if delay is None:
-            delay = policy.backoff(result.attempts)
-        if time.monotonic() - started + delay > policy.retry_horizon_s:
+        delay = policy.retry_delay(result.attempts, outcome.retry_after)
+        if (
+            result.attempts >= policy.max_attempts
+            or time.monotonic() - started + delay > policy.retry_horizon_s
+        ):
             result.last_error = f"{outcome.error}; gave up after {result.attempts} attempts"
             break
         await sleep(delay)

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from pydantic import ValidationError
 from standardwebhooks import Webhook
 
@@ -73,6 +73,29 @@ class Topics:
 
 def _status_class(result: AttemptResult) -> str:
     return "error" if result.status == 0 else f"{result.status // 100}xx"
+
+
+PERMANENT_PUBLISH_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
+"""The broker will never take this record: retrying cannot help."""
+
+
+async def publish(producer: AIOKafkaProducer, topic: str, key: str, value: bytes) -> bool:
+    """Publish one log record, retrying while Kafka is unavailable (each try bounded by
+    the producer's `request_timeout_ms`); False, logged and counted, for a record the
+    broker refuses for good (records are bounded, so this is a bug, never a loop)."""
+    delay = 0.2
+    while True:
+        try:
+            await producer.send_and_wait(topic, value=value, key=key.encode())
+            return True
+        except PERMANENT_PUBLISH_ERRORS as exc:
+            log.error("publish_refused", topic=topic, bytes=len(value), error=type(exc).__name__)
+            metrics.LOG_REFUSED.labels(topic).inc()
+            return False
+        except KafkaError as exc:
+            log.warning("publish_failed", topic=topic, error=type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 class EndpointWorker:
@@ -135,15 +158,7 @@ class Notifier:
 
     async def _publish(self, topic: str, key: str, value: bytes) -> None:
         assert self._producer is not None
-        delay = 0.2
-        while True:
-            try:
-                await self._producer.send_and_wait(topic, value=value, key=key.encode())
-                return
-            except KafkaError as exc:
-                log.warning("publish_failed", topic=topic, error=type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        await publish(self._producer, topic, key, value)
 
     async def _finish(
         self,

@@ -24,3 +24,8 @@ LATENCY = Histogram(
 INVALID_ALERTS = Counter(
     "chainwatch_webhook_invalid_alerts", "Records on the alerts topic that are not alerts"
 )
+LOG_REFUSED = Counter(
+    "chainwatch_webhook_log_refused",
+    "Delivery-log or dead-letter records the broker refused for good (a bug: records are bounded)",
+    ["topic"],
+)

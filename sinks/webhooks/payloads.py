@@ -8,11 +8,11 @@ by the engine, so receivers de-duplicate on `webhook-id` alone.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 from schemas.alerts import Alert
 from schemas.common import format_utc
+from sinks.webhooks.records import body_of
 
 
 def webhook_id(alert: Alert) -> str:
@@ -58,4 +58,4 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
 def render(alert: Alert, fmt: str) -> tuple[dict[str, Any], str]:
     """The payload and its exact serialised body (what is signed and sent)."""
     payload = slack_payload(alert) if fmt == "slack" else generic_payload(alert)
-    return payload, json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return payload, body_of(payload)

@@ -5,22 +5,56 @@ process, the sink); it publishes one `DeliveryLog` per finished delivery to the
 `webhook-deliveries` topic, which the sink stores in `webhook_deliveries`, and a
 `WebhookDeadLetter` per delivery it gave up on to `webhook-dead-letter`, with
 everything needed to re-send it by hand. Neither ever contains a secret.
+
+Both stay below `MAX_RECORD_BYTES` (under Kafka's default 1 MiB message limit)
+whatever happened: a log keeps the last `MAX_STATUS_CODES` statuses (`attempts`
+counts them all) and `MAX_TEXT` characters of an error; a dead letter whose
+payload is too large keeps its size and SHA-256 instead (`payload_truncated`),
+and `alert_id` finds the alert on the `alerts` topic.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
 from schemas.common import UtcDatetime
+from schemas.dead_letter import MAX_DEAD_LETTER_BYTES
 
 DELIVERIES_TOPIC = "webhook-deliveries"
 DEAD_LETTER_TOPIC = "webhook-dead-letter"
 NOTIFY_TOPICS = (DELIVERIES_TOPIC, DEAD_LETTER_TOPIC)
 
 Outcome = Literal["delivered", "gave_up"]
+
+MAX_RECORD_BYTES = MAX_DEAD_LETTER_BYTES
+"""Bound of one encoded record, with headroom under Kafka's 1 MiB for key and framing."""
+MAX_STATUS_CODES = 100
+MAX_TEXT = 1000
+MAX_PAYLOAD_BYTES = MAX_RECORD_BYTES - 32 * 1024
+"""A dead letter's payload, so that with its other (bounded) fields it fits."""
+
+
+def _last_codes(codes: list[int]) -> list[int]:
+    return codes[-MAX_STATUS_CODES:]
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
+StatusCodes = Annotated[list[int], AfterValidator(_last_codes)]
+"""HTTP status of the last attempts (at most `MAX_STATUS_CODES`), 0 where there was
+no response (timeout, refused)."""
+Text = Annotated[str, AfterValidator(_cut)]
+
+
+def body_of(payload: dict[str, Any]) -> str:
+    """The exact serialisation that is signed and sent."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
 class DeliveryLog(BaseModel):
@@ -36,9 +70,8 @@ class DeliveryLog(BaseModel):
     url_host: str
     outcome: Outcome
     attempts: int
-    status_codes: list[int]
-    """HTTP status of every attempt, 0 where there was no response (timeout, refused)."""
-    last_error: str = ""
+    status_codes: StatusCodes
+    last_error: Text = ""
     first_attempt_at: UtcDatetime
     finished_at: UtcDatetime
     latency_ms: float
@@ -55,11 +88,32 @@ class WebhookDeadLetter(BaseModel):
     endpoint: str
     url_host: str
     alert_id: str
-    reason: str
+    reason: Text
     attempts: int
-    status_codes: list[int]
+    status_codes: StatusCodes
     payload: dict[str, Any]
+    """The payload that was signed and sent; `{}` when `payload_truncated`."""
     failed_at: UtcDatetime
+    payload_truncated: bool = False
+    payload_bytes: int | None = None
+    """Size of the sent body (`payload` serialised) when it was cut."""
+    payload_sha256: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded_payload(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("payload"), dict):
+            return data
+        body = body_of(data["payload"]).encode()
+        if len(body) <= MAX_PAYLOAD_BYTES:
+            return data
+        return {
+            **data,
+            "payload": {},
+            "payload_truncated": True,
+            "payload_bytes": len(body),
+            "payload_sha256": hashlib.sha256(body).hexdigest(),
+        }
 
     @staticmethod
     def id_for(webhook_id: str, endpoint: str) -> str:

@@ -35,6 +35,9 @@ def policy_from(settings: Settings) -> RetryPolicy:
         initial_backoff_s=cfg.initial_backoff_s,
         max_backoff_s=cfg.max_backoff_s,
         retry_horizon_s=cfg.retry_horizon_s,
+        min_retry_after_s=cfg.min_retry_after_s,
+        max_retry_after_s=cfg.max_retry_after_s,
+        max_attempts=cfg.max_attempts,
     )
 
 

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from standardwebhooks import Webhook
-from webhook_servers import drip, huge_error, serve
+from webhook_servers import Behaviour, drip, huge_error, serve, status
 
-from sinks.webhooks.delivery import RESPONSE_BODY_CAP, RetryPolicy, attempt, http_client
+from sinks.webhooks.delivery import (
+    RESPONSE_BODY_CAP,
+    DeliveryResult,
+    RetryPolicy,
+    attempt,
+    deliver,
+    http_client,
+)
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -47,3 +55,33 @@ def test_a_200_mb_error_body_is_not_read() -> None:
     assert (status, error) == (500, "HTTP 500")
     # what the kernel's socket buffers absorb, not the body
     assert RESPONSE_BODY_CAP < sent < 32 * 1024 * 1024
+
+
+def _deliver(behaviour: Behaviour, policy: RetryPolicy, **kwargs: Any) -> DeliveryResult:
+    async def run() -> DeliveryResult:
+        async with serve(behaviour) as server, http_client(policy) as http:
+            return await asyncio.wait_for(
+                deliver(http, server.url, Webhook(SECRET), "msg_1", "{}", policy, **kwargs),
+                timeout=60,
+            )
+
+    return asyncio.run(run())
+
+
+def test_retry_after_zero_is_raised_to_the_minimum() -> None:
+    policy = RetryPolicy(timeout_s=1.0, min_retry_after_s=0.25, retry_horizon_s=1.5)
+    result = _deliver(status(429, {"Retry-After": "0"}), policy)
+    assert not result.delivered
+    assert 2 <= result.attempts <= 7  # 1.5 s / 0.25 s, not thousands
+
+
+def test_a_huge_retry_after_is_capped_and_attempts_are_bounded() -> None:
+    policy = RetryPolicy(timeout_s=1.0, max_retry_after_s=2.0, retry_horizon_s=3600, max_attempts=3)
+    delays: list[float] = []
+
+    async def no_wait(delay: float) -> None:
+        delays.append(delay)
+
+    result = _deliver(status(429, {"Retry-After": "86400"}), policy, sleep=no_wait)
+    assert (result.attempts, delays) == (3, [2.0, 2.0])
+    assert "gave up after 3 attempts" in result.last_error

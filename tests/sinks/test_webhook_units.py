@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from datetime import UTC, datetime
@@ -17,6 +18,13 @@ from schemas.alerts import AlertStatus, Severity
 from sinks.webhooks.delivery import RetryPolicy, retry_after_s, signed_headers
 from sinks.webhooks.offsets import OffsetTracker
 from sinks.webhooks.payloads import render, webhook_id
+from sinks.webhooks.records import (
+    MAX_RECORD_BYTES,
+    MAX_STATUS_CODES,
+    DeliveryLog,
+    WebhookDeadLetter,
+    body_of,
+)
 from sinks.webhooks.subscriptions import (
     Filters,
     SubscriptionError,
@@ -151,3 +159,32 @@ def test_the_shipped_example_subscriptions_file_loads(monkeypatch: pytest.Monkey
     example = Path(__file__).resolve().parents[2] / "deploy/webhooks/subscriptions.example.yaml"
     subs = load_subscriptions(example, ["*.example.com", "hooks.slack.com"])
     assert [e.name for e in subs.endpoints] == ["ops-pager", "key-accounts-slack", "dyeing-floor"]
+
+
+def test_delivery_log_and_dead_letter_records_stay_under_the_message_limit() -> None:
+    now = datetime.now(UTC)
+    entry = DeliveryLog(
+        webhook_id="msg_1", alert_id="a", alert_status="open", alert_type="stage_overdue",
+        endpoint="e", url_host="h", outcome="gave_up", attempts=10_000,
+        status_codes=[429] * 10_000, last_error="x" * 2_000_000,
+        first_attempt_at=now, finished_at=now, latency_ms=1.0,
+    )  # fmt: skip
+    assert len(entry.model_dump_json()) < 10_000
+    assert entry.attempts == 10_000
+    assert len(entry.status_codes) == MAX_STATUS_CODES
+    payload = {"data": {"details": {"blob": "y" * 2_000_000}}}
+    letter = WebhookDeadLetter(
+        dead_letter_id="d", webhook_id="msg_1", endpoint="e", url_host="h", alert_id="a",
+        reason="z" * 2_000_000, attempts=3, status_codes=[503] * 3, payload=payload,
+        failed_at=now,
+    )  # fmt: skip
+    encoded = letter.model_dump_json().encode()
+    assert len(encoded) <= MAX_RECORD_BYTES
+    assert letter.payload_truncated
+    sent = body_of(payload).encode()
+    assert (letter.payload_bytes, letter.payload_sha256) == (
+        len(sent),
+        hashlib.sha256(sent).hexdigest(),
+    )
+    small = letter.model_copy(update={"payload": {"a": 1}})
+    assert WebhookDeadLetter.model_validate_json(small.model_dump_json()) == small
