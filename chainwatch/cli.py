@@ -169,11 +169,18 @@ def worker() -> None:
 @app.command("sink")
 def sink(
     drain: Annotated[bool, typer.Option(help="Exit once caught up with every topic.")] = False,
+    new_kafka_epoch: Annotated[
+        bool,
+        typer.Option(
+            help="The Kafka was rebuilt (new cluster or re-created topics) but the store is "
+            "kept: store its records after the old ones (docs/sinks.md)."
+        ),
+    ] = False,
 ) -> None:
     """Sink topics into ClickHouse (owns the embedded store while it runs)."""
     from chainwatch.sink_runner import run_sink
 
-    stats = run_sink(settings(), drain=drain)
+    stats = run_sink(settings(), drain=drain, new_kafka_epoch=new_kafka_epoch)
     err.print(f"sink: {stats.rows_written} rows in {stats.batches} batches")
 
 

@@ -26,6 +26,7 @@ from sinks.clickhouse.connection import (
     open_client,
     open_own_handle,
 )
+from sinks.clickhouse.kafka_source import kafka_identities, resolve_offset_bases
 from sinks.clickhouse.mapping import RecordMapper
 from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.query_server import QueryServer
@@ -66,8 +67,13 @@ def run_sink(
     drain: bool = False,
     on_flush: Callable[[SinkStats], None] | None = None,
     mappers: Mapping[str, RecordMapper] | None = None,
+    new_kafka_epoch: bool = False,
 ) -> SinkStats:
-    """Own the store, serve local read queries, and sink topics until stopped."""
+    """Own the store, serve local read queries, and sink topics until stopped.
+
+    Refuses to start (`KafkaChanged`) when the broker is not the one the store's
+    offsets came from, unless `new_kafka_epoch` (see `sinks/clickhouse/kafka_source.py`).
+    """
     prepare_topics(settings)
     ensure_topics(
         settings.kafka.bootstrap,
@@ -77,7 +83,15 @@ def run_sink(
         replication_factor=settings.kafka.replication_factor,
     )
     serve_metrics(settings)
-    return asyncio.run(_main(settings, drain=drain, on_flush=on_flush, mappers=mappers))
+    return asyncio.run(
+        _main(
+            settings,
+            drain=drain,
+            on_flush=on_flush,
+            mappers=mappers if mappers is not None else build_mappers(settings),
+            new_kafka_epoch=new_kafka_epoch,
+        )
+    )
 
 
 def serve_metrics(settings: Settings) -> Any:
@@ -111,7 +125,8 @@ async def _main(
     *,
     drain: bool,
     on_flush: Callable[[SinkStats], None] | None,
-    mappers: Mapping[str, RecordMapper] | None,
+    mappers: Mapping[str, RecordMapper],
+    new_kafka_epoch: bool,
 ) -> SinkStats:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -122,6 +137,14 @@ async def _main(
         return SinkStats()
     server: QueryServer | None = None
     try:
+        identities = await asyncio.to_thread(kafka_identities, settings.kafka.bootstrap, mappers)
+        bases = await asyncio.to_thread(
+            resolve_offset_bases,
+            client,
+            identities,
+            {topic: [t.name for t in m.tables] for topic, m in mappers.items()},
+            new_epoch=new_kafka_epoch,
+        )
         if settings.clickhouse.is_embedded:
             reads = ReadOnlyQueries(await asyncio.to_thread(open_own_handle, settings))
             server = QueryServer(reads, settings.clickhouse_dir, settings.clickhouse.query_port)
@@ -130,7 +153,7 @@ async def _main(
             bootstrap=settings.kafka.bootstrap,
             group_id=f"{settings.engine.app_id}-clickhouse-sink",
             client=client,
-            mappers=mappers if mappers is not None else build_mappers(settings),
+            mappers=mappers,
             config=SinkConfig(
                 flush_rows=settings.sink.flush_rows,
                 flush_interval_s=settings.sink.flush_interval_s,
@@ -138,6 +161,7 @@ async def _main(
                 max_backoff_s=settings.sink.max_backoff_s,
             ),
             on_flush=on_flush,
+            offset_bases=bases,
         )
         stats = await sink.run(stop, drain=drain)
         log.info("sink_stopped", rows=stats.rows_written, batches=stats.batches)

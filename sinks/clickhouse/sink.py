@@ -19,6 +19,10 @@ Lifecycle and guarantees:
   more is fetched and the buffer stays bounded, while the consumer keeps polling
   (its group membership stays alive). The flush is retried with exponential
   backoff; when it succeeds the partitions resume and the backlog drains.
+- Offsets are those of one Kafka: `kafka_source.py` refuses a rebuilt Kafka
+  at start, or starts a new epoch whose `offset_bases` shift every stored
+  offset (rows, skip-sets, tokens, versions) past the earlier epochs; Kafka
+  commits always use the real offsets.
 - On revocation the sink tries one flush; buffers it cannot write are dropped
   uncommitted and re-read by the next owner.
 - A record a mapper cannot turn into rows - `RecordInvalid`, or any other
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Mapping
@@ -126,6 +131,7 @@ class ClickHouseSink:
         config: SinkConfig | None = None,
         on_flush: Callable[[SinkStats], None] | None = None,
         consumer_options: Mapping[str, Any] | None = None,
+        offset_bases: Mapping[str, int] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.group_id = group_id
@@ -134,6 +140,8 @@ class ClickHouseSink:
         self.config = config or SinkConfig()
         self.on_flush = on_flush
         self.consumer_options = dict(consumer_options or {})
+        self.offset_bases = {t: b for t, b in (offset_bases or {}).items() if b}
+        """Per topic, added to Kafka offsets before they are stored (`kafka_source.py`)."""
         self.stats = SinkStats()
         self._tables: dict[str, Table] = {
             t.name: t for mapper in self.mappers.values() for t in mapper.tables
@@ -159,7 +167,7 @@ class ClickHouseSink:
         for tp in partitions:
             self._loaded.add(tp)
             committed = await consumer.committed(tp) if consumer is not None else None
-            since = int(committed or 0)
+            since = int(committed or 0) + self.offset_bases.get(tp.topic, 0)
             for table in self.mappers[tp.topic].tables:
                 sql = (
                     f"SELECT count(), max(kafka_offset), "
@@ -203,6 +211,9 @@ class ClickHouseSink:
         if not records:
             return
         mapper = self.mappers[tp.topic]
+        base = self.offset_bases.get(tp.topic)
+        if base:  # a later Kafka epoch: stored offsets continue after the earlier ones
+            records = [dataclasses.replace(r, offset=r.offset + base) for r in records]
         buf = self._buffers.get(tp)
         if buf is None:
             buf = self._buffers[tp] = _Buffer(
@@ -307,7 +318,11 @@ class ClickHouseSink:
         consumer = self._consumer
         if not commits or consumer is None:
             return
-        mine = {tp: off for tp, off in commits.items() if tp in consumer.assignment()}
+        mine = {
+            tp: off - self.offset_bases.get(tp.topic, 0)
+            for tp, off in commits.items()
+            if tp in consumer.assignment()
+        }
         if not mine:
             return
         try:
