@@ -104,6 +104,7 @@ def _children(
             **os.environ,
             "CHAINWATCH_ENGINE__CLOCK": "event",
             "CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS": str(subscriptions),
+            "CHAINWATCH_WEBHOOKS__ALLOWED_NETWORKS": "127.0.0.1",  # the demo's own receiver
             "CHAINWATCH_DEMO_WEBHOOK_SECRET": receiver.secret,
         }
         for name, args in children.items():

@@ -8,6 +8,7 @@ print; `redacted()` is what `chainwatch config` and the logs show.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -195,7 +196,14 @@ class WebhookSettings(BaseModel):
         description="Comma-separated; if set, endpoint hosts must be one of these "
         "(`*.example.com` matches subdomains).",
     )
-    timeout_s: float = Field(default=10.0, gt=0, description="Per attempt.")
+    allowed_networks: str = Field(
+        default="",
+        description="Comma-separated networks (`10.20.0.0/16,127.0.0.1`) that endpoints may "
+        "reach although not public; by default only public addresses are reached.",
+    )
+    timeout_s: float = Field(
+        default=10.0, gt=0, description="Per attempt, from connecting to the answer."
+    )
     initial_backoff_s: float = Field(default=1.0, gt=0)
     max_backoff_s: float = Field(default=300.0, gt=0)
     retry_horizon_s: float = Field(
@@ -213,6 +221,16 @@ class WebhookSettings(BaseModel):
     queue_size: int = Field(
         default=10_000, ge=1, description="Pending deliveries per endpoint; beyond, dead letter."
     )
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for entry in filter(None, (e.strip() for e in value.split(","))):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not a network (10.0.0.0/8) or address") from None
+        return value
 
 
 class Settings(BaseSettings):

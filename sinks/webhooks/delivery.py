@@ -17,7 +17,8 @@ connecting, sending and reading the answer: a receiver that drips its answer
 a byte at a time cannot hold it open longer. Of the answer only the status and
 headers matter; at most `RESPONSE_BODY_CAP` bytes of its body are read (never
 decompressed) and the connection is closed on the rest, so a huge error page
-costs no memory.
+costs no memory. Connections go only to addresses the `TargetPolicy` permits
+(targets.py); a refused target is given up at once, never retried.
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 from standardwebhooks import Webhook
+
+from sinks.webhooks.targets import (
+    GuardedBackend,
+    GuardedTransport,
+    Resolver,
+    TargetPolicy,
+    TargetRefused,
+    system_resolve,
+)
 
 RETRYABLE_4XX = frozenset({408, 429})
 RESPONSE_BODY_CAP = 64 * 1024
@@ -83,6 +93,8 @@ class AttemptResult:
     """HTTP status, 0 when no response arrived."""
     error: str = ""
     retry_after: float | None = None
+    refused: bool = False
+    """The target address is not allowed: retrying cannot help."""
 
     @property
     def delivered(self) -> bool:
@@ -90,6 +102,8 @@ class AttemptResult:
 
     @property
     def retryable(self) -> bool:
+        if self.refused:
+            return False
         return self.status == 0 or self.status >= 500 or self.status in RETRYABLE_4XX
 
 
@@ -104,13 +118,20 @@ class DeliveryResult:
     latency_ms: float = 0.0
 
 
-def http_client(policy: RetryPolicy, *, concurrency: int = 1) -> httpx.AsyncClient:
-    """The client of one endpoint: no redirects, no proxies from the environment."""
+def http_client(
+    policy: RetryPolicy,
+    *,
+    targets: TargetPolicy,
+    concurrency: int = 1,
+    resolve: Resolver = system_resolve,
+) -> httpx.AsyncClient:
+    """The client of one endpoint: guarded targets, no redirects, no proxies from the
+    environment (a proxy would connect on our behalf, past the address check)."""
     return httpx.AsyncClient(
         timeout=policy.timeout_s,
         follow_redirects=False,
         trust_env=False,
-        limits=httpx.Limits(max_connections=concurrency),
+        transport=GuardedTransport(GuardedBackend(targets, resolve), max_connections=concurrency),
     )
 
 
@@ -163,6 +184,8 @@ async def attempt(
     except TimeoutError:
         if result is None:
             return AttemptResult(0, f"timeout: no answer within {deadline_s:g} s")
+    except TargetRefused as exc:
+        return AttemptResult(0, f"target refused: {exc}", refused=True)
     except httpx.TimeoutException:
         return AttemptResult(0, "timeout")
     except httpx.HTTPError as exc:  # connection refused, reset, DNS, protocol errors

@@ -45,6 +45,7 @@ from sinks.webhooks.offsets import OffsetTracker
 from sinks.webhooks.payloads import render, webhook_id
 from sinks.webhooks.records import DeliveryLog, WebhookDeadLetter
 from sinks.webhooks.subscriptions import Endpoint
+from sinks.webhooks.targets import TargetPolicy
 
 log = get_logger(__name__)
 
@@ -101,12 +102,14 @@ async def publish(producer: AIOKafkaProducer, topic: str, key: str, value: bytes
 class EndpointWorker:
     """The queue, HTTP client and workers of one endpoint."""
 
-    def __init__(self, endpoint: Endpoint, policy: RetryPolicy, queue_size: int) -> None:
+    def __init__(
+        self, endpoint: Endpoint, policy: RetryPolicy, queue_size: int, targets: TargetPolicy
+    ) -> None:
         self.endpoint = endpoint
         self.policy = policy
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=queue_size)
         self.signer = Webhook(endpoint.signing_secret())
-        self.http = http_client(policy, concurrency=endpoint.concurrency)
+        self.http = http_client(policy, targets=targets, concurrency=endpoint.concurrency)
         self.in_flight = 0
 
     @property
@@ -142,13 +145,14 @@ class Notifier:
         topics: Topics,
         endpoints: Sequence[Endpoint],
         policy: RetryPolicy,
+        targets: TargetPolicy,
         queue_size: int = 10_000,
         consumer_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.topics = topics
-        self.workers = [EndpointWorker(e, policy, queue_size) for e in endpoints]
+        self.workers = [EndpointWorker(e, policy, queue_size, targets) for e in endpoints]
         self.consumer_options = dict(consumer_options or {})
         self.tracker = OffsetTracker()
         self.stats = NotifyStats()

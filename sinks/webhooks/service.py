@@ -23,6 +23,7 @@ from sinks.webhooks.subscriptions import (
     load_subscriptions,
     parse_allowed_hosts,
 )
+from sinks.webhooks.targets import TargetPolicy, parse_networks
 from streams.topics import ALERTS, TopicNames
 
 log = get_logger(__name__)
@@ -41,12 +42,18 @@ def policy_from(settings: Settings) -> RetryPolicy:
     )
 
 
+def targets_from(settings: Settings) -> TargetPolicy:
+    return TargetPolicy(parse_networks(settings.webhooks.allowed_networks))
+
+
 def load_configured(settings: Settings) -> Subscriptions:
     path = settings.webhooks.subscriptions
     if path is None:
         raise UserError("set CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS to a subscriptions YAML file")
     try:
-        return load_subscriptions(path, parse_allowed_hosts(settings.webhooks.allowed_hosts))
+        return load_subscriptions(
+            path, parse_allowed_hosts(settings.webhooks.allowed_hosts), targets_from(settings)
+        )
     except SubscriptionError as exc:
         raise UserError(str(exc)) from None
 
@@ -59,6 +66,7 @@ def build_notifier(settings: Settings, subscriptions: Subscriptions) -> Notifier
         topics=Topics(names(ALERTS), names(DELIVERIES_TOPIC), names(DEAD_LETTER_TOPIC)),
         endpoints=subscriptions.endpoints,
         policy=policy_from(settings),
+        targets=targets_from(settings),
         queue_size=settings.webhooks.queue_size,
     )
 

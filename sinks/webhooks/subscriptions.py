@@ -3,12 +3,16 @@
 A bad file stops `chainwatch notify` at start-up with the offending key named,
 never with a secret in the message. Endpoint URLs must be http(s) and, when an
 allow-list is configured, point at an allowed host: the file may come from a
-less trusted place than the process that makes the requests.
+less trusted place than the process that makes the requests. An address written
+in the URL must be one the `TargetPolicy` permits (public, or an allowed
+network); names are checked on what they resolve to, at each connection
+(targets.py).
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from standardwebhooks import Webhook
 
 from schemas.alerts import Alert
+from sinks.webhooks.targets import ALLOW_SETTING, TargetPolicy
 
 MIN_SECRET_BYTES = 16
 
@@ -127,7 +132,16 @@ def parse_allowed_hosts(text: str) -> list[str]:
     return [h.strip() for h in text.split(",") if h.strip()]
 
 
-def load_subscriptions(path: Path, allowed_hosts: Sequence[str] = ()) -> Subscriptions:
+def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def load_subscriptions(
+    path: Path, allowed_hosts: Sequence[str] = (), targets: TargetPolicy | None = None
+) -> Subscriptions:
     """Read and check the file; every endpoint's secret is checked to be usable."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -146,6 +160,13 @@ def load_subscriptions(path: Path, allowed_hosts: Sequence[str] = ()) -> Subscri
             raise SubscriptionError(
                 f"{path}: endpoint {endpoint.name!r}: host {endpoint.host} is not in "
                 "CHAINWATCH_WEBHOOKS__ALLOWED_HOSTS"
+            )
+        address = literal_address(endpoint.host)
+        if address is not None and not (targets or TargetPolicy()).permits(address):
+            raise SubscriptionError(
+                f"{path}: endpoint {endpoint.name!r}: {address} is not a public address "
+                f"(private, loopback, link-local, multicast or reserved); allow it with "
+                f"{ALLOW_SETTING}"
             )
         secret = endpoint.signing_secret()
         try:

@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from typing import Any
 
+import pytest
 from standardwebhooks import Webhook
-from webhook_servers import Behaviour, drip, huge_error, serve, status
+from webhook_servers import Behaviour, Server, drip, huge_error, serve, status
 
 from sinks.webhooks.delivery import (
     RESPONSE_BODY_CAP,
+    AttemptResult,
     DeliveryResult,
     RetryPolicy,
     attempt,
     deliver,
     http_client,
 )
+from sinks.webhooks.targets import Resolver, TargetPolicy, parse_networks, system_resolve
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+LOOPBACK = TargetPolicy(parse_networks("127.0.0.1"))
+"""These receivers listen on loopback: opted in, as a user would for a local receiver."""
 
 
 def test_a_dripping_receiver_cannot_hold_an_attempt_past_its_timeout() -> None:
     policy = RetryPolicy(timeout_s=1.0)
 
     async def run() -> tuple[float, int, str]:
-        async with serve(drip(0.2)) as server, http_client(policy) as http:
+        async with serve(drip(0.2)) as server, http_client(policy, targets=LOOPBACK) as http:
             began = time.monotonic()
             result = await asyncio.wait_for(
                 attempt(http, server.url, Webhook(SECRET), "msg_1", "{}", deadline_s=1.0),
@@ -44,7 +50,10 @@ def test_a_200_mb_error_body_is_not_read() -> None:
     policy = RetryPolicy(timeout_s=30.0)
 
     async def run() -> tuple[int, int, str]:
-        async with serve(huge_error(total)) as server, http_client(policy) as http:
+        async with (
+            serve(huge_error(total)) as server,
+            http_client(policy, targets=LOOPBACK) as http,
+        ):
             result = await attempt(
                 http, server.url, Webhook(SECRET), "msg_1", "{}", deadline_s=30.0
             )
@@ -59,7 +68,7 @@ def test_a_200_mb_error_body_is_not_read() -> None:
 
 def _deliver(behaviour: Behaviour, policy: RetryPolicy, **kwargs: Any) -> DeliveryResult:
     async def run() -> DeliveryResult:
-        async with serve(behaviour) as server, http_client(policy) as http:
+        async with serve(behaviour) as server, http_client(policy, targets=LOOPBACK) as http:
             return await asyncio.wait_for(
                 deliver(http, server.url, Webhook(SECRET), "msg_1", "{}", policy, **kwargs),
                 timeout=60,
@@ -85,3 +94,78 @@ def test_a_huge_retry_after_is_capped_and_attempts_are_bounded() -> None:
     result = _deliver(status(429, {"Retry-After": "86400"}), policy, sleep=no_wait)
     assert (result.attempts, delays) == (3, [2.0, 2.0])
     assert "gave up after 3 attempts" in result.last_error
+
+
+def _resolves_to(address: str) -> Resolver:
+    async def resolve(host: str, port: int) -> list[str]:
+        return [address]
+
+    return resolve
+
+
+def _post_by_name(
+    host: str, resolve: Resolver, targets: TargetPolicy
+) -> tuple[AttemptResult, Server]:
+    policy = RetryPolicy(timeout_s=5.0)
+
+    async def run() -> tuple[AttemptResult, Server]:
+        async with serve(status(204)) as server:
+            url = f"http://{host}:{server.port}/hook"
+            async with http_client(policy, targets=targets, resolve=resolve) as http:
+                result = await attempt(http, url, Webhook(SECRET), "msg_1", "{}", deadline_s=5)
+            return result, server
+
+    return asyncio.run(run())
+
+
+def test_a_name_resolving_to_loopback_is_refused_at_connect_time() -> None:
+    result, server = _post_by_name("localhost", system_resolve, TargetPolicy())
+    assert result.refused
+    assert not result.retryable
+    assert "127.0.0.1" in result.error or "::1" in result.error
+    assert "ALLOWED_NETWORKS" in result.error
+    assert server.requests == 0
+
+
+def test_dns_rebinding_is_checked_on_the_resolved_address() -> None:
+    # an allowed-looking public name that now resolves to loopback
+    rebound = _resolves_to("127.0.0.1")
+    result, server = _post_by_name("hooks.example.com", rebound, TargetPolicy())
+    assert (result.refused, server.requests) == (True, 0)
+    # allowed explicitly: the checked address is the one connected to, the name is kept
+    result, server = _post_by_name("hooks.example.com", rebound, LOOPBACK)
+    assert result.status == 204
+    assert server.host_headers == [f"hooks.example.com:{server.port}"]
+
+
+def test_a_refused_target_is_given_up_at_once() -> None:
+    policy = RetryPolicy(timeout_s=1.0, initial_backoff_s=0.01)
+    result = _deliver(status(204), policy)  # the client below has no loopback opt-in
+
+    async def run() -> DeliveryResult:
+        async with serve(status(204)) as server, http_client(policy, targets=TargetPolicy()) as h:
+            return await deliver(h, server.url, Webhook(SECRET), "msg_1", "{}", policy)
+
+    assert result.delivered
+    refused = asyncio.run(run())
+    assert (refused.delivered, refused.attempts) == (False, 1)
+    assert "target refused" in refused.last_error
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
+        "224.0.0.1", "255.255.255.255", "100.64.0.1", "::1", "fe80::1", "fc00::1", "::",
+        "ff02::1", "::ffff:169.254.169.254", "::ffff:127.0.0.1",
+    ],
+)  # fmt: skip
+def test_non_public_addresses_are_refused_unless_allowed(address: str) -> None:
+    parsed = ipaddress.ip_address(address)
+    assert not TargetPolicy().permits(parsed)
+    assert TargetPolicy(parse_networks("0.0.0.0/0, ::/0")).permits(parsed)
+
+
+def test_public_addresses_are_permitted() -> None:
+    for address in ("93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"):
+        assert TargetPolicy().permits(ipaddress.ip_address(address))

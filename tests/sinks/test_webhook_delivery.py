@@ -162,6 +162,7 @@ def test_every_alert_reaches_every_subscriber_despite_failing_receivers(
         webhooks={
             "subscriptions": str(_subscriptions(tmp_path, port)),
             "allowed_hosts": "127.0.0.1",
+            "allowed_networks": "127.0.0.1",  # the test's receiver is on loopback
             "timeout_s": 2.0,
             "initial_backoff_s": 0.05,
             "max_backoff_s": 0.2,

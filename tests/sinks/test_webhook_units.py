@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
+from pydantic import ValidationError
 from sink_samples import make_alert
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from chainwatch.settings import Settings
 from schemas.alerts import AlertStatus, Severity
 from sinks.webhooks.delivery import RetryPolicy, retry_after_s, signed_headers
 from sinks.webhooks.offsets import OffsetTracker
@@ -31,6 +33,7 @@ from sinks.webhooks.subscriptions import (
     host_allowed,
     load_subscriptions,
 )
+from sinks.webhooks.targets import TargetPolicy, parse_networks
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -188,3 +191,25 @@ def test_delivery_log_and_dead_letter_records_stay_under_the_message_limit() -> 
     )
     small = letter.model_copy(update={"payload": {"a": 1}})
     assert WebhookDeadLetter.model_validate_json(small.model_dump_json()) == small
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/x", "http://169.254.169.254/latest/meta-data/", "http://10.0.0.5/",
+        "http://[::1]/x", "http://0.0.0.0/", "http://224.0.0.1/", "http://[::ffff:127.0.0.1]/",
+    ],
+)  # fmt: skip
+def test_subscriptions_refuse_non_public_addresses_unless_allowed(tmp_path: Path, url: str) -> None:
+    path = _write(tmp_path, f"endpoints:\n  - {{name: a, url: '{url}', secret: {SECRET}}}\n")
+    with pytest.raises(SubscriptionError) as info:
+        load_subscriptions(path)
+    assert "ALLOWED_NETWORKS" in str(info.value)
+    everything = TargetPolicy(parse_networks("0.0.0.0/0,::/0"))
+    assert load_subscriptions(path, targets=everything).endpoints[0].name == "a"
+
+
+def test_allowed_networks_setting_is_checked_at_start_up() -> None:
+    assert Settings(webhooks={"allowed_networks": "10.20.0.0/16, 127.0.0.1"})
+    with pytest.raises(ValidationError, match="not a network"):
+        Settings(webhooks={"allowed_networks": "10.20.0.0/16, intranet"})

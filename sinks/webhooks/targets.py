@@ -1,0 +1,134 @@
+"""Which addresses a webhook may reach: public ones, and the networks allowed in settings.
+
+The subscriptions file may come from a less trusted place than the notifier,
+which runs next to Kafka, ClickHouse and a cloud metadata service. So every
+connection is checked on the address it actually goes to, at connect time:
+the host name is resolved here, each resolved address must be public (not
+private, loopback, link-local such as 169.254.169.254, unspecified, multicast
+or reserved) or inside `allowed_networks`, and the socket connects to that
+checked address, never to the name again. A name that resolved to a public
+address when the file was loaded and to 127.0.0.1 later (DNS rebinding) is
+refused like 127.0.0.1 itself. TLS still verifies the certificate against the
+host name of the URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpcore
+import httpx
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+ALLOW_SETTING = "CHAINWATCH_WEBHOOKS__ALLOWED_NETWORKS"
+
+
+class TargetRefused(Exception):
+    """The endpoint resolves only to addresses webhooks may not reach."""
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """`10.20.0.0/16, 127.0.0.1` → networks (a bare address is a /32 or /128)."""
+    entries = (e.strip() for e in text.split(","))
+    return tuple(ipaddress.ip_network(e, strict=False) for e in entries if e)
+
+
+@dataclass(frozen=True)
+class TargetPolicy:
+    allowed_networks: tuple[IPNetwork, ...] = ()
+
+    def permits(self, address: IPAddress) -> bool:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+        if any(address in net for net in self.allowed_networks):
+            return True
+        return address.is_global and not address.is_multicast
+
+    def refusal(self, host: str, addresses: Iterable[str]) -> str:
+        shown = ", ".join(addresses)
+        return (
+            f"{host} resolves to {shown}: not a public address "
+            f"(private, loopback, link-local, multicast or reserved); allow it with {ALLOW_SETTING}"
+        )
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, connecting only to addresses the policy permits."""
+
+    def __init__(
+        self,
+        policy: TargetPolicy,
+        resolve: Resolver = system_resolve,
+        inner: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
+        self._policy = policy
+        self._resolve = resolve
+        self._inner = inner or httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            addresses = await asyncio.wait_for(self._resolve(host, port), timeout)
+        except (OSError, TimeoutError) as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        permitted = [a for a in addresses if self._policy.permits(ipaddress.ip_address(a))]
+        if not permitted:
+            raise TargetRefused(self._policy.refusal(host, addresses))
+        last: Exception | None = None
+        for address in permitted:
+            try:
+                return await self._inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise TargetRefused("webhooks never connect to unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's own transport, its connection pool built on the guarded backend."""
+
+    def __init__(self, backend: GuardedBackend, *, max_connections: int) -> None:
+        super().__init__(trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=5.0,
+            network_backend=backend,
+        )
