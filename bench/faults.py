@@ -205,7 +205,7 @@ class KafkaProbe:
             consumer = KafkaConsumer(
                 bootstrap_servers=self.bootstrap,
                 request_timeout_ms=10000,
-                api_version_auto_timeout_ms=5000,
+                isolation_level="read_committed",
             )
             try:
                 parts = []
@@ -222,6 +222,7 @@ class KafkaProbe:
 
     def group_offsets(self, group: str) -> dict[tuple[str, int], int]:
         from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
 
         def call() -> dict[tuple[str, int], int]:
             admin = KafkaAdminClient(
@@ -230,7 +231,10 @@ class KafkaProbe:
                 bootstrap_timeout_ms=10000,
             )
             try:
-                offsets = admin.list_consumer_group_offsets(group)
+                try:
+                    offsets = admin.list_group_offsets({group: None}).get(group, {})
+                except KafkaError:  # the group is not there yet
+                    return {}
                 return {
                     (tp.topic, tp.partition): int(meta.offset)
                     for tp, meta in offsets.items()
@@ -841,10 +845,27 @@ class Bench:
         return run, state
 
     def reference(self) -> dict[str, list[dict[str, Any]]]:
+        """The clean run's state, kept per code version and traffic (`--fresh-reference`: redo)."""
         if self._reference is None:
+            head = subprocess.run(  # the last commit that changed the product, not the bench
+                ["git", "log", "-1", "--format=%h", "--", ".", ":!bench", ":!docs"],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                timeout=30,
+            ).stdout.strip()
+            t = self.traffic
+            cache = self.work / (
+                f"reference-{head}-s{t.seed}-d{t.days}-o{t.orders_per_day}-{t.start[:10]}.json"
+            )
+            if cache.exists() and not self.args.fresh_reference:
+                log(f"reference: {cache.name} (a clean run of the same records and code)")
+                self._reference = json.loads(cache.read_text())
+                return self._reference
             log("reference: the same records through a clean pipeline")
             run, state = self.pipeline("reference")
             self._reference = state
+            cache.write_text(json.dumps(state, default=str))
             counts = ", ".join(f"{t} {len(state[t])}" for t in (*RAW_TABLES, *FINAL_TABLES))
             log(f"reference: {counts}; {'; '.join(run.notes)}")
         return self._reference
@@ -1413,6 +1434,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webhook-max-backoff-s", type=float, default=10.0)
     parser.add_argument(
         "--kafka-port", type=int, default=39092, help="broker port (controller: +1)"
+    )
+    parser.add_argument(
+        "--fresh-reference", action="store_true", help="redo the clean run even if one is kept"
     )
     parser.add_argument("--no-replay", action="store_true", help="skip the chainwatch replay check")
     args = parser.parse_args(argv)
