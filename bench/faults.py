@@ -389,6 +389,7 @@ class Run:
             ),
             # the receiver runs on this machine's loopback: allowed explicitly
             CHAINWATCH_WEBHOOKS__ALLOWED_HOSTS="127.0.0.1",
+            CHAINWATCH_WEBHOOKS__ALLOWED_NETWORKS="127.0.0.1",
             CHAINWATCH_WEBHOOKS__INITIAL_BACKOFF_S="0.5",
             CHAINWATCH_WEBHOOKS__MAX_BACKOFF_S=str(self.bench.args.webhook_max_backoff_s),
             CHAINWATCH_WEBHOOKS__TIMEOUT_S="5",
@@ -1390,24 +1391,27 @@ def print_results(results: list[Result], bench: Bench, extra: dict[str, Any]) ->
         if r.differ:
             verdict += f" ({r.differ} rows differ)"
         print(f"| {r.scenario} | {r.fault} | {r.lost} | {r.duplicated} | {r.differ} | {verdict} |")
-    for r in results:
-        print(f"\n## {r.scenario}")
-        for d in r.diffs:
-            flag = "" if d.lost == d.duplicated == d.differ == 0 else "   <-- " + d.example
-            print(
-                f"  {d.table:<13} reference {d.reference:>6}  got {d.got:>6}  lost {d.lost:>4}  "
-                f"duplicated/extra {d.duplicated:>4}  differ {d.differ:>4}{flag}"
-            )
-        for k, v in r.figures.items():
-            if k == "rows":
-                for row in v:
-                    print(f"  {json.dumps(row)}")
-            else:
-                print(f"  {k}: {v}")
-        for note in r.notes:
-            print(f"  - {note}")
     for k, v in extra.items():
         print(f"\n{k}: {v}")
+
+
+def print_details(r: Result) -> None:
+    print(f"\n## {r.scenario}")
+    for d in r.diffs:
+        flag = "" if d.lost == d.duplicated == d.differ == 0 else "   <-- " + d.example
+        print(
+            f"  {d.table:<13} reference {d.reference:>6}  got {d.got:>6}  lost {d.lost:>4}  "
+            f"duplicated/extra {d.duplicated:>4}  differ {d.differ:>4}{flag}"
+        )
+    for k, v in r.figures.items():
+        if k == "rows":
+            for row in v:
+                print(f"  {json.dumps(row)}")
+        else:
+            print(f"  {k}: {v}")
+    for note in r.notes:
+        print(f"  - {note}")
+    sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1422,8 +1426,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", default=",".join(SCENARIOS), help=f"comma-separated: {', '.join(SCENARIOS)}"
     )
-    parser.add_argument("--days", type=int, default=4)
-    parser.add_argument("--orders-per-day", type=int, default=25)
+    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--orders-per-day", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--rate", type=float, default=15.0, help="records/s posted by the simulator"
@@ -1431,7 +1435,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-down-s", type=float, default=20.0)
     parser.add_argument("--lock-s", type=float, default=60.0)
     parser.add_argument("--webhook-down-s", type=float, default=300.0)
-    parser.add_argument("--webhook-max-backoff-s", type=float, default=10.0)
+    parser.add_argument("--webhook-max-backoff-s", type=float, default=30.0)
     parser.add_argument(
         "--kafka-port", type=int, default=39092, help="broker port (controller: +1)"
     )
@@ -1469,6 +1473,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"scenario {name}")
             try:
                 results.append(runners[name](bench))
+                print_details(results[-1])
             except BenchError as exc:
                 log(f"scenario {name} failed: {exc}")
                 results.append(Result(name, name, error=str(exc)))
