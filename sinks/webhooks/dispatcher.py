@@ -10,7 +10,7 @@ Lifecycle and guarantees:
   the sink), and giving up also publishes a `WebhookDeadLetter`.
 - Offsets are committed only below the lowest record with a pending delivery
   (`OffsetTracker`): at-least-once per endpoint; receivers de-duplicate with the
-  stable `webhook-id`.
+  `webhook-id`, one per distinct message (payloads.py).
 - Secrets and full URLs (which may embed tokens) are never logged: logs name the
   endpoint and its host.
 """
@@ -42,7 +42,7 @@ from sinks.webhooks.delivery import (
     http_client,
 )
 from sinks.webhooks.offsets import OffsetTracker
-from sinks.webhooks.payloads import render, webhook_id
+from sinks.webhooks.payloads import MessageIds, render
 from sinks.webhooks.records import DeliveryLog, WebhookDeadLetter
 from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import TargetPolicy
@@ -53,6 +53,7 @@ log = get_logger(__name__)
 @dataclass(frozen=True)
 class Job:
     alert: Alert
+    msg_id: str
     tp: TopicPartition
     offset: int
 
@@ -118,7 +119,7 @@ class EndpointWorker:
 
     async def deliver(self, job: Job) -> tuple[DeliveryResult, dict[str, Any], str]:
         payload, body = render(job.alert, self.endpoint.format)
-        msg_id = webhook_id(job.alert)
+        msg_id = job.msg_id
         name = self.endpoint.name
 
         def count(result: AttemptResult) -> None:
@@ -155,6 +156,7 @@ class Notifier:
         self.workers = [EndpointWorker(e, policy, queue_size, targets) for e in endpoints]
         self.consumer_options = dict(consumer_options or {})
         self.tracker = OffsetTracker()
+        self.ids = MessageIds()
         self.stats = NotifyStats()
         self._producer: AIOKafkaProducer | None = None
 
@@ -241,7 +243,7 @@ class Notifier:
             return
         matched = [w for w in self.workers if w.endpoint.filters.matches(alert)]
         self.tracker.consumed(tp, offset, len(matched))
-        job = Job(alert, tp, offset)
+        job = Job(alert, self.ids.id_for(alert, tp.partition, offset), tp, offset)
         for worker in matched:
             try:
                 worker.queue.put_nowait(job)
@@ -254,7 +256,7 @@ class Notifier:
                     finished_at=now,
                 )
                 payload, _ = render(alert, worker.endpoint.format)
-                await self._finish(worker, job, full, payload, webhook_id(alert))
+                await self._finish(worker, job, full, payload, job.msg_id)
             metrics.QUEUE_DEPTH.labels(worker.endpoint.name).set(worker.queue.qsize())
 
     # --- main loop -----------------------------------------------------------

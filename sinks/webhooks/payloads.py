@@ -1,13 +1,21 @@
-"""What a receiver gets: a stable message id and a deterministic body per alert change.
+"""What a receiver gets: one `webhook-id` per distinct message, a deterministic body.
 
-The same alert status change always yields the same `webhook-id` and the same
-body bytes, whether it is retried, re-consumed after a restart or re-published
-by the engine, so receivers de-duplicate on `webhook-id` alone.
+A message is one record of the `alerts` topic. Its `webhook-id` is a hash of the
+alert's id, its full content and where the message first appeared on the topic
+(partition and offset), so:
+- a retry, or a re-read of the same record after a restart, keeps its id;
+- a change of anything (status, severity, customer, ...) is a new id, and so is
+  an alert that is re-opened with exactly the content it had before (open →
+  retracted → open): a receiver that de-duplicates on `webhook-id` keeps it;
+- the engine re-publishing an unchanged alert (a record redelivered after a
+  crash) keeps the id of the record it repeats, as long as that record is among
+  the last `MessageIds.capacity` alerts this process has seen.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from typing import Any
 
 from schemas.alerts import Alert
@@ -15,10 +23,39 @@ from schemas.common import format_utc
 from sinks.webhooks.records import body_of
 
 
-def webhook_id(alert: Alert) -> str:
-    """`msg_` + hash of (alert_id, status): one id per alert status change."""
-    digest = hashlib.sha256(f"{alert.alert_id}|{alert.status.value}".encode()).hexdigest()
+def content_hash(alert: Alert) -> str:
+    return hashlib.sha256(body_of(alert.model_dump(mode="json")).encode()).hexdigest()
+
+
+def message_id(alert_id: str, content: str, partition: int, offset: int) -> str:
+    digest = hashlib.sha256(f"{alert_id}|{content}|{partition}|{offset}".encode()).hexdigest()
     return f"msg_{digest[:32]}"
+
+
+class MessageIds:
+    """The `webhook-id` of each alert record, read in partition order.
+
+    Remembers, per alert id, the content and id of its latest message (bounded:
+    the least recently seen alerts are forgotten), so an unchanged re-publish
+    keeps its id.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._last: OrderedDict[str, tuple[str, str]] = OrderedDict()
+
+    def id_for(self, alert: Alert, partition: int, offset: int) -> str:
+        content = content_hash(alert)
+        last = self._last.get(alert.alert_id)
+        if last is not None and last[0] == content:
+            self._last.move_to_end(alert.alert_id)
+            return last[1]
+        msg_id = message_id(alert.alert_id, content, partition, offset)
+        self._last[alert.alert_id] = (content, msg_id)
+        self._last.move_to_end(alert.alert_id)
+        while len(self._last) > self.capacity:
+            self._last.popitem(last=False)
+        return msg_id
 
 
 def generic_payload(alert: Alert) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from chainwatch.sink_runner import run_sink
 from schemas.alerts import Alert, AlertStatus
 from sinks.clickhouse.connection import open_client
 from sinks.webhooks.dispatcher import publish as publish_log
-from sinks.webhooks.payloads import webhook_id
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, WebhookDeadLetter
 from sinks.webhooks.service import build_notifier, load_configured
 from streams.topics import ALERTS
@@ -179,21 +178,26 @@ def test_every_alert_reaches_every_subscriber_despite_failing_receivers(
     notifier = build_notifier(settings, load_configured(settings))
     stats = asyncio.run(notifier.run(asyncio.Event(), drain=True))
 
-    ids = {webhook_id(a) for a in alerts}
     by_path: dict[str, list[Received]] = {}
+    data: dict[str, dict[str, Any]] = {}  # webhook-id -> the alert it carried
     for request in state.requests:
         by_path.setdefault(request.path, []).append(request)
         # every request, retries included, verifies with the endpoint's secret
         Webhook(_secret(request.path[1:])).verify(request.body, request.headers)
+        data[request.headers["webhook-id"]] = json.loads(request.body)["data"]
     got = {path: {r.headers["webhook-id"] for r in reqs} for path, reqs in by_path.items()}
-    assert got["/healthy"] == ids
+    ids = got["/healthy"]
+    assert len(ids) == len(alerts)  # one id per distinct message
+    assert sorted(json.dumps(data[i], sort_keys=True) for i in ids) == sorted(
+        json.dumps(a.model_dump(mode="json"), sort_keys=True) for a in alerts
+    )
     assert len(by_path["/healthy"]) == len(alerts)  # no retries needed, none made
     assert got["/flaky"] == ids  # after 500, 500, a timeout
     assert len(by_path["/flaky"]) == len(alerts) + 3
-    assert got["/throttled"] == {webhook_id(a) for a in alerts if a.status is AlertStatus.RESOLVED}
+    assert got["/throttled"] == {i for i in ids if data[i]["status"] == "resolved"}
     first, second = by_path["/throttled"][:2]
     assert (second.at - first.at).total_seconds() >= 0.9  # Retry-After: 1 honoured
-    reject_ids = {webhook_id(a) for a in alerts if a.customer and a.customer.customer_id == "C-0"}
+    reject_ids = {i for i in ids if data[i]["customer"]["customer_id"] == "C-0"}
     assert got["/reject"] == reject_ids
     assert len(by_path["/reject"]) == len(reject_ids)  # 400: never retried
     assert stats.invalid == 1
