@@ -36,9 +36,7 @@ def _rebuild_kafka(settings: Settings) -> None:
     admin = admin_client(settings.kafka.bootstrap)
     try:
         admin.delete_topics(topics, timeout_ms=30000)
-        wait_for(
-            lambda: not set(topics) & set(admin.list_topics()), 60, "the topics to be deleted"
-        )
+        wait_for(lambda: not set(topics) & set(admin.list_topics()), 60, "the topics to be deleted")
     finally:
         admin.close()
 
