@@ -52,6 +52,10 @@ from sinks.clickhouse.mapping import RecordInvalid, RecordMapper, Row, Table
 
 log = get_logger(__name__)
 
+FETCH_RECORDS = 5_000
+"""Records mapped per event-loop turn: mapping is synchronous, and a turn of 50,000
+records blocked heartbeats long enough on a loaded machine to lose the group."""
+
 MAX_SKIP_SET = 1_000_000
 """Offsets loaded per (table, partition) on assignment; beyond it only the maximum."""
 
@@ -151,6 +155,7 @@ class ClickHouseSink:
         self._loaded: set[TopicPartition] = set()
         self._consumer: AIOKafkaConsumer | None = None
         self._stop = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
         self._failing_since: float | None = None
         self._next_try = 0.0
         self._backoff = self.config.initial_backoff_s
@@ -286,7 +291,14 @@ class ClickHouseSink:
 
         Returns False when ClickHouse refused a batch; the unwritten buffers are
         kept unchanged, so the retry sends the same batches under the same tokens.
+        One flush at a time: a revocation (aiokafka's coordinator task) that comes
+        while the loop's flush awaits an insert waits for it, instead of inserting
+        the same buffers a second time.
         """
+        async with self._flush_lock:
+            return await self._flush()
+
+    async def _flush(self) -> bool:
         if not self._buffers:
             return True
         started = time.perf_counter()
@@ -305,7 +317,7 @@ class ClickHouseSink:
                 metrics.ROWS_WRITTEN.labels(table).inc(len(rows))
                 self.stats.rows_written += len(rows)
                 self.stats.batches += 1
-            del self._buffers[tp]
+            self._buffers.pop(tp, None)
             commits[tp] = buf.last_offset + 1
         await self._commit(commits)
         metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
@@ -400,7 +412,9 @@ class ClickHouseSink:
         while not stop.is_set():
             if self._failing_since is not None:
                 consumer.pause(*consumer.assignment())  # also partitions assigned meanwhile
-            batch = await consumer.getmany(timeout_ms=100, max_records=self.config.flush_rows)
+            batch = await consumer.getmany(
+                timeout_ms=100, max_records=min(self.config.flush_rows, FETCH_RECORDS)
+            )
             for tp, records in batch.items():
                 if tp not in consumer.assignment():
                     continue  # fetched before a rebalance took the partition away
