@@ -56,7 +56,7 @@ from chainwatch.settings import Settings
 from chainwatch.simulator import SimConfig, Summary, generate
 from chainwatch.simulator.scenario_file import write_scenario
 from schemas.common import format_utc
-from schemas.plan import load_plan
+from schemas.plan import SlaPlan, load_plan
 from schemas.validation import RecordRejected, decode_input, decode_replay_line
 from streams.topics import ALERTS, INPUT_TOPICS, ORDERS, TopicNames
 
@@ -132,7 +132,7 @@ def wait_lag_zero(settings: Settings, worker: subprocess.Popen[bytes], timeout_s
 # --- 1. throughput ----------------------------------------------------------------------
 
 
-async def raw_consume(settings: Settings, qc_stage: str) -> tuple[int, float]:
+async def raw_consume(settings: Settings, plan: SlaPlan) -> tuple[int, float]:
     """Read every input record from the beginning and decode it; (records, seconds)."""
     names = TopicNames(settings.kafka.topic_prefix)
     logical = {names(t): t for t in INPUT_TOPICS}
@@ -158,7 +158,7 @@ async def raw_consume(settings: Settings, qc_stage: str) -> tuple[int, float]:
                 topic = logical[tp.topic]
                 for m in messages:
                     with contextlib.suppress(RecordRejected):
-                        decode_input(topic, m.value, qc_stage=qc_stage)
+                        decode_input(topic, m.value, plan=plan)
                 count += len(messages)
                 if messages and messages[-1].offset + 1 >= ends[tp]:
                     remaining.discard(tp)
@@ -180,9 +180,9 @@ def bench_throughput(
     try:
         say(f"[1] publishing {records} records to {partitions} partitions (not timed) ...")
         run.publish()
-        qc_stage = load_plan(run.settings.engine.plan).qc_stage
+        plan = load_plan(run.settings.engine.plan)
         say("[1] raw aiokafka consume + decode_input ...")
-        raw_count, raw_s = asyncio.run(raw_consume(run.settings, qc_stage))
+        raw_count, raw_s = asyncio.run(raw_consume(run.settings, plan))
         say("[1] one engine worker, from start to idle ...")
         started = time.monotonic()
         (worker,) = run.start_workers(1)

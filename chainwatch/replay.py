@@ -116,7 +116,7 @@ async def publish_scenario(
 ) -> tuple[int, int, int | None]:
     """Publish every line; return (published, dead letters, largest event_time in ms)."""
     names = TopicNames(settings.kafka.topic_prefix)
-    qc_stage = load_plan(settings.engine.plan).qc_stage
+    plan = load_plan(settings.engine.plan)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka.bootstrap,
         acks="all",
@@ -155,7 +155,7 @@ async def publish_scenario(
                 continue
             value = replay.value_bytes()
             try:
-                record = decode_input(replay.topic, value, qc_stage=qc_stage)
+                record = decode_input(replay.topic, value, plan=plan, key=replay.key_bytes())
                 event_time = getattr(record, "event_time", None)
                 if event_time is not None and replay.topic != "crm.customers":
                     ms = to_ms(event_time)

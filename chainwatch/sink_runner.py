@@ -50,10 +50,10 @@ def build_mappers(settings: Settings) -> dict[str, RecordMapper]:
     names = topic_names(settings)
     plan = load_plan(settings.engine.plan)
     return {
-        names(ORDERS): OrderEventRows(plan.qc_stage),
-        names(CUSTOMERS): CustomerRows(plan.qc_stage),
-        names(SCANS): ScanRows(plan.qc_stage),
-        names(UNIT_STATUS): UnitStatusRows(plan.qc_stage),
+        names(ORDERS): OrderEventRows(plan),
+        names(CUSTOMERS): CustomerRows(plan),
+        names(SCANS): ScanRows(plan),
+        names(UNIT_STATUS): UnitStatusRows(plan),
         names(ORDER_STATE): OrderStateRows(plan),
         names(ALERTS): AlertRows(),
         names(DEAD_LETTER): DeadLetterRows(),

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from schemas.common import Identifier, UtcDatetime, format_utc
+from schemas.common import DerivedUtcDatetime, Identifier, format_utc
 from schemas.plan import Tier
 
 
@@ -76,7 +76,7 @@ class AlertCause(BaseModel):
 
     unit_id: Identifier
     reason: str | None = None
-    since: UtcDatetime
+    since: DerivedUtcDatetime
 
 
 class Alert(BaseModel):
@@ -90,9 +90,9 @@ class Alert(BaseModel):
     unit_id: Identifier | None = None
     stage: str | None = None
     visit: int | None = None
-    deadline: UtcDatetime
-    detected_at: UtcDatetime
-    fulfilled_at: UtcDatetime | None = None
+    deadline: DerivedUtcDatetime
+    detected_at: DerivedUtcDatetime
+    fulfilled_at: DerivedUtcDatetime | None = None
     lateness_s: Seconds | None = None
     customer: AlertCustomer | None = None
     cause: AlertCause | None = None

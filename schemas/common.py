@@ -1,4 +1,4 @@
-"""Field types shared by every record of the contract (CONTRACT.md, v1).
+"""Field types shared by every record of the contract (CONTRACT.md, v1.2).
 
 Timestamps must carry an offset: a naive timestamp is ambiguous across the
 factory sites (they write `+05:30`, `+01:00`, `Z`), so it is invalid input
@@ -9,12 +9,15 @@ truncated to milliseconds, the precision ClickHouse stores
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, StringConstraints
-from pydantic_core import PydanticCustomError
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, StringConstraints
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
 
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 
@@ -40,19 +43,46 @@ def format_utc(value: datetime) -> str:
 
 
 _RFC3339 = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?", re.ASCII
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2}:[0-9]{2})(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})?"
 )
 """RFC 3339 `date-time` (section 5.6), ASCII digits only; the offset group is
 optional here only so that a missing offset gets its own, clearer error message."""
 
 RFC3339_OFFSET_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-"""The same rule for JSON Schema users: in draft 2020-12 `format` is only an
-annotation, so the offset requirement is also stated as a pattern."""
+r"""The same rule for JSON Schema users: in draft 2020-12 `format` is only an
+annotation, so the offset requirement is also stated as a pattern (ECMA-262
+`\d` is ASCII)."""
 
-MIN_YEAR = 1900
-MAX_YEAR = 2299
-"""The range of ClickHouse `DateTime64(3)`. Bounding it also keeps the rules'
+_NATIVE_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+r"""The pattern pydantic-core checks (its Rust `\d` would match any Unicode digit)."""
+
+_WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+"""Unicode White_Space: what pydantic-core's `strip_whitespace` removes (Rust's
+`str::trim`). Python's `str.strip()` also removes U+001C-U+001F; the reference
+parser below uses this set so that both paths accept exactly the same strings."""
+
+MIN_TIME = datetime(1971, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+"""CONTRACT.md v1.2: timestamps lie in [1971-01-01, 2100-01-01) (ClickHouse's
+`DateTime64` range and TTL arithmetic). Bounding them also keeps the rules'
 deadline arithmetic (timestamp + durations) far from `datetime`'s overflow."""
+
+MAX_SAFE_INTEGER = 2**53
+"""CONTRACT.md v1.2: numbers are JSON numbers a 64-bit float holds; integers
+beyond +-2^53 are invalid wherever they appear."""
+
+TIMESTAMP_ERROR = "timestamp_invalid"
+"""The error type pydantic-core raises for a bad timestamp in JSON input. It is
+a marker: `schemas.validation` replaces it with the exact error of the
+reference parser (`parse_timestamp`), so dead letters and 422 bodies read as
+before (`timestamp_no_offset`, `timestamp_format`, ...)."""
 
 
 def _timestamp_error(
@@ -61,21 +91,25 @@ def _timestamp_error(
     return PydanticCustomError(f"timestamp_{kind}", message, context)
 
 
-def _require_rfc3339_with_offset(value: Any) -> Any:
-    """Parse an RFC 3339 string with an offset into an aware datetime.
+def parse_timestamp(
+    value: Any, min_time: datetime = MIN_TIME, max_time: datetime = MAX_TIME
+) -> datetime:
+    """The reference rule: an RFC 3339 string (or aware datetime) -> UTC, ms precision.
 
-    A hand check rather than pydantic's own datetime parsing, because that one
-    accepts naive timestamps and Unix numbers, which the contract forbids.
-    Errors are `PydanticCustomError`s so dead letters read
-    `event_time: timestamp has no UTC offset ...` with a stable error type.
+    JSON input is parsed natively by pydantic-core (`UtcDatetime`); this parser
+    serves Python input (`model_validate`, constructors) and, on the error path
+    only, explains why a JSON timestamp was refused. It accepts exactly the
+    strings the native path accepts (a tested property). Errors are
+    `PydanticCustomError`s so dead letters read `event_time: timestamp has no
+    UTC offset ...` with a stable error type.
     """
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise _timestamp_error("no_offset", "timestamp has no UTC offset")
-        return _in_range(value)
+        return truncate_ms(_in_range(value, min_time, max_time))
     if not isinstance(value, str):
         raise _timestamp_error("type", "timestamp must be an RFC 3339 string")
-    match = _RFC3339.fullmatch(value.strip())
+    match = _RFC3339.fullmatch(value.strip(_WHITESPACE))
     if match is None:
         raise _timestamp_error(
             "format", "timestamp must be RFC 3339, e.g. 2026-11-25T10:15:00+05:30"
@@ -94,28 +128,185 @@ def _require_rfc3339_with_offset(value: Any) -> Any:
         raise _timestamp_error(
             "format", "timestamp is not RFC 3339: {error}", {"error": str(exc)}
         ) from None
-    return _in_range(parsed)
+    return truncate_ms(_in_range(parsed, min_time, max_time))
 
 
-def _in_range(value: datetime) -> datetime:
+def _in_range(value: datetime, min_time: datetime, max_time: datetime) -> datetime:
     try:
         utc = value.astimezone(UTC)
     except OverflowError:
         utc = None
-    if utc is None or not MIN_YEAR <= utc.year <= MAX_YEAR:
+    if utc is None or not min_time <= utc < max_time:
         raise _timestamp_error(
             "range",
-            "timestamp is outside {min_year}-{max_year}",
-            {"min_year": MIN_YEAR, "max_year": MAX_YEAR},
+            "timestamp is outside {min} - {max}",
+            {"min": min_time.date().isoformat(), "max": max_time.date().isoformat()},
         )
     return utc
 
 
-UtcDatetime = Annotated[
-    datetime,
-    BeforeValidator(_require_rfc3339_with_offset),
-    AfterValidator(truncate_ms),
-    PlainSerializer(format_utc, return_type=str, when_used="json"),
-    Field(json_schema_extra={"format": "date-time", "pattern": RFC3339_OFFSET_PATTERN}),
-]
-"""An RFC 3339 timestamp with an offset, held as an aware UTC datetime (ms precision)."""
+def _utc_ms(value: datetime) -> datetime:
+    """Native-parsed (aware, in range) -> UTC at ms precision: the one Python step left."""
+    return value.astimezone(UTC).replace(microsecond=value.microsecond - value.microsecond % 1000)
+
+
+@dataclass(frozen=True)
+class _UtcDatetimeSchema:
+    """A `UtcDatetime`'s validation: native in JSON mode, the reference parser in Python mode.
+
+    JSON mode is a pydantic-core chain: a string (surrounding whitespace
+    stripped) matching the RFC 3339 pattern with an offset, then a native datetime parse
+    bounded by `min_time` <= t < `max_time` (offset-aware comparison), then
+    conversion to UTC with ms precision. Any failure is one `timestamp_invalid`
+    error that `schemas.validation` translates (see `TIMESTAMP_ERROR`).
+    """
+
+    min_time: datetime
+    max_time: datetime
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        native = core_schema.custom_error_schema(
+            core_schema.chain_schema(
+                [
+                    core_schema.str_schema(
+                        pattern=_NATIVE_PATTERN, strip_whitespace=True, strict=True
+                    ),
+                    core_schema.datetime_schema(ge=self.min_time, lt=self.max_time),
+                ]
+            ),
+            custom_error_type=TIMESTAMP_ERROR,
+            custom_error_message=(
+                "timestamp must be RFC 3339 with a UTC offset, in {min_time} - {max_time}"
+            ),
+            custom_error_context={
+                "min_time": self.min_time.isoformat(),
+                "max_time": self.max_time.isoformat(),
+            },
+        )
+        bounds = (self.min_time, self.max_time)
+        return core_schema.json_or_python_schema(
+            json_schema=core_schema.no_info_after_validator_function(_utc_ms, native),
+            python_schema=core_schema.no_info_plain_validator_function(
+                lambda value: parse_timestamp(value, *bounds)
+            ),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                format_utc, return_schema=core_schema.str_schema(), when_used="json"
+            ),
+        )
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "string", "format": "date-time", "pattern": RFC3339_OFFSET_PATTERN}
+
+    def parse(self, value: Any) -> datetime:
+        return parse_timestamp(value, self.min_time, self.max_time)
+
+
+INPUT_TIMESTAMP = _UtcDatetimeSchema(MIN_TIME, MAX_TIME)
+OUTPUT_TIMESTAMP = _UtcDatetimeSchema(
+    datetime(1900, 1, 1, tzinfo=UTC), datetime(2300, 1, 1, tzinfo=UTC)
+)
+
+UtcDatetime = Annotated[datetime, INPUT_TIMESTAMP]
+"""An RFC 3339 timestamp with an offset in [1971-01-01, 2100-01-01), held as an
+aware UTC datetime (ms precision): every timestamp of an input record."""
+
+DerivedUtcDatetime = Annotated[datetime, OUTPUT_TIMESTAMP]
+"""The same, for times the engine derives (deadlines, ETAs: an input time plus
+durations), which may pass 2100: bounded by ClickHouse's `DateTime64(3)` range."""
+
+
+# --- numbers (CONTRACT.md v1.2) -------------------------------------------------------
+
+NUMBER_ERROR = "json_number_invalid"
+"""Marker error type of `SafeJson` in JSON input; translated like `TIMESTAMP_ERROR`."""
+
+
+def number_problem(value: Any) -> tuple[tuple[str | int, ...], PydanticCustomError] | None:
+    """The first number (in document order) a 64-bit float does not hold, and why.
+
+    Integers beyond +-2^53, NaN and +-Infinity (a literal such as `1e400`
+    parses as infinity) anywhere in a parsed JSON value. Iterative, so a
+    deeply nested value cannot exhaust the stack.
+    """
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if item is None or isinstance(item, str | bool):
+            continue
+        if isinstance(item, int):
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                return path, PydanticCustomError(
+                    "unsafe_integer",
+                    "integers must lie within +-2^53 ({limit}); send larger ones as strings",
+                    {"limit": MAX_SAFE_INTEGER},
+                )
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return path, PydanticCustomError(
+                    "not_finite", "numbers must be finite (no NaN, Infinity or overflow)"
+                )
+        elif isinstance(item, dict):
+            stack.extend(((*path, k), v) for k, v in reversed(item.items()))
+        elif isinstance(item, list | tuple):
+            stack.extend(((*path, i), v) for i, v in reversed(list(enumerate(item))))
+    return None
+
+
+def _safe_python(value: Any) -> Any:
+    """Python mode and the native path's last resort: reject what `number_problem` finds."""
+    problem = number_problem(value)
+    if problem is not None:
+        raise problem[1]
+    return value
+
+
+class _SafeJsonSchema:
+    """Any JSON value whose numbers a 64-bit float holds (pass-through and unknown fields).
+
+    JSON mode is native for strings, booleans, null, integers within +-2^53 and
+    finite floats within +-2^53; arrays, objects, a float literal beyond 2^53
+    (`1e20`, valid) and bad numbers are checked in Python (`number_problem`).
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return safe_json_core_schema()
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"description": "Any JSON value; numbers must be finite and integers within +-2^53."}
+
+
+def safe_json_core_schema() -> core_schema.CoreSchema:
+    """Native union for scalars; arrays, objects and exotic floats go to `_safe_python`."""
+    native = core_schema.union_schema(
+        [
+            core_schema.str_schema(strict=True),
+            core_schema.bool_schema(strict=True),
+            core_schema.none_schema(),
+            core_schema.int_schema(strict=True, ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER),
+            core_schema.float_schema(
+                strict=True, allow_inf_nan=False, gt=-MAX_SAFE_INTEGER, lt=MAX_SAFE_INTEGER
+            ),
+            core_schema.no_info_plain_validator_function(_safe_python),
+        ],
+        mode="left_to_right",
+        custom_error_type=NUMBER_ERROR,
+        custom_error_message="numbers must be finite and integers within +-2^53",
+    )
+    return core_schema.json_or_python_schema(
+        json_schema=native,
+        python_schema=core_schema.no_info_plain_validator_function(_safe_python),
+    )
+
+
+SafeJson = Annotated[Any, _SafeJsonSchema]
+"""Any JSON value; numbers must be finite and integers within +-2^53 (CONTRACT.md v1.2)."""

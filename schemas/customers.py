@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.common import Identifier, UtcDatetime
+from schemas.common import Identifier, SafeJson, UtcDatetime
 
 ShortText = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -29,10 +29,13 @@ class Customer(BaseModel):
 
     `extra="allow"`: the CRM owns this record and downstream consumers (alert
     webhooks, ClickHouse) may want fields we do not model, so unknown fields
-    are kept and dumped again (`model_dump()` / `model_extra`) unchanged.
+    are kept and dumped again (`model_dump()` / `model_extra`) unchanged. Their
+    numbers must be ones a 64-bit float holds (CONTRACT.md v1.2): a bigger
+    integer would pass here and break every JSON writer downstream.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, SafeJson] = Field(init=False)
 
     customer_id: Identifier
     name: ShortText

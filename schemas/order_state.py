@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.alerts import AlertCustomer
-from schemas.common import Identifier, UtcDatetime
+from schemas.common import DerivedUtcDatetime, Identifier
 
 
 class OrderStatus(StrEnum):
@@ -35,8 +35,8 @@ class VisitState(BaseModel):
     stage: str
     visit: int
     unit_id: Identifier
-    started_at: UtcDatetime | None = None
-    ended_at: UtcDatetime | None = None
+    started_at: DerivedUtcDatetime | None = None
+    ended_at: DerivedUtcDatetime | None = None
     outcome: Outcome = None
     quantity: float | None = None
     uom: str | None = None
@@ -49,14 +49,14 @@ class OrderState(BaseModel):
     customer: AlertCustomer | None = None
     product: str | None = None
     quantity: float | None = None
-    placed_at: UtcDatetime | None = None
-    due_at: UtcDatetime | None = None
-    cancelled_at: UtcDatetime | None = None
+    placed_at: DerivedUtcDatetime | None = None
+    due_at: DerivedUtcDatetime | None = None
+    cancelled_at: DerivedUtcDatetime | None = None
     stage: str | None = None
     visit: int | None = None
     status: OrderStatus
     visits: list[VisitState] = Field(default_factory=list)
-    eta: UtcDatetime | None = None
+    eta: DerivedUtcDatetime | None = None
     open_alert_ids: list[str] = Field(default_factory=list)
     version: int = 0
-    as_of: UtcDatetime
+    as_of: DerivedUtcDatetime

@@ -18,14 +18,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PlainValidator,
+    GetCoreSchemaHandler,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, core_schema
 
-from schemas.common import Identifier, StageName, UtcDatetime
+from schemas.common import MAX_SAFE_INTEGER, Identifier, StageName, UtcDatetime
 
 DEFAULT_QC_STAGE = "quality_check"
 QC_STAGE_CONTEXT_KEY = "qc_stage"
@@ -42,9 +42,22 @@ AttributeKey = Annotated[str, Field(min_length=1, max_length=MAX_ATTRIBUTE_KEY)]
 AttributeScalar = str | bool | int | float | None
 
 
-def _attribute_value(value: Any) -> AttributeScalar:
-    """One clear error per bad value, instead of one per member of a union."""
-    if value is None or isinstance(value, bool | int):
+def attribute_value(value: Any) -> AttributeScalar:
+    """One clear error per bad value, instead of one per member of a union.
+
+    Python input, and on the JSON path the values pydantic-core does not take
+    natively (see `_AttributeValueSchema`); on the error path it also explains
+    a refused JSON value (`schemas.validation` translates `ATTRIBUTE_ERROR`).
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise PydanticCustomError(
+                "unsafe_integer",
+                "integers must lie within +-2^53 ({limit}); send larger ones as strings",
+                {"limit": MAX_SAFE_INTEGER},
+            )
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -63,9 +76,42 @@ def _attribute_value(value: Any) -> AttributeScalar:
     )
 
 
+ATTRIBUTE_ERROR = "attribute_invalid"
+"""Marker error type of a refused attribute value in JSON input; translated to
+`attribute_value`'s own error by `schemas.validation`."""
+
+
+class _AttributeValueSchema:
+    """JSON mode: native for the usual values (text up to 256 characters, booleans,
+    null, integers within +-2^53, finite floats within +-2^53); anything else is
+    `attribute_value`'s. Python mode: `attribute_value`."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        fallback = core_schema.no_info_plain_validator_function(attribute_value)
+        native = core_schema.union_schema(
+            [
+                core_schema.str_schema(strict=True, max_length=MAX_ATTRIBUTE_TEXT),
+                core_schema.bool_schema(strict=True),
+                core_schema.none_schema(),
+                core_schema.int_schema(strict=True, ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER),
+                core_schema.float_schema(
+                    strict=True, allow_inf_nan=False, gt=-MAX_SAFE_INTEGER, lt=MAX_SAFE_INTEGER
+                ),
+                fallback,
+            ],
+            mode="left_to_right",
+            custom_error_type=ATTRIBUTE_ERROR,
+            custom_error_message="attribute values are strings, numbers, booleans or null (flat)",
+        )
+        return core_schema.json_or_python_schema(json_schema=native, python_schema=fallback)
+
+
 AttributeValue = Annotated[
     AttributeScalar,
-    PlainValidator(_attribute_value),
+    _AttributeValueSchema,
     WithJsonSchema(
         {
             "anyOf": [

@@ -1,33 +1,62 @@
 """Where input bytes become a model or a rejection - and nothing else does.
 
-No Kafka here: agents, the HTTP gateway and `replay` call these pure
-functions and turn a `RecordRejected` into a `DeadLetter`. The happy path is a
-single `model_validate_json` (parsing and validation in pydantic-core, no
-intermediate dict), which matters for the 20k events/s per core goal; the
-error classification reads pydantic's own error types, so it agrees with what
-the parser saw.
+No Kafka here: agents, the HTTP gateway, the sink and `replay` call these pure
+functions and turn a `RecordRejected` into a `DeadLetter`. Every input path
+(Kafka, gateway, EPCIS, replay files) goes through `decode_input`, so the
+contract (v1.2) holds on all of them alike.
+
+The happy path is one `validate_json` on the raw bytes: parsing and validation
+run in pydantic-core, timestamps included (see `schemas.common.UtcDatetime`),
+with no intermediate dict. Each model gets a decode validator built from its
+own core schema with one change: unknown fields, which the model ignores, are
+validated as `SafeJson` and then dropped, so a number a 64-bit float does not
+hold is invalid wherever it appears (CONTRACT.md v1.2) at no cost for records
+without unknown fields.
+
+Errors keep the reference wording: a native failure of a timestamp, an
+attribute or a pass-through number is a marker error type, translated here
+(on the error path only) by re-running the Python reference rule on the
+offending value. The error classification reads pydantic's own error types,
+so it agrees with what the parser saw.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Final, cast
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final, cast
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError, SchemaValidator, core_schema
 
+from schemas.common import (
+    NUMBER_ERROR,
+    TIMESTAMP_ERROR,
+    format_utc,
+    number_problem,
+    parse_timestamp,
+    safe_json_core_schema,
+)
 from schemas.customers import TOMBSTONE, Customer, Tombstone
 from schemas.dead_letter import ErrorDetail, ReasonCode
 from schemas.orders import OrderRecord
+from schemas.plan import SlaPlan
 from schemas.replay import ReplayLine
-from schemas.scans import QC_STAGE_CONTEXT_KEY, ScanEvent
-from schemas.unit_status import UnitStatus
+from schemas.scans import ATTRIBUTE_ERROR, QC_STAGE_CONTEXT_KEY, ScanEvent, attribute_value
+from schemas.unit_status import STAGES_CONTEXT_KEY, UnitStatus
 
 __all__ = [
+    "DEFAULT_MAX_CLOCK_SKEW",
+    "ID_FIELD_BY_TOPIC",
     "MODEL_BY_TOPIC",
     "ErrorDetail",
     "InputRecord",
     "ReasonCode",
     "RecordRejected",
+    "check_clock_skew",
+    "check_key",
     "decode_input",
     "decode_replay_line",
     "errors_from",
@@ -43,8 +72,21 @@ MODEL_BY_TOPIC: Final[dict[str, type[BaseModel]]] = {
 }
 """Logical input topic -> its record model (CONTRACT.md, Inputs)."""
 
+ID_FIELD_BY_TOPIC: Final[dict[str, str]] = {
+    "orders": "order_id",
+    "scans": "order_id",
+    "unit-status": "unit_id",
+    "crm.customers": "customer_id",
+}
+"""The id field a record's Kafka key must equal (CONTRACT.md v1.2, "Key and id agree")."""
+
+DEFAULT_MAX_CLOCK_SKEW: Final = timedelta(hours=24)
+"""How far in the future the gateway lets an `event_time` be (CONTRACT.md v1.2)."""
+
 _TOMBSTONE_TOPICS: Final = frozenset({"crm.customers"})
 _MAX_MSG = 500
+_MAX_KEY_TEXT = 80
+_CONTEXT_MEMO: Final = "schemas.validation.context"
 
 
 class RecordRejected(Exception):
@@ -57,17 +99,78 @@ class RecordRejected(Exception):
         super().__init__(f"{reason_code.value}{first}")
 
 
-def decode_input(topic: str, raw_value: bytes | None, *, qc_stage: str) -> InputRecord:
-    """Validate the value of one record of a logical input `topic`.
+@dataclass(frozen=True, slots=True)
+class _Decoder:
+    """A model's decode validator; `drop_extras` when the model ignores unknown fields."""
+
+    validator: SchemaValidator
+    drop_extras: bool
+
+
+def _model_node(schema: Any, model: type[BaseModel]) -> dict[str, Any]:
+    """The `model` node of `model`'s core schema (under validator/definition wrappers)."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("type") == "model" and node.get("cls") is model:
+                return node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    raise LookupError(f"no model node for {model.__name__}")
+
+
+def _decoder(model: type[BaseModel]) -> _Decoder:
+    """`model`'s own core schema, with its ignored unknown fields validated as `SafeJson`."""
+    schema = copy.deepcopy(model.__pydantic_core_schema__)
+    node = _model_node(schema, model)
+    config = dict(node.get("config") or {})
+    drop = config.get("extra_fields_behavior", "ignore") == "ignore"
+    if drop:
+        node["config"] = cast(core_schema.CoreConfig, {**config, "extra_fields_behavior": "allow"})
+        fields = node["schema"]
+        fields["extra_behavior"] = "allow"
+        fields["extras_schema"] = safe_json_core_schema()
+    # pydantic-core would reuse the model's own (prebuilt) validator for a
+    # complete model class, ignoring the change: build while it reads incomplete.
+    complete = model.__dict__.get("__pydantic_complete__", False)
+    model.__pydantic_complete__ = False
+    try:
+        validator = SchemaValidator(schema)
+    finally:
+        model.__pydantic_complete__ = complete
+    return _Decoder(validator, drop)
+
+
+_DECODERS: Final[dict[str, _Decoder]] = {
+    topic: _decoder(model) for topic, model in MODEL_BY_TOPIC.items()
+}
+
+
+def _context(plan: SlaPlan) -> dict[str, Any]:
+    """The validation context of `plan`: its QC stage and its stages (built once per plan)."""
+    return plan.memo(
+        _CONTEXT_MEMO,
+        lambda: {QC_STAGE_CONTEXT_KEY: plan.qc_stage, STAGES_CONTEXT_KEY: frozenset(plan.route)},
+    )
+
+
+def decode_input(
+    topic: str, raw_value: bytes | None, *, plan: SlaPlan, key: bytes | None = None
+) -> InputRecord:
+    """Validate the value (and key) of one record of a logical input `topic`.
 
     Raises `RecordRejected` for any bad input (`not_json`, `not_object`,
-    `validation_failed`), and `ValueError` for a topic that is not an input
-    topic: that is a wiring bug, not bad data, and must fail loudly.
-    A null value (Kafka null, or the JSON literal `null`) on `crm.customers` is
-    a tombstone; elsewhere it is `not_object`.
+    `validation_failed`, and `key_mismatch` when `key` is given, present and
+    differs from the record's id field), and `ValueError` for a topic that is
+    not an input topic: that is a wiring bug, not bad data, and must fail
+    loudly. `plan` supplies the QC stage (`rejected` scans) and the stages a
+    unit status may name. A null value (Kafka null, or the JSON literal
+    `null`) on `crm.customers` is a tombstone; elsewhere it is `not_object`.
     """
-    model = MODEL_BY_TOPIC.get(topic)
-    if model is None:
+    decoder = _DECODERS.get(topic)
+    if decoder is None:
         raise ValueError(f"not an input topic: {topic!r}")
     if raw_value is None:
         if topic in _TOMBSTONE_TOPICS:
@@ -76,7 +179,7 @@ def decode_input(topic: str, raw_value: bytes | None, *, qc_stage: str) -> Input
             ReasonCode.NOT_OBJECT, [ErrorDetail(loc="", msg="value is null", type="null_value")]
         )
     try:
-        record = model.model_validate_json(raw_value, context={QC_STAGE_CONTEXT_KEY: qc_stage})
+        record = decoder.validator.validate_json(raw_value, context=_context(plan))
     except ValidationError as exc:
         rejection = _rejection(exc, ReasonCode.VALIDATION_FAILED)
         if (
@@ -86,7 +189,73 @@ def decode_input(topic: str, raw_value: bytes | None, *, qc_stage: str) -> Input
         ):
             return TOMBSTONE
         raise rejection from None
+    if decoder.drop_extras:
+        object.__setattr__(record, "__pydantic_extra__", None)
+    if key is not None:
+        check_key(topic, key, record)
     return cast(InputRecord, record)
+
+
+def check_key(topic: str, key: bytes | None, record: InputRecord) -> None:
+    """`key_mismatch` when a present Kafka `key` differs from the record's id field.
+
+    CONTRACT.md v1.2: a mis-keyed record would build a second, partial state on
+    another partition. A tombstone has no id to compare (its key is the id).
+    """
+    field = ID_FIELD_BY_TOPIC.get(topic)
+    if key is None or field is None or isinstance(record, Tombstone):
+        return
+    said = getattr(record, field)
+    if key == said.encode():
+        return
+    text = key.decode("utf-8", "replace")
+    if len(text) > _MAX_KEY_TEXT:
+        text = text[: _MAX_KEY_TEXT - 3] + "..."
+    raise RecordRejected(
+        ReasonCode.KEY_MISMATCH,
+        [
+            ErrorDetail(
+                loc=field,
+                msg=f"the record key {text!r} differs from {field} {said!r}",
+                type="key_mismatch",
+            )
+        ],
+    )
+
+
+def check_clock_skew(
+    record: InputRecord, now: datetime, max_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW
+) -> None:
+    """`validation_failed` when the record's `event_time` is more than `max_skew` after `now`.
+
+    CONTRACT.md v1.2: the HTTP gateway rejects event times too far in the
+    future (a unit with a wrong clock would otherwise hold deadlines open for
+    days); past times are valid (backfills, replays). Records without an
+    `event_time` (customers, tombstones) pass.
+    """
+    event_time = getattr(record, "event_time", None)
+    if event_time is None or event_time - now <= max_skew:
+        return
+    ahead = event_time - now
+    raise RecordRejected(
+        ReasonCode.VALIDATION_FAILED,
+        [
+            ErrorDetail(
+                loc="event_time",
+                msg=(
+                    f"event_time {format_utc(event_time)} is {_duration(ahead)} ahead of the "
+                    f"gateway's clock (more than the allowed clock skew of {_duration(max_skew)})"
+                ),
+                type="timestamp_future",
+            )
+        ],
+    )
+
+
+def _duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
 
 
 def decode_replay_line(raw_line: bytes | str) -> ReplayLine:
@@ -102,9 +271,68 @@ def decode_replay_line(raw_line: bytes | str) -> ReplayLine:
 
 
 def errors_from(exc: ValidationError) -> list[ErrorDetail]:
-    """pydantic's errors as dead-letter details (dotted `loc`, bounded `msg`)."""
-    errors = exc.errors(include_url=False, include_input=False, include_context=False)
-    return [_detail(error["loc"], error["msg"], error["type"]) for error in errors]
+    """pydantic's errors as dead-letter details (dotted `loc`, bounded `msg`).
+
+    Marker errors of the native checks are replaced by the reference rule's
+    own error for the offending value (`_TRANSLATORS`).
+    """
+    errors = exc.errors(include_url=False, include_context=True)
+    details = []
+    for error in errors:
+        loc: tuple[int | str, ...] = tuple(error["loc"])
+        kind, msg = error["type"], error["msg"]
+        translate = _TRANSLATORS.get(kind)
+        if translate is not None:
+            found = translate(error.get("input"), error.get("ctx") or {})
+            if found is not None:
+                path, problem = found
+                loc, kind, msg = loc + path, problem.type, problem.message()
+        details.append(_detail(loc, msg, kind))
+    return details
+
+
+def _timestamp_problem(
+    value: Any, ctx: Mapping[str, Any]
+) -> tuple[tuple[int | str, ...], PydanticCustomError] | None:
+    try:
+        lo, hi = ctx.get("min_time"), ctx.get("max_time")
+        if isinstance(lo, str) and isinstance(hi, str):
+            parse_timestamp(value, datetime.fromisoformat(lo), datetime.fromisoformat(hi))
+        else:
+            parse_timestamp(value)
+    except PydanticCustomError as problem:
+        return (), problem
+    return None
+
+
+def _attribute_problem(
+    value: Any, ctx: Mapping[str, Any]
+) -> tuple[tuple[int | str, ...], PydanticCustomError] | None:
+    try:
+        attribute_value(value)
+    except PydanticCustomError as problem:
+        return (), problem
+    return None
+
+
+def _number_problem(
+    value: Any, ctx: Mapping[str, Any]
+) -> tuple[tuple[int | str, ...], PydanticCustomError] | None:
+    return number_problem(value)
+
+
+_TRANSLATORS: Final[
+    dict[
+        str,
+        Callable[
+            [Any, Mapping[str, Any]], tuple[tuple[int | str, ...], PydanticCustomError] | None
+        ],
+    ]
+] = {
+    TIMESTAMP_ERROR: _timestamp_problem,
+    ATTRIBUTE_ERROR: _attribute_problem,
+    NUMBER_ERROR: _number_problem,
+}
 
 
 def _rejection(exc: ValidationError, otherwise: ReasonCode) -> RecordRejected:

@@ -13,6 +13,7 @@ from typing import Any
 from faust.serializers.codecs import Codec
 
 from schemas.dead_letter import ErrorDetail, ReasonCode
+from schemas.plan import SlaPlan
 from schemas.validation import InputRecord, RecordRejected, decode_input
 
 
@@ -24,16 +25,20 @@ class Rejected:
 
 
 class InputCodec(Codec):
-    """Validates one contract input topic (`scans`, `orders`, ...) with the plan's QC stage."""
+    """Validates one contract input topic (`scans`, `orders`, ...) against the SLA plan.
 
-    def __init__(self, topic: str, qc_stage: str, **kwargs: Any) -> None:
-        super().__init__(topic=topic, qc_stage=qc_stage, **kwargs)
+    The codec sees only the value: the key check (`schemas.validation.check_key`)
+    is the agent's.
+    """
+
+    def __init__(self, topic: str, plan: SlaPlan, **kwargs: Any) -> None:
+        super().__init__(topic=topic, plan=plan, **kwargs)
         self.topic = topic
-        self.qc_stage = qc_stage
+        self.plan = plan
 
     def _loads(self, s: bytes) -> InputRecord | Rejected:
         try:
-            return decode_input(self.topic, s, qc_stage=self.qc_stage)
+            return decode_input(self.topic, s, plan=self.plan)
         except RecordRejected as exc:
             return Rejected(s, exc.reason_code, exc.errors)
 

@@ -12,7 +12,8 @@ from aiokafka import ConsumerRecord
 
 from schemas.customers import Customer, Tombstone
 from schemas.orders import OrderRecord
-from schemas.scans import DEFAULT_QC_STAGE, ScanEvent
+from schemas.plan import SlaPlan, load_plan
+from schemas.scans import ScanEvent
 from schemas.unit_status import UnitStatus
 from schemas.validation import RecordRejected, decode_input
 from sinks.clickhouse.mapping import (
@@ -28,12 +29,12 @@ from sinks.clickhouse.mapping import (
 class _InputMapper:
     contract_topic: str = ""
 
-    def __init__(self, qc_stage: str = DEFAULT_QC_STAGE) -> None:
-        self.qc_stage = qc_stage
+    def __init__(self, plan: SlaPlan | None = None) -> None:
+        self.plan = plan if plan is not None else load_plan(None)
 
     def _decode(self, record: ConsumerRecord[bytes, bytes]) -> object:
         try:
-            return decode_input(self.contract_topic, record.value, qc_stage=self.qc_stage)
+            return decode_input(self.contract_topic, record.value, plan=self.plan, key=record.key)
         except RecordRejected as exc:
             raise RecordInvalid(str(exc)) from None
 

@@ -112,7 +112,7 @@ class Engine:
         return self.app.topic(
             self.config.names(name),
             key_serializer="raw",
-            value_serializer=InputCodec(name, self.plan.qc_stage),
+            value_serializer=InputCodec(name, self.plan),
             allow_empty=True,
         )
 

@@ -142,7 +142,7 @@ class Gateway:
         self.publisher = publisher
         self.metrics = metrics
         self.topics = TopicNames(settings.kafka.topic_prefix)
-        self.qc_stage = load_plan(settings.engine.plan).qc_stage
+        self.plan = load_plan(settings.engine.plan)
 
     def authenticate(self, request: Request, endpoint: Endpoint) -> TokenEntry:
         token = bearer_token(request.headers.get("authorization"))
@@ -270,14 +270,12 @@ class Gateway:
                         f"item {raw.index} has {len(raw.value)} bytes, more than the limit of "
                         f"{self.limits.max_item_bytes}"
                     )
-            return judge_items(items, endpoint, self.qc_stage)
+            return judge_items(items, endpoint, self.plan)
         if self.mapping is None:
             raise HttpError(
                 404, "epcis_not_configured", "this gateway has no EPCIS mapping (--epcis-mapping)"
             )
-        result = judge_epcis(
-            item(0, parse_document(body), body), self.mapping, endpoint, self.qc_stage
-        )
+        result = judge_epcis(item(0, parse_document(body), body), self.mapping, endpoint, self.plan)
         if result.document_error is not None:
             return [result.document_error]
         if len(result.verdicts) > self.limits.max_items:

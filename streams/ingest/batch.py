@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from schemas.customers import Tombstone
 from schemas.dead_letter import ErrorDetail, ReasonCode
 from schemas.epcis import EpcisDocument, EpcisMapping
+from schemas.plan import SlaPlan
 from schemas.validation import RecordRejected, decode_input, errors_from
 from streams.ingest.auth import Role
 from streams.ingest.body import UNPARSED, RawItem
@@ -88,9 +89,9 @@ def _claimed_unit(parsed: Any) -> str | None:
     return None
 
 
-def judge_value(index: int, value: bytes, topic: str, key_field: str, qc_stage: str) -> Verdict:
+def judge_value(index: int, value: bytes, topic: str, key_field: str, plan: SlaPlan) -> Verdict:
     try:
-        record = decode_input(topic, value, qc_stage=qc_stage)
+        record = decode_input(topic, value, plan=plan)
     except RecordRejected as exc:
         return Verdict(index, value, reason_code=exc.reason_code, errors=exc.errors)
     if isinstance(record, Tombstone):
@@ -105,10 +106,10 @@ def judge_value(index: int, value: bytes, topic: str, key_field: str, qc_stage: 
     return Verdict(index, value, key=key, unit_id=getattr(record, "unit_id", None))
 
 
-def judge_items(items: list[RawItem], endpoint: Endpoint, qc_stage: str) -> list[Verdict]:
+def judge_items(items: list[RawItem], endpoint: Endpoint, plan: SlaPlan) -> list[Verdict]:
     verdicts = []
     for item in items:
-        verdict = judge_value(item.index, item.value, endpoint.topic, endpoint.key_field, qc_stage)
+        verdict = judge_value(item.index, item.value, endpoint.topic, endpoint.key_field, plan)
         if not verdict.accepted:
             verdict.unit_id = _claimed_unit(item.json())
         verdicts.append(verdict)
@@ -125,7 +126,7 @@ class EpcisVerdicts:
 
 
 def judge_epcis(
-    document: RawItem, mapping: EpcisMapping, endpoint: Endpoint, qc_stage: str
+    document: RawItem, mapping: EpcisMapping, endpoint: Endpoint, plan: SlaPlan
 ) -> EpcisVerdicts:
     """Map and validate every event of an `EPCISDocument`.
 
@@ -156,7 +157,7 @@ def judge_epcis(
                 )
             )
             continue
-        verdict = judge_value(index, orjson.dumps(scan), SCANS, endpoint.key_field, qc_stage)
+        verdict = judge_value(index, orjson.dumps(scan), SCANS, endpoint.key_field, plan)
         if not verdict.accepted:
             verdict.value = event_bytes
             verdict.unit_id = _claimed_unit(scan)

@@ -92,7 +92,7 @@ def test_random_and_broken_records_all_end_in_dead_letters(
         key = f"k-{n % 97}".encode()
         records.append((topic, key, raw))
         try:
-            decode_input(topic, raw, qc_stage=plan.qc_stage)
+            decode_input(topic, raw, plan=plan)
         except RecordRejected:
             rejected += 1
             continue

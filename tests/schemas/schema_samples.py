@@ -6,8 +6,13 @@ Functions, not constants, so each test gets its own dict to mutate.
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from schemas.plan import SlaPlan, plan_from_mapping
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # the repo's copy of the spec's
 
@@ -93,3 +98,20 @@ def without(record: dict[str, Any], *names: str) -> dict[str, Any]:
 
 def as_bytes(value: Any) -> bytes:
     return json.dumps(value).encode()
+
+
+def plan_with_qc(qc_stage: str) -> SlaPlan:
+    """The shipped plan with another QC stage (added to the route when not on it)."""
+    data = yaml.safe_load(
+        resources.files("schemas").joinpath("plans", "knitwear.yaml").read_text("utf-8")
+    )
+    if qc_stage not in data["route"]:
+        data["route"].insert(data["route"].index("packaging"), qc_stage)
+        data["stage_duration"][qc_stage] = "8h"
+    data["qc_stage"] = qc_stage
+    if data["route"].index(data["rework_stage"]) >= data["route"].index(qc_stage):
+        data["rework_stage"] = data["route"][0]
+    return plan_from_mapping(data)
+
+
+PLAN = plan_with_qc("quality_check")

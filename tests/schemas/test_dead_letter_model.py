@@ -20,6 +20,7 @@ from schemas.dead_letter import (
     ErrorDetail,
     ReasonCode,
 )
+from schemas.plan import load_plan
 from schemas.validation import RecordRejected, decode_input
 
 NOW = datetime(2027, 3, 15, 12, 0, 0, 123456, tzinfo=UTC)
@@ -28,7 +29,7 @@ KAFKA = DeadLetterSource(kind="kafka", topic="scans", partition=3, offset=1234)
 
 def _from_rejection(raw: bytes, source: DeadLetterSource = KAFKA) -> DeadLetter:
     with pytest.raises(RecordRejected) as caught:
-        decode_input("scans", raw, qc_stage="quality_check")
+        decode_input("scans", raw, plan=load_plan(None))
     return DeadLetter.build(raw, source, caught.value.errors, caught.value.reason_code, NOW)
 
 

@@ -24,6 +24,7 @@ from schemas.dead_letter import (
     ErrorDetail,
     ReasonCode,
 )
+from schemas.plan import load_plan
 from schemas.validation import RecordRejected, decode_input
 
 NOW = datetime(2027, 3, 15, 12, 0, tzinfo=UTC)
@@ -32,7 +33,7 @@ HTTP = DeadLetterSource(kind="http", request_id="req-1", index=0)
 
 def _rejected(raw: bytes) -> RecordRejected:
     with pytest.raises(RecordRejected) as caught:
-        decode_input("scans", raw, qc_stage="quality_check")
+        decode_input("scans", raw, plan=load_plan(None))
     return caught.value
 
 

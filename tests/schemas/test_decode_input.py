@@ -6,7 +6,15 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from schema_samples import EXAMPLES, SAMPLES_BY_TOPIC, as_bytes, order_created, scan
+from schema_samples import (
+    EXAMPLES,
+    PLAN,
+    SAMPLES_BY_TOPIC,
+    as_bytes,
+    order_created,
+    plan_with_qc,
+    scan,
+)
 
 from schemas.customers import TOMBSTONE, Customer
 from schemas.orders import OrderRecord, check_update_against
@@ -26,7 +34,7 @@ QC = "quality_check"
 
 def _rejected(topic: str, raw: bytes | None, qc_stage: str = QC) -> RecordRejected:
     with pytest.raises(RecordRejected) as caught:
-        decode_input(topic, raw, qc_stage=qc_stage)
+        decode_input(topic, raw, plan=plan_with_qc(qc_stage))
     return caught.value
 
 
@@ -40,7 +48,7 @@ def _rejected(topic: str, raw: bytes | None, qc_stage: str = QC) -> RecordReject
     ],
 )
 def test_valid_records_decode_to_their_model(topic: str, model: type) -> None:
-    assert isinstance(decode_input(topic, as_bytes(SAMPLES_BY_TOPIC[topic]()), qc_stage=QC), model)
+    assert isinstance(decode_input(topic, as_bytes(SAMPLES_BY_TOPIC[topic]()), plan=PLAN), model)
 
 
 def test_model_map_covers_the_input_topics() -> None:
@@ -68,7 +76,7 @@ def test_kafka_null_outside_crm_is_not_object(topic: str) -> None:
 
 @pytest.mark.parametrize("raw", [None, b"null", b" null\n"])
 def test_null_on_crm_is_a_tombstone(raw: bytes | None) -> None:
-    assert decode_input("crm.customers", raw, qc_stage=QC) is TOMBSTONE
+    assert decode_input("crm.customers", raw, plan=PLAN) is TOMBSTONE
 
 
 def test_crm_non_object_is_still_rejected() -> None:
@@ -87,14 +95,14 @@ def test_validation_errors_have_dotted_locations() -> None:
 
 def test_qc_stage_is_passed_through() -> None:
     raw = as_bytes(scan(stage="inspection", action="rejected"))
-    assert isinstance(decode_input("scans", raw, qc_stage="inspection"), ScanEvent)
+    assert isinstance(decode_input("scans", raw, plan=plan_with_qc("inspection")), ScanEvent)
     rejected = _rejected("scans", raw, qc_stage=QC)
     assert rejected.errors[0].loc == "action"
 
 
 def test_unknown_topic_is_a_wiring_bug() -> None:
     with pytest.raises(ValueError, match="not an input topic"):
-        decode_input("alerts", b"{}", qc_stage=QC)
+        decode_input("alerts", b"{}", plan=PLAN)
 
 
 def test_record_rejected_message_is_one_line() -> None:
@@ -114,13 +122,13 @@ def test_replay_line_round_trip() -> None:
     assert line.key_bytes() == b"PO-1001"
     value = line.value_bytes()
     assert value is not None
-    assert isinstance(decode_input(line.topic, value, qc_stage=QC), OrderRecord)
+    assert isinstance(decode_input(line.topic, value, plan=PLAN), OrderRecord)
 
 
 def test_replay_tombstone_line() -> None:
     line = decode_replay_line(b'{"topic": "crm.customers", "key": "C-9", "value": null}')
     assert line.value_bytes() is None
-    assert decode_input(line.topic, line.value_bytes(), qc_stage=QC) is TOMBSTONE
+    assert decode_input(line.topic, line.value_bytes(), plan=PLAN) is TOMBSTONE
 
 
 def test_replay_non_object_value_is_left_to_the_consumer() -> None:
@@ -162,7 +170,7 @@ def _example_4() -> dict[int, bytes]:
 
 def _decode_line(raw: bytes) -> object:
     line = decode_replay_line(raw)
-    return decode_input(line.topic, line.value_bytes(), qc_stage=QC)
+    return decode_input(line.topic, line.value_bytes(), plan=PLAN)
 
 
 @pytest.mark.parametrize(

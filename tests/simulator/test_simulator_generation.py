@@ -60,12 +60,12 @@ def test_every_line_parses_and_the_simulator_knows_which_records_are_invalid() -
             assert parsed.key == record.key
             assert parsed.value_bytes() == record.value_bytes()
         if record.valid:
-            decoded = decode_input(record.topic, record.value_bytes(), qc_stage=PLAN.qc_stage)
+            decoded = decode_input(record.topic, record.value_bytes(), plan=PLAN)
             if record.value is not None:
                 assert getattr(decoded, KEY_FIELD[record.topic]) == record.key
         else:
             with pytest.raises(RecordRejected):
-                decode_input(record.topic, record.value_bytes(), qc_stage=PLAN.qc_stage)
+                decode_input(record.topic, record.value_bytes(), plan=PLAN)
             assert record.label is not None
             invalid_kinds[record.label] += 1
     assert len(invalid_kinds) >= 6, invalid_kinds

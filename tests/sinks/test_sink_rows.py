@@ -44,7 +44,7 @@ def test_invalid_scans_are_rejected_not_crashing(value: bytes | None) -> None:
 def test_rejected_outside_the_plans_qc_stage_is_invalid() -> None:
     bad = scan_json(1, action="rejected", stage="dyeing")
     with pytest.raises(RecordInvalid):
-        ScanRows(PLAN.qc_stage).rows(record(bad))
+        ScanRows(PLAN).rows(record(bad))
 
 
 def test_customer_keeps_extra_fields_and_uses_offset_as_version() -> None:

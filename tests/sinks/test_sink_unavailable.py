@@ -60,7 +60,7 @@ def test_embedded_store_locked_by_another_process_then_released(
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == b"holding"
-        publish(settings, SCANS, ((b"PO-1", scan_json(i)) for i in range(3000)))
+        publish(settings, SCANS, ((f"PO-{i % 50}".encode(), scan_json(i)) for i in range(3000)))
         sink = SinkProcess(settings, tmp_path / "sink.log", "--drain")
         wait_for(
             lambda: sink.log().count("clickhouse_unavailable") >= 2,
@@ -90,7 +90,7 @@ def test_server_url_unreachable_keeps_retrying_and_commits_nothing(
 ) -> None:
     settings = settings_factory(clickhouse={"url": f"http://127.0.0.1:{_closed_port()}/cw"})
     prepare_all_topics(settings)
-    publish(settings, SCANS, ((b"PO-1", scan_json(i)) for i in range(100)))
+    publish(settings, SCANS, ((f"PO-{i % 50}".encode(), scan_json(i)) for i in range(100)))
     sink = SinkProcess(settings, tmp_path / "sink.log")
     try:
         wait_for(
@@ -161,12 +161,15 @@ def test_outage_mid_run_pauses_consumption_then_drains_backlog(
         stop = asyncio.Event()
         task = asyncio.create_task(sink.run(stop))
         await asyncio.to_thread(
-            publish, settings, SCANS, ((b"a", scan_json(i)) for i in range(1000))
+            publish, settings, SCANS, ((f"PO-{i % 50}".encode(), scan_json(i)) for i in range(1000))
         )
         await asyncio.to_thread(wait_for, lambda: stored() == 1000, 60, "the first 1000 scans")
         store.down.set()
         await asyncio.to_thread(
-            publish, settings, SCANS, ((b"b", scan_json(i)) for i in range(1000, 21000))
+            publish,
+            settings,
+            SCANS,
+            ((f"PO-{i % 50}".encode(), scan_json(i)) for i in range(1000, 21000)),
         )
         await asyncio.to_thread(wait_for, lambda: store.refused >= 3, 60, "refused inserts")
         paused_at = sink.stats.max_buffered_rows
