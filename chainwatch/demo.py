@@ -9,6 +9,11 @@ The simulated factory runs faster than real time (`RATE_PER_S` records per
 second), so the worker runs on its event-time clock: deadlines fall due as
 simulated time passes and alerts appear within minutes.
 Ctrl-C stops every process it started, the broker included.
+
+Each run starts clean: its topics (`demo-<run>.` prefix), its engine (app id
+`demo-<run>`) and its ClickHouse database (`demo_<run>`) are its own, so a
+second run never inherits the first one's state or event clock, and records
+posted to the default topics never reach it. `make clean-data` removes old runs.
 """
 
 from __future__ import annotations
@@ -102,6 +107,7 @@ def _children(
     try:
         env = {
             **os.environ,
+            **_run_env(settings),
             "CHAINWATCH_ENGINE__CLOCK": "event",
             "CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS": str(subscriptions),
             "CHAINWATCH_WEBHOOKS__ALLOWED_NETWORKS": "127.0.0.1",  # the demo's own receiver
@@ -171,7 +177,48 @@ def _report(settings: Settings, console: Console) -> None:
         console.print(f"[dim]status: {exc}[/]")
 
 
+def for_this_run(settings: Settings, run_id: str) -> Settings:
+    """The settings of one demo run: its own topics, engine and ClickHouse database."""
+    return settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={"topic_prefix": f"{settings.kafka.topic_prefix}demo-{run_id}."}
+            ),
+            "engine": settings.engine.model_copy(update={"app_id": f"demo-{run_id}"}),
+            "clickhouse": settings.clickhouse.model_copy(update={"database": f"demo_{run_id}"}),
+        }
+    )
+
+
+def _run_env(settings: Settings) -> dict[str, str]:
+    """What the child processes need to see `for_this_run`'s settings."""
+    return {
+        "CHAINWATCH_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "CHAINWATCH_ENGINE__APP_ID": settings.engine.app_id,
+        "CHAINWATCH_CLICKHOUSE__DATABASE": settings.clickhouse.database,
+    }
+
+
+def _farewell(settings: Settings, console: Console, broker_stopped: bool) -> None:
+    """After Ctrl-C: what still runs, where the logs and this run's data are."""
+    if settings.kafka.is_local:
+        console.print(
+            "kafka stopped"
+            if broker_stopped
+            else "kafka keeps running (it ran before the demo); `chainwatch kafka stop` stops it",
+            soft_wrap=True,
+        )
+    console.print(f"logs: {settings.log_dir}/demo-*.log", soft_wrap=True)
+    console.print(
+        f"this run's data: CHAINWATCH_CLICKHOUSE__DATABASE={settings.clickhouse.database} "
+        "chainwatch sql 'SELECT type, status, count() FROM alerts_current GROUP BY ALL'; "
+        "`make clean-data` deletes every run",
+        soft_wrap=True,
+    )
+
+
 def run_demo(settings: Settings, console: Console) -> None:
+    settings = for_this_run(settings, datetime.now(UTC).strftime("%Y%m%d%H%M%S"))
     broker = LocalBroker(settings) if settings.kafka.is_local else None
     started_broker = False
     if broker is not None and not broker.status().running:
@@ -199,4 +246,4 @@ def run_demo(settings: Settings, console: Console) -> None:
     finally:
         if broker is not None and started_broker:
             broker.stop()
-            console.print("kafka stopped")
+        _farewell(settings, console, broker_stopped=started_broker)

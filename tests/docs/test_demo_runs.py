@@ -1,0 +1,46 @@
+"""Issue 17: a second `make demo` starts clean, and Ctrl-C says what still runs and where
+the logs are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from chainwatch.demo import _farewell, _run_env, for_this_run
+from chainwatch.settings import Settings
+
+
+def test_each_demo_run_has_its_own_topics_engine_and_database(tmp_path: Path) -> None:
+    base = Settings(data_dir=tmp_path, kafka={"topic_prefix": "site1."})
+    first = for_this_run(base, "20261130071500")
+    second = for_this_run(base, "20261130081500")
+
+    assert first.kafka.topic_prefix == "site1.demo-20261130071500."  # the user's prefix kept
+    assert first.engine.app_id == "demo-20261130071500"
+    assert first.clickhouse.database == "demo_20261130071500"
+    assert {second.kafka.topic_prefix, second.engine.app_id, second.clickhouse.database}.isdisjoint(
+        {first.kafka.topic_prefix, first.engine.app_id, first.clickhouse.database}
+    )
+    env = _run_env(first)  # what the worker, sink, gateway and simulator see
+    assert env == {
+        "CHAINWATCH_KAFKA__TOPIC_PREFIX": "site1.demo-20261130071500.",
+        "CHAINWATCH_ENGINE__APP_ID": "demo-20261130071500",
+        "CHAINWATCH_CLICKHOUSE__DATABASE": "demo_20261130071500",
+    }
+
+
+def test_after_ctrl_c_the_demo_says_whether_kafka_runs_and_where_logs_are(
+    tmp_path: Path,
+) -> None:
+    run = for_this_run(Settings(data_dir=tmp_path), "20261130071500")
+    for stopped, expected in [
+        (True, "kafka stopped"),
+        (False, "kafka keeps running (it ran before the demo); `chainwatch kafka stop` stops it"),
+    ]:
+        console = Console(record=True, width=80)
+        _farewell(run, console, broker_stopped=stopped)
+        text = console.export_text()
+        assert expected in text
+        assert f"logs: {run.log_dir}/demo-*.log" in text
+        assert "CHAINWATCH_CLICKHOUSE__DATABASE=demo_20261130071500 chainwatch sql" in text
