@@ -17,7 +17,16 @@ import typer
 from rich.table import Table as RichTable
 
 from chainwatch.cli_context import err, out, plain_store_error, settings, state
-from chainwatch.commands import dashboards, gateway, notify, replay, simulate, status, tokens
+from chainwatch.commands import (
+    dashboards,
+    gateway,
+    importer,
+    notify,
+    replay,
+    simulate,
+    status,
+    tokens,
+)
 from chainwatch.errors import UserError
 
 app = typer.Typer(
@@ -192,7 +201,7 @@ def demo() -> None:
     run_demo(settings(), console=out)
 
 
-for _command_module in (replay, simulate, gateway, tokens, status, dashboards, notify):
+for _command_module in (replay, simulate, gateway, tokens, status, dashboards, notify, importer):
     _command_module.register(app)
 
 

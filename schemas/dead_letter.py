@@ -88,17 +88,23 @@ class ErrorDetail(BaseModel):
 
 
 class DeadLetterSource(BaseModel):
-    """Where the rejected record came from: a Kafka position, an HTTP request or a replay line."""
+    """Where the rejected record came from: a Kafka position, an HTTP request, a replay
+    line or a row of an imported file (`chainwatch import`)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    kind: Literal["kafka", "http", "replay"]
+    kind: Literal["kafka", "http", "replay", "import"]
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None
     request_id: str | None = None
-    file: str | None = Field(default=None, description="Scenario file of a replay line.")
-    line: int | None = Field(default=None, description="1-based line in a scenario file.")
+    file: str | None = Field(
+        default=None, description="Scenario file of a replay line, or the imported file."
+    )
+    line: int | None = Field(
+        default=None,
+        description="1-based line in a scenario file, or the row of an imported file.",
+    )
     index: int | None = Field(
         default=None, description="0-based position in a multi-event HTTP body (EPCIS)."
     )

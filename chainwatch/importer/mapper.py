@@ -1,0 +1,347 @@
+"""One row of a file -> one contract record (a dict), by a mapping. Pure: no I/O.
+
+Conversions are lenient where spreadsheets are (`212,5`, `22.11.2026 14:05`
+in Europe/Berlin, `Färberei`, ids that Excel stored as numbers) and report a
+`Problem` where guessing would change the data (a local time the clocks skip
+or pass twice, a number with the wrong decimal separator). Everything the
+mapping does not decide is left to the contract validation that follows.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from schemas.common import format_utc
+from schemas.import_mapping import (
+    BUILTIN_DEFAULTS,
+    DERIVED_ID_FIELD,
+    FIELDS_BY_KIND,
+    LIST_FIELDS,
+    MODEL_BY_KIND,
+    NUMBER_FIELDS,
+    OBJECT_FIELDS,
+    TIME_FIELDS,
+    TOPIC_BY_KIND,
+    ImportMapping,
+)
+
+DERIVED_ID_PREFIX: Final = "imp-"
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_LIST_SPLIT = re.compile(r"[,;|>\s]+")
+_BLANKS = str.maketrans("", "", " \u00a0\u202f\u2009\t")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why one field of a row could not become a contract value."""
+
+    field: str
+    message: str
+    type: str
+
+
+class _Bad(Exception):
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@functools.lru_cache(maxsize=4096)
+def normalise(name: str) -> str:
+    """How headers and mapped values are matched: NFC, blanks collapsed, case folded."""
+    return " ".join(unicodedata.normalize("NFC", name).split()).casefold()
+
+
+def is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def cell_text(value: Any) -> str:
+    """A cell as text: Excel's `1001.0` for an id is `1001`, dates in ISO form."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    return str(value)
+
+
+class RowMapper:
+    """Maps rows of one kind by one mapping; built once per import."""
+
+    def __init__(self, mapping: ImportMapping, kind: str) -> None:
+        mapping.check_kind(kind)
+        self.kind = kind
+        self.topic = TOPIC_BY_KIND[kind]
+        self.fields = FIELDS_BY_KIND[kind]
+        self.columns = {f: normalise(mapping.columns.get(f, f)) for f in self.fields}
+        self.explicit = dict(mapping.columns)
+        self.attributes = {k: normalise(c) for k, c in mapping.attributes.items()}
+        self.defaults: dict[str, Any] = {**BUILTIN_DEFAULTS.get(kind, {}), **mapping.defaults}
+        self.value_maps = {
+            f: {normalise(k): v for k, v in targets.items()}
+            for f, targets in mapping.values.items()
+        }
+        self.formats = mapping.time.format
+        self.zone: ZoneInfo | None = mapping.time.zone()
+        self.ambiguous = mapping.time.ambiguous
+        self.decimal = mapping.numbers.decimal
+        self.thousands = mapping.numbers.thousands
+        self.derives_id = DERIVED_ID_FIELD in self.fields
+        self.keeps_extras = kind == "customers"  # the CRM's unknown fields pass through
+        used = set(self.columns.values()) | set(self.attributes.values())
+        self._not_extra = used | {normalise(f) for f in self.fields}
+        model = MODEL_BY_KIND[kind]
+        self.required = tuple(
+            f
+            for f, info in model.model_fields.items()
+            if info.is_required() and f not in self.defaults and f != DERIVED_ID_FIELD
+        )
+
+    def header_problems(self, header: Iterable[str]) -> list[str]:
+        """What a file's header lacks: mapped columns that are not there, required fields."""
+        present = {normalise(h) for h in header if h}
+        problems = [
+            f"no column {column!r} (mapped to {field})"
+            for field, column in self.explicit.items()
+            if normalise(column) not in present
+        ]
+        problems += [
+            f"no column {column!r} (mapped to attribute {key})"
+            for key, column in self.attributes.items()
+            if column not in present
+        ]
+        problems += [
+            f"no column for the required field {field}"
+            for field in self.required
+            if field not in self.explicit and self.columns[field] not in present
+        ]
+        return problems
+
+    def map(self, cells: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+        """The record of one row (times as aware datetimes) and what could not be mapped."""
+        by_name = {normalise(k): v for k, v in cells.items() if isinstance(k, str)}
+        record: dict[str, Any] = {}
+        problems: list[Problem] = []
+        for field in self.fields:
+            value = by_name.get(self.columns[field])
+            if is_empty(value):
+                value = self.defaults.get(field)
+                if value is None:
+                    continue
+            try:
+                record[field] = self._convert(field, value)
+            except _Bad as bad:
+                problems.append(Problem(field, str(bad), bad.kind))
+        for key, column in self.attributes.items():
+            value = by_name.get(column)
+            if is_empty(value):
+                continue
+            attributes = record.get("attributes")
+            if not isinstance(attributes, dict):
+                attributes = record["attributes"] = {}
+            attributes[key] = value.strip() if isinstance(value, str) else _plain(value)
+        if self.keeps_extras:
+            for name, value in cells.items():
+                keep = isinstance(name, str) and normalise(name) not in self._not_extra
+                if keep and not is_empty(value):
+                    record.setdefault(name.strip(), _plain(value))
+        return record, problems
+
+    # --- conversions -----------------------------------------------------------------
+
+    def _convert(self, field: str, value: Any) -> Any:
+        if field in LIST_FIELDS:
+            return self._list(field, value)
+        value = self._translate(field, value)
+        if field in TIME_FIELDS:
+            return self.parse_time(value)
+        if field in NUMBER_FIELDS:
+            return self.parse_number(value)
+        if field in OBJECT_FIELDS:
+            return _object(value)
+        if isinstance(value, list | dict):
+            return value  # NDJSON: left to the contract validation
+        return cell_text(value)
+
+    def _translate(self, field: str, value: Any, table: str | None = None) -> Any:
+        targets = self.value_maps.get(table or field)
+        if targets and not isinstance(value, list | dict):
+            return targets.get(normalise(cell_text(value)), value)
+        return value
+
+    def _list(self, field: str, value: Any) -> list[Any]:
+        if isinstance(value, str):
+            items: list[Any] = [part for part in _LIST_SPLIT.split(value.strip()) if part]
+        elif isinstance(value, list):
+            items = value
+        else:
+            raise _Bad(f"{field} must be a list of stages (a, b, c)", "import_list_type")
+        table = field if field in self.value_maps else "stage"
+        return [cell_text(self._translate(field, item, table)) for item in items]
+
+    def parse_number(self, value: Any) -> int | float:
+        if isinstance(value, bool):
+            raise _Bad("a boolean where a number is expected", "import_number")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise _Bad("numbers must be finite", "import_number")
+            return value
+        text = cell_text(value).translate(_BLANKS)
+        if self.thousands:
+            text = text.replace(self.thousands, "")
+        if self.decimal == ",":
+            text = text.replace(",", ".")
+        if not _NUMBER.match(text):
+            hint = ""
+            if self.decimal == "." and "," in text:
+                hint = " (for decimal commas set numbers.decimal: ',' in the mapping)"
+            raise _Bad(f"{cell_text(value)!r} is not a number{hint}", "import_number")
+        if re.fullmatch(r"[+-]?\d+", text):
+            return int(text)
+        return float(text)
+
+    def parse_time(self, value: Any) -> datetime:
+        """An aware datetime; a naive one is placed in the mapping's zone (DST-checked)."""
+        if isinstance(value, datetime):
+            parsed = value
+        elif isinstance(value, date):
+            parsed = datetime.combine(value, time())
+        elif isinstance(value, str):
+            parsed = self._parse_text(value.strip())
+        else:
+            raise _Bad(f"{cell_text(value)!r} is not a time", "import_time_format")
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            if self.zone is None:
+                raise _Bad(
+                    f"{cell_text(value)!r} has no UTC offset and the mapping names no "
+                    "time.timezone for such times",
+                    "timestamp_no_offset",
+                )
+            parsed = localise(parsed, self.zone, self.ambiguous)
+        return parsed
+
+    def _parse_text(self, text: str) -> datetime:
+        for fmt in self.formats:
+            try:
+                if fmt == "iso":
+                    return datetime.fromisoformat(text)
+                return datetime.strptime(text, fmt)
+            except ValueError:
+                continue
+        raise _Bad(
+            f"{text!r} matches none of the time formats ({', '.join(self.formats)})",
+            "import_time_format",
+        )
+
+
+def localise(naive: datetime, zone: ZoneInfo, ambiguous: str) -> datetime:
+    """`naive` wall time in `zone`; a time the clocks skip is a `_Bad`, so is an
+    ambiguous one (the hour repeated in autumn) unless the mapping picks a side."""
+    earlier = naive.replace(tzinfo=zone, fold=0)
+    later = naive.replace(tzinfo=zone, fold=1)
+    if earlier.utcoffset() == later.utcoffset():
+        return earlier
+    back = earlier.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+    if back != naive.replace(tzinfo=None):
+        raise _Bad(
+            f"{naive.isoformat()} does not exist in {zone.key} (the clocks skip it)",
+            "import_time_nonexistent",
+        )
+    if ambiguous == "earlier":
+        return earlier
+    if ambiguous == "later":
+        return later
+    raise _Bad(
+        f"{naive.isoformat()} happens twice in {zone.key} (the clocks go back); set "
+        "time.ambiguous: earlier or later in the mapping",
+        "import_time_ambiguous",
+    )
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value, parse_constant=_no_constant)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return parsed
+    raise _Bad("attributes must be a JSON object", "import_object")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _plain(value: Any) -> Any:
+    """A pass-through cell as JSON: spreadsheet dates as ISO text, integral floats as ints."""
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# --- the wire form and derived ids -------------------------------------------------------
+
+
+def wire_time(value: datetime) -> str:
+    """RFC 3339 with the row's own offset (local times stay recognisable in the output)."""
+    return value.isoformat(timespec="milliseconds" if value.microsecond else "seconds")
+
+
+def encode(record: Mapping[str, Any]) -> bytes:
+    """The record's JSON value bytes (compact, UTF-8); numbers JSON cannot hold raise ValueError."""
+    return json.dumps(
+        record, default=_wire_default, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    ).encode()
+
+
+def _wire_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return wire_time(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def derive_event_id(topic: str, record: Mapping[str, Any]) -> str:
+    """A stable id from the record's content: the same row imported again gets the same id.
+
+    Hashes the topic and the record without `event_id` in a canonical form
+    (sorted keys, times as UTC milliseconds, integral floats as integers), so
+    an equal row written with another offset, column order or number format
+    gets the same id too.
+    """
+    body = {k: _canonical(v) for k, v in record.items() if k != DERIVED_ID_FIELD}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    digest = hashlib.sha256(f"{topic}\n{text}".encode()).hexdigest()
+    return DERIVED_ID_PREFIX + digest[:40]
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_utc(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value

@@ -1,0 +1,184 @@
+"""Where imported records go: a replay scenario file, or the input topics of a Kafka.
+
+`ScenarioWriter`: one `{"topic", "key", "value"}` line per accepted row (the
+format `chainwatch replay` reads, CONTRACT.md), written to a temporary file
+beside the target and renamed over it only when the import finished, so a
+failed or interrupted import never leaves half a scenario behind.
+
+`KafkaOutput`: an idempotent producer with `acks=all`, so a record counts
+once every in-sync replica has it and a retried batch is not duplicated.
+Every call has a deadline (start, each send, each batch's acknowledgements,
+stop); past one, or when Kafka refuses, `ImportFailed` says how many records
+Kafka had acknowledged. Re-running the import after such a failure is safe:
+the same rows get the same `event_id`s, which the engine processes once.
+Bad rows go to the `dead-letter` topic as `DeadLetter` envelopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+
+from chainwatch.importer.pipeline import Accepted
+from chainwatch.importer.tables import ImportFailed
+from schemas.dead_letter import DeadLetter
+
+
+def scenario_line(record: Accepted) -> bytes:
+    """The scenario line of a record; its value bytes are spliced in as validated."""
+    head = f'{{"topic":"{record.topic}","key":'.encode()
+    key = _json_string(record.key)
+    return head + key + b',"value":' + record.value + b"}\n"
+
+
+def _json_string(text: str) -> bytes:
+    import json
+
+    return json.dumps(text, ensure_ascii=False).encode()
+
+
+class ScenarioWriter:
+    """Writes accepted records as a scenario to `path` (`-`: stdout), atomically for files."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.written = 0
+        self._tmp: Path | None = None
+        self._handle: IO[bytes]
+        if path == "-":
+            self._handle = sys.stdout.buffer
+            return
+        target = Path(path)
+        if target.is_dir():
+            raise ImportFailed(f"--out {path} is a directory")
+        if not target.parent.exists():
+            raise ImportFailed(f"--out {path}: no directory {target.parent}")
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        self._tmp = Path(tmp)
+        self._handle = os.fdopen(fd, "wb")
+
+    def write(self, record: Accepted) -> None:
+        self._handle.write(scenario_line(record))
+        self.written += 1
+
+    def commit(self) -> None:
+        """Flush and put the file in place (the import finished)."""
+        self._handle.flush()
+        if self._tmp is not None:
+            self._handle.close()
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+
+    def discard(self) -> None:
+        """Forget a partial file (the import failed or was interrupted)."""
+        if self._tmp is not None:
+            self._handle.close()
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+
+class RejectsWriter:
+    """Dead-letter envelopes of bad rows, one JSON line each (`--rejects`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.written = 0
+        try:
+            self._handle = path.open("wb")
+        except OSError as exc:
+            raise ImportFailed(f"--rejects {path}: {exc.strerror or exc}") from None
+
+    def write(self, letter: DeadLetter) -> None:
+        self._handle.write(letter.encode() + b"\n")
+        self.written += 1
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class KafkaOutput:
+    """Publishes records and dead letters with deadlines; use inside one event loop."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        connect_timeout_s: float = 15.0,
+        ack_timeout_s: float = 60.0,
+        batch: int = 2000,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.connect_timeout_s = connect_timeout_s
+        self.ack_timeout_s = ack_timeout_s
+        self.batch = batch
+        self.acknowledged = 0
+        self._pending: list[asyncio.Future[Any]] = []
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=20,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=int(min(self.ack_timeout_s, 30) * 1000),
+        )
+        try:
+            await asyncio.wait_for(producer.start(), self.connect_timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5)
+            raise ImportFailed(
+                f"cannot reach Kafka at {self.bootstrap} within {self.connect_timeout_s:.0f}s "
+                f"({type(exc).__name__}); nothing was published"
+            ) from None
+        self._producer = producer
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Queue one record; `MessageSizeTooLargeError` for one Kafka would never take."""
+        assert self._producer is not None, "start() first"
+        try:
+            future = await asyncio.wait_for(
+                self._producer.send(topic, key=key, value=value), self.ack_timeout_s
+            )
+        except MessageSizeTooLargeError:
+            raise
+        except (KafkaError, TimeoutError) as exc:
+            raise self._failed(exc) from None
+        self._pending.append(future)
+        if len(self._pending) >= self.batch:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until Kafka acknowledged every queued record (or fail with a count)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        try:
+            await asyncio.wait_for(asyncio.gather(*pending), self.ack_timeout_s)
+        except (KafkaError, TimeoutError) as exc:
+            raise self._failed(exc) from None
+        self.acknowledged += len(pending)
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), self.ack_timeout_s)
+
+    def _failed(self, exc: BaseException) -> ImportFailed:
+        why = "no answer" if isinstance(exc, TimeoutError) else type(exc).__name__
+        return ImportFailed(
+            f"Kafka at {self.bootstrap} did not acknowledge within {self.ack_timeout_s:.0f}s "
+            f"({why}); {self.acknowledged} records were acknowledged before. Re-running the "
+            "import is safe: the same rows get the same event ids"
+        )

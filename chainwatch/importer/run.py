@@ -1,0 +1,119 @@
+"""One import, start to end: open every file first, then stream rows to the output.
+
+All files are opened (format, encoding, sheet, header against the mapping)
+before the first record is written, so a wrong column name in the third file
+stops the import before anything was published, not half-way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiokafka.errors import MessageSizeTooLargeError
+
+from chainwatch.importer.outputs import KafkaOutput, ScenarioWriter
+from chainwatch.importer.pipeline import Accepted, Importer, Rejected
+from chainwatch.importer.tables import ImportFailed, Table, open_table
+from schemas.dead_letter import ErrorDetail, ReasonCode
+from schemas.import_mapping import ImportMapping
+from streams.topics import DEAD_LETTER, TopicNames
+
+OnRejected = Callable[[Rejected], None]
+OnProgress = Callable[[Table], None]
+
+
+def open_tables(
+    paths: Sequence[Path], mapping: ImportMapping, importer: Importer, fmt: str | None = None
+) -> list[Table]:
+    """Open every file and check its header; `ImportFailed` (nothing left open) if any is bad."""
+    tables: list[Table] = []
+    try:
+        for path in paths:
+            table = open_table(path, mapping, fmt)
+            tables.append(table)
+            if table.header is not None:
+                problems = importer.mapper.header_problems(table.header)
+                if problems:
+                    columns = ", ".join(repr(h) for h in table.header if h)
+                    raise ImportFailed(
+                        f"{path}: {'; '.join(problems)} (columns: {columns}); "
+                        "name the columns in a mapping file (--mapping)"
+                    )
+    except BaseException:
+        for table in tables:
+            table.close()
+        raise
+    return tables
+
+
+def import_to_file(
+    importer: Importer,
+    tables: Sequence[Table],
+    writer: ScenarioWriter,
+    on_rejected: OnRejected,
+    on_progress: OnProgress | None = None,
+) -> None:
+    """Write every accepted row to the scenario; commit it only if all files were read."""
+    try:
+        for table in tables:
+            for outcome in importer.outcomes(table, on_progress):
+                if isinstance(outcome, Accepted):
+                    writer.write(outcome)
+                else:
+                    on_rejected(outcome)
+        writer.commit()
+    finally:
+        writer.discard()
+
+
+async def import_to_kafka(
+    importer: Importer,
+    tables: Sequence[Table],
+    output: KafkaOutput,
+    names: TopicNames,
+    on_rejected: OnRejected,
+    on_progress: OnProgress | None = None,
+) -> int:
+    """Publish every accepted row to its input topic and every bad row as a dead letter.
+
+    Returns how many dead letters were published. Ends with every record
+    acknowledged, or raises `ImportFailed`.
+    """
+    dead = 0
+
+    async def dead_letter(rejected: Rejected) -> None:
+        nonlocal dead
+        on_rejected(rejected)
+        letter = rejected.dead_letter(datetime.now(UTC))
+        await output.send(names(DEAD_LETTER), letter.dead_letter_id.encode(), letter.encode())
+        dead += 1
+
+    await output.start()
+    try:
+        for table in tables:
+            for outcome in importer.outcomes(table, on_progress):
+                if isinstance(outcome, Rejected):
+                    await dead_letter(outcome)
+                    continue
+                try:
+                    await output.send(names(outcome.topic), outcome.key.encode(), outcome.value)
+                except MessageSizeTooLargeError as exc:
+                    detail = ErrorDetail(loc="", msg=f"too large for Kafka: {exc}", type="size")
+                    too_big = Rejected(
+                        outcome.file,
+                        outcome.row,
+                        outcome.value,
+                        ReasonCode.PROCESSING_ERROR,
+                        [detail],
+                        outcome.key,
+                    )
+                    importer.summary.files[-1].accepted -= 1
+                    importer.summary.files[-1].rejected += 1
+                    importer.summary.reasons["processing_error: too large for Kafka"] += 1
+                    await dead_letter(too_big)
+        await output.flush()
+    finally:
+        await output.stop()
+    return dead

@@ -1,0 +1,314 @@
+"""Reading CSV, XLSX and NDJSON files as rows of cells, with row numbers a user can find.
+
+A `Table` is opened (which checks what can be checked before any row is
+used: the file exists, its format, its text encoding, the sheet, the header)
+and then yields `Row`s in file order. Row numbers are what the user sees: the
+line a CSV record or NDJSON line starts on, the sheet row of an XLSX cell.
+Every row keeps its original form (`raw`) for the dead letter of a bad row.
+Problems with the file as a whole raise `ImportFailed` (one line, no row is
+used); problems with one row are returned with that row.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final, Literal
+
+from schemas.dead_letter import ErrorDetail, ReasonCode
+from schemas.import_mapping import ImportMapping
+
+Format = Literal["csv", "xlsx", "ndjson"]
+FORMAT_BY_SUFFIX: Final[dict[str, Format]] = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+}
+_DELIMITERS = (";", ",", "\t", "|")
+_CHUNK = 1 << 20
+
+
+class ImportFailed(Exception):
+    """The import cannot go on (a file, the mapping, Kafka); the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One record of a file: its cells by header (or NDJSON key), or why it has none."""
+
+    number: int
+    cells: dict[str, Any]
+    raw: bytes
+    problem: tuple[ReasonCode, ErrorDetail] | None = None
+
+
+@dataclass
+class Table:
+    """An open file: `header` (None for NDJSON), `rows()` once, `done`/`total` for a bar."""
+
+    path: Path
+    format: Format
+    header: list[str] | None = None
+    total: int = 0
+    done: int = 0
+    _close: list[Any] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def rows(self) -> Iterator[Row]:  # replaced per format by `open_table`
+        raise NotImplementedError
+
+    def close(self) -> None:
+        while self._close:
+            self._close.pop().close()
+
+    def __enter__(self) -> Table:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def detect_format(path: Path, given: str | None = None) -> Format:
+    if given is not None:
+        if given not in ("csv", "xlsx", "ndjson"):
+            raise ImportFailed(f"--format {given!r}: expected csv, xlsx or ndjson")
+        return given  # type: ignore[return-value]
+    suffix = path.suffix.lower()
+    if suffix == ".xls":
+        raise ImportFailed(f"{path}: the old .xls format is not read; save it as .xlsx or CSV")
+    found = FORMAT_BY_SUFFIX.get(suffix)
+    if found is None:
+        raise ImportFailed(f"{path}: cannot tell the format from the name; pass --format")
+    return found
+
+
+def open_table(path: Path, mapping: ImportMapping, fmt: str | None = None) -> Table:
+    """Open one file and read its header; `ImportFailed` for a file that cannot be read."""
+    kind = detect_format(path, fmt)
+    if not path.is_file():
+        raise ImportFailed(f"{path}: no such file")
+    if kind == "csv":
+        return _CsvTable.open(path, mapping)
+    if kind == "xlsx":
+        return _XlsxTable.open(path, mapping)
+    return _NdjsonTable.open(path)
+
+
+# --- CSV --------------------------------------------------------------------------------
+
+
+class _Tap:
+    """The lines a csv.reader consumed since the last `take()`: a record's original text."""
+
+    def __init__(self, handle: IO[str]) -> None:
+        self._handle = handle
+        self._taken: list[str] = []
+        self.lines = 0
+
+    def __iter__(self) -> _Tap:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._handle)
+        self._taken.append(line)
+        self.lines += 1
+        return line
+
+    def take(self) -> str:
+        text = "".join(self._taken)
+        self._taken.clear()
+        return text
+
+
+class _CsvTable(Table):
+    @classmethod
+    def open(cls, path: Path, mapping: ImportMapping) -> _CsvTable:
+        encoding = mapping.csv.encoding
+        lines = _check_encoding(path, encoding)
+        handle = path.open(encoding=encoding, newline="")
+        table = cls(path=path, format="csv", total=lines, _close=[handle])
+        try:
+            table._start(handle, mapping)
+        except BaseException:
+            table.close()
+            raise
+        return table
+
+    def _start(self, handle: IO[str], mapping: ImportMapping) -> None:
+        self._tap = _Tap(handle)
+        for _ in range(mapping.header_row - 1):
+            if next(self._tap, None) is None:
+                raise ImportFailed(f"{self.path}: no header row {mapping.header_row}")
+        header_line = next(self._tap, None)
+        if header_line is None:
+            raise ImportFailed(f"{self.path}: the file is empty")
+        delimiter = mapping.csv.delimiter or _delimiter(self.path, header_line)
+        self._tap.take()
+        self._reader = csv.reader(self._tap, delimiter=delimiter)
+        parsed = next(csv.reader([header_line], delimiter=delimiter), [])
+        self.header = [h.strip() for h in parsed]
+        if not any(self.header):
+            raise ImportFailed(f"{self.path}: header row {mapping.header_row} is empty")
+
+    def rows(self) -> Iterator[Row]:
+        header = self.header or []
+        while True:
+            start = self._tap.lines + 1
+            try:
+                cells = next(self._reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # a NUL byte, an unterminated quote at the end
+                text = self._tap.take()
+                yield Row(start, {}, text.encode(), _unreadable(str(exc)))
+                continue
+            self.done = self._tap.lines
+            text = self._tap.take()
+            if not any(c.strip() for c in cells):
+                continue
+            row = dict(zip(header, cells, strict=False))
+            extra = [c for c in cells[len(header) :] if c.strip()]
+            problem = None
+            if extra:
+                problem = _unreadable(
+                    f"the row has {len(cells)} cells, the header {len(header)} columns "
+                    "(a delimiter inside an unquoted value?)"
+                )
+            yield Row(start, row, text.rstrip("\r\n").encode(), problem)
+
+
+def _check_encoding(path: Path, encoding: str) -> int:
+    """Decode the whole file once (so a bad byte stops the import before any row
+    is used) and count its lines for the progress bar."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    lines = offset = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                raise ImportFailed(
+                    f"{path}: not {encoding} text (byte {offset + exc.start}); set "
+                    "csv.encoding in the mapping, e.g. cp1252 for older Excel exports"
+                ) from None
+            lines += chunk.count(b"\n")
+            offset += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise ImportFailed(f"{path}: not {encoding} text (it ends mid-character)") from None
+    return lines
+
+
+def _delimiter(path: Path, header_line: str) -> str:
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    counts = {d: header_line.count(d) for d in _DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _unreadable(message: str) -> tuple[ReasonCode, ErrorDetail]:
+    return ReasonCode.VALIDATION_FAILED, ErrorDetail(loc="", msg=message, type="import_row")
+
+
+# --- XLSX -------------------------------------------------------------------------------
+
+
+class _XlsxTable(Table):
+    @classmethod
+    def open(cls, path: Path, mapping: ImportMapping) -> _XlsxTable:
+        import zipfile
+
+        from openpyxl import load_workbook
+        from openpyxl.utils.exceptions import InvalidFileException
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # openpyxl warns about styles it ignores
+                book = load_workbook(path, read_only=True, data_only=True)
+        except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError) as exc:
+            raise ImportFailed(f"{path}: not a readable XLSX workbook ({exc})") from None
+        table = cls(path=path, format="xlsx", _close=[book])
+        try:
+            table._start(book, mapping)
+        except BaseException:
+            table.close()
+            raise
+        return table
+
+    def _start(self, book: Any, mapping: ImportMapping) -> None:
+        if mapping.sheet is None:
+            sheet = book.worksheets[0]
+        elif mapping.sheet in book.sheetnames:
+            sheet = book[mapping.sheet]
+        else:
+            raise ImportFailed(
+                f"{self.path}: no sheet {mapping.sheet!r} (sheets: {', '.join(book.sheetnames)})"
+            )
+        self._first = mapping.header_row
+        self._rows = sheet.iter_rows(min_row=self._first, values_only=True)
+        header = next(self._rows, None)
+        if header is None or not any(h is not None for h in header):
+            raise ImportFailed(f"{self.path}: header row {self._first} is empty")
+        self.header = ["" if h is None else str(h).strip() for h in header]
+        self.total = max(0, (sheet.max_row or 0) - self._first)
+
+    def rows(self) -> Iterator[Row]:
+        header = self.header or []
+        for number, values in enumerate(self._rows, start=self._first + 1):
+            self.done = number - self._first
+            if not any(v is not None and str(v).strip() for v in values):
+                continue
+            cells = dict(zip(header, values, strict=False))
+            extra = [v for v in values[len(header) :] if v is not None and str(v).strip()]
+            raw = json.dumps(cells, default=str, ensure_ascii=False).encode()
+            problem = None
+            if extra:
+                problem = _unreadable(f"the row has cells beyond the {len(header)} columns")
+            yield Row(number, cells, raw, problem)
+
+
+# --- NDJSON -----------------------------------------------------------------------------
+
+
+class _NdjsonTable(Table):
+    @classmethod
+    def open(cls, path: Path) -> _NdjsonTable:
+        handle = path.open("rb")
+        return cls(path=path, format="ndjson", total=path.stat().st_size, _close=[handle])
+
+    def rows(self) -> Iterator[Row]:
+        handle = self._close[0]
+        for number, line in enumerate(handle, start=1):
+            self.done = handle.tell()
+            text = line.rstrip(b"\r\n")
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text, parse_constant=_reject_constant)
+            except (ValueError, UnicodeDecodeError) as exc:
+                detail = ErrorDetail(loc="", msg=f"not JSON: {exc}"[:300], type="json_invalid")
+                yield Row(number, {}, text, (ReasonCode.NOT_JSON, detail))
+                continue
+            if not isinstance(value, dict):
+                detail = ErrorDetail(loc="", msg="the line is not a JSON object", type="not_object")
+                yield Row(number, {}, text, (ReasonCode.NOT_OBJECT, detail))
+                continue
+            yield Row(number, value, text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")

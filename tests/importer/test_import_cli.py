@@ -1,0 +1,84 @@
+"""`chainwatch import` as a user runs it: exit codes, what stderr says, what is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHAINWATCH_")}
+    return subprocess.run(
+        [sys.executable, "-m", "chainwatch", "import", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, "CHAINWATCH_DATA_DIR": str(data_dir), **env},
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
+
+
+def test_import_to_a_scenario_lists_bad_rows_and_sums_up(tmp_path: Path) -> None:
+    out = tmp_path / "history.ndjson"
+    rejects = tmp_path / "rejects.ndjson"
+    result = cli(
+        "examples/import/scans.csv",
+        "--mapping", "examples/import/scans.mapping.yaml",
+        "--to", "file", "--out", str(out), "--rejects", str(rejects),
+        data_dir=tmp_path / "data",
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr  # some rows were rejected
+    assert result.stdout == ""
+    err = result.stderr
+    assert "rejected scans.csv:8: validation_failed: stage:" in err
+    assert "rejected scans.csv:9: validation_failed: event_time:" in err
+    assert "import: scans.csv: 8 rows, 6 imported, 2 rejected, 6 event ids derived" in err
+    assert f"import: 6 of 8 rows to {out}" in err
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 6
+    letters = [json.loads(line) for line in rejects.read_text(encoding="utf-8").splitlines()]
+    assert [(d["source"]["kind"], d["source"]["line"]) for d in letters] == [
+        ("import", 8),
+        ("import", 9),
+    ]
+
+
+def test_a_clean_import_exits_zero_and_can_write_to_stdout(tmp_path: Path) -> None:
+    result = cli(
+        "examples/import/orders.csv", "--mapping", "examples/import/orders.mapping.yaml",
+        "--out", "-", data_dir=tmp_path / "data",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(line["topic"], line["key"]) for line in lines] == [
+        ("orders", "PO-4101"),
+        ("orders", "PO-4102"),
+    ]
+
+
+def test_user_mistakes_are_one_line_errors_and_write_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: scans\ntime: {timezone: Mars/Olympus}\n", encoding="utf-8")
+    out = tmp_path / "x.ndjson"
+    cases = [
+        (["examples/import/scans.csv", "--mapping", str(bad), "--out", str(out)], "Mars/Olympus"),
+        (["examples/import/scans.csv", "--out", str(out)], "--kind is required"),
+        (
+            ["examples/import/scans.csv", "--kind", "scans", "--out", str(out)],
+            "no column for the required field order_id",
+        ),
+    ]
+    for args, expected in cases:
+        result = cli(*args, data_dir=tmp_path / "data")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1, result.stderr
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("error: "), result.stderr
+        assert expected in lines[0]
+    assert not out.exists()
+    assert list(tmp_path.glob(".*.tmp")) == []
