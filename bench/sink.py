@@ -46,6 +46,7 @@ from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import Notifier, Topics
 from sinks.webhooks.records import NOTIFY_TOPICS
 from sinks.webhooks.subscriptions import Endpoint
+from sinks.webhooks.targets import TargetPolicy, parse_networks
 from streams.topics import ALERTS, SCANS, TopicNames
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -204,6 +205,7 @@ def bench_webhooks(settings: Settings, alerts: int, concurrency: int) -> float:
         topics=Topics(names(ALERTS), names(NOTIFY_TOPICS[0]), names(NOTIFY_TOPICS[1])),
         endpoints=[endpoint],
         policy=RetryPolicy(timeout_s=5),
+        targets=TargetPolicy(parse_networks("127.0.0.1")),  # the bench receiver is local
     )
     started = time.perf_counter()
     stats = asyncio.run(notifier.run(asyncio.Event(), drain=True))

@@ -219,7 +219,10 @@ class WebhookSettings(BaseModel):
         default=20, ge=1, description="Attempts per delivery at most, within the horizon."
     )
     queue_size: int = Field(
-        default=10_000, ge=1, description="Pending deliveries per endpoint; beyond, dead letter."
+        default=10_000,
+        ge=1,
+        description="Deliveries held in memory per endpoint; when full, that endpoint "
+        "fetches no more alerts until there is room.",
     )
 
     @field_validator("allowed_networks")

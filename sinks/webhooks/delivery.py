@@ -9,6 +9,11 @@ Retry policy (Standard Webhooks' recommendations):
 - any other status (4xx, and 3xx: redirects are not followed): give up at once.
 - a retry that would start after `retry_horizon_s` from the first attempt, or
   would be attempt number `max_attempts + 1`: give up.
+- an endpoint whose attempts have all failed for `retry_horizon_s` is down
+  (`EndpointHealth`): its deliveries are given up without an attempt, except
+  one probe per `max_backoff_s`; the first success (or any answer but 5xx, 408
+  or 429) brings it back. So a dead endpoint gives up its whole backlog within
+  about one horizon instead of one horizon per queued delivery.
 Each attempt is signed afresh (`webhook-timestamp` is the attempt's time, so
 receivers can reject stale replays) under the same `webhook-id` and body.
 
@@ -105,6 +110,36 @@ class AttemptResult:
         if self.refused:
             return False
         return self.status == 0 or self.status >= 500 or self.status in RETRYABLE_4XX
+
+
+@dataclass
+class EndpointHealth:
+    """Shared by the deliveries of one endpoint: since when every attempt has failed."""
+
+    failing_since: float | None = None
+    """`time.monotonic()` of the first failure since the last answer, None when healthy."""
+    failing_since_utc: datetime | None = None
+    last_probe: float = float("-inf")
+
+    def answered(self) -> None:
+        self.failing_since = self.failing_since_utc = None
+
+    def failed(self, now: float) -> None:
+        if self.failing_since is None:
+            self.failing_since, self.failing_since_utc = now, datetime.now(UTC)
+
+    def down(self, now: float, horizon_s: float) -> bool:
+        return self.failing_since is not None and now - self.failing_since >= horizon_s
+
+    def take_probe(self, now: float, interval_s: float) -> bool:
+        if now - self.last_probe < interval_s:
+            return False
+        self.last_probe = now
+        return True
+
+    def reason(self, horizon_s: float) -> str:
+        since = self.failing_since_utc.isoformat() if self.failing_since_utc else "?"
+        return f"endpoint down: every attempt failed since {since} (over {horizon_s:g} s)"
 
 
 @dataclass
@@ -206,24 +241,39 @@ async def deliver(
     *,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     on_attempt: Callable[[AttemptResult], None] | None = None,
+    health: EndpointHealth | None = None,
 ) -> DeliveryResult:
-    """Attempt until delivered, refused for good, or past the retry horizon."""
+    """Attempt until delivered, refused for good, past the retry horizon or
+    `max_attempts`, or the endpoint is down (see `EndpointHealth`)."""
+    health = health or EndpointHealth()
+    horizon = policy.retry_horizon_s
     result = DeliveryResult(delivered=False)
     started = time.monotonic()
     while True:
+        now = time.monotonic()
+        if health.down(now, horizon) and not health.take_probe(now, policy.max_backoff_s):
+            result.last_error = health.reason(horizon)
+            if result.attempts:
+                result.last_error += f"; gave up after {result.attempts} attempts"
+            break
         outcome = await attempt(http, url, signer, msg_id, body, deadline_s=policy.timeout_s)
         result.attempts += 1
         result.status_codes.append(outcome.status)
         result.last_error = outcome.error
         if on_attempt is not None:
             on_attempt(outcome)
+        if outcome.retryable:
+            health.failed(now)
+        elif not outcome.refused:
+            health.answered()
         if outcome.delivered or not outcome.retryable:
             result.delivered = outcome.delivered
             break
         delay = policy.retry_delay(result.attempts, outcome.retry_after)
         if (
             result.attempts >= policy.max_attempts
-            or time.monotonic() - started + delay > policy.retry_horizon_s
+            or time.monotonic() - started + delay > horizon
+            or health.down(time.monotonic(), horizon)
         ):
             result.last_error = f"{outcome.error}; gave up after {result.attempts} attempts"
             break

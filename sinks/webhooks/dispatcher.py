@@ -1,16 +1,26 @@
-"""`chainwatch notify`: alerts topic → per-endpoint queues → signed HTTP deliveries.
+"""`chainwatch notify`: alerts topic → one pipeline per endpoint → signed HTTP deliveries.
 
 Lifecycle and guarantees:
-- One Kafka consumer reads `alerts`; each record is matched against every
-  endpoint's filters and queued on the endpoints it matches. Each endpoint has
-  its own bounded queue, HTTP client and worker tasks, so a slow or dead
-  endpoint never delays another one, nor the consumer.
-- A delivery ends `delivered` or `gave_up` (4xx, retry horizon passed, or the
-  endpoint's queue full); both publish a `DeliveryLog` (→ ClickHouse through
-  the sink), and giving up also publishes a `WebhookDeadLetter`.
-- Offsets are committed only below the lowest record with a pending delivery
-  (`OffsetTracker`): at-least-once per endpoint; receivers de-duplicate with the
-  `webhook-id`, one per distinct message (payloads.py).
+- Each endpoint is an independent pipeline (`EndpointPipe`): its own Kafka
+  consumer group on `alerts` (`<app_id>-notify.<endpoint name>`), bounded
+  queue, HTTP client, worker tasks and committed position. A slow or dead
+  endpoint therefore never delays another one, nor another one's commits.
+- A pipeline fetches only what its queue can hold (its partitions are paused
+  while the queue is full, the consumer keeps polling so it stays in its
+  group): nothing is dropped for lack of room.
+- A delivery ends `delivered` or `gave_up` (4xx, a refused target, the retry
+  horizon or `max_attempts` reached, or the endpoint failing for longer than
+  the horizon, see `EndpointHealth`); both publish a `DeliveryLog` (→ ClickHouse
+  through the sink), and giving up also publishes a `WebhookDeadLetter` with the
+  payload, so nothing is lost: it can be re-sent by hand.
+- The endpoint's offsets are committed only below its lowest record with a
+  pending delivery (`OffsetTracker`), after that record's outcome was published.
+  Its queue is thus the `alerts` topic itself, from its committed position: a
+  restart (or `kill -9`) re-delivers exactly what had no outcome yet. Because a
+  dead endpoint gives up within about `retry_horizon_s` (+ one attempt), its
+  position trails by no more than that, far inside the topic's retention.
+- At-least-once per endpoint; receivers de-duplicate on `webhook-id`, one per
+  distinct message (payloads.py).
 - Secrets and full URLs (which may embed tokens) are never logged: logs name the
   endpoint and its host.
 """
@@ -22,9 +32,9 @@ import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
@@ -37,6 +47,7 @@ from sinks.webhooks import metrics
 from sinks.webhooks.delivery import (
     AttemptResult,
     DeliveryResult,
+    EndpointHealth,
     RetryPolicy,
     deliver,
     http_client,
@@ -61,6 +72,7 @@ class Job:
 @dataclass
 class NotifyStats:
     alerts: int = 0
+    """Records read from `alerts` (each endpoint reads them all: the largest count)."""
     invalid: int = 0
     delivered: int = 0
     gave_up: int = 0
@@ -100,81 +112,62 @@ async def publish(producer: AIOKafkaProducer, topic: str, key: str, value: bytes
             delay = min(delay * 2, 10.0)
 
 
-class EndpointWorker:
-    """The queue, HTTP client and workers of one endpoint."""
+@dataclass(frozen=True)
+class PipeConfig:
+    bootstrap: str
+    group_id: str
+    topics: Topics
+    policy: RetryPolicy
+    targets: TargetPolicy
+    queue_size: int
+    consumer_options: Mapping[str, Any]
 
-    def __init__(
-        self, endpoint: Endpoint, policy: RetryPolicy, queue_size: int, targets: TargetPolicy
-    ) -> None:
+
+class EndpointPipe:
+    """One endpoint: its consumer group, queue, HTTP client, workers and offsets."""
+
+    def __init__(self, endpoint: Endpoint, config: PipeConfig, producer: AIOKafkaProducer) -> None:
         self.endpoint = endpoint
-        self.policy = policy
-        self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=queue_size)
+        self.config = config
+        self.policy = config.policy
+        self.producer = producer
+        self.group_id = f"{config.group_id}.{endpoint.name}"
+        self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=config.queue_size)
         self.signer = Webhook(endpoint.signing_secret())
-        self.http = http_client(policy, targets=targets, concurrency=endpoint.concurrency)
+        self.health = EndpointHealth()
+        self.tracker = OffsetTracker()
+        self.ids = MessageIds()
+        self.stats = NotifyStats()
         self.in_flight = 0
 
     @property
     def busy(self) -> bool:
         return self.in_flight > 0 or not self.queue.empty()
 
-    async def deliver(self, job: Job) -> tuple[DeliveryResult, dict[str, Any], str]:
+    # --- deliveries ----------------------------------------------------------
+
+    async def _deliver(self, http: httpx.AsyncClient, job: Job) -> None:
         payload, body = render(job.alert, self.endpoint.format)
-        msg_id = job.msg_id
         name = self.endpoint.name
 
         def count(result: AttemptResult) -> None:
             metrics.ATTEMPTS.labels(name, _status_class(result)).inc()
 
         result = await deliver(
-            self.http,
+            http,
             self.endpoint.url.get_secret_value(),
             self.signer,
-            msg_id,
+            job.msg_id,
             body,
             self.policy,
             on_attempt=count,
+            health=self.health,
         )
-        return result, payload, msg_id
+        await self._finish(job, result, payload)
 
-
-class Notifier:
-    def __init__(
-        self,
-        *,
-        bootstrap: str,
-        group_id: str,
-        topics: Topics,
-        endpoints: Sequence[Endpoint],
-        policy: RetryPolicy,
-        targets: TargetPolicy,
-        queue_size: int = 10_000,
-        consumer_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.group_id = group_id
-        self.topics = topics
-        self.workers = [EndpointWorker(e, policy, queue_size, targets) for e in endpoints]
-        self.consumer_options = dict(consumer_options or {})
-        self.tracker = OffsetTracker()
-        self.ids = MessageIds()
-        self.stats = NotifyStats()
-        self._producer: AIOKafkaProducer | None = None
-
-    # --- outcomes ------------------------------------------------------------
-
-    async def _publish(self, topic: str, key: str, value: bytes) -> None:
-        assert self._producer is not None
-        await publish(self._producer, topic, key, value)
-
-    async def _finish(
-        self,
-        worker: EndpointWorker,
-        job: Job,
-        result: DeliveryResult,
-        payload: dict[str, Any],
-        msg_id: str,
-    ) -> None:
-        endpoint = worker.endpoint
+    async def _finish(self, job: Job, result: DeliveryResult, payload: dict[str, Any]) -> None:
+        endpoint = self.endpoint
+        msg_id = job.msg_id
         outcome = "delivered" if result.delivered else "gave_up"
         entry = DeliveryLog(
             webhook_id=msg_id,
@@ -191,7 +184,8 @@ class Notifier:
             finished_at=result.finished_at,
             latency_ms=result.latency_ms,
         )
-        await self._publish(self.topics.deliveries, msg_id, entry.model_dump_json().encode())
+        topics = self.config.topics
+        await publish(self.producer, topics.deliveries, msg_id, entry.model_dump_json().encode())
         if not result.delivered:
             letter = WebhookDeadLetter(
                 dead_letter_id=WebhookDeadLetter.id_for(msg_id, endpoint.name),
@@ -205,7 +199,8 @@ class Notifier:
                 payload=payload,
                 failed_at=result.finished_at,
             )
-            await self._publish(self.topics.dead_letter, msg_id, letter.model_dump_json().encode())
+            value = letter.model_dump_json().encode()
+            await publish(self.producer, topics.dead_letter, msg_id, value)
             self.stats.gave_up += 1
             log.warning(
                 "webhook_gave_up",
@@ -221,47 +216,36 @@ class Notifier:
         metrics.LATENCY.labels(endpoint.name).observe(result.latency_ms / 1000)
         self.tracker.done(job.tp, job.offset)
 
-    async def _work(self, worker: EndpointWorker) -> None:
+    async def _work(self, http: httpx.AsyncClient) -> None:
         while True:
-            job = await worker.queue.get()
-            worker.in_flight += 1
-            metrics.QUEUE_DEPTH.labels(worker.endpoint.name).set(worker.queue.qsize())
+            job = await self.queue.get()
+            self.in_flight += 1
+            metrics.QUEUE_DEPTH.labels(self.endpoint.name).set(self.queue.qsize())
             try:
-                result, payload, msg_id = await worker.deliver(job)
-                await self._finish(worker, job, result, payload, msg_id)
+                await self._deliver(http, job)
             finally:
-                worker.in_flight -= 1
+                self.in_flight -= 1
 
-    async def _dispatch(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
+    def _dispatch(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
         self.stats.alerts += 1
         try:
             alert = Alert.model_validate_json(value or b"")
         except ValidationError:
             self.stats.invalid += 1
-            metrics.INVALID_ALERTS.inc()
+            metrics.INVALID_ALERTS.labels(self.endpoint.name).inc()
             self.tracker.consumed(tp, offset, 0)
             return
-        matched = [w for w in self.workers if w.endpoint.filters.matches(alert)]
-        self.tracker.consumed(tp, offset, len(matched))
+        if not self.endpoint.filters.matches(alert):
+            self.tracker.consumed(tp, offset, 0)
+            return
+        self.tracker.consumed(tp, offset, 1)
         job = Job(alert, self.ids.id_for(alert, tp.partition, offset), tp, offset)
-        for worker in matched:
-            try:
-                worker.queue.put_nowait(job)
-            except asyncio.QueueFull:
-                now = datetime.now(UTC)
-                full = DeliveryResult(
-                    delivered=False,
-                    last_error="endpoint queue full",
-                    first_attempt_at=now,
-                    finished_at=now,
-                )
-                payload, _ = render(alert, worker.endpoint.format)
-                await self._finish(worker, job, full, payload, job.msg_id)
-            metrics.QUEUE_DEPTH.labels(worker.endpoint.name).set(worker.queue.qsize())
+        self.queue.put_nowait(job)  # fetched no more than the queue holds
+        metrics.QUEUE_DEPTH.labels(self.endpoint.name).set(self.queue.qsize())
 
-    # --- main loop -----------------------------------------------------------
+    # --- consumer ------------------------------------------------------------
 
-    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+    async def commit(self, consumer: AIOKafkaConsumer) -> None:
         offsets = {
             tp: off for tp, off in self.tracker.committable().items() if tp in consumer.assignment()
         }
@@ -269,28 +253,26 @@ class Notifier:
             try:
                 await consumer.commit(offsets)
             except KafkaError as exc:
-                log.warning("commit_failed", error=type(exc).__name__)
+                log.warning("commit_failed", endpoint=self.endpoint.name, error=type(exc).__name__)
 
     async def run(self, stop: asyncio.Event, *, drain: bool = False) -> NotifyStats:
-        """Deliver until `stop` (or, with `drain`, until caught up and every queue is empty)."""
+        """Deliver until `stop` (or, with `drain`, until caught up and the queue is empty)."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            bootstrap_servers=self.config.bootstrap,
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
-            **self.consumer_options,
+            **self.config.consumer_options,
         )
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True
+        consumer.subscribe([self.config.topics.alerts], listener=_Revoke(self, consumer))
+        http = http_client(
+            self.policy, targets=self.config.targets, concurrency=self.endpoint.concurrency
         )
-        consumer.subscribe([self.topics.alerts], listener=_Revoke(self, consumer))
-        await self._producer.start()
         await consumer.start()
         tasks = [
-            asyncio.create_task(self._work(worker), name=f"webhook-{worker.endpoint.name}-{i}")
-            for worker in self.workers
-            for i in range(worker.endpoint.concurrency)
+            asyncio.create_task(self._work(http), name=f"webhook-{self.endpoint.name}-{i}")
+            for i in range(self.endpoint.concurrency)
         ]
         try:
             await self._loop(consumer, stop, drain)
@@ -298,23 +280,28 @@ class Notifier:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self._commit(consumer)
+            await self.commit(consumer)
             await consumer.stop()
-            await self._producer.stop()
-            for worker in self.workers:
-                await worker.http.aclose()
+            await http.aclose()
         return self.stats
 
     async def _loop(self, consumer: AIOKafkaConsumer, stop: asyncio.Event, drain: bool) -> None:
         targets: dict[TopicPartition, int] | None = None
         last_commit = time.monotonic()
         while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=100, max_records=1000)
+            room = self.queue.maxsize - self.queue.qsize()
+            if room <= 0:
+                consumer.pause(*consumer.assignment())
+            elif consumer.paused():
+                consumer.resume(*consumer.paused())
+            batch = await consumer.getmany(timeout_ms=100, max_records=max(room, 1))
             for tp, records in batch.items():
+                if tp not in consumer.assignment():
+                    continue  # fetched before a rebalance took the partition away
                 for record in records:
-                    await self._dispatch(tp, record.offset, record.value)
+                    self._dispatch(tp, record.offset, record.value)
             if time.monotonic() - last_commit >= 0.5:
-                await self._commit(consumer)
+                await self.commit(consumer)
                 last_commit = time.monotonic()
             if drain:
                 assigned = consumer.assignment()
@@ -325,21 +312,78 @@ class Notifier:
                 if (
                     all([await consumer.position(tp) >= end for tp, end in targets.items()])
                     and self.tracker.idle()
-                    and not any(w.busy for w in self.workers)
+                    and not self.busy
                 ):
                     return
 
 
+class Notifier:
+    """Every endpoint's pipeline, sharing one producer for the delivery log."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group_id: str,
+        topics: Topics,
+        endpoints: Sequence[Endpoint],
+        policy: RetryPolicy,
+        targets: TargetPolicy,
+        queue_size: int = 10_000,
+        consumer_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.config = PipeConfig(
+            bootstrap=bootstrap,
+            group_id=group_id,
+            topics=topics,
+            policy=policy,
+            targets=targets,
+            queue_size=queue_size,
+            consumer_options=dict(consumer_options or {}),
+        )
+        self.endpoints = list(endpoints)
+        self.pipes: list[EndpointPipe] = []
+
+    @property
+    def stats(self) -> NotifyStats:
+        pipes = [p.stats for p in self.pipes]
+        return NotifyStats(
+            alerts=max((s.alerts for s in pipes), default=0),
+            invalid=max((s.invalid for s in pipes), default=0),
+            delivered=sum(s.delivered for s in pipes),
+            gave_up=sum(s.gave_up for s in pipes),
+        )
+
+    async def run(self, stop: asyncio.Event, *, drain: bool = False) -> NotifyStats:
+        """Deliver until `stop` (or, with `drain`, until every endpoint is caught up)."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.config.bootstrap, acks="all", enable_idempotence=True
+        )
+        await producer.start()
+        try:
+            self.pipes = [EndpointPipe(e, self.config, producer) for e in self.endpoints]
+            runs = [asyncio.create_task(p.run(stop, drain=drain)) for p in self.pipes]
+            try:
+                await asyncio.gather(*runs)
+            finally:
+                for task in runs:
+                    task.cancel()
+                await asyncio.gather(*runs, return_exceptions=True)
+        finally:
+            await producer.stop()
+        return self.stats
+
+
 class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, notifier: Notifier, consumer: AIOKafkaConsumer) -> None:
-        self.notifier = notifier
+    def __init__(self, pipe: EndpointPipe, consumer: AIOKafkaConsumer) -> None:
+        self.pipe = pipe
         self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         with contextlib.suppress(KafkaError):
-            await self.notifier._commit(self.consumer)
+            await self.pipe.commit(self.consumer)
         for tp in revoked:
-            self.notifier.tracker.forget(tp)
+            self.pipe.tracker.forget(tp)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         return None

@@ -22,7 +22,9 @@ LATENCY = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600, 3600),
 )
 INVALID_ALERTS = Counter(
-    "chainwatch_webhook_invalid_alerts", "Records on the alerts topic that are not alerts"
+    "chainwatch_webhook_invalid_alerts",
+    "Records on the alerts topic that are not alerts (each endpoint reads them all)",
+    ["endpoint"],
 )
 LOG_REFUSED = Counter(
     "chainwatch_webhook_log_refused",

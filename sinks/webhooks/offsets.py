@@ -1,11 +1,11 @@
-"""Which alert offsets may be committed while deliveries finish out of order.
+"""Which alert offsets one endpoint may commit while its deliveries finish out of order.
 
-An alert record fans out to every endpoint that subscribes to it, and each
-endpoint's queue runs at its own pace. A partition's offset is committed up to
-(not including) the lowest record that still has a delivery pending, so a
-restart re-delivers only what may not have been delivered (receivers
-de-duplicate on `webhook-id`), and a dead endpoint holds back commits for at
-most the retry horizon.
+Each endpoint consumes `alerts` in its own consumer group, and with
+`concurrency > 1` its deliveries finish in any order. A partition's offset is
+committed up to (not including) the lowest record that still has a delivery
+pending, so a restart re-delivers only what may not have been delivered
+(receivers de-duplicate on `webhook-id`). A dead endpoint holds back only its
+own group, and for about one retry horizon (delivery.py, `EndpointHealth`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
 from standardwebhooks import Webhook
@@ -54,6 +54,8 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    down: bool = True
+    """`/down` answers 503 while this is set, then 200."""
 
     def answer(self, path: str) -> tuple[int, dict[str, str], float]:
         """(status, headers, delay before answering) for the n-th request to `path`."""
@@ -61,7 +63,7 @@ class Receiver:
             n = self.counts[path] = self.counts.get(path, 0) + 1
         if path == "/flaky":
             return {1: (500, {}, 0.0), 2: (500, {}, 0.0), 3: (200, {}, 4.0)}.get(n, (200, {}, 0.0))
-        if path == "/dead":
+        if path == "/dead" or (path == "/down" and self.down):
             return 503, {}, 0.0
         if path == "/throttled" and n == 1:
             return 429, {"Retry-After": "1"}, 0.0
@@ -117,7 +119,9 @@ def receiver() -> Iterator[tuple[Receiver, int]]:
         thread.join(timeout=10)
 
 
-def _subscriptions(tmp_path: Path, port: int) -> Path:
+def _subscriptions(
+    tmp_path: Path, port: int, names: tuple[str, ...] = ENDPOINTS, dead_concurrency: int = 16
+) -> Path:
     filters = {
         "throttled": {"statuses": ["resolved"]},
         "reject": {"customer_ids": ["C-0"]},
@@ -128,9 +132,9 @@ def _subscriptions(tmp_path: Path, port: int) -> Path:
             "url": f"http://127.0.0.1:{port}/{name}",
             "secret": _secret(name),
             "filters": filters.get(name, {}),
-            "concurrency": 16 if name == "dead" else 1,
+            "concurrency": dead_concurrency if name == "dead" else 1,
         }
-        for name in ENDPOINTS
+        for name in names
     ]
     path = tmp_path / "subscriptions.yaml"
     path.write_text(json.dumps({"endpoints": endpoints}))  # JSON is YAML
@@ -253,3 +257,116 @@ def test_a_record_the_broker_refuses_is_reported_not_retried_forever(
             await producer.stop()
 
     assert asyncio.run(run()) is False
+
+
+def _settings_for(
+    settings_factory: Callable[..., Settings], subscriptions: Path, horizon_s: float
+) -> Settings:
+    return settings_factory(
+        webhooks={
+            "subscriptions": str(subscriptions),
+            "allowed_networks": "127.0.0.1",  # the test's receiver is on loopback
+            "timeout_s": 5.0,
+            "initial_backoff_s": 0.05,
+            "max_backoff_s": 0.2,
+            "retry_horizon_s": horizon_s,
+            "max_attempts": 100_000,
+        }
+    )
+
+
+def _committed(settings: Settings, group: str) -> int:
+    """Offsets of `alerts` committed by a consumer group, summed over partitions."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group)
+    try:
+        topic = settings.kafka.topic(ALERTS)
+        parts = consumer.partitions_for_topic(topic) or set()
+        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in parts)
+    finally:
+        consumer.close()
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        await asyncio.sleep(0.05)  # polling a condition, with a deadline
+
+
+def test_a_dead_endpoint_gives_up_its_backlog_within_one_horizon(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    receiver: tuple[Receiver, int],
+) -> None:
+    _, port = receiver
+    horizon = 3.0
+    subs = _subscriptions(tmp_path, port, ("healthy", "dead"), dead_concurrency=1)
+    settings = _settings_for(settings_factory, subs, horizon)
+    prepare_all_topics(settings)
+    alerts = [make_alert(n) for n in range(30)]
+    publish(settings, ALERTS, ((a.alert_id.encode(), a.model_dump_json().encode()) for a in alerts))
+
+    notifier = build_notifier(settings, load_configured(settings))
+    began = time.monotonic()
+    # one horizon per queued delivery would be 30 x 3 s
+    stats = asyncio.run(asyncio.wait_for(notifier.run(asyncio.Event(), drain=True), 60))
+    elapsed = time.monotonic() - began
+
+    assert (stats.delivered, stats.gave_up) == (30, 30)
+    assert elapsed < 10 * horizon
+    letters = [
+        WebhookDeadLetter.model_validate_json(v)
+        for v in _read_topic(settings, DEAD_LETTER_TOPIC, 30)
+    ]
+    assert len({d.webhook_id for d in letters if d.endpoint == "dead"}) == 30
+    # most were given up without an attempt (between probes), once the endpoint was down
+    assert sum(d.attempts == 0 and "endpoint down" in d.reason for d in letters) >= 15
+    assert all(d.payload["data"]["alert_id"] for d in letters)  # re-sendable by hand
+    # every endpoint's position is at the end: nothing pinned by the dead one
+    group = f"{settings.engine.app_id}-notify"
+    assert _committed(settings, f"{group}.healthy") == 30
+    assert _committed(settings, f"{group}.dead") == 30
+
+
+def test_a_down_endpoint_loses_nothing_across_a_restart_and_holds_back_no_other(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    receiver: tuple[Receiver, int],
+) -> None:
+    state, port = receiver
+    subs = _subscriptions(tmp_path, port, ("healthy", "down"))
+    settings = _settings_for(settings_factory, subs, horizon_s=600)
+    prepare_all_topics(settings)
+    alerts = [make_alert(n) for n in range(10)]
+    publish(settings, ALERTS, ((a.alert_id.encode(), a.model_dump_json().encode()) for a in alerts))
+
+    def ids(path: str) -> list[str]:
+        return [r.headers["webhook-id"] for r in state.requests if r.path == path]
+
+    async def first_run() -> None:
+        notifier = build_notifier(settings, load_configured(settings))
+        stop = asyncio.Event()
+        run = asyncio.create_task(notifier.run(stop))
+        try:
+            await _until(
+                lambda: any(p.stats.delivered == 10 for p in notifier.pipes),
+                60,
+                "the healthy endpoint delivered everything",
+            )
+            await _until(lambda: len(ids("/down")) >= 2, 60, "the down endpoint was retried")
+        finally:
+            stop.set()
+            await asyncio.wait_for(run, 60)
+
+    asyncio.run(first_run())
+    assert len(set(ids("/healthy"))) == 10
+    assert len(ids("/healthy")) == 10
+
+    state.down = False  # the endpoint is back; the notifier restarts
+    notifier = build_notifier(settings, load_configured(settings))
+    stats = asyncio.run(asyncio.wait_for(notifier.run(asyncio.Event(), drain=True), 60))
+
+    assert set(ids("/down")) == set(ids("/healthy"))  # nothing lost for the down endpoint
+    assert len(ids("/healthy")) == 10  # and the healthy one was not made to repeat
+    assert (stats.delivered, stats.gave_up) == (10, 0)
