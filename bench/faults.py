@@ -558,7 +558,8 @@ class Run:
             f"{self.app_id}-clickhouse-sink": [*self.input_topics(), *self.output_topics()],
         }
         if self.webhook_url is not None:
-            groups[f"{self.app_id}-notify"] = [self.topic("alerts")]
+            # one consumer group per endpoint (sinks/webhooks/dispatcher.py)
+            groups[f"{self.app_id}-notify.faults-receiver"] = [self.topic("alerts")]
         return groups
 
     def wait_idle(self, timeout_s: float = 1800) -> float:
