@@ -9,11 +9,50 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
+
+CLIENT_LIBRARIES = ("kafka", "aiokafka", "faust", "mode", "clickhouse_connect", "httpx", "uvicorn")
+"""Loggers whose repeated messages are rate-limited (`RepeatFilter`)."""
+
+
+class RepeatFilter(logging.Filter):
+    """Rate-limits repeated client-library messages: the first of a kind passes, then
+    at most one per `window_s`, saying how many like it were held back.
+
+    A broker that is down makes aiokafka log the same connection error many
+    times a second (~1,600 lines in 40 s); one line per kind and window says
+    the same. "Of a kind" is the logger, the level and the message template
+    (not its arguments, which carry addresses and attempt counts).
+    """
+
+    def __init__(
+        self, window_s: float = 30.0, prefixes: tuple[str, ...] = CLIENT_LIBRARIES
+    ) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self.prefixes = prefixes
+        self._seen: dict[tuple[str, int, str], list[float]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = time.monotonic()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.window_s:
+            seen[1] += 1
+            return False
+        if len(self._seen) >= 1024:
+            self._seen.clear()
+        self._seen[key] = [now, 0.0]
+        if seen is not None and seen[1]:
+            record.msg = f"{record.msg} [{int(seen[1])} like it in the last {self.window_s:g} s]"
+        return True
 
 
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
@@ -42,6 +81,7 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
         )
     )
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

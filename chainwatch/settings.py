@@ -168,6 +168,45 @@ class GatewaySettings(BaseModel):
         description="Base transactional id, unique per gateway instance and stable across its "
         "restarts; unset = `<engine.app_id>-gateway`.",
     )
+    max_clock_skew_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="An event_time further than this in the future is invalid (CONTRACT v1.2).",
+    )
+    limit_concurrency: int = Field(
+        default=64,
+        ge=1,
+        description="Connections and requests served at once; beyond, uvicorn answers 503.",
+    )
+    judge_threads: int = Field(
+        default=2, ge=1, le=32, description="Threads that parse and validate request bodies."
+    )
+    readiness_interval_s: float = Field(
+        default=2.0, gt=0, description="How often `/readyz`'s cached answer is refreshed."
+    )
+    readiness_timeout_s: float = Field(
+        default=3.0, gt=0, description="Deadline of one readiness check against Kafka."
+    )
+    ops_networks: str = Field(
+        default="127.0.0.0/8,::1/128",
+        description="Comma-separated client networks that `/readyz` and `/metrics` answer "
+        "(others get 403); `/healthz` answers everyone.",
+    )
+
+    @field_validator("ops_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for network in value.split(","):
+            if network.strip():
+                ipaddress.ip_network(network.strip(), strict=False)
+        return value
+
+    def ops_network_list(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [
+            ipaddress.ip_network(n.strip(), strict=False)
+            for n in self.ops_networks.split(",")
+            if n.strip()
+        ]
 
 
 class SinkSettings(BaseModel):

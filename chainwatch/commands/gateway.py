@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from chainwatch.cli_context import check_plan, err, out, settings
 from chainwatch.commands.tokens import refuse_example_tokens
 from chainwatch.errors import UserError
+
+if TYPE_CHECKING:
+    from streams.ingest.auth import TokenRegistry
 
 gateway_app = typer.Typer(
     help="HTTP and EPCIS 2.0 ingest gateway (docs/ingest.md).",
@@ -40,6 +46,7 @@ def serve(
 
     from chainwatch.runners import prepare_topics
     from schemas.epcis import EpcisMappingError, load_epcis_mapping
+    from schemas.plan import load_plan
     from streams.ingest import create_gateway_app
     from streams.ingest.auth import TokenRegistry, TokensFileError
 
@@ -58,20 +65,66 @@ def serve(
     g = cfg.gateway
     if g.tokens_file is None:
         raise UserError("no tokens file: pass --tokens FILE (or CHAINWATCH_GATEWAY__TOKENS_FILE)")
+    sock = listen(g.host, g.port)  # first: an occupied port is one line, before anything else
     try:
-        registry = TokenRegistry.load(g.tokens_file)
-        mapping = load_epcis_mapping(g.epcis_mapping) if g.epcis_mapping else None
-    except (TokensFileError, EpcisMappingError) as exc:
-        raise UserError(str(exc)) from None
-    refuse_example_tokens(g.host, g.tokens_file)
-    check_plan(cfg)
-    prepare_topics(cfg)
-    app = create_gateway_app(cfg, registry, mapping)
-    err.print(
-        f"gateway on http://{g.host}:{g.port} ({len(registry)} tokens, "
-        f"EPCIS {'on' if mapping else 'off'}); docs at /docs"
-    )
-    uvicorn.run(app, host=g.host, port=g.port, log_config=None, access_log=False)
+        try:
+            registry = TokenRegistry.load(g.tokens_file)
+            mapping = load_epcis_mapping(g.epcis_mapping) if g.epcis_mapping else None
+        except (TokensFileError, EpcisMappingError) as exc:
+            raise UserError(str(exc)) from None
+        refuse_example_tokens(g.host, g.tokens_file)
+        check_plan(cfg)
+        check_token_stages(registry, load_plan(cfg.engine.plan).stage_duration)
+        prepare_topics(cfg)
+        app = create_gateway_app(cfg, registry, mapping)
+        bound = sock.getsockname()[1]
+        err.print(
+            f"gateway on http://{g.host}:{bound} ({len(registry)} tokens, "
+            f"EPCIS {'on' if mapping else 'off'}); docs at /docs"
+        )
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            limit_concurrency=g.limit_concurrency,
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on `host:port`, or a `UserError` saying why not (one line)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = " (another process listens there; pick another with --port)"
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def check_token_stages(registry: TokenRegistry, stages: Iterable[str]) -> None:
+    """A token bound to a stage the SLA plan does not have could never post: say so at start."""
+    known = set(stages)
+    for entry in registry.entries():
+        unknown = sorted(set(entry.stages or ()) - known)
+        if unknown:
+            raise UserError(
+                f"token {entry.name!r}: stages {', '.join(unknown)} are not in the SLA plan "
+                f"({', '.join(sorted(known))})"
+            )
 
 
 @gateway_app.command("hash-token")
@@ -90,6 +143,10 @@ def new_token_command(
     name: Annotated[str, typer.Option(help="Who uses it (logged instead of the token).")],
     role: Annotated[str, typer.Option(help="unit | orders | crm | admin")],
     unit_id: Annotated[str | None, typer.Option(help="For role unit: its unit_id.")] = None,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(help="For role unit: a stage it may post (repeat; default: any stage)."),
+    ] = None,
 ) -> None:
     """Make a random token: the token on stderr (for the caller), the YAML entry on stdout."""
     from pydantic import ValidationError
@@ -98,13 +155,17 @@ def new_token_command(
 
     token = new_token()
     try:
-        entry = TokenEntry(name=name, sha256=hash_token(token), role=role, unit_id=unit_id)
+        entry = TokenEntry(
+            name=name, sha256=hash_token(token), role=role, unit_id=unit_id, stages=stage or None
+        )
     except ValidationError as exc:
         raise UserError(exc.errors(include_input=False)[0]["msg"]) from None
     err.print(f"token (shown once): {token}", highlight=False)
     lines = [f"  - name: {entry.name}", f"    sha256: {entry.sha256}", f"    role: {entry.role}"]
     if entry.unit_id:
         lines.append(f"    unit_id: {entry.unit_id}")
+    if entry.stages:
+        lines.append(f"    stages: [{', '.join(entry.stages)}]")
     sys.stdout.write("\n".join(lines) + "\n")
 
 

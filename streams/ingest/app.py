@@ -14,16 +14,21 @@ Request lifecycle (docs/ingest.md has the user's view):
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
-from fastapi import FastAPI, Path, Query, Request, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chainwatch.logs import get_logger
@@ -33,13 +38,20 @@ from schemas.dead_letter import DeadLetter, DeadLetterSource
 from schemas.epcis import EpcisMapping
 from schemas.plan import load_plan
 from streams.ingest.auth import Role, TokenEntry, TokenRegistry, bearer_token
-from streams.ingest.batch import ENDPOINTS, Endpoint, Verdict, judge_epcis, judge_items
+from streams.ingest.batch import (
+    ENDPOINTS,
+    EVENT_LIST,
+    Endpoint,
+    Verdict,
+    judge_epcis,
+    judge_items,
+)
 from streams.ingest.body import (
+    Body,
     BodyTooLarge,
     UnsupportedMediaType,
-    item,
     media_type,
-    parse_document,
+    precheck_array,
     read_body,
     split_items,
 )
@@ -49,19 +61,19 @@ from streams.ingest.publisher import (
     OutRecord,
     Publisher,
     PublisherConfig,
+    PublishTooLarge,
     PublishUnavailable,
     TransactionalPublisher,
 )
+from streams.ingest.readiness import Readiness
 from streams.topics import CUSTOMERS, DEAD_LETTER, TopicNames
 
 log = get_logger(__name__)
 
 _REQUEST_ID_MAX = 64
-
-Partial = Annotated[
-    bool,
-    Query(description="Publish the valid items, dead-letter the rest (default: all or nothing)."),
-]
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+_CUSTOMER_ID = re.compile(IDENTIFIER_PATTERN)
 
 
 class HttpError(Exception):
@@ -83,7 +95,8 @@ class HttpError(Exception):
 
 
 class RequestIdMiddleware:
-    """Gives every request an id (`request.state.request_id`) and echoes it in `X-Request-ID`.
+    """Gives every request an id (`request.state.request_id`) and echoes it in `X-Request-ID`;
+    `Server-Timing: app;dur=<ms>` says how long the gateway took, from the request's arrival.
 
     Pure ASGI rather than `BaseHTTPMiddleware`: it sits on the hot path.
     """
@@ -95,13 +108,15 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), header]
+                took = f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()
+                message["headers"] = [*message.get("headers", []), header, (b"server-timing", took)]
             await send(message)
 
         await self.app(scope, receive, send_with_id)
@@ -124,6 +139,21 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
+def _partial(request: Request) -> bool:
+    values = request.query_params.getlist("partial")
+    if not values:
+        return False
+    text = values[-1].strip().lower()
+    if len(values) == 1 and text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise HttpError(
+        422,
+        "bad_parameter",
+        "`partial` must be given once, as true or false",
+        extra={"loc": "partial"},
+    )
+
+
 class Gateway:
     """The request handling, with everything it needs bound once at start-up."""
 
@@ -143,6 +173,15 @@ class Gateway:
         self.metrics = metrics
         self.topics = TopicNames(settings.kafka.topic_prefix)
         self.plan = load_plan(settings.engine.plan)
+        self.max_skew = timedelta(seconds=self.limits.max_clock_skew_s)
+        self.readiness = Readiness(
+            publisher.ready,
+            interval_s=self.limits.readiness_interval_s,
+            deadline_s=self.limits.readiness_timeout_s,
+        )
+        self.executor = ThreadPoolExecutor(
+            max_workers=self.limits.judge_threads, thread_name_prefix="gateway-judge"
+        )
 
     def authenticate(self, request: Request, endpoint: Endpoint) -> TokenEntry:
         token = bearer_token(request.headers.get("authorization"))
@@ -162,20 +201,25 @@ class Gateway:
             )
         return principal
 
-    async def handle(self, request: Request, endpoint: Endpoint, partial: bool) -> Response:
+    async def handle(self, request: Request, endpoint: Endpoint) -> Response:
         started = time.perf_counter()
         request_id: str = request.state.request_id
         principal: TokenEntry | None = None
         counts = (0, 0)
+        error: str | None = None
         try:
             principal = self.authenticate(request, endpoint)
+            partial = _partial(request)
             response, counts = await self._ingest(request, endpoint, partial, principal)
         except HttpError as exc:
+            error = exc.error
             body = {"request_id": request_id, "error": exc.error, "detail": exc.detail, **exc.extra}
             response = _json(exc.status, body, exc.headers)
             if "rejected" in exc.extra:
                 counts = (0, int(exc.extra["rejected"]))
         self.metrics.requests.labels(endpoint.name, str(response.status_code)).inc()
+        if error is not None:
+            self.metrics.errors.labels(endpoint.name, error).inc()
         if counts[0]:
             self.metrics.items.labels(endpoint.name, "accepted").inc(counts[0])
         if counts[1]:
@@ -186,6 +230,7 @@ class Gateway:
             endpoint=endpoint.name,
             caller=principal.name if principal else None,
             status=response.status_code,
+            error=error,
             accepted=counts[0],
             rejected=counts[1],
             ms=round((time.perf_counter() - started) * 1000, 1),
@@ -198,8 +243,14 @@ class Gateway:
         request_id: str = request.state.request_id
         try:
             kind = media_type(request.headers.get("content-type"))
-            body = await read_body(request, self.limits.max_body_bytes)
-            verdicts = self._judge(endpoint, body, kind)
+            body = await read_body(
+                request, self.limits.max_body_bytes, self._precheck(endpoint, kind)
+            )
+            # Counting, parsing and validating are CPU work: off the event loop, so one
+            # large request never stalls the others (or the health probes).
+            verdicts = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self._judge, endpoint, body, kind
+            )
         except BodyTooLarge as exc:
             raise HttpError(413, "too_large", str(exc)) from None
         except UnsupportedMediaType as exc:
@@ -207,15 +258,14 @@ class Gateway:
         if not verdicts:
             raise HttpError(422, "empty", "the request holds no items")
         if principal.role is Role.UNIT:
-            foreign = sorted(
-                {v.unit_id for v in verdicts if v.unit_id and v.unit_id != principal.unit_id}
-            )
+            foreign = sorted({f for v in verdicts if (f := principal.foreign(v.unit_id, v.stage))})
             if foreign:
                 raise HttpError(
                     403,
                     "forbidden",
-                    f"token {principal.name!r} may only post for unit {principal.unit_id!r}, "
-                    f"not {', '.join(foreign)}",
+                    f"token {principal.name!r} may only post for unit {principal.unit_id!r}"
+                    + (f" and stages {', '.join(principal.stages)}" if principal.stages else "")
+                    + f", not for {', '.join(foreign)}",
                 )
         accepted = [v for v in verdicts if v.accepted]
         rejected = [v for v in verdicts if not v.accepted]
@@ -236,9 +286,7 @@ class Gateway:
         now = datetime.now(UTC)
         dead_letters = [self._dead_letter(v, request_id, now) for v in rejected]
         dead_topic = self.topics(DEAD_LETTER)
-        records.extend(
-            OutRecord(dead_topic, None, dl.model_dump_json().encode()) for dl in dead_letters
-        )
+        records.extend(OutRecord(dead_topic, None, dl.encode()) for dl in dead_letters)
         placements = await self._publish(endpoint, records)
         results: list[dict[str, Any]] = [
             {
@@ -261,34 +309,44 @@ class Gateway:
         }
         return _json(202, answer), (len(accepted), len(rejected))
 
-    def _judge(self, endpoint: Endpoint, body: bytes, kind: str) -> list[Verdict]:
+    def _precheck(self, endpoint: Endpoint, kind: str) -> Callable[[bytes], None] | None:
+        if kind == "ndjson":
+            return None
+        path = EVENT_LIST if endpoint.name == "epcis" else ()
+        return precheck_array(path, self.limits.max_items, self.limits.max_item_bytes)
+
+    def _judge(self, endpoint: Endpoint, body: Body, kind: str) -> list[Verdict]:
+        limits = self.limits
         if endpoint.name != "epcis":
-            items = split_items(body, kind, self.limits.max_items)
-            for raw in items:
-                if len(raw.value) > self.limits.max_item_bytes:
-                    raise BodyTooLarge(
-                        f"item {raw.index} has {len(raw.value)} bytes, more than the limit of "
-                        f"{self.limits.max_item_bytes}"
-                    )
-            return judge_items(items, endpoint, self.plan)
+            items = split_items(body, kind, limits.max_items, limits.max_item_bytes)
+            return judge_items(items, endpoint, self.plan, self.max_skew)
         if self.mapping is None:
             raise HttpError(
                 404, "epcis_not_configured", "this gateway has no EPCIS mapping (--epcis-mapping)"
             )
-        result = judge_epcis(item(0, parse_document(body), body), self.mapping, endpoint, self.plan)
+        if not body.strip():
+            return []
+        result = judge_epcis(
+            body,
+            self.mapping,
+            endpoint,
+            self.plan,
+            limits.max_items,
+            limits.max_item_bytes,
+            self.max_skew,
+        )
         if result.document_error is not None:
             return [result.document_error]
-        if len(result.verdicts) > self.limits.max_items:
-            raise BodyTooLarge(
-                f"{len(result.verdicts)} events exceed the limit of {self.limits.max_items}"
-            )
         return result.verdicts
 
     async def _publish(self, endpoint: Endpoint, records: list[OutRecord]) -> list[Any]:
         started = time.perf_counter()
         try:
             placements = await self.publisher.publish(records)
+        except PublishTooLarge as exc:
+            raise HttpError(413, "too_large", str(exc)) from None
         except PublishUnavailable as exc:
+            self.readiness.note(False, str(exc))
             log.warning("kafka unavailable", endpoint=endpoint.name, error=str(exc))
             retry = str(self.limits.retry_after_s)
             raise HttpError(
@@ -297,6 +355,7 @@ class Gateway:
                 f"Kafka did not take the request; nothing was published, retry in {retry} s",
                 headers={"Retry-After": retry},
             ) from None
+        self.readiness.note(True)
         self.metrics.publish_seconds.labels(endpoint.name).observe(time.perf_counter() - started)
         return placements
 
@@ -316,6 +375,7 @@ class Gateway:
 
     @staticmethod
     def _dead_letter(verdict: Verdict, request_id: str, now: datetime) -> DeadLetter:
+        """The envelope, truncated (CONTRACT v1.2) when the original would not fit in Kafka."""
         assert verdict.reason_code is not None
         source = DeadLetterSource(kind="http", request_id=request_id, index=verdict.index)
         return DeadLetter.build(
@@ -328,12 +388,19 @@ class Gateway:
         request_id: str = request.state.request_id
         try:
             principal = self.authenticate(request, endpoint)
+            if len(customer_id) > 64 or not _CUSTOMER_ID.fullmatch(customer_id):
+                raise HttpError(
+                    422,
+                    "bad_parameter",
+                    "customer_id must be 1-64 characters of [A-Za-z0-9._:-]",
+                    extra={"loc": "customer_id"},
+                )
             topic = self.topics(CUSTOMERS)
             placements = await self._publish(
                 endpoint, [OutRecord(topic, customer_id.encode(), None)]
             )
         except HttpError as exc:
-            body = {"request_id": request_id, "error": exc.error, "detail": exc.detail}
+            body = {"request_id": request_id, "error": exc.error, "detail": exc.detail, **exc.extra}
             response = _json(exc.status, body, exc.headers)
         else:
             log.info("tombstone", request_id=request_id, caller=principal.name)
@@ -363,6 +430,19 @@ def default_publisher(settings: Settings) -> TransactionalPublisher:
     )
 
 
+def _from_allowed(
+    request: Request, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> bool:
+    client = request.client
+    if client is None:
+        return False
+    try:
+        address = ipaddress.ip_address(client.host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
 def create_gateway_app(
     settings: Settings,
     tokens: TokenRegistry,
@@ -373,14 +453,18 @@ def create_gateway_app(
     publisher = producer if producer is not None else default_publisher(settings)
     metrics = GatewayMetrics()
     gateway = Gateway(settings, tokens, mapping, publisher, metrics)
+    ops_networks = settings.gateway.ops_network_list()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await publisher.start()
+        await gateway.readiness.start()
         try:
             yield
         finally:
+            await gateway.readiness.stop()
             await publisher.stop()
+            gateway.executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="Chainwatch ingest gateway",
@@ -391,9 +475,30 @@ def create_gateway_app(
     app.state.gateway = gateway
     app.add_middleware(RequestIdMiddleware)
 
-    def route(endpoint: Endpoint) -> Callable[[Request, bool], Awaitable[Response]]:
-        async def ingest(request: Request, partial: Partial = False) -> Response:
-            return await gateway.handle(request, endpoint, partial)
+    def error_response(request: Request, status: int, error: str, detail: str) -> Response:
+        request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
+        return _json(status, {"request_id": request_id, "error": error, "detail": detail})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        response = error_response(
+            request,
+            exc.status_code,
+            _ERROR_NAMES.get(exc.status_code, "http_error"),
+            str(exc.detail),
+        )
+        response.headers.update(exc.headers or {})
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(request, 422, "bad_parameter", f"{where}: {first.get('msg', '')}")
+
+    def route(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        async def ingest(request: Request) -> Response:
+            return await gateway.handle(request, endpoint)
 
         ingest.__name__ = f"post_{endpoint.name.replace('-', '_')}"
         return ingest
@@ -410,10 +515,7 @@ def create_gateway_app(
         )
 
     @app.delete("/v1/customers/{customer_id}", status_code=202, tags=["ingest"])
-    async def delete_customer(
-        request: Request,
-        customer_id: Annotated[str, Path(pattern=IDENTIFIER_PATTERN, max_length=64)],
-    ) -> Response:
+    async def delete_customer(request: Request, customer_id: str) -> Response:
         """Delete a CRM customer: a tombstone on `crm.customers`."""
         return await gateway.delete_customer(request, customer_id)
 
@@ -422,18 +524,38 @@ def create_gateway_app(
         """The process serves requests (liveness)."""
         return _json(200, {"status": "ok"})
 
+    def ops_only(request: Request) -> Response | None:
+        if _from_allowed(request, ops_networks):
+            return None
+        return error_response(
+            request, 403, "forbidden", "ops endpoints answer only gateway.ops_networks"
+        )
+
     @app.get("/readyz", tags=["ops"])
-    async def readyz() -> Response:
-        """Kafka answers (readiness): 503 while it does not."""
-        if await publisher.ready():
-            return _json(200, {"status": "ready", "kafka": "ok"})
+    async def readyz(request: Request) -> Response:
+        """Kafka answers (readiness, checked in the background): 503 while it does not."""
+        if (refused := ops_only(request)) is not None:
+            return refused
+        state = gateway.readiness.state()
+        if state.ready:
+            return _json(200, {"status": "ready", "kafka": "ok", "age_s": state.age_s})
         retry = str(settings.gateway.retry_after_s)
-        return _json(503, {"status": "not_ready", "kafka": "unreachable"}, {"Retry-After": retry})
+        return _json(
+            503,
+            {"status": "not_ready", "kafka": "unreachable", "age_s": state.age_s},
+            {"Retry-After": retry},
+        )
 
     @app.get("/metrics", tags=["ops"])
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
         """Prometheus metrics."""
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        if (refused := ops_only(request)) is not None:
+            return refused
+        return Response(metrics.render(), media_type=METRICS_MEDIA_TYPE)
 
     install_openapi(app, ENDPOINTS.values())
     return app
+
+
+METRICS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_ERROR_NAMES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}

@@ -19,7 +19,7 @@ from typing import Annotated, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from schemas.common import Identifier
+from schemas.common import Identifier, StageName
 
 
 class Role(StrEnum):
@@ -42,6 +42,8 @@ class TokenEntry(BaseModel):
     sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
     role: Role
     unit_id: Identifier | None = None
+    stages: Annotated[list[StageName], Field(min_length=1)] | None = None
+    """A unit token's stages: when set, it may post only records of these stages."""
 
     @model_validator(mode="after")
     def _unit_id_iff_unit(self) -> Self:
@@ -49,7 +51,19 @@ class TokenEntry(BaseModel):
             raise ValueError("a token with role 'unit' needs a unit_id")
         if self.role is not Role.UNIT and self.unit_id is not None:
             raise ValueError("only tokens with role 'unit' have a unit_id")
+        if self.role is not Role.UNIT and self.stages is not None:
+            raise ValueError("only tokens with role 'unit' have stages")
         return self
+
+    def foreign(self, unit_id: str | None, stage: str | None) -> str | None:
+        """Why this token may not post a record claiming `unit_id` and `stage`, else None."""
+        if self.role is not Role.UNIT:
+            return None
+        if unit_id is not None and unit_id != self.unit_id:
+            return f"unit {unit_id!r}"
+        if self.stages is not None and stage is not None and stage not in self.stages:
+            return f"stage {stage!r}"
+        return None
 
 
 class TokensFile(BaseModel):
@@ -104,6 +118,9 @@ class TokenRegistry:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def entries(self) -> list[TokenEntry]:
+        return [entry for _, entry in self._entries]
 
     def authenticate(self, token: str) -> TokenEntry | None:
         presented = hash_token(token).encode("ascii")

@@ -8,21 +8,39 @@ a contract reason, and vice versa.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-import orjson
+import pydantic_core
+import structlog
 from pydantic import ValidationError
 
 from schemas.customers import Tombstone
 from schemas.dead_letter import ErrorDetail, ReasonCode
 from schemas.epcis import EpcisDocument, EpcisMapping
 from schemas.plan import SlaPlan
-from schemas.validation import RecordRejected, decode_input, errors_from
+from schemas.validation import (
+    DEFAULT_MAX_CLOCK_SKEW,
+    RecordRejected,
+    check_clock_skew,
+    decode_input,
+    errors_from,
+)
 from streams.ingest.auth import Role
-from streams.ingest.body import UNPARSED, RawItem
+from streams.ingest.body import (
+    Body,
+    BodyTooLarge,
+    DuplicateKey,
+    RawItem,
+    Unstructured,
+    locate_array,
+)
 from streams.ingest.epcis_map import Unmappable, map_event
 from streams.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
+
+log = structlog.stdlib.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,12 +86,14 @@ ENDPOINTS: Final[dict[str, Endpoint]] = {
 
 @dataclass(slots=True)
 class Verdict:
-    """One item's fate; `key` is set exactly when it is accepted."""
+    """One item's fate; `key` is set exactly when it is accepted. `unit_id` and `stage`
+    are what the item claims (for a unit token's bounds), also when it is rejected."""
 
     index: int
     value: bytes
     key: bytes | None = None
     unit_id: str | None = None
+    stage: str | None = None
     reason_code: ReasonCode | None = None
     errors: list[ErrorDetail] | None = None
 
@@ -82,18 +102,39 @@ class Verdict:
         return self.reason_code is None
 
 
-def _claimed_unit(parsed: Any) -> str | None:
-    if isinstance(parsed, dict):
-        unit = parsed.get("unit_id")
-        return unit if isinstance(unit, str) else None
-    return None
+def _claims(parsed: Any) -> tuple[str | None, str | None]:
+    """The `unit_id` and `stage` an item names, when they are strings."""
+    if not isinstance(parsed, dict):
+        return None, None
+    unit, stage = parsed.get("unit_id"), parsed.get("stage")
+    return (
+        unit if isinstance(unit, str) else None,
+        stage if isinstance(stage, str) else None,
+    )
 
 
-def judge_value(index: int, value: bytes, topic: str, key_field: str, plan: SlaPlan) -> Verdict:
+def _failed(index: int, value: bytes, exc: Exception) -> Verdict:
+    """A bug met while judging one item: that item is rejected, the request goes on."""
+    log.exception("item processing failed", index=index)
+    error = ErrorDetail(loc="", msg=f"{type(exc).__name__}: {exc}"[:500], type="processing_error")
+    return Verdict(index, value, reason_code=ReasonCode.PROCESSING_ERROR, errors=[error])
+
+
+def judge_value(
+    index: int,
+    value: bytes,
+    topic: str,
+    key_field: str,
+    plan: SlaPlan,
+    max_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
+) -> Verdict:
     try:
         record = decode_input(topic, value, plan=plan)
+        check_clock_skew(record, datetime.now(UTC), max_skew)
     except RecordRejected as exc:
         return Verdict(index, value, reason_code=exc.reason_code, errors=exc.errors)
+    except Exception as exc:  # one item's bug never fails the request
+        return _failed(index, value, exc)
     if isinstance(record, Tombstone):
         msg = "a null record (tombstone) is not accepted here: use DELETE /v1/customers/{id}"
         return Verdict(
@@ -103,15 +144,28 @@ def judge_value(index: int, value: bytes, topic: str, key_field: str, plan: SlaP
             errors=[ErrorDetail(loc="", msg=msg, type="null_value")],
         )
     key = str(getattr(record, key_field)).encode()
-    return Verdict(index, value, key=key, unit_id=getattr(record, "unit_id", None))
+    return Verdict(
+        index,
+        value,
+        key=key,
+        unit_id=getattr(record, "unit_id", None),
+        stage=getattr(record, "stage", None),
+    )
 
 
-def judge_items(items: list[RawItem], endpoint: Endpoint, plan: SlaPlan) -> list[Verdict]:
+def judge_items(
+    items: list[RawItem],
+    endpoint: Endpoint,
+    plan: SlaPlan,
+    max_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
+) -> list[Verdict]:
     verdicts = []
     for item in items:
-        verdict = judge_value(item.index, item.value, endpoint.topic, endpoint.key_field, plan)
+        verdict = judge_value(
+            item.index, item.value, endpoint.topic, endpoint.key_field, plan, max_skew
+        )
         if not verdict.accepted:
-            verdict.unit_id = _claimed_unit(item.json())
+            verdict.unit_id, verdict.stage = _claims(item.json())
         verdicts.append(verdict)
     return verdicts
 
@@ -125,41 +179,104 @@ class EpcisVerdicts:
     document_error: Verdict | None = None
 
 
-def judge_epcis(
-    document: RawItem, mapping: EpcisMapping, endpoint: Endpoint, plan: SlaPlan
-) -> EpcisVerdicts:
-    """Map and validate every event of an `EPCISDocument`.
+EVENT_LIST: Final = ("epcisBody", "eventList")
 
-    A body that is not an `EPCISDocument` is one rejected item (index 0), so
+
+def _document_error(body: Body, code: ReasonCode, loc: str, msg: str, kind: str) -> EpcisVerdicts:
+    return EpcisVerdicts(
+        [],
+        Verdict(
+            0, bytes(body), reason_code=code, errors=[ErrorDetail(loc=loc, msg=msg, type=kind)]
+        ),
+    )
+
+
+def judge_epcis(
+    body: Body,
+    mapping: EpcisMapping,
+    endpoint: Endpoint,
+    plan: SlaPlan,
+    max_items: int,
+    max_item_bytes: int,
+    max_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
+) -> EpcisVerdicts:
+    """Count, then map and validate every event of an `EPCISDocument`, one at a time.
+
+    The events are located and counted before anything is parsed (`BodyTooLarge`
+    beyond `max_items`), then each is parsed on its own, so memory follows one
+    event, not the document. The rest of the document (its envelope) is
+    validated with an empty `eventList` and may not exceed `max_item_bytes`. A
+    body that is not an `EPCISDocument` is one rejected item (index 0), so
     partial mode dead-letters it like any other unusable input.
     """
-    if document.parsed is UNPARSED:
-        error = ErrorDetail(loc="", msg="the body is not JSON", type="json_invalid")
-        return EpcisVerdicts(
-            [], Verdict(0, document.value, None, None, ReasonCode.NOT_JSON, [error])
+    try:
+        located = locate_array(body, EVENT_LIST, max_items, max_item_bytes)
+    except Unstructured as exc:
+        return _document_error(
+            body, ReasonCode.NOT_JSON, "", f"the body is not JSON: {exc}", "json_invalid"
+        )
+    except DuplicateKey as exc:
+        return _document_error(
+            body, ReasonCode.VALIDATION_FAILED, exc.loc, str(exc), "duplicate_key"
+        )
+    if located is None:
+        return _document_error(
+            body,
+            ReasonCode.VALIDATION_FAILED,
+            ".".join(EVENT_LIST),
+            "an EPCISDocument needs an epcisBody.eventList array",
+            "missing",
+        )
+    view = memoryview(body)
+    envelope = view[: located.start].tobytes() + b"[]" + view[located.end :].tobytes()
+    if len(envelope) > max_item_bytes:
+        raise BodyTooLarge(
+            f"the document outside eventList has {len(envelope)} bytes, more than the limit "
+            f"of {max_item_bytes}"
         )
     try:
-        parsed = EpcisDocument.model_validate(document.parsed)
+        EpcisDocument.model_validate_json(envelope)
     except ValidationError as exc:
         return EpcisVerdicts(
             [],
-            Verdict(0, document.value, None, None, ReasonCode.VALIDATION_FAILED, errors_from(exc)),
+            Verdict(
+                0, bytes(body), reason_code=ReasonCode.VALIDATION_FAILED, errors=errors_from(exc)
+            ),
         )
     verdicts = []
-    for index, event in enumerate(parsed.epcis_body.event_list):
-        event_bytes = orjson.dumps(event)
+    for index, (start, end) in enumerate(located.items):
+        event = view[start:end].tobytes()
         try:
-            scan = map_event(event, mapping)
-        except Unmappable as exc:
-            verdicts.append(
-                Verdict(
-                    index, event_bytes, reason_code=ReasonCode.UNMAPPABLE_EPCIS, errors=exc.errors
-                )
-            )
-            continue
-        verdict = judge_value(index, orjson.dumps(scan), SCANS, endpoint.key_field, plan)
-        if not verdict.accepted:
-            verdict.value = event_bytes
-            verdict.unit_id = _claimed_unit(scan)
-        verdicts.append(verdict)
+            verdicts.append(_judge_event(index, event, mapping, endpoint, plan, max_skew))
+        except Exception as exc:  # one event's bug never fails the request
+            verdicts.append(_failed(index, event, exc))
     return EpcisVerdicts(verdicts)
+
+
+def _judge_event(
+    index: int,
+    event_bytes: bytes,
+    mapping: EpcisMapping,
+    endpoint: Endpoint,
+    plan: SlaPlan,
+    max_skew: timedelta,
+) -> Verdict:
+    try:
+        event = pydantic_core.from_json(event_bytes, allow_inf_nan=False)
+    except ValueError as exc:
+        error = ErrorDetail(loc="", msg=f"the event is not JSON: {exc}", type="json_invalid")
+        return Verdict(index, event_bytes, reason_code=ReasonCode.NOT_JSON, errors=[error])
+    try:
+        scan = map_event(event, mapping)
+    except Unmappable as exc:
+        return Verdict(
+            index, event_bytes, reason_code=ReasonCode.UNMAPPABLE_EPCIS, errors=exc.errors
+        )
+    # The stdlib writes what the event held as it was (a huge integer, an infinity), so
+    # `decode_input` judges the scan by the same number rules as any other scan.
+    scan_bytes = json.dumps(scan, ensure_ascii=False, separators=(",", ":")).encode()
+    verdict = judge_value(index, scan_bytes, SCANS, endpoint.key_field, plan, max_skew)
+    if not verdict.accepted:
+        verdict.value = event_bytes
+        verdict.unit_id, verdict.stage = _claims(scan)
+    return verdict

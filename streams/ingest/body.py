@@ -1,30 +1,45 @@
 """Request bodies -> items: one object, a JSON array, or NDJSON, within limits.
 
-Every item leaves here as bytes: an NDJSON line as sent, an array element
-re-serialised compactly (unknown fields kept, so CRM extras survive), or -
-when a body does not parse - the body as sent, so `decode_input` classifies
-it (`not_json`) exactly as it would a bad Kafka record. A body that does not
-parse at all is one item for the same reason: it is rejected per item, and
-dead-lettered in partial mode, instead of failing the request with another
-kind of error.
+Items are **counted before anything is parsed**, and every item leaves here as
+the bytes it was sent as: an NDJSON line, an element of a JSON array (found by
+a structural scan that builds no Python objects), or the one object of a
+single-object body. So `decode_input` judges the very same bytes whatever the
+framing - `NaN`, a lone surrogate or nesting beyond the parser's limit get the
+same answer in an array as on an NDJSON line - and a body of a million tiny
+items is refused (413) after reading a few thousand of them, with no more
+memory than the body itself.
+
+A body whose structure does not hold together (unbalanced brackets, an
+unterminated string, text after the array) is one item, so `decode_input`
+classifies it (`not_json`) exactly as it would a bad Kafka record, and partial
+mode dead-letters it like any other unusable input.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import functools
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-import orjson
+import pydantic_core
 from starlette.requests import Request
 
 NDJSON_TYPES: Final = frozenset(
     {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
 )
-UNPARSED: Final = object()
-"""`RawItem.parsed` of an item that is not JSON."""
-LAZY: Final = object()
-"""`RawItem.parsed` of an NDJSON line not parsed yet: see `RawItem.json()`."""
+
+# A string (with its escapes; group 1 set when it is an object key), else one structural
+# character; a lone `"` only matches when its string never ends.
+_TOKEN: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?|[\[\]{},"]', re.DOTALL)
+_QUOTE, _COMMA = ord('"'), ord(",")
+_OPEN: Final = {ord("["): ord("]"), ord("{"): ord("}")}
+_CLOSE: Final = frozenset(_OPEN.values())
+_WHITESPACE: Final = b" \t\r\n"
+
+Body = bytes | bytearray
 
 
 class BodyTooLarge(Exception):
@@ -35,30 +50,81 @@ class UnsupportedMediaType(Exception):
     """Neither JSON nor NDJSON (415)."""
 
 
+class Unstructured(Exception):
+    """The body's brackets or strings do not hold together: it is not JSON."""
+
+
+class Truncated(Exception):
+    """A prefix of a body ends before its structure does (`locate_array(complete=False)`)."""
+
+
+class DuplicateKey(Exception):
+    """A key on the path to the items appears twice (parsers disagree on which one wins)."""
+
+    def __init__(self, loc: str) -> None:
+        self.loc = loc
+        super().__init__(f"{loc}: the key appears more than once")
+
+
 @dataclass(frozen=True, slots=True)
 class RawItem:
     index: int
     value: bytes
-    parsed: Any
 
     def json(self) -> Any:
-        """The parsed item (`UNPARSED` if it is not JSON)."""
-        return _loads(self.value) if self.parsed is LAZY else self.parsed
+        """The parsed item, or None when it is not JSON (only used to name who it claims)."""
+        try:
+            return pydantic_core.from_json(self.value, allow_inf_nan=False)
+        except ValueError:
+            return None
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refusing early (by `Content-Length`) or as soon as it grows past the limit."""
+@dataclass(frozen=True, slots=True)
+class Located:
+    """The elements of the array at a path: `(start, end)` byte ranges, and the array's own."""
+
+    items: list[tuple[int, int]]
+    start: int
+    end: int
+
+
+_CHECKPOINTS: Final = (64 * 1024, 512 * 1024)
+
+
+async def read_body(
+    request: Request, max_bytes: int, precheck: Callable[[bytes], None] | None = None
+) -> bytearray:
+    """The body, refusing early (by `Content-Length`) or as soon as it grows past the limit.
+
+    One buffer of the declared size (no copies, no over-allocation; pages not
+    yet received are not even resident). `precheck` sees the part read so far
+    at two checkpoints (64 KiB, 512 KiB) and may refuse it
+    (`BodyTooLarge`): a body of a million tiny items is answered after its
+    first few thousand, without waiting for - or storing - the rest.
+    """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise BodyTooLarge(f"body of {declared} bytes exceeds the limit of {max_bytes} bytes")
-    chunks: list[bytes] = []
-    total = 0
+    size = int(declared) if declared is not None and declared.isdigit() else None
+    if size is not None and size > max_bytes:
+        raise BodyTooLarge(f"body of {size} bytes exceeds the limit of {max_bytes} bytes")
+    buffer = bytearray(size or 0)
+    filled = 0
+    checkpoints = list(_CHECKPOINTS) if precheck is not None else []
     async for chunk in request.stream():
-        total += len(chunk)
-        if total > max_bytes:
+        end = filled + len(chunk)
+        if end > max_bytes:
             raise BodyTooLarge(f"body exceeds the limit of {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        if end <= len(buffer):
+            buffer[filled:end] = chunk
+        else:
+            del buffer[filled:]
+            buffer += chunk
+        filled = end
+        if checkpoints and filled >= checkpoints[0] and precheck is not None:
+            while checkpoints and filled >= checkpoints[0]:
+                checkpoints.pop(0)
+            precheck(memoryview(buffer)[:filled].tobytes())
+    del buffer[filled:]
+    return buffer
 
 
 def media_type(content_type: str | None) -> str:
@@ -75,48 +141,230 @@ def media_type(content_type: str | None) -> str:
     )
 
 
-def _loads(data: bytes) -> Any:
-    """orjson first (fast); the stdlib for what orjson refuses but JSON allows (huge ints)."""
+def _item_pattern(levels: int) -> re.Pattern[bytes]:
+    """One array element with at most `levels` of nested brackets, up to (not including)
+    the `,` or `]` after it - matched in one C-level step, without backtracking."""
+    text = rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+    content = rb"[^\"\[\]{}]*+(?:" + text + rb"[^\"\[\]{}]*+)*+"
+    container = rb"[\[{]" + content + rb"[\]}]"
+    for _ in range(levels - 1):
+        content = rb"[^\"\[\]{}]*+(?:(?:" + text + rb"|" + container + rb")[^\"\[\]{}]*+)*+"
+        container = rb"[\[{]" + content + rb"[\]}]"
+    item = rb"[^\"\[\]{},]*+(?:(?:" + text + rb"|" + container + rb")[^\"\[\]{},]*+)*+"
+    return re.compile(item, re.DOTALL)
+
+
+_ITEM: Final = _item_pattern(8)
+
+
+@functools.lru_cache(maxsize=8)
+def _more_than(max_items: int) -> re.Pattern[bytes]:
+    """Matches at the start of an array's elements when it has more than `max_items` of
+    them: the count of a hostile array in one C-level step, before any per-element work."""
+    return re.compile(
+        rb"(?:" + _ITEM.pattern + rb",){" + str(max_items).encode() + rb"}", re.DOTALL
+    )
+
+
+def locate_array(
+    body: Body,
+    path: tuple[str, ...],
+    max_items: int,
+    max_item_bytes: int,
+    *,
+    complete: bool = True,
+) -> Located | None:
+    """The elements of the array at `path` (`()`: the body itself), without parsing them.
+
+    None when there is no array there. `BodyTooLarge` as soon as the array has
+    more than `max_items` elements or one element is longer than
+    `max_item_bytes`; `Unstructured` when brackets or strings do not balance;
+    `DuplicateKey` when a key of `path` repeats. Elements are skipped one regex
+    step each; elsewhere it costs one step per string and bracket. With
+    `complete=False`, `body` is the part of a body read so far: `Truncated` when
+    it ends before the structure does (`BodyTooLarge` can come before that).
+    """
+    target = len(path)
+    stack: list[int] = []  # closing bracket expected at each depth
+    keys: list[str | None] = []  # the current key of each enclosing object (None in arrays)
+    seen: list[set[str]] = []  # keys of `path` met so far, per enclosing object
+    found: Located | None = None
+    inside = False
+    items: list[tuple[int, int]] = []
+    item_start = array_start = last_end = pos = 0
+    while (match := _TOKEN.search(body, pos)) is not None:
+        at, pos = match.start(), match.end()
+        char = body[at]
+        depth = len(stack)
+        if char == _QUOTE:
+            if pos - at == 1:
+                raise Unstructured("a string is not terminated") if complete else Truncated()
+            if match.group(1) is not None and 0 < depth <= target and stack[-1] == ord("}"):
+                key = _key(body[at:pos].rstrip(b": \t\r\n"))
+                keys[-1] = key
+                if key is not None and key == path[depth - 1]:
+                    if key in seen[-1]:
+                        raise DuplicateKey(".".join(path[:depth]))
+                    seen[-1].add(key)
+            continue
+        if char in _OPEN:
+            if depth == 0 and body[:at].strip(_WHITESPACE):
+                raise Unstructured("text before the first bracket")
+            if (
+                depth == target
+                and char == ord("[")
+                and found is None
+                and all(k == p for k, p in zip(keys, path, strict=True))
+            ):
+                fast = _elements(body, at + 1, max_items, max_item_bytes, complete)
+                if fast is not None:
+                    found, pos = Located(fast[0], at, fast[1] + 1), fast[1] + 1
+                    if not stack:
+                        last_end = pos
+                        break
+                    continue
+                inside, items, item_start, array_start = True, [], at + 1, at
+            stack.append(_OPEN[char])
+            keys.append(None)
+            seen.append(set())
+            continue
+        if char in _CLOSE:
+            if not stack or stack.pop() != char:
+                raise Unstructured("brackets do not balance")
+            keys.pop()
+            seen.pop()
+            if inside and len(stack) == target:
+                _end_item(body, items, item_start, at, max_items, max_item_bytes, closing=True)
+                found, inside = Located(items, array_start, at + 1), False
+            if not stack:
+                last_end = pos
+                break
+            continue
+        if char == _COMMA and inside and depth == target + 1:
+            _end_item(body, items, item_start, at, max_items, max_item_bytes, closing=False)
+            item_start = pos
+    if stack:
+        raise Unstructured("brackets do not balance") if complete else Truncated()
+    if last_end == 0 or body[last_end:].strip(_WHITESPACE):
+        raise Unstructured("text after the end of the document")
+    return found
+
+
+def _elements(
+    body: Body, first: int, max_items: int, max_item_bytes: int, complete: bool
+) -> tuple[list[tuple[int, int]], int] | None:
+    """The fast path of `locate_array`: each element one regex step; the element ranges
+    and the position of the closing `]`, or None (deeper nesting, or broken structure:
+    the token-by-token path decides)."""
+    if _more_than(max_items).match(body, first) is not None:
+        raise BodyTooLarge(f"more than {max_items} items in one request (the limit)")
+    items: list[tuple[int, int]] = []
+    pos = first
+    while True:
+        match = _ITEM.match(body, pos)
+        end = match.end() if match is not None else pos
+        after = end
+        while after < len(body) and body[after] in _WHITESPACE:
+            after += 1
+        if after == len(body):
+            if complete:
+                return None
+            raise Truncated()
+        char = body[after]
+        if char == _COMMA:
+            _end_item(body, items, pos, end, max_items, max_item_bytes, closing=False)
+            pos = after + 1
+        elif char == ord("]"):
+            _end_item(body, items, pos, end, max_items, max_item_bytes, closing=True)
+            return items, after
+        else:
+            return None
+
+
+def _end_item(
+    body: Body,
+    items: list[tuple[int, int]],
+    start: int,
+    end: int,
+    max_items: int,
+    max_item_bytes: int,
+    *,
+    closing: bool,
+) -> None:
+    start, end = _trim(body, start, end)
+    if closing and start == end and not items:
+        return  # `[]`
+    _check_size(len(items), end - start, max_item_bytes)
+    items.append((start, end))
+    if len(items) > max_items:
+        raise BodyTooLarge(f"more than {max_items} items in one request (the limit)")
+
+
+def _key(token: Body) -> str | None:
+    if b"\\" not in token:
+        return bytes(token[1:-1]).decode("utf-8", "replace")
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        try:
-            return json.loads(data)
-        except (ValueError, RecursionError):
-            return UNPARSED
+        value = pydantic_core.from_json(token)
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
 
 
-def _dumps(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except TypeError:  # integers beyond 64 bits
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+def precheck_array(
+    path: tuple[str, ...], max_items: int, max_item_bytes: int
+) -> Callable[[bytes], None]:
+    """A `read_body` precheck: `BodyTooLarge` once the array at `path` is known to be too long."""
+
+    def check(prefix: bytes) -> None:
+        with contextlib.suppress(Truncated, Unstructured, DuplicateKey):
+            locate_array(prefix, path, max_items, max_item_bytes, complete=False)
+
+    return check
 
 
-def parse_document(body: bytes) -> Any:
-    """The parsed JSON body, or `UNPARSED`."""
-    return _loads(body)
-
-
-def item(index: int, parsed: Any, raw: bytes) -> RawItem:
-    """An item from its parsed JSON (normalised bytes) or its raw bytes when unparsed."""
-    if parsed is UNPARSED:
-        return RawItem(index, raw, UNPARSED)
-    return RawItem(index, _dumps(parsed), parsed)
-
-
-def split_items(body: bytes, kind: str, max_items: int) -> list[RawItem]:
-    """The items of a body (see module doc); `BodyTooLarge` beyond `max_items`."""
+def split_items(body: Body, kind: str, max_items: int, max_item_bytes: int) -> list[RawItem]:
+    """The items of a body (see module doc); `BodyTooLarge` beyond the limits."""
+    view = memoryview(body)
     if kind == "ndjson":
-        lines = [line for line in body.split(b"\n") if line.strip()]
-        if len(lines) > max_items:
-            raise BodyTooLarge(f"{len(lines)} items exceed the limit of {max_items} per request")
-        # A line is already one item's JSON: it goes out as sent (no re-serialising),
-        # and is only parsed here when a unit's own-id check or an error needs it.
-        return [RawItem(i, line.strip(), LAZY) for i, line in enumerate(lines)]
-    parsed = _loads(body)
-    if isinstance(parsed, list):
-        if len(parsed) > max_items:
-            raise BodyTooLarge(f"{len(parsed)} items exceed the limit of {max_items} per request")
-        return [RawItem(i, _dumps(value), value) for i, value in enumerate(parsed)]
-    return [item(0, parsed, body)]
+        items: list[RawItem] = []
+        start = 0
+        while start < len(body):
+            end = body.find(b"\n", start)
+            end = len(body) if end < 0 else end
+            first, last = _trim(body, start, end)
+            start = end + 1
+            if first == last:
+                continue
+            if len(items) == max_items:
+                raise BodyTooLarge(f"more than {max_items} items in one request (the limit)")
+            _check_size(len(items), last - first, max_item_bytes)
+            items.append(RawItem(len(items), view[first:last].tobytes()))
+        return items
+    first, last = _trim(body, 0, len(body))
+    if first == last:
+        return []
+    if body[first] == ord("["):
+        try:
+            located = locate_array(body, (), max_items, max_item_bytes)
+        except (Unstructured, DuplicateKey):
+            located = None
+        if located is not None:
+            return [RawItem(i, view[s:e].tobytes()) for i, (s, e) in enumerate(located.items)]
+    _check_size(0, last - first, max_item_bytes)
+    return [RawItem(0, view[first:last].tobytes())]
+
+
+def _trim(body: Body, start: int, end: int) -> tuple[int, int]:
+    """`start` and `end` moved past whitespace at both ends."""
+    while start < end and body[start] in _WHITESPACE:
+        start += 1
+    while end > start and body[end - 1] in _WHITESPACE:
+        end -= 1
+    return start, end
+
+
+def _check_size(index: int, size: int, max_item_bytes: int) -> None:
+    if size > max_item_bytes:
+        raise BodyTooLarge(
+            f"item {index} has {size} bytes, more than the limit of {max_item_bytes}"
+        )

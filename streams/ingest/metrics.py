@@ -25,6 +25,13 @@ class GatewayMetrics:
             ["endpoint", "outcome"],
             registry=self.registry,
         )
+        self.errors = Counter(
+            "chainwatch_gateway_errors",
+            "Requests answered with an error, by endpoint and error code (`too_large`, "
+            "`invalid_items`, `kafka_unavailable`, ...).",
+            ["endpoint", "error"],
+            registry=self.registry,
+        )
         self.publish_seconds = Histogram(
             "chainwatch_gateway_publish_seconds",
             "Time from the first send to the committed Kafka transaction of a request.",

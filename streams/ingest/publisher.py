@@ -12,9 +12,15 @@ pool of producers (`transactional_id` = `<base>-<n>`) and lends one to each
 request. Ids are stable per gateway instance: a restarted gateway fences its
 predecessor's producers and aborts whatever they left open, instead of
 letting read-committed consumers wait for the transaction timeout. A producer
-that failed is closed and rebuilt on next use, which likewise aborts its
-open transaction. A broker that is down at start-up is not fatal: producers
-start lazily, and `/readyz` says whether the broker answers.
+that failed is closed (in the background) and rebuilt on next use, which
+likewise aborts its open transaction. A broker that is down at start-up is not
+fatal: producers start lazily, and `/readyz` says whether the broker answers.
+
+Deadlines: a request's whole publish - waiting for a free producer, starting
+it, the transaction - is bounded by `publish_timeout_s`, so a client gets its
+503 within that time whatever the broker does (down, or accepting connections
+and never answering). Readiness checks use their own client, never a producer
+of the pool, so probes cannot queue ahead of ingest.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.structs import RecordMetadata
@@ -62,6 +69,10 @@ class PublishUnavailable(Exception):
     """Kafka did not take the whole request; nothing of it is committed (503)."""
 
 
+class PublishTooLarge(Exception):
+    """A record is larger than Kafka takes: retrying cannot help (413, not 503)."""
+
+
 class Publisher(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -88,6 +99,8 @@ class TransactionalPublisher:
         self._producers: list[AIOKafkaProducer | None] = [None] * config.pool_size
         self._free: asyncio.Queue[int] | None = None
         self._partitioner = DefaultPartitioner()
+        self._probe: AIOKafkaClient | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _pool(self) -> asyncio.Queue[int]:
         if self._free is None:  # created on the serving loop, not at construction
@@ -109,53 +122,67 @@ class TransactionalPublisher:
 
     async def stop(self) -> None:
         for slot in range(self.config.pool_size):
-            await self._discard(slot)
+            self._discard(slot)
+        if self._probe is not None:
+            probe, self._probe = self._probe, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(probe.close(), 5.0)
+        if self._closing:
+            await asyncio.wait(self._closing, timeout=10.0)
 
     async def ready(self) -> bool:
-        """True when a producer is up and the cluster answers a metadata request."""
-        pool = self._pool()
-        slot = await pool.get()
-        try:
-            producer = await self._producer(slot)
-            await asyncio.wait_for(
-                producer.client.fetch_all_metadata(), self.config.connect_timeout_s
+        """True when the cluster answers a metadata request (on the probe's own client)."""
+        if self._probe is None:
+            probe = AIOKafkaClient(
+                bootstrap_servers=self.config.bootstrap,
+                request_timeout_ms=int(self.config.connect_timeout_s * 1000),
+                client_id=f"{self.config.transactional_id}-probe",
             )
-        except (PublishUnavailable, KafkaError, OSError, TimeoutError):
+            try:
+                await asyncio.wait_for(probe.bootstrap(), self.config.connect_timeout_s)
+            except (KafkaError, OSError, TimeoutError):
+                self._close_later(probe.close())
+                return False
+            self._probe = probe
+        try:
+            await asyncio.wait_for(self._probe.fetch_all_metadata(), self.config.connect_timeout_s)
+        except (KafkaError, OSError, TimeoutError):
             return False
-        finally:
-            pool.put_nowait(slot)
         return True
 
     async def publish(self, records: Sequence[OutRecord]) -> list[Placement]:
-        """Send every record in one transaction; return placements only after the commit."""
+        """Send every record in one transaction; return placements only after the commit.
+
+        The whole of it (a free producer, starting it, the transaction) within
+        `publish_timeout_s`, else `PublishUnavailable`.
+        """
         if not records:
             return []
         pool = self._pool()
-        slot = await pool.get()
+        slot: int | None = None
         try:
-            producer = await self._producer(slot)
-            try:
-                return await asyncio.wait_for(
-                    self._transaction(producer, records), self.config.publish_timeout_s
-                )
-            except (KafkaError, OSError, TimeoutError) as exc:
-                await self._discard(slot)  # closing aborts; a new producer fences the id
-                raise PublishUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            async with asyncio.timeout(self.config.publish_timeout_s):
+                slot = await pool.get()
+                producer = await self._producer(slot)
+                return await self._transaction(producer, records)
+        except MessageSizeTooLargeError as exc:
+            self._discard_if(slot)
+            raise PublishTooLarge(f"Kafka refuses a record this large: {exc}") from exc
+        except (KafkaError, OSError, TimeoutError) as exc:
+            self._discard_if(slot)  # closing aborts; a new producer fences the id
+            text = str(exc) or f"no commit within {self.config.publish_timeout_s} s"
+            raise PublishUnavailable(f"{type(exc).__name__}: {text}") from exc
         finally:
-            pool.put_nowait(slot)
+            if slot is not None:
+                pool.put_nowait(slot)
 
     async def _transaction(
         self, producer: AIOKafkaProducer, records: Sequence[OutRecord]
     ) -> list[Placement]:
         await producer.begin_transaction()
-        try:
-            placements = await self._send_batched(producer, records)
-            await self._acknowledged(records)
-            await producer.commit_transaction()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.abort_transaction(), 2.0)
-            raise
+        placements = await self._send_batched(producer, records)
+        await self._acknowledged(records)
+        await producer.commit_transaction()
         return placements
 
     async def _send_batched(
@@ -230,15 +257,36 @@ class TransactionalPublisher:
         )
         try:
             await asyncio.wait_for(producer.start(), self.config.connect_timeout_s)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 2.0)
-            raise PublishUnavailable(f"cannot reach Kafka: {type(exc).__name__}") from exc
+        except BaseException as exc:
+            self._close_later(producer.stop())
+            if isinstance(exc, KafkaError | OSError | TimeoutError):
+                raise PublishUnavailable(f"cannot reach Kafka: {type(exc).__name__}") from exc
+            raise
         self._producers[slot] = producer
         return producer
 
-    async def _discard(self, slot: int) -> None:
+    def _discard_if(self, slot: int | None) -> None:
+        if slot is not None:
+            self._discard(slot)
+
+    def _discard(self, slot: int) -> None:
+        """Take the slot's producer out of use and close it in the background: closing
+        (which aborts its open transaction) must not delay the caller's answer."""
         producer, self._producers[slot] = self._producers[slot], None
         if producer is not None:
+            self._close_later(_abort_and_stop(producer))
+
+    def _close_later(self, closing: Awaitable[object]) -> None:
+        async def close() -> None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 5.0)
+                await asyncio.wait_for(closing, 10.0)
+
+        task = asyncio.get_running_loop().create_task(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+
+async def _abort_and_stop(producer: AIOKafkaProducer) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(producer.abort_transaction(), 2.0)
+    await producer.stop()

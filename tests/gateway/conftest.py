@@ -44,11 +44,25 @@ def token_of(name: str) -> str:
     return f"secret-token-of-{name}"
 
 
+STAGES: dict[str, list[str]] = {"unit-dye-dyeing-only": ["dyeing"]}
+"""Unit tokens bound to stages (their unit is DYE-01)."""
+
+
 def make_registry() -> TokenRegistry:
     return TokenRegistry(
         [
             TokenEntry(name=name, sha256=hash_token(token_of(name)), role=role, unit_id=unit)
             for name, (role, unit) in TOKENS.items()
+        ]
+        + [
+            TokenEntry(
+                name=name,
+                sha256=hash_token(token_of(name)),
+                role=Role.UNIT,
+                unit_id="DYE-01",
+                stages=stages,
+            )
+            for name, stages in STAGES.items()
         ]
     )
 
@@ -216,3 +230,120 @@ def gateway_factory(kafka_bootstrap: str) -> Iterator[Callable[..., Harness]]:
 def gateway(gateway_factory: Callable[..., Harness]) -> Harness:
     """One gateway shared by a module (tests use unique ids, never shared state)."""
     return gateway_factory(max_items=50, max_body_bytes=64 * 1024, max_item_bytes=8192)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_tokens(path: Path) -> Path:
+    """The tokens of `TOKENS` as a tokens file."""
+    import yaml
+
+    entries = []
+    for name, (role, unit) in TOKENS.items():
+        entry: dict[str, Any] = {"name": name, "sha256": hash_token(token_of(name)), "role": role}
+        if unit is not None:
+            entry["unit_id"] = unit
+        entries.append(entry)
+    path.write_text(yaml.safe_dump({"tokens": [dict(e, role=str(e["role"])) for e in entries]}))
+    return path
+
+
+@dataclass
+class GatewayProcess:
+    """`chainwatch gateway` as its own process (its own GIL and RSS, as in production)."""
+
+    process: Any
+    base_url: str
+    settings: Settings
+
+    def rss_bytes(self) -> int:
+        return _status_kb(self.process.pid, "VmRSS") * 1024
+
+    def peak_rss_bytes(self) -> int:
+        return _status_kb(self.process.pid, "VmHWM") * 1024
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the gateway process has used."""
+        import os
+
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def reset_peak_rss(self) -> bool:
+        """Start VmHWM afresh (Linux `clear_refs` 5); False where that is not allowed."""
+        try:
+            Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
+
+def _status_kb(pid: int, field_name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field_name} for pid {pid}")
+
+
+@pytest.fixture(scope="module")
+def gateway_process(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    import os
+    import subprocess
+    import sys
+
+    settings = gateway_settings(kafka_bootstrap)
+    tmp = tmp_path_factory.mktemp("gw-process")
+    port = free_port()
+    env = {
+        **os.environ,
+        **settings.to_env(),
+        "CHAINWATCH_DATA_DIR": str(tmp),
+        "CHAINWATCH_LOG_LEVEL": "warning",
+    }
+    chainwatch = Path(sys.executable).parent / "chainwatch"
+    log_file = (tmp / "gateway.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(chainwatch),
+            "gateway",
+            "--port",
+            str(port),
+            "--tokens",
+            str(write_tokens(tmp / "tokens.yaml")),
+            "--epcis-mapping",
+            str(DATA / "mapping.yaml"),
+        ],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"gateway exited: {(tmp / 'gateway.log').read_text()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("gateway did not answer /healthz within 60 s")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)  # polling a starting process, with a deadline
+        yield GatewayProcess(process, url, settings)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+        log_file.close()

@@ -7,10 +7,17 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import Harness
+from conftest import Harness, make_registry
 from gateway_samples import order, scan, unit_status
 
-from streams.ingest.auth import Role, TokenRegistry, TokensFileError, bearer_token, hash_token
+from streams.ingest.auth import (
+    Role,
+    TokenEntry,
+    TokenRegistry,
+    TokensFileError,
+    bearer_token,
+    hash_token,
+)
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -126,3 +133,86 @@ def test_the_shipped_example_tokens_file_loads_and_matches_its_comment() -> None
     admin = registry.authenticate("example-admin-token")
     assert admin is not None
     assert admin.role is Role.ADMIN
+
+
+def test_only_unit_tokens_have_stages() -> None:
+    with pytest.raises(ValueError, match="only tokens with role 'unit' have stages"):
+        TokenEntry(name="a", sha256="a" * 64, role=Role.ADMIN, stages=["dyeing"])
+    with pytest.raises(ValueError, match="at least 1"):
+        TokenEntry(name="a", sha256="a" * 64, role=Role.UNIT, unit_id="U", stages=[])
+
+
+@pytest.mark.integration
+class TestStagesAndOrder:
+    def test_a_unit_token_with_stages_posts_only_those_stages(self, gateway: Harness) -> None:
+        token = "unit-dye-dyeing-only"
+        assert gateway.post("/v1/scans", [scan("DYE-01")], token=token).status_code == 202
+        knitting = scan("DYE-01", stage="knitting")
+        response = gateway.post("/v1/scans", [scan("DYE-01"), knitting], token=token)
+        assert response.status_code == 403, response.text
+        assert "stage 'knitting'" in response.json()["detail"]
+        partial = gateway.post("/v1/scans", [knitting], token=token, params={"partial": "true"})
+        assert partial.status_code == 403
+        other = unit_status("DYE-01", stage="knitting")
+        assert gateway.post("/v1/unit-status", other, token=token).status_code == 403
+        whole_unit = unit_status("DYE-01")
+        whole_unit.pop("stage")
+        assert gateway.post("/v1/unit-status", whole_unit, token=token).status_code == 202
+        # a unit token without stages keeps posting any stage of its unit
+        assert gateway.post("/v1/scans", [knitting], token="unit-dye").status_code == 202
+
+    def test_authentication_comes_before_any_validation(self, gateway: Harness) -> None:
+        for params in ({"partial": "2.00001"}, {"partial": ["true", "false"]}):
+            response = gateway.client.post("/v1/scans", params=params, content=b"{")
+            assert response.status_code == 401, response.text
+        response = gateway.client.delete("/v1/customers/not%20an%20id")
+        assert response.status_code == 401, response.text
+        assert gateway.post("/v1/customers", {}, token="orders").status_code == 403
+
+    def test_every_error_has_the_documented_shape(self, gateway: Harness) -> None:
+        admin = {"Authorization": "Bearer secret-token-of-admin"}
+        answers = [
+            gateway.post("/v1/scans", [scan()], params={"partial": "2.00001"}),
+            gateway.client.delete("/v1/customers/not%20an%20id", headers=admin),
+            gateway.client.get("/v1/nowhere"),
+            gateway.client.put("/v1/scans"),
+        ]
+        assert [a.status_code for a in answers] == [422, 422, 404, 405]
+        for answer in answers:
+            body = answer.json()
+            assert set(body) >= {"request_id", "error", "detail"}, body
+            assert isinstance(body["detail"], str)
+            assert body["request_id"] == answer.headers["x-request-id"]
+
+    def test_a_body_less_post_is_the_clients_error_and_nothing_is_dead_lettered(
+        self, gateway: Harness
+    ) -> None:
+        response = gateway.post(
+            "/v1/scans",
+            content=b"",
+            params={"partial": "true"},
+            headers={"X-Request-ID": "no-body-1"},
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "empty"
+        dead = [v for _, v in gateway.read_all("dead-letter") if v and b"no-body-1" in v]
+        assert dead == []
+
+
+def test_ops_endpoints_answer_only_their_networks() -> None:
+    import asyncio
+
+    import httpx
+
+    from chainwatch.settings import Settings
+    from streams.ingest import create_gateway_app
+
+    app = create_gateway_app(Settings(), make_registry())
+
+    async def ask(client_host: str) -> list[int]:
+        transport = httpx.ASGITransport(app=app, client=(client_host, 4711))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return [(await client.get(p)).status_code for p in ("/healthz", "/metrics")]
+
+    assert asyncio.run(ask("10.1.2.3")) == [200, 403]
+    assert asyncio.run(ask("127.0.0.1")) == [200, 200]

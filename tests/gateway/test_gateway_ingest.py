@@ -155,3 +155,26 @@ def test_health_readiness_metrics_and_docs(gateway: Harness) -> None:
     assert "application/x-ndjson" in spec["paths"]["/v1/scans"]["post"]["requestBody"]["content"]
     assert gateway.client.get("/docs").status_code == 200
     assert gateway.client.get("/healthz").headers["x-request-id"]
+
+
+def test_an_oversized_invalid_item_is_dead_lettered_truncated_not_503(
+    gateway_factory: Callable[..., Harness],
+) -> None:
+    roomy = gateway_factory(max_item_bytes=900_000, max_body_bytes=2 * 1024 * 1024)
+    big = scan(attributes={"notes": "x" * 800_000})  # invalid: attribute text too long
+    response = roomy.post(
+        "/v1/scans",
+        [scan(), big],
+        params={"partial": "true"},
+        headers={"X-Request-ID": "oversized-dead-letter-1"},
+    )
+    assert response.status_code == 202, response.text[:500]
+    assert (response.json()["accepted"], response.json()["rejected"]) == (1, 1)
+    dead = [
+        v for _, v in roomy.read_all("dead-letter") if v and b"oversized-dead-letter-1" in v[:2000]
+    ]
+    assert len(dead) == 1
+    letter = json.loads(dead[0])
+    assert len(dead[0]) <= 1_048_576
+    assert letter["truncated"] is True
+    assert letter["original_size"] > 800_000

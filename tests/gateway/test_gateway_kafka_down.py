@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -30,6 +33,111 @@ class BrokerLostBeforeCommit(TransactionalPublisher):
 
     async def _acknowledged(self, records: Sequence[OutRecord]) -> None:
         raise KafkaConnectionError("broker went away before the commit")
+
+
+class HungBroker:
+    """Accepts TCP connections and never answers: a broker that hangs."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.held: list[socket.socket] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.held.append(connection)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
+        for connection in self.held:
+            connection.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def hung_broker() -> Iterator[HungBroker]:
+    broker = HungBroker()
+    yield broker
+    broker.close()
+
+
+def test_a_hung_broker_gets_503_within_the_publish_timeout_and_probes_do_not_queue(
+    hung_broker: HungBroker,
+) -> None:
+    publish_timeout = 3.0
+    settings = gateway_settings(
+        hung_broker.bootstrap,
+        publish_timeout_s=publish_timeout,
+        readiness_timeout_s=1.0,
+        readiness_interval_s=0.5,
+        producers=2,
+    )
+    server, url = start_gateway(settings)
+    auth = {"Authorization": f"Bearer {token_of('admin')}"}
+
+    # Clients are made first: making one (its TLS context) costs more CPU than a probe.
+    clients = [httpx.Client(base_url=url, timeout=60) for _ in range(9)]
+
+    def probe(client: httpx.Client) -> tuple[int, float]:
+        started = time.monotonic()
+        status = client.get("/readyz").status_code
+        return status, time.monotonic() - started
+
+    def ingest(client: httpx.Client) -> tuple[httpx.Response, float]:
+        started = time.monotonic()
+        response = client.post("/v1/scans", json=[scan()], headers=auth)
+        return response, time.monotonic() - started
+
+    try:
+        with ThreadPoolExecutor(max_workers=9) as pool:
+            probes = [pool.submit(probe, client) for client in clients[:8]]
+            posted = pool.submit(ingest, clients[8])
+            answers = [p.result(timeout=60) for p in probes]
+            response, took = posted.result(timeout=60)
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+    print(
+        f"\nhung broker: 503 after {took:.2f} s (publish_timeout_s {publish_timeout}); "
+        f"8 probes answered in at most {max(t for _, t in answers) * 1000:.0f} ms"
+    )
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == str(settings.gateway.retry_after_s)
+    assert took <= publish_timeout + 1.0
+    assert all(status == 503 for status, _ in answers)
+    assert max(t for _, t in answers) < 1.0
+
+
+def test_repeated_client_library_errors_are_rate_limited() -> None:
+    import logging
+
+    from chainwatch.logs import RepeatFilter
+
+    limit = RepeatFilter(window_s=60)
+    record = lambda n: logging.LogRecord(  # noqa: E731
+        "aiokafka.conn", logging.ERROR, __file__, 1, "Unable connect to node %s", (n,), None
+    )
+    passed = [limit.filter(record(n)) for n in range(1600)]
+    assert passed.count(True) == 1
+    ours = logging.LogRecord("streams.ingest", logging.ERROR, __file__, 1, "x", (), None)
+    assert all(limit.filter(ours) for _ in range(3))
 
 
 def test_unreachable_kafka_is_503_with_retry_after_and_not_ready() -> None:

@@ -1,0 +1,80 @@
+"""Readiness of the gateway, answered from a cache that a background task keeps fresh.
+
+A probe (`/readyz`) never talks to Kafka itself: load balancers probe often,
+and probes that each waited on the broker once queued ahead of ingest requests
+and stretched a 503 from 5 s to 25 s. Instead one task checks every
+`interval_s`, each check bounded by `deadline_s`, and every publish outcome
+updates the answer too (a 503 marks the gateway not ready at once, a commit
+ready). A probe therefore costs nothing and answers at once; the answer is at
+most `interval_s + deadline_s` old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+log = structlog.stdlib.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadinessState:
+    ready: bool
+    age_s: float | None
+    """Seconds since the answer was last confirmed (None: not checked yet)."""
+    error: str | None = None
+
+
+class Readiness:
+    def __init__(
+        self, check: Callable[[], Awaitable[bool]], *, interval_s: float, deadline_s: float
+    ) -> None:
+        self._check = check
+        self.interval_s = interval_s
+        self.deadline_s = deadline_s
+        self._ready = False
+        self._error: str | None = "not checked yet"
+        self._at: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def state(self) -> ReadinessState:
+        age = None if self._at is None else round(time.monotonic() - self._at, 3)
+        return ReadinessState(self._ready, age, self._error)
+
+    def note(self, ready: bool, error: str | None = None) -> None:
+        """Record an outcome (a check's, or a publish's)."""
+        if ready != self._ready:
+            log.info("readiness changed", ready=ready, error=error)
+        self._ready, self._error, self._at = ready, error, time.monotonic()
+
+    async def check_once(self) -> None:
+        try:
+            ok = await asyncio.wait_for(self._check(), self.deadline_s)
+        except TimeoutError:
+            self.note(False, f"no answer within {self.deadline_s} s")
+        except Exception as exc:  # any failure means "not ready", never a crash
+            self.note(False, f"{type(exc).__name__}: {exc}")
+        else:
+            self.note(ok, None if ok else "Kafka does not answer")
+
+    async def start(self) -> None:
+        """Check once (bounded), then keep checking in the background."""
+        await self.check_once()
+        self._task = asyncio.create_task(self._run(), name="gateway-readiness")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)  # a polling period, not a synchronisation
+            await self.check_once()
