@@ -65,16 +65,17 @@ def serve(
     g = cfg.gateway
     if g.tokens_file is None:
         raise UserError("no tokens file: pass --tokens FILE (or CHAINWATCH_GATEWAY__TOKENS_FILE)")
-    sock = listen(g.host, g.port)  # first: an occupied port is one line, before anything else
     try:
-        try:
-            registry = TokenRegistry.load(g.tokens_file)
-            mapping = load_epcis_mapping(g.epcis_mapping) if g.epcis_mapping else None
-        except (TokensFileError, EpcisMappingError) as exc:
-            raise UserError(str(exc)) from None
-        refuse_example_tokens(g.host, g.tokens_file)
-        check_plan(cfg)
-        check_token_stages(registry, load_plan(cfg.engine.plan).stage_duration)
+        registry = TokenRegistry.load(g.tokens_file)
+        mapping = load_epcis_mapping(g.epcis_mapping) if g.epcis_mapping else None
+    except (TokensFileError, EpcisMappingError) as exc:
+        raise UserError(str(exc)) from None
+    refuse_example_tokens(g.host, g.tokens_file)
+    check_plan(cfg)
+    check_token_stages(registry, load_plan(cfg.engine.plan).stage_duration)
+    # Before Kafka, the banner or uvicorn: an occupied port is one line and exit 1.
+    sock = listen(g.host, g.port)
+    try:
         prepare_topics(cfg)
         app = create_gateway_app(cfg, registry, mapping)
         bound = sock.getsockname()[1]
