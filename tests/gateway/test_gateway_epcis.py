@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,14 @@ def test_bad_mapping_files_name_the_key(tmp_path: Path, text: str, complaint: st
     path.write_text(text)
     with pytest.raises(EpcisMappingError, match=complaint):
         load_epcis_mapping(path)
+
+
+@pytest.fixture(scope="module")
+def gateway(gateway_factory: Callable[..., Harness]) -> Harness:
+    """The example capture is dated 2027: a clock skew that lets it in."""
+    return gateway_factory(
+        max_items=50, max_body_bytes=64 * 1024, max_item_bytes=8192, max_clock_skew_s=1e9
+    )
 
 
 @pytest.mark.integration

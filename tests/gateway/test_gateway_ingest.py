@@ -178,3 +178,16 @@ def test_an_oversized_invalid_item_is_dead_lettered_truncated_not_503(
     assert len(dead[0]) <= 1_048_576
     assert letter["truncated"] is True
     assert letter["original_size"] > 800_000
+
+
+def test_event_times_too_far_ahead_are_invalid(gateway: Harness) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    def at(ahead: timedelta) -> str:
+        return (datetime.now(UTC) + ahead).isoformat()
+
+    soon = gateway.post("/v1/scans", [scan(event_time=at(timedelta(hours=1)))])
+    assert soon.status_code == 202, soon.text
+    later = gateway.post("/v1/scans", [scan(event_time=at(timedelta(hours=49)))])
+    assert later.status_code == 422
+    assert later.json()["items"][0]["errors"][0]["type"] == "timestamp_future"
