@@ -78,7 +78,7 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_color_message],
         )
     )
     handler.addFilter(RepeatFilter())
@@ -91,6 +91,14 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
         # these warn about each retry of a request whose failure is reported anyway
         for retrying in ("urllib3.connectionpool", "clickhouse_connect"):
             logging.getLogger(retrying).setLevel(logging.ERROR)
+
+
+def _drop_color_message(
+    _logger: object, _name: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """uvicorn adds a copy of each message with terminal colour codes; the plain one suffices."""
+    event_dict.pop("color_message", None)
+    return event_dict
 
 
 @contextmanager
