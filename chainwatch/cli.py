@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import click
 import typer
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from chainwatch.cli_context import err, out, plain_store_error, settings, state
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, PlanError) as exc:  # a bad SLA plan is the user's file, not a bug
         if state["debug"]:
             err.print_exception()
-        err.print(f"[red]error:[/] {plain_store_error(str(exc))}", highlight=False)
+        err.print(f"[red]error:[/] {escape(plain_store_error(str(exc)))}", highlight=False)
         return exc.exit_code if isinstance(exc, UserError) else 1
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
@@ -231,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if state["debug"]:
             raise
-        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug)")
+        err.print(
+            f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug)"
+        )
         return 1
     return 0
 

@@ -78,6 +78,25 @@ def test_create_keeps_comments_and_refuses_what_the_gateway_would_refuse(tmp_pat
         assert tokens.read_text(encoding="utf-8") == before
 
 
+def test_a_unit_token_can_be_bound_to_stages(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.yaml"
+    env = user_env(tmp_path / "data")
+    made = run_cli(
+        "tokens", "create", "dye", "--role", "unit", "--unit", "DYE-01",
+        "--stages", "dyeing,knitting", "--file", str(tokens), env=env,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    entry = TokenRegistry.load(tokens).authenticate(made.stdout.strip())
+    assert entry is not None
+    assert entry.stages == ["dyeing", "knitting"]
+    bad = run_cli(
+        "tokens", "create", "dye2", "--role", "unit", "--unit", "DYE-02",
+        "--stages", "Bad Stage", "--file", str(tokens), env=env,
+    )  # fmt: skip
+    assert bad.returncode == 1
+    assert "'^[a-z][a-z0-9_]{0,63}$'" in bad.stderr  # the message is printed as written
+
+
 def test_the_example_digests_are_the_example_files_and_public() -> None:
     data = yaml.safe_load(EXAMPLE_FILE.read_text(encoding="utf-8"))
     assert {t["sha256"] for t in data["tokens"]} == EXAMPLE_TOKEN_DIGESTS
