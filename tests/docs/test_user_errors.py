@@ -109,6 +109,7 @@ def _one_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.integration  # opens the embedded ClickHouse
 @pytest.mark.parametrize(
     "command", [["sql", "SELECT count() FROM alerts_current"], ["status", "--once"]]
 )
@@ -128,6 +129,7 @@ def test_an_unreachable_clickhouse_url_is_one_short_line(tmp_path: Path) -> None
     )
 
 
+@pytest.mark.integration  # doctor opens the embedded ClickHouse (no broker)
 def test_with_kafka_down_replay_and_doctor_say_so_quickly_without_library_noise(
     tmp_path: Path,
 ) -> None:
