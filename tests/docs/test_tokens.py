@@ -162,3 +162,13 @@ def test_the_docs_hand_out_no_public_tokens() -> None:
         assert not re.search(r"example-(dye|orders|crm|admin)-token", text), doc
         assert not re.search(r"--host 0\.0\.0\.0[^\n]*tokens\.example", text), doc
         assert not re.search(r"tokens\.example\.yaml[^\n]*--host 0\.0\.0\.0", text), doc
+
+
+def test_the_example_tokens_stay_usable_on_loopback(tmp_path: Path) -> None:
+    from chainwatch.commands.tokens import refuse_example_tokens
+    from chainwatch.errors import UserError
+
+    for host in ("127.0.0.1", "localhost", "::1"):
+        refuse_example_tokens(host, EXAMPLE_FILE)  # local trials keep working
+    with pytest.raises(UserError, match="public example token"):
+        refuse_example_tokens("0.0.0.0", EXAMPLE_FILE)
