@@ -263,7 +263,7 @@ def _target_problem(field: str, target: str) -> str | None:
     enum = _ENUMS.get(field)
     if enum is not None and target not in {member.value for member in enum}:
         allowed = ", ".join(member.value for member in enum)
-        return f"{target!r} is not a {field} of the contract ({allowed})"
+        return f"{target!r} is not one of the contract's {field} values ({allowed})"
     if field in _STAGE_FIELDS and not _STAGE.match(target):
         return f"{target!r} is not a stage name (lower case letters, digits, _)"
     return None

@@ -178,7 +178,7 @@ class KafkaOutput:
     def _failed(self, exc: BaseException) -> ImportFailed:
         why = "no answer" if isinstance(exc, TimeoutError) else type(exc).__name__
         return ImportFailed(
-            f"Kafka at {self.bootstrap} did not acknowledge within {self.ack_timeout_s:.0f}s "
+            f"Kafka at {self.bootstrap} did not acknowledge within {self.ack_timeout_s:g}s "
             f"({why}); {self.acknowledged} records were acknowledged before. Re-running the "
             "import is safe: the same rows get the same event ids"
         )

@@ -53,11 +53,14 @@ BLOCKS: dict[tuple[str, str], str] = {
     ("docs/ingest.md", "DYE_TOKEN=$(chainwatch tokens create"): CHECK,  # gateway in foreground
     ("docs/ingest.md", "curl -sS -X POST http://127.0.0.1:8088/v1/scans"): CHECK,  # as README's
     ("docs/simulator.md", "chainwatch simulate --out sim.ndjson"): RUN,  # the first line only
+    ("docs/import.md", "chainwatch import examples/import/orders.csv"): RUN,
+    ("docs/import.md", "chainwatch import examples/import/scans.csv"): CHECK,  # replay, Kafka
 }
 #: what a RUN of each file must print (stdout and stderr together)
 EXPECTED_OUTPUT = {
     "README.md": ["same: 3 alerts", '"accepted":2,"rejected":0'],
     "docs/simulator.md": ["scans"],
+    "docs/import.md": ["import: 2 of 2 rows to orders.ndjson", "exit 3: some rows were rejected"],
 }
 
 

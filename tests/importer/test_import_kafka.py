@@ -1,0 +1,135 @@
+"""`chainwatch import --to kafka` against the suite's real broker, and with no broker."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+
+from chainwatch.importer.outputs import KafkaOutput
+from chainwatch.importer.tables import ImportFailed
+from chainwatch.settings import Settings
+from streams.topics import DEAD_LETTER, SCANS, TopicNames
+
+ROOT = Path(__file__).resolve().parents[2]
+SCANS_ARGS = [
+    "examples/import/scans.csv", "--mapping", "examples/import/scans.mapping.yaml",
+]  # fmt: skip
+
+
+def cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHAINWATCH_")}
+    return subprocess.run(
+        [sys.executable, "-m", "chainwatch", "import", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        timeout=timeout,
+        check=False,
+        cwd=ROOT,
+    )
+
+
+def read_back(
+    settings: Settings, topic: str, expected: int, timeout_s: float = 60
+) -> list[tuple[bytes | None, bytes]]:
+    """The topic's records, waiting (with a deadline) until `expected` arrived."""
+    consumer = KafkaConsumer(
+        TopicNames(settings.kafka.topic_prefix)(topic),
+        bootstrap_servers=settings.kafka.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        request_timeout_ms=20000,
+    )
+    got: list[tuple[bytes | None, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(got) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                got.extend((r.key, r.value) for r in batch)
+    finally:
+        consumer.close()
+    assert len(got) == expected, f"{topic}: {len(got)} of {expected} records within {timeout_s}s"
+    return got
+
+
+@pytest.mark.integration
+def test_import_publishes_records_and_dead_letters_to_kafka(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = settings_factory()
+    env = settings.to_env()
+    result = cli(*SCANS_ARGS, "--to", "kafka", env=env)
+    assert result.returncode == 3, result.stderr
+    assert "import: 6 of 8 rows to Kafka" in result.stderr
+    assert "2 dead letters published" in result.stderr
+
+    scenario = tmp_path / "scans.ndjson"
+    done = cli(*SCANS_ARGS, "--out", str(scenario), env=env)
+    assert done.returncode == 3, done.stderr
+    expected = [
+        (line["key"].encode(), json.dumps(line["value"], separators=(",", ":")).encode())
+        for line in map(json.loads, scenario.read_text(encoding="utf-8").splitlines())
+    ]
+    records = read_back(settings, SCANS, 6)
+    # one order's records stay in one partition, in file order; bytes as in the scenario
+    for order in (b"PO-4101", b"PO-4102"):
+        assert [r for r in records if r[0] == order] == [e for e in expected if e[0] == order]
+
+    letters = [json.loads(value) for _key, value in read_back(settings, DEAD_LETTER, 2)]
+    assert sorted(
+        (d["source"]["kind"], d["source"]["file"], d["source"]["line"]) for d in letters
+    ) == [
+        ("import", "scans.csv", 8),
+        ("import", "scans.csv", 9),
+    ]
+    bad_time = next(d for d in letters if d["source"]["line"] == 9)
+    assert bad_time["reason"].startswith("validation_failed: event_time:")
+    assert base64.b64decode(bad_time["value_b64"]).startswith(b"PO-4102;Garneinkauf;Ende;")
+    assert base64.b64decode(bad_time["key_b64"]) == b"PO-4102"
+
+
+def test_kafka_down_is_a_one_line_error_within_its_deadline(tmp_path: Path) -> None:
+    env = {
+        "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
+        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",  # nothing listens there
+    }
+    started = time.monotonic()
+    result = cli(*SCANS_ARGS, "--to", "kafka", env=env, timeout=90)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: cannot reach Kafka at 127.0.0.1:9"), lines[0]
+    assert time.monotonic() - started < 60
+
+
+def test_the_producer_start_has_a_deadline_and_says_nothing_was_published() -> None:
+    output = KafkaOutput("127.0.0.1:9", connect_timeout_s=5)
+    started = time.monotonic()
+    with pytest.raises(ImportFailed, match=r"cannot reach Kafka at 127\.0\.0\.1:9 .*nothing"):
+        asyncio.run(output.start())
+    assert time.monotonic() - started < 15
+
+
+def test_unacknowledged_records_fail_at_the_deadline_with_a_count() -> None:
+    async def stuck() -> None:
+        output = KafkaOutput("127.0.0.1:9", ack_timeout_s=0.3)
+        output.acknowledged = 4000
+        output._pending.append(asyncio.get_running_loop().create_future())  # never acked
+        await output.flush()
+
+    with pytest.raises(ImportFailed) as caught:
+        asyncio.run(stuck())
+    message = str(caught.value)
+    assert "did not acknowledge within 0.3s (no answer)" in message
+    assert "4000 records were acknowledged before" in message
+    assert "Re-running the import is safe" in message
