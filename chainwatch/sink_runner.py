@@ -20,6 +20,7 @@ from chainwatch.logs import get_logger
 from chainwatch.runners import prepare_topics, topic_names
 from chainwatch.settings import Settings
 from schemas.plan import load_plan
+from sinks.backoff import Backoff
 from sinks.clickhouse.connection import (
     SerializedClient,
     StoreUnavailable,
@@ -105,7 +106,8 @@ def serve_metrics(settings: Settings) -> Any:
 
 
 async def _open_store(settings: Settings, stop: asyncio.Event) -> SerializedClient | None:
-    delay = 0.2
+    backoff = Backoff(0.2, settings.sink.max_backoff_s)
+    delay = backoff.next()
     while not stop.is_set():
         try:
             client = SerializedClient(await asyncio.to_thread(open_client, settings))
@@ -116,7 +118,7 @@ async def _open_store(settings: Settings, stop: asyncio.Event) -> SerializedClie
         try:
             await asyncio.wait_for(stop.wait(), timeout=delay)
         except TimeoutError:
-            delay = min(delay * 2, settings.sink.max_backoff_s)
+            delay = backoff.next()
     return None
 
 

@@ -47,8 +47,10 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from chainwatch.logs import get_logger
+from sinks.backoff import Backoff
 from sinks.clickhouse import metrics
 from sinks.clickhouse.mapping import RecordInvalid, RecordMapper, Row, Table
+from sinks.consumer import consume, new_consumer
 
 log = get_logger(__name__)
 
@@ -158,7 +160,7 @@ class ClickHouseSink:
         self._flush_lock = asyncio.Lock()
         self._failing_since: float | None = None
         self._next_try = 0.0
-        self._backoff = self.config.initial_backoff_s
+        self._backoff = Backoff(self.config.initial_backoff_s, self.config.max_backoff_s)
 
     # --- stored offsets ------------------------------------------------------
 
@@ -191,7 +193,8 @@ class ClickHouseSink:
                 self._stored[(table.name, tp)] = stored
 
     async def _retrying(self, call: Callable[[], Any]) -> Any:
-        delay = self.config.initial_backoff_s
+        backoff = Backoff(self.config.initial_backoff_s, self.config.max_backoff_s)
+        delay = backoff.next()
         while True:
             try:
                 return await asyncio.to_thread(call)
@@ -202,7 +205,7 @@ class ClickHouseSink:
                 try:
                     await asyncio.wait_for(self._stop.wait(), timeout=delay)
                 except TimeoutError:
-                    delay = min(delay * 2, self.config.max_backoff_s)
+                    delay = backoff.next()
                     continue
                 raise StopRequested from exc
 
@@ -356,14 +359,12 @@ class ClickHouseSink:
         now = time.monotonic()
         if self._failing_since is None:
             self._failing_since = now
-            self._backoff = self.config.initial_backoff_s
+            self._backoff.reset()
             log.warning("sink_paused", buffered_rows=self.buffered_rows)
-        else:
-            self._backoff = min(self._backoff * 2, self.config.max_backoff_s)
         self.stats.retries += 1
         metrics.INSERT_RETRIES.inc()
         metrics.PAUSED.set(1)
-        self._next_try = now + self._backoff
+        self._next_try = now + self._backoff.next()
         consumer.pause(*consumer.assignment())
 
     def _resume(self, consumer: AIOKafkaConsumer) -> None:
@@ -378,12 +379,9 @@ class ClickHouseSink:
     async def run(self, stop: asyncio.Event, *, drain: bool = False) -> SinkStats:
         """Consume until `stop` is set (or, with `drain`, until caught up with every topic)."""
         self._stop = stop
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
+        consumer = new_consumer(
+            self.bootstrap,
+            self.group_id,
             max_partition_fetch_bytes=8 << 20,
             fetch_max_bytes=64 << 20,
             **self.consumer_options,
@@ -392,14 +390,14 @@ class ClickHouseSink:
         consumer.subscribe(list(self.mappers), listener=_Rebalance(self))
         await consumer.start()
         try:
-            await self._loop(consumer, stop, drain)
+            await consume(consumer, list(self.mappers), self, stop, drain=drain)
             while not await self.flush():  # drain: keep trying until stored or told to stop
                 if stop.is_set():
                     log.warning("sink_stopped_with_unwritten_rows", rows=self.buffered_rows)
                     break
                 self._pause(consumer)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self._backoff)
+                    await asyncio.wait_for(stop.wait(), timeout=self._backoff.current_s)
         except StopRequested:
             log.warning("sink_stopped_with_unwritten_rows", rows=self.buffered_rows)
         finally:
@@ -407,45 +405,32 @@ class ClickHouseSink:
             await consumer.stop()
         return self.stats
 
-    async def _loop(self, consumer: AIOKafkaConsumer, stop: asyncio.Event, drain: bool) -> None:
-        targets: dict[TopicPartition, int] | None = None
-        while not stop.is_set():
-            if self._failing_since is not None:
-                consumer.pause(*consumer.assignment())  # also partitions assigned meanwhile
-            batch = await consumer.getmany(
-                timeout_ms=100, max_records=min(self.config.flush_rows, FETCH_RECORDS)
-            )
-            for tp, records in batch.items():
-                if tp not in consumer.assignment():
-                    continue  # fetched before a rebalance took the partition away
-                if tp not in self._loaded:  # first records since (re-)assignment
-                    await self.load_stored_offsets([tp])
-                metrics.RECORDS.labels(tp.topic).inc(len(records))
-                self.add_many(tp, records)
-            buffered = self.buffered_rows
-            self.stats.max_buffered_rows = max(self.stats.max_buffered_rows, buffered)
-            metrics.BUFFERED_ROWS.set(buffered)
-            if self._due():
-                if await self.flush():
-                    if self._failing_since is not None:
-                        self._resume(consumer)
-                else:
-                    self._pause(consumer)
-            if drain:
-                assigned = consumer.assignment()
-                if {tp.topic for tp in assigned} != set(self.mappers):
-                    continue  # not every topic assigned yet (the runner creates them all)
-                if targets is None or set(targets) != assigned:
-                    targets = await consumer.end_offsets(list(assigned))
-                if await _caught_up(consumer, targets):
-                    return
+    # --- the consumer loop's hooks (sinks/consumer.py) -------------------------
 
+    def fetch_limit(self, consumer: AIOKafkaConsumer) -> int:
+        if self._failing_since is not None:
+            consumer.pause(*consumer.assignment())  # also partitions assigned meanwhile
+        return min(self.config.flush_rows, FETCH_RECORDS)
 
-async def _caught_up(consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]) -> bool:
-    for tp, end in targets.items():
-        if int(await consumer.position(tp)) < end:
-            return False
-    return True
+    async def handle(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        if tp not in self._loaded:  # first records since (re-)assignment
+            await self.load_stored_offsets([tp])
+        metrics.RECORDS.labels(tp.topic).inc(len(records))
+        self.add_many(tp, records)
+
+    async def after_batch(self, consumer: AIOKafkaConsumer) -> None:
+        buffered = self.buffered_rows
+        self.stats.max_buffered_rows = max(self.stats.max_buffered_rows, buffered)
+        metrics.BUFFERED_ROWS.set(buffered)
+        if self._due():
+            if await self.flush():
+                if self._failing_since is not None:
+                    self._resume(consumer)
+            else:
+                self._pause(consumer)
+
+    def idle(self) -> bool:
+        return True  # what is buffered is flushed after the loop
 
 
 def _log_invalid(record: ConsumerRecord[bytes, bytes], exc: BaseException) -> None:

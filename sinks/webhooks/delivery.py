@@ -40,6 +40,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 from standardwebhooks import Webhook
 
+from sinks.backoff import exponential
 from sinks.webhooks.targets import (
     GuardedBackend,
     GuardedTransport,
@@ -72,8 +73,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """Delay before retry number `attempt` (1-based): doubling, capped, ±50 % jitter."""
-        base = min(self.initial_backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
-        return float(base * (rng or random).uniform(0.5, 1.5))
+        return exponential(attempt, self.initial_backoff_s, self.max_backoff_s, jitter=0.5, rng=rng)
 
 
 def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:

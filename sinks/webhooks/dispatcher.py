@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from pydantic import ValidationError
@@ -43,6 +43,8 @@ from standardwebhooks import Webhook
 
 from chainwatch.logs import get_logger
 from schemas.alerts import Alert
+from sinks.backoff import Backoff
+from sinks.consumer import consume, new_consumer
 from sinks.webhooks import metrics
 from sinks.webhooks.delivery import (
     AttemptResult,
@@ -59,6 +61,8 @@ from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import TargetPolicy
 
 log = get_logger(__name__)
+
+COMMIT_INTERVAL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,7 @@ async def publish(producer: AIOKafkaProducer, topic: str, key: str, value: bytes
     """Publish one log record, retrying while Kafka is unavailable (each try bounded by
     the producer's `request_timeout_ms`); False, logged and counted, for a record the
     broker refuses for good (records are bounded, so this is a bug, never a loop)."""
-    delay = 0.2
+    backoff = Backoff(0.2, 10.0)
     while True:
         try:
             await producer.send_and_wait(topic, value=value, key=key.encode())
@@ -108,8 +112,7 @@ async def publish(producer: AIOKafkaProducer, topic: str, key: str, value: bytes
             return False
         except KafkaError as exc:
             log.warning("publish_failed", topic=topic, error=type(exc).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            await asyncio.sleep(backoff.next())
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ class EndpointPipe:
         self.ids = MessageIds()
         self.stats = NotifyStats()
         self.in_flight = 0
+        self._last_commit = 0.0
 
     @property
     def busy(self) -> bool:
@@ -257,15 +261,11 @@ class EndpointPipe:
 
     async def run(self, stop: asyncio.Event, *, drain: bool = False) -> NotifyStats:
         """Deliver until `stop` (or, with `drain`, until caught up and the queue is empty)."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.config.bootstrap,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            **self.config.consumer_options,
+        consumer = new_consumer(
+            self.config.bootstrap, self.group_id, **self.config.consumer_options
         )
-        consumer.subscribe([self.config.topics.alerts], listener=_Revoke(self, consumer))
+        topics = [self.config.topics.alerts]
+        consumer.subscribe(topics, listener=_Revoke(self, consumer))
         http = http_client(
             self.policy, targets=self.config.targets, concurrency=self.endpoint.concurrency
         )
@@ -274,8 +274,9 @@ class EndpointPipe:
             asyncio.create_task(self._work(http), name=f"webhook-{self.endpoint.name}-{i}")
             for i in range(self.endpoint.concurrency)
         ]
+        self._last_commit = time.monotonic()
         try:
-            await self._loop(consumer, stop, drain)
+            await consume(consumer, topics, self, stop, drain=drain)
         finally:
             for task in tasks:
                 task.cancel()
@@ -285,36 +286,27 @@ class EndpointPipe:
             await http.aclose()
         return self.stats
 
-    async def _loop(self, consumer: AIOKafkaConsumer, stop: asyncio.Event, drain: bool) -> None:
-        targets: dict[TopicPartition, int] | None = None
-        last_commit = time.monotonic()
-        while not stop.is_set():
-            room = self.queue.maxsize - self.queue.qsize()
-            if room <= 0:
-                consumer.pause(*consumer.assignment())
-            elif consumer.paused():
-                consumer.resume(*consumer.paused())
-            batch = await consumer.getmany(timeout_ms=100, max_records=max(room, 1))
-            for tp, records in batch.items():
-                if tp not in consumer.assignment():
-                    continue  # fetched before a rebalance took the partition away
-                for record in records:
-                    self._dispatch(tp, record.offset, record.value)
-            if time.monotonic() - last_commit >= 0.5:
-                await self.commit(consumer)
-                last_commit = time.monotonic()
-            if drain:
-                assigned = consumer.assignment()
-                if not assigned:
-                    continue
-                if targets is None or set(targets) != assigned:
-                    targets = await consumer.end_offsets(list(assigned))
-                if (
-                    all([await consumer.position(tp) >= end for tp, end in targets.items()])
-                    and self.tracker.idle()
-                    and not self.busy
-                ):
-                    return
+    # --- the consumer loop's hooks (sinks/consumer.py) -------------------------
+
+    def fetch_limit(self, consumer: AIOKafkaConsumer) -> int:
+        room = self.queue.maxsize - self.queue.qsize()
+        if room <= 0:
+            consumer.pause(*consumer.assignment())
+        elif consumer.paused():
+            consumer.resume(*consumer.paused())
+        return room
+
+    async def handle(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        for record in records:
+            self._dispatch(tp, record.offset, record.value)
+
+    async def after_batch(self, consumer: AIOKafkaConsumer) -> None:
+        if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
+            await self.commit(consumer)
+            self._last_commit = time.monotonic()
+
+    def idle(self) -> bool:
+        return self.tracker.idle() and not self.busy
 
 
 class Notifier:
