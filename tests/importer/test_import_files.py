@@ -199,3 +199,33 @@ def test_a_mapped_column_missing_from_the_header_is_an_error_naming_both(tmp_pat
     assert "no column 'Zeit' (mapped to event_time)" in message
     assert "no column for the required field unit_id" in message
     assert "(columns: 'Auftrag', 'Stufe')" in message
+
+
+def test_xlsx_row_numbers_are_sheet_rows_also_across_empty_rows(tmp_path: Path) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["unit_id", "status", "event_time"])
+    sheet.append(["U-1", "up", "2026-11-23T09:30:00Z"])
+    sheet["A5"], sheet["B5"], sheet["C5"] = "U-2", "sideways", "2026-11-23T09:30:00Z"
+    path = tmp_path / "units.xlsx"
+    book.save(path)
+    outcomes = run("unit-status", ImportMapping(), path)
+    assert [(o.row, type(o).__name__) for o in outcomes] == [(2, "Accepted"), (5, "Rejected")]
+
+
+def test_a_re_imported_bad_row_gets_the_same_dead_letter_id() -> None:
+    from datetime import UTC, datetime
+
+    ids = [
+        [
+            o.dead_letter(datetime.now(UTC)).dead_letter_id
+            for o in outcomes
+            if isinstance(o, Rejected)
+        ]
+        for outcomes in (example("scans", "scans"), example("scans", "scans"))
+    ]
+    assert len(ids[0]) == 2
+    assert ids[0] == ids[1]
