@@ -1,10 +1,12 @@
 """Sink throughput: Kafka → chDB through `chainwatch sink`'s code, next to a bare insert.
 
-    .venv/bin/python bench/sink.py [--rows 200000] [--alerts 2000]
+    .venv/bin/python bench/sink.py [--rows 200000] [--alerts 2000] [--topics scans,alerts]
 
 Needs a Kafka broker (CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS, else the local one,
 `chainwatch kafka start`). Uses fresh topics and a temporary chDB store. Prints:
-- sink rows/s (first record consumed → last batch committed) and wall rows/s
+- per topic (`scans`: an input, checked against the contract; `alerts`: an
+  output of the engine, checked in pydantic-core only, `sinks/clickhouse/wire.py`):
+  sink rows/s (first record consumed → last batch committed) and wall rows/s
   (including consumer group join);
 - bare clickhouse-connect insert rows/s of the same rows (already mapped, same
   batch size) into an identical table, in the same process; and the ratio;
@@ -38,9 +40,10 @@ from chainwatch.kafka_admin import ensure_topics
 from chainwatch.settings import Settings
 from schemas.alerts import Alert, AlertCustomer, AlertStatus, AlertType, Severity
 from sinks.clickhouse.connection import SerializedClient, open_client
-from sinks.clickhouse.mapping import Row
+from sinks.clickhouse.mapping import RecordMapper, Row
 from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.rows import ScanRows
+from sinks.clickhouse.rows_outputs import AlertRows
 from sinks.clickhouse.sink import ClickHouseSink, SinkConfig
 from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import Notifier, Topics
@@ -66,7 +69,8 @@ def scan_values(n: int) -> Iterator[bytes]:
 def produce(bootstrap: str, topic: str, values: Iterator[tuple[bytes, bytes]]) -> int:
     producer = KafkaProducer(
         bootstrap_servers=bootstrap,
-        acks=1,
+        acks="all",
+        enable_idempotence=True,  # retries under load must not duplicate records
         linger_ms=20,
         batch_size=512 * 1024,
         compression_type=None,
@@ -94,18 +98,49 @@ class _TimedSink(ClickHouseSink):
         self.last_commit_at = time.perf_counter()
 
 
-def bench_sink(settings: Settings, client: SerializedClient, rows: int, batch: int) -> float:
+def alert_values(n: int) -> Iterator[bytes]:
+    statuses = (AlertStatus.OPEN, AlertStatus.RESOLVED)
+    for i in range(n):
+        alert = Alert(
+            alert_id=f"{i:064x}",
+            type=AlertType.STAGE_OVERDUE,
+            severity=Severity.CRITICAL,
+            status=statuses[i % 2],
+            order_id=f"PO-{i % 5000}",
+            unit_id=f"KNIT-{i % 8}",
+            stage="knitting",
+            visit=1,
+            deadline="2027-03-01T00:00:00Z",
+            detected_at="2027-03-01T00:05:00Z",
+            fulfilled_at="2027-03-01T02:00:00Z" if i % 2 else None,
+            lateness_s=7200 if i % 2 else None,
+            customer=AlertCustomer(customer_id=f"C-{i % 40}", name="Nordic Knits AB", tier="gold"),
+        )
+        yield alert.model_dump_json().encode()
+
+
+BENCHES: dict[str, tuple[str, type, Any]] = {
+    "scans": (SCANS, ScanRows, scan_values),
+    "alerts": (ALERTS, AlertRows, alert_values),
+}
+
+
+def bench_sink(
+    settings: Settings, client: SerializedClient, topic: str, rows: int, batch: int
+) -> float:
+    contract_topic, mapper_type, values = BENCHES[topic]
     names = TopicNames(settings.kafka.topic_prefix)
     produce(
         settings.kafka.bootstrap,
-        names(SCANS),
-        ((f"PO-{i % 5000}".encode(), v) for i, v in enumerate(scan_values(rows))),
+        names(contract_topic),
+        ((f"K-{i % 5000}".encode(), v) for i, v in enumerate(values(rows))),
     )
+    mapper: RecordMapper = mapper_type()
     sink = _TimedSink(
         bootstrap=settings.kafka.bootstrap,
         group_id=f"bench-{uuid.uuid4().hex[:8]}",
         client=client,
-        mappers={names(SCANS): ScanRows()},
+        mappers={names(contract_topic): mapper},
         config=SinkConfig(flush_rows=batch, max_buffer_rows=4 * batch),
     )
     started = time.perf_counter()
@@ -114,30 +149,32 @@ def bench_sink(settings: Settings, client: SerializedClient, rows: int, batch: i
     assert sink.stats.rows_written == rows, sink.stats
     steady = sink.last_commit_at - (sink.first_record_at or started)
     print(
-        f"sink:  {rows:,} rows  {rows / steady:,.0f} rows/s (first record → last commit, "
+        f"{topic} sink:  {rows:,} rows  {rows / steady:,.0f} rows/s (first record → last commit, "
         f"{steady:.2f} s); {rows / wall:,.0f} rows/s wall incl. group join ({wall:.2f} s); "
         f"{sink.stats.batches} batches"
     )
     return rows / steady
 
 
-def bench_bare(client: SerializedClient, rows: int, batch: int) -> float:
-    mapper = ScanRows()
+def bench_bare(client: SerializedClient, topic: str, rows: int, batch: int) -> float:
+    _contract_topic, mapper_type, values = BENCHES[topic]
+    mapper: RecordMapper = mapper_type()
+    table = mapper.tables[0]
     mapped: list[Row] = []
-    for i, value in enumerate(scan_values(rows)):
+    for i, value in enumerate(values(rows)):
         rec: ConsumerRecord[bytes, bytes] = ConsumerRecord(
-            "scans", 0, i, 0, 0, None, value, None, 0, len(value), ()
+            topic, 0, i, 0, 0, None, value, None, 0, len(value), ()
         )
-        mapped.extend(mapper.rows(rec)["scans"])
-    client.command("CREATE TABLE scans_bare AS scans")
-    columns = list(ScanRows.table.columns)
+        mapped.extend(mapper.rows(rec)[table.name])
+    client.command(f"CREATE TABLE {table.name}_bare AS {table.name}")
+    columns = list(table.columns)
     started = time.perf_counter()
     for start in range(0, rows, batch):
-        client.insert("scans_bare", mapped[start : start + batch], column_names=columns)
+        client.insert(f"{table.name}_bare", mapped[start : start + batch], column_names=columns)
     took = time.perf_counter() - started
     print(
-        f"bare:  {rows:,} rows  {rows / took:,.0f} rows/s (clickhouse-connect insert of the "
-        f"same rows, already mapped, {batch:,} per insert, {took:.2f} s)"
+        f"{topic} bare:  {rows:,} rows  {rows / took:,.0f} rows/s (clickhouse-connect insert of "
+        f"the same rows, already mapped, {batch:,} per insert, {took:.2f} s)"
     )
     return rows / took
 
@@ -229,6 +266,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50_000)
     parser.add_argument("--alerts", type=int, default=2_000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--topics", default="scans,alerts", help="of: " + ", ".join(BENCHES))
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
@@ -255,13 +293,28 @@ def main() -> None:
         client = SerializedClient(open_client(settings))
         try:
             migrate(client, settings)
-            sink_rate = bench_sink(settings, client, args.rows, args.batch)
-            bare_rate = bench_bare(client, args.rows, args.batch)
+            for topic in args.topics.split(","):
+                sink_rate = bench_sink(settings, client, topic, args.rows, args.batch)
+                bare_rate = bench_bare(client, topic, args.rows, args.batch)
+                print(f"{topic} ratio: sink / bare = {sink_rate / bare_rate:.0%}")
         finally:
             with contextlib.suppress(Exception):
                 client.close()
-        print(f"ratio: sink / bare = {sink_rate / bare_rate:.0%}")
-        bench_webhooks(settings, args.alerts, args.concurrency)
+        if args.alerts:
+            hooks = settings.model_copy(
+                update={
+                    "kafka": settings.kafka.model_copy(
+                        update={"topic_prefix": f"benchhooks{uuid.uuid4().hex[:6]}."}
+                    )
+                }
+            )  # its own alerts topic: the sink bench above filled the other one
+            ensure_topics(
+                hooks.kafka.bootstrap,
+                TopicNames(hooks.kafka.topic_prefix),
+                (ALERTS, *NOTIFY_TOPICS),
+                partitions=4,
+            )
+            bench_webhooks(hooks, args.alerts, args.concurrency)
 
 
 if __name__ == "__main__":

@@ -4,34 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TypeVar
 
+import orjson
 from aiokafka import ConsumerRecord
-from pydantic import BaseModel, ValidationError
 
-from schemas.alerts import Alert
-from schemas.dead_letter import DeadLetter
-from schemas.order_state import OrderState, VisitState
 from schemas.plan import SlaPlan
-from sinks.clickhouse.mapping import (
-    RecordInvalid,
-    Row,
-    Table,
-    compact_json,
-    kafka_coordinates,
-)
-from sinks.webhooks.records import DeliveryLog
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _parse(model: type[M], record: ConsumerRecord[bytes, bytes]) -> M:
-    if record.value is None:
-        raise RecordInvalid("null value")
-    try:
-        return model.model_validate_json(record.value)
-    except ValidationError as exc:
-        raise RecordInvalid(f"{model.__name__}: {exc.error_count()} errors") from None
+from sinks.clickhouse import wire
+from sinks.clickhouse.mapping import Row, Table, compact_json, kafka_coordinates
 
 
 class AlertRows:
@@ -72,28 +51,28 @@ class AlertRows:
         return (self.table,)
 
     def rows(self, record: ConsumerRecord[bytes, bytes]) -> dict[str, list[Row]]:
-        alert = _parse(Alert, record)
-        customer, cause = alert.customer, alert.cause
+        alert = wire.ALERT.decode(record.value)
+        customer, cause = alert.get("customer"), alert.get("cause")
         row = (
-            alert.alert_id,
-            alert.type.value,
-            alert.severity.value,
-            alert.status.value,
-            alert.order_id,
-            alert.unit_id,
-            alert.stage,
-            alert.visit,
-            alert.deadline,
-            alert.detected_at,
-            alert.fulfilled_at,
-            alert.lateness_s,
-            None if customer is None else customer.customer_id,
-            None if customer is None else customer.name,
-            "standard" if customer is None else customer.tier,
-            None if cause is None else cause.unit_id,
-            None if cause is None else cause.reason,
-            None if cause is None else cause.since,
-            compact_json(alert.details),
+            alert["alert_id"],
+            alert["type"].value,
+            alert["severity"].value,
+            alert["status"].value,
+            alert.get("order_id"),
+            alert.get("unit_id"),
+            alert.get("stage"),
+            alert.get("visit"),
+            alert["deadline"],
+            alert["detected_at"],
+            alert.get("fulfilled_at"),
+            alert.get("lateness_s"),
+            None if customer is None else customer["customer_id"],
+            None if customer is None else customer.get("name"),
+            "standard" if customer is None else customer.get("tier", "standard"),
+            None if cause is None else cause["unit_id"],
+            None if cause is None else cause.get("reason"),
+            None if cause is None else cause["since"],
+            compact_json(alert.get("details") or {}),
             record.offset,
             *kafka_coordinates(record),
         )
@@ -168,69 +147,74 @@ class OrderStateRows:
     def tables(self) -> Sequence[Table]:
         return (self.order_state, self.orders, self.stage_visits)
 
-    def _budget_s(self, visit: VisitState, product: str | None) -> float | None:
-        if self.plan is None or not self.plan.knows(visit.stage):
+    def _budget_s(self, stage: str, product: str | None) -> float | None:
+        if self.plan is None or not self.plan.knows(stage):
             return None
-        return (self.plan.duration(visit.stage, product) + self.plan.grace).total_seconds()
+        return (self.plan.duration(stage, product) + self.plan.grace).total_seconds()
 
     def rows(self, record: ConsumerRecord[bytes, bytes]) -> dict[str, list[Row]]:
-        state = _parse(OrderState, record)
+        state = wire.ORDER_STATE.decode(record.value)
         where = kafka_coordinates(record)
-        customer = state.customer
-        tier = "standard" if customer is None else customer.tier
-        customer_id = None if customer is None else customer.customer_id
+        customer = state.get("customer")
+        tier = "standard" if customer is None else customer.get("tier", "standard")
+        customer_id = None if customer is None else customer["customer_id"]
+        status = state["status"].value
+        version = state.get("version", 0)
+        product = state.get("product")
+        visits = state.get("visits") or []
         state_row = (
-            state.order_id,
-            state.status.value,
-            state.stage,
-            state.visit,
-            state.eta,
-            state.due_at,
+            state["order_id"],
+            status,
+            state.get("stage"),
+            state.get("visit"),
+            state.get("eta"),
+            state.get("due_at"),
             tier,
-            list(state.open_alert_ids),
-            compact_json([v.model_dump(mode="json") for v in state.visits]),
-            state.version,
-            state.as_of,
+            list(state.get("open_alert_ids") or ()),
+            orjson.dumps(visits, option=orjson.OPT_UTC_Z).decode(),
+            version,
+            state["as_of"],
             *where,
         )
         order_row = (
-            state.order_id,
+            state["order_id"],
             customer_id,
-            None if customer is None else customer.name,
+            None if customer is None else customer.get("name"),
             tier,
-            state.product,
-            state.quantity,
-            state.placed_at,
-            state.due_at,
-            state.cancelled_at,
-            state.status.value,
-            state.version,
-            state.as_of,
+            product,
+            state.get("quantity"),
+            state.get("placed_at"),
+            state.get("due_at"),
+            state.get("cancelled_at"),
+            status,
+            version,
+            state["as_of"],
             *where,
         )
         visit_rows: list[Row] = []
-        for visit in state.visits:
-            duration = _seconds(visit.started_at, visit.ended_at)
-            budget = self._budget_s(visit, state.product)
+        for visit in visits:
+            started, ended = visit.get("started_at"), visit.get("ended_at")
+            duration = _seconds(started, ended)
+            budget = self._budget_s(visit["stage"], product)
             on_time = None if duration is None or budget is None else int(duration <= budget)
             visit_rows.append(
                 (
-                    state.order_id,
-                    visit.stage,
-                    visit.visit,
-                    visit.unit_id,
-                    visit.started_at,
-                    visit.ended_at,
+                    state["order_id"],
+                    visit["stage"],
+                    visit["visit"],
+                    visit["unit_id"],
+                    started,
+                    ended,
                     duration,
                     budget,
                     on_time,
-                    visit.outcome,
-                    visit.quantity,
-                    visit.uom,
+                    visit.get("outcome"),
+                    visit.get("quantity"),
+                    visit.get("uom"),
                     customer_id,
                     tier,
-                    state.product,
-                    state.version,
+                    product,
+                    version,
                     *where,
                 )
             )
@@ -261,21 +245,23 @@ class DeadLetterRows:
         return (self.table,)
 
     def rows(self, record: ConsumerRecord[bytes, bytes]) -> dict[str, list[Row]]:
-        letter = _parse(DeadLetter, record)
-        source = letter.source
+        letter = wire.DEAD_LETTER.decode(record.value)
+        source = letter["source"]
         row = (
-            letter.dead_letter_id,
-            source.kind,
-            source.topic,
-            source.partition,
-            source.offset,
-            source.request_id,
-            letter.reason_code.value,
-            letter.reason,
-            compact_json([e.model_dump() for e in letter.errors]),
-            letter.key_b64,
-            letter.value_b64,
-            letter.failed_at,
+            letter["dead_letter_id"],
+            source["kind"],
+            source.get("topic"),
+            source.get("partition"),
+            source.get("offset"),
+            source.get("request_id"),
+            letter["reason_code"].value,
+            letter["reason"],
+            compact_json(
+                [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in letter["errors"]]
+            ),
+            letter.get("key_b64"),
+            letter["value_b64"],
+            letter["failed_at"],
             *kafka_coordinates(record),
         )
         return {"dead_letters": [row]}
@@ -306,21 +292,21 @@ class DeliveryLogRows:
         return (self.table,)
 
     def rows(self, record: ConsumerRecord[bytes, bytes]) -> dict[str, list[Row]]:
-        log = _parse(DeliveryLog, record)
+        log = wire.DELIVERY_LOG.decode(record.value)
         row = (
-            log.webhook_id,
-            log.alert_id,
-            log.alert_status,
-            log.alert_type,
-            log.endpoint,
-            log.url_host,
-            log.outcome,
-            log.attempts,
-            list(log.status_codes),
-            log.last_error,
-            log.first_attempt_at,
-            log.finished_at,
-            log.latency_ms,
+            log["webhook_id"],
+            log["alert_id"],
+            log["alert_status"],
+            log["alert_type"],
+            log["endpoint"],
+            log["url_host"],
+            log["outcome"],
+            log["attempts"],
+            log["status_codes"],
+            log.get("last_error", ""),
+            log["first_attempt_at"],
+            log["finished_at"],
+            log["latency_ms"],
             *kafka_coordinates(record),
         )
         return {"webhook_deliveries": [row]}

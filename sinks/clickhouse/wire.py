@@ -1,0 +1,167 @@
+"""The engine's output records as the sink reads them: checked in pydantic-core only.
+
+Alerts, order snapshots, dead letters and the delivery log are the project's
+own records, already validated by the contract models when they were built.
+The sink still rejects a malformed one (not JSON, a missing field, a wrong
+type, a naive timestamp, a number no column holds) - counted and skipped, never
+a crash - but with the cheapest check that guarantees every value fits its
+ClickHouse column: `TypedDict`s of plain types whose constraints run in
+pydantic-core (no Python validators), about 4-6x cheaper per record than the
+contract models. Field names and enums are the contract's own
+(`schemas.alerts`, `schemas.order_state`, `schemas.dead_letter`,
+`sinks.webhooks.records`); `tests/sinks/test_sink_wire.py` checks that every
+record the contract models produce passes, and keeps the two from drifting.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, Literal, NotRequired, TypeVar
+
+from pydantic import AwareDatetime, ConfigDict, Field, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
+
+from schemas.alerts import AlertStatus, AlertType, Severity
+from schemas.dead_letter import ReasonCode
+from schemas.order_state import OrderStatus
+from sinks.clickhouse.mapping import RecordInvalid
+
+UInt16 = Annotated[int, Field(ge=0, le=0xFFFF)]
+UInt64 = Annotated[int, Field(ge=0, le=0xFFFF_FFFF_FFFF_FFFF)]
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
+_CONFIG = ConfigDict(extra="ignore", strict=True)
+
+
+class WireCustomer(TypedDict):
+    __pydantic_config__ = _CONFIG  # type: ignore[misc]
+    customer_id: str
+    name: NotRequired[str | None]
+    tier: NotRequired[str]
+
+
+class WireCause(TypedDict):
+    __pydantic_config__ = _CONFIG  # type: ignore[misc]
+    unit_id: str
+    reason: NotRequired[str | None]
+    since: AwareDatetime
+
+
+class WireAlert(TypedDict):
+    __pydantic_config__ = _CONFIG  # type: ignore[misc]
+    alert_id: str
+    type: AlertType
+    severity: Severity
+    status: AlertStatus
+    order_id: NotRequired[str | None]
+    unit_id: NotRequired[str | None]
+    stage: NotRequired[str | None]
+    visit: NotRequired[UInt16 | None]
+    deadline: AwareDatetime
+    detected_at: AwareDatetime
+    fulfilled_at: NotRequired[AwareDatetime | None]
+    lateness_s: NotRequired[float | None]
+    customer: NotRequired[WireCustomer | None]
+    cause: NotRequired[WireCause | None]
+    details: NotRequired[dict[str, Any]]
+
+
+class WireVisit(TypedDict):
+    __pydantic_config__ = _CONFIG  # type: ignore[misc]
+    stage: str
+    visit: UInt16
+    unit_id: str
+    started_at: NotRequired[AwareDatetime | None]
+    ended_at: NotRequired[AwareDatetime | None]
+    outcome: NotRequired[Literal["completed", "rejected"] | None]
+    quantity: NotRequired[float | None]
+    uom: NotRequired[str | None]
+
+
+class WireOrderState(TypedDict):
+    __pydantic_config__ = _CONFIG  # type: ignore[misc]
+    order_id: str
+    customer: NotRequired[WireCustomer | None]
+    product: NotRequired[str | None]
+    quantity: NotRequired[float | None]
+    placed_at: NotRequired[AwareDatetime | None]
+    due_at: NotRequired[AwareDatetime | None]
+    cancelled_at: NotRequired[AwareDatetime | None]
+    stage: NotRequired[str | None]
+    visit: NotRequired[UInt16 | None]
+    status: OrderStatus
+    visits: NotRequired[list[WireVisit]]
+    eta: NotRequired[AwareDatetime | None]
+    open_alert_ids: NotRequired[list[str]]
+    version: NotRequired[UInt64]
+    as_of: AwareDatetime
+
+
+class WireErrorDetail(TypedDict):
+    __pydantic_config__ = _CONFIG  # type: ignore[misc]
+    loc: str
+    msg: str
+    type: str
+
+
+class WireSource(TypedDict):
+    __pydantic_config__ = _CONFIG  # type: ignore[misc]
+    kind: Literal["kafka", "http", "replay"]
+    topic: NotRequired[str | None]
+    partition: NotRequired[Int32 | None]
+    offset: NotRequired[Int64 | None]
+    request_id: NotRequired[str | None]
+
+
+class WireDeadLetter(TypedDict):
+    __pydantic_config__ = _CONFIG  # type: ignore[misc]
+    dead_letter_id: str
+    source: WireSource
+    key_b64: NotRequired[str | None]
+    value_b64: str | None
+    errors: list[WireErrorDetail]
+    reason: str
+    reason_code: ReasonCode
+    failed_at: AwareDatetime
+
+
+class WireDeliveryLog(TypedDict):
+    __pydantic_config__ = _CONFIG  # type: ignore[misc]
+    webhook_id: str
+    alert_id: str
+    alert_status: str
+    alert_type: str
+    endpoint: str
+    url_host: str
+    outcome: Literal["delivered", "gave_up"]
+    attempts: UInt16
+    status_codes: list[UInt16]
+    last_error: NotRequired[str]
+    first_attempt_at: AwareDatetime
+    finished_at: AwareDatetime
+    latency_ms: float
+
+
+T = TypeVar("T")
+
+
+class WireDecoder(Generic[T]):
+    """`decode(raw) -> T` in pydantic-core; `RecordInvalid` with the error count otherwise."""
+
+    def __init__(self, shape: type[T]) -> None:
+        self.name = shape.__name__.removeprefix("Wire")
+        self._adapter: TypeAdapter[T] = TypeAdapter(shape)
+
+    def decode(self, raw: bytes | None) -> T:
+        if raw is None:
+            raise RecordInvalid("null value")
+        try:
+            return self._adapter.validate_json(raw)
+        except ValidationError as exc:
+            raise RecordInvalid(f"{self.name}: {exc.error_count()} errors") from None
+
+
+ALERT = WireDecoder(WireAlert)
+ORDER_STATE = WireDecoder(WireOrderState)
+DEAD_LETTER = WireDecoder(WireDeadLetter)
+DELIVERY_LOG = WireDecoder(WireDeliveryLog)
