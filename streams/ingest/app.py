@@ -56,7 +56,7 @@ from streams.ingest.body import (
     split_items,
 )
 from streams.ingest.metrics import GatewayMetrics
-from streams.ingest.openapi import install_openapi
+from streams.ingest.openapi import METRICS_MEDIA_TYPE, install_openapi
 from streams.ingest.publisher import (
     OutRecord,
     Publisher,
@@ -557,5 +557,4 @@ def create_gateway_app(
     return app
 
 
-METRICS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _ERROR_NAMES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}

@@ -115,12 +115,15 @@ def test_a_hung_broker_gets_503_within_the_publish_timeout_and_probes_do_not_que
             client.close()
         server.stop()
     print(
-        f"\nhung broker: 503 after {took:.2f} s (publish_timeout_s {publish_timeout}); "
+        f"\nhung broker: 503 after {took:.2f} s ({response.headers['server-timing']}; "
+        f"publish_timeout_s {publish_timeout}); "
         f"8 probes answered in at most {max(t for _, t in answers) * 1000:.0f} ms"
     )
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == str(settings.gateway.retry_after_s)
-    assert took <= publish_timeout + 1.0
+    in_gateway = float(response.headers["server-timing"].split("dur=")[1]) / 1000
+    assert in_gateway <= publish_timeout + 0.5  # the gateway's own time: the deadline
+    assert took <= publish_timeout + 3.0  # the client's: plus a loaded machine's scheduling
     assert all(status == 503 for status, _ in answers)
     assert max(t for _, t in answers) < 1.0
 
