@@ -207,7 +207,13 @@ def bench_throughput(
         total_s += wait_lag_zero(run.settings, worker, 7200)
         done.set()
         processed = run.published
+        stop_workers(run.workers)
+        say("[1] a bare faust agent over the same records (table write + send each) ...")
+        bare_first, bare_s = bare_faust(run.settings, processed, tmp)
         return {
+            "bare_s": bare_s,
+            "bare_rate": processed / bare_s,
+            "bare_first_s": bare_first,
             "records": processed,
             "engine_s": total_s,
             "engine_rate": processed / total_s,
@@ -220,6 +226,27 @@ def bench_throughput(
         }
     finally:
         run.close()
+
+
+def bare_faust(settings: Settings, records: int, tmp: Path) -> tuple[float, float]:
+    """(start-up to first record, start to the commit after the last) of bench/bare_faust.py."""
+    app_id = f"{settings.engine.app_id}-bare"
+    done = subprocess.run(
+        [
+            sys.executable, str(Path(__file__).with_name("bare_faust.py")),
+            "--app-id", app_id, "--bootstrap", settings.kafka.bootstrap,
+            "--prefix", settings.kafka.topic_prefix,
+            "--partitions", str(settings.kafka.partitions), "--records", str(records),
+            "--data-dir", str(tmp / "bare"),
+            "--commit-interval", str(settings.engine.commit_interval_s),
+        ],
+        capture_output=True, timeout=3600, check=False,
+    )  # fmt: skip
+    for line in done.stdout.decode().splitlines():
+        if line.startswith("{"):
+            figures = orjson.loads(line)
+            return figures["first_s"], figures["done_s"]
+    raise SystemExit(f"bare faust agent failed: {done.stderr.decode()[-2000:]}")
 
 
 # --- 2. live deadline latency -----------------------------------------------------------
@@ -488,6 +515,10 @@ def main() -> None:
         print(f"{'raw consume + decode_input events/s':44} {r['raw_rate']:>14.0f}")
         ratio = 100 * r["engine_rate"] / r["raw_rate"]
         print(f"{'engine / raw':44} {ratio:>13.1f}%  >= 25 %")
+        print(f"{'bare faust agent events/s (start -> commit)':44} {r['bare_rate']:>14.0f}")
+        print(f"{'  of which start-up to first record (s)':44} {r['bare_first_s']:>14.1f}")
+        bare = r["engine_rate"] / r["bare_rate"]
+        print(f"{'engine / bare faust':44} {bare:>14.2f}  >= 1.0")
         print(f"{'worker peak RSS during replay (MB)':44} {r['peak_rss_mb']:>14.0f}")
     if "2" in results:
         r = results["2"]

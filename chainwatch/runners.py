@@ -32,6 +32,7 @@ def run_worker(settings: Settings) -> None:
 
     from schemas.plan import load_plan
     from streams.engine.agents import EngineConfig, register_engine
+    from streams.engine.limits import DAY_MS, EngineLimits
     from streams.engine.messages import INTERNAL_TOPICS
 
     plan = load_plan(settings.engine.plan)
@@ -63,6 +64,11 @@ def run_worker(settings: Settings) -> None:
             clock=settings.engine.clock,
             snapshots=settings.engine.snapshots,
             tick_interval_s=settings.engine.tick_interval_s,
+            limits=EngineLimits(
+                closed_order_retention_ms=round(
+                    settings.engine.closed_order_retention_days * DAY_MS
+                )
+            ),
         ),
     )
     # faust would install its own handlers; ours (chainwatch.logs) already render every

@@ -139,6 +139,13 @@ class EngineSettings(BaseModel):
     tick_interval_s: float = Field(
         default=0.2, gt=0, le=1, description="live mode: how often due deadlines are checked"
     )
+    closed_order_retention_days: float = Field(
+        default=30,
+        gt=0,
+        le=3650,
+        description="a completed or cancelled order leaves the engine's state this long after "
+        "it closed (engine clock); a later record for it is a dead letter `order_closed`",
+    )
 
 
 class GatewaySettings(BaseModel):

@@ -1,4 +1,4 @@
-"""Messages between the engine's partitioned agents (internal topics).
+"""Messages between the engine's partitioned agents (internal topics), typed.
 
 The foreign-key joins (customer -> orders, unit -> orders) run over three
 internal topics instead of faust GlobalTables (faust #283): each message is
@@ -6,54 +6,156 @@ keyed by the partition key of its receiver, so every piece of state has exactly
 one owner. Every answer carries a version that only grows, so a receiver keeps
 the newest answer whatever redelivery or rebalancing did to their order.
 
-Plain JSON lists/dicts: these messages are hot and never leave the engine.
+This module owns the wire form: each message is a frozen dataclass with
+`encode()` (compact JSON, these messages are hot and never leave the engine)
+and one `decode_*` per topic. Nothing else builds or reads their dicts.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streams.rules.facts import CustomerFact
 
 ORDER_INBOX = "order-inbox"
 """key order_id: customer answers, unit downtime answers, clock ticks."""
 CUSTOMER_INBOX = "customer-inbox"
 """key customer_id: an order (un)subscribing to its customer."""
 UNIT_INBOX = "unit-inbox"
-"""key unit_id: an order's visits at a unit (its occupancy)."""
+"""key unit_id: an order's visits at a unit (its occupancy), or that it left."""
 
 INTERNAL_TOPICS = (ORDER_INBOX, CUSTOMER_INBOX, UNIT_INBOX)
 
-
-class CustomerAnswer(TypedDict):
-    k: Literal["customer"]
-    o: str
-    cid: str
-    v: int
-    c: list[Any] | None
+Visit = list[Any]
+"""[stage, visit, start_ms | None, end_ms | None]: one visit of an order at a unit."""
+DowntimeJson = list[Any]
+"""A downtime in `streams.engine.order_slot.downtime_to_json` form."""
 
 
-class DowntimeAnswer(TypedDict):
-    k: Literal["downtimes"]
-    o: str
-    u: str
-    v: list[int]
-    d: list[list[Any]]
+@dataclass(frozen=True, slots=True)
+class CustomerAnswer:
+    """customer -> order: the customer's CRM fact (None: unknown) at CRM log offset `version`."""
+
+    order_id: str
+    customer_id: str
+    version: int
+    customer: CustomerFact | None
+
+    def key(self) -> bytes:
+        return self.order_id.encode()
+
+    def encode(self) -> bytes:
+        fact = None if self.customer is None else self.customer.to_json()
+        return orjson.dumps(
+            {"k": "customer", "o": self.order_id, "cid": self.customer_id, "v": self.version,
+             "c": fact}
+        )  # fmt: skip
 
 
-class Tick(TypedDict):
-    k: Literal["tick"]
-    t: int
+@dataclass(frozen=True, slots=True)
+class DowntimeAnswer:
+    """unit -> order: the unit's downtimes that overlap the order's visits there."""
+
+    order_id: str
+    unit_id: str
+    version: tuple[int, int]
+    """(status records the unit took in, the order's occupancy version answered)."""
+    downtimes: list[DowntimeJson]
+    floor_ms: int | None = None
+    """The unit's fold horizon: downtimes starting before it were folded away."""
+
+    def key(self) -> bytes:
+        return self.order_id.encode()
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {"k": "downtimes", "o": self.order_id, "u": self.unit_id, "v": list(self.version),
+             "d": self.downtimes, "h": self.floor_ms}
+        )  # fmt: skip
 
 
-class Subscription(TypedDict):
-    k: Literal["subscribe", "unsubscribe"]
-    o: str
-    cid: str
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The clock of one partition moved to `t_ms`: fire the deadlines that fell due."""
+
+    t_ms: int
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"k": "tick", "t": self.t_ms})
 
 
-class Occupancy(TypedDict):
-    k: Literal["occupancy"]
-    o: str
-    u: str
-    v: int
-    visits: list[list[Any]]
-    """[stage, visit, start_ms | None, end_ms | None] per visit of the order at the unit."""
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """order -> customer: the order belongs to (or left) the customer."""
+
+    order_id: str
+    customer_id: str
+    subscribe: bool
+
+    def key(self) -> bytes:
+        return self.customer_id.encode()
+
+    def encode(self) -> bytes:
+        kind = "subscribe" if self.subscribe else "unsubscribe"
+        return orjson.dumps({"k": kind, "o": self.order_id, "cid": self.customer_id})
+
+
+@dataclass(frozen=True, slots=True)
+class Occupancy:
+    """order -> unit: the order's visits at the unit (`forget`: it left the state)."""
+
+    order_id: str
+    unit_id: str
+    version: int
+    visits: list[Visit] = field(default_factory=list)
+    forget: bool = False
+
+    def key(self) -> bytes:
+        return self.unit_id.encode()
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {"k": "forget" if self.forget else "occupancy", "o": self.order_id,
+             "u": self.unit_id, "v": self.version, "visits": self.visits}
+        )  # fmt: skip
+
+
+OrderInbox = CustomerAnswer | DowntimeAnswer | Tick
+
+
+def decode_order_inbox(raw: bytes) -> OrderInbox:
+    body = orjson.loads(raw)
+    kind = body["k"]
+    if kind == "tick":
+        return Tick(body["t"])
+    if kind == "customer":
+        fact = body["c"]
+        return CustomerAnswer(
+            body["o"],
+            body["cid"],
+            body["v"],
+            None if fact is None else CustomerFact.from_json(fact),
+        )
+    if kind == "downtimes":
+        version = body["v"]
+        return DowntimeAnswer(
+            body["o"], body["u"], (version[0], version[1]), body["d"], body.get("h")
+        )
+    raise ValueError(f"not an order-inbox message: kind {kind!r}")
+
+
+def decode_customer_inbox(raw: bytes) -> Subscription:
+    body = orjson.loads(raw)
+    if body["k"] not in ("subscribe", "unsubscribe"):
+        raise ValueError(f"not a customer-inbox message: kind {body['k']!r}")
+    return Subscription(body["o"], body["cid"], body["k"] == "subscribe")
+
+
+def decode_unit_inbox(raw: bytes) -> Occupancy:
+    body = orjson.loads(raw)
+    if body["k"] not in ("occupancy", "forget"):
+        raise ValueError(f"not a unit-inbox message: kind {body['k']!r}")
+    return Occupancy(body["o"], body["u"], body["v"], body["visits"], body["k"] == "forget")

@@ -9,25 +9,28 @@ published before is emitted, so redelivering an input is harmless.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from schemas.alerts import Alert, AlertStatus
+from schemas.alerts import AlertType
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.orders import OrderRecord
 from schemas.plan import SlaPlan
 from schemas.scans import ScanEvent
+from streams.engine.limits import EngineLimits
 from streams.engine.messages import CustomerAnswer, DowntimeAnswer, Occupancy, Subscription
 from streams.engine.order_slot import OrderSlot, downtime_from_json
-from streams.rules.evaluate import customer_json, evaluate_order
+from streams.rules.diff import alert_changes, alert_json
+from streams.rules.evaluate import evaluate_order
 from streams.rules.facts import (
-    CustomerFact,
     add_record,
     add_scan,
     format_utc_cached,
+    from_ms,
     to_ms,
 )
 from streams.rules.order_record import fold_records
@@ -46,24 +49,64 @@ class Effects:
     occupancy: list[Occupancy] = field(default_factory=list)
     changed: bool = False
     """False when the input was a no-op (a known event_id, a stale answer)."""
+    evicted: bool = False
+    """The order closed longer ago than the retention: its slot is to be removed."""
 
 
 class OrderProcessor:
     """The rules applied to one order slot at a time, under one plan."""
 
-    def __init__(self, plan: SlaPlan, *, snapshots: bool = True) -> None:
+    def __init__(
+        self, plan: SlaPlan, *, snapshots: bool = True, limits: EngineLimits | None = None
+    ) -> None:
         self.plan = plan
         self.snapshots = snapshots
+        self.limits = limits or EngineLimits()
+
+    def evict_at_ms(self, slot: OrderSlot) -> int | None:
+        """When a closed order leaves the state (None while it is open)."""
+        if slot.closed_at_ms is None:
+            return None
+        return slot.closed_at_ms + self.limits.closed_order_retention_ms
+
+    def _closed_before(self, slot: OrderSlot, event_time: datetime) -> bool:
+        evict_at = self.evict_at_ms(slot)
+        return evict_at is not None and to_ms(event_time) >= evict_at
+
+    def refuse(
+        self,
+        order_id: str,
+        code: ReasonCode,
+        source: DeadLetterSource,
+        raw: bytes | None,
+        now: datetime,
+    ) -> Effects:
+        """A record the order can no longer take (`order_closed`, `state_limit`)."""
+        if code is ReasonCode.ORDER_CLOSED:
+            msg = "the order closed longer ago than the engine's retention"
+        else:
+            msg = "the order already holds the most records the engine keeps per order"
+        letter = DeadLetter.build(
+            raw, source, [ErrorDetail(loc="order_id", msg=msg, type=code.value)], code, now,
+            key=order_id.encode(),
+        )  # fmt: skip
+        return Effects(dead_letters=[letter])
 
     # --- inputs ---------------------------------------------------------------
 
     def on_scan(
         self, slot: OrderSlot, scan: ScanEvent, source: DeadLetterSource, raw: bytes, now: datetime
     ) -> Effects:
-        if not add_scan(slot.facts, scan_fact(scan)):
+        facts = slot.facts
+        if any(known.event_id == scan.event_id for known in facts.scans):
             # a known event_id changes nothing; re-announce the joins in case this is a
             # redelivery after a crash that kept the slot but lost the messages it sent
             return self.rejoin(slot)
+        if self._closed_before(slot, scan.event_time):
+            return self.refuse(facts.order_id, ReasonCode.ORDER_CLOSED, source, raw, now)
+        if len(facts.scans) >= self.limits.max_scans_per_order:
+            return self.refuse(facts.order_id, ReasonCode.STATE_LIMIT, source, raw, now)
+        add_scan(facts, scan_fact(scan))
         return self._evaluate(slot, now, changed=True, arrival=(scan.event_id, source, raw))
 
     def on_order_record(
@@ -75,28 +118,45 @@ class OrderProcessor:
         now: datetime,
     ) -> Effects:
         assert source.offset is not None
-        if not add_record(slot.facts, order_record_fact(record, source.offset)):
+        facts = slot.facts
+        if any(known.offset == source.offset for known in facts.records):
             return self.rejoin(slot)
+        if self._closed_before(slot, record.event_time or record.placed_at or now):
+            return self.refuse(facts.order_id, ReasonCode.ORDER_CLOSED, source, raw, now)
+        if len(facts.records) >= self.limits.max_records_per_order:
+            return self.refuse(facts.order_id, ReasonCode.STATE_LIMIT, source, raw, now)
+        add_record(facts, order_record_fact(record, source.offset))
         effects = self._evaluate(slot, now, changed=True)
         return self._with_record_source(effects, slot, source, raw, now)
 
     def on_customer(self, slot: OrderSlot, answer: CustomerAnswer, now: datetime) -> Effects:
-        if answer["cid"] != slot.subscribed_customer:
+        if answer.customer_id != slot.subscribed_customer:
             return Effects()  # an answer about a customer the order no longer has
-        if answer["cid"] == slot.customer_id and answer["v"] < slot.customer_version:
+        if answer.customer_id == slot.customer_id and answer.version < slot.customer_version:
             return Effects()
-        slot.customer_id = answer["cid"]
-        slot.customer_version = answer["v"]
-        slot.customer = None if answer["c"] is None else CustomerFact.from_json(answer["c"])
+        effective = slot.customer if slot.customer_id == slot.subscribed_customer else None
+        slot.customer_id = answer.customer_id
+        slot.customer_version = answer.version
+        slot.customer = answer.customer
+        if answer.customer == effective:
+            return Effects(changed=True)  # a newer version of the same fact: store, no evaluation
         return self._evaluate(slot, now, changed=True)
 
     def on_downtimes(self, slot: OrderSlot, answer: DowntimeAnswer, now: datetime) -> Effects:
-        unit = answer["u"]
+        unit = answer.unit_id
         known = slot.downtime_versions.get(unit)
-        if known is not None and answer["v"] < known:
+        if known is not None and answer.version < (known[0], known[1]):
             return Effects()
-        slot.downtime_versions[unit] = answer["v"]
-        downtimes = [downtime_from_json(d) for d in answer["d"]]
+        slot.downtime_versions[unit] = list(answer.version)
+        floor_before = slot.downtime_floor.get(unit)
+        floor = answer.floor_ms
+        if floor is not None:
+            slot.downtime_floor[unit] = max(floor, slot.downtime_floor.get(unit, floor))
+        downtimes = [downtime_from_json(d) for d in answer.downtimes]
+        if downtimes == slot.downtimes.get(unit, []) and floor_before == slot.downtime_floor.get(
+            unit
+        ):
+            return Effects(changed=True)  # a newer version of the same answer: no evaluation
         if downtimes:
             slot.downtimes[unit] = downtimes
         else:
@@ -108,23 +168,32 @@ class OrderProcessor:
         effects = Effects()
         if slot.subscribed_customer is not None:
             effects.subscriptions.append(
-                {"k": "subscribe", "o": slot.facts.order_id, "cid": slot.subscribed_customer}
+                Subscription(slot.facts.order_id, slot.subscribed_customer, subscribe=True)
             )
         for unit, visits in sorted(slot.occupancy_sent.items()):
             effects.occupancy.append(
-                {
-                    "k": "occupancy",
-                    "o": slot.facts.order_id,
-                    "u": unit,
-                    "v": slot.occupancy_version,
-                    "visits": visits,
-                }
+                Occupancy(slot.facts.order_id, unit, slot.occupancy_version, visits)
             )
         return effects
 
     def on_clock(self, slot: OrderSlot, now: datetime) -> Effects:
-        """A deadline of this order fell due: re-derive its alerts at `now`."""
+        """A deadline of this order fell due: re-derive its alerts at `now`, or evict it."""
+        evict_at = self.evict_at_ms(slot)
+        if evict_at is not None and to_ms(now) >= evict_at:
+            return self._evict(slot)
         return self._evaluate(slot, now, changed=False)
+
+    def _evict(self, slot: OrderSlot) -> Effects:
+        """Leave the joins: the customer forgets the order, each unit its visits."""
+        effects = Effects(evicted=True)
+        order_id = slot.facts.order_id
+        if slot.subscribed_customer is not None:
+            effects.subscriptions.append(
+                Subscription(order_id, slot.subscribed_customer, subscribe=False)
+            )
+        for unit in sorted(slot.occupancy_sent):
+            effects.occupancy.append(Occupancy(order_id, unit, slot.occupancy_version, forget=True))
+        return effects
 
     # --- the one derivation -------------------------------------------------------
 
@@ -145,11 +214,11 @@ class OrderProcessor:
         if customer_id != slot.subscribed_customer:
             if slot.subscribed_customer is not None:
                 effects.subscriptions.append(
-                    {"k": "unsubscribe", "o": facts.order_id, "cid": slot.subscribed_customer}
+                    Subscription(facts.order_id, slot.subscribed_customer, subscribe=False)
                 )
             if customer_id is not None:
                 effects.subscriptions.append(
-                    {"k": "subscribe", "o": facts.order_id, "cid": customer_id}
+                    Subscription(facts.order_id, customer_id, subscribe=True)
                 )
             slot.subscribed_customer = customer_id
             slot.customer_id, slot.customer_version, slot.customer = None, -1, None
@@ -159,12 +228,25 @@ class OrderProcessor:
             facts.order_id, facts, customer, slot.downtimes, self.plan, now, slot.version + 1,
             fold=fold,
         )  # fmt: skip
-        effects.alerts = _alert_changes(slot.published, evaluation.alerts)
+        desired = {key: alert_json(alert) for key, alert in evaluation.alerts.items()}
+        effects.alerts, final = alert_changes(
+            slot.published, desired, final=_folded_away(slot.downtime_floor)
+        )
+        for key in final:
+            del slot.published[key]
         for alert in effects.alerts:
             slot.published[alert["alert_id"]] = alert
-        slot.next_deadline_ms = (
-            None if evaluation.next_deadline is None else to_ms(evaluation.next_deadline)
-        )
+        closed = evaluation.fold.cancelled_at or evaluation.walk.completed_at
+        slot.closed_at_ms = None if closed is None else to_ms(closed)
+        due = [
+            ms
+            for ms in (
+                None if evaluation.next_deadline is None else to_ms(evaluation.next_deadline),
+                self.evict_at_ms(slot),
+            )
+            if ms is not None
+        ]
+        slot.next_deadline_ms = min(due) if due else None
         self._occupancy(slot, evaluation.occupancy, effects)
         for scan in evaluation.off_route_scans:
             if arrival is not None and arrival[0] == scan.event_id:
@@ -219,13 +301,7 @@ class OrderProcessor:
             slot.occupancy_version += 1
             slot.occupancy_sent[unit] = visits
             effects.occupancy.append(
-                {
-                    "k": "occupancy",
-                    "o": slot.facts.order_id,
-                    "u": unit,
-                    "v": slot.occupancy_version,
-                    "visits": visits,
-                }
+                Occupancy(slot.facts.order_id, unit, slot.occupancy_version, visits)
             )
 
     def _dead_letter_off_route(
@@ -284,58 +360,16 @@ class OrderProcessor:
         return effects
 
 
-def _alert_changes(
-    published: dict[str, dict[str, Any]], desired: dict[str, Alert]
-) -> list[dict[str, Any]]:
-    """New or changed alerts, and retractions of published ones no longer derived."""
-    changes: list[dict[str, Any]] = []
-    for key in sorted(desired.keys() | published.keys()):
-        want = desired.get(key)
-        have = published.get(key)
-        if want is not None:
-            body = alert_json(want)
-            if body != have:
-                changes.append(body)
-        elif have is not None and have["status"] != AlertStatus.RETRACTED.value:
-            changes.append({**have, "status": AlertStatus.RETRACTED.value})
-    return changes
+def _folded_away(floors: dict[str, int]) -> Callable[[dict[str, Any]], bool]:
+    """Whether a published alert is about a downtime its unit folded away (final)."""
+    limits = {unit: format_utc_cached(from_ms(ms)) for unit, ms in floors.items()}
 
+    def final(alert: dict[str, Any]) -> bool:
+        limit = limits.get(alert.get("unit_id") or "")
+        return (
+            limit is not None
+            and alert["type"] == AlertType.ORDER_DISRUPTED.value
+            and alert["deadline"] <= limit  # one fixed-width UTC format: text order is time
+        )
 
-def _seconds(value: float) -> float | int:
-    # As `schemas.alerts.Seconds`: whole seconds print as integers.
-    return int(value) if float(value).is_integer() else value
-
-
-def alert_json(alert: Alert) -> dict[str, Any]:
-    """`alert.model_dump(mode="json")` for a rules-built alert, without pydantic.
-
-    Every evaluation serialises every desired alert to compare it with the
-    published one; pydantic's serialiser was a tenth of the engine's time.
-    tests/engine checks the output against the reference engine's model_dump.
-    """
-    cause = alert.cause
-    lateness = alert.lateness_s
-    fulfilled = alert.fulfilled_at
-    return {
-        "alert_id": alert.alert_id,
-        "type": alert.type.value,
-        "severity": alert.severity.value,
-        "status": alert.status.value,
-        "order_id": alert.order_id,
-        "unit_id": alert.unit_id,
-        "stage": alert.stage,
-        "visit": alert.visit,
-        "deadline": format_utc_cached(alert.deadline),
-        "detected_at": format_utc_cached(alert.detected_at),
-        "fulfilled_at": None if fulfilled is None else format_utc_cached(fulfilled),
-        "lateness_s": None if lateness is None else _seconds(lateness),
-        "customer": customer_json(alert.customer),
-        "cause": None
-        if cause is None
-        else {
-            "unit_id": cause.unit_id,
-            "reason": cause.reason,
-            "since": format_utc_cached(cause.since),
-        },
-        "details": dict(alert.details),
-    }
+    return final

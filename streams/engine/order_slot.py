@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from streams.rules.downtimes import Downtime
 from streams.rules.facts import CustomerFact, OrderFacts, from_ms, to_ms
 
@@ -63,6 +65,11 @@ class OrderSlot:
     next_deadline_ms: int | None = None
     clock_ms: int = 0
     """The clock of the last evaluation: restores an event-time clock after recovery."""
+    closed_at_ms: int | None = None
+    """When the order completed or was cancelled (None while open)."""
+    downtime_floor: dict[str, int] = field(default_factory=dict)
+    """unit_id -> the unit's fold horizon: downtimes starting before it were folded away
+    there, and this order's alerts about them are final (see streams.engine.limits)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +88,8 @@ class OrderSlot:
             "v": self.version,
             "nd": self.next_deadline_ms,
             "t": self.clock_ms,
+            "cl": self.closed_at_ms,
+            "df": self.downtime_floor,
         }
 
     @classmethod
@@ -101,8 +110,44 @@ class OrderSlot:
             version=data["v"],
             next_deadline_ms=data["nd"],
             clock_ms=data.get("t", 0),
+            closed_at_ms=data.get("cl"),
+            downtime_floor=data.get("df", {}),
         )
 
     @classmethod
     def new(cls, order_id: str) -> OrderSlot:
         return cls(facts=OrderFacts(order_id))
+
+
+EVICTED = "x"
+"""The key of an evicted order's table value `{"x": closed_at_ms, "p": partition}`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What recovery and the deadline check read of a stored order, without decoding it all."""
+
+    partition: int
+    evicted: bool
+    next_deadline_ms: int | None
+    clock_ms: int | None
+    published: dict[str, dict[str, Any]]
+
+
+def peek(raw: bytes) -> tuple[Stored, dict[str, Any]]:
+    data = orjson.loads(raw)
+    if EVICTED in data:
+        return Stored(data["p"], True, None, None, {}), data
+    return Stored(data["p"], False, data["nd"], data.get("t"), data["a"]), data
+
+
+def decode_slot(order_id: str, raw: bytes | None) -> OrderSlot | None:
+    """The stored slot (a new one if unknown); None once the order was evicted."""
+    if raw is None:
+        return OrderSlot.new(order_id)
+    data = orjson.loads(raw)
+    return None if EVICTED in data else OrderSlot.from_json(data)
+
+
+def evicted_json(slot: OrderSlot) -> dict[str, Any]:
+    return {EVICTED: slot.closed_at_ms, "p": slot.partition}

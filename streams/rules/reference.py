@@ -106,7 +106,7 @@ def unit_status_fact(status: UnitStatus) -> DowntimeRecord:
 def _ingest(world: _World, offset: int, line: bytes, plan: SlaPlan) -> None:
     try:
         replay = decode_replay_line(line)
-        record = decode_input(replay.topic, replay.value_bytes(), plan=plan)
+        record = decode_input(replay.topic, replay.value_bytes(), plan=plan, key=replay.key_bytes())
     except RecordRejected:
         world.rejected += 1
         return

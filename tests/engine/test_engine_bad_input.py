@@ -2,8 +2,8 @@
 
 The oracle is the contract code itself: a record `decode_input` rejects must be
 dead-lettered with a reason; a record it accepts goes into the state, unless
-the rules refuse it (a stage off the route) — which the reference engine
-counts. The worker must survive all of it (the replay fails if it exits).
+it is mis-keyed or the rules refuse it (a stage off the route) — which the
+reference engine counts. The worker must survive all of it (the replay fails if it exits).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from chainwatch.replay import ReplayRun, no_progress
 from chainwatch.settings import Settings
-from schemas.dead_letter import DeadLetter
+from schemas.dead_letter import DeadLetter, ReasonCode
 from schemas.plan import load_plan
-from schemas.validation import RecordRejected, decode_input
+from schemas.validation import RecordRejected, check_key, decode_input
 from streams.rules.reference import run_scenario
 from streams.topics import DEAD_LETTER, INPUT_TOPICS, TopicNames
 
@@ -85,16 +85,23 @@ def test_random_and_broken_records_all_end_in_dead_letters(
     plan = load_plan(None)
     records: list[tuple[str, bytes, bytes]] = []
     rejected = 0
+    mis_keyed_count = 0
     accepted_lines: list[bytes] = []
     for n in range(N_RECORDS):
         topic = rng.choice(INPUT_TOPICS)
         raw = _broken(rng, topic, n)
-        key = f"k-{n % 97}".encode()
+        key = _key_for(rng, topic, raw, n)
         records.append((topic, key, raw))
         try:
-            decode_input(topic, raw, plan=plan)
+            record = decode_input(topic, raw, plan=plan)
         except RecordRejected:
             rejected += 1
+            continue
+        try:
+            check_key(topic, key, record)
+        except RecordRejected:
+            rejected += 1
+            mis_keyed_count += 1
             continue
         accepted_lines.append(
             orjson.dumps({"topic": topic, "key": key.decode(), "value": json.loads(raw)})
@@ -122,10 +129,27 @@ def test_random_and_broken_records_all_end_in_dead_letters(
     assert len(letters) == rejected + refused_by_rules
     parsed = [DeadLetter.model_validate_json(v) for v in letters]
     assert all(letter.reason and letter.reason_code for letter in parsed)
+    assert mis_keyed_count > 10
+    assert sum(p.reason_code is ReasonCode.KEY_MISMATCH for p in parsed) == mis_keyed_count
     assert len({letter.dead_letter_id for letter in parsed}) == len(parsed)
     kafka_sourced = [p for p in parsed if p.raw_value() is not None]
     originals = {raw for _, _, raw in records}
     assert all(p.raw_value() in originals for p in kafka_sourced)
+
+
+def _key_for(rng: random.Random, topic: str, raw: bytes, n: int) -> bytes:
+    """The record's id as its key, as producers do; one in eight is mis-keyed on purpose."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    field = {"scans": "order_id", "orders": "order_id", "unit-status": "unit_id"}.get(
+        topic, "customer_id"
+    )
+    own = value.get(field) if isinstance(value, dict) else None
+    if isinstance(own, str) and rng.randrange(8):
+        return own.encode()
+    return f"k-{n % 97}".encode()
 
 
 def _read_all(bootstrap: str, topic: str) -> list[bytes]:

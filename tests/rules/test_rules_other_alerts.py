@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from rules_builders import (
     PLAN,
@@ -19,7 +20,7 @@ from rules_builders import (
 )
 
 from schemas.alerts import AlertStatus, AlertType, Severity
-from streams.rules.diff import diff_alerts
+from streams.rules.diff import alert_changes, alert_json
 from streams.rules.evaluate import UnitOccupancy, evaluate_unit
 from streams.rules.facts import CustomerFact
 
@@ -189,25 +190,51 @@ def test_cancellation_drops_alerts_with_deadline_after_c_and_keeps_earlier_ones(
     assert [a.deadline for a in of_type(at_deadline, AlertType.START_OVERDUE)] == [h(24)]
 
 
+def _json(alerts: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {key: alert_json(alert) for key, alert in alerts.items()}
+
+
+def _diff(published: dict[str, Any], desired: dict[str, Any]) -> list[dict[str, Any]]:
+    changes, forgotten = alert_changes(published, desired)
+    assert forgotten == []
+    return changes
+
+
 def test_diff_publishes_new_and_changed_and_retracts_no_longer_desired_once() -> None:
-    before = evaluate([], records=[created(due=50)], now=60).alerts  # start + order overdue
-    after = evaluate([], records=[created(due=50), updated(5, 1, due_at=80)], now=60).alerts
-    changes = diff_alerts(before, after)
-    assert [(a.type, a.status) for a in changes] == [
-        (AlertType.ORDER_OVERDUE, AlertStatus.RETRACTED)
-    ]
-    published = {**before, **{a.alert_id: a for a in changes}}
-    assert diff_alerts(published, after) == []
-    assert [a.type for a in diff_alerts({}, after)] == [AlertType.START_OVERDUE]
+    before = _json(evaluate([], records=[created(due=50)], now=60).alerts)  # start + order
+    after = _json(evaluate([], records=[created(due=50), updated(5, 1, due_at=80)], now=60).alerts)
+    changes = _diff(before, after)
+    assert [(a["type"], a["status"]) for a in changes] == [("order_overdue", "retracted")]
+    published = {**before, **{a["alert_id"]: a for a in changes}}
+    assert _diff(published, after) == []
+    assert [a["type"] for a in _diff({}, after)] == ["start_overdue"]
 
 
 def test_diff_republishes_an_alert_whose_customer_severity_changed() -> None:
     downtimes = downtimes_of(unit_record("u1", "down", 10, unit="K1"))
     scans = [scan("a", "yarn_sourcing", "started", 5, unit="K1")]
-    standard = evaluate(scans, downtimes=downtimes, customer=GOLD, now=11).alerts
-    platinum = evaluate(scans, downtimes=downtimes, customer=PLATINUM, now=11).alerts
-    [changed] = diff_alerts(standard, platinum)
-    assert (changed.type, changed.severity) == (AlertType.ORDER_DISRUPTED, Severity.CRITICAL)
+    standard = _json(evaluate(scans, downtimes=downtimes, customer=GOLD, now=11).alerts)
+    platinum = _json(evaluate(scans, downtimes=downtimes, customer=PLATINUM, now=11).alerts)
+    [changed] = _diff(standard, platinum)
+    assert (changed["type"], changed["severity"]) == ("order_disrupted", "critical")
+
+
+def test_diff_forgets_instead_of_retracting_an_alert_whose_fact_was_folded_away() -> None:
+    before = _json(evaluate([], records=[created(due=50)], now=60).alerts)
+    changes, forgotten = alert_changes(before, {}, final=lambda a: a["type"] == "order_overdue")
+    assert [a["type"] for a in changes] == ["start_overdue"]
+    assert [before[k]["type"] for k in forgotten] == ["order_overdue"]
+
+
+def test_alert_json_is_the_models_json_dump() -> None:
+    downtimes = downtimes_of(unit_record("u1", "down", 10, unit="K1"))
+    scans = [scan("a", "yarn_sourcing", "started", 5, unit="K1")]
+    alerts = evaluate(scans, records=[created(due=30)], downtimes=downtimes, now=40).alerts
+    assert len(alerts) >= 3
+    for alert in alerts.values():
+        assert alert_json(alert) == alert.model_dump(mode="json")
+    for alert in evaluate_unit("K1", downtimes["K1"], PLAN, h(40)).values():
+        assert alert_json(alert) == alert.model_dump(mode="json")
 
 
 def test_alerts_do_not_depend_on_the_order_facts_arrived_in() -> None:

@@ -1,0 +1,85 @@
+"""A bare faust-streaming agent for bench/engine.py: the yardstick of faust's own speed.
+
+One agent over the four input topics, the engine's app settings
+(`streams.app.create_app`), per record one table write and one output send,
+values left as bytes. It exits after `--records` records (and a commit) and
+prints `{"first_s": ..., "done_s": ...}` (seconds from process start to the
+first record and to the commit after the last one).
+
+    python bench/bare_faust.py --app-id ID --bootstrap HOST:PORT --prefix P. \\
+        --partitions 4 --records N --data-dir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from streams.app import create_app
+from streams.topics import INPUT_TOPICS, TopicNames
+
+STARTED = time.monotonic()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--app-id", required=True)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--partitions", type=int, required=True)
+    parser.add_argument("--records", type=int, required=True)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--commit-interval", type=float, default=0.2)
+    args = parser.parse_args()
+    app = create_app(
+        args.app_id,
+        bootstrap=args.bootstrap,
+        partitions=args.partitions,
+        data_dir=args.data_dir,
+        broker_commit_interval=args.commit_interval,
+    )
+    names = TopicNames(args.prefix)
+    source = app.topic(
+        *(names(t) for t in INPUT_TOPICS), key_serializer="raw", value_serializer="raw"
+    )
+    out = app.topic(
+        f"{args.app_id}-out",
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=True,
+        partitions=args.partitions,
+    )
+    table = app.Table("bare", key_type=bytes, value_type=bytes)
+    seen = 0
+    first: float | None = None
+
+    @app.agent(source, name="bare", concurrency=1)
+    async def bare(stream: Any) -> AsyncIterator[None]:
+        nonlocal seen, first
+        async for event in stream.events():
+            if first is None:
+                first = time.monotonic() - STARTED
+            key = event.key or b"-"
+            table[key] = event.value or b""
+            await out.send(key=key, value=event.value)
+            seen += 1
+            if seen == args.records:
+                await app.consumer.commit()
+                print(f'{{"first_s": {first}, "done_s": {time.monotonic() - STARTED}}}')
+                sys.stdout.flush()
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield None
+
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The customer side of the engine: CRM records and the orders subscribed to them.
+
+A customer keeps its latest CRM fact with the log offset it came from (the
+answers' version); each order that belongs to the customer subscribes through
+the customer inbox and gets the fact back, now and on every later change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from schemas.customers import Customer, Tombstone
+from streams.engine.messages import CustomerAnswer, decode_customer_inbox
+from streams.engine.runtime import EngineRuntime, as_rejected, message_key
+from streams.rules.facts import CustomerFact
+from streams.topics import CUSTOMERS
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerSlot:
+    """A customer's table value: its CRM fact (None: unknown) and the offset it came from."""
+
+    fact: CustomerFact | None = None
+    version: int = -1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"c": None if self.fact is None else self.fact.to_json(), "v": self.version}
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> CustomerSlot:
+        if raw is None:
+            return cls()
+        data = orjson.loads(raw)
+        fact = None if data["c"] is None else CustomerFact.from_json(data["c"])
+        return cls(fact, data["v"])
+
+
+class CustomerAgents:
+    def __init__(self, rt: EngineRuntime) -> None:
+        self.rt = rt
+        self._subscribers: dict[str, set[str]] | None = None
+        """customer_id -> its orders: a cache of the subscription table."""
+
+    def subscribers_of(self, customer_id: str) -> set[str]:
+        if self._subscribers is None:
+            self.rebuild_index()
+        assert self._subscribers is not None
+        return self._subscribers.setdefault(customer_id, set())
+
+    async def on_customer(self, event: Any) -> None:
+        rt = self.rt
+        message, value = event.message, event.value
+        if isinstance(value, Customer):
+            if await rt.mis_keyed(CUSTOMERS, message, value):
+                return
+            customer_id: str | None = value.customer_id
+            fact: CustomerFact | None = CustomerFact(
+                value.customer_id, value.name, value.tier.value
+            )
+        elif isinstance(value, Tombstone) or value is None:
+            customer_id, fact = message_key(message), None
+        else:
+            await rt.dead_letter(CUSTOMERS, message, as_rejected(value))
+            return
+        if customer_id is None:
+            return  # a tombstone without a key names no customer (as the reference engine)
+        known = CustomerSlot.decode(rt.customer_table.get(customer_id))
+        if message.offset > known.version:
+            rt.customer_table[customer_id] = rt.encoded(
+                CustomerSlot(fact, message.offset).to_json()
+            )
+            for order_id in sorted(self.subscribers_of(customer_id)):
+                answer = CustomerAnswer(order_id, customer_id, message.offset, fact)
+                await rt.order_inbox.send(key=answer.key(), value=answer.encode())
+
+    async def on_inbox(self, event: Any) -> None:
+        """An order (un)subscribes; a subscriber gets the customer's fact at once."""
+        rt = self.rt
+        sub = decode_customer_inbox(event.value)
+        members = self.subscribers_of(sub.customer_id)
+        sub_key = f"{sub.customer_id}|{sub.order_id}"
+        if sub.subscribe:
+            known = CustomerSlot.decode(rt.customer_table.get(sub.customer_id))
+            members.add(sub.order_id)
+            if sub_key not in rt.subscription_table:
+                rt.subscription_table[sub_key] = b"1"
+            answer = CustomerAnswer(sub.order_id, sub.customer_id, known.version, known.fact)
+            await rt.order_inbox.send(key=answer.key(), value=answer.encode())
+        else:
+            members.discard(sub.order_id)
+            if sub_key in rt.subscription_table:
+                del rt.subscription_table[sub_key]
+
+    async def on_recovered(self) -> None:
+        self.rebuild_index()
+
+    def rebuild_index(self) -> None:
+        index: dict[str, set[str]] = {}
+        for key in list(self.rt.subscription_table.keys()):
+            customer_id, _, order_id = str(key).partition("|")
+            index.setdefault(customer_id, set()).add(order_id)
+        self._subscribers = index

@@ -1,0 +1,239 @@
+"""What the order, customer and unit parts of the engine share on one faust app.
+
+The topics and tables, the clock and deadline index, the one lock that makes a
+worker's agents take turns, and the shared steps: dead letters (never a silent
+drop), encoded table values (never over the size limit), sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import faust
+import orjson
+
+from chainwatch.logs import get_logger
+from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
+from schemas.plan import SlaPlan
+from schemas.validation import RecordRejected, check_key
+from streams.codecs import InputCodec, Rejected
+from streams.engine.clock import DeadlineIndex, EngineClock
+from streams.engine.limits import EngineLimits
+from streams.engine.messages import CUSTOMER_INBOX, ORDER_INBOX, UNIT_INBOX
+from streams.topics import (
+    ALERTS,
+    CUSTOMERS,
+    DEAD_LETTER,
+    ORDER_STATE,
+    ORDERS,
+    SCANS,
+    UNIT_STATUS,
+    TopicNames,
+)
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    names: TopicNames
+    plan: SlaPlan
+    clock: Literal["live", "event"] = "live"
+    snapshots: bool = True
+    tick_interval_s: float = 0.2
+    limits: EngineLimits = field(default_factory=EngineLimits)
+
+
+class ValueTooLarge(Exception):
+    """A table value over `EngineLimits.max_value_bytes` (never written)."""
+
+
+Handler = Callable[[Any], Awaitable[None]]
+
+
+class EngineRuntime:
+    """Topics, tables and shared steps of one engine on one faust app."""
+
+    def __init__(self, app: faust.App, config: EngineConfig) -> None:
+        self.app = app
+        self.config = config
+        self.plan = config.plan
+        self.clock = EngineClock(config.clock)
+        self.deadlines = DeadlineIndex()
+        self.turn = asyncio.Lock()
+        """One event at a time per worker: agents share the tables (module docs of agents)."""
+        self.processed = 0
+
+        self.scans_topic = self._input(SCANS)
+        self.orders_topic = self._input(ORDERS)
+        self.customers_topic = self._input(CUSTOMERS)
+        self.unit_status_topic = self._input(UNIT_STATUS)
+        self.order_inbox = self._internal(ORDER_INBOX)
+        self.customer_inbox = self._internal(CUSTOMER_INBOX)
+        self.unit_inbox = self._internal(UNIT_INBOX)
+        self.alerts_topic = self._output(ALERTS)
+        self.state_topic = self._output(ORDER_STATE)
+        self.dead_letter_topic = self._output(DEAD_LETTER)
+
+        self.order_table = self._table("orders")
+        self.customer_table = self._table("customers")
+        self.subscription_table = self._table("customer-subscriptions")
+        self.unit_table = self._table("units")
+        self.occupancy_table = self._table("unit-occupancy")
+
+    # --- declaration ------------------------------------------------------------
+
+    def _input(self, name: str) -> Any:
+        return self.app.topic(
+            self.config.names(name),
+            key_serializer="raw",
+            value_serializer=InputCodec(name, self.plan),
+            allow_empty=True,
+        )
+
+    def _internal(self, name: str) -> Any:
+        return self.app.topic(
+            f"{self.app.conf.id}-{name}",
+            key_serializer="raw",
+            value_serializer="raw",
+            internal=True,
+            partitions=self.app.conf.topic_partitions,
+        )
+
+    def _output(self, name: str) -> Any:
+        return self.app.topic(self.config.names(name), key_serializer="raw", value_serializer="raw")
+
+    def _table(self, name: str) -> Any:
+        return self.app.Table(name, key_type=str, value_type=bytes)
+
+    def agent(self, topic: Any, name: str, handle: Handler, logical_topic: str) -> None:
+        """A faust agent that hands each event to `handle`, one event at a time per worker.
+
+        An exception never leaves the agent: faust would log it and commit past
+        the record (a silent drop). The record is dead-lettered instead with
+        `processing_error` and the error text (CONTRACT v1.2), and the worker goes on.
+        """
+        self.app.agent(topic, name=name, concurrency=1)(self.agent_body(handle, logical_topic))
+
+    def agent_body(self, handle: Handler, logical_topic: str) -> Any:
+        async def agent(stream: Any) -> AsyncIterator[None]:
+            async for event in stream.events():
+                async with self.turn:
+                    try:
+                        await handle(event)
+                    except Exception as exc:  # every failure is a dead letter
+                        await self.processing_error(logical_topic, event.message, exc)
+                yield None
+
+        return agent
+
+    def active_partitions(self, topic: Any) -> set[int]:
+        name = topic.get_topic_name()
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == name}
+
+    def partition_of(self, key: str) -> int:
+        """The partition of a key under the default (murmur2) partitioner of every producer."""
+        from kafka.partitioner.default import murmur2
+
+        partitions = self.app.conf.topic_partitions
+        return int(murmur2(key.encode()) & 0x7FFFFFFF) % int(partitions)
+
+    # --- shared steps -------------------------------------------------------------
+
+    def encoded(self, value: Any) -> bytes:
+        """A table value, refused (`processing_error`) before it could break the changelog."""
+        data = orjson.dumps(value)
+        if len(data) > self.config.limits.max_value_bytes:
+            raise ValueTooLarge(f"a table value of {len(data)} bytes is over the limit")
+        return data
+
+    async def send_alerts(self, alerts: Iterable[dict[str, Any]]) -> None:
+        for alert in alerts:
+            await self.alerts_topic.send(key=alert["alert_id"].encode(), value=orjson.dumps(alert))
+
+    async def send_dead_letters(self, letters: Iterable[DeadLetter]) -> None:
+        for letter in letters:
+            await self.dead_letter_topic.send(
+                key=letter.dead_letter_id.encode(), value=letter.encode()
+            )
+
+    async def dead_letter(self, logical_topic: str, message: Any, rejected: Rejected) -> None:
+        letter = DeadLetter.build(
+            rejected.raw,
+            self.source(logical_topic, message),
+            rejected.errors,
+            rejected.reason_code,
+            datetime.now(UTC),
+            key=message.key if isinstance(message.key, bytes) else None,
+        )
+        await self.send_dead_letters([letter])
+
+    @staticmethod
+    def source(logical_topic: str, message: Any) -> DeadLetterSource:
+        return DeadLetterSource(
+            kind="kafka", topic=logical_topic, partition=message.partition, offset=message.offset
+        )
+
+    async def processing_error(self, logical_topic: str, message: Any, exc: Exception) -> None:
+        log.error(
+            "processing_error",
+            topic=logical_topic,
+            partition=message.partition,
+            offset=message.offset,
+            error=error_text(exc),
+            exc_info=exc,
+        )
+        detail = ErrorDetail(loc="", msg=error_text(exc), type=type(exc).__name__)
+        try:
+            await self.dead_letter(
+                logical_topic,
+                message,
+                Rejected(raw_value(message), ReasonCode.PROCESSING_ERROR, [detail]),
+            )
+        except Exception as again:  # the log line above is what is left
+            log.error("processing_error_not_dead_lettered", error=error_text(again))
+
+    async def mis_keyed(self, logical_topic: str, message: Any, record: Any) -> bool:
+        """Dead-letter a record whose Kafka key is present and differs from its id field.
+
+        The codec sees only the value, so the key check (CONTRACT v1.2) is here.
+        """
+        key = message.key if isinstance(message.key, bytes) else None
+        try:
+            check_key(logical_topic, key, record)
+        except RecordRejected as exc:
+            rejected = Rejected(raw_value(message), exc.reason_code, exc.errors)
+            await self.dead_letter(logical_topic, message, rejected)
+            return True
+        return False
+
+
+def message_key(message: Any) -> str | None:
+    key = message.key
+    if key is None:
+        return None
+    return key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+
+
+def raw_value(message: Any) -> bytes | None:
+    return message.value if isinstance(message.value, bytes) else None
+
+
+def error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 1000 else text[:997] + "..."
+
+
+def as_rejected(value: Any) -> Rejected:
+    """What the input codec handed over when it is not a valid record."""
+    if isinstance(value, Rejected):
+        return value
+    return Rejected(
+        None,
+        ReasonCode.NOT_OBJECT,
+        [ErrorDetail(loc="", msg="value is null", type="null_value")],
+    )

@@ -1,0 +1,112 @@
+"""The unit side of the engine: unit status records and the orders that visit a unit.
+
+A unit keeps its (bounded) status records and, per order, the visits the order
+reported (its occupancy, one table value per unit and order). From both it
+answers the orders whose visits its downtimes touch, and derives its own
+`unit_down` / `unit_degraded` alerts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from schemas.unit_status import UnitStatus
+from streams.engine.messages import decode_unit_inbox
+from streams.engine.runtime import EngineRuntime, as_rejected
+from streams.engine.unit_processor import OccupancyEntry, UnitEffects, UnitProcessor, UnitSlot
+from streams.rules.facts import from_ms, to_ms
+from streams.rules.reference import unit_status_fact
+from streams.topics import UNIT_STATUS
+
+
+class UnitAgents:
+    def __init__(self, rt: EngineRuntime) -> None:
+        self.rt = rt
+        self.units = UnitProcessor(rt.plan, rt.config.limits)
+        self._unit_orders: dict[str, set[str]] | None = None
+        """unit_id -> orders with an occupancy entry there: a cache of the occupancy table."""
+
+    def orders_at(self, unit_id: str) -> set[str]:
+        if self._unit_orders is None:
+            self.rebuild_index()
+        assert self._unit_orders is not None
+        return self._unit_orders.setdefault(unit_id, set())
+
+    def load(self, unit_id: str) -> UnitSlot:
+        raw = self.rt.unit_table.get(unit_id)
+        return UnitSlot(unit_id) if raw is None else UnitSlot.from_json(orjson.loads(raw))
+
+    async def apply(self, slot: UnitSlot, effects: UnitEffects, store: bool) -> None:
+        """Store first, then send (as the order side); every value is encoded before any write."""
+        rt = self.rt
+        entries = {
+            f"{slot.unit_id}|{order_id}": rt.encoded(entry.to_json())
+            for order_id, entry in effects.changed_entries.items()
+        }
+        unit = rt.encoded(slot.to_json()) if store or effects.alerts else None
+        for key, value in entries.items():
+            rt.occupancy_table[key] = value
+        if unit is not None:
+            rt.unit_table[slot.unit_id] = unit
+        for answer in effects.answers:
+            await rt.order_inbox.send(key=answer.key(), value=answer.encode())
+        await rt.send_alerts(effects.alerts)
+
+    async def on_status(self, event: Any) -> None:
+        rt = self.rt
+        message, value = event.message, event.value
+        if not isinstance(value, UnitStatus):
+            await rt.dead_letter(UNIT_STATUS, message, as_rejected(value))
+        elif not await rt.mis_keyed(UNIT_STATUS, message, value):
+            now_ms = rt.clock.observe(message.partition, to_ms(value.event_time))
+            slot = self.load(value.unit_id)
+            occupancy = {}
+            for order_id in self.orders_at(value.unit_id):
+                raw = rt.occupancy_table.get(f"{value.unit_id}|{order_id}")
+                if raw is not None:
+                    occupancy[order_id] = OccupancyEntry.from_json(orjson.loads(raw))
+            before = slot.version
+            effects = self.units.on_status(
+                slot, unit_status_fact(value), occupancy, from_ms(now_ms)
+            )
+            await self.apply(slot, effects, store=slot.version != before)
+        rt.processed += 1
+
+    async def on_inbox(self, event: Any) -> None:
+        """An order reports its visits here, or that it left the state (`forget`)."""
+        rt = self.rt
+        occ = decode_unit_inbox(event.value)
+        entry_key = f"{occ.unit_id}|{occ.order_id}"
+        if occ.forget:
+            self.orders_at(occ.unit_id).discard(occ.order_id)
+            if entry_key in rt.occupancy_table:
+                del rt.occupancy_table[entry_key]
+            return
+        raw = rt.occupancy_table.get(entry_key)
+        entry = None if raw is None else OccupancyEntry.from_json(orjson.loads(raw))
+        slot = self.load(occ.unit_id)
+        now = from_ms(rt.clock.now(event.message.partition))
+        effects = self.units.on_occupancy(slot, occ, entry, now)
+        self.orders_at(occ.unit_id).add(occ.order_id)
+        await self.apply(slot, effects, store=False)
+
+    async def on_units_recovered(self) -> None:
+        """Announce the alerts of the units this worker owns again (as the order side)."""
+        rt = self.rt
+        async with rt.turn:
+            mine = rt.active_partitions(rt.unit_status_topic)
+            for unit_id, raw in list(rt.unit_table.items()):
+                if rt.partition_of(unit_id) in mine:
+                    await rt.send_alerts(UnitSlot.published_of(raw).values())
+
+    async def on_occupancy_recovered(self) -> None:
+        self.rebuild_index()
+
+    def rebuild_index(self) -> None:
+        index: dict[str, set[str]] = {}
+        for key in list(self.rt.occupancy_table.keys()):
+            unit_id, _, order_id = str(key).partition("|")
+            index.setdefault(unit_id, set()).add(order_id)
+        self._unit_orders = index

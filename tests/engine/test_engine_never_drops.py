@@ -1,0 +1,123 @@
+"""CONTRACT v1.2 "Nothing is silently dropped": mis-keyed records, unit statuses
+with a stage outside the plan and records whose handling fails are dead letters
+with their own reason, and the worker goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from chainwatch.replay import ReplayRun, no_progress, read_topic
+from chainwatch.settings import Settings
+from schemas.dead_letter import DeadLetter, ReasonCode
+from schemas.plan import load_plan
+from streams.app import create_app
+from streams.engine.agents import Engine, EngineConfig
+from streams.engine.messages import ORDER_INBOX
+from streams.topics import DEAD_LETTER, TopicNames
+
+LINES: list[dict[str, Any]] = [
+    {"topic": "orders", "key": "PO-1", "value": {
+        "op": "created", "order_id": "PO-1", "customer_id": "C-1", "product": "crewneck",
+        "quantity": 100, "placed_at": "2027-03-01T08:00:00Z", "due_at": "2027-03-20T08:00:00Z"}},
+    {"topic": "scans", "key": "PO-2", "value": {
+        "event_id": "e-1", "order_id": "PO-1", "stage": "yarn_sourcing", "action": "started",
+        "unit_id": "YARN-N2", "event_time": "2027-03-01T10:00:00Z"}},
+    {"topic": "unit-status", "key": "DYE-01", "value": {
+        "event_id": "u-1", "unit_id": "DYE-01", "status": "down", "stage": "spinning",
+        "event_time": "2027-03-01T09:00:00Z"}},
+    {"topic": "unit-status", "key": "DYE-02", "value": {
+        "event_id": "u-2", "unit_id": "DYE-01", "status": "down",
+        "event_time": "2027-03-01T09:00:00Z"}},
+    {"topic": "crm.customers", "key": "C-9", "value": {
+        "customer_id": "C-1", "name": "Nordic Knits AB", "tier": "gold"}},
+    {"topic": "scans", "key": "PO-1", "value": {
+        "event_id": "e-2", "order_id": "PO-1", "stage": "yarn_sourcing", "action": "started",
+        "unit_id": "YARN-N2", "event_time": "2027-03-01T10:00:00Z"}},
+]  # fmt: skip
+
+
+@pytest.mark.integration
+def test_mis_keyed_records_and_unknown_unit_stages_are_dead_letters(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    scenario = tmp_path / "keys.ndjson"
+    scenario.write_text("".join(json.dumps(line) + "\n" for line in LINES))
+    run = ReplayRun(settings_factory(), scenario, partitions=2, progress=no_progress)
+    try:
+        run.publish()
+        run.start_workers(1)
+        run.finish(datetime(2027, 3, 2, tzinfo=UTC), timeout_s=240)
+        letters = [
+            DeadLetter.model_validate_json(value)
+            for _key, value in asyncio.run(read_topic(run.settings, DEAD_LETTER))
+            if value is not None
+        ]
+    finally:
+        run.close()
+    found = sorted((p.source.topic or "", p.reason_code.value, p.errors[0].loc) for p in letters)
+    assert found == [
+        ("crm.customers", "key_mismatch", "customer_id"),
+        ("scans", "key_mismatch", "order_id"),
+        ("unit-status", "key_mismatch", "unit_id"),
+        ("unit-status", "validation_failed", "stage"),
+    ]
+
+
+class _Stream:
+    """Stands in for the faust stream an agent iterates (the agent body is production's)."""
+
+    def __init__(self, events: list[Any]) -> None:
+        self._events = events
+
+    async def events(self) -> AsyncIterator[Any]:
+        for event in self._events:
+            yield event
+
+
+def _event(value: bytes, offset: int) -> Any:
+    message = SimpleNamespace(key=b"PO-1", value=value, partition=0, offset=offset)
+    return SimpleNamespace(message=message, value=value)
+
+
+def test_a_record_whose_handling_raises_is_dead_lettered_and_the_agent_goes_on(
+    tmp_path: Path,
+) -> None:
+    app = create_app("unit-test", bootstrap="localhost:1", partitions=1, data_dir=tmp_path)
+    engine = Engine(app, EngineConfig(names=TopicNames("t."), plan=load_plan(None), clock="event"))
+    runtime = engine.runtime
+    sent: list[DeadLetter] = []
+    handled: list[int] = []
+
+    async def capture(*, key: bytes, value: bytes) -> None:
+        sent.append(DeadLetter.model_validate_json(value))
+
+    async def handle(event: Any) -> None:
+        handled.append(event.message.offset)
+        await engine.orders.on_inbox(event)  # a corrupt internal message raises in here
+
+    runtime.dead_letter_topic = SimpleNamespace(send=capture)
+    agent = runtime.agent_body(handle, ORDER_INBOX)
+
+    async def drive() -> int:
+        steps = 0
+        async for _ in agent(_Stream([_event(b"not json", 7), _event(b"{}", 8)])):
+            steps += 1
+        return steps
+
+    assert asyncio.run(drive()) == 2
+    assert handled == [7, 8]
+    assert [(p.reason_code, p.source.offset) for p in sent] == [
+        (ReasonCode.PROCESSING_ERROR, 7),
+        (ReasonCode.PROCESSING_ERROR, 8),
+    ]
+    assert sent[0].raw_value() == b"not json"
+    assert "JSONDecodeError" in sent[0].errors[0].msg
+    assert "KeyError" in sent[1].errors[0].msg  # `{}` is no message of the order inbox

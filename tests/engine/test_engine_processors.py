@@ -1,0 +1,279 @@
+"""The engine's pure parts without a broker: OrderProcessor, UnitProcessor, OrderSlot,
+DeadlineIndex, EngineClock (versioned joins, redelivery, occupancy, dead-letter
+tagging, bounded state, eviction)."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from schemas.dead_letter import DeadLetterSource, ReasonCode
+from schemas.orders import OrderRecord
+from schemas.plan import load_plan
+from schemas.scans import ScanEvent
+from schemas.unit_status import UnitStatus
+from schemas.validation import decode_input
+from streams.engine.clock import DeadlineIndex, EngineClock
+from streams.engine.limits import DAY_MS, EngineLimits
+from streams.engine.messages import (
+    CustomerAnswer,
+    Occupancy,
+    decode_customer_inbox,
+    decode_order_inbox,
+    decode_unit_inbox,
+)
+from streams.engine.order_processor import OrderProcessor
+from streams.engine.order_slot import OrderSlot
+from streams.engine.unit_processor import OccupancyEntry, UnitProcessor, UnitSlot
+from streams.rules.facts import CustomerFact, to_ms
+from streams.rules.reference import unit_status_fact
+
+PLAN = load_plan(None)
+T0 = datetime(2027, 3, 1, tzinfo=UTC)
+ROUTE = ["yarn_sourcing", "dyeing", "knitting", "tailoring", "quality_check", "packaging",
+         "shipping"]  # fmt: skip
+
+
+def _t(hours: float) -> str:
+    return (T0 + timedelta(hours=hours)).isoformat().replace("+00:00", "Z")
+
+
+def _record(topic: str, value: dict[str, Any]) -> Any:
+    return decode_input(topic, json.dumps(value).encode(), plan=PLAN)
+
+
+def _order(**changes: Any) -> OrderRecord:
+    value = {"op": "created", "order_id": "PO-1", "customer_id": "C-1", "product": "crewneck",
+             "quantity": 100, "placed_at": _t(0), "due_at": _t(24 * 20), **changes}  # fmt: skip
+    record: OrderRecord = _record("orders", value)
+    return record
+
+
+def _scan(event_id: str, stage: str, action: str, hours: float, unit: str = "U-1") -> ScanEvent:
+    scan: ScanEvent = _record("scans", {
+        "event_id": event_id, "order_id": "PO-1", "stage": stage, "action": action,
+        "unit_id": unit, "event_time": _t(hours)})  # fmt: skip
+    return scan
+
+
+def _status(event_id: str, status: str, hours: float, unit: str = "DYE-1") -> UnitStatus:
+    value = {"event_id": event_id, "unit_id": unit, "status": status, "event_time": _t(hours)}
+    record: UnitStatus = _record("unit-status", value)
+    return record
+
+
+def _src(topic: str, offset: int) -> DeadLetterSource:
+    return DeadLetterSource(kind="kafka", topic=topic, partition=0, offset=offset)
+
+
+def _roundtrip(slot: OrderSlot) -> OrderSlot:
+    """What the table does between two inputs: JSON bytes and back."""
+    return OrderSlot.from_json(orjson.loads(orjson.dumps(slot.to_json())))
+
+
+def _complete(processor: OrderProcessor, slot: OrderSlot) -> None:
+    processor.on_order_record(slot, _order(), _src("orders", 0), b"{}", T0)
+    for i, stage in enumerate(ROUTE):
+        for action, h in (("started", 2 * i + 1), ("completed", 2 * i + 2)):
+            scan = _scan(f"{stage}-{action}", stage, action, h)
+            processor.on_scan(slot, scan, _src("scans", 2 * i), b"{}", T0 + timedelta(hours=h))
+
+
+def test_a_redelivered_scan_changes_nothing_but_re_sends_the_joins() -> None:
+    processor = OrderProcessor(PLAN)
+    slot = OrderSlot.new("PO-1")
+    processor.on_order_record(slot, _order(), _src("orders", 0), b"{}", T0)
+    scan = _scan("e-1", "yarn_sourcing", "started", 1, unit="YARN-1")
+    first = processor.on_scan(slot, scan, _src("scans", 0), b"{}", T0)
+    slot = _roundtrip(slot)
+    again = processor.on_scan(slot, scan, _src("scans", 0), b"{}", T0)
+    assert first.changed
+    assert first.snapshot is not None
+    assert not again.changed
+    assert again.snapshot is None
+    assert again.alerts == []
+    assert [(s.customer_id, s.subscribe) for s in again.subscriptions] == [("C-1", True)]
+    assert [(o.unit_id, o.version) for o in again.occupancy] == [("YARN-1", slot.occupancy_version)]
+
+
+def test_an_older_customer_answer_never_overwrites_a_newer_one() -> None:
+    processor = OrderProcessor(PLAN)
+    slot = OrderSlot.new("PO-1")
+    processor.on_order_record(slot, _order(), _src("orders", 0), b"{}", T0)
+    newer = CustomerAnswer("PO-1", "C-1", 9, CustomerFact("C-1", "New", "platinum"))
+    older = CustomerAnswer("PO-1", "C-1", 3, CustomerFact("C-1", "Old", "gold"))
+    assert processor.on_customer(slot, newer, T0).changed
+    assert not processor.on_customer(slot, older, T0).changed
+    assert slot.customer is not None
+    assert slot.customer.name == "New"
+    other = CustomerAnswer("PO-1", "C-2", 99, CustomerFact("C-2", "X", "gold"))
+    assert not processor.on_customer(slot, other, T0).changed
+
+
+def test_a_join_answer_that_changes_nothing_is_stored_without_an_evaluation() -> None:
+    processor = OrderProcessor(PLAN)
+    slot = OrderSlot.new("PO-1")
+    processor.on_order_record(slot, _order(), _src("orders", 0), b"{}", T0)
+    fact = CustomerFact("C-1", "A", "gold")
+    first = processor.on_customer(slot, CustomerAnswer("PO-1", "C-1", 3, fact), T0)
+    version = slot.version
+    same = processor.on_customer(slot, CustomerAnswer("PO-1", "C-1", 8, fact), T0)
+    assert first.snapshot is not None
+    assert same.changed
+    assert same.snapshot is None
+    assert slot.version == version
+    assert slot.customer_version == 8
+    unknown = processor.on_customer(slot, CustomerAnswer("PO-1", "C-1", 9, None), T0)
+    assert unknown.snapshot is not None  # a different fact is evaluated
+
+
+def test_an_off_route_scan_is_dead_lettered_once_with_its_source() -> None:
+    processor = OrderProcessor(PLAN)
+    slot = OrderSlot.new("PO-1")
+    processor.on_order_record(slot, _order(route=["yarn_sourcing", "dyeing"]), _src("orders", 0),
+                              b"{}", T0)  # fmt: skip
+    effects = processor.on_scan(
+        slot, _scan("e-9", "knitting", "started", 1), _src("scans", 4), b"raw", T0
+    )
+    assert [(d.reason_code, d.source.offset, d.raw_value()) for d in effects.dead_letters] == [
+        (ReasonCode.OFF_ROUTE, 4, b"raw")
+    ]
+    later = processor.on_clock(_roundtrip(slot), T0 + timedelta(hours=2))
+    assert later.dead_letters == []  # tagged: never dead-lettered twice
+
+
+def test_scans_beyond_the_cap_are_state_limit_dead_letters_and_the_slot_stays_small() -> None:
+    limits = EngineLimits(max_scans_per_order=50)
+    processor = OrderProcessor(PLAN, limits=limits)
+    slot = OrderSlot.new("PO-1")
+    processor.on_order_record(slot, _order(), _src("orders", 0), b"{}", T0)
+    refused = []
+    for n in range(2000):
+        stage = "yarn_sourcing" if n % 2 else "dyeing"
+        effects = processor.on_scan(
+            slot, _scan(f"e-{n}", stage, "started", 1 + n / 100), _src("scans", n), b"{}", T0
+        )
+        refused += [d.reason_code for d in effects.dead_letters]
+    assert len(slot.facts.scans) == 50
+    assert refused == [ReasonCode.STATE_LIMIT] * 1950
+    assert len(orjson.dumps(slot.to_json())) < 100_000
+
+
+def test_a_closed_order_is_evicted_after_the_retention_and_later_records_are_refused() -> None:
+    limits = EngineLimits(closed_order_retention_ms=2 * DAY_MS)
+    processor = OrderProcessor(PLAN, limits=limits)
+    slot = OrderSlot.new("PO-1")
+    _complete(processor, slot)
+    closed = to_ms(T0 + timedelta(hours=2 * len(ROUTE)))
+    assert slot.closed_at_ms == closed
+    assert slot.next_deadline_ms == closed + 2 * DAY_MS  # the eviction is a deadline
+    assert not processor.on_clock(slot, T0 + timedelta(days=1)).evicted
+    late = _scan("late", "shipping", "completed", 24 * 3)
+    refused = processor.on_scan(slot, late, _src("scans", 99), b"x", T0)
+    assert [d.reason_code for d in refused.dead_letters] == [ReasonCode.ORDER_CLOSED]
+    assert not refused.changed
+    gone = processor.on_clock(slot, T0 + timedelta(days=3))
+    assert gone.evicted
+    assert gone.alerts == []
+    assert gone.snapshot is None
+    assert [(s.customer_id, s.subscribe) for s in gone.subscriptions] == [("C-1", False)]
+    assert {o.forget for o in gone.occupancy} == {True}
+
+
+def _statuses(n: int) -> list[UnitStatus]:
+    return [_status(f"u-{k}", "down" if k % 2 == 0 else "up", 1 + k / 10) for k in range(n)]
+
+
+def test_a_unit_keeps_the_newest_records_whatever_their_arrival_order() -> None:
+    limits = EngineLimits(max_unit_records=40)
+    records = _statuses(300)
+    shuffled = list(records)
+    random.Random(5).shuffle(shuffled)
+    slots = []
+    for order in (records, shuffled, list(reversed(records))):
+        processor = UnitProcessor(PLAN, limits)
+        slot = UnitSlot("DYE-1")
+        for record in order:
+            processor.on_status(slot, unit_status_fact(record), {}, T0)
+            slot = UnitSlot.from_json(orjson.loads(orjson.dumps(slot.to_json())))
+        slots.append(slot)
+    kept = [sorted(r.event_id for r in s.records) for s in slots]
+    assert kept[0] == kept[1] == kept[2] == sorted(f"u-{k}" for k in range(260, 300))
+    assert slots[0].version == 300  # the answers' version counts folded records too
+    assert {len(s.published) for s in slots} == {20}  # alerts of folded downtimes dropped
+
+
+def test_an_order_forgets_alerts_of_downtimes_its_unit_folded_away_without_retracting() -> None:
+    limits = EngineLimits(max_unit_records=10)
+    units = UnitProcessor(PLAN, limits)
+    orders = OrderProcessor(PLAN, limits=limits)
+    order = OrderSlot.new("PO-1")
+    orders.on_order_record(order, _order(), _src("orders", 0), b"{}", T0)
+    orders.on_scan(order, _scan("y1", "yarn_sourcing", "started", 0.1, "Y"), _src("scans", 1),
+                   b"{}", T0)  # fmt: skip
+    orders.on_scan(order, _scan("y2", "yarn_sourcing", "completed", 0.2, "Y"), _src("scans", 2),
+                   b"{}", T0)  # fmt: skip
+    opened = orders.on_scan(order, _scan("d1", "dyeing", "started", 0.5, "DYE-1"),
+                            _src("scans", 3), b"{}", T0)  # fmt: skip
+    visits = next(o for o in opened.occupancy if o.unit_id == "DYE-1")
+    unit = UnitSlot("DYE-1")
+    entry: OccupancyEntry | None = None
+    answers = units.on_occupancy(unit, visits, entry, T0).changed_entries
+    entry = answers.get("PO-1")
+    retracted = []
+    for record in _statuses(60):
+        effects = units.on_status(unit, unit_status_fact(record), {"PO-1": entry} if entry else {},
+                                  T0)  # fmt: skip
+        entry = effects.changed_entries.get("PO-1", entry)
+        for answer in effects.answers:
+            result = orders.on_downtimes(order, answer, T0 + timedelta(hours=10))
+            retracted += [a for a in result.alerts if a["status"] == "retracted"]
+    disrupted = [a for a in order.published.values() if a["type"] == "order_disrupted"]
+    assert retracted == []
+    assert len(disrupted) == 5  # the downtimes of the kept window
+    assert order.downtime_floor["DYE-1"] == unit.floor_ms()
+
+
+def test_the_engine_clock_in_event_time_only_moves_forward_per_partition() -> None:
+    clock = EngineClock("event")
+    assert clock.observe(0, 1000) == 1000
+    assert clock.observe(0, 500) == 1000
+    assert clock.observe(1, None) == 0
+    assert clock.now(0) == 1000
+
+
+def test_the_deadline_index_pops_only_what_fell_due_per_partition() -> None:
+    index = DeadlineIndex()
+    index.push(0, 300, "b")
+    index.push(0, 100, "a")
+    index.push(1, 50, "c")
+    assert index.next_due(0) == 100
+    assert list(index.pop_due(0, 300)) == [(100, "a"), (300, "b")]
+    assert index.next_due(0) is None
+    assert index.next_due(1) == 50
+    assert index.partitions() == [0, 1]
+
+
+def test_every_internal_message_decodes_to_itself() -> None:
+    processor = OrderProcessor(PLAN)
+    slot = OrderSlot.new("PO-1")
+    _complete(processor, slot)
+    customer = CustomerAnswer("PO-1", "C-1", 4, CustomerFact("C-1", "A", "gold"))
+    assert decode_order_inbox(customer.encode()) == customer
+    units = UnitProcessor(PLAN)
+    unit = UnitSlot("U-1")
+    occupancy = Occupancy("PO-1", "U-1", 1, [["dyeing", 1, 0, None]])
+    assert decode_unit_inbox(occupancy.encode()) == occupancy
+    units.on_occupancy(unit, occupancy, None, T0)
+    answers = units.on_status(
+        unit, unit_status_fact(_status("u-1", "down", 1, unit="U-1")),
+        {"PO-1": OccupancyEntry(1, occupancy.visits)}, T0,
+    ).answers  # fmt: skip
+    assert answers
+    assert [decode_order_inbox(a.encode()) for a in answers] == answers
+    for sub in processor.rejoin(slot).subscriptions:
+        assert decode_customer_inbox(sub.encode()) == sub
