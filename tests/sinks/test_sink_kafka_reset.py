@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _publish(settings: Settings, scans: range, status: AlertStatus) -> None:
-    publish(settings, SCANS, ((f"PO-{i}".encode(), scan_json(i)) for i in scans))
+    publish(settings, SCANS, ((f"PO-{i % 50}".encode(), scan_json(i)) for i in scans))
     alerts = [make_alert(n, status) for n in range(6)]
     publish(settings, ALERTS, ((a.alert_id.encode(), a.model_dump_json().encode()) for a in alerts))
 
