@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, StringConstraints
@@ -119,6 +119,10 @@ def parse_timestamp(
         raise _timestamp_error("no_offset", "timestamp has no UTC offset (write ...Z or ...+05:30)")
     if offset in ("Z", "z"):
         offset = "+00:00"
+    elif int(offset[4:]) > 59:  # `fromisoformat` takes +12:60; RFC 3339 (and pydantic-core) not
+        raise _timestamp_error(
+            "format", "timestamp is not RFC 3339: {error}", {"error": "offset minutes exceed 59"}
+        )
     # `fromisoformat` checks the calendar and clock ranges; digits beyond
     # microseconds are cut here (values are truncated to ms anyway).
     text = f"{date}T{time}{(fraction or '')[:7]}{offset}"
@@ -145,9 +149,17 @@ def _in_range(value: datetime, min_time: datetime, max_time: datetime) -> dateti
     return utc
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def _utc_ms(value: datetime) -> datetime:
-    """Native-parsed (aware, in range) -> UTC at ms precision: the one Python step left."""
-    return value.astimezone(UTC).replace(microsecond=value.microsecond - value.microsecond % 1000)
+    """Native-parsed (aware, in range) -> UTC at ms precision: the one Python step left.
+
+    pydantic-core has no conversion to UTC; epoch arithmetic is the cheapest
+    exact form (about a third faster than `astimezone` + `replace`).
+    """
+    return _EPOCH + (value - _EPOCH) // _MS * _MS
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,7 @@ def test_fraction_is_truncated_to_milliseconds() -> None:
         ("2026-02-30T14:05:00Z", "timestamp_format"),
         ("2026-11-22T24:00:00Z", "timestamp_format"),
         ("2026-11-22T14:05:00+24:00", "timestamp_format"),
+        ("2026-11-22T14:05:00+12:60", "timestamp_format"),
         ("\uff12\uff10\uff12\uff16-11-22T14:05:00Z", "timestamp_format"),  # full-width digits
         ("0001-01-01T00:00:00+05:30", "timestamp_range"),
         ("9999-12-31T23:59:59-05:00", "timestamp_range"),
