@@ -1,0 +1,72 @@
+"""The fault bench's verdicts: what it calls lost, duplicated and differing (bench/faults.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "faults.py"
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("faults_bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+faults = _bench()
+
+
+def _scan(event_id: str, offset: int) -> dict[str, Any]:
+    return {"event_id": event_id, "order_id": "PO-1", "kafka_offset": offset, "ingested_at": "t"}
+
+
+def _alert(alert_id: str, status: str, version: int = 1) -> dict[str, Any]:
+    return {"alert_id": alert_id, "status": status, "version": version, "kafka_offset": version}
+
+
+def _state(scans: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> dict[str, Any]:
+    state: dict[str, Any] = {t: [] for t in (*faults.RAW_TABLES, *faults.FINAL_TABLES)}
+    state["scans"] = scans
+    state["alerts"] = alerts
+    return state
+
+
+def _diff(diffs: list[Any], table: str) -> Any:
+    return next(d for d in diffs if d.table == table)
+
+
+def test_a_record_stored_twice_is_a_duplicate_and_a_missing_one_is_lost() -> None:
+    ref = _state([_scan("a", 0), _scan("b", 1), _scan("c", 2)], [])
+    got = _state([_scan("a", 5), _scan("b", 6), _scan("b", 7)], [])  # offsets differ by run
+    scans = _diff(faults.compare(ref, got), "scans")
+    assert (scans.lost, scans.duplicated) == (1, 1)
+
+
+def test_latest_state_is_compared_by_key_and_content_but_not_version() -> None:
+    ref = _state([], [_alert("x", "open", 1), _alert("y", "resolved", 1)])
+    got = _state([], [_alert("x", "open", 9), _alert("y", "open", 9), _alert("z", "open", 9)])
+    alerts = _diff(faults.compare(ref, got), "alerts")
+    assert (alerts.lost, alerts.duplicated, alerts.differ) == (0, 1, 1)
+
+
+def test_an_alert_that_ends_retracted_counts_as_no_alert() -> None:
+    ref = _state([], [_alert("x", "open"), _alert("r", "retracted")])
+    got = _state([], [_alert("x", "open")])
+    alerts = _diff(faults.compare(ref, got), "alerts")
+    assert (alerts.lost, alerts.duplicated, alerts.differ) == (0, 0, 0)
+
+
+def test_records_the_client_dropped_after_503s_are_not_the_pipelines_loss() -> None:
+    ref = _state([_scan("a", 0), _scan("b", 1), _scan("c", 2)], [])
+    got = _state([_scan("a", 0)], [])
+    result = faults.Result("broker", "", diffs=faults.compare(ref, got, {"scans": 1}))
+    assert _diff(result.diffs, "scans").lost == 2
+    assert (result.lost, result.client_gave_up) == (1, 1)
+    assert not result.passed
