@@ -13,7 +13,8 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "faults.py"
 
 def _bench() -> ModuleType:
     spec = importlib.util.spec_from_file_location("faults_bench", BENCH)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
