@@ -164,11 +164,34 @@ class Broker:
                 self._cli("start", timeout_s=240)
                 return
             except BenchError as exc:
+                if "did not answer" in str(exc) and self._ready_later(timeout_s=300):
+                    log(f"broker start {attempt}: ready after the CLI's 90 s deadline")
+                    return
                 if attempt == attempts:
                     raise
                 log(f"broker start {attempt} failed ({exc}); stop and start again")
                 with contextlib.suppress(BenchError):
                     self._cli("stop", timeout_s=120)
+
+    def _ready_later(self, timeout_s: float) -> bool:
+        """A slow start keeps running past `kafka start`'s deadline: wait on `kafka status`."""
+
+        def ready() -> bool:
+            done = subprocess.run(
+                [PYTHON, "-m", "chainwatch", "kafka", "status"],
+                env=self.env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=ROOT,
+            )
+            return done.returncode == 0
+
+        try:
+            wait_for("broker ready", ready, timeout_s=timeout_s, every_s=5)
+        except BenchError:
+            return False
+        return True
 
     def fresh(self) -> None:
         """Start on an empty data dir (earlier bench runs' topics only slow recovery)."""
