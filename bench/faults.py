@@ -1039,7 +1039,7 @@ def scenario_broker(bench: Bench) -> Result:
 
 
 def scenario_kill9(bench: Bench) -> Result:
-    order = ("gateway", "worker", "sink", "notify", "broker")
+    order = [name.strip() for name in bench.args.kill9.split(",") if name.strip()]
 
     def fault(run: Run) -> None:
         for i, name in enumerate(order):
@@ -1059,7 +1059,7 @@ def scenario_kill9(bench: Bench) -> Result:
     receiver = FlakyReceiver(free_port(), 0.0)
     receiver.up()
     try:
-        result = Result("kill9", "kill -9 gateway, worker, sink, notifier, broker in turn")
+        result = Result("kill9", f"kill -9 {', '.join(order)} in turn")
         ref = bench.reference()
         run, state = bench.pipeline("kill9", fault, receiver)
         result.diffs = compare(ref, state, run.client_gave_up())
@@ -1590,6 +1590,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock-s", type=float, default=60.0)
     parser.add_argument("--webhook-down-s", type=float, default=300.0)
     parser.add_argument("--webhook-max-backoff-s", type=float, default=30.0)
+    parser.add_argument(
+        "--kill9",
+        default="gateway,worker,sink,notify,broker",
+        help="processes the kill9 scenario kills, in this order",
+    )
     parser.add_argument(
         "--kafka-port", type=int, default=39092, help="broker port (controller: +1)"
     )
