@@ -29,7 +29,16 @@ EventType = Literal[
     "AssociationEvent",
     "TransactionEvent",
 ]
-MAPPED_EVENT_TYPES = frozenset({"ObjectEvent", "TransformationEvent"})
+MAPPED_EVENT_TYPES = frozenset(
+    {
+        "ObjectEvent",
+        "TransformationEvent",
+        "AggregationEvent",
+        "AssociationEvent",
+        "TransactionEvent",
+    }
+)
+EpcisAction = Literal["ADD", "OBSERVE", "DELETE"]
 
 _CBV_PREFIXES: dict[str, tuple[str, ...]] = {
     "bizStep": (
@@ -73,13 +82,17 @@ class ReadPointTarget(BaseModel):
 
 
 class ActionRule(BaseModel):
-    """Event type + `bizStep` (+ `disposition`) -> scan action; an absent key matches anything."""
+    """Event type + `bizStep` (+ `disposition`, + EPCIS `action`) -> scan action; an absent key
+    matches anything."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    event_type: Literal["ObjectEvent", "TransformationEvent"] | None = None
+    event_type: EventType | None = None
     biz_step: str | None = Field(default=None, alias="bizStep")
     disposition: str | None = None
+    epcis_action: EpcisAction | None = Field(
+        default=None, description="The event's own `action` (ADD/OBSERVE/DELETE)."
+    )
     action: ScanAction
 
     @field_validator("biz_step")
@@ -92,11 +105,18 @@ class ActionRule(BaseModel):
     def _bare_disposition(cls, value: str | None) -> str | None:
         return None if value is None else cbv_name("disposition", value)
 
-    def matches(self, event_type: str, biz_step: str | None, disposition: str | None) -> bool:
+    def matches(
+        self,
+        event_type: str,
+        biz_step: str | None,
+        disposition: str | None,
+        epcis_action: str | None = None,
+    ) -> bool:
         return (
             (self.event_type is None or self.event_type == event_type)
             and (self.biz_step is None or self.biz_step == biz_step)
             and (self.disposition is None or self.disposition == disposition)
+            and (self.epcis_action is None or self.epcis_action == epcis_action)
         )
 
 
@@ -139,17 +159,25 @@ class EpcisMapping(BaseModel):
     read_points: dict[str, ReadPointTarget] = Field(min_length=1)
     actions: list[ActionRule] = Field(min_length=1, description="First matching rule wins.")
     order_id: OrderIdRule
-    event_id: str = Field(default="eventID", description="Event field that becomes `event_id`.")
+    event_id: str = Field(
+        default="eventID",
+        description="Event field that becomes `event_id` (shortened when it does not fit, "
+        "the CBV 2.0 event hash when absent; see schemas/epcis_hash.py).",
+    )
     event_time: str = Field(
         default="eventTime", description="Event field that becomes `event_time` (kept as sent)."
     )
     quantity: QuantityRule | None = None
 
     def action_for(
-        self, event_type: str, biz_step: str | None, disposition: str | None
+        self,
+        event_type: str,
+        biz_step: str | None,
+        disposition: str | None,
+        epcis_action: str | None = None,
     ) -> ScanAction | None:
         for rule in self.actions:
-            if rule.matches(event_type, biz_step, disposition):
+            if rule.matches(event_type, biz_step, disposition, epcis_action):
                 return rule.action
         return None
 
@@ -179,10 +207,12 @@ class EpcisBody(BaseModel):
 
 
 class EpcisDocument(BaseModel):
-    """An `EPCISDocument` (JSON / JSON-LD); `@context`, headers and extensions are ignored."""
+    """An `EPCISDocument` (JSON / JSON-LD); headers and extensions are ignored, `@context`
+    only gives the namespaces of extension fields for the CBV 2.0 event hash."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
+    context: Any = Field(default=None, alias="@context")
     type: Literal["EPCISDocument"]
     schema_version: str | None = Field(default=None, alias="schemaVersion")
     epcis_body: EpcisBody = Field(alias="epcisBody")

@@ -235,7 +235,7 @@ def judge_epcis(
             f"of {max_item_bytes}"
         )
     try:
-        EpcisDocument.model_validate_json(envelope)
+        document = EpcisDocument.model_validate_json(envelope)
     except ValidationError as exc:
         return EpcisVerdicts(
             [],
@@ -247,7 +247,9 @@ def judge_epcis(
     for index, (start, end) in enumerate(located.items):
         event = view[start:end].tobytes()
         try:
-            verdicts.append(_judge_event(index, event, mapping, endpoint, plan, max_skew))
+            verdicts.append(
+                _judge_event(index, event, mapping, endpoint, plan, max_skew, document.context)
+            )
         except Exception as exc:  # one event's bug never fails the request
             verdicts.append(_failed(index, event, exc))
     return EpcisVerdicts(verdicts)
@@ -260,6 +262,7 @@ def _judge_event(
     endpoint: Endpoint,
     plan: SlaPlan,
     max_skew: timedelta,
+    context: Any = None,
 ) -> Verdict:
     try:
         event = pydantic_core.from_json(event_bytes, allow_inf_nan=False)
@@ -267,7 +270,7 @@ def _judge_event(
         error = ErrorDetail(loc="", msg=f"the event is not JSON: {exc}", type="json_invalid")
         return Verdict(index, event_bytes, reason_code=ReasonCode.NOT_JSON, errors=[error])
     try:
-        scan = map_event(event, mapping)
+        scan = map_event(event, mapping, context)
     except Unmappable as exc:
         return Verdict(
             index, event_bytes, reason_code=ReasonCode.UNMAPPABLE_EPCIS, errors=exc.errors

@@ -9,10 +9,27 @@ the sender fixes its document (or the operator the mapping) in one go.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Final
 
 from schemas.dead_letter import ErrorDetail
 from schemas.epcis import MAPPED_EVENT_TYPES, EpcisMapping, cbv_name
+from schemas.epcis_hash import contract_event_id, event_hash
+
+QUANTITY_FIELD: Final = {
+    "ObjectEvent": "quantityList",
+    "TransformationEvent": "outputQuantityList",
+    "AggregationEvent": "childQuantityList",
+    "AssociationEvent": "childQuantityList",
+    "TransactionEvent": "quantityList",
+}
+"""Where a scan's quantity comes from, per event type (the first entry of the list)."""
+
+EPCIS_ID_ATTRIBUTE: Final = "epcis_event_id"
+"""Scan attribute holding the EPCIS id when `event_id` is not that id verbatim."""
+
+_OFFSET: Final = re.compile(r"^[+-](?:0\d|1[0-4]):[0-5]\d$")
+_HAS_ZONE: Final = re.compile(r"(?:[Zz]|[+-]\d\d:?\d\d)$")
 
 
 class Unmappable(Exception):
@@ -31,8 +48,12 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def map_event(event: Any, mapping: EpcisMapping) -> dict[str, Any]:
-    """The scan object for one `eventList` entry, or `Unmappable` with the reasons."""
+def map_event(event: Any, mapping: EpcisMapping, context: Any = None) -> dict[str, Any]:
+    """The scan object for one `eventList` entry, or `Unmappable` with the reasons.
+
+    `context` is the document's `@context` (namespaces of extension fields, used
+    by the CBV 2.0 event hash of an event without `eventID`).
+    """
     if not isinstance(event, dict):
         raise Unmappable([_err("", "an EPCIS event must be a JSON object", "epcis_not_object")])
     event_type = _text(event.get("type"))
@@ -42,7 +63,7 @@ def map_event(event: Any, mapping: EpcisMapping) -> dict[str, Any]:
                 _err(
                     "type",
                     f"event type {event_type!r} is not mapped "
-                    "(only ObjectEvent and TransformationEvent become scans)",
+                    f"(one of {', '.join(sorted(MAPPED_EVENT_TYPES))} becomes a scan)",
                     "epcis_event_type",
                 )
             ]
@@ -68,13 +89,14 @@ def map_event(event: Any, mapping: EpcisMapping) -> dict[str, Any]:
     disposition_raw = _text(event.get("disposition"))
     biz_step = cbv_name("bizStep", biz_step_raw) if biz_step_raw else None
     disposition = cbv_name("disposition", disposition_raw) if disposition_raw else None
-    action = mapping.action_for(event_type, biz_step, disposition)
+    epcis_action = _text(event.get("action"))
+    action = mapping.action_for(event_type, biz_step, disposition, epcis_action)
     if action is None:
         errors.append(
             _err(
                 "bizStep",
                 f"no action rule matches {event_type} bizStep={biz_step!r} "
-                f"disposition={disposition!r}",
+                f"disposition={disposition!r} action={epcis_action!r}",
                 "epcis_no_action_rule",
             )
         )
@@ -95,15 +117,50 @@ def map_event(event: Any, mapping: EpcisMapping) -> dict[str, Any]:
     assert action is not None
 
     scan: dict[str, Any] = {
-        "event_id": event.get(mapping.event_id),
+        "event_id": None,
         "order_id": order_id,
         "stage": target.stage,
         "action": action.value,
         "unit_id": target.unit_id,
-        "event_time": event.get(mapping.event_time),
+        "event_time": _event_time(event, mapping),
     }
+    scan.update(_event_id(event, mapping, context))
     scan.update(_quantity(event, event_type, mapping))
     return scan
+
+
+def _event_id(event: dict[str, Any], mapping: EpcisMapping, context: Any) -> dict[str, Any]:
+    """`event_id` (+ the EPCIS id in `attributes` when the two differ), deterministic.
+
+    The id field as sent when it fits the contract; a non-string id is left to
+    the scan validation (a reason, not a guess); otherwise see `contract_event_id`.
+    An event without the field gets its CBV 2.0 event hash.
+    """
+    raw = event.get(mapping.event_id)
+    if raw is None or raw == "":
+        raw = event_hash(event, context)
+    if not isinstance(raw, str):
+        return {"event_id": raw}
+    event_id = contract_event_id(raw)
+    if event_id == raw:
+        return {"event_id": event_id}
+    return {"event_id": event_id, "attributes": {EPCIS_ID_ATTRIBUTE: raw[:256]}}
+
+
+def _event_time(event: dict[str, Any], mapping: EpcisMapping) -> Any:
+    """The time as sent; a time without an offset takes `eventTimeZoneOffset` (EPCIS 2.0
+    events carry the local offset there), which the contract needs."""
+    value = event.get(mapping.event_time)
+    offset = event.get("eventTimeZoneOffset")
+    if (
+        isinstance(value, str)
+        and "T" in value
+        and not _HAS_ZONE.search(value)
+        and isinstance(offset, str)
+        and _OFFSET.fullmatch(offset)
+    ):
+        return value + offset
+    return value
 
 
 def _order_id(event: dict[str, Any], mapping: EpcisMapping) -> str | None:
@@ -127,11 +184,10 @@ def _order_id(event: dict[str, Any], mapping: EpcisMapping) -> str | None:
 
 
 def _quantity(event: dict[str, Any], event_type: str, mapping: EpcisMapping) -> dict[str, Any]:
-    """ObjectEvent: `quantityList[0]`; TransformationEvent: `outputQuantityList[0]`."""
+    """The first entry of the event type's quantity list (`QUANTITY_FIELD`)."""
     if mapping.quantity is None:
         return {}
-    field = "quantityList" if event_type == "ObjectEvent" else "outputQuantityList"
-    entries = event.get(field)
+    entries = event.get(QUANTITY_FIELD[event_type])
     if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
         return {}
     first = entries[0]

@@ -56,7 +56,8 @@ def test_unknown_uom_yields_no_quantity() -> None:
 @pytest.mark.parametrize(
     ("change", "types"),
     [
-        (lambda e: e.update(type="AggregationEvent"), ["epcis_event_type"]),
+        (lambda e: e.update(type="SensorEvent"), ["epcis_event_type"]),
+        (lambda e: e.update(type="AggregationEvent"), ["epcis_no_action_rule"]),
         (
             lambda e: e.update(readPoint={"id": "urn:epc:id:sgln:0.0.0"}),
             ["epcis_unknown_read_point"],

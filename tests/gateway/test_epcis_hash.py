@@ -1,0 +1,195 @@
+"""The CBV 2.0 event hash and the contract's short form of EPCIS ids (pure, no Kafka).
+
+The expected pre-hash strings are the ones published with GS1's reference
+implementation (`epcis-event-hash-generator`, README "Intermediate Pre-Hash
+String") and with the OpenEPCIS event-hash generator for the EPCIS 2.0 standard's
+ObjectEvent example; the hash is SHA-256 of the pre-hash string.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.common import IDENTIFIER_PATTERN
+from schemas.epcis_hash import (
+    canonical_time,
+    contract_event_id,
+    digital_link,
+    event_hash,
+    prehash_string,
+)
+
+STANDARD_OBJECT_EVENT: dict[str, Any] = {
+    "type": "ObjectEvent",
+    "eventTime": "2005-04-03T20:33:31.116-06:00",
+    "eventTimeZoneOffset": "-06:00",
+    "epcList": ["urn:epc:id:sgtin:0614141.107346.2018", "urn:epc:id:sgtin:0614141.107346.2017"],
+    "action": "OBSERVE",
+    "bizStep": "shipping",
+    "disposition": "in_transit",
+    "readPoint": {"id": "urn:epc:id:sgln:0614141.07346.1234"},
+    "bizTransactionList": [
+        {"type": "po", "bizTransaction": "http://transaction.acme.com/po/12345678"}
+    ],
+    "rdfs:comment": "comments are not part of the hash",
+}
+STANDARD_PREHASH = (
+    "eventType=ObjectEventeventTime=2005-04-04T02:33:31.116ZeventTimeZoneOffset=-06:00"
+    "epcListepc=https://id.gs1.org/01/10614141073464/21/2017"
+    "epc=https://id.gs1.org/01/10614141073464/21/2018action=OBSERVE"
+    "bizStep=https://ref.gs1.org/cbv/BizStep-shipping"
+    "disposition=https://ref.gs1.org/cbv/Disp-in_transit"
+    "readPointid=https://id.gs1.org/414/0614141073467/254/1234"
+    "bizTransactionListtype=https://ref.gs1.org/cbv/BTT-po"
+    "bizTransaction=http://transaction.acme.com/po/12345678"
+)
+
+REFERENCE_EVENT: dict[str, Any] = {
+    "type": "ObjectEvent",
+    "eventTime": "2020-03-04T11:00:30.000+01:00",
+    "eventTimeZoneOffset": "+01:00",
+    "recordTime": "2020-03-04T11:00:30.999+01:00",
+    "eventID": "urn:uuid:not-part-of-the-hash",
+    "epcList": [
+        "urn:epc:id:sscc:4012345.0000000333",
+        "urn:epc:id:sscc:4012345.0000000111",
+        "urn:epc:id:sscc:4012345.0000000222",
+    ],
+    "action": "OBSERVE",
+    "bizStep": "urn:epcglobal:cbv:bizstep:departing",
+    "readPoint": {"id": "urn:epc:id:sgln:4012345.00011.987"},
+    "example:myField1": {"example:mySubField2": "5", "example:mySubField1": "2"},
+}
+REFERENCE_CONTEXT = [
+    "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld",
+    {"example": "https://ns.example.com/epcis/"},
+]
+REFERENCE_PREHASH = (
+    "eventType=ObjectEventeventTime=2020-03-04T10:00:30.000ZeventTimeZoneOffset=+01:00"
+    "epcListepc=https://id.gs1.org/00/040123450000001112"
+    "epc=https://id.gs1.org/00/040123450000002225"
+    "epc=https://id.gs1.org/00/040123450000003338action=OBSERVE"
+    "bizStep=https://ref.gs1.org/cbv/BizStep-departing"
+    "readPointid=https://id.gs1.org/414/4012345000115/254/987"
+    "{https://ns.example.com/epcis/}myField1"
+    "{https://ns.example.com/epcis/}mySubField1=2{https://ns.example.com/epcis/}mySubField2=5"
+)
+NI = re.compile(r"^ni:///sha-256;[0-9a-f]{64}\?ver=CBV2\.0$")
+
+
+def test_the_standards_object_event_has_the_published_prehash() -> None:
+    assert prehash_string(STANDARD_OBJECT_EVENT) == STANDARD_PREHASH
+    digest = hashlib.sha256(STANDARD_PREHASH.encode()).hexdigest()
+    assert event_hash(STANDARD_OBJECT_EVENT) == f"ni:///sha-256;{digest}?ver=CBV2.0"
+
+
+def test_the_reference_example_with_extensions_has_the_published_prehash() -> None:
+    """eventID and recordTime are left out; extension names are expanded by @context."""
+    assert prehash_string(REFERENCE_EVENT, REFERENCE_CONTEXT) == REFERENCE_PREHASH
+
+
+def test_the_hash_does_not_depend_on_syntax_choices() -> None:
+    """URN vs web URI vs bare CBV names, field order, time zone, number spelling."""
+    variant = {
+        "bizTransactionList": [
+            {
+                "bizTransaction": "http://transaction.acme.com/po/12345678",
+                "type": "https://ref.gs1.org/cbv/BTT-po",
+            }
+        ],
+        "readPoint": {"id": "https://id.gs1.org/414/0614141073467/254/1234"},
+        "disposition": "urn:epcglobal:cbv:disp:in_transit",
+        "bizStep": "https://ref.gs1.org/cbv/BizStep-shipping",
+        "action": "OBSERVE",
+        "epcList": [
+            "https://id.gs1.org/01/10614141073464/21/2017",
+            "urn:epc:id:sgtin:0614141.107346.2018",
+        ],
+        "eventTimeZoneOffset": "-06:00",
+        "eventTime": "2005-04-04T02:33:31.116Z",
+        "type": "ObjectEvent",
+        "eventID": "ni:///sha-256;whatever",
+    }
+    assert event_hash(variant) == event_hash(STANDARD_OBJECT_EVENT)
+    moved = copy.deepcopy(STANDARD_OBJECT_EVENT)
+    moved["epcList"] = moved["epcList"][:1]
+    assert event_hash(moved) != event_hash(STANDARD_OBJECT_EVENT)
+
+
+def test_quantities_and_aggregation_fields_are_in_the_canonical_order() -> None:
+    event = {
+        "type": "AggregationEvent",
+        "eventTime": "2027-04-01T09:00:00+02:00",
+        "eventTimeZoneOffset": "+02:00",
+        "parentID": "urn:epc:id:sscc:4012345.0000000111",
+        "childQuantityList": [
+            {"epcClass": "urn:epc:class:lgtin:4012345.012345.LOT7", "quantity": 24.0, "uom": "H87"}
+        ],
+        "action": "ADD",
+        "bizStep": "packing",
+    }
+    assert prehash_string(event) == (
+        "eventType=AggregationEventeventTime=2027-04-01T07:00:00.000ZeventTimeZoneOffset=+02:00"
+        "parentID=https://id.gs1.org/00/040123450000001112"
+        "childQuantityListquantityElementepcClass=https://id.gs1.org/01/04012345123456/10/LOT7"
+        "quantity=24uom=H87action=ADDbizStep=https://ref.gs1.org/cbv/BizStep-packing"
+    )
+
+
+@pytest.mark.parametrize(
+    ("urn", "link"),
+    [
+        ("urn:epc:id:sgtin:0614141.107346.2017", "https://id.gs1.org/01/10614141073464/21/2017"),
+        ("urn:epc:id:sscc:4012345.0000000111", "https://id.gs1.org/00/040123450000001112"),
+        ("urn:epc:id:sgln:4012345.00011.0", "https://id.gs1.org/414/4012345000115"),
+        ("urn:epc:id:pgln:4012345.00000", "https://id.gs1.org/417/4012345000009"),
+        (
+            "urn:epc:class:lgtin:4012345.012345.998877",
+            "https://id.gs1.org/01/04012345123456/10/998877",
+        ),
+        ("urn:epc:idpat:sgtin:4012345.012345.*", "https://id.gs1.org/01/04012345123456"),
+        ("urn:epc:id:sgtin:abc.def.1", None),
+        ("urn:uuid:1", None),
+    ],
+)
+def test_epc_urns_become_digital_links(urn: str, link: str | None) -> None:
+    assert digital_link(urn) == link
+
+
+def test_times_are_utc_milliseconds() -> None:
+    assert canonical_time("2027-03-15T14:40:00.123456+05:30") == "2027-03-15T09:10:00.123Z"
+    assert canonical_time("not a time") == "not a time"
+
+
+def test_ids_that_fit_are_kept() -> None:
+    assert contract_event_id("urn:uuid:6c1d2f7e-3a9b-4e51-8f02-5b7c9d0e1a21") == (
+        "urn:uuid:6c1d2f7e-3a9b-4e51-8f02-5b7c9d0e1a21"
+    )
+
+
+def test_hash_ids_get_the_documented_short_form() -> None:
+    hex64 = "A" * 10 + "0123456789abcdef" * 3 + "b" * 6
+    assert contract_event_id(f"ni:///sha-256;{hex64}?ver=CBV2.0") == (
+        "ni-sha256-" + hex64.lower()[:54]
+    )
+    other = "https://example.com/events/" + "x" * 80
+    digest = hashlib.sha256(other.encode()).hexdigest()
+    assert contract_event_id(other) == "epcis-sha256-" + digest[:51]
+
+
+@given(st.text(min_size=1, max_size=300))
+def test_every_id_becomes_a_valid_deterministic_contract_id(raw: str) -> None:
+    short = contract_event_id(raw)
+    assert re.fullmatch(IDENTIFIER_PATTERN, short)
+    assert contract_event_id(raw) == short
+
+
+def test_every_hash_is_a_cbv_hash_id() -> None:
+    assert NI.fullmatch(event_hash(REFERENCE_EVENT, REFERENCE_CONTEXT))

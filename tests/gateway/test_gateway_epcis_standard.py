@@ -1,0 +1,294 @@
+"""EPCIS 2.0 documents shaped like the standard's examples, through the example mapping of
+deploy/gateway/ (pure: mapping and validation, no Kafka).
+
+Hash ids, events without `eventID`, all five event types, the `@context` variants,
+`eventTime` without an offset, and the property that every event of a posted
+document ends as a scan or as a dead letter with a reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.common import IDENTIFIER_PATTERN
+from schemas.epcis import load_epcis_mapping
+from schemas.epcis_hash import contract_event_id, event_hash
+from schemas.plan import load_plan
+from streams.ingest.batch import ENDPOINTS, judge_epcis
+from streams.ingest.epcis_map import EPCIS_ID_ATTRIBUTE, Unmappable, map_event
+
+ROOT = Path(__file__).resolve().parents[2]
+MAPPING = load_epcis_mapping(ROOT / "deploy" / "gateway" / "epcis-mapping.example.yaml")
+PLAN = load_plan(None)
+PO = {"type": "po", "bizTransaction": "urn:epcglobal:cbv:bt:4012345000009:PO-7001"}
+HASH_ID = "ni:///sha-256;" + "3f2a" * 16 + "?ver=CBV2.0"
+CONTEXTS: list[Any] = [
+    "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld",
+    ["https://ref.gs1.org/standards/epcis/epcis-context.jsonld"],
+    [
+        "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld",
+        {"example": "https://ns.example.com/epcis/"},
+    ],
+    [
+        {"example": "https://ns.example.com/epcis/"},
+        "https://gs1.github.io/EPCIS/epcis-context.jsonld",
+    ],
+]
+
+KNITWEAR: list[dict[str, Any]] = [
+    {
+        "type": "TransformationEvent",
+        "eventTime": "2027-04-01T08:00:00.000+05:30",
+        "eventTimeZoneOffset": "+05:30",
+        "eventID": HASH_ID,
+        "inputQuantityList": [
+            {"epcClass": "urn:epc:class:lgtin:4012345.011117.Y-7001", "quantity": 80, "uom": "KGM"}
+        ],
+        "outputQuantityList": [
+            {
+                "epcClass": "urn:epc:class:lgtin:4012345.011124.D-7001",
+                "quantity": 78.5,
+                "uom": "KGM",
+            }
+        ],
+        "bizStep": "urn:epcglobal:cbv:bizstep:commissioning",
+        "readPoint": {"id": "urn:epc:id:sgln:4012345.00021.0"},
+        "bizTransactionList": [PO],
+    },
+    {
+        "type": "ObjectEvent",
+        "eventTime": "2027-04-02T09:30:00.000",
+        "eventTimeZoneOffset": "+01:00",
+        "action": "OBSERVE",
+        "quantityList": [
+            {
+                "epcClass": "urn:epc:class:lgtin:4012345.011124.D-7001",
+                "quantity": 78.5,
+                "uom": "KGM",
+            }
+        ],
+        "bizStep": "https://ref.gs1.org/cbv/BizStep-arriving",
+        "disposition": "https://ref.gs1.org/cbv/Disp-in_progress",
+        "readPoint": {"id": "urn:epc:id:sgln:4012345.00031.0"},
+        "bizTransactionList": [
+            {"type": "urn:epcglobal:cbv:btt:po", "bizTransaction": PO["bizTransaction"]}
+        ],
+        "example:shade": {"#text": "navy"},
+    },
+    {
+        "type": "AggregationEvent",
+        "eventTime": "2027-04-05T10:00:00Z",
+        "eventTimeZoneOffset": "+00:00",
+        "parentID": "urn:epc:id:sscc:4012345.0000007001",
+        "childEPCs": ["urn:epc:id:sgtin:4012345.054321.1", "urn:epc:id:sgtin:4012345.054321.2"],
+        "childQuantityList": [
+            {"epcClass": "urn:epc:class:lgtin:4012345.054321.B-7001", "quantity": 24, "uom": "H87"}
+        ],
+        "action": "ADD",
+        "bizStep": "packing",
+        "readPoint": {"id": "urn:epc:id:sgln:4012345.00061.0"},
+        "bizTransactionList": [
+            {"type": "https://ref.gs1.org/cbv/BTT-po", "bizTransaction": PO["bizTransaction"]}
+        ],
+    },
+    {
+        "type": "AssociationEvent",
+        "eventTime": "2027-04-05T10:05:00+00:00",
+        "eventTimeZoneOffset": "+00:00",
+        "eventID": "urn:uuid:2b0f2d1e-4c2b-4f4e-9a51-7c8d9e0f1a23",
+        "parentID": "urn:epc:id:grai:4012345.55555.7",
+        "childQuantityList": [
+            {"epcClass": "urn:epc:class:lgtin:4012345.054321.B-7001", "quantity": 24, "uom": "H87"}
+        ],
+        "action": "ADD",
+        "bizStep": "assembling",
+        "readPoint": {"id": "urn:epc:id:sgln:4012345.00061.0"},
+        "bizTransactionList": [PO],
+    },
+    {
+        "type": "TransactionEvent",
+        "eventTime": "2027-04-06T16:00:00.000-05:00",
+        "eventTimeZoneOffset": "-05:00",
+        "eventID": "ni:///sha-256;" + "ab" * 32 + "?ver=CBV2.0",
+        "parentID": "urn:epc:id:sscc:4012345.0000007001",
+        "quantityList": [
+            {"epcClass": "urn:epc:class:lgtin:4012345.054321.B-7001", "quantity": 24, "uom": "H87"}
+        ],
+        "action": "ADD",
+        "bizStep": "cbv:BizStep-shipping",
+        "readPoint": {"id": "urn:epc:id:sgln:4012345.00071.0"},
+        "bizTransactionList": [
+            {"type": "desadv", "bizTransaction": "urn:epcglobal:cbv:bt:4012345000009:ASN-1"},
+            PO,
+        ],
+    },
+]
+EXPECTED = [
+    (
+        "dyeing",
+        "completed",
+        contract_event_id(HASH_ID),
+        "2027-04-01T08:00:00.000+05:30",
+        78.5,
+        "kg",
+    ),
+    ("knitting", "started", None, "2027-04-02T09:30:00.000+01:00", 78.5, "kg"),
+    ("packaging", "completed", None, "2027-04-05T10:00:00Z", 24, "pcs"),
+    (
+        "packaging",
+        "started",
+        "urn:uuid:2b0f2d1e-4c2b-4f4e-9a51-7c8d9e0f1a23",
+        "2027-04-05T10:05:00+00:00",
+        24,
+        "pcs",
+    ),
+    ("shipping", "completed", "ni-sha256-" + "ab" * 27, "2027-04-06T16:00:00.000-05:00", 24, "pcs"),
+]
+
+
+def _document(events: list[Any], context: Any = CONTEXTS[0]) -> dict[str, Any]:
+    return {
+        "@context": context,
+        "type": "EPCISDocument",
+        "schemaVersion": "2.0",
+        "creationDate": "2027-04-06T16:30:00Z",
+        "epcisBody": {"eventList": events},
+    }
+
+
+def _judge(document: Any) -> Any:
+    body = json.dumps(document).encode()
+    return judge_epcis(
+        body, MAPPING, ENDPOINTS["epcis"], PLAN, 500, 64 * 1024, max_skew=timedelta(days=36500)
+    )
+
+
+def test_all_five_event_types_of_a_knitwear_chain_become_scans() -> None:
+    scans = [map_event(copy.deepcopy(e), MAPPING, CONTEXTS[2]) for e in KNITWEAR]
+    got = [
+        (s["stage"], s["action"], s["event_id"], s["event_time"], s.get("quantity"), s.get("uom"))
+        for s in scans
+    ]
+    derived = [event_hash(KNITWEAR[i], CONTEXTS[2]) for i in (1, 2)]
+    expected = list(EXPECTED)
+    for i, ni in zip((1, 2), derived, strict=True):
+        expected[i] = (*expected[i][:2], contract_event_id(ni), *expected[i][3:])
+    assert got == expected
+    assert {s["order_id"] for s in scans} == {"PO-7001"}
+    assert scans[0]["attributes"] == {EPCIS_ID_ATTRIBUTE: HASH_ID}
+    assert scans[1]["attributes"] == {EPCIS_ID_ATTRIBUTE: derived[0]}
+    assert "attributes" not in scans[3]  # a urn:uuid id is kept as it is
+
+
+def test_the_whole_document_is_accepted_and_reposting_gives_the_same_ids() -> None:
+    first = _judge(_document(copy.deepcopy(KNITWEAR)))
+    assert first.document_error is None
+    assert [v.reason_code for v in first.verdicts] == [None] * 5, [v.errors for v in first.verdicts]
+    again = _judge(_document(copy.deepcopy(KNITWEAR)))
+    ids = [json.loads(v.value)["event_id"] for v in first.verdicts]
+    assert [json.loads(v.value)["event_id"] for v in again.verdicts] == ids
+    assert len(set(ids)) == 5
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_context_variants_map_alike(context: Any) -> None:
+    """Without extension fields the derived id does not depend on the @context form."""
+    event = {k: v for k, v in KNITWEAR[2].items()}
+    result = _judge(_document([event], context))
+    baseline = _judge(_document([event], CONTEXTS[0]))
+    assert result.verdicts[0].accepted
+    assert result.verdicts[0].value == baseline.verdicts[0].value
+
+
+def test_extension_namespaces_from_the_context_change_the_derived_id() -> None:
+    event = KNITWEAR[1]
+    a = map_event(copy.deepcopy(event), MAPPING, [{"example": "https://ns.example.com/a/"}])
+    b = map_event(copy.deepcopy(event), MAPPING, [{"example": "https://ns.example.com/b/"}])
+    assert a["event_id"] != b["event_id"]
+
+
+def test_a_time_without_offset_takes_event_time_zone_offset() -> None:
+    scan = map_event(copy.deepcopy(KNITWEAR[1]), MAPPING)
+    assert scan["event_time"] == "2027-04-02T09:30:00.000+01:00"
+    no_offset = copy.deepcopy(KNITWEAR[1])
+    no_offset.pop("eventTimeZoneOffset")
+    verdict = _judge(_document([no_offset])).verdicts[0]
+    assert verdict.reason_code is not None  # still no offset: validation says why
+    assert verdict.errors
+
+
+def test_an_aggregation_delete_is_not_a_packing() -> None:
+    event = copy.deepcopy(KNITWEAR[2])
+    event["action"] = "DELETE"
+    with pytest.raises(Unmappable) as info:
+        map_event(event, MAPPING)
+    assert [e.type for e in info.value.errors] == ["epcis_no_action_rule"]
+
+
+def test_a_non_string_event_id_is_a_reason_not_a_guess() -> None:
+    event = copy.deepcopy(KNITWEAR[3])
+    event["eventID"] = 12345
+    verdict = _judge(_document([event])).verdicts[0]
+    assert verdict.reason_code is not None
+    assert any("event_id" in e.loc for e in verdict.errors or [])
+
+
+def test_every_derived_id_is_a_contract_identifier() -> None:
+    import re
+
+    for event in KNITWEAR:
+        scan = map_event(copy.deepcopy(event), MAPPING)
+        assert re.fullmatch(IDENTIFIER_PATTERN, scan["event_id"])
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_FIELDS = sorted({k for e in KNITWEAR for k in e})
+
+
+@st.composite
+def _events(draw: st.DrawFn) -> Any:
+    if draw(st.integers(0, 9)) == 0:
+        return draw(_json)
+    event = copy.deepcopy(draw(st.sampled_from(KNITWEAR)))
+    for _ in range(draw(st.integers(0, 3))):
+        key = draw(st.sampled_from(_FIELDS))
+        if draw(st.booleans()):
+            event.pop(key, None)
+        else:
+            event[key] = draw(_json)
+    return event
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_events(), min_size=1, max_size=8), st.sampled_from(CONTEXTS))
+def test_every_event_is_a_scan_or_a_dead_letter_with_a_reason(
+    events: list[Any], context: Any
+) -> None:
+    result = _judge(_document(events, context))
+    assert result.document_error is None
+    assert [v.index for v in result.verdicts] == list(range(len(events)))
+    for verdict in result.verdicts:
+        if verdict.accepted:
+            scan = json.loads(verdict.value)
+            assert scan["order_id"] == "PO-7001"
+            assert verdict.key == b"PO-7001"
+        else:
+            assert verdict.reason_code is not None
+            assert verdict.errors, verdict
+            assert all(e.msg for e in verdict.errors)
+    again = _judge(_document(events, context))
+    assert [v.value for v in again.verdicts] == [v.value for v in result.verdicts]
