@@ -170,14 +170,18 @@ def http_client(
     )
 
 
-def signed_headers(signer: Webhook, msg_id: str, body: str, at: datetime) -> dict[str, str]:
-    return {
+def signed_headers(signer: Webhook | None, msg_id: str, body: str, at: datetime) -> dict[str, str]:
+    """Standard Webhooks headers; without a signer (Slack, Teams, PagerDuty without a
+    secret) the same minus `webhook-signature`: the id still lets a receiver de-duplicate."""
+    headers = {
         "content-type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(at.timestamp())),
-        "webhook-signature": signer.sign(msg_id, at, body),
         "user-agent": "chainwatch-notify",
     }
+    if signer is not None:
+        headers["webhook-signature"] = signer.sign(msg_id, at, body)
+    return headers
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> None:
@@ -192,7 +196,7 @@ async def _read_capped(response: httpx.Response, cap: int) -> None:
 async def attempt(
     http: httpx.AsyncClient,
     url: str,
-    signer: Webhook,
+    signer: Webhook | None,
     msg_id: str,
     body: str,
     *,
@@ -234,7 +238,7 @@ async def attempt(
 async def deliver(
     http: httpx.AsyncClient,
     url: str,
-    signer: Webhook,
+    signer: Webhook | None,
     msg_id: str,
     body: str,
     policy: RetryPolicy,

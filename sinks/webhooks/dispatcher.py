@@ -136,7 +136,8 @@ class EndpointPipe:
         self.producer = producer
         self.group_id = f"{config.group_id}.{endpoint.name}"
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=config.queue_size)
-        self.signer = Webhook(endpoint.signing_secret())
+        self.signer = Webhook(endpoint.signing_secret()) if endpoint.signed else None
+        self.routing_key = endpoint.pagerduty_routing_key()
         self.health = EndpointHealth()
         self.tracker = OffsetTracker()
         self.ids = MessageIds()
@@ -151,7 +152,12 @@ class EndpointPipe:
     # --- deliveries ----------------------------------------------------------
 
     async def _deliver(self, http: httpx.AsyncClient, job: Job) -> None:
-        payload, body = render(job.alert, self.endpoint.format)
+        payload, body = render(
+            job.alert,
+            self.endpoint.format,
+            link_template=self.endpoint.link_template,
+            routing_key=self.routing_key,
+        )
         name = self.endpoint.name
 
         def count(result: AttemptResult) -> None:

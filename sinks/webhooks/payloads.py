@@ -20,6 +20,13 @@ from typing import Any
 
 from schemas.alerts import Alert
 from schemas.common import format_utc
+from sinks.webhooks.formats import (
+    DEFAULT_LINK_TEMPLATE,
+    pagerduty_event,
+    redacted,
+    slack_message,
+    teams_message,
+)
 from sinks.webhooks.records import body_of
 
 
@@ -67,32 +74,28 @@ def generic_payload(alert: Alert) -> dict[str, Any]:
     }
 
 
-def slack_text(alert: Alert) -> str:
-    subject = f"order {alert.order_id}" if alert.order_id else f"unit {alert.unit_id}"
-    where = f" at {alert.stage}" if alert.stage else ""
-    if alert.visit and alert.visit > 1:
-        where += f" (visit {alert.visit})"
-    icon = {"open": ":rotating_light:", "resolved": ":white_check_mark:"}.get(
-        alert.status.value, ":information_source:"
-    )
-    text = (
-        f"{icon} *{alert.severity.value}* {alert.type.value} *{alert.status.value}*: "
-        f"{subject}{where}, deadline {format_utc(alert.deadline)}"
-    )
-    if alert.customer is not None:
-        name = alert.customer.name or alert.customer.customer_id
-        text += f", customer {name} ({alert.customer.tier})"
-    if alert.cause is not None:
-        text += f", cause: unit {alert.cause.unit_id} {alert.cause.reason or 'down'}"
-    return text
+FORMATS = ("standard", "slack", "teams", "pagerduty")
 
 
-def slack_payload(alert: Alert) -> dict[str, Any]:
-    """Slack incoming-webhook compatible: `text` plus the alert id for threading bots."""
-    return {"text": slack_text(alert), "alert_id": alert.alert_id}
+def render(
+    alert: Alert,
+    fmt: str,
+    *,
+    link_template: str = DEFAULT_LINK_TEMPLATE,
+    routing_key: str = "",
+) -> tuple[dict[str, Any], str]:
+    """What is kept (delivery log, dead letter) and the exact body sent (and signed).
 
-
-def render(alert: Alert, fmt: str) -> tuple[dict[str, Any], str]:
-    """The payload and its exact serialised body (what is signed and sent)."""
-    payload = slack_payload(alert) if fmt == "slack" else generic_payload(alert)
+    The kept payload is the body with its secrets redacted (the PagerDuty routing
+    key), so a dead letter can be re-sent by hand once the key is put back.
+    """
+    if fmt == "slack":
+        payload = slack_message(alert, link_template)
+    elif fmt == "teams":
+        payload = teams_message(alert, link_template)
+    elif fmt == "pagerduty":
+        event = pagerduty_event(alert, routing_key, link_template)
+        return redacted(event), body_of(event)
+    else:  # "standard" (and its former name "json")
+        payload = generic_payload(alert)
     return payload, body_of(payload)

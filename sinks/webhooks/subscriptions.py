@@ -16,7 +16,7 @@ import ipaddress
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from standardwebhooks import Webhook
 
 from schemas.alerts import Alert
+from sinks.webhooks.formats import DEFAULT_LINK_TEMPLATE, PAGERDUTY_URL, check_link_template
 from sinks.webhooks.targets import ALLOW_SETTING, TargetPolicy
 
 MIN_SECRET_BYTES = 16
@@ -62,29 +63,84 @@ class Filters(BaseModel):
         return all(not wanted or value in wanted for wanted, value in checks)
 
 
+Format = Literal["standard", "slack", "teams", "pagerduty"]
+
+
 class Endpoint(BaseModel):
-    """One receiver. `secret` inline or `secret_env` naming an environment variable."""
+    """One receiver.
+
+    `format: standard` (the default; `json` is its former name) is Standard
+    Webhooks, signed: `secret` inline or `secret_env` naming an environment
+    variable is required. `slack`, `teams` and `pagerduty` post what those
+    services take (formats.py); they verify no signature, so a secret is
+    optional (given, the requests are signed all the same). `pagerduty` needs
+    `routing_key_env` (or `routing_key`) and defaults `url` to the Events API v2.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     url: SecretStr
-    """Secret-ish: Slack-style URLs carry a token in the path; logs show only the host."""
+    """Secret-ish: Slack and Teams URLs carry a token; logs show only the host."""
     secret: SecretStr | None = None
     secret_env: str | None = None
-    format: Literal["json", "slack"] = "json"
+    format: Format = "standard"
+    routing_key: SecretStr | None = None
+    routing_key_env: str | None = None
+    """PagerDuty integration key (a secret: never logged nor dead-lettered)."""
+    link_template: str = DEFAULT_LINK_TEMPLATE
+    """The order drill-down link in slack/teams/pagerduty messages (formats.py)."""
     filters: Filters = Filters()
     concurrency: int = Field(default=1, ge=1, le=64)
     """Requests in flight; 1 keeps the endpoint's deliveries in alert order."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if data.get("format") == "json":
+                data["format"] = "standard"
+            if data.get("format") == "pagerduty" and "url" not in data:
+                data["url"] = PAGERDUTY_URL
+        return data
 
     @model_validator(mode="after")
     def _url_and_secret(self) -> Endpoint:
         parts = urlsplit(self.url.get_secret_value())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("url must be an http:// or https:// URL with a host")
-        if (self.secret is None) == (self.secret_env is None):
-            raise ValueError("give exactly one of secret or secret_env")
+        if self.secret is not None and self.secret_env is not None:
+            raise ValueError("give only one of secret or secret_env")
+        if self.format == "standard" and self.secret is None and self.secret_env is None:
+            raise ValueError("format standard is signed: give exactly one of secret or secret_env")
+        has_key = self.routing_key is not None or self.routing_key_env is not None
+        if self.format == "pagerduty":
+            if (self.routing_key is None) == (self.routing_key_env is None):
+                raise ValueError(
+                    "format pagerduty: give exactly one of routing_key or routing_key_env"
+                )
+        elif has_key:
+            raise ValueError("routing_key and routing_key_env are for format pagerduty only")
+        check_link_template(self.link_template)
         return self
+
+    @property
+    def signed(self) -> bool:
+        return self.secret is not None or self.secret_env is not None
+
+    def pagerduty_routing_key(self) -> str:
+        """The routing key ('' for other formats); checked set at load."""
+        if self.routing_key is not None:
+            return self.routing_key.get_secret_value()
+        if self.routing_key_env is None:
+            return ""
+        value = os.environ.get(self.routing_key_env)
+        if not value:
+            raise SubscriptionError(
+                f"endpoint {self.name!r}: environment variable {self.routing_key_env} is not set"
+            )
+        return value
 
     @property
     def host(self) -> str:
@@ -105,7 +161,25 @@ class Endpoint(BaseModel):
 class Subscriptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    link_template: str | None = None
+    """Default `link_template` of the endpoints that set none (your Grafana address)."""
     endpoints: list[Endpoint] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_link(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("link_template"), str):
+            template = data["link_template"]
+            endpoints = data.get("endpoints")
+            if isinstance(endpoints, list):
+                data = {
+                    **data,
+                    "endpoints": [
+                        {"link_template": template, **e} if isinstance(e, dict) else e
+                        for e in endpoints
+                    ],
+                }
+        return data
 
     @model_validator(mode="after")
     def _unique_names(self) -> Subscriptions:
@@ -168,6 +242,9 @@ def load_subscriptions(
                 f"(private, loopback, link-local, multicast or reserved); allow it with "
                 f"{ALLOW_SETTING}"
             )
+        endpoint.pagerduty_routing_key()  # set, or a clear error naming the variable
+        if not endpoint.signed:
+            continue
         secret = endpoint.signing_secret()
         try:
             key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)

@@ -56,6 +56,9 @@ class Receiver:
     lock: threading.Lock = field(default_factory=threading.Lock)
     down: bool = True
     """`/down` answers 503 while this is set, then 200."""
+    checks: dict[str, Callable[[dict[str, Any]], list[str]]] = field(default_factory=dict)
+    """Per path, what a real target requires of the body: a failed check answers 400."""
+    problems: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def answer(self, path: str) -> tuple[int, dict[str, str], float]:
         """(status, headers, delay before answering) for the n-th request to `path`."""
@@ -69,7 +72,24 @@ class Receiver:
             return 429, {"Retry-After": "1"}, 0.0
         if path == "/reject":
             return 400, {}, 0.0
+        if path == "/pagerduty" and n == 1:
+            return 429, {"Retry-After": "1"}, 0.0  # PagerDuty's rate limit
+        if path in ("/slack", "/teams") and n == 1:
+            return 503, {}, 0.0
         return 200, {}, 0.0
+
+    def check(self, path: str, body: str) -> bool:
+        check = self.checks.get(path)
+        if check is None:
+            return True
+        try:
+            wrong = check(json.loads(body))
+        except ValueError:
+            wrong = ["body is not JSON"]
+        if wrong:
+            with self.lock:
+                self.problems.append((path, wrong))
+        return not wrong
 
 
 @pytest.fixture
@@ -96,6 +116,8 @@ def receiver() -> Iterator[tuple[Receiver, int]]:
                 )
             )
             status, headers, delay = state.answer(self.path)
+            if not state.check(self.path, body):
+                status, headers, delay = 400, {}, 0.0
             if delay:
                 time.sleep(delay)  # longer than the client's timeout
             try:
@@ -370,3 +392,96 @@ def test_a_down_endpoint_loses_nothing_across_a_restart_and_holds_back_no_other(
     assert set(ids("/down")) == set(ids("/healthy"))  # nothing lost for the down endpoint
     assert len(ids("/healthy")) == 10  # and the healthy one was not made to repeat
     assert (stats.delivered, stats.gave_up) == (10, 0)
+
+
+def test_every_format_reaches_its_receiver_with_the_fields_the_target_requires(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    receiver: tuple[Receiver, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from test_webhook_formats import check_pagerduty, check_slack, check_teams
+
+    state, port = receiver
+    state.checks = {"/slack": check_slack, "/teams": check_teams, "/pagerduty": check_pagerduty}
+    routing_key = "R0UT1NGKEY0123456789abcdefABCDEF"
+    monkeypatch.setenv("TEST_PD_KEY", routing_key)
+    base = f"http://127.0.0.1:{port}"
+    endpoints = [
+        {"name": "standard", "url": f"{base}/standard", "secret": _secret("standard")},
+        {"name": "slack", "url": f"{base}/slack", "format": "slack"},
+        {"name": "teams", "url": f"{base}/teams", "format": "teams"},
+        {
+            "name": "pagerduty",
+            "url": f"{base}/pagerduty",
+            "format": "pagerduty",
+            "routing_key_env": "TEST_PD_KEY",
+        },
+        {  # a PagerDuty that refuses: the dead letter must not carry the key
+            "name": "pd-reject",
+            "url": f"{base}/reject",
+            "format": "pagerduty",
+            "routing_key_env": "TEST_PD_KEY",
+        },
+    ]
+    subs = tmp_path / "subscriptions.yaml"
+    subs.write_text(
+        json.dumps(
+            {
+                "link_template": "https://grafana.test/d/cw-order/o?var-order_id={order_id}",
+                "endpoints": endpoints,
+            }
+        )
+    )
+    settings = _settings_for(settings_factory, subs, horizon_s=30)
+    prepare_all_topics(settings)
+    alerts = [make_alert(n) for n in range(4)] + [make_alert(0, AlertStatus.RESOLVED)]
+    alerts.append(make_alert(1, AlertStatus.RETRACTED))
+    publish(settings, ALERTS, ((a.alert_id.encode(), a.model_dump_json().encode()) for a in alerts))
+
+    notifier = build_notifier(settings, load_configured(settings))
+    stats = asyncio.run(asyncio.wait_for(notifier.run(asyncio.Event(), drain=True), 90))
+
+    assert state.problems == []
+    by_path: dict[str, list[Received]] = {}
+    for request in state.requests:
+        by_path.setdefault(request.path, []).append(request)
+    # every format retried its first failure (503 / 429) and then got everything through
+    for path in ("/standard", "/slack", "/teams", "/pagerduty"):
+        ids = {r.headers["webhook-id"] for r in by_path[path]}
+        assert len(ids) == len(alerts), path  # one webhook-id per distinct message
+    assert len(by_path["/slack"]) == len(by_path["/teams"]) == len(alerts) + 1
+    assert len(by_path["/pagerduty"]) == len(alerts) + 1
+    throttled, retried = by_path["/pagerduty"][:2]
+    assert (retried.at - throttled.at).total_seconds() >= 0.9  # Retry-After honoured
+    for request in by_path["/standard"]:
+        Webhook(_secret("standard")).verify(request.body, request.headers)
+    for path in ("/slack", "/teams", "/pagerduty"):
+        assert all("webhook-signature" not in r.headers for r in by_path[path])
+
+    events = [json.loads(r.body) for r in by_path["/pagerduty"][1:]]
+    actions = sorted((e["dedup_key"], e["event_action"]) for e in events)
+    assert actions == sorted(
+        [(a.alert_id, "trigger") for a in alerts[:4]]
+        + [(alerts[0].alert_id, "resolve"), (alerts[1].alert_id, "resolve")]
+    )
+    assert all(e["routing_key"] == routing_key for e in events)
+    slack = json.loads(by_path["/slack"][-1].body)
+    assert "https://grafana.test/d/cw-order/o?var-order_id=PO-" in json.dumps(slack["blocks"])
+
+    assert (stats.delivered, stats.gave_up) == (4 * len(alerts), len(alerts))
+    letters = [
+        WebhookDeadLetter.model_validate_json(v)
+        for v in _read_topic(settings, DEAD_LETTER_TOPIC, len(alerts))
+    ]
+    assert {d.endpoint for d in letters} == {"pd-reject"}
+    assert len(letters) == len(alerts)
+    assert all(d.payload["routing_key"] == "<redacted>" for d in letters)
+    assert all(d.payload["dedup_key"] for d in letters)  # re-sendable once the key is put back
+    logged = _read_topic(settings, DELIVERIES_TOPIC, 5 * len(alerts))
+    assert len(logged) == 5 * len(alerts)  # one delivery-log entry per endpoint and alert
+    assert not any(routing_key.encode() in v for v in letters_raw(settings) + logged)
+
+
+def letters_raw(settings: Settings) -> list[bytes]:
+    return _read_topic(settings, DEAD_LETTER_TOPIC, 100)

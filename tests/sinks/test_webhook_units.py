@@ -183,11 +183,16 @@ def test_offsets_commit_below_the_lowest_pending_delivery() -> None:
 
 
 def test_the_shipped_example_subscriptions_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CHAINWATCH_HOOK_OPS", "CHAINWATCH_HOOK_SLACK", "CHAINWATCH_HOOK_DYEING"):
+    for name in ("CHAINWATCH_HOOK_OPS", "CHAINWATCH_HOOK_DYEING", "CHAINWATCH_PAGERDUTY_KEY"):
         monkeypatch.setenv(name, SECRET)
     example = Path(__file__).resolve().parents[2] / "deploy/webhooks/subscriptions.example.yaml"
-    subs = load_subscriptions(example, ["*.example.com", "hooks.slack.com"])
-    assert [e.name for e in subs.endpoints] == ["ops-pager", "key-accounts-slack", "dyeing-floor"]
+    subs = load_subscriptions(example, ["*.example.com", "hooks.slack.com", "events.pagerduty.com"])
+    assert [e.name for e in subs.endpoints] == [
+        "ops-pager",
+        "key-accounts-slack",
+        "dyeing-floor",
+        "on-call",
+    ]
 
 
 def test_delivery_log_and_dead_letter_records_stay_under_the_message_limit() -> None:

@@ -1,0 +1,300 @@
+"""Slack, Teams and PagerDuty payloads: the documented required fields of each target.
+
+The field lists are those cited in `sinks/webhooks/formats.py`; `check_*` below are
+also what the integration receiver (test_webhook_delivery.py) applies to each request.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from sink_samples import make_alert
+
+from schemas.alerts import AlertCause, AlertStatus, AlertType, Severity
+from sinks.webhooks.formats import (
+    DEFAULT_LINK_TEMPLATE,
+    PAGERDUTY_URL,
+    REDACTED,
+    duration,
+    order_link,
+    pagerduty_event,
+    slack_message,
+    teams_message,
+)
+from sinks.webhooks.payloads import render
+from sinks.webhooks.subscriptions import Endpoint, SubscriptionError, load_subscriptions
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy/webhooks"
+
+
+# --- the receivers' checks: a list of what is wrong, empty when acceptable ---------
+
+
+def check_slack(body: dict[str, Any]) -> list[str]:
+    wrong = []
+    if not isinstance(body.get("text"), str) or not body["text"]:
+        wrong.append("text (the fallback) missing")
+    blocks = body.get("blocks")
+    if not isinstance(blocks, list) or not 0 < len(blocks) <= 50:
+        return [*wrong, "blocks: 1 to 50 required"]
+    for block in blocks:
+        kind = block.get("type")
+        if kind == "header":
+            text = block.get("text", {})
+            if text.get("type") != "plain_text" or not 0 < len(text.get("text", "")) <= 150:
+                wrong.append("header: plain_text of at most 150 chars")
+        elif kind == "section":
+            fields = block.get("fields")
+            if "text" not in block and not (isinstance(fields, list) and 0 < len(fields) <= 10):
+                wrong.append("section: text or 1 to 10 fields")
+            for f in fields or []:
+                if f.get("type") not in ("mrkdwn", "plain_text") or len(f.get("text", "")) > 2000:
+                    wrong.append("section field: mrkdwn/plain_text of at most 2000 chars")
+        elif kind == "actions":
+            for e in block.get("elements", []):
+                if e.get("type") == "button" and not (
+                    e.get("text", {}).get("type") == "plain_text"
+                    and len(e["text"].get("text", "")) <= 75
+                    and 0 < len(e.get("url", "")) <= 3000
+                    and 0 < len(e.get("action_id", "")) <= 255
+                ):
+                    wrong.append("button: plain_text (<= 75), url (<= 3000), action_id")
+        elif kind != "context":
+            wrong.append(f"unexpected block type {kind!r}")
+    return wrong
+
+
+def check_teams(body: dict[str, Any]) -> list[str]:
+    if body.get("type") != "message":
+        return ["type must be message"]
+    attachments = body.get("attachments")
+    if not isinstance(attachments, list) or not attachments:
+        return ["attachments required"]
+    wrong = []
+    for a in attachments:
+        if a.get("contentType") != "application/vnd.microsoft.card.adaptive":
+            wrong.append("contentType must be application/vnd.microsoft.card.adaptive")
+        card = a.get("content") or {}
+        if card.get("type") != "AdaptiveCard" or not card.get("version") or "$schema" not in card:
+            wrong.append("content: type AdaptiveCard, version and $schema required")
+        for element in card.get("body", []):
+            if element.get("type") == "TextBlock" and not element.get("text"):
+                wrong.append("TextBlock without text")
+            if element.get("type") == "FactSet" and not all(
+                f.get("title") and isinstance(f.get("value"), str) for f in element.get("facts", [])
+            ):
+                wrong.append("FactSet facts need title and value")
+        for action in card.get("actions", []):
+            if action.get("type") == "Action.OpenUrl" and not action.get("url"):
+                wrong.append("Action.OpenUrl without url")
+    return wrong
+
+
+def check_pagerduty(body: dict[str, Any]) -> list[str]:
+    wrong = []
+    if not body.get("routing_key"):
+        wrong.append("routing_key required")
+    action = body.get("event_action")
+    if action not in ("trigger", "acknowledge", "resolve"):
+        wrong.append("event_action: trigger | acknowledge | resolve")
+    dedup = body.get("dedup_key")
+    if action in ("acknowledge", "resolve") and not dedup:
+        wrong.append("dedup_key required to acknowledge or resolve")
+    if dedup is not None and len(dedup) > 255:
+        wrong.append("dedup_key at most 255 chars")
+    if action == "trigger":
+        payload = body.get("payload") or {}
+        if not 0 < len(payload.get("summary", "")) <= 1024:
+            wrong.append("payload.summary: 1 to 1024 chars")
+        if not payload.get("source"):
+            wrong.append("payload.source required")
+        if payload.get("severity") not in ("critical", "error", "warning", "info"):
+            wrong.append("payload.severity: critical | error | warning | info")
+    return wrong
+
+
+# --- Slack -------------------------------------------------------------------------
+
+
+def test_slack_message_has_the_fields_slack_requires_and_what_ops_need() -> None:
+    alert = make_alert(1).model_copy(update={"lateness_s": 7500.0})
+    message = slack_message(alert)
+    assert check_slack(message) == []
+    text = json.dumps(message)
+    for wanted in ("stage_overdue", "PO-1", "dyeing", "Nordic Knits AB", "platinum",
+                   "2 h 05 min", alert.alert_id):  # fmt: skip
+        assert wanted in text
+    assert "Deadline" in text
+    button = message["blocks"][2]["elements"][0]
+    assert button["url"] == "http://localhost:3000/d/cw-order/order-drill-down?var-order_id=PO-1"
+
+
+def test_slack_clips_to_the_documented_limits() -> None:
+    alert = make_alert(1).model_copy(update={"stage": "s" * 400})
+    message = slack_message(alert)
+    assert check_slack(message) == []
+    assert len(message["blocks"][0]["text"]["text"]) == 150
+
+
+def test_unit_alerts_have_no_order_link() -> None:
+    alert = make_alert(1).model_copy(
+        update={"type": AlertType.UNIT_DOWN, "order_id": None, "stage": None, "customer": None}
+    )
+    assert order_link(alert) is None
+    for message, check in (
+        (slack_message(alert), check_slack),
+        (teams_message(alert), check_teams),
+    ):
+        assert check(message) == []
+        assert "DYE-01" in json.dumps(message)
+        assert "http" not in json.dumps({k: v for k, v in message.items() if k != "attachments"})
+    assert "actions" not in teams_message(alert)["attachments"][0]["content"]
+
+
+def test_link_template_is_url_encoded_and_checked() -> None:
+    alert = make_alert(1).model_copy(update={"order_id": "PO 1/&x"})
+    link = order_link(alert, "https://grafana.example.com/d/cw-order/x?var-order_id={order_id}")
+    assert link == "https://grafana.example.com/d/cw-order/x?var-order_id=PO%201%2F%26x"
+    with pytest.raises(ValidationError, match="link_template"):
+        Endpoint(name="s", url="https://hooks.slack.com/x", format="slack", link_template="{oops}")  # type: ignore[arg-type]
+
+
+def test_the_default_link_matches_the_drilldown_dashboard() -> None:
+    from dashboards.drilldown import UID, order_variable
+
+    assert f"/d/{UID}/" in DEFAULT_LINK_TEMPLATE
+    assert f"var-{order_variable().build().name}=" in DEFAULT_LINK_TEMPLATE
+
+
+# --- Teams -------------------------------------------------------------------------
+
+
+def test_teams_message_is_an_adaptive_card_with_facts_and_link() -> None:
+    alert = make_alert(2, AlertStatus.OPEN).model_copy(
+        update={"cause": AlertCause(unit_id="DYE-02", reason="pump", since=make_alert(2).deadline)}
+    )
+    message = teams_message(alert)
+    assert check_teams(message) == []
+    card = message["attachments"][0]["content"]
+    facts = {f["title"]: f["value"] for f in card["body"][1]["facts"]}
+    assert facts["Order"] == "PO-2"
+    assert facts["Customer"] == "Nordic Knits AB (platinum)"
+    assert facts["Cause"] == "unit DYE-02 pump"
+    assert card["actions"][0]["url"].endswith("var-order_id=PO-2")
+
+
+# --- PagerDuty ---------------------------------------------------------------------
+
+
+def test_pagerduty_triggers_on_open_and_resolves_on_resolved_or_retracted() -> None:
+    opened = pagerduty_event(make_alert(3), ROUTING_KEY)
+    assert check_pagerduty(opened) == []
+    assert opened["event_action"] == "trigger"
+    assert opened["dedup_key"] == make_alert(3).alert_id
+    assert opened["routing_key"] == ROUTING_KEY
+    assert opened["payload"]["severity"] == "critical"
+    assert opened["payload"]["component"] == "dyeing"
+    assert opened["links"][0]["href"].endswith("var-order_id=PO-3")
+    for status in (AlertStatus.RESOLVED, AlertStatus.RETRACTED):
+        ended = pagerduty_event(make_alert(3, status), ROUTING_KEY)
+        assert check_pagerduty(ended) == []
+        assert ended == {
+            "routing_key": ROUTING_KEY,
+            "event_action": "resolve",
+            "dedup_key": make_alert(3).alert_id,
+        }
+
+
+@pytest.mark.parametrize(
+    ("severity", "expected"), [(Severity.CRITICAL, "critical"), (Severity.WARNING, "warning")]
+)
+def test_pagerduty_severity_is_mapped(severity: Severity, expected: str) -> None:
+    event = pagerduty_event(make_alert(1, severity=severity), ROUTING_KEY)
+    assert event["payload"]["severity"] == expected
+
+
+def test_the_routing_key_is_sent_but_never_kept() -> None:
+    kept, body = render(make_alert(4), "pagerduty", routing_key=ROUTING_KEY)
+    assert json.loads(body)["routing_key"] == ROUTING_KEY
+    assert kept["routing_key"] == REDACTED
+    assert ROUTING_KEY not in json.dumps(kept)
+
+
+def test_every_format_renders_deterministically() -> None:
+    for fmt in ("standard", "slack", "teams", "pagerduty"):
+        first = render(make_alert(5), fmt, routing_key=ROUTING_KEY)[1]
+        assert first == render(make_alert(5), fmt, routing_key=ROUTING_KEY)[1]
+
+
+def test_duration_reads_like_people_write_it() -> None:
+    assert [duration(s) for s in (30, 2700, 7500, 93600, -60)] == [
+        "30 s", "45 min", "2 h 05 min", "1 d 2 h", "-1 min",
+    ]  # fmt: skip
+
+
+# --- subscriptions ----------------------------------------------------------------
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "subs.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_pagerduty_subscription_defaults_its_url_and_reads_its_key_from_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PD_KEY", ROUTING_KEY)
+    path = _write(
+        tmp_path,
+        "link_template: https://grafana.example.com/d/cw-order/o?var-order_id={order_id}\n"
+        "endpoints:\n  - {name: pd, format: pagerduty, routing_key_env: PD_KEY}\n"
+        "  - {name: s, format: slack, url: 'https://hooks.slack.com/services/T/B/X'}\n"
+        "  - {name: std, format: json, url: 'https://hooks.example.com/', secret: "
+        + SECRET
+        + "}\n",
+    )
+    subs = load_subscriptions(path)
+    pd, slack, std = subs.endpoints
+    assert pd.url.get_secret_value() == PAGERDUTY_URL
+    assert pd.pagerduty_routing_key() == ROUTING_KEY
+    assert not pd.signed
+    assert not slack.signed
+    assert std.format == "standard"  # `json` is its former name
+    assert std.signed
+    assert slack.link_template.startswith("https://grafana.example.com/")
+    assert ROUTING_KEY not in repr(subs)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "fragment"),
+    [
+        ("{name: pd, format: pagerduty}", "routing_key"),
+        ("{name: pd, format: pagerduty, routing_key_env: UNSET_PD_KEY}", "UNSET_PD_KEY"),
+        ("{name: s, format: slack, url: 'https://h.example.com/', routing_key: k}", "pagerduty"),
+        ("{name: s, url: 'https://h.example.com/'}", "signed"),
+        ("{name: s, format: discord, url: 'https://h.example.com/'}", "format"),
+    ],
+)
+def test_bad_format_settings_are_one_clear_error(
+    tmp_path: Path, endpoint: str, fragment: str
+) -> None:
+    with pytest.raises(SubscriptionError, match=fragment) as caught:
+        load_subscriptions(_write(tmp_path, f"endpoints:\n  - {endpoint}\n"))
+    assert ROUTING_KEY not in str(caught.value)
+
+
+@pytest.mark.parametrize("fmt", ["standard", "slack", "teams", "pagerduty"])
+def test_the_shipped_example_file_of_each_format_loads(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("CHAINWATCH_HOOK_OPS", "CHAINWATCH_PAGERDUTY_KEY"):
+        monkeypatch.setenv(name, SECRET if name.endswith("OPS") else ROUTING_KEY)
+    subs = load_subscriptions(DEPLOY / f"{fmt}.example.yaml")
+    assert {e.format for e in subs.endpoints} == {fmt}
