@@ -1,4 +1,4 @@
-"""`chainwatch notify`: alerts topic → one pipeline per endpoint → signed HTTP deliveries.
+"""`chainwatch notify`: alerts topic → one pipeline per endpoint → HTTP deliveries in its format.
 
 Lifecycle and guarantees:
 - Each endpoint is an independent pipeline (`EndpointPipe`): its own Kafka
@@ -20,8 +20,11 @@ Lifecycle and guarantees:
   dead endpoint gives up within about `retry_horizon_s` (+ one attempt), its
   position trails by no more than that, far inside the topic's retention.
 - At-least-once per endpoint; receivers de-duplicate on `webhook-id`, one per
-  distinct message (payloads.py).
-- Secrets and full URLs (which may embed tokens) are never logged: logs name the
+  distinct message (payloads.py); PagerDuty also on `dedup_key` = `alert_id`.
+- Formats (formats.py): `standard` is signed Standard Webhooks; `slack`, `teams`
+  and `pagerduty` go through exactly the same queue, retries and delivery log.
+- Secrets, PagerDuty routing keys and full URLs (which may embed tokens) are never
+  logged (a dead letter keeps the routing key as `<redacted>`): logs name the
   endpoint and its host.
 """
 
