@@ -55,6 +55,7 @@ BLOCKS: dict[tuple[str, str], str] = {
     ("docs/simulator.md", "chainwatch simulate --out sim.ndjson"): RUN,  # the first line only
     ("docs/import.md", "chainwatch import examples/import/orders.csv"): RUN,
     ("docs/import.md", "chainwatch import examples/import/scans.csv"): CHECK,  # replay, Kafka
+    ("docs/reliability.md", ".venv/bin/python bench/faults.py"): CHECK,  # ~40 min, own broker
 }
 #: what a RUN of each file must print (stdout and stderr together)
 EXPECTED_OUTPUT = {
