@@ -12,9 +12,12 @@ gateway therefore derives the same `event_id` when a document is posted again.
 The reference implementation is GS1's `epcis-event-hash-generator`; this module
 implements the algorithm for the JSON form only, with no network access (the
 reference expands JSON-LD contexts, which may fetch them). Tested against the
-pre-hash strings published with the reference implementation
-(tests/gateway/test_epcis_hash.py). Known deviation: `sensorElementList`
-children are ordered lexically, not in the CBV sensor property order.
+pre-hash strings published with the reference implementation and against what
+its release 1.9.3 computes for the knitwear documents of the tests
+(tests/gateway/test_epcis_hash.py). Known deviations: `sensorElementList`
+children are ordered lexically, not in the CBV sensor property order; EPC URN
+schemes other than sgtin, sscc, sgln, pgln, grai, giai, gdti, lgtin (class) and
+sgtin (idpat) stay as sent.
 
 Contract ids are 1-64 characters of `[A-Za-z0-9._:-]` (`schemas.common.Identifier`);
 a hash id is 84 characters. `contract_event_id` keeps an id that fits and
@@ -101,9 +104,8 @@ _CBV_URN: Final = (
     ("urn:epcglobal:cbv:btt:", "https://ref.gs1.org/cbv/BTT-"),
     ("urn:epcglobal:cbv:sdt:", "https://ref.gs1.org/cbv/SDT-"),
     ("urn:epcglobal:cbv:er:", "https://ref.gs1.org/cbv/ER-"),
-    ("cbv:", "https://ref.gs1.org/cbv/"),
-    ("gs1:", "https://gs1.org/voc/"),
 )
+"""CBV URNs -> web URIs. CURIEs (`cbv:BizStep-x`) stay as sent, as in the reference."""
 _BARE: Final = {
     "bizStep": "https://ref.gs1.org/cbv/BizStep-",
     "disposition": "https://ref.gs1.org/cbv/Disp-",
@@ -172,8 +174,8 @@ def canonical_time(value: str) -> str:
         moment = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError:
         return text
-    if moment.tzinfo is None:
-        return text
+    if moment.tzinfo is None:  # no offset: read as UTC, as the reference does on a UTC host
+        moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
