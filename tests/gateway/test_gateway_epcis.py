@@ -176,3 +176,26 @@ class TestCapture:
         assert response.status_code == 422
         assert response.json()["items"][0]["reason_code"] == "validation_failed"
         assert gateway.post("/v1/epcis/capture", _document([])).status_code == 422
+
+    def test_hash_ids_and_missing_ids_publish_the_same_ids_when_posted_again(
+        self, gateway: Harness
+    ) -> None:
+        """issue 15: a CBV 2.0 hash id (84 chars) and an event without eventID both become
+        contract ids; posting the document again publishes exactly the same scans."""
+        events = _events()
+        hash_id = "ni:///sha-256;" + "c0ffee00" * 8 + "?ver=CBV2.0"
+        events[0]["eventID"] = hash_id
+        del events[1]["eventID"]
+        stored = []
+        for _ in range(2):
+            response = gateway.post("/v1/epcis/capture", _document(events), token="admin")
+            assert response.status_code == 202, response.text
+            placed = response.json()["items"]
+            stored.append([json.loads(v) for _, v in gateway.read_at("scans", placed)])
+        assert stored[0] == stored[1]
+        first, second, third = stored[0]
+        assert first["event_id"] == "ni-sha256-" + ("c0ffee00" * 8)[:54]
+        assert first["attributes"] == {"epcis_event_id": hash_id}
+        assert second["event_id"].startswith("ni-sha256-")
+        assert second["attributes"]["epcis_event_id"].startswith("ni:///sha-256;")
+        assert third["event_id"] == EXPECTED[2]["event_id"]
