@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,13 @@ def test_config_prints_effective_settings_with_secrets_masked() -> None:
     assert "topsecret" not in result.stdout + result.stderr
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def test_kafka_start_without_java_names_the_missing_tool(tmp_path: Path) -> None:
     empty_bin = tmp_path / "bin"
     empty_bin.mkdir()
@@ -49,8 +57,9 @@ def test_kafka_start_without_java_names_the_missing_tool(tmp_path: Path) -> None
         env={
             "PATH": str(empty_bin),
             "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
-            "CHAINWATCH_KAFKA__LOCAL_PORT": "29992",
-            "CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT": "29993",
+            # free ports: a fixed one may be taken by another broker on the machine
+            "CHAINWATCH_KAFKA__LOCAL_PORT": str(_free_port()),
+            "CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT": str(_free_port()),
         },
     )
     assert result.returncode == 1
