@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 from kafka import KafkaAdminClient
@@ -69,14 +69,23 @@ def admin_client(bootstrap: str) -> KafkaAdminClient:
 
 
 def ensure_named_topics(
-    bootstrap: str, full_names: Iterable[str], *, partitions: int, replication_factor: int = 1
+    bootstrap: str,
+    full_names: Iterable[str],
+    *,
+    partitions: int,
+    replication_factor: int = 1,
+    topic_configs: Mapping[str, str] | None = None,
 ) -> None:
     """Create topics by their full names (the engine's internal topics) when missing."""
     admin = admin_client(bootstrap)
     try:
         existing = set(admin.list_topics())
         wanted: dict[str, dict[str, object]] = {
-            name: {"num_partitions": partitions, "replication_factor": replication_factor}
+            name: {
+                "num_partitions": partitions,
+                "replication_factor": replication_factor,
+                "configs": dict(topic_configs or {}),
+            }
             for name in full_names
             if name not in existing
         }
@@ -94,8 +103,13 @@ def ensure_topics(
     *,
     partitions: int,
     replication_factor: int = 1,
+    topic_configs: Mapping[str, str] | None = None,
 ) -> None:
-    """Create the topics that do not exist yet (CRM compacted); existing ones are kept."""
+    """Create the topics that do not exist yet (CRM compacted); existing ones are kept.
+
+    `topic_configs` (`KafkaSettings.topic_configs()`: `min.insync.replicas`) go to
+    every topic created; an existing topic keeps its configuration.
+    """
     admin = admin_client(bootstrap)
     try:
         existing = set(admin.list_topics())
@@ -104,7 +118,9 @@ def ensure_topics(
             full = names(name)
             if full in existing:
                 continue
-            configs = {"cleanup.policy": "compact"} if name in COMPACTED_TOPICS else {}
+            configs = dict(topic_configs or {})
+            if name in COMPACTED_TOPICS:
+                configs["cleanup.policy"] = "compact"
             wanted[full] = {
                 "num_partitions": partitions,
                 "replication_factor": replication_factor,

@@ -261,7 +261,9 @@ def wait_until_idle(
 
 
 async def send_final_clock(settings: Settings, t_ms: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap, acks="all", enable_idempotence=True
+    )
     await producer.start()
     try:
         topic = f"{settings.engine.app_id}-{ORDER_INBOX}"
@@ -402,6 +404,7 @@ class ReplayRun:
             (*INPUT_TOPICS, *OUTPUT_TOPICS),
             partitions=run.kafka.partitions,
             replication_factor=run.kafka.replication_factor,
+            topic_configs=run.kafka.topic_configs(),
         )
         published, dead, largest = asyncio.run(
             publish_scenario(run, part or self.scenario, self.progress, interleaving=interleaving)

@@ -23,6 +23,7 @@ def prepare_topics(settings: Settings) -> None:
         (*INPUT_TOPICS, *OUTPUT_TOPICS),
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
+        topic_configs=settings.kafka.topic_configs(),
     )
 
 
@@ -44,6 +45,7 @@ def run_worker(settings: Settings) -> None:
         [f"{settings.engine.app_id}-{name}" for name in INTERNAL_TOPICS],
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
+        topic_configs=settings.kafka.topic_configs(),
     )
     app = create_app(
         settings.engine.app_id,

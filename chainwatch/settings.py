@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_BOOTSTRAP = "127.0.0.1:19092"
@@ -32,12 +32,36 @@ class KafkaSettings(BaseModel):
     )
     topic_prefix: str = Field(default="", description="Prefix of every topic name (deployments).")
     partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of created topics.")
-    replication_factor: int = Field(default=1, ge=1, description="Replication of created topics.")
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replication of every topic the project creates (inputs, outputs, the "
+        "engine's internal and changelog topics); 3 on a cluster (docs/scaling.md).",
+    )
+    min_insync_replicas: int = Field(
+        default=1,
+        ge=1,
+        description="`min.insync.replicas` of created topics: with acks=all, a write succeeds "
+        "once this many replicas have it; replication_factor - 1 on a cluster (2 of 3).",
+    )
     local_port: int = Field(default=19092, ge=1, le=65535, description="Port of the local broker.")
     local_controller_port: int = Field(default=19093, ge=1, le=65535)
     local_heap: str = Field(
         default="768m", pattern=r"^\d+[mMgG]$", description="-Xmx of the broker"
     )
+
+    @model_validator(mode="after")
+    def _insync_within_replication(self) -> KafkaSettings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) cannot exceed "
+                f"replication_factor ({self.replication_factor}): no write would succeed"
+            )
+        return self
+
+    def topic_configs(self) -> dict[str, str]:
+        """Configs every created topic gets (besides its own, e.g. compaction)."""
+        return {"min.insync.replicas": str(self.min_insync_replicas)}
 
     @property
     def bootstrap(self) -> str:
@@ -74,6 +98,19 @@ class ClickHouseSettings(BaseModel):
     ttl_days: int = Field(
         default=400, ge=1, description="Raw events are kept this many days after they arrived."
     )
+    cluster: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$",
+        description="Name of a ClickHouse cluster (remote_servers): migrations create "
+        "Replicated*MergeTree tables ON CLUSTER with Distributed tables over them "
+        "(docs/scaling.md). Unset: single node. Needs `url`.",
+    )
+
+    @model_validator(mode="after")
+    def _cluster_needs_server(self) -> ClickHouseSettings:
+        if self.cluster is not None and self.url is None:
+            raise ValueError("cluster needs url: the embedded chDB is a single node")
+        return self
 
     @field_validator("url")
     @classmethod

@@ -82,6 +82,7 @@ def run_sink(
         NOTIFY_TOPICS,
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
+        topic_configs=settings.kafka.topic_configs(),
     )
     serve_metrics(settings)
     return asyncio.run(

@@ -185,6 +185,7 @@ def _to_kafka(
         (importer.mapper.topic, DEAD_LETTER),
         partitions=cfg.kafka.partitions,
         replication_factor=cfg.kafka.replication_factor,
+        topic_configs=cfg.kafka.topic_configs(),
     )
     output = KafkaOutput(cfg.kafka.bootstrap)
     return asyncio.run(import_to_kafka(importer, tables, output, names, report, progress))

@@ -36,10 +36,12 @@ class KafkaPublisher:
                 INPUT_TOPICS,
                 partitions=kafka.partitions,
                 replication_factor=kafka.replication_factor,
+                topic_configs=kafka.topic_configs(),
             )
         self._producer = KafkaProducer(
             bootstrap_servers=kafka.bootstrap,
             acks="all",
+            enable_idempotence=True,  # a retried send must not duplicate a record
             linger_ms=20,
             retries=5,
             max_in_flight_requests_per_connection=1,

@@ -80,6 +80,7 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
         (ALERTS, *NOTIFY_TOPICS),
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
+        topic_configs=settings.kafka.topic_configs(),
     )
     if settings.metrics_port:
         from prometheus_client import start_http_server
