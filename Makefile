@@ -25,6 +25,7 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m schemas.jsonschema --check
+	$(BIN)/python -m sinks.clickhouse.cluster --check
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -31,8 +31,28 @@ class StoreLocked(StoreUnavailable):
     """Another process owns the embedded chDB store."""
 
 
-def open_client(settings: Settings, *, create_database: bool = True) -> Client:
-    """Connect to the configured store and select the Chainwatch database."""
+CLUSTER_SINK_SETTINGS: dict[str, str | int] = {
+    # An insert into a Distributed table returns once every shard has its block
+    # (not when the block is queued on the local disk), so a failed insert is
+    # retried by the sink with the same token and never half-forwarded later.
+    "insert_distributed_sync": 1,
+    # ... and once a majority of each shard's replicas has it, one insert at a time
+    # per table, so that ...
+    "insert_quorum": "auto",
+    "insert_quorum_parallel": 0,
+    # ... the sink's reads of what is stored (skip-sets after a rebalance, Kafka
+    # epochs) see every quorum insert, or fail and are retried: never a stale replica.
+    "select_sequential_consistency": 1,
+}
+"""Session settings of the sink's client in cluster mode (docs/scaling.md, exactly-once)."""
+
+
+def open_client(settings: Settings, *, create_database: bool = True, writer: bool = True) -> Client:
+    """Connect to the configured store and select the Chainwatch database.
+
+    In cluster mode a `writer` client (the sink, migrations) carries
+    `CLUSTER_SINK_SETTINGS`; readers (dashboards, `chainwatch sql`) do not.
+    """
     database = settings.clickhouse.database
     if settings.clickhouse.is_embedded:
         path = settings.clickhouse_dir
@@ -62,6 +82,9 @@ def open_client(settings: Settings, *, create_database: bool = True) -> Client:
                 secure=parts.scheme == "https",
                 connect_timeout=5,
                 send_receive_timeout=60,
+                settings=CLUSTER_SINK_SETTINGS
+                if writer and settings.clickhouse.cluster is not None
+                else None,
             )
         except (ClickHouseError, OSError) as exc:
             raise StoreUnavailable(
@@ -69,7 +92,10 @@ def open_client(settings: Settings, *, create_database: bool = True) -> Client:
                 f"{_first_line(exc)}; check CHAINWATCH_CLICKHOUSE__URL"
             ) from None
     if create_database:
-        client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+        on_cluster = (
+            f" ON CLUSTER `{settings.clickhouse.cluster}`" if settings.clickhouse.cluster else ""
+        )
+        client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`{on_cluster}")
     client.database = database
     return client
 

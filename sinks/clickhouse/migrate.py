@@ -3,16 +3,16 @@
 Each `migrations/NNNN_name.sql` file is applied once, in order, and recorded
 in `schema_migrations`; statements use `IF NOT EXISTS`, so a migration that
 failed half-way can simply run again. `{ttl_days}` and `{database}` are filled
-in from the settings.
+in from the settings. With `CHAINWATCH_CLICKHOUSE__CLUSTER` the same files are
+translated to a replicated, sharded schema (`sinks/clickhouse/cluster.py`).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from importlib import resources
 
 from chainwatch.settings import Settings
+from sinks.clickhouse.cluster import fill, migration_statements, schema_migrations_ddl
 from sinks.clickhouse.connection import SerializedClient
 
 
@@ -23,43 +23,33 @@ class Migration:
     statements: tuple[str, ...]
 
 
-_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-
-
-def _split(sql: str) -> tuple[str, ...]:
-    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
-    return tuple(stmt.strip() for stmt in body.split(";") if stmt.strip())
-
-
 def load_migrations(settings: Settings) -> list[Migration]:
-    found: list[Migration] = []
-    for entry in resources.files("sinks.clickhouse.migrations").iterdir():
-        match = _FILE.match(entry.name)
-        if not match:
-            continue
-        sql = entry.read_text().replace("{ttl_days}", str(settings.clickhouse.ttl_days))
-        sql = sql.replace("{database}", settings.clickhouse.database)
-        found.append(Migration(int(match[1]), match[2], _split(sql)))
-    found.sort(key=lambda m: m.version)
-    versions = [m.version for m in found]
-    if len(set(versions)) != len(versions):
-        raise RuntimeError(f"duplicate migration versions in {versions}")
-    return found
+    """The migrations with their statements for the configured layout, filled in.
+
+    Single node: the files' statements as written. With `clickhouse.cluster`: the
+    replicated/distributed statements `sinks.clickhouse.cluster` derives from them.
+    """
+    ch = settings.clickhouse
+    return [
+        Migration(
+            source.version,
+            source.name,
+            tuple(fill(s, database=ch.database, ttl_days=ch.ttl_days) for s in statements),
+        )
+        for source, statements in migration_statements(ch.cluster)
+    ]
 
 
-def applied_versions(client: SerializedClient) -> set[int]:
-    client.command(
-        "CREATE TABLE IF NOT EXISTS schema_migrations "
-        "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-        "ENGINE = ReplacingMergeTree ORDER BY version"
-    )
+def applied_versions(client: SerializedClient, settings: Settings) -> set[int]:
+    ch = settings.clickhouse
+    client.command(fill(schema_migrations_ddl(ch.cluster), database=ch.database, ttl_days=0))
     rows = client.query("SELECT version FROM schema_migrations FINAL").result_rows
     return {int(row[0]) for row in rows}
 
 
 def migrate(client: SerializedClient, settings: Settings) -> list[Migration]:
     """Apply every pending migration; return the ones applied now."""
-    done = applied_versions(client)
+    done = applied_versions(client, settings)
     applied: list[Migration] = []
     for migration in load_migrations(settings):
         if migration.version in done:

@@ -40,7 +40,7 @@ class DirectReader:
     """Opens the store itself; the same checks and limits as the loopback server."""
 
     def __init__(self, settings: Settings) -> None:
-        self._queries = ReadOnlyQueries(open_client(settings))
+        self._queries = ReadOnlyQueries(open_client(settings, writer=False))
 
     def query(self, sql: str) -> Table:
         try:
