@@ -19,6 +19,7 @@ from rich.table import Table as RichTable
 
 from chainwatch.cli_context import err, out, plain_store_error, settings, state
 from chainwatch.commands import (
+    capacity,
     dashboards,
     gateway,
     importer,
@@ -202,7 +203,17 @@ def demo() -> None:
     run_demo(settings(), console=out)
 
 
-for _command_module in (replay, simulate, gateway, tokens, status, dashboards, notify, importer):
+for _command_module in (
+    replay,
+    simulate,
+    gateway,
+    tokens,
+    status,
+    dashboards,
+    notify,
+    importer,
+    capacity,
+):
     _command_module.register(app)
 
 

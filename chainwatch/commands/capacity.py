@@ -1,0 +1,80 @@
+"""`chainwatch plan-capacity`: size a deployment from the stored bench figures."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from chainwatch.cli_context import settings
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("plan-capacity")
+    def plan_capacity_command(
+        rate: Annotated[
+            float, typer.Option("--rate", help="Input records/s, all topics together.", min=0.001)
+        ],
+        orders_in_flight: Annotated[
+            int, typer.Option("--orders-in-flight", help="Orders open at once.", min=0)
+        ] = 10_000,
+        history_days: Annotated[
+            int | None,
+            typer.Option(
+                "--history-days",
+                help="Days of raw history ClickHouse keeps; "
+                "default CHAINWATCH_CLICKHOUSE__TTL_DAYS.",
+                min=1,
+            ),
+        ] = None,
+        replication_factor: Annotated[
+            int,
+            typer.Option("--replication-factor", help="Kafka replication of the topics.", min=1),
+        ] = 3,
+        figures_file: Annotated[
+            Path | None,
+            typer.Option("--figures", help="Bench figures YAML; default bench/figures.yaml."),
+        ] = None,
+    ) -> None:
+        """Partitions, workers, sinks, RocksDB disk and ClickHouse rows for a target load."""
+        from chainwatch.capacity import (
+            FIGURES_FILE,
+            Load,
+            human_bytes,
+            load_figures,
+            plan_capacity,
+        )
+
+        cfg = settings()
+        figures = load_figures(figures_file or FIGURES_FILE)
+        days = history_days or cfg.clickhouse.ttl_days
+        plan = plan_capacity(
+            Load(
+                rate=rate,
+                orders_in_flight=orders_in_flight,
+                history_days=days,
+                standby_replicas=cfg.engine.standby_replicas,
+                closed_order_retention_days=cfg.engine.closed_order_retention_days,
+                replication_factor=replication_factor,
+            ),
+            figures,
+        )
+        lines = [
+            f"target: {rate:,.0f} records/s, {orders_in_flight:,} orders in flight, "
+            f"{days} days of history",
+            f"partitions per topic      {plan.partitions}",
+            f"workers                   {plan.workers}",
+            f"sink processes            {plan.sinks}",
+            f"orders in engine state    {plan.orders_in_state:,}",
+            f"RocksDB disk, all workers {human_bytes(plan.rocksdb_bytes_total)}",
+            f"RocksDB disk per worker   {human_bytes(plan.rocksdb_bytes_per_worker)}",
+            f"changelog topics on Kafka {human_bytes(plan.changelog_bytes)}",
+            f"memory per worker (state) {human_bytes(plan.memory_bytes_per_worker)}",
+            f"ClickHouse rows/day       {plan.clickhouse_rows_per_day:,}",
+            f"ClickHouse rows kept      {plan.clickhouse_rows_kept:,}",
+            "assumptions:",
+            *(f"  - {a}" for a in plan.assumptions),
+        ]
+        sys.stdout.write("\n".join(lines) + "\n")
