@@ -155,12 +155,18 @@ def config() -> None:
 
 @app.command("doctor")
 def doctor() -> None:
-    """Check Java, Maven, Kafka and ClickHouse; say what is wrong and how to fix it."""
+    """Check Java, Maven, Kafka (and its topics' replication) and ClickHouse; say how to fix."""
     from chainwatch.doctor import run_checks
 
     checks = run_checks(settings())
     for check in checks:
-        mark = "[green]ok[/]" if check.ok else "[red]FAIL[/]"
+        mark = (
+            "[red]FAIL[/]"
+            if not check.ok
+            else "[yellow]WARN[/]"
+            if check.warning
+            else "[green]ok[/]"
+        )
         out.print(f"{mark:>14}  {check.name:<12} {check.detail}", soft_wrap=True)
     if not all(c.ok for c in checks):
         raise typer.Exit(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from chainwatch.errors import UserError
@@ -18,6 +19,7 @@ class Check:
     name: str
     ok: bool
     detail: str
+    warning: bool = False  # ok, but worth acting on (printed WARN, exit code unaffected)
 
 
 def _tool(name: str, args: list[str], fix: str) -> Check:
@@ -47,6 +49,101 @@ def _kafka(settings: Settings) -> Check:
     return Check("kafka", False, f"no answer from {bootstrap}; {fix}")
 
 
+KAFKA_INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+LISTED = 5
+
+
+def project_topic(name: str, settings: Settings) -> bool:
+    """A topic of this deployment: contract and notifier topics, the engine's internal
+    and changelog topics (`<app_id>-...`), and Kafka's own offsets/transactions logs."""
+    from sinks.webhooks.records import NOTIFY_TOPICS
+    from streams.topics import INPUT_TOPICS, OUTPUT_TOPICS
+
+    kafka = settings.kafka
+    contract = {kafka.topic(t) for t in (*INPUT_TOPICS, *OUTPUT_TOPICS, *NOTIFY_TOPICS)}
+    return (
+        name in contract
+        or name in KAFKA_INTERNAL_TOPICS
+        or name.startswith(f"{settings.engine.app_id}-")
+    )
+
+
+def replication_check(
+    brokers: int, replication: Mapping[str, int], *, configured: int, min_insync: int
+) -> Check:
+    """The verdict on topic replication, from broker metadata.
+
+    `replication`: each project topic's lowest replica count over its partitions.
+    One broker: replication 1 is all there is. Several: a topic with one replica
+    loses its data (or the engine its state) with that broker, so it is a warning.
+    """
+    if configured > brokers:
+        return Check(
+            "replication",
+            False,
+            f"CHAINWATCH_KAFKA__REPLICATION_FACTOR={configured} but the cluster has {brokers} "
+            f"broker{'s' if brokers != 1 else ''}: topic creation fails; lower it or add brokers",
+        )
+    if brokers == 1:
+        return Check(
+            "replication", True, "1 broker: replication 1 (one box; docs/scaling.md for more)"
+        )
+    single = sorted(name for name, copies in replication.items() if copies < 2)
+    hints = []
+    if configured < 2:
+        hints.append("set CHAINWATCH_KAFKA__REPLICATION_FACTOR=3 (and __MIN_INSYNC_REPLICAS=2)")
+    elif min_insync < 2:
+        hints.append("set CHAINWATCH_KAFKA__MIN_INSYNC_REPLICAS=2")
+    if single:
+        shown = ", ".join(single[:LISTED]) + (
+            f" (+{len(single) - LISTED} more)" if len(single) > LISTED else ""
+        )
+        return Check(
+            "replication",
+            True,
+            f"{brokers} brokers but {len(single)} topic{'s' if len(single) != 1 else ''} with "
+            f"replication 1: {shown}; losing that broker loses them. Raise their replication "
+            "(kafka-reassign-partitions) "
+            + ("and " + hints[0] if hints else "")
+            + " (docs/scaling.md)",
+            warning=True,
+        )
+    if hints:
+        return Check("replication", True, f"{brokers} brokers; {hints[0]}", warning=True)
+    return Check(
+        "replication",
+        True,
+        f"{brokers} brokers, {len(replication)} project topics with replication >= 2",
+    )
+
+
+def _replication(settings: Settings) -> Check:
+    from chainwatch.kafka_admin import admin_client, bounded
+
+    try:
+        admin = admin_client(settings.kafka.bootstrap)
+    except UserError as exc:
+        return Check("replication", False, str(exc))
+    try:
+        cluster = bounded(admin.describe_cluster, timeout_s=20, what="describe_cluster")
+        topics = bounded(admin.describe_topics, timeout_s=20, what="describe_topics")
+    except Exception as exc:  # any failure is this check's FAIL line
+        return Check("replication", False, f"cannot read the cluster metadata: {exc}")
+    finally:
+        admin.close()
+    replication = {
+        t["name"]: min((len(p["replica_nodes"]) for p in t["partitions"]), default=0)
+        for t in topics
+        if project_topic(t["name"], settings)
+    }
+    return replication_check(
+        len(cluster["brokers"]),
+        replication,
+        configured=settings.kafka.replication_factor,
+        min_insync=settings.kafka.min_insync_replicas,
+    )
+
+
 def _clickhouse(settings: Settings) -> Check:
     from sinks.clickhouse.readers import open_reader
 
@@ -67,6 +164,9 @@ def run_checks(settings: Settings) -> list[Check]:
     if settings.kafka.is_local:
         checks.append(_tool("java", ["-version"], "install Java 17+ (apt install openjdk-17-jre)"))
         checks.append(_tool("mvn", ["-v", "-B"], "install Maven (apt install maven)"))
-    checks.append(_kafka(settings))
+    kafka = _kafka(settings)
+    checks.append(kafka)
+    if kafka.ok:
+        checks.append(_replication(settings))
     checks.append(_clickhouse(settings))
     return checks
