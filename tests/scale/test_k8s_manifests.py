@@ -1,0 +1,207 @@
+"""deploy/k8s: validated offline against the Kubernetes schemas, CRs checked for the
+fields docs/scaling.md relies on, and every setting, command and reference real."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from chainwatch.cli import app
+from chainwatch.settings import Settings
+
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+COMPOSE = K8S.parent / "compose.yaml"
+KUBERNETES_VERSION = "1.30"
+CRD_GROUPS = ("kafka.strimzi.io", "clickhouse.altinity.com", "clickhouse-keeper.altinity.com")
+
+
+def _docs() -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def _by_kind(kind: str) -> list[dict[str, Any]]:
+    return [d for d in _docs() if d["kind"] == kind]
+
+
+def _one(kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in _by_kind(kind) if name is None or d["metadata"]["name"] == name]
+    assert len(found) == 1, (kind, name, len(found))
+    return found[0]
+
+
+def _is_cr(doc: dict[str, Any]) -> bool:
+    return str(doc["apiVersion"]).split("/")[0] in CRD_GROUPS
+
+
+def _workloads() -> list[dict[str, Any]]:
+    return [d for d in _docs() if d["kind"] in ("Deployment", "StatefulSet")]
+
+
+def _containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = workload["spec"]["template"]["spec"]
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def _env_names(model: type[BaseModel], prefix: str = "CHAINWATCH_") -> set[str]:
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= _env_names(annotation, f"{prefix}{name.upper()}__")
+        else:
+            names.add(f"{prefix}{name.upper()}")
+    return names
+
+
+def _config() -> dict[str, str]:
+    data: dict[str, str] = _one("ConfigMap", "chainwatch-config")["data"]
+    return data
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [d for d in _docs() if not _is_cr(d)],
+    ids=lambda d: f"{d['kind']}/{d['metadata']['name']}",
+)
+def test_manifest_validates_against_the_kubernetes_schema(doc: dict[str, Any]) -> None:
+    kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_validator_catches_a_misspelled_field() -> None:
+    broken = copy.deepcopy(_one("StatefulSet", "chainwatch-worker"))
+    broken["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_required_resources_are_there() -> None:
+    assert {(d["kind"], d["metadata"]["name"]) for d in _docs()} >= {
+        ("StatefulSet", "chainwatch-worker"),
+        ("Deployment", "chainwatch-gateway"),
+        ("Deployment", "chainwatch-sink"),
+        ("Deployment", "chainwatch-notifier"),
+        ("Service", "chainwatch-gateway"),
+        ("PodDisruptionBudget", "chainwatch-worker"),
+        ("Kafka", "chainwatch"),
+        ("ClickHouseInstallation", "chainwatch"),
+    }
+
+
+def test_workers_keep_rocksdb_on_volumes_with_standby_replicas() -> None:
+    worker = _one("StatefulSet", "chainwatch-worker")
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CHAINWATCH_ENGINE__STORE"] == "rocksdb"
+    assert int(env["CHAINWATCH_ENGINE__STANDBY_REPLICAS"]) >= 1
+    claims = {c["metadata"]["name"] for c in worker["spec"]["volumeClaimTemplates"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts.keys() <= claims
+    assert mounts["state"] == _config()["CHAINWATCH_DATA_DIR"]  # faust's RocksDB lives there
+    assert worker["spec"]["replicas"] <= int(_config()["CHAINWATCH_KAFKA__PARTITIONS"])
+    assert "rocksdb" in (K8S.parent / "Dockerfile").read_text()  # the image has the extra
+
+
+def test_every_setting_is_a_real_one_and_every_command_exists() -> None:
+    known = _env_names(Settings)
+    commands = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    used: set[str] = set(_config())
+    for workload in _workloads():
+        for container in _containers(workload):
+            used |= {e["name"] for e in container.get("env", [])}
+            assert container["args"][0] in commands, container["args"]
+    compose = yaml.safe_load(COMPOSE.read_text())
+    used |= set(compose["x-chainwatch"]["environment"])
+    assert used - known == set()
+
+
+def test_probes_use_declared_ports_and_the_health_endpoints() -> None:
+    gateway = _one("Deployment", "chainwatch-gateway")["spec"]["template"]["spec"]["containers"][0]
+    assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e for e in gateway["env"]}
+    assert "CHAINWATCH_GATEWAY__OPS_NETWORKS" in env  # else /readyz answers the kubelet 403
+    assert "fieldRef" in env["CHAINWATCH_GATEWAY__TRANSACTIONAL_ID"]["valueFrom"]
+    assert _config()["CHAINWATCH_METRICS_HOST"] == "0.0.0.0"  # probes come from outside the pod
+    for workload in _workloads():
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            ports = {p["name"] for p in container.get("ports", [])}
+            for probe in ("livenessProbe", "readinessProbe"):
+                if probe in container:
+                    assert container[probe]["httpGet"]["port"] in ports
+
+
+def test_references_resolve() -> None:
+    secrets = {d["metadata"]["name"]: d["stringData"] for d in _by_kind("Secret")}
+    configmaps = {d["metadata"]["name"] for d in _by_kind("ConfigMap")}
+    for workload in _workloads():
+        spec = workload["spec"]["template"]["spec"]
+        for container in _containers(workload):
+            for source in container.get("envFrom", []):
+                assert source["configMapRef"]["name"] in configmaps
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["key"] in secrets[ref["name"]]
+        for volume in spec.get("volumes", []):
+            secret = volume["secret"]
+            for item in secret["items"]:
+                assert item["key"] in secrets[secret["secretName"]]
+    labels = [w["spec"]["selector"]["matchLabels"] for w in _workloads()]
+    for pdb in _by_kind("PodDisruptionBudget"):
+        assert pdb["spec"]["selector"]["matchLabels"] in labels
+    for service in _by_kind("Service"):
+        assert service["spec"]["selector"] in labels
+
+
+def test_strimzi_kafka_replicates_like_the_settings_say() -> None:
+    kafka = _one("Kafka", "chainwatch")
+    pool = _one("KafkaNodePool")
+    config = kafka["spec"]["kafka"]["config"]
+    rf = int(_config()["CHAINWATCH_KAFKA__REPLICATION_FACTOR"])
+    isr = int(_config()["CHAINWATCH_KAFKA__MIN_INSYNC_REPLICAS"])
+    assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+    assert "broker" in pool["spec"]["roles"]
+    assert pool["spec"]["replicas"] >= rf > isr >= 2
+    assert config["default.replication.factor"] == rf  # faust's changelog topics
+    assert config["min.insync.replicas"] == isr
+    assert config["offsets.topic.replication.factor"] == rf
+    assert config["transaction.state.log.replication.factor"] == rf
+    assert config["transaction.state.log.min.isr"] == isr
+    plain = [x for x in kafka["spec"]["kafka"]["listeners"] if not x["tls"]]
+    bootstrap = f"{kafka['metadata']['name']}-kafka-bootstrap:{plain[0]['port']}"
+    assert _config()["CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS"] == bootstrap
+
+
+def test_altinity_clickhouse_has_the_cluster_macros_and_keeper_the_schema_needs() -> None:
+    chi = _one("ClickHouseInstallation", "chainwatch")
+    sink = _one("Deployment", "chainwatch-sink")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in sink["env"]}
+    (cluster,) = chi["spec"]["configuration"]["clusters"]
+    assert cluster["name"] == env["CHAINWATCH_CLICKHOUSE__CLUSTER"]["value"]
+    assert cluster["layout"]["replicasCount"] >= 2  # replicated de-duplication has peers
+    assert cluster["layout"]["shardsCount"] >= 1
+    assert chi["spec"]["configuration"]["zookeeper"]["nodes"]
+    keeper = _one("ClickHouseKeeperInstallation")
+    assert keeper["spec"]["configuration"]["clusters"][0]["layout"]["replicasCount"] >= 3
+    url = _one("Secret", "chainwatch-clickhouse")["stringData"]["CHAINWATCH_CLICKHOUSE__URL"]
+    assert f"@clickhouse-{chi['metadata']['name']}:8123/" in url
+    password_ref = chi["spec"]["configuration"]["users"]["chainwatch/k8s_secret_password"]
+    secret, key = password_ref.split("/")
+    assert key in _one("Secret", secret)["stringData"]
+
+
+def test_the_compose_file_stays_a_single_broker_configuration() -> None:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    env = compose["x-chainwatch"]["environment"]
+    assert env["CHAINWATCH_KAFKA__REPLICATION_FACTOR"] == "1"  # one broker in compose
+    assert env["CHAINWATCH_KAFKA__MIN_INSYNC_REPLICAS"] == "1"
+    assert "CHAINWATCH_CLICKHOUSE__CLUSTER" not in env
