@@ -19,6 +19,7 @@ from rich.table import Table as RichTable
 
 from chainwatch.cli_context import err, out, plain_store_error, settings, state
 from chainwatch.commands import (
+    backtest,
     capacity,
     dashboards,
     gateway,
@@ -211,6 +212,7 @@ def demo() -> None:
 
 for _command_module in (
     replay,
+    backtest,
     simulate,
     gateway,
     tokens,

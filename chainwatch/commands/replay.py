@@ -91,10 +91,11 @@ class ProgressDisplay:
     terminal (CI, a pipe) rich prints no bar, only the lines.
     """
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, label: str = "replay") -> None:
+        self._label = label
         self._progress = Progress(
             SpinnerColumn(),
-            TextColumn("[dim]replay:[/] {task.description}"),
+            TextColumn(f"[dim]{label}:[/] {{task.description}}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -114,7 +115,7 @@ class ProgressDisplay:
         self, message: str, /, *, done: int | None = None, total: int | None = None
     ) -> None:
         if done is None or total is None:
-            self._progress.console.print(f"[dim]replay:[/] {message}", highlight=False)
+            self._progress.console.print(f"[dim]{self._label}:[/] {message}", highlight=False)
             return
         task = self._tasks.get(message)
         if task is None:

@@ -177,7 +177,7 @@ def test_publish_creates_folder_and_datasource_then_is_idempotent(
     assert source["jsonData"]["username"] == "chainwatch_grafana"
     assert source["secureJsonData"] == {"password": "s3cret"}
     assert set(state.dashboards) == set(first.dashboards)
-    assert len(first.dashboards) == 5
+    assert len(first.dashboards) == 6
 
     second = publish(url, TOKEN, plan, folder="Supply Chain", clickhouse_url=ch_url)
     assert not second.folder_created

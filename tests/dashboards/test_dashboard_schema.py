@@ -16,7 +16,7 @@ from schemas.plan import load_plan
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "deploy" / "grafana" / "schema" / "dashboard.jsonschema.json"
 EXPORTED = ROOT / "deploy" / "grafana" / "dashboards"
-UIDS = {"cw-overview", "cw-order", "cw-units", "cw-customers", "cw-pipeline"}
+UIDS = {"cw-overview", "cw-order", "cw-units", "cw-customers", "cw-pipeline", "cw-backtest"}
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,9 @@ BLOCKS: dict[tuple[str, str], str] = {
     ("docs/import.md", "chainwatch import examples/import/orders.csv"): RUN,
     ("docs/import.md", "chainwatch import examples/import/scans.csv"): CHECK,  # replay, Kafka
     ("docs/reliability.md", ".venv/bin/python bench/faults.py"): CHECK,  # ~40 min, own broker
+    # two replays (~1 min): tests/backtest/test_backtest_replay.py runs the same backtest
+    ("docs/backtest.md", "cat examples/example_*.ndjson > march.ndjson"): CHECK,
+    ("README.md", "chainwatch backtest march.ndjson"): CHECK,  # as docs/backtest.md's
 }
 #: what a RUN of each file must print (stdout and stderr together)
 EXPECTED_OUTPUT = {

@@ -1,0 +1,124 @@
+"""`chainwatch backtest` as a user runs it, up to the point where it would need Kafka.
+
+A plan that fails validation is a one-line error before anything runs: the
+broker address points at a port nothing listens on, so an error that mentions
+the plan proves no step that talks to Kafka or the store came first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from chainwatch.backtest.compare import AlertFacts, compare
+from chainwatch.backtest.run import load_plan_files
+from chainwatch.commands.backtest import SHOWN_DIFFERENCES, duration, print_comparison
+from chainwatch.errors import UserError
+from schemas.plan import PlanError
+
+ROOT = Path(__file__).resolve().parents[2]
+HISTORY = ROOT / "examples" / "example_2_late_handoff_qc.ndjson"
+GOOD_PLAN = (ROOT / "schemas" / "plans" / "knitwear.yaml").read_text(encoding="utf-8")
+
+
+def run_backtest_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINWATCH_")}
+    env |= {
+        "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
+        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "chainwatch", "backtest", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
+
+
+def test_a_plan_failing_validation_is_one_line_before_anything_runs(tmp_path: Path) -> None:
+    assert "handoff: 12h" in GOOD_PLAN
+    good = tmp_path / "current.yaml"
+    good.write_text(GOOD_PLAN, encoding="utf-8")
+    bad = tmp_path / "proposed.yaml"
+    bad.write_text(GOOD_PLAN.replace("handoff: 12h", "handoff: 12"), encoding="utf-8")
+    result = run_backtest_cli(tmp_path, str(HISTORY), "--plan", str(good), "--plan", str(bad))
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: SLA plan {bad}: plan key 'handoff'"), lines[0]
+    assert result.stdout == ""
+    assert not (tmp_path / "data" / "clickhouse").exists()
+
+
+def test_a_plan_that_is_not_yaml_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "proposed.yaml"
+    bad.write_text("route: [yarn_sourcing\n", encoding="utf-8")
+    with pytest.raises(PlanError, match=r"^SLA plan .*proposed.yaml is not valid YAML") as caught:
+        load_plan_files([bad])
+    assert "\n" not in str(caught.value)
+
+
+def test_two_plans_with_the_same_name_are_refused(tmp_path: Path) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "plan.yaml").write_text(GOOD_PLAN, encoding="utf-8")
+    with pytest.raises(UserError, match="two plans are named 'plan'"):
+        load_plan_files([tmp_path / "a" / "plan.yaml", tmp_path / "b" / "plan.yaml"])
+
+
+def test_plan_files_keep_their_bytes_hash_and_name(tmp_path: Path) -> None:
+    path = tmp_path / "proposed.yaml"
+    path.write_text(GOOD_PLAN, encoding="utf-8")
+    (loaded,) = load_plan_files([path])
+    assert loaded.name == "proposed"
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert loaded.plan.handoff == timedelta(hours=12)
+
+
+def _facts(type: str, order: str, lateness_s: float | None = None) -> AlertFacts:
+    at = datetime(2027, 3, 5, tzinfo=UTC)
+    return AlertFacts(
+        f"{type}-{order}",
+        type,
+        "critical",
+        "resolved" if lateness_s is not None else "open",
+        order,
+        "dyeing" if type == "stage_overdue" else None,
+        at,
+        at,
+        lateness_s,
+    )
+
+
+def test_the_comparison_prints_one_column_per_plan_and_the_first_differences() -> None:
+    many = [_facts("stage_overdue", f"PO-{n:02d}", 3600.0 * n) for n in range(1, 26)]
+    comparison = compare([("current", []), ("proposed", many)])
+    console = Console(record=True, width=200)
+    print_comparison(console, comparison)
+    text = console.export_text()
+    assert "current" in text
+    assert "proposed" in text
+    assert "stage_overdue (critical)" in text
+    assert f"Orders whose outcome differs: 25 (first {SHOWN_DIFFERENCES} shown)" in text
+    assert "PO-20" in text
+    assert "PO-21" not in text
+    # dyeing: 25 late visits, median index 12 -> 13h, p95 index 23 -> 24h = 1d 00h
+    assert "25: 13h 00m / 1d 00h" in text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(None, "-"), (12, "12s"), (-2700, "-45m"), (19800, "5h 30m"), (187200, "2d 04h")],
+)
+def test_durations_read_like_a_schedule(seconds: float | None, shown: str) -> None:
+    assert duration(seconds) == shown
