@@ -51,6 +51,9 @@ SHARD_KEYS: dict[str, str] = {
     "scans_hourly": "cityHash64(stage, unit_id)",
     "stage_sla_hourly": "cityHash64(stage, unit_id)",
     "kafka_sources": "cityHash64(topic)",
+    # a run's row and its alerts on one shard (the backtest readers join on run_id)
+    "backtest_runs": "cityHash64(run_id)",
+    "backtest_alerts": "cityHash64(run_id)",
 }
 
 LOCAL_SUFFIX = "_local"
