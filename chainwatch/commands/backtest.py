@@ -55,7 +55,6 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"history file not found: {history}")
         plans = load_plan_files(plan)
         cfg = settings()
-        require_kafka(cfg)
         try:
             client = SerializedClient(open_client(cfg))
         except StoreLocked as exc:
@@ -64,9 +63,10 @@ def register(app: typer.Typer) -> None:
                 "for the backtest, or use a ClickHouse server (CHAINWATCH_CLICKHOUSE__URL)"
             ) from None
         library_log = cfg.log_dir / "backtest.log"
-        if not verbose:
-            route_library_logs(library_log)
         try:
+            require_kafka(cfg)
+            if not verbose:
+                route_library_logs(library_log)
             migrate(client, cfg)
             with ProgressDisplay(err, label="backtest") as progress:
                 result = run_backtest(

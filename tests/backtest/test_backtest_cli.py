@@ -7,6 +7,7 @@ the plan proves no step that talks to Kafka or the store came first.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import subprocess
@@ -58,6 +59,22 @@ def test_a_plan_failing_validation_is_one_line_before_anything_runs(tmp_path: Pa
     assert lines[0].startswith(f"error: SLA plan {bad}: plan key 'handoff'"), lines[0]
     assert result.stdout == ""
     assert not (tmp_path / "data" / "clickhouse").exists()
+
+
+def test_a_store_held_by_a_sink_is_one_line_before_anything_runs(tmp_path: Path) -> None:
+    """The embedded store is one process's: the backtest says so and how to go on."""
+    plan = tmp_path / "current.yaml"
+    plan.write_text(GOOD_PLAN, encoding="utf-8")
+    store = tmp_path / "data" / "clickhouse"
+    store.mkdir(parents=True)
+    with (store / "status").open("wb") as status:
+        fcntl.flock(status, fcntl.LOCK_EX)  # what a running chDB holds
+        result = run_backtest_cli(tmp_path, str(HISTORY), "--plan", str(plan))
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "is held by another Chainwatch process; a backtest writes its runs there" in lines[0]
+    assert "CHAINWATCH_CLICKHOUSE__URL" in lines[0]
 
 
 def test_a_plan_that_is_not_yaml_is_one_line(tmp_path: Path) -> None:
