@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from chainwatch.cli_context import err, out, require_kafka, settings
@@ -112,7 +113,7 @@ def duration(seconds: float | None) -> str:
 def print_comparison(console: Console, comparison: Comparison) -> None:
     """The figures as tables, one column per plan."""
     plans = comparison.plans
-    names = [p.plan for p in plans]
+    names = [escape(p.plan) for p in plans]  # file names, not markup
     console.print("[bold]Plan backtest[/]")
     summary = Table()
     summary.add_column("")
@@ -170,5 +171,5 @@ def print_comparison(console: Console, comparison: Comparison) -> None:
     for plan_name in names:
         table.add_column(plan_name)
     for diff in shown:
-        table.add_row(diff.order_id, *diff.outcomes)
+        table.add_row(escape(diff.order_id), *diff.outcomes)
     console.print(table)

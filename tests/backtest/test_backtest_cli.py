@@ -119,12 +119,12 @@ def _facts(type: str, order: str, lateness_s: float | None = None) -> AlertFacts
 
 def test_the_comparison_prints_one_column_per_plan_and_the_first_differences() -> None:
     many = [_facts("stage_overdue", f"PO-{n:02d}", 3600.0 * n) for n in range(1, 26)]
-    comparison = compare([("current", []), ("proposed", many)])
+    comparison = compare([("current", []), ("proposed[v2]", many)])
     console = Console(record=True, width=200)
     print_comparison(console, comparison)
     text = console.export_text()
     assert "current" in text
-    assert "proposed" in text
+    assert "proposed[v2]" in text  # a file name, not markup
     assert "stage_overdue (critical)" in text
     assert f"Orders whose outcome differs: 25 (first {SHOWN_DIFFERENCES} shown)" in text
     assert "PO-20" in text
