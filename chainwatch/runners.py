@@ -6,6 +6,8 @@ and releases everything it opened (the embedded store lock above all).
 
 from __future__ import annotations
 
+from typing import Any
+
 from chainwatch.kafka_admin import ensure_named_topics, ensure_topics
 from chainwatch.settings import Settings
 from streams.app import create_app
@@ -25,6 +27,28 @@ def prepare_topics(settings: Settings) -> None:
         replication_factor=settings.kafka.replication_factor,
         topic_configs=settings.kafka.topic_configs(),
     )
+
+
+def changelog_topics(app: Any, settings: Settings) -> dict[tuple[tuple[str, str], ...], list[str]]:
+    """The changelog topic of every table of `app`, grouped by the configuration faust
+    gives them (compacted; `min.insync.replicas` from the settings). Tables with a
+    retention (windowed) are left to faust."""
+    grouped: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for table in app.tables.values():
+        topic = table.changelog_topic
+        if topic.retention is not None:
+            continue
+        flags = [
+            flag for flag, on in (("compact", topic.compacting), ("delete", topic.deleting)) if on
+        ]
+        config = {
+            **settings.kafka.topic_configs(),
+            **{k: str(v) for k, v in (topic.config or {}).items()},
+        }
+        if flags:
+            config["cleanup.policy"] = ",".join(flags)
+        grouped.setdefault(tuple(sorted(config.items())), []).extend(topic.topics)
+    return grouped
 
 
 def run_worker(settings: Settings) -> None:
@@ -73,6 +97,17 @@ def run_worker(settings: Settings) -> None:
             ),
         ),
     )
+    # Changelog topics too: faust creates them lazily, and with several workers one
+    # that read the metadata before another had created them stopped with
+    # PartitionsMismatch ("... changelog topic has 0 partitions"; bench/fleet.py).
+    for config, names in changelog_topics(app, settings).items():
+        ensure_named_topics(
+            settings.kafka.bootstrap,
+            names,
+            partitions=settings.kafka.partitions,
+            replication_factor=settings.kafka.replication_factor,
+            topic_configs=dict(config),
+        )
     # faust would install its own handlers; ours (chainwatch.logs) already render every
     # record in the configured format (CHAINWATCH_LOG_FORMAT=json: one JSON object a line).
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
