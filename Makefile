@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint install clean-data
+.PHONY: demo test test-fleet lint install clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP)
 	$(BIN)/python -m schemas.jsonschema --check
 	$(BIN)/python -m sinks.clickhouse.cluster --check
 	$(BIN)/pytest
+
+## make test-fleet: opt-in - 1 worker vs 4 (one killed, one added) on a 50k-record replay (tens of minutes)
+test-fleet: $(STAMP)
+	$(BIN)/pytest -m fleet tests/scale/test_fleet.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

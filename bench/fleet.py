@@ -1,0 +1,174 @@
+"""A worker fleet on one box (issue 14 item 4): same alerts with 1, 2 or 4 workers.
+
+Replays one simulated scenario (default ~50,000 records) in event time over
+8 partitions with each fleet size, and once with 4 workers of which one is
+killed (SIGKILL) mid-run and a fifth added, and compares every run's final
+alerts and dead-letter count with the pure reference engine over the same file
+(`streams.rules.reference`, what any correct engine ends with; the replay tests
+show one worker gives exactly that). Prints the wall time of each run.
+
+On a 2-core machine the engine is CPU-bound, so more workers are not faster
+here: the point is correctness under rebalancing. Far too slow for the suite;
+`make test-fleet` runs the opt-in test (tests/scale/test_fleet.py) that uses
+the same steps.
+
+    .venv/bin/python bench/fleet.py [--orders-per-day 105 --days 30] [--runs 1,2,4,4k]
+
+Needs a broker: `chainwatch kafka start` (or CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from chainwatch.replay import ReplayRun, no_progress
+from chainwatch.settings import Settings
+from schemas.plan import load_plan
+from streams.rules.reference import run_scenario
+
+PARTITIONS = 8
+START = datetime(2027, 3, 1, tzinfo=UTC)  # the simulator's default start
+
+
+@dataclass(frozen=True)
+class FleetRun:
+    label: str
+    workers: int
+    wall_s: float
+    published: int
+    alerts: dict[str, dict[str, Any]]
+    dead_letters: int
+
+
+def simulate(path: Path, *, days: int, orders_per_day: int, seed: int) -> Path:
+    subprocess.run(
+        [
+            sys.executable, "-m", "chainwatch", "simulate", "--out", str(path),
+            "--days", str(days), "--orders-per-day", str(orders_per_day), "--seed", str(seed),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )  # fmt: skip
+    return path
+
+
+def until_for(days: int) -> datetime:
+    """Late enough for every simulated order to have finished or become overdue."""
+    return START + timedelta(days=days + 30)
+
+
+def reference(scenario: Path, until: datetime) -> tuple[dict[str, dict[str, Any]], int]:
+    result = run_scenario(scenario.read_bytes().splitlines(), load_plan(None), until)
+    return {a.alert_id: a.model_dump(mode="json") for a in result.alerts}, result.dead_letters
+
+
+def _wait_for_progress(run: ReplayRun, victim: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Until the fleet has worked off 30 % of its backlog (or all of it): mid-run."""
+    deadline = time.monotonic() + timeout_s
+    first: int | None = None
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the fleet made no progress within {timeout_s:.0f}s")
+        if victim.poll() is not None:
+            raise RuntimeError(f"worker exited on its own with {victim.returncode}")
+        lag = run.lag()
+        if lag is not None and lag > 0:
+            first = first or lag
+        if lag == 0 or (first is not None and lag is not None and lag < first * 0.7):
+            return
+        time.sleep(0.2)  # poll interval of the condition, not a wait for it
+
+
+def run_fleet(
+    settings: Settings,
+    scenario: Path,
+    *,
+    workers: int,
+    until: datetime,
+    kill_and_add: bool = False,
+    timeout_s: float = 3600,
+    label: str | None = None,
+) -> FleetRun:
+    """Publish the scenario, run `workers` workers (optionally kill one and add one), finish."""
+    run = ReplayRun(settings, scenario, partitions=PARTITIONS, progress=no_progress)
+    try:
+        run.publish()
+        started = time.monotonic()
+        fleet = run.start_workers(workers)
+        if kill_and_add:
+            victim = fleet[min(1, len(fleet) - 1)]
+            _wait_for_progress(run, victim, timeout_s)
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.wait(timeout=30)
+            run.start_workers(1, first=workers)  # a new member: another rebalance
+        run.finish(until, timeout_s=timeout_s)
+        wall = time.monotonic() - started
+        result = run.results()
+    finally:
+        run.close()
+    return FleetRun(
+        label or f"{workers} worker{'s' if workers > 1 else ''}",
+        workers,
+        wall,
+        result.published,
+        {a["alert_id"]: a for a in result.alerts},
+        result.dead_letters,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--orders-per-day", type=int, default=105)
+    parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument(
+        "--runs", default="1,2,4,4k", help="fleet sizes; `k`: kill one worker and add one"
+    )
+    args = parser.parse_args()
+    settings = Settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        scenario = simulate(
+            Path(tmp) / "fleet.ndjson",
+            days=args.days,
+            orders_per_day=args.orders_per_day,
+            seed=args.seed,
+        )
+        records = sum(1 for _ in scenario.open("rb"))
+        until = until_for(args.days)
+        t0 = time.monotonic()
+        expected, expected_dead = reference(scenario, until)
+        print(
+            f"scenario: {records} records, reference engine: {len(expected)} alerts, "
+            f"{expected_dead} dead letters in {time.monotonic() - t0:.1f}s",
+            flush=True,
+        )
+        for spec in args.runs.split(","):
+            kill = spec.endswith("k")
+            workers = int(spec.rstrip("k"))
+            label = f"{workers} workers, one killed and one added" if kill else None
+            fleet = run_fleet(
+                settings, scenario, workers=workers, until=until, kill_and_add=kill, label=label
+            )
+            same = fleet.alerts == expected and fleet.dead_letters == expected_dead
+            print(
+                f"{fleet.label:<40} {PARTITIONS} partitions  wall {fleet.wall_s:7.1f}s  "
+                f"{fleet.published / fleet.wall_s:6.0f} records/s  {len(fleet.alerts)} alerts  "
+                f"{'SAME as the reference' if same else 'DIFFERENT from the reference'}",
+                flush=True,
+            )
+    print(f"machine: nproc {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    main()

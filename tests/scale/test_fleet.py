@@ -1,0 +1,56 @@
+"""Opt-in (`make test-fleet`, marker `fleet`): a 4-worker fleet over 8 partitions.
+
+~50,000 simulated records replayed by 1 worker and by 4 workers of which one is
+killed (SIGKILL) mid-run and a fifth added: both end with the reference engine's
+alerts and dead letters. Tens of minutes on a 2-core machine, so never in the
+default run (pyproject addopts: -m "not fleet").
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from chainwatch.settings import Settings
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "fleet.py"
+
+pytestmark = [pytest.mark.fleet, pytest.mark.integration, pytest.mark.slow]
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fleet_bench", BENCH)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fleet_bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.timeout(3 * 3600)
+def test_four_workers_with_a_kill_and_an_addition_match_one_worker(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    fleet = _bench()
+    days, per_day = 30, 105
+    scenario = fleet.simulate(tmp_path / "fleet.ndjson", days=days, orders_per_day=per_day, seed=14)
+    records = sum(1 for _ in scenario.open("rb"))
+    assert records >= 50_000
+    until = fleet.until_for(days)
+    expected, expected_dead = fleet.reference(scenario, until)
+    settings = settings_factory()
+    one = fleet.run_fleet(settings, scenario, workers=1, until=until)
+    four = fleet.run_fleet(settings, scenario, workers=4, until=until, kill_and_add=True)
+    print(
+        f"\n{records} records: 1 worker {one.wall_s:.0f}s, 4 workers (kill+add) {four.wall_s:.0f}s"
+    )
+    assert one.alerts == expected
+    assert one.dead_letters == expected_dead
+    assert four.alerts == one.alerts
+    assert four.dead_letters == one.dead_letters
