@@ -59,12 +59,15 @@ BLOCKS: dict[tuple[str, str], str] = {
     # two replays (~1 min): tests/backtest/test_backtest_replay.py runs the same backtest
     ("docs/backtest.md", "cat examples/example_*.ndjson > march.ndjson"): CHECK,
     ("README.md", "chainwatch backtest march.ndjson"): CHECK,  # as docs/backtest.md's
+    ("docs/scaling.md", "chainwatch plan-capacity --rate 500"): RUN,
+    ("docs/scaling.md", ".venv/bin/python bench/fleet.py"): CHECK,  # tens of minutes
 }
 #: what a RUN of each file must print (stdout and stderr together)
 EXPECTED_OUTPUT = {
     "README.md": ["same: 3 alerts", '"accepted":2,"rejected":0'],
     "docs/simulator.md": ["scans"],
     "docs/import.md": ["import: 2 of 2 rows to orders.ndjson", "exit 3: some rows were rejected"],
+    "docs/scaling.md": ["partitions per topic", "assumptions:", "records/s per worker"],
 }
 
 
