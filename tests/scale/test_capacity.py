@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -104,30 +101,23 @@ def test_a_broken_figures_file_is_a_user_error(tmp_path: Path, text: str, messag
 
 
 def test_plan_capacity_command_prints_the_plan_and_its_assumptions() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chainwatch",
-            "plan-capacity",
-            "--rate",
-            "2000",
-            "--orders-in-flight",
-            "50000",
-            "--history-days",
-            "90",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CHAINWATCH_ENGINE__STANDBY_REPLICAS": "1"},
-        timeout=120,
-        check=False,
+    from typer.testing import CliRunner
+
+    from chainwatch.cli import app
+    from chainwatch.cli_context import state
+
+    state.pop("settings", None)
+    result = CliRunner().invoke(
+        app,
+        ["plan-capacity", "--rate", "2000", "--orders-in-flight", "50000", "--history-days", "90"],
+        env={"CHAINWATCH_ENGINE__STANDBY_REPLICAS": "1"},
     )
-    assert result.returncode == 0, result.stderr
+    state.pop("settings", None)
+    assert result.exit_code == 0, result.output
     figures = load_figures()
     expected = plan_capacity(Load(rate=2000, orders_in_flight=50_000, history_days=90), figures)
-    assert f"workers                   {expected.workers}\n" in result.stdout
-    assert f"partitions per topic      {expected.partitions}\n" in result.stdout
-    assert f"ClickHouse rows/day       {expected.clickhouse_rows_per_day:,}\n" in result.stdout
-    assert "assumptions:" in result.stdout
-    assert figures.machine in result.stdout
+    assert f"workers                   {expected.workers}\n" in result.output
+    assert f"partitions per topic      {expected.partitions}\n" in result.output
+    assert f"ClickHouse rows/day       {expected.clickhouse_rows_per_day:,}\n" in result.output
+    assert "assumptions:" in result.output
+    assert figures.machine in result.output

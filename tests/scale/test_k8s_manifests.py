@@ -4,6 +4,7 @@ fields docs/scaling.md relies on, and every setting, command and reference real.
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,16 @@ KUBERNETES_VERSION = "1.30"
 CRD_GROUPS = ("kafka.strimzi.io", "clickhouse.altinity.com", "clickhouse-keeper.altinity.com")
 
 
-def _docs() -> list[dict[str, Any]]:
-    docs = []
+@functools.cache
+def _parsed() -> tuple[dict[str, Any], ...]:
+    docs: list[dict[str, Any]] = []
     for path in sorted(K8S.glob("*.yaml")):
         docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
+    return tuple(docs)
+
+
+def _docs() -> list[dict[str, Any]]:
+    return copy.deepcopy(list(_parsed()))  # tests may not change what the next one reads
 
 
 def _by_kind(kind: str) -> list[dict[str, Any]]:
