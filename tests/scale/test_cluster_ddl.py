@@ -13,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from chainwatch.settings import Settings
+from sinks.clickhouse import connection
 from sinks.clickhouse.cluster import (
     GOLDEN_DIR,
     SHARD_KEYS,
@@ -25,6 +26,7 @@ from sinks.clickhouse.cluster import (
     migration_statements,
     split_statements,
 )
+from sinks.clickhouse.connection import CLUSTER_SINK_SETTINGS
 from sinks.clickhouse.migrate import load_migrations
 
 CLUSTER_DIR = GOLDEN_DIR / "cluster"
@@ -151,3 +153,45 @@ def test_both_layouts_translate_every_migration() -> None:
     cluster = migration_statements("c")
     assert [s.version for s, _ in single] == [s.version for s, _ in cluster]
     assert all(statements for _, statements in cluster)
+
+
+class _FakeClient:
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+        self.database = ""
+
+    def command(self, sql: str) -> None:
+        self.commands.append(sql)
+
+
+@pytest.mark.parametrize(
+    ("cluster", "writer", "expected_settings", "on_cluster"),
+    [
+        ("prod", True, CLUSTER_SINK_SETTINGS, " ON CLUSTER `prod`"),
+        ("prod", False, None, " ON CLUSTER `prod`"),
+        (None, True, None, ""),
+    ],
+)
+def test_only_the_writer_of_a_cluster_gets_the_quorum_and_sync_insert_settings(
+    monkeypatch: pytest.MonkeyPatch,
+    cluster: str | None,
+    writer: bool,
+    expected_settings: dict[str, object] | None,
+    on_cluster: str,
+) -> None:
+    seen: dict[str, object] = {}
+    fake = _FakeClient()
+
+    def get_client(**kwargs: object) -> _FakeClient:
+        seen.update(kwargs)
+        return fake
+
+    monkeypatch.setattr(connection.clickhouse_connect, "get_client", get_client)
+    settings = Settings(
+        clickhouse={"cluster": cluster, "url": "http://u:pw@ch:8123/cw"}  # type: ignore[call-arg]
+    )
+    connection.open_client(settings, writer=writer)
+    assert seen["settings"] == expected_settings
+    assert fake.commands == [f"CREATE DATABASE IF NOT EXISTS `cw`{on_cluster}"]
+    assert CLUSTER_SINK_SETTINGS["insert_distributed_sync"] == 1
+    assert CLUSTER_SINK_SETTINGS["select_sequential_consistency"] == 1
