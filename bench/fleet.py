@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from chainwatch.errors import UserError
 from chainwatch.replay import ReplayRun, no_progress
 from chainwatch.settings import Settings
 from schemas.plan import load_plan
@@ -135,6 +136,9 @@ def main() -> None:
     parser.add_argument(
         "--runs", default="1,2,4,4k", help="fleet sizes; `k`: kill one worker and add one"
     )
+    parser.add_argument(
+        "--timeout-s", type=float, default=3600, help="deadline of each run's drain"
+    )
     args = parser.parse_args()
     settings = Settings()
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,9 +161,19 @@ def main() -> None:
             kill = spec.endswith("k")
             workers = int(spec.rstrip("k"))
             label = f"{workers} workers, one killed and one added" if kill else None
-            fleet = run_fleet(
-                settings, scenario, workers=workers, until=until, kill_and_add=kill, label=label
-            )
+            try:
+                fleet = run_fleet(
+                    settings,
+                    scenario,
+                    workers=workers,
+                    until=until,
+                    kill_and_add=kill,
+                    label=label,
+                    timeout_s=args.timeout_s,
+                )
+            except (UserError, TimeoutError, RuntimeError) as exc:
+                print(f"{label or spec:<40} FAILED: {exc}", flush=True)
+                continue
             same = fleet.alerts == expected and fleet.dead_letters == expected_dead
             print(
                 f"{fleet.label:<40} {PARTITIONS} partitions  wall {fleet.wall_s:7.1f}s  "
