@@ -4,13 +4,22 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+ST_VENV := .venv-st
+ST_REQUIREMENTS := tests/gateway/schemathesis-requirements.txt
 
 .PHONY: demo test test-fleet lint install clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e . --group dev
+	@# the API fuzzer's own environment (tests/gateway/test_gateway_schemathesis.py) is
+	@# built at the same time: both installs mostly wait on the network
+	{ test -x $(ST_VENV)/bin/st || { $(PYTHON) -m venv $(ST_VENV) && \
+	  $(ST_VENV)/bin/python -m pip install --quiet -r $(ST_REQUIREMENTS); }; } \
+	  > $(ST_VENV).log 2>&1 & st=$$!; \
+	$(BIN)/python -m pip install --quiet --upgrade pip && \
+	$(BIN)/python -m pip install --quiet -e . --group dev; main=$$?; \
+	wait $$st || echo "note: $(ST_VENV) not built (see $(ST_VENV).log); the fuzz test builds it on first use"; \
+	exit $$main
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -72,6 +72,8 @@ def replay_settings(settings: Settings, *, partitions: int, run_id: str) -> Sett
                     "clock": "event",
                     "standby_replicas": 0,
                     "commit_interval_s": 0.2,
+                    # a replay's worker that died is known dead after 10 s, not faust's 60
+                    "session_timeout_s": 10,
                 }
             ),
         }
@@ -186,8 +188,8 @@ def _group_topics(settings: Settings) -> list[str]:
 LAG_PROBE_TIMEOUT_S = 20.0
 
 
-def _lag_now(settings: Settings) -> int | None:
-    """Records the engine's group has not committed yet (None: group not there yet)."""
+def _lag_by_partition(settings: Settings) -> dict[TopicPartition, int] | None:
+    """Records the engine's group has not committed yet, per partition (None: no group yet)."""
     from kafka.admin import OffsetSpec
 
     admin = admin_client(settings.kafka.bootstrap)
@@ -208,19 +210,39 @@ def _lag_now(settings: Settings) -> int | None:
             dict.fromkeys(partitions, OffsetSpec.LATEST),
             timeout_ms=int(LAG_PROBE_TIMEOUT_S * 1000 / 2),
         )
-        lag = 0
+        lags: dict[TopicPartition, int] = {}
         for tp in partitions:
             meta = committed.get(tp)
             done = meta.offset if meta is not None and meta.offset >= 0 else 0
-            lag += max(0, ends[tp].offset - done)
-        return lag
+            lags[tp] = max(0, ends[tp].offset - done)
+        return lags
     finally:
         admin.close()
+
+
+def _lag_now(settings: Settings) -> int | None:
+    """Records the engine's group has not committed yet (None: group not there yet)."""
+    lags = _lag_by_partition(settings)
+    return None if lags is None else sum(lags.values())
 
 
 def _lag(settings: Settings) -> int | None:
     """`_lag_now` within `LAG_PROBE_TIMEOUT_S`; `KafkaDeadlineExceeded` past it."""
     return bounded(lambda: _lag_now(settings), timeout_s=LAG_PROBE_TIMEOUT_S, what="a lag probe")
+
+
+def describe_lag(settings: Settings) -> str:
+    """The partitions still behind, for an error message (never raises)."""
+    try:
+        lags = bounded(
+            lambda: _lag_by_partition(settings), timeout_s=LAG_PROBE_TIMEOUT_S, what="a lag probe"
+        )
+    except Exception as exc:  # a diagnostic must not hide the error it explains
+        return f"lag unknown ({exc})"
+    if lags is None:
+        return "the engine's consumer group has not committed yet"
+    behind = [f"{tp.topic}[{tp.partition}]={n}" for tp, n in sorted(lags.items()) if n]
+    return "behind: " + (", ".join(behind[:12]) if behind else "nothing")
 
 
 def wait_until_idle(
@@ -257,7 +279,10 @@ def wait_until_idle(
             progress("waiting for the engine")
             last_report = time.monotonic()
         time.sleep(0.3)
-    raise UserError(f"the replay did not finish within {timeout_s:.0f}s")
+    raise UserError(
+        f"the replay did not finish within {timeout_s:.0f}s ({describe_lag(settings)}; "
+        f"worker logs in {settings.log_dir})"
+    )
 
 
 async def send_final_clock(settings: Settings, t_ms: int) -> None:

@@ -80,6 +80,7 @@ def run_worker(settings: Settings) -> None:
         store=settings.engine.store,
         table_standby_replicas=settings.engine.standby_replicas,
         broker_commit_interval=settings.engine.commit_interval_s,
+        broker_session_timeout=settings.engine.session_timeout_s,
         broker_commit_every=10_000,
     )
     register_engine(

@@ -170,6 +170,13 @@ class EngineSettings(BaseModel):
         default=1, ge=0, le=3, description="faust standby copies of each table partition"
     )
     commit_interval_s: float = Field(default=1.0, gt=0, le=60)
+    session_timeout_s: float = Field(
+        default=30,
+        ge=6,
+        le=300,
+        description="how long the group waits for a worker that stopped heartbeating (crashed, "
+        "frozen) before its partitions move to the others",
+    )
     snapshots: bool = Field(
         default=True, description="publish an order-state snapshot after each change of an order"
     )

@@ -17,7 +17,13 @@ import pytest
 from chainwatch.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_KAFKA_PORT = int(os.environ.get("CHAINWATCH_TEST_KAFKA_PORT", "29092"))
+# pytest-xdist runs one session per worker process (gw0, gw1, ...): each gets its own
+# broker on its own ports and data dir, so no two sessions share topics or groups.
+_XDIST_INDEX = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+TEST_KAFKA_PORT = int(os.environ.get("CHAINWATCH_TEST_KAFKA_PORT", "29092")) + 10 * _XDIST_INDEX
+TEST_BROKER_DIR = (
+    ROOT / ".chainwatch" / ("test-broker" if _XDIST_INDEX == 0 else f"test-broker-{_XDIST_INDEX}")
+)
 _BROKER_USED: list[str] = []
 
 
@@ -48,7 +54,7 @@ def kafka_bootstrap() -> Iterator[str]:
     from chainwatch.local_kafka import LocalBroker
 
     settings = Settings(
-        data_dir=ROOT / ".chainwatch" / "test-broker",
+        data_dir=TEST_BROKER_DIR,
         kafka={"local_port": TEST_KAFKA_PORT, "local_controller_port": TEST_KAFKA_PORT + 1},
     )
     broker = LocalBroker(settings)
@@ -61,6 +67,12 @@ def kafka_bootstrap() -> Iterator[str]:
     yield status.bootstrap
     if not already:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def own_broker_dir() -> Path:
+    """The data dir of this session's own broker (`chainwatch kafka ...` commands take it)."""
+    return TEST_BROKER_DIR
 
 
 @pytest.fixture

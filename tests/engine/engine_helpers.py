@@ -35,3 +35,25 @@ def reference_alerts(scenario: Path, until: datetime) -> tuple[list[dict[str, An
 
 def by_id(alerts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {a["alert_id"]: a for a in alerts}
+
+
+def alert_differences(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> str:
+    """What differs between two alert lists, field by field ('' when they are the same).
+
+    A bare dict comparison of ~100 alerts truncates to "Differing items: ..." and
+    hides which field moved; under load, that field is the whole diagnosis.
+    """
+    got, want = by_id(actual), by_id(expected)
+    lines = [f"missing: {want[k]}" for k in sorted(want.keys() - got.keys())]
+    lines += [f"unexpected: {got[k]}" for k in sorted(got.keys() - want.keys())]
+    for key in sorted(got.keys() & want.keys()):
+        fields = sorted(
+            f for f in got[key].keys() | want[key].keys() if got[key].get(f) != want[key].get(f)
+        )
+        if fields:
+            changed = ", ".join(f"{f}: {got[key].get(f)!r} != {want[key].get(f)!r}" for f in fields)
+            lines.append(
+                f"{got[key]['type']} {got[key].get('order_id') or got[key].get('unit_id')}"
+                f" ({key[:12]}): {changed}"
+            )
+    return "\n".join(lines)

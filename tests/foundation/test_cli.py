@@ -119,12 +119,14 @@ def test_doctor_reports_each_part_and_fails_on_an_unreachable_clickhouse(
 
 
 @pytest.mark.integration
-def test_kafka_start_is_a_no_op_when_the_broker_already_runs(kafka_bootstrap: str) -> None:
+def test_kafka_start_is_a_no_op_when_the_broker_already_runs(
+    kafka_bootstrap: str, own_broker_dir: Path
+) -> None:
     if os.environ.get("CHAINWATCH_TEST_BOOTSTRAP"):
         pytest.skip("the suite uses an external broker it does not manage")
     port = int(kafka_bootstrap.rsplit(":", 1)[1])
     env = {
-        "CHAINWATCH_DATA_DIR": str(Path(__file__).resolve().parents[2] / ".chainwatch/test-broker"),
+        "CHAINWATCH_DATA_DIR": str(own_broker_dir),
         "CHAINWATCH_KAFKA__LOCAL_PORT": str(port),
         "CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT": str(port + 1),
     }

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fuzz_budget import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -273,7 +274,7 @@ def _events(draw: st.DrawFn) -> Any:
     return event
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_events(), min_size=1, max_size=8), st.sampled_from(CONTEXTS))
 def test_every_event_is_a_scan_or_a_dead_letter_with_a_reason(
     events: list[Any], context: Any

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from fuzz_budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from schema_samples import PLAN, SAMPLES_BY_TOPIC, customer, order_created, scan, unit_status
@@ -122,7 +123,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(attr=json_values, extra=json_values)
 def test_every_accepted_record_is_writable_by_orjson(attr: Any, extra: Any) -> None:
     """Issue 10, H2: an accepted record never crashes a JSON writer downstream (the sink)."""

@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from fuzz_budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -115,7 +116,7 @@ def test_json_wire_form() -> None:
     assert DeadLetter.model_validate_json(letter.model_dump_json()) == letter
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(raw=st.binary(max_size=2048), key=st.none() | st.binary(max_size=64))
 def test_build_round_trips_raw_bytes(raw: bytes, key: bytes | None) -> None:
     letter = DeadLetter.build(raw, KAFKA, [], ReasonCode.NOT_JSON, NOW, key=key)

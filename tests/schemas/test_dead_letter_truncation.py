@@ -11,6 +11,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from fuzz_budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -107,7 +108,7 @@ def test_a_limit_too_small_for_any_envelope_is_a_configuration_error() -> None:
         DeadLetter.build(b"x" * 1000, HTTP, [], ReasonCode.NOT_JSON, NOW, max_bytes=100)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     raw=st.none() | st.binary(max_size=20_000),
     key=st.none() | st.binary(max_size=3000),

@@ -11,6 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from fuzz_budget import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -86,19 +87,19 @@ def _check(topic: str, raw: bytes | None, qc_stage: str = "quality_check") -> No
         assert again == outcome
 
 
-@settings(FUZZ, max_examples=3000)
+@settings(FUZZ, max_examples=examples(3000))
 @given(topic=topics, raw=st.binary(max_size=512))
 def test_random_bytes(topic: str, raw: bytes) -> None:
     _check(topic, raw)
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=examples(300))
 @given(topic=topics, value=json_values)
 def test_random_json_values(topic: str, value: Any) -> None:
     _check(topic, json.dumps(value).encode())
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=examples(400))
 @given(
     topic=topics,
     qc_stage=qc_stages,
@@ -118,14 +119,14 @@ def test_mutated_valid_records(topic: str, qc_stage: str, data: st.DataObject) -
     _check(topic, json.dumps(record).encode(), qc_stage)
 
 
-@settings(FUZZ, max_examples=500)
+@settings(FUZZ, max_examples=examples(500))
 @given(topic=topics, raw=st.binary(max_size=256))
 def test_valid_json_prefix_then_garbage(topic: str, raw: bytes) -> None:
     valid = json.dumps(SAMPLES_BY_TOPIC[topic]()).encode()
     _check(topic, valid[: len(raw) % (len(valid) + 1)] + raw)
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=examples(300))
 @given(raw=st.binary(max_size=256) | json_values.map(lambda v: json.dumps(v).encode()))
 def test_replay_lines_never_crash(raw: bytes) -> None:
     try:

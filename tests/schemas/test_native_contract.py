@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import pytest
+from fuzz_budget import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
@@ -24,7 +25,9 @@ from schemas.dead_letter import ErrorDetail
 from schemas.validation import MODEL_BY_TOPIC, RecordRejected, _context, decode_input, errors_from
 
 TIMES = TypeAdapter(UtcDatetime)
-FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=600)
+FUZZ = settings(
+    deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=examples(600)
+)
 
 digits = st.text(alphabet="0123456789", min_size=1, max_size=3)
 pieces = st.sampled_from(

@@ -109,11 +109,11 @@ def test_kill_9_mid_stream_then_restart_stores_every_record_once(
 ) -> None:
     settings = settings_factory(sink={"flush_rows": 300, "flush_interval_s": 0.2})
     prepare_all_topics(settings)
-    expected = publish_dataset(settings, n_scans=20_000)
+    expected = publish_dataset(settings, n_scans=8_000)
 
     first = SinkProcess(settings, tmp_path / "sink1.log")
     stored = wait_for(
-        lambda: (loopback_count(settings, "SELECT count() FROM scans") or 0) >= 2000,
+        lambda: (loopback_count(settings, "SELECT count() FROM scans") or 0) >= 1000,
         timeout_s=120,
         what="the first sink to store some scans",
         interval_s=0.01,

@@ -169,7 +169,7 @@ def test_outage_mid_run_pauses_consumption_then_drains_backlog(
             publish,
             settings,
             SCANS,
-            ((f"PO-{i % 50}".encode(), scan_json(i)) for i in range(1000, 21000)),
+            ((f"PO-{i % 50}".encode(), scan_json(i)) for i in range(1000, 9000)),
         )
         await asyncio.to_thread(wait_for, lambda: store.refused >= 3, 60, "refused inserts")
         paused_at = sink.stats.max_buffered_rows
@@ -177,15 +177,15 @@ def test_outage_mid_run_pauses_consumption_then_drains_backlog(
         await asyncio.sleep(0.5)
         assert sink.stats.max_buffered_rows == paused_at  # nothing more fetched while down
         store.down.clear()
-        await asyncio.to_thread(wait_for, lambda: stored() >= 21000, 120, "the backlog")
+        await asyncio.to_thread(wait_for, lambda: stored() >= 9000, 120, "the backlog")
         stop.set()
         await task
 
     try:
         asyncio.run(scenario())
         assert sink.stats.max_buffered_rows <= 2500
-        assert stored() == 21000
+        assert stored() == 9000
         distinct = client.query("SELECT uniqExact(event_id) FROM scans").result_rows[0][0]
-        assert distinct == 21000
+        assert distinct == 9000
     finally:
         client.close()
