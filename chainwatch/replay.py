@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -226,6 +226,21 @@ def _lag_now(settings: Settings) -> int | None:
     return None if lags is None else sum(lags.values())
 
 
+def _stable_members(bootstrap: str, group: str) -> int:
+    """Members of `group` once it is Stable (else 0)."""
+    admin = admin_client(bootstrap)
+    try:
+        try:
+            info = admin.describe_groups([group]).get(group) or {}
+        except KafkaError:
+            return 0
+        if info.get("error") or info.get("group_state") != "Stable":
+            return 0
+        return len(info.get("members") or [])
+    finally:
+        admin.close()
+
+
 def _lag(settings: Settings) -> int | None:
     """`_lag_now` within `LAG_PROBE_TIMEOUT_S`; `KafkaDeadlineExceeded` past it."""
     return bounded(lambda: _lag_now(settings), timeout_s=LAG_PROBE_TIMEOUT_S, what="a lag probe")
@@ -245,20 +260,38 @@ def describe_lag(settings: Settings) -> str:
     return "behind: " + (", ".join(behind[:12]) if behind else "nothing")
 
 
+#: Lag above zero and unchanged this long, with every worker alive, is a stuck group.
+STALL_AFTER_S = 45.0
+#: Restarts of stuck workers one wait allows before it gives up with an error.
+MAX_STALL_RESTARTS = 3
+
+Restart = Callable[[], list[subprocess.Popen[bytes]]]
+"""Stops the stuck workers and returns the ones started in their place."""
+
+
 def wait_until_idle(
     settings: Settings, workers: list[subprocess.Popen[bytes]], progress: Progress,
-    timeout_s: float,
+    timeout_s: float, *, restart: Restart | None = None,
 ) -> None:  # fmt: skip
     """Block until the group's lag is zero twice in a row (workers must stay alive).
 
     Every probe has its own deadline; a probe that fails or times out counts as
     "not idle yet" and is reported, and the whole wait ends at `timeout_s` with
     a clear error, so a replay can never hang on an unresponsive broker.
+
+    A group whose lag stays above zero and unchanged for `STALL_AFTER_S` while
+    its workers live is stuck: faust's consumer can stop committing a partition
+    after a rebalance (docs/reliability.md, open findings). With `restart`, the
+    stuck workers are replaced; the new ones recover the tables from their
+    changelogs and resume from the committed offsets, like after a crash.
     """
     deadline = time.monotonic() + timeout_s
     zero_streak = 0
     last_report = 0.0
     most = 0
+    last_lag: int | None = None
+    last_change = time.monotonic()
+    restarts = 0
     while time.monotonic() < deadline:
         for proc in workers:
             if proc.poll() is not None:
@@ -272,6 +305,21 @@ def wait_until_idle(
         zero_streak = zero_streak + 1 if lag == 0 else 0
         if zero_streak >= 2:
             return
+        if lag != last_lag or not lag:
+            last_lag, last_change = lag, time.monotonic()
+        elif restart is not None and time.monotonic() - last_change > STALL_AFTER_S:
+            if restarts >= MAX_STALL_RESTARTS:
+                raise UserError(
+                    f"the engine stayed stuck after {restarts} restarts of its workers "
+                    f"({describe_lag(settings)}; worker logs in {settings.log_dir})"
+                )
+            restarts += 1
+            progress(
+                f"no progress for {STALL_AFTER_S:.0f}s ({describe_lag(settings)}): "
+                f"restarting the workers ({restarts} of at most {MAX_STALL_RESTARTS})"
+            )
+            workers = restart()
+            last_change = time.monotonic()
         if lag is not None:
             most = max(most, lag)
             progress("waiting for the engine", done=most - lag, total=most)
@@ -423,14 +471,7 @@ class ReplayRun:
     def publish(self, interleaving: list[str] | None = None, *, part: Path | None = None) -> None:
         """Publish the scenario, or one `part` of it (a test publishes a file in halves)."""
         run = self.settings
-        ensure_topics(
-            run.kafka.bootstrap,
-            TopicNames(run.kafka.topic_prefix),
-            (*INPUT_TOPICS, *OUTPUT_TOPICS),
-            partitions=run.kafka.partitions,
-            replication_factor=run.kafka.replication_factor,
-            topic_configs=run.kafka.topic_configs(),
-        )
+        self.prepare_topics()
         published, dead, largest = asyncio.run(
             publish_scenario(run, part or self.scenario, self.progress, interleaving=interleaving)
         )
@@ -440,6 +481,18 @@ class ReplayRun:
         elapsed = time.monotonic() - self.started
         self.progress(f"published {self.published} records ({dead} bad lines) in {elapsed:.1f}s")
 
+    def prepare_topics(self) -> None:
+        """The run's input and output topics (idempotent)."""
+        run = self.settings
+        ensure_topics(
+            run.kafka.bootstrap,
+            TopicNames(run.kafka.topic_prefix),
+            (*INPUT_TOPICS, *OUTPUT_TOPICS),
+            partitions=run.kafka.partitions,
+            replication_factor=run.kafka.replication_factor,
+            topic_configs=run.kafka.topic_configs(),
+        )
+
     def start_workers(self, count: int, first: int = 0) -> list[subprocess.Popen[bytes]]:
         started = start_workers(self.settings, count, first=first)
         self.workers.extend(started)
@@ -448,9 +501,42 @@ class ReplayRun:
     def lag(self) -> int | None:
         return _lag(self.settings)
 
+    def wait_for_group(self, members: int, timeout_s: float = 120) -> None:
+        """Block until `members` workers share the group's partitions (state Stable).
+
+        Workers that all join before the first record is published never
+        rebalance mid-stream: faust's consumer can lose or stall records around
+        a rebalance (docs/reliability.md, open findings), so a replay avoids one.
+        """
+        deadline = time.monotonic() + timeout_s
+        group = self.settings.engine.app_id
+        while time.monotonic() < deadline:
+            for proc in self.workers:
+                if proc.poll() is not None:
+                    raise UserError(f"a replay worker exited with code {proc.returncode}")
+            if (
+                bounded(
+                    lambda: _stable_members(self.settings.kafka.bootstrap, group),
+                    timeout_s=LAG_PROBE_TIMEOUT_S,
+                    what="a group probe",
+                )
+                >= members
+            ):
+                return
+            time.sleep(0.3)  # poll interval of the condition
+        raise UserError(
+            f"{members} replay workers did not join their group within {timeout_s:.0f}s"
+        )
+
     def wait_idle(self, timeout_s: float) -> None:
         live = [w for w in self.workers if w.returncode is None]
-        wait_until_idle(self.settings, live, self.progress, timeout_s)
+        wait_until_idle(self.settings, live, self.progress, timeout_s, restart=self.restart_live)
+
+    def restart_live(self) -> list[subprocess.Popen[bytes]]:
+        """Stop every live worker and start as many fresh ones (new data dirs)."""
+        live = [w for w in self.workers if w.poll() is None]
+        stop_workers(live)
+        return self.start_workers(len(live), first=len(self.workers))
 
     def finish(self, until: datetime | None, timeout_s: float) -> None:
         """Let the engine drain, move every partition's clock to the final `T`, drain again."""
@@ -493,8 +579,10 @@ def run_replay(
     """`chainwatch replay`: publish, run `workers` processes, finish at `until`, read alerts."""
     run = ReplayRun(settings, scenario, partitions=partitions, progress=progress)
     try:
-        run.publish()
+        run.prepare_topics()
         run.start_workers(workers)
+        run.wait_for_group(workers)
+        run.publish()
         run.finish(until, timeout_s)
         stop_workers(run.workers)
         return run.results()

@@ -94,14 +94,14 @@ def _replay(
     *,
     workers: int,
     interleaving: list[str] | None = None,
-    chaos: Callable[[ReplayRun], None] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
+    """As `chainwatch replay` runs: the workers share the group before the first record."""
     run = ReplayRun(settings, scenario, partitions=4, progress=_quiet)
     try:
-        run.publish(interleaving)
+        run.prepare_topics()
         run.start_workers(workers)
-        if chaos is not None:
-            chaos(run)
+        run.wait_for_group(workers)
+        run.publish(interleaving)
         run.finish(UNTIL, timeout_s=REPLAY_TIMEOUT_S)
         result = run.results()
     finally:
