@@ -242,9 +242,11 @@ def bare_faust(settings: Settings, records: int, tmp: Path) -> tuple[float, floa
         ],
         capture_output=True, timeout=3600, check=False,
     )  # fmt: skip
-    for line in done.stdout.decode().splitlines():
-        if line.startswith("{"):
-            figures = orjson.loads(line)
+    # faust's worker routes stdout through its logger: the figures may land in stderr
+    for line in (done.stdout + done.stderr).decode(errors="replace").splitlines():
+        at = line.find('{"first_s"')
+        if at >= 0:
+            figures = orjson.loads(line[at:].strip())
             return figures["first_s"], figures["done_s"]
     raise SystemExit(f"bare faust agent failed: {done.stderr.decode()[-2000:]}")
 
