@@ -466,6 +466,8 @@ class ReplayRun:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.largest: int | None = None
         self.published = 0
+        self.stall_restarts = 0
+        """Times stuck workers were replaced (`wait_until_idle`); reported with the results."""
         self.started = time.monotonic()
 
     def publish(self, interleaving: list[str] | None = None, *, part: Path | None = None) -> None:
@@ -534,6 +536,7 @@ class ReplayRun:
 
     def restart_live(self) -> list[subprocess.Popen[bytes]]:
         """Stop every live worker and start as many fresh ones (new data dirs)."""
+        self.stall_restarts += 1
         live = [w for w in self.workers if w.poll() is None]
         stop_workers(live)
         return self.start_workers(len(live), first=len(self.workers))
@@ -553,9 +556,15 @@ class ReplayRun:
         dead_letters = len({key for key, _ in letters if key is not None}) + sum(
             1 for key, _ in letters if key is None
         )
+        restarts = (
+            f"; the workers were replaced {self.stall_restarts} time(s) after a stall "
+            "(docs/reliability.md: check the results)"
+            if self.stall_restarts
+            else ""
+        )
         self.progress(
             f"done in {time.monotonic() - self.started:.1f}s: {len(alerts)} alerts, "
-            f"{dead_letters} dead letters"
+            f"{dead_letters} dead letters{restarts}"
         )
         return ReplayResult(alerts, dead_letters, self.published)
 
