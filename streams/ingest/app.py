@@ -56,7 +56,7 @@ from streams.ingest.body import (
     split_items,
 )
 from streams.ingest.metrics import GatewayMetrics
-from streams.ingest.openapi import METRICS_MEDIA_TYPE, install_openapi
+from streams.ingest.openapi import METRICS_MEDIA_TYPE, install_openapi, partial_path
 from streams.ingest.publisher import (
     OutRecord,
     Publisher,
@@ -201,7 +201,11 @@ class Gateway:
             )
         return principal
 
-    async def handle(self, request: Request, endpoint: Endpoint) -> Response:
+    async def handle(
+        self, request: Request, endpoint: Endpoint, partial_mode: bool = False
+    ) -> Response:
+        """One ingest request; `partial_mode` is the partial operation
+        (`/v1/partial/...`), else `?partial=` decides."""
         started = time.perf_counter()
         request_id: str = request.state.request_id
         principal: TokenEntry | None = None
@@ -209,7 +213,7 @@ class Gateway:
         error: str | None = None
         try:
             principal = self.authenticate(request, endpoint)
-            partial = _partial(request)
+            partial = partial_mode or _partial(request)
             response, counts = await self._ingest(request, endpoint, partial, principal)
         except HttpError as exc:
             error = exc.error
@@ -496,23 +500,25 @@ def create_gateway_app(
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error_response(request, 422, "bad_parameter", f"{where}: {first.get('msg', '')}")
 
-    def route(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    def route(endpoint: Endpoint, partial: bool) -> Callable[[Request], Awaitable[Response]]:
         async def ingest(request: Request) -> Response:
-            return await gateway.handle(request, endpoint)
+            return await gateway.handle(request, endpoint, partial)
 
-        ingest.__name__ = f"post_{endpoint.name.replace('-', '_')}"
+        mode = "_partial" if partial else ""
+        ingest.__name__ = f"post{mode}_{endpoint.name.replace('-', '_')}"
         return ingest
 
     for endpoint in ENDPOINTS.values():
-        app.add_api_route(
-            endpoint.path,
-            route(endpoint),
-            methods=["POST"],
-            summary=endpoint.summary,
-            status_code=202,
-            response_class=Response,
-            tags=["ingest"],
-        )
+        for partial in (False, True):
+            app.add_api_route(
+                partial_path(endpoint) if partial else endpoint.path,
+                route(endpoint, partial),
+                methods=["POST"],
+                summary=("Partial mode: " if partial else "") + endpoint.summary,
+                status_code=202,
+                response_class=Response,
+                tags=["ingest"],
+            )
 
     @app.delete("/v1/customers/{customer_id}", status_code=202, tags=["ingest"])
     async def delete_customer(request: Request, customer_id: str) -> Response:

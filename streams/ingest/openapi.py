@@ -105,10 +105,11 @@ INGEST_ERRORS: dict[str, str] = {
     "413": "More bytes or items than the gateway accepts in one request, or an item larger "
     "than `max_item_bytes` or than Kafka takes.",
     "415": "Neither JSON nor NDJSON.",
-    "422": "No items (an empty body or batch), a bad `partial`, or invalid items "
-    "(all-or-nothing mode): nothing was published; see `items`.",
+    "422": "No items (an empty body or batch), a bad `?partial=`, or invalid items: "
+    "nothing was published; see `items`.",
     "503": "Kafka unavailable: nothing was published; retry after `Retry-After` seconds.",
 }
+PARTIAL_422 = "No items (an empty body, batch or `eventList`): nothing was published."
 EPCIS_ERRORS: dict[str, str] = {
     **INGEST_ERRORS,
     "404": "This gateway has no EPCIS mapping (`--epcis-mapping`).",
@@ -121,15 +122,30 @@ DELETE_ERRORS: dict[str, str] = {
 }
 OPS_FORBIDDEN = "The client is not in `gateway.ops_networks` (loopback by default)."
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}}
-PARTIAL = {
-    "name": "partial",
-    "in": "query",
-    "required": False,
-    "description": "Publish the valid items and dead-letter the rest (default: all or "
-    "nothing). With `true`, items that break the request body's schema are accepted into "
-    "the dead letters: the answer is 202 with their `dead_letter_id`.",
-    "schema": {"type": "boolean", "default": False},
+PARTIAL_PREFIX = "/v1/partial"
+MAIN_DESCRIPTION = (
+    "All or nothing: any invalid item answers 422 and nothing is published. "
+    "`?partial=true` on this path is the same as the partial operation "
+    "(`POST {partial}`), which documents that mode."
+)
+PARTIAL_DESCRIPTION = (
+    "Partial mode: the valid items are published and every other item is written to "
+    "`dead-letter` with its reason, in the same transaction (202; their results say "
+    "`dead_lettered` with the `dead_letter_id`). So the body may hold any JSON (or any "
+    "NDJSON lines): an item that breaks the all-or-nothing operation's schema "
+    "(`POST {strict}`) is dead-lettered, not refused. Refused: no items at all (422 `empty`), "
+    "limits (413), another unit's or stage's records (403)."
+)
+ANY_NDJSON: dict[str, Any] = {
+    "type": "string",
+    "pattern": "\\S",
+    "description": "Lines of text; every non-blank line is an item (JSON or not).",
 }
+
+
+def partial_path(endpoint: Endpoint) -> str:
+    """The partial operation's path: `/v1/scans` -> `/v1/partial/scans`."""
+    return PARTIAL_PREFIX + endpoint.path.removeprefix("/v1")
 
 
 def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +157,42 @@ def _errors(codes: dict[str, str]) -> dict[str, Any]:
     if "503" in responses:
         responses["503"]["headers"] = RETRY_AFTER
     return responses
+
+
+def _partial_body(endpoint: Endpoint, ref: dict[str, Any]) -> dict[str, Any]:
+    """Anything with at least one item: every item that is not valid is dead-lettered."""
+    if endpoint.name == "epcis":
+        # A valid document without events has no items (422); an invalid one is one item.
+        empty_list = {
+            "type": "object",
+            "required": ["epcisBody"],
+            "properties": {
+                "epcisBody": {
+                    "type": "object",
+                    "required": ["eventList"],
+                    "properties": {"eventList": {"type": "array", "maxItems": 0}},
+                }
+            },
+        }
+        document = {
+            "not": {"allOf": [ref, empty_list]},
+            "description": "Any JSON; a body that is not an EPCISDocument is one dead letter.",
+        }
+        content = {
+            "application/json": {"schema": document},
+            "application/ld+json": {"schema": document},
+        }
+    else:
+        items = {
+            "not": {"type": "array", "maxItems": 0},
+            "description": "Any JSON but an empty array: an array's elements are the items, "
+            "anything else is one item.",
+        }
+        content = {
+            "application/json": {"schema": items},
+            "application/x-ndjson": {"schema": ANY_NDJSON},
+        }
+    return {"required": True, "content": content}
 
 
 def _body(endpoint: Endpoint, ref: dict[str, Any]) -> dict[str, Any]:
@@ -160,6 +212,13 @@ def _body(endpoint: Endpoint, ref: dict[str, Any]) -> dict[str, Any]:
             },
         }
     return {"required": True, "content": content}
+
+
+def _ingest_operation(operation: dict[str, Any], accepted: str, codes: dict[str, str]) -> None:
+    operation["parameters"] = []
+    operation["security"] = [{"bearer": []}]
+    result = _json_response(accepted, {"$ref": "#/components/schemas/IngestResult"})
+    operation["responses"] = {"202": result, **_errors(codes)}
 
 
 def install_openapi(app: FastAPI, endpoints: Iterable[Endpoint]) -> None:
@@ -192,15 +251,17 @@ def install_openapi(app: FastAPI, endpoints: Iterable[Endpoint]) -> None:
             operation = paths[endpoint.path]["post"]
             ref = refs[(MODELS[endpoint.name], "validation")]
             operation["requestBody"] = _body(endpoint, ref)
-            operation["parameters"] = [PARTIAL]
-            operation["security"] = [{"bearer": []}]
-            accepted = _json_response(
-                "Every accepted item (and every dead letter in partial mode) is committed "
-                "to Kafka.",
-                {"$ref": "#/components/schemas/IngestResult"},
-            )
+            operation["description"] = MAIN_DESCRIPTION.format(partial=partial_path(endpoint))
             codes = EPCIS_ERRORS if endpoint.name == "epcis" else INGEST_ERRORS
-            operation["responses"] = {"202": accepted, **_errors(codes)}
+            _ingest_operation(operation, "Every item is committed to Kafka.", codes)
+            partial = paths[partial_path(endpoint)]["post"]
+            partial["requestBody"] = _partial_body(endpoint, ref)
+            partial["description"] = PARTIAL_DESCRIPTION.format(strict=endpoint.path)
+            _ingest_operation(
+                partial,
+                "Every accepted item and every dead letter is committed to Kafka.",
+                {**codes, "422": PARTIAL_422},
+            )
         delete = paths["/v1/customers/{customer_id}"]["delete"]
         delete["security"] = [{"bearer": []}]
         delete["parameters"] = [

@@ -111,6 +111,34 @@ def test_partial_mode_publishes_the_valid_and_dead_letters_the_rest(gateway: Har
     assert b64decode(by_index[3]["value_b64"]) == b"{not json"
 
 
+def test_the_partial_operation_is_partial_mode_and_still_refuses_no_items(
+    gateway: Harness,
+) -> None:
+    """`POST /v1/partial/scans` is `?partial=true`: a body that is not JSON at all is one
+    dead-lettered item, an empty batch is still refused, `?partial=false` changes nothing."""
+    good = scan()
+    mixed = gateway.post(
+        "/v1/partial/scans",
+        content=f"[{json.dumps(good)}, NaN]".encode(),
+        params={"partial": "false"},
+    )
+    assert mixed.status_code == 202, mixed.text
+    outcome = {i["index"]: i for i in mixed.json()["items"]}
+    assert (outcome[0]["status"], outcome[1]["status"]) == ("accepted", "dead_lettered")
+    assert [json.loads(v) for _, v in gateway.read_at("scans", _accepted(mixed))] == [good]
+
+    garbage = gateway.post("/v1/partial/orders", content=b"\x0f\x04")
+    assert garbage.status_code == 202, garbage.text
+    assert garbage.json()["items"][0]["reason_code"] == "not_json"
+
+    for body in (b"[]", b""):
+        empty = gateway.post("/v1/partial/scans", content=body)
+        assert (empty.status_code, empty.json()["error"]) == (422, "empty")
+    no_events = {"type": "EPCISDocument", "epcisBody": {"eventList": []}}
+    no_items = gateway.post("/v1/partial/epcis/capture", no_events)
+    assert (no_items.status_code, no_items.json()["error"]) == (422, "empty")
+
+
 def test_limits_answer_413_and_publish_nothing(gateway: Harness) -> None:
     too_many = [scan() for _ in range(51)]
     assert gateway.post("/v1/scans", too_many).status_code == 413
