@@ -77,7 +77,12 @@ def test_the_schemathesis_cli_finds_nothing(fuzzed: Harness, tmp_path: Path) -> 
         "PYTHONPATH": str(Path(__file__).parent),
         "NO_COLOR": "1",
     }
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    # The CLI keeps a crash cache in `.schemathesis/` of its working directory and replays
+    # it on the next run: a directory of this run's own keeps runs independent (and the
+    # checkout clean); `st replay <id>` works from there.
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path
+    )
     (tmp_path / "out.txt").write_text(result.stdout + result.stderr)
     print(result.stdout[-3000:])
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-3000:]
