@@ -559,7 +559,7 @@ def create_gateway_app(
             return refused
         return Response(metrics.render(), media_type=METRICS_MEDIA_TYPE)
 
-    install_openapi(app, ENDPOINTS.values())
+    install_openapi(app, ENDPOINTS.values(), settings.gateway.max_items)
     return app
 
 

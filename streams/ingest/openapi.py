@@ -160,7 +160,7 @@ def _errors(codes: dict[str, str]) -> dict[str, Any]:
     return responses
 
 
-def _partial_body(endpoint: Endpoint, schemas: dict[str, Any]) -> dict[str, Any]:
+def _partial_body(endpoint: Endpoint, schemas: dict[str, Any], max_items: int) -> dict[str, Any]:
     """Anything with at least one item: every item that is not valid is dead-lettered."""
     if endpoint.name == "epcis":
         # A valid document without events has no items (422); an invalid one is one item.
@@ -170,8 +170,10 @@ def _partial_body(endpoint: Endpoint, schemas: dict[str, Any]) -> dict[str, Any]
             "required": ["eventList"],
             "properties": {"eventList": {"type": "array", "maxItems": 0}},
         }
+        limit = {"properties": {"eventList": {"maxItems": max_items}}}
         document = {
             "not": no_events,
+            "properties": {"epcisBody": limit},
             "description": "Any JSON; a body that is not an EPCISDocument is one dead letter.",
         }
         content = {
@@ -181,8 +183,9 @@ def _partial_body(endpoint: Endpoint, schemas: dict[str, Any]) -> dict[str, Any]
     else:
         items = {
             "not": {"type": "array", "maxItems": 0},
-            "description": "Any JSON but an empty array: an array's elements are the items, "
-            "anything else is one item.",
+            "maxItems": max_items,
+            "description": "Any JSON but an empty array: an array's elements are the items "
+            "(at most `max_items`), anything else is one item.",
         }
         content = {
             "application/json": {"schema": items},
@@ -191,11 +194,11 @@ def _partial_body(endpoint: Endpoint, schemas: dict[str, Any]) -> dict[str, Any]
     return {"required": True, "content": content}
 
 
-def _body(endpoint: Endpoint, ref: dict[str, Any]) -> dict[str, Any]:
+def _body(endpoint: Endpoint, ref: dict[str, Any], max_items: int) -> dict[str, Any]:
     if endpoint.name == "epcis":
         content = {"application/json": {"schema": ref}, "application/ld+json": {"schema": ref}}
     else:
-        batch = {"type": "array", "items": ref, "minItems": 1}
+        batch = {"type": "array", "items": ref, "minItems": 1, "maxItems": max_items}
         content = {
             "application/json": {"schema": {"oneOf": [ref, batch]}},
             "application/x-ndjson": {
@@ -217,7 +220,7 @@ def _ingest_operation(operation: dict[str, Any], accepted: str, codes: dict[str,
     operation["responses"] = {"202": result, **_errors(codes)}
 
 
-def install_openapi(app: FastAPI, endpoints: Iterable[Endpoint]) -> None:
+def install_openapi(app: FastAPI, endpoints: Iterable[Endpoint], max_items: int) -> None:
     """Replace FastAPI's inferred document with one that says what the gateway does:
     every status code and content type each operation can send."""
     endpoints = list(endpoints)
@@ -236,7 +239,9 @@ def install_openapi(app: FastAPI, endpoints: Iterable[Endpoint]) -> None:
         for fastapi_only in ("HTTPValidationError", "ValidationError"):
             schemas.pop(fastapi_only, None)
         schemas.update(defs.get("$defs", {}))
-        schemas["EpcisBody"]["properties"]["eventList"]["minItems"] = 1  # else 422 `empty`
+        event_list = schemas["EpcisBody"]["properties"]["eventList"]
+        event_list["minItems"] = 1  # else 422 `empty`
+        event_list["maxItems"] = max_items  # else 413
         schemas["GatewayError"] = GATEWAY_ERROR
         schemas["ItemResult"] = ITEM_RESULT
         schemas["IngestResult"] = INGEST_RESULT
@@ -246,12 +251,12 @@ def install_openapi(app: FastAPI, endpoints: Iterable[Endpoint]) -> None:
         for endpoint in endpoints:
             operation = paths[endpoint.path]["post"]
             ref = refs[(MODELS[endpoint.name], "validation")]
-            operation["requestBody"] = _body(endpoint, ref)
+            operation["requestBody"] = _body(endpoint, ref, max_items)
             operation["description"] = MAIN_DESCRIPTION.format(partial=partial_path(endpoint))
             codes = EPCIS_ERRORS if endpoint.name == "epcis" else INGEST_ERRORS
             _ingest_operation(operation, "Every item is committed to Kafka.", codes)
             partial = paths[partial_path(endpoint)]["post"]
-            partial["requestBody"] = _partial_body(endpoint, schemas)
+            partial["requestBody"] = _partial_body(endpoint, schemas, max_items)
             partial["description"] = PARTIAL_DESCRIPTION.format(strict=endpoint.path)
             _ingest_operation(
                 partial,
