@@ -220,12 +220,6 @@ def _lag_by_partition(settings: Settings) -> dict[TopicPartition, int] | None:
         admin.close()
 
 
-def _lag_now(settings: Settings) -> int | None:
-    """Records the engine's group has not committed yet (None: group not there yet)."""
-    lags = _lag_by_partition(settings)
-    return None if lags is None else sum(lags.values())
-
-
 def _stable_members(bootstrap: str, group: str) -> int:
     """Members of `group` once it is Stable (else 0)."""
     admin = admin_client(bootstrap)
@@ -241,17 +235,23 @@ def _stable_members(bootstrap: str, group: str) -> int:
         admin.close()
 
 
+def _lags(settings: Settings) -> dict[TopicPartition, int] | None:
+    """`_lag_by_partition` within `LAG_PROBE_TIMEOUT_S`; `KafkaDeadlineExceeded` past it."""
+    return bounded(
+        lambda: _lag_by_partition(settings), timeout_s=LAG_PROBE_TIMEOUT_S, what="a lag probe"
+    )
+
+
 def _lag(settings: Settings) -> int | None:
-    """`_lag_now` within `LAG_PROBE_TIMEOUT_S`; `KafkaDeadlineExceeded` past it."""
-    return bounded(lambda: _lag_now(settings), timeout_s=LAG_PROBE_TIMEOUT_S, what="a lag probe")
+    """Records the engine's group has not committed yet (None: group not there yet)."""
+    lags = _lags(settings)
+    return None if lags is None else sum(lags.values())
 
 
 def describe_lag(settings: Settings) -> str:
     """The partitions still behind, for an error message (never raises)."""
     try:
-        lags = bounded(
-            lambda: _lag_by_partition(settings), timeout_s=LAG_PROBE_TIMEOUT_S, what="a lag probe"
-        )
+        lags = _lags(settings)
     except Exception as exc:  # a diagnostic must not hide the error it explains
         return f"lag unknown ({exc})"
     if lags is None:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from chainwatch.backtest.compare import AlertFacts
 from schemas.alerts import Alert
 from sinks.clickhouse.mapping import compact_json
+from sinks.clickhouse.rows_outputs import ALERT_FIELDS
 
 RUNS_TABLE = "backtest_runs"
 ALERTS_TABLE = "backtest_alerts"
@@ -49,28 +50,7 @@ class RunRecord:
 
 
 RUN_COLUMNS = tuple(f.name for f in fields(RunRecord))
-ALERT_COLUMNS = (
-    "run_id",
-    "alert_id",
-    "type",
-    "severity",
-    "status",
-    "order_id",
-    "unit_id",
-    "stage",
-    "visit",
-    "deadline",
-    "detected_at",
-    "fulfilled_at",
-    "lateness_s",
-    "customer_id",
-    "customer_name",
-    "customer_tier",
-    "cause_unit_id",
-    "cause_reason",
-    "cause_since",
-    "details",
-)
+ALERT_COLUMNS = ("run_id", *ALERT_FIELDS)
 
 
 def alert_row(run_id: str, alert: Alert) -> tuple[Any, ...]:

@@ -12,6 +12,29 @@ from schemas.plan import SlaPlan
 from sinks.clickhouse import wire
 from sinks.clickhouse.mapping import Row, Table, compact_json, kafka_coordinates
 
+ALERT_FIELDS = (
+    "alert_id",
+    "type",
+    "severity",
+    "status",
+    "order_id",
+    "unit_id",
+    "stage",
+    "visit",
+    "deadline",
+    "detected_at",
+    "fulfilled_at",
+    "lateness_s",
+    "customer_id",
+    "customer_name",
+    "customer_tier",
+    "cause_unit_id",
+    "cause_reason",
+    "cause_since",
+    "details",
+)
+"""The columns an alert fills, in row order (the sink's `alerts`, backtests' `backtest_alerts`)."""
+
 
 class AlertRows:
     """`alerts` → `alerts` (ReplacingMergeTree(version), version = Kafka offset).
@@ -22,29 +45,7 @@ class AlertRows:
     last has the highest offset: that is the version.
     """
 
-    table = Table.of(
-        "alerts",
-        "alert_id",
-        "type",
-        "severity",
-        "status",
-        "order_id",
-        "unit_id",
-        "stage",
-        "visit",
-        "deadline",
-        "detected_at",
-        "fulfilled_at",
-        "lateness_s",
-        "customer_id",
-        "customer_name",
-        "customer_tier",
-        "cause_unit_id",
-        "cause_reason",
-        "cause_since",
-        "details",
-        "version",
-    )
+    table = Table.of("alerts", *ALERT_FIELDS, "version")
 
     @property
     def tables(self) -> Sequence[Table]:
