@@ -128,7 +128,7 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
 
 
 #: Client libraries whose retries and connection chatter mean nothing to a CLI user.
-LIBRARY_LOGGERS = ("kafka", "aiokafka", "faust", "mode")
+LIBRARY_LOGGERS = ("kafka", "aiokafka", "faust", "mode", "clickhouse_connect", "urllib3")
 
 
 def route_library_logs(path: Path) -> None:
@@ -144,7 +144,8 @@ def route_library_logs(path: Path) -> None:
     root_handlers = logging.getLogger().handlers
     if root_handlers and root_handlers[0].formatter is not None:
         handler.setFormatter(root_handlers[0].formatter)
-    for name in LIBRARY_LOGGERS:
+    logging.captureWarnings(True)  # a library's `warnings.warn` is library noise too
+    for name in (*LIBRARY_LOGGERS, "py.warnings"):
         library = logging.getLogger(name)
         for old in library.handlers:
             old.close()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from kafka.errors import KafkaError
 
 from chainwatch.errors import UserError
@@ -134,6 +134,7 @@ async def publish_scenario(
     lines: Iterable[tuple[int, bytes]] = _lines(scenario)
     if interleaving is not None:
         lines = topic_blocks(_lines(scenario), interleaving)
+    progress("publishing", done=0, total=total)
     try:
         for number, line in lines:
             try:
@@ -173,6 +174,7 @@ async def publish_scenario(
                 pending.clear()
                 progress("publishing", done=published + dead, total=total)
         await asyncio.gather(*pending)
+        progress("publishing", done=published + dead, total=total)
     finally:
         await producer.stop()
     return published, dead, largest
@@ -353,6 +355,11 @@ READ_STALL_TIMEOUT_S = 60.0
 
 
 async def read_topic(settings: Settings, logical: str) -> list[tuple[bytes | None, bytes | None]]:
+    """The (key, value) of every record of a topic (`read_records`)."""
+    return [(m.key, m.value) for m in await read_records(settings, logical)]
+
+
+async def read_records(settings: Settings, logical: str) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of a topic, in partition order, read from the beginning to the end.
 
     A partition is done when the consumer's position reaches the end offset read
@@ -374,13 +381,13 @@ async def read_topic(settings: Settings, logical: str) -> list[tuple[bytes | Non
         consumer.assign(partitions)
         ends = await asyncio.wait_for(consumer.end_offsets(partitions), READ_STALL_TIMEOUT_S)
         await consumer.seek_to_beginning(*partitions)
-        records: list[tuple[bytes | None, bytes | None]] = []
+        records: list[ConsumerRecord[bytes, bytes]] = []
         remaining = {tp for tp in partitions if ends[tp] > 0}
         last_progress = time.monotonic()
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=1000)
             for messages in batch.values():
-                records.extend((m.key, m.value) for m in messages)
+                records.extend(messages)
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
@@ -460,9 +467,9 @@ class ReplayRun:
             raise UserError(f"scenario file not found: {scenario}")
         self.scenario = scenario
         self.progress = progress
-        self.settings = replay_settings(
-            settings, partitions=partitions, run_id=uuid.uuid4().hex[:10]
-        )
+        self.run_id = uuid.uuid4().hex[:10]
+        """Names the run's topics and consumer group (and a stored replay by default)."""
+        self.settings = replay_settings(settings, partitions=partitions, run_id=self.run_id)
         self.workers: list[subprocess.Popen[bytes]] = []
         self.largest: int | None = None
         self.published = 0
@@ -584,8 +591,13 @@ def run_replay(
     progress: Progress,
     timeout_s: float = 1800,
     keep_topics: bool = False,
+    on_results: Callable[[ReplayRun, ReplayResult], None] | None = None,
 ) -> ReplayResult:
-    """`chainwatch replay`: publish, run `workers` processes, finish at `until`, read alerts."""
+    """`chainwatch replay`: publish, run `workers` processes, finish at `until`, read alerts.
+
+    `on_results` runs with the results while the run's topics still exist
+    (`chainwatch replay --sink` reads the order snapshots and dead letters there).
+    """
     run = ReplayRun(settings, scenario, partitions=partitions, progress=progress)
     try:
         run.prepare_topics()
@@ -594,6 +606,9 @@ def run_replay(
         run.publish()
         run.finish(until, timeout_s)
         stop_workers(run.workers)
-        return run.results()
+        result = run.results()
+        if on_results is not None:
+            on_results(run, result)
+        return result
     finally:
         run.close(keep_topics=keep_topics)

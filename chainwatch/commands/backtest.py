@@ -16,8 +16,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from chainwatch.cli_context import err, out, require_kafka, settings
-from chainwatch.commands.replay import ProgressDisplay, _parse_until
+from chainwatch.commands.replay import _parse_until
 from chainwatch.errors import UserError
+from chainwatch.progress import ProgressDisplay
 
 if TYPE_CHECKING:
     from chainwatch.backtest.compare import Comparison
@@ -69,7 +70,7 @@ def register(app: typer.Typer) -> None:
             if not verbose:
                 route_library_logs(library_log)
             migrate(client, cfg)
-            with ProgressDisplay(err, label="backtest") as progress:
+            with ProgressDisplay(err, label="backtest", log_format=cfg.log_format) as progress:
                 result = run_backtest(
                     cfg, history, plans, client, until=until_at, name=name, progress=progress
                 )

@@ -5,25 +5,21 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 from pydantic import TypeAdapter, ValidationError
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from chainwatch.cli_context import check_plan, err, require_kafka, settings
 from chainwatch.errors import UserError
+from chainwatch.progress import ProgressDisplay
 from schemas.common import UtcDatetime
+
+if TYPE_CHECKING:
+    from chainwatch.replay_store import ReplaySink
+    from chainwatch.settings import Settings
+    from sinks.clickhouse.connection import SerializedClient
 
 _timestamp: TypeAdapter[datetime] = TypeAdapter(UtcDatetime)
 
@@ -54,70 +50,98 @@ def register(app: typer.Typer) -> None:
         verbose: Annotated[
             bool, typer.Option("--verbose", help="Show client-library logs on stderr.")
         ] = False,
+        sink: Annotated[
+            bool,
+            typer.Option(
+                "--sink",
+                help="Also store the results (alerts, order state, dead letters) in ClickHouse "
+                "under the run id (docs/replay.md).",
+            ),
+        ] = False,
+        run_id: Annotated[
+            str | None,
+            typer.Option(
+                "--run-id",
+                help="With --sink: the id to store the run under (default: the run's own); "
+                "the same id again replaces that run's stored results.",
+            ),
+        ] = None,
     ) -> None:
         """Replay SCENARIO on fresh topics; print the final alerts as NDJSON sorted by alert_id."""
         from chainwatch.logs import route_library_logs
         from chainwatch.replay import run_replay
 
+        until_at = _parse_until(until)
+        if run_id is not None and not sink:
+            raise UserError("--run-id names a stored run: give it with --sink")
         cfg = settings()
         check_plan(cfg)
         require_kafka(cfg)
         library_log = cfg.log_dir / "replay.log"
         if not verbose:
             route_library_logs(library_log)
-        with ProgressDisplay(err) as progress:
-            result = run_replay(
-                cfg,
-                scenario,
-                until=_parse_until(until),
-                workers=workers,
-                partitions=partitions,
-                progress=progress,
-                keep_topics=keep_topics,
-            )
+        store = _open_store(cfg) if sink else None
+        on_results: ReplaySink | None = None
+        try:
+            with ProgressDisplay(err, log_format=cfg.log_format) as progress:
+                if store is not None:
+                    from chainwatch.replay_store import ReplaySink, check_run_id
+
+                    on_results = ReplaySink(
+                        store,
+                        scenario=scenario,
+                        until=until_at,
+                        workers=workers,
+                        partitions=partitions,
+                        progress=progress,
+                        run_id=None if run_id is None else check_run_id(run_id),
+                    )
+                result = run_replay(
+                    cfg,
+                    scenario,
+                    until=until_at,
+                    workers=workers,
+                    partitions=partitions,
+                    progress=progress,
+                    keep_topics=keep_topics,
+                    on_results=on_results,
+                )
+        finally:
+            if store is not None:
+                store.close()
         out = sys.stdout.buffer
         for alert in result.alerts:
             out.write(orjson.dumps(alert, option=orjson.OPT_SORT_KEYS) + b"\n")
         out.flush()
         err.print(f"dead letters: {result.dead_letters}", highlight=False)
+        stored = None if on_results is None else on_results.stored
+        if stored is not None:
+            err.print(
+                f"stored as run {stored.run_id}: {stored.alerts} alerts, {stored.orders} orders, "
+                f"{stored.dead_letters} dead letters (views replay_*_current, "
+                f"WHERE run_id = '{stored.run_id}')",
+                highlight=False,
+                markup=False,
+            )
         if not verbose:
             err.print(f"[dim]client-library log: {library_log}[/]", highlight=False)
 
 
-class ProgressDisplay:
-    """A rich bar for countable steps (publishing, the engine's lag); other messages as lines.
+def _open_store(cfg: Settings) -> SerializedClient:
+    """The configured ClickHouse, migrated, before anything runs (a locked store fails fast)."""
+    from sinks.clickhouse.connection import SerializedClient, StoreLocked, open_client
+    from sinks.clickhouse.migrate import migrate
 
-    A `chainwatch.replay.Progress`: the replay reports, this draws. Without a
-    terminal (CI, a pipe) rich prints no bar, only the lines.
-    """
-
-    def __init__(self, console: Console, *, label: str = "replay") -> None:
-        self._label = label
-        self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn(f"[dim]{label}:[/] {{task.description}}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-        self._tasks: dict[str, TaskID] = {}
-
-    def __enter__(self) -> ProgressDisplay:
-        self._progress.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._progress.stop()
-
-    def __call__(
-        self, message: str, /, *, done: int | None = None, total: int | None = None
-    ) -> None:
-        if done is None or total is None:
-            self._progress.console.print(f"[dim]{self._label}:[/] {message}", highlight=False)
-            return
-        task = self._tasks.get(message)
-        if task is None:
-            task = self._tasks[message] = self._progress.add_task(message, total=total)
-        self._progress.update(task, completed=done, total=total)
+    try:
+        client = SerializedClient(open_client(cfg))
+    except StoreLocked as exc:
+        raise UserError(
+            f"{exc}; `replay --sink` writes its run there: stop that process (a sink) "
+            "for the replay, or use a ClickHouse server (CHAINWATCH_CLICKHOUSE__URL)"
+        ) from None
+    try:
+        migrate(client, cfg)
+    except BaseException:
+        client.close()
+        raise
+    return client

@@ -54,6 +54,11 @@ SHARD_KEYS: dict[str, str] = {
     # a run's row and its alerts on one shard (the backtest readers join on run_id)
     "backtest_runs": "cityHash64(run_id)",
     "backtest_alerts": "cityHash64(run_id)",
+    # a stored replay's run row and its rows on one shard (ReplacingMergeTree by run_id)
+    "replay_runs": "cityHash64(run_id)",
+    "replay_alerts": "cityHash64(run_id)",
+    "replay_order_state": "cityHash64(run_id)",
+    "replay_dead_letters": "cityHash64(run_id)",
 }
 
 LOCAL_SUFFIX = "_local"
