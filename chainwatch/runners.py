@@ -9,9 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from chainwatch.kafka_admin import ensure_named_topics, ensure_topics
+from chainwatch.logs import get_logger
+from chainwatch.ops_server import OpsServer, serve_ops
 from chainwatch.settings import Settings
 from streams.app import create_app
 from streams.topics import INPUT_TOPICS, OUTPUT_TOPICS, TopicNames
+
+log = get_logger(__name__)
+
+WORKER_PORT_TRIES = 16
+"""`engine.metrics_port` and the next 15: several workers on one host (docs/observability.md)."""
 
 
 def topic_names(settings: Settings) -> TopicNames:
@@ -83,7 +90,7 @@ def run_worker(settings: Settings) -> None:
         broker_session_timeout=settings.engine.session_timeout_s,
         broker_commit_every=10_000,
     )
-    register_engine(
+    engine = register_engine(
         app,
         EngineConfig(
             names=topic_names(settings),
@@ -111,5 +118,35 @@ def run_worker(settings: Settings) -> None:
         )
     # faust would install its own handlers; ours (chainwatch.logs) already render every
     # record in the configured format (CHAINWATCH_LOG_FORMAT=json: one JSON object a line).
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
-    worker.execute_from_commandline()
+    ops = serve_worker_ops(settings, engine)
+    try:
+        worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
+        worker.execute_from_commandline()
+    finally:
+        if ops is not None:
+            ops.stop()
+
+
+def serve_worker_ops(settings: Settings, engine: Any) -> OpsServer | None:
+    """`/metrics`, `/healthz`, `/readyz` of a worker on `metrics_host`:`engine.metrics_port`
+    (0 = off). A port taken by another worker on this host: the next one up to +15, then
+    any free port; the port bound is logged (`worker_ops_listening`)."""
+    if not settings.engine.metrics_port:
+        return None
+    observer = engine.observer
+    server = serve_ops(
+        settings.metrics_host,
+        settings.engine.metrics_port,
+        registry=engine.runtime.metrics.registry,
+        health=observer.health,
+        ready=observer.ready,
+        tries=WORKER_PORT_TRIES,
+        any_port_last=True,
+    )
+    log.info(
+        "worker_ops_listening",
+        host=settings.metrics_host,
+        port=server.port,
+        url=f"http://{settings.metrics_host}:{server.port}/metrics",
+    )
+    return server

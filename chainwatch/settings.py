@@ -183,6 +183,14 @@ class EngineSettings(BaseModel):
     tick_interval_s: float = Field(
         default=0.2, gt=0, le=1, description="live mode: how often due deadlines are checked"
     )
+    metrics_port: int = Field(
+        default=9460,
+        ge=0,
+        le=65535,
+        description="`chainwatch worker` serves Prometheus `/metrics`, `/healthz` and `/readyz` "
+        "on `metrics_host` at this port; taken (another worker on this host): the next free "
+        "port up to +15, then any free port (logged as `worker_ops_listening`); 0 = off",
+    )
     closed_order_retention_days: float = Field(
         default=30,
         gt=0,
@@ -342,10 +350,17 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
-    metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port; 0 = off")
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Prometheus port of `chainwatch sink` and `chainwatch notify`; 0 = off "
+        "(the worker's is `engine.metrics_port`)",
+    )
     metrics_host: str = Field(
         default="127.0.0.1",
-        description="Address the Prometheus endpoint listens on; loopback unless set "
+        description="Address every Prometheus endpoint (sink, notify, worker) listens on; "
+        "loopback unless set "
         "(e.g. 0.0.0.0 behind a firewall for a remote Prometheus).",
     )
     kafka: KafkaSettings = KafkaSettings()

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from chainwatch.kafka_admin import ensure_topics
 from chainwatch.logs import get_logger
+from chainwatch.ops_server import OpsServer, serve_ops
 from chainwatch.runners import prepare_topics, topic_names
 from chainwatch.settings import Settings
 from schemas.plan import load_plan
@@ -96,14 +96,12 @@ def run_sink(
     )
 
 
-def serve_metrics(settings: Settings) -> Any:
-    """Prometheus `/metrics` on `metrics_host:metrics_port` (loopback by default); None if off."""
+def serve_metrics(settings: Settings) -> OpsServer | None:
+    """Prometheus `/metrics` and `/healthz` on `metrics_host:metrics_port` (loopback by
+    default) for the sink and the notifier; None if off."""
     if not settings.metrics_port:
         return None
-    from prometheus_client import start_http_server
-
-    server, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host)
-    return server
+    return serve_ops(settings.metrics_host, settings.metrics_port)
 
 
 async def _open_store(settings: Settings, stop: asyncio.Event) -> SerializedClient | None:

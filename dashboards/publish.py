@@ -18,11 +18,13 @@ from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException
 
 from chainwatch.errors import UserError
+from dashboards import prometheus
 from dashboards.export import build_all, to_json
 from dashboards.query import DATASOURCE_UID, PLUGIN_ID
 from schemas.plan import SlaPlan
 
 DATASOURCE_NAME = "Chainwatch ClickHouse"
+PROMETHEUS_NAME = "Chainwatch Prometheus"
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class PublishResult:
     datasource_created: bool
     dashboards: list[str] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
+    prometheus_datasource: str = "exists"
+    """`exists`, `created`, or `missing` (the Prometheus dashboard then shows no data)."""
 
 
 def folder_uid(name: str) -> str:
@@ -69,6 +73,22 @@ def datasource_body(clickhouse_url: str) -> dict[str, Any]:
     return body
 
 
+def prometheus_body(prometheus_url: str) -> dict[str, Any]:
+    """`POST /api/datasources` for the Prometheus that scrapes the Chainwatch processes."""
+    parts = urlsplit(prometheus_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError("--prometheus-url must look like http://prometheus:9090")
+    return {
+        "name": PROMETHEUS_NAME,
+        "uid": prometheus.DATASOURCE_UID,
+        "type": "prometheus",
+        "access": "proxy",
+        "url": prometheus_url,
+        "isDefault": False,
+        "jsonData": {"timeInterval": "15s"},
+    }
+
+
 def _missing(exc: GrafanaException) -> bool:
     return isinstance(exc, GrafanaClientError) and exc.status_code == 404
 
@@ -101,6 +121,19 @@ def _ensure_datasource(api: Any, clickhouse_url: str | None) -> bool:
     return True
 
 
+def _ensure_prometheus(api: Any, prometheus_url: str | None) -> str:
+    try:
+        api.datasource.get_datasource_by_uid(prometheus.DATASOURCE_UID)
+        return "exists"
+    except GrafanaException as exc:
+        if not _missing(exc):
+            raise
+    if prometheus_url is None:
+        return "missing"
+    api.datasource.create_datasource(prometheus_body(prometheus_url))
+    return "created"
+
+
 def publish(
     url: str,
     token: str,
@@ -108,13 +141,19 @@ def publish(
     *,
     folder: str = "Chainwatch",
     clickhouse_url: str | None = None,
+    prometheus_url: str | None = None,
     timeout_s: float = 30.0,
 ) -> PublishResult:
-    """Folder, datasource, then every dashboard; raises UserError with Grafana's reason."""
+    """Folder, datasources, then every dashboard; raises UserError with Grafana's reason.
+
+    The Prometheus datasource is optional: without one (and no `prometheus_url`)
+    the Prometheus dashboard is published all the same and says so in the result.
+    """
     api: Any = GrafanaApi.from_url(url, credential=token, timeout=timeout_s)
     try:
         uid, folder_created = _ensure_folder(api, folder)
         datasource_created = _ensure_datasource(api, clickhouse_url)
+        prometheus_datasource = _ensure_prometheus(api, prometheus_url)
         uids, urls = [], []
         for board in build_all(plan):
             body = {
@@ -130,7 +169,7 @@ def publish(
         raise UserError(f"Grafana at {_safe(url)} refused: {exc.message}") from None
     except niquests.exceptions.RequestException as exc:
         raise UserError(f"cannot reach Grafana at {_safe(url)}: {type(exc).__name__}") from None
-    return PublishResult(uid, folder_created, datasource_created, uids, urls)
+    return PublishResult(uid, folder_created, datasource_created, uids, urls, prometheus_datasource)
 
 
 def _safe(url: str) -> str:

@@ -58,15 +58,37 @@ def register(app: typer.Typer) -> None:
                 "to create the datasource when Grafana has none with uid chainwatch-clickhouse.",
             ),
         ] = None,
+        prometheus_url: Annotated[
+            str | None,
+            typer.Option(
+                envvar="CHAINWATCH_GRAFANA_PROMETHEUS_URL",
+                help="http://host:9090 of the Prometheus scraping the processes; used only to "
+                "create the datasource when Grafana has none with uid chainwatch-prometheus.",
+            ),
+        ] = None,
     ) -> None:
         """Publish the dashboards to Grafana; idempotent by uid."""
         from dashboards.publish import publish as run
 
-        result = run(url, token, _plan(), folder=folder, clickhouse_url=clickhouse_url)
+        result = run(
+            url,
+            token,
+            _plan(),
+            folder=folder,
+            clickhouse_url=clickhouse_url,
+            prometheus_url=prometheus_url,
+        )
         out.print(
             f"folder {result.folder_uid} ({'created' if result.folder_created else 'exists'}), "
-            f"datasource ({'created' if result.datasource_created else 'exists'})",
+            f"datasource ({'created' if result.datasource_created else 'exists'}), "
+            f"prometheus datasource ({result.prometheus_datasource})",
             highlight=False,
         )
+        if result.prometheus_datasource == "missing":
+            out.print(
+                "note: no datasource chainwatch-prometheus: the Prometheus dashboard shows no "
+                "data until one exists (--prometheus-url, or deploy/grafana/provisioning)",
+                highlight=False,
+            )
         for uid, link in zip(result.dashboards, result.urls, strict=True):
             out.print(f"published {uid} {link}", highlight=False)

@@ -13,6 +13,7 @@ import signal
 from chainwatch.errors import UserError
 from chainwatch.kafka_admin import ensure_topics
 from chainwatch.logs import get_logger
+from chainwatch.ops_server import serve_ops
 from chainwatch.settings import Settings
 from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import Notifier, NotifyStats, Topics
@@ -82,10 +83,8 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
         replication_factor=settings.kafka.replication_factor,
         topic_configs=settings.kafka.topic_configs(),
     )
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port)
+    if settings.metrics_port:  # on metrics_host (loopback unless set), as the sink's
+        serve_ops(settings.metrics_host, settings.metrics_port)
     log.info(
         "notify_starting",
         endpoints=[f"{e.name}@{e.host}" for e in subscriptions.endpoints],

@@ -19,6 +19,9 @@ Lifecycle and guarantees:
   (streams.engine.limits).
 - After recovery every alert the worker owns is announced again (consumers
   keep the latest per `alert_id`), which heals outputs lost in a crash.
+- Each engine has its own Prometheus registry (`runtime.metrics.registry`) and
+  an observer (`Engine.observer`) that refreshes its gauges every few seconds
+  on the app's loop and answers `/healthz` and `/readyz` (streams.engine.metrics).
 
 The parts: `OrderAgents` (scans, order records, join answers, the clock),
 `CustomerAgents` (CRM records, subscriptions), `UnitAgents` (unit status,
@@ -31,6 +34,7 @@ import faust
 
 from streams.engine.customer_agents import CustomerAgents
 from streams.engine.messages import CUSTOMER_INBOX, ORDER_INBOX, UNIT_INBOX
+from streams.engine.metrics import REFRESH_S, EngineObserver
 from streams.engine.order_agents import OrderAgents
 from streams.engine.runtime import EngineConfig, EngineRuntime
 from streams.engine.unit_agents import UnitAgents
@@ -62,6 +66,20 @@ class Engine:
         rt.agent(rt.unit_inbox, "unit-inbox", self.units.on_inbox, UNIT_INBOX)
         if config.clock == "live":
             app.timer(config.tick_interval_s, name="deadline-ticks")(self.orders.tick_due)
+
+        self.observer = EngineObserver(
+            rt,
+            {
+                SCANS: rt.scans_topic,
+                ORDERS: rt.orders_topic,
+                ORDER_INBOX: rt.order_inbox,
+                CUSTOMERS: rt.customers_topic,
+                CUSTOMER_INBOX: rt.customer_inbox,
+                UNIT_STATUS: rt.unit_status_topic,
+                UNIT_INBOX: rt.unit_inbox,
+            },
+        )
+        app.timer(REFRESH_S, name="worker-metrics")(self.observer.refresh)
 
     @property
     def processed(self) -> int:

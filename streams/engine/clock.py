@@ -55,6 +55,10 @@ class DeadlineIndex:
         while heap and heap[0][0] <= now_ms:
             yield heapq.heappop(heap)
 
+    def size(self, partition: int) -> int:
+        """Entries of `partition`, stale ones included."""
+        return len(self._heaps.get(partition, ()))
+
     def clear(self) -> None:
         self._heaps.clear()
 

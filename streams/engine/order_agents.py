@@ -176,6 +176,6 @@ class OrderAgents:
                 if stored.next_deadline_ms is not None:
                     rt.deadlines.push(stored.partition, stored.next_deadline_ms, order_id)
                 rt.clock.observe(stored.partition, stored.clock_ms)
-                await rt.send_alerts(stored.published.values())
+                await rt.send_alerts(stored.published.values(), reannounce=True)
                 announced += len(stored.published)
             log.info("orders_recovered", alerts_announced=announced)

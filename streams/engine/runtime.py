@@ -8,6 +8,7 @@ drop), encoded table values (never over the size limit), sends.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from streams.codecs import InputCodec, Rejected
 from streams.engine.clock import DeadlineIndex, EngineClock
 from streams.engine.limits import EngineLimits
 from streams.engine.messages import CUSTOMER_INBOX, ORDER_INBOX, UNIT_INBOX
+from streams.engine.metrics import EngineMetrics
 from streams.topics import (
     ALERTS,
     CUSTOMERS,
@@ -67,6 +69,9 @@ class EngineRuntime:
         self.turn = asyncio.Lock()
         """One event at a time per worker: agents share the tables (module docs of agents)."""
         self.processed = 0
+        self.metrics = EngineMetrics()
+        """This engine's own Prometheus registry and counters (streams.engine.metrics)."""
+        self.dead_letters_sent = 0
 
         self.scans_topic = self._input(SCANS)
         self.orders_topic = self._input(ORDERS)
@@ -116,17 +121,29 @@ class EngineRuntime:
         An exception never leaves the agent: faust would log it and commit past
         the record (a silent drop). The record is dead-lettered instead with
         `processing_error` and the error text (CONTRACT v1.2), and the worker goes on.
+        Each record is counted by outcome and timed (`chainwatch_worker_records`,
+        `chainwatch_worker_processing_seconds`).
         """
         self.app.agent(topic, name=name, concurrency=1)(self.agent_body(handle, logical_topic))
 
     def agent_body(self, handle: Handler, logical_topic: str) -> Any:
+        meters = self.metrics.for_topic(logical_topic)
+        clock = time.perf_counter
+
         async def agent(stream: Any) -> AsyncIterator[None]:
             async for event in stream.events():
                 async with self.turn:
+                    letters, started = self.dead_letters_sent, clock()
                     try:
                         await handle(event)
                     except Exception as exc:  # every failure is a dead letter
                         await self.processing_error(logical_topic, event.message, exc)
+                        outcome = meters.processing_error
+                    else:
+                        dead = self.dead_letters_sent != letters
+                        outcome = meters.dead_lettered if dead else meters.ok
+                    meters.seconds.observe(clock() - started)
+                    outcome.inc()
                 yield None
 
         return agent
@@ -151,12 +168,22 @@ class EngineRuntime:
             raise ValueTooLarge(f"a table value of {len(data)} bytes is over the limit")
         return data
 
-    async def send_alerts(self, alerts: Iterable[dict[str, Any]]) -> None:
+    async def send_alerts(
+        self, alerts: Iterable[dict[str, Any]], *, reannounce: bool = False
+    ) -> None:
+        """Publish alert records; `reannounce`: versions already published (after recovery)."""
+        metrics = self.metrics
         for alert in alerts:
             await self.alerts_topic.send(key=alert["alert_id"].encode(), value=orjson.dumps(alert))
+            if reannounce:
+                metrics.reannounced.inc()
+            else:
+                metrics.alert(alert)
 
     async def send_dead_letters(self, letters: Iterable[DeadLetter]) -> None:
         for letter in letters:
+            self.dead_letters_sent += 1
+            self.metrics.dead_letter(letter.reason_code)
             await self.dead_letter_topic.send(
                 key=letter.dead_letter_id.encode(), value=letter.encode()
             )

@@ -99,7 +99,7 @@ class UnitAgents:
             mine = rt.active_partitions(rt.unit_status_topic)
             for unit_id, raw in list(rt.unit_table.items()):
                 if rt.partition_of(unit_id) in mine:
-                    await rt.send_alerts(UnitSlot.published_of(raw).values())
+                    await rt.send_alerts(UnitSlot.published_of(raw).values(), reannounce=True)
 
     async def on_occupancy_recovered(self) -> None:
         self.rebuild_index()

@@ -101,7 +101,10 @@ def _handler(state: FakeGrafana) -> type[BaseHTTPRequestHandler]:
             if not required <= set(body) or body["access"] not in ("proxy", "direct"):
                 state.problems.append(f"datasource body {body}")
             json_data = body.get("jsonData", {})
-            if not {"host", "port", "protocol", "username", "defaultDatabase"} <= set(json_data):
+            if body.get("type") == "prometheus":
+                if not str(body.get("url", "")).startswith("http"):
+                    state.problems.append(f"prometheus url {body.get('url')}")
+            elif not {"host", "port", "protocol", "username", "defaultDatabase"} <= set(json_data):
                 state.problems.append(f"clickhouse jsonData {json_data}")
             if "password" in json_data:
                 state.problems.append("password outside secureJsonData")
@@ -177,7 +180,8 @@ def test_publish_creates_folder_and_datasource_then_is_idempotent(
     assert source["jsonData"]["username"] == "chainwatch_grafana"
     assert source["secureJsonData"] == {"password": "s3cret"}
     assert set(state.dashboards) == set(first.dashboards)
-    assert len(first.dashboards) == 6
+    assert len(first.dashboards) == 7
+    assert first.prometheus_datasource == "missing"  # published all the same
 
     second = publish(url, TOKEN, plan, folder="Supply Chain", clickhouse_url=ch_url)
     assert not second.folder_created
@@ -212,3 +216,20 @@ def test_an_unreachable_grafana_is_a_user_error() -> None:
         port = probe.getsockname()[1]
     with pytest.raises(UserError, match="cannot reach Grafana"):
         publish(f"http://127.0.0.1:{port}", TOKEN, load_plan(None), timeout_s=5)
+
+
+def test_publish_creates_the_prometheus_datasource_when_given_its_url(
+    grafana: tuple[str, FakeGrafana],
+) -> None:
+    url, state = grafana
+    ch_url = "http://chainwatch_grafana:s3cret@clickhouse:8123/chainwatch"
+    first = publish(
+        url, TOKEN, load_plan(None), clickhouse_url=ch_url, prometheus_url="http://prom:9090"
+    )
+    assert first.prometheus_datasource == "created"
+    source = state.datasources["chainwatch-prometheus"]
+    assert (source["type"], source["url"]) == ("prometheus", "http://prom:9090")
+    again = publish(url, TOKEN, load_plan(None), prometheus_url="http://prom:9090")
+    assert again.prometheus_datasource == "exists"
+    assert len(state.datasources) == 2
+    assert state.problems == []

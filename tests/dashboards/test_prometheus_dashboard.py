@@ -1,0 +1,110 @@
+"""The Prometheus dashboard reads only series the processes export, from the provisioned
+datasource, and the compose Prometheus scrapes each process where compose serves it.
+
+A running worker is checked too: tests/engine/test_worker_ops_live.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import yaml
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from dashboards import prometheus
+from dashboards.export import build_all, to_json
+from schemas.plan import load_plan
+from streams.app import create_app
+from streams.engine.agents import Engine, EngineConfig
+from streams.ingest.metrics import GatewayMetrics
+from streams.topics import TopicNames
+
+ROOT = Path(__file__).resolve().parents[2]
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ()}
+
+
+def _exported(registry: CollectorRegistry) -> set[str]:
+    """Every series name a registry exposes (a labelled family without children included)."""
+    names: set[str] = set()
+    for family in registry.collect():
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+        names.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ()))
+    return names
+
+
+def _board() -> object:
+    return next(b for b in build_all(load_plan(None)) if b.uid == prometheus.UID)
+
+
+def test_every_target_is_promql_on_the_provisioned_prometheus() -> None:
+    data = to_json(_board())  # type: ignore[arg-type]
+    provisioned = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yaml").read_text()
+    )["datasources"][0]
+    assert provisioned["uid"] == prometheus.DATASOURCE_UID
+    assert provisioned["type"] == "prometheus"
+    targets = 0
+    for panel in data["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": prometheus.DATASOURCE_UID}
+        for target in panel["targets"]:
+            assert re.search(r"\bchainwatch_\w+", target["expr"]), panel["title"]
+            targets += 1
+    assert targets >= 20
+
+
+def test_every_metric_the_dashboard_queries_is_exported_by_its_process(tmp_path: Path) -> None:
+    import sinks.clickhouse.metrics
+    import sinks.webhooks.metrics
+
+    del sinks  # imported for their module-level series in the default registry
+    app = create_app("prom-dashboard", bootstrap="localhost:1", partitions=1, data_dir=tmp_path)
+    engine = Engine(app, EngineConfig(names=TopicNames("t."), plan=load_plan(None)))
+    asyncio.run(engine.observer.refresh())  # the gauges computed on the worker's loop
+    exported = {
+        "worker": _exported(engine.runtime.metrics.registry),
+        "gateway": _exported(GatewayMetrics().registry),
+        "sink": _exported(REGISTRY),
+        "webhook": _exported(REGISTRY),
+    }
+    wanted = prometheus.metric_names(_board())  # type: ignore[arg-type]
+    by_process: dict[str, set[str]] = {}
+    for name in wanted:
+        process = name.split("_")[1]
+        assert process in exported, name
+        by_process.setdefault(process, set()).add(name)
+    assert set(by_process) == set(exported)  # every process has panels
+    for process, names in by_process.items():
+        assert names <= exported[process], (process, names - exported[process])
+
+
+def test_the_compose_prometheus_scrapes_every_process_where_compose_serves_it() -> None:
+    compose = yaml.safe_load((ROOT / "deploy/compose.yaml").read_text())
+    services, env = compose["services"], compose["x-chainwatch"]["environment"]
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+    gateway_port = services["gateway"]["command"][
+        services["gateway"]["command"].index("--port") + 1
+    ]
+    assert targets == {
+        f"worker:{env['CHAINWATCH_ENGINE__METRICS_PORT']}",
+        f"sink:{env['CHAINWATCH_METRICS_PORT']}",
+        f"notifier:{env['CHAINWATCH_METRICS_PORT']}",
+        f"gateway:{gateway_port}",
+    }
+    assert services["worker"]["command"] == ["worker"]
+    assert services["notifier"]["command"] == ["notify"]
+    assert env["CHAINWATCH_METRICS_HOST"] == "0.0.0.0"  # else only the container's loopback
+    assert "172.16.0.0/12" in env["CHAINWATCH_GATEWAY__OPS_NETWORKS"]  # else /metrics: 403
+    mounts = services["prometheus"]["volumes"]
+    assert "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+    assert "ports" not in services["prometheus"]

@@ -1,0 +1,223 @@
+"""The worker's metrics and probes, on the registry an engine builds (no broker).
+
+The end-to-end check against a real worker is in test_worker_ops_live.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from chainwatch.ops_server import OpsServer, bind_ops, serve_ops
+from chainwatch.runners import WORKER_PORT_TRIES, serve_worker_ops
+from chainwatch.settings import Settings
+from schemas.dead_letter import ReasonCode
+from schemas.plan import load_plan
+from streams.app import create_app
+from streams.engine.agents import Engine, EngineConfig
+from streams.engine.metrics import STALL_S
+from streams.topics import ORDERS, SCANS, TopicNames
+
+
+def _engine(tmp_path: Path, app_id: str = "metrics-test") -> Engine:
+    app = create_app(app_id, bootstrap="localhost:1", partitions=2, data_dir=tmp_path)
+    return Engine(app, EngineConfig(names=TopicNames("t."), plan=load_plan(None), clock="event"))
+
+
+class _Stream:
+    def __init__(self, events: list[Any]) -> None:
+        self._events = events
+
+    async def events(self) -> AsyncIterator[Any]:
+        for event in self._events:
+            yield event
+
+
+def _event(value: bytes, offset: int) -> Any:
+    message = SimpleNamespace(key=b"PO-1", value=value, partition=0, offset=offset)
+    return SimpleNamespace(message=message, value=value)
+
+
+def _sample(engine: Engine, name: str, **labels: str) -> float | None:
+    return engine.runtime.metrics.registry.get_sample_value(name, labels)
+
+
+async def _drain(agent: Callable[[Any], AsyncIterator[None]], events: list[Any]) -> None:
+    async for _ in agent(_Stream(events)):
+        pass
+
+
+def test_records_are_counted_by_topic_and_outcome_and_timed(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    rt = engine.runtime
+    sent: list[bytes] = []
+
+    async def capture(*, key: bytes, value: bytes) -> None:
+        sent.append(value)
+
+    rt.dead_letter_topic = SimpleNamespace(send=capture)
+    rt.alerts_topic = SimpleNamespace(send=capture)
+    alert = {"alert_id": "a1", "type": "start_overdue", "status": "open"}
+
+    async def handle(event: Any) -> None:
+        if event.value == b"bad":
+            rejected = SimpleNamespace(raw=b"bad", errors=[], reason_code=ReasonCode.NOT_JSON)
+            await rt.dead_letter(ORDERS, event.message, rejected)  # type: ignore[arg-type]
+        elif event.value == b"boom":
+            raise RuntimeError("boom")
+        else:
+            await rt.send_alerts([alert])
+
+    asyncio.run(
+        _drain(
+            rt.agent_body(handle, ORDERS),
+            [_event(b"ok", 1), _event(b"ok", 2), _event(b"bad", 3), _event(b"boom", 4)],
+        )
+    )
+    records = "chainwatch_worker_records_total"
+    assert _sample(engine, records, topic=ORDERS, outcome="ok") == 2
+    assert _sample(engine, records, topic=ORDERS, outcome="dead_lettered") == 1
+    assert _sample(engine, records, topic=ORDERS, outcome="processing_error") == 1
+    assert _sample(engine, records, topic=SCANS, outcome="ok") == 0  # other agents: 0, present
+    assert _sample(engine, "chainwatch_worker_processing_seconds_count", topic=ORDERS) == 4
+    dead = "chainwatch_worker_dead_letters_total"
+    assert _sample(engine, dead, reason="not_json") == 1
+    assert _sample(engine, dead, reason="processing_error") == 1
+    assert _sample(engine, dead, reason="state_limit") == 0
+    published = "chainwatch_worker_alerts_published_total"
+    assert _sample(engine, published, type="start_overdue", status="open") == 2
+
+    asyncio.run(rt.send_alerts([alert], reannounce=True))  # after a recovery: not a new alert
+    assert _sample(engine, published, type="start_overdue", status="open") == 2
+    assert _sample(engine, "chainwatch_worker_alerts_reannounced_total") == 1
+    assert len(sent) == 5
+
+
+def test_two_engines_in_one_process_keep_their_own_series(tmp_path: Path) -> None:
+    one, two = _engine(tmp_path / "1", "one"), _engine(tmp_path / "2", "two")
+    assert one.runtime.metrics.registry is not two.runtime.metrics.registry
+    one.runtime.metrics.dead_letter("not_json")
+    assert _sample(one, "chainwatch_worker_dead_letters_total", reason="not_json") == 1
+    assert _sample(two, "chainwatch_worker_dead_letters_total", reason="not_json") == 0
+
+
+def test_deadline_index_size_and_oldest_due_deadline(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    rt = engine.runtime
+    rt.clock.observe(0, 100_000)  # event clock of partition 0: T = 100 s
+    rt.deadlines.push(0, 40_000, "PO-1")  # due 60 s ago, not fired yet
+    rt.deadlines.push(0, 90_000, "PO-2")
+    rt.deadlines.push(0, 500_000, "PO-3")  # not due
+    rt.deadlines.push(1, 500_000, "PO-4")
+    asyncio.run(engine.observer.refresh())
+    entries = "chainwatch_worker_deadline_index_entries"
+    assert _sample(engine, entries, partition="0") == 3
+    assert _sample(engine, entries, partition="1") == 1
+    overdue = "chainwatch_worker_deadline_overdue_seconds"
+    assert _sample(engine, overdue, partition="0") == 60
+    assert _sample(engine, overdue, partition="1") == 0
+    rt.order_table.data.data[b"PO-1"] = b"{}"  # a key in the memory store
+    asyncio.run(engine.observer.refresh())
+    assert _sample(engine, "chainwatch_worker_table_keys", table="orders") == 1
+    assert _sample(engine, "chainwatch_worker_table_keys", table="units") == 0
+
+
+def test_probes_say_why_the_worker_is_not_ready(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    observer, app = engine.observer, engine.runtime.app
+    assert observer.health() == (True, {"started": False})
+    ready, details = observer.ready()
+    assert not ready
+    assert details["reasons"] == ["starting: table recovery not finished"]
+
+    asyncio.run(observer.refresh())
+    assert observer.ready() == (True, {"reasons": []})
+    assert _sample(engine, "chainwatch_worker_ready") == 1
+    app.rebalancing, app.in_recovery = True, True
+    assert observer.ready()[1]["reasons"] == ["rebalancing", "recovering tables"]
+    app.rebalancing, app.in_recovery = False, False
+
+    assert observer.refreshed_at is not None
+    observer.refreshed_at -= STALL_S + 1  # the loop stopped turning
+    assert observer.health()[0] is False
+    assert "event loop stalled" in observer.ready()[1]["reasons"][0]
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_worker_endpoints_serve_the_engines_registry_and_probes(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    settings = Settings(data_dir=tmp_path, engine={"metrics_port": _free_port()})
+    server = serve_worker_ops(settings, engine)
+    assert server is not None
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        assert server.server_address[0] == "127.0.0.1"  # loopback by default
+        status, body = _get(f"{base}/metrics")
+        assert status == 200
+        assert b"chainwatch_worker_records_total{" in body
+        assert _get(f"{base}/healthz")[0] == 200
+        status, body = _get(f"{base}/readyz")
+        assert status == 503
+        assert json.loads(body) == {
+            "ready": False,
+            "reasons": ["starting: table recovery not finished"],
+        }
+        asyncio.run(engine.observer.refresh())
+        assert _get(f"{base}/readyz")[0] == 200
+        assert _get(f"{base}/nothing")[0] == 404
+    finally:
+        server.stop()
+
+
+def test_worker_endpoints_are_off_with_port_0(tmp_path: Path) -> None:
+    assert Settings().engine.metrics_port == 9460  # the documented default
+    settings = Settings(data_dir=tmp_path, engine={"metrics_port": 0})
+    assert serve_worker_ops(settings, _engine(tmp_path)) is None
+
+
+def test_workers_on_one_host_take_the_next_free_port_then_any() -> None:
+    base = _free_port()
+    servers: list[OpsServer] = []
+    try:
+        servers.append(bind_ops("127.0.0.1", base, tries=2))
+        servers.append(bind_ops("127.0.0.1", base, tries=2))
+        assert [s.port for s in servers] == [base, base + 1]
+        with pytest.raises(OSError, match="in use"):
+            bind_ops("127.0.0.1", base, tries=2)
+        servers.append(bind_ops("127.0.0.1", base, tries=2, any_port_last=True))
+        assert servers[-1].port not in (base, base + 1)
+    finally:
+        for server in servers:
+            server.server_close()
+    assert WORKER_PORT_TRIES == 16
+
+
+def test_a_sink_or_notifier_server_has_no_readiness() -> None:
+    server = serve_ops("127.0.0.1", _free_port())
+    try:
+        assert _get(f"http://127.0.0.1:{server.port}/healthz") == (200, b'{"alive": true}\n')
+        assert _get(f"http://127.0.0.1:{server.port}/readyz")[0] == 404
+    finally:
+        server.stop()
