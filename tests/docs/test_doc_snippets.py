@@ -59,6 +59,8 @@ BLOCKS: dict[tuple[str, str], str] = {
     # two replays (~1 min): tests/backtest/test_backtest_replay.py runs the same backtest
     ("docs/backtest.md", "cat examples/example_*.ndjson > march.ndjson"): CHECK,
     ("README.md", "chainwatch backtest march.ndjson"): CHECK,  # as docs/backtest.md's
+    # two replays; tests/foundation/test_replay_cli.py runs the --sink one on the same file
+    ("docs/replay.md", "cat examples/example_*.ndjson > march.ndjson"): CHECK,
     ("docs/scaling.md", "chainwatch plan-capacity --rate 500"): RUN,
     ("docs/scaling.md", ".venv/bin/python bench/fleet.py"): CHECK,  # tens of minutes
 }
