@@ -1,7 +1,7 @@
 """The Prometheus dashboard reads only series the processes export, from the provisioned
 datasource, and the compose Prometheus scrapes each process where compose serves it.
 
-A running worker is checked too: tests/engine/test_worker_ops_live.py.
+A running worker is checked too: tests/engine/test_engine_live_clock.py.
 """
 
 from __future__ import annotations

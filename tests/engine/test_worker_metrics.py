@@ -1,6 +1,6 @@
 """The worker's metrics and probes, on the registry an engine builds (no broker).
 
-The end-to-end check against a real worker is in test_worker_ops_live.py.
+The end-to-end check against a real worker is in test_engine_live_clock.py (its worker).
 """
 
 from __future__ import annotations

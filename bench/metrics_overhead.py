@@ -1,0 +1,88 @@
+"""Benchmark: what the worker's per-record metrics cost (issue 11 item 4), no Kafka.
+
+    .venv/bin/python bench/metrics_overhead.py [--records 200000] [--repeat 5]
+
+Drives the engine's agent loop (`EngineRuntime.agent_body`: the turn lock, the
+outcome counter, the processing-time histogram) with a handler that does
+nothing, next to the same loop without the metrics (the body as it was before
+them), and prints the difference per record: the upper bound of what the
+metrics add to a record, whatever the engine does with it. Compare with the
+engine's own cost per record (bench/engine.py, bench/engine_pure.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from schemas.plan import load_plan
+from streams.app import create_app
+from streams.engine.agents import Engine, EngineConfig
+from streams.topics import SCANS, TopicNames
+
+
+class _Stream:
+    def __init__(self, events: list[Any]) -> None:
+        self._events = events
+
+    async def events(self) -> AsyncIterator[Any]:
+        for event in self._events:
+            yield event
+
+
+async def _nothing(event: Any) -> None:
+    return None
+
+
+def _bare_body(rt: Any) -> Any:
+    """The agent body without metrics (streams/engine/runtime.py before they came)."""
+
+    async def agent(stream: Any) -> AsyncIterator[None]:
+        async for event in stream.events():
+            async with rt.turn:
+                try:
+                    await _nothing(event)
+                except Exception as exc:
+                    await rt.processing_error(SCANS, event.message, exc)
+            yield None
+
+    return agent
+
+
+async def _drive(agent: Any, events: list[Any]) -> float:
+    started = time.process_time()
+    async for _ in agent(_Stream(events)):
+        pass
+    return time.process_time() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app("bench-metrics", bootstrap="localhost:1", partitions=1, data_dir=Path(tmp))
+        engine = Engine(app, EngineConfig(names=TopicNames("b."), plan=load_plan(None)))
+        rt = engine.runtime
+        event = SimpleNamespace(message=SimpleNamespace(partition=0, offset=0, key=None))
+        events = [event] * args.records
+        bare, metered = [], []
+        for _ in range(args.repeat):  # interleaved, best of each: the machine is shared
+            bare.append(asyncio.run(_drive(_bare_body(rt), events)))
+            metered.append(asyncio.run(_drive(rt.agent_body(_nothing, SCANS), events)))
+    per = 1e6 / args.records
+    print(f"records per run        {args.records}")
+    print(f"loop without metrics   {min(bare) * per:.2f} us/record (CPU, best of {args.repeat})")
+    print(f"loop with metrics      {min(metered) * per:.2f} us/record")
+    print(f"metrics add            {(min(metered) - min(bare)) * per:.2f} us/record")
+
+
+if __name__ == "__main__":
+    main()
