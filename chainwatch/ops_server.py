@@ -29,6 +29,8 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from chainwatch.errors import UserError
+
 Probe = Callable[[], tuple[bool, dict[str, Any]]]
 """Answers (ok, details) at once, from any thread."""
 
@@ -119,7 +121,8 @@ def bind_ops(
     any_port_last: bool = False,
 ) -> OpsServer:
     """Bind (not yet serving) on `host`: `port`, then the next `tries - 1` ports, then,
-    with `any_port_last`, any free port. Raises OSError when nothing could be bound."""
+    with `any_port_last`, any free port. A UserError when nothing could be bound (ports
+    in use, an address not of this host)."""
     candidates = [port + n for n in range(tries) if port + n <= 65535]
     if any_port_last:
         candidates.append(0)
@@ -128,10 +131,14 @@ def bind_ops(
         try:
             return OpsServer((host, candidate), registry, health, ready)
         except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise
             last = exc
-    raise last or OSError(errno.EADDRINUSE, f"no port to bind on {host}")
+            if exc.errno != errno.EADDRINUSE:
+                break
+    span = f"{port}" if tries == 1 else f"{port}-{port + tries - 1}"
+    raise UserError(
+        f"cannot serve metrics on {host}:{span}: {last.strerror if last else 'no port'} "
+        "(CHAINWATCH_METRICS_HOST, and the process's metrics port setting; 0 = off)"
+    )
 
 
 def serve_ops(host: str, port: int, **options: Any) -> OpsServer:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from chainwatch.errors import UserError
 from chainwatch.ops_server import OpsServer, bind_ops, serve_ops
 from chainwatch.runners import WORKER_PORT_TRIES, serve_worker_ops
 from chainwatch.settings import Settings
@@ -204,7 +205,7 @@ def test_workers_on_one_host_take_the_next_free_port_then_any() -> None:
         servers.append(bind_ops("127.0.0.1", base, tries=2))
         servers.append(bind_ops("127.0.0.1", base, tries=2))
         assert [s.port for s in servers] == [base, base + 1]
-        with pytest.raises(OSError, match="in use"):
+        with pytest.raises(UserError, match=f"127.0.0.1:{base}-{base + 1}: Address already in use"):
             bind_ops("127.0.0.1", base, tries=2)
         servers.append(bind_ops("127.0.0.1", base, tries=2, any_port_last=True))
         assert servers[-1].port not in (base, base + 1)
@@ -212,6 +213,8 @@ def test_workers_on_one_host_take_the_next_free_port_then_any() -> None:
         for server in servers:
             server.server_close()
     assert WORKER_PORT_TRIES == 16
+    with pytest.raises(UserError, match="192.0.2.1"):  # an address not of this host: one line
+        bind_ops("192.0.2.1", base, tries=16, any_port_last=True)
 
 
 def test_a_sink_or_notifier_server_has_no_readiness() -> None:
