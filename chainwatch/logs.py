@@ -128,7 +128,15 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
 
 
 #: Client libraries whose retries and connection chatter mean nothing to a CLI user.
-LIBRARY_LOGGERS = ("kafka", "aiokafka", "faust", "mode", "clickhouse_connect", "urllib3")
+LIBRARY_LOGGERS = (
+    "kafka",
+    "aiokafka",
+    "faust",
+    "mode",
+    "clickhouse_connect",
+    "urllib3",
+    "httpx",
+)
 
 
 def route_library_logs(path: Path) -> None:

@@ -154,6 +154,9 @@ def register(app: typer.Typer) -> None:
         summary: Annotated[
             bool, typer.Option("--summary", help="Print counts per topic and anomaly on stderr.")
         ] = False,
+        verbose: Annotated[
+            bool, typer.Option("--verbose", help="Show client-library logs on stderr.")
+        ] = False,
     ) -> None:
         """Generate knitwear-chain traffic: a scenario file, or live to Kafka or the gateway."""
         targets = [out is not None, kafka, gateway is not None]
@@ -179,6 +182,10 @@ def register(app: typer.Typer) -> None:
         if out is not None:
             _to_file(records, out, tally, max_events)
         else:
+            if not verbose:  # Kafka's and httpx's retries go to a file, not the terminal
+                from chainwatch.logs import route_library_logs
+
+                route_library_logs(settings().log_dir / "simulate.log")
             publisher = _publisher(kafka, gateway, token, token_file)
             result = run_live(
                 records,
