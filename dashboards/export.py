@@ -14,7 +14,16 @@ from typing import Any
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as models
 
-from dashboards import backtest, customers, drilldown, overview, pipeline, prometheus, units
+from dashboards import (
+    backtest,
+    customers,
+    drilldown,
+    overview,
+    pipeline,
+    prometheus,
+    replay,
+    units,
+)
 from dashboards.query import ClickHouseQuery
 from schemas.plan import SlaPlan
 
@@ -26,6 +35,7 @@ BUILDERS: tuple[Builder, ...] = (
     customers.build,
     pipeline.build,
     backtest.build,
+    replay.build,
     prometheus.build,
 )
 

@@ -180,7 +180,7 @@ def test_publish_creates_folder_and_datasource_then_is_idempotent(
     assert source["jsonData"]["username"] == "chainwatch_grafana"
     assert source["secureJsonData"] == {"password": "s3cret"}
     assert set(state.dashboards) == set(first.dashboards)
-    assert len(first.dashboards) == 7
+    assert len(first.dashboards) == 8
     assert first.prometheus_datasource == "missing"  # published all the same
 
     second = publish(url, TOKEN, plan, folder="Supply Chain", clickhouse_url=ch_url)

@@ -24,6 +24,7 @@ UIDS = {
     "cw-customers",
     "cw-pipeline",
     "cw-backtest",
+    "cw-replay",
     "cw-pipeline-prom",
 }
 
