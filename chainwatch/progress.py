@@ -104,6 +104,15 @@ class ProgressDisplay:
             return
         self._line(message, done, total)
 
+    def say(self, message: str, /, **fields: object) -> None:
+        """A result line (`dead letters: 6`): as written, or a JSON event with `fields`."""
+        if self.mode == "json":
+            from chainwatch.logs import get_logger
+
+            get_logger(f"chainwatch.{self._label}").info(message, **fields)
+            return
+        self._console.print(message, highlight=False, markup=False)
+
     def _line_due(self, message: str, done: int | None, total: int | None) -> bool:
         """The first report of a step, its last, and one per interval in between.
 

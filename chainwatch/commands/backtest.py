@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
                 soft_wrap=True,
             )
         if not verbose:
-            err.print(f"[dim]client-library log: {library_log}[/]", highlight=False)
+            progress.say(f"client-library log: {library_log}", path=str(library_log))
 
 
 def duration(seconds: float | None) -> str:

@@ -113,18 +113,21 @@ def register(app: typer.Typer) -> None:
         for alert in result.alerts:
             out.write(orjson.dumps(alert, option=orjson.OPT_SORT_KEYS) + b"\n")
         out.flush()
-        err.print(f"dead letters: {result.dead_letters}", highlight=False)
+        # result lines: as written on a terminal or in a pipe, JSON events with JSON logs
+        progress.say(f"dead letters: {result.dead_letters}", dead_letters=result.dead_letters)
         stored = None if on_results is None else on_results.stored
         if stored is not None:
-            err.print(
+            progress.say(
                 f"stored as run {stored.run_id}: {stored.alerts} alerts, {stored.orders} orders, "
                 f"{stored.dead_letters} dead letters (views replay_*_current, "
                 f"WHERE run_id = '{stored.run_id}')",
-                highlight=False,
-                markup=False,
+                run_id=stored.run_id,
+                alerts=stored.alerts,
+                orders=stored.orders,
+                dead_letters=stored.dead_letters,
             )
         if not verbose:
-            err.print(f"[dim]client-library log: {library_log}[/]", highlight=False)
+            progress.say(f"client-library log: {library_log}", path=str(library_log))
 
 
 def _open_store(cfg: Settings) -> SerializedClient:

@@ -100,3 +100,14 @@ def test_json_logs_get_events_with_figures_and_no_bar_even_on_a_terminal() -> No
         ("waiting for the engine", 40, 40),
         ("done in 3.0s: 2 alerts, 0 dead letters", None, None),
     ]
+
+
+def test_result_lines_are_written_as_is_or_as_json_events() -> None:
+    console, buffer = _console(terminal=False)
+    ProgressDisplay(console).say("dead letters: [6]", dead_letters=6)
+    assert buffer.getvalue() == "dead letters: [6]\n"
+    console, buffer = _console(terminal=True)
+    with structlog.testing.capture_logs() as events:
+        ProgressDisplay(console, log_format="json").say("dead letters: 6", dead_letters=6)
+    assert buffer.getvalue() == ""
+    assert [(e["event"], e["dead_letters"]) for e in events] == [("dead letters: 6", 6)]
