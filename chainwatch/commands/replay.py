@@ -72,8 +72,12 @@ def register(app: typer.Typer) -> None:
         from chainwatch.replay import run_replay
 
         until_at = _parse_until(until)
-        if run_id is not None and not sink:
-            raise UserError("--run-id names a stored run: give it with --sink")
+        if run_id is not None:
+            from chainwatch.replay_store import check_run_id
+
+            if not sink:
+                raise UserError("--run-id names a stored run: give it with --sink")
+            check_run_id(run_id)
         cfg = settings()
         check_plan(cfg)
         require_kafka(cfg)
@@ -85,7 +89,7 @@ def register(app: typer.Typer) -> None:
         try:
             with ProgressDisplay(err, log_format=cfg.log_format) as progress:
                 if store is not None:
-                    from chainwatch.replay_store import ReplaySink, check_run_id
+                    from chainwatch.replay_store import ReplaySink
 
                     on_results = ReplaySink(
                         store,
@@ -94,7 +98,7 @@ def register(app: typer.Typer) -> None:
                         workers=workers,
                         partitions=partitions,
                         progress=progress,
-                        run_id=None if run_id is None else check_run_id(run_id),
+                        run_id=run_id,
                     )
                 result = run_replay(
                     cfg,

@@ -108,3 +108,37 @@ def test_replay_prints_alerts_stores_them_with_sink_and_keeps_library_logs_off_s
         ).result_rows == [(len(alerts), len(orders), dead_letters, "march.ndjson")]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--run-id", "march"], "error: --run-id names a stored run: give it with --sink"),
+        (["--sink", "--run-id", "march 2"], "error: --run-id 'march 2': use 1-64 letters"),
+        (["--sink", "--run-id", "x" * 65], "use 1-64 letters, digits"),
+    ],
+)
+def test_a_bad_run_id_is_one_line_before_kafka_or_the_store(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """Nothing listens on port 9 and no store exists: the error comes first."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINWATCH_")}
+    env |= {
+        "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
+        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",
+    }
+    scenario = EXAMPLES / "example_1_on_time.ndjson"
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "replay", str(scenario), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert not (tmp_path / "data" / "clickhouse").exists()
