@@ -6,15 +6,39 @@ the log as aborted. faust reads `read_uncommitted` unless it runs exactly-once
 (which we avoid: faust #323, #517); this transport makes the worker's consumer
 read `read_committed`, so aborted records never reach the engine. Its producer
 is idempotent with acks=all, like every other producer of the project.
+
+Its producer also makes faust's commit durable. A table write goes to the
+changelog through faust's producer buffer (`send_soon`), and faust flushes the
+producer before it commits the input offsets - but faust's buffer flush gives
+up after 0.1 s without a send, and does not wait for the message its sender has
+just taken out of the buffer. A worker killed after such a commit loses table
+writes whose inputs are committed: the restarted worker recovers an older value
+and never sees the input again. Here `flush` returns only when every message
+handed to the buffer before it has been acknowledged by Kafka, or raises
+`ProducerFlushError` (the commit does not happen; the worker stops with that
+error and its inputs are processed again).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as driver
+from faust.types import FutureMessage
+
+__all__ = ["FLUSH_TIMEOUT_S", "ChainwatchApp", "ProducerFlushError", "ReadCommittedTransport"]
+
+#: How long a flush before a commit may wait for Kafka to acknowledge the
+#: buffered messages (the producer's own request timeout is 20 s by default;
+#: this leaves room for retries of a leader change).
+FLUSH_TIMEOUT_S = 60.0
+
+
+class ProducerFlushError(RuntimeError):
+    """Buffered messages were not acknowledged in time; offsets must not be committed."""
 
 
 class _ReadCommittedThread(driver.AIOKafkaConsumerThread):
@@ -36,8 +60,50 @@ class _IdempotentProducer(driver.Producer):
     or leader change, routine on a cluster) writes the record twice.
     """
 
+    flush_timeout_s: float = FLUSH_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._unacknowledged: set[FutureMessage] = set()
+        self._failed: list[str] = []
+
     def _settings_extra(self) -> Mapping[str, Any]:
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+    def send_soon(self, fut: FutureMessage) -> None:
+        self._unacknowledged.add(fut)
+        fut.add_done_callback(self._settle)
+        super().send_soon(fut)
+
+    def _settle(self, fut: asyncio.Future[Any]) -> None:
+        self._unacknowledged.discard(fut)
+        if fut.cancelled():
+            self._failed.append("cancelled")
+        elif (exc := fut.exception()) is not None:
+            self._failed.append(f"{type(exc).__name__}: {exc}")
+
+    async def flush(self) -> None:
+        """Return once every message buffered before the call is acknowledged by Kafka.
+
+        Raises `ProducerFlushError` if one is still unacknowledged after
+        `flush_timeout_s`, or if one failed since the last flush: either way the
+        offsets that follow must not be committed.
+        """
+        await super().flush()
+        waiting = [fut for fut in self._unacknowledged if not fut.done()]
+        if waiting:
+            _done, late = await asyncio.wait(waiting, timeout=self.flush_timeout_s)
+            if late:
+                raise ProducerFlushError(
+                    f"{len(late)} buffered message(s) (table changelog writes) not acknowledged"
+                    f" by Kafka within {self.flush_timeout_s:.0f} s; not committing offsets"
+                )
+        if self._failed:
+            failed, self._failed = self._failed, []
+            raise ProducerFlushError(
+                f"{len(failed)} buffered message(s) (table changelog writes) failed, first:"
+                f" {failed[0]}; not committing offsets"
+            )
 
 
 class ReadCommittedTransport(driver.Transport):

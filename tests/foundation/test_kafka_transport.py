@@ -1,0 +1,115 @@
+"""The worker's producer: a flush before a commit waits for every buffered message.
+
+faust writes table changes to their changelog through its producer buffer and
+flushes the producer before committing input offsets. If the flush returns
+while changelog writes are still unacknowledged, a worker killed right after
+the commit recovers older table values for inputs it will never see again
+(the kill-9 replay test caught this in CI). These tests run faust's real
+producer against the session's broker; the seam between the buffer and the
+broker is slowed or broken to play a busy machine or a failing broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faust.types import FutureMessage
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from streams.app import create_app
+from streams.kafka_transport import ProducerFlushError
+
+pytestmark = pytest.mark.timeout(60)
+
+SendPending = Callable[[FutureMessage], Coroutine[Any, Any, None]]
+
+
+def _run(
+    bootstrap: str,
+    data_dir: Path,
+    topic_name: str,
+    wrap: Callable[[SendPending], SendPending],
+    *,
+    messages: int = 5,
+    flush_timeout_s: float | None = None,
+) -> list[FutureMessage]:
+    """Send `messages` through the buffer with its sender wrapped, flush, return the futures."""
+
+    async def scenario() -> list[FutureMessage]:
+        app = create_app("flush-test", bootstrap=bootstrap, partitions=1, data_dir=data_dir)
+        producer = app.producer
+        if flush_timeout_s is not None:
+            producer.flush_timeout_s = flush_timeout_s  # type: ignore[attr-defined]
+        producer.buffer._send_pending = wrap(producer.buffer._send_pending)  # type: ignore[attr-defined]
+        await producer.start()
+        try:
+            topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
+            futures = [topic.send_soon(key=b"k", value=b"%d" % i) for i in range(messages)]
+            await producer.flush()
+            return futures
+        finally:
+            await asyncio.wait_for(producer.stop(), timeout=30)
+
+    return asyncio.run(scenario())
+
+
+@pytest.fixture
+def topic_name(kafka_bootstrap: str, unique: Callable[[str], str]) -> str:
+    name = unique("flush")
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000)
+    try:
+        admin.create_topics([NewTopic(name, 1, 1)], timeout_ms=10_000)
+    finally:
+        admin.close()
+    return name
+
+
+def test_flush_waits_for_messages_the_buffer_hands_over_slowly(
+    kafka_bootstrap: str, tmp_path: Path, topic_name: str
+) -> None:
+    """A sender slower than faust's 0.1 s flush poll: every message is acknowledged on return."""
+
+    def slow(send: SendPending) -> SendPending:
+        async def send_slowly(fut: FutureMessage) -> None:
+            await asyncio.sleep(0.3)  # plays a loaded machine / a full accumulator
+            await send(fut)
+
+        return send_slowly
+
+    futures = _run(kafka_bootstrap, tmp_path, topic_name, slow)
+    assert [f.done() and not f.cancelled() and f.exception() is None for f in futures] == [True] * 5
+    assert sorted(f.result().offset for f in futures) == [0, 1, 2, 3, 4]
+
+
+def test_flush_refuses_when_a_buffered_message_failed(
+    kafka_bootstrap: str, tmp_path: Path, topic_name: str
+) -> None:
+    def failing(send: SendPending) -> SendPending:
+        async def fail_one(fut: FutureMessage) -> None:
+            if fut.message.value == b"2":
+                fut.set_exception(OSError("broker went away"))
+                return
+            await send(fut)
+
+        return fail_one
+
+    with pytest.raises(ProducerFlushError, match=r"1 buffered message.*failed.*broker went away"):
+        _run(kafka_bootstrap, tmp_path, topic_name, failing)
+
+
+def test_flush_has_a_deadline_when_a_message_is_never_acknowledged(
+    kafka_bootstrap: str, tmp_path: Path, topic_name: str
+) -> None:
+    def stuck(send: SendPending) -> SendPending:
+        async def never(fut: FutureMessage) -> None:
+            if fut.message.value != b"0":
+                await send(fut)
+
+        return never
+
+    with pytest.raises(ProducerFlushError, match=r"1 buffered message.*not acknowledged.*in 1 s"):
+        _run(kafka_bootstrap, tmp_path, topic_name, stuck, flush_timeout_s=1.0)
