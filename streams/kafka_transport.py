@@ -52,6 +52,25 @@ class _ReadCommittedConsumer(driver.Consumer):
     def _new_consumer_thread(self) -> Any:
         return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def perform_seek(self) -> None:
+        """Seek to the committed offsets and forget every ack taken before the seek.
+
+        During a rebalance faust's streams still take prefetched records from
+        their queues, skip them (flow stopped, or an older generation) and *ack*
+        them unprocessed. An ack recorded after the revocation cleared the
+        bookkeeping survives into the new assignment, and the next commit moves
+        the group's offset past records nobody handled: a later owner of the
+        partition never sees them (the "skipped records" of docs/reliability.md).
+        Processing restarts at the committed offset after this seek, so no ack
+        from before it is needed: a record handled twice is harmless (effects
+        are idempotent), a record skipped is lost.
+        """
+        await super().perform_seek()
+        for tp in self.assignment():
+            self._acked.pop(tp, None)
+            self._acked_index.pop(tp, None)
+            self._gap.pop(tp, None)
+
 
 class _IdempotentProducer(driver.Producer):
     """acks=all and idempotence on every send (faust turns them on only in exactly_once).

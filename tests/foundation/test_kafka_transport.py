@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faust.types import FutureMessage
+from faust.types import TP, FutureMessage
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from streams.app import create_app
@@ -113,3 +113,49 @@ def test_flush_has_a_deadline_when_a_message_is_never_acknowledged(
 
     with pytest.raises(ProducerFlushError, match=r"1 buffered message.*not acknowledged.*in 1 s"):
         _run(kafka_bootstrap, tmp_path, topic_name, stuck, flush_timeout_s=1.0)
+
+
+def _consumer_after_a_rebalance(
+    tmp_path: Path, committed: int | None, stale_acks: list[int]
+) -> Any:
+    """The worker's real consumer with `stale_acks` recorded while the rebalance ran.
+
+    Only the two calls that would reach the broker (the assignment and the
+    committed offsets) are answered here: everything else is faust's own code.
+    """
+    app = create_app("seek-test", bootstrap="127.0.0.1:1", partitions=1, data_dir=tmp_path)
+    consumer: Any = app.consumer
+    tp = TP("scans", 0)
+    consumer.assignment = lambda: {tp}
+    consumer.seek_to_committed = _returning({tp: committed})
+    for offset in stale_acks:
+        consumer._acked_index[tp].add(offset)
+        consumer._acked[tp].append(offset)
+    return consumer
+
+
+def _returning(value: Any) -> Callable[[], Coroutine[Any, Any, Any]]:
+    async def call() -> Any:
+        return value
+
+    return call
+
+
+@pytest.mark.parametrize("committed", [None, 3], ids=["nothing-committed", "committed-3"])
+def test_acks_of_records_skipped_during_a_rebalance_do_not_move_the_commit(
+    tmp_path: Path, committed: int | None
+) -> None:
+    """Records 3-5 were taken from a queue while the flow was stopped, skipped and acked.
+
+    Processing resumes at the committed offset; before the fix the next commit
+    jumped to 6 and records 3-5 were lost to whichever worker owned the
+    partition next.
+    """
+    consumer = _consumer_after_a_rebalance(tmp_path, committed, stale_acks=[3, 4, 5])
+    asyncio.run(consumer.perform_seek())
+    tp = TP("scans", 0)
+    assert consumer._new_offset(tp) is None
+    for offset in (0, 1, 2) if committed is None else (3,):
+        consumer._acked_index[tp].add(offset)
+        consumer._acked[tp].append(offset)
+    assert consumer._new_offset(tp) == (3 if committed is None else 4)
