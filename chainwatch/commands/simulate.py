@@ -182,11 +182,12 @@ def register(app: typer.Typer) -> None:
         if out is not None:
             _to_file(records, out, tally, max_events)
         else:
+            bearer = None if gateway is None else _token(token, token_file)  # errors first
             if not verbose:  # Kafka's and httpx's retries go to a file, not the terminal
                 from chainwatch.logs import route_library_logs
 
                 route_library_logs(settings().log_dir / "simulate.log")
-            publisher = _publisher(kafka, gateway, token, token_file)
+            publisher = _publisher(kafka, gateway, bearer)
             result = run_live(
                 records,
                 publisher,
@@ -219,9 +220,7 @@ def _to_file(records: Any, out: Path, tally: Summary, max_events: int | None) ->
     err.print(f"simulate: wrote {tally.records} records to {out}", highlight=False)
 
 
-def _publisher(
-    kafka: bool, gateway: str | None, token: str | None, token_file: Path | None
-) -> Publisher:
+def _publisher(kafka: bool, gateway: str | None, bearer: str | None) -> Publisher:
     if kafka:
         from chainwatch.simulator.kafka_out import KafkaPublisher
 
@@ -229,7 +228,8 @@ def _publisher(
     from chainwatch.simulator.http_out import HttpPublisher
 
     assert gateway is not None
-    return HttpPublisher(gateway, _token(token, token_file))
+    assert bearer is not None
+    return HttpPublisher(gateway, bearer)
 
 
 def _report_live(result: LiveResult, publisher: Publisher) -> None:
