@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
@@ -214,8 +215,11 @@ class ReplaySink:
         self.run_id = run_id
         self.started_at = _ms(_now())
         self.stored: StoredRun | None = None
+        self.seconds = 0.0
+        """How long reading the output topics and storing took."""
 
     def __call__(self, run: ReplayRun, result: ReplayResult) -> None:
+        began = time.monotonic()
         settings = run.settings
         order_records = asyncio.run(read_records(settings, ORDER_STATE))
         letter_records = asyncio.run(read_records(settings, DEAD_LETTER))
@@ -248,3 +252,4 @@ class ReplaySink:
         self.progress(f"storing run {stored.run_id} in ClickHouse")
         store_replay(self.store, stored, alerts, outputs)
         self.stored = stored
+        self.seconds = time.monotonic() - began

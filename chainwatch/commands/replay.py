@@ -119,16 +119,17 @@ def register(app: typer.Typer) -> None:
         out.flush()
         # result lines: as written on a terminal or in a pipe, JSON events with JSON logs
         progress.say(f"dead letters: {result.dead_letters}", dead_letters=result.dead_letters)
-        stored = None if on_results is None else on_results.stored
-        if stored is not None:
+        if on_results is not None and on_results.stored is not None:
+            stored = on_results.stored
             progress.say(
                 f"stored as run {stored.run_id}: {stored.alerts} alerts, {stored.orders} orders, "
-                f"{stored.dead_letters} dead letters (views replay_*_current, "
-                f"WHERE run_id = '{stored.run_id}')",
+                f"{stored.dead_letters} dead letters in {on_results.seconds:.1f}s "
+                f"(views replay_*_current, WHERE run_id = '{stored.run_id}')",
                 run_id=stored.run_id,
                 alerts=stored.alerts,
                 orders=stored.orders,
                 dead_letters=stored.dead_letters,
+                seconds=round(on_results.seconds, 1),
             )
         if not verbose:
             progress.say(f"client-library log: {library_log}", path=str(library_log))
