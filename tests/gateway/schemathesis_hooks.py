@@ -10,6 +10,11 @@ and a documented 202 to the gateway. The built-in `negative_data_rejection` is o
 those operations (schemathesis.toml beside the test) and this check stands in for it:
 every other schema-violating request (no items: `[]`, an EPCIS document with an empty
 `eventList`) must still be refused.
+
+The all-or-nothing operations may refuse a schema-valid request with 422 (the contract's
+rules beyond JSON Schema; schemathesis.toml lets that status through for them):
+`schema_valid_requests_are_refused_only_for_their_items` checks that such a 422 is the
+documented `invalid_items` with a reason for every refused item.
 """
 
 from __future__ import annotations
@@ -20,6 +25,13 @@ import schemathesis
 from schemathesis.core.mutations import OperatorKind
 
 PARTIAL_PREFIX = "/v1/partial/"
+ALL_OR_NOTHING = {
+    "/v1/scans",
+    "/v1/unit-status",
+    "/v1/orders",
+    "/v1/customers",
+    "/v1/epcis/capture",
+}
 
 
 @schemathesis.check
@@ -35,3 +47,24 @@ def partial_mode_refuses_requests_without_items(ctx: Any, response: Any, case: A
         f"schema-violating request accepted with {response.status_code} by "
         f"{case.operation.label} (only a body that is not JSON may be dead-lettered)"
     )
+
+
+@schemathesis.check
+def schema_valid_requests_are_refused_only_for_their_items(
+    ctx: Any, response: Any, case: Any
+) -> None:
+    if case.operation.path not in ALL_OR_NOTHING or case.meta is None:
+        return
+    if not case.meta.generation.mode.is_positive or response.status_code != 422:
+        return
+    body = response.json()
+    items = body.get("items") if isinstance(body, dict) else None
+    if (
+        body.get("error") != "invalid_items"
+        or not items
+        or not all(item.get("reason_code") for item in items)
+    ):
+        raise AssertionError(
+            f"schema-valid request refused by {case.operation.label} with a 422 that is not "
+            f"`invalid_items` with a reason per item: {str(body)[:300]}"
+        )
