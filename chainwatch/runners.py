@@ -133,11 +133,16 @@ def serve_worker_ops(settings: Settings, engine: Any) -> OpsServer | None:
     any free port; the port bound is logged (`worker_ops_listening`)."""
     if not settings.engine.metrics_port:
         return None
+    from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
+
+    registry = engine.runtime.metrics.registry
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)  # process_* (RSS, CPU), python_*: as the sink's
     observer = engine.observer
     server = serve_ops(
         settings.metrics_host,
         settings.engine.metrics_port,
-        registry=engine.runtime.metrics.registry,
+        registry=registry,
         health=observer.health,
         ready=observer.ready,
         tries=WORKER_PORT_TRIES,

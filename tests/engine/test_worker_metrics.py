@@ -179,6 +179,7 @@ def test_worker_endpoints_serve_the_engines_registry_and_probes(tmp_path: Path) 
         status, body = _get(f"{base}/metrics")
         assert status == 200
         assert b"chainwatch_worker_records_total{" in body
+        assert b"process_resident_memory_bytes " in body  # the process's, as the sink's
         assert _get(f"{base}/healthz")[0] == 200
         status, body = _get(f"{base}/readyz")
         assert status == 503
