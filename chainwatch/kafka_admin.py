@@ -68,6 +68,39 @@ def admin_client(bootstrap: str) -> KafkaAdminClient:
         ) from None
 
 
+def create_missing_topics(
+    bootstrap: str,
+    configs_by_name: Mapping[str, Mapping[str, str]],
+    *,
+    partitions: int,
+    replication_factor: int = 1,
+) -> None:
+    """Create the topics of `configs_by_name` (full name -> topic configs) that are missing.
+
+    One connection, one listing and one CreateTopics request whatever the number
+    of topics: a worker needs about 25, and on a loaded machine each admin
+    connection cost seconds of its start-up. Existing topics keep their
+    configuration; a concurrent creator winning the race is fine.
+    """
+    admin = admin_client(bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        wanted: dict[str, dict[str, object]] = {
+            name: {
+                "num_partitions": partitions,
+                "replication_factor": replication_factor,
+                "configs": dict(configs),
+            }
+            for name, configs in configs_by_name.items()
+            if name not in existing
+        }
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(wanted, timeout_ms=30000, wait_for_metadata=True)
+    finally:
+        admin.close()
+
+
 def ensure_named_topics(
     bootstrap: str,
     full_names: Iterable[str],
@@ -77,23 +110,26 @@ def ensure_named_topics(
     topic_configs: Mapping[str, str] | None = None,
 ) -> None:
     """Create topics by their full names (the engine's internal topics) when missing."""
-    admin = admin_client(bootstrap)
-    try:
-        existing = set(admin.list_topics())
-        wanted: dict[str, dict[str, object]] = {
-            name: {
-                "num_partitions": partitions,
-                "replication_factor": replication_factor,
-                "configs": dict(topic_configs or {}),
-            }
-            for name in full_names
-            if name not in existing
-        }
-        if wanted:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(wanted, timeout_ms=30000, wait_for_metadata=True)
-    finally:
-        admin.close()
+    create_missing_topics(
+        bootstrap,
+        {name: dict(topic_configs or {}) for name in full_names},
+        partitions=partitions,
+        replication_factor=replication_factor,
+    )
+
+
+def contract_topic_configs(
+    names: TopicNames, contract_names: Iterable[str], topic_configs: Mapping[str, str] | None
+) -> dict[str, dict[str, str]]:
+    """Full name -> configs of the contract's topics: `topic_configs` (`min.insync.replicas`)
+    on every one, compaction on the CRM topics."""
+    result: dict[str, dict[str, str]] = {}
+    for name in contract_names:
+        configs = dict(topic_configs or {})
+        if name in COMPACTED_TOPICS:
+            configs["cleanup.policy"] = "compact"
+        result[names(name)] = configs
+    return result
 
 
 def ensure_topics(
@@ -105,29 +141,10 @@ def ensure_topics(
     replication_factor: int = 1,
     topic_configs: Mapping[str, str] | None = None,
 ) -> None:
-    """Create the topics that do not exist yet (CRM compacted); existing ones are kept.
-
-    `topic_configs` (`KafkaSettings.topic_configs()`: `min.insync.replicas`) go to
-    every topic created; an existing topic keeps its configuration.
-    """
-    admin = admin_client(bootstrap)
-    try:
-        existing = set(admin.list_topics())
-        wanted: dict[str, dict[str, object]] = {}
-        for name in contract_names:
-            full = names(name)
-            if full in existing:
-                continue
-            configs = dict(topic_configs or {})
-            if name in COMPACTED_TOPICS:
-                configs["cleanup.policy"] = "compact"
-            wanted[full] = {
-                "num_partitions": partitions,
-                "replication_factor": replication_factor,
-                "configs": configs,
-            }
-        if wanted:
-            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
-                admin.create_topics(wanted, timeout_ms=30000, wait_for_metadata=True)
-    finally:
-        admin.close()
+    """Create the contract's missing topics (CRM compacted); existing ones are kept."""
+    create_missing_topics(
+        bootstrap,
+        contract_topic_configs(names, contract_names, topic_configs),
+        partitions=partitions,
+        replication_factor=replication_factor,
+    )

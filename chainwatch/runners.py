@@ -6,9 +6,10 @@ and releases everything it opened (the embedded store lock above all).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from chainwatch.kafka_admin import ensure_named_topics, ensure_topics
+from chainwatch.kafka_admin import contract_topic_configs, create_missing_topics, ensure_topics
 from chainwatch.logs import get_logger
 from chainwatch.ops_server import OpsServer, serve_ops
 from chainwatch.settings import Settings
@@ -34,6 +35,26 @@ def prepare_topics(settings: Settings) -> None:
         replication_factor=settings.kafka.replication_factor,
         topic_configs=settings.kafka.topic_configs(),
     )
+
+
+def worker_topic_configs(
+    app: Any, settings: Settings, internal_topics: Iterable[str]
+) -> dict[str, dict[str, str]]:
+    """Every topic a worker reads or writes, full name -> configs, created before faust starts.
+
+    faust declares its internal and changelog topics lazily: a consumer that
+    subscribed before they existed never saw them, and with several workers one
+    that read the metadata before another had created a changelog stopped with
+    PartitionsMismatch ("... changelog topic has 0 partitions"; bench/fleet.py).
+    """
+    configs = contract_topic_configs(
+        topic_names(settings), (*INPUT_TOPICS, *OUTPUT_TOPICS), settings.kafka.topic_configs()
+    )
+    for name in internal_topics:
+        configs[f"{settings.engine.app_id}-{name}"] = settings.kafka.topic_configs()
+    for config, names in changelog_topics(app, settings).items():
+        configs.update({name: dict(config) for name in names})
+    return configs
 
 
 def changelog_topics(app: Any, settings: Settings) -> dict[tuple[tuple[str, str], ...], list[str]]:
@@ -68,16 +89,6 @@ def run_worker(settings: Settings) -> None:
     from streams.engine.messages import INTERNAL_TOPICS
 
     plan = load_plan(settings.engine.plan)
-    prepare_topics(settings)
-    # faust declares internal topics lazily; a consumer that subscribed before they
-    # existed would never see them, so they are created up front.
-    ensure_named_topics(
-        settings.kafka.bootstrap,
-        [f"{settings.engine.app_id}-{name}" for name in INTERNAL_TOPICS],
-        partitions=settings.kafka.partitions,
-        replication_factor=settings.kafka.replication_factor,
-        topic_configs=settings.kafka.topic_configs(),
-    )
     app = create_app(
         settings.engine.app_id,
         bootstrap=settings.kafka.bootstrap,
@@ -105,17 +116,12 @@ def run_worker(settings: Settings) -> None:
             ),
         ),
     )
-    # Changelog topics too: faust creates them lazily, and with several workers one
-    # that read the metadata before another had created them stopped with
-    # PartitionsMismatch ("... changelog topic has 0 partitions"; bench/fleet.py).
-    for config, names in changelog_topics(app, settings).items():
-        ensure_named_topics(
-            settings.kafka.bootstrap,
-            names,
-            partitions=settings.kafka.partitions,
-            replication_factor=settings.kafka.replication_factor,
-            topic_configs=dict(config),
-        )
+    create_missing_topics(
+        settings.kafka.bootstrap,
+        worker_topic_configs(app, settings, INTERNAL_TOPICS),
+        partitions=settings.kafka.partitions,
+        replication_factor=settings.kafka.replication_factor,
+    )
     # faust would install its own handlers; ours (chainwatch.logs) already render every
     # record in the configured format (CHAINWATCH_LOG_FORMAT=json: one JSON object a line).
     ops = serve_worker_ops(settings, engine)
