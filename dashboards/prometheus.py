@@ -182,6 +182,16 @@ def build(plan: SlaPlan) -> models.Dashboard:
         )
         .with_panel(
             series(
+                "Records per fetch from Kafka (p50, p99)",
+                promql(quantile(0.5, "chainwatch_worker_fetch_records"), "p50"),
+                promql(quantile(0.99, "chainwatch_worker_fetch_records"), "p99", "B"),
+                description="The batches the workers' consumers get (at most "
+                "broker_max_poll_records, 2000): small batches at high lag mean the worker "
+                "waits on fetches, not on the engine.",
+            )
+        )
+        .with_panel(
+            series(
                 "Input partitions owned, by topic",
                 promql("sum by (topic) (chainwatch_worker_assigned_partitions)", "{{topic}}"),
             )

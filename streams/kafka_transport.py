@@ -22,7 +22,7 @@ error and its inputs are processed again).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import faust
@@ -51,6 +51,13 @@ class _ReadCommittedThread(driver.AIOKafkaConsumerThread):
 class _ReadCommittedConsumer(driver.Consumer):
     def _new_consumer_thread(self) -> Any:
         return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _getmany(self, active_partitions: Any, timeout: float) -> Any:  # noqa: ASYNC109 (faust's signature)
+        records = await super()._getmany(active_partitions, timeout)
+        observe = getattr(self.app, "fetch_observer", None)
+        if records and observe is not None:  # once per fetch, not per record
+            observe(sum(len(batch) for batch in records.values()))
+        return records
 
     async def perform_seek(self) -> None:
         """Seek to the committed offsets and forget every ack taken before the seek.
@@ -132,6 +139,9 @@ class ReadCommittedTransport(driver.Transport):
 
 class ChainwatchApp(faust.App):
     """A faust App whose worker consumer reads committed records only."""
+
+    fetch_observer: Callable[[int], None] | None = None
+    """Called with the number of records of each non-empty fetch (the worker's metrics)."""
 
     def _new_transport(self) -> Any:
         return ReadCommittedTransport(self.conf.broker_consumer, self, loop=self.loop)

@@ -36,6 +36,7 @@ STALL_S = 60.0
 """A loop that has not refreshed for this long is stalled: `/healthz` answers 503."""
 
 PROCESSING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5)
+FETCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
 OUTCOMES = ("ok", "dead_lettered", "processing_error")
 
 
@@ -79,6 +80,13 @@ class EngineMetrics:
             "Time to handle one record (its turn, not the wait for it), by logical topic.",
             ["topic"],
             buckets=PROCESSING_BUCKETS,
+            registry=registry,
+        )
+        self.fetch_records = Histogram(
+            "chainwatch_worker_fetch_records",
+            "Records per non-empty fetch from Kafka (the batches the worker's consumer gets: "
+            "inputs, internal topics, and changelogs while recovering).",
+            buckets=FETCH_BUCKETS,
             registry=registry,
         )
         self.alerts = Counter(

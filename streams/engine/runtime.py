@@ -26,6 +26,7 @@ from streams.engine.clock import DeadlineIndex, EngineClock
 from streams.engine.limits import EngineLimits
 from streams.engine.messages import CUSTOMER_INBOX, ORDER_INBOX, UNIT_INBOX
 from streams.engine.metrics import EngineMetrics
+from streams.kafka_transport import ChainwatchApp
 from streams.topics import (
     ALERTS,
     CUSTOMERS,
@@ -71,6 +72,8 @@ class EngineRuntime:
         self.processed = 0
         self.metrics = EngineMetrics()
         """This engine's own Prometheus registry and counters (streams.engine.metrics)."""
+        if isinstance(app, ChainwatchApp):
+            app.fetch_observer = self.metrics.fetch_records.observe
         self.dead_letters_sent = 0
 
         self.scans_topic = self._input(SCANS)

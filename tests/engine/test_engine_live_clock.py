@@ -126,6 +126,7 @@ def test_start_overdue_fires_within_a_second_of_its_deadline_without_input(
         assert (value(found, published, type="start_overdue", status="open") or 0) >= 1
         assert value(found, "chainwatch_worker_assigned_partitions", topic=ORDERS) == 4
         assert value(found, "chainwatch_worker_ready") == 1
+        assert (value(found, "chainwatch_worker_fetch_records_count") or 0) >= 1
         assert sum(named(found, "chainwatch_worker_deadline_index_entries")) >= 1
         assert max(named(found, "chainwatch_worker_deadline_overdue_seconds")) < 5
         board = prometheus.build(load_plan(None))
