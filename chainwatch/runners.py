@@ -122,10 +122,10 @@ def run_worker(settings: Settings) -> None:
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
     )
-    # faust would install its own handlers; ours (chainwatch.logs) already render every
-    # record in the configured format (CHAINWATCH_LOG_FORMAT=json: one JSON object a line).
     ops = serve_worker_ops(settings, engine)
     try:
+        # faust would install its own handlers; ours (chainwatch.logs) already render every
+        # record in the configured format (CHAINWATCH_LOG_FORMAT=json: one JSON object a line).
         worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
         worker.execute_from_commandline()
     finally:
