@@ -14,9 +14,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -269,11 +272,47 @@ MAX_STALL_RESTARTS = 3
 
 Restart = Callable[[], list[subprocess.Popen[bytes]]]
 """Stops the stuck workers and returns the ones started in their place."""
+Busy = Callable[[], bool]
+"""True while a worker is rebalancing or recovering its tables (`workers_busy`)."""
+
+#: Deadline of one worker's `/readyz` answer.
+READY_PROBE_TIMEOUT_S = 2.0
+#: `/readyz` reasons of a worker that is working towards being ready, not stuck.
+_BUSY_REASONS = ("starting", "rebalancing", "recovering tables")
+#: How long a started worker that does not answer yet counts as starting: importing
+#: and starting took 25-35 s under load (2-core VM, load 20) before it could answer.
+WORKER_START_GRACE_S = 120.0
+
+
+def worker_readiness(host: str, port: int) -> str:
+    """What a worker's `/readyz` (`streams.engine.metrics`) says: "ready", "busy"
+    (rebalancing, recovering its tables or starting), "not ready" (another reason,
+    such as a stalled event loop), or "no answer" within `READY_PROBE_TIMEOUT_S`."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/readyz", timeout=READY_PROBE_TIMEOUT_S):
+            return "ready"
+    except urllib.error.HTTPError as exc:
+        try:
+            reasons = orjson.loads(exc.read()).get("reasons") or []
+        except (orjson.JSONDecodeError, AttributeError, OSError):
+            return "not ready"
+        busy = any(str(r).startswith(_BUSY_REASONS) for r in reasons)
+        return "busy" if busy else "not ready"
+    except (OSError, ValueError):  # refused, timed out, not HTTP
+        return "no answer"
+
+
+def free_port(host: str) -> int:
+    """A port free on `host` right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def wait_until_idle(
     settings: Settings, workers: list[subprocess.Popen[bytes]], progress: Progress,
-    timeout_s: float, *, restart: Restart | None = None,
+    timeout_s: float, *, restart: Restart | None = None, busy: Busy | None = None,
 ) -> None:  # fmt: skip
     """Block until the group's lag is zero twice in a row (workers must stay alive).
 
@@ -286,6 +325,15 @@ def wait_until_idle(
     after a rebalance (docs/reliability.md, open findings). With `restart`, the
     stuck workers are replaced; the new ones recover the tables from their
     changelogs and resume from the committed offsets, like after a crash.
+
+    A group whose workers are still rebalancing or recovering their tables
+    commits nothing for a while, and rightly so: with `busy` (true while any
+    worker says so), the stall is counted from the last moment one was busy,
+    never from before. Under load (2-core VM, load 15-25) a fresh worker took
+    25-35 s to start, then recovered its tables and announced its alerts again
+    for up to 50 s more: counted as a stall, that restarted the workers before
+    they had finished, again and again, until the replay gave up (bench/fleet.py,
+    docs/reliability.md).
     """
     deadline = time.monotonic() + timeout_s
     zero_streak = 0
@@ -310,18 +358,22 @@ def wait_until_idle(
         if lag != last_lag or not lag:
             last_lag, last_change = lag, time.monotonic()
         elif restart is not None and time.monotonic() - last_change > STALL_AFTER_S:
-            if restarts >= MAX_STALL_RESTARTS:
+            if busy is not None and busy():
+                progress("waiting for the engine: a worker is rebalancing or recovering its tables")
+                last_change = time.monotonic()
+            elif restarts >= MAX_STALL_RESTARTS:
                 raise UserError(
                     f"the engine stayed stuck after {restarts} restarts of its workers "
                     f"({describe_lag(settings)}; worker logs in {settings.log_dir})"
                 )
-            restarts += 1
-            progress(
-                f"no progress for {STALL_AFTER_S:.0f}s ({describe_lag(settings)}): "
-                f"restarting the workers ({restarts} of at most {MAX_STALL_RESTARTS})"
-            )
-            workers = restart()
-            last_change = time.monotonic()
+            else:
+                restarts += 1
+                progress(
+                    f"no progress for {STALL_AFTER_S:.0f}s ({describe_lag(settings)}): "
+                    f"restarting the workers ({restarts} of at most {MAX_STALL_RESTARTS})"
+                )
+                workers = restart()
+                last_change = time.monotonic()
         if lag is not None:
             most = max(most, lag)
             progress("waiting for the engine", done=most - lag, total=most)
@@ -414,14 +466,19 @@ def final_alerts(records: list[tuple[bytes | None, bytes | None]]) -> list[dict[
 
 
 def start_workers(
-    settings: Settings, count: int, *, first: int = 0
+    settings: Settings, count: int, *, first: int = 0, ops_ports: dict[int, int] | None = None
 ) -> list[subprocess.Popen[bytes]]:
+    """`count` worker processes; with `ops_ports`, each serves its ops endpoints on a free
+    port, recorded there by process id (the replay reads their `/readyz`)."""
     env = {**os.environ, **settings.to_env()}
     log_dir = settings.log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     workers = []
     for n in range(first, first + count):
         worker_env = {**env, "CHAINWATCH_DATA_DIR": str(settings.data_path / f"worker{n}")}
+        port = free_port(settings.metrics_host) if ops_ports is not None else None
+        if port is not None:
+            worker_env["CHAINWATCH_ENGINE__METRICS_PORT"] = str(port)
         with open(log_dir / f"{settings.engine.app_id}-worker{n}.log", "ab") as log:
             workers.append(
                 subprocess.Popen(
@@ -432,6 +489,8 @@ def start_workers(
                     stdin=subprocess.DEVNULL,
                 )
             )
+        if ops_ports is not None and port is not None:
+            ops_ports[workers[-1].pid] = port
     return workers
 
 
@@ -473,6 +532,10 @@ class ReplayRun:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.largest: int | None = None
         self.published = 0
+        self.ops_ports: dict[int, int] = {}
+        """Each worker's ops port by process id (`workers_busy`)."""
+        self.started_at: dict[int, float] = {}
+        """When each worker was started, by process id (`workers_busy`)."""
         self.stall_restarts = 0
         """Times stuck workers were replaced (`wait_until_idle`); reported with the results."""
         self.started = time.monotonic()
@@ -503,7 +566,8 @@ class ReplayRun:
         )
 
     def start_workers(self, count: int, first: int = 0) -> list[subprocess.Popen[bytes]]:
-        started = start_workers(self.settings, count, first=first)
+        started = start_workers(self.settings, count, first=first, ops_ports=self.ops_ports)
+        self.started_at.update(dict.fromkeys((w.pid for w in started), time.monotonic()))
         self.workers.extend(started)
         return started
 
@@ -539,7 +603,28 @@ class ReplayRun:
 
     def wait_idle(self, timeout_s: float) -> None:
         live = [w for w in self.workers if w.returncode is None]
-        wait_until_idle(self.settings, live, self.progress, timeout_s, restart=self.restart_live)
+        wait_until_idle(
+            self.settings, live, self.progress, timeout_s,
+            restart=self.restart_live, busy=self.workers_busy,
+        )  # fmt: skip
+
+    def workers_busy(self) -> bool:
+        """Whether a live worker is starting, rebalancing or recovering its tables.
+
+        Its `/readyz` says so; a worker that does not answer yet counts as starting
+        for `WORKER_START_GRACE_S` after it was started, then as not busy.
+        """
+        now = time.monotonic()
+        for worker in self.workers:
+            port = self.ops_ports.get(worker.pid)
+            if worker.poll() is not None or port is None:
+                continue
+            state = worker_readiness(self.settings.metrics_host, port)
+            if state == "busy" or (
+                state == "no answer" and now - self.started_at[worker.pid] < WORKER_START_GRACE_S
+            ):
+                return True
+        return False
 
     def restart_live(self) -> list[subprocess.Popen[bytes]]:
         """Stop every live worker and start as many fresh ones (new data dirs)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from chainwatch import replay
 from chainwatch.errors import UserError
+from chainwatch.ops_server import serve_ops
 from chainwatch.settings import Settings
 
 
@@ -95,3 +97,93 @@ def test_lag_that_keeps_falling_is_progress_not_a_stall(
         Settings(data_dir=tmp_path), list(workers), lambda m, **_c: None,
         timeout_s=30, restart=restart,
     )  # fmt: skip
+
+
+def test_a_group_whose_workers_recover_their_tables_is_not_restarted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """Fresh workers recover every table before they commit anything (52 s measured under
+    load, longer than STALL_AFTER_S): the watchdog restarted them mid-recovery, again and again."""
+    workers.append(_sleeper())
+    probes: list[bool] = []
+
+    def busy() -> bool:  # recovering for five probes, then the lag falls
+        probes.append(len(probes) < 5)
+        return probes[-1]
+
+    _script(monkeypatch, lambda: 5 if len(probes) < 5 else 0)
+    clock = iter(range(100_000))  # every reading of the clock: one second later
+    monkeypatch.setattr(time, "monotonic", lambda: float(next(clock)))
+
+    def restart() -> list[subprocess.Popen[bytes]]:
+        raise AssertionError("workers recovering their tables were restarted")
+
+    messages: list[str] = []
+    replay.wait_until_idle(
+        Settings(data_dir=tmp_path), list(workers), lambda m, **_c: messages.append(m),
+        timeout_s=1000, restart=restart, busy=busy,
+    )  # fmt: skip
+    assert probes == [True] * 5
+    assert any("recovering its tables" in m for m in messages)
+
+
+def test_a_stuck_group_is_restarted_when_no_worker_is_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    workers.append(_sleeper())
+    restarted: list[subprocess.Popen[bytes]] = []
+
+    def restart() -> list[subprocess.Popen[bytes]]:
+        fresh = _sleeper()
+        workers.append(fresh)
+        restarted.append(fresh)
+        return [fresh]
+
+    _script(monkeypatch, lambda: 0 if restarted else 5)
+    replay.wait_until_idle(
+        Settings(data_dir=tmp_path), list(workers), lambda m, **_c: None,
+        timeout_s=30, restart=restart, busy=lambda: False,
+    )  # fmt: skip
+    assert len(restarted) == 1
+
+
+@pytest.mark.parametrize(
+    ("ready", "state"),
+    [
+        ((False, {"reasons": ["recovering tables"]}), "busy"),
+        ((False, {"reasons": ["rebalancing"]}), "busy"),
+        ((False, {"reasons": ["starting: table recovery not finished"]}), "busy"),
+        ((False, {"reasons": ["event loop stalled for 40 s"]}), "not ready"),
+        ((True, {"reasons": []}), "ready"),
+    ],
+)
+def test_worker_readiness_reads_the_workers_readyz(
+    ready: tuple[bool, dict[str, object]], state: str
+) -> None:
+    """Against the ops server the worker runs (chainwatch.ops_server)."""
+    server = serve_ops("127.0.0.1", 0, ready=lambda: ready)
+    try:
+        assert replay.worker_readiness("127.0.0.1", server.port) == state
+    finally:
+        server.stop()
+    assert replay.worker_readiness("127.0.0.1", server.port) == "no answer"
+
+
+def test_a_worker_that_does_not_answer_yet_counts_as_starting_for_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """A worker needs 25-35 s under load before its ops server answers: the watchdog
+    restarted fresh workers before they had even started."""
+    scenario = tmp_path / "s.ndjson"
+    scenario.write_text("")
+    run = replay.ReplayRun(
+        Settings(data_dir=tmp_path), scenario, partitions=1, progress=lambda m, **_c: None
+    )
+    worker = _sleeper()
+    workers.append(worker)
+    run.workers.append(worker)
+    run.ops_ports[worker.pid] = replay.free_port("127.0.0.1")  # nobody answers there
+    run.started_at[worker.pid] = time.monotonic()
+    assert run.workers_busy()
+    run.started_at[worker.pid] -= replay.WORKER_START_GRACE_S
+    assert not run.workers_busy()  # past the grace: silent is not busy (the watchdog may act)
