@@ -200,8 +200,21 @@ def test_worker_endpoints_are_off_with_port_0(tmp_path: Path) -> None:
     assert serve_worker_ops(settings, _engine(tmp_path)) is None
 
 
+def _two_free_ports() -> int:
+    """A port p with p + 1 free too (other test sessions share this host)."""
+    for _ in range(50):
+        base = _free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+        return base
+    raise AssertionError("no two consecutive free ports")
+
+
 def test_workers_on_one_host_take_the_next_free_port_then_any() -> None:
-    base = _free_port()
+    base = _two_free_ports()
     servers: list[OpsServer] = []
     try:
         servers.append(bind_ops("127.0.0.1", base, tries=2))
