@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
@@ -11,6 +12,8 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from chainwatch.errors import UserError
+from chainwatch.logs import get_logger
+from sinks.backoff import Backoff
 from streams.topics import COMPACTED_TOPICS, TopicNames
 
 T = TypeVar("T")
@@ -19,8 +22,46 @@ T = TypeVar("T")
 REQUEST_TIMEOUT_MS = 15000
 
 
+log = get_logger(__name__)
+
+
 class KafkaDeadlineExceeded(UserError):
     """A Kafka call did not come back within its deadline."""
+
+
+class KafkaUnreachable(UserError):
+    """No connection to the bootstrap servers could be made."""
+
+
+def retry_until_reachable(
+    call: Callable[[], T],
+    *,
+    process: str,
+    backoff: Backoff | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`call()`, tried again while Kafka cannot be reached (1 s doubling to 30 s).
+
+    For long-running processes (worker, sink, notifier): started by a
+    supervisor or at boot before the broker is up, they wait for it as they
+    ride out a broker outage once running, instead of exiting at once (the
+    `kill9` + broker fault bench found a sink restarted during a broker outage
+    exiting with status 1). One-shot commands keep failing fast.
+    """
+    backoff = backoff or Backoff(initial_s=1.0, max_s=30.0)
+    while True:
+        try:
+            return call()
+        except KafkaUnreachable as exc:
+            delay = backoff.next()
+            log.warning(
+                "kafka.unreachable",
+                process=process,
+                attempt=backoff.attempts,
+                retry_in_s=round(delay, 1),
+                error=str(exc),
+            )
+            sleep(delay)
 
 
 def bounded(call: Callable[[], T], *, timeout_s: float, what: str) -> T:
@@ -62,7 +103,7 @@ def admin_client(bootstrap: str) -> KafkaAdminClient:
             what="a connection",
         )
     except (KafkaError, OSError, KafkaDeadlineExceeded) as exc:
-        raise UserError(
+        raise KafkaUnreachable(
             f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}); start it with "
             "`chainwatch kafka start` or set CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS"
         ) from None

@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from chainwatch.kafka_admin import contract_topic_configs, create_missing_topics, ensure_topics
+from chainwatch.kafka_admin import (
+    contract_topic_configs,
+    create_missing_topics,
+    ensure_topics,
+    retry_until_reachable,
+)
 from chainwatch.logs import get_logger
 from chainwatch.ops_server import OpsServer, serve_ops
 from chainwatch.settings import Settings
@@ -116,11 +121,15 @@ def run_worker(settings: Settings) -> None:
             ),
         ),
     )
-    create_missing_topics(
-        settings.kafka.bootstrap,
-        worker_topic_configs(app, settings, INTERNAL_TOPICS),
-        partitions=settings.kafka.partitions,
-        replication_factor=settings.kafka.replication_factor,
+    topics = worker_topic_configs(app, settings, INTERNAL_TOPICS)
+    retry_until_reachable(
+        lambda: create_missing_topics(
+            settings.kafka.bootstrap,
+            topics,
+            partitions=settings.kafka.partitions,
+            replication_factor=settings.kafka.replication_factor,
+        ),
+        process="worker",
     )
     ops = serve_worker_ops(settings, engine)
     try:

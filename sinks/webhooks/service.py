@@ -11,7 +11,7 @@ import asyncio
 import signal
 
 from chainwatch.errors import UserError
-from chainwatch.kafka_admin import ensure_topics
+from chainwatch.kafka_admin import ensure_topics, retry_until_reachable
 from chainwatch.logs import get_logger
 from chainwatch.ops_server import serve_ops
 from chainwatch.settings import Settings
@@ -75,13 +75,16 @@ def build_notifier(settings: Settings, subscriptions: Subscriptions) -> Notifier
 def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
     subscriptions = load_configured(settings)
     names = TopicNames(settings.kafka.topic_prefix)
-    ensure_topics(
-        settings.kafka.bootstrap,
-        names,
-        (ALERTS, *NOTIFY_TOPICS),
-        partitions=settings.kafka.partitions,
-        replication_factor=settings.kafka.replication_factor,
-        topic_configs=settings.kafka.topic_configs(),
+    retry_until_reachable(
+        lambda: ensure_topics(
+            settings.kafka.bootstrap,
+            names,
+            (ALERTS, *NOTIFY_TOPICS),
+            partitions=settings.kafka.partitions,
+            replication_factor=settings.kafka.replication_factor,
+            topic_configs=settings.kafka.topic_configs(),
+        ),
+        process="notifier",
     )
     if settings.metrics_port:  # on metrics_host (loopback unless set), as the sink's
         serve_ops(settings.metrics_host, settings.metrics_port)

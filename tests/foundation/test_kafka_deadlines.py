@@ -8,7 +8,10 @@ nothing, and require a clear error within a bound.
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +21,12 @@ import pytest
 
 from chainwatch import kafka_admin, replay
 from chainwatch.errors import UserError
-from chainwatch.kafka_admin import KafkaDeadlineExceeded, bounded
+from chainwatch.kafka_admin import (
+    KafkaDeadlineExceeded,
+    KafkaUnreachable,
+    bounded,
+    retry_until_reachable,
+)
 from chainwatch.settings import Settings
 
 
@@ -93,3 +101,65 @@ def test_waiting_for_the_engine_ends_at_its_deadline_against_a_silent_broker(
         )
     assert time.monotonic() - started < 20
     assert any("Kafka probe failed" in m for m in messages)
+
+
+def test_a_long_running_process_waits_for_kafka_with_a_growing_delay() -> None:
+    """A worker, sink or notifier started before the broker retries instead of exiting."""
+    outcomes: list[Exception | str] = [
+        KafkaUnreachable("cannot reach Kafka at x"),
+        KafkaUnreachable("cannot reach Kafka at x"),
+        KafkaUnreachable("cannot reach Kafka at x"),
+        "topics ready",
+    ]
+    slept: list[float] = []
+
+    def call() -> str:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert retry_until_reachable(call, process="sink", sleep=slept.append) == "topics ready"
+    assert slept == [1.0, 2.0, 4.0]
+
+
+def test_only_an_unreachable_broker_is_retried() -> None:
+    def call() -> None:
+        raise UserError("the plan file is malformed")
+
+    with pytest.raises(UserError, match="malformed"):
+        retry_until_reachable(call, process="worker", sleep=lambda _s: None)
+
+
+@pytest.mark.slow  # one connection attempt against the silent broker: ~20 s
+@pytest.mark.timeout(120)
+def test_the_sink_started_without_kafka_keeps_waiting_for_it(
+    silent_broker: str, tmp_path: Path
+) -> None:
+    """The `kill9` + broker fault bench saw a sink started during a broker outage exit 1."""
+    env = {
+        **os.environ,
+        "CHAINWATCH_DATA_DIR": str(tmp_path),
+        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": silent_broker,
+        "CHAINWATCH_METRICS_PORT": "0",
+        "CHAINWATCH_LOG_FORMAT": "json",
+    }
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "chainwatch", "sink"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert sink.stderr is not None
+        while True:  # until the first retry is announced (a connection attempt: ~20 s)
+            line = sink.stderr.readline()
+            assert line, f"the sink exited with {sink.wait(timeout=10)}"
+            if '"kafka.unreachable"' in line:
+                break
+        assert '"retry_in_s": 1.0' in line
+        assert sink.poll() is None
+    finally:
+        sink.kill()
+        sink.wait(timeout=30)
