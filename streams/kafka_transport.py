@@ -17,6 +17,10 @@ and never sees the input again. Here `flush` returns only when every message
 handed to the buffer before it has been acknowledged by Kafka, or raises
 `ProducerFlushError` (the commit does not happen; the worker stops with that
 error and its inputs are processed again).
+
+Its consumer reads again, after every rebalance, what it had fetched but not
+handled - also on a partition nobody has committed yet, which aiokafka's seek to
+the committed offsets leaves where it was (`seek_to_committed_or_reset`).
 """
 
 from __future__ import annotations
@@ -26,10 +30,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer
+from aiokafka.consumer.fetcher import OffsetResetStrategy
 from faust.transport.drivers import aiokafka as driver
-from faust.types import FutureMessage
+from faust.types import TP, FutureMessage
 
-__all__ = ["FLUSH_TIMEOUT_S", "ChainwatchApp", "ProducerFlushError", "ReadCommittedTransport"]
+__all__ = [
+    "FLUSH_TIMEOUT_S",
+    "ChainwatchApp",
+    "ProducerFlushError",
+    "ReadCommittedTransport",
+    "seek_to_committed_or_reset",
+]
 
 #: How long a flush before a commit may wait for Kafka to acknowledge the
 #: buffered messages (the producer's own request timeout is 20 s by default;
@@ -41,11 +53,43 @@ class ProducerFlushError(RuntimeError):
     """Buffered messages were not acknowledged in time; offsets must not be committed."""
 
 
+async def seek_to_committed_or_reset(consumer: AIOKafkaConsumer) -> dict[Any, int | None]:
+    """Seek every assigned partition to its committed offset, and one without a commit
+    to where the group's reset policy starts it (earliest for the engine).
+
+    aiokafka's `seek_to_committed` leaves a partition without a committed offset
+    where the consumer had read to. faust seeks to the committed offsets after
+    every rebalance precisely to read again the records it fetched but did not
+    handle (it drops them while the flow is stopped); on a partition nobody has
+    committed yet - an internal inbox early in a run - those records were never
+    read again. Their acks are forgotten at the seek (`perform_seek` below), so
+    the partition's commit could never pass them: its lag stayed above zero for
+    good with the workers idle (the "stuck" finding of docs/reliability.md).
+    Returns the committed offsets, as aiokafka's does.
+    """
+    committed: dict[Any, int | None] = await consumer.seek_to_committed()
+    uncommitted = [tp for tp, offset in committed.items() if offset is None or offset <= 0]
+    if uncommitted:
+        strategy = consumer._fetcher._default_reset_strategy
+        if strategy == OffsetResetStrategy.EARLIEST:
+            await consumer.seek_to_beginning(*uncommitted)
+        elif strategy == OffsetResetStrategy.LATEST:
+            await consumer.seek_to_end(*uncommitted)
+    return committed
+
+
 class _ReadCommittedThread(driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._isolation_level = "read_committed"  # read by aiokafka at start()
         return consumer
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """`seek_to_committed_or_reset` on the consumer's thread (an offset may be
+        None: no commit, which faust's `perform_seek` expects as aiokafka returns it)."""
+        consumer = self._ensure_consumer()
+        result: Mapping[TP, int] = await self.call_thread(seek_to_committed_or_reset, consumer)
+        return result
 
 
 class _ReadCommittedConsumer(driver.Consumer):
@@ -68,7 +112,8 @@ class _ReadCommittedConsumer(driver.Consumer):
         bookkeeping survives into the new assignment, and the next commit moves
         the group's offset past records nobody handled: a later owner of the
         partition never sees them (the "skipped records" of docs/reliability.md).
-        Processing restarts at the committed offset after this seek, so no ack
+        Processing restarts at the committed offset after this seek (at the
+        start of a partition without a commit: `seek_to_committed_or_reset`), so no ack
         from before it is needed: a record handled twice is harmless (effects
         are idempotent), a record skipped is lost.
         """
