@@ -56,9 +56,9 @@ class AlertRows:
         customer, cause = alert.get("customer"), alert.get("cause")
         row = (
             alert["alert_id"],
-            alert["type"].value,
-            alert["severity"].value,
-            alert["status"].value,
+            alert["type"],
+            alert["severity"],
+            alert["status"],
             alert.get("order_id"),
             alert.get("unit_id"),
             alert.get("stage"),
@@ -159,7 +159,7 @@ class OrderStateRows:
         customer = state.get("customer")
         tier = "standard" if customer is None else customer.get("tier", "standard")
         customer_id = None if customer is None else customer["customer_id"]
-        status = state["status"].value
+        status = state["status"]
         version = state.get("version", 0)
         product = state.get("product")
         visits = state.get("visits") or []
@@ -255,7 +255,7 @@ class DeadLetterRows:
             source.get("partition"),
             source.get("offset"),
             source.get("request_id"),
-            letter["reason_code"].value,
+            letter["reason_code"],
             letter["reason"],
             compact_json(
                 [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in letter["errors"]]

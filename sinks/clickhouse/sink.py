@@ -5,11 +5,18 @@ Lifecycle and guarantees:
   per (topic, partition). Buffers are flushed when one holds `flush_rows` rows,
   when the oldest row is `flush_interval_s` old, or when all buffers together
   reach `max_buffer_rows`.
-- A flush inserts, per partition and table, one batch with the insert
-  de-duplication token `table:topic:partition:first-last`; the tables set
-  `non_replicated_deduplication_window`, so a retried batch is a no-op. Kafka
-  offsets of a partition are committed only after all its inserts succeeded
+- A flush seals the open buffers (they never change again) and inserts, per
+  partition and table, one batch with the insert de-duplication token
+  `table:topic:partition:first-last`; the tables set
+  `non_replicated_deduplication_window`, so a retried batch is a no-op. Sealed
+  batches are inserted in the order they were sealed, and Kafka offsets of a
+  partition are committed only after all its inserts up to them succeeded
   (at-least-once delivery into ClickHouse).
+- The consumer loop does not wait for a flush: it starts one in the background
+  (one at a time) and goes on fetching and mapping into new buffers while
+  ClickHouse inserts (chDB and the HTTP client release the GIL there). It waits
+  for the flush under way only when all buffers together reach
+  `max_buffer_rows`, so the buffer stays bounded.
 - Every row carries its source offset. Before the first record of a newly
   assigned partition is buffered, the sink reads, per table, which offsets at or
   after the committed one are already stored and skips them, so a crash between
@@ -18,7 +25,8 @@ Lifecycle and guarantees:
 - When an insert fails (ClickHouse down) every partition is paused, so nothing
   more is fetched and the buffer stays bounded, while the consumer keeps polling
   (its group membership stays alive). The flush is retried with exponential
-  backoff; when it succeeds the partitions resume and the backlog drains.
+  backoff, the failed batches first and unchanged (same rows, same tokens);
+  when it succeeds the partitions resume and the backlog drains.
 - Offsets are those of one Kafka: `kafka_source.py` refuses a rebuilt Kafka
   at start, or starts a new epoch whose `offset_bases` shift every stored
   offset (rows, skip-sets, tokens, versions) past the earlier epochs; Kafka
@@ -153,6 +161,11 @@ class ClickHouseSink:
             t.name: t for mapper in self.mappers.values() for t in mapper.tables
         }
         self._buffers: dict[TopicPartition, _Buffer] = {}
+        """Open buffers, still taking rows."""
+        self._sealed: list[tuple[TopicPartition, _Buffer]] = []
+        """Sealed by a flush, not yet stored: inserted in this order, never changed."""
+        self._flush_task: asyncio.Task[bool] | None = None
+        """The loop's background flush, while it runs (or until its result is read)."""
         self._stored: dict[tuple[str, TopicPartition], _Stored] = {}
         self._loaded: set[TopicPartition] = set()
         self._consumer: AIOKafkaConsumer | None = None
@@ -264,7 +277,9 @@ class ClickHouseSink:
 
     @property
     def buffered_rows(self) -> int:
-        return sum(buf.size for buf in self._buffers.values())
+        return sum(buf.size for buf in self._buffers.values()) + sum(
+            buf.size for _tp, buf in self._sealed
+        )
 
     def _due(self) -> bool:
         if self._failing_since is not None:
@@ -278,6 +293,17 @@ class ClickHouseSink:
         )
 
     # --- flushing ------------------------------------------------------------
+
+    def _insert_in_order(
+        self, batches: list[tuple[TopicPartition, _Buffer]]
+    ) -> tuple[int, Exception | None]:
+        """Insert batches in order until one fails: (how many are stored, the failure)."""
+        for stored, (tp, buf) in enumerate(batches):
+            try:
+                self._insert_batch(tp, buf)
+            except Exception as exc:
+                return stored, exc
+        return len(batches), None
 
     def _insert_batch(self, tp: TopicPartition, buf: _Buffer) -> None:
         for table, rows in buf.rows.items():
@@ -302,26 +328,31 @@ class ClickHouseSink:
             return await self._flush()
 
     async def _flush(self) -> bool:
-        if not self._buffers:
+        if self._buffers:  # seal: records mapped from now on go to new buffers
+            self._sealed.extend(self._buffers.items())
+            self._buffers = {}
+        if not self._sealed:
             return True
         started = time.perf_counter()
+        batches = list(self._sealed)
+        # one thread hop for all of them: the loop, mapping meanwhile, yields rarely
+        stored, failure = await asyncio.to_thread(self._insert_in_order, batches)
+        if failure is not None:  # ClickHouse down or refusing: back off, keep the batches
+            tp = batches[stored][0]
+            log.warning(
+                "insert_failed", topic=tp.topic, partition=tp.partition, error=_short(failure)
+            )
         commits: dict[TopicPartition, int] = {}
-        ok = True
-        for tp, buf in list(self._buffers.items()):
-            try:
-                await asyncio.to_thread(self._insert_batch, tp, buf)
-            except Exception as exc:  # ClickHouse down or refusing: back off, keep the buffer
-                ok = False
-                log.warning(
-                    "insert_failed", topic=tp.topic, partition=tp.partition, error=_short(exc)
-                )
-                break
+        for tp, buf in batches[:stored]:
             for table, rows in buf.rows.items():
                 metrics.ROWS_WRITTEN.labels(table).inc(len(rows))
                 self.stats.rows_written += len(rows)
                 self.stats.batches += 1
-            self._buffers.pop(tp, None)
             commits[tp] = buf.last_offset + 1
+        done = {id(buf) for _tp, buf in batches[:stored]}
+        # (a revocation while ClickHouse was failing may have dropped some meanwhile)
+        self._sealed = [(tp, buf) for tp, buf in self._sealed if id(buf) not in done]
+        ok = failure is None
         await self._commit(commits)
         metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
         metrics.BUFFERED_ROWS.set(self.buffered_rows)
@@ -347,8 +378,10 @@ class ClickHouseSink:
 
     async def release(self, partitions: list[TopicPartition]) -> None:
         """Revocation: write what we can; what we cannot is re-read by the next owner."""
-        if self._buffers and self._failing_since is None:
-            await self.flush()
+        if (self._buffers or self._sealed) and self._failing_since is None:
+            await self.flush()  # after the loop's flush under way, if any
+        revoked = set(partitions)
+        self._sealed = [(tp, buf) for tp, buf in self._sealed if tp not in revoked]
         for tp in partitions:
             self._buffers.pop(tp, None)
             self._loaded.discard(tp)
@@ -391,6 +424,7 @@ class ClickHouseSink:
         await consumer.start()
         try:
             await consume(consumer, list(self.mappers), self, stop, drain=drain)
+            await self._settle_flush(consumer, wait=True)
             while not await self.flush():  # drain: keep trying until stored or told to stop
                 if stop.is_set():
                     log.warning("sink_stopped_with_unwritten_rows", rows=self.buffered_rows)
@@ -401,6 +435,10 @@ class ClickHouseSink:
         except StopRequested:
             log.warning("sink_stopped_with_unwritten_rows", rows=self.buffered_rows)
         finally:
+            task, self._flush_task = self._flush_task, None
+            if task is not None:  # an error left the loop: the insert under way ends first
+                with contextlib.suppress(Exception):
+                    await task
             self._consumer = None
             await consumer.stop()
         return self.stats
@@ -422,12 +460,29 @@ class ClickHouseSink:
         buffered = self.buffered_rows
         self.stats.max_buffered_rows = max(self.stats.max_buffered_rows, buffered)
         metrics.BUFFERED_ROWS.set(buffered)
-        if self._due():
-            if await self.flush():
-                if self._failing_since is not None:
-                    self._resume(consumer)
-            else:
-                self._pause(consumer)
+        # bounded: at the limit, wait for the flush under way before fetching more
+        await self._settle_flush(consumer, wait=buffered >= self.config.max_buffer_rows)
+        if self._flush_task is None and self._due():
+            self._flush_task = asyncio.create_task(self.flush())
+        if self._flush_task is not None:
+            # getmany returns without yielding while fetched records are ready: let the
+            # flush start, and take its insert's result when it is in, every turn
+            await asyncio.sleep(0)
+
+    async def _settle_flush(self, consumer: AIOKafkaConsumer, *, wait: bool) -> None:
+        """Read the result of the background flush once it is done: resume, or pause."""
+        task = self._flush_task
+        if task is None or not (task.done() or wait):
+            return
+        try:
+            ok = await task  # a bug in the flush is raised here, not lost with the task
+        finally:
+            self._flush_task = None
+        if ok:
+            if self._failing_since is not None:
+                self._resume(consumer)
+        else:
+            self._pause(consumer)
 
     def idle(self) -> bool:
         return True  # what is buffered is flushed after the loop

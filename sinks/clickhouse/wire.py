@@ -15,7 +15,8 @@ record the contract models produce passes, and keeps the two from drifting.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, Literal, NotRequired, TypeVar
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, NotRequired, TypeAlias, TypeVar
 
 from pydantic import AwareDatetime, ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
@@ -24,6 +25,26 @@ from schemas.alerts import AlertStatus, AlertType, Severity
 from schemas.dead_letter import ReasonCode
 from schemas.order_state import OrderStatus
 from sinks.clickhouse.mapping import RecordInvalid
+
+
+def _values(enum: type[StrEnum]) -> Any:
+    """A contract enum as a `Literal` of its values: checked in pydantic-core, and the
+    decoded value is the plain string a column takes (no enum member, no `.value`)."""
+    return Literal[tuple(member.value for member in enum)]
+
+
+if TYPE_CHECKING:
+    AlertTypeValue: TypeAlias = str
+    SeverityValue: TypeAlias = str
+    AlertStatusValue: TypeAlias = str
+    OrderStatusValue: TypeAlias = str
+    ReasonCodeValue: TypeAlias = str
+else:
+    AlertTypeValue = _values(AlertType)
+    SeverityValue = _values(Severity)
+    AlertStatusValue = _values(AlertStatus)
+    OrderStatusValue = _values(OrderStatus)
+    ReasonCodeValue = _values(ReasonCode)
 
 UInt16 = Annotated[int, Field(ge=0, le=0xFFFF)]
 UInt64 = Annotated[int, Field(ge=0, le=0xFFFF_FFFF_FFFF_FFFF)]
@@ -50,9 +71,9 @@ class WireCause(TypedDict):
 class WireAlert(TypedDict):
     __pydantic_config__ = _CONFIG  # type: ignore[misc]
     alert_id: str
-    type: AlertType
-    severity: Severity
-    status: AlertStatus
+    type: AlertTypeValue
+    severity: SeverityValue
+    status: AlertStatusValue
     order_id: NotRequired[str | None]
     unit_id: NotRequired[str | None]
     stage: NotRequired[str | None]
@@ -89,7 +110,7 @@ class WireOrderState(TypedDict):
     cancelled_at: NotRequired[AwareDatetime | None]
     stage: NotRequired[str | None]
     visit: NotRequired[UInt16 | None]
-    status: OrderStatus
+    status: OrderStatusValue
     visits: NotRequired[list[WireVisit]]
     eta: NotRequired[AwareDatetime | None]
     open_alert_ids: NotRequired[list[str]]
@@ -121,7 +142,7 @@ class WireDeadLetter(TypedDict):
     value_b64: str | None
     errors: list[WireErrorDetail]
     reason: str
-    reason_code: ReasonCode
+    reason_code: ReasonCodeValue
     failed_at: AwareDatetime
 
 
