@@ -322,7 +322,7 @@ def wait_until_idle(
 
     A group whose lag stays above zero and unchanged for `STALL_AFTER_S` while
     its workers live is stuck: faust's consumer can stop committing a partition
-    after a rebalance (docs/reliability.md, open findings). With `restart`, the
+    after a rebalance (docs/reliability.md, rebalance finding). With `restart`, the
     stuck workers are replaced; the new ones recover the tables from their
     changelogs and resume from the committed offsets, like after a crash.
 
@@ -579,7 +579,7 @@ class ReplayRun:
 
         Workers that all join before the first record is published never
         rebalance mid-stream: faust's consumer can lose or stall records around
-        a rebalance (docs/reliability.md, open findings), so a replay avoids one.
+        a rebalance (docs/reliability.md, rebalance finding), so a replay avoids one.
         """
         deadline = time.monotonic() + timeout_s
         group = self.settings.engine.app_id
