@@ -8,6 +8,7 @@ data dir so a developer's demo broker is left alone. Set
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,26 @@ TEST_BROKER_DIR = (
     ROOT / ".chainwatch" / ("test-broker" if _XDIST_INDEX == 0 else f"test-broker-{_XDIST_INDEX}")
 )
 _BROKER_USED: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Leave schemathesis's modules to Python's own import, not pytest's assertion rewriting.
+
+    pytest rewrites every package that ships a pytest plugin, and the schemathesis
+    fuzz test imports most of schemathesis lazily, from the test, while the gateway
+    under test formats tracebacks in its own thread. On CPython 3.11 before the fix
+    of gh-106905, `ast.parse` in two threads at once corrupts the interpreter's
+    shared AST depth counter: a clean clone's `make test` failed with
+    "SystemError: AST constructor recursion depth mismatch" importing
+    `schemathesis.specs.openapi.serialization`. The suite uses none of the plugin's
+    assertions, so nothing is lost (`pytest -p no:schemathesis` would not help:
+    pytest marks the package for rewriting before it reads `-p`).
+    """
+    for finder in sys.meta_path:
+        must_rewrite = getattr(finder, "_must_rewrite", None)
+        if isinstance(must_rewrite, set) and "schemathesis" in must_rewrite:
+            must_rewrite.discard("schemathesis")
+            getattr(finder, "_marked_for_rewrite_cache", {}).clear()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
