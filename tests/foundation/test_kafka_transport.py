@@ -24,7 +24,6 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from streams.app import create_app
 from streams.kafka_transport import ProducerFlushError
 
-
 SendPending = Callable[[FutureMessage], Coroutine[Any, Any, None]]
 
 
