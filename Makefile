@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ST_VENV := .venv-st
 ST_REQUIREMENTS := tests/gateway/schemathesis-requirements.txt
 
-.PHONY: demo test test-fleet lint install clean-data
+.PHONY: demo test test-heavy test-fleet lint install clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: $(STAMP)
 	@# two pytest sessions side by side, each with its own broker (tests/conftest.py): the
 	@# broker-bound tests mostly wait, so two halve the wall time even on two cores
 	$(BIN)/pytest -n 2
+
+## make test-heavy: opt-in - long broker runs (bounded state under 15,000 records; minutes)
+test-heavy: $(STAMP)
+	$(BIN)/pytest -m heavy
 
 ## make test-fleet: opt-in - 1 worker vs 4 (one killed, one added) on a 50k-record replay (tens of minutes)
 test-fleet: $(STAMP)
