@@ -53,6 +53,21 @@ class Effects:
     """The order closed longer ago than the retention: its slot is to be removed."""
 
 
+@dataclass(frozen=True, slots=True)
+class ScanGate:
+    """What deciding a refused scan needs of a full or closed order's slot.
+
+    A pure function of the stored slot: valid as long as the stored value is
+    the one it was taken of (see `OrderAgents`).
+    """
+
+    event_ids: frozenset[str]
+    full: bool
+    """The order holds `max_scans_per_order` scans."""
+    evict_at_ms: int | None
+    """When the closed order leaves the state (None while open)."""
+
+
 class OrderProcessor:
     """The rules applied to one order slot at a time, under one plan."""
 
@@ -93,6 +108,36 @@ class OrderProcessor:
         return Effects(dead_letters=[letter])
 
     # --- inputs ---------------------------------------------------------------
+
+    def scan_gate(self, slot: OrderSlot) -> ScanGate | None:
+        """What `refused_scan` needs of `slot`, or None while the slot takes new scans.
+
+        Only a full or closed order gets one: it is what lets the agents refuse
+        the scans of a hot order without decoding its slot for each of them.
+        """
+        facts = slot.facts
+        full = len(facts.scans) >= self.limits.max_scans_per_order
+        if not full and slot.closed_at_ms is None:
+            return None
+        known = frozenset(scan.event_id for scan in facts.scans)
+        return ScanGate(known, full, self.evict_at_ms(slot))
+
+    def refused_scan(
+        self, gate: ScanGate, scan: ScanEvent, source: DeadLetterSource, raw: bytes, now: datetime
+    ) -> Effects | None:
+        """`on_scan`'s effects when they are a refusal decided by `gate` alone, else None.
+
+        The same checks in the same order as `on_scan`, so the refusal is the one
+        `on_scan` would give on the slot the gate was taken of (a known event_id
+        needs the slot: it re-announces the joins).
+        """
+        if scan.event_id in gate.event_ids:
+            return None
+        if gate.evict_at_ms is not None and to_ms(scan.event_time) >= gate.evict_at_ms:
+            return self.refuse(scan.order_id, ReasonCode.ORDER_CLOSED, source, raw, now)
+        if gate.full:
+            return self.refuse(scan.order_id, ReasonCode.STATE_LIMIT, source, raw, now)
+        return None
 
     def on_scan(
         self, slot: OrderSlot, scan: ScanEvent, source: DeadLetterSource, raw: bytes, now: datetime

@@ -163,6 +163,45 @@ def test_scans_beyond_the_cap_are_state_limit_dead_letters_and_the_slot_stays_sm
     assert len(orjson.dumps(slot.to_json())) < 100_000
 
 
+def test_a_full_or_closed_orders_scan_gate_refuses_exactly_as_its_slot_would() -> None:
+    """The agents refuse a hot order's scans from its gate, without decoding the slot."""
+    processor = OrderProcessor(PLAN, limits=EngineLimits(max_scans_per_order=20))
+    slot = OrderSlot.new("PO-1")
+    processor.on_order_record(slot, _order(), _src("orders", 0), b"{}", T0)
+    for n in range(20):
+        scan = _scan(f"e-{n}", "yarn_sourcing", "started", 1 + n / 100)
+        assert processor.scan_gate(slot) is None  # still taking scans: no gate
+        processor.on_scan(slot, scan, _src("scans", n), b"{}", T0)
+    gate = processor.scan_gate(slot)
+    assert gate is not None
+    for n in (5, 25, 26):
+        scan = _scan(f"e-{n}", "dyeing", "started", 2 + n / 100)
+        raw = f"raw-{n}".encode()
+        gated = processor.refused_scan(gate, scan, _src("scans", 100 + n), raw, T0)
+        full = processor.on_scan(_roundtrip(slot), scan, _src("scans", 100 + n), raw, T0)
+        if n == 5:  # a known event_id re-sends the joins: only the slot can say so
+            assert gated is None
+            continue
+        assert gated is not None
+        assert [d.encode() for d in gated.dead_letters] == [d.encode() for d in full.dead_letters]
+        assert [d.reason_code for d in gated.dead_letters] == [ReasonCode.STATE_LIMIT]
+        assert gated == full
+    closed_proc = OrderProcessor(PLAN, limits=EngineLimits(closed_order_retention_ms=2 * DAY_MS))
+    closed = OrderSlot.new("PO-1")
+    _complete(closed_proc, closed)
+    closed_gate = closed_proc.scan_gate(closed)
+    assert closed_gate is not None
+    for hours in (24, 24 * 30):
+        late = _scan(f"late-{hours}", "shipping", "completed", hours)
+        gated = closed_proc.refused_scan(closed_gate, late, _src("scans", 7), b"x", T0)
+        full = closed_proc.on_scan(_roundtrip(closed), late, _src("scans", 7), b"x", T0)
+        if hours == 24:  # before the eviction instant: the slot takes (or judges) it
+            assert gated is None
+        else:
+            assert gated == full
+            assert [d.reason_code for d in full.dead_letters] == [ReasonCode.ORDER_CLOSED]
+
+
 def test_a_closed_order_is_evicted_after_the_retention_and_later_records_are_refused() -> None:
     limits = EngineLimits(closed_order_retention_ms=2 * DAY_MS)
     processor = OrderProcessor(PLAN, limits=limits)
