@@ -31,11 +31,12 @@ def topic_names(settings: Settings) -> TopicNames:
     return TopicNames(settings.kafka.topic_prefix)
 
 
-def prepare_topics(settings: Settings) -> None:
+def prepare_topics(settings: Settings, *, also: Iterable[str] = ()) -> None:
+    """The contract's topics, and the logical topics in `also`, created in one request."""
     ensure_topics(
         settings.kafka.bootstrap,
         topic_names(settings),
-        (*INPUT_TOPICS, *OUTPUT_TOPICS),
+        (*INPUT_TOPICS, *OUTPUT_TOPICS, *also),
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
         topic_configs=settings.kafka.topic_configs(),

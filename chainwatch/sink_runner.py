@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from chainwatch.kafka_admin import ensure_topics, retry_until_reachable
+from chainwatch.kafka_admin import retry_until_reachable
 from chainwatch.logs import get_logger
 from chainwatch.ops_server import OpsServer, serve_ops
 from chainwatch.runners import prepare_topics, topic_names
@@ -75,7 +75,7 @@ def run_sink(
     Refuses to start (`KafkaChanged`) when the broker is not the one the store's
     offsets came from, unless `new_kafka_epoch` (see `sinks/clickhouse/kafka_source.py`).
     """
-    retry_until_reachable(lambda: _prepare_sink_topics(settings), process="sink")
+    retry_until_reachable(lambda: prepare_topics(settings, also=NOTIFY_TOPICS), process="sink")
     serve_metrics(settings)
     return asyncio.run(
         _main(
@@ -85,18 +85,6 @@ def run_sink(
             mappers=mappers if mappers is not None else build_mappers(settings),
             new_kafka_epoch=new_kafka_epoch,
         )
-    )
-
-
-def _prepare_sink_topics(settings: Settings) -> None:
-    prepare_topics(settings)
-    ensure_topics(
-        settings.kafka.bootstrap,
-        topic_names(settings),
-        NOTIFY_TOPICS,
-        partitions=settings.kafka.partitions,
-        replication_factor=settings.kafka.replication_factor,
-        topic_configs=settings.kafka.topic_configs(),
     )
 
 

@@ -13,8 +13,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from chainwatch.kafka_admin import ensure_topics
-from chainwatch.runners import prepare_topics, topic_names
+from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
 from sinks.clickhouse.query_server import endpoint_file
 from sinks.clickhouse.readers import LoopbackReader
@@ -23,13 +22,7 @@ from sinks.webhooks.records import NOTIFY_TOPICS
 
 def prepare_all_topics(settings: Settings) -> None:
     """Every topic the sink subscribes to (what `run_sink` creates before consuming)."""
-    prepare_topics(settings)
-    ensure_topics(
-        settings.kafka.bootstrap,
-        topic_names(settings),
-        NOTIFY_TOPICS,
-        partitions=settings.kafka.partitions,
-    )
+    prepare_topics(settings, also=NOTIFY_TOPICS)
 
 
 def publish(
