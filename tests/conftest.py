@@ -7,11 +7,15 @@ data dir so a developer's demo broker is left alone. Set
 
 from __future__ import annotations
 
+import ast
+import functools
 import os
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,24 +32,38 @@ TEST_BROKER_DIR = (
 _BROKER_USED: list[str] = []
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Leave schemathesis's modules to Python's own import, not pytest's assertion rewriting.
+def _serialise_ast_parse() -> None:
+    """Let one thread at a time turn source into an AST in this test process.
 
-    pytest rewrites every package that ships a pytest plugin, and the schemathesis
-    fuzz test imports most of schemathesis lazily, from the test, while the gateway
-    under test formats tracebacks in its own thread. On CPython 3.11 before the fix
-    of gh-106905, `ast.parse` in two threads at once corrupts the interpreter's
-    shared AST depth counter: a clean clone's `make test` failed with
-    "SystemError: AST constructor recursion depth mismatch" importing
-    `schemathesis.specs.openapi.serialization`. The suite uses none of the plugin's
-    assertions, so nothing is lost (`pytest -p no:schemathesis` would not help:
-    pytest marks the package for rewriting before it reads `-p`).
+    On CPython 3.11 before the fix of gh-106905 (this machine and CI run 3.11.7),
+    two threads in `ast.parse` at once corrupt the interpreter's shared AST depth
+    counter and one of them raises "SystemError: AST constructor recursion depth
+    mismatch". The suite runs servers (the gateway's uvicorn) in threads beside the
+    test, and three callers parse at any moment: the traceback module (3.11 parses the
+    failing line to place its carets whenever a traceback is formatted), hypothesis
+    (describing strategies built from lambdas) and pytest's assertion rewriting
+    (lazy imports). CI failed twice on this race: once in pytest rewriting a lazily
+    imported schemathesis module, once in hypothesis replaying a fuzz example. All
+    three look `ast.parse` up at call time, so a lock around it closes the race for
+    every caller; it costs nothing measurable (parsing is rare and short).
     """
-    for finder in sys.meta_path:
-        must_rewrite = getattr(finder, "_must_rewrite", None)
-        if isinstance(must_rewrite, set) and "schemathesis" in must_rewrite:
-            must_rewrite.discard("schemathesis")
-            getattr(finder, "_marked_for_rewrite_cache", {}).clear()
+    if sys.version_info >= (3, 12, 1) or (3, 11, 8) <= sys.version_info < (3, 12):
+        return
+    original = ast.parse
+    if getattr(original, "__chainwatch_serialised__", False):
+        return
+    lock = threading.RLock()
+
+    @functools.wraps(original)
+    def parse(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return original(*args, **kwargs)
+
+    parse.__chainwatch_serialised__ = True  # type: ignore[attr-defined]
+    ast.parse = parse
+
+
+_serialise_ast_parse()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
