@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import socket
 import urllib.error
@@ -201,16 +202,24 @@ def test_worker_endpoints_are_off_with_port_0(tmp_path: Path) -> None:
 
 
 def _two_free_ports() -> int:
-    """A port p with p + 1 free too (other test sessions share this host)."""
-    for _ in range(50):
-        base = _free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", base + 1))
-            except OSError:
-                continue
+    """A port p with p + 1 free too, below the kernel's ephemeral range.
+
+    A port the kernel handed out (bind to 0) and that was closed again can be taken
+    the next moment as the source port of any outgoing connection on this host (the
+    suite's Kafka clients open many): the test then found its own port busy. Below
+    32768 only listeners that ask for a port by number compete.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 28000)
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", base))
+                second.bind(("127.0.0.1", base + 1))
+        except OSError:
+            continue
         return base
-    raise AssertionError("no two consecutive free ports")
+    raise AssertionError("no two consecutive free ports in 20000-28000")
 
 
 def test_workers_on_one_host_take_the_next_free_port_then_any() -> None:
