@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +29,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
 import httpx
 from rich.console import Console
@@ -217,7 +219,40 @@ def _farewell(settings: Settings, console: Console, broker_stopped: bool) -> Non
     )
 
 
+@contextlib.contextmanager
+def interrupted_by_stop_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the demo as Ctrl-C does; Ctrl-C works even when inherited off.
+
+    The demo's children run in their own sessions (so one Ctrl-C reaches the demo only,
+    which then stops them in order); a supervisor's SIGTERM, a closed terminal, or a
+    shell that started the demo with `&` (SIGINT ignored) used to leave them running.
+    """
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        for sig in previous:  # once: a second SIGTERM must not cut the children's shutdown
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous_int = signal.getsignal(signal.SIGINT)
+    for sig in previous:
+        signal.signal(sig, interrupt)
+    if previous_int == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.signal(signal.SIGINT, previous_int)
+
+
 def run_demo(settings: Settings, console: Console) -> None:
+    with interrupted_by_stop_signals():
+        _run_demo(settings, console)
+
+
+def _run_demo(settings: Settings, console: Console) -> None:
     settings = for_this_run(settings, datetime.now(UTC).strftime("%Y%m%d%H%M%S"))
     broker = LocalBroker(settings) if settings.kafka.is_local else None
     started_broker = False

@@ -3,6 +3,8 @@ the logs are."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -44,3 +46,36 @@ def test_after_ctrl_c_the_demo_says_whether_kafka_runs_and_where_logs_are(
         assert expected in text
         assert f"logs: {run.log_dir}/demo-*.log" in text
         assert "CHAINWATCH_CLICKHOUSE__DATABASE=demo_20261130071500 chainwatch sql" in text
+
+
+_STOP_PROBE = """
+import os, signal, sys
+from chainwatch.demo import interrupted_by_stop_signals
+
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell's `&` leaves it
+for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+    try:
+        with interrupted_by_stop_signals():
+            os.kill(os.getpid(), sig)
+            signal.sigtimedwait([], 0)  # let the handler run
+            print(sig.name, "ignored")
+    except KeyboardInterrupt:
+        print(sig.name, "stops")
+print("restored", signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+      signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+"""
+
+
+def test_sigterm_sighup_and_an_inherited_ignored_ctrl_c_stop_the_demo() -> None:
+    """A supervisor's SIGTERM, a closed terminal, and Ctrl-C after `make demo &` each stop
+    the demo (and so its children) as Ctrl-C does; the process's handlers come back after."""
+    result = subprocess.run(
+        [sys.executable, "-c", _STOP_PROBE], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "SIGTERM stops",
+        "SIGHUP stops",
+        "SIGINT stops",
+        "restored True True",
+    ]
