@@ -1,0 +1,57 @@
+"""Error logs carry the traceback, in both formats, and never a frame's local variables."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+_FAIL_WITH_A_SECRET_IN_SCOPE = """
+import logging, sys
+from chainwatch.logs import configure_logging, get_logger
+
+configure_logging("info", sys.argv[1])
+
+def authorise(header):
+    token = header.removeprefix("Bearer ")
+    raise PermissionError(f"unknown token of {len(token)} characters")
+
+for log in (get_logger("chainwatch.test"), logging.getLogger("faust.test")):
+    try:
+        authorise("Bearer s3cr3t-t0ken-of-a-plant")
+    except PermissionError:
+        log.exception("request failed")
+"""
+
+
+def _stderr_of(fmt: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", _FAIL_WITH_A_SECRET_IN_SCOPE, fmt],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stderr
+
+
+def test_a_json_error_line_carries_the_traceback_as_text() -> None:
+    lines = [json.loads(line) for line in _stderr_of("json").splitlines()]
+    assert [line["logger"] for line in lines] == ["chainwatch.test", "faust.test"]
+    for line in lines:
+        assert line["level"] == "error"
+        assert "exc_info" not in line
+        assert line["exception"].startswith("Traceback (most recent call last):")
+        assert "in authorise" in line["exception"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_no_traceback_prints_local_variables(fmt: str) -> None:
+    """rich's formatter (structlog's default on a console) printed every frame's locals:
+    here the bearer token an exception happened beside."""
+    err = _stderr_of(fmt)
+    assert err.count("in authorise") == 2  # both tracebacks are there ...
+    assert "unknown token of 23 characters" in err
+    assert "t0ken-of-a-plant" not in err  # ... but no frame's variables
