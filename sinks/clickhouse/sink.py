@@ -36,7 +36,8 @@ Lifecycle and guarantees:
 - A record a mapper cannot turn into rows - `RecordInvalid`, or any other
   exception (an engine bug, a value no ClickHouse column holds) - is skipped,
   counted (`chainwatch_sink_invalid_records_total`) and logged with its
-  topic/partition/offset; the sink never exits on data.
+  topic/partition/offset (the first of a topic at once, then one line per
+  topic and 30 s saying how many more there were); the sink never exits on data.
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ class ClickHouseSink:
         self.offset_bases = {t: b for t, b in (offset_bases or {}).items() if b}
         """Per topic, added to Kafka offsets before they are stored (`kafka_source.py`)."""
         self.stats = SinkStats()
+        self._invalid_log = InvalidRecordLog()
         self._tables: dict[str, Table] = {
             t.name: t for mapper in self.mappers.values() for t in mapper.tables
         }
@@ -251,7 +253,7 @@ class ClickHouseSink:
                 by_table = mapper.rows(record)
             except Exception as exc:  # whatever a mapper raises, the record is at fault: skip it
                 invalid += 1
-                _log_invalid(record, exc)
+                self._invalid_log.skipped(record, exc)
                 continue
             for table, rows in by_table.items():
                 if not rows:
@@ -488,15 +490,36 @@ class ClickHouseSink:
         return True  # what is buffered is flushed after the loop
 
 
-def _log_invalid(record: ConsumerRecord[bytes, bytes], exc: BaseException) -> None:
-    log.warning(
-        "invalid_record_skipped",
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        error=_short(exc),
-        bug=not isinstance(exc, RecordInvalid),
-    )
+class InvalidRecordLog:
+    """Logs skipped records without flooding: a topic's first at once, then one line per
+    topic and `window_s` with how many were skipped since (the counter metric has all).
+
+    A producer that writes garbage to an output topic can send thousands of records a
+    second; one warning line each buried everything else on the night shift's screen.
+    """
+
+    def __init__(self, window_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self._last: dict[str, tuple[float, int]] = {}
+        """Per topic: when a line was last logged, and the records skipped since."""
+
+    def skipped(self, record: ConsumerRecord[bytes, bytes], exc: BaseException) -> None:
+        now = self._clock()
+        last = self._last.get(record.topic)
+        if last is not None and now - last[0] < self.window_s:
+            self._last[record.topic] = (last[0], last[1] + 1)
+            return
+        self._last[record.topic] = (now, 0)
+        log.warning(
+            "invalid_record_skipped",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error=_short(exc),
+            bug=not isinstance(exc, RecordInvalid),
+            **({"more_since_last_line": last[1]} if last is not None and last[1] else {}),
+        )
 
 
 def _short(exc: BaseException) -> str:
