@@ -20,24 +20,30 @@ error and its inputs are processed again).
 
 Its consumer reads again, after every rebalance, what it had fetched but not
 handled - also on a partition nobody has committed yet, which aiokafka's seek to
-the committed offsets leaves where it was (`seek_to_committed_or_reset`).
+the committed offsets leaves where it was (`seek_to_committed_or_reset`) - and
+again after faust empties the streams' buffers (`flow_control.resume()` at the end
+of every recovery, right *after* its seek): records handed to a buffer before
+that are read again instead of being dropped as already read.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer
 from aiokafka.consumer.fetcher import OffsetResetStrategy
 from faust.transport.drivers import aiokafka as driver
-from faust.types import TP, FutureMessage
+from faust.types import TP, FutureMessage, Message
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 __all__ = [
     "FLUSH_TIMEOUT_S",
     "ChainwatchApp",
+    "ClearCountingFlowControl",
     "ProducerFlushError",
     "ReadCommittedTransport",
     "seek_to_committed_or_reset",
@@ -53,9 +59,15 @@ class ProducerFlushError(RuntimeError):
     """Buffered messages were not acknowledged in time; offsets must not be committed."""
 
 
-async def seek_to_committed_or_reset(consumer: AIOKafkaConsumer) -> dict[Any, int | None]:
+async def seek_to_committed_or_reset(
+    consumer: AIOKafkaConsumer, positioned_elsewhere: Callable[[Any], bool] = lambda tp: False
+) -> dict[Any, int | None]:
     """Seek every assigned partition to its committed offset, and one without a commit
     to where the group's reset policy starts it (earliest for the engine).
+
+    `positioned_elsewhere(tp)` names partitions that are never committed and that
+    faust positions itself (table changelogs: the recovery seeks them to what the
+    table holds); those are left where they are, as aiokafka does.
 
     aiokafka's `seek_to_committed` leaves a partition without a committed offset
     where the consumer had read to. faust seeks to the committed offsets after
@@ -68,7 +80,11 @@ async def seek_to_committed_or_reset(consumer: AIOKafkaConsumer) -> dict[Any, in
     Returns the committed offsets, as aiokafka's does.
     """
     committed: dict[Any, int | None] = await consumer.seek_to_committed()
-    uncommitted = [tp for tp, offset in committed.items() if offset is None or offset <= 0]
+    uncommitted = [
+        tp
+        for tp, offset in committed.items()
+        if (offset is None or offset <= 0) and not positioned_elsewhere(tp)
+    ]
     if uncommitted:
         strategy = consumer._fetcher._default_reset_strategy
         if strategy == OffsetResetStrategy.EARLIEST:
@@ -88,13 +104,90 @@ class _ReadCommittedThread(driver.AIOKafkaConsumerThread):
         """`seek_to_committed_or_reset` on the consumer's thread (an offset may be
         None: no commit, which faust's `perform_seek` expects as aiokafka returns it)."""
         consumer = self._ensure_consumer()
-        result: Mapping[TP, int] = await self.call_thread(seek_to_committed_or_reset, consumer)
+        changelog = self.consumer._is_changelog_tp
+        result: Mapping[TP, int] = await self.call_thread(
+            seek_to_committed_or_reset, consumer, changelog
+        )
         return result
 
 
+class ClearCountingFlowControl(FlowControlEvent):
+    """faust's flow control of the streams' buffers, counting how often it empties them."""
+
+    cleared: int = 0
+
+    def clear(self) -> None:
+        super().clear()
+        self.cleared += 1
+
+
 class _ReadCommittedConsumer(driver.Consumer):
+    _seeks: int = 0
+    _clears_seen: int = 0
+    _reseek: bool = False
+
     def _new_consumer_thread(self) -> Any:
         return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
+
+    def _buffers_cleared(self) -> int:
+        return getattr(self.app.flow_control, "cleared", 0)
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109 (faust's signature)
+        """faust's fetch, never handing on a record the streams' buffers lost.
+
+        faust empties every stream's buffer when it resumes flow control
+        (`FlowControlEvent.resume` clears them), and at the end of a recovery it
+        does so *after* it has sought the partitions to their committed offsets
+        (`Recovery.on_recovery_completed`: resume the stream partitions, seek,
+        `flow_control.resume()`). Records the fetch loop (`_drain_messages`)
+        handed to a buffer before that clear - a batch fetched before the seek
+        that it keeps delivering while the seek runs - are gone unprocessed, yet
+        the loop's read offset has moved past them, so when they come again
+        they are dropped as already read ("DROPPED MESSAGE ROFF"). Never acked,
+        they either let the commit jump past them when the partition has no
+        commit yet (a record lost) or keep it behind them for good (a stall with
+        every record fetched): docs/reliability.md.
+
+        So after every clear, and after a seek that happened while a batch was
+        being delivered, this seeks to the committed offsets again before it
+        fetches (the next records are read from there, duplicates are harmless:
+        effects are idempotent), and until then it hands on no record of a stream
+        partition (a table changelog's records always pass: faust positions those
+        itself and they are never read again). Not while the tables recover: the
+        stream partitions are paused then, and the recovery ends with a seek and a
+        clear of its own.
+        """
+        ready = self.flow_active and not self.app.in_recovery
+        if ready and self._reseek_pending() and not await self._seek_again():
+            return
+        seeks = self._seeks
+        batch = cast(AsyncGenerator[tuple[TP, Message], None], super().getmany(timeout))
+        try:
+            async for tp, message in batch:
+                if (self._seeks != seeks or self._reseek_pending()) and not (
+                    self._is_changelog_tp(tp)
+                ):
+                    self._reseek = True  # read again after the next seek
+                    continue
+                yield tp, message
+        finally:
+            await batch.aclose()
+
+    def _reseek_pending(self) -> bool:
+        return self._reseek or self._clears_seen != self._buffers_cleared()
+
+    async def _seek_again(self) -> bool:
+        clears = self._buffers_cleared()
+        try:
+            await asyncio.wait_for(
+                self.perform_seek(), timeout=self.app.conf.broker_request_timeout
+            )
+        except Exception as exc:  # the broker is away: fetch nothing until a seek succeeds
+            self.log.warning("seek to the committed offsets failed, retrying: %r", exc)
+            await self.sleep(1.0)
+            return False
+        self._clears_seen, self._reseek = clears, False
+        return True
 
     async def _getmany(self, active_partitions: Any, timeout: float) -> Any:  # noqa: ASYNC109 (faust's signature)
         records = await super()._getmany(active_partitions, timeout)
@@ -118,6 +211,7 @@ class _ReadCommittedConsumer(driver.Consumer):
         are idempotent), a record skipped is lost.
         """
         await super().perform_seek()
+        self._seeks += 1
         for tp in self.assignment():
             self._acked.pop(tp, None)
             self._acked_index.pop(tp, None)
@@ -187,6 +281,12 @@ class ChainwatchApp(faust.App):
 
     fetch_observer: Callable[[int], None] | None = None
     """Called with the number of records of each non-empty fetch (the worker's metrics)."""
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        """faust's flow control of the streams' buffers; the consumer reads again
+        whatever they held when it empties them (`_ReadCommittedConsumer.getmany`)."""
+        return ClearCountingFlowControl(loop=self.loop)
 
     def _new_transport(self) -> Any:
         return ReadCommittedTransport(self.conf.broker_consumer, self, loop=self.loop)

@@ -20,9 +20,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types import TP, FutureMessage
 from kafka.admin import KafkaAdminClient, NewTopic
+from mode import Service
 
 from streams.app import create_app
-from streams.kafka_transport import ProducerFlushError
+from streams.kafka_transport import ProducerFlushError, seek_to_committed_or_reset
 
 SendPending = Callable[[FutureMessage], Coroutine[Any, Any, None]]
 
@@ -174,7 +175,7 @@ def test_the_seek_after_a_rebalance_reads_an_uncommitted_partition_again(
     """
     tp, ktp = TP(topic_name, 0), TopicPartition(topic_name, 0)  # faust's and aiokafka's
 
-    async def scenario() -> tuple[int, int, int, int | None]:
+    async def scenario() -> tuple[int, int, int, int, int | None]:
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
         await producer.start()
         try:
@@ -208,13 +209,108 @@ def test_the_seek_after_a_rebalance_reads_an_uncommitted_partition_again(
             consumer._acked[tp].extend([3, 4, 5])  # skipped unhandled while the flow was stopped
             await consumer.perform_seek()
             uncommitted = await kafka.position(ktp)
+            kafka.seek(ktp, 6)
+            await seek_to_committed_or_reset(kafka, lambda tp: True)  # e.g. a changelog
+            positioned_elsewhere = await kafka.position(ktp)
             await kafka.commit({ktp: 2})
             await consumer.perform_seek()
-            return upstream, uncommitted, await kafka.position(ktp), consumer._read_offset[tp]
+            position = await kafka.position(ktp)
+            thread.thread_loop.close()  # the thread's own loop, never started here
+            return upstream, uncommitted, positioned_elsewhere, position, consumer._read_offset[tp]
         finally:
             await kafka.stop()
 
-    upstream, uncommitted, committed, read_offset = asyncio.run(asyncio.wait_for(scenario(), 45))
+    upstream, uncommitted, elsewhere, committed, read_offset = asyncio.run(
+        asyncio.wait_for(scenario(), 45)
+    )
     assert upstream == 6, "aiokafka now seeks an uncommitted partition: the override may go"
     assert uncommitted == 0  # read again from the start, as the group's reset policy says
+    assert elsewhere == 6  # a changelog (faust positions it at recovery) is left alone
     assert (committed, read_offset) == (2, 2)  # a committed partition: unchanged behaviour
+
+
+@pytest.mark.parametrize("faust_seeks_first", [True, False], ids=["seek-then-clear", "clear-only"])
+def test_records_fetched_while_the_stream_buffers_are_cleared_are_read_again(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_name: str,
+    unique: Callable[[str], str],
+    faust_seeks_first: bool,
+) -> None:
+    """Records handed to a stream buffer that faust then clears must be read again.
+
+    After a worker recovers its tables, faust (`Recovery.on_recovery_completed`)
+    resumes the stream partitions, seeks them to the committed offsets and only
+    then resumes flow control, which empties every stream buffer
+    (`FlowControlEvent.resume` -> `clear`). The fetch loop (`_drain_messages`)
+    keeps delivering the batch it fetched before the seek meanwhile and moves its
+    read offset past it: the records cleared from the buffer are dropped as
+    already read ("DROPPED MESSAGE ROFF") when they come again, never processed
+    and never acked. With no commit yet the group's commit then jumps past them
+    (a record lost: issue 10); with one it can never pass them (a stall with
+    everything fetched: issue 14). Here faust's real fetch loop runs over a real
+    aiokafka consumer on the broker; the recovery's end is played inside the
+    delivery of record 1, where the loop yields to it.
+    """
+    tp, ktp = TP(topic_name, 0), TopicPartition(topic_name, 0)
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            for i in range(10):
+                await producer.send_and_wait(topic_name, b"%d" % i, partition=0)
+        finally:
+            await producer.stop()
+        kafka = AIOKafkaConsumer(
+            bootstrap_servers=kafka_bootstrap,
+            group_id=unique("clear"),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=4,
+        )
+        await kafka.start()
+        app = create_app("clear-test", bootstrap=kafka_bootstrap, partitions=1, data_dir=tmp_path)
+        consumer: Any = app.consumer
+        thread = consumer._thread
+
+        async def on_this_loop(fun: Any, *args: Any, **kwargs: Any) -> Any:
+            return await fun(*args, **kwargs)
+
+        thread._ensure_consumer = lambda: kafka
+        thread.call_thread = on_this_loop
+        buffer: Any = app.FlowControlQueue(maxsize=1000, clear_on_resume=True)  # stream buffer
+        app.flow_control.resume()
+        delivered: list[int] = []
+        recovered = False
+
+        async def deliver(message: Any) -> None:  # the conductor: into the stream's buffer
+            nonlocal recovered
+            delivered.append(message.offset)
+            buffer.put_nowait(message.offset)
+            if message.offset == 1 and not recovered:  # the recovery ends meanwhile
+                recovered = True
+                if faust_seeks_first:
+                    await consumer.perform_seek()
+                app.flow_control.resume()  # empties every stream buffer
+
+        consumer.callback = deliver
+        fetcher = Service()
+        drain = asyncio.ensure_future(consumer._drain_messages(fetcher))
+        try:
+            kafka.assign([ktp])
+            consumer.resume_partitions({tp})  # as the recovery does when it ends
+            deadline = asyncio.get_running_loop().time() + 30
+            while delivered[-1:] != [9]:  # the loop has delivered the last record
+                assert asyncio.get_running_loop().time() < deadline, (delivered, buffer._queue)
+                assert not drain.done(), drain.exception()
+                await asyncio.sleep(0.05)
+            return delivered, sorted(set(buffer._queue))
+        finally:
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
+            await kafka.stop()
+            thread.thread_loop.close()  # the thread's own loop, never started here
+
+    delivered, buffered = asyncio.run(asyncio.wait_for(scenario(), 45))
+    assert buffered == list(range(10)), f"delivered {delivered}"
