@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from chainwatch.errors import UserError
 from chainwatch.logs import get_logger
@@ -20,6 +20,9 @@ T = TypeVar("T")
 
 #: How long one administrative request may take before it is an error.
 REQUEST_TIMEOUT_MS = 15000
+TOPICS_READY_TIMEOUT_MS = 90_000
+"""How long new topics may take to show in the broker's metadata (kafka-python's own
+wait gives them 10 s, which a loaded machine exceeded: a start-up failed there)."""
 
 
 log = get_logger(__name__)
@@ -137,7 +140,14 @@ def create_missing_topics(
         }
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(wanted, timeout_ms=30000, wait_for_metadata=True)
+                admin.create_topics(wanted, timeout_ms=30000)
+            try:
+                admin.wait_for_topics(list(wanted), timeout_ms=TOPICS_READY_TIMEOUT_MS)
+            except KafkaTimeoutError as exc:
+                raise KafkaTimeoutError(
+                    f"Kafka created {len(wanted)} topics but did not list them within "
+                    f"{TOPICS_READY_TIMEOUT_MS / 1000:g} s: {exc}"
+                ) from None
     finally:
         admin.close()
 

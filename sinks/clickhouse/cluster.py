@@ -16,7 +16,8 @@ from it:
   so `FINAL` through the `Distributed` table collapses them correctly;
 * views read the `Distributed` tables; materialized views read and write the
   local tables (each shard aggregates what it stores);
-* `ALTER` goes to the local tables, `DROP` to both.
+* `ALTER` goes to the local tables, and one that changes columns to the
+  `Distributed` table too (its columns must match); `DROP` goes to both.
 
 `schema_migrations` is one replicated table with a copy on every node.
 
@@ -74,7 +75,12 @@ _CREATE_MV = re.compile(
     r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<name>\w+) TO (?P<target>\w+) AS\b(?P<body>.*)$",
     re.DOTALL,
 )
-_ALTER = re.compile(r"^ALTER TABLE (?P<name>\w+) (?P<rest>.*)$", re.DOTALL)
+_ALTER = re.compile(r"^ALTER TABLE (?P<name>\w+)\s+(?P<rest>.*)$", re.DOTALL)
+_COLUMN_CLAUSE = re.compile(r"\b(ADD|DROP|MODIFY|RENAME|COMMENT|CLEAR) COLUMN\b")
+_OTHER_CLAUSE = re.compile(
+    r"\b(MODIFY (TTL|SETTING|ORDER BY|QUERY)|(ADD|DROP|MATERIALIZE) (INDEX|PROJECTION)|"
+    r"REMOVE TTL|(DROP|DETACH|ATTACH) PARTITION|UPDATE|DELETE)\b"
+)
 _DROP = re.compile(r"^DROP (?P<kind>VIEW|TABLE) IF EXISTS (?P<name>\w+)$")
 _FROM = re.compile(r"\b(FROM|JOIN)\s+(\w+)")
 
@@ -162,7 +168,14 @@ def cluster_statement(statement: str, cluster: str, tables: _Tables) -> list[str
         name = match["name"]
         if name not in tables.names:
             raise UnsupportedStatement(f"ALTER of {name}, which is not a MergeTree table")
-        return [f"ALTER TABLE {name}{LOCAL_SUFFIX} {_on_cluster(cluster)} {match['rest']}"]
+        local = f"ALTER TABLE {name}{LOCAL_SUFFIX} {_on_cluster(cluster)} {match['rest']}"
+        if not _COLUMN_CLAUSE.search(match["rest"]):
+            return [local]
+        if _OTHER_CLAUSE.search(match["rest"]):
+            raise UnsupportedStatement(
+                f"ALTER of {name} mixes column changes with others: write two statements"
+            )
+        return [local, f"ALTER TABLE {name} {_on_cluster(cluster)} {match['rest']}"]
     if match := _DROP.match(statement):
         name = match["name"]
         if match["kind"] == "VIEW":

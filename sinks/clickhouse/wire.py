@@ -22,7 +22,7 @@ from pydantic import AwareDatetime, ConfigDict, Field, TypeAdapter, ValidationEr
 from typing_extensions import TypedDict
 
 from schemas.alerts import AlertStatus, AlertType, Severity
-from schemas.dead_letter import ReasonCode
+from schemas.dead_letter import DeadLetterSource, ReasonCode
 from schemas.order_state import OrderStatus
 from sinks.clickhouse.mapping import RecordInvalid
 
@@ -39,14 +39,18 @@ if TYPE_CHECKING:
     AlertStatusValue: TypeAlias = str
     OrderStatusValue: TypeAlias = str
     ReasonCodeValue: TypeAlias = str
+    SourceKindValue: TypeAlias = str
 else:
     AlertTypeValue = _values(AlertType)
     SeverityValue = _values(Severity)
     AlertStatusValue = _values(AlertStatus)
     OrderStatusValue = _values(OrderStatus)
     ReasonCodeValue = _values(ReasonCode)
+    # the contract's own Literal: a kind added there (as `import` was) is one here too
+    SourceKindValue = DeadLetterSource.model_fields["kind"].annotation
 
 UInt16 = Annotated[int, Field(ge=0, le=0xFFFF)]
+UInt32 = Annotated[int, Field(ge=0, le=0xFFFF_FFFF)]
 UInt64 = Annotated[int, Field(ge=0, le=0xFFFF_FFFF_FFFF_FFFF)]
 Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
@@ -127,11 +131,14 @@ class WireErrorDetail(TypedDict):
 
 class WireSource(TypedDict):
     __pydantic_config__ = _CONFIG  # type: ignore[misc]
-    kind: Literal["kafka", "http", "replay"]
+    kind: SourceKindValue
     topic: NotRequired[str | None]
     partition: NotRequired[Int32 | None]
     offset: NotRequired[Int64 | None]
     request_id: NotRequired[str | None]
+    file: NotRequired[str | None]
+    line: NotRequired[UInt32 | None]
+    index: NotRequired[UInt32 | None]
 
 
 class WireDeadLetter(TypedDict):
@@ -144,6 +151,11 @@ class WireDeadLetter(TypedDict):
     reason: str
     reason_code: ReasonCodeValue
     failed_at: AwareDatetime
+    truncated: NotRequired[bool]
+    original_size: NotRequired[UInt64 | None]
+    original_sha256: NotRequired[str | None]
+    original_key_size: NotRequired[UInt64 | None]
+    original_key_sha256: NotRequired[str | None]
 
 
 class WireDeliveryLog(TypedDict):

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kafka.errors import KafkaTimeoutError
 
 from chainwatch import kafka_admin, replay
 from chainwatch.errors import UserError
@@ -163,3 +164,46 @@ def test_the_sink_started_without_kafka_keeps_waiting_for_it(
     finally:
         sink.kill()
         sink.wait(timeout=30)
+
+
+class _SlowMetadataAdmin:
+    """An admin whose broker accepts topics and then lists them only after a while."""
+
+    def __init__(self, ready_after_ms: int) -> None:
+        self.ready_after_ms = ready_after_ms
+        self.created: list[str] = []
+
+    def list_topics(self) -> list[str]:
+        return ["already-there"]
+
+    def create_topics(self, wanted: dict[str, object], **options: object) -> None:
+        assert not options.get("wait_for_metadata")  # kafka-python's own wait is 10 s
+        self.created.extend(wanted)
+
+    def wait_for_topics(self, names: list[str], timeout_ms: int) -> None:
+        assert names == self.created
+        if timeout_ms < self.ready_after_ms:
+            raise KafkaTimeoutError(f"Topics not ready after {timeout_ms}ms")
+
+    def close(self) -> None:
+        pass
+
+
+def test_new_topics_get_the_projects_deadline_to_show_in_metadata(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loaded broker took over kafka-python's 10 s to list new topics: a sink's start-up
+    failed in the suite. They get 90 s, and a clear error after it."""
+    slow = _SlowMetadataAdmin(ready_after_ms=30_000)
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda bootstrap: slow)
+    kafka_admin.create_missing_topics(
+        "127.0.0.1:1", {"already-there": {}, "cw.scans": {}, "cw.alerts": {}}, partitions=4
+    )
+    assert slow.created == ["cw.scans", "cw.alerts"]
+
+    never = _SlowMetadataAdmin(ready_after_ms=10**9)
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda bootstrap: never)
+    with pytest.raises(
+        KafkaTimeoutError, match="created 1 topics but did not list them within 90 s"
+    ):
+        kafka_admin.create_missing_topics("127.0.0.1:1", {"cw.scans": {}}, partitions=4)

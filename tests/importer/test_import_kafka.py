@@ -13,11 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from aiokafka import ConsumerRecord
 from kafka import KafkaConsumer
 
 from chainwatch.importer.outputs import KafkaOutput
 from chainwatch.importer.tables import ImportFailed
 from chainwatch.settings import Settings
+from sinks.clickhouse.rows_outputs import DeadLetterRows
 from streams.topics import DEAD_LETTER, SCANS, TopicNames
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +39,10 @@ def cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.Com
         check=False,
         cwd=ROOT,
     )
+
+
+def _record(value: bytes) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord("dead-letter", 0, 0, 0, 0, None, value, None, 0, len(value), ())
 
 
 def read_back(
@@ -85,7 +91,18 @@ def test_import_publishes_records_and_dead_letters_to_kafka(
     for order in (b"PO-4101", b"PO-4102"):
         assert [r for r in records if r[0] == order] == [e for e in expected if e[0] == order]
 
-    letters = [json.loads(value) for _key, value in read_back(settings, DEAD_LETTER, 2)]
+    raw_letters = read_back(settings, DEAD_LETTER, 2)
+    letters = [json.loads(value) for _key, value in raw_letters]
+    # the sink stores them with their file and row (it once refused source kind `import`)
+    mapper = DeadLetterRows()
+    stored = [
+        dict(zip(mapper.table.columns, mapper.rows(_record(value))["dead_letters"][0], strict=True))
+        for _key, value in raw_letters
+    ]
+    assert sorted((row["source_file"], row["source_line"]) for row in stored) == [
+        ("scans.csv", 8),
+        ("scans.csv", 9),
+    ]
     assert sorted(
         (d["source"]["kind"], d["source"]["file"], d["source"]["line"]) for d in letters
     ) == [

@@ -143,6 +143,26 @@ def test_a_statement_without_a_rule_is_refused() -> None:
         )
 
 
+def test_a_column_change_reaches_the_distributed_table_too_and_a_ttl_only_the_local() -> None:
+    """A Distributed table whose columns lag its local table's cannot read or insert the
+    new ones: an ADD COLUMN must reach both, a TTL exists only on the local table."""
+    tables = _Tables({"dead_letters"})
+    add = "ALTER TABLE dead_letters\n    ADD COLUMN IF NOT EXISTS source_file Nullable(String)"
+    assert cluster_statement(add, "c", tables) == [
+        "ALTER TABLE dead_letters_local ON CLUSTER `c` "
+        "ADD COLUMN IF NOT EXISTS source_file Nullable(String)",
+        "ALTER TABLE dead_letters ON CLUSTER `c` "
+        "ADD COLUMN IF NOT EXISTS source_file Nullable(String)",
+    ]
+    ttl = "ALTER TABLE dead_letters MODIFY TTL toDateTime(failed_at) + INTERVAL 9 DAY"
+    assert cluster_statement(ttl, "c", tables) == [
+        "ALTER TABLE dead_letters_local ON CLUSTER `c` "
+        "MODIFY TTL toDateTime(failed_at) + INTERVAL 9 DAY"
+    ]
+    with pytest.raises(UnsupportedStatement, match="write two statements"):
+        cluster_statement(f"{add}, MODIFY TTL toDateTime(failed_at)", "c", tables)
+
+
 def test_clickhouse_parser_rejects_what_is_not_sql() -> None:
     with pytest.raises(RuntimeError, match="SYNTAX_ERROR"):
         format_statements(["SELECT 1", "CREATE TABLE ENGINE = MergeTree ORDER BY"])

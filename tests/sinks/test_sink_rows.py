@@ -149,6 +149,50 @@ def test_dead_letter_row() -> None:
     assert (row["reason_code"], row["source_offset"]) == ("not_json", 7)
 
 
+def test_an_imported_rows_dead_letter_is_stored_with_its_file_and_line() -> None:
+    """The sink refused source kind `import` (its own shape lagged the contract's), so
+    `chainwatch import`'s rejected rows never reached ClickHouse."""
+    from datetime import UTC, datetime
+
+    letter = DeadLetter.build(
+        b"PO-1;dyeing;yesterday",
+        DeadLetterSource(kind="import", file="scans-2026-11.csv", line=42),
+        [ErrorDetail(loc="event_time", msg="not a time", type="datetime_from_date_parsing")],
+        ReasonCode.VALIDATION_FAILED,
+        datetime(2027, 3, 1, tzinfo=UTC),
+    )
+    rows = DeadLetterRows().rows(record(letter.encode()))
+    row = _as_dict(DeadLetterRows.table.columns, rows["dead_letters"][0])
+    assert (row["source_kind"], row["source_file"], row["source_line"]) == (
+        "import",
+        "scans-2026-11.csv",
+        42,
+    )
+    assert row["truncated"] is False
+    assert row["original_size"] is None
+
+
+def test_a_cut_dead_letter_is_stored_as_cut_with_the_originals_size_and_hash() -> None:
+    import hashlib
+    from datetime import UTC, datetime
+
+    huge = b"x" * 50_000
+    letter = DeadLetter.build(
+        huge,
+        DeadLetterSource(kind="http", request_id="r-1", index=3),
+        [ErrorDetail(loc="", msg="too big", type="too_large")],
+        ReasonCode.VALIDATION_FAILED,
+        datetime(2027, 3, 1, tzinfo=UTC),
+        max_bytes=4_096,
+    )
+    rows = DeadLetterRows().rows(record(letter.encode()))
+    row = _as_dict(DeadLetterRows.table.columns, rows["dead_letters"][0])
+    assert row["truncated"] is True
+    assert row["original_size"] == 50_000
+    assert row["original_sha256"] == hashlib.sha256(huge).hexdigest()
+    assert row["source_index"] == 3
+
+
 def test_json_quoted_keys_are_unquoted() -> None:
     assert key_text(b'"C-1"') == "C-1"
     assert key_text(b"C-1") == "C-1"

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sink_samples import make_alert, make_state, record
 
 from schemas.alerts import Alert
-from schemas.dead_letter import DeadLetter
+from schemas.dead_letter import DeadLetter, DeadLetterSource
 from schemas.order_state import OrderState
 from sinks.clickhouse import wire
 from sinks.clickhouse.mapping import RecordInvalid
@@ -24,6 +24,7 @@ from sinks.webhooks.records import DeliveryLog
         (wire.WireAlert, Alert),
         (wire.WireOrderState, OrderState),
         (wire.WireDeadLetter, DeadLetter),
+        (wire.WireSource, DeadLetterSource),
         (wire.WireDeliveryLog, DeliveryLog),
     ],
 )
