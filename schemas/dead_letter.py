@@ -74,7 +74,8 @@ class ReasonCode(StrEnum):
     """A record for an order that was closed (completed or cancelled) and removed
     from the engine's state after the retention (CONTRACT.md v1.2, bounded state)."""
     STATE_LIMIT = "state_limit"
-    """The order already holds the most records the engine keeps per order (bounded state)."""
+    """The order or unit already holds the most records the engine keeps per key, or a
+    unit status record is older than what the unit folded away (bounded state)."""
 
 
 class ErrorDetail(BaseModel):

@@ -67,11 +67,12 @@ class UnitAgents:
                 raw = rt.occupancy_table.get(f"{value.unit_id}|{order_id}")
                 if raw is not None:
                     occupancy[order_id] = OccupancyEntry.from_json(orjson.loads(raw))
-            before = slot.version
             effects = self.units.on_status(
-                slot, unit_status_fact(value), occupancy, from_ms(now_ms)
-            )
-            await self.apply(slot, effects, store=slot.version != before)
+                slot, unit_status_fact(value), occupancy, from_ms(now_ms),
+                rt.source(UNIT_STATUS, message), message.value,
+            )  # fmt: skip
+            await self.apply(slot, effects, store=effects.changed)
+            await rt.send_dead_letters(effects.dead_letters)
         rt.processed += 1
 
     async def on_inbox(self, event: Any) -> None:

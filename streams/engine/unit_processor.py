@@ -5,17 +5,24 @@ that visited it, the visits as the order last reported them (its occupancy).
 From both it answers each order with the downtimes that overlap the order's
 visits there — only when that answer changes, so a breakdown reaches the
 orders it touched, not every order the unit ever saw.
+
+Its state is bounded (streams.engine.limits): after each record it folds away
+the downtimes no visit can still need; what it keeps depends on its own status
+log, not on when the orders' visits reached it (within the lookback).
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 import orjson
 
+from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.plan import SlaPlan
 from streams.engine.limits import EngineLimits
 from streams.engine.messages import DowntimeAnswer, Occupancy
@@ -23,28 +30,41 @@ from streams.engine.order_slot import downtime_to_json
 from streams.rules.diff import alert_changes, alert_json
 from streams.rules.downtimes import Downtime, build_downtimes
 from streams.rules.evaluate import evaluate_unit
-from streams.rules.facts import DowntimeRecord, add_unit_status, from_ms, to_ms
+from streams.rules.facts import DowntimeRecord, from_ms, to_ms
+
+
+class Taken(Enum):
+    """What a unit slot did with a status record (`UnitSlot.take`)."""
+
+    ADDED = "added"
+    KNOWN = "known"
+    """Its event_id is kept, or it is a redelivery of a record already handled."""
+    LATE = "late"
+    """Older than the fold horizon: the downtimes it belongs with were folded away."""
+    FULL = "full"
+    """The unit holds `max_unit_records` records that open visits may still need."""
 
 
 @dataclass(slots=True)
 class UnitSlot:
     unit_id: str
     records: list[DowntimeRecord] = field(default_factory=list)
-    """The newest `max_unit_records` status records (streams.engine.limits)."""
+    """The status records open visits may still need (streams.engine.limits), sorted."""
     published: dict[str, dict[str, Any]] = field(default_factory=dict)
     in_progress: dict[str, list[str]] = field(default_factory=dict)
     """downtime event_id -> orders whose visits overlap it (for `unit_down` details)."""
     accepted: int = 0
     """Status records ever taken in (folded ones included): the answers' version."""
     floor: tuple[int, str] | None = None
-    """(event_time ms, event_id) of the newest record folded away; older ones are ignored."""
+    """(event_time ms, event_id) of the newest record folded away; older ones are refused."""
+    clock_ms: int | None = None
+    """The largest event_time among the records taken in: the unit's own clock."""
+    offset: int | None = None
+    """The largest unit-status log offset taken in: tells a redelivery from a late record."""
 
     @property
     def version(self) -> int:
         return self.accepted
-
-    def floor_ms(self) -> int | None:
-        return None if self.floor is None else self.floor[0]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,18 +74,27 @@ class UnitSlot:
             "ip": self.in_progress,
             "n": self.accepted,
             "fl": None if self.floor is None else list(self.floor),
+            "t": self.clock_ms,
+            "o": self.offset,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UnitSlot:
         floor = data.get("fl")
+        records = [DowntimeRecord.from_json(r) for r in data["r"]]
+        records.sort(key=DowntimeRecord.sort_key)
+        clock = data.get("t")
+        if clock is None and records:  # a slot stored before the unit had its own clock
+            clock = max(to_ms(r.event_time) for r in records)
         return cls(
             data["u"],
-            [DowntimeRecord.from_json(r) for r in data["r"]],
+            records,
             data["a"],
             data["ip"],
             data.get("n", len(data["r"])),
             None if floor is None else (floor[0], floor[1]),
+            clock,
+            data.get("o"),
         )
 
     @staticmethod
@@ -74,32 +103,100 @@ class UnitSlot:
         published: dict[str, dict[str, Any]] = orjson.loads(raw)["a"]
         return published
 
-    def add(self, record: DowntimeRecord, limit: int) -> bool:
-        """Take in a status record unless known or older than the fold horizon.
+    def answer_floor_ms(self) -> int | None:
+        """The fold horizon an order is told: downtimes starting at or before it were
+        folded away (their alerts are final). Below the start of every downtime still
+        kept, so an order retracts, never forgets, an alert about a kept one."""
+        if self.floor is None:
+            return None
+        kept = [to_ms(r.event_time) for r in self.records if r.status != "up"]
+        return min(self.floor[0], min(kept) - 1) if kept else self.floor[0]
 
-        Beyond `limit` records the oldest are folded away with their alerts and
-        in-progress lists; the kept set is the newest `limit` of all records
-        seen, whatever their arrival order.
+    def take(self, record: DowntimeRecord, limit: int, offset: int | None = None) -> Taken:
+        """Take in a status record, unless known, older than the fold horizon, or full.
+
+        Nothing is folded here (`fold` does, after the record's effects are
+        derived). A full unit still takes the `up` that ends its open downtime
+        (newer than every kept record), so a unit never stays down because it
+        is full: at most `limit + 1` records.
         """
+        if any(known.event_id == record.event_id for known in self.records):
+            return Taken.KNOWN
         key = (to_ms(record.event_time), record.event_id)
         if self.floor is not None and key <= self.floor:
-            return False
-        if not add_unit_status(self.records, record):
-            return False
+            if offset is not None and self.offset is not None and offset <= self.offset:
+                return Taken.KNOWN  # a redelivery of a record folded away since
+            return Taken.LATE
+        if len(self.records) >= limit and not self._ends_open_downtime(record):
+            return Taken.FULL
+        bisect.insort(self.records, record, key=DowntimeRecord.sort_key)
         self.accepted += 1
-        if len(self.records) > limit:
-            self.records.sort(key=DowntimeRecord.sort_key)
-            dropped, self.records = self.records[:-limit], self.records[-limit:]
-            last = dropped[-1]
-            self.floor = (to_ms(last.event_time), last.event_id)
-            gone = {r.event_id for r in dropped}
-            for event_id in gone:
-                self.in_progress.pop(event_id, None)
-            for alert_id in [
-                a for a, body in self.published.items() if body["details"].get("event_id") in gone
-            ]:
-                del self.published[alert_id]
+        self.clock_ms = key[0] if self.clock_ms is None else max(self.clock_ms, key[0])
+        if offset is not None:
+            self.offset = offset if self.offset is None else max(self.offset, offset)
+        return Taken.ADDED
+
+    def _ends_open_downtime(self, record: DowntimeRecord) -> bool:
+        if record.status != "up" or not self.records:
+            return False
+        newest = self.records[-1]
+        return newest.status != "up" and newest.sort_key() < record.sort_key()
+
+    def fold(self, occupancy: Mapping[str, OccupancyEntry], lookback_ms: int) -> bool:
+        """Fold away the downtimes no visit can still need; True if anything was folded.
+
+        A downtime goes once it ended `lookback_ms` or more before the unit's
+        clock (a visit not reported yet is expected within the lookback) and
+        overlaps no visit of an order the unit knows (open or closed, until the
+        order is evicted; an open visit overlaps every later downtime). An `up`
+        goes with the last downtime it ends. Their alerts leave `published` (the
+        version last published is final), and so do their in-progress lists.
+        """
+        if self.clock_ms is None or not self.records:
+            return False
+        horizon = self.clock_ms - lookback_ms
+        if to_ms(self.records[0].event_time) > horizon:
+            return False
+        spans = [
+            (None if v[2] is None else from_ms(v[2]), None if v[3] is None else from_ms(v[3]))
+            for entry in occupancy.values()
+            for v in entry.visits
+        ]
+        keep: set[str] = set()
+        pending: list[DowntimeRecord] = []
+        for record in self.records:  # sorted: each `up` ends the downtimes open before it
+            if record.status != "up":
+                pending.append(record)
+                continue
+            needed = [d for d in pending if to_ms(record.event_time) > horizon or any(
+                _downtime(d, record.event_time).overlaps(start, end) for start, end in spans
+            )]  # fmt: skip
+            keep.update(d.event_id for d in needed)
+            if needed or to_ms(record.event_time) > horizon:
+                keep.add(record.event_id)
+            pending = []
+        keep.update(d.event_id for d in pending)  # open downtimes: never folded
+        if len(keep) == len(self.records):
+            return False
+        dropped = [r for r in self.records if r.event_id not in keep]
+        self.records = [r for r in self.records if r.event_id in keep]
+        newest = max((to_ms(r.event_time), r.event_id) for r in dropped)
+        self.floor = newest if self.floor is None else max(self.floor, newest)
+        gone = {r.event_id for r in dropped}
+        for event_id in gone:
+            self.in_progress.pop(event_id, None)
+        for alert_id in [
+            a for a, body in self.published.items() if body["details"].get("event_id") in gone
+        ]:
+            del self.published[alert_id]
         return True
+
+
+def _downtime(record: DowntimeRecord, end: datetime) -> Downtime:
+    return Downtime(
+        record.unit_id, record.stage, record.status, record.reason, record.event_time, end,
+        record.event_id,
+    )  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -123,6 +220,9 @@ class UnitEffects:
     answers: list[DowntimeAnswer] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     changed_entries: dict[str, OccupancyEntry] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    changed: bool = False
+    """The unit slot changed (a record taken in or folded away): store it."""
 
 
 def _overlapping(downtimes: Iterable[Downtime], visits: list[list[Any]]) -> list[Downtime]:
@@ -144,14 +244,29 @@ class UnitProcessor:
         record: DowntimeRecord,
         occupancy: Mapping[str, OccupancyEntry],
         now: datetime,
+        source: DeadLetterSource,
+        raw: bytes | None,
     ) -> UnitEffects:
-        """A status record: new downtimes, answers to every order they touch, unit alerts."""
+        """A status record: new downtimes, answers to every order they touch, unit alerts.
+
+        Afterwards the unit folds away what no visit can still need
+        (`UnitSlot.horizon_ms`); a record it cannot take is a `state_limit` dead letter.
+        """
+        limit = self.limits.max_unit_records
+        effects = UnitEffects()
+        taken = slot.take(record, limit, source.offset)
+        if taken is Taken.FULL and self._fold(slot, occupancy):
+            effects.changed = True  # an order left since the last record: room again?
+            taken = slot.take(record, limit, source.offset)
+        if taken in (Taken.LATE, Taken.FULL):
+            effects.dead_letters.append(self._refuse(slot, taken, source, raw, now))
+            return effects
         # A known event_id changes no fact, but it is re-applied as a whole: on a
         # redelivery after a crash the slot may have been kept while the answers
         # it caused were lost, and every answer is idempotent (versioned).
-        redelivered = not slot.add(record, self.limits.max_unit_records)
+        redelivered = taken is Taken.KNOWN
+        effects.changed = effects.changed or not redelivered
         downtimes = build_downtimes(slot.records)
-        effects = UnitEffects()
         before, slot.in_progress = slot.in_progress, {}
         for order_id in sorted(occupancy):
             entry = occupancy[order_id]
@@ -172,7 +287,36 @@ class UnitProcessor:
             if before.get(e) != slot.in_progress.get(e)
         )  # fmt: skip
         effects.alerts = self._alerts(slot, downtimes, now, affected)
+        # Folded only now: a record older than the horizon still gets its alert, final.
+        if self._fold(slot, occupancy):
+            effects.changed = True
         return effects
+
+    def _fold(self, slot: UnitSlot, occupancy: Mapping[str, OccupancyEntry]) -> bool:
+        return slot.fold(occupancy, self.limits.unit_lookback_ms)
+
+    def _refuse(
+        self,
+        slot: UnitSlot,
+        taken: Taken,
+        source: DeadLetterSource,
+        raw: bytes | None,
+        now: datetime,
+    ) -> DeadLetter:
+        if taken is Taken.LATE:
+            msg = (
+                "older than the unit's fold horizon: the downtimes it belongs with ended "
+                "before every visit the unit may still be asked about, and were folded away"
+            )
+        else:
+            msg = (
+                f"the unit already holds {self.limits.max_unit_records} status records "
+                "that visits may still need (the most the engine keeps per unit)"
+            )
+        return DeadLetter.build(
+            raw, source, [ErrorDetail(loc="unit_id", msg=msg, type=ReasonCode.STATE_LIMIT.value)],
+            ReasonCode.STATE_LIMIT, now, key=slot.unit_id.encode(),
+        )  # fmt: skip
 
     def on_occupancy(
         self, slot: UnitSlot, message: Occupancy, entry: OccupancyEntry | None, now: datetime
@@ -224,7 +368,7 @@ class UnitProcessor:
         effects.changed_entries[order_id] = entry
         effects.answers.append(
             DowntimeAnswer(
-                order_id, slot.unit_id, (slot.version, entry.version), body, slot.floor_ms()
+                order_id, slot.unit_id, (slot.version, entry.version), body, slot.answer_floor_ms()
             )
         )
 

@@ -5,7 +5,6 @@ tagging, bounded state, eviction)."""
 from __future__ import annotations
 
 import json
-import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +20,7 @@ from streams.engine.clock import DeadlineIndex, EngineClock
 from streams.engine.limits import DAY_MS, EngineLimits
 from streams.engine.messages import (
     CustomerAnswer,
+    DowntimeAnswer,
     Occupancy,
     decode_customer_inbox,
     decode_order_inbox,
@@ -223,58 +223,42 @@ def test_a_closed_order_is_evicted_after_the_retention_and_later_records_are_ref
     assert {o.forget for o in gone.occupancy} == {True}
 
 
-def _statuses(n: int) -> list[UnitStatus]:
-    return [_status(f"u-{k}", "down" if k % 2 == 0 else "up", 1 + k / 10) for k in range(n)]
-
-
-def test_a_unit_keeps_the_newest_records_whatever_their_arrival_order() -> None:
-    limits = EngineLimits(max_unit_records=40)
-    records = _statuses(300)
-    shuffled = list(records)
-    random.Random(5).shuffle(shuffled)
-    slots = []
-    for order in (records, shuffled, list(reversed(records))):
-        processor = UnitProcessor(PLAN, limits)
-        slot = UnitSlot("DYE-1")
-        for record in order:
-            processor.on_status(slot, unit_status_fact(record), {}, T0)
-            slot = UnitSlot.from_json(orjson.loads(orjson.dumps(slot.to_json())))
-        slots.append(slot)
-    kept = [sorted(r.event_id for r in s.records) for s in slots]
-    assert kept[0] == kept[1] == kept[2] == sorted(f"u-{k}" for k in range(260, 300))
-    assert slots[0].version == 300  # the answers' version counts folded records too
-    assert {len(s.published) for s in slots} == {20}  # alerts of folded downtimes dropped
-
-
 def test_an_order_forgets_alerts_of_downtimes_its_unit_folded_away_without_retracting() -> None:
-    limits = EngineLimits(max_unit_records=10)
-    units = UnitProcessor(PLAN, limits)
-    orders = OrderProcessor(PLAN, limits=limits)
+    """Below the unit's fold horizon an alert missing from the answer is final, above
+    it retracted (tests/engine/test_engine_unit_state.py: what a unit folds)."""
+    orders = OrderProcessor(PLAN)
     order = OrderSlot.new("PO-1")
     orders.on_order_record(order, _order(), _src("orders", 0), b"{}", T0)
-    orders.on_scan(order, _scan("y1", "yarn_sourcing", "started", 0.1, "Y"), _src("scans", 1),
-                   b"{}", T0)  # fmt: skip
-    orders.on_scan(order, _scan("y2", "yarn_sourcing", "completed", 0.2, "Y"), _src("scans", 2),
-                   b"{}", T0)  # fmt: skip
-    opened = orders.on_scan(order, _scan("d1", "dyeing", "started", 0.5, "DYE-1"),
-                            _src("scans", 3), b"{}", T0)  # fmt: skip
-    visits = next(o for o in opened.occupancy if o.unit_id == "DYE-1")
-    unit = UnitSlot("DYE-1")
-    entry: OccupancyEntry | None = None
-    answers = units.on_occupancy(unit, visits, entry, T0).changed_entries
-    entry = answers.get("PO-1")
-    retracted = []
-    for record in _statuses(60):
-        effects = units.on_status(unit, unit_status_fact(record), {"PO-1": entry} if entry else {},
-                                  T0)  # fmt: skip
-        entry = effects.changed_entries.get("PO-1", entry)
-        for answer in effects.answers:
-            result = orders.on_downtimes(order, answer, T0 + timedelta(hours=10))
-            retracted += [a for a in result.alerts if a["status"] == "retracted"]
-    disrupted = [a for a in order.published.values() if a["type"] == "order_disrupted"]
-    assert retracted == []
-    assert len(disrupted) == 5  # the downtimes of the kept window
-    assert order.downtime_floor["DYE-1"] == unit.floor_ms()
+    for n, (stage, action, hours) in enumerate(
+        [("yarn_sourcing", "started", 0.1), ("yarn_sourcing", "completed", 0.2),
+         ("dyeing", "started", 0.5)]  # an open visit at DYE-1 from 0.5 h
+    ):  # fmt: skip
+        unit = "DYE-1" if stage == "dyeing" else "Y"
+        orders.on_scan(order, _scan(f"s{n}", stage, action, hours, unit), _src("scans", n + 1),
+                       b"{}", T0)  # fmt: skip
+
+    def downtime(k: int) -> list[Any]:
+        start = to_ms(T0 + timedelta(hours=1 + k))
+        return ["DYE-1", None, "down", None, start, start + 600_000, f"u-{k}"]
+
+    def answer(version: int, ks: list[int], floor: int | None) -> list[dict[str, Any]]:
+        message = DowntimeAnswer("PO-1", "DYE-1", (version, 1), [downtime(k) for k in ks], floor)
+        return orders.on_downtimes(order, message, T0 + timedelta(hours=10)).alerts
+
+    def disrupted() -> set[str]:
+        return {a["details"]["downtime_event_id"] for a in order.published.values()
+                if a["type"] == "order_disrupted" and a["status"] != "retracted"}  # fmt: skip
+
+    assert {a["status"] for a in answer(1, [0, 1, 2], None)} == {"resolved"}
+    assert disrupted() == {"u-0", "u-1", "u-2"}
+    floor = to_ms(T0 + timedelta(hours=1.5))  # u-0 folded away, u-1 and u-2 kept
+    changes = answer(2, [2], floor)
+    # u-0 (below the floor) is forgotten, u-1 (above it) retracted
+    assert [(a["details"]["downtime_event_id"], a["status"]) for a in changes] == [
+        ("u-1", "retracted")
+    ]
+    assert disrupted() == {"u-2"}
+    assert order.downtime_floor["DYE-1"] == floor
 
 
 def test_the_engine_clock_in_event_time_only_moves_forward_per_partition() -> None:
@@ -310,7 +294,7 @@ def test_every_internal_message_decodes_to_itself() -> None:
     units.on_occupancy(unit, occupancy, None, T0)
     answers = units.on_status(
         unit, unit_status_fact(_status("u-1", "down", 1, unit="U-1")),
-        {"PO-1": OccupancyEntry(1, occupancy.visits)}, T0,
+        {"PO-1": OccupancyEntry(1, occupancy.visits)}, T0, _src("unit-status", 0), b"{}",
     ).answers  # fmt: skip
     assert answers
     assert [decode_order_inbox(a.encode()) for a in answers] == answers
