@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -69,3 +70,41 @@ def test_readme_documents_every_setting() -> None:
     documented = set(re.findall(r"`(CHAINWATCH_[A-Z0-9_]+)`", README.read_text()))
     missing = [name for name in _env_names(Settings, "CHAINWATCH_") if name not in documented]
     assert missing == [], f"settings missing from the README's configuration table: {missing}"
+
+
+def _shows(cell: str, value: object) -> bool:
+    """Whether a cell of the README's table shows this default (numbers compared as numbers)."""
+    if value is None or value == "":
+        return cell == ("unset" if value is None else "empty")
+    if not (cell.startswith("`") and cell.endswith("`")):
+        return False
+    shown = cell[1:-1]
+    if isinstance(value, bool):
+        return shown == str(value).lower()
+    if isinstance(value, int | float):
+        return re.fullmatch(r"[0-9.]+", shown) is not None and float(shown) == value
+    return shown == str(value)
+
+
+def _defaults(model: BaseModel, prefix: str) -> dict[str, object]:
+    found: dict[str, object] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            found |= _defaults(value, f"{prefix}{name.upper()}__")
+        else:
+            found[f"{prefix}{name.upper()}"] = value
+    return found
+
+
+def test_the_readme_table_shows_each_setting_s_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [k for k in os.environ if k.startswith("CHAINWATCH_")]:
+        monkeypatch.delenv(key)
+    table = README.read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(CHAINWATCH_[A-Z0-9_]+)` \| ([^|]*?) \|", table, re.M))
+    wrong = {
+        name: (rows.get(name), value)
+        for name, value in _defaults(Settings(), "CHAINWATCH_").items()
+        if not _shows(rows.get(name, ""), value)
+    }
+    assert wrong == {}, f"README's configuration table (shown, actual default): {wrong}"
