@@ -1,0 +1,110 @@
+"""The ClickHouse tables as the docs describe them are the tables the migrations create.
+
+docs/sinks.md lists every column of the sink's tables, docs/backtest.md and
+docs/replay.md say what the backtest and replay tables hold in terms of those,
+and README.md lists the tables and views a user queries. Checked on a freshly
+migrated embedded store (one chDB start, a few seconds), so a migration that adds
+a column (0008 did) cannot leave the docs behind.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from docs_helpers import ROOT
+
+from chainwatch.settings import Settings
+from sinks.clickhouse.connection import SerializedClient, open_client
+from sinks.clickhouse.migrate import migrate
+
+pytestmark = pytest.mark.integration
+
+SINKS = (ROOT / "docs" / "sinks.md").read_text(encoding="utf-8")
+BACKTEST = (ROOT / "docs" / "backtest.md").read_text(encoding="utf-8")
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+#: what every table the sink writes carries besides its documented columns
+SINK_COMMON = {"kafka_topic", "kafka_partition", "kafka_offset", "ingested_at"}
+INTERNAL = {"kafka_sources", "schema_migrations"}
+
+
+@pytest.fixture(scope="module")
+def columns(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
+    settings = Settings(data_dir=Path(tmp_path_factory.mktemp("store")))
+    client = SerializedClient(open_client(settings))
+    try:
+        migrate(client, settings)
+        rows = client.query(
+            "SELECT table, name FROM system.columns WHERE database = currentDatabase()"
+        ).result_rows
+    finally:
+        client.close()
+    found: dict[str, set[str]] = {}
+    for table, name in rows:
+        found.setdefault(str(table), set()).add(str(name))
+    return found
+
+
+def _sinks_md_tables() -> dict[str, set[str]]:
+    """`table` (or `table` / `view`) followed by a column table, in docs/sinks.md."""
+    tables: dict[str, set[str]] = {}
+    pattern = r"^`(\w+)`(?: / `\w+`)?(?: —| \(from)[^\n]*(?:\n[^\n|]+)*\n\n((?:\|.*\n)+)"
+    for match in re.finditer(pattern, SINKS, re.M):
+        names: set[str] = set()
+        for row in match.group(2).splitlines()[2:]:
+            names |= set(re.findall(r"`(\w+)`", row.split("|")[1]))
+        tables[match.group(1)] = names
+    return tables
+
+
+def test_sinks_md_lists_every_column_of_the_sink_tables(columns: dict[str, set[str]]) -> None:
+    documented = _sinks_md_tables()
+    assert len(documented) >= 11, sorted(documented)  # the parser still finds the tables
+    wrong = {}
+    for table, names in documented.items():
+        actual = columns.get(table, set()) - SINK_COMMON
+        if names != actual:
+            wrong[table] = {"not in the store": names - actual, "undocumented": actual - names}
+    assert not wrong, f"docs/sinks.md's column tables differ from the migrations: {wrong}"
+
+
+def test_every_table_the_sink_writes_has_its_kafka_coordinates(
+    columns: dict[str, set[str]],
+) -> None:
+    raw_and_latest = [t for t in _sinks_md_tables() if "hourly" not in t]
+    missing = {t: SINK_COMMON - columns[t] for t in raw_and_latest if SINK_COMMON - columns[t]}
+    assert not missing
+
+
+def test_backtest_and_replay_tables_are_what_their_docs_say(
+    columns: dict[str, set[str]],
+) -> None:
+    listed = re.search(r"- `backtest_runs`, one row per plan: (.*?);\n", BACKTEST, re.S)
+    assert listed is not None
+    assert set(re.findall(r"`(\w+)`", listed.group(1))) == columns["backtest_runs"]
+    # backtest.md: run_id and alerts' columns without the Kafka coordinates, ingested_at, version
+    assert columns["backtest_alerts"] == {"run_id"} | columns["alerts"] - SINK_COMMON - {"version"}
+    # replay.md: run_id, the storing's attempt, and the columns of backtest_alerts /
+    # order_state / dead_letters without the Kafka coordinates
+    assert columns["replay_alerts"] == columns["backtest_alerts"] | {"attempt"}
+    for table in ("order_state", "dead_letters"):
+        assert columns[f"replay_{table}"] == columns[table] - SINK_COMMON | {"run_id", "attempt"}
+
+
+def test_the_readme_names_every_table_and_view_a_user_reads(
+    columns: dict[str, set[str]],
+) -> None:
+    section = README.split("## Where the results go", 1)[1].split("\n## ", 1)[0]
+    named = set()
+    for row in re.findall(r"^\| (.*?) \| [^|]* \|$", section, re.M)[2:]:
+        for name in re.findall(r"`([\w*]+)`", row):
+            named |= (
+                {name}
+                if "*" not in name
+                else {t for t in columns if re.fullmatch(name.replace("*", r"\w+"), t)}
+            )
+    assert named <= set(columns), f"README names tables that do not exist: {named - set(columns)}"
+    assert set(columns) - INTERNAL <= named, (
+        f"README's table list misses {sorted(set(columns) - INTERNAL - named)}"
+    )
