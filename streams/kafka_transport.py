@@ -86,11 +86,20 @@ async def seek_to_committed_or_reset(
         if (offset is None or offset <= 0) and not positioned_elsewhere(tp)
     ]
     if uncommitted:
+        # Offsets looked up first, then sought at once: aiokafka's seek_to_beginning
+        # leaves the position unset until its reset completes, and faust's livelock
+        # check (`verify_event_path`, every 2.5 commit intervals outside a rebalance)
+        # asserts on an unset position: a worker crashed so (bench/fleet.py).
         strategy = consumer._fetcher._default_reset_strategy
+        starts: dict[Any, int] = {}
         if strategy == OffsetResetStrategy.EARLIEST:
-            await consumer.seek_to_beginning(*uncommitted)
+            starts = await consumer.beginning_offsets(uncommitted)
         elif strategy == OffsetResetStrategy.LATEST:
-            await consumer.seek_to_end(*uncommitted)
+            starts = await consumer.end_offsets(uncommitted)
+        assigned = consumer.assignment()
+        for tp, offset in starts.items():
+            if tp in assigned:  # not revoked meanwhile
+                consumer.seek(tp, offset)
     return committed
 
 

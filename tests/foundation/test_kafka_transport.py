@@ -207,7 +207,19 @@ def test_the_seek_after_a_rebalance_reads_an_uncommitted_partition_again(
             thread._ensure_consumer = lambda: kafka
             thread.call_thread = on_this_loop
             consumer._acked[tp].extend([3, 4, 5])  # skipped unhandled while the flow was stopped
+            state = kafka._subscription.subscription.assignment.state_value(ktp)
+            unset: list[bool] = []
+
+            async def watch() -> None:  # faust's livelock check reads it, asserting it is set
+                while True:
+                    unset.append(not state.has_valid_position)
+                    await asyncio.sleep(0)
+
+            watcher = asyncio.ensure_future(watch())
             await consumer.perform_seek()
+            watcher.cancel()
+            assert unset
+            assert not any(unset), "the position was unset during the seek"
             uncommitted = await kafka.position(ktp)
             kafka.seek(ktp, 6)
             await seek_to_committed_or_reset(kafka, lambda tp: True)  # e.g. a changelog
