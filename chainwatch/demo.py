@@ -45,6 +45,14 @@ from sinks.clickhouse.readers import StoreReader, open_reader
 
 RATE_PER_S = 60
 REPORT_EVERY_S = 5.0
+SIMULATED_CLOCK_ENV = {
+    # The simulated factory runs ahead of the wall clock (a simulated day in about a
+    # minute): the engine follows event time, and the gateway accepts event times far
+    # beyond its own clock, which it otherwise refuses as timestamp_future after 24 h
+    # (every record after the demo's first minute or two was dead-lettered).
+    "CHAINWATCH_ENGINE__CLOCK": "event",
+    "CHAINWATCH_GATEWAY__MAX_CLOCK_SKEW_S": str(100 * 365 * 86_400),
+}
 
 
 def _free_port() -> int:
@@ -110,7 +118,7 @@ def _children(
         env = {
             **os.environ,
             **_run_env(settings),
-            "CHAINWATCH_ENGINE__CLOCK": "event",
+            **SIMULATED_CLOCK_ENV,
             "CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS": str(subscriptions),
             "CHAINWATCH_WEBHOOKS__ALLOWED_NETWORKS": "127.0.0.1",  # the demo's own receiver
             "CHAINWATCH_DEMO_WEBHOOK_SECRET": receiver.secret,

@@ -3,14 +3,20 @@ the logs are."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
-from chainwatch.demo import _farewell, _run_env, for_this_run
+from chainwatch.demo import SIMULATED_CLOCK_ENV, _farewell, _run_env, for_this_run
 from chainwatch.settings import Settings
+from schemas.common import format_utc
+from schemas.plan import load_plan
+from streams.ingest.batch import judge_value
 
 
 def test_each_demo_run_has_its_own_topics_engine_and_database(tmp_path: Path) -> None:
@@ -79,3 +85,28 @@ def test_sigterm_sighup_and_an_inherited_ignored_ctrl_c_stop_the_demo() -> None:
         "SIGINT stops",
         "restored True True",
     ]
+
+
+def test_the_demo_gateway_takes_the_simulated_factory_s_times_ahead_of_the_wall_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The simulator posts event times that run ahead of the wall clock (a simulated day
+    in about a minute); a gateway refusing them as timestamp_future dead-lettered every
+    record after the demo's first minute or two, and the demo showed almost no alerts."""
+    ahead = datetime.now(UTC) + timedelta(days=3650)  # a demo left running for days
+    scan = {
+        "event_id": "demo-1", "order_id": "DEMOPO-000001", "stage": "dyeing",
+        "action": "started", "unit_id": "DYE-01", "event_time": format_utc(ahead),
+    }  # fmt: skip
+
+    def judged(settings: Settings) -> object:
+        skew = timedelta(seconds=settings.gateway.max_clock_skew_s)  # as the gateway does
+        value = json.dumps(scan).encode()
+        return judge_value(0, value, "scans", "order_id", load_plan(None), skew).reason_code
+
+    for key, value in SIMULATED_CLOCK_ENV.items():
+        monkeypatch.setenv(key, value)
+    assert Settings().engine.clock == "event"
+    assert judged(Settings()) is None
+    monkeypatch.delenv("CHAINWATCH_GATEWAY__MAX_CLOCK_SKEW_S")
+    assert judged(Settings()) == "validation_failed"  # what a default gateway does
