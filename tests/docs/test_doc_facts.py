@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
+import pytest
+import typer
 from docs_helpers import ROOT
+
+from chainwatch.cli import app
 
 NUMBERS = {"six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12}
 
@@ -21,3 +26,55 @@ def test_the_docs_count_and_list_the_dashboards_there_are() -> None:
     republished = re.search(r"replaces the same (\w+) dashboards", dashboards_md)
     assert republished is not None
     assert NUMBERS.get(republished.group(1)) == len(uids)
+
+
+#: docs whose option tables describe one command (first cell `--option ...`)
+OPTION_TABLES = {
+    "docs/replay.md": ["replay"],
+    "docs/import.md": ["import"],
+    "docs/simulator.md": ["simulate"],
+    "docs/backtest.md": ["backtest"],
+}
+
+
+def _command(path: list[str]) -> Any:
+    command: Any = typer.main.get_command(app)  # typer vendors its own click: duck-typed
+    for name in path:
+        command = command.commands[name]
+    return command
+
+
+def _options(command: Any) -> set[str]:
+    return {o for p in command.params for o in [*p.opts, *p.secondary_opts] if o.startswith("--")}
+
+
+@pytest.mark.parametrize("doc", sorted(OPTION_TABLES))
+def test_an_option_table_lists_exactly_the_command_s_options(doc: str) -> None:
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    documented = set()
+    for row in re.findall(r"^\| (`--.*?) \|", text, re.M):
+        documented |= set(re.findall(r"`(--[\w-]+)", row)) | set(re.findall(r" (--[\w-]+)", row))
+    documented |= set(re.findall(r"or `(--[\w-]+) ", text))  # `--format csv|...` in a row's text
+    actual = _options(_command(OPTION_TABLES[doc])) - {"--help", "--no-keep-topics"}
+    assert documented - actual == set(), f"{doc} documents options the command lacks"
+    assert actual - documented == set(), f"{doc} leaves options out of its table"
+
+
+def test_the_readme_commands_table_names_real_commands_and_options() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    checked = 0
+    for span in re.findall(r"`(chainwatch [^`]+)`", section):
+        words = span.replace("\\|", "|").split()[1:]
+        path = []
+        for word in words:
+            if not re.fullmatch(r"[a-z][a-z|-]*", word):
+                break
+            path.append(word)
+        *parents, last = path
+        for alternative in last.split("|"):
+            command = _command([*parents, alternative])
+            unknown = set(re.findall(r"--[\w-]+", span)) - _options(command)
+            assert not unknown, f"README `{span}`: no option {sorted(unknown)}"
+            checked += 1
+    assert checked >= 20
