@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -78,3 +79,48 @@ def test_the_readme_commands_table_names_real_commands_and_options() -> None:
             assert not unknown, f"README `{span}`: no option {sorted(unknown)}"
             checked += 1
     assert checked >= 20
+
+
+DOCS = [ROOT / "README.md", ROOT / "examples" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+#: files the docs tell the user to create (git-ignored), not in the repository
+USER_CREATED = {"deploy/.env", "deploy/gateway/tokens.yaml", "deploy/webhooks/subscriptions.yaml"}
+
+
+def _anchors(doc: Path) -> set[str]:
+    """GitHub's heading anchors of a Markdown file (code blocks left out)."""
+    text = re.sub(r"^```.*?^```", "", doc.read_text(encoding="utf-8"), flags=re.S | re.M)
+    headings = re.findall(r"^#+ (.*)$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_repository_path_the_docs_name_exists() -> None:
+    pattern = re.compile(
+        r"`((?:deploy|examples|bench|schemas|sinks|streams|chainwatch|tests|dashboards|docs)"
+        r"/[\w./*-]*)`"
+    )
+    missing = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for match in pattern.finditer(text):
+            path = match.group(1).rstrip(".")
+            found = any(ROOT.glob(path)) if "*" in path else (ROOT / path).exists()
+            if not found and path not in USER_CREATED:
+                missing.append(
+                    f"{doc.relative_to(ROOT)}:{text.count(chr(10), 0, match.start()) + 1} {path}"
+                )
+    assert not missing, missing
+
+
+def test_every_link_between_the_docs_reaches_its_file_and_heading() -> None:
+    broken = []
+    for doc in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text(encoding="utf-8")):
+            if re.match(r"\w+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (doc.parent / path).resolve() if path else doc
+            if not linked.exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+                broken.append(f"{doc.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, broken
