@@ -90,9 +90,9 @@ def test_sigterm_sighup_and_an_inherited_ignored_ctrl_c_stop_the_demo() -> None:
 def test_the_demo_gateway_takes_the_simulated_factory_s_times_ahead_of_the_wall_clock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The simulator posts event times that run ahead of the wall clock (a simulated day
-    in about a minute); a gateway refusing them as timestamp_future dead-lettered every
-    record after the demo's first minute or two, and the demo showed almost no alerts."""
+    """The simulator posts event times that run ahead of the wall clock (about a simulated
+    week per minute); a gateway refusing them as timestamp_future dead-lettered every
+    record after the demo's first seconds, and the demo showed almost no alerts."""
     ahead = datetime.now(UTC) + timedelta(days=3650)  # a demo left running for days
     scan = {
         "event_id": "demo-1", "order_id": "DEMOPO-000001", "stage": "dyeing",
