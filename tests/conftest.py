@@ -7,17 +7,13 @@ data dir so a developer's demo broker is left alone. Set
 
 from __future__ import annotations
 
-import ast
-import functools
 import os
-import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from ast_serialised import serialise_ast_parsing
 
 from chainwatch.settings import Settings
 
@@ -32,38 +28,7 @@ TEST_BROKER_DIR = (
 _BROKER_USED: list[str] = []
 
 
-def _serialise_ast_parse() -> None:
-    """Let one thread at a time turn source into an AST in this test process.
-
-    On CPython 3.11 before the fix of gh-106905 (this machine and CI run 3.11.7),
-    two threads in `ast.parse` at once corrupt the interpreter's shared AST depth
-    counter and one of them raises "SystemError: AST constructor recursion depth
-    mismatch". The suite runs servers (the gateway's uvicorn) in threads beside the
-    test, and three callers parse at any moment: the traceback module (3.11 parses the
-    failing line to place its carets whenever a traceback is formatted), hypothesis
-    (describing strategies built from lambdas) and pytest's assertion rewriting
-    (lazy imports). CI failed twice on this race: once in pytest rewriting a lazily
-    imported schemathesis module, once in hypothesis replaying a fuzz example. All
-    three look `ast.parse` up at call time, so a lock around it closes the race for
-    every caller; it costs nothing measurable (parsing is rare and short).
-    """
-    if sys.version_info >= (3, 12, 1) or (3, 11, 8) <= sys.version_info < (3, 12):
-        return
-    original = ast.parse
-    if getattr(original, "__chainwatch_serialised__", False):
-        return
-    lock = threading.RLock()
-
-    @functools.wraps(original)
-    def parse(*args: Any, **kwargs: Any) -> Any:
-        with lock:
-            return original(*args, **kwargs)
-
-    parse.__chainwatch_serialised__ = True  # type: ignore[attr-defined]
-    ast.parse = parse
-
-
-_serialise_ast_parse()
+serialise_ast_parsing()  # CPython 3.11.7's gh-106905: see ast_serialised.py
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

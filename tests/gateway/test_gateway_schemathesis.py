@@ -74,7 +74,8 @@ def test_the_schemathesis_cli_finds_nothing(fuzzed: Harness, tmp_path: Path) -> 
     env = {
         **os.environ,
         "SCHEMATHESIS_HOOKS": HOOKS,
-        "PYTHONPATH": str(Path(__file__).parent),
+        # the hooks, and tests/ast_serialised.py (the hooks install its lock there too)
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1])]),
         "NO_COLOR": "1",
     }
     # The CLI keeps a crash cache in `.schemathesis/` of its working directory and replays
