@@ -1,11 +1,13 @@
 """The monitoring engine's topics, tables and agents on one faust app.
 
 Lifecycle and guarantees:
-- Every agent runs at concurrency 1 (faust #606) with at-least-once delivery;
-  each input is applied to its owner's table value in one synchronous step,
-  so redelivered inputs find their `event_id`/offset already known and do
-  nothing.
-- The agents of one worker share the tables, so each handles one event at a
+- Every agent runs at concurrency 1 (faust #606) with at-least-once delivery,
+  and takes its records in batches (`take_events`, acked after the batch). A
+  batch is grouped per key: each key's value is read once, its records applied
+  in offset order, the key derived once, written once, and only the alert
+  differences and one snapshot sent. Redelivered inputs find their
+  `event_id`/offset already known and do nothing.
+- The agents of one worker share the tables, so each handles one batch at a
   time under one lock (`EngineRuntime.turn`): read a value, write it back, send
   its outputs. No agent can then publish an alert version older than one
   another agent has already sent. faust flushes the producer before it commits
@@ -57,12 +59,12 @@ class Engine:
         rt.occupancy_table.on_recover(self.units.on_occupancy_recovered)
         rt.unit_table.on_recover(self.units.on_units_recovered)
 
-        rt.agent(rt.scans_topic, "scans", self.orders.on_scan, SCANS)
-        rt.agent(rt.orders_topic, "orders", self.orders.on_order_record, ORDERS)
+        rt.agent(rt.scans_topic, "scans", self.orders.on_scans, SCANS)
+        rt.agent(rt.orders_topic, "orders", self.orders.on_order_records, ORDERS)
         rt.agent(rt.order_inbox, "order-inbox", self.orders.on_inbox, ORDER_INBOX)
-        rt.agent(rt.customers_topic, "customers", self.customers.on_customer, CUSTOMERS)
+        rt.agent(rt.customers_topic, "customers", self.customers.on_customers, CUSTOMERS)
         rt.agent(rt.customer_inbox, "customer-inbox", self.customers.on_inbox, CUSTOMER_INBOX)
-        rt.agent(rt.unit_status_topic, "unit-status", self.units.on_status, UNIT_STATUS)
+        rt.agent(rt.unit_status_topic, "unit-status", self.units.on_statuses, UNIT_STATUS)
         rt.agent(rt.unit_inbox, "unit-inbox", self.units.on_inbox, UNIT_INBOX)
         if config.clock == "live":
             app.timer(config.tick_interval_s, name="deadline-ticks")(self.orders.tick_due)

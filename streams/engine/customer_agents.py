@@ -7,13 +7,14 @@ the customer inbox and gets the fact back, now and on every later change.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from schemas.customers import Customer, Tombstone
-from streams.engine.messages import CustomerAnswer, decode_customer_inbox
+from streams.engine.messages import CUSTOMER_INBOX, CustomerAnswer, decode_customer_inbox
 from streams.engine.runtime import EngineRuntime, as_rejected, message_key
 from streams.rules.facts import CustomerFact
 from streams.topics import CUSTOMERS
@@ -50,6 +51,12 @@ class CustomerAgents:
         assert self._subscribers is not None
         return self._subscribers.setdefault(customer_id, set())
 
+    async def on_customers(self, events: Sequence[Any]) -> None:
+        await self.rt.each(CUSTOMERS, events, self.on_customer)
+
+    async def on_inbox(self, events: Sequence[Any]) -> None:
+        await self.rt.each(CUSTOMER_INBOX, events, self.on_subscription)
+
     async def on_customer(self, event: Any) -> None:
         rt = self.rt
         message, value = event.message, event.value
@@ -76,7 +83,7 @@ class CustomerAgents:
                 answer = CustomerAnswer(order_id, customer_id, message.offset, fact)
                 await rt.order_inbox.send(key=answer.key(), value=answer.encode())
 
-    async def on_inbox(self, event: Any) -> None:
+    async def on_subscription(self, event: Any) -> None:
         """An order (un)subscribes; a subscriber gets the customer's fact at once."""
         rt = self.rt
         sub = decode_customer_inbox(event.value)

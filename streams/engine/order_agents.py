@@ -8,15 +8,21 @@ due per partition (event time: with the inputs; live: ticks from a timer).
 from __future__ import annotations
 
 from collections import OrderedDict
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from chainwatch.logs import get_logger
-from schemas.dead_letter import DeadLetterSource, ReasonCode
+from schemas.dead_letter import DeadLetter, ReasonCode
 from schemas.orders import OrderRecord
 from schemas.scans import ScanEvent
-from streams.engine.messages import CustomerAnswer, Tick, decode_order_inbox
-from streams.engine.order_processor import Effects, OrderProcessor, ScanGate
+from streams.engine.messages import (
+    ORDER_INBOX,
+    CustomerAnswer,
+    DowntimeAnswer,
+    Tick,
+    decode_order_inbox,
+)
+from streams.engine.order_processor import Arrival, Effects, OrderProcessor, ScanGate
 from streams.engine.order_slot import OrderSlot, decode_slot, evicted_json, peek
 from streams.engine.runtime import EngineRuntime, as_rejected
 from streams.rules.facts import from_ms, to_ms
@@ -71,7 +77,10 @@ class OrderAgents:
             await rt.unit_inbox.send(key=occ.key(), value=occ.encode())
 
     async def fire_due(self, partition: int, now_ms: int) -> None:
-        """Re-derive (or evict) the orders of `partition` whose next deadline has come."""
+        """Re-derive (or evict) the orders of `partition` whose next deadline has come.
+
+        Runs with an event of `partition` as faust's current event (table writes).
+        """
         rt = self.rt
         now = from_ms(now_ms)
         for due_ms, order_id in list(rt.deadlines.pop_due(partition, now_ms)):
@@ -86,70 +95,110 @@ class OrderAgents:
 
     # --- inputs -----------------------------------------------------------------------
 
-    async def on_scan(self, event: Any) -> None:
-        message, value = event.message, event.value
-        if not isinstance(value, ScanEvent):
-            await self.rt.dead_letter(SCANS, message, as_rejected(value))
-        elif not await self.rt.mis_keyed(SCANS, message, value):
-            await self._take(SCANS, message, value.order_id, to_ms(value.event_time), value)
-        self.rt.processed += 1
+    async def on_scans(self, events: Sequence[Any]) -> None:
+        await self._records(SCANS, events)
 
-    async def on_order_record(self, event: Any) -> None:
-        message, value = event.message, event.value
-        if not isinstance(value, OrderRecord):
-            await self.rt.dead_letter(ORDERS, message, as_rejected(value))
-        elif not await self.rt.mis_keyed(ORDERS, message, value):
-            event_time = value.event_time or value.placed_at
-            at = None if event_time is None else to_ms(event_time)
-            await self._take(ORDERS, message, value.order_id, at, value)
-        self.rt.processed += 1
+    async def on_order_records(self, events: Sequence[Any]) -> None:
+        await self._records(ORDERS, events)
 
-    async def _take(
-        self,
-        topic: str,
-        message: Any,
-        order_id: str,
-        event_ms: int | None,
-        record: ScanEvent | OrderRecord,
-    ) -> None:
+    async def _records(self, topic: str, events: Sequence[Any]) -> None:
+        """A batch of scans or order records: grouped per order, each order taken once.
+
+        Every record is observed by its partition's clock in arrival order (the
+        clock each one would have been evaluated at alone); then each order's
+        records are applied in offset order and the order derived once
+        (`OrderProcessor.on_inputs`); then each partition's deadlines fire once.
+        """
         rt = self.rt
-        now_ms = rt.clock.observe(message.partition, event_ms)
-        now = from_ms(now_ms)
-        source: DeadLetterSource = rt.source(topic, message)
-        raw = rt.order_table.get(order_id)
-        if isinstance(record, ScanEvent) and raw is not None:
-            refused = self._gated(order_id, raw, record, source, message.value, now)
-            if refused is not None:
-                await rt.send_dead_letters(refused.dead_letters)
-                await self.fire_due(message.partition, now_ms)
+        kind = ScanEvent if topic == SCANS else OrderRecord
+        groups: dict[str, list[tuple[Any, Arrival]]] = {}
+        last: dict[int, Any] = {}
+        for event in events:
+            message, value = event.message, event.value
+            if not isinstance(value, kind):
+                await rt.dead_letter(topic, message, as_rejected(value))
+            elif not await rt.mis_keyed(topic, message, value):
+                assert isinstance(value, ScanEvent | OrderRecord)
+                before_ms = rt.clock.now(message.partition)
+                event_time = value.event_time if isinstance(value, ScanEvent) else (
+                    value.event_time or value.placed_at
+                )  # fmt: skip
+                at = None if event_time is None else to_ms(event_time)
+                now_ms = rt.clock.observe(message.partition, at)
+                arrival = Arrival(
+                    value, from_ms(now_ms), rt.source(topic, message), message.value, before_ms
+                )
+                groups.setdefault(value.order_id, []).append((event, arrival))
+            last[message.partition] = event
+            rt.processed += 1
+        for items in groups.values():
+            await rt.guarded(topic, items, self._take, lambda item: item[0].message)
+        for partition, event in last.items():
+            with rt.acting_for(event):
+                await self.fire_due(partition, rt.clock.now(partition))
+
+    async def _take(self, items: Sequence[tuple[Any, Arrival]]) -> None:
+        """One order's records of a batch: load the slot once, apply, store once, send.
+
+        The scans a full or closed order refuses from its gate (see `gates`) need no
+        slot: when every scan of the batch is refused so, the slot is not decoded.
+        """
+        rt = self.rt
+        event, first = items[-1][0], items[0][1]
+        assert isinstance(first.item, ScanEvent | OrderRecord)
+        order_id = first.item.order_id
+        scans = isinstance(first.item, ScanEvent)
+        arrivals = [a for _, a in items]
+        with rt.acting_for(event):
+            raw = rt.order_table.get(order_id)
+            if scans and raw is not None:
+                refused, arrivals = self._gated(order_id, raw, arrivals)
+                await rt.send_dead_letters(refused)
+                if not arrivals:
+                    return
+            slot = decode_slot(order_id, raw)
+            if slot is None:  # evicted: the order closed longer ago than the retention
+                for arrival in arrivals:
+                    assert arrival.source is not None
+                    letters = self.orders.refuse(
+                        order_id, ReasonCode.ORDER_CLOSED, arrival.source, arrival.raw,
+                        arrival.now,
+                    ).dead_letters  # fmt: skip
+                    await rt.send_dead_letters(letters)
                 return
-        slot = decode_slot(order_id, raw)
-        if slot is None:  # evicted: the order closed longer ago than the retention
-            refused = self.orders.refuse(
-                order_id, ReasonCode.ORDER_CLOSED, source, message.value, now
-            )
-            await rt.send_dead_letters(refused.dead_letters)
-        else:
-            slot.partition = message.partition
-            if isinstance(record, ScanEvent) and raw is not None:
+            slot.partition = event.message.partition
+            if scans and raw is not None:
                 self._remember_gate(order_id, raw, slot)
-            if isinstance(record, ScanEvent):
-                effects = self.orders.on_scan(slot, record, source, message.value, now)
-            else:
-                effects = self.orders.on_order_record(slot, record, source, message.value, now)
-            await self.apply(slot, effects)
-        await self.fire_due(message.partition, now_ms)
+            await self.apply(slot, self.orders.on_inputs(slot, arrivals))
 
     def _gated(
-        self, order_id: str, raw: bytes, scan: ScanEvent, source: DeadLetterSource,
-        value: bytes, now: datetime,
-    ) -> Effects | None:  # fmt: skip
-        """The refusal of `scan` decided by the order's gate, if it has a valid one."""
+        self, order_id: str, raw: bytes, arrivals: list[Arrival]
+    ) -> tuple[list[DeadLetter], list[Arrival]]:
+        """The dead letters of the leading scans the order's gate refuses, and the rest.
+
+        The gate holds while the stored value is the one it was taken of; the first
+        scan it cannot decide, or that arrives after the clock passed the closed
+        order's eviction instant (the per-record engine evicted the order before
+        it), and every scan after it go to `OrderProcessor.on_inputs` with the slot.
+        """
         held = self.gates.get(order_id)
         if held is None or (held[0] is not raw and held[0] != raw):
-            return None
+            return [], arrivals
         self.gates.move_to_end(order_id)
-        return self.orders.refused_scan(held[1], scan, source, value, now)
+        gate = held[1]
+        letters: list[DeadLetter] = []
+        for i, arrival in enumerate(arrivals):
+            scan, before = arrival.item, arrival.clock_before_ms
+            assert isinstance(scan, ScanEvent)
+            assert arrival.source is not None
+            assert arrival.raw is not None
+            if gate.evict_at_ms is not None and before is not None and before >= gate.evict_at_ms:
+                return letters, arrivals[i:]
+            refused = self.orders.refused_scan(gate, scan, arrival.source, arrival.raw, arrival.now)
+            if refused is None:
+                return letters, arrivals[i:]
+            letters.extend(refused.dead_letters)
+        return letters, []
 
     def _remember_gate(self, order_id: str, raw: bytes, slot: OrderSlot) -> None:
         """Take the gate of `slot` (just decoded from `raw`, not yet changed)."""
@@ -162,26 +211,49 @@ class OrderAgents:
         while len(self.gates) > GATES:
             self.gates.popitem(last=False)
 
-    async def on_inbox(self, event: Any) -> None:
-        """Join answers (customer, downtimes) and clock ticks."""
+    async def on_inbox(self, events: Sequence[Any]) -> None:
+        """Join answers (customer, downtimes) and clock ticks, grouped per order.
+
+        Each answer takes its partition's clock where it arrived (after the ticks
+        before it); each order's answers are applied in order and the order derived
+        at most once; ticks fire their partition's deadlines once, after the answers.
+        """
         rt = self.rt
-        partition = event.message.partition
-        message = decode_order_inbox(event.value)
-        if isinstance(message, Tick):
-            self.ticks_in_flight.discard(partition)
-            await self.fire_due(partition, rt.clock.observe(partition, message.t_ms))
-            return
-        slot = decode_slot(message.order_id, rt.order_table.get(message.order_id))
-        if slot is None:
-            return  # the order left the state: a late join answer changes nothing
-        slot.partition = partition
-        now = from_ms(rt.clock.now(partition))
-        if isinstance(message, CustomerAnswer):
-            effects = self.orders.on_customer(slot, message, now)
-        else:
-            effects = self.orders.on_downtimes(slot, message, now)
-        if effects.changed:
-            await self.apply(slot, effects)
+        groups: dict[str, list[tuple[Any, Arrival]]] = {}
+        ticked: dict[int, Any] = {}
+        for event in events:
+            partition = event.message.partition
+            try:
+                message = decode_order_inbox(event.value)
+            except Exception as exc:  # a corrupt internal message: dead-lettered
+                await rt.processing_error(ORDER_INBOX, event.message, exc)
+                continue
+            if isinstance(message, Tick):
+                self.ticks_in_flight.discard(partition)
+                rt.clock.observe(partition, message.t_ms)
+                ticked[partition] = event
+                continue
+            now = from_ms(rt.clock.now(partition))
+            groups.setdefault(message.order_id, []).append((event, Arrival(message, now)))
+        for items in groups.values():
+            await rt.guarded(ORDER_INBOX, items, self._answers, lambda item: item[0].message)
+        for partition, event in ticked.items():
+            with rt.acting_for(event):
+                await self.fire_due(partition, rt.clock.now(partition))
+
+    async def _answers(self, items: Sequence[tuple[Any, Arrival]]) -> None:
+        rt = self.rt
+        event, first = items[-1][0], items[0][1]
+        assert isinstance(first.item, CustomerAnswer | DowntimeAnswer)
+        order_id = first.item.order_id
+        with rt.acting_for(event):
+            slot = decode_slot(order_id, rt.order_table.get(order_id))
+            if slot is None:
+                return  # the order left the state: a late join answer changes nothing
+            slot.partition = event.message.partition
+            effects = self.orders.on_inputs(slot, [a for _, a in items])
+            if effects.changed:
+                await self.apply(slot, effects)
 
     # --- live clock ---------------------------------------------------------------
 

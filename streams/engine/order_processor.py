@@ -9,9 +9,10 @@ published before is emitted, so redelivering an input is harmless.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 import orjson
@@ -66,6 +67,33 @@ class ScanGate:
     """The order holds `max_scans_per_order` scans."""
     evict_at_ms: int | None
     """When the closed order leaves the state (None while open)."""
+
+
+@dataclass(slots=True)
+class Arrival:
+    """One input for an order as the agents take it from a batch (offset order per key).
+
+    `now` is the engine's clock right after this input was observed (what the
+    per-record engine would have evaluated at); `source` and `raw` name a scan
+    or order record for its dead letters (None for join answers).
+    """
+
+    item: ScanEvent | OrderRecord | CustomerAnswer | DowntimeAnswer
+    now: datetime
+    source: DeadLetterSource | None = None
+    raw: bytes | None = None
+    clock_before_ms: int | None = None
+    """The partition's clock before this input: the per-record engine fired the due
+    deadlines (evictions included) at it before taking this input."""
+
+
+class _Step(Enum):
+    NOTHING = 0
+    """A no-op (stale answer) or a refusal: the slot is not written."""
+    STORE = 1
+    """The slot changed without a change to what is derived: written, not evaluated."""
+    EVALUATE = 2
+    """A fact changed: the order is derived again."""
 
 
 class OrderProcessor:
@@ -139,20 +167,131 @@ class OrderProcessor:
             return self.refuse(scan.order_id, ReasonCode.STATE_LIMIT, source, raw, now)
         return None
 
+    def on_inputs(self, slot: OrderSlot, arrivals: Sequence[Arrival]) -> Effects:
+        """Apply a batch of inputs for one order in order, then derive the order once.
+
+        The result equals applying them one at a time, except that intermediate
+        alert versions and snapshots are not published (CONTRACT v1.2: one snapshot
+        per batch of changes; consumers keep the latest alert per `alert_id`). One
+        thing a derivation decides is needed while applying: whether the order
+        closed (a record past the eviction instant is refused). When a pending
+        change could have closed the order early enough to refuse the next record,
+        the order is derived before that record, as the per-record engine did.
+        """
+        effects = Effects()
+        pending: datetime | None = None
+        """The clock of the last input whose change awaits a derivation."""
+        scans: dict[str, tuple[DeadLetterSource, bytes]] = {}
+        records: dict[int, tuple[DeadLetterSource, bytes]] = {}
+        earliest: list[int] = []  # the earliest fact's event time, computed on first need
+        evicted = False
+        for arrival in arrivals:
+            item = arrival.item
+            if isinstance(item, ScanEvent | OrderRecord):
+                if evicted:
+                    _merge(effects, self._closed(slot, arrival))
+                    continue
+                at = max(to_ms(_record_time(item, arrival.now)), arrival.clock_before_ms or 0)
+                if pending is not None and at >= (
+                    self._earliest_ms(slot, earliest) + self.limits.closed_order_retention_ms
+                ):  # the pending change may have closed the order long enough ago: derive now
+                    _merge(effects, self._evaluate(slot, pending, changed=True, scans=scans,
+                                                   records=records))  # fmt: skip
+                    pending, scans, records = None, {}, {}
+                evict_at = self.evict_at_ms(slot)
+                before = arrival.clock_before_ms
+                if evict_at is not None and before is not None and before >= evict_at:
+                    # the per-record engine evicted the order when the clock passed the instant
+                    _merge(effects, self._evict(slot))
+                    evicted = True
+                    _merge(effects, self._closed(slot, arrival))
+                    continue
+            elif evicted:
+                continue  # the order left the state: a late join answer changes nothing
+            step = self._take(slot, arrival, effects)
+            if step is _Step.STORE:
+                effects.changed = True
+            elif step is _Step.EVALUATE:
+                pending = arrival.now
+                if isinstance(item, ScanEvent):
+                    assert arrival.source is not None
+                    assert arrival.raw is not None
+                    scans[item.event_id] = (arrival.source, arrival.raw)
+                elif isinstance(item, OrderRecord):
+                    assert arrival.source is not None
+                    assert arrival.source.offset is not None
+                    assert arrival.raw is not None
+                    records[arrival.source.offset] = (arrival.source, arrival.raw)
+                if earliest and isinstance(item, ScanEvent | OrderRecord):
+                    earliest[0] = min(earliest[0], to_ms(_record_time(item, arrival.now)))
+        if pending is not None:
+            _merge(effects, self._evaluate(slot, pending, changed=True, scans=scans,
+                                           records=records))  # fmt: skip
+        return effects
+
+    def _closed(self, slot: OrderSlot, arrival: Arrival) -> Effects:
+        assert arrival.source is not None
+        return self.refuse(
+            slot.facts.order_id, ReasonCode.ORDER_CLOSED, arrival.source, arrival.raw, arrival.now
+        )
+
+    @staticmethod
+    def _earliest_ms(slot: OrderSlot, memo: list[int]) -> int:
+        """The earliest event time among the order's facts (a closure is never before it)."""
+        if not memo:
+            facts = slot.facts
+            times = [to_ms(s.event_time) for s in facts.scans]
+            times.extend(to_ms(r.event_time) for r in facts.records)
+            memo.append(min(times, default=2**62))
+        return memo[0]
+
+    def _take(self, slot: OrderSlot, arrival: Arrival, effects: Effects) -> _Step:
+        """Apply one input to the slot; refusals and rejoins go straight to `effects`."""
+        item, now = arrival.item, arrival.now
+        facts = slot.facts
+        if isinstance(item, ScanEvent):
+            source, raw = arrival.source, arrival.raw
+            assert source is not None
+            if any(known.event_id == item.event_id for known in facts.scans):
+                # a known event_id changes nothing; re-announce the joins in case this is a
+                # redelivery after a crash that kept the slot but lost the messages it sent
+                _merge(effects, self.rejoin(slot))
+                return _Step.NOTHING
+            if self._closed_before(slot, item.event_time):
+                _merge(effects, self.refuse(facts.order_id, ReasonCode.ORDER_CLOSED, source,
+                                            raw, now))  # fmt: skip
+                return _Step.NOTHING
+            if len(facts.scans) >= self.limits.max_scans_per_order:
+                _merge(effects, self.refuse(facts.order_id, ReasonCode.STATE_LIMIT, source,
+                                            raw, now))  # fmt: skip
+                return _Step.NOTHING
+            add_scan(facts, scan_fact(item))
+            return _Step.EVALUATE
+        if isinstance(item, OrderRecord):
+            source, raw = arrival.source, arrival.raw
+            assert source is not None
+            assert source.offset is not None
+            if any(known.offset == source.offset for known in facts.records):
+                _merge(effects, self.rejoin(slot))
+                return _Step.NOTHING
+            if self._closed_before(slot, item.event_time or item.placed_at or now):
+                _merge(effects, self.refuse(facts.order_id, ReasonCode.ORDER_CLOSED, source,
+                                            raw, now))  # fmt: skip
+                return _Step.NOTHING
+            if len(facts.records) >= self.limits.max_records_per_order:
+                _merge(effects, self.refuse(facts.order_id, ReasonCode.STATE_LIMIT, source,
+                                            raw, now))  # fmt: skip
+                return _Step.NOTHING
+            add_record(facts, order_record_fact(item, source.offset))
+            return _Step.EVALUATE
+        if isinstance(item, CustomerAnswer):
+            return self._customer(slot, item)
+        return self._downtimes(slot, item)
+
     def on_scan(
         self, slot: OrderSlot, scan: ScanEvent, source: DeadLetterSource, raw: bytes, now: datetime
     ) -> Effects:
-        facts = slot.facts
-        if any(known.event_id == scan.event_id for known in facts.scans):
-            # a known event_id changes nothing; re-announce the joins in case this is a
-            # redelivery after a crash that kept the slot but lost the messages it sent
-            return self.rejoin(slot)
-        if self._closed_before(slot, scan.event_time):
-            return self.refuse(facts.order_id, ReasonCode.ORDER_CLOSED, source, raw, now)
-        if len(facts.scans) >= self.limits.max_scans_per_order:
-            return self.refuse(facts.order_id, ReasonCode.STATE_LIMIT, source, raw, now)
-        add_scan(facts, scan_fact(scan))
-        return self._evaluate(slot, now, changed=True, arrival=(scan.event_id, source, raw))
+        return self.on_inputs(slot, [Arrival(scan, now, source, raw)])
 
     def on_order_record(
         self,
@@ -162,36 +301,34 @@ class OrderProcessor:
         raw: bytes,
         now: datetime,
     ) -> Effects:
-        assert source.offset is not None
-        facts = slot.facts
-        if any(known.offset == source.offset for known in facts.records):
-            return self.rejoin(slot)
-        if self._closed_before(slot, record.event_time or record.placed_at or now):
-            return self.refuse(facts.order_id, ReasonCode.ORDER_CLOSED, source, raw, now)
-        if len(facts.records) >= self.limits.max_records_per_order:
-            return self.refuse(facts.order_id, ReasonCode.STATE_LIMIT, source, raw, now)
-        add_record(facts, order_record_fact(record, source.offset))
-        effects = self._evaluate(slot, now, changed=True)
-        return self._with_record_source(effects, slot, source, raw, now)
+        return self.on_inputs(slot, [Arrival(record, now, source, raw)])
 
     def on_customer(self, slot: OrderSlot, answer: CustomerAnswer, now: datetime) -> Effects:
+        return self.on_inputs(slot, [Arrival(answer, now)])
+
+    def on_downtimes(self, slot: OrderSlot, answer: DowntimeAnswer, now: datetime) -> Effects:
+        return self.on_inputs(slot, [Arrival(answer, now)])
+
+    @staticmethod
+    def _customer(slot: OrderSlot, answer: CustomerAnswer) -> _Step:
         if answer.customer_id != slot.subscribed_customer:
-            return Effects()  # an answer about a customer the order no longer has
+            return _Step.NOTHING  # an answer about a customer the order no longer has
         if answer.customer_id == slot.customer_id and answer.version < slot.customer_version:
-            return Effects()
+            return _Step.NOTHING
         effective = slot.customer if slot.customer_id == slot.subscribed_customer else None
         slot.customer_id = answer.customer_id
         slot.customer_version = answer.version
         slot.customer = answer.customer
         if answer.customer == effective:
-            return Effects(changed=True)  # a newer version of the same fact: store, no evaluation
-        return self._evaluate(slot, now, changed=True)
+            return _Step.STORE  # a newer version of the same fact: store, no evaluation
+        return _Step.EVALUATE
 
-    def on_downtimes(self, slot: OrderSlot, answer: DowntimeAnswer, now: datetime) -> Effects:
+    @staticmethod
+    def _downtimes(slot: OrderSlot, answer: DowntimeAnswer) -> _Step:
         unit = answer.unit_id
         known = slot.downtime_versions.get(unit)
         if known is not None and answer.version < (known[0], known[1]):
-            return Effects()
+            return _Step.NOTHING
         slot.downtime_versions[unit] = list(answer.version)
         floor_before = slot.downtime_floor.get(unit)
         floor = answer.floor_ms
@@ -201,12 +338,12 @@ class OrderProcessor:
         if downtimes == slot.downtimes.get(unit, []) and floor_before == slot.downtime_floor.get(
             unit
         ):
-            return Effects(changed=True)  # a newer version of the same answer: no evaluation
+            return _Step.STORE  # a newer version of the same answer: no evaluation
         if downtimes:
             slot.downtimes[unit] = downtimes
         else:
             slot.downtimes.pop(unit, None)
-        return self._evaluate(slot, now, changed=True)
+        return _Step.EVALUATE
 
     def rejoin(self, slot: OrderSlot) -> Effects:
         """The join messages of the slot as it stands (idempotent: same versions)."""
@@ -248,9 +385,10 @@ class OrderProcessor:
         now: datetime,
         *,
         changed: bool,
-        arrival: tuple[str, DeadLetterSource, bytes] | None = None,
+        scans: dict[str, tuple[DeadLetterSource, bytes]] | None = None,
+        records: dict[int, tuple[DeadLetterSource, bytes]] | None = None,
     ) -> Effects:
-        """Re-derive the order; `arrival` is the scan just received (for its dead letter)."""
+        """Re-derive the order; `scans`/`records` were just received (for their dead letters)."""
         facts = slot.facts
         effects = Effects(changed=True)
         slot.clock_ms = max(slot.clock_ms, to_ms(now))
@@ -294,12 +432,8 @@ class OrderProcessor:
         slot.next_deadline_ms = min(due) if due else None
         self._occupancy(slot, evaluation.occupancy, effects)
         for scan in evaluation.off_route_scans:
-            if arrival is not None and arrival[0] == scan.event_id:
-                self._dead_letter_off_route(
-                    slot, effects, scan.event_id, arrival[1], arrival[2], now
-                )
-            else:
-                self._dead_letter_off_route(slot, effects, scan.event_id, None, None, now)
+            source, raw = (scans or {}).get(scan.event_id, (None, None))
+            self._dead_letter_off_route(slot, effects, scan.event_id, source, raw, now)
         for record in evaluation.rejected_records:
             tag = f"r:{record.offset}"
             if tag not in slot.dead_lettered:
@@ -326,6 +460,8 @@ class OrderProcessor:
             slot.version += 1
             if self.snapshots:
                 effects.snapshot = orjson.dumps(evaluation.state_json(slot.version))
+        if records:
+            self._with_record_sources(effects, slot, records, now)
         return effects
 
     def _occupancy(self, slot: OrderSlot, occupancy: list[Any], effects: Effects) -> None:
@@ -381,28 +517,44 @@ class OrderProcessor:
             )
         )
 
-    def _with_record_source(
+    def _with_record_sources(
         self,
         effects: Effects,
         slot: OrderSlot,
-        source: DeadLetterSource,
-        raw: bytes,
+        records: dict[int, tuple[DeadLetterSource, bytes]],
         now: datetime,
-    ) -> Effects:
-        """Give a refused order record its real source and bytes when it was just received."""
+    ) -> None:
+        """Give refused order records their real source and bytes when they were just received."""
         fixed: list[DeadLetter] = []
         for letter in effects.dead_letters:
-            if (
-                letter.reason_code is ReasonCode.BAD_UPDATE
-                and letter.source.offset == source.offset
-            ):
+            offset = letter.source.offset
+            if letter.reason_code is ReasonCode.BAD_UPDATE and offset in records:
+                source, raw = records[offset]
                 letter = DeadLetter.build(
                     raw, source, letter.errors, ReasonCode.BAD_UPDATE, now,
                     key=slot.facts.order_id.encode(),
                 )  # fmt: skip
             fixed.append(letter)
         effects.dead_letters = fixed
-        return effects
+
+
+def _record_time(item: ScanEvent | OrderRecord, now: datetime) -> datetime:
+    """The event time the closed-order check reads (as `_take`)."""
+    if isinstance(item, ScanEvent):
+        return item.event_time
+    return item.event_time or item.placed_at or now
+
+
+def _merge(into: Effects, more: Effects) -> None:
+    """Append `more` to `into`; the later snapshot replaces an earlier one."""
+    into.alerts.extend(more.alerts)
+    if more.snapshot is not None:
+        into.snapshot = more.snapshot
+    into.dead_letters.extend(more.dead_letters)
+    into.subscriptions.extend(more.subscriptions)
+    into.occupancy.extend(more.occupancy)
+    into.changed = into.changed or more.changed
+    into.evicted = into.evicted or more.evicted
 
 
 def _folded_away(floors: dict[str, int]) -> Callable[[dict[str, Any]], bool]:

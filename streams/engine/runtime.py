@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import faust
 import orjson
+from faust.streams import _current_event
 
 from chainwatch.logs import get_logger
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
@@ -25,7 +28,7 @@ from streams.codecs import InputCodec, Rejected
 from streams.engine.clock import DeadlineIndex, EngineClock
 from streams.engine.limits import EngineLimits
 from streams.engine.messages import CUSTOMER_INBOX, ORDER_INBOX, UNIT_INBOX
-from streams.engine.metrics import EngineMetrics
+from streams.engine.metrics import EngineMetrics, TopicMeters
 from streams.kafka_transport import ChainwatchApp
 from streams.topics import (
     ALERTS,
@@ -49,13 +52,20 @@ class EngineConfig:
     snapshots: bool = True
     tick_interval_s: float = 0.2
     limits: EngineLimits = field(default_factory=EngineLimits)
+    batch_size: int = 2000
+    """At most this many records of one agent are taken at a time (`take_events`)."""
+    batch_within_s: float = 0.02
+    """How long an agent waits for a batch to fill before it takes what it has."""
 
 
 class ValueTooLarge(Exception):
     """A table value over `EngineLimits.max_value_bytes` (never written)."""
 
 
-Handler = Callable[[Any], Awaitable[None]]
+T = TypeVar("T")
+
+Handler = Callable[[Sequence[Any]], Awaitable[None]]
+"""An agent's step: one batch of faust events of its topic, in arrival order."""
 
 
 class EngineRuntime:
@@ -74,7 +84,9 @@ class EngineRuntime:
         """This engine's own Prometheus registry and counters (streams.engine.metrics)."""
         if isinstance(app, ChainwatchApp):
             app.fetch_observer = self.metrics.fetch_records.observe
-        self.dead_letters_sent = 0
+        self._letters: dict[tuple[str, int | None, int], bool] = {}
+        """The inputs dead-lettered during the current batch, (logical topic, partition,
+        offset) -> whether as `processing_error` (each record's outcome metric)."""
 
         self.scans_topic = self._input(SCANS)
         self.orders_topic = self._input(ORDERS)
@@ -119,10 +131,10 @@ class EngineRuntime:
         return self.app.Table(name, key_type=str, value_type=bytes)
 
     def agent(self, topic: Any, name: str, handle: Handler, logical_topic: str) -> None:
-        """A faust agent that hands each event to `handle`, one event at a time per worker.
+        """A faust agent that hands batches of events to `handle`, one batch at a time per worker.
 
         An exception never leaves the agent: faust would log it and commit past
-        the record (a silent drop). The record is dead-lettered instead with
+        the records (a silent drop). The records are dead-lettered instead with
         `processing_error` and the error text (CONTRACT v1.2), and the worker goes on.
         Each record is counted by outcome and timed (`chainwatch_worker_records`,
         `chainwatch_worker_processing_seconds`).
@@ -130,26 +142,127 @@ class EngineRuntime:
         self.app.agent(topic, name=name, concurrency=1)(self.agent_body(handle, logical_topic))
 
     def agent_body(self, handle: Handler, logical_topic: str) -> Any:
+        """Batch-at-a-time: `take_events` gives up to `batch_size` events (acked after the step).
+
+        A batch is handled under the worker's lock (`turn`). If handling it raises,
+        each event is handled again on its own and only those that still raise are
+        dead letters: every step is idempotent (redelivery is), see `guarded`.
+        Each record of the batch is counted by its outcome, and timed as its share
+        of the batch (the batch's time divided by its records).
+        """
+        size, within = self.config.batch_size, self.config.batch_within_s
         meters = self.metrics.for_topic(logical_topic)
         clock = time.perf_counter
 
         async def agent(stream: Any) -> AsyncIterator[None]:
-            async for event in stream.events():
+            async for events in stream.take_events(size, within):
                 async with self.turn:
-                    letters, started = self.dead_letters_sent, clock()
-                    try:
-                        await handle(event)
-                    except Exception as exc:  # every failure is a dead letter
-                        await self.processing_error(logical_topic, event.message, exc)
-                        outcome = meters.processing_error
-                    else:
-                        dead = self.dead_letters_sent != letters
-                        outcome = meters.dead_lettered if dead else meters.ok
-                    meters.seconds.observe(clock() - started)
-                    outcome.inc()
+                    current = [e for e in events if self.owned(e.message)]
+                    if current:
+                        self._letters.clear()
+                        started = clock()
+                        await self.guarded(logical_topic, current, handle, lambda e: e.message)
+                        self._count(meters, logical_topic, current, clock() - started)
                 yield None
 
         return agent
+
+    def _count(
+        self, meters: TopicMeters, logical_topic: str, events: Sequence[Any], seconds: float
+    ) -> None:
+        """Each record's outcome (a dead letter naming it was sent) and its share of the time."""
+        letters, share = self._letters, seconds / len(events)
+        ok = 0
+        for event in events:
+            message = event.message
+            failed = letters.get((logical_topic, message.partition, message.offset))
+            if failed is None:
+                ok += 1
+            elif failed:
+                meters.processing_error.inc()
+            else:
+                meters.dead_lettered.inc()
+            meters.seconds.observe(share)
+        if ok:
+            meters.ok.inc(ok)
+
+    async def guarded(
+        self,
+        logical_topic: str,
+        items: Sequence[T],
+        step: Callable[[Sequence[T]], Awaitable[None]],
+        message_of: Callable[[T], Any],
+    ) -> None:
+        """Run `step` over `items`; if it raises, over each item alone, dead-lettering failures.
+
+        Re-running items that were already (partly) applied is what a redelivery
+        does, and every step of the engine is idempotent under redelivery.
+        """
+        items = [item for item in items if self.owned(message_of(item))]
+        if not items:
+            return
+        try:
+            await step(items)
+        except Exception as exc:  # every failure is a dead letter
+            if len(items) == 1:
+                await self.processing_error(logical_topic, message_of(items[0]), exc)
+                return
+            log.warning("batch_step_failed", topic=logical_topic, error=error_text(exc))
+            for item in items:
+                await self.guarded(logical_topic, [item], step, message_of)
+
+    def owned(self, message: Any) -> bool:
+        """Whether this worker still owns `message` (no rebalance since it was fetched).
+
+        faust's own per-record iterator skips a message fetched before a rebalance
+        (another generation of the group) or while flow control is off; a batch
+        holds messages for a while, so the same check is made when each key's
+        records are handled, and a stale one is left to the partition's new owner
+        (it is redelivered from the committed offset): its effects, computed from
+        this worker's copy of the state, could overtake the new owner's.
+        """
+        app = self.app
+        generation = getattr(message, "generation_id", None)
+        if generation is None:  # not a consumer's message (tests)
+            return True
+        return bool(app.flow_control.is_active() and generation == app.consumer_generation_id)
+
+    async def each(
+        self, logical_topic: str, events: Sequence[Any], handle: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        """Handle a batch one event at a time (each as faust's current event, each guarded)."""
+
+        async def one(batch: Sequence[Any]) -> None:
+            for event in batch:
+                with self.acting_for(event):
+                    await handle(event)
+
+        for event in events:
+            await self.guarded(logical_topic, [event], one, lambda e: e.message)
+
+    @staticmethod
+    @contextmanager
+    def acting_for(event: Any) -> Iterator[None]:
+        """Make `event` faust's current event while one key's table values are used.
+
+        faust takes the partition of a table write (the changelog partition, and
+        with RocksDB the database written) and of a RocksDB read from the *current
+        event*: a context variable, `faust.streams._current_event`, that faust's
+        stream iterator sets for each record in the task iterating the stream.
+        `take_events` iterates the stream in a background task and hands the agent
+        a list, so the agent's own task has no current event (a table write would
+        raise). The records of one key share its partition, so any one event of
+        the key (the agents pass the last) stands for all of them while that key is
+        read, written and its effects sent; the variable is then reset to what it
+        was (the token), so nothing leaks to the next key. The variable is
+        per task, so awaiting inside is safe. faust's public API has no setter for
+        it (`Stream._set_current_event` also touches the stream), hence this one.
+        """
+        token = _current_event.set(weakref.ref(event))
+        try:
+            yield
+        finally:
+            _current_event.reset(token)
 
     def active_partitions(self, topic: Any) -> set[int]:
         name = topic.get_topic_name()
@@ -185,8 +298,12 @@ class EngineRuntime:
 
     async def send_dead_letters(self, letters: Iterable[DeadLetter]) -> None:
         for letter in letters:
-            self.dead_letters_sent += 1
             self.metrics.dead_letter(letter.reason_code)
+            source = letter.source
+            if source.topic is not None and source.offset is not None:
+                where = (source.topic, source.partition, source.offset)
+                failed = letter.reason_code == ReasonCode.PROCESSING_ERROR
+                self._letters[where] = self._letters.get(where, False) or failed
             await self.dead_letter_topic.send(
                 key=letter.dead_letter_id.encode(), value=letter.encode()
             )

@@ -8,12 +8,13 @@ answers the orders whose visits its downtimes touch, and derives its own
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from schemas.unit_status import UnitStatus
-from streams.engine.messages import decode_unit_inbox
+from streams.engine.messages import UNIT_INBOX, decode_unit_inbox
 from streams.engine.runtime import EngineRuntime, as_rejected
 from streams.engine.unit_processor import OccupancyEntry, UnitEffects, UnitProcessor, UnitSlot
 from streams.rules.facts import from_ms, to_ms
@@ -54,6 +55,12 @@ class UnitAgents:
             await rt.order_inbox.send(key=answer.key(), value=answer.encode())
         await rt.send_alerts(effects.alerts)
 
+    async def on_statuses(self, events: Sequence[Any]) -> None:
+        await self.rt.each(UNIT_STATUS, events, self.on_status)
+
+    async def on_inbox(self, events: Sequence[Any]) -> None:
+        await self.rt.each(UNIT_INBOX, events, self.on_occupancy)
+
     async def on_status(self, event: Any) -> None:
         rt = self.rt
         message, value = event.message, event.value
@@ -75,7 +82,7 @@ class UnitAgents:
             await rt.send_dead_letters(effects.dead_letters)
         rt.processed += 1
 
-    async def on_inbox(self, event: Any) -> None:
+    async def on_occupancy(self, event: Any) -> None:
         """An order reports its visits here, or that it left the state (`forget`)."""
         rt = self.rt
         occ = decode_unit_inbox(event.value)

@@ -51,7 +51,14 @@ def test_a_scan_through_the_faust_agent_is_stored_and_published(tmp_path: Path) 
         async with app.agents["order-inbox"].test_context() as inbox:
             await inbox.put(b"not json", key=b"PO-1")  # raises inside: dead-lettered
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        # faust's stream iterator built the app's consumer (never started here); its
+        # thread's event loop would be left open to the garbage collector
+        consumer = app._consumer
+        if consumer is not None:
+            consumer._thread.thread_loop.close()
     slot = OrderSlot.from_json(orjson.loads(engine.runtime.order_table["PO-1"]))
     assert [s.event_id for s in slot.facts.scans] == ["e-1"]
     [(key, snapshot)] = sent["state_topic"]

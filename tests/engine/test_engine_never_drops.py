@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -74,12 +74,12 @@ def test_mis_keyed_records_and_unknown_unit_stages_are_dead_letters(
 class _Stream:
     """Stands in for the faust stream an agent iterates (the agent body is production's)."""
 
-    def __init__(self, events: list[Any]) -> None:
-        self._events = events
+    def __init__(self, batches: list[list[Any]]) -> None:
+        self._batches = batches
 
-    async def events(self) -> AsyncIterator[Any]:
-        for event in self._events:
-            yield event
+    async def take_events(self, _max: int, _within: float) -> AsyncIterator[list[Any]]:
+        for batch in self._batches:
+            yield batch
 
 
 def _event(value: bytes, offset: int) -> Any:
@@ -87,33 +87,58 @@ def _event(value: bytes, offset: int) -> Any:
     return SimpleNamespace(message=message, value=value)
 
 
-def test_a_record_whose_handling_raises_is_dead_lettered_and_the_agent_goes_on(
-    tmp_path: Path,
-) -> None:
+def _engine(tmp_path: Path) -> tuple[Engine, list[DeadLetter]]:
     app = create_app("unit-test", bootstrap="localhost:1", partitions=1, data_dir=tmp_path)
     engine = Engine(app, EngineConfig(names=TopicNames("t."), plan=load_plan(None), clock="event"))
-    runtime = engine.runtime
     sent: list[DeadLetter] = []
-    handled: list[int] = []
 
     async def capture(*, key: bytes, value: bytes) -> None:
         sent.append(DeadLetter.model_validate_json(value))
 
-    async def handle(event: Any) -> None:
-        handled.append(event.message.offset)
-        await engine.orders.on_inbox(event)  # a corrupt internal message raises in here
+    engine.runtime.dead_letter_topic = SimpleNamespace(send=capture)
+    return engine, sent
 
-    runtime.dead_letter_topic = SimpleNamespace(send=capture)
-    agent = runtime.agent_body(handle, ORDER_INBOX)
+
+def test_a_record_whose_handling_raises_is_dead_lettered_and_the_batch_goes_on(
+    tmp_path: Path,
+) -> None:
+    """The batch fails as a whole, then each record is handled alone: only the bad one is lost."""
+    engine, sent = _engine(tmp_path)
+    handled: list[int] = []
+
+    async def handle(batch: Sequence[Any]) -> None:
+        for event in batch:
+            if event.value == b"boom":
+                raise ValueError("boom")
+            handled.append(event.message.offset)
+
+    agent = engine.runtime.agent_body(handle, ORDER_INBOX)
 
     async def drive() -> int:
         steps = 0
-        async for _ in agent(_Stream([_event(b"not json", 7), _event(b"{}", 8)])):
+        batches = [[_event(b"a", 6), _event(b"boom", 7), _event(b"b", 8)], [_event(b"c", 9)]]
+        async for _ in agent(_Stream(batches)):
             steps += 1
         return steps
 
     assert asyncio.run(drive()) == 2
-    assert handled == [7, 8]
+    assert handled == [6, 6, 8, 9]  # 6 again: the batch's retry, one record at a time
+    assert [(p.reason_code, p.source.offset) for p in sent] == [(ReasonCode.PROCESSING_ERROR, 7)]
+    assert sent[0].raw_value() == b"boom"
+    assert "ValueError: boom" in sent[0].errors[0].msg
+
+
+def test_corrupt_internal_messages_are_dead_lettered_and_the_agent_goes_on(
+    tmp_path: Path,
+) -> None:
+    engine, sent = _engine(tmp_path)
+    agent = engine.runtime.agent_body(engine.orders.on_inbox, ORDER_INBOX)
+
+    async def drive() -> None:
+        async for _ in agent(_Stream([[_event(b"not json", 7), _event(b"{}", 8)]])):
+            pass
+
+    asyncio.run(drive())
     assert [(p.reason_code, p.source.offset) for p in sent] == [
         (ReasonCode.PROCESSING_ERROR, 7),
         (ReasonCode.PROCESSING_ERROR, 8),

@@ -26,7 +26,7 @@ from streams.engine.messages import (
     decode_order_inbox,
     decode_unit_inbox,
 )
-from streams.engine.order_processor import OrderProcessor
+from streams.engine.order_processor import Arrival, OrderProcessor
 from streams.engine.order_slot import OrderSlot
 from streams.engine.unit_processor import OccupancyEntry, UnitProcessor, UnitSlot
 from streams.rules.facts import CustomerFact, to_ms
@@ -300,3 +300,65 @@ def test_every_internal_message_decodes_to_itself() -> None:
     assert [decode_order_inbox(a.encode()) for a in answers] == answers
     for sub in processor.rejoin(slot).subscriptions:
         assert decode_customer_inbox(sub.encode()) == sub
+
+
+def _inputs() -> list[Arrival]:
+    """An order's record, then its scans with one late (stage overdue) and one off-route."""
+    arrivals = [Arrival(_order(), T0, _src("orders", 0), b"{}", None)]
+    hours = [1, 2, 3, 60, 61]  # dyeing completes 57 h after it started ...
+    for n, (stage, action) in enumerate(
+        [("yarn_sourcing", "started"), ("yarn_sourcing", "completed"), ("dyeing", "started"),
+         ("dyeing", "completed"), ("embroidery", "started")]
+    ):  # fmt: skip
+        h = hours[n]
+        now = T0 + timedelta(hours=50 if n == 2 else h)  # ... and is seen overdue at 50 h
+        scan = _scan(f"e-{n}", stage, action, h)
+        arrivals.append(Arrival(scan, now, _src("scans", n), f"raw-{n}".encode(), None))
+    return arrivals
+
+
+def test_a_batch_of_inputs_ends_where_one_at_a_time_ends_with_one_snapshot() -> None:
+    """Batching publishes no intermediate versions, but the final alerts and facts agree."""
+    processor = OrderProcessor(PLAN)
+    one, batched = OrderSlot.new("PO-1"), OrderSlot.new("PO-1")
+    singles = [processor.on_inputs(one, [arrival]) for arrival in _inputs()]
+    effects = processor.on_inputs(batched, _inputs())
+
+    assert batched.published == one.published
+    assert batched.facts == one.facts
+    assert batched.occupancy_sent == one.occupancy_sent
+    assert batched.next_deadline_ms == one.next_deadline_ms
+    assert sum(e.snapshot is not None for e in singles) == len(singles)
+    assert effects.snapshot is not None  # one snapshot for the batch ...
+    last = orjson.loads(singles[-1].snapshot or b"")
+    assert orjson.loads(effects.snapshot) == {**last, "version": 1}  # ... the last state
+    assert len(effects.alerts) < sum(len(e.alerts) for e in singles)  # no intermediate versions
+    # the same dead letters, the off-route scan with its own source and bytes
+    letters = [(d.reason_code, d.source.offset, d.raw_value()) for d in effects.dead_letters]
+    assert letters == [
+        (d.reason_code, d.source.offset, d.raw_value()) for e in singles for d in e.dead_letters
+    ]
+    assert letters == [(ReasonCode.OFF_ROUTE, 4, b"raw-4")]
+
+
+def test_a_batch_past_the_eviction_instant_is_refused_as_one_at_a_time() -> None:
+    """The order completes in the batch; a record past completion + retention is order_closed."""
+    limits = EngineLimits(closed_order_retention_ms=DAY_MS)
+    processor = OrderProcessor(PLAN, limits=limits)
+    done = OrderSlot.new("PO-1")
+    _complete(processor, done)
+    assert done.closed_at_ms is not None
+    fresh = OrderSlot.new("PO-1")
+    arrivals = [Arrival(_order(), T0, _src("orders", 0), b"{}", None)]
+    for i, stage in enumerate(ROUTE):
+        for action, h in (("started", 2 * i + 1), ("completed", 2 * i + 2)):
+            scan = _scan(f"{stage}-{action}", stage, action, h)
+            arrivals.append(Arrival(scan, T0 + timedelta(hours=h), _src("scans", 2 * i), b"{}"))
+    late_h = 2 * len(ROUTE) + 24 + 1
+    late = _scan("late", "shipping", "started", late_h)
+    arrivals.append(Arrival(late, T0 + timedelta(hours=late_h), _src("scans", 99), b"late"))
+    effects = processor.on_inputs(fresh, arrivals)
+    assert [(d.reason_code, d.raw_value()) for d in effects.dead_letters] == [
+        (ReasonCode.ORDER_CLOSED, b"late")
+    ]
+    assert fresh.closed_at_ms == done.closed_at_ms

@@ -12,7 +12,7 @@ import re
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -37,12 +37,12 @@ def _engine(tmp_path: Path, app_id: str = "metrics-test") -> Engine:
 
 
 class _Stream:
-    def __init__(self, events: list[Any]) -> None:
-        self._events = events
+    def __init__(self, batches: list[list[Any]]) -> None:
+        self._batches = batches
 
-    async def events(self) -> AsyncIterator[Any]:
-        for event in self._events:
-            yield event
+    async def take_events(self, _max: int, _within: float) -> AsyncIterator[list[Any]]:
+        for batch in self._batches:
+            yield batch
 
 
 def _event(value: bytes, offset: int) -> Any:
@@ -54,8 +54,8 @@ def _sample(engine: Engine, name: str, **labels: str) -> float | None:
     return engine.runtime.metrics.registry.get_sample_value(name, labels)
 
 
-async def _drain(agent: Callable[[Any], AsyncIterator[None]], events: list[Any]) -> None:
-    async for _ in agent(_Stream(events)):
+async def _drain(agent: Callable[[Any], AsyncIterator[None]], batches: list[list[Any]]) -> None:
+    async for _ in agent(_Stream(batches)):
         pass
 
 
@@ -71,19 +71,20 @@ def test_records_are_counted_by_topic_and_outcome_and_timed(tmp_path: Path) -> N
     rt.alerts_topic = SimpleNamespace(send=capture)
     alert = {"alert_id": "a1", "type": "start_overdue", "status": "open"}
 
-    async def handle(event: Any) -> None:
-        if event.value == b"bad":
-            rejected = SimpleNamespace(raw=b"bad", errors=[], reason_code=ReasonCode.NOT_JSON)
-            await rt.dead_letter(ORDERS, event.message, rejected)  # type: ignore[arg-type]
-        elif event.value == b"boom":
-            raise RuntimeError("boom")
-        else:
-            await rt.send_alerts([alert])
+    async def handle(batch: Sequence[Any]) -> None:
+        for event in batch:
+            if event.value == b"bad":
+                rejected = SimpleNamespace(raw=b"bad", errors=[], reason_code=ReasonCode.NOT_JSON)
+                await rt.dead_letter(ORDERS, event.message, rejected)  # type: ignore[arg-type]
+            elif event.value == b"boom":
+                raise RuntimeError("boom")
+            else:
+                await rt.send_alerts([alert])
 
-    asyncio.run(
+    asyncio.run(  # a batch's outcomes are counted per record
         _drain(
             rt.agent_body(handle, ORDERS),
-            [_event(b"ok", 1), _event(b"ok", 2), _event(b"bad", 3), _event(b"boom", 4)],
+            [[_event(b"ok", 1), _event(b"ok", 2), _event(b"bad", 3)], [_event(b"boom", 4)]],
         )
     )
     records = "chainwatch_worker_records_total"
