@@ -6,9 +6,8 @@ A simulated scenario's `orders` and `scans` records are decoded (`decode_input`,
 not timed) and taken per order exactly as the agents do: load the slot from
 its stored bytes, `OrderProcessor.on_inputs`, store the slot's bytes, serialise
 every output (alerts, snapshot, dead letters, join messages). `--batch N`
-groups N consecutive records per order as the batched agents would (1: the
-per-record path; N > 1 needs `OrderProcessor.on_inputs`, branch
-`engine3-batching`, not on main). Prints events/s (CPU time, best of `--repeat`) and a SHA-256
+groups N consecutive records per order as the batched agents do (1: the
+per-record path). Prints events/s (CPU time, best of `--repeat`) and a SHA-256
 over every output and every stored slot in order: a change that makes the
 engine faster must keep the hash of the same `--batch` identical.
 """
@@ -77,10 +76,7 @@ def run(records: list[Record], plan: SlaPlan, batch: int) -> tuple[float, str]:
     digest = hashlib.sha256()
     started = time.process_time()
     if batch > 1:
-        try:  # the batched engine's API (branch engine3-batching)
-            from streams.engine.order_processor import Arrival  # type: ignore[attr-defined]
-        except ImportError:
-            raise SystemExit("--batch > 1 needs engine3-batching") from None
+        from streams.engine.order_processor import Arrival  # the batched engine's API
     for start in range(0, len(records), batch):
         groups: dict[str, list[Any]] = {}
         for topic, offset, value, raw in records[start : start + batch]:
@@ -102,8 +98,7 @@ def run(records: list[Record], plan: SlaPlan, batch: int) -> tuple[float, str]:
                 else:
                     effects = processor.on_order_record(slot, value, source, raw, now_dt)
             else:
-                batched: Any = processor  # on_inputs: branch engine3-batching
-                effects = batched.on_inputs(slot, [Arrival(*a) for a in arrivals])
+                effects = processor.on_inputs(slot, [Arrival(*a) for a in arrivals])
             if effects.evicted:
                 table[order_id] = orjson.dumps(evicted_json(slot))
             elif effects.changed:
