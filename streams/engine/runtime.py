@@ -163,6 +163,7 @@ class EngineRuntime:
                         started = clock()
                         await self.guarded(logical_topic, current, handle, lambda e: e.message)
                         self._count(meters, logical_topic, current, clock() - started)
+                    self.forget_stale(events)  # before take_events acks the batch
                 yield None
 
         return agent
@@ -212,20 +213,44 @@ class EngineRuntime:
                 await self.guarded(logical_topic, [item], step, message_of)
 
     def owned(self, message: Any) -> bool:
-        """Whether this worker still owns `message` (no rebalance since it was fetched).
+        """Whether `message` was fetched in the group's current generation.
 
-        faust's own per-record iterator skips a message fetched before a rebalance
-        (another generation of the group) or while flow control is off; a batch
-        holds messages for a while, so the same check is made when each key's
-        records are handled, and a stale one is left to the partition's new owner
-        (it is redelivered from the committed offset): its effects, computed from
-        this worker's copy of the state, could overtake the new owner's.
+        faust's own per-record iterator skips a message of an older generation (one
+        fetched before a rebalance); a batch holds messages for a while, so the same
+        check is made when each key's records are handled, and a stale one is left
+        to the partition's owner (it is read again from the committed offset): its
+        effects, computed from this worker's copy of the state, could overtake the
+        owner's.
+
+        Unlike faust's iterator this does not skip a message while the flow is
+        stopped: a batch taken before a rebalance is handled while its partitions
+        are being revoked, as faust handles a record it took before the flow
+        stopped - the revocation waits for every taken message to be acked
+        (`stream_wait_empty`), then commits. Skipping it there acked it unhandled
+        and that commit moved past it: the record was lost (a customer answer
+        missing in the 2-worker replay).
         """
-        app = self.app
         generation = getattr(message, "generation_id", None)
         if generation is None:  # not a consumer's message (tests)
             return True
-        return bool(app.flow_control.is_active() and generation == app.consumer_generation_id)
+        return bool(generation == self.app.consumer_generation_id)
+
+    def forget_stale(self, events: Sequence[Any]) -> None:
+        """Keep `take_events` from acking the events this worker left unhandled.
+
+        An ack marks the offset safe to commit; a stale event's offset is not (it is
+        read again from the committed offset), so it is marked acked on the message
+        itself, which makes the stream's ack a no-op, and dropped from the messages
+        the consumer waits for before a revocation commits.
+        """
+        stale = [event.message for event in events if not self.owned(event.message)]
+        if not stale:
+            return
+        unacked = getattr(self.app.consumer, "_unacked_messages", None)
+        for message in stale:
+            message.acked = True
+            if unacked is not None:
+                unacked.discard(message)
 
     async def each(
         self, logical_topic: str, events: Sequence[Any], handle: Callable[[Any], Awaitable[None]]

@@ -146,3 +146,58 @@ def test_corrupt_internal_messages_are_dead_lettered_and_the_agent_goes_on(
     assert sent[0].raw_value() == b"not json"
     assert "JSONDecodeError" in sent[0].errors[0].msg
     assert "KeyError" in sent[1].errors[0].msg  # `{}` is no message of the order inbox
+
+
+class _Message:
+    """A fetched record as faust's consumer makes it: its generation, whether acked."""
+
+    def __init__(self, offset: int, generation_id: int) -> None:
+        self.key, self.value, self.partition, self.offset = b"PO-1", b"x", 0, offset
+        self.generation_id = generation_id
+        self.acked = False
+
+
+class _AckingStream(_Stream):
+    """Acks each batch after the agent's step, as `take_events` does (a no-op when acked)."""
+
+    def __init__(self, batches: list[list[Any]]) -> None:
+        super().__init__(batches)
+        self.acked: list[int] = []
+
+    async def take_events(self, _max: int, _within: float) -> AsyncIterator[list[Any]]:
+        for batch in self._batches:
+            yield batch
+            for event in batch:
+                if not event.message.acked:
+                    event.message.acked = True
+                    self.acked.append(event.message.offset)
+
+
+def test_a_batch_taken_before_a_rebalance_is_handled_during_the_revocation_and_a_stale_one_is_not_acked(  # noqa: E501
+    tmp_path: Path,
+) -> None:
+    """faust revokes partitions only once every taken message is acked, then commits: a
+    batch skipped there (flow stopped) was acked unhandled and committed past, lost.
+    A message of an older generation is left to be read again, and never acked."""
+    engine, _ = _engine(tmp_path)
+    rt, app = engine.runtime, engine.runtime.app
+    handled: list[int] = []
+
+    async def handle(batch: Sequence[Any]) -> None:
+        handled.extend(event.message.offset for event in batch)
+
+    current, stale = _Message(1, generation_id=5), _Message(2, generation_id=4)
+    unacked = {current, stale}
+    app._consumer = SimpleNamespace(_unacked_messages=unacked)
+    app.consumer_generation_id = 5
+    app.flow_control.suspend()  # the revocation has begun
+    stream = _AckingStream([[SimpleNamespace(message=m, value=m.value) for m in (current, stale)]])
+
+    async def drive() -> None:
+        async for _ in rt.agent_body(handle, ORDER_INBOX)(stream):
+            pass
+
+    asyncio.run(drive())
+    assert handled == [1]
+    assert stream.acked == [1]  # the stale message's offset is never marked safe to commit
+    assert stale not in unacked  # nor waited for by the revocation
