@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -26,6 +27,7 @@ from streams.engine.messages import (
     decode_order_inbox,
     decode_unit_inbox,
 )
+from streams.engine.order_agents import OrderAgents
 from streams.engine.order_processor import Arrival, OrderProcessor
 from streams.engine.order_slot import OrderSlot
 from streams.engine.unit_processor import OccupancyEntry, UnitProcessor, UnitSlot
@@ -362,3 +364,61 @@ def test_a_batch_past_the_eviction_instant_is_refused_as_one_at_a_time() -> None
         (ReasonCode.ORDER_CLOSED, b"late")
     ]
     assert fresh.closed_at_ms == done.closed_at_ms
+
+
+def test_a_batch_of_scans_refused_by_the_gate_ends_as_the_slot_would_end_it() -> None:
+    """The agents refuse a full order's leading scans from its gate; the first scan the
+    gate cannot judge (a known event_id), and all after it, go to the slot."""
+    limits = EngineLimits(max_scans_per_order=20)
+    rt = SimpleNamespace(plan=PLAN, config=SimpleNamespace(snapshots=True, limits=limits))
+    agents = OrderAgents(rt)  # type: ignore[arg-type]
+    processor = agents.orders
+    slot = OrderSlot.new("PO-1")
+    processor.on_order_record(slot, _order(), _src("orders", 0), b"{}", T0)
+    for n in range(20):
+        scan = _scan(f"e-{n}", "yarn_sourcing", "started", 1)
+        processor.on_scan(slot, scan, _src("scans", n), b"{}", T0)
+    raw = orjson.dumps(slot.to_json())
+    agents._remember_gate("PO-1", raw, _roundtrip(slot))
+
+    def arrival(n: int) -> Arrival:
+        scan = _scan(f"e-{n}", "dyeing", "started", 2)
+        return Arrival(scan, T0, _src("scans", 100 + n), f"raw-{n}".encode(), to_ms(T0))
+
+    batch = [arrival(n) for n in (30, 31, 5, 32)]  # e-5 is known
+    letters, rest = agents._gated("PO-1", raw, batch)
+    assert rest == batch[2:]
+    whole = processor.on_inputs(_roundtrip(slot), batch)
+    after = processor.on_inputs(_roundtrip(slot), rest)
+    assert [d.encode() for d in letters + after.dead_letters] == [
+        d.encode() for d in whole.dead_letters
+    ]
+    assert [d.reason_code for d in whole.dead_letters] == [ReasonCode.STATE_LIMIT] * 3
+    assert agents._gated("PO-1", raw + b" ", batch) == ([], batch)  # another stored value
+
+
+def test_a_closed_orders_gate_leaves_a_scan_after_its_eviction_instant_to_the_slot() -> None:
+    """The per-record engine evicted the order once the clock passed the instant: the
+    gate must not answer for the scans that come after that (for this full and closed
+    order it would say state_limit; the evicted order says order_closed)."""
+    limits = EngineLimits(closed_order_retention_ms=DAY_MS, max_scans_per_order=2 * len(ROUTE))
+    rt = SimpleNamespace(plan=PLAN, config=SimpleNamespace(snapshots=True, limits=limits))
+    agents = OrderAgents(rt)  # type: ignore[arg-type]
+    slot = OrderSlot.new("PO-1")
+    _complete(agents.orders, slot)
+    raw = orjson.dumps(slot.to_json())
+    agents._remember_gate("PO-1", raw, _roundtrip(slot))
+    evict_at = agents.orders.evict_at_ms(slot)
+    assert evict_at is not None
+    late = _scan("late", "shipping", "completed", 20)  # before the eviction instant
+    now = T0 + timedelta(days=5)
+    batch = [Arrival(late, now, _src("scans", 9), b"x", evict_at - 1),
+             Arrival(late, now, _src("scans", 10), b"y", evict_at)]  # fmt: skip
+    letters, rest = agents._gated("PO-1", raw, batch)
+    assert [(d.reason_code, d.raw_value()) for d in letters] == [(ReasonCode.STATE_LIMIT, b"x")]
+    assert rest == batch[1:]
+    effects = agents.orders.on_inputs(_roundtrip(slot), rest)
+    assert effects.evicted
+    assert [(d.reason_code, d.raw_value()) for d in effects.dead_letters] == [
+        (ReasonCode.ORDER_CLOSED, b"y")
+    ]
