@@ -227,8 +227,8 @@ class EngineRuntime:
         are being revoked, as faust handles a record it took before the flow
         stopped - the revocation waits for every taken message to be acked
         (`stream_wait_empty`), then commits. Skipping it there acked it unhandled
-        and that commit moved past it: the record was lost (a customer answer
-        missing in the 2-worker replay).
+        and that commit moved past it: the record was lost (the likely cause of a
+        customer answer missing in the 2-worker replay of the first batched engine).
         """
         generation = getattr(message, "generation_id", None)
         if generation is None:  # not a consumer's message (tests)
