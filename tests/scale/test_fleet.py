@@ -1,6 +1,6 @@
 """Opt-in (`make test-fleet`, marker `fleet`): a 4-worker fleet over 8 partitions.
 
-~50,000 simulated records replayed by 1 worker and by 4 workers of which one is
+~50,000 simulated records replayed by 1 worker, by 2, and by 4 workers of which one is
 killed (SIGKILL) mid-run and a fifth added: both end with the reference engine's
 alerts and dead letters. Tens of minutes on a 2-core machine, so never in the
 default run (pyproject addopts: -m "not fleet").
@@ -38,7 +38,7 @@ def test_four_workers_with_a_kill_and_an_addition_match_one_worker(
     settings_factory: Callable[..., Settings], tmp_path: Path
 ) -> None:
     fleet = _bench()
-    days, per_day = 30, 105
+    days, per_day = 30, 107  # 105 gave 49,878 records (main, 2026-11-30)
     scenario = fleet.simulate(tmp_path / "fleet.ndjson", days=days, orders_per_day=per_day, seed=14)
     records = sum(1 for _ in scenario.open("rb"))
     assert records >= 50_000
@@ -46,11 +46,15 @@ def test_four_workers_with_a_kill_and_an_addition_match_one_worker(
     expected, expected_dead = fleet.reference(scenario, until)
     settings = settings_factory()
     one = fleet.run_fleet(settings, scenario, workers=1, until=until)
+    two = fleet.run_fleet(settings, scenario, workers=2, until=until)
     four = fleet.run_fleet(settings, scenario, workers=4, until=until, kill_and_add=True)
     print(
-        f"\n{records} records: 1 worker {one.wall_s:.0f}s, 4 workers (kill+add) {four.wall_s:.0f}s"
+        f"\n{records} records: 1 worker {one.wall_s:.0f}s, 2 workers {two.wall_s:.0f}s, "
+        f"4 workers (kill+add) {four.wall_s:.0f}s"
     )
     assert one.alerts == expected
     assert one.dead_letters == expected_dead
+    assert two.alerts == one.alerts
+    assert two.dead_letters == one.dead_letters
     assert four.alerts == one.alerts
     assert four.dead_letters == one.dead_letters
