@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -68,7 +69,9 @@ def _sink(store: _Store, consumer: _Consumer, **config: Any) -> ClickHouseSink:
         group_id="g",
         client=store,
         mappers={"s": ScanRows()},
-        config=SinkConfig(flush_rows=10, initial_backoff_s=0.01, max_backoff_s=0.01, **config),
+        config=SinkConfig(
+            **{"flush_rows": 10, "initial_backoff_s": 0.01, "max_backoff_s": 0.01, **config}
+        ),
     )
     sink._consumer = consumer  # type: ignore[assignment]
     sink._loaded.add(TP)  # nothing stored yet: no skip-set to read
@@ -115,7 +118,10 @@ def test_records_mapped_during_an_insert_go_to_the_next_batch() -> None:
 
 def test_a_failed_batch_is_retried_unchanged_before_later_ones() -> None:
     store, consumer = _Store(), _Consumer()
-    sink = _sink(store, consumer)
+    # a backoff longer than any stall of this process: with 10 ms, a machine under load
+    # descheduled the test between the failure and the next check, the retry started at
+    # once while ClickHouse was still down, and the test's own retry found none to wait on
+    sink = _sink(store, consumer, initial_backoff_s=1.0, max_backoff_s=1.0)
 
     async def scenario() -> None:
         store.down.set()
@@ -129,8 +135,11 @@ def test_a_failed_batch_is_retried_unchanged_before_later_ones() -> None:
         assert store.refused == ["scans:s:0:0-9"]
         assert sink.buffered_rows == 15
         store.down.clear()
-        await asyncio.sleep(0.02)  # the backoff
-        await sink.after_batch(consumer)  # the retry starts
+        deadline = time.monotonic() + 10
+        while sink._flush_task is None:  # the retry starts once the backoff has passed
+            assert time.monotonic() < deadline, "no retry within 10 s"
+            await asyncio.sleep(0.05)  # poll interval of the condition
+            await sink.after_batch(consumer)
         await _flushed(sink)
         await sink.after_batch(consumer)
         assert consumer.paused() == set()
