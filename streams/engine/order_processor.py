@@ -245,42 +245,47 @@ class OrderProcessor:
             memo.append(min(times, default=2**62))
         return memo[0]
 
+    def _refused(
+        self, slot: OrderSlot, at: datetime, held: int, most: int, arrival: Arrival,
+        effects: Effects,
+    ) -> bool:  # fmt: skip
+        """Refuse a record timed `at` into `effects`: `order_closed` past the eviction
+        instant, `state_limit` when the order already holds `most` of its kind."""
+        if self._closed_before(slot, at):
+            code = ReasonCode.ORDER_CLOSED
+        elif held >= most:
+            code = ReasonCode.STATE_LIMIT
+        else:
+            return False
+        assert arrival.source is not None
+        _merge(effects, self.refuse(slot.facts.order_id, code, arrival.source, arrival.raw,
+                                    arrival.now))  # fmt: skip
+        return True
+
     def _take(self, slot: OrderSlot, arrival: Arrival, effects: Effects) -> _Step:
         """Apply one input to the slot; refusals and rejoins go straight to `effects`."""
         item, now = arrival.item, arrival.now
         facts = slot.facts
         if isinstance(item, ScanEvent):
-            source, raw = arrival.source, arrival.raw
-            assert source is not None
             if any(known.event_id == item.event_id for known in facts.scans):
                 # a known event_id changes nothing; re-announce the joins in case this is a
                 # redelivery after a crash that kept the slot but lost the messages it sent
                 _merge(effects, self.rejoin(slot))
                 return _Step.NOTHING
-            if self._closed_before(slot, item.event_time):
-                _merge(effects, self.refuse(facts.order_id, ReasonCode.ORDER_CLOSED, source,
-                                            raw, now))  # fmt: skip
-                return _Step.NOTHING
-            if len(facts.scans) >= self.limits.max_scans_per_order:
-                _merge(effects, self.refuse(facts.order_id, ReasonCode.STATE_LIMIT, source,
-                                            raw, now))  # fmt: skip
+            if self._refused(slot, item.event_time, len(facts.scans),
+                             self.limits.max_scans_per_order, arrival, effects):  # fmt: skip
                 return _Step.NOTHING
             add_scan(facts, scan_fact(item))
             return _Step.EVALUATE
         if isinstance(item, OrderRecord):
-            source, raw = arrival.source, arrival.raw
+            source = arrival.source
             assert source is not None
             assert source.offset is not None
             if any(known.offset == source.offset for known in facts.records):
                 _merge(effects, self.rejoin(slot))
                 return _Step.NOTHING
-            if self._closed_before(slot, item.event_time or item.placed_at or now):
-                _merge(effects, self.refuse(facts.order_id, ReasonCode.ORDER_CLOSED, source,
-                                            raw, now))  # fmt: skip
-                return _Step.NOTHING
-            if len(facts.records) >= self.limits.max_records_per_order:
-                _merge(effects, self.refuse(facts.order_id, ReasonCode.STATE_LIMIT, source,
-                                            raw, now))  # fmt: skip
+            if self._refused(slot, item.event_time or item.placed_at or now, len(facts.records),
+                             self.limits.max_records_per_order, arrival, effects):  # fmt: skip
                 return _Step.NOTHING
             add_record(facts, order_record_fact(item, source.offset))
             return _Step.EVALUATE
