@@ -23,8 +23,23 @@ def to_ms(value: datetime) -> int:
     return (value - _EPOCH) // _MS
 
 
+_FROM_MS: dict[int, datetime] = {}
+_FROM_MS_MAX = 200_000
+
+
 def from_ms(value: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=value)
+    """The aware UTC datetime of epoch milliseconds, memoised.
+
+    Every slot decode turns the same stored instants into datetimes again, and
+    building one costs several times a dict lookup. Sharing the (immutable)
+    object also shares its cached hash, which `format_utc_cached` needs.
+    """
+    known = _FROM_MS.get(value)
+    if known is None:
+        if len(_FROM_MS) >= _FROM_MS_MAX:
+            _FROM_MS.clear()
+        known = _FROM_MS[value] = _EPOCH + timedelta(milliseconds=value)
+    return known
 
 
 _FORMATTED: dict[datetime, str] = {}
