@@ -728,7 +728,7 @@ def dump_main(out: Path) -> None:
     try:
         for table in (*RAW_TABLES, *FINAL_TABLES, "webhook_deliveries"):
             final = " FINAL" if table in FINAL_TABLES else ""
-            result = client.query(f"SELECT * FROM {table}{final}")
+            result = client.query(f"SELECT * FROM {table}{final}")  # noqa: S608 - table list
             state[table] = [
                 dict(zip(result.column_names, row, strict=True)) for row in result.result_rows
             ]

@@ -220,7 +220,7 @@ def _farewell(settings: Settings, console: Console, broker_stopped: bool) -> Non
         )
     console.print(f"logs: {settings.log_dir}/demo-*.log", soft_wrap=True)
     console.print(
-        f"this run's data: CHAINWATCH_CLICKHOUSE__DATABASE={settings.clickhouse.database} "
+        f"this run's data: CHAINWATCH_CLICKHOUSE__DATABASE={settings.clickhouse.database} "  # noqa: S608 - a hint printed, not run
         "chainwatch sql 'SELECT type, status, count() FROM alerts_current GROUP BY ALL'; "
         "`make clean-data` deletes every run",
         soft_wrap=True,

@@ -155,18 +155,15 @@ def store_replay(
     store.insert(RUNS_TABLE, [astuple(run)], column_names=list(RUN_COLUMNS))
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def stored_counts(store: Store, run_id: str) -> dict[str, int]:
     """Rows of a run as the views show them (alerts, orders, dead letters; runs is 0 or 1)."""
-    where = f"WHERE run_id = {_quote(run_id)}"
+    where = "WHERE run_id = {run:String}"
     counts = store.query(
-        f"SELECT (SELECT count() FROM replay_runs_current {where}), "
+        f"SELECT (SELECT count() FROM replay_runs_current {where}), "  # noqa: S608 - constants
         f"(SELECT count() FROM replay_alerts_current {where}), "
         f"(SELECT count() FROM replay_order_state_current {where}), "
-        f"(SELECT count() FROM replay_dead_letters_current {where})"
+        f"(SELECT count() FROM replay_dead_letters_current {where})",
+        parameters={"run": run_id},
     ).result_rows[0]
     return dict(zip(("runs", "alerts", "orders", "dead_letters"), map(int, counts), strict=True))
 

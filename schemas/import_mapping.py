@@ -141,14 +141,14 @@ class TimeSpec(BaseModel):
     @field_validator("format")
     @classmethod
     def _formats_parse_back(cls, formats: tuple[str, ...]) -> tuple[str, ...]:
-        sample = datetime(2026, 11, 22, 14, 5, 9)
+        sample = datetime(2026, 11, 22, 14, 5, 9)  # noqa: DTZ001 - a wall time, like the cells
         for fmt in formats:
             if fmt == "iso":
                 continue
             if "%" not in fmt:
                 raise ValueError(f"{fmt!r} is neither `iso` nor a strptime pattern (%d.%m.%Y)")
             try:
-                datetime.strptime(sample.strftime(fmt), fmt)
+                datetime.strptime(sample.strftime(fmt), fmt)  # noqa: DTZ007 - parse-back check only
             except ValueError as exc:
                 raise ValueError(f"{fmt!r} is not a usable strptime pattern ({exc})") from None
         return formats
@@ -293,7 +293,7 @@ def load_mapping(path: Path, kind: str | None = None) -> ImportMapping:
     except (OSError, UnicodeDecodeError) as exc:
         raise MappingError(f"cannot read mapping {path}: {_why(exc)}") from None
     try:
-        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
     except yaml.YAMLError as exc:
         why = " ".join(str(exc).split())
         raise MappingError(f"mapping {path} is not valid YAML: {why}") from None

@@ -135,6 +135,11 @@ class SlaPlan(_Strict):
         return self
 
     def _check(self) -> None:
+        seen = self._check_route()
+        self._check_stage_keys(seen)
+
+    def _check_route(self) -> set[str]:
+        """The route's own stages, once each, with rework before QC on it."""
         if not self.route:
             raise _PlanProblem("route", "must list at least one stage")
         seen: set[str] = set()
@@ -147,6 +152,10 @@ class SlaPlan(_Strict):
                 raise _PlanProblem(key, f"{getattr(self, key)!r} is not on the route")
         if self.route.index(self.rework_stage) >= self.route.index(self.qc_stage):
             raise _PlanProblem("rework_stage", "must come before qc_stage on the route")
+        return seen
+
+    def _check_stage_keys(self, seen: set[str]) -> None:
+        """Every stage named as a key is on the route; every route stage has a duration."""
         for stage in self.stage_duration:
             if stage not in seen:
                 raise _PlanProblem(f"stage_duration.{stage}", "unknown stage (not on the route)")

@@ -98,15 +98,12 @@ def _utc(value: Any) -> Any:
     return value
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def load_runs(store: Store, backtest_id: str) -> list[RunRecord]:
     """The complete runs of one backtest, in the order of its plans."""
     result = store.query(
-        f"SELECT {', '.join(RUN_COLUMNS)} FROM {RUNS_TABLE} "
-        f"WHERE backtest_id = {_quote(backtest_id)} ORDER BY plan_index"
+        f"SELECT {', '.join(RUN_COLUMNS)} FROM {RUNS_TABLE} "  # noqa: S608 - constants
+        "WHERE backtest_id = {id:String} ORDER BY plan_index",
+        parameters={"id": backtest_id},
     )
     return [RunRecord(*(_utc(v) for v in row)) for row in result.result_rows]
 
@@ -114,7 +111,8 @@ def load_runs(store: Store, backtest_id: str) -> list[RunRecord]:
 def load_alerts(store: Store, run_id: str) -> list[AlertFacts]:
     """The stored alerts of one run, as the comparison reads them, by alert_id."""
     result = store.query(
-        "SELECT alert_id, type, severity, status, order_id, stage, deadline, detected_at, "
-        f"lateness_s FROM {ALERTS_TABLE} WHERE run_id = {_quote(run_id)} ORDER BY alert_id"
+        "SELECT alert_id, type, severity, status, order_id, stage, deadline, detected_at, "  # noqa: S608 - constants
+        f"lateness_s FROM {ALERTS_TABLE} WHERE run_id = {{run:String}} ORDER BY alert_id",
+        parameters={"run": run_id},
     )
     return [AlertFacts(*(_utc(v) for v in row)) for row in result.result_rows]

@@ -241,7 +241,7 @@ class RowMapper:
             try:
                 if fmt == "iso":
                     return datetime.fromisoformat(text)
-                return datetime.strptime(text, fmt)
+                return datetime.strptime(text, fmt)  # noqa: DTZ007 - wall time, localised by the caller
             except ValueError:
                 continue
         raise _Bad(

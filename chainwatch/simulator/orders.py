@@ -191,7 +191,9 @@ class _Order:
             steps.append(_Step(stage, "completed", False))
         return steps
 
-    def _walk(self, steps: list[_Step], fates: set[str], due_ms: int) -> None:
+    def _walk(  # noqa: C901 - one pass whose draws fix the seeded output; kept in order
+        self, steps: list[_Step], fates: set[str], due_ms: int
+    ) -> None:
         rng, plan, ctx = self.rng, self.plan, self.ctx
         route = plan.route
         n = len(steps)

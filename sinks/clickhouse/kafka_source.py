@@ -127,7 +127,7 @@ def _highest_offset(client: Any, topic: str, tables: Iterable[str]) -> int:
     top = -1
     for table in tables:
         result = client.query(
-            f"SELECT max(kafka_offset), count() FROM {table} WHERE kafka_topic = {{t:String}}",
+            f"SELECT max(kafka_offset), count() FROM {table} WHERE kafka_topic = {{t:String}}",  # noqa: S608 - table constant
             parameters={"t": topic},
         ).result_rows[0]
         if int(result[1]):

@@ -57,8 +57,8 @@ def migrate(client: SerializedClient, settings: Settings) -> list[Migration]:
         for statement in migration.statements:
             client.command(statement)
         client.command(
-            "INSERT INTO schema_migrations (version, name) VALUES "
-            f"({migration.version}, '{migration.name}')"
+            "INSERT INTO schema_migrations (version, name) VALUES ({v:UInt32}, {n:String})",
+            parameters={"v": migration.version, "n": migration.name},
         )
         applied.append(migration)
     return applied

@@ -192,12 +192,14 @@ class ClickHouseSink:
             since = int(committed or 0) + self.offset_bases.get(tp.topic, 0)
             for table in self.mappers[tp.topic].tables:
                 sql = (
-                    f"SELECT count(), max(kafka_offset), "
+                    f"SELECT count(), max(kafka_offset), "  # noqa: S608 - a table constant
                     f"groupUniqArray({MAX_SKIP_SET})(kafka_offset) FROM {table.name} "
-                    f"WHERE kafka_topic = '{tp.topic}' AND kafka_partition = {tp.partition} "
-                    f"AND kafka_offset >= {since}"
+                    "WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:Int32} "
+                    "AND kafka_offset >= {since:Int64}"
                 )
-                result = await self._retrying(functools.partial(self.client.query, sql))
+                values = {"topic": tp.topic, "partition": tp.partition, "since": since}
+                query = functools.partial(self.client.query, sql, parameters=values)
+                result = await self._retrying(query)
                 count, top, offsets = result.result_rows[0]
                 if not count:
                     stored = _Stored()

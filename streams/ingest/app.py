@@ -447,7 +447,7 @@ def _from_allowed(
     return any(address in network for network in networks)
 
 
-def create_gateway_app(
+def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
     settings: Settings,
     tokens: TokenRegistry,
     mapping: EpcisMapping | None = None,

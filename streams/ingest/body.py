@@ -166,7 +166,7 @@ def _more_than(max_items: int) -> re.Pattern[bytes]:
     )
 
 
-def locate_array(
+def locate_array(  # noqa: C901 - one scanner loop; a call per token would slow ingest
     body: Body,
     path: tuple[str, ...],
     max_items: int,

@@ -34,7 +34,7 @@ class FakeGrafana:
         self.problems: list[str] = []
 
 
-def _handler(state: FakeGrafana) -> type[BaseHTTPRequestHandler]:
+def _handler(state: FakeGrafana) -> type[BaseHTTPRequestHandler]:  # noqa: C901 - a fake Grafana API
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
             pass
