@@ -101,6 +101,24 @@ def current_customer_id(facts: OrderFacts, plan: SlaPlan) -> str | None:
     return record.customer_id if record is not None else None
 
 
+_CUSTOMERS: dict[tuple[str, str | None, str], AlertCustomer] = {}
+_CUSTOMERS_MAX = 100_000
+
+
+def _alert_customer(customer_id: str, name: str | None, tier: str) -> AlertCustomer:
+    """One shared (frozen) model per customer as known: every evaluation of an order
+    needs it, and `model_construct` cost more than the rest of choosing it."""
+    key = (customer_id, name, tier)
+    known = _CUSTOMERS.get(key)
+    if known is None:
+        if len(_CUSTOMERS) >= _CUSTOMERS_MAX:
+            _CUSTOMERS.clear()
+        known = _CUSTOMERS[key] = AlertCustomer.model_construct(
+            customer_id=customer_id, name=name, tier=cast(Tier, tier)
+        )
+    return known
+
+
 def _customer(fold: RecordFold, customer: CustomerFact | None) -> AlertCustomer | None:
     if fold.record is None:
         return None
@@ -110,12 +128,8 @@ def _customer(fold: RecordFold, customer: CustomerFact | None) -> AlertCustomer 
         else None
     )
     if known is None:
-        return AlertCustomer.model_construct(
-            customer_id=fold.record.customer_id, name=None, tier=DEFAULT_TIER
-        )
-    return AlertCustomer.model_construct(
-        customer_id=known.customer_id, name=known.name, tier=cast(Tier, known.tier)
-    )
+        return _alert_customer(fold.record.customer_id, None, DEFAULT_TIER)
+    return _alert_customer(known.customer_id, known.name, known.tier)
 
 
 def evaluate_order(

@@ -30,6 +30,24 @@ _OBLIGATION_SEVERITY = {
 }
 
 
+_IDS: dict[tuple[AlertType, str, str | None, int | None, datetime], str] = {}
+_IDS_MAX = 200_000
+
+
+def _alert_id(
+    type: AlertType, order_id: str, stage: str | None, visit: int | None, deadline: datetime
+) -> str:
+    """`schemas.alerts.alert_id`, memoised: an order derives the same alerts again on
+    every change, and the id costs a formatted time and a SHA-256."""
+    key = (type, order_id, stage, visit, deadline)
+    known = _IDS.get(key)
+    if known is None:
+        if len(_IDS) >= _IDS_MAX:
+            _IDS.clear()
+        known = _IDS[key] = make_alert_id(type, order_id, stage, visit, deadline)
+    return known
+
+
 def _cause(visit: Visit | None, downtimes: Mapping[str, Sequence[Downtime]]) -> AlertCause | None:
     """The earliest downtime of the visit's unit overlapping the visit, if any."""
     if visit is None:
@@ -69,7 +87,7 @@ class OrderAlertBuilder:
         cause: AlertCause | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        identity = make_alert_id(type, self.order_id, stage, visit, deadline)
+        identity = _alert_id(type, self.order_id, stage, visit, deadline)
         if identity in self.alerts:
             return
         lateness = None if fulfilled_at is None else (fulfilled_at - deadline).total_seconds()

@@ -12,12 +12,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 from schemas.plan import SlaPlan
 from streams.rules.facts import ScanFact
 
 MISSING_SCAN = "missing_scan"
 OUT_OF_SEQUENCE = "out_of_sequence"
+
+_SCAN_ORDER = attrgetter("event_time", "event_id")
+"""`ScanFact.sort_key` without a Python call per scan."""
 
 
 @dataclass(slots=True)
@@ -76,18 +80,60 @@ def remaining_budget(route: Sequence[str], plan: SlaPlan, product: str | None) -
     return tail
 
 
+@dataclass(frozen=True, slots=True)
+class RouteBudget:
+    """What every walk of one (route, product) under one plan looks up."""
+
+    index: dict[str, int]
+    """stage -> position on the route"""
+    tail: list[timedelta]
+    """`remaining_budget` of the route"""
+    duration: dict[str, timedelta]
+    """stage -> the product's budget of a visit (`plan.duration`)"""
+    rework: int | None
+    """position of the plan's rework stage on the route"""
+
+
+_BUDGETS: dict[tuple[int, tuple[str, ...], str | None], tuple[SlaPlan, RouteBudget]] = {}
+_BUDGETS_MAX = 10_000
+
+
+def route_budget(route: Sequence[str], plan: SlaPlan, product: str | None) -> RouteBudget:
+    """The `RouteBudget` of a route, memoised: an order is walked again on every change,
+    and rebuilding these (through the plan's private memo) cost a tenth of a walk.
+
+    Keyed by the plan's identity; the plan is kept with the entry, so a key is never
+    reused by another plan while the entry lives.
+    """
+    key = (id(plan), route if isinstance(route, tuple) else tuple(route), product)
+    hit = _BUDGETS.get(key)
+    if hit is not None and hit[0] is plan:
+        return hit[1]
+    if len(_BUDGETS) >= _BUDGETS_MAX:
+        _BUDGETS.clear()
+    index = {stage: i for i, stage in enumerate(route)}
+    budget = RouteBudget(
+        index=index,
+        tail=remaining_budget(route, plan, product),
+        duration={stage: plan.duration(stage, product) for stage in route},
+        rework=index.get(plan.rework_stage),
+    )
+    _BUDGETS[key] = (plan, budget)
+    return budget
+
+
 class _Walker:
     """Mutable state of one walk; kept in a class so each rule reads like RULES.md."""
 
     def __init__(self, route: Sequence[str], plan: SlaPlan, product: str | None) -> None:
+        budget = route_budget(route, plan, product)
         self.route = route
-        self.index = {stage: i for i, stage in enumerate(route)}
+        self.index = budget.index
         self.plan = plan
         self.product = product
-        self.tail = plan.memo(
-            ("tail", tuple(route), product), lambda: remaining_budget(route, plan, product)
-        )
-        self.rework = self.index.get(plan.rework_stage)
+        self.tail = budget.tail
+        self.duration = budget.duration
+        self.rework = budget.rework
         self.tolerance = 1.0 - plan.quantity_loss_tolerance
         self.expected = 0
         self.open: Visit | None = None
@@ -170,7 +216,7 @@ class _Walker:
         visit = self.open
         if visit is not None and visit.start is not None:
             i = self.index[visit.stage]
-            busy_until = visit.start + self.plan.duration(visit.stage, self.product)
+            busy_until = visit.start + self.duration[visit.stage]
             return max(busy_until, t) + self.tail[i + 1]
         return t + self.tail[self.expected]
 
@@ -186,7 +232,7 @@ def walk_visits(
 ) -> Walk:
     """Walk scans whose stages are all on `route` (off-route scans are dead letters)."""
     walker = _Walker(route, plan, product)
-    ordered = sorted(scans, key=ScanFact.sort_key)
+    ordered = sorted(scans, key=_SCAN_ORDER)
     for seq, scan in enumerate(ordered):
         walker.apply(seq, scan)
     walk = walker.result()
