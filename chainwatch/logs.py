@@ -3,6 +3,10 @@
 structlog renders key=value pairs on a terminal and JSON lines in production
 (`CHAINWATCH_LOG_FORMAT=json`). Standard-library loggers (faust, aiokafka,
 uvicorn) are routed through the same renderer so one process writes one format.
+
+The libraries (`streams`, `sinks`) take their loggers from structlog itself
+(`structlog.stdlib.get_logger(__name__)`) and never configure anything; the
+process that runs them configures logging here, once.
 """
 
 from __future__ import annotations
@@ -135,6 +139,7 @@ def silenced(*names: str) -> Iterator[None]:
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """The logger of `name` (as the libraries' `structlog.stdlib.get_logger(__name__)`)."""
     return structlog.stdlib.get_logger(name)
 
 

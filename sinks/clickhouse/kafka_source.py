@@ -27,10 +27,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chainwatch.errors import UserError
-from chainwatch.logs import get_logger
+import structlog
 
-log = get_logger(__name__)
+from chainwatch.errors import UserError
+
+log = structlog.stdlib.get_logger(__name__)
 
 NEW_EPOCH_HINT = "chainwatch sink --new-kafka-epoch"
 

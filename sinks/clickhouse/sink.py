@@ -51,17 +51,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
-from chainwatch.logs import get_logger
 from sinks.backoff import Backoff
 from sinks.clickhouse import metrics
 from sinks.clickhouse.mapping import RecordInvalid, RecordMapper, Row, Table
 from sinks.consumer import consume, new_consumer
 
-log = get_logger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 FETCH_RECORDS = 5_000
 """Records mapped per event-loop turn: mapping is synchronous, and a turn of 50,000

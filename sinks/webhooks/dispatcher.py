@@ -38,13 +38,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from pydantic import ValidationError
 from standardwebhooks import Webhook
 
-from chainwatch.logs import get_logger
 from schemas.alerts import Alert
 from sinks.backoff import Backoff
 from sinks.consumer import consume, new_consumer
@@ -63,7 +63,7 @@ from sinks.webhooks.records import DeliveryLog, WebhookDeadLetter
 from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import TargetPolicy
 
-log = get_logger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 COMMIT_INTERVAL_S = 0.5
 

@@ -11,7 +11,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from chainwatch.logs import get_logger
+import structlog
+
 from schemas.dead_letter import DeadLetter, ReasonCode
 from schemas.orders import OrderRecord
 from schemas.scans import ScanEvent
@@ -28,7 +29,7 @@ from streams.engine.runtime import EngineRuntime, as_rejected
 from streams.rules.facts import from_ms, to_ms
 from streams.topics import ORDERS, SCANS
 
-log = get_logger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 GATES = 64
 """Scan gates kept (the most recently used orders): one per hot full or closed order."""

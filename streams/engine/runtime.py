@@ -18,9 +18,9 @@ from typing import Any, Literal, TypeVar
 
 import faust
 import orjson
+import structlog
 from faust.streams import _current_event
 
-from chainwatch.logs import get_logger
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.plan import SlaPlan
 from schemas.validation import RecordRejected, check_key
@@ -41,7 +41,7 @@ from streams.topics import (
     TopicNames,
 )
 
-log = get_logger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chainwatch.logs import get_logger
 from chainwatch.settings import Settings
 from schemas.common import IDENTIFIER_PATTERN
 from schemas.dead_letter import DeadLetter, DeadLetterSource
@@ -68,7 +68,7 @@ from streams.ingest.publisher import (
 from streams.ingest.readiness import Readiness
 from streams.topics import CUSTOMERS, DEAD_LETTER, TopicNames
 
-log = get_logger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 _REQUEST_ID_MAX = 64
 _TRUE = frozenset({"true", "1", "yes", "on"})

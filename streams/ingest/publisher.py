@@ -32,15 +32,14 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.structs import RecordMetadata
 
-from chainwatch.logs import get_logger
-
-log = get_logger(__name__)
+log = structlog.stdlib.get_logger(__name__)
 
 
 @functools.lru_cache(maxsize=65536)
