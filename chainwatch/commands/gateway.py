@@ -47,7 +47,7 @@ def serve(
     from chainwatch.runners import prepare_topics
     from schemas.epcis import EpcisMappingError, load_epcis_mapping
     from schemas.plan import load_plan
-    from streams.ingest import create_gateway_app
+    from streams.ingest.app import create_gateway_app
     from streams.ingest.auth import TokenRegistry, TokensFileError
 
     cfg = settings()

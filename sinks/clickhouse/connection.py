@@ -20,7 +20,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from chainwatch.errors import UserError
-from chainwatch.settings import Settings
+from sinks.clickhouse.settings import StoreConfig
 
 
 class StoreUnavailable(UserError):
@@ -47,7 +47,9 @@ CLUSTER_SINK_SETTINGS: dict[str, str | int] = {
 """Session settings of the sink's client in cluster mode (docs/scaling.md, exactly-once)."""
 
 
-def open_client(settings: Settings, *, create_database: bool = True, writer: bool = True) -> Client:
+def open_client(
+    settings: StoreConfig, *, create_database: bool = True, writer: bool = True
+) -> Client:
     """Connect to the configured store and select the Chainwatch database.
 
     In cluster mode a `writer` client (the sink, migrations) carries
@@ -100,7 +102,7 @@ def open_client(settings: Settings, *, create_database: bool = True, writer: boo
     return client
 
 
-def open_own_handle(settings: Settings) -> Client:
+def open_own_handle(settings: StoreConfig) -> Client:
     """Another client on the embedded store this process already opened (`open_client`).
 
     chDB hosts one engine per process but any number of handles to it, each

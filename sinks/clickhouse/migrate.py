@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chainwatch.settings import Settings
 from sinks.clickhouse.cluster import fill, migration_statements, schema_migrations_ddl
 from sinks.clickhouse.connection import SerializedClient
+from sinks.clickhouse.settings import StoreConfig
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Migration:
     statements: tuple[str, ...]
 
 
-def load_migrations(settings: Settings) -> list[Migration]:
+def load_migrations(settings: StoreConfig) -> list[Migration]:
     """The migrations with their statements for the configured layout, filled in.
 
     Single node: the files' statements as written. With `clickhouse.cluster`: the
@@ -40,14 +40,14 @@ def load_migrations(settings: Settings) -> list[Migration]:
     ]
 
 
-def applied_versions(client: SerializedClient, settings: Settings) -> set[int]:
+def applied_versions(client: SerializedClient, settings: StoreConfig) -> set[int]:
     ch = settings.clickhouse
     client.command(fill(schema_migrations_ddl(ch.cluster), database=ch.database, ttl_days=0))
     rows = client.query("SELECT version FROM schema_migrations FINAL").result_rows
     return {int(row[0]) for row in rows}
 
 
-def migrate(client: SerializedClient, settings: Settings) -> list[Migration]:
+def migrate(client: SerializedClient, settings: StoreConfig) -> list[Migration]:
     """Apply every pending migration; return the ones applied now."""
     done = applied_versions(client, settings)
     applied: list[Migration] = []

@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 import httpx
 
-from chainwatch.settings import Settings
 from sinks.clickhouse.connection import StoreLocked, StoreUnavailable, open_client
 from sinks.clickhouse.query_server import endpoint_file
 from sinks.clickhouse.read_only import ReadFailed, ReadOnlyQueries, StatementRefused
+from sinks.clickhouse.settings import StoreConfig
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class QueryFailed(StoreUnavailable):
 class DirectReader:
     """Opens the store itself; the same checks and limits as the loopback server."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: StoreConfig) -> None:
         self._queries = ReadOnlyQueries(open_client(settings, writer=False))
 
     def query(self, sql: str) -> Table:
@@ -88,7 +88,7 @@ class LoopbackReader:
         self._http.close()
 
 
-def _loopback(settings: Settings) -> LoopbackReader | None:
+def _loopback(settings: StoreConfig) -> LoopbackReader | None:
     try:
         info = json.loads(endpoint_file(settings.clickhouse_dir).read_text())
     except (OSError, ValueError):
@@ -100,7 +100,7 @@ def _loopback(settings: Settings) -> LoopbackReader | None:
     return None
 
 
-def open_reader(settings: Settings) -> StoreReader:
+def open_reader(settings: StoreConfig) -> StoreReader:
     """The cheapest reader that works for the configured store."""
     if not settings.clickhouse.is_embedded:
         return DirectReader(settings)

@@ -1,5 +1,5 @@
-"""The HTTP / EPCIS ingest gateway: `create_gateway_app(settings, tokens, mapping, producer)`."""
+"""The HTTP / EPCIS ingest gateway: `streams.ingest.app.create_gateway_app(settings, tokens, ...)`.
 
-from streams.ingest.app import create_gateway_app
-
-__all__ = ["create_gateway_app"]
+Empty on purpose: `streams.ingest.settings` is read by every process's settings,
+and importing it must not import the gateway's web framework.
+"""

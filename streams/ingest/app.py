@@ -32,7 +32,6 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chainwatch.settings import Settings
 from schemas.common import IDENTIFIER_PATTERN
 from schemas.dead_letter import DeadLetter, DeadLetterSource
 from schemas.epcis import EpcisMapping
@@ -66,6 +65,7 @@ from streams.ingest.publisher import (
     TransactionalPublisher,
 )
 from streams.ingest.readiness import Readiness
+from streams.ingest.settings import GatewayConfig
 from streams.topics import CUSTOMERS, DEAD_LETTER, TopicNames
 
 log = structlog.stdlib.get_logger(__name__)
@@ -159,7 +159,7 @@ class Gateway:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: GatewayConfig,
         tokens: TokenRegistry,
         mapping: EpcisMapping | None,
         publisher: Publisher,
@@ -422,7 +422,7 @@ class Gateway:
         return response
 
 
-def default_publisher(settings: Settings) -> TransactionalPublisher:
+def default_publisher(settings: GatewayConfig) -> TransactionalPublisher:
     g = settings.gateway
     return TransactionalPublisher(
         PublisherConfig(
@@ -448,7 +448,7 @@ def _from_allowed(
 
 
 def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
-    settings: Settings,
+    settings: GatewayConfig,
     tokens: TokenRegistry,
     mapping: EpcisMapping | None = None,
     producer: Publisher | None = None,

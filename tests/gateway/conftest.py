@@ -23,7 +23,7 @@ from kafka import KafkaConsumer, TopicPartition
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
 from schemas.epcis import EpcisMapping, load_epcis_mapping
-from streams.ingest import create_gateway_app
+from streams.ingest.app import create_gateway_app
 from streams.ingest.auth import Role, TokenEntry, TokenRegistry, hash_token
 from streams.ingest.publisher import Publisher
 from streams.topics import TopicNames

@@ -205,7 +205,7 @@ def test_ops_endpoints_answer_only_their_networks() -> None:
     import httpx
 
     from chainwatch.settings import Settings
-    from streams.ingest import create_gateway_app
+    from streams.ingest.app import create_gateway_app
 
     app = create_gateway_app(Settings(), make_registry())
 

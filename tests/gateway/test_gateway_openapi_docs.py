@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import make_registry
 
 from chainwatch.settings import Settings
-from streams.ingest import create_gateway_app
+from streams.ingest.app import create_gateway_app
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ingest.md"
 

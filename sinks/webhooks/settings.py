@@ -1,0 +1,64 @@
+"""Settings of the webhook notifier (`chainwatch notify`).
+
+Nested under `webhooks` in `chainwatch.settings.Settings` (`CHAINWATCH_WEBHOOKS__*`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class WebhookSettings(BaseModel):
+    """How `chainwatch notify` delivers alerts (docs/sinks.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    subscriptions: Path | None = Field(
+        default=None, description="Subscriptions YAML; unset = `chainwatch notify` refuses."
+    )
+    allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated; if set, endpoint hosts must be one of these "
+        "(`*.example.com` matches subdomains).",
+    )
+    allowed_networks: str = Field(
+        default="",
+        description="Comma-separated networks (`10.20.0.0/16,127.0.0.1`) that endpoints may "
+        "reach although not public; by default only public addresses are reached.",
+    )
+    timeout_s: float = Field(
+        default=10.0, gt=0, description="Per attempt, from connecting to the answer."
+    )
+    initial_backoff_s: float = Field(default=1.0, gt=0)
+    max_backoff_s: float = Field(default=300.0, gt=0)
+    retry_horizon_s: float = Field(
+        default=3600.0, gt=0, description="Give up (dead letter) this long after the first try."
+    )
+    min_retry_after_s: float = Field(
+        default=1.0, ge=0, description="A receiver's `Retry-After` is raised to at least this."
+    )
+    max_retry_after_s: float = Field(
+        default=300.0, gt=0, description="A receiver's `Retry-After` is lowered to at most this."
+    )
+    max_attempts: int = Field(
+        default=20, ge=1, description="Attempts per delivery at most, within the horizon."
+    )
+    queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="Deliveries held in memory per endpoint; when full, that endpoint "
+        "fetches no more alerts until there is room.",
+    )
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for entry in filter(None, (e.strip() for e in value.split(","))):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not a network (10.0.0.0/8) or address") from None
+        return value

@@ -1,0 +1,96 @@
+"""Settings of the HTTP ingest gateway, and what the gateway needs of the whole settings.
+
+`GatewaySettings` is nested under `gateway` in `chainwatch.settings.Settings`
+(`CHAINWATCH_GATEWAY__*`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from streams.settings import EngineSettings, KafkaSettings
+
+
+class GatewaySettings(BaseModel):
+    """The HTTP ingest gateway (`chainwatch gateway`, docs/ingest.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="Listen address.")
+    port: int = Field(default=8088, ge=0, le=65535, description="Listen port.")
+    tokens_file: Path | None = Field(default=None, description="Bearer tokens YAML (sha256).")
+    epcis_mapping: Path | None = Field(
+        default=None, description="EPCIS -> scan mapping YAML; unset = no EPCIS capture."
+    )
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="413 beyond.")
+    max_items: int = Field(default=5000, ge=1, description="Items per request; 413 beyond.")
+    max_item_bytes: int = Field(
+        default=900_000,
+        ge=256,
+        description="One item's JSON; 413 beyond (keep below the broker's message.max.bytes).",
+    )
+    publish_timeout_s: float = Field(default=10.0, gt=0, description="Kafka commit deadline.")
+    retry_after_s: int = Field(default=5, ge=1, description="`Retry-After` of a 503.")
+    producers: int = Field(default=2, ge=1, le=32, description="Transactional producer pool.")
+    transactional_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Base transactional id, unique per gateway instance and stable across its "
+        "restarts; unset = `<engine.app_id>-gateway`.",
+    )
+    max_clock_skew_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="An event_time further than this in the future is invalid (CONTRACT v1.2).",
+    )
+    limit_concurrency: int = Field(
+        default=64,
+        ge=1,
+        description="Connections and requests served at once; beyond, uvicorn answers 503.",
+    )
+    judge_threads: int = Field(
+        default=2, ge=1, le=32, description="Threads that parse and validate request bodies."
+    )
+    readiness_interval_s: float = Field(
+        default=2.0, gt=0, description="How often `/readyz`'s cached answer is refreshed."
+    )
+    readiness_timeout_s: float = Field(
+        default=3.0, gt=0, description="Deadline of one readiness check against Kafka."
+    )
+    ops_networks: str = Field(
+        default="127.0.0.0/8,::1/128",
+        description="Comma-separated client networks that `/readyz` and `/metrics` answer "
+        "(others get 403); `/healthz` answers everyone.",
+    )
+
+    @field_validator("ops_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for network in value.split(","):
+            if network.strip():
+                ipaddress.ip_network(network.strip(), strict=False)
+        return value
+
+    def ops_network_list(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [
+            ipaddress.ip_network(n.strip(), strict=False)
+            for n in self.ops_networks.split(",")
+            if n.strip()
+        ]
+
+
+class GatewayConfig(Protocol):
+    """What the gateway reads of the settings (`chainwatch.settings.Settings` has it)."""
+
+    @property
+    def gateway(self) -> GatewaySettings: ...
+
+    @property
+    def kafka(self) -> KafkaSettings: ...
+
+    @property
+    def engine(self) -> EngineSettings: ...

@@ -1,0 +1,120 @@
+"""Settings of the stream processing: where Kafka is, and how the engine runs.
+
+Plain frozen models; the composition root (`chainwatch.settings.Settings`) nests
+them under `kafka` and `engine` and fills them from `CHAINWATCH_KAFKA__*` and
+`CHAINWATCH_ENGINE__*`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+LOCAL_BOOTSTRAP = "127.0.0.1:19092"
+
+
+class KafkaSettings(BaseModel):
+    """Where the broker is, and how the project runs its own when none is given."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description="host:port[,host:port]. Unset: the project runs a local broker on "
+        f"{LOCAL_BOOTSTRAP} (`chainwatch kafka start`).",
+    )
+    topic_prefix: str = Field(default="", description="Prefix of every topic name (deployments).")
+    partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of created topics.")
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replication of every topic the project creates (inputs, outputs, the "
+        "engine's internal and changelog topics); 3 on a cluster (docs/scaling.md).",
+    )
+    min_insync_replicas: int = Field(
+        default=1,
+        ge=1,
+        description="`min.insync.replicas` of created topics: with acks=all, a write succeeds "
+        "once this many replicas have it; replication_factor - 1 on a cluster (2 of 3).",
+    )
+    local_port: int = Field(default=19092, ge=1, le=65535, description="Port of the local broker.")
+    local_controller_port: int = Field(default=19093, ge=1, le=65535)
+    local_heap: str = Field(
+        default="768m", pattern=r"^\d+[mMgG]$", description="-Xmx of the broker"
+    )
+
+    @model_validator(mode="after")
+    def _insync_within_replication(self) -> KafkaSettings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) cannot exceed "
+                f"replication_factor ({self.replication_factor}): no write would succeed"
+            )
+        return self
+
+    def topic_configs(self) -> dict[str, str]:
+        """Configs every created topic gets (besides its own, e.g. compaction)."""
+        return {"min.insync.replicas": str(self.min_insync_replicas)}
+
+    @property
+    def bootstrap(self) -> str:
+        return self.bootstrap_servers or f"127.0.0.1:{self.local_port}"
+
+    @property
+    def is_local(self) -> bool:
+        """True when the project owns the broker (no bootstrap servers configured)."""
+        return self.bootstrap_servers is None
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+class EngineSettings(BaseModel):
+    """How the monitoring engine runs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    app_id: str = Field(default="chainwatch", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    plan: Path | None = Field(
+        default=None, description="SLA plan YAML; unset = shipped knitwear plan"
+    )
+    store: Literal["memory", "rocksdb"] = Field(
+        default="memory", description="faust table store; rocksdb needs the `rocksdb` extra"
+    )
+    clock: Literal["live", "event"] = Field(
+        default="live", description="live: wall clock; event: event time (replay, backtests)"
+    )
+    standby_replicas: int = Field(
+        default=1, ge=0, le=3, description="faust standby copies of each table partition"
+    )
+    commit_interval_s: float = Field(default=1.0, gt=0, le=60)
+    session_timeout_s: float = Field(
+        default=30,
+        ge=6,
+        le=300,
+        description="how long the group waits for a worker that stopped heartbeating (crashed, "
+        "frozen) before its partitions move to the others",
+    )
+    snapshots: bool = Field(
+        default=True, description="publish an order-state snapshot after each change of an order"
+    )
+    tick_interval_s: float = Field(
+        default=0.2, gt=0, le=1, description="live mode: how often due deadlines are checked"
+    )
+    metrics_port: int = Field(
+        default=9460,
+        ge=0,
+        le=65535,
+        description="`chainwatch worker` serves Prometheus `/metrics`, `/healthz` and `/readyz` "
+        "on `metrics_host` at this port; taken (another worker on this host): the next free "
+        "port up to +15, then any free port (logged as `worker_ops_listening`); 0 = off",
+    )
+    closed_order_retention_days: float = Field(
+        default=30,
+        gt=0,
+        le=3650,
+        description="a completed or cancelled order leaves the engine's state this long after "
+        "it closed (engine clock); a later record for it is a dead letter `order_closed`",
+    )
