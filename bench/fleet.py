@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from chainwatch.errors import UserError
+from chainwatch.errors import USER_ERRORS
 from chainwatch.replay import ReplayRun, no_progress
 from chainwatch.settings import Settings
 from schemas.plan import load_plan
@@ -171,7 +171,7 @@ def main() -> None:
                     label=label,
                     timeout_s=args.timeout_s,
                 )
-            except (UserError, TimeoutError, RuntimeError) as exc:
+            except (*USER_ERRORS, TimeoutError, RuntimeError) as exc:
                 print(f"{label or spec:<40} FAILED: {exc}", flush=True)
                 continue
             same = fleet.alerts == expected and fleet.dead_letters == expected_dead

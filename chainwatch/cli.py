@@ -30,7 +30,7 @@ from chainwatch.commands import (
     status,
     tokens,
 )
-from chainwatch.errors import UserError
+from chainwatch.errors import USER_ERRORS, UserError, exit_code
 
 app = typer.Typer(
     name="chainwatch",
@@ -227,17 +227,15 @@ for _command_module in (
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one-line messages."""
-    from schemas.plan import PlanError
-
     try:
         code = app(args=argv, standalone_mode=False)
         if isinstance(code, int):  # click returns the code of typer.Exit here
             return code
-    except (UserError, PlanError) as exc:  # a bad SLA plan is the user's file, not a bug
+    except USER_ERRORS as exc:  # the libraries' own (a bad SLA plan, a store down) too
         if state["debug"]:
             err.print_exception()
         err.print(f"[red]error:[/] {escape(plain_store_error(str(exc)))}", highlight=False)
-        return exc.exit_code if isinstance(exc, UserError) else 1
+        return exit_code(exc)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
     except click.exceptions.Abort:

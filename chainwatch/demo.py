@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chainwatch.demo_receiver import DemoReceiver
-from chainwatch.errors import UserError
+from chainwatch.errors import USER_ERRORS, UserError
 from chainwatch.local_kafka import LocalBroker
 from chainwatch.replay import stop_workers
 from chainwatch.runners import prepare_topics
@@ -158,7 +158,7 @@ ALERTS_SQL = (
 def _table(reader: StoreReader, sql: str, title: str, console: Console) -> None:
     try:
         result = reader.query(sql)
-    except UserError as exc:
+    except USER_ERRORS as exc:
         console.print(f"[dim]{title}: {exc}[/]")
         return
     table = Table(*result.columns, title=title)
@@ -173,7 +173,7 @@ def _report(settings: Settings, console: Console) -> None:
 
     try:
         reader = open_reader(settings)
-    except UserError as exc:
+    except USER_ERRORS as exc:
         console.print(f"[dim]waiting for ClickHouse: {exc}[/]")
         return
     try:
@@ -183,7 +183,7 @@ def _report(settings: Settings, console: Console) -> None:
         reader.close()
     try:
         console.print(render(snapshot(settings), refreshed=datetime.now(UTC)))
-    except UserError as exc:
+    except USER_ERRORS as exc:
         console.print(f"[dim]status: {exc}[/]")
 
 

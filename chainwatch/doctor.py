@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from chainwatch.errors import UserError
+from chainwatch.errors import USER_ERRORS
 from chainwatch.settings import Settings
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -122,7 +122,7 @@ def _replication(settings: Settings) -> Check:
 
     try:
         admin = admin_client(settings.kafka.bootstrap)
-    except UserError as exc:
+    except USER_ERRORS as exc:
         return Check("replication", False, str(exc))
     try:
         cluster = bounded(admin.describe_cluster, timeout_s=20, what="describe_cluster")
@@ -154,7 +154,7 @@ def _clickhouse(settings: Settings) -> Check:
             version = reader.query("SELECT version()").rows[0][0]
         finally:
             reader.close()
-    except UserError as exc:
+    except USER_ERRORS as exc:
         return Check("clickhouse", False, str(exc))
     return Check("clickhouse", True, f"{where}, ClickHouse {version}")
 

@@ -1,13 +1,29 @@
 """Errors a user can fix, reported as one line without a traceback.
 
 Anything raising `UserError` is caught by the CLI, printed as `error: <message>`
-and turned into a non-zero exit; `--debug` shows the traceback as well.
+and turned into a non-zero exit; `--debug` shows the traceback as well. The
+libraries never import this module: they raise their own types (`PlanError`,
+`SinkError`, `PublishError`), which the CLI reports the same way (`USER_ERRORS`).
 """
 
 from __future__ import annotations
+
+from dashboards.errors import PublishError
+from schemas.plan import PlanError
+from sinks.errors import SinkError
 
 
 class UserError(Exception):
     """A problem in the environment or the input that the user can fix; says how."""
 
     exit_code = 1
+
+
+USER_ERRORS: tuple[type[Exception], ...] = (UserError, PlanError, SinkError, PublishError)
+"""What the CLI reports as one line: `UserError` and the libraries' errors a user can fix
+(a bad SLA plan is the user's file, an unreachable store the user's environment)."""
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit status of a command that stopped on `exc` (one of `USER_ERRORS`)."""
+    return exc.exit_code if isinstance(exc, UserError) else 1

@@ -14,6 +14,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from chainwatch.errors import UserError
 from chainwatch.logs import get_logger
 from sinks.backoff import Backoff
+from sinks.clickhouse.kafka_source import KafkaIdentity
 from streams.topics import COMPACTED_TOPICS, TopicNames
 
 T = TypeVar("T")
@@ -199,3 +200,24 @@ def ensure_topics(
         partitions=partitions,
         replication_factor=replication_factor,
     )
+
+
+def kafka_identities(bootstrap: str, topics: Iterable[str]) -> dict[str, KafkaIdentity]:
+    """The cluster id and each topic's id, from the broker (bounded admin calls): what
+    `sinks.clickhouse.kafka_source.resolve_offset_bases` compares with the store's."""
+    wanted = list(topics)
+    admin = admin_client(bootstrap)
+    try:
+        timeout_s = REQUEST_TIMEOUT_MS / 1000 + 5
+        cluster = bounded(admin.describe_cluster, timeout_s=timeout_s, what="describe_cluster")
+        described = bounded(
+            lambda: admin.describe_topics(wanted), timeout_s=timeout_s, what="describe_topics"
+        )
+    finally:
+        admin.close()
+    cluster_id = str(cluster.get("cluster_id") or "")
+    return {
+        str(t["name"]): KafkaIdentity(cluster_id, str(t.get("topic_id") or ""))
+        for t in described
+        if t.get("error_code", 0) == 0
+    }

@@ -31,7 +31,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from kafka.errors import KafkaError
 
-from chainwatch.errors import UserError
+from chainwatch.errors import USER_ERRORS, UserError
 from chainwatch.kafka_admin import admin_client, bounded, ensure_topics
 from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, DeadLetterSource
@@ -349,7 +349,7 @@ def wait_until_idle(
         lag: int | None
         try:
             lag = _lag(settings)
-        except (KafkaError, UserError) as exc:
+        except (KafkaError, *USER_ERRORS) as exc:
             progress(f"waiting for the engine: Kafka probe failed ({exc})")
             lag = None
         zero_streak = zero_streak + 1 if lag == 0 else 0

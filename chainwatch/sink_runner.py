@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from chainwatch.kafka_admin import retry_until_reachable
+from chainwatch.kafka_admin import kafka_identities, retry_until_reachable
 from chainwatch.logs import get_logger
 from chainwatch.ops_server import OpsServer, serve_ops
 from chainwatch.runners import prepare_topics, topic_names
@@ -27,7 +27,7 @@ from sinks.clickhouse.connection import (
     open_client,
     open_own_handle,
 )
-from sinks.clickhouse.kafka_source import kafka_identities, resolve_offset_bases
+from sinks.clickhouse.kafka_source import resolve_offset_bases
 from sinks.clickhouse.mapping import RecordMapper
 from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.query_server import QueryServer

@@ -17,8 +17,8 @@ import niquests
 from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException
 
-from chainwatch.errors import UserError
 from dashboards import prometheus
+from dashboards.errors import PublishError
 from dashboards.export import build_all, to_json
 from dashboards.query import DATASOURCE_UID, PLUGIN_ID
 from schemas.plan import SlaPlan
@@ -51,7 +51,9 @@ def datasource_body(clickhouse_url: str) -> dict[str, Any]:
     """
     parts = urlsplit(clickhouse_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UserError("--clickhouse-url must look like http://user:password@host:8123/database")
+        raise PublishError(
+            "--clickhouse-url must look like http://user:password@host:8123/database"
+        )
     secure = parts.scheme == "https"
     body: dict[str, Any] = {
         "name": DATASOURCE_NAME,
@@ -77,7 +79,7 @@ def prometheus_body(prometheus_url: str) -> dict[str, Any]:
     """`POST /api/datasources` for the Prometheus that scrapes the Chainwatch processes."""
     parts = urlsplit(prometheus_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UserError("--prometheus-url must look like http://prometheus:9090")
+        raise PublishError("--prometheus-url must look like http://prometheus:9090")
     return {
         "name": PROMETHEUS_NAME,
         "uid": prometheus.DATASOURCE_UID,
@@ -113,7 +115,7 @@ def _ensure_datasource(api: Any, clickhouse_url: str | None) -> bool:
         if not _missing(exc):
             raise
     if clickhouse_url is None:
-        raise UserError(
+        raise PublishError(
             f"Grafana has no datasource with uid {DATASOURCE_UID!r}: pass --clickhouse-url "
             "(the read-only user's URL) to create it, or provision deploy/grafana/provisioning"
         )
@@ -144,7 +146,7 @@ def publish(
     prometheus_url: str | None = None,
     timeout_s: float = 30.0,
 ) -> PublishResult:
-    """Folder, datasources, then every dashboard; raises UserError with Grafana's reason.
+    """Folder, datasources, then every dashboard; raises PublishError with Grafana's reason.
 
     The Prometheus datasource is optional: without one (and no `prometheus_url`)
     the Prometheus dashboard is published all the same and says so in the result.
@@ -166,9 +168,9 @@ def publish(
             uids.append(str(board.uid))
             urls.append(str(saved.get("url", "")))
     except GrafanaException as exc:
-        raise UserError(f"Grafana at {_safe(url)} refused: {exc.message}") from None
+        raise PublishError(f"Grafana at {_safe(url)} refused: {exc.message}") from None
     except niquests.exceptions.RequestException as exc:
-        raise UserError(f"cannot reach Grafana at {_safe(url)}: {type(exc).__name__}") from None
+        raise PublishError(f"cannot reach Grafana at {_safe(url)}: {type(exc).__name__}") from None
     return PublishResult(uid, folder_created, datasource_created, uids, urls, prometheus_datasource)
 
 

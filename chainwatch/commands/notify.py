@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Send signed webhooks (Standard Webhooks) for alerts, with retries and a delivery log."""
-        from sinks.webhooks.service import load_configured, run_notify
+        from chainwatch.notify_runner import load_configured, run_notify
 
         cfg = settings()
         if check:

@@ -19,11 +19,11 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from chainwatch.errors import UserError
 from sinks.clickhouse.settings import StoreConfig
+from sinks.errors import SinkError
 
 
-class StoreUnavailable(UserError):
+class StoreUnavailable(SinkError):
     """ClickHouse cannot be opened or reached; the message says how to fix it."""
 
 

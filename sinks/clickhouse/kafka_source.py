@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from chainwatch.errors import UserError
+from sinks.errors import SinkError
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -42,30 +42,8 @@ class KafkaIdentity:
     topic_id: str
 
 
-class KafkaChanged(UserError):
+class KafkaChanged(SinkError):
     """The broker is not the one the store's offsets came from; the message says what to do."""
-
-
-def kafka_identities(bootstrap: str, topics: Iterable[str]) -> dict[str, KafkaIdentity]:
-    """The cluster id and each topic's id, from the broker (bounded admin calls)."""
-    from chainwatch.kafka_admin import REQUEST_TIMEOUT_MS, admin_client, bounded
-
-    wanted = list(topics)
-    admin = admin_client(bootstrap)
-    try:
-        timeout_s = REQUEST_TIMEOUT_MS / 1000 + 5
-        cluster = bounded(admin.describe_cluster, timeout_s=timeout_s, what="describe_cluster")
-        described = bounded(
-            lambda: admin.describe_topics(wanted), timeout_s=timeout_s, what="describe_topics"
-        )
-    finally:
-        admin.close()
-    cluster_id = str(cluster.get("cluster_id") or "")
-    return {
-        str(t["name"]): KafkaIdentity(cluster_id, str(t.get("topic_id") or ""))
-        for t in described
-        if t.get("error_code", 0) == 0
-    }
 
 
 def resolve_offset_bases(

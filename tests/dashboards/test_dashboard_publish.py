@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from chainwatch.errors import UserError
+from dashboards.errors import PublishError
 from dashboards.publish import publish
 from schemas.plan import load_plan
 
@@ -197,14 +197,14 @@ def test_missing_datasource_without_a_url_is_a_user_error(
     grafana: tuple[str, FakeGrafana],
 ) -> None:
     url, state = grafana
-    with pytest.raises(UserError, match="--clickhouse-url"):
+    with pytest.raises(PublishError, match="--clickhouse-url"):
         publish(url, TOKEN, load_plan(None))
     assert state.dashboards == {}
 
 
 def test_a_bad_token_is_a_user_error(grafana: tuple[str, FakeGrafana]) -> None:
     url, _ = grafana
-    with pytest.raises(UserError, match="refused"):
+    with pytest.raises(PublishError, match="refused"):
         publish(url, "wrong", load_plan(None))
 
 
@@ -214,7 +214,7 @@ def test_an_unreachable_grafana_is_a_user_error() -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(UserError, match="cannot reach Grafana"):
+    with pytest.raises(PublishError, match="cannot reach Grafana"):
         publish(f"http://127.0.0.1:{port}", TOKEN, load_plan(None), timeout_s=5)
 
 

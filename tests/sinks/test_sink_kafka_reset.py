@@ -11,13 +11,13 @@ from kafka.errors import KafkaError
 from sink_harness import prepare_all_topics, publish, wait_for
 from sink_samples import make_alert, scan_json
 
-from chainwatch.kafka_admin import admin_client
+from chainwatch.kafka_admin import admin_client, kafka_identities
 from chainwatch.runners import topic_names
 from chainwatch.settings import Settings
 from chainwatch.sink_runner import build_mappers, run_sink
 from schemas.alerts import AlertStatus
 from sinks.clickhouse.connection import open_client
-from sinks.clickhouse.kafka_source import NEW_EPOCH_HINT, KafkaChanged, kafka_identities
+from sinks.clickhouse.kafka_source import NEW_EPOCH_HINT, KafkaChanged
 from streams.topics import ALERTS, SCANS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -21,13 +21,13 @@ from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
 from standardwebhooks import Webhook
 
+from chainwatch.notify_runner import build_notifier, load_configured
 from chainwatch.settings import Settings
 from chainwatch.sink_runner import run_sink
 from schemas.alerts import Alert, AlertStatus
 from sinks.clickhouse.connection import open_client
 from sinks.webhooks.dispatcher import publish as publish_log
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, WebhookDeadLetter
-from sinks.webhooks.service import build_notifier, load_configured
 from streams.topics import ALERTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
