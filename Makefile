@@ -33,6 +33,8 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	@# the layers (pyproject [tool.importlinter]): no library imports chainwatch, rules below the engine
+	$(BIN)/lint-imports
 	$(BIN)/python -m schemas.jsonschema --check
 	$(BIN)/python -m sinks.clickhouse.cluster --check
 	@# two pytest sessions side by side, each with its own broker (tests/conftest.py): the
@@ -50,6 +52,7 @@ test-fleet: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## make clean-data: stop the local broker and delete the data dir (CHAINWATCH_DATA_DIR, default .chainwatch)
 clean-data:
