@@ -1,8 +1,8 @@
 """`chainwatch`: the one console script; each subcommand composes the packages.
 
-Errors the user can fix (`UserError`, bad settings) print one line and exit
-non-zero; `--debug` adds the traceback. Commands whose issue has not landed
-say so and exit 2.
+Errors the user can fix (`UserError`, bad settings, a bad SLA plan) print one
+line and exit non-zero; `--debug` adds the traceback. Anything else is an
+internal error: one line naming it, exit 1.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""One module per command group that a later issue fills in; each has `register(app)`."""
+"""The CLI's subcommands: one module per command group, each with `register(app)`."""

@@ -228,9 +228,6 @@ class ClickHouseSink:
 
     # --- buffering -----------------------------------------------------------
 
-    def add(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        self.add_many(tp, [record])
-
     def add_many(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         """Map and buffer consecutive records of one partition (the hot path)."""
         if not records:

@@ -83,10 +83,6 @@ class Engine:
         )
         app.timer(REFRESH_S, name="worker-metrics")(self.observer.refresh)
 
-    @property
-    def processed(self) -> int:
-        return self.runtime.processed
-
 
 def register_engine(app: faust.App, config: EngineConfig) -> Engine:
     return Engine(app, config)

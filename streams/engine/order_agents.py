@@ -131,7 +131,6 @@ class OrderAgents:
                 )
                 groups.setdefault(value.order_id, []).append((event, arrival))
             last[message.partition] = event
-            rt.processed += 1
         for items in groups.values():
             await rt.guarded(topic, items, self._take, lambda item: item[0].message)
         for partition, event in last.items():

@@ -79,7 +79,6 @@ class EngineRuntime:
         self.deadlines = DeadlineIndex()
         self.turn = asyncio.Lock()
         """One event at a time per worker: agents share the tables (module docs of agents)."""
-        self.processed = 0
         self.metrics = EngineMetrics()
         """This engine's own Prometheus registry and counters (streams.engine.metrics)."""
         if isinstance(app, ChainwatchApp):

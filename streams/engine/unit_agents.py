@@ -80,7 +80,6 @@ class UnitAgents:
             )  # fmt: skip
             await self.apply(slot, effects, store=effects.changed)
             await rt.send_dead_letters(effects.dead_letters)
-        rt.processed += 1
 
     async def on_occupancy(self, event: Any) -> None:
         """An order reports its visits here, or that it left the state (`forget`)."""

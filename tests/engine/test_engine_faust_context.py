@@ -19,8 +19,9 @@ from schemas.plan import load_plan
 from schemas.validation import decode_input
 from streams.app import create_app
 from streams.engine.agents import Engine, EngineConfig
+from streams.engine.messages import ORDER_INBOX
 from streams.engine.order_slot import OrderSlot
-from streams.topics import TopicNames
+from streams.topics import SCANS, TopicNames
 
 OUTPUTS = ("alerts_topic", "state_topic", "dead_letter_topic", "order_inbox", "customer_inbox",
            "unit_inbox")  # fmt: skip
@@ -70,4 +71,15 @@ def test_a_scan_through_the_faust_agent_is_stored_and_published(tmp_path: Path) 
         ReasonCode.KEY_MISMATCH,
         ReasonCode.PROCESSING_ERROR,
     ]
-    assert engine.processed == 2
+    records = {
+        (sample.labels["topic"], sample.labels["outcome"]): sample.value
+        for family in engine.runtime.metrics.registry.collect()
+        if family.name == "chainwatch_worker_records"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.value
+    }
+    assert records == {
+        (SCANS, "ok"): 1,
+        (SCANS, "dead_lettered"): 1,
+        (ORDER_INBOX, "processing_error"): 1,
+    }
