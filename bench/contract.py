@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/contract.py [--orders-per-day 300] [--repeat 5] [--json]
 
-No Kafka. The records are the simulator's (`chainwatch/simulator`), so the mix
+No Kafka. The records are the simulator's (`simulator/`), so the mix
 of optional fields, offsets and attributes is what production-like traffic
 carries; `invalid` are the simulator's broken records (every input type
 mixed). Each type is decoded in a loop, best of `--repeat` runs of this
@@ -33,10 +33,9 @@ import contextlib
 
 import orjson
 
-from chainwatch.simulator.config import SimConfig
-from chainwatch.simulator.generator import generate
 from schemas.plan import load_plan
 from schemas.validation import RecordRejected, decode_input
+from simulator import SimConfig, simulate
 
 TYPES = ("orders", "crm.customers", "scans", "unit-status", "invalid")
 
@@ -47,7 +46,7 @@ def samples(
     """Records by type: (topic, key, value)."""
     config = SimConfig(seed=7, days=3, orders_per_day=orders_per_day, invalid_share=invalid_share)
     out: dict[str, list[tuple[str, bytes | None, bytes | None]]] = defaultdict(list)
-    for record in generate(config):
+    for record in simulate(config):
         kind = record.topic if record.valid else "invalid"
         if record.value is None and kind != "invalid":
             continue  # tombstones cost nothing to decode

@@ -53,11 +53,10 @@ from chainwatch.replay import (
 )
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
-from chainwatch.simulator import SimConfig, Summary, generate
-from chainwatch.simulator.scenario_file import write_scenario
 from schemas.common import format_utc
 from schemas.plan import SlaPlan, load_plan
 from schemas.validation import RecordRejected, decode_input, decode_replay_line
+from simulator import SimConfig, write_scenario
 from streams.topics import ALERTS, INPUT_TOPICS, ORDERS, TopicNames
 
 RECORDS_PER_ORDER = 16.3  # measured on the simulator's default mix (about 16 per order)
@@ -73,10 +72,7 @@ def make_scenario(path: Path, events: int, *, start: datetime | None = None, see
     days = max(1, min(30, orders // 1000))
     extra: dict[str, Any] = {} if start is None else {"start": start}
     config = SimConfig(seed=seed, days=days, orders_per_day=max(1, orders // days), **extra)
-    summary = Summary()
-    with path.open("w", encoding="utf-8") as out:
-        write_scenario(generate(config), out, summary)
-    return summary.records
+    return write_scenario(path, config).records
 
 
 def run_settings(base: Settings, tag: str, **engine: Any) -> Settings:

@@ -23,13 +23,12 @@ from typing import Any
 
 import orjson
 
-from chainwatch.simulator import SimConfig, Summary, generate
-from chainwatch.simulator.scenario_file import write_scenario
 from schemas.dead_letter import DeadLetterSource
 from schemas.orders import OrderRecord
 from schemas.plan import SlaPlan, load_plan
 from schemas.scans import ScanEvent
 from schemas.validation import RecordRejected, decode_input
+from simulator import SimConfig, write_scenario
 from streams.engine.clock import EngineClock
 from streams.engine.order_processor import Effects, OrderProcessor
 from streams.engine.order_slot import decode_slot, evicted_json
@@ -45,8 +44,7 @@ def scenario(events: int, seed: int, plan: SlaPlan) -> list[Record]:
         orders = max(1, round(events / 16.3))
         days = max(1, min(30, orders // 1000))
         config = SimConfig(seed=seed, days=days, orders_per_day=max(1, orders // days))
-        with path.open("w", encoding="utf-8") as out:
-            write_scenario(generate(config), out, Summary())
+        write_scenario(path, config)
         lines = path.read_bytes().splitlines()
     records: list[Record] = []
     offsets = {"orders": 0, "scans": 0}

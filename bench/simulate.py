@@ -14,8 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from chainwatch.simulator import SimConfig, Summary, generate
-from chainwatch.simulator.scenario_file import write_scenario
+from simulator import SimConfig, write_scenario
 
 
 def main() -> None:
@@ -25,12 +24,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     config = SimConfig(seed=args.seed, days=args.days, orders_per_day=args.orders_per_day)
-    summary = Summary()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "scenario.ndjson"
         wall, cpu = time.perf_counter(), time.process_time()
-        with path.open("w", encoding="utf-8") as out:
-            write_scenario(generate(config), out, summary)
+        summary = write_scenario(path, config)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         size = path.stat().st_size
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

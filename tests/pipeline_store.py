@@ -11,11 +11,8 @@ from pathlib import Path
 
 from chainwatch.replay import ReplayRun, no_progress, stop_workers
 from chainwatch.settings import Settings
-from chainwatch.simulator.config import AnomalyRates, SimConfig
-from chainwatch.simulator.generator import generate
-from chainwatch.simulator.scenario_file import write_scenario
-from chainwatch.simulator.summary import Summary
 from chainwatch.sink_runner import run_sink
+from simulator import AnomalyRates, SimConfig, Summary, simulate, write_lines
 
 # Orders over 12 days, cut mid-flow after 11 (an order takes ~10 days): some
 # orders are completed, others in progress (WIP, at risk, stalled = open
@@ -35,8 +32,8 @@ def fill_store(root: Path, bootstrap: str) -> Settings:
     cut_ms = int(cutoff.timestamp() * 1000)
     scenario = root / "scenario.ndjson"
     with scenario.open("w", encoding="utf-8") as handle:
-        records = (r for r in generate(SCENARIO) if r.at_ms <= cut_ms)
-        write_scenario(records, handle, Summary())
+        records = (r for r in simulate(SCENARIO) if r.at_ms <= cut_ms)
+        write_lines(records, handle, Summary())
     settings = Settings(
         data_dir=root / "data",
         kafka={"bootstrap_servers": bootstrap, "partitions": 2},

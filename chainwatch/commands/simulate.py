@@ -1,7 +1,7 @@
 """`chainwatch simulate`: generate knitwear-chain traffic into a file, Kafka or the gateway.
 
 Thin: parse options into a `SimConfig`, pick one destination, run. The
-generation is `chainwatch.simulator.generate`; docs/simulator.md is the
+generation is `simulator.generate`; docs/simulator.md is the
 user's guide.
 """
 
@@ -10,20 +10,30 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
 from chainwatch.cli_context import err, settings
 from chainwatch.errors import UserError
-from chainwatch.simulator.config import DEFAULT_START, AnomalyRates, SimConfig
-from chainwatch.simulator.generator import generate
-from chainwatch.simulator.live import LiveResult, Progress, Publisher, run_live
-from chainwatch.simulator.records import format_ms
-from chainwatch.simulator.scenario_file import write_scenario
-from chainwatch.simulator.summary import Summary
 from schemas.plan import PlanError, SlaPlan, load_plan
+from simulator import (
+    DEFAULT_START,
+    AnomalyRates,
+    LiveResult,
+    Progress,
+    Publisher,
+    SimConfig,
+    Summary,
+    format_ms,
+    run_live,
+    write_lines,
+    write_scenario,
+)
+from simulator import (
+    simulate as simulated_run,
+)
 
 
 def _parse_start(text: str | None, live: bool) -> datetime:
@@ -177,11 +187,11 @@ def register(app: typer.Typer) -> None:
         except ValidationError as exc:
             first = exc.errors()[0]
             raise UserError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
-        records = generate(config, _plan(plan_path))
-        tally = Summary()
+        plan = _plan(plan_path)
         if out is not None:
-            _to_file(records, out, tally, max_events)
+            tally = _to_file(config, plan, out, max_events)
         else:
+            tally = Summary()
             bearer = None if gateway is None else _token(token, token_file)  # errors first
             if not verbose:  # Kafka's and httpx's retries go to a file, not the terminal
                 from chainwatch.logs import route_library_logs
@@ -189,7 +199,7 @@ def register(app: typer.Typer) -> None:
                 route_library_logs(settings().log_dir / "simulate.log")
             publisher = _publisher(kafka, gateway, bearer)
             result = run_live(
-                records,
+                simulated_run(config, plan),
                 publisher,
                 tally,
                 rate=rate if rate is not None else 100.0,
@@ -203,29 +213,28 @@ def register(app: typer.Typer) -> None:
                 err.print(line, highlight=False, markup=False)
 
 
-def _to_file(records: Any, out: Path, tally: Summary, max_events: int | None) -> None:
-    if max_events is not None:
+def _to_file(config: SimConfig, plan: SlaPlan, out: Path, max_events: int | None) -> Summary:
+    if str(out) == "-":
         from itertools import islice
 
-        records = islice(records, max_events)
-    if str(out) == "-":
-        write_scenario(records, sys.stdout, tally)
+        tally = Summary()
+        write_lines(islice(simulated_run(config, plan), max_events), sys.stdout, tally)
         sys.stdout.flush()
-        return
+        return tally
     try:
-        with out.open("w", encoding="utf-8", newline="\n") as handle:
-            write_scenario(records, handle, tally)
+        tally = write_scenario(out, config, plan, max_records=max_events)
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
     err.print(f"simulate: wrote {tally.records} records to {out}", highlight=False)
+    return tally
 
 
 def _publisher(kafka: bool, gateway: str | None, bearer: str | None) -> Publisher:
     if kafka:
-        from chainwatch.simulator.kafka_out import KafkaPublisher
+        from chainwatch.simulator_outputs.kafka_out import KafkaPublisher
 
         return KafkaPublisher(settings())
-    from chainwatch.simulator.http_out import HttpPublisher
+    from chainwatch.simulator_outputs.http_out import HttpPublisher
 
     assert gateway is not None
     assert bearer is not None

@@ -8,17 +8,16 @@ import json
 from collections import Counter
 from datetime import UTC, datetime
 from itertools import islice, pairwise
+from pathlib import Path
 
 import pytest
 
-from chainwatch.simulator import SimConfig, Summary, generate
-from chainwatch.simulator.config import AnomalyRates
-from chainwatch.simulator.scenario_file import write_scenario
 from schemas.alerts import AlertType
 from schemas.orders import OrderRecord
 from schemas.plan import load_plan
 from schemas.scans import ScanEvent
 from schemas.validation import RecordRejected, decode_input, decode_replay_line
+from simulator import AnomalyRates, SimConfig, Summary, simulate, write_lines, write_scenario
 from streams.rules.reference import run_scenario
 
 PLAN = load_plan(None)
@@ -32,7 +31,7 @@ KEY_FIELD = {
 
 def scenario_bytes(config: SimConfig) -> bytes:
     out = io.StringIO()
-    write_scenario(generate(config), out, Summary())
+    write_lines(simulate(config), out, Summary())
     return out.getvalue().encode()
 
 
@@ -45,8 +44,19 @@ def test_same_seed_gives_the_same_bytes_and_another_seed_does_not() -> None:
     assert first.count(b"\n") > 500
 
 
+def test_write_scenario_writes_the_run_as_the_streaming_writer_does(tmp_path: Path) -> None:
+    config = SimConfig(seed=11, days=2, orders_per_day=30)
+    summary = write_scenario(tmp_path / "run.ndjson", config)
+    assert (tmp_path / "run.ndjson").read_bytes() == scenario_bytes(config)
+    assert summary.records == scenario_bytes(config).count(b"\n")
+    head = write_scenario(tmp_path / "head.ndjson", SimConfig(days=None), max_records=100)
+    assert head.records == len((tmp_path / "head.ndjson").read_bytes().splitlines()) == 100
+    with pytest.raises(ValueError, match="max_records"):
+        write_scenario(tmp_path / "endless.ndjson", SimConfig(days=None))
+
+
 def test_every_line_parses_and_the_simulator_knows_which_records_are_invalid() -> None:
-    records = list(generate(SimConfig(seed=3, invalid_share=0.05)))
+    records = list(simulate(SimConfig(seed=3, invalid_share=0.05)))
     invalid_kinds: Counter[str] = Counter()
     for record in records:
         line = record.line()
@@ -73,7 +83,7 @@ def test_every_line_parses_and_the_simulator_knows_which_records_are_invalid() -
 
 
 def test_records_come_in_publication_order_with_customers_first_and_orders_interleaved() -> None:
-    records = list(generate(SimConfig(seed=5)))
+    records = list(simulate(SimConfig(seed=5)))
     times = [r.at_ms for r in records]
     assert times == sorted(times)
     n_customers = SimConfig().customer_count
@@ -93,7 +103,7 @@ def test_records_come_in_publication_order_with_customers_first_and_orders_inter
 
 
 def test_orders_respect_the_plan_and_scans_carry_quantities_in_the_right_unit() -> None:
-    records = [r for r in generate(SimConfig(seed=8)) if r.valid]
+    records = [r for r in simulate(SimConfig(seed=8)) if r.valid]
     created = [
         OrderRecord.model_validate_json(r.value_bytes() or b"")
         for r in records
@@ -122,7 +132,7 @@ def test_anomaly_shares_roughly_follow_the_options() -> None:
     config = SimConfig(seed=21, days=10, orders_per_day=100, invalid_share=0.02, anomalies=rates)
     summary = Summary()
     scans = 0
-    for record in generate(config):
+    for record in simulate(config):
         summary.add(record)
         scans += record.topic == "scans" and record.valid
     orders = 10 * 100
@@ -139,7 +149,7 @@ def test_without_anomalies_every_order_flows_on_time_and_no_alert_is_raised() ->
     config = SimConfig(seed=21, days=3, orders_per_day=50, invalid_share=0, anomalies=calm)
     summary = Summary()
     lines = []
-    for record in generate(config):
+    for record in simulate(config):
         summary.add(record)
         lines.append(record.line().encode())
     assert summary.invalid == 0
@@ -151,7 +161,7 @@ def test_without_anomalies_every_order_flows_on_time_and_no_alert_is_raised() ->
 
 def test_replay_of_a_default_run_raises_every_alert_type() -> None:
     """The issue's "done when": a simulated scenario yields alerts of every type of RULES.md."""
-    lines = [r.line().encode() for r in generate(SimConfig())]
+    lines = [r.line().encode() for r in simulate(SimConfig())]
     result = run_scenario(lines, PLAN, None)
     seen = Counter(alert.type for alert in result.alerts)
     assert set(seen) == set(AlertType), set(AlertType) - set(seen)
@@ -161,14 +171,14 @@ def test_replay_of_a_default_run_raises_every_alert_type() -> None:
 
 @pytest.mark.parametrize("seed", [2, 3])
 def test_other_seeds_of_the_default_mix_also_cover_every_alert_type(seed: int) -> None:
-    lines = [r.line().encode() for r in generate(SimConfig(seed=seed))]
+    lines = [r.line().encode() for r in simulate(SimConfig(seed=seed))]
     seen = {alert.type for alert in run_scenario(lines, PLAN, None).alerts}
     assert seen == set(AlertType)
 
 
 def test_an_endless_run_keeps_placing_orders() -> None:
     start = datetime(2030, 1, 1, tzinfo=UTC)
-    records = list(islice(generate(SimConfig(days=None, orders_per_day=5, start=start)), 3000))
+    records = list(islice(simulate(SimConfig(days=None, orders_per_day=5, start=start)), 3000))
     created = [r for r in records if r.topic == "orders" and '"op":"created"' in (r.value or "")]
     last = json.loads(created[-1].value or "{}")["placed_at"]
     assert last > "2030-01-15"

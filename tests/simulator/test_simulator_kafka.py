@@ -13,7 +13,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from chainwatch.settings import Settings
-from chainwatch.simulator import SimConfig, generate
+from simulator import SimConfig, simulate
 from streams.topics import INPUT_TOPICS, TopicNames
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,7 @@ def test_simulate_streams_to_kafka_with_contract_keys(
         assert noise not in done.stderr, done.stderr[-2000:]
 
     got = consume(settings, N, timeout_s=60)
-    expected = list(islice(generate(SimConfig(seed=6, invalid_share=0.1, days=None)), N))
+    expected = list(islice(simulate(SimConfig(seed=6, invalid_share=0.1, days=None)), N))
     assert len(got) == N
     # per topic (and so per key) the order is the publication order
     for topic in INPUT_TOPICS:

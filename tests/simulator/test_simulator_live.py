@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 
 from chainwatch.cli import main
-from chainwatch.simulator import SimConfig, SimRecord, Summary, generate
-from chainwatch.simulator.http_out import HttpPublisher
-from chainwatch.simulator.live import run_live
-from chainwatch.simulator.pacing import TokenBucket
+from chainwatch.simulator_outputs.http_out import HttpPublisher
+from simulator import SimConfig, SimRecord, Summary, run_live, simulate
+from simulator.pacing import TokenBucket
 
 
 class Collect:
@@ -61,7 +60,7 @@ def test_live_publishing_honours_the_rate_on_the_real_clock() -> None:
     """1000 records at 500/s take about 2 s (burst 50 -> 1.9 s ideal), measured, not slept."""
     sink = Collect()
     started = time.monotonic()
-    result = run_live(generate(SimConfig()), sink, Summary(), rate=500, max_events=1000)
+    result = run_live(simulate(SimConfig()), sink, Summary(), rate=500, max_events=1000)
     elapsed = time.monotonic() - started
     assert result.sent == len(sink.records) == 1000
     assert result.stopped_by == "max_events"
@@ -73,7 +72,7 @@ def test_duration_bound_and_interrupt_stop_cleanly() -> None:
     clock = FakeClock()
     sink = Collect()
     result = run_live(
-        generate(SimConfig(days=None)),
+        simulate(SimConfig(days=None)),
         sink,
         Summary(),
         rate=50,
@@ -86,7 +85,7 @@ def test_duration_bound_and_interrupt_stop_cleanly() -> None:
     assert sink.closed == 1
 
     def interrupted() -> Iterator[SimRecord]:
-        yield from list(generate(SimConfig()))[:5]
+        yield from list(simulate(SimConfig()))[:5]
         raise KeyboardInterrupt
 
     sink = Collect()
@@ -143,7 +142,7 @@ def test_http_publisher_follows_the_gateway_api(
 ) -> None:
     url, seen = recorder
     config = SimConfig(seed=4, invalid_share=0.05)
-    records = list(generate(config))
+    records = list(simulate(config))
     tombstone = SimRecord("crm.customers", "C-0003", None, records[-1].at_ms + 1, "crm_tombstone")
     records.append(tombstone)
     publisher = HttpPublisher(url, "s3cret", batch_size=50, max_delay_s=3600)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from chainwatch.simulator.records import (
+from simulator.records import (
     MS_PER_DAY,
     MS_PER_H,
     MS_PER_MIN,
@@ -19,7 +19,7 @@ from chainwatch.simulator.records import (
     dumps,
     format_ms,
 )
-from chainwatch.simulator.world import TIERS, Customer, Incident, UnitSchedule, new_event_id
+from simulator.world import TIERS, Customer, Incident, UnitSchedule, new_event_id
 
 
 def _customer_value(customer: Customer, updated_ms: int) -> dict[str, Any]:

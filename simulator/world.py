@@ -13,8 +13,8 @@ import random
 from dataclasses import dataclass
 from typing import Final
 
-from chainwatch.simulator.records import MS_PER_DAY, MS_PER_H, MS_PER_MIN
 from schemas.plan import SlaPlan
+from simulator.records import MS_PER_DAY, MS_PER_H, MS_PER_MIN
 
 SITE_OFFSET_MIN: Final[dict[str, int]] = {
     "yarn_sourcing": 330,

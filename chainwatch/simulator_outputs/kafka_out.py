@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 from chainwatch.kafka_admin import ensure_topics
 from chainwatch.logs import get_logger
 from chainwatch.settings import Settings
-from chainwatch.simulator.records import SimRecord
+from simulator.records import SimRecord
 from streams.topics import INPUT_TOPICS, TopicNames
 
 log = get_logger(__name__)

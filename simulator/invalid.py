@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from typing import Any, Final
 
-from chainwatch.simulator.records import SimRecord, dumps
+from simulator.records import SimRecord, dumps
 
 Breaker = Callable[[dict[str, Any], random.Random], None]
 

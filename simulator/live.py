@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from chainwatch.simulator.pacing import TokenBucket
-from chainwatch.simulator.records import SimRecord
-from chainwatch.simulator.summary import Summary
+from simulator.pacing import TokenBucket
+from simulator.records import SimRecord
+from simulator.summary import Summary
 
 
 class Publisher(Protocol):

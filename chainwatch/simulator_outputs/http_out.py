@@ -20,7 +20,7 @@ import httpx
 
 from chainwatch.errors import UserError
 from chainwatch.logs import get_logger
-from chainwatch.simulator.records import SimRecord
+from simulator.records import SimRecord
 
 log = get_logger(__name__)
 

@@ -16,13 +16,13 @@ import random
 from collections.abc import Iterator
 from itertools import count
 
-from chainwatch.simulator.background import crm_day, initial_customers, unit_day
-from chainwatch.simulator.config import SimConfig
-from chainwatch.simulator.invalid import break_record
-from chainwatch.simulator.orders import OrderContext, build_order
-from chainwatch.simulator.records import MS_PER_DAY, MS_PER_H, MS_PER_S, SimRecord
-from chainwatch.simulator.world import UnitSchedule, customers, unit_ids
 from schemas.plan import SlaPlan, load_plan
+from simulator.background import crm_day, initial_customers, unit_day
+from simulator.config import SimConfig
+from simulator.invalid import break_record
+from simulator.orders import OrderContext, build_order
+from simulator.records import MS_PER_DAY, MS_PER_H, MS_PER_S, SimRecord
+from simulator.world import UnitSchedule, customers, unit_ids
 
 _Entry = tuple[int, int, SimRecord, Iterator[SimRecord], bool]
 """(publication ms, push sequence, record, its stream, is an order stream): the push

@@ -16,8 +16,9 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from chainwatch.simulator.config import ORDER_FATES, SimConfig
-from chainwatch.simulator.records import (
+from schemas.plan import SlaPlan
+from simulator.config import ORDER_FATES, SimConfig
+from simulator.records import (
     MS_PER_DAY,
     MS_PER_H,
     MS_PER_MIN,
@@ -26,14 +27,13 @@ from chainwatch.simulator.records import (
     dumps,
     format_ms,
 )
-from chainwatch.simulator.world import (
+from simulator.world import (
     PRODUCTS,
     Customer,
     UnitSchedule,
     new_event_id,
     stage_offset,
 )
-from schemas.plan import SlaPlan
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from chainwatch.simulator.records import SimRecord, format_ms
+from simulator.records import SimRecord, format_ms
 
 
 @dataclass(slots=True)
