@@ -3,8 +3,8 @@
 Replays one simulated scenario (default ~50,000 records) in event time over
 8 partitions with each fleet size, and once with 4 workers of which one is
 killed (SIGKILL) mid-run and a fifth added, and compares every run's final
-alerts and dead-letter count with the pure reference engine over the same file
-(`streams.rules.reference`, what any correct engine ends with; the replay tests
+alerts and dead-letter count with the in-memory oracle over the same file
+(`streams.rules.oracle`, what any correct engine ends with; the replay tests
 show one worker gives exactly that). Prints the wall time of each run.
 
 On a 2-core machine the engine is CPU-bound, so more workers are not faster
@@ -35,7 +35,7 @@ from chainwatch.errors import USER_ERRORS
 from chainwatch.replay import ReplayRun, no_progress
 from chainwatch.settings import Settings
 from schemas.plan import load_plan
-from streams.rules.reference import run_scenario
+from streams.rules.oracle import run_scenario
 
 PARTITIONS = 8
 START = datetime(2027, 3, 1, tzinfo=UTC)  # the simulator's default start

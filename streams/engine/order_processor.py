@@ -35,7 +35,7 @@ from streams.rules.facts import (
     to_ms,
 )
 from streams.rules.order_record import fold_records
-from streams.rules.reference import order_record_fact, scan_fact
+from streams.rules.record_facts import order_record_fact, scan_fact
 
 
 @dataclass(slots=True)

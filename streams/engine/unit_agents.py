@@ -18,7 +18,7 @@ from streams.engine.messages import UNIT_INBOX, decode_unit_inbox
 from streams.engine.runtime import EngineRuntime, as_rejected
 from streams.engine.unit_processor import OccupancyEntry, UnitEffects, UnitProcessor, UnitSlot
 from streams.rules.facts import from_ms, to_ms
-from streams.rules.reference import unit_status_fact
+from streams.rules.record_facts import unit_status_fact
 from streams.topics import UNIT_STATUS
 
 

@@ -1,4 +1,4 @@
-"""Shared steps of the engine tests: compare replays with the pure reference engine."""
+"""Shared steps of the engine tests: compare replays with the in-memory oracle."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.plan import load_plan
-from streams.rules.reference import run_scenario
+from streams.rules.oracle import run_scenario
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -23,7 +23,7 @@ from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, ReasonCode
 from schemas.plan import load_plan
 from schemas.validation import RecordRejected, check_key, decode_input
-from streams.rules.reference import run_scenario
+from streams.rules.oracle import run_scenario
 from streams.topics import DEAD_LETTER, INPUT_TOPICS, TopicNames
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

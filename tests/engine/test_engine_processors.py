@@ -32,7 +32,7 @@ from streams.engine.order_processor import Arrival, OrderProcessor
 from streams.engine.order_slot import OrderSlot
 from streams.engine.unit_processor import OccupancyEntry, UnitProcessor, UnitSlot
 from streams.rules.facts import CustomerFact, to_ms
-from streams.rules.reference import unit_status_fact
+from streams.rules.record_facts import unit_status_fact
 
 PLAN = load_plan(None)
 T0 = datetime(2027, 3, 1, tzinfo=UTC)

@@ -1,6 +1,6 @@
 """The faust engine on the real broker, replayed in event time (RULES.md "What must hold").
 
-Every replay is compared with the pure reference engine (`streams.rules.reference`)
+Every replay is compared with the in-memory oracle (`streams.rules.oracle`)
 over the same file: same alert ids, same content, same dead-letter count —
 with one worker or two, in another interleaving of the topics, and with a
 worker killed by SIGKILL half-way and restarted.

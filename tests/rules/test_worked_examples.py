@@ -1,4 +1,4 @@
-"""The four worked examples of the spec, run through the pure reference runner.
+"""The four worked examples of the spec, run through the in-memory oracle.
 
 Compared on exactly the fields the examples README lists; times are compared as
 instants because the expected files write `...:00Z` and alerts `...:00.000Z`.
@@ -15,7 +15,7 @@ import pytest
 from rules_builders import PLAN
 
 from schemas.common import truncate_ms
-from streams.rules.reference import run_scenario
+from streams.rules.oracle import run_scenario
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FIELDS = (

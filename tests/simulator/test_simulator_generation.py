@@ -18,7 +18,7 @@ from schemas.plan import load_plan
 from schemas.scans import ScanEvent
 from schemas.validation import RecordRejected, decode_input, decode_replay_line
 from simulator import AnomalyRates, SimConfig, Summary, simulate, write_lines, write_scenario
-from streams.rules.reference import run_scenario
+from streams.rules.oracle import run_scenario
 
 PLAN = load_plan(None)
 KEY_FIELD = {

@@ -1,4 +1,4 @@
-"""A pure in-memory run of a replay scenario: the oracle for the Kafka engine.
+"""The oracle for the Kafka engine: a pure in-memory run of a replay scenario.
 
 It applies the same validation (`schemas.validation`) and the same rules as the
 streaming engine, but with every record in memory and one evaluation at the end,
@@ -30,12 +30,11 @@ from streams.rules.facts import (
     CustomerFact,
     DowntimeRecord,
     OrderFacts,
-    OrderRecordFact,
-    ScanFact,
     add_record,
     add_scan,
     add_unit_status,
 )
+from streams.rules.record_facts import order_record_fact, scan_fact, unit_status_fact
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,45 +61,6 @@ class _World:
     def advance(self, event_time: datetime | None) -> None:
         if event_time is not None and (self.clock is None or event_time > self.clock):
             self.clock = event_time
-
-
-def scan_fact(scan: ScanEvent) -> ScanFact:
-    return ScanFact(
-        scan.event_id,
-        scan.stage,
-        scan.action.value,
-        scan.unit_id,
-        scan.event_time,
-        scan.quantity,
-        None if scan.uom is None else scan.uom.value,
-    )
-
-
-def order_record_fact(record: OrderRecord, offset: int) -> OrderRecordFact:
-    event_time = record.event_time
-    assert event_time is not None  # the model defaults it to placed_at
-    return OrderRecordFact(
-        record.op.value,
-        event_time,
-        offset,
-        record.customer_id,
-        record.product,
-        record.quantity,
-        record.placed_at,
-        record.due_at,
-        None if record.route is None else tuple(record.route),
-    )
-
-
-def unit_status_fact(status: UnitStatus) -> DowntimeRecord:
-    return DowntimeRecord(
-        status.event_id,
-        status.unit_id,
-        status.stage,
-        status.status.value,
-        None if status.reason is None else status.reason.value,
-        status.event_time,
-    )
 
 
 def _ingest(world: _World, offset: int, line: bytes, plan: SlaPlan) -> None:
