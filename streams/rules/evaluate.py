@@ -47,7 +47,9 @@ _BREACH_TYPES = frozenset(
 _RISK_TYPES = frozenset({AlertType.ORDER_AT_RISK, AlertType.ORDER_DISRUPTED})
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built afresh on every derivation of an order, and a frozen
+# dataclass's __init__ costs about four times a plain one. Never mutated.
+@dataclass(slots=True)
 class UnitOccupancy:
     """A visit of an order at a unit: what `unit_down` lists as orders in progress."""
 
@@ -59,7 +61,9 @@ class UnitOccupancy:
     end: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built afresh on every derivation of an order, and a frozen
+# dataclass's __init__ costs about four times a plain one. Never mutated.
+@dataclass(slots=True)
 class OrderEvaluation:
     alerts: dict[str, Alert]
     """Desired alerts at `now`, by alert_id (never `retracted`: absence means that)."""

@@ -19,7 +19,9 @@ from streams.rules.order_record import OrderRecord
 from streams.rules.visits import Visit, Walk
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built afresh on every derivation of an order, and a frozen
+# dataclass's __init__ costs about four times a plain one. Never mutated.
+@dataclass(slots=True)
 class Obligation:
     type: AlertType
     deadline: datetime
@@ -27,7 +29,9 @@ class Obligation:
     visit: Visit | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built afresh on every derivation of an order, and a frozen
+# dataclass's __init__ costs about four times a plain one. Never mutated.
+@dataclass(slots=True)
 class ObligationStatus:
     status: AlertStatus
     fulfilled_at: datetime | None
