@@ -18,9 +18,23 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
+_TO_MS: dict[datetime, int] = {}
+_TO_MS_MAX = 200_000
+
+
 def to_ms(value: datetime) -> int:
-    """Exact integer milliseconds (no float rounding) of an aware datetime."""
-    return (value - _EPOCH) // _MS
+    """Exact integer milliseconds (no float rounding) of an aware datetime, memoised.
+
+    The facts' times are turned into milliseconds again on every slot encode and
+    occupancy check; most of them are the shared datetimes of `from_ms`, whose
+    hash is cached, so the lookup costs a fraction of the subtraction and division.
+    """
+    known = _TO_MS.get(value)
+    if known is None:
+        if len(_TO_MS) >= _TO_MS_MAX:
+            _TO_MS.clear()
+        known = _TO_MS[value] = (value - _EPOCH) // _MS
+    return known
 
 
 _FROM_MS: dict[int, datetime] = {}
