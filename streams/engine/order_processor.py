@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -472,17 +473,21 @@ class OrderProcessor:
     def _occupancy(self, slot: OrderSlot, occupancy: list[Any], effects: Effects) -> None:
         by_unit: dict[str, list[list[Any]]] = {}
         for o in occupancy:
-            by_unit.setdefault(o.unit_id, []).append(
-                [
-                    o.stage,
-                    o.visit,
-                    None if o.start is None else to_ms(o.start),
-                    None if o.end is None else to_ms(o.end),
-                ]
-            )
-        for unit in sorted(by_unit.keys() | slot.occupancy_sent.keys()):
-            visits = sorted(by_unit.get(unit, []), key=lambda v: (v[0], v[1]))
-            if slot.occupancy_sent.get(unit) == visits:
+            start, end = o.start, o.end
+            visit = [o.stage, o.visit, None if start is None else to_ms(start),
+                     None if end is None else to_ms(end)]  # fmt: skip
+            known = by_unit.get(o.unit_id)
+            if known is None:
+                by_unit[o.unit_id] = [visit]
+            else:
+                known.append(visit)
+        sent = slot.occupancy_sent
+        units = by_unit.keys() | sent.keys() if sent else by_unit.keys()
+        for unit in sorted(units):
+            visits = by_unit.get(unit, [])
+            if len(visits) > 1:
+                visits.sort(key=_STAGE_VISIT)
+            if sent.get(unit) == visits:
                 continue
             slot.occupancy_version += 1
             slot.occupancy_sent[unit] = visits
@@ -541,6 +546,10 @@ class OrderProcessor:
                 )  # fmt: skip
             fixed.append(letter)
         effects.dead_letters = fixed
+
+
+_STAGE_VISIT = itemgetter(0, 1)
+"""An occupancy entry's (stage, visit number): the order units receive visits in."""
 
 
 def _record_time(item: ScanEvent | OrderRecord, now: datetime) -> datetime:

@@ -286,6 +286,7 @@ def state_json(
     version: int,
 ) -> dict[str, Any]:
     """The JSON form of `_state(...)`, field for field (checked by tests/engine)."""
+    fmt = format_utc_cached  # a local: called for every visit on every change
     record = fold.record
     current = walk.current or (walk.visits[-1] if walk.visits else None)
     eta = walk.completed_at or (walk.etas[-1][1] if walk.etas else None)
@@ -294,8 +295,8 @@ def state_json(
         "customer": customer_json(customer),
         "product": record.product if record else None,
         "quantity": record.quantity if record else None,
-        "placed_at": format_utc_cached(record.placed_at) if record else None,
-        "due_at": format_utc_cached(record.due_at) if record else None,
+        "placed_at": fmt(record.placed_at) if record else None,
+        "due_at": fmt(record.due_at) if record else None,
         "cancelled_at": _opt_utc(fold.cancelled_at),
         "stage": current.stage if current else None,
         "visit": current.number if current else None,
@@ -305,8 +306,8 @@ def state_json(
                 "stage": v.stage,
                 "visit": v.number,
                 "unit_id": v.unit_id,
-                "started_at": _opt_utc(v.start),
-                "ended_at": _opt_utc(v.end),
+                "started_at": None if v.start is None else fmt(v.start),
+                "ended_at": None if v.end is None else fmt(v.end),
                 "outcome": v.outcome,
                 "quantity": v.quantity,
                 "uom": v.uom,
