@@ -18,23 +18,13 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
-_TO_MS: dict[datetime, int] = {}
-_TO_MS_MAX = 200_000
-
-
 def to_ms(value: datetime) -> int:
-    """Exact integer milliseconds (no float rounding) of an aware datetime, memoised.
+    """Exact integer milliseconds (no float rounding) of an aware datetime.
 
-    The facts' times are turned into milliseconds again on every slot encode and
-    occupancy check; most of them are the shared datetimes of `from_ms`, whose
-    hash is cached, so the lookup costs a fraction of the subtraction and division.
+    Not memoised: most callers pass a datetime just built (a record's time, a
+    computed deadline), and hashing a new aware datetime costs as much as this.
     """
-    known = _TO_MS.get(value)
-    if known is None:
-        if len(_TO_MS) >= _TO_MS_MAX:
-            _TO_MS.clear()
-        known = _TO_MS[value] = (value - _EPOCH) // _MS
-    return known
+    return (value - _EPOCH) // _MS
 
 
 _FROM_MS: dict[int, datetime] = {}
@@ -83,8 +73,9 @@ def _opt_dt(value: int | None) -> datetime | None:
     return None if value is None else from_ms(value)
 
 
-# Not frozen (never mutated either): every slot decode builds all of an order's
-# facts again, and a frozen dataclass's __init__ costs about four times a plain one.
+# Not frozen (never mutated, but for the `encoded` cache): every slot decode builds
+# all of an order's facts again, and a frozen dataclass's __init__ costs about four
+# times a plain one.
 @dataclass(slots=True)
 class ScanFact:
     event_id: str
@@ -94,29 +85,37 @@ class ScanFact:
     event_time: datetime
     quantity: float | None = None
     uom: str | None = None
+    encoded: list[Any] | None = field(default=None, init=False, compare=False, repr=False)
+    """`to_json()` once known (decoded, or encoded once): the order's slot encodes
+    every fact again on every change, and a fact never changes."""
 
     def sort_key(self) -> tuple[datetime, str]:
         return (self.event_time, self.event_id)
 
     def to_json(self) -> list[Any]:
-        return [
-            self.event_id,
-            self.stage,
-            self.action,
-            self.unit_id,
-            to_ms(self.event_time),
-            self.quantity,
-            self.uom,
-        ]
+        if self.encoded is None:
+            self.encoded = [
+                self.event_id,
+                self.stage,
+                self.action,
+                self.unit_id,
+                to_ms(self.event_time),
+                self.quantity,
+                self.uom,
+            ]
+        return self.encoded
 
     @classmethod
     def from_json(cls, data: list[Any]) -> ScanFact:
         event_id, stage, action, unit_id, ms, quantity, uom = data
-        return cls(event_id, stage, action, unit_id, from_ms(ms), quantity, uom)
+        fact = cls(event_id, stage, action, unit_id, from_ms(ms), quantity, uom)
+        fact.encoded = data
+        return fact
 
 
-# Not frozen (never mutated either): every slot decode builds all of an order's
-# facts again, and a frozen dataclass's __init__ costs about four times a plain one.
+# Not frozen (never mutated, but for the `encoded` cache): every slot decode builds
+# all of an order's facts again, and a frozen dataclass's __init__ costs about four
+# times a plain one.
 @dataclass(slots=True)
 class OrderRecordFact:
     """One `orders` record; `offset` is its log offset, the tie-break of the fold."""
@@ -130,27 +129,31 @@ class OrderRecordFact:
     placed_at: datetime | None = None
     due_at: datetime | None = None
     route: tuple[str, ...] | None = None
+    encoded: list[Any] | None = field(default=None, init=False, compare=False, repr=False)
+    """`to_json()` once known, as `ScanFact.encoded`."""
 
     def sort_key(self) -> tuple[datetime, int]:
         return (self.event_time, self.offset)
 
     def to_json(self) -> list[Any]:
-        return [
-            self.op,
-            to_ms(self.event_time),
-            self.offset,
-            self.customer_id,
-            self.product,
-            self.quantity,
-            _opt_ms(self.placed_at),
-            _opt_ms(self.due_at),
-            None if self.route is None else list(self.route),
-        ]
+        if self.encoded is None:
+            self.encoded = [
+                self.op,
+                to_ms(self.event_time),
+                self.offset,
+                self.customer_id,
+                self.product,
+                self.quantity,
+                _opt_ms(self.placed_at),
+                _opt_ms(self.due_at),
+                None if self.route is None else list(self.route),
+            ]
+        return self.encoded
 
     @classmethod
     def from_json(cls, data: list[Any]) -> OrderRecordFact:
         op, ms, offset, customer_id, product, quantity, placed, due, route = data
-        return cls(
+        fact = cls(
             op,
             from_ms(ms),
             offset,
@@ -161,6 +164,8 @@ class OrderRecordFact:
             _opt_dt(due),
             None if route is None else tuple(route),
         )
+        fact.encoded = data
+        return fact
 
 
 @dataclass(frozen=True, slots=True)
