@@ -39,7 +39,14 @@ from schemas.plan import load_plan
 from schemas.validation import RecordRejected, decode_input, decode_replay_line
 from streams.engine.messages import INTERNAL_TOPICS, ORDER_INBOX
 from streams.rules.facts import to_ms
-from streams.topics import ALERTS, DEAD_LETTER, INPUT_TOPICS, OUTPUT_TOPICS, TopicNames
+from streams.topics import (
+    ALERTS,
+    CUSTOMERS,
+    DEAD_LETTER,
+    INPUT_TOPICS,
+    OUTPUT_TOPICS,
+    TopicNames,
+)
 
 
 class Progress(Protocol):
@@ -163,7 +170,7 @@ async def publish_scenario(
             try:
                 record = decode_input(replay.topic, value, plan=plan, key=replay.key_bytes())
                 event_time = getattr(record, "event_time", None)
-                if event_time is not None and replay.topic != "crm.customers":
+                if event_time is not None and replay.topic != CUSTOMERS:
                     ms = to_ms(event_time)
                     largest = ms if largest is None or ms > largest else largest
             except RecordRejected:

@@ -12,15 +12,9 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-DEFAULT_ROUTE = (
-    "yarn_sourcing",
-    "dyeing",
-    "knitting",
-    "tailoring",
-    "quality_check",
-    "packaging",
-    "shipping",
-)
+from schemas.plan import load_plan
+
+DEFAULT_ROUTE = load_plan(None).route
 UNITS = {stage: [f"{stage[:4].upper()}-{n:02d}" for n in (1, 2)] for stage in DEFAULT_ROUTE}
 
 

@@ -35,35 +35,31 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from schemas.customers import Customer, CustomerTier
-from schemas.orders import OrderOp, OrderRecord
-from schemas.scans import ScanAction, ScanEvent, Uom
-from schemas.unit_status import DowntimeReason, UnitState, UnitStatus
+from schemas.customers import CustomerTier
+from schemas.orders import OrderOp
+from schemas.scans import ScanAction, Uom
+from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
+from schemas.unit_status import DowntimeReason, UnitState
+from schemas.validation import ID_FIELD_BY_TOPIC, MODEL_BY_TOPIC
 
 ImportKind = Literal["scans", "orders", "customers", "unit-status"]
 IMPORT_KINDS: Final[tuple[str, ...]] = get_args(ImportKind)
 
 TOPIC_BY_KIND: Final[dict[str, str]] = {
-    "scans": "scans",
-    "orders": "orders",
-    "customers": "crm.customers",
-    "unit-status": "unit-status",
+    "scans": SCANS,
+    "orders": ORDERS,
+    "customers": CUSTOMERS,
+    "unit-status": UNIT_STATUS,
 }
 """Kind -> the logical input topic its records go to (CONTRACT.md, Inputs)."""
 
 KEY_FIELD_BY_KIND: Final[dict[str, str]] = {
-    "scans": "order_id",
-    "orders": "order_id",
-    "customers": "customer_id",
-    "unit-status": "unit_id",
+    kind: ID_FIELD_BY_TOPIC[topic] for kind, topic in TOPIC_BY_KIND.items()
 }
 """Kind -> the field whose value is the Kafka key (and must equal it, CONTRACT.md v1.2)."""
 
 MODEL_BY_KIND: Final[dict[str, type[BaseModel]]] = {
-    "scans": ScanEvent,
-    "orders": OrderRecord,
-    "customers": Customer,
-    "unit-status": UnitStatus,
+    kind: MODEL_BY_TOPIC[topic] for kind, topic in TOPIC_BY_KIND.items()
 }
 FIELDS_BY_KIND: Final[dict[str, tuple[str, ...]]] = {
     kind: tuple(model.model_fields) for kind, model in MODEL_BY_KIND.items()

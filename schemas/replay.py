@@ -9,14 +9,11 @@ that replay exercises exactly the path production input takes.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Final, Literal, get_args
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-InputTopic = Literal["orders", "crm.customers", "scans", "unit-status"]
-"""The four input topics, by logical name (without any deployment prefix)."""
-
-INPUT_TOPICS: Final[tuple[str, ...]] = get_args(InputTopic)
+from schemas.topics import InputTopic
 
 
 class ReplayLine(BaseModel):

@@ -45,6 +45,7 @@ from schemas.orders import OrderRecord
 from schemas.plan import SlaPlan
 from schemas.replay import ReplayLine
 from schemas.scans import ATTRIBUTE_ERROR, QC_STAGE_CONTEXT_KEY, ScanEvent, attribute_value
+from schemas.topics import COMPACTED_TOPICS, CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
 from schemas.unit_status import STAGES_CONTEXT_KEY, UnitStatus
 
 __all__ = [
@@ -65,25 +66,24 @@ __all__ = [
 InputRecord = ScanEvent | UnitStatus | OrderRecord | Customer | Tombstone
 
 MODEL_BY_TOPIC: Final[dict[str, type[BaseModel]]] = {
-    "orders": OrderRecord,
-    "crm.customers": Customer,
-    "scans": ScanEvent,
-    "unit-status": UnitStatus,
+    ORDERS: OrderRecord,
+    CUSTOMERS: Customer,
+    SCANS: ScanEvent,
+    UNIT_STATUS: UnitStatus,
 }
 """Logical input topic -> its record model (CONTRACT.md, Inputs)."""
 
 ID_FIELD_BY_TOPIC: Final[dict[str, str]] = {
-    "orders": "order_id",
-    "scans": "order_id",
-    "unit-status": "unit_id",
-    "crm.customers": "customer_id",
+    ORDERS: "order_id",
+    SCANS: "order_id",
+    UNIT_STATUS: "unit_id",
+    CUSTOMERS: "customer_id",
 }
 """The id field a record's Kafka key must equal (CONTRACT.md v1.2, "Key and id agree")."""
 
 DEFAULT_MAX_CLOCK_SKEW: Final = timedelta(hours=24)
 """How far in the future the gateway lets an `event_time` be (CONTRACT.md v1.2)."""
 
-_TOMBSTONE_TOPICS: Final = frozenset({"crm.customers"})
 _MAX_MSG = 500
 _MAX_KEY_TEXT = 80
 
@@ -181,7 +181,7 @@ def decode_input(
     if decoder is None:
         raise ValueError(f"not an input topic: {topic!r}")
     if raw_value is None:
-        if topic in _TOMBSTONE_TOPICS:
+        if topic in COMPACTED_TOPICS:
             return TOMBSTONE
         raise RecordRejected(
             ReasonCode.NOT_OBJECT, [ErrorDetail(loc="", msg="value is null", type="null_value")]
@@ -192,7 +192,7 @@ def decode_input(
         rejection = _rejection(exc, ReasonCode.VALIDATION_FAILED)
         if (
             rejection.reason_code is ReasonCode.NOT_OBJECT
-            and topic in _TOMBSTONE_TOPICS
+            and topic in COMPACTED_TOPICS
             and raw_value.strip() == b"null"
         ):
             return TOMBSTONE

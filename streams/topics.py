@@ -1,24 +1,41 @@
-"""Topic names of the contract, in one place.
+"""The contract's topic names under a deployment's prefix.
 
-Deployments may prefix every name (`CHAINWATCH_KAFKA__TOPIC_PREFIX`); replays
-use a fresh prefix per run so they never read another run's records.
+The names themselves are defined in `schemas.topics` (re-exported here for the
+engine and the runners). Deployments may prefix every name
+(`CHAINWATCH_KAFKA__TOPIC_PREFIX`); replays use a fresh prefix per run so they
+never read another run's records.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-ORDERS = "orders"
-CUSTOMERS = "crm.customers"
-SCANS = "scans"
-UNIT_STATUS = "unit-status"
-ALERTS = "alerts"
-ORDER_STATE = "order-state"
-DEAD_LETTER = "dead-letter"
+from schemas.topics import (
+    ALERTS,
+    COMPACTED_TOPICS,
+    CUSTOMERS,
+    DEAD_LETTER,
+    INPUT_TOPICS,
+    ORDER_STATE,
+    ORDERS,
+    OUTPUT_TOPICS,
+    SCANS,
+    UNIT_STATUS,
+)
 
-INPUT_TOPICS = (ORDERS, CUSTOMERS, SCANS, UNIT_STATUS)
-OUTPUT_TOPICS = (ALERTS, ORDER_STATE, DEAD_LETTER)
-COMPACTED_TOPICS = frozenset({CUSTOMERS})
+__all__ = [
+    "ALERTS",
+    "COMPACTED_TOPICS",
+    "CUSTOMERS",
+    "DEAD_LETTER",
+    "INPUT_TOPICS",
+    "ORDERS",
+    "ORDER_STATE",
+    "OUTPUT_TOPICS",
+    "SCANS",
+    "UNIT_STATUS",
+    "TopicNames",
+]
 
 
 @dataclass(frozen=True)

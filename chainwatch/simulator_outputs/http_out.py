@@ -20,15 +20,16 @@ import httpx
 
 from chainwatch.errors import UserError
 from chainwatch.logs import get_logger
+from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
 from simulator.records import SimRecord
 
 log = get_logger(__name__)
 
 ENDPOINT_OF_TOPIC = {
-    "scans": "/v1/scans",
-    "unit-status": "/v1/unit-status",
-    "orders": "/v1/orders",
-    "crm.customers": "/v1/customers",
+    SCANS: "/v1/scans",
+    UNIT_STATUS: "/v1/unit-status",
+    ORDERS: "/v1/orders",
+    CUSTOMERS: "/v1/customers",
 }
 _RETRIES = 6
 

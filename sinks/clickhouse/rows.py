@@ -14,6 +14,7 @@ from schemas.customers import Customer, Tombstone
 from schemas.orders import OrderRecord
 from schemas.plan import SlaPlan, load_plan
 from schemas.scans import ScanEvent
+from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
 from schemas.unit_status import UnitStatus
 from schemas.validation import RecordRejected, decode_input
 from sinks.clickhouse.mapping import (
@@ -42,7 +43,7 @@ class _InputMapper:
 class ScanRows(_InputMapper):
     """`scans` → `scans` (raw, append-only)."""
 
-    contract_topic = "scans"
+    contract_topic = SCANS
     table = Table.of(
         "scans",
         "event_id",
@@ -83,7 +84,7 @@ class ScanRows(_InputMapper):
 class OrderEventRows(_InputMapper):
     """`orders` → `order_events` (raw: absent fields stay NULL)."""
 
-    contract_topic = "orders"
+    contract_topic = ORDERS
     table = Table.of(
         "order_events",
         "order_id",
@@ -122,7 +123,7 @@ class OrderEventRows(_InputMapper):
 class UnitStatusRows(_InputMapper):
     """`unit-status` → `unit_status` (raw)."""
 
-    contract_topic = "unit-status"
+    contract_topic = UNIT_STATUS
     table = Table.of(
         "unit_status",
         "event_id",
@@ -161,7 +162,7 @@ class CustomerRows(_InputMapper):
     record of a customer always has the higher offset in its partition.
     """
 
-    contract_topic = "crm.customers"
+    contract_topic = CUSTOMERS
     table = Table.of(
         "customers",
         "customer_id",

@@ -37,6 +37,7 @@ from streams.rules.facts import (
 )
 from streams.rules.order_record import fold_records
 from streams.rules.record_facts import order_record_fact, scan_fact
+from streams.topics import ORDERS, SCANS
 
 
 @dataclass(slots=True)
@@ -449,7 +450,7 @@ class OrderProcessor:
                         None,
                         DeadLetterSource(
                             kind="kafka",
-                            topic="orders",
+                            topic=ORDERS,
                             partition=slot.partition,
                             offset=record.offset,
                         ),
@@ -510,7 +511,7 @@ class OrderProcessor:
         slot.dead_lettered.append(tag)
         # Refused later (a route change): the offset is not kept, the event id names it.
         where = source or DeadLetterSource(
-            kind="kafka", topic="scans", partition=slot.partition, request_id=f"event:{event_id}"
+            kind="kafka", topic=SCANS, partition=slot.partition, request_id=f"event:{event_id}"
         )
         effects.dead_letters.append(
             DeadLetter.build(

@@ -20,7 +20,8 @@ from schema_samples import SAMPLES_BY_TOPIC, plan_with_qc
 from schemas.customers import Customer, Tombstone
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ReasonCode
 from schemas.plan import SlaPlan
-from schemas.replay import INPUT_TOPICS, ReplayLine
+from schemas.replay import ReplayLine
+from schemas.topics import INPUT_TOPICS
 from schemas.validation import RecordRejected, decode_input, decode_replay_line
 
 NOW = datetime(2027, 1, 1, tzinfo=UTC)

@@ -18,8 +18,8 @@ from schema_samples import (
 
 from schemas.customers import TOMBSTONE, Customer
 from schemas.orders import OrderRecord, check_update_against
-from schemas.replay import INPUT_TOPICS
 from schemas.scans import ScanEvent
+from schemas.topics import INPUT_TOPICS
 from schemas.unit_status import UnitStatus
 from schemas.validation import (
     MODEL_BY_TOPIC,
