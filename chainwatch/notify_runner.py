@@ -8,12 +8,12 @@ delivery log goes through Kafka to the sink, which owns ClickHouse).
 from __future__ import annotations
 
 import asyncio
-import signal
 
 from chainwatch.errors import UserError
 from chainwatch.kafka_admin import ensure_topics, retry_until_reachable
 from chainwatch.logs import get_logger
 from chainwatch.ops_server import serve_ops
+from chainwatch.process import run_until_signalled
 from chainwatch.settings import Settings
 from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import Notifier, NotifyStats, Topics
@@ -86,20 +86,17 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
         ),
         process="notifier",
     )
-    if settings.metrics_port:  # on metrics_host (loopback unless set), as the sink's
-        serve_ops(settings.metrics_host, settings.metrics_port)
     log.info(
         "notify_starting",
         endpoints=[f"{e.name}@{e.host}" for e in subscriptions.endpoints],
     )
-    return asyncio.run(_until_signalled(build_notifier(settings, subscriptions), drain=drain))
+    notifier = build_notifier(settings, subscriptions)
 
+    async def main(stop: asyncio.Event) -> NotifyStats:
+        stats = await notifier.run(stop, drain=drain)
+        log.info("notify_stopped", delivered=stats.delivered, gave_up=stats.gave_up)
+        return stats
 
-async def _until_signalled(notifier: Notifier, *, drain: bool) -> NotifyStats:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    stats = await notifier.run(stop, drain=drain)
-    log.info("notify_stopped", delivered=stats.delivered, gave_up=stats.gave_up)
-    return stats
+    # on metrics_host (loopback unless set), as the sink's
+    ops = serve_ops(settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
+    return run_until_signalled("notifier", main, ops=ops)

@@ -61,6 +61,12 @@ class OpsServer(ThreadingHTTPServer):
     def port(self) -> int:
         return int(self.server_address[1])
 
+    @property
+    def metrics_url(self) -> str:
+        host = self.server_address[0]
+        host = host.decode() if isinstance(host, bytes) else str(host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/metrics"
+
     def start(self) -> OpsServer:
         self._thread = threading.Thread(
             target=self.serve_forever, name=f"ops-http-{self.port}", daemon=True

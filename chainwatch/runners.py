@@ -1,7 +1,8 @@
 """The stream worker process, and the topic set-up every process shares.
 
-Each runner builds what it needs from the settings, runs until SIGINT/SIGTERM,
-and releases everything it opened (the embedded store lock above all).
+Each runner builds what it needs from the settings, runs until SIGINT/SIGTERM
+(`chainwatch.process`), and releases everything it opened (the embedded store
+lock above all).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from chainwatch.kafka_admin import (
 )
 from chainwatch.logs import get_logger
 from chainwatch.ops_server import OpsServer, serve_ops
+from chainwatch.process import process_lifetime
 from chainwatch.settings import Settings
 from streams.app import create_app
 from streams.topics import INPUT_TOPICS, OUTPUT_TOPICS, TopicNames
@@ -132,15 +134,13 @@ def run_worker(settings: Settings) -> None:
         ),
         process="worker",
     )
-    ops = serve_worker_ops(settings, engine)
-    try:
+    # faust's Worker owns its event loop and stops on SIGINT/SIGTERM itself; the start and
+    # stop lines and the ops port's lifetime are every process's (chainwatch.process)
+    with process_lifetime("worker", serve_worker_ops(settings, engine)):
         # faust would install its own handlers; ours (chainwatch.logs) already render every
         # record in the configured format (CHAINWATCH_LOG_FORMAT=json: one JSON object a line).
         worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
         worker.execute_from_commandline()
-    finally:
-        if ops is not None:
-            ops.stop()
 
 
 def serve_worker_ops(settings: Settings, engine: Any) -> OpsServer | None:

@@ -1,7 +1,7 @@
 """The ClickHouse sink process: owns the store, serves local reads, sinks topics.
 
-Runs until SIGINT/SIGTERM (or, with `drain`, until caught up) and releases the
-embedded store lock on the way out. A store that cannot be opened yet (the
+Runs until SIGINT/SIGTERM (or, with `drain`, until caught up; `chainwatch.process`)
+and releases the embedded store lock on the way out. A store that cannot be opened yet (the
 embedded one locked by another process, a server that is down) is retried with
 backoff: nothing is consumed meanwhile, so nothing is lost.
 """
@@ -9,7 +9,6 @@ backoff: nothing is consumed meanwhile, so nothing is lost.
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Callable, Mapping
 
 from clickhouse_connect.driver.exceptions import OperationalError
@@ -17,6 +16,7 @@ from clickhouse_connect.driver.exceptions import OperationalError
 from chainwatch.kafka_admin import kafka_identities, retry_until_reachable
 from chainwatch.logs import get_logger
 from chainwatch.ops_server import OpsServer, serve_ops
+from chainwatch.process import run_until_signalled
 from chainwatch.runners import prepare_topics, topic_names
 from chainwatch.settings import Settings
 from schemas.plan import load_plan
@@ -76,15 +76,18 @@ def run_sink(
     offsets came from, unless `new_kafka_epoch` (see `sinks/clickhouse/kafka_source.py`).
     """
     retry_until_reachable(lambda: prepare_topics(settings, also=NOTIFY_TOPICS), process="sink")
-    serve_metrics(settings)
-    return asyncio.run(
-        _main(
+    stored = mappers if mappers is not None else build_mappers(settings)
+    return run_until_signalled(
+        "sink",
+        lambda stop: _main(
             settings,
+            stop,
             drain=drain,
             on_flush=on_flush,
-            mappers=mappers if mappers is not None else build_mappers(settings),
+            mappers=stored,
             new_kafka_epoch=new_kafka_epoch,
-        )
+        ),
+        ops=serve_metrics(settings),
     )
 
 
@@ -115,16 +118,13 @@ async def _open_store(settings: Settings, stop: asyncio.Event) -> SerializedClie
 
 async def _main(
     settings: Settings,
+    stop: asyncio.Event,
     *,
     drain: bool,
     on_flush: Callable[[SinkStats], None] | None,
     mappers: Mapping[str, RecordMapper],
     new_kafka_epoch: bool,
 ) -> SinkStats:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     client = await _open_store(settings, stop)
     if client is None:
         return SinkStats()
@@ -160,8 +160,6 @@ async def _main(
         log.info("sink_stopped", rows=stats.rows_written, batches=stats.batches)
         return stats
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         if server is not None:
             server.stop()
             server.queries.close()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,6 +18,8 @@ from chainwatch.commands.tokens import refuse_example_tokens
 from chainwatch.errors import UserError
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from streams.ingest.auth import TokenRegistry
 
 gateway_app = typer.Typer(
@@ -44,6 +48,7 @@ def serve(
         return
     import uvicorn
 
+    from chainwatch.process import run_until_signalled
     from chainwatch.runners import prepare_topics
     from schemas.epcis import EpcisMappingError, load_epcis_mapping
     from schemas.plan import load_plan
@@ -89,9 +94,39 @@ def serve(
             access_log=False,
             limit_concurrency=g.limit_concurrency,
         )
-        uvicorn.Server(config).run(sockets=[sock])
+        server = _quiet_server(config)
+        run_until_signalled(
+            "gateway",
+            lambda stop: _serve(server, sock, stop),
+            loop_factory=config.get_loop_factory(),  # uvloop when installed, as uvicorn's own
+        )
     finally:
         sock.close()
+
+
+def _quiet_server(config: uvicorn.Config) -> uvicorn.Server:
+    """uvicorn's server without its own SIGINT/SIGTERM handling: `run_until_signalled` has it
+    (uvicorn's would also raise the signal again after its shutdown: SIGTERM killed the process)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Server(config)
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket, stop: asyncio.Event) -> None:
+    """Serve on `sock` until `stop` is set (then shut down gracefully) or the server ends."""
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        await serving
+    finally:
+        stopping.cancel()
 
 
 def listen(host: str, port: int) -> socket.socket:

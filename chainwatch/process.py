@@ -1,0 +1,98 @@
+"""How every long-running process runs: until SIGINT/SIGTERM, with its ops port, logged.
+
+The sink, the notifier and the gateway run an `async def main(stop)` through
+`run_until_signalled`: a fresh event loop (the gateway's is uvloop, as uvicorn
+picks), SIGINT and SIGTERM set `stop` (logged as `process_signalled`), and
+`main` is expected to finish what it holds and return; a second signal changes
+nothing. The worker runs faust's own `Worker`, which owns its loop and the same
+two signals, inside `process_lifetime`, the part they all share:
+
+- `process_starting` is logged with the process name, the pid and the URL of
+  its `/metrics` (or none), `process_stopped` when it returns or raises;
+- the process's ops server (`chainwatch.ops_server`, bound and serving before
+  the call: a taken port is a one-line error before anything starts) is stopped
+  on the way out, releasing its port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from chainwatch.logs import get_logger
+from chainwatch.ops_server import OpsServer
+
+T = TypeVar("T")
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""What stops a long-running process (a supervisor's SIGTERM, Ctrl-C)."""
+
+Main = Callable[[asyncio.Event], Coroutine[Any, Any, T]]
+"""The body of a process: runs until the event is set (or its work is done)."""
+
+log = get_logger(__name__)
+
+
+@contextmanager
+def process_lifetime(process: str, ops: OpsServer | None = None) -> Iterator[None]:
+    """Log the start and the end of `process`; stop its ops server (if any) on the way out."""
+    metrics = None if ops is None else ops.metrics_url
+    log.info("process_starting", process=process, pid=os.getpid(), metrics=metrics)
+    started = time.monotonic()
+    outcome = "error"
+    try:
+        yield
+        outcome = "ok"
+    except SystemExit as exc:  # faust's worker leaves through SystemExit(0)
+        outcome = "ok" if not exc.code else f"exit {exc.code}"
+        raise
+    finally:
+        if ops is not None:
+            ops.stop()
+        log.info(
+            "process_stopped",
+            process=process,
+            outcome=outcome,
+            ran_s=round(time.monotonic() - started, 1),
+        )
+
+
+def run_until_signalled(
+    process: str,
+    main: Main[T],
+    *,
+    ops: OpsServer | None = None,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> T:
+    """Run `main(stop)` in a new event loop until it returns; SIGINT/SIGTERM set `stop`.
+
+    Call from the main thread (signal handlers can only be installed there).
+    `ops` serves while `main` runs and is stopped after; what `main` returns is returned.
+    """
+    with process_lifetime(process, ops), asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_until_signalled(process, main))
+
+
+async def _until_signalled(process: str, main: Main[T]) -> T:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.info("process_signalled", process=process, signal=sig.name)
+        stop.set()
+
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await main(stop)
+    finally:
+        for sig, handler in before.items():  # as they were (asyncio would leave the defaults)
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)
