@@ -11,8 +11,6 @@ from typing import Any
 from schemas.plan import load_plan
 from streams.rules.oracle import run_scenario
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
 
 def simulate(path: Path, *, days: int, orders_per_day: int, seed: int) -> Path:
     """A scenario from the project's simulator (a subprocess, like a user would run it)."""

@@ -8,7 +8,6 @@ worker killed by SIGKILL half-way and restarted.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -18,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import EXAMPLES, alert_differences, reference_alerts, simulate
+from engine_helpers import alert_differences, reference_alerts, simulate
+from worked_examples import BY_NAME, WORKED_EXAMPLES, WorkedExample, comparable
 
 from chainwatch.replay import ReplayRun, no_progress, run_replay
 from chainwatch.settings import Settings
-from schemas.common import truncate_ms
 
 # Each replay wait ends with the replay's own diagnosis (the partitions still behind)
 # well before pytest's timeout: a 415-record replay takes ~10 s on a quiet machine.
@@ -30,10 +29,6 @@ REPLAY_TIMEOUT_S = 120
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 UNTIL = datetime(2027, 3, 12, tzinfo=UTC)
-COMPARED = (
-    "alert_id", "type", "severity", "status", "order_id", "unit_id", "stage", "visit",
-    "deadline", "fulfilled_at", "lateness_s",
-)  # fmt: skip
 
 
 _quiet = no_progress
@@ -51,41 +46,21 @@ def replay_settings(settings_factory: Callable[..., Settings]) -> Settings:
     return settings_factory()
 
 
-def _comparable(alert: dict[str, Any]) -> dict[str, Any]:
-    unit_alert = alert["type"] in ("unit_down", "unit_degraded")
-    keep = [f for f in COMPARED if f != ("order_id" if unit_alert else "unit_id")]
-    result = {f: alert.get(f) for f in keep}
-    for key in ("deadline", "fulfilled_at"):
-        if result[key] is not None:
-            result[key] = truncate_ms(datetime.fromisoformat(result[key].replace("Z", "+00:00")))
-    return result
-
-
-@pytest.mark.parametrize(
-    ("name", "until", "dead_letters"),
-    [
-        ("example_1_on_time", "2027-03-31T00:00:00+00:00", 0),
-        ("example_2_late_handoff_qc", "2027-03-12T00:00:00+00:00", 0),
-        ("example_3_unit_down", "2027-03-31T00:00:00+00:00", 0),
-        ("example_4_bad_input", "2027-03-31T00:00:00+00:00", 6),
-    ],
-)
+@pytest.mark.parametrize("example", WORKED_EXAMPLES, ids=lambda e: e.name)
 def test_worked_example_replays_to_the_expected_alerts(
-    replay_settings: Settings, name: str, until: str, dead_letters: int
+    replay_settings: Settings, example: WorkedExample
 ) -> None:
     result = run_replay(
         replay_settings,
-        EXAMPLES / f"{name}.ndjson",
-        until=datetime.fromisoformat(until),
+        example.scenario,
+        until=example.until,
         workers=1,
         partitions=4,
         progress=_quiet,
         timeout_s=240,
     )
-    expected_file = EXAMPLES / f"{name.replace('example_', 'expected_', 1)}.ndjson"
-    expected = [json.loads(line) for line in expected_file.read_text().splitlines() if line]
-    assert [_comparable(a) for a in result.alerts] == [_comparable(a) for a in expected]
-    assert result.dead_letters == dead_letters
+    assert [comparable(a) for a in result.alerts] == [comparable(e) for e in example.expected()]
+    assert result.dead_letters == example.dead_letters
 
 
 def _replay(
@@ -189,18 +164,17 @@ def test_rocksdb_table_store_gives_the_same_alerts(
 ) -> None:
     """The RocksDB store (rocksdict) is a drop-in for the memory store."""
     settings = settings_factory(engine={"store": "rocksdb"})
+    example = BY_NAME["example_3_unit_down"]
     result = run_replay(
         settings,
-        EXAMPLES / "example_3_unit_down.ndjson",
-        until=datetime(2027, 3, 31, tzinfo=UTC),
+        example.scenario,
+        until=example.until,
         workers=1,
         partitions=4,
         progress=_quiet,
         timeout_s=240,
     )
-    expected_file = EXAMPLES / "expected_3_unit_down.ndjson"
-    expected = [json.loads(line) for line in expected_file.read_text().splitlines() if line]
-    assert [_comparable(a) for a in result.alerts] == [_comparable(a) for a in expected]
+    assert [comparable(a) for a in result.alerts] == [comparable(e) for e in example.expected()]
     assert list((settings.data_path / "worker0" / "faust").rglob("*.db")) or list(
         (settings.data_path / "worker0").rglob("CURRENT")
     ), "no RocksDB files were written"
