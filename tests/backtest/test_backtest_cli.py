@@ -46,6 +46,7 @@ def run_backtest_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[
     )
 
 
+@pytest.mark.slow
 def test_a_plan_failing_validation_is_one_line_before_anything_runs(tmp_path: Path) -> None:
     assert "handoff: 12h" in GOOD_PLAN
     good = tmp_path / "current.yaml"
@@ -61,6 +62,7 @@ def test_a_plan_failing_validation_is_one_line_before_anything_runs(tmp_path: Pa
     assert not (tmp_path / "data" / "clickhouse").exists()
 
 
+@pytest.mark.slow
 def test_a_store_held_by_a_sink_is_one_line_before_anything_runs(tmp_path: Path) -> None:
     """The embedded store is one process's: the backtest says so and how to go on."""
     plan = tmp_path / "current.yaml"

@@ -26,6 +26,9 @@ from schemas.plan import load_plan
 from sinks.clickhouse.connection import SerializedClient, open_client
 from sinks.clickhouse.migrate import migrate
 
+# the module fixture fills an embedded ClickHouse (chDB): no broker, but not a unit test
+pytestmark = pytest.mark.integration
+
 T0 = datetime(2027, 3, 1, tzinfo=UTC)
 PLAN = load_plan(None)
 

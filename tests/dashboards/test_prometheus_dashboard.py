@@ -10,6 +10,7 @@ import asyncio
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -57,6 +58,7 @@ def test_every_target_is_promql_on_the_provisioned_prometheus() -> None:
     assert targets >= 20
 
 
+@pytest.mark.slow
 def test_every_metric_the_dashboard_queries_is_exported_by_its_process(tmp_path: Path) -> None:
     import sinks.clickhouse.metrics
     import sinks.webhooks.metrics

@@ -72,6 +72,7 @@ print("restored", signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
 """
 
 
+@pytest.mark.slow
 def test_sigterm_sighup_and_an_inherited_ignored_ctrl_c_stop_the_demo() -> None:
     """A supervisor's SIGTERM, a closed terminal, and Ctrl-C after `make demo &` each stop
     the demo (and so its children) as Ctrl-C does; the process's handlers come back after."""

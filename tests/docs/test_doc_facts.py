@@ -61,6 +61,7 @@ def test_an_option_table_lists_exactly_the_command_s_options(doc: str) -> None:
     assert actual - documented == set(), f"{doc} leaves options out of its table"
 
 
+@pytest.mark.slow
 def test_the_readme_commands_table_names_real_commands_and_options() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Commands", 1)[1].split("\n## ", 1)[0]

@@ -19,6 +19,7 @@ from streams.ingest.auth import TokenRegistry
 EXAMPLE_FILE = ROOT / "deploy" / "gateway" / "tokens.example.yaml"
 
 
+@pytest.mark.slow
 def test_create_prints_the_token_once_and_stores_only_its_digest(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.yaml"
     env = user_env(tmp_path / "data")
@@ -53,6 +54,7 @@ def test_create_prints_the_token_once_and_stores_only_its_digest(tmp_path: Path)
     assert hashlib.sha256(token_1.encode()).hexdigest() in text
 
 
+@pytest.mark.slow
 def test_create_keeps_comments_and_refuses_what_the_gateway_would_refuse(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text("# our callers\ntokens:\n", encoding="utf-8")
@@ -78,6 +80,7 @@ def test_create_keeps_comments_and_refuses_what_the_gateway_would_refuse(tmp_pat
         assert tokens.read_text(encoding="utf-8") == before
 
 
+@pytest.mark.slow
 def test_a_unit_token_can_be_bound_to_stages(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.yaml"
     env = user_env(tmp_path / "data")
@@ -104,6 +107,7 @@ def test_the_example_digests_are_the_example_files_and_public() -> None:
     assert {hashlib.sha256(t.encode()).hexdigest() for t in public} == EXAMPLE_TOKEN_DIGESTS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20"])
 def test_a_gateway_beyond_loopback_refuses_example_tokens(tmp_path: Path, host: str) -> None:
     own = tmp_path / "tokens.yaml"

@@ -31,6 +31,7 @@ stage_duration: {yarn_sourcing: 48h, dyeing: 36h}
     ],
     ids=lambda c: c[0],
 )
+@pytest.mark.slow
 def test_a_malformed_plan_is_a_one_line_user_error_naming_key_and_value(
     tmp_path: Path, command: list[str]
 ) -> None:
@@ -55,6 +56,7 @@ def test_a_malformed_plan_is_a_one_line_user_error_naming_key_and_value(
     assert "internal error" not in lines[0]
 
 
+@pytest.mark.slow
 def test_make_clean_data_deletes_the_configured_data_dir_and_nothing_else(
     tmp_path: Path,
 ) -> None:
@@ -120,6 +122,7 @@ def test_a_fresh_store_says_run_db_migrate(tmp_path: Path, command: list[str]) -
     assert "UNKNOWN_TABLE" not in line
 
 
+@pytest.mark.slow
 def test_an_unreachable_clickhouse_url_is_one_short_line(tmp_path: Path) -> None:
     env = user_env(tmp_path / "data", CHAINWATCH_CLICKHOUSE__URL="http://u:pw@127.0.0.1:9/db")
     line = _one_line(run_cli("sql", "SELECT 1", env=env, timeout=90))

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import pytest
 
 from schemas.dead_letter import DeadLetterSource, ReasonCode
 from schemas.orders import OrderRecord
@@ -186,6 +187,7 @@ def _run(*parts: list[Any], limits: EngineLimits | None = None) -> Engine:
     return engine
 
 
+@pytest.mark.slow
 def test_a_visit_before_or_after_a_five_thousand_status_flood_gets_the_same_alerts() -> None:
     """H3's unit: PO-V's 35 s visit overlaps the first two of 2,500 downtimes."""
     visit, flood = _visit_inputs(), _flood(5000)
@@ -208,6 +210,7 @@ def test_a_visit_before_or_after_a_five_thousand_status_flood_gets_the_same_aler
     assert max(e.largest_unit_value for e in (before, after, middle)) < 60_000
 
 
+@pytest.mark.slow
 def test_a_unit_folds_what_ended_before_its_lookback_and_keeps_what_a_known_visit_overlaps() -> (
     None
 ):
@@ -238,6 +241,7 @@ def test_a_unit_folds_what_ended_before_its_lookback_and_keeps_what_a_known_visi
     assert [r.event_id for r in last.unit.records] == kept[2:]
 
 
+@pytest.mark.slow
 def test_an_open_visit_holds_back_the_fold_and_a_full_unit_refuses_in_log_order() -> None:
     """An open visit needs every later downtime: kept until the cap, then refused."""
     limits = EngineLimits(max_unit_records=60, unit_lookback_ms=DAY_MS)

@@ -59,6 +59,7 @@ async def _drain(agent: Callable[[Any], AsyncIterator[None]], batches: list[list
         pass
 
 
+@pytest.mark.slow
 def test_records_are_counted_by_topic_and_outcome_and_timed(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
     rt = engine.runtime

@@ -23,6 +23,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.slow
 def test_a_malformed_setting_is_one_line_without_traceback() -> None:
     result = _run("config", env={"CHAINWATCH_KAFKA__PARTITIONS": "lots"})
     assert result.returncode == 1
@@ -31,6 +32,7 @@ def test_a_malformed_setting_is_one_line_without_traceback() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_config_prints_effective_settings_with_secrets_masked() -> None:
     result = _run(
         "config", env={"CHAINWATCH_CLICKHOUSE__URL": "https://u:topsecret@ch.example:8443/db"}
@@ -48,6 +50,7 @@ def _free_port() -> int:
         return port
 
 
+@pytest.mark.slow
 def test_kafka_start_without_java_names_the_missing_tool(tmp_path: Path) -> None:
     empty_bin = tmp_path / "bin"
     empty_bin.mkdir()
@@ -67,6 +70,7 @@ def test_kafka_start_without_java_names_the_missing_tool(tmp_path: Path) -> None
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_kafka_commands_refuse_a_broker_they_do_not_manage() -> None:
     result = _run("kafka", "start", env={"CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": "elsewhere:9092"})
     assert result.returncode == 1

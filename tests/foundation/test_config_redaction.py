@@ -28,6 +28,7 @@ def test_every_password_of_a_clickhouse_url_is_masked(url: str, shown: str) -> N
     assert redact_url(url) == shown
 
 
+@pytest.mark.slow
 def test_chainwatch_config_prints_no_password(tmp_path: Path) -> None:
     env = {
         **os.environ,

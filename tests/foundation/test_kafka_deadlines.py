@@ -88,6 +88,7 @@ def test_the_replay_lag_probe_fails_clearly_against_a_silent_broker(
     assert time.monotonic() - started < 15
 
 
+@pytest.mark.slow
 def test_waiting_for_the_engine_ends_at_its_deadline_against_a_silent_broker(
     silent_broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -37,6 +37,7 @@ def _stderr_of(fmt: str) -> str:
     return result.stderr
 
 
+@pytest.mark.slow
 def test_a_json_error_line_carries_the_traceback_as_text() -> None:
     lines = [json.loads(line) for line in _stderr_of("json").splitlines()]
     assert [line["logger"] for line in lines] == ["chainwatch.test", "faust.test"]
@@ -47,6 +48,7 @@ def test_a_json_error_line_carries_the_traceback_as_text() -> None:
         assert "in authorise" in line["exception"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["json", "console"])
 def test_no_traceback_prints_local_variables(fmt: str) -> None:
     """rich's formatter (structlog's default on a console) printed every frame's locals:

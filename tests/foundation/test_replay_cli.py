@@ -118,6 +118,7 @@ def test_replay_prints_alerts_stores_them_with_sink_and_keeps_library_logs_off_s
         (["--sink", "--run-id", "x" * 65], "use 1-64 letters, digits"),
     ],
 )
+@pytest.mark.slow
 def test_a_bad_run_id_is_one_line_before_kafka_or_the_store(
     tmp_path: Path, args: list[str], message: str
 ) -> None:

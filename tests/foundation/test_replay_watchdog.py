@@ -64,6 +64,7 @@ def test_a_stuck_group_gets_its_workers_restarted_and_then_finishes(
     assert any("restarting the workers (1 of at most 3)" in m and "t[0]=5" in m for m in messages)
 
 
+@pytest.mark.slow
 def test_a_group_that_stays_stuck_is_an_error_after_the_last_restart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[subprocess.Popen[bytes]]
 ) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import write_tokens
 
 CHAINWATCH = Path(sys.executable).parent / "chainwatch"
@@ -25,6 +26,7 @@ def _run(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_an_occupied_port_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
     tokens = write_tokens(tmp_path / "tokens.yaml")
     with socket.socket() as taken:
@@ -40,6 +42,7 @@ def test_an_occupied_port_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> Non
     assert "gateway on http" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_token_bound_to_a_stage_the_plan_lacks_is_refused_at_start(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text(
@@ -57,6 +60,7 @@ def test_a_token_bound_to_a_stage_the_plan_lacks_is_refused_at_start(tmp_path: P
     assert "gateway on http" not in result.stderr
 
 
+@pytest.mark.slow
 def test_new_token_writes_the_stages(tmp_path: Path) -> None:
     env = {**os.environ, "CHAINWATCH_DATA_DIR": str(tmp_path / "data")}
     result = subprocess.run(

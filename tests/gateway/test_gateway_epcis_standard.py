@@ -274,6 +274,7 @@ def _events(draw: st.DrawFn) -> Any:
     return event
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_events(), min_size=1, max_size=8), st.sampled_from(CONTEXTS))
 def test_every_event_is_a_scan_or_a_dead_letter_with_a_reason(

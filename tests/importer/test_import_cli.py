@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -24,6 +26,7 @@ def cli(*args: str, data_dir: Path, **env: str) -> subprocess.CompletedProcess[s
     )
 
 
+@pytest.mark.slow
 def test_import_to_a_scenario_lists_bad_rows_and_sums_up(tmp_path: Path) -> None:
     out = tmp_path / "history.ndjson"
     rejects = tmp_path / "rejects.ndjson"
@@ -48,6 +51,7 @@ def test_import_to_a_scenario_lists_bad_rows_and_sums_up(tmp_path: Path) -> None
     ]
 
 
+@pytest.mark.slow
 def test_a_clean_import_exits_zero_and_can_write_to_stdout(tmp_path: Path) -> None:
     result = cli(
         "examples/import/orders.csv", "--mapping", "examples/import/orders.mapping.yaml",
@@ -61,6 +65,7 @@ def test_a_clean_import_exits_zero_and_can_write_to_stdout(tmp_path: Path) -> No
     ]
 
 
+@pytest.mark.slow
 def test_user_mistakes_are_one_line_errors_and_write_nothing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: scans\ntime: {timezone: Mars/Olympus}\n", encoding="utf-8")

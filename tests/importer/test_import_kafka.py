@@ -115,6 +115,7 @@ def test_import_publishes_records_and_dead_letters_to_kafka(
     assert base64.b64decode(bad_time["key_b64"]) == b"PO-4102"
 
 
+@pytest.mark.slow
 def test_kafka_down_is_a_one_line_error_within_its_deadline(tmp_path: Path) -> None:
     env = {
         "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),

@@ -36,6 +36,7 @@ def _cluster_sql() -> str:
     return "\n".join(p.read_text() for p in sorted(CLUSTER_DIR.glob("*.sql")))
 
 
+@pytest.mark.slow
 def test_golden_files_are_what_the_migrations_generate() -> None:
     assert check_golden() == [], "run: python -m sinks.clickhouse.cluster"
 

@@ -78,6 +78,7 @@ def _config() -> dict[str, str]:
     [d for d in _docs() if not _is_cr(d)],
     ids=lambda d: f"{d['kind']}/{d['metadata']['name']}",
 )
+@pytest.mark.slow
 def test_manifest_validates_against_the_kubernetes_schema(doc: dict[str, Any]) -> None:
     kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 

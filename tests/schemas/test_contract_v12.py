@@ -123,6 +123,7 @@ json_values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(400), deadline=None)
 @given(attr=json_values, extra=json_values)
 def test_every_accepted_record_is_writable_by_orjson(attr: Any, extra: Any) -> None:

@@ -11,6 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from fuzz_budget import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -88,12 +89,14 @@ def _check(topic: str, raw: bytes | None, qc_stage: str = "quality_check") -> No
         assert again == outcome
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=examples(3000))
 @given(topic=topics, raw=st.binary(max_size=512))
 def test_random_bytes(topic: str, raw: bytes) -> None:
     _check(topic, raw)
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=examples(300))
 @given(topic=topics, value=json_values)
 def test_random_json_values(topic: str, value: Any) -> None:
@@ -106,6 +109,7 @@ def test_random_json_values(topic: str, value: Any) -> None:
     qc_stage=qc_stages,
     data=st.data(),
 )
+@pytest.mark.slow
 def test_mutated_valid_records(topic: str, qc_stage: str, data: st.DataObject) -> None:
     record = SAMPLES_BY_TOPIC[topic]()
     fields = sorted(record)
@@ -120,6 +124,7 @@ def test_mutated_valid_records(topic: str, qc_stage: str, data: st.DataObject) -
     _check(topic, json.dumps(record).encode(), qc_stage)
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=examples(500))
 @given(topic=topics, raw=st.binary(max_size=256))
 def test_valid_json_prefix_then_garbage(topic: str, raw: bytes) -> None:
@@ -127,6 +132,7 @@ def test_valid_json_prefix_then_garbage(topic: str, raw: bytes) -> None:
     _check(topic, valid[: len(raw) % (len(valid) + 1)] + raw)
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=examples(300))
 @given(raw=st.binary(max_size=256) | json_values.map(lambda v: json.dumps(v).encode()))
 def test_replay_lines_never_crash(raw: bytes) -> None:

@@ -66,6 +66,7 @@ def _native(raw: bytes) -> tuple[Any, tuple[str, str] | None]:
         return None, (error.type, error.msg)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(text=timestamp_texts)
 def test_native_timestamps_accept_and_refuse_exactly_as_the_reference(text: str) -> None:
@@ -122,6 +123,7 @@ def _outcome_python(topic: str, record: dict[str, Any]) -> Any:
     topic=st.sampled_from(list(MODEL_BY_TOPIC)),
     data=st.data(),
 )
+@pytest.mark.slow
 def test_the_json_path_decides_as_the_python_reference_path(
     topic: str, data: st.DataObject
 ) -> None:

@@ -127,6 +127,7 @@ def test_orders_respect_the_plan_and_scans_carry_quantities_in_the_right_unit() 
     assert {"DYE-01", "DYE-02", "KNIT-N1", "KNIT-N2"} <= units
 
 
+@pytest.mark.slow
 def test_anomaly_shares_roughly_follow_the_options() -> None:
     rates = AnomalyRates(late_start=0.10, cancel=0.05, duplicate=0.05)
     config = SimConfig(seed=21, days=10, orders_per_day=100, invalid_share=0.02, anomalies=rates)

@@ -182,6 +182,7 @@ def test_http_publisher_follows_the_gateway_api(
     assert scans_sent == [e for e in scans_expected if e is not None]
 
 
+@pytest.mark.slow
 def test_cli_writes_a_deterministic_scenario_with_a_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -77,6 +77,7 @@ def _deliver(behaviour: Behaviour, policy: RetryPolicy, **kwargs: Any) -> Delive
     return asyncio.run(run())
 
 
+@pytest.mark.slow
 def test_retry_after_zero_is_raised_to_the_minimum() -> None:
     policy = RetryPolicy(timeout_s=1.0, min_retry_after_s=0.25, retry_horizon_s=1.5)
     result = _deliver(status(429, {"Retry-After": "0"}), policy)
