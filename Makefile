@@ -36,7 +36,8 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	@# the layers (pyproject [tool.importlinter]): no library imports chainwatch, rules below the engine
+	@# the layers (pyproject [tool.importlinter]): no library imports chainwatch, streams/sinks/dashboards
+	@# side by side, rules below the engine
 	$(BIN)/lint-imports
 	$(BIN)/python -m schemas.jsonschema --check
 	$(BIN)/python -m sinks.clickhouse.cluster --check

@@ -12,8 +12,7 @@ import asyncio
 from chainwatch.errors import UserError
 from chainwatch.kafka_admin import ensure_topics, retry_until_reachable
 from chainwatch.logs import get_logger
-from chainwatch.ops_server import serve_ops
-from chainwatch.process import run_until_signalled
+from chainwatch.process import run_until_signalled, serve_metrics
 from chainwatch.settings import Settings
 from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import Notifier, NotifyStats, Topics
@@ -97,6 +96,4 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
         log.info("notify_stopped", delivered=stats.delivered, gave_up=stats.gave_up)
         return stats
 
-    # on metrics_host (loopback unless set), as the sink's
-    ops = serve_ops(settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
-    return run_until_signalled("notifier", main, ops=ops)
+    return run_until_signalled("notifier", main, ops=serve_metrics(settings))

@@ -11,7 +11,10 @@ two signals, inside `process_lifetime`, the part they all share:
   its `/metrics` (or none), `process_stopped` when it returns or raises;
 - the process's ops server (`chainwatch.ops_server`, bound and serving before
   the call: a taken port is a one-line error before anything starts) is stopped
-  on the way out, releasing its port.
+  on the way out, releasing its port. The sink's and the notifier's is
+  `serve_metrics` (`metrics_port`), the worker's `chainwatch.runners.serve_worker_ops`
+  (`engine.metrics_port`, or the next free one); the gateway serves its own from
+  its web app.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from chainwatch.logs import get_logger
-from chainwatch.ops_server import OpsServer
+from chainwatch.ops_server import OpsServer, serve_ops
+from chainwatch.settings import Settings
 
 T = TypeVar("T")
 
@@ -36,6 +40,14 @@ Main = Callable[[asyncio.Event], Coroutine[Any, Any, T]]
 """The body of a process: runs until the event is set (or its work is done)."""
 
 log = get_logger(__name__)
+
+
+def serve_metrics(settings: Settings) -> OpsServer | None:
+    """Prometheus `/metrics` and `/healthz` on `metrics_host:metrics_port` (loopback by
+    default) for the sink and the notifier; None if off."""
+    if not settings.metrics_port:
+        return None
+    return serve_ops(settings.metrics_host, settings.metrics_port)
 
 
 @contextmanager

@@ -15,8 +15,7 @@ from clickhouse_connect.driver.exceptions import OperationalError
 
 from chainwatch.kafka_admin import kafka_identities, retry_until_reachable
 from chainwatch.logs import get_logger
-from chainwatch.ops_server import OpsServer, serve_ops
-from chainwatch.process import run_until_signalled
+from chainwatch.process import run_until_signalled, serve_metrics
 from chainwatch.runners import prepare_topics, topic_names
 from chainwatch.settings import Settings
 from schemas.plan import load_plan
@@ -89,14 +88,6 @@ def run_sink(
         ),
         ops=serve_metrics(settings),
     )
-
-
-def serve_metrics(settings: Settings) -> OpsServer | None:
-    """Prometheus `/metrics` and `/healthz` on `metrics_host:metrics_port` (loopback by
-    default) for the sink and the notifier; None if off."""
-    if not settings.metrics_port:
-        return None
-    return serve_ops(settings.metrics_host, settings.metrics_port)
 
 
 async def _open_store(settings: Settings, stop: asyncio.Event) -> SerializedClient | None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from chainwatch.process import serve_metrics
 from chainwatch.settings import Settings, redact_url
-from chainwatch.sink_runner import serve_metrics
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
 from standardwebhooks import Webhook
 
-from chainwatch.notify_runner import build_notifier, load_configured
+from chainwatch.notify_runner import build_notifier, load_configured, run_notify
 from chainwatch.settings import Settings
 from chainwatch.sink_runner import run_sink
 from schemas.alerts import Alert, AlertStatus
@@ -201,8 +201,7 @@ def test_every_alert_reaches_every_subscriber_despite_failing_receivers(
     publish(settings, ALERTS, ((a.alert_id.encode(), a.model_dump_json().encode()) for a in alerts))
     publish(settings, ALERTS, [(b"x", b"not an alert")])
 
-    notifier = build_notifier(settings, load_configured(settings))
-    stats = asyncio.run(notifier.run(asyncio.Event(), drain=True))
+    stats = run_notify(settings, drain=True)  # the `chainwatch notify` runner, until caught up
 
     by_path: dict[str, list[Received]] = {}
     data: dict[str, dict[str, Any]] = {}  # webhook-id -> the alert it carried
