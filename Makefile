@@ -47,12 +47,13 @@ test: $(STAMP)
 	$(BIN)/pytest -n 2 $(COV)
 	@if [ -n "$(COV)" ]; then echo "coverage: $$($(BIN)/coverage report --format=total)% of lines and branches in streams/, sinks/, schemas/"; fi
 
-## make check: the quick loop - ruff, mypy and the tests that need neither Kafka nor ClickHouse
+## make check: the quick loop - ruff, mypy, the import layers and the tests that need neither Kafka nor ClickHouse
 ## (tests using the broker fixture are marked `integration` by tests/conftest.py) nor long (`slow`)
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest -n 2 -q -m "not integration and not slow and not fleet and not heavy"
 
 ## make test-heavy: opt-in - long broker runs (bounded state under 15,000 records; minutes)
