@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from schemas.alerts import AlertStatus, AlertType
 from schemas.plan import SlaPlan
 from streams.rules.order_record import OrderRecord
-from streams.rules.visits import Visit, Walk
+from streams.rules.visits import Visit, Walk, route_budget
 
 
 # Not frozen: built afresh on every derivation of an order, and a frozen
@@ -56,9 +56,10 @@ def order_obligations(
     visits = walk.visits
     opened = [visit.opened_seq for visit in visits]
     last_stage = route[-1]
+    duration = route_budget(route, plan, product).duration  # every visit is on the route
     for visit in visits:
         if visit.start is not None:
-            deadline = visit.start + plan.duration(visit.stage, product)
+            deadline = visit.start + duration[visit.stage]
             result.append(Obligation(AlertType.STAGE_OVERDUE, deadline, visit.end, visit))
         if visit.end is None or visit.ended_seq is None:
             continue
