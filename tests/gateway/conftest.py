@@ -29,6 +29,8 @@ from streams.ingest.publisher import Publisher
 from streams.topics import TopicNames
 
 DATA = Path(__file__).parent / "data"
+EPCIS_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "epcis"
+"""The README's EPCIS example (mapping, capture document, the scans it gives): read in place."""
 
 TOKENS: dict[str, tuple[Role, str | None]] = {
     "unit-dye": (Role.UNIT, "DYE-01"),
@@ -215,7 +217,7 @@ def gateway_factory(kafka_bootstrap: str) -> Iterator[Callable[..., Harness]]:
     def make(**gateway: Any) -> Harness:
         settings = gateway_settings(kafka_bootstrap, **gateway)
         prepare_topics(settings)
-        server, url = start_gateway(settings, load_epcis_mapping(DATA / "mapping.yaml"))
+        server, url = start_gateway(settings, load_epcis_mapping(EPCIS_EXAMPLE / "mapping.yaml"))
         client = httpx.Client(base_url=url, timeout=30)
         running.append((server, client))
         return Harness(url, settings, client)
@@ -319,7 +321,7 @@ def gateway_process(
             "--tokens",
             str(write_tokens(tmp / "tokens.yaml")),
             "--epcis-mapping",
-            str(DATA / "mapping.yaml"),
+            str(EPCIS_EXAMPLE / "mapping.yaml"),
         ],
         env=env,
         stdout=log_file,

@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA, Harness
+from conftest import EPCIS_EXAMPLE, Harness
 
 from schemas.epcis import EpcisMappingError, cbv_name, load_epcis_mapping
 from streams.ingest.epcis_map import Unmappable, map_event
 
-MAPPING = load_epcis_mapping(DATA / "mapping.yaml")
-DOCUMENT: dict[str, Any] = json.loads((DATA / "capture.jsonld").read_text())
-EXPECTED = [json.loads(line) for line in (DATA / "expected_scans.ndjson").read_text().splitlines()]
+MAPPING = load_epcis_mapping(EPCIS_EXAMPLE / "mapping.yaml")
+DOCUMENT: dict[str, Any] = json.loads((EPCIS_EXAMPLE / "capture.jsonld").read_text())
+EXPECTED = [
+    json.loads(line) for line in (EPCIS_EXAMPLE / "expected_scans.ndjson").read_text().splitlines()
+]
 
 
 def _events() -> list[dict[str, Any]]:
