@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from conftest import Harness, make_registry
-from gateway_samples import order, scan, unit_status
+from samples import fresh_order as order
+from samples import fresh_scan as scan
+from samples import fresh_unit_status as unit_status
 
 from streams.ingest.auth import (
     Role,

@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 from conftest import Harness
-from gateway_samples import customer, order, scan, unit_status
+from samples import fresh_customer as customer
+from samples import fresh_order as order
+from samples import fresh_scan as scan
+from samples import fresh_unit_status as unit_status
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from aiokafka.errors import KafkaConnectionError
 from conftest import gateway_settings, read_committed, start_gateway, token_of
-from gateway_samples import scan
+from samples import fresh_scan as scan
 
 from chainwatch.runners import prepare_topics
 from streams.ingest.app import default_publisher

@@ -16,7 +16,7 @@ import pytest
 from fuzz_budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from schema_samples import PLAN, SAMPLES_BY_TOPIC, customer, order_created, scan, unit_status
+from samples import PLAN, SAMPLES_BY_TOPIC, customer, order_created, scan, unit_status
 
 from schemas.customers import TOMBSTONE, Customer
 from schemas.dead_letter import ReasonCode

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from pydantic import ValidationError
-from schema_samples import customer, without
+from samples import customer, without
 
 from schemas.customers import Customer, CustomerTier
 

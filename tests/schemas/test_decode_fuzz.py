@@ -16,7 +16,7 @@ from fuzz_budget import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
-from schema_samples import SAMPLES_BY_TOPIC, plan_with_qc
+from samples import SAMPLES_BY_TOPIC, plan_with_qc
 
 from schemas.customers import Customer, Tombstone
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ReasonCode

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from schema_samples import (
+from samples import (
     EXAMPLES,
     PLAN,
     SAMPLES_BY_TOPIC,

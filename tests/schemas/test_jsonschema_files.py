@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from schema_samples import SAMPLES_BY_TOPIC
+from samples import SAMPLES_BY_TOPIC
 
 from schemas import jsonschema
 from schemas.jsonschema import JSON_DIR, REGISTRY, SchemaEntry, load, stale, write

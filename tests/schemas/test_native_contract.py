@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
-from schema_samples import PLAN, SAMPLES_BY_TOPIC
+from samples import PLAN, SAMPLES_BY_TOPIC
 
 from schemas.common import UtcDatetime, parse_timestamp
 from schemas.dead_letter import ErrorDetail

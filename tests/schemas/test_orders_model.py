@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from schema_samples import order_created, without
+from samples import order_created, without
 
 from schemas.orders import MAX_QUANTITY, OrderOp, OrderRecord, check_update_against
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from schema_samples import scan, without
+from samples import scan, without
 
 from schemas.scans import (
     MAX_ATTRIBUTE_KEY,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from schema_samples import unit_status, without
+from samples import unit_status, without
 
 from schemas.unit_status import DowntimeReason, UnitState, UnitStatus
 

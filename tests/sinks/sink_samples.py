@@ -1,10 +1,9 @@
-"""Builders for sink and webhook tests: contract records as the engine would publish them."""
+"""Builders for sink and webhook tests: the engine's outputs (alerts, order states) and
+consumer records; input records are tests/samples.py's."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from aiokafka import ConsumerRecord
 
@@ -101,23 +100,3 @@ def make_state(n: int, version: int, *, ended: bool = True) -> OrderState:
         version=version,
         as_of=h(version),
     )
-
-
-def scan_json(n: int, **overrides: Any) -> bytes:
-    value: dict[str, Any] = {
-        "event_id": f"ev-{n}",
-        "order_id": f"PO-{n % 50}",
-        "stage": "dyeing",
-        "action": "started",
-        "unit_id": f"DYE-{n % 4}",
-        "event_time": (h(n / 1000)).isoformat(),
-        "quantity": 1.5,
-        "uom": "kg",
-        "attributes": {"shade": "navy"},
-    }
-    value.update(overrides)
-    return json.dumps(value).encode()
-
-
-def customer_json(customer_id: str, name: str, tier: str = "gold", **extra: Any) -> bytes:
-    return json.dumps({"customer_id": customer_id, "name": name, "tier": tier, **extra}).encode()

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from samples import customer_json, scan_json
 from sink_harness import SinkProcess, loopback_count, prepare_all_topics, publish, wait_for
-from sink_samples import customer_json, make_alert, make_state, scan_json
+from sink_samples import make_alert, make_state
 
 from chainwatch.settings import Settings, SinkSettings
 from chainwatch.sink_runner import build_mappers

@@ -7,7 +7,8 @@ import threading
 from typing import Any
 
 from aiokafka import TopicPartition
-from sink_samples import record, scan_json
+from samples import scan_json
+from sink_samples import record
 
 from sinks.clickhouse.rows import ScanRows
 from sinks.clickhouse.sink import ClickHouseSink

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from kafka.errors import KafkaError
+from samples import scan_json
 from sink_harness import prepare_all_topics, publish, wait_for
-from sink_samples import make_alert, scan_json
+from sink_samples import make_alert
 
 from chainwatch.kafka_admin import admin_client, kafka_identities
 from chainwatch.runners import topic_names

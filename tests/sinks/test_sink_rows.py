@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from sink_samples import customer_json, make_alert, make_state, record, scan_json
+from samples import customer_json, scan_json
+from sink_samples import make_alert, make_state, record
 
 from schemas.alerts import AlertStatus
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sink_samples import record, scan_json
+from samples import scan_json
+from sink_samples import record
 
 from chainwatch.settings import Settings
 from sinks.clickhouse.connection import SerializedClient, open_client

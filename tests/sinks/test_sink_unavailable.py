@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from samples import scan_json
 from sink_harness import SinkProcess, prepare_all_topics, publish, wait_for
-from sink_samples import scan_json
 
 from chainwatch.settings import Settings
 from chainwatch.sink_runner import build_mappers

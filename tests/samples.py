@@ -1,11 +1,15 @@
-"""Valid sample records of every input topic (from CONTRACT.md), for the schema tests.
+"""Valid records of every input topic (CONTRACT.md's samples): the one set of builders.
 
-Functions, not constants, so each test gets its own dict to mutate.
+Functions, not constants, so each test gets its own dict to mutate. `fresh_*` give
+unique ids per call, for tests that share a broker (the gateway's); `scan_json` and
+`customer_json` give numbered or minimal records as Kafka value bytes (the sink's).
 """
 
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,8 +17,9 @@ from typing import Any
 import yaml
 
 from schemas.plan import SlaPlan, plan_from_mapping
+from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # the repo's copy of the spec's
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"  # the repo's copy of the spec's
 
 
 def order_created(**changes: Any) -> dict[str, Any]:
@@ -85,10 +90,10 @@ def unit_status(**changes: Any) -> dict[str, Any]:
 
 
 SAMPLES_BY_TOPIC = {
-    "orders": order_created,
-    "crm.customers": customer,
-    "scans": scan,
-    "unit-status": unit_status,
+    ORDERS: order_created,
+    CUSTOMERS: customer,
+    SCANS: scan,
+    UNIT_STATUS: unit_status,
 }
 
 
@@ -115,3 +120,54 @@ def plan_with_qc(qc_stage: str) -> SlaPlan:
 
 
 PLAN = plan_with_qc("quality_check")
+
+
+# --- unique ids per call ---------------------------------------------------------
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def fresh_scan(unit_id: str = "DYE-01", **changes: Any) -> dict[str, Any]:
+    return scan(**{"event_id": uid("ev"), "order_id": uid("PO"), "unit_id": unit_id, **changes})
+
+
+def fresh_unit_status(unit_id: str = "DYE-01", **changes: Any) -> dict[str, Any]:
+    """A unit's status at its own stage (`DYE-01` is a dyeing unit)."""
+    return unit_status(**{"event_id": uid("u"), "unit_id": unit_id, "stage": "dyeing", **changes})
+
+
+def fresh_order(**changes: Any) -> dict[str, Any]:
+    return order_created(**{"order_id": uid("PO"), **changes})
+
+
+def fresh_customer(**changes: Any) -> dict[str, Any]:
+    return customer(**{"customer_id": uid("C"), **changes})
+
+
+# --- Kafka values ----------------------------------------------------------------
+
+BASE = datetime(2027, 3, 1, tzinfo=UTC)
+
+
+def scan_json(n: int, **overrides: Any) -> bytes:
+    """Scan number `n`: 50 orders, 4 units, a millisecond-hour apart from 2027-03-01."""
+    value = without(
+        scan(
+            event_id=f"ev-{n}",
+            order_id=f"PO-{n % 50}",
+            action="started",
+            unit_id=f"DYE-{n % 4}",
+            event_time=(BASE + timedelta(hours=n / 1000)).isoformat(),
+            quantity=1.5,
+        ),
+        "lot_id",
+    )
+    value.update(overrides)
+    return json.dumps(value).encode()
+
+
+def customer_json(customer_id: str, name: str, tier: str = "gold", **extra: Any) -> bytes:
+    """A customer with only the required fields (and `extra`)."""
+    return json.dumps({"customer_id": customer_id, "name": name, "tier": tier, **extra}).encode()
