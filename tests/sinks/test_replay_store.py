@@ -119,6 +119,7 @@ def store(tmp_path: Path) -> Iterator[SerializedClient]:
         client.close()
 
 
+@pytest.mark.integration  # an embedded ClickHouse store (chDB)
 @pytest.mark.slow
 def test_a_run_id_stored_again_replaces_its_results_and_a_half_stored_run_is_invisible(
     store: SerializedClient,
