@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from dashboards.errors import PublishError
+from schemas.plan import PlanError
+from sinks.errors import SinkError
+
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -140,3 +144,32 @@ def test_kafka_start_is_a_no_op_when_the_broker_already_runs(
     assert again.returncode == 0, again.stderr
     assert again.stdout.split("(pid")[1] == before.stdout.split("(pid")[1]  # same process
     assert "starting" not in again.stderr
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        SinkError("cannot reach ClickHouse at http://h:8123; check the URL"),
+        PublishError("Grafana at http://g:3000 refused: forbidden"),
+        PlanError("plan.yaml: stage 'dye' has no duration"),
+    ],
+    ids=["sinks", "dashboards", "schemas"],
+)
+def test_a_library_error_is_a_one_line_user_error(
+    error: Exception, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The libraries never import chainwatch, so they raise their own errors; the CLI
+    reports each as it reports a UserError: one line, exit 1, no 'internal error'."""
+    import sinks.clickhouse.connection
+    from chainwatch import cli_context
+    from chainwatch.cli import main
+    from chainwatch.settings import Settings
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(sinks.clickhouse.connection, "open_client", refuse)
+    # settings built here: the CLI's own would configure this process's logging
+    monkeypatch.setitem(cli_context.state, "settings", Settings())
+    assert main(["db", "migrate"]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"error: {error}"]
