@@ -55,6 +55,8 @@ from typing import Any
 
 import httpx
 
+from schemas.topics import ALERTS, DEAD_LETTER, INPUT_TOPICS, OUTPUT_TOPICS
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 SCENARIOS = ("broker", "kill9", "lock", "webhook", "hostile")
@@ -584,14 +586,14 @@ class Run:
     # progress and idleness
 
     def input_topics(self) -> list[str]:
-        return [self.topic(t) for t in ("orders", "crm.customers", "scans", "unit-status")]
+        return [self.topic(t) for t in INPUT_TOPICS]
 
     def transactional(self) -> frozenset[str]:
         """Topics the gateway writes in transactions (commit markers take offsets)."""
-        return frozenset([*self.input_topics(), self.topic("dead-letter")])
+        return frozenset([*self.input_topics(), self.topic(DEAD_LETTER)])
 
     def output_topics(self) -> list[str]:
-        return [self.topic(t) for t in ("alerts", "order-state", "dead-letter")]
+        return [self.topic(t) for t in OUTPUT_TOPICS]
 
     def input_records(self) -> int:
         return sum(self.bench.probe.end_offsets(self.input_topics()).values())
@@ -654,7 +656,7 @@ class Run:
         }
         if self.webhook_url is not None:
             # one consumer group per endpoint (sinks/webhooks/dispatcher.py)
-            groups[f"{self.app_id}-notify.faults-receiver"] = [self.topic("alerts")]
+            groups[f"{self.app_id}-notify.faults-receiver"] = [self.topic(ALERTS)]
         return groups
 
     def wait_idle(self, timeout_s: float = 1800) -> float:

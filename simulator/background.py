@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from schemas.topics import CUSTOMERS, UNIT_STATUS
 from simulator.records import (
     MS_PER_DAY,
     MS_PER_H,
@@ -39,7 +40,7 @@ def initial_customers(start_ms: int, customers: tuple[Customer, ...]) -> list[Si
     for customer in customers:
         updated = start_ms - customer.updated_days_ago * MS_PER_DAY
         value = _customer_value(customer, updated)
-        out.append(SimRecord("crm.customers", customer.customer_id, dumps(value), start_ms))
+        out.append(SimRecord(CUSTOMERS, customer.customer_id, dumps(value), start_ms))
     return out
 
 
@@ -66,13 +67,11 @@ def crm_day(
         value["tier"] = rng.choice([t for t in TIERS if t != customer.tier])
         value["account_manager"] = f"desk{rng.randint(1, 9)}@example.com"
         value["crm_segment"] = rng.choice(("wholesale", "retail", "online"))  # passed through
-        changes.append(
-            SimRecord("crm.customers", customer.customer_id, dumps(value), at, "crm_update")
-        )
+        changes.append(SimRecord(CUSTOMERS, customer.customer_id, dumps(value), at, "crm_update"))
     if rng.random() < tombstone:
         customer = rng.choice(customers)
         at = _office_hours(rng, day_ms)
-        changes.append(SimRecord("crm.customers", customer.customer_id, None, at, "crm_tombstone"))
+        changes.append(SimRecord(CUSTOMERS, customer.customer_id, None, at, "crm_tombstone"))
     changes.sort(key=lambda r: r.at_ms)
     return changes
 
@@ -109,7 +108,7 @@ def unit_day(seed: int, start_ms: int, day: int, schedule: UnitSchedule) -> list
                     "event_time": format_ms(at),
                 }
                 todays.append(
-                    (at, unit, SimRecord("unit-status", unit, dumps(value), at, "unit_heartbeat"))
+                    (at, unit, SimRecord(UNIT_STATUS, unit, dumps(value), at, "unit_heartbeat"))
                 )
             continue
         down_id, up_id = incident.event_ids
@@ -120,14 +119,14 @@ def unit_day(seed: int, start_ms: int, day: int, schedule: UnitSchedule) -> list
             (
                 incident.start_ms,
                 unit,
-                SimRecord("unit-status", unit, down, incident.start_ms, label),
+                SimRecord(UNIT_STATUS, unit, down, incident.start_ms, label),
             )
         )
         todays.append(
             (
                 incident.end_ms,
                 unit,
-                SimRecord("unit-status", unit, up, incident.end_ms, "unit_recovered"),
+                SimRecord(UNIT_STATUS, unit, up, incident.end_ms, "unit_recovered"),
             )
         )
     todays.sort(key=lambda item: (item[0], item[1]))

@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 from typing import Any, Final
 
+from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
 from simulator.records import SimRecord, dumps
 
 Breaker = Callable[[dict[str, Any], random.Random], None]
@@ -52,7 +53,7 @@ def _due_before_placed(value: dict[str, Any], rng: random.Random) -> None:
 
 
 KINDS: Final[dict[str, dict[str, Breaker]]] = {
-    "scans": {
+    SCANS: {
         "naive_timestamp": _naive_time,
         "unknown_action": _set("action", "paused", "finished", "STARTED"),
         "rejected_outside_qc": _rejected_outside_qc,
@@ -61,17 +62,17 @@ KINDS: Final[dict[str, dict[str, Breaker]]] = {
         "negative_quantity": _set("quantity", -5, -120.5),
         "bad_identifier": _set("order_id", "PO 17/x", ""),
     },
-    "unit-status": {
+    UNIT_STATUS: {
         "naive_timestamp": _naive_time,
         "unknown_status": _set("status", "offline", "maintenance"),
         "unknown_reason": _set("reason", "alien_invasion", "strike"),
     },
-    "orders": {
+    ORDERS: {
         "naive_timestamp": _naive_time,
         "unknown_op": _set("op", "amended", "deleted"),
         "due_before_placed": _due_before_placed,
     },
-    "crm.customers": {
+    CUSTOMERS: {
         "unknown_tier": _set("tier", "silver", "diamond"),
         "missing_name": _drop("name"),
     },

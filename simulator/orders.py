@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.plan import SlaPlan
+from schemas.topics import ORDERS, SCANS
 from simulator.config import ORDER_FATES, SimConfig
 from simulator.records import (
     MS_PER_DAY,
@@ -110,7 +111,7 @@ class _Order:
             value["attributes"] = {"shade": rng.choice(("navy", "oat", "charcoal", "forest"))}
         if label is None and self.pending_labels:
             label = self.pending_labels.pop(0)
-        self._add("scans", value, ms, label)
+        self._add(SCANS, value, ms, label)
         if rng.random() < self.ctx.cfg.anomalies.duplicate:
             self._duplicate(value, ms)
 
@@ -127,7 +128,7 @@ class _Order:
             else:
                 shifted = _sec(ms + rng.uniform(1, 20) * MS_PER_MIN)
                 copy["event_time"] = format_ms(shifted, stage_offset(str(copy["stage"])))
-        self._add("scans", copy, at, label)
+        self._add(SCANS, copy, at, label)
 
     # --- the order ----------------------------------------------------------
 
@@ -174,7 +175,7 @@ class _Order:
         }
         if rng.random() < 0.3:
             created["route"] = list(route)
-        self._add("orders", created, self.placed_ms, due_label)
+        self._add(ORDERS, created, self.placed_ms, due_label)
         self._walk(self._steps("qc_rejection" in fates), fates, due_ms)
         self.records.sort(key=lambda item: (item[0], item[1]))
         return [record for _, _, record in self.records]
@@ -240,7 +241,7 @@ class _Order:
             if j == cancel_j:
                 cancelled_at = _sec(prev_end + (t - prev_end) * rng.uniform(0.1, 0.9))
                 self._add(
-                    "orders",
+                    ORDERS,
                     {
                         "op": "cancelled",
                         "order_id": self.order_id,
@@ -308,7 +309,7 @@ class _Order:
             "event_time": format_ms(at),
             "due_at": format_ms(new_due),
         }
-        self._add("orders", value, at, "order_updated")
+        self._add(ORDERS, value, at, "order_updated")
 
     def _quantity(self, uom: str, lose: bool) -> tuple[float, bool]:
         """The completed quantity: small normal losses, one big one when asked (and possible)."""
