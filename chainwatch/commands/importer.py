@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 #: Bad rows listed on stderr when all of them are also kept elsewhere (file, topic).
 SHOWN_REJECTS = 20
 EXIT_REJECTED_ROWS = 3
-KINDS = ("scans", "orders", "customers", "unit-status")
 
 
 def register(app: typer.Typer) -> None:
@@ -82,11 +81,11 @@ def run_import_command(
     from chainwatch.importer.pipeline import Importer
     from chainwatch.importer.run import open_tables
     from chainwatch.importer.tables import ImportFailed
-    from schemas.import_mapping import ImportMapping, MappingError, load_mapping
+    from schemas.import_mapping import IMPORT_KINDS, ImportMapping, MappingError, load_mapping
     from schemas.plan import load_plan
 
-    if kind is not None and kind not in KINDS:
-        raise UserError(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if kind is not None and kind not in IMPORT_KINDS:
+        raise UserError(f"--kind {kind!r}: expected one of {', '.join(IMPORT_KINDS)}")
     if to not in ("file", "kafka"):
         raise UserError(f"--to {to!r}: expected file or kafka")
     if to == "file" and out is None:
@@ -99,7 +98,7 @@ def run_import_command(
         raise UserError(str(exc)) from None
     kind = kind or mapping.kind
     if kind is None:
-        raise UserError(f"--kind is required ({', '.join(KINDS)})")
+        raise UserError(f"--kind is required ({', '.join(IMPORT_KINDS)})")
     cfg = settings()
     plan = load_plan(cfg.engine.plan)
     importer = Importer(RowMapper(mapping, kind), plan)
