@@ -74,23 +74,6 @@ def reference(scenario: Path, until: datetime) -> tuple[dict[str, dict[str, Any]
     return {a.alert_id: a.model_dump(mode="json") for a in result.alerts}, result.dead_letters
 
 
-def _wait_for_progress(run: ReplayRun, victim: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """Until the fleet has worked off 30 % of its backlog (or all of it): mid-run."""
-    deadline = time.monotonic() + timeout_s
-    first: int | None = None
-    while True:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the fleet made no progress within {timeout_s:.0f}s")
-        if victim.poll() is not None:
-            raise RuntimeError(f"worker exited on its own with {victim.returncode}")
-        lag = run.lag()
-        if lag is not None and lag > 0:
-            first = first or lag
-        if lag == 0 or (first is not None and lag is not None and lag < first * 0.7):
-            return
-        time.sleep(0.2)  # poll interval of the condition, not a wait for it
-
-
 def run_fleet(
     settings: Settings,
     scenario: Path,
@@ -101,18 +84,34 @@ def run_fleet(
     timeout_s: float = 3600,
     label: str | None = None,
 ) -> FleetRun:
-    """Publish the scenario, run `workers` workers (optionally kill one and add one), finish."""
+    """Run `workers` workers, publish the scenario paced by event time, finish.
+
+    With `kill_and_add`, one worker is killed (SIGKILL) right after the first
+    event-time window after the start has been sent, while the fleet works on it,
+    and a new one joins: two rebalances mid-run.
+    """
     run = ReplayRun(settings, scenario, partitions=PARTITIONS, progress=no_progress)
+    killed = False
+
+    def kill_one_add_one(_window: int) -> None:
+        nonlocal killed
+        if not kill_and_add or killed:
+            return
+        victim = fleet[min(1, len(fleet) - 1)]
+        if victim.poll() is not None:
+            raise RuntimeError(f"worker exited on its own with {victim.returncode}")
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+        run.start_workers(1, first=workers)  # a new member: another rebalance
+        killed = True
+
     try:
-        run.publish()
         started = time.monotonic()
+        run.prepare_topics()
         fleet = run.start_workers(workers)
-        if kill_and_add:
-            victim = fleet[min(1, len(fleet) - 1)]
-            _wait_for_progress(run, victim, timeout_s)
-            os.kill(victim.pid, signal.SIGKILL)
-            victim.wait(timeout=30)
-            run.start_workers(1, first=workers)  # a new member: another rebalance
+        run.wait_for_group(workers)
+        run.publish(timeout_s=timeout_s, on_window=kill_one_add_one)
+        kill_one_add_one(-1)  # a file of one window: kill while the fleet works on it
         run.finish(until, timeout_s=timeout_s)
         wall = time.monotonic() - started
         result = run.results()
@@ -171,7 +170,7 @@ def main() -> None:
                     label=label,
                     timeout_s=args.timeout_s,
                 )
-            except (*USER_ERRORS, TimeoutError, RuntimeError) as exc:
+            except (*USER_ERRORS, RuntimeError) as exc:
                 print(f"{label or spec:<40} FAILED: {exc}", flush=True)
                 continue
             same = fleet.alerts == expected and fleet.dead_letters == expected_dead

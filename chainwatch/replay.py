@@ -1,7 +1,8 @@
 """`chainwatch replay`: a scenario through the real engine on fresh topics.
 
-Publishes the file to a fresh set of topics (unique prefix and app id), runs N
-event-time workers, waits until the engine's consumer group has committed the
+Publishes the file to a fresh set of topics (unique prefix and app id) in
+event-time windows, each drained by the N event-time workers before the next
+(`chainwatch.replay_windows` says why), waits until the engine's consumer group has committed the
 end of every topic it reads, sends the final clock `T` to every partition,
 waits again, and prints the latest state of every alert (retracted ones left
 out) as NDJSON sorted by `alert_id`. Progress and the dead-letter count go to
@@ -33,6 +34,7 @@ from kafka.errors import KafkaError
 
 from chainwatch.errors import USER_ERRORS, UserError
 from chainwatch.kafka_admin import admin_client, bounded, ensure_topics
+from chainwatch.replay_windows import EventTimeWindows, window_ms
 from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, DeadLetterSource
 from schemas.plan import load_plan
@@ -125,8 +127,15 @@ async def publish_scenario(
     progress: Progress,
     *,
     interleaving: list[str] | None = None,
+    windows: EventTimeWindows | None = None,
+    between_windows: Callable[[int], None] | None = None,
 ) -> tuple[int, int, int | None]:
-    """Publish every line; return (published, dead letters, largest event_time in ms)."""
+    """Publish every line; return (published, dead letters, largest event_time in ms).
+
+    With `windows`, each time a record opens a new event-time window the records
+    before it are flushed and `between_windows(number of the window closed)` runs
+    (in a thread: it blocks until the engine has drained them) before it is sent.
+    """
     names = TopicNames(settings.kafka.topic_prefix)
     plan = load_plan(settings.engine.plan)
     producer = AIOKafkaProducer(
@@ -167,6 +176,7 @@ async def publish_scenario(
                 dead += 1
                 continue
             value = replay.value_bytes()
+            ms: int | None = None
             try:
                 record = decode_input(replay.topic, value, plan=plan, key=replay.key_bytes())
                 event_time = getattr(record, "event_time", None)
@@ -175,6 +185,11 @@ async def publish_scenario(
                     largest = ms if largest is None or ms > largest else largest
             except RecordRejected:
                 pass  # the engine dead-letters it; publish it as the file says
+            if windows is not None and windows.starts_new(ms):
+                await asyncio.gather(*pending)
+                pending.clear()
+                if between_windows is not None:
+                    await asyncio.to_thread(between_windows, windows.number)
             pending.append(
                 await producer.send(names(replay.topic), key=replay.key_bytes(), value=value)
             )
@@ -547,12 +562,42 @@ class ReplayRun:
         """Times stuck workers were replaced (`wait_until_idle`); reported with the results."""
         self.started = time.monotonic()
 
-    def publish(self, interleaving: list[str] | None = None, *, part: Path | None = None) -> None:
-        """Publish the scenario, or one `part` of it (a test publishes a file in halves)."""
+    def publish(
+        self,
+        interleaving: list[str] | None = None,
+        *,
+        part: Path | None = None,
+        timeout_s: float = 1800,
+        on_window: Callable[[int], None] | None = None,
+    ) -> None:
+        """Publish the scenario, or one `part` of it (a test publishes a file in halves).
+
+        With workers running, the file goes out in event-time windows and the
+        engine drains each (within `timeout_s`) before the next is sent
+        (`chainwatch.replay_windows` says why); `on_window(n)` runs when window
+        `n` has been sent, before that wait (the fleet bench kills a worker there).
+        Without workers (a bench timing the engine on a full backlog) it all goes
+        out at once.
+        """
         run = self.settings
         self.prepare_topics()
+        paced = any(w.poll() is None for w in self.workers)
+
+        def between(number: int) -> None:
+            if on_window is not None:
+                on_window(number)
+            self.progress(f"published event-time window {number}: waiting for the engine")
+            self.wait_idle(timeout_s)
+
         published, dead, largest = asyncio.run(
-            publish_scenario(run, part or self.scenario, self.progress, interleaving=interleaving)
+            publish_scenario(
+                run,
+                part or self.scenario,
+                self.progress,
+                interleaving=interleaving,
+                windows=EventTimeWindows(window_ms(run.engine.limits())) if paced else None,
+                between_windows=between if paced else None,
+            )
         )
         self.published += published
         if largest is not None and (self.largest is None or largest > self.largest):

@@ -93,7 +93,6 @@ def run_worker(settings: Settings) -> None:
 
     from schemas.plan import load_plan
     from streams.engine.agents import EngineConfig, register_engine
-    from streams.engine.limits import DAY_MS, EngineLimits
     from streams.engine.messages import INTERNAL_TOPICS
 
     plan = load_plan(settings.engine.plan)
@@ -117,11 +116,7 @@ def run_worker(settings: Settings) -> None:
             clock=settings.engine.clock,
             snapshots=settings.engine.snapshots,
             tick_interval_s=settings.engine.tick_interval_s,
-            limits=EngineLimits(
-                closed_order_retention_ms=round(
-                    settings.engine.closed_order_retention_days * DAY_MS
-                )
-            ),
+            limits=settings.engine.limits(),
         ),
     )
     topics = worker_topic_configs(app, settings, INTERNAL_TOPICS)

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from streams.engine.limits import DAY_MS, EngineLimits
+
 LOCAL_BOOTSTRAP = "127.0.0.1:19092"
 
 
@@ -118,3 +120,9 @@ class EngineSettings(BaseModel):
         description="a completed or cancelled order leaves the engine's state this long after "
         "it closed (engine clock); a later record for it is a dead letter `order_closed`",
     )
+
+    def limits(self) -> EngineLimits:
+        """The engine's bounded-state limits as these settings make them."""
+        return EngineLimits(
+            closed_order_retention_ms=round(self.closed_order_retention_days * DAY_MS)
+        )
