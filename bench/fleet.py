@@ -35,6 +35,7 @@ from chainwatch.errors import USER_ERRORS
 from chainwatch.replay import ReplayRun, no_progress
 from chainwatch.settings import Settings
 from schemas.plan import load_plan
+from streams.engine.limits import EngineLimits
 from streams.rules.oracle import run_scenario
 
 PARTITIONS = 8
@@ -70,7 +71,13 @@ def until_for(days: int) -> datetime:
 
 
 def reference(scenario: Path, until: datetime) -> tuple[dict[str, dict[str, Any]], int]:
-    result = run_scenario(scenario.read_bytes().splitlines(), load_plan(None), until)
+    retention = timedelta(milliseconds=EngineLimits().closed_order_retention_ms)
+    result = run_scenario(
+        scenario.read_bytes().splitlines(),
+        load_plan(None),
+        until,
+        closed_order_retention=retention,
+    )
     return {a.alert_id: a.model_dump(mode="json") for a in result.alerts}, result.dead_letters
 
 

@@ -185,7 +185,7 @@ async def publish_scenario(
                     largest = ms if largest is None or ms > largest else largest
             except RecordRejected:
                 pass  # the engine dead-letters it; publish it as the file says
-            if windows is not None and windows.starts_new(ms):
+            if windows is not None and windows.starts_new(ms, crm=replay.topic == CUSTOMERS):
                 await asyncio.gather(*pending)
                 pending.clear()
                 if between_windows is not None:

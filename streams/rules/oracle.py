@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from schemas.alerts import Alert
 from schemas.customers import Customer, Tombstone
@@ -47,7 +47,11 @@ class ScenarioResult:
 @dataclass(slots=True)
 class _World:
     orders: dict[str, OrderFacts] = field(default_factory=dict)
-    customers: dict[str, CustomerFact] = field(default_factory=dict)
+    customers: dict[str, list[tuple[datetime | None, CustomerFact | None]]] = field(
+        default_factory=dict
+    )
+    """Each customer's CRM facts in file order, with the clock where each came (None: a
+    tombstone's forgetting)."""
     unit_status: dict[str, list[DowntimeRecord]] = field(default_factory=dict)
     clock: datetime | None = None
     rejected: int = 0
@@ -80,19 +84,49 @@ def _ingest(world: _World, offset: int, line: bytes, plan: SlaPlan) -> None:
         add_unit_status(world.unit_status.setdefault(record.unit_id, []), unit_status_fact(record))
         world.advance(record.event_time)
     elif isinstance(record, Customer):
-        world.customers[record.customer_id] = CustomerFact(
-            record.customer_id, record.name, record.tier.value
+        world.customers.setdefault(record.customer_id, []).append(
+            (world.clock, CustomerFact(record.customer_id, record.name, record.tier.value))
         )
     elif isinstance(record, Tombstone) and replay.key is not None:
-        world.customers.pop(replay.key, None)
+        world.customers.setdefault(replay.key, []).append((world.clock, None))
 
 
-def run_scenario(lines: Iterable[bytes], plan: SlaPlan, until: datetime | None) -> ScenarioResult:
+def _customer_as_kept(
+    history: list[tuple[datetime | None, CustomerFact | None]], evicted_at: datetime | None
+) -> CustomerFact | None:
+    """The customer's last CRM fact that reached the order before it was evicted.
+
+    A streaming engine removes a closed order from its state after the retention
+    and its alerts are final then (CONTRACT v1.2 "Bounded state"): a CRM change
+    that comes when the clock has passed that instant changes nothing for it.
+    """
+    kept: CustomerFact | None = None
+    for clock, fact in history:
+        if evicted_at is not None and clock is not None and clock >= evicted_at:
+            break
+        kept = fact
+    return kept
+
+
+def run_scenario(
+    lines: Iterable[bytes],
+    plan: SlaPlan,
+    until: datetime | None,
+    *,
+    closed_order_retention: timedelta | None = None,
+) -> ScenarioResult:
     """Final alerts of a scenario at `T = max(until, largest event_time)`.
 
     The clock counts the event_time of every record that passed validation, as a
     streaming engine sees it on arrival, even one the order fold later refuses.
     Dead letters: rejected lines/records, refused order records, off-route scans.
+
+    With `closed_order_retention`, an order's alerts carry the customer as known
+    when the order was evicted (that long after it closed): a CRM record placed
+    in the file where the clock has passed that instant does not reach it. The
+    clock of a CRM record is the largest event_time before it in the file; a
+    streaming engine's partition clock may trail it by the gap between its own
+    records (minutes in a busy file), which this oracle does not model.
     """
     world = _World()
     for offset, line in enumerate(lines):
@@ -112,8 +146,14 @@ def run_scenario(lines: Iterable[bytes], plan: SlaPlan, until: datetime | None) 
     for order_id in sorted(world.orders):
         facts = world.orders[order_id]
         customer_id = current_customer_id(facts, plan)
-        customer = world.customers.get(customer_id) if customer_id is not None else None
+        history = world.customers.get(customer_id, []) if customer_id is not None else []
+        customer = history[-1][1] if history else None
         evaluation = evaluate_order(order_id, facts, customer, downtimes, plan, now)
+        closed = evaluation.fold.cancelled_at or evaluation.walk.completed_at
+        if closed is not None and closed_order_retention is not None:
+            kept = _customer_as_kept(history, closed + closed_order_retention)
+            if kept != customer:
+                evaluation = evaluate_order(order_id, facts, kept, downtimes, plan, now)
         alerts.update(evaluation.alerts)
         occupancy.extend(evaluation.occupancy)
         dead += len(evaluation.off_route_scans) + len(evaluation.rejected_records)

@@ -35,3 +35,18 @@ def test_a_gap_longer_than_a_window_opens_one_window_not_several() -> None:
     windows = EventTimeWindows(length_ms=10)
     assert _breaks(windows, [0, 1_000, 1_001]) == [1]
     assert windows.number == 1
+
+
+def test_crm_records_after_events_are_a_window_of_their_own() -> None:
+    windows = EventTimeWindows(length_ms=10)
+    flags = [True, True, False, True, True, False, False]
+    times = [None, None, 100, None, None, 101, 102]
+    opened = [
+        i
+        for i, (t, crm) in enumerate(zip(times, flags, strict=True))
+        if windows.starts_new(t, crm=crm)
+    ]
+    # the set-up CRM records before any event open nothing; the two after an event share one
+    # window, closed by the next timed record
+    assert opened == [3, 5]
+    assert windows.start_ms == 101
