@@ -1,0 +1,59 @@
+"""The oracle's customer join under closed-order retention (CONTRACT v1.2 "Bounded state").
+
+A closed order leaves a streaming engine's state `retention` after it closed and
+its alerts are final then: a CRM change that comes later in the file, when the
+clock has passed that instant, must not reach them. The oracle (what the fleet
+test compares the engine with) has to say the same.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from rules_builders import PLAN
+
+from streams.rules.oracle import run_scenario
+
+EXAMPLE_3 = Path(__file__).resolve().parents[2] / "examples" / "example_3_unit_down.ndjson"
+"""PO-3301 (customer C-43, platinum) completes on 2027-03-14 with two alerts."""
+UNTIL = datetime(2027, 6, 1, tzinfo=UTC)
+
+
+def _line(topic: str, key: str, value: dict[str, object]) -> bytes:
+    return json.dumps({"topic": topic, "key": key, "value": value}).encode()
+
+
+CLOCK_JUMP = _line("orders", "PO-LATER", {
+    "op": "created", "order_id": "PO-LATER", "customer_id": "C-44", "product": "alpaca-beanie",
+    "quantity": 10, "placed_at": "2027-05-01T00:00:00Z",
+    "due_at": "2027-05-20T00:00:00Z"})  # fmt: skip
+"""A record dated 2027-05-01: 48 days after PO-3301 closed."""
+TIER_CHANGE = _line("crm.customers", "C-43", {
+    "customer_id": "C-43", "name": "Aurora Fibres Oy", "tier": "gold", "region": "EU",
+    "updated_at": "2027-04-30T09:00:00Z"})  # fmt: skip
+
+
+def _tiers(lines: list[bytes], retention: timedelta | None) -> set[str]:
+    result = run_scenario(lines, PLAN, UNTIL, closed_order_retention=retention)
+    tiers = {str(a.customer.tier) for a in result.alerts if a.order_id == "PO-3301" and a.customer}
+    assert tiers, "PO-3301 has alerts"
+    return tiers
+
+
+def test_a_crm_change_after_the_eviction_instant_does_not_reach_a_closed_order() -> None:
+    lines = [*EXAMPLE_3.read_bytes().splitlines(), CLOCK_JUMP, TIER_CHANGE]
+    assert _tiers(lines, timedelta(days=30)) == {"platinum"}
+
+
+def test_a_crm_change_before_the_eviction_instant_reaches_it() -> None:
+    lines = [*EXAMPLE_3.read_bytes().splitlines(), TIER_CHANGE, CLOCK_JUMP]
+    assert _tiers(lines, timedelta(days=30)) == {"gold"}
+    longer = [*EXAMPLE_3.read_bytes().splitlines(), CLOCK_JUMP, TIER_CHANGE]
+    assert _tiers(longer, timedelta(days=60)) == {"gold"}
+
+
+def test_without_retention_the_last_crm_fact_wins() -> None:
+    lines = [*EXAMPLE_3.read_bytes().splitlines(), CLOCK_JUMP, TIER_CHANGE]
+    assert _tiers(lines, None) == {"gold"}
