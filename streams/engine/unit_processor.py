@@ -225,6 +225,21 @@ class UnitEffects:
     """The unit slot changed (a record taken in or folded away): store it."""
 
 
+def _keep_evicted(
+    before: Mapping[str, list[str]],
+    after: dict[str, list[str]],
+    occupancy: Mapping[str, OccupancyEntry],
+    kept: set[str],
+) -> None:
+    """An order that left the state (evicted: its occupancy was forgotten) stays in
+    the lists of the downtimes it was in: its visits are final (CONTRACT v1.2), and
+    a unit that derives a downtime's alert again must not shorten its list."""
+    for event_id, orders in before.items():
+        gone = [o for o in orders if o not in occupancy]
+        if gone and event_id in kept:
+            after[event_id] = sorted({*after.get(event_id, []), *gone})
+
+
 def _overlapping(downtimes: Iterable[Downtime], visits: list[list[Any]]) -> list[Downtime]:
     spans = [
         (None if v[2] is None else from_ms(v[2]), None if v[3] is None else from_ms(v[3]))
@@ -274,6 +289,7 @@ class UnitProcessor:
             for d in touching:
                 slot.in_progress.setdefault(d.event_id, []).append(order_id)
             self._answer(slot, order_id, entry, touching, effects, again=redelivered)
+        _keep_evicted(before, slot.in_progress, occupancy, {d.event_id for d in downtimes})
         # Only the alerts this record can change are derived again: its own downtime,
         # the downtimes it ends (an `up`), and those whose orders in progress changed.
         at = record.event_time

@@ -294,3 +294,27 @@ def test_a_record_older_than_the_fold_horizon_is_refused_but_a_redelivery_is_not
     )
     assert [d.reason_code for d in late.dead_letters] == [ReasonCode.STATE_LIMIT]
     assert not late.changed
+
+
+def test_an_evicted_order_stays_in_the_orders_in_progress_of_the_unit_alerts_it_was_in() -> None:
+    """CONTRACT v1.2: an evicted order's alerts are final, and so is its place in a
+    unit alert's `orders_in_progress` when the unit derives that alert again (here:
+    the `up` that ends the downtime comes after the order left the state)."""
+    engine = _run(
+        _visit_inputs("PO-V"), _visit_inputs("PO-W"), [_status(0, 14_410, "down")],
+        limits=EngineLimits(closed_order_retention_ms=DAY_MS),
+    )  # fmt: skip
+    [down] = engine.of_type("unit_down")
+    assert down["details"]["orders_in_progress"] == ["PO-V", "PO-W"]
+    cancel = {"op": "cancelled", "order_id": "PO-V", "event_time": _t(20_000)}
+    engine.feed([_decode("orders", cancel)])
+    slot = engine.orders["PO-V"]
+    evicted = engine.order_proc.on_clock(slot, T0 + timedelta(days=2))
+    assert evicted.evicted
+    engine._order(slot, evicted)
+    assert "PO-V" not in engine.occupancy[UNIT]  # the unit forgot its visits
+
+    engine.feed([_status(1, 14_500, "up")])
+    [resolved] = engine.of_type("unit_down")
+    assert resolved["status"] == "resolved"
+    assert resolved["details"]["orders_in_progress"] == ["PO-V", "PO-W"]
