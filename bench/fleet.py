@@ -81,6 +81,28 @@ def reference(scenario: Path, until: datetime) -> tuple[dict[str, dict[str, Any]
     return {a.alert_id: a.model_dump(mode="json") for a in result.alerts}, result.dead_letters
 
 
+def differences(
+    expected: dict[str, dict[str, Any]], expected_dead: int, run: FleetRun, *, examples: int = 3
+) -> str | None:
+    """None if the run ended with the reference's alerts and dead-letter count, else a
+    short account (counts and a few alert ids) a person can act on: a dict diff of
+    tens of thousands of alerts helps nobody."""
+    missing = sorted(expected.keys() - run.alerts.keys())
+    extra = sorted(run.alerts.keys() - expected.keys())
+    differ = sorted(k for k in expected.keys() & run.alerts.keys() if expected[k] != run.alerts[k])
+    if not (missing or extra or differ) and run.dead_letters == expected_dead:
+        return None
+    fields = sorted({
+        f for k in differ for f in expected[k].keys() | run.alerts[k].keys()
+        if expected[k].get(f) != run.alerts[k].get(f)
+    })  # fmt: skip
+    return (
+        f"{run.label}: {len(missing)} alerts missing {missing[:examples]}, "
+        f"{len(extra)} extra {extra[:examples]}, {len(differ)} differing {differ[:examples]} "
+        f"(fields {fields}), dead letters {run.dead_letters} vs {expected_dead} expected"
+    )
+
+
 def run_fleet(
     settings: Settings,
     scenario: Path,
@@ -180,13 +202,15 @@ def main() -> None:
             except (*USER_ERRORS, RuntimeError) as exc:
                 print(f"{label or spec:<40} FAILED: {exc}", flush=True)
                 continue
-            same = fleet.alerts == expected and fleet.dead_letters == expected_dead
+            diff = differences(expected, expected_dead, fleet)
             print(
                 f"{fleet.label:<40} {PARTITIONS} partitions  wall {fleet.wall_s:7.1f}s  "
                 f"{fleet.published / fleet.wall_s:6.0f} records/s  {len(fleet.alerts)} alerts  "
-                f"{'SAME as the reference' if same else 'DIFFERENT from the reference'}",
+                f"{'SAME as the reference' if diff is None else 'DIFFERENT from the reference'}",
                 flush=True,
             )
+            if diff is not None:
+                print(f"  {diff}", flush=True)
     print(f"machine: nproc {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at the end")
 
 
