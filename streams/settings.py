@@ -121,8 +121,18 @@ class EngineSettings(BaseModel):
         "it closed (engine clock); a later record for it is a dead letter `order_closed`",
     )
 
+    unit_lookback_days: float = Field(
+        default=30,
+        gt=0,
+        le=3650,
+        description="how late (in the unit's own event time) an order's visit may reach its "
+        "unit and still find every downtime it overlaps; older downtimes no known visit "
+        "overlaps are folded away, their alerts final",
+    )
+
     def limits(self) -> EngineLimits:
         """The engine's bounded-state limits as these settings make them."""
         return EngineLimits(
-            closed_order_retention_ms=round(self.closed_order_retention_days * DAY_MS)
+            unit_lookback_ms=round(self.unit_lookback_days * DAY_MS),
+            closed_order_retention_ms=round(self.closed_order_retention_days * DAY_MS),
         )

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from chainwatch.replay_windows import window_ms
 from chainwatch.settings import Settings
+from streams.engine.limits import DAY_MS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -108,3 +110,15 @@ def test_the_readme_table_shows_each_setting_s_default(monkeypatch: pytest.Monke
         if not _shows(rows.get(name, ""), value)
     }
     assert wrong == {}, f"README's configuration table (shown, actual default): {wrong}"
+
+
+def test_the_engine_horizons_reach_its_limits_and_the_replay_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both bounded-state horizons are settings; the replay's window follows the shorter."""
+    monkeypatch.setenv("CHAINWATCH_ENGINE__UNIT_LOOKBACK_DAYS", "8")
+    monkeypatch.setenv("CHAINWATCH_ENGINE__CLOSED_ORDER_RETENTION_DAYS", "12.5")
+    limits = Settings().engine.limits()
+    assert limits.unit_lookback_ms == 8 * DAY_MS
+    assert limits.closed_order_retention_ms == round(12.5 * DAY_MS)
+    assert window_ms(limits) == 2 * DAY_MS  # a quarter of the shorter horizon
