@@ -70,8 +70,12 @@ def until_for(days: int) -> datetime:
     return START + timedelta(days=days + 30)
 
 
-def reference(scenario: Path, until: datetime) -> tuple[dict[str, dict[str, Any]], int]:
-    retention = timedelta(milliseconds=EngineLimits().closed_order_retention_ms)
+def reference(
+    scenario: Path, until: datetime, limits: EngineLimits
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """The reference engine's alerts and dead-letter count, under the workers' own limits
+    (`settings.engine.limits()`): a retention set by the environment reaches both sides."""
+    retention = timedelta(milliseconds=limits.closed_order_retention_ms)
     result = run_scenario(
         scenario.read_bytes().splitlines(),
         load_plan(None),
@@ -179,7 +183,7 @@ def main() -> None:
         records = sum(1 for _ in scenario.open("rb"))
         until = until_for(args.days)
         t0 = time.monotonic()
-        expected, expected_dead = reference(scenario, until)
+        expected, expected_dead = reference(scenario, until, settings.engine.limits())
         print(
             f"scenario: {records} records, reference engine: {len(expected)} alerts, "
             f"{expected_dead} dead letters in {time.monotonic() - t0:.1f}s",

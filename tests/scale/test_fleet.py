@@ -43,8 +43,8 @@ def test_four_workers_with_a_kill_and_an_addition_match_one_worker(
     records = sum(1 for _ in scenario.open("rb"))
     assert records >= 50_000
     until = fleet.until_for(days)
-    expected, expected_dead = fleet.reference(scenario, until)
     settings = settings_factory()
+    expected, expected_dead = fleet.reference(scenario, until, settings.engine.limits())
     runs = (
         {"workers": 1},
         {"workers": 2},
