@@ -16,7 +16,9 @@ writes whose inputs are committed: the restarted worker recovers an older value
 and never sees the input again. Here `flush` returns only when every message
 handed to the buffer before it has been acknowledged by Kafka, or raises
 `ProducerFlushError` (the commit does not happen; the worker stops with that
-error and its inputs are processed again).
+error and its inputs are processed again). The engine's own outputs skip faust's
+per-message path (`send_tracked`, used by `streams.engine.runtime.OutputSender`)
+and are covered by the same flush.
 
 Its consumer reads again, after every rebalance, what it had fetched but not
 handled - also on a partition nobody has committed yet, which aiokafka's seek to
@@ -238,16 +240,40 @@ class _IdempotentProducer(driver.Producer):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._unacknowledged: set[FutureMessage] = set()
+        self._unacknowledged: set[asyncio.Future[Any]] = set()
+        """Messages handed over (buffer or `send_tracked`) and not yet acknowledged by Kafka."""
         self._failed: list[str] = []
 
     def _settings_extra(self) -> Mapping[str, Any]:
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
 
     def send_soon(self, fut: FutureMessage) -> None:
+        self._track(fut)
+        super().send_soon(fut)
+
+    async def send_tracked(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None
+    ) -> asyncio.Future[Any]:
+        """Append one message to the aiokafka producer's accumulator; the next flush waits for it.
+
+        The message goes straight to the `AIOKafkaProducer` that faust's own sends
+        and changelog writes use (same partitioner, same per-partition batches),
+        without faust's per-message path (`FutureMessage`, sensors, callbacks),
+        which cost more than aiokafka's own append. It is in the accumulator when
+        this returns, so sends awaited one after the other keep their order per
+        partition. Its delivery future is tracked like a buffered message: `flush`
+        (before every commit) waits for it and raises if it failed. An error while
+        appending (no metadata in time, a message over `max_request_size`) raises here.
+        """
+        fut: asyncio.Future[Any] = await self._ensure_producer().send(
+            topic, value, key=key, partition=partition
+        )
+        self._track(fut)
+        return fut
+
+    def _track(self, fut: asyncio.Future[Any]) -> None:
         self._unacknowledged.add(fut)
         fut.add_done_callback(self._settle)
-        super().send_soon(fut)
 
     def _settle(self, fut: asyncio.Future[Any]) -> None:
         self._unacknowledged.discard(fut)
@@ -269,14 +295,15 @@ class _IdempotentProducer(driver.Producer):
             _done, late = await asyncio.wait(waiting, timeout=self.flush_timeout_s)
             if late:
                 raise ProducerFlushError(
-                    f"{len(late)} buffered message(s) (table changelog writes) not acknowledged"
-                    f" by Kafka within {self.flush_timeout_s:.0f} s; not committing offsets"
+                    f"{len(late)} buffered message(s) (changelog writes, engine outputs) not"
+                    f" acknowledged by Kafka within {self.flush_timeout_s:.0f} s;"
+                    " not committing offsets"
                 )
         if self._failed:
             failed, self._failed = self._failed, []
             raise ProducerFlushError(
-                f"{len(failed)} buffered message(s) (table changelog writes) failed, first:"
-                f" {failed[0]}; not committing offsets"
+                f"{len(failed)} buffered message(s) (changelog writes, engine outputs) failed,"
+                f" first: {failed[0]}; not committing offsets"
             )
 
 

@@ -81,7 +81,7 @@ class CustomerAgents:
             )
             for order_id in sorted(self.subscribers_of(customer_id)):
                 answer = CustomerAnswer(order_id, customer_id, message.offset, fact)
-                await rt.order_inbox.send(key=answer.key(), value=answer.encode())
+                await rt.outputs.send(rt.out.order_inbox, answer.key(), answer.encode())
 
     async def on_subscription(self, event: Any) -> None:
         """An order (un)subscribes; a subscriber gets the customer's fact at once."""
@@ -95,7 +95,7 @@ class CustomerAgents:
             if sub_key not in rt.subscription_table:
                 rt.subscription_table[sub_key] = b"1"
             answer = CustomerAnswer(sub.order_id, sub.customer_id, known.version, known.fact)
-            await rt.order_inbox.send(key=answer.key(), value=answer.encode())
+            await rt.outputs.send(rt.out.order_inbox, answer.key(), answer.encode())
         else:
             members.discard(sub.order_id)
             if sub_key in rt.subscription_table:

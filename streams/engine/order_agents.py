@@ -69,13 +69,14 @@ class OrderAgents:
             if slot.next_deadline_ms is not None:
                 rt.deadlines.push(slot.partition, slot.next_deadline_ms, order_id)
         await rt.send_alerts(effects.alerts)
+        send, out = rt.outputs.send, rt.out
         if effects.snapshot is not None:
-            await rt.state_topic.send(key=order_id.encode(), value=effects.snapshot)
+            await send(out.state, order_id.encode(), effects.snapshot)
         await rt.send_dead_letters(effects.dead_letters)
         for sub in effects.subscriptions:
-            await rt.customer_inbox.send(key=sub.key(), value=sub.encode())
+            await send(out.customer_inbox, sub.key(), sub.encode())
         for occ in effects.occupancy:
-            await rt.unit_inbox.send(key=occ.key(), value=occ.encode())
+            await send(out.unit_inbox, occ.key(), occ.encode())
 
     async def fire_due(self, partition: int, now_ms: int) -> None:
         """Re-derive (or evict) the orders of `partition` whose next deadline has come.
@@ -267,9 +268,7 @@ class OrderAgents:
             due = rt.deadlines.next_due(partition)
             if due is not None and due <= now_ms:
                 self.ticks_in_flight.add(partition)
-                await rt.order_inbox.send(
-                    key=None, value=Tick(now_ms).encode(), partition=partition
-                )
+                await rt.outputs.send(rt.out.order_inbox, None, Tick(now_ms).encode(), partition)
 
     # --- recovery -----------------------------------------------------------------
 

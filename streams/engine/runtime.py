@@ -2,7 +2,8 @@
 
 The topics and tables, the clock and deadline index, the one lock that makes a
 worker's agents take turns, and the shared steps: dead letters (never a silent
-drop), encoded table values (never over the size limit), sends.
+drop), encoded table values (never over the size limit), and the one way every
+output is sent (`OutputSender`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import faust
 import orjson
@@ -68,6 +69,72 @@ Handler = Callable[[Sequence[Any]], Awaitable[None]]
 """An agent's step: one batch of faust events of its topic, in arrival order."""
 
 
+class TrackedProducer(Protocol):
+    """What `OutputSender` needs of the worker's producer (streams.kafka_transport)."""
+
+    async def send_tracked(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None
+    ) -> Any: ...
+
+
+class OutputSender:
+    """Every message the engine publishes goes through here, straight to aiokafka.
+
+    Alerts, snapshots, dead letters and the internal join messages (order,
+    customer and unit inboxes, ticks) skip faust's per-message send path
+    (`Topic.send`: a `FutureMessage`, serialisers, sensors, a callback per
+    message) and are appended to the accumulator of the worker's one
+    `AIOKafkaProducer` - the instance faust's own sends and table changelog writes
+    use - by `_IdempotentProducer.send_tracked` (streams.kafka_transport).
+
+    Guarantees:
+    - Same records as `Topic.send` gave: the same topic names, keys and values
+      (the topics' serialisers were "raw": bytes as given), no headers, the
+      producer's timestamp, and the producer's partitioner (murmur2 of the key,
+      faust's `DefaultPartitioner`) unless a partition is given (ticks).
+    - Order: a send returns once its message is in the accumulator, and every
+      caller awaits its sends one after the other under the worker's lock
+      (`EngineRuntime.turn`), so messages of one partition are appended - and,
+      with the idempotent producer, written - in the order they were sent.
+    - Flush before commit: an agent's step awaits all its sends before it
+      returns, and `take_events` acks the batch's inputs only after that, so an
+      input's outputs are in the accumulator before its offset can be committed.
+      faust's commit (`Consumer._commit_offsets`) awaits `app.producer.flush()`
+      before committing the acked offsets; `_IdempotentProducer.flush` waits until
+      aiokafka's accumulator is empty *and* every tracked message (these outputs,
+      like the buffered changelog writes) is acknowledged by Kafka (acks=all).
+    - Errors are not dropped: a send that cannot be appended raises into the
+      step (the batch is handled again record by record, and the record whose
+      outputs cannot be sent is dead-lettered `processing_error`, as with an
+      awaited `Topic.send`); a message that Kafka refuses or never acknowledges
+      makes the next flush raise `ProducerFlushError`, so the offsets are not
+      committed, the worker stops and its inputs are processed again on restart.
+      (With `Topic.send` such a delivery failure was only logged by faust,
+      `_on_published`, and the commit went ahead.)
+    """
+
+    def __init__(self, producer: Callable[[], TrackedProducer]) -> None:
+        self._producer = producer
+        """Gives the producer at send time: faust starts it before any agent or timer."""
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> None:
+        await self._producer().send_tracked(topic, key, value, partition)
+
+
+@dataclass(frozen=True)
+class OutputTopics:
+    """The Kafka names of the topics the engine publishes to."""
+
+    alerts: str
+    state: str
+    dead_letters: str
+    order_inbox: str
+    customer_inbox: str
+    unit_inbox: str
+
+
 class EngineRuntime:
     """Topics, tables and shared steps of one engine on one faust app."""
 
@@ -97,6 +164,16 @@ class EngineRuntime:
         self.alerts_topic = self._output(ALERTS)
         self.state_topic = self._output(ORDER_STATE)
         self.dead_letter_topic = self._output(DEAD_LETTER)
+        self.out = OutputTopics(
+            alerts=self.alerts_topic.get_topic_name(),
+            state=self.state_topic.get_topic_name(),
+            dead_letters=self.dead_letter_topic.get_topic_name(),
+            order_inbox=self.order_inbox.get_topic_name(),
+            customer_inbox=self.customer_inbox.get_topic_name(),
+            unit_inbox=self.unit_inbox.get_topic_name(),
+        )
+        self.outputs = OutputSender(lambda: cast(TrackedProducer, app.producer))
+        """Every output is sent through this one (see `OutputSender`)."""
 
         self.order_table = self._table("orders")
         self.customer_table = self._table("customers")
@@ -312,9 +389,9 @@ class EngineRuntime:
         self, alerts: Iterable[dict[str, Any]], *, reannounce: bool = False
     ) -> None:
         """Publish alert records; `reannounce`: versions already published (after recovery)."""
-        metrics = self.metrics
+        metrics, send, topic = self.metrics, self.outputs.send, self.out.alerts
         for alert in alerts:
-            await self.alerts_topic.send(key=alert["alert_id"].encode(), value=orjson.dumps(alert))
+            await send(topic, alert["alert_id"].encode(), orjson.dumps(alert))
             if reannounce:
                 metrics.reannounced.inc()
             else:
@@ -328,8 +405,8 @@ class EngineRuntime:
                 where = (source.topic, source.partition, source.offset)
                 failed = letter.reason_code == ReasonCode.PROCESSING_ERROR
                 self._letters[where] = self._letters.get(where, False) or failed
-            await self.dead_letter_topic.send(
-                key=letter.dead_letter_id.encode(), value=letter.encode()
+            await self.outputs.send(
+                self.out.dead_letters, letter.dead_letter_id.encode(), letter.encode()
             )
 
     async def dead_letter(self, logical_topic: str, message: Any, rejected: Rejected) -> None:

@@ -52,7 +52,7 @@ class UnitAgents:
         if unit is not None:
             rt.unit_table[slot.unit_id] = unit
         for answer in effects.answers:
-            await rt.order_inbox.send(key=answer.key(), value=answer.encode())
+            await rt.outputs.send(rt.out.order_inbox, answer.key(), answer.encode())
         await rt.send_alerts(effects.alerts)
 
     async def on_statuses(self, events: Sequence[Any]) -> None:

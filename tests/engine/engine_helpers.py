@@ -1,4 +1,5 @@
-"""Shared steps of the engine tests: compare replays with the in-memory oracle."""
+"""Shared steps of the engine tests: compare replays with the in-memory oracle, and
+capture the engine's outputs in tests without a broker."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.plan import load_plan
+from streams.engine.runtime import EngineRuntime, OutputSender
 from streams.rules.oracle import run_scenario
 
 
@@ -55,3 +57,29 @@ def alert_differences(actual: list[dict[str, Any]], expected: list[dict[str, Any
                 f" ({key[:12]}): {changed}"
             )
     return "\n".join(lines)
+
+
+class CapturingProducer:
+    """Stands in for the worker's producer where no broker runs: keeps every output in order.
+
+    Only `OutputSender`'s seam (`send_tracked`) is replaced; everything above it -
+    which topic, key, value and partition each output gets - is production's.
+    """
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, int | None]] = []
+
+    async def send_tracked(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None
+    ) -> None:
+        self.sent.append((topic, key, value, partition))
+
+    def keyed(self, topic: str) -> list[tuple[bytes | None, bytes]]:
+        """(key, value) of every message sent to `topic`, in the order sent."""
+        return [(key, value) for name, key, value, _ in self.sent if name == topic]
+
+
+def capture_outputs(runtime: EngineRuntime) -> CapturingProducer:
+    producer = CapturingProducer()
+    runtime.outputs = OutputSender(lambda: producer)
+    return producer

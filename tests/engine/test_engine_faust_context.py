@@ -1,7 +1,8 @@
 """One smoke test of the engine's real faust agents through `agent.test_context()`.
 
-No broker: the outputs' `send` is captured; the agents, codecs-to-processors
-path, tables and the dead-letter wrapper are production's.
+No broker: the outputs are captured at the producer (`CapturingProducer`); the
+agents, codecs-to-processors path, tables, dead-letter wrapper and the sends
+(`OutputSender`) are production's.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
+from engine_helpers import capture_outputs
 
 from schemas.dead_letter import DeadLetter, ReasonCode
 from schemas.plan import load_plan
@@ -23,8 +24,7 @@ from streams.engine.messages import ORDER_INBOX
 from streams.engine.order_slot import OrderSlot
 from streams.topics import SCANS, TopicNames
 
-OUTPUTS = ("alerts_topic", "state_topic", "dead_letter_topic", "order_inbox", "customer_inbox",
-           "unit_inbox")  # fmt: skip
+OUTPUTS = ("alerts", "state", "dead_letters", "order_inbox", "customer_inbox", "unit_inbox")
 
 
 def _scan(order_id: str) -> Any:
@@ -37,13 +37,7 @@ def _scan(order_id: str) -> Any:
 def test_a_scan_through_the_faust_agent_is_stored_and_published(tmp_path: Path) -> None:
     app = create_app("ctx-test", bootstrap="localhost:1", partitions=1, data_dir=tmp_path)
     engine = Engine(app, EngineConfig(names=TopicNames("t."), plan=load_plan(None), clock="event"))
-    sent: dict[str, list[tuple[bytes | None, bytes]]] = {name: [] for name in OUTPUTS}
-    for name in OUTPUTS:
-
-        async def capture(*, key: bytes | None, value: bytes, name: str = name, **_: Any) -> None:
-            sent[name].append((key, value))
-
-        setattr(engine.runtime, name, SimpleNamespace(send=capture))
+    produced = capture_outputs(engine.runtime)
 
     async def run() -> None:
         async with app.agents["scans"].test_context() as scans:
@@ -60,13 +54,15 @@ def test_a_scan_through_the_faust_agent_is_stored_and_published(tmp_path: Path) 
         consumer = app._consumer
         if consumer is not None:
             consumer._thread.thread_loop.close()
+    out = engine.runtime.out
+    sent = {name: produced.keyed(getattr(out, name)) for name in OUTPUTS}
     slot = OrderSlot.from_json(orjson.loads(engine.runtime.order_table["PO-1"]))
     assert [s.event_id for s in slot.facts.scans] == ["e-1"]
-    [(key, snapshot)] = sent["state_topic"]
+    [(key, snapshot)] = sent["state"]
     assert key == b"PO-1"
     assert orjson.loads(snapshot)["stage"] == "yarn_sourcing"
     assert [k for k, _ in sent["unit_inbox"]] == [b"YARN-1"]
-    letters = [DeadLetter.model_validate_json(v) for _, v in sent["dead_letter_topic"]]
+    letters = [DeadLetter.model_validate_json(v) for _, v in sent["dead_letters"]]
     assert [d.reason_code for d in letters] == [
         ReasonCode.KEY_MISMATCH,
         ReasonCode.PROCESSING_ERROR,

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from engine_helpers import CapturingProducer, capture_outputs
 
 from chainwatch.replay import ReplayRun, no_progress, read_topic
 from chainwatch.settings import Settings
@@ -87,23 +88,24 @@ def _event(value: bytes, offset: int) -> Any:
     return SimpleNamespace(message=message, value=value)
 
 
-def _engine(tmp_path: Path) -> tuple[Engine, list[DeadLetter]]:
+def _engine(tmp_path: Path) -> tuple[Engine, CapturingProducer]:
     app = create_app("unit-test", bootstrap="localhost:1", partitions=1, data_dir=tmp_path)
     engine = Engine(app, EngineConfig(names=TopicNames("t."), plan=load_plan(None), clock="event"))
-    sent: list[DeadLetter] = []
+    return engine, capture_outputs(engine.runtime)
 
-    async def capture(*, key: bytes, value: bytes) -> None:
-        sent.append(DeadLetter.model_validate_json(value))
 
-    engine.runtime.dead_letter_topic = SimpleNamespace(send=capture)
-    return engine, sent
+def _dead_letters(engine: Engine, produced: CapturingProducer) -> list[DeadLetter]:
+    return [
+        DeadLetter.model_validate_json(value)
+        for _, value in produced.keyed(engine.runtime.out.dead_letters)
+    ]
 
 
 def test_a_record_whose_handling_raises_is_dead_lettered_and_the_batch_goes_on(
     tmp_path: Path,
 ) -> None:
     """The batch fails as a whole, then each record is handled alone: only the bad one is lost."""
-    engine, sent = _engine(tmp_path)
+    engine, produced = _engine(tmp_path)
     handled: list[int] = []
 
     async def handle(batch: Sequence[Any]) -> None:
@@ -123,6 +125,7 @@ def test_a_record_whose_handling_raises_is_dead_lettered_and_the_batch_goes_on(
 
     assert asyncio.run(drive()) == 2
     assert handled == [6, 6, 8, 9]  # 6 again: the batch's retry, one record at a time
+    sent = _dead_letters(engine, produced)
     assert [(p.reason_code, p.source.offset) for p in sent] == [(ReasonCode.PROCESSING_ERROR, 7)]
     assert sent[0].raw_value() == b"boom"
     assert "ValueError: boom" in sent[0].errors[0].msg
@@ -131,7 +134,7 @@ def test_a_record_whose_handling_raises_is_dead_lettered_and_the_batch_goes_on(
 def test_corrupt_internal_messages_are_dead_lettered_and_the_agent_goes_on(
     tmp_path: Path,
 ) -> None:
-    engine, sent = _engine(tmp_path)
+    engine, produced = _engine(tmp_path)
     agent = engine.runtime.agent_body(engine.orders.on_inbox, ORDER_INBOX)
 
     async def drive() -> None:
@@ -139,6 +142,7 @@ def test_corrupt_internal_messages_are_dead_lettered_and_the_agent_goes_on(
             pass
 
     asyncio.run(drive())
+    sent = _dead_letters(engine, produced)
     assert [(p.reason_code, p.source.offset) for p in sent] == [
         (ReasonCode.PROCESSING_ERROR, 7),
         (ReasonCode.PROCESSING_ERROR, 8),

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from engine_helpers import capture_outputs
 
 from chainwatch.errors import UserError
 from chainwatch.ops_server import OpsServer, bind_ops, serve_ops
@@ -63,13 +64,7 @@ async def _drain(agent: Callable[[Any], AsyncIterator[None]], batches: list[list
 def test_records_are_counted_by_topic_and_outcome_and_timed(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
     rt = engine.runtime
-    sent: list[bytes] = []
-
-    async def capture(*, key: bytes, value: bytes) -> None:
-        sent.append(value)
-
-    rt.dead_letter_topic = SimpleNamespace(send=capture)
-    rt.alerts_topic = SimpleNamespace(send=capture)
+    produced = capture_outputs(rt)
     alert = {"alert_id": "a1", "type": "start_overdue", "status": "open"}
 
     async def handle(batch: Sequence[Any]) -> None:
@@ -104,7 +99,9 @@ def test_records_are_counted_by_topic_and_outcome_and_timed(tmp_path: Path) -> N
     asyncio.run(rt.send_alerts([alert], reannounce=True))  # after a recovery: not a new alert
     assert _sample(engine, published, type="start_overdue", status="open") == 2
     assert _sample(engine, "chainwatch_worker_alerts_reannounced_total") == 1
-    assert len(sent) == 5
+    assert [topic for topic, *_ in produced.sent] == [
+        rt.out.alerts, rt.out.alerts, rt.out.dead_letters, rt.out.dead_letters, rt.out.alerts,
+    ]  # fmt: skip
 
 
 def test_two_engines_in_one_process_keep_their_own_series(tmp_path: Path) -> None:
