@@ -115,6 +115,70 @@ def test_flush_has_a_deadline_when_a_message_is_never_acknowledged(
         _run(kafka_bootstrap, tmp_path, topic_name, stuck, flush_timeout_s=1.0)
 
 
+def _create_topic(bootstrap: str, name: str, partitions: int, **config: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        admin.create_topics(
+            [NewTopic(name, partitions, 1, topic_configs=config)], timeout_ms=10_000
+        )
+    finally:
+        admin.close()
+
+
+def test_tracked_sends_keep_faust_s_partitions_and_their_order_and_flush_waits_for_them(
+    kafka_bootstrap: str, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
+    """`send_tracked` (the engine's outputs): where `Topic.send` put a key, in send order."""
+    name = unique("tracked")
+    _create_topic(kafka_bootstrap, name, 3)
+    keys = [b"PO-%d" % (i % 7) for i in range(40)]
+
+    async def scenario() -> tuple[list[Any], list[int]]:
+        app = create_app("tracked-test", bootstrap=kafka_bootstrap, partitions=3, data_dir=tmp_path)
+        producer = app.producer
+        await producer.start()
+        try:
+            topic = app.topic(name, key_serializer="raw", value_serializer="raw")
+            by_faust = [await (await topic.send(key=key, value=b"faust")) for key in keys[:7]]
+            futures = [
+                await producer.send_tracked(name, key, b"%d" % i, None)  # type: ignore[attr-defined]
+                for i, key in enumerate(keys)
+            ]
+            await producer.flush()
+            assert all(f.done() for f in futures)  # flush returned only once all were acknowledged
+            return [f.result() for f in futures], [m.partition for m in by_faust]
+        finally:
+            await asyncio.wait_for(producer.stop(), timeout=30)
+
+    tracked, faust_partitions = asyncio.run(scenario())
+    assert [m.partition for m in tracked[:7]] == faust_partitions
+    assert len(set(faust_partitions)) > 1
+    for partition in set(faust_partitions):
+        offsets = [m.offset for m in tracked if m.partition == partition]
+        assert offsets == sorted(offsets)  # per partition, in the order sent
+
+
+def test_flush_refuses_when_kafka_refuses_a_tracked_send(
+    kafka_bootstrap: str, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
+    """A delivery Kafka refuses (here: over the topic's message size) stops the commit."""
+    name = unique("refused")
+    _create_topic(kafka_bootstrap, name, 1, **{"max.message.bytes": "2000"})
+
+    async def scenario() -> None:
+        app = create_app("refused-test", bootstrap=kafka_bootstrap, partitions=1, data_dir=tmp_path)
+        producer = app.producer
+        await producer.start()
+        try:
+            await producer.send_tracked(name, b"k", b"x" * 10_000, None)  # type: ignore[attr-defined]
+            await producer.flush()
+        finally:
+            await asyncio.wait_for(producer.stop(), timeout=30)
+
+    with pytest.raises(ProducerFlushError, match=r"1 buffered message.*failed.*not committing"):
+        asyncio.run(scenario())
+
+
 def _consumer_after_a_rebalance(
     tmp_path: Path, committed: int | None, stale_acks: list[int]
 ) -> Any:
