@@ -235,8 +235,10 @@ def _keep_evicted(
     the lists of the downtimes it was in: its visits are final (CONTRACT v1.2), and
     a unit that derives a downtime's alert again must not shorten its list."""
     for event_id, orders in before.items():
+        if event_id not in kept:
+            continue
         gone = [o for o in orders if o not in occupancy]
-        if gone and event_id in kept:
+        if gone:
             after[event_id] = sorted({*after.get(event_id, []), *gone})
 
 
