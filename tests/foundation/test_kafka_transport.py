@@ -57,14 +57,20 @@ def _run(
     return asyncio.run(scenario())
 
 
+def _create_topic(bootstrap: str, name: str, partitions: int, **config: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        admin.create_topics(
+            [NewTopic(name, partitions, 1, topic_configs=config)], timeout_ms=10_000
+        )
+    finally:
+        admin.close()
+
+
 @pytest.fixture
 def topic_name(kafka_bootstrap: str, unique: Callable[[str], str]) -> str:
     name = unique("flush")
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000)
-    try:
-        admin.create_topics([NewTopic(name, 1, 1)], timeout_ms=10_000)
-    finally:
-        admin.close()
+    _create_topic(kafka_bootstrap, name, 1)
     return name
 
 
@@ -113,16 +119,6 @@ def test_flush_has_a_deadline_when_a_message_is_never_acknowledged(
 
     with pytest.raises(ProducerFlushError, match=r"1 buffered message.*not acknowledged.*in 1 s"):
         _run(kafka_bootstrap, tmp_path, topic_name, stuck, flush_timeout_s=1.0)
-
-
-def _create_topic(bootstrap: str, name: str, partitions: int, **config: str) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    try:
-        admin.create_topics(
-            [NewTopic(name, partitions, 1, topic_configs=config)], timeout_ms=10_000
-        )
-    finally:
-        admin.close()
 
 
 def test_tracked_sends_keep_faust_s_partitions_and_their_order_and_flush_waits_for_them(
