@@ -53,14 +53,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from bench.fleet import FleetRun, differences
+from chainwatch.kafka_admin import admin_client, bounded
 from chainwatch.replay import (
+    LAG_PROBE_TIMEOUT_S,
     ReplayRun,
     _lag,
     _lags,
     delete_run_topics,
     no_progress,
+    publish_scenario,
     start_workers,
     stop_workers,
 )
@@ -72,6 +76,8 @@ from schemas.validation import RecordRejected, decode_input, decode_replay_line
 from simulator import SimConfig, write_scenario
 from streams.topics import ALERTS, INPUT_TOPICS, ORDERS, TopicNames
 
+#: What faust logs at each partition assignment of a worker (its log: `start_workers`).
+ASSIGNED = "Executing _on_partitions_assigned"
 RECORDS_PER_ORDER = 16.3  # measured on the simulator's default mix (about 16 per order)
 
 
@@ -151,36 +157,49 @@ def input_partitions(settings: Settings) -> list[TopicPartition]:
     ]
 
 
-async def input_ends(settings: Settings) -> dict[TopicPartition, int]:
-    """The end offset of every input partition (fixed once the scenario is published)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap)
-    await consumer.start()
+def _committed_on_input(settings: Settings) -> bool:
+    admin = admin_client(settings.kafka.bootstrap)
     try:
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(input_partitions(settings))
-        return ends
+        group = settings.engine.app_id
+        try:
+            committed = admin.list_group_offsets({group: None}).get(group, {})
+        except KafkaError:  # the group is not there yet
+            return False
+        return any(
+            meta is not None and meta.offset > 0
+            for tp in input_partitions(settings)
+            if (meta := committed.get(tp)) is not None
+        )
     finally:
-        await consumer.stop()
+        admin.close()
+
+
+def assignments(settings: Settings, workers: int) -> list[int]:
+    """Partition assignments each worker has logged so far (`ASSIGNED`)."""
+    logs = [settings.log_dir / f"{settings.engine.app_id}-worker{n}.log" for n in range(workers)]
+    return [log.read_text(errors="replace").count(ASSIGNED) for log in logs]
 
 
 def wait_first_input_commit(
-    settings: Settings, workers: list[subprocess.Popen[bytes]], ends: dict[TopicPartition, int]
+    settings: Settings, workers: list[subprocess.Popen[bytes]], started: float
 ) -> float:
-    """Seconds until the group has committed an offset on any INPUT partition.
+    """Seconds since `started` until the group has committed an offset on any INPUT
+    partition.
 
-    `_lags` gives end minus committed per partition; the input topics' ends do not
-    move during the run, so a lag below the end is a commit. (The summed `_lag`
-    cannot tell: it includes the internal inbox topics, whose ends grow while the
-    engine works, so it stayed above the records published for ~25 s while the
-    worker had been committing since ~3 s.)
+    Read from the group's committed offsets directly: the summed lag (`_lag`)
+    cannot tell, as it includes the internal inbox topics, whose ends grow while
+    the engine works, so it stayed above the records published for ~25 s while
+    the worker had been committing since ~3 s.
     """
-    started = time.monotonic()
-    inputs = [tp for tp in input_partitions(settings) if ends.get(tp, 0) > 0]
     while True:
         for worker in workers:
             if worker.poll() is not None:
                 raise SystemExit(f"worker exited with code {worker.returncode}")
-        lags = _lags(settings)
-        if lags is not None and any(lags.get(tp, ends[tp]) < ends[tp] for tp in inputs):
+        if bounded(
+            lambda: _committed_on_input(settings),
+            timeout_s=LAG_PROBE_TIMEOUT_S,
+            what="a commit probe",
+        ):
             return time.monotonic() - started
         time.sleep(0.1)  # poll interval of the condition
 
@@ -236,18 +255,43 @@ def replay_once(
         run.settings = run.settings.model_copy(update={"engine": engine})
     figures: dict[str, Any] = {"workers": workers}
     try:
-        say(f"[1] {workers} worker(s): publishing to {partitions} partitions (not timed) ...")
-        run.publish()  # no worker running yet: all at once, not paced
-        ends = asyncio.run(input_ends(run.settings))
-        if yardsticks is not None:
-            say("[1] raw aiokafka consume + decode_input ...")
-            plan = load_plan(run.settings.engine.plan)
-            raw_count, raw_s = asyncio.run(raw_consume(run.settings, plan))
-            figures |= {"raw_records": raw_count, "raw_s": raw_s, "raw_rate": raw_count / raw_s}
-        say(f"[1] {workers} engine worker(s), from start to idle ...")
-        started = time.monotonic()
-        fleet = run.start_workers(workers)
-        first_commit = wait_first_input_commit(run.settings, fleet, ends)
+        timing = "workers' start -> lag zero, incl. start-up"
+        publisher: threading.Thread | None = None
+        before: list[int] = []
+        if workers == 1:
+            run.publish()  # no worker running yet: all at once, not paced
+            say(f"[1] 1 worker: published {run.published} records beforehand (not timed)")
+            started = time.monotonic()
+            fleet = run.start_workers(1)
+        else:
+            say(f"[1] {workers} workers: start, wait for the group, then publish (timed) ...")
+            run.prepare_topics()
+            started = time.monotonic()
+            fleet = run.start_workers(workers)
+            # All members join before any record flows (ReplayRun.wait_for_group): with
+            # the records already there, the first to join takes every partition and
+            # the others join it mid-run, a rebalance inside the timed span (seen in a
+            # 3,000-record run: a worker assigned twice).
+            run.wait_for_group(workers)
+            figures["group_s"] = time.monotonic() - started
+            before = assignments(run.settings, workers)
+
+            def publish() -> None:
+                published, _dead, largest = asyncio.run(
+                    publish_scenario(run.settings, scenario, no_progress)  # all at once
+                )
+                run.published, run.largest = published, largest
+                figures["publish_s"] = time.monotonic() - started - figures["group_s"]
+
+            publisher = threading.Thread(target=publish)
+            publisher.start()
+            timing += ", the group's join and publishing (beside the workers)"
+        figures["timing"] = timing
+        first_commit = wait_first_input_commit(run.settings, fleet, started)
+        if publisher is not None:
+            publisher.join()
+            if "publish_s" not in figures:
+                raise SystemExit("publishing the scenario failed (see above)")
         peak_rss = 0.0
         done = threading.Event()
 
@@ -266,6 +310,12 @@ def replay_once(
         run.finish(None, timeout_s)  # untimed: the final clock, for the alerts to compare
         result = run.results()
         stop_workers(run.workers)
+        # a worker's first assignment is its start; any later one while records flowed
+        # (for 2+ workers: counted from the publishing, after the group had formed)
+        rebalances = [
+            max(0, n - (before[i] if before else 1))
+            for i, n in enumerate(assignments(run.settings, workers))
+        ]
         figures |= {
             "records": processed,
             "engine_s": total_s,
@@ -273,6 +323,7 @@ def replay_once(
             "startup_s": first_commit,
             "steady_rate": processed / max(1e-9, total_s - first_commit),
             "peak_rss_mb": peak_rss,
+            "rebalances": rebalances,
             "run": FleetRun(
                 f"{workers} worker{'s' if workers > 1 else ''}",
                 workers,
@@ -283,6 +334,10 @@ def replay_once(
             ),
         }
         if yardsticks is not None:
+            say("[1] raw aiokafka consume + decode_input ...")
+            plan = load_plan(run.settings.engine.plan)
+            raw_count, raw_s = asyncio.run(raw_consume(run.settings, plan))
+            figures |= {"raw_records": raw_count, "raw_s": raw_s, "raw_rate": raw_count / raw_s}
             say("[1] a bare faust agent over the same records (table write + send each) ...")
             bare_first, bare_s = bare_faust(run.settings, processed, yardsticks)
             figures |= {
@@ -551,8 +606,10 @@ def bench_rss(base: Settings, orders: int, target: int, store: str) -> dict[str,
             loaded += step
             took = wait_lag_zero(settings, [worker], 7200)
             points.append((loaded, rss_mb(worker.pid), took))
-        # the data dir `chainwatch.replay.start_workers` gives worker 0; faust's is app_id below
-        files = rocksdb_files(settings.data_path / "worker0" / settings.engine.app_id)
+        # `chainwatch.replay.start_workers` gives worker 0 the data dir `worker0`; the worker
+        # keeps faust's tables in `faust/<app_id>` below it (`chainwatch.runners`)
+        faust_dir = settings.data_path / "worker0" / "faust" / settings.engine.app_id
+        files = rocksdb_files(faust_dir)
         (n1, r1, _t1), (n2, r2, t2) = points
         per_order_kb = (r2 - r1) * 1024 / max(1, n2 - n1)
         return {
@@ -604,11 +661,14 @@ def report_throughput(r: dict[str, Any], partitions: int) -> None:
     runs = r["runs"]
     first = runs[0]
     print(f"replay of {first['records']} records, {partitions} partitions, one fresh run per")
-    print("worker count; timed: the workers' start -> group lag zero (includes start-up")
-    print("and, with 2+ workers, the group's join; the scenario is published beforehand)")
+    print("worker count (the same scenario file)")
     for run in runs:
         n = run["workers"]
         tag = f"{n} worker{'s' if n > 1 else ''}"
+        print(f"{tag}, timed: {run['timing']}")
+        if "group_s" in run:
+            row("  group complete (s after start, inside the timing)", f"{run['group_s']:.1f}")
+            row("  publishing took (s, inside the timing)", f"{run['publish_s']:.1f}")
         row(f"engine events/s, {tag}", f"{run['engine_rate']:.0f}")
         row(
             f"  events/s per worker, {tag}",
@@ -618,11 +678,17 @@ def report_throughput(r: dict[str, Any], partitions: int) -> None:
         row("  start-up to first commit on an input topic (s)", f"{run['startup_s']:.1f}", "<= 5 s")
         row("  events/s after that first commit", f"{run['steady_rate']:.0f}")
         row("  worker peak RSS during replay (MB, largest)", f"{run['peak_rss_mb']:.0f}")
+        row(
+            "  rebalances while records flowed, per worker",
+            ",".join(map(str, run["rebalances"])),
+            "0: a clean start",
+        )
         fleet: FleetRun = run["run"]
         row("  final alerts / dead letters", f"{len(fleet.alerts)} / {fleet.dead_letters}")
         if run is not first:
             same = run["same"]
-            print(f"  same alerts and dead letters as {first['workers']} worker(s): "
+            print(f"  same alerts and dead letters as {first['workers']} worker"
+                  f"{'s' if first['workers'] > 1 else ''}: "
                   + ("yes" if same is None else f"NO: {same}"))  # fmt: skip
     row("raw consume + decode_input events/s", f"{first['raw_rate']:.0f}")
     row("engine / raw (first run)", f"{100 * first['engine_rate'] / first['raw_rate']:.1f}%")
