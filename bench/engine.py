@@ -8,16 +8,18 @@ Three measurements, printed side by side at the end with issue 9's targets:
 
 1. Replay throughput: a simulated scenario of about `--events` records is
    written once; for each count of `--workers` a fresh run (its own topics and
-   group) publishes it (not timed), then starts that many workers at once;
-   engine time runs from the workers' start to the moment their consumer group
-   has committed every record (as `chainwatch replay` detects it), so it
-   includes start-up and, with 2+ workers, the group's join. Start-up to first
-   commit = until the group has committed an offset on an input topic
-   partition. Then, untimed, the run is finished (final clock) and its alerts
-   and dead-letter count are compared with the first run's
-   (`bench/fleet.py`'s `differences`). After the first run, a raw aiokafka
-   consumer (`decode_input` per record: the ceiling of a Python consumer) and
-   a bare faust agent (`bench/bare_faust.py`) read the same records.
+   group) replays it, timed from the workers' start to the moment their
+   consumer group has committed every record (as `chainwatch replay` detects
+   it). 1 worker: the file is published first (not timed). 2+ workers: they
+   start on empty topics, the group is waited for (`ReplayRun.wait_for_group`:
+   no rebalance once records flow), then the file is published beside them;
+   the time includes that wait and the publishing. Start-up to first commit =
+   until the group has committed an offset on an input topic partition. Then,
+   untimed, the run is finished (final clock) and its alerts and dead-letter
+   count are compared with the first run's (`bench/fleet.py`'s `differences`).
+   After the first run, a raw aiokafka consumer (`decode_input` per record:
+   the ceiling of a Python consumer) and a bare faust agent
+   (`bench/bare_faust.py`) read the same records.
 2. Live deadline latency: one live worker, a producer pushing `--rate`
    records/s of simulated traffic, and probe orders whose start deadline falls
    due a few seconds after they are sent; latency = the alert record's Kafka
