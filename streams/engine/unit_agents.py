@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from schemas.unit_status import UnitStatus
-from streams.engine.messages import UNIT_INBOX, decode_unit_inbox
+from streams.engine.messages import UNIT_INBOX, Occupancy, decode_unit_inbox
 from streams.engine.runtime import EngineRuntime, as_rejected
 from streams.engine.unit_processor import OccupancyEntry, UnitEffects, UnitProcessor, UnitSlot
 from streams.rules.facts import from_ms, to_ms
@@ -49,6 +49,10 @@ class UnitAgents:
         unit = rt.encoded(slot.to_json()) if store or effects.alerts else None
         for key, value in entries.items():
             rt.occupancy_table[key] = value
+        for order_id in effects.forgotten:
+            gone = f"{slot.unit_id}|{order_id}"
+            if gone in rt.occupancy_table:
+                del rt.occupancy_table[gone]
         if unit is not None:
             rt.unit_table[slot.unit_id] = unit
         for answer in effects.answers:
@@ -59,7 +63,13 @@ class UnitAgents:
         await self.rt.each(UNIT_STATUS, events, self.on_status)
 
     async def on_inbox(self, events: Sequence[Any]) -> None:
-        await self.rt.each(UNIT_INBOX, events, self.on_occupancy)
+        """The orders' reports, grouped per unit (each unit's in log order): see `_reports`."""
+        groups: dict[str, list[tuple[Any, Occupancy]]] = {}
+        for event in events:
+            occ = decode_unit_inbox(event.value)
+            groups.setdefault(occ.unit_id, []).append((event, occ))
+        for items in groups.values():
+            await self.rt.guarded(UNIT_INBOX, items, self._reports, lambda item: item[0].message)
 
     async def on_status(self, event: Any) -> None:
         rt = self.rt
@@ -81,23 +91,27 @@ class UnitAgents:
             await self.apply(slot, effects, store=effects.changed)
             await rt.send_dead_letters(effects.dead_letters)
 
-    async def on_occupancy(self, event: Any) -> None:
-        """An order reports its visits here, or that it left the state (`forget`)."""
+    async def _reports(self, items: Sequence[tuple[Any, Occupancy]]) -> None:
+        """One unit's reports of a batch: its slot loaded, derived and stored once."""
         rt = self.rt
-        occ = decode_unit_inbox(event.value)
-        entry_key = f"{occ.unit_id}|{occ.order_id}"
-        if occ.forget:
-            self.orders_at(occ.unit_id).discard(occ.order_id)
-            if entry_key in rt.occupancy_table:
-                del rt.occupancy_table[entry_key]
-            return
-        raw = rt.occupancy_table.get(entry_key)
-        entry = None if raw is None else OccupancyEntry.from_json(orjson.loads(raw))
-        slot = self.load(occ.unit_id)
-        now = from_ms(rt.clock.now(event.message.partition))
-        effects = self.units.on_occupancy(slot, occ, entry, now)
-        self.orders_at(occ.unit_id).add(occ.order_id)
-        await self.apply(slot, effects, store=False)
+        event = items[-1][0]
+        unit_id = items[0][1].unit_id
+        messages = [occ for _, occ in items]
+        with rt.acting_for(event):
+            entries: dict[str, OccupancyEntry | None] = {}
+            for occ in messages:
+                if occ.order_id not in entries:
+                    raw = rt.occupancy_table.get(f"{unit_id}|{occ.order_id}")
+                    entries[occ.order_id] = (
+                        None if raw is None else OccupancyEntry.from_json(orjson.loads(raw))
+                    )
+            slot = self.load(unit_id)
+            now = from_ms(rt.clock.now(event.message.partition))
+            effects = self.units.on_occupancies(slot, messages, entries, now)
+            index = self.orders_at(unit_id)
+            index.difference_update(effects.forgotten)
+            index.update(effects.changed_entries)
+            await self.apply(slot, effects, store=effects.changed)
 
     async def on_units_recovered(self) -> None:
         """Announce the alerts of the units this worker owns again (as the order side)."""

@@ -14,7 +14,7 @@ log, not on when the orders' visits reached it (within the lookback).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -221,8 +221,10 @@ class UnitEffects:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     changed_entries: dict[str, OccupancyEntry] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    forgotten: set[str] = field(default_factory=set)
+    """Orders whose entry is dropped (they left the state)."""
     changed: bool = False
-    """The unit slot changed (a record taken in or folded away): store it."""
+    """The unit slot changed (a record taken in or folded away, orders in progress): store it."""
 
 
 def _keep_evicted(
@@ -336,34 +338,63 @@ class UnitProcessor:
             ReasonCode.STATE_LIMIT, now, key=slot.unit_id.encode(),
         )  # fmt: skip
 
-    def on_occupancy(
-        self, slot: UnitSlot, message: Occupancy, entry: OccupancyEntry | None, now: datetime
+    def on_occupancies(
+        self,
+        slot: UnitSlot,
+        messages: Sequence[Occupancy],
+        entries: Mapping[str, OccupancyEntry | None],
+        now: datetime,
     ) -> UnitEffects:
-        """An order reports its visits here: answer it if its downtimes changed."""
+        """A batch of the orders' reports to this unit, applied in their log order.
+
+        Each report updates the order's entry and the downtimes' orders in
+        progress, and answers the order if its downtimes changed (only the last
+        answer per order is kept: answers are versioned and each is whole). The
+        alerts of the downtimes whose orders in progress changed are derived once,
+        after the batch: a report changes only their `orders_in_progress`, so one
+        version per batch ends where one per report would (CONTRACT v1.2 publishes
+        the changes of a batch, not each intermediate state). A `forget` (the
+        order left the state) drops its entry; the lists keep it (`_keep_evicted`).
+        `entries` holds the stored entry of every order in `messages` (None: none).
+        """
         effects = UnitEffects()
-        if entry is not None and message.version < entry.version:
-            return effects  # overtaken by a newer report of the same order
-        # the same version again is a redelivery (or a rejoin): re-applied, answer re-sent
-        again = entry is not None and message.version == entry.version
-        entry = OccupancyEntry(message.version, message.visits, entry.answered if entry else None)
-        order_id = message.order_id
+        current = dict(entries)
         downtimes = build_downtimes(slot.records)
-        touching = _overlapping(downtimes, entry.visits)
-        touched_ids = {d.event_id for d in touching}
         changed_progress: set[str] = set()
-        for d in downtimes:
-            orders = slot.in_progress.get(d.event_id, [])
-            present = order_id in orders
-            if (d.event_id in touched_ids) != present:
-                changed_progress.add(d.event_id)
-                orders = sorted({*orders, order_id} if not present else set(orders) - {order_id})
-                if orders:
-                    slot.in_progress[d.event_id] = orders
-                else:
-                    slot.in_progress.pop(d.event_id, None)
-        self._answer(slot, order_id, entry, touching, effects, again=again)
-        effects.changed_entries[order_id] = entry
+        for message in messages:
+            order_id = message.order_id
+            if message.forget:
+                current[order_id] = None
+                effects.changed_entries.pop(order_id, None)
+                effects.forgotten.add(order_id)
+                continue
+            entry = current.get(order_id)
+            if entry is not None and message.version < entry.version:
+                continue  # overtaken by a newer report of the same order
+            # the same version again is a redelivery (or a rejoin): re-applied, answer re-sent
+            again = entry is not None and message.version == entry.version
+            answered = entry.answered if entry else None
+            entry = OccupancyEntry(message.version, message.visits, answered)
+            current[order_id] = entry
+            effects.forgotten.discard(order_id)
+            touching = _overlapping(downtimes, entry.visits)
+            touched = {d.event_id for d in touching}
+            for d in downtimes:
+                orders = slot.in_progress.get(d.event_id, [])
+                present = order_id in orders
+                if (d.event_id in touched) != present:
+                    changed_progress.add(d.event_id)
+                    orders = sorted(set(orders) - {order_id} if present else {*orders, order_id})
+                    if orders:
+                        slot.in_progress[d.event_id] = orders
+                    else:
+                        slot.in_progress.pop(d.event_id, None)
+            self._answer(slot, order_id, entry, touching, effects, again=again)
+            effects.changed_entries[order_id] = entry
+        if len(effects.answers) > 1:
+            effects.answers = list({a.order_id: a for a in effects.answers}.values())
         if changed_progress:
+            effects.changed = True
             effects.alerts = self._alerts(slot, downtimes, now, changed_progress)
         return effects
 

@@ -293,7 +293,7 @@ def test_every_internal_message_decodes_to_itself() -> None:
     unit = UnitSlot("U-1")
     occupancy = Occupancy("PO-1", "U-1", 1, [["dyeing", 1, 0, None]])
     assert decode_unit_inbox(occupancy.encode()) == occupancy
-    units.on_occupancy(unit, occupancy, None, T0)
+    units.on_occupancies(unit, [occupancy], {"PO-1": None}, T0)
     answers = units.on_status(
         unit, unit_status_fact(_status("u-1", "down", 1, unit="U-1")),
         {"PO-1": OccupancyEntry(1, occupancy.visits)}, T0, _src("unit-status", 0), b"{}",
@@ -422,3 +422,74 @@ def test_a_closed_orders_gate_leaves_a_scan_after_its_eviction_instant_to_the_sl
     assert [(d.reason_code, d.raw_value()) for d in effects.dead_letters] == [
         (ReasonCode.ORDER_CLOSED, b"y")
     ]
+
+
+def _down_unit(units: UnitProcessor) -> UnitSlot:
+    """DYE-1, down from 1 h to 5 h (no order has reported a visit yet)."""
+    unit = UnitSlot("DYE-1")
+    for n, (status, hours) in enumerate([("down", 1), ("up", 5)]):
+        record = unit_status_fact(_status(f"s-{n}", status, hours))
+        units.on_status(unit, record, {}, T0, _src("unit-status", n), b"{}")
+    return unit
+
+
+def _reports() -> list[Occupancy]:
+    """Three orders report visits at DYE-1; PO-2 moves its visit off the downtime, PO-3
+    reports twice and the older of its reports arrives last (overtaken), PO-4 leaves."""
+    ms = lambda hours: to_ms(T0 + timedelta(hours=hours))  # noqa: E731
+    return [
+        Occupancy("PO-2", "DYE-1", 1, [["dyeing", 1, ms(0), None]]),
+        Occupancy("PO-3", "DYE-1", 1, [["dyeing", 1, ms(2), None]]),
+        Occupancy("PO-4", "DYE-1", 1, [["dyeing", 1, ms(3), ms(4)]]),
+        Occupancy("PO-2", "DYE-1", 2, [["dyeing", 1, ms(0), ms(0.5)]]),
+        Occupancy("PO-3", "DYE-1", 3, [["dyeing", 1, ms(2), ms(3)]]),
+        Occupancy("PO-3", "DYE-1", 2, [["dyeing", 1, ms(2), None]]),
+        Occupancy("PO-4", "DYE-1", 1, forget=True),
+    ]
+
+
+def test_a_batch_of_reports_ends_where_one_at_a_time_ends_with_one_alert_version() -> None:
+    """The unit inbox takes a batch per unit: the same orders in progress, stored entries,
+    and last answer per order as one report at a time, and each alert published once."""
+    units = UnitProcessor(PLAN)
+    one, batched = _down_unit(units), _down_unit(units)
+    entries: dict[str, OccupancyEntry | None] = {}
+    answers: dict[str, DowntimeAnswer] = {}
+    versions = 0
+    for report in _reports():
+        stored = {report.order_id: entries.get(report.order_id)}
+        effects = units.on_occupancies(one, [report], stored, T0)
+        entries.update(effects.changed_entries)
+        entries.update(dict.fromkeys(effects.forgotten))
+        answers.update({a.order_id: a for a in effects.answers})
+        versions += len(effects.alerts)
+
+    stored = dict.fromkeys(["PO-2", "PO-3", "PO-4"])
+    effects = units.on_occupancies(batched, _reports(), stored, T0)
+
+    # PO-2 moved off the downtime; PO-4 left the state, its final visit stays listed
+    assert one.in_progress == batched.in_progress == {"s-0": ["PO-3", "PO-4"]}
+    assert batched.published == one.published
+    (alert,) = effects.alerts  # one version of the downtime's alert for the whole batch ...
+    assert alert["details"]["orders_in_progress"] == ["PO-3", "PO-4"]
+    assert versions > 1  # ... where one report at a time published each intermediate list
+    kept = {k: v for k, v in entries.items() if v is not None}
+    assert {k: v.to_json() for k, v in effects.changed_entries.items()} == {
+        k: v.to_json() for k, v in kept.items()
+    }
+    assert effects.forgotten == {"PO-4"}
+    assert effects.answers == [answers["PO-2"], answers["PO-3"], answers["PO-4"]]
+    assert [a.version for a in effects.answers] == [(2, 2), (2, 1), (2, 1)]  # PO-3 v3: same answer
+    assert effects.changed
+
+
+def test_a_redelivered_batch_of_reports_re_sends_the_answers_and_changes_nothing() -> None:
+    units = UnitProcessor(PLAN)
+    unit = _down_unit(units)
+    first = units.on_occupancies(unit, _reports(), dict.fromkeys(["PO-2", "PO-3", "PO-4"]), T0)
+    stored = {k: OccupancyEntry.from_json(orjson.loads(orjson.dumps(v.to_json())))
+              for k, v in first.changed_entries.items()}  # fmt: skip
+    again = units.on_occupancies(unit, _reports()[3:5], stored, T0)  # PO-2 v2, PO-3 v3 again
+    assert again.alerts == []
+    assert not again.changed
+    assert [(a.order_id, a.version) for a in again.answers] == [("PO-2", (2, 2)), ("PO-3", (2, 3))]

@@ -150,7 +150,8 @@ class Engine:
             entries.pop(message.order_id, None)
             return
         unit = self.units.setdefault(message.unit_id, UnitSlot(message.unit_id))
-        effects = self.unit_proc.on_occupancy(unit, message, entries.get(message.order_id), NOW)
+        entry = entries.get(message.order_id)
+        effects = self.unit_proc.on_occupancies(unit, [message], {message.order_id: entry}, NOW)
         self._unit(unit, effects, store=True)
 
     def _unit(self, unit: UnitSlot, effects: UnitEffects, store: bool = False) -> None:
