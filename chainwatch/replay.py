@@ -39,7 +39,7 @@ from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, DeadLetterSource
 from schemas.plan import load_plan
 from schemas.validation import RecordRejected, decode_input, decode_replay_line
-from streams.engine.messages import INTERNAL_TOPICS, ORDER_INBOX
+from streams.engine.messages import INTERNAL_TOPICS, ORDER_INBOX, Tick, encode_bundle
 from streams.rules.facts import to_ms
 from streams.topics import (
     ALERTS,
@@ -418,7 +418,7 @@ async def send_final_clock(settings: Settings, t_ms: int) -> None:
         topic = f"{settings.engine.app_id}-{ORDER_INBOX}"
         for partition in range(settings.kafka.partitions):
             await producer.send_and_wait(
-                topic, value=orjson.dumps({"k": "tick", "t": t_ms}), partition=partition
+                topic, value=encode_bundle([Tick(t_ms).encode()]), partition=partition
             )
     finally:
         await producer.stop()

@@ -14,7 +14,12 @@ from typing import Any
 import orjson
 
 from schemas.customers import Customer, Tombstone
-from streams.engine.messages import CUSTOMER_INBOX, CustomerAnswer, decode_customer_inbox
+from streams.engine.messages import (
+    CUSTOMER_INBOX,
+    CustomerAnswer,
+    Subscription,
+    decode_customer_inbox,
+)
 from streams.engine.runtime import EngineRuntime, as_rejected, message_key
 from streams.rules.facts import CustomerFact
 from streams.topics import CUSTOMERS
@@ -55,7 +60,18 @@ class CustomerAgents:
         await self.rt.each(CUSTOMERS, events, self.on_customer)
 
     async def on_inbox(self, events: Sequence[Any]) -> None:
-        await self.rt.each(CUSTOMER_INBOX, events, self.on_subscription)
+        """Each bundle's subscriptions in order, each guarded on its own (as one message
+        was): a corrupt bundle, or a subscription that raises, is a `processing_error`
+        naming the bundle, and the ones after it are still handled."""
+        rt = self.rt
+        for event in events:
+            try:
+                subs = decode_customer_inbox(event.value)
+            except Exception as exc:
+                await rt.processing_error(CUSTOMER_INBOX, event.message, exc)
+                continue
+            for sub in subs:
+                await rt.guarded(CUSTOMER_INBOX, [(event, sub)], self._subscribe, _message_of)
 
     async def on_customer(self, event: Any) -> None:
         rt = self.rt
@@ -81,12 +97,16 @@ class CustomerAgents:
             )
             for order_id in sorted(self.subscribers_of(customer_id)):
                 answer = CustomerAnswer(order_id, customer_id, message.offset, fact)
-                await rt.outputs.send(rt.out.order_inbox, answer.key(), answer.encode())
+                rt.join(rt.out.order_inbox, answer)
 
-    async def on_subscription(self, event: Any) -> None:
+    async def _subscribe(self, items: Sequence[tuple[Any, Subscription]]) -> None:
+        for event, sub in items:
+            with self.rt.acting_for(event):
+                self.on_subscription(sub)
+
+    def on_subscription(self, sub: Subscription) -> None:
         """An order (un)subscribes; a subscriber gets the customer's fact at once."""
         rt = self.rt
-        sub = decode_customer_inbox(event.value)
         members = self.subscribers_of(sub.customer_id)
         sub_key = f"{sub.customer_id}|{sub.order_id}"
         if sub.subscribe:
@@ -95,7 +115,7 @@ class CustomerAgents:
             if sub_key not in rt.subscription_table:
                 rt.subscription_table[sub_key] = b"1"
             answer = CustomerAnswer(sub.order_id, sub.customer_id, known.version, known.fact)
-            await rt.outputs.send(rt.out.order_inbox, answer.key(), answer.encode())
+            rt.join(rt.out.order_inbox, answer)
         else:
             members.discard(sub.order_id)
             if sub_key in rt.subscription_table:
@@ -110,3 +130,7 @@ class CustomerAgents:
             customer_id, _, order_id = str(key).partition("|")
             index.setdefault(customer_id, set()).add(order_id)
         self._subscribers = index
+
+
+def _message_of(item: tuple[Any, Subscription]) -> Any:
+    return item[0].message

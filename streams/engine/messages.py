@@ -7,8 +7,27 @@ one owner. Every answer carries a version that only grows, so a receiver keeps
 the newest answer whatever redelivery or rebalancing did to their order.
 
 This module owns the wire form: each message is a frozen dataclass with
-`encode()` (compact JSON, these messages are hot and never leave the engine)
-and one `decode_*` per topic. Nothing else builds or reads their dicts.
+`encode()` (compact JSON, these messages are hot and never leave the engine);
+a Kafka message of an internal topic is a bundle of them (`encode_bundle`: the
+messages one agent batch sent that partition, in order), and one `decode_*` per
+topic gives a bundle's messages. Nothing else builds or reads their dicts.
+
+Why a redelivered or repeated message is harmless, per kind (a batch that
+raises is handled again item by item, and what it had collected is sent too,
+so a message may arrive twice, and an older one after a newer one only from an
+older batch of the same sender partition, which Kafka keeps in order):
+- `CustomerAnswer`: the order keeps the answer with the highest CRM offset
+  (`version`); an equal or older one changes nothing.
+- `DowntimeAnswer`: the order keeps the answer with the highest (status
+  records, occupancy version) pair per unit; an equal or older one changes nothing.
+- `Occupancy`: the unit keeps per order the entry with the highest `version`
+  (the order's visit version); an older one is skipped, the same one is applied
+  again to the same entry and answered again (the same versioned answer), and a
+  `forget` of an order that has no entry is a no-op.
+- `Subscription`: a set membership (add or discard); a repeated subscribe
+  answers the customer's current fact again (itself a versioned answer).
+- `Tick`: the partition clock only moves forward; firing a deadline twice finds
+  the order already moved on (a stale deadline entry is skipped).
 """
 
 from __future__ import annotations
@@ -124,10 +143,50 @@ class Occupancy:
 
 
 OrderInbox = CustomerAnswer | DowntimeAnswer | Tick
+JoinMessage = CustomerAnswer | DowntimeAnswer | Subscription | Occupancy
+"""A message one agent sends another during a batch (bundled by `runtime.OutputSender`)."""
+
+BUNDLE_MAX_BYTES = 256 * 1024
+"""A bundle is closed before it would grow past this (half the producer's batch size,
+`streams.app`): however many messages one batch sends a partition, each Kafka message
+stays far below the producer's `max_request_size`. One message over it is a bundle alone."""
 
 
-def decode_order_inbox(raw: bytes) -> OrderInbox:
+def encode_bundle(messages: list[bytes]) -> bytes:
+    """One Kafka message of an internal topic: a JSON array of the messages' encodings.
+
+    Every internal message (ticks included, as bundles of one) goes as a bundle: the
+    messages one agent batch sends a partition, in send order. The encodings are
+    compact JSON objects, so joining them is the array; nothing is encoded twice.
+    """
+    return b"[" + b",".join(messages) + b"]"
+
+
+def _bundle(raw: bytes) -> list[Any]:
+    """The bodies of a bundle; a bare object (one message, as written before bundles
+    existed) is a bundle of one, so messages in flight across an upgrade are not lost."""
     body = orjson.loads(raw)
+    if isinstance(body, dict):
+        return [body]
+    if not isinstance(body, list) or not body:
+        raise ValueError("not a bundle: a non-empty JSON array of messages")
+    return body
+
+
+def decode_order_inbox(raw: bytes) -> list[OrderInbox]:
+    """The messages of one order-inbox bundle, in send order (ValueError/KeyError: corrupt)."""
+    return [_order_inbox(body) for body in _bundle(raw)]
+
+
+def decode_customer_inbox(raw: bytes) -> list[Subscription]:
+    return [_subscription(body) for body in _bundle(raw)]
+
+
+def decode_unit_inbox(raw: bytes) -> list[Occupancy]:
+    return [_occupancy(body) for body in _bundle(raw)]
+
+
+def _order_inbox(body: Any) -> OrderInbox:
     kind = body["k"]
     if kind == "tick":
         return Tick(body["t"])
@@ -147,15 +206,13 @@ def decode_order_inbox(raw: bytes) -> OrderInbox:
     raise ValueError(f"not an order-inbox message: kind {kind!r}")
 
 
-def decode_customer_inbox(raw: bytes) -> Subscription:
-    body = orjson.loads(raw)
+def _subscription(body: Any) -> Subscription:
     if body["k"] not in ("subscribe", "unsubscribe"):
         raise ValueError(f"not a customer-inbox message: kind {body['k']!r}")
     return Subscription(body["o"], body["cid"], body["k"] == "subscribe")
 
 
-def decode_unit_inbox(raw: bytes) -> Occupancy:
-    body = orjson.loads(raw)
+def _occupancy(body: Any) -> Occupancy:
     if body["k"] not in ("occupancy", "forget"):
         raise ValueError(f"not a unit-inbox message: kind {body['k']!r}")
     return Occupancy(body["o"], body["u"], body["v"], body["visits"], body["k"] == "forget")

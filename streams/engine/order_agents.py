@@ -22,6 +22,7 @@ from streams.engine.messages import (
     DowntimeAnswer,
     Tick,
     decode_order_inbox,
+    encode_bundle,
 )
 from streams.engine.order_processor import Arrival, Effects, OrderProcessor, ScanGate
 from streams.engine.order_slot import OrderSlot, decode_slot, evicted_json, peek
@@ -74,9 +75,9 @@ class OrderAgents:
             await send(out.state, order_id.encode(), effects.snapshot)
         await rt.send_dead_letters(effects.dead_letters)
         for sub in effects.subscriptions:
-            await send(out.customer_inbox, sub.key(), sub.encode())
+            rt.join(out.customer_inbox, sub)
         for occ in effects.occupancy:
-            await send(out.unit_inbox, occ.key(), occ.encode())
+            rt.join(out.unit_inbox, occ)
 
     async def fire_due(self, partition: int, now_ms: int) -> None:
         """Re-derive (or evict) the orders of `partition` whose next deadline has come.
@@ -215,6 +216,7 @@ class OrderAgents:
     async def on_inbox(self, events: Sequence[Any]) -> None:
         """Join answers (customer, downtimes) and clock ticks, grouped per order.
 
+        Each event is a bundle (streams.engine.messages), its messages in send order.
         Each answer takes its partition's clock where it arrived (after the ticks
         before it); each order's answers are applied in order and the order derived
         at most once; ticks fire their partition's deadlines once, after the answers.
@@ -225,17 +227,18 @@ class OrderAgents:
         for event in events:
             partition = event.message.partition
             try:
-                message = decode_order_inbox(event.value)
-            except Exception as exc:  # a corrupt internal message: dead-lettered
+                messages = decode_order_inbox(event.value)
+            except Exception as exc:  # a corrupt internal message (bundle): dead-lettered
                 await rt.processing_error(ORDER_INBOX, event.message, exc)
                 continue
-            if isinstance(message, Tick):
-                self.ticks_in_flight.discard(partition)
-                rt.clock.observe(partition, message.t_ms)
-                ticked[partition] = event
-                continue
-            now = from_ms(rt.clock.now(partition))
-            groups.setdefault(message.order_id, []).append((event, Arrival(message, now)))
+            for message in messages:
+                if isinstance(message, Tick):
+                    self.ticks_in_flight.discard(partition)
+                    rt.clock.observe(partition, message.t_ms)
+                    ticked[partition] = event
+                    continue
+                now = from_ms(rt.clock.now(partition))
+                groups.setdefault(message.order_id, []).append((event, Arrival(message, now)))
         for items in groups.values():
             await rt.guarded(ORDER_INBOX, items, self._answers, lambda item: item[0].message)
         for partition, event in ticked.items():
@@ -268,7 +271,8 @@ class OrderAgents:
             due = rt.deadlines.next_due(partition)
             if due is not None and due <= now_ms:
                 self.ticks_in_flight.add(partition)
-                await rt.outputs.send(rt.out.order_inbox, None, Tick(now_ms).encode(), partition)
+                tick = encode_bundle([Tick(now_ms).encode()])
+                await rt.outputs.send(rt.out.order_inbox, None, tick, partition)
 
     # --- recovery -----------------------------------------------------------------
 

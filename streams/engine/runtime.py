@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal, Protocol, TypeVar, cast
 
 import faust
@@ -28,7 +30,14 @@ from schemas.validation import RecordRejected, check_key
 from streams.codecs import InputCodec, Rejected
 from streams.engine.clock import DeadlineIndex, EngineClock
 from streams.engine.limits import EngineLimits
-from streams.engine.messages import CUSTOMER_INBOX, ORDER_INBOX, UNIT_INBOX
+from streams.engine.messages import (
+    BUNDLE_MAX_BYTES,
+    CUSTOMER_INBOX,
+    ORDER_INBOX,
+    UNIT_INBOX,
+    JoinMessage,
+    encode_bundle,
+)
 from streams.engine.metrics import EngineMetrics, TopicMeters
 from streams.kafka_transport import ChainwatchApp
 from streams.topics import (
@@ -111,16 +120,88 @@ class OutputSender:
       committed, the worker stops and its inputs are processed again on restart.
       (With `Topic.send` such a delivery failure was only logged by faust,
       `_on_published`, and the commit went ahead.)
+
+    Internal join messages are bundled (`join`, `flush`): during one agent step
+    the messages bound for the same inbox topic and partition are collected and
+    sent as one Kafka message (`messages.encode_bundle`, in send order, split at
+    `BUNDLE_MAX_BYTES`) to the partition the receiver's key maps to (murmur2, as
+    the partitioner would have chosen for each message alone). The step flushes
+    them before it returns, so the guarantees above hold for bundles as for any
+    output. Per key the order stays: one key's messages all go to one partition,
+    a partition's bundles are sent in the order they were filled, and steps take
+    turns under the lock. Ticks (timer, no step) are sent at once as bundles of one.
     """
 
     def __init__(self, producer: Callable[[], TrackedProducer]) -> None:
         self._producer = producer
         """Gives the producer at send time: faust starts it before any agent or timer."""
+        self._joins: dict[tuple[str, int], _Bundles] = {}
+        """(inbox topic, partition) -> the join messages collected for it, not yet sent."""
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
     ) -> None:
         await self._producer().send_tracked(topic, key, value, partition)
+
+    def join(self, topic: str, partition: int, message: bytes) -> None:
+        """Collect an encoded join message for `topic`'s `partition` (sent by `flush`)."""
+        bundles = self._joins.get((topic, partition))
+        if bundles is None:
+            bundles = self._joins[topic, partition] = _Bundles()
+        bundles.add(message)
+
+    @property
+    def pending(self) -> int:
+        """Join messages collected and not yet sent."""
+        return sum(b.count for b in self._joins.values())
+
+    async def flush(self) -> None:
+        """Send every collected bundle, each partition's in order.
+
+        A bundle leaves the collection only once the producer took it, so a send
+        that raises leaves it (and the ones after it) for the next flush: nothing
+        the step's stored state depends on is dropped by a retry of the step.
+        """
+        joins = self._joins
+        while joins:
+            (topic, partition), bundles = next(iter(joins.items()))
+            bundles.close()
+            while bundles.closed:
+                await self.send(topic, None, bundles.closed[0][1], partition)
+                sent, _ = bundles.closed.popleft()
+                bundles.count -= sent
+            del joins[topic, partition]
+
+    def discard(self) -> int:
+        """Drop what is collected (the sends failed and the records were dead-lettered)."""
+        dropped = self.pending
+        self._joins.clear()
+        return dropped
+
+
+class _Bundles:
+    """The bundles of one inbox partition being filled during a step: closed ones, then one open."""
+
+    __slots__ = ("closed", "count", "open", "size")
+
+    def __init__(self) -> None:
+        self.closed: deque[tuple[int, bytes]] = deque()
+        """(messages, bundle) ready to send, in order."""
+        self.open: list[bytes] = []
+        self.size = 0
+        self.count = 0
+
+    def add(self, message: bytes) -> None:
+        if self.open and self.size + len(message) + 1 > BUNDLE_MAX_BYTES:
+            self.close()
+        self.open.append(message)
+        self.size += len(message) + 1
+        self.count += 1
+
+    def close(self) -> None:
+        if self.open:
+            self.closed.append((len(self.open), encode_bundle(self.open)))
+            self.open, self.size = [], 0
 
 
 @dataclass(frozen=True)
@@ -223,12 +304,21 @@ class EngineRuntime:
         A batch is handled under the worker's lock (`turn`). If handling it raises,
         each event is handled again on its own and only those that still raise are
         dead letters: every step is idempotent (redelivery is), see `guarded`.
+        The join messages a step collects are sent (bundled, `OutputSender.join`)
+        when it ends, before `take_events` acks its inputs. What a step collected
+        before it raised is kept and sent with the retry's: the state it came from
+        is already stored, so a retry may not produce it again; a message sent twice
+        is harmless (every join message is versioned or idempotent, streams.engine.messages).
         Each record of the batch is counted by its outcome, and timed as its share
         of the batch (the batch's time divided by its records).
         """
         size, within = self.config.batch_size, self.config.batch_within_s
         meters = self.metrics.for_topic(logical_topic)
         clock = time.perf_counter
+
+        async def step(events: Sequence[Any]) -> None:
+            await handle(events)
+            await self.outputs.flush()  # the join messages it collected, as bundles
 
         async def agent(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(size, within):
@@ -237,12 +327,27 @@ class EngineRuntime:
                     if current:
                         self._letters.clear()
                         started = clock()
-                        await self.guarded(logical_topic, current, handle, lambda e: e.message)
+                        await self.guarded(logical_topic, current, step, lambda e: e.message)
+                        await self._flush_left()
                         self._count(meters, logical_topic, current, clock() - started)
                     self.forget_stale(events)  # before take_events acks the batch
                 yield None
 
         return agent
+
+    async def _flush_left(self) -> None:
+        """Send what a batch's last failing retry collected before it raised.
+
+        Those messages come from state already stored; only if the producer refuses
+        them too (the records were then dead-lettered) are they dropped, logged.
+        """
+        if not self.outputs.pending:
+            return
+        try:
+            await self.outputs.flush()
+        except Exception as exc:
+            dropped = self.outputs.discard()
+            log.error("join_messages_not_sent", messages=dropped, error=error_text(exc))
 
     def _count(
         self, meters: TopicMeters, logical_topic: str, events: Sequence[Any], seconds: float
@@ -371,10 +476,15 @@ class EngineRuntime:
 
     def partition_of(self, key: str) -> int:
         """The partition of a key under the default (murmur2) partitioner of every producer."""
-        from kafka.partitioner.default import murmur2
+        return _partition(key.encode(), int(self.app.conf.topic_partitions))
 
-        partitions = self.app.conf.topic_partitions
-        return int(murmur2(key.encode()) & 0x7FFFFFFF) % int(partitions)
+    def join(self, topic: str, message: JoinMessage) -> None:
+        """Send `message` to its receiver's inbox, bundled at the end of the step (`OutputSender`).
+
+        Only an agent step flushes: this is for the agents' handlers, not timers.
+        """
+        partitions = int(self.app.conf.topic_partitions)
+        self.outputs.join(topic, _partition(message.key(), partitions), message.encode())
 
     # --- shared steps -------------------------------------------------------------
 
@@ -458,6 +568,15 @@ class EngineRuntime:
             await self.dead_letter(logical_topic, message, rejected)
             return True
         return False
+
+
+@lru_cache(maxsize=1 << 16)
+def _partition(key: bytes, partitions: int) -> int:
+    """murmur2 as kafka's (and aiokafka's) default partitioner; pure Python, so cached:
+    the hot keys (orders in progress, units, customers) repeat from batch to batch."""
+    from kafka.partitioner.default import murmur2
+
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def message_key(message: Any) -> str | None:

@@ -56,18 +56,25 @@ class UnitAgents:
         if unit is not None:
             rt.unit_table[slot.unit_id] = unit
         for answer in effects.answers:
-            await rt.outputs.send(rt.out.order_inbox, answer.key(), answer.encode())
+            rt.join(rt.out.order_inbox, answer)
         await rt.send_alerts(effects.alerts)
 
     async def on_statuses(self, events: Sequence[Any]) -> None:
         await self.rt.each(UNIT_STATUS, events, self.on_status)
 
     async def on_inbox(self, events: Sequence[Any]) -> None:
-        """The orders' reports, grouped per unit (each unit's in log order): see `_reports`."""
+        """The orders' reports (bundles), grouped per unit (each unit's in log order): see
+        `_reports`. A corrupt bundle is dead-lettered (`processing_error`)."""
+        rt = self.rt
         groups: dict[str, list[tuple[Any, Occupancy]]] = {}
         for event in events:
-            occ = decode_unit_inbox(event.value)
-            groups.setdefault(occ.unit_id, []).append((event, occ))
+            try:
+                reports = decode_unit_inbox(event.value)
+            except Exception as exc:
+                await rt.processing_error(UNIT_INBOX, event.message, exc)
+                continue
+            for occ in reports:
+                groups.setdefault(occ.unit_id, []).append((event, occ))
         for items in groups.values():
             await self.rt.guarded(UNIT_INBOX, items, self._reports, lambda item: item[0].message)
 

@@ -20,7 +20,7 @@ from schemas.plan import load_plan
 from schemas.validation import decode_input
 from streams.app import create_app
 from streams.engine.agents import Engine, EngineConfig
-from streams.engine.messages import ORDER_INBOX
+from streams.engine.messages import ORDER_INBOX, decode_unit_inbox
 from streams.engine.order_slot import OrderSlot
 from streams.topics import SCANS, TopicNames
 
@@ -61,7 +61,9 @@ def test_a_scan_through_the_faust_agent_is_stored_and_published(tmp_path: Path) 
     [(key, snapshot)] = sent["state"]
     assert key == b"PO-1"
     assert orjson.loads(snapshot)["stage"] == "yarn_sourcing"
-    assert [k for k, _ in sent["unit_inbox"]] == [b"YARN-1"]
+    [(key, bundle)] = sent["unit_inbox"]
+    assert key is None  # a bundle: sent to the partition of its messages' keys
+    assert [occ.unit_id for occ in decode_unit_inbox(bundle)] == ["YARN-1"]
     letters = [DeadLetter.model_validate_json(v) for _, v in sent["dead_letters"]]
     assert [d.reason_code for d in letters] == [
         ReasonCode.KEY_MISMATCH,

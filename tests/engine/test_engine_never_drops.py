@@ -21,7 +21,16 @@ from schemas.dead_letter import DeadLetter, ReasonCode
 from schemas.plan import load_plan
 from streams.app import create_app
 from streams.engine.agents import Engine, EngineConfig
-from streams.engine.messages import ORDER_INBOX
+from streams.engine.messages import (
+    CUSTOMER_INBOX,
+    ORDER_INBOX,
+    UNIT_INBOX,
+    CustomerAnswer,
+    Occupancy,
+    Subscription,
+    decode_order_inbox,
+    encode_bundle,
+)
 from streams.topics import DEAD_LETTER, TopicNames
 
 LINES: list[dict[str, Any]] = [
@@ -150,6 +159,48 @@ def test_corrupt_internal_messages_are_dead_lettered_and_the_agent_goes_on(
     assert sent[0].raw_value() == b"not json"
     assert "JSONDecodeError" in sent[0].errors[0].msg
     assert "KeyError" in sent[1].errors[0].msg  # `{}` is no message of the order inbox
+
+
+class _Event:
+    """An event the handlers can make faust's current event (a weak reference to it)."""
+
+    def __init__(self, value: bytes, offset: int) -> None:
+        self.message = SimpleNamespace(
+            key=None, value=value, partition=0, offset=offset, topic="inbox", tp=("inbox", 0)
+        )
+        self.value = value
+
+
+@pytest.mark.parametrize("inbox", [CUSTOMER_INBOX, UNIT_INBOX])
+def test_a_corrupt_bundle_of_the_customer_or_unit_inbox_is_dead_lettered_and_the_agent_goes_on(
+    tmp_path: Path, inbox: str
+) -> None:
+    """The bundle after the corrupt one, in the same batch, is still handled."""
+    engine, produced = _engine(tmp_path)
+    rt = engine.runtime
+    handle = engine.customers.on_inbox if inbox == CUSTOMER_INBOX else engine.units.on_inbox
+    good = (
+        Subscription("PO-1", "C-1", subscribe=True)
+        if inbox == CUSTOMER_INBOX
+        else Occupancy("PO-1", "U-1", 1, [["dyeing", 1, 0, None]])
+    )
+    batch = [_Event(b"[1]", 7), _Event(encode_bundle([good.encode()]), 8)]
+
+    async def drive() -> None:
+        async for _ in rt.agent_body(handle, inbox)(_Stream([batch])):
+            pass
+
+    asyncio.run(drive())
+    sent = _dead_letters(engine, produced)
+    assert [(p.reason_code, p.source.topic, p.source.offset) for p in sent] == [
+        (ReasonCode.PROCESSING_ERROR, inbox, 7)
+    ]
+    assert sent[0].raw_value() == b"[1]"
+    if inbox == CUSTOMER_INBOX:  # subscribed: the customer's (unknown) fact answered
+        [(_, answer)] = produced.keyed(rt.out.order_inbox)
+        assert decode_order_inbox(answer) == [CustomerAnswer("PO-1", "C-1", -1, None)]
+    else:
+        assert rt.occupancy_table.get("U-1|PO-1") is not None
 
 
 class _Message:

@@ -8,6 +8,7 @@ which topic, key and value each output gets, and in which order, is production's
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +22,13 @@ from schemas.dead_letter import DeadLetter, DeadLetterSource, ReasonCode
 from schemas.plan import load_plan
 from streams.app import create_app
 from streams.engine.agents import Engine, EngineConfig
-from streams.engine.messages import Occupancy, Subscription
+from streams.engine.messages import (
+    BUNDLE_MAX_BYTES,
+    Occupancy,
+    Subscription,
+    decode_customer_inbox,
+    decode_unit_inbox,
+)
 from streams.engine.order_processor import Effects
 from streams.topics import TopicNames
 
@@ -47,7 +54,12 @@ def test_an_orders_effects_go_to_their_topics_with_their_keys_in_order(tmp_path:
     )
     slot: Any = SimpleNamespace(facts=SimpleNamespace(order_id="PO-1"))  # nothing stored
 
-    asyncio.run(engine.orders.apply(slot, effects))
+    async def step() -> None:
+        await engine.orders.apply(slot, effects)
+        assert len(produced.sent) == 4  # the join messages wait for the end of the step
+        await rt.outputs.flush()
+
+    asyncio.run(step())
 
     out = rt.out
     assert [(topic, key, partition) for topic, key, _, partition in produced.sent] == [
@@ -55,14 +67,15 @@ def test_an_orders_effects_go_to_their_topics_with_their_keys_in_order(tmp_path:
         ("t.alerts", b"a2", None),
         ("t.order-state", b"PO-1", None),
         ("t.dead-letter", letter.dead_letter_id.encode(), None),
-        (out.customer_inbox, b"C-9", None),
-        (out.unit_inbox, b"KNIT-2", None),
+        (out.customer_inbox, None, rt.partition_of("C-9")),
+        (out.unit_inbox, None, rt.partition_of("KNIT-2")),
     ]  # fmt: skip
     values = [value for _, _, value, _ in produced.sent]
     assert [orjson.loads(v) for v in values[:2]] == alerts
     assert values[2] == effects.snapshot
     assert values[3] == letter.encode()
-    assert values[4:] == [effects.subscriptions[0].encode(), effects.occupancy[0].encode()]
+    assert decode_customer_inbox(values[4]) == effects.subscriptions
+    assert decode_unit_inbox(values[5]) == effects.occupancy
     assert out.customer_inbox == "outputs-test-customer-inbox"
     assert out.unit_inbox == "outputs-test-unit-inbox"
 
@@ -83,3 +96,117 @@ def test_a_send_that_fails_raises_into_the_step(tmp_path: Path) -> None:
     published = "chainwatch_worker_alerts_published_total"
     labels = {"type": "start_overdue", "status": "open"}
     assert not rt.metrics.registry.get_sample_value(published, labels)  # not counted as sent
+
+
+class _AckingStream:
+    """Hands the agent its batches as `take_events` does, and notes at each ack how
+    many messages the producer had been given (an ack lets the offsets be committed)."""
+
+    def __init__(self, batches: list[list[Any]], produced: Any) -> None:
+        self._batches, self._produced = batches, produced
+        self.sent_at_ack: list[int] = []
+
+    async def take_events(self, _max: int, _within: float) -> AsyncIterator[list[Any]]:
+        for batch in self._batches:
+            yield batch
+            self.sent_at_ack.append(len(self._produced.sent))
+
+
+def _event(offset: int) -> Any:
+    message = SimpleNamespace(key=b"x", value=b"x", partition=0, offset=offset)
+    return SimpleNamespace(message=message, value=b"x")
+
+
+def _units_on_each_partition(engine: Engine) -> tuple[list[str], list[str]]:
+    units = [f"KNIT-{n}" for n in range(20)]
+    by = [[u for u in units if engine.runtime.partition_of(u) == p] for p in (0, 1)]
+    assert by[0]
+    assert by[1]
+    return by[0], by[1]
+
+
+def test_a_steps_join_messages_go_as_one_bundle_per_partition_in_order_before_the_ack(
+    tmp_path: Path,
+) -> None:
+    """Six occupancy reports to units on two partitions: two Kafka messages, each the
+    partition's reports in send order, given to the producer before the batch is acked."""
+    engine = _engine(tmp_path)
+    rt = engine.runtime
+    produced = capture_outputs(rt)
+    zero, one = _units_on_each_partition(engine)
+    units = [zero[0], one[0], zero[1 % len(zero)], one[0], zero[0], one[1 % len(one)]]
+    reports = [Occupancy(f"PO-{n}", unit, n) for n, unit in enumerate(units)]
+
+    async def handle(events: Sequence[Any]) -> None:
+        for occ in reports:
+            rt.join(rt.out.unit_inbox, occ)
+
+    stream = _AckingStream([[_event(1), _event(2)]], produced)
+
+    async def drive() -> None:
+        async for _ in rt.agent_body(handle, "unit-inbox")(stream):
+            pass
+
+    asyncio.run(drive())
+    assert [(topic, key, partition) for topic, key, _, partition in produced.sent] == [
+        (rt.out.unit_inbox, None, 0),
+        (rt.out.unit_inbox, None, 1),
+    ]
+    assert [decode_unit_inbox(value) for _, _, value, _ in produced.sent] == [
+        [occ for occ in reports if occ.unit_id in zero],
+        [occ for occ in reports if occ.unit_id in one],
+    ]
+    assert stream.sent_at_ack == [2]
+    assert rt.outputs.pending == 0
+
+
+def test_what_a_failed_batch_collected_is_sent_with_its_retry(tmp_path: Path) -> None:
+    """The first record's report is collected, then the batch raises; the retry of that
+    record does not report again (its state is stored: as the agents' steps), yet the
+    report is sent, once the retried record's step ends; the failing record is dead-lettered."""
+    engine = _engine(tmp_path)
+    rt = engine.runtime
+    produced = capture_outputs(rt)
+    stored: set[int] = set()
+    report = Occupancy("PO-1", "KNIT-1", 1)
+
+    async def handle(events: Sequence[Any]) -> None:
+        for event in events:
+            if event.message.offset == 2:
+                raise ValueError("boom")
+            if event.message.offset not in stored:
+                stored.add(event.message.offset)
+                rt.join(rt.out.unit_inbox, report)
+
+    stream = _AckingStream([[_event(1), _event(2)]], produced)
+
+    async def drive() -> None:
+        async for _ in rt.agent_body(handle, "unit-inbox")(stream):
+            pass
+
+    asyncio.run(drive())
+    bundles = [v for t, _, v, _ in produced.sent if t == rt.out.unit_inbox]
+    assert [decode_unit_inbox(v) for v in bundles] == [[report]]
+    letters = produced.keyed(rt.out.dead_letters)
+    assert [orjson.loads(v)["source"]["offset"] for _, v in letters] == [2]
+    assert stream.sent_at_ack == [2]
+
+
+def test_a_bundle_is_closed_before_it_grows_past_the_limit(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    rt = engine.runtime
+    produced = capture_outputs(rt)
+    visits = [["dyeing", n, 0, None] for n in range(2000)]
+    big = [Occupancy(f"PO-{n}", "KNIT-1", n, visits) for n in range(8)]
+    assert 2 * len(big[0].encode()) < BUNDLE_MAX_BYTES < 8 * len(big[0].encode())
+
+    async def step() -> None:
+        for occ in big:
+            rt.join(rt.out.unit_inbox, occ)
+        await rt.outputs.flush()
+
+    asyncio.run(step())
+    values = [value for _, _, value, _ in produced.sent]
+    assert len(values) > 1
+    assert all(len(v) <= BUNDLE_MAX_BYTES for v in values)
+    assert [occ for v in values for occ in decode_unit_inbox(v)] == big

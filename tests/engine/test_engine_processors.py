@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
+import pytest
 
 from schemas.dead_letter import DeadLetterSource, ReasonCode
 from schemas.orders import OrderRecord
@@ -23,9 +24,12 @@ from streams.engine.messages import (
     CustomerAnswer,
     DowntimeAnswer,
     Occupancy,
+    OrderInbox,
+    Tick,
     decode_customer_inbox,
     decode_order_inbox,
     decode_unit_inbox,
+    encode_bundle,
 )
 from streams.engine.order_agents import OrderAgents
 from streams.engine.order_processor import Arrival, OrderProcessor
@@ -283,25 +287,39 @@ def test_the_deadline_index_pops_only_what_fell_due_per_partition() -> None:
     assert index.partitions() == [0, 1]
 
 
-def test_every_internal_message_decodes_to_itself() -> None:
+def test_every_internal_message_decodes_to_itself_in_its_bundle() -> None:
     processor = OrderProcessor(PLAN)
     slot = OrderSlot.new("PO-1")
     _complete(processor, slot)
     customer = CustomerAnswer("PO-1", "C-1", 4, CustomerFact("C-1", "A", "gold"))
-    assert decode_order_inbox(customer.encode()) == customer
     units = UnitProcessor(PLAN)
     unit = UnitSlot("U-1")
     occupancy = Occupancy("PO-1", "U-1", 1, [["dyeing", 1, 0, None]])
-    assert decode_unit_inbox(occupancy.encode()) == occupancy
+    forget = Occupancy("PO-2", "U-1", 3, forget=True)
+    assert decode_unit_inbox(encode_bundle([occupancy.encode(), forget.encode()])) == [
+        occupancy,
+        forget,
+    ]
     units.on_occupancies(unit, [occupancy], {"PO-1": None}, T0)
     answers = units.on_status(
         unit, unit_status_fact(_status("u-1", "down", 1, unit="U-1")),
         {"PO-1": OccupancyEntry(1, occupancy.visits)}, T0, _src("unit-status", 0), b"{}",
     ).answers  # fmt: skip
     assert answers
-    assert [decode_order_inbox(a.encode()) for a in answers] == answers
-    for sub in processor.rejoin(slot).subscriptions:
-        assert decode_customer_inbox(sub.encode()) == sub
+    inbox: list[OrderInbox] = [customer, Tick(7), *answers]
+    assert decode_order_inbox(encode_bundle([m.encode() for m in inbox])) == inbox
+    subs = processor.rejoin(slot).subscriptions
+    assert subs
+    assert decode_customer_inbox(encode_bundle([sub.encode() for sub in subs])) == subs
+    # a message written before bundles (a bare object) is a bundle of one
+    assert decode_order_inbox(customer.encode()) == [customer]
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[]", b"{}", b"[1]", b'"x"', b'[{"k":"tick"}]'])
+def test_a_corrupt_bundle_does_not_decode(raw: bytes) -> None:
+    for decode in (decode_order_inbox, decode_customer_inbox, decode_unit_inbox):
+        with pytest.raises((ValueError, KeyError, TypeError)):
+            decode(raw)
 
 
 def _inputs() -> list[Arrival]:
