@@ -174,7 +174,7 @@ def _bundle(raw: bytes) -> list[Any]:
 
 
 def decode_order_inbox(raw: bytes) -> list[OrderInbox]:
-    """The messages of one order-inbox bundle, in send order (ValueError/KeyError: corrupt)."""
+    """The messages of one order-inbox bundle, in send order; raises if it is corrupt."""
     return [_order_inbox(body) for body in _bundle(raw)]
 
 
