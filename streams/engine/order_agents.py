@@ -262,7 +262,14 @@ class OrderAgents:
     # --- live clock ---------------------------------------------------------------
 
     async def tick_due(self) -> None:
-        """Ask each partition this worker owns to fire its deadlines that fell due."""
+        """Ask each partition this worker owns to fire its deadlines that fell due.
+
+        A tick is sent at once (a bundle of one; a timer has no step to flush), not
+        under the agents' lock: on its partition it lands before or after a step's
+        whole bundle, never inside one. Either order is what a tick racing the
+        answers always was: the answers after it take the clock it moved, and the
+        deadlines fire once per batch after its answers.
+        """
         rt = self.rt
         now_ms = rt.clock.now(-1)
         for partition in sorted(rt.active_partitions(rt.order_inbox)):
