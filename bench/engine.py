@@ -10,13 +10,18 @@ Three measurements, printed side by side at the end with issue 9's targets:
    written once; for each count of `--workers` a fresh run (its own topics and
    group) replays it, timed from the workers' start to the moment their
    consumer group has committed every record (as `chainwatch replay` detects
-   it). 1 worker: the file is published first (not timed). 2+ workers: they
-   start on empty topics, the group is waited for (`ReplayRun.wait_for_group`:
-   no rebalance once records flow), then the file is published beside them;
-   the time includes that wait and the publishing. Start-up to first commit =
-   until the group has committed an offset on an input topic partition. Then,
-   untimed, the run is finished (final clock) and its alerts and dead-letter
-   count are compared with the first run's (`bench/fleet.py`'s `differences`).
+   it). The workers start on empty topics, the group is waited for
+   (`ReplayRun.wait_for_group`: no rebalance once records flow), then the file
+   is published beside them in event-time windows, each drained before the
+   next, as `chainwatch replay` does (`--publish windows`, the default); the
+   time includes that wait and the publishing. `--publish backlog` sends the
+   whole file at once instead (1 worker: before it starts, not timed): the
+   engine's speed on a full backlog, but on a large file the topics' arrival
+   skew changes what the bounded state keeps, so the runs' alerts may differ.
+   Start-up to first commit = until the group has committed an offset on an
+   input topic partition. Then, untimed, the run is finished (final clock)
+   and its alerts and dead-letter count are compared with the first run's
+   (`bench/fleet.py`'s `differences`).
    After the first run, a raw aiokafka consumer (`decode_input` per record:
    the ceiling of a Python consumer) and a bare faust agent
    (`bench/bare_faust.py`) read the same records.
@@ -248,6 +253,7 @@ def replay_once(
     timeout_s: float,
     *,
     yardsticks: Path | None,
+    windowed: bool,
 ) -> dict[str, Any]:
     """One fresh run of `scenario` with `workers` workers; with `yardsticks` (a scratch
     dir) also the raw consumer and the bare faust agent over the same topics."""
@@ -260,13 +266,14 @@ def replay_once(
         timing = "workers' start -> lag zero, incl. start-up"
         publisher: threading.Thread | None = None
         before: list[int] = []
-        if workers == 1:
+        if workers == 1 and not windowed:
             run.publish()  # no worker running yet: all at once, not paced
             say(f"[1] 1 worker: published {run.published} records beforehand (not timed)")
             started = time.monotonic()
             fleet = run.start_workers(1)
         else:
-            say(f"[1] {workers} workers: start, wait for the group, then publish (timed) ...")
+            how = "in event-time windows" if windowed else "all at once"
+            say(f"[1] {workers} worker(s): start, wait for the group, then publish {how} ...")
             run.prepare_topics()
             started = time.monotonic()
             fleet = run.start_workers(workers)
@@ -279,21 +286,20 @@ def replay_once(
             before = assignments(run.settings, workers)
 
             def publish() -> None:
-                published, _dead, largest = asyncio.run(
-                    publish_scenario(run.settings, scenario, no_progress)  # all at once
-                )
-                run.published, run.largest = published, largest
+                if windowed:  # as `chainwatch replay`: each window drained before the next
+                    run.publish(timeout_s=timeout_s)
+                else:
+                    published, _dead, largest = asyncio.run(
+                        publish_scenario(run.settings, scenario, no_progress)
+                    )
+                    run.published, run.largest = published, largest
                 figures["publish_s"] = time.monotonic() - started - figures["group_s"]
 
             publisher = threading.Thread(target=publish)
             publisher.start()
-            timing += ", the group's join and publishing (beside the workers)"
+            timing += ", the group's join and publishing (beside the workers"
+            timing += ", each event-time window drained before the next)" if windowed else ")"
         figures["timing"] = timing
-        first_commit = wait_first_input_commit(run.settings, fleet, started)
-        if publisher is not None:
-            publisher.join()
-            if "publish_s" not in figures:
-                raise SystemExit("publishing the scenario failed (see above)")
         peak_rss = 0.0
         done = threading.Event()
 
@@ -304,6 +310,11 @@ def replay_once(
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        first_commit = wait_first_input_commit(run.settings, fleet, started)
+        if publisher is not None:
+            publisher.join()
+            if "publish_s" not in figures:
+                raise SystemExit("publishing the scenario failed (see above)")
         wait_lag_zero(run.settings, fleet, timeout_s)
         total_s = time.monotonic() - started
         done.set()
@@ -360,6 +371,7 @@ def bench_throughput(
     tmp: Path,
     commit_interval_s: float | None,
     timeout_s: float,
+    windowed: bool,
 ) -> dict[str, Any]:
     scenario = tmp / "throughput.ndjson"
     say(f"[1] simulating about {events} records ...")
@@ -369,7 +381,7 @@ def bench_throughput(
         runs.append(
             replay_once(
                 base, scenario, count, partitions, commit_interval_s, timeout_s,
-                yardsticks=tmp if n == 0 else None,
+                yardsticks=tmp if n == 0 else None, windowed=windowed,
             )
         )  # fmt: skip
     first: FleetRun = runs[0]["run"]
@@ -716,6 +728,13 @@ def main() -> None:
     parser.add_argument(
         "--replay-timeout", type=float, default=7200, help="deadline of each replay's drain (s)"
     )
+    parser.add_argument(
+        "--publish", choices=["windows", "backlog"], default="windows",
+        help="step 1: in event-time windows beside the running workers, each drained before "
+        "the next (as `chainwatch replay`; the runs' alerts compare), or the whole file as a "
+        "backlog (1 worker: before it starts; the engine's raw speed, but a large file's "
+        "arrival skew changes what the bounded state keeps, so the runs may differ)",
+    )  # fmt: skip
     parser.add_argument("--rate", type=float, default=2000, help="background records/s")
     parser.add_argument("--latency-seconds", type=float, default=30)
     parser.add_argument("--lead-seconds", type=float, default=3, help="probe deadline lead")
@@ -736,7 +755,7 @@ def main() -> None:
     steps: list[tuple[str, Callable[[Path], dict[str, Any]]]] = [
         ("1", lambda tmp: bench_throughput(
             base, args.events, args.workers, args.partitions, tmp, args.commit_interval,
-            args.replay_timeout)),
+            args.replay_timeout, args.publish == "windows")),
         ("2", lambda tmp: bench_latency(
             base, args.rate, args.latency_seconds, args.lead_seconds, tmp)),
         ("3", lambda _tmp: bench_rss(base, args.open_orders, args.rss_target, args.store)),
