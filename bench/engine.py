@@ -60,7 +60,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from kafka.errors import KafkaError
 
 from bench.fleet import FleetRun, differences
 from chainwatch.kafka_admin import admin_client, bounded
@@ -69,6 +68,7 @@ from chainwatch.replay import (
     ReplayRun,
     _lag,
     _lags,
+    committed_offsets,
     delete_run_topics,
     no_progress,
     publish_scenario,
@@ -167,10 +167,8 @@ def input_partitions(settings: Settings) -> list[TopicPartition]:
 def _committed_on_input(settings: Settings) -> bool:
     admin = admin_client(settings.kafka.bootstrap)
     try:
-        group = settings.engine.app_id
-        try:
-            committed = admin.list_group_offsets({group: None}).get(group, {})
-        except KafkaError:  # the group is not there yet
+        committed = committed_offsets(admin, settings)
+        if committed is None:
             return False
         return any(
             meta is not None and meta.offset > 0

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from chainwatch.errors import USER_ERRORS, UserError
@@ -215,16 +216,27 @@ def _group_topics(settings: Settings) -> list[str]:
 LAG_PROBE_TIMEOUT_S = 20.0
 
 
+def committed_offsets(
+    admin: KafkaAdminClient, settings: Settings
+) -> dict[TopicPartition, Any] | None:
+    """The engine group's committed offsets, OffsetAndMetadata per partition (None: no group)."""
+    group = settings.engine.app_id
+    try:
+        by_group = admin.list_group_offsets({group: None})
+    except KafkaError:  # the group is not there yet
+        return None
+    committed: dict[TopicPartition, Any] = by_group.get(group, {})
+    return committed
+
+
 def _lag_by_partition(settings: Settings) -> dict[TopicPartition, int] | None:
     """Records the engine's group has not committed yet, per partition (None: no group yet)."""
     from kafka.admin import OffsetSpec
 
     admin = admin_client(settings.kafka.bootstrap)
     try:
-        group = settings.engine.app_id
-        try:
-            committed = admin.list_group_offsets({group: None}).get(group, {})
-        except KafkaError:  # the group is not there yet
+        committed = committed_offsets(admin, settings)
+        if committed is None:
             return None
         topics = _group_topics(settings)
         existing = set(admin.list_topics())

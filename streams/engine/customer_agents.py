@@ -64,14 +64,8 @@ class CustomerAgents:
         was): a corrupt bundle, or a subscription that raises, is a `processing_error`
         naming the bundle, and the ones after it are still handled."""
         rt = self.rt
-        for event in events:
-            try:
-                subs = decode_customer_inbox(event.value)
-            except Exception as exc:
-                await rt.processing_error(CUSTOMER_INBOX, event.message, exc)
-                continue
-            for sub in subs:
-                await rt.guarded(CUSTOMER_INBOX, [(event, sub)], self._subscribe, _message_of)
+        for item in await rt.unbundled(CUSTOMER_INBOX, events, decode_customer_inbox):
+            await rt.guarded(CUSTOMER_INBOX, [item], self._subscribe, _message_of)
 
     async def on_customer(self, event: Any) -> None:
         rt = self.rt

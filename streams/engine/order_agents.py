@@ -224,21 +224,15 @@ class OrderAgents:
         rt = self.rt
         groups: dict[str, list[tuple[Any, Arrival]]] = {}
         ticked: dict[int, Any] = {}
-        for event in events:
+        for event, message in await rt.unbundled(ORDER_INBOX, events, decode_order_inbox):
             partition = event.message.partition
-            try:
-                messages = decode_order_inbox(event.value)
-            except Exception as exc:  # a corrupt internal message (bundle): dead-lettered
-                await rt.processing_error(ORDER_INBOX, event.message, exc)
+            if isinstance(message, Tick):
+                self.ticks_in_flight.discard(partition)
+                rt.clock.observe(partition, message.t_ms)
+                ticked[partition] = event
                 continue
-            for message in messages:
-                if isinstance(message, Tick):
-                    self.ticks_in_flight.discard(partition)
-                    rt.clock.observe(partition, message.t_ms)
-                    ticked[partition] = event
-                    continue
-                now = from_ms(rt.clock.now(partition))
-                groups.setdefault(message.order_id, []).append((event, Arrival(message, now)))
+            now = from_ms(rt.clock.now(partition))
+            groups.setdefault(message.order_id, []).append((event, Arrival(message, now)))
         for items in groups.values():
             await rt.guarded(ORDER_INBOX, items, self._answers, lambda item: item[0].message)
         for partition, event in ticked.items():

@@ -536,6 +536,22 @@ class EngineRuntime:
             kind="kafka", topic=logical_topic, partition=message.partition, offset=message.offset
         )
 
+    async def unbundled(
+        self, logical_topic: str, events: Sequence[Any], decode: Callable[[bytes], list[T]]
+    ) -> list[tuple[Any, T]]:
+        """The messages of an inbox batch's bundles (streams.engine.messages), each with
+        its event, in log order; a corrupt bundle is a `processing_error` dead letter
+        naming it, and the batch goes on."""
+        messages: list[tuple[Any, T]] = []
+        for event in events:
+            try:
+                bundle = decode(event.value)
+            except Exception as exc:
+                await self.processing_error(logical_topic, event.message, exc)
+                continue
+            messages.extend((event, message) for message in bundle)
+        return messages
+
     async def processing_error(self, logical_topic: str, message: Any, exc: Exception) -> None:
         log.error(
             "processing_error",

@@ -65,16 +65,9 @@ class UnitAgents:
     async def on_inbox(self, events: Sequence[Any]) -> None:
         """The orders' reports (bundles), grouped per unit (each unit's in log order): see
         `_reports`. A corrupt bundle is dead-lettered (`processing_error`)."""
-        rt = self.rt
         groups: dict[str, list[tuple[Any, Occupancy]]] = {}
-        for event in events:
-            try:
-                reports = decode_unit_inbox(event.value)
-            except Exception as exc:
-                await rt.processing_error(UNIT_INBOX, event.message, exc)
-                continue
-            for occ in reports:
-                groups.setdefault(occ.unit_id, []).append((event, occ))
+        for event, occ in await self.rt.unbundled(UNIT_INBOX, events, decode_unit_inbox):
+            groups.setdefault(occ.unit_id, []).append((event, occ))
         for items in groups.values():
             await self.rt.guarded(UNIT_INBOX, items, self._reports, lambda item: item[0].message)
 
