@@ -186,7 +186,7 @@ def assignments(settings: Settings, workers: int) -> list[int]:
 
 
 def wait_first_input_commit(
-    settings: Settings, workers: list[subprocess.Popen[bytes]], started: float
+    settings: Settings, workers: list[subprocess.Popen[bytes]], started: float, timeout_s: float
 ) -> float:
     """Seconds since `started` until the group has committed an offset on any INPUT
     partition.
@@ -194,9 +194,10 @@ def wait_first_input_commit(
     Read from the group's committed offsets directly: the summed lag (`_lag`)
     cannot tell, as it includes the internal inbox topics, whose ends grow while
     the engine works, so it stayed above the records published for ~25 s while
-    the worker had been committing since ~3 s.
+    the worker had been committing since ~3 s. Gives up after `timeout_s` (no
+    commit at all: the publishing failed, or the workers are stuck).
     """
-    while True:
+    while time.monotonic() - started < timeout_s:
         for worker in workers:
             if worker.poll() is not None:
                 raise SystemExit(f"worker exited with code {worker.returncode}")
@@ -207,6 +208,7 @@ def wait_first_input_commit(
         ):
             return time.monotonic() - started
         time.sleep(0.1)  # poll interval of the condition
+    raise SystemExit(f"no input offset was committed within {timeout_s:.0f}s")
 
 
 async def raw_consume(settings: Settings, plan: SlaPlan) -> tuple[int, float]:
@@ -308,7 +310,7 @@ def replay_once(
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        first_commit = wait_first_input_commit(run.settings, fleet, started)
+        first_commit = wait_first_input_commit(run.settings, fleet, started, timeout_s)
         if publisher is not None:
             publisher.join()
             if "publish_s" not in figures:
