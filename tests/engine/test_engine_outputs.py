@@ -143,11 +143,7 @@ def test_a_steps_join_messages_go_as_one_bundle_per_partition_in_order_before_th
 
     stream = _AckingStream([[_event(1), _event(2)]], produced)
 
-    async def drive() -> None:
-        async for _ in rt.agent_body(handle, "unit-inbox")(stream):
-            pass
-
-    asyncio.run(drive())
+    _run_unit_inbox(rt, handle, stream)
     assert [(topic, key, partition) for topic, key, _, partition in produced.sent] == [
         (rt.out.unit_inbox, None, 0),
         (rt.out.unit_inbox, None, 1),
@@ -158,6 +154,16 @@ def test_a_steps_join_messages_go_as_one_bundle_per_partition_in_order_before_th
     ]
     assert stream.sent_at_ack == [2]
     assert rt.outputs.pending == 0
+
+
+def _run_unit_inbox(rt: Any, handle: Any, stream: Any) -> None:
+    """Production's agent loop (`agent_body`) over `stream`, as the unit-inbox agent."""
+
+    async def drive() -> None:
+        async for _ in rt.agent_body(handle, "unit-inbox")(stream):
+            pass
+
+    asyncio.run(drive())
 
 
 def test_what_a_failed_batch_collected_is_sent_with_its_retry(tmp_path: Path) -> None:
@@ -180,11 +186,7 @@ def test_what_a_failed_batch_collected_is_sent_with_its_retry(tmp_path: Path) ->
 
     stream = _AckingStream([[_event(1), _event(2)]], produced)
 
-    async def drive() -> None:
-        async for _ in rt.agent_body(handle, "unit-inbox")(stream):
-            pass
-
-    asyncio.run(drive())
+    _run_unit_inbox(rt, handle, stream)
     bundles = [v for t, _, v, _ in produced.sent if t == rt.out.unit_inbox]
     assert [decode_unit_inbox(v) for v in bundles] == [[report]]
     letters = produced.keyed(rt.out.dead_letters)
