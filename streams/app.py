@@ -13,6 +13,7 @@ from typing import Any
 import faust
 
 from streams.kafka_transport import ChainwatchApp
+from streams.partitioning import CachedPartitioner
 
 _THROUGHPUT: dict[str, Any] = {
     # Outputs (alerts, snapshots, changelogs, internal messages) are queued one
@@ -55,5 +56,7 @@ def create_app(
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Kafka's default partitioner, its murmur2 memoised (streams.partitioning)
+        producer_partitioner=CachedPartitioner(),
         **{**_THROUGHPUT, **extra},
     )

@@ -252,7 +252,7 @@ class _IdempotentProducer(driver.Producer):
         super().send_soon(fut)
 
     async def send_tracked(
-        self, topic: str, key: bytes | None, value: bytes, partition: int | None
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None
     ) -> asyncio.Future[Any]:
         """Append one message to the aiokafka producer's accumulator; the next flush waits for it.
 
@@ -270,6 +270,10 @@ class _IdempotentProducer(driver.Producer):
         )
         self._track(fut)
         return fut
+
+    def refuse_commit(self, reason: str) -> None:
+        """Make the next `flush` raise: a message the offsets depend on was not sent."""
+        self._failed.append(reason)
 
     def _track(self, fut: asyncio.Future[Any]) -> None:
         self._unacknowledged.add(fut)

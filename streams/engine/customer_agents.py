@@ -86,8 +86,10 @@ class CustomerAgents:
             return  # a tombstone without a key names no customer (as the reference engine)
         known = CustomerSlot.decode(rt.customer_table.get(customer_id))
         if message.offset > known.version:
-            rt.customer_table[customer_id] = rt.encoded(
-                CustomerSlot(fact, message.offset).to_json()
+            rt.put(
+                rt.customer_table,
+                customer_id,
+                rt.encoded(CustomerSlot(fact, message.offset).to_json()),
             )
             for order_id in sorted(self.subscribers_of(customer_id)):
                 answer = CustomerAnswer(order_id, customer_id, message.offset, fact)
@@ -107,13 +109,12 @@ class CustomerAgents:
             known = CustomerSlot.decode(rt.customer_table.get(sub.customer_id))
             members.add(sub.order_id)
             if sub_key not in rt.subscription_table:
-                rt.subscription_table[sub_key] = b"1"
+                rt.put(rt.subscription_table, sub_key, b"1")
             answer = CustomerAnswer(sub.order_id, sub.customer_id, known.version, known.fact)
             rt.join(rt.out.order_inbox, answer)
         else:
             members.discard(sub.order_id)
-            if sub_key in rt.subscription_table:
-                del rt.subscription_table[sub_key]
+            rt.delete(rt.subscription_table, sub_key)
 
     async def on_recovered(self) -> None:
         self.rebuild_index()

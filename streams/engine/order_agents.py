@@ -64,9 +64,9 @@ class OrderAgents:
         rt = self.rt
         order_id = slot.facts.order_id
         if effects.evicted:
-            rt.order_table[order_id] = rt.encoded(evicted_json(slot))
+            rt.put(rt.order_table, order_id, rt.encoded(evicted_json(slot)))
         elif effects.changed:
-            rt.order_table[order_id] = rt.encoded(slot.to_json())
+            rt.put(rt.order_table, order_id, rt.encoded(slot.to_json()))
             if slot.next_deadline_ms is not None:
                 rt.deadlines.push(slot.partition, slot.next_deadline_ms, order_id)
         await rt.send_alerts(effects.alerts)

@@ -16,13 +16,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, Literal, Protocol, TypeVar, cast
 
 import faust
 import orjson
 import structlog
-from faust.streams import _current_event
+from faust.stores.memory import Store as MemoryStore
+from faust.streams import _current_event, current_event
+from faust.types import TP
 
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.plan import SlaPlan
@@ -40,6 +41,7 @@ from streams.engine.messages import (
 )
 from streams.engine.metrics import EngineMetrics, TopicMeters
 from streams.kafka_transport import ChainwatchApp
+from streams.partitioning import partition_of
 from streams.topics import (
     ALERTS,
     CUSTOMERS,
@@ -82,8 +84,11 @@ class TrackedProducer(Protocol):
     """What `OutputSender` needs of the worker's producer (streams.kafka_transport)."""
 
     async def send_tracked(
-        self, topic: str, key: bytes | None, value: bytes, partition: int | None
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None
     ) -> Any: ...
+
+    def refuse_commit(self, reason: str) -> None:
+        """Make the next flush before a commit raise (the offsets are not committed)."""
 
 
 class OutputSender:
@@ -130,6 +135,21 @@ class OutputSender:
     output. Per key the order stays: one key's messages all go to one partition,
     a partition's bundles are sent in the order they were filled, and steps take
     turns under the lock. Ticks (timer, no step) are sent at once as bundles of one.
+
+    Table changelog writes are collected the same way (`change`): a table value
+    is written to the store at once (`EngineRuntime.put`) and its changelog
+    record is sent by the step's `flush`, only the last value per key of the step
+    (the changelog is compacted: recovery keeps the last value per key, and a
+    value written over in the same step was never committed alone). That is one
+    changelog record per key and step instead of one per write, each without
+    faust's per-write path (`Table.on_key_set`: `send_soon`, a `FutureMessage`,
+    the producer buffer's task). Same records as faust's path: the key as a JSON
+    string (the tables' key serializer: faust's json codec is orjson), the value
+    bytes as they are, the current event's partition, `None` for a deletion. A
+    changelog record that cannot be appended never raises into the step (its
+    state is already stored; dead-lettering its inputs would not undo that): it
+    makes the next flush before a commit raise (`refuse_commit`), so the offsets
+    are not committed, the worker stops and its inputs are processed again.
     """
 
     def __init__(self, producer: Callable[[], TrackedProducer]) -> None:
@@ -137,11 +157,28 @@ class OutputSender:
         """Gives the producer at send time: faust starts it before any agent or timer."""
         self._joins: dict[tuple[str, int], _Bundles] = {}
         """(inbox topic, partition) -> the join messages collected for it, not yet sent."""
+        self._changes: dict[tuple[str, int, bytes], tuple[bytes | None, Persisted | None]] = {}
+        """(changelog topic, partition, key) -> the key's last value of the step, not yet sent."""
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> Any:
+        """Append one message; returns its delivery future (see `TrackedProducer`)."""
+        return await self._producer().send_tracked(topic, key, value, partition)
+
+    def change(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes,
+        value: bytes | None,
+        persisted: Persisted | None = None,
     ) -> None:
-        await self._producer().send_tracked(topic, key, value, partition)
+        """Collect a changelog record (sent by `flush`); `persisted` is called with its
+        offset once Kafka acknowledged it (RocksDB keeps it to recover from there)."""
+        where = (topic, partition, key)
+        self._changes.pop(where, None)  # the key's last value is sent after the others
+        self._changes[where] = (value, persisted)
 
     def join(self, topic: str, partition: int, message: bytes) -> None:
         """Collect an encoded join message for `topic`'s `partition` (sent by `flush`)."""
@@ -152,16 +189,18 @@ class OutputSender:
 
     @property
     def pending(self) -> int:
-        """Join messages collected and not yet sent."""
-        return sum(b.count for b in self._joins.values())
+        """Join messages and changelog records collected and not yet sent."""
+        return sum(b.count for b in self._joins.values()) + len(self._changes)
 
     async def flush(self) -> None:
-        """Send every collected bundle, each partition's in order.
+        """Send the collected changelog records, then every collected bundle, each
+        partition's in order.
 
         A bundle leaves the collection only once the producer took it, so a send
         that raises leaves it (and the ones after it) for the next flush: nothing
         the step's stored state depends on is dropped by a retry of the step.
         """
+        await self._send_changes()
         joins = self._joins
         while joins:
             (topic, partition), bundles = next(iter(joins.items()))
@@ -172,11 +211,39 @@ class OutputSender:
                 bundles.count -= sent
             del joins[topic, partition]
 
+    async def _send_changes(self) -> None:
+        changes = self._changes
+        while changes:
+            (topic, partition, key), (value, persisted) = next(iter(changes.items()))
+            try:
+                delivery = await self.send(topic, key, value, partition)
+            except Exception as exc:
+                reason = f"changelog record for {topic}[{partition}] not sent: {error_text(exc)}"
+                log.error("changelog_record_not_sent", topic=topic, error=error_text(exc))
+                self._producer().refuse_commit(reason)
+            else:
+                if persisted is not None:
+                    delivery.add_done_callback(_offset_to(persisted))
+            del changes[topic, partition, key]
+
     def discard(self) -> int:
-        """Drop what is collected (the sends failed and the records were dead-lettered)."""
-        dropped = self.pending
+        """Drop the join messages collected (the sends failed and the records were
+        dead-lettered); changelog records are never dropped (see `change`)."""
+        dropped = sum(b.count for b in self._joins.values())
         self._joins.clear()
         return dropped
+
+
+Persisted = Callable[[int], None]
+"""Called with the offset of an acknowledged changelog record."""
+
+
+def _offset_to(persisted: Persisted) -> Callable[[asyncio.Future[Any]], None]:
+    def done(delivery: asyncio.Future[Any]) -> None:
+        if not delivery.cancelled() and delivery.exception() is None:
+            persisted(delivery.result().offset)
+
+    return done
 
 
 class _Bundles:
@@ -255,6 +322,8 @@ class EngineRuntime:
         )
         self.outputs = OutputSender(lambda: cast(TrackedProducer, app.producer))
         """Every output is sent through this one (see `OutputSender`)."""
+        self._changelog_topics: dict[str, str] = {}
+        """table name -> its changelog topic (`put`)."""
 
         self.order_table = self._table("orders")
         self.customer_table = self._table("customers")
@@ -476,7 +545,7 @@ class EngineRuntime:
 
     def partition_of(self, key: str) -> int:
         """The partition of a key under the default (murmur2) partitioner of every producer."""
-        return _partition(key.encode(), int(self.app.conf.topic_partitions))
+        return partition_of(key.encode(), int(self.app.conf.topic_partitions))
 
     def join(self, topic: str, message: JoinMessage) -> None:
         """Send `message` to its receiver's inbox, bundled at the end of the step (`OutputSender`).
@@ -484,9 +553,43 @@ class EngineRuntime:
         Only an agent step flushes: this is for the agents' handlers, not timers.
         """
         partitions = int(self.app.conf.topic_partitions)
-        self.outputs.join(topic, _partition(message.key(), partitions), message.encode())
+        self.outputs.join(topic, partition_of(message.key(), partitions), message.encode())
 
     # --- shared steps -------------------------------------------------------------
+
+    def put(self, table: Any, key: str, value: bytes) -> None:
+        """Write a table value: to the store at once, to the changelog when the step ends.
+
+        faust's `table[key] = value` sends one changelog record per write through
+        its per-message path; `OutputSender.change` says what is sent instead. For
+        agent steps only (a key's event current, `acting_for`): the step's flush
+        sends the record before the step's inputs can be committed.
+        """
+        table.data[key] = value
+        self._changelog(table, key, value)
+
+    def delete(self, table: Any, key: str) -> None:
+        """Remove a table value if there is one (a tombstone on the changelog, as `put`)."""
+        if key in table.data:
+            del table.data[key]
+            self._changelog(table, key, None)
+
+    def _changelog(self, table: Any, key: str, value: bytes | None) -> None:
+        event = current_event()
+        if event is None:
+            raise RuntimeError(f"a write to table {table.name} outside an agent step")
+        partition = event.message.partition
+        topic = self._changelog_topics.get(table.name)
+        if topic is None:
+            topic = self._changelog_topics[table.name] = table.changelog_topic.get_topic_name()
+        persisted = None
+        if not isinstance(table.data, MemoryStore):  # RocksDB: recover from the offset on
+            tp, store = TP(topic, partition), table.data
+
+            def persisted(offset: int) -> None:
+                store.set_persisted_offset(tp, offset)
+
+        self.outputs.change(topic, partition, orjson.dumps(key), value, persisted)
 
     def encoded(self, value: Any) -> bytes:
         """A table value, refused (`processing_error`) before it could break the changelog."""
@@ -584,15 +687,6 @@ class EngineRuntime:
             await self.dead_letter(logical_topic, message, rejected)
             return True
         return False
-
-
-@lru_cache(maxsize=1 << 16)
-def _partition(key: bytes, partitions: int) -> int:
-    """murmur2 as kafka's (and aiokafka's) default partitioner; pure Python, so cached:
-    the hot keys (orders in progress, units, customers) repeat from batch to batch."""
-    from kafka.partitioner.default import murmur2
-
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def message_key(message: Any) -> str | None:

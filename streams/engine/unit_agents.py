@@ -48,13 +48,11 @@ class UnitAgents:
         }
         unit = rt.encoded(slot.to_json()) if store or effects.alerts else None
         for key, value in entries.items():
-            rt.occupancy_table[key] = value
+            rt.put(rt.occupancy_table, key, value)
         for order_id in effects.forgotten:
-            gone = f"{slot.unit_id}|{order_id}"
-            if gone in rt.occupancy_table:
-                del rt.occupancy_table[gone]
+            rt.delete(rt.occupancy_table, f"{slot.unit_id}|{order_id}")
         if unit is not None:
-            rt.unit_table[slot.unit_id] = unit
+            rt.put(rt.unit_table, slot.unit_id, unit)
         for answer in effects.answers:
             rt.join(rt.out.order_inbox, answer)
         await rt.send_alerts(effects.alerts)

@@ -67,14 +67,18 @@ class CapturingProducer:
     """
 
     def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes, int | None]] = []
+        self.sent: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+        self.refused: list[str] = []
 
     async def send_tracked(
-        self, topic: str, key: bytes | None, value: bytes, partition: int | None
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None
     ) -> None:
         self.sent.append((topic, key, value, partition))
 
-    def keyed(self, topic: str) -> list[tuple[bytes | None, bytes]]:
+    def refuse_commit(self, reason: str) -> None:
+        self.refused.append(reason)
+
+    def keyed(self, topic: str) -> list[tuple[bytes | None, bytes | None]]:
         """(key, value) of every message sent to `topic`, in the order sent."""
         return [(key, value) for name, key, value, _ in self.sent if name == topic]
 

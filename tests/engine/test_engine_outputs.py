@@ -212,3 +212,161 @@ def test_a_bundle_is_closed_before_it_grows_past_the_limit(tmp_path: Path) -> No
     assert len(values) > 1
     assert all(len(v) <= BUNDLE_MAX_BYTES for v in values)
     assert [occ for v in values for occ in decode_unit_inbox(v)] == big
+
+
+# --- table writes: the store at once, the changelog at the end of the step -----------------
+
+
+class _OnPartition:
+    """An event of `partition` to act for (faust keeps the current event by weak reference)."""
+
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(key=b"x", value=b"x", partition=partition, offset=0)
+
+
+def test_a_table_write_is_stored_at_once_and_on_the_changelog_when_the_step_ends(
+    tmp_path: Path,
+) -> None:
+    """What faust's `table[key] = value` gave (the key as UTF-8, the value, the current
+    event's partition; a tombstone for a deletion), once per key and step: the last value."""
+    engine = _engine(tmp_path)
+    rt = engine.runtime
+    produced = capture_outputs(rt)
+    table = rt.order_table
+    changelog = "outputs-test-orders-changelog"
+
+    async def step() -> None:
+        with rt.acting_for(_OnPartition(1)):
+            rt.put(table, "PO-1", b"one")
+            rt.put(table, "PO-2", b"two")
+            rt.put(table, "PO-1", b"one, again")
+            rt.delete(table, "PO-2")
+            rt.delete(table, "PO-never-stored")
+            assert table.get("PO-1") == b"one, again"  # stored at once
+            assert table.get("PO-2") is None
+            assert produced.sent == []
+        await rt.outputs.flush()
+
+    asyncio.run(step())
+    assert produced.sent == [
+        (changelog, b'"PO-1"', b"one, again", 1),
+        (changelog, b'"PO-2"', None, 1),
+    ]
+    assert produced.refused == []
+
+
+@pytest.mark.parametrize("key", ["PO-1", "KNIT-2|PO-7", "Ünit-ß|PO-1", 'q"uote\\'])
+def test_a_changelog_record_is_what_fausts_table_write_gave(tmp_path: Path, key: str) -> None:
+    """Recovery reads it with the table's serializers, and compaction keeps one record per
+    key only if every writer encodes the key to the same bytes."""
+    rt = _engine(tmp_path).runtime
+    produced = capture_outputs(rt)
+    tables = [rt.order_table, rt.customer_table, rt.subscription_table, rt.unit_table]
+    tables.append(rt.occupancy_table)
+
+    async def step() -> None:
+        with rt.acting_for(_OnPartition(0)):
+            for table in tables:
+                rt.put(table, key, b'{"v":1}')
+        await rt.outputs.flush()
+
+    asyncio.run(step())
+    for table, (topic, got_key, got_value, _) in zip(tables, produced.sent, strict=True):
+        changelog = table.changelog_topic
+        assert topic == changelog.get_topic_name()
+        fausts_key, _ = changelog.prepare_key(key, table.key_serializer, changelog.schema)
+        fausts_value, _ = changelog.prepare_value(
+            b'{"v":1}', table.value_serializer, changelog.schema
+        )
+        assert (got_key, got_value) == (fausts_key, fausts_value)
+        serializers = rt.app.serializers  # as recovery decodes it:
+        assert serializers.loads_key(str, got_key, serializer=table.key_serializer) == key
+
+
+def test_a_table_write_outside_an_agent_step_is_refused(tmp_path: Path) -> None:
+    """No current event: no partition to write to, and no step's flush to send it."""
+    rt = _engine(tmp_path).runtime
+    capture_outputs(rt)
+    with pytest.raises(RuntimeError, match="outside an agent step"):
+        rt.put(rt.unit_table, "KNIT-1", b"{}")
+
+
+def test_a_changelog_record_that_cannot_be_sent_stops_the_commit_not_the_step(
+    tmp_path: Path,
+) -> None:
+    """Its value is stored; dead-lettering the inputs would not undo that. The next
+    flush before a commit raises instead (the worker stops, its inputs come again)."""
+    rt = _engine(tmp_path).runtime
+    produced = capture_outputs(rt)
+    original = produced.send_tracked
+
+    async def refuse_one(topic: str, key: bytes | None, value: bytes | None, p: int | None) -> None:
+        if key == b'"KNIT-1"':
+            raise OSError("no metadata")
+        await original(topic, key, value, p)
+
+    produced.send_tracked = refuse_one  # type: ignore[method-assign]
+
+    async def step() -> None:
+        with rt.acting_for(_OnPartition(0)):
+            rt.put(rt.unit_table, "KNIT-1", b"a")
+            rt.put(rt.unit_table, "KNIT-2", b"b")
+        await rt.outputs.flush()
+
+    asyncio.run(step())
+    assert [key for _, key, _, _ in produced.sent] == [b'"KNIT-2"']
+    assert len(produced.refused) == 1
+    assert "OSError: no metadata" in produced.refused[0]
+    assert rt.outputs.pending == 0
+
+
+class _PersistingStore(dict[str, bytes]):
+    """A store that keeps changelog offsets, as faust's RocksDB store does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.persisted: list[tuple[Any, int]] = []
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        self.persisted.append((tp, offset))
+
+
+def test_a_store_that_keeps_offsets_gets_the_changelog_offset_once_kafka_acknowledged_it(
+    tmp_path: Path,
+) -> None:
+    """RocksDB recovers from the offset it keeps: it is set only after the record is
+    acknowledged, and the value is in the store before (never an offset ahead of it)."""
+    rt = _engine(tmp_path).runtime
+    store = _PersistingStore()
+    table = SimpleNamespace(
+        name="units", data=store, changelog_topic=SimpleNamespace(get_topic_name=lambda: "cl")
+    )
+
+    class Acknowledging:
+        def __init__(self) -> None:
+            self.deliveries: list[asyncio.Future[Any]] = []
+
+        async def send_tracked(self, *_args: Any) -> asyncio.Future[Any]:
+            delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self.deliveries.append(delivery)
+            return delivery
+
+        def refuse_commit(self, reason: str) -> None:
+            raise AssertionError(reason)
+
+    producer = Acknowledging()
+    rt.outputs = type(rt.outputs)(lambda: producer)
+
+    async def step() -> None:
+        with rt.acting_for(_OnPartition(3)):
+            rt.put(table, "KNIT-1", b"a")
+            rt.put(table, "KNIT-2", b"b")
+        await rt.outputs.flush()
+        assert store == {"KNIT-1": b"a", "KNIT-2": b"b"}
+        assert store.persisted == []  # not acknowledged yet
+        producer.deliveries[0].set_result(SimpleNamespace(offset=41))
+        producer.deliveries[1].set_exception(OSError("not acknowledged"))
+        await asyncio.sleep(0)  # the done callbacks run
+
+    asyncio.run(step())
+    assert [(tp.topic, tp.partition, offset) for tp, offset in store.persisted] == [("cl", 3, 41)]
