@@ -656,6 +656,12 @@ class EngineRuntime:
         return messages
 
     async def processing_error(self, logical_topic: str, message: Any, exc: Exception) -> None:
+        """Dead-letter `message` with the error (CONTRACT v1.2: nothing dropped).
+
+        Once per record and batch: the messages of an inbox bundle are handled per
+        key, so two of them can fail, and the record already has its dead letter
+        (every failure is logged).
+        """
         log.error(
             "processing_error",
             topic=logical_topic,
@@ -664,6 +670,8 @@ class EngineRuntime:
             error=error_text(exc),
             exc_info=exc,
         )
+        if self._letters.get((logical_topic, message.partition, message.offset)):
+            return
         detail = ErrorDetail(loc="", msg=error_text(exc), type=type(exc).__name__)
         try:
             await self.dead_letter(

@@ -370,3 +370,26 @@ def test_a_store_that_keeps_offsets_gets_the_changelog_offset_once_kafka_acknowl
 
     asyncio.run(step())
     assert [(tp.topic, tp.partition, offset) for tp, offset in store.persisted] == [("cl", 3, 41)]
+
+
+def test_a_record_two_of_whose_messages_fail_gets_one_dead_letter(tmp_path: Path) -> None:
+    """Two orders' answers in one inbox bundle (one Kafka record) both fail: the record
+    is dead-lettered once, with the first error; another record still gets its own."""
+    rt = _engine(tmp_path).runtime
+    produced = capture_outputs(rt)
+    bundle, other = _event(5), _event(6)
+
+    async def fail(items: Sequence[tuple[Any, str]]) -> None:
+        raise ValueError(f"answer {items[0][1]} failed")
+
+    async def batch() -> None:
+        for event, order in [(bundle, "PO-1"), (bundle, "PO-2"), (other, "PO-3")]:
+            await rt.guarded("order-inbox", [(event, order)], fail, lambda item: item[0].message)
+
+    asyncio.run(batch())
+    letters = [orjson.loads(v) for _, v in produced.keyed(rt.out.dead_letters)]
+    assert [(d["source"]["offset"], d["reason_code"]) for d in letters] == [
+        (5, "processing_error"),
+        (6, "processing_error"),
+    ]
+    assert "answer PO-1 failed" in letters[0]["errors"][0]["msg"]
