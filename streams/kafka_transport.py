@@ -7,18 +7,19 @@ the log as aborted. faust reads `read_uncommitted` unless it runs exactly-once
 read `read_committed`, so aborted records never reach the engine. Its producer
 is idempotent with acks=all, like every other producer of the project.
 
-Its producer also makes faust's commit durable. A table write goes to the
-changelog through faust's producer buffer (`send_soon`), and faust flushes the
-producer before it commits the input offsets - but faust's buffer flush gives
-up after 0.1 s without a send, and does not wait for the message its sender has
-just taken out of the buffer. A worker killed after such a commit loses table
-writes whose inputs are committed: the restarted worker recovers an older value
-and never sees the input again. Here `flush` returns only when every message
-handed to the buffer before it has been acknowledged by Kafka, or raises
-`ProducerFlushError` (the commit does not happen; the worker stops with that
-error and its inputs are processed again). The engine's own outputs skip faust's
+Its producer also makes faust's commit durable. faust flushes the producer
+before it commits the input offsets - but faust's buffer flush gives up after
+0.1 s without a send, and does not wait for the message its sender has just
+taken out of the buffer (`send_soon`, the path of faust's own table writes). A
+worker killed after such a commit lost table writes whose inputs were
+committed: the restarted worker recovered an older value and never saw the
+input again. Here `flush` returns only when every message handed over before it
+has been acknowledged by Kafka, or raises `ProducerFlushError` (the commit does
+not happen; the worker stops with that error and its inputs are processed
+again). The engine's outputs and its table changelog records skip faust's
 per-message path (`send_tracked`, used by `streams.engine.runtime.OutputSender`)
-and are covered by the same flush.
+and are covered by the same flush; one that cannot even be appended makes the
+next flush raise too (`refuse_commit`).
 
 Its consumer reads again, after every rebalance, what it had fetched but not
 handled - also on a partition nobody has committed yet, which aiokafka's seek to

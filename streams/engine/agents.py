@@ -10,10 +10,11 @@ Lifecycle and guarantees:
 - The agents of one worker share the tables, so each handles one batch at a
   time under one lock (`EngineRuntime.turn`): read a value, write it back, send
   its outputs. No agent can then publish an alert version older than one
-  another agent has already sent. Every output goes straight to the worker's
-  aiokafka producer (`runtime.OutputSender`); faust flushes the producer before
-  it commits offsets, and the flush waits until Kafka acknowledged every output
-  and changelog write (a failed one stops the commit).
+  another agent has already sent. Every output, and each key's table changelog
+  record (one per key and batch, `EngineRuntime.put`), goes straight to the
+  worker's aiokafka producer (`runtime.OutputSender`); faust flushes the
+  producer before it commits offsets, and the flush waits until Kafka
+  acknowledged every output and changelog record (a failed one stops the commit).
 - A record whose handling raises is dead-lettered (`processing_error`) and the
   agent goes on: nothing is dropped silently (CONTRACT v1.2).
 - State lives only in changelog-backed tables keyed by the partition key:
