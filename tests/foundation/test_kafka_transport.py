@@ -175,6 +175,28 @@ def test_flush_refuses_when_kafka_refuses_a_tracked_send(
         asyncio.run(scenario())
 
 
+def test_a_refused_commit_makes_the_next_flush_raise_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A changelog record the engine could not even append (`refuse_commit`): the
+    offsets after it are not committed; the flush after that one is clean again."""
+
+    async def scenario() -> None:
+        app = create_app("refuse-test", bootstrap=kafka_bootstrap, partitions=1, data_dir=tmp_path)
+        producer: Any = app.producer
+        await producer.start()
+        try:
+            await producer.flush()
+            producer.refuse_commit("changelog record for t-changelog[0] not sent: OSError")
+            with pytest.raises(ProducerFlushError, match=r"1 buffered message.*t-changelog"):
+                await producer.flush()
+            await producer.flush()
+        finally:
+            await asyncio.wait_for(producer.stop(), timeout=30)
+
+    asyncio.run(scenario())
+
+
 def _consumer_after_a_rebalance(
     tmp_path: Path, committed: int | None, stale_acks: list[int]
 ) -> Any:
