@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -36,17 +35,11 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
-from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.structs import RecordMetadata
 
+from streams.partitioning import CachedPartitioner
+
 log = structlog.stdlib.get_logger(__name__)
-
-
-@functools.lru_cache(maxsize=65536)
-def _murmur2(key: bytes) -> int:
-    """aiokafka's (Java-compatible) key hash, positive; cached because it is pure Python
-    and keys repeat (every scan of an order has the order's key)."""
-    return int(murmur2(key)) & 0x7FFFFFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +90,7 @@ class TransactionalPublisher:
         self.config = config
         self._producers: list[AIOKafkaProducer | None] = [None] * config.pool_size
         self._free: asyncio.Queue[int] | None = None
-        self._partitioner = DefaultPartitioner()
+        self._partitioner = CachedPartitioner()
         self._probe: AIOKafkaClient | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -203,10 +196,7 @@ class TransactionalPublisher:
                 every = sorted(await producer.partitions_for(record.topic))
                 up = producer.client.cluster.available_partitions_for_topic(record.topic)
                 known = partitions[record.topic] = (every, sorted(up or every))
-            if record.key is None:
-                partition = self._partitioner(None, known[0], known[1])
-            else:
-                partition = known[0][_murmur2(record.key) % len(known[0])]
+            partition = self._partitioner(record.key, known[0], known[1])
             groups.setdefault((record.topic, partition), []).append(index)
 
         pending: list[tuple[asyncio.Future[RecordMetadata], list[tuple[int, int]]]] = []

@@ -1,4 +1,5 @@
-"""The memoised partitioner gives every key the partition Kafka's default partitioner gives."""
+"""The memoised partitioner gives every key the partition Kafka's default partitioner gives
+(the engine's producer, its join bundles and the gateway's batched sends all use it)."""
 
 from __future__ import annotations
 
