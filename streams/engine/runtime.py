@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal, Protocol, TypeVar, cast
 
 import faust
@@ -176,9 +177,7 @@ class OutputSender:
     ) -> None:
         """Collect a changelog record (sent by `flush`); `persisted` is called with its
         offset once Kafka acknowledged it (RocksDB keeps it to recover from there)."""
-        where = (topic, partition, key)
-        self._changes.pop(where, None)  # the key's last value is sent after the others
-        self._changes[where] = (value, persisted)
+        self._changes[topic, partition, key] = (value, persisted)
 
     def join(self, topic: str, partition: int, message: bytes) -> None:
         """Collect an encoded join message for `topic`'s `partition` (sent by `flush`)."""
@@ -213,8 +212,7 @@ class OutputSender:
 
     async def _send_changes(self) -> None:
         changes = self._changes
-        while changes:
-            (topic, partition, key), (value, persisted) = next(iter(changes.items()))
+        for (topic, partition, key), (value, persisted) in list(changes.items()):
             try:
                 delivery = await self.send(topic, key, value, partition)
             except Exception as exc:
@@ -322,8 +320,8 @@ class EngineRuntime:
         )
         self.outputs = OutputSender(lambda: cast(TrackedProducer, app.producer))
         """Every output is sent through this one (see `OutputSender`)."""
-        self._changelog_topics: dict[str, str] = {}
-        """table name -> its changelog topic (`put`)."""
+        self._changelogs: dict[tuple[str, int], tuple[str, Persisted | None]] = {}
+        """(table name, partition) -> its changelog topic and offset keeper (`put`)."""
 
         self.order_table = self._table("orders")
         self.customer_table = self._table("customers")
@@ -579,17 +577,14 @@ class EngineRuntime:
         if event is None:
             raise RuntimeError(f"a write to table {table.name} outside an agent step")
         partition = event.message.partition
-        topic = self._changelog_topics.get(table.name)
-        if topic is None:
-            topic = self._changelog_topics[table.name] = table.changelog_topic.get_topic_name()
-        persisted = None
-        if not isinstance(table.data, MemoryStore):  # RocksDB: recover from the offset on
-            tp, store = TP(topic, partition), table.data
-
-            def persisted(offset: int) -> None:
-                store.set_persisted_offset(tp, offset)
-
-        self.outputs.change(topic, partition, orjson.dumps(key), value, persisted)
+        known = self._changelogs.get((table.name, partition))
+        if known is None:
+            topic = table.changelog_topic.get_topic_name()
+            persisted = None  # RocksDB recovers from the offset it keeps; memory keeps none
+            if not isinstance(table.data, MemoryStore):
+                persisted = partial(table.data.set_persisted_offset, TP(topic, partition))
+            known = self._changelogs[table.name, partition] = (topic, persisted)
+        self.outputs.change(known[0], partition, orjson.dumps(key), value, known[1])
 
     def encoded(self, value: Any) -> bytes:
         """A table value, refused (`processing_error`) before it could break the changelog."""
