@@ -218,15 +218,20 @@ class OutputSender:
             except Exception as exc:
                 reason = f"changelog record for {topic}[{partition}] not sent: {error_text(exc)}"
                 log.error("changelog_record_not_sent", topic=topic, error=error_text(exc))
-                self._producer().refuse_commit(reason)
+                self.refuse_commit(reason)
             else:
                 if persisted is not None:
                     delivery.add_done_callback(_offset_to(persisted))
             del changes[topic, partition, key]
 
+    def refuse_commit(self, reason: str) -> None:
+        """Make the next flush before a commit raise (see `TrackedProducer`)."""
+        self._producer().refuse_commit(reason)
+
     def discard(self) -> int:
-        """Drop the join messages collected (the sends failed and the records were
-        dead-lettered); changelog records are never dropped (see `change`)."""
+        """Drop the join messages collected (the sends failed, the records were
+        dead-lettered and the commit is refused: `EngineRuntime._flush_left`);
+        changelog records are never dropped (see `change`)."""
         dropped = sum(b.count for b in self._joins.values())
         self._joins.clear()
         return dropped
@@ -405,8 +410,14 @@ class EngineRuntime:
     async def _flush_left(self) -> None:
         """Send what a batch's last failing retry collected before it raised.
 
-        Those messages come from state already stored; only if the producer refuses
-        them too (the records were then dead-lettered) are they dropped, logged.
+        Those messages come from state already stored. If the producer refuses them
+        too, they cannot be kept for a later step (the batch's inputs are acked
+        now), so the commit is refused instead: the next flush before a commit
+        raises, nothing after the last commit is committed, the worker stops, and
+        its inputs are read again on restart. A redelivered input announces its
+        joins again (the order side re-subscribes and re-reports its occupancy,
+        the customer and unit sides answer again, every message versioned), so
+        what was not sent is sent then.
         """
         if not self.outputs.pending:
             return
@@ -414,7 +425,9 @@ class EngineRuntime:
             await self.outputs.flush()
         except Exception as exc:
             dropped = self.outputs.discard()
+            reason = f"{dropped} join message(s) not sent: {error_text(exc)}"
             log.error("join_messages_not_sent", messages=dropped, error=error_text(exc))
+            self.outputs.refuse_commit(reason)
 
     def _count(
         self, meters: TopicMeters, logical_topic: str, events: Sequence[Any], seconds: float

@@ -194,6 +194,44 @@ def test_what_a_failed_batch_collected_is_sent_with_its_retry(tmp_path: Path) ->
     assert stream.sent_at_ack == [2]
 
 
+def test_join_messages_the_producer_refuses_even_on_the_last_retry_refuse_the_commit(
+    tmp_path: Path,
+) -> None:
+    """The inbox cannot be written: every retry of the batch fails, its records are
+    dead-lettered, and the join messages their stored state caused are not simply
+    dropped with a log - the next commit is refused, so the inputs are read again
+    (and announce their joins again) after the worker stops."""
+    engine = _engine(tmp_path)
+    rt = engine.runtime
+    produced = capture_outputs(rt)
+    capture = produced.send_tracked
+
+    async def no_inbox(topic: str, key: bytes | None, value: bytes | None, p: int | None) -> None:
+        if topic == rt.out.unit_inbox:
+            raise OSError("inbox partition has no leader")
+        await capture(topic, key, value, p)
+
+    produced.send_tracked = no_inbox  # type: ignore[method-assign]
+
+    async def handle(events: Sequence[Any]) -> None:
+        for event in events:
+            rt.join(rt.out.unit_inbox, Occupancy(f"PO-{event.message.offset}", "KNIT-1", 1))
+
+    stream = _AckingStream([[_event(1), _event(2)]], produced)
+
+    _run_unit_inbox(rt, handle, stream)
+    letters = [orjson.loads(v) for _, v in produced.keyed(rt.out.dead_letters)]
+    assert [(d["source"]["offset"], d["reason_code"]) for d in letters] == [
+        (1, "processing_error"),
+        (2, "processing_error"),
+    ]
+    assert len(produced.refused) == 1
+    assert "join message(s) not sent" in produced.refused[0]
+    assert "inbox partition has no leader" in produced.refused[0]
+    assert rt.outputs.pending == 0
+    assert stream.sent_at_ack == [2]
+
+
 def test_a_bundle_is_closed_before_it_grows_past_the_limit(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
     rt = engine.runtime
