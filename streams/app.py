@@ -14,6 +14,7 @@ import faust
 
 from streams.kafka_transport import ChainwatchApp
 from streams.partitioning import CachedPartitioner
+from streams.table_manager import PromptTableManager
 
 _THROUGHPUT: dict[str, Any] = {
     # Outputs (alerts, snapshots, changelogs, internal messages) are queued one
@@ -58,5 +59,7 @@ def create_app(
         producer_acks=-1,
         # Kafka's default partitioner, its murmur2 memoised (streams.partitioning)
         producer_partitioner=CachedPartitioner(),
+        # every table exists before the worker starts: no pause before recovery
+        TableManager=PromptTableManager,
         **{**_THROUGHPUT, **extra},
     )
