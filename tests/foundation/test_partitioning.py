@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
 from streams.app import create_app
-from streams.partitioning import CachedPartitioner, partition_of
+from streams.partitioning import CachedPartitioner, murmur2, partition_of
 
 
 def test_every_key_gets_the_default_partitioners_partition() -> None:
@@ -22,6 +24,14 @@ def test_every_key_gets_the_default_partitioners_partition() -> None:
             assert cached(key, partitions, partitions) == expected
             assert partition_of(key, count) == expected
             assert expected == (kafka_python_murmur2(key) & 0x7FFFFFFF) % count
+
+
+def test_murmur2_is_kafkas_on_keys_of_every_length_and_byte() -> None:
+    draw = random.Random(9)
+    keys = [draw.randbytes(size) for size in range(80) for _ in range(20)]
+    keys += [b"\xff" * 67, b"\x80\x00\x7f", b"a1" * 32]  # high bytes; an alert id's length
+    for key in keys:
+        assert murmur2(key) == aiokafka_murmur2(key) == kafka_python_murmur2(key) & 0xFFFFFFFF
 
 
 def test_a_record_without_a_key_goes_to_an_available_partition() -> None:
