@@ -174,36 +174,5 @@ def hash_token_command() -> None:
     out.print(hash_token(token))
 
 
-@gateway_app.command("new-token")
-def new_token_command(
-    name: Annotated[str, typer.Option(help="Who uses it (logged instead of the token).")],
-    role: Annotated[str, typer.Option(help="unit | orders | crm | admin")],
-    unit_id: Annotated[str | None, typer.Option(help="For role unit: its unit_id.")] = None,
-    stage: Annotated[
-        list[str] | None,
-        typer.Option(help="For role unit: a stage it may post (repeat; default: any stage)."),
-    ] = None,
-) -> None:
-    """Make a random token: the token on stderr (for the caller), the YAML entry on stdout."""
-    from pydantic import ValidationError
-
-    from streams.ingest.auth import TokenEntry, hash_token, new_token
-
-    token = new_token()
-    try:
-        entry = TokenEntry(
-            name=name, sha256=hash_token(token), role=role, unit_id=unit_id, stages=stage or None
-        )
-    except ValidationError as exc:
-        raise UserError(exc.errors(include_input=False)[0]["msg"]) from None
-    err.print(f"token (shown once): {token}", highlight=False)
-    lines = [f"  - name: {entry.name}", f"    sha256: {entry.sha256}", f"    role: {entry.role}"]
-    if entry.unit_id:
-        lines.append(f"    unit_id: {entry.unit_id}")
-    if entry.stages:
-        lines.append(f"    stages: [{', '.join(entry.stages)}]")
-    sys.stdout.write("\n".join(lines) + "\n")
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(gateway_app, name="gateway")

@@ -58,16 +58,3 @@ def test_a_token_bound_to_a_stage_the_plan_lacks_is_refused_at_start(tmp_path: P
     assert "typo" in result.stderr
     assert "dieing" in result.stderr
     assert "gateway on http" not in result.stderr
-
-
-@pytest.mark.slow
-def test_new_token_writes_the_stages(tmp_path: Path) -> None:
-    env = {**os.environ, "CHAINWATCH_DATA_DIR": str(tmp_path / "data")}
-    result = subprocess.run(
-        [
-            str(CHAINWATCH), "gateway", "new-token", "--name", "dye", "--role", "unit",
-            "--unit-id", "DYE-01", "--stage", "dyeing", "--stage", "knitting",
-        ],
-        capture_output=True, text=True, timeout=60, env=env, check=True,
-    )  # fmt: skip
-    assert "    stages: [dyeing, knitting]" in result.stdout
