@@ -57,22 +57,22 @@ def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
 def owner(tmp_path: Path) -> Iterator[Settings]:
     """Another process holding the embedded store and serving loopback reads."""
     settings = Settings(data_dir=tmp_path)
-    proc = subprocess.Popen(
+    with subprocess.Popen(  # its exit closes the pipes
         [sys.executable, "-c", OWNER],
         env={**os.environ, "CHAINWATCH_DATA_DIR": str(tmp_path)},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-        yield settings
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        proc.wait(timeout=60)
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+            yield settings
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            proc.wait(timeout=60)
 
 
 def test_the_store_is_locked_to_its_owner(owner: Settings) -> None:

@@ -165,6 +165,8 @@ def test_the_sink_started_without_kafka_keeps_waiting_for_it(
     finally:
         sink.kill()
         sink.wait(timeout=30)
+        if sink.stderr is not None:
+            sink.stderr.close()
 
 
 class _SlowMetadataAdmin:
