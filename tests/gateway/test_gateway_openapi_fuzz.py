@@ -13,10 +13,17 @@ from typing import Any
 import hypothesis.strategies as st
 import pytest
 import schemathesis
+import schemathesis.specs.openapi.schemas  # imported at collection: see below
 from conftest import Harness, token_of
 from hypothesis import HealthCheck, given, settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# `schemathesis.openapi.from_url` imports its OpenAPI loader lazily, and pytest rewrites
+# (parses) a plugin's modules as they are imported. Imported here, at collection, that
+# happens before any gateway thread runs: on CPython 3.11.7 an AST built while another
+# thread builds one can fail with "AST constructor recursion depth mismatch"
+# (tests/ast_serialised.py), and that import in the test failed CI so on 2026-12-01.
 
 schemathesis.openapi.media_type(
     "application/x-ndjson",
