@@ -12,13 +12,24 @@ race twice: pytest rewriting a lazily imported schemathesis module, then hypothe
 replaying a fuzz example; a helper saw it once more at schemathesis's import.
 
 All of them go through `ast.parse`, except anyio, which calls `compile` with
-`PyCF_ONLY_AST` itself: both are wrapped with one lock. Parsing is rare and short, so
-the lock costs nothing measurable. (No `from __future__` import here: `compile` called
+`PyCF_ONLY_AST` itself: both are wrapped with one lock.
+
+The lock alone did not end it (CI failed twice more on 2026-12-01, at hypothesis's and
+schemathesis's lazy imports): one thread can nest a parse inside its own parse. Building
+the AST allocates, an allocation can start the cyclic garbage collector, the collector runs
+finalizers, and a finalizer that warns (an unclosed event loop's `ResourceWarning`, an
+error in this suite) goes to pytest's unraisable hook, which formats a traceback - and
+3.11's traceback module parses. The re-entrant lock lets the nested parse through, and
+the outer one fails with the same message (reproduced in a few lines: a `__del__` that
+parses, on objects in reference cycles, while a large source is parsed). So the
+collector is also paused for the length of a parse. Parsing is rare and short, so
+the lock and the pause cost nothing measurable. (No `from __future__` import here: `compile` called
 from this module must not inherit flags of its own.)
 """
 
 import ast
 import functools
+import gc
 import sys
 import threading
 from typing import Any
@@ -37,7 +48,13 @@ def _serialised(function: Any) -> Any:
     @functools.wraps(function)
     def call(*args: Any, **kwargs: Any) -> Any:
         with _LOCK:
-            return function(*args, **kwargs)
+            collecting = gc.isenabled()
+            gc.disable()  # no finalizer may parse inside this parse (see the docstring)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                if collecting:
+                    gc.enable()
 
     call.__ast_serialised__ = True  # type: ignore[attr-defined]
     return call
