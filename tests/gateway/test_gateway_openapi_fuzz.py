@@ -20,10 +20,9 @@ from hypothesis import HealthCheck, given, settings
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # `schemathesis.openapi.from_url` imports its OpenAPI loader lazily, and pytest rewrites
-# (parses) a plugin's modules as they are imported. Imported here, at collection, that
-# happens before any gateway thread runs: on CPython 3.11.7 an AST built while another
-# thread builds one can fail with "AST constructor recursion depth mismatch"
-# (tests/ast_serialised.py), and that import in the test failed CI so on 2026-12-01.
+# (parses) a plugin's modules as they are imported. Imported here, that parse happens at
+# collection, not in the middle of the test, where on CPython 3.11.7 it failed CI once
+# with "AST constructor recursion depth mismatch" (the cause: tests/ast_serialised.py).
 
 schemathesis.openapi.media_type(
     "application/x-ndjson",
