@@ -22,9 +22,9 @@ error in this suite) goes to pytest's unraisable hook, which formats a traceback
 3.11's traceback module parses. The re-entrant lock lets the nested parse through, and
 the outer one fails with the same message (reproduced in a few lines: a `__del__` that
 parses, on objects in reference cycles, while a large source is parsed). So the
-collector is also paused for the length of a parse. Parsing is rare and short, so
-the lock and the pause cost nothing measurable. (No `from __future__` import here: `compile` called
-from this module must not inherit flags of its own.)
+collector is also paused for the length of a parse. Parsing is rare and short, so the
+lock and the pause cost nothing measurable. (No `from __future__` import here: `compile`
+called from this module must not inherit flags of its own.)
 """
 
 import ast
