@@ -424,10 +424,9 @@ class EngineRuntime:
         try:
             await self.outputs.flush()
         except Exception as exc:
-            dropped = self.outputs.discard()
-            reason = f"{dropped} join message(s) not sent: {error_text(exc)}"
-            log.error("join_messages_not_sent", messages=dropped, error=error_text(exc))
-            self.outputs.refuse_commit(reason)
+            dropped, error = self.outputs.discard(), error_text(exc)
+            log.error("join_messages_not_sent", messages=dropped, error=error)
+            self.outputs.refuse_commit(f"{dropped} join message(s) not sent: {error}")
 
     def _count(
         self, meters: TopicMeters, logical_topic: str, events: Sequence[Any], seconds: float
