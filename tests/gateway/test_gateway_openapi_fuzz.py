@@ -13,16 +13,10 @@ from typing import Any
 import hypothesis.strategies as st
 import pytest
 import schemathesis
-import schemathesis.specs.openapi.schemas  # imported at collection: see below
 from conftest import Harness, token_of
 from hypothesis import HealthCheck, given, settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-# `schemathesis.openapi.from_url` imports its OpenAPI loader lazily, and pytest rewrites
-# (parses) a plugin's modules as they are imported. Imported here, that parse happens at
-# collection, not in the middle of the test, where on CPython 3.11.7 it failed CI once
-# with "AST constructor recursion depth mismatch" (the cause: tests/ast_serialised.py).
 
 schemathesis.openapi.media_type(
     "application/x-ndjson",
