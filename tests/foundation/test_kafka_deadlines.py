@@ -146,27 +146,25 @@ def test_the_sink_started_without_kafka_keeps_waiting_for_it(
         "CHAINWATCH_METRICS_PORT": "0",
         "CHAINWATCH_LOG_FORMAT": "json",
     }
-    sink = subprocess.Popen(
+    with subprocess.Popen(  # its exit closes the pipe
         [sys.executable, "-m", "chainwatch", "sink"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert sink.stderr is not None
-        while True:  # until the first retry is announced (a connection attempt: ~20 s)
-            line = sink.stderr.readline()
-            assert line, f"the sink exited with {sink.wait(timeout=10)}"
-            if '"kafka.unreachable"' in line:
-                break
-        assert '"retry_in_s": 1.0' in line
-        assert sink.poll() is None
-    finally:
-        sink.kill()
-        sink.wait(timeout=30)
-        if sink.stderr is not None:
-            sink.stderr.close()
+    ) as sink:
+        try:
+            assert sink.stderr is not None
+            while True:  # until the first retry is announced (a connection attempt: ~20 s)
+                line = sink.stderr.readline()
+                assert line, f"the sink exited with {sink.wait(timeout=10)}"
+                if '"kafka.unreachable"' in line:
+                    break
+            assert '"retry_in_s": 1.0' in line
+            assert sink.poll() is None
+        finally:
+            sink.kill()
+            sink.wait(timeout=30)
 
 
 class _SlowMetadataAdmin:
