@@ -23,6 +23,7 @@ from typing import Any
 
 import faust
 
+from chainwatch.logs import configure_logging
 from streams.app import create_app
 from streams.topics import INPUT_TOPICS, TopicNames
 
@@ -78,7 +79,12 @@ def main() -> None:
                 os.kill(os.getpid(), signal.SIGTERM)
             yield None
 
-    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+    # the worker's logging (chainwatch.runners): faust's own would set the root logger to
+    # DEBUG for its spinner, and every debug call of faust and aiokafka would build a record
+    configure_logging("warning")
+    faust.Worker(
+        app, loglevel="warning", quiet=True, override_logging=False
+    ).execute_from_commandline()
 
 
 if __name__ == "__main__":
