@@ -12,7 +12,8 @@ broker is slowed or broken to play a busy machine or a failing broker.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -197,13 +198,15 @@ def test_a_refused_commit_makes_the_next_flush_raise_once(
     asyncio.run(scenario())
 
 
+@contextmanager
 def _consumer_after_a_rebalance(
     tmp_path: Path, committed: int | None, stale_acks: list[int]
-) -> Any:
+) -> Iterator[Any]:
     """The worker's real consumer with `stale_acks` recorded while the rebalance ran.
 
     Only the two calls that would reach the broker (the assignment and the
     committed offsets) are answered here: everything else is faust's own code.
+    The consumer thread's own event loop, never started here, is closed on exit.
     """
     app = create_app("seek-test", bootstrap="127.0.0.1:1", partitions=1, data_dir=tmp_path)
     consumer: Any = app.consumer
@@ -213,7 +216,10 @@ def _consumer_after_a_rebalance(
     for offset in stale_acks:
         consumer._acked_index[tp].add(offset)
         consumer._acked[tp].append(offset)
-    return consumer
+    try:
+        yield consumer
+    finally:
+        consumer._thread.thread_loop.close()
 
 
 def _returning(value: Any) -> Callable[[], Coroutine[Any, Any, Any]]:
@@ -233,14 +239,14 @@ def test_acks_of_records_skipped_during_a_rebalance_do_not_move_the_commit(
     jumped to 6 and records 3-5 were lost to whichever worker owned the
     partition next.
     """
-    consumer = _consumer_after_a_rebalance(tmp_path, committed, stale_acks=[3, 4, 5])
-    asyncio.run(consumer.perform_seek())
-    tp = TP("scans", 0)
-    assert consumer._new_offset(tp) is None
-    for offset in (0, 1, 2) if committed is None else (3,):
-        consumer._acked_index[tp].add(offset)
-        consumer._acked[tp].append(offset)
-    assert consumer._new_offset(tp) == (3 if committed is None else 4)
+    with _consumer_after_a_rebalance(tmp_path, committed, stale_acks=[3, 4, 5]) as consumer:
+        asyncio.run(consumer.perform_seek())
+        tp = TP("scans", 0)
+        assert consumer._new_offset(tp) is None
+        for offset in (0, 1, 2) if committed is None else (3,):
+            consumer._acked_index[tp].add(offset)
+            consumer._acked[tp].append(offset)
+        assert consumer._new_offset(tp) == (3 if committed is None else 4)
 
 
 def test_the_seek_after_a_rebalance_reads_an_uncommitted_partition_again(
