@@ -208,9 +208,11 @@ class EngineObserver:
         counts = dict.fromkeys(self.inputs, 0)
         try:
             actives = app.assignor.assigned_actives()
-            consumer = app.consumer
-        except Exception:  # not started yet: no consumer, no assignment
-            actives, consumer = set(), None
+        except Exception:  # not started yet: no assignment
+            actives = set()
+        # faust's `app.consumer` property creates the consumer (and its thread's event loop)
+        # when none exists: a scrape before the start must read, never build one
+        consumer = getattr(app, "_consumer", None)
         committed: Mapping[Any, int | None] = getattr(consumer, "_committed_offset", {})
         read: Mapping[Any, int | None] = getattr(consumer, "_read_offset", {})
         for tp in sorted(actives):

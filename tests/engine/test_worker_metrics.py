@@ -133,6 +133,15 @@ def test_deadline_index_size_and_oldest_due_deadline(tmp_path: Path) -> None:
     assert _sample(engine, "chainwatch_worker_table_keys", table="units") == 0
 
 
+def test_a_scrape_before_the_start_builds_no_consumer(tmp_path: Path) -> None:
+    """faust's `app.consumer` builds a consumer, with its thread's event loop, on first use:
+    a metrics refresh before the worker started must only read (it leaked that loop)."""
+    engine = _engine(tmp_path)
+    asyncio.run(engine.observer.refresh())
+    assert _sample(engine, "chainwatch_worker_ready") == 1
+    assert engine.runtime.app._consumer is None
+
+
 def test_probes_say_why_the_worker_is_not_ready(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
     observer, app = engine.observer, engine.runtime.app
