@@ -51,31 +51,32 @@ def test_embedded_store_locked_by_another_process_then_released(
 ) -> None:
     settings = settings_factory()
     prepare_all_topics(settings)
-    holder = subprocess.Popen(
+    # a Popen context: its pipes are closed on exit (the store owner's in test_clickhouse_access)
+    with subprocess.Popen(
         [sys.executable, "-c", HOLD_STORE],
         env={**os.environ, **settings.to_env()},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == b"holding"
-        publish(settings, SCANS, ((f"PO-{i % 50}".encode(), scan_json(i)) for i in range(3000)))
-        sink = SinkProcess(settings, tmp_path / "sink.log", "--drain")
-        wait_for(
-            lambda: sink.log().count("clickhouse_unavailable") >= 2,
-            timeout_s=60,
-            what="the sink to retry the locked store",
-        )
-        assert sink.proc.poll() is None  # waiting, not crashed
-        assert holder.stdin is not None
-        holder.stdin.close()  # release the store
-        assert holder.wait(timeout=60) == 0
-        assert sink.wait(timeout_s=120) == 0, sink.log()[-3000:]
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
+    ) as holder:
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == b"holding"
+            publish(settings, SCANS, ((f"PO-{i % 50}".encode(), scan_json(i)) for i in range(3000)))
+            sink = SinkProcess(settings, tmp_path / "sink.log", "--drain")
+            wait_for(
+                lambda: sink.log().count("clickhouse_unavailable") >= 2,
+                timeout_s=60,
+                what="the sink to retry the locked store",
+            )
+            assert sink.proc.poll() is None  # waiting, not crashed
+            assert holder.stdin is not None
+            holder.stdin.close()  # release the store
+            assert holder.wait(timeout=60) == 0
+            assert sink.wait(timeout_s=120) == 0, sink.log()[-3000:]
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+                holder.wait()
     assert _scan_count(settings) == (3000, 3000)
 
 
