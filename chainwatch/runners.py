@@ -89,8 +89,7 @@ def changelog_topics(app: Any, settings: Settings) -> dict[tuple[tuple[str, str]
 
 def run_worker(settings: Settings) -> None:
     """Run one monitoring-engine worker in this process until it is told to stop."""
-    import faust
-
+    from chainwatch.worker_stop import BoundedStopWorker
     from schemas.plan import load_plan
     from streams.engine.agents import EngineConfig, register_engine
     from streams.engine.messages import INTERNAL_TOPICS
@@ -134,8 +133,17 @@ def run_worker(settings: Settings) -> None:
     with process_lifetime("worker", serve_worker_ops(settings, engine)):
         # faust would install its own handlers; ours (chainwatch.logs) already render every
         # record in the configured format (CHAINWATCH_LOG_FORMAT=json: one JSON object a line).
-        worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
-        worker.execute_from_commandline()
+        worker = BoundedStopWorker(
+            app,
+            loglevel=settings.log_level,
+            quiet=True,
+            override_logging=False,
+            stop_timeout_s=settings.engine.stop_timeout_s,
+        )
+        try:
+            worker.execute_from_commandline()
+        finally:
+            worker.cancel_stop_deadline()
 
 
 def serve_worker_ops(settings: Settings, engine: Any) -> OpsServer | None:

@@ -99,6 +99,14 @@ class EngineSettings(BaseModel):
         description="how long the group waits for a worker that stopped heartbeating (crashed, "
         "frozen) before its partitions move to the others",
     )
+    stop_timeout_s: float = Field(
+        default=30,
+        gt=0,
+        le=600,
+        description="how long a worker may take to stop after SIGINT/SIGTERM; past it the "
+        "worker logs `worker_stop_timed_out` and exits with status 1 (safe: what was not "
+        "committed is read again on restart)",
+    )
     snapshots: bool = Field(
         default=True, description="publish an order-state snapshot after each change of an order"
     )

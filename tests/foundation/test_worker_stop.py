@@ -1,0 +1,96 @@
+"""A worker's stop has a deadline (chainwatch.worker_stop).
+
+A real faust worker on the suite's broker, in its own process: one case has a
+service whose stop never ends (as the consumer thread's with the broker gone),
+the other stops cleanly. SIGTERM to each; the first must exit 1 after its
+deadline and say why, the second 0 before it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.sinks.sink_harness import wait_for
+
+WORKER = """
+import asyncio, sys
+from pathlib import Path
+from mode import Service
+from chainwatch.logs import configure_logging
+from chainwatch.worker_stop import BoundedStopWorker
+from streams.app import create_app
+
+bootstrap, data_dir, ready, hang, app_id = (
+    sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5]
+)
+configure_logging("info", "json")
+app = create_app(app_id, bootstrap=bootstrap, partitions=1, data_dir=data_dir)
+
+@app.service
+class Stuck(Service):
+    async def on_stop(self) -> None:
+        if hang == "hang":
+            await asyncio.Event().wait()  # never set
+
+@app.task
+async def started() -> None:
+    ready.write_text("started")
+
+BoundedStopWorker(
+    app, loglevel="info", quiet=True, override_logging=False, stop_timeout_s=2.0
+).execute_from_commandline()
+"""
+
+
+@pytest.mark.parametrize("hang", ["hang", "clean"])
+def test_a_stop_that_does_not_end_exits_after_its_deadline(
+    tmp_path: Path, kafka_bootstrap: str, unique: Callable[[str], str], hang: str
+) -> None:
+    ready = tmp_path / "ready"
+    log = tmp_path / "worker.log"
+    with (
+        log.open("wb") as out,
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WORKER,
+                kafka_bootstrap,
+                str(tmp_path),
+                str(ready),
+                hang,
+                unique("stop"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        ) as worker,
+    ):
+        try:
+            wait_for(ready.exists, timeout_s=90, what="the worker to start")
+            worker.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            status = worker.wait(timeout=60)
+            took = time.monotonic() - signalled
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    timed_out = [line for line in lines if line.get("event") == "worker_stop_timed_out"]
+    if hang == "hang":
+        assert status == 1, log.read_text()[-3000:]
+        assert took >= 2.0
+        assert [line["signal"] for line in timed_out] == ["SIGTERM"]
+    else:
+        assert status == 0, log.read_text()[-3000:]
+        assert timed_out == []
