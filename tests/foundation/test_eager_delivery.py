@@ -1,0 +1,178 @@
+"""streams.eager_delivery: the fetch loop's delivery without four tasks per record, and
+without changing what a rebalance (`suspend_flow`) does to a delivery that blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from mode import Service
+
+from streams.eager_delivery import Done, EagerDelivery, step_eagerly
+from streams.kafka_transport import ReadCommittedTransport
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="outer")
+
+
+class Fetcher(EagerDelivery, Service):
+    """The host faust's consumer is: a mode service with a `suspend_flow` event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.suspend_flow = asyncio.Event()
+
+
+def run(body: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(asyncio.wait_for(body(), timeout=10))
+
+
+def test_the_consumer_of_the_engine_takes_the_eager_wait() -> None:
+    assert issubclass(ReadCommittedTransport.Consumer, EagerDelivery)
+
+
+def test_a_coroutine_that_never_suspends_is_done_in_its_first_step() -> None:
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    assert step_eagerly(add(2, 3)) == Done(5)
+
+
+def test_a_suspended_coroutine_continues_where_it_stopped() -> None:
+    async def body() -> tuple[list[str], str]:
+        seen: list[str] = []
+        gate = asyncio.get_running_loop().create_future()
+
+        async def delivery() -> str:
+            seen.append("before")
+            got = await gate
+            seen.append("after")
+            return f"got {got}"
+
+        step = step_eagerly(delivery())
+        assert not isinstance(step, Done)
+        assert seen == ["before"]  # the first step ran at once, not twice
+        gate.set_result("x")
+        return seen, await step
+
+    seen, result = run(body)
+    assert result == "got x"
+    assert seen == ["before", "after"]
+
+
+def test_an_error_in_the_first_step_is_raised() -> None:
+    async def broken() -> None:
+        raise ValueError("undecodable")
+
+    with pytest.raises(ValueError, match="undecodable"):
+        step_eagerly(broken())
+
+
+def test_the_coroutine_runs_in_a_context_of_its_own_as_a_task_does() -> None:
+    async def body() -> tuple[str, str]:
+        gate = asyncio.get_running_loop().create_future()
+        seen: list[str] = []
+
+        async def delivery() -> None:
+            VAR.set("inner")
+            await gate
+            seen.append(VAR.get())  # later steps run in the context of the first
+
+        step = step_eagerly(delivery())
+        outside = VAR.get()
+        gate.set_result(None)
+        assert not isinstance(step, Done)
+        await step
+        return outside, seen[0]
+
+    assert run(body) == ("outer", "inner")
+
+
+def test_a_delivery_that_does_not_block_takes_no_task() -> None:
+    async def body() -> tuple[Any, int, int]:
+        fetcher = Fetcher()
+        loop = asyncio.get_running_loop()
+        made = 0
+        default = loop.get_task_factory()
+
+        def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> Any:
+            nonlocal made
+            made += 1
+            return default(loop, coro, **kw) if default else asyncio.Task(coro, loop=loop, **kw)
+
+        async def delivery() -> str:
+            return "put"
+
+        loop.set_task_factory(counting)
+        try:
+            eager = await fetcher.wait_first(delivery(), fetcher.suspend_flow.wait())
+            eager_tasks = made
+            fetcher.suspend_flow.set()  # a rebalance: mode's way, a task per argument
+            await fetcher.wait_first(delivery(), fetcher.suspend_flow.wait())
+        finally:
+            loop.set_task_factory(default)
+        return eager, eager_tasks, made - eager_tasks
+
+    with_flow, eager_tasks, suspended_tasks = run(body)
+    assert with_flow.results == ["put"]
+    assert not with_flow.stopped
+    assert eager_tasks == 0
+    assert suspended_tasks == 4  # the delivery, the suspend event, stopped, crashed
+
+
+def test_a_blocked_delivery_is_abandoned_when_the_flow_is_suspended() -> None:
+    async def body() -> tuple[list[str], Any]:
+        fetcher = Fetcher()
+        buffer_has_room = asyncio.Event()
+        seen: list[str] = []
+
+        async def delivery() -> None:
+            seen.append("decoded")
+            try:
+                await buffer_has_room.wait()  # a full stream buffer
+                seen.append("put")
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+
+        async def rebalance() -> None:
+            await asyncio.sleep(0)
+            fetcher.suspend_flow.set()
+
+        rebalancing = asyncio.create_task(rebalance())
+        result = await fetcher.wait_first(delivery(), fetcher.suspend_flow.wait())
+        await rebalancing
+        await asyncio.sleep(0)  # mode cancels the loser: let the cancellation land
+        return seen, result
+
+    seen, result = run(body)
+    assert seen == ["decoded", "cancelled"]
+    assert result.results == [True]  # the suspend event won (`Event.wait` returns True)
+
+
+def test_a_blocked_delivery_completes_when_the_buffer_drains() -> None:
+    async def body() -> tuple[list[str], Any]:
+        fetcher = Fetcher()
+        buffer_has_room = asyncio.Event()
+        seen: list[str] = []
+
+        async def delivery() -> str:
+            seen.append("decoded")
+            await buffer_has_room.wait()
+            seen.append("put")
+            return "put"
+
+        async def drain() -> None:
+            await asyncio.sleep(0)
+            buffer_has_room.set()
+
+        draining = asyncio.create_task(drain())
+        result = await fetcher.wait_first(delivery(), fetcher.suspend_flow.wait())
+        await draining
+        return seen, result
+
+    seen, result = run(body)
+    assert seen == ["decoded", "put"]
+    assert result.results == ["put"]
