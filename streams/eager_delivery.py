@@ -13,10 +13,11 @@ Almost every delivery never blocks: the conductor decodes the record and puts it
 into a buffer that has room. So `EagerDelivery.wait_first` runs the delivery's
 first step at once, in a copy of the context as a task would (Python 3.12's
 eager tasks do the same). A delivery that finishes in that step is done, exactly
-as a task that finished in its first step; one that suspends goes on to mode's
-`wait_first` from where it stopped, racing `suspend_flow` as before. While the
-flow is suspended, or the service stopping or crashed, everything goes mode's way
-unchanged.
+as a task that finished in its first step, and the loop turns once before the
+next record, as it did while the fetch loop waited for that task. One that
+suspends goes on to mode's `wait_first` from where it stopped, racing
+`suspend_flow` as before. While the flow is suspended, or the service stopping
+or crashed, everything goes mode's way unchanged.
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ class EagerDelivery:
                 raise
             if isinstance(step, Done):
                 _close(coros[1:])
+                # One turn of the loop, as awaiting the delivery's task gave: faust's
+                # streams move one record from their buffer per turn (its
+                # `StreamIterator` sleeps 0 per event). Without it the fetch loop
+                # handed over 100 records per turn and starved them: the engine's
+                # batches shrank to ~50 records and it ran a fifth slower.
+                await asyncio.sleep(0)
                 return WaitResults([first], [step.value], False)
             coros = (step, *coros[1:])
         result: WaitResults = await super().wait_first(*coros, timeout=timeout)  # type: ignore[misc]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -176,3 +177,33 @@ def test_a_blocked_delivery_completes_when_the_buffer_drains() -> None:
     seen, result = run(body)
     assert seen == ["decoded", "put"]
     assert result.results == ["put"]
+
+
+def test_the_loop_turns_between_two_deliveries_as_it_did_with_a_task_each() -> None:
+    """faust's streams move one record per loop turn: a fetch loop that handed over
+    many records per turn starved them (the engine's batches shrank to ~50 records)."""
+
+    async def body() -> list[int]:
+        fetcher = Fetcher()
+        turns = 0
+        seen_at: list[int] = []
+
+        async def other_task() -> None:  # a stream's drainer: one step per turn
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        async def delivery() -> None:
+            seen_at.append(turns)
+
+        turning = asyncio.create_task(other_task())
+        await asyncio.sleep(0)
+        for _ in range(5):
+            await fetcher.wait_first(delivery(), fetcher.suspend_flow.wait())
+        turning.cancel()
+        return seen_at
+
+    seen_at = run(body)
+    assert len(seen_at) == 5
+    assert all(later > earlier for earlier, later in itertools.pairwise(seen_at))
