@@ -115,6 +115,7 @@ def run_worker(settings: Settings) -> None:
             clock=settings.engine.clock,
             snapshots=settings.engine.snapshots,
             tick_interval_s=settings.engine.tick_interval_s,
+            batch_within_s=settings.engine.batch_within_s,
             limits=settings.engine.limits(),
         ),
     )

@@ -113,6 +113,14 @@ class EngineSettings(BaseModel):
     tick_interval_s: float = Field(
         default=0.2, gt=0, le=1, description="live mode: how often due deadlines are checked"
     )
+    batch_within_s: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="how long an agent waits for its batch (up to 2,000 records) to fill "
+        "before it takes what it has: longer gives larger batches under load (fewer "
+        "per-batch costs), and adds up to this much latency per hop when traffic is light",
+    )
     metrics_port: int = Field(
         default=9460,
         ge=0,
