@@ -127,7 +127,7 @@ class EagerDelivery:
                 # streams move one record from their buffer per turn (its
                 # `StreamIterator` sleeps 0 per event). Without it the fetch loop
                 # handed over 100 records per turn and starved them: the engine's
-                # batches shrank to ~50 records and it ran a fifth slower.
+                # batches shrank to ~50 records and it ran ~17 % slower.
                 await asyncio.sleep(0)
                 return WaitResults([first], [step.value], False)
             coros = (step, *coros[1:])
