@@ -123,37 +123,10 @@ def test_a_delivery_that_does_not_block_takes_no_task() -> None:
     assert suspended_tasks == 4  # the delivery, the suspend event, stopped, crashed
 
 
-def test_a_blocked_delivery_is_abandoned_when_the_flow_is_suspended() -> None:
-    async def body() -> tuple[list[str], Any]:
-        fetcher = Fetcher()
-        buffer_has_room = asyncio.Event()
-        seen: list[str] = []
+def blocked_delivery(meanwhile: Callable[[Fetcher, asyncio.Event], None]) -> tuple[list[str], Any]:
+    """A delivery blocked on a full stream buffer while, one loop turn later,
+    `meanwhile(fetcher, buffer_has_room)` runs: what the delivery saw, and the wait's result."""
 
-        async def delivery() -> None:
-            seen.append("decoded")
-            try:
-                await buffer_has_room.wait()  # a full stream buffer
-                seen.append("put")
-            except asyncio.CancelledError:
-                seen.append("cancelled")
-                raise
-
-        async def rebalance() -> None:
-            await asyncio.sleep(0)
-            fetcher.suspend_flow.set()
-
-        rebalancing = asyncio.create_task(rebalance())
-        result = await fetcher.wait_first(delivery(), fetcher.suspend_flow.wait())
-        await rebalancing
-        await asyncio.sleep(0)  # mode cancels the loser: let the cancellation land
-        return seen, result
-
-    seen, result = run(body)
-    assert seen == ["decoded", "cancelled"]
-    assert result.results == [True]  # the suspend event won (`Event.wait` returns True)
-
-
-def test_a_blocked_delivery_completes_when_the_buffer_drains() -> None:
     async def body() -> tuple[list[str], Any]:
         fetcher = Fetcher()
         buffer_has_room = asyncio.Event()
@@ -161,20 +134,36 @@ def test_a_blocked_delivery_completes_when_the_buffer_drains() -> None:
 
         async def delivery() -> str:
             seen.append("decoded")
-            await buffer_has_room.wait()
+            try:
+                await buffer_has_room.wait()
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
             seen.append("put")
             return "put"
 
-        async def drain() -> None:
+        async def later() -> None:
             await asyncio.sleep(0)
-            buffer_has_room.set()
+            meanwhile(fetcher, buffer_has_room)
 
-        draining = asyncio.create_task(drain())
+        happening = asyncio.create_task(later())
         result = await fetcher.wait_first(delivery(), fetcher.suspend_flow.wait())
-        await draining
+        await happening
+        await asyncio.sleep(0)  # mode cancels the loser: let a cancellation land
         return seen, result
 
-    seen, result = run(body)
+    outcome: tuple[list[str], Any] = run(body)
+    return outcome
+
+
+def test_a_blocked_delivery_is_abandoned_when_the_flow_is_suspended() -> None:
+    seen, result = blocked_delivery(lambda fetcher, _: fetcher.suspend_flow.set())
+    assert seen == ["decoded", "cancelled"]
+    assert result.results == [True]  # the suspend event won (`Event.wait` returns True)
+
+
+def test_a_blocked_delivery_completes_when_the_buffer_drains() -> None:
+    seen, result = blocked_delivery(lambda _, buffer_has_room: buffer_has_room.set())
     assert seen == ["decoded", "put"]
     assert result.results == ["put"]
 
