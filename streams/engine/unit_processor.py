@@ -27,7 +27,8 @@ from schemas.plan import SlaPlan
 from streams.engine.limits import EngineLimits
 from streams.engine.messages import DowntimeAnswer, Occupancy
 from streams.engine.order_slot import downtime_to_json
-from streams.rules.diff import alert_changes, alert_json
+from streams.rules.alert_json import alert_json
+from streams.rules.diff import alert_changes
 from streams.rules.downtimes import Downtime, build_downtimes
 from streams.rules.evaluate import evaluate_unit
 from streams.rules.facts import DowntimeRecord, from_ms, to_ms
@@ -361,6 +362,10 @@ class UnitProcessor:
         current = dict(entries)
         downtimes = build_downtimes(slot.records)
         changed_progress: set[str] = set()
+        # Each downtime's orders in progress as a set for the batch, written back sorted
+        # once at its end: a long downtime has thousands of them, and testing and
+        # rebuilding the stored list for every report made a batch quadratic in them.
+        progress = {d.event_id: set(slot.in_progress.get(d.event_id, ())) for d in downtimes}
         for message in messages:
             order_id = message.order_id
             if message.forget:
@@ -380,17 +385,21 @@ class UnitProcessor:
             touching = _overlapping(downtimes, entry.visits)
             touched = {d.event_id for d in touching}
             for d in downtimes:
-                orders = slot.in_progress.get(d.event_id, [])
+                orders = progress[d.event_id]
                 present = order_id in orders
                 if (d.event_id in touched) != present:
                     changed_progress.add(d.event_id)
-                    orders = sorted(set(orders) - {order_id} if present else {*orders, order_id})
-                    if orders:
-                        slot.in_progress[d.event_id] = orders
+                    if present:
+                        orders.discard(order_id)
                     else:
-                        slot.in_progress.pop(d.event_id, None)
+                        orders.add(order_id)
             self._answer(slot, order_id, entry, touching, effects, again=again)
             effects.changed_entries[order_id] = entry
+        for event_id in changed_progress:
+            if progress[event_id]:
+                slot.in_progress[event_id] = sorted(progress[event_id])
+            else:
+                slot.in_progress.pop(event_id, None)
         if len(effects.answers) > 1:
             effects.answers = list({a.order_id: a for a in effects.answers}.values())
         if changed_progress:
