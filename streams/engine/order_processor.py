@@ -26,7 +26,7 @@ from schemas.scans import ScanEvent
 from streams.engine.limits import EngineLimits
 from streams.engine.messages import CustomerAnswer, DowntimeAnswer, Occupancy, Subscription
 from streams.engine.order_slot import OrderSlot, downtime_from_json
-from streams.rules.diff import alert_changes, alert_json
+from streams.rules.diff import alert_changes
 from streams.rules.evaluate import evaluate_order
 from streams.rules.facts import (
     add_record,
@@ -418,9 +418,8 @@ class OrderProcessor:
             facts.order_id, facts, customer, slot.downtimes, self.plan, now, slot.version + 1,
             fold=fold,
         )  # fmt: skip
-        desired = {key: alert_json(alert) for key, alert in evaluation.alerts.items()}
         effects.alerts, final = alert_changes(
-            slot.published, desired, final=_folded_away(slot.downtime_floor)
+            slot.published, evaluation.alerts_json, final=_folded_away(slot.downtime_floor)
         )
         for key in final:
             del slot.published[key]

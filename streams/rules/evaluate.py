@@ -23,6 +23,7 @@ from schemas.alerts import (
 )
 from schemas.order_state import OrderState, OrderStatus, Outcome, VisitState
 from schemas.plan import DEFAULT_TIER, SlaPlan, Tier
+from streams.rules.alert_json import AlertJson, customer_json
 from streams.rules.downtimes import Downtime
 from streams.rules.facts import (
     CustomerFact,
@@ -65,8 +66,9 @@ class UnitOccupancy:
 # dataclass's __init__ costs about four times a plain one. Never mutated.
 @dataclass(slots=True)
 class OrderEvaluation:
-    alerts: dict[str, Alert]
-    """Desired alerts at `now`, by alert_id (never `retracted`: absence means that)."""
+    alerts_json: dict[str, AlertJson]
+    """Desired alerts at `now` in their JSON form, by alert_id (never `retracted`:
+    absence means that). What the engine compares with what it published."""
     off_route_scans: list[ScanFact]
     """Scans whose stage is not on the order's latest route: dead letters."""
     rejected_records: list[OrderRecordFact]
@@ -82,10 +84,21 @@ class OrderEvaluation:
     version: int
 
     @property
+    def alerts(self) -> dict[str, Alert]:
+        """The desired alerts as models, built on demand: the engine uses `alerts_json`."""
+        return {key: Alert.model_validate(data) for key, data in self.alerts_json.items()}
+
+    @property
     def state(self) -> OrderState:
         """The snapshot as a model, built on demand: the engine publishes `state_json`."""
         return _state(
-            self.order_id, self.fold, self.walk, self.customer, self.alerts, self.now, self.version
+            self.order_id,
+            self.fold,
+            self.walk,
+            self.customer,
+            self.alerts_json,
+            self.now,
+            self.version,
         )
 
     def state_json(self, version: int) -> dict[str, Any]:
@@ -95,7 +108,7 @@ class OrderEvaluation:
         serialising the pydantic models cost more than the rules themselves.
         """
         return state_json(
-            self.order_id, self.fold, self.walk, self.customer, self.alerts, self.now, version
+            self.order_id, self.fold, self.walk, self.customer, self.alerts_json, self.now, version
         )
 
 
@@ -178,11 +191,12 @@ def evaluate_order(
     alerts = builder.alerts
     cancelled_at = fold.cancelled_at
     if cancelled_at is not None:
-        alerts = {key: alert for key, alert in alerts.items() if alert.deadline <= cancelled_at}
+        limit = format_utc_cached(cancelled_at)  # one fixed-width UTC format: text order is time
+        alerts = {key: alert for key, alert in alerts.items() if alert["deadline"] <= limit}
 
     off_route.sort(key=ScanFact.sort_key)
     return OrderEvaluation(
-        alerts=alerts,
+        alerts_json=alerts,
         off_route_scans=off_route,
         rejected_records=fold.rejected,
         next_deadline=next_obligation_instant(obligations, now, plan.grace, cancelled_at),
@@ -209,15 +223,20 @@ def _occupancy(order_id: str, walk: Walk, cancelled_at: datetime | None) -> list
     return result
 
 
-def _status(fold: RecordFold, walk: Walk, alerts: Mapping[str, Alert]) -> OrderStatus:
+_OPEN = AlertStatus.OPEN.value
+_BREACH_VALUES = frozenset(t.value for t in _BREACH_TYPES)
+_RISK_VALUES = frozenset(t.value for t in _RISK_TYPES)
+
+
+def _status(fold: RecordFold, walk: Walk, alerts: Mapping[str, AlertJson]) -> OrderStatus:
     if fold.cancelled_at is not None:
         return OrderStatus.CANCELLED
     if walk.completed_at is not None:
         return OrderStatus.COMPLETED
-    open_types = {a.type for a in alerts.values() if a.status is AlertStatus.OPEN}
-    if open_types & _BREACH_TYPES:
+    open_types = {a["type"] for a in alerts.values() if a["status"] == _OPEN}
+    if open_types & _BREACH_VALUES:
         return OrderStatus.BREACHED
-    if open_types & _RISK_TYPES:
+    if open_types & _RISK_VALUES:
         return OrderStatus.AT_RISK
     return OrderStatus.ON_TRACK
 
@@ -227,7 +246,7 @@ def _state(
     fold: RecordFold,
     walk: Walk,
     customer: AlertCustomer | None,
-    alerts: Mapping[str, Alert],
+    alerts: Mapping[str, AlertJson],
     now: datetime,
     version: int,
 ) -> OrderState:
@@ -260,7 +279,7 @@ def _state(
         status=_status(fold, walk, alerts),
         visits=visits,
         eta=eta,
-        open_alert_ids=sorted(k for k, a in alerts.items() if a.status is AlertStatus.OPEN),
+        open_alert_ids=sorted(k for k, a in alerts.items() if a["status"] == _OPEN),
         version=version,
         as_of=now,
     )
@@ -270,18 +289,12 @@ def _opt_utc(value: datetime | None) -> str | None:
     return None if value is None else format_utc_cached(value)
 
 
-def customer_json(customer: AlertCustomer | None) -> dict[str, Any] | None:
-    if customer is None:
-        return None
-    return {"customer_id": customer.customer_id, "name": customer.name, "tier": customer.tier}
-
-
 def state_json(
     order_id: str,
     fold: RecordFold,
     walk: Walk,
     customer: AlertCustomer | None,
-    alerts: Mapping[str, Alert],
+    alerts: Mapping[str, AlertJson],
     now: datetime,
     version: int,
 ) -> dict[str, Any]:
@@ -315,7 +328,7 @@ def state_json(
             for v in walk.visits
         ],
         "eta": _opt_utc(eta),
-        "open_alert_ids": sorted(k for k, a in alerts.items() if a.status is AlertStatus.OPEN),
+        "open_alert_ids": sorted(k for k, a in alerts.items() if a["status"] == _OPEN),
         "version": version,
         "as_of": format_utc_cached(now),
     }

@@ -13,10 +13,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from schemas.alerts import Alert, AlertCause, AlertCustomer, AlertStatus, AlertType, Severity
+from schemas.alerts import AlertCustomer, AlertType, Severity
 from schemas.alerts import alert_id as make_alert_id
 from schemas.common import format_utc
 from schemas.plan import SlaPlan
+from streams.rules.alert_json import AlertJson, cause_json, customer_json, order_alert_json
 from streams.rules.downtimes import Downtime
 from streams.rules.obligations import Obligation, obligation_status
 from streams.rules.order_record import OrderRecord
@@ -48,30 +49,30 @@ def _alert_id(
     return known
 
 
-def _cause(visit: Visit | None, downtimes: Mapping[str, Sequence[Downtime]]) -> AlertCause | None:
+def _cause(
+    visit: Visit | None, downtimes: Mapping[str, Sequence[Downtime]]
+) -> dict[str, Any] | None:
     """The earliest downtime of the visit's unit overlapping the visit, if any."""
     if visit is None:
         return None
     for downtime in downtimes.get(visit.unit_id, ()):  # sorted by (start, event_id)
         if downtime.overlaps(visit.start, visit.end):
-            return AlertCause.model_construct(
-                unit_id=downtime.unit_id, reason=downtime.reason, since=downtime.start
-            )
+            return cause_json(downtime.unit_id, downtime.reason, downtime.start)
     return None
 
 
 class OrderAlertBuilder:
-    """Collects the alerts of one order; the first alert built for an id wins.
+    """Collects the alerts of one order in their JSON form; the first built for an id wins.
 
-    Alerts are built with `model_construct`: every value already comes from
-    validated facts and the plan, and re-validating each alert on every
-    evaluation would cost more than the rules themselves.
+    Every value already comes from validated facts and the plan: the alerts are
+    built as the JSON the engine compares and sends (`order_alert_json`), not as
+    models, which every evaluation would have built and dumped again.
     """
 
     def __init__(self, order_id: str, customer: AlertCustomer | None) -> None:
         self.order_id = order_id
-        self.customer = customer
-        self.alerts: dict[str, Alert] = {}
+        self.customer = customer_json(customer)
+        self.alerts: dict[str, AlertJson] = {}
 
     def add(
         self,
@@ -84,26 +85,23 @@ class OrderAlertBuilder:
         visit: int | None = None,
         unit_id: str | None = None,
         fulfilled_at: datetime | None = None,
-        cause: AlertCause | None = None,
+        cause: dict[str, Any] | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
         identity = _alert_id(type, self.order_id, stage, visit, deadline)
         if identity in self.alerts:
             return
-        lateness = None if fulfilled_at is None else (fulfilled_at - deadline).total_seconds()
-        self.alerts[identity] = Alert.model_construct(
-            alert_id=identity,
-            type=type,
-            severity=severity,
-            status=AlertStatus.OPEN if fulfilled_at is None else AlertStatus.RESOLVED,
-            order_id=self.order_id,
-            unit_id=unit_id,
-            stage=stage,
-            visit=visit,
+        self.alerts[identity] = order_alert_json(
+            identity,
+            type,
+            severity,
+            self.order_id,
             deadline=deadline,
             detected_at=detected_at,
+            stage=stage,
+            visit=visit,
+            unit_id=unit_id,
             fulfilled_at=fulfilled_at,
-            lateness_s=lateness,
             customer=self.customer,
             cause=cause,
             details=details or {},
@@ -241,8 +239,6 @@ class OrderAlertBuilder:
                     visit=visit.number,
                     unit_id=visit.unit_id,
                     fulfilled_at=min(ends) if ends else None,
-                    cause=AlertCause.model_construct(
-                        unit_id=downtime.unit_id, reason=downtime.reason, since=downtime.start
-                    ),
+                    cause=cause_json(downtime.unit_id, downtime.reason, downtime.start),
                     details={"downtime_event_id": downtime.event_id, "kind": downtime.kind},
                 )

@@ -19,8 +19,9 @@ from rules_builders import (
     updated,
 )
 
-from schemas.alerts import AlertStatus, AlertType, Severity
-from streams.rules.diff import alert_changes, alert_json
+from schemas.alerts import Alert, AlertStatus, AlertType, Severity
+from streams.rules.alert_json import alert_json
+from streams.rules.diff import alert_changes
 from streams.rules.evaluate import UnitOccupancy, evaluate_unit
 from streams.rules.facts import CustomerFact
 
@@ -229,10 +230,15 @@ def test_diff_forgets_instead_of_retracting_an_alert_whose_fact_was_folded_away(
 def test_alert_json_is_the_models_json_dump() -> None:
     downtimes = downtimes_of(unit_record("u1", "down", 10, unit="K1"))
     scans = [scan("a", "yarn_sourcing", "started", 5, unit="K1")]
-    alerts = evaluate(scans, records=[created(due=30)], downtimes=downtimes, now=40).alerts
-    assert len(alerts) >= 3
-    for alert in alerts.values():
-        assert alert_json(alert) == alert.model_dump(mode="json")
+    evaluation = evaluate(scans, records=[created(due=30)], downtimes=downtimes, now=40)
+    built = evaluation.alerts_json  # the order side builds the JSON form directly
+    assert len(built) >= 3
+    assert {a["type"] for a in built.values()} >= {"order_disrupted", "order_at_risk"}
+    for key, data in built.items():
+        model = Alert.model_validate(data)  # a valid alert of the contract ...
+        assert model.alert_id == key
+        assert model.model_dump(mode="json") == data  # ... whose JSON dump it is
+        assert alert_json(model) == data
     for alert in evaluate_unit("K1", downtimes["K1"], PLAN, h(40)).values():
         assert alert_json(alert) == alert.model_dump(mode="json")
 
