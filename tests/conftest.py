@@ -8,6 +8,8 @@ data dir so a developer's demo broker is left alone. Set
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +31,25 @@ _BROKER_USED: list[str] = []
 
 
 serialise_ast_parsing()  # CPython 3.11.7's gh-106905: see ast_serialised.py
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM ends the session as Ctrl-C does, so the fixtures tear down.
+
+    A CI timeout or `kill` sends SIGTERM, which by default ends Python at once: the
+    brokers, workers and gateways the fixtures started kept running after the
+    suite, holding their ports for the next run. As a KeyboardInterrupt pytest
+    stops the test and runs every finalizer (xdist's workers too, when the
+    signal reaches their process group).
+    """
+    del config
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupted)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    del frame
+    raise KeyboardInterrupt(f"{signal.Signals(signum).name}: stopping, fixtures tear down")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
