@@ -1,6 +1,6 @@
 """Alerts in their JSON form: what the engine compares, stores and sends.
 
-The order side builds its alerts in this form directly (`order_alert_json`):
+The order side builds its alerts in this form directly (`alert_body`):
 every evaluation derives every alert of the order again, and building a
 pydantic model per alert only to dump it again cost a tenth of the engine's
 time. The models (`schemas.alerts.Alert`) stay the contract: tests/rules checks
@@ -16,9 +16,6 @@ from schemas.alerts import Alert, AlertCustomer, AlertStatus, AlertType, Severit
 from streams.rules.facts import format_utc_cached
 
 AlertJson = dict[str, Any]
-
-_OPEN = AlertStatus.OPEN.value
-_RESOLVED = AlertStatus.RESOLVED.value
 
 
 def seconds_json(value: float) -> float | int:
@@ -37,42 +34,39 @@ def cause_json(unit_id: str, reason: str | None, since: datetime) -> dict[str, A
     return {"unit_id": unit_id, "reason": reason, "since": format_utc_cached(since)}
 
 
-def order_alert_json(
+def alert_body(
     alert_id: str,
     type: AlertType,
     severity: Severity,
-    order_id: str,
+    status: AlertStatus,
     *,
-    deadline: datetime,
-    detected_at: datetime,
+    order_id: str | None,
+    unit_id: str | None,
     stage: str | None,
     visit: int | None,
-    unit_id: str | None,
+    deadline: datetime,
+    detected_at: datetime,
     fulfilled_at: datetime | None,
+    lateness_s: float | None,
     customer: dict[str, Any] | None,
     cause: dict[str, Any] | None,
     details: dict[str, Any],
 ) -> AlertJson:
-    """An order alert as `Alert(...).model_dump(mode="json")` would give it."""
+    """An alert as `Alert(...).model_dump(mode="json")` would give it: the one layout."""
     fmt = format_utc_cached
-    if fulfilled_at is None:
-        status, fulfilled, lateness = _OPEN, None, None
-    else:
-        status, fulfilled = _RESOLVED, fmt(fulfilled_at)
-        lateness = seconds_json((fulfilled_at - deadline).total_seconds())
     return {
         "alert_id": alert_id,
         "type": type.value,
         "severity": severity.value,
-        "status": status,
+        "status": status.value,
         "order_id": order_id,
         "unit_id": unit_id,
         "stage": stage,
         "visit": visit,
         "deadline": fmt(deadline),
         "detected_at": fmt(detected_at),
-        "fulfilled_at": fulfilled,
-        "lateness_s": lateness,
+        "fulfilled_at": None if fulfilled_at is None else fmt(fulfilled_at),
+        "lateness_s": None if lateness_s is None else seconds_json(lateness_s),
         "customer": customer,
         "cause": cause,
         "details": details,
@@ -86,22 +80,20 @@ def alert_json(alert: Alert) -> AlertJson:
     the published ones; pydantic's serialiser was a tenth of the engine's time.
     """
     cause = alert.cause
-    lateness = alert.lateness_s
-    fulfilled = alert.fulfilled_at
-    return {
-        "alert_id": alert.alert_id,
-        "type": alert.type.value,
-        "severity": alert.severity.value,
-        "status": alert.status.value,
-        "order_id": alert.order_id,
-        "unit_id": alert.unit_id,
-        "stage": alert.stage,
-        "visit": alert.visit,
-        "deadline": format_utc_cached(alert.deadline),
-        "detected_at": format_utc_cached(alert.detected_at),
-        "fulfilled_at": None if fulfilled is None else format_utc_cached(fulfilled),
-        "lateness_s": None if lateness is None else seconds_json(lateness),
-        "customer": customer_json(alert.customer),
-        "cause": None if cause is None else cause_json(cause.unit_id, cause.reason, cause.since),
-        "details": dict(alert.details),
-    }
+    return alert_body(
+        alert.alert_id,
+        alert.type,
+        alert.severity,
+        alert.status,
+        order_id=alert.order_id,
+        unit_id=alert.unit_id,
+        stage=alert.stage,
+        visit=alert.visit,
+        deadline=alert.deadline,
+        detected_at=alert.detected_at,
+        fulfilled_at=alert.fulfilled_at,
+        lateness_s=alert.lateness_s,
+        customer=customer_json(alert.customer),
+        cause=None if cause is None else cause_json(cause.unit_id, cause.reason, cause.since),
+        details=dict(alert.details),
+    )

@@ -224,8 +224,6 @@ def _occupancy(order_id: str, walk: Walk, cancelled_at: datetime | None) -> list
 
 
 _OPEN = AlertStatus.OPEN.value
-_BREACH_VALUES = frozenset(t.value for t in _BREACH_TYPES)
-_RISK_VALUES = frozenset(t.value for t in _RISK_TYPES)
 
 
 def _status(fold: RecordFold, walk: Walk, alerts: Mapping[str, AlertJson]) -> OrderStatus:
@@ -234,9 +232,9 @@ def _status(fold: RecordFold, walk: Walk, alerts: Mapping[str, AlertJson]) -> Or
     if walk.completed_at is not None:
         return OrderStatus.COMPLETED
     open_types = {a["type"] for a in alerts.values() if a["status"] == _OPEN}
-    if open_types & _BREACH_VALUES:
+    if open_types & _BREACH_TYPES:  # StrEnum members: equal to their values
         return OrderStatus.BREACHED
-    if open_types & _RISK_VALUES:
+    if open_types & _RISK_TYPES:
         return OrderStatus.AT_RISK
     return OrderStatus.ON_TRACK
 

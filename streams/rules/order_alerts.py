@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from schemas.alerts import AlertCustomer, AlertType, Severity
+from schemas.alerts import AlertCustomer, AlertStatus, AlertType, Severity
 from schemas.alerts import alert_id as make_alert_id
 from schemas.common import format_utc
 from schemas.plan import SlaPlan
-from streams.rules.alert_json import AlertJson, cause_json, customer_json, order_alert_json
+from streams.rules.alert_json import AlertJson, alert_body, cause_json, customer_json
 from streams.rules.downtimes import Downtime
 from streams.rules.obligations import Obligation, obligation_status
 from streams.rules.order_record import OrderRecord
@@ -65,7 +65,7 @@ class OrderAlertBuilder:
     """Collects the alerts of one order in their JSON form; the first built for an id wins.
 
     Every value already comes from validated facts and the plan: the alerts are
-    built as the JSON the engine compares and sends (`order_alert_json`), not as
+    built as the JSON the engine compares and sends (`alert_body`), not as
     models, which every evaluation would have built and dumped again.
     """
 
@@ -91,17 +91,19 @@ class OrderAlertBuilder:
         identity = _alert_id(type, self.order_id, stage, visit, deadline)
         if identity in self.alerts:
             return
-        self.alerts[identity] = order_alert_json(
+        self.alerts[identity] = alert_body(
             identity,
             type,
             severity,
-            self.order_id,
-            deadline=deadline,
-            detected_at=detected_at,
+            AlertStatus.OPEN if fulfilled_at is None else AlertStatus.RESOLVED,
+            order_id=self.order_id,
+            unit_id=unit_id,
             stage=stage,
             visit=visit,
-            unit_id=unit_id,
+            deadline=deadline,
+            detected_at=detected_at,
             fulfilled_at=fulfilled_at,
+            lateness_s=None if fulfilled_at is None else (fulfilled_at - deadline).total_seconds(),
             customer=self.customer,
             cause=cause,
             details=details or {},
