@@ -32,7 +32,11 @@ async def measure(bootstrap: str, messages: int, size: int, rounds: int) -> dict
     name = f"bench-output-send-{uuid.uuid4().hex[:8]}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     admin.create_topics([NewTopic(name, 4, 1)], timeout_ms=10_000)
-    results: dict[str, list[Any]] = {"faust Topic.send": [], "send_tracked": []}
+    results: dict[str, list[Any]] = {
+        "faust Topic.send": [],
+        "send_tracked": [],
+        "send_batch_tracked": [],
+    }
     try:
         with tempfile.TemporaryDirectory() as data_dir:
             app = create_app(name, bootstrap=bootstrap, partitions=4, data_dir=Path(data_dir))
@@ -49,6 +53,14 @@ async def measure(bootstrap: str, messages: int, size: int, rounds: int) -> dict
                         if label == "send_tracked":
                             for key in keys:
                                 await producer.send_tracked(name, key, value, None)
+                        elif label == "send_batch_tracked":
+                            partition_of = await producer.key_partitioner(name)
+                            by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+                            for key in keys:
+                                producer.check_size(key, value)
+                                by_partition.setdefault(partition_of(key), []).append((key, value))
+                            for partition, records in by_partition.items():
+                                await producer.send_batch_tracked(name, partition, records)
                         else:
                             for key in keys:
                                 await topic.send(key=key, value=value)

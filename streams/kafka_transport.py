@@ -34,12 +34,14 @@ record to the streams without faust's four tasks per record
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer
 from aiokafka.consumer.fetcher import OffsetResetStrategy
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, FutureMessage, Message
 from mode.utils.objects import cached_property
@@ -275,6 +277,71 @@ class _IdempotentProducer(driver.Producer):
         )
         self._track(fut)
         return fut
+
+    async def key_partitioner(self, topic: str) -> Callable[[bytes | None], int]:
+        """Where the producer's partitioner puts a key on `topic` (waits for its metadata).
+
+        The same choice `send` makes for a message without a partition (faust's
+        `producer_partitioner`, murmur2 of the key), for `send_batch_tracked`.
+        """
+        producer = self._ensure_producer()
+        await producer.client._wait_on_metadata(topic)
+        partitions = sorted(producer.client.cluster.partitions_for_topic(topic) or ())
+        available = sorted(producer.client.cluster.available_partitions_for_topic(topic) or ())
+        choose = producer._partitioner
+
+        def partition_of(key: bytes | None) -> int:
+            return int(choose(key, partitions, available))
+
+        return partition_of
+
+    def check_size(self, key: bytes | None, value: bytes | None) -> None:
+        """Raise `MessageSizeTooLargeError` for a message `send` would refuse as too large."""
+        producer = self._ensure_producer()
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+        if size > producer._max_request_size:
+            raise MessageSizeTooLargeError(
+                f"the message is {size} bytes, over the producer's max_request_size"
+                f" ({producer._max_request_size})"
+            )
+
+    async def send_batch_tracked(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
+    ) -> list[tuple[asyncio.Future[Any], int]]:
+        """Append `records` to `topic[partition]` in order, as whole record batches.
+
+        What `send_tracked` does for one message, for many at once: aiokafka's
+        `create_batch`/`send_batch` build one batch per `max_batch_size` and give one
+        delivery future per batch, not one per message (a future, a `RecordMetadata`
+        and a callback per message cost more than the append itself). Same records
+        as `send`: the producer's timestamp, no headers, the idempotent producer's
+        sequence numbers. Each batch's future is tracked (`flush` waits for it).
+        Returns per record its batch's delivery future and its index in the batch
+        (its offset is the batch's base offset + index). Raises if a batch cannot
+        be appended; batches appended before that stay appended.
+        """
+        producer = self._ensure_producer()
+        result: list[tuple[asyncio.Future[Any], int]] = []
+        builder = producer.create_batch()
+        for key, value in records:
+            if builder.append(timestamp=None, key=key, value=value) is None:
+                # Full: send it; the record opens the next one (a first record always fits).
+                result.extend(await self._append_batch(builder, topic, partition))
+                builder = producer.create_batch()
+                builder.append(timestamp=None, key=key, value=value)
+        if builder.record_count():
+            result.extend(await self._append_batch(builder, topic, partition))
+        return result
+
+    async def _append_batch(
+        self, builder: Any, topic: str, partition: int
+    ) -> list[tuple[asyncio.Future[Any], int]]:
+        count = builder.record_count()
+        fut: asyncio.Future[Any] = await self._ensure_producer().send_batch(
+            builder, topic, partition=partition
+        )
+        self._track(fut)
+        return [(fut, index) for index in range(count)]
 
     def refuse_commit(self, reason: str) -> None:
         """Make the next `flush` raise: a message the offsets depend on was not sent."""

@@ -80,7 +80,7 @@ class CustomerAgents:
         elif isinstance(value, Tombstone) or value is None:
             customer_id, fact = message_key(message), None
         else:
-            await rt.dead_letter(CUSTOMERS, message, as_rejected(value))
+            rt.dead_letter(CUSTOMERS, message, as_rejected(value))
             return
         if customer_id is None:
             return  # a tombstone without a key names no customer (as the reference engine)

@@ -26,7 +26,7 @@ from streams.engine.messages import (
 )
 from streams.engine.order_processor import Arrival, Effects, OrderProcessor, ScanGate
 from streams.engine.order_slot import OrderSlot, decode_slot, evicted_json, peek
-from streams.engine.runtime import EngineRuntime, as_rejected
+from streams.engine.runtime import RECOVERY_FLUSH_EVERY, EngineRuntime, as_rejected
 from streams.rules.facts import from_ms, to_ms
 from streams.topics import ORDERS, SCANS
 
@@ -54,7 +54,7 @@ class OrderAgents:
 
     # --- store and send -------------------------------------------------------------
 
-    async def apply(self, slot: OrderSlot, effects: Effects) -> None:
+    def apply(self, slot: OrderSlot, effects: Effects) -> None:
         """Store an order's slot, then send its effects (see streams.engine.agents).
 
         The slot is written before the first `await`: agents of one worker share
@@ -69,11 +69,11 @@ class OrderAgents:
             rt.put(rt.order_table, order_id, rt.encoded(slot.to_json()))
             if slot.next_deadline_ms is not None:
                 rt.deadlines.push(slot.partition, slot.next_deadline_ms, order_id)
-        await rt.send_alerts(effects.alerts)
-        send, out = rt.outputs.send, rt.out
+        rt.send_alerts(effects.alerts)
+        out = rt.out
         if effects.snapshot is not None:
-            await send(out.state, order_id.encode(), effects.snapshot)
-        await rt.send_dead_letters(effects.dead_letters)
+            rt.outputs.add(out.state, order_id.encode(), effects.snapshot)
+        rt.send_dead_letters(effects.dead_letters)
         for sub in effects.subscriptions:
             rt.join(out.customer_inbox, sub)
         for occ in effects.occupancy:
@@ -94,7 +94,7 @@ class OrderAgents:
             if stored.evicted or stored.next_deadline_ms != due_ms:
                 continue  # stale entry: the order moved on since it was indexed
             slot = OrderSlot.from_json(data)
-            await self.apply(slot, self.orders.on_clock(slot, now))
+            self.apply(slot, self.orders.on_clock(slot, now))
 
     # --- inputs -----------------------------------------------------------------------
 
@@ -119,7 +119,7 @@ class OrderAgents:
         for event in events:
             message, value = event.message, event.value
             if not isinstance(value, kind):
-                await rt.dead_letter(topic, message, as_rejected(value))
+                rt.dead_letter(topic, message, as_rejected(value))
             elif not await rt.mis_keyed(topic, message, value):
                 assert isinstance(value, ScanEvent | OrderRecord)
                 before_ms = rt.clock.now(message.partition)
@@ -155,7 +155,7 @@ class OrderAgents:
             raw = rt.order_table.get(order_id)
             if scans and raw is not None:
                 refused, arrivals = self._gated(order_id, raw, arrivals)
-                await rt.send_dead_letters(refused)
+                rt.send_dead_letters(refused)
                 if not arrivals:
                     return
             slot = decode_slot(order_id, raw)
@@ -166,12 +166,12 @@ class OrderAgents:
                         order_id, ReasonCode.ORDER_CLOSED, arrival.source, arrival.raw,
                         arrival.now,
                     ).dead_letters  # fmt: skip
-                    await rt.send_dead_letters(letters)
+                    rt.send_dead_letters(letters)
                 return
             slot.partition = event.message.partition
             if scans and raw is not None:
                 self._remember_gate(order_id, raw, slot)
-            await self.apply(slot, self.orders.on_inputs(slot, arrivals))
+            self.apply(slot, self.orders.on_inputs(slot, arrivals))
 
     def _gated(
         self, order_id: str, raw: bytes, arrivals: list[Arrival]
@@ -251,7 +251,7 @@ class OrderAgents:
             slot.partition = event.message.partition
             effects = self.orders.on_inputs(slot, [a for _, a in items])
             if effects.changed:
-                await self.apply(slot, effects)
+                self.apply(slot, effects)
 
     # --- live clock ---------------------------------------------------------------
 
@@ -296,6 +296,9 @@ class OrderAgents:
                 if stored.next_deadline_ms is not None:
                     rt.deadlines.push(stored.partition, stored.next_deadline_ms, order_id)
                 rt.clock.observe(stored.partition, stored.clock_ms)
-                await rt.send_alerts(stored.published.values(), reannounce=True)
+                rt.send_alerts(stored.published.values(), reannounce=True)
                 announced += len(stored.published)
+                if rt.outputs.pending >= RECOVERY_FLUSH_EVERY:
+                    await rt.outputs.flush()
+            await rt.outputs.flush()
             log.info("orders_recovered", alerts_announced=announced)

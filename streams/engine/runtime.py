@@ -95,6 +95,14 @@ class TrackedProducer(Protocol):
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None
     ) -> Any: ...
 
+    async def send_batch_tracked(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
+    ) -> list[tuple[asyncio.Future[Any], int]]: ...
+
+    async def key_partitioner(self, topic: str) -> Callable[[bytes | None], int]: ...
+
+    def check_size(self, key: bytes | None, value: bytes | None) -> None: ...
+
     def refuse_commit(self, reason: str) -> None:
         """Make the next flush before a commit raise (the offsets are not committed)."""
 
@@ -102,76 +110,92 @@ class TrackedProducer(Protocol):
 class OutputSender:
     """Every message the engine publishes goes through here, straight to aiokafka.
 
-    Alerts, snapshots, dead letters and the internal join messages (order,
-    customer and unit inboxes, ticks) skip faust's per-message send path
+    Alerts, snapshots, dead letters, table changelog records and the internal join
+    messages (order, customer and unit inboxes) skip faust's per-message send path
     (`Topic.send`: a `FutureMessage`, serialisers, sensors, a callback per
-    message) and are appended to the accumulator of the worker's one
-    `AIOKafkaProducer` - the instance faust's own sends and table changelog writes
-    use - by `_IdempotentProducer.send_tracked` (streams.kafka_transport).
+    message). An agent step collects them (`add`, `change`, `join`) and its
+    `flush` appends them to the accumulator of the worker's one `AIOKafkaProducer`
+    - the instance faust's own sends use - as whole record batches, one per topic
+    partition and step (`_IdempotentProducer.send_batch_tracked`): one delivery
+    future per batch, not a future, a `RecordMetadata` and a callback per message.
+    Ticks (a timer, no step) are sent at once (`send`).
 
     Guarantees:
     - Same records as `Topic.send` gave: the same topic names, keys and values
       (the topics' serialisers were "raw": bytes as given), no headers, the
       producer's timestamp, and the producer's partitioner (murmur2 of the key,
-      faust's `DefaultPartitioner`) unless a partition is given (ticks).
-    - Order: a send returns once its message is in the accumulator, and every
-      caller awaits its sends one after the other under the worker's lock
-      (`EngineRuntime.turn`), so messages of one partition are appended - and,
-      with the idempotent producer, written - in the order they were sent.
-    - Flush before commit: an agent's step awaits all its sends before it
-      returns, and `take_events` acks the batch's inputs only after that, so an
-      input's outputs are in the accumulator before its offset can be committed.
-      faust's commit (`Consumer._commit_offsets`) awaits `app.producer.flush()`
-      before committing the acked offsets; `_IdempotentProducer.flush` waits until
-      aiokafka's accumulator is empty *and* every tracked message (these outputs,
-      like the buffered changelog writes) is acknowledged by Kafka (acks=all).
-    - Errors are not dropped: a send that cannot be appended raises into the
-      step (the batch is handled again record by record, and the record whose
-      outputs cannot be sent is dead-lettered `processing_error`, as with an
-      awaited `Topic.send`); a message that Kafka refuses or never acknowledges
-      makes the next flush raise `ProducerFlushError`, so the offsets are not
+      faust's `DefaultPartitioner`) unless a partition is given.
+    - Order: per topic partition a step's messages are appended in the order they
+      were collected, and steps take turns under the worker's lock
+      (`EngineRuntime.turn`) and flush before they return, so messages of one
+      partition are appended - and, with the idempotent producer, written - in
+      the order the engine produced them.
+    - Flush before commit: an agent's step flushes before it returns, and
+      `take_events` acks the batch's inputs only after that, so an input's outputs
+      are in the accumulator before its offset can be committed. faust's commit
+      (`Consumer._commit_offsets`) awaits `app.producer.flush()` before committing
+      the acked offsets; `_IdempotentProducer.flush` waits until aiokafka's
+      accumulator is empty *and* every tracked batch is acknowledged by Kafka
+      (acks=all).
+    - Errors are not dropped: a message the producer would refuse as too large
+      raises where it is collected (`add`), inside the step, so the batch is
+      handled again record by record and the record whose output it was is
+      dead-lettered `processing_error`, as with an awaited `Topic.send`. A flush
+      that cannot append (no metadata in time, the producer stopped) raises into
+      the step and keeps what it could not append for the retry's flush (the
+      state it came from is already stored; a message sent twice is harmless:
+      alerts, snapshots and join messages are versioned, dead letters have ids).
+      A message that Kafka refuses or never acknowledges makes the next flush
+      before a commit raise `ProducerFlushError`, so the offsets are not
       committed, the worker stops and its inputs are processed again on restart.
-      (With `Topic.send` such a delivery failure was only logged by faust,
-      `_on_published`, and the commit went ahead.)
 
-    Internal join messages are bundled (`join`, `flush`): during one agent step
-    the messages bound for the same inbox topic and partition are collected and
-    sent as one Kafka message (`messages.encode_bundle`, in send order, split at
-    `BUNDLE_MAX_BYTES`) to the partition the receiver's key maps to (murmur2, as
-    the partitioner would have chosen for each message alone). The step flushes
-    them before it returns, so the guarantees above hold for bundles as for any
-    output. Per key the order stays: one key's messages all go to one partition,
-    a partition's bundles are sent in the order they were filled, and steps take
-    turns under the lock. Ticks (timer, no step) are sent at once as bundles of one.
+    Internal join messages are bundled (`join`): the messages a step collects for
+    the same inbox topic and partition are sent as one Kafka message
+    (`messages.encode_bundle`, in send order, split at `BUNDLE_MAX_BYTES`) to the
+    partition the receiver's key maps to (murmur2, as the partitioner would have
+    chosen for each message alone). Per key the order stays: one key's messages
+    all go to one partition, a partition's bundles are sent in the order they
+    were filled, and steps take turns under the lock.
 
-    Table changelog writes are collected the same way (`change`): a table value
+    Table changelog records are collected the same way (`change`): a table value
     is written to the store at once (`EngineRuntime.put`) and its changelog
     record is sent by the step's `flush`, only the last value per key of the step
     (the changelog is compacted: recovery keeps the last value per key, and a
-    value written over in the same step was never committed alone). That is one
-    changelog record per key and step instead of one per write, each without
-    faust's per-write path (`Table.on_key_set`: `send_soon`, a `FutureMessage`,
-    the producer buffer's task). Same records as faust's path: the key as a JSON
-    string (the tables' key serializer: faust's json codec is orjson), the value
-    bytes as they are, the current event's partition, `None` for a deletion. A
-    changelog record that cannot be appended never raises into the step (its
-    state is already stored; dead-lettering its inputs would not undo that): it
-    makes the next flush before a commit raise (`refuse_commit`), so the offsets
-    are not committed, the worker stops and its inputs are processed again.
+    value written over in the same step was never committed alone). Same records
+    as faust's path (`Table.on_key_set`): the key as a JSON string (the tables'
+    key serializer: faust's json codec is orjson), the value bytes as they are,
+    the current event's partition, `None` for a deletion. A changelog record
+    that cannot be appended never raises into the step (its state is already
+    stored; dead-lettering its inputs would not undo that): it makes the next
+    flush before a commit raise (`refuse_commit`), so the offsets are not
+    committed, the worker stops and its inputs are processed again.
     """
 
     def __init__(self, producer: Callable[[], TrackedProducer]) -> None:
         self._producer = producer
         """Gives the producer at send time: faust starts it before any agent or timer."""
+        self._outputs: dict[str, list[tuple[bytes | None, bytes | None, int | None]]] = {}
+        """topic -> (key, value, partition or None: by key) collected, in order, not yet sent."""
         self._joins: dict[tuple[str, int], _Bundles] = {}
         """(inbox topic, partition) -> the join messages collected for it, not yet sent."""
         self._changes: dict[tuple[str, int, bytes], tuple[bytes | None, Persisted | None]] = {}
         """(changelog topic, partition, key) -> the key's last value of the step, not yet sent."""
 
+    def add(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> None:
+        """Collect one output for the step's `flush`; raises at once if it is too large."""
+        self._producer().check_size(key, value)
+        records = self._outputs.get(topic)
+        if records is None:
+            self._outputs[topic] = [(key, value, partition)]
+        else:
+            records.append((key, value, partition))
+
     async def send(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
     ) -> Any:
-        """Append one message; returns its delivery future (see `TrackedProducer`)."""
+        """Append one message at once, outside any step (ticks); returns its delivery future."""
         return await self._producer().send_tracked(topic, key, value, partition)
 
     def change(
@@ -195,63 +219,107 @@ class OutputSender:
 
     @property
     def pending(self) -> int:
-        """Join messages and changelog records collected and not yet sent."""
-        return sum(b.count for b in self._joins.values()) + len(self._changes)
+        """Messages collected and not yet sent."""
+        return (
+            sum(len(records) for records in self._outputs.values())
+            + sum(b.count for b in self._joins.values())
+            + len(self._changes)
+        )
 
     async def flush(self) -> None:
-        """Send the collected changelog records, then every collected bundle, each
-        partition's in order.
+        """Send what was collected: the outputs, the changelog records, then every
+        bundle, each topic partition's in order.
 
-        A bundle leaves the collection only once the producer took it, so a send
-        that raises leaves it (and the ones after it) for the next flush: nothing
-        the step's stored state depends on is dropped by a retry of the step.
+        Outputs and bundles leave the collection only once the producer took them,
+        so a flush that raises leaves them for the next one: nothing the step's
+        stored state depends on is dropped by a retry of the step.
         """
-        await self._send_changes()
+        producer = self._producer()
+        outputs = self._outputs
+        while outputs:
+            topic, records = next(iter(outputs.items()))
+            by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+            partition_of: Callable[[bytes | None], int] | None = None
+            for key, value, partition in records:
+                if partition is None:
+                    if partition_of is None:
+                        partition_of = await producer.key_partitioner(topic)
+                    partition = partition_of(key)
+                group = by_partition.get(partition)
+                if group is None:
+                    by_partition[partition] = [(key, value)]
+                else:
+                    group.append((key, value))
+            for partition, group in by_partition.items():
+                await producer.send_batch_tracked(topic, partition, group)
+            del outputs[topic]
+        await self._send_changes(producer)
         joins = self._joins
         while joins:
             (topic, partition), bundles = next(iter(joins.items()))
             bundles.close()
-            while bundles.closed:
-                await self.send(topic, None, bundles.closed[0][1], partition)
-                sent, _ = bundles.closed.popleft()
-                bundles.count -= sent
+            await producer.send_batch_tracked(
+                topic, partition, [(None, bundle) for _, bundle in bundles.closed]
+            )
             del joins[topic, partition]
 
-    async def _send_changes(self) -> None:
+    async def _send_changes(self, producer: TrackedProducer) -> None:
         changes = self._changes
-        for (topic, partition, key), (value, persisted) in list(changes.items()):
+        if not changes:
+            return
+        groups: dict[tuple[str, int], list[tuple[bytes, bytes | None, Persisted | None]]] = {}
+        for (topic, partition, key), (value, persisted) in changes.items():
+            groups.setdefault((topic, partition), []).append((key, value, persisted))
+        changes.clear()
+        for (topic, partition), records in groups.items():
             try:
-                delivery = await self.send(topic, key, value, partition)
+                deliveries = await producer.send_batch_tracked(
+                    topic, partition, [(key, value) for key, value, _ in records]
+                )
             except Exception as exc:
-                reason = f"changelog record for {topic}[{partition}] not sent: {error_text(exc)}"
-                log.error("changelog_record_not_sent", topic=topic, error=error_text(exc))
+                count, error = len(records), error_text(exc)
+                reason = f"{count} changelog record(s) for {topic}[{partition}] not sent: {error}"
+                log.error("changelog_record_not_sent", topic=topic, records=count, error=error)
                 self.refuse_commit(reason)
-            else:
+                continue
+            # One table partition per group: its store keeps the offset of the last one
+            # acknowledged, once per batch.
+            last: dict[asyncio.Future[Any], tuple[int, Persisted]] = {}
+            for (delivery, index), (_, _, persisted) in zip(deliveries, records, strict=True):
                 if persisted is not None:
-                    delivery.add_done_callback(_offset_to(persisted))
-            del changes[topic, partition, key]
+                    last[delivery] = (index, persisted)
+            for delivery, (index, persisted) in last.items():
+                delivery.add_done_callback(_offset_to(persisted, index))
 
     def refuse_commit(self, reason: str) -> None:
         """Make the next flush before a commit raise (see `TrackedProducer`)."""
         self._producer().refuse_commit(reason)
 
     def discard(self) -> int:
-        """Drop the join messages collected (the sends failed, the records were
-        dead-lettered and the commit is refused: `EngineRuntime._flush_left`);
+        """Drop the outputs and join messages collected (the sends failed, the records
+        were dead-lettered and the commit is refused: `EngineRuntime._flush_left`);
         changelog records are never dropped (see `change`)."""
-        dropped = sum(b.count for b in self._joins.values())
+        dropped = sum(len(r) for r in self._outputs.values())
+        dropped += sum(b.count for b in self._joins.values())
+        self._outputs.clear()
         self._joins.clear()
         return dropped
 
+
+RECOVERY_FLUSH_EVERY = 5_000
+"""Re-announced alerts collected after a recovery are flushed every this many, so
+a worker owning many orders does not hold them all in memory first."""
 
 Persisted = Callable[[int], None]
 """Called with the offset of an acknowledged changelog record."""
 
 
-def _offset_to(persisted: Persisted) -> Callable[[asyncio.Future[Any]], None]:
+def _offset_to(persisted: Persisted, index: int) -> Callable[[asyncio.Future[Any]], None]:
+    """Call `persisted` with the offset of a batch's record `index` once Kafka acknowledged it."""
+
     def done(delivery: asyncio.Future[Any]) -> None:
         if not delivery.cancelled() and delivery.exception() is None:
-            persisted(delivery.result().offset)
+            persisted(delivery.result().offset + index)
 
     return done
 
@@ -473,7 +541,7 @@ class EngineRuntime:
             await step(items)
         except Exception as exc:  # every failure is a dead letter
             if len(items) == 1:
-                await self.processing_error(logical_topic, message_of(items[0]), exc)
+                self.processing_error(logical_topic, message_of(items[0]), exc)
                 return
             log.warning("batch_step_failed", topic=logical_topic, error=error_text(exc))
             for item in items:
@@ -612,19 +680,18 @@ class EngineRuntime:
             raise ValueTooLarge(f"a table value of {len(data)} bytes is over the limit")
         return data
 
-    async def send_alerts(
-        self, alerts: Iterable[dict[str, Any]], *, reannounce: bool = False
-    ) -> None:
-        """Publish alert records; `reannounce`: versions already published (after recovery)."""
-        metrics, send, topic = self.metrics, self.outputs.send, self.out.alerts
+    def send_alerts(self, alerts: Iterable[dict[str, Any]], *, reannounce: bool = False) -> None:
+        """Publish alert records (at the step's flush); `reannounce`: versions already
+        published (after recovery)."""
+        metrics, add, topic = self.metrics, self.outputs.add, self.out.alerts
         for alert in alerts:
-            await send(topic, alert["alert_id"].encode(), orjson.dumps(alert))
+            add(topic, alert["alert_id"].encode(), orjson.dumps(alert))
             if reannounce:
                 metrics.reannounced.inc()
             else:
                 metrics.alert(alert)
 
-    async def send_dead_letters(self, letters: Iterable[DeadLetter]) -> None:
+    def send_dead_letters(self, letters: Iterable[DeadLetter]) -> None:
         for letter in letters:
             self.metrics.dead_letter(letter.reason_code)
             source = letter.source
@@ -632,11 +699,9 @@ class EngineRuntime:
                 where = (source.topic, source.partition, source.offset)
                 failed = letter.reason_code == ReasonCode.PROCESSING_ERROR
                 self._letters[where] = self._letters.get(where, False) or failed
-            await self.outputs.send(
-                self.out.dead_letters, letter.dead_letter_id.encode(), letter.encode()
-            )
+            self.outputs.add(self.out.dead_letters, letter.dead_letter_id.encode(), letter.encode())
 
-    async def dead_letter(self, logical_topic: str, message: Any, rejected: Rejected) -> None:
+    def dead_letter(self, logical_topic: str, message: Any, rejected: Rejected) -> None:
         letter = DeadLetter.build(
             rejected.raw,
             self.source(logical_topic, message),
@@ -645,7 +710,7 @@ class EngineRuntime:
             datetime.now(UTC),
             key=message.key if isinstance(message.key, bytes) else None,
         )
-        await self.send_dead_letters([letter])
+        self.send_dead_letters([letter])
 
     @staticmethod
     def source(logical_topic: str, message: Any) -> DeadLetterSource:
@@ -664,12 +729,12 @@ class EngineRuntime:
             try:
                 bundle = decode(event.value)
             except Exception as exc:
-                await self.processing_error(logical_topic, event.message, exc)
+                self.processing_error(logical_topic, event.message, exc)
                 continue
             messages.extend((event, message) for message in bundle)
         return messages
 
-    async def processing_error(self, logical_topic: str, message: Any, exc: Exception) -> None:
+    def processing_error(self, logical_topic: str, message: Any, exc: Exception) -> None:
         """Dead-letter `message` with the error (CONTRACT v1.2: nothing dropped).
 
         Once per record and batch: the messages of an inbox bundle are handled per
@@ -688,7 +753,7 @@ class EngineRuntime:
             return
         detail = ErrorDetail(loc="", msg=error_text(exc), type=type(exc).__name__)
         try:
-            await self.dead_letter(
+            self.dead_letter(
                 logical_topic,
                 message,
                 Rejected(raw_value(message), ReasonCode.PROCESSING_ERROR, [detail]),
@@ -706,7 +771,7 @@ class EngineRuntime:
             check_key(logical_topic, key, record)
         except RecordRejected as exc:
             rejected = Rejected(raw_value(message), exc.reason_code, exc.errors)
-            await self.dead_letter(logical_topic, message, rejected)
+            self.dead_letter(logical_topic, message, rejected)
             return True
         return False
 

@@ -15,7 +15,7 @@ import orjson
 
 from schemas.unit_status import UnitStatus
 from streams.engine.messages import UNIT_INBOX, Occupancy, decode_unit_inbox
-from streams.engine.runtime import EngineRuntime, as_rejected
+from streams.engine.runtime import RECOVERY_FLUSH_EVERY, EngineRuntime, as_rejected
 from streams.engine.unit_processor import OccupancyEntry, UnitEffects, UnitProcessor, UnitSlot
 from streams.rules.facts import from_ms, to_ms
 from streams.rules.record_facts import unit_status_fact
@@ -39,7 +39,7 @@ class UnitAgents:
         raw = self.rt.unit_table.get(unit_id)
         return UnitSlot(unit_id) if raw is None else UnitSlot.from_json(orjson.loads(raw))
 
-    async def apply(self, slot: UnitSlot, effects: UnitEffects, store: bool) -> None:
+    def apply(self, slot: UnitSlot, effects: UnitEffects, store: bool) -> None:
         """Store first, then send (as the order side); every value is encoded before any write."""
         rt = self.rt
         entries = {
@@ -55,7 +55,7 @@ class UnitAgents:
             rt.put(rt.unit_table, slot.unit_id, unit)
         for answer in effects.answers:
             rt.join(rt.out.order_inbox, answer)
-        await rt.send_alerts(effects.alerts)
+        rt.send_alerts(effects.alerts)
 
     async def on_statuses(self, events: Sequence[Any]) -> None:
         await self.rt.each(UNIT_STATUS, events, self.on_status)
@@ -73,7 +73,7 @@ class UnitAgents:
         rt = self.rt
         message, value = event.message, event.value
         if not isinstance(value, UnitStatus):
-            await rt.dead_letter(UNIT_STATUS, message, as_rejected(value))
+            rt.dead_letter(UNIT_STATUS, message, as_rejected(value))
         elif not await rt.mis_keyed(UNIT_STATUS, message, value):
             now_ms = rt.clock.observe(message.partition, to_ms(value.event_time))
             slot = self.load(value.unit_id)
@@ -86,8 +86,8 @@ class UnitAgents:
                 slot, unit_status_fact(value), occupancy, from_ms(now_ms),
                 rt.source(UNIT_STATUS, message), message.value,
             )  # fmt: skip
-            await self.apply(slot, effects, store=effects.changed)
-            await rt.send_dead_letters(effects.dead_letters)
+            self.apply(slot, effects, store=effects.changed)
+            rt.send_dead_letters(effects.dead_letters)
 
     async def _reports(self, items: Sequence[tuple[Any, Occupancy]]) -> None:
         """One unit's reports of a batch: its slot loaded, derived and stored once."""
@@ -109,7 +109,7 @@ class UnitAgents:
             index = self.orders_at(unit_id)
             index.difference_update(effects.forgotten)
             index.update(effects.changed_entries)
-            await self.apply(slot, effects, store=effects.changed)
+            self.apply(slot, effects, store=effects.changed)
 
     async def on_units_recovered(self) -> None:
         """Announce the alerts of the units this worker owns again (as the order side)."""
@@ -118,7 +118,10 @@ class UnitAgents:
             mine = rt.active_partitions(rt.unit_status_topic)
             for unit_id, raw in list(rt.unit_table.items()):
                 if rt.partition_of(unit_id) in mine:
-                    await rt.send_alerts(UnitSlot.published_of(raw).values(), reannounce=True)
+                    rt.send_alerts(UnitSlot.published_of(raw).values(), reannounce=True)
+                    if rt.outputs.pending >= RECOVERY_FLUSH_EVERY:
+                        await rt.outputs.flush()
+            await rt.outputs.flush()
 
     async def on_occupancy_recovered(self) -> None:
         self.rebuild_index()

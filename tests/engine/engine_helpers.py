@@ -3,14 +3,19 @@ capture the engine's outputs in tests without a broker."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import MessageSizeTooLargeError
+
 from schemas.plan import load_plan
 from streams.engine.runtime import EngineRuntime, OutputSender
+from streams.partitioning import partition_of
 from streams.rules.oracle import run_scenario
 
 
@@ -62,18 +67,40 @@ def alert_differences(actual: list[dict[str, Any]], expected: list[dict[str, Any
 class CapturingProducer:
     """Stands in for the worker's producer where no broker runs: keeps every output in order.
 
-    Only `OutputSender`'s seam (`send_tracked`) is replaced; everything above it -
-    which topic, key, value and partition each output gets - is production's.
+    Only `OutputSender`'s seam (`send_batch_tracked`, `send_tracked` for ticks, the
+    key partitioner and the size check) is replaced; everything above it - which
+    topic, key, value and partition each output gets - is production's. Keys are
+    partitioned as Kafka's default partitioner does (murmur2) over `partitions`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, partitions: int = 1, max_message_bytes: int = 1_048_576) -> None:
+        self.partitions = partitions
+        self.max_message_bytes = max_message_bytes
         self.sent: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+        self.batches: list[tuple[str, int, int]] = []
+        """(topic, partition, records) of every batch appended, in order."""
         self.refused: list[str] = []
 
     async def send_tracked(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None
-    ) -> None:
+    ) -> asyncio.Future[Any]:
         self.sent.append((topic, key, value, partition))
+        return asyncio.get_running_loop().create_future()
+
+    async def send_batch_tracked(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
+    ) -> list[tuple[asyncio.Future[Any], int]]:
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.sent.extend((topic, key, value, partition) for key, value in records)
+        self.batches.append((topic, partition, len(records)))
+        return [(delivery, index) for index in range(len(records))]
+
+    async def key_partitioner(self, topic: str) -> Callable[[bytes | None], int]:
+        return lambda key: 0 if key is None else partition_of(key, self.partitions)
+
+    def check_size(self, key: bytes | None, value: bytes | None) -> None:
+        if len(key or b"") + len(value or b"") > self.max_message_bytes:
+            raise MessageSizeTooLargeError("over max_request_size")
 
     def refuse_commit(self, reason: str) -> None:
         self.refused.append(reason)
@@ -84,6 +111,6 @@ class CapturingProducer:
 
 
 def capture_outputs(runtime: EngineRuntime) -> CapturingProducer:
-    producer = CapturingProducer()
+    producer = CapturingProducer(partitions=runtime.app.conf.topic_partitions)
     runtime.outputs = OutputSender(lambda: producer)
     return producer

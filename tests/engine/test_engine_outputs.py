@@ -1,8 +1,9 @@
 """The engine's outputs, as `OutputSender` hands them to the producer (no broker).
 
-The producer is replaced at `send_tracked`, the seam below which only aiokafka
+The producer is replaced at `send_batch_tracked`, the seam below which only aiokafka
 runs (tests/foundation/test_kafka_transport.py covers that part with a broker):
-which topic, key and value each output gets, and in which order, is production's.
+which topic, partition, key and value each output gets, in which order and in
+which batch, is production's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.errors import MessageSizeTooLargeError
 from engine_helpers import capture_outputs
 
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ReasonCode
@@ -30,6 +32,7 @@ from streams.engine.messages import (
     decode_unit_inbox,
 )
 from streams.engine.order_processor import Effects
+from streams.partitioning import partition_of
 from streams.topics import TopicNames
 
 
@@ -55,20 +58,27 @@ def test_an_orders_effects_go_to_their_topics_with_their_keys_in_order(tmp_path:
     slot: Any = SimpleNamespace(facts=SimpleNamespace(order_id="PO-1"))  # nothing stored
 
     async def step() -> None:
-        await engine.orders.apply(slot, effects)
-        assert len(produced.sent) == 4  # the join messages wait for the end of the step
+        engine.orders.apply(slot, effects)
+        assert produced.sent == []  # everything waits for the end of the step
+        assert rt.outputs.pending == 6
         await rt.outputs.flush()
 
     asyncio.run(step())
 
     out = rt.out
+    a1, a2 = (partition_of(key, 2) for key in (b"a1", b"a2"))
+    letter_key = letter.dead_letter_id.encode()
     assert [(topic, key, partition) for topic, key, _, partition in produced.sent] == [
-        ("t.alerts", b"a1", None),
-        ("t.alerts", b"a2", None),
-        ("t.order-state", b"PO-1", None),
-        ("t.dead-letter", letter.dead_letter_id.encode(), None),
+        ("t.alerts", b"a1", a1),
+        ("t.alerts", b"a2", a2),
+        ("t.order-state", b"PO-1", partition_of(b"PO-1", 2)),
+        ("t.dead-letter", letter_key, partition_of(letter_key, 2)),
         (out.customer_inbox, None, rt.partition_of("C-9")),
         (out.unit_inbox, None, rt.partition_of("KNIT-2")),
+    ]  # fmt: skip
+    assert [batch[0] for batch in produced.batches] == [
+        "t.alerts", *(["t.alerts"] if a1 != a2 else []),
+        "t.order-state", "t.dead-letter", out.customer_inbox, out.unit_inbox,
     ]  # fmt: skip
     values = [value for _, _, value, _ in produced.sent]
     assert [orjson.loads(v) for v in values[:2]] == alerts
@@ -80,22 +90,74 @@ def test_an_orders_effects_go_to_their_topics_with_their_keys_in_order(tmp_path:
     assert out.unit_inbox == "outputs-test-unit-inbox"
 
 
-def test_a_send_that_fails_raises_into_the_step(tmp_path: Path) -> None:
-    """An output that cannot be handed to the producer is not skipped: the step fails
+def test_an_output_too_large_to_send_raises_where_it_is_collected(tmp_path: Path) -> None:
+    """An output the producer would refuse is not skipped: the step fails at once
     (the agent then handles the records alone and dead-letters the failing one)."""
     engine = _engine(tmp_path)
     rt = engine.runtime
     produced = capture_outputs(rt)
-
-    async def refuse(topic: str, key: bytes | None, value: bytes, partition: int | None) -> None:
-        raise OSError("no metadata")
-
-    produced.send_tracked = refuse  # type: ignore[method-assign]
-    with pytest.raises(OSError, match="no metadata"):
-        asyncio.run(rt.send_alerts([{"alert_id": "a1", "type": "start_overdue", "status": "open"}]))
+    produced.max_message_bytes = 100
+    alert = {"alert_id": "a1", "type": "start_overdue", "status": "open", "x": "y" * 200}
+    with pytest.raises(MessageSizeTooLargeError):
+        rt.send_alerts([alert])
     published = "chainwatch_worker_alerts_published_total"
     labels = {"type": "start_overdue", "status": "open"}
     assert not rt.metrics.registry.get_sample_value(published, labels)  # not counted as sent
+    assert rt.outputs.pending == 0
+
+
+def test_a_flush_that_fails_raises_into_the_step_and_keeps_what_it_could_not_send(
+    tmp_path: Path,
+) -> None:
+    """No metadata for the alerts topic: the flush raises (the step is retried), and the
+    alerts stay collected, so the retry's flush sends them, in the order collected."""
+    engine = _engine(tmp_path)
+    rt = engine.runtime
+    produced = capture_outputs(rt)
+    append = produced.send_batch_tracked
+    refusals = [OSError("no metadata")]
+
+    async def refuse_once(topic: str, partition: int, records: Any) -> Any:
+        if refusals:
+            raise refusals.pop()
+        return await append(topic, partition, records)
+
+    produced.send_batch_tracked = refuse_once  # type: ignore[method-assign]
+    alerts = [{"alert_id": f"a{i}", "type": "start_overdue", "status": "open"} for i in range(5)]
+
+    async def steps() -> None:
+        rt.send_alerts(alerts)
+        with pytest.raises(OSError, match="no metadata"):
+            await rt.outputs.flush()
+        assert produced.sent == []
+        assert rt.outputs.pending == len(alerts)
+        await rt.outputs.flush()
+
+    asyncio.run(steps())
+    got = [orjson.loads(value) for _, value in produced.keyed(rt.out.alerts)]
+    for partition in (0, 1):
+        mine = [a for a in alerts if partition_of(a["alert_id"].encode(), 2) == partition]
+        assert [a for a in got if partition_of(a["alert_id"].encode(), 2) == partition] == mine
+    assert sorted(a["alert_id"] for a in got) == sorted(a["alert_id"] for a in alerts)
+    assert rt.outputs.pending == 0
+
+
+def test_a_steps_outputs_go_as_one_batch_per_partition(tmp_path: Path) -> None:
+    """One delivery future per topic partition and step, not one per message."""
+    engine = _engine(tmp_path)
+    rt = engine.runtime
+    produced = capture_outputs(rt)
+    alerts = [{"alert_id": f"a{i}", "type": "start_overdue", "status": "open"} for i in range(40)]
+
+    async def step() -> None:
+        rt.send_alerts(alerts)
+        await rt.outputs.flush()
+
+    asyncio.run(step())
+    assert sorted(produced.batches) == [
+        ("t.alerts", p, sum(partition_of(a["alert_id"].encode(), 2) == p for a in alerts))
+        for p in (0, 1)
+    ]
 
 
 class _AckingStream:
@@ -204,14 +266,14 @@ def test_join_messages_the_producer_refuses_even_on_the_last_retry_refuse_the_co
     engine = _engine(tmp_path)
     rt = engine.runtime
     produced = capture_outputs(rt)
-    capture = produced.send_tracked
+    capture = produced.send_batch_tracked
 
-    async def no_inbox(topic: str, key: bytes | None, value: bytes | None, p: int | None) -> None:
+    async def no_inbox(topic: str, partition: int, records: Any) -> Any:
         if topic == rt.out.unit_inbox:
             raise OSError("inbox partition has no leader")
-        await capture(topic, key, value, p)
+        return await capture(topic, partition, records)
 
-    produced.send_tracked = no_inbox  # type: ignore[method-assign]
+    produced.send_batch_tracked = no_inbox  # type: ignore[method-assign]
 
     async def handle(events: Sequence[Any]) -> None:
         for event in events:
@@ -336,18 +398,19 @@ def test_a_changelog_record_that_cannot_be_sent_stops_the_commit_not_the_step(
     flush before a commit raises instead (the worker stops, its inputs come again)."""
     rt = _engine(tmp_path).runtime
     produced = capture_outputs(rt)
-    original = produced.send_tracked
+    original = produced.send_batch_tracked
 
-    async def refuse_one(topic: str, key: bytes | None, value: bytes | None, p: int | None) -> None:
-        if key == b'"KNIT-1"':
+    async def refuse_one(topic: str, partition: int, records: Any) -> Any:
+        if partition == 0:
             raise OSError("no metadata")
-        await original(topic, key, value, p)
+        return await original(topic, partition, records)
 
-    produced.send_tracked = refuse_one  # type: ignore[method-assign]
+    produced.send_batch_tracked = refuse_one  # type: ignore[method-assign]
 
     async def step() -> None:
         with rt.acting_for(_OnPartition(0)):
             rt.put(rt.unit_table, "KNIT-1", b"a")
+        with rt.acting_for(_OnPartition(1)):
             rt.put(rt.unit_table, "KNIT-2", b"b")
         await rt.outputs.flush()
 
@@ -384,10 +447,12 @@ def test_a_store_that_keeps_offsets_gets_the_changelog_offset_once_kafka_acknowl
         def __init__(self) -> None:
             self.deliveries: list[asyncio.Future[Any]] = []
 
-        async def send_tracked(self, *_args: Any) -> asyncio.Future[Any]:
+        async def send_batch_tracked(
+            self, _topic: str, _partition: int, records: Any
+        ) -> list[tuple[asyncio.Future[Any], int]]:
             delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self.deliveries.append(delivery)
-            return delivery
+            return [(delivery, index) for index in range(len(records))]
 
         def refuse_commit(self, reason: str) -> None:
             raise AssertionError(reason)
@@ -400,14 +465,19 @@ def test_a_store_that_keeps_offsets_gets_the_changelog_offset_once_kafka_acknowl
             rt.put(table, "KNIT-1", b"a")
             rt.put(table, "KNIT-2", b"b")
         await rt.outputs.flush()
-        assert store == {"KNIT-1": b"a", "KNIT-2": b"b"}
+        with rt.acting_for(_OnPartition(3)):
+            rt.put(table, "KNIT-3", b"c")
+        await rt.outputs.flush()
+        assert store == {"KNIT-1": b"a", "KNIT-2": b"b", "KNIT-3": b"c"}
         assert store.persisted == []  # not acknowledged yet
-        producer.deliveries[0].set_result(SimpleNamespace(offset=41))
+        producer.deliveries[0].set_result(SimpleNamespace(offset=41))  # a batch of two
         producer.deliveries[1].set_exception(OSError("not acknowledged"))
         await asyncio.sleep(0)  # the done callbacks run
 
     asyncio.run(step())
-    assert [(tp.topic, tp.partition, offset) for tp, offset in store.persisted] == [("cl", 3, 41)]
+    # The batch's last record (41 + 1): the store recovers from there; the failed batch
+    # sets nothing (its flush raises before a commit).
+    assert [(tp.topic, tp.partition, offset) for tp, offset in store.persisted] == [("cl", 3, 42)]
 
 
 def test_a_record_two_of_whose_messages_fail_gets_one_dead_letter(tmp_path: Path) -> None:
@@ -423,6 +493,7 @@ def test_a_record_two_of_whose_messages_fail_gets_one_dead_letter(tmp_path: Path
     async def batch() -> None:
         for event, order in [(bundle, "PO-1"), (bundle, "PO-2"), (other, "PO-3")]:
             await rt.guarded("order-inbox", [(event, order)], fail, lambda item: item[0].message)
+        await rt.outputs.flush()  # as the agent does after its batch (`_flush_left`)
 
     asyncio.run(batch())
     letters = [orjson.loads(v) for _, v in produced.keyed(rt.out.dead_letters)]

@@ -71,11 +71,11 @@ def test_records_are_counted_by_topic_and_outcome_and_timed(tmp_path: Path) -> N
         for event in batch:
             if event.value == b"bad":
                 rejected = SimpleNamespace(raw=b"bad", errors=[], reason_code=ReasonCode.NOT_JSON)
-                await rt.dead_letter(ORDERS, event.message, rejected)  # type: ignore[arg-type]
+                rt.dead_letter(ORDERS, event.message, rejected)  # type: ignore[arg-type]
             elif event.value == b"boom":
                 raise RuntimeError("boom")
             else:
-                await rt.send_alerts([alert])
+                rt.send_alerts([alert])
 
     asyncio.run(  # a batch's outcomes are counted per record
         _drain(
@@ -96,7 +96,8 @@ def test_records_are_counted_by_topic_and_outcome_and_timed(tmp_path: Path) -> N
     published = "chainwatch_worker_alerts_published_total"
     assert _sample(engine, published, type="start_overdue", status="open") == 2
 
-    asyncio.run(rt.send_alerts([alert], reannounce=True))  # after a recovery: not a new alert
+    rt.send_alerts([alert], reannounce=True)  # after a recovery: not a new alert
+    asyncio.run(rt.outputs.flush())
     assert _sample(engine, published, type="start_overdue", status="open") == 2
     assert _sample(engine, "chainwatch_worker_alerts_reannounced_total") == 1
     assert [topic for topic, *_ in produced.sent] == [

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError
 from faust.types import TP, FutureMessage
 from kafka.admin import KafkaAdminClient, NewTopic
 from mode import Service
@@ -66,6 +67,35 @@ def _create_topic(bootstrap: str, name: str, partitions: int, **config: str) -> 
         )
     finally:
         admin.close()
+
+
+def _read_all(
+    bootstrap: str, name: str, partitions: int, *, timeout_s: float = 30.0
+) -> list[tuple[int, int, bytes]]:
+    """(partition, offset, value) of every record of `name`, up to its end offsets."""
+
+    async def read() -> list[tuple[int, int, bytes]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await asyncio.wait_for(consumer.start(), timeout=timeout_s)
+        try:
+            tps = [TopicPartition(name, p) for p in range(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            got: list[tuple[int, int, bytes]] = []
+
+            async def behind() -> bool:
+                return any([await consumer.position(tp) < end for tp, end in ends.items()])
+
+            async with asyncio.timeout(timeout_s):
+                while await behind():
+                    for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                        got.extend((tp.partition, r.offset, r.value or b"") for r in records)
+            return got
+        finally:
+            await asyncio.wait_for(consumer.stop(), timeout=timeout_s)
+
+    return asyncio.run(read())
 
 
 @pytest.fixture
@@ -153,6 +183,77 @@ def test_tracked_sends_keep_faust_s_partitions_and_their_order_and_flush_waits_f
     for partition in set(faust_partitions):
         offsets = [m.offset for m in tracked if m.partition == partition]
         assert offsets == sorted(offsets)  # per partition, in the order sent
+
+
+def test_batched_sends_keep_fausts_partitions_order_and_offsets_and_flush_waits_for_them(
+    kafka_bootstrap: str, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
+    """`send_batch_tracked` (the engine's step outputs): the key partitioner puts a key
+    where `Topic.send` did; a partition's records keep their order, each record's offset is
+    its batch's base offset + its index, and one over `max_batch_size` starts a new batch."""
+    name = unique("batched")
+    _create_topic(kafka_bootstrap, name, 3)
+    keys = [b"PO-%d" % (i % 7) for i in range(60)]
+
+    async def scenario() -> tuple[list[int], dict[int, list[tuple[bytes, int]]], int]:
+        app = create_app("batched-test", bootstrap=kafka_bootstrap, partitions=3, data_dir=tmp_path)
+        producer: Any = app.producer
+        await producer.start()
+        try:
+            topic = app.topic(name, key_serializer="raw", value_serializer="raw")
+            by_faust = [await (await topic.send(key=key, value=b"faust")) for key in keys[:7]]
+            partition_of = await producer.key_partitioner(name)
+            assert [partition_of(key) for key in keys[:7]] == [m.partition for m in by_faust]
+            groups: dict[int, list[tuple[bytes, bytes]]] = {}
+            for i, key in enumerate(keys):
+                # PO-2 twice with 300 kB: over the 512 kB batch, a second batch there
+                value = b"%d" % i + (b"x" * 300_000 if i in (30, 37) else b"")
+                producer.check_size(key, value)
+                groups.setdefault(partition_of(key), []).append((key, value))
+            deliveries = {
+                p: await producer.send_batch_tracked(name, p, records)
+                for p, records in groups.items()
+            }
+            await producer.flush()
+            offsets: dict[int, list[tuple[bytes, int]]] = {}
+            for p, placed in deliveries.items():
+                assert all(fut.done() for fut, _ in placed)  # flush waited for every batch
+                offsets[p] = [
+                    (value[:3], fut.result().offset + index)
+                    for (key, value), (fut, index) in zip(groups[p], placed, strict=True)
+                ]
+            batches = len({id(fut) for placed in deliveries.values() for fut, _ in placed})
+            return [m.offset for m in by_faust], offsets, batches
+        finally:
+            await asyncio.wait_for(producer.stop(), timeout=30)
+
+    _faust_offsets, offsets, batches = asyncio.run(scenario())
+    assert batches == len(offsets) + 1  # the second 300 kB record opened a batch of its own
+    stored = _read_all(kafka_bootstrap, name, 3)
+    for partition, placed in offsets.items():
+        got = [
+            (value[:3], offset)
+            for p, offset, value in stored
+            if p == partition and value != b"faust"
+        ]
+        assert got == placed  # in the order given, at the offsets the futures name
+
+
+def test_a_message_the_producer_would_refuse_as_too_large_is_refused_before_any_append(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        app = create_app("size-test", bootstrap=kafka_bootstrap, partitions=1, data_dir=tmp_path)
+        producer: Any = app.producer
+        await producer.start()
+        try:
+            producer.check_size(b"k", b"x" * 1000)
+            with pytest.raises(MessageSizeTooLargeError, match="max_request_size"):
+                producer.check_size(b"k", b"x" * 2_000_000)
+        finally:
+            await asyncio.wait_for(producer.stop(), timeout=30)
+
+    asyncio.run(scenario())
 
 
 def test_flush_refuses_when_kafka_refuses_a_tracked_send(
