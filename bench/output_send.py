@@ -2,8 +2,10 @@
 
 Both go to the same `AIOKafkaProducer` of one app (`streams.app.create_app`) and the
 same topic: `Topic.send` through faust's per-message path (`FutureMessage`,
-serialisers, sensors, a callback), `send_tracked` (what `OutputSender` uses)
-straight to aiokafka's accumulator. Per message: process CPU time of the sends
+serialisers, sensors, a callback), `send_tracked` straight to aiokafka's
+accumulator (what `OutputSender` sends ticks with), and `send_batch_tracked` (what
+`OutputSender` sends a step's outputs with: one record batch per partition, one
+delivery future per batch). Per message: process CPU time of the sends
 alone, of the sends plus the flush that waits for the broker's acknowledgements,
 and wall time; best of `--rounds`, alternating the two paths.
 

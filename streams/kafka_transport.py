@@ -17,7 +17,7 @@ input again. Here `flush` returns only when every message handed over before it
 has been acknowledged by Kafka, or raises `ProducerFlushError` (the commit does
 not happen; the worker stops with that error and its inputs are processed
 again). The engine's outputs and its table changelog records skip faust's
-per-message path (`send_tracked`, used by `streams.engine.runtime.OutputSender`)
+per-message path (`send_batch_tracked`, used by `streams.engine.runtime.OutputSender`)
 and are covered by the same flush; one that cannot even be appended makes the
 next flush raise too (`refuse_commit`).
 
@@ -248,7 +248,8 @@ class _IdempotentProducer(driver.Producer):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._unacknowledged: set[asyncio.Future[Any]] = set()
-        """Messages handed over (buffer or `send_tracked`) and not yet acknowledged by Kafka."""
+        """Messages and batches handed over (buffer, `send_tracked`, `send_batch_tracked`)
+        and not yet acknowledged by Kafka."""
         self._failed: list[str] = []
 
     def _settings_extra(self) -> Mapping[str, Any]:

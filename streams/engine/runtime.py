@@ -451,11 +451,13 @@ class EngineRuntime:
         A batch is handled under the worker's lock (`turn`). If handling it raises,
         each event is handled again on its own and only those that still raise are
         dead letters: every step is idempotent (redelivery is), see `guarded`.
-        The join messages a step collects are sent (bundled, `OutputSender.join`)
-        when it ends, before `take_events` acks its inputs. What a step collected
+        The outputs a step collects (alerts, snapshots, dead letters, changelog
+        records, join messages: `OutputSender`) are sent when it ends, as record
+        batches, before `take_events` acks its inputs. What a step collected
         before it raised is kept and sent with the retry's: the state it came from
         is already stored, so a retry may not produce it again; a message sent twice
-        is harmless (every join message is versioned or idempotent, streams.engine.messages).
+        is harmless (join messages are versioned or idempotent, streams.engine.messages;
+        alerts and snapshots are versioned; dead letters have ids).
         Each record of the batch is counted by its outcome, and timed as its share
         of the batch (the batch's time divided by its records).
         """
@@ -465,7 +467,7 @@ class EngineRuntime:
 
         async def step(events: Sequence[Any]) -> None:
             await handle(events)
-            await self.outputs.flush()  # the join messages it collected, as bundles
+            await self.outputs.flush()  # what it collected, as record batches
 
         async def agent(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(size, within):
@@ -500,8 +502,8 @@ class EngineRuntime:
             await self.outputs.flush()
         except Exception as exc:
             dropped, error = self.outputs.discard(), error_text(exc)
-            log.error("join_messages_not_sent", messages=dropped, error=error)
-            self.outputs.refuse_commit(f"{dropped} join message(s) not sent: {error}")
+            log.error("outputs_not_sent", messages=dropped, error=error)
+            self.outputs.refuse_commit(f"{dropped} output(s) not sent: {error}")
 
     def _count(
         self, meters: TopicMeters, logical_topic: str, events: Sequence[Any], seconds: float

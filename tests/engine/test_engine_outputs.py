@@ -288,7 +288,7 @@ def test_join_messages_the_producer_refuses_even_on_the_last_retry_refuse_the_co
         (2, "processing_error"),
     ]
     assert len(produced.refused) == 1
-    assert "join message(s) not sent" in produced.refused[0]
+    assert "output(s) not sent" in produced.refused[0]
     assert "inbox partition has no leader" in produced.refused[0]
     assert rt.outputs.pending == 0
     assert stream.sent_at_ack == [2]
