@@ -40,20 +40,44 @@ class EngineClock:
 
 @dataclass
 class DeadlineIndex:
-    _heaps: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
+    """Per partition, a heap of (deadline, key); each key has at most one live deadline.
 
-    def push(self, partition: int, due_ms: int, key: str) -> None:
+    `schedule` replaces a key's earlier deadline: its heap entry goes stale and is
+    dropped, not handed out, when it falls due. An order is scheduled again on every
+    change, mostly with the deadline it already had; without this each of those
+    entries came out of the heap and cost a read and a decode of the order's stored
+    slot only to find it stale.
+    """
+
+    _heaps: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
+    _due: dict[str, int] = field(default_factory=dict)
+    """key -> its live deadline"""
+
+    def schedule(self, partition: int, due_ms: int | None, key: str) -> None:
+        """Make `due_ms` the key's deadline on `partition` (None: it has none)."""
+        if due_ms is None:
+            self._due.pop(key, None)
+            return
+        if self._due.get(key) == due_ms:
+            return  # already scheduled
+        self._due[key] = due_ms
         heapq.heappush(self._heaps.setdefault(partition, []), (due_ms, key))
 
     def next_due(self, partition: int) -> int | None:
+        """The earliest entry of `partition` (it may be stale: then the real one is later)."""
         heap = self._heaps.get(partition)
         return heap[0][0] if heap else None
 
     def pop_due(self, partition: int, now_ms: int) -> Iterator[tuple[int, str]]:
-        """Entries due at `now_ms`; stale ones are the caller's to skip (lazy deletion)."""
+        """The live deadlines of `partition` due at `now_ms`, each unscheduled as it is
+        handed out; stale entries are dropped on the way."""
         heap = self._heaps.get(partition)
+        due = self._due
         while heap and heap[0][0] <= now_ms:
-            yield heapq.heappop(heap)
+            due_ms, key = heapq.heappop(heap)
+            if due.get(key) == due_ms:
+                del due[key]
+                yield due_ms, key
 
     def size(self, partition: int) -> int:
         """Entries of `partition`, stale ones included."""
@@ -61,6 +85,7 @@ class DeadlineIndex:
 
     def clear(self) -> None:
         self._heaps.clear()
+        self._due.clear()
 
     def partitions(self) -> list[int]:
         return sorted(self._heaps)

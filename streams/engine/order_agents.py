@@ -65,10 +65,10 @@ class OrderAgents:
         order_id = slot.facts.order_id
         if effects.evicted:
             rt.put(rt.order_table, order_id, rt.encoded(evicted_json(slot)))
+            rt.deadlines.schedule(slot.partition, None, order_id)
         elif effects.changed:
             rt.put(rt.order_table, order_id, rt.encoded(slot.to_json()))
-            if slot.next_deadline_ms is not None:
-                rt.deadlines.push(slot.partition, slot.next_deadline_ms, order_id)
+            rt.deadlines.schedule(slot.partition, slot.next_deadline_ms, order_id)
         rt.send_alerts(effects.alerts)
         out = rt.out
         if effects.snapshot is not None:
@@ -294,7 +294,7 @@ class OrderAgents:
                 if stored.partition not in active or stored.evicted:
                     continue  # a standby copy (its owner announces it), or an evicted order
                 if stored.next_deadline_ms is not None:
-                    rt.deadlines.push(stored.partition, stored.next_deadline_ms, order_id)
+                    rt.deadlines.schedule(stored.partition, stored.next_deadline_ms, order_id)
                 rt.clock.observe(stored.partition, stored.clock_ms)
                 rt.send_alerts(stored.published.values(), reannounce=True)
                 announced += len(stored.published)

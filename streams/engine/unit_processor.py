@@ -245,12 +245,33 @@ def _keep_evicted(
             after[event_id] = sorted({*after.get(event_id, []), *gone})
 
 
-def _overlapping(downtimes: Iterable[Downtime], visits: list[list[Any]]) -> list[Downtime]:
-    spans = [
-        (None if v[2] is None else from_ms(v[2]), None if v[3] is None else from_ms(v[3]))
-        for v in visits
-    ]
-    return [d for d in downtimes if any(d.overlaps(start, end) for start, end in spans)]
+Span = tuple[int, int | None, Downtime]
+"""A downtime with its start and end (None: still open) in epoch ms."""
+
+
+def _spans(downtimes: Iterable[Downtime]) -> list[Span]:
+    return [(to_ms(d.start), None if d.end is None else to_ms(d.end), d) for d in downtimes]
+
+
+def _overlapping(spans: Sequence[Span], visits: list[list[Any]]) -> list[Downtime]:
+    """The downtimes (in `spans` order) that overlap any of an order's visits at the unit.
+
+    `Downtime.overlaps` (RULES.md) on epoch ms: every instant is at ms precision
+    (schemas.common), so the integers compare as the datetimes do, without turning
+    each stored visit into datetimes for every downtime and every report.
+    """
+    touching: list[Downtime] = []
+    for start, end, downtime in spans:
+        for visit in visits:
+            visit_start, visit_end = visit[2], visit[3]
+            if visit_start is None:
+                visit_start = visit_end  # an unknown start counts as the end
+                if visit_start is None:
+                    continue  # neither: not a visit
+            if (end is None or visit_start < end) and (visit_end is None or start < visit_end):
+                touching.append(downtime)
+                break
+    return touching
 
 
 class UnitProcessor:
@@ -287,10 +308,11 @@ class UnitProcessor:
         redelivered = taken is Taken.KNOWN
         effects.changed = effects.changed or not redelivered
         downtimes = build_downtimes(slot.records)
+        spans = _spans(downtimes)
         before, slot.in_progress = slot.in_progress, {}
         for order_id in sorted(occupancy):
             entry = occupancy[order_id]
-            touching = _overlapping(downtimes, entry.visits)
+            touching = _overlapping(spans, entry.visits)
             for d in touching:
                 slot.in_progress.setdefault(d.event_id, []).append(order_id)
             self._answer(slot, order_id, entry, touching, effects, again=redelivered)
@@ -366,6 +388,7 @@ class UnitProcessor:
         # once at its end: a long downtime has thousands of them, and testing and
         # rebuilding the stored list for every report made a batch quadratic in them.
         progress = {d.event_id: set(slot.in_progress.get(d.event_id, ())) for d in downtimes}
+        spans = _spans(downtimes)
         for message in messages:
             order_id = message.order_id
             if message.forget:
@@ -382,7 +405,7 @@ class UnitProcessor:
             entry = OccupancyEntry(message.version, message.visits, answered)
             current[order_id] = entry
             effects.forgotten.discard(order_id)
-            touching = _overlapping(downtimes, entry.visits)
+            touching = _overlapping(spans, entry.visits)
             touched = {d.event_id for d in touching}
             for d in downtimes:
                 orders = progress[d.event_id]

@@ -34,8 +34,15 @@ from streams.engine.messages import (
 from streams.engine.order_agents import OrderAgents
 from streams.engine.order_processor import Arrival, OrderProcessor
 from streams.engine.order_slot import OrderSlot
-from streams.engine.unit_processor import OccupancyEntry, UnitProcessor, UnitSlot
-from streams.rules.facts import CustomerFact, to_ms
+from streams.engine.unit_processor import (
+    OccupancyEntry,
+    UnitProcessor,
+    UnitSlot,
+    _overlapping,
+    _spans,
+)
+from streams.rules.downtimes import Downtime
+from streams.rules.facts import CustomerFact, from_ms, to_ms
 from streams.rules.record_facts import unit_status_fact
 
 PLAN = load_plan(None)
@@ -277,14 +284,34 @@ def test_the_engine_clock_in_event_time_only_moves_forward_per_partition() -> No
 
 def test_the_deadline_index_pops_only_what_fell_due_per_partition() -> None:
     index = DeadlineIndex()
-    index.push(0, 300, "b")
-    index.push(0, 100, "a")
-    index.push(1, 50, "c")
+    index.schedule(0, 300, "b")
+    index.schedule(0, 100, "a")
+    index.schedule(1, 50, "c")
     assert index.next_due(0) == 100
     assert list(index.pop_due(0, 300)) == [(100, "a"), (300, "b")]
     assert index.next_due(0) is None
     assert index.next_due(1) == 50
     assert index.partitions() == [0, 1]
+
+
+def test_a_key_has_one_live_deadline_the_last_scheduled() -> None:
+    """An order is scheduled again on every change: the same deadline adds no entry, a
+    new one replaces the old (handed out once, at the new time), None unschedules."""
+    index = DeadlineIndex()
+    for _ in range(3):
+        index.schedule(0, 100, "a")
+    assert index.size(0) == 1
+    index.schedule(0, 200, "a")  # moved later: the entry at 100 is stale
+    index.schedule(0, 150, "b")
+    index.schedule(0, 120, "b")
+    index.schedule(0, 150, "b")  # back to 150: handed out once, not twice
+    index.schedule(0, 130, "c")
+    index.schedule(0, None, "c")  # evicted or closed: no deadline
+    assert list(index.pop_due(0, 149)) == []
+    assert list(index.pop_due(0, 1_000)) == [(150, "b"), (200, "a")]
+    assert index.size(0) == 0
+    index.schedule(0, 100, "a")  # handed out, so a new deadline is scheduled again
+    assert list(index.pop_due(0, 100)) == [(100, "a")]
 
 
 def test_every_internal_message_decodes_to_itself_in_its_bundle() -> None:
@@ -511,3 +538,36 @@ def test_a_redelivered_batch_of_reports_re_sends_the_answers_and_changes_nothing
     assert again.alerts == []
     assert not again.changed
     assert [(a.order_id, a.version) for a in again.answers] == [("PO-2", (2, 2)), ("PO-3", (2, 3))]
+
+
+def test_a_units_overlap_test_on_epoch_ms_is_the_rules_overlap() -> None:
+    """The unit compares stored visits (epoch ms) with its downtimes as integers: every
+    case of RULES.md's overlap, open ends and unknown starts included, agrees with
+    `Downtime.overlaps` on the datetimes, and the downtimes keep their order."""
+    instants: list[int | None] = [None, 1_000, 1_999, 2_000, 2_001, 3_000, 4_000, 5_001]
+    downtimes = [
+        Downtime("U-1", "knitting", "down", None, from_ms(start), end, f"d{start}-{end}")
+        for start in (2_000, 3_000)
+        for end in (None, from_ms(3_000), from_ms(4_000))
+        if end is None or end > from_ms(start)
+    ]
+    spans = _spans(downtimes)
+    cases = 0
+    for first in instants:
+        for last in instants:
+            for extra in ([], [["dyeing", 1, 5_000, None]]):
+                visits: list[list[Any]] = [["knitting", 1, first, last], *extra]
+                expected = [
+                    d
+                    for d in downtimes
+                    if any(
+                        d.overlaps(
+                            None if v[2] is None else from_ms(v[2]),
+                            None if v[3] is None else from_ms(v[3]),
+                        )
+                        for v in visits
+                    )
+                ]
+                assert _overlapping(spans, visits) == expected, visits
+                cases += 1
+    assert cases == 2 * len(instants) ** 2

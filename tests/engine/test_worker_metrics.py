@@ -117,10 +117,10 @@ def test_deadline_index_size_and_oldest_due_deadline(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
     rt = engine.runtime
     rt.clock.observe(0, 100_000)  # event clock of partition 0: T = 100 s
-    rt.deadlines.push(0, 40_000, "PO-1")  # due 60 s ago, not fired yet
-    rt.deadlines.push(0, 90_000, "PO-2")
-    rt.deadlines.push(0, 500_000, "PO-3")  # not due
-    rt.deadlines.push(1, 500_000, "PO-4")
+    rt.deadlines.schedule(0, 40_000, "PO-1")  # due 60 s ago, not fired yet
+    rt.deadlines.schedule(0, 90_000, "PO-2")
+    rt.deadlines.schedule(0, 500_000, "PO-3")  # not due
+    rt.deadlines.schedule(1, 500_000, "PO-4")
     asyncio.run(engine.observer.refresh())
     entries = "chainwatch_worker_deadline_index_entries"
     assert _sample(engine, entries, partition="0") == 3
