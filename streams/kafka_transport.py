@@ -317,32 +317,31 @@ class _IdempotentProducer(driver.Producer):
         and a callback per message cost more than the append itself). Same records
         as `send`: the producer's timestamp, no headers, the idempotent producer's
         sequence numbers. Each batch's future is tracked (`flush` waits for it).
-        Returns per record its batch's delivery future and its index in the batch
-        (its offset is the batch's base offset + index). Raises if a batch cannot
+        Returns (delivery future, records) per batch, in order: a record's offset is
+        its batch's base offset + its index in the batch. Raises if a batch cannot
         be appended; batches appended before that stay appended.
         """
         producer = self._ensure_producer()
-        result: list[tuple[asyncio.Future[Any], int]] = []
+        batches: list[tuple[asyncio.Future[Any], int]] = []
         builder = producer.create_batch()
         for key, value in records:
             if builder.append(timestamp=None, key=key, value=value) is None:
                 # Full: send it; the record opens the next one (a first record always fits).
-                result.extend(await self._append_batch(builder, topic, partition))
+                batches.append(await self._append_batch(builder, topic, partition))
                 builder = producer.create_batch()
                 builder.append(timestamp=None, key=key, value=value)
         if builder.record_count():
-            result.extend(await self._append_batch(builder, topic, partition))
-        return result
+            batches.append(await self._append_batch(builder, topic, partition))
+        return batches
 
     async def _append_batch(
         self, builder: Any, topic: str, partition: int
-    ) -> list[tuple[asyncio.Future[Any], int]]:
-        count = builder.record_count()
+    ) -> tuple[asyncio.Future[Any], int]:
         fut: asyncio.Future[Any] = await self._ensure_producer().send_batch(
             builder, topic, partition=partition
         )
         self._track(fut)
-        return [(fut, index) for index in range(count)]
+        return fut, builder.record_count()
 
     def refuse_commit(self, reason: str) -> None:
         """Make the next `flush` raise: a message the offsets depend on was not sent."""

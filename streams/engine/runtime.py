@@ -273,7 +273,7 @@ class OutputSender:
         changes.clear()
         for (topic, partition), records in groups.items():
             try:
-                deliveries = await producer.send_batch_tracked(
+                batches = await producer.send_batch_tracked(
                     topic, partition, [(key, value) for key, value, _ in records]
                 )
             except Exception as exc:
@@ -282,14 +282,12 @@ class OutputSender:
                 log.error("changelog_record_not_sent", topic=topic, records=count, error=error)
                 self.refuse_commit(reason)
                 continue
-            # One table partition per group: its store keeps the offset of the last one
-            # acknowledged, once per batch.
-            last: dict[asyncio.Future[Any], tuple[int, Persisted]] = {}
-            for (delivery, index), (_, _, persisted) in zip(deliveries, records, strict=True):
-                if persisted is not None:
-                    last[delivery] = (index, persisted)
-            for delivery, (index, persisted) in last.items():
-                delivery.add_done_callback(_offset_to(persisted, index))
+            # One table partition per group, so one `persisted`: its store keeps the
+            # offset of each batch's last record once Kafka acknowledged it.
+            persisted = records[-1][2]
+            if persisted is not None:
+                for delivery, count in batches:
+                    delivery.add_done_callback(_offset_to(persisted, count - 1))
 
     def refuse_commit(self, reason: str) -> None:
         """Make the next flush before a commit raise (see `TrackedProducer`)."""

@@ -93,7 +93,7 @@ class CapturingProducer:
         delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.sent.extend((topic, key, value, partition) for key, value in records)
         self.batches.append((topic, partition, len(records)))
-        return [(delivery, index) for index in range(len(records))]
+        return [(delivery, len(records))]
 
     async def key_partitioner(self, topic: str) -> Callable[[bytes | None], int]:
         return lambda key: 0 if key is None else partition_of(key, self.partitions)

@@ -452,7 +452,7 @@ def test_a_store_that_keeps_offsets_gets_the_changelog_offset_once_kafka_acknowl
         ) -> list[tuple[asyncio.Future[Any], int]]:
             delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self.deliveries.append(delivery)
-            return [(delivery, index) for index in range(len(records))]
+            return [(delivery, len(records))]
 
         def refuse_commit(self, reason: str) -> None:
             raise AssertionError(reason)

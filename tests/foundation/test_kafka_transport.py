@@ -218,11 +218,14 @@ def test_batched_sends_keep_fausts_partitions_order_and_offsets_and_flush_waits_
             offsets: dict[int, list[tuple[bytes, int]]] = {}
             for p, placed in deliveries.items():
                 assert all(fut.done() for fut, _ in placed)  # flush waited for every batch
-                offsets[p] = [
-                    (value[:3], fut.result().offset + index)
-                    for (key, value), (fut, index) in zip(groups[p], placed, strict=True)
+                per_record = [
+                    fut.result().offset + index for fut, count in placed for index in range(count)
                 ]
-            batches = len({id(fut) for placed in deliveries.values() for fut, _ in placed})
+                offsets[p] = [
+                    (value[:3], offset)
+                    for (_key, value), offset in zip(groups[p], per_record, strict=True)
+                ]
+            batches = sum(len(placed) for placed in deliveries.values())
             return [m.offset for m in by_faust], offsets, batches
         finally:
             await asyncio.wait_for(producer.stop(), timeout=30)
