@@ -1,10 +1,11 @@
 """A bare faust-streaming agent for bench/engine.py: the yardstick of faust's own speed.
 
 One agent over the four input topics, the engine's app settings
-(`streams.app.create_app`), per record one table write and one output send,
-values left as bytes. It exits after `--records` records (and a commit) and
-prints `{"first_s": ..., "done_s": ...}` (seconds from process start to the
-first record and to the commit after the last one).
+(`streams.app.create_app`) and garbage-collector settings, per record one
+table write and one output send, values left as bytes. It exits after
+`--records` records (and a commit) and prints
+`{"first_s": ..., "done_s": ...}` (seconds from process start to the first
+record and to the commit after the last one).
 
     python bench/bare_faust.py --app-id ID --bootstrap HOST:PORT --prefix P. \\
         --partitions 4 --records N --data-dir DIR
@@ -23,7 +24,9 @@ from typing import Any
 
 import faust
 
+from chainwatch.collector import settle_collector
 from chainwatch.logs import configure_logging
+from chainwatch.settings import Settings
 from streams.app import create_app
 from streams.topics import INPUT_TOPICS, TopicNames
 
@@ -82,6 +85,9 @@ def main() -> None:
     # the worker's logging (chainwatch.runners): faust's own would set the root logger to
     # DEBUG for its spinner, and every debug call of faust and aiokafka would build a record
     configure_logging("warning")
+    # and the worker's garbage collector (chainwatch.runners): a yardstick without it
+    # would pay the collector's passes the engine no longer pays
+    settle_collector(Settings().engine.gc_young_threshold)
     faust.Worker(
         app, loglevel="warning", quiet=True, override_logging=False
     ).execute_from_commandline()

@@ -89,6 +89,7 @@ def changelog_topics(app: Any, settings: Settings) -> dict[tuple[tuple[str, str]
 
 def run_worker(settings: Settings) -> None:
     """Run one monitoring-engine worker in this process until it is told to stop."""
+    from chainwatch.collector import settle_collector
     from chainwatch.worker_stop import BoundedStopWorker
     from schemas.plan import load_plan
     from streams.engine.agents import EngineConfig, register_engine
@@ -131,6 +132,8 @@ def run_worker(settings: Settings) -> None:
     )
     # faust's Worker owns its event loop and stops on SIGINT/SIGTERM itself; the start and
     # stop lines and the ops port's lifetime are every process's (chainwatch.process)
+    settled = settle_collector(settings.engine.gc_young_threshold)
+    log.info("collector_settled", frozen=settled.frozen, thresholds=list(settled.thresholds))
     with process_lifetime("worker", serve_worker_ops(settings, engine)):
         # faust would install its own handlers; ours (chainwatch.logs) already render every
         # record in the configured format (CHAINWATCH_LOG_FORMAT=json: one JSON object a line).

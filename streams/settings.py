@@ -129,6 +129,15 @@ class EngineSettings(BaseModel):
         "on `metrics_host` at this port; taken (another worker on this host): the next free "
         "port up to +15, then any free port (logged as `worker_ops_listening`); 0 = off",
     )
+    gc_young_threshold: int = Field(
+        default=20_000,
+        ge=0,
+        le=1_000_000,
+        description="a worker freezes what it holds once started and runs Python's young "
+        "garbage collection every this many allocations (Python's default: 700); the engine "
+        "frees its data by reference counting, so fewer collections save CPU; 0 = Python's "
+        "defaults",
+    )
     closed_order_retention_days: float = Field(
         default=30,
         gt=0,
