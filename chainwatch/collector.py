@@ -5,9 +5,9 @@ alert dicts) and frees nearly all of them by reference counting: the engine's
 data has no cycles. Python's defaults still run a young collection every 700
 allocations and a full one every ~70,000, and a full collection walks every
 tracked object the process holds, most of them the modules, classes and
-pydantic schemas imported at start-up. On the 100,000-record replay that was
-~9 % of the worker's CPU (7 of 78 s), growing with the state
-(docs/performance-engine.md, "The garbage collector").
+pydantic schemas imported at start-up. On a 100,000-record replay that was
+~10 % of the worker's CPU (7-9 s of ~78 s), more on larger ones
+(docs/performance-engine.md, "The garbage collector settled").
 
 So once the worker is built, the objects it holds are moved out of the
 collector's sight (`gc.freeze`: they live as long as the process anyway), and
