@@ -9,6 +9,7 @@ worker killed by SIGKILL half-way and restarted.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -90,6 +91,11 @@ def test_one_worker_matches_the_reference_engine(replay_settings: Settings, scen
     assert {a["type"] for a in expected} >= {"stage_overdue", "order_disrupted", "unit_down"}
     assert not (diff := alert_differences(alerts, expected)), diff
     assert dead == expected_dead
+    # and the worker settled its garbage collector once built (chainwatch.collector)
+    (log,) = replay_settings.log_dir.glob("*-worker0.log")
+    settled = re.search(r"collector_settled\W.*?frozen\W+(\d+)", log.read_text())
+    assert settled is not None, log.read_text()[-3000:]
+    assert int(settled.group(1)) > 10_000  # the modules, classes and schemas of start-up
 
 
 def test_two_workers_over_four_partitions_match_the_reference(

@@ -45,9 +45,7 @@ def _probe(threshold: int) -> dict[str, object]:
     return result
 
 
-def test_a_settled_worker_freezes_its_start_up_objects_and_collects_young_objects_less_often() -> (
-    None
-):
+def test_settling_freezes_what_start_up_built_and_raises_only_the_young_threshold() -> None:
     result = _probe(20_000)
     before = result["before"]
     assert isinstance(before, list)
