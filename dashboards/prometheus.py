@@ -182,20 +182,6 @@ def build(plan: SlaPlan) -> models.Dashboard:
         )
         .with_panel(
             series(
-                "Order slots found decoded (share of lookups)",
-                promql(
-                    'sum(rate(chainwatch_worker_slot_cache_lookups_total{result="hit"}'
-                    f"{RATE})) / sum(rate(chainwatch_worker_slot_cache_lookups_total{RATE}))",
-                    "found decoded",
-                ),
-                unit="percentunit",
-                description="The share of order lookups that found the slot kept decoded "
-                "(CHAINWATCH_ENGINE__SLOT_CACHE_ORDERS) instead of decoding it from the table. "
-                "Low under load: more orders are busy at once than are kept.",
-            )
-        )
-        .with_panel(
-            series(
                 "Records per fetch from Kafka (p50, p99)",
                 promql(quantile(0.5, "chainwatch_worker_fetch_records"), "p50"),
                 promql(quantile(0.99, "chainwatch_worker_fetch_records"), "p99", "B"),

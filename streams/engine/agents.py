@@ -83,7 +83,6 @@ class Engine:
                 UNIT_STATUS: rt.unit_status_topic,
                 UNIT_INBOX: rt.unit_inbox,
             },
-            slots=self.orders.slots,
         )
         app.timer(REFRESH_S, name="worker-metrics")(self.observer.refresh)
 

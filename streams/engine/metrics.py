@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from schemas.alerts import AlertStatus, AlertType
@@ -29,7 +29,6 @@ from schemas.dead_letter import ReasonCode
 
 if TYPE_CHECKING:
     from streams.engine.runtime import EngineRuntime
-    from streams.engine.slot_cache import SlotCache
 
 REFRESH_S = 2.0
 """How often the gauges are recomputed (and the event loop proves it runs)."""
@@ -138,14 +137,10 @@ class EngineMetrics:
 class EngineObserver:
     """Computes the gauges, and answers `/healthz` and `/readyz`, for one engine."""
 
-    def __init__(
-        self, rt: EngineRuntime, inputs: Mapping[str, Any], slots: SlotCache | None = None
-    ) -> None:
-        """`inputs`: logical topic name -> the faust topic its agent reads; `slots`: the
-        order agents' decoded slots."""
+    def __init__(self, rt: EngineRuntime, inputs: Mapping[str, Any]) -> None:
+        """`inputs`: logical topic name -> the faust topic its agent reads."""
         self.rt = rt
         self.inputs = dict(inputs)
-        self.slots = slots
         self.refreshed_at: float | None = None
         """monotonic() of the last refresh; None until the app has fully started."""
 
@@ -189,8 +184,6 @@ class EngineObserver:
             if size is not None:
                 keys.add_metric([str(table.name)], size)
         yield keys
-        if self.slots is not None:
-            yield from _slot_cache_families(self.slots)
         ready, _ = self.ready(started=True)
         yield GaugeMetricFamily(
             "chainwatch_worker_ready",
@@ -275,23 +268,6 @@ class EngineObserver:
         if stalled is not None:
             reasons.append(f"event loop stalled for {stalled:.0f} s")
         return not reasons, {"reasons": reasons}
-
-
-def _slot_cache_families(slots: SlotCache) -> Iterator[Metric]:
-    lookups = CounterMetricFamily(
-        "chainwatch_worker_slot_cache_lookups",
-        "Order slots looked up in the decoded-slot cache (hit: the table still held the value "
-        "the kept slot was stored as; miss: decoded from the table), by result.",
-        labels=["result"],
-    )
-    lookups.add_metric(["hit"], slots.hits)
-    lookups.add_metric(["miss"], slots.misses)
-    yield lookups
-    yield GaugeMetricFamily(
-        "chainwatch_worker_slot_cache_orders",
-        "Order slots kept decoded (at most CHAINWATCH_ENGINE__SLOT_CACHE_ORDERS).",
-        value=len(slots),
-    )
 
 
 def table_keys(table: Any) -> int | None:
