@@ -32,9 +32,7 @@ from simulator import SimConfig, write_scenario
 from streams.engine.clock import EngineClock
 from streams.engine.order_processor import Effects, OrderProcessor
 from streams.engine.order_slot import decode_slot, evicted_json
-from streams.engine.slot_cache import SlotCache
 from streams.rules.facts import from_ms, to_ms
-from streams.settings import EngineSettings
 
 Record = tuple[str, int, ScanEvent | OrderRecord, bytes]
 """(topic, offset, decoded record, raw value)"""
@@ -69,9 +67,8 @@ def scenario(events: int, seed: int, plan: SlaPlan) -> list[Record]:
     return records
 
 
-def run(records: list[Record], plan: SlaPlan, batch: int, slot_cache: int = 0) -> tuple[float, str]:
+def run(records: list[Record], plan: SlaPlan, batch: int) -> tuple[float, str]:
     processor = OrderProcessor(plan)
-    slots = SlotCache(slot_cache)
     clock = EngineClock("event")
     table: dict[str, bytes] = {}
     digest = hashlib.sha256()
@@ -89,8 +86,7 @@ def run(records: list[Record], plan: SlaPlan, batch: int, slot_cache: int = 0) -
             source = DeadLetterSource(kind="kafka", topic=topic, partition=0, offset=offset)
             groups.setdefault(value.order_id, []).append((value, from_ms(now), source, raw, before))
         for order_id, arrivals in groups.items():
-            stored = table.get(order_id)
-            slot = slots.take(order_id, stored) or decode_slot(order_id, stored)
+            slot = decode_slot(order_id, table.get(order_id))
             assert slot is not None
             slot.partition = 0
             if batch == 1:  # the per-record API (also on main before batching)
@@ -105,7 +101,6 @@ def run(records: list[Record], plan: SlaPlan, batch: int, slot_cache: int = 0) -
                 table[order_id] = orjson.dumps(evicted_json(slot))
             elif effects.changed:
                 table[order_id] = orjson.dumps(slot.to_json())
-                slots.keep(order_id, table[order_id], slot)
             _hash(digest, effects, table.get(order_id))
     return time.process_time() - started, digest.hexdigest()
 
@@ -129,12 +124,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument(
-        "--slot-cache",
-        type=int,
-        default=EngineSettings().slot_cache_orders,
-        help="decoded slots kept as the agents keep them (0: decode every time)",
-    )
     parser.add_argument("--profile", action="store_true", help="cProfile one run instead")
     args = parser.parse_args()
     plan = load_plan(None)
@@ -144,17 +133,16 @@ def main() -> None:
         import pstats
 
         profiler = cProfile.Profile()
-        profiler.runcall(run, records, plan, args.batch, args.slot_cache)
+        profiler.runcall(run, records, plan, args.batch)
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
         return
-    results = [run(records, plan, args.batch, args.slot_cache) for _ in range(args.repeat)]
+    results = [run(records, plan, args.batch) for _ in range(args.repeat)]
     hashes = {h for _, h in results}
     assert len(hashes) == 1, "the same input gave different outputs"
     best = min(s for s, _ in results)
-    print(f"records {len(records)}  batch {args.batch}  slot cache {args.slot_cache}  "
-          f"best CPU {best:.2f} s  {len(records) / best:,.0f} events/s  "
-          f"sha256 {hashes.pop()}")  # fmt: skip
+    print(f"records {len(records)}  batch {args.batch}  best CPU {best:.2f} s  "
+          f"{len(records) / best:,.0f} events/s  sha256 {hashes.pop()}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -117,7 +117,6 @@ def run_worker(settings: Settings) -> None:
             snapshots=settings.engine.snapshots,
             tick_interval_s=settings.engine.tick_interval_s,
             batch_within_s=settings.engine.batch_within_s,
-            slot_cache_orders=settings.engine.slot_cache_orders,
             limits=settings.engine.limits(),
         ),
     )

@@ -138,15 +138,6 @@ class EngineSettings(BaseModel):
         "frees its data by reference counting, so fewer collections save CPU; 0 = Python's "
         "defaults",
     )
-    slot_cache_orders: int = Field(
-        default=8192,
-        ge=0,
-        le=1_000_000,
-        description="a worker keeps this many orders' slots decoded beside the order table "
-        "(~6 KB each), the most recently stored, so a busy order is not decoded on every "
-        "step; used only while the table holds the value each was stored as; 0 = decode "
-        "every time",
-    )
     closed_order_retention_days: float = Field(
         default=30,
         gt=0,

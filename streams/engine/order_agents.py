@@ -27,7 +27,6 @@ from streams.engine.messages import (
 from streams.engine.order_processor import Arrival, Effects, OrderProcessor, ScanGate
 from streams.engine.order_slot import OrderSlot, decode_slot, evicted_json, peek
 from streams.engine.runtime import RECOVERY_FLUSH_EVERY, EngineRuntime, as_rejected
-from streams.engine.slot_cache import SlotCache
 from streams.rules.facts import from_ms, to_ms
 from streams.topics import ORDERS, SCANS
 
@@ -44,7 +43,6 @@ class OrderAgents:
             rt.plan, snapshots=rt.config.snapshots, limits=rt.config.limits
         )
         self.ticks_in_flight: set[int] = set()
-        self.slots = SlotCache(rt.config.slot_cache_orders)
         self.gates: OrderedDict[str, tuple[bytes, ScanGate]] = OrderedDict()
         """order_id -> (the stored value, the scan gate taken of it).
 
@@ -65,13 +63,11 @@ class OrderAgents:
         """
         rt = self.rt
         order_id = slot.facts.order_id
-        stored: bytes | None = None
         if effects.evicted:
             rt.put(rt.order_table, order_id, rt.encoded(evicted_json(slot)))
             rt.deadlines.schedule(slot.partition, None, order_id)
         elif effects.changed:
-            stored = rt.encoded(slot.to_json())
-            rt.put(rt.order_table, order_id, stored)
+            rt.put(rt.order_table, order_id, rt.encoded(slot.to_json()))
             rt.deadlines.schedule(slot.partition, slot.next_deadline_ms, order_id)
         rt.send_alerts(effects.alerts)
         out = rt.out
@@ -82,13 +78,6 @@ class OrderAgents:
             rt.join(out.customer_inbox, sub)
         for occ in effects.occupancy:
             rt.join(out.unit_inbox, occ)
-        if stored is not None:  # the step is done with the slot: it is what `stored` decodes to
-            self.slots.keep(order_id, stored, slot)
-
-    def load(self, order_id: str, raw: bytes | None) -> OrderSlot | None:
-        """The order's slot as stored in `raw` (see `decode_slot`), the caller's to change."""
-        slot = self.slots.take(order_id, raw)
-        return slot if slot is not None else decode_slot(order_id, raw)
 
     async def fire_due(self, partition: int, now_ms: int) -> None:
         """Re-derive (or evict) the orders of `partition` whose next deadline has come.
@@ -101,15 +90,10 @@ class OrderAgents:
             raw = rt.order_table.get(order_id)
             if raw is None:
                 continue
-            slot = self.slots.take(order_id, raw)
-            if slot is None:
-                stored, data = peek(raw)
-                if stored.evicted or stored.next_deadline_ms != due_ms:
-                    continue  # stale entry: the order moved on since it was indexed
-                slot = OrderSlot.from_json(data)
-            elif slot.next_deadline_ms != due_ms:
-                self.slots.keep(order_id, raw, slot)  # untouched
-                continue
+            stored, data = peek(raw)
+            if stored.evicted or stored.next_deadline_ms != due_ms:
+                continue  # stale entry: the order moved on since it was indexed
+            slot = OrderSlot.from_json(data)
             self.apply(slot, self.orders.on_clock(slot, now))
 
     # --- inputs -----------------------------------------------------------------------
@@ -174,7 +158,7 @@ class OrderAgents:
                 rt.send_dead_letters(refused)
                 if not arrivals:
                     return
-            slot = self.load(order_id, raw)
+            slot = decode_slot(order_id, raw)
             if slot is None:  # evicted: the order closed longer ago than the retention
                 for arrival in arrivals:
                     assert arrival.source is not None
@@ -261,7 +245,7 @@ class OrderAgents:
         assert isinstance(first.item, CustomerAnswer | DowntimeAnswer)
         order_id = first.item.order_id
         with rt.acting_for(event):
-            slot = self.load(order_id, rt.order_table.get(order_id))
+            slot = decode_slot(order_id, rt.order_table.get(order_id))
             if slot is None:
                 return  # the order left the state: a late join answer changes nothing
             slot.partition = event.message.partition
@@ -303,7 +287,6 @@ class OrderAgents:
         async with rt.turn:
             rt.deadlines.clear()
             self.ticks_in_flight.clear()
-            self.slots.clear()  # correct without (see SlotCache), but the partitions moved
             announced = 0
             active = rt.active_partitions(rt.scans_topic)
             for order_id, raw in list(rt.order_table.items()):

@@ -67,8 +67,6 @@ class EngineConfig:
     limits: EngineLimits = field(default_factory=EngineLimits)
     batch_size: int = 2000
     """At most this many records of one agent are taken at a time (`take_events`)."""
-    slot_cache_orders: int = 8192
-    """Decoded order slots a worker keeps (streams.engine.slot_cache)."""
     batch_within_s: float = 0.2
     """How long an agent waits for a batch to fill before it takes what it has.
 
