@@ -2,7 +2,10 @@
 
 One agent over the four input topics, the engine's app settings
 (`streams.app.create_app`) and garbage-collector settings, per record one
-table write and one output send, values left as bytes. It exits after
+table write and one output send, values left as bytes. With `--idle` the agent
+takes its records in batches as the engine's agents do (`take_events`, up to
+2,000 within `--within` s) and does nothing with them: what faust's consume
+path alone delivers, the ceiling of any engine built on faust's agents. It exits after
 `--records` records (and a commit) and prints
 `{"first_s": ..., "done_s": ...}` (seconds from process start to the first
 record and to the commit after the last one).
@@ -42,6 +45,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--commit-interval", type=float, default=0.2)
+    parser.add_argument("--idle", action="store_true", help="batches, nothing done per record")
+    parser.add_argument("--within", type=float, default=0.2, help="--idle: batch window (s)")
     args = parser.parse_args()
     app = create_app(
         args.app_id,
@@ -65,7 +70,12 @@ def main() -> None:
     seen = 0
     first: float | None = None
 
-    @app.agent(source, name="bare", concurrency=1)
+    async def done() -> None:
+        await app.consumer.commit()
+        print(f'{{"first_s": {first}, "done_s": {time.monotonic() - STARTED}}}')
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGTERM)
+
     async def bare(stream: Any) -> AsyncIterator[None]:
         nonlocal seen, first
         async for event in stream.events():
@@ -76,11 +86,20 @@ def main() -> None:
             await out.send(key=key, value=event.value)
             seen += 1
             if seen == args.records:
-                await app.consumer.commit()
-                print(f'{{"first_s": {first}, "done_s": {time.monotonic() - STARTED}}}')
-                sys.stdout.flush()
-                os.kill(os.getpid(), signal.SIGTERM)
+                await done()
             yield None
+
+    async def idle(stream: Any) -> AsyncIterator[None]:
+        nonlocal seen, first
+        async for events in stream.take_events(2000, args.within):
+            if first is None:
+                first = time.monotonic() - STARTED
+            seen += len(events)
+            if seen >= args.records:
+                await done()
+            yield None
+
+    app.agent(source, name="bare", concurrency=1)(idle if args.idle else bare)
 
     # the worker's logging (chainwatch.runners): faust's own would set the root logger to
     # DEBUG for its spinner, and every debug call of faust and aiokafka would build a record

@@ -23,8 +23,10 @@ Three measurements, printed side by side at the end with issue 9's targets:
    and its alerts and dead-letter count are compared with the first run's
    (`bench/fleet.py`'s `differences`).
    After the first run, a raw aiokafka consumer (`decode_input` per record:
-   the ceiling of a Python consumer) and a bare faust agent
-   (`bench/bare_faust.py`) read the same records.
+   the ceiling of a Python consumer), a bare faust agent
+   (`bench/bare_faust.py`) and an idle one (`--idle`: batches as the engine
+   takes them, nothing done with them; the ceiling of an engine built on
+   faust's agents) read the same records.
 2. Live deadline latency: one live worker, a producer pushing `--rate`
    records/s of simulated traffic, and probe orders whose start deadline falls
    due a few seconds after they are sent; latency = the alert record's Kafka
@@ -353,10 +355,13 @@ def replay_once(
             figures |= {"raw_records": raw_count, "raw_s": raw_s, "raw_rate": raw_count / raw_s}
             say("[1] a bare faust agent over the same records (table write + send each) ...")
             bare_first, bare_s = bare_faust(run.settings, processed, yardsticks)
+            say("[1] an idle faust agent over the same records (batches, nothing done) ...")
+            _, idle_s = bare_faust(run.settings, processed, yardsticks, idle=True)
             figures |= {
                 "bare_s": bare_s,
                 "bare_rate": processed / bare_s,
                 "bare_first_s": bare_first,
+                "idle_rate": processed / idle_s,
             }
         return figures
     finally:
@@ -390,17 +395,22 @@ def bench_throughput(
     return {"runs": runs}
 
 
-def bare_faust(settings: Settings, records: int, tmp: Path) -> tuple[float, float]:
+def bare_faust(
+    settings: Settings, records: int, tmp: Path, *, idle: bool = False
+) -> tuple[float, float]:
     """(start-up to first record, start to the commit after the last) of bench/bare_faust.py."""
-    app_id = f"{settings.engine.app_id}-bare"
+    kind = "idle" if idle else "bare"
+    app_id = f"{settings.engine.app_id}-{kind}"
     done = subprocess.run(
         [
             sys.executable, str(Path(__file__).with_name("bare_faust.py")),
             "--app-id", app_id, "--bootstrap", settings.kafka.bootstrap,
             "--prefix", settings.kafka.topic_prefix,
             "--partitions", str(settings.kafka.partitions), "--records", str(records),
-            "--data-dir", str(tmp / "bare"),
+            "--data-dir", str(tmp / kind),
             "--commit-interval", str(settings.engine.commit_interval_s),
+            "--within", str(settings.engine.batch_within_s),
+            *(["--idle"] if idle else []),
         ],
         capture_output=True, timeout=3600, check=False,
     )  # fmt: skip
@@ -711,6 +721,8 @@ def report_throughput(r: dict[str, Any], partitions: int) -> None:
     row("  of which start-up to first record (s)", f"{first['bare_first_s']:.1f}")
     row("engine / bare faust (first run)", f"{first['engine_rate'] / first['bare_rate']:.2f}",
         ">= 1.0")  # fmt: skip
+    row("idle faust agent events/s (batches, nothing done)", f"{first['idle_rate']:.0f}")
+    row("engine / idle faust (first run)", f"{first['engine_rate'] / first['idle_rate']:.2f}")
 
 
 def main() -> None:
