@@ -76,6 +76,7 @@ from chainwatch.replay import (
     publish_scenario,
     start_workers,
     stop_workers,
+    worker_log,
 )
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
@@ -183,7 +184,7 @@ def _committed_on_input(settings: Settings) -> bool:
 
 def assignments(settings: Settings, workers: int) -> list[int]:
     """Partition assignments each worker has logged so far (`ASSIGNED`)."""
-    logs = [settings.log_dir / f"{settings.engine.app_id}-worker{n}.log" for n in range(workers)]
+    logs = [worker_log(settings, n) for n in range(workers)]
     return [log.read_text(errors="replace").count(ASSIGNED) for log in logs]
 
 

@@ -499,6 +499,11 @@ def final_alerts(records: list[tuple[bytes | None, bytes | None]]) -> list[dict[
     return [latest[k] for k in sorted(latest) if latest[k]["status"] != "retracted"]
 
 
+def worker_log(settings: Settings, n: int) -> Path:
+    """Where worker `n` of `start_workers` writes its log."""
+    return settings.log_dir / f"{settings.engine.app_id}-worker{n}.log"
+
+
 def start_workers(
     settings: Settings, count: int, *, first: int = 0, ops_ports: dict[int, int] | None = None
 ) -> list[subprocess.Popen[bytes]]:
@@ -513,7 +518,7 @@ def start_workers(
         port = free_port(settings.metrics_host) if ops_ports is not None else None
         if port is not None:
             worker_env["CHAINWATCH_ENGINE__METRICS_PORT"] = str(port)
-        with open(log_dir / f"{settings.engine.app_id}-worker{n}.log", "ab") as log:
+        with open(worker_log(settings, n), "ab") as log:
             workers.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "chainwatch", "worker"],
