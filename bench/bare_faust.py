@@ -95,7 +95,7 @@ def main() -> None:
             if first is None:
                 first = time.monotonic() - STARTED
             seen += len(events)
-            if seen >= args.records:
+            if seen - len(events) < args.records <= seen:  # once: the batch reaching it
                 await done()
             yield None
 

@@ -510,8 +510,7 @@ def start_workers(
     """`count` worker processes; with `ops_ports`, each serves its ops endpoints on a free
     port, recorded there by process id (the replay reads their `/readyz`)."""
     env = {**os.environ, **settings.to_env()}
-    log_dir = settings.log_dir
-    log_dir.mkdir(parents=True, exist_ok=True)
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
     workers = []
     for n in range(first, first + count):
         worker_env = {**env, "CHAINWATCH_DATA_DIR": str(settings.data_path / f"worker{n}")}
