@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import math
 import socket
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from streams.ingest.auth import TokenRegistry
+    from streams.ingest.settings import GatewaySettings
 
 gateway_app = typer.Typer(
     help="HTTP and EPCIS 2.0 ingest gateway (docs/ingest.md).",
@@ -46,8 +48,6 @@ def serve(
     """Serve the gateway until Ctrl-C (without a subcommand)."""
     if ctx.invoked_subcommand is not None:
         return
-    import uvicorn
-
     from chainwatch.process import run_until_signalled
     from chainwatch.runners import prepare_topics
     from schemas.epcis import EpcisMappingError, load_epcis_mapping
@@ -88,12 +88,7 @@ def serve(
             f"gateway on http://{g.host}:{bound} ({len(registry)} tokens, "
             f"EPCIS {'on' if mapping else 'off'}); docs at /docs"
         )
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,
-            limit_concurrency=g.limit_concurrency,
-        )
+        config = uvicorn_config(app, g)
         server = _quiet_server(config)
         run_until_signalled(
             "gateway",
@@ -102,6 +97,25 @@ def serve(
         )
     finally:
         sock.close()
+
+
+def uvicorn_config(app: Any, g: GatewaySettings, **where: Any) -> uvicorn.Config:
+    """How the gateway is served (the tests serve it the same way; `where`: host, port).
+
+    A graceful shutdown waits for the requests in flight at most `shutdown_grace_s`,
+    then cancels them: uvicorn's default waits for ever, and one client holding a
+    request open kept a stopped gateway from exiting.
+    """
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        limit_concurrency=g.limit_concurrency,
+        timeout_graceful_shutdown=math.ceil(g.shutdown_grace_s),  # uvicorn takes whole seconds
+        **where,
+    )
 
 
 def _quiet_server(config: uvicorn.Config) -> uvicorn.Server:

@@ -30,6 +30,7 @@ import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.common import IDENTIFIER_PATTERN
@@ -47,6 +48,7 @@ from streams.ingest.batch import (
 )
 from streams.ingest.body import (
     Body,
+    BodyTimeout,
     BodyTooLarge,
     UnsupportedMediaType,
     media_type,
@@ -214,7 +216,8 @@ class Gateway:
         try:
             principal = self.authenticate(request, endpoint)
             partial = partial_mode or _partial(request)
-            response, counts = await self._ingest(request, endpoint, partial, principal)
+            with self.metrics.in_flight.labels(endpoint.name).track_inprogress():
+                response, counts = await self._ingest(request, endpoint, partial, principal)
         except HttpError as exc:
             error = exc.error
             body = {"request_id": request_id, "error": exc.error, "detail": exc.detail, **exc.extra}
@@ -248,7 +251,10 @@ class Gateway:
         try:
             kind = media_type(request.headers.get("content-type"))
             body = await read_body(
-                request, self.limits.max_body_bytes, self._precheck(endpoint, kind)
+                request,
+                self.limits.max_body_bytes,
+                self._precheck(endpoint, kind),
+                self.limits.body_timeout_s,
             )
             # Counting, parsing and validating are CPU work: off the event loop, so one
             # large request never stalls the others (or the health probes).
@@ -257,6 +263,14 @@ class Gateway:
             )
         except BodyTooLarge as exc:
             raise HttpError(413, "too_large", str(exc)) from None
+        except BodyTimeout as exc:
+            close = {"Connection": "close"}
+            raise HttpError(408, "body_timeout", str(exc), headers=close) from None
+        except ClientDisconnect:
+            # No one to answer; the status is for the log line and the metrics.
+            raise HttpError(
+                400, "client_disconnected", "the client went away before sending the whole body"
+            ) from None
         except UnsupportedMediaType as exc:
             raise HttpError(415, "unsupported_media_type", str(exc)) from None
         if not verdicts:

@@ -17,6 +17,7 @@ mode dead-letters it like any other unusable input.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import re
@@ -44,6 +45,10 @@ Body = bytes | bytearray
 
 class BodyTooLarge(Exception):
     """More bytes or items than the gateway accepts in one request (413)."""
+
+
+class BodyTimeout(Exception):
+    """The body did not arrive in full within the gateway's `body_timeout_s` (408)."""
 
 
 class UnsupportedMediaType(Exception):
@@ -92,7 +97,10 @@ _CHECKPOINTS: Final = (64 * 1024, 512 * 1024)
 
 
 async def read_body(
-    request: Request, max_bytes: int, precheck: Callable[[bytes], None] | None = None
+    request: Request,
+    max_bytes: int,
+    precheck: Callable[[bytes], None] | None = None,
+    timeout_s: float | None = None,
 ) -> bytearray:
     """The body, refusing early (by `Content-Length`) or as soon as it grows past the limit.
 
@@ -101,7 +109,21 @@ async def read_body(
     at two checkpoints (64 KiB, 512 KiB) and may refuse it
     (`BodyTooLarge`): a body of a million tiny items is answered after its
     first few thousand, without waiting for - or storing - the rest.
+
+    The whole body must arrive within `timeout_s` (`BodyTimeout`): a client that
+    declares a length and stops sending would otherwise hold its connection
+    slot, and a graceful shutdown, for as long as it likes.
     """
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(request, max_bytes, precheck)
+    except TimeoutError:
+        raise BodyTimeout(f"the body did not arrive in full within {timeout_s:g} s") from None
+
+
+async def _read_body(
+    request: Request, max_bytes: int, precheck: Callable[[bytes], None] | None
+) -> bytearray:
     declared = request.headers.get("content-length")
     size = int(declared) if declared is not None and declared.isdigit() else None
     if size is not None and size > max_bytes:

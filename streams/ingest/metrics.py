@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 @dataclass
@@ -30,6 +30,13 @@ class GatewayMetrics:
             "Requests answered with an error, by endpoint and error code (`too_large`, "
             "`invalid_items`, `kafka_unavailable`, ...).",
             ["endpoint", "error"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "chainwatch_gateway_requests_in_flight",
+            "Ingest requests being handled now (body still arriving, judged or publishing): "
+            "one that stays up is a client holding its request open.",
+            ["endpoint"],
             registry=self.registry,
         )
         self.publish_seconds = Histogram(

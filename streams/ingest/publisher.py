@@ -164,6 +164,11 @@ class TransactionalPublisher:
             self._discard_if(slot)  # closing aborts; a new producer fences the id
             text = str(exc) or f"no commit within {self.config.publish_timeout_s} s"
             raise PublishUnavailable(f"{type(exc).__name__}: {text}") from exc
+        except asyncio.CancelledError:
+            # A shutdown cancelled the request: its transaction may be open; the slot
+            # gets a new producer (closing this one aborts the transaction).
+            self._discard_if(slot)
+            raise
         finally:
             if slot is not None:
                 pool.put_nowait(slot)

@@ -52,6 +52,18 @@ class GatewaySettings(BaseModel):
         ge=1,
         description="Connections and requests served at once; beyond, uvicorn answers 503.",
     )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request body not received in full within this is answered 408: a "
+        "client that stops sending cannot hold a connection slot, or a shutdown, for ever.",
+    )
+    shutdown_grace_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="On SIGTERM/SIGINT, requests in flight get this long to finish (keep it "
+        "above `publish_timeout_s`); the ones still running then are cancelled.",
+    )
     judge_threads: int = Field(
         default=2, ge=1, le=32, description="Threads that parse and validate request bodies."
     )

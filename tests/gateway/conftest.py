@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,14 @@ import pytest
 import uvicorn
 from kafka import KafkaConsumer, TopicPartition
 
+from chainwatch.commands.gateway import uvicorn_config
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
 from schemas.epcis import EpcisMapping, load_epcis_mapping
 from streams.ingest.app import create_gateway_app
 from streams.ingest.auth import Role, TokenEntry, TokenRegistry, hash_token
 from streams.ingest.publisher import Publisher
+from streams.ingest.settings import GatewaySettings
 from streams.topics import TopicNames
 
 DATA = Path(__file__).parent / "data"
@@ -70,12 +73,11 @@ def make_registry() -> TokenRegistry:
 
 
 class ServerThread:
-    """uvicorn in a thread; `start` returns once it listens (or fails loudly)."""
+    """uvicorn in a thread, configured as `chainwatch gateway` serves it; `start` returns
+    once it listens (or fails loudly), `stop` once it ended (or fails loudly)."""
 
-    def __init__(self, app: Any) -> None:
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
-        )
+    def __init__(self, app: Any, gateway: GatewaySettings) -> None:
+        config = uvicorn_config(app, gateway, host="127.0.0.1", port=0, lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -89,9 +91,13 @@ class ServerThread:
         port = self.server.servers[0].sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Shut down as on SIGTERM; `timeout_s` is well above the gateway's own bounds
+        (`shutdown_grace_s`, then the publisher's close), so a stop that takes it hangs."""
         self.server.should_exit = True
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=timeout_s)
+        if self.thread.is_alive():
+            raise AssertionError(f"the gateway did not stop within {timeout_s:g} s")
 
 
 @dataclass
@@ -196,7 +202,7 @@ def start_gateway(
     publisher: Publisher | None = None,
 ) -> tuple[ServerThread, str]:
     app = create_gateway_app(settings, make_registry(), mapping, publisher)
-    server = ServerThread(app)
+    server = ServerThread(app, settings.gateway)
     return server, server.start()
 
 
@@ -293,16 +299,16 @@ def _status_kb(pid: int, field_name: str) -> int:
     raise RuntimeError(f"no {field_name} for pid {pid}")
 
 
-@pytest.fixture(scope="module")
-def gateway_process(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def running_gateway_process(
+    kafka_bootstrap: str, tmp: Path, **gateway: Any
 ) -> Iterator[GatewayProcess]:
+    """`chainwatch gateway` on a free port until the block ends (then SIGTERM)."""
     import os
     import subprocess
     import sys
 
-    settings = gateway_settings(kafka_bootstrap)
-    tmp = tmp_path_factory.mktemp("gw-process")
+    settings = gateway_settings(kafka_bootstrap, **gateway)
     port = free_port()
     env = {
         **os.environ,
@@ -349,3 +355,11 @@ def gateway_process(
             process.kill()
             process.wait(timeout=30)
         log_file.close()
+
+
+@pytest.fixture(scope="module")
+def gateway_process(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    with running_gateway_process(kafka_bootstrap, tmp_path_factory.mktemp("gw-process")) as gw:
+        yield gw

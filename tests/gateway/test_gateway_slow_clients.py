@@ -1,0 +1,142 @@
+"""Clients that stop sending: a body has a deadline, and a stop does not wait for them.
+
+A client that declares a `Content-Length` and sends less held its connection
+slot (one of `limit_concurrency`) for as long as it stayed connected, and a
+gateway told to stop waited for its request for ever.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import (
+    EPCIS_EXAMPLE,
+    Harness,
+    gateway_settings,
+    running_gateway_process,
+    start_gateway,
+    token_of,
+)
+
+from schemas.epcis import load_epcis_mapping
+
+
+@contextmanager
+def half_sent_request(base_url: str, declared: int = 1000) -> Iterator[socket.socket]:
+    """A POST whose headers promise `declared` bytes of body, of which one arrives."""
+    host, port = base_url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    try:
+        head = (
+            "POST /v1/scans HTTP/1.1\r\n"
+            f"Host: {host}\r\n"
+            f"Authorization: Bearer {token_of('admin')}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {declared}\r\n\r\n["
+        )
+        sock.sendall(head.encode())
+        yield sock
+    finally:
+        sock.close()
+
+
+def read_response(sock: socket.socket, timeout_s: float) -> tuple[int, dict[str, str], bytes]:
+    """The status, headers and body of the response, read until the server closes."""
+    sock.settimeout(timeout_s)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def in_flight(base_url: str) -> float:
+    text = httpx.get(f"{base_url}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith('chainwatch_gateway_requests_in_flight{endpoint="scans"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def wait_until_in_flight(base_url: str, count: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while in_flight(base_url) != count:
+        assert time.monotonic() < deadline, f"never {count} request(s) in flight"
+        time.sleep(0.05)  # polling a condition, with a deadline
+
+
+def test_a_body_that_stops_arriving_is_answered_408_within_its_deadline(
+    gateway_factory: Callable[..., Harness],
+) -> None:
+    gw = gateway_factory(body_timeout_s=1.0)
+    started = time.monotonic()
+    with half_sent_request(gw.base_url) as sock:
+        wait_until_in_flight(gw.base_url, 1)
+        status, headers, body = read_response(sock, timeout_s=15)
+    assert in_flight(gw.base_url) == 0
+    waited = time.monotonic() - started
+    assert status == 408
+    assert headers["connection"] == "close"
+    answer = json.loads(body)
+    assert answer["error"] == "body_timeout"
+    assert "within 1 s" in answer["detail"]
+    assert 1.0 <= waited < 10.0
+    # the slot is free again: the gateway answers the next request
+    assert gw.client.get("/healthz").status_code == 200
+    assert gw.read_all("scans") == []
+
+
+def test_a_stop_does_not_wait_for_a_client_that_holds_a_request_open(
+    kafka_bootstrap: str,
+) -> None:
+    settings = gateway_settings(kafka_bootstrap, body_timeout_s=600.0, shutdown_grace_s=1.0)
+    server, url = start_gateway(settings, load_epcis_mapping(EPCIS_EXAMPLE / "mapping.yaml"))
+    with half_sent_request(url):
+        wait_until_in_flight(url, 1)  # its handler waits for the body
+        started = time.monotonic()
+        server.stop(timeout_s=30)
+        stopped_in = time.monotonic() - started
+    # the grace (1 s), then the publisher's close: seconds, not the body's 600 s
+    assert stopped_in < 20.0
+
+
+@pytest.mark.slow
+def test_sigterm_ends_chainwatch_gateway_while_a_client_holds_a_request_open(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    with (
+        running_gateway_process(
+            kafka_bootstrap, tmp_path, body_timeout_s=600.0, shutdown_grace_s=1.0
+        ) as gw,
+        half_sent_request(gw.base_url),
+    ):
+        wait_until_in_flight(gw.base_url, 1)
+        started = time.monotonic()
+        gw.process.terminate()
+        code = gw.process.wait(timeout=30)
+        stopped_in = time.monotonic() - started
+    assert code == 0, (tmp_path / "gateway.log").read_text()
+    assert stopped_in < 20.0
+
+
+def test_a_client_that_goes_away_mid_body_is_counted_not_a_server_error(
+    gateway_factory: Callable[..., Harness],
+) -> None:
+    gw = gateway_factory()
+    with half_sent_request(gw.base_url):
+        wait_until_in_flight(gw.base_url, 1)
+    wait_until_in_flight(gw.base_url, 0)
+    metrics = httpx.get(f"{gw.base_url}/metrics", timeout=5).text
+    assert 'chainwatch_gateway_errors_total{endpoint="scans",error="client_disconnected"} 1.0' in (
+        metrics
+    )
+    assert 'status="500"' not in metrics
