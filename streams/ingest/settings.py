@@ -52,6 +52,12 @@ class GatewaySettings(BaseModel):
         ge=1,
         description="Connections and requests served at once; beyond, uvicorn answers 503.",
     )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request's line and headers must arrive within this of the connection "
+        "opening (or of the previous response), else the connection is closed.",
+    )
     body_timeout_s: float = Field(
         default=30.0,
         gt=0,

@@ -140,3 +140,24 @@ def test_a_client_that_goes_away_mid_body_is_counted_not_a_server_error(
         metrics
     )
     assert 'status="500"' not in metrics
+
+
+def test_a_connection_whose_headers_never_end_is_closed_and_frees_its_slot(
+    gateway_factory: Callable[..., Harness],
+) -> None:
+    gw = gateway_factory(header_timeout_s=1.0, limit_concurrency=2)
+    host, port = gw.base_url.removeprefix("http://").split(":")
+    silent = [socket.create_connection((host, int(port)), timeout=15) for _ in range(2)]
+    try:
+        silent[0].sendall(b"POST /v1/scans HTTP/1.1\r\nHost: x\r\nContent-Le")
+        started = time.monotonic()
+        for sock in silent:
+            assert sock.recv(1) == b"", "the gateway answered a request it never got"
+        closed_in = time.monotonic() - started
+    finally:
+        for sock in silent:
+            sock.close()
+    assert closed_in < 10.0
+    # both slots are free again
+    with httpx.Client(base_url=gw.base_url, timeout=10) as client:
+        assert client.get("/healthz").status_code == 200
