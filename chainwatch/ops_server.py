@@ -85,6 +85,9 @@ class OpsServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: OpsServer
+    timeout = 10.0
+    """Seconds a connection may take to send its request: a thread is held per connection,
+    and one that sends nothing would hold it for ever (then it is closed unanswered)."""
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # probes every few seconds would flood the log

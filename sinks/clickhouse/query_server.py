@@ -65,6 +65,8 @@ class QueryServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 10.0  # a connection that stops sending frees its thread (as ops_server)
+
             def log_message(self, format: str, *args: Any) -> None:  # quiet: no access log
                 return
 

@@ -66,3 +66,21 @@ def test_a_failing_main_still_releases_the_port_and_the_signal_handlers() -> Non
         run_until_signalled("test", main, ops=ops)
     assert _refused(ops)
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_connection_that_sends_nothing_is_closed_and_scrapes_go_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chainwatch import ops_server
+
+    assert 0 < ops_server._Handler.timeout <= 30  # a deadline, not the library's None
+    monkeypatch.setattr(ops_server._Handler, "timeout", 0.5)  # the same, quicker
+    ops = serve_ops("127.0.0.1", 0)
+    try:
+        with socket.create_connection(("127.0.0.1", ops.port), timeout=DEADLINE_S) as silent:
+            silent.sendall(b"GET /metr")
+            assert silent.recv(1) == b""  # closed unanswered; a TimeoutError fails the test
+        with urllib.request.urlopen(ops.metrics_url, timeout=DEADLINE_S) as answer:
+            assert answer.status == 200
+    finally:
+        ops.stop()
