@@ -145,17 +145,26 @@ def _replication(settings: Settings) -> Check:
 
 
 def _clickhouse(settings: Settings) -> Check:
+    from chainwatch.cli_context import plain_store_error
+    from sinks.clickhouse.connection import embedded_engine_version, embedded_store_exists
     from sinks.clickhouse.readers import open_reader
 
     where = settings.clickhouse.redacted_url() or f"embedded chDB at {settings.clickhouse_dir}"
     try:
-        reader = open_reader(settings)
-        try:
-            version = reader.query("SELECT version()").rows[0][0]
-        finally:
-            reader.close()
+        if settings.clickhouse.is_embedded and not embedded_store_exists(settings):
+            version = embedded_engine_version()
+            where += " (no store yet: the sink or `chainwatch db migrate` makes it)"
+        else:
+            reader = open_reader(settings)
+            try:
+                version = reader.query("SELECT version()").rows[0][0]
+            finally:
+                reader.close()
     except USER_ERRORS as exc:
-        return Check("clickhouse", False, str(exc))
+        return Check("clickhouse", False, plain_store_error(str(exc)))
+    except Exception as exc:  # a check reports, it never crashes the others' report
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return Check("clickhouse", False, f"{type(exc).__name__}: {first}")
     return Check("clickhouse", True, f"{where}, ClickHouse {version}")
 
 

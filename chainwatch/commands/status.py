@@ -95,10 +95,11 @@ def snapshot(settings: Settings) -> list[Section]:
     """Every section, read in one short session with the store."""
     from sinks.clickhouse.readers import open_reader
 
+    statements = queries(_route_sql(settings))  # the plan first: a bad one is the error to show
     reader = open_reader(settings)
     try:
         sections = []
-        for title, sql in queries(_route_sql(settings)).items():
+        for title, sql in statements.items():
             result = reader.query(sql)
             columns = list(result.columns)
             rows: list[Sequence[Any]] = [list(r) for r in result.rows]

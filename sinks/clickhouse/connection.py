@@ -54,10 +54,18 @@ def open_client(
 
     In cluster mode a `writer` client (the sink, migrations) carries
     `CLUSTER_SINK_SETTINGS`; readers (dashboards, `chainwatch sql`) do not.
+    Without `create_database` nothing is created - no embedded store, no
+    database (a read path never writes): a store that is not there yet is a
+    `StoreUnavailable` saying how to make one.
     """
     database = settings.clickhouse.database
     if settings.clickhouse.is_embedded:
         path = settings.clickhouse_dir
+        if not create_database and not embedded_store_exists(settings):
+            raise StoreUnavailable(
+                f"no embedded ClickHouse store at {path} yet; run `chainwatch db migrate` "
+                "(or start `chainwatch sink`, which migrates first)"
+            )
         path.mkdir(parents=True, exist_ok=True)
         if _held_by_another_process(path):
             raise StoreLocked(
@@ -100,6 +108,27 @@ def open_client(
         client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`{on_cluster}")
     client.database = database
     return client
+
+
+def embedded_store_exists(settings: StoreConfig) -> bool:
+    """Whether the embedded store was made (by the sink or `chainwatch db migrate`)."""
+    return (settings.clickhouse_dir / "metadata").is_dir()
+
+
+def embedded_engine_version() -> str:
+    """The embedded engine's version, asked of a throwaway store: a health check
+    before the first run must not make the real one (a read path never writes)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="chainwatch-chdb-probe-") as tmp:
+        try:
+            client = clickhouse_connect.get_client(dsn=f"chdb://{tmp}")
+            try:
+                return str(client.command("SELECT version()"))
+            finally:
+                client.close()
+        except ClickHouseError as exc:
+            raise StoreUnavailable(f"the embedded ClickHouse does not start: {exc}") from exc
 
 
 def open_own_handle(settings: StoreConfig) -> Client:

@@ -37,10 +37,14 @@ class QueryFailed(StoreUnavailable):
 
 
 class DirectReader:
-    """Opens the store itself; the same checks and limits as the loopback server."""
+    """Opens the store itself; the same checks and limits as the loopback server.
+
+    It creates nothing: a missing store or database is an error that says to migrate.
+    """
 
     def __init__(self, settings: StoreConfig) -> None:
-        self._queries = ReadOnlyQueries(open_client(settings, writer=False))
+        client = open_client(settings, writer=False, create_database=False)
+        self._queries = ReadOnlyQueries(client)
 
     def query(self, sql: str) -> Table:
         try:

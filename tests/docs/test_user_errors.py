@@ -120,6 +120,7 @@ def test_a_fresh_store_says_run_db_migrate(tmp_path: Path, command: list[str]) -
     line = _one_line(run_cli(*command, env=env, timeout=90))
     assert "run `chainwatch db migrate`" in line
     assert "UNKNOWN_TABLE" not in line
+    assert not (tmp_path / "data" / "clickhouse").exists()  # a read path never writes
 
 
 @pytest.mark.slow

@@ -112,6 +112,8 @@ def test_doctor_reports_each_part_and_fails_on_an_unreachable_clickhouse(
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert "kafka" in healthy.stdout
     assert "ClickHouse 2" in healthy.stdout  # the embedded engine answered with its version
+    assert "no store yet" in healthy.stdout
+    assert not (tmp_path / "ok").exists()  # checked on a throwaway store: nothing made
 
     broken = _run(
         "doctor",

@@ -106,6 +106,10 @@ def test_the_loopback_endpoint_serves_reads_only(owner: Settings) -> None:
 
 def test_after_the_owner_stops_sql_opens_the_store_itself(tmp_path: Path) -> None:
     env = {**os.environ, "CHAINWATCH_DATA_DIR": str(tmp_path)}
+    subprocess.run(  # the owner made the store, then stopped
+        [sys.executable, "-m", "chainwatch", "db", "migrate"],
+        capture_output=True, env=env, timeout=120, check=True,
+    )  # fmt: skip
     deadline = time.monotonic() + 60
     result = subprocess.run(
         [sys.executable, "-m", "chainwatch", "sql", "SELECT 1 AS one", "--format", "csv"],
@@ -114,3 +118,38 @@ def test_after_the_owner_stops_sql_opens_the_store_itself(tmp_path: Path) -> Non
     assert time.monotonic() < deadline
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["one", "1"]
+
+
+def test_a_reader_of_a_server_creates_no_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`chainwatch sql` / `status` against a server send reads only: no `CREATE DATABASE`
+    (on a cluster it was a distributed DDL on every read, and refused for a readonly user)."""
+    import clickhouse_connect
+
+    from sinks.clickhouse.readers import DirectReader
+
+    sent: list[str] = []
+
+    class Recorder:
+        database: str | None = None
+
+        def command(self, sql: str, *args: object, **kwargs: object) -> None:
+            sent.append(sql)
+
+        def query(self, sql: str, *args: object, **kwargs: object) -> None:
+            sent.append(sql)
+            raise ConnectionError("a recorder answers nothing")
+
+        def set_client_setting(self, name: str, value: str) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(clickhouse_connect, "get_client", lambda **_: Recorder())
+    settings = Settings(
+        clickhouse={"url": "http://reader:pw@ch.example:8123/plant", "cluster": "prod"}  # type: ignore[arg-type]
+    )
+    reader = DirectReader(settings)
+    reader.close()
+    assert sent  # the reader did talk to the server
+    assert not [s for s in sent if "CREATE" in s.upper()]
