@@ -16,6 +16,7 @@ import click
 import typer
 from rich.markup import escape
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from chainwatch.cli_context import err, out, plain_store_error, settings, state
 from chainwatch.commands import (
@@ -139,9 +140,12 @@ def sql(
         writer.writerow(result.columns)
         writer.writerows(result.rows)
     else:
-        table = RichTable(*result.columns)
+        # Text, not str: a cell or name like `[/]` or `[link=...]` is data, never markup
+        table = RichTable()
+        for name in result.columns:
+            table.add_column(Text(name))
         for row in result.rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            table.add_row(*(Text("" if v is None else str(v)) for v in row))
         out.print(table)
 
 
@@ -225,6 +229,20 @@ for _command_module in (
     _command_module.register(app)
 
 
+def _classes(*candidates: type[BaseException]) -> tuple[type[BaseException], ...]:
+    return tuple(dict.fromkeys(candidates))
+
+
+# typer up to 0.2x raises click's own exceptions; later ones a vendored click's
+# (`typer._click`): both are caught, the latter found through typer's public classes.
+_USAGE_ERRORS = _classes(
+    click.ClickException,
+    *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"),
+)
+_EXITS = _classes(click.exceptions.Exit, typer.Exit)
+_ABORTS = _classes(click.exceptions.Abort, typer.Abort)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one-line messages."""
     try:
@@ -236,14 +254,14 @@ def main(argv: list[str] | None = None) -> int:
             err.print_exception()
         err.print(f"[red]error:[/] {escape(plain_store_error(str(exc)))}", highlight=False)
         return exit_code(exc)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
+    except _EXITS as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except _ABORTS:
         err.print("aborted")
         return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+    except _USAGE_ERRORS as exc:
+        exc.show()  # type: ignore[attr-defined]
+        return int(exc.exit_code)  # type: ignore[attr-defined]
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

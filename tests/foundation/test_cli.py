@@ -175,3 +175,46 @@ def test_a_library_error_is_a_one_line_user_error(
     monkeypatch.setitem(cli_context.state, "settings", Settings())
     assert main(["db", "migrate"]) == 1
     assert capsys.readouterr().err.splitlines() == [f"error: {error}"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--bogus"], "No such option: --bogus"),
+        (["sql", "--bogus", "SELECT 1"], "No such option: --bogus"),
+        (["status", "--interval", "abc"], "Invalid value for '--interval'"),
+    ],
+)
+def test_a_usage_error_is_click_s_message_and_exit_2_not_an_internal_error(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chainwatch.cli import main
+
+    assert main(argv) == 2
+    shown = capsys.readouterr().err
+    assert says in shown
+    assert "internal error" not in shown
+
+
+def test_sql_shows_cells_and_names_as_text_never_as_markup(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sinks.clickhouse.readers
+    from chainwatch import cli_context
+    from chainwatch.cli import main
+    from chainwatch.settings import Settings
+    from sinks.clickhouse.readers import Table
+
+    class Reader:
+        def query(self, sql: str) -> Table:
+            return Table(["[/x]"], ["String"], [["[/]"], ["[link=http://evil]click[/link]"]])
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(sinks.clickhouse.readers, "open_reader", lambda _settings: Reader())
+    monkeypatch.setitem(cli_context.state, "settings", Settings())
+    assert main(["sql", "SELECT 1"]) == 0
+    shown = capsys.readouterr().out
+    for text in ("[/x]", "[/]", "[link=http://evil]click[/link]"):
+        assert text in shown
