@@ -53,6 +53,10 @@ class QueryServer:
         self.queries = queries
         self.store_dir = store_dir
         self.token = secrets.token_urlsafe(24)
+        self.nonce = secrets.token_hex(8)
+        """Answered by `/ping` and written beside the token: a reader sends the token and
+        its statement only to the server that knows it, never to another process that
+        took the port after this one stopped."""
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -80,7 +84,7 @@ class QueryServer:
 
             def do_GET(self) -> None:
                 if self.path == "/ping":
-                    self._reply(200, {"ok": True})
+                    self._reply(200, {"ok": True, "nonce": server.nonce})
                 else:
                     self._reply(404, {"error": "not found"})
 
@@ -100,7 +104,7 @@ class QueryServer:
                     sql = json.loads(self.rfile.read(length))["sql"]
                     if not isinstance(sql, str):
                         raise TypeError("sql")
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, RecursionError):
                     self._reply(400, {"error": 'body must be {"sql": "..."}'})
                     return
                 try:
@@ -110,6 +114,9 @@ class QueryServer:
                     return
                 except ReadFailed as exc:
                     self._reply(400, {"error": str(exc)})
+                    return
+                except Exception as exc:  # answered, never a dropped connection
+                    self._reply(500, {"error": f"{type(exc).__name__}: {exc}"[:2000]})
                     return
                 self._reply(
                     200,
@@ -128,7 +135,7 @@ class QueryServer:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.touch(mode=0o600)
-        tmp.write_text(json.dumps({"port": self.port, "token": self.token}))
+        tmp.write_text(json.dumps({"port": self.port, "token": self.token, "nonce": self.nonce}))
         tmp.replace(path)
         return self
 

@@ -26,6 +26,7 @@ Only the canonical text checked in 2 is executed.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -191,6 +192,10 @@ def _syntax_reason(message: str) -> str:
     return first[:300]
 
 
+SETTLED = "chainwatch:settled"
+SETTLE_TRIES = 4
+
+
 class ReadOnlyQueries:
     """A ClickHouse client locked to reads, for statements typed by a person.
 
@@ -215,12 +220,12 @@ class ReadOnlyQueries:
         if not sql.strip():
             raise StatementRefused("empty statement")
         try:
-            result = self.client.query(
-                "SELECT formatQuerySingleLine({statement:String})", parameters={"statement": sql}
+            rows = self._rows(
+                "SELECT formatQuerySingleLine({statement:String})", {"statement": sql}
             )
         except Exception as exc:
             raise StatementRefused(_syntax_reason(str(exc))) from None
-        return str(result.result_rows[0][0])
+        return str(rows[0][0])
 
     def check(self, sql: str) -> str:
         """The canonical statement to run; raises `StatementRefused` with the reason."""
@@ -232,9 +237,35 @@ class ReadOnlyQueries:
         """Check, then run `sql` under the limits; `ReadFailed` when ClickHouse refuses it."""
         canonical = self.check(sql)
         try:
-            return self.client.query(canonical)
+            return self._query(canonical)
         except Exception as exc:
             raise ReadFailed(_first_line(exc)) from None
+
+    def _rows(self, sql: str, parameters: dict[str, str]) -> list[Any]:
+        return list(self._query(sql, parameters).result_rows)
+
+    def _query(self, sql: str, parameters: dict[str, str] | None = None) -> Any:
+        """`client.query`, read in full; after a failure the handle is settled first.
+
+        On embedded chDB the rest of a result aborted mid-stream (a limit:
+        `TOO_MANY_ROWS`) turned up in the next statement's stream: reproduced,
+        the next statement failed with `StreamFailureError`, and leftover blocks
+        could as well parse as rows of the wrong answer. So after any failure
+        `_settle` reads until a statement of known answer comes back exactly.
+        """
+        try:
+            result = self.client.query(sql, parameters=parameters)
+            result.result_rows  # noqa: B018 - the stream is read here, where it can fail
+        except Exception:
+            self._settle()
+            raise
+        return result
+
+    def _settle(self) -> None:
+        for _ in range(SETTLE_TRIES):
+            with contextlib.suppress(Exception):  # leftovers of the failed statement: read on
+                if self.client.query(f"SELECT '{SETTLED}'").result_rows == [(SETTLED,)]:
+                    return
 
     def close(self) -> None:
         self.client.close()

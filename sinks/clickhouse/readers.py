@@ -64,15 +64,24 @@ class DirectReader:
 
 
 class LoopbackReader:
-    def __init__(self, port: int, token: str) -> None:
+    def __init__(self, port: int, token: str, nonce: str) -> None:
         self._http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
         self._token = token
+        self._nonce = nonce
 
     def ping(self) -> bool:
+        """Whether the owning process's query server answers there (its nonce, not just
+        any server that took the port since)."""
         try:
-            return self._http.get("/ping", timeout=2).status_code == 200
-        except httpx.HTTPError:
+            resp = self._http.get("/ping", timeout=2)
+            answer = resp.json()
+        except (httpx.HTTPError, ValueError):
             return False
+        return (
+            resp.status_code == 200
+            and isinstance(answer, dict)
+            and answer.get("nonce") == self._nonce
+        )
 
     def query(self, sql: str) -> Table:
         try:
@@ -83,21 +92,37 @@ class LoopbackReader:
             raise StoreUnavailable(
                 f"the process owning the store stopped answering: {exc}"
             ) from None
-        body = resp.json()
-        if resp.status_code != 200:
-            raise QueryFailed(str(body.get("error", resp.text)))
-        return Table(body["columns"], body["types"], body["rows"])
+        try:
+            body = resp.json()
+            if resp.status_code != 200:
+                raise QueryFailed(str(body.get("error", resp.text)))
+            return Table(body["columns"], body["types"], body["rows"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise StoreUnavailable(
+                f"the process owning the store answered {resp.status_code} with something "
+                "that is not a query result"
+            ) from None
 
     def close(self) -> None:
         self._http.close()
 
 
-def _loopback(settings: StoreConfig) -> LoopbackReader | None:
+def loopback_reader(settings: StoreConfig) -> LoopbackReader | None:
+    """The owning process's query server, from its endpoint file; None when there is no
+    usable file (missing, unreadable, not what `QueryServer.start` writes) or no answer."""
     try:
         info = json.loads(endpoint_file(settings.clickhouse_dir).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    reader = LoopbackReader(int(info["port"]), str(info["token"]))
+    if not isinstance(info, dict):
+        return None
+    port, token, nonce = info.get("port"), info.get("token"), info.get("nonce")
+    if not (
+        isinstance(port, int) and 0 < port < 65536 and isinstance(token, str)
+        and isinstance(nonce, str)
+    ):  # fmt: skip
+        return None
+    reader = LoopbackReader(port, token, nonce)
     if reader.ping():
         return reader
     reader.close()
@@ -108,7 +133,7 @@ def open_reader(settings: StoreConfig) -> StoreReader:
     """The cheapest reader that works for the configured store."""
     if not settings.clickhouse.is_embedded:
         return DirectReader(settings)
-    loopback = _loopback(settings)
+    loopback = loopback_reader(settings)
     if loopback is not None:
         return loopback
     try:

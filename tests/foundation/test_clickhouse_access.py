@@ -153,3 +153,61 @@ def test_a_reader_of_a_server_creates_no_database(monkeypatch: pytest.MonkeyPatc
     reader.close()
     assert sent  # the reader did talk to the server
     assert not [s for s in sent if "CREATE" in s.upper()]
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{}", "[]", '"x"', '{"port": "abc", "token": "t", "nonce": "n"}', '{"port": 0}', "{not json"],
+)
+def test_an_endpoint_file_that_is_not_what_the_server_writes_is_no_endpoint(
+    tmp_path: Path, content: str
+) -> None:
+    from sinks.clickhouse.readers import loopback_reader
+
+    settings = Settings(data_dir=tmp_path)
+    path = endpoint_file(settings.clickhouse_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    assert loopback_reader(settings) is None
+
+
+def test_the_token_goes_only_to_the_server_that_knows_the_nonce(tmp_path: Path) -> None:
+    """A process that took the port after the owner stopped, and answers `/ping`, never
+    gets the token or a statement."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from sinks.clickhouse.readers import loopback_reader
+
+    seen: list[str] = []
+
+    class Other(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(f"GET {self.path} {self.headers.get('X-Chainwatch-Token')}")
+            body = b'{"ok": true}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            seen.append(f"POST {self.path}")
+            self.send_response(500)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Other)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        settings = Settings(data_dir=tmp_path)
+        path = endpoint_file(settings.clickhouse_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        port = other.server_address[1]
+        path.write_text(json.dumps({"port": port, "token": "secret", "nonce": "abc"}))
+        assert loopback_reader(settings) is None
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert seen == ["GET /ping None"]

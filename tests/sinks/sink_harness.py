@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,8 +14,7 @@ from kafka import KafkaProducer
 
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
-from sinks.clickhouse.query_server import endpoint_file
-from sinks.clickhouse.readers import LoopbackReader
+from sinks.clickhouse.readers import loopback_reader
 from sinks.webhooks.records import NOTIFY_TOPICS
 
 
@@ -89,14 +87,10 @@ class SinkProcess:
 
 def loopback_count(settings: Settings, sql: str) -> int | None:
     """A count through the running sink's query endpoint; None until it serves."""
-    try:
-        info = json.loads(endpoint_file(settings.clickhouse_dir).read_text())
-    except (OSError, ValueError):
+    reader = loopback_reader(settings)
+    if reader is None:
         return None
-    reader = LoopbackReader(int(info["port"]), str(info["token"]))
     try:
-        if not reader.ping():
-            return None
         return int(reader.query(sql).rows[0][0])
     except Exception:
         return None

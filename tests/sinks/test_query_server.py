@@ -213,3 +213,32 @@ def test_reads_stop_at_the_server_limits(tmp_path: Path) -> None:
         assert time.monotonic() - started < 10
         assert too_long.status_code == 400
         assert "Timeout exceeded" in _error(too_long)
+
+
+@pytest.mark.integration
+def test_after_a_read_stopped_mid_stream_by_a_limit_the_next_reads_answer_right(
+    served: Served,
+) -> None:
+    """The rest of a result aborted mid-stream (blocks of 65,536 rows against the default
+    limit of 100,000) turned up in the next statement on the same chDB handle: it failed,
+    and the server dropped the connection."""
+    for n in range(3):
+        too_many = served.post("SELECT number FROM numbers(1000000)")
+        assert too_many.status_code == 400
+        assert "Limit for result exceeded" in _error(too_many)
+        after = served.post(f"SELECT 'x' AS a, {n} AS n")
+        assert after.status_code == 200, after.text
+        assert after.json()["rows"] == [["x", n]]
+
+
+@pytest.mark.integration
+def test_a_deeply_nested_body_is_a_400_not_a_dropped_connection(served: Served) -> None:
+    body = b'{"sql": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    resp = httpx.post(
+        f"http://127.0.0.1:{served.server.port}/query",
+        content=body,
+        headers={"X-Chainwatch-Token": served.server.token},
+        timeout=30,
+    )
+    assert resp.status_code == 400
+    assert served.post("SELECT 1 AS one").json()["rows"] == [[1]]
