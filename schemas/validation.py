@@ -23,6 +23,7 @@ so it agrees with what the parser saw.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError, SchemaValidator, core_schema
 
 from schemas.common import (
+    IDENTIFIER_PATTERN,
     NUMBER_ERROR,
     TIMESTAMP_ERROR,
     format_utc,
@@ -86,6 +88,7 @@ DEFAULT_MAX_CLOCK_SKEW: Final = timedelta(hours=24)
 
 _MAX_MSG = 500
 _MAX_KEY_TEXT = 80
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN.encode())
 
 
 class RecordRejected(Exception):
@@ -182,6 +185,7 @@ def decode_input(
         raise ValueError(f"not an input topic: {topic!r}")
     if raw_value is None:
         if topic in COMPACTED_TOPICS:
+            check_key(topic, key, TOMBSTONE)
             return TOMBSTONE
         raise RecordRejected(
             ReasonCode.NOT_OBJECT, [ErrorDetail(loc="", msg="value is null", type="null_value")]
@@ -195,6 +199,7 @@ def decode_input(
             and topic in COMPACTED_TOPICS
             and raw_value.strip() == b"null"
         ):
+            check_key(topic, key, TOMBSTONE)
             return TOMBSTONE
         raise rejection from None
     if decoder.drop_extras:
@@ -208,17 +213,34 @@ def check_key(topic: str, key: bytes | None, record: InputRecord) -> None:
     """`key_mismatch` when a present Kafka `key` differs from the record's id field.
 
     CONTRACT.md v1.2: a mis-keyed record would build a second, partial state on
-    another partition. A tombstone has no id to compare (its key is the id).
+    another partition. A tombstone has no id to compare: its key is the id, so it
+    must be one (`validation_failed` otherwise: a 200 KB key, `bad key\x00` or a
+    JSON-quoted `"C-7"` were kept as state, and the engine and the sink read the
+    quoted one differently).
     """
     field = ID_FIELD_BY_TOPIC.get(topic)
-    if key is None or field is None or isinstance(record, Tombstone):
-        return
-    said = getattr(record, field)
-    if key == said.encode():
+    if key is None or field is None:
         return
     text = key.decode("utf-8", "replace")
     if len(text) > _MAX_KEY_TEXT:
         text = text[: _MAX_KEY_TEXT - 3] + "..."
+    if isinstance(record, Tombstone):
+        if _IDENTIFIER.fullmatch(key) is None:
+            raise RecordRejected(
+                ReasonCode.VALIDATION_FAILED,
+                [
+                    ErrorDetail(
+                        loc="key",
+                        msg=f"a tombstone's key is the {field} it deletes: {text!r} is not "
+                        "1-64 characters of [A-Za-z0-9._:-]",
+                        type="string_pattern_mismatch",
+                    )
+                ],
+            )
+        return
+    said = getattr(record, field)
+    if key == said.encode():
+        return
     raise RecordRejected(
         ReasonCode.KEY_MISMATCH,
         [

@@ -8,7 +8,6 @@ them to skip what is already stored after a crash.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -53,20 +52,6 @@ class RecordMapper(Protocol):
 
 def kafka_coordinates(record: ConsumerRecord[bytes, bytes]) -> Row:
     return (record.topic, record.partition, record.offset)
-
-
-def key_text(key: bytes | None) -> str | None:
-    """A record key as text; JSON-quoted keys (`"C-7"`) are unquoted."""
-    if key is None:
-        return None
-    text = key.decode("utf-8", "replace")
-    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return text
-        return value if isinstance(value, str) else text
-    return text
 
 
 def compact_json(value: Any) -> str:

@@ -23,7 +23,6 @@ from sinks.clickhouse.mapping import (
     Table,
     compact_json,
     kafka_coordinates,
-    key_text,
 )
 
 
@@ -183,9 +182,9 @@ class CustomerRows(_InputMapper):
     def rows(self, record: ConsumerRecord[bytes, bytes]) -> dict[str, list[Row]]:
         customer = self._decode(record)
         if isinstance(customer, Tombstone):
-            customer_id = key_text(record.key)
-            if not customer_id:
+            if not record.key:
                 raise RecordInvalid("tombstone without a key")
+            customer_id = record.key.decode()  # an identifier: `decode_input` checked it
             row: Row = (customer_id, "", "standard", None, None, None, "{}", 1, record.offset)
         else:
             assert isinstance(customer, Customer)

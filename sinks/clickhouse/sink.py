@@ -71,6 +71,13 @@ MAX_SKIP_SET = 1_000_000
 """Offsets loaded per (table, partition) on assignment; beyond it only the maximum."""
 
 
+INSERT_SETTINGS: dict[str, int] = {"max_partitions_per_insert_block": 0}
+"""Any number of monthly partitions per batch: ClickHouse refuses a block spanning more
+than 100 by default (`TOO_MANY_PARTS`), so 101 valid backfilled scans a month apart
+failed every retry of their batch, and the sink - which retries a failed insert as an
+outage - stored nothing more."""
+
+
 class Inserter(Protocol):
     def insert(self, table: str, rows: Any, **kwargs: Any) -> Any: ...
     def query(self, sql: str, **kwargs: Any) -> Any: ...
@@ -313,7 +320,7 @@ class ClickHouseSink:
                 table,
                 rows,
                 column_names=list(self._tables[table].columns),
-                settings={"insert_deduplication_token": token},
+                settings={"insert_deduplication_token": token, **INSERT_SETTINGS},
             )
 
     async def flush(self) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from schemas.customers import Customer, Tombstone
+from schemas.customers import TOMBSTONE, Customer, Tombstone
 from streams.engine.messages import (
     CUSTOMER_INBOX,
     CustomerAnswer,
@@ -78,6 +78,8 @@ class CustomerAgents:
                 value.customer_id, value.name, value.tier.value
             )
         elif isinstance(value, Tombstone) or value is None:
+            if await rt.mis_keyed(CUSTOMERS, message, TOMBSTONE):
+                return  # its key is no customer id: a dead letter, never state
             customer_id, fact = message_key(message), None
         else:
             rt.dead_letter(CUSTOMERS, message, as_rejected(value))

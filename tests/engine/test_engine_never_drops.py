@@ -48,6 +48,8 @@ LINES: list[dict[str, Any]] = [
         "event_time": "2027-03-01T09:00:00Z"}},
     {"topic": "crm.customers", "key": "C-9", "value": {
         "customer_id": "C-1", "name": "Nordic Knits AB", "tier": "gold"}},
+    {"topic": "crm.customers", "key": '"C-1"', "value": None},  # a quoted id deletes no one
+    {"topic": "crm.customers", "key": "C-8", "value": None},  # a tombstone: no dead letter
     {"topic": "scans", "key": "PO-1", "value": {
         "event_id": "e-2", "order_id": "PO-1", "stage": "yarn_sourcing", "action": "started",
         "unit_id": "YARN-N2", "event_time": "2027-03-01T10:00:00Z"}},
@@ -75,6 +77,7 @@ def test_mis_keyed_records_and_unknown_unit_stages_are_dead_letters(
     found = sorted((p.source.topic or "", p.reason_code.value, p.errors[0].loc) for p in letters)
     assert found == [
         ("crm.customers", "key_mismatch", "customer_id"),
+        ("crm.customers", "validation_failed", "key"),
         ("scans", "key_mismatch", "order_id"),
         ("unit-status", "key_mismatch", "unit_id"),
         ("unit-status", "validation_failed", "stage"),

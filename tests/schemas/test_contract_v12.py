@@ -38,7 +38,7 @@ def _raw(value: dict[str, Any]) -> bytes:
     return json.dumps(value, allow_nan=True).encode()
 
 
-def _rejected(topic: str, raw: bytes, key: bytes | None = None) -> RecordRejected:
+def _rejected(topic: str, raw: bytes | None, key: bytes | None = None) -> RecordRejected:
     with pytest.raises(RecordRejected) as caught:
         decode_input(topic, raw, plan=PLAN, key=key)
     return caught.value
@@ -255,6 +255,22 @@ def test_key_mismatch_is_checked_after_validation_and_bounds_a_long_key() -> Non
 
 def test_a_tombstone_has_no_id_to_disagree_with_its_key() -> None:
     assert decode_input("crm.customers", None, plan=PLAN, key=b"C-7") is TOMBSTONE
+    assert decode_input("crm.customers", b" null ", plan=PLAN, key=b"C-7") is TOMBSTONE
+
+
+@pytest.mark.parametrize(
+    "key", [b'"C-7"', b'"\\ud800"', b"bad key\x00\xff", b"C" * 65, b"C-7\n", b""]
+)
+@pytest.mark.parametrize("value", [None, b"null"])
+def test_a_tombstone_whose_key_is_no_customer_id_is_invalid(
+    key: bytes, value: bytes | None
+) -> None:
+    """Its key is the id it deletes: a quoted, binary, empty or oversized key would be
+    kept as state (and the sink read a quoted one as another customer than the engine)."""
+    rejected = _rejected("crm.customers", value, key=key)
+    assert rejected.reason_code is ReasonCode.VALIDATION_FAILED
+    assert rejected.errors[0].loc == "key"
+    assert len(rejected.errors[0].msg) < 200
 
 
 def test_replay_lines_are_held_to_the_same_rules() -> None:

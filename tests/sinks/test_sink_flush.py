@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -51,3 +53,29 @@ def test_a_revocation_during_a_flush_waits_for_it_and_inserts_nothing_twice() ->
     asyncio.run(scenario())
     assert store.inserted == [("scans", 10)]
     assert sink.stats.rows_written == 10
+
+
+def test_one_batch_of_scans_over_101_months_is_stored(tmp_path: Path) -> None:
+    """Valid backfilled scans a month apart: ClickHouse refuses a block over more than
+    100 partitions by default, and the sink retried that batch for ever."""
+    from chainwatch.settings import Settings
+    from sinks.clickhouse.connection import SerializedClient, open_client
+    from sinks.clickhouse.migrate import migrate
+
+    settings = Settings(data_dir=tmp_path)
+    client = SerializedClient(open_client(settings))
+    try:
+        migrate(client, settings)
+        sink = ClickHouseSink(
+            bootstrap="unused:1", group_id="g", client=client, mappers={"s": ScanRows()}
+        )
+        times = [datetime(1980 + i // 12, i % 12 + 1, 1, tzinfo=UTC) for i in range(101)]
+        scans = [scan_json(i, event_time=t.isoformat()) for i, t in enumerate(times)]
+        sink.add_many(
+            TopicPartition("s", 0), [record(s, topic="s", offset=i) for i, s in enumerate(scans)]
+        )
+        assert asyncio.run(sink.flush())
+        stored = client.query("SELECT count(), uniqExact(toYYYYMM(event_time)) FROM scans")
+        assert stored.result_rows == [(101, 101)]
+    finally:
+        client.close()
