@@ -38,6 +38,13 @@ Lifecycle and guarantees:
   counted (`chainwatch_sink_invalid_records_total`) and logged with its
   topic/partition/offset (the first of a topic at once, then one line per
   topic and 30 s saying how many more there were); the sink never exits on data.
+- A batch that fails because of its rows (`rows_at_fault`: the client cannot
+  serialise a value, or ClickHouse answers a data error code) is not retried
+  as an outage - it would fail for ever and hold every partition paused -
+  but split in halves, down to the single rows no insert takes; those are
+  skipped, counted and logged (`row_refused_by_clickhouse`) and the rest is
+  stored. The halves' de-duplication tokens derive from the batch's, so a
+  retry after an outage mid-way stores nothing twice.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import re
+import struct
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +64,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
+from clickhouse_connect.driver.exceptions import ClickHouseError, DataError, OperationalError
 
 from sinks.backoff import Backoff
 from sinks.clickhouse import metrics
@@ -78,6 +88,35 @@ failed every retry of their batch, and the sink - which retries a failed insert 
 outage - stored nothing more."""
 
 
+_DATA_ERROR_CODES = frozenset({6, 27, 53, 69, 70, 72, 117, 131, 252, 321, 349})
+"""ClickHouse error codes that name the inserted data, not the server: CANNOT_PARSE_TEXT,
+CANNOT_PARSE_INPUT_ASSERTION_FAILED, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND,
+CANNOT_CONVERT_TYPE, CANNOT_PARSE_NUMBER, INCORRECT_DATA, TOO_LARGE_STRING_SIZE,
+TOO_MANY_PARTS (partitions per block), VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE,
+CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN."""
+_SERVER_CODE = re.compile(r"\bCode: (\d+)\b")
+
+
+def rows_at_fault(exc: BaseException) -> bool:
+    """Whether an insert failed because of its rows (the same rows fail every retry), not
+    because ClickHouse is unavailable (then the batch is retried unchanged).
+
+    The client's serialisation errors (a lone surrogate in a String, a number a column
+    does not hold) and the server's data error codes are the rows'; a connection
+    failure, a timeout or any other server error is not: when in doubt, retry.
+    """
+    if isinstance(exc, OperationalError):
+        return False
+    if isinstance(exc, DataError):
+        return True
+    if not isinstance(exc, ClickHouseError):
+        return isinstance(
+            exc, ValueError | TypeError | AttributeError | OverflowError | struct.error
+        )
+    code = _SERVER_CODE.search(str(exc))
+    return code is not None and int(code.group(1)) in _DATA_ERROR_CODES
+
+
 class Inserter(Protocol):
     def insert(self, table: str, rows: Any, **kwargs: Any) -> Any: ...
     def query(self, sql: str, **kwargs: Any) -> Any: ...
@@ -99,6 +138,8 @@ class _Buffer:
     last_offset: int = -1
     rows: dict[str, list[Row]] = field(default_factory=dict)
     size: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    """table -> rows ClickHouse refused (skipped, logged): not written."""
 
 
 @dataclass
@@ -314,14 +355,49 @@ class ClickHouseSink:
         return len(batches), None
 
     def _insert_batch(self, tp: TopicPartition, buf: _Buffer) -> None:
+        buf.refused.clear()  # a retry after an outage mid-way finds them again
         for table, rows in buf.rows.items():
             token = f"{table}:{tp.topic}:{tp.partition}:{buf.first_offset}-{buf.last_offset}"
+            self._insert_rows(tp, buf, table, rows, token)
+
+    def _insert_rows(
+        self, tp: TopicPartition, buf: _Buffer, table: str, rows: list[Row], token: str
+    ) -> None:
+        """Insert `rows`; when the rows themselves are at fault (`rows_at_fault`), the
+        two halves are inserted on their own, down to the rows no insert takes, which
+        are skipped and logged like a record no mapper can map. The halves' tokens
+        follow from the batch's, so a retry after an outage mid-way takes the same
+        path and ClickHouse drops what it already has."""
+        try:
             self.client.insert(
                 table,
                 rows,
                 column_names=list(self._tables[table].columns),
                 settings={"insert_deduplication_token": token, **INSERT_SETTINGS},
             )
+        except Exception as exc:
+            if not rows_at_fault(exc):
+                raise
+            if len(rows) == 1:
+                self._refused_row(tp, buf, table, rows[0], exc)
+                return
+            half = len(rows) // 2
+            self._insert_rows(tp, buf, table, rows[:half], f"{token}/a")
+            self._insert_rows(tp, buf, table, rows[half:], f"{token}/b")
+
+    def _refused_row(
+        self, tp: TopicPartition, buf: _Buffer, table: str, row: Row, exc: BaseException
+    ) -> None:
+        offset = row[list(self._tables[table].columns).index("kafka_offset")]
+        buf.refused[table] = buf.refused.get(table, 0) + 1
+        log.warning(
+            "row_refused_by_clickhouse",
+            table=table,
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=offset,
+            error=_short(exc),
+        )
 
     async def flush(self) -> bool:
         """Insert every buffer, then commit the partitions now fully stored.
@@ -353,8 +429,13 @@ class ClickHouseSink:
         commits: dict[TopicPartition, int] = {}
         for tp, buf in batches[:stored]:
             for table, rows in buf.rows.items():
-                metrics.ROWS_WRITTEN.labels(table).inc(len(rows))
-                self.stats.rows_written += len(rows)
+                written = len(rows) - buf.refused.get(table, 0)
+                metrics.ROWS_WRITTEN.labels(table).inc(written)
+                self.stats.rows_written += written
+            if buf.refused:
+                refused = sum(buf.refused.values())
+                self.stats.invalid_records += refused
+                metrics.INVALID.labels(tp.topic).inc(refused)
                 self.stats.batches += 1
             commits[tp] = buf.last_offset + 1
         done = {id(buf) for _tp, buf in batches[:stored]}

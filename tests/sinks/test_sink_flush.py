@@ -8,12 +8,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiokafka import TopicPartition
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 from samples import scan_json
 from sink_samples import record
 
 from sinks.clickhouse.rows import ScanRows
-from sinks.clickhouse.sink import ClickHouseSink
+from sinks.clickhouse.sink import ClickHouseSink, rows_at_fault
 
 
 class _SlowStore:
@@ -79,3 +81,57 @@ def test_one_batch_of_scans_over_101_months_is_stored(tmp_path: Path) -> None:
         assert stored.result_rows == [(101, 101)]
     finally:
         client.close()
+
+
+class _RowsWithOneBadValue:
+    """A mapper whose rows ClickHouse cannot take for one record: a lone surrogate in a
+    String column, which only the client's serialiser notices (as with the CRM key
+    `"\\ud800"` before tombstone keys were checked)."""
+
+    tables = (ScanRows.table,)
+
+    def rows(self, rec: Any) -> dict[str, list[Any]]:
+        (row,) = ScanRows().rows(rec)["scans"]
+        if rec.offset == 37:
+            row = ("\ud800", *row[1:])
+        return {"scans": [row]}
+
+
+def test_a_row_clickhouse_cannot_take_is_skipped_and_the_rest_stored(tmp_path: Path) -> None:
+    from chainwatch.settings import Settings
+    from sinks.clickhouse.connection import SerializedClient, open_client
+    from sinks.clickhouse.migrate import migrate
+
+    settings = Settings(data_dir=tmp_path)
+    client = SerializedClient(open_client(settings))
+    try:
+        migrate(client, settings)
+        sink = ClickHouseSink(
+            bootstrap="unused:1", group_id="g", client=client,
+            mappers={"s": _RowsWithOneBadValue()},  # type: ignore[dict-item]
+        )  # fmt: skip
+        sink.add_many(
+            TopicPartition("s", 0), [record(scan_json(i), topic="s", offset=i) for i in range(100)]
+        )
+        assert asyncio.run(sink.flush())
+        assert (sink.stats.invalid_records, sink.stats.rows_written) == (1, 99)
+        stored = client.query("SELECT count(), countIf(kafka_offset = 37) FROM scans")
+        assert stored.result_rows == [(99, 0)]
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("exc", "rows"),
+    [
+        (UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), True),
+        (DataError("Unable to create native array for column `n`"), True),
+        (DatabaseError("Code: 252. DB::Exception: Too many partitions for single INSERT"), True),
+        (DatabaseError("Code: 241. DB::Exception: Memory limit (total) exceeded"), False),
+        (OperationalError("Error HTTPConnectionPool: connection refused"), False),
+        (ConnectionRefusedError(111, "Connection refused"), False),
+        (TimeoutError("timed out"), False),
+    ],
+)
+def test_only_rows_at_fault_split_a_batch(exc: BaseException, rows: bool) -> None:
+    assert rows_at_fault(exc) is rows
