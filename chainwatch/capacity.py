@@ -53,9 +53,11 @@ _SECTIONS = {
 def load_figures(path: Path = FIGURES_FILE) -> Figures:
     """The figures file, checked: every figure present, positive, with its source."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise UserError(f"cannot read the bench figures {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("machine"), str):

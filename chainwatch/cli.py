@@ -125,6 +125,10 @@ def sql(
 
     if fmt not in ("table", "csv", "json"):
         raise UserError("--format must be table, csv or json")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError as exc:  # bytes the shell passed that are not UTF-8
+        raise UserError(f"the statement is not UTF-8 text (character {exc.start})") from None
     reader = open_reader(settings())
     try:
         result = reader.query(query)

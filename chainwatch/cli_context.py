@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -87,3 +88,13 @@ def plain_store_error(message: str) -> str:
         why = f" ({reason.strip().rstrip('.').lower()})" if reason else ""
         return f"{unreachable.group(1)}{why}{unreachable.group(2)}"
     return message
+
+
+def finite(value: float | None) -> float | None:
+    """A typer callback for float options: `nan` and `inf` parse as floats and pass a
+    `min`/`max` range (NaN compares false), then broke `time.sleep` or `math.ceil`."""
+    if value is not None and not math.isfinite(value):
+        import typer
+
+        raise typer.BadParameter("must be a finite number")
+    return value

@@ -190,7 +190,7 @@ def load_epcis_mapping(path: Path) -> EpcisMapping:
     """Read and validate a mapping file; errors name the key (`actions.2.action: ...`)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise EpcisMappingError(f"cannot read EPCIS mapping {path}: {exc}") from None
     try:
         return EpcisMapping.model_validate(data)

@@ -8,14 +8,21 @@ from typing import Annotated
 
 import typer
 
-from chainwatch.cli_context import settings
+from chainwatch.cli_context import finite, settings
 
 
 def register(app: typer.Typer) -> None:
     @app.command("plan-capacity")
     def plan_capacity_command(
         rate: Annotated[
-            float, typer.Option("--rate", help="Input records/s, all topics together.", min=0.001)
+            float,
+            typer.Option(
+                "--rate",
+                help="Input records/s, all topics together.",
+                min=0.001,
+                max=1e9,
+                callback=finite,
+            ),
         ],
         orders_in_flight: Annotated[
             int, typer.Option("--orders-in-flight", help="Orders open at once.", min=0)

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from chainwatch.cli_context import err, settings
+from chainwatch.cli_context import err, finite, settings
 from chainwatch.errors import UserError
 from schemas.plan import PlanError, SlaPlan, load_plan
 from simulator import (
@@ -135,7 +135,13 @@ def register(app: typer.Typer) -> None:
         ] = None,
         invalid_share: Annotated[
             float,
-            typer.Option("--invalid-share", min=0.0, max=0.5, help="Share of invalid records."),
+            typer.Option(
+                "--invalid-share",
+                min=0.0,
+                max=0.5,
+                callback=finite,
+                help="Share of invalid records.",
+            ),
         ] = 0.01,
         anomaly: Annotated[
             list[str] | None,
@@ -143,7 +149,13 @@ def register(app: typer.Typer) -> None:
         ] = None,
         anomaly_scale: Annotated[
             float,
-            typer.Option("--anomaly-scale", min=0.0, help="Multiply every anomaly rate."),
+            typer.Option(
+                "--anomaly-scale",
+                min=0.0,
+                max=1000,
+                callback=finite,
+                help="Multiply every anomaly rate.",
+            ),
         ] = 1.0,
         plan_path: Annotated[
             Path | None, typer.Option("--plan", help="SLA plan YAML (default: the engine's).")
@@ -153,10 +165,19 @@ def register(app: typer.Typer) -> None:
         ] = "",
         rate: Annotated[
             float | None,
-            typer.Option("--rate", min=0.001, help="Events per second (live default 100)."),
+            typer.Option(
+                "--rate",
+                min=0.001,
+                max=1e7,
+                callback=finite,
+                help="Events per second (live default 100).",
+            ),
         ] = None,
         duration: Annotated[
-            float | None, typer.Option("--duration", min=0.0, help="Stop live after N seconds.")
+            float | None,
+            typer.Option(
+                "--duration", min=0.0, max=1e8, callback=finite, help="Stop live after N seconds."
+            ),
         ] = None,
         max_events: Annotated[
             int | None, typer.Option("--max-events", min=0, help="Stop after N records.")

@@ -48,7 +48,7 @@ def refuse_example_tokens(host: str, tokens_file: Path) -> None:
         return
     try:
         data = yaml.safe_load(tokens_file.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return  # the tokens file's own loader reports this one
     entries = data.get("tokens") if isinstance(data, dict) else None
     for entry in entries if isinstance(entries, list) else []:
@@ -108,7 +108,7 @@ def append_token(path: Path, entry: dict[str, Any]) -> None:
     try:
         old_text = path.read_text(encoding="utf-8") if path.exists() else ""
         data = yaml.safe_load(old_text) if old_text.strip() else {"tokens": []}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise UserError(f"cannot read tokens file {path}: {type(exc).__name__}") from None
     if not isinstance(data, dict) or not isinstance(data.get("tokens") or [], list):
         raise UserError(f"tokens file {path}: expected a mapping with a `tokens:` list")

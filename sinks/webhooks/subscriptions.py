@@ -221,6 +221,8 @@ def load_subscriptions(
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise SubscriptionError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SubscriptionError(f"{path} is not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise SubscriptionError(f"{path} is not valid YAML: {exc}") from None
     try:

@@ -106,7 +106,7 @@ class TokenRegistry:
     def load(cls, path: Path) -> TokenRegistry:
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise TokensFileError(f"cannot read tokens file {path}: {type(exc).__name__}") from None
         try:
             parsed = TokensFile.model_validate(data)

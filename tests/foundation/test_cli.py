@@ -218,3 +218,58 @@ def test_sql_shows_cells_and_names_as_text_never_as_markup(
     shown = capsys.readouterr().out
     for text in ("[/x]", "[/]", "[link=http://evil]click[/link]"):
         assert text in shown
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "env_key"),
+    [
+        (["status", "--once"], "CHAINWATCH_ENGINE__PLAN"),
+        (["notify", "--check"], "CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS"),
+        (["gateway", "--tokens", "BINARY"], None),
+        (["plan-capacity", "--rate", "10", "--figures", "BINARY"], None),
+    ],
+    ids=["plan", "subscriptions", "tokens", "figures"],
+)
+def test_a_file_that_is_not_utf8_text_is_a_one_line_user_error(
+    tmp_path: Path, args: list[str], env_key: str | None
+) -> None:
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"tokens:\n  - \xd0\x00\xff\xfe not text")
+    env = {"CHAINWATCH_DATA_DIR": str(tmp_path / "data")}
+    if env_key is not None:
+        env[env_key] = str(binary)
+    result = _run(*[str(binary) if a == "BINARY" else a for a in args], env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:")
+    assert str(binary) in lines[0]
+    assert "internal error" not in lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["plan-capacity", "--rate", "nan"],
+        ["plan-capacity", "--rate", "1e308"],
+        ["status", "--interval", "inf"],
+        ["simulate", "--rate", "nan"],
+    ],
+)
+def test_a_float_option_out_of_any_sane_range_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chainwatch.cli import main
+
+    assert main(argv) == 2
+    assert "Invalid value" in capsys.readouterr().err
+
+
+def test_a_statement_that_is_not_utf8_is_refused_in_plain_words(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from chainwatch.cli import main
+
+    assert main(["sql", "SELECT '\udcff'"]) == 1  # how Python passes the byte 0xff of argv
+    assert capsys.readouterr().err.strip() == "error: the statement is not UTF-8 text (character 8)"
