@@ -20,6 +20,7 @@ import datetime as dt
 import decimal
 import hmac
 import json
+import os
 import secrets
 import threading
 import uuid
@@ -134,8 +135,10 @@ class QueryServer:
         path = endpoint_file(self.store_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.touch(mode=0o600)
-        tmp.write_text(json.dumps({"port": self.port, "token": self.token, "nonce": self.nonce}))
+        tmp.unlink(missing_ok=True)  # a leftover may have any mode: the token is made 0600
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps({"port": self.port, "token": self.token, "nonce": self.nonce}))
         tmp.replace(path)
         return self
 

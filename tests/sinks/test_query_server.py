@@ -15,7 +15,7 @@ from sink_harness import wait_for
 
 from chainwatch.settings import Settings
 from sinks.clickhouse.connection import SerializedClient, open_client, open_own_handle
-from sinks.clickhouse.query_server import QueryServer
+from sinks.clickhouse.query_server import QueryServer, endpoint_file
 from sinks.clickhouse.read_only import (
     ReadLimits,
     ReadOnlyQueries,
@@ -242,3 +242,16 @@ def test_a_deeply_nested_body_is_a_400_not_a_dropped_connection(served: Served) 
     )
     assert resp.status_code == 400
     assert served.post("SELECT 1 AS one").json()["rows"] == [[1]]
+
+
+@pytest.mark.integration
+def test_the_endpoint_file_is_private_even_over_a_leftover_of_another_mode(
+    tmp_path: Path,
+) -> None:
+    leftover = endpoint_file(tmp_path / "data" / "clickhouse").with_suffix(".tmp")
+    leftover.parent.mkdir(parents=True)
+    leftover.write_text("{}")
+    leftover.chmod(0o644)
+    for served in _serve(tmp_path):
+        path = endpoint_file(served.settings.clickhouse_dir)
+        assert path.stat().st_mode & 0o777 == 0o600
