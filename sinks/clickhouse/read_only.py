@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError, StreamFailureError
 
 
 class StatementRefused(Exception):
@@ -256,8 +257,10 @@ class ReadOnlyQueries:
         try:
             result = self.client.query(sql, parameters=parameters)
             result.result_rows  # noqa: B018 - the stream is read here, where it can fail
-        except Exception:
-            self._settle()
+        except Exception as exc:
+            # not after a connection failure: a server that is down would be asked again
+            if not isinstance(exc, OperationalError) or isinstance(exc, StreamFailureError):
+                self._settle()
             raise
         return result
 
