@@ -11,11 +11,17 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from schemas.common import DerivedUtcDatetime, Identifier, format_utc
+from schemas.common import (
+    MAX_SAFE_INTEGER,
+    DerivedUtcDatetime,
+    Identifier,
+    SafeJson,
+    format_utc,
+)
 from schemas.plan import Tier
 
 
@@ -56,7 +62,13 @@ def _seconds(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
-Seconds = Annotated[float, PlainSerializer(_seconds, when_used="json")]
+Seconds = Annotated[float, Field(allow_inf_nan=False), PlainSerializer(_seconds, when_used="json")]
+"""A duration; finite (CONTRACT.md v1.2: `NaN`, `Infinity` and a literal beyond a
+64-bit float such as `1e309` are invalid). A non-finite lateness once passed here and
+broke every consumer that does arithmetic on it (the notifier's message builders)."""
+
+SafeInt = Annotated[int, Field(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
+"""An integer within +-2^53 (CONTRACT.md v1.2)."""
 
 
 class AlertCustomer(BaseModel):
@@ -89,14 +101,15 @@ class Alert(BaseModel):
     order_id: Identifier | None = None
     unit_id: Identifier | None = None
     stage: str | None = None
-    visit: int | None = None
+    visit: SafeInt | None = None
     deadline: DerivedUtcDatetime
     detected_at: DerivedUtcDatetime
     fulfilled_at: DerivedUtcDatetime | None = None
     lateness_s: Seconds | None = None
     customer: AlertCustomer | None = None
     cause: AlertCause | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: dict[str, SafeJson] = Field(default_factory=dict)
+    """Type-specific facts; any JSON, its numbers finite and integers within +-2^53."""
 
     @property
     def subject(self) -> str:

@@ -1,0 +1,71 @@
+"""The `alerts` record: numbers a 64-bit float holds, nothing else (CONTRACT.md v1.2).
+
+An alert with a non-finite `lateness_s` once passed the model and killed the
+notifier's delivery worker when a message was formatted from it; such a record
+is an invalid alert record, like any other contract breach.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.alerts import Alert
+
+VALID: dict[str, Any] = {
+    "alert_id": "5f0c",
+    "type": "stage_overdue",
+    "severity": "critical",
+    "status": "resolved",
+    "order_id": "PO-1",
+    "stage": "dyeing",
+    "visit": 1,
+    "deadline": "2027-03-01T00:00:00Z",
+    "detected_at": "2027-03-01T00:00:00Z",
+    "fulfilled_at": "2027-03-01T01:00:00Z",
+    "lateness_s": 3600,
+    "details": {"quantity": 212.5},
+}
+
+
+def _with(field: str, literal: str) -> str:
+    """The valid record as JSON text, one field's value replaced by a raw literal."""
+    return json.dumps({**VALID, field: "@@"}).replace('"@@"', literal)
+
+
+def test_a_valid_alert_keeps_its_numbers() -> None:
+    alert = Alert.model_validate_json(json.dumps(VALID))
+    assert alert.lateness_s == 3600
+    assert json.loads(alert.model_dump_json())["lateness_s"] == 3600
+
+
+@pytest.mark.parametrize("literal", ["1e309", "-1e309", "NaN", "Infinity", "-Infinity"])
+def test_a_non_finite_lateness_is_an_invalid_alert_record(literal: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Alert.model_validate_json(_with("lateness_s", literal))
+    assert info.value.errors()[0]["loc"] == ("lateness_s",)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_a_non_finite_lateness_is_refused_in_python_too(value: float) -> None:
+    with pytest.raises(ValidationError):
+        Alert.model_validate({**VALID, "lateness_s": value})
+
+
+@pytest.mark.parametrize(
+    "details", ['{"quantity": NaN}', '{"q": [1, Infinity]}', '{"n": 1e400}', '{"big": 1e30000}']
+)
+def test_a_non_finite_number_in_details_is_an_invalid_alert_record(details: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Alert.model_validate_json(_with("details", details))
+    assert info.value.errors()[0]["loc"][0] == "details"
+
+
+def test_a_visit_beyond_two_to_the_53_is_an_invalid_alert_record() -> None:
+    with pytest.raises(ValidationError) as info:
+        Alert.model_validate_json(_with("visit", str(2**70)))
+    assert info.value.errors()[0]["loc"] == ("visit",)
