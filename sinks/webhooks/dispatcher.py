@@ -19,6 +19,13 @@ Lifecycle and guarantees:
   restart (or `kill -9`) re-delivers exactly what had no outcome yet. Because a
   dead endpoint gives up within about `retry_horizon_s` (+ one attempt), its
   position trails by no more than that, far inside the topic's retention.
+- A failure while building or delivering one message (a bug: the audit found a
+  non-finite lateness and an exotic `Retry-After` that raised) gives that delivery
+  up like any other, with reason `processing_error: ...` in its `DeliveryLog` and
+  dead letter, logged as `webhook_processing_error`; the worker goes on with the
+  next one. A worker that still ends (its own bug) stops the whole notifier with
+  `WorkerDied` (outcome error, exit 1), never a silent hang: each endpoint's
+  workers are watched while it consumes and checked again when it stops.
 - At-least-once per endpoint; receivers de-duplicate on `webhook-id`, one per
   distinct message (payloads.py); PagerDuty also on `dedup_key` = `alert_id`.
 - Formats (formats.py): `standard` is signed Standard Webhooks; `slack`, `teams`
@@ -58,8 +65,8 @@ from sinks.webhooks.delivery import (
     http_client,
 )
 from sinks.webhooks.offsets import OffsetTracker
+from sinks.webhooks.outcomes import Job, dead_letter, delivery_log, error_text, processing_error
 from sinks.webhooks.payloads import MessageIds, render
-from sinks.webhooks.records import DeliveryLog, WebhookDeadLetter
 from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import TargetPolicy
 
@@ -68,12 +75,8 @@ log = structlog.stdlib.get_logger(__name__)
 COMMIT_INTERVAL_S = 0.5
 
 
-@dataclass(frozen=True)
-class Job:
-    alert: Alert
-    msg_id: str
-    tp: TopicPartition
-    offset: int
+class WorkerDied(RuntimeError):
+    """An endpoint's delivery worker ended: the notifier stops instead of hanging."""
 
 
 @dataclass
@@ -154,64 +157,86 @@ class EndpointPipe:
 
     # --- deliveries ----------------------------------------------------------
 
-    async def _deliver(self, http: httpx.AsyncClient, job: Job) -> None:
-        payload, body = render(
-            job.alert,
-            self.endpoint.format,
-            link_template=self.endpoint.link_template,
-            routing_key=self.routing_key,
-        )
+    async def _deliver(
+        self, http: httpx.AsyncClient, job: Job
+    ) -> tuple[dict[str, Any], DeliveryResult]:
+        """Build the message, then attempt it; a failure of either is the outcome
+        `processing_error` (given up), never an exception out of the worker."""
+        began = time.monotonic()
+        try:
+            payload, body = render(
+                job.alert,
+                self.endpoint.format,
+                link_template=self.endpoint.link_template,
+                routing_key=self.routing_key,
+            )
+        except Exception as exc:
+            return {}, self._processing_error(job, "building the message failed", exc, began)
         name = self.endpoint.name
+        statuses: list[int] = []
 
         def count(result: AttemptResult) -> None:
+            statuses.append(result.status)
             metrics.ATTEMPTS.labels(name, _status_class(result)).inc()
 
-        result = await deliver(
-            http,
-            self.endpoint.url.get_secret_value(),
-            self.signer,
-            job.msg_id,
-            body,
-            self.policy,
-            on_attempt=count,
-            health=self.health,
+        try:
+            result = await deliver(
+                http,
+                self.endpoint.url.get_secret_value(),
+                self.signer,
+                job.msg_id,
+                body,
+                self.policy,
+                on_attempt=count,
+                health=self.health,
+            )
+        except Exception as exc:
+            result = self._processing_error(job, "delivering failed", exc, began, statuses)
+        return payload, result
+
+    def _processing_error(
+        self, job: Job, what: str, exc: Exception, began: float, statuses: list[int] | None = None
+    ) -> DeliveryResult:
+        """A delivery given up on a bug: logged with its trace, the reason kept short."""
+        log.error(
+            "webhook_processing_error",
+            endpoint=self.endpoint.name,
+            host=self.endpoint.host,
+            webhook_id=job.msg_id,
+            alert_id=job.alert.alert_id,
+            error=f"{what}: {error_text(exc)}",
+            exc_info=exc,
         )
-        await self._finish(job, result, payload)
+        return processing_error(what, exc, began, statuses)
+
+    async def _settle(self, http: httpx.AsyncClient, job: Job) -> None:
+        """Deliver one job and publish its outcome, whatever happens on the way.
+
+        Should recording the outcome fail on something other than Kafka (which
+        `publish` rides out), it is recorded once more as given up, with what
+        happened in the reason and without a payload (a deterministic failure
+        would otherwise kill the worker again after every restart); if even
+        that fails the worker dies and the notifier stops (`WorkerDied`), and
+        the record is delivered again after a restart.
+        """
+        payload, result = await self._deliver(http, job)
+        try:
+            await self._finish(job, result, payload)
+        except Exception as exc:
+            ended = "delivered" if result.delivered else f"gave up: {result.last_error}"
+            what = f"recording the outcome ({ended}) failed"
+            began = time.monotonic() - result.latency_ms / 1000
+            fallback = self._processing_error(job, what, exc, began, result.status_codes)
+            await self._finish(job, fallback, {})
 
     async def _finish(self, job: Job, result: DeliveryResult, payload: dict[str, Any]) -> None:
         endpoint = self.endpoint
         msg_id = job.msg_id
-        outcome = "delivered" if result.delivered else "gave_up"
-        entry = DeliveryLog(
-            webhook_id=msg_id,
-            alert_id=job.alert.alert_id,
-            alert_status=job.alert.status.value,
-            alert_type=job.alert.type.value,
-            endpoint=endpoint.name,
-            url_host=endpoint.host,
-            outcome=outcome,
-            attempts=result.attempts,
-            status_codes=result.status_codes,
-            last_error=result.last_error,
-            first_attempt_at=result.first_attempt_at,
-            finished_at=result.finished_at,
-            latency_ms=result.latency_ms,
-        )
         topics = self.config.topics
+        entry = delivery_log(job, endpoint, result)
         await publish(self.producer, topics.deliveries, msg_id, entry.model_dump_json().encode())
         if not result.delivered:
-            letter = WebhookDeadLetter(
-                dead_letter_id=WebhookDeadLetter.id_for(msg_id, endpoint.name),
-                webhook_id=msg_id,
-                endpoint=endpoint.name,
-                url_host=endpoint.host,
-                alert_id=job.alert.alert_id,
-                reason=result.last_error,
-                attempts=result.attempts,
-                status_codes=result.status_codes,
-                payload=payload,
-                failed_at=result.finished_at,
-            )
+            letter = dead_letter(job, endpoint, result, payload)
             value = letter.model_dump_json().encode()
             await publish(self.producer, topics.dead_letter, msg_id, value)
             self.stats.gave_up += 1
@@ -225,7 +250,7 @@ class EndpointPipe:
             )
         else:
             self.stats.delivered += 1
-        metrics.DELIVERIES.labels(endpoint.name, outcome).inc()
+        metrics.DELIVERIES.labels(endpoint.name, entry.outcome).inc()
         metrics.LATENCY.labels(endpoint.name).observe(result.latency_ms / 1000)
         self.tracker.done(job.tp, job.offset)
 
@@ -235,7 +260,7 @@ class EndpointPipe:
             self.in_flight += 1
             metrics.QUEUE_DEPTH.labels(self.endpoint.name).set(self.queue.qsize())
             try:
-                await self._deliver(http, job)
+                await self._settle(http, job)
             finally:
                 self.in_flight -= 1
 
@@ -279,21 +304,44 @@ class EndpointPipe:
             self.policy, targets=self.config.targets, concurrency=self.endpoint.concurrency
         )
         await consumer.start()
-        tasks = [
+        workers = [
             asyncio.create_task(self._work(http), name=f"webhook-{self.endpoint.name}-{i}")
             for i in range(self.endpoint.concurrency)
         ]
         self._last_commit = time.monotonic()
+        consuming = asyncio.create_task(consume(consumer, topics, self, stop, drain=drain))
         try:
-            await consume(consumer, topics, self, stop, drain=drain)
+            await asyncio.wait([consuming, *workers], return_when=asyncio.FIRST_COMPLETED)
+            self._check_workers(workers)  # a dead worker would leave its queue unserved
+            await consuming
         finally:
-            for task in tasks:
+            for task in (consuming, *workers):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(consuming, *workers, return_exceptions=True)
             await self.commit(consumer)
             await consumer.stop()
             await http.aclose()
+        self._check_workers(workers)  # also one that failed while we were stopping
         return self.stats
+
+    def _check_workers(self, workers: Sequence[asyncio.Task[None]]) -> None:
+        """Raise `WorkerDied` if a worker ended on its own (only we cancel them)."""
+        for task in workers:
+            if not task.done() or task.cancelled():
+                continue
+            exc = task.exception()
+            log.error(
+                "webhook_worker_died",
+                endpoint=self.endpoint.name,
+                worker=task.get_name(),
+                error=error_text(exc) if exc else "returned",
+                exc_info=exc,
+            )
+            raise WorkerDied(
+                f"endpoint {self.endpoint.name}: delivery worker {task.get_name()} died "
+                f"({error_text(exc) if exc else 'returned'}): the notifier stops rather than hold "
+                "its queue undelivered"
+            ) from exc
 
     # --- the consumer loop's hooks (sinks/consumer.py) -------------------------
 

@@ -21,6 +21,8 @@ class Server:
     requests: int = 0
     host_headers: list[str] = field(default_factory=list)
     body_bytes_sent: int = 0
+    bodies: list[bytes] = field(default_factory=list)
+    """Every request body received, in order."""
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -37,7 +39,7 @@ async def _read_request(reader: asyncio.StreamReader, server: Server) -> None:
             length = int(value)
         if name.lower() == "host":
             server.host_headers.append(value.strip())
-    await reader.readexactly(length)
+    server.bodies.append(await reader.readexactly(length))
     server.requests += 1
 
 

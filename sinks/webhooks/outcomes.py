@@ -1,0 +1,95 @@
+"""The outcome of one delivery as the records the notifier publishes: pure, no I/O.
+
+A delivery ends `delivered` or `gave_up`; either way one `DeliveryLog`, and a
+`WebhookDeadLetter` when given up (records.py). A delivery that failed on a
+bug — the message could not be built, the attempt loop raised — is given up
+the same way with reason `processing_error: <what>: <error>` (the name of the
+contract's reason code for a record whose processing failed), so it is
+counted, stored and re-sendable like every other one instead of ending the
+endpoint's worker.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from schemas.alerts import Alert
+from sinks.webhooks.delivery import DeliveryResult
+from sinks.webhooks.records import DeliveryLog, WebhookDeadLetter
+from sinks.webhooks.subscriptions import Endpoint
+
+MAX_ERROR_TEXT = 300
+"""Characters of an exception's text kept in a reason: the trace is in the log."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One alert record to deliver to one endpoint."""
+
+    alert: Alert
+    msg_id: str
+    tp: TopicPartition
+    offset: int
+
+
+def error_text(exc: BaseException) -> str:
+    """`Type: message` on one line, bounded (an exception's text may be anything)."""
+    text = " ".join(str(exc).split())[:MAX_ERROR_TEXT]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def processing_error(
+    what: str, exc: BaseException, began: float, statuses: list[int] | None = None
+) -> DeliveryResult:
+    """A delivery given up because `what` raised `exc`; `statuses` of the attempts made.
+
+    `began` is the `time.monotonic()` at which the delivery started.
+    """
+    codes = list(statuses or ())
+    return DeliveryResult(
+        delivered=False,
+        attempts=len(codes),
+        status_codes=codes,
+        last_error=f"processing_error: {what}: {error_text(exc)}",
+        latency_ms=(time.monotonic() - began) * 1000,
+    )
+
+
+def delivery_log(job: Job, endpoint: Endpoint, result: DeliveryResult) -> DeliveryLog:
+    return DeliveryLog(
+        webhook_id=job.msg_id,
+        alert_id=job.alert.alert_id,
+        alert_status=job.alert.status.value,
+        alert_type=job.alert.type.value,
+        endpoint=endpoint.name,
+        url_host=endpoint.host,
+        outcome="delivered" if result.delivered else "gave_up",
+        attempts=result.attempts,
+        status_codes=result.status_codes,
+        last_error=result.last_error,
+        first_attempt_at=result.first_attempt_at,
+        finished_at=result.finished_at,
+        latency_ms=result.latency_ms,
+    )
+
+
+def dead_letter(
+    job: Job, endpoint: Endpoint, result: DeliveryResult, payload: dict[str, Any]
+) -> WebhookDeadLetter:
+    """`payload` is what was (or would have been) sent, `{}` if it could not be built."""
+    return WebhookDeadLetter(
+        dead_letter_id=WebhookDeadLetter.id_for(job.msg_id, endpoint.name),
+        webhook_id=job.msg_id,
+        endpoint=endpoint.name,
+        url_host=endpoint.host,
+        alert_id=job.alert.alert_id,
+        reason=result.last_error,
+        attempts=result.attempts,
+        status_codes=result.status_codes,
+        payload=payload,
+        failed_at=result.finished_at,
+    )
