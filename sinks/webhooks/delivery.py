@@ -6,6 +6,7 @@ Retry policy (Standard Webhooks' recommendations):
 - 408 and 429: retry, after `Retry-After` when the receiver sends one, clamped
   to [`min_retry_after_s`, `max_retry_after_s`]: `Retry-After: 0` cannot make
   us hammer a receiver, nor a day-long one park a delivery past the horizon.
+  A header that is neither ASCII digits nor an HTTP date is ignored.
 - any other status (4xx, and 3xx: redirects are not followed): give up at once.
 - a retry that would start after `retry_horizon_s` from the first attempt, or
   would be attempt number `max_attempts + 1`: give up.
@@ -76,20 +77,32 @@ class RetryPolicy:
         return exponential(attempt, self.initial_backoff_s, self.max_backoff_s, jitter=0.5, rng=rng)
 
 
+RETRY_AFTER_CAP_S = 86_400.0
+"""The longest `Retry-After` read (a day); `RetryPolicy` clamps it further to
+`max_retry_after_s`. A receiver's number may have any size."""
+
+
 def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
-    """`Retry-After` as seconds: delta-seconds or an HTTP date; None if absent or unreadable."""
-    if not value:
+    """`Retry-After` as seconds in [0, `RETRY_AFTER_CAP_S`]; None if absent or unreadable.
+
+    RFC 9110 10.2.3: delay-seconds (ASCII digits only) or an HTTP date. Anything
+    else is no header at all (the retry then backs off as without one): a
+    receiver's header is untrusted input. `"²".isdigit()` is true and `float("²")`
+    raised, which once ended an endpoint's delivery worker.
+    """
+    if not value or not value.isascii():
         return None
-    value = value.strip()
+    value = value.strip(" \t")
     if value.isdigit():
-        return float(value)
+        return min(float(value), RETRY_AFTER_CAP_S)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    except (TypeError, ValueError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(max(0.0, seconds), RETRY_AFTER_CAP_S)
 
 
 @dataclass

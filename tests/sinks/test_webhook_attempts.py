@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from standardwebhooks import Webhook
-from webhook_servers import Behaviour, Server, drip, huge_error, serve, status
+from webhook_servers import Behaviour, Server, drip, huge_error, raw_status, serve, status
 
 from sinks.webhooks.delivery import (
     RESPONSE_BODY_CAP,
@@ -95,6 +95,23 @@ def test_a_huge_retry_after_is_capped_and_attempts_are_bounded() -> None:
     result = _deliver(status(429, {"Retry-After": "86400"}), policy, sleep=no_wait)
     assert (result.attempts, delays) == (3, [2.0, 2.0])
     assert "gave up after 3 attempts" in result.last_error
+
+
+@pytest.mark.parametrize("header", ["\u00b2".encode(), b"\xb2", b"\xff\xfe", b"1e400"])
+def test_an_unreadable_retry_after_is_ignored_not_fatal(header: bytes) -> None:
+    """`Retry-After: ²` once raised out of `deliver` and ended the endpoint's worker."""
+    policy = RetryPolicy(timeout_s=1.0, initial_backoff_s=1.0, max_attempts=3)
+    delays: list[float] = []
+
+    async def no_wait(delay: float) -> None:
+        delays.append(delay)
+
+    result = _deliver(raw_status(429, b"Retry-After: " + header), policy, sleep=no_wait)
+    assert (result.attempts, result.status_codes) == (3, [429, 429, 429])
+    assert "gave up after 3 attempts" in result.last_error
+    # the header is ignored: the policy's own backoff (1 s, 2 s, +-50 %), not a clamp of it
+    assert 0.5 <= delays[0] <= 1.5
+    assert 1.0 <= delays[1] <= 3.0
 
 
 def _resolves_to(address: str) -> Resolver:

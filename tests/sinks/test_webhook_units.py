@@ -17,7 +17,12 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from chainwatch.settings import Settings
 from schemas.alerts import AlertStatus, Severity
-from sinks.webhooks.delivery import RetryPolicy, retry_after_s, signed_headers
+from sinks.webhooks.delivery import (
+    RETRY_AFTER_CAP_S,
+    RetryPolicy,
+    retry_after_s,
+    signed_headers,
+)
 from sinks.webhooks.offsets import OffsetTracker
 from sinks.webhooks.payloads import MessageIds, render
 from sinks.webhooks.records import (
@@ -163,6 +168,39 @@ def test_retry_after_seconds_and_http_date() -> None:
     assert retry_after_s("Mon, 01 Mar 2027 12:00:30 GMT", now) == 30.0
     assert retry_after_s("soon") is None
     assert retry_after_s(None) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "²",  # "²".isdigit() is true; float("²") raised and ended the endpoint's worker
+        "1²",
+        "١٢",  # Arabic-Indic digits: float() reads them, HTTP does not
+        "\uff17",  # fullwidth 7
+        "+7",
+        "-1",
+        "7.5",
+        "1e3",
+        "0x10",
+        "7 s",
+        "",
+        "   ",
+        "Mon, 32 Mar 2027 12:00:30 GMT",
+        "Mon, 01 Mar 99999 12:00:30 GMT",
+        "Mon, 01 Mar 2027 12:00:30 +9999",
+        "Mon, 01 Mar 2027 12:00:30 GMT²",
+    ],
+)
+def test_retry_after_other_than_ascii_digits_or_an_http_date_is_ignored(value: str) -> None:
+    assert retry_after_s(value, datetime(2027, 3, 1, 12, 0, tzinfo=UTC)) is None
+
+
+def test_retry_after_is_capped_and_never_negative() -> None:
+    now = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+    assert retry_after_s(" 7\t") == 7.0
+    assert retry_after_s("9" * 5000) == RETRY_AFTER_CAP_S  # float() of it is inf
+    assert retry_after_s("Fri, 31 Dec 9999 23:59:59 GMT", now) == RETRY_AFTER_CAP_S
+    assert retry_after_s("Mon, 01 Mar 2027 11:00:00 GMT", now) == 0.0  # in the past
 
 
 def test_offsets_commit_below_the_lowest_pending_delivery() -> None:

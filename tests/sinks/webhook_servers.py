@@ -85,6 +85,16 @@ def status(code: int, headers: dict[str, str] | None = None) -> Behaviour:
     return answer
 
 
+def raw_status(code: int, header_line: bytes) -> Behaviour:
+    """An answer with one header line sent as raw bytes (any encoding, or none)."""
+
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _s: Server) -> None:
+        w.write(f"HTTP/1.1 {code} X\r\n".encode() + header_line + b"\r\nContent-Length: 0\r\n\r\n")
+        await w.drain()
+
+    return answer
+
+
 def drip(interval_s: float) -> Behaviour:
     """A 200 whose status line arrives one byte every `interval_s`: never a read timeout."""
 
