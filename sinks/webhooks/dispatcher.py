@@ -26,6 +26,9 @@ Lifecycle and guarantees:
   next one. A worker that still ends (its own bug) stops the whole notifier with
   `WorkerDied` (outcome error, exit 1), never a silent hang: each endpoint's
   workers are watched while it consumes and checked again when it stops.
+- A record on `alerts` that is no alert (a tombstone, not JSON, a contract
+  breach) is skipped, counted and logged with its position and reason
+  (invalid.py: why it is not dead-lettered, and the rate limit).
 - At-least-once per endpoint; receivers de-duplicate on `webhook-id`, one per
   distinct message (payloads.py); PagerDuty also on `dedup_key` = `alert_id`.
 - Formats (formats.py): `standard` is signed Standard Webhooks; `slack`, `teams`
@@ -49,7 +52,6 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
-from pydantic import ValidationError
 from standardwebhooks import Webhook
 
 from schemas.alerts import Alert
@@ -64,6 +66,7 @@ from sinks.webhooks.delivery import (
     deliver,
     http_client,
 )
+from sinks.webhooks.invalid import InvalidAlertLog, NotAnAlert
 from sinks.webhooks.offsets import OffsetTracker
 from sinks.webhooks.outcomes import Job, dead_letter, delivery_log, error_text, processing_error
 from sinks.webhooks.payloads import MessageIds, render
@@ -147,6 +150,7 @@ class EndpointPipe:
         self.health = EndpointHealth()
         self.tracker = OffsetTracker()
         self.ids = MessageIds()
+        self.invalid = InvalidAlertLog(endpoint.name)
         self.stats = NotifyStats()
         self.in_flight = 0
         self._last_commit = 0.0
@@ -264,20 +268,35 @@ class EndpointPipe:
             finally:
                 self.in_flight -= 1
 
+    def _job(self, tp: TopicPartition, offset: int, value: bytes | None) -> Job | None:
+        """The delivery of one record, None if the endpoint's filters leave it out.
+
+        Raises for a record that is no alert (`ValidationError`, `NotAnAlert`).
+        """
+        if value is None:
+            raise NotAnAlert("tombstone: the record has no value")
+        alert = Alert.model_validate_json(value)
+        if not self.endpoint.filters.matches(alert):
+            return None
+        return Job(alert, self.ids.id_for(alert, tp.partition, offset), tp, offset)
+
     def _dispatch(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
+        """Queue one record's delivery; a record that cannot become one (invalid, or a
+        bug of ours on it) is skipped with its reason logged (invalid.py), never raised
+        into the consumer loop, which would stop every later alert for good."""
         self.stats.alerts += 1
         try:
-            alert = Alert.model_validate_json(value or b"")
-        except ValidationError:
+            job = self._job(tp, offset, value)
+        except Exception as exc:
             self.stats.invalid += 1
             metrics.INVALID_ALERTS.labels(self.endpoint.name).inc()
+            self.invalid.skipped(tp, offset, exc)
             self.tracker.consumed(tp, offset, 0)
             return
-        if not self.endpoint.filters.matches(alert):
+        if job is None:
             self.tracker.consumed(tp, offset, 0)
             return
         self.tracker.consumed(tp, offset, 1)
-        job = Job(alert, self.ids.id_for(alert, tp.partition, offset), tp, offset)
         self.queue.put_nowait(job)  # fetched no more than the queue holds
         metrics.QUEUE_DEPTH.labels(self.endpoint.name).set(self.queue.qsize())
 
