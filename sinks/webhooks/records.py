@@ -53,8 +53,13 @@ Text = Annotated[str, AfterValidator(_cut)]
 
 
 def body_of(payload: dict[str, Any]) -> str:
-    """The exact serialisation that is signed and sent."""
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    """The exact serialisation that is signed and sent: always valid JSON.
+
+    `ValueError` for a non-finite number: `json.dumps` would write `Infinity` or
+    `NaN`, which no strict receiver parses. Alerts cannot carry one (the model
+    refuses them); this makes it impossible for anything built past the model.
+    """
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 class DeliveryLog(BaseModel):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -24,7 +26,7 @@ from sinks.webhooks.delivery import (
     signed_headers,
 )
 from sinks.webhooks.offsets import OffsetTracker
-from sinks.webhooks.payloads import MessageIds, render
+from sinks.webhooks.payloads import FORMATS, MessageIds, render
 from sinks.webhooks.records import (
     MAX_RECORD_BYTES,
     MAX_STATUS_CODES,
@@ -144,6 +146,36 @@ def test_body_is_deterministic() -> None:
     slack = json.loads(render(opened, "slack")[1])
     assert "stage_overdue" in slack["text"]
     assert "PO-1" in slack["text"]
+
+
+def _strict_json(text: str) -> Any:
+    """`json.loads` minus the extensions: `NaN`, `Infinity` and `-Infinity` are no JSON."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_a_body_is_valid_json_or_not_built_at_all(value: float) -> None:
+    """No alert reaches here with a non-finite number (the model refuses it), but should
+    one be built past validation, no format may send `Infinity` or `NaN`."""
+    assert _strict_json(body_of({"lateness_s": 1.5, "n": [1, None]}))
+    with pytest.raises(ValueError, match="JSON compliant"):
+        body_of({"data": {"lateness_s": value}})
+    # alerts built without validation, as `model_copy` and `model_construct` do
+    alert = make_alert(1)
+    late = alert.model_copy(update={"lateness_s": value})
+    with pytest.raises(ValueError, match="JSON compliant"):
+        render(late, "standard")  # was sent as `"lateness_s":Infinity`
+    for poisoned in (late, alert.model_copy(update={"details": {"x": [value]}})):
+        for fmt in FORMATS:  # refused (`duration()` raises too), or valid JSON
+            try:
+                body = render(poisoned, fmt)[1]
+            except (ValueError, OverflowError):
+                continue
+            _strict_json(body)
 
 
 def test_signature_verifies_with_standardwebhooks() -> None:
