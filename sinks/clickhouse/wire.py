@@ -55,7 +55,9 @@ UInt64 = Annotated[int, Field(ge=0, le=0xFFFF_FFFF_FFFF_FFFF)]
 Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
-_CONFIG = ConfigDict(extra="ignore", strict=True)
+_CONFIG = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
+"""`allow_inf_nan=False`: numbers a 64-bit float holds (CONTRACT v1.2); the notifier
+refuses a non-finite `lateness_s` too, so the two never disagree on an alert."""
 
 
 class WireCustomer(TypedDict):

@@ -60,6 +60,9 @@ def _state(**changes: Any) -> bytes:
         _alert(visit=70_000),  # no UInt16 holds it
         _alert(visit=-1),
         _alert(lateness_s="late"),
+        _alert(lateness_s=1.5).replace(b"1.5", b"1e309"),
+        _alert(lateness_s=float("nan")),  # json.dumps writes NaN
+        _alert(lateness_s=float("-inf")),
         json.dumps({"alert_id": "x"}).encode(),
     ],
 )
@@ -77,6 +80,7 @@ def test_a_malformed_alert_is_invalid(value: bytes | None) -> None:
         _state(visits=[{"stage": "dyeing", "visit": 1}]),  # no unit
         _state(as_of=None),
         _state(status="lost"),
+        _state(quantity=1.5).replace(b"1.5", b"1e309"),
     ],
 )
 def test_a_malformed_order_state_is_invalid(value: bytes) -> None:
