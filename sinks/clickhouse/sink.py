@@ -432,11 +432,11 @@ class ClickHouseSink:
                 written = len(rows) - buf.refused.get(table, 0)
                 metrics.ROWS_WRITTEN.labels(table).inc(written)
                 self.stats.rows_written += written
+                self.stats.batches += 1
             if buf.refused:
                 refused = sum(buf.refused.values())
                 self.stats.invalid_records += refused
                 metrics.INVALID.labels(tp.topic).inc(refused)
-                self.stats.batches += 1
             commits[tp] = buf.last_offset + 1
         done = {id(buf) for _tp, buf in batches[:stored]}
         # (a revocation while ClickHouse was failing may have dropped some meanwhile)

@@ -85,7 +85,11 @@ def test_thousand_scans_reach_clickhouse_and_the_engine(
 
     # the engine walked every order's scans: its snapshot stands at the last scanned stage
     assert {o: s["stage"] for o, s in snapshots.items()} == last_stage, output.decode()[-3000:]
-    assert stats.rows_written == N_EVENTS
+    # every scan stored, nothing refused; the engine's first snapshots may be stored too
+    # when they come before the sink caught up (a race: 1,644 rows in one CI run), so the
+    # scans are counted in ClickHouse below, not in the sink's total
+    assert stats.rows_written >= N_EVENTS
+    assert stats.invalid_records == 0
 
     client = open_client(settings)
     try:
