@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from schemas.customers import CustomerTier
+from schemas.files import read_config_text
 from schemas.orders import OrderOp
 from schemas.scans import ScanAction, Uom
 from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
@@ -285,7 +286,7 @@ def load_mapping(path: Path, kind: str | None = None) -> ImportMapping:
     and every field is checked against that kind.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_config_text(Path(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise MappingError(f"cannot read mapping {path}: {_why(exc)}") from None
     try:

@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from schemas.common import StageName
+from schemas.files import read_config_text
 
 Tier = Literal["platinum", "gold", "standard"]
 """Customer tiers of the CRM (CONTRACT.md); unknown customers count as `standard`."""
@@ -238,7 +239,7 @@ def load_plan(path: Path | None = None) -> SlaPlan:
             text = resources.files("schemas").joinpath("plans", "knitwear.yaml").read_text("utf-8")
             where = "shipped default plan"
         else:
-            text = Path(path).read_text(encoding="utf-8")
+            text = read_config_text(Path(path))
             where = str(path)
     except OSError as exc:
         raise PlanError(f"cannot read plan {path}: {exc.strerror or exc}") from None

@@ -22,6 +22,7 @@ from chainwatch.errors import UserError
 from chainwatch.replay import Progress, run_replay
 from chainwatch.settings import Settings
 from schemas.alerts import Alert
+from schemas.files import read_config_bytes
 from schemas.plan import PlanError, SlaPlan, plan_from_mapping
 
 
@@ -45,7 +46,7 @@ def load_plan_files(paths: Sequence[Path]) -> list[PlanFile]:
     plans: list[PlanFile] = []
     for path in paths:
         try:
-            raw = path.read_bytes()
+            raw = read_config_bytes(path)
         except OSError as exc:
             raise PlanError(f"cannot read plan {path}: {exc.strerror or exc}") from None
         text = raw.decode("utf-8", "replace")

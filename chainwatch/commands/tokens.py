@@ -18,6 +18,7 @@ import yaml
 
 from chainwatch.cli_context import err, settings
 from chainwatch.errors import UserError
+from schemas.files import read_config_text
 
 EXAMPLE_TOKEN_DIGESTS = frozenset(
     {  # sha256 of example-dye-token, example-orders-token, example-crm-token, example-admin-token
@@ -47,7 +48,7 @@ def refuse_example_tokens(host: str, tokens_file: Path) -> None:
     if is_loopback(host):
         return
     try:
-        data = yaml.safe_load(tokens_file.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_config_text(tokens_file)) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return  # the tokens file's own loader reports this one
     entries = data.get("tokens") if isinstance(data, dict) else None
@@ -106,7 +107,7 @@ def append_token(path: Path, entry: dict[str, Any]) -> None:
     from streams.ingest.auth import TokensFile
 
     try:
-        old_text = path.read_text(encoding="utf-8") if path.exists() else ""
+        old_text = read_config_text(path) if path.exists() else ""
         data = yaml.safe_load(old_text) if old_text.strip() else {"tokens": []}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise UserError(f"cannot read tokens file {path}: {type(exc).__name__}") from None

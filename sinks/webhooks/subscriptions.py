@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from standardwebhooks import Webhook
 
 from schemas.alerts import Alert
+from schemas.files import read_config_text
 from sinks.webhooks.formats import DEFAULT_LINK_TEMPLATE, PAGERDUTY_URL, check_link_template
 from sinks.webhooks.targets import ALLOW_SETTING, TargetPolicy
 
@@ -218,7 +219,7 @@ def load_subscriptions(
 ) -> Subscriptions:
     """Read and check the file; every endpoint's secret is checked to be usable."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_config_text(Path(path)))
     except OSError as exc:
         raise SubscriptionError(f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:

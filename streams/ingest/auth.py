@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.common import Identifier, StageName
+from schemas.files import read_config_text
 
 
 class Role(StrEnum):
@@ -105,9 +106,10 @@ class TokenRegistry:
     @classmethod
     def load(cls, path: Path) -> TokenRegistry:
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.safe_load(read_config_text(path))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise TokensFileError(f"cannot read tokens file {path}: {type(exc).__name__}") from None
+            why = getattr(exc, "strerror", None) or type(exc).__name__  # never the file's text
+            raise TokensFileError(f"cannot read tokens file {path}: {why}") from None
         try:
             parsed = TokensFile.model_validate(data)
         except ValidationError as exc:

@@ -273,3 +273,17 @@ def test_a_statement_that_is_not_utf8_is_refused_in_plain_words(
 
     assert main(["sql", "SELECT '\udcff'"]) == 1  # how Python passes the byte 0xff of argv
     assert capsys.readouterr().err.strip() == "error: the statement is not UTF-8 text (character 8)"
+
+
+@pytest.mark.slow
+def test_a_plan_that_is_a_pipe_is_a_one_line_error_not_a_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "plan.yaml"
+    os.mkfifo(fifo)
+    result = _run(
+        "status", "--once",
+        env={"CHAINWATCH_DATA_DIR": str(tmp_path / "data"), "CHAINWATCH_ENGINE__PLAN": str(fifo)},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: cannot read plan {fifo}: not a regular file " + (
+        "(a directory, pipe or device)"
+    )
