@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
@@ -37,7 +38,7 @@ from chainwatch.errors import USER_ERRORS, UserError
 from chainwatch.kafka_admin import admin_client, bounded, ensure_topics
 from chainwatch.replay_windows import EventTimeWindows, window_ms
 from chainwatch.settings import Settings
-from schemas.dead_letter import DeadLetter, DeadLetterSource
+from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.plan import load_plan
 from schemas.validation import RecordRejected, decode_input, decode_replay_line
 from streams.engine.messages import INTERNAL_TOPICS, ORDER_INBOX, Tick, encode_bundle
@@ -155,25 +156,29 @@ async def publish_scenario(
     if interleaving is not None:
         lines = topic_blocks(_lines(scenario), interleaving)
     progress("publishing", done=0, total=total)
+
+    async def dead_letter(
+        number: int, raw: bytes | None, errors: list[ErrorDetail], code: ReasonCode
+    ) -> None:
+        letter = DeadLetter.build(
+            raw,
+            DeadLetterSource(kind="replay", file=scenario.name, line=number),
+            errors,
+            code,
+            datetime.now().astimezone(),
+        )
+        pending.append(
+            await producer.send(
+                names(DEAD_LETTER), key=letter.dead_letter_id.encode(), value=letter.encode()
+            )
+        )
+
     try:
         for number, line in lines:
             try:
                 replay = decode_replay_line(line)
             except RecordRejected as exc:
-                letter = DeadLetter.build(
-                    line,
-                    DeadLetterSource(kind="replay", file=scenario.name, line=number),
-                    exc.errors,
-                    exc.reason_code,
-                    datetime.now().astimezone(),
-                )
-                pending.append(
-                    await producer.send(
-                        names(DEAD_LETTER),
-                        key=letter.dead_letter_id.encode(),
-                        value=letter.model_dump_json().encode(),
-                    )
-                )
+                await dead_letter(number, line, exc.errors, exc.reason_code)
                 dead += 1
                 continue
             value = replay.value_bytes()
@@ -191,9 +196,16 @@ async def publish_scenario(
                 pending.clear()
                 if between_windows is not None:
                     await asyncio.to_thread(between_windows, windows.number)
-            pending.append(
-                await producer.send(names(replay.topic), key=replay.key_bytes(), value=value)
-            )
+            try:
+                sent = await producer.send(names(replay.topic), key=replay.key_bytes(), value=value)
+            except MessageSizeTooLargeError as exc:
+                # CONTRACT v1.2: an output Kafka will not take is a processing_error, never
+                # the end of the replay (one 3 MB line stopped it with a traceback)
+                error = ErrorDetail(loc="", msg=f"Kafka refuses it: {exc}", type="too_large")
+                await dead_letter(number, line, [error], ReasonCode.PROCESSING_ERROR)
+                dead += 1
+                continue
+            pending.append(sent)
             published += 1
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
