@@ -7,4 +7,15 @@ from __future__ import annotations
 
 
 class PublishError(Exception):
-    """Grafana refused or could not be reached, or a datasource URL is malformed."""
+    """Grafana refused or could not be reached, or a datasource URL is malformed.
+
+    `status` is the HTTP status when Grafana answered with an error (404: missing).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ExportError(Exception):
+    """The export directory cannot be created or written (the message names the path)."""

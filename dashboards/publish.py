@@ -4,22 +4,24 @@ Idempotent by uid: the folder and the datasource are looked up by their fixed
 uids and created only when missing (an existing datasource is never
 modified: its password lives in Grafana); every dashboard is saved with
 `overwrite: true` under its fixed uid, so re-publishing replaces it.
+
+Every call has a deadline and a size cap, and every answer used is checked
+(`dashboards.grafana`); the whole run has a deadline too. The datasource URLs
+are checked before Grafana is called.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import niquests
-from grafana_client.api import GrafanaApi
-from grafana_client.client import GrafanaClientError, GrafanaException
-
 from dashboards import prometheus
 from dashboards.errors import PublishError
 from dashboards.export import build_all, to_json
+from dashboards.grafana import MAX_RESPONSE_BYTES, Grafana, base_url
 from dashboards.query import DATASOURCE_UID, PLUGIN_ID
 from schemas.plan import SlaPlan
 
@@ -49,11 +51,8 @@ def datasource_body(clickhouse_url: str) -> dict[str, Any]:
 
     The URL's user should be the read-only one (deploy/grafana/clickhouse-readonly.sql).
     """
+    base_url(clickhouse_url, "--clickhouse-url")  # a one-line error if malformed
     parts = urlsplit(clickhouse_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PublishError(
-            "--clickhouse-url must look like http://user:password@host:8123/database"
-        )
     secure = parts.scheme == "https"
     body: dict[str, Any] = {
         "name": DATASOURCE_NAME,
@@ -77,9 +76,7 @@ def datasource_body(clickhouse_url: str) -> dict[str, Any]:
 
 def prometheus_body(prometheus_url: str) -> dict[str, Any]:
     """`POST /api/datasources` for the Prometheus that scrapes the Chainwatch processes."""
-    parts = urlsplit(prometheus_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PublishError("--prometheus-url must look like http://prometheus:9090")
+    base_url(prometheus_url, "--prometheus-url")
     return {
         "name": PROMETHEUS_NAME,
         "uid": prometheus.DATASOURCE_UID,
@@ -91,27 +88,27 @@ def prometheus_body(prometheus_url: str) -> dict[str, Any]:
     }
 
 
-def _missing(exc: GrafanaException) -> bool:
-    return isinstance(exc, GrafanaClientError) and exc.status_code == 404
+def _missing(exc: PublishError) -> bool:
+    return exc.status == 404
 
 
-def _ensure_folder(api: Any, name: str) -> tuple[str, bool]:
+def _ensure_folder(grafana: Grafana, name: str) -> tuple[str, bool]:
     uid = folder_uid(name)
     try:
-        api.folder.get_folder(uid)
+        grafana.call(lambda api: api.folder.get_folder(uid), "uid")
         return uid, False
-    except GrafanaException as exc:
+    except PublishError as exc:
         if not _missing(exc):
             raise
-    api.folder.create_folder(name, uid=uid)
+    grafana.call(lambda api: api.folder.create_folder(name, uid=uid), "uid")
     return uid, True
 
 
-def _ensure_datasource(api: Any, clickhouse_url: str | None) -> bool:
+def _ensure_datasource(grafana: Grafana, clickhouse_url: str | None) -> bool:
     try:
-        api.datasource.get_datasource_by_uid(DATASOURCE_UID)
+        grafana.call(lambda api: api.datasource.get_datasource_by_uid(DATASOURCE_UID), "uid")
         return False
-    except GrafanaException as exc:
+    except PublishError as exc:
         if not _missing(exc):
             raise
     if clickhouse_url is None:
@@ -119,21 +116,29 @@ def _ensure_datasource(api: Any, clickhouse_url: str | None) -> bool:
             f"Grafana has no datasource with uid {DATASOURCE_UID!r}: pass --clickhouse-url "
             "(the read-only user's URL) to create it, or provision deploy/grafana/provisioning"
         )
-    api.datasource.create_datasource(datasource_body(clickhouse_url))
+    body = datasource_body(clickhouse_url)
+    grafana.call(lambda api: api.datasource.create_datasource(body))
     return True
 
 
-def _ensure_prometheus(api: Any, prometheus_url: str | None) -> str:
+def _ensure_prometheus(grafana: Grafana, prometheus_url: str | None) -> str:
     try:
-        api.datasource.get_datasource_by_uid(prometheus.DATASOURCE_UID)
+        grafana.call(
+            lambda api: api.datasource.get_datasource_by_uid(prometheus.DATASOURCE_UID), "uid"
+        )
         return "exists"
-    except GrafanaException as exc:
+    except PublishError as exc:
         if not _missing(exc):
             raise
     if prometheus_url is None:
         return "missing"
-    api.datasource.create_datasource(prometheus_body(prometheus_url))
+    body = prometheus_body(prometheus_url)
+    grafana.call(lambda api: api.datasource.create_datasource(body))
     return "created"
+
+
+def _save(body: dict[str, Any]) -> Callable[[Any], object]:
+    return lambda api: api.dashboard.update_dashboard(body)
 
 
 def publish(
@@ -145,17 +150,32 @@ def publish(
     clickhouse_url: str | None = None,
     prometheus_url: str | None = None,
     timeout_s: float = 30.0,
+    total_timeout_s: float = 120.0,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
 ) -> PublishResult:
     """Folder, datasources, then every dashboard; raises PublishError with Grafana's reason.
 
-    The Prometheus datasource is optional: without one (and no `prometheus_url`)
-    the Prometheus dashboard is published all the same and says so in the result.
+    Each call to Grafana is given `timeout_s` and the whole run `total_timeout_s`
+    (wall clock, however slowly Grafana answers); an answer longer than
+    `max_response_bytes` is an error. The Prometheus datasource is optional:
+    without one (and no `prometheus_url`) the Prometheus dashboard is published
+    all the same and says so in the result.
     """
-    api: Any = GrafanaApi.from_url(url, credential=token, timeout=timeout_s)
+    if clickhouse_url is not None:
+        datasource_body(clickhouse_url)  # malformed: an error before Grafana is called
+    if prometheus_url is not None:
+        prometheus_body(prometheus_url)
+    grafana = Grafana(
+        url,
+        token,
+        call_timeout_s=timeout_s,
+        total_timeout_s=total_timeout_s,
+        max_bytes=max_response_bytes,
+    )
     try:
-        uid, folder_created = _ensure_folder(api, folder)
-        datasource_created = _ensure_datasource(api, clickhouse_url)
-        prometheus_datasource = _ensure_prometheus(api, prometheus_url)
+        uid, folder_created = _ensure_folder(grafana, folder)
+        datasource_created = _ensure_datasource(grafana, clickhouse_url)
+        prometheus_datasource = _ensure_prometheus(grafana, prometheus_url)
         uids, urls = [], []
         for board in build_all(plan):
             body = {
@@ -164,16 +184,9 @@ def publish(
                 "message": "chainwatch dashboards publish",
                 "overwrite": True,
             }
-            saved = api.dashboard.update_dashboard(body)
+            saved = grafana.call(_save(body), "url")
             uids.append(str(board.uid))
-            urls.append(str(saved.get("url", "")))
-    except GrafanaException as exc:
-        raise PublishError(f"Grafana at {_safe(url)} refused: {exc.message}") from None
-    except niquests.exceptions.RequestException as exc:
-        raise PublishError(f"cannot reach Grafana at {_safe(url)}: {type(exc).__name__}") from None
+            urls.append(saved["url"])
+    finally:
+        grafana.close()
     return PublishResult(uid, folder_created, datasource_created, uids, urls, prometheus_datasource)
-
-
-def _safe(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -32,6 +32,17 @@ class FakeGrafana:
         self.dashboards: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.problems: list[str] = []
+        self.hostile: dict[tuple[str, str], Callable[[BaseHTTPRequestHandler], None]] = {}
+        """(method, path prefix) -> what the server does instead of answering."""
+        self.stop = threading.Event()
+        """Set when the test ends: a hostile handler still sending stops."""
+
+    def misbehave(self, handler: BaseHTTPRequestHandler) -> bool:
+        for (method, prefix), act in self.hostile.items():
+            if handler.command == method and handler.path.startswith(prefix):
+                act(handler)
+                return True
+        return False
 
 
 def _handler(state: FakeGrafana) -> type[BaseHTTPRequestHandler]:  # noqa: C901 - a fake Grafana API
@@ -55,7 +66,7 @@ def _handler(state: FakeGrafana) -> type[BaseHTTPRequestHandler]:  # noqa: C901 
 
         def do_GET(self) -> None:
             state.calls.append(("GET", self.path))
-            if not self._authorised():
+            if state.misbehave(self) or not self._authorised():
                 return
             if self.path.startswith("/api/folders/"):
                 uid = self.path.removeprefix("/api/folders/")
@@ -72,7 +83,7 @@ def _handler(state: FakeGrafana) -> type[BaseHTTPRequestHandler]:  # noqa: C901 
 
         def do_POST(self) -> None:
             state.calls.append(("POST", self.path))
-            if not self._authorised():
+            if state.misbehave(self) or not self._authorised():
                 return
             if self.headers.get("Content-Type", "").split(";")[0] != "application/json":
                 state.problems.append(f"{self.path}: not JSON")
@@ -156,6 +167,7 @@ def grafana() -> Iterator[tuple[str, FakeGrafana]]:
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", state
     finally:
+        state.stop.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
@@ -233,3 +245,274 @@ def test_publish_creates_the_prometheus_datasource_when_given_its_url(
     assert again.prometheus_datasource == "exists"
     assert len(state.datasources) == 2
     assert state.problems == []
+
+
+# --- a hostile or broken Grafana: one-line errors, a deadline, bounded memory ---
+
+
+def _outcome_within(seconds: float, run: Callable[[], object]) -> BaseException | None:
+    """Run `run` on a thread; fail the test if it is still running after `seconds`."""
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            run()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    return outcome[0]
+
+
+def _answer(
+    status: int, content_type: str, body: bytes
+) -> Callable[[BaseHTTPRequestHandler], None]:
+    def act(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return act
+
+
+def _trickle(state: FakeGrafana, *, in_headers: bool) -> Callable[[BaseHTTPRequestHandler], None]:
+    """A byte every 50 ms, forever (until the test ends): each read succeeds, no call ends."""
+
+    def act(handler: BaseHTTPRequestHandler) -> None:
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        if in_headers:
+            handler.wfile.write(b"X-Slow: ")
+        else:
+            handler.wfile.write(b"Content-Type: application/json\r\n\r\n")
+        try:
+            while not state.stop.wait(0.05):  # the server's pace, not the test waiting
+                handler.wfile.write(b" ")
+                handler.wfile.flush()
+        except OSError:
+            pass  # the client gave up
+
+    return act
+
+
+@pytest.mark.parametrize("in_headers", [False, True], ids=["body", "headers"])
+def test_a_grafana_that_trickles_bytes_is_given_up_on_at_the_call_deadline(
+    grafana: tuple[str, FakeGrafana], in_headers: bool
+) -> None:
+    """niquests' timeout is per read: a byte every 50 ms never trips it. The call's
+    deadline is wall-clock, whatever the server does."""
+    url, state = grafana
+    state.hostile[("GET", "/api/folders/")] = _trickle(state, in_headers=in_headers)
+    error = _outcome_within(10, lambda: publish(url, TOKEN, load_plan(None), timeout_s=1))
+    assert isinstance(error, PublishError)
+    assert str(error) == f"Grafana at {url} did not answer GET /api/folders/chainwatch within 1 s"
+
+
+def test_the_whole_publish_has_a_deadline_though_each_call_is_in_time(
+    grafana: tuple[str, FakeGrafana],
+) -> None:
+    """Eleven calls of 0.3 s each, within a per-call timeout of 5 s, cannot fit in 1 s."""
+    url, state = grafana
+
+    def slow(handler: BaseHTTPRequestHandler) -> None:
+        state.stop.wait(0.3)  # a slow Grafana's pace
+        uid = handler.path.rsplit("/", 1)[-1]
+        _answer(200, "application/json", json.dumps({"uid": uid, "url": "/d/x"}).encode())(handler)
+
+    for method in ("GET", "POST"):
+        state.hostile[(method, "/api/")] = slow
+    error = _outcome_within(
+        10, lambda: publish(url, TOKEN, load_plan(None), timeout_s=5, total_timeout_s=1)
+    )
+    assert isinstance(error, PublishError)
+    assert str(error).startswith(f"publishing to Grafana at {url} did not finish within 1 s")
+
+
+def test_an_endless_answer_is_cut_at_the_size_cap(grafana: tuple[str, FakeGrafana]) -> None:
+    """64 MB offered with no length: the client stops reading past its cap (4 MB), so the
+    server can hand over little more than the cap and the kernel's buffers."""
+    url, state = grafana
+    sent: list[int] = [0]
+    finished = threading.Event()
+
+    def flood(handler: BaseHTTPRequestHandler) -> None:
+        chunk = b"[" * 65536
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        handler.wfile.write(b"Connection: close\r\n\r\n")
+        try:
+            while sent[0] < 64 * 1024 * 1024 and not state.stop.is_set():
+                handler.wfile.write(chunk)
+                sent[0] += len(chunk)
+        except OSError:
+            pass  # the client closed the connection
+        finally:
+            finished.set()
+
+    state.hostile[("GET", "/api/folders/")] = flood
+    error = _outcome_within(30, lambda: publish(url, TOKEN, load_plan(None), timeout_s=20))
+    assert isinstance(error, PublishError)
+    assert str(error) == (
+        f"Grafana at {url} answered GET /api/folders/chainwatch with more than 4194304 bytes"
+    )
+    assert finished.wait(10)
+    assert sent[0] < 32 * 1024 * 1024
+
+
+def test_a_declared_length_over_the_cap_is_refused_before_reading(
+    grafana: tuple[str, FakeGrafana],
+) -> None:
+    url, state = grafana
+
+    def huge(handler: BaseHTTPRequestHandler) -> None:
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        handler.wfile.write(b"Content-Length: 1073741824\r\n\r\n{")
+        handler.wfile.flush()
+        state.stop.wait(30)  # sends nothing more: only the header can end the call in time
+
+    state.hostile[("GET", "/api/folders/")] = huge
+    error = _outcome_within(10, lambda: publish(url, TOKEN, load_plan(None), timeout_s=5))
+    assert isinstance(error, PublishError)
+    assert "with more than 4194304 bytes" in str(error)
+
+
+HTML = b"<html><body>Sign in</body></html>"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "answer", "says"),
+    [
+        (
+            "GET",
+            "/api/folders/",
+            _answer(200, "text/html", HTML),
+            "answered GET /api/folders/chainwatch with text; expected a JSON object with 'uid'",
+        ),
+        (
+            "GET",
+            "/api/datasources/uid/chainwatch-clickhouse",
+            _answer(200, "text/html", HTML),
+            "answered GET /api/datasources/uid/chainwatch-clickhouse with text; "
+            "expected a JSON object with 'uid'",
+        ),
+        (
+            "GET",
+            "/api/datasources/uid/chainwatch-clickhouse",
+            _answer(200, "application/json", HTML),
+            "answered GET /api/datasources/uid/chainwatch-clickhouse with a body that is not JSON",
+        ),
+        (
+            "GET",
+            "/api/datasources/uid/chainwatch-prometheus",
+            _answer(200, "application/json", b"[]"),
+            "answered GET /api/datasources/uid/chainwatch-prometheus with a JSON list; "
+            "expected a JSON object with 'uid'",
+        ),
+        (
+            "POST",
+            "/api/folders",
+            _answer(200, "application/json", b'{"title": "Chainwatch"}'),
+            "answered POST /api/folders with a JSON object without 'uid'; "
+            "expected a JSON object with 'uid'",
+        ),
+        (
+            "POST",
+            "/api/dashboards/db",
+            _answer(200, "text/html", HTML),
+            "answered POST /api/dashboards/db with text; expected a JSON object with 'url'",
+        ),
+        (
+            "POST",
+            "/api/dashboards/db",
+            _answer(200, "application/json", b'{"status": "success"}'),
+            "answered POST /api/dashboards/db with a JSON object without 'url'",
+        ),
+        (
+            "GET",
+            "/api/folders/",
+            _answer(302, "text/html", HTML),
+            "answered GET /api/folders/chainwatch with a redirect (302)",
+        ),
+    ],
+)
+def test_an_answer_of_the_wrong_shape_is_a_one_line_error_naming_the_path(
+    grafana: tuple[str, FakeGrafana],
+    method: str,
+    path: str,
+    answer: Callable[[BaseHTTPRequestHandler], None],
+    says: str,
+) -> None:
+    """A 200 that is a login page or a proxy's answer is never taken for "exists"."""
+    url, state = grafana
+    state.hostile[(method, path)] = answer
+    ch_url = "http://chainwatch_grafana:s3cret@clickhouse:8123/chainwatch"
+    with pytest.raises(PublishError) as caught:
+        publish(url, TOKEN, load_plan(None), clickhouse_url=ch_url, timeout_s=5)
+    message = str(caught.value)
+    assert message.startswith(f"Grafana at {url} ")
+    assert says in message
+    assert "\n" not in message
+    assert TOKEN not in message
+    assert "s3cret" not in message
+    if method == "GET":  # nothing was created on the strength of that answer
+        assert [c for c in state.calls if c[0] == "POST" and c[1].startswith(path)] == []
+
+
+def test_an_error_body_is_quoted_as_one_bounded_line_without_the_token(
+    grafana: tuple[str, FakeGrafana],
+) -> None:
+    url, state = grafana
+    body = f"boom {TOKEN} \x1b[31mred\n" + "x" * 200_000 + "\nsecond line\n"
+    state.hostile[("GET", "/api/folders/")] = _answer(500, "text/plain", body.encode())
+    with pytest.raises(PublishError) as caught:
+        publish(url, TOKEN, load_plan(None), timeout_s=5)
+    message = str(caught.value)
+    assert message.startswith(
+        f"Grafana at {url} refused GET /api/folders/chainwatch: Server Error 500: boom *** "
+    )
+    assert len(message) < 400
+    assert "\n" not in message
+    assert "\x1b" not in message
+    assert TOKEN not in message
+
+
+@pytest.mark.parametrize(
+    "bad", ["http://h:99999", "h:abc", "http://[::1", "ftp://h:3000", "http://:3000", "http://h:0"]
+)
+def test_a_malformed_grafana_url_is_a_one_line_error(bad: str) -> None:
+    with pytest.raises(PublishError, match=r"^--url "):
+        publish(bad, TOKEN, load_plan(None), timeout_s=1)
+
+
+@pytest.mark.parametrize("option", ["clickhouse_url", "prometheus_url"])
+@pytest.mark.parametrize(
+    "bad", ["http://u:pw@h:99999/db", "http://u:pw@h:abc/db", "http://u:pw@[::1/db", "h:1"]
+)
+def test_a_malformed_datasource_url_is_refused_before_grafana_is_called(
+    grafana: tuple[str, FakeGrafana], option: str, bad: str
+) -> None:
+    url, state = grafana
+    with pytest.raises(PublishError) as caught:
+        publish(url, TOKEN, load_plan(None), timeout_s=5, **{option: bad})  # type: ignore[arg-type]
+    assert str(caught.value).startswith("--" + option.replace("_", "-") + " ")
+    assert "pw" not in str(caught.value)
+    assert state.calls == []
+
+
+def test_the_cli_reports_a_malformed_url_as_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chainwatch import cli_context
+    from chainwatch.cli import main
+    from chainwatch.settings import Settings
+
+    monkeypatch.setitem(cli_context.state, "settings", Settings())
+    argv = ["dashboards", "publish", "--url", "http://h:99999", "--token", TOKEN]
+    assert main(argv) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: --url is not a valid URL")
