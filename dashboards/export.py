@@ -24,6 +24,7 @@ from dashboards import (
     replay,
     units,
 )
+from dashboards.errors import ExportError
 from dashboards.query import ClickHouseQuery
 from schemas.plan import SlaPlan
 
@@ -65,14 +66,33 @@ def file_name(board: models.Dashboard) -> str:
 
 
 def export(directory: Path, plan: SlaPlan) -> list[Path]:
-    """Write one `<uid>.json` per dashboard; return the paths written."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write one `<uid>.json` per dashboard; return the paths written.
+
+    The directory is created with its missing parents (as `mkdir -p`); existing
+    `<uid>.json` files are replaced. A path that cannot be a directory or
+    written (a file, a dangling link, no permission) raises ExportError.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(
+            f"cannot create the directory {str(directory)!r}: {_reason(exc)}"
+        ) from None
     written = []
     for board in build_all(plan):
         path = directory / file_name(board)
-        path.write_text(dumps(board), encoding="utf-8")
+        try:
+            path.write_text(dumps(board), encoding="utf-8")
+        except OSError as exc:
+            raise ExportError(f"cannot write {str(path)!r}: {_reason(exc)}") from None
         written.append(path)
     return written
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, FileExistsError):
+        return "it exists and is not a directory"
+    return exc.strerror or type(exc).__name__
 
 
 def queries(board: models.Dashboard) -> Iterator[tuple[str, ClickHouseQuery]]:

@@ -31,10 +31,18 @@ def register(app: typer.Typer) -> None:
     def export(
         directory: Annotated[Path, typer.Argument(help="Where to write <uid>.json files.")],
     ) -> None:
-        """Write every dashboard's JSON (deterministic: fixed uids, sorted keys)."""
+        """Write every dashboard's JSON (deterministic: fixed uids, sorted keys).
+
+        The directory is created if missing (with its parents); files are replaced.
+        """
+        from dashboards.errors import ExportError
         from dashboards.export import export as write
 
-        for path in write(directory, _plan()):
+        try:
+            written = write(directory, _plan())
+        except ExportError as exc:
+            raise UserError(str(exc)) from None
+        for path in written:
             out.print(str(path), highlight=False)
 
     @group.command("publish")

@@ -1,0 +1,68 @@
+"""`chainwatch dashboards export DIR`: where it writes, and one-line errors where it cannot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dashboards.export import BUILDERS
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chainwatch import cli_context
+    from chainwatch.settings import Settings
+
+    # settings built here: the CLI's own would configure this process's logging
+    monkeypatch.setitem(cli_context.state, "settings", Settings())
+
+
+def _export(directory: Path) -> int:
+    from chainwatch.cli import main
+
+    return main(["dashboards", "export", str(directory)])
+
+
+@pytest.mark.usefixtures("cli")
+def test_missing_parents_are_created_and_existing_files_replaced(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "dashboards"
+    assert _export(target) == 0
+    files = sorted(target.iterdir())
+    assert len(files) == len(BUILDERS)
+    files[0].write_text("stale", encoding="utf-8")
+    assert _export(target) == 0
+    assert files[0].read_text(encoding="utf-8").startswith("{")
+
+
+@pytest.mark.usefixtures("cli")
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda root: (root / "f").touch() or root / "f", "it exists and is not a directory"),
+        (lambda root: (root / "f").touch() or root / "f" / "sub", "Not a directory"),
+        (lambda root: (root / "l").symlink_to(root / "gone") or root / "l" / "sub", "it exists"),
+    ],
+    ids=["onto-a-file", "under-a-file", "under-a-dangling-link"],
+)
+def test_a_path_that_cannot_be_a_directory_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: object, says: str
+) -> None:
+    target = make(tmp_path)  # type: ignore[operator]
+    assert _export(target) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: cannot create the directory ")
+    assert says in lines[0]
+
+
+@pytest.mark.usefixtures("cli")
+def test_a_dashboard_file_that_is_a_directory_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "cw-overview.json").mkdir()
+    assert _export(tmp_path) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: cannot write ")
+    assert "cw-overview.json" in lines[0]
