@@ -198,9 +198,19 @@ class CsvSpec(BaseModel):
     @classmethod
     def _known_encoding(cls, name: str) -> str:
         try:
-            codecs.lookup(name)
+            info = codecs.lookup(name)
         except LookupError:
             raise ValueError(f"unknown text encoding {name!r}") from None
+        # base64, rot13, zlib, hex... are codecs too, but bytes-to-bytes or str-to-str:
+        # a CSV file cannot be read with them.
+        if not getattr(info, "_is_text_encoding", True):
+            raise ValueError(f"{name!r} is not a text encoding (e.g. utf-8, cp1252)")
+        try:
+            codecs.getincrementaldecoder(name)().decode(b"a", final=True)
+        except UnicodeDecodeError:
+            pass  # a text encoding in which `a` alone is not text (utf-16)
+        except Exception:
+            raise ValueError(f"{name!r} is not a text encoding (e.g. utf-8, cp1252)") from None
         return name
 
 
