@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from schemas.common import format_utc
+from schemas.common import MAX_SAFE_INTEGER, format_utc
 from schemas.import_mapping import (
     BUILTIN_DEFAULTS,
     DERIVED_ID_FIELD,
@@ -164,6 +164,7 @@ class RowMapper:
     # --- conversions -----------------------------------------------------------------
 
     def _convert(self, field: str, value: Any) -> Any:
+        _check_number(value)
         if field in LIST_FIELDS:
             return self._list(field, value)
         value = self._translate(field, value)
@@ -191,6 +192,8 @@ class RowMapper:
         else:
             raise _Bad(f"{field} must be a list of stages (a, b, c)", "import_list_type")
         table = field if field in self.value_maps else "stage"
+        for item in items:
+            _check_number(item)
         return [cell_text(self._translate(field, item, table)) for item in items]
 
     def parse_number(self, value: Any) -> int | float:
@@ -274,6 +277,25 @@ def localise(naive: datetime, zone: ZoneInfo, ambiguous: str) -> datetime:
     )
 
 
+def _check_number(value: Any) -> None:
+    """A number a 64-bit float does not hold exactly is a `_Bad` (CONTRACT.md v1.2).
+
+    Caught here, before `cell_text` turns it into text: an XLSX id cell
+    12345678901234567890 is the float 12345678901234567168 and an NDJSON
+    integer 2^70 would become a string, both silently another id.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _Bad("numbers must be finite (no NaN or Infinity)", "import_number")
+    if abs(value) > MAX_SAFE_INTEGER:
+        shown = int(value) if isinstance(value, int) or value.is_integer() else f"{value:.17g}"
+        raise _Bad(
+            f"{shown} is beyond +-2^53, where numbers lose digits (store ids as text)",
+            "import_number_range",
+        )
+
+
 def _object(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
@@ -282,6 +304,8 @@ def _object(value: Any) -> dict[str, Any]:
             parsed = json.loads(value, parse_constant=_no_constant)
         except ValueError:
             parsed = None
+        except RecursionError:
+            raise _Bad("attributes are nested too deeply", "import_object") from None
         if isinstance(parsed, dict):
             return parsed
     raise _Bad("attributes must be a JSON object", "import_object")
