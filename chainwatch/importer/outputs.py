@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from chainwatch.importer.pipeline import Accepted
-from chainwatch.importer.tables import ImportFailed
+from chainwatch.importer.tables import ImportFailed, open_input
 from schemas.dead_letter import DeadLetter
 
 
@@ -59,6 +59,8 @@ class ScenarioWriter:
         target = Path(path)
         if target.is_dir():
             raise ImportFailed(f"--out {path} is a directory")
+        if open_input(target):
+            raise ImportFailed(f"--out {path} is one of the files to import; name another file")
         if not target.parent.exists():
             raise ImportFailed(f"--out {path}: no directory {target.parent}")
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -91,6 +93,8 @@ class RejectsWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.written = 0
+        if open_input(path):  # "wb" would truncate it before its first row is read
+            raise ImportFailed(f"--rejects {path} is one of the files to import; name another file")
         try:
             self._handle = path.open("wb")
         except OSError as exc:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from chainwatch.importer.errors import one_line
 from chainwatch.importer.mapper import RowMapper, derive_event_id, encode
 from chainwatch.importer.tables import Row, Table
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode, summarise
@@ -110,8 +111,9 @@ class Importer:
         """Every non-blank row of `table`, in file order, as `Accepted` or `Rejected`."""
         counts = FileSummary(table.name)
         self.summary.files.append(counts)
+        table.on_progress = progress
         for n, row in enumerate(table.rows(), start=1):
-            outcome = self.one(table.name, row, counts)
+            outcome = self.one_safely(table.name, row, counts)
             counts.rows += 1
             if isinstance(outcome, Accepted):
                 counts.accepted += 1
@@ -125,6 +127,18 @@ class Importer:
             yield outcome
         if progress is not None:
             progress(table)
+
+    def one_safely(self, file: str, row: Row, counts: FileSummary | None = None) -> Outcome:
+        """`one`, but a row whose processing fails for any reason is a `processing_error`
+        (CONTRACT.md: nothing is dropped, also on failure) and the import goes on."""
+        try:
+            return self.one(file, row, counts)
+        except RecursionError:
+            detail = ErrorDetail(loc="", msg="a value is nested too deeply", type="import_depth")
+            return Rejected(file, row.number, row.raw, ReasonCode.VALIDATION_FAILED, [detail])
+        except Exception as exc:  # the row, not the import, has failed
+            detail = ErrorDetail(loc="", msg=one_line(exc), type="processing_error")
+            return Rejected(file, row.number, row.raw, ReasonCode.PROCESSING_ERROR, [detail])
 
     def one(self, file: str, row: Row, counts: FileSummary | None = None) -> Outcome:
         if row.problem is not None:

@@ -13,12 +13,17 @@ from pathlib import Path
 
 from aiokafka.errors import MessageSizeTooLargeError
 
+from chainwatch.importer.errors import FileBroken
 from chainwatch.importer.outputs import KafkaOutput, ScenarioWriter
 from chainwatch.importer.pipeline import Accepted, Importer, Rejected
 from chainwatch.importer.tables import ImportFailed, Table, open_table
 from schemas.dead_letter import ErrorDetail, ReasonCode
 from schemas.import_mapping import ImportMapping
 from streams.topics import DEAD_LETTER, TopicNames
+
+#: Columns named, and characters of each, in a "no column" error.
+_SHOWN = 30
+_NAME = 60
 
 OnRejected = Callable[[Rejected], None]
 OnProgress = Callable[[Table], None]
@@ -36,9 +41,8 @@ def open_tables(
             if table.header is not None:
                 problems = importer.mapper.header_problems(table.header)
                 if problems:
-                    columns = ", ".join(repr(h) for h in table.header if h)
                     raise ImportFailed(
-                        f"{path}: {'; '.join(problems)} (columns: {columns}); "
+                        f"{path}: {'; '.join(problems)} (columns: {shown_columns(table.header)}); "
                         "name the columns in a mapping file (--mapping)"
                     )
     except BaseException:
@@ -46,6 +50,14 @@ def open_tables(
             table.close()
         raise
     return tables
+
+
+def shown_columns(header: Sequence[str]) -> str:
+    """The first columns of a header for an error line: bounded, whatever the file has."""
+    names = [h for h in header if h]
+    shown = ", ".join(repr(h if len(h) <= _NAME else h[:_NAME] + "...") for h in names[:_SHOWN])
+    more = len(names) - _SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def import_to_file(
@@ -64,6 +76,8 @@ def import_to_file(
                 else:
                     on_rejected(outcome)
         writer.commit()
+    except FileBroken as exc:
+        raise ImportFailed(f"{exc}; {writer.path} was not written") from None
     finally:
         writer.discard()
 
@@ -114,6 +128,13 @@ async def import_to_kafka(
                     importer.summary.reasons["processing_error: too large for Kafka"] += 1
                     await dead_letter(too_big)
         await output.flush()
+    except FileBroken as exc:
+        await output.flush()  # so the count below is what Kafka has
+        raise ImportFailed(
+            f"{exc}; Kafka acknowledged {output.acknowledged} records and dead letters "
+            "before. Re-running the import once the file is fixed is safe: the same rows "
+            "get the same event ids"
+        ) from None
     finally:
         await output.stop()
     return dead

@@ -14,12 +14,14 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-import warnings
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final, Literal
 
+from chainwatch.importer.errors import ImportFailed
+from chainwatch.importer.xlsx import SheetReader, SheetRow, open_book
 from schemas.dead_letter import ErrorDetail, ReasonCode
 from schemas.import_mapping import ImportMapping
 
@@ -35,10 +37,18 @@ FORMAT_BY_SUFFIX: Final[dict[str, Format]] = {
 }
 _DELIMITERS = (";", ",", "\t", "|")
 _CHUNK = 1 << 20
+#: Rows read (blank ones too) between two progress reports from a table itself.
+_TICK = 4096
 
-
-class ImportFailed(Exception):
-    """The import cannot go on (a file, the mapping, Kafka); the message says what to fix."""
+__all__ = [
+    "FORMAT_BY_SUFFIX",
+    "Format",
+    "ImportFailed",
+    "Row",
+    "Table",
+    "open_input",
+    "open_table",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +70,10 @@ class Table:
     header: list[str] | None = None
     total: int = 0
     done: int = 0
+    #: Called now and then while rows are read, blank ones too (set by the pipeline).
+    on_progress: Callable[[Table], None] | None = None
     _close: list[Any] = field(default_factory=list)
+    _identity: tuple[int, int] | None = None
 
     @property
     def name(self) -> str:
@@ -69,9 +82,16 @@ class Table:
     def rows(self) -> Iterator[Row]:  # replaced per format by `open_table`
         raise NotImplementedError
 
+    def tick(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self)
+
     def close(self) -> None:
         while self._close:
             self._close.pop().close()
+        if self._identity is not None:
+            _OPEN_INPUTS[self._identity] -= 1
+            self._identity = None
 
     def __enter__(self) -> Table:
         return self
@@ -99,11 +119,38 @@ def open_table(path: Path, mapping: ImportMapping, fmt: str | None = None) -> Ta
     kind = detect_format(path, fmt)
     if not path.is_file():
         raise ImportFailed(f"{path}: no such file")
+    table: Table
     if kind == "csv":
-        return _CsvTable.open(path, mapping)
-    if kind == "xlsx":
-        return _XlsxTable.open(path, mapping)
-    return _NdjsonTable.open(path)
+        table = _CsvTable.open(path, mapping)
+    elif kind == "xlsx":
+        table = _XlsxTable.open(path, mapping)
+    else:
+        table = _NdjsonTable.open(path)
+    table._identity = file_identity(path)
+    _OPEN_INPUTS[table._identity] += 1
+    return table
+
+
+def file_identity(path: Path) -> tuple[int, int]:
+    """(device, inode): the same for a file's every name, symlinks and hard links alike."""
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
+
+
+def open_input(path: Path) -> bool:
+    """Whether `path` (an output about to be written) is a file an open table reads.
+
+    Writing there would truncate or replace the input being imported; the
+    writers ask this before they open anything.
+    """
+    try:
+        return _OPEN_INPUTS[file_identity(path)] > 0
+    except OSError:  # not there yet (or unreadable): not an input
+        return False
+
+
+#: (device, inode) of every file an open `Table` reads -> how many tables read it.
+_OPEN_INPUTS: Counter[tuple[int, int]] = Counter()
 
 
 # --- CSV --------------------------------------------------------------------------------
@@ -157,7 +204,12 @@ class _CsvTable(Table):
         delimiter = mapping.csv.delimiter or _delimiter(self.path, header_line)
         self._tap.take()
         self._reader = csv.reader(self._tap, delimiter=delimiter)
-        parsed = next(csv.reader([header_line], delimiter=delimiter), [])
+        try:
+            parsed = next(csv.reader([header_line], delimiter=delimiter), [])
+        except csv.Error as exc:  # a field over csv's limit (128 KB), a NUL byte
+            raise ImportFailed(
+                f"{self.path}: header row {mapping.header_row} cannot be read ({exc})"
+            ) from None
         self.header = [h.strip() for h in parsed]
         if not any(self.header):
             raise ImportFailed(f"{self.path}: header row {mapping.header_row} is empty")
@@ -177,6 +229,8 @@ class _CsvTable(Table):
             self.done = self._tap.lines
             text = self._tap.take()
             if not any(c.strip() for c in cells):
+                if self.done % _TICK == 0:
+                    self.tick()
                 continue
             row = dict(zip(header, cells, strict=False))
             extra = [c for c in cells[len(header) :] if c.strip()]
@@ -203,6 +257,8 @@ def _check_encoding(path: Path, encoding: str) -> int:
                     f"{path}: not {encoding} text (byte {offset + exc.start}); set "
                     "csv.encoding in the mapping, e.g. cp1252 for older Excel exports"
                 ) from None
+            except UnicodeError as exc:  # a codec that decodes nothing (`undefined`)
+                raise ImportFailed(f"{path}: cannot decode as {encoding} ({exc})") from None
             lines += chunk.count(b"\n")
             offset += len(chunk)
         try:
@@ -228,19 +284,11 @@ def _unreadable(message: str) -> tuple[ReasonCode, ErrorDetail]:
 
 
 class _XlsxTable(Table):
+    """A sheet's rows as they are in its XML (see `xlsx`: bombs, stale dimensions, bad cells)."""
+
     @classmethod
     def open(cls, path: Path, mapping: ImportMapping) -> _XlsxTable:
-        import zipfile
-
-        from openpyxl import load_workbook
-        from openpyxl.utils.exceptions import InvalidFileException
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # openpyxl warns about styles it ignores
-                book = load_workbook(path, read_only=True, data_only=True)
-        except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError) as exc:
-            raise ImportFailed(f"{path}: not a readable XLSX workbook ({exc})") from None
+        book = open_book(path)
         table = cls(path=path, format="xlsx", _close=[book])
         try:
             table._start(book, mapping)
@@ -250,35 +298,57 @@ class _XlsxTable(Table):
         return table
 
     def _start(self, book: Any, mapping: ImportMapping) -> None:
-        if mapping.sheet is None:
+        names = ", ".join(book.sheetnames[:20])
+        if mapping.sheet is None and book.worksheets:
             sheet = book.worksheets[0]
-        elif mapping.sheet in book.sheetnames:
+        elif mapping.sheet is not None and mapping.sheet in book.sheetnames:
             sheet = book[mapping.sheet]
         else:
-            raise ImportFailed(
-                f"{self.path}: no sheet {mapping.sheet!r} (sheets: {', '.join(book.sheetnames)})"
-            )
-        self._first = mapping.header_row
-        self._rows = sheet.iter_rows(min_row=self._first, values_only=True)
-        header = next(self._rows, None)
-        if header is None or not any(h is not None for h in header):
-            raise ImportFailed(f"{self.path}: header row {self._first} is empty")
-        self.header = ["" if h is None else str(h).strip() for h in header]
-        self.total = max(0, (sheet.max_row or 0) - self._first)
+            raise ImportFailed(f"{self.path}: no sheet {mapping.sheet!r} (sheets: {names})")
+        if not hasattr(sheet, "_worksheet_path"):
+            raise ImportFailed(f"{self.path}: sheet {mapping.sheet!r} is a chart, not a table")
+        self._reader = reader = SheetReader(self.path, book, sheet)
+        self._close.append(reader)
+        self.total = reader.total
+        self._rows = reader.rows()
+        first = mapping.header_row
+        header: SheetRow | None = None
+        for row in self._rows:
+            if row.number >= first:
+                header = row
+                break
+        if header is not None and header.number == first and header.error is not None:
+            raise ImportFailed(f"{self.path}: header row {first}: {header.error}")
+        if header is None or header.number != first or not any(_filled(v) for v in header.values):
+            raise ImportFailed(f"{self.path}: header row {first} is empty")
+        columns = ["" if h is None else str(h).strip() for h in header.values]
+        while columns and not columns[-1]:
+            columns.pop()
+        self.header = columns
+        reader.width = len(columns)
 
     def rows(self) -> Iterator[Row]:
         header = self.header or []
-        for number, values in enumerate(self._rows, start=self._first + 1):
-            self.done = number - self._first
-            if not any(v is not None and str(v).strip() for v in values):
+        for row in self._rows:
+            self.done = self._reader.done
+            if self._reader.rows_read % _TICK == 0:
+                self.tick()
+            if row.error is not None:
+                yield Row(row.number, {}, b"", _unreadable(row.error))
                 continue
-            cells = dict(zip(header, values, strict=False))
-            extra = [v for v in values[len(header) :] if v is not None and str(v).strip()]
+            if not any(_filled(v) for v in row.values) and not row.beyond:
+                continue
+            cells = dict(zip(header, row.values, strict=False))
             raw = json.dumps(cells, default=str, ensure_ascii=False).encode()
             problem = None
-            if extra:
+            if row.beyond:
                 problem = _unreadable(f"the row has cells beyond the {len(header)} columns")
-            yield Row(number, cells, raw, problem)
+            yield Row(row.number, cells, raw, problem)
+        self.done = self.total
+
+
+def _filled(value: Any) -> bool:
+    return value is not None and bool(str(value).strip())
 
 
 # --- NDJSON -----------------------------------------------------------------------------
@@ -296,11 +366,17 @@ class _NdjsonTable(Table):
             self.done = handle.tell()
             text = line.rstrip(b"\r\n")
             if not text.strip():
+                if number % _TICK == 0:
+                    self.tick()
                 continue
             try:
                 value = json.loads(text, parse_constant=_reject_constant)
             except (ValueError, UnicodeDecodeError) as exc:
                 detail = ErrorDetail(loc="", msg=f"not JSON: {exc}"[:300], type="json_invalid")
+                yield Row(number, {}, text, (ReasonCode.NOT_JSON, detail))
+                continue
+            except RecursionError:  # `[[[[...` deeper than Python's parser goes
+                detail = ErrorDetail(loc="", msg="not JSON: nested too deeply", type="json_invalid")
                 yield Row(number, {}, text, (ReasonCode.NOT_JSON, detail))
                 continue
             if not isinstance(value, dict):

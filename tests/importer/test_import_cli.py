@@ -87,3 +87,20 @@ def test_user_mistakes_are_one_line_errors_and_write_nothing(tmp_path: Path) -> 
         assert expected in lines[0]
     assert not out.exists()
     assert list(tmp_path.glob(".*.tmp")) == []
+
+
+@pytest.mark.slow
+def test_rejects_naming_the_input_is_one_line_and_the_input_survives(tmp_path: Path) -> None:
+    source = tmp_path / "units.csv"
+    text = "unit_id,status,event_time\nU-1,sideways,2026-11-23T09:30:00Z\n"
+    source.write_text(text)
+    link = tmp_path / "link.csv"
+    link.symlink_to(source)
+    out = tmp_path / "x.ndjson"
+    args = [str(source), "--kind", "unit-status", "--out", str(out), "--rejects", str(link)]
+    result = cli(*args, data_dir=tmp_path / "data")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr
+    assert lines == [f"error: --rejects {link} is one of the files to import; name another file"]
+    assert source.read_text() == text
+    assert not out.exists()

@@ -1,0 +1,195 @@
+"""XLSX workbooks that a hostile or broken file cannot turn into a hang, a memory blow-up
+or a crash.
+
+openpyxl's read-only mode trusts the file in three ways we cannot afford:
+
+- it loads the shared strings, styles and workbook parts whole, so a zip bomb
+  (a few hundred KB that inflate to millions of `<si>` entries) takes gigabytes;
+  `check_archive` refuses such a file from the zip directory alone, before
+  anything is inflated (Python's zipfile never inflates past a member's
+  declared size, so the declared sizes are a bound);
+- its rows stop at the sheet's declared `<dimension>` (stale in many exports:
+  later rows would be dropped) and pad every gap up to it with empty rows as
+  wide as it (`A1:XFD1048576` means a million rows of 16,384 cells);
+  `SheetReader` walks the `<row>` elements that are in the XML instead, cuts
+  every row at the header's width and reports progress in bytes of sheet XML;
+- a cell it cannot convert (`<v>nan</v>` in a number cell) or malformed XML
+  ends its iterator with an arbitrary exception; here a bad cell makes its row
+  a bad row, and broken XML a one-line `ImportFailed` saying how far it got.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Final
+
+from chainwatch.importer.errors import FileBroken, ImportFailed, one_line
+
+#: More zip members than any workbook Excel writes (one per sheet, style, drawing...).
+MAX_MEMBERS: Final = 10_000
+#: One member, inflated (a worksheet of a million rows of a dozen columns is ~200 MB).
+MAX_MEMBER_BYTES: Final = 2 << 30
+#: The shared strings, inflated: openpyxl keeps them all in memory (~10 bytes of RAM per byte).
+MAX_SHARED_STRINGS_BYTES: Final = 100 << 20
+#: Any other part loaded whole (workbook, styles, relations), inflated.
+MAX_WHOLE_PART_BYTES: Final = 32 << 20
+#: Inflated / compressed, for members above `RATIO_FLOOR` bytes; real sheets reach ~30.
+MAX_RATIO: Final = 100
+RATIO_FLOOR: Final = 1 << 20
+
+_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_ROW: Final = _MAIN + "row"
+_CELL_ERRORS = (ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError)
+#: What reading the sheet's zip stream or XML raises for a damaged file.
+_STREAM_ERRORS = (SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, OSError)
+
+
+def check_archive(path: Path) -> None:
+    """`ImportFailed` unless `path` is a zip whose members inflate to sane sizes."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ImportFailed(f"{path}: not a readable XLSX workbook ({one_line(exc)})") from None
+    if len(members) > MAX_MEMBERS:
+        raise ImportFailed(f"{path}: {len(members)} parts in the workbook (at most {MAX_MEMBERS})")
+    for info in members:
+        name, size = info.filename, info.file_size
+        limit = MAX_MEMBER_BYTES
+        if name.lower().endswith("sharedstrings.xml"):
+            limit = MAX_SHARED_STRINGS_BYTES
+        elif not name.startswith("xl/worksheets/") and name.endswith((".xml", ".rels")):
+            limit = MAX_WHOLE_PART_BYTES
+        ratio = size / max(info.compress_size, 1)
+        if size > limit or (size > RATIO_FLOOR and ratio > MAX_RATIO):
+            raise ImportFailed(
+                f"{path}: refused as a zip bomb: {name} inflates to {size:,} bytes "
+                f"({ratio:.0f} times its compressed size; limits {limit:,} bytes and "
+                f"{MAX_RATIO} times)"
+            )
+
+
+def open_book(path: Path) -> Any:
+    """The workbook in read-only mode, or `ImportFailed` for any file openpyxl cannot open."""
+    from openpyxl import load_workbook
+
+    check_archive(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # openpyxl warns about styles it ignores
+            return load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # any failure here means the file is unreadable
+        raise ImportFailed(f"{path}: not a readable XLSX workbook ({one_line(exc)})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SheetRow:
+    """One `<row>` of the sheet: its values by column (from A), or why it has none."""
+
+    number: int
+    values: list[Any]
+    error: str | None = None
+    beyond: bool = False  # a non-empty cell right of the header's last column
+
+
+class SheetReader:
+    """The rows present in a sheet's XML, in file order; `done`/`total` are bytes of XML."""
+
+    def __init__(self, path: Path, book: Any, sheet: Any) -> None:
+        from openpyxl.worksheet._reader import WorkSheetParser
+        from openpyxl.xml.functions import iterparse  # defusedxml's when installed, as openpyxl
+
+        self._iterparse = iterparse
+
+        self.path = path
+        archive = book._archive
+        self.total = archive.getinfo(sheet._worksheet_path).file_size
+        self._source: IO[bytes] = archive.open(sheet._worksheet_path)
+        self._cells = WorkSheetParser(
+            self._source,
+            sheet._shared_strings,
+            data_only=True,
+            epoch=book.epoch,
+            date_formats=book._date_formats,
+            timedelta_formats=book._timedelta_formats,
+        )
+        self.rows_read = 0  # every <row>, for progress
+        self.data_rows = 0  # the rows below the header, for a message a user can check
+        self.width: int | None = None  # the header's, once read: every later row is cut there
+        self._last = 0
+
+    @property
+    def done(self) -> int:
+        try:
+            return self._source.tell()
+        except (OSError, ValueError):
+            return 0
+
+    def close(self) -> None:
+        self._source.close()
+
+    def rows(self) -> Iterator[SheetRow]:
+        """Every `<row>` element; `FileBroken` when the XML or the zip stream is damaged.
+
+        Only the current row is kept in memory: every finished element outside a
+        row is dropped from its parent as soon as it ends.
+        """
+        stack: list[Any] = []
+        in_row = 0
+        events = self._iterparse(self._source, events=("start", "end"))
+        while True:
+            try:
+                event, element = next(events)
+            except StopIteration:
+                return
+            except _STREAM_ERRORS as exc:
+                raise FileBroken(
+                    f"{self.path}: the sheet cannot be read after row {self._last} "
+                    f"({one_line(exc)}); {self.data_rows} rows of this file were read before"
+                ) from None
+            if event == "start":
+                stack.append(element)
+                in_row += element.tag == _ROW
+                continue
+            stack.pop()
+            if element.tag == _ROW:
+                in_row -= 1
+                if in_row == 0:
+                    yield self._row(element)
+            if in_row == 0 and stack:
+                del stack[-1][-1]  # a finished element is its parent's last child
+
+    def _count(self, number: int) -> None:
+        self._last = number
+        self.rows_read += 1
+        self.data_rows += self.width is not None
+
+    def _row(self, element: Any) -> SheetRow:
+        before = self._cells.row_counter
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a date serial out of range: "#VALUE!"
+                number, cells = self._cells.parse_row(element)
+        except _CELL_ERRORS as exc:
+            number = self._cells.row_counter
+            if number == before:  # its own `r` was unreadable
+                number = self._cells.row_counter = before + 1
+            self._count(number)
+            return SheetRow(number, [], f"a cell cannot be read ({one_line(exc)})")
+        self._count(number)
+        widest = max((cell["column"] for cell in cells), default=0)
+        width = widest if self.width is None else min(widest, self.width)
+        values: list[Any] = [None] * width
+        beyond = False
+        for cell in cells:
+            column, value = cell["column"], cell["value"]
+            if column <= width:
+                values[column - 1] = value
+            elif value is not None and str(value).strip():
+                beyond = True
+        return SheetRow(number, values, beyond=beyond)

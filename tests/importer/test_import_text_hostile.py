@@ -1,0 +1,135 @@
+"""CSV, NDJSON, mappings and outputs built to hurt: deep nesting, huge headers, numbers
+a float cannot hold, a rejects file that is the input, codecs that are no text encoding."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from chainwatch.importer.mapper import RowMapper
+from chainwatch.importer.outputs import RejectsWriter, ScenarioWriter
+from chainwatch.importer.pipeline import Accepted, Importer, Rejected
+from chainwatch.importer.run import open_tables
+from chainwatch.importer.tables import ImportFailed, open_table
+from schemas.import_mapping import ImportMapping, MappingError, load_mapping
+from schemas.plan import load_plan
+
+PLAN = load_plan()
+UNIT = '{"unit_id": %s, "status": "up", "event_time": "2026-11-23T09:30:00Z"}'
+
+
+def run(kind: str, path: Path, mapping: ImportMapping | None = None) -> list[Accepted | Rejected]:
+    mapping = mapping or ImportMapping()
+    importer = Importer(RowMapper(mapping, kind), PLAN)
+    tables = open_tables([path], mapping, importer)
+    try:
+        return [o for t in tables for o in importer.outcomes(t)]
+    finally:
+        for t in tables:
+            t.close()
+
+
+def test_ndjson_integers_beyond_2_53_are_rejected_not_turned_into_id_strings(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "units.ndjson"
+    path.write_text("\n".join([UNIT % "1180591620717411303424", UNIT % "4101"]) + "\n")
+    bad, good = run("unit-status", path)
+    assert isinstance(bad, Rejected)
+    assert bad.errors[0].type == "import_number_range"
+    assert isinstance(good, Accepted)
+    assert json.loads(good.value)["unit_id"] == "4101"
+
+
+def test_an_ndjson_line_nested_too_deeply_is_a_bad_row_and_the_import_goes_on(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "units.ndjson"
+    path.write_text("[" * 200_000 + "\n" + UNIT % '"U-1"' + "\n")
+    deep, good = run("unit-status", path)
+    assert isinstance(deep, Rejected)
+    assert deep.row == 1
+    assert "nested too deeply" in deep.reason
+    assert isinstance(good, Accepted)
+
+
+def test_a_csv_attributes_cell_nested_too_deeply_is_a_bad_row(tmp_path: Path) -> None:
+    path = tmp_path / "scans.csv"
+    head = "event_id,order_id,unit_id,stage,action,event_time,attributes\n"
+    good = 'e-2,PO-1,U-1,knitting,started,2026-11-23T09:30:00Z,"{""shade"": ""navy""}"\n'
+    deep = f"e-1,PO-1,U-1,knitting,started,2026-11-23T09:30:00Z,{'[' * 50_000}\n"
+    path.write_text(head + deep + good)
+    deep, fine = run("scans", path)
+    assert isinstance(deep, Rejected)
+    assert "nested too deeply" in deep.reason
+    assert isinstance(fine, Accepted), fine
+
+
+def test_a_csv_header_over_the_field_limit_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "units.csv"
+    path.write_text('"' + "x" * 200_000 + '",status\nU-1,up\n')
+    with pytest.raises(ImportFailed) as caught:
+        open_table(path, ImportMapping())
+    assert "header row 1 cannot be read" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_missing_column_error_names_a_bounded_number_of_columns(tmp_path: Path) -> None:
+    path = tmp_path / "units.csv"
+    path.write_text(",".join(f"column number {n}" for n in range(200_000)) + "\n")
+    importer = Importer(RowMapper(ImportMapping(), "unit-status"), PLAN)
+    with pytest.raises(ImportFailed) as caught:
+        open_tables([path], ImportMapping(), importer)
+    message = str(caught.value)
+    assert "no column for the required field unit_id" in message
+    assert "'column number 0'" in message
+    assert "and 199970 more" in message
+    assert len(message) < 2_000
+
+
+@pytest.mark.parametrize("how", ["same", "symlink", "hardlink"])
+def test_rejects_or_out_naming_an_input_file_is_refused_and_the_input_kept(
+    tmp_path: Path, how: str
+) -> None:
+    path = tmp_path / "units.csv"
+    text = "unit_id,status,event_time\nU-1,up,2026-11-23T09:30:00Z\n"
+    path.write_text(text)
+    target = tmp_path / "rejects.ndjson"
+    if how == "same":
+        target = path
+    elif how == "symlink":
+        target.symlink_to(path)
+    else:
+        os.link(path, target)
+    with open_table(path, ImportMapping()):
+        with pytest.raises(ImportFailed) as caught:
+            RejectsWriter(target)
+        assert "is one of the files to import" in str(caught.value)
+        with pytest.raises(ImportFailed):
+            ScenarioWriter(str(target))
+    assert path.read_text() == text
+    RejectsWriter(tmp_path / "elsewhere.ndjson").close()  # another file is fine
+
+
+def test_a_rejects_file_is_allowed_again_once_the_input_is_closed(tmp_path: Path) -> None:
+    path = tmp_path / "units.csv"
+    path.write_text("unit_id\n")
+    open_table(path, ImportMapping()).close()
+    RejectsWriter(path).close()  # not an input of a running import: the user's choice
+
+
+@pytest.mark.parametrize("codec", ["base64", "rot13", "zlib", "hex", "undefined"])
+def test_a_codec_that_is_no_text_encoding_is_a_mapping_error(tmp_path: Path, codec: str) -> None:
+    path = tmp_path / "map.yaml"
+    path.write_text(f"csv: {{encoding: {codec}}}\n")
+    with pytest.raises(MappingError) as caught:
+        load_mapping(path, "scans")
+    assert f"'{codec}' is not a text encoding" in str(caught.value)
+
+
+@pytest.mark.parametrize("codec", ["utf-8", "cp1252", "utf-16", "latin-1"])
+def test_text_encodings_stay_valid(codec: str) -> None:
+    assert ImportMapping.model_validate({"csv": {"encoding": codec}}).csv.encoding == codec

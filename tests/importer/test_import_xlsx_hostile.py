@@ -1,0 +1,224 @@
+"""XLSX files built to hurt: stale or absurd dimensions, zip bombs, cells and XML that
+openpyxl cannot read. Each is imported in full, rejected row by row, or refused in one
+line, within a bounded time and memory."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from chainwatch.importer.errors import FileBroken
+from chainwatch.importer.mapper import RowMapper
+from chainwatch.importer.outputs import ScenarioWriter
+from chainwatch.importer.pipeline import Accepted, Importer, Rejected
+from chainwatch.importer.run import import_to_file, import_to_kafka, open_tables
+from chainwatch.importer.tables import ImportFailed, Table, open_table
+from schemas.import_mapping import ImportMapping
+from schemas.plan import load_plan
+from streams.topics import TopicNames
+
+PLAN = load_plan()
+MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+HEADER = ("unit_id", "status", "event_time")
+
+
+def cell(ref: str, value: str | int | float) -> str:
+    if isinstance(value, str):
+        return f'<c r="{ref}" t="inlineStr"><is><t>{value}</t></is></c>'
+    return f'<c r="{ref}"><v>{value}</v></c>'
+
+
+def row(number: int, *values: str | int | float) -> str:
+    cells = "".join(cell(f"{'ABC'[i]}{number}", v) for i, v in enumerate(values))
+    return f'<row r="{number}">{cells}</row>'
+
+
+def unit(number: int, unit_id: str | int | float = "") -> str:
+    return row(number, unit_id or f"U-{number}", "up", "2026-11-23T09:30:00Z")
+
+
+def sheet(rows: str, dimension: str = "A1:C1") -> str:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="{MAIN}">'
+        f'<dimension ref="{dimension}"/><sheetData>{rows}</sheetData></worksheet>'
+    )
+
+
+def xlsx(tmp_path: Path, sheet_xml: str, **parts: str | bytes) -> Path:
+    """A workbook openpyxl wrote, with its first sheet (and any other part) replaced."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(["x"])  # type: ignore[union-attr]
+    plain = tmp_path / "plain.xlsx"
+    book.save(plain)
+    replaced = {"xl/worksheets/sheet1.xml": sheet_xml, **parts}
+    path = tmp_path / "orders.xlsx"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = replaced.pop(info.filename, None)
+            dst.writestr(info.filename, src.read(info) if data is None else data)
+        for name, data in replaced.items():
+            dst.writestr(name, data)
+    return path
+
+
+def outcomes(path: Path) -> list[Accepted | Rejected]:
+    importer = Importer(RowMapper(ImportMapping(), "unit-status"), PLAN)
+    tables = open_tables([path], ImportMapping(), importer)
+    try:
+        return [o for t in tables for o in importer.outcomes(t)]
+    finally:
+        for t in tables:
+            t.close()
+
+
+def test_rows_below_a_stale_dimension_are_imported_not_dropped(tmp_path: Path) -> None:
+    rows = row(1, *HEADER) + "".join(unit(n) for n in range(2, 21))
+    got = outcomes(xlsx(tmp_path, sheet(rows, dimension="A1:F3")))
+    assert [o.row for o in got] == list(range(2, 21))
+    assert all(isinstance(o, Accepted) for o in got)
+
+
+@pytest.mark.timeout(20)
+def test_an_absurd_dimension_and_a_far_cell_cost_nothing_beyond_the_rows_present(
+    tmp_path: Path,
+) -> None:
+    """Before: ~1M padding rows of 16,384 cells each, over a minute at 100% CPU."""
+    rows = row(1, *HEADER) + unit(2) + unit(1048576) + '<row r="7"><c r="XFD7"><v>1</v></c></row>'
+    got = outcomes(xlsx(tmp_path, sheet(rows, dimension="A1:XFD1048576")))
+    assert [(o.row, type(o).__name__) for o in got] == [
+        (2, "Accepted"),
+        (1048576, "Accepted"),
+        (7, "Rejected"),
+    ]
+    far = got[2]
+    assert isinstance(far, Rejected)
+    assert "beyond the 3 columns" in far.reason
+    assert len(far.raw) < 200  # the row was cut at the header's width, not 16,384 cells
+
+
+def test_progress_is_reported_while_blank_rows_are_read(tmp_path: Path) -> None:
+    blanks = "".join(f'<row r="{n}" ht="20" customHeight="1"/>' for n in range(2, 20_002))
+    path = xlsx(tmp_path, sheet(row(1, *HEADER) + blanks + unit(20_002)))
+    importer = Importer(RowMapper(ImportMapping(), "unit-status"), PLAN)
+    seen: list[int] = []
+
+    def progress(table: Table) -> None:
+        seen.append(table.done)
+
+    with open_table(path, ImportMapping()) as table:
+        got = list(importer.outcomes(table, progress))
+    assert [o.row for o in got] == [20_002]
+    assert len(seen) >= 4  # every 4,096 rows read, not only per 500 non-blank rows
+    assert seen == sorted(seen)
+    assert seen[-1] == table.total
+
+
+def test_a_shared_strings_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    strings = "<si><t>x</t></si>" * 2_000_000  # 34 MB that deflate to ~100 KB
+    bomb = f'<sst xmlns="{MAIN}" count="2000000" uniqueCount="2000000">{strings}</sst>'
+    path = xlsx(tmp_path, sheet(row(1, *HEADER)), **{"xl/sharedStrings.xml": bomb})
+    assert path.stat().st_size < 500_000
+    with pytest.raises(ImportFailed) as caught:
+        open_table(path, ImportMapping())
+    message = str(caught.value)
+    assert "zip bomb" in message
+    assert "xl/sharedStrings.xml" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("bad", ["nan", "abc"])
+def test_a_number_cell_openpyxl_cannot_read_rejects_its_row_only(tmp_path: Path, bad: str) -> None:
+    broken = f'<row r="3"><c r="A3" t="n"><v>{bad}</v></c></row>'
+    rows = row(1, *HEADER) + unit(2) + broken + unit(4)
+    got = outcomes(xlsx(tmp_path, sheet(rows)))
+    assert [(o.row, type(o).__name__) for o in got] == [
+        (2, "Accepted"),
+        (3, "Rejected"),
+        (4, "Accepted"),
+    ]
+    assert "a cell cannot be read" in got[1].reason  # type: ignore[union-attr]
+
+
+def test_malformed_sheet_xml_mid_file_is_one_line_saying_how_far_it_got(tmp_path: Path) -> None:
+    rows = row(1, *HEADER) + unit(2) + unit(3) + '<row r="4"><c r="A4"><v>1</c></row>'
+    path = xlsx(tmp_path, sheet(rows))
+    importer = Importer(RowMapper(ImportMapping(), "unit-status"), PLAN)
+    out = tmp_path / "out.ndjson"
+    tables = open_tables([path], ImportMapping(), importer)
+    with pytest.raises(ImportFailed) as caught:
+        import_to_file(importer, tables, ScenarioWriter(str(out)), lambda _r: None)
+    for table in tables:
+        table.close()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "after row 3" in message
+    assert "2 rows of this file were read before" in message
+    assert "was not written" in message
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("part", ["xl/workbook.xml", "xl/styles.xml", "xl/_rels/workbook.xml.rels"])
+def test_a_malformed_workbook_part_is_one_line_at_open(tmp_path: Path, part: str) -> None:
+    path = xlsx(tmp_path, sheet(row(1, *HEADER)), **{part: "<workbook><sheets>"})
+    with pytest.raises(ImportFailed) as caught:
+        open_table(path, ImportMapping())
+    assert "not a readable XLSX workbook" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+class _FakeKafka:
+    """Acknowledges whatever was sent, on flush."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.acknowledged = 0
+        self._pending = 0
+
+    async def start(self) -> None:
+        pass
+
+    async def send(self, _topic: str, _key: bytes | None, value: bytes) -> None:
+        self.sent.append(value)
+        self._pending += 1
+
+    async def flush(self) -> None:
+        self.acknowledged += self._pending
+        self._pending = 0
+
+    async def stop(self) -> None:
+        pass
+
+
+def test_broken_xml_with_to_kafka_says_how_many_records_were_published(tmp_path: Path) -> None:
+    import asyncio
+
+    rows = row(1, *HEADER) + unit(2) + unit(3) + "<row r='4'><c r='A4'><v>1</v></row>"
+    path = xlsx(tmp_path, sheet(rows))
+    importer = Importer(RowMapper(ImportMapping(), "unit-status"), PLAN)
+    tables = open_tables([path], ImportMapping(), importer)
+    kafka = _FakeKafka()
+    with pytest.raises(ImportFailed) as caught:
+        asyncio.run(
+            import_to_kafka(importer, tables, kafka, TopicNames(""), lambda _r: None)  # type: ignore[arg-type]
+        )
+    for table in tables:
+        table.close()
+    assert not isinstance(caught.value, FileBroken)  # the writer said what became of the rows
+    assert "Kafka acknowledged 2 records" in str(caught.value)
+    assert len(kafka.sent) == 2
+
+
+def test_an_id_beyond_2_53_is_rejected_not_rounded_to_another_id(tmp_path: Path) -> None:
+    rows = row(1, *HEADER) + unit(2, 12345678901234567890) + unit(3, 4101)
+    got = outcomes(xlsx(tmp_path, sheet(rows)))
+    bad, good = got
+    assert isinstance(bad, Rejected)
+    assert bad.errors[0].type == "import_number_range"
+    assert "12345678901234567890 is beyond +-2^53" in bad.reason
+    assert isinstance(good, Accepted)
+    assert json.loads(good.value)["unit_id"] == "4101"
