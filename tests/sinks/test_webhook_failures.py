@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from log_lines import Lines
 from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
 from test_webhook_delivery import _committed, _read_topic
@@ -36,22 +37,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 POISON_LATENESS = 666.0
 """The lateness the patched message builder fails on, as `duration(inf)` did."""
-
-
-class Lines:
-    """Stands in for a module's structlog logger: records every call."""
-
-    def __init__(self) -> None:
-        self.lines: list[dict[str, Any]] = []
-
-    def __getattr__(self, level: str) -> Callable[..., None]:
-        def emit(event: str, **fields: Any) -> None:
-            self.lines.append({"level": level, "event": event, **fields})
-
-        return emit
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [line for line in self.lines if line["event"] == event]
 
 
 def _settings(settings_factory: Callable[..., Settings], tmp_path: Path, url: str) -> Settings:

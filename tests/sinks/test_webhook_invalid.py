@@ -7,11 +7,11 @@ nor what was wrong with it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from log_lines import Lines
 from sink_samples import make_alert, record
 
 from sinks.webhooks import invalid
@@ -21,19 +21,6 @@ from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import TargetPolicy, parse_networks
 
 TP = TopicPartition("cw.alerts", 3)
-
-
-class Lines:
-    """Stands in for a module's structlog logger: records every call."""
-
-    def __init__(self) -> None:
-        self.lines: list[dict[str, Any]] = []
-
-    def __getattr__(self, level: str) -> Callable[..., None]:
-        def emit(event: str, **fields: Any) -> None:
-            self.lines.append({"level": level, "event": event, **fields})
-
-        return emit
 
 
 @pytest.fixture
