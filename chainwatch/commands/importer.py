@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -111,7 +112,8 @@ def run_import_command(
         tables = open_tables(files, mapping, importer, fmt)
     except ImportFailed as exc:
         raise UserError(str(exc)) from None
-    report = RejectReport(err, rejects, keep_all=to == "kafka" or rejects is not None)
+    inputs = {t.identity for t in tables if t.identity is not None}
+    report = RejectReport(err, rejects, inputs, keep_all=to == "kafka" or rejects is not None)
     try:
         with ImportProgress(err) as progress:
             dead = 0
@@ -162,7 +164,8 @@ def _to_file(
     from chainwatch.importer.outputs import ScenarioWriter
     from chainwatch.importer.run import import_to_file
 
-    import_to_file(importer, tables, ScenarioWriter(out), report, progress)
+    inputs = {t.identity for t in tables if t.identity is not None}
+    import_to_file(importer, tables, ScenarioWriter(out, inputs), report, progress)
 
 
 def _to_kafka(
@@ -198,14 +201,21 @@ class RejectReport:
     shows all of them, so none is only counted.
     """
 
-    def __init__(self, console: Console, path: Path | None, *, keep_all: bool) -> None:
+    def __init__(
+        self,
+        console: Console,
+        path: Path | None,
+        inputs: Collection[tuple[int, int]],
+        *,
+        keep_all: bool,
+    ) -> None:
         from chainwatch.importer.outputs import RejectsWriter
 
         self.console = console
         self.keep_all = keep_all
         self.shown = 0
         self.count = 0
-        self.writer = None if path is None else RejectsWriter(path)
+        self.writer = None if path is None else RejectsWriter(path, inputs)
 
     def __call__(self, rejected: Rejected) -> None:
         from datetime import UTC, datetime

@@ -21,6 +21,7 @@ import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from chainwatch.importer.pipeline import Accepted
-from chainwatch.importer.tables import ImportFailed, open_input
+from chainwatch.importer.tables import ImportFailed, is_one_of
 from schemas.dead_letter import DeadLetter
 
 
@@ -48,7 +49,8 @@ def _json_string(text: str) -> bytes:
 class ScenarioWriter:
     """Writes accepted records as a scenario to `path` (`-`: stdout), atomically for files."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, inputs: Collection[tuple[int, int]] = ()) -> None:
+        """`inputs`: the (device, inode) of the files being imported (never overwritten)."""
         self.path = path
         self.written = 0
         self._tmp: Path | None = None
@@ -59,7 +61,7 @@ class ScenarioWriter:
         target = Path(path)
         if target.is_dir():
             raise ImportFailed(f"--out {path} is a directory")
-        if open_input(target):
+        if is_one_of(target, inputs):
             raise ImportFailed(f"--out {path} is one of the files to import; name another file")
         if not target.parent.exists():
             raise ImportFailed(f"--out {path}: no directory {target.parent}")
@@ -90,10 +92,10 @@ class ScenarioWriter:
 class RejectsWriter:
     """Dead-letter envelopes of bad rows, one JSON line each (`--rejects`)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, inputs: Collection[tuple[int, int]] = ()) -> None:
         self.path = path
         self.written = 0
-        if open_input(path):  # "wb" would truncate it before its first row is read
+        if is_one_of(path, inputs):  # "wb" would truncate it before its first row is read
             raise ImportFailed(f"--rejects {path} is one of the files to import; name another file")
         try:
             self._handle = path.open("wb")

@@ -14,8 +14,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final, Literal
@@ -46,7 +45,7 @@ __all__ = [
     "ImportFailed",
     "Row",
     "Table",
-    "open_input",
+    "is_one_of",
     "open_table",
 ]
 
@@ -73,7 +72,8 @@ class Table:
     #: Called now and then while rows are read, blank ones too (set by the pipeline).
     on_progress: Callable[[Table], None] | None = None
     _close: list[Any] = field(default_factory=list)
-    _identity: tuple[int, int] | None = None
+    identity: tuple[int, int] | None = None
+    """(device, inode) of the file read: outputs must not be it (`is_one_of`)."""
 
     @property
     def name(self) -> str:
@@ -89,9 +89,6 @@ class Table:
     def close(self) -> None:
         while self._close:
             self._close.pop().close()
-        if self._identity is not None:
-            _OPEN_INPUTS[self._identity] -= 1
-            self._identity = None
 
     def __enter__(self) -> Table:
         return self
@@ -126,8 +123,7 @@ def open_table(path: Path, mapping: ImportMapping, fmt: str | None = None) -> Ta
         table = _XlsxTable.open(path, mapping)
     else:
         table = _NdjsonTable.open(path)
-    table._identity = file_identity(path)
-    _OPEN_INPUTS[table._identity] += 1
+    table.identity = file_identity(path)
     return table
 
 
@@ -137,20 +133,17 @@ def file_identity(path: Path) -> tuple[int, int]:
     return stat.st_dev, stat.st_ino
 
 
-def open_input(path: Path) -> bool:
-    """Whether `path` (an output about to be written) is a file an open table reads.
+def is_one_of(path: Path, inputs: Collection[tuple[int, int]]) -> bool:
+    """Whether `path` (an output about to be written) is one of the files being read.
 
-    Writing there would truncate or replace the input being imported; the
-    writers ask this before they open anything.
+    Writing there would truncate or replace an input before it is imported; the
+    writers ask this before they open anything. The same file under another
+    name (a symlink, a hard link) is the same (device, inode).
     """
     try:
-        return _OPEN_INPUTS[file_identity(path)] > 0
+        return file_identity(path) in inputs
     except OSError:  # not there yet (or unreadable): not an input
         return False
-
-
-#: (device, inode) of every file an open `Table` reads -> how many tables read it.
-_OPEN_INPUTS: Counter[tuple[int, int]] = Counter()
 
 
 # --- CSV --------------------------------------------------------------------------------
