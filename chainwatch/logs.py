@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
+
+from sinks.log_throttle import LogThrottle
 
 CLIENT_LIBRARIES = ("kafka", "aiokafka", "faust", "mode", "clickhouse_connect", "httpx", "uvicorn")
 """Loggers whose repeated messages are rate-limited (`RepeatFilter`)."""
@@ -40,22 +41,16 @@ class RepeatFilter(logging.Filter):
         super().__init__()
         self.window_s = window_s
         self.prefixes = prefixes
-        self._seen: dict[tuple[str, int, str], list[float]] = {}
+        self._throttle = LogThrottle(window_s)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING or not record.name.startswith(self.prefixes):
             return True
-        key = (record.name, record.levelno, str(record.msg))
-        now = time.monotonic()
-        seen = self._seen.get(key)
-        if seen is not None and now - seen[0] < self.window_s:
-            seen[1] += 1
+        held_back = self._throttle.admit((record.name, record.levelno, str(record.msg)))
+        if held_back is None:
             return False
-        if len(self._seen) >= 1024:
-            self._seen.clear()
-        self._seen[key] = [now, 0.0]
-        if seen is not None and seen[1]:
-            record.msg = f"{record.msg} [{int(seen[1])} like it in the last {self.window_s:g} s]"
+        if held_back:
+            record.msg = f"{record.msg} [{held_back} like it in the last {self.window_s:g} s]"
         return True
 
 

@@ -70,6 +70,7 @@ from sinks.backoff import Backoff
 from sinks.clickhouse import metrics
 from sinks.clickhouse.mapping import RecordInvalid, RecordMapper, Row, Table
 from sinks.consumer import consume, new_consumer
+from sinks.log_throttle import LogThrottle
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -586,18 +587,12 @@ class InvalidRecordLog:
     """
 
     def __init__(self, window_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.window_s = window_s
-        self._clock = clock
-        self._last: dict[str, tuple[float, int]] = {}
-        """Per topic: when a line was last logged, and the records skipped since."""
+        self._throttle = LogThrottle(window_s, clock)
 
     def skipped(self, record: ConsumerRecord[bytes, bytes], exc: BaseException) -> None:
-        now = self._clock()
-        last = self._last.get(record.topic)
-        if last is not None and now - last[0] < self.window_s:
-            self._last[record.topic] = (last[0], last[1] + 1)
+        held_back = self._throttle.admit(record.topic)
+        if held_back is None:
             return
-        self._last[record.topic] = (now, 0)
         log.warning(
             "invalid_record_skipped",
             topic=record.topic,
@@ -605,7 +600,7 @@ class InvalidRecordLog:
             offset=record.offset,
             error=_short(exc),
             bug=not isinstance(exc, RecordInvalid),
-            **({"more_since_last_line": last[1]} if last is not None and last[1] else {}),
+            **({"more_since_last_line": held_back} if held_back else {}),
         )
 
 

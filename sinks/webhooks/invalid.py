@@ -29,6 +29,7 @@ import structlog
 from aiokafka import TopicPartition
 from pydantic import ValidationError
 
+from sinks.log_throttle import LogThrottle
 from sinks.webhooks.outcomes import error_text
 
 log = structlog.stdlib.get_logger(__name__)
@@ -72,17 +73,20 @@ class InvalidAlertLog:
         self, endpoint: str, window_s: float = 30.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.endpoint = endpoint
-        self.window_s = window_s
-        self._clock = clock
-        self._last_line: float | None = None
-        self._held_back = 0
+        self._throttle = LogThrottle(window_s, clock)
+
+    @property
+    def window_s(self) -> float:
+        return self._throttle.window_s
+
+    @window_s.setter
+    def window_s(self, seconds: float) -> None:
+        self._throttle.window_s = seconds
 
     def skipped(self, tp: TopicPartition, offset: int, exc: BaseException) -> None:
-        now = self._clock()
-        if self._last_line is not None and now - self._last_line < self.window_s:
-            self._held_back += 1
+        held_back = self._throttle.admit(self.endpoint)
+        if held_back is None:
             return
-        held_back, self._held_back, self._last_line = self._held_back, 0, now
         bug = is_bug(exc)
         (log.error if bug else log.warning)(
             "invalid_alert_skipped",
