@@ -115,3 +115,21 @@ def test_json_form_is_canonical_utc_millis() -> None:
 def test_truncate_ms_never_rounds_up() -> None:
     value = datetime(2026, 1, 1, 23, 59, 59, 999999, tzinfo=UTC)
     assert truncate_ms(value) == datetime(2026, 1, 1, 23, 59, 59, 999000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (datetime(2026, 1, 1, 23, 59, 59, 999999, tzinfo=UTC), "2026-01-01T23:59:59.999Z"),
+        (datetime(2026, 1, 1, tzinfo=UTC), "2026-01-01T00:00:00.000Z"),
+        (datetime(1000, 1, 1, 0, 0, 0, 1000, tzinfo=UTC), "1000-01-01T00:00:00.001Z"),
+        (datetime(999, 12, 31, 23, 0, tzinfo=UTC), "999-12-31T23:00:00.000Z"),  # strftime's year
+        (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), "9999-12-31T23:59:59.999Z"),
+        (_parse("2026-11-25T04:45:00.5009Z"), "2026-11-25T04:45:00.500Z"),  # pydantic's UTC
+    ],
+)
+def test_format_utc_fast_path_equals_the_general_form(value: datetime, text: str) -> None:
+    """The isoformat shortcut for UTC times must print what truncate + strftime prints."""
+    general = truncate_ms(value)
+    expected = general.strftime("%Y-%m-%dT%H:%M:%S.") + f"{general.microsecond // 1000:03d}Z"
+    assert format_utc(value) == expected == text
