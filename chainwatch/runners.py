@@ -116,6 +116,12 @@ def run_worker(settings: Settings) -> None:
             clock=settings.engine.clock,
             snapshots=settings.engine.snapshots,
             tick_interval_s=settings.engine.tick_interval_s,
+            batch_size=settings.engine.batch_size,
+            batch_most=(
+                settings.engine.replay_batch_size
+                if settings.engine.clock == "event"
+                else settings.engine.batch_size
+            ),
             batch_within_s=settings.engine.batch_within_s,
             limits=settings.engine.limits(),
         ),

@@ -113,13 +113,29 @@ class EngineSettings(BaseModel):
     tick_interval_s: float = Field(
         default=0.2, gt=0, le=1, description="live mode: how often due deadlines are checked"
     )
+    batch_size: int = Field(
+        default=2000,
+        ge=1,
+        le=100_000,
+        description="the most records an agent takes as one batch (live clock), and an "
+        "event-clock worker's first batch",
+    )
+    replay_batch_size: int = Field(
+        default=32_000,
+        ge=1,
+        le=1_000_000,
+        description="event clock (replays, backtests): a batch that filled doubles the next, "
+        "up to this many records (fewer derivations per record on a backlog); one that did "
+        "not fill halves it, down to `batch_size`",
+    )
     batch_within_s: float = Field(
         default=0.2,
         gt=0,
         le=1,
-        description="how long an agent waits for its batch (up to 2,000 records) to fill "
+        description="how long an agent waits for its batch (up to `batch_size` records) to fill "
         "before it takes what it has: longer gives larger batches under load (fewer "
-        "per-batch costs), and adds up to this much latency per hop when traffic is light",
+        "per-batch costs), and adds up to this much latency per hop when traffic is light; "
+        "an event-clock batch grown to n records waits up to n / `batch_size` times this",
     )
     metrics_port: int = Field(
         default=9460,

@@ -1,0 +1,93 @@
+"""Batches that grow while a backlog lasts (`streams.engine.batching`).
+
+The sizes policy gets plain unit tests; `take_growing` runs in a real faust
+agent through `agent.test_context()` (no broker), as the engine's agents run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.app import create_app
+from streams.engine.batching import BatchSizes, take_growing
+
+
+def test_a_full_batch_doubles_the_next_up_to_the_most() -> None:
+    sizes = BatchSizes(first=2000, most=32_000, within_s=0.2)
+    limits = [2000]
+    for _ in range(6):
+        limits.append(sizes.after(limits[-1], taken=limits[-1]))
+    assert limits == [2000, 4000, 8000, 16_000, 32_000, 32_000, 32_000]
+
+
+def test_a_batch_that_did_not_fill_halves_the_next_down_to_the_first() -> None:
+    sizes = BatchSizes(first=2000, most=32_000, within_s=0.2)
+    assert sizes.after(32_000, taken=31_999) == 16_000
+    assert sizes.after(4000, taken=1) == 2000
+    assert sizes.after(2000, taken=5) == 2000
+
+
+def test_a_larger_batch_may_wait_longer_in_proportion() -> None:
+    sizes = BatchSizes(first=2000, most=32_000, within_s=0.2)
+    assert sizes.wait_s(2000) == pytest.approx(0.2)
+    assert sizes.wait_s(32_000) == pytest.approx(3.2)
+
+
+def test_fixed_sizes_do_not_grow() -> None:
+    assert not BatchSizes(first=2000, most=2000, within_s=0.2).grows
+    assert BatchSizes(first=2000, most=4000, within_s=0.2).grows
+
+
+def test_a_backlog_is_taken_in_growing_batches_and_every_record_once(tmp_path: Path) -> None:
+    """2 + 4 + 8 + 8 queued records come as four full batches (the last at the most);
+    3 more make a partial batch after its wait, which halves the next limit to 4."""
+    app = create_app("batching-test", bootstrap="localhost:1", partitions=1, data_dir=tmp_path)
+    sizes = BatchSizes(first=2, most=8, within_s=0.25)
+    batches: list[list[int]] = []
+    acked: list[int] = []
+    taken: list[Any] = []
+    arrived = asyncio.Condition()
+
+    @app.agent()
+    async def numbers(stream: Any) -> AsyncIterator[None]:
+        async for events in take_growing(stream, sizes):
+            batches.append([event.value for event in events])
+            acked.append(sum(1 for event in events if event.message.acked))
+            taken.extend(events)
+            async with arrived:
+                arrived.notify_all()
+            yield None
+
+    async def until(count: int) -> None:
+        async with arrived:
+            await asyncio.wait_for(
+                arrived.wait_for(lambda: sum(len(b) for b in batches) >= count), timeout=30
+            )
+
+    async def run() -> None:
+        async with numbers.test_context() as agent:
+            for value in range(22):
+                await agent.put(value, wait=False)
+            await until(22)
+            for value in range(22, 25):
+                await agent.put(value, wait=False)
+            await until(25)
+            for value in range(25, 29):
+                await agent.put(value, wait=False)
+            await until(29)
+
+    try:
+        asyncio.run(run())
+    finally:
+        consumer = app._consumer  # built by the stream's acks, never started
+        if consumer is not None:
+            consumer._thread.thread_loop.close()
+    assert [len(b) for b in batches] == [2, 4, 8, 8, 3, 4]
+    assert [v for b in batches for v in b] == list(range(29))
+    assert acked == [0] * len(batches)  # a batch is acked only after its step ...
+    assert all(event.message.acked for event in taken[:-4])  # ... when the next is asked for
