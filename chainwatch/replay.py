@@ -251,8 +251,9 @@ def _lag_by_partition(settings: Settings) -> dict[TopicPartition, int] | None:
         if committed is None:
             return None
         topics = _group_topics(settings)
-        existing = set(admin.list_topics())
-        if not all(t in existing for t in topics):
+        # only these topics' metadata: listing every topic cost ~80 ms of CPU per
+        # probe on a broker with ~1,700 topics, taken from the workers beside it
+        if any(t.get("error_code") for t in admin.describe_topics(topics)):
             return None
         partitions = [
             TopicPartition(t, p) for t in topics for p in range(settings.kafka.partitions)
@@ -313,6 +314,9 @@ def describe_lag(settings: Settings) -> str:
 
 #: Lag above zero and unchanged this long, with every worker alive, is a stuck group.
 STALL_AFTER_S = 45.0
+IDLE_POLL_S = 0.1
+"""How often `wait_until_idle` probes the lag: a replay drains each event-time window,
+so its end is waited for once per window (a probe costs a few ms of CPU)."""
 #: Restarts of stuck workers one wait allows before it gives up with an error.
 MAX_STALL_RESTARTS = 3
 
@@ -426,7 +430,7 @@ def wait_until_idle(
         elif time.monotonic() - last_report > 2:
             progress("waiting for the engine")
             last_report = time.monotonic()
-        time.sleep(0.3)
+        time.sleep(IDLE_POLL_S)
     raise UserError(
         f"the replay did not finish within {timeout_s:.0f}s ({describe_lag(settings)}; "
         f"worker logs in {settings.log_dir})"

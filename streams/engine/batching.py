@@ -13,8 +13,14 @@ faust's `take_events(batch_size, within)` as before. A worker on the event clock
 - a batch that filled doubles the next one, up to `most`; one that did not
   (the backlog ran dry, or the wait ended first) halves it, down to `first`;
 - a batch of n records waits at most `within_s * n / first` for them, so a
-  growing batch may take as long to fill as its records take to arrive, and
-  the tail of a backlog waits at most that once.
+  growing batch may take as long to fill as its records take to arrive;
+- but it is taken as soon as no record came for `within_s / 4` while the event
+  loop was free to deliver one (a slice that took more than twice as long was
+  spent in another agent's step, not waiting) and none waits in the stream's
+  channel queue (delivered, not yet moved into the batch): the end of a backlog, such as
+  each event-time window of a replay, which is drained before the next is
+  published, waits that long per hop, not the whole wait. faust's
+  `take_events` always waits its whole `within` for a batch that does not fill.
 
 The results do not depend on the batch sizes: a batch is applied as its records
 one by one would be, except that intermediate alert versions and snapshots are
@@ -27,6 +33,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+
+QUIET_SHARE = 4
+"""A growing batch is taken after `within_s / QUIET_SHARE` without a new record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +61,11 @@ class BatchSizes:
 
     def wait_s(self, limit: int) -> float:
         return self.within_s * limit / self.first
+
+    @property
+    def quiet_s(self) -> float:
+        """A batch is taken once no record came for this long (with the loop free)."""
+        return self.within_s / QUIET_SHARE
 
 
 async def take_growing(stream: Any, sizes: BatchSizes) -> AsyncIterator[list[Any]]:
@@ -96,12 +110,28 @@ async def take_growing(stream: Any, sizes: BatchSizes) -> AsyncIterator[list[Any
             await stream.crash(exc)
         return value
 
+    async def wait_for_batch() -> None:
+        """Until the batch is full, its wait is over, or its records stopped coming."""
+        loop, waiting = stream.loop, stream.channel.queue
+        started = loop.time()
+        while not stream.should_stop and not full.is_set():
+            held, slice_started = len(buffer), loop.time()
+            left = sizes.wait_s(limit) - (slice_started - started)
+            await stream.wait_for_stopped(full, timeout=max(0.0, min(sizes.quiet_s, left)))
+            now = loop.time()
+            if not buffer:
+                started = now  # nothing yet: the wait starts with the first record
+            elif now - started >= sizes.wait_s(limit) or (
+                len(buffer) == held and waiting.empty() and now - slice_started < 2 * sizes.quiet_s
+            ):  # the wait is over, or nothing came (nor waits in the stream's queue)
+                return  # while the loop was free to deliver it
+
     stream.enable_acks = False
     stream.add_processor(add_to_buffer)
     stream._enable_passive(aiter(stream.channel))
     try:
         while not stream.should_stop:
-            await stream.wait_for_stopped(full, timeout=sizes.wait_s(limit))
+            await wait_for_batch()
             if not buffer:
                 continue
             consuming = stream.loop.create_future()

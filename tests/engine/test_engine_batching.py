@@ -7,6 +7,7 @@ agent through `agent.test_context()` (no broker), as the engine's agents run it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -45,13 +46,15 @@ def test_fixed_sizes_do_not_grow() -> None:
 
 def test_a_backlog_is_taken_in_growing_batches_and_every_record_once(tmp_path: Path) -> None:
     """2 + 4 + 8 + 8 queued records come as four full batches (the last at the most);
-    3 more make a partial batch after its wait, which halves the next limit to 4."""
+    3 more make a partial batch, taken once no more come (long before its whole
+    wait of 10 s), which halves the next limit to 4."""
     app = create_app("batching-test", bootstrap="localhost:1", partitions=1, data_dir=tmp_path)
-    sizes = BatchSizes(first=2, most=8, within_s=0.25)
+    sizes = BatchSizes(first=2, most=8, within_s=2.5)
     batches: list[list[int]] = []
     acked: list[int] = []
     taken: list[Any] = []
     arrived = asyncio.Condition()
+    partial_took: list[float] = []
 
     @app.agent()
     async def numbers(stream: Any) -> AsyncIterator[None]:
@@ -74,9 +77,11 @@ def test_a_backlog_is_taken_in_growing_batches_and_every_record_once(tmp_path: P
             for value in range(22):
                 await agent.put(value, wait=False)
             await until(22)
+            started = time.monotonic()
             for value in range(22, 25):
                 await agent.put(value, wait=False)
             await until(25)
+            partial_took.append(time.monotonic() - started)
             for value in range(25, 29):
                 await agent.put(value, wait=False)
             await until(29)
@@ -88,6 +93,8 @@ def test_a_backlog_is_taken_in_growing_batches_and_every_record_once(tmp_path: P
         if consumer is not None:
             consumer._thread.thread_loop.close()
     assert [len(b) for b in batches] == [2, 4, 8, 8, 3, 4]
+    assert sizes.wait_s(8) == 10
+    assert partial_took[0] < 5
     assert [v for b in batches for v in b] == list(range(29))
     assert acked == [0] * len(batches)  # a batch is acked only after its step ...
     assert all(event.message.acked for event in taken[:-4])  # ... when the next is asked for
