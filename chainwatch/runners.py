@@ -33,6 +33,14 @@ def topic_names(settings: Settings) -> TopicNames:
     return TopicNames(settings.kafka.topic_prefix)
 
 
+def largest_batch(settings: Settings) -> int:
+    """How large an agent's batches may grow: on the event clock (replays, backtests)
+    up to `replay_batch_size`; a live worker's stay `batch_size`, since every hop's
+    wait for a batch adds to the deadline latency (streams.engine.batching)."""
+    engine = settings.engine
+    return engine.replay_batch_size if engine.clock == "event" else engine.batch_size
+
+
 def prepare_topics(settings: Settings, *, also: Iterable[str] = ()) -> None:
     """The contract's topics, and the logical topics in `also`, created in one request."""
     ensure_topics(
@@ -117,11 +125,7 @@ def run_worker(settings: Settings) -> None:
             snapshots=settings.engine.snapshots,
             tick_interval_s=settings.engine.tick_interval_s,
             batch_size=settings.engine.batch_size,
-            batch_most=(
-                settings.engine.replay_batch_size
-                if settings.engine.clock == "event"
-                else settings.engine.batch_size
-            ),
+            batch_most=largest_batch(settings),
             batch_within_s=settings.engine.batch_within_s,
             limits=settings.engine.limits(),
         ),

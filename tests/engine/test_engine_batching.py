@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from chainwatch.runners import largest_batch
+from chainwatch.settings import Settings
 from streams.app import create_app
 from streams.engine.batching import BatchSizes, take_growing
 
@@ -98,3 +100,10 @@ def test_a_backlog_is_taken_in_growing_batches_and_every_record_once(tmp_path: P
     assert [v for b in batches for v in b] == list(range(29))
     assert acked == [0] * len(batches)  # a batch is acked only after its step ...
     assert all(event.message.acked for event in taken[:-4])  # ... when the next is asked for
+
+
+def test_only_event_clock_workers_let_their_batches_grow() -> None:
+    live = Settings(engine={"clock": "live"})  # type: ignore[arg-type]
+    replay = Settings(engine={"clock": "event"})  # type: ignore[arg-type]
+    assert largest_batch(live) == live.engine.batch_size == 2000
+    assert largest_batch(replay) == replay.engine.replay_batch_size == 32_000
