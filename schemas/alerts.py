@@ -13,13 +13,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
 from schemas.common import (
     MAX_SAFE_INTEGER,
     DerivedUtcDatetime,
     Identifier,
     SafeJson,
+    StageName,
     format_utc,
 )
 from schemas.plan import Tier
@@ -87,20 +88,26 @@ class AlertCause(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     unit_id: Identifier
-    reason: str | None = None
+    reason: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """A unit-status reason (`DowntimeReason`), bounded as any text a consumer stores."""
     since: DerivedUtcDatetime
+
+
+AlertId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+"""`alert_id()`: hex SHA-256. Bounded, so a record on the alerts topic that is not the
+engine's cannot carry an unbounded key into the sink's and the notifier's state."""
 
 
 class Alert(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    alert_id: str
+    alert_id: AlertId
     type: AlertType
     severity: Severity
     status: AlertStatus
     order_id: Identifier | None = None
     unit_id: Identifier | None = None
-    stage: str | None = None
+    stage: StageName | None = None
     visit: SafeInt | None = None
     deadline: DerivedUtcDatetime
     detected_at: DerivedUtcDatetime

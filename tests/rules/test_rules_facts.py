@@ -50,7 +50,7 @@ def test_alert_id_writes_null_stage_and_visit_as_empty_strings() -> None:
 def test_alert_json_has_utc_millisecond_times_and_integer_lateness() -> None:
     alert = Alert.model_validate(
         {
-            "alert_id": "x",
+            "alert_id": "ab" * 32,
             "type": "unit_down",
             "severity": "critical",
             "status": "resolved",

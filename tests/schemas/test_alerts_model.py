@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from schemas.alerts import Alert
 
 VALID: dict[str, Any] = {
-    "alert_id": "5f0c",
+    "alert_id": "5f0c" * 16,
     "type": "stage_overdue",
     "severity": "critical",
     "status": "resolved",
@@ -69,3 +69,23 @@ def test_a_visit_beyond_two_to_the_53_is_an_invalid_alert_record() -> None:
     with pytest.raises(ValidationError) as info:
         Alert.model_validate_json(_with("visit", str(2**70)))
     assert info.value.errors()[0]["loc"] == ("visit",)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("alert_id", "x"),
+        ("alert_id", "AB" * 32),  # upper-case hex is not what alert_id() writes
+        ("alert_id", "ab" * 100_000),
+        ("stage", "x" * 100_000),
+        ("stage", "Dyeing"),
+    ],
+)
+def test_an_alert_id_or_stage_that_the_engine_cannot_have_written_is_invalid(
+    field: str, value: str
+) -> None:
+    """Records on the alerts topic become keys of the sink's and the notifier's state:
+    an unbounded id or stage there is a record no engine wrote."""
+    with pytest.raises(ValidationError) as caught:
+        Alert.model_validate({**VALID, field: value})
+    assert caught.value.errors()[0]["loc"] == (field,)

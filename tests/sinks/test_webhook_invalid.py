@@ -60,7 +60,8 @@ def test_each_invalid_record_is_logged_with_where_it_is_and_why(lines: Lines) ->
     good = make_alert(1).model_dump_json().encode()
     nan = good.replace(b'"lateness_s":null', b'"lateness_s":NaN')
 
-    _handle(pipe, [None, b"{not json", b'{"alert_id":"x"}', nan, good])
+    partial_alert = b'{"alert_id":"' + b"ab" * 32 + b'"}'
+    _handle(pipe, [None, b"{not json", partial_alert, nan, good])
 
     assert [(x["event"], x["level"], x["offset"]) for x in lines.lines] == [
         ("invalid_alert_skipped", "warning", 0),
