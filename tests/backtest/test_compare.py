@@ -173,7 +173,7 @@ def test_same_alerts_in_any_order_give_the_same_figures() -> None:
 def test_from_alert_reads_the_topic_json() -> None:
     facts = AlertFacts.from_alert(
         {
-            "alert_id": "x",
+            "alert_id": "5f0c" * 16,
             "type": "stage_overdue",
             "severity": "critical",
             "status": "resolved",
