@@ -52,16 +52,13 @@ _FORMATTED_MAX = 200_000
 
 def format_utc_cached(value: datetime) -> str:
     """`schemas.common.format_utc`, memoised: the same deadlines and scan times are
-    formatted again on every re-derivation of an order, and strftime dominates."""
+    formatted again on every re-derivation of an order, and a dict probe of a time
+    whose hash is cached costs a fraction of formatting it."""
     text = _FORMATTED.get(value)
     if text is None:
         if len(_FORMATTED) >= _FORMATTED_MAX:
             _FORMATTED.clear()
-        if value.tzinfo is UTC:  # every fact time: isoformat truncates like format_utc
-            text = value.isoformat(timespec="milliseconds")[:-6] + "Z"
-        else:
-            text = format_utc(value)
-        _FORMATTED[value] = text
+        text = _FORMATTED[value] = format_utc(value)
     return text
 
 
