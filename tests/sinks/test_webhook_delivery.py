@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
 from standardwebhooks import Webhook
+from webhook_servers import loopback_webhooks
 
 from chainwatch.notify_runner import build_notifier, load_configured, run_notify
 from chainwatch.settings import Settings
@@ -284,15 +285,7 @@ def _settings_for(
     settings_factory: Callable[..., Settings], subscriptions: Path, horizon_s: float
 ) -> Settings:
     return settings_factory(
-        webhooks={
-            "subscriptions": str(subscriptions),
-            "allowed_networks": "127.0.0.1",  # the test's receiver is on loopback
-            "timeout_s": 5.0,
-            "initial_backoff_s": 0.05,
-            "max_backoff_s": 0.2,
-            "retry_horizon_s": horizon_s,
-            "max_attempts": 100_000,
-        }
+        webhooks=loopback_webhooks(subscriptions, retry_horizon_s=horizon_s, max_attempts=100_000)
     )
 
 

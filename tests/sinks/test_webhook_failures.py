@@ -20,7 +20,7 @@ from log_lines import Lines
 from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
 from test_webhook_delivery import _committed, _read_topic
-from webhook_servers import Server, serve, status
+from webhook_servers import Server, loopback_webhooks, serve, status
 
 from chainwatch import process
 from chainwatch.notify_runner import build_notifier, load_configured, run_notify
@@ -43,16 +43,7 @@ def _settings(settings_factory: Callable[..., Settings], tmp_path: Path, url: st
     subs = tmp_path / "subscriptions.yaml"
     endpoint = {"name": "ops-slack", "url": url, "format": "slack"}
     subs.write_text(json.dumps({"endpoints": [endpoint]}))  # JSON is YAML
-    settings = settings_factory(
-        webhooks={
-            "subscriptions": str(subs),
-            "allowed_networks": "127.0.0.1",  # the test's receiver is on loopback
-            "timeout_s": 5.0,
-            "initial_backoff_s": 0.05,
-            "max_backoff_s": 0.2,
-            "retry_horizon_s": 30.0,
-        }
-    )
+    settings = settings_factory(webhooks=loopback_webhooks(subs, retry_horizon_s=30.0))
     prepare_all_topics(settings)
     return settings
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
 
@@ -119,3 +120,15 @@ def huge_error(total: int, chunk: int = 1 << 20) -> Behaviour:
             s.body_bytes_sent += len(block)
 
     return answer
+
+
+def loopback_webhooks(subscriptions: Path, **overrides: object) -> dict[str, object]:
+    """`webhooks` settings for a test whose receiver is on loopback, with fast retries."""
+    return {
+        "subscriptions": str(subscriptions),
+        "allowed_networks": "127.0.0.1",
+        "timeout_s": 5.0,
+        "initial_backoff_s": 0.05,
+        "max_backoff_s": 0.2,
+        **overrides,
+    }
