@@ -518,3 +518,37 @@ def test_records_fetched_while_the_stream_buffers_are_cleared_are_read_again(
 
     delivered, buffered = asyncio.run(asyncio.wait_for(scenario(), 45))
     assert buffered == list(range(10)), f"delivered {delivered}"
+
+
+def test_the_seek_after_an_assignment_does_not_wait_behind_an_empty_fetch(
+    tmp_path: Path, kafka_bootstrap: str, topic_name: str, unique: Callable[[str], str]
+) -> None:
+    """The worker's consumer looks up where an uncommitted partition starts on the
+    connection its fetches use, and Kafka answers one connection's requests in order:
+    with faust's 1.5 s fetch wait every worker start and rebalance waited that long
+    behind a fetch of partitions with nothing new (seen in every replay's start-up).
+    Here the consumer the worker's thread builds long-polls an empty partition while
+    the seek runs."""
+    ktp = TopicPartition(topic_name, 0)
+
+    async def scenario() -> tuple[int, float]:
+        app = create_app(unique("wait"), bootstrap=kafka_bootstrap, partitions=1, data_dir=tmp_path)
+        thread: Any = app.consumer._thread  # type: ignore[attr-defined]
+        kafka: AIOKafkaConsumer = thread._create_worker_consumer(app.transport)
+        await kafka.start()
+        try:
+            kafka.assign([ktp])
+            assert await kafka.position(ktp) == 0  # reset done: the fetcher now long-polls
+            async with asyncio.timeout(10):
+                while not kafka._fetcher._in_flight:  # noqa: ASYNC110 (aiokafka's set, no event)
+                    await asyncio.sleep(0.01)  # until a fetch is held by the broker
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await seek_to_committed_or_reset(kafka)
+            return await kafka.position(ktp), loop.time() - started
+        finally:
+            await kafka.stop()
+
+    position, took = asyncio.run(asyncio.wait_for(scenario(), 45))
+    assert position == 0
+    assert took < 1.0, f"the seek waited {took:.2f} s behind a fetch"
