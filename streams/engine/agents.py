@@ -84,6 +84,10 @@ class Engine:
                 UNIT_INBOX: rt.unit_inbox,
             },
         )
+        # faust's timers first sleep their interval: without the one-shot task (run
+        # once table recovery is done) `/readyz` said "starting" for REFRESH_S after
+        # the worker was ready, and every replay waited that long for its group.
+        app.task(self.observer.refresh)
         app.timer(REFRESH_S, name="worker-metrics")(self.observer.refresh)
 
 

@@ -164,6 +164,25 @@ def test_probes_say_why_the_worker_is_not_ready(tmp_path: Path) -> None:
     assert "event loop stalled" in observer.ready()[1]["reasons"][0]
 
 
+def test_the_probe_says_ready_as_the_app_starts_not_a_refresh_interval_later(
+    tmp_path: Path,
+) -> None:
+    """faust starts an app's tasks once table recovery is done, and its timers first
+    sleep their interval: refreshed only by its timer, a started worker answered
+    "starting" for 2 s more, and every replay waited that long before publishing."""
+    engine = _engine(tmp_path)
+    observer = engine.observer
+    at_start = [
+        task
+        for task in engine.runtime.app._app_tasks  # type: ignore[attr-defined]
+        if getattr(task, "__wrapped__", None) == observer.refresh  # not the timer's loop
+    ]
+    assert len(at_start) == 1
+    assert not observer.ready()[0]
+    asyncio.run(at_start[0]())
+    assert observer.ready() == (True, {"reasons": []})
+
+
 def _get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as answer:
