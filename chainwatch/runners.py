@@ -127,6 +127,8 @@ def run_worker(settings: Settings) -> None:
             batch_size=settings.engine.batch_size,
             batch_most=largest_batch(settings),
             batch_within_s=settings.engine.batch_within_s,
+            defer_derivations=settings.engine.clock == "event"
+            and settings.engine.replay_defer_derivations,
             limits=settings.engine.limits(),
         ),
     )

@@ -34,7 +34,7 @@ record to the streams without faust's four tasks per record
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -160,6 +160,36 @@ class _ReadCommittedConsumer(EagerDelivery, driver.Consumer):
 
     def _buffers_cleared(self) -> int:
         return getattr(self.app.flow_control, "cleared", 0)
+
+    def unread(self, topics: Collection[str]) -> bool:
+        """Whether an assigned partition of `topics` holds records aiokafka has yet to
+        hand to faust: its position is below the partition's last stable offset, as
+        the fetches answered so far tell it (a record written since may not count).
+
+        Read on the event loop while the consumer's own thread works: aiokafka has no
+        synchronous position, so this reads its subscription state (one attribute per
+        partition). Anything unexpected, a rebalance changing the assignment meanwhile
+        included, answers False - the answer that costs only time where it is used
+        (`streams.engine.order_agents.OrderAgents.settle`).
+        """
+        try:
+            kafka = self._thread._ensure_consumer()
+            assignment = kafka._subscription.subscription.assignment
+            for tp in list(kafka.assignment()):
+                if tp.topic not in topics:
+                    continue
+                state = assignment.state_value(tp)
+                stable = kafka.last_stable_offset(tp)
+                if (
+                    state is not None
+                    and state.has_valid_position
+                    and stable is not None
+                    and state.position < stable
+                ):
+                    return True
+        except Exception:
+            return False
+        return False
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109 (faust's signature)
         """faust's fetch, never handing on a record the streams' buffers lost.

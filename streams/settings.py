@@ -128,6 +128,12 @@ class EngineSettings(BaseModel):
         "up to this many records (fewer derivations per record on a backlog); one that did "
         "not fill halves it, down to `batch_size`",
     )
+    replay_defer_derivations: bool = Field(
+        default=True,
+        description="event clock (replays, backtests): derive an order once while a backlog "
+        "of its agent lasts, not once per batch; every derivation is made before the inputs "
+        "that owe it are committed",
+    )
     batch_within_s: float = Field(
         default=0.2,
         gt=0,

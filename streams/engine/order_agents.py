@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from schemas.dead_letter import DeadLetter, ReasonCode
+from schemas.dead_letter import DeadLetter, ErrorDetail, ReasonCode
 from schemas.orders import OrderRecord
 from schemas.scans import ScanEvent
 from streams.engine.messages import (
@@ -24,9 +25,9 @@ from streams.engine.messages import (
     decode_order_inbox,
     encode_bundle,
 )
-from streams.engine.order_processor import Arrival, Effects, OrderProcessor, ScanGate
+from streams.engine.order_processor import Arrival, Effects, OrderProcessor, Received, ScanGate
 from streams.engine.order_slot import OrderSlot, decode_slot, evicted_json, peek
-from streams.engine.runtime import RECOVERY_FLUSH_EVERY, EngineRuntime, as_rejected
+from streams.engine.runtime import RECOVERY_FLUSH_EVERY, EngineRuntime, as_rejected, error_text
 from streams.rules.facts import from_ms, to_ms
 from streams.topics import ORDERS, SCANS
 
@@ -35,6 +36,10 @@ log = structlog.stdlib.get_logger(__name__)
 GATES = 64
 """Scan gates kept (the most recently used orders): one per hot full or closed order."""
 
+OWED_MOST = 20_000
+"""Orders that may owe a derivation at once before a step makes them all (bounds the
+sources kept in memory for them, and how far a long backlog defers its alerts)."""
+
 
 class OrderAgents:
     def __init__(self, rt: EngineRuntime) -> None:
@@ -42,6 +47,13 @@ class OrderAgents:
         self.orders = OrderProcessor(
             rt.plan, snapshots=rt.config.snapshots, limits=rt.config.limits
         )
+        self.defer = rt.config.defer_derivations
+        self.owed: dict[str, int] = {}
+        """order_id -> partition of the orders that owe a derivation (`defer`)."""
+        self.received: dict[str, Received] = {}
+        """The sources of the records those derivations cover (for their dead letters)."""
+        self.acting: dict[int, Any] = {}
+        """partition -> an event of it: what a table write of that partition acts for."""
         self.ticks_in_flight: set[int] = set()
         self.gates: OrderedDict[str, tuple[bytes, ScanGate]] = OrderedDict()
         """order_id -> (the stored value, the scan gate taken of it).
@@ -94,7 +106,76 @@ class OrderAgents:
             if stored.evicted or stored.next_deadline_ms != due_ms:
                 continue  # stale entry: the order moved on since it was indexed
             slot = OrderSlot.from_json(data)
-            self.apply(slot, self.orders.on_clock(slot, now))
+            self.apply(slot, self.orders.on_clock(slot, now, self.received.pop(order_id, None)))
+            self.owed.pop(order_id, None)
+
+    # --- deferred derivations (event clock) --------------------------------------------
+
+    def _note(self, slot: OrderSlot, received: Received, event: Any) -> None:
+        """Remember whether the order owes a derivation after a step took it."""
+        order_id = slot.facts.order_id
+        if slot.pending_ms is None:
+            self.owed.pop(order_id, None)
+            self.received.pop(order_id, None)
+            return
+        self.owed[order_id] = slot.partition
+        if received:
+            self.received[order_id] = received
+        self.acting[slot.partition] = event
+
+    def _derivation_failed(self, order_id: str, received: Received | None, exc: Exception) -> None:
+        """An owed derivation raised. Its records are stored (the steps that took them
+        ended well), so each one whose source is still known is dead-lettered with
+        `processing_error`, as a record whose own step raises is (CONTRACT v1.2), and
+        the order is not retried at every step; its slot still owes the derivation, so
+        its next record or deadline tries again."""
+        error = error_text(exc)
+        log.error("owed_derivation_failed", order_id=order_id, error=error, exc_info=exc)
+        detail = ErrorDetail(loc="", msg=error, type=type(exc).__name__)
+        now = datetime.now(UTC)
+        held = [] if received is None else [*received.scans.values(), *received.records.values()]
+        code, key = ReasonCode.PROCESSING_ERROR, order_id.encode()
+        self.rt.send_dead_letters(
+            DeadLetter.build(raw, source, [detail], code, now, key=key) for source, raw in held
+        )
+
+    async def settle(self) -> None:
+        """Make the derivations owed, unless more order records are on their way
+        (`EngineRuntime.backlog`) and fewer than `OWED_MOST` orders owe one.
+
+        Runs at the end of every order step. A worker that defers derivations
+        (event clock) derives an order once for all the batches its records came
+        in while a backlog lasted, not once per batch: a replay's event-time window
+        reaches a worker as a backlog, so its orders are derived about once per
+        window. Nothing waits on that: a step that ends with no record waiting for
+        its agent makes every owed derivation before its records are acked, so a
+        worker whose inputs are all committed owes none (a replay's window has
+        drained only then). A worker stopped before owes them in the table
+        (`OrderSlot.pending_ms`); recovery takes them up again.
+        """
+        if not self.owed or (len(self.owed) < OWED_MOST and self.rt.backlog()):
+            return
+        # (a fire_due below may derive an owed order too: it is dropped from `owed`)
+        rt = self.rt
+        partitions: set[int] = set()
+        for order_id, partition in list(self.owed.items()):
+            event = self.acting.get(partition)
+            if event is None:  # owed since recovery, no record of its partition yet
+                continue
+            received = self.received.pop(order_id, None)
+            try:
+                with rt.acting_for(event):
+                    slot = decode_slot(order_id, rt.order_table.get(order_id))
+                    if slot is not None and slot.pending_ms is not None:
+                        slot.partition = partition
+                        self.apply(slot, self.orders.derive_owed(slot, received))
+                        partitions.add(partition)
+            except Exception as exc:  # never raises out of a step: the records are stored
+                self._derivation_failed(order_id, received, exc)
+            self.owed.pop(order_id, None)
+        for partition in sorted(partitions):
+            with rt.acting_for(self.acting[partition]):
+                await self.fire_due(partition, rt.clock.now(partition))
 
     # --- inputs -----------------------------------------------------------------------
 
@@ -133,11 +214,13 @@ class OrderAgents:
                 )
                 groups.setdefault(value.order_id, []).append((event, arrival))
             last[message.partition] = event
+        self.acting.update(last)
         for items in groups.values():
             await rt.guarded(topic, items, self._take, lambda item: item[0].message)
         for partition, event in last.items():
             with rt.acting_for(event):
                 await self.fire_due(partition, rt.clock.now(partition))
+        await self.settle()
 
     async def _take(self, items: Sequence[tuple[Any, Arrival]]) -> None:
         """One order's records of a batch: load the slot once, apply, store once, send.
@@ -171,7 +254,10 @@ class OrderAgents:
             slot.partition = event.message.partition
             if scans and raw is not None:
                 self._remember_gate(order_id, raw, slot)
-            self.apply(slot, self.orders.on_inputs(slot, arrivals))
+            received = self.received.get(order_id) or Received()
+            self.apply(slot, self.orders.on_inputs(slot, arrivals, defer=self.defer,
+                                                   received=received))  # fmt: skip
+            self._note(slot, received, event)
 
     def _gated(
         self, order_id: str, raw: bytes, arrivals: list[Arrival]
@@ -226,6 +312,7 @@ class OrderAgents:
         ticked: dict[int, Any] = {}
         for event, message in await rt.unbundled(ORDER_INBOX, events, decode_order_inbox):
             partition = event.message.partition
+            self.acting[partition] = event
             if isinstance(message, Tick):
                 self.ticks_in_flight.discard(partition)
                 rt.clock.observe(partition, message.t_ms)
@@ -238,6 +325,7 @@ class OrderAgents:
         for partition, event in ticked.items():
             with rt.acting_for(event):
                 await self.fire_due(partition, rt.clock.now(partition))
+        await self.settle()
 
     async def _answers(self, items: Sequence[tuple[Any, Arrival]]) -> None:
         rt = self.rt
@@ -249,9 +337,13 @@ class OrderAgents:
             if slot is None:
                 return  # the order left the state: a late join answer changes nothing
             slot.partition = event.message.partition
-            effects = self.orders.on_inputs(slot, [a for _, a in items])
+            received = self.received.get(order_id) or Received()
+            effects = self.orders.on_inputs(
+                slot, [a for _, a in items], defer=self.defer, received=received
+            )
             if effects.changed:
                 self.apply(slot, effects)
+            self._note(slot, received, event)
 
     # --- live clock ---------------------------------------------------------------
 
@@ -287,6 +379,9 @@ class OrderAgents:
         async with rt.turn:
             rt.deadlines.clear()
             self.ticks_in_flight.clear()
+            self.owed.clear()  # the table says which orders owe one (their partition's
+            self.received.clear()  # owner derives them); sources do not survive a move
+            self.acting.clear()
             announced = 0
             active = rt.active_partitions(rt.scans_topic)
             for order_id, raw in list(rt.order_table.items()):
@@ -296,6 +391,8 @@ class OrderAgents:
                 if stored.next_deadline_ms is not None:
                     rt.deadlines.schedule(stored.partition, stored.next_deadline_ms, order_id)
                 rt.clock.observe(stored.partition, stored.clock_ms)
+                if stored.pending:
+                    self.owed[order_id] = stored.partition
                 rt.send_alerts(stored.published.values(), reannounce=True)
                 announced += len(stored.published)
                 if rt.outputs.pending >= RECOVERY_FLUSH_EVERY:

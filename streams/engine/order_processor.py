@@ -89,6 +89,25 @@ class Arrival:
     deadlines (evictions included) at it before taking this input."""
 
 
+@dataclass(slots=True)
+class Received:
+    """Where the records an order's owed derivation covers came from, and their bytes.
+
+    A derivation may refuse a record after all (a scan off the order's route, an
+    order record with a bad update): its dead letter carries the record's source
+    and bytes when they are here. A worker that defers derivations keeps one per
+    owed order in memory (not in the slot: bytes of up to hundreds of records);
+    after a restart the dead letter names the record without them, as for a
+    record refused by a later route change.
+    """
+
+    scans: dict[str, tuple[DeadLetterSource, bytes]] = field(default_factory=dict)
+    records: dict[int, tuple[DeadLetterSource, bytes]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.scans or self.records)
+
+
 class _Step(Enum):
     NOTHING = 0
     """A no-op (stale answer) or a refusal: the slot is not written."""
@@ -147,8 +166,8 @@ class OrderProcessor:
         """
         facts = slot.facts
         full = len(facts.scans) >= self.limits.max_scans_per_order
-        if not full and slot.closed_at_ms is None:
-            return None
+        if slot.pending_ms is not None or (not full and slot.closed_at_ms is None):
+            return None  # owing a derivation, `closed_at_ms` may be behind the facts
         known = frozenset(scan.event_id for scan in facts.scans)
         return ScanGate(known, full, self.evict_at_ms(slot))
 
@@ -169,7 +188,14 @@ class OrderProcessor:
             return self.refuse(scan.order_id, ReasonCode.STATE_LIMIT, source, raw, now)
         return None
 
-    def on_inputs(self, slot: OrderSlot, arrivals: Sequence[Arrival]) -> Effects:
+    def on_inputs(
+        self,
+        slot: OrderSlot,
+        arrivals: Sequence[Arrival],
+        *,
+        defer: bool = False,
+        received: Received | None = None,
+    ) -> Effects:
         """Apply a batch of inputs for one order in order, then derive the order once.
 
         The result equals applying them one at a time, except that intermediate
@@ -179,12 +205,20 @@ class OrderProcessor:
         closed (a record past the eviction instant is refused). When a pending
         change could have closed the order early enough to refuse the next record,
         the order is derived before that record, as the per-record engine did.
+
+        With `defer` the closing derivation is not made but owed (`slot.pending_ms`,
+        `derive_owed`): an event-time replay derives an order once for many batches.
+        A derivation owed from before is taken over: made here when the inputs need
+        it (the closure check above), else at the end unless deferred again.
+        `received` holds the sources of the records an owed derivation covers
+        (updated in place).
         """
         effects = Effects()
-        pending: datetime | None = None
+        pending: datetime | None = None if slot.pending_ms is None else from_ms(slot.pending_ms)
         """The clock of the last input whose change awaits a derivation."""
-        scans: dict[str, tuple[DeadLetterSource, bytes]] = {}
-        records: dict[int, tuple[DeadLetterSource, bytes]] = {}
+        if received is None:
+            received = Received()
+        scans, records = received.scans, received.records
         earliest: list[int] = []  # the earliest fact's event time, computed on first need
         evicted = False
         for arrival in arrivals:
@@ -197,9 +231,8 @@ class OrderProcessor:
                 if pending is not None and at >= (
                     self._earliest_ms(slot, earliest) + self.limits.closed_order_retention_ms
                 ):  # the pending change may have closed the order long enough ago: derive now
-                    _merge(effects, self._evaluate(slot, pending, changed=True, scans=scans,
-                                                   records=records))  # fmt: skip
-                    pending, scans, records = None, {}, {}
+                    _merge(effects, self._derive(slot, pending, received))
+                    pending = None
                 evict_at = self.evict_at_ms(slot)
                 before = arrival.clock_before_ms
                 if evict_at is not None and before is not None and before >= evict_at:
@@ -227,8 +260,27 @@ class OrderProcessor:
                 if earliest and isinstance(item, ScanEvent | OrderRecord):
                     earliest[0] = min(earliest[0], to_ms(_record_time(item, arrival.now)))
         if pending is not None:
-            _merge(effects, self._evaluate(slot, pending, changed=True, scans=scans,
-                                           records=records))  # fmt: skip
+            if defer:
+                slot.pending_ms = to_ms(pending)
+                effects.changed = True
+            else:
+                _merge(effects, self._derive(slot, pending, received))
+        return effects
+
+    def derive_owed(self, slot: OrderSlot, received: Received | None = None) -> Effects:
+        """Make the derivation the slot owes (`on_inputs(defer=True)`), if any."""
+        if slot.pending_ms is None:
+            return Effects()
+        return self._derive(slot, from_ms(slot.pending_ms), received or Received())
+
+    def _derive(self, slot: OrderSlot, at: datetime, received: Received) -> Effects:
+        """Derive at `at` what `received`'s records (emptied) and earlier changes owe."""
+        slot.pending_ms = None
+        effects = self._evaluate(
+            slot, at, changed=True, scans=received.scans, records=received.records
+        )
+        received.scans.clear()  # in place: `on_inputs` holds them
+        received.records.clear()
         return effects
 
     def _closed(self, slot: OrderSlot, arrival: Arrival) -> Effects:
@@ -365,8 +417,15 @@ class OrderProcessor:
             )
         return effects
 
-    def on_clock(self, slot: OrderSlot, now: datetime) -> Effects:
-        """A deadline of this order fell due: re-derive its alerts at `now`, or evict it."""
+    def on_clock(self, slot: OrderSlot, now: datetime, received: Received | None = None) -> Effects:
+        """A deadline of this order fell due: re-derive its alerts at `now`, or evict it.
+
+        A derivation the slot owes is made first, at its own clock (its facts decide
+        when the order closed, hence whether it leaves the state now)."""
+        if slot.pending_ms is not None:
+            effects = self.derive_owed(slot, received)
+            _merge(effects, self.on_clock(slot, now))
+            return effects
         evict_at = self.evict_at_ms(slot)
         if evict_at is not None and to_ms(now) >= evict_at:
             return self._evict(slot)

@@ -70,8 +70,18 @@ class OrderSlot:
     downtime_floor: dict[str, int] = field(default_factory=dict)
     """unit_id -> the unit's fold horizon: downtimes starting before it were folded away
     there, and this order's alerts about them are final (see streams.engine.limits)."""
+    pending_ms: int | None = None
+    """Facts changed since the last derivation, which is owed at this clock (None: the
+    derived fields are current). Only a worker that defers derivations sets it
+    (`OrderProcessor.on_inputs`); stored, so a restarted worker still owes it."""
 
     def to_json(self) -> dict[str, Any]:
+        data = self._json()
+        if self.pending_ms is not None:  # absent otherwise: stored values as before
+            data["pd"] = self.pending_ms
+        return data
+
+    def _json(self) -> dict[str, Any]:
         return {
             "f": self.facts.to_json(),
             "p": self.partition,
@@ -112,6 +122,7 @@ class OrderSlot:
             clock_ms=data.get("t", 0),
             closed_at_ms=data.get("cl"),
             downtime_floor=data.get("df", {}),
+            pending_ms=data.get("pd"),
         )
 
     @classmethod
@@ -132,13 +143,17 @@ class Stored:
     next_deadline_ms: int | None
     clock_ms: int | None
     published: dict[str, dict[str, Any]]
+    pending: bool = False
+    """A derivation is owed (`OrderSlot.pending_ms`)."""
 
 
 def peek(raw: bytes) -> tuple[Stored, dict[str, Any]]:
     data = orjson.loads(raw)
     if EVICTED in data:
         return Stored(data["p"], True, None, None, {}), data
-    return Stored(data["p"], False, data["nd"], data.get("t"), data["a"]), data
+    pending = data.get("pd")
+    clock = data.get("t") if pending is None else max(pending, data.get("t") or 0)
+    return Stored(data["p"], False, data["nd"], clock, data["a"], pending is not None), data
 
 
 def decode_slot(order_id: str, raw: bytes | None) -> OrderSlot | None:

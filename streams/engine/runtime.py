@@ -80,6 +80,10 @@ class EngineConfig:
     batch_most: int = 2000
     """Above `batch_size`: batches grow to this while they fill (`take_growing`; the
     event clock's workers, whose latency no deadline waits on)."""
+    defer_derivations: bool = False
+    """Derive an order once while a backlog lasts, not once per batch
+    (`OrderAgents.settle`; the event clock's workers: nothing waits on their alerts
+    before their inputs are drained)."""
 
 
 class ValueTooLarge(Exception):
@@ -379,6 +383,8 @@ class EngineRuntime:
         if isinstance(app, ChainwatchApp):
             app.fetch_observer = self.metrics.fetch_records.observe
         self._letters: dict[tuple[str, int | None, int], bool] = {}
+        self._waiting: Any = None
+        """The queue of the stream whose step runs (`backlog`)."""
         """The inputs dead-lettered during the current batch, (logical topic, partition,
         offset) -> whether as `processing_error` (each record's outcome metric)."""
 
@@ -389,6 +395,9 @@ class EngineRuntime:
         self.order_inbox = self._internal(ORDER_INBOX)
         self.customer_inbox = self._internal(CUSTOMER_INBOX)
         self.unit_inbox = self._internal(UNIT_INBOX)
+        self._order_side = frozenset(
+            t.get_topic_name() for t in (self.scans_topic, self.orders_topic, self.order_inbox)
+        )
         self.alerts_topic = self._output(ALERTS)
         self.state_topic = self._output(ORDER_STATE)
         self.dead_letter_topic = self._output(DEAD_LETTER)
@@ -480,8 +489,10 @@ class EngineRuntime:
                 if sizes.grows
                 else stream.take_events(sizes.first, sizes.within_s)
             )
+            waiting = getattr(getattr(stream, "channel", None), "queue", None)
             async for events in batches:
                 async with self.turn:
+                    self._waiting = waiting
                     current = [e for e in events if self.owned(e.message)]
                     if current:
                         self._letters.clear()
@@ -493,6 +504,16 @@ class EngineRuntime:
                 yield None
 
         return agent
+
+    def backlog(self) -> bool:
+        """Whether order records are still to come from what Kafka holds already: some
+        wait in the queue of the agent whose step runs, or its consumer has yet to hand
+        on some of a partition of the order side's topics it owns."""
+        waiting = self._waiting
+        if waiting is not None and not waiting.empty():
+            return True
+        unread = getattr(self.app.consumer, "unread", None)
+        return unread is not None and bool(unread(self._order_side))
 
     async def _flush_left(self) -> None:
         """Send what a batch's last failing retry collected before it raised.

@@ -32,8 +32,8 @@ from streams.engine.messages import (
     encode_bundle,
 )
 from streams.engine.order_agents import OrderAgents
-from streams.engine.order_processor import Arrival, OrderProcessor
-from streams.engine.order_slot import OrderSlot
+from streams.engine.order_processor import Arrival, OrderProcessor, Received
+from streams.engine.order_slot import OrderSlot, peek
 from streams.engine.unit_processor import (
     OccupancyEntry,
     UnitProcessor,
@@ -388,6 +388,89 @@ def test_a_batch_of_inputs_ends_where_one_at_a_time_ends_with_one_snapshot() -> 
     assert letters == [(ReasonCode.OFF_ROUTE, 4, b"raw-4")]
 
 
+def test_batches_that_owe_their_derivation_end_where_batches_deriving_each_end() -> None:
+    """A worker that defers derivations applies batch after batch to the stored slot and
+    derives once at the end: the same alerts, facts, joins and dead letters (sources and
+    bytes kept in `Received`), one snapshot, and no intermediate alert versions."""
+    processor = OrderProcessor(PLAN)
+    each, owing = OrderSlot.new("PO-1"), OrderSlot.new("PO-1")
+    derived = [processor.on_inputs(each, [arrival]) for arrival in _inputs()]
+    received = Received()
+    for arrival in _inputs():
+        owes = processor.on_inputs(owing, [arrival], defer=True, received=received)
+        assert owes.changed
+        assert (owes.alerts, owes.snapshot, owes.dead_letters) == ([], None, [])
+        assert owing.pending_ms == to_ms(arrival.now)
+        owing = _roundtrip(owing)  # stored between batches, the debt with it
+    assert received
+    effects = processor.derive_owed(owing, received)
+
+    assert owing.pending_ms is None
+    assert not received  # the sources were used
+    assert owing.published == each.published
+    assert owing.facts == each.facts
+    assert owing.occupancy_sent == each.occupancy_sent
+    assert owing.next_deadline_ms == each.next_deadline_ms
+    assert effects.snapshot is not None
+    assert orjson.loads(effects.snapshot) == {**orjson.loads(derived[-1].snapshot or b""),
+                                              "version": 1}  # fmt: skip
+    assert len(effects.alerts) < sum(len(e.alerts) for e in derived)
+    assert [(d.reason_code, d.source.offset, d.raw_value()) for d in effects.dead_letters] == [
+        (ReasonCode.OFF_ROUTE, 4, b"raw-4")
+    ]
+    assert processor.derive_owed(owing).changed is False  # nothing owed any more
+
+
+def test_an_owed_derivation_is_made_before_a_record_or_a_deadline_that_needs_it() -> None:
+    """The order completes in batches that owe their derivation: a record past completion
+    + retention is still refused (the derivation is made first), and so is eviction by
+    the clock. While it owes one, the order has no scan gate (its stored closure may lag)."""
+    limits = EngineLimits(closed_order_retention_ms=DAY_MS)
+    processor = OrderProcessor(PLAN, limits=limits)
+    slot = OrderSlot.new("PO-1")
+    arrivals = [Arrival(_order(), T0, _src("orders", 0), b"{}", None)]
+    for i, stage in enumerate(ROUTE):
+        for action, h in (("started", 2 * i + 1), ("completed", 2 * i + 2)):
+            scan = _scan(f"{stage}-{action}", stage, action, h)
+            arrivals.append(Arrival(scan, T0 + timedelta(hours=h), _src("scans", 2 * i), b"{}"))
+    processor.on_inputs(slot, arrivals, defer=True)
+    assert slot.pending_ms is not None
+    assert slot.closed_at_ms is None  # not derived yet
+    assert processor.scan_gate(slot) is None
+    late_h = 2 * len(ROUTE) + 24 + 1
+    late = Arrival(_scan("late", "shipping", "started", late_h), T0 + timedelta(hours=late_h),
+                   _src("scans", 99), b"late", None)  # fmt: skip
+    owing = _roundtrip(slot)
+    effects = processor.on_inputs(owing, [late], defer=True)
+    assert [(d.reason_code, d.raw_value()) for d in effects.dead_letters] == [
+        (ReasonCode.ORDER_CLOSED, b"late")
+    ]
+    assert effects.snapshot is not None  # the owed derivation, made before the refusal
+    assert owing.pending_ms is None
+    assert owing.closed_at_ms == to_ms(T0 + timedelta(hours=2 * len(ROUTE)))
+
+    by_clock = _roundtrip(slot)
+    gone = processor.on_clock(by_clock, T0 + timedelta(days=3))
+    assert gone.evicted
+    assert gone.snapshot is not None  # derived first, then evicted
+    assert by_clock.pending_ms is None
+
+
+def test_a_stored_slot_keeps_its_debt_and_recovery_reads_it() -> None:
+    processor = OrderProcessor(PLAN)
+    slot = OrderSlot.new("PO-1")
+    processor.on_inputs(slot, _inputs()[:2], defer=True)
+    slot.clock_ms = 5
+    raw = orjson.dumps(slot.to_json())
+    stored, _ = peek(raw)
+    assert stored.pending
+    assert stored.clock_ms == slot.pending_ms  # the clock it owes the derivation at
+    assert _roundtrip(slot).pending_ms == slot.pending_ms
+    processor.derive_owed(slot)
+    assert b'"pd"' not in orjson.dumps(slot.to_json())  # stored as before deferring existed
+    assert not peek(orjson.dumps(slot.to_json()))[0].pending
+
+
 def test_a_batch_past_the_eviction_instant_is_refused_as_one_at_a_time() -> None:
     """The order completes in the batch; a record past completion + retention is order_closed."""
     limits = EngineLimits(closed_order_retention_ms=DAY_MS)
@@ -415,7 +498,9 @@ def test_a_batch_of_scans_refused_by_the_gate_ends_as_the_slot_would_end_it() ->
     """The agents refuse a full order's leading scans from its gate; the first scan the
     gate cannot judge (a known event_id), and all after it, go to the slot."""
     limits = EngineLimits(max_scans_per_order=20)
-    rt = SimpleNamespace(plan=PLAN, config=SimpleNamespace(snapshots=True, limits=limits))
+    rt = SimpleNamespace(
+        plan=PLAN, config=SimpleNamespace(snapshots=True, limits=limits, defer_derivations=False)
+    )
     agents = OrderAgents(rt)  # type: ignore[arg-type]
     processor = agents.orders
     slot = OrderSlot.new("PO-1")
@@ -447,7 +532,9 @@ def test_a_closed_orders_gate_leaves_a_scan_after_its_eviction_instant_to_the_sl
     gate must not answer for the scans that come after that (for this full and closed
     order it would say state_limit; the evicted order says order_closed)."""
     limits = EngineLimits(closed_order_retention_ms=DAY_MS, max_scans_per_order=2 * len(ROUTE))
-    rt = SimpleNamespace(plan=PLAN, config=SimpleNamespace(snapshots=True, limits=limits))
+    rt = SimpleNamespace(
+        plan=PLAN, config=SimpleNamespace(snapshots=True, limits=limits, defer_derivations=False)
+    )
     agents = OrderAgents(rt)  # type: ignore[arg-type]
     slot = OrderSlot.new("PO-1")
     _complete(agents.orders, slot)

@@ -552,3 +552,52 @@ def test_the_seek_after_an_assignment_does_not_wait_behind_an_empty_fetch(
     position, took = asyncio.run(asyncio.wait_for(scenario(), 45))
     assert position == 0
     assert took < 1.0, f"the seek waited {took:.2f} s behind a fetch"
+
+
+def test_the_consumer_tells_whether_a_partition_holds_records_not_yet_handed_on(
+    tmp_path: Path, kafka_bootstrap: str, topic_name: str, unique: Callable[[str], str]
+) -> None:
+    """What an event-clock worker defers its derivations on (`OrderAgents.settle`):
+    records of the order side's topics still to come from what Kafka holds. A wrong
+    True could defer them for good, so anything unknown answers False."""
+    ktp = TopicPartition(topic_name, 0)
+
+    async def scenario() -> list[bool]:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            for i in range(5):
+                await producer.send_and_wait(topic_name, b"%d" % i, partition=0)
+        finally:
+            await producer.stop()
+        consumer: Any = create_app(
+            unique("unread"), bootstrap=kafka_bootstrap, partitions=1, data_dir=tmp_path
+        ).consumer
+        kafka = AIOKafkaConsumer(
+            bootstrap_servers=kafka_bootstrap,
+            group_id=unique("unread"),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        await kafka.start()
+        try:
+            consumer._thread._ensure_consumer = lambda: kafka
+            answers = [consumer.unread({topic_name})]  # nothing assigned
+            kafka.assign([ktp])
+            answers.append(consumer.unread({topic_name}))  # no fetch answered yet
+            got = await kafka.getmany(ktp, timeout_ms=10_000, max_records=2)
+            assert len(got[ktp]) == 2
+            answers += [consumer.unread({topic_name}), consumer.unread({"another"})]
+            while await kafka.position(ktp) < 5:
+                await kafka.getmany(ktp, timeout_ms=10_000)
+            answers.append(consumer.unread({topic_name}))
+            consumer._thread._ensure_consumer = lambda: None  # broken: never True
+            answers.append(consumer.unread({topic_name}))
+            consumer._thread.thread_loop.close()  # the thread's own loop, never started here
+            return answers
+        finally:
+            await kafka.stop()
+
+    answers = asyncio.run(asyncio.wait_for(scenario(), 45))
+    assert answers == [False, False, True, False, False, False]
