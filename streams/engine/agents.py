@@ -6,7 +6,10 @@ Lifecycle and guarantees:
   batch is grouped per key: each key's value is read once, its records applied
   in offset order, the key derived once, written once, and only the alert
   differences and one snapshot sent. Redelivered inputs find their
-  `event_id`/offset already known and do nothing.
+  `event_id`/offset already known and do nothing. On the event clock (replays,
+  backtests) an order's derivation waits while more order records are on their
+  way, and is made before the inputs that owe it are committed
+  (`OrderAgents.settle`).
 - The agents of one worker share the tables, so each handles one batch at a
   time under one lock (`EngineRuntime.turn`): read a value, write it back, send
   its outputs. No agent can then publish an alert version older than one

@@ -2,7 +2,9 @@
 
 Each input loads the order's slot, hands it to `OrderProcessor`, writes the slot
 back and sends the effects. The order side also owns the clock: deadlines fall
-due per partition (event time: with the inputs; live: ticks from a timer).
+due per partition (event time: with the inputs; live: ticks from a timer). On
+the event clock the derivation an input causes may be owed for a while
+(`settle`): a replay derives an order once per backlog, not once per batch.
 """
 
 from __future__ import annotations
