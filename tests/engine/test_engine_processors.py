@@ -96,6 +96,16 @@ def _complete(processor: OrderProcessor, slot: OrderSlot) -> None:
             processor.on_scan(slot, scan, _src("scans", 2 * i), b"{}", T0 + timedelta(hours=h))
 
 
+def _completing() -> list[Arrival]:
+    """The order record and every scan of the route, started and completed: it closes."""
+    arrivals = [Arrival(_order(), T0, _src("orders", 0), b"{}", None)]
+    for i, stage in enumerate(ROUTE):
+        for action, h in (("started", 2 * i + 1), ("completed", 2 * i + 2)):
+            scan = _scan(f"{stage}-{action}", stage, action, h)
+            arrivals.append(Arrival(scan, T0 + timedelta(hours=h), _src("scans", 2 * i), b"{}"))
+    return arrivals
+
+
 def test_a_redelivered_scan_changes_nothing_but_re_sends_the_joins() -> None:
     processor = OrderProcessor(PLAN)
     slot = OrderSlot.new("PO-1")
@@ -428,11 +438,7 @@ def test_an_owed_derivation_is_made_before_a_record_or_a_deadline_that_needs_it(
     limits = EngineLimits(closed_order_retention_ms=DAY_MS)
     processor = OrderProcessor(PLAN, limits=limits)
     slot = OrderSlot.new("PO-1")
-    arrivals = [Arrival(_order(), T0, _src("orders", 0), b"{}", None)]
-    for i, stage in enumerate(ROUTE):
-        for action, h in (("started", 2 * i + 1), ("completed", 2 * i + 2)):
-            scan = _scan(f"{stage}-{action}", stage, action, h)
-            arrivals.append(Arrival(scan, T0 + timedelta(hours=h), _src("scans", 2 * i), b"{}"))
+    arrivals = _completing()
     processor.on_inputs(slot, arrivals, defer=True)
     assert slot.pending_ms is not None
     assert slot.closed_at_ms is None  # not derived yet
@@ -479,11 +485,7 @@ def test_a_batch_past_the_eviction_instant_is_refused_as_one_at_a_time() -> None
     _complete(processor, done)
     assert done.closed_at_ms is not None
     fresh = OrderSlot.new("PO-1")
-    arrivals = [Arrival(_order(), T0, _src("orders", 0), b"{}", None)]
-    for i, stage in enumerate(ROUTE):
-        for action, h in (("started", 2 * i + 1), ("completed", 2 * i + 2)):
-            scan = _scan(f"{stage}-{action}", stage, action, h)
-            arrivals.append(Arrival(scan, T0 + timedelta(hours=h), _src("scans", 2 * i), b"{}"))
+    arrivals = _completing()
     late_h = 2 * len(ROUTE) + 24 + 1
     late = _scan("late", "shipping", "started", late_h)
     arrivals.append(Arrival(late, T0 + timedelta(hours=late_h), _src("scans", 99), b"late"))

@@ -98,6 +98,17 @@ def _read_all(
     return asyncio.run(read())
 
 
+async def _write(bootstrap: str, topic: str, count: int) -> None:
+    """`count` records (b"0", b"1", ...) to partition 0 of `topic`, each acknowledged."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for i in range(count):
+            await producer.send_and_wait(topic, b"%d" % i, partition=0)
+    finally:
+        await producer.stop()
+
+
 @pytest.fixture
 def topic_name(kafka_bootstrap: str, unique: Callable[[str], str]) -> str:
     name = unique("flush")
@@ -368,13 +379,7 @@ def test_the_seek_after_a_rebalance_reads_an_uncommitted_partition_again(
     tp, ktp = TP(topic_name, 0), TopicPartition(topic_name, 0)  # faust's and aiokafka's
 
     async def scenario() -> tuple[int, int, int, int, int | None]:
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-        await producer.start()
-        try:
-            for i in range(6):
-                await producer.send_and_wait(topic_name, b"%d" % i, partition=0)
-        finally:
-            await producer.stop()
+        await _write(kafka_bootstrap, topic_name, 6)
         kafka = AIOKafkaConsumer(
             bootstrap_servers=kafka_bootstrap,
             group_id=unique("seek"),
@@ -563,13 +568,7 @@ def test_the_consumer_tells_whether_a_partition_holds_records_not_yet_handed_on(
     ktp = TopicPartition(topic_name, 0)
 
     async def scenario() -> list[bool]:
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-        await producer.start()
-        try:
-            for i in range(5):
-                await producer.send_and_wait(topic_name, b"%d" % i, partition=0)
-        finally:
-            await producer.stop()
+        await _write(kafka_bootstrap, topic_name, 5)
         consumer: Any = create_app(
             unique("unread"), bootstrap=kafka_bootstrap, partitions=1, data_dir=tmp_path
         ).consumer
