@@ -60,7 +60,7 @@ check: $(STAMP)
 test-heavy: $(STAMP)
 	$(BIN)/pytest -m heavy
 
-## make test-fleet: opt-in - 1 worker vs 4 (one killed, one added) on a 50k-record replay (tens of minutes)
+## make test-fleet: opt-in - 1 worker vs 4 (one killed, one added) on a 50k-record replay (about 2 minutes on 2 cores)
 test-fleet: $(STAMP)
 	$(BIN)/pytest -m fleet tests/scale/test_fleet.py
 
