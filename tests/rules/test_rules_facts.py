@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from rules_builders import (
     PLAN,
     ROUTE,
@@ -22,6 +24,7 @@ from rules_builders import (
 
 from schemas.alerts import Alert, AlertType, alert_id
 from schemas.order_state import OrderStatus
+from streams.rules import facts as facts_module
 from streams.rules.downtimes import build_downtimes
 from streams.rules.facts import (
     CustomerFact,
@@ -30,6 +33,8 @@ from streams.rules.facts import (
     add_record,
     add_scan,
     add_unit_status,
+    from_ms,
+    to_ms,
 )
 from streams.rules.order_record import fold_records
 
@@ -96,6 +101,27 @@ def test_facts_round_trip_through_compact_json() -> None:
     assert DowntimeRecord.from_json(record.to_json()) == record
     customer = CustomerFact("C-1", "Nordic", "gold")
     assert CustomerFact.from_json(customer.to_json()) == customer
+
+
+def test_times_round_trip_through_epoch_milliseconds_memoised_or_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(facts_module, "_FROM_MS_MAX", 3)
+    instants = [0, 1, 1_700_000_000_123, -86_400_001, 2**42 + 7]
+    for ms in instants:  # the memos fill and empty (3 at most) on the way
+        assert to_ms(from_ms(ms)) == ms
+        assert from_ms(ms) == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    assert len(facts_module._TO_MS) <= 3
+    assert to_ms(from_ms(5)) == 5
+    # not built by from_ms: computed, sub-millisecond part floored, another zone the same instant
+    assert to_ms(datetime(2026, 12, 3, 12, 0, 0, 999_999, tzinfo=UTC)) == to_ms(
+        datetime(2026, 12, 3, 12, 0, 0, 999_000, tzinfo=UTC)
+    )
+    plus_one = timezone(timedelta(hours=1))
+    assert to_ms(datetime(2026, 12, 3, 13, tzinfo=plus_one)) == to_ms(
+        datetime(2026, 12, 3, 12, tzinfo=UTC)
+    )
+    assert to_ms(from_ms(1_764_763_200_000).astimezone(plus_one)) == 1_764_763_200_000
 
 
 def test_order_fold_runs_in_event_time_then_offset_order() -> None:
