@@ -23,14 +23,13 @@ from typing import Any
 
 import orjson
 
-from schemas.dead_letter import DeadLetterSource
 from schemas.orders import OrderRecord
 from schemas.plan import SlaPlan, load_plan
 from schemas.scans import ScanEvent
 from schemas.validation import RecordRejected, decode_input
 from simulator import SimConfig, write_scenario
 from streams.engine.clock import EngineClock
-from streams.engine.order_processor import Effects, OrderProcessor
+from streams.engine.order_processor import Effects, OrderProcessor, RecordPosition
 from streams.engine.order_slot import decode_slot, evicted_json
 from streams.rules.facts import from_ms, to_ms
 
@@ -83,18 +82,20 @@ def run(records: list[Record], plan: SlaPlan, batch: int) -> tuple[float, str]:
                 value.event_time or value.placed_at
             )  # fmt: skip
             now = clock.observe(0, None if event_time is None else to_ms(event_time))
-            source = DeadLetterSource(kind="kafka", topic=topic, partition=0, offset=offset)
-            groups.setdefault(value.order_id, []).append((value, from_ms(now), source, raw, before))
+            position = RecordPosition(topic, 0, offset)
+            groups.setdefault(value.order_id, []).append(
+                (value, from_ms(now), position, raw, before)
+            )
         for order_id, arrivals in groups.items():
             slot = decode_slot(order_id, table.get(order_id))
             assert slot is not None
             slot.partition = 0
             if batch == 1:  # the per-record API (also on main before batching)
-                ((value, now_dt, source, raw, _),) = arrivals
+                ((value, now_dt, position, raw, _),) = arrivals
                 if isinstance(value, ScanEvent):
-                    effects = processor.on_scan(slot, value, source, raw, now_dt)
+                    effects = processor.on_scan(slot, value, position, raw, now_dt)
                 else:
-                    effects = processor.on_order_record(slot, value, source, raw, now_dt)
+                    effects = processor.on_order_record(slot, value, position, raw, now_dt)
             else:
                 effects = processor.on_inputs(slot, [Arrival(*a) for a in arrivals])
             if effects.evicted:

@@ -27,7 +27,14 @@ from streams.engine.messages import (
     decode_order_inbox,
     encode_bundle,
 )
-from streams.engine.order_processor import Arrival, Effects, OrderProcessor, Received, ScanGate
+from streams.engine.order_processor import (
+    Arrival,
+    Effects,
+    OrderProcessor,
+    Received,
+    RecordPosition,
+    ScanGate,
+)
 from streams.engine.order_slot import OrderSlot, decode_slot, evicted_json, peek
 from streams.engine.runtime import RECOVERY_FLUSH_EVERY, EngineRuntime, as_rejected, error_text
 from streams.rules.facts import from_ms, to_ms
@@ -138,7 +145,8 @@ class OrderAgents:
         held = [] if received is None else [*received.scans.values(), *received.records.values()]
         code, key = ReasonCode.PROCESSING_ERROR, order_id.encode()
         self.rt.send_dead_letters(
-            DeadLetter.build(raw, source, [detail], code, now, key=key) for source, raw in held
+            DeadLetter.build(raw, position.source(), [detail], code, now, key=key)
+            for position, raw in held
         )
 
     async def settle(self) -> None:
@@ -211,9 +219,8 @@ class OrderAgents:
                 )  # fmt: skip
                 at = None if event_time is None else to_ms(event_time)
                 now_ms = rt.clock.observe(message.partition, at)
-                arrival = Arrival(
-                    value, from_ms(now_ms), rt.source(topic, message), message.value, before_ms
-                )
+                position = RecordPosition(topic, message.partition, message.offset)
+                arrival = Arrival(value, from_ms(now_ms), position, message.value, before_ms)
                 groups.setdefault(value.order_id, []).append((event, arrival))
             last[message.partition] = event
         self.acting.update(last)
@@ -246,9 +253,9 @@ class OrderAgents:
             slot = decode_slot(order_id, raw)
             if slot is None:  # evicted: the order closed longer ago than the retention
                 for arrival in arrivals:
-                    assert arrival.source is not None
+                    assert arrival.position is not None
                     letters = self.orders.refuse(
-                        order_id, ReasonCode.ORDER_CLOSED, arrival.source, arrival.raw,
+                        order_id, ReasonCode.ORDER_CLOSED, arrival.position, arrival.raw,
                         arrival.now,
                     ).dead_letters  # fmt: skip
                     rt.send_dead_letters(letters)
@@ -280,11 +287,13 @@ class OrderAgents:
         for i, arrival in enumerate(arrivals):
             scan, before = arrival.item, arrival.clock_before_ms
             assert isinstance(scan, ScanEvent)
-            assert arrival.source is not None
+            assert arrival.position is not None
             assert arrival.raw is not None
             if gate.evict_at_ms is not None and before is not None and before >= gate.evict_at_ms:
                 return letters, arrivals[i:]
-            refused = self.orders.refused_scan(gate, scan, arrival.source, arrival.raw, arrival.now)
+            refused = self.orders.refused_scan(
+                gate, scan, arrival.position, arrival.raw, arrival.now
+            )
             if refused is None:
                 return letters, arrivals[i:]
             letters.extend(refused.dead_letters)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -71,18 +71,33 @@ class ScanGate:
     """When the closed order leaves the state (None while open)."""
 
 
+class RecordPosition(NamedTuple):
+    """Where a scan or order record was read: its dead letter's `source`, made only
+    when a dead letter needs one (validating a `DeadLetterSource` for every input
+    cost ~1 µs of the ~40 µs the pure order path spends on a record)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    def source(self) -> DeadLetterSource:
+        return DeadLetterSource(
+            kind="kafka", topic=self.topic, partition=self.partition, offset=self.offset
+        )
+
+
 @dataclass(slots=True)
 class Arrival:
     """One input for an order as the agents take it from a batch (offset order per key).
 
     `now` is the engine's clock right after this input was observed (what the
-    per-record engine would have evaluated at); `source` and `raw` name a scan
+    per-record engine would have evaluated at); `position` and `raw` name a scan
     or order record for its dead letters (None for join answers).
     """
 
     item: ScanEvent | OrderRecord | CustomerAnswer | DowntimeAnswer
     now: datetime
-    source: DeadLetterSource | None = None
+    position: RecordPosition | None = None
     raw: bytes | None = None
     clock_before_ms: int | None = None
     """The partition's clock before this input: the per-record engine fired the due
@@ -101,8 +116,8 @@ class Received:
     record refused by a later route change.
     """
 
-    scans: dict[str, tuple[DeadLetterSource, bytes]] = field(default_factory=dict)
-    records: dict[int, tuple[DeadLetterSource, bytes]] = field(default_factory=dict)
+    scans: dict[str, tuple[RecordPosition, bytes]] = field(default_factory=dict)
+    records: dict[int, tuple[RecordPosition, bytes]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.scans or self.records)
@@ -141,7 +156,7 @@ class OrderProcessor:
         self,
         order_id: str,
         code: ReasonCode,
-        source: DeadLetterSource,
+        position: RecordPosition,
         raw: bytes | None,
         now: datetime,
     ) -> Effects:
@@ -151,7 +166,8 @@ class OrderProcessor:
         else:
             msg = "the order already holds the most records the engine keeps per order"
         letter = DeadLetter.build(
-            raw, source, [ErrorDetail(loc="order_id", msg=msg, type=code.value)], code, now,
+            raw, position.source(), [ErrorDetail(loc="order_id", msg=msg, type=code.value)], code,
+            now,
             key=order_id.encode(),
         )  # fmt: skip
         return Effects(dead_letters=[letter])
@@ -172,7 +188,7 @@ class OrderProcessor:
         return ScanGate(known, full, self.evict_at_ms(slot))
 
     def refused_scan(
-        self, gate: ScanGate, scan: ScanEvent, source: DeadLetterSource, raw: bytes, now: datetime
+        self, gate: ScanGate, scan: ScanEvent, position: RecordPosition, raw: bytes, now: datetime
     ) -> Effects | None:
         """`on_scan`'s effects when they are a refusal decided by `gate` alone, else None.
 
@@ -183,9 +199,9 @@ class OrderProcessor:
         if scan.event_id in gate.event_ids:
             return None
         if gate.evict_at_ms is not None and to_ms(scan.event_time) >= gate.evict_at_ms:
-            return self.refuse(scan.order_id, ReasonCode.ORDER_CLOSED, source, raw, now)
+            return self.refuse(scan.order_id, ReasonCode.ORDER_CLOSED, position, raw, now)
         if gate.full:
-            return self.refuse(scan.order_id, ReasonCode.STATE_LIMIT, source, raw, now)
+            return self.refuse(scan.order_id, ReasonCode.STATE_LIMIT, position, raw, now)
         return None
 
     def on_inputs(
@@ -249,14 +265,13 @@ class OrderProcessor:
             elif step is _Step.EVALUATE:
                 pending = arrival.now
                 if isinstance(item, ScanEvent):
-                    assert arrival.source is not None
+                    assert arrival.position is not None
                     assert arrival.raw is not None
-                    scans[item.event_id] = (arrival.source, arrival.raw)
+                    scans[item.event_id] = (arrival.position, arrival.raw)
                 elif isinstance(item, OrderRecord):
-                    assert arrival.source is not None
-                    assert arrival.source.offset is not None
+                    assert arrival.position is not None
                     assert arrival.raw is not None
-                    records[arrival.source.offset] = (arrival.source, arrival.raw)
+                    records[arrival.position.offset] = (arrival.position, arrival.raw)
                 if earliest and isinstance(item, ScanEvent | OrderRecord):
                     earliest[0] = min(earliest[0], to_ms(_record_time(item, arrival.now)))
         if pending is not None:
@@ -284,9 +299,9 @@ class OrderProcessor:
         return effects
 
     def _closed(self, slot: OrderSlot, arrival: Arrival) -> Effects:
-        assert arrival.source is not None
+        assert arrival.position is not None
         return self.refuse(
-            slot.facts.order_id, ReasonCode.ORDER_CLOSED, arrival.source, arrival.raw, arrival.now
+            slot.facts.order_id, ReasonCode.ORDER_CLOSED, arrival.position, arrival.raw, arrival.now
         )
 
     @staticmethod
@@ -311,8 +326,8 @@ class OrderProcessor:
             code = ReasonCode.STATE_LIMIT
         else:
             return False
-        assert arrival.source is not None
-        _merge(effects, self.refuse(slot.facts.order_id, code, arrival.source, arrival.raw,
+        assert arrival.position is not None
+        _merge(effects, self.refuse(slot.facts.order_id, code, arrival.position, arrival.raw,
                                     arrival.now))  # fmt: skip
         return True
 
@@ -332,35 +347,34 @@ class OrderProcessor:
             add_scan(facts, scan_fact(item))
             return _Step.EVALUATE
         if isinstance(item, OrderRecord):
-            source = arrival.source
-            assert source is not None
-            assert source.offset is not None
-            if any(known.offset == source.offset for known in facts.records):
+            position = arrival.position
+            assert position is not None
+            if any(known.offset == position.offset for known in facts.records):
                 _merge(effects, self.rejoin(slot))
                 return _Step.NOTHING
             if self._refused(slot, item.event_time or item.placed_at or now, len(facts.records),
                              self.limits.max_records_per_order, arrival, effects):  # fmt: skip
                 return _Step.NOTHING
-            add_record(facts, order_record_fact(item, source.offset))
+            add_record(facts, order_record_fact(item, position.offset))
             return _Step.EVALUATE
         if isinstance(item, CustomerAnswer):
             return self._customer(slot, item)
         return self._downtimes(slot, item)
 
     def on_scan(
-        self, slot: OrderSlot, scan: ScanEvent, source: DeadLetterSource, raw: bytes, now: datetime
+        self, slot: OrderSlot, scan: ScanEvent, position: RecordPosition, raw: bytes, now: datetime
     ) -> Effects:
-        return self.on_inputs(slot, [Arrival(scan, now, source, raw)])
+        return self.on_inputs(slot, [Arrival(scan, now, position, raw)])
 
     def on_order_record(
         self,
         slot: OrderSlot,
         record: OrderRecord,
-        source: DeadLetterSource,
+        position: RecordPosition,
         raw: bytes,
         now: datetime,
     ) -> Effects:
-        return self.on_inputs(slot, [Arrival(record, now, source, raw)])
+        return self.on_inputs(slot, [Arrival(record, now, position, raw)])
 
     def on_customer(self, slot: OrderSlot, answer: CustomerAnswer, now: datetime) -> Effects:
         return self.on_inputs(slot, [Arrival(answer, now)])
@@ -451,8 +465,8 @@ class OrderProcessor:
         now: datetime,
         *,
         changed: bool,
-        scans: dict[str, tuple[DeadLetterSource, bytes]] | None = None,
-        records: dict[int, tuple[DeadLetterSource, bytes]] | None = None,
+        scans: dict[str, tuple[RecordPosition, bytes]] | None = None,
+        records: dict[int, tuple[RecordPosition, bytes]] | None = None,
     ) -> Effects:
         """Re-derive the order; `scans`/`records` were just received (for their dead letters)."""
         facts = slot.facts
@@ -497,8 +511,8 @@ class OrderProcessor:
         slot.next_deadline_ms = min(due) if due else None
         self._occupancy(slot, evaluation.occupancy, effects)
         for scan in evaluation.off_route_scans:
-            source, raw = (scans or {}).get(scan.event_id, (None, None))
-            self._dead_letter_off_route(slot, effects, scan.event_id, source, raw, now)
+            position, raw = (scans or {}).get(scan.event_id, (None, None))
+            self._dead_letter_off_route(slot, effects, scan.event_id, position, raw, now)
         for record in evaluation.rejected_records:
             tag = f"r:{record.offset}"
             if tag not in slot.dead_lettered:
@@ -559,7 +573,7 @@ class OrderProcessor:
         slot: OrderSlot,
         effects: Effects,
         event_id: str,
-        source: DeadLetterSource | None,
+        position: RecordPosition | None,
         raw: bytes | None,
         now: datetime,
     ) -> None:
@@ -568,9 +582,9 @@ class OrderProcessor:
             return
         slot.dead_lettered.append(tag)
         # Refused later (a route change): the offset is not kept, the event id names it.
-        where = source or DeadLetterSource(
+        where = position.source() if position else DeadLetterSource(
             kind="kafka", topic=SCANS, partition=slot.partition, request_id=f"event:{event_id}"
-        )
+        )  # fmt: skip
         effects.dead_letters.append(
             DeadLetter.build(
                 raw,
@@ -590,7 +604,7 @@ class OrderProcessor:
         self,
         effects: Effects,
         slot: OrderSlot,
-        records: dict[int, tuple[DeadLetterSource, bytes]],
+        records: dict[int, tuple[RecordPosition, bytes]],
         now: datetime,
     ) -> None:
         """Give refused order records their real source and bytes when they were just received."""
@@ -598,9 +612,9 @@ class OrderProcessor:
         for letter in effects.dead_letters:
             offset = letter.source.offset
             if letter.reason_code is ReasonCode.BAD_UPDATE and offset in records:
-                source, raw = records[offset]
+                position, raw = records[offset]
                 letter = DeadLetter.build(
-                    raw, source, letter.errors, ReasonCode.BAD_UPDATE, now,
+                    raw, position.source(), letter.errors, ReasonCode.BAD_UPDATE, now,
                     key=slot.facts.order_id.encode(),
                 )  # fmt: skip
             fixed.append(letter)

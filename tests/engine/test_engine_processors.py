@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from schemas.dead_letter import DeadLetterSource, ReasonCode
+from schemas.dead_letter import ReasonCode
 from schemas.orders import OrderRecord
 from schemas.plan import load_plan
 from schemas.scans import ScanEvent
@@ -32,7 +32,7 @@ from streams.engine.messages import (
     encode_bundle,
 )
 from streams.engine.order_agents import OrderAgents
-from streams.engine.order_processor import Arrival, OrderProcessor, Received
+from streams.engine.order_processor import Arrival, OrderProcessor, Received, RecordPosition
 from streams.engine.order_slot import OrderSlot, peek
 from streams.engine.unit_processor import (
     OccupancyEntry,
@@ -79,8 +79,8 @@ def _status(event_id: str, status: str, hours: float, unit: str = "DYE-1") -> Un
     return record
 
 
-def _src(topic: str, offset: int) -> DeadLetterSource:
-    return DeadLetterSource(kind="kafka", topic=topic, partition=0, offset=offset)
+def _src(topic: str, offset: int) -> RecordPosition:
+    return RecordPosition(topic, 0, offset)
 
 
 def _roundtrip(slot: OrderSlot) -> OrderSlot:
