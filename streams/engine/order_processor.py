@@ -33,6 +33,7 @@ from streams.rules.facts import (
     add_scan,
     format_utc_cached,
     from_ms,
+    has_scan,
     to_ms,
 )
 from streams.rules.order_record import fold_records
@@ -336,7 +337,7 @@ class OrderProcessor:
         item, now = arrival.item, arrival.now
         facts = slot.facts
         if isinstance(item, ScanEvent):
-            if any(known.event_id == item.event_id for known in facts.scans):
+            if has_scan(facts, item.event_id):
                 # a known event_id changes nothing; re-announce the joins in case this is a
                 # redelivery after a crash that kept the slot but lost the messages it sent
                 _merge(effects, self.rejoin(slot))
