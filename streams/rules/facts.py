@@ -115,7 +115,10 @@ class ScanFact:
     @classmethod
     def from_json(cls, data: list[Any]) -> ScanFact:
         event_id, stage, action, unit_id, ms, quantity, uom = data
-        fact = cls(event_id, stage, action, unit_id, from_ms(ms), quantity, uom)
+        at = _FROM_MS.get(ms)  # `from_ms` without a call: every scan of every slot decode
+        if at is None:
+            at = from_ms(ms)
+        fact = cls(event_id, stage, action, unit_id, at, quantity, uom)
         fact.encoded = data
         return fact
 
