@@ -161,7 +161,9 @@ class OrderAgents:
         its agent makes every owed derivation before its records are acked, so a
         worker whose inputs are all committed owes none (a replay's window has
         drained only then). A worker stopped before owes them in the table
-        (`OrderSlot.pending_ms`); recovery takes them up again.
+        (`OrderSlot.pending_ms`); recovery takes them up again. The outputs of
+        thousands of derivations are sent on the way (`RECOVERY_FLUSH_EVERY`),
+        before the step's inputs are acked as ever.
         """
         if not self.owed or (len(self.owed) < OWED_MOST and self.rt.backlog()):
             return
@@ -183,6 +185,8 @@ class OrderAgents:
             except Exception as exc:  # never raises out of a step: the records are stored
                 self._derivation_failed(order_id, received, exc)
             self.owed.pop(order_id, None)
+            if rt.outputs.pending >= RECOVERY_FLUSH_EVERY:
+                await rt.outputs.flush()  # thousands owed: not all their outputs in memory
         for partition in sorted(partitions):
             with rt.acting_for(self.acting[partition]):
                 await self.fire_due(partition, rt.clock.now(partition))

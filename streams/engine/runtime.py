@@ -313,8 +313,10 @@ class OutputSender:
 
 
 RECOVERY_FLUSH_EVERY = 5_000
-"""Re-announced alerts collected after a recovery are flushed every this many, so
-a worker owning many orders does not hold them all in memory first."""
+"""Outputs collected by a long pass over many orders (the alerts re-announced after
+a recovery, the derivations a replay's worker owed: `OrderAgents.settle`) are
+flushed every this many, so a worker owning many orders does not hold them all in
+memory first."""
 
 Persisted = Callable[[int], None]
 """Called with the offset of an acknowledged changelog record."""

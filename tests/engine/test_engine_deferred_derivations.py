@@ -21,6 +21,7 @@ from schemas.dead_letter import DeadLetter, ReasonCode
 from schemas.plan import load_plan
 from schemas.validation import decode_input
 from streams.app import create_app
+from streams.engine import order_agents
 from streams.engine.agents import Engine, EngineConfig
 from streams.engine.order_slot import OrderSlot, peek
 from streams.topics import SCANS, TopicNames
@@ -152,3 +153,37 @@ def test_recovery_takes_up_the_derivations_the_table_owes(
     asyncio.run(run())
     assert orders.owed == {}
     assert sorted(key for key, _ in _states(engine_, produced)) == [b"PO-1", b"PO-2"]
+
+
+def test_settling_many_owed_orders_sends_their_outputs_on_the_way(
+    engine: tuple[Engine, CapturingProducer, list[bool]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A settle of thousands of owed orders must not hold all their snapshots, alerts and
+    changelog records in memory first (the 500k backlog's peak RSS came from that)."""
+    engine_, produced, backlog = engine
+    rt, orders = engine_.runtime, engine_.orders
+    monkeypatch.setattr(order_agents, "RECOVERY_FLUSH_EVERY", 6)
+    order_ids = [f"PO-{n}" for n in range(10)]
+    pending: list[int] = []
+
+    async def run() -> None:
+        await orders.on_scans([_scan(order_id, 1) for order_id in order_ids])
+        await rt.outputs.flush()
+        assert len(orders.owed) == 10
+        backlog[0] = False
+        flush = rt.outputs.flush
+
+        async def noted() -> None:
+            pending.append(rt.outputs.pending)
+            await flush()
+
+        rt.outputs.flush = noted  # type: ignore[method-assign]
+        await orders.settle()
+        pending.append(rt.outputs.pending)  # left for the step's own flush
+
+    asyncio.run(run())
+    assert orders.owed == {}
+    assert len(pending) >= 3  # flushed on the way, not once at the end
+    assert max(pending) < 6 + 6  # never much more than the bound collected
+    sent = {key for key, _ in _states(engine_, produced)}
+    assert len(sent) >= 8  # most snapshots already sent before the step ends
