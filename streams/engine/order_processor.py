@@ -167,9 +167,8 @@ class OrderProcessor:
         else:
             msg = "the order already holds the most records the engine keeps per order"
         letter = DeadLetter.build(
-            raw, position.source(), [ErrorDetail(loc="order_id", msg=msg, type=code.value)], code,
-            now,
-            key=order_id.encode(),
+            raw, position.source(), [ErrorDetail(loc="order_id", msg=msg, type=code.value)],
+            code, now, key=order_id.encode(),
         )  # fmt: skip
         return Effects(dead_letters=[letter])
 
