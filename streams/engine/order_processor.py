@@ -27,7 +27,7 @@ from streams.engine.limits import EngineLimits
 from streams.engine.messages import CustomerAnswer, DowntimeAnswer, Occupancy, Subscription
 from streams.engine.order_slot import OrderSlot, downtime_from_json
 from streams.rules.diff import alert_changes
-from streams.rules.evaluate import evaluate_order
+from streams.rules.evaluate import evaluate_order, occupancy_spans
 from streams.rules.facts import (
     add_record,
     add_scan,
@@ -38,6 +38,7 @@ from streams.rules.facts import (
 )
 from streams.rules.order_record import fold_records
 from streams.rules.record_facts import order_record_fact, scan_fact
+from streams.rules.visits import Visit
 from streams.topics import ORDERS, SCANS
 
 
@@ -509,7 +510,8 @@ class OrderProcessor:
             if ms is not None
         ]
         slot.next_deadline_ms = min(due) if due else None
-        self._occupancy(slot, evaluation.occupancy, effects)
+        self._occupancy(slot, occupancy_spans(evaluation.walk, evaluation.fold.cancelled_at),
+                        effects)  # fmt: skip
         for scan in evaluation.off_route_scans:
             position, raw = (scans or {}).get(scan.event_id, (None, None))
             self._dead_letter_off_route(slot, effects, scan.event_id, position, raw, now)
@@ -543,15 +545,17 @@ class OrderProcessor:
             self._with_record_sources(effects, slot, records, now)
         return effects
 
-    def _occupancy(self, slot: OrderSlot, occupancy: list[Any], effects: Effects) -> None:
+    def _occupancy(
+        self, slot: OrderSlot, spans: list[tuple[Visit, datetime | None]], effects: Effects
+    ) -> None:
         by_unit: dict[str, list[list[Any]]] = {}
-        for o in occupancy:
-            start, end = o.start, o.end
-            visit = [o.stage, o.visit, None if start is None else to_ms(start),
+        for v, end in spans:
+            start = v.start
+            visit = [v.stage, v.number, None if start is None else to_ms(start),
                      None if end is None else to_ms(end)]  # fmt: skip
-            known = by_unit.get(o.unit_id)
+            known = by_unit.get(v.unit_id)
             if known is None:
-                by_unit[o.unit_id] = [visit]
+                by_unit[v.unit_id] = [visit]
             else:
                 known.append(visit)
         sent = slot.occupancy_sent

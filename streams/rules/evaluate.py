@@ -35,7 +35,7 @@ from streams.rules.facts import (
 from streams.rules.obligations import next_obligation_instant, order_obligations
 from streams.rules.order_alerts import OrderAlertBuilder
 from streams.rules.order_record import RecordFold, fold_records
-from streams.rules.visits import Walk, walk_visits
+from streams.rules.visits import Visit, Walk, walk_visits
 
 _BREACH_TYPES = frozenset(
     {
@@ -75,13 +75,21 @@ class OrderEvaluation:
     """Order records the fold refused (bad `due_at`, unknown route): dead letters."""
     next_deadline: datetime | None
     """Earliest instant after `now` at which the alerts change with no new input."""
-    occupancy: list[UnitOccupancy]
     order_id: str
     fold: RecordFold
     walk: Walk
     customer: AlertCustomer | None
     now: datetime
     version: int
+
+    @property
+    def occupancy(self) -> list[UnitOccupancy]:
+        """The order's visits as its units see them, built on demand: the engine reads
+        `occupancy_spans` (a model per visit on every derivation cost ~2 % of it)."""
+        return [
+            UnitOccupancy(v.unit_id, self.order_id, v.stage, v.number, v.start, end)
+            for v, end in occupancy_spans(self.walk, self.fold.cancelled_at)
+        ]
 
     @property
     def alerts(self) -> dict[str, Alert]:
@@ -200,7 +208,6 @@ def evaluate_order(
         off_route_scans=off_route,
         rejected_records=fold.rejected,
         next_deadline=next_obligation_instant(obligations, now, plan.grace, cancelled_at),
-        occupancy=_occupancy(order_id, walk, cancelled_at),
         order_id=order_id,
         fold=fold,
         walk=walk,
@@ -210,17 +217,17 @@ def evaluate_order(
     )
 
 
-def _occupancy(order_id: str, walk: Walk, cancelled_at: datetime | None) -> list[UnitOccupancy]:
-    # A cancelled order leaves its stations at C, whatever was scanned.
-    result = []
-    for visit in walk.visits:
-        end = visit.end
-        if cancelled_at is not None and (end is None or end > cancelled_at):
-            end = cancelled_at
-        result.append(
-            UnitOccupancy(visit.unit_id, order_id, visit.stage, visit.number, visit.start, end)
-        )
-    return result
+def occupancy_spans(
+    walk: Walk, cancelled_at: datetime | None
+) -> list[tuple[Visit, datetime | None]]:
+    """Each visit with the end its unit sees: a cancelled order leaves its stations at
+    the cancellation, whatever was scanned."""
+    if cancelled_at is None:
+        return [(visit, visit.end) for visit in walk.visits]
+    return [
+        (visit, cancelled_at if visit.end is None or visit.end > cancelled_at else visit.end)
+        for visit in walk.visits
+    ]
 
 
 _OPEN = AlertStatus.OPEN.value

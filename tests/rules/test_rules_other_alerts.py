@@ -191,6 +191,23 @@ def test_cancellation_drops_alerts_with_deadline_after_c_and_keeps_earlier_ones(
     assert [a.deadline for a in of_type(at_deadline, AlertType.START_OVERDUE)] == [h(24)]
 
 
+def test_a_cancelled_order_leaves_its_units_at_the_cancellation() -> None:
+    scans = [
+        scan("a", "yarn_sourcing", "started", 0, "Y-1"),
+        scan("b", "yarn_sourcing", "completed", 6, "Y-1"),  # ended before C: its own end
+        scan("c", "dyeing", "started", 8, "D-1"),  # open at C: ends at C
+    ]
+    spans = [(u.unit_id, u.stage, u.visit, u.start, u.end) for u in evaluate(
+        scans, records=[created(), cancelled(10, 1)], now=100).occupancy]  # fmt: skip
+    assert spans == [("Y-1", "yarn_sourcing", 1, h(0), h(6)), ("D-1", "dyeing", 1, h(8), h(10))]
+    late = [*scans, scan("d", "dyeing", "completed", 12, "D-1")]  # ended after C: at C
+    spans = [(u.unit_id, u.end) for u in evaluate(
+        late, records=[created(), cancelled(10, 1)], now=100).occupancy]  # fmt: skip
+    assert spans == [("Y-1", h(6)), ("D-1", h(10))]
+    not_cancelled = [(u.unit_id, u.end) for u in evaluate(late, records=[created()]).occupancy]
+    assert not_cancelled == [("Y-1", h(6)), ("D-1", h(12))]
+
+
 def _json(alerts: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {key: alert_json(alert) for key, alert in alerts.items()}
 
