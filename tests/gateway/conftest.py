@@ -7,8 +7,12 @@ tests talk HTTP to it like a stage unit would; records are read back with a
 
 from __future__ import annotations
 
+import asyncio
+import io
+import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -97,7 +101,24 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(timeout=timeout_s)
         if self.thread.is_alive():
-            raise AssertionError(f"the gateway did not stop within {timeout_s:g} s")
+            raise AssertionError(
+                f"the gateway did not stop within {timeout_s:g} s; {self._where()}"
+            )
+
+    def _where(self) -> str:
+        """Where a gateway that does not stop is stuck: its thread's stack and its event
+        loop's tasks (read from another thread: a diagnosis, best effort)."""
+        frame = sys._current_frames().get(self.thread.ident or -1)
+        lines = ["its thread is at:", "".join(traceback.format_stack(frame)) if frame else "-"]
+        try:
+            loop = self.server.servers[0].get_loop() if self.server.servers else None
+            for task in asyncio.all_tasks(loop) if loop is not None else ():
+                stack = io.StringIO()
+                task.print_stack(limit=8, file=stack)
+                lines += [f"task {task.get_name()}:", stack.getvalue()]
+        except RuntimeError as exc:  # the loop changed its tasks meanwhile
+            lines.append(f"(tasks not read: {exc})")
+        return "\n".join(lines)
 
 
 @dataclass
