@@ -510,8 +510,8 @@ class OrderProcessor:
             if ms is not None
         ]
         slot.next_deadline_ms = min(due) if due else None
-        self._occupancy(slot, occupancy_spans(evaluation.walk, evaluation.fold.cancelled_at),
-                        effects)  # fmt: skip
+        spans = occupancy_spans(evaluation.walk, evaluation.fold.cancelled_at)
+        self._occupancy(slot, spans, effects)
         for scan in evaluation.off_route_scans:
             position, raw = (scans or {}).get(scan.event_id, (None, None))
             self._dead_letter_off_route(slot, effects, scan.event_id, position, raw, now)
@@ -522,12 +522,7 @@ class OrderProcessor:
                 effects.dead_letters.append(
                     DeadLetter.build(
                         None,
-                        DeadLetterSource(
-                            kind="kafka",
-                            topic=ORDERS,
-                            partition=slot.partition,
-                            offset=record.offset,
-                        ),
+                        RecordPosition(ORDERS, slot.partition, record.offset).source(),
                         [
                             ErrorDetail(
                                 loc="due_at", msg="due_at is not after placed_at", type="bad_update"
