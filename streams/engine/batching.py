@@ -30,7 +30,7 @@ not published (CONTRACT v1.2), which the replay determinism tests compare.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +68,13 @@ class BatchSizes:
         return self.within_s / QUIET_SHARE
 
 
-async def take_growing(stream: Any, sizes: BatchSizes) -> AsyncIterator[list[Any]]:
+async def _nothing() -> None:
+    return None
+
+
+async def take_growing(
+    stream: Any, sizes: BatchSizes, after_ack: Callable[[], Awaitable[None]] = _nothing
+) -> AsyncIterator[list[Any]]:
     """`faust.Stream.take_events` with a limit and a wait chosen per batch (`sizes`).
 
     Adapted from faust-streaming 0.15's `Stream.take_events` (BSD-3-Clause), whose
@@ -77,6 +83,9 @@ async def take_growing(stream: Any, sizes: BatchSizes) -> AsyncIterator[list[Any
     background; a batch is yielded when full or when its wait ends, and its
     events are acked only when the consumer asks for the next batch, so no
     input's offset is committed before its step has run and flushed.
+    `after_ack` is awaited once a batch's events are acked: the first moment
+    their offsets may be committed (`EngineRuntime` commits there when a
+    replay's window has drained).
     """
     buffer: list[Any] = []
     events: list[Any] = []
@@ -148,6 +157,7 @@ async def take_growing(stream: Any, sizes: BatchSizes) -> AsyncIterator[list[Any
                     consuming.set_result(None)
                 full.clear()
                 consumed.set()
+            await after_ack()  # not while the generator is being closed
     finally:
         stream.enable_acks = enable_acks
         stream._processors.remove(add_to_buffer)

@@ -11,7 +11,10 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import pytest
 from samples import scan
 
 from chainwatch import replay
@@ -43,3 +46,31 @@ def test_the_lag_is_unknown_until_the_topics_exist_then_counts_what_is_not_commi
     )
     asyncio.run(publish_scenario(settings, scenario, no_progress))
     assert replay._lag(settings) == 3  # the engine's group has committed none of them
+
+
+def test_the_probe_reads_the_committed_offsets_before_the_ends(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`wait_until_idle` ends at the first zero only because of this order: ends read
+    after the offsets mean nothing was written between (see its docstring)."""
+    settings = Settings(data_dir=tmp_path)
+    asked: list[str] = []
+
+    class Admin:
+        def list_group_offsets(self, groups: dict[str, None]) -> dict[str, dict[Any, Any]]:
+            asked.append("committed")
+            return {group: {} for group in groups}
+
+        def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+            return [{"topic": t, "error_code": 0} for t in topics]
+
+        def list_partition_offsets(self, specs: dict[Any, Any], timeout_ms: int) -> dict[Any, Any]:
+            asked.append("ends")
+            return {tp: SimpleNamespace(offset=0) for tp in specs}
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(replay, "admin_client", lambda _bootstrap: Admin())
+    assert replay._lag(settings) == 0
+    assert asked == ["committed", "ends"]

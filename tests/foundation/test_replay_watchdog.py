@@ -188,3 +188,22 @@ def test_a_worker_that_does_not_answer_yet_counts_as_starting_for_a_while(
     assert run.workers_busy()
     run.started_at[worker.pid] -= replay.WORKER_START_GRACE_S
     assert not run.workers_busy()  # past the grace: silent is not busy (the watchdog may act)
+
+
+def test_the_wait_ends_at_the_first_reading_of_no_lag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """A replay waits this out at every event-time window's end: a second reading of
+    zero would cost each window a poll interval (why one suffices: its docstring)."""
+    workers.append(_sleeper())
+    readings = iter([7, 3, 0])
+    probes: list[int] = []
+
+    def lag() -> int:
+        probes.append(next(readings))
+        return probes[-1]
+
+    _script(monkeypatch, lag)
+    replay.wait_until_idle(Settings(data_dir=tmp_path), list(workers), lambda m, **_c: None,
+                           timeout_s=30)  # fmt: skip
+    assert probes == [7, 3, 0]
