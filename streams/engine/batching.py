@@ -62,6 +62,13 @@ class BatchSizes:
     def wait_s(self, limit: int) -> float:
         return self.within_s * limit / self.first
 
+    def taken(self, limit: int, waited_s: float, slice_s: float, *, came: bool) -> bool:
+        """Whether a batch under `limit` is taken after a slice of its wait: the wait
+        is over, or no record `came` in the slice (nor waits in the stream's queue)
+        while the event loop was free to deliver one (a slice that took more than
+        twice as long was spent in another agent's step)."""
+        return waited_s >= self.wait_s(limit) or (not came and slice_s < 2 * self.quiet_s)
+
     @property
     def quiet_s(self) -> float:
         """A batch is taken once no record came for this long (with the loop free)."""
@@ -72,8 +79,22 @@ async def _nothing() -> None:
     return None
 
 
+def _never() -> bool:
+    return False
+
+
+def _current_event(stream: Any) -> Any:
+    event = stream.current_event
+    if event is None:
+        raise RuntimeError("Take buffer found current_event is None")
+    return event
+
+
 async def take_growing(
-    stream: Any, sizes: BatchSizes, after_ack: Callable[[], Awaitable[None]] = _nothing
+    stream: Any,
+    sizes: BatchSizes,
+    after_ack: Callable[[], Awaitable[None]] = _nothing,
+    drained: Callable[[], bool] = _never,
 ) -> AsyncIterator[list[Any]]:
     """`faust.Stream.take_events` with a limit and a wait chosen per batch (`sizes`).
 
@@ -85,11 +106,16 @@ async def take_growing(
     input's offset is committed before its step has run and flushed.
     `after_ack` is awaited once a batch's events are acked: the first moment
     their offsets may be committed (`EngineRuntime` commits there when a
-    replay's window has drained).
+    replay's window has drained). A batch is also taken as soon as `drained()`
+    says nothing is left to read for it (none of its stream's records waits in
+    Kafka or in the stream's queue): the hops of join messages at the end of a
+    replay's window (answers, occupancy, answers again) then wait no quiet slice
+    each. It is asked when a batch's first record comes and once per slice.
     """
     buffer: list[Any] = []
     events: list[Any] = []
     full = asyncio.Event()
+    first = asyncio.Event()  # a batch's first record came
     consumed = asyncio.Event()
     consuming: asyncio.Future[None] | None = None
     limit = sizes.first
@@ -104,10 +130,8 @@ async def take_growing(
                 finally:
                     consuming = None
             buffer.append(value)
-            event = stream.current_event
-            if event is None:
-                raise RuntimeError("Take buffer found current_event is None")
-            events.append(event)
+            first.set()
+            events.append(_current_event(stream))
             if len(buffer) >= limit:
                 full.set()  # strict: a batch never holds more than its limit
                 consumed.clear()
@@ -124,16 +148,18 @@ async def take_growing(
         loop, waiting = stream.loop, stream.channel.queue
         started = loop.time()
         while not stream.should_stop and not full.is_set():
+            if buffer and drained():
+                return  # all there is to read: waiting longer only adds a hop's latency
             held, slice_started = len(buffer), loop.time()
             left = sizes.wait_s(limit) - (slice_started - started)
-            await stream.wait_for_stopped(full, timeout=max(0.0, min(sizes.quiet_s, left)))
+            wake = full if buffer else first
+            await stream.wait_for_stopped(wake, timeout=max(0.0, min(sizes.quiet_s, left)))
             now = loop.time()
             if not buffer:
                 started = now  # nothing yet: the wait starts with the first record
-            elif now - started >= sizes.wait_s(limit) or (
-                len(buffer) == held and waiting.empty() and now - slice_started < 2 * sizes.quiet_s
-            ):  # the wait is over, or nothing came (nor waits in the stream's queue)
-                return  # while the loop was free to deliver it
+            elif sizes.taken(limit, now - started, now - slice_started,
+                             came=len(buffer) > held or not waiting.empty()):  # fmt: skip
+                return
 
     stream.enable_acks = False
     stream.add_processor(add_to_buffer)
@@ -149,6 +175,7 @@ async def take_growing(
             finally:
                 taken = len(buffer)
                 buffer.clear()
+                first.clear()
                 for event in events:
                     await stream.ack(event)
                 events.clear()

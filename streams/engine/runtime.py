@@ -497,12 +497,18 @@ class EngineRuntime:
                     drained = False
                     await self._commit_drained()
 
+            waiting = getattr(getattr(stream, "channel", None), "queue", None)
+
+            read = frozenset(getattr(getattr(stream, "channel", None), "topics", None) or ())
+
+            def nothing_to_read() -> bool:  # for this agent (a batch is taken at once)
+                return commit_when_drained and self._nothing_to_read(waiting, read)
+
             batches = (
-                take_growing(stream, sizes, commit_if_drained)
+                take_growing(stream, sizes, commit_if_drained, nothing_to_read)
                 if sizes.grows
                 else stream.take_events(sizes.first, sizes.within_s)
             )
-            waiting = getattr(getattr(stream, "channel", None), "queue", None)
             async for events in batches:
                 async with self.turn:
                     self._waiting = waiting
@@ -533,11 +539,15 @@ class EngineRuntime:
         """Whether the worker has read all Kafka holds for it: nothing waits in the queue
         of the agent whose step runs, and its consumer has handed on every record of the
         partitions it owns, of every topic it reads (unknown: not drained)."""
-        waiting = self._waiting
-        if waiting is not None and not waiting.empty():
+        return self._nothing_to_read(self._waiting, self._read_topics)
+
+    def _nothing_to_read(self, waiting: Any, topics: frozenset[str]) -> bool:
+        """Nothing waits in `waiting` (a stream's queue), nor unread in Kafka on the
+        partitions of `topics` the worker owns (unknown, or no topics: False)."""
+        if not topics or (waiting is not None and not waiting.empty()):
             return False
         unread = getattr(self.app.consumer, "unread", None)
-        return unread is not None and not unread(self._read_topics)
+        return unread is not None and not unread(topics)
 
     async def _commit_drained(self) -> None:
         """Commit what the agents acked now, not at the next tick of the commit timer.

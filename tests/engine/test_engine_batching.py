@@ -107,3 +107,40 @@ def test_only_event_clock_workers_let_their_batches_grow() -> None:
     replay = Settings(engine={"clock": "event"})  # type: ignore[arg-type]
     assert largest_batch(live) == live.engine.batch_size == 2000
     assert largest_batch(replay) == replay.engine.replay_batch_size == 32_000
+
+
+def test_a_batch_is_taken_at_once_when_nothing_is_left_to_read(tmp_path: Path) -> None:
+    """The end of a replay's window: each hop of its join messages (an answer, the
+    order's occupancy, the unit's answer) waited a quiet slice for records that
+    were not coming. Here a slice is 10 s; the records come long before."""
+    app = create_app("drained-test", bootstrap="localhost:1", partitions=1, data_dir=tmp_path)
+    sizes = BatchSizes(first=2, most=8, within_s=40.0)
+    batches: list[list[int]] = []
+    arrived = asyncio.Condition()
+    waited: list[float] = []
+
+    @app.agent()
+    async def numbers(stream: Any) -> AsyncIterator[None]:
+        async for events in take_growing(stream, sizes, drained=lambda: True):
+            batches.append([event.value for event in events])
+            async with arrived:
+                arrived.notify_all()
+            yield None
+
+    async def run() -> None:
+        async with numbers.test_context() as agent:
+            for value in (1, 2, 3):
+                started = time.monotonic()
+                await agent.put(value, wait=False)
+                async with arrived:
+                    await asyncio.wait_for(arrived.wait_for(lambda n=value: len(batches) == n), 30)
+                waited.append(time.monotonic() - started)
+
+    try:
+        asyncio.run(run())
+    finally:
+        consumer = app._consumer  # built by the stream's acks, never started
+        if consumer is not None:
+            consumer._thread.thread_loop.close()
+    assert batches == [[1], [2], [3]]
+    assert max(waited) < sizes.quiet_s / 2
