@@ -546,7 +546,8 @@ class EngineRuntime:
         partitions of `topics` the worker owns (unknown, or no topics: False)."""
         if not topics or (waiting is not None and not waiting.empty()):
             return False
-        unread = getattr(self.app.consumer, "unread", None)
+        # the consumer as built (faust's `app.consumer` would build one where there is none)
+        unread = getattr(self.app._consumer, "unread", None)
         return unread is not None and not unread(topics)
 
     async def _commit_drained(self) -> None:

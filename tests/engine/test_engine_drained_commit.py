@@ -53,16 +53,12 @@ def test_a_step_that_leaves_nothing_to_read_is_committed_at_once_on_the_event_cl
                           batch_size=2, batch_most=8)  # fmt: skip
     engine = Engine(app, config)
     capture_outputs(engine.runtime)
-    consumer = app.consumer
     left_to_read = [True]
     commits: list[float] = []  # the scans handled when each commit began
 
     async def commit(*_args: Any, **_kwargs: Any) -> bool:
         commits.append(_handled(engine))
         return True
-
-    consumer.commit = commit  # type: ignore[method-assign]
-    consumer.unread = lambda _topics: left_to_read[0]  # type: ignore[attr-defined]
 
     stepped = asyncio.Event()
     count = engine.runtime._count
@@ -81,6 +77,9 @@ def test_a_step_that_leaves_nothing_to_read_is_committed_at_once_on_the_event_cl
             await asyncio.wait_for(stepped.wait(), timeout=30)
 
     async def run() -> None:
+        consumer = app.consumer  # built on the running loop, as the stream would
+        consumer.commit = commit  # type: ignore[method-assign]
+        consumer.unread = lambda _topics: left_to_read[0]  # type: ignore[attr-defined]
         async with app.agents["scans"].test_context() as scans:
             await scans.put(_scan(1), key=b"PO-1", wait=False)  # more to read after it
             await until(1)
@@ -96,7 +95,9 @@ def test_a_step_that_leaves_nothing_to_read_is_committed_at_once_on_the_event_cl
     try:
         asyncio.run(run())
     finally:
-        consumer._thread.thread_loop.close()  # built by the stream, never started
+        consumer = app._consumer  # never started: its thread's loop is ours to close
+        if consumer is not None:
+            consumer._thread.thread_loop.close()
     if clock == "event":
         assert commits == [2]  # once, after the step that left nothing to read
     else:
