@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -114,3 +114,18 @@ def capture_outputs(runtime: EngineRuntime) -> CapturingProducer:
     producer = CapturingProducer(partitions=runtime.app.conf.topic_partitions)
     runtime.outputs = OutputSender(lambda: producer)
     return producer
+
+
+def run_agents(app: Any, main: Coroutine[Any, Any, None]) -> None:
+    """`asyncio.run(main)` for agents driven through `agent.test_context()` (no broker).
+
+    Their streams build the app's consumer but never start it, so its thread's
+    event loop is closed here; left to the garbage collector, it is a
+    ResourceWarning in whichever test runs then.
+    """
+    try:
+        asyncio.run(main)
+    finally:
+        consumer = app._consumer
+        if consumer is not None:
+            consumer._thread.thread_loop.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_helpers import run_agents
 
 from chainwatch.runners import largest_batch
 from chainwatch.settings import Settings
@@ -88,12 +89,7 @@ def test_a_backlog_is_taken_in_growing_batches_and_every_record_once(tmp_path: P
                 await agent.put(value, wait=False)
             await until(29)
 
-    try:
-        asyncio.run(run())
-    finally:
-        consumer = app._consumer  # built by the stream's acks, never started
-        if consumer is not None:
-            consumer._thread.thread_loop.close()
+    run_agents(app, run())
     assert [len(b) for b in batches] == [2, 4, 8, 8, 3, 4]
     assert sizes.wait_s(8) == 10
     assert partial_took[0] < 5
@@ -136,11 +132,6 @@ def test_a_batch_is_taken_at_once_when_nothing_is_left_to_read(tmp_path: Path) -
                     await asyncio.wait_for(arrived.wait_for(lambda n=value: len(batches) == n), 30)
                 waited.append(time.monotonic() - started)
 
-    try:
-        asyncio.run(run())
-    finally:
-        consumer = app._consumer  # built by the stream's acks, never started
-        if consumer is not None:
-            consumer._thread.thread_loop.close()
+    run_agents(app, run())
     assert batches == [[1], [2], [3]]
     assert max(waited) < sizes.quiet_s / 2

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from engine_helpers import capture_outputs
+from engine_helpers import capture_outputs, run_agents
 
 from schemas.plan import load_plan
 from schemas.validation import decode_input
@@ -92,12 +92,7 @@ def test_a_step_that_leaves_nothing_to_read_is_committed_at_once_on_the_event_cl
             await scans.put(_scan(3), key=b"PO-3", wait=False)
             await until(3)
 
-    try:
-        asyncio.run(run())
-    finally:
-        consumer = app._consumer  # never started: its thread's loop is ours to close
-        if consumer is not None:
-            consumer._thread.thread_loop.close()
+    run_agents(app, run())
     if clock == "event":
         assert commits == [2]  # once, after the step that left nothing to read
     else:

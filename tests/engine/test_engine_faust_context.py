@@ -7,13 +7,12 @@ agents, codecs-to-processors path, tables, dead-letter wrapper and the sends
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import orjson
-from engine_helpers import capture_outputs
+from engine_helpers import capture_outputs, run_agents
 
 from schemas.dead_letter import DeadLetter, ReasonCode
 from schemas.plan import load_plan
@@ -46,14 +45,7 @@ def test_a_scan_through_the_faust_agent_is_stored_and_published(tmp_path: Path) 
         async with app.agents["order-inbox"].test_context() as inbox:
             await inbox.put(b"not json", key=b"PO-1")  # raises inside: dead-lettered
 
-    try:
-        asyncio.run(run())
-    finally:
-        # faust's stream iterator built the app's consumer (never started here); its
-        # thread's event loop would be left open to the garbage collector
-        consumer = app._consumer
-        if consumer is not None:
-            consumer._thread.thread_loop.close()
+    run_agents(app, run())
     out = engine.runtime.out
     sent = {name: produced.keyed(getattr(out, name)) for name in OUTPUTS}
     slot = OrderSlot.from_json(orjson.loads(engine.runtime.order_table["PO-1"]))
