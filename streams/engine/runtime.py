@@ -497,9 +497,9 @@ class EngineRuntime:
                     drained = False
                     await self._commit_drained()
 
-            waiting = getattr(getattr(stream, "channel", None), "queue", None)
-
-            read = frozenset(getattr(getattr(stream, "channel", None), "topics", None) or ())
+            channel = getattr(stream, "channel", None)
+            waiting = getattr(channel, "queue", None)
+            read = frozenset(getattr(channel, "topics", None) or ())
 
             def nothing_to_read() -> bool:  # for this agent (a batch is taken at once)
                 return commit_when_drained and self._nothing_to_read(waiting, read)
