@@ -482,7 +482,7 @@ class EngineRuntime:
         )  # fmt: skip
         meters = self.metrics.for_topic(logical_topic)
         clock = time.perf_counter
-        commit_when_drained = self.config.clock == "event"
+        event_clock = self.config.clock == "event"
 
         async def step(events: Sequence[Any]) -> None:
             await handle(events)
@@ -502,7 +502,7 @@ class EngineRuntime:
             read = frozenset(getattr(channel, "topics", None) or ())
 
             def nothing_to_read() -> bool:  # for this agent (a batch is taken at once)
-                return commit_when_drained and self._nothing_to_read(waiting, read)
+                return event_clock and self._left_to_read(waiting, read) is False
 
             batches = (
                 take_growing(stream, sizes, commit_if_drained, nothing_to_read)
@@ -519,7 +519,7 @@ class EngineRuntime:
                         await self.guarded(logical_topic, current, step, lambda e: e.message)
                         await self._flush_left()
                         self._count(meters, logical_topic, current, clock() - started)
-                        drained = commit_when_drained and self.drained()
+                        drained = event_clock and self.drained()
                     self.forget_stale(events)  # before take_events acks the batch
                 yield None
 
@@ -529,26 +529,24 @@ class EngineRuntime:
         """Whether order records are still to come from what Kafka holds already: some
         wait in the queue of the agent whose step runs, or its consumer has yet to hand
         on some of a partition of the order side's topics it owns."""
-        waiting = self._waiting
-        if waiting is not None and not waiting.empty():
-            return True
-        unread = getattr(self.app.consumer, "unread", None)
-        return unread is not None and bool(unread(self._order_side))
+        return self._left_to_read(self._waiting, self._order_side) is True
 
     def drained(self) -> bool:
         """Whether the worker has read all Kafka holds for it: nothing waits in the queue
         of the agent whose step runs, and its consumer has handed on every record of the
         partitions it owns, of every topic it reads (unknown: not drained)."""
-        return self._nothing_to_read(self._waiting, self._read_topics)
+        return self._left_to_read(self._waiting, self._read_topics) is False
 
-    def _nothing_to_read(self, waiting: Any, topics: frozenset[str]) -> bool:
-        """Nothing waits in `waiting` (a stream's queue), nor unread in Kafka on the
-        partitions of `topics` the worker owns (unknown, or no topics: False)."""
-        if not topics or (waiting is not None and not waiting.empty()):
-            return False
-        # the consumer as built (faust's `app.consumer` would build one where there is none)
+    def _left_to_read(self, waiting: Any, topics: frozenset[str]) -> bool | None:
+        """Whether records wait in `waiting` (a stream's queue) or unread in Kafka on the
+        partitions of `topics` the worker owns; None when that is unknown (no topics, no
+        consumer built: faust's `app.consumer` would build one where there is none)."""
+        if waiting is not None and not waiting.empty():
+            return True
         unread = getattr(self.app._consumer, "unread", None)
-        return unread is not None and not unread(topics)
+        if unread is None or not topics:
+            return None
+        return bool(unread(topics))
 
     async def _commit_drained(self) -> None:
         """Commit what the agents acked now, not at the next tick of the commit timer.
