@@ -436,8 +436,14 @@ class OrderProcessor:
         """A deadline of this order fell due: re-derive its alerts at `now`, or evict it.
 
         A derivation the slot owes is made first, at its own clock (its facts decide
-        when the order closed, hence whether it leaves the state now)."""
+        when the order closed, hence whether it leaves the state now), unless `now`
+        is before its earliest fact + the retention: the order cannot leave the
+        state then, and one derivation at `now` ends where the two would (alerts
+        are a function of the facts and the clock; the owed one's versions would be
+        superseded at once)."""
         if slot.pending_ms is not None:
+            if to_ms(now) < self._earliest_ms(slot, []) + self.limits.closed_order_retention_ms:
+                return self._derive(slot, now, received or Received())
             effects = self.derive_owed(slot, received)
             _merge(effects, self.on_clock(slot, now))
             return effects

@@ -462,6 +462,38 @@ def test_an_owed_derivation_is_made_before_a_record_or_a_deadline_that_needs_it(
     assert by_clock.pending_ms is None
 
 
+def test_a_deadline_of_an_owing_order_that_cannot_leave_derives_it_once_at_its_clock() -> None:
+    """A deadline falls due while the order owes a derivation, before its earliest fact
+    + the retention: one derivation at the deadline's clock ends where the owed one and
+    then the deadline's would (alerts, facts, joins, next deadline, dead letters), with
+    one snapshot version fewer and no intermediate alert versions."""
+    processor = OrderProcessor(PLAN)
+    two, once = OrderSlot.new("PO-1"), OrderSlot.new("PO-1")
+    for slot in (two, once):
+        processor.on_inputs(slot, _inputs(), defer=True)
+    later = T0 + timedelta(days=10)  # past the order's deadlines, well within 30 days
+    derived, due = processor.derive_owed(two), processor.on_clock(two, later)
+    effects = processor.on_clock(once, later)
+
+    assert once.pending_ms is None
+    assert once.published == two.published
+    assert once.facts == two.facts
+    assert once.occupancy_sent == two.occupancy_sent
+    assert once.next_deadline_ms == two.next_deadline_ms
+    assert once.closed_at_ms == two.closed_at_ms
+    assert once.version == two.version - 1
+    assert effects.snapshot is not None
+    assert orjson.loads(effects.snapshot) == {**orjson.loads(due.snapshot or b""),
+                                              "version": once.version}  # fmt: skip
+    assert {a["alert_id"]: a for a in effects.alerts} == {
+        a["alert_id"]: a for a in [*derived.alerts, *due.alerts]
+    }  # the latest version of each alert, no earlier one
+    assert len(effects.alerts) == len({a["alert_id"] for a in effects.alerts})
+    assert [d.reason_code for d in effects.dead_letters] == [
+        d.reason_code for d in derived.dead_letters
+    ]
+
+
 def test_a_stored_slot_keeps_its_debt_and_recovery_reads_it() -> None:
     processor = OrderProcessor(PLAN)
     slot = OrderSlot.new("PO-1")
