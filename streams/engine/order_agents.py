@@ -61,9 +61,6 @@ class OrderAgents:
         """order_id -> partition of the orders that owe a derivation (`defer`)."""
         self.received: dict[str, Received] = {}
         """The sources of the records those derivations cover (for their dead letters)."""
-        self.due: dict[str, int] = {}
-        """order_id -> the clock a deadline of an order owing a derivation fell due at: the
-        deadline waits for the derivation (`fire_due`), which is then made at that clock."""
         self.acting: dict[int, Any] = {}
         """partition -> an event of it: what a table write of that partition acts for."""
         self.ticks_in_flight: set[int] = set()
@@ -107,18 +104,10 @@ class OrderAgents:
         """Re-derive (or evict) the orders of `partition` whose next deadline has come.
 
         Runs with an event of `partition` as faust's current event (table writes).
-        An order that owes a derivation (event clock) is not derived here: its deadline
-        is remembered (`due`) and `settle` derives it at that clock, as `on_clock` would
-        have, once for the deadline and the records still on their way. Until then its
-        stored next deadline stays the one that fell due, so a worker that stops before
-        fires it again after its restart.
         """
         rt = self.rt
         now = from_ms(now_ms)
         for due_ms, order_id in list(rt.deadlines.pop_due(partition, now_ms)):
-            if order_id in self.owed:
-                self.due[order_id] = now_ms
-                continue
             raw = rt.order_table.get(order_id)
             if raw is None:
                 continue
@@ -137,7 +126,6 @@ class OrderAgents:
         if slot.pending_ms is None:
             self.owed.pop(order_id, None)
             self.received.pop(order_id, None)
-            self.due.pop(order_id, None)  # derived: it scheduled its deadlines again
             return
         self.owed[order_id] = slot.partition
         if received:
@@ -160,15 +148,6 @@ class OrderAgents:
             DeadLetter.build(raw, position.source(), [detail], code, now, key=key)
             for position, raw in held
         )
-
-    def _derive_owed(self, slot: OrderSlot, received: Received | None) -> Effects:
-        """The owed derivation, at the clock a deadline fell due at while it was owed
-        (`due`) when that is later than the inputs it covers."""
-        due_ms = self.due.pop(slot.facts.order_id, None)
-        assert slot.pending_ms is not None
-        if due_ms is None or due_ms <= slot.pending_ms:
-            return self.orders.derive_owed(slot, received)
-        return self.orders.on_clock(slot, from_ms(due_ms), received)
 
     async def settle(self) -> None:
         """Make the derivations owed, unless more order records are on their way
@@ -201,7 +180,7 @@ class OrderAgents:
                     slot = decode_slot(order_id, rt.order_table.get(order_id))
                     if slot is not None and slot.pending_ms is not None:
                         slot.partition = partition
-                        self.apply(slot, self._derive_owed(slot, received))
+                        self.apply(slot, self.orders.derive_owed(slot, received))
                         partitions.add(partition)
             except Exception as exc:  # never raises out of a step: the records are stored
                 self._derivation_failed(order_id, received, exc)
@@ -417,7 +396,6 @@ class OrderAgents:
             self.ticks_in_flight.clear()
             self.owed.clear()  # the table says which orders owe one (their partition's
             self.received.clear()  # owner derives them); sources do not survive a move
-            self.due.clear()  # (their deadlines are stored: indexed again below)
             self.acting.clear()
             announced = 0
             active = rt.active_partitions(rt.scans_topic)

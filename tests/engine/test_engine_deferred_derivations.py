@@ -17,7 +17,6 @@ import orjson
 import pytest
 from engine_helpers import CapturingProducer, capture_outputs
 
-from schemas.common import format_utc
 from schemas.dead_letter import DeadLetter, ReasonCode
 from schemas.plan import load_plan
 from schemas.validation import decode_input
@@ -25,10 +24,7 @@ from streams.app import create_app
 from streams.engine import order_agents
 from streams.engine.agents import Engine, EngineConfig
 from streams.engine.order_slot import OrderSlot, peek
-from streams.rules.facts import from_ms
 from streams.topics import SCANS, TopicNames
-
-HOUR_MS = 3_600_000
 
 
 @dataclass
@@ -191,54 +187,3 @@ def test_settling_many_owed_orders_sends_their_outputs_on_the_way(
     assert max(pending) < 6 + 6  # never much more than the bound collected
     sent = {key for key, _ in _states(engine_, produced)}
     assert len(sent) >= 8  # most snapshots already sent before the step ends
-
-
-def _scan_at(order_id: str, n: int, at_ms: int, stage: str, action: str) -> _Event:
-    value = {"event_id": f"{order_id}-{n}", "order_id": order_id, "stage": stage,
-             "action": action, "unit_id": "YARN-1",
-             "event_time": format_utc(from_ms(at_ms))}  # fmt: skip
-    raw = json.dumps(value).encode()
-    scan = decode_input(SCANS, raw, plan=load_plan(None))
-    return _Event(_Message(order_id.encode(), raw, offset=n), scan)
-
-
-def test_a_deadline_of_an_owing_order_waits_for_its_derivation(
-    engine: tuple[Engine, CapturingProducer, list[bool]],
-) -> None:
-    """A deadline that falls due while its order owes a derivation does not derive it:
-    the order is derived once when the backlog ends, with the records that came after
-    the deadline, at the clock they came at (not once at the deadline and once more)."""
-    engine_, produced, backlog = engine
-    rt, orders = engine_.runtime, engine_.orders
-    deadline: list[int] = []
-
-    async def step(*events: _Event) -> None:
-        await orders.on_scans(list(events))
-        await rt.outputs.flush()
-
-    async def run() -> None:
-        backlog[0] = False
-        await step(_scan("PO-1", 1))  # derived at once: its next deadline is indexed
-        due = rt.deadlines.next_due(0)
-        assert due is not None
-        deadline.append(due)
-        backlog[0] = True
-        await step(_scan_at("PO-1", 2, due - HOUR_MS, "yarn_sourcing", "completed"))
-        await step(_scan_at("PO-2", 1, due + HOUR_MS, "yarn_sourcing", "started"))
-        assert "PO-1" in orders.owed  # its deadline fell due: it waits
-        assert orders.due == {"PO-1": due + HOUR_MS}
-        assert [key for key, _ in _states(engine_, produced)] == [b"PO-1"]  # step 1's only
-        await step(_scan_at("PO-1", 3, due + 2 * HOUR_MS, "dyeing", "started"))
-        backlog[0] = False
-        await step(_scan_at("PO-2", 2, due + 3 * HOUR_MS, "yarn_sourcing", "completed"))
-
-    asyncio.run(run())
-    assert orders.owed == {}
-    assert orders.due == {}
-    po1 = [state for key, state in _states(engine_, produced) if key == b"PO-1"]
-    assert [state["version"] for state in po1] == [1, 2]  # once more, not twice
-    assert po1[-1]["as_of"] == format_utc(from_ms(deadline[0] + 2 * HOUR_MS))
-    slot = OrderSlot.from_json(orjson.loads(rt.order_table["PO-1"]))
-    assert [s.event_id for s in slot.facts.scans] == ["PO-1-1", "PO-1-2", "PO-1-3"]
-    assert slot.next_deadline_ms is not None
-    assert rt.deadlines.next_due(0) is not None
