@@ -57,11 +57,6 @@ class OrderAgents:
             rt.plan, snapshots=rt.config.snapshots, limits=rt.config.limits
         )
         self.defer = rt.config.defer_derivations
-        self.deferring = False
-        """Whether the step under way defers its orders' derivations: on the event clock
-        while order records are on their way (`EngineRuntime.backlog`, asked as the step
-        begins). A step that begins with none derives its orders as it takes them, as
-        its `settle` would at its end, without storing and decoding each one again."""
         self.owed: dict[str, int] = {}
         """order_id -> partition of the orders that owe a derivation (`defer`)."""
         self.received: dict[str, Received] = {}
@@ -213,7 +208,6 @@ class OrderAgents:
         (`OrderProcessor.on_inputs`); then each partition's deadlines fire once.
         """
         rt = self.rt
-        self.deferring = self.defer and rt.backlog()
         kind = ScanEvent if topic == SCANS else OrderRecord
         groups: dict[str, list[tuple[Any, Arrival]]] = {}
         last: dict[int, Any] = {}
@@ -274,7 +268,7 @@ class OrderAgents:
             if scans and raw is not None:
                 self._remember_gate(order_id, raw, slot)
             received = self.received.get(order_id) or Received()
-            self.apply(slot, self.orders.on_inputs(slot, arrivals, defer=self.deferring,
+            self.apply(slot, self.orders.on_inputs(slot, arrivals, defer=self.defer,
                                                    received=received))  # fmt: skip
             self._note(slot, received, event)
 
@@ -329,7 +323,6 @@ class OrderAgents:
         at most once; ticks fire their partition's deadlines once, after the answers.
         """
         rt = self.rt
-        self.deferring = self.defer and rt.backlog()
         groups: dict[str, list[tuple[Any, Arrival]]] = {}
         ticked: dict[int, Any] = {}
         for event, message in await rt.unbundled(ORDER_INBOX, events, decode_order_inbox):
@@ -342,8 +335,6 @@ class OrderAgents:
                 continue
             now = from_ms(rt.clock.now(partition))
             groups.setdefault(message.order_id, []).append((event, Arrival(message, now)))
-            if self.defer and not self.deferring:  # derived here: their deadlines, as in settle
-                ticked.setdefault(partition, event)
         for items in groups.values():
             await rt.guarded(ORDER_INBOX, items, self._answers, lambda item: item[0].message)
         for partition, event in ticked.items():
@@ -363,7 +354,7 @@ class OrderAgents:
             slot.partition = event.message.partition
             received = self.received.get(order_id) or Received()
             effects = self.orders.on_inputs(
-                slot, [a for _, a in items], defer=self.deferring, received=received
+                slot, [a for _, a in items], defer=self.defer, received=received
             )
             if effects.changed:
                 self.apply(slot, effects)

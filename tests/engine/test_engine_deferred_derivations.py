@@ -187,32 +187,3 @@ def test_settling_many_owed_orders_sends_their_outputs_on_the_way(
     assert max(pending) < 6 + 6  # never much more than the bound collected
     sent = {key for key, _ in _states(engine_, produced)}
     assert len(sent) >= 8  # most snapshots already sent before the step ends
-
-
-def test_a_step_that_begins_with_nothing_left_to_read_derives_as_it_takes(
-    engine: tuple[Engine, CapturingProducer, list[bool]],
-) -> None:
-    """With no order record on its way when a step begins, its orders are derived as they
-    are taken: each slot is stored once, not stored owing and then again by `settle`."""
-    engine_, produced, backlog = engine
-    rt, orders = engine_.runtime, engine_.orders
-    backlog[0] = False
-    writes: list[str] = []
-    put = rt.put
-
-    def counted(table: Any, key: str, value: bytes) -> None:
-        writes.append(key)
-        put(table, key, value)
-
-    rt.put = counted  # type: ignore[method-assign]
-
-    async def run() -> None:
-        await orders.on_scans([_scan("PO-1", 1), _scan("PO-2", 1), _scan("PO-1", 2)])
-        await rt.outputs.flush()
-
-    asyncio.run(run())
-    assert sorted(writes) == ["PO-1", "PO-2"]
-    assert orders.owed == {}
-    assert sorted(key for key, _ in _states(engine_, produced)) == [b"PO-1", b"PO-2"]
-    for order_id in ("PO-1", "PO-2"):
-        assert not peek(rt.order_table[order_id])[0].pending
