@@ -553,6 +553,7 @@ def test_the_seek_after_an_assignment_does_not_wait_behind_an_empty_fetch(
             return await kafka.position(ktp), loop.time() - started
         finally:
             await kafka.stop()
+            thread.thread_loop.close()  # the thread's own loop, never started here
 
     position, took = asyncio.run(asyncio.wait_for(scenario(), 45))
     assert position == 0
