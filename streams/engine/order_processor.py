@@ -245,9 +245,8 @@ class OrderProcessor:
                     _merge(effects, self._closed(slot, arrival))
                     continue
                 at = max(to_ms(_record_time(item, arrival.now)), arrival.clock_before_ms or 0)
-                if pending is not None and at >= (
-                    self._earliest_ms(slot, earliest) + self.limits.closed_order_retention_ms
-                ):  # the pending change may have closed the order long enough ago: derive now
+                if pending is not None and self._may_have_left(slot, at, earliest):
+                    # the pending change may have closed the order long enough ago: derive now
                     _merge(effects, self._derive(slot, pending, received))
                     pending = None
                 evict_at = self.evict_at_ms(slot)
@@ -304,6 +303,11 @@ class OrderProcessor:
         return self.refuse(
             slot.facts.order_id, ReasonCode.ORDER_CLOSED, arrival.position, arrival.raw, arrival.now
         )
+
+    def _may_have_left(self, slot: OrderSlot, at_ms: int, memo: list[int]) -> bool:
+        """Whether changes the slot owes a derivation for could have closed the order
+        long enough before `at_ms` for it to leave the state (`memo`: `_earliest_ms`'s)."""
+        return at_ms >= self._earliest_ms(slot, memo) + self.limits.closed_order_retention_ms
 
     @staticmethod
     def _earliest_ms(slot: OrderSlot, memo: list[int]) -> int:
@@ -442,7 +446,7 @@ class OrderProcessor:
         are a function of the facts and the clock; the owed one's versions would be
         superseded at once)."""
         if slot.pending_ms is not None:
-            if to_ms(now) < self._earliest_ms(slot, []) + self.limits.closed_order_retention_ms:
+            if not self._may_have_left(slot, to_ms(now), []):
                 return self._derive(slot, now, received or Received())
             effects = self.derive_owed(slot, received)
             _merge(effects, self.on_clock(slot, now))
