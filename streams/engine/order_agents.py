@@ -3,8 +3,9 @@
 Each input loads the order's slot, hands it to `OrderProcessor`, writes the slot
 back and sends the effects. The order side also owns the clock: deadlines fall
 due per partition (event time: with the inputs; live: ticks from a timer). On
-the event clock the derivation an input causes may be owed for a while
-(`settle`): a replay derives an order once per backlog, not once per batch.
+the event clock the derivation an input causes may be owed for a while, and
+the deadlines that fall due wait with it (`settle`): a replay derives an order
+once per backlog, not once per batch and again for every deadline it passed.
 """
 
 from __future__ import annotations
@@ -150,8 +151,9 @@ class OrderAgents:
         )
 
     async def settle(self) -> None:
-        """Make the derivations owed, unless more order records are on their way
-        (`EngineRuntime.backlog`) and fewer than `OWED_MOST` orders owe one.
+        """Fire the deadlines that fell due and make the derivations owed, unless
+        more order records are on their way (`EngineRuntime.backlog`) and fewer than
+        `OWED_MOST` orders owe one.
 
         Runs at the end of every order step. A worker that defers derivations
         (event clock) derives an order once for all the batches its records came
@@ -164,11 +166,28 @@ class OrderAgents:
         (`OrderSlot.pending_ms`); recovery takes them up again. The outputs of
         thousands of derivations are sent on the way (`RECOVERY_FLUSH_EVERY`),
         before the step's inputs are acked as ever.
+
+        The deadlines wait with the derivations (event clock). A replay reads its
+        topics at their own pace, so a partition's clock passes deadlines whose
+        fulfilling scans are still on their way: fired then, such a deadline sent
+        an alert and its retraction and derived the order once more. Fired here, at
+        the partition's clock, an order that also owes one is derived once
+        (`OrderProcessor.on_clock`). Alerts are a function of the facts and the
+        clock, so they end where firing each deadline on the way would; what a
+        deadline decides while applying a record (an eviction, hence `order_closed`)
+        is decided there from the record's clock (`on_inputs`), and before a join
+        answer by firing that order's deadline first (`_answers`).
         """
-        if not self.owed or (len(self.owed) < OWED_MOST and self.rt.backlog()):
+        rt = self.rt
+        if self.defer:
+            if len(self.owed) < OWED_MOST and rt.backlog():
+                return
+            for partition, event in sorted(self.acting.items()):
+                with rt.acting_for(event):
+                    await self.fire_due(partition, rt.clock.now(partition))
+        if not self.owed:
             return
         # (a fire_due below may derive an owed order too: it is dropped from `owed`)
-        rt = self.rt
         partitions: set[int] = set()
         for order_id, partition in list(self.owed.items()):
             event = self.acting.get(partition)
@@ -205,7 +224,8 @@ class OrderAgents:
         Every record is observed by its partition's clock in arrival order (the
         clock each one would have been evaluated at alone); then each order's
         records are applied in offset order and the order derived once
-        (`OrderProcessor.on_inputs`); then each partition's deadlines fire once.
+        (`OrderProcessor.on_inputs`); then each partition's deadlines fire once
+        (live clock; on the event clock when the backlog ends: `settle`).
         """
         rt = self.rt
         kind = ScanEvent if topic == SCANS else OrderRecord
@@ -230,9 +250,10 @@ class OrderAgents:
         self.acting.update(last)
         for items in groups.values():
             await rt.guarded(topic, items, self._take, lambda item: item[0].message)
-        for partition, event in last.items():
-            with rt.acting_for(event):
-                await self.fire_due(partition, rt.clock.now(partition))
+        if not self.defer:
+            for partition, event in last.items():
+                with rt.acting_for(event):
+                    await self.fire_due(partition, rt.clock.now(partition))
         await self.settle()
 
     async def _take(self, items: Sequence[tuple[Any, Arrival]]) -> None:
@@ -337,9 +358,10 @@ class OrderAgents:
             groups.setdefault(message.order_id, []).append((event, Arrival(message, now)))
         for items in groups.values():
             await rt.guarded(ORDER_INBOX, items, self._answers, lambda item: item[0].message)
-        for partition, event in ticked.items():
-            with rt.acting_for(event):
-                await self.fire_due(partition, rt.clock.now(partition))
+        if not self.defer:
+            for partition, event in ticked.items():
+                with rt.acting_for(event):
+                    await self.fire_due(partition, rt.clock.now(partition))
         await self.settle()
 
     async def _answers(self, items: Sequence[tuple[Any, Arrival]]) -> None:
@@ -352,6 +374,16 @@ class OrderAgents:
             if slot is None:
                 return  # the order left the state: a late join answer changes nothing
             slot.partition = event.message.partition
+            if self.defer and self._due(slot):
+                # its deadline fell due before this answer (deferred to `settle`): fired
+                # now, as the per-record engine did, for an eviction it may make
+                effects = self.orders.on_clock(
+                    slot, from_ms(rt.clock.now(slot.partition)), self.received.pop(order_id, None)
+                )
+                self.owed.pop(order_id, None)
+                self.apply(slot, effects)
+                if effects.evicted:
+                    return
             received = self.received.get(order_id) or Received()
             effects = self.orders.on_inputs(
                 slot, [a for _, a in items], defer=self.defer, received=received
@@ -359,6 +391,11 @@ class OrderAgents:
             if effects.changed:
                 self.apply(slot, effects)
             self._note(slot, received, event)
+
+    def _due(self, slot: OrderSlot) -> bool:
+        """Whether a deadline of `slot` that may evict it fell due on its partition's clock."""
+        due, now_ms = slot.next_deadline_ms, self.rt.clock.now(slot.partition)
+        return due is not None and due <= now_ms and self.orders.may_leave(slot, now_ms)
 
     # --- live clock ---------------------------------------------------------------
 

@@ -304,6 +304,13 @@ class OrderProcessor:
             slot.facts.order_id, ReasonCode.ORDER_CLOSED, arrival.position, arrival.raw, arrival.now
         )
 
+    def may_leave(self, slot: OrderSlot, now_ms: int) -> bool:
+        """Whether a deadline at `now_ms` could evict the order (`on_clock`)."""
+        evict_at = self.evict_at_ms(slot)
+        if evict_at is not None and now_ms >= evict_at:
+            return True
+        return slot.pending_ms is not None and self._may_have_left(slot, now_ms, [])
+
     def _may_have_left(self, slot: OrderSlot, at_ms: int, memo: list[int]) -> bool:
         """Whether changes the slot owes a derivation for could have closed the order
         long enough before `at_ms` for it to leave the state (`memo`: `_earliest_ms`'s)."""

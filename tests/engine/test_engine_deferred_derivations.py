@@ -23,8 +23,10 @@ from schemas.validation import decode_input
 from streams.app import create_app
 from streams.engine import order_agents
 from streams.engine.agents import Engine, EngineConfig
+from streams.engine.messages import CustomerAnswer, encode_bundle
 from streams.engine.order_slot import OrderSlot, peek
-from streams.topics import SCANS, TopicNames
+from streams.rules.facts import CustomerFact
+from streams.topics import ORDERS, SCANS, TopicNames
 
 
 @dataclass
@@ -43,13 +45,28 @@ class _Event:
         self.message, self.value = message, value
 
 
-def _scan(order_id: str, n: int, stage: str = "yarn_sourcing") -> _Event:
+def _scan(
+    order_id: str, n: int, stage: str = "yarn_sourcing", *, action: str = "started",
+    at: str | None = None,
+) -> _Event:  # fmt: skip
     value = {"event_id": f"{order_id}-{n}", "order_id": order_id, "stage": stage,
-             "action": "started", "unit_id": "YARN-1",
-             "event_time": f"2027-03-01T1{n}:00:00Z"}  # fmt: skip
+             "action": action, "unit_id": "YARN-1",
+             "event_time": at or f"2027-03-01T1{n}:00:00Z"}  # fmt: skip
     raw = json.dumps(value).encode()
     scan = decode_input(SCANS, raw, plan=load_plan(None))
     return _Event(_Message(order_id.encode(), raw, offset=n), scan)
+
+
+def _order_record(order_id: str, offset: int, **fields: Any) -> _Event:
+    raw = json.dumps({"order_id": order_id, **fields}).encode()
+    record = decode_input(ORDERS, raw, plan=load_plan(None))
+    return _Event(_Message(order_id.encode(), raw, offset=offset, topic="t.orders"), record)
+
+
+def _alerts(engine: Engine, produced: CapturingProducer) -> list[tuple[str, str, str]]:
+    """(order_id, alert_type, status) of every alert record sent, in order."""
+    alerts = [orjson.loads(value or b"") for _, value in produced.keyed(engine.runtime.out.alerts)]
+    return [(a["order_id"], a["type"], a["status"]) for a in alerts]
 
 
 @pytest.fixture
@@ -187,3 +204,74 @@ def test_settling_many_owed_orders_sends_their_outputs_on_the_way(
     assert max(pending) < 6 + 6  # never much more than the bound collected
     sent = {key for key, _ in _states(engine_, produced)}
     assert len(sent) >= 8  # most snapshots already sent before the step ends
+
+
+def test_deadlines_that_fall_due_while_the_backlog_lasts_fire_once_when_it_ends(
+    engine: tuple[Engine, CapturingProducer, list[bool]],
+) -> None:
+    """A replay's topics are read at their own pace, so a partition's clock passes
+    deadlines whose fulfilling scans are still on their way. Fired as the clock passed
+    them, such a deadline published an alert and its retraction and derived the order
+    once more; fired when the backlog ends, the order is derived once with what came."""
+    engine_, produced, backlog = engine
+    rt, orders = engine_.runtime, engine_.orders
+
+    async def step(*events: _Event) -> None:
+        await orders.on_scans(list(events))
+        await rt.outputs.flush()
+
+    async def run() -> None:
+        backlog[0] = False  # yarn sourcing started (48 h): due 2027-03-03T10:00
+        await step(_scan("PO-1", 1, at="2027-03-01T10:00:00Z"),
+                   _scan("PO-3", 1, at="2027-03-01T10:00:00Z"))  # fmt: skip
+        assert orders.owed == {}
+        backlog[0] = True
+        await step(_scan("PO-2", 1, at="2027-03-03T12:00:00Z"))  # the clock passes both
+        await step(_scan("PO-1", 2, action="completed", at="2027-03-02T10:00:00Z"),
+                   _scan("PO-1", 3, "dyeing", at="2027-03-02T12:00:00Z"))  # fmt: skip
+        assert _alerts(engine_, produced) == []  # not fired while the backlog lasts
+        backlog[0] = False
+        await step(_scan("PO-2", 2, action="completed", at="2027-03-03T12:30:00Z"))
+
+    asyncio.run(run())
+    assert orders.owed == {}
+    # PO-1's late scans fulfilled its deadline: no alert opened and retracted;
+    # PO-3's was missed: its alert is published once, at the backlog's end
+    assert _alerts(engine_, produced) == [("PO-3", "stage_overdue", "open")]
+    versions = [(key, state["version"]) for key, state in _states(engine_, produced)]
+    assert sorted(versions) == [(b"PO-1", 1), (b"PO-1", 2), (b"PO-2", 1), (b"PO-3", 1),
+                                (b"PO-3", 2)]  # fmt: skip
+
+
+def test_a_join_answer_after_an_eviction_fell_due_finds_the_order_gone(
+    engine: tuple[Engine, CapturingProducer, list[bool]],
+) -> None:
+    """Deadlines wait for the backlog's end, but an eviction does not wait for a join
+    answer: the per-record engine evicted the order when the clock passed the instant,
+    so an answer after that changes nothing."""
+    engine_, produced, backlog = engine
+    rt, orders = engine_.runtime, engine_.orders
+    inbox = rt.order_inbox.get_topic_name()
+
+    async def run() -> None:
+        backlog[0] = False
+        await orders.on_order_records([
+            _order_record("PO-1", 1, op="created", customer_id="C-1", product="crewneck",
+                          quantity=100, placed_at="2027-03-01T00:00:00Z",
+                          due_at="2027-03-20T00:00:00Z"),
+            _order_record("PO-1", 2, op="cancelled", event_time="2027-03-01T12:00:00Z"),
+        ])  # fmt: skip
+        await rt.outputs.flush()
+        assert not peek(rt.order_table["PO-1"])[0].evicted
+        backlog[0] = True  # 30 days' retention: PO-1 leaves at 2027-03-31T12:00
+        await orders.on_scans([_scan("PO-2", 1, at="2027-04-05T00:00:00Z")])
+        assert not peek(rt.order_table["PO-1"])[0].evicted  # deferred with the backlog
+        answer = CustomerAnswer("PO-1", "C-1", 5, CustomerFact("C-1", "Knit Co", "platinum"))
+        bundle = encode_bundle([answer.encode()])
+        await orders.on_inbox([_Event(_Message(b"PO-1", bundle, offset=1, topic=inbox), bundle)])
+        await rt.outputs.flush()
+        assert peek(rt.order_table["PO-1"])[0].evicted  # evicted before the answer
+
+    asyncio.run(run())
+    # the answer derived nothing: PO-1's only snapshot is the one before it left
+    assert [state["version"] for key, state in _states(engine_, produced) if key == b"PO-1"] == [1]
