@@ -182,8 +182,8 @@ class OrderAgents:
         if self.defer:
             if len(self.owed) < OWED_MOST and rt.backlog():
                 return
-            for partition, event in sorted(self.acting.items()):
-                with rt.acting_for(event):
+            for partition in sorted(self.acting):
+                with rt.acting_for(self.acting[partition]):
                     await self.fire_due(partition, rt.clock.now(partition))
         if not self.owed:
             return
