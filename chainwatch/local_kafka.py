@@ -10,6 +10,7 @@ does nothing, and `stop` works from any shell.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -18,7 +19,8 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,14 +63,39 @@ def _require_tool(name: str, hint: str) -> str:
 
 
 def fetch_jars(progress: Callable[[str], None] = lambda _msg: None) -> Path:
-    """Download the broker jars with Maven once; later calls return the cache."""
+    """Download the broker jars with Maven once; later calls return the cache.
+
+    Processes that start a broker at once (the test suite's two sessions on a
+    fresh clone) fetch one after the other: the second waits on a lock file
+    beside the cache and then finds it complete, instead of downloading too and
+    racing the first to put its copy in place.
+    """
     target = jar_dir()
     if (target / ".complete").exists():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(target.parent / ".fetch.lock"):
+        if (target / ".complete").exists():
+            return target
+        _download(target, progress)
+    return target
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `lock_path` (released when the process dies)."""
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _download(target: Path, progress: Callable[[str], None]) -> None:
     _require_tool("java", "install a Java 17+ runtime (e.g. apt install openjdk-17-jre-headless)")
     mvn = _require_tool("mvn", "install Apache Maven (e.g. apt install maven)")
     progress(f"fetching Apache Kafka {_pom_version()} jars from Maven Central (first run only)")
-    target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="jars-", dir=target.parent))
     cmd = [
         mvn,
@@ -90,11 +117,22 @@ def fetch_jars(progress: Callable[[str], None] = lambda _msg: None) -> Path:
         tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
         raise BrokerError("Maven could not fetch the Kafka jars: " + " | ".join(tail))
     (staging / ".complete").touch()
-    if target.exists():  # another process won the race; keep its copy
-        shutil.rmtree(staging, ignore_errors=True)
-    else:
+    install_jars(staging, target)
+
+
+def install_jars(staging: Path, target: Path) -> None:
+    """Move a complete download into place. A complete copy already there (put by a
+    process that does not take the lock, such as an older checkout) is kept and this
+    one dropped; an incomplete one is replaced."""
+    if target.exists() and not (target / ".complete").exists():
+        shutil.rmtree(target)  # a copy from before downloads were staged whole
+    try:
         staging.rename(target)
-    return target
+    except OSError as exc:
+        if not (target / ".complete").exists():
+            shutil.rmtree(staging, ignore_errors=True)
+            raise BrokerError(f"could not put the Kafka jars in {target}: {exc}") from exc
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
