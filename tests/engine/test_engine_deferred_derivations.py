@@ -87,25 +87,27 @@ def _states(engine: Engine, produced: CapturingProducer) -> list[tuple[bytes | N
     ]
 
 
+async def _step(engine: Engine, *events: _Event) -> None:
+    """One batch of scans through the order agents, its outputs sent."""
+    await engine.orders.on_scans(list(events))
+    await engine.runtime.outputs.flush()
+
+
 def test_orders_owe_their_derivation_while_the_backlog_lasts_then_derive_once(
     engine: tuple[Engine, CapturingProducer, list[bool]],
 ) -> None:
     engine_, produced, backlog = engine
     rt, orders = engine_.runtime, engine_.orders
 
-    async def step(*events: _Event) -> None:
-        await orders.on_scans(list(events))
-        await rt.outputs.flush()
-
     async def run() -> None:
-        await step(_scan("PO-1", 1), _scan("PO-2", 1))
-        await step(_scan("PO-1", 2))
+        await _step(engine_, _scan("PO-1", 1), _scan("PO-2", 1))
+        await _step(engine_, _scan("PO-1", 2))
         assert set(orders.owed) == {"PO-1", "PO-2"}
         assert _states(engine_, produced) == []  # nothing derived yet
         stored, _ = peek(rt.order_table["PO-1"])
         assert stored.pending  # the debt is stored with the scans
         backlog[0] = False
-        await step(_scan("PO-2", 2))
+        await _step(engine_, _scan("PO-2", 2))
 
     asyncio.run(run())
     assert orders.owed == {}
@@ -214,24 +216,20 @@ def test_deadlines_that_fall_due_while_the_backlog_lasts_fire_once_when_it_ends(
     them, such a deadline published an alert and its retraction and derived the order
     once more; fired when the backlog ends, the order is derived once with what came."""
     engine_, produced, backlog = engine
-    rt, orders = engine_.runtime, engine_.orders
-
-    async def step(*events: _Event) -> None:
-        await orders.on_scans(list(events))
-        await rt.outputs.flush()
+    orders = engine_.orders
 
     async def run() -> None:
         backlog[0] = False  # yarn sourcing started (48 h): due 2027-03-03T10:00
-        await step(_scan("PO-1", 1, at="2027-03-01T10:00:00Z"),
-                   _scan("PO-3", 1, at="2027-03-01T10:00:00Z"))  # fmt: skip
+        started = "2027-03-01T10:00:00Z"
+        await _step(engine_, _scan("PO-1", 1, at=started), _scan("PO-3", 1, at=started))
         assert orders.owed == {}
         backlog[0] = True
-        await step(_scan("PO-2", 1, at="2027-03-03T12:00:00Z"))  # the clock passes both
-        await step(_scan("PO-1", 2, action="completed", at="2027-03-02T10:00:00Z"),
-                   _scan("PO-1", 3, "dyeing", at="2027-03-02T12:00:00Z"))  # fmt: skip
+        await _step(engine_, _scan("PO-2", 1, at="2027-03-03T12:00:00Z"))  # the clock passes both
+        completed = _scan("PO-1", 2, action="completed", at="2027-03-02T10:00:00Z")
+        await _step(engine_, completed, _scan("PO-1", 3, "dyeing", at="2027-03-02T12:00:00Z"))
         assert _alerts(engine_, produced) == []  # not fired while the backlog lasts
         backlog[0] = False
-        await step(_scan("PO-2", 2, action="completed", at="2027-03-03T12:30:00Z"))
+        await _step(engine_, _scan("PO-2", 2, action="completed", at="2027-03-03T12:30:00Z"))
 
     asyncio.run(run())
     assert orders.owed == {}
