@@ -81,11 +81,27 @@ def fetch_jars(progress: Callable[[str], None] = lambda _msg: None) -> Path:
     return target
 
 
+FETCH_LOCK_WAIT_S = 20 * 60
+"""How long a fetch waits for another process's (whose Maven run is bounded at 15 min)."""
+
+
 @contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `lock_path` (released when the process dies)."""
+    """Hold an exclusive advisory lock on `lock_path` (released when the process dies),
+    waiting at most `FETCH_LOCK_WAIT_S` for the process that holds it."""
+    deadline = time.monotonic() + FETCH_LOCK_WAIT_S
     with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BrokerError(
+                        f"another process has been fetching the Kafka jars for over "
+                        f"{FETCH_LOCK_WAIT_S // 60} minutes (lock {lock_path})"
+                    ) from None
+                time.sleep(0.2)
         try:
             yield
         finally:

@@ -76,9 +76,12 @@ def test_two_processes_fetching_at_once_download_once(
     real_flock = fcntl.flock
 
     def flock(handle: Any, operation: int) -> None:
-        if threading.current_thread().name == "second" and operation == fcntl.LOCK_EX:
-            second_waits.set()  # about to block behind the first's lock
-        real_flock(handle, operation)
+        try:
+            real_flock(handle, operation)
+        except BlockingIOError:
+            if threading.current_thread().name == "second":
+                second_waits.set()  # refused: the first holds the lock
+            raise
 
     monkeypatch.setattr(local_kafka, "_download", download)
     monkeypatch.setattr(local_kafka.fcntl, "flock", flock)
@@ -92,7 +95,7 @@ def test_two_processes_fetching_at_once_download_once(
     first.start()
     assert first_in.wait(WAIT_S)
     second.start()
-    assert second_waits.wait(WAIT_S)  # the second asks for the lock while the first fetches
+    assert second_waits.wait(WAIT_S)  # the second waits for the lock while the first fetches
     first_go.set()
     first.join(WAIT_S)
     second.join(WAIT_S)
@@ -101,3 +104,16 @@ def test_two_processes_fetching_at_once_download_once(
     assert downloads == ["first"]
     assert results == {"first": target, "second": target}
     assert (target / ".complete").exists()
+
+
+def test_a_fetch_waits_for_another_process_s_lock_only_so_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "lib" / "4.1.2"
+    target.parent.mkdir(parents=True)
+    monkeypatch.setattr(local_kafka, "jar_dir", lambda: target)
+    monkeypatch.setattr(local_kafka, "FETCH_LOCK_WAIT_S", 0)
+    with (target.parent / ".fetch.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another process fetching (its own open file)
+        with pytest.raises(BrokerError, match="another process has been fetching"):
+            fetch_jars()
