@@ -179,9 +179,9 @@ class OrderAgents:
         answer by firing that order's deadline first (`_answers`).
         """
         rt = self.rt
+        if (self.defer or self.owed) and len(self.owed) < OWED_MOST and rt.backlog():
+            return  # more records on their way (live: only orders owing since recovery)
         if self.defer:
-            if len(self.owed) < OWED_MOST and rt.backlog():
-                return
             for partition in sorted(self.acting):
                 with rt.acting_for(self.acting[partition]):
                     await self.fire_due(partition, rt.clock.now(partition))
