@@ -115,9 +115,16 @@ class OrderAgents:
             stored, data = peek(raw)
             if stored.evicted or stored.next_deadline_ms != due_ms:
                 continue  # stale entry: the order moved on since it was indexed
-            slot = OrderSlot.from_json(data)
-            self.apply(slot, self.orders.on_clock(slot, now, self.received.pop(order_id, None)))
-            self.owed.pop(order_id, None)
+            self._fire(OrderSlot.from_json(data), now)
+
+    def _fire(self, slot: OrderSlot, now: datetime) -> Effects:
+        """Fire a deadline of `slot` that fell due (with the derivation it owes, if any),
+        store the slot and send the effects."""
+        order_id = slot.facts.order_id
+        effects = self.orders.on_clock(slot, now, self.received.pop(order_id, None))
+        self.apply(slot, effects)
+        self.owed.pop(order_id, None)
+        return effects
 
     # --- deferred derivations (event clock) --------------------------------------------
 
@@ -377,12 +384,8 @@ class OrderAgents:
             if self.defer and self._due(slot):
                 # its deadline fell due before this answer (deferred to `settle`): fired
                 # now, as the per-record engine did, for an eviction it may make
-                effects = self.orders.on_clock(
-                    slot, from_ms(rt.clock.now(slot.partition)), self.received.pop(order_id, None)
-                )
-                self.owed.pop(order_id, None)
-                self.apply(slot, effects)
-                if effects.evicted:
+                fired = self._fire(slot, from_ms(rt.clock.now(slot.partition)))
+                if fired.evicted:
                     return
             received = self.received.get(order_id) or Received()
             effects = self.orders.on_inputs(
