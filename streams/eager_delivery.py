@@ -31,7 +31,7 @@ from typing import Any, Generic, TypeVar
 from mode.services import WaitResults
 from mode.utils.locks import Event as ModeEvent
 
-__all__ = ["Done", "EagerDelivery", "step_eagerly"]
+__all__ = ["Done", "EagerDelivery", "deliver_in_bulk", "step_eagerly"]
 
 T = TypeVar("T")
 
@@ -107,6 +107,16 @@ class EagerDelivery:
     _stopped: ModeEvent
     _crashed: ModeEvent
 
+    turn_per_record: bool = True
+    """Let the loop turn once after each delivered record, as awaiting its task did.
+
+    faust's stream iterator takes one record from its channel per turn, so a
+    fetch loop that delivered a whole fetch in one turn would fill the channels
+    faster than they drain. A worker whose streams all take what waits in bulk
+    (`streams.engine.batching.take_growing`) turns this off: the fetch loop then
+    delivers until a channel is full (and waits there, as ever) or the fetch ends.
+    """
+
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:  # noqa: ASYNC109 (mode's signature)
         first = coros[0] if coros else None
         if (
@@ -128,11 +138,21 @@ class EagerDelivery:
                 # `StreamIterator` sleeps 0 per event). Without it the fetch loop
                 # handed over 100 records per turn and starved them: the engine's
                 # batches shrank to ~50 records and it ran ~17 % slower.
-                await asyncio.sleep(0)
+                if self.turn_per_record:
+                    await asyncio.sleep(0)
                 return WaitResults([first], [step.value], False)
             coros = (step, *coros[1:])
         result: WaitResults = await super().wait_first(*coros, timeout=timeout)  # type: ignore[misc]
         return result
+
+
+def deliver_in_bulk(app: Any) -> None:
+    """Let the fetch loop of `app`'s consumer hand records on without a loop turn each
+    (`EagerDelivery.turn_per_record`): for a worker whose streams all take in bulk.
+    An app that has built no consumer (a test context) is left as it is."""
+    consumer = getattr(app, "_consumer", None)
+    if isinstance(consumer, EagerDelivery):
+        consumer.turn_per_record = False
 
 
 def _close(others: tuple[Any, ...]) -> None:

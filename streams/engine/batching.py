@@ -83,13 +83,6 @@ def _never() -> bool:
     return False
 
 
-def _current_event(stream: Any) -> Any:
-    event = stream.current_event
-    if event is None:
-        raise RuntimeError("Take buffer found current_event is None")
-    return event
-
-
 async def take_growing(
     stream: Any,
     sizes: BatchSizes,
@@ -99,11 +92,21 @@ async def take_growing(
     """`faust.Stream.take_events` with a limit and a wait chosen per batch (`sizes`).
 
     Adapted from faust-streaming 0.15's `Stream.take_events` (BSD-3-Clause), whose
-    limit and timeout are fixed for the generator's life. As there, every record
-    is buffered by a processor of the stream, consumed passively in the
-    background; a batch is yielded when full or when its wait ends, and its
-    events are acked only when the consumer asks for the next batch, so no
-    input's offset is committed before its step has run and flushed.
+    limit and timeout are fixed for the generator's life. As there, records are
+    buffered in the background; a batch is yielded when full or when its wait
+    ends, and its events are acked only when the consumer asks for the next
+    batch, so no input's offset is committed before its step has run and flushed.
+
+    Unlike there, the records are not buffered by a processor of faust's stream
+    iterator, which hands on one record per turn of the event loop, with its
+    sensors and context per record: `drain` moves every record waiting in the
+    stream's channel at once, doing what the iterator does that the commit
+    depends on (a record fetched before a rebalance is skipped; each record is
+    tracked as unacked, so no offset past it is committed until it is acked).
+    Its fetch loop then hands records over in bulk (`EagerDelivery.turn_per_record`
+    off, set by `EngineRuntime` for a worker that takes its batches here): about
+    a tenth of a replay worker's time, one loop turn and one iteration per record
+    (docs/performance-engine.md, "Records moved in bulk").
     `after_ack` is awaited once a batch's events are acked: the first moment
     their offsets may be committed (`EngineRuntime` commits there when a
     replay's window has drained). A batch is also taken as soon as `drained()`
@@ -112,79 +115,106 @@ async def take_growing(
     replay's window (answers, occupancy, answers again) then wait no quiet slice
     each. It is asked when a batch's first record comes and once per slice.
     """
-    buffer: list[Any] = []
-    events: list[Any] = []
-    full = asyncio.Event()
-    first = asyncio.Event()  # a batch's first record came
-    consumed = asyncio.Event()
-    consuming: asyncio.Future[None] | None = None
-    limit = sizes.first
+    batch = _Batch(stream, sizes.first)
     enable_acks: bool = stream.enable_acks
+    stream.enable_acks = False
+    draining = stream.add_future(batch.drain())
+    try:
+        while not stream.should_stop:
+            await batch.wait(sizes, drained)
+            if not batch.events:
+                continue
+            batch.consuming = stream.loop.create_future()
+            try:
+                yield list(batch.events)
+            finally:
+                await batch.acked(sizes)
+            await after_ack()  # not while the generator is being closed
+    finally:
+        stream.enable_acks = enable_acks
+        draining.cancel()
 
-    async def add_to_buffer(value: Any) -> Any:
-        nonlocal consuming
+
+class _Batch:
+    """The records of the batch being taken, moved from the stream's channel by `drain`."""
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self.stream = stream
+        self.limit = limit
+        self.events: list[Any] = []
+        self.full = asyncio.Event()
+        self.first = asyncio.Event()  # the batch's first record came
+        self.consumed = asyncio.Event()
+        self.consuming: asyncio.Future[None] | None = None
+        """Set while a batch taken is handled: no record moves until it is acked."""
+
+    async def drain(self) -> None:
+        """Move records from the stream's channel into the batch, as many as wait."""
+        stream = self.stream
+        queue, app = stream.channel.queue, stream.app
+        acking_topics = app.topics._acking_topics
+        unacked = app.consumer._unacked_messages
+        on_message_in = stream._on_message_in
         try:
-            if consuming is not None:
-                try:
-                    await consuming
-                finally:
-                    consuming = None
-            buffer.append(value)
-            first.set()
-            events.append(_current_event(stream))
-            if len(buffer) >= limit:
-                full.set()  # strict: a batch never holds more than its limit
-                consumed.clear()
-                await stream.wait(consumed)
+            while not stream.should_stop:
+                event = queue.get_nowait() if not queue.empty() else await queue.get()
+                consuming = self.consuming
+                if consuming is not None:  # the batch taken last is not acked yet
+                    try:
+                        await consuming
+                    finally:
+                        if self.consuming is consuming:
+                            self.consuming = None
+                message = event.message
+                if (
+                    not app.flow_control.is_active()
+                    or message.generation_id != app.consumer_generation_id
+                ):
+                    continue  # fetched before a rebalance: skipped, as faust's streams do
+                if message.topic in acking_topics and not message.tracked:
+                    message.tracked = True  # as faust's stream iterator: the consumer
+                    unacked.add(message)  # commits no offset past an unacked record
+                    on_message_in(message.tp, message.offset, message)
+                self.events.append(event)
+                self.first.set()
+                if len(self.events) >= self.limit:
+                    self.full.set()  # strict: a batch never holds more than its limit
+                    self.consumed.clear()
+                    await stream.wait(self.consumed)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             stream.log.exception("Error adding to take buffer: %r", exc)
             await stream.crash(exc)
-        return value
 
-    async def wait_for_batch() -> None:
+    async def wait(self, sizes: BatchSizes, drained: Callable[[], bool]) -> None:
         """Until the batch is full, its wait is over, or its records stopped coming."""
+        stream, events = self.stream, self.events
         loop, waiting = stream.loop, stream.channel.queue
         started = loop.time()
-        while not stream.should_stop and not full.is_set():
-            if buffer and drained():
+        while not stream.should_stop and not self.full.is_set():
+            if events and drained():
                 return  # all there is to read: waiting longer only adds a hop's latency
-            held, slice_started = len(buffer), loop.time()
-            left = sizes.wait_s(limit) - (slice_started - started)
-            wake = full if buffer else first
+            held, slice_started = len(events), loop.time()
+            left = sizes.wait_s(self.limit) - (slice_started - started)
+            wake = self.full if events else self.first
             await stream.wait_for_stopped(wake, timeout=max(0.0, min(sizes.quiet_s, left)))
             now = loop.time()
-            if not buffer:
+            if not events:
                 started = now  # nothing yet: the wait starts with the first record
-            elif sizes.taken(limit, now - started, now - slice_started,
-                             came=len(buffer) > held or not waiting.empty()):  # fmt: skip
+            elif sizes.taken(self.limit, now - started, now - slice_started,
+                             came=len(events) > held or not waiting.empty()):  # fmt: skip
                 return
 
-    stream.enable_acks = False
-    stream.add_processor(add_to_buffer)
-    stream._enable_passive(aiter(stream.channel))
-    try:
-        while not stream.should_stop:
-            await wait_for_batch()
-            if not buffer:
-                continue
-            consuming = stream.loop.create_future()
-            try:
-                yield list(events)
-            finally:
-                taken = len(buffer)
-                buffer.clear()
-                first.clear()
-                for event in events:
-                    await stream.ack(event)
-                events.clear()
-                limit = sizes.after(limit, taken)
-                if not consuming.done():
-                    consuming.set_result(None)
-                full.clear()
-                consumed.set()
-            await after_ack()  # not while the generator is being closed
-    finally:
-        stream.enable_acks = enable_acks
-        stream._processors.remove(add_to_buffer)
+    async def acked(self, sizes: BatchSizes) -> None:
+        """Ack the batch handed on (its step ran) and let the next one fill."""
+        taken = len(self.events)
+        self.first.clear()
+        for event in self.events:
+            await self.stream.ack(event)
+        self.events.clear()
+        self.limit = sizes.after(self.limit, taken)
+        if self.consuming is not None and not self.consuming.done():
+            self.consuming.set_result(None)
+        self.full.clear()
+        self.consumed.set()

@@ -30,6 +30,7 @@ from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, Reaso
 from schemas.plan import SlaPlan
 from schemas.validation import RecordRejected, check_key
 from streams.codecs import InputCodec, Rejected
+from streams.eager_delivery import deliver_in_bulk
 from streams.engine.batching import BatchSizes, take_growing
 from streams.engine.clock import DeadlineIndex, EngineClock
 from streams.engine.limits import EngineLimits
@@ -504,6 +505,8 @@ class EngineRuntime:
             def nothing_to_read() -> bool:  # for this agent (a batch is taken at once)
                 return event_clock and self._left_to_read(waiting, read) is False
 
+            if sizes.grows:  # every agent of the worker takes its records in bulk
+                deliver_in_bulk(self.app)
             batches = (
                 take_growing(stream, sizes, commit_if_drained, nothing_to_read)
                 if sizes.grows

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from engine_helpers import run_agents
+from faust.types.tuples import ConsumerMessage
 
 from chainwatch.runners import largest_batch
 from chainwatch.settings import Settings
@@ -135,3 +136,62 @@ def test_a_batch_is_taken_at_once_when_nothing_is_left_to_read(tmp_path: Path) -
     run_agents(app, run())
     assert batches == [[1], [2], [3]]
     assert max(waited) < sizes.quiet_s / 2
+
+
+def test_records_fetched_before_a_rebalance_are_skipped_and_the_rest_tracked_until_acked(
+    tmp_path: Path,
+) -> None:
+    """What faust's stream iterator did per record, `take_growing` does for its bulk:
+    a record of an older consumer generation (fetched before a rebalance) is not
+    taken, and every record taken is tracked as unacked (the consumer commits no
+    offset past it) until its batch is acked, after its step."""
+    app = create_app("generation-test", bootstrap="localhost:1", partitions=1, data_dir=tmp_path)
+    sizes = BatchSizes(first=2, most=8, within_s=0.4)
+    batches: list[list[int]] = []
+    unacked_in_step: list[bool] = []
+    arrived = asyncio.Condition()
+
+    @app.agent()
+    async def numbers(stream: Any) -> AsyncIterator[None]:
+        async for events in take_growing(stream, sizes, drained=lambda: True):
+            batches.append([event.value for event in events])
+            unacked = app.consumer._unacked_messages
+            unacked_in_step.append(all(event.message in unacked for event in events))
+            async with arrived:
+                arrived.notify_all()
+            yield None
+
+    async def run() -> None:
+        async with numbers.test_context() as agent:
+            channel = agent.stream().channel
+
+            async def fetched(value: int) -> Any:
+                """A record as the consumer hands it to the stream (tracked by offset)."""
+                sent = agent.to_message(None, value, offset=value)
+                message = ConsumerMessage(
+                    sent.topic, 0, value, time.time(), 0, None, None, sent.value, None,
+                    generation_id=app.consumer_generation_id,
+                )  # fmt: skip
+                app.topics._acking_topics.add(message.topic)
+                channel.queue.put_nowait(await channel.decode(message))
+                return message
+
+            async def batch(count: int) -> None:
+                async with arrived:
+                    await asyncio.wait_for(arrived.wait_for(lambda: len(batches) == count), 30)
+
+            taken = [await fetched(0)]
+            await batch(1)
+            stale = [await fetched(1), await fetched(2)]
+            app.consumer_generation_id += 1  # the group rebalanced before they were taken
+            taken.append(await fetched(3))
+            await batch(2)
+            taken.append(await fetched(4))  # asks for the next batch: the last one is acked
+            await batch(3)
+            assert [m.acked for m in taken[:2]] == [True, True]
+            assert not any(m in app.consumer._unacked_messages for m in taken[:2])
+            assert not any(m.tracked or m.acked for m in stale)
+
+    run_agents(app, run())
+    assert batches == [[0], [3], [4]]
+    assert unacked_in_step == [True, True, True]

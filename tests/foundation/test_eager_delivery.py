@@ -7,12 +7,13 @@ import asyncio
 import contextvars
 import itertools
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from mode import Service
 
-from streams.eager_delivery import Done, EagerDelivery, step_eagerly
+from streams.eager_delivery import Done, EagerDelivery, deliver_in_bulk, step_eagerly
 from streams.kafka_transport import ReadCommittedTransport
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="outer")
@@ -196,3 +197,36 @@ def test_the_loop_turns_between_two_deliveries_as_it_did_with_a_task_each() -> N
     seen_at = run(body)
     assert len(seen_at) == 5
     assert all(later > earlier for earlier, later in itertools.pairwise(seen_at))
+
+
+def test_a_worker_that_takes_in_bulk_delivers_a_fetch_without_a_turn_per_record() -> None:
+    """`deliver_in_bulk` (a worker whose streams all drain their channel at once,
+    `take_growing`): a fetch's records are handed on within one turn of the loop."""
+
+    async def body() -> list[int]:
+        fetcher = Fetcher()
+        app = SimpleNamespace(_consumer=fetcher)
+        deliver_in_bulk(app)
+        turns = 0
+        seen_at: list[int] = []
+
+        async def other_task() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        async def delivery() -> None:
+            seen_at.append(turns)
+
+        turning = asyncio.create_task(other_task())
+        await asyncio.sleep(0)
+        for _ in range(5):
+            await fetcher.wait_first(delivery(), fetcher.suspend_flow.wait())
+        turning.cancel()
+        return seen_at
+
+    seen_at = run(body)
+    assert len(seen_at) == 5
+    assert len(set(seen_at)) == 1
+    deliver_in_bulk(SimpleNamespace(_consumer=None))  # no consumer built: nothing to change
