@@ -42,7 +42,8 @@ def test_four_workers_with_a_kill_and_an_addition_match_one_worker(
     fleet = _bench()
     days, per_day = 30, 107  # 105 gave 49,878 records (main, 2026-11-30)
     scenario = fleet.simulate(tmp_path / "fleet.ndjson", days=days, orders_per_day=per_day, seed=14)
-    records = sum(1 for _ in scenario.open("rb"))
+    with scenario.open("rb") as lines:
+        records = sum(1 for _ in lines)
     assert records >= 50_000
     until = fleet.until_for(days)
     settings = settings_factory()
