@@ -169,44 +169,15 @@ def test_a_blocked_delivery_completes_when_the_buffer_drains() -> None:
     assert result.results == ["put"]
 
 
-def test_the_loop_turns_between_two_deliveries_as_it_did_with_a_task_each() -> None:
-    """faust's streams move one record per loop turn: a fetch loop that handed over
-    many records per turn starved them (the engine's batches shrank to ~50 records)."""
+def turns_at_five_deliveries(*, bulk: bool) -> list[int]:
+    """The turns another task (a stream's drainer: one step per turn) had made when
+    each of five deliveries in a row, none of which blocks, ran; `bulk`: the
+    fetcher's app was marked `deliver_in_bulk` first."""
 
     async def body() -> list[int]:
         fetcher = Fetcher()
-        turns = 0
-        seen_at: list[int] = []
-
-        async def other_task() -> None:  # a stream's drainer: one step per turn
-            nonlocal turns
-            while True:
-                turns += 1
-                await asyncio.sleep(0)
-
-        async def delivery() -> None:
-            seen_at.append(turns)
-
-        turning = asyncio.create_task(other_task())
-        await asyncio.sleep(0)
-        for _ in range(5):
-            await fetcher.wait_first(delivery(), fetcher.suspend_flow.wait())
-        turning.cancel()
-        return seen_at
-
-    seen_at = run(body)
-    assert len(seen_at) == 5
-    assert all(later > earlier for earlier, later in itertools.pairwise(seen_at))
-
-
-def test_a_worker_that_takes_in_bulk_delivers_a_fetch_without_a_turn_per_record() -> None:
-    """`deliver_in_bulk` (a worker whose streams all drain their channel at once,
-    `take_growing`): a fetch's records are handed on within one turn of the loop."""
-
-    async def body() -> list[int]:
-        fetcher = Fetcher()
-        app = SimpleNamespace(_consumer=fetcher)
-        deliver_in_bulk(app)
+        if bulk:
+            deliver_in_bulk(SimpleNamespace(_consumer=fetcher))
         turns = 0
         seen_at: list[int] = []
 
@@ -226,7 +197,20 @@ def test_a_worker_that_takes_in_bulk_delivers_a_fetch_without_a_turn_per_record(
         turning.cancel()
         return seen_at
 
-    seen_at = run(body)
+    seen_at: list[int] = run(body)
     assert len(seen_at) == 5
-    assert len(set(seen_at)) == 1
+    return seen_at
+
+
+def test_the_loop_turns_between_two_deliveries_as_it_did_with_a_task_each() -> None:
+    """faust's streams move one record per loop turn: a fetch loop that handed over
+    many records per turn starved them (the engine's batches shrank to ~50 records)."""
+    seen_at = turns_at_five_deliveries(bulk=False)
+    assert all(later > earlier for earlier, later in itertools.pairwise(seen_at))
+
+
+def test_a_worker_that_takes_in_bulk_delivers_a_fetch_without_a_turn_per_record() -> None:
+    """`deliver_in_bulk` (a worker whose streams all drain their channel at once,
+    `take_growing`): a fetch's records are handed on within one turn of the loop."""
+    assert len(set(turns_at_five_deliveries(bulk=True))) == 1
     deliver_in_bulk(SimpleNamespace(_consumer=None))  # no consumer built: nothing to change
