@@ -154,7 +154,7 @@ class _Batch:
         queue, app = stream.channel.queue, stream.app
         acking_topics = app.topics._acking_topics
         unacked = app.consumer._unacked_messages
-        on_message_in = stream._on_message_in
+        on_message_in, on_event_in = stream._on_message_in, stream._on_stream_event_in
         try:
             while not stream.should_stop:
                 event = queue.get_nowait() if not queue.empty() else await queue.get()
@@ -175,12 +175,17 @@ class _Batch:
                     message.tracked = True  # as faust's stream iterator: the consumer
                     unacked.add(message)  # commits no offset past an unacked record
                     on_message_in(message.tp, message.offset, message)
+                # the sensors' per-event hook, as there: faust's livelock check reads the
+                # monitor's time of a partition's last record in a stream from it
+                on_event_in(message.tp, message.offset, stream, event)
                 self.events.append(event)
                 self.first.set()
                 if len(self.events) >= self.limit:
                     self.full.set()  # strict: a batch never holds more than its limit
                     self.consumed.clear()
                     await stream.wait(self.consumed)
+        except StopAsyncIteration:
+            return  # the channel ended (faust throws this into it when a stream stops)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

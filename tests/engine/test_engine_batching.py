@@ -146,6 +146,7 @@ def test_records_fetched_before_a_rebalance_are_skipped_and_the_rest_tracked_unt
     taken, and every record taken is tracked as unacked (the consumer commits no
     offset past it) until its batch is acked, after its step."""
     app = create_app("generation-test", bootstrap="localhost:1", partitions=1, data_dir=tmp_path)
+    app.sensors.add(app.monitor)  # as a started worker has it
     sizes = BatchSizes(first=2, most=8, within_s=0.4)
     batches: list[list[int]] = []
     unacked_in_step: list[bool] = []
@@ -182,6 +183,8 @@ def test_records_fetched_before_a_rebalance_are_skipped_and_the_rest_tracked_unt
 
             taken = [await fetched(0)]
             await batch(1)
+            # faust's livelock check reads when a partition's records last entered a stream
+            assert app.monitor.stream_inbound_time.get(taken[0].tp) is not None
             stale = [await fetched(1), await fetched(2)]
             app.consumer_generation_id += 1  # the group rebalanced before they were taken
             taken.append(await fetched(3))
@@ -195,3 +198,37 @@ def test_records_fetched_before_a_rebalance_are_skipped_and_the_rest_tracked_unt
     run_agents(app, run())
     assert batches == [[0], [3], [4]]
     assert unacked_in_step == [True, True, True]
+
+
+def test_a_stream_that_stops_ends_its_batches_without_a_crash(tmp_path: Path) -> None:
+    """faust ends a stream's channel by throwing `StopAsyncIteration` into it when the
+    worker stops: the batches end there, as faust's own iterator does, instead of
+    crashing the stream (which made a stopped worker exit with status 1)."""
+    app = create_app("stop-test", bootstrap="localhost:1", partitions=1, data_dir=tmp_path)
+    sizes = BatchSizes(first=2, most=8, within_s=0.4)
+    batches: list[list[int]] = []
+    arrived = asyncio.Condition()
+
+    @app.agent()
+    async def numbers(stream: Any) -> AsyncIterator[None]:
+        async for events in take_growing(stream, sizes, drained=lambda: True):
+            batches.append([event.value for event in events])
+            async with arrived:
+                arrived.notify_all()
+            yield None
+
+    async def run() -> None:
+        async with numbers.test_context() as agent:
+            stream = agent.stream()
+            await agent.put(1, wait=False)
+            async with arrived:
+                await asyncio.wait_for(arrived.wait_for(lambda: len(batches) == 1), 30)
+            draining = list(stream._futures)
+            assert draining
+            await stream.channel.throw(StopAsyncIteration())
+            await asyncio.wait_for(asyncio.gather(*draining), 30)
+            assert not stream._crashed.is_set()
+            assert stream._crash_reason is None
+
+    run_agents(app, run())
+    assert batches == [[1]]
