@@ -116,13 +116,7 @@ def test_a_batch_is_taken_at_once_when_nothing_is_left_to_read(tmp_path: Path) -
     arrived = asyncio.Condition()
     waited: list[float] = []
 
-    @app.agent()
-    async def numbers(stream: Any) -> AsyncIterator[None]:
-        async for events in take_growing(stream, sizes, drained=lambda: True):
-            batches.append([event.value for event in events])
-            async with arrived:
-                arrived.notify_all()
-            yield None
+    numbers = _batches_of_values(app, sizes, batches, arrived)
 
     async def run() -> None:
         async with numbers.test_context() as agent:
@@ -209,13 +203,7 @@ def test_a_stream_that_stops_ends_its_batches_without_a_crash(tmp_path: Path) ->
     batches: list[list[int]] = []
     arrived = asyncio.Condition()
 
-    @app.agent()
-    async def numbers(stream: Any) -> AsyncIterator[None]:
-        async for events in take_growing(stream, sizes, drained=lambda: True):
-            batches.append([event.value for event in events])
-            async with arrived:
-                arrived.notify_all()
-            yield None
+    numbers = _batches_of_values(app, sizes, batches, arrived)
 
     async def run() -> None:
         async with numbers.test_context() as agent:
@@ -232,3 +220,20 @@ def test_a_stream_that_stops_ends_its_batches_without_a_crash(tmp_path: Path) ->
 
     run_agents(app, run())
     assert batches == [[1]]
+
+
+def _batches_of_values(
+    app: Any, sizes: BatchSizes, batches: list[list[int]], arrived: asyncio.Condition
+) -> Any:
+    """An agent that takes growing batches with nothing left to read (each taken at
+    once), appends each batch's values to `batches` and notifies `arrived`."""
+
+    @app.agent()
+    async def numbers(stream: Any) -> AsyncIterator[None]:
+        async for events in take_growing(stream, sizes, drained=lambda: True):
+            batches.append([event.value for event in events])
+            async with arrived:
+                arrived.notify_all()
+            yield None
+
+    return numbers
