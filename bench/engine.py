@@ -67,8 +67,8 @@ from bench.fleet import FleetRun, differences
 from chainwatch.kafka_admin import admin_client, bounded
 from chainwatch.replay import (
     LAG_PROBE_TIMEOUT_S,
+    LagProbe,
     ReplayRun,
-    _lag,
     _lags,
     committed_offsets,
     delete_run_topics,
@@ -142,18 +142,19 @@ def wait_lag_zero(
     started = time.monotonic()
     streak = 0
     last = 0.0
-    while time.monotonic() - started < timeout_s:
-        for worker in workers:
-            if worker.poll() is not None:
-                raise SystemExit(f"worker exited with code {worker.returncode}")
-        lag = _lag(settings)
-        streak = streak + 1 if lag == 0 else 0
-        if streak >= 2:
-            return time.monotonic() - started
-        if time.monotonic() - last > 10:
-            say(f"  ... {lag} records behind")
-            last = time.monotonic()
-        time.sleep(0.25)
+    with LagProbe(settings) as probe:  # one connection (a probe's CPU is the worker's loss)
+        while time.monotonic() - started < timeout_s:
+            for worker in workers:
+                if worker.poll() is not None:
+                    raise SystemExit(f"worker exited with code {worker.returncode}")
+            lag = probe.lag()
+            streak = streak + 1 if lag == 0 else 0
+            if streak >= 2:
+                return time.monotonic() - started
+            if time.monotonic() - last > 10:
+                say(f"  ... {lag} records behind")
+                last = time.monotonic()
+            time.sleep(0.25)
     raise SystemExit(f"the workers did not catch up within {timeout_s:.0f}s")
 
 

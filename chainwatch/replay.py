@@ -13,11 +13,13 @@ producer before committing), never from a fixed sleep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -241,36 +243,85 @@ def committed_offsets(
     return committed
 
 
-def _lag_by_partition(settings: Settings) -> dict[TopicPartition, int] | None:
+def _lag_by_partition(
+    admin: KafkaAdminClient, settings: Settings
+) -> dict[TopicPartition, int] | None:
     """Records the engine's group has not committed yet, per partition (None: no group yet)."""
     from kafka.admin import OffsetSpec
 
-    admin = admin_client(settings.kafka.bootstrap)
-    try:
-        # the committed offsets before the ends: `wait_until_idle` trusts one zero for it
-        committed = committed_offsets(admin, settings)
-        if committed is None:
-            return None
-        topics = _group_topics(settings)
-        # only these topics' metadata: listing every topic cost ~80 ms of CPU per
-        # probe on a broker with ~1,700 topics, taken from the workers beside it
-        if any(t.get("error_code") for t in admin.describe_topics(topics)):
-            return None
-        partitions = [
-            TopicPartition(t, p) for t in topics for p in range(settings.kafka.partitions)
-        ]
-        ends = admin.list_partition_offsets(
-            dict.fromkeys(partitions, OffsetSpec.LATEST),
-            timeout_ms=int(LAG_PROBE_TIMEOUT_S * 1000 / 2),
-        )
-        lags: dict[TopicPartition, int] = {}
-        for tp in partitions:
-            meta = committed.get(tp)
-            done = meta.offset if meta is not None and meta.offset >= 0 else 0
-            lags[tp] = max(0, ends[tp].offset - done)
-        return lags
-    finally:
-        admin.close()
+    # the committed offsets before the ends: `wait_until_idle` trusts one zero for it
+    committed = committed_offsets(admin, settings)
+    if committed is None:
+        return None
+    topics = _group_topics(settings)
+    # only these topics' metadata: listing every topic cost ~80 ms of CPU per
+    # probe on a broker with ~1,700 topics, taken from the workers beside it
+    if any(t.get("error_code") for t in admin.describe_topics(topics)):
+        return None
+    partitions = [TopicPartition(t, p) for t in topics for p in range(settings.kafka.partitions)]
+    ends = admin.list_partition_offsets(
+        dict.fromkeys(partitions, OffsetSpec.LATEST),
+        timeout_ms=int(LAG_PROBE_TIMEOUT_S * 1000 / 2),
+    )
+    lags: dict[TopicPartition, int] = {}
+    for tp in partitions:
+        meta = committed.get(tp)
+        done = meta.offset if meta is not None and meta.offset >= 0 else 0
+        lags[tp] = max(0, ends[tp].offset - done)
+    return lags
+
+
+class LagProbe:
+    """Lag probes over one admin connection, for a wait that probes every `IDLE_POLL_S`.
+
+    A connection per probe cost the replay ~9 ms of CPU per probe against ~3 ms
+    for a kept one (and the broker a connection each time), taken from the
+    workers beside it on a small machine: a replay waits on every event-time
+    window, ten probes a second. A probe that fails or passes its deadline drops
+    the connection (its call may still be running in its thread), and the next
+    probe opens a new one.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._admin: KafkaAdminClient | None = None
+
+    def lags(self) -> dict[TopicPartition, int] | None:
+        """`_lag_by_partition` within `LAG_PROBE_TIMEOUT_S`; `KafkaDeadlineExceeded` past it."""
+
+        def probe() -> dict[TopicPartition, int] | None:
+            if self._admin is None:
+                self._admin = admin_client(self.settings.kafka.bootstrap)
+            return _lag_by_partition(self._admin, self.settings)
+
+        try:
+            return bounded(probe, timeout_s=LAG_PROBE_TIMEOUT_S, what="a lag probe")
+        except BaseException:
+            self._drop()
+            raise
+
+    def lag(self) -> int | None:
+        """Records the engine's group has not committed yet (None: group not there yet)."""
+        lags = self.lags()
+        return None if lags is None else sum(lags.values())
+
+    def _drop(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            # a timed-out call may still hold it: closed from a thread of its own
+            threading.Thread(target=admin.close, name="kafka-close", daemon=True).start()
+
+    def close(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            with contextlib.suppress(KafkaError, OSError):  # the probes' answers stand
+                admin.close()
+
+    def __enter__(self) -> LagProbe:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 def _stable_members(bootstrap: str, group: str) -> int:
@@ -289,10 +340,9 @@ def _stable_members(bootstrap: str, group: str) -> int:
 
 
 def _lags(settings: Settings) -> dict[TopicPartition, int] | None:
-    """`_lag_by_partition` within `LAG_PROBE_TIMEOUT_S`; `KafkaDeadlineExceeded` past it."""
-    return bounded(
-        lambda: _lag_by_partition(settings), timeout_s=LAG_PROBE_TIMEOUT_S, what="a lag probe"
-    )
+    """One probe on a connection of its own (`LagProbe.lags`)."""
+    with LagProbe(settings) as probe:
+        return probe.lags()
 
 
 def _lag(settings: Settings) -> int | None:
@@ -401,44 +451,47 @@ def wait_until_idle(
     last_lag: int | None = None
     last_change = time.monotonic()
     restarts = 0
-    while time.monotonic() < deadline:
-        for proc in workers:
-            if proc.poll() is not None:
-                raise UserError(f"a replay worker exited with code {proc.returncode}")
-        lag: int | None
-        try:
-            lag = _lag(settings)
-        except (KafkaError, *USER_ERRORS) as exc:
-            progress(f"waiting for the engine: Kafka probe failed ({exc})")
-            lag = None
-        if lag == 0:
-            return
-        if lag != last_lag or not lag:
-            last_lag, last_change = lag, time.monotonic()
-        elif restart is not None and time.monotonic() - last_change > STALL_AFTER_S:
-            if busy is not None and busy():
-                progress("waiting for the engine: a worker is rebalancing or recovering its tables")
-                last_change = time.monotonic()
-            elif restarts >= MAX_STALL_RESTARTS:
-                raise UserError(
-                    f"the engine stayed stuck after {restarts} restarts of its workers "
-                    f"({describe_lag(settings)}; worker logs in {settings.log_dir})"
-                )
-            else:
-                restarts += 1
-                progress(
-                    f"no progress for {STALL_AFTER_S:.0f}s ({describe_lag(settings)}): "
-                    f"restarting the workers ({restarts} of at most {MAX_STALL_RESTARTS})"
-                )
-                workers = restart()
-                last_change = time.monotonic()
-        if lag is not None:
-            most = max(most, lag)
-            progress("waiting for the engine", done=most - lag, total=most)
-        elif time.monotonic() - last_report > 2:
-            progress("waiting for the engine")
-            last_report = time.monotonic()
-        time.sleep(IDLE_POLL_S)
+    with LagProbe(settings) as probe:  # one connection for the whole wait
+        while time.monotonic() < deadline:
+            for proc in workers:
+                if proc.poll() is not None:
+                    raise UserError(f"a replay worker exited with code {proc.returncode}")
+            lag: int | None
+            try:
+                lag = probe.lag()
+            except (KafkaError, *USER_ERRORS) as exc:
+                progress(f"waiting for the engine: Kafka probe failed ({exc})")
+                lag = None
+            if lag == 0:
+                return
+            if lag != last_lag or not lag:
+                last_lag, last_change = lag, time.monotonic()
+            elif restart is not None and time.monotonic() - last_change > STALL_AFTER_S:
+                if busy is not None and busy():
+                    progress(
+                        "waiting for the engine: a worker is rebalancing or recovering its tables"
+                    )
+                    last_change = time.monotonic()
+                elif restarts >= MAX_STALL_RESTARTS:
+                    raise UserError(
+                        f"the engine stayed stuck after {restarts} restarts of its workers "
+                        f"({describe_lag(settings)}; worker logs in {settings.log_dir})"
+                    )
+                else:
+                    restarts += 1
+                    progress(
+                        f"no progress for {STALL_AFTER_S:.0f}s ({describe_lag(settings)}): "
+                        f"restarting the workers ({restarts} of at most {MAX_STALL_RESTARTS})"
+                    )
+                    workers = restart()
+                    last_change = time.monotonic()
+            if lag is not None:
+                most = max(most, lag)
+                progress("waiting for the engine", done=most - lag, total=most)
+            elif time.monotonic() - last_report > 2:
+                progress("waiting for the engine")
+                last_report = time.monotonic()
+            time.sleep(IDLE_POLL_S)
     raise UserError(
         f"the replay did not finish within {timeout_s:.0f}s ({describe_lag(settings)}; "
         f"worker logs in {settings.log_dir})"

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from kafka.errors import KafkaConnectionError
 from samples import scan
 
 from chainwatch import replay
@@ -74,3 +76,50 @@ def test_the_probe_reads_the_committed_offsets_before_the_ends(
     monkeypatch.setattr(replay, "admin_client", lambda _bootstrap: Admin())
     assert replay._lag(settings) == 0
     assert asked == ["committed", "ends"]
+
+
+def test_a_wait_probes_over_one_connection_and_opens_another_only_after_a_failure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A replay waits on every event-time window, ten probes a second: a connection
+    per probe cost it ~3x the CPU of the probe itself (`LagProbe`)."""
+    settings = Settings(data_dir=tmp_path)
+    behind = iter([5, 4, None, 2, 0])  # None: that probe fails
+    opened: list[int] = []
+    closed: list[int] = []
+    all_closed = threading.Event()
+
+    class Admin:
+        def __init__(self) -> None:
+            self.number = len(opened)
+            opened.append(self.number)
+
+        def list_group_offsets(self, groups: dict[str, None]) -> dict[str, dict[Any, Any]]:
+            return {group: {} for group in groups}
+
+        def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+            return [{"topic": t, "error_code": 0} for t in topics]
+
+        def list_partition_offsets(self, specs: dict[Any, Any], timeout_ms: int) -> dict[Any, Any]:
+            lag = next(behind)
+            if lag is None:
+                raise KafkaConnectionError("the broker went away")
+            first, *rest = specs
+            return {first: SimpleNamespace(offset=lag)} | {
+                tp: SimpleNamespace(offset=0) for tp in rest
+            }
+
+        def close(self) -> None:
+            closed.append(self.number)
+            if len(closed) == 2:
+                all_closed.set()
+
+    monkeypatch.setattr(replay, "admin_client", lambda _bootstrap: Admin())
+    monkeypatch.setattr(replay.time, "sleep", lambda _s: None)
+    messages: list[str] = []
+    replay.wait_until_idle(settings, [], lambda m, **_c: messages.append(m), timeout_s=30)
+
+    assert opened == [0, 1]  # five probes: one connection, and one more after the failure
+    assert all_closed.wait(5), closed  # the failed one from a thread, the other at the end
+    assert sorted(closed) == [0, 1]
+    assert any("Kafka probe failed" in m and "the broker went away" in m for m in messages)

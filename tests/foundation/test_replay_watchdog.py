@@ -34,7 +34,7 @@ def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def _script(monkeypatch: pytest.MonkeyPatch, lag: Callable[[], int]) -> None:
-    monkeypatch.setattr(replay, "_lag", lambda _settings: lag())
+    monkeypatch.setattr(replay.LagProbe, "lag", lambda _probe: lag())
     monkeypatch.setattr(replay, "describe_lag", lambda _settings: "behind: t[0]=5")
     monkeypatch.setattr(replay, "STALL_AFTER_S", 0.5)
     monkeypatch.setattr(replay.time, "sleep", lambda _s: None)
