@@ -186,9 +186,7 @@ class _Batch:
                     await stream.wait(self.consumed)
         except StopAsyncIteration:
             return  # the channel ended (faust throws this into it when a stream stops)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # (a cancellation is not one: it goes on up)
             stream.log.exception("Error adding to take buffer: %r", exc)
             await stream.crash(exc)
 
