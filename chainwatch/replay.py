@@ -285,14 +285,26 @@ class LagProbe:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._admin: KafkaAdminClient | None = None
+        self._generation = 0
+        """Counts drops: a probe that outlived its deadline must not keep what it opens."""
+        self._lock = threading.Lock()
 
     def lags(self) -> dict[TopicPartition, int] | None:
         """`_lag_by_partition` within `LAG_PROBE_TIMEOUT_S`; `KafkaDeadlineExceeded` past it."""
+        generation = self._generation
 
         def probe() -> dict[TopicPartition, int] | None:
-            if self._admin is None:
-                self._admin = admin_client(self.settings.kafka.bootstrap)
-            return _lag_by_partition(self._admin, self.settings)
+            admin = self._admin
+            if admin is None:
+                admin = admin_client(self.settings.kafka.bootstrap)
+                with self._lock:
+                    keep = generation == self._generation
+                    if keep:
+                        self._admin = admin
+                if not keep:  # this probe timed out while it connected: nobody waits
+                    admin.close()
+                    return None
+            return _lag_by_partition(admin, self.settings)
 
         try:
             return bounded(probe, timeout_s=LAG_PROBE_TIMEOUT_S, what="a lag probe")
@@ -306,7 +318,9 @@ class LagProbe:
         return None if lags is None else sum(lags.values())
 
     def _drop(self) -> None:
-        admin, self._admin = self._admin, None
+        with self._lock:
+            self._generation += 1
+            admin, self._admin = self._admin, None
         if admin is not None:
             # a timed-out call may still hold it: closed from a thread of its own
             threading.Thread(target=admin.close, name="kafka-close", daemon=True).start()

@@ -20,7 +20,7 @@ from kafka.errors import KafkaConnectionError
 from samples import scan
 
 from chainwatch import replay
-from chainwatch.kafka_admin import create_missing_topics
+from chainwatch.kafka_admin import KafkaDeadlineExceeded, create_missing_topics
 from chainwatch.replay import no_progress, publish_scenario
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
@@ -123,3 +123,47 @@ def test_a_wait_probes_over_one_connection_and_opens_another_only_after_a_failur
     assert all_closed.wait(5), closed  # the failed one from a thread, the other at the end
     assert sorted(closed) == [0, 1]
     assert any("Kafka probe failed" in m and "the broker went away" in m for m in messages)
+
+
+def test_a_probe_that_connects_after_its_deadline_closes_its_connection_and_keeps_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Its thread outlives the deadline (`bounded`): the connection it opens late
+    would otherwise be shared with the next probe's thread."""
+    settings = Settings(data_dir=tmp_path)
+    release = threading.Event()
+    opened: list[Any] = []
+    closed = threading.Event()
+
+    class Admin:
+        def __init__(self) -> None:
+            self.closed = False
+            opened.append(self)
+            if len(opened) == 1:
+                release.wait(10)  # the first connection comes after the probe's deadline
+
+        def list_group_offsets(self, groups: dict[str, None]) -> dict[str, dict[Any, Any]]:
+            return {group: {} for group in groups}
+
+        def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+            return [{"topic": t, "error_code": 0} for t in topics]
+
+        def list_partition_offsets(self, specs: dict[Any, Any], timeout_ms: int) -> dict[Any, Any]:
+            return {tp: SimpleNamespace(offset=0) for tp in specs}
+
+        def close(self) -> None:
+            self.closed = True
+            closed.set()
+
+    monkeypatch.setattr(replay, "admin_client", lambda _bootstrap: Admin())
+    monkeypatch.setattr(replay, "LAG_PROBE_TIMEOUT_S", 0.2)
+    with replay.LagProbe(settings) as probe:
+        with pytest.raises(KafkaDeadlineExceeded):
+            probe.lag()
+        release.set()
+        assert closed.wait(5)  # the late connection, closed by its own probe's thread
+        assert opened[0].closed
+        assert probe.lag() == 0  # the next probe opens its own connection
+        assert len(opened) == 2
+        assert not opened[1].closed
+    assert opened[1].closed  # and the wait's end closes it
