@@ -50,6 +50,27 @@ def test_the_lag_is_unknown_until_the_topics_exist_then_counts_what_is_not_commi
     assert replay._lag(settings) == 3  # the engine's group has committed none of them
 
 
+class _FakeAdmin:
+    """An admin client whose group has committed nothing and whose topics all exist;
+    `ends` gives the topics' end offsets (all 0 here)."""
+
+    def list_group_offsets(self, groups: dict[str, None]) -> dict[str, dict[Any, Any]]:
+        return {group: {} for group in groups}
+
+    def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+        return [{"topic": t, "error_code": 0} for t in topics]
+
+    def list_partition_offsets(self, specs: dict[Any, Any], timeout_ms: int) -> dict[Any, Any]:
+        ends = self.ends(len(specs))
+        return {tp: SimpleNamespace(offset=end) for tp, end in zip(specs, ends, strict=True)}
+
+    def ends(self, count: int) -> list[int]:
+        return [0] * count
+
+    def close(self) -> None:
+        pass
+
+
 def test_the_probe_reads_the_committed_offsets_before_the_ends(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -58,20 +79,14 @@ def test_the_probe_reads_the_committed_offsets_before_the_ends(
     settings = Settings(data_dir=tmp_path)
     asked: list[str] = []
 
-    class Admin:
+    class Admin(_FakeAdmin):
         def list_group_offsets(self, groups: dict[str, None]) -> dict[str, dict[Any, Any]]:
             asked.append("committed")
-            return {group: {} for group in groups}
-
-        def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
-            return [{"topic": t, "error_code": 0} for t in topics]
+            return super().list_group_offsets(groups)
 
         def list_partition_offsets(self, specs: dict[Any, Any], timeout_ms: int) -> dict[Any, Any]:
             asked.append("ends")
-            return {tp: SimpleNamespace(offset=0) for tp in specs}
-
-        def close(self) -> None:
-            pass
+            return super().list_partition_offsets(specs, timeout_ms)
 
     monkeypatch.setattr(replay, "admin_client", lambda _bootstrap: Admin())
     assert replay._lag(settings) == 0
@@ -89,25 +104,16 @@ def test_a_wait_probes_over_one_connection_and_opens_another_only_after_a_failur
     closed: list[int] = []
     all_closed = threading.Event()
 
-    class Admin:
+    class Admin(_FakeAdmin):
         def __init__(self) -> None:
             self.number = len(opened)
             opened.append(self.number)
 
-        def list_group_offsets(self, groups: dict[str, None]) -> dict[str, dict[Any, Any]]:
-            return {group: {} for group in groups}
-
-        def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
-            return [{"topic": t, "error_code": 0} for t in topics]
-
-        def list_partition_offsets(self, specs: dict[Any, Any], timeout_ms: int) -> dict[Any, Any]:
+        def ends(self, count: int) -> list[int]:
             lag = next(behind)
             if lag is None:
                 raise KafkaConnectionError("the broker went away")
-            first, *rest = specs
-            return {first: SimpleNamespace(offset=lag)} | {
-                tp: SimpleNamespace(offset=0) for tp in rest
-            }
+            return [lag] + [0] * (count - 1)
 
         def close(self) -> None:
             closed.append(self.number)
@@ -135,21 +141,12 @@ def test_a_probe_that_connects_after_its_deadline_closes_its_connection_and_keep
     opened: list[Any] = []
     closed = threading.Event()
 
-    class Admin:
+    class Admin(_FakeAdmin):
         def __init__(self) -> None:
             self.closed = False
             opened.append(self)
             if len(opened) == 1:
                 release.wait(10)  # the first connection comes after the probe's deadline
-
-        def list_group_offsets(self, groups: dict[str, None]) -> dict[str, dict[Any, Any]]:
-            return {group: {} for group in groups}
-
-        def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
-            return [{"topic": t, "error_code": 0} for t in topics]
-
-        def list_partition_offsets(self, specs: dict[Any, Any], timeout_ms: int) -> dict[Any, Any]:
-            return {tp: SimpleNamespace(offset=0) for tp in specs}
 
         def close(self) -> None:
             self.closed = True
