@@ -95,13 +95,10 @@ def changelog_topics(app: Any, settings: Settings) -> dict[tuple[tuple[str, str]
     return grouped
 
 
-def run_worker(settings: Settings) -> None:
-    """Run one monitoring-engine worker in this process until it is told to stop."""
-    from chainwatch.collector import settle_collector
-    from chainwatch.worker_stop import BoundedStopWorker
+def worker_app(settings: Settings) -> tuple[Any, Any]:
+    """The faust app of one engine worker and its engine, as `settings` make them."""
     from schemas.plan import load_plan
     from streams.engine.agents import EngineConfig, register_engine
-    from streams.engine.messages import INTERNAL_TOPICS
 
     plan = load_plan(settings.engine.plan)
     app = create_app(
@@ -114,6 +111,7 @@ def run_worker(settings: Settings) -> None:
         table_standby_replicas=settings.engine.standby_replicas,
         broker_commit_interval=settings.engine.commit_interval_s,
         broker_session_timeout=settings.engine.session_timeout_s,
+        broker_heartbeat_interval=settings.engine.heartbeat_interval_s,
         broker_commit_every=10_000,
     )
     engine = register_engine(
@@ -132,6 +130,16 @@ def run_worker(settings: Settings) -> None:
             limits=settings.engine.limits(),
         ),
     )
+    return app, engine
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one monitoring-engine worker in this process until it is told to stop."""
+    from chainwatch.collector import settle_collector
+    from chainwatch.worker_stop import BoundedStopWorker
+    from streams.engine.messages import INTERNAL_TOPICS
+
+    app, engine = worker_app(settings)
     topics = worker_topic_configs(app, settings, INTERNAL_TOPICS)
     retry_until_reachable(
         lambda: create_missing_topics(

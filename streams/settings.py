@@ -99,6 +99,15 @@ class EngineSettings(BaseModel):
         description="how long the group waits for a worker that stopped heartbeating (crashed, "
         "frozen) before its partitions move to the others",
     )
+    heartbeat_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description="how often a worker heartbeats its consumer group (faust's default: 3 s); "
+        "a worker that joins (scaling out, a replay's second worker) waits for the others to "
+        "rejoin, which they do at their next heartbeat; at most a third of "
+        "`session_timeout_s`",
+    )
     stop_timeout_s: float = Field(
         default=30,
         gt=0,
@@ -176,6 +185,16 @@ class EngineSettings(BaseModel):
         "unit and still find every downtime it overlaps; older downtimes no known visit "
         "overlaps are folded away, their alerts final",
     )
+
+    @model_validator(mode="after")
+    def _heartbeats_within_the_session(self) -> EngineSettings:
+        if self.heartbeat_interval_s * 3 > self.session_timeout_s:
+            raise ValueError(
+                f"heartbeat_interval_s ({self.heartbeat_interval_s}) must be at most a third of "
+                f"session_timeout_s ({self.session_timeout_s}): a worker that misses one "
+                "heartbeat would otherwise be taken for dead"
+            )
+        return self
 
     def limits(self) -> EngineLimits:
         """The engine's bounded-state limits as these settings make them."""

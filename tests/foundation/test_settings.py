@@ -122,3 +122,24 @@ def test_the_engine_horizons_reach_its_limits_and_the_replay_window(
     assert limits.unit_lookback_ms == 8 * DAY_MS
     assert limits.closed_order_retention_ms == round(12.5 * DAY_MS)
     assert window_ms(limits) == 2 * DAY_MS  # a quarter of the shorter horizon
+
+
+def test_a_worker_heartbeats_its_group_as_configured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A joining worker waits for the others to rejoin at their next heartbeat: faust's
+    3 s made a replay's second worker wait up to 3 s for the first."""
+    from chainwatch.runners import worker_app
+
+    monkeypatch.setenv("CHAINWATCH_ENGINE__HEARTBEAT_INTERVAL_S", "0.5")
+    app, _engine = worker_app(Settings(data_dir=tmp_path))
+    assert app.conf.broker_heartbeat_interval == 0.5
+    monkeypatch.delenv("CHAINWATCH_ENGINE__HEARTBEAT_INTERVAL_S")
+    default, _engine = worker_app(Settings(data_dir=tmp_path, engine={"app_id": "other"}))
+    assert default.conf.broker_heartbeat_interval == 1.0
+
+
+def test_heartbeats_must_fit_three_times_into_the_session() -> None:
+    with pytest.raises(ValidationError, match="at most a third of session_timeout_s"):
+        Settings(engine={"session_timeout_s": 6, "heartbeat_interval_s": 2.5})
+    assert Settings(engine={"session_timeout_s": 6, "heartbeat_interval_s": 2}).engine
