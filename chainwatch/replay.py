@@ -360,9 +360,9 @@ def _lags(settings: Settings) -> dict[TopicPartition, int] | None:
 
 
 def _lag(settings: Settings) -> int | None:
-    """Records the engine's group has not committed yet (None: group not there yet)."""
-    lags = _lags(settings)
-    return None if lags is None else sum(lags.values())
+    """One probe on a connection of its own (`LagProbe.lag`)."""
+    with LagProbe(settings) as probe:
+        return probe.lag()
 
 
 def describe_lag(settings: Settings) -> str:
