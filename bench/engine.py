@@ -64,10 +64,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.fleet import FleetRun, differences
+from chainwatch.errors import UserError
 from chainwatch.kafka_admin import admin_client, bounded
 from chainwatch.replay import (
     LAG_PROBE_TIMEOUT_S,
-    LagProbe,
     ReplayRun,
     _lags,
     committed_offsets,
@@ -76,6 +76,7 @@ from chainwatch.replay import (
     publish_scenario,
     start_workers,
     stop_workers,
+    wait_until_idle,
     worker_log,
 )
 from chainwatch.runners import prepare_topics
@@ -138,24 +139,22 @@ def rss_mb(pid: int) -> float:
 def wait_lag_zero(
     settings: Settings, workers: list[subprocess.Popen[bytes]], timeout_s: float
 ) -> float:
-    """Seconds until the group has committed everything twice in a row."""
+    """Seconds until the group has committed everything: the replay's own wait
+    (`wait_until_idle`: one connection, one reading of no lag), its lag said every 10 s."""
     started = time.monotonic()
-    streak = 0
-    last = 0.0
-    with LagProbe(settings) as probe:  # one connection (a probe's CPU is the worker's loss)
-        while time.monotonic() - started < timeout_s:
-            for worker in workers:
-                if worker.poll() is not None:
-                    raise SystemExit(f"worker exited with code {worker.returncode}")
-            lag = probe.lag()
-            streak = streak + 1 if lag == 0 else 0
-            if streak >= 2:
-                return time.monotonic() - started
-            if time.monotonic() - last > 10:
-                say(f"  ... {lag} records behind")
-                last = time.monotonic()
-            time.sleep(0.25)
-    raise SystemExit(f"the workers did not catch up within {timeout_s:.0f}s")
+    last = [started]
+
+    def every_10_s(message: str, /, *, done: int | None = None, total: int | None = None) -> None:
+        if time.monotonic() - last[0] > 10:
+            behind = "" if done is None or total is None else f": {total - done} records behind"
+            say(f"  ... {message}{behind}")
+            last[0] = time.monotonic()
+
+    try:
+        wait_until_idle(settings, workers, every_10_s, timeout_s)
+    except UserError as exc:
+        raise SystemExit(str(exc)) from None
+    return time.monotonic() - started
 
 
 # --- 1. throughput ----------------------------------------------------------------------
