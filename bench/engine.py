@@ -141,14 +141,14 @@ def wait_lag_zero(
 ) -> float:
     """Seconds until the group has committed everything: the replay's own wait
     (`wait_until_idle`: one connection, one reading of no lag), its lag said every 10 s."""
-    started = time.monotonic()
-    last = [started]
+    started = last = time.monotonic()
 
     def every_10_s(message: str, /, *, done: int | None = None, total: int | None = None) -> None:
-        if time.monotonic() - last[0] > 10:
+        nonlocal last
+        if time.monotonic() - last > 10:
             behind = "" if done is None or total is None else f": {total - done} records behind"
             say(f"  ... {message}{behind}")
-            last[0] = time.monotonic()
+            last = time.monotonic()
 
     try:
         wait_until_idle(settings, workers, every_10_s, timeout_s)
