@@ -53,8 +53,13 @@ class Readiness:
         self._ready, self._error, self._at = ready, error, time.monotonic()
 
     async def check_once(self) -> None:
+        # `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` returns the
+        # check's result when a cancel arrives as the check ends, and the cancel is
+        # lost; the task then slept on, and a gateway's shutdown waited for it forever
+        # (seen once in CI: "the gateway did not stop within 60 s").
         try:
-            ok = await asyncio.wait_for(self._check(), self.deadline_s)
+            async with asyncio.timeout(self.deadline_s):
+                ok = await self._check()
         except TimeoutError:
             self.note(False, f"no answer within {self.deadline_s} s")
         except Exception as exc:  # any failure means "not ready", never a crash
@@ -75,6 +80,10 @@ class Readiness:
             self._task = None
 
     async def _run(self) -> None:
+        task = asyncio.current_task()
         while True:
             await asyncio.sleep(self.interval_s)  # a polling period, not a synchronisation
             await self.check_once()
+            if task is not None and task.cancelling():
+                # a cancel that a library call inside the check swallowed still stops us
+                raise asyncio.CancelledError

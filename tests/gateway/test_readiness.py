@@ -1,0 +1,104 @@
+"""The gateway's readiness task (streams.ingest.readiness), without Kafka or a server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from streams.ingest.readiness import Readiness
+
+
+async def _ends_within(task: asyncio.Task[None], timeout_s: float) -> bool:
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    return task in done
+
+
+def _cancelled_by_second_check(
+    second_check: Callable[[asyncio.Task[None]], Awaitable[bool]],
+) -> tuple[bool, bool]:
+    """Start a readiness task whose second check (its first in the background) is
+    `second_check(task)`; whether the task ended within 5 s, and whether cancelled."""
+
+    async def scenario() -> tuple[bool, bool]:
+        calls = 0
+        task: asyncio.Task[None] | None = None
+
+        async def check() -> bool:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                assert task is not None
+                return await second_check(task)
+            return True
+
+        readiness = Readiness(check, interval_s=0.01, deadline_s=5.0)
+        await readiness.start()
+        task = readiness._task
+        assert task is not None
+        ended = await _ends_within(task, 5.0)
+        if not ended:  # do not leave it running past the test
+            task.cancel()
+            await _ends_within(task, 5.0)
+        return ended, task.cancelled()
+
+    return asyncio.run(scenario())
+
+
+def test_a_cancel_that_arrives_as_a_check_ends_stops_the_background_task() -> None:
+    """On Python 3.11 `wait_for` lost such a cancel and the task slept on: a gateway's
+    shutdown then waited for it forever (a CI run's "did not stop within 60 s")."""
+
+    async def cancelled_as_it_answers(task: asyncio.Task[None]) -> bool:
+        task.cancel()
+        return True
+
+    ended, cancelled = _cancelled_by_second_check(cancelled_as_it_answers)
+    assert ended, "the readiness task went on after it was cancelled"
+    assert cancelled
+
+
+def test_a_cancel_that_a_call_inside_the_check_swallowed_still_stops_the_task() -> None:
+    """A library call inside the check (aiokafka's own `wait_for`s) may lose the cancel
+    the same way: the task sees it is being cancelled and stops."""
+
+    async def swallowed_inside(task: asyncio.Task[None]) -> bool:
+        async def answer() -> bool:
+            task.cancel()  # lands while `wait_for` below waits for this answer
+            return True
+
+        return await asyncio.wait_for(answer(), 5.0)  # 3.11: returns, the cancel lost
+
+    ended, cancelled = _cancelled_by_second_check(swallowed_inside)
+    assert ended, "the readiness task went on after it was cancelled"
+    assert cancelled
+
+
+def test_a_check_past_its_deadline_marks_the_gateway_not_ready() -> None:
+    async def scenario() -> tuple[bool, str | None]:
+        async def check() -> bool:
+            await asyncio.sleep(10)
+            return True
+
+        readiness = Readiness(check, interval_s=60.0, deadline_s=0.05)
+        await readiness.check_once()
+        state = readiness.state()
+        return state.ready, state.error
+
+    ready, error = asyncio.run(scenario())
+    assert not ready
+    assert error == "no answer within 0.05 s"
+
+
+def test_stop_ends_the_background_task() -> None:
+    async def scenario() -> bool:
+        async def check() -> bool:
+            return True
+
+        readiness = Readiness(check, interval_s=0.01, deadline_s=1.0)
+        await readiness.start()
+        task = readiness._task
+        assert task is not None
+        await asyncio.wait_for(readiness.stop(), 5.0)
+        return task.done() and readiness.state().ready
+
+    assert asyncio.run(scenario())
