@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 from engine_helpers import CapturingProducer, capture_outputs
 
@@ -19,6 +20,7 @@ from chainwatch.replay import ReplayRun, no_progress, read_topic
 from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, ReasonCode
 from schemas.plan import load_plan
+from schemas.validation import decode_input
 from streams.app import create_app
 from streams.engine.agents import Engine, EngineConfig
 from streams.engine.messages import (
@@ -31,7 +33,8 @@ from streams.engine.messages import (
     decode_order_inbox,
     encode_bundle,
 )
-from streams.topics import DEAD_LETTER, TopicNames
+from streams.engine.order_slot import OrderSlot
+from streams.topics import DEAD_LETTER, SCANS, TopicNames
 
 LINES: list[dict[str, Any]] = [
     {"topic": "orders", "key": "PO-1", "value": {
@@ -259,3 +262,47 @@ def test_a_batch_taken_before_a_rebalance_is_handled_during_the_revocation_and_a
     assert handled == [1]
     assert stream.acked == [1]  # the stale message's offset is never marked safe to commit
     assert stale not in unacked  # nor waited for by the revocation
+
+
+class _ScanEvent:
+    """A scan as the scans agent takes it: decoded, with its message (current-event-able)."""
+
+    def __init__(self, event_id: str, offset: int) -> None:
+        raw = json.dumps({
+            "event_id": event_id, "order_id": "PO-1", "stage": "yarn_sourcing",
+            "action": "started", "unit_id": "YARN-1", "event_time": "2027-03-01T10:00:00Z",
+        }).encode()  # fmt: skip
+        self.message = SimpleNamespace(
+            key=b"PO-1", value=raw, partition=0, offset=offset, topic=SCANS, tp=(SCANS, 0)
+        )
+        self.value = decode_input(SCANS, raw, plan=load_plan(None))
+
+
+def test_a_step_that_raises_half_way_leaves_no_changed_slot_behind_for_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker holds the slots it decoded (`SlotCache`); a step that raised after changing
+    one must not hand its changes to the records retried after it: each is taken from the
+    table as stored, the failing one is dead-lettered and the others are stored."""
+    engine, produced = _engine(tmp_path)
+    rt, processor = engine.runtime, engine.orders.orders
+    evaluate = processor._evaluate
+
+    def fail_on_bad(slot: OrderSlot, *args: Any, **kwargs: Any) -> Any:
+        if any(scan.event_id == "bad" for scan in slot.facts.scans):
+            raise RuntimeError("boom")
+        return evaluate(slot, *args, **kwargs)
+
+    monkeypatch.setattr(processor, "_evaluate", fail_on_bad)
+    batches = [[_ScanEvent("e-1", 1)], [_ScanEvent("bad", 2), _ScanEvent("e-2", 3)]]
+
+    async def drive() -> None:
+        async for _ in rt.agent_body(engine.orders.on_scans, SCANS)(_Stream(batches)):
+            pass
+
+    asyncio.run(drive())
+    stored = OrderSlot.from_json(orjson.loads(rt.order_table.data["PO-1"]))
+    assert [scan.event_id for scan in stored.facts.scans] == ["e-1", "e-2"]
+    assert len(engine.orders.slots) == 1  # the stored slot is held again
+    sent = _dead_letters(engine, produced)
+    assert [(p.reason_code, p.source.offset) for p in sent] == [(ReasonCode.PROCESSING_ERROR, 2)]
