@@ -4,8 +4,7 @@
 
 A simulated scenario's `orders` and `scans` records are decoded (`decode_input`,
 not timed) and taken per order exactly as the agents do: load the slot from
-its stored bytes (or the decoded slot a worker holds, `SlotCache`),
-`OrderProcessor.on_inputs`, store the slot's bytes, serialise
+its stored bytes, `OrderProcessor.on_inputs`, store the slot's bytes, serialise
 every output (alerts, snapshot, dead letters, join messages). `--batch N`
 groups N consecutive records per order as the batched agents do (1: the
 per-record path). Prints events/s (CPU time, best of `--repeat`) and a SHA-256
@@ -31,8 +30,7 @@ from schemas.validation import RecordRejected, decode_input
 from simulator import SimConfig, write_scenario
 from streams.engine.clock import EngineClock
 from streams.engine.order_processor import Effects, OrderProcessor, RecordPosition
-from streams.engine.order_slot import SlotCache, evicted_json
-from streams.engine.runtime import EngineConfig
+from streams.engine.order_slot import decode_slot, evicted_json
 from streams.rules.facts import from_ms, to_ms
 
 Record = tuple[str, int, ScanEvent | OrderRecord, bytes]
@@ -68,9 +66,8 @@ def scenario(events: int, seed: int, plan: SlaPlan) -> list[Record]:
     return records
 
 
-def run(records: list[Record], plan: SlaPlan, batch: int, slots_held: int) -> tuple[float, str]:
+def run(records: list[Record], plan: SlaPlan, batch: int) -> tuple[float, str]:
     processor = OrderProcessor(plan)
-    slots = SlotCache(slots_held)
     clock = EngineClock("event")
     table: dict[str, bytes] = {}
     digest = hashlib.sha256()
@@ -90,7 +87,7 @@ def run(records: list[Record], plan: SlaPlan, batch: int, slots_held: int) -> tu
                 (value, from_ms(now), position, raw, before)
             )
         for order_id, arrivals in groups.items():
-            slot = slots.take(order_id, table.get(order_id))
+            slot = decode_slot(order_id, table.get(order_id))
             assert slot is not None
             slot.partition = 0
             if batch == 1:  # the per-record API (also on main before batching)
@@ -104,8 +101,7 @@ def run(records: list[Record], plan: SlaPlan, batch: int, slots_held: int) -> tu
             if effects.evicted:
                 table[order_id] = orjson.dumps(evicted_json(slot))
             elif effects.changed:
-                table[order_id] = stored = orjson.dumps(slot.to_json())
-                slots.keep(order_id, stored, slot)
+                table[order_id] = orjson.dumps(slot.to_json())
             _hash(digest, effects, table.get(order_id))
     return time.process_time() - started, digest.hexdigest()
 
@@ -129,8 +125,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--slots-held", type=int, default=EngineConfig.slots_held,
-                        help="decoded slots held (SlotCache; default: the engine's)")  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="cProfile one run instead")
     args = parser.parse_args()
     plan = load_plan(None)
@@ -140,11 +134,11 @@ def main() -> None:
         import pstats
 
         profiler = cProfile.Profile()
-        profiler.runcall(run, records, plan, args.batch, args.slots_held)
+        profiler.runcall(run, records, plan, args.batch)
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
         return
-    results = [run(records, plan, args.batch, args.slots_held) for _ in range(args.repeat)]
+    results = [run(records, plan, args.batch) for _ in range(args.repeat)]
     hashes = {h for _, h in results}
     assert len(hashes) == 1, "the same input gave different outputs"
     best = min(s for s, _ in results)

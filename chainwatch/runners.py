@@ -128,7 +128,6 @@ def worker_app(settings: Settings) -> tuple[Any, Any]:
             defer_derivations=settings.engine.clock == "event"
             and settings.engine.replay_defer_derivations,
             limits=settings.engine.limits(),
-            slots_held=settings.engine.slots_held,
         ),
     )
     return app, engine

@@ -169,14 +169,6 @@ class EngineSettings(BaseModel):
         "frees its data by reference counting, so fewer collections save CPU; 0 = Python's "
         "defaults",
     )
-    slots_held: int = Field(
-        default=8192,
-        ge=0,
-        le=1_000_000,
-        description="a worker keeps the decoded state of this many orders it took last "
-        "(about 12 KB each), valid while its table value is unchanged: taking an order again "
-        "then costs no decode (~10 % of the engine's work in a replay); 0 = off",
-    )
     closed_order_retention_days: float = Field(
         default=30,
         gt=0,

@@ -36,7 +36,7 @@ from streams.engine.order_processor import (
     RecordPosition,
     ScanGate,
 )
-from streams.engine.order_slot import OrderSlot, SlotCache, evicted_json, peek
+from streams.engine.order_slot import OrderSlot, decode_slot, evicted_json, peek
 from streams.engine.runtime import RECOVERY_FLUSH_EVERY, EngineRuntime, as_rejected, error_text
 from streams.rules.facts import from_ms, to_ms
 from streams.topics import ORDERS, SCANS
@@ -65,8 +65,6 @@ class OrderAgents:
         self.acting: dict[int, Any] = {}
         """partition -> an event of it: what a table write of that partition acts for."""
         self.ticks_in_flight: set[int] = set()
-        self.slots = SlotCache(rt.config.slots_held)
-        """The decoded slots of the orders taken last (valid while stored as they were)."""
         self.gates: OrderedDict[str, tuple[bytes, ScanGate]] = OrderedDict()
         """order_id -> (the stored value, the scan gate taken of it).
 
@@ -91,9 +89,7 @@ class OrderAgents:
             rt.put(rt.order_table, order_id, rt.encoded(evicted_json(slot)))
             rt.deadlines.schedule(slot.partition, None, order_id)
         elif effects.changed:
-            stored = rt.encoded(slot.to_json())
-            rt.put(rt.order_table, order_id, stored)
-            self.slots.keep(order_id, stored, slot)
+            rt.put(rt.order_table, order_id, rt.encoded(slot.to_json()))
             rt.deadlines.schedule(slot.partition, slot.next_deadline_ms, order_id)
         rt.send_alerts(effects.alerts)
         out = rt.out
@@ -116,16 +112,10 @@ class OrderAgents:
             raw = rt.order_table.get(order_id)
             if raw is None:
                 continue
-            slot = self.slots.held(order_id, raw)
-            if slot is None:
-                stored, data = peek(raw)  # a stale entry costs no decode of the facts
-                if stored.evicted or stored.next_deadline_ms != due_ms:
-                    continue  # stale entry: the order moved on since it was indexed
-                slot = OrderSlot.from_json(data)
-            elif slot.next_deadline_ms != due_ms:
-                self.slots.keep(order_id, raw, slot)
-                continue
-            self._fire(slot, now)
+            stored, data = peek(raw)
+            if stored.evicted or stored.next_deadline_ms != due_ms:
+                continue  # stale entry: the order moved on since it was indexed
+            self._fire(OrderSlot.from_json(data), now)
 
     def _fire(self, slot: OrderSlot, now: datetime) -> Effects:
         """Fire a deadline of `slot` that fell due (with the derivation it owes, if any),
@@ -213,7 +203,7 @@ class OrderAgents:
             received = self.received.pop(order_id, None)
             try:
                 with rt.acting_for(event):
-                    slot = self.slots.take(order_id, rt.order_table.get(order_id))
+                    slot = decode_slot(order_id, rt.order_table.get(order_id))
                     if slot is not None and slot.pending_ms is not None:
                         slot.partition = partition
                         self.apply(slot, self.orders.derive_owed(slot, received))
@@ -292,7 +282,7 @@ class OrderAgents:
                 rt.send_dead_letters(refused)
                 if not arrivals:
                     return
-            slot = self.slots.take(order_id, raw)
+            slot = decode_slot(order_id, raw)
             if slot is None:  # evicted: the order closed longer ago than the retention
                 for arrival in arrivals:
                     assert arrival.position is not None
@@ -387,7 +377,7 @@ class OrderAgents:
         assert isinstance(first.item, CustomerAnswer | DowntimeAnswer)
         order_id = first.item.order_id
         with rt.acting_for(event):
-            slot = self.slots.take(order_id, rt.order_table.get(order_id))
+            slot = decode_slot(order_id, rt.order_table.get(order_id))
             if slot is None:
                 return  # the order left the state: a late join answer changes nothing
             slot.partition = event.message.partition
@@ -397,8 +387,6 @@ class OrderAgents:
                 fired = self._fire(slot, from_ms(rt.clock.now(slot.partition)))
                 if fired.evicted:
                     return
-                slot = self.slots.take(order_id, rt.order_table.get(order_id))  # as stored now
-                assert slot is not None
             received = self.received.get(order_id) or Received()
             effects = self.orders.on_inputs(
                 slot, [a for _, a in items], defer=self.defer, received=received
@@ -445,7 +433,6 @@ class OrderAgents:
         rt = self.rt
         async with rt.turn:
             rt.deadlines.clear()
-            self.slots.clear()  # (never stale, but partitions may have gone elsewhere)
             self.ticks_in_flight.clear()
             self.owed.clear()  # the table says which orders owe one (their partition's
             self.received.clear()  # owner derives them); sources do not survive a move

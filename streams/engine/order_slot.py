@@ -9,7 +9,6 @@ keeps every effect idempotent under at-least-once redelivery.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,52 +166,3 @@ def decode_slot(order_id: str, raw: bytes | None) -> OrderSlot | None:
 
 def evicted_json(slot: OrderSlot) -> dict[str, Any]:
     return {EVICTED: slot.closed_at_ms, "p": slot.partition}
-
-
-class SlotCache:
-    """The decoded slots of the orders a worker took last, each with the table value
-    it is equal to.
-
-    Decoding an order's slot is about a tenth of what taking a batch of its records
-    costs, and a replay takes the same orders again batch after batch. A held slot
-    is used only while the table holds the very bytes it was stored as (or equal
-    ones: a store may hand out copies), so it is never stale: a changelog recovery
-    or another worker's write leaves other bytes behind. `take` removes the entry,
-    so a slot a failed step changed half-way is never used again; `keep` puts it
-    back once its new value is written. One per worker (partitioned with its
-    orders), at most `size` slots.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._held: OrderedDict[str, tuple[bytes, OrderSlot]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-    def take(self, order_id: str, raw: bytes | None) -> OrderSlot | None:
-        """The slot stored as `raw` (`decode_slot`'s answer), from memory when held."""
-        held = self._held.pop(order_id, None)
-        if held is not None and raw is not None and (held[0] is raw or held[0] == raw):
-            return held[1]
-        return decode_slot(order_id, raw)
-
-    def held(self, order_id: str, raw: bytes) -> OrderSlot | None:
-        """The held slot stored as `raw`, taken out (None when none is held)."""
-        held = self._held.pop(order_id, None)
-        if held is not None and (held[0] is raw or held[0] == raw):
-            return held[1]
-        return None
-
-    def keep(self, order_id: str, raw: bytes, slot: OrderSlot) -> None:
-        """Hold `slot`, just stored as `raw` (and not changed since)."""
-        if self.size <= 0:
-            return
-        held = self._held
-        held[order_id] = (raw, slot)
-        held.move_to_end(order_id)
-        if len(held) > self.size:
-            held.popitem(last=False)
-
-    def clear(self) -> None:
-        self._held.clear()

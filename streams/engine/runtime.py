@@ -81,8 +81,6 @@ class EngineConfig:
     batch_most: int = 2000
     """Above `batch_size`: batches grow to this while they fill (`take_growing`; the
     event clock's workers, whose latency no deadline waits on)."""
-    slots_held: int = 8192
-    """Decoded order slots a worker keeps in memory (`SlotCache`; ~12 KB each)."""
     defer_derivations: bool = False
     """Derive an order once while a backlog lasts, not once per batch
     (`OrderAgents.settle`; the event clock's workers: nothing waits on their alerts

@@ -33,7 +33,7 @@ from streams.engine.messages import (
 )
 from streams.engine.order_agents import OrderAgents
 from streams.engine.order_processor import Arrival, OrderProcessor, Received, RecordPosition
-from streams.engine.order_slot import OrderSlot, SlotCache, decode_slot, evicted_json, peek
+from streams.engine.order_slot import OrderSlot, peek
 from streams.engine.unit_processor import (
     OccupancyEntry,
     UnitProcessor,
@@ -509,56 +509,6 @@ def test_a_stored_slot_keeps_its_debt_and_recovery_reads_it() -> None:
     assert not peek(orjson.dumps(slot.to_json()))[0].pending
 
 
-def test_a_held_slot_is_used_only_while_the_table_holds_what_it_was_stored_as() -> None:
-    processor = OrderProcessor(PLAN)
-    slot = OrderSlot.new("PO-1")
-    processor.on_inputs(slot, _inputs()[:2])
-    raw = orjson.dumps(slot.to_json())
-    cache = SlotCache(4)
-    cache.keep("PO-1", raw, slot)
-    assert cache.take("PO-1", raw) is slot  # no decode
-    cache.keep("PO-1", raw, slot)
-    assert cache.take("PO-1", bytes(bytearray(raw))) is slot  # an equal copy (RocksDB)
-    cache.keep("PO-1", raw, slot)
-    other = orjson.dumps(OrderSlot.new("PO-1").to_json())  # written by another worker
-    taken = cache.take("PO-1", other)
-    assert taken is not slot
-    assert taken is not None
-    assert not taken.facts.scans
-    assert cache.take("PO-1", None) == OrderSlot.new("PO-1")  # unknown order: a new slot
-    assert cache.take("PO-1", orjson.dumps(evicted_json(slot))) is None
-
-
-def test_taking_a_held_slot_lets_it_go_so_a_failed_step_leaves_nothing_changed_behind() -> None:
-    processor = OrderProcessor(PLAN)
-    slot = OrderSlot.new("PO-1")
-    raw = orjson.dumps(slot.to_json())
-    cache = SlotCache(4)
-    cache.keep("PO-1", raw, slot)
-    taken = cache.take("PO-1", raw)
-    assert taken is slot
-    processor.on_inputs(taken, _inputs()[:2])  # a step changes it, then fails to store it
-    again = cache.take("PO-1", raw)
-    assert again is not slot
-    assert again == decode_slot("PO-1", raw)
-    assert cache.held("PO-1", raw) is None
-    assert len(cache) == 0
-
-
-def test_the_slot_cache_holds_the_orders_taken_last_up_to_its_size() -> None:
-    cache = SlotCache(2)
-    stored = {f"PO-{n}": orjson.dumps(OrderSlot.new(f"PO-{n}").to_json()) for n in range(3)}
-    slots = {key: OrderSlot.new(key) for key in stored}
-    for key in ("PO-0", "PO-1", "PO-0", "PO-2"):  # PO-0 kept again: PO-1 is the oldest
-        cache.keep(key, stored[key], slots[key])
-    assert len(cache) == 2
-    assert cache.held("PO-1", stored["PO-1"]) is None
-    assert cache.held("PO-0", stored["PO-0"]) is slots["PO-0"]
-    off = SlotCache(0)
-    off.keep("PO-0", stored["PO-0"], slots["PO-0"])
-    assert len(off) == 0
-
-
 def test_a_batch_past_the_eviction_instant_is_refused_as_one_at_a_time() -> None:
     """The order completes in the batch; a record past completion + retention is order_closed."""
     limits = EngineLimits(closed_order_retention_ms=DAY_MS)
@@ -583,10 +533,7 @@ def test_a_batch_of_scans_refused_by_the_gate_ends_as_the_slot_would_end_it() ->
     gate cannot judge (a known event_id), and all after it, go to the slot."""
     limits = EngineLimits(max_scans_per_order=20)
     rt = SimpleNamespace(
-        plan=PLAN,
-        config=SimpleNamespace(
-            snapshots=True, limits=limits, defer_derivations=False, slots_held=8
-        ),
+        plan=PLAN, config=SimpleNamespace(snapshots=True, limits=limits, defer_derivations=False)
     )
     agents = OrderAgents(rt)  # type: ignore[arg-type]
     processor = agents.orders
@@ -620,10 +567,7 @@ def test_a_closed_orders_gate_leaves_a_scan_after_its_eviction_instant_to_the_sl
     order it would say state_limit; the evicted order says order_closed)."""
     limits = EngineLimits(closed_order_retention_ms=DAY_MS, max_scans_per_order=2 * len(ROUTE))
     rt = SimpleNamespace(
-        plan=PLAN,
-        config=SimpleNamespace(
-            snapshots=True, limits=limits, defer_derivations=False, slots_held=8
-        ),
+        plan=PLAN, config=SimpleNamespace(snapshots=True, limits=limits, defer_derivations=False)
     )
     agents = OrderAgents(rt)  # type: ignore[arg-type]
     slot = OrderSlot.new("PO-1")
