@@ -119,8 +119,10 @@ def create_missing_topics(
     *,
     partitions: int,
     replication_factor: int = 1,
+    partitions_by_name: Mapping[str, int] | None = None,
 ) -> None:
-    """Create the topics of `configs_by_name` (full name -> topic configs) that are missing.
+    """Create the topics of `configs_by_name` (full name -> topic configs) that are missing,
+    with `partitions` each unless `partitions_by_name` gives a topic its own count.
 
     One connection, one listing and one CreateTopics request whatever the number
     of topics: a worker needs about 25, and on a loaded machine each admin
@@ -132,7 +134,7 @@ def create_missing_topics(
         existing = set(admin.list_topics())
         wanted: dict[str, dict[str, object]] = {
             name: {
-                "num_partitions": partitions,
+                "num_partitions": (partitions_by_name or {}).get(name, partitions),
                 "replication_factor": replication_factor,
                 "configs": dict(configs),
             }

@@ -73,6 +73,34 @@ def worker_topic_configs(
     return configs
 
 
+def leader_topic(app: Any) -> str:
+    """faust's leader-election topic of `app` (one partition; its assignor subscribes to it).
+
+    faust creates it as the worker starts, after the consumer read the cluster's
+    metadata, so the consumer subscribed without it ("Ignoring missing topic") and
+    found it at its next metadata refresh, five minutes later (Kafka's
+    `metadata.max.age.ms`): the group rebalanced then and the worker recovered its
+    tables again (a demo worker logged `generation id 2` at 5:00, then faust's
+    "Stream has not started processing" for its inbox partitions).
+    """
+    return f"{app.conf.id}-__assignor-__leader"
+
+
+def create_worker_topics(app: Any, settings: Settings, internal_topics: Iterable[str]) -> None:
+    """Create every topic a worker subscribes to or writes that is missing, before faust
+    starts (`worker_topic_configs`, and faust's leader topic with its one partition)."""
+    topics = worker_topic_configs(app, settings, internal_topics)
+    leader = leader_topic(app)
+    topics[leader] = settings.kafka.topic_configs()
+    create_missing_topics(
+        settings.kafka.bootstrap,
+        topics,
+        partitions=settings.kafka.partitions,
+        replication_factor=settings.kafka.replication_factor,
+        partitions_by_name={leader: 1},
+    )
+
+
 def changelog_topics(app: Any, settings: Settings) -> dict[tuple[tuple[str, str], ...], list[str]]:
     """The changelog topic of every table of `app`, grouped by the configuration faust
     gives them (compacted; `min.insync.replicas` from the settings). Tables with a
@@ -140,15 +168,8 @@ def run_worker(settings: Settings) -> None:
     from streams.engine.messages import INTERNAL_TOPICS
 
     app, engine = worker_app(settings)
-    topics = worker_topic_configs(app, settings, INTERNAL_TOPICS)
     retry_until_reachable(
-        lambda: create_missing_topics(
-            settings.kafka.bootstrap,
-            topics,
-            partitions=settings.kafka.partitions,
-            replication_factor=settings.kafka.replication_factor,
-        ),
-        process="worker",
+        lambda: create_worker_topics(app, settings, INTERNAL_TOPICS), process="worker"
     )
     # faust's Worker owns its event loop and stops on SIGINT/SIGTERM itself; the start and
     # stop lines and the ops port's lifetime are every process's (chainwatch.process)
