@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 from engine_helpers import CapturingProducer, capture_outputs
+from samples import scan
 
 from chainwatch.replay import ReplayRun, no_progress, read_topic
 from chainwatch.settings import Settings
@@ -268,10 +269,7 @@ class _ScanEvent:
     """A scan as the scans agent takes it: decoded, with its message (current-event-able)."""
 
     def __init__(self, event_id: str, offset: int) -> None:
-        raw = json.dumps({
-            "event_id": event_id, "order_id": "PO-1", "stage": "yarn_sourcing",
-            "action": "started", "unit_id": "YARN-1", "event_time": "2027-03-01T10:00:00Z",
-        }).encode()  # fmt: skip
+        raw = json.dumps(scan(event_id=event_id, order_id="PO-1")).encode()
         self.message = SimpleNamespace(
             key=b"PO-1", value=raw, partition=0, offset=offset, topic=SCANS, tp=(SCANS, 0)
         )
@@ -290,7 +288,7 @@ def test_a_step_that_raises_half_way_leaves_no_changed_slot_behind_for_the_next(
     evaluate = processor._evaluate
 
     def fail_on_bad(slot: OrderSlot, *args: Any, **kwargs: Any) -> Any:
-        if any(scan.event_id == "bad" for scan in slot.facts.scans):
+        if any(known.event_id == "bad" for known in slot.facts.scans):
             raise RuntimeError("boom")
         return evaluate(slot, *args, **kwargs)
 
@@ -303,6 +301,6 @@ def test_a_step_that_raises_half_way_leaves_no_changed_slot_behind_for_the_next(
 
     asyncio.run(drive())
     stored = OrderSlot.from_json(orjson.loads(rt.order_table.data["PO-1"]))
-    assert [scan.event_id for scan in stored.facts.scans] == ["e-1", "e-2"]
+    assert [known.event_id for known in stored.facts.scans] == ["e-1", "e-2"]
     sent = _dead_letters(engine, produced)
     assert [(p.reason_code, p.source.offset) for p in sent] == [(ReasonCode.PROCESSING_ERROR, 2)]
