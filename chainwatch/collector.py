@@ -7,7 +7,7 @@ allocations and a full one every ~70,000, and a full collection walks every
 tracked object the process holds, most of them the modules, classes and
 pydantic schemas imported at start-up. On a 100,000-record replay that was
 ~10 % of the worker's CPU (7-9 s of ~78 s), more on larger ones
-(docs/performance-engine.md, "The garbage collector settled").
+(docs/performance-engine-history.md, "The garbage collector settled").
 
 So once the worker is built, the objects it holds are moved out of the
 collector's sight (`gc.freeze`: they live as long as the process anyway), and

@@ -7,7 +7,7 @@ on a full stream buffer or on stopped flow control. mode's `Service.wait_first`
 wraps each argument, and the service's stopped and crashed events, in a task of its
 own and waits on all of them: four tasks created and cancelled per record. py-spy
 put it at 14 % of a faust agent that does nothing with its records, the largest
-single cost of faust's consume path (docs/performance-engine.md).
+single cost of faust's consume path (docs/performance-engine-history.md, "Four tasks per record").
 
 Almost every delivery never blocks: the conductor decodes the record and puts it
 into a buffer that has room. So `EagerDelivery.wait_first` runs the delivery's

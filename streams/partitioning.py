@@ -3,7 +3,7 @@
 Every producer of the project partitions keyed records as Kafka's Java client
 does, so a key's records land on the partition any other client would choose.
 aiokafka's murmur2 is pure Python and was ~3 % of an engine step (py-spy,
-docs/performance-engine.md); the keys the engine sends repeat from batch to
+docs/performance-engine-history.md); the keys the engine sends repeat from batch to
 batch (orders in progress, units, customers), so the hash is cached. Alert
 ids (64 hex characters) mostly do not repeat: `murmur2` here is the same
 function as aiokafka's, reading the key four bytes at a time (`struct`), about

@@ -3,7 +3,7 @@
 An order is derived once per batch whatever number of its records the batch
 holds, so the larger a batch the fewer derivations per record: on a replay's
 backlog the pure order path runs ~2x faster in batches of 15,000 than of 2,000
-(docs/performance-engine.md, "Batches that grow"). A live worker cannot wait for
+(docs/performance-engine-history.md, "Batches that grow"). A live worker cannot wait for
 large batches (each hop adds its wait to the deadline latency), so it takes
 faust's `take_events(batch_size, within)` as before. A worker on the event clock
 (a replay or backtest: the clock is the records', not the wall's) takes
@@ -106,7 +106,7 @@ async def take_growing(
     Its fetch loop then hands records over in bulk (`EagerDelivery.turn_per_record`
     off, set by `EngineRuntime` for a worker that takes its batches here): about
     a tenth of a replay worker's time, one loop turn and one iteration per record
-    (docs/performance-engine.md, "Records moved in bulk").
+    (docs/performance-engine-history.md, "Records moved in bulk").
     `after_ack` is awaited once a batch's events are acked: the first moment
     their offsets may be committed (`EngineRuntime` commits there when a
     replay's window has drained). A batch is also taken as soon as `drained()`

@@ -76,7 +76,8 @@ class EngineConfig:
     loaded worker's turns are long (other agents' steps): with 0.02 s the engine's
     batches held ~50 records and it paid each batch's fixed costs (flush, bundles,
     deadlines) that often. 0.2 s gave batches of ~800 under load, and kept the
-    deadline latency's p99 at ~0.24 s at 250 records/s (docs/performance-engine.md).
+    deadline latency's p99 at ~0.24 s at 250 records/s
+    (docs/performance-engine-history.md, "Four tasks per record").
     """
     batch_most: int = 2000
     """Above `batch_size`: batches grow to this while they fill (`take_growing`; the
