@@ -125,3 +125,50 @@ def test_every_link_between_the_docs_reaches_its_file_and_heading() -> None:
             elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
                 broken.append(f"{doc.relative_to(ROOT)}: {target} (no such heading)")
     assert not broken, broken
+
+
+#: where code and docs cite a section of the engine's performance documents by its
+#: title: `docs/performance-engine-history.md, "Records moved in bulk"` (the title may
+#: wrap, in a docstring, a comment or a paragraph)
+SECTION_REFERENCE = re.compile(
+    r"(performance-engine(?:-history)?\.md)(?:\]\([^)]*\))?,\s+\"([^\"]+)\""
+)
+CITING = ["README.md", "bench", "chainwatch", "dashboards", "docs", "schemas", "sinks", "streams"]
+
+
+def _titles(doc: str) -> list[str]:
+    lines = (ROOT / "docs" / doc).read_text(encoding="utf-8").splitlines()
+    return [line.lstrip("#").strip() for line in lines if line.startswith("#")]
+
+
+def _title(quoted: str) -> str:
+    """A quoted title as one line: wraps joined, comment markers of wrapped lines dropped."""
+    return " ".join(w for w in quoted.split() if w != "#")
+
+
+def test_every_cited_section_of_the_performance_documents_exists() -> None:
+    titles = {d: _titles(d) for d in ("performance-engine.md", "performance-engine-history.md")}
+    files = [ROOT / "README.md"]
+    for top in CITING[1:]:
+        files += [p for p in (ROOT / top).rglob("*") if p.suffix in {".py", ".md", ".yaml"}]
+    cited = 0
+    for path in files:
+        for doc, quoted in SECTION_REFERENCE.findall(path.read_text(encoding="utf-8")):
+            title = _title(quoted)
+            assert any(t.startswith(title) for t in titles[doc]), f"{path}: {doc}, {title!r}"
+            cited += 1
+    assert cited >= 5, "the pattern no longer finds the citations"
+
+
+def test_the_performance_page_names_only_sections_its_log_has() -> None:
+    """Its tables of changes and of ideas not kept end in a column of the log's sections."""
+    history = _titles("performance-engine-history.md")
+    page = (ROOT / "docs" / "performance-engine.md").read_text(encoding="utf-8")
+    rows = 0
+    for table in re.findall(r"^\|[^\n]*\| the log's section \|\n(?:\|[^\n]*\n)+", page, re.M):
+        for row in table.splitlines()[2:]:
+            last = row.rstrip(" |").rsplit(" | ", 1)[-1]
+            for title in re.findall(r"\"([^\"]+)\"", last):
+                assert any(t.startswith(title) for t in history), f"{title!r} ({row[:60]}...)"
+            rows += 1
+    assert rows >= 20, "the tables of changes and of ideas not kept"
