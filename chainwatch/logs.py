@@ -54,6 +54,27 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+class RetriableAsWarning(logging.Filter):
+    """Logs aiokafka's errors that it retries by itself as warnings, as Kafka's Java client does.
+
+    aiokafka logs a failed request at ERROR and then retries it when the broker's
+    error is retriable (`KafkaError.retriable`): a group coordinator not yet
+    elected, a partition whose leader is moving. Every worker's start on a new
+    topic logged two such lines (`GroupCoordinatorNotAvailableError`,
+    `NotLeaderForPartitionError`), so an alert on ERROR lines would fire at each
+    start and each broker failover. What aiokafka gives up on (not retriable)
+    stays an error; a retriable failure that persists still shows, as warnings
+    (rate-limited by `RepeatFilter`), and as a worker that is not ready.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.name.startswith("aiokafka"):
+            args = record.args if isinstance(record.args, tuple) else ()
+            if any(getattr(arg, "retriable", False) is True for arg in args):
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
     """Route structlog and stdlib logging to stderr in one format.
 
@@ -91,6 +112,7 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_color_message],
         )
     )
+    handler.addFilter(RetriableAsWarning())
     handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -160,6 +182,7 @@ def route_library_logs(path: Path) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+    handler.addFilter(RetriableAsWarning())
     root_handlers = logging.getLogger().handlers
     if root_handlers and root_handlers[0].formatter is not None:
         handler.setFormatter(root_handlers[0].formatter)

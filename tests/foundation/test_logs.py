@@ -57,3 +57,36 @@ def test_no_traceback_prints_local_variables(fmt: str) -> None:
     assert err.count("in authorise") == 2  # both tracebacks are there ...
     assert "unknown token of 23 characters" in err
     assert "t0ken-of-a-plant" not in err  # ... but no frame's variables
+
+
+_AIOKAFKA_FAILURES = """
+import logging, sys
+from aiokafka import errors
+from chainwatch.logs import configure_logging
+
+configure_logging("info", "json")
+coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+coordinator.error(
+    "Group Coordinator Request failed: %s", errors.GroupCoordinatorNotAvailableError()
+)
+logging.getLogger("aiokafka.consumer.fetcher").error(
+    "Failed fetch offsets from %s: %s", 1, errors.NotLeaderForPartitionError()
+)
+coordinator.error("Attempt to join group failed due to fatal error: %s",
+                  errors.GroupAuthorizationFailedError("g"))
+logging.getLogger("chainwatch.test").error("ours: %s", errors.NotLeaderForPartitionError())
+"""
+
+
+def test_what_aiokafka_retries_by_itself_is_a_warning_and_what_it_gives_up_on_an_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _AIOKAFKA_FAILURES], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [(line["level"], line["event"].split(":")[0]) for line in lines] == [
+        ("warning", "Group Coordinator Request failed"),
+        ("warning", "Failed fetch offsets from 1"),
+        ("error", "Attempt to join group failed due to fatal error"),
+        ("error", "ours"),
+    ]
