@@ -48,8 +48,10 @@ class Readiness:
 
     def note(self, ready: bool, error: str | None = None) -> None:
         """Record an outcome (a check's, or a publish's)."""
-        if ready != self._ready:
-            log.info("readiness changed", ready=ready, error=error)
+        if ready and not self._ready:
+            log.info("readiness changed", ready=True)
+        elif self._ready and not ready:  # the gateway now answers 503: Kafka is gone
+            log.warning("readiness changed", ready=False, error=error)
         self._ready, self._error, self._at = ready, error, time.monotonic()
 
     async def check_once(self) -> None:

@@ -125,6 +125,21 @@ class TestThroughTheGateway:
         assert "secret-token-of" not in text  # ... never by token
         assert "leak-me" not in text
 
+    def test_the_request_log_names_an_error_only_for_a_refused_request(
+        self, gateway: Harness, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        capfd.readouterr()
+        assert gateway.post("/v1/scans", [scan()], token="unit-dye").status_code == 202
+        assert gateway.post("/v1/scans", [scan()], token=None).status_code == 401
+        captured = capfd.readouterr()
+        lines = (captured.out + captured.err).splitlines()
+        ingest = [line for line in lines if "] ingest " in line]
+        assert [("status=202" in line, "error=" in line) for line in ingest] == [
+            (True, False),
+            (False, True),
+        ]
+        assert "error=unauthorized" in ingest[1]
+
 
 def test_the_shipped_example_tokens_file_loads_and_matches_its_comment() -> None:
     root = Path(__file__).resolve().parents[2]

@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from streams.ingest import readiness as readiness_module
 from streams.ingest.readiness import Readiness
 
 
@@ -102,3 +107,24 @@ def test_stop_ends_the_background_task() -> None:
         return task.done() and readiness.state().ready
 
     assert asyncio.run(scenario())
+
+
+def test_losing_readiness_is_a_warning_that_says_why_and_regaining_it_is_news(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def never() -> bool:
+        return True
+
+    readiness = Readiness(never, interval_s=60.0, deadline_s=1.0)
+    with capture_logs() as logs:
+        # a logger made inside the capture: the module's may be cached by an earlier test
+        monkeypatch.setattr(readiness_module, "log", structlog.stdlib.get_logger("readiness"))
+        readiness.note(True)
+        readiness.note(True)  # no change, no line
+        readiness.note(False, "kafka unreachable: timed out")
+        readiness.note(True)
+    assert [(e["log_level"], e["ready"], e.get("error", "-")) for e in logs] == [
+        ("info", True, "-"),
+        ("warning", False, "kafka unreachable: timed out"),
+        ("info", True, "-"),
+    ]
