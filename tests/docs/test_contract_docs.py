@@ -14,6 +14,7 @@ from docs_helpers import ROOT
 
 from schemas.alerts import AlertType
 from schemas.plan import SlaPlan, load_plan, plan_from_mapping
+from schemas.scans import MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_TEXT, MAX_ATTRIBUTES
 
 CONTRACT = (ROOT / "docs" / "contract.md").read_text(encoding="utf-8")
 RULES = (ROOT / "docs" / "rules.md").read_text(encoding="utf-8")
@@ -56,3 +57,15 @@ def test_the_docs_cite_no_spec_files_missing_from_the_repository() -> None:
     for doc in docs:
         text = doc.read_text(encoding="utf-8")
         assert not re.search(r"\b(RULES|CONTRACT)\.md\b", text), f"{doc.name} cites the spec"
+
+
+def test_contract_md_says_which_customer_fields_are_required() -> None:
+    schema = json.loads((ROOT / "schemas" / "json" / "customer.schema.json").read_text())
+    sentence = CONTRACT.split("are required;", 1)[0].rsplit("\n\n", 1)[1]
+    assert set(re.findall(r"`([a-z_]+)`", sentence)) == set(schema["required"])
+
+
+def test_contract_md_states_the_attribute_limits_the_model_enforces() -> None:
+    text = " ".join(CONTRACT.split())
+    assert f"at most {MAX_ATTRIBUTES} keys of 1-{MAX_ATTRIBUTE_KEY} characters" in text
+    assert f"a string of at most {MAX_ATTRIBUTE_TEXT} characters" in text

@@ -1,16 +1,19 @@
-"""docs/ingest.md's status codes per endpoint are the OpenAPI document's."""
+"""docs/ingest.md's status codes per endpoint are the OpenAPI document's, and its
+error codes the ones the gateway answers with."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
 from conftest import make_registry
 
 from chainwatch.settings import Settings
-from streams.ingest.app import create_gateway_app
+from streams.ingest.app import _ERROR_NAMES, create_gateway_app
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "ingest.md"
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "ingest.md"
 
 
 def _documented() -> dict[str, list[str]]:
@@ -42,3 +45,29 @@ def test_every_error_response_has_the_one_documented_shape() -> None:
                         path,
                         code,
                     )
+
+
+def _raised_codes() -> set[str]:
+    """Every `error` code the gateway's code can answer with: the literal code of each
+    `HttpError(...)`, the names of the framework's own refusals and their fallback."""
+    codes: set[str] = set()
+    for path in (ROOT / "streams" / "ingest").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "HttpError"
+            ):
+                code = node.args[1]
+                assert isinstance(code, ast.Constant), f"{path.name}:{node.lineno}"
+                codes.add(code.value)
+    return codes | set(_ERROR_NAMES.values()) | {"http_error"}
+
+
+def test_the_docs_list_every_error_code_the_gateway_answers_with() -> None:
+    text = DOC.read_text()
+    sentence = text.split("`error` is a stable code (", 1)[1].split(");", 1)[0]
+    # A client gone mid-body gets no answer: its code is only logged and counted.
+    unanswered = {"client_disconnected"}
+    assert set(re.findall(r"`([a-z_]+)`", sentence)) == _raised_codes() - unanswered
+    assert all(f"`{code}`" in text for code in unanswered)
