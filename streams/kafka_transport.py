@@ -17,7 +17,7 @@ input again. Here `flush` returns only when every message handed over before it
 has been acknowledged by Kafka, or raises `ProducerFlushError` (the commit does
 not happen; the worker stops with that error and its inputs are processed
 again). The engine's outputs and its table changelog records skip faust's
-per-message path (`send_batch_tracked`, used by `streams.engine.runtime.OutputSender`)
+per-message path (`send_batch_tracked`, used by `streams.engine.output_sender.OutputSender`)
 and are covered by the same flush; one that cannot even be appended makes the
 next flush raise too (`refuse_commit`).
 

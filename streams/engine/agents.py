@@ -15,7 +15,7 @@ Lifecycle and guarantees:
   its outputs. No agent can then publish an alert version older than one
   another agent has already sent. Every output, and each key's table changelog
   record (one per key and batch, `EngineRuntime.put`), goes straight to the
-  worker's aiokafka producer (`runtime.OutputSender`); faust flushes the
+  worker's aiokafka producer (`output_sender.OutputSender`); faust flushes the
   producer before it commits offsets, and the flush waits until Kafka
   acknowledged every output and changelog record (a failed one stops the commit).
 - A record whose handling raises is dead-lettered (`processing_error`) and the

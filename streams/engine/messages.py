@@ -144,7 +144,7 @@ class Occupancy:
 
 OrderInbox = CustomerAnswer | DowntimeAnswer | Tick
 JoinMessage = CustomerAnswer | DowntimeAnswer | Subscription | Occupancy
-"""A message one agent sends another during a batch (bundled by `runtime.OutputSender`)."""
+"""A message one agent sends another during a batch (bundled by `output_sender.OutputSender`)."""
 
 BUNDLE_MAX_BYTES = 256 * 1024
 """A bundle is closed before it would grow past this (half the producer's batch size,

@@ -20,6 +20,7 @@ import structlog
 from schemas.dead_letter import DeadLetter, ErrorDetail, ReasonCode
 from schemas.orders import OrderRecord
 from schemas.scans import ScanEvent
+from streams.engine.errors import error_text
 from streams.engine.messages import (
     ORDER_INBOX,
     CustomerAnswer,
@@ -37,7 +38,7 @@ from streams.engine.order_processor import (
     ScanGate,
 )
 from streams.engine.order_slot import OrderSlot, decode_slot, evicted_json, peek
-from streams.engine.runtime import RECOVERY_FLUSH_EVERY, EngineRuntime, as_rejected, error_text
+from streams.engine.runtime import RECOVERY_FLUSH_EVERY, EngineRuntime, as_rejected
 from streams.rules.facts import from_ms, to_ms
 from streams.topics import ORDERS, SCANS
 

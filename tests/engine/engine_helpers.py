@@ -14,7 +14,8 @@ from typing import Any
 from aiokafka.errors import MessageSizeTooLargeError
 
 from schemas.plan import load_plan
-from streams.engine.runtime import EngineRuntime, OutputSender
+from streams.engine.output_sender import OutputSender
+from streams.engine.runtime import EngineRuntime
 from streams.partitioning import partition_of
 from streams.rules.oracle import run_scenario
 
