@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from chainwatch.errors import UserError
-from schemas.files import read_config_text
+from schemas.files import load_config_yaml, read_config_text
 
 FIGURES_FILE = Path(__file__).resolve().parent.parent / "bench" / "figures.yaml"
 
@@ -54,7 +54,7 @@ _SECTIONS = {
 def load_figures(path: Path = FIGURES_FILE) -> Figures:
     """The figures file, checked: every figure present, positive, with its source."""
     try:
-        data = yaml.safe_load(read_config_text(path))
+        data = load_config_yaml(read_config_text(path))
     except OSError as exc:
         raise UserError(f"cannot read the bench figures {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:

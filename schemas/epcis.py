@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from schemas.common import Identifier, StageName
-from schemas.files import read_config_text
+from schemas.files import load_config_yaml, read_config_text
 from schemas.scans import ScanAction, Uom
 
 EventType = Literal[
@@ -190,7 +190,7 @@ class EpcisMappingError(Exception):
 def load_epcis_mapping(path: Path) -> EpcisMapping:
     """Read and validate a mapping file; errors name the key (`actions.2.action: ...`)."""
     try:
-        data = yaml.safe_load(read_config_text(path))
+        data = load_config_yaml(read_config_text(path))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise EpcisMappingError(f"cannot read EPCIS mapping {path}: {exc}") from None
     try:

@@ -1,5 +1,11 @@
 """Reading the small text files a user points Chainwatch at: plans, mappings, tokens.
 
+Every one of them is YAML, read through `load_config_yaml`: a key given twice in
+one mapping is refused (YAML's loaders keep the last one silently: a plan's
+`handoff: 12h` undone by a later `handoff: 1s`, a tokens file's list by a later
+empty one), and nesting too deep for the parser is an error like any other bad
+YAML, said on one line, not a `RecursionError`.
+
 `Path.read_text` reads whatever the path names: a FIFO blocked the command for
 ever, `/dev/zero` grew it to gigabytes before anything could say the file was
 wrong. These files are a few kilobytes; anything that is not a regular file, or
@@ -13,6 +19,10 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 """Far above any plan, mapping or tokens file (the shipped ones are a few KB)."""
@@ -35,3 +45,66 @@ def read_config_bytes(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> bytes:
 def read_config_text(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> str:
     """`read_config_bytes` as UTF-8 text (`UnicodeDecodeError` when it is not)."""
     return read_config_bytes(path, max_bytes).decode("utf-8")
+
+
+class ConfigYamlError(yaml.YAMLError):
+    """A config file that is not YAML a command can use; its text is one line.
+
+    `private` says what is wrong without a word of the file (the tokens file's
+    loaders: a token pasted there by mistake must not reach a log)."""
+
+    def __init__(self, text: str, private: str) -> None:
+        super().__init__(text)
+        self.private = private
+
+
+class _KeyTwice(ConstructorError):
+    """A mapping that gives one key twice (`StrictSafeLoader`)."""
+
+
+class StrictSafeLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping.
+
+    Merge keys (`<<: *defaults`) still override as YAML says: only keys written
+    in the mapping itself are compared.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        # an explicit `!!map` on a scalar comes here too: the base class refuses it
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = (key_node.tag, key_node.value)
+            if key in seen:
+                raise _KeyTwice(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found the key {key_node.value!r} twice",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_config_yaml(text: str, loader: type[StrictSafeLoader] = StrictSafeLoader) -> Any:
+    """The YAML document in `text`; `ConfigYamlError` (one line) when it cannot be loaded."""
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise ConfigYamlError("nested too deeply to read", "nested too deeply to read") from None
+    except yaml.YAMLError as exc:
+        where = _where(exc)
+        if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+            text = " ".join(f"{exc.problem}{where}".split())
+        else:
+            text = " ".join(str(exc).split())
+        twice = isinstance(exc, _KeyTwice)
+        private = ("a key written twice" if twice else "not valid YAML") + where
+        raise ConfigYamlError(text, private) from None
+
+
+def _where(exc: yaml.YAMLError) -> str:
+    """` (line 2, column 1)`: where PyYAML found the problem, without its excerpt of the file."""
+    mark = exc.problem_mark if isinstance(exc, yaml.MarkedYAMLError) else None
+    return "" if mark is None else f" (line {mark.line + 1}, column {mark.column + 1})"

@@ -36,7 +36,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from schemas.customers import CustomerTier
-from schemas.files import read_config_text
+from schemas.files import StrictSafeLoader, load_config_yaml, read_config_text
 from schemas.orders import OrderOp
 from schemas.scans import ScanAction, Uom
 from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
@@ -276,7 +276,7 @@ def _target_problem(field: str, target: str) -> str | None:
     return None
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(StrictSafeLoader):
     """YAML 1.1 without `yes`/`no`/`on`/`off` as booleans: `Ein: up` must stay text."""
 
 
@@ -300,7 +300,7 @@ def load_mapping(path: Path, kind: str | None = None) -> ImportMapping:
     except (OSError, UnicodeDecodeError) as exc:
         raise MappingError(f"cannot read mapping {path}: {_why(exc)}") from None
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
+        data = load_config_yaml(text, _Loader)
     except yaml.YAMLError as exc:
         why = " ".join(str(exc).split())
         raise MappingError(f"mapping {path} is not valid YAML: {why}") from None

@@ -31,7 +31,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from schemas.common import StageName
-from schemas.files import read_config_text
+from schemas.files import load_config_yaml, read_config_text
+from schemas.orders import MAX_ROUTE_STAGES
 
 Tier = Literal["platinum", "gold", "standard"]
 """Customer tiers of the CRM (CONTRACT.md); unknown customers count as `standard`."""
@@ -48,12 +49,21 @@ class PlanError(Exception):
     """A plan that cannot be used; the message names the offending key."""
 
 
+MAX_DURATION = timedelta(days=365)
+"""The longest duration a plan may give (a budget, a margin, the grace): longer is a typo.
+
+Bounded so that every ETA stays a date: an order's remaining budget adds up to
+`MAX_ROUTE_STAGES` stages and handoffs, and `9999999999d` overflowed Python's
+datetime inside the rules instead of being refused with the key that said it.
+"""
+
+
 def parse_duration(value: Any) -> timedelta:
     """`90s`, `30m`, `36h`, `2d` -> timedelta; one unit per value keeps files unambiguous."""
     if isinstance(value, timedelta):
         if value < timedelta(0):
             raise PydanticCustomError("duration", "duration must not be negative")
-        return value
+        return _at_most_a_year(value)
     match = _DURATION.match(value) if isinstance(value, str) else None
     if match is None:
         raise PydanticCustomError(
@@ -64,7 +74,24 @@ def parse_duration(value: Any) -> timedelta:
     sign, amount, unit = match.groups()
     if sign and int(amount) != 0:
         raise PydanticCustomError("duration", "duration must not be negative")
-    return timedelta(seconds=int(amount) * _UNIT_SECONDS[unit])
+    seconds = int(amount) * _UNIT_SECONDS[unit]
+    if seconds > MAX_DURATION.total_seconds():
+        raise _too_long(value)
+    return timedelta(seconds=seconds)
+
+
+def _at_most_a_year(value: timedelta) -> timedelta:
+    if value > MAX_DURATION:
+        raise _too_long(format_duration(value))
+    return value
+
+
+def _too_long(value: Any) -> PydanticCustomError:
+    return PydanticCustomError(
+        "duration",
+        "duration must be at most {most}, got {value}",
+        {"most": format_duration(MAX_DURATION), "value": str(value).strip()},
+    )
 
 
 def format_duration(value: timedelta) -> str:
@@ -103,7 +130,7 @@ class _PlanProblem(Exception):
 class SlaPlan(_Strict):
     """One validated plan; shared read-only by every rule evaluation."""
 
-    route: tuple[StageName, ...]
+    route: Annotated[tuple[StageName, ...], Field(max_length=MAX_ROUTE_STAGES)]
     qc_stage: StageName
     rework_stage: StageName
     start_within: Duration
@@ -246,7 +273,7 @@ def load_plan(path: Path | None = None) -> SlaPlan:
     except UnicodeDecodeError as exc:
         raise PlanError(f"plan {path} is not UTF-8 text (byte {exc.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_config_yaml(text)
     except yaml.YAMLError as exc:
         raise PlanError(f"{where} is not valid YAML: {exc}") from None
     try:

@@ -22,7 +22,7 @@ from chainwatch.errors import UserError
 from chainwatch.replay import Progress, run_replay
 from chainwatch.settings import Settings
 from schemas.alerts import Alert
-from schemas.files import read_config_bytes
+from schemas.files import load_config_yaml, read_config_bytes
 from schemas.plan import PlanError, SlaPlan, plan_from_mapping
 
 
@@ -51,7 +51,7 @@ def load_plan_files(paths: Sequence[Path]) -> list[PlanFile]:
             raise PlanError(f"cannot read plan {path}: {exc.strerror or exc}") from None
         text = raw.decode("utf-8", "replace")
         try:
-            plan = plan_from_mapping(yaml.safe_load(text))
+            plan = plan_from_mapping(load_config_yaml(text))
         except yaml.YAMLError as exc:
             reason = str(exc).replace("\n", " ")
             raise PlanError(f"SLA plan {path} is not valid YAML: {reason}") from None

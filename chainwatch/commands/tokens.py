@@ -18,7 +18,7 @@ import yaml
 
 from chainwatch.cli_context import err, settings
 from chainwatch.errors import UserError
-from schemas.files import read_config_text
+from schemas.files import load_config_yaml, read_config_text
 
 EXAMPLE_TOKEN_DIGESTS = frozenset(
     {  # sha256 of example-dye-token, example-orders-token, example-crm-token, example-admin-token
@@ -48,7 +48,7 @@ def refuse_example_tokens(host: str, tokens_file: Path) -> None:
     if is_loopback(host):
         return
     try:
-        data = yaml.safe_load(read_config_text(tokens_file)) or {}
+        data = load_config_yaml(read_config_text(tokens_file)) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return  # the tokens file's own loader reports this one
     entries = data.get("tokens") if isinstance(data, dict) else None
@@ -108,9 +108,10 @@ def append_token(path: Path, entry: dict[str, Any]) -> None:
 
     try:
         old_text = read_config_text(path) if path.exists() else ""
-        data = yaml.safe_load(old_text) if old_text.strip() else {"tokens": []}
+        data = load_config_yaml(old_text) if old_text.strip() else {"tokens": []}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise UserError(f"cannot read tokens file {path}: {type(exc).__name__}") from None
+        why = getattr(exc, "private", None) or type(exc).__name__  # never the file's text
+        raise UserError(f"cannot read tokens file {path}: {why}") from None
     if not isinstance(data, dict) or not isinstance(data.get("tokens") or [], list):
         raise UserError(f"tokens file {path}: expected a mapping with a `tokens:` list")
     tokens = [*(data.get("tokens") or []), entry]
@@ -125,7 +126,7 @@ def append_token(path: Path, entry: dict[str, Any]) -> None:
     base = old_text if old_text.strip() else "tokens:\n"
     text = base + ("" if base.endswith("\n") else "\n") + _entry_yaml(entry)
     try:
-        appended_ok = (yaml.safe_load(text) or {}).get("tokens") == tokens
+        appended_ok = (load_config_yaml(text) or {}).get("tokens") == tokens
     except yaml.YAMLError:
         appended_ok = False
     if not appended_ok:

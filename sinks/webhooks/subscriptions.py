@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from standardwebhooks import Webhook
 
 from schemas.alerts import Alert
-from schemas.files import read_config_text
+from schemas.files import load_config_yaml, read_config_text
 from sinks.webhooks.formats import DEFAULT_LINK_TEMPLATE, PAGERDUTY_URL, check_link_template
 from sinks.webhooks.targets import ALLOW_SETTING, TargetPolicy
 
@@ -219,13 +219,14 @@ def load_subscriptions(
 ) -> Subscriptions:
     """Read and check the file; every endpoint's secret is checked to be usable."""
     try:
-        data = yaml.safe_load(read_config_text(Path(path)))
+        data = load_config_yaml(read_config_text(Path(path)))
     except OSError as exc:
         raise SubscriptionError(f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise SubscriptionError(f"{path} is not UTF-8 text (byte {exc.start})") from None
-    except yaml.YAMLError as exc:
-        raise SubscriptionError(f"{path} is not valid YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # what and where, never the file's text (its secrets)
+        why = getattr(exc, "private", None) or "not valid YAML"
+        raise SubscriptionError(f"{path}: {why}") from None
     try:
         subs = Subscriptions.model_validate(data)
     except ValidationError as exc:

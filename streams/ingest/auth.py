@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.common import Identifier, StageName
-from schemas.files import read_config_text
+from schemas.files import load_config_yaml, read_config_text
 
 
 class Role(StrEnum):
@@ -106,9 +106,11 @@ class TokenRegistry:
     @classmethod
     def load(cls, path: Path) -> TokenRegistry:
         try:
-            data = yaml.safe_load(read_config_text(path))
+            data = load_config_yaml(read_config_text(path))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            why = getattr(exc, "strerror", None) or type(exc).__name__  # never the file's text
+            # never the file's text: a token pasted there by mistake must not reach a log
+            why = getattr(exc, "private", None) or getattr(exc, "strerror", None)
+            why = why or type(exc).__name__
             raise TokensFileError(f"cannot read tokens file {path}: {why}") from None
         try:
             parsed = TokensFile.model_validate(data)

@@ -62,6 +62,25 @@ def test_bad_tokens_files_name_the_problem(tmp_path: Path, body: str, complaint:
 
 
 @pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        # a second `tokens:` key emptied the list before: every caller locked out, no error
+        (f"tokens:\n  - {{name: a, sha256: {'a' * 64}, role: crm}}\ntokens: [pasted-s3cret]\n",
+         "a key written twice (line 3, column 1)"),
+        ("tokens:\n  - pasted-s3cret: [\n", "not valid YAML (line 3, column 1)"),
+        ("tokens: " + "[" * 5000 + "pasted-s3cret" + "]" * 5000, "nested too deeply to read"),
+    ],
+)  # fmt: skip
+def test_an_unreadable_tokens_file_says_where_but_never_its_text(
+    tmp_path: Path, body: str, complaint: str
+) -> None:
+    with pytest.raises(TokensFileError) as caught:
+        TokenRegistry.load(_write(tmp_path, body))
+    assert str(caught.value).endswith(complaint)
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
     ("header", "token"),
     [
         ("Bearer abc", "abc"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,9 @@ import pytest
 from rules_builders import PLAN
 
 from schemas.plan import PlanError, SlaPlan, load_plan, parse_duration, plan_from_mapping
+from streams.rules.visits import remaining_budget
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_default_plan_is_the_rules_example() -> None:
@@ -119,6 +122,10 @@ _DELETE = object()
             "route",
             "appears twice",
         ),
+        (_bad(handoff="9999999999d"), "handoff", "at most 365d, got 9999999999d"),
+        (_bad(stage_duration__dyeing="366d"), "stage_duration.dyeing", "at most 365d"),
+        (_bad(grace=timedelta(days=366)), "grace", "at most 365d"),
+        (_bad(route=[f"s{i}" for i in range(65)]), "route", "at most 64"),
         (_bad(quantity_loss_tolerance=1.0), "quantity_loss_tolerance", "[0, 1)"),
         (_bad(quantity_loss_tolerance=-0.1), "quantity_loss_tolerance", "[0, 1)"),
         (_bad(tiers__diamond={"at_risk_margin": "1h"}), "tiers.diamond", ""),
@@ -156,3 +163,30 @@ def test_load_plan_refuses_unreadable_or_non_yaml_files(tmp_path: Path) -> None:
     listed.write_text("- a\n", encoding="utf-8")
     with pytest.raises(PlanError, match="mapping"):
         load_plan(listed)
+
+
+def test_the_longest_durations_a_plan_allows_keep_every_eta_a_date() -> None:
+    """A year per duration and 64 stages: the rules run over the whole route without
+    overflowing a datetime (`9999999999d` did, inside the rules)."""
+    route = [f"s{i}" for i in range(64)]
+    year = "365d"
+    plan = plan_from_mapping(
+        {
+            "route": route, "qc_stage": "s62", "rework_stage": "s61", "start_within": year,
+            "handoff": year, "stage_duration": dict.fromkeys(route, year), "grace": year,
+            "tiers": {"platinum": {"at_risk_margin": year}},
+        }
+    )  # fmt: skip
+    budget = remaining_budget(plan.route, plan, None)
+    assert budget[0] == timedelta(days=365 * 2 * 64)
+    assert datetime(2100, 1, 1, tzinfo=UTC) + budget[0] + plan.grace < datetime.max.replace(
+        tzinfo=UTC
+    )
+
+
+def test_a_plan_key_written_twice_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "plan.yaml"
+    shipped = (ROOT / "schemas" / "plans" / "knitwear.yaml").read_text(encoding="utf-8")
+    path.write_text(shipped + "handoff: 1s\n", encoding="utf-8")
+    with pytest.raises(PlanError, match=r"found the key 'handoff' twice \(line \d+, column 1\)"):
+        load_plan(path)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.files import read_config_bytes, read_config_text
+from schemas.files import ConfigYamlError, load_config_yaml, read_config_bytes, read_config_text
 
 
 def test_a_small_file_is_read(tmp_path: Path) -> None:
@@ -39,3 +39,33 @@ def test_a_file_over_the_limit_is_refused_without_reading_it_all(tmp_path: Path)
 def test_a_missing_file_is_the_usual_os_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         read_config_text(tmp_path / "absent.yaml")
+
+
+def test_a_key_written_twice_is_refused_with_where_it_is() -> None:
+    with pytest.raises(ConfigYamlError, match=r"^found the key 'a' twice \(line 4, column 3\)$"):
+        load_config_yaml("x: 1\nb:\n  a: 1\n  a: 2\n")
+
+
+def test_merge_keys_still_override_and_equal_values_of_other_types_are_other_keys() -> None:
+    text = "base: &b {a: 1, c: 3}\nmine:\n  <<: *b\n  a: 2\n1: int\n'1': text\n"
+    loaded = load_config_yaml(text)
+    assert loaded["mine"] == {"a": 2, "c": 3}
+    assert loaded[1] == "int"
+    assert loaded["1"] == "text"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "route: " + "[" * 5000 + "]" * 5000,  # a RecursionError inside PyYAML before
+        "route: " + "{a: " * 3000 + "1" + "}" * 3000,
+        "x: !!map text\n",  # an explicit map tag on a scalar
+        "a: [1\n",
+    ],
+    ids=["deep-lists", "deep-maps", "map-tag-on-a-scalar", "unclosed"],
+)
+def test_yaml_that_cannot_be_loaded_is_one_line(text: str) -> None:
+    with pytest.raises(ConfigYamlError) as caught:
+        load_config_yaml(text)
+    assert "\n" not in str(caught.value)
+    assert str(caught.value)

@@ -92,6 +92,12 @@ def test_subscriptions_load_with_secret_from_env(
             "colour",
         ),
         ("endpoints: [\n", "YAML"),
+        # PyYAML's own message quotes the lines around the problem, secret included
+        ("endpoints:\n  - {name: a, url: 'https://x.example.com/', secret: %s\n", "(line 3,"),
+        (
+            "endpoints:\n  - {name: a, url: 'https://x.example.com/', secret: %s}\nendpoints: []\n",
+            "a key written twice (line 3, column 1)",
+        ),
     ],
 )
 def test_bad_subscriptions_name_the_problem_never_the_secret(
