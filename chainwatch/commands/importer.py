@@ -87,12 +87,7 @@ def run_import_command(
 
     if kind is not None and kind not in IMPORT_KINDS:
         raise UserError(f"--kind {kind!r}: expected one of {', '.join(IMPORT_KINDS)}")
-    if to not in ("file", "kafka"):
-        raise UserError(f"--to {to!r}: expected file or kafka")
-    if to == "file" and out is None:
-        raise UserError("--to file needs --out PATH (a scenario for `chainwatch replay`)")
-    if to == "kafka" and out is not None:
-        raise UserError("--out is for --to file; --to kafka publishes to the input topics")
+    _check_destinations(to, out, rejects)
     try:
         mapping = ImportMapping() if mapping_path is None else load_mapping(mapping_path, kind)
     except MappingError as exc:
@@ -268,3 +263,22 @@ class ImportProgress:
                 table.name, total=table.total or None
             )
         self._progress.update(task, completed=table.done)
+
+
+def _check_destinations(to: str, out: str | None, rejects: Path | None) -> None:
+    if to not in ("file", "kafka"):
+        raise UserError(f"--to {to!r}: expected file or kafka")
+    if to == "file" and out is None:
+        raise UserError("--to file needs --out PATH (a scenario for `chainwatch replay`)")
+    if to == "kafka" and out is not None:
+        raise UserError("--out is for --to file; --to kafka publishes to the input topics")
+    if out not in (None, "-") and rejects is not None and _same_file(Path(out), rejects):
+        raise UserError(f"--out and --rejects name the same file ({rejects}); name two files")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (the scenario's rename would replace the rejects)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False

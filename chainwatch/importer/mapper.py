@@ -15,6 +15,7 @@ import json
 import math
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -130,6 +131,23 @@ class RowMapper:
             if field not in self.explicit and self.columns[field] not in present
         ]
         return problems
+
+    def header_repeats(self, header: Iterable[str]) -> list[str]:
+        """The columns this import reads that the header names more than once.
+
+        A row's cells are looked up by name, so of two `order_id` columns (or
+        `Order ID` and `order_id`: names are matched normalised) one would win
+        unseen and the other's values vanish. A repeated column the import does
+        not read is no harm (but with customers every column travels along)."""
+        counts = Counter(normalise(h) for h in header if h)
+        read = self._not_extra
+        repeats = [
+            f"column {name if len(name) <= 64 else name[:64] + '...'!r} appears {count} times"
+            " in the header"
+            for name, count in counts.items()
+            if count > 1 and (self.keeps_extras or name in read)
+        ]
+        return repeats[:5] + ([f"{len(repeats) - 5} more repeated"] if len(repeats) > 5 else [])
 
     def map(self, cells: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
         """The record of one row (times as aware datetimes) and what could not be mapped."""

@@ -61,6 +61,13 @@ class ScenarioWriter:
         target = Path(path)
         if target.is_dir():
             raise ImportFailed(f"--out {path} is a directory")
+        if target.exists() and not target.is_file():
+            # the finished file is renamed over the target: a device or a pipe (`--out
+            # /dev/null`) would be replaced by a regular file, not written to
+            raise ImportFailed(
+                f"--out {path} is not a regular file (a device, pipe or socket); "
+                "name a file, or `--out -` for stdout"
+            )
         if is_one_of(target, inputs):
             raise ImportFailed(f"--out {path} is one of the files to import; name another file")
         if not target.parent.exists():

@@ -39,6 +39,9 @@ def open_tables(
             table = open_table(path, mapping, fmt)
             tables.append(table)
             if table.header is not None:
+                repeats = importer.mapper.header_repeats(table.header)
+                if repeats:
+                    raise ImportFailed(f"{path}: {'; '.join(repeats)}; rename all but one")
                 problems = importer.mapper.header_problems(table.header)
                 if problems:
                     raise ImportFailed(

@@ -77,6 +77,18 @@ def test_user_mistakes_are_one_line_errors_and_write_nothing(tmp_path: Path) -> 
             ["examples/import/scans.csv", "--kind", "scans", "--out", str(out)],
             "no column for the required field order_id",
         ),
+        (  # the scenario's rename would have replaced the rejected rows
+            [
+                "examples/import/scans.csv",
+                "--mapping",
+                "examples/import/scans.mapping.yaml",
+                "--out",
+                str(out),
+                "--rejects",
+                str(tmp_path / "." / "x.ndjson"),
+            ],
+            "--out and --rejects name the same file",
+        ),
     ]
     for args, expected in cases:
         result = cli(*args, data_dir=tmp_path / "data")

@@ -201,6 +201,29 @@ def test_a_mapped_column_missing_from_the_header_is_an_error_naming_both(tmp_pat
     assert "(columns: 'Auftrag', 'Stufe')" in message
 
 
+@pytest.mark.parametrize(
+    ("header", "kind", "named"),
+    [
+        ("order_id,unit_id,stage,action,event_time,order_id", "scans", "'order_id' appears 2"),
+        ("order_id,unit_id,stage,action,event_time,Order  ID", "scans", None),  # not a repeat
+        ("order_id,unit_id,stage,action,event_time,ORDER_ID", "scans", "'order_id' appears 2"),
+        ("order_id,unit_id,stage,action,event_time,note,note", "scans", None),  # not read
+        ("customer_id,name,tier,region,Region", "customers", "'region' appears 2"),
+    ],
+)
+def test_a_column_named_twice_stops_the_import_instead_of_one_winning_unseen(
+    tmp_path: Path, header: str, kind: str, named: str | None
+) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_text(header + "\n", encoding="utf-8")
+    mapping = ImportMapping()
+    if named is None:
+        open_tables([path], mapping, importer(kind, mapping))[0].close()
+        return
+    with pytest.raises(ImportFailed, match=named):
+        open_tables([path], mapping, importer(kind, mapping))
+
+
 def test_xlsx_row_numbers_are_sheet_rows_also_across_empty_rows(tmp_path: Path) -> None:
     from openpyxl import Workbook
 

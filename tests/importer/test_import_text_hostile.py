@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,21 @@ def test_rejects_or_out_naming_an_input_file_is_refused_and_the_input_kept(
             ScenarioWriter(str(target), inputs)
         assert path.read_text() == text
         RejectsWriter(tmp_path / "elsewhere.ndjson", inputs).close()  # another file is fine
+
+
+@pytest.mark.timeout(10)
+def test_out_that_is_a_device_or_a_pipe_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    """The scenario is renamed over `--out` when done: `/dev/null` would become a file."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    device = tmp_path / "null"
+    device.symlink_to("/dev/null")
+    for target in (fifo, device):
+        with pytest.raises(ImportFailed, match="is not a regular file"):
+            ScenarioWriter(str(target))
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert stat.S_ISCHR(Path("/dev/null").stat().st_mode)
+    assert list(tmp_path.glob(".*.tmp")) == []
 
 
 @pytest.mark.parametrize("codec", ["base64", "rot13", "zlib", "hex", "undefined"])
