@@ -146,7 +146,7 @@ class TimeSpec(BaseModel):
                 raise ValueError(f"{fmt!r} is neither `iso` nor a strptime pattern (%d.%m.%Y)")
             try:
                 datetime.strptime(sample.strftime(fmt), fmt)  # noqa: DTZ007 - parse-back check only
-            except ValueError as exc:
+            except (ValueError, re.error) as exc:  # re.error: a directive twice (`%d ... %d`)
                 raise ValueError(f"{fmt!r} is not a usable strptime pattern ({exc})") from None
         return formats
 
@@ -155,10 +155,13 @@ class TimeSpec(BaseModel):
     def _known_zone(cls, name: str | None) -> str | None:
         if name is not None:
             try:
+                if len(name) > 64:  # the longest IANA name has 32 characters
+                    raise ValueError(name)
                 ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: `America` (a folder)
+                shown = name if len(name) <= 64 else name[:64] + "..."
                 raise ValueError(
-                    f"unknown time zone {name!r} (an IANA name such as Europe/Berlin)"
+                    f"unknown time zone {shown!r} (an IANA name such as Europe/Berlin)"
                 ) from None
         return name
 

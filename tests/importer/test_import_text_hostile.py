@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -143,3 +144,22 @@ def test_a_codec_that_is_no_text_encoding_is_a_mapping_error(tmp_path: Path, cod
 @pytest.mark.parametrize("codec", ["utf-8", "cp1252", "utf-16", "latin-1"])
 def test_text_encodings_stay_valid(codec: str) -> None:
     assert ImportMapping.model_validate({"csv": {"encoding": codec}}).csv.encoding == codec
+
+
+@pytest.mark.parametrize(
+    ("time", "complaint"),
+    [
+        ("{timezone: America}", "unknown time zone 'America'"),  # a folder of zones
+        ("{timezone: Europe/" + "x" * 5000 + "}", "unknown time zone 'Europe/xxx"),
+        ("{timezone: " + "x" * 300 + "}", "unknown time zone"),
+        ("{format: '%d.%m.%Y %d'}", "is not a usable strptime pattern"),  # a re.error before
+    ],
+)
+def test_a_mapping_s_bad_zone_or_format_is_a_mapping_error(
+    tmp_path: Path, time: str, complaint: str
+) -> None:
+    path = tmp_path / "map.yaml"
+    path.write_text(f"time: {time}\n")
+    with pytest.raises(MappingError, match=re.escape(complaint)) as caught:
+        load_mapping(path, "scans")
+    assert len(str(caught.value)) < 400
