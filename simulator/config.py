@@ -7,10 +7,12 @@ the seed, the calendar, the volume and every anomaly rate.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas.common import MAX_TIME, MIN_TIME, format_utc
 
 DEFAULT_START: Final = datetime(2027, 3, 1, tzinfo=UTC)
 """Fixed so a scenario file never depends on the day it was generated."""
@@ -78,6 +80,13 @@ ORDER_FATES: Final = (
 """Per-order anomalies, in the (fixed) order their dice are rolled."""
 
 
+MAX_CUSTOMERS = 1_000_000
+"""The customer pool is built up front: 10^8 grew the command to gigabytes before a record."""
+
+LAST_START = MAX_TIME - timedelta(days=365)
+"""Orders placed before it finish (their records timed) before the contract's 2100 limit."""
+
+
 class SimConfig(BaseModel):
     """One simulation: seed, calendar, volume and anomaly mix."""
 
@@ -86,11 +95,14 @@ class SimConfig(BaseModel):
     seed: int = 1
     start: datetime = DEFAULT_START
     days: int | None = Field(
-        default=3, ge=1, description="Days on which orders are placed; None = endless."
+        default=3, ge=1, le=36_500, description="Days on which orders are placed; None = endless."
     )
     orders_per_day: int = Field(default=40, ge=1, le=1_000_000)
     customers: int | None = Field(
-        default=None, ge=1, description="Customer pool size; None = scaled from orders_per_day."
+        default=None,
+        ge=1,
+        le=MAX_CUSTOMERS,
+        description="Customer pool size; None = scaled from orders_per_day.",
     )
     invalid_share: Rate = Field(
         default=0.01, description="Share of all records that are invalid (dead letters)."
@@ -103,7 +115,22 @@ class SimConfig(BaseModel):
     def _aware_utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("start must carry a UTC offset")
-        return value.astimezone(UTC).replace(microsecond=0)
+        value = value.astimezone(UTC).replace(microsecond=0)
+        if not MIN_TIME <= value < LAST_START:
+            raise ValueError(
+                f"start must lie in [{format_utc(MIN_TIME)}, {format_utc(LAST_START)}): "
+                "the contract's timestamps end in 2100 and a run's records come later"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _ends_in_the_contract_s_range(self) -> SimConfig:
+        if self.days is not None and self.start + timedelta(days=self.days) >= LAST_START:
+            raise ValueError(
+                f"days: {self.days} days from {format_utc(self.start)} pass "
+                f"{format_utc(LAST_START)} (records must stay before 2100)"
+            )
+        return self
 
     @property
     def customer_count(self) -> int:

@@ -207,7 +207,8 @@ def register(app: typer.Typer) -> None:
             )
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise UserError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+            option = f"--{str(first['loc'][0]).replace('_', '-')}: " if first["loc"] else ""
+            raise UserError(option + first["msg"].removeprefix("Value error, ")) from None
         plan = _plan(plan_path)
         if out is not None:
             tally = _to_file(config, plan, out, max_events)

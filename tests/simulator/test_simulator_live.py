@@ -208,10 +208,24 @@ def test_cli_writes_a_deterministic_scenario_with_a_summary(
         (["--out", "x", "--anomaly", "late_stage=2"], "late_stage"),
         (["--out", "x", "--start", "2027-03-01T00:00:00"], "UTC offset"),
         (["--gateway", "http://127.0.0.1:9"], "--token"),
+        # each of these was an OverflowError, a hang or records past 2100 before
+        (["--out", "x", "--start", "0001-01-01T00:00:00Z"], "--start: start must lie in"),
+        (["--out", "x", "--start", "9999-12-31T00:00:00Z"], "--start: start must lie in"),
+        (["--out", "x", "--start", "2098-06-01T00:00:00Z", "--days", "365"], "days: 365 days"),
+        (["--out", "x", "--days", "99999999999999999999999"], "--days"),
+        (["--out", "x", "--customers", "100000000"], "--customers"),
     ],
 )
 def test_cli_refuses_bad_options_with_one_line(
-    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+    extra: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # `--out x` is refused before it is written: checked below
     assert main(["simulate", *extra]) != 0
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert "internal error" not in err
+    assert not Path("x").exists()
