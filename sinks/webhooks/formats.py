@@ -39,6 +39,7 @@ into one incident and closes it when the alert ends.
 
 from __future__ import annotations
 
+import string
 from typing import Any
 from urllib.parse import quote
 
@@ -67,14 +68,24 @@ PAGERDUTY_SUMMARY_MAX = 1024
 
 
 def check_link_template(template: str) -> None:
-    """Raise ValueError for a template with a placeholder outside `LINK_FIELDS`."""
+    """Raise ValueError for a template with anything but plain `{field}` placeholders of
+    `LINK_FIELDS`: a format spec (`{order_id:>3000000000}` built a 3 GB string per
+    alert), a conversion or an attribute lookup has no place in a link."""
+    use = f"use {', '.join('{' + f + '}' for f in LINK_FIELDS)}"
     try:
-        template.format(**dict.fromkeys(LINK_FIELDS, "x"))
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(
-            f"link_template: unknown placeholder or bad braces ({exc}); "
-            f"use {', '.join('{' + f + '}' for f in LINK_FIELDS)}"
-        ) from None
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(template)
+            if name is not None
+        ]
+    except ValueError as exc:
+        raise ValueError(f"link_template: bad braces ({exc}); {use}") from None
+    for name, spec, conversion in fields:
+        if name not in LINK_FIELDS or spec or conversion:
+            shown = name if len(name) <= 40 else name[:40] + "..."
+            raise ValueError(
+                f"link_template: {{{shown}...}} is not a plain placeholder; {use}"
+            ) from None
 
 
 def order_link(alert: Alert, template: str = DEFAULT_LINK_TEMPLATE) -> str | None:

@@ -165,6 +165,24 @@ def test_link_template_is_url_encoded_and_checked() -> None:
         Endpoint(name="s", url="https://hooks.slack.com/x", format="slack", link_template="{oops}")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "http://g/{order_id:>3000000000}",  # a 3 GB string for every alert delivered
+        "http://g/{order_id!r}",
+        "http://g/{order_id.__class__}",
+        "http://g/{order_id[0]}",
+        "http://g/{order_id:{stage}}",
+        "http://g/{order_id",
+    ],
+)
+@pytest.mark.timeout(10)
+def test_a_link_template_takes_plain_placeholders_only(template: str) -> None:
+    with pytest.raises(ValidationError, match="link_template") as caught:
+        Endpoint(name="s", url="https://hooks.slack.com/x", format="slack", link_template=template)  # type: ignore[arg-type]
+    assert len(str(caught.value)) < 1000
+
+
 def test_the_default_link_matches_the_drilldown_dashboard() -> None:
     from dashboards.drilldown import UID, order_variable
 
