@@ -238,15 +238,22 @@ class SlaPlan(_Strict):
         return policy.at_risk_margin if policy is not None else timedelta(0)
 
 
+_PROBLEMS_SHOWN = 3
+"""A plan with 100,000 bad stage names made an error line of 7.8 MB: the first few say it."""
+
+
 def _describe(error: ValidationError) -> str:
     problems = []
-    for item in error.errors():
+    items = error.errors(include_url=False)
+    for item in items[:_PROBLEMS_SHOWN]:
         if item["loc"]:
             key = ".".join(str(part) for part in item["loc"] if part != "[key]")
+            key = key if len(key) <= 100 else key[:100] + "..."
             problems.append(f"plan key '{key}': {item['msg']}")
         else:
             problems.append(item["msg"])
-    return "; ".join(problems)
+    more = len(items) - _PROBLEMS_SHOWN
+    return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
 
 
 def plan_from_mapping(data: Any) -> SlaPlan:

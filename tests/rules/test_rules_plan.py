@@ -190,3 +190,13 @@ def test_a_plan_key_written_twice_is_refused_with_its_line(tmp_path: Path) -> No
     path.write_text(shipped + "handoff: 1s\n", encoding="utf-8")
     with pytest.raises(PlanError, match=r"found the key 'handoff' twice \(line \d+, column 1\)"):
         load_plan(path)
+
+
+def test_a_plan_with_many_mistakes_says_the_first_few_in_a_short_line() -> None:
+    data = _bad(stage_duration={f"S-{i}": "1h" for i in range(100_000)})
+    with pytest.raises(PlanError) as caught:
+        plan_from_mapping(data)
+    message = str(caught.value)
+    assert message.startswith("plan key 'stage_duration.S-0': String should match pattern")
+    assert message.endswith("; and 99997 more")
+    assert len(message) < 1000
