@@ -49,7 +49,10 @@ def load_plan_files(paths: Sequence[Path]) -> list[PlanFile]:
             raw = read_config_bytes(path)
         except OSError as exc:
             raise PlanError(f"cannot read plan {path}: {exc.strerror or exc}") from None
-        text = raw.decode("utf-8", "replace")
+        try:
+            text = raw.decode("utf-8")  # strict, as every other plan reader
+        except UnicodeDecodeError as exc:
+            raise PlanError(f"plan {path} is not UTF-8 text (byte {exc.start})") from None
         try:
             plan = plan_from_mapping(load_config_yaml(text))
         except yaml.YAMLError as exc:

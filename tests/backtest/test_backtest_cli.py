@@ -22,7 +22,7 @@ from chainwatch.backtest.compare import AlertFacts, compare
 from chainwatch.backtest.run import load_plan_files
 from chainwatch.commands.backtest import SHOWN_DIFFERENCES, duration, print_comparison
 from chainwatch.errors import UserError
-from schemas.plan import PlanError
+from schemas.plan import PlanError, load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 HISTORY = ROOT / "examples" / "example_2_late_handoff_qc.ndjson"
@@ -85,6 +85,17 @@ def test_a_plan_that_is_not_yaml_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match=r"^SLA plan .*proposed.yaml is not valid YAML") as caught:
         load_plan_files([bad])
     assert "\n" not in str(caught.value)
+
+
+def test_a_plan_that_is_not_utf8_is_refused_as_the_engine_refuses_it(tmp_path: Path) -> None:
+    """The replay and the worker refuse it (`load_plan`): a backtest must not run a plan
+    with replacement characters in it that no worker would ever run."""
+    bad = tmp_path / "proposed.yaml"
+    bad.write_bytes(GOOD_PLAN.encode() + b'contingency: {dyeing: "caf\xe9"}\n')
+    with pytest.raises(PlanError, match=r"is not UTF-8 text \(byte \d+\)$"):
+        load_plan_files([bad])
+    with pytest.raises(PlanError, match="is not UTF-8 text"):
+        load_plan(bad)
 
 
 def test_two_plans_with_the_same_name_are_refused(tmp_path: Path) -> None:
