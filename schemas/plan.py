@@ -31,7 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from schemas.common import StageName
-from schemas.files import load_config_yaml, read_config_text
+from schemas.files import load_config_yaml, read_config_bytes
 from schemas.orders import MAX_ROUTE_STAGES
 
 Tier = Literal["platinum", "gold", "standard"]
@@ -268,22 +268,31 @@ def plan_from_mapping(data: Any) -> SlaPlan:
 
 def load_plan(path: Path | None = None) -> SlaPlan:
     """Read a plan file, or the shipped knitwear default when `path` is None."""
+    if path is None:
+        raw = resources.files("schemas").joinpath("plans", "knitwear.yaml").read_bytes()
+        return parse_plan(raw, "shipped default plan")[0]
     try:
-        if path is None:
-            text = resources.files("schemas").joinpath("plans", "knitwear.yaml").read_text("utf-8")
-            where = "shipped default plan"
-        else:
-            text = read_config_text(Path(path))
-            where = str(path)
+        raw = read_config_bytes(Path(path))
     except OSError as exc:
         raise PlanError(f"cannot read plan {path}: {exc.strerror or exc}") from None
+    return parse_plan(raw, str(path))[0]
+
+
+def parse_plan(raw: bytes, where: str) -> tuple[SlaPlan, str]:
+    """The plan in a file's bytes and its text; `PlanError` naming `where` if it is bad.
+
+    The one way a plan file becomes a plan: the worker, the replay and the
+    backtest (which keeps the bytes to hash them) refuse the same files alike.
+    """
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PlanError(f"plan {path} is not UTF-8 text (byte {exc.start})") from None
+        raise PlanError(f"plan {where} is not UTF-8 text (byte {exc.start})") from None
     try:
         data = load_config_yaml(text)
     except yaml.YAMLError as exc:
-        raise PlanError(f"{where} is not valid YAML: {exc}") from None
+        raise PlanError(f"SLA plan {where} is not valid YAML: {exc}") from None
     try:
-        return plan_from_mapping(data)
+        return plan_from_mapping(data), text
     except PlanError as exc:
         raise PlanError(f"SLA plan {where}: {exc}") from None

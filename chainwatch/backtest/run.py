@@ -22,8 +22,8 @@ from chainwatch.errors import UserError
 from chainwatch.replay import Progress, run_replay
 from chainwatch.settings import Settings
 from schemas.alerts import Alert
-from schemas.files import load_config_yaml, read_config_bytes
-from schemas.plan import PlanError, SlaPlan, plan_from_mapping
+from schemas.files import read_config_bytes
+from schemas.plan import PlanError, SlaPlan, parse_plan
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,6 @@ class PlanFile:
 
 def load_plan_files(paths: Sequence[Path]) -> list[PlanFile]:
     """Read and validate every plan before anything runs; raises `PlanError`/`UserError`."""
-    import yaml
-
     if not paths:
         raise UserError("give at least one --plan FILE")
     plans: list[PlanFile] = []
@@ -49,17 +47,7 @@ def load_plan_files(paths: Sequence[Path]) -> list[PlanFile]:
             raw = read_config_bytes(path)
         except OSError as exc:
             raise PlanError(f"cannot read plan {path}: {exc.strerror or exc}") from None
-        try:
-            text = raw.decode("utf-8")  # strict, as every other plan reader
-        except UnicodeDecodeError as exc:
-            raise PlanError(f"plan {path} is not UTF-8 text (byte {exc.start})") from None
-        try:
-            plan = plan_from_mapping(load_config_yaml(text))
-        except yaml.YAMLError as exc:
-            reason = str(exc).replace("\n", " ")
-            raise PlanError(f"SLA plan {path} is not valid YAML: {reason}") from None
-        except PlanError as exc:
-            raise PlanError(f"SLA plan {path}: {exc}") from None
+        plan, text = parse_plan(raw, str(path))
         name = path.name.removesuffix(".yaml").removesuffix(".yml")
         if any(p.name == name for p in plans):
             raise UserError(

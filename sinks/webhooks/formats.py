@@ -83,9 +83,7 @@ def check_link_template(template: str) -> None:
     for name, spec, conversion in fields:
         if name not in LINK_FIELDS or spec or conversion:
             shown = name if len(name) <= 40 else name[:40] + "..."
-            raise ValueError(
-                f"link_template: {{{shown}...}} is not a plain placeholder; {use}"
-            ) from None
+            raise ValueError(f"link_template: {{{shown}...}} is not a plain placeholder; {use}")
 
 
 def order_link(alert: Alert, template: str = DEFAULT_LINK_TEMPLATE) -> str | None:
