@@ -171,6 +171,7 @@ class DeadLetter(BaseModel):
         *,
         key: bytes | None = None,
         max_bytes: int = MAX_DEAD_LETTER_BYTES,
+        original: tuple[int, str] | None = None,
     ) -> DeadLetter:
         """The envelope for `raw`, at most `max_bytes` as JSON (`encode()`).
 
@@ -180,6 +181,10 @@ class DeadLetter(BaseModel):
         `MAX_TRUNCATED_KEY_BYTES` is cut the same way, and each error's text is
         bounded. `ValueError` if even an envelope without value cannot fit
         (a `max_bytes` of a few hundred bytes: a configuration bug).
+
+        `original` (size, hex SHA-256) says `raw` is already only a prefix of a
+        value too large to have been held whole (an import line of gigabytes):
+        the envelope is then marked truncated with the whole value's figures.
         """
         code = ReasonCode(reason_code)
         letter = cls(
@@ -192,9 +197,11 @@ class DeadLetter(BaseModel):
             reason_code=code,
             failed_at=now,
         )
-        if _upper_bound(letter) <= max_bytes or len(letter.encode()) <= max_bytes:
+        if original is None and (
+            _upper_bound(letter) <= max_bytes or len(letter.encode()) <= max_bytes
+        ):
             return letter
-        return _truncated(letter, raw, key, max_bytes)
+        return _truncated(letter, raw, key, max_bytes, original)
 
     def encode(self) -> bytes:
         """The wire form written to `dead-letter` (compact JSON, UTF-8)."""
@@ -240,7 +247,11 @@ def _clip(text: str) -> str:
 
 
 def _truncated(
-    letter: DeadLetter, raw: bytes | None, key: bytes | None, max_bytes: int
+    letter: DeadLetter,
+    raw: bytes | None,
+    key: bytes | None,
+    max_bytes: int,
+    original: tuple[int, str] | None = None,
 ) -> DeadLetter:
     """`letter` cut to `max_bytes`: bounded errors and key, then the longest value prefix.
 
@@ -256,7 +267,9 @@ def _truncated(
         ],
         "value_b64": None if raw is None else "",
     }
-    if raw is not None:
+    if original is not None:
+        update["original_size"], update["original_sha256"] = original
+    elif raw is not None:
         update["original_size"] = len(raw)
         update["original_sha256"] = hashlib.sha256(raw).hexdigest()
     if key is not None and len(key) > MAX_TRUNCATED_KEY_BYTES:

@@ -45,6 +45,8 @@ class Rejected:
     reason_code: ReasonCode
     errors: list[ErrorDetail]
     key: str | None = None
+    #: (size, SHA-256) of the whole row when `raw` is only its start (`Row.whole`).
+    whole: tuple[int, str] | None = None
 
     @property
     def reason(self) -> str:
@@ -59,6 +61,7 @@ class Rejected:
             self.reason_code,
             now,
             key=None if self.key is None else self.key.encode(),
+            original=self.whole,
         )
 
 
@@ -143,7 +146,7 @@ class Importer:
     def one(self, file: str, row: Row, counts: FileSummary | None = None) -> Outcome:
         if row.problem is not None:
             code, detail = row.problem
-            return Rejected(file, row.number, row.raw, code, [detail])
+            return Rejected(file, row.number, row.raw, code, [detail], whole=row.whole)
         record, problems = self.mapper.map(row.cells)
         key = record.get(self._key_field)
         key_text = key if isinstance(key, str) else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import json
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -36,11 +37,20 @@ FORMAT_BY_SUFFIX: Final[dict[str, Format]] = {
 }
 _DELIMITERS = (";", ",", "\t", "|")
 _CHUNK = 1 << 20
+#: The longest line (CSV record, NDJSON line) read into memory. A record this
+#: large could never be published (Kafka's 1 MiB message limit); a longer one is
+#: a bad row whose dead letter keeps its start, its size and its SHA-256, and the
+#: rest is only streamed through the hash, so one line of gigabytes cannot
+#: exhaust memory.
+MAX_LINE_BYTES: Final = 1 << 20
+#: A line's first read: the longest line the limit allows and its CR LF.
+_LINE_READ: Final = MAX_LINE_BYTES + 2
 #: Rows read (blank ones too) between two progress reports from a table itself.
 _TICK = 4096
 
 __all__ = [
     "FORMAT_BY_SUFFIX",
+    "MAX_LINE_BYTES",
     "Format",
     "ImportFailed",
     "Row",
@@ -58,6 +68,8 @@ class Row:
     cells: dict[str, Any]
     raw: bytes
     problem: tuple[ReasonCode, ErrorDetail] | None = None
+    #: (size, SHA-256) of the whole line when it was too long and `raw` is its start.
+    whole: tuple[int, str] | None = None
 
 
 @dataclass
@@ -149,11 +161,65 @@ def is_one_of(path: Path, inputs: Collection[tuple[int, int]]) -> bool:
 # --- CSV --------------------------------------------------------------------------------
 
 
-class _Tap:
-    """The lines a csv.reader consumed since the last `take()`: a record's original text."""
+class _LongLine(Exception):
+    """A line over `MAX_LINE_BYTES`, read to its end through a hash, its start kept."""
 
-    def __init__(self, handle: IO[str]) -> None:
+    def __init__(self, start: bytes, size: int, sha256: str) -> None:
+        super().__init__(start[:80])
+        self.start, self.size, self.sha256 = start, size, sha256
+
+    def problem(self) -> tuple[ReasonCode, ErrorDetail]:
+        return _unreadable(
+            f"the line is {self.size:,} bytes, longer than any record can be "
+            f"({MAX_LINE_BYTES:,}); SHA-256 {self.sha256}",
+            "import_line_too_long",
+        )
+
+
+def _too_long(line: str | bytes) -> bool:
+    """Whether a line read with a limit of `_LINE_READ` is longer than `MAX_LINE_BYTES`."""
+    if len(line) <= MAX_LINE_BYTES:
+        return False
+    text = line.rstrip("\r\n") if isinstance(line, str) else line.rstrip(b"\r\n")
+    return len(text) > MAX_LINE_BYTES
+
+
+def _rest_of_line(
+    read_piece: Callable[[], tuple[bytes, bool]], start: bytes, ended: bool
+) -> _LongLine:
+    """Read the rest of a too-long line through SHA-256; size and hash leave out its ending.
+
+    `read_piece` returns the next piece of the line and whether it ended the line.
+    """
+    digest, size = hashlib.sha256(), 0
+    pending = start
+    while not ended:
+        piece, ended = read_piece()
+        if not piece:  # the end of the file
+            break
+        digest.update(pending[:-1])  # the last byte held back: it may be the CR of a CRLF
+        size += len(pending) - 1
+        pending = pending[-1:] + piece
+    for ending in (b"\r\n", b"\n", b"\r"):
+        if pending.endswith(ending):
+            pending = pending[: -len(ending)]
+            break
+    digest.update(pending)
+    return _LongLine(start[:MAX_LINE_BYTES], size + len(pending), digest.hexdigest())
+
+
+class _Tap:
+    """The lines a csv.reader consumed since the last `take()`: a record's original text.
+
+    A physical line longer than `MAX_LINE_BYTES` is not handed to the reader:
+    `_LongLine` goes through it instead (the reader starts afresh on its next
+    call), after the line was read to its end.
+    """
+
+    def __init__(self, handle: IO[str], encoding: str) -> None:
         self._handle = handle
+        self._encoder = codecs.getincrementalencoder(encoding)()
+        self._encoder.encode("")  # a byte order mark, which is not in the line
         self._taken: list[str] = []
         self.lines = 0
 
@@ -161,10 +227,21 @@ class _Tap:
         return self
 
     def __next__(self) -> str:
-        line = next(self._handle)
-        self._taken.append(line)
+        line = self._handle.readline(_LINE_READ)
+        if not line:
+            raise StopIteration
         self.lines += 1
+        if _too_long(line):
+            self._taken.clear()
+            ended = line.endswith(("\n", "\r"))
+            raise _rest_of_line(self._read_piece, self._encoder.encode(line), ended)
+        self._taken.append(line)
         return line
+
+    def _read_piece(self) -> tuple[bytes, bool]:
+        piece = self._handle.readline(_CHUNK)
+        ended = len(piece) < _CHUNK or piece.endswith(("\n", "\r"))
+        return self._encoder.encode(piece), ended
 
     def take(self) -> str:
         text = "".join(self._taken)
@@ -187,11 +264,20 @@ class _CsvTable(Table):
         return table
 
     def _start(self, handle: IO[str], mapping: ImportMapping) -> None:
-        self._tap = _Tap(handle)
+        self._tap = _Tap(handle, mapping.csv.encoding)
         for _ in range(mapping.header_row - 1):
-            if next(self._tap, None) is None:
-                raise ImportFailed(f"{self.path}: no header row {mapping.header_row}")
-        header_line = next(self._tap, None)
+            try:
+                if next(self._tap, None) is None:
+                    raise ImportFailed(f"{self.path}: no header row {mapping.header_row}")
+            except _LongLine:  # a line above the header, not read: as any other there
+                continue
+        try:
+            header_line = next(self._tap, None)
+        except _LongLine as long:
+            raise ImportFailed(
+                f"{self.path}: header row {mapping.header_row} is {long.size:,} bytes, "
+                f"longer than a header can be ({MAX_LINE_BYTES:,})"
+            ) from None
         if header_line is None:
             raise ImportFailed(f"{self.path}: the file is empty")
         delimiter = mapping.csv.delimiter or _delimiter(self.path, header_line)
@@ -215,6 +301,10 @@ class _CsvTable(Table):
                 cells = next(self._reader)
             except StopIteration:
                 return
+            except _LongLine as long:
+                self.done = self._tap.lines
+                yield Row(start, {}, long.start, long.problem(), (long.size, long.sha256))
+                continue
             except csv.Error as exc:  # a NUL byte, an unterminated quote at the end
                 text = self._tap.take()
                 yield Row(start, {}, text.encode(), _unreadable(str(exc)))
@@ -269,8 +359,8 @@ def _delimiter(path: Path, header_line: str) -> str:
     return best if counts[best] else ","
 
 
-def _unreadable(message: str) -> tuple[ReasonCode, ErrorDetail]:
-    return ReasonCode.VALIDATION_FAILED, ErrorDetail(loc="", msg=message, type="import_row")
+def _unreadable(message: str, kind: str = "import_row") -> tuple[ReasonCode, ErrorDetail]:
+    return ReasonCode.VALIDATION_FAILED, ErrorDetail(loc="", msg=message, type=kind)
 
 
 # --- XLSX -------------------------------------------------------------------------------
@@ -355,7 +445,15 @@ class _NdjsonTable(Table):
 
     def rows(self) -> Iterator[Row]:
         handle = self._close[0]
-        for number, line in enumerate(handle, start=1):
+        number = 0
+        while line := handle.readline(_LINE_READ):
+            number += 1
+            if _too_long(line):
+                ended = line.endswith(b"\n")
+                long = _rest_of_line(lambda: _ndjson_piece(handle), line, ended)
+                self.done = handle.tell()
+                yield Row(number, {}, long.start, long.problem(), (long.size, long.sha256))
+                continue
             self.done = handle.tell()
             text = line.rstrip(b"\r\n")
             if not text.strip():
@@ -377,6 +475,11 @@ class _NdjsonTable(Table):
                 yield Row(number, {}, text, (ReasonCode.NOT_OBJECT, detail))
                 continue
             yield Row(number, value, text)
+
+
+def _ndjson_piece(handle: IO[bytes]) -> tuple[bytes, bool]:
+    piece = handle.readline(_CHUNK)
+    return piece, len(piece) < _CHUNK or piece.endswith(b"\n")
 
 
 def _reject_constant(name: str) -> Any:

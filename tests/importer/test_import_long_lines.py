@@ -1,0 +1,114 @@
+"""A line longer than any record can be: a bad row with its size and SHA-256, read in
+bounded memory, and the import goes on with the next line."""
+
+from __future__ import annotations
+
+import hashlib
+import tracemalloc
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from chainwatch.importer.mapper import RowMapper
+from chainwatch.importer.pipeline import Accepted, Importer, Rejected
+from chainwatch.importer.run import open_tables
+from chainwatch.importer.tables import MAX_LINE_BYTES
+from schemas.dead_letter import MAX_DEAD_LETTER_BYTES
+from schemas.import_mapping import ImportMapping
+from schemas.plan import load_plan
+
+PLAN = load_plan()
+UNIT = b'{"unit_id": "U-%d", "status": "up", "event_time": "2026-11-23T09:30:00Z"}'
+HUGE = 24 * MAX_LINE_BYTES + 12_345
+
+
+def run(kind: str, path: Path) -> tuple[list[Accepted | Rejected], int]:
+    """The outcomes of importing `path`, and the peak of memory allocated meanwhile."""
+    mapping = ImportMapping()
+    importer = Importer(RowMapper(mapping, kind), PLAN)
+    tracemalloc.start()
+    try:
+        tables = open_tables([path], mapping, importer)
+        try:
+            outcomes = [o for t in tables for o in importer.outcomes(t)]
+        finally:
+            for t in tables:
+                t.close()
+        return outcomes, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def write_huge(path: Path, before: bytes, filler: bytes, after: bytes, ending: bytes) -> str:
+    """A file with one line of `HUGE` bytes between two others; the long line's SHA-256."""
+    line = b'{"unit_id": "' + filler * (HUGE - 14) + b'"'
+    assert len(line) == HUGE
+    path.write_bytes(before + ending + line + ending + after + ending)
+    return hashlib.sha256(line).hexdigest()
+
+
+def assert_long_line_letter(bad: Accepted | Rejected, row: int, sha: str) -> None:
+    assert isinstance(bad, Rejected), bad
+    assert bad.row == row
+    assert bad.errors[0].type == "import_line_too_long"
+    assert f"{HUGE:,} bytes" in bad.reason
+    letter = bad.dead_letter(datetime(2026, 11, 30, tzinfo=UTC))
+    assert letter.truncated
+    assert (letter.original_size, letter.original_sha256) == (HUGE, sha)
+    assert len(letter.encode()) <= MAX_DEAD_LETTER_BYTES
+    kept = letter.raw_value()
+    assert kept is not None
+    assert kept.startswith(b'{"unit_id": "xx')
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+def test_an_ndjson_line_of_megabytes_is_a_bad_row_read_in_bounded_memory(
+    tmp_path: Path, ending: bytes
+) -> None:
+    path = tmp_path / "units.ndjson"
+    sha = write_huge(path, UNIT % 1, b"x", UNIT % 3, ending)
+    outcomes, peak = run("unit-status", path)
+    first, bad, last = outcomes
+    assert isinstance(first, Accepted)
+    assert isinstance(last, Accepted)
+    assert (first.row, last.row) == (1, 3)
+    assert_long_line_letter(bad, 2, sha)
+    assert peak < 8 * MAX_LINE_BYTES, f"{peak:,} bytes held for a {HUGE:,}-byte line"
+
+
+def test_a_csv_line_of_megabytes_is_a_bad_row_read_in_bounded_memory(tmp_path: Path) -> None:
+    path = tmp_path / "units.csv"
+    head = b"unit_id,status,event_time\nU-1,up,2026-11-23T09:30:00Z"
+    sha = write_huge(path, head, b"x", b"U-3,up,2026-11-23T09:30:00Z", b"\r\n")
+    outcomes, peak = run("unit-status", path)
+    first, bad, last = outcomes
+    assert isinstance(first, Accepted)
+    assert isinstance(last, Accepted)
+    assert (first.row, last.row) == (2, 4)
+    assert_long_line_letter(bad, 3, sha)
+    assert peak < 8 * MAX_LINE_BYTES, f"{peak:,} bytes held for a {HUGE:,}-byte line"
+
+
+def test_a_long_last_line_without_an_ending_is_measured_to_the_end_of_the_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "units.ndjson"
+    line = b"y" * (MAX_LINE_BYTES + 1)
+    path.write_bytes(UNIT % 1 + b"\n" + line)
+    (first, bad), _ = run("unit-status", path)
+    assert isinstance(first, Accepted)
+    assert isinstance(bad, Rejected)
+    assert bad.whole == (len(line), hashlib.sha256(line).hexdigest())
+
+
+def test_a_line_at_the_limit_is_read_as_any_other(tmp_path: Path) -> None:
+    """The limit is on the line's text; its ending does not count."""
+    path = tmp_path / "units.ndjson"
+    line = UNIT % 1
+    padded = line[:-1] + b" " * (MAX_LINE_BYTES - len(line)) + b"}"
+    assert len(padded) == MAX_LINE_BYTES
+    path.write_bytes(padded + b"\r\n" + UNIT % 2 + b"\n")
+    (one, two), _ = run("unit-status", path)
+    assert isinstance(one, Accepted), one
+    assert isinstance(two, Accepted)
