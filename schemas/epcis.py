@@ -12,12 +12,12 @@ its neighbours.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
+import re2
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from schemas.common import Identifier, StageName
 from schemas.files import load_config_yaml, read_config_text
@@ -121,15 +121,38 @@ class ActionRule(BaseModel):
         )
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is the mapping error, not a line on stderr
+
+
+def _linear_regex(pattern: str) -> Any:
+    """`re2`, not `re`: the pattern is configuration but the text it runs over is hostile
+    HTTP, and `re` backtracks (`^(?P<order_id>(a+)+)$` against 30 a's and a `!` held the
+    gateway's event loop for minutes). RE2 matches in time linear in the text, and refuses
+    what it cannot match that way."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(
+            f"not an RE2 pattern ({reason}); lookaround and backreferences are not "
+            "supported: patterns are matched in linear time"
+        ) from None
+
+
 class OrderIdRule(BaseModel):
     """Where the order id comes from: a business transaction of the given type."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     biz_transaction_type: str = Field(default="po", alias="bizTransaction_type")
-    pattern: re.Pattern[str] = Field(
-        description="Regex over `bizTransaction` with a named group `order_id`."
+    pattern: str = Field(
+        description="RE2 regex matching the whole `bizTransaction`, with a named group "
+        "`order_id`; matched in linear time, so no lookaround or backreferences."
     )
+    _regex: Any = PrivateAttr()
 
     @field_validator("biz_transaction_type")
     @classmethod
@@ -138,10 +161,19 @@ class OrderIdRule(BaseModel):
 
     @field_validator("pattern")
     @classmethod
-    def _has_order_group(cls, value: re.Pattern[str]) -> re.Pattern[str]:
-        if "order_id" not in value.groupindex:
+    def _re2_with_order_group(cls, value: str) -> str:
+        if "order_id" not in _linear_regex(value).groupindex:
             raise ValueError("the pattern needs a named group (?P<order_id>...)")
         return value
+
+    def model_post_init(self, context: Any) -> None:
+        self._regex = _linear_regex(self.pattern)
+
+    def order_id_in(self, biz_transaction: str) -> str | None:
+        """The `order_id` group when the whole value matches and the group is not empty."""
+        match = self._regex.fullmatch(biz_transaction)
+        order_id: str | None = match.group("order_id") if match is not None else None
+        return order_id or None
 
 
 class QuantityRule(BaseModel):

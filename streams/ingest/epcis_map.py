@@ -107,7 +107,7 @@ def map_event(event: Any, mapping: EpcisMapping, context: Any = None) -> dict[st
             _err(
                 "bizTransactionList",
                 f"no {mapping.order_id.biz_transaction_type!r} business transaction matches "
-                f"{mapping.order_id.pattern.pattern!r}",
+                f"{mapping.order_id.pattern!r}",
                 "epcis_no_order_id",
             )
         )
@@ -177,9 +177,9 @@ def _order_id(event: dict[str, Any], mapping: EpcisMapping) -> str | None:
             continue
         if cbv_name("bizTransactionType", kind) != rule.biz_transaction_type:
             continue
-        match = rule.pattern.fullmatch(value)
-        if match is not None and match.group("order_id"):
-            return match.group("order_id")
+        order_id = rule.order_id_in(value)
+        if order_id is not None:
+            return order_id
     return None
 
 

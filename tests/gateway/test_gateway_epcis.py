@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import EPCIS_EXAMPLE, Harness
 
-from schemas.epcis import EpcisMappingError, cbv_name, load_epcis_mapping
+from schemas.epcis import EpcisMappingError, OrderIdRule, cbv_name, load_epcis_mapping
 from streams.ingest.epcis_map import Unmappable, map_event
 
 MAPPING = load_epcis_mapping(EPCIS_EXAMPLE / "mapping.yaml")
@@ -107,6 +107,36 @@ def test_bad_mapping_files_name_the_key(tmp_path: Path, text: str, complaint: st
     path.write_text(text)
     with pytest.raises(EpcisMappingError, match=complaint):
         load_epcis_mapping(path)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"(?=PO-)(?P<order_id>.+)", r"(?<!x)(?P<order_id>.+)", r"(?P<order_id>.+)-\1"],
+)
+def test_lookaround_and_backreferences_are_refused_at_load(tmp_path: Path, pattern: str) -> None:
+    path = tmp_path / "mapping.yaml"
+    path.write_text(
+        "read_points: {a: {unit_id: U, stage: dyeing}}\nactions: [{action: started}]\n"
+        f"order_id: {{pattern: '{pattern}'}}\n"
+    )
+    with pytest.raises(
+        EpcisMappingError,
+        match=r"key 'order_id\.pattern': .*lookaround and backreferences are not supported: "
+        r"patterns are matched in linear time",
+    ):
+        load_epcis_mapping(path)
+
+
+@pytest.mark.timeout(10)  # with `re` this pattern backtracked for minutes on 30 characters
+def test_a_backtracking_pattern_answers_a_hostile_biz_transaction_at_once() -> None:
+    mapping = MAPPING.model_copy(update={"order_id": OrderIdRule(pattern=r"^(?P<order_id>(a+)+)$")})
+    event = _events()[1]
+    event["bizTransactionList"][0]["bizTransaction"] = "a" * 39 + "!"
+    with pytest.raises(Unmappable) as info:
+        map_event(event, mapping)
+    assert [e.type for e in info.value.errors] == ["epcis_no_order_id"]
+    event["bizTransactionList"][0]["bizTransaction"] = "a" * 40
+    assert map_event(event, mapping)["order_id"] == "a" * 40
 
 
 @pytest.fixture(scope="module")
