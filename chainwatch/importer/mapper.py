@@ -40,6 +40,8 @@ DERIVED_ID_PREFIX: Final = "imp-"
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _LIST_SPLIT = re.compile(r"[,;|>\s]+")
 _BLANKS = str.maketrans("", "", " \u00a0\u202f\u2009\t")
+#: The most characters of a number a message repeats (a cell may hold thousands of digits).
+_SHOWN = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,8 +236,14 @@ class RowMapper:
                 hint = " (for decimal commas set numbers.decimal: ',' in the mapping)"
             raise _Bad(f"{cell_text(value)!r} is not a number{hint}", "import_number")
         if re.fullmatch(r"[+-]?\d+", text):
-            return int(text)
-        return float(text)
+            if len(text.lstrip("+-0")) > len(str(MAX_SAFE_INTEGER)):
+                raise _out_of_range(text)  # before int(), which refuses 4,300 digits and more
+            number: int | float = int(text)
+        else:
+            number = float(text)
+        if abs(number) > MAX_SAFE_INTEGER:
+            raise _out_of_range(text)
+        return number
 
     def parse_time(self, value: Any) -> datetime:
         """An aware datetime; a naive one is placed in the mapping's zone (DST-checked)."""
@@ -304,14 +312,25 @@ def _check_number(value: Any) -> None:
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         return
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float) and math.isnan(value):
         raise _Bad("numbers must be finite (no NaN or Infinity)", "import_number")
     if abs(value) > MAX_SAFE_INTEGER:
-        shown = int(value) if isinstance(value, int) or value.is_integer() else f"{value:.17g}"
-        raise _Bad(
-            f"{shown} is beyond +-2^53, where numbers lose digits (store ids as text)",
-            "import_number_range",
-        )
+        # A float this large is whole; an infinite one was read from a number of 309
+        # digits and more (an NDJSON `1e400`, an XLSX cell of thousands of digits).
+        finite = isinstance(value, int) or math.isfinite(value)
+        raise _out_of_range(str(int(value)) if finite else "a number of over 300 digits")
+
+
+def _out_of_range(shown: str) -> _Bad:
+    """The range error, repeating at most the start of the number: a cell of 5,000
+    digits is not echoed back into every rejects line and log."""
+    if len(shown) > _SHOWN:
+        digits = sum(c.isdigit() for c in shown)
+        shown = f"{shown[:_SHOWN]}... ({digits:,} digits)"
+    return _Bad(
+        f"{shown} is beyond +-2^53, where numbers lose digits (store ids as text)",
+        "import_number_range",
+    )
 
 
 def _object(value: Any) -> dict[str, Any]:

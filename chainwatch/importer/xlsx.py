@@ -15,11 +15,17 @@ openpyxl's read-only mode trusts the file in three ways we cannot afford:
   every row at the header's width and reports progress in bytes of sheet XML;
 - a cell it cannot convert (`<v>nan</v>` in a number cell) or malformed XML
   ends its iterator with an arbitrary exception; here a bad cell makes its row
-  a bad row, and broken XML a one-line `ImportFailed` saying how far it got.
+  a bad row, and broken XML a one-line `ImportFailed` saying how far it got;
+- with `data_only` a formula whose result was never saved reads as an empty
+  cell (a field would vanish unseen), and a number cell of thousands of digits
+  fails Python's int() limit; here the first makes its row a bad row and the
+  second is read as the float it is in Excel, which the mapper reports as out
+  of range.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 import zipfile
 import zlib
@@ -44,6 +50,8 @@ RATIO_FLOOR: Final = 1 << 20
 
 _MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _ROW: Final = _MAIN + "row"
+_VALUE: Final = _MAIN + "v"
+_FORMULA: Final = _MAIN + "f"
 _CELL_ERRORS = (ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError)
 #: What reading the sheet's zip stream or XML raises for a damaged file.
 _STREAM_ERRORS = (SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, OSError)
@@ -122,6 +130,8 @@ class SheetReader:
         self.data_rows = 0  # the rows below the header, for a message a user can check
         self.width: int | None = None  # the header's, once read: every later row is cut there
         self._last = 0
+        self._parse_cell = self._cells.parse_cell
+        self._cells.parse_cell = self._cell  # parse_row calls it for each <c>
 
     @property
     def done(self) -> int:
@@ -169,6 +179,30 @@ class SheetReader:
         self.rows_read += 1
         self.data_rows += self.width is not None
 
+    def _cell(self, element: Any) -> dict[str, Any]:
+        """openpyxl's cell, marked `unsaved` for a formula whose result the file lacks.
+
+        `data_only` would read such a cell as empty. An empty `<v/>` under
+        `t="str"` is a saved empty text (Excel's `=""`); openpyxl itself writes
+        every formula with an empty `<v/>` and no `t`. A number over int()'s
+        digit limit is read as the float Excel holds (infinite past ~309
+        digits), so it reaches the mapper as a number out of range.
+        """
+        value = element.find(_VALUE)
+        text: str = "" if value is None else value.text or ""
+        unsaved = element.find(_FORMULA) is not None and not (
+            text or (value is not None and element.get("t") == "str")
+        )
+        limit = sys.get_int_max_str_digits()
+        huge = 0 < limit < len(text) and element.get("t", "n") == "n"
+        if huge:
+            element.remove(value)
+        cell: dict[str, Any] = self._parse_cell(element)
+        if huge:
+            cell["value"] = float(text)
+        cell["unsaved"] = unsaved
+        return cell
+
     def _row(self, element: Any) -> SheetRow:
         before = self._cells.row_counter
         try:
@@ -186,10 +220,22 @@ class SheetReader:
         width = widest if self.width is None else min(widest, self.width)
         values: list[Any] = [None] * width
         beyond = False
+        unsaved = 0
         for cell in cells:
             column, value = cell["column"], cell["value"]
             if column <= width:
                 values[column - 1] = value
+                if cell["unsaved"] and not unsaved:
+                    unsaved = column
             elif value is not None and str(value).strip():
                 beyond = True
+        if unsaved:
+            from openpyxl.utils import get_column_letter
+
+            return SheetRow(
+                number,
+                [],
+                f"cell {get_column_letter(unsaved)}{number} holds a formula without a saved "
+                "value (open and save the file in Excel, or export values)",
+            )
         return SheetRow(number, values, beyond=beyond)

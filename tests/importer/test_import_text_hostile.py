@@ -171,3 +171,31 @@ def test_a_mapping_s_bad_zone_or_format_is_a_mapping_error(
     with pytest.raises(MappingError, match=re.escape(complaint)) as caught:
         load_mapping(path, "scans")
     assert len(str(caught.value)) < 400
+
+
+@pytest.mark.parametrize("quantity", ["1" * 5000, "-" + "1" * 5000, "1" * 5000 + ".5", "1e400"])
+def test_a_csv_quantity_of_thousands_of_digits_is_an_ordinary_range_error(
+    tmp_path: Path, quantity: str
+) -> None:
+    """Before: "processing_error: ValueError: Exceeds the limit (4300 digits) for integer
+    string conversion..." (or, past a decimal point, a float error from the JSON encoder)."""
+    path = tmp_path / "scans.csv"
+    head = "event_id,order_id,unit_id,stage,action,event_time,quantity,uom\n"
+    scan = "e-{},PO-1,U-1,knitting,started,2026-11-23T09:30:00Z,{},kg\n"
+    path.write_text(head + scan.format(1, quantity) + scan.format(2, "212.5"))
+    bad, good = run("scans", path)
+    assert isinstance(bad, Rejected)
+    assert [(e.loc, e.type) for e in bad.errors] == [("quantity", "import_number_range")]
+    assert "is beyond +-2^53" in bad.reason
+    assert len(bad.reason) < 200
+    assert isinstance(good, Accepted)
+
+
+def test_an_ndjson_number_past_the_float_range_is_a_range_error(tmp_path: Path) -> None:
+    """`1e400` parses as infinity: before, "numbers must be finite (no NaN or Infinity)"."""
+    path = tmp_path / "units.ndjson"
+    path.write_text(UNIT % "1e400" + "\n")
+    (bad,) = run("unit-status", path)
+    assert isinstance(bad, Rejected)
+    assert bad.errors[0].type == "import_number_range"
+    assert "a number of over 300 digits is beyond +-2^53" in bad.reason

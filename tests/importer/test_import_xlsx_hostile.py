@@ -23,6 +23,7 @@ from streams.topics import TopicNames
 PLAN = load_plan()
 MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 HEADER = ("unit_id", "status", "event_time")
+TIME = "2026-11-23T09:30:00Z"
 
 
 def cell(ref: str, value: str | int | float) -> str:
@@ -32,7 +33,7 @@ def cell(ref: str, value: str | int | float) -> str:
 
 
 def row(number: int, *values: str | int | float) -> str:
-    cells = "".join(cell(f"{'ABC'[i]}{number}", v) for i, v in enumerate(values))
+    cells = "".join(cell(f"{'ABCDE'[i]}{number}", v) for i, v in enumerate(values))
     return f'<row r="{number}">{cells}</row>'
 
 
@@ -222,3 +223,54 @@ def test_an_id_beyond_2_53_is_rejected_not_rounded_to_another_id(tmp_path: Path)
     assert "12345678901234567890 is beyond +-2^53" in bad.reason
     assert isinstance(good, Accepted)
     assert json.loads(good.value)["unit_id"] == "4101"
+
+
+def test_a_formula_openpyxl_wrote_without_its_value_rejects_the_row(tmp_path: Path) -> None:
+    """Before: read as an empty cell, so `status` was reported missing (an optional
+    field would have vanished unseen)."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet_ = book.active
+    assert sheet_ is not None
+    sheet_.append(HEADER)
+    sheet_.append(["U-2", '=IF(A2="","","up")', TIME])  # openpyxl saves no result
+    sheet_.append(["U-3", "up", TIME])
+    path = tmp_path / "units.xlsx"
+    book.save(path)
+    bad, good = outcomes(path)
+    assert isinstance(bad, Rejected)
+    assert bad.row == 2
+    assert bad.errors[0].type == "import_row"
+    assert "cell B2 holds a formula without a saved value" in bad.reason
+    assert "open and save the file in Excel, or export values" in bad.reason
+    assert isinstance(good, Accepted)
+
+
+def test_formulas_with_saved_values_and_beyond_the_header_are_read_as_before(
+    tmp_path: Path,
+) -> None:
+    empty_text = '<c r="D2" t="str"><f>""</f><v/></c>'  # what Excel saves for a result of ""
+    far = '<c r="E2"><f>A2*2</f><v/></c>'  # unsaved, but right of the header: never read
+    saved = '<c r="B3" t="str"><f>"up"</f><v>up</v></c>'
+    rows = (
+        row(1, *HEADER, "note")
+        + row(2, "U-2", "up", TIME).replace("</row>", empty_text + far + "</row>")
+        + f'<row r="3">{cell("A3", "U-3")}{saved}{cell("C3", TIME)}</row>'
+    )
+    got = outcomes(xlsx(tmp_path, sheet(rows, dimension="A1:E3")))
+    assert [(o.row, type(o).__name__) for o in got] == [(2, "Accepted"), (3, "Accepted")]
+    assert json.loads(got[1].value)["status"] == "up"  # type: ignore[union-attr]
+
+
+def test_a_number_cell_of_5000_digits_is_an_ordinary_range_error(tmp_path: Path) -> None:
+    """Before: "a cell cannot be read (ValueError: Exceeds the limit (4300 digits) for
+    integer string conversion...)"."""
+    huge = f'<c r="A2"><v>{"1" * 5000}</v></c>'
+    rows = row(1, *HEADER) + f'<row r="2">{huge}{cell("B2", "up")}{cell("C2", TIME)}</row>'
+    bad, good = outcomes(xlsx(tmp_path, sheet(rows + unit(3))))
+    assert isinstance(bad, Rejected)
+    assert bad.errors[0].type == "import_number_range"
+    assert "unit_id: a number of over 300 digits is beyond +-2^53" in bad.reason
+    assert len(bad.reason) < 200
+    assert isinstance(good, Accepted)
