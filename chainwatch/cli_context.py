@@ -67,8 +67,8 @@ _UNKNOWN_TABLE = re.compile(
 _TABLE_NAME = re.compile(r"(?:identifier|Table) '?`?([\w.]+)")
 _UNREACHABLE = re.compile(r"^(cannot reach ClickHouse at \S+?):? .*?(; check \S+)$", re.S)
 _REASON = re.compile(
-    r"\[Errno -?\d+\] ([^'\")(]+)|(timed out)|(Name or service not known)"
-    r"|(certificate verify failed)"
+    r"\[Errno -?\d+\] ([^'\")(;]+)|(timed out)|(Name or service not known)"
+    r"|(certificate verify failed)|(no answer within [\d.]+ s)|(no valid HTTP answer)"
 )
 
 
@@ -85,7 +85,8 @@ def plain_store_error(message: str) -> str:
     if unreachable:
         found = _REASON.search(message)
         reason = next((g for g in found.groups() if g), "") if found else ""
-        why = f" ({reason.strip().rstrip('.').lower()})" if reason else ""
+        reason = reason.strip().rstrip(".")
+        why = f" ({reason[:1].lower()}{reason[1:]})" if reason else ""
         return f"{unreachable.group(1)}{why}{unreachable.group(2)}"
     return message
 

@@ -10,17 +10,26 @@ local tools through `sinks.clickhouse.query_server` (see `readers.py`).
 from __future__ import annotations
 
 import fcntl
+import re
 import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
+import httpx
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from sinks.clickhouse.settings import StoreConfig
 from sinks.errors import SinkError
+from sinks.http_deadline import DeadlineClient
+
+CONNECT_DEADLINE_S = 10.0
+"""How long a ClickHouse server may take to answer `/ping` before a client is opened,
+connecting and the whole answer included. clickhouse-connect's own timeouts bound one
+socket read (60 s each): a server that accepted and said nothing held a command a minute,
+one that sent a byte at a time held it for ever."""
 
 
 class StoreUnavailable(SinkError):
@@ -83,10 +92,13 @@ def open_client(
         assert settings.clickhouse.url is not None
         parts = urlsplit(settings.clickhouse.url.get_secret_value())
         database = parts.path.strip("/") or database
+        host = parts.hostname or "localhost"
+        port = parts.port or (8443 if parts.scheme == "https" else 8123)
+        probe_server(f"{parts.scheme}://{_url_host(host)}:{port}", settings)
         try:
             client = clickhouse_connect.get_client(
-                host=parts.hostname or "localhost",
-                port=parts.port or (8443 if parts.scheme == "https" else 8123),
+                host=host,
+                port=port,
                 username=unquote(parts.username or "default"),
                 password=unquote(parts.password or ""),
                 secure=parts.scheme == "https",
@@ -108,6 +120,28 @@ def open_client(
         client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`{on_cluster}")
     client.database = database
     return client
+
+
+def probe_server(base_url: str, settings: StoreConfig) -> None:
+    """`GET /ping` of the server within `CONNECT_DEADLINE_S` (any HTTP answer will do), or
+    a `StoreUnavailable` naming the server (its URL redacted) and the setting to check."""
+    try:
+        with DeadlineClient(deadline_s=CONNECT_DEADLINE_S, timeout=CONNECT_DEADLINE_S) as http:
+            http.get(f"{base_url}/ping")
+    except httpx.HTTPError as exc:
+        why = (
+            "no valid HTTP answer"  # what it sent instead is no use in an error line
+            if isinstance(exc, httpx.ProtocolError | httpx.DecodingError)
+            else re.sub(r"[^\x20-\x7e]", "?", " ".join(str(exc).split()))[:160]
+        )
+        raise StoreUnavailable(
+            f"cannot reach ClickHouse at {settings.clickhouse.redacted_url()}: "
+            f"{type(exc).__name__}: {why or 'no detail'}; check CHAINWATCH_CLICKHOUSE__URL"
+        ) from None
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def embedded_store_exists(settings: StoreConfig) -> bool:

@@ -18,6 +18,14 @@ from sinks.clickhouse.connection import StoreLocked, StoreUnavailable, open_clie
 from sinks.clickhouse.query_server import endpoint_file
 from sinks.clickhouse.read_only import ReadFailed, ReadOnlyQueries, StatementRefused
 from sinks.clickhouse.settings import StoreConfig
+from sinks.http_deadline import DeadlineClient
+
+PING_DEADLINE_S = 2.0
+"""How long the owning process's `/ping` may take, all of it (connect, headers, body)."""
+QUERY_DEADLINE_S = 60.0
+"""How long one read through the owning process may take, all of it: the server stops a
+statement at its own limits (`read_only`) well before, so this only ends a wait on a
+process that stopped answering, or on whatever took its port and sends a byte at a time."""
 
 
 @dataclass(frozen=True)
@@ -65,15 +73,23 @@ class DirectReader:
 
 class LoopbackReader:
     def __init__(self, port: int, token: str, nonce: str) -> None:
-        self._http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        self._http = DeadlineClient(
+            deadline_s=QUERY_DEADLINE_S,
+            base_url=f"http://127.0.0.1:{port}",
+            timeout=QUERY_DEADLINE_S,
+            trust_env=False,  # loopback: never through a proxy
+        )
         self._token = token
         self._nonce = nonce
+        self._port = port
 
     def ping(self) -> bool:
         """Whether the owning process's query server answers there (its nonce, not just
         any server that took the port since)."""
         try:
-            resp = self._http.get("/ping", timeout=2)
+            resp = self._http.get(
+                "/ping", timeout=PING_DEADLINE_S, extensions={"deadline_s": PING_DEADLINE_S}
+            )
             answer = resp.json()
         except (httpx.HTTPError, ValueError):
             return False
@@ -90,7 +106,8 @@ class LoopbackReader:
             )
         except httpx.HTTPError as exc:
             raise StoreUnavailable(
-                f"the process owning the store stopped answering: {exc}"
+                f"the process owning the store stopped answering on 127.0.0.1:{self._port} "
+                f"({type(exc).__name__}: {str(exc) or 'no detail'})"
             ) from None
         try:
             body = resp.json()

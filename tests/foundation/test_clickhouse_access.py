@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,6 +128,7 @@ def test_a_reader_of_a_server_creates_no_database(monkeypatch: pytest.MonkeyPatc
     (on a cluster it was a distributed DDL on every read, and refused for a readonly user)."""
     import clickhouse_connect
 
+    from sinks.clickhouse import connection
     from sinks.clickhouse.readers import DirectReader
 
     sent: list[str] = []
@@ -146,6 +150,7 @@ def test_a_reader_of_a_server_creates_no_database(monkeypatch: pytest.MonkeyPatc
             pass
 
     monkeypatch.setattr(clickhouse_connect, "get_client", lambda **_: Recorder())
+    monkeypatch.setattr(connection, "probe_server", lambda *_args: None)  # no server here
     settings = Settings(
         clickhouse={"url": "http://reader:pw@ch.example:8123/plant", "cluster": "prod"}  # type: ignore[arg-type]
     )
@@ -211,3 +216,141 @@ def test_the_token_goes_only_to_the_server_that_knows_the_nonce(tmp_path: Path) 
         other.shutdown()
         other.server_close()
     assert seen == ["GET /ping None"]
+
+
+class _DeadServer:
+    """A TCP server that accepts and then never answers (`silent`), answers a status line and
+    then one header byte every 50 ms for ever (`trickle`: each read succeeds, no answer
+    ends), or a status line and junk (`garbage`); or a port nothing listens on (`closed`)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.stop = threading.Event()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        self._held: list[socket.socket] = []
+        if kind == "closed":  # nothing listens on the port any more
+            self._server.close()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self._held.append(conn)
+            if self.kind != "silent":
+                threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            if self.kind == "garbage":
+                conn.sendall(b"HTTP/1.1 200 OK\r\n" + bytes(range(256)) * 4 + b"\r\n\r\n")
+                return
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not self.stop.wait(0.05):  # the server's pace, not the test waiting
+                conn.sendall(b"a")
+        except OSError:
+            pass  # the client gave up
+
+    def close(self) -> None:
+        self.stop.set()
+        self._server.close()
+        for conn in self._held:
+            conn.close()
+
+
+@pytest.fixture
+def trickler() -> Iterator[_DeadServer]:
+    server = _DeadServer("trickle")
+    yield server
+    server.close()
+
+
+def _within(seconds: float, run: Any) -> Any:
+    """`run()` on a thread; fail the test if it is still running after `seconds`."""
+    outcome: list[Any] = []
+
+    def target() -> None:
+        try:
+            outcome.append(run())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    return outcome[0]
+
+
+def test_a_port_taken_by_a_server_that_trickles_bytes_is_no_endpoint(
+    tmp_path: Path, trickler: _DeadServer
+) -> None:
+    """httpx's timeout bounds one read: a byte every 50 ms held `chainwatch sql`, `status`
+    and `doctor` in the ping for ever. The ping has one deadline for all of it."""
+    from sinks.clickhouse import readers
+
+    settings = Settings(data_dir=tmp_path)
+    path = endpoint_file(settings.clickhouse_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"port": trickler.port, "token": "secret", "nonce": "abc"}))
+    started = time.monotonic()
+    assert _within(10, lambda: readers.loopback_reader(settings)) is None
+    assert time.monotonic() - started < readers.PING_DEADLINE_S + 3
+
+
+def test_a_read_through_an_owner_that_trickles_its_answer_ends_at_the_deadline(
+    trickler: _DeadServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sinks.clickhouse import readers
+    from sinks.clickhouse.connection import StoreUnavailable
+
+    monkeypatch.setattr(readers, "QUERY_DEADLINE_S", 1.0, raising=False)
+    reader = readers.LoopbackReader(trickler.port, "secret", "abc")
+    try:
+        error = _within(10, lambda: reader.query("SELECT 1"))
+    finally:
+        reader.close()
+    assert isinstance(error, StoreUnavailable)
+    assert str(error) == (
+        f"the process owning the store stopped answering on 127.0.0.1:{trickler.port} "
+        "(ReadTimeout: no answer within 1 s)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("closed", "connection refused"),
+        ("silent", "no answer within 1 s"),
+        ("trickle", "no answer within 1 s"),
+        ("garbage", "no valid HTTP answer"),
+    ],
+)
+def test_a_clickhouse_url_that_does_not_answer_is_one_line_within_the_connect_deadline(
+    kind: str, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """clickhouse-connect's timeouts bound one read (60 s): a server that said nothing held
+    `sql`, `status`, `db migrate` and `doctor` a minute, one that sent a byte at a time for
+    ever. Opening a client asks `/ping` first, under one deadline."""
+    from chainwatch.cli_context import plain_store_error
+    from sinks.clickhouse import connection
+    from sinks.clickhouse.connection import StoreUnavailable
+
+    monkeypatch.setattr(connection, "CONNECT_DEADLINE_S", 1.0, raising=False)
+    server = _DeadServer(kind)
+    try:
+        url = f"http://reader:s3cret@127.0.0.1:{server.port}/plant"
+        settings = Settings(clickhouse={"url": url})  # type: ignore[arg-type]
+        error = _within(10, lambda: open_client(settings, create_database=False, writer=False))
+    finally:
+        server.close()
+    assert isinstance(error, StoreUnavailable)
+    assert "s3cret" not in str(error)
+    assert plain_store_error(str(error)) == (
+        f"cannot reach ClickHouse at http://reader:***@127.0.0.1:{server.port}/plant "
+        f"({reason}); check CHAINWATCH_CLICKHOUSE__URL"
+    )

@@ -208,6 +208,7 @@ def test_only_the_writer_of_a_cluster_gets_the_quorum_and_sync_insert_settings(
         return fake
 
     monkeypatch.setattr(connection.clickhouse_connect, "get_client", get_client)
+    monkeypatch.setattr(connection, "probe_server", lambda *_args: None)  # no server here
     settings = Settings(
         clickhouse={"cluster": cluster, "url": "http://u:pw@ch:8123/cw"}  # type: ignore[call-arg]
     )

@@ -1,0 +1,136 @@
+"""A synchronous httpx client whose every request has one wall-clock deadline.
+
+httpx's timeouts bound one socket operation: a server that accepts and then
+sends a byte a second (or a header line that never ends) holds a request for
+ever, each read succeeding within its timeout. `DeadlineClient` keeps httpx
+(URLs, pooling, the exceptions) but builds its connection pool on a network
+backend whose connects, reads and writes wait at most until the deadline of the
+request in flight: `deadline_s` from the moment it is sent, connecting, sending,
+the headers and the body together. Past it the request fails with
+`httpx.ReadTimeout` (or `ConnectTimeout`/`WriteTimeout`) saying so, and the
+connection is dropped. A request may carry its own deadline with
+`extensions={"deadline_s": seconds}`.
+
+One client serves one thread at a time (the deadline is the client's, not the
+request's), as the local tools that use it do.
+"""
+
+from __future__ import annotations
+
+import time
+import typing
+from collections.abc import Iterable
+from typing import Any
+
+import httpcore
+import httpx
+
+
+class _Deadline:
+    def __init__(self) -> None:
+        self.at: float | None = None
+        self.seconds: float = 0.0
+
+    def left(self, timeout: float | None, late: type[Exception]) -> float | None:
+        """`timeout`, shortened to what is left of the deadline; `late` once it passed."""
+        if self.at is None:
+            return timeout
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise late(f"no answer within {self.seconds:g} s")
+        return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream, deadline: _Deadline) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        left = self._deadline.left(timeout, httpcore.ReadTimeout)
+        try:
+            return self._inner.read(max_bytes, left)
+        except httpcore.ReadTimeout:
+            self._deadline.left(None, httpcore.ReadTimeout)  # the deadline's, if it is
+            raise
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        left = self._deadline.left(timeout, httpcore.WriteTimeout)
+        try:
+            self._inner.write(buffer, left)
+        except httpcore.WriteTimeout:
+            self._deadline.left(None, httpcore.WriteTimeout)
+            raise
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: Any,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        left = self._deadline.left(timeout, httpcore.ConnectTimeout)
+        inner = self._inner.start_tls(ssl_context, server_hostname, left)
+        return _DeadlineStream(inner, self._deadline)
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, deadline: _Deadline) -> None:
+        self._deadline = deadline
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        left = self._deadline.left(timeout, httpcore.ConnectTimeout)
+        stream = self._inner.connect_tcp(
+            host, port, timeout=left, local_address=local_address, socket_options=socket_options
+        )
+        return _DeadlineStream(stream, self._deadline)
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        left = self._deadline.left(timeout, httpcore.ConnectTimeout)
+        stream = self._inner.connect_unix_socket(path, timeout=left, socket_options=socket_options)
+        return _DeadlineStream(stream, self._deadline)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _DeadlineTransport(httpx.HTTPTransport):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            network_backend=_DeadlineBackend(deadline),
+        )
+
+
+class DeadlineClient(httpx.Client):
+    """`httpx.Client` whose requests each end within `deadline_s` (see the module)."""
+
+    def __init__(self, *, deadline_s: float, **kwargs: Any) -> None:
+        self._deadline = _Deadline()
+        self.deadline_s = deadline_s
+        super().__init__(transport=_DeadlineTransport(self._deadline), **kwargs)
+
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        seconds = float(request.extensions.get("deadline_s", self.deadline_s))
+        self._deadline.seconds = seconds
+        self._deadline.at = time.monotonic() + seconds
+        return super().send(request, **kwargs)
