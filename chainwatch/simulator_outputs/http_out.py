@@ -7,11 +7,16 @@ a batch is sent before anything that must follow it. Two records do not fit
 an array: a tombstone is `DELETE /v1/customers/{id}`, and a truncated
 (malformed) record is posted alone as the raw body, which the gateway
 dead-letters as one unparsable item. 503 (Kafka down) and connection errors
-are retried with back-off, honouring `Retry-After`; 401/403 stop the run.
+are retried with back-off, honouring `Retry-After` (each retry logged as
+`simulate.gateway_retry`); 401/403 stop the run. Every request has one
+wall-clock deadline, `REQUEST_DEADLINE_S`, connecting and the whole answer
+included (`sinks.http_deadline`): a gateway that accepts and says nothing, or
+sends a byte at a time, cannot hold the run.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,8 +25,10 @@ import httpx
 
 from chainwatch.errors import UserError
 from chainwatch.logs import get_logger
+from chainwatch.settings import redact_url
 from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
 from simulator.records import SimRecord
+from sinks.http_deadline import DeadlineClient
 
 log = get_logger(__name__)
 
@@ -32,6 +39,11 @@ ENDPOINT_OF_TOPIC = {
     CUSTOMERS: "/v1/customers",
 }
 _RETRIES = 6
+MAX_RETRY_AFTER_S = 60.0
+"""A gateway's `Retry-After` is honoured up to this (a day-long one would hold the run silent)."""
+REQUEST_DEADLINE_S = 15.0
+"""How long one request to the gateway may take, all of it: the gateway answers within its
+Kafka deadline (`publish_timeout_s`, 10 s) or says 503."""
 
 
 @dataclass(slots=True)
@@ -57,7 +69,11 @@ class HttpPublisher:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._client = client or httpx.Client(base_url=base_url.rstrip("/"), timeout=30.0)
+        self._client = client or DeadlineClient(
+            deadline_s=REQUEST_DEADLINE_S, base_url=base_url.rstrip("/"), timeout=REQUEST_DEADLINE_S
+        )
+        self._where = redact_url(base_url.rstrip("/"))
+        """The gateway's URL as errors and logs show it (a password in it masked)."""
         self._auth = {"Authorization": f"Bearer {token}"}
         self._batch_size = batch_size
         self._max_delay_s = max_delay_s
@@ -110,8 +126,24 @@ class HttpPublisher:
                     method, path, content=body, params=params, headers=headers
                 )
             except httpx.TransportError as exc:
+                why = type(exc).__name__ + (
+                    ": no valid HTTP answer"  # what it sent instead is no use in a log line
+                    if isinstance(exc, httpx.ProtocolError | httpx.DecodingError)
+                    else f": {_one_line(str(exc))}"
+                )
                 if attempt == _RETRIES:
-                    raise UserError(f"gateway unreachable: {type(exc).__name__}: {exc}") from None
+                    raise UserError(
+                        f"gateway at {self._where} unreachable ({why}) after "
+                        f"{attempt + 1} attempts; check the --gateway URL and that the "
+                        "gateway runs"
+                    ) from None
+                log.warning(
+                    "simulate.gateway_retry",
+                    url=f"{self._where}{path}",
+                    attempt=attempt + 1,
+                    error=why,
+                    retry_in_s=delay,
+                )
                 self._sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
@@ -122,7 +154,8 @@ class HttpPublisher:
                 raise UserError(f"gateway refused the token ({status}): {response.text[:200]}")
             if status == 503 and attempt < _RETRIES:
                 retry_after = response.headers.get("retry-after", "")
-                self._sleep(float(retry_after) if retry_after.isdigit() else delay)
+                wait = float(retry_after) if retry_after.isdigit() else delay
+                self._sleep(min(wait, MAX_RETRY_AFTER_S))
                 delay = min(delay * 2, 10.0)
                 continue
             if status >= 300:
@@ -152,3 +185,10 @@ class HttpPublisher:
                 self._flush(path)
         finally:
             self._client.close()
+
+
+def _one_line(text: str, limit: int = 120) -> str:
+    """`text` as one printable line of at most `limit` characters (a garbage answer's bytes
+    end up in httpx's messages)."""
+    line = re.sub(r"[^\x20-\x7e]", "?", " ".join(text.split()))
+    return (line if len(line) <= limit else line[: limit - 1] + "…") or "no detail"
