@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chainwatch.errors import UserError
+from chainwatch.logs import silenced
 from chainwatch.settings import Settings
 
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
@@ -247,7 +248,9 @@ class LocalBroker:
         pid = self._pid()
         if pid is None:
             return BrokerStatus(False, None, self.bootstrap, "not running")
-        if metadata_ok(self.bootstrap, timeout_s=3):
+        with silenced("kafka", "aiokafka"):  # the answer is this status, in one line
+            answers = metadata_ok(self.bootstrap, timeout_s=3)
+        if answers:
             return BrokerStatus(True, pid, self.bootstrap, "ready")
         return BrokerStatus(False, pid, self.bootstrap, "process alive but not answering")
 

@@ -12,7 +12,7 @@ import asyncio
 from chainwatch.errors import UserError
 from chainwatch.kafka_admin import ensure_topics, retry_until_reachable
 from chainwatch.logs import get_logger
-from chainwatch.process import run_until_signalled, serve_metrics
+from chainwatch.process import Startup, run_until_signalled, serve_metrics, stopped_on_error
 from chainwatch.settings import Settings
 from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import Notifier, NotifyStats, Topics
@@ -74,26 +74,30 @@ def build_notifier(settings: Settings, subscriptions: Subscriptions) -> Notifier
 def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
     subscriptions = load_configured(settings)
     names = TopicNames(settings.kafka.topic_prefix)
-    retry_until_reachable(
-        lambda: ensure_topics(
-            settings.kafka.bootstrap,
-            names,
-            (ALERTS, *NOTIFY_TOPICS),
-            partitions=settings.kafka.partitions,
-            replication_factor=settings.kafka.replication_factor,
-            topic_configs=settings.kafka.topic_configs(),
-        ),
-        process="notifier",
-    )
-    log.info(
-        "notify_starting",
-        endpoints=[f"{e.name}@{e.host}" for e in subscriptions.endpoints],
-    )
-    notifier = build_notifier(settings, subscriptions)
+    startup = Startup(f"Kafka at {settings.kafka.bootstrap}")
+    ops = serve_metrics(settings, startup)  # probes answer while it waits for Kafka
+    with stopped_on_error(ops):
+        retry_until_reachable(
+            lambda: ensure_topics(
+                settings.kafka.bootstrap,
+                names,
+                (ALERTS, *NOTIFY_TOPICS),
+                partitions=settings.kafka.partitions,
+                replication_factor=settings.kafka.replication_factor,
+                topic_configs=settings.kafka.topic_configs(),
+            ),
+            process="notifier",
+        )
+        log.info(
+            "notify_starting",
+            endpoints=[f"{e.name}@{e.host}" for e in subscriptions.endpoints],
+        )
+        notifier = build_notifier(settings, subscriptions)
+    startup.waiting_for = None
 
     async def main(stop: asyncio.Event) -> NotifyStats:
         stats = await notifier.run(stop, drain=drain)
         log.info("notify_stopped", delivered=stats.delivered, gave_up=stats.gave_up)
         return stats
 
-    return run_until_signalled("notifier", main, ops=serve_metrics(settings))
+    return run_until_signalled("notifier", main, ops=ops)

@@ -14,7 +14,9 @@ two signals, inside `process_lifetime`, the part they all share:
   on the way out, releasing its port. The sink's and the notifier's is
   `serve_metrics` (`metrics_port`), the worker's `chainwatch.runners.serve_worker_ops`
   (`engine.metrics_port`, or the next free one); the gateway serves its own from
-  its web app.
+  its web app. The worker, the sink and the notifier start theirs before they
+  wait for Kafka (`Startup`): meanwhile `/healthz` says alive and what they
+  wait for, `/readyz` 503 with the reason.
 """
 
 from __future__ import annotations
@@ -42,12 +44,45 @@ Main = Callable[[asyncio.Event], Coroutine[Any, Any, T]]
 log = get_logger(__name__)
 
 
-def serve_metrics(settings: Settings) -> OpsServer | None:
+class Startup:
+    """What a long-running process still waits for before it does its work (Kafka, its
+    store), as its probes tell it: `/healthz` alive and saying what it waits for, `/readyz`
+    503 with the reason until it waits for nothing. The process sets `waiting_for`."""
+
+    def __init__(self, waiting_for: str | None = None) -> None:
+        self.waiting_for = waiting_for
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        waiting = self.waiting_for
+        return True, {} if waiting is None else {"waiting_for": waiting}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        waiting = self.waiting_for
+        return waiting is None, {"reasons": [] if waiting is None else [f"waiting for {waiting}"]}
+
+
+def serve_metrics(settings: Settings, startup: Startup | None = None) -> OpsServer | None:
     """Prometheus `/metrics` and `/healthz` on `metrics_host:metrics_port` (loopback by
-    default) for the sink and the notifier; None if off."""
+    default) for the sink and the notifier, and `/readyz` from `startup`; None if off."""
     if not settings.metrics_port:
         return None
-    return serve_ops(settings.metrics_host, settings.metrics_port)
+    if startup is None:
+        return serve_ops(settings.metrics_host, settings.metrics_port)
+    return serve_ops(
+        settings.metrics_host, settings.metrics_port, health=startup.health, ready=startup.ready
+    )
+
+
+@contextmanager
+def stopped_on_error(ops: OpsServer | None) -> Iterator[None]:
+    """Stop `ops` (serving before the process's main part, e.g. while it waits for Kafka)
+    when what comes before that main part fails; the main part stops it otherwise."""
+    try:
+        yield
+    except BaseException:
+        if ops is not None:
+            ops.stop()
+        raise
 
 
 @contextmanager

@@ -7,7 +7,7 @@ lock above all).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from chainwatch.kafka_admin import (
@@ -18,7 +18,7 @@ from chainwatch.kafka_admin import (
 )
 from chainwatch.logs import get_logger
 from chainwatch.ops_server import OpsServer, serve_ops
-from chainwatch.process import process_lifetime
+from chainwatch.process import Startup, process_lifetime, stopped_on_error
 from chainwatch.settings import Settings
 from streams.app import create_app
 from streams.topics import INPUT_TOPICS, OUTPUT_TOPICS, TopicNames
@@ -168,14 +168,18 @@ def run_worker(settings: Settings) -> None:
     from streams.engine.messages import INTERNAL_TOPICS
 
     app, engine = worker_app(settings)
-    retry_until_reachable(
-        lambda: create_worker_topics(app, settings, INTERNAL_TOPICS), process="worker"
-    )
+    startup = Startup(f"Kafka at {settings.kafka.bootstrap}")
+    ops = serve_worker_ops(settings, engine, startup)  # probes answer while it waits for Kafka
+    with stopped_on_error(ops):
+        retry_until_reachable(
+            lambda: create_worker_topics(app, settings, INTERNAL_TOPICS), process="worker"
+        )
+    startup.waiting_for = None
     # faust's Worker owns its event loop and stops on SIGINT/SIGTERM itself; the start and
     # stop lines and the ops port's lifetime are every process's (chainwatch.process)
     settled = settle_collector(settings.engine.gc_young_threshold)
     log.info("collector_settled", frozen=settled.frozen, thresholds=list(settled.thresholds))
-    with process_lifetime("worker", serve_worker_ops(settings, engine)):
+    with process_lifetime("worker", ops):
         # faust would install its own handlers; ours (chainwatch.logs) already render every
         # record in the configured format (CHAINWATCH_LOG_FORMAT=json: one JSON object a line).
         worker = BoundedStopWorker(
@@ -191,10 +195,13 @@ def run_worker(settings: Settings) -> None:
             worker.cancel_stop_deadline()
 
 
-def serve_worker_ops(settings: Settings, engine: Any) -> OpsServer | None:
+def serve_worker_ops(
+    settings: Settings, engine: Any, startup: Startup | None = None
+) -> OpsServer | None:
     """`/metrics`, `/healthz`, `/readyz` of a worker on `metrics_host`:`engine.metrics_port`
     (0 = off). A port taken by another worker on this host: the next one up to +15, then
-    any free port; the port bound is logged (`worker_ops_listening`)."""
+    any free port; the port bound is logged (`worker_ops_listening`). While `startup`
+    waits (for Kafka), the probes say so and the worker is not ready."""
     if not settings.engine.metrics_port:
         return None
     from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
@@ -207,8 +214,12 @@ def serve_worker_ops(settings: Settings, engine: Any) -> OpsServer | None:
         settings.metrics_host,
         settings.engine.metrics_port,
         registry=registry,
-        health=observer.health,
-        ready=observer.ready,
+        health=observer.health
+        if startup is None
+        else _waiting(startup, startup.health, observer.health),
+        ready=observer.ready
+        if startup is None
+        else _waiting(startup, startup.ready, observer.ready),
         tries=WORKER_PORT_TRIES,
         any_port_last=True,
     )
@@ -219,3 +230,17 @@ def serve_worker_ops(settings: Settings, engine: Any) -> OpsServer | None:
         url=f"http://{settings.metrics_host}:{server.port}/metrics",
     )
     return server
+
+
+def _waiting(
+    startup: Startup,
+    while_waiting: Callable[[], tuple[bool, dict[str, Any]]],
+    engine: Callable[[], tuple[bool, dict[str, Any]]],
+) -> Callable[[], tuple[bool, dict[str, Any]]]:
+    """A probe that answers `while_waiting` while the worker waits (for Kafka), then the
+    engine's."""
+
+    def probe() -> tuple[bool, dict[str, Any]]:
+        return while_waiting() if startup.waiting_for is not None else engine()
+
+    return probe

@@ -15,7 +15,7 @@ from clickhouse_connect.driver.exceptions import OperationalError
 
 from chainwatch.kafka_admin import kafka_identities, retry_until_reachable
 from chainwatch.logs import get_logger
-from chainwatch.process import run_until_signalled, serve_metrics
+from chainwatch.process import Startup, run_until_signalled, serve_metrics, stopped_on_error
 from chainwatch.runners import prepare_topics, topic_names
 from chainwatch.settings import Settings
 from schemas.plan import load_plan
@@ -74,8 +74,12 @@ def run_sink(
     Refuses to start (`KafkaChanged`) when the broker is not the one the store's
     offsets came from, unless `new_kafka_epoch` (see `sinks/clickhouse/kafka_source.py`).
     """
-    retry_until_reachable(lambda: prepare_topics(settings, also=NOTIFY_TOPICS), process="sink")
-    stored = mappers if mappers is not None else build_mappers(settings)
+    startup = Startup(f"Kafka at {settings.kafka.bootstrap}")
+    ops = serve_metrics(settings, startup)  # probes answer while it waits for Kafka
+    with stopped_on_error(ops):
+        retry_until_reachable(lambda: prepare_topics(settings, also=NOTIFY_TOPICS), process="sink")
+        stored = mappers if mappers is not None else build_mappers(settings)
+    startup.waiting_for = "ClickHouse"
     return run_until_signalled(
         "sink",
         lambda stop: _main(
@@ -85,8 +89,9 @@ def run_sink(
             on_flush=on_flush,
             mappers=stored,
             new_kafka_epoch=new_kafka_epoch,
+            startup=startup,
         ),
-        ops=serve_metrics(settings),
+        ops=ops,
     )
 
 
@@ -115,10 +120,13 @@ async def _main(
     on_flush: Callable[[SinkStats], None] | None,
     mappers: Mapping[str, RecordMapper],
     new_kafka_epoch: bool,
+    startup: Startup | None = None,
 ) -> SinkStats:
     client = await _open_store(settings, stop)
     if client is None:
         return SinkStats()
+    if startup is not None:
+        startup.waiting_for = None
     server: QueryServer | None = None
     try:
         identities = await asyncio.to_thread(kafka_identities, settings.kafka.bootstrap, mappers)

@@ -8,13 +8,14 @@ nothing, and require a clear error within a bound.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,92 @@ def test_new_topics_get_the_projects_deadline_to_show_in_metadata(
         KafkaTimeoutError, match="created 1 topics but did not list them within 90 s"
     ):
         kafka_admin.create_missing_topics("127.0.0.1:1", {"cw.scans": {}}, partitions=4)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _probe(url: str) -> tuple[int, object] | None:
+    """(status, JSON body) of a GET, or None while nothing answers there."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as answer:
+        return answer.code, json.loads(answer.read())
+    except OSError:
+        return None
+
+
+@pytest.mark.parametrize("process", ["worker", "sink", "notifier"])
+def test_a_process_waiting_for_kafka_is_alive_and_not_ready_on_its_probes(
+    process: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker, the sink and the notifier served no `/healthz` while they waited for
+    Kafka (connection refused for as long as the broker was away): a liveness probe
+    (deploy/k8s: 4 x 15 s) killed the process it was meant to let wait."""
+    from chainwatch import notify_runner, runners, sink_runner
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    seen: list[object] = []
+
+    def kafka_away(*_args: object, **_kwargs: object) -> None:
+        """One connection attempt, during which the probes are asked (they answer from a
+        thread of their own); then an error that is not retried stops the process."""
+        seen.extend([_probe(f"{base}/healthz"), _probe(f"{base}/readyz")])
+        raise UserError("the test is done")
+
+    subscriptions = tmp_path / "subscriptions.yaml"
+    subscriptions.write_text(
+        '{"endpoints": [{"name": "x", "url": "https://h.example/x", "format": "slack"}]}'
+    )
+    settings = Settings(
+        data_dir=tmp_path,
+        metrics_port=port,
+        kafka={"bootstrap_servers": "127.0.0.1:9"},  # type: ignore[arg-type]
+        engine={"metrics_port": port},  # type: ignore[arg-type]
+        webhooks={"subscriptions": subscriptions, "allowed_hosts": "h.example"},  # type: ignore[arg-type]
+    )
+    run: Callable[[Settings], object]
+    if process == "worker":
+        monkeypatch.setattr(runners, "create_worker_topics", kafka_away)
+        run = runners.run_worker
+    elif process == "sink":
+        monkeypatch.setattr(sink_runner, "prepare_topics", kafka_away)
+        run = sink_runner.run_sink
+    else:
+        monkeypatch.setattr(notify_runner, "ensure_topics", kafka_away)
+        run = notify_runner.run_notify
+    with pytest.raises(UserError, match="the test is done"):
+        run(settings)
+    assert seen == [
+        (200, {"alive": True, "waiting_for": "Kafka at 127.0.0.1:9"}),
+        (503, {"ready": False, "reasons": ["waiting for Kafka at 127.0.0.1:9"]}),
+    ]
+    assert _probe(f"{base}/healthz") is None  # the port is released
+
+
+def test_the_status_of_a_broker_process_that_does_not_answer_is_one_line_of_ours(
+    silent_broker: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`chainwatch kafka status` printed kafka-python's five connection errors before its
+    own line when the broker's process was alive and its port said nothing."""
+    from chainwatch.local_kafka import LocalBroker
+
+    settings = Settings(
+        data_dir=tmp_path,
+        kafka={"local_port": int(silent_broker.rsplit(":", 1)[1])},  # type: ignore[arg-type]
+    )
+    settings.kafka_dir.mkdir(parents=True)
+    (settings.kafka_dir / "broker.pid").write_text(str(os.getpid()))  # a process that lives
+    with caplog.at_level(logging.INFO):
+        status = LocalBroker(settings).status()
+    assert (status.running, status.detail) == (False, "process alive but not answering")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("kafka")] == []
