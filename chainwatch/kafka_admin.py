@@ -43,6 +43,7 @@ def retry_until_reachable(
     process: str,
     backoff: Backoff | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    wait: bool = True,
 ) -> T:
     """`call()`, tried again while Kafka cannot be reached (1 s doubling to 30 s).
 
@@ -50,13 +51,17 @@ def retry_until_reachable(
     supervisor or at boot before the broker is up, they wait for it as they
     ride out a broker outage once running, instead of exiting at once (the
     `kill9` + broker fault bench found a sink restarted during a broker outage
-    exiting with status 1). One-shot commands keep failing fast.
+    exiting with status 1). One-shot commands keep failing fast, and so does a
+    long-running process's one-shot form (`wait=False`: `sink --drain`, `notify
+    --drain`, run by a batch job that must end).
     """
     backoff = backoff or Backoff(initial_s=1.0, max_s=30.0)
     while True:
         try:
             return call()
         except KafkaUnreachable as exc:
+            if not wait:
+                raise
             delay = backoff.next()
             log.warning(
                 "kafka.unreachable",
@@ -108,8 +113,9 @@ def admin_client(bootstrap: str) -> KafkaAdminClient:
         )
     except (KafkaError, OSError, KafkaDeadlineExceeded) as exc:
         raise KafkaUnreachable(
-            f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}); start it with "
-            "`chainwatch kafka start` or set CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS"
+            f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}); check that it runs "
+            "there (`chainwatch kafka start` starts the local one; "
+            "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS names another)"
         ) from None
 
 

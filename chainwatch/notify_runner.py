@@ -87,6 +87,7 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
                 topic_configs=settings.kafka.topic_configs(),
             ),
             process="notifier",
+            wait=not drain,
         )
         log.info(
             "notify_starting",

@@ -77,7 +77,9 @@ def run_sink(
     startup = Startup(f"Kafka at {settings.kafka.bootstrap}")
     ops = serve_metrics(settings, startup)  # probes answer while it waits for Kafka
     with stopped_on_error(ops):
-        retry_until_reachable(lambda: prepare_topics(settings, also=NOTIFY_TOPICS), process="sink")
+        retry_until_reachable(
+            lambda: prepare_topics(settings, also=NOTIFY_TOPICS), process="sink", wait=not drain
+        )
         stored = mappers if mappers is not None else build_mappers(settings)
     startup.waiting_for = "ClickHouse"
     return run_until_signalled(

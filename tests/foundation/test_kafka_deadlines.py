@@ -134,6 +134,39 @@ def test_only_an_unreachable_broker_is_retried() -> None:
         retry_until_reachable(call, process="worker", sleep=lambda _s: None)
 
 
+@pytest.mark.parametrize("runner", ["sink", "notifier"])
+def test_a_drain_run_fails_at_once_in_one_line_when_kafka_does_not_answer(
+    runner: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sink --drain` / `notify --drain` end a batch job: no waiting for Kafka for ever."""
+    from chainwatch import notify_runner, sink_runner
+
+    attempts: list[str] = []
+
+    def unreachable(*_args: object, **_kwargs: object) -> None:
+        if attempts:
+            raise AssertionError("a drain run tried Kafka again")
+        attempts.append("tried")
+        raise KafkaUnreachable("cannot reach Kafka at 127.0.0.1:9 (KafkaConnectionError)")
+
+    monkeypatch.setenv("CHAINWATCH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    monkeypatch.setenv("CHAINWATCH_METRICS_PORT", "0")
+    settings = Settings()
+    monkeypatch.setattr(sink_runner, "prepare_topics", unreachable)
+    monkeypatch.setattr(notify_runner, "ensure_topics", unreachable)
+    monkeypatch.setattr(notify_runner, "load_configured", lambda _s: None)
+
+    def drain() -> object:
+        if runner == "sink":
+            return sink_runner.run_sink(settings, drain=True, mappers={})
+        return notify_runner.run_notify(settings, drain=True)
+
+    with pytest.raises(KafkaUnreachable, match=r"127\.0\.0\.1:9"):
+        drain()
+    assert attempts == ["tried"]
+
+
 @pytest.mark.slow  # one connection attempt against the silent broker: ~20 s
 @pytest.mark.timeout(120)
 def test_the_sink_started_without_kafka_keeps_waiting_for_it(
