@@ -12,7 +12,7 @@ import asyncio
 from chainwatch.errors import UserError
 from chainwatch.kafka_admin import ensure_topics, retry_until_reachable
 from chainwatch.logs import get_logger
-from chainwatch.process import Startup, run_until_signalled, serve_metrics, stopped_on_error
+from chainwatch.process import Startup, run_until_signalled, serve_metrics, waiting_before_main
 from chainwatch.settings import Settings
 from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import Notifier, NotifyStats, Topics
@@ -76,7 +76,7 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
     names = TopicNames(settings.kafka.topic_prefix)
     startup = Startup(f"Kafka at {settings.kafka.bootstrap}")
     ops = serve_metrics(settings, startup)  # probes answer while it waits for Kafka
-    with stopped_on_error(ops):
+    with waiting_before_main("notifier", ops) as waited:
         retry_until_reachable(
             lambda: ensure_topics(
                 settings.kafka.bootstrap,
@@ -94,6 +94,8 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
             endpoints=[f"{e.name}@{e.host}" for e in subscriptions.endpoints],
         )
         notifier = build_notifier(settings, subscriptions)
+    if waited.stopped:
+        return NotifyStats()
     startup.waiting_for = None
 
     async def main(stop: asyncio.Event) -> NotifyStats:

@@ -27,6 +27,7 @@ import signal
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from chainwatch.logs import get_logger
@@ -73,16 +74,54 @@ def serve_metrics(settings: Settings, startup: Startup | None = None) -> OpsServ
     )
 
 
+class _StopSignalled(BaseException):
+    """A stop signal that came while the process waited before its main part."""
+
+
+@dataclass(slots=True)
+class Waited:
+    stopped: bool = False
+    """A stop signal ended the wait: the process has nothing left to do."""
+
+
 @contextmanager
-def stopped_on_error(ops: OpsServer | None) -> Iterator[None]:
-    """Stop `ops` (serving before the process's main part, e.g. while it waits for Kafka)
-    when what comes before that main part fails; the main part stops it otherwise."""
+def waiting_before_main(process: str, ops: OpsServer | None) -> Iterator[Waited]:
+    """The wait before a long-running process's main part (for Kafka, `Startup`).
+
+    A stop signal meanwhile ends the process as one during its main part does
+    (`process_signalled`, `process_stopped outcome=ok`, exit 0): the default
+    handlers killed it by the signal (status 143, no line) while it waited. `ops`
+    (serving during the wait) is stopped when the wait ends so or fails; the main
+    part stops it otherwise.
+    """
+    waited = Waited()
+    started = time.monotonic()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise _StopSignalled(signum)
+
+    before = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
     try:
-        yield
+        yield waited
+    except _StopSignalled as stop:
+        waited.stopped = True
+        if ops is not None:
+            ops.stop()
+        log.info("process_signalled", process=process, signal=signal.Signals(stop.args[0]).name)
+        log.info(
+            "process_stopped",
+            process=process,
+            outcome="ok",
+            ran_s=round(time.monotonic() - started, 1),
+            waited_for="its start",
+        )
     except BaseException:
         if ops is not None:
             ops.stop()
         raise
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager

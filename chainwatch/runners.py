@@ -18,7 +18,7 @@ from chainwatch.kafka_admin import (
 )
 from chainwatch.logs import get_logger
 from chainwatch.ops_server import OpsServer, serve_ops
-from chainwatch.process import Startup, process_lifetime, stopped_on_error
+from chainwatch.process import Startup, process_lifetime, waiting_before_main
 from chainwatch.settings import Settings
 from streams.app import create_app
 from streams.topics import INPUT_TOPICS, OUTPUT_TOPICS, TopicNames
@@ -170,10 +170,12 @@ def run_worker(settings: Settings) -> None:
     app, engine = worker_app(settings)
     startup = Startup(f"Kafka at {settings.kafka.bootstrap}")
     ops = serve_worker_ops(settings, engine, startup)  # probes answer while it waits for Kafka
-    with stopped_on_error(ops):
+    with waiting_before_main("worker", ops) as waited:
         retry_until_reachable(
             lambda: create_worker_topics(app, settings, INTERNAL_TOPICS), process="worker"
         )
+    if waited.stopped:
+        return
     startup.waiting_for = None
     # faust's Worker owns its event loop and stops on SIGINT/SIGTERM itself; the start and
     # stop lines and the ops port's lifetime are every process's (chainwatch.process)

@@ -15,7 +15,7 @@ from clickhouse_connect.driver.exceptions import OperationalError
 
 from chainwatch.kafka_admin import kafka_identities, retry_until_reachable
 from chainwatch.logs import get_logger
-from chainwatch.process import Startup, run_until_signalled, serve_metrics, stopped_on_error
+from chainwatch.process import Startup, run_until_signalled, serve_metrics, waiting_before_main
 from chainwatch.runners import prepare_topics, topic_names
 from chainwatch.settings import Settings
 from schemas.plan import load_plan
@@ -76,11 +76,13 @@ def run_sink(
     """
     startup = Startup(f"Kafka at {settings.kafka.bootstrap}")
     ops = serve_metrics(settings, startup)  # probes answer while it waits for Kafka
-    with stopped_on_error(ops):
+    with waiting_before_main("sink", ops) as waited:
         retry_until_reachable(
             lambda: prepare_topics(settings, also=NOTIFY_TOPICS), process="sink", wait=not drain
         )
         stored = mappers if mappers is not None else build_mappers(settings)
+    if waited.stopped:
+        return SinkStats()
     startup.waiting_for = "ClickHouse"
     return run_until_signalled(
         "sink",

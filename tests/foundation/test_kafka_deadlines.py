@@ -331,3 +331,66 @@ def test_the_status_of_a_broker_process_that_does_not_answer_is_one_line_of_ours
         status = LocalBroker(settings).status()
     assert (status.running, status.detail) == (False, "process alive but not answering")
     assert [r.getMessage() for r in caplog.records if r.name.startswith("kafka")] == []
+
+
+_STOPPED_WHILE_WAITING = """
+import os, signal, sys, time
+from chainwatch import notify_runner, runners, sink_runner
+from chainwatch.logs import configure_logging
+from chainwatch.settings import Settings
+
+
+def kafka_away(*_args, **_kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)  # a supervisor stops the waiting process
+    time.sleep(60)  # a connection attempt in progress, which the signal interrupts
+
+
+configure_logging("info", "json")
+process = sys.argv[1]
+if process == "worker":
+    runners.create_worker_topics = kafka_away
+    runners.run_worker(Settings())
+elif process == "sink":
+    sink_runner.prepare_topics = kafka_away
+    sink_runner.run_sink(Settings())
+else:
+    notify_runner.ensure_topics = kafka_away
+    notify_runner.run_notify(Settings())
+print("returned")
+"""
+
+
+@pytest.mark.parametrize("process", ["worker", "sink", "notifier"])
+def test_a_stop_signal_while_waiting_for_kafka_stops_the_process_cleanly(
+    process: str, tmp_path: Path
+) -> None:
+    """SIGTERM during the wait for Kafka killed the process by the signal (status 143,
+    no `process_stopped` line); it now stops as it does once running."""
+    subscriptions = tmp_path / "subscriptions.yaml"
+    subscriptions.write_text(
+        '{"endpoints": [{"name": "x", "url": "https://h.example/x", "format": "slack"}]}'
+    )
+    env = {
+        **os.environ,
+        "CHAINWATCH_DATA_DIR": str(tmp_path),
+        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        "CHAINWATCH_METRICS_PORT": "0",
+        "CHAINWATCH_ENGINE__METRICS_PORT": "0",
+        "CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS": str(subscriptions),
+        "CHAINWATCH_WEBHOOKS__ALLOWED_HOSTS": "h.example",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _STOPPED_WHILE_WAITING, process],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "returned"
+    assert '"event": "process_signalled"' in done.stderr
+    assert '"signal": "SIGTERM"' in done.stderr
+    stopped = [line for line in done.stderr.splitlines() if '"process_stopped"' in line]
+    assert len(stopped) == 1, done.stderr[-2000:]
+    assert '"outcome": "ok"' in stopped[0]
