@@ -81,7 +81,10 @@ def serve(
     # Before Kafka, the banner or uvicorn: an occupied port is one line and exit 1.
     sock = listen(g.host, g.port)
     try:
-        prepare_topics(cfg)
+        from chainwatch.logs import silenced
+
+        with silenced("kafka"):  # a broker that does not answer is our one line, not five
+            prepare_topics(cfg)
         app = create_gateway_app(cfg, registry, mapping)
         bound = sock.getsockname()[1]
         err.print(
