@@ -38,6 +38,7 @@ from rich.table import Table
 from chainwatch.demo_receiver import DemoReceiver
 from chainwatch.errors import USER_ERRORS, UserError
 from chainwatch.local_kafka import LocalBroker
+from chainwatch.logs import silenced
 from chainwatch.replay import stop_workers
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
@@ -209,8 +210,8 @@ def _run_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def _farewell(settings: Settings, console: Console, broker_stopped: bool) -> None:
-    """After Ctrl-C: what still runs, where the logs and this run's data are."""
+def _farewell(settings: Settings, console: Console, broker_stopped: bool, ran: bool) -> None:
+    """After Ctrl-C: what still runs, where the logs and this run's data are (if it ran)."""
     if settings.kafka.is_local:
         console.print(
             "kafka stopped"
@@ -218,6 +219,8 @@ def _farewell(settings: Settings, console: Console, broker_stopped: bool) -> Non
             else "kafka keeps running (it ran before the demo); `chainwatch kafka stop` stops it",
             soft_wrap=True,
         )
+    if not ran:  # stopped before its processes started: no logs, no data
+        return
     console.print(f"logs: {settings.log_dir}/demo-*.log", soft_wrap=True)
     console.print(
         f"this run's data: CHAINWATCH_CLICKHOUSE__DATABASE={settings.clickhouse.database} "  # noqa: S608 - a hint printed, not run
@@ -263,12 +266,14 @@ def run_demo(settings: Settings, console: Console) -> None:
 def _run_demo(settings: Settings, console: Console) -> None:
     settings = for_this_run(settings, datetime.now(UTC).strftime("%Y%m%d%H%M%S"))
     broker = LocalBroker(settings) if settings.kafka.is_local else None
-    started_broker = False
+    started_broker = ran = False
     if broker is not None and not broker.status().running:
         broker.start(progress=lambda msg: console.print(f"[dim]{msg}[/]"))
         started_broker = True
     try:
-        prepare_topics(settings)
+        with silenced("kafka"):  # a broker that does not answer is our one line, not five
+            prepare_topics(settings)
+        ran = True
         with _children(settings, console) as (procs, receiver):
             console.print(
                 f"simulating the knitwear chain at ~{RATE_PER_S} records/s; Ctrl-C stops everything"
@@ -289,4 +294,4 @@ def _run_demo(settings: Settings, console: Console) -> None:
     finally:
         if broker is not None and started_broker:
             broker.stop()
-        _farewell(settings, console, broker_stopped=started_broker)
+        _farewell(settings, console, broker_stopped=started_broker, ran=ran)

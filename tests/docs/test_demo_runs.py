@@ -47,11 +47,19 @@ def test_after_ctrl_c_the_demo_says_whether_kafka_runs_and_where_logs_are(
         (False, "kafka keeps running (it ran before the demo); `chainwatch kafka stop` stops it"),
     ]:
         console = Console(record=True, width=80)
-        _farewell(run, console, broker_stopped=stopped)
+        _farewell(run, console, broker_stopped=stopped, ran=True)
         text = console.export_text()
         assert expected in text
         assert f"logs: {run.log_dir}/demo-*.log" in text
         assert "CHAINWATCH_CLICKHOUSE__DATABASE=demo_20261130071500 chainwatch sql" in text
+
+
+def test_a_demo_that_never_started_points_at_no_logs_and_no_data(tmp_path: Path) -> None:
+    """Kafka did not answer: the farewell named a run's logs and data that do not exist."""
+    run = for_this_run(Settings(data_dir=tmp_path), "20261130071500")
+    console = Console(record=True, width=80)
+    _farewell(run, console, broker_stopped=True, ran=False)
+    assert console.export_text().strip() == "kafka stopped"
 
 
 _STOP_PROBE = """
