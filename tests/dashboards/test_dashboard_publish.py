@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from dead_servers import outcome_within
 
 from dashboards.errors import PublishError
 from dashboards.publish import publish
@@ -250,24 +251,6 @@ def test_publish_creates_the_prometheus_datasource_when_given_its_url(
 # --- a hostile or broken Grafana: one-line errors, a deadline, bounded memory ---
 
 
-def _outcome_within(seconds: float, run: Callable[[], object]) -> BaseException | None:
-    """Run `run` on a thread; fail the test if it is still running after `seconds`."""
-    outcome: list[BaseException | None] = []
-
-    def target() -> None:
-        try:
-            run()
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"still running after {seconds} s"
-    return outcome[0]
-
-
 def _answer(
     status: int, content_type: str, body: bytes
 ) -> Callable[[BaseHTTPRequestHandler], None]:
@@ -308,7 +291,7 @@ def test_a_grafana_that_trickles_bytes_is_given_up_on_at_the_call_deadline(
     deadline is wall-clock, whatever the server does."""
     url, state = grafana
     state.hostile[("GET", "/api/folders/")] = _trickle(state, in_headers=in_headers)
-    error = _outcome_within(10, lambda: publish(url, TOKEN, load_plan(None), timeout_s=1))
+    error = outcome_within(10, lambda: publish(url, TOKEN, load_plan(None), timeout_s=1))
     assert isinstance(error, PublishError)
     assert str(error) == f"Grafana at {url} did not answer GET /api/folders/chainwatch within 1 s"
 
@@ -326,7 +309,7 @@ def test_the_whole_publish_has_a_deadline_though_each_call_is_in_time(
 
     for method in ("GET", "POST"):
         state.hostile[(method, "/api/")] = slow
-    error = _outcome_within(
+    error = outcome_within(
         10, lambda: publish(url, TOKEN, load_plan(None), timeout_s=5, total_timeout_s=1)
     )
     assert isinstance(error, PublishError)
@@ -354,7 +337,7 @@ def test_an_endless_answer_is_cut_at_the_size_cap(grafana: tuple[str, FakeGrafan
             finished.set()
 
     state.hostile[("GET", "/api/folders/")] = flood
-    error = _outcome_within(30, lambda: publish(url, TOKEN, load_plan(None), timeout_s=20))
+    error = outcome_within(30, lambda: publish(url, TOKEN, load_plan(None), timeout_s=20))
     assert isinstance(error, PublishError)
     assert str(error) == (
         f"Grafana at {url} answered GET /api/folders/chainwatch with more than 4194304 bytes"
@@ -375,7 +358,7 @@ def test_a_declared_length_over_the_cap_is_refused_before_reading(
         state.stop.wait(30)  # sends nothing more: only the header can end the call in time
 
     state.hostile[("GET", "/api/folders/")] = huge
-    error = _outcome_within(10, lambda: publish(url, TOKEN, load_plan(None), timeout_s=5))
+    error = outcome_within(10, lambda: publish(url, TOKEN, load_plan(None), timeout_s=5))
     assert isinstance(error, PublishError)
     assert "with more than 4194304 bytes" in str(error)
 

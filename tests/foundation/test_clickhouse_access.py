@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from dead_servers import DeadServer, outcome_within
 
 from chainwatch.settings import Settings
 from sinks.clickhouse.connection import SerializedClient, StoreLocked, open_client
@@ -179,7 +178,6 @@ def test_an_endpoint_file_that_is_not_what_the_server_writes_is_no_endpoint(
 def test_the_token_goes_only_to_the_server_that_knows_the_nonce(tmp_path: Path) -> None:
     """A process that took the port after the owner stopped, and answers `/ping`, never
     gets the token or a statement."""
-    import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from sinks.clickhouse.readers import loopback_reader
@@ -218,76 +216,15 @@ def test_the_token_goes_only_to_the_server_that_knows_the_nonce(tmp_path: Path) 
     assert seen == ["GET /ping None"]
 
 
-class _DeadServer:
-    """A TCP server that accepts and then never answers (`silent`), answers a status line and
-    then one header byte every 50 ms for ever (`trickle`: each read succeeds, no answer
-    ends), or a status line and junk (`garbage`); or a port nothing listens on (`closed`)."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.stop = threading.Event()
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._server.getsockname()[1])
-        self._held: list[socket.socket] = []
-        if kind == "closed":  # nothing listens on the port any more
-            self._server.close()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            self._held.append(conn)
-            if self.kind != "silent":
-                threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        try:
-            conn.recv(65536)
-            if self.kind == "garbage":
-                conn.sendall(b"HTTP/1.1 200 OK\r\n" + bytes(range(256)) * 4 + b"\r\n\r\n")
-                return
-            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-            while not self.stop.wait(0.05):  # the server's pace, not the test waiting
-                conn.sendall(b"a")
-        except OSError:
-            pass  # the client gave up
-
-    def close(self) -> None:
-        self.stop.set()
-        self._server.close()
-        for conn in self._held:
-            conn.close()
-
-
 @pytest.fixture
-def trickler() -> Iterator[_DeadServer]:
-    server = _DeadServer("trickle")
+def trickler() -> Iterator[DeadServer]:
+    server = DeadServer("trickle")
     yield server
     server.close()
 
 
-def _within(seconds: float, run: Any) -> Any:
-    """`run()` on a thread; fail the test if it is still running after `seconds`."""
-    outcome: list[Any] = []
-
-    def target() -> None:
-        try:
-            outcome.append(run())
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"still running after {seconds} s"
-    return outcome[0]
-
-
 def test_a_port_taken_by_a_server_that_trickles_bytes_is_no_endpoint(
-    tmp_path: Path, trickler: _DeadServer
+    tmp_path: Path, trickler: DeadServer
 ) -> None:
     """httpx's timeout bounds one read: a byte every 50 ms held `chainwatch sql`, `status`
     and `doctor` in the ping for ever. The ping has one deadline for all of it."""
@@ -298,12 +235,12 @@ def test_a_port_taken_by_a_server_that_trickles_bytes_is_no_endpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"port": trickler.port, "token": "secret", "nonce": "abc"}))
     started = time.monotonic()
-    assert _within(10, lambda: readers.loopback_reader(settings)) is None
+    assert outcome_within(10, lambda: readers.loopback_reader(settings)) is None
     assert time.monotonic() - started < readers.PING_DEADLINE_S + 3
 
 
 def test_a_read_through_an_owner_that_trickles_its_answer_ends_at_the_deadline(
-    trickler: _DeadServer, monkeypatch: pytest.MonkeyPatch
+    trickler: DeadServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sinks.clickhouse import readers
     from sinks.clickhouse.connection import StoreUnavailable
@@ -311,7 +248,7 @@ def test_a_read_through_an_owner_that_trickles_its_answer_ends_at_the_deadline(
     monkeypatch.setattr(readers, "QUERY_DEADLINE_S", 1.0, raising=False)
     reader = readers.LoopbackReader(trickler.port, "secret", "abc")
     try:
-        error = _within(10, lambda: reader.query("SELECT 1"))
+        error = outcome_within(10, lambda: reader.query("SELECT 1"))
     finally:
         reader.close()
     assert isinstance(error, StoreUnavailable)
@@ -341,11 +278,13 @@ def test_a_clickhouse_url_that_does_not_answer_is_one_line_within_the_connect_de
     from sinks.clickhouse.connection import StoreUnavailable
 
     monkeypatch.setattr(connection, "CONNECT_DEADLINE_S", 1.0, raising=False)
-    server = _DeadServer(kind)
+    server = DeadServer(kind)
     try:
         url = f"http://reader:s3cret@127.0.0.1:{server.port}/plant"
         settings = Settings(clickhouse={"url": url})  # type: ignore[arg-type]
-        error = _within(10, lambda: open_client(settings, create_database=False, writer=False))
+        error = outcome_within(
+            10, lambda: open_client(settings, create_database=False, writer=False)
+        )
     finally:
         server.close()
     assert isinstance(error, StoreUnavailable)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dead_servers import DeadServer, outcome_within
 
 from chainwatch.cli import main
 from chainwatch.simulator_outputs import http_out
@@ -184,65 +184,16 @@ def test_http_publisher_follows_the_gateway_api(
     assert scans_sent == [e for e in scans_expected if e is not None]
 
 
-class _DeadGateway:
-    """A TCP server that accepts and then never answers (`silent`), sends a status line and
-    a header a byte every 50 ms for ever (`trickle`), or a status line and junk (`garbage`)."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.stop = threading.Event()
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
-        self._held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            self._held.append(conn)
-            if self.kind != "silent":
-                threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        try:
-            conn.recv(65536)
-            if self.kind == "garbage":
-                conn.sendall(b"HTTP/1.1 200 OK\r\n" + bytes(range(256)) * 4 + b"\r\n\r\n")
-                return
-            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-            while not self.stop.wait(0.05):  # the server's pace, not the test waiting
-                conn.sendall(b"a")
-        except OSError:
-            pass  # the client gave up
-
-    def close(self) -> None:
-        self.stop.set()
-        self._server.close()
-        for conn in self._held:
-            conn.close()
-
-
 def _publish_one_within(seconds: float, publisher: HttpPublisher) -> BaseException | None:
-    """Send one scan and close (the flush posts it) on a thread; fail if it outlives `seconds`."""
-    outcome: list[BaseException | None] = []
+    """Send one scan and close (the flush posts it); fail if it outlives `seconds`."""
     record = next(r for r in simulate(SimConfig(seed=4)) if r.topic == "scans")
 
     def run() -> None:
-        try:
-            publisher.send(record)
-            publisher.close()
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
+        publisher.send(record)
+        publisher.close()
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"still publishing after {seconds} s"
-    return outcome[0]
+    error: BaseException | None = outcome_within(seconds, run)
+    return error
 
 
 @pytest.mark.parametrize("kind", ["silent", "trickle"])
@@ -252,7 +203,7 @@ def test_http_publisher_gives_up_on_a_dead_gateway_at_its_deadlines(
     """httpx's timeout bounds one read: a gateway that said nothing held each of the seven
     attempts 30 s, one that sent a byte at a time held `simulate --gateway` for ever."""
     monkeypatch.setattr(http_out, "REQUEST_DEADLINE_S", 0.5, raising=False)
-    gateway = _DeadGateway(kind)
+    gateway = DeadServer(kind)
     slept: list[float] = []
     try:
         publisher = HttpPublisher(gateway.url, "s3cret", max_delay_s=3600, sleep=slept.append)
@@ -268,7 +219,7 @@ def test_http_publisher_gives_up_on_a_dead_gateway_at_its_deadlines(
 
 def test_http_publisher_reports_a_garbage_answer_in_one_short_line() -> None:
     """The junk a non-gateway sent used to be quoted whole, control bytes and all."""
-    gateway = _DeadGateway("garbage")
+    gateway = DeadServer("garbage")
     try:
         publisher = HttpPublisher(
             gateway.url.replace("http://", "http://user:pw@"),
