@@ -17,6 +17,7 @@ request's), as the local tools that use it do.
 
 from __future__ import annotations
 
+import re
 import time
 import typing
 from collections.abc import Iterable
@@ -134,3 +135,17 @@ class DeadlineClient(httpx.Client):
         self._deadline.seconds = seconds
         self._deadline.at = time.monotonic() + seconds
         return super().send(request, **kwargs)
+
+
+def failure_reason(exc: httpx.HTTPError, limit: int = 120) -> str:
+    """`ReadTimeout: no answer within 10 s`: why a request failed, as one printable line.
+
+    What a garbage answer sent ends up in httpx's messages and is no use in an
+    error or log line: a protocol or decoding error says "no valid HTTP answer".
+    """
+    if isinstance(exc, httpx.ProtocolError | httpx.DecodingError):
+        reason = "no valid HTTP answer"
+    else:
+        line = re.sub(r"[^\x20-\x7e]", "?", " ".join(str(exc).split()))
+        reason = (line if len(line) <= limit else line[: limit - 1] + "\u2026") or "no detail"
+    return f"{type(exc).__name__}: {reason}"

@@ -16,7 +16,6 @@ sends a byte at a time, cannot hold the run.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from chainwatch.logs import get_logger
 from chainwatch.settings import redact_url
 from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
 from simulator.records import SimRecord
-from sinks.http_deadline import DeadlineClient
+from sinks.http_deadline import DeadlineClient, failure_reason
 
 log = get_logger(__name__)
 
@@ -126,11 +125,7 @@ class HttpPublisher:
                     method, path, content=body, params=params, headers=headers
                 )
             except httpx.TransportError as exc:
-                why = type(exc).__name__ + (
-                    ": no valid HTTP answer"  # what it sent instead is no use in a log line
-                    if isinstance(exc, httpx.ProtocolError | httpx.DecodingError)
-                    else f": {_one_line(str(exc))}"
-                )
+                why = failure_reason(exc)
                 if attempt == _RETRIES:
                     raise UserError(
                         f"gateway at {self._where} unreachable ({why}) after "
@@ -185,10 +180,3 @@ class HttpPublisher:
                 self._flush(path)
         finally:
             self._client.close()
-
-
-def _one_line(text: str, limit: int = 120) -> str:
-    """`text` as one printable line of at most `limit` characters (a garbage answer's bytes
-    end up in httpx's messages)."""
-    line = re.sub(r"[^\x20-\x7e]", "?", " ".join(text.split()))
-    return (line if len(line) <= limit else line[: limit - 1] + "…") or "no detail"

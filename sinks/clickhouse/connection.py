@@ -10,7 +10,6 @@ local tools through `sinks.clickhouse.query_server` (see `readers.py`).
 from __future__ import annotations
 
 import fcntl
-import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from sinks.clickhouse.settings import StoreConfig
 from sinks.errors import SinkError
-from sinks.http_deadline import DeadlineClient
+from sinks.http_deadline import DeadlineClient, failure_reason
 
 CONNECT_DEADLINE_S = 10.0
 """How long a ClickHouse server may take to answer `/ping` before a client is opened,
@@ -129,14 +128,9 @@ def probe_server(base_url: str, settings: StoreConfig) -> None:
         with DeadlineClient(deadline_s=CONNECT_DEADLINE_S, timeout=CONNECT_DEADLINE_S) as http:
             http.get(f"{base_url}/ping")
     except httpx.HTTPError as exc:
-        why = (
-            "no valid HTTP answer"  # what it sent instead is no use in an error line
-            if isinstance(exc, httpx.ProtocolError | httpx.DecodingError)
-            else re.sub(r"[^\x20-\x7e]", "?", " ".join(str(exc).split()))[:160]
-        )
         raise StoreUnavailable(
             f"cannot reach ClickHouse at {settings.clickhouse.redacted_url()}: "
-            f"{type(exc).__name__}: {why or 'no detail'}; check CHAINWATCH_CLICKHOUSE__URL"
+            f"{failure_reason(exc, limit=160)}; check CHAINWATCH_CLICKHOUSE__URL"
         ) from None
 
 
