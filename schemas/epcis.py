@@ -12,6 +12,7 @@ its neighbours.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,6 +126,7 @@ _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False  # a refused pattern is the mapping error, not a line on stderr
 
 
+@lru_cache(maxsize=32)  # checked by the validator, then kept by the model: compiled once
 def _linear_regex(pattern: str) -> Any:
     """`re2`, not `re`: the pattern is configuration but the text it runs over is hostile
     HTTP, and `re` backtracks (`^(?P<order_id>(a+)+)$` against 30 a's and a `!` held the
