@@ -62,31 +62,30 @@ def assert_long_line_letter(bad: Accepted | Rejected, row: int, sha: str) -> Non
     assert kept.startswith(b'{"unit_id": "xx')
 
 
-@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
-def test_an_ndjson_line_of_megabytes_is_a_bad_row_read_in_bounded_memory(
-    tmp_path: Path, ending: bytes
+CSV_HEAD = b"unit_id,status,event_time\nU-1,up,2026-11-23T09:30:00Z"
+CSV_U3 = b"U-3,up,2026-11-23T09:30:00Z"
+
+
+@pytest.mark.parametrize(
+    ("name", "before", "after", "ending", "first_row"),
+    [
+        ("units.ndjson", UNIT % 1, UNIT % 3, b"\n", 1),
+        ("units.ndjson", UNIT % 1, UNIT % 3, b"\r\n", 1),
+        ("units.csv", CSV_HEAD, CSV_U3, b"\r\n", 2),  # the header is line 1
+    ],
+    ids=["ndjson-lf", "ndjson-crlf", "csv-crlf"],
+)
+def test_a_line_of_megabytes_is_a_bad_row_read_in_bounded_memory(
+    tmp_path: Path, name: str, before: bytes, after: bytes, ending: bytes, first_row: int
 ) -> None:
-    path = tmp_path / "units.ndjson"
-    sha = write_huge(path, UNIT % 1, b"x", UNIT % 3, ending)
+    path = tmp_path / name
+    sha = write_huge(path, before, b"x", after, ending)
     outcomes, peak = run("unit-status", path)
     first, bad, last = outcomes
     assert isinstance(first, Accepted)
     assert isinstance(last, Accepted)
-    assert (first.row, last.row) == (1, 3)
-    assert_long_line_letter(bad, 2, sha)
-    assert peak < 8 * MAX_LINE_BYTES, f"{peak:,} bytes held for a {HUGE:,}-byte line"
-
-
-def test_a_csv_line_of_megabytes_is_a_bad_row_read_in_bounded_memory(tmp_path: Path) -> None:
-    path = tmp_path / "units.csv"
-    head = b"unit_id,status,event_time\nU-1,up,2026-11-23T09:30:00Z"
-    sha = write_huge(path, head, b"x", b"U-3,up,2026-11-23T09:30:00Z", b"\r\n")
-    outcomes, peak = run("unit-status", path)
-    first, bad, last = outcomes
-    assert isinstance(first, Accepted)
-    assert isinstance(last, Accepted)
-    assert (first.row, last.row) == (2, 4)
-    assert_long_line_letter(bad, 3, sha)
+    assert (first.row, last.row) == (first_row, first_row + 2)
+    assert_long_line_letter(bad, first_row + 1, sha)
     assert peak < 8 * MAX_LINE_BYTES, f"{peak:,} bytes held for a {HUGE:,}-byte line"
 
 
