@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from dead_servers import DeadServer
 from kafka.errors import KafkaTimeoutError
 
 from chainwatch import kafka_admin, replay
@@ -35,30 +36,8 @@ from chainwatch.settings import Settings
 @pytest.fixture
 def silent_broker() -> Iterator[str]:
     """A TCP listener that accepts every connection and never sends a byte."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            accepted.append(conn)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join(timeout=5)
-    for conn in accepted:
-        conn.close()
+    server = DeadServer("silent")
+    yield f"127.0.0.1:{server.port}"
     server.close()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +12,7 @@ import httpx
 import pytest
 from aiokafka.errors import KafkaConnectionError
 from conftest import gateway_settings, read_committed, start_gateway, token_of
+from dead_servers import DeadServer
 from samples import fresh_scan as scan
 
 from chainwatch.runners import prepare_topics
@@ -35,54 +35,20 @@ class BrokerLostBeforeCommit(TransactionalPublisher):
         raise KafkaConnectionError("broker went away before the commit")
 
 
-class HungBroker:
-    """Accepts TCP connections and never answers: a broker that hangs."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.held: list[socket.socket] = []
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _accept(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                connection, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.held.append(connection)
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.thread.join(timeout=5)
-        for connection in self.held:
-            connection.close()
-        self.sock.close()
-
-
 @pytest.fixture
-def hung_broker() -> Iterator[HungBroker]:
-    broker = HungBroker()
+def hung_broker() -> Iterator[DeadServer]:
+    """Accepts TCP connections and never answers: a broker that hangs."""
+    broker = DeadServer("silent")
     yield broker
     broker.close()
 
 
 def test_a_hung_broker_gets_503_within_the_publish_timeout_and_probes_do_not_queue(
-    hung_broker: HungBroker,
+    hung_broker: DeadServer,
 ) -> None:
     publish_timeout = 3.0
     settings = gateway_settings(
-        hung_broker.bootstrap,
+        f"127.0.0.1:{hung_broker.port}",
         publish_timeout_s=publish_timeout,
         readiness_timeout_s=1.0,
         readiness_interval_s=0.5,
