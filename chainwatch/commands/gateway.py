@@ -48,6 +48,8 @@ def serve(
     """Serve the gateway until Ctrl-C (without a subcommand)."""
     if ctx.invoked_subcommand is not None:
         return
+    from chainwatch.gateway_topics import TopicsInBackground
+    from chainwatch.kafka_admin import KafkaUnreachable
     from chainwatch.process import run_until_signalled
     from chainwatch.runners import prepare_topics
     from schemas.epcis import EpcisMappingError, load_epcis_mapping
@@ -83,9 +85,20 @@ def serve(
     try:
         from chainwatch.logs import silenced
 
-        with silenced("kafka"):  # a broker that does not answer is our one line, not five
-            prepare_topics(cfg)
-        app = create_gateway_app(cfg, registry, mapping)
+        preparation: TopicsInBackground | None = None
+        try:
+            with silenced("kafka"):  # a broker that does not answer is our one line, not five
+                prepare_topics(cfg)
+        except KafkaUnreachable as exc:
+            # serve, not ready, and prepare the topics once Kafka answers (as the worker,
+            # the sink and the notifier wait for it; a restart loop could outlast Kafka's
+            # return by minutes)
+            preparation = TopicsInBackground(lambda: prepare_topics(cfg), cfg.kafka.bootstrap)
+            err.print(
+                f"{exc}; serving, not ready (posts and /readyz 503 with Retry-After) "
+                "until it answers and the topics are prepared"
+            )
+        app = create_gateway_app(cfg, registry, mapping, preparation=preparation)
         bound = sock.getsockname()[1]
         err.print(
             f"gateway on http://{g.host}:{bound} ({len(registry)} tokens, "

@@ -15,6 +15,7 @@ Request lifecycle (docs/ingest.md has the user's view):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import re
 import time
@@ -66,7 +67,7 @@ from streams.ingest.publisher import (
     PublishUnavailable,
     TransactionalPublisher,
 )
-from streams.ingest.readiness import Readiness
+from streams.ingest.readiness import Readiness, TopicPreparation
 from streams.ingest.settings import GatewayConfig
 from streams.topics import CUSTOMERS, DEAD_LETTER, TopicNames
 
@@ -166,8 +167,10 @@ class Gateway:
         mapping: EpcisMapping | None,
         publisher: Publisher,
         metrics: GatewayMetrics,
+        preparation: TopicPreparation | None = None,
     ) -> None:
         self.settings = settings
+        self.preparation = preparation
         self.limits = settings.gateway
         self.tokens = tokens
         self.mapping = mapping
@@ -359,7 +362,20 @@ class Gateway:
             return [result.document_error]
         return result.verdicts
 
+    def waiting_for(self) -> str | None:
+        """What the gateway still waits for before it may publish (None: nothing)."""
+        return None if self.preparation is None else self.preparation.waiting_for()
+
     async def _publish(self, endpoint: Endpoint, records: list[OutRecord]) -> list[Any]:
+        if (waiting := self.waiting_for()) is not None:
+            retry = str(self.limits.retry_after_s)
+            raise HttpError(
+                503,
+                "kafka_unavailable",
+                f"waiting for {waiting} to prepare the topics; nothing was published, "
+                f"retry in {retry} s",
+                headers={"Retry-After": retry},
+            )
         started = time.perf_counter()
         try:
             placements = await self.publisher.publish(records)
@@ -468,20 +484,34 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
     tokens: TokenRegistry,
     mapping: EpcisMapping | None = None,
     producer: Publisher | None = None,
+    preparation: TopicPreparation | None = None,
 ) -> FastAPI:
-    """The gateway as an ASGI app; the publisher starts and stops with the app's lifespan."""
+    """The gateway as an ASGI app; the publisher starts and stops with the app's lifespan.
+
+    `preparation`: the topics are still to be prepared (Kafka did not answer at the
+    start); it runs in the background while the gateway serves, not ready.
+    """
     publisher = producer if producer is not None else default_publisher(settings)
     metrics = GatewayMetrics()
-    gateway = Gateway(settings, tokens, mapping, publisher, metrics)
+    gateway = Gateway(settings, tokens, mapping, publisher, metrics, preparation)
     ops_networks = settings.gateway.ops_network_list()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        preparing = (
+            None
+            if preparation is None
+            else asyncio.create_task(preparation.run(), name="gateway-topics")
+        )
         await publisher.start()
         await gateway.readiness.start()
         try:
             yield
         finally:
+            if preparing is not None:
+                preparing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await preparing
             await gateway.readiness.stop()
             await publisher.stop()
             gateway.executor.shutdown(wait=False, cancel_futures=True)
@@ -543,8 +573,11 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Response:
-        """The process serves requests (liveness)."""
-        return _json(200, {"status": "ok"})
+        """The process serves requests (liveness), and says what it still waits for."""
+        waiting = gateway.waiting_for()
+        return _json(
+            200, {"status": "ok"} if waiting is None else {"status": "ok", "waiting_for": waiting}
+        )
 
     def ops_only(request: Request) -> Response | None:
         if _from_allowed(request, ops_networks):
@@ -558,10 +591,16 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
         """Kafka answers (readiness, checked in the background): 503 while it does not."""
         if (refused := ops_only(request)) is not None:
             return refused
+        retry = str(settings.gateway.retry_after_s)
+        if (waiting := gateway.waiting_for()) is not None:
+            return _json(
+                503,
+                {"status": "not_ready", "kafka": "waiting", "waiting_for": waiting},
+                {"Retry-After": retry},
+            )
         state = gateway.readiness.state()
         if state.ready:
             return _json(200, {"status": "ready", "kafka": "ok", "age_s": state.age_s})
-        retry = str(settings.gateway.retry_after_s)
         return _json(
             503,
             {"status": "not_ready", "kafka": "unreachable", "age_s": state.age_s},

@@ -287,11 +287,22 @@ def install_openapi(app: FastAPI, endpoints: Iterable[Endpoint], max_items: int)
             "required": ["status"],
             "properties": {"status": {"type": "string"}},
         }
-        paths["/healthz"]["get"]["responses"] = {"200": _json_response("Serving.", status)}
+        paths["/healthz"]["get"]["responses"] = {
+            "200": _json_response(
+                "Serving (`waiting_for`: Kafka, while the topics are not prepared yet).", status
+            )
+        }
         ready = paths["/readyz"]["get"]
         ready["responses"] = {
             "200": _json_response("Kafka answers (the cached answer; `age_s` old).", status),
-            "503": {**_json_response("Kafka does not answer.", status), "headers": RETRY_AFTER},
+            "503": {
+                **_json_response(
+                    "Kafka does not answer, or the gateway still waits for it to prepare "
+                    "its topics (`waiting_for`).",
+                    status,
+                ),
+                "headers": RETRY_AFTER,
+            },
             "403": _json_response(OPS_FORBIDDEN, ERROR_REF),
         }
         paths["/metrics"]["get"]["responses"] = {

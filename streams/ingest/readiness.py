@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -89,3 +90,23 @@ class Readiness:
             if task is not None and task.cancelling():
                 # a cancel that a library call inside the check swallowed still stops us
                 raise asyncio.CancelledError
+
+
+class TopicPreparation(Protocol):
+    """The contract's topics, still being prepared while the gateway serves.
+
+    A gateway started while Kafka does not answer serves at once (`/healthz`
+    alive, `/readyz` 503) and prepares its topics in the background: publishing
+    before they exist would let a broker's auto-creation make them with the
+    wrong partition count, so until then every publish is a 503 with
+    `Retry-After`, as while Kafka is gone. The composition root provides it
+    (creating topics is an admin call of its Kafka tooling).
+    """
+
+    def waiting_for(self) -> str | None:
+        """What the gateway waits for ("Kafka at <bootstrap>"), None once prepared."""
+        ...
+
+    async def run(self) -> None:
+        """Prepare the topics, trying again until they are (cancelled at shutdown)."""
+        ...
