@@ -461,7 +461,7 @@ class _NdjsonTable(Table):
                     self.tick()
                 continue
             try:
-                value = json.loads(text, parse_constant=_reject_constant)
+                value = json.loads(text, parse_constant=_reject_constant, parse_int=_json_int)
             except (ValueError, UnicodeDecodeError) as exc:
                 detail = ErrorDetail(loc="", msg=f"not JSON: {exc}"[:300], type="json_invalid")
                 yield Row(number, {}, text, (ReasonCode.NOT_JSON, detail))
@@ -480,6 +480,20 @@ class _NdjsonTable(Table):
 def _ndjson_piece(handle: IO[bytes]) -> tuple[bytes, bool]:
     piece = handle.readline(_CHUNK)
     return piece, len(piece) < _CHUNK or piece.endswith(b"\n")
+
+
+def _json_int(text: str) -> int | float:
+    """An integer of more digits than a float's range holds parses as the infinity a
+    number that long in float form (`1e400`) gives, which the mapper reports as out of
+    range: Python's `int()` refuses 4,300 digits and more with advice to call
+    `sys.set_int_max_str_digits()`, which made the line `not_json`."""
+    if len(text) > _FLOAT_DIGITS:
+        return float("-inf") if text.startswith("-") else float("inf")
+    return int(text)
+
+
+_FLOAT_DIGITS: Final = 309
+"""Digits of the largest finite float (1.8e308), a minus sign included or not."""
 
 
 def _reject_constant(name: str) -> Any:

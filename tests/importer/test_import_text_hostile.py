@@ -191,11 +191,17 @@ def test_a_csv_quantity_of_thousands_of_digits_is_an_ordinary_range_error(
     assert isinstance(good, Accepted)
 
 
-def test_an_ndjson_number_past_the_float_range_is_a_range_error(tmp_path: Path) -> None:
-    """`1e400` parses as infinity: before, "numbers must be finite (no NaN or Infinity)"."""
+@pytest.mark.parametrize("number", ["1e400", "9" * 5000, "-" + "9" * 400])
+def test_an_ndjson_number_past_the_float_range_is_a_range_error(
+    tmp_path: Path, number: str
+) -> None:
+    """`1e400` parses as infinity: before, "numbers must be finite (no NaN or Infinity)".
+    An integer of thousands of digits was a `not_json` line whose reason told the user
+    to call Python's `sys.set_int_max_str_digits()`."""
     path = tmp_path / "units.ndjson"
-    path.write_text(UNIT % "1e400" + "\n")
+    path.write_text(UNIT % number + "\n")
     (bad,) = run("unit-status", path)
     assert isinstance(bad, Rejected)
     assert bad.errors[0].type == "import_number_range"
     assert "a number of over 300 digits is beyond +-2^53" in bad.reason
+    assert len(bad.reason) < 200
