@@ -504,14 +504,14 @@ class Run:
             self._spawn(name, PROCESS_ARGS[name])
 
     def wait_gateway(self, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
-        def healthy() -> bool:
+        def ready() -> bool:  # it serves at once, and takes posts once its topics are prepared
             if proc.poll() is not None:
                 raise BenchError(
                     f"{self.name}: the gateway exited at start-up (see {self.dir}/gateway.log)"
                 )
-            return httpx.get(f"{self.gateway_url}/healthz", timeout=2).status_code == 200
+            return httpx.get(f"{self.gateway_url}/readyz", timeout=2).status_code == 200
 
-        wait_for(f"{self.name}: gateway healthy", healthy, timeout_s=timeout_s, every_s=0.3)
+        wait_for(f"{self.name}: gateway ready", ready, timeout_s=timeout_s, every_s=0.3)
 
     def prepare_topics(self, attempts: int = 4) -> None:
         """Create the run's topics up front (a worker exits when its internal topics are slow)."""

@@ -79,18 +79,19 @@ def _gateway_credentials(settings: Settings) -> tuple[Path, Path]:
     return tokens, token_file
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    """Until the gateway takes posts: it serves at once, ready once its topics are prepared."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise UserError("the demo gateway exited at start-up; see its log")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise UserError(f"the demo gateway did not answer on {url} within {timeout_s:.0f}s")
+    raise UserError(f"the demo gateway was not ready on {url} within {timeout_s:.0f}s; see its log")
 
 
 @contextlib.contextmanager
@@ -126,7 +127,7 @@ def _children(
         }
         for name, args in children.items():
             if name == "simulator":
-                _wait_healthy(gateway_url, procs[-1])
+                _wait_ready(gateway_url, procs[-1])
             with open(log_dir / f"demo-{name}.log", "ab") as log:
                 procs.append(
                     subprocess.Popen(

@@ -1,14 +1,16 @@
-"""The gateway's topics, prepared in the background when Kafka did not answer at its start.
+"""The gateway's topics, prepared in the background while it already serves.
 
 The worker, the sink and the notifier wait for Kafka when they start before it;
 the gateway exited 1 instead, so a supervisor restarted it with a growing delay
 (Kubernetes' crash-loop back-off reaches five minutes) and it could stay down
-that long after Kafka came back. Now it serves at once, not ready: `/healthz`
-alive and saying what it waits for, `/readyz` and every post 503 with
-`Retry-After` (nothing is published before the topics exist: a broker that
-auto-creates topics would make them with its own partition count), while this
-task tries the topic preparation again, 1 s doubling to 30 s between attempts,
-each attempt bounded, until it succeeds.
+that long after Kafka came back; and before it listened it waited for the
+first topic request (up to ~15 s without Kafka). Now it serves at once, not
+ready: `/healthz` alive and saying what it waits for, `/readyz` and every
+valid post 503 with `Retry-After` (nothing is published before the topics
+exist: a broker that auto-creates topics would make them with its own
+partition count), while this task prepares the topics, trying again 1 s
+doubling to 30 s after a failed attempt, each attempt bounded, until it
+succeeds (well under a second with Kafka up).
 """
 
 from __future__ import annotations

@@ -49,7 +49,6 @@ def serve(
     if ctx.invoked_subcommand is not None:
         return
     from chainwatch.gateway_topics import TopicsInBackground
-    from chainwatch.kafka_admin import KafkaUnreachable
     from chainwatch.process import run_until_signalled
     from chainwatch.runners import prepare_topics
     from schemas.epcis import EpcisMappingError, load_epcis_mapping
@@ -83,21 +82,10 @@ def serve(
     # Before Kafka, the banner or uvicorn: an occupied port is one line and exit 1.
     sock = listen(g.host, g.port)
     try:
-        from chainwatch.logs import silenced
-
-        preparation: TopicsInBackground | None = None
-        try:
-            with silenced("kafka"):  # a broker that does not answer is our one line, not five
-                prepare_topics(cfg)
-        except KafkaUnreachable as exc:
-            # serve, not ready, and prepare the topics once Kafka answers (as the worker,
-            # the sink and the notifier wait for it; a restart loop could outlast Kafka's
-            # return by minutes)
-            preparation = TopicsInBackground(lambda: prepare_topics(cfg), cfg.kafka.bootstrap)
-            err.print(
-                f"{exc}; serving, not ready (posts and /readyz 503 with Retry-After) "
-                "until it answers and the topics are prepared"
-            )
+        # Served at once, ready once Kafka has answered and the topics are prepared (a
+        # `kafka.unreachable` warning per failed attempt): a gateway that exited without
+        # Kafka was restarted with a growing delay that could outlast Kafka's return.
+        preparation = TopicsInBackground(lambda: prepare_topics(cfg), cfg.kafka.bootstrap)
         app = create_gateway_app(cfg, registry, mapping, preparation=preparation)
         bound = sock.getsockname()[1]
         err.print(

@@ -180,7 +180,7 @@ class Gateway:
         self.plan = load_plan(settings.engine.plan)
         self.max_skew = timedelta(seconds=self.limits.max_clock_skew_s)
         self.readiness = Readiness(
-            publisher.ready,
+            self._kafka_answers,
             interval_s=self.limits.readiness_interval_s,
             deadline_s=self.limits.readiness_timeout_s,
         )
@@ -362,6 +362,10 @@ class Gateway:
             return [result.document_error]
         return result.verdicts
 
+    async def _kafka_answers(self) -> bool:
+        """The readiness check; not made while the topics are prepared (that says it)."""
+        return self.waiting_for() is None and await self.publisher.ready()
+
     def waiting_for(self) -> str | None:
         """What the gateway still waits for before it may publish (None: nothing)."""
         return None if self.preparation is None else self.preparation.waiting_for()
@@ -498,12 +502,16 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        preparing = (
-            None
-            if preparation is None
-            else asyncio.create_task(preparation.run(), name="gateway-topics")
-        )
-        await publisher.start()
+        preparing: asyncio.Task[None] | None = None
+        if preparation is None:
+            await publisher.start()
+        else:  # a producer is warmed once there are topics to publish to
+
+            async def prepare_then_warm() -> None:
+                await preparation.run()
+                await publisher.start()
+
+            preparing = asyncio.create_task(prepare_then_warm(), name="gateway-topics")
         await gateway.readiness.start()
         try:
             yield

@@ -95,8 +95,8 @@ class Readiness:
 class TopicPreparation(Protocol):
     """The contract's topics, still being prepared while the gateway serves.
 
-    A gateway started while Kafka does not answer serves at once (`/healthz`
-    alive, `/readyz` 503) and prepares its topics in the background: publishing
+    The gateway serves at once (`/healthz` alive, `/readyz` 503) and prepares its
+    topics in the background, however long Kafka takes to answer: publishing
     before they exist would let a broker's auto-creation make them with the
     wrong partition count, so until then every publish is a 503 with
     `Retry-After`, as while Kafka is gone. The composition root provides it

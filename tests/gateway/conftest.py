@@ -322,9 +322,10 @@ def _status_kb(pid: int, field_name: str) -> int:
 
 @contextmanager
 def running_gateway_process(
-    kafka_bootstrap: str, tmp: Path, **gateway: Any
+    kafka_bootstrap: str, tmp: Path, probe: str = "readyz", **gateway: Any
 ) -> Iterator[GatewayProcess]:
-    """`chainwatch gateway` on a free port until the block ends (then SIGTERM)."""
+    """`chainwatch gateway` on a free port until the block ends (then SIGTERM); entered
+    once `probe` answers 200 (`readyz`: it takes posts; `healthz`: it serves)."""
     import os
     import subprocess
     import sys
@@ -361,9 +362,9 @@ def running_gateway_process(
             if process.poll() is not None:
                 raise RuntimeError(f"gateway exited: {(tmp / 'gateway.log').read_text()}")
             if time.monotonic() > deadline:
-                raise RuntimeError("gateway did not answer /healthz within 60 s")
+                raise RuntimeError(f"gateway did not answer /{probe} within 60 s")
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/{probe}", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)  # polling a starting process, with a deadline

@@ -32,7 +32,7 @@ def test_a_gateway_started_before_kafka_serves_not_ready_then_prepares_its_topic
 ) -> None:
     kafka = LateServer(kafka_bootstrap)
     try:
-        with running_gateway_process(kafka.address, tmp_path) as gw:
+        with running_gateway_process(kafka.address, tmp_path, probe="healthz") as gw:
             waiting = f"Kafka at {kafka.address}"
             assert httpx.get(f"{gw.base_url}/healthz", timeout=10).json() == {
                 "status": "ok",
@@ -47,6 +47,10 @@ def test_a_gateway_started_before_kafka_serves_not_ready_then_prepares_its_topic
             assert refused.json()["error"] == "kafka_unavailable"
             assert "waiting for Kafka at" in refused.json()["detail"]
             assert "Retry-After" in refused.headers
+            deadline = time.monotonic() + 60
+            while "kafka.unreachable" not in (tmp_path / "gateway.log").read_text():
+                assert time.monotonic() < deadline, "no kafka.unreachable warning"
+                time.sleep(0.2)  # polling a condition, with a deadline
 
             kafka.open()
             deadline = time.monotonic() + 120  # the back-off's next attempt, then its own
@@ -66,8 +70,10 @@ def test_a_gateway_started_before_kafka_serves_not_ready_then_prepares_its_topic
             # prepared by the gateway with the configured count, not auto-created
             assert len(described["partitions"]) == gw.settings.kafka.partitions
         log = (tmp_path / "gateway.log").read_text()
-        assert f"cannot reach Kafka at {kafka.address}" in log.splitlines()[0]
-        assert "serving, not ready" in log.splitlines()[0]
+        # served at once: the banner comes first, kafka-python's connection errors never
+        assert log.startswith("gateway on http://"), log
+        assert f"cannot reach Kafka at {kafka.address}" in log
+        assert "[kafka." not in log  # kafka-python's own lines (logger kafka.conn, ...)
         assert "Traceback" not in log
         assert gw.process.returncode == 0, log
     finally:
