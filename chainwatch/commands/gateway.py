@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from chainwatch.cli_context import check_plan, err, out, settings
-from chainwatch.commands.tokens import refuse_example_tokens
+from chainwatch.commands.tokens import created_tokens_file, refuse_example_tokens
 from chainwatch.errors import UserError
 
 if TYPE_CHECKING:
@@ -39,7 +39,12 @@ def serve(
     ] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default: settings, 8088).")] = None,
     tokens: Annotated[
-        Path | None, typer.Option("--tokens", help="Tokens YAML (name, sha256, role, unit_id).")
+        Path | None,
+        typer.Option(
+            "--tokens",
+            help="Tokens YAML (name, sha256, role, unit_id); default: settings, else "
+            "<data_dir>/gateway-tokens.yaml, where `tokens create` writes.",
+        ),
     ] = None,
     epcis_mapping: Annotated[
         Path | None, typer.Option("--epcis-mapping", help="EPCIS -> scan mapping YAML.")
@@ -69,14 +74,20 @@ def serve(
     }
     cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update=overrides)})
     g = cfg.gateway
-    if g.tokens_file is None:
-        raise UserError("no tokens file: pass --tokens FILE (or CHAINWATCH_GATEWAY__TOKENS_FILE)")
+    tokens_file = g.tokens_file or created_tokens_file(cfg.data_path)
+    if g.tokens_file is None and not tokens_file.is_file():
+        raise UserError(
+            "no tokens file: pass --tokens FILE (or CHAINWATCH_GATEWAY__TOKENS_FILE), or make "
+            f"tokens with `chainwatch tokens create` (they go to {tokens_file})"
+        )
+    g = g.model_copy(update={"tokens_file": tokens_file})
+    cfg = cfg.model_copy(update={"gateway": g})
     try:
-        registry = TokenRegistry.load(g.tokens_file)
+        registry = TokenRegistry.load(tokens_file)
         mapping = load_epcis_mapping(g.epcis_mapping) if g.epcis_mapping else None
     except (TokensFileError, EpcisMappingError) as exc:
         raise UserError(str(exc)) from None
-    refuse_example_tokens(g.host, g.tokens_file)
+    refuse_example_tokens(g.host, tokens_file)
     check_plan(cfg)
     check_token_stages(registry, load_plan(cfg.engine.plan).stage_duration)
     # Before Kafka, the banner or uvicorn: an occupied port is one line and exit 1.

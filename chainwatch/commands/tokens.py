@@ -64,7 +64,13 @@ def refuse_example_tokens(host: str, tokens_file: Path) -> None:
 
 def _default_file() -> Path:
     cfg = settings()
-    return cfg.gateway.tokens_file or cfg.data_path / "gateway-tokens.yaml"
+    return cfg.gateway.tokens_file or created_tokens_file(cfg.data_path)
+
+
+def created_tokens_file(data_path: Path) -> Path:
+    """Where `tokens create` writes without `--file` or the setting, and so where the
+    gateway looks without them."""
+    return data_path / "gateway-tokens.yaml"
 
 
 def _entry_yaml(entry: dict[str, Any]) -> str:

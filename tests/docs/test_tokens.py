@@ -176,3 +176,27 @@ def test_the_example_tokens_stay_usable_on_loopback(tmp_path: Path) -> None:
         refuse_example_tokens(host, EXAMPLE_FILE)  # local trials keep working
     with pytest.raises(UserError, match="public example token"):
         refuse_example_tokens("0.0.0.0", EXAMPLE_FILE)
+
+
+@pytest.mark.slow
+def test_the_gateway_reads_the_file_tokens_create_writes_by_default(tmp_path: Path) -> None:
+    """`tokens create` without `--file` writes `<data_dir>/gateway-tokens.yaml`; the gateway
+    started without `--tokens` refused to start instead of reading it."""
+    env = user_env(tmp_path / "data", CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:9")
+    default = tmp_path / "data" / "gateway-tokens.yaml"
+
+    missing = run_cli("gateway", env=env, timeout=60)
+    assert missing.returncode == 1
+    assert "chainwatch tokens create" in missing.stderr
+    assert str(default) in missing.stderr.replace("\n", "")
+
+    assert run_cli("tokens", "create", "mine", "--role", "admin", env=env).returncode == 0
+    assert default.is_file()
+    example = yaml.safe_load(EXAMPLE_FILE.read_text(encoding="utf-8"))["tokens"][1]
+    with default.open("a", encoding="utf-8") as handle:  # a public digest: refused at start
+        handle.write(f"  - name: {example['name']}\n    sha256: {example['sha256']}\n")
+        handle.write(f"    role: {example['role']}\n")
+    refused = run_cli("gateway", "--host", "0.0.0.0", env=env, timeout=60)
+    assert refused.returncode == 1
+    assert "public example token" in refused.stderr
+    assert str(default) in refused.stderr.replace("\n", "")  # the file it read
