@@ -477,6 +477,8 @@ def wait_until_idle(
                 progress(f"waiting for the engine: Kafka probe failed ({exc})")
                 lag = None
             if lag == 0:
+                if most:  # the step's last figure (a pipe shows first and last)
+                    progress("waiting for the engine", done=most, total=most)
                 return
             if lag != last_lag or not lag:
                 last_lag, last_change = lag, time.monotonic()

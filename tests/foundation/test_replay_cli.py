@@ -8,6 +8,7 @@ None`; those lines go to the replay's log file, not to the user's terminal.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,8 @@ def test_replay_prints_alerts_stores_them_with_sink_and_keeps_library_logs_off_s
     assert "replay: publishing: 0/89\n" in result.stderr
     assert "replay: publishing: 89/89\n" in result.stderr
     assert "replay: waiting for the engine: " in result.stderr
+    # each wait's last figure, done = total (it ended at a lag of zero without saying so)
+    assert re.search(r"replay: waiting for the engine: ([1-9]\d*)/\1\n", result.stderr)
     assert "\x1b" not in result.stderr
 
     store = SerializedClient(open_client(Settings(data_dir=tmp_path / "data")))
