@@ -77,16 +77,38 @@ class ScenarioWriter:
         self._handle = os.fdopen(fd, "wb")
 
     def write(self, record: Accepted) -> None:
-        self._handle.write(scenario_line(record))
+        try:
+            self._handle.write(scenario_line(record))
+        except BrokenPipeError:
+            raise self._reader_gone() from None
         self.written += 1
 
     def commit(self) -> None:
         """Flush and put the file in place (the import finished)."""
-        self._handle.flush()
+        try:
+            self._handle.flush()
+        except BrokenPipeError:
+            raise self._reader_gone() from None
         if self._tmp is not None:
             self._handle.close()
             os.replace(self._tmp, self.path)
             self._tmp = None
+
+    def _reader_gone(self) -> ImportFailed:
+        """`--out -` piped into a reader that stopped (`| head`): one line saying so.
+
+        click turned the broken pipe into a silent exit 1, and Python's flush of
+        stdout at exit would fail again: stdout now goes to /dev/null.
+        """
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+        return ImportFailed(
+            "the output's reader stopped reading (a closed pipe): the import stopped, "
+            f"having written at most {self.written} records"
+        )
 
     def discard(self) -> None:
         """Forget a partial file (the import failed or was interrupted)."""

@@ -66,6 +66,30 @@ def test_a_clean_import_exits_zero_and_can_write_to_stdout(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
+def test_stdout_closed_by_its_reader_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """`--out - | head`: click made the broken pipe a silent exit 1 (a blank line)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHAINWATCH_")}
+    read, write = os.pipe()
+    os.close(read)  # a reader that is gone before the first record
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "chainwatch", "import", "examples/import/orders.csv",
+             "--mapping", "examples/import/orders.mapping.yaml", "--out", "-"],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+            env={**clean, "CHAINWATCH_DATA_DIR": str(tmp_path / "data")}, cwd=ROOT,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(
+        "error: the output's reader stopped reading (a closed pipe): the import stopped, "
+        "having written at most "
+    ), result.stderr
+
+
+@pytest.mark.slow
 def test_user_mistakes_are_one_line_errors_and_write_nothing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: scans\ntime: {timezone: Mars/Olympus}\n", encoding="utf-8")
