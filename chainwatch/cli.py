@@ -268,6 +268,17 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.exit_code)  # type: ignore[attr-defined]
     except KeyboardInterrupt:
         return 130
+    except SystemExit:
+        if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            # click's answer to a broken pipe (`chainwatch ... | head`): stdout's reader
+            # stopped; exit 1 as click does, but say so instead of nothing
+            err.print(
+                "[red]error:[/] the output's reader stopped reading (a closed pipe): "
+                "the command stopped before its end",
+                highlight=False,
+            )
+            return 1
+        raise
     except Exception as exc:
         if state["debug"]:
             raise

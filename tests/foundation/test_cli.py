@@ -287,3 +287,25 @@ def test_a_plan_that_is_a_pipe_is_a_one_line_error_not_a_hang(tmp_path: Path) ->
     assert result.stderr.strip() == f"error: cannot read plan {fifo}: not a regular file " + (
         "(a directory, pipe or device)"
     )
+
+
+@pytest.mark.slow
+def test_stdout_closed_by_its_reader_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """`chainwatch simulate --out - | head`: click's answer to the broken pipe was a
+    silent exit 1 (here for every command writing to stdout)."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "chainwatch", "simulate", "--out", "-", "--days", "3",
+             "--orders-per-day", "500"],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+            env={**os.environ, "CHAINWATCH_DATA_DIR": str(tmp_path / "data")},
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: the output's reader stopped reading (a closed pipe): the command stopped "
+        "before its end"
+    ]
