@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -833,6 +834,17 @@ class ReplayRun:
         stop_workers(self.workers)
         if not keep_topics:
             delete_run_topics(self.settings)
+            remove_worker_state(self.settings)
+
+
+def remove_worker_state(settings: Settings) -> None:
+    """The run's table state in its workers' data dirs (`<data_dir>/worker<N>/faust/<app>`),
+    and those dirs once empty: gone with the run's topics, it was left behind per run."""
+    for state in settings.data_path.glob(f"worker*/faust/{settings.engine.app_id}"):
+        shutil.rmtree(state, ignore_errors=True)
+        for parent in (state.parent, state.parent.parent):
+            with contextlib.suppress(OSError):  # not empty: another run's, or a user's
+                parent.rmdir()
 
 
 def run_replay(

@@ -86,6 +86,8 @@ def test_replay_prints_alerts_stores_them_with_sink_and_keeps_library_logs_off_s
     assert "replay: waiting for the engine: " in result.stderr
     # each wait's last figure, done = total (it ended at a lag of zero without saying so)
     assert re.search(r"replay: waiting for the engine: ([1-9]\d*)/\1\n", result.stderr)
+    # the workers' table state went with the run's topics (a dir was left per run)
+    assert not list((tmp_path / "data").glob("worker*")), list((tmp_path / "data").iterdir())
     assert "\x1b" not in result.stderr
 
     store = SerializedClient(open_client(Settings(data_dir=tmp_path / "data")))
