@@ -5,10 +5,11 @@ the gateway exited 1 instead, so a supervisor restarted it with a growing delay
 (Kubernetes' crash-loop back-off reaches five minutes) and it could stay down
 that long after Kafka came back; and before it listened it waited for the
 first topic request (up to ~15 s without Kafka). Now it serves at once, not
-ready: `/healthz` alive and saying what it waits for, `/readyz` and every
-valid post 503 with `Retry-After` (nothing is published before the topics
-exist: a broker that auto-creates topics would make them with its own
-partition count), while this task prepares the topics, trying again 1 s
+ready: `/healthz` alive and saying what it waits for, `/readyz` 503, a valid
+post waiting for the topics within its publish deadline, else 503 with
+`Retry-After` (nothing is published before the topics exist: a broker that
+auto-creates topics would make them with its own partition count), while
+this task prepares the topics, trying again 1 s
 doubling to 30 s after a failed attempt, each attempt bounded, until it
 succeeds (well under a second with Kafka up).
 """
@@ -49,9 +50,13 @@ class TopicsInBackground:
         self._waiting: str | None = f"Kafka at {bootstrap}"
         self._backoff = backoff or Backoff(initial_s=1.0, max_s=30.0)
         self._deadline_s = attempt_deadline_s
+        self._prepared = asyncio.Event()
 
     def waiting_for(self) -> str | None:
         return self._waiting
+
+    async def prepared(self) -> None:
+        await self._prepared.wait()
 
     async def run(self) -> None:
         backoff = self._backoff
@@ -72,6 +77,7 @@ class TopicsInBackground:
                 continue
             log.info("kafka.topics_prepared", process="gateway", attempts=backoff.attempts + 1)
             self._waiting = None
+            self._prepared.set()
             return
 
     def _quiet_prepare(self) -> None:

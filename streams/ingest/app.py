@@ -370,8 +370,14 @@ class Gateway:
         """What the gateway still waits for before it may publish (None: nothing)."""
         return None if self.preparation is None else self.preparation.waiting_for()
 
-    async def _publish(self, endpoint: Endpoint, records: list[OutRecord]) -> list[Any]:
-        if (waiting := self.waiting_for()) is not None:
+    async def _topics_prepared(self) -> None:
+        """Wait for the topics (a post right after the start), as long as a publish may take."""
+        if self.preparation is None or (waiting := self.waiting_for()) is None:
+            return
+        try:
+            async with asyncio.timeout(self.limits.publish_timeout_s):
+                await self.preparation.prepared()
+        except TimeoutError:
             retry = str(self.limits.retry_after_s)
             raise HttpError(
                 503,
@@ -379,7 +385,10 @@ class Gateway:
                 f"waiting for {waiting} to prepare the topics; nothing was published, "
                 f"retry in {retry} s",
                 headers={"Retry-After": retry},
-            )
+            ) from None
+
+    async def _publish(self, endpoint: Endpoint, records: list[OutRecord]) -> list[Any]:
+        await self._topics_prepared()
         started = time.perf_counter()
         try:
             placements = await self.publisher.publish(records)

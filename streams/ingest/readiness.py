@@ -98,13 +98,18 @@ class TopicPreparation(Protocol):
     The gateway serves at once (`/healthz` alive, `/readyz` 503) and prepares its
     topics in the background, however long Kafka takes to answer: publishing
     before they exist would let a broker's auto-creation make them with the
-    wrong partition count, so until then every publish is a 503 with
-    `Retry-After`, as while Kafka is gone. The composition root provides it
+    wrong partition count, so a publish waits for them as it waits for a slow
+    Kafka, and is a 503 with `Retry-After` when they are not there within its
+    deadline, as while Kafka is gone. The composition root provides it
     (creating topics is an admin call of its Kafka tooling).
     """
 
     def waiting_for(self) -> str | None:
         """What the gateway waits for ("Kafka at <bootstrap>"), None once prepared."""
+        ...
+
+    async def prepared(self) -> None:
+        """Return once the topics are prepared."""
         ...
 
     async def run(self) -> None:

@@ -32,6 +32,7 @@ from schemas.epcis import EpcisMapping, load_epcis_mapping
 from streams.ingest.app import create_gateway_app
 from streams.ingest.auth import Role, TokenEntry, TokenRegistry, hash_token
 from streams.ingest.publisher import Publisher
+from streams.ingest.readiness import TopicPreparation
 from streams.ingest.settings import GatewaySettings
 from streams.topics import TopicNames
 
@@ -221,8 +222,9 @@ def start_gateway(
     settings: Settings,
     mapping: EpcisMapping | None = None,
     publisher: Publisher | None = None,
+    preparation: TopicPreparation | None = None,
 ) -> tuple[ServerThread, str]:
-    app = create_gateway_app(settings, make_registry(), mapping, publisher)
+    app = create_gateway_app(settings, make_registry(), mapping, publisher, preparation)
     server = ServerThread(app, settings.gateway)
     return server, server.start()
 
@@ -385,3 +387,18 @@ def gateway_process(
 ) -> Iterator[GatewayProcess]:
     with running_gateway_process(kafka_bootstrap, tmp_path_factory.mktemp("gw-process")) as gw:
         yield gw
+
+
+def in_flight(base_url: str) -> float:
+    text = httpx.get(f"{base_url}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith('chainwatch_gateway_requests_in_flight{endpoint="scans"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def wait_until_in_flight(base_url: str, count: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while in_flight(base_url) != count:
+        assert time.monotonic() < deadline, f"never {count} request(s) in flight"
+        time.sleep(0.05)  # polling a condition, with a deadline

@@ -20,9 +20,11 @@ from conftest import (
     EPCIS_EXAMPLE,
     Harness,
     gateway_settings,
+    in_flight,
     running_gateway_process,
     start_gateway,
     token_of,
+    wait_until_in_flight,
 )
 
 from schemas.epcis import load_epcis_mapping
@@ -57,21 +59,6 @@ def read_response(sock: socket.socket, timeout_s: float) -> tuple[int, dict[str,
     status_line, *lines = head.decode().split("\r\n")
     headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
     return int(status_line.split()[1]), headers, body
-
-
-def in_flight(base_url: str) -> float:
-    text = httpx.get(f"{base_url}/metrics", timeout=5).text
-    for line in text.splitlines():
-        if line.startswith('chainwatch_gateway_requests_in_flight{endpoint="scans"}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def wait_until_in_flight(base_url: str, count: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while in_flight(base_url) != count:
-        assert time.monotonic() < deadline, f"never {count} request(s) in flight"
-        time.sleep(0.05)  # polling a condition, with a deadline
 
 
 def test_a_body_that_stops_arriving_is_answered_408_within_its_deadline(

@@ -4,16 +4,26 @@ growing restart delay could keep it down minutes after Kafka was back."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import running_gateway_process, token_of
+from conftest import (
+    gateway_settings,
+    running_gateway_process,
+    start_gateway,
+    token_of,
+    wait_until_in_flight,
+)
 from dead_servers import LateServer
 from kafka import KafkaAdminClient
 from samples import fresh_scan
 
+from chainwatch.runners import prepare_topics
 from streams.topics import TopicNames
 
 
@@ -32,7 +42,9 @@ def test_a_gateway_started_before_kafka_serves_not_ready_then_prepares_its_topic
 ) -> None:
     kafka = LateServer(kafka_bootstrap)
     try:
-        with running_gateway_process(kafka.address, tmp_path, probe="healthz") as gw:
+        with running_gateway_process(
+            kafka.address, tmp_path, probe="healthz", publish_timeout_s=2.0
+        ) as gw:
             waiting = f"Kafka at {kafka.address}"
             assert httpx.get(f"{gw.base_url}/healthz", timeout=10).json() == {
                 "status": "ok",
@@ -78,3 +90,48 @@ def test_a_gateway_started_before_kafka_serves_not_ready_then_prepares_its_topic
         assert gw.process.returncode == 0, log
     finally:
         kafka.close()
+
+
+class Gate:
+    """A `TopicPreparation` the test finishes: the topics exist (the fixture made them)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+    def waiting_for(self) -> str | None:
+        return None if self.done.is_set() else "Kafka at the test's gate"
+
+    async def prepared(self) -> None:
+        await asyncio.to_thread(self.done.wait, 60)
+
+    async def run(self) -> None:
+        await asyncio.to_thread(self.done.wait, 60)
+
+
+@pytest.mark.integration
+def test_a_post_right_after_the_start_waits_for_the_topics_within_its_deadline(
+    kafka_bootstrap: str,
+) -> None:
+    """README's flow: start the gateway, post at once. The post waits for the topic
+    preparation as for a slow Kafka (`publish_timeout_s`), then is published or a 503."""
+    settings = gateway_settings(kafka_bootstrap, publish_timeout_s=3.0)
+    prepare_topics(settings)
+    gate = Gate()
+    server, url = start_gateway(settings, preparation=gate)
+    try:
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
+        started = time.monotonic()
+        late = _post_scan(url)  # nobody finishes the preparation: 503 at the deadline
+        assert late.status_code == 503, late.text
+        assert 2.5 < time.monotonic() - started < 15
+        assert "waiting for Kafka at the test's gate" in late.json()["detail"]
+
+        with ThreadPoolExecutor(1) as pool:
+            posted = pool.submit(_post_scan, url)
+            wait_until_in_flight(url, 1)  # it waits for the topics, not answered yet
+            gate.done.set()
+            answer = posted.result(timeout=30)
+        assert answer.status_code == 202, answer.text
+    finally:
+        gate.done.set()
+        server.stop()
