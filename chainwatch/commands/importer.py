@@ -239,6 +239,8 @@ class ImportProgress:
     """A rich bar per file (rows or bytes read); none without a terminal."""
 
     def __init__(self, console: Console) -> None:
+        # rich's stopped display still ended in an empty line on a pipe or a file
+        self._shown = console.is_terminal
         self._progress = Progress(
             TextColumn("[dim]import:[/] {task.description}"),
             BarColumn(),
@@ -250,13 +252,17 @@ class ImportProgress:
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> ImportProgress:
-        self._progress.start()
+        if self._shown:
+            self._progress.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        self._progress.stop()
+        if self._shown:
+            self._progress.stop()
 
     def __call__(self, table: Table) -> None:
+        if not self._shown:
+            return
         task = self._tasks.get(table.name)
         if task is None:
             task = self._tasks[table.name] = self._progress.add_task(
