@@ -14,6 +14,7 @@ from chainwatch.kafka_admin import ensure_topics, retry_until_reachable
 from chainwatch.logs import get_logger
 from chainwatch.process import Startup, run_until_signalled, serve_metrics, waiting_before_main
 from chainwatch.settings import Settings
+from schemas.plan import load_plan
 from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import Notifier, NotifyStats, Topics
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, NOTIFY_TOPICS
@@ -52,7 +53,10 @@ def load_configured(settings: Settings) -> Subscriptions:
         raise UserError("set CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS to a subscriptions YAML file")
     try:
         return load_subscriptions(
-            path, parse_allowed_hosts(settings.webhooks.allowed_hosts), targets_from(settings)
+            path,
+            parse_allowed_hosts(settings.webhooks.allowed_hosts),
+            targets_from(settings),
+            stages=load_plan(settings.engine.plan).stage_duration,
         )
     except SubscriptionError as exc:
         raise UserError(str(exc)) from None

@@ -14,17 +14,27 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from standardwebhooks import Webhook
 
-from schemas.alerts import Alert
+from schemas.alerts import Alert, AlertStatus, AlertType, Severity
 from schemas.files import load_config_yaml, read_config_text
+from schemas.plan import Tier
 from sinks.webhooks.formats import DEFAULT_LINK_TEMPLATE, PAGERDUTY_URL, check_link_template
 from sinks.webhooks.targets import ALLOW_SETTING, TargetPolicy
 
@@ -33,6 +43,14 @@ MIN_SECRET_BYTES = 16
 
 class SubscriptionError(Exception):
     """The subscriptions file cannot be used; the message names the key."""
+
+
+_FILTER_VALUES: dict[str, frozenset[str]] = {
+    "types": frozenset(t.value for t in AlertType),
+    "severities": frozenset(s.value for s in Severity),
+    "statuses": frozenset(s.value for s in AlertStatus),
+    "customer_tiers": frozenset(get_args(Tier)),
+}
 
 
 class Filters(BaseModel):
@@ -50,6 +68,20 @@ class Filters(BaseModel):
     customer_tiers: list[str] = Field(default_factory=list)
     customer_ids: list[str] = Field(default_factory=list)
     stages: list[str] = Field(default_factory=list)
+
+    @field_validator("types", "severities", "statuses", "customer_tiers")
+    @classmethod
+    def _known(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        """A value no alert can have (a typo: `stage_overdu`) would make the endpoint
+        silently receive nothing: refused at load, naming the values there are."""
+        known = _FILTER_VALUES[str(info.field_name)]
+        unknown = [v for v in values if v not in known]
+        if unknown:
+            raise ValueError(
+                f"{', '.join(map(repr, unknown))} is no alert's value here; "
+                f"use {', '.join(sorted(known))}"
+            )
+        return values
 
     def matches(self, alert: Alert) -> bool:
         customer = alert.customer
@@ -215,9 +247,13 @@ def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
 
 
 def load_subscriptions(
-    path: Path, allowed_hosts: Sequence[str] = (), targets: TargetPolicy | None = None
+    path: Path,
+    allowed_hosts: Sequence[str] = (),
+    targets: TargetPolicy | None = None,
+    stages: Collection[str] | None = None,
 ) -> Subscriptions:
-    """Read and check the file; every endpoint's secret is checked to be usable."""
+    """Read and check the file; every endpoint's secret is checked to be usable, and its
+    `stages` filter against the plan's `stages` when given."""
     try:
         data = load_config_yaml(read_config_text(Path(path)))
     except OSError as exc:
@@ -234,6 +270,13 @@ def load_subscriptions(
         where = ".".join(str(p) for p in first["loc"])
         raise SubscriptionError(f"{path}: {where or '<file>'}: {first['msg']}") from None
     for endpoint in subs.endpoints:
+        unknown = sorted(set(endpoint.filters.stages) - set(stages or endpoint.filters.stages))
+        if unknown:  # a typo (`dying`) would make the endpoint silently receive nothing
+            raise SubscriptionError(
+                f"{path}: endpoint {endpoint.name!r}: filters.stages: "
+                f"{', '.join(map(repr, unknown))} is not a stage of the SLA plan "
+                f"({', '.join(sorted(stages or ()))})"
+            )
         if allowed_hosts and not host_allowed(endpoint.host, allowed_hosts):
             raise SubscriptionError(
                 f"{path}: endpoint {endpoint.name!r}: host {endpoint.host} is not in "

@@ -19,6 +19,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from chainwatch.settings import Settings
 from schemas.alerts import AlertStatus, Severity
+from schemas.plan import load_plan
 from sinks.webhooks.delivery import (
     RETRY_AFTER_CAP_S,
     RetryPolicy,
@@ -108,6 +109,30 @@ def test_bad_subscriptions_name_the_problem_never_the_secret(
         load_subscriptions(path, ["*.example.com"])
     assert fragment in str(info.value)
     assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("filters", "fragment"),
+    [
+        ("{types: [stage_overdu]}", "filters.types: Value error, 'stage_overdu' is no alert"),
+        ("{statuses: [opened]}", "filters.statuses: Value error, 'opened' is no alert"),
+        ("{customer_tiers: [platnum]}", "use gold, platinum, standard"),
+        ("{severities: [bogus, critical]}", "'bogus' is no alert's value here"),
+        ("{stages: [dying]}", "filters.stages: 'dying' is not a stage of the SLA plan"),
+    ],
+)
+def test_a_filter_value_no_alert_can_have_is_refused_at_load(
+    tmp_path: Path, filters: str, fragment: str
+) -> None:
+    """A typo in a filter made the endpoint silently receive nothing; `notify --check` said ok."""
+    path = _write(
+        tmp_path,
+        f"endpoints:\n  - {{name: a, url: 'https://x.example.com/', secret: {SECRET}, "
+        f"filters: {filters}}}\n",
+    )
+    with pytest.raises(SubscriptionError) as info:
+        load_subscriptions(path, stages=load_plan(None).stage_duration)
+    assert fragment in str(info.value)
 
 
 def test_host_allow_list() -> None:
@@ -262,7 +287,11 @@ def test_the_shipped_example_subscriptions_file_loads(monkeypatch: pytest.Monkey
     for name in ("CHAINWATCH_HOOK_OPS", "CHAINWATCH_HOOK_DYEING", "CHAINWATCH_PAGERDUTY_KEY"):
         monkeypatch.setenv(name, SECRET)
     example = Path(__file__).resolve().parents[2] / "deploy/webhooks/subscriptions.example.yaml"
-    subs = load_subscriptions(example, ["*.example.com", "hooks.slack.com", "events.pagerduty.com"])
+    subs = load_subscriptions(
+        example,
+        ["*.example.com", "hooks.slack.com", "events.pagerduty.com"],
+        stages=load_plan(None).stage_duration,  # its filters name stages of the default plan
+    )
     assert [e.name for e in subs.endpoints] == [
         "ops-pager",
         "key-accounts-slack",
