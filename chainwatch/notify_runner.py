@@ -107,4 +107,4 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
         log.info("notify_stopped", delivered=stats.delivered, gave_up=stats.gave_up)
         return stats
 
-    return run_until_signalled("notifier", main, ops=ops)
+    return run_until_signalled("notifier", main, ops=ops, announced=True)

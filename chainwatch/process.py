@@ -93,10 +93,13 @@ def waiting_before_main(process: str, ops: OpsServer | None) -> Iterator[Waited]
     (`process_signalled`, `process_stopped outcome=ok`, exit 0): the default
     handlers killed it by the signal (status 143, no line) while it waited. `ops`
     (serving during the wait) is stopped when the wait ends so or fails; the main
-    part stops it otherwise.
+    part stops it otherwise. `process_starting` is logged here, before the wait
+    (the main part's `process_lifetime` then does not log it again): a process
+    waiting for Kafka had said nothing of its start.
     """
     waited = Waited()
     started = time.monotonic()
+    _log_starting(process, ops)
 
     def on_signal(signum: int, _frame: object) -> None:
         raise _StopSignalled(signum)
@@ -125,11 +128,19 @@ def waiting_before_main(process: str, ops: OpsServer | None) -> Iterator[Waited]
             signal.signal(sig, handler)
 
 
-@contextmanager
-def process_lifetime(process: str, ops: OpsServer | None = None) -> Iterator[None]:
-    """Log the start and the end of `process`; stop its ops server (if any) on the way out."""
+def _log_starting(process: str, ops: OpsServer | None) -> None:
     metrics = None if ops is None else ops.metrics_url
     log.info("process_starting", process=process, pid=os.getpid(), metrics=metrics)
+
+
+@contextmanager
+def process_lifetime(
+    process: str, ops: OpsServer | None = None, *, announced: bool = False
+) -> Iterator[None]:
+    """Log the start (unless `announced` by `waiting_before_main`) and the end of
+    `process`; stop its ops server (if any) on the way out."""
+    if not announced:
+        _log_starting(process, ops)
     started = time.monotonic()
     outcome = "error"
     try:
@@ -155,13 +166,17 @@ def run_until_signalled(
     *,
     ops: OpsServer | None = None,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    announced: bool = False,
 ) -> T:
     """Run `main(stop)` in a new event loop until it returns; SIGINT/SIGTERM set `stop`.
 
     Call from the main thread (signal handlers can only be installed there).
     `ops` serves while `main` runs and is stopped after; what `main` returns is returned.
     """
-    with process_lifetime(process, ops), asyncio.Runner(loop_factory=loop_factory) as runner:
+    with (
+        process_lifetime(process, ops, announced=announced),
+        asyncio.Runner(loop_factory=loop_factory) as runner,
+    ):
         return runner.run(_until_signalled(process, main))
 
 

@@ -181,7 +181,7 @@ def run_worker(settings: Settings) -> None:
     # stop lines and the ops port's lifetime are every process's (chainwatch.process)
     settled = settle_collector(settings.engine.gc_young_threshold)
     log.info("collector_settled", frozen=settled.frozen, thresholds=list(settled.thresholds))
-    with process_lifetime("worker", ops):
+    with process_lifetime("worker", ops, announced=True):
         # faust would install its own handlers; ours (chainwatch.logs) already render every
         # record in the configured format (CHAINWATCH_LOG_FORMAT=json: one JSON object a line).
         worker = BoundedStopWorker(

@@ -96,6 +96,7 @@ def run_sink(
             startup=startup,
         ),
         ops=ops,
+        announced=True,
     )
 
 

@@ -373,3 +373,7 @@ def test_a_stop_signal_while_waiting_for_kafka_stops_the_process_cleanly(
     stopped = [line for line in done.stderr.splitlines() if '"process_stopped"' in line]
     assert len(stopped) == 1, done.stderr[-2000:]
     assert '"outcome": "ok"' in stopped[0]
+    # its start was said before the wait (it said nothing of it while waiting), once
+    started = [line for line in done.stderr.splitlines() if '"process_starting"' in line]
+    assert len(started) == 1, done.stderr[-2000:]
+    assert done.stderr.index('"process_starting"') < done.stderr.index('"process_signalled"')
