@@ -12,7 +12,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from chainwatch.errors import UserError
-from chainwatch.logs import get_logger
+from chainwatch.logs import get_logger, silenced
 from sinks.backoff import Backoff
 from sinks.clickhouse.kafka_source import KafkaIdentity
 from streams.topics import COMPACTED_TOPICS, TopicNames
@@ -58,7 +58,8 @@ def retry_until_reachable(
     backoff = backoff or Backoff(initial_s=1.0, max_s=30.0)
     while True:
         try:
-            return call()
+            with silenced("kafka"):  # our line per attempt, not kafka-python's three
+                return call()
         except KafkaUnreachable as exc:
             if not wait:
                 raise
