@@ -181,7 +181,9 @@ T = TypeVar("T")
 
 
 class WireDecoder(Generic[T]):
-    """`decode(raw) -> T` in pydantic-core; `RecordInvalid` with the error count otherwise."""
+    """`decode(raw) -> T` in pydantic-core; otherwise `RecordInvalid` naming the first
+    field at fault and why (the notifier's reason for the same record says as much),
+    never echoing the value."""
 
     def __init__(self, shape: type[T]) -> None:
         self.name = shape.__name__.removeprefix("Wire")
@@ -193,7 +195,12 @@ class WireDecoder(Generic[T]):
         try:
             return self._adapter.validate_json(raw)
         except ValidationError as exc:
-            raise RecordInvalid(f"{self.name}: {exc.error_count()} errors") from None
+            first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+            where = ".".join(str(part) for part in first["loc"]) or "<value>"
+            more = exc.error_count() - 1
+            raise RecordInvalid(
+                f"{self.name}: {where}: {first['msg']}" + (f" (and {more} more)" if more else "")
+            ) from None
 
 
 ALERT = WireDecoder(WireAlert)

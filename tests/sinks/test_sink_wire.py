@@ -88,6 +88,20 @@ def test_a_malformed_order_state_is_invalid(value: bytes) -> None:
         OrderStateRows().rows(record(value))
 
 
+def test_the_reason_names_the_field_at_fault_not_only_a_count() -> None:
+    """The notifier said `lateness_s: Input should be a finite number` of a record the
+    sink logged as `Alert: 1 errors`."""
+    raw = _alert(lateness_s=1.5).replace(b"1.5", b"1e309")
+    with pytest.raises(RecordInvalid) as info:
+        AlertRows().rows(record(raw))
+    assert str(info.value) == "Alert: lateness_s: Input should be a finite number"
+    with pytest.raises(RecordInvalid) as info:
+        AlertRows().rows(record(_alert(status="maybe", visit=-1)))
+    assert str(info.value).startswith("Alert: ")
+    assert str(info.value).endswith("(and 1 more)")
+    assert "maybe" not in str(info.value)  # the field and why, never the value
+
+
 def test_a_delivery_log_with_a_status_code_no_column_holds_is_invalid() -> None:
     value = {
         "webhook_id": "w", "alert_id": "a", "alert_status": "open", "alert_type": "t",
