@@ -153,7 +153,7 @@ def publish(
     total_timeout_s: float = 120.0,
     max_response_bytes: int = MAX_RESPONSE_BYTES,
 ) -> PublishResult:
-    """Folder, datasources, then every dashboard; raises PublishError with Grafana's reason.
+    """Datasources, folder, then every dashboard; raises PublishError with Grafana's reason.
 
     Each call to Grafana is given `timeout_s` and the whole run `total_timeout_s`
     (wall clock, however slowly Grafana answers); an answer longer than
@@ -173,9 +173,11 @@ def publish(
         max_bytes=max_response_bytes,
     )
     try:
-        uid, folder_created = _ensure_folder(grafana, folder)
+        # the datasources first: a missing one without --clickhouse-url stops the run
+        # before anything is created (it left a new, empty folder behind)
         datasource_created = _ensure_datasource(grafana, clickhouse_url)
         prometheus_datasource = _ensure_prometheus(grafana, prometheus_url)
+        uid, folder_created = _ensure_folder(grafana, folder)
         uids, urls = [], []
         for board in build_all(plan):
             body = {

@@ -26,6 +26,10 @@ from schemas.plan import load_plan
 TOKEN = "glsa_test_token"
 
 
+CH = "http://ch.example:8123"
+"""A ClickHouse URL: the datasource is created and the run goes on to the folder."""
+
+
 class FakeGrafana:
     def __init__(self) -> None:
         self.folders: dict[str, dict[str, Any]] = {}
@@ -213,6 +217,7 @@ def test_missing_datasource_without_a_url_is_a_user_error(
     with pytest.raises(PublishError, match="--clickhouse-url"):
         publish(url, TOKEN, load_plan(None))
     assert state.dashboards == {}
+    assert state.folders == {}  # nothing created before the error (a folder was left)
 
 
 def test_a_bad_token_is_a_user_error(grafana: tuple[str, FakeGrafana]) -> None:
@@ -291,7 +296,9 @@ def test_a_grafana_that_trickles_bytes_is_given_up_on_at_the_call_deadline(
     deadline is wall-clock, whatever the server does."""
     url, state = grafana
     state.hostile[("GET", "/api/folders/")] = _trickle(state, in_headers=in_headers)
-    error = outcome_within(10, lambda: publish(url, TOKEN, load_plan(None), timeout_s=1))
+    error = outcome_within(
+        10, lambda: publish(url, TOKEN, load_plan(None), clickhouse_url=CH, timeout_s=1)
+    )
     assert isinstance(error, PublishError)
     assert str(error) == f"Grafana at {url} did not answer GET /api/folders/chainwatch within 1 s"
 
@@ -310,7 +317,10 @@ def test_the_whole_publish_has_a_deadline_though_each_call_is_in_time(
     for method in ("GET", "POST"):
         state.hostile[(method, "/api/")] = slow
     error = outcome_within(
-        10, lambda: publish(url, TOKEN, load_plan(None), timeout_s=5, total_timeout_s=1)
+        10,
+        lambda: publish(
+            url, TOKEN, load_plan(None), clickhouse_url=CH, timeout_s=5, total_timeout_s=1
+        ),
     )
     assert isinstance(error, PublishError)
     assert str(error).startswith(f"publishing to Grafana at {url} did not finish within 1 s")
@@ -337,7 +347,9 @@ def test_an_endless_answer_is_cut_at_the_size_cap(grafana: tuple[str, FakeGrafan
             finished.set()
 
     state.hostile[("GET", "/api/folders/")] = flood
-    error = outcome_within(30, lambda: publish(url, TOKEN, load_plan(None), timeout_s=20))
+    error = outcome_within(
+        30, lambda: publish(url, TOKEN, load_plan(None), clickhouse_url=CH, timeout_s=20)
+    )
     assert isinstance(error, PublishError)
     assert str(error) == (
         f"Grafana at {url} answered GET /api/folders/chainwatch with more than 4194304 bytes"
@@ -358,7 +370,9 @@ def test_a_declared_length_over_the_cap_is_refused_before_reading(
         state.stop.wait(30)  # sends nothing more: only the header can end the call in time
 
     state.hostile[("GET", "/api/folders/")] = huge
-    error = outcome_within(10, lambda: publish(url, TOKEN, load_plan(None), timeout_s=5))
+    error = outcome_within(
+        10, lambda: publish(url, TOKEN, load_plan(None), clickhouse_url=CH, timeout_s=5)
+    )
     assert isinstance(error, PublishError)
     assert "with more than 4194304 bytes" in str(error)
 
@@ -452,7 +466,7 @@ def test_an_error_body_is_quoted_as_one_bounded_line_without_the_token(
     body = f"boom {TOKEN} \x1b[31mred\n" + "x" * 200_000 + "\nsecond line\n"
     state.hostile[("GET", "/api/folders/")] = _answer(500, "text/plain", body.encode())
     with pytest.raises(PublishError) as caught:
-        publish(url, TOKEN, load_plan(None), timeout_s=5)
+        publish(url, TOKEN, load_plan(None), clickhouse_url=CH, timeout_s=5)
     message = str(caught.value)
     assert message.startswith(
         f"Grafana at {url} refused GET /api/folders/chainwatch: Server Error 500: boom *** "
