@@ -8,10 +8,10 @@ first topic request (up to ~15 s without Kafka). Now it serves at once, not
 ready: `/healthz` alive and saying what it waits for, `/readyz` 503, a valid
 post waiting for the topics within its publish deadline, else 503 with
 `Retry-After` (nothing is published before the topics exist: a broker that
-auto-creates topics would make them with its own partition count), while
-this task prepares the topics, trying again 1 s
-doubling to 30 s after a failed attempt, each attempt bounded, until it
-succeeds (well under a second with Kafka up).
+auto-creates topics would make them with its own partition count), while this
+task prepares the topics, trying again 1 s doubling to 30 s after a failed
+attempt, each attempt bounded, until it succeeds (well under a second with
+Kafka up).
 """
 
 from __future__ import annotations

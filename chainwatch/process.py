@@ -16,8 +16,8 @@ two signals, inside `process_lifetime`, the part they all share:
   (`engine.metrics_port`, or the next free one); the gateway serves its own from
   its web app. The worker, the sink and the notifier start theirs before they
   wait for Kafka (`Startup`): meanwhile `/healthz` says alive and what they
-  wait for, `/readyz` 503 with the reason. The gateway, started before Kafka,
-  serves the same way while it prepares its topics (`chainwatch.gateway_topics`).
+  wait for, `/readyz` 503 with the reason. The gateway serves at once the same
+  way while it prepares its topics (`chainwatch.gateway_topics`).
 """
 
 from __future__ import annotations

@@ -270,7 +270,7 @@ def load_subscriptions(
         where = ".".join(str(p) for p in first["loc"])
         raise SubscriptionError(f"{path}: {where or '<file>'}: {first['msg']}") from None
     for endpoint in subs.endpoints:
-        unknown = sorted(set(endpoint.filters.stages) - set(stages or endpoint.filters.stages))
+        unknown = [] if stages is None else sorted(set(endpoint.filters.stages) - set(stages))
         if unknown:  # a typo (`dying`) would make the endpoint silently receive nothing
             raise SubscriptionError(
                 f"{path}: endpoint {endpoint.name!r}: filters.stages: "

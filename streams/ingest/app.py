@@ -501,8 +501,8 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
 ) -> FastAPI:
     """The gateway as an ASGI app; the publisher starts and stops with the app's lifespan.
 
-    `preparation`: the topics are still to be prepared (Kafka did not answer at the
-    start); it runs in the background while the gateway serves, not ready.
+    `preparation` prepares the topics in the background while the gateway serves, not
+    ready until it is done (`chainwatch gateway` passes one; tests prepare them before).
     """
     publisher = producer if producer is not None else default_publisher(settings)
     metrics = GatewayMetrics()
@@ -519,6 +519,7 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
             async def prepare_then_warm() -> None:
                 await preparation.run()
                 await publisher.start()
+                await gateway.readiness.check_once()  # ready now, not at the next check
 
             preparing = asyncio.create_task(prepare_then_warm(), name="gateway-topics")
         await gateway.readiness.start()
