@@ -166,6 +166,5 @@ def test_sink_drain_with_kafka_down_says_so_without_library_noise(tmp_path: Path
     assert drain.returncode == 1
     noise = [line for line in drain.stderr.splitlines() if "[kafka" in line]
     assert noise == [], drain.stderr
-    assert drain.stderr.strip().splitlines()[-1].startswith(
-        "error: cannot reach Kafka at 127.0.0.1:9 "
-    ), drain.stderr
+    last = drain.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot reach Kafka at 127.0.0.1:9 "), drain.stderr
