@@ -64,8 +64,7 @@ class OpsServer(ThreadingHTTPServer):
     @property
     def metrics_url(self) -> str:
         host = self.server_address[0]
-        host = host.decode() if isinstance(host, bytes) else str(host)
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/metrics"
+        return metrics_url(host.decode() if isinstance(host, bytes) else str(host), self.port)
 
     def start(self) -> OpsServer:
         self._thread = threading.Thread(
@@ -153,3 +152,8 @@ def bind_ops(
 def serve_ops(host: str, port: int, **options: Any) -> OpsServer:
     """`bind_ops` and start serving in a daemon thread."""
     return bind_ops(host, port, **options).start()
+
+
+def metrics_url(host: str, port: int) -> str:
+    """Where a process listening on `host:port` serves `/metrics` (IPv6 in brackets)."""
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"

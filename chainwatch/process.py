@@ -128,19 +128,24 @@ def waiting_before_main(process: str, ops: OpsServer | None) -> Iterator[Waited]
             signal.signal(sig, handler)
 
 
-def _log_starting(process: str, ops: OpsServer | None) -> None:
-    metrics = None if ops is None else ops.metrics_url
+def _log_starting(process: str, ops: OpsServer | None, metrics_url: str | None = None) -> None:
+    metrics = metrics_url if ops is None else ops.metrics_url
     log.info("process_starting", process=process, pid=os.getpid(), metrics=metrics)
 
 
 @contextmanager
 def process_lifetime(
-    process: str, ops: OpsServer | None = None, *, announced: bool = False
+    process: str,
+    ops: OpsServer | None = None,
+    *,
+    announced: bool = False,
+    metrics_url: str | None = None,
 ) -> Iterator[None]:
     """Log the start (unless `announced` by `waiting_before_main`) and the end of
-    `process`; stop its ops server (if any) on the way out."""
+    `process`; stop its ops server (if any) on the way out. `metrics_url`: where a
+    process without an ops server serves its metrics (the gateway, on its own port)."""
     if not announced:
-        _log_starting(process, ops)
+        _log_starting(process, ops, metrics_url)
     started = time.monotonic()
     outcome = "error"
     try:
@@ -167,6 +172,7 @@ def run_until_signalled(
     ops: OpsServer | None = None,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
     announced: bool = False,
+    metrics_url: str | None = None,
 ) -> T:
     """Run `main(stop)` in a new event loop until it returns; SIGINT/SIGTERM set `stop`.
 
@@ -174,7 +180,7 @@ def run_until_signalled(
     `ops` serves while `main` runs and is stopped after; what `main` returns is returned.
     """
     with (
-        process_lifetime(process, ops, announced=announced),
+        process_lifetime(process, ops, announced=announced, metrics_url=metrics_url),
         asyncio.Runner(loop_factory=loop_factory) as runner,
     ):
         return runner.run(_until_signalled(process, main))

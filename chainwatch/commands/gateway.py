@@ -54,6 +54,7 @@ def serve(
     if ctx.invoked_subcommand is not None:
         return
     from chainwatch.gateway_topics import TopicsInBackground
+    from chainwatch.ops_server import metrics_url
     from chainwatch.process import run_until_signalled
     from chainwatch.runners import prepare_topics
     from schemas.epcis import EpcisMappingError, load_epcis_mapping
@@ -109,6 +110,7 @@ def serve(
             "gateway",
             lambda stop: _serve(server, sock, stop),
             loop_factory=config.get_loop_factory(),  # uvloop when installed, as uvicorn's own
+            metrics_url=metrics_url(g.host, bound),
         )
     finally:
         sock.close()

@@ -324,7 +324,11 @@ def _status_kb(pid: int, field_name: str) -> int:
 
 @contextmanager
 def running_gateway_process(
-    kafka_bootstrap: str, tmp: Path, probe: str = "readyz", **gateway: Any
+    kafka_bootstrap: str,
+    tmp: Path,
+    probe: str = "readyz",
+    log_level: str = "warning",
+    **gateway: Any,
 ) -> Iterator[GatewayProcess]:
     """`chainwatch gateway` on a free port until the block ends (then SIGTERM); entered
     once `probe` answers 200 (`readyz`: it takes posts; `healthz`: it serves)."""
@@ -338,7 +342,7 @@ def running_gateway_process(
         **os.environ,
         **settings.to_env(),
         "CHAINWATCH_DATA_DIR": str(tmp),
-        "CHAINWATCH_LOG_LEVEL": "warning",
+        "CHAINWATCH_LOG_LEVEL": log_level,
     }
     chainwatch = Path(sys.executable).parent / "chainwatch"
     log_file = (tmp / "gateway.log").open("wb")

@@ -5,6 +5,7 @@ growing restart delay could keep it down minutes after Kafka was back."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +44,7 @@ def test_a_gateway_started_before_kafka_serves_not_ready_then_prepares_its_topic
     kafka = LateServer(kafka_bootstrap)
     try:
         with running_gateway_process(
-            kafka.address, tmp_path, probe="healthz", publish_timeout_s=2.0
+            kafka.address, tmp_path, probe="healthz", log_level="info", publish_timeout_s=2.0
         ) as gw:
             waiting = f"Kafka at {kafka.address}"
             assert httpx.get(f"{gw.base_url}/healthz", timeout=10).json() == {
@@ -71,6 +72,13 @@ def test_a_gateway_started_before_kafka_serves_not_ready_then_prepares_its_topic
                 time.sleep(0.2)  # polling a condition, with a deadline
 
             assert httpx.get(f"{gw.base_url}/healthz", timeout=10).json() == {"status": "ok"}
+            # its start line says where its metrics are (it said metrics=None)
+            (starting,) = re.findall(
+                r"process_starting .* metrics=(\S+)", (tmp_path / "gateway.log").read_text()
+            )
+            assert starting == f"{gw.base_url}/metrics"
+            metrics = httpx.get(starting, timeout=10)
+            assert "chainwatch_gateway" in metrics.text
             accepted = _post_scan(gw.base_url)
             assert accepted.status_code == 202, accepted.text
             topic = TopicNames(gw.settings.kafka.topic_prefix)("scans")
