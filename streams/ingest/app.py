@@ -388,10 +388,13 @@ class Gateway:
             ) from None
 
     async def _publish(self, endpoint: Endpoint, records: list[OutRecord]) -> list[Any]:
-        await self._topics_prepared()
+        """Publish within one `publish_timeout_s`, the wait for the topics included (a
+        post that got the topics at its deadline's end had a second one to publish)."""
         started = time.perf_counter()
+        await self._topics_prepared()
+        left = self.limits.publish_timeout_s - (time.perf_counter() - started)
         try:
-            placements = await self.publisher.publish(records)
+            placements = await self.publisher.publish(records, within_s=max(left, 0.001))
         except PublishTooLarge as exc:
             raise HttpError(413, "too_large", str(exc)) from None
         except PublishUnavailable as exc:

@@ -69,7 +69,9 @@ class Publisher(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def ready(self) -> bool: ...
-    async def publish(self, records: Sequence[OutRecord]) -> list[Placement]: ...
+    async def publish(
+        self, records: Sequence[OutRecord], within_s: float | None = None
+    ) -> list[Placement]: ...
 
 
 @dataclass(frozen=True)
@@ -142,18 +144,22 @@ class TransactionalPublisher:
             return False
         return True
 
-    async def publish(self, records: Sequence[OutRecord]) -> list[Placement]:
+    async def publish(
+        self, records: Sequence[OutRecord], within_s: float | None = None
+    ) -> list[Placement]:
         """Send every record in one transaction; return placements only after the commit.
 
         The whole of it (a free producer, starting it, the transaction) within
-        `publish_timeout_s`, else `PublishUnavailable`.
+        `within_s` (what is left of the request's budget; default
+        `publish_timeout_s`), else `PublishUnavailable`.
         """
         if not records:
             return []
         pool = self._pool()
         slot: int | None = None
+        within = self.config.publish_timeout_s if within_s is None else within_s
         try:
-            async with asyncio.timeout(self.config.publish_timeout_s):
+            async with asyncio.timeout(within):
                 slot = await pool.get()
                 producer = await self._producer(slot)
                 return await self._transaction(producer, records)
@@ -162,7 +168,7 @@ class TransactionalPublisher:
             raise PublishTooLarge(f"Kafka refuses a record this large: {exc}") from exc
         except (KafkaError, OSError, TimeoutError) as exc:
             self._discard_if(slot)  # closing aborts; a new producer fences the id
-            text = str(exc) or f"no commit within {self.config.publish_timeout_s} s"
+            text = str(exc) or f"no commit within {round(within, 3)} s"
             raise PublishUnavailable(f"{type(exc).__name__}: {text}") from exc
         except asyncio.CancelledError:
             # A shutdown cancelled the request: its transaction may be open; the slot

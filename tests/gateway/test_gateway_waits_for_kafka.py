@@ -8,6 +8,7 @@ import asyncio
 import re
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +26,13 @@ from kafka import KafkaAdminClient
 from samples import fresh_scan
 
 from chainwatch.runners import prepare_topics
+from streams.ingest.app import default_publisher
+from streams.ingest.publisher import (
+    OutRecord,
+    Placement,
+    PublisherConfig,
+    TransactionalPublisher,
+)
 from streams.topics import TopicNames
 
 
@@ -140,6 +148,49 @@ def test_a_post_right_after_the_start_waits_for_the_topics_within_its_deadline(
             gate.done.set()
             answer = posted.result(timeout=30)
         assert answer.status_code == 202, answer.text
+    finally:
+        gate.done.set()
+        server.stop()
+
+
+class BudgetSeen(TransactionalPublisher):
+    """The real publisher, noting the time it was given to publish in."""
+
+    def __init__(self, config: PublisherConfig) -> None:
+        super().__init__(config)
+        self.budgets: list[float | None] = []
+
+    async def publish(
+        self, records: Sequence[OutRecord], within_s: float | None = None
+    ) -> list[Placement]:
+        self.budgets.append(within_s)
+        return await super().publish(records, within_s)
+
+
+@pytest.mark.integration
+def test_a_post_that_waited_for_the_topics_publishes_in_what_is_left_of_its_deadline(
+    kafka_bootstrap: str,
+) -> None:
+    """One `publish_timeout_s` for the wait and the publish: a post that got its topics
+    at the end of its deadline had a whole second one to publish (~2x before a 503)."""
+    settings = gateway_settings(kafka_bootstrap, publish_timeout_s=3.0)
+    prepare_topics(settings)
+    publisher = BudgetSeen(default_publisher(settings).config)
+    gate = Gate()
+    server, url = start_gateway(settings, publisher=publisher, preparation=gate)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            posted = pool.submit(_post_scan, url)
+            wait_until_in_flight(url, 1)
+            seen_waiting = time.monotonic()
+            time.sleep(1.0)  # time passing while it waits (not a synchronisation)
+            gate.done.set()
+            waited_at_least = time.monotonic() - seen_waiting
+            answer = posted.result(timeout=30)
+        assert answer.status_code == 202, answer.text
+        (budget,) = publisher.budgets
+        assert budget is not None
+        assert 0 < budget <= 3.0 - waited_at_least + 0.01
     finally:
         gate.done.set()
         server.stop()
