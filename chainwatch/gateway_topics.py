@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar, cast
 
-from chainwatch.kafka_admin import KafkaUnreachable
+from chainwatch.kafka_admin import KafkaRefused, KafkaUnreachable
 from chainwatch.logs import get_logger, silenced
 from sinks.backoff import Backoff
 
@@ -65,14 +65,27 @@ class TopicsInBackground:
                 await asyncio.wait_for(_off_loop(self._quiet_prepare), self._deadline_s)
             except Exception as exc:  # any failure: not prepared yet, said and tried again
                 delay = backoff.next()
-                log.warning(
-                    "kafka.unreachable" if isinstance(exc, KafkaUnreachable | TimeoutError)
-                    else "kafka.topics_not_prepared",
-                    process="gateway",
-                    attempt=backoff.attempts,
-                    retry_in_s=round(delay, 1),
-                    error=str(exc) or f"no answer within {self._deadline_s:g} s",
-                )  # fmt: skip
+                error = str(exc) or f"no answer within {self._deadline_s:g} s"
+                if isinstance(exc, KafkaRefused):
+                    # The worker exits 1 on it; the gateway stays not ready and tries at
+                    # the longest pause (an operator may fix the ACL or setting meanwhile).
+                    delay = backoff.max_s
+                    log.error(
+                        "kafka.topics_refused",
+                        process="gateway",
+                        attempt=backoff.attempts,
+                        retry_in_s=round(delay, 1),
+                        error=error,
+                    )
+                else:
+                    log.warning(
+                        "kafka.unreachable" if isinstance(exc, KafkaUnreachable | TimeoutError)
+                        else "kafka.topics_not_prepared",
+                        process="gateway",
+                        attempt=backoff.attempts,
+                        retry_in_s=round(delay, 1),
+                        error=error,
+                    )  # fmt: skip
                 await asyncio.sleep(delay)
                 continue
             log.info("kafka.topics_prepared", process="gateway", attempts=backoff.attempts + 1)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import (
+    BrokerResponseError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+)
 
 from chainwatch.errors import UserError
 from chainwatch.logs import get_logger, silenced
@@ -35,6 +41,25 @@ class KafkaDeadlineExceeded(UserError):
 
 class KafkaUnreachable(UserError):
     """No connection to the bootstrap servers could be made."""
+
+
+class KafkaRefused(UserError):
+    """Kafka answered and said no in a way that trying again cannot change (a
+    replication factor above the broker count, a missing ACL, a refused config)."""
+
+
+REFUSED_HINT = (
+    "check CHAINWATCH_KAFKA__REPLICATION_FACTOR (at most the number of brokers), "
+    "CHAINWATCH_KAFKA__MIN_INSYNC_REPLICAS and this client's ACLs"
+)
+
+
+def refusal(exc: BrokerResponseError, what: str) -> KafkaRefused:
+    """One line for a broker's refusal: kafka-python's text holds the whole request and
+    response (9 KB for the contract's topics); the broker's own message is what says why."""
+    said = re.search(r"error_message='([^']*)'", str(exc))
+    why = said.group(1) if said else str(exc)[:300]
+    return KafkaRefused(f"Kafka refused {what} ({type(exc).__name__}): {why}; {REFUSED_HINT}")
 
 
 def retry_until_reachable(
@@ -149,8 +174,13 @@ def create_missing_topics(
             if name not in existing
         }
         if wanted:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(wanted, timeout_ms=30000)
+            try:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    admin.create_topics(wanted, timeout_ms=30000)
+            except BrokerResponseError as exc:
+                if exc.retriable:
+                    raise
+                raise refusal(exc, f"to create {len(wanted)} topics") from None
             try:
                 admin.wait_for_topics(list(wanted), timeout_ms=TOPICS_READY_TIMEOUT_MS)
             except KafkaTimeoutError as exc:

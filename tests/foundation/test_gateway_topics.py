@@ -8,10 +8,11 @@ import threading
 import time
 
 import pytest
+from kafka.errors import InvalidReplicationFactorError
 from structlog.testing import capture_logs
 
 from chainwatch.gateway_topics import TopicsInBackground
-from chainwatch.kafka_admin import KafkaUnreachable
+from chainwatch.kafka_admin import KafkaUnreachable, refusal
 from sinks.backoff import Backoff
 
 
@@ -47,6 +48,28 @@ def test_it_waits_for_kafka_until_an_attempt_prepares_the_topics() -> None:
     ]
     assert "InvalidReplicationFactorError" in logs[2]["error"]
     assert logs[3]["attempts"] == 4
+
+
+def test_a_refusal_trying_again_cannot_change_is_an_error_retried_at_the_longest_pause() -> None:
+    """A replication factor above the broker count: the worker exits 1 on it; the
+    gateway said it as one more `topics_not_prepared` warning, every second at first."""
+    attempts: list[int] = []
+
+    def prepare() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise refusal(InvalidReplicationFactorError("3 larger than 1"), "to create topics")
+
+    topics = TopicsInBackground(prepare, "k:9092", backoff=Backoff(initial_s=0.01, max_s=0.3))
+    with capture_logs() as logs:
+        asyncio.run(asyncio.wait_for(topics.run(), 30))
+    assert topics.waiting_for() is None
+    refused = logs[0]
+    assert (refused["event"], refused["log_level"]) == ("kafka.topics_refused", "error")
+    assert "3 larger than 1" in refused["error"]
+    assert "CHAINWATCH_KAFKA__REPLICATION_FACTOR" in refused["error"]
+    assert refused["retry_in_s"] == 0.3  # the longest pause, not the first (0.01)
+    assert logs[1]["event"] == "kafka.topics_prepared"
 
 
 def test_an_attempt_that_hangs_is_given_up_at_its_deadline_and_tried_again() -> None:

@@ -26,8 +26,10 @@ from chainwatch import kafka_admin, replay
 from chainwatch.errors import UserError
 from chainwatch.kafka_admin import (
     KafkaDeadlineExceeded,
+    KafkaRefused,
     KafkaUnreachable,
     bounded,
+    create_missing_topics,
     retry_until_reachable,
 )
 from chainwatch.settings import Settings
@@ -377,3 +379,20 @@ def test_a_stop_signal_while_waiting_for_kafka_stops_the_process_cleanly(
     started = [line for line in done.stderr.splitlines() if '"process_starting"' in line]
     assert len(started) == 1, done.stderr[-2000:]
     assert done.stderr.index('"process_starting"') < done.stderr.index('"process_signalled"')
+
+
+def test_a_refusal_to_create_topics_is_one_line_saying_why_and_what_to_check(
+    kafka_bootstrap: str,
+) -> None:
+    """The suite's broker is one: a replication factor of 3 is refused for good. The
+    worker said it as an 'internal error' of 9 KB (kafka-python's request and answer)."""
+    name = f"refused-{os.getpid()}-{time.monotonic_ns()}"
+    with pytest.raises(KafkaRefused) as refused:
+        create_missing_topics(kafka_bootstrap, {name: {}}, partitions=1, replication_factor=3)
+    text = str(refused.value)
+    assert "InvalidReplicationFactorError" in text
+    assert "only 1 broker" in text  # the broker's own reason
+    assert "CHAINWATCH_KAFKA__REPLICATION_FACTOR" in text
+    assert len(text) < 500
+    assert "\n" not in text
+    assert isinstance(refused.value, UserError)  # the CLI's one line and exit 1
