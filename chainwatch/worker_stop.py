@@ -34,6 +34,10 @@ class BoundedStopWorker(faust.Worker):
 
     def __init__(self, *args: Any, stop_timeout_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if not _is_terminal(self.stdout):
+            # faust's start-up spinner writes a "show the cursor" escape at start-up's
+            # end and at exit even when nothing was drawn: noise in a log file.
+            self.spinner = None
         self.stop_timeout_s = stop_timeout_s
         self._stop_deadline: threading.Timer | None = None
 
@@ -61,3 +65,8 @@ class BoundedStopWorker(faust.Worker):
         """Called once the worker returned: what follows (the ops port's stop) is not timed."""
         if self._stop_deadline is not None:
             self._stop_deadline.cancel()
+
+
+def _is_terminal(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty()) if callable(isatty) else False

@@ -92,3 +92,5 @@ def test_a_stop_that_does_not_end_exits_after_its_deadline(
     else:
         assert status == 0, log.read_text()[-3000:]
         assert timed_out == []
+        # no terminal control codes in a log file (faust's spinner wrote ESC[?25h)
+        assert "\x1b" not in log.read_text()
