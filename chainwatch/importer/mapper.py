@@ -114,6 +114,10 @@ class RowMapper:
             if info.is_required() and f not in self.defaults and f != DERIVED_ID_FIELD
         )
 
+    def reads(self, column: str) -> bool:
+        """Whether a row's cell under header `column` goes into its record."""
+        return self.keeps_extras or normalise(column) in self._not_extra
+
     def header_problems(self, header: Iterable[str]) -> list[str]:
         """What a file's header lacks: mapped columns that are not there, required fields."""
         present = {normalise(h) for h in header if h}

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from chainwatch.importer.errors import one_line
 from chainwatch.importer.mapper import RowMapper, derive_event_id, encode
-from chainwatch.importer.tables import Row, Table
+from chainwatch.importer.tables import Row, Table, unsaved_problem
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode, summarise
 from schemas.import_mapping import DERIVED_ID_FIELD, KEY_FIELD_BY_KIND
 from schemas.plan import SlaPlan
@@ -147,6 +147,10 @@ class Importer:
         if row.problem is not None:
             code, detail = row.problem
             return Rejected(file, row.number, row.raw, code, [detail], whole=row.whole)
+        unread = [cell for name, cell in row.unsaved.items() if self.mapper.reads(name)]
+        if unread:  # an empty cell in its place would be mapped as if it were one
+            code, detail = unsaved_problem(min(unread, key=_cell_order))
+            return Rejected(file, row.number, row.raw, code, [detail])
         record, problems = self.mapper.map(row.cells)
         key = record.get(self._key_field)
         key_text = key if isinstance(key, str) else None
@@ -185,3 +189,9 @@ class Importer:
         """The contract validation every input path shares (`RecordRejected` if bad)."""
         raw_key = None if key is None else key.encode()
         decode_input(self.mapper.topic, value, plan=self.plan, key=raw_key)
+
+
+def _cell_order(cell: str) -> tuple[int, str]:
+    """`B2` before `AA2`: the leftmost of a row's cells first."""
+    letters = cell.rstrip("0123456789")
+    return len(letters), letters

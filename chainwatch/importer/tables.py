@@ -70,6 +70,16 @@ class Row:
     problem: tuple[ReasonCode, ErrorDetail] | None = None
     #: (size, SHA-256) of the whole line when it was too long and `raw` is its start.
     whole: tuple[int, str] | None = None
+    #: XLSX: header -> cell (`B2`) of the cells holding a formula without a saved value;
+    #: they read as empty, so a row whose import reads one is refused (`unsaved_problem`).
+    unsaved: dict[str, str] = field(default_factory=dict)
+
+
+def unsaved_problem(cell: str) -> tuple[ReasonCode, ErrorDetail]:
+    return _unreadable(
+        f"cell {cell} holds a formula without a saved value (open and save the file in "
+        "Excel, or export values)"
+    )
 
 
 @dataclass
@@ -426,7 +436,8 @@ class _XlsxTable(Table):
             problem = None
             if row.beyond:
                 problem = _unreadable(f"the row has cells beyond the {len(header)} columns")
-            yield Row(row.number, cells, raw, problem)
+            unsaved = {header[c - 1]: f"{_letter(c)}{row.number}" for c in row.unsaved}
+            yield Row(row.number, cells, raw, problem, unsaved=unsaved)
         self.done = self.total
 
 
@@ -498,3 +509,9 @@ _FLOAT_DIGITS: Final = 309
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _letter(column: int) -> str:
+    from openpyxl.utils import get_column_letter
+
+    return str(get_column_letter(column))

@@ -103,6 +103,7 @@ class SheetRow:
     values: list[Any]
     error: str | None = None
     beyond: bool = False  # a non-empty cell right of the header's last column
+    unsaved: tuple[int, ...] = ()  # columns holding a formula without a saved value
 
 
 class SheetReader:
@@ -220,22 +221,13 @@ class SheetReader:
         width = widest if self.width is None else min(widest, self.width)
         values: list[Any] = [None] * width
         beyond = False
-        unsaved = 0
+        unsaved: list[int] = []
         for cell in cells:
             column, value = cell["column"], cell["value"]
             if column <= width:
                 values[column - 1] = value
-                if cell["unsaved"] and not unsaved:
-                    unsaved = column
+                if cell["unsaved"]:
+                    unsaved.append(column)
             elif value is not None and str(value).strip():
                 beyond = True
-        if unsaved:
-            from openpyxl.utils import get_column_letter
-
-            return SheetRow(
-                number,
-                [],
-                f"cell {get_column_letter(unsaved)}{number} holds a formula without a saved "
-                "value (open and save the file in Excel, or export values)",
-            )
-        return SheetRow(number, values, beyond=beyond)
+        return SheetRow(number, values, beyond=beyond, unsaved=tuple(unsaved))

@@ -247,6 +247,27 @@ def test_a_formula_openpyxl_wrote_without_its_value_rejects_the_row(tmp_path: Pa
     assert isinstance(good, Accepted)
 
 
+def test_a_formula_without_its_value_in_a_column_the_import_does_not_read_is_no_harm(
+    tmp_path: Path,
+) -> None:
+    """A `note` column of formulas (a library-written workbook) refused every row."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet_ = book.active
+    assert sheet_ is not None
+    sheet_.append([*HEADER, "note"])
+    sheet_.append(["U-2", "up", TIME, '=CONCAT("unit ",A2)'])  # unsaved, not read
+    sheet_.append(["U-3", '=IF(A3="","","up")', TIME, '=CONCAT("unit ",A3)'])  # B3 is read
+    path = tmp_path / "units.xlsx"
+    book.save(path)
+    good, bad = outcomes(path)
+    assert isinstance(good, Accepted), good
+    assert json.loads(good.value)["status"] == "up"
+    assert isinstance(bad, Rejected)
+    assert "cell B3 holds a formula without a saved value" in bad.reason  # not D3
+
+
 def test_formulas_with_saved_values_and_beyond_the_header_are_read_as_before(
     tmp_path: Path,
 ) -> None:
