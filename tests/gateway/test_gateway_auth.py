@@ -68,7 +68,8 @@ def test_bad_tokens_files_name_the_problem(tmp_path: Path, body: str, complaint:
         (f"tokens:\n  - {{name: a, sha256: {'a' * 64}, role: crm}}\ntokens: [pasted-s3cret]\n",
          "a key written twice (line 3, column 1)"),
         ("tokens:\n  - pasted-s3cret: [\n", "not valid YAML (line 3, column 1)"),
-        ("tokens: " + "[" * 5000 + "pasted-s3cret" + "]" * 5000, "nested too deeply to read"),
+        ("tokens: " + "[" * 5000 + "pasted-s3cret" + "]" * 5000,
+         "nested too deeply to read (line 1, column 1008)"),
     ],
 )  # fmt: skip
 def test_an_unreadable_tokens_file_says_where_but_never_its_text(

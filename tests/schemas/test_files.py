@@ -7,8 +7,15 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
-from schemas.files import ConfigYamlError, load_config_yaml, read_config_bytes, read_config_text
+from schemas.files import (
+    ConfigYamlError,
+    StrictSafeLoader,
+    load_config_yaml,
+    read_config_bytes,
+    read_config_text,
+)
 
 
 def test_a_small_file_is_read(tmp_path: Path) -> None:
@@ -69,3 +76,16 @@ def test_yaml_that_cannot_be_loaded_is_one_line(text: str) -> None:
         load_config_yaml(text)
     assert "\n" not in str(caught.value)
     assert str(caught.value)
+
+
+def test_nesting_too_deep_says_where() -> None:
+    with pytest.raises(
+        ConfigYamlError, match=r"^nested too deeply to read \(line 2, column \d+\)$"
+    ):
+        load_config_yaml("x: 1\nroute: " + "[" * 5000 + "]" * 5000)
+
+
+def test_files_are_parsed_by_libyaml_when_pyyaml_has_it() -> None:
+    """The pure-Python parser took 9 s for a tokens file near the 4 MiB cap (libyaml ~1.5 s)."""
+    assert yaml.__with_libyaml__  # PyYAML's wheels carry it
+    assert issubclass(StrictSafeLoader, yaml.CSafeLoader)
