@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Any
 
@@ -11,7 +12,7 @@ from rich.console import Console
 
 from chainwatch.errors import UserError
 from chainwatch.logs import configure_logging
-from chainwatch.settings import Settings
+from chainwatch.settings import Settings, unknown_variables
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -31,6 +32,8 @@ def settings() -> Settings:
         raise UserError(f"{where}: {first['msg']}") from None
     state["settings"] = built
     configure_logging(built.log_level, built.log_format)
+    for warning in unknown_variables(os.environ):  # names only: a value may be a secret
+        err.print(f"warning: {warning}", markup=False, highlight=False)
     return built
 
 

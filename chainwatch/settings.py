@@ -13,6 +13,9 @@ Each library keeps its own settings models next to it (`streams/settings.py`,
 
 from __future__ import annotations
 
+import difflib
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +37,7 @@ __all__ = [
     "SinkSettings",
     "WebhookSettings",
     "redact_url",
+    "unknown_variables",
 ]
 
 
@@ -115,3 +119,59 @@ class Settings(BaseSettings):
         data["data_dir"] = str(self.data_path)
         data["clickhouse"]["url"] = self.clickhouse.redacted_url()
         return data
+
+
+ENV_PREFIX = "CHAINWATCH_"
+NESTING = "__"
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning per `CHAINWATCH_<SECTION>__<KEY>` variable that names no setting.
+
+    pydantic-settings ignores them, so `CHAINWATCH_ENGINE__BATCHSIZE=5` left the
+    batch size at its default without a word. Only names with the nesting `__`
+    are judged: single-level `CHAINWATCH_*` names are also the users' own
+    (webhook secrets referenced from a subscriptions file, `CHAINWATCH_HOOK_OPS`).
+    """
+    known = known_variables()
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or NESTING not in upper[len(ENV_PREFIX) :]:
+            continue
+        if _names_a_setting(upper[len(ENV_PREFIX) :].lower().split(NESTING)):
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.8)
+        hint = f"; did you mean {close[0]}?" if close else " (`chainwatch config` lists them)"
+        warnings.append(f"{name} is not a setting, ignored{hint}")
+    return warnings
+
+
+def known_variables() -> list[str]:
+    """Every nested setting's variable name (`CHAINWATCH_KAFKA__PARTITIONS`, ...)."""
+    names = []
+    for section, field in Settings.model_fields.items():
+        model = _model_of(field.annotation)
+        if model is not None:
+            names += [f"{ENV_PREFIX}{section}{NESTING}{key}".upper() for key in model.model_fields]
+    return names
+
+
+def _names_a_setting(path: list[str]) -> bool:
+    model: type[BaseModel] | None = Settings
+    for depth, part in enumerate(path):
+        if model is None or part not in model.model_fields:
+            return False
+        annotation = model.model_fields[part].annotation
+        nested = _model_of(annotation)
+        if nested is None:
+            rest = len(path) - depth - 1
+            return rest == 0 or typing.get_origin(annotation) is dict
+        model = nested
+    return model is None  # a whole section given as one value (JSON) is pydantic's to judge
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None

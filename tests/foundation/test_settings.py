@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
 from chainwatch.replay_windows import window_ms
-from chainwatch.settings import Settings
+from chainwatch.settings import Settings, unknown_variables
 from streams.engine.limits import DAY_MS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -143,3 +145,47 @@ def test_heartbeats_must_fit_three_times_into_the_session() -> None:
     with pytest.raises(ValidationError, match="at most a third of session_timeout_s"):
         Settings(engine={"session_timeout_s": 6, "heartbeat_interval_s": 2.5})
     assert Settings(engine={"session_timeout_s": 6, "heartbeat_interval_s": 2}).engine
+
+
+def test_a_nested_variable_that_names_no_setting_is_warned_of_with_the_closest() -> None:
+    """pydantic-settings ignores them: a misspelt key left its setting at the default."""
+    warnings = unknown_variables(
+        {
+            "CHAINWATCH_ENGINE__BATCHSIZE": "5",
+            "CHAINWATCH_ENIGNE__PLAN": "p.yaml",
+            "CHAINWATCH_KAFKA__PARTITIONS__X": "1",
+            "CHAINWATCH_ENGINE__BATCH_SIZE": "5",  # a setting
+            "chainwatch_kafka__partitions": "4",  # names are matched ignoring case
+            "CHAINWATCH_HOOK_OPS": "https://hooks/x",  # a user's own (no nesting): not judged
+            "OTHER__THING": "x",
+        }
+    )
+    assert warnings == [
+        "CHAINWATCH_ENGINE__BATCHSIZE is not a setting, ignored; "
+        "did you mean CHAINWATCH_ENGINE__BATCH_SIZE?",
+        "CHAINWATCH_ENIGNE__PLAN is not a setting, ignored; did you mean CHAINWATCH_ENGINE__PLAN?",
+        "CHAINWATCH_KAFKA__PARTITIONS__X is not a setting, ignored; "
+        "did you mean CHAINWATCH_KAFKA__PARTITIONS?",
+    ]
+
+
+def test_every_documented_nested_variable_names_a_setting() -> None:
+    nested = [n for n in _env_names(Settings, "CHAINWATCH_") if "__" in n]
+    assert nested
+    assert unknown_variables(dict.fromkeys(nested, "")) == []
+
+
+@pytest.mark.slow
+def test_a_command_warns_of_a_misspelt_variable_by_name_never_its_value(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "CHAINWATCH_DATA_DIR": str(tmp_path),
+        "CHAINWATCH_CLICKHOUSE__PASWORD": "s3cret",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "config"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "warning: CHAINWATCH_CLICKHOUSE__PASWORD is not a setting, ignored" in result.stderr
+    assert "s3cret" not in result.stdout + result.stderr
