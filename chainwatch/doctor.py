@@ -32,6 +32,17 @@ def _tool(name: str, args: list[str], fix: str) -> Check:
     return Check(name, result.returncode == 0, first[0] if first else path)
 
 
+def _java() -> Check:
+    """`java` on PATH and at least the version the local broker needs."""
+    from chainwatch.local_kafka import JAVA_HINT, JAVA_NEEDED, java_major
+
+    check = _tool("java", ["-version"], JAVA_HINT)
+    major = java_major(check.detail) if check.ok else None
+    if major is not None and major < JAVA_NEEDED:
+        return Check("java", False, f"{check.detail}: Kafka needs Java {JAVA_NEEDED}+; {JAVA_HINT}")
+    return check
+
+
 def _kafka(settings: Settings) -> Check:
     from chainwatch.local_kafka import metadata_ok
     from chainwatch.logs import silenced
@@ -171,7 +182,7 @@ def _clickhouse(settings: Settings) -> Check:
 def run_checks(settings: Settings) -> list[Check]:
     checks = []
     if settings.kafka.is_local:
-        checks.append(_tool("java", ["-version"], "install Java 17+ (apt install openjdk-17-jre)"))
+        checks.append(_java())
         checks.append(_tool("mvn", ["-v", "-B"], "install Maven (apt install maven)"))
     kafka = _kafka(settings)
     checks.append(kafka)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -63,6 +64,45 @@ def _require_tool(name: str, hint: str) -> str:
     return path
 
 
+JAVA_NEEDED = 17
+"""Kafka 4's broker needs Java 17 (an older one fails with UnsupportedClassVersionError,
+said only in the broker's log)."""
+
+JAVA_HINT = "install a Java 17+ runtime (e.g. apt install openjdk-17-jre-headless)"
+
+
+def java_major(version_text: str) -> int | None:
+    """The major version in `java -version`'s output: `"17.0.15"` -> 17, `"1.8.0_292"` -> 8."""
+    found = re.search(r'version "(\d+)(?:\.(\d+))?', version_text)
+    if found is None:
+        return None
+    major = int(found.group(1))
+    return int(found.group(2) or 0) if major == 1 else major
+
+
+def java_version_text(java: str) -> str:
+    """`java -version`'s output (it prints to stderr), within a deadline."""
+    try:
+        done = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BrokerError(f"{java} -version did not answer: {exc}") from None
+    return done.stderr + done.stdout
+
+
+def _require_java() -> str:
+    java = _require_tool("java", JAVA_HINT)
+    text = java_version_text(java)
+    major = java_major(text)
+    if major is not None and major < JAVA_NEEDED:
+        first = (text.strip().splitlines() or [""])[0]
+        raise BrokerError(
+            f"{java} is Java {major} ({first}); Kafka needs Java {JAVA_NEEDED}+: {JAVA_HINT}"
+        )
+    return java
+
+
 def fetch_jars(progress: Callable[[str], None] = lambda _msg: None) -> Path:
     """Download the broker jars with Maven once; later calls return the cache.
 
@@ -110,7 +150,7 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
 
 
 def _download(target: Path, progress: Callable[[str], None]) -> None:
-    _require_tool("java", "install a Java 17+ runtime (e.g. apt install openjdk-17-jre-headless)")
+    _require_java()
     mvn = _require_tool("mvn", "install Apache Maven (e.g. apt install maven)")
     progress(f"fetching Apache Kafka {_pom_version()} jars from Maven Central (first run only)")
     staging = Path(tempfile.mkdtemp(prefix="jars-", dir=target.parent))
@@ -311,7 +351,7 @@ class LocalBroker:
                     f"port {port} on 127.0.0.1 is already in use by another process; stop it "
                     "or set CHAINWATCH_KAFKA__LOCAL_PORT / CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT"
                 )
-        java = _require_tool("java", "install a Java 17+ runtime (apt install openjdk-17-jre)")
+        java = _require_java()
         jars = fetch_jars(progress)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         config = self._write_config()

@@ -1,0 +1,81 @@
+"""The local broker needs Java 17+: an older `java` is named by `doctor` and refused by
+`kafka start` in one line (Kafka 4 fails with UnsupportedClassVersionError, said only in
+the broker's own log; `doctor` printed `ok` for any Java)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chainwatch.local_kafka import java_major
+
+
+@pytest.mark.parametrize(
+    ("text", "major"),
+    [
+        ('openjdk version "17.0.15" 2025-04-15', 17),
+        ('java version "1.8.0_292"', 8),
+        ('openjdk version "11.0.2" 2019-01-15', 11),
+        ('openjdk version "21" 2023-09-19', 21),
+        ('openjdk version "22-ea" 2024-03-19', 22),
+        ("no version here", None),
+    ],
+)
+def test_the_major_version_is_read_from_java_s_banner(text: str, major: int | None) -> None:
+    assert java_major(text) == major
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def java_11(tmp_path: Path) -> dict[str, str]:
+    """An environment whose `java` is Java 11 (a script printing its banner)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    java = bin_dir / "java"
+    java.write_text("#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n")
+    java.chmod(java.stat().st_mode | stat.S_IXUSR)
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
+        "CHAINWATCH_KAFKA__LOCAL_PORT": str(_free_port()),
+        "CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT": str(_free_port()),
+    }
+
+
+def _chainwatch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in env.items() if k != "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS"}
+    return subprocess.run(
+        [sys.executable, "-m", "chainwatch", *args],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_doctor_fails_an_old_java(java_11: dict[str, str]) -> None:
+    done = _chainwatch(java_11, "doctor")
+    assert done.returncode == 1
+    (line,) = [line for line in done.stdout.splitlines() if line.split()[1:2] == ["java"]]
+    assert line.split()[0] == "FAIL"
+    assert "Kafka needs Java 17+" in line
+
+
+@pytest.mark.slow
+def test_kafka_start_refuses_an_old_java_in_one_line(java_11: dict[str, str]) -> None:
+    done = _chainwatch(java_11, "kafka", "start")
+    assert done.returncode == 1
+    assert "is Java 11" in done.stderr
+    assert "Kafka needs Java 17+" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "fetching" not in done.stdout + done.stderr  # refused before any download
