@@ -74,13 +74,14 @@ def run_sink(
     Refuses to start (`KafkaChanged`) when the broker is not the one the store's
     offsets came from, unless `new_kafka_epoch` (see `sinks/clickhouse/kafka_source.py`).
     """
+    # the plan first: a bad one is the command's one line, before the process says it starts
+    stored = mappers if mappers is not None else build_mappers(settings)
     startup = Startup(f"Kafka at {settings.kafka.bootstrap}")
     ops = serve_metrics(settings, startup)  # probes answer while it waits for Kafka
     with waiting_before_main("sink", ops) as waited:
         retry_until_reachable(
             lambda: prepare_topics(settings, also=NOTIFY_TOPICS), process="sink", wait=not drain
         )
-        stored = mappers if mappers is not None else build_mappers(settings)
     if waited.stopped:
         return SinkStats()
     startup.waiting_for = "ClickHouse"

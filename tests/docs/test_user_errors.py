@@ -28,6 +28,7 @@ stage_duration: {yarn_sourcing: 48h, dyeing: 36h}
         ["replay", "examples/example_1_on_time.ndjson"],
         ["gateway", "--tokens", "TOKENS"],
         ["status", "--once"],
+        ["sink"],  # it logged process_starting before the plan's error
     ],
     ids=lambda c: c[0],
 )
