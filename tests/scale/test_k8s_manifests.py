@@ -127,7 +127,11 @@ def test_every_setting_is_a_real_one_and_every_command_exists() -> None:
             assert container["args"][0] in commands, container["args"]
     compose = yaml.safe_load(COMPOSE.read_text())
     used |= set(compose["x-chainwatch"]["environment"])
-    assert used - known == set()
+    subscriptions = yaml.safe_load(
+        _one("Secret", "chainwatch-files")["stringData"]["subscriptions.yaml"]
+    )
+    secrets = {e["secret_env"] for e in subscriptions["endpoints"]}  # the user's own names
+    assert used - known - secrets == set()
 
 
 def test_probes_use_declared_ports_and_the_health_endpoints() -> None:
@@ -212,3 +216,39 @@ def test_the_compose_file_stays_a_single_broker_configuration() -> None:
     assert env["CHAINWATCH_KAFKA__REPLICATION_FACTOR"] == "1"  # one broker in compose
     assert env["CHAINWATCH_KAFKA__MIN_INSYNC_REPLICAS"] == "1"
     assert "CHAINWATCH_CLICKHOUSE__CLUSTER" not in env
+
+
+def test_the_example_files_secret_starts_the_notifier_once_its_secret_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`subscriptions: []` was no subscriptions file at all: the notifier crash-looped on
+    `endpoints: Field required` as shipped. Every secret_env it names reaches the pod."""
+    from sinks.webhooks.subscriptions import load_subscriptions
+
+    files = _one("Secret", "chainwatch-files")["stringData"]
+    path = tmp_path / "subscriptions.yaml"
+    path.write_text(files["subscriptions.yaml"])
+    named = {e["secret_env"] for e in yaml.safe_load(path.read_text())["endpoints"]}
+    (notifier,) = _containers(_one("Deployment", "chainwatch-notifier"))
+    given = {env["name"] for env in notifier.get("env", [])}
+    assert named <= given
+    for name in named:
+        monkeypatch.setenv(name, "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY")
+    assert [e.name for e in load_subscriptions(path).endpoints] == ["ops-system"]
+
+
+def test_the_image_copies_every_package_the_wheel_installs() -> None:
+    """The Dockerfile left `simulator` out: hatchling built the wheel without it and every
+    command of the image failed at import (chainwatch.cli imports the simulate command)."""
+    import tomllib
+
+    root = K8S.parents[1]
+    packages = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["hatch"]["build"][
+        "targets"
+    ]["wheel"]["packages"]
+    copied = {
+        line.split()[1]
+        for line in (K8S.parent / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ")
+    }
+    assert set(packages) <= copied, set(packages) - copied
