@@ -1,6 +1,6 @@
 """Benchmark: the monitoring engine's throughput, deadline latency and memory (issue 9).
 
-    CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:29092 \\
+    CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:19092 \\
         .venv/bin/python bench/engine.py [--events 500000] [--workers 1,2] \\
             [--open-orders 1000000] [--store rocksdb]
 
@@ -776,7 +776,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for key, step in steps:
             if key not in args.skip:
-                results[key] = step(Path(tmp))
+                try:
+                    results[key] = step(Path(tmp))
+                except UserError as exc:  # Kafka unreachable, ...: one line, not a traceback
+                    raise SystemExit(f"error: {exc}") from None
     print(f"machine: {machine()}")
     print(f"{'measure':52} {'value':>12}  goal (issue 9)")
     if "1" in results:

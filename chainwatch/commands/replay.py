@@ -38,7 +38,7 @@ def _parse_until(value: str | None) -> datetime | None:
 def register(app: typer.Typer) -> None:
     @app.command("replay")
     def replay(
-        scenario: Annotated[Path, typer.Argument(help="NDJSON scenario file (CONTRACT.md).")],
+        scenario: Annotated[Path, typer.Argument(help="NDJSON scenario file (docs/replay.md).")],
         until: Annotated[
             str | None, typer.Option(help="Run the clock at least to this RFC 3339 time.")
         ] = None,
