@@ -9,8 +9,9 @@ fix the file without reading a stack trace.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
@@ -201,6 +202,23 @@ class SlaPlan(_Strict):
 
     def model_post_init(self, context: Any, /) -> None:
         self._index = {stage: i for i, stage in enumerate(self.route)}
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> SlaPlan:
+        """A copy with its own caches: pydantic's shares the private ones, so a copy with
+        another `start_within` answered from the original's memo (its fingerprint too)."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy._memo = {}
+        copy.model_post_init(None)
+        return copy
+
+    @property
+    def fingerprint(self) -> str:
+        """A short digest of what the plan says (not of its file: comments and layout do
+        not count). The engine stamps each order's state with it, so that a worker
+        started with another plan re-derives the orders judged by the old one."""
+        return self.memo(
+            "fingerprint", lambda: hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        )
 
     def __eq__(self, other: object) -> bool:
         # Fields only: the private caches depend on which evaluations already ran.

@@ -91,7 +91,10 @@ class OrderAgents:
             rt.deadlines.schedule(slot.partition, None, order_id)
         elif effects.changed:
             rt.put(rt.order_table, order_id, rt.encoded(slot.to_json()))
-            rt.deadlines.schedule(slot.partition, slot.next_deadline_ms, order_id)
+            due = slot.next_deadline_ms
+            if self._replanned(slot.plan):
+                due = rt.clock.now(slot.partition)  # a join answer stored, not derived yet
+            rt.deadlines.schedule(slot.partition, due, order_id)
         rt.send_alerts(effects.alerts)
         out = rt.out
         if effects.snapshot is not None:
@@ -114,9 +117,16 @@ class OrderAgents:
             if raw is None:
                 continue
             stored, data = peek(raw)
-            if stored.evicted or stored.next_deadline_ms != due_ms:
+            if stored.evicted:
+                continue
+            if stored.next_deadline_ms != due_ms and not self._replanned(stored.plan):
                 continue  # stale entry: the order moved on since it was indexed
             self._fire(OrderSlot.from_json(data), now)
+
+    def _replanned(self, plan: str | None) -> bool:
+        """Whether an order last derived under `plan` was judged by another plan than
+        this worker's (None: stored before slots named their plan; taken as this one)."""
+        return plan is not None and plan != self.orders.plan_fingerprint
 
     def _fire(self, slot: OrderSlot, now: datetime) -> Effects:
         """Fire a deadline of `slot` that fell due (with the derivation it owes, if any),
@@ -438,15 +448,22 @@ class OrderAgents:
             self.owed.clear()  # the table says which orders owe one (their partition's
             self.received.clear()  # owner derives them); sources do not survive a move
             self.acting.clear()
-            announced = 0
+            announced = replanned = 0
             active = rt.active_partitions(rt.scans_topic)
             for order_id, raw in list(rt.order_table.items()):
                 stored, _ = peek(raw)
                 if stored.partition not in active or stored.evicted:
                     continue  # a standby copy (its owner announces it), or an evicted order
-                if stored.next_deadline_ms is not None:
-                    rt.deadlines.schedule(stored.partition, stored.next_deadline_ms, order_id)
                 rt.clock.observe(stored.partition, stored.clock_ms)
+                if self._replanned(stored.plan):
+                    # judged by another plan: derived at the partition's next deadline
+                    # check, not at its next record or at the old plan's deadline
+                    replanned += 1
+                    rt.deadlines.schedule(
+                        stored.partition, rt.clock.now(stored.partition), order_id
+                    )
+                elif stored.next_deadline_ms is not None:
+                    rt.deadlines.schedule(stored.partition, stored.next_deadline_ms, order_id)
                 if stored.pending:
                     self.owed[order_id] = stored.partition
                 rt.send_alerts(stored.published.values(), reannounce=True)
@@ -454,4 +471,4 @@ class OrderAgents:
                 if rt.outputs.pending >= RECOVERY_FLUSH_EVERY:
                     await rt.outputs.flush()
             await rt.outputs.flush()
-            log.info("orders_recovered", alerts_announced=announced)
+            log.info("orders_recovered", alerts_announced=announced, replanned=replanned)

@@ -141,6 +141,7 @@ class OrderProcessor:
         self, plan: SlaPlan, *, snapshots: bool = True, limits: EngineLimits | None = None
     ) -> None:
         self.plan = plan
+        self.plan_fingerprint = plan.fingerprint
         self.snapshots = snapshots
         self.limits = limits or EngineLimits()
 
@@ -490,6 +491,7 @@ class OrderProcessor:
         facts = slot.facts
         effects = Effects(changed=True)
         slot.clock_ms = max(slot.clock_ms, to_ms(now))
+        slot.plan = self.plan_fingerprint
         fold = fold_records(facts.records, self.plan)
         customer_id = fold.record.customer_id if fold.record is not None else None
         if customer_id != slot.subscribed_customer:

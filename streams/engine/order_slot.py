@@ -74,11 +74,17 @@ class OrderSlot:
     """Facts changed since the last derivation, which is owed at this clock (None: the
     derived fields are current). Only a worker that defers derivations sets it
     (`OrderProcessor.on_inputs`); stored, so a restarted worker still owes it."""
+    plan: str | None = None
+    """The fingerprint of the plan of the last derivation (`SlaPlan.fingerprint`; None in
+    values stored before it was kept): a worker with another plan re-derives the order
+    at once on recovery instead of at its next record or its old plan's deadline."""
 
     def to_json(self) -> dict[str, Any]:
         data = self._json()
         if self.pending_ms is not None:  # absent otherwise: stored values as before
             data["pd"] = self.pending_ms
+        if self.plan is not None:
+            data["pl"] = self.plan
         return data
 
     def _json(self) -> dict[str, Any]:
@@ -123,6 +129,7 @@ class OrderSlot:
             closed_at_ms=data.get("cl"),
             downtime_floor=data.get("df", {}),
             pending_ms=data.get("pd"),
+            plan=data.get("pl"),
         )
 
     @classmethod
@@ -145,6 +152,8 @@ class Stored:
     published: dict[str, dict[str, Any]]
     pending: bool = False
     """A derivation is owed (`OrderSlot.pending_ms`)."""
+    plan: str | None = None
+    """`OrderSlot.plan`."""
 
 
 def peek(raw: bytes) -> tuple[Stored, dict[str, Any]]:
@@ -153,7 +162,10 @@ def peek(raw: bytes) -> tuple[Stored, dict[str, Any]]:
         return Stored(data["p"], True, None, None, {}), data
     pending = data.get("pd")
     clock = data.get("t") if pending is None else max(pending, data.get("t") or 0)
-    return Stored(data["p"], False, data["nd"], clock, data["a"], pending is not None), data
+    stored = Stored(
+        data["p"], False, data["nd"], clock, data["a"], pending is not None, data.get("pl")
+    )
+    return stored, data
 
 
 def decode_slot(order_id: str, raw: bytes | None) -> OrderSlot | None:

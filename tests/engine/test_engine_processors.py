@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
+import yaml
 
+import schemas.plan
 from schemas.dead_letter import ReasonCode
 from schemas.orders import OrderRecord
-from schemas.plan import load_plan
+from schemas.plan import load_plan, plan_from_mapping
 from schemas.scans import ScanEvent
 from schemas.unit_status import UnitStatus
 from schemas.validation import decode_input
@@ -507,6 +510,34 @@ def test_a_stored_slot_keeps_its_debt_and_recovery_reads_it() -> None:
     processor.derive_owed(slot)
     assert b'"pd"' not in orjson.dumps(slot.to_json())  # stored as before deferring existed
     assert not peek(orjson.dumps(slot.to_json()))[0].pending
+
+
+def test_a_slot_keeps_the_plan_it_was_judged_by_and_another_plan_re_judges_it() -> None:
+    """A worker restarted with a shorter `start_within` must see the order as late at once
+    (recovery fires the orders whose slot names another plan), not at the old deadline."""
+    slot = OrderSlot.new("PO-1")
+    OrderProcessor(PLAN).on_order_record(slot, _order(), _src("orders", 0), b"{}", T0)
+    assert slot.plan == PLAN.fingerprint
+    assert slot.next_deadline_ms == to_ms(T0 + timedelta(hours=24))  # start_within 24h
+    stored, _ = peek(orjson.dumps(slot.to_json()))
+    assert stored.plan == PLAN.fingerprint
+    assert _roundtrip(slot).plan == PLAN.fingerprint
+
+    tighter = PLAN.model_copy(update={"start_within": timedelta(hours=1)})
+    assert tighter.fingerprint != PLAN.fingerprint
+    slot = _roundtrip(slot)
+    effects = OrderProcessor(tighter).on_clock(slot, T0 + timedelta(hours=2))
+    assert [(a["type"], a["status"]) for a in effects.alerts] == [("start_overdue", "open")]
+    assert effects.alerts[0]["deadline"] == _t(1).replace("+00:00", "Z")[:19] + ".000Z"
+    assert slot.plan == tighter.fingerprint
+
+
+def test_a_plans_fingerprint_is_of_what_it_says_not_of_its_file() -> None:
+    text = (Path(schemas.plan.__file__).parent / "plans" / "knitwear.yaml").read_text()
+    same = plan_from_mapping(yaml.safe_load("# another comment\n" + text))
+    assert same.fingerprint == PLAN.fingerprint
+    other = plan_from_mapping({**yaml.safe_load(text), "grace": "1m"})
+    assert other.fingerprint != PLAN.fingerprint
 
 
 def test_a_batch_past_the_eviction_instant_is_refused_as_one_at_a_time() -> None:

@@ -1,0 +1,120 @@
+"""A worker restarted with another SLA plan re-judges its open orders at once.
+
+Each order's stored state names the plan it was derived under (`SlaPlan.fingerprint`);
+recovery fires the orders judged by another plan at the first deadline check. Before,
+they kept the old plan's next deadline: a stage or start budget made shorter raised
+its alert only at the order's next record or at the old deadline, hours later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kafka import KafkaConsumer, KafkaProducer
+from worker_ops import free_port, get, until
+
+import schemas.plan
+from chainwatch.runners import prepare_topics, topic_names
+from chainwatch.settings import Settings
+from schemas.common import format_utc
+from streams.topics import ALERTS, ORDER_STATE, ORDERS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _order(order_id: str, placed_at: datetime) -> bytes:
+    return json.dumps(
+        {
+            "op": "created", "order_id": order_id, "customer_id": "C-1", "product": "crewneck",
+            "quantity": 10, "placed_at": format_utc(placed_at),
+            "due_at": format_utc(placed_at + timedelta(days=20)),
+        }
+    ).encode()  # fmt: skip
+
+
+def _records(consumer: KafkaConsumer, timeout_s: float) -> Iterator[Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=200).values():
+            yield from batch
+
+
+def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:  # the worker has its own copy of the descriptor
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "chainwatch", "worker"],
+            env={**os.environ, **settings.to_env()},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    ops = f"http://127.0.0.1:{settings.engine.metrics_port}"
+    until("the worker is ready", lambda: get(f"{ops}/readyz")[0] == 200, 120)
+    return worker
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    worker.terminate()
+    assert worker.wait(timeout=60) == 0
+
+
+def test_a_worker_restarted_with_a_shorter_budget_raises_the_alert_without_new_input(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    shipped = Path(schemas.plan.__file__).parent / "plans" / "knitwear.yaml"
+    tighter = tmp_path / "tighter.yaml"
+    tighter.write_text(
+        yaml.safe_dump({**yaml.safe_load(shipped.read_text()), "start_within": "1h"})
+    )
+    settings = settings_factory(
+        engine={"app_id": f"plan-{os.getpid()}-{time.time_ns()}", "metrics_port": free_port()}
+    )
+    prepare_topics(settings)
+    names = topic_names(settings)
+    log = tmp_path / "worker.log"
+    consumer = KafkaConsumer(
+        names(ALERTS), names(ORDER_STATE),
+        bootstrap_servers=settings.kafka.bootstrap, auto_offset_reset="earliest",
+    )  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+    # placed 2 h ago: its first scan is due in 22 h by the shipped plan, 1 h ago by the new
+    placed_at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    try:
+        worker = _start(settings, log)
+        try:
+            producer.send(names(ORDERS), key=b"PO-PLAN", value=_order("PO-PLAN", placed_at))
+            producer.flush()
+            assert any(r.key == b"PO-PLAN" for r in _records(consumer, 60)), "no snapshot"
+        finally:
+            _stop(worker)
+
+        replanned = settings.model_copy(
+            update={"engine": settings.engine.model_copy(update={"plan": tighter})}
+        )
+        worker = _start(replanned, log)
+        try:
+            fired = None
+            for record in _records(consumer, 60):  # nothing is sent: recovery must do it
+                if record.topic == names(ALERTS):
+                    alert = json.loads(record.value)
+                    if alert["order_id"] == "PO-PLAN" and alert["type"] == "start_overdue":
+                        fired = alert
+                        break
+            assert fired is not None, log.read_text()[-3000:]
+            assert fired["status"] == "open"
+            assert fired["deadline"] == format_utc(placed_at + timedelta(hours=1))
+        finally:
+            _stop(worker)
+        assert "replanned=1" in log.read_text()  # the restarted worker's recovery found it
+    finally:
+        producer.close()
+        consumer.close()
