@@ -53,6 +53,53 @@ def new_consumer(bootstrap: str, group_id: str, **options: Any) -> AIOKafkaConsu
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, **settings)
 
 
+async def start_consumer(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
+    """`consumer.start()`, or False (the consumer stopped) when `stop` comes first.
+
+    A subscribed consumer's start waits for its first assignment, and while a dead
+    member of the group holds the rebalance (a process killed within its session
+    timeout) or the broker is gone, that is a long or endless wait: a sink or a
+    notifier signalled meanwhile did not stop.
+    """
+    starting = asyncio.ensure_future(consumer.start())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((starting, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if starting.done():
+        starting.result()  # its failure, if any, is the caller's
+        return True
+    starting.cancel()
+    await asyncio.gather(starting, return_exceptions=True)
+    await stop_consumer(consumer)
+    return False
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """`consumer.stop()`, also when aiokafka's own close raises `CancelledError`.
+
+    With the broker gone, aiokafka's `Fetcher.close` cancels its fetch requests and
+    then awaits each of them without catching the cancellation it caused, so the
+    stop raised `CancelledError` and the sink or the notifier, stopped by a signal
+    during an outage, exited 1 with a traceback. A cancellation of our own task is
+    handed on; theirs is finished here: the fetches left are cancelled and awaited,
+    and the client (the sockets) closed as `stop` would have.
+    """
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        fetcher = getattr(consumer, "_fetcher", None)
+        pending = list(getattr(fetcher, "_pending_tasks", ()))
+        for request in pending:
+            request.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await consumer._client.close()
+
+
 async def consume(
     consumer: AIOKafkaConsumer,
     topics: Collection[str],
@@ -63,22 +110,47 @@ async def consume(
 ) -> None:
     """Fetch and hand over until `stop` is set (or, with `drain`, until caught up)."""
     targets: dict[TopicPartition, int] | None = None
-    while not stop.is_set():
-        limit = max(1, batches.fetch_limit(consumer))
-        batch = await consumer.getmany(timeout_ms=POLL_MS, max_records=limit)
-        for tp, records in batch.items():
-            if tp not in consumer.assignment():
-                continue  # fetched before a rebalance took the partition away
-            await batches.handle(tp, records)
-        await batches.after_batch(consumer)
-        if drain:
-            assigned = consumer.assignment()
-            if {tp.topic for tp in assigned} != set(topics):
-                continue  # not every topic assigned yet
-            if targets is None or set(targets) != assigned:
-                targets = await consumer.end_offsets(list(assigned))
-            if await caught_up(consumer, targets) and batches.idle():
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            batch = await _fetch(consumer, max(1, batches.fetch_limit(consumer)), stopped)
+            if batch is None:
                 return
+            for tp, records in batch.items():
+                if tp not in consumer.assignment():
+                    continue  # fetched before a rebalance took the partition away
+                await batches.handle(tp, records)
+            await batches.after_batch(consumer)
+            if drain:
+                assigned = consumer.assignment()
+                if {tp.topic for tp in assigned} != set(topics):
+                    continue  # not every topic assigned yet
+                if targets is None or set(targets) != assigned:
+                    targets = await consumer.end_offsets(list(assigned))
+                if await caught_up(consumer, targets) and batches.idle():
+                    return
+    finally:
+        stopped.cancel()
+
+
+async def _fetch(
+    consumer: AIOKafkaConsumer, limit: int, stopped: asyncio.Future[Any]
+) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] | None:
+    """One `getmany`, or None when `stopped` comes first.
+
+    aiokafka's `getmany` ignores its timeout while the group rebalances (it waits for
+    the assignment), and with the broker gone the rebalance never ends: a sink or a
+    notifier stopped during an outage waited for ever. What a cancelled fetch had
+    read is read again after the restart (nothing of it was committed).
+    """
+    fetch: asyncio.Future[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]]
+    fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=POLL_MS, max_records=limit))
+    await asyncio.wait((fetch, stopped), return_when=asyncio.FIRST_COMPLETED)
+    if fetch.done():
+        return fetch.result()
+    fetch.cancel()
+    await asyncio.gather(fetch, return_exceptions=True)
+    return None
 
 
 async def caught_up(consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]) -> bool:

@@ -69,7 +69,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, DataError, Ope
 from sinks.backoff import Backoff
 from sinks.clickhouse import metrics
 from sinks.clickhouse.mapping import RecordInvalid, RecordMapper, Row, Table
-from sinks.consumer import consume, new_consumer
+from sinks.consumer import consume, new_consumer, start_consumer, stop_consumer
 from sinks.log_throttle import LogThrottle
 
 log = structlog.stdlib.get_logger(__name__)
@@ -511,7 +511,9 @@ class ClickHouseSink:
         )
         self._consumer = consumer
         consumer.subscribe(list(self.mappers), listener=_Rebalance(self))
-        await consumer.start()
+        if not await start_consumer(consumer, stop):
+            self._consumer = None
+            return self.stats
         try:
             await consume(consumer, list(self.mappers), self, stop, drain=drain)
             await self._settle_flush(consumer, wait=True)
@@ -530,7 +532,7 @@ class ClickHouseSink:
                 with contextlib.suppress(Exception):
                     await task
             self._consumer = None
-            await consumer.stop()
+            await stop_consumer(consumer)
         return self.stats
 
     # --- the consumer loop's hooks (sinks/consumer.py) -------------------------

@@ -56,7 +56,7 @@ from standardwebhooks import Webhook
 
 from schemas.alerts import Alert
 from sinks.backoff import Backoff
-from sinks.consumer import consume, new_consumer
+from sinks.consumer import consume, new_consumer, start_consumer, stop_consumer
 from sinks.webhooks import metrics
 from sinks.webhooks.delivery import (
     AttemptResult,
@@ -76,6 +76,8 @@ from sinks.webhooks.targets import TargetPolicy
 log = structlog.stdlib.get_logger(__name__)
 
 COMMIT_INTERVAL_S = 0.5
+COMMIT_TIMEOUT_S = 10.0
+"""A commit of delivered offsets gives up after this (they are committed again next time)."""
 
 
 class WorkerDied(RuntimeError):
@@ -308,8 +310,9 @@ class EndpointPipe:
         }
         if offsets:
             try:
-                await consumer.commit(offsets)
-            except KafkaError as exc:
+                # bounded: aiokafka's commit waits for a coordinator as long as it takes
+                await asyncio.wait_for(consumer.commit(offsets), COMMIT_TIMEOUT_S)
+            except (KafkaError, TimeoutError) as exc:
                 log.warning("commit_failed", endpoint=self.endpoint.name, error=type(exc).__name__)
 
     async def run(self, stop: asyncio.Event, *, drain: bool = False) -> NotifyStats:
@@ -322,7 +325,9 @@ class EndpointPipe:
         http = http_client(
             self.policy, targets=self.config.targets, concurrency=self.endpoint.concurrency
         )
-        await consumer.start()
+        if not await start_consumer(consumer, stop):
+            await http.aclose()
+            return self.stats
         workers = [
             asyncio.create_task(self._work(http), name=f"webhook-{self.endpoint.name}-{i}")
             for i in range(self.endpoint.concurrency)
@@ -338,7 +343,7 @@ class EndpointPipe:
                 task.cancel()
             await asyncio.gather(consuming, *workers, return_exceptions=True)
             await self.commit(consumer)
-            await consumer.stop()
+            await stop_consumer(consumer)
             await http.aclose()
         self._check_workers(workers)  # also one that failed while we were stopping
         return self.stats

@@ -1,0 +1,128 @@
+"""The consumer loop of the sink and the notifier stops when told, whatever aiokafka
+is waiting for (sinks.consumer).
+
+With the broker gone, aiokafka's consumer waits without a deadline in two places (a
+subscribed consumer's `start` and `getmany` during a rebalance both wait for an
+assignment that never comes), and its `stop` raised the `CancelledError` of its own
+fetch requests: a sink or a notifier signalled during an outage hung, or exited 1
+with a traceback. The consumers here are stand-ins that wait the way aiokafka's do
+(seen with the real broker stopped: docs/reliability.md); the processes' stop with
+the broker stopped was checked by hand (the note of 2026-12-04).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from sinks.consumer import consume, start_consumer, stop_consumer
+
+
+class Waiting:
+    """A consumer whose `start` and `getmany` wait for an assignment that never comes."""
+
+    def __init__(self) -> None:
+        self.stopped = 0
+        self.fetches = 0
+
+    async def start(self) -> None:
+        await asyncio.Event().wait()
+
+    async def getmany(self, **_: Any) -> dict[Any, Any]:
+        self.fetches += 1
+        await asyncio.Event().wait()
+        return {}
+
+    async def stop(self) -> None:
+        self.stopped += 1
+
+    def assignment(self) -> set[Any]:
+        return set()
+
+
+class NoBatches:
+    def fetch_limit(self, _consumer: Any) -> int:
+        return 10
+
+    async def handle(self, _tp: Any, _records: Any) -> None:
+        raise AssertionError("nothing was fetched")
+
+    async def after_batch(self, _consumer: Any) -> None:
+        raise AssertionError("nothing was fetched")
+
+    def idle(self) -> bool:
+        return True
+
+
+async def _set_soon(stop: asyncio.Event) -> None:
+    await asyncio.sleep(0.05)
+    stop.set()
+
+
+def test_a_start_that_waits_for_an_assignment_ends_when_told_to_stop() -> None:
+    async def main() -> tuple[bool, Waiting]:
+        consumer, stop = Waiting(), asyncio.Event()
+        setter = asyncio.create_task(_set_soon(stop))
+        started = await asyncio.wait_for(start_consumer(consumer, stop), 10)  # type: ignore[arg-type]
+        await setter
+        return started, consumer
+
+    started, consumer = asyncio.run(main())
+    assert started is False
+    assert consumer.stopped == 1  # left closed, not half started
+
+
+def test_a_fetch_that_waits_for_an_assignment_ends_the_loop_when_told_to_stop() -> None:
+    async def main() -> Waiting:
+        consumer, stop = Waiting(), asyncio.Event()
+        setter = asyncio.create_task(_set_soon(stop))
+        await asyncio.wait_for(consume(consumer, ["t"], NoBatches(), stop), 10)  # type: ignore[arg-type]
+        await setter
+        return consumer
+
+    assert asyncio.run(main()).fetches == 1
+
+
+class StopRaisesItsOwnCancellation:
+    """aiokafka's `stop` with the broker gone: `Fetcher.close` awaits a fetch request it
+    cancelled itself, and its `CancelledError` escapes; the client is left open."""
+
+    def __init__(self) -> None:
+        self.request: asyncio.Task[None] | None = None
+        self.client_closed = False
+        self._client = self
+        self._fetcher = self
+        self._pending_tasks: set[asyncio.Task[None]] = set()
+
+    async def stop(self) -> None:
+        self.request = asyncio.ensure_future(asyncio.Event().wait())  # type: ignore[arg-type]
+        self._pending_tasks = {self.request, asyncio.ensure_future(asyncio.Event().wait())}  # type: ignore[arg-type]
+        self.request.cancel()
+        await self.request
+
+    async def close(self) -> None:
+        self.client_closed = True
+
+
+def test_a_stop_that_raises_aiokafkas_own_cancellation_completes_the_close() -> None:
+    consumer = StopRaisesItsOwnCancellation()
+    asyncio.run(stop_consumer(consumer))  # type: ignore[arg-type]
+    assert consumer.client_closed
+    assert all(task.done() for task in consumer._pending_tasks)
+
+
+def test_a_cancellation_of_the_stopping_task_itself_is_handed_on() -> None:
+    class Slow:
+        async def stop(self) -> None:
+            await asyncio.Event().wait()
+
+    async def main() -> None:
+        stopping = asyncio.create_task(stop_consumer(Slow()))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        stopping.cancel()
+        await stopping
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(main())
