@@ -58,6 +58,8 @@ class BoundedStopWorker(faust.Worker):
             waited_s=round(time.monotonic() - since, 1),
             hint="exiting without a clean stop; uncommitted records are read again on restart",
         )
+        # every process's last line (docs/observability.md); os._exit skips process_lifetime's
+        log.info("process_stopped", process="worker", outcome=f"exit {STOP_TIMED_OUT_EXIT}")
         logging.shutdown()  # flush the handlers: os._exit skips every cleanup
         os._exit(STOP_TIMED_OUT_EXIT)
 

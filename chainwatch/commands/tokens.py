@@ -102,6 +102,10 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
+_OPTION_OF = {"role": "--role", "unit_id": "--unit", "stages": "--stages", "name": "NAME"}
+"""The `tokens create` option that gave each field of a new entry."""
+
+
 def append_token(path: Path, entry: dict[str, Any]) -> None:
     """Add `entry` to the tokens file (created if missing), validated with the gateway's model.
 
@@ -125,8 +129,12 @@ def append_token(path: Path, entry: dict[str, Any]) -> None:
         TokensFile.model_validate({**data, "tokens": tokens})
     except ValidationError as exc:
         first = exc.errors(include_input=False)[0]
-        where = "".join(f"key '{'.'.join(str(p) for p in first['loc'])}': " if first["loc"] else "")
         msg = first["msg"].removeprefix("Value error, ")
+        loc = tuple(first["loc"])
+        if loc[:2] == ("tokens", len(tokens) - 1):  # the new entry: the options' fault
+            option = _OPTION_OF.get(str(loc[2]) if len(loc) > 2 else "", "the new token")
+            raise UserError(f"{option}: {msg}") from None
+        where = "".join(f"key '{'.'.join(str(p) for p in loc)}': " if loc else "")
         raise UserError(f"tokens file {path}: {where}{msg}") from None
 
     base = old_text if old_text.strip() else "tokens:\n"

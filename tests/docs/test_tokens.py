@@ -68,15 +68,16 @@ def test_create_keeps_comments_and_refuses_what_the_gateway_would_refuse(tmp_pat
     before = tokens.read_text(encoding="utf-8")
     assert before.startswith("# our callers\n")
 
-    for args in (
-        ["crm", "--role", "crm"],  # the name is taken
-        ["boss", "--role", "boss"],  # no such role
-        ["dye", "--role", "unit"],  # a unit token needs its unit
+    for args, blamed in (
+        (["crm", "--role", "crm"], "tokens file"),  # the name is taken
+        (["boss", "--role", "boss"], "error: --role: "),  # no such role (not the file's fault)
+        (["dye", "--role", "unit"], "error: the new token: "),  # a unit token needs its unit
     ):
         refused = run_cli("tokens", "create", *args, "--file", str(tokens), env=env)
         assert refused.returncode == 1, args
         assert refused.stdout == ""  # no token handed out for an entry never stored
         assert len(refused.stderr.strip().splitlines()) == 1
+        assert blamed in refused.stderr, refused.stderr
         assert tokens.read_text(encoding="utf-8") == before
 
 

@@ -89,6 +89,8 @@ def test_a_stop_that_does_not_end_exits_after_its_deadline(
         assert status == 1, log.read_text()[-3000:]
         assert took >= 2.0
         assert [line["signal"] for line in timed_out] == ["SIGTERM"]
+        stopped = [line for line in lines if line.get("event") == "process_stopped"]
+        assert [line["outcome"] for line in stopped] == ["exit 1"]  # its last line, as ever
     else:
         assert status == 0, log.read_text()[-3000:]
         assert timed_out == []
