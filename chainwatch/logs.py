@@ -70,9 +70,20 @@ class RetriableAsWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.ERROR and record.name.startswith("aiokafka"):
             args = record.args if isinstance(record.args, tuple) else ()
-            if any(getattr(arg, "retriable", False) is True for arg in args):
+            if any(_retried(arg) for arg in args) or record.msg in _RETRIED_MESSAGES:
                 record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
+
+
+_RETRIED_MESSAGES = frozenset({"Unable to update metadata from %s"})
+"""aiokafka's client lines for failures it retries, whose arguments say nothing of it (its
+metadata refresh runs again on its own schedule)."""
+
+
+def _retried(arg: object) -> bool:
+    """A broker error aiokafka retries, or a failed connection (refused, timed out): its
+    client connects again by itself, and Kafka's Java client logs those as warnings too."""
+    return getattr(arg, "retriable", False) is True or isinstance(arg, OSError | TimeoutError)
 
 
 def configure_logging(level: str = "info", fmt: str = "console") -> None:

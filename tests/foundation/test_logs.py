@@ -75,6 +75,10 @@ logging.getLogger("aiokafka.consumer.fetcher").error(
 coordinator.error("Attempt to join group failed due to fatal error: %s",
                   errors.GroupAuthorizationFailedError("g"))
 logging.getLogger("chainwatch.test").error("ours: %s", errors.NotLeaderForPartitionError())
+client = logging.getLogger("aiokafka")  # the broker stopped: the client reconnects by itself
+client.error("Unable connect to node with id %s: %s", 1,
+             ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 19092)"))
+client.error("Unable to update metadata from %s", [1])
 """
 
 
@@ -89,4 +93,6 @@ def test_what_aiokafka_retries_by_itself_is_a_warning_and_what_it_gives_up_on_an
         ("warning", "Failed fetch offsets from 1"),
         ("error", "Attempt to join group failed due to fatal error"),
         ("error", "ours"),
+        ("warning", "Unable connect to node with id 1"),  # an error line 30 times a second
+        ("warning", "Unable to update metadata from [1]"),
     ]
