@@ -18,33 +18,15 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from worker_ops import free_port, get, named, samples, until, value
+from worker_ops import created_order, free_port, get, named, records_within, samples, until, value
 
 from chainwatch.runners import prepare_topics, topic_names
 from chainwatch.settings import Settings
 from dashboards import prometheus
-from schemas.common import format_utc
 from schemas.plan import load_plan
 from streams.topics import ALERTS, ORDER_STATE, ORDERS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _order(order_id: str, placed_at: datetime) -> bytes:
-    return json.dumps(
-        {
-            "op": "created", "order_id": order_id, "customer_id": "C-1", "product": "crewneck",
-            "quantity": 10, "placed_at": format_utc(placed_at),
-            "due_at": format_utc(placed_at + timedelta(days=20)),
-        }
-    ).encode()  # fmt: skip
-
-
-def _records(consumer: KafkaConsumer, timeout_s: float) -> Iterator[Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for batch in consumer.poll(timeout_ms=200).values():
-            yield from batch
 
 
 @pytest.fixture
@@ -82,19 +64,23 @@ def test_start_overdue_fires_within_a_second_of_its_deadline_without_input(
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
     try:
         # 1. the worker is up once it has answered a first order with a snapshot
-        producer.send(names(ORDERS), key=b"PO-WARM", value=_order("PO-WARM", datetime.now(UTC)))
+        producer.send(
+            names(ORDERS), key=b"PO-WARM", value=created_order("PO-WARM", datetime.now(UTC))
+        )
         producer.send(names(ORDERS), key=b"PO-BAD", value=b"not json")  # a dead letter
         producer.flush()
-        assert any(r.key == b"PO-WARM" for r in _records(consumer, 120)), "worker never answered"
+        assert any(r.key == b"PO-WARM" for r in records_within(consumer, 120)), (
+            "worker never answered"
+        )
 
         # 2. an order whose first scan is due in 3 s; nothing else is ever sent
         deadline = datetime.now(UTC) + timedelta(seconds=3)
         placed_at = deadline - timedelta(hours=24)  # the plan's start_within
-        producer.send(names(ORDERS), key=b"PO-LIVE", value=_order("PO-LIVE", placed_at))
+        producer.send(names(ORDERS), key=b"PO-LIVE", value=created_order("PO-LIVE", placed_at))
         producer.flush()
 
         fired: Any = None
-        for record in _records(consumer, 30):
+        for record in records_within(consumer, 30):
             if record.topic == names(ALERTS):
                 alert = json.loads(record.value)
                 if alert["order_id"] == "PO-LIVE" and alert["type"] == "start_overdue":

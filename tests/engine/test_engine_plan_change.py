@@ -13,15 +13,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from kafka import KafkaConsumer, KafkaProducer
-from worker_ops import free_port, get, until
+from worker_ops import created_order, free_port, get, records_within, until
 
 import schemas.plan
 from chainwatch.runners import prepare_topics, topic_names
@@ -30,23 +29,6 @@ from schemas.common import format_utc
 from streams.topics import ALERTS, ORDER_STATE, ORDERS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _order(order_id: str, placed_at: datetime) -> bytes:
-    return json.dumps(
-        {
-            "op": "created", "order_id": order_id, "customer_id": "C-1", "product": "crewneck",
-            "quantity": 10, "placed_at": format_utc(placed_at),
-            "due_at": format_utc(placed_at + timedelta(days=20)),
-        }
-    ).encode()  # fmt: skip
-
-
-def _records(consumer: KafkaConsumer, timeout_s: float) -> Iterator[Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for batch in consumer.poll(timeout_ms=200).values():
-            yield from batch
 
 
 def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
@@ -91,9 +73,9 @@ def test_a_worker_restarted_with_a_shorter_budget_raises_the_alert_without_new_i
     try:
         worker = _start(settings, log)
         try:
-            producer.send(names(ORDERS), key=b"PO-PLAN", value=_order("PO-PLAN", placed_at))
+            producer.send(names(ORDERS), key=b"PO-PLAN", value=created_order("PO-PLAN", placed_at))
             producer.flush()
-            assert any(r.key == b"PO-PLAN" for r in _records(consumer, 60)), "no snapshot"
+            assert any(r.key == b"PO-PLAN" for r in records_within(consumer, 60)), "no snapshot"
         finally:
             _stop(worker)
 
@@ -103,7 +85,7 @@ def test_a_worker_restarted_with_a_shorter_budget_raises_the_alert_without_new_i
         worker = _start(replanned, log)
         try:
             fired = None
-            for record in _records(consumer, 60):  # nothing is sent: recovery must do it
+            for record in records_within(consumer, 60):  # nothing is sent: recovery must do it
                 if record.topic == names(ALERTS):
                     alert = json.loads(record.value)
                     if alert["order_id"] == "PO-PLAN" and alert["type"] == "start_overdue":

@@ -1,14 +1,21 @@
-"""Reading a running worker's ops endpoints (tests/engine/test_engine_live_clock.py)."""
+"""Driving a running worker: its ops endpoints, an order to send it, its outputs to read
+(tests/engine/test_engine_live_clock.py, test_engine_plan_change.py)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
 
+from kafka import KafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
+
+from schemas.common import format_utc
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -54,3 +61,23 @@ def value(found: Samples, name: str, **labels: str) -> float | None:
 
 def named(found: Samples, name: str) -> list[float]:
     return [v for (n, _), v in found.items() if n == name]
+
+
+def created_order(order_id: str, placed_at: datetime) -> bytes:
+    """An order's `created` record, due 20 days after it was placed."""
+    return json.dumps(
+        {
+            "op": "created", "order_id": order_id, "customer_id": "C-1", "product": "crewneck",
+            "quantity": 10, "placed_at": format_utc(placed_at),
+            "due_at": format_utc(placed_at + timedelta(days=20)),
+        }
+    ).encode()  # fmt: skip
+
+
+def records_within(consumer: KafkaConsumer, timeout_s: float) -> Iterator[Any]:
+    """What `consumer` reads until `timeout_s` has passed (the caller stops when it has
+    what it waits for)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=200).values():
+            yield from batch
