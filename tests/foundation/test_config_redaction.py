@@ -28,20 +28,31 @@ def test_every_password_of_a_clickhouse_url_is_masked(url: str, shown: str) -> N
     assert redact_url(url) == shown
 
 
+def _config(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`chainwatch config` with `env` added to the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "chainwatch", "config"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "CHAINWATCH_DATA_DIR": str(tmp_path), **env},
+    )  # fmt: skip
+
+
 @pytest.mark.slow
 def test_chainwatch_config_prints_no_password(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "CHAINWATCH_DATA_DIR": str(tmp_path),
-        "CHAINWATCH_CLICKHOUSE__URL": "http://ops:s3cret-1@ch:8123/cw?password=s3cret-2",
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "chainwatch", "config"],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
-    )  # fmt: skip
+    result = _config(
+        tmp_path, CHAINWATCH_CLICKHOUSE__URL="http://ops:s3cret-1@ch:8123/cw?password=s3cret-2"
+    )
     assert result.returncode == 0, result.stderr
     assert "s3cret" not in result.stdout + result.stderr
     assert "http://ops:***@ch:8123/cw?password=***" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_misspelt_variable_is_warned_of_by_name_never_its_value(tmp_path: Path) -> None:
+    result = _config(tmp_path, CHAINWATCH_CLICKHOUSE__PASWORD="s3cret")
+    assert result.returncode == 0, result.stderr
+    assert "warning: CHAINWATCH_CLICKHOUSE__PASWORD is not a setting, ignored" in result.stderr
+    assert "s3cret" not in result.stdout + result.stderr
 
 
 def test_sink_metrics_listen_on_loopback_by_default(tmp_path: Path) -> None:
