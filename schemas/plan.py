@@ -10,6 +10,7 @@ fix the file without reading a stack trace.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Hashable, Mapping
 from datetime import timedelta
@@ -216,9 +217,11 @@ class SlaPlan(_Strict):
         """A short digest of what the plan says (not of its file: comments and layout do
         not count). The engine stamps each order's state with it, so that a worker
         started with another plan re-derives the orders judged by the old one."""
-        return self.memo(
-            "fingerprint", lambda: hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
-        )
+        return self.memo("fingerprint", self._digest)
+
+    def _digest(self) -> str:
+        said = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(said.encode()).hexdigest()[:16]
 
     def __eq__(self, other: object) -> bool:
         # Fields only: the private caches depend on which evaluations already ran.

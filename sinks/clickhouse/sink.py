@@ -74,6 +74,10 @@ from sinks.log_throttle import LogThrottle
 
 log = structlog.stdlib.get_logger(__name__)
 
+COMMIT_TIMEOUT_S = 10.0
+"""A commit of stored offsets gives up after this (the rows are stored; the next commit,
+or the skip-set after a restart, covers them)."""
+
 FETCH_RECORDS = 5_000
 """Records mapped per event-loop turn: mapping is synchronous, and a turn of 50,000
 records blocked heartbeats long enough on a loaded machine to lose the group."""
@@ -462,9 +466,12 @@ class ClickHouseSink:
         if not mine:
             return
         try:
-            await consumer.commit(mine)
-        except KafkaError as exc:  # rebalancing: the rows are stored, the skip-set covers it
-            log.warning("commit_failed", error=_short(exc))
+            # bounded: aiokafka's commit waits for a coordinator as long as the broker is
+            # gone, and a stop waits for the flush that commits
+            await asyncio.wait_for(consumer.commit(mine), COMMIT_TIMEOUT_S)
+        except (KafkaError, TimeoutError) as exc:  # the rows are stored, the skip-set covers it
+            log.warning("commit_failed", error=_short(exc) if isinstance(exc, KafkaError) else
+                        f"no answer within {COMMIT_TIMEOUT_S:g} s")  # fmt: skip
 
     async def release(self, partitions: list[TopicPartition]) -> None:
         """Revocation: write what we can; what we cannot is re-read by the next owner."""

@@ -312,6 +312,7 @@ class EndpointPipe:
             try:
                 # bounded: aiokafka's commit waits for a coordinator as long as it takes
                 await asyncio.wait_for(consumer.commit(offsets), COMMIT_TIMEOUT_S)
+                self.tracker.committed(offsets)
             except (KafkaError, TimeoutError) as exc:
                 log.warning("commit_failed", endpoint=self.endpoint.name, error=type(exc).__name__)
 

@@ -41,14 +41,20 @@ class OffsetTracker:
             del part.pending[offset]
 
     def committable(self) -> dict[TopicPartition, int]:
-        """Offsets to commit now (only those that moved since the last call)."""
+        """Offsets to commit now (those that moved since the last `committed`)."""
         out: dict[TopicPartition, int] = {}
         for tp, part in self._parts.items():
             upto = min(part.pending) if part.pending else part.next_offset
             if upto > part.committed and upto > 0:
                 out[tp] = upto
-                part.committed = upto
         return out
+
+    def committed(self, offsets: dict[TopicPartition, int]) -> None:
+        """Kafka took `offsets`: they are not offered again (a failed commit's are)."""
+        for tp, offset in offsets.items():
+            part = self._parts.get(tp)
+            if part is not None:
+                part.committed = max(part.committed, offset)
 
     def idle(self) -> bool:
         return not any(part.pending for part in self._parts.values())

@@ -536,6 +536,8 @@ def test_a_plans_fingerprint_is_of_what_it_says_not_of_its_file() -> None:
     text = (Path(schemas.plan.__file__).parent / "plans" / "knitwear.yaml").read_text()
     same = plan_from_mapping(yaml.safe_load("# another comment\n" + text))
     assert same.fingerprint == PLAN.fingerprint
+    resorted = yaml.safe_dump(yaml.safe_load(text), sort_keys=True)  # as Helm's toYaml writes
+    assert plan_from_mapping(yaml.safe_load(resorted)).fingerprint == PLAN.fingerprint
     other = plan_from_mapping({**yaml.safe_load(text), "grace": "1m"})
     assert other.fingerprint != PLAN.fingerprint
 

@@ -278,6 +278,9 @@ def test_offsets_commit_below_the_lowest_pending_delivery() -> None:
     assert tracker.committable() == {}
     tracker.done(tp, 0)
     assert tracker.committable() == {tp: 3}
+    assert tracker.committable() == {tp: 3}  # a commit that failed is offered again
+    tracker.committed({tp: 3})
+    assert tracker.committable() == {}  # not once Kafka took it
     assert tracker.idle()
     tracker.forget(tp)
     tracker.done(tp, 0)  # late completion after revocation: ignored
