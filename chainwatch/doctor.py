@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from chainwatch.errors import USER_ERRORS
+from chainwatch.errors import USER_ERRORS, UserError
 from chainwatch.settings import Settings
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -34,12 +34,19 @@ def _tool(name: str, args: list[str], fix: str) -> Check:
 
 def _java() -> Check:
     """`java` on PATH and at least the version the local broker needs."""
-    from chainwatch.local_kafka import JAVA_HINT, JAVA_NEEDED, java_major
+    from chainwatch.local_kafka import JAVA_HINT, JAVA_NEEDED, java_major, java_version_text
 
     check = _tool("java", ["-version"], JAVA_HINT)
-    major = java_major(check.detail) if check.ok else None
+    path = shutil.which("java")
+    # the whole banner: a JVM prints "Picked up JAVA_TOOL_OPTIONS: ..." before its version
+    try:
+        major = java_major(java_version_text(path)) if check.ok and path else None
+    except UserError:  # it answered `_tool` a moment ago; nothing more to say
+        major = None
     if major is not None and major < JAVA_NEEDED:
-        return Check("java", False, f"{check.detail}: Kafka needs Java {JAVA_NEEDED}+; {JAVA_HINT}")
+        return Check(
+            "java", False, f"Java {major} found, Kafka needs Java {JAVA_NEEDED}+; {JAVA_HINT}"
+        )
     return check
 
 

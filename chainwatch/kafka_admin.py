@@ -57,8 +57,8 @@ REFUSED_HINT = (
 def refusal(exc: BrokerResponseError, what: str) -> KafkaRefused:
     """One line for a broker's refusal: kafka-python's text holds the whole request and
     response (9 KB for the contract's topics); the broker's own message is what says why."""
-    said = re.search(r"error_message='([^']*)'", str(exc))
-    why = said.group(1) if said else str(exc)[:300]
+    said = re.search(r"error_message=(['\"])(.*?)\1", str(exc))  # repr quotes either way
+    why = said.group(2) if said else str(exc)[:300]
     return KafkaRefused(f"Kafka refused {what} ({type(exc).__name__}): {why}; {REFUSED_HINT}")
 
 

@@ -12,6 +12,7 @@ process that runs them configures logging here, once.
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,6 +84,8 @@ metadata refresh runs again on its own schedule)."""
 def _retried(arg: object) -> bool:
     """A broker error aiokafka retries, or a failed connection (refused, timed out): its
     client connects again by itself, and Kafka's Java client logs those as warnings too."""
+    if isinstance(arg, ssl.SSLError):  # a TLS setup that is wrong stays wrong: an error
+        return False
     return getattr(arg, "retriable", False) is True or isinstance(arg, OSError | TimeoutError)
 
 

@@ -168,7 +168,7 @@ def _names_a_setting(path: list[str]) -> bool:
             rest = len(path) - depth - 1
             return rest == 0 or typing.get_origin(annotation) is dict
         model = nested
-    return model is None  # a whole section given as one value (JSON) is pydantic's to judge
+    return False  # a whole section (`CHAINWATCH_ENGINE__`): no key named
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:

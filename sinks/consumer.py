@@ -65,6 +65,11 @@ async def start_consumer(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> boo
     stopped = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait((starting, stopped), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # our own task cancelled: no start left running behind it
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await stop_consumer(consumer)
+        raise
     finally:
         stopped.cancel()
     if starting.done():
@@ -145,7 +150,11 @@ async def _fetch(
     """
     fetch: asyncio.Future[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]]
     fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=POLL_MS, max_records=limit))
-    await asyncio.wait((fetch, stopped), return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait((fetch, stopped), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # our own task cancelled: no fetch left running behind it
+        fetch.cancel()
+        raise
     if fetch.done():
         return fetch.result()
     fetch.cancel()

@@ -412,6 +412,9 @@ class _XlsxTable(Table):
                 break
         if header is not None and header.number == first and header.error is not None:
             raise ImportFailed(f"{self.path}: header row {first}: {header.error}")
+        if header is not None and header.number == first and header.unsaved:
+            _, detail = unsaved_problem(f"{_letter(min(header.unsaved))}{first}")
+            raise ImportFailed(f"{self.path}: header row {first}: {detail.msg}")
         if header is None or header.number != first or not any(_filled(v) for v in header.values):
             raise ImportFailed(f"{self.path}: header row {first} is empty")
         columns = ["" if h is None else str(h).strip() for h in header.values]

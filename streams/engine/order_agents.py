@@ -122,6 +122,10 @@ class OrderAgents:
             if stored.next_deadline_ms != due_ms and not self._replanned(stored.plan):
                 continue  # stale entry: the order moved on since it was indexed
             self._fire(OrderSlot.from_json(data), now)
+            if rt.outputs.pending >= RECOVERY_FLUSH_EVERY:
+                # many at once (a plan change falls due for every order): not all their
+                # outputs in memory, and the loop turns meanwhile
+                await rt.outputs.flush()
 
     def _replanned(self, plan: str | None) -> bool:
         """Whether an order last derived under `plan` was judged by another plan than

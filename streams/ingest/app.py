@@ -73,6 +73,10 @@ from streams.topics import CUSTOMERS, DEAD_LETTER, TopicNames
 
 log = structlog.stdlib.get_logger(__name__)
 
+MIN_PUBLISH_S = 1.0
+"""A post left less than this of its `publish_timeout_s` (at most half of it) after waiting
+for the topics is answered 503 at once instead of starting a publish."""
+
 _REQUEST_ID_MAX = 64
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -392,9 +396,21 @@ class Gateway:
         post that got the topics at its deadline's end had a second one to publish)."""
         started = time.perf_counter()
         await self._topics_prepared()
-        left = self.limits.publish_timeout_s - (time.perf_counter() - started)
+        budget = self.limits.publish_timeout_s
+        left = budget - (time.perf_counter() - started)
+        if left < min(MIN_PUBLISH_S, budget / 2):
+            # prepared at the deadline's end: a publish with milliseconds left would only
+            # time out, and throw away the producer it was starting on the way
+            retry = str(self.limits.retry_after_s)
+            raise HttpError(
+                503,
+                "kafka_unavailable",
+                f"the topics were prepared too late for this request; nothing was "
+                f"published, retry in {retry} s",
+                headers={"Retry-After": retry},
+            )
         try:
-            placements = await self.publisher.publish(records, within_s=max(left, 0.001))
+            placements = await self.publisher.publish(records, within_s=left)
         except PublishTooLarge as exc:
             raise HttpError(413, "too_large", str(exc)) from None
         except PublishUnavailable as exc:

@@ -43,7 +43,10 @@ def java_11(tmp_path: Path) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     java = bin_dir / "java"
-    java.write_text("#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n")
+    java.write_text(  # a JVM in a container says what it picked up before its version
+        "#!/bin/sh\necho 'Picked up JAVA_TOOL_OPTIONS: -Xmx1g' >&2\n"
+        "echo 'openjdk version \"11.0.2\" 2019-01-15' >&2\n"
+    )
     java.chmod(java.stat().st_mode | stat.S_IXUSR)
     return {
         **os.environ,

@@ -30,6 +30,7 @@ from chainwatch.kafka_admin import (
     KafkaUnreachable,
     bounded,
     create_missing_topics,
+    refusal,
     retry_until_reachable,
 )
 from chainwatch.settings import Settings
@@ -396,3 +397,12 @@ def test_a_refusal_to_create_topics_is_one_line_saying_why_and_what_to_check(
     assert len(text) < 500
     assert "\n" not in text
     assert isinstance(refused.value, UserError)  # the CLI's one line and exit 1
+
+
+def test_a_refusal_whose_reason_has_quotes_keeps_it() -> None:
+    """Python's repr quotes a message holding an apostrophe with double quotes."""
+    from kafka.errors import InvalidConfigurationError
+
+    text = "Request '...' failed: CreatableTopicResult(error_message=\"Invalid value 'x' for a\")"
+    refused = refusal(InvalidConfigurationError(text), "to create 1 topics")
+    assert "Invalid value 'x' for a;" in str(refused)

@@ -194,3 +194,30 @@ def test_a_post_that_waited_for_the_topics_publishes_in_what_is_left_of_its_dead
     finally:
         gate.done.set()
         server.stop()
+
+
+@pytest.mark.integration
+def test_a_post_whose_topics_come_at_its_deadlines_end_gets_503_without_a_publish(
+    kafka_bootstrap: str,
+) -> None:
+    """Milliseconds left: the publish would only time out (and throw away the producer
+    it was starting), marking the gateway not ready right after its start."""
+    settings = gateway_settings(kafka_bootstrap, publish_timeout_s=3.0)
+    prepare_topics(settings)
+    publisher = BudgetSeen(default_publisher(settings).config)
+    gate = Gate()
+    server, url = start_gateway(settings, publisher=publisher, preparation=gate)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            posted = pool.submit(_post_scan, url)
+            wait_until_in_flight(url, 1)
+            time.sleep(2.2)  # time passing while it waits: at most 0.8 s of 3 s left
+            gate.done.set()
+            answer = posted.result(timeout=30)
+        assert answer.status_code == 503, answer.text
+        # (on a machine so busy that the gate opened after the 3 s: the wait's own 503)
+        assert any(said in answer.json()["detail"] for said in ("prepared too late", "waiting for"))
+        assert publisher.budgets == []  # no publish was started
+    finally:
+        gate.done.set()
+        server.stop()

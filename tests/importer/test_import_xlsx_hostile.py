@@ -268,6 +268,23 @@ def test_a_formula_without_its_value_in_a_column_the_import_does_not_read_is_no_
     assert "cell B3 holds a formula without a saved value" in bad.reason  # not D3
 
 
+def test_a_header_cell_holding_a_formula_without_its_value_stops_the_import(
+    tmp_path: Path,
+) -> None:
+    """It read as an empty column name: "no column for the required field event_time"."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet_ = book.active
+    assert sheet_ is not None
+    sheet_.append([*HEADER[:2], '=CONCAT("event","_time")'])
+    sheet_.append(["U-2", "up", TIME])
+    path = tmp_path / "units.xlsx"
+    book.save(path)
+    with pytest.raises(ImportFailed, match="header row 1: cell C1 holds a formula without"):
+        outcomes(path)
+
+
 def test_formulas_with_saved_values_and_beyond_the_header_are_read_as_before(
     tmp_path: Path,
 ) -> None:

@@ -126,3 +126,21 @@ def test_a_cancellation_of_the_stopping_task_itself_is_handed_on() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(main())
+
+
+def test_a_cancelled_loop_leaves_no_fetch_or_start_running_behind_it() -> None:
+    """A notifier whose delivery worker died cancels its consuming task: the fetch (or
+    start) it waited on kept waiting, orphaned, after the consumer was stopped."""
+
+    async def main() -> list[asyncio.Task[Any]]:
+        consumer, stop = Waiting(), asyncio.Event()
+        looping = asyncio.create_task(consume(consumer, ["t"], NoBatches(), stop))  # type: ignore[arg-type]
+        starting = asyncio.create_task(start_consumer(Waiting(), stop))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        for task in (looping, starting):
+            task.cancel()
+        await asyncio.gather(looping, starting, return_exceptions=True)
+        await asyncio.sleep(0)
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    assert asyncio.run(main()) == []
