@@ -4,6 +4,7 @@ tagging, bounded state, eviction)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +36,13 @@ from streams.engine.messages import (
     encode_bundle,
 )
 from streams.engine.order_agents import OrderAgents
-from streams.engine.order_processor import Arrival, OrderProcessor, Received, RecordPosition
+from streams.engine.order_processor import (
+    Arrival,
+    Effects,
+    OrderProcessor,
+    Received,
+    RecordPosition,
+)
 from streams.engine.order_slot import OrderSlot, peek
 from streams.engine.unit_processor import (
     OccupancyEntry,
@@ -725,3 +732,96 @@ def test_a_units_overlap_test_on_epoch_ms_is_the_rules_overlap() -> None:
                 assert _overlapping(spans, visits) == expected, visits
                 cases += 1
     assert cases == 2 * len(instants) ** 2
+
+
+class _Outputs:
+    """The runtime's output sender, keeping what is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.flushes = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self.sent)
+
+    def add(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.sent.append((topic, key, value))
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+
+class _Runtime:
+    """What `OrderAgents` uses of `EngineRuntime`, on a dict table and the event clock."""
+
+    def __init__(self, plan: Any) -> None:
+        self.plan = plan
+        self.config = SimpleNamespace(
+            snapshots=True, limits=EngineLimits(), defer_derivations=False
+        )
+        self.clock = EngineClock("event")
+        self.deadlines = DeadlineIndex()
+        self.order_table: dict[str, bytes] = {}
+        self.outputs = _Outputs()
+        self.out = SimpleNamespace(
+            alerts="alerts", state="state", dead_letters="dl", customer_inbox="ci",
+            unit_inbox="ui", order_inbox="oi",
+        )  # fmt: skip
+        self.scans_topic = "scans"
+        self.turn = asyncio.Lock()
+        self.alerts: list[dict[str, Any]] = []
+
+    def active_partitions(self, _topic: Any) -> set[int]:
+        return {0}
+
+    def put(self, table: dict[str, bytes], key: str, value: bytes) -> None:
+        table[key] = value
+
+    def encoded(self, value: Any) -> bytes:
+        return orjson.dumps(value)
+
+    def send_alerts(self, alerts: Any, *, reannounce: bool = False) -> None:
+        if not reannounce:
+            self.alerts += list(alerts)
+
+    def send_dead_letters(self, letters: Any) -> None:
+        list(letters)
+
+    def join(self, _topic: str, _message: Any) -> None:
+        pass
+
+
+def test_recovery_fires_at_once_the_orders_another_plan_judged_and_only_those() -> None:
+    """The worker's side of a plan change (the processor's is tested above): recovery
+    puts an order judged by another plan at the clock's now, a join answer stored
+    before its derivation keeps it there, and firing it re-judges it under this plan."""
+    tighter = PLAN.model_copy(update={"start_within": timedelta(hours=1)})
+    old, same = OrderSlot.new("PO-1"), OrderSlot.new("PO-2")
+    OrderProcessor(PLAN).on_order_record(old, _order(), _src("orders", 0), b"{}", T0)
+    OrderProcessor(tighter).on_order_record(
+        same, _order(order_id="PO-2"), _src("orders", 1), b"{}", T0
+    )
+    for slot in (old, same):
+        slot.partition, slot.clock_ms = 0, to_ms(T0 + timedelta(hours=2))
+    rt = _Runtime(tighter)
+    rt.order_table = {s.facts.order_id: orjson.dumps(s.to_json()) for s in (old, same)}
+    agents = OrderAgents(rt)  # type: ignore[arg-type]
+    now = to_ms(T0 + timedelta(hours=2))
+
+    async def main() -> None:
+        await agents.on_recovered()
+        # PO-2 was judged by this plan: its own deadline (placed + 1 h, already due)
+        assert rt.deadlines._due == {"PO-1": now, "PO-2": to_ms(T0 + timedelta(hours=1))}
+        # a join answer stored before PO-1 is derived again does not bring back the
+        # old plan's deadline (placed + 24 h)
+        stored = OrderSlot.from_json(orjson.loads(rt.order_table["PO-1"]))
+        agents.apply(stored, Effects(changed=True))
+        assert rt.deadlines._due["PO-1"] == now
+        await agents.fire_due(0, now)
+
+    asyncio.run(main())
+    opened = sorted((a["order_id"], a["type"], a["status"]) for a in rt.alerts)
+    assert opened == [("PO-1", "start_overdue", "open"), ("PO-2", "start_overdue", "open")]
+    assert peek(rt.order_table["PO-1"])[0].plan == tighter.fingerprint
+    assert rt.deadlines._due.get("PO-1") != now  # judged now: its next deadline, if any
