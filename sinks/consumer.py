@@ -53,6 +53,17 @@ def new_consumer(bootstrap: str, group_id: str, **options: Any) -> AIOKafkaConsu
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, **settings)
 
 
+COMMIT_TIMEOUT_S = 10.0
+"""A commit of finished offsets gives up after this (they are offered again next time)."""
+
+
+async def commit_within(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    """`consumer.commit(offsets)`, or `TimeoutError` after `COMMIT_TIMEOUT_S`: aiokafka's
+    commit waits for a group coordinator as long as the broker is gone, and a stop of the
+    sink or the notifier waits for the commit."""
+    await asyncio.wait_for(consumer.commit(offsets), COMMIT_TIMEOUT_S)
+
+
 async def start_consumer(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
     """`consumer.start()`, or False (the consumer stopped) when `stop` comes first.
 

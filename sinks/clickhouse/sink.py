@@ -69,14 +69,16 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, DataError, Ope
 from sinks.backoff import Backoff
 from sinks.clickhouse import metrics
 from sinks.clickhouse.mapping import RecordInvalid, RecordMapper, Row, Table
-from sinks.consumer import consume, new_consumer, start_consumer, stop_consumer
+from sinks.consumer import (
+    commit_within,
+    consume,
+    new_consumer,
+    start_consumer,
+    stop_consumer,
+)
 from sinks.log_throttle import LogThrottle
 
 log = structlog.stdlib.get_logger(__name__)
-
-COMMIT_TIMEOUT_S = 10.0
-"""A commit of stored offsets gives up after this (the rows are stored; the next commit,
-or the skip-set after a restart, covers them)."""
 
 FETCH_RECORDS = 5_000
 """Records mapped per event-loop turn: mapping is synchronous, and a turn of 50,000
@@ -466,12 +468,9 @@ class ClickHouseSink:
         if not mine:
             return
         try:
-            # bounded: aiokafka's commit waits for a coordinator as long as the broker is
-            # gone, and a stop waits for the flush that commits
-            await asyncio.wait_for(consumer.commit(mine), COMMIT_TIMEOUT_S)
+            await commit_within(consumer, mine)
         except (KafkaError, TimeoutError) as exc:  # the rows are stored, the skip-set covers it
-            log.warning("commit_failed", error=_short(exc) if isinstance(exc, KafkaError) else
-                        f"no answer within {COMMIT_TIMEOUT_S:g} s")  # fmt: skip
+            log.warning("commit_failed", error=_short(exc))
 
     async def release(self, partitions: list[TopicPartition]) -> None:
         """Revocation: write what we can; what we cannot is re-read by the next owner."""

@@ -56,7 +56,13 @@ from standardwebhooks import Webhook
 
 from schemas.alerts import Alert
 from sinks.backoff import Backoff
-from sinks.consumer import consume, new_consumer, start_consumer, stop_consumer
+from sinks.consumer import (
+    commit_within,
+    consume,
+    new_consumer,
+    start_consumer,
+    stop_consumer,
+)
 from sinks.webhooks import metrics
 from sinks.webhooks.delivery import (
     AttemptResult,
@@ -76,8 +82,6 @@ from sinks.webhooks.targets import TargetPolicy
 log = structlog.stdlib.get_logger(__name__)
 
 COMMIT_INTERVAL_S = 0.5
-COMMIT_TIMEOUT_S = 10.0
-"""A commit of delivered offsets gives up after this (they are committed again next time)."""
 
 
 class WorkerDied(RuntimeError):
@@ -310,8 +314,7 @@ class EndpointPipe:
         }
         if offsets:
             try:
-                # bounded: aiokafka's commit waits for a coordinator as long as it takes
-                await asyncio.wait_for(consumer.commit(offsets), COMMIT_TIMEOUT_S)
+                await commit_within(consumer, offsets)
                 self.tracker.committed(offsets)
             except (KafkaError, TimeoutError) as exc:
                 log.warning("commit_failed", endpoint=self.endpoint.name, error=type(exc).__name__)
