@@ -75,20 +75,31 @@ async def start_consumer(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> boo
     starting = asyncio.ensure_future(consumer.start())
     stopped = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait((starting, stopped), return_when=asyncio.FIRST_COMPLETED)
+        if await _before(starting, stopped):
+            starting.result()  # its failure, if any, is the caller's
+            return True
     except BaseException:  # our own task cancelled: no start left running behind it
-        starting.cancel()
-        await asyncio.gather(starting, return_exceptions=True)
         await stop_consumer(consumer)
         raise
     finally:
         stopped.cancel()
-    if starting.done():
-        starting.result()  # its failure, if any, is the caller's
-        return True
-    starting.cancel()
-    await asyncio.gather(starting, return_exceptions=True)
     await stop_consumer(consumer)
+    return False
+
+
+async def _before(work: asyncio.Future[Any], stopped: asyncio.Future[Any]) -> bool:
+    """Whether `work` finished before `stopped`. If not, or if our own task is cancelled
+    while waiting, `work` is cancelled and awaited: nothing is left running behind."""
+    try:
+        await asyncio.wait((work, stopped), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        raise
+    if work.done():
+        return True
+    work.cancel()
+    await asyncio.gather(work, return_exceptions=True)
     return False
 
 
@@ -161,16 +172,7 @@ async def _fetch(
     """
     fetch: asyncio.Future[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]]
     fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=POLL_MS, max_records=limit))
-    try:
-        await asyncio.wait((fetch, stopped), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:  # our own task cancelled: no fetch left running behind it
-        fetch.cancel()
-        raise
-    if fetch.done():
-        return fetch.result()
-    fetch.cancel()
-    await asyncio.gather(fetch, return_exceptions=True)
-    return None
+    return fetch.result() if await _before(fetch, stopped) else None
 
 
 async def caught_up(consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]) -> bool:
