@@ -33,21 +33,25 @@ def _tool(name: str, args: list[str], fix: str) -> Check:
 
 
 def _java() -> Check:
-    """`java` on PATH and at least the version the local broker needs."""
+    """`java` on PATH and at least the version the local broker needs, from one banner
+    (read whole: a JVM prints "Picked up JAVA_TOOL_OPTIONS: ..." before its version)."""
     from chainwatch.local_kafka import JAVA_HINT, JAVA_NEEDED, java_major, java_version_text
 
-    check = _tool("java", ["-version"], JAVA_HINT)
     path = shutil.which("java")
-    # the whole banner: a JVM prints "Picked up JAVA_TOOL_OPTIONS: ..." before its version
+    if path is None:
+        return Check("java", False, f"not found on PATH; {JAVA_HINT}")
     try:
-        major = java_major(java_version_text(path)) if check.ok and path else None
-    except UserError:  # it answered `_tool` a moment ago; nothing more to say
-        major = None
+        text = java_version_text(path)
+    except UserError as exc:
+        return Check("java", False, str(exc))
+    major = java_major(text)
     if major is not None and major < JAVA_NEEDED:
         return Check(
             "java", False, f"Java {major} found, Kafka needs Java {JAVA_NEEDED}+; {JAVA_HINT}"
         )
-    return check
+    lines = text.strip().splitlines()
+    shown = next((line for line in lines if 'version "' in line), lines[0] if lines else path)
+    return Check("java", True, shown)
 
 
 def _kafka(settings: Settings) -> Check:
