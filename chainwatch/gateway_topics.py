@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from typing import TypeVar, cast
@@ -65,27 +66,22 @@ class TopicsInBackground:
                 await asyncio.wait_for(_off_loop(self._quiet_prepare), self._deadline_s)
             except Exception as exc:  # any failure: not prepared yet, said and tried again
                 delay = backoff.next()
-                error = str(exc) or f"no answer within {self._deadline_s:g} s"
                 if isinstance(exc, KafkaRefused):
                     # The worker exits 1 on it; the gateway stays not ready and tries at
                     # the longest pause (an operator may fix the ACL or setting meanwhile).
-                    delay = backoff.max_s
-                    log.error(
-                        "kafka.topics_refused",
-                        process="gateway",
-                        attempt=backoff.attempts,
-                        retry_in_s=round(delay, 1),
-                        error=error,
-                    )
+                    delay, level, event = backoff.max_s, logging.ERROR, "kafka.topics_refused"
+                elif isinstance(exc, KafkaUnreachable | TimeoutError):
+                    level, event = logging.WARNING, "kafka.unreachable"
                 else:
-                    log.warning(
-                        "kafka.unreachable" if isinstance(exc, KafkaUnreachable | TimeoutError)
-                        else "kafka.topics_not_prepared",
-                        process="gateway",
-                        attempt=backoff.attempts,
-                        retry_in_s=round(delay, 1),
-                        error=error,
-                    )  # fmt: skip
+                    level, event = logging.WARNING, "kafka.topics_not_prepared"
+                log.log(
+                    level,
+                    event,
+                    process="gateway",
+                    attempt=backoff.attempts,
+                    retry_in_s=round(delay, 1),
+                    error=str(exc) or f"no answer within {self._deadline_s:g} s",
+                )
                 await asyncio.sleep(delay)
                 continue
             log.info("kafka.topics_prepared", process="gateway", attempts=backoff.attempts + 1)

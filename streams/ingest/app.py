@@ -382,14 +382,7 @@ class Gateway:
             async with asyncio.timeout(self.limits.publish_timeout_s):
                 await self.preparation.prepared()
         except TimeoutError:
-            retry = str(self.limits.retry_after_s)
-            raise HttpError(
-                503,
-                "kafka_unavailable",
-                f"waiting for {waiting} to prepare the topics; nothing was published, "
-                f"retry in {retry} s",
-                headers={"Retry-After": retry},
-            ) from None
+            raise self._unavailable(f"waiting for {waiting} to prepare the topics") from None
 
     async def _publish(self, endpoint: Endpoint, records: list[OutRecord]) -> list[Any]:
         """Publish within one `publish_timeout_s`, the wait for the topics included (a
@@ -401,14 +394,7 @@ class Gateway:
         if left < min(MIN_PUBLISH_S, budget / 2):
             # prepared at the deadline's end: a publish with milliseconds left would only
             # time out, and throw away the producer it was starting on the way
-            retry = str(self.limits.retry_after_s)
-            raise HttpError(
-                503,
-                "kafka_unavailable",
-                f"the topics were prepared too late for this request; nothing was "
-                f"published, retry in {retry} s",
-                headers={"Retry-After": retry},
-            )
+            raise self._unavailable("the topics were prepared too late for this request")
         try:
             placements = await self.publisher.publish(records, within_s=left)
         except PublishTooLarge as exc:
@@ -416,16 +402,20 @@ class Gateway:
         except PublishUnavailable as exc:
             self.readiness.note(False, str(exc))
             log.warning("kafka unavailable", endpoint=endpoint.name, error=str(exc))
-            retry = str(self.limits.retry_after_s)
-            raise HttpError(
-                503,
-                "kafka_unavailable",
-                f"Kafka did not take the request; nothing was published, retry in {retry} s",
-                headers={"Retry-After": retry},
-            ) from None
+            raise self._unavailable("Kafka did not take the request") from None
         self.readiness.note(True)
         self.metrics.publish_seconds.labels(endpoint.name).observe(time.perf_counter() - started)
         return placements
+
+    def _unavailable(self, why: str) -> HttpError:
+        """503 `kafka_unavailable` with `Retry-After`: nothing of the request was published."""
+        retry = str(self.limits.retry_after_s)
+        return HttpError(
+            503,
+            "kafka_unavailable",
+            f"{why}; nothing was published, retry in {retry} s",
+            headers={"Retry-After": retry},
+        )
 
     @staticmethod
     def _rejection(verdict: Verdict, dead_letter: DeadLetter | None) -> dict[str, Any]:
