@@ -147,9 +147,9 @@ class Importer:
         if row.problem is not None:
             code, detail = row.problem
             return Rejected(file, row.number, row.raw, code, [detail], whole=row.whole)
-        unread = [cell for name, cell in row.unsaved.items() if self.mapper.reads(name)]
+        unread = [column for name, column in row.unsaved.items() if self.mapper.reads(name)]
         if unread:  # an empty cell in its place would be mapped as if it were one
-            code, detail = unsaved_problem(min(unread, key=_cell_order))
+            code, detail = unsaved_problem(min(unread), row.number)
             return Rejected(file, row.number, row.raw, code, [detail])
         record, problems = self.mapper.map(row.cells)
         key = record.get(self._key_field)
@@ -189,9 +189,3 @@ class Importer:
         """The contract validation every input path shares (`RecordRejected` if bad)."""
         raw_key = None if key is None else key.encode()
         decode_input(self.mapper.topic, value, plan=self.plan, key=raw_key)
-
-
-def _cell_order(cell: str) -> tuple[int, str]:
-    """`B2` before `AA2`: the leftmost of a row's cells first."""
-    letters = cell.rstrip("0123456789")
-    return len(letters), letters

@@ -70,15 +70,17 @@ class Row:
     problem: tuple[ReasonCode, ErrorDetail] | None = None
     #: (size, SHA-256) of the whole line when it was too long and `raw` is its start.
     whole: tuple[int, str] | None = None
-    #: XLSX: header -> cell (`B2`) of the cells holding a formula without a saved value;
-    #: they read as empty, so a row whose import reads one is refused (`unsaved_problem`).
-    unsaved: dict[str, str] = field(default_factory=dict)
+    #: XLSX: header -> column (1 = A) of the cells holding a formula without a saved
+    #: value; they read as empty, so a row whose import reads one is refused.
+    unsaved: dict[str, int] = field(default_factory=dict)
 
 
-def unsaved_problem(cell: str) -> tuple[ReasonCode, ErrorDetail]:
+def unsaved_problem(column: int, row: int) -> tuple[ReasonCode, ErrorDetail]:
+    from openpyxl.utils import get_column_letter
+
     return _unreadable(
-        f"cell {cell} holds a formula without a saved value (open and save the file in "
-        "Excel, or export values)"
+        f"cell {get_column_letter(column)}{row} holds a formula without a saved value (open "
+        "and save the file in Excel, or export values)"
     )
 
 
@@ -413,7 +415,7 @@ class _XlsxTable(Table):
         if header is not None and header.number == first and header.error is not None:
             raise ImportFailed(f"{self.path}: header row {first}: {header.error}")
         if header is not None and header.number == first and header.unsaved:
-            _, detail = unsaved_problem(f"{_letter(min(header.unsaved))}{first}")
+            _, detail = unsaved_problem(min(header.unsaved), first)
             raise ImportFailed(f"{self.path}: header row {first}: {detail.msg}")
         if header is None or header.number != first or not any(_filled(v) for v in header.values):
             raise ImportFailed(f"{self.path}: header row {first} is empty")
@@ -439,7 +441,7 @@ class _XlsxTable(Table):
             problem = None
             if row.beyond:
                 problem = _unreadable(f"the row has cells beyond the {len(header)} columns")
-            unsaved = {header[c - 1]: f"{_letter(c)}{row.number}" for c in row.unsaved}
+            unsaved = {header[c - 1]: c for c in row.unsaved}
             yield Row(row.number, cells, raw, problem, unsaved=unsaved)
         self.done = self.total
 
@@ -512,9 +514,3 @@ _FLOAT_DIGITS: Final = 309
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
-
-
-def _letter(column: int) -> str:
-    from openpyxl.utils import get_column_letter
-
-    return str(get_column_letter(column))
