@@ -91,9 +91,8 @@ class OrderAgents:
             rt.deadlines.schedule(slot.partition, None, order_id)
         elif effects.changed:
             rt.put(rt.order_table, order_id, rt.encoded(slot.to_json()))
-            due = slot.next_deadline_ms
-            if self._replanned(slot.plan):
-                due = rt.clock.now(slot.partition)  # a join answer stored, not derived yet
+            # (a join answer stored, not derived yet, keeps a replanned order due now)
+            due = self._scheduled_at(slot.plan, slot.next_deadline_ms, slot.partition)
             rt.deadlines.schedule(slot.partition, due, order_id)
         rt.send_alerts(effects.alerts)
         out = rt.out
@@ -126,6 +125,12 @@ class OrderAgents:
                 # many at once (a plan change falls due for every order): not all their
                 # outputs in memory, and the loop turns meanwhile
                 await rt.outputs.flush()
+
+    def _scheduled_at(
+        self, plan: str | None, next_deadline_ms: int | None, partition: int
+    ) -> int | None:
+        """When an order is due: at once if another plan judged it, else its next deadline."""
+        return self.rt.clock.now(partition) if self._replanned(plan) else next_deadline_ms
 
     def _replanned(self, plan: str | None) -> bool:
         """Whether an order last derived under `plan` was judged by another plan than
@@ -459,15 +464,11 @@ class OrderAgents:
                 if stored.partition not in active or stored.evicted:
                     continue  # a standby copy (its owner announces it), or an evicted order
                 rt.clock.observe(stored.partition, stored.clock_ms)
-                if self._replanned(stored.plan):
-                    # judged by another plan: derived at the partition's next deadline
-                    # check, not at its next record or at the old plan's deadline
-                    replanned += 1
-                    rt.deadlines.schedule(
-                        stored.partition, rt.clock.now(stored.partition), order_id
-                    )
-                elif stored.next_deadline_ms is not None:
-                    rt.deadlines.schedule(stored.partition, stored.next_deadline_ms, order_id)
+                # judged by another plan: derived at the partition's next deadline check,
+                # not at its next record or at the old plan's deadline
+                replanned += self._replanned(stored.plan)
+                due = self._scheduled_at(stored.plan, stored.next_deadline_ms, stored.partition)
+                rt.deadlines.schedule(stored.partition, due, order_id)
                 if stored.pending:
                     self.owed[order_id] = stored.partition
                 rt.send_alerts(stored.published.values(), reannounce=True)
