@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -225,19 +227,29 @@ def test_an_id_beyond_2_53_is_rejected_not_rounded_to_another_id(tmp_path: Path)
     assert json.loads(good.value)["unit_id"] == "4101"
 
 
-def test_a_formula_openpyxl_wrote_without_its_value_rejects_the_row(tmp_path: Path) -> None:
-    """Before: read as an empty cell, so `status` was reported missing (an optional
-    field would have vanished unseen)."""
+def saved_by_openpyxl(tmp_path: Path, *rows: Sequence[Any]) -> Path:
+    """`units.xlsx` written by openpyxl, which saves no result for a formula."""
     from openpyxl import Workbook
 
     book = Workbook()
     sheet_ = book.active
     assert sheet_ is not None
-    sheet_.append(HEADER)
-    sheet_.append(["U-2", '=IF(A2="","","up")', TIME])  # openpyxl saves no result
-    sheet_.append(["U-3", "up", TIME])
+    for row in rows:
+        sheet_.append(list(row))
     path = tmp_path / "units.xlsx"
     book.save(path)
+    return path
+
+
+def test_a_formula_openpyxl_wrote_without_its_value_rejects_the_row(tmp_path: Path) -> None:
+    """Before: read as an empty cell, so `status` was reported missing (an optional
+    field would have vanished unseen)."""
+    path = saved_by_openpyxl(
+        tmp_path,
+        HEADER,
+        ["U-2", '=IF(A2="","","up")', TIME],  # openpyxl saves no result
+        ["U-3", "up", TIME],
+    )
     bad, good = outcomes(path)
     assert isinstance(bad, Rejected)
     assert bad.row == 2
@@ -251,16 +263,12 @@ def test_a_formula_without_its_value_in_a_column_the_import_does_not_read_is_no_
     tmp_path: Path,
 ) -> None:
     """A `note` column of formulas (a library-written workbook) refused every row."""
-    from openpyxl import Workbook
-
-    book = Workbook()
-    sheet_ = book.active
-    assert sheet_ is not None
-    sheet_.append([*HEADER, "note"])
-    sheet_.append(["U-2", "up", TIME, '=CONCAT("unit ",A2)'])  # unsaved, not read
-    sheet_.append(["U-3", '=IF(A3="","","up")', TIME, '=CONCAT("unit ",A3)'])  # B3 is read
-    path = tmp_path / "units.xlsx"
-    book.save(path)
+    path = saved_by_openpyxl(
+        tmp_path,
+        [*HEADER, "note"],
+        ["U-2", "up", TIME, '=CONCAT("unit ",A2)'],  # unsaved, not read
+        ["U-3", '=IF(A3="","","up")', TIME, '=CONCAT("unit ",A3)'],  # B3 is read
+    )
     good, bad = outcomes(path)
     assert isinstance(good, Accepted), good
     assert json.loads(good.value)["status"] == "up"
@@ -272,15 +280,11 @@ def test_a_header_cell_holding_a_formula_without_its_value_stops_the_import(
     tmp_path: Path,
 ) -> None:
     """It read as an empty column name: "no column for the required field event_time"."""
-    from openpyxl import Workbook
-
-    book = Workbook()
-    sheet_ = book.active
-    assert sheet_ is not None
-    sheet_.append([*HEADER[:2], '=CONCAT("event","_time")'])
-    sheet_.append(["U-2", "up", TIME])
-    path = tmp_path / "units.xlsx"
-    book.save(path)
+    path = saved_by_openpyxl(
+        tmp_path,
+        [*HEADER[:2], '=CONCAT("event","_time")'],
+        ["U-2", "up", TIME],
+    )
     with pytest.raises(ImportFailed, match="header row 1: cell C1 holds a formula without"):
         outcomes(path)
 
