@@ -1,9 +1,10 @@
 """`chainwatch plan-capacity`: partitions, workers, disk and rows for a target load.
 
-Pure arithmetic over the per-process figures in `bench/figures.yaml` (measured by
-`bench/engine.py` and `bench/sink.py`, stored with their machine). Every
-figure and assumption used is returned with the plan, so the command prints
-what its answer rests on.
+Pure arithmetic over the per-process figures in `chainwatch/capacity_figures.yaml`
+(measured by `bench/engine.py` and `bench/sink.py`, stored with their machine; kept
+in the package, not in bench/, so that an installed wheel or the image can size
+too). Every figure and assumption used is returned with the plan, so the command
+prints what its answer rests on.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import yaml
 from chainwatch.errors import UserError
 from schemas.files import load_config_yaml, read_config_text
 
-FIGURES_FILE = Path(__file__).resolve().parent.parent / "bench" / "figures.yaml"
+FIGURES_FILE = Path(__file__).resolve().parent / "capacity_figures.yaml"
 
 DAY_S = 86_400
 

@@ -47,7 +47,15 @@ class BrokerStatus:
 
 
 def _pom_version() -> str:
-    text = (DEPLOY_DIR / "pom.xml").read_text()
+    try:
+        text = (DEPLOY_DIR / "pom.xml").read_text()
+    except FileNotFoundError:
+        # An installed wheel or the image has no deploy/: the local broker is a
+        # source checkout's tool, and the user needs their own Kafka, not a traceback.
+        raise UserError(
+            f"the local broker runs from a source checkout ({DEPLOY_DIR / 'pom.xml'} is "
+            "not here); point CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS at your Kafka instead"
+        ) from None
     start = text.index("<kafka.version>") + len("<kafka.version>")
     return text[start : text.index("</kafka.version>")]
 

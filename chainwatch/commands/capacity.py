@@ -42,7 +42,9 @@ def register(app: typer.Typer) -> None:
         ] = 3,
         figures_file: Annotated[
             Path | None,
-            typer.Option("--figures", help="Bench figures YAML; default bench/figures.yaml."),
+            typer.Option(
+                "--figures", help="Bench figures YAML; default chainwatch/capacity_figures.yaml."
+            ),
         ] = None,
     ) -> None:
         """Partitions, workers, sinks, RocksDB disk and ClickHouse rows for a target load."""

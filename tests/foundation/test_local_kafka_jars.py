@@ -117,3 +117,15 @@ def test_a_fetch_waits_for_another_process_s_lock_only_so_long(
         fcntl.flock(held, fcntl.LOCK_EX)  # another process fetching (its own open file)
         with pytest.raises(BrokerError, match="another process has been fetching"):
             fetch_jars()
+
+
+def test_an_installed_package_without_deploy_says_to_name_a_kafka(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wheel or the image carries no deploy/kafka: `chainwatch kafka start` there was
+    a FileNotFoundError traceback for pom.xml."""
+    from chainwatch.errors import UserError
+
+    monkeypatch.setattr(local_kafka, "DEPLOY_DIR", tmp_path / "deploy" / "kafka")
+    with pytest.raises(UserError, match="CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS"):
+        local_kafka.jar_dir()

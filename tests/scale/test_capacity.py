@@ -83,6 +83,20 @@ def test_the_stored_figures_file_loads_and_names_its_machine() -> None:
     assert figures.events_per_s_per_worker.measured
 
 
+def test_the_figures_ship_in_a_package_the_wheel_installs() -> None:
+    """They lived in bench/, which neither the wheel nor the image carries: from
+    either, `plan-capacity` could only say that it could not read them."""
+    import tomllib
+
+    import chainwatch
+
+    root = Path(chainwatch.__file__).resolve().parents[1]
+    wheel = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
+    packages = wheel["targets"]["wheel"]["packages"]
+    assert FIGURES_FILE.relative_to(root).parts[0] in packages
+    assert load_figures().machine
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
