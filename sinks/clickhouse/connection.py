@@ -10,6 +10,7 @@ local tools through `sinks.clickhouse.query_server` (see `readers.py`).
 from __future__ import annotations
 
 import fcntl
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -76,15 +77,13 @@ def open_client(
             )
         path.mkdir(parents=True, exist_ok=True)
         if _held_by_another_process(path):
-            raise StoreLocked(
-                f"the embedded ClickHouse at {path} is held by another Chainwatch process"
-            )
+            raise StoreLocked(f"the embedded ClickHouse at {path} is held by {_holder(path)}")
         try:
             client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
         except ClickHouseError as exc:
             if "Cannot lock file" in str(exc) or "already running" in str(exc):
                 raise StoreLocked(
-                    f"the embedded ClickHouse at {path} is held by another Chainwatch process"
+                    f"the embedded ClickHouse at {path} is held by {_holder(path)}"
                 ) from exc
             raise StoreUnavailable(f"cannot open embedded ClickHouse at {path}: {exc}") from exc
     else:
@@ -191,6 +190,24 @@ def _held_by_another_process(path: Path) -> bool:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
     return False
+
+
+def _holder(path: Path) -> str:
+    """Which process holds the store, as ClickHouse wrote it in `status` ("PID: n"):
+    the operator must stop that one, and it need not be a Chainwatch process."""
+    try:
+        text = (path / "status").read_text(errors="replace")
+        match = re.search(r"^PID: (\d+)$", text, re.MULTILINE)
+        if match is None:
+            return "another process"
+        pid = int(match.group(1))
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return "another process"
+    command = " ".join(a.decode(errors="replace") for a in argv if a)
+    if len(command) > 120:
+        command = command[:117] + "..."
+    return f"process {pid} ({command})" if command else f"process {pid}"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -75,7 +75,7 @@ def test_a_store_held_by_a_sink_is_one_line_before_anything_runs(tmp_path: Path)
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "is held by another Chainwatch process; a backtest writes its runs there" in lines[0]
+    assert "is held by another process; a backtest writes its runs there" in lines[0]
     assert "CHAINWATCH_CLICKHOUSE__URL" in lines[0]
 
 

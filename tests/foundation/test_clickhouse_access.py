@@ -77,8 +77,9 @@ def owner(tmp_path: Path) -> Iterator[Settings]:
             proc.wait(timeout=60)
 
 
-def test_the_store_is_locked_to_its_owner(owner: Settings) -> None:
-    with pytest.raises(StoreLocked):
+def test_the_store_is_locked_to_its_owner_named_by_pid(owner: Settings) -> None:
+    """It said "another Chainwatch process" whoever held it: the operator needs the pid."""
+    with pytest.raises(StoreLocked, match=r"is held by process \d+ \(.*python.* -c "):
         open_client(owner)
 
 
