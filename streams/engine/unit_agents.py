@@ -39,6 +39,15 @@ class UnitAgents:
         raw = self.rt.unit_table.get(unit_id)
         return UnitSlot(unit_id) if raw is None else UnitSlot.from_json(orjson.loads(raw))
 
+    def entries(self, unit_id: str) -> dict[str, OccupancyEntry]:
+        """Every stored occupancy entry of the unit, frozen ones included."""
+        entries: dict[str, OccupancyEntry] = {}
+        for order_id in self.orders_at(unit_id):
+            raw = self.rt.occupancy_table.get(f"{unit_id}|{order_id}")
+            if raw is not None:
+                entries[order_id] = OccupancyEntry.from_json(orjson.loads(raw))
+        return entries
+
     def apply(self, slot: UnitSlot, effects: UnitEffects, store: bool) -> None:
         """Store first, then send (as the order side); every value is encoded before any write."""
         rt = self.rt
@@ -51,6 +60,9 @@ class UnitAgents:
             rt.put(rt.occupancy_table, key, value)
         for order_id in effects.forgotten:
             rt.delete(rt.occupancy_table, f"{slot.unit_id}|{order_id}")
+        index = self.orders_at(slot.unit_id)
+        index.difference_update(effects.forgotten)
+        index.update(effects.changed_entries)
         if unit is not None:
             rt.put(rt.unit_table, slot.unit_id, unit)
         for answer in effects.answers:
@@ -77,13 +89,8 @@ class UnitAgents:
         elif not await rt.mis_keyed(UNIT_STATUS, message, value):
             now_ms = rt.clock.observe(message.partition, to_ms(value.event_time))
             slot = self.load(value.unit_id)
-            occupancy = {}
-            for order_id in self.orders_at(value.unit_id):
-                raw = rt.occupancy_table.get(f"{value.unit_id}|{order_id}")
-                if raw is not None:
-                    occupancy[order_id] = OccupancyEntry.from_json(orjson.loads(raw))
             effects = self.units.on_status(
-                slot, unit_status_fact(value), occupancy, from_ms(now_ms),
+                slot, unit_status_fact(value), self.entries(value.unit_id), from_ms(now_ms),
                 rt.source(UNIT_STATUS, message), message.value,
             )  # fmt: skip
             self.apply(slot, effects, store=effects.changed)
@@ -105,10 +112,9 @@ class UnitAgents:
                     )
             slot = self.load(unit_id)
             now = from_ms(rt.clock.now(event.message.partition))
-            effects = self.units.on_occupancies(slot, messages, entries, now)
-            index = self.orders_at(unit_id)
-            index.difference_update(effects.forgotten)
-            index.update(effects.changed_entries)
+            effects = self.units.on_occupancies(
+                slot, messages, entries, now, lambda: self.entries(unit_id)
+            )
             self.apply(slot, effects, store=effects.changed)
 
     async def on_units_recovered(self) -> None:

@@ -8,13 +8,18 @@ orders it touched, not every order the unit ever saw.
 
 Its state is bounded (streams.engine.limits): after each record it folds away
 the downtimes no visit can still need; what it keeps depends on its own status
-log, not on when the orders' visits reached it (within the lookback).
+log, not on when the orders' visits reached it (within the lookback). The orders
+in progress during a downtime are not kept in the unit's value (a long outage at
+a busy unit overlaps thousands of orders, and the value passed Kafka's limit): the
+occupancy entries are them, an order that left the engine's state keeps its entry,
+frozen, while a downtime it overlaps is kept, and a unit alert's list is derived
+from the entries when it changes.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -30,7 +35,7 @@ from streams.engine.order_slot import downtime_to_json
 from streams.rules.alert_json import alert_json
 from streams.rules.diff import alert_changes
 from streams.rules.downtimes import Downtime, build_downtimes
-from streams.rules.evaluate import evaluate_unit
+from streams.rules.evaluate import ORDERS_LISTED, evaluate_unit
 from streams.rules.facts import DowntimeRecord, from_ms, to_ms
 
 
@@ -53,7 +58,9 @@ class UnitSlot:
     """The status records open visits may still need (streams.engine.limits), sorted."""
     published: dict[str, dict[str, Any]] = field(default_factory=dict)
     in_progress: dict[str, list[str]] = field(default_factory=dict)
-    """downtime event_id -> orders whose visits overlap it (for `unit_down` details)."""
+    """Stored before the orders in progress were derived from the occupancy entries:
+    downtime event_id -> its orders then. Only the orders that left the state since
+    (their entries were deleted) are kept, until the downtime is folded away."""
     accepted: int = 0
     """Status records ever taken in (folded ones included): the answers' version."""
     floor: tuple[int, str] | None = None
@@ -207,13 +214,22 @@ class OccupancyEntry:
     version: int
     visits: list[list[Any]]
     answered: list[list[Any]] | None = None
+    frozen: bool = False
+    """The order left the engine's state (evicted): its visits are final and it stays
+    among the orders in progress of the downtimes it overlaps until they are folded
+    away; it is answered no more."""
 
     def to_json(self) -> list[Any]:
-        return [self.version, self.visits, self.answered]
+        body = [self.version, self.visits, self.answered]
+        return [*body, True] if self.frozen else body
 
     @classmethod
     def from_json(cls, data: list[Any]) -> OccupancyEntry:
-        return cls(data[0], data[1], data[2])
+        return cls(data[0], data[1], data[2], len(data) > 3 and data[3] is True)
+
+    def touching(self, spans: Sequence[Span]) -> set[str]:
+        """The event_ids of the downtimes its visits overlap."""
+        return {d.event_id for d in _overlapping(spans, self.visits)}
 
 
 @dataclass(slots=True)
@@ -223,26 +239,9 @@ class UnitEffects:
     changed_entries: dict[str, OccupancyEntry] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     forgotten: set[str] = field(default_factory=set)
-    """Orders whose entry is dropped (they left the state)."""
+    """Orders whose entry is deleted (they left the state, and no kept downtime needs it)."""
     changed: bool = False
     """The unit slot changed (a record taken in or folded away, orders in progress): store it."""
-
-
-def _keep_evicted(
-    before: Mapping[str, list[str]],
-    after: dict[str, list[str]],
-    occupancy: Mapping[str, OccupancyEntry],
-    kept: set[str],
-) -> None:
-    """An order that left the state (evicted: its occupancy was forgotten) stays in
-    the lists of the downtimes it was in: its visits are final (CONTRACT v1.2), and
-    a unit that derives a downtime's alert again must not shorten its list."""
-    for event_id, orders in before.items():
-        if event_id not in kept:
-            continue
-        gone = [o for o in orders if o not in occupancy]
-        if gone:
-            after[event_id] = sorted({*after.get(event_id, []), *gone})
 
 
 Span = tuple[int, int | None, Downtime]
@@ -290,8 +289,10 @@ class UnitProcessor:
     ) -> UnitEffects:
         """A status record: new downtimes, answers to every order they touch, unit alerts.
 
-        Afterwards the unit folds away what no visit can still need
-        (`UnitSlot.horizon_ms`); a record it cannot take is a `state_limit` dead letter.
+        `occupancy` is every entry of the unit, frozen ones included. Afterwards
+        the unit folds away what no visit can still need (`UnitSlot.fold`), and
+        the frozen entries that overlap no kept downtime go; a record it cannot
+        take is a `state_limit` dead letter.
         """
         limit = self.limits.max_unit_records
         effects = UnitEffects()
@@ -309,14 +310,24 @@ class UnitProcessor:
         effects.changed = effects.changed or not redelivered
         downtimes = build_downtimes(slot.records)
         spans = _spans(downtimes)
-        before, slot.in_progress = slot.in_progress, {}
+        members: dict[str, set[str]] = {}
         for order_id in sorted(occupancy):
             entry = occupancy[order_id]
             touching = _overlapping(spans, entry.visits)
             for d in touching:
-                slot.in_progress.setdefault(d.event_id, []).append(order_id)
-            self._answer(slot, order_id, entry, touching, effects, again=redelivered)
-        _keep_evicted(before, slot.in_progress, occupancy, {d.event_id for d in downtimes})
+                members.setdefault(d.event_id, set()).add(order_id)
+            if not entry.frozen:
+                self._answer(slot, order_id, entry, touching, effects, again=redelivered)
+        if slot.in_progress:  # a stored list: only the orders without an entry stay in it
+            kept = {d.event_id for d in downtimes}
+            left = {
+                event_id: [o for o in orders if o not in occupancy]
+                for event_id, orders in slot.in_progress.items()
+                if event_id in kept
+            }
+            left = {event_id: o for event_id, o in left.items() if o}
+            effects.changed = effects.changed or left != slot.in_progress
+            slot.in_progress = left
         # Only the alerts this record can change are derived again: its own downtime,
         # the downtimes it ends (an `up`), and those whose orders in progress changed.
         at = record.event_time
@@ -325,18 +336,27 @@ class UnitProcessor:
             for d in downtimes
             if d.event_id == record.event_id or (d.start <= at and (d.end is None or d.end >= at))
         }
-        affected.update(
-            e for e in before.keys() | slot.in_progress.keys()
-            if before.get(e) != slot.in_progress.get(e)
-        )  # fmt: skip
-        effects.alerts = self._alerts(slot, downtimes, now, affected)
+        for body in slot.published.values():
+            event_id = body["details"].get("event_id")
+            if event_id not in affected and _listing(body) != self._listing(
+                slot, event_id, members.get(event_id, set())
+            ):
+                affected.add(event_id)
+        effects.alerts = self._alerts(slot, downtimes, now, affected, members)
         # Folded only now: a record older than the horizon still gets its alert, final.
         if self._fold(slot, occupancy):
             effects.changed = True
+            kept_spans = _spans(build_downtimes(slot.records))
+            for order_id, entry in occupancy.items():
+                if entry.frozen and not entry.touching(kept_spans):
+                    effects.forgotten.add(order_id)
         return effects
 
     def _fold(self, slot: UnitSlot, occupancy: Mapping[str, OccupancyEntry]) -> bool:
-        return slot.fold(occupancy, self.limits.unit_lookback_ms)
+        """Fold by the visits of the orders still in the state (a frozen entry's
+        downtimes need not be kept for it: their alerts' last version is final)."""
+        known = {order_id: e for order_id, e in occupancy.items() if not e.frozen}
+        return slot.fold(known, self.limits.unit_lookback_ms)
 
     def _refuse(
         self,
@@ -367,38 +387,45 @@ class UnitProcessor:
         messages: Sequence[Occupancy],
         entries: Mapping[str, OccupancyEntry | None],
         now: datetime,
+        every_entry: Callable[[], Mapping[str, OccupancyEntry]],
     ) -> UnitEffects:
         """A batch of the orders' reports to this unit, applied in their log order.
 
-        Each report updates the order's entry and the downtimes' orders in
-        progress, and answers the order if its downtimes changed (only the last
-        answer per order is kept: answers are versioned and each is whole). The
-        alerts of the downtimes whose orders in progress changed are derived once,
-        after the batch: a report changes only their `orders_in_progress`, so one
-        version per batch ends where one per report would (CONTRACT v1.2 publishes
-        the changes of a batch, not each intermediate state). A `forget` (the
-        order left the state) drops its entry; the lists keep it (`_keep_evicted`).
+        Each report updates the order's entry, and answers the order if its
+        downtimes changed (only the last answer per order is kept: answers are
+        versioned and each is whole). The alerts of the downtimes whose orders in
+        progress changed are derived once, after the batch, from `every_entry()`
+        (the unit's stored entries) updated by the batch: a report changes only
+        their `orders_in_progress`, so one version per batch ends where one per
+        report would (CONTRACT v1.2 publishes the changes of a batch, not each
+        intermediate state). A `forget` (the order left the state) freezes its
+        entry while a downtime it overlaps is kept, else drops it. A report that
+        comes again (a redelivery after a crash) derives its downtimes' alerts
+        again: the alerts may not have been sent before the crash.
         `entries` holds the stored entry of every order in `messages` (None: none).
         """
         effects = UnitEffects()
         current = dict(entries)
         downtimes = build_downtimes(slot.records)
-        changed_progress: set[str] = set()
-        # Each downtime's orders in progress as a set for the batch, written back sorted
-        # once at its end: a long downtime has thousands of them, and testing and
-        # rebuilding the stored list for every report made a batch quadratic in them.
-        progress = {d.event_id: set(slot.in_progress.get(d.event_id, ())) for d in downtimes}
         spans = _spans(downtimes)
+        changed_progress: set[str] = set()
         for message in messages:
             order_id = message.order_id
-            if message.forget:
-                current[order_id] = None
-                effects.changed_entries.pop(order_id, None)
-                effects.forgotten.add(order_id)
-                continue
             entry = current.get(order_id)
-            if entry is not None and message.version < entry.version:
-                continue  # overtaken by a newer report of the same order
+            was = set() if entry is None else entry.touching(spans)
+            if message.forget:
+                if entry is None:
+                    continue
+                if not was:
+                    current[order_id] = None
+                    effects.changed_entries.pop(order_id, None)
+                    effects.forgotten.add(order_id)
+                elif not entry.frozen:
+                    entry = OccupancyEntry(entry.version, entry.visits, entry.answered, True)
+                    current[order_id] = effects.changed_entries[order_id] = entry
+                continue
+            if entry is not None and (entry.frozen or message.version < entry.version):
+                continue  # overtaken by a newer report of the same order, or it left
             # the same version again is a redelivery (or a rejoin): re-applied, answer re-sent
             again = entry is not None and message.version == entry.version
             answered = entry.answered if entry else None
@@ -407,27 +434,20 @@ class UnitProcessor:
             effects.forgotten.discard(order_id)
             touching = _overlapping(spans, entry.visits)
             touched = {d.event_id for d in touching}
-            for d in downtimes:
-                orders = progress[d.event_id]
-                present = order_id in orders
-                if (d.event_id in touched) != present:
-                    changed_progress.add(d.event_id)
-                    if present:
-                        orders.discard(order_id)
-                    else:
-                        orders.add(order_id)
+            changed_progress.update(touched if again else was ^ touched)
             self._answer(slot, order_id, entry, touching, effects, again=again)
             effects.changed_entries[order_id] = entry
-        for event_id in changed_progress:
-            if progress[event_id]:
-                slot.in_progress[event_id] = sorted(progress[event_id])
-            else:
-                slot.in_progress.pop(event_id, None)
         if len(effects.answers) > 1:
             effects.answers = list({a.order_id: a for a in effects.answers}.values())
         if changed_progress:
-            effects.changed = True
-            effects.alerts = self._alerts(slot, downtimes, now, changed_progress)
+            unit = {**every_entry(), **current}
+            members: dict[str, set[str]] = {}
+            for order_id, known in unit.items():
+                if known is not None:
+                    for event_id in known.touching(spans) & changed_progress:
+                        members.setdefault(event_id, set()).add(order_id)
+            effects.alerts = self._alerts(slot, downtimes, now, changed_progress, members)
+            effects.changed = bool(effects.alerts)
         return effects
 
     def _answer(
@@ -453,16 +473,29 @@ class UnitProcessor:
             )
         )
 
+    def _listing(self, slot: UnitSlot, event_id: str, members: set[str]) -> tuple[Any, Any]:
+        """(`orders_in_progress`, `orders_in_progress_count`) of a downtime's alert."""
+        orders = members.union(slot.in_progress.get(event_id, ()))
+        return sorted(orders)[:ORDERS_LISTED], len(orders)
+
     def _alerts(
-        self, slot: UnitSlot, downtimes: list[Downtime], now: datetime, affected: set[str]
+        self,
+        slot: UnitSlot,
+        downtimes: list[Downtime],
+        now: datetime,
+        affected: set[str],
+        members: Mapping[str, set[str]],
     ) -> list[dict[str, Any]]:
-        """The changes among the alerts of the `affected` downtimes (by event_id)."""
+        """The changes among the alerts of the `affected` downtimes (by event_id);
+        `members` are the orders with an entry whose visits overlap each of them."""
         chosen = [d for d in downtimes if d.event_id in affected]
         desired: dict[str, dict[str, Any]] = {}
         for key, alert in evaluate_unit(slot.unit_id, chosen, self.plan, now).items():
             body = alert_json(alert)
-            event_id = body["details"].get("event_id")
-            body["details"]["orders_in_progress"] = slot.in_progress.get(event_id, [])
+            details = body["details"]
+            event_id = details.get("event_id")
+            listed, count = self._listing(slot, event_id, members.get(event_id, set()))
+            details["orders_in_progress"], details["orders_in_progress_count"] = listed, count
             desired[key] = body
         mine = [
             key
@@ -473,3 +506,9 @@ class UnitProcessor:
         for body in changes:
             slot.published[body["alert_id"]] = body
         return changes
+
+
+def _listing(body: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A published unit alert's (`orders_in_progress`, `orders_in_progress_count`)."""
+    details = body["details"]
+    return details.get("orders_in_progress"), details.get("orders_in_progress_count")

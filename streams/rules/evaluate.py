@@ -129,6 +129,12 @@ def current_customer_id(facts: OrderFacts, plan: SlaPlan) -> str | None:
 _CUSTOMERS: dict[tuple[str, str | None, str], AlertCustomer] = {}
 _CUSTOMERS_MAX = 100_000
 
+ORDERS_LISTED = 20
+"""How many of a downtime's orders in progress a unit alert lists (the first in id
+order; `orders_in_progress_count` has them all): the unit keeps that list in its
+state, which must stay bounded whatever the number of orders (CONTRACT v1.2), and a
+long outage at a busy unit overlaps thousands."""
+
 
 def _alert_customer(customer_id: str, name: str | None, tier: str) -> AlertCustomer:
     """One shared (frozen) model per customer as known: every evaluation of an order
@@ -351,7 +357,8 @@ def evaluate_unit(
     Their status depends on facts only (a downtime's end is an `up` record), so
     `now` does not change them; it is accepted so both entry points look alike.
     `orders_in_progress` are the visits at this unit known to the caller; each
-    alert lists the orders whose visit overlaps its downtime.
+    alert lists the first `ORDERS_LISTED` orders (by id) whose visit overlaps its
+    downtime, and counts them all.
     """
     del now
     alerts: dict[str, Alert] = {}
@@ -389,7 +396,8 @@ def evaluate_unit(
             details={
                 "event_id": downtime.event_id,
                 "reason": downtime.reason,
-                "orders_in_progress": orders,
+                "orders_in_progress": orders[:ORDERS_LISTED],
+                "orders_in_progress_count": len(orders),
                 "contingency": plan.contingency.get(downtime.stage) if downtime.stage else None,
             },
         )

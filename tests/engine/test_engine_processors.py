@@ -347,7 +347,7 @@ def test_every_internal_message_decodes_to_itself_in_its_bundle() -> None:
         occupancy,
         forget,
     ]
-    units.on_occupancies(unit, [occupancy], {"PO-1": None}, T0)
+    units.on_occupancies(unit, [occupancy], {"PO-1": None}, T0, dict)
     answers = units.on_status(
         unit, unit_status_fact(_status("u-1", "down", 1, unit="U-1")),
         {"PO-1": OccupancyEntry(1, occupancy.visits)}, T0, _src("unit-status", 0), b"{}",
@@ -662,28 +662,30 @@ def test_a_batch_of_reports_ends_where_one_at_a_time_ends_with_one_alert_version
     entries: dict[str, OccupancyEntry | None] = {}
     answers: dict[str, DowntimeAnswer] = {}
     versions = 0
+    stored_now = lambda: {k: v for k, v in entries.items() if v is not None}  # noqa: E731
     for report in _reports():
         stored = {report.order_id: entries.get(report.order_id)}
-        effects = units.on_occupancies(one, [report], stored, T0)
+        effects = units.on_occupancies(one, [report], stored, T0, stored_now)
         entries.update(effects.changed_entries)
         entries.update(dict.fromkeys(effects.forgotten))
         answers.update({a.order_id: a for a in effects.answers})
         versions += len(effects.alerts)
 
     stored = dict.fromkeys(["PO-2", "PO-3", "PO-4"])
-    effects = units.on_occupancies(batched, _reports(), stored, T0)
+    effects = units.on_occupancies(batched, _reports(), stored, T0, dict)
 
     # PO-2 moved off the downtime; PO-4 left the state, its final visit stays listed
-    assert one.in_progress == batched.in_progress == {"s-0": ["PO-3", "PO-4"]}
     assert batched.published == one.published
     (alert,) = effects.alerts  # one version of the downtime's alert for the whole batch ...
     assert alert["details"]["orders_in_progress"] == ["PO-3", "PO-4"]
+    assert alert["details"]["orders_in_progress_count"] == 2
     assert versions > 1  # ... where one report at a time published each intermediate list
     kept = {k: v for k, v in entries.items() if v is not None}
     assert {k: v.to_json() for k, v in effects.changed_entries.items()} == {
         k: v.to_json() for k, v in kept.items()
     }
-    assert effects.forgotten == {"PO-4"}
+    assert effects.changed_entries["PO-4"].frozen  # kept while the downtime is
+    assert effects.forgotten == set()
     assert effects.answers == [answers["PO-2"], answers["PO-3"], answers["PO-4"]]
     assert [a.version for a in effects.answers] == [(2, 2), (2, 1), (2, 1)]  # PO-3 v3: same answer
     assert effects.changed
@@ -692,10 +694,13 @@ def test_a_batch_of_reports_ends_where_one_at_a_time_ends_with_one_alert_version
 def test_a_redelivered_batch_of_reports_re_sends_the_answers_and_changes_nothing() -> None:
     units = UnitProcessor(PLAN)
     unit = _down_unit(units)
-    first = units.on_occupancies(unit, _reports(), dict.fromkeys(["PO-2", "PO-3", "PO-4"]), T0)
+    first = units.on_occupancies(
+        unit, _reports(), dict.fromkeys(["PO-2", "PO-3", "PO-4"]), T0, dict
+    )
     stored = {k: OccupancyEntry.from_json(orjson.loads(orjson.dumps(v.to_json())))
               for k, v in first.changed_entries.items()}  # fmt: skip
-    again = units.on_occupancies(unit, _reports()[3:5], stored, T0)  # PO-2 v2, PO-3 v3 again
+    # PO-2 v2, PO-3 v3 again
+    again = units.on_occupancies(unit, _reports()[3:5], stored, T0, lambda: stored)
     assert again.alerts == []
     assert not again.changed
     assert [(a.order_id, a.version) for a in again.answers] == [("PO-2", (2, 2)), ("PO-3", (2, 3))]

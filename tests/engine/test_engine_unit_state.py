@@ -29,6 +29,9 @@ from streams.engine.messages import Occupancy
 from streams.engine.order_processor import Effects, OrderProcessor
 from streams.engine.order_slot import OrderSlot
 from streams.engine.unit_processor import OccupancyEntry, UnitEffects, UnitProcessor, UnitSlot
+from streams.rules.alert_json import alert_json
+from streams.rules.downtimes import build_downtimes
+from streams.rules.evaluate import ORDERS_LISTED, UnitOccupancy, evaluate_unit
 from streams.rules.facts import to_ms
 from streams.rules.record_facts import unit_status_fact
 
@@ -146,12 +149,11 @@ class Engine:
 
     def _occupancy(self, message: Occupancy) -> None:
         entries = self.occupancy.setdefault(message.unit_id, {})
-        if message.forget:
-            entries.pop(message.order_id, None)
-            return
         unit = self.units.setdefault(message.unit_id, UnitSlot(message.unit_id))
         entry = entries.get(message.order_id)
-        effects = self.unit_proc.on_occupancies(unit, [message], {message.order_id: entry}, NOW)
+        effects = self.unit_proc.on_occupancies(
+            unit, [message], {message.order_id: entry}, NOW, lambda: dict(entries)
+        )
         self._unit(unit, effects, store=True)
 
     def _unit(self, unit: UnitSlot, effects: UnitEffects, store: bool = False) -> None:
@@ -160,7 +162,10 @@ class Engine:
             if unit.unit_id == UNIT:
                 self.largest_unit_value = max(self.largest_unit_value, len(value))
             self.units[unit.unit_id] = UnitSlot.from_json(orjson.loads(value))
-        self.occupancy.setdefault(unit.unit_id, {}).update(effects.changed_entries)
+        entries = self.occupancy.setdefault(unit.unit_id, {})
+        entries.update(effects.changed_entries)
+        for order_id in effects.forgotten:
+            entries.pop(order_id, None)
         self._publish(effects.alerts, effects.dead_letters)
         for answer in effects.answers:
             slot = self.orders[answer.order_id]
@@ -313,9 +318,133 @@ def test_an_evicted_order_stays_in_the_orders_in_progress_of_the_unit_alerts_it_
     evicted = engine.order_proc.on_clock(slot, T0 + timedelta(days=2))
     assert evicted.evicted
     engine._order(slot, evicted)
-    assert "PO-V" not in engine.occupancy[UNIT]  # the unit forgot its visits
+    assert engine.occupancy[UNIT]["PO-V"].frozen  # the unit keeps its final visits
 
     engine.feed([_status(1, 14_500, "up")])
     [resolved] = engine.of_type("unit_down")
     assert resolved["status"] == "resolved"
     assert resolved["details"]["orders_in_progress"] == ["PO-V", "PO-W"]
+
+
+def _unit_src(offset: int) -> DeadLetterSource:
+    return DeadLetterSource(kind="kafka", topic="unit-status", partition=0, offset=offset)
+
+
+def _visit(order_id: str, start_s: float, end_s: float | None) -> Occupancy:
+    start = to_ms(T0 + timedelta(seconds=start_s))
+    end = None if end_s is None else to_ms(T0 + timedelta(seconds=end_s))
+    return Occupancy(order_id, UNIT, 1, [["dyeing", 1, start, end]])
+
+
+def test_a_downtime_over_thousands_of_orders_keeps_the_unit_value_bounded() -> None:
+    """CONTRACT v1.2 "Bounded state": the unit kept every overlapping order's id in its
+    value (and in its alert's); 9,000 orders at a down unit passed the 900 KB limit and
+    every later record for the unit failed, its `up` included: the alerts stayed open.
+    Now the alert lists the first ids and counts all, as the reference engine does."""
+    processor = UnitProcessor(PLAN)
+    slot = UnitSlot(UNIT)
+    entries: dict[str, OccupancyEntry] = {}
+
+    def status(offset: int, record: UnitStatus) -> UnitEffects:
+        effects = processor.on_status(
+            slot, unit_status_fact(record), dict(entries), NOW, _unit_src(offset), b"{}"
+        )
+        for order_id in effects.forgotten:
+            entries.pop(order_id)
+        return effects
+
+    status(0, _status(0, 14_400, "down"))
+    ids = [f"FLOOD-{k:06d}-" + "x" * 51 for k in range(3_000)]
+    largest = 0
+    for start in range(0, len(ids), 500):  # batches, as the unit inbox takes them
+        reports = [_visit(o, 15_000, None) for o in ids[start : start + 500]]
+        effects = processor.on_occupancies(
+            slot, reports, dict.fromkeys(r.order_id for r in reports), NOW, lambda: dict(entries)
+        )
+        entries.update(effects.changed_entries)
+        largest = max(largest, len(orjson.dumps(slot.to_json())))
+    assert largest < 20_000  # was ~400 KB here, and growing with every order
+    (down,) = effects.alerts
+    assert down["details"]["orders_in_progress"] == sorted(ids)[:ORDERS_LISTED]
+    assert down["details"]["orders_in_progress_count"] == 3_000
+    assert len(orjson.dumps(down)) < 5_000
+
+    (resolved,) = status(1, _status(1, 20_000, "up")).alerts
+    assert resolved["status"] == "resolved"
+    assert resolved["details"]["orders_in_progress_count"] == 3_000
+    # the reference engine's unit alert lists and counts the same orders
+    occupancy = [UnitOccupancy(UNIT, o, "dyeing", 1, T0 + timedelta(seconds=15_000), None)
+                 for o in ids]  # fmt: skip
+    downtimes = build_downtimes(slot.records)
+    (reference,) = evaluate_unit(UNIT, downtimes, PLAN, NOW, occupancy).values()
+    assert alert_json(reference)["details"] == resolved["details"]
+
+
+def test_a_listed_order_that_leaves_the_downtime_makes_room_for_the_next_id() -> None:
+    processor = UnitProcessor(PLAN)
+    slot = UnitSlot(UNIT)
+    entries: dict[str, OccupancyEntry] = {}
+    processor.on_status(slot, unit_status_fact(_status(0, 14_400, "down")), {}, NOW,
+                        _unit_src(0), b"{}")  # fmt: skip
+    ids = [f"PO-{k:03d}" for k in range(ORDERS_LISTED + 5)]
+    effects = processor.on_occupancies(
+        slot, [_visit(o, 15_000, None) for o in ids], dict.fromkeys(ids), NOW, dict
+    )
+    entries.update(effects.changed_entries)
+    moved = Occupancy("PO-000", UNIT, 2, [["dyeing", 1, to_ms(T0), to_ms(T0) + 1_000]])
+    (alert,) = processor.on_occupancies(
+        slot, [moved], {"PO-000": entries["PO-000"]}, NOW, lambda: dict(entries)
+    ).alerts
+    assert alert["details"]["orders_in_progress"] == ids[1 : ORDERS_LISTED + 1]
+    assert alert["details"]["orders_in_progress_count"] == len(ids) - 1
+
+
+def test_an_order_that_left_the_state_stays_counted_and_its_entry_goes_with_the_fold() -> None:
+    limits = EngineLimits(unit_lookback_ms=DAY_MS)
+    processor = UnitProcessor(PLAN, limits)
+    slot = UnitSlot(UNIT)
+    entries: dict[str, OccupancyEntry] = {}
+    processor.on_status(slot, unit_status_fact(_status(0, 14_400, "down")), {}, NOW,
+                        _unit_src(0), b"{}")  # fmt: skip
+    report = _visit("PO-GONE", 15_000, 16_000)
+    entries.update(processor.on_occupancies(slot, [report], {"PO-GONE": None}, NOW,
+                                            dict).changed_entries)  # fmt: skip
+    forget = Occupancy("PO-GONE", UNIT, 1, forget=True)
+    left = processor.on_occupancies(slot, [forget], dict(entries), NOW, lambda: dict(entries))
+    assert left.forgotten == set()
+    assert left.changed_entries["PO-GONE"].frozen
+    entries.update(left.changed_entries)
+    late = Occupancy("PO-GONE", UNIT, 2, [["dyeing", 1, to_ms(T0), to_ms(T0) + 1]])
+    assert processor.on_occupancies(slot, [late], dict(entries), NOW, dict).changed_entries == {}
+
+    up = processor.on_status(slot, unit_status_fact(_status(1, 20_000, "up")), dict(entries),
+                             NOW, _unit_src(1), b"{}")  # fmt: skip
+    (resolved,) = up.alerts
+    assert resolved["details"]["orders_in_progress"] == ["PO-GONE"]
+    assert up.answers == []  # a frozen order is answered no more
+    # two days on the downtime is folded away (no order in the state needs it) ...
+    later = processor.on_status(
+        slot, unit_status_fact(_status(2, 20_000 + 2 * 86_400, "down")), dict(entries),
+        NOW, _unit_src(2), b"{}",
+    )  # fmt: skip
+    assert [r.event_id for r in slot.records] == ["u-2"]
+    assert later.forgotten == {"PO-GONE"}  # ... and the frozen entry with it
+
+
+def test_a_unit_value_stored_with_whole_lists_keeps_the_orders_that_left_the_state() -> None:
+    """A unit stored before the lists were derived from the entries: its lists named
+    every order, and an order evicted since has no entry; it stays listed."""
+    processor = UnitProcessor(PLAN)
+    slot = UnitSlot(UNIT)
+    processor.on_status(slot, unit_status_fact(_status(0, 14_400, "down")), {}, NOW,
+                        _unit_src(0), b"{}")  # fmt: skip
+    stored = slot.to_json()
+    stored["ip"] = {"u-0": ["PO-EVICTED", "PO-LIVE"]}
+    old = UnitSlot.from_json(orjson.loads(orjson.dumps(stored)))
+    live = OccupancyEntry(1, _visit("PO-LIVE", 15_000, None).visits)
+    (resolved,) = processor.on_status(
+        old, unit_status_fact(_status(1, 20_000, "up")), {"PO-LIVE": live}, NOW,
+        _unit_src(1), b"{}",
+    ).alerts  # fmt: skip
+    assert resolved["details"]["orders_in_progress"] == ["PO-EVICTED", "PO-LIVE"]
+    assert old.in_progress == {"u-0": ["PO-EVICTED"]}
