@@ -40,6 +40,7 @@ into one incident and closes it when the alert ends.
 from __future__ import annotations
 
 import string
+import unicodedata
 from typing import Any
 from urllib.parse import quote
 
@@ -100,6 +101,27 @@ def order_link(alert: Alert, template: str = DEFAULT_LINK_TEMPLATE) -> str | Non
     return template.format(**{k: quote(v, safe="") for k, v in values.items()})
 
 
+def printable(text: str) -> str:
+    """Free text from the input (a CRM customer's name) without control and format
+    characters: a NUL, an escape sequence or a right-to-left override (U+202E) in a
+    name must not reorder or hide what an operator reads in a notification."""
+    return "".join(c for c in text if unicodedata.category(c) not in ("Cc", "Cf"))
+
+
+def slack_escaped(text: str) -> str:
+    """Slack's mrkdwn escaping (https://api.slack.com/reference/surfaces/formatting):
+    `<!channel>` or `<https://x|Log in>` in a customer's name would ping a channel
+    or show a disguised link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def teams_escaped(text: str) -> str:
+    """The Markdown an Adaptive Card renders in a `Fact.Value` (links `[text](url)`,
+    bold, italics) made literal with CommonMark's backslash escapes: a customer's
+    name must not become a link in a notification."""
+    return "".join("\\" + c if c in "\\[]*_`" else c for c in text)
+
+
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -152,14 +174,20 @@ def facts(alert: Alert) -> list[tuple[str, str]]:
     if alert.unit_id:
         rows.append(("Unit", alert.unit_id))
     if alert.customer is not None:
-        name = alert.customer.name or alert.customer.customer_id
-        rows.append(("Customer", f"{name} ({alert.customer.tier})"))
+        rows.append(("Customer", f"{customer_name(alert)} ({alert.customer.tier})"))
     rows.append(("Deadline", format_utc(alert.deadline)))
     if alert.lateness_s is not None:
         rows.append(("Lateness", duration(alert.lateness_s)))
     if alert.cause is not None:
         rows.append(("Cause", f"unit {alert.cause.unit_id} {alert.cause.reason or 'down'}"))
     return rows
+
+
+def customer_name(alert: Alert) -> str:
+    """The customer as shown: the CRM name (free text, made printable) or the id."""
+    assert alert.customer is not None
+    name = alert.customer.name
+    return printable(name) if name else alert.customer.customer_id
 
 
 # --- Slack --------------------------------------------------------------------
@@ -176,7 +204,10 @@ def slack_message(alert: Alert, link_template: str = DEFAULT_LINK_TEMPLATE) -> d
         {
             "type": "section",
             "fields": [
-                {"type": "mrkdwn", "text": _clip(f"*{label}*\n{value}", SLACK_FIELD_MAX)}
+                {
+                    "type": "mrkdwn",
+                    "text": _clip(f"*{label}*\n{slack_escaped(value)}", SLACK_FIELD_MAX),
+                }
                 for label, value in facts(alert)[:10]
             ],
         },
@@ -201,8 +232,7 @@ def slack_message(alert: Alert, link_template: str = DEFAULT_LINK_TEMPLATE) -> d
     )
     text = f"{icon} {head}, deadline {format_utc(alert.deadline)}"
     if alert.customer is not None:
-        text += f", customer {alert.customer.name or alert.customer.customer_id}"
-        text += f" ({alert.customer.tier})"
+        text += f", customer {slack_escaped(customer_name(alert))} ({alert.customer.tier})"
     return {"text": _clip(text, SLACK_TEXT_MAX), "blocks": blocks}
 
 
@@ -229,7 +259,13 @@ def teams_message(alert: Alert, link_template: str = DEFAULT_LINK_TEMPLATE) -> d
             },
             {
                 "type": "FactSet",
-                "facts": [{"title": label, "value": value} for label, value in facts(alert)],
+                "facts": [
+                    {
+                        "title": label,
+                        "value": teams_escaped(value) if label == "Customer" else value,
+                    }
+                    for label, value in facts(alert)
+                ],
             },
             {
                 "type": "TextBlock",

@@ -142,6 +142,40 @@ def test_slack_clips_to_the_documented_limits() -> None:
     assert len(message["blocks"][0]["text"]["text"]) == 150
 
 
+HOSTILE_NAME = (
+    "<!channel> <https://evil.example/x|Log in again> [Log in](https://evil.example) "
+    "&amp; \u202eevil\u0000\x1b[2Jend"
+)
+
+
+def _hostile() -> Any:
+    alert = make_alert(1)
+    assert alert.customer is not None
+    customer = alert.customer.model_copy(update={"name": HOSTILE_NAME})
+    return alert.model_copy(update={"customer": customer})
+
+
+def test_a_customer_name_cannot_ping_a_channel_or_hide_a_link_in_slack() -> None:
+    """A CRM record is input: its name went into Slack's mrkdwn as it came, so a name
+    `<!channel> <https://evil|Log in>` pinged the channel and showed a disguised link."""
+    message = slack_message(_hostile())
+    assert check_slack(message) == []
+    field = next(f["text"] for f in message["blocks"][1]["fields"] if "Customer" in f["text"])
+    for text in (field, message["text"]):
+        assert "<" not in text
+        assert "&lt;!channel&gt; &lt;https://evil.example/x|Log in again&gt;" in text
+        assert "&amp;amp;" in text  # an entity in the name is shown as written
+        assert not {"\u202e", "\x00", "\x1b"} & set(text)
+
+
+def test_a_customer_name_cannot_make_a_link_in_teams() -> None:
+    card = teams_message(_hostile())["attachments"][0]["content"]
+    facts = {f["title"]: f["value"] for f in card["body"][1]["facts"]}
+    assert "\\[Log in\\](https://evil.example)" in facts["Customer"]
+    assert not {"\u202e", "\x1b"} & set(facts["Customer"])
+    assert facts["Order"] == "PO-1"  # identifiers are shown as they are
+
+
 def test_unit_alerts_have_no_order_link() -> None:
     alert = make_alert(1).model_copy(
         update={"type": AlertType.UNIT_DOWN, "order_id": None, "stage": None, "customer": None}
