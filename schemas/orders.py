@@ -14,10 +14,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from schemas.common import Identifier, StageName, UtcDatetime, format_utc
+from schemas.unit_status import plan_stages_from
 
 MAX_QUANTITY = 1e9
 """A sanity bound, far above any real order, that keeps float arithmetic exact
@@ -89,14 +97,25 @@ class OrderRecord(BaseModel):
 
     @field_validator("route")
     @classmethod
-    def _route_has_no_repeats(cls, route: list[str] | None) -> list[str] | None:
-        """A repeated stage would make visit numbering ambiguous (RULES.md, Visits)."""
+    def _route_of_the_plan(cls, route: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        """A repeated stage would make visit numbering ambiguous (RULES.md, Visits); a
+        stage the plan does not know (`"spinning"`) is invalid input, as on a unit
+        status (CONTRACT v1.2): the engine had no budget for it and refused the record
+        later, as if its `due_at` were wrong."""
         if route is not None and len(set(route)) != len(route):
             repeated = sorted(stage for stage, n in Counter(route).items() if n > 1)
             raise PydanticCustomError(
                 "route_repeats_stage",
                 "route repeats stage {stages}",
                 {"stages": ", ".join(repeated)},
+            )
+        stages = plan_stages_from(info)
+        unknown = [s for s in route or () if stages is not None and s not in stages]
+        if unknown:
+            raise PydanticCustomError(
+                "unknown_stage",
+                "route names {stages}, not a stage of the SLA plan",
+                {"stages": ", ".join(repr(s) for s in unknown)},
             )
         return route
 

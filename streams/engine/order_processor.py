@@ -36,7 +36,7 @@ from streams.rules.facts import (
     has_scan,
     to_ms,
 )
-from streams.rules.order_record import fold_records
+from streams.rules.order_record import fold_records, refusal
 from streams.rules.record_facts import order_record_fact, scan_fact
 from streams.rules.visits import Visit
 from streams.topics import ORDERS, SCANS
@@ -538,15 +538,12 @@ class OrderProcessor:
             tag = f"r:{record.offset}"
             if tag not in slot.dead_lettered:
                 slot.dead_lettered.append(tag)
+                loc, msg = refusal(record, self.plan)
                 effects.dead_letters.append(
                     DeadLetter.build(
                         None,
                         RecordPosition(ORDERS, slot.partition, record.offset).source(),
-                        [
-                            ErrorDetail(
-                                loc="due_at", msg="due_at is not after placed_at", type="bad_update"
-                            )
-                        ],
+                        [ErrorDetail(loc=loc, msg=msg, type="bad_update")],
                         ReasonCode.BAD_UPDATE,
                         now,
                     )

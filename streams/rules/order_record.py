@@ -51,6 +51,17 @@ def _route_ok(route: tuple[str, ...] | None, plan: SlaPlan) -> bool:
     return bool(route) and len(set(route)) == len(route) and all(plan.knows(s) for s in route)
 
 
+def refusal(fact: OrderRecordFact, plan: SlaPlan) -> tuple[str, str]:
+    """Why the fold refused a record: the dead letter's `loc` and message."""
+    if not _route_ok(fact.route, plan):
+        unknown = [s for s in fact.route or () if not plan.knows(s)]
+        if unknown:  # decoding refuses these; a record stored before the plan changed
+            names = ", ".join(repr(s) for s in unknown)
+            return "route", f"route names {names}, not a stage of the SLA plan"
+        return "route", "route is empty or repeats a stage"
+    return "due_at", "due_at is not after placed_at"
+
+
 def fold_records(records: Iterable[OrderRecordFact], plan: SlaPlan) -> RecordFold:
     """Created sets every field, updated patches due_at/quantity/customer/route.
 

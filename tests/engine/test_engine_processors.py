@@ -179,6 +179,36 @@ def test_an_off_route_scan_is_dead_lettered_once_with_its_source() -> None:
     assert later.dead_letters == []  # tagged: never dead-lettered twice
 
 
+def test_a_record_refused_by_the_fold_says_why_its_route_or_its_due_date() -> None:
+    """Every record the fold refused was `due_at is not after placed_at`, a route with
+    a stage the plan does not know included (that one decoding now refuses; the
+    engine still meets it in an order stored before its plan lost the stage)."""
+    inspection = [*ROUTE[:4], "inspection", *ROUTE[4:]]
+    data = PLAN.model_dump()
+    data["route"] = inspection
+    data["stage_duration"] = {**data["stage_duration"], "inspection": timedelta(hours=2)}
+    wider = type(PLAN).model_validate(data)
+    value = {"op": "created", "order_id": "PO-1", "customer_id": "C-1", "placed_at": _t(0),
+             "due_at": _t(24 * 20), "route": inspection}  # fmt: skip
+    stored = decode_input("orders", json.dumps(value).encode(), plan=wider)
+    processor = OrderProcessor(PLAN)  # restarted with the plan without `inspection`
+    slot = OrderSlot.new("PO-1")
+    effects = processor.on_order_record(slot, stored, _src("orders", 0), b"{}", T0)
+    ((letter, error),) = [(d, d.errors[0]) for d in effects.dead_letters]
+    assert letter.reason_code is ReasonCode.BAD_UPDATE
+    assert (error.loc, error.msg) == (
+        "route",
+        "route names 'inspection', not a stage of the SLA plan",
+    )
+
+    other = OrderSlot.new("PO-1")
+    processor.on_order_record(other, _order(), _src("orders", 1), b"{}", T0)
+    early = _record("orders", {"op": "updated", "order_id": "PO-1", "due_at": _t(-1),
+                               "event_time": _t(1)})  # fmt: skip
+    (due,) = processor.on_order_record(other, early, _src("orders", 2), b"{}", T0).dead_letters
+    assert (due.errors[0].loc, due.errors[0].msg) == ("due_at", "due_at is not after placed_at")
+
+
 def test_scans_beyond_the_cap_are_state_limit_dead_letters_and_the_slot_stays_small() -> None:
     limits = EngineLimits(max_scans_per_order=50)
     processor = OrderProcessor(PLAN, limits=limits)

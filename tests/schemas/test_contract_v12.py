@@ -218,6 +218,17 @@ def test_unit_status_stage_is_checked_against_the_configured_plan() -> None:
     assert _rejected("unit-status", raw).errors[0].type == "unknown_stage"
 
 
+def test_an_order_route_names_stages_of_the_sla_plan_only() -> None:
+    """A route with `spinning` decoded, and the engine refused it later as a bad
+    `due_at`; it is invalid input, as a unit status naming that stage."""
+    rejected = _rejected("orders", _raw(order_created(route=["spinning", "dyeing"])))
+    assert rejected.reason_code is ReasonCode.VALIDATION_FAILED
+    assert [(e.loc, e.type, e.msg) for e in rejected.errors] == [
+        ("route", "unknown_stage", "route names 'spinning', not a stage of the SLA plan")
+    ]
+    decode_input("orders", _raw(order_created(route=list(PLAN.route[:3]))), plan=PLAN)
+
+
 def test_a_scan_stage_is_checked_against_the_route_by_the_engine_not_by_decode() -> None:
     # RULES.md: a scan's stage is checked against the order's route (state), so
     # any well-spelled stage decodes here and the engine dead-letters it `off_route`.
