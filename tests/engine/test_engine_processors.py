@@ -188,7 +188,8 @@ def test_a_record_refused_by_the_fold_says_why_its_route_or_its_due_date() -> No
     data["route"] = inspection
     data["stage_duration"] = {**data["stage_duration"], "inspection": timedelta(hours=2)}
     wider = type(PLAN).model_validate(data)
-    value = {"op": "created", "order_id": "PO-1", "customer_id": "C-1", "placed_at": _t(0),
+    value = {"op": "created", "order_id": "PO-1", "customer_id": "C-1", "quantity": 1,
+             "placed_at": _t(0),
              "due_at": _t(24 * 20), "route": inspection}  # fmt: skip
     stored = decode_input("orders", json.dumps(value).encode(), plan=wider)
     processor = OrderProcessor(PLAN)  # restarted with the plan without `inspection`
