@@ -268,7 +268,7 @@ class Gateway:
             # Counting, parsing and validating are CPU work: off the event loop, so one
             # large request never stalls the others (or the health probes).
             verdicts = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self._judge, endpoint, body, kind
+                self.executor, self._judge, endpoint, body, kind, principal.role is Role.UNIT
             )
         except BodyTooLarge as exc:
             raise HttpError(413, "too_large", str(exc)) from None
@@ -285,7 +285,8 @@ class Gateway:
         if not verdicts:
             raise HttpError(422, "empty", "the request holds no items")
         if principal.role is Role.UNIT:
-            foreign = sorted({f for v in verdicts if (f := principal.foreign(v.unit_id, v.stage))})
+            claims = {c for v in verdicts for c in ((v.unit_id, v.stage), *v.also_claims)}
+            foreign = sorted({f for unit, stage in claims if (f := principal.foreign(unit, stage))})
             if foreign:
                 raise HttpError(
                     403,
@@ -342,11 +343,16 @@ class Gateway:
         path = EVENT_LIST if endpoint.name == "epcis" else ()
         return precheck_array(path, self.limits.max_items, self.limits.max_item_bytes)
 
-    def _judge(self, endpoint: Endpoint, body: Body, kind: str) -> list[Verdict]:
+    def _judge(
+        self, endpoint: Endpoint, body: Body, kind: str, unit_token: bool = False
+    ) -> list[Verdict]:
         limits = self.limits
         if endpoint.name != "epcis":
             items = split_items(body, kind, limits.max_items, limits.max_item_bytes)
-            return judge_items(items, endpoint, self.plan, self.max_skew)
+            return judge_items(
+                items, endpoint, self.plan, self.max_skew,
+                every_claim_of=unit_token,
+            )  # fmt: skip
         if self.mapping is None:
             raise HttpError(
                 404, "epcis_not_configured", "this gateway has no EPCIS mapping (--epcis-mapping)"

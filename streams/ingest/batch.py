@@ -37,7 +37,7 @@ from streams.ingest.body import (
     Unstructured,
     locate_array,
 )
-from streams.ingest.epcis_map import Unmappable, map_event
+from streams.ingest.epcis_map import Unmappable, map_event, read_point_claim
 from streams.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
 
 log = structlog.stdlib.get_logger(__name__)
@@ -94,12 +94,51 @@ class Verdict:
     key: bytes | None = None
     unit_id: str | None = None
     stage: str | None = None
+    also_claims: tuple[tuple[str | None, str | None], ...] = ()
+    """Other (`unit_id`, `stage`) the item names: a key written twice (the parser keeps
+    the last, a consumer may keep the first). Filled for a unit token's posts."""
     reason_code: ReasonCode | None = None
     errors: list[ErrorDetail] | None = None
 
     @property
     def accepted(self) -> bool:
         return self.reason_code is None
+
+
+def lenient_json(value: bytes) -> Any:
+    """An item parsed as far as a reader can, or None: `NaN`, a lone surrogate or a
+    stray invalid byte does not hide which unit a rejected item claims."""
+    try:
+        return pydantic_core.from_json(value, allow_inf_nan=True)
+    except ValueError:
+        pass
+    try:
+        return json.loads(value.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        return None
+
+
+def every_claim(value: bytes) -> tuple[tuple[str | None, str | None], ...]:
+    """Each `unit_id` and `stage` string the item's top-level object names, a key
+    written twice included (for a unit token's bounds)."""
+    objects: list[list[tuple[str, Any]]] = []
+
+    def keep(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        objects.append(pairs)
+        return dict(pairs)
+
+    try:
+        parsed = json.loads(value.decode("utf-8", "replace"), object_pairs_hook=keep)
+    except (ValueError, RecursionError):
+        return ()
+    if not isinstance(parsed, dict) or not objects:
+        return ()
+    top = objects[-1]  # the hook sees inner objects first
+    return tuple(
+        (v, None) if k == "unit_id" else (None, v)
+        for k, v in top
+        if k in ("unit_id", "stage") and isinstance(v, str)
+    )
 
 
 def _claims(parsed: Any) -> tuple[str | None, str | None]:
@@ -158,14 +197,20 @@ def judge_items(
     endpoint: Endpoint,
     plan: SlaPlan,
     max_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
+    *,
+    every_claim_of: bool = False,
 ) -> list[Verdict]:
+    """Each item judged; `every_claim_of` (a unit token's post) also collects every unit
+    and stage an item names, so that none claiming another unit gets through."""
     verdicts = []
     for item in items:
         verdict = judge_value(
             item.index, item.value, endpoint.topic, endpoint.key_field, plan, max_skew
         )
         if not verdict.accepted:
-            verdict.unit_id, verdict.stage = _claims(item.json())
+            verdict.unit_id, verdict.stage = _claims(lenient_json(item.value))
+        if every_claim_of:
+            verdict.also_claims = every_claim(item.value)
         verdicts.append(verdict)
     return verdicts
 
@@ -268,13 +313,18 @@ def _judge_event(
         event = pydantic_core.from_json(event_bytes, allow_inf_nan=False)
     except ValueError as exc:
         error = ErrorDetail(loc="", msg=f"the event is not JSON: {exc}", type="json_invalid")
-        return Verdict(index, event_bytes, reason_code=ReasonCode.NOT_JSON, errors=[error])
+        unit_id, stage = read_point_claim(lenient_json(event_bytes), mapping)
+        return Verdict(
+            index, event_bytes, unit_id=unit_id, stage=stage,
+            reason_code=ReasonCode.NOT_JSON, errors=[error],
+        )  # fmt: skip
     try:
         scan = map_event(event, mapping, context)
     except Unmappable as exc:
         return Verdict(
-            index, event_bytes, reason_code=ReasonCode.UNMAPPABLE_EPCIS, errors=exc.errors
-        )
+            index, event_bytes, unit_id=exc.unit_id, stage=exc.stage,
+            reason_code=ReasonCode.UNMAPPABLE_EPCIS, errors=exc.errors,
+        )  # fmt: skip
     # The stdlib writes what the event held as it was (a huge integer, an infinity), so
     # `decode_input` judges the scan by the same number rules as any other scan.
     scan_bytes = json.dumps(scan, ensure_ascii=False, separators=(",", ":")).encode()

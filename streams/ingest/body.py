@@ -23,7 +23,7 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import pydantic_core
 from starlette.requests import Request
@@ -75,13 +75,6 @@ class DuplicateKey(Exception):
 class RawItem:
     index: int
     value: bytes
-
-    def json(self) -> Any:
-        """The parsed item, or None when it is not JSON (only used to name who it claims)."""
-        try:
-            return pydantic_core.from_json(self.value, allow_inf_nan=False)
-        except ValueError:
-            return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,11 +33,24 @@ _HAS_ZONE: Final = re.compile(r"(?:[Zz]|[+-]\d\d:?\d\d)$")
 
 
 class Unmappable(Exception):
-    """An EPCIS event no rule turns into a scan (`unmappable_epcis` dead letter)."""
+    """An EPCIS event no rule turns into a scan (`unmappable_epcis` dead letter).
+    `unit_id` and `stage` are what its read point claims, when the mapping knows it: a
+    unit token may not post, not even as a dead letter, an event of another unit."""
 
-    def __init__(self, errors: list[ErrorDetail]) -> None:
+    def __init__(
+        self, errors: list[ErrorDetail], unit_id: str | None = None, stage: str | None = None
+    ) -> None:
         self.errors = errors
+        self.unit_id, self.stage = unit_id, stage
         super().__init__("; ".join(f"{e.loc}: {e.msg}" for e in errors))
+
+
+def read_point_claim(event: Any, mapping: EpcisMapping) -> tuple[str | None, str | None]:
+    """The unit and stage an event's read point names in the mapping, else (None, None)."""
+    read_point = event.get("readPoint") if isinstance(event, dict) else None
+    read_point_id = _text(read_point.get("id")) if isinstance(read_point, dict) else None
+    target = mapping.read_points.get(read_point_id) if read_point_id else None
+    return (target.unit_id, target.stage) if target is not None else (None, None)
 
 
 def _err(loc: str, msg: str, kind: str) -> ErrorDetail:
@@ -112,7 +125,7 @@ def map_event(event: Any, mapping: EpcisMapping, context: Any = None) -> dict[st
             )
         )
     if errors:
-        raise Unmappable(errors)
+        raise Unmappable(errors, *read_point_claim(event, mapping))
     assert target is not None
     assert action is not None
 

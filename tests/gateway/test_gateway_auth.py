@@ -120,6 +120,26 @@ class TestThroughTheGateway:
         published = {json.loads(v)["event_id"] for _, v in gateway.read_all("scans") if v}
         assert mixed[0]["event_id"] not in published
 
+    def test_an_item_that_fails_or_names_its_unit_twice_cannot_claim_another_unit(
+        self, gateway: Harness
+    ) -> None:
+        """Partial mode dead-lettered a foreign unit's item when it did not parse (a
+        `NaN`, a lone surrogate): the unit it claimed was not read, and an operator
+        re-sending the dead letter would publish what the unit may not send. A key
+        written twice named the token's unit last (the parser keeps the last)."""
+        body = json.dumps(scan("KNIT-02"))[:-1]
+        for bad in (', "quantity": NaN}', ', "lot_id": "\\ud800"}'):
+            response = gateway.post("/v1/scans", content=f"[{body}{bad}]".encode(),
+                                    token="unit-dye", params={"partial": "true"})  # fmt: skip
+            assert response.status_code == 403, response.text
+            assert "KNIT-02" in response.json()["detail"]
+        twice = json.dumps(scan("DYE-01")).replace('"unit_id"', '"unit_id": "KNIT-02", "unit_id"')
+        response = gateway.post("/v1/scans", content=f"[{twice}]".encode(), token="unit-dye")
+        assert response.status_code == 403, response.text
+        ok = gateway.post("/v1/scans", content=f"[{body}, NaN]".encode(), token="admin",
+                          params={"partial": "true"})  # fmt: skip
+        assert ok.status_code == 202  # the same items from a token not bound to a unit
+
     def test_roles_are_confined_to_their_endpoints(self, gateway: Harness) -> None:
         assert gateway.post("/v1/orders", order(), token="unit-dye").status_code == 403
         assert gateway.post("/v1/scans", scan(), token="orders").status_code == 403

@@ -202,6 +202,17 @@ class TestCapture:
         assert own.status_code == 202, own.text
         foreign = gateway.post("/v1/epcis/capture", _document(_events()), token="unit-qc")
         assert foreign.status_code == 403
+        # an event of another unit's read point that maps to no scan is no dead letter
+        # of this token's either (it was, in partial mode: the unit was known only for
+        # a mapped event)
+        (other,) = _events()[:1]
+        other["bizStep"] = "bogus"
+        for event in (other, json.dumps(other).replace('"bogus"', "NaN")):
+            content = json.dumps(_document(["EVENT"])).replace('"EVENT"', event if isinstance(
+                event, str) else json.dumps(event)).encode()  # fmt: skip
+            unmapped = gateway.post("/v1/epcis/capture", content=content, token="unit-qc",
+                                    params={"partial": "true"})  # fmt: skip
+            assert unmapped.status_code == 403, unmapped.text
 
     def test_not_an_epcis_document(self, gateway: Harness) -> None:
         response = gateway.post("/v1/epcis/capture", {"type": "Nope"})
