@@ -183,6 +183,7 @@ class TransactionalPublisher:
         self, producer: AIOKafkaProducer, records: Sequence[OutRecord]
     ) -> list[Placement]:
         await producer.begin_transaction()
+        retrieve_transaction_outcome(producer)  # the commit below may be given up on
         placements = await self._send_batched(producer, records)
         await self._acknowledged(records)
         await producer.commit_transaction()
@@ -287,6 +288,29 @@ class TransactionalPublisher:
 
 
 async def _abort_and_stop(producer: AIOKafkaProducer) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(producer.abort_transaction(), 2.0)
-    await producer.stop()
+    try:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.abort_transaction(), 2.0)
+        await producer.stop()
+    finally:
+        retrieve_transaction_outcome(producer)
+
+
+def retrieve_transaction_outcome(producer: AIOKafkaProducer) -> None:
+    """Mark the outcome of the producer's last transaction as seen.
+
+    A producer given up on (its commit timed out, Kafka went away) is fenced by
+    the new one of its slot: aiokafka then sets `ProducerFenced` on a transaction
+    future nobody awaits any more, and asyncio logged it as an error with a
+    traceback ("Future exception was never retrieved") long after the request
+    had its 503. The outcome is known and handled: the slot has a new producer.
+    """
+    manager = getattr(producer, "_txn_manager", None)
+    waiter = getattr(manager, "_transaction_waiter", None)
+    if isinstance(waiter, asyncio.Future):
+        waiter.add_done_callback(_seen)  # at once if it is done
+
+
+def _seen(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()

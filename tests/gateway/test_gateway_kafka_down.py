@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -177,3 +178,36 @@ def test_pool_config_is_taken_from_settings() -> None:
         pool_size=3,
         publish_timeout_s=2.5,
     )
+
+
+def test_a_fenced_producer_given_up_on_logs_no_unretrieved_exception() -> None:
+    """After a Kafka outage the gateway logged `Future exception was never retrieved`
+    with a ProducerFenced traceback: the new producer of a slot fenced the old one,
+    whose transaction future nobody awaited any more."""
+    import gc
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import ProducerFenced
+    from aiokafka.producer.transaction_manager import TransactionState
+
+    from streams.ingest.publisher import retrieve_transaction_outcome
+
+    async def fenced_and_dropped() -> list[dict[str, object]]:
+        seen: list[dict[str, object]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: seen.append(ctx))
+        for mark in (False, True):
+            producer = AIOKafkaProducer(transactional_id="t", enable_idempotence=True)
+            manager = producer._txn_manager
+            assert manager is not None
+            manager.state = TransactionState.READY  # as after InitProducerId
+            manager.begin_transaction()
+            if mark:
+                retrieve_transaction_outcome(producer)
+            manager.fatal_error(ProducerFenced())
+            await producer.stop()
+            del producer, manager
+            gc.collect()
+        return seen
+
+    seen = asyncio.run(fenced_and_dropped())
+    assert ["never retrieved" in str(ctx.get("message")) for ctx in seen] == [True]
