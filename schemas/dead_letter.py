@@ -131,7 +131,8 @@ class DeadLetter(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     dead_letter_id: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = Field(
-        description="Hex SHA-256 of source.key(): stable across re-processing."
+        description="Hex SHA-256 of source.key() (and, for an HTTP item, of its bytes): "
+        "stable across re-processing."
     )
     source: DeadLetterSource
     key_b64: str | None = Field(default=None, description="The record key, base64.")
@@ -188,7 +189,7 @@ class DeadLetter(BaseModel):
         """
         code = ReasonCode(reason_code)
         letter = cls(
-            dead_letter_id=hashlib.sha256(source.key().encode()).hexdigest(),
+            dead_letter_id=dead_letter_id(source, raw),
             source=source,
             key_b64=_b64(key),
             value_b64=_b64(raw),
@@ -210,6 +211,20 @@ class DeadLetter(BaseModel):
     def raw_value(self) -> bytes | None:
         """The original value bytes (for re-publishing after a fix)."""
         return None if self.value_b64 is None else base64.b64decode(self.value_b64)
+
+
+def dead_letter_id(source: DeadLetterSource, raw: bytes | None) -> str:
+    """Hex SHA-256 of the source position; for an HTTP item also of its bytes.
+
+    A position in a log or a file names one record. An HTTP request id is the
+    caller's `X-Request-ID`: a client that reused one for another body gave two
+    records the same id, and a consumer keeping one per id (the sink's table)
+    lost the other. The same body sent again with the same id keeps its id.
+    """
+    position = source.key()
+    if source.kind == "http":
+        position += "|" + hashlib.sha256(raw or b"").hexdigest()
+    return hashlib.sha256(position.encode()).hexdigest()
 
 
 def summarise(code: ReasonCode, errors: Sequence[ErrorDetail]) -> str:

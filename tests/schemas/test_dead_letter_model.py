@@ -56,6 +56,15 @@ def test_id_is_deterministic_and_position_specific() -> None:
     assert first.dead_letter_id != elsewhere.dead_letter_id
 
 
+def test_an_http_id_also_hashes_the_item_so_a_reused_request_id_keeps_records_apart() -> None:
+    """A client's X-Request-ID is its own choice: reused for another body, both dead
+    letters had one id, and the sink, which keeps one row per id, would lose one."""
+    http = DeadLetterSource(kind="http", request_id="reused-id-1", index=0)
+    first, second = _from_rejection(b'{"first":1}', http), _from_rejection(b'{"second":2}', http)
+    assert first.dead_letter_id != second.dead_letter_id
+    assert _from_rejection(b'{"first":1}', http).dead_letter_id == first.dead_letter_id
+
+
 def test_sources_of_each_kind() -> None:
     http = DeadLetterSource(kind="http", request_id="req-9", index=2)
     replay = DeadLetterSource(kind="replay", file="examples/x.ndjson", line=23)
