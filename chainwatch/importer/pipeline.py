@@ -159,10 +159,16 @@ class Importer:
             code = ReasonCode.VALIDATION_FAILED
             return Rejected(file, row.number, row.raw, code, errors, key_text)
         derived = self.mapper.derives_id and not record.get(DERIVED_ID_FIELD)
-        if derived:
-            record[DERIVED_ID_FIELD] = derive_event_id(self.mapper.topic, record)
         try:
+            if derived:
+                record[DERIVED_ID_FIELD] = derive_event_id(self.mapper.topic, record)
             value = encode(record)
+        except UnicodeEncodeError as exc:  # NDJSON's `"\ud800"`: not_json, as on every path
+            bad = exc.object[exc.start : exc.end] if isinstance(exc.object, str) else ""
+            shown = bad.encode("unicode_escape").decode() or "?"
+            msg = f"a string holds a lone surrogate ({shown}), which is not Unicode text"
+            detail = ErrorDetail(loc="", msg=msg, type="json_invalid")
+            return Rejected(file, row.number, row.raw, ReasonCode.NOT_JSON, [detail], key_text)
         except ValueError as exc:
             detail = ErrorDetail(loc="", msg=str(exc), type="import_json")
             return Rejected(

@@ -46,6 +46,20 @@ def test_ndjson_integers_beyond_2_53_are_rejected_not_turned_into_id_strings(
     assert json.loads(good.value)["unit_id"] == "4101"
 
 
+def test_an_ndjson_lone_surrogate_is_not_json_as_on_every_other_path(tmp_path: Path) -> None:
+    """It was `validation_failed` with the encoder's message ("'utf-8' codec can't
+    encode character"); the gateway and the engine call it `not_json`."""
+    path = tmp_path / "units.ndjson"
+    path.write_text(UNIT % '"U-\\ud800"' + "\n" + UNIT % '"U-1"' + "\n")
+    bad, good = run("unit-status", path)
+    assert isinstance(bad, Rejected)
+    assert bad.reason_code.value == "not_json"
+    assert (
+        bad.errors[0].msg == "a string holds a lone surrogate (\\ud800), which is not Unicode text"
+    )
+    assert isinstance(good, Accepted)
+
+
 def test_an_ndjson_line_nested_too_deeply_is_a_bad_row_and_the_import_goes_on(
     tmp_path: Path,
 ) -> None:
