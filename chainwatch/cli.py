@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from chainwatch.cli_context import err, out, plain_store_error, settings, state
+from chainwatch.cli_context import cell_text, err, out, plain_store_error, settings, state
 from chainwatch.commands import (
     backtest,
     capacity,
@@ -149,7 +149,7 @@ def sql(
         for name in result.columns:
             table.add_column(Text(name))
         for row in result.rows:
-            table.add_row(*(Text("" if v is None else str(v)) for v in row))
+            table.add_row(*(Text(cell_text(v)) for v in row))
         out.print(table)
 
 

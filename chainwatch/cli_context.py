@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import unicodedata
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,6 +18,19 @@ from chainwatch.settings import Settings, unknown_variables
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 state: dict[str, Any] = {"debug": False}
+
+
+def cell_text(value: Any) -> str:
+    """A stored value as a table cell: control and format characters (an escape
+    sequence, a right-to-left override in a CRM name) shown escaped, never sent to
+    the terminal, a pager or a log viewer as they are."""
+    text = "" if value is None else str(value)
+    if text.isprintable():
+        return text
+    return "".join(
+        c.encode("unicode_escape").decode() if unicodedata.category(c) in ("Cc", "Cf") else c
+        for c in text
+    )
 
 
 def settings() -> Settings:

@@ -19,7 +19,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from chainwatch.cli_context import finite, out, settings
+from chainwatch.cli_context import cell_text, finite, out, settings
 from chainwatch.settings import Settings
 
 LIMIT = 15
@@ -114,11 +114,9 @@ def snapshot(settings: Settings) -> list[Section]:
 
 
 def _cell(value: Any) -> str:
-    if value is None:
-        return ""
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M")
-    return str(value)
+    return cell_text(value)
 
 
 _STYLES = {"critical": "red", "breached": "red", "down": "red", "at_risk": "yellow",

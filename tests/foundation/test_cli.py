@@ -220,6 +220,34 @@ def test_sql_shows_cells_and_names_as_text_never_as_markup(
         assert text in shown
 
 
+def test_sql_shows_control_characters_of_a_cell_escaped_never_as_they_are(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CRM name is input: its escape sequences (set the window title, clear the
+    screen) reached the terminal, or a file later read with `less -R`."""
+    import sinks.clickhouse.readers
+    from chainwatch import cli_context
+    from chainwatch.cli import main
+    from chainwatch.settings import Settings
+    from sinks.clickhouse.readers import Table
+
+    name = "Evil\x1b]0;PWNED\x07\x1b[2J\u202eNice"
+
+    class Reader:
+        def query(self, sql: str) -> Table:
+            return Table(["customer_name"], ["String"], [[name]])
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(sinks.clickhouse.readers, "open_reader", lambda _settings: Reader())
+    monkeypatch.setitem(cli_context.state, "settings", Settings())
+    assert main(["sql", "SELECT 1"]) == 0
+    shown = capsys.readouterr().out
+    assert not {"\x1b", "\x07", "\u202e"} & set(shown)
+    assert "Evil\\x1b]0;PWNED\\x07\\x1b[2J\\u202eNice" in shown
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "env_key"),
