@@ -11,9 +11,11 @@ the downtimes no visit can still need; what it keeps depends on its own status
 log, not on when the orders' visits reached it (within the lookback). The orders
 in progress during a downtime are not kept in the unit's value (a long outage at
 a busy unit overlaps thousands of orders, and the value passed Kafka's limit): the
-occupancy entries are them, an order that left the engine's state keeps its entry,
-frozen, while a downtime it overlaps is kept, and a unit alert's list is derived
-from the entries when it changes.
+occupancy entries are them (an order that left the engine's state keeps its entry,
+frozen, while a downtime it overlaps is kept). The unit keeps per downtime only
+their count and the first ids (`Progress`), brought up to date report by report
+and derived again from every entry when that cannot be done (a listed order left
+the downtime, a report came again after a crash, a status record came).
 """
 
 from __future__ import annotations
@@ -52,6 +54,42 @@ class Taken(Enum):
 
 
 @dataclass(slots=True)
+class Progress:
+    """A downtime's orders in progress as its alert shows them: how many, and the
+    first `ORDERS_LISTED` ids in sorted order."""
+
+    count: int = 0
+    listed: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, orders: Iterable[str]) -> Progress:
+        every = sorted(set(orders))
+        return cls(len(every), every[:ORDERS_LISTED])
+
+    def join(self, order_id: str) -> None:
+        self.count += 1
+        if len(self.listed) < ORDERS_LISTED or order_id < self.listed[-1]:
+            bisect.insort(self.listed, order_id)
+            del self.listed[ORDERS_LISTED:]
+
+    def leave(self, order_id: str) -> bool:
+        """Take an order out; True if the ids shown must be found again (a listed one
+        left while more remain than are listed, or the count went wrong)."""
+        self.count -= 1
+        if order_id in self.listed:
+            self.listed.remove(order_id)
+            return self.count > len(self.listed)
+        return self.count < len(self.listed)
+
+    def to_json(self) -> list[Any]:
+        return [self.count, self.listed]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> Progress:
+        return cls(data[0], data[1])
+
+
+@dataclass(slots=True)
 class UnitSlot:
     unit_id: str
     records: list[DowntimeRecord] = field(default_factory=list)
@@ -69,6 +107,9 @@ class UnitSlot:
     """The largest event_time among the records taken in: the unit's own clock."""
     offset: int | None = None
     """The largest unit-status log offset taken in: tells a redelivery from a late record."""
+    progress: dict[str, Progress] | None = field(default_factory=dict)
+    """downtime event_id -> its orders in progress (None: a value stored before it was
+    kept, derived again at the next record)."""
 
     @property
     def version(self) -> int:
@@ -80,6 +121,9 @@ class UnitSlot:
             "r": [r.to_json() for r in self.records],
             "a": self.published,
             "ip": self.in_progress,
+            "pg": None
+            if self.progress is None
+            else {event_id: p.to_json() for event_id, p in self.progress.items()},
             "n": self.accepted,
             "fl": None if self.floor is None else list(self.floor),
             "t": self.clock_ms,
@@ -103,6 +147,9 @@ class UnitSlot:
             None if floor is None else (floor[0], floor[1]),
             clock,
             data.get("o"),
+            None
+            if data.get("pg") is None
+            else {event_id: Progress.from_json(p) for event_id, p in data["pg"].items()},
         )
 
     @staticmethod
@@ -110,6 +157,11 @@ class UnitSlot:
         """The alerts a stored unit value published (recovery announces them again)."""
         published: dict[str, dict[str, Any]] = orjson.loads(raw)["a"]
         return published
+
+    def listing(self, event_id: str) -> tuple[list[str], int]:
+        """(`orders_in_progress`, `orders_in_progress_count`) of a downtime's alert."""
+        kept = (self.progress or {}).get(event_id)
+        return ([], 0) if kept is None else (list(kept.listed), kept.count)
 
     def answer_floor_ms(self) -> int | None:
         """The fold horizon an order is told: downtimes starting at or before it were
@@ -193,6 +245,8 @@ class UnitSlot:
         gone = {r.event_id for r in dropped}
         for event_id in gone:
             self.in_progress.pop(event_id, None)
+            if self.progress is not None:
+                self.progress.pop(event_id, None)
         for alert_id in [
             a for a, body in self.published.items() if body["details"].get("event_id") in gone
         ]:
@@ -328,6 +382,9 @@ class UnitProcessor:
             left = {event_id: o for event_id, o in left.items() if o}
             effects.changed = effects.changed or left != slot.in_progress
             slot.in_progress = left
+        before = slot.progress
+        slot.progress = _progress(slot, downtimes, members)
+        effects.changed = effects.changed or before != slot.progress
         # Only the alerts this record can change are derived again: its own downtime,
         # the downtimes it ends (an `up`), and those whose orders in progress changed.
         at = record.event_time
@@ -338,11 +395,9 @@ class UnitProcessor:
         }
         for body in slot.published.values():
             event_id = body["details"].get("event_id")
-            if event_id not in affected and _listing(body) != self._listing(
-                slot, event_id, members.get(event_id, set())
-            ):
+            if event_id not in affected and _listing(body) != slot.listing(event_id):
                 affected.add(event_id)
-        effects.alerts = self._alerts(slot, downtimes, now, affected, members)
+        effects.alerts = self._alerts(slot, downtimes, now, affected)
         # Folded only now: a record older than the horizon still gets its alert, final.
         if self._fold(slot, occupancy):
             effects.changed = True
@@ -409,6 +464,13 @@ class UnitProcessor:
         downtimes = build_downtimes(slot.records)
         spans = _spans(downtimes)
         changed_progress: set[str] = set()
+        found_again: set[str] = set()
+        """Downtimes whose orders must be found again in every entry."""
+        progress = slot.progress
+        if progress is None:  # stored before it was kept
+            progress = slot.progress = {}
+            found_again.update(d.event_id for d in downtimes)
+        before = {event_id: p.to_json() for event_id, p in progress.items()}
         for message in messages:
             order_id = message.order_id
             entry = current.get(order_id)
@@ -434,20 +496,23 @@ class UnitProcessor:
             effects.forgotten.discard(order_id)
             touching = _overlapping(spans, entry.visits)
             touched = {d.event_id for d in touching}
-            changed_progress.update(touched if again else was ^ touched)
+            if again:  # a crash may have kept the entry and lost the unit's value, or not
+                changed_progress.update(touched)
+                found_again.update(touched)
+            found_again.update(_moved(progress, order_id, was, touched))
+            changed_progress.update(was ^ touched)
             self._answer(slot, order_id, entry, touching, effects, again=again)
             effects.changed_entries[order_id] = entry
         if len(effects.answers) > 1:
             effects.answers = list({a.order_id: a for a in effects.answers}.values())
+        if found_again:
+            _find_again(slot, downtimes, found_again, {**every_entry(), **current})
         if changed_progress:
-            unit = {**every_entry(), **current}
-            members: dict[str, set[str]] = {}
-            for order_id, known in unit.items():
-                if known is not None:
-                    for event_id in known.touching(spans) & changed_progress:
-                        members.setdefault(event_id, set()).add(order_id)
-            effects.alerts = self._alerts(slot, downtimes, now, changed_progress, members)
-            effects.changed = bool(effects.alerts)
+            effects.alerts = self._alerts(slot, downtimes, now, changed_progress)
+        after = slot.progress or {}
+        effects.changed = bool(effects.alerts) or before != {
+            event_id: p.to_json() for event_id, p in after.items()
+        }
         return effects
 
     def _answer(
@@ -473,28 +538,21 @@ class UnitProcessor:
             )
         )
 
-    def _listing(self, slot: UnitSlot, event_id: str, members: set[str]) -> tuple[Any, Any]:
-        """(`orders_in_progress`, `orders_in_progress_count`) of a downtime's alert."""
-        orders = members.union(slot.in_progress.get(event_id, ()))
-        return sorted(orders)[:ORDERS_LISTED], len(orders)
-
     def _alerts(
         self,
         slot: UnitSlot,
         downtimes: list[Downtime],
         now: datetime,
         affected: set[str],
-        members: Mapping[str, set[str]],
     ) -> list[dict[str, Any]]:
-        """The changes among the alerts of the `affected` downtimes (by event_id);
-        `members` are the orders with an entry whose visits overlap each of them."""
+        """The changes among the alerts of the `affected` downtimes (by event_id)."""
         chosen = [d for d in downtimes if d.event_id in affected]
         desired: dict[str, dict[str, Any]] = {}
         for key, alert in evaluate_unit(slot.unit_id, chosen, self.plan, now).items():
             body = alert_json(alert)
             details = body["details"]
             event_id = details.get("event_id")
-            listed, count = self._listing(slot, event_id, members.get(event_id, set()))
+            listed, count = slot.listing(event_id)
             details["orders_in_progress"], details["orders_in_progress_count"] = listed, count
             desired[key] = body
         mine = [
@@ -506,6 +564,56 @@ class UnitProcessor:
         for body in changes:
             slot.published[body["alert_id"]] = body
         return changes
+
+
+def _moved(
+    progress: dict[str, Progress], order_id: str, was: set[str], touched: set[str]
+) -> set[str]:
+    """An order's visits moved from the downtimes `was` to `touched`: the counts and ids
+    brought up to date; returns the downtimes whose ids must be found again."""
+    again: set[str] = set()
+    for event_id in touched - was:
+        progress.setdefault(event_id, Progress()).join(order_id)
+    for event_id in was - touched:
+        kept = progress.get(event_id)
+        if kept is None or kept.leave(order_id):
+            again.add(event_id)
+        elif kept.count == 0:
+            del progress[event_id]
+    return again
+
+
+def _find_again(
+    slot: UnitSlot,
+    downtimes: Sequence[Downtime],
+    chosen: set[str],
+    entries: Mapping[str, OccupancyEntry | None],
+) -> None:
+    """The `chosen` downtimes' orders in progress, derived from every entry again."""
+    spans = _spans(downtimes)
+    members: dict[str, set[str]] = {}
+    for order_id, entry in entries.items():
+        if entry is not None:
+            for event_id in entry.touching(spans) & chosen:
+                members.setdefault(event_id, set()).add(order_id)
+    progress = slot.progress if slot.progress is not None else {}
+    for event_id in chosen:
+        progress.pop(event_id, None)
+    progress.update(_progress(slot, [d for d in downtimes if d.event_id in chosen], members))
+    slot.progress = progress
+
+
+def _progress(
+    slot: UnitSlot, downtimes: Iterable[Downtime], members: Mapping[str, set[str]]
+) -> dict[str, Progress]:
+    """Each downtime's orders in progress: the entries that overlap it, and the orders
+    of a list stored before `Progress` that have no entry."""
+    found: dict[str, Progress] = {}
+    for d in downtimes:
+        orders = members.get(d.event_id, set()).union(slot.in_progress.get(d.event_id, ()))
+        if orders:
+            found[d.event_id] = Progress.of(orders)
+    return found
 
 
 def _listing(body: Mapping[str, Any]) -> tuple[Any, Any]:

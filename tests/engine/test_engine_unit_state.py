@@ -448,3 +448,31 @@ def test_a_unit_value_stored_with_whole_lists_keeps_the_orders_that_left_the_sta
     ).alerts  # fmt: skip
     assert resolved["details"]["orders_in_progress"] == ["PO-EVICTED", "PO-LIVE"]
     assert old.in_progress == {"u-0": ["PO-EVICTED"]}
+
+
+def test_a_report_that_comes_again_finds_its_downtimes_orders_again() -> None:
+    """The unit keeps each downtime's count and first ids, brought up to date report by
+    report; a crash may have stored the order's entry and lost the unit's value (or the
+    other way round): a report that comes again counts its downtimes' orders anew."""
+    processor = UnitProcessor(PLAN)
+    slot = UnitSlot(UNIT)
+    processor.on_status(slot, unit_status_fact(_status(0, 14_400, "down")), {}, NOW,
+                        _unit_src(0), b"{}")  # fmt: skip
+    report = _visit("PO-1", 15_000, None)
+    entries = dict(processor.on_occupancies(slot, [report], {"PO-1": None}, NOW,
+                                            dict).changed_entries)  # fmt: skip
+    slot.progress = {}  # the unit's value as it was before the report: lost in the crash
+    again = processor.on_occupancies(slot, [report], dict(entries), NOW, lambda: dict(entries))
+    assert again.changed  # stored, counted again
+    assert slot.listing("u-0") == (["PO-1"], 1)
+    stored = slot.to_json()
+    del stored["pg"]  # a value stored before the counts were kept
+    old = UnitSlot.from_json(orjson.loads(orjson.dumps(stored)))
+    assert old.progress is None
+    other = _visit("PO-2", 15_500, None)
+    (alert,) = processor.on_occupancies(
+        old, [other], {"PO-2": None}, NOW, lambda: dict(entries)
+    ).alerts
+    assert alert["details"]["orders_in_progress"] == ["PO-1", "PO-2"]
+    assert old.progress is not None
+    assert old.progress["u-0"].count == 2
