@@ -231,7 +231,14 @@ class TransactionalPublisher:
             future = await producer.send_batch(batch, topic, partition=partition)
             pending.append((future, members))
 
-        results = await asyncio.gather(*(future for future, _ in pending))
+        # Every batch's outcome is taken: with the first failure raised at once, the
+        # others' failures were logged later as "Future exception was never retrieved".
+        outcomes = await asyncio.gather(*(future for future, _ in pending), return_exceptions=True)
+        results: list[RecordMetadata] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            results.append(outcome)
         placements: list[Placement | None] = [None] * len(records)
         for meta, (_, members) in zip(results, pending, strict=True):
             for index, relative in members:
@@ -288,9 +295,27 @@ class TransactionalPublisher:
 
 
 async def _abort_and_stop(producer: AIOKafkaProducer) -> None:
+    """Abort the producer's transaction if Kafka answers at once, then stop it without
+    sending anything more.
+
+    Its request has had its answer (a 503, or a shutdown). `stop()` alone first
+    waits for the pending batches and lets the sender retry: while Kafka was
+    down the 10 s close deadline cut it short and the sender went on retrying
+    the commit (seen as `ProducerFenced` tracebacks once Kafka was back), so a
+    request answered 503 could still have been committed had Kafka come back
+    before the slot's new producer fenced this one. Now the sender is stopped
+    first; the transaction stays open until the new producer of the slot (or
+    Kafka's transaction timeout) aborts it.
+    """
     try:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(producer.abort_transaction(), 2.0)
+        sender = getattr(producer, "_sender", None)
+        task = getattr(sender, "sender_task", None)
+        if isinstance(task, asyncio.Task) and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         await producer.stop()
     finally:
         retrieve_transaction_outcome(producer)

@@ -211,3 +211,26 @@ def test_a_fenced_producer_given_up_on_logs_no_unretrieved_exception() -> None:
 
     seen = asyncio.run(fenced_and_dropped())
     assert ["never retrieved" in str(ctx.get("message")) for ctx in seen] == [True]
+
+
+def test_a_producer_given_up_on_sends_nothing_more() -> None:
+    """Its request was answered 503. `stop()` waited for its pending batches, the close
+    deadline cut that short and the sender went on retrying: had Kafka come back, the
+    answered request could still have been committed. The sender is stopped first."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.structs import TopicPartition
+
+    from streams.ingest.publisher import _abort_and_stop
+
+    async def given_up() -> tuple[bool, bool]:
+        producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9")  # never started
+        sender = asyncio.get_running_loop().create_task(asyncio.sleep(3600))  # retrying
+        producer._sender._sender_task = sender
+        await producer._message_accumulator.add_message(
+            TopicPartition("scans", 0), b"k", b"v", timeout=1.0
+        )  # a batch Kafka never took
+        async with asyncio.timeout(5):
+            await _abort_and_stop(producer)
+        return sender.cancelled(), producer._closed
+
+    assert asyncio.run(given_up()) == (True, True)
