@@ -76,9 +76,15 @@ class RetriableAsWarning(logging.Filter):
         return True
 
 
-_RETRIED_MESSAGES = frozenset({"Unable to update metadata from %s"})
-"""aiokafka's client lines for failures it retries, whose arguments say nothing of it (its
-metadata refresh runs again on its own schedule)."""
+_RETRIED_MESSAGES = frozenset(
+    {
+        "Unable to update metadata from %s",
+        "Heartbeat session expired - marking coordinator dead",
+    }
+)
+"""aiokafka's lines for failures it retries, whose arguments say nothing of it: its metadata
+refresh runs again on its own schedule, and a consumer whose session expired (Kafka was
+away longer than the session timeout) finds its coordinator and rejoins by itself."""
 
 
 def _retried(arg: object) -> bool:

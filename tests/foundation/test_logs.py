@@ -79,6 +79,7 @@ client = logging.getLogger("aiokafka")  # the broker stopped: the client reconne
 client.error("Unable connect to node with id %s: %s", 1,
              ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 19092)"))
 client.error("Unable to update metadata from %s", [1])
+coordinator.error("Heartbeat session expired - marking coordinator dead")  # it rejoins
 import ssl
 client.error("Unable connect to node with id %s: %s", 1, ssl.SSLCertVerificationError("bad cert"))
 """
@@ -97,5 +98,6 @@ def test_what_aiokafka_retries_by_itself_is_a_warning_and_what_it_gives_up_on_an
         ("error", "ours"),
         ("warning", "Unable connect to node with id 1"),  # an error line 30 times a second
         ("warning", "Unable to update metadata from [1]"),
+        ("warning", "Heartbeat session expired - marking coordinator dead"),
         ("error", "Unable connect to node with id 1"),  # TLS set up wrong stays wrong
     ]
