@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
+import structlog
 from standardwebhooks import Webhook
 
 from sinks.backoff import exponential
@@ -52,6 +53,11 @@ from sinks.webhooks.targets import (
 )
 
 RETRYABLE_4XX = frozenset({408, 429})
+log = structlog.stdlib.get_logger(__name__)
+
+STILL_FAILING_EVERY_S = 60.0
+"""How often a failing endpoint is logged again while it goes on failing."""
+
 RESPONSE_BODY_CAP = 64 * 1024
 """Bytes of a response body read at most; the rest is never received."""
 
@@ -127,19 +133,53 @@ class AttemptResult:
 
 @dataclass
 class EndpointHealth:
-    """Shared by the deliveries of one endpoint: since when every attempt has failed."""
+    """Shared by the deliveries of one endpoint: since when every attempt has failed.
 
+    It also tells the log: a warning when the endpoint starts failing, one every
+    `STILL_FAILING_EVERY_S` while it goes on, and a line when it answers again.
+    Without them a night shift saw nothing in the notifier's log while an endpoint
+    answered 500 or hung for minutes (only the metrics moved).
+    """
+
+    endpoint: str = ""
+    host: str = ""
     failing_since: float | None = None
     """`time.monotonic()` of the first failure since the last answer, None when healthy."""
     failing_since_utc: datetime | None = None
     last_probe: float = float("-inf")
+    failures: int = 0
+    """Failed attempts since the last answer."""
+    logged_at: float = float("-inf")
 
     def answered(self) -> None:
+        if self.failing_since is not None:
+            log.info(
+                "webhook_endpoint_recovered",
+                endpoint=self.endpoint,
+                host=self.host,
+                failed_attempts=self.failures,
+                failing_for_s=round(time.monotonic() - self.failing_since, 1),
+            )
         self.failing_since = self.failing_since_utc = None
+        self.failures = 0
 
-    def failed(self, now: float) -> None:
+    def failed(self, now: float, error: str = "") -> None:
+        self.failures += 1
         if self.failing_since is None:
             self.failing_since, self.failing_since_utc = now, datetime.now(UTC)
+            self.logged_at = now
+            log.warning("webhook_endpoint_failing", endpoint=self.endpoint, host=self.host,
+                        error=error)  # fmt: skip
+        elif now - self.logged_at >= STILL_FAILING_EVERY_S:
+            self.logged_at = now
+            log.warning(
+                "webhook_endpoint_still_failing",
+                endpoint=self.endpoint,
+                host=self.host,
+                error=error,
+                failed_attempts=self.failures,
+                failing_for_s=round(now - self.failing_since, 1),
+            )
 
     def down(self, now: float, horizon_s: float) -> bool:
         return self.failing_since is not None and now - self.failing_since >= horizon_s
@@ -280,7 +320,7 @@ async def deliver(
         if on_attempt is not None:
             on_attempt(outcome)
         if outcome.retryable:
-            health.failed(now)
+            health.failed(now, outcome.error)
         elif not outcome.refused:
             health.answered()
         if outcome.delivered or not outcome.retryable:

@@ -153,7 +153,7 @@ class EndpointPipe:
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=config.queue_size)
         self.signer = Webhook(endpoint.signing_secret()) if endpoint.signed else None
         self.routing_key = endpoint.pagerduty_routing_key()
-        self.health = EndpointHealth()
+        self.health = EndpointHealth(endpoint.name, endpoint.host)
         self.tracker = OffsetTracker()
         self.ids = MessageIds()
         self.invalid = InvalidAlertLog(endpoint.name)

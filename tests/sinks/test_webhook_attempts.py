@@ -187,3 +187,30 @@ def test_non_public_addresses_are_refused_unless_allowed(address: str) -> None:
 def test_public_addresses_are_permitted() -> None:
     for address in ("93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"):
         assert TargetPolicy().permits(ipaddress.ip_address(address))
+
+
+def test_a_failing_endpoint_is_logged_when_it_fails_while_it_goes_on_and_when_it_recovers() -> None:
+    """The notifier logged nothing while an endpoint answered 500 or hung for minutes;
+    only the metrics moved. Once per change, and once a minute in between: a backlog
+    of thousands of retries must not become thousands of lines."""
+    from structlog.testing import capture_logs
+
+    from sinks.webhooks.delivery import STILL_FAILING_EVERY_S, EndpointHealth
+
+    health = EndpointHealth("ops", "hooks.example.com")
+    with capture_logs() as logs:
+        health.failed(100.0, "HTTP 500")
+        for n in range(1, 50):
+            health.failed(100.0 + n, "HTTP 500")
+        health.failed(100.0 + STILL_FAILING_EVERY_S, "timeout")
+        health.answered()
+        health.answered()
+    assert [(e["event"], e["log_level"]) for e in logs] == [
+        ("webhook_endpoint_failing", "warning"),
+        ("webhook_endpoint_still_failing", "warning"),
+        ("webhook_endpoint_recovered", "info"),
+    ]
+    assert logs[0]["error"] == "HTTP 500"
+    assert logs[1]["failed_attempts"] == 51
+    assert logs[2]["failed_attempts"] == 51
+    assert all(e["endpoint"] == "ops" and e["host"] == "hooks.example.com" for e in logs)
