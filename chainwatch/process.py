@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from chainwatch.kafka_watch import KafkaWatch
 from chainwatch.logs import get_logger
 from chainwatch.ops_server import OpsServer, serve_ops
 from chainwatch.settings import Settings
@@ -53,6 +54,14 @@ class Startup:
 
     def __init__(self, waiting_for: str | None = None) -> None:
         self.waiting_for = waiting_for
+        self.kafka: KafkaWatch | None = None
+        """Set once the process has started: Kafka going away makes it not ready."""
+
+    def watch_kafka(self, bootstrap: str, ops: OpsServer | None) -> KafkaWatch | None:
+        """From now on, Kafka going away makes the process not ready (only a process
+        with probes to answer needs to ask); the caller stops the watch at its end."""
+        self.kafka = KafkaWatch(bootstrap).start() if ops is not None else None
+        return self.kafka
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         waiting = self.waiting_for
@@ -60,7 +69,10 @@ class Startup:
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         waiting = self.waiting_for
-        return waiting is None, {"reasons": [] if waiting is None else [f"waiting for {waiting}"]}
+        if waiting is not None:
+            return False, {"reasons": [f"waiting for {waiting}"]}
+        problem = self.kafka.problem() if self.kafka is not None else None
+        return problem is None, {"reasons": [] if problem is None else [problem]}
 
 
 def serve_metrics(settings: Settings, startup: Startup | None = None) -> OpsServer | None:

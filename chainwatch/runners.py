@@ -177,6 +177,8 @@ def run_worker(settings: Settings) -> None:
     if waited.stopped:
         return
     startup.waiting_for = None
+    watch = startup.watch_kafka(settings.kafka.bootstrap, ops)
+    engine.observer.kafka_problem = None if watch is None else watch.problem
     # faust's Worker owns its event loop and stops on SIGINT/SIGTERM itself; the start and
     # stop lines and the ops port's lifetime are every process's (chainwatch.process)
     settled = settle_collector(settings.engine.gc_young_threshold)
@@ -195,6 +197,8 @@ def run_worker(settings: Settings) -> None:
             worker.execute_from_commandline()
         finally:
             worker.cancel_stop_deadline()
+            if watch is not None:
+                watch.stop()
 
 
 def serve_worker_ops(

@@ -85,20 +85,25 @@ def run_sink(
     if waited.stopped:
         return SinkStats()
     startup.waiting_for = "ClickHouse"
-    return run_until_signalled(
-        "sink",
-        lambda stop: _main(
-            settings,
-            stop,
-            drain=drain,
-            on_flush=on_flush,
-            mappers=stored,
-            new_kafka_epoch=new_kafka_epoch,
-            startup=startup,
-        ),
-        ops=ops,
-        announced=True,
-    )
+    watch = startup.watch_kafka(settings.kafka.bootstrap, ops)
+    try:
+        return run_until_signalled(
+            "sink",
+            lambda stop: _main(
+                settings,
+                stop,
+                drain=drain,
+                on_flush=on_flush,
+                mappers=stored,
+                new_kafka_epoch=new_kafka_epoch,
+                startup=startup,
+            ),
+            ops=ops,
+            announced=True,
+        )
+    finally:
+        if watch is not None:
+            watch.stop()
 
 
 async def _open_store(settings: Settings, stop: asyncio.Event) -> SerializedClient | None:

@@ -16,7 +16,7 @@ Two kinds of series, kept cheap on the hot path:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -143,6 +143,8 @@ class EngineObserver:
         self.inputs = dict(inputs)
         self.refreshed_at: float | None = None
         """monotonic() of the last refresh; None until the app has fully started."""
+        self.kafka_problem: Callable[[], str | None] | None = None
+        """Why Kafka makes the worker not ready, if it does (chainwatch.kafka_watch)."""
 
     # --- on the event loop (a faust timer) -------------------------------------------
 
@@ -267,6 +269,9 @@ class EngineObserver:
         stalled = self.loop_stalled_s()
         if stalled is not None:
             reasons.append(f"event loop stalled for {stalled:.0f} s")
+        kafka = self.kafka_problem() if self.kafka_problem is not None else None
+        if kafka is not None:
+            reasons.append(kafka)
         return not reasons, {"reasons": reasons}
 
 

@@ -164,6 +164,27 @@ def test_probes_say_why_the_worker_is_not_ready(tmp_path: Path) -> None:
     assert "event loop stalled" in observer.ready()[1]["reasons"][0]
 
 
+def test_a_worker_whose_kafka_went_away_is_not_ready(tmp_path: Path) -> None:
+    """Started workers stayed ready (and `chainwatch_worker_ready` 1) through a broker
+    outage: the probes knew only of the start-up wait."""
+    from chainwatch.kafka_watch import KafkaWatch
+
+    engine = _engine(tmp_path)
+    asyncio.run(engine.observer.refresh())
+    answers = [False, True]
+    watch = KafkaWatch("127.0.0.1:19092", probe=lambda: answers.pop(0))
+    engine.observer.kafka_problem = watch.problem
+    assert engine.observer.ready() == (True, {"reasons": []})
+    watch.check()  # Kafka does not answer
+    ready, details = engine.observer.ready()
+    assert not ready
+    assert details["reasons"][0].startswith("Kafka at 127.0.0.1:19092 does not answer (since ")
+    asyncio.run(engine.observer.refresh())
+    assert _sample(engine, "chainwatch_worker_ready") == 0
+    watch.check()  # it answers again
+    assert engine.observer.ready() == (True, {"reasons": []})
+
+
 def test_the_probe_says_ready_as_the_app_starts_not_a_refresh_interval_later(
     tmp_path: Path,
 ) -> None:

@@ -55,6 +55,38 @@ def test_a_misspelt_variable_is_warned_of_by_name_never_its_value(tmp_path: Path
     assert "s3cret" not in result.stdout + result.stderr
 
 
+def test_a_sink_or_notifier_whose_kafka_went_away_answers_readyz_503(tmp_path: Path) -> None:
+    """Once started they answered 200 through a whole broker outage."""
+    import httpx
+    from structlog.testing import capture_logs
+
+    from chainwatch.kafka_watch import KafkaWatch
+    from chainwatch.process import Startup
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    startup = Startup()
+    server = serve_metrics(Settings(data_dir=tmp_path, metrics_port=port), startup)
+    assert server is not None
+    answers = [False, True]
+    startup.kafka = KafkaWatch("k:9092", probe=lambda: answers.pop(0))
+    url = f"http://127.0.0.1:{server.port}/readyz"
+    try:
+        assert httpx.get(url, timeout=5).status_code == 200
+        with capture_logs() as logs:
+            startup.kafka.check()
+            down = httpx.get(url, timeout=5)
+            startup.kafka.check()
+        assert down.status_code == 503
+        assert down.json()["reasons"][0].startswith("Kafka at k:9092 does not answer")
+        assert httpx.get(url, timeout=5).status_code == 200
+        assert [e["event"] for e in logs] == ["kafka_not_answering", "kafka_answering_again"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_sink_metrics_listen_on_loopback_by_default(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -65,3 +97,29 @@ def test_sink_metrics_listen_on_loopback_by_default(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_kafka_watch_checks_in_the_background_until_stopped() -> None:
+    import threading
+    import time
+
+    from chainwatch.kafka_watch import KafkaWatch
+
+    checked = threading.Event()
+
+    def down() -> bool:
+        checked.set()
+        return False
+
+    watch = KafkaWatch("k:9092", interval_s=0.01, probe=down).start()
+    try:
+        assert checked.wait(5)
+        deadline = time.monotonic() + 5
+        while watch.problem() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert watch.problem() is not None
+    finally:
+        watch.stop()
+    assert watch._thread is not None
+    watch._thread.join(5)
+    assert not watch._thread.is_alive()

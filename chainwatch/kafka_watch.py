@@ -1,0 +1,81 @@
+"""Whether Kafka answers, checked in the background: a running process's readiness.
+
+The worker, the sink and the notifier are ready once they have reached Kafka and
+started; before this, nothing told their `/readyz` (or `chainwatch_worker_ready`)
+that Kafka went away later, so a probe and the dashboards stayed green through a
+broker outage while nothing flowed (only the gateway, which answers clients,
+turned 503). A `KafkaWatch` asks the cluster for its metadata every `interval_s`
+from a thread of its own, each request bounded by `timeout_s`, and says what is
+wrong, if anything; the probes read that answer and never wait on Kafka.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from chainwatch.logs import get_logger
+
+log = get_logger(__name__)
+
+INTERVAL_S = 5.0
+TIMEOUT_S = 3.0
+
+
+class KafkaWatch:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        interval_s: float = INTERVAL_S,
+        timeout_s: float = TIMEOUT_S,
+        probe: Callable[[], bool] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self._probe = probe or self._metadata
+        self._down_since: datetime | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _metadata(self) -> bool:
+        from chainwatch.local_kafka import metadata_ok
+
+        return metadata_ok(self.bootstrap, self.timeout_s)
+
+    def problem(self) -> str | None:
+        """Why the process is not ready for Kafka's sake, None when the last check passed."""
+        since = self._down_since
+        if since is None:
+            return None
+        return f"Kafka at {self.bootstrap} does not answer (since {since:%Y-%m-%dT%H:%M:%SZ})"
+
+    def check(self) -> None:
+        """One check (the thread's step), logging a change either way."""
+        try:
+            ok = self._probe()
+        except Exception:  # a probe that fails is an answer: not reachable
+            ok = False
+        if not ok and self._down_since is None:
+            self._down_since = datetime.now(UTC)
+            log.warning("kafka_not_answering", bootstrap=self.bootstrap, ready=False)
+        elif ok and self._down_since is not None:
+            down_s = (datetime.now(UTC) - self._down_since).total_seconds()
+            self._down_since = None
+            log.info("kafka_answering_again", bootstrap=self.bootstrap, down_s=round(down_s, 1))
+
+    def start(self) -> KafkaWatch:
+        """Check every `interval_s` from now on (the process has just reached Kafka)."""
+
+        def run() -> None:
+            while not self._stop.wait(self.interval_s):
+                self.check()
+
+        self._thread = threading.Thread(target=run, name="kafka-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
