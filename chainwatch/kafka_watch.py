@@ -4,13 +4,17 @@ The worker, the sink and the notifier are ready once they have reached Kafka and
 started; before this, nothing told their `/readyz` (or `chainwatch_worker_ready`)
 that Kafka went away later, so a probe and the dashboards stayed green through a
 broker outage while nothing flowed (only the gateway, which answers clients,
-turned 503). A `KafkaWatch` asks the cluster for its metadata every `interval_s`
-from a thread of its own, each request bounded by `timeout_s`, and says what is
-wrong, if anything; the probes read that answer and never wait on Kafka.
+turned 503). A `KafkaWatch` asks a bootstrap broker for its API versions every
+`interval_s` from a thread of its own, each request bounded by `timeout_s`, and
+says what is wrong, if anything; the probes read that answer and never wait on
+Kafka. The request is Kafka's smallest, sent on a plain socket: a client library
+would log four lines of refused connections at every check of an outage.
 """
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -41,9 +45,7 @@ class KafkaWatch:
         self._thread: threading.Thread | None = None
 
     def _metadata(self) -> bool:
-        from chainwatch.local_kafka import metadata_ok
-
-        return metadata_ok(self.bootstrap, self.timeout_s)
+        return answers(self.bootstrap, self.timeout_s)
 
     def problem(self) -> str | None:
         """Why the process is not ready for Kafka's sake, None when the last check passed."""
@@ -79,3 +81,30 @@ class KafkaWatch:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+_API_VERSIONS_V0 = struct.pack(">hhih", 18, 0, 1, 10) + b"chainwatch"
+"""ApiVersions v0 request header: api_key 18, version 0, correlation id 1, client id."""
+
+
+def answers(bootstrap: str, timeout_s: float) -> bool:
+    """True when a broker of `bootstrap` (host:port[,host:port...]) answers an
+    ApiVersions request within `timeout_s`."""
+    request = struct.pack(">i", len(_API_VERSIONS_V0)) + _API_VERSIONS_V0
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout_s) as conn:
+                conn.settimeout(timeout_s)
+                conn.sendall(request)
+                head = b""
+                while len(head) < 8:
+                    chunk = conn.recv(8 - len(head))
+                    if not chunk:
+                        break
+                    head += chunk
+            if len(head) == 8 and struct.unpack(">ii", head)[1] == 1:
+                return True
+        except (OSError, ValueError):
+            continue
+    return False

@@ -123,3 +123,25 @@ def test_the_kafka_watch_checks_in_the_background_until_stopped() -> None:
     assert watch._thread is not None
     watch._thread.join(5)
     assert not watch._thread.is_alive()
+
+
+@pytest.mark.integration
+def test_the_watch_asks_kafka_itself_and_a_silent_or_garbage_server_is_no_answer(
+    kafka_bootstrap: str,
+) -> None:
+    import time
+
+    from dead_servers import DeadServer
+
+    from chainwatch.kafka_watch import answers
+
+    assert answers(kafka_bootstrap, 5.0)
+    assert answers(f"127.0.0.1:1,{kafka_bootstrap}", 5.0)  # any bootstrap broker will do
+    for kind in ("closed", "silent", "garbage"):
+        server = DeadServer(kind)
+        try:
+            began = time.monotonic()
+            assert not answers(f"127.0.0.1:{server.port}", 0.5)
+            assert time.monotonic() - began < 3
+        finally:
+            server.close()
