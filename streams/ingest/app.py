@@ -554,6 +554,10 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
         version="1",
         description="HTTP and EPCIS 2.0 ingest into Chainwatch's Kafka topics (docs/ingest.md).",
         lifespan=lifespan,
+        # `/v1/scans/` is a 404 like any unknown path: Starlette's redirect to the path
+        # without the slash was built from the client's Host header, and behind a TLS
+        # proxy it pointed the client at plain http
+        redirect_slashes=False,
     )
     app.state.gateway = gateway
     app.add_middleware(RequestIdMiddleware)
@@ -605,6 +609,7 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
         return await gateway.delete_customer(request, customer_id)
 
     @app.get("/healthz", tags=["ops"])
+    @app.head("/healthz", include_in_schema=False)  # probes that ask with HEAD
     async def healthz() -> Response:
         """The process serves requests (liveness), and says what it still waits for."""
         waiting = gateway.waiting_for()
@@ -620,6 +625,7 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
         )
 
     @app.get("/readyz", tags=["ops"])
+    @app.head("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> Response:
         """Kafka answers (readiness, checked in the background): 503 while it does not."""
         if (refused := ops_only(request)) is not None:
