@@ -447,9 +447,13 @@ class Gateway:
         )
 
     async def delete_customer(self, request: Request, customer_id: str) -> Response:
-        """A CRM delete is a tombstone (null value) on the compacted topic."""
+        """A CRM delete is a tombstone (null value) on the compacted topic; logged and
+        counted like every ingest request (`customers-delete`), errors included."""
         endpoint = ENDPOINTS["customers"]
+        started = time.perf_counter()
         request_id: str = request.state.request_id
+        principal: TokenEntry | None = None
+        error: str | None = None
         try:
             principal = self.authenticate(request, endpoint)
             if len(customer_id) > 64 or not _CUSTOMER_ID.fullmatch(customer_id):
@@ -464,10 +468,10 @@ class Gateway:
                 endpoint, [OutRecord(topic, customer_id.encode(), None)]
             )
         except HttpError as exc:
+            error = exc.error
             body = {"request_id": request_id, "error": exc.error, "detail": exc.detail, **exc.extra}
             response = _json(exc.status, body, exc.headers)
         else:
-            log.info("tombstone", request_id=request_id, caller=principal.name)
             response = _json(
                 202,
                 {
@@ -478,8 +482,23 @@ class Gateway:
                     "offset": placements[0].offset,
                 },
             )
-        self.metrics.requests.labels("customers-delete", str(response.status_code)).inc()
+        self.metrics.requests.labels(_DELETE, str(response.status_code)).inc()
+        if error is not None:
+            self.metrics.errors.labels(_DELETE, error).inc()
+        log.info(
+            "tombstone",
+            request_id=request_id,
+            endpoint=_DELETE,
+            caller=principal.name if principal else None,
+            status=response.status_code,
+            **({} if error is None else {"error": error}),
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
         return response
+
+
+_DELETE = "customers-delete"
+"""The `endpoint` label of `DELETE /v1/customers/{customer_id}` in metrics and logs."""
 
 
 def default_publisher(settings: GatewayConfig) -> TransactionalPublisher:

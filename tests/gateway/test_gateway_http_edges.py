@@ -40,3 +40,35 @@ def test_probes_may_ask_with_head(gateway: Harness, path: str) -> None:
     assert head.content == b""
     assert head.headers["content-type"] == "application/json"
     assert head.headers["x-request-id"]
+
+
+def _counted(gateway: Harness, endpoint: str, error: str) -> float:
+    wanted = f'chainwatch_gateway_errors_total{{endpoint="{endpoint}",error="{error}"}} '
+    for line in gateway.client.get("/metrics").text.splitlines():
+        if line.startswith(wanted):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_refused_customer_delete_is_logged_and_counted(
+    gateway: Harness, capfd: pytest.CaptureFixture[str]
+) -> None:
+    crm = {"Authorization": "Bearer secret-token-of-crm"}
+    unit = {"Authorization": "Bearer secret-token-of-unit-dye"}
+    cases = [
+        ("/v1/customers/" + "c" * 65, crm, 422, "bad_parameter"),
+        ("/v1/customers/C-1", {}, 401, "unauthorized"),
+        ("/v1/customers/C-1", unit, 403, "forbidden"),
+    ]
+    before = {error: _counted(gateway, "customers-delete", error) for *_, error in cases}
+    capfd.readouterr()
+    for path, headers, status, error in cases:
+        _documented_error(gateway.client.delete(path, headers=headers), status, error)
+    captured = capfd.readouterr()
+    lines = (captured.out + captured.err).splitlines()
+    logged = [line for line in lines if "] tombstone " in line]
+    for (*_, status, error), line in zip(cases, logged, strict=True):
+        assert f"status={status}" in line, line
+        assert f"error={error}" in line, line
+    for *_, error in cases:
+        assert _counted(gateway, "customers-delete", error) == before[error] + 1, error
