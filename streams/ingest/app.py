@@ -258,7 +258,10 @@ class Gateway:
     ) -> tuple[Response, tuple[int, int]]:
         request_id: str = request.state.request_id
         try:
-            kind = media_type(request.headers.get("content-type"))
+            kind = media_type(
+                request.headers.get("content-type"),
+                ", ".join(request.headers.getlist("content-encoding")),
+            )
             body = await read_body(
                 request,
                 self.limits.max_body_bytes,

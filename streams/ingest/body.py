@@ -52,7 +52,7 @@ class BodyTimeout(Exception):
 
 
 class UnsupportedMediaType(Exception):
-    """Neither JSON nor NDJSON (415)."""
+    """Neither JSON nor NDJSON, or not UTF-8, or compressed (415)."""
 
 
 class Unstructured(Exception):
@@ -142,11 +142,31 @@ async def _read_body(
     return buffer
 
 
-def media_type(content_type: str | None) -> str:
-    """`json` or `ndjson`; a missing type is read as JSON, anything else is refused."""
+def media_type(content_type: str | None, content_encoding: str | None = None) -> str:
+    """`json` or `ndjson`; a missing type is read as JSON, anything else is refused.
+
+    So is a body the gateway would misread: one with a `Content-Encoding` other than
+    `identity` (a gzip body was judged as bytes, `not_json`; a `br` label on a plain
+    body was ignored) or a `charset` other than UTF-8 (JSON on the wire is UTF-8).
+    """
+    coding = (content_encoding or "").strip()
+    if any(e.strip().lower() not in ("", "identity") for e in coding.split(",")):
+        raise UnsupportedMediaType(
+            f"unsupported Content-Encoding {coding!r}: the gateway reads bodies as sent; "
+            "send it uncompressed, without Content-Encoding (or with `identity`)"
+        )
     if not content_type:
         return "json"
-    main = content_type.split(";", 1)[0].strip().lower()
+    main, *params = (part.strip() for part in content_type.split(";"))
+    main = main.lower()
+    for param in params:
+        name, _, value = param.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            raise UnsupportedMediaType(
+                f"unsupported charset {charset!r}: JSON and NDJSON bodies are read as UTF-8 "
+                "(send charset=utf-8, or no charset)"
+            )
     if main in NDJSON_TYPES:
         return "ndjson"
     if main in ("application/json", "text/json", "*/*") or main.endswith("+json"):

@@ -107,7 +107,8 @@ INGEST_ERRORS: dict[str, str] = {
     "nothing was published; the connection is closed.",
     "413": "More bytes or items than the gateway accepts in one request, or an item larger "
     "than `max_item_bytes` or than Kafka takes.",
-    "415": "Neither JSON nor NDJSON.",
+    "415": "Neither JSON nor NDJSON, a charset other than UTF-8, or a Content-Encoding "
+    "other than identity.",
     "422": "No items (an empty body or batch), a bad `?partial=`, or invalid items: "
     "nothing was published; see `items`.",
     "503": "Kafka unavailable: nothing was published; retry after `Retry-After` seconds.",

@@ -72,3 +72,43 @@ def test_a_refused_customer_delete_is_logged_and_counted(
         assert f"error={error}" in line, line
     for *_, error in cases:
         assert _counted(gateway, "customers-delete", error) == before[error] + 1, error
+
+
+@pytest.mark.parametrize(
+    ("content_type", "encoding", "complaint"),
+    [
+        ("application/json", "gzip", "unsupported Content-Encoding 'gzip'"),
+        ("application/json", "br", "unsupported Content-Encoding 'br'"),
+        ("application/json", "identity, deflate", "Content-Encoding 'identity, deflate'"),
+        ("application/json; charset=utf-16", None, "unsupported charset 'utf-16'"),
+        ('application/x-ndjson; charset="ISO-8859-1"', None, "unsupported charset 'iso-8859-1'"),
+    ],
+)
+def test_a_body_the_gateway_would_misread_is_415(
+    gateway: Harness, content_type: str, encoding: str | None, complaint: str
+) -> None:
+    import gzip
+    import json
+
+    record = scan()
+    body = json.dumps(record).encode()
+    if encoding == "gzip":
+        body = gzip.compress(body)
+    headers = {"Content-Encoding": encoding} if encoding else {}
+    response = gateway.post("/v1/scans", content=body, content_type=content_type, headers=headers)
+    answer = _documented_error(response, 415, "unsupported_media_type")
+    assert complaint in answer["detail"]
+    published = {json.loads(v)["event_id"] for _, v in gateway.read_all("scans") if v}
+    assert record["event_id"] not in published
+
+
+@pytest.mark.parametrize(
+    ("content_type", "encoding"),
+    [("application/json; charset=UTF-8", "identity"), ('application/json;charset="utf8"', None)],
+)
+def test_utf8_and_identity_are_read_as_before(
+    gateway: Harness, content_type: str, encoding: str | None
+) -> None:
+    headers = {"Content-Encoding": encoding} if encoding else {}
+    response = gateway.post("/v1/scans", [scan()], content_type=content_type, headers=headers)
+    assert response.status_code == 202, response.text
