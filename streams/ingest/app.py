@@ -59,6 +59,7 @@ from streams.ingest.body import (
 )
 from streams.ingest.metrics import GatewayMetrics
 from streams.ingest.openapi import METRICS_MEDIA_TYPE, install_openapi, partial_path
+from streams.ingest.outage import OutageLog
 from streams.ingest.publisher import (
     OutRecord,
     Publisher,
@@ -188,6 +189,7 @@ class Gateway:
             interval_s=self.limits.readiness_interval_s,
             deadline_s=self.limits.readiness_timeout_s,
         )
+        self.outage = OutageLog()
         self.executor = ThreadPoolExecutor(
             max_workers=self.limits.judge_threads, thread_name_prefix="gateway-judge"
         )
@@ -410,9 +412,10 @@ class Gateway:
             raise HttpError(413, "too_large", str(exc)) from None
         except PublishUnavailable as exc:
             self.readiness.note(False, str(exc))
-            log.warning("kafka unavailable", endpoint=endpoint.name, error=str(exc))
+            self.outage.refused(endpoint.name, str(exc))
             raise self._unavailable("Kafka did not take the request") from None
         self.readiness.note(True)
+        self.outage.published()
         self.metrics.publish_seconds.labels(endpoint.name).observe(time.perf_counter() - started)
         return placements
 

@@ -110,6 +110,52 @@ def test_repeated_client_library_errors_are_rate_limited() -> None:
     assert all(limit.filter(ours) for _ in range(3))
 
 
+def test_an_outage_is_logged_once_then_once_per_window_and_when_it_ends() -> None:
+    from structlog.testing import capture_logs
+
+    from streams.ingest.outage import OutageLog
+
+    now = [0.0]
+    outage = OutageLog(window_s=30, clock=lambda: now[0])
+    with capture_logs() as logs:
+        for _ in range(1000):  # 1,000 refusals in the first 10 s
+            outage.refused("scans", "no broker")
+            now[0] += 0.01
+        now[0] = 31.0
+        outage.refused("orders", "no broker")  # the window's summary
+        outage.refused("scans", "no broker")
+        now[0] = 40.0
+        outage.published()
+        outage.published()
+        outage.refused("scans", "gone again")  # a new outage is logged at once
+    lines = [(e["event"], e.get("suppressed"), e.get("refused")) for e in logs]
+    assert lines == [
+        ("kafka unavailable", None, None),
+        ("kafka unavailable", 999, 1001),
+        ("kafka available again", None, 1002),
+        ("kafka unavailable", None, None),
+    ]
+
+
+def test_unreachable_kafka_is_logged_once_not_per_request(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    settings = gateway_settings(f"127.0.0.1:{_closed_port()}", publish_timeout_s=1.0)
+    server, url = start_gateway(settings)
+    auth = {"Authorization": f"Bearer {token_of('admin')}"}
+    capfd.readouterr()
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for _ in range(5):
+                response = client.post("/v1/scans", json=[scan()], headers=auth)
+                assert response.status_code == 503, response.text
+    finally:
+        server.stop()
+    captured = capfd.readouterr()
+    lines = (captured.out + captured.err).splitlines()
+    assert len([line for line in lines if "] kafka unavailable " in line]) == 1, lines
+
+
 def test_unreachable_kafka_is_503_with_retry_after_and_not_ready() -> None:
     settings = gateway_settings(f"127.0.0.1:{_closed_port()}", retry_after_s=7)
     server, url = start_gateway(settings)

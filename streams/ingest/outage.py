@@ -1,0 +1,63 @@
+"""The log of a Kafka outage as the gateway sees it: a few lines, not one per request.
+
+While Kafka is down every post is answered 503, and a warning per request
+buried everything else (17,621 `kafka unavailable` lines in 40 s under load).
+Here the first refused request of an outage is logged at once, then at most one
+line per `window_s` says how many were refused since the previous line, and one
+line says when Kafka takes a request again. Every refusal is still counted
+(`chainwatch_gateway_errors_total{error="kafka_unavailable"}`).
+
+(`sinks.log_throttle.LogThrottle` does the same for the sinks; the gateway may not
+import `sinks`: streams and sinks stand side by side.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import structlog
+
+log = structlog.stdlib.get_logger(__name__)
+
+
+class OutageLog:
+    def __init__(self, window_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self._since: float | None = None  # when the outage's first refusal was logged
+        self._logged_at = 0.0
+        self._held_back = 0  # refusals since the last line
+        self._refused = 0  # refusals in this outage
+
+    def refused(self, endpoint: str, error: str) -> None:
+        """A request Kafka did not take."""
+        now = self._clock()
+        self._refused += 1
+        if self._since is None:
+            self._since = self._logged_at = now
+            log.warning("kafka unavailable", endpoint=endpoint, error=error)
+            return
+        if now - self._logged_at < self.window_s:
+            self._held_back += 1
+            return
+        log.warning(
+            "kafka unavailable",
+            endpoint=endpoint,
+            error=error,
+            suppressed=self._held_back,
+            refused=self._refused,
+            for_s=round(now - self._since, 1),
+        )
+        self._logged_at, self._held_back = now, 0
+
+    def published(self) -> None:
+        """Kafka took a request: says so once after an outage."""
+        if self._since is None:
+            return
+        log.info(
+            "kafka available again",
+            refused=self._refused,
+            after_s=round(self._clock() - self._since, 1),
+        )
+        self._since, self._held_back, self._refused = None, 0, 0
