@@ -1,4 +1,4 @@
-"""uvicorn's HTTP protocol with a deadline on a request's headers.
+"""uvicorn's HTTP protocol with a deadline and a size limit on a request's headers.
 
 uvicorn closes a keep-alive connection that stays idle `timeout_keep_alive`
 seconds after a response, but a connection that sends part of a request line
@@ -8,26 +8,74 @@ turned every further request into a 503. Here the headers must be complete
 within `header_timeout_s` of the connection opening, or of the previous
 response; otherwise the connection is closed. The body has its own deadline in
 the app (`gateway.body_timeout_s`), where a 408 can still be answered.
+
+Nor did anything bound the headers' size: one client sending a header value of
+endless `a`s made httptools copy the growing value with every chunk, so the
+event loop spent seconds per chunk (a `/healthz` took 5 s, memory grew by
+hundreds of MB, and the header deadline's timer could not even run). The
+request line and headers together may have at most `max_header_bytes`,
+counted as bytes arrive, before the parser sees them: beyond, the client gets
+431 in the gateway's JSON error format and the connection is closed, logged
+once per connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
+import orjson
+import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = structlog.stdlib.get_logger(__name__)
+
+HEADERS_TOO_LARGE = "headers_too_large"
+"""The `error` of the 431 (docs/ingest.md lists it with the app's codes)."""
 
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
     header_timeout_s: float = 10.0
+    max_header_bytes: int = 64 * 1024
     _header_timer: asyncio.TimerHandle | None = None
+    _in_head = True  # the parser is reading a request line or headers
+    _head_bytes = 0  # of them so far
+    _refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
 
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # the connection is closing: nothing more is read
+        if self._in_head:
+            room = self.max_header_bytes - self._head_bytes
+            if len(data) > room:
+                # the part that may still end the headers; the rest only if it did
+                if room > 0:
+                    super().data_received(data[:room])
+                if self.transport.is_closing() or self.parser is None:
+                    return  # refused by the parser (400) or gone
+                if self._reading_head():  # still: the headers did not end within the limit
+                    self._refuse_headers()
+                    return
+                self.data_received(data[room:])
+                return
+            self._head_bytes += len(data)
+        super().data_received(data)
+
+    def _reading_head(self) -> bool:
+        return self._in_head
+
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._disarm()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0  # what follows is the next request's
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -37,6 +85,39 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def _refuse_headers(self) -> None:
+        """431 and close; when a response to an earlier request on this connection is
+        still owed (pipelining), that one is sent first and the connection closed after."""
+        self._refused = True
+        self._disarm()
+        client = "%s:%d" % self.client if self.client else None  # noqa: UP031
+        log.warning(
+            "request headers too large",
+            client=client,
+            limit_bytes=self.max_header_bytes,
+            status=431,
+        )
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+            return
+        request_id = uuid.uuid4().hex
+        body = orjson.dumps(
+            {
+                "request_id": request_id,
+                "error": HEADERS_TOO_LARGE,
+                "detail": f"the request line and headers exceed {self.max_header_bytes} bytes",
+            }
+        )
+        head = (
+            "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            "content-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n"
+            f"x-request-id: {request_id}\r\n"
+            "connection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body)
+        self.transport.close()
 
     def _arm(self) -> None:
         self._disarm()
@@ -54,8 +135,12 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def with_header_deadline(header_timeout_s: float) -> type[HeaderDeadlineProtocol]:
-    """The protocol class for uvicorn's `http=`, with this deadline."""
+def with_header_deadline(
+    header_timeout_s: float, max_header_bytes: int = 64 * 1024
+) -> type[HeaderDeadlineProtocol]:
+    """The protocol class for uvicorn's `http=`, with this deadline and header limit."""
     return type(
-        "HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"header_timeout_s": header_timeout_s}
+        "HeaderDeadlineProtocol",
+        (HeaderDeadlineProtocol,),
+        {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes},
     )

@@ -122,7 +122,8 @@ def uvicorn_config(app: Any, g: GatewaySettings, **where: Any) -> uvicorn.Config
     A graceful shutdown waits for the requests in flight at most `shutdown_grace_s`,
     then cancels them: uvicorn's default waits for ever, and one client holding a
     request open kept a stopped gateway from exiting. A request's headers must
-    arrive within `header_timeout_s` (chainwatch.gateway_protocol).
+    arrive within `header_timeout_s` and have at most `max_header_bytes`
+    (chainwatch.gateway_protocol).
     """
     import uvicorn
 
@@ -130,7 +131,7 @@ def uvicorn_config(app: Any, g: GatewaySettings, **where: Any) -> uvicorn.Config
 
     return uvicorn.Config(
         app,
-        http=with_header_deadline(g.header_timeout_s),
+        http=with_header_deadline(g.header_timeout_s, g.max_header_bytes),
         log_config=None,
         access_log=False,
         limit_concurrency=g.limit_concurrency,

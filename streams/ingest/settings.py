@@ -58,6 +58,12 @@ class GatewaySettings(BaseModel):
         description="A request's line and headers must arrive within this of the connection "
         "opening (or of the previous response), else the connection is closed.",
     )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="A request's line and headers together may have at most this many bytes, "
+        "else 431 and the connection is closed.",
+    )
     body_timeout_s: float = Field(
         default=30.0,
         gt=0,

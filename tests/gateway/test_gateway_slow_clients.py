@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -148,3 +149,70 @@ def test_a_connection_whose_headers_never_end_is_closed_and_frees_its_slot(
     # both slots are free again
     with httpx.Client(base_url=gw.base_url, timeout=10) as client:
         assert client.get("/healthz").status_code == 200
+
+
+def test_headers_beyond_the_limit_are_431_at_once_and_the_gateway_stays_responsive(
+    gateway_factory: Callable[..., Harness],
+) -> None:
+    gw = gateway_factory(header_timeout_s=30.0)
+    host, port = gw.base_url.removeprefix("http://").split(":")
+    chunk = b"a" * (1024 * 1024)
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            for _ in range(8):  # the gateway closes the connection after its answer
+                sock.sendall(chunk)
+                probe_started = time.monotonic()
+                assert gw.client.get("/healthz").status_code == 200
+                assert time.monotonic() - probe_started < 1.0
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            status, headers, body = read_response(sock, timeout_s=10)
+        except ConnectionResetError:  # the close raced the client's unread sends
+            pytest.fail("no 431 before the connection was reset")
+        answered_in = time.monotonic() - started
+    assert status == 431
+    assert headers["content-type"] == "application/json"
+    answer = json.loads(body)
+    assert answer["error"] == "headers_too_large"
+    assert answer["request_id"] == headers["x-request-id"]
+    assert "65536 bytes" in answer["detail"]
+    assert answered_in < 10.0  # not the header deadline (30 s)
+
+
+def test_headers_just_below_the_limit_and_a_large_body_in_the_same_packets_are_served(
+    gateway_factory: Callable[..., Harness],
+) -> None:
+    gw = gateway_factory()
+    host, port = gw.base_url.removeprefix("http://").split(":")
+    records = [
+        {
+            "event_id": f"hdr-{uuid.uuid4().hex[:12]}-{i}",
+            "order_id": "PO-1",
+            "stage": "dyeing",
+            "action": "started",
+            "unit_id": "DYE-01",
+            "event_time": "2026-11-22T08:05:00+01:00",
+            "attributes": {"note": "x" * 200},
+        }
+        for i in range(400)
+    ]
+    body = json.dumps(records).encode()
+    assert len(body) > 100_000
+    head = (
+        "POST /v1/scans HTTP/1.1\r\n"
+        f"Host: {host}\r\n"
+        f"Authorization: Bearer {token_of('admin')}\r\n"
+        "Content-Type: application/json\r\n"
+        f"X-Padding: {'p' * 60_000}\r\n"
+        "Connection: close\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    assert len(head) < 64 * 1024
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(head + body)
+        status, _, answer = read_response(sock, timeout_s=30)
+    assert status == 202, answer
+    assert json.loads(answer)["accepted"] == 400
