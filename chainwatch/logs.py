@@ -76,6 +76,21 @@ class RetriableAsWarning(logging.Filter):
         return True
 
 
+class ShutdownCancelAsWarning(logging.Filter):
+    """uvicorn logs its cancel of the requests still running at the end of a graceful
+    shutdown's grace as an ERROR; it is the configured behaviour (`shutdown_grace_s`),
+    and each request cut answers 503 and logs a line of its own: a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno == logging.ERROR
+            and record.name == "uvicorn.error"
+            and str(record.msg).startswith("Cancel %s running task(s)")
+        ):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 _RETRIED_MESSAGES = frozenset(
     {
         "Unable to update metadata from %s",
@@ -133,6 +148,7 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
         )
     )
     handler.addFilter(RetriableAsWarning())
+    handler.addFilter(ShutdownCancelAsWarning())
     handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

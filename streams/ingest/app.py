@@ -143,6 +143,62 @@ def _request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+def shutting_down(retry_after: str) -> HttpError:
+    """503 `shutting_down`: the gateway stopped before the request was done."""
+    return HttpError(
+        503,
+        "shutting_down",
+        "the gateway shut down before this request was done; whether it was published is "
+        f"not known, retry in {retry_after} s (a repeated item is idempotent downstream)",
+        headers={"Retry-After": retry_after, "Connection": "close"},
+    )
+
+
+def _take_back_cancel() -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        task.uncancel()
+
+
+class ShutdownAnswer:
+    """A request cancelled by a shutdown, wherever the cancel lands, ends with a 503
+    (`shutting_down`, `Retry-After`) when its response has not started, else just ends;
+    one warning line, no traceback. The operations answer it themselves (logged and
+    counted like any error); this catches the rest."""
+
+    def __init__(self, app: ASGIApp, retry_after_s: int) -> None:
+        self.app = app
+        self.retry_after = str(retry_after_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:
+            _take_back_cancel()
+            request_id = scope.get("state", {}).get("request_id") or uuid.uuid4().hex
+            log.warning(
+                "request cut by shutdown",
+                request_id=request_id,
+                path=scope.get("path"),
+                response_started=started,
+            )
+            if started:
+                return
+            exc = shutting_down(self.retry_after)
+            body = {"request_id": request_id, "error": exc.error, "detail": exc.detail}
+            await _json(exc.status, body, exc.headers)(scope, receive, tracking_send)
+
+
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
@@ -227,12 +283,10 @@ class Gateway:
             partial = partial_mode or _partial(request)
             with self.metrics.in_flight.labels(endpoint.name).track_inprogress():
                 response, counts = await self._ingest(request, endpoint, partial, principal)
-        except HttpError as exc:
-            error = exc.error
-            body = {"request_id": request_id, "error": exc.error, "detail": exc.detail, **exc.extra}
-            response = _json(exc.status, body, exc.headers)
-            if "rejected" in exc.extra:
-                counts = (0, int(exc.extra["rejected"]))
+        except (HttpError, asyncio.CancelledError) as caught:
+            error, response, rejected = self._refusal(request_id, caught)
+            if rejected is not None:
+                counts = (0, rejected)
         self.metrics.requests.labels(endpoint.name, str(response.status_code)).inc()
         if error is not None:
             self.metrics.errors.labels(endpoint.name, error).inc()
@@ -419,6 +473,26 @@ class Gateway:
         self.metrics.publish_seconds.labels(endpoint.name).observe(time.perf_counter() - started)
         return placements
 
+    def _refusal(
+        self, request_id: str, caught: HttpError | asyncio.CancelledError
+    ) -> tuple[str, Response, int | None]:
+        """The error code, the answer and the rejected items' count of a refused request.
+        (A helper, so no local of the caller keeps the exception - and through its
+        traceback the request's body - alive after the `except` block.)"""
+        exc = caught if isinstance(caught, HttpError) else self._cut_by_shutdown()
+        body = {"request_id": request_id, "error": exc.error, "detail": exc.detail, **exc.extra}
+        rejected = int(exc.extra["rejected"]) if "rejected" in exc.extra else None
+        return exc.error, _json(exc.status, body, exc.headers), rejected
+
+    def _cut_by_shutdown(self) -> HttpError:
+        """The answer to a request cancelled by a shutdown (uvicorn cancels what still runs
+        after `shutdown_grace_s`): 503 with `Retry-After`, not uvicorn's plain-text 500
+        and an error with a traceback in the log. The cancel is taken back so the answer
+        can still be sent (the task ends right after)."""
+        _take_back_cancel()
+        retry = str(self.limits.retry_after_s)
+        return shutting_down(retry)
+
     def _unavailable(self, why: str) -> HttpError:
         """503 `kafka_unavailable` with `Retry-After`: nothing of the request was published."""
         retry = str(self.limits.retry_after_s)
@@ -473,10 +547,8 @@ class Gateway:
             placements = await self._publish(
                 endpoint, [OutRecord(topic, customer_id.encode(), None)]
             )
-        except HttpError as exc:
-            error = exc.error
-            body = {"request_id": request_id, "error": exc.error, "detail": exc.detail, **exc.extra}
-            response = _json(exc.status, body, exc.headers)
+        except (HttpError, asyncio.CancelledError) as caught:
+            error, response, _ = self._refusal(request_id, caught)
         else:
             response = _json(
                 202,
@@ -585,7 +657,8 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
         redirect_slashes=False,
     )
     app.state.gateway = gateway
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(ShutdownAnswer, retry_after_s=settings.gateway.retry_after_s)
+    app.add_middleware(RequestIdMiddleware)  # outside: its header is on every answer
 
     def error_response(request: Request, status: int, error: str, detail: str) -> Response:
         request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex

@@ -74,7 +74,8 @@ class GatewaySettings(BaseModel):
         default=15.0,
         gt=0,
         description="On SIGTERM/SIGINT, requests in flight get this long to finish (keep it "
-        "above `publish_timeout_s`); the ones still running then are cancelled.",
+        "above `publish_timeout_s`); the ones still running then are cancelled (503 "
+        "`shutting_down`).",
     )
     judge_threads: int = Field(
         default=2, ge=1, le=32, description="Threads that parse and validate request bodies."

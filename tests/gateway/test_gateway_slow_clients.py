@@ -216,3 +216,65 @@ def test_headers_just_below_the_limit_and_a_large_body_in_the_same_packets_are_s
         status, _, answer = read_response(sock, timeout_s=30)
     assert status == 202, answer
     assert json.loads(answer)["accepted"] == 400
+
+
+@pytest.mark.slow
+def test_a_request_cut_by_shutdown_is_answered_503_without_a_traceback(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    with (
+        running_gateway_process(
+            kafka_bootstrap, tmp_path, body_timeout_s=600.0, shutdown_grace_s=1.0
+        ) as gw,
+        half_sent_request(gw.base_url) as sock,
+    ):
+        wait_until_in_flight(gw.base_url, 1)
+        gw.process.terminate()
+        status, headers, body = read_response(sock, timeout_s=20)
+        code = gw.process.wait(timeout=30)
+    log = (tmp_path / "gateway.log").read_text()
+    assert status == 503, body
+    assert headers["retry-after"] == str(gw.settings.gateway.retry_after_s)
+    assert headers["content-type"] == "application/json"
+    answer = json.loads(body)
+    assert answer["error"] == "shutting_down"
+    assert answer["request_id"] == headers["x-request-id"]
+    assert code == 0, log
+    assert "Traceback" not in log
+    assert "Exception in ASGI application" not in log
+    assert "[error" not in log, log
+
+
+def test_a_cancel_outside_the_operations_is_503_or_just_ends() -> None:
+    import asyncio
+    from typing import Any
+
+    from streams.ingest.app import ShutdownAnswer
+
+    async def run(start_first: bool) -> list[dict[str, Any]]:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if start_first:
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+            await asyncio.Event().wait()  # a request that never ends
+
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        async def receive() -> Any:
+            return {"type": "http.disconnect"}
+
+        scope = {"type": "http", "path": "/x", "headers": [], "state": {"request_id": "r-1"}}
+        task = asyncio.create_task(ShutdownAnswer(app, retry_after_s=5)(scope, receive, send))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        await task  # ends without raising
+        return sent
+
+    answered = asyncio.run(run(start_first=False))
+    assert answered[0]["status"] == 503
+    assert (b"retry-after", b"5") in answered[0]["headers"]
+    assert json.loads(answered[1]["body"])["error"] == "shutting_down"
+    assert json.loads(answered[1]["body"])["request_id"] == "r-1"
+    assert [m["type"] for m in asyncio.run(run(start_first=True))] == ["http.response.start"]
