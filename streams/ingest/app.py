@@ -706,8 +706,9 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
         """Delete a CRM customer: a tombstone on `crm.customers`."""
         return await gateway.delete_customer(request, customer_id)
 
-    @app.get("/healthz", tags=["ops"])
+    # HEAD after GET: a 405 at these paths names the first route's methods (`Allow: GET`)
     @app.head("/healthz", include_in_schema=False)  # probes that ask with HEAD
+    @app.get("/healthz", tags=["ops"])
     async def healthz() -> Response:
         """The process serves requests (liveness), and says what it still waits for."""
         waiting = gateway.waiting_for()
@@ -722,8 +723,8 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
             request, 403, "forbidden", "ops endpoints answer only gateway.ops_networks"
         )
 
-    @app.get("/readyz", tags=["ops"])
     @app.head("/readyz", include_in_schema=False)
+    @app.get("/readyz", tags=["ops"])
     async def readyz(request: Request) -> Response:
         """Kafka answers (readiness, checked in the background): 503 while it does not."""
         if (refused := ops_only(request)) is not None:

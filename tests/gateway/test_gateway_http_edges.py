@@ -40,6 +40,9 @@ def test_probes_may_ask_with_head(gateway: Harness, path: str) -> None:
     assert head.content == b""
     assert head.headers["content-type"] == "application/json"
     assert head.headers["x-request-id"]
+    refused = gateway.client.post(path)
+    _documented_error(refused, 405, "method_not_allowed")
+    assert refused.headers["allow"] == "GET"  # the documented method, not HEAD
 
 
 def _counted(gateway: Harness, endpoint: str, error: str) -> float:
