@@ -9,6 +9,11 @@ same answer in an array as on an NDJSON line - and a body of a million tiny
 items is refused (413) after reading a few thousand of them, with no more
 memory than the body itself.
 
+The scan's cost is bounded whatever the body: an element (or a value beside
+the path) nested at most `LEVELS` deep is skipped in one C-level regex step,
+deeper structure is read a token at a time, at most `SCAN_STEPS` of them
+(beyond, 413).
+
 A body whose structure does not hold together (unbalanced brackets, an
 unterminated string, text after the array) is one item, so `decode_input`
 classifies it (`not_json`) exactly as it would a bad Kafka record, and partial
@@ -39,6 +44,7 @@ _QUOTE, _COMMA = ord('"'), ord(",")
 _OPEN: Final = {ord("["): ord("]"), ord("{"): ord("}")}
 _CLOSE: Final = frozenset(_OPEN.values())
 _WHITESPACE: Final = b" \t\r\n"
+_DELIMITERS: Final = frozenset(b",]}")
 
 Body = bytes | bytearray
 
@@ -189,7 +195,17 @@ def _item_pattern(levels: int) -> re.Pattern[bytes]:
     return re.compile(item, re.DOTALL)
 
 
-_ITEM: Final = _item_pattern(8)
+LEVELS: Final = 16
+"""Nesting an element (or a value beside the path) may have to be skipped in one C-level
+regex step; deeper ones are read token by token, within `SCAN_STEPS`."""
+
+SCAN_STEPS: Final = 32_768
+"""Tokens (brackets, commas, strings) `locate_array` reads one at a time, at most: a
+Python step each (~1 us), so the scan of any body stays within tens of milliseconds.
+Beyond, the body is refused (`BodyTooLarge`): an 8 MiB `[[[...]]]` took 6-11 s of CPU
+here, partly on the event loop (`precheck_array`), before its 413."""
+
+_ITEM: Final = _item_pattern(LEVELS)
 
 
 @functools.lru_cache(maxsize=8)
@@ -227,7 +243,15 @@ def locate_array(  # noqa: C901 - one scanner loop; a call per token would slow 
     inside = False
     items: list[tuple[int, int]] = []
     item_start = array_start = last_end = pos = 0
+    steps = 0
     while (match := _TOKEN.search(body, pos)) is not None:
+        steps += 1
+        if steps > SCAN_STEPS:
+            raise BodyTooLarge(
+                f"the body's structure is more than the gateway reads: over {SCAN_STEPS} "
+                f"brackets, commas and strings nested deeper than {LEVELS} levels or around "
+                "its items (a record of the contract nests a few levels)"
+            )
         at, pos = match.start(), match.end()
         char = body[at]
         depth = len(stack)
@@ -241,6 +265,8 @@ def locate_array(  # noqa: C901 - one scanner loop; a call per token would slow 
                     if key in seen[-1]:
                         raise DuplicateKey(".".join(path[:depth]))
                     seen[-1].add(key)
+                else:  # a value off the path: skipped in one step when it is shallow
+                    pos = _value_end(body, pos, complete) or pos
             continue
         if char in _OPEN:
             if depth == 0 and body[:at].strip(_WHITESPACE):
@@ -262,6 +288,8 @@ def locate_array(  # noqa: C901 - one scanner loop; a call per token would slow 
             stack.append(_OPEN[char])
             keys.append(None)
             seen.append(set())
+            if char == ord("[") and ((inside and depth + 1 == target + 1) or depth + 1 <= target):
+                pos = _value_end(body, pos, complete) or pos  # its first element
             continue
         if char in _CLOSE:
             if not stack or stack.pop() != char:
@@ -278,11 +306,35 @@ def locate_array(  # noqa: C901 - one scanner loop; a call per token would slow 
         if char == _COMMA and inside and depth == target + 1:
             _end_item(body, items, item_start, at, max_items, max_item_bytes, closing=False)
             item_start = pos
+            pos = _value_end(body, pos, complete) or pos
+        elif char == _COMMA and 0 < depth <= target and stack[-1] == ord("]"):
+            pos = _value_end(body, pos, complete) or pos  # an array off the path
+    return _located(body, stack, found, last_end, complete)
+
+
+def _located(
+    body: Body, stack: list[int], found: Located | None, last_end: int, complete: bool
+) -> Located | None:
     if stack:
         raise Unstructured("brackets do not balance") if complete else Truncated()
     if last_end == 0 or body[last_end:].strip(_WHITESPACE):
         raise Unstructured("text after the end of the document")
     return found
+
+
+def _value_end(body: Body, pos: int, complete: bool) -> int | None:
+    """Where the value (or array element) at `pos` ends - the `,`, `]` or `}` after it - when
+    it nests at most `LEVELS` deep: found in one regex step. None otherwise (the caller
+    reads it token by token); `Truncated` when a prefix of a body ends inside it."""
+    match = _ITEM.match(body, pos)
+    after = match.end() if match is not None else pos
+    while after < len(body) and body[after] in _WHITESPACE:
+        after += 1
+    if after == len(body):
+        if complete:
+            return None
+        raise Truncated()
+    return after if body[after] in _DELIMITERS else None
 
 
 def _elements(
