@@ -257,6 +257,13 @@ def judge_epcis(
     try:
         located = locate_array(body, EVENT_LIST, max_items, max_item_bytes)
     except Unstructured as exc:
+        scalar = _small_json_scalar(body)
+        if scalar is not None:  # `null`, `3`, `"x"`: JSON, but no document ("text after
+            # the end of the document" said the scanner, which looks for an object)
+            return _document_error(
+                body, ReasonCode.NOT_OBJECT, "",
+                f"an EPCISDocument is a JSON object, not {scalar}", "model_type",
+            )  # fmt: skip
         return _document_error(
             body, ReasonCode.NOT_JSON, "", f"the body is not JSON: {exc}", "json_invalid"
         )
@@ -298,6 +305,19 @@ def judge_epcis(
         except Exception as exc:  # one event's bug never fails the request
             verdicts.append(_failed(index, event, exc))
     return EpcisVerdicts(verdicts)
+
+
+def _small_json_scalar(body: Body) -> str | None:
+    """The JSON type of a short body that is JSON but neither object nor array."""
+    if len(body) > 1024:
+        return None
+    try:
+        value = pydantic_core.from_json(bytes(body))
+    except ValueError:
+        return None
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number",
+             str: "a string"}  # fmt: skip
+    return names.get(type(value))
 
 
 def _judge_event(

@@ -219,6 +219,14 @@ class TestCapture:
         assert response.status_code == 422
         assert response.json()["items"][0]["reason_code"] == "validation_failed"
         assert gateway.post("/v1/epcis/capture", _document([])).status_code == 422
+        # JSON but no object: it said "the body is not JSON: text after the end of the
+        # document"
+        for body, shown in ((b"null", "null"), (b"3", "a number"), (b'"x"', "a string")):
+            scalar = gateway.post("/v1/epcis/capture", content=body)
+            assert scalar.status_code == 422
+            (item,) = scalar.json()["items"]
+            assert item["reason_code"] == "not_object"
+            assert item["errors"][0]["msg"] == f"an EPCISDocument is a JSON object, not {shown}"
 
     def test_hash_ids_and_missing_ids_publish_the_same_ids_when_posted_again(
         self, gateway: Harness
