@@ -200,8 +200,18 @@ def _quantity(event: dict[str, Any], event_type: str, mapping: EpcisMapping) -> 
     """The first entry of the event type's quantity list (`QUANTITY_FIELD`)."""
     if mapping.quantity is None:
         return {}
-    entries = event.get(QUANTITY_FIELD[event_type])
-    if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
+    field = QUANTITY_FIELD[event_type]
+    entries = event.get(field)
+    if entries is None:
+        return {}
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        # an object in its place gave a scan without its quantity, silently: a quantity
+        # loss would then go unseen
+        raise Unmappable(
+            [_err(field, f"{field} must be an array of QuantityElement objects", "epcis_quantity")],
+            *read_point_claim(event, mapping),
+        )
+    if not entries:
         return {}
     first = entries[0]
     uom_code = _text(first.get("uom"))

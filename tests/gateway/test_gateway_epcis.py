@@ -55,6 +55,21 @@ def test_unknown_uom_yields_no_quantity() -> None:
     assert "uom" not in scan
 
 
+def test_a_quantity_list_that_is_no_array_of_objects_is_unmappable_not_dropped() -> None:
+    """An object in place of `quantityList` gave a scan without its quantity, silently:
+    a quantity loss at that stage would then go unseen."""
+    for broken in ({"quantity": 5, "uom": "KGM"}, [5], "5"):
+        event = _events()[1]
+        event["quantityList"] = broken
+        with pytest.raises(Unmappable) as caught:
+            map_event(event, MAPPING)
+        assert [e.type for e in caught.value.errors] == ["epcis_quantity"]
+        assert caught.value.unit_id == EXPECTED[1]["unit_id"]  # still named for the token
+    event = _events()[1]
+    event["quantityList"] = []
+    assert "quantity" not in map_event(event, MAPPING)
+
+
 @pytest.mark.parametrize(
     ("change", "types"),
     [
