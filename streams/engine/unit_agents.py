@@ -113,7 +113,7 @@ class UnitAgents:
             slot = self.load(unit_id)
             now = from_ms(rt.clock.now(event.message.partition))
             effects = self.units.on_occupancies(
-                slot, messages, entries, now, lambda: self.entries(unit_id)
+                slot, messages, entries, now, lambda: self.entries(unit_id), _positions(items)
             )
             self.apply(slot, effects, store=effects.changed)
 
@@ -138,3 +138,14 @@ class UnitAgents:
             unit_id, _, order_id = str(key).partition("|")
             index.setdefault(unit_id, set()).add(order_id)
         self._unit_orders = index
+
+
+def _positions(items: Sequence[tuple[Any, Occupancy]]) -> list[tuple[int, int]]:
+    """Each report's [offset, index in its bundle] in the unit inbox: one Kafka message
+    carries a bundle of reports (streams.engine.messages)."""
+    positions: list[tuple[int, int]] = []
+    for n, (event, _) in enumerate(items):
+        offset = event.message.offset
+        same = n > 0 and items[n - 1][0].message.offset == offset
+        positions.append((offset, positions[-1][1] + 1 if same else 0))
+    return positions

@@ -110,6 +110,9 @@ class UnitSlot:
     progress: dict[str, Progress] | None = field(default_factory=dict)
     """downtime event_id -> its orders in progress (None: a value stored before it was
     kept, derived again at the next record)."""
+    inbox: list[int] | None = None
+    """[offset, index in its bundle] of the last unit-inbox report counted in `progress`:
+    a report at or before it was counted already (a redelivery after a crash)."""
 
     @property
     def version(self) -> int:
@@ -128,6 +131,7 @@ class UnitSlot:
             "fl": None if self.floor is None else list(self.floor),
             "t": self.clock_ms,
             "o": self.offset,
+            "ib": self.inbox,
         }
 
     @classmethod
@@ -150,6 +154,7 @@ class UnitSlot:
             None
             if data.get("pg") is None
             else {event_id: Progress.from_json(p) for event_id, p in data["pg"].items()},
+            data.get("ib"),
         )
 
     @staticmethod
@@ -272,14 +277,17 @@ class OccupancyEntry:
     """The order left the engine's state (evicted): its visits are final and it stays
     among the orders in progress of the downtimes it overlaps until they are folded
     away; it is answered no more."""
+    at: list[int] | None = None
+    """[offset, index in its bundle] of the unit-inbox report that wrote it: after a
+    crash, tells that this entry was stored while the unit's value may not have been."""
 
     def to_json(self) -> list[Any]:
-        body = [self.version, self.visits, self.answered]
-        return [*body, True] if self.frozen else body
+        return [self.version, self.visits, self.answered, self.frozen, self.at]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> OccupancyEntry:
-        return cls(data[0], data[1], data[2], len(data) > 3 and data[3] is True)
+        frozen = len(data) > 3 and data[3] is True
+        return cls(data[0], data[1], data[2], frozen, data[4] if len(data) > 4 else None)
 
     def touching(self, spans: Sequence[Span]) -> set[str]:
         """The event_ids of the downtimes its visits overlap."""
@@ -351,7 +359,7 @@ class UnitProcessor:
         limit = self.limits.max_unit_records
         effects = UnitEffects()
         taken = slot.take(record, limit, source.offset)
-        if taken is Taken.FULL and self._fold(slot, occupancy):
+        if taken is Taken.FULL and self._fold(slot, occupancy, effects):
             effects.changed = True  # an order left since the last record: room again?
             taken = slot.take(record, limit, source.offset)
         if taken in (Taken.LATE, Taken.FULL):
@@ -399,19 +407,24 @@ class UnitProcessor:
                 affected.add(event_id)
         effects.alerts = self._alerts(slot, downtimes, now, affected)
         # Folded only now: a record older than the horizon still gets its alert, final.
-        if self._fold(slot, occupancy):
+        if self._fold(slot, occupancy, effects):
             effects.changed = True
-            kept_spans = _spans(build_downtimes(slot.records))
-            for order_id, entry in occupancy.items():
-                if entry.frozen and not entry.touching(kept_spans):
-                    effects.forgotten.add(order_id)
         return effects
 
-    def _fold(self, slot: UnitSlot, occupancy: Mapping[str, OccupancyEntry]) -> bool:
+    def _fold(
+        self, slot: UnitSlot, occupancy: Mapping[str, OccupancyEntry], effects: UnitEffects
+    ) -> bool:
         """Fold by the visits of the orders still in the state (a frozen entry's
-        downtimes need not be kept for it: their alerts' last version is final)."""
+        downtimes need not be kept for it: their alerts' last version is final); the
+        frozen entries that overlap no kept downtime go with it."""
         known = {order_id: e for order_id, e in occupancy.items() if not e.frozen}
-        return slot.fold(known, self.limits.unit_lookback_ms)
+        if not slot.fold(known, self.limits.unit_lookback_ms):
+            return False
+        kept_spans = _spans(build_downtimes(slot.records))
+        for order_id, entry in occupancy.items():
+            if entry.frozen and not entry.touching(kept_spans):
+                effects.forgotten.add(order_id)
+        return True
 
     def _refuse(
         self,
@@ -443,6 +456,7 @@ class UnitProcessor:
         entries: Mapping[str, OccupancyEntry | None],
         now: datetime,
         every_entry: Callable[[], Mapping[str, OccupancyEntry]],
+        positions: Sequence[Sequence[int]] | None = None,
     ) -> UnitEffects:
         """A batch of the orders' reports to this unit, applied in their log order.
 
@@ -456,7 +470,11 @@ class UnitProcessor:
         intermediate state). A `forget` (the order left the state) freezes its
         entry while a downtime it overlaps is kept, else drops it. A report that
         comes again (a redelivery after a crash) derives its downtimes' alerts
-        again: the alerts may not have been sent before the crash.
+        again: the alerts may not have been sent before the crash. `positions` are the
+        reports' [offset, index in bundle] in the unit inbox: with them the counts stay
+        exact across a crash that stored the entries and not the unit's value, or the
+        other way round (each report is counted once: the unit keeps the last position
+        counted, each entry the position that wrote it).
         `entries` holds the stored entry of every order in `messages` (None: none).
         """
         effects = UnitEffects()
@@ -471,7 +489,9 @@ class UnitProcessor:
             progress = slot.progress = {}
             found_again.update(d.event_id for d in downtimes)
         before = {event_id: p.to_json() for event_id, p in progress.items()}
-        for message in messages:
+        counted = None if slot.inbox is None else tuple(slot.inbox)
+        for n, message in enumerate(messages):
+            at = None if positions is None else list(positions[n])
             order_id = message.order_id
             entry = current.get(order_id)
             was = set() if entry is None else entry.touching(spans)
@@ -483,28 +503,39 @@ class UnitProcessor:
                     effects.changed_entries.pop(order_id, None)
                     effects.forgotten.add(order_id)
                 elif not entry.frozen:
-                    entry = OccupancyEntry(entry.version, entry.visits, entry.answered, True)
+                    entry = OccupancyEntry(
+                        entry.version, entry.visits, entry.answered, True, entry.at
+                    )
                     current[order_id] = effects.changed_entries[order_id] = entry
                 continue
             if entry is not None and (entry.frozen or message.version < entry.version):
                 continue  # overtaken by a newer report of the same order, or it left
             # the same version again is a redelivery (or a rejoin): re-applied, answer re-sent
             again = entry is not None and message.version == entry.version
+            stored_alone = again and at is not None and entry is not None and entry.at == at
             answered = entry.answered if entry else None
-            entry = OccupancyEntry(message.version, message.visits, answered)
+            entry = OccupancyEntry(message.version, message.visits, answered, at=at)
             current[order_id] = entry
             effects.forgotten.discard(order_id)
             touching = _overlapping(spans, entry.visits)
             touched = {d.event_id for d in touching}
-            if again:  # a crash may have kept the entry and lost the unit's value, or not
+            if again:  # its downtimes' alerts derived again (they may not have been sent)
                 changed_progress.update(touched)
-                found_again.update(touched)
-            found_again.update(_moved(progress, order_id, was, touched))
-            changed_progress.update(was ^ touched)
+            if at is not None and counted is not None and tuple(at) <= counted:
+                pass  # counted before a crash that lost the entry, not the unit's value
+            elif stored_alone:  # the entry was stored, the unit's value lost: what the
+                # order's visits were before this report is unknown, so count again
+                found_again.update(touched, progress)
+            else:
+                found_again.update(_moved(progress, order_id, was, touched))
+                changed_progress.update(was ^ touched)
             self._answer(slot, order_id, entry, touching, effects, again=again)
             effects.changed_entries[order_id] = entry
         if len(effects.answers) > 1:
             effects.answers = list({a.order_id: a for a in effects.answers}.values())
+        if positions:
+            last = max(tuple(p) for p in positions)
+            slot.inbox = list(last) if counted is None else list(max(last, counted))
         if found_again:
             _find_again(slot, downtimes, found_again, {**every_entry(), **current})
         if changed_progress:
@@ -596,6 +627,12 @@ def _find_again(
         if entry is not None:
             for event_id in entry.touching(spans) & chosen:
                 members.setdefault(event_id, set()).add(order_id)
+    if slot.in_progress:  # a stored whole list: its orders with an entry are counted by it
+        pruned = {
+            event_id: [o for o in orders if entries.get(o) is None]
+            for event_id, orders in slot.in_progress.items()
+        }
+        slot.in_progress = {event_id: orders for event_id, orders in pruned.items() if orders}
     progress = slot.progress if slot.progress is not None else {}
     for event_id in chosen:
         progress.pop(event_id, None)

@@ -450,10 +450,46 @@ def test_a_unit_value_stored_with_whole_lists_keeps_the_orders_that_left_the_sta
     assert old.in_progress == {"u-0": ["PO-EVICTED"]}
 
 
-def test_a_report_that_comes_again_finds_its_downtimes_orders_again() -> None:
+def test_a_report_that_comes_again_after_a_crash_is_counted_once() -> None:
     """The unit keeps each downtime's count and first ids, brought up to date report by
-    report; a crash may have stored the order's entry and lost the unit's value (or the
-    other way round): a report that comes again counts its downtimes' orders anew."""
+    report; the entries and the unit's value are written to two changelogs, and a
+    crash may keep either. Each report is counted once: the unit keeps the position
+    of the last one it counted, each entry the position of the report that wrote it."""
+    processor = UnitProcessor(PLAN)
+    slot = UnitSlot(UNIT)
+    processor.on_status(slot, unit_status_fact(_status(0, 14_400, "down")), {}, NOW,
+                        _unit_src(0), b"{}")  # fmt: skip
+    ids = ["PO-0", "PO-1", "PO-2"]
+    joined = processor.on_occupancies(
+        slot, [_visit(o, 15_000, None) for o in ids], dict.fromkeys(ids), NOW, dict,
+        [(4, 0), (4, 1), (4, 2)],
+    )  # fmt: skip
+    entries = dict(joined.changed_entries)
+    kept = orjson.dumps(slot.to_json())  # the unit's value after the three joined
+    moved = Occupancy("PO-0", UNIT, 2, [["dyeing", 1, to_ms(T0), to_ms(T0) + 1_000]])
+
+    # the entry was stored, the unit's value was not: PO-0 left, counted again
+    lost = UnitSlot.from_json(orjson.loads(kept))
+    first = processor.on_occupancies(lost, [moved], {"PO-0": entries["PO-0"]}, NOW, dict,
+                                     [(5, 0)])  # fmt: skip
+    stored = {**entries, **first.changed_entries}
+    again = UnitSlot.from_json(orjson.loads(kept))
+    redelivered = processor.on_occupancies(
+        again, [moved], {"PO-0": stored["PO-0"]}, NOW, lambda: dict(stored), [(5, 0)]
+    )
+    assert again.listing("u-0") == lost.listing("u-0") == (["PO-1", "PO-2"], 2)
+    assert redelivered.changed
+
+    # the unit's value was stored, the entry was not: PO-0 is not counted twice
+    late = _visit("PO-9", 15_500, None)
+    newer = UnitSlot.from_json(orjson.loads(kept))
+    processor.on_occupancies(newer, [late], {"PO-9": None}, NOW, dict, [(6, 0)])
+    assert newer.listing("u-0") == (["PO-0", "PO-1", "PO-2", "PO-9"], 4)
+    processor.on_occupancies(newer, [late], {"PO-9": None}, NOW, dict, [(6, 0)])
+    assert newer.listing("u-0") == (["PO-0", "PO-1", "PO-2", "PO-9"], 4)
+
+
+def test_a_unit_value_stored_before_the_counts_were_kept_is_counted_from_the_entries() -> None:
     processor = UnitProcessor(PLAN)
     slot = UnitSlot(UNIT)
     processor.on_status(slot, unit_status_fact(_status(0, 14_400, "down")), {}, NOW,
@@ -461,10 +497,6 @@ def test_a_report_that_comes_again_finds_its_downtimes_orders_again() -> None:
     report = _visit("PO-1", 15_000, None)
     entries = dict(processor.on_occupancies(slot, [report], {"PO-1": None}, NOW,
                                             dict).changed_entries)  # fmt: skip
-    slot.progress = {}  # the unit's value as it was before the report: lost in the crash
-    again = processor.on_occupancies(slot, [report], dict(entries), NOW, lambda: dict(entries))
-    assert again.changed  # stored, counted again
-    assert slot.listing("u-0") == (["PO-1"], 1)
     stored = slot.to_json()
     del stored["pg"]  # a value stored before the counts were kept
     old = UnitSlot.from_json(orjson.loads(orjson.dumps(stored)))
@@ -476,3 +508,13 @@ def test_a_report_that_comes_again_finds_its_downtimes_orders_again() -> None:
     assert alert["details"]["orders_in_progress"] == ["PO-1", "PO-2"]
     assert old.progress is not None
     assert old.progress["u-0"].count == 2
+    # its whole list named every order then; one that leaves the downtime since is
+    # not counted back from that list
+    stored["ip"] = {"u-0": ["PO-1", "PO-GONE"]}  # PO-GONE: evicted, no entry
+    older = UnitSlot.from_json(orjson.loads(orjson.dumps(stored)))
+    moved = Occupancy("PO-1", UNIT, 2, [["dyeing", 1, to_ms(T0), to_ms(T0) + 1_000]])
+    (alert,) = processor.on_occupancies(
+        older, [moved], {"PO-1": entries["PO-1"]}, NOW, lambda: dict(entries)
+    ).alerts
+    assert alert["details"]["orders_in_progress"] == ["PO-GONE"]
+    assert older.in_progress == {"u-0": ["PO-GONE"]}
