@@ -92,9 +92,9 @@ def answers(bootstrap: str, timeout_s: float) -> bool:
     ApiVersions request within `timeout_s`."""
     request = struct.pack(">i", len(_API_VERSIONS_V0)) + _API_VERSIONS_V0
     for address in bootstrap.split(","):
-        host, _, port = address.strip().rpartition(":")
+        host, port = _host_port(address.strip())
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout_s) as conn:
+            with socket.create_connection((host, port), timeout_s) as conn:
                 conn.settimeout(timeout_s)
                 conn.sendall(request)
                 head = b""
@@ -108,3 +108,15 @@ def answers(bootstrap: str, timeout_s: float) -> bool:
         except (OSError, ValueError):
             continue
     return False
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port`, or a bare host on Kafka's default port 9092 (as the
+    clients take it: without the default the watch said "does not answer" for good)."""
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else 9092
+    host, sep, port = address.rpartition(":")
+    if not sep or ":" in host:  # no port, or a bare IPv6 address
+        return address, 9092
+    return host, int(port)

@@ -9,6 +9,7 @@ a contract reason, and vice versa.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -118,6 +119,9 @@ def lenient_json(value: bytes) -> Any:
         return None
 
 
+_CLAIM_TEXT: Final = re.compile(r'"(unit_id|stage)"\s*:\s*"((?:[^"\\]|\\.){0,200})"')
+
+
 def every_claim(value: bytes) -> tuple[tuple[str | None, str | None], ...]:
     """Each `unit_id` and `stage` string the item's top-level object names, a key
     written twice included (for a unit token's bounds)."""
@@ -127,10 +131,16 @@ def every_claim(value: bytes) -> tuple[tuple[str | None, str | None], ...]:
         objects.append(pairs)
         return dict(pairs)
 
+    text = value.decode("utf-8", "replace")
     try:
-        parsed = json.loads(value.decode("utf-8", "replace"), object_pairs_hook=keep)
+        parsed = json.loads(text, object_pairs_hook=keep)
     except (ValueError, RecursionError):
-        return ()
+        # not readable even so (a trailing comma, text after it, nesting past the
+        # parser's limit): every `"unit_id": "..."` and `"stage": "..."` in its text
+        # counts, so such an item cannot carry another unit's record past the token
+        return tuple(
+            (v, None) if k == "unit_id" else (None, v) for k, v in _CLAIM_TEXT.findall(text)
+        )
     if not isinstance(parsed, dict) or not objects:
         return ()
     top = objects[-1]  # the hook sees inner objects first

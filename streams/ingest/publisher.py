@@ -313,9 +313,11 @@ async def _abort_and_stop(producer: AIOKafkaProducer) -> None:
         sender = getattr(producer, "_sender", None)
         task = getattr(sender, "sender_task", None)
         if isinstance(task, asyncio.Task) and not task.done():
+            task.add_done_callback(_seen)  # its own failure is known: it is being stopped
             task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            # waited for a while, never for ever, and a cancel of this close (its
+            # deadline, a shutdown) ends it: `await task` swallowed-or-hung both ways
+            await asyncio.wait({task}, timeout=2.0)
         await producer.stop()
     finally:
         retrieve_transaction_outcome(producer)

@@ -145,3 +145,12 @@ def test_the_watch_asks_kafka_itself_and_a_silent_or_garbage_server_is_no_answer
             assert time.monotonic() - began < 3
         finally:
             server.close()
+
+
+def test_the_watch_reads_bootstrap_addresses_as_kafka_clients_do() -> None:
+    from chainwatch.kafka_watch import _host_port
+
+    assert _host_port("kafka") == ("kafka", 9092)  # a bare host: Kafka's default port
+    assert _host_port("kafka-0.kafka:19092") == ("kafka-0.kafka", 19092)
+    assert _host_port("[::1]:9093") == ("::1", 9093)
+    assert _host_port("[::1]") == ("::1", 9092)

@@ -128,7 +128,8 @@ class TestThroughTheGateway:
         re-sending the dead letter would publish what the unit may not send. A key
         written twice named the token's unit last (the parser keeps the last)."""
         body = json.dumps(scan("KNIT-02"))[:-1]
-        for bad in (', "quantity": NaN}', ', "lot_id": "\\ud800"}'):
+        deep = ', "attributes": {"a": ' + "[" * 2000 + "]" * 2000 + "}}"
+        for bad in (', "quantity": NaN}', ', "lot_id": "\\ud800"}', ",}", "} x", deep):
             response = gateway.post("/v1/scans", content=f"[{body}{bad}]".encode(),
                                     token="unit-dye", params={"partial": "true"})  # fmt: skip
             assert response.status_code == 403, response.text

@@ -280,3 +280,35 @@ def test_a_producer_given_up_on_sends_nothing_more() -> None:
         return sender.cancelled(), producer._closed
 
     assert asyncio.run(given_up()) == (True, True)
+
+
+def test_closing_a_given_up_producer_stops_when_its_own_deadline_cancels_it() -> None:
+    """The close swallowed every exception of the sender, its own cancel included: the
+    10 s deadline around it (or a shutdown) did not stop it."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.ingest.publisher import _abort_and_stop
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(3600)  # a sender slow to stop
+
+    async def closed_when_cancelled() -> bool:
+        producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9")
+        sender = asyncio.get_running_loop().create_task(stubborn())
+        producer._sender._sender_task = sender
+        await asyncio.sleep(0)  # the sender runs
+        closing = asyncio.get_running_loop().create_task(_abort_and_stop(producer))
+        await asyncio.wait({closing}, timeout=0.5)  # the close waits on the sender
+        assert not closing.done()
+        closing.cancel()
+        async with asyncio.timeout(5):
+            await asyncio.wait({closing})
+        sender.cancel()
+        await asyncio.wait({sender})
+        await producer.client.close()
+        return closing.cancelled()
+
+    assert asyncio.run(closed_when_cancelled())
