@@ -103,7 +103,8 @@ def test_any_8_mb_structure_is_read_in_milliseconds(name: str) -> None:
     0.6 s of it on the event loop (the precheck); now a bounded number of steps."""
     body = _DEEP_BODIES[name]()
     precheck = precheck_array((), 5000, 900_000)
-    started = time.process_time()
+    # this thread's CPU, not the process's (a gateway of another test may serve meanwhile)
+    started = time.thread_time()
     for prefix in (body[: 64 * 1024], body[: 512 * 1024]):
         with contextlib.suppress(BodyTooLarge):
             precheck(prefix)
@@ -112,7 +113,9 @@ def test_any_8_mb_structure_is_read_in_milliseconds(name: str) -> None:
     document = b'{"epcisHeader": ' + body + b', "epcisBody": {"eventList": []}}'
     with pytest.raises(BodyTooLarge, match="more than the gateway reads"):
         locate_array(document, ("epcisBody", "eventList"), 5000, 900_000)
-    assert time.process_time() - started < 0.5  # was 4-11 s; ~0.05 s on a quiet machine
+    # a bound far from both: 4-11 s before, ~0.05 s on a quiet machine, 0.6 s seen with
+    # the process's other threads counted beside two CPU hogs
+    assert time.thread_time() - started < 2.0
 
 
 def test_what_is_beside_the_event_list_is_skipped_not_read_token_by_token() -> None:
@@ -126,9 +129,9 @@ def test_what_is_beside_the_event_list_is_skipped_not_read_token_by_token() -> N
         "epcisBody": {"eventList": [{"a": 1}, [2]]},
     }
     body = json.dumps(doc).encode()
-    started = time.process_time()
+    # read token by token, its ~300,000 brackets, commas and strings would pass
+    # SCAN_STEPS and be refused: located, it was skipped
     located = locate_array(body, ("epcisBody", "eventList"), 10, 1000)
-    assert time.process_time() - started < 0.5
     assert located is not None
     assert [body[s:e] for s, e in located.items] == [b'{"a": 1}', b"[2]"]
 
