@@ -327,14 +327,20 @@ def _value_end(body: Body, pos: int, complete: bool) -> int | None:
     it nests at most `LEVELS` deep: found in one regex step. None otherwise (the caller
     reads it token by token); `Truncated` when a prefix of a body ends inside it."""
     match = _ITEM.match(body, pos)
-    after = match.end() if match is not None else pos
-    while after < len(body) and body[after] in _WHITESPACE:
-        after += 1
-    if after == len(body):
+    after = _next_token(body, match.end() if match is not None else pos, complete)
+    return after if after is not None and body[after] in _DELIMITERS else None
+
+
+def _next_token(body: Body, pos: int, complete: bool) -> int | None:
+    """The first position at or after `pos` that is not whitespace; None at the end of
+    a whole body, `Truncated` at the end of a prefix of one."""
+    while pos < len(body) and body[pos] in _WHITESPACE:
+        pos += 1
+    if pos == len(body):
         if complete:
             return None
         raise Truncated()
-    return after if body[after] in _DELIMITERS else None
+    return pos
 
 
 def _elements(
@@ -350,13 +356,9 @@ def _elements(
     while True:
         match = _ITEM.match(body, pos)
         end = match.end() if match is not None else pos
-        after = end
-        while after < len(body) and body[after] in _WHITESPACE:
-            after += 1
-        if after == len(body):
-            if complete:
-                return None
-            raise Truncated()
+        after = _next_token(body, end, complete)
+        if after is None:
+            return None
         char = body[after]
         if char == _COMMA:
             _end_item(body, items, pos, end, max_items, max_item_bytes, closing=False)

@@ -196,9 +196,13 @@ def test_a_usage_error_is_click_s_message_and_exit_2_not_an_internal_error(
     assert "internal error" not in shown
 
 
-def test_sql_shows_cells_and_names_as_text_never_as_markup(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _sql_shows(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    columns: list[str],
+    rows: list[list[str]],
+) -> str:
+    """What `chainwatch sql` prints for a store that answers these rows."""
     import sinks.clickhouse.readers
     from chainwatch import cli_context
     from chainwatch.cli import main
@@ -207,7 +211,7 @@ def test_sql_shows_cells_and_names_as_text_never_as_markup(
 
     class Reader:
         def query(self, sql: str) -> Table:
-            return Table(["[/x]"], ["String"], [["[/]"], ["[link=http://evil]click[/link]"]])
+            return Table(columns, ["String"] * len(columns), rows)
 
         def close(self) -> None:
             pass
@@ -215,7 +219,13 @@ def test_sql_shows_cells_and_names_as_text_never_as_markup(
     monkeypatch.setattr(sinks.clickhouse.readers, "open_reader", lambda _settings: Reader())
     monkeypatch.setitem(cli_context.state, "settings", Settings())
     assert main(["sql", "SELECT 1"]) == 0
-    shown = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+def test_sql_shows_cells_and_names_as_text_never_as_markup(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shown = _sql_shows(monkeypatch, capsys, ["[/x]"], [["[/]"], ["[link=http://evil]click[/link]"]])
     for text in ("[/x]", "[/]", "[link=http://evil]click[/link]"):
         assert text in shown
 
@@ -225,25 +235,8 @@ def test_sql_shows_control_characters_of_a_cell_escaped_never_as_they_are(
 ) -> None:
     """A CRM name is input: its escape sequences (set the window title, clear the
     screen) reached the terminal, or a file later read with `less -R`."""
-    import sinks.clickhouse.readers
-    from chainwatch import cli_context
-    from chainwatch.cli import main
-    from chainwatch.settings import Settings
-    from sinks.clickhouse.readers import Table
-
     name = "Evil\x1b]0;PWNED\x07\x1b[2J\u202eNice"
-
-    class Reader:
-        def query(self, sql: str) -> Table:
-            return Table(["customer_name"], ["String"], [[name]])
-
-        def close(self) -> None:
-            pass
-
-    monkeypatch.setattr(sinks.clickhouse.readers, "open_reader", lambda _settings: Reader())
-    monkeypatch.setitem(cli_context.state, "settings", Settings())
-    assert main(["sql", "SELECT 1"]) == 0
-    shown = capsys.readouterr().out
+    shown = _sql_shows(monkeypatch, capsys, ["customer_name"], [[name]])
     assert not {"\x1b", "\x07", "\u202e"} & set(shown)
     assert "Evil\\x1b]0;PWNED\\x07\\x1b[2J\\u202eNice" in shown
 

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from conftest import (
     EPCIS_EXAMPLE,
+    GatewayProcess,
     Harness,
     gateway_settings,
     in_flight,
@@ -97,17 +98,27 @@ def test_a_stop_does_not_wait_for_a_client_that_holds_a_request_open(
     assert stopped_in < 20.0
 
 
-@pytest.mark.slow
-def test_sigterm_ends_chainwatch_gateway_while_a_client_holds_a_request_open(
+@contextmanager
+def held_open_at_a_gateway_process(
     kafka_bootstrap: str, tmp_path: Path
-) -> None:
+) -> Iterator[tuple[GatewayProcess, socket.socket]]:
+    """A `chainwatch gateway` process (1 s shutdown grace) with one request in flight
+    whose body never comes."""
     with (
         running_gateway_process(
             kafka_bootstrap, tmp_path, body_timeout_s=600.0, shutdown_grace_s=1.0
         ) as gw,
-        half_sent_request(gw.base_url),
+        half_sent_request(gw.base_url) as sock,
     ):
         wait_until_in_flight(gw.base_url, 1)
+        yield gw, sock
+
+
+@pytest.mark.slow
+def test_sigterm_ends_chainwatch_gateway_while_a_client_holds_a_request_open(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    with held_open_at_a_gateway_process(kafka_bootstrap, tmp_path) as (gw, _sock):
         started = time.monotonic()
         gw.process.terminate()
         code = gw.process.wait(timeout=30)
@@ -222,13 +233,7 @@ def test_headers_just_below_the_limit_and_a_large_body_in_the_same_packets_are_s
 def test_a_request_cut_by_shutdown_is_answered_503_without_a_traceback(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    with (
-        running_gateway_process(
-            kafka_bootstrap, tmp_path, body_timeout_s=600.0, shutdown_grace_s=1.0
-        ) as gw,
-        half_sent_request(gw.base_url) as sock,
-    ):
-        wait_until_in_flight(gw.base_url, 1)
+    with held_open_at_a_gateway_process(kafka_bootstrap, tmp_path) as (gw, sock):
         gw.process.terminate()
         status, headers, body = read_response(sock, timeout_s=20)
         code = gw.process.wait(timeout=30)
