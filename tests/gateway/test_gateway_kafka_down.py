@@ -308,7 +308,7 @@ def test_closing_a_given_up_producer_stops_when_its_own_deadline_cancels_it() ->
             await asyncio.wait({closing})
         sender.cancel()
         await asyncio.wait({sender})
-        await producer.client.close()
+        await producer.stop()
         return closing.cancelled()
 
     assert asyncio.run(closed_when_cancelled())
