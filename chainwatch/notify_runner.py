@@ -107,9 +107,5 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
         log.info("notify_stopped", delivered=stats.delivered, gave_up=stats.gave_up)
         return stats
 
-    watch = startup.watch_kafka(settings.kafka.bootstrap, ops)
-    try:
+    with startup.watching_kafka(settings.kafka.bootstrap, ops):
         return run_until_signalled("notifier", main, ops=ops, announced=True)
-    finally:
-        if watch is not None:
-            watch.stop()

@@ -57,11 +57,20 @@ class Startup:
         self.kafka: KafkaWatch | None = None
         """Set once the process has started: Kafka going away makes it not ready."""
 
-    def watch_kafka(self, bootstrap: str, ops: OpsServer | None) -> KafkaWatch | None:
-        """From now on, Kafka going away makes the process not ready (only a process
-        with probes to answer needs to ask); the caller stops the watch at its end."""
+    @contextmanager
+    def watching_kafka(self, bootstrap: str, ops: OpsServer | None) -> Iterator[None]:
+        """Meanwhile, Kafka going away makes the process not ready (only a process with
+        probes to answer needs to ask)."""
         self.kafka = KafkaWatch(bootstrap).start() if ops is not None else None
-        return self.kafka
+        try:
+            yield
+        finally:
+            if self.kafka is not None:
+                self.kafka.stop()
+
+    def kafka_problem(self) -> str | None:
+        """Why Kafka makes the process not ready, if it does."""
+        return None if self.kafka is None else self.kafka.problem()
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         waiting = self.waiting_for
@@ -71,7 +80,7 @@ class Startup:
         waiting = self.waiting_for
         if waiting is not None:
             return False, {"reasons": [f"waiting for {waiting}"]}
-        problem = self.kafka.problem() if self.kafka is not None else None
+        problem = self.kafka_problem()
         return problem is None, {"reasons": [] if problem is None else [problem]}
 
 

@@ -177,13 +177,15 @@ def run_worker(settings: Settings) -> None:
     if waited.stopped:
         return
     startup.waiting_for = None
-    watch = startup.watch_kafka(settings.kafka.bootstrap, ops)
-    engine.observer.kafka_problem = None if watch is None else watch.problem
+    engine.observer.kafka_problem = startup.kafka_problem
     # faust's Worker owns its event loop and stops on SIGINT/SIGTERM itself; the start and
     # stop lines and the ops port's lifetime are every process's (chainwatch.process)
     settled = settle_collector(settings.engine.gc_young_threshold)
     log.info("collector_settled", frozen=settled.frozen, thresholds=list(settled.thresholds))
-    with process_lifetime("worker", ops, announced=True):
+    with (
+        startup.watching_kafka(settings.kafka.bootstrap, ops),
+        process_lifetime("worker", ops, announced=True),
+    ):
         # faust would install its own handlers; ours (chainwatch.logs) already render every
         # record in the configured format (CHAINWATCH_LOG_FORMAT=json: one JSON object a line).
         worker = BoundedStopWorker(
@@ -197,8 +199,6 @@ def run_worker(settings: Settings) -> None:
             worker.execute_from_commandline()
         finally:
             worker.cancel_stop_deadline()
-            if watch is not None:
-                watch.stop()
 
 
 def serve_worker_ops(

@@ -85,8 +85,7 @@ def run_sink(
     if waited.stopped:
         return SinkStats()
     startup.waiting_for = "ClickHouse"
-    watch = startup.watch_kafka(settings.kafka.bootstrap, ops)
-    try:
+    with startup.watching_kafka(settings.kafka.bootstrap, ops):
         return run_until_signalled(
             "sink",
             lambda stop: _main(
@@ -101,9 +100,6 @@ def run_sink(
             ops=ops,
             announced=True,
         )
-    finally:
-        if watch is not None:
-            watch.stop()
 
 
 async def _open_store(settings: Settings, stop: asyncio.Event) -> SerializedClient | None:
