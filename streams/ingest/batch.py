@@ -88,7 +88,8 @@ ENDPOINTS: Final[dict[str, Endpoint]] = {
 @dataclass(slots=True)
 class Verdict:
     """One item's fate; `key` is set exactly when it is accepted. `unit_id` and `stage`
-    are what the item claims (for a unit token's bounds), also when it is rejected."""
+    are what the record claims (for a unit token's bounds), an EPCIS event's also when
+    it is rejected (by its read point)."""
 
     index: int
     value: bytes
@@ -96,8 +97,9 @@ class Verdict:
     unit_id: str | None = None
     stage: str | None = None
     also_claims: tuple[tuple[str | None, str | None], ...] = ()
-    """Other (`unit_id`, `stage`) the item names: a key written twice (the parser keeps
-    the last, a consumer may keep the first). Filled for a unit token's posts."""
+    """Every (`unit_id`, `stage`) the item as sent names (`every_claim`): a rejected
+    one's, and a key written twice (the parser keeps the last, a consumer may keep the
+    first). Filled for a unit token's posts."""
     reason_code: ReasonCode | None = None
     errors: list[ErrorDetail] | None = None
 
@@ -107,12 +109,8 @@ class Verdict:
 
 
 def lenient_json(value: bytes) -> Any:
-    """An item parsed as far as a reader can, or None: `NaN`, a lone surrogate or a
-    stray invalid byte does not hide which unit a rejected item claims."""
-    try:
-        return pydantic_core.from_json(value, allow_inf_nan=True)
-    except ValueError:
-        pass
+    """An EPCIS event parsed as far as a reader can, or None: `NaN`, a lone surrogate or
+    a stray invalid byte does not hide which unit a rejected event claims."""
     try:
         return json.loads(value.decode("utf-8", "replace"))
     except (ValueError, RecursionError):
@@ -217,8 +215,6 @@ def judge_items(
         verdict = judge_value(
             item.index, item.value, endpoint.topic, endpoint.key_field, plan, max_skew
         )
-        if not verdict.accepted:
-            verdict.unit_id, verdict.stage = _claims(lenient_json(item.value))
         if every_claim_of:
             verdict.also_claims = every_claim(item.value)
         verdicts.append(verdict)
