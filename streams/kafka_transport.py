@@ -191,6 +191,33 @@ class _ReadCommittedConsumer(EagerDelivery, driver.Consumer):
             return False
         return False
 
+    def read_to_end(self, topics: Collection[str]) -> bool:
+        """Whether aiokafka has handed to faust every record of the assigned partitions
+        of `topics` up to their last stable offset, as a fetch of each told it (a
+        partition not fetched yet, or a fetch to be repeated after a seek: False).
+
+        Read on the event loop while the consumer's own thread works, as `unread`;
+        anything unexpected answers False (the clock stays held a little longer:
+        `streams.engine.clock.EngineClock.hold`).
+        """
+        if self._reseek_pending():
+            return False
+        try:
+            kafka = self._thread._ensure_consumer()
+            assignment = kafka._subscription.subscription.assignment
+            for tp in list(kafka.assignment()):
+                if tp.topic not in topics:
+                    continue
+                state = assignment.state_value(tp)
+                stable = kafka.last_stable_offset(tp)
+                if state is None or not state.has_valid_position or stable is None:
+                    return False
+                if state.position < stable:
+                    return False
+        except Exception:
+            return False
+        return True
+
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109 (faust's signature)
         """faust's fetch, never handing on a record the streams' buffers lost.
 

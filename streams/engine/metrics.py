@@ -171,7 +171,7 @@ class EngineObserver:
             label = [str(partition)]
             entries.add_metric(label, rt.deadlines.size(partition))
             due = rt.deadlines.next_due(partition)
-            now = rt.clock.now(partition)
+            now = rt.clock.target(partition)  # a held clock (catching up) waits too
             overdue.add_metric(label, max(0, now - due) / 1000 if due is not None else 0)
         yield entries
         yield overdue

@@ -10,6 +10,7 @@ once per backlog, not once per batch and again for every deadline it passed.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ import structlog
 from schemas.dead_letter import DeadLetter, ErrorDetail, ReasonCode
 from schemas.orders import OrderRecord
 from schemas.scans import ScanEvent
+from streams.engine.clock import appended_ms
 from streams.engine.errors import error_text
 from streams.engine.messages import (
     ORDER_INBOX,
@@ -47,6 +49,14 @@ log = structlog.stdlib.get_logger(__name__)
 GATES = 64
 """Scan gates kept (the most recently used orders): one per hot full or closed order."""
 
+CATCH_UP_MARGIN_S = 0.1
+"""`_catch_up`: how much longer than a batch window the order side must stay read."""
+
+HOLD_MOST_S = 600.0
+"""`_catch_up`: the longest a worker's clock is held behind a backlog. Deadlines of
+partitions with nothing to read wait while it is held; should the order side never
+be seen read to its end, they would wait for good."""
+
 OWED_MOST = 20_000
 """Orders that may owe a derivation at once before a step makes them all (bounds the
 sources kept in memory for them, and how far a long backlog defers its alerts)."""
@@ -66,6 +76,9 @@ class OrderAgents:
         self.acting: dict[int, Any] = {}
         """partition -> an event of it: what a table write of that partition acts for."""
         self.ticks_in_flight: set[int] = set()
+        self.read_since: tuple[float, int] | None = None
+        """Catching up (live): since when the order side has been read to its end, and
+        the batches taken by then (`_catch_up`)."""
         self.gates: OrderedDict[str, tuple[bytes, ScanGate]] = OrderedDict()
         """order_id -> (the stored value, the scan gate taken of it).
 
@@ -265,6 +278,8 @@ class OrderAgents:
             elif not await rt.mis_keyed(topic, message, value):
                 assert isinstance(value, ScanEvent | OrderRecord)
                 before_ms = rt.clock.now(message.partition)
+                if rt.clock.held:  # catching up: the partition's clock is where it is read to
+                    rt.clock.read_to(message.partition, appended_ms(message))
                 event_time = value.event_time if isinstance(value, ScanEvent) else (
                     value.event_time or value.placed_at
                 )  # fmt: skip
@@ -432,15 +447,47 @@ class OrderAgents:
         deadlines fire once per batch after its answers.
         """
         rt = self.rt
-        now_ms = rt.clock.now(-1)
+        if rt.clock.held:
+            self._catch_up()
         for partition in sorted(rt.active_partitions(rt.order_inbox)):
             if partition in self.ticks_in_flight:
                 continue
+            now_ms = rt.clock.now(partition)
             due = rt.deadlines.next_due(partition)
             if due is not None and due <= now_ms:
                 self.ticks_in_flight.add(partition)
                 tick = encode_bundle([Tick(now_ms).encode()])
                 await rt.outputs.send(rt.out.order_inbox, None, tick, partition)
+
+    def _catch_up(self) -> None:
+        """Give the clock back to the wall once the order side is read to its end.
+
+        Asked at two ticks at least a batch window apart with no batch taken between:
+        a batch that `take_events` was still gathering at the first (out of the queue,
+        not yet handed on) is handed on within the window.
+        """
+        rt = self.rt
+        if rt.clock.held_s() > HOLD_MOST_S:
+            self.read_since = None
+            held_ms = rt.clock.release()
+            log.warning(
+                "clock_released_behind_backlog", clock_held_s=round(held_ms / 1000, 1),
+                note="deadlines are judged at the wall clock again before every waiting "
+                "record is read: a breach may be retracted when its scan is read",
+            )  # fmt: skip
+            return
+        if not rt.order_side_read():
+            self.read_since = None
+            return
+        now = time.monotonic()
+        if self.read_since is None or self.read_since[1] != rt.order_side_batches:
+            self.read_since = (now, rt.order_side_batches)
+            return
+        if now - self.read_since[0] < rt.config.batch_within_s + CATCH_UP_MARGIN_S:
+            return
+        self.read_since = None
+        held_ms = rt.clock.release()
+        log.info("caught_up", clock_held_s=round(held_ms / 1000, 1))
 
     # --- recovery -----------------------------------------------------------------
 
@@ -452,6 +499,8 @@ class OrderAgents:
         """
         rt = self.rt
         async with rt.turn:
+            rt.clock.hold()  # live: until what waits in Kafka is read (`_catch_up`)
+            self.read_since = None
             rt.deadlines.clear()
             self.ticks_in_flight.clear()
             self.owed.clear()  # the table says which orders owe one (their partition's
@@ -464,6 +513,7 @@ class OrderAgents:
                 if stored.partition not in active or stored.evicted:
                     continue  # a standby copy (its owner announces it), or an evicted order
                 rt.clock.observe(stored.partition, stored.clock_ms)
+                rt.clock.read_to(stored.partition, stored.clock_ms)
                 # judged by another plan: derived at the partition's next deadline check,
                 # not at its next record or at the old plan's deadline
                 replanned += self._replanned(stored.plan)
@@ -476,4 +526,7 @@ class OrderAgents:
                 if rt.outputs.pending >= RECOVERY_FLUSH_EVERY:
                     await rt.outputs.flush()
             await rt.outputs.flush()
-            log.info("orders_recovered", alerts_announced=announced, replanned=replanned)
+            log.info(
+                "orders_recovered", alerts_announced=announced, replanned=replanned,
+                clock_held=rt.clock.held,
+            )  # fmt: skip

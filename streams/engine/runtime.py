@@ -134,6 +134,10 @@ class EngineRuntime:
         self._letters: dict[tuple[str, int | None, int], bool] = {}
         self._waiting: Any = None
         """The queue of the stream whose step runs (`backlog`)."""
+        self._order_side_queues: list[Any] = []
+        self.order_side_batches = 0
+        """Batches the order side's agents have taken so far (`order_side_read`)."""
+        self._order_side_in_hand = 0
         """The inputs dead-lettered during the current batch, (logical topic, partition,
         offset) -> whether as `processing_error` (each record's outcome metric)."""
 
@@ -247,6 +251,9 @@ class EngineRuntime:
             channel = getattr(stream, "channel", None)
             waiting = getattr(channel, "queue", None)
             read = frozenset(getattr(channel, "topics", None) or ())
+            order_side = bool(read & self._order_side)
+            if order_side and waiting is not None:
+                self._order_side_queues.append(waiting)
 
             def nothing_to_read() -> bool:  # for this agent (a batch is taken at once)
                 return event_clock and self._left_to_read(waiting, read) is False
@@ -259,17 +266,24 @@ class EngineRuntime:
                 else stream.take_events(sizes.first, sizes.within_s)
             )
             async for events in batches:
-                async with self.turn:
-                    self._waiting = waiting
-                    current = [e for e in events if self.owned(e.message)]
-                    if current:
-                        self._letters.clear()
-                        started = clock()
-                        await self.guarded(logical_topic, current, step, lambda e: e.message)
-                        await self._flush_left()
-                        self._count(meters, logical_topic, current, clock() - started)
-                        drained = event_clock and self.drained()
-                    self.forget_stale(events)  # before take_events acks the batch
+                if order_side:
+                    self.order_side_batches += 1
+                    self._order_side_in_hand += 1
+                try:
+                    async with self.turn:
+                        self._waiting = waiting
+                        current = [e for e in events if self.owned(e.message)]
+                        if current:
+                            self._letters.clear()
+                            started = clock()
+                            await self.guarded(logical_topic, current, step, lambda e: e.message)
+                            await self._flush_left()
+                            self._count(meters, logical_topic, current, clock() - started)
+                            drained = event_clock and self.drained()
+                        self.forget_stale(events)  # before take_events acks the batch
+                finally:
+                    if order_side:
+                        self._order_side_in_hand -= 1
                 yield None
 
         return agent
@@ -285,6 +299,17 @@ class EngineRuntime:
         of the agent whose step runs, and its consumer has handed on every record of the
         partitions it owns, of every topic it reads (unknown: not drained)."""
         return self._left_to_read(self._waiting, self._read_topics) is False
+
+    def order_side_read(self) -> bool:
+        """Whether every record Kafka held for the order side's partitions this worker
+        owns, when the consumer last fetched them, has been stepped: the consumer read
+        each to its end (`read_to_end`), no agent of the order side holds a batch and
+        none waits in their queues. (A batch being gathered inside `take_events` is
+        not seen here: `OrderAgents.tick_due` asks twice, a batch window apart.)"""
+        if self._order_side_in_hand or any(not q.empty() for q in self._order_side_queues):
+            return False
+        read_to_end = getattr(self.app._consumer, "read_to_end", None)
+        return read_to_end is not None and read_to_end(self._order_side) is True
 
     def _left_to_read(self, waiting: Any, topics: frozenset[str]) -> bool | None:
         """Whether records wait in `waiting` (a stream's queue) or unread in Kafka on the

@@ -17,14 +17,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from worker_ops import created_order, free_port, get, named, records_within, samples, until, value
 
 from chainwatch.runners import prepare_topics, topic_names
 from chainwatch.settings import Settings
 from dashboards import prometheus
+from schemas.common import format_utc
 from schemas.plan import load_plan
-from streams.topics import ALERTS, ORDER_STATE, ORDERS
+from streams.topics import ALERTS, ORDER_STATE, ORDERS, SCANS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -122,3 +123,102 @@ def test_start_overdue_fires_within_a_second_of_its_deadline_without_input(
     finally:
         producer.close()
         consumer.close()
+
+
+def all_alerts(settings: Settings) -> list[dict[str, Any]]:
+    """Every record of the alerts topic up to its end now."""
+    reader = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False)
+    try:
+        name = topic_names(settings)(ALERTS)
+        parts = [TopicPartition(name, p) for p in range(settings.kafka.partitions)]
+        reader.assign(parts)
+        reader.seek_to_beginning(*parts)
+        ends = reader.end_offsets(parts)
+        found: list[dict[str, Any]] = []
+        for record in records_within(reader, 60):
+            found.append(json.loads(record.value))
+            if all(reader.position(tp) >= end for tp, end in ends.items()):
+                break
+        assert all(reader.position(tp) >= end for tp, end in ends.items()), "alerts not read"
+        return found
+    finally:
+        reader.close()
+
+
+def scan_started(order_id: str, at: datetime) -> bytes:
+    return json.dumps(
+        {
+            "event_id": f"{order_id}-start", "order_id": order_id, "stage": "yarn_sourcing",
+            "action": "started", "unit_id": "YS-1", "event_time": format_utc(at),
+        }
+    ).encode()  # fmt: skip
+
+
+def test_a_worker_behind_a_backlog_judges_no_deadline_before_reading_it(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """A worker that starts behind a backlog (a restart after a crash, a partition
+    taken over) must not judge the deadlines that fell due meanwhile before it has
+    read the records waiting in Kafka: every order here got its first scan before
+    its deadline, while no worker ran; judged at the wall clock before those scans
+    were read, each was a `start_overdue` alert (a page) and its retraction. The one
+    order that got no scan still gets its alert once the backlog is read."""
+    settings = settings_factory(
+        engine={"app_id": f"behind-{os.getpid()}-{time.time_ns()}", "metrics_port": free_port()}
+    )
+    prepare_topics(settings)
+    names = topic_names(settings)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+    deadline = datetime.now(UTC) + timedelta(seconds=15)
+    placed_at = deadline - timedelta(hours=24)  # the plan's start_within
+    scanned = [f"PO-ON-TIME-{i}" for i in range(40)]
+    try:
+        for order_id in [*scanned, "PO-NO-SCAN"]:
+            producer.send(
+                names(ORDERS), key=order_id.encode(), value=created_order(order_id, placed_at)
+            )
+        for i in range(3000):  # a backlog ahead of the scans that matter
+            other = f"PO-OTHER-{i}"
+            producer.send(names(SCANS), key=other.encode(), value=scan_started(other, placed_at))
+        for order_id in scanned:
+            producer.send(
+                names(SCANS),
+                key=order_id.encode(),
+                value=scan_started(order_id, deadline - timedelta(seconds=10)),
+            )
+        producer.flush()
+    finally:
+        producer.close()
+    assert datetime.now(UTC) < deadline, "the backlog took too long to publish"
+    until(
+        "the deadline has passed", lambda: datetime.now(UTC) > deadline + timedelta(seconds=1), 30
+    )
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "chainwatch", "worker"],
+        env={**os.environ, **settings.to_env()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    consumer = KafkaConsumer(
+        names(ALERTS), names(ORDER_STATE),
+        bootstrap_servers=settings.kafka.bootstrap, auto_offset_reset="earliest",
+    )  # fmt: skip
+    try:
+        started: set[str] = set()
+        alerts: list[dict[str, Any]] = []
+        for record in records_within(consumer, 180):
+            body = json.loads(record.value)
+            if record.topic == names(ALERTS):
+                alerts.append(body)
+            elif body["order_id"] in scanned and body["visits"]:
+                started.add(body["order_id"])
+            if started == set(scanned) and any(a["order_id"] == "PO-NO-SCAN" for a in alerts):
+                break
+        assert started == set(scanned), f"scans not applied: {sorted(set(scanned) - started)}"
+        judged = sorted({(a["order_id"], a["type"], a["status"]) for a in all_alerts(settings)})
+        assert judged == [("PO-NO-SCAN", "start_overdue", "open")], judged
+    finally:
+        consumer.close()
+        worker.terminate()
+        worker.wait(timeout=60)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -331,6 +332,36 @@ def test_the_engine_clock_in_event_time_only_moves_forward_per_partition() -> No
     assert clock.observe(0, 500) == 1000
     assert clock.observe(1, None) == 0
     assert clock.now(0) == 1000
+
+
+def test_a_held_live_clock_is_where_each_partition_is_read_to_until_released() -> None:
+    clock = EngineClock("live")
+    wall = int(time.time() * 1000)
+    assert clock.now(0) >= wall
+    assert not clock.held
+    clock.hold()
+    held_at = clock.now(3)  # nothing read there, nothing stored: the hold's start
+    assert wall <= held_at <= int(time.time() * 1000)
+    clock.read_to(0, wall - 60_000)  # a stored derivation's time
+    clock.read_to(0, wall - 90_000)  # an older record read: the clock stays
+    assert clock.now(0) == wall - 60_000
+    assert clock.observe(0, wall + 10**9) == wall - 60_000  # event times do not move it
+    clock.read_to(0, wall - 30_000)  # a record Kafka took later
+    assert clock.now(0) == wall - 30_000
+    clock.read_to(1, wall + 10**9)  # a producer's timestamp far ahead: never past the wall
+    assert clock.now(1) <= int(time.time() * 1000)
+    assert clock.target(0) >= wall
+    assert clock.release() >= 0
+    assert not clock.held
+    assert clock.now(0) >= wall
+
+
+def test_an_event_time_clock_is_never_held() -> None:
+    clock = EngineClock("event")
+    clock.hold()
+    clock.read_to(0, 5000)
+    assert not clock.held
+    assert clock.now(0) == 0
 
 
 def test_the_deadline_index_pops_only_what_fell_due_per_partition() -> None:
