@@ -76,9 +76,9 @@ class OrderAgents:
         self.acting: dict[int, Any] = {}
         """partition -> an event of it: what a table write of that partition acts for."""
         self.ticks_in_flight: set[int] = set()
-        self.read_since: tuple[float, int] | None = None
-        """Catching up (live): since when the order side has been read to its end, and
-        the batches taken by then (`_catch_up`)."""
+        self.read_since: float | None = None
+        """Catching up (live): since when the order side has been read to its end
+        (`_catch_up`)."""
         self.gates: OrderedDict[str, tuple[bytes, ScanGate]] = OrderedDict()
         """order_id -> (the stored value, the scan gate taken of it).
 
@@ -462,9 +462,9 @@ class OrderAgents:
     def _catch_up(self) -> None:
         """Give the clock back to the wall once the order side is read to its end.
 
-        Asked at two ticks at least a batch window apart with no batch taken between:
-        a batch that `take_events` was still gathering at the first (out of the queue,
-        not yet handed on) is handed on within the window.
+        Read to its end at every tick for at least a batch window: a batch that
+        `take_events` was gathering at the first of them (out of the queue, not yet
+        handed on: not seen) has been handed on and stepped by then, or is in hand.
         """
         rt = self.rt
         if rt.clock.held_s() > HOLD_MOST_S:
@@ -480,10 +480,10 @@ class OrderAgents:
             self.read_since = None
             return
         now = time.monotonic()
-        if self.read_since is None or self.read_since[1] != rt.order_side_batches:
-            self.read_since = (now, rt.order_side_batches)
+        if self.read_since is None:
+            self.read_since = now
             return
-        if now - self.read_since[0] < rt.config.batch_within_s + CATCH_UP_MARGIN_S:
+        if now - self.read_since < rt.config.batch_within_s + CATCH_UP_MARGIN_S:
             return
         self.read_since = None
         held_ms = rt.clock.release()

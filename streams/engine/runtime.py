@@ -135,8 +135,6 @@ class EngineRuntime:
         self._waiting: Any = None
         """The queue of the stream whose step runs (`backlog`)."""
         self._order_side_queues: list[Any] = []
-        self.order_side_batches = 0
-        """Batches the order side's agents have taken so far (`order_side_read`)."""
         self._order_side_in_hand = 0
         """The inputs dead-lettered during the current batch, (logical topic, partition,
         offset) -> whether as `processing_error` (each record's outcome metric)."""
@@ -267,7 +265,6 @@ class EngineRuntime:
             )
             async for events in batches:
                 if order_side:
-                    self.order_side_batches += 1
                     self._order_side_in_hand += 1
                 try:
                     async with self.turn:
@@ -305,7 +302,7 @@ class EngineRuntime:
         owns, when the consumer last fetched them, has been stepped: the consumer read
         each to its end (`read_to_end`), no agent of the order side holds a batch and
         none waits in their queues. (A batch being gathered inside `take_events` is
-        not seen here: `OrderAgents.tick_due` asks twice, a batch window apart.)"""
+        not seen here: `OrderAgents._catch_up` asks for a batch window.)"""
         if self._order_side_in_hand or any(not q.empty() for q in self._order_side_queues):
             return False
         read_to_end = getattr(self.app._consumer, "read_to_end", None)
