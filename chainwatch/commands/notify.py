@@ -31,5 +31,6 @@ def register(app: typer.Typer) -> None:
         stats = run_notify(cfg, drain=drain)
         err.print(
             f"notify: {stats.alerts} alerts, {stats.delivered} delivered, "
-            f"{stats.gave_up} given up, {stats.invalid} invalid"
+            f"{stats.gave_up} given up, {stats.invalid} invalid, "
+            f"{stats.repeats} repeats not delivered again"
         )

@@ -31,6 +31,14 @@ Lifecycle and guarantees:
   (invalid.py: why it is not dead-lettered, and the rate limit).
 - At-least-once per endpoint; receivers de-duplicate on `webhook-id`, one per
   distinct message (payloads.py); PagerDuty also on `dedup_key` = `alert_id`.
+- A repeat (the engine re-publishing an alert unchanged, as it does for every
+  alert it owns after a restart) is not delivered again: it is consumed with no
+  delivery and counted (`chainwatch_webhook_repeats_skipped_total`), since the
+  endpoint has the message already, or has it pending at a lower offset that
+  its position does not pass first (payloads.py). Slack and Teams do not
+  de-duplicate, and got every owned alert again per worker restart.
+- What an endpoint remembers of a partition it loses is forgotten with it: the
+  partition is read again from its committed position.
 - Formats (formats.py): `standard` is signed Standard Webhooks; `slack`, `teams`
   and `pagerduty` go through exactly the same queue, retries and delivery log.
 - Secrets, PagerDuty routing keys and full URLs (which may embed tokens) are never
@@ -75,7 +83,7 @@ from sinks.webhooks.delivery import (
 from sinks.webhooks.invalid import InvalidAlertLog, NotAnAlert
 from sinks.webhooks.offsets import OffsetTracker
 from sinks.webhooks.outcomes import Job, dead_letter, delivery_log, error_text, processing_error
-from sinks.webhooks.payloads import MessageIds, render
+from sinks.webhooks.payloads import MessageIds, Seen, render
 from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import TargetPolicy
 
@@ -93,6 +101,8 @@ class NotifyStats:
     alerts: int = 0
     """Records read from `alerts` (each endpoint reads them all: the largest count)."""
     invalid: int = 0
+    repeats: int = 0
+    """Unchanged re-publishes not delivered again (per endpoint: summed)."""
     delivered: int = 0
     gave_up: int = 0
 
@@ -274,17 +284,35 @@ class EndpointPipe:
             finally:
                 self.in_flight -= 1
 
-    def _job(self, tp: TopicPartition, offset: int, value: bytes | None) -> Job | None:
-        """The delivery of one record, None if the endpoint's filters leave it out.
+    def _seen(self, tp: TopicPartition, offset: int, value: bytes | None) -> tuple[Alert, Seen]:
+        """One record shown to the memory of messages.
 
-        Raises for a record that is no alert (`ValidationError`, `NotAnAlert`).
+        Every valid alert is shown, whether the filters keep it or not, so A → B → A
+        is a new message even if this endpoint's filters leave B out (a re-open, or
+        an escalation back, is never taken for a repeat). Raises for a record that
+        is no alert (`ValidationError`, `NotAnAlert`).
         """
         if value is None:
             raise NotAnAlert("tombstone: the record has no value")
         alert = Alert.model_validate_json(value)
+        return alert, self.ids.id_for(alert, tp.partition, offset)
+
+    def _job(self, tp: TopicPartition, offset: int, value: bytes | None) -> Job | None:
+        """The delivery of one record, None if the endpoint's filters leave it out or it
+        repeats the latest message of its alert (counted). Raises as `_seen`."""
+        alert, seen = self._seen(tp, offset, value)
         if not self.endpoint.filters.matches(alert):
             return None
-        return Job(alert, self.ids.id_for(alert, tp.partition, offset), tp, offset)
+        if seen.repeat:
+            self.stats.repeats += 1
+            metrics.REPEATS_SKIPPED.labels(self.endpoint.name).inc()
+            return None
+        return Job(alert, seen.msg_id, tp, offset)
+
+    def forget(self, tp: TopicPartition) -> None:
+        """The partition is read again from its committed position (or by someone else)."""
+        self.tracker.forget(tp)
+        self.ids.forget(tp.partition)
 
     def _dispatch(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
         """Queue one record's delivery; a record that cannot become one (invalid, or a
@@ -299,7 +327,7 @@ class EndpointPipe:
             self.invalid.skipped(tp, offset, exc)
             self.tracker.consumed(tp, offset, 0)
             return
-        if job is None:
+        if job is None:  # filtered out, or a repeat: consumed with no delivery
             self.tracker.consumed(tp, offset, 0)
             return
         self.tracker.consumed(tp, offset, 1)
@@ -427,6 +455,7 @@ class Notifier:
         return NotifyStats(
             alerts=max((s.alerts for s in pipes), default=0),
             invalid=max((s.invalid for s in pipes), default=0),
+            repeats=sum(s.repeats for s in pipes),
             delivered=sum(s.delivered for s in pipes),
             gave_up=sum(s.gave_up for s in pipes),
         )
@@ -452,6 +481,8 @@ class Notifier:
 
 
 class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commit and forget what is revoked."""
+
     def __init__(self, pipe: EndpointPipe, consumer: AIOKafkaConsumer) -> None:
         self.pipe = pipe
         self.consumer = consumer
@@ -460,7 +491,7 @@ class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
         with contextlib.suppress(KafkaError):
             await self.pipe.commit(self.consumer)
         for tp in revoked:
-            self.pipe.tracker.forget(tp)
+            self.pipe.forget(tp)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         return None

@@ -31,3 +31,9 @@ LOG_REFUSED = Counter(
     "Delivery-log or dead-letter records the broker refused for good (a bug: records are bounded)",
     ["topic"],
 )
+REPEATS_SKIPPED = Counter(
+    "chainwatch_webhook_repeats_skipped",
+    "Alert records not delivered: an unchanged re-publish of the latest message of their "
+    "alert, which the endpoint already has (delivered, given up or pending)",
+    ["endpoint"],
+)

@@ -7,16 +7,29 @@ alert's id, its full content and where the message first appeared on the topic
 - a change of anything (status, severity, customer, ...) is a new id, and so is
   an alert that is re-opened with exactly the content it had before (open →
   retracted → open): a receiver that de-duplicates on `webhook-id` keeps it;
-- the engine re-publishing an unchanged alert (a record redelivered after a
-  crash) keeps the id of the record it repeats, as long as that record is among
-  the last `MessageIds.capacity` alerts this process has seen.
+- the engine re-publishing an unchanged alert (it re-announces every alert it
+  owns after a restart) is a *repeat*: the same content as the latest record of
+  that alert, at a later offset of the same partition. The notifier does not
+  deliver a repeat again (Slack and Teams do not de-duplicate, so each worker
+  restart re-posted every alert into the channel): the endpoint already has
+  that content, delivered, given up, or pending at an earlier offset (which the
+  endpoint's committed position never passes before its outcome).
+
+The memory is bounded (the last `MessageIds.capacity` alerts seen): a forgotten
+alert's repeat is delivered again, under a new id. It follows every valid alert
+record of the partitions an endpoint owns, its filters aside, so A → B → A is a
+new message even when the endpoint's filters left B out. A partition the
+endpoint loses (a rebalance) is forgotten: it is read again from its committed
+position. After a restart it starts empty, so repeats of records before the
+committed position are delivered again, under new ids.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from schemas.alerts import Alert
 from schemas.common import format_utc
@@ -39,30 +52,62 @@ def message_id(alert_id: str, content: str, partition: int, offset: int) -> str:
     return f"msg_{digest[:32]}"
 
 
-class MessageIds:
-    """The `webhook-id` of each alert record, read in partition order.
+class Seen(NamedTuple):
+    """What one alert record is to an endpoint's `MessageIds`."""
 
-    Remembers, per alert id, the content and id of its latest message (bounded:
-    the least recently seen alerts are forgotten), so an unchanged re-publish
-    keeps its id.
+    msg_id: str
+    repeat: bool
+    """The latest earlier record of this alert, in this partition, had exactly this content."""
+
+
+@dataclass
+class _Latest:
+    content: str
+    msg_id: str
+    partition: int
+    offset: int
+    """Of the latest record seen with this content (a repeat moves it on)."""
+
+
+class MessageIds:
+    """The `webhook-id` of each alert record, read in partition order, and its repeats.
+
+    Remembers, per alert id, the content, id and position of its latest message
+    (bounded: the least recently seen alerts are forgotten), so an unchanged
+    re-publish is recognised as a repeat and keeps its id. Records must be
+    shown in offset order within a partition; after a partition is read from
+    an earlier position again (a rebalance), `forget` it first, or what the
+    memory holds would be from ahead of the records being read.
     """
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
-        self._last: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._last: OrderedDict[str, _Latest] = OrderedDict()
 
-    def id_for(self, alert: Alert, partition: int, offset: int) -> str:
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def id_for(self, alert: Alert, partition: int, offset: int) -> Seen:
         content = content_hash(alert)
         last = self._last.get(alert.alert_id)
-        if last is not None and last[0] == content:
+        if last is not None and last.content == content:
             self._last.move_to_end(alert.alert_id)
-            return last[1]
+            if last.partition == partition and last.offset < offset:
+                last.offset = offset
+                return Seen(last.msg_id, repeat=True)
+            return Seen(last.msg_id, repeat=False)  # the same record read again
         msg_id = message_id(alert.alert_id, content, partition, offset)
-        self._last[alert.alert_id] = (content, msg_id)
+        self._last[alert.alert_id] = _Latest(content, msg_id, partition, offset)
         self._last.move_to_end(alert.alert_id)
         while len(self._last) > self.capacity:
             self._last.popitem(last=False)
-        return msg_id
+        return Seen(msg_id, repeat=False)
+
+    def forget(self, partition: int) -> None:
+        """Drop what came from `partition`: it is about to be read again from its
+        committed position (or by another process), so it may be ahead of it."""
+        for alert_id in [k for k, v in self._last.items() if v.partition == partition]:
+            del self._last[alert_id]
 
 
 def generic_payload(alert: Alert) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from chainwatch.settings import Settings
-from schemas.alerts import AlertStatus, Severity
+from schemas.alerts import Alert, AlertStatus, Severity
 from schemas.plan import load_plan
 from sinks.webhooks.delivery import (
     RETRY_AFTER_CAP_S,
@@ -27,7 +27,7 @@ from sinks.webhooks.delivery import (
     signed_headers,
 )
 from sinks.webhooks.offsets import OffsetTracker
-from sinks.webhooks.payloads import FORMATS, MessageIds, render
+from sinks.webhooks.payloads import FORMATS, MessageIds, Seen, render
 from sinks.webhooks.records import (
     MAX_RECORD_BYTES,
     MAX_STATUS_CODES,
@@ -148,24 +148,43 @@ def test_one_webhook_id_per_distinct_message() -> None:
     retracted = opened.model_copy(update={"status": AlertStatus.RETRACTED})
     ids = MessageIds()
     first = ids.id_for(warning, 0, 10)
-    assert ids.id_for(warning, 0, 11) == first  # the engine re-published it unchanged
+    assert not first.repeat
+    # the engine re-published it unchanged: a repeat, under the same id
+    assert ids.id_for(warning, 0, 11) == Seen(first.msg_id, repeat=True)
     escalated = ids.id_for(critical, 0, 12)  # severity change: a new message
     gone = ids.id_for(retracted, 0, 13)
     reopened = ids.id_for(critical, 0, 14)  # the same content as offset 12, re-opened
-    assert len({first, escalated, gone, reopened}) == 4
-    # a restart re-reads the same records: the same ids
+    assert not any(s.repeat for s in (escalated, gone, reopened))
+    assert len({first.msg_id, escalated.msg_id, gone.msg_id, reopened.msg_id}) == 4
+    # a restart re-reads the same records: the same ids, and none is a repeat
     again = MessageIds()
     assert [again.id_for(a, 0, o) for a, o in [(warning, 10), (critical, 12)]] == [
         first,
         escalated,
     ]
     assert MessageIds().id_for(critical, 0, 14) == reopened  # from a committed offset on
+    assert ids.id_for(critical, 0, 14) == reopened  # the same record read again: no repeat
     # other alerts never share an id; a forgotten alert only costs a new id
-    assert ids.id_for(make_alert(2), 0, 14) != reopened
+    assert ids.id_for(make_alert(2), 0, 14).msg_id != reopened.msg_id
     small = MessageIds(capacity=1)
     small.id_for(warning, 0, 10)
     small.id_for(make_alert(2), 0, 11)
-    assert small.id_for(warning, 0, 12) != first
+    assert small.id_for(warning, 0, 12) == Seen(message_id_of(warning, 0, 12), repeat=False)
+
+
+def message_id_of(alert: Alert, partition: int, offset: int) -> str:
+    return MessageIds().id_for(alert, partition, offset).msg_id
+
+
+def test_forgetting_a_partition_forgets_only_its_alerts() -> None:
+    """A partition read again from its committed position (a rebalance) must not be judged
+    by what this process read of it beyond that position."""
+    ids = MessageIds()
+    ids.id_for(make_alert(1), 0, 10)
+    ids.id_for(make_alert(2), 1, 10)
+    ids.forget(0)
+    assert not ids.id_for(make_alert(1), 0, 11).repeat
+    assert ids.id_for(make_alert(2), 1, 11).repeat
 
 
 def test_body_is_deterministic() -> None:
