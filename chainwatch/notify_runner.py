@@ -25,6 +25,7 @@ from sinks.webhooks.subscriptions import (
     parse_allowed_hosts,
 )
 from sinks.webhooks.targets import TargetPolicy, parse_networks
+from sinks.webhooks.warmup import WarmupConfig
 from streams.topics import ALERTS, TopicNames
 
 log = get_logger(__name__)
@@ -72,6 +73,9 @@ def build_notifier(settings: Settings, subscriptions: Subscriptions) -> Notifier
         policy=policy_from(settings),
         targets=targets_from(settings),
         queue_size=settings.webhooks.queue_size,
+        warmup=WarmupConfig(
+            records=settings.webhooks.warmup_records, timeout_s=settings.webhooks.warmup_timeout_s
+        ),
     )
 
 

@@ -7,7 +7,8 @@ Lifecycle and guarantees:
   endpoint therefore never delays another one, nor another one's commits.
 - A pipeline fetches only what its queue can hold (its partitions are paused
   while the queue is full, the consumer keeps polling so it stays in its
-  group): nothing is dropped for lack of room.
+  group; a partition being read back stays paused whatever the room): nothing
+  is dropped for lack of room.
 - A delivery ends `delivered` or `gave_up` (4xx, a refused target, the retry
   horizon or `max_attempts` reached, or the endpoint failing for longer than
   the horizon, see `EndpointHealth`); both publish a `DeliveryLog` (→ ClickHouse
@@ -37,8 +38,11 @@ Lifecycle and guarantees:
   endpoint has the message already, or has it pending at a lower offset that
   its position does not pass first (payloads.py). Slack and Teams do not
   de-duplicate, and got every owned alert again per worker restart.
-- What an endpoint remembers of a partition it loses is forgotten with it: the
-  partition is read again from its committed position.
+- The memory that recognises repeats survives a restart and a rebalance: each
+  partition an endpoint is assigned stays paused until the endpoint has read
+  back the records before its committed position (warmup.py: where that runs,
+  and why a failed read-back only lets repeats through, never loses a delivery).
+  What an endpoint read of a partition it loses is forgotten with it.
 - Formats (formats.py): `standard` is signed Standard Webhooks; `slack`, `teams`
   and `pagerduty` go through exactly the same queue, retries and delivery log.
 - Secrets, PagerDuty routing keys and full URLs (which may embed tokens) are never
@@ -52,7 +56,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -86,6 +90,7 @@ from sinks.webhooks.outcomes import Job, dead_letter, delivery_log, error_text, 
 from sinks.webhooks.payloads import MessageIds, Seen, render
 from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import TargetPolicy
+from sinks.webhooks.warmup import Warmup, WarmupConfig
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -149,6 +154,7 @@ class PipeConfig:
     targets: TargetPolicy
     queue_size: int
     consumer_options: Mapping[str, Any]
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
 
 
 class EndpointPipe:
@@ -166,6 +172,14 @@ class EndpointPipe:
         self.health = EndpointHealth(endpoint.name, endpoint.host)
         self.tracker = OffsetTracker()
         self.ids = MessageIds()
+        self.warmup = Warmup(
+            endpoint.name,
+            config.warmup,
+            bootstrap=config.bootstrap,
+            options=config.consumer_options,
+            remember=self._remember,
+            forget=self.forget,
+        )
         self.invalid = InvalidAlertLog(endpoint.name)
         self.stats = NotifyStats()
         self.in_flight = 0
@@ -285,7 +299,7 @@ class EndpointPipe:
                 self.in_flight -= 1
 
     def _seen(self, tp: TopicPartition, offset: int, value: bytes | None) -> tuple[Alert, Seen]:
-        """One record shown to the memory of messages.
+        """One record shown to the memory of messages: the live path and the warm-up alike.
 
         Every valid alert is shown, whether the filters keep it or not, so A → B → A
         is a new message even if this endpoint's filters leave B out (a re-open, or
@@ -308,6 +322,12 @@ class EndpointPipe:
             metrics.REPEATS_SKIPPED.labels(self.endpoint.name).inc()
             return None
         return Job(alert, seen.msg_id, tp, offset)
+
+    def _remember(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
+        """A record read back by the warm-up: remembered, never delivered. A record the
+        live path skips as invalid (it was logged when first read) is skipped here too."""
+        with contextlib.suppress(Exception):
+            self._seen(tp, offset, value)
 
     def forget(self, tp: TopicPartition) -> None:
         """The partition is read again from its committed position (or by someone else)."""
@@ -358,6 +378,7 @@ class EndpointPipe:
             self.policy, targets=self.config.targets, concurrency=self.endpoint.concurrency
         )
         if not await start_consumer(consumer, stop):
+            await self.warmup.stop()  # the first assignment may have started one
             await http.aclose()
             return self.stats
         workers = [
@@ -374,6 +395,7 @@ class EndpointPipe:
             for task in (consuming, *workers):
                 task.cancel()
             await asyncio.gather(consuming, *workers, return_exceptions=True)
+            await self.warmup.stop()
             await self.commit(consumer)
             await stop_consumer(consumer)
             await http.aclose()
@@ -402,11 +424,13 @@ class EndpointPipe:
     # --- the consumer loop's hooks (sinks/consumer.py) -------------------------
 
     def fetch_limit(self, consumer: AIOKafkaConsumer) -> int:
+        """Room in the queue; pauses everything when full, and resumes what is paused
+        once there is room, except the partitions still being warmed up."""
         room = self.queue.maxsize - self.queue.qsize()
         if room <= 0:
             consumer.pause(*consumer.assignment())
-        elif consumer.paused():
-            consumer.resume(*consumer.paused())
+        elif held := consumer.paused() - self.warmup.warming:
+            consumer.resume(*held)
         return room
 
     async def handle(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
@@ -419,7 +443,7 @@ class EndpointPipe:
             self._last_commit = time.monotonic()
 
     def idle(self) -> bool:
-        return self.tracker.idle() and not self.busy
+        return self.tracker.idle() and not self.busy and not self.warmup.warming
 
 
 class Notifier:
@@ -436,6 +460,7 @@ class Notifier:
         targets: TargetPolicy,
         queue_size: int = 10_000,
         consumer_options: Mapping[str, Any] | None = None,
+        warmup: WarmupConfig | None = None,
     ) -> None:
         self.config = PipeConfig(
             bootstrap=bootstrap,
@@ -445,6 +470,7 @@ class Notifier:
             targets=targets,
             queue_size=queue_size,
             consumer_options=dict(consumer_options or {}),
+            warmup=warmup or WarmupConfig(),
         )
         self.endpoints = list(endpoints)
         self.pipes: list[EndpointPipe] = []
@@ -481,17 +507,18 @@ class Notifier:
 
 
 class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Commit and forget what is revoked."""
+    """Commit and forget what is revoked; warm up what is assigned (warmup.py)."""
 
     def __init__(self, pipe: EndpointPipe, consumer: AIOKafkaConsumer) -> None:
         self.pipe = pipe
         self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.pipe.warmup.stop()
         with contextlib.suppress(KafkaError):
             await self.pipe.commit(self.consumer)
         for tp in revoked:
             self.pipe.forget(tp)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        return None
+        self.pipe.warmup.start(self.consumer, assigned)  # pauses before any await

@@ -37,3 +37,8 @@ REPEATS_SKIPPED = Counter(
     "alert, which the endpoint already has (delivered, given up or pending)",
     ["endpoint"],
 )
+WARMUPS = Counter(
+    "chainwatch_webhook_warmups",
+    "Partitions read back before delivering (the memory of repeats), by outcome (done, failed)",
+    ["endpoint", "outcome"],
+)

@@ -18,10 +18,10 @@ alert's id, its full content and where the message first appeared on the topic
 The memory is bounded (the last `MessageIds.capacity` alerts seen): a forgotten
 alert's repeat is delivered again, under a new id. It follows every valid alert
 record of the partitions an endpoint owns, its filters aside, so A → B → A is a
-new message even when the endpoint's filters left B out. A partition the
-endpoint loses (a rebalance) is forgotten: it is read again from its committed
-position. After a restart it starts empty, so repeats of records before the
-committed position are delivered again, under new ids.
+new message even when the endpoint's filters left B out. After a restart or a
+rebalance it is rebuilt from the records before the committed position
+(warmup.py); a partition that could not be read back is forgotten, never
+guessed: its repeats are delivered again rather than a change skipped.
 """
 
 from __future__ import annotations

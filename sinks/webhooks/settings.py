@@ -10,6 +10,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+DEFAULT_WARMUP_RECORDS = 200_000
+DEFAULT_WARMUP_TIMEOUT_S = 300.0
+
 
 class WebhookSettings(BaseModel):
     """How `chainwatch notify` delivers alerts (docs/sinks.md)."""
@@ -51,6 +54,21 @@ class WebhookSettings(BaseModel):
         ge=1,
         description="Deliveries held in memory per endpoint; when full, that endpoint "
         "fetches no more alerts until there is room.",
+    )
+
+    warmup_records: int = Field(
+        default=DEFAULT_WARMUP_RECORDS,
+        ge=0,
+        description="Records per partition an endpoint reads back before its committed "
+        "position when it is assigned the partition (start, rebalance), to recognise the "
+        "engine's unchanged re-publishes and not deliver them again; 0 = none (they are).",
+    )
+    warmup_timeout_s: float = Field(
+        default=DEFAULT_WARMUP_TIMEOUT_S,
+        gt=0,
+        description="Deadline of one endpoint's read-back (every Kafka call included); past "
+        "it, or on an error, the endpoint delivers without it (a warning: repeats may be "
+        "delivered again).",
     )
 
     @field_validator("allowed_networks")

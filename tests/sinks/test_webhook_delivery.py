@@ -20,12 +20,13 @@ from kafka import KafkaConsumer, TopicPartition
 from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
 from standardwebhooks import Webhook
+from structlog.testing import capture_logs
 from webhook_servers import loopback_webhooks
 
 from chainwatch.notify_runner import build_notifier, load_configured, run_notify
 from chainwatch.settings import Settings
 from chainwatch.sink_runner import run_sink
-from schemas.alerts import Alert, AlertStatus
+from schemas.alerts import Alert, AlertStatus, Severity
 from sinks.clickhouse.connection import open_client
 from sinks.webhooks.dispatcher import publish as publish_log
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, WebhookDeadLetter
@@ -477,3 +478,50 @@ def test_every_format_reaches_its_receiver_with_the_fields_the_target_requires(
 
 def letters_raw(settings: Settings) -> list[bytes]:
     return _read_topic(settings, DEAD_LETTER_TOPIC, 100)
+
+
+def test_a_restart_of_worker_and_notifier_delivers_only_what_changed(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    receiver: tuple[Receiver, int],
+) -> None:
+    """The engine re-announces every alert it owns after a restart (same content, new
+    offsets): a fresh notifier used to page each one again under a new `webhook-id`."""
+    state, port = receiver
+    subs = _subscriptions(tmp_path, port, ("healthy",))
+    settings = _settings_for(settings_factory, subs, horizon_s=60)
+    prepare_all_topics(settings)
+    alerts = [make_alert(n) for n in range(8)] + [
+        make_alert(n, AlertStatus.RESOLVED) for n in (0, 1)
+    ]
+    latest = {a.alert_id: a for a in alerts}  # what the engine owns: each alert's latest
+
+    def records(items: list[Alert]) -> list[tuple[bytes, bytes]]:
+        return [(a.alert_id.encode(), a.model_dump_json().encode()) for a in items]
+
+    def ids() -> list[str]:
+        return [r.headers["webhook-id"] for r in state.requests if r.path == "/healthy"]
+
+    publish(settings, ALERTS, records(alerts))
+    first = build_notifier(settings, load_configured(settings))
+    stats = asyncio.run(asyncio.wait_for(first.run(asyncio.Event(), drain=True), 60))
+    assert stats.delivered == len(alerts)
+    assert len(set(ids())) == len(alerts)
+    group = f"{settings.engine.app_id}-notify.healthy"
+    assert _committed(settings, group) == len(alerts)  # it stopped with everything committed
+
+    changed = make_alert(5, severity=Severity.WARNING)  # an escalation the worker missed
+    publish(settings, ALERTS, records([*latest.values(), changed]))  # the worker's restart
+    before = len(ids())
+    second = build_notifier(settings, load_configured(settings))  # a fresh process
+    with capture_logs() as logged:
+        stats = asyncio.run(asyncio.wait_for(second.run(asyncio.Event(), drain=True), 60))
+
+    new = state.requests[before:]
+    assert [json.loads(r.body)["data"] for r in new] == [changed.model_dump(mode="json")]
+    assert new[0].headers["webhook-id"] not in ids()[:before]
+    assert (stats.delivered, stats.repeats) == (1, len(latest))
+    assert _committed(settings, group) == len(alerts) + len(latest) + 1
+    warmed = [e for e in logged if e["event"] == "webhook_warmup_done"]
+    assert len(warmed) == settings.kafka.partitions  # each partition read back, logged
+    assert sum(e["records"] for e in warmed) == len(alerts)

@@ -4,26 +4,35 @@ After a restart the engine re-announces every alert it owns: the same content at
 new offset of `alerts`. The notifier delivered each one again (Slack and Teams
 re-posted every alert into the channel), and a fresh notifier did so under new
 `webhook-id`s, so even receivers that de-duplicate were paged again. These tests
-drive one endpoint's pipe without Kafka.
+drive one endpoint's pipe without Kafka, and the read-back against the suite's
+broker; the whole restart against a real broker is in test_webhook_delivery.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
+import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from log_lines import Lines
 from prometheus_client import REGISTRY
+from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert, record
 
+from chainwatch.settings import Settings
 from schemas.alerts import Alert, AlertStatus, Severity
+from sinks.webhooks import warmup
 from sinks.webhooks.delivery import RetryPolicy
-from sinks.webhooks.dispatcher import EndpointPipe, PipeConfig, Topics
+from sinks.webhooks.dispatcher import EndpointPipe, PipeConfig, Topics, _Revoke
 from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import TargetPolicy, parse_networks
+from streams.topics import ALERTS
 
 TP = TopicPartition("cw.alerts", 3)
+OTHER = TopicPartition("cw.alerts", 5)
 
 
 def _pipe(name: str, filters: dict[str, Any] | None = None) -> EndpointPipe:
@@ -120,3 +129,205 @@ def test_the_memory_follows_every_record_whatever_the_filters_keep() -> None:
     pipe.tracker.done(TP, 0)
     pipe.tracker.done(TP, 2)
     assert pipe.tracker.committable() == {TP: 6}
+
+
+def test_records_read_back_before_the_committed_position_are_remembered_not_delivered() -> None:
+    pipe = _pipe("repeat-warm")
+    one, two, three = make_alert(1), make_alert(2), make_alert(3)
+    earlier = [one, two, make_alert(3, AlertStatus.RESOLVED), three]
+    for offset, alert in enumerate(earlier):  # as read_back shows them
+        pipe.warmup.remember(TP, offset, alert.model_dump_json().encode())
+    pipe.warmup.remember(TP, 4, b"not an alert")  # skipped, as it was when read live
+    pipe.warmup.remember(TP, 5, None)
+    assert pipe.queue.empty()
+    assert (pipe.stats.alerts, pipe.stats.invalid) == (0, 0)  # nothing counted twice
+
+    changed = make_alert(2, severity=Severity.WARNING)
+    _handle(pipe, [one, two, three, changed], first=6)  # re-announced, and one change
+
+    assert [(o, a) for o, a, _ in _queued(pipe)] == [(9, changed.alert_id)]
+    assert pipe.stats.repeats == 3
+
+
+class FakeConsumer:
+    """The endpoint consumer's pause state and positions, which is all the warm-up uses."""
+
+    def __init__(self, tps: Collection[TopicPartition]) -> None:
+        self._assigned = set(tps)
+        self._paused: set[TopicPartition] = set()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self._paused |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self._paused -= set(tps)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
+
+    async def position(self, tp: TopicPartition) -> int:
+        return 10
+
+
+@pytest.fixture
+def lines(monkeypatch: pytest.MonkeyPatch) -> Lines:
+    recorder = Lines()
+    monkeypatch.setattr(warmup, "log", recorder)
+    return recorder
+
+
+def test_a_failed_warm_up_forgets_what_it_read_of_its_partitions_and_delivers(
+    monkeypatch: pytest.MonkeyPatch, lines: Lines
+) -> None:
+    """A partial read could hold an older content as an alert's latest and skip a real
+    change: what it read of an unfinished partition is dropped, the partition resumed."""
+    pipe = _pipe("repeat-failed")
+    one, two = make_alert(1), make_alert(2)
+
+    async def broken(
+        tps: Collection[TopicPartition], positions: Any, config: Any, on_record: Any, on_done: Any,
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
+        assert [await positions(tp) for tp in tps] == [10, 10]
+        on_record(TP, 0, one.model_dump_json().encode())
+        on_done(warmup.PartitionRead(TP, 0, 10, 1, 0.5))
+        on_record(OTHER, 0, two.model_dump_json().encode())
+        raise warmup.WarmupFailed("fetching records of cw.alerts[5]: KafkaConnectionError")
+
+    monkeypatch.setattr(warmup, "read_back", broken)
+    consumer = FakeConsumer([TP, OTHER])
+
+    async def run() -> None:
+        await _Revoke(pipe, consumer).on_partitions_assigned({TP, OTHER})
+        assert consumer.paused() == {TP, OTHER}
+        assert pipe.fetch_limit(consumer) == 100  # type: ignore[arg-type]
+        assert consumer.paused() == {TP, OTHER}  # room, but both still warming
+        assert not pipe.idle()
+        task = pipe.warmup._task
+        assert task is not None
+        await task
+
+    asyncio.run(run())
+    assert pipe.warmup.warming == set()
+    pipe.fetch_limit(consumer)  # type: ignore[arg-type]
+    assert consumer.paused() == set()
+    [done] = lines.named("webhook_warmup_done")
+    assert (done["partition"], done["records"], done["to_offset"]) == (3, 1, 10)
+    [failed] = lines.named("webhook_warmup_failed")
+    assert (failed["level"], failed["partitions"]) == ("warning", [5])
+    assert "KafkaConnectionError" in failed["error"]
+    assert "may be delivered again" in failed["consequence"]
+
+    _handle(pipe, [one], first=10)
+    _handle(pipe, [two], first=10, tp=OTHER)
+    assert [(tp_offset, a) for tp_offset, a, _ in _queued(pipe)] == [(10, two.alert_id)]
+    assert pipe.stats.repeats == 1
+
+
+def test_a_revocation_cancels_the_warm_up_and_forgets_the_partitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pipe = _pipe("repeat-revoked")
+    one = make_alert(1)
+    reading = asyncio.Event()
+
+    async def slow(
+        tps: Collection[TopicPartition], positions: Any, config: Any, on_record: Any, on_done: Any,
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
+        on_record(TP, 0, one.model_dump_json().encode())
+        reading.set()
+        await asyncio.Event().wait()  # a long read-back, until cancelled
+
+    monkeypatch.setattr(warmup, "read_back", slow)
+    consumer = FakeConsumer([TP])
+
+    async def run() -> None:
+        listener = _Revoke(pipe, consumer)
+        await listener.on_partitions_assigned({TP})
+        await asyncio.wait_for(reading.wait(), 5)
+        task = pipe.warmup._task
+        await listener.on_partitions_revoked({TP})
+        assert task is not None
+        assert task.cancelled()
+        assert pipe.warmup.warming == set()
+
+    asyncio.run(run())
+    _handle(pipe, [one], first=1)  # what the cancelled read-back saw is forgotten
+    assert [o for o, _, _ in _queued(pipe)] == [1]
+
+
+def test_no_warm_up_when_it_is_turned_off() -> None:
+    pipe = _pipe("repeat-off")
+    pipe.warmup.config = warmup.WarmupConfig(records=0)
+    consumer = FakeConsumer([TP])
+    asyncio.run(_Revoke(pipe, consumer).on_partitions_assigned({TP}))
+    assert consumer.paused() == set()
+    assert pipe.warmup.warming == set()
+
+
+def test_the_read_back_is_bounded_per_partition_and_stops_at_the_committed_position(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory()
+    prepare_all_topics(settings)
+    topic = settings.kafka.topic(ALERTS)
+    publish(settings, ALERTS, [(f"k{n}".encode(), f"v{n}".encode()) for n in range(40)])
+    tps = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
+    seen: dict[int, list[int]] = {}
+    reads: list[warmup.PartitionRead] = []
+
+    async def run() -> dict[TopicPartition, int]:
+        probe = warmup.reader(settings.kafka.bootstrap, {})
+        await probe.start()
+        try:
+            ends: dict[TopicPartition, int] = await probe.end_offsets(tps)
+        finally:
+            await probe.stop()
+        committed = {tp: max(0, end - 1) for tp, end in ends.items()}  # the last one is not
+
+        async def position(tp: TopicPartition) -> int:
+            return committed[tp]
+
+        await warmup.read_back(
+            tps,
+            position,
+            warmup.WarmupConfig(records=3, timeout_s=30),
+            lambda tp, offset, value: seen.setdefault(tp.partition, []).append(offset),
+            reads.append,
+            bootstrap=settings.kafka.bootstrap,
+        )
+        return committed
+
+    committed = asyncio.run(run())
+    assert sum(committed.values()) >= 8  # every partition got some of the 40
+    for tp, end in committed.items():
+        expected = list(range(max(0, end - 3), end))
+        assert seen.get(tp.partition, []) == expected, tp
+    assert sorted((r.tp.partition, r.first, r.end, r.records) for r in reads) == sorted(
+        (tp.partition, max(0, end - 3), end, min(3, end)) for tp, end in committed.items()
+    )
+
+
+def test_a_read_back_that_cannot_reach_kafka_fails_within_its_deadline_saying_where() -> None:
+    async def position(tp: TopicPartition) -> int:
+        return 10
+
+    async def run() -> None:
+        await warmup.read_back(
+            [TP],
+            position,
+            warmup.WarmupConfig(timeout_s=1.0),
+            lambda *a: None,
+            lambda r: None,
+            bootstrap="127.0.0.1:9",  # nothing listens there
+            options={"request_timeout_ms": 60_000},
+        )
+
+    began = time.monotonic()
+    with pytest.raises(warmup.WarmupFailed, match=r"127\.0\.0\.1:9"):
+        asyncio.run(run())
+    assert time.monotonic() - began < 10

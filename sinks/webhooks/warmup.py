@@ -1,0 +1,281 @@
+"""Reading back the records before an endpoint's committed position (the warm-up).
+
+An endpoint recognises a repeat (payloads.py) only if it remembers the latest
+message of that alert; a fresh process remembers nothing, and the engine
+re-announces every alert after its own restart, so a rolling restart re-paged
+every alert. So before an endpoint delivers anything of a partition it was
+assigned, it reads that partition from `max(beginning, committed - records)` up
+to the committed position, showing each record to the same memory as the live
+path and delivering nothing.
+
+Where it runs: not in aiokafka's `on_partitions_assigned`, which is awaited
+inside the rebalance before the member's heartbeat task starts again, so a
+long read there would cost the group its member (the session timeout). The
+listener only *pauses* the new partitions (synchronously, before any fetch:
+their positions are not even known yet) and starts `read_back` as a task on a
+separate consumer without a group (`assign` + `seek`, nothing committed), so
+the endpoint's own consumer keeps polling and stays in its group. Each
+partition is resumed once its read is done.
+
+Failure: every Kafka call falls under one deadline (`timeout_s`); a read that
+fails or runs out of time raises `WarmupFailed` naming the step, and the
+caller forgets those partitions (a partial read could hold an older content
+as the latest, and skip a real change) and resumes them: deliveries go on,
+only a repeat may be delivered again. A revocation cancels the read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from sinks.consumer import stop_consumer
+from sinks.webhooks import metrics
+from sinks.webhooks.settings import DEFAULT_WARMUP_RECORDS, DEFAULT_WARMUP_TIMEOUT_S
+
+log = structlog.stdlib.get_logger(__name__)
+
+POLL_MS = 200
+BATCH_RECORDS = 2_000
+"""Records per fetch; the event loop gets a turn after each batch, so the endpoint's own
+consumer (its heartbeats) and the deliveries of every endpoint go on meanwhile."""
+
+
+STOP_TIMEOUT_S = 10.0
+"""Closing the reader (after the read, a failure or a cancellation) waits no longer."""
+
+
+class WarmupFailed(RuntimeError):
+    """The read-back did not finish: what it was doing and why."""
+
+
+@dataclass(frozen=True)
+class WarmupConfig:
+    """The read-back's bounds (`CHAINWATCH_WEBHOOKS__WARMUP_*`)."""
+
+    records: int = DEFAULT_WARMUP_RECORDS
+    """Records per partition read back before the committed position; 0: none."""
+    timeout_s: float = DEFAULT_WARMUP_TIMEOUT_S
+    """For the whole read-back of one assignment, every Kafka call included."""
+
+
+@dataclass(frozen=True)
+class PartitionRead:
+    """One partition's read-back, for the log."""
+
+    tp: TopicPartition
+    first: int
+    end: int
+    records: int
+    seconds: float
+
+
+OnRecord = Callable[[TopicPartition, int, bytes | None], None]
+OnDone = Callable[[PartitionRead], None]
+Positions = Callable[[TopicPartition], Awaitable[int]]
+
+
+def reader(bootstrap: str, options: Mapping[str, Any]) -> AIOKafkaConsumer:
+    """A consumer without a group: it reads what it is told and commits nothing."""
+    settings: dict[str, Any] = {
+        "isolation_level": "read_committed",  # what the endpoint's own consumer reads
+        "auto_offset_reset": "earliest",  # the start fell below retention meanwhile
+        **options,
+        "group_id": None,
+        "enable_auto_commit": False,
+    }
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, **settings)
+
+
+class _Steps:
+    """The step in progress, so a timeout says where it was stuck."""
+
+    def __init__(self) -> None:
+        self.now = "starting"
+
+
+async def read_back(
+    tps: Collection[TopicPartition],
+    positions: Positions,
+    config: WarmupConfig,
+    on_record: OnRecord,
+    on_done: OnDone,
+    *,
+    bootstrap: str,
+    options: Mapping[str, Any] | None = None,
+) -> None:
+    """Show every record of `tps` in `[max(beginning, position - records), position)`
+    to `on_record`, in offset order per partition; `on_done` after each partition.
+
+    `positions(tp)` is the endpoint consumer's `position` (its committed offset, or
+    where its reset policy puts it). Raises `WarmupFailed` past `config.timeout_s`
+    or on any error (a Kafka error, a partition revoked meanwhile, a callback's).
+    `PartitionRead.seconds` counts from the start of this read-back (the
+    partitions are read together).
+    """
+    step = _Steps()
+    try:
+        async with asyncio.timeout(config.timeout_s):
+            await _read(tps, positions, config, on_record, on_done, step, bootstrap, options or {})
+    except TimeoutError:
+        raise WarmupFailed(f"not finished within {config.timeout_s} s ({step.now})") from None
+    except Exception as exc:  # Kafka's errors, and a partition revoked under us
+        raise WarmupFailed(f"{step.now}: {type(exc).__name__}: {exc}") from exc
+
+
+async def _read(
+    tps: Collection[TopicPartition],
+    positions: Positions,
+    config: WarmupConfig,
+    on_record: OnRecord,
+    on_done: OnDone,
+    step: _Steps,
+    bootstrap: str,
+    options: Mapping[str, Any],
+) -> None:
+    step.now = "reading the committed positions"
+    targets = {tp: int(await positions(tp)) for tp in tps}
+    began = time.monotonic()
+    source = reader(bootstrap, options)
+    try:
+        step.now = f"connecting to {bootstrap}"
+        await source.start()
+        source.assign(list(tps))
+        step.now = "reading the partitions' first and end offsets"
+        firsts = await source.beginning_offsets(list(tps))
+        ends = await source.end_offsets(list(tps))
+        todo: dict[TopicPartition, tuple[int, int]] = {}
+        for tp, target in targets.items():
+            end = min(target, ends[tp])  # a committed offset past the end: none after it
+            first = max(firsts[tp], end - config.records)
+            if first >= end:
+                on_done(PartitionRead(tp, first, end, 0, time.monotonic() - began))
+                continue
+            source.seek(tp, first)
+            todo[tp] = (first, end)
+        counts = dict.fromkeys(todo, 0)
+        while todo:
+            step.now = f"fetching records of {_names(todo)}"
+            batch = await source.getmany(*todo, timeout_ms=POLL_MS, max_records=BATCH_RECORDS)
+            for tp, records in batch.items():
+                if tp not in todo:
+                    continue
+                end = todo[tp][1]
+                for record in records:
+                    if record.offset >= end:
+                        break
+                    on_record(tp, record.offset, record.value)
+                    counts[tp] += 1
+            for tp in list(todo):
+                if await source.position(tp) >= todo[tp][1]:
+                    first, end = todo.pop(tp)
+                    source.pause(tp)
+                    on_done(PartitionRead(tp, first, end, counts[tp], time.monotonic() - began))
+            await asyncio.sleep(0)  # a buffered batch returns at once: let the loop run
+    finally:
+        with contextlib.suppress(TimeoutError):  # its sockets are closed with the loop
+            await asyncio.wait_for(stop_consumer(source), STOP_TIMEOUT_S)
+
+
+def _names(tps: Collection[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps))
+
+
+class Warmup:
+    """One endpoint's read-backs: the partitions held paused for one, and its task.
+
+    `start` runs inside `on_partitions_assigned` and only pauses and spawns;
+    `stop` runs in `on_partitions_revoked` (eager rebalancing revokes every
+    partition, so every rebalance warms up every partition again) and when the
+    endpoint stops. The endpoint resumes a partition once it has left `warming`.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        config: WarmupConfig,
+        *,
+        bootstrap: str,
+        options: Mapping[str, Any],
+        remember: OnRecord,
+        forget: Callable[[TopicPartition], None],
+    ) -> None:
+        self.endpoint = endpoint
+        self.config = config
+        self.bootstrap = bootstrap
+        self.options = options
+        self.remember = remember
+        self.forget = forget
+        self.warming: set[TopicPartition] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, consumer: AIOKafkaConsumer, assigned: Collection[TopicPartition]) -> None:
+        """Pause `assigned` and read them back in a task (synchronous: nothing is fetched
+        for them before the pause)."""
+        if not assigned or self.config.records <= 0:
+            return
+        if self._task is not None:
+            self._task.cancel()  # not left behind (`stop` comes first on a rebalance)
+        consumer.pause(*assigned)
+        self.warming = set(assigned)
+        self._task = asyncio.create_task(
+            self._run(consumer, sorted(assigned)), name=f"webhook-{self.endpoint}-warmup"
+        )
+
+    async def stop(self) -> None:
+        """Cancel a read-back in progress; what it read stays (the caller forgets it)."""
+        task, self._task = self._task, None
+        self.warming.clear()
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        began = time.monotonic()
+        try:
+            await read_back(
+                tps,
+                consumer.position,
+                self.config,
+                self.remember,
+                self._done,
+                bootstrap=self.bootstrap,
+                options=self.options,
+            )
+        except WarmupFailed as exc:
+            left = sorted(self.warming)
+            for tp in left:
+                self.forget(tp)  # a partial memory could skip a real change
+            self.warming.clear()
+            metrics.WARMUPS.labels(self.endpoint, "failed").inc(len(left))
+            log.warning(
+                "webhook_warmup_failed",
+                endpoint=self.endpoint,
+                partitions=[tp.partition for tp in left],
+                seconds=round(time.monotonic() - began, 3),
+                error=str(exc),
+                consequence="these partitions are delivered from their committed position "
+                "without the memory of earlier messages: an alert the engine re-published "
+                "unchanged may be delivered again (under a new webhook-id)",
+            )
+
+    def _done(self, read: PartitionRead) -> None:
+        self.warming.discard(read.tp)
+        metrics.WARMUPS.labels(self.endpoint, "done").inc()
+        log.info(
+            "webhook_warmup_done",
+            endpoint=self.endpoint,
+            topic=read.tp.topic,
+            partition=read.tp.partition,
+            from_offset=read.first,
+            to_offset=read.end,
+            records=read.records,
+            seconds=round(read.seconds, 3),
+        )
