@@ -30,6 +30,7 @@ from schemas.alerts import Alert, AlertStatus, Severity
 from sinks.clickhouse.connection import open_client
 from sinks.webhooks.dispatcher import publish as publish_log
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, WebhookDeadLetter
+from sinks.webhooks.warmup import PartitionRead, Warmup
 from streams.topics import ALERTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -525,3 +526,73 @@ def test_a_restart_of_worker_and_notifier_delivers_only_what_changed(
     warmed = [e for e in logged if e["event"] == "webhook_warmup_done"]
     assert len(warmed) == settings.kafka.partitions  # each partition read back, logged
     assert sum(e["records"] for e in warmed) == len(alerts)
+
+
+def test_notifiers_sharing_a_group_warm_up_only_their_partitions_and_again_after_a_rebalance(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    receiver: tuple[Receiver, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state, port = receiver
+    settings = _settings_for(settings_factory, _subscriptions(tmp_path, port, ("healthy",)), 60)
+    prepare_all_topics(settings)
+    alerts = [make_alert(n) for n in range(12)]
+    records = [(a.alert_id.encode(), a.model_dump_json().encode()) for a in alerts]
+    everything = set(range(settings.kafka.partitions))
+    group = f"{settings.engine.app_id}-notify.healthy"
+    warmed: list[tuple[int, int]] = []  # (which notifier's pipe, partition)
+    done = Warmup._done
+
+    def spy(self: Warmup, read: PartitionRead) -> None:
+        warmed.append((id(self), read.tp.partition))
+        done(self, read)
+
+    monkeypatch.setattr(Warmup, "_done", spy)
+
+    def of(pipe: int, since: int) -> list[int]:
+        return sorted(p for w, p in warmed[since:] if w == pipe)
+
+    async def run() -> None:
+        publish(settings, ALERTS, records)
+        a = build_notifier(settings, load_configured(settings))
+        b = build_notifier(settings, load_configured(settings))
+        stop_a, stop_b = asyncio.Event(), asyncio.Event()
+        run_a = asyncio.create_task(a.run(stop_a))
+        try:
+            await _until(lambda: _committed(settings, group) == len(records), 60, "a delivered")
+            first = id(a.pipes[0].warmup)
+            assert set(of(first, 0)) == everything  # alone in the group: every partition
+            joined = len(warmed)
+            run_b = asyncio.create_task(b.run(stop_b))
+            try:
+                await _until(
+                    lambda: bool(b.pipes) and of(id(b.pipes[0].warmup), joined) != []
+                    and sorted(of(first, joined) + of(id(b.pipes[0].warmup), joined))
+                    == sorted(everything),
+                    60,
+                    "each notifier warmed up its own share after b joined",
+                )  # fmt: skip
+                second = id(b.pipes[0].warmup)
+                assert not set(of(first, joined)) & set(of(second, joined))
+                publish(settings, ALERTS, records)  # a worker restart: every alert again
+                await _until(
+                    lambda: _committed(settings, group) == 2 * len(records), 60, "repeats read"
+                )
+            finally:
+                stop_b.set()
+                await asyncio.wait_for(run_b, 60)
+            left = len(warmed)
+            await _until(
+                lambda: set(of(first, left)) == everything, 60, "a warmed up b's share again"
+            )
+            publish(settings, ALERTS, records)
+            await _until(lambda: _committed(settings, group) == 3 * len(records), 60, "read")
+        finally:
+            stop_a.set()
+            await asyncio.wait_for(run_a, 60)
+        assert a.stats.repeats + b.stats.repeats == 2 * len(records)
+
+    asyncio.run(run())
+    delivered = [r.headers["webhook-id"] for r in state.requests if r.path == "/healthy"]
+    assert len(delivered) == len(set(delivered)) == len(records)  # each alert once, in all
