@@ -191,17 +191,18 @@ class _ReadCommittedConsumer(EagerDelivery, driver.Consumer):
             return False
         return False
 
-    def read_to_end(self, topics: Collection[str]) -> bool:
-        """Whether aiokafka has handed to faust every record of the assigned partitions
-        of `topics` up to their last stable offset, as a fetch of each told it (a
-        partition not fetched yet, or a fetch to be repeated after a seek: False).
+    def read_to_end(self, topics: Collection[str]) -> set[tuple[str, int]]:
+        """(topic, partition) of the assigned partitions of `topics` whose every record
+        up to the last stable offset aiokafka has handed to faust, as a fetch of each
+        told it (not fetched yet, or to be read again after a seek: not in it).
 
         Read on the event loop while the consumer's own thread works, as `unread`;
-        anything unexpected answers False (the clock stays held a little longer:
-        `streams.engine.clock.EngineClock.hold`).
+        anything unexpected answers no partition (a held clock stays held a little
+        longer: `streams.engine.clock.EngineClock.hold`).
         """
         if self._reseek_pending():
-            return False
+            return set()
+        done: set[tuple[str, int]] = set()
         try:
             kafka = self._thread._ensure_consumer()
             assignment = kafka._subscription.subscription.assignment
@@ -210,13 +211,16 @@ class _ReadCommittedConsumer(EagerDelivery, driver.Consumer):
                     continue
                 state = assignment.state_value(tp)
                 stable = kafka.last_stable_offset(tp)
-                if state is None or not state.has_valid_position or stable is None:
-                    return False
-                if state.position < stable:
-                    return False
+                if (
+                    state is not None
+                    and state.has_valid_position
+                    and stable is not None
+                    and state.position >= stable
+                ):
+                    done.add((tp.topic, tp.partition))
         except Exception:
-            return False
-        return True
+            return set()
+        return done
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109 (faust's signature)
         """faust's fetch, never handing on a record the streams' buffers lost.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,13 +29,33 @@ def appended_ms(message: Any) -> int | None:
     return int(seconds * 1000)
 
 
+@dataclass(slots=True)
+class _CatchingUp:
+    """A live partition's clock while its worker reads what waited in Kafka for it."""
+
+    since_ms: int
+    """When the hold began (wall clock): `HOLD_MOST_S` counts from here."""
+    floor_ms: int = 0
+    """A time its clock had reached before (its stored derivations'): the clock is not
+    before it. Without one (nothing stored there, or stored before slots kept their
+    time) it is not before the earliest record read there (an order's records come
+    before its scans), nor, with nothing read yet, before the hold's start."""
+    first_ms: int = 0
+    """The earliest Kafka timestamp read on it during the hold (0: none yet)."""
+    read_ms: dict[str, int] = field(default_factory=dict)
+    """topic -> the latest Kafka timestamp of the records read there."""
+    read_to_end: set[str] = field(default_factory=set)
+    """The topics read to their end: these no longer hold the clock back."""
+
+
 @dataclass
 class EngineClock:
     mode: Literal["live", "event"]
     _partition_ms: dict[int, int] = field(default_factory=dict)
-    _held: dict[int, int] | None = None
-    """Live mode while catching up (`hold`): per partition, how far its inputs are read."""
-    _held_since_ms: int = 0
+    _catching: dict[int, _CatchingUp] = field(default_factory=dict)
+    """Live mode: the partitions whose clock is held (`hold`)."""
+    held_topics: tuple[str, ...] = ()
+    """The topics whose reading a held clock follows (the order side's records)."""
 
     def observe(self, partition: int, event_ms: int | None) -> int:
         """The clock of `partition` after seeing an event at `event_ms`."""
@@ -50,9 +70,16 @@ class EngineClock:
         if self.mode == "event":
             return self._partition_ms.get(partition, 0)
         wall = int(time.time() * 1000)
-        if self._held is None:
+        held = self._catching.get(partition)
+        if held is None:
             return wall
-        return min(wall, self._held.get(partition, self._held_since_ms))
+        read = held.read_ms
+        bound = min(
+            (wall if t in held.read_to_end else read.get(t, 0) for t in self.held_topics),
+            default=wall,
+        )
+        low = held.floor_ms or held.first_ms or held.since_ms
+        return min(wall, max(low, bound))
 
     def target(self, partition: int) -> int:
         """What `now` will be once caught up: the wall clock (live), the event clock."""
@@ -60,41 +87,71 @@ class EngineClock:
 
     # --- live mode: catching up with a backlog ------------------------------------------
 
-    @property
-    def held(self) -> bool:
-        return self._held is not None
+    def hold(self, partitions: Iterable[int]) -> None:
+        """Hold the live clock of `partitions` (newly assigned to this worker) until
+        the worker has read what Kafka held for them (`release`).
 
-    def hold(self) -> None:
-        """Hold every partition's live clock until the worker has read what Kafka held
-        for it (`release`).
-
-        A worker that starts (or is assigned partitions) behind a backlog would judge
-        the deadlines that fell due meanwhile before reading the scans that fulfil
-        them, all waiting in Kafka: a false breach for each (a page at night), retracted
-        minutes later. Held, a partition's clock is where its inputs are read to: the
-        latest Kafka timestamp of its order records and scans read so far, never past
-        the wall clock, and not before what it had reached (`read_to`).
+        A worker that starts (or takes over partitions) behind a backlog would judge
+        the deadlines that fell due meanwhile before reading the scans that met
+        them, all waiting in Kafka: a false breach for each (a page at night),
+        retracted minutes later. Held, a partition's clock is where its order records
+        and scans are both read to: the earlier of the latest Kafka timestamps read
+        on each (a topic read to its end no longer counts), never past the wall
+        clock, and not before what it had reached (`floor`). A partition already
+        held keeps its hold (and when it began).
         """
-        if self.mode == "live":
-            self._held = {}
-            self._held_since_ms = int(time.time() * 1000)
+        if self.mode != "live":
+            return
+        wall = int(time.time() * 1000)
+        for partition in partitions:
+            if partition not in self._catching:
+                self._catching[partition] = _CatchingUp(since_ms=wall)
 
-    def read_to(self, partition: int, ms: int | None) -> None:
-        """While held: `partition` is read to `ms` (an input Kafka took then, or a time
-        its clock had reached before: a stored derivation's)."""
-        if self._held is not None and ms is not None and ms > self._held.get(partition, 0):
-            self._held[partition] = ms
+    def floor(self, partition: int, ms: int | None) -> None:
+        """A time a held partition's clock had reached before (a stored derivation's)."""
+        held = self._catching.get(partition)
+        if held is not None and ms is not None and ms > held.floor_ms:
+            held.floor_ms = ms
 
-    def held_s(self) -> float:
-        """How long the clock has been held (0 when it is not)."""
-        if self._held is None:
-            return 0.0
-        return time.time() - self._held_since_ms / 1000
+    def read_to(self, partition: int, topic: str, appended_ms: int | None) -> None:
+        """A record of `topic` that Kafka took at `appended_ms` is read on a held partition."""
+        held = self._catching.get(partition)
+        if held is None or appended_ms is None:
+            return
+        if appended_ms > held.read_ms.get(topic, 0):
+            held.read_ms[topic] = appended_ms
+        if not held.first_ms or appended_ms < held.first_ms:
+            held.first_ms = appended_ms
 
-    def release(self) -> int:
-        """Back to the wall clock (caught up); how long the clock was held (ms)."""
-        since, self._held = self._held_since_ms, None
-        return int(time.time() * 1000) - since
+    def read_to_end(self, partition: int, topic: str) -> None:
+        """`topic` is read to its end on a held partition: it holds the clock back no more."""
+        held = self._catching.get(partition)
+        if held is not None:
+            held.read_to_end.add(topic)
+
+    @property
+    def holding(self) -> bool:
+        """Whether any partition's clock is held."""
+        return bool(self._catching)
+
+    def held(self) -> list[int]:
+        """The partitions whose clock is held."""
+        return sorted(self._catching)
+
+    def held_s(self, partition: int) -> float:
+        """How long `partition`'s clock has been held (0 when it is not)."""
+        held = self._catching.get(partition)
+        return 0.0 if held is None else time.time() - held.since_ms / 1000
+
+    def release(self, partition: int) -> float:
+        """Back to the wall clock (caught up, or given up); how long it was held (s)."""
+        held = self._catching.pop(partition, None)
+        return 0.0 if held is None else time.time() - held.since_ms / 1000
+
+    def forget(self, keep: Collection[int]) -> None:
+        """Drop the holds of partitions this worker no longer owns."""
+        for partition in [p for p in self._catching if p not in keep]:
+            del self._catching[partition]
 
 
 @dataclass

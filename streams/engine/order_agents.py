@@ -52,6 +52,9 @@ GATES = 64
 CATCH_UP_MARGIN_S = 0.1
 """`_catch_up`: how much longer than a batch window the order side must stay read."""
 
+CATCH_UP_TOPICS = (SCANS, ORDERS, ORDER_INBOX)
+"""A held partition is released when these are read to their end."""
+
 HOLD_MOST_S = 600.0
 """`_catch_up`: the longest a worker's clock is held behind a backlog. Deadlines of
 partitions with nothing to read wait while it is held; should the order side never
@@ -76,9 +79,11 @@ class OrderAgents:
         self.acting: dict[int, Any] = {}
         """partition -> an event of it: what a table write of that partition acts for."""
         self.ticks_in_flight: set[int] = set()
-        self.read_since: float | None = None
-        """Catching up (live): since when the order side has been read to its end
-        (`_catch_up`)."""
+        self.read_since: dict[tuple[str, int], float] = {}
+        """Catching up (live): (topic, partition) -> since when it has been read to its
+        end (`_catch_up`)."""
+        self.owned: set[int] = set()
+        """The partitions this worker owned at its last recovery (live: not held again)."""
         self.gates: OrderedDict[str, tuple[bytes, ScanGate]] = OrderedDict()
         """order_id -> (the stored value, the scan gate taken of it).
 
@@ -278,8 +283,8 @@ class OrderAgents:
             elif not await rt.mis_keyed(topic, message, value):
                 assert isinstance(value, ScanEvent | OrderRecord)
                 before_ms = rt.clock.now(message.partition)
-                if rt.clock.held:  # catching up: the partition's clock is where it is read to
-                    rt.clock.read_to(message.partition, appended_ms(message))
+                if rt.clock.holding:  # catching up: the clock is where the inputs are read to
+                    rt.clock.read_to(message.partition, topic, appended_ms(message))
                 event_time = value.event_time if isinstance(value, ScanEvent) else (
                     value.event_time or value.placed_at
                 )  # fmt: skip
@@ -447,7 +452,7 @@ class OrderAgents:
         deadlines fire once per batch after its answers.
         """
         rt = self.rt
-        if rt.clock.held:
+        if rt.clock.holding:
             self._catch_up()
         for partition in sorted(rt.active_partitions(rt.order_inbox)):
             if partition in self.ticks_in_flight:
@@ -460,34 +465,45 @@ class OrderAgents:
                 await rt.outputs.send(rt.out.order_inbox, None, tick, partition)
 
     def _catch_up(self) -> None:
-        """Give the clock back to the wall once the order side is read to its end.
+        """Give a held partition's clock back to the wall once its order side is read.
 
-        Read to its end at every tick for at least a batch window: a batch that
-        `take_events` was gathering at the first of them (out of the queue, not yet
-        handed on: not seen) has been handed on and stepped by then, or is in hand.
+        A topic of a partition counts as read to its end when it is so at every tick
+        for at least a batch window: a batch that `take_events` was gathering at the
+        first of them (out of the queue, not yet handed on: not seen) has been handed
+        on and stepped by then, or is in hand. Once its scans and order records are
+        read to their end they hold its clock back no more; once its inbox is too,
+        the partition is released.
         """
         rt = self.rt
-        if rt.clock.held_s() > HOLD_MOST_S:
-            self.read_since = None
-            held_ms = rt.clock.release()
-            log.warning(
-                "clock_released_behind_backlog", clock_held_s=round(held_ms / 1000, 1),
-                note="deadlines are judged at the wall clock again before every waiting "
-                "record is read: a breach may be retracted when its scan is read",
-            )  # fmt: skip
-            return
-        if not rt.order_side_read():
-            self.read_since = None
-            return
+        ends = rt.order_side_read_to_end()
         now = time.monotonic()
-        if self.read_since is None:
-            self.read_since = now
-            return
-        if now - self.read_since < rt.config.batch_within_s + CATCH_UP_MARGIN_S:
-            return
-        self.read_since = None
-        held_ms = rt.clock.release()
-        log.info("caught_up", clock_held_s=round(held_ms / 1000, 1))
+        window = rt.config.batch_within_s + CATCH_UP_MARGIN_S
+        for partition in rt.clock.held():
+            if rt.clock.held_s(partition) > HOLD_MOST_S:
+                held_s = rt.clock.release(partition)
+                log.warning(
+                    "clock_released_behind_backlog", partition=partition,
+                    clock_held_s=round(held_s, 1),
+                    note="its deadlines are judged at the wall clock again before every "
+                    "waiting record is read: a breach may be retracted when its scan is read",
+                )  # fmt: skip
+                continue
+            done = 0
+            for topic in CATCH_UP_TOPICS:
+                key = (topic, partition)
+                if key not in ends:
+                    self.read_since.pop(key, None)
+                    continue
+                since = self.read_since.setdefault(key, now)
+                if now - since >= window:
+                    done += 1
+                    if topic != ORDER_INBOX:
+                        rt.clock.read_to_end(partition, topic)
+            if done == len(CATCH_UP_TOPICS):
+                for topic in CATCH_UP_TOPICS:
+                    self.read_since.pop((topic, partition), None)
+                held_s = rt.clock.release(partition)
+                log.info("caught_up", partition=partition, clock_held_s=round(held_s, 1))
 
     # --- recovery -----------------------------------------------------------------
 
@@ -499,8 +515,6 @@ class OrderAgents:
         """
         rt = self.rt
         async with rt.turn:
-            rt.clock.hold()  # live: until what waits in Kafka is read (`_catch_up`)
-            self.read_since = None
             rt.deadlines.clear()
             self.ticks_in_flight.clear()
             self.owed.clear()  # the table says which orders owe one (their partition's
@@ -508,12 +522,18 @@ class OrderAgents:
             self.acting.clear()
             announced = replanned = 0
             active = rt.active_partitions(rt.scans_topic)
+            # live: partitions new to this worker are held until what waits in Kafka for
+            # them is read (`_catch_up`); those it kept run on (a hold keeps its start)
+            rt.clock.forget(active)
+            rt.clock.hold(active - self.owned)
+            self.owned = set(active)
+            self.read_since.clear()
             for order_id, raw in list(rt.order_table.items()):
                 stored, _ = peek(raw)
                 if stored.partition not in active or stored.evicted:
                     continue  # a standby copy (its owner announces it), or an evicted order
                 rt.clock.observe(stored.partition, stored.clock_ms)
-                rt.clock.read_to(stored.partition, stored.clock_ms)
+                rt.clock.floor(stored.partition, stored.clock_ms)
                 # judged by another plan: derived at the partition's next deadline check,
                 # not at its next record or at the old plan's deadline
                 replanned += self._replanned(stored.plan)
@@ -528,5 +548,5 @@ class OrderAgents:
             await rt.outputs.flush()
             log.info(
                 "orders_recovered", alerts_announced=announced, replanned=replanned,
-                clock_held=rt.clock.held,
+                clock_held=rt.clock.held(),
             )  # fmt: skip

@@ -123,7 +123,7 @@ class EngineRuntime:
         self.app = app
         self.config = config
         self.plan = config.plan
-        self.clock = EngineClock(config.clock)
+        self.clock = EngineClock(config.clock, held_topics=(SCANS, ORDERS))
         self.deadlines = DeadlineIndex()
         self.turn = asyncio.Lock()
         """One event at a time per worker: agents share the tables (module docs of agents)."""
@@ -134,8 +134,10 @@ class EngineRuntime:
         self._letters: dict[tuple[str, int | None, int], bool] = {}
         self._waiting: Any = None
         """The queue of the stream whose step runs (`backlog`)."""
-        self._order_side_queues: list[Any] = []
-        self._order_side_in_hand = 0
+        self._order_side_queues: dict[str, Any] = {}
+        """logical topic -> the queue of its agent (order side)"""
+        self._order_side_in_hand: dict[str, int] = {}
+        """logical topic -> batches its agent has taken and not yet stepped"""
         """The inputs dead-lettered during the current batch, (logical topic, partition,
         offset) -> whether as `processing_error` (each record's outcome metric)."""
 
@@ -250,8 +252,9 @@ class EngineRuntime:
             waiting = getattr(channel, "queue", None)
             read = frozenset(getattr(channel, "topics", None) or ())
             order_side = bool(read & self._order_side)
-            if order_side and waiting is not None:
-                self._order_side_queues.append(waiting)
+            if order_side:
+                self._order_side_queues[logical_topic] = waiting
+                self._order_side_in_hand[logical_topic] = 0
 
             def nothing_to_read() -> bool:  # for this agent (a batch is taken at once)
                 return event_clock and self._left_to_read(waiting, read) is False
@@ -265,7 +268,7 @@ class EngineRuntime:
             )
             async for events in batches:
                 if order_side:
-                    self._order_side_in_hand += 1
+                    self._order_side_in_hand[logical_topic] += 1
                 try:
                     async with self.turn:
                         self._waiting = waiting
@@ -280,7 +283,7 @@ class EngineRuntime:
                         self.forget_stale(events)  # before take_events acks the batch
                 finally:
                     if order_side:
-                        self._order_side_in_hand -= 1
+                        self._order_side_in_hand[logical_topic] -= 1
                 yield None
 
         return agent
@@ -297,16 +300,31 @@ class EngineRuntime:
         partitions it owns, of every topic it reads (unknown: not drained)."""
         return self._left_to_read(self._waiting, self._read_topics) is False
 
-    def order_side_read(self) -> bool:
-        """Whether every record Kafka held for the order side's partitions this worker
-        owns, when the consumer last fetched them, has been stepped: the consumer read
-        each to its end (`read_to_end`), no agent of the order side holds a batch and
-        none waits in their queues. (A batch being gathered inside `take_events` is
-        not seen here: `OrderAgents._catch_up` asks for a batch window.)"""
-        if self._order_side_in_hand or any(not q.empty() for q in self._order_side_queues):
-            return False
+    def order_side_read_to_end(self) -> set[tuple[str, int]]:
+        """(logical topic, partition) of the order side whose every record Kafka held,
+        when the consumer last fetched it, has been stepped: the consumer read the
+        partition to its end (`read_to_end`), and the topic's agent holds no batch
+        and has none waiting in its queue. (A batch being gathered inside
+        `take_events` is not seen here: `OrderAgents._catch_up` asks for a batch
+        window.)"""
         read_to_end = getattr(self.app._consumer, "read_to_end", None)
-        return read_to_end is not None and read_to_end(self._order_side) is True
+        if read_to_end is None:
+            return set()
+        logical = {
+            self.scans_topic.get_topic_name(): SCANS,
+            self.orders_topic.get_topic_name(): ORDERS,
+            self.order_inbox.get_topic_name(): ORDER_INBOX,
+        }
+        idle = {
+            topic
+            for topic, queue in self._order_side_queues.items()
+            if not self._order_side_in_hand.get(topic) and (queue is None or queue.empty())
+        }
+        return {
+            (logical[name], partition)
+            for name, partition in read_to_end(self._order_side)
+            if logical.get(name) in idle
+        }
 
     def _left_to_read(self, waiting: Any, topics: frozenset[str]) -> bool | None:
         """Whether records wait in `waiting` (a stream's queue) or unread in Kafka on the

@@ -161,15 +161,17 @@ def test_a_worker_behind_a_backlog_judges_no_deadline_before_reading_it(
     taken over) must not judge the deadlines that fell due meanwhile before it has
     read the records waiting in Kafka: every order here got its first scan before
     its deadline, while no worker ran; judged at the wall clock before those scans
-    were read, each was a `start_overdue` alert (a page) and its retraction. The one
-    order that got no scan still gets its alert once the backlog is read."""
+    were read, each was a `start_overdue` alert (a page) and its retraction. Order
+    records sent after the deadline must not move the clock past it while scans sent
+    before it are still to be read. The one order that got no scan still gets its
+    alert once the backlog is read."""
     settings = settings_factory(
         engine={"app_id": f"behind-{os.getpid()}-{time.time_ns()}", "metrics_port": free_port()}
     )
     prepare_topics(settings)
     names = topic_names(settings)
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
-    deadline = datetime.now(UTC) + timedelta(seconds=15)
+    deadline = datetime.now(UTC) + timedelta(seconds=30)  # publishing takes seconds on a busy box
     placed_at = deadline - timedelta(hours=24)  # the plan's start_within
     scanned = [f"PO-ON-TIME-{i}" for i in range(40)]
     try:
@@ -177,7 +179,7 @@ def test_a_worker_behind_a_backlog_judges_no_deadline_before_reading_it(
             producer.send(
                 names(ORDERS), key=order_id.encode(), value=created_order(order_id, placed_at)
             )
-        for i in range(3000):  # a backlog ahead of the scans that matter
+        for i in range(20_000):  # a backlog ahead of the scans that matter
             other = f"PO-OTHER-{i}"
             producer.send(names(SCANS), key=other.encode(), value=scan_started(other, placed_at))
         for order_id in scanned:
@@ -191,8 +193,20 @@ def test_a_worker_behind_a_backlog_judges_no_deadline_before_reading_it(
         producer.close()
     assert datetime.now(UTC) < deadline, "the backlog took too long to publish"
     until(
-        "the deadline has passed", lambda: datetime.now(UTC) > deadline + timedelta(seconds=1), 30
+        "the deadline has passed", lambda: datetime.now(UTC) > deadline + timedelta(seconds=1), 60
     )
+    # orders placed while no worker ran, after the deadline: the order records' backlog
+    # (read at once) reaches past it, the scans' (read over many batches) does not
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+    try:
+        for i in range(40):
+            late = f"PO-LATE-{i}"
+            producer.send(
+                names(ORDERS), key=late.encode(), value=created_order(late, datetime.now(UTC))
+            )
+        producer.flush()
+    finally:
+        producer.close()
 
     worker = subprocess.Popen(
         [sys.executable, "-m", "chainwatch", "worker"],

@@ -334,33 +334,53 @@ def test_the_engine_clock_in_event_time_only_moves_forward_per_partition() -> No
     assert clock.now(0) == 1000
 
 
-def test_a_held_live_clock_is_where_each_partition_is_read_to_until_released() -> None:
-    clock = EngineClock("live")
+def test_a_held_live_clock_is_where_both_order_topics_are_read_to_until_released() -> None:
+    clock = EngineClock("live", held_topics=("scans", "orders"))
     wall = int(time.time() * 1000)
     assert clock.now(0) >= wall
-    assert not clock.held
-    clock.hold()
-    held_at = clock.now(3)  # nothing read there, nothing stored: the hold's start
-    assert wall <= held_at <= int(time.time() * 1000)
-    clock.read_to(0, wall - 60_000)  # a stored derivation's time
-    clock.read_to(0, wall - 90_000)  # an older record read: the clock stays
+    assert not clock.holding
+    clock.hold([0, 1, 2])
+    clock.floor(0, wall - 60_000)  # a stored derivation's time
+    assert clock.now(0) == wall - 60_000  # nothing read yet
+    started = clock.now(2)  # nothing stored, nothing read: the hold's start
+    assert wall <= started <= int(time.time() * 1000)
+    clock.read_to(2, "orders", wall - 5_000)  # nothing stored: the earliest record read
+    clock.read_to(2, "orders", wall - 2_000)
+    assert clock.now(2) == wall - 5_000
+    # the order records' backlog is read at once, the scans' is not: the scans hold it
+    clock.read_to(0, "orders", wall - 1_000)
     assert clock.now(0) == wall - 60_000
-    assert clock.observe(0, wall + 10**9) == wall - 60_000  # event times do not move it
-    clock.read_to(0, wall - 30_000)  # a record Kafka took later
+    clock.read_to(0, "scans", wall - 30_000)
     assert clock.now(0) == wall - 30_000
-    clock.read_to(1, wall + 10**9)  # a producer's timestamp far ahead: never past the wall
-    assert clock.now(1) <= int(time.time() * 1000)
+    assert clock.observe(0, wall + 10**9) == wall - 30_000  # event times do not move it
+    clock.read_to(0, "scans", wall - 40_000)  # an older record: the clock stays
+    assert clock.now(0) == wall - 30_000
+    clock.read_to_end(0, "scans")  # scans read to their end: the order records hold it
+    assert clock.now(0) == wall - 1_000
+    clock.read_to_end(0, "orders")
+    assert clock.now(0) >= wall
+    clock.read_to(1, "scans", wall + 10**9)  # a producer's timestamp far ahead
+    clock.read_to(1, "orders", wall + 10**9)
+    assert clock.now(1) <= int(time.time() * 1000)  # never past the wall
     assert clock.target(0) >= wall
-    assert clock.release() >= 0
-    assert not clock.held
+    assert clock.held() == [0, 1, 2]
+    assert clock.held_s(0) >= 0
+    assert clock.held_s(7) == 0
+    clock.hold([0, 3])  # a later recovery: a hold keeps its start, a new one begins
+    assert clock.now(0) >= wall
+    assert clock.held() == [0, 1, 2, 3]
+    clock.forget([0, 1, 3])  # partition 2 went to another worker
+    assert clock.held() == [0, 1, 3]
+    assert clock.release(0) >= 0
+    assert clock.held() == [1, 3]
     assert clock.now(0) >= wall
 
 
 def test_an_event_time_clock_is_never_held() -> None:
-    clock = EngineClock("event")
-    clock.hold()
-    clock.read_to(0, 5000)
-    assert not clock.held
+    clock = EngineClock("event", held_topics=("scans", "orders"))
+    clock.hold([0])
+    clock.read_to(0, "scans", 5000)
+    assert not clock.holding
     assert clock.now(0) == 0
 
 
