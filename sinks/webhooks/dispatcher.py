@@ -270,6 +270,7 @@ class EndpointPipe:
         entry = delivery_log(job, endpoint, result)
         await publish(self.producer, topics.deliveries, msg_id, entry.model_dump_json().encode())
         if not result.delivered:
+            self.ids.given_up(job.alert.alert_id, msg_id)
             letter = dead_letter(job, endpoint, result, payload)
             value = letter.model_dump_json().encode()
             await publish(self.producer, topics.dead_letter, msg_id, value)

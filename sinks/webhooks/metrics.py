@@ -34,7 +34,7 @@ LOG_REFUSED = Counter(
 REPEATS_SKIPPED = Counter(
     "chainwatch_webhook_repeats_skipped",
     "Alert records not delivered: an unchanged re-publish of the latest message of their "
-    "alert, which the endpoint already has (delivered, given up or pending)",
+    "alert, which the endpoint already has (delivered or pending)",
     ["endpoint"],
 )
 WARMUPS = Counter(

@@ -12,8 +12,9 @@ alert's id, its full content and where the message first appeared on the topic
   that alert, at a later offset of the same partition. The notifier does not
   deliver a repeat again (Slack and Teams do not de-duplicate, so each worker
   restart re-posted every alert into the channel): the endpoint already has
-  that content, delivered, given up, or pending at an earlier offset (which the
-  endpoint's committed position never passes before its outcome).
+  that content, delivered or pending at an earlier offset (which the endpoint's
+  committed position never passes before its outcome). A message this process
+  gave up is forgotten (`given_up`): its repeat is delivered, as a new message.
 
 The memory is bounded (the last `MessageIds.capacity` alerts seen): a forgotten
 alert's repeat is delivered again, under a new id. It follows every valid alert
@@ -102,6 +103,15 @@ class MessageIds:
         while len(self._last) > self.capacity:
             self._last.popitem(last=False)
         return Seen(msg_id, repeat=False)
+
+    def given_up(self, alert_id: str, msg_id: str) -> None:
+        """The endpoint gave `msg_id` up (dead-lettered): a later repeat of it is no
+        repeat to the receiver, who never got it, so it is delivered (as a new message)
+        - the engine re-announcing after a restart then heals an endpoint that was down
+        past the retry horizon, as it did before repeats were skipped."""
+        last = self._last.get(alert_id)
+        if last is not None and last.msg_id == msg_id:
+            del self._last[alert_id]
 
     def forget(self, partition: int) -> None:
         """Drop what came from `partition`: it is about to be read again from its

@@ -25,7 +25,7 @@ from sink_samples import make_alert, record
 from chainwatch.settings import Settings
 from schemas.alerts import Alert, AlertStatus, Severity
 from sinks.webhooks import warmup
-from sinks.webhooks.delivery import RetryPolicy
+from sinks.webhooks.delivery import DeliveryResult, RetryPolicy
 from sinks.webhooks.dispatcher import EndpointPipe, PipeConfig, Topics, _Revoke
 from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import TargetPolicy, parse_networks
@@ -99,6 +99,33 @@ def test_an_unchanged_republish_is_not_delivered_again_and_its_offset_is_consume
     pipe.tracker.done(TP, 0)
     pipe.tracker.done(TP, 1)
     assert pipe.tracker.committable() == {TP: 4}  # the repeats: consumed, 0 deliveries
+
+
+class _LogProducer:
+    """Takes the delivery log and dead letters a finished delivery publishes."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
+        self.sent.append(topic)
+
+
+def test_a_repeat_of_a_message_given_up_is_delivered() -> None:
+    pipe = _pipe("repeat-after-gave-up")
+    producer = _LogProducer()
+    pipe.producer = producer  # type: ignore[assignment]
+    alert = make_alert(1)
+    _handle(pipe, [alert], first=0)
+    job = pipe.queue.get_nowait()
+    # the endpoint was down past the retry horizon: given up, dead-lettered
+    asyncio.run(pipe._finish(job, DeliveryResult(delivered=False, attempts=5), {}))
+    assert producer.sent == ["cw.webhook-deliveries", "cw.webhook-dead-letter"]
+    _handle(pipe, [alert], first=1)  # the engine re-announces it after a restart
+    [(offset, _, msg_id)] = _queued(pipe)
+    assert offset == 1
+    assert msg_id != job.msg_id  # the receiver never had the first
+    assert pipe.stats.repeats == 0
 
 
 def test_a_changed_alert_and_a_reopen_with_earlier_content_are_delivered_with_new_ids() -> None:
