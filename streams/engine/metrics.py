@@ -175,6 +175,16 @@ class EngineObserver:
             overdue.add_metric(label, max(0, now - due) / 1000 if due is not None else 0)
         yield entries
         yield overdue
+        held = GaugeMetricFamily(
+            "chainwatch_worker_clock_held_seconds",
+            "Live mode: how long the clock of a partition new to this worker has been held "
+            "while it reads what waited in Kafka (deadlines wait meanwhile; at most 600 s), "
+            "by partition; no series once released.",
+            labels=["partition"],
+        )
+        for partition in rt.clock.held():
+            held.add_metric([str(partition)], rt.clock.held_s(partition))
+        yield held
         keys = GaugeMetricFamily(
             "chainwatch_worker_table_keys",
             "Keys held in each engine table by this worker (active and standby partitions; "

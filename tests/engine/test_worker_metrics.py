@@ -134,6 +134,24 @@ def test_deadline_index_size_and_oldest_due_deadline(tmp_path: Path) -> None:
     assert _sample(engine, "chainwatch_worker_table_keys", table="units") == 0
 
 
+@pytest.mark.slow
+def test_a_held_live_clock_is_reported_per_partition_until_released(tmp_path: Path) -> None:
+    app = create_app("metrics-held", bootstrap="localhost:1", partitions=2, data_dir=tmp_path)
+    engine = Engine(app, EngineConfig(names=TopicNames("t."), plan=load_plan(None), clock="live"))
+    rt = engine.runtime
+    rt.clock.hold([1])  # a partition new to the worker, its backlog not read yet
+    rt.deadlines.schedule(1, 1_000, "PO-1")  # long due by the wall clock
+    asyncio.run(engine.observer.refresh())
+    held = "chainwatch_worker_clock_held_seconds"
+    assert (_sample(engine, held, partition="1") or -1) >= 0
+    assert _sample(engine, held, partition="0") is None
+    # the deadline waits on the held clock: the gauge says how long by the wall
+    assert (_sample(engine, "chainwatch_worker_deadline_overdue_seconds", partition="1") or 0) > 1e6
+    rt.clock.release(1)
+    asyncio.run(engine.observer.refresh())
+    assert _sample(engine, held, partition="1") is None
+
+
 def test_a_scrape_before_the_start_builds_no_consumer(tmp_path: Path) -> None:
     """faust's `app.consumer` builds a consumer, with its thread's event loop, on first use:
     a metrics refresh before the worker started must only read (it leaked that loop)."""
