@@ -281,10 +281,27 @@ class _ReadCommittedConsumer(EagerDelivery, driver.Consumer):
 
     async def _getmany(self, active_partitions: Any, timeout: float) -> Any:  # noqa: ASYNC109 (faust's signature)
         records = await super()._getmany(active_partitions, timeout)
+        if records:
+            returned = self.returned
+            for tp, batch in records.items():  # once per partition and fetch
+                if batch:
+                    key = (tp.topic, tp.partition)
+                    if batch[-1].offset > returned.get(key, -1):
+                        returned[key] = batch[-1].offset
         observe = getattr(self.app, "fetch_observer", None)
         if records and observe is not None:  # once per fetch, not per record
             observe(sum(len(batch) for batch in records.values()))
         return records
+
+    @property
+    def returned(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the highest offset aiokafka has returned to faust: a
+        partition whose records up to it are all stepped is read as far as fetched
+        (`streams.engine.runtime.EngineRuntime.order_side_read_to_end`)."""
+        known: dict[tuple[str, int], int] | None = self.__dict__.get("_returned")
+        if known is None:
+            known = self.__dict__["_returned"] = {}
+        return known
 
     async def perform_seek(self) -> None:
         """Seek to the committed offsets and forget every ack taken before the seek.

@@ -46,6 +46,10 @@ class _CatchingUp:
     """topic -> the latest Kafka timestamp of the records read there."""
     read_to_end: set[str] = field(default_factory=set)
     """The topics read to their end: these no longer hold the clock back."""
+    reached_ms: int = 0
+    """The latest time `now` gave during this hold from what was stored or read: it
+    never goes back from there within one. (Before anything is known `now` says the
+    hold's start and keeps nothing: the first record read sets the clock.)"""
 
 
 @dataclass
@@ -78,8 +82,12 @@ class EngineClock:
             (wall if t in held.read_to_end else read.get(t, 0) for t in self.held_topics),
             default=wall,
         )
-        low = held.floor_ms or held.first_ms or held.since_ms
-        return min(wall, max(low, bound))
+        low = held.floor_ms or held.first_ms
+        if not low:  # nothing stored, nothing read: no time to hold it at yet
+            return max(held.reached_ms, min(wall, held.since_ms))
+        now = max(held.reached_ms, min(wall, max(low, bound)))
+        held.reached_ms = now
+        return now
 
     def target(self, partition: int) -> int:
         """What `now` will be once caught up: the wall clock (live), the event clock."""
@@ -88,8 +96,8 @@ class EngineClock:
     # --- live mode: catching up with a backlog ------------------------------------------
 
     def hold(self, partitions: Iterable[int]) -> None:
-        """Hold the live clock of `partitions` (newly assigned to this worker) until
-        the worker has read what Kafka held for them (`release`).
+        """Hold the live clock of `partitions` (all this worker owns, at a recovery)
+        until it has read what Kafka held for them (`release`).
 
         A worker that starts (or takes over partitions) behind a backlog would judge
         the deadlines that fell due meanwhile before reading the scans that met
@@ -98,14 +106,19 @@ class EngineClock:
         and scans are both read to: the earlier of the latest Kafka timestamps read
         on each (a topic read to its end no longer counts), never past the wall
         clock, and not before what it had reached (`floor`). A partition already
-        held keeps its hold (and when it began).
+        held keeps its hold (and when it began), its topics to be read to their end
+        again. A partition the worker kept through a rebalance is held too: faust
+        paused it while the tables recovered, and its scans may have piled up.
         """
         if self.mode != "live":
             return
         wall = int(time.time() * 1000)
         for partition in partitions:
-            if partition not in self._catching:
+            held = self._catching.get(partition)
+            if held is None:
                 self._catching[partition] = _CatchingUp(since_ms=wall)
+            else:  # held still (a recovery within a hold): its topics are to be read again
+                held.read_to_end.clear()
 
     def floor(self, partition: int, ms: int | None) -> None:
         """A time a held partition's clock had reached before (a stored derivation's)."""

@@ -10,7 +10,6 @@ once per backlog, not once per batch and again for every deadline it passed.
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -49,10 +48,7 @@ log = structlog.stdlib.get_logger(__name__)
 GATES = 64
 """Scan gates kept (the most recently used orders): one per hot full or closed order."""
 
-CATCH_UP_MARGIN_S = 0.1
-"""`_catch_up`: how much longer than a batch window the order side must stay read."""
-
-CATCH_UP_TOPICS = (SCANS, ORDERS, ORDER_INBOX)
+CATCH_UP_TOPICS = (SCANS, ORDERS)
 """A held partition is released when these are read to their end."""
 
 HOLD_MOST_S = 600.0
@@ -79,11 +75,6 @@ class OrderAgents:
         self.acting: dict[int, Any] = {}
         """partition -> an event of it: what a table write of that partition acts for."""
         self.ticks_in_flight: set[int] = set()
-        self.read_since: dict[tuple[str, int], float] = {}
-        """Catching up (live): (topic, partition) -> since when it has been read to its
-        end (`_catch_up`)."""
-        self.owned: set[int] = set()
-        """The partitions this worker owned at its last recovery (live: not held again)."""
         self.gates: OrderedDict[str, tuple[bytes, ScanGate]] = OrderedDict()
         """order_id -> (the stored value, the scan gate taken of it).
 
@@ -282,9 +273,9 @@ class OrderAgents:
                 rt.dead_letter(topic, message, as_rejected(value))
             elif not await rt.mis_keyed(topic, message, value):
                 assert isinstance(value, ScanEvent | OrderRecord)
-                before_ms = rt.clock.now(message.partition)
                 if rt.clock.holding:  # catching up: the clock is where the inputs are read to
                     rt.clock.read_to(message.partition, topic, appended_ms(message))
+                before_ms = rt.clock.now(message.partition)
                 event_time = value.event_time if isinstance(value, ScanEvent) else (
                     value.event_time or value.placed_at
                 )  # fmt: skip
@@ -465,19 +456,12 @@ class OrderAgents:
                 await rt.outputs.send(rt.out.order_inbox, None, tick, partition)
 
     def _catch_up(self) -> None:
-        """Give a held partition's clock back to the wall once its order side is read.
-
-        A topic of a partition counts as read to its end when it is so at every tick
-        for at least a batch window: a batch that `take_events` was gathering at the
-        first of them (out of the queue, not yet handed on: not seen) has been handed
-        on and stepped by then, or is in hand. Once its scans and order records are
-        read to their end they hold its clock back no more; once its inbox is too,
-        the partition is released.
-        """
+        """Give a held partition's clock back to the wall once its scans and order
+        records are read to their end (`EngineRuntime.order_side_read_to_end`): each
+        of them holds the clock back no more once read so. (Its inbox brings join
+        answers and ticks, which change no deadline's outcome.)"""
         rt = self.rt
         ends = rt.order_side_read_to_end()
-        now = time.monotonic()
-        window = rt.config.batch_within_s + CATCH_UP_MARGIN_S
         for partition in rt.clock.held():
             if rt.clock.held_s(partition) > HOLD_MOST_S:
                 held_s = rt.clock.release(partition)
@@ -488,20 +472,10 @@ class OrderAgents:
                     "waiting record is read: a breach may be retracted when its scan is read",
                 )  # fmt: skip
                 continue
-            done = 0
-            for topic in CATCH_UP_TOPICS:
-                key = (topic, partition)
-                if key not in ends:
-                    self.read_since.pop(key, None)
-                    continue
-                since = self.read_since.setdefault(key, now)
-                if now - since >= window:
-                    done += 1
-                    if topic != ORDER_INBOX:
-                        rt.clock.read_to_end(partition, topic)
-            if done == len(CATCH_UP_TOPICS):
-                for topic in CATCH_UP_TOPICS:
-                    self.read_since.pop((topic, partition), None)
+            done = [topic for topic in CATCH_UP_TOPICS if (topic, partition) in ends]
+            for topic in done:
+                rt.clock.read_to_end(partition, topic)
+            if len(done) == len(CATCH_UP_TOPICS):
                 held_s = rt.clock.release(partition)
                 log.info("caught_up", partition=partition, clock_held_s=round(held_s, 1))
 
@@ -522,12 +496,11 @@ class OrderAgents:
             self.acting.clear()
             announced = replanned = 0
             active = rt.active_partitions(rt.scans_topic)
-            # live: partitions new to this worker are held until what waits in Kafka for
-            # them is read (`_catch_up`); those it kept run on (a hold keeps its start)
+            # live: every partition is held until what waits in Kafka for it is read
+            # (`_catch_up`; one it kept is read at once, unless records piled up while
+            # the recovery paused it); a hold that goes on keeps its start
             rt.clock.forget(active)
-            rt.clock.hold(active - self.owned)
-            self.owned = set(active)
-            self.read_since.clear()
+            rt.clock.hold(active)
             for order_id, raw in list(rt.order_table.items()):
                 stored, _ = peek(raw)
                 if stored.partition not in active or stored.evicted:

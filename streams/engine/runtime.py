@@ -134,12 +134,11 @@ class EngineRuntime:
         self._letters: dict[tuple[str, int | None, int], bool] = {}
         self._waiting: Any = None
         """The queue of the stream whose step runs (`backlog`)."""
-        self._order_side_queues: dict[str, Any] = {}
-        """logical topic -> the queue of its agent (order side)"""
-        self._order_side_in_hand: dict[str, int] = {}
-        """logical topic -> batches its agent has taken and not yet stepped"""
         """The inputs dead-lettered during the current batch, (logical topic, partition,
         offset) -> whether as `processing_error` (each record's outcome metric)."""
+        self._stepped: dict[tuple[str, int], int] = {}
+        """(topic, partition) -> the highest offset stepped on the order side
+        (`order_side_read_to_end`)."""
 
         self.scans_topic = self._input(SCANS)
         self.orders_topic = self._input(ORDERS)
@@ -252,9 +251,6 @@ class EngineRuntime:
             waiting = getattr(channel, "queue", None)
             read = frozenset(getattr(channel, "topics", None) or ())
             order_side = bool(read & self._order_side)
-            if order_side:
-                self._order_side_queues[logical_topic] = waiting
-                self._order_side_in_hand[logical_topic] = 0
 
             def nothing_to_read() -> bool:  # for this agent (a batch is taken at once)
                 return event_clock and self._left_to_read(waiting, read) is False
@@ -267,23 +263,19 @@ class EngineRuntime:
                 else stream.take_events(sizes.first, sizes.within_s)
             )
             async for events in batches:
-                if order_side:
-                    self._order_side_in_hand[logical_topic] += 1
-                try:
-                    async with self.turn:
-                        self._waiting = waiting
-                        current = [e for e in events if self.owned(e.message)]
-                        if current:
-                            self._letters.clear()
-                            started = clock()
-                            await self.guarded(logical_topic, current, step, lambda e: e.message)
-                            await self._flush_left()
-                            self._count(meters, logical_topic, current, clock() - started)
-                            drained = event_clock and self.drained()
-                        self.forget_stale(events)  # before take_events acks the batch
-                finally:
+                async with self.turn:
+                    self._waiting = waiting
+                    current = [e for e in events if self.owned(e.message)]
+                    if current:
+                        self._letters.clear()
+                        started = clock()
+                        await self.guarded(logical_topic, current, step, lambda e: e.message)
+                        await self._flush_left()
+                        self._count(meters, logical_topic, current, clock() - started)
+                        drained = event_clock and self.drained()
+                    self.forget_stale(events)  # before take_events acks the batch
                     if order_side:
-                        self._order_side_in_hand[logical_topic] -= 1
+                        self._note_stepped(events)
                 yield None
 
         return agent
@@ -300,14 +292,24 @@ class EngineRuntime:
         partitions it owns, of every topic it reads (unknown: not drained)."""
         return self._left_to_read(self._waiting, self._read_topics) is False
 
+    def _note_stepped(self, events: Sequence[Any]) -> None:
+        stepped = self._stepped
+        for event in events:
+            message = event.message
+            key = (message.topic, message.partition)
+            if message.offset > stepped.get(key, -1):
+                stepped[key] = message.offset
+
     def order_side_read_to_end(self) -> set[tuple[str, int]]:
         """(logical topic, partition) of the order side whose every record Kafka held,
         when the consumer last fetched it, has been stepped: the consumer read the
-        partition to its end (`read_to_end`), and the topic's agent holds no batch
-        and has none waiting in its queue. (A batch being gathered inside
-        `take_events` is not seen here: `OrderAgents._catch_up` asks for a batch
-        window.)"""
-        read_to_end = getattr(self.app._consumer, "read_to_end", None)
+        partition to its end (`read_to_end`: nothing left in Kafka or in aiokafka's
+        buffers) and every record it returned to faust up to there has been through
+        a step (none waits in faust's fetch loop, a stream's queue or a batch being
+        gathered)."""
+        consumer = self.app._consumer
+        read_to_end = getattr(consumer, "read_to_end", None)
+        returned: dict[tuple[str, int], int] = getattr(consumer, "returned", {})
         if read_to_end is None:
             return set()
         logical = {
@@ -315,15 +317,12 @@ class EngineRuntime:
             self.orders_topic.get_topic_name(): ORDERS,
             self.order_inbox.get_topic_name(): ORDER_INBOX,
         }
-        idle = {
-            topic
-            for topic, queue in self._order_side_queues.items()
-            if not self._order_side_in_hand.get(topic) and (queue is None or queue.empty())
-        }
+        stepped = self._stepped
         return {
             (logical[name], partition)
             for name, partition in read_to_end(self._order_side)
-            if logical.get(name) in idle
+            if name in logical
+            and stepped.get((name, partition), -1) >= returned.get((name, partition), -1)
         }
 
     def _left_to_read(self, waiting: Any, topics: frozenset[str]) -> bool | None:
