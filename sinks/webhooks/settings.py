@@ -10,8 +10,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-DEFAULT_WARMUP_RECORDS = 20_000
-DEFAULT_WARMUP_TIMEOUT_S = 30.0
+DEFAULT_WARMUP_RECORDS = 50_000
+DEFAULT_WARMUP_TIMEOUT_S = 60.0
 
 
 class WebhookSettings(BaseModel):
