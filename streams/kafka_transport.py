@@ -161,66 +161,50 @@ class _ReadCommittedConsumer(EagerDelivery, driver.Consumer):
     def _buffers_cleared(self) -> int:
         return getattr(self.app.flow_control, "cleared", 0)
 
-    def unread(self, topics: Collection[str]) -> bool:
-        """Whether an assigned partition of `topics` holds records aiokafka has yet to
-        hand to faust: its position is below the partition's last stable offset, as
-        the fetches answered so far tell it (a record written since may not count).
+    def _left(self, topics: Collection[str]) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> records aiokafka has yet to hand to faust, of the
+        assigned partitions of `topics` whose position and last stable offset the
+        fetches answered so far tell (a record written since may not count).
 
         Read on the event loop while the consumer's own thread works: aiokafka has no
         synchronous position, so this reads its subscription state (one attribute per
-        partition). Anything unexpected, a rebalance changing the assignment meanwhile
-        included, answers False - the answer that costs only time where it is used
-        (`streams.engine.order_agents.OrderAgents.settle`).
+        partition). Raises on anything unexpected, a rebalance changing the
+        assignment meanwhile included: the callers choose the answer that costs only
+        time where they are used.
         """
+        kafka = self._thread._ensure_consumer()
+        assignment = kafka._subscription.subscription.assignment
+        left: dict[tuple[str, int], int] = {}
+        for tp in list(kafka.assignment()):
+            if tp.topic not in topics:
+                continue
+            state = assignment.state_value(tp)
+            stable = kafka.last_stable_offset(tp)
+            if state is not None and state.has_valid_position and stable is not None:
+                left[tp.topic, tp.partition] = max(0, stable - state.position)
+        return left
+
+    def unread(self, topics: Collection[str]) -> bool:
+        """Whether an assigned partition of `topics` holds records aiokafka has yet to
+        hand to faust (`_left`); False when that cannot be read
+        (`streams.engine.order_agents.OrderAgents.settle` then only waits longer)."""
         try:
-            kafka = self._thread._ensure_consumer()
-            assignment = kafka._subscription.subscription.assignment
-            for tp in list(kafka.assignment()):
-                if tp.topic not in topics:
-                    continue
-                state = assignment.state_value(tp)
-                stable = kafka.last_stable_offset(tp)
-                if (
-                    state is not None
-                    and state.has_valid_position
-                    and stable is not None
-                    and state.position < stable
-                ):
-                    return True
+            return any(self._left(topics).values())
         except Exception:
             return False
-        return False
 
     def read_to_end(self, topics: Collection[str]) -> set[tuple[str, int]]:
         """(topic, partition) of the assigned partitions of `topics` whose every record
         up to the last stable offset aiokafka has handed to faust, as a fetch of each
-        told it (not fetched yet, or to be read again after a seek: not in it).
-
-        Read on the event loop while the consumer's own thread works, as `unread`;
-        anything unexpected answers no partition (a held clock stays held a little
-        longer: `streams.engine.clock.EngineClock.hold`).
-        """
+        told it (not fetched yet, or to be read again after a seek: not in it); none
+        when that cannot be read (a held clock stays held a little longer:
+        `streams.engine.clock.EngineClock.hold`)."""
         if self._reseek_pending():
             return set()
-        done: set[tuple[str, int]] = set()
         try:
-            kafka = self._thread._ensure_consumer()
-            assignment = kafka._subscription.subscription.assignment
-            for tp in list(kafka.assignment()):
-                if tp.topic not in topics:
-                    continue
-                state = assignment.state_value(tp)
-                stable = kafka.last_stable_offset(tp)
-                if (
-                    state is not None
-                    and state.has_valid_position
-                    and stable is not None
-                    and state.position >= stable
-                ):
-                    done.add((tp.topic, tp.partition))
+            return {key for key, left in self._left(topics).items() if not left}
         except Exception:
             return set()
-        return done
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109 (faust's signature)
         """faust's fetch, never handing on a record the streams' buffers lost.
