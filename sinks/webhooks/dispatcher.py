@@ -254,6 +254,8 @@ class EndpointPipe:
         the record is delivered again after a restart.
         """
         payload, result = await self._deliver(http, job)
+        if not result.delivered:  # the receiver never got it (not: its outcome unrecorded)
+            self.ids.given_up(job.alert.alert_id, job.msg_id)
         try:
             await self._finish(job, result, payload)
         except Exception as exc:
@@ -270,7 +272,6 @@ class EndpointPipe:
         entry = delivery_log(job, endpoint, result)
         await publish(self.producer, topics.deliveries, msg_id, entry.model_dump_json().encode())
         if not result.delivered:
-            self.ids.given_up(job.alert.alert_id, msg_id)
             letter = dead_letter(job, endpoint, result, payload)
             value = letter.model_dump_json().encode()
             await publish(self.producer, topics.dead_letter, msg_id, value)

@@ -118,14 +118,47 @@ def test_a_repeat_of_a_message_given_up_is_delivered() -> None:
     alert = make_alert(1)
     _handle(pipe, [alert], first=0)
     job = pipe.queue.get_nowait()
-    # the endpoint was down past the retry horizon: given up, dead-lettered
-    asyncio.run(pipe._finish(job, DeliveryResult(delivered=False, attempts=5), {}))
+
+    async def down_past_the_horizon(_http: Any, _job: Any) -> tuple[dict[str, Any], DeliveryResult]:
+        return {}, DeliveryResult(delivered=False, attempts=5)
+
+    pipe._deliver = down_past_the_horizon  # type: ignore[method-assign]
+    asyncio.run(pipe._settle(None, job))  # type: ignore[arg-type]  # no HTTP here
     assert producer.sent == ["cw.webhook-deliveries", "cw.webhook-dead-letter"]
     _handle(pipe, [alert], first=1)  # the engine re-announces it after a restart
     [(offset, _, msg_id)] = _queued(pipe)
     assert offset == 1
     assert msg_id != job.msg_id  # the receiver never had the first
     assert pipe.stats.repeats == 0
+
+
+def test_a_delivered_message_whose_outcome_could_not_be_recorded_is_no_give_up() -> None:
+    pipe = _pipe("repeat-after-unrecorded")
+    producer = _LogProducer()
+    pipe.producer = producer  # type: ignore[assignment]
+    alert = make_alert(1)
+    _handle(pipe, [alert], first=0)
+    job = pipe.queue.get_nowait()
+
+    async def delivered(_http: Any, _job: Any) -> tuple[dict[str, Any], DeliveryResult]:
+        return {}, DeliveryResult(delivered=True, attempts=1)
+
+    finish = pipe._finish
+    calls = []
+
+    async def first_record_fails(*args: Any) -> None:
+        calls.append(args)
+        if len(calls) == 1:
+            raise ValueError("a bug while recording the outcome")
+        await finish(*args)
+
+    pipe._deliver = delivered  # type: ignore[method-assign]
+    pipe._finish = first_record_fails  # type: ignore[method-assign]
+    asyncio.run(pipe._settle(None, job))  # type: ignore[arg-type]  # no HTTP here
+    assert len(calls) == 2  # recorded once more, as a processing error
+    _handle(pipe, [alert], first=1)  # the receiver has it: its repeat is skipped
+    assert _queued(pipe) == []
+    assert pipe.stats.repeats == 1
 
 
 def test_a_changed_alert_and_a_reopen_with_earlier_content_are_delivered_with_new_ids() -> None:
