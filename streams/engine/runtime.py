@@ -137,7 +137,7 @@ class EngineRuntime:
         """The inputs dead-lettered during the current batch, (logical topic, partition,
         offset) -> whether as `processing_error` (each record's outcome metric)."""
         self._stepped: dict[tuple[str, int], int] = {}
-        """(topic, partition) -> the highest offset stepped on the order side
+        """Live clock: (topic, partition) -> the highest offset stepped on the order side
         (`order_side_read_to_end`)."""
 
         self.scans_topic = self._input(SCANS)
@@ -250,7 +250,8 @@ class EngineRuntime:
             channel = getattr(stream, "channel", None)
             waiting = getattr(channel, "queue", None)
             read = frozenset(getattr(channel, "topics", None) or ())
-            order_side = bool(read & self._order_side)
+            # what a held live clock reads (`order_side_read_to_end`); never on the event clock
+            note_stepped = not event_clock and bool(read & self._order_side)
 
             def nothing_to_read() -> bool:  # for this agent (a batch is taken at once)
                 return event_clock and self._left_to_read(waiting, read) is False
@@ -274,7 +275,7 @@ class EngineRuntime:
                         self._count(meters, logical_topic, current, clock() - started)
                         drained = event_clock and self.drained()
                     self.forget_stale(events)  # before take_events acks the batch
-                    if order_side:
+                    if note_stepped:
                         self._note_stepped(events)
                 yield None
 
