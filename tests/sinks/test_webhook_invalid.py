@@ -6,19 +6,16 @@ nor what was wrong with it.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 from log_lines import Lines
-from sink_samples import make_alert, record
+from sink_samples import make_alert
+from webhook_pipes import hand_records, offline_pipe
 
 from sinks.webhooks import invalid
-from sinks.webhooks.delivery import RetryPolicy
-from sinks.webhooks.dispatcher import EndpointPipe, PipeConfig, Topics
-from sinks.webhooks.subscriptions import Endpoint
-from sinks.webhooks.targets import TargetPolicy, parse_networks
+from sinks.webhooks.dispatcher import EndpointPipe
 
 TP = TopicPartition("cw.alerts", 3)
 
@@ -31,27 +28,11 @@ def lines(monkeypatch: pytest.MonkeyPatch) -> Lines:
 
 
 def _pipe() -> EndpointPipe:
-    endpoint = Endpoint.model_validate(
-        {"name": "ops-slack", "url": "https://hooks.example.com/x", "format": "slack"}
-    )
-    config = PipeConfig(
-        bootstrap="unused:9092",
-        group_id="cw-notify",
-        topics=Topics("cw.alerts", "cw.webhook-deliveries", "cw.webhook-dead-letter"),
-        policy=RetryPolicy(),
-        targets=TargetPolicy(parse_networks("")),
-        queue_size=100,
-        consumer_options={},
-    )
-    return EndpointPipe(endpoint, config, producer=None)  # type: ignore[arg-type]  # no I/O here
+    return offline_pipe("ops-slack")
 
 
 def _handle(pipe: EndpointPipe, values: list[bytes | None], first: int = 0) -> None:
-    records: list[ConsumerRecord[bytes, bytes]] = [
-        record(v, topic=TP.topic, partition=TP.partition, offset=first + i)
-        for i, v in enumerate(values)
-    ]
-    asyncio.run(pipe.handle(TP, records))
+    hand_records(pipe, TP, values, first)
 
 
 def test_each_invalid_record_is_logged_with_where_it_is_and_why(lines: Lines) -> None:

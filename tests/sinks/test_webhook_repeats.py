@@ -16,19 +16,19 @@ from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import pytest
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 from log_lines import Lines
 from prometheus_client import REGISTRY
 from sink_harness import prepare_all_topics, publish
-from sink_samples import make_alert, record
+from sink_samples import make_alert
+from webhook_pipes import hand_records, offline_pipe
 
 from chainwatch.settings import Settings
 from schemas.alerts import Alert, AlertStatus, Severity
 from sinks.webhooks import warmup
-from sinks.webhooks.delivery import DeliveryResult, RetryPolicy
-from sinks.webhooks.dispatcher import EndpointPipe, PipeConfig, Topics, _Revoke
-from sinks.webhooks.subscriptions import Endpoint
-from sinks.webhooks.targets import TargetPolicy, parse_networks
+from sinks.webhooks.delivery import DeliveryResult
+from sinks.webhooks.dispatcher import EndpointPipe, _Revoke
+from sinks.webhooks.outcomes import Job
 from streams.topics import ALERTS
 
 TP = TopicPartition("cw.alerts", 3)
@@ -36,36 +36,13 @@ OTHER = TopicPartition("cw.alerts", 5)
 
 
 def _pipe(name: str, filters: dict[str, Any] | None = None) -> EndpointPipe:
-    endpoint = Endpoint.model_validate(
-        {
-            "name": name,
-            "url": "https://hooks.example.com/x",
-            "format": "slack",
-            "filters": filters or {},
-        }
-    )
-    config = PipeConfig(
-        bootstrap="unused:9092",
-        group_id="cw-notify",
-        topics=Topics("cw.alerts", "cw.webhook-deliveries", "cw.webhook-dead-letter"),
-        policy=RetryPolicy(),
-        targets=TargetPolicy(parse_networks("")),
-        queue_size=100,
-        consumer_options={},
-    )
-    return EndpointPipe(endpoint, config, producer=None)  # type: ignore[arg-type]  # no I/O here
+    return offline_pipe(name, filters)
 
 
 def _handle(
     pipe: EndpointPipe, alerts: Iterable[Alert], first: int, tp: TopicPartition = TP
 ) -> None:
-    records: list[ConsumerRecord[bytes, bytes]] = [
-        record(
-            a.model_dump_json().encode(), topic=tp.topic, partition=tp.partition, offset=first + i
-        )
-        for i, a in enumerate(alerts)
-    ]
-    asyncio.run(pipe.handle(tp, records))
+    hand_records(pipe, tp, (a.model_dump_json().encode() for a in alerts), first)
 
 
 def _queued(pipe: EndpointPipe) -> list[tuple[int, str, str]]:
@@ -111,13 +88,18 @@ class _LogProducer:
         self.sent.append(topic)
 
 
-def test_a_repeat_of_a_message_given_up_is_delivered() -> None:
-    pipe = _pipe("repeat-after-gave-up")
+def _one_queued(name: str) -> tuple[EndpointPipe, _LogProducer, Alert, Job]:
+    """A pipeline that has taken one alert at offset 0 from its queue to deliver it."""
+    pipe = _pipe(name)
     producer = _LogProducer()
     pipe.producer = producer  # type: ignore[assignment]
     alert = make_alert(1)
     _handle(pipe, [alert], first=0)
-    job = pipe.queue.get_nowait()
+    return pipe, producer, alert, pipe.queue.get_nowait()
+
+
+def test_a_repeat_of_a_message_given_up_is_delivered() -> None:
+    pipe, producer, alert, job = _one_queued("repeat-after-gave-up")
 
     async def down_past_the_horizon(_http: Any, _job: Any) -> tuple[dict[str, Any], DeliveryResult]:
         return {}, DeliveryResult(delivered=False, attempts=5)
@@ -133,12 +115,7 @@ def test_a_repeat_of_a_message_given_up_is_delivered() -> None:
 
 
 def test_a_delivered_message_whose_outcome_could_not_be_recorded_is_no_give_up() -> None:
-    pipe = _pipe("repeat-after-unrecorded")
-    producer = _LogProducer()
-    pipe.producer = producer  # type: ignore[assignment]
-    alert = make_alert(1)
-    _handle(pipe, [alert], first=0)
-    job = pipe.queue.get_nowait()
+    pipe, _producer, alert, job = _one_queued("repeat-after-unrecorded")
 
     async def delivered(_http: Any, _job: Any) -> tuple[dict[str, Any], DeliveryResult]:
         return {}, DeliveryResult(delivered=True, attempts=1)
