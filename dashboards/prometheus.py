@@ -196,6 +196,20 @@ def build(plan: SlaPlan) -> models.Dashboard:
                 promql("sum by (topic) (chainwatch_worker_assigned_partitions)", "{{topic}}"),
             )
         )
+        .with_panel(
+            series(
+                "Clocks held after a start or takeover (live)",
+                promql(
+                    "max by (partition) (chainwatch_worker_clock_held_seconds)",
+                    "held s, partition {{partition}}",
+                ),
+                unit="s",
+                description="A live worker judges no deadline of a partition new to it "
+                "until it has read what waited there in Kafka (docs/rules.md, The clock). "
+                "Seconds to minutes after a restart is normal; a series near 600 s "
+                "means the backlog was not read in time and the clock was let go.",
+            )
+        )
         .with_row(dashboard.Row("ClickHouse sink"))
         .with_panel(
             series(
@@ -259,6 +273,26 @@ def build(plan: SlaPlan) -> models.Dashboard:
                     "failed {{endpoint}} {{result}}",
                     "B",
                 ),
+            )
+        )
+        .with_panel(
+            series(
+                "Repeats not delivered, partitions read back",
+                promql(
+                    rate("chainwatch_webhook_repeats_skipped_total", "endpoint"),
+                    "repeats skipped/s {{endpoint}}",
+                ),
+                promql(
+                    "sum by (endpoint, outcome) "
+                    f"(increase(chainwatch_webhook_warmups_total{RATE}))",
+                    "read-backs {{endpoint}} {{outcome}}",
+                    "B",
+                ),
+                span=24,
+                description="Repeats: an unchanged re-publish of an alert (a worker "
+                "re-announces after every restart) that the endpoint already has. "
+                "Read-backs: at each assignment the notifier reads records before its "
+                "position to know them; a failed one means repeats may be delivered again.",
             )
         )
     )
