@@ -179,10 +179,10 @@ class EngineObserver:
             "chainwatch_worker_clock_held_seconds",
             "Live mode: how long the clock of a partition new to this worker has been held "
             "while it reads what waited in Kafka (deadlines wait meanwhile; at most 600 s), "
-            "by partition; no series once released.",
+            "by partition; 0 once released.",
             labels=["partition"],
         )
-        for partition in rt.clock.held():
+        for partition in sorted({*rt.deadlines.partitions(), *rt.clock.held()}):
             held.add_metric([str(partition)], rt.clock.held_s(partition))
         yield held
         keys = GaugeMetricFamily(
