@@ -166,6 +166,82 @@ def _replication(settings: Settings) -> Check:
     )
 
 
+def timestamp_check(types: Mapping[str, str | None], bootstrap: str) -> Check:
+    """The verdict on whose clock stamps scans and orders (`APPEND_TIME_TOPICS`).
+
+    `types`: each such topic's full name -> its `message.timestamp.type` (None: the
+    topic does not exist yet; the first start creates it with the broker's time).
+    A topic made before Chainwatch set that (or by hand) keeps its producers'
+    `CreateTime`: a live worker's held clock after a restart then follows the
+    producers' clocks, and one running ahead makes deadlines fall due early.
+    """
+    from chainwatch.kafka_admin import LOG_APPEND_TIME, TIMESTAMP_TYPE
+
+    producers = sorted(name for name, kind in types.items() if kind not in (None, LOG_APPEND_TIME))
+    if not producers:
+        made = [name for name, kind in types.items() if kind is not None]
+        return Check(
+            "timestamps",
+            True,
+            f"{', '.join(sorted(made))}: the broker's time (LogAppendTime)"
+            if made
+            else "scans and orders get the broker's time (LogAppendTime) when first made",
+        )
+    fixes = "; ".join(
+        f"kafka-configs.sh --bootstrap-server {bootstrap} --alter --entity-type topics "
+        f"--entity-name {name} --add-config {TIMESTAMP_TYPE}={LOG_APPEND_TIME}"
+        for name in producers
+    )
+    return Check(
+        "timestamps",
+        True,
+        f"{', '.join(producers)} keep their producers' timestamps (CreateTime): after a "
+        "restart a live worker holds its clock at them, so a producer whose clock runs "
+        f"ahead makes deadlines fall due early (docs/rules.md, The clock). Set: {fixes}",
+        warning=True,
+    )
+
+
+def timestamps(settings: Settings) -> Check:
+    """The `timestamps` line: how scans and orders of this deployment are stamped."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from chainwatch.kafka_admin import TIMESTAMP_TYPE, admin_client, bounded
+    from streams.topics import APPEND_TIME_TOPICS
+
+    kafka = settings.kafka
+    names = sorted(kafka.topic(name) for name in APPEND_TIME_TOPICS)
+    try:
+        admin = admin_client(kafka.bootstrap)
+    except USER_ERRORS as exc:
+        return Check("timestamps", False, str(exc))
+    try:
+        existing = set(bounded(admin.list_topics, timeout_s=20, what="list_topics"))
+        present = [name for name in names if name in existing]
+        resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in present]
+        described = (
+            bounded(
+                lambda: admin.describe_configs(resources, config_filter="all"),
+                timeout_s=20,
+                what="describe_configs",
+            )
+            if resources
+            else {}
+        )
+    except Exception as exc:  # any failure is this check's FAIL line
+        return Check("timestamps", False, f"cannot read the topics' configs: {exc}")
+    finally:
+        admin.close()
+    topics = described.get("topic", {}) if isinstance(described, dict) else {}
+    types = {
+        name: str(topics.get(name, {}).get(TIMESTAMP_TYPE, {}).get("value"))
+        if name in present
+        else None
+        for name in names
+    }
+    return timestamp_check(types, kafka.bootstrap)
+
+
 def _clickhouse(settings: Settings) -> Check:
     from chainwatch.cli_context import plain_store_error
     from sinks.clickhouse.connection import embedded_engine_version, embedded_store_exists
@@ -199,5 +275,6 @@ def run_checks(settings: Settings) -> list[Check]:
     checks.append(kafka)
     if kafka.ok:
         checks.append(_replication(settings))
+        checks.append(timestamps(settings))
     checks.append(_clickhouse(settings))
     return checks

@@ -21,7 +21,7 @@ from chainwatch.errors import UserError
 from chainwatch.logs import get_logger, silenced
 from sinks.backoff import Backoff
 from sinks.clickhouse.kafka_source import KafkaIdentity
-from streams.topics import COMPACTED_TOPICS, TopicNames
+from streams.topics import APPEND_TIME_TOPICS, COMPACTED_TOPICS, TopicNames
 
 T = TypeVar("T")
 
@@ -31,6 +31,9 @@ TOPICS_READY_TIMEOUT_MS = 90_000
 """How long new topics may take to show in the broker's metadata (kafka-python's own
 wait gives them 10 s, which a loaded machine exceeded: a start-up failed there)."""
 
+
+TIMESTAMP_TYPE = "message.timestamp.type"
+LOG_APPEND_TIME = "LogAppendTime"
 
 log = get_logger(__name__)
 
@@ -213,12 +216,14 @@ def contract_topic_configs(
     names: TopicNames, contract_names: Iterable[str], topic_configs: Mapping[str, str] | None
 ) -> dict[str, dict[str, str]]:
     """Full name -> configs of the contract's topics: `topic_configs` (`min.insync.replicas`)
-    on every one, compaction on the CRM topics."""
+    on every one, compaction on the CRM topics, the broker's time on scans and orders."""
     result: dict[str, dict[str, str]] = {}
     for name in contract_names:
         configs = dict(topic_configs or {})
         if name in COMPACTED_TOPICS:
             configs["cleanup.policy"] = "compact"
+        if name in APPEND_TIME_TOPICS:
+            configs[TIMESTAMP_TYPE] = LOG_APPEND_TIME
         result[names(name)] = configs
     return result
 

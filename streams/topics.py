@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from schemas.topics import (
     ALERTS,
+    APPEND_TIME_TOPICS,
     COMPACTED_TOPICS,
     CUSTOMERS,
     DEAD_LETTER,
@@ -25,6 +26,7 @@ from schemas.topics import (
 
 __all__ = [
     "ALERTS",
+    "APPEND_TIME_TOPICS",
     "COMPACTED_TOPICS",
     "CUSTOMERS",
     "DEAD_LETTER",

@@ -18,5 +18,5 @@ def test_the_input_topic_type_lists_the_input_topic_names() -> None:
 
 
 def test_streams_re_exports_the_names_instead_of_defining_them() -> None:
-    for name in ("INPUT_TOPICS", "OUTPUT_TOPICS", "COMPACTED_TOPICS"):
+    for name in ("INPUT_TOPICS", "OUTPUT_TOPICS", "COMPACTED_TOPICS", "APPEND_TIME_TOPICS"):
         assert getattr(streams.topics, name) is getattr(topics, name)
