@@ -21,7 +21,7 @@ from log_lines import Lines
 from prometheus_client import REGISTRY
 from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
-from webhook_pipes import hand_records, offline_pipe
+from webhook_pipes import FakeConsumer, LogProducer, hand_records, offline_pipe
 
 from chainwatch.settings import Settings
 from schemas.alerts import Alert, AlertStatus, Severity
@@ -78,20 +78,10 @@ def test_an_unchanged_republish_is_not_delivered_again_and_its_offset_is_consume
     assert pipe.tracker.committable() == {TP: 4}  # the repeats: consumed, 0 deliveries
 
 
-class _LogProducer:
-    """Takes the delivery log and dead letters a finished delivery publishes."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
-        self.sent.append(topic)
-
-
-def _one_queued(name: str) -> tuple[EndpointPipe, _LogProducer, Alert, Job]:
+def _one_queued(name: str) -> tuple[EndpointPipe, LogProducer, Alert, Job]:
     """A pipeline that has taken one alert at offset 0 from its queue to deliver it."""
     pipe = _pipe(name)
-    producer = _LogProducer()
+    producer = LogProducer()
     pipe.producer = producer  # type: ignore[assignment]
     alert = make_alert(1)
     _handle(pipe, [alert], first=0)
@@ -184,29 +174,6 @@ def test_records_read_back_before_the_committed_position_are_remembered_not_deli
 
     assert [(o, a) for o, a, _ in _queued(pipe)] == [(9, changed.alert_id)]
     assert pipe.stats.repeats == 3
-
-
-class FakeConsumer:
-    """The endpoint consumer's pause state and positions, which is all the warm-up uses."""
-
-    def __init__(self, tps: Collection[TopicPartition]) -> None:
-        self._assigned = set(tps)
-        self._paused: set[TopicPartition] = set()
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self._assigned)
-
-    def pause(self, *tps: TopicPartition) -> None:
-        self._paused |= set(tps)
-
-    def resume(self, *tps: TopicPartition) -> None:
-        self._paused -= set(tps)
-
-    def paused(self) -> set[TopicPartition]:
-        return set(self._paused)
-
-    async def position(self, tp: TopicPartition) -> int:
-        return 10
 
 
 @pytest.fixture

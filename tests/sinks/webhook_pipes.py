@@ -1,10 +1,10 @@
 """An endpoint's pipeline without Kafka or HTTP, fed records by hand
-(tests/sinks/test_webhook_invalid.py, test_webhook_repeats.py)."""
+(tests/sinks/test_webhook_invalid.py, test_webhook_repeats.py, test_webhook_rebalance.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -38,12 +38,56 @@ def offline_pipe(name: str, filters: dict[str, Any] | None = None) -> EndpointPi
     return EndpointPipe(endpoint, config, producer=None)  # type: ignore[arg-type]  # no I/O here
 
 
+def records_of(
+    tp: TopicPartition, values: Iterable[bytes | None], first: int
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """`values` as the records of `tp` from offset `first` on."""
+    return [
+        record(v, topic=tp.topic, partition=tp.partition, offset=first + i)
+        for i, v in enumerate(values)
+    ]
+
+
 def hand_records(
     pipe: EndpointPipe, tp: TopicPartition, values: Iterable[bytes | None], first: int
 ) -> None:
     """`values` as the records of `tp` from offset `first` on, as the consumer hands them."""
-    records: list[ConsumerRecord[bytes, bytes]] = [
-        record(v, topic=tp.topic, partition=tp.partition, offset=first + i)
-        for i, v in enumerate(values)
-    ]
-    asyncio.run(pipe.handle(tp, records))
+    asyncio.run(pipe.handle(tp, records_of(tp, values, first)))
+
+
+class LogProducer:
+    """Takes the delivery log and dead letters a finished delivery publishes."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
+        self.sent.append(topic)
+
+
+class FakeConsumer:
+    """The endpoint consumer's pause state, positions and commits: all the warm-up and
+    the rebalance listener use."""
+
+    def __init__(self, tps: Collection[TopicPartition]) -> None:
+        self._assigned = set(tps)
+        self._paused: set[TopicPartition] = set()
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self._paused |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self._paused -= set(tps)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
+
+    async def position(self, tp: TopicPartition) -> int:
+        return 10
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(dict(offsets))
