@@ -43,6 +43,14 @@ Lifecycle and guarantees:
   back the records before its committed position (warmup.py: where that runs,
   and why a failed read-back only lets repeats through, never loses a delivery).
   What an endpoint read of a partition it loses is forgotten with it.
+- A rebalance does not mix assignments: every job carries its partition's
+  assignment generation, bumped at each assignment and revocation. A job of a
+  revoked partition still queued is dropped undelivered (the revocation's
+  commit stayed below it, so whoever owns the partition next reads it again);
+  one already in flight finishes and its outcome is published, but it leaves
+  the offsets and the memory of messages alone: they belong to the partition's
+  new assignment, which reads that record again (eager rebalancing hands a
+  partition a notifier keeps back to it, so this is every rebalance).
 - Formats (formats.py): `standard` is signed Standard Webhooks; `slack`, `teams`
   and `pagerduty` go through exactly the same queue, retries and delivery log.
 - Secrets, PagerDuty routing keys and full URLs (which may embed tokens) are never
@@ -55,7 +63,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,6 +192,9 @@ class EndpointPipe:
         self.stats = NotifyStats()
         self.in_flight = 0
         self._last_commit = 0.0
+        self._generations: dict[TopicPartition, int] = {}
+        """Per partition, its current assignment (`Job.generation`); bumped by `assigned`
+        and `forget`."""
 
     @property
     def busy(self) -> bool:
@@ -254,7 +265,9 @@ class EndpointPipe:
         the record is delivered again after a restart.
         """
         payload, result = await self._deliver(http, job)
-        if not result.delivered:  # the receiver never got it (not: its outcome unrecorded)
+        # the receiver never got it (not: its outcome unrecorded); a job of an earlier
+        # assignment would forget the entry the partition's re-read put there
+        if not result.delivered and self.current(job):
             self.ids.given_up(job.alert.alert_id, job.msg_id)
         try:
             await self._finish(job, result, payload)
@@ -288,13 +301,16 @@ class EndpointPipe:
             self.stats.delivered += 1
         metrics.DELIVERIES.labels(endpoint.name, entry.outcome).inc()
         metrics.LATENCY.labels(endpoint.name).observe(result.latency_ms / 1000)
-        self.tracker.done(job.tp, job.offset)
+        if self.current(job):  # else the same offset may be pending in the new assignment
+            self.tracker.done(job.tp, job.offset)
 
     async def _work(self, http: httpx.AsyncClient) -> None:
         while True:
             job = await self.queue.get()
-            self.in_flight += 1
             metrics.QUEUE_DEPTH.labels(self.endpoint.name).set(self.queue.qsize())
+            if not self.current(job):
+                continue  # revoked while queued: read again from the committed position
+            self.in_flight += 1
             try:
                 await self._settle(http, job)
             finally:
@@ -323,7 +339,7 @@ class EndpointPipe:
             self.stats.repeats += 1
             metrics.REPEATS_SKIPPED.labels(self.endpoint.name).inc()
             return None
-        return Job(alert, seen.msg_id, tp, offset)
+        return Job(alert, seen.msg_id, tp, offset, self._generations.get(tp, 0))
 
     def _remember(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
         """A record read back by the warm-up: remembered, never delivered. A record the
@@ -331,8 +347,30 @@ class EndpointPipe:
         with contextlib.suppress(Exception):
             self._seen(tp, offset, value)
 
+    def current(self, job: Job) -> bool:
+        """Whether `job` was read in its partition's current assignment.
+
+        Only such a job may settle its offset and its message: after a revocation,
+        an older job's outcome would release the same offset pending again in the
+        new assignment (and the commit would pass a record still being delivered),
+        or forget the message its re-read remembers (and a repeat would be posted
+        again).
+        """
+        return job.generation == self._generations.get(job.tp, 0)
+
+    def assigned(self, tps: Collection[TopicPartition]) -> None:
+        """A new assignment of `tps`: jobs read before it are no longer current."""
+        for tp in tps:
+            self._next_generation(tp)
+
+    def _next_generation(self, tp: TopicPartition) -> None:
+        self._generations[tp] = self._generations.get(tp, 0) + 1
+
     def forget(self, tp: TopicPartition) -> None:
-        """The partition is read again from its committed position (or by someone else)."""
+        """The partition is read again from its committed position (or by someone else):
+        its offsets and messages are dropped, and its jobs read so far are no longer
+        current (those queued are not delivered: the committed position is below them)."""
+        self._next_generation(tp)
         self.tracker.forget(tp)
         self.ids.forget(tp.partition)
 
@@ -523,4 +561,5 @@ class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
             self.pipe.forget(tp)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.pipe.assigned(assigned)
         self.pipe.warmup.start(self.consumer, assigned)  # pauses before any await

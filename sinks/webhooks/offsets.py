@@ -35,7 +35,8 @@ class OffsetTracker:
     def done(self, tp: TopicPartition, offset: int) -> None:
         part = self._parts.get(tp)
         if part is None or offset not in part.pending:
-            return  # partition revoked meanwhile: its new owner re-delivers
+            return  # revoked meanwhile: its new owner re-delivers (a job read before
+            # the revocation never gets here: the endpoint checks its generation)
         part.pending[offset] -= 1
         if part.pending[offset] == 0:
             del part.pending[offset]

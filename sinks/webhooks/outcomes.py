@@ -34,6 +34,9 @@ class Job:
     msg_id: str
     tp: TopicPartition
     offset: int
+    generation: int
+    """The assignment of `tp` it was read in (`EndpointPipe`): an outcome arriving after
+    the partition was revoked must not touch what a later assignment read."""
 
 
 def error_text(exc: BaseException) -> str:

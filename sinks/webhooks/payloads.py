@@ -108,7 +108,9 @@ class MessageIds:
         """The endpoint gave `msg_id` up (dead-lettered): a later repeat of it is no
         repeat to the receiver, who never got it, so it is delivered (as a new message)
         - the engine re-announcing after a restart then heals an endpoint that was down
-        past the retry horizon, as it did before repeats were skipped."""
+        past the retry horizon, as it did before repeats were skipped. Only for a
+        message read in its partition's current assignment (the endpoint checks): one
+        read before a rebalance would forget what the partition's re-read remembers."""
         last = self._last.get(alert_id)
         if last is not None and last.msg_id == msg_id:
             del self._last[alert_id]

@@ -1,0 +1,180 @@
+"""A rebalance does not let one assignment's deliveries settle another's.
+
+aiokafka rebalances eagerly: every partition is revoked, and the one a notifier
+keeps is assigned to it again and read again from its committed position, while
+deliveries read before the revocation are still queued or being retried. Their
+outcomes landed on the new assignment: a done released the same offset pending
+again (the commit passed a record still being delivered: a crash lost it), a
+give-up forgot the message the re-read remembered (the next re-announcement was
+posted again), and queued ones were delivered as well as their re-read. These
+tests drive one endpoint's pipe and its rebalance listener without Kafka or HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import TopicPartition
+from sink_samples import make_alert
+from webhook_pipes import FakeConsumer, LogProducer, offline_pipe, records_of
+
+from schemas.alerts import Alert
+from sinks.webhooks.delivery import DeliveryResult
+from sinks.webhooks.dispatcher import EndpointPipe, _Revoke
+from sinks.webhooks.outcomes import Job
+from sinks.webhooks.warmup import WarmupConfig
+
+TP = TopicPartition("cw.alerts", 3)
+
+DEAD_LETTERS = "cw.webhook-dead-letter"
+
+
+class Rebalanced:
+    """One endpoint's pipe owning `TP`, and the listener the consumer calls."""
+
+    def __init__(self, name: str) -> None:
+        self.pipe: EndpointPipe = offline_pipe(name)
+        self.pipe.warmup.config = WarmupConfig(records=0)  # what it reads back: by hand
+        self.producer = LogProducer()
+        self.pipe.producer = self.producer  # type: ignore[assignment]
+        self.consumer = FakeConsumer([TP])
+        self.listener = _Revoke(self.pipe, self.consumer)
+
+    async def read(self, alerts: list[Alert], first: int) -> None:
+        """The consumer hands `alerts` as the records of `TP` from offset `first`."""
+        values = [a.model_dump_json().encode() for a in alerts]
+        await self.pipe.handle(TP, records_of(TP, values, first))
+
+    async def rebalance(self) -> None:
+        """Eager: `TP` is revoked, then assigned to this endpoint again."""
+        await self.listener.on_partitions_revoked({TP})
+        await self.listener.on_partitions_assigned({TP})
+
+    def take(self) -> Job:
+        """A worker takes the next job from the queue."""
+        return self.pipe.queue.get_nowait()
+
+    async def settle(self, job: Job, *, delivered: bool) -> None:
+        async def attempt(_http: Any, _job: Job) -> tuple[dict[str, Any], DeliveryResult]:
+            return {}, DeliveryResult(delivered=delivered, attempts=1)
+
+        self.pipe._deliver = attempt  # type: ignore[method-assign]
+        await self.pipe._settle(None, job)  # type: ignore[arg-type]  # no HTTP here
+
+
+def test_a_delivery_read_before_a_rebalance_does_not_release_the_offset_read_again() -> None:
+    side = Rebalanced("rebalance-offsets")
+    alert = make_alert(1)
+
+    async def run() -> None:
+        await side.listener.on_partitions_assigned({TP})
+        await side.read([alert], first=0)
+        old = side.take()  # being retried when the rebalance comes
+        await side.rebalance()
+        assert side.consumer.commits == []  # nothing passed the pending record
+        await side.read([alert], first=0)  # read again from the committed position
+        new = side.take()
+        assert (new.offset, new.msg_id) == (old.offset, old.msg_id)
+        assert side.pipe.tracker.committable() == {}  # pending again, before `old` ends
+
+        await side.settle(old, delivered=True)
+        # the re-read's delivery is still pending: a commit now, then a crash, lost it
+        assert side.pipe.tracker.committable() == {}
+        assert not side.pipe.tracker.idle()
+        await side.settle(new, delivered=True)
+        assert side.pipe.tracker.committable() == {TP: 1}
+        assert side.pipe.stats.delivered == 2  # both outcomes published all the same
+
+    asyncio.run(run())
+
+
+def test_a_give_up_read_before_a_rebalance_does_not_forget_the_message_read_again() -> None:
+    """The old delivery gives up after the re-read's was delivered: the receiver has the
+    message, so the engine's next re-announcement of it is a repeat, not a second post."""
+    side = Rebalanced("rebalance-give-up")
+    alert = make_alert(1)
+
+    async def run() -> None:
+        await side.listener.on_partitions_assigned({TP})
+        await side.read([alert], first=0)
+        old = side.take()
+        await side.rebalance()
+        await side.read([alert], first=0)
+        await side.settle(side.take(), delivered=True)
+
+        await side.settle(old, delivered=False)
+        assert side.producer.sent.count(DEAD_LETTERS) == 1  # still dead-lettered: a fact
+        await side.read([alert], first=1)  # re-announced after a worker restart
+        assert side.pipe.queue.empty()
+        assert side.pipe.stats.repeats == 1
+        assert side.pipe.tracker.committable() == {TP: 2}
+
+    asyncio.run(run())
+
+
+def test_a_give_up_of_the_current_assignment_still_forgets_its_message() -> None:
+    """The other way round: the re-read's delivery gave up, so the receiver never got
+    the message (the old one's success came before the rebalance for all the memory
+    knows): the next re-announcement is delivered, as a new message."""
+    side = Rebalanced("rebalance-current-give-up")
+    alert = make_alert(1)
+
+    async def run() -> None:
+        await side.listener.on_partitions_assigned({TP})
+        await side.read([alert], first=0)
+        old = side.take()
+        await side.rebalance()
+        await side.read([alert], first=0)
+        await side.settle(side.take(), delivered=False)  # the re-read's own give-up
+        await side.settle(old, delivered=True)
+        await side.read([alert], first=1)
+        again = side.take()
+        assert again.offset == 1
+        assert again.msg_id != old.msg_id
+        assert side.pipe.queue.empty()
+
+    asyncio.run(run())
+
+
+def test_jobs_still_queued_when_their_partition_is_revoked_are_not_delivered() -> None:
+    """The revocation's commit stays below them, so the partition's next owner (here the
+    same endpoint) reads them again: each record is delivered once, by its re-read."""
+    side = Rebalanced("rebalance-queued")
+    alerts = [make_alert(n) for n in range(3)]
+    attempted: list[tuple[int, bool]] = []
+
+    async def attempt(_http: Any, job: Job) -> tuple[dict[str, Any], DeliveryResult]:
+        attempted.append((job.offset, side.pipe.current(job)))
+        return {}, DeliveryResult(delivered=True, attempts=1)
+
+    async def run() -> None:
+        await side.listener.on_partitions_assigned({TP})
+        await side.read(alerts, first=0)
+        await side.settle(side.take(), delivered=True)  # offset 0 is done; 1 and 2 queued
+        await side.rebalance()
+        assert side.consumer.commits == [{TP: 1}]
+        await side.read(alerts[1:], first=1)  # from the committed position
+        assert side.pipe.queue.qsize() == 4  # the two revoked, the two read again
+
+        last = asyncio.Event()
+        finish = side.pipe._finish
+
+        async def finished(job: Job, *args: Any) -> None:
+            await finish(job, *args)
+            if job.offset == 2 and side.pipe.current(job):
+                last.set()
+
+        side.pipe._deliver = attempt  # type: ignore[method-assign]
+        side.pipe._finish = finished  # type: ignore[method-assign]
+        worker = asyncio.create_task(side.pipe._work(None))  # type: ignore[arg-type]
+        try:
+            await asyncio.wait_for(last.wait(), 5)
+        finally:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+        assert not side.pipe.busy
+        assert side.pipe.tracker.committable() == {TP: 3}
+
+    asyncio.run(run())
+    assert attempted == [(1, True), (2, True)]  # never the revoked ones
