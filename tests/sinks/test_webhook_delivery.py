@@ -28,6 +28,7 @@ from chainwatch.settings import Settings
 from chainwatch.sink_runner import run_sink
 from schemas.alerts import Alert, AlertStatus, Severity
 from sinks.clickhouse.connection import open_client
+from sinks.webhooks.dispatcher import EndpointPipe, _Revoke
 from sinks.webhooks.dispatcher import publish as publish_log
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, WebhookDeadLetter
 from sinks.webhooks.warmup import PartitionRead, Warmup
@@ -48,6 +49,8 @@ class Received:
     headers: dict[str, str]
     body: str
     at: datetime
+    status: int = 0
+    """What it was answered (0 until then)."""
 
 
 @dataclass
@@ -110,17 +113,17 @@ def receiver() -> Iterator[tuple[Receiver, int]]:
             body = self.rfile.read(length).decode()
             if len(body) != length:
                 return  # the client gave up mid-request (its attempt deadline)
-            state.requests.append(
-                Received(
-                    self.path,
-                    {k.lower(): v for k, v in self.headers.items()},
-                    body,
-                    datetime.now(UTC),
-                )
+            received = Received(
+                self.path,
+                {k.lower(): v for k, v in self.headers.items()},
+                body,
+                datetime.now(UTC),
             )
+            state.requests.append(received)
             status, headers, delay = state.answer(self.path)
             if not state.check(self.path, body):
                 status, headers, delay = 400, {}, 0.0
+            received.status = status
             if delay:
                 time.sleep(delay)  # longer than the client's timeout
             try:
@@ -596,3 +599,72 @@ def test_notifiers_sharing_a_group_warm_up_only_their_partitions_and_again_after
     asyncio.run(run())
     delivered = [r.headers["webhook-id"] for r in state.requests if r.path == "/healthy"]
     assert len(delivered) == len(set(delivered)) == len(records)  # each alert once, in all
+
+
+def test_after_a_rebalance_only_the_partitions_reread_delivers_what_was_queued(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    receiver: tuple[Receiver, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka revokes every partition when a notifier joins or leaves the group and
+    hands the kept ones back, read again from the committed position. The deliveries
+    still queued from before were delivered too (Slack posted them twice) and an old
+    one's outcome settled the offset its re-read had pending. Now only the delivery
+    in flight at the rebalance, which the receiver may have got, is delivered twice."""
+    state, port = receiver
+    settings = _settings_for(settings_factory, _subscriptions(tmp_path, port, ("down",)), 600)
+    prepare_all_topics(settings)
+    alerts = [make_alert(n) for n in range(12)]
+    publish(settings, ALERTS, ((a.alert_id.encode(), a.model_dump_json().encode()) for a in alerts))
+    everything = frozenset(range(settings.kafka.partitions))
+    group = f"{settings.engine.app_id}-notify.down"
+    assignments: list[tuple[EndpointPipe, frozenset[int]]] = []
+    on_assigned = _Revoke.on_partitions_assigned
+
+    async def spy(self: _Revoke, assigned: Any) -> None:
+        assignments.append((self.pipe, frozenset(tp.partition for tp in assigned)))
+        await on_assigned(self, assigned)
+
+    monkeypatch.setattr(_Revoke, "on_partitions_assigned", spy)
+
+    def to(pipe: EndpointPipe, since: int) -> list[frozenset[int]]:
+        return [parts for p, parts in assignments[since:] if p is pipe]
+
+    async def run() -> None:
+        a = build_notifier(settings, load_configured(settings))
+        b = build_notifier(settings, load_configured(settings))
+        stop_a, stop_b = asyncio.Event(), asyncio.Event()
+        run_a = asyncio.create_task(a.run(stop_a))
+        try:
+            await _until(lambda: bool(a.pipes) and a.pipes[0].stats.alerts == 12, 60, "a read")
+            pipe = a.pipes[0]
+            await _until(lambda: len(state.requests) >= 2, 60, "a retries its first delivery")
+            assert pipe.in_flight == 1  # concurrency 1: the others are queued
+            joined = len(assignments)
+            run_b = asyncio.create_task(b.run(stop_b))
+            try:
+                await _until(
+                    lambda: bool(b.pipes) and to(b.pipes[0], joined) != [] and to(pipe, joined),
+                    60,
+                    "a rebalance as b joined",
+                )
+            finally:
+                stop_b.set()
+                await asyncio.wait_for(run_b, 60)
+            left = len(assignments)
+            await _until(lambda: everything in to(pipe, left), 60, "a got every partition back")
+            state.down = False
+            await _until(
+                lambda: _committed(settings, group) == len(alerts) and pipe.idle(),
+                60,
+                "a delivered and committed everything",
+            )
+        finally:
+            stop_a.set()
+            await asyncio.wait_for(run_a, 60)
+
+    asyncio.run(run())
+    delivered = [r.headers["webhook-id"] for r in state.requests if r.status == 200]
+    assert len(set(delivered)) == len(alerts)  # nothing lost
+    assert len(delivered) <= len(alerts) + 1  # only the one in flight, twice at most
