@@ -474,6 +474,12 @@ class EndpointPipe:
         return room
 
     async def handle(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        if tp in self.warmup.warming:
+            # Fetched before a rebalance that ended between the fetch and here (the
+            # partition was handed back at once): its new assignment paused it before
+            # fetching anything, so these are the old one's. They would be queued ahead
+            # of the read-back, and be read again from the committed position after it.
+            return
         for record in records:
             self._dispatch(tp, record.offset, record.value)
 

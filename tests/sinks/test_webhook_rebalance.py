@@ -178,3 +178,29 @@ def test_jobs_still_queued_when_their_partition_is_revoked_are_not_delivered() -
 
     asyncio.run(run())
     assert attempted == [(1, True), (2, True)]  # never the revoked ones
+
+
+def test_records_fetched_before_a_rebalance_that_hands_the_partition_back_are_not_queued() -> None:
+    """`getmany` returned, then the revocation and the new assignment ran before the
+    records were handed on: they belong to the old assignment. The new one paused the
+    partition for its read-back, which must come first; the records are read again."""
+    side = Rebalanced("rebalance-stale-fetch")
+    side.pipe.warmup.config = WarmupConfig(records=10)
+    read_back = asyncio.Event()
+
+    async def hold(*_args: Any) -> None:  # the read-back, held until the test lets it end
+        await read_back.wait()
+
+    side.pipe.warmup._run = hold  # type: ignore[method-assign]
+
+    async def run() -> None:
+        await side.listener.on_partitions_revoked(set())
+        await side.listener.on_partitions_assigned({TP})
+        assert TP in side.consumer.paused()
+        await side.read([make_alert(1)], first=0)  # the old assignment's fetch
+        assert side.pipe.queue.empty()
+        assert side.pipe.tracker.committable() == {}
+        read_back.set()
+        await side.pipe.warmup.stop()
+
+    asyncio.run(run())
