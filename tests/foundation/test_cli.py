@@ -84,15 +84,15 @@ def test_kafka_commands_refuse_a_broker_they_do_not_manage() -> None:
 @pytest.mark.integration
 def test_kafka_start_refuses_a_port_in_use(kafka_bootstrap: str, tmp_path: Path) -> None:
     port = kafka_bootstrap.rsplit(":", 1)[1]
-    result = _run(
-        "kafka",
-        "start",
-        env={
-            "CHAINWATCH_DATA_DIR": str(tmp_path / "other"),
-            "CHAINWATCH_KAFKA__LOCAL_PORT": port,
-            "CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT": "29995",
-        },
-    )
+    env = {
+        "CHAINWATCH_DATA_DIR": str(tmp_path / "other"),
+        "CHAINWATCH_KAFKA__LOCAL_PORT": port,
+        "CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT": "29995",
+    }
+    try:
+        result = _run("kafka", "start", env=env)
+    finally:  # a start that wrongly went ahead leaves no broker behind (a no-op otherwise)
+        _run("kafka", "stop", env=env)
     assert result.returncode == 1
     assert f"port {port}" in result.stderr
     assert "in use" in result.stderr
