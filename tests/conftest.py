@@ -8,6 +8,7 @@ data dir so a developer's demo broker is left alone. Set
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import uuid
@@ -83,7 +84,14 @@ def kafka_bootstrap() -> Iterator[str]:
         kafka={"local_port": TEST_KAFKA_PORT, "local_controller_port": TEST_KAFKA_PORT + 1},
     )
     broker = LocalBroker(settings)
-    already = broker.status().running
+    current = broker.status()
+    already = current.running
+    if current.pid is None:
+        # Every test makes its own topics, ~1,000-2,000 partition directories a run, and
+        # a broker keeps a file open per directory: kept from run to run, they reached
+        # the open-file limit after a dozen runs and the broker died mid-suite. What a
+        # run left is of no use to the next, so a broker this session starts starts empty.
+        shutil.rmtree(broker.home / "data", ignore_errors=True)
     status = broker.start(progress=print)
     _BROKER_USED.append(
         f"integration tests ran against a real Apache Kafka broker on {status.bootstrap} "
