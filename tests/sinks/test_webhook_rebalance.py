@@ -51,6 +51,17 @@ class Rebalanced:
         await self.listener.on_partitions_revoked({TP})
         await self.listener.on_partitions_assigned({TP})
 
+    async def across_a_rebalance(self, alert: Alert) -> tuple[Job, Job]:
+        """`alert` read at offset 0 and taken by a worker (its delivery still being tried),
+        an eager rebalance, and the record read again from the committed position:
+        (the job read before, the job read after)."""
+        await self.listener.on_partitions_assigned({TP})
+        await self.read([alert], first=0)
+        old = self.take()
+        await self.rebalance()
+        await self.read([alert], first=0)
+        return old, self.take()
+
     def take(self) -> Job:
         """A worker takes the next job from the queue."""
         return self.pipe.queue.get_nowait()
@@ -68,13 +79,8 @@ def test_a_delivery_read_before_a_rebalance_does_not_release_the_offset_read_aga
     alert = make_alert(1)
 
     async def run() -> None:
-        await side.listener.on_partitions_assigned({TP})
-        await side.read([alert], first=0)
-        old = side.take()  # being retried when the rebalance comes
-        await side.rebalance()
+        old, new = await side.across_a_rebalance(alert)
         assert side.consumer.commits == []  # nothing passed the pending record
-        await side.read([alert], first=0)  # read again from the committed position
-        new = side.take()
         assert (new.offset, new.msg_id) == (old.offset, old.msg_id)
         assert side.pipe.tracker.committable() == {}  # pending again, before `old` ends
 
@@ -96,12 +102,8 @@ def test_a_give_up_read_before_a_rebalance_does_not_forget_the_message_read_agai
     alert = make_alert(1)
 
     async def run() -> None:
-        await side.listener.on_partitions_assigned({TP})
-        await side.read([alert], first=0)
-        old = side.take()
-        await side.rebalance()
-        await side.read([alert], first=0)
-        await side.settle(side.take(), delivered=True)
+        old, new = await side.across_a_rebalance(alert)
+        await side.settle(new, delivered=True)
 
         await side.settle(old, delivered=False)
         assert side.producer.sent.count(DEAD_LETTERS) == 1  # still dead-lettered: a fact
@@ -121,12 +123,8 @@ def test_a_give_up_of_the_current_assignment_still_forgets_its_message() -> None
     alert = make_alert(1)
 
     async def run() -> None:
-        await side.listener.on_partitions_assigned({TP})
-        await side.read([alert], first=0)
-        old = side.take()
-        await side.rebalance()
-        await side.read([alert], first=0)
-        await side.settle(side.take(), delivered=False)  # the re-read's own give-up
+        old, new = await side.across_a_rebalance(alert)
+        await side.settle(new, delivered=False)  # the re-read's own give-up
         await side.settle(old, delivered=True)
         await side.read([alert], first=1)
         again = side.take()
