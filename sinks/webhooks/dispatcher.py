@@ -195,6 +195,8 @@ class EndpointPipe:
         self._generations: dict[TopicPartition, int] = {}
         """Per partition, its current assignment (`Job.generation`); bumped by `assigned`
         and `forget`."""
+        self._revoked: set[TopicPartition] = set()
+        """Revoked and not assigned again yet: anything still handed on of them is stale."""
 
     @property
     def busy(self) -> bool:
@@ -359,9 +361,27 @@ class EndpointPipe:
         return job.generation == self._generations.get(job.tp, 0)
 
     def assigned(self, tps: Collection[TopicPartition]) -> None:
-        """A new assignment of `tps`: jobs read before it are no longer current."""
+        """A new assignment of `tps`: jobs read before it are no longer current, and it
+        reads from the committed position, knowing nothing read before (the read-back
+        rebuilds the memory of messages)."""
         for tp in tps:
             self._next_generation(tp)
+            self._revoked.discard(tp)
+            self.tracker.forget(tp)
+            self.ids.forget(tp.partition)
+
+    def revoked(self, tps: Collection[TopicPartition]) -> None:
+        """`tps` are no longer this endpoint's (a rebalance began; the listener committed).
+
+        Until they are assigned again nothing of them is taken: `getmany` may have
+        returned records just before the rebalance that `consume` hands on after this,
+        while the consumer still lists the partitions as assigned (until the group's
+        SyncGroup). Queued, they would make the tracker a fresh entry whose next
+        commit (still accepted by the group then) passed the jobs `forget` dropped.
+        """
+        for tp in tps:
+            self.forget(tp)
+            self._revoked.add(tp)
 
     def _next_generation(self, tp: TopicPartition) -> None:
         self._generations[tp] = self._generations.get(tp, 0) + 1
@@ -474,12 +494,8 @@ class EndpointPipe:
         return room
 
     async def handle(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        if tp in self.warmup.warming:
-            # Fetched before a rebalance that ended between the fetch and here (the
-            # partition was handed back at once): its new assignment paused it before
-            # fetching anything, so these are the old one's. They would be queued ahead
-            # of the read-back, and be read again from the committed position after it.
-            return
+        if tp in self._revoked:
+            return  # fetched before a rebalance began (`revoked`): read again once assigned
         for record in records:
             self._dispatch(tp, record.offset, record.value)
 
@@ -563,8 +579,7 @@ class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.pipe.warmup.stop()
         with contextlib.suppress(KafkaError):
             await self.pipe.commit(self.consumer)
-        for tp in revoked:
-            self.pipe.forget(tp)
+        self.pipe.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.pipe.assigned(assigned)

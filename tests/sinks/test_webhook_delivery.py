@@ -650,9 +650,9 @@ def test_after_a_rebalance_only_the_partitions_reread_delivers_what_was_queued(
                     "a rebalance as b joined",
                 )
             finally:
+                left = len(assignments)  # before b leaves: a's next assignment comes after
                 stop_b.set()
                 await asyncio.wait_for(run_b, 60)
-            left = len(assignments)
             await _until(lambda: everything in to(pipe, left), 60, "a got every partition back")
             state.down = False
             await _until(

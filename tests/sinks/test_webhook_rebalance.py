@@ -178,27 +178,83 @@ def test_jobs_still_queued_when_their_partition_is_revoked_are_not_delivered() -
     assert attempted == [(1, True), (2, True)]  # never the revoked ones
 
 
-def test_records_fetched_before_a_rebalance_that_hands_the_partition_back_are_not_queued() -> None:
-    """`getmany` returned, then the revocation and the new assignment ran before the
-    records were handed on: they belong to the old assignment. The new one paused the
-    partition for its read-back, which must come first; the records are read again."""
-    side = Rebalanced("rebalance-stale-fetch")
-    side.pipe.warmup.config = WarmupConfig(records=10)
-    read_back = asyncio.Event()
+async def _deliver_queued(pipe: EndpointPipe) -> None:
+    """A worker delivers (successfully) whatever is queued, then is stopped."""
 
-    async def hold(*_args: Any) -> None:  # the read-back, held until the test lets it end
-        await read_back.wait()
+    async def attempt(_http: Any, _job: Job) -> tuple[dict[str, Any], DeliveryResult]:
+        return {}, DeliveryResult(delivered=True, attempts=1)
 
-    side.pipe.warmup._run = hold  # type: ignore[method-assign]
+    drained = asyncio.Event()
+    take = pipe.queue.get
+
+    async def next_job() -> Job:  # the worker is back for more: all before it is settled
+        if pipe.queue.empty():
+            drained.set()
+        return await take()
+
+    pipe._deliver = attempt  # type: ignore[method-assign]
+    pipe.queue.get = next_job  # type: ignore[method-assign]
+    worker = asyncio.create_task(pipe._work(None))  # type: ignore[arg-type]
+    try:
+        await asyncio.wait_for(drained.wait(), 5)
+        assert not pipe.busy
+    finally:
+        pipe.queue.get = take  # type: ignore[method-assign]
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+
+
+def test_records_handed_on_between_revocation_and_assignment_are_read_again() -> None:
+    """aiokafka runs the revoke listener when a rebalance begins but lists the partitions
+    as assigned until the group's SyncGroup, and `getmany` may have returned records just
+    before: `consume` hands them on after the listener. Queued, they made a fresh tracker
+    entry whose commit (the group still accepts it then) passed the queued jobs the
+    revocation dropped: never delivered by anyone."""
+    side = Rebalanced("rebalance-window")
+    alerts = [make_alert(n) for n in range(11)]
 
     async def run() -> None:
-        await side.listener.on_partitions_revoked(set())
         await side.listener.on_partitions_assigned({TP})
-        assert TP in side.consumer.paused()
-        await side.read([make_alert(1)], first=0)  # the old assignment's fetch
-        assert side.pipe.queue.empty()
-        assert side.pipe.tracker.committable() == {}
-        read_back.set()
-        await side.pipe.warmup.stop()
+        await side.read(alerts[:8], first=0)
+        for _ in range(5):
+            await side.settle(side.take(), delivered=True)  # 0-4 delivered
+        await side.pipe.commit(side.consumer)
+        in_flight = side.take()  # 5: being retried; 6 and 7 queued
+        assert side.consumer.commits == [{TP: 5}]
+        await side.listener.on_partitions_revoked({TP})  # nothing new to commit
+        await side.read(alerts[8:], first=8)  # fetched before the rebalance began
+        side.pipe._last_commit = 0.0  # the commit interval has passed
+        await side.pipe.after_batch(side.consumer)
+        assert side.consumer.commits == [{TP: 5}]  # nothing past 5, 6 and 7
+        await side.listener.on_partitions_assigned({TP})  # handed back
+        await side.settle(in_flight, delivered=True)
+        await side.read(alerts[5:], first=5)  # read again from the committed position
+        await _deliver_queued(side.pipe)
+        await side.pipe.commit(side.consumer)
+        assert side.consumer.commits[-1] == {TP: 11}
+        assert side.pipe.idle()
+
+    asyncio.run(run())
+    assert side.pipe.stats.delivered == 12  # 0-10 once, 5 (in flight at the rebalance) twice
+
+
+def test_a_partition_back_after_another_owner_commits_nothing_before_it_is_read() -> None:
+    """What an endpoint read of a partition before it moved away is not offered for commit
+    when it comes back: the other owner moved the position on meanwhile."""
+    side = Rebalanced("rebalance-moved")
+    alerts = [make_alert(n) for n in range(8)]
+
+    async def run() -> None:
+        await side.listener.on_partitions_assigned({TP})
+        await side.read(alerts[:5], first=0)
+        await side.listener.on_partitions_revoked({TP})
+        await side.read(alerts[5:], first=5)  # handed on in the rebalance's window
+        await side.listener.on_partitions_assigned(set())  # TP went to another notifier
+        await _deliver_queued(side.pipe)
+        assert side.pipe.stats.delivered == 0  # all of it the other owner's to deliver
+        await side.listener.on_partitions_revoked(set())
+        await side.listener.on_partitions_assigned({TP})  # back, at the other's position
+        await side.pipe.commit(side.consumer)
+        assert side.consumer.commits == []
 
     asyncio.run(run())
