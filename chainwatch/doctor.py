@@ -169,22 +169,31 @@ def _replication(settings: Settings) -> Check:
 def timestamp_check(types: Mapping[str, str | None], bootstrap: str) -> Check:
     """The verdict on whose clock stamps scans and orders (`APPEND_TIME_TOPICS`).
 
-    `types`: each such topic's full name -> its `message.timestamp.type` (None: the
-    topic does not exist yet; the first start creates it with the broker's time).
-    A topic made before Chainwatch set that (or by hand) keeps its producers'
-    `CreateTime`: a live worker's held clock after a restart then follows the
-    producers' clocks, and one running ahead makes deadlines fall due early.
+    `types`: each such topic that exists, by full name -> its `message.timestamp.type`
+    (None: Kafka did not say, e.g. DescribeConfigs refused by an ACL). A missing topic
+    is absent: the first start creates it with the broker's time. A topic made
+    before Chainwatch set that (or by hand) keeps its producers' `CreateTime`: a live
+    worker's held clock after a restart then follows the producers' clocks, and one
+    running ahead makes deadlines fall due early.
     """
     from chainwatch.kafka_admin import LOG_APPEND_TIME, TIMESTAMP_TYPE
 
-    producers = sorted(name for name, kind in types.items() if kind not in (None, LOG_APPEND_TIME))
-    if not producers:
-        made = [name for name, kind in types.items() if kind is not None]
+    unknown = sorted(name for name, kind in types.items() if kind is None)
+    if unknown:
         return Check(
             "timestamps",
             True,
-            f"{', '.join(sorted(made))}: the broker's time (LogAppendTime)"
-            if made
+            f"cannot read {TIMESTAMP_TYPE} of {', '.join(unknown)} (DescribeConfigs "
+            "refused?): it should be LogAppendTime (docs/rules.md, The clock)",
+            warning=True,
+        )
+    producers = sorted(name for name, kind in types.items() if kind != LOG_APPEND_TIME)
+    if not producers:
+        return Check(
+            "timestamps",
+            True,
+            f"{', '.join(sorted(types))}: the broker's time (LogAppendTime)"
+            if types
             else "scans and orders get the broker's time (LogAppendTime) when first made",
         )
     fixes = "; ".join(
@@ -233,12 +242,10 @@ def timestamps(settings: Settings) -> Check:
     finally:
         admin.close()
     topics = described.get("topic", {}) if isinstance(described, dict) else {}
-    types = {
-        name: str(topics.get(name, {}).get(TIMESTAMP_TYPE, {}).get("value"))
-        if name in present
-        else None
-        for name in names
-    }
+    types: dict[str, str | None] = {}
+    for name in present:
+        value = topics.get(name, {}).get(TIMESTAMP_TYPE, {}).get("value")
+        types[name] = value if isinstance(value, str) else None
     return timestamp_check(types, kafka.bootstrap)
 
 

@@ -277,22 +277,28 @@ def build(plan: SlaPlan) -> models.Dashboard:
         )
         .with_panel(
             series(
-                "Repeats not delivered, partitions read back",
+                "Repeats not delivered per second",
                 promql(
                     rate("chainwatch_webhook_repeats_skipped_total", "endpoint"),
-                    "repeats skipped/s {{endpoint}}",
+                    "{{endpoint}}",
                 ),
+                unit="reqps",
+                description="An unchanged re-publish of an alert that the endpoint "
+                "already has (a worker re-announces what it owns after every restart).",
+            )
+        )
+        .with_panel(
+            series(
+                "Partitions read back, by outcome",
                 promql(
                     "sum by (endpoint, outcome) "
-                    f"(increase(chainwatch_webhook_warmups_total{RATE}))",
-                    "read-backs {{endpoint}} {{outcome}}",
-                    "B",
+                    "(increase(chainwatch_webhook_warmups_total[$__interval]))",
+                    "{{endpoint}} {{outcome}}",
                 ),
-                span=24,
-                description="Repeats: an unchanged re-publish of an alert (a worker "
-                "re-announces after every restart) that the endpoint already has. "
-                "Read-backs: at each assignment the notifier reads records before its "
-                "position to know them; a failed one means repeats may be delivered again.",
+                bars=True,
+                description="At each assignment (start, rebalance) an endpoint reads the "
+                "records before its position to know what it already has; a failed one "
+                "means repeats may be delivered again (webhook_warmup_failed in the log).",
             )
         )
     )

@@ -99,8 +99,12 @@ def test_doctor_warns_of_scans_or_orders_that_keep_their_producers_time(
 
 
 def test_the_timestamp_verdict_names_only_topics_that_exist_with_the_producers_time() -> None:
-    fresh = timestamp_check({"p.orders": None, "p.scans": None}, "b:9092")
+    fresh = timestamp_check({}, "b:9092")  # neither made yet
     assert (fresh.ok, fresh.warning) == (True, False)
+    unread = timestamp_check({"p.orders": "LogAppendTime", "p.scans": None}, "b:9092")
+    assert (unread.ok, unread.warning) == (True, True)
+    assert "cannot read message.timestamp.type of p.scans" in unread.detail
+    assert "kafka-configs.sh" not in unread.detail  # no fix for what is not known wrong
     right = timestamp_check({"p.orders": "LogAppendTime", "p.scans": "LogAppendTime"}, "b:9092")
     assert (right.ok, right.warning) == (True, False)
     mixed = timestamp_check({"p.orders": "LogAppendTime", "p.scans": "CreateTime"}, "b:9092")
