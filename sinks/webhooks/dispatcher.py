@@ -364,9 +364,9 @@ class EndpointPipe:
         """A new assignment of `tps`: jobs read before it are no longer current, and it
         reads from the committed position, knowing nothing read before (the read-back
         rebuilds the memory of messages)."""
+        self._revoked.clear()  # the rebalance ended: what is not assigned here is another's
         for tp in tps:
             self._next_generation(tp)
-            self._revoked.discard(tp)
             self.tracker.forget(tp)
             self.ids.forget(tp.partition)
 
@@ -494,8 +494,11 @@ class EndpointPipe:
         return room
 
     async def handle(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        if tp in self._revoked:
-            return  # fetched before a rebalance began (`revoked`): read again once assigned
+        if tp in self._revoked or tp in self.warmup.warming:
+            # fetched before a rebalance began (`revoked`), or handed on only after it
+            # ended (a partition being read back is paused: nothing of it is fetched
+            # meanwhile): read again from the committed position once assigned
+            return
         for record in records:
             self._dispatch(tp, record.offset, record.value)
 
@@ -505,7 +508,11 @@ class EndpointPipe:
             self._last_commit = time.monotonic()
 
     def idle(self) -> bool:
-        return self.tracker.idle() and not self.busy and not self.warmup.warming
+        # (while a rebalance runs the consumer's positions are the old assignment's: a
+        # drain must not take what it dropped as consumed)
+        return (
+            self.tracker.idle() and not self.busy and not self.warmup.warming and not self._revoked
+        )
 
 
 class Notifier:
