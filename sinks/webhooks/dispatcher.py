@@ -17,7 +17,10 @@ Lifecycle and guarantees:
 - The endpoint's offsets are committed only below its lowest record with a
   pending delivery (`OffsetTracker`), after that record's outcome was published.
   Its queue is thus the `alerts` topic itself, from its committed position: a
-  restart (or `kill -9`) re-delivers exactly what had no outcome yet. Because a
+  `kill -9` re-delivers what had no outcome yet and what was delivered since the
+  last commit (about half a second). A stop (SIGINT, SIGTERM) starts nothing more
+  and lets the attempts under way end and be recorded (`finish_in_flight`), so
+  the next run re-delivers only what was not attempted or waited to retry. Because a
   dead endpoint gives up within about `retry_horizon_s` (+ one attempt), its
   position trails by no more than that, far inside the topic's retention.
 - A failure while building or delivering one message (a bug: the audit found a
@@ -103,6 +106,14 @@ from sinks.webhooks.warmup import Warmup, WarmupConfig
 log = structlog.stdlib.get_logger(__name__)
 
 COMMIT_INTERVAL_S = 0.5
+STOP_GRACE_S = 2.0
+"""On a stop, how long past the endpoint's attempt deadline (`timeout_s`) the attempts
+under way may take to end and have their outcomes recorded."""
+
+
+class _Abandoned(Exception):
+    """A delivery left between two attempts because the notifier stops: no outcome is
+    recorded and its record is not committed, so the next run delivers it."""
 
 
 class WorkerDied(RuntimeError):
@@ -191,6 +202,10 @@ class EndpointPipe:
         self.invalid = InvalidAlertLog(endpoint.name)
         self.stats = NotifyStats()
         self.in_flight = 0
+        self._none_in_flight = asyncio.Event()
+        self._none_in_flight.set()
+        self.stopping = asyncio.Event()
+        """Set when the endpoint stops: no delivery starts and none retries any more."""
         self._last_commit = 0.0
         self._generations: dict[TopicPartition, int] = {}
         """Per partition, its current assignment (`Job.generation`); bumped by `assigned`
@@ -234,9 +249,12 @@ class EndpointPipe:
                 job.msg_id,
                 body,
                 self.policy,
+                sleep=self._before_retry,
                 on_attempt=count,
                 health=self.health,
             )
+        except _Abandoned:
+            raise
         except Exception as exc:
             result = self._processing_error(job, "delivering failed", exc, began, statuses)
         return payload, result
@@ -266,7 +284,10 @@ class EndpointPipe:
         that fails the worker dies and the notifier stops (`WorkerDied`), and
         the record is delivered again after a restart.
         """
-        payload, result = await self._deliver(http, job)
+        try:
+            payload, result = await self._deliver(http, job)
+        except _Abandoned:
+            return  # the notifier stops: its record stays pending, so it is not committed
         # the receiver never got it (not: its outcome unrecorded); a job of an earlier
         # assignment would forget the entry the partition's re-read put there
         if not result.delivered and self.current(job):
@@ -306,17 +327,51 @@ class EndpointPipe:
         if self.current(job):  # else the same offset may be pending in the new assignment
             self.tracker.done(job.tp, job.offset)
 
+    async def _before_retry(self, delay_s: float) -> None:
+        """The wait before a retry, cut short by a stop (`_Abandoned`): a stopping
+        notifier ends the attempts under way, not the retries after them."""
+        if self.stopping.is_set():
+            raise _Abandoned
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), delay_s)
+        if self.stopping.is_set():
+            raise _Abandoned
+
     async def _work(self, http: httpx.AsyncClient) -> None:
         while True:
             job = await self.queue.get()
             metrics.QUEUE_DEPTH.labels(self.endpoint.name).set(self.queue.qsize())
-            if not self.current(job):
-                continue  # revoked while queued: read again from the committed position
+            if not self.current(job) or job.tp in self._revoked or self.stopping.is_set():
+                # revoked (or being revoked) while queued, or the notifier stops: read
+                # again from the committed position, which stays below it
+                continue
             self.in_flight += 1
+            self._none_in_flight.clear()
             try:
                 await self._settle(http, job)
             finally:
                 self.in_flight -= 1
+                if not self.in_flight:
+                    self._none_in_flight.set()
+
+    async def finish_in_flight(self) -> None:
+        """Stop delivering, gracefully: no delivery starts, none is retried, and the
+        attempts under way end (within `timeout_s`) with their outcomes recorded.
+
+        Cancelling them instead left a message the receiver may have got (a Slack post)
+        without its outcome or commit: the next run posted it again.
+        """
+        self.stopping.set()
+        wait_s = self.policy.timeout_s + STOP_GRACE_S
+        try:
+            await asyncio.wait_for(self._none_in_flight.wait(), wait_s)
+        except TimeoutError:
+            log.warning(
+                "webhook_stop_cut_deliveries",
+                endpoint=self.endpoint.name,
+                in_flight=self.in_flight,
+                waited_s=wait_s,
+            )
 
     def _seen(self, tp: TopicPartition, offset: int, value: bytes | None) -> tuple[Alert, Seen]:
         """One record shown to the memory of messages: the live path and the warm-up alike.
@@ -369,6 +424,12 @@ class EndpointPipe:
             self._next_generation(tp)
             self.tracker.forget(tp)
             self.ids.forget(tp.partition)
+
+    def revoking(self, tps: Collection[TopicPartition]) -> None:
+        """A rebalance began: no queued job of `tps` starts (the listener's commit is
+        awaited before `revoked`, and a worker would take one meanwhile), and nothing
+        more of them is taken; the deliveries under way still count until `revoked`."""
+        self._revoked.update(tps)
 
     def revoked(self, tps: Collection[TopicPartition]) -> None:
         """`tps` are no longer this endpoint's (a rebalance began; the listener committed).
@@ -451,6 +512,7 @@ class EndpointPipe:
             await asyncio.wait([consuming, *workers], return_when=asyncio.FIRST_COMPLETED)
             self._check_workers(workers)  # a dead worker would leave its queue unserved
             await consuming
+            await self.finish_in_flight()
         finally:
             for task in (consuming, *workers):
                 task.cancel()
@@ -583,6 +645,7 @@ class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.pipe.revoking(revoked)  # before any await: no queued job of them starts now
         await self.pipe.warmup.stop()
         with contextlib.suppress(KafkaError):
             await self.pipe.commit(self.consumer)

@@ -28,7 +28,7 @@ from chainwatch.settings import Settings
 from chainwatch.sink_runner import run_sink
 from schemas.alerts import Alert, AlertStatus, Severity
 from sinks.clickhouse.connection import open_client
-from sinks.webhooks.dispatcher import EndpointPipe, _Revoke
+from sinks.webhooks.dispatcher import EndpointPipe, NotifyStats, _Revoke
 from sinks.webhooks.dispatcher import publish as publish_log
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, WebhookDeadLetter
 from sinks.webhooks.warmup import PartitionRead, Warmup
@@ -78,6 +78,8 @@ class Receiver:
             return 429, {"Retry-After": "1"}, 0.0
         if path == "/reject":
             return 400, {}, 0.0
+        if path == "/slow":
+            return 200, {}, 1.0  # answered a second after the post, within the deadline
         if path == "/pagerduty" and n == 1:
             return 429, {"Retry-After": "1"}, 0.0  # PagerDuty's rate limit
         if path in ("/slack", "/teams") and n == 1:
@@ -668,3 +670,37 @@ def test_after_a_rebalance_only_the_partitions_reread_delivers_what_was_queued(
     delivered = [r.headers["webhook-id"] for r in state.requests if r.status == 200]
     assert len(set(delivered)) == len(alerts)  # nothing lost
     assert len(delivered) <= len(alerts) + 1  # only the one in flight, twice at most
+
+
+def test_a_stopped_notifier_lets_the_post_under_way_end_and_does_not_post_it_again(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    receiver: tuple[Receiver, int],
+) -> None:
+    """SIGINT/SIGTERM (a rolling restart) came while a post waited for its answer: the
+    post was cancelled after the receiver had it, its outcome and commit were lost, and
+    the next run posted it again (a second Slack message)."""
+    state, port = receiver
+    settings = _settings_for(settings_factory, _subscriptions(tmp_path, port, ("slow",)), 600)
+    prepare_all_topics(settings)
+    alert = make_alert(1)
+    publish(settings, ALERTS, [(alert.alert_id.encode(), alert.model_dump_json().encode())])
+    group = f"{settings.engine.app_id}-notify.slow"
+
+    async def stopped_mid_post() -> NotifyStats:
+        notifier = build_notifier(settings, load_configured(settings))
+        stop = asyncio.Event()
+        run = asyncio.create_task(notifier.run(stop))
+        try:
+            await _until(lambda: len(state.requests) == 1, 60, "the post under way")
+        finally:
+            stop.set()  # what SIGINT and SIGTERM do
+            await asyncio.wait_for(run, 60)
+        return notifier.stats
+
+    stats = asyncio.run(stopped_mid_post())
+    assert (stats.delivered, stats.gave_up) == (1, 0)  # its outcome recorded
+    assert _committed(settings, group) == 1
+    again = build_notifier(settings, load_configured(settings))
+    asyncio.run(asyncio.wait_for(again.run(asyncio.Event(), drain=True), 60))
+    assert len(state.requests) == 1  # the next run does not post it again

@@ -303,3 +303,48 @@ def test_records_fetched_before_a_rebalance_that_hands_the_partition_back_are_no
         await side.pipe.warmup.stop()
 
     asyncio.run(run())
+
+
+def test_no_queued_delivery_starts_while_the_revocation_commits() -> None:
+    """The listener awaits its commit before it forgets the partitions: a worker freed
+    meanwhile took the next queued job, still current, and posted it, although the
+    partition's next owner reads it again (a second post)."""
+    side = Rebalanced("rebalance-revoking")
+    committing, committed = asyncio.Event(), asyncio.Event()
+    posted: list[int] = []
+    started, answered = asyncio.Event(), asyncio.Event()
+
+    async def slow_commit(offsets: dict[TopicPartition, int]) -> None:
+        side.consumer.commits.append(dict(offsets))
+        committing.set()
+        await committed.wait()
+
+    async def attempt(_http: Any, job: Job) -> tuple[dict[str, Any], DeliveryResult]:
+        posted.append(job.offset)
+        started.set()
+        await answered.wait()
+        return {}, DeliveryResult(delivered=True, attempts=1)
+
+    side.consumer.commit = slow_commit  # type: ignore[method-assign]
+
+    async def run() -> None:
+        await side.listener.on_partitions_assigned({TP})
+        await side.read([make_alert(n) for n in range(3)], first=0)
+        await side.settle(side.take(), delivered=True)  # 0 done: the revocation commits 1
+        side.pipe._deliver = attempt  # type: ignore[method-assign]
+        worker = asyncio.create_task(side.pipe._work(None))  # type: ignore[arg-type]
+        try:
+            await asyncio.wait_for(started.wait(), 5)  # 1 is being posted
+            revoking = asyncio.create_task(side.listener.on_partitions_revoked({TP}))
+            await asyncio.wait_for(committing.wait(), 5)
+            answered.set()  # 1 (in flight) ends while the commit is under way
+            done, _ = await asyncio.wait({revoking}, timeout=0.2)
+            assert not done
+            committed.set()
+            await asyncio.wait_for(revoking, 5)
+        finally:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+
+    asyncio.run(run())
+    assert posted == [1]  # 2 waited in the queue and was not started

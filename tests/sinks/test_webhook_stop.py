@@ -1,0 +1,103 @@
+"""A notifier that stops (SIGINT, SIGTERM, a rolling restart) ends the attempts under
+way and records them, and starts nothing more.
+
+It cancelled them: a message the receiver may already have had (a Slack post) was
+left without its outcome and its commit, and the next run posted it again. These
+tests drive one endpoint's pipe without Kafka or HTTP; the real notifier and broker:
+tests/sinks/test_webhook_delivery.py, the test of a stop in the middle of a post.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from sink_samples import make_alert
+from webhook_pipes import LogProducer, offline_pipe, records_of
+
+from sinks.webhooks import delivery
+from sinks.webhooks.delivery import AttemptResult, DeliveryResult
+from sinks.webhooks.dispatcher import EndpointPipe
+from sinks.webhooks.outcomes import Job
+
+TP = TopicPartition("cw.alerts", 0)
+
+
+def _pipe(name: str) -> tuple[EndpointPipe, LogProducer]:
+    pipe = offline_pipe(name)
+    producer = LogProducer()
+    pipe.producer = producer  # type: ignore[assignment]
+    return pipe, producer
+
+
+async def _read(pipe: EndpointPipe, count: int) -> None:
+    alerts = [make_alert(n).model_dump_json().encode() for n in range(count)]
+    await pipe.handle(TP, records_of(TP, alerts, 0))
+
+
+async def _stopped(worker: asyncio.Task[None]) -> None:
+    worker.cancel()  # as `run` does once `finish_in_flight` returned
+    await asyncio.gather(worker, return_exceptions=True)
+
+
+def test_a_stop_lets_the_attempt_under_way_end_records_it_and_starts_no_other() -> None:
+    pipe, producer = _pipe("stop-in-flight")
+    posted, answered = asyncio.Event(), asyncio.Event()
+    attempted: list[int] = []
+
+    async def attempt(_http: Any, job: Job) -> tuple[dict[str, Any], DeliveryResult]:
+        attempted.append(job.offset)
+        posted.set()
+        await answered.wait()  # the receiver has the post and takes its time to answer
+        return {}, DeliveryResult(delivered=True, attempts=1)
+
+    async def run() -> None:
+        await _read(pipe, 2)
+        pipe._deliver = attempt  # type: ignore[method-assign]
+        worker = asyncio.create_task(pipe._work(None))  # type: ignore[arg-type]
+        try:
+            await asyncio.wait_for(posted.wait(), 5)
+            stopping = asyncio.create_task(pipe.finish_in_flight())
+            done, _ = await asyncio.wait({stopping}, timeout=0.2)
+            assert not done  # it waits for the answer
+            answered.set()
+            await asyncio.wait_for(stopping, 5)
+        finally:
+            await _stopped(worker)
+
+    asyncio.run(run())
+    assert attempted == [0]  # the queued one did not start
+    assert pipe.stats.delivered == 1
+    assert producer.sent == ["cw.webhook-deliveries"]  # its outcome, in the delivery log
+    assert pipe.tracker.committable() == {TP: 1}  # committed; the other is read again
+
+
+def test_a_stop_leaves_a_delivery_waiting_to_retry_without_an_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its receiver never answered well: the next run delivers it, as a crash would."""
+    pipe, producer = _pipe("stop-retrying")
+    failed = asyncio.Event()
+
+    async def unavailable(*_args: Any, **_kwargs: Any) -> AttemptResult:
+        failed.set()
+        return AttemptResult(503, "HTTP 503")
+
+    monkeypatch.setattr(delivery, "attempt", unavailable)
+
+    async def run() -> None:
+        await _read(pipe, 1)
+        worker = asyncio.create_task(pipe._work(None))  # type: ignore[arg-type]
+        try:
+            await asyncio.wait_for(failed.wait(), 5)  # now waiting to retry
+            await asyncio.wait_for(pipe.finish_in_flight(), 5)  # not the retry's wait
+        finally:
+            await _stopped(worker)
+
+    asyncio.run(run())
+    assert (pipe.stats.delivered, pipe.stats.gave_up) == (0, 0)
+    assert producer.sent == []  # no outcome: neither delivered nor given up
+    assert pipe.tracker.committable() == {}  # so not committed
+    assert not pipe.busy
