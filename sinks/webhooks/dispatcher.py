@@ -200,6 +200,8 @@ class EndpointPipe:
             forget=self.forget,
         )
         self.invalid = InvalidAlertLog(endpoint.name)
+        topics = config.topics
+        metrics.start_series(endpoint.name, (topics.deliveries, topics.dead_letter))
         self.stats = NotifyStats()
         self.in_flight = 0
         self._none_in_flight = asyncio.Event()

@@ -42,3 +42,21 @@ WARMUPS = Counter(
     "Partitions read back before delivering (the memory of repeats), by outcome (done, failed)",
     ["endpoint", "outcome"],
 )
+
+
+def start_series(endpoint: str, log_topics: tuple[str, ...]) -> None:
+    """Every series of `endpoint` (and the delivery log's topics) exported from its start,
+    at zero: a dashboard, `increase()` or an `absent()` alert rule sees a quiet endpoint
+    as 0 rather than as missing (a labelled series exists only once it was used)."""
+    for outcome in ("delivered", "gave_up"):
+        DELIVERIES.labels(endpoint, outcome)
+    for result in ("2xx", "3xx", "4xx", "5xx", "error"):
+        ATTEMPTS.labels(endpoint, result)
+    QUEUE_DEPTH.labels(endpoint).set(0)
+    LATENCY.labels(endpoint)
+    INVALID_ALERTS.labels(endpoint)
+    REPEATS_SKIPPED.labels(endpoint)
+    for outcome in ("done", "failed"):
+        WARMUPS.labels(endpoint, outcome)
+    for topic in log_topics:
+        LOG_REFUSED.labels(topic)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from prometheus_client import REGISTRY
 from sink_samples import make_alert
 from webhook_pipes import LogProducer, offline_pipe, records_of
 
@@ -101,3 +102,23 @@ def test_a_stop_leaves_a_delivery_waiting_to_retry_without_an_outcome(
     assert producer.sent == []  # no outcome: neither delivered nor given up
     assert pipe.tracker.committable() == {}  # so not committed
     assert not pipe.busy
+
+
+def test_an_endpoint_exports_its_series_at_zero_before_anything_happened() -> None:
+    """A quiet endpoint is 0 on a dashboard or in an alert rule, not missing."""
+    offline_pipe("series-at-start")
+    wanted = [
+        ("chainwatch_webhook_deliveries_total", {"outcome": "delivered"}),
+        ("chainwatch_webhook_deliveries_total", {"outcome": "gave_up"}),
+        ("chainwatch_webhook_attempts_total", {"result": "5xx"}),
+        ("chainwatch_webhook_queue_depth", {}),
+        ("chainwatch_webhook_delivery_seconds_count", {}),
+        ("chainwatch_webhook_invalid_alerts_total", {}),
+        ("chainwatch_webhook_repeats_skipped_total", {}),
+        ("chainwatch_webhook_warmups_total", {"outcome": "failed"}),
+    ]
+    for name, labels in wanted:
+        value = REGISTRY.get_sample_value(name, {"endpoint": "series-at-start", **labels})
+        assert value == 0, (name, labels)
+    refused = {"topic": "cw.webhook-dead-letter"}
+    assert REGISTRY.get_sample_value("chainwatch_webhook_log_refused_total", refused) is not None
