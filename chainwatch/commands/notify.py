@@ -29,8 +29,9 @@ def register(app: typer.Typer) -> None:
                 err.print(f"ok  {endpoint.name}  {endpoint.host}  format={endpoint.format}")
             return
         stats = run_notify(cfg, drain=drain)
+        over = f"{stats.endpoints} endpoint{'s' if stats.endpoints != 1 else ''}"
         err.print(
-            f"notify: {stats.alerts} alerts, {stats.delivered} delivered, "
-            f"{stats.gave_up} given up, {stats.invalid} invalid, "
+            f"notify: {stats.alerts} alert records read ({stats.invalid} invalid); "
+            f"over {over}: {stats.delivered} delivered, {stats.gave_up} given up, "
             f"{stats.repeats} repeats not delivered again"
         )

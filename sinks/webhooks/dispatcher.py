@@ -129,6 +129,8 @@ class NotifyStats:
     """Unchanged re-publishes not delivered again (per endpoint: summed)."""
     delivered: int = 0
     gave_up: int = 0
+    endpoints: int = 1
+    """How many endpoints `repeats`, `delivered` and `gave_up` are summed over."""
 
 
 @dataclass(frozen=True)
@@ -617,6 +619,7 @@ class Notifier:
             repeats=sum(s.repeats for s in pipes),
             delivered=sum(s.delivered for s in pipes),
             gave_up=sum(s.gave_up for s in pipes),
+            endpoints=len(pipes),
         )
 
     async def run(self, stop: asyncio.Event, *, drain: bool = False) -> NotifyStats:
