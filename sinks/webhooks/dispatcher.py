@@ -20,7 +20,9 @@ Lifecycle and guarantees:
   `kill -9` re-delivers what had no outcome yet and what was delivered since the
   last commit (about half a second). A stop (SIGINT, SIGTERM) starts nothing more
   and lets the attempts under way end and be recorded (`finish_in_flight`), so
-  the next run re-delivers only what was not attempted or waited to retry. Because a
+  the next run re-delivers what was not attempted or waited to retry (and, the
+  position staying below a record still retried, what `concurrency > 1` delivered
+  after it meanwhile). Because a
   dead endpoint gives up within about `retry_horizon_s` (+ one attempt), its
   position trails by no more than that, far inside the topic's retention.
 - A failure while building or delivering one message (a bug: the audit found a
@@ -129,7 +131,7 @@ class NotifyStats:
     """Unchanged re-publishes not delivered again (per endpoint: summed)."""
     delivered: int = 0
     gave_up: int = 0
-    endpoints: int = 1
+    endpoints: int = 0
     """How many endpoints `repeats`, `delivered` and `gave_up` are summed over."""
 
 
@@ -204,7 +206,7 @@ class EndpointPipe:
         self.invalid = InvalidAlertLog(endpoint.name)
         topics = config.topics
         metrics.start_series(endpoint.name, (topics.deliveries, topics.dead_letter))
-        self.stats = NotifyStats()
+        self.stats = NotifyStats(endpoints=1)
         self.in_flight = 0
         self._none_in_flight = asyncio.Event()
         self._none_in_flight.set()
@@ -358,9 +360,14 @@ class EndpointPipe:
                 if not self.in_flight:
                     self._none_in_flight.set()
 
+    async def _stopping_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.stopping.set()
+
     async def finish_in_flight(self) -> None:
         """Stop delivering, gracefully: no delivery starts, none is retried, and the
-        attempts under way end (within `timeout_s`) with their outcomes recorded.
+        attempts under way end (within `timeout_s` + `STOP_GRACE_S`) with their
+        outcomes recorded.
 
         Cancelling them instead left a message the receiver may have got (a Slack post)
         without its outcome or commit: the next run posted it again.
@@ -512,15 +519,18 @@ class EndpointPipe:
         ]
         self._last_commit = time.monotonic()
         consuming = asyncio.create_task(consume(consumer, topics, self, stop, drain=drain))
+        # a stop halts deliveries at once: `consume` sees it only between fetches, and
+        # may be in a commit for seconds (a coordinator gone) while workers take more
+        stopped = asyncio.create_task(self._stopping_on(stop))
         try:
             await asyncio.wait([consuming, *workers], return_when=asyncio.FIRST_COMPLETED)
             self._check_workers(workers)  # a dead worker would leave its queue unserved
             await consuming
             await self.finish_in_flight()
         finally:
-            for task in (consuming, *workers):
+            for task in (consuming, stopped, *workers):
                 task.cancel()
-            await asyncio.gather(consuming, *workers, return_exceptions=True)
+            await asyncio.gather(consuming, stopped, *workers, return_exceptions=True)
             await self.warmup.stop()
             await self.commit(consumer)
             await stop_consumer(consumer)

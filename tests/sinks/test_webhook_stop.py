@@ -122,3 +122,83 @@ def test_an_endpoint_exports_its_series_at_zero_before_anything_happened() -> No
         assert value == 0, (name, labels)
     refused = {"topic": "cw.webhook-dead-letter"}
     assert REGISTRY.get_sample_value("chainwatch_webhook_log_refused_total", refused) is not None
+
+
+class _StuckCommits:
+    """The endpoint's consumer with the group coordinator gone: commits never answer."""
+
+    def __init__(self, records: list[Any]) -> None:
+        self.records = records
+
+    def subscribe(self, topics: Any, listener: Any) -> None:
+        return None
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    def pause(self, *tps: TopicPartition) -> None:
+        return None
+
+    def resume(self, *tps: TopicPartition) -> None:
+        return None
+
+    def paused(self) -> set[TopicPartition]:
+        return set()
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, Any]:
+        if self.records:
+            records, self.records = self.records, []
+            return {TP: records}
+        await asyncio.sleep(timeout_ms / 1000)  # what a poll with nothing to read does
+        return {}
+
+    async def commit(self, offsets: Any) -> None:
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        return None
+
+
+def test_a_stop_halts_deliveries_at_once_while_the_consumer_is_stuck_in_a_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`consume` sees the stop only between fetches; stuck in a commit (a coordinator
+    gone), it left the workers taking queued jobs after the stop, whose outcomes the
+    same outage may not let it record: posted again by the next run."""
+    from sinks import consumer as sink_consumer
+    from sinks.webhooks import dispatcher
+
+    pipe, _producer = _pipe("stop-in-a-commit")
+    values = [b"not an alert"] + [make_alert(n).model_dump_json().encode() for n in range(3)]
+    stuck = _StuckCommits(records_of(TP, values, 0))  # the first consumed at once: a commit
+    monkeypatch.setattr(dispatcher, "new_consumer", lambda *_a, **_k: stuck)
+    monkeypatch.setattr(dispatcher, "COMMIT_INTERVAL_S", 0.0)
+    monkeypatch.setattr(sink_consumer, "COMMIT_TIMEOUT_S", 1.0)
+
+    async def started(*_args: Any) -> bool:
+        return True
+
+    monkeypatch.setattr(dispatcher, "start_consumer", started)
+    posted: list[int] = []
+    posting, answered = asyncio.Event(), asyncio.Event()
+
+    async def attempt(_http: Any, job: Job) -> tuple[dict[str, Any], DeliveryResult]:
+        posted.append(job.offset)
+        posting.set()
+        await answered.wait()
+        return {}, DeliveryResult(delivered=True, attempts=1)
+
+    pipe._deliver = attempt  # type: ignore[method-assign]
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(pipe.run(stop))
+        await asyncio.wait_for(posting.wait(), 5)  # 1 posted; consume is in its commit
+        stop.set()
+        await asyncio.wait_for(pipe.stopping.wait(), 5)  # seen at once, mid-commit
+        answered.set()
+        await asyncio.wait_for(running, 10)
+
+    asyncio.run(run())
+    assert posted == [1]  # 2 and 3 did not start after the stop
+    assert pipe.stats.delivered == 1
