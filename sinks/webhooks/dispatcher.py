@@ -661,6 +661,12 @@ class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         self.pipe.revoking(revoked)  # before any await: no queued job of them starts now
+        log.info(
+            "webhook_partitions_revoked",
+            endpoint=self.pipe.endpoint.name,
+            partitions=sorted(tp.partition for tp in revoked),
+            in_flight=self.pipe.in_flight,
+        )
         await self.pipe.warmup.stop()
         with contextlib.suppress(KafkaError):
             await self.pipe.commit(self.consumer)
@@ -668,4 +674,9 @@ class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.pipe.assigned(assigned)
+        log.info(
+            "webhook_partitions_assigned",
+            endpoint=self.pipe.endpoint.name,
+            partitions=sorted(tp.partition for tp in assigned),
+        )
         self.pipe.warmup.start(self.consumer, assigned)  # pauses before any await
