@@ -43,7 +43,8 @@ class Batches(Protocol):
         ...
 
 
-def new_consumer(bootstrap: str, group_id: str, **options: Any) -> AIOKafkaConsumer:
+def new_consumer(bootstrap: str, group_id: str | None, **options: Any) -> AIOKafkaConsumer:
+    """A consumer that commits only what it is told to (None: no group, it commits nothing)."""
     settings: dict[str, Any] = {
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",

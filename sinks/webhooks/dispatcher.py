@@ -336,8 +336,6 @@ class EndpointPipe:
     async def _before_retry(self, delay_s: float) -> None:
         """The wait before a retry, cut short by a stop (`_Abandoned`): a stopping
         notifier ends the attempts under way, not the retries after them."""
-        if self.stopping.is_set():
-            raise _Abandoned
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), delay_s)
         if self.stopping.is_set():
@@ -437,23 +435,19 @@ class EndpointPipe:
             self.ids.forget(tp.partition)
 
     def revoking(self, tps: Collection[TopicPartition]) -> None:
-        """A rebalance began: no queued job of `tps` starts (the listener's commit is
-        awaited before `revoked`, and a worker would take one meanwhile), and nothing
-        more of them is taken; the deliveries under way still count until `revoked`."""
-        self._revoked.update(tps)
+        """A rebalance began: until `tps` are assigned again, no queued job of them
+        starts and nothing more of them is taken; the deliveries under way still count
+        until the listener has committed and forgets them.
 
-    def revoked(self, tps: Collection[TopicPartition]) -> None:
-        """`tps` are no longer this endpoint's (a rebalance began; the listener committed).
-
-        Until they are assigned again nothing of them is taken: `getmany` may have
-        returned records just before the rebalance that `consume` hands on after this,
-        while the consumer still lists the partitions as assigned (until the group's
-        SyncGroup). Queued, they would make the tracker a fresh entry whose next
-        commit (still accepted by the group then) passed the jobs `forget` dropped.
+        A worker freed while the listener's commit is awaited would start a queued
+        job, which the partition's next owner reads again (a second post). And
+        `getmany` may have returned records just before the rebalance that `consume`
+        hands on after the listener, while the consumer still lists the partitions as
+        assigned (until the group's SyncGroup): queued, they would make the tracker a
+        fresh entry whose next commit (still accepted by the group then) passed the
+        jobs `forget` dropped.
         """
-        for tp in tps:
-            self.forget(tp)
-            self._revoked.add(tp)
+        self._revoked.update(tps)
 
     def _next_generation(self, tp: TopicPartition) -> None:
         self._generations[tp] = self._generations.get(tp, 0) + 1
@@ -571,7 +565,7 @@ class EndpointPipe:
 
     async def handle(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         if tp in self._revoked or tp in self.warmup.warming:
-            # fetched before a rebalance began (`revoked`), or handed on only after it
+            # fetched before a rebalance began (`revoking`), or handed on only after it
             # ended (a partition being read back is paused: nothing of it is fetched
             # meanwhile): read again from the committed position once assigned
             return
@@ -670,7 +664,8 @@ class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.pipe.warmup.stop()
         with contextlib.suppress(KafkaError):
             await self.pipe.commit(self.consumer)
-        self.pipe.revoked(revoked)
+        for tp in revoked:
+            self.pipe.forget(tp)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.pipe.assigned(assigned)

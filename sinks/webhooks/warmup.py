@@ -36,7 +36,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from sinks.consumer import stop_consumer
+from sinks.consumer import new_consumer, stop_consumer
 from sinks.webhooks import metrics
 from sinks.webhooks.settings import DEFAULT_WARMUP_RECORDS, DEFAULT_WARMUP_TIMEOUT_S
 
@@ -83,15 +83,10 @@ Positions = Callable[[TopicPartition], Awaitable[int]]
 
 
 def reader(bootstrap: str, options: Mapping[str, Any]) -> AIOKafkaConsumer:
-    """A consumer without a group: it reads what it is told and commits nothing."""
-    settings: dict[str, Any] = {
-        "isolation_level": "read_committed",  # what the endpoint's own consumer reads
-        "auto_offset_reset": "earliest",  # the start fell below retention meanwhile
-        **options,
-        "group_id": None,
-        "enable_auto_commit": False,
-    }
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap, **settings)
+    """A consumer without a group: it reads what it is told and commits nothing, with the
+    settings of the endpoint's own consumer (read_committed; from the earliest offset
+    when the start fell below retention meanwhile)."""
+    return new_consumer(bootstrap, None, **options)
 
 
 class _Steps:

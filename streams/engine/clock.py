@@ -158,8 +158,9 @@ class EngineClock:
 
     def release(self, partition: int) -> float:
         """Back to the wall clock (caught up, or given up); how long it was held (s)."""
-        held = self._catching.pop(partition, None)
-        return 0.0 if held is None else time.time() - held.since_ms / 1000
+        held_s = self.held_s(partition)
+        self._catching.pop(partition, None)
+        return held_s
 
     def forget(self, keep: Collection[int]) -> None:
         """Drop the holds of partitions this worker no longer owns."""

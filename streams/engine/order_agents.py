@@ -48,9 +48,6 @@ log = structlog.stdlib.get_logger(__name__)
 GATES = 64
 """Scan gates kept (the most recently used orders): one per hot full or closed order."""
 
-CATCH_UP_TOPICS = (SCANS, ORDERS)
-"""A held partition is released when these are read to their end."""
-
 HOLD_MOST_S = 600.0
 """`_catch_up`: the longest a worker's clock is held behind a backlog. Deadlines of
 partitions with nothing to read wait while it is held; should the order side never
@@ -472,10 +469,11 @@ class OrderAgents:
                     "waiting record is read: a breach may be retracted when its scan is read",
                 )  # fmt: skip
                 continue
-            done = [topic for topic in CATCH_UP_TOPICS if (topic, partition) in ends]
+            held_topics = rt.clock.held_topics  # released once these are read to their end
+            done = [topic for topic in held_topics if (topic, partition) in ends]
             for topic in done:
                 rt.clock.read_to_end(partition, topic)
-            if len(done) == len(CATCH_UP_TOPICS):
+            if len(done) == len(held_topics):
                 held_s = rt.clock.release(partition)
                 log.info("caught_up", partition=partition, clock_held_s=round(held_s, 1))
 

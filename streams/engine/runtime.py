@@ -46,6 +46,7 @@ from streams.kafka_transport import ChainwatchApp
 from streams.partitioning import partition_of
 from streams.topics import (
     ALERTS,
+    APPEND_TIME_TOPICS,
     CUSTOMERS,
     DEAD_LETTER,
     ORDER_STATE,
@@ -123,7 +124,8 @@ class EngineRuntime:
         self.app = app
         self.config = config
         self.plan = config.plan
-        self.clock = EngineClock(config.clock, held_topics=(SCANS, ORDERS))
+        # a held clock follows the Kafka timestamps of the topics the broker stamps
+        self.clock = EngineClock(config.clock, held_topics=tuple(sorted(APPEND_TIME_TOPICS)))
         self.deadlines = DeadlineIndex()
         self.turn = asyncio.Lock()
         """One event at a time per worker: agents share the tables (module docs of agents)."""

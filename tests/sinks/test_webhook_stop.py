@@ -16,7 +16,7 @@ import pytest
 from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 from sink_samples import make_alert
-from webhook_pipes import LogProducer, offline_pipe, records_of
+from webhook_pipes import FakeConsumer, LogProducer, offline_pipe, records_of
 
 from sinks.webhooks import delivery
 from sinks.webhooks.delivery import AttemptResult, DeliveryResult
@@ -124,26 +124,15 @@ def test_an_endpoint_exports_its_series_at_zero_before_anything_happened() -> No
     assert REGISTRY.get_sample_value("chainwatch_webhook_log_refused_total", refused) is not None
 
 
-class _StuckCommits:
+class _StuckCommits(FakeConsumer):
     """The endpoint's consumer with the group coordinator gone: commits never answer."""
 
     def __init__(self, records: list[Any]) -> None:
+        super().__init__([TP])
         self.records = records
 
     def subscribe(self, topics: Any, listener: Any) -> None:
         return None
-
-    def assignment(self) -> set[TopicPartition]:
-        return {TP}
-
-    def pause(self, *tps: TopicPartition) -> None:
-        return None
-
-    def resume(self, *tps: TopicPartition) -> None:
-        return None
-
-    def paused(self) -> set[TopicPartition]:
-        return set()
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, Any]:
         if self.records:
