@@ -68,11 +68,18 @@ def _broker() -> Any:
     return LocalBroker(cfg)
 
 
+def _warn_open_files(broker: Any) -> None:
+    if warning := broker.open_files_warning():
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
 @kafka_app.command("start")
 def kafka_start() -> None:
     """Fetch the jars (once), format storage and start the broker; no-op when it runs."""
-    status = _broker().start(progress=lambda msg: err.print(f"[dim]{msg}[/]"))
+    broker = _broker()
+    status = broker.start(progress=lambda msg: err.print(f"[dim]{msg}[/]"))
     out.print(f"kafka ready on {status.bootstrap} (pid {status.pid})")
+    _warn_open_files(broker)
 
 
 @kafka_app.command("stop")
@@ -84,11 +91,13 @@ def kafka_stop() -> None:
 @kafka_app.command("status")
 def kafka_status() -> None:
     """Is the local broker running and answering? Exit 1 if not."""
-    status = _broker().status()
+    broker = _broker()
+    status = broker.status()
     out.print(
         f"kafka {status.detail} on {status.bootstrap}"
         + (f" (pid {status.pid})" if status.pid else "")
     )
+    _warn_open_files(broker)
     if not status.running:
         raise typer.Exit(1)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -32,6 +33,12 @@ from chainwatch.settings import Settings
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
+OPEN_FILES_WARN_SHARE = 0.5
+"""Warn once the partitions in a broker's data dir reach this share of its open-file
+limit: the broker keeps about one file open per partition and dies of "Too many open
+files" near the limit (a broker kept for days of test runs got there, every test
+making its own topics)."""
+_PARTITION_DIR = re.compile(r".+-\d+$")
 
 
 class BrokerError(UserError):
@@ -251,7 +258,11 @@ def _launch_detached(cmd: list[str], *, cwd: Path, log: Path) -> int:
     The broker outlives the command that started it (`chainwatch kafka start`
     returns), so it is started through a shell that backgrounds it and exits.
     """
-    script = 'exec </dev/null; "$@" >>"$CHAINWATCH_BROKER_LOG" 2>&1 & echo $!'
+    # the broker gets the highest open-file limit it may have (one file per partition)
+    script = (
+        'ulimit -n "$(ulimit -Hn)" 2>/dev/null; '
+        'exec </dev/null; "$@" >>"$CHAINWATCH_BROKER_LOG" 2>&1 & echo $!'
+    )
     result = subprocess.run(
         ["/bin/sh", "-c", script, "sh", *cmd],
         cwd=cwd,
@@ -265,6 +276,29 @@ def _launch_detached(cmd: list[str], *, cwd: Path, log: Path) -> int:
     if result.returncode != 0 or not result.stdout.strip().isdigit():
         raise BrokerError(f"could not launch the Kafka broker: {result.stderr.strip()[-300:]}")
     return int(result.stdout.strip())
+
+
+def open_files_limit() -> int:
+    """The open-file limit a broker started now gets (the hard limit: see `_launch_detached`)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if hard == resource.RLIM_INFINITY else max(soft, hard)
+
+
+def open_files_warning(data_dir: Path, limit: int) -> str | None:
+    """A warning when the partitions kept in `data_dir` near the open-file `limit`."""
+    try:
+        with os.scandir(data_dir) as entries:
+            partitions = sum(1 for e in entries if e.is_dir() and _PARTITION_DIR.match(e.name))
+    except OSError:  # no data yet
+        return None
+    if partitions < limit * OPEN_FILES_WARN_SHARE:
+        return None
+    return (
+        f"the broker keeps {partitions} partitions in {data_dir} against an open-file limit of "
+        f"{limit}: it keeps about one file open per partition and will fail with 'Too many open "
+        "files' near the limit. Delete topics you no longer need, or run `chainwatch kafka "
+        f"stop`, remove {data_dir} (every topic in it is lost) and start again"
+    )
 
 
 class LocalBroker:
@@ -284,6 +318,10 @@ class LocalBroker:
     @property
     def log_file(self) -> Path:
         return self.home / "logs" / "server.log"
+
+    def open_files_warning(self) -> str | None:
+        """Whether this broker's partitions near its open-file limit (`open_files_warning`)."""
+        return open_files_warning(self.home / "data", open_files_limit())
 
     def _pid(self) -> int | None:
         try:
