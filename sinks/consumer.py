@@ -15,7 +15,7 @@ assignment last changed, and the handler is idle.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -58,11 +58,13 @@ COMMIT_TIMEOUT_S = 10.0
 """A commit of finished offsets gives up after this (they are offered again next time)."""
 
 
-async def commit_within(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
-    """`consumer.commit(offsets)`, or `TimeoutError` after `COMMIT_TIMEOUT_S`: aiokafka's
-    commit waits for a group coordinator as long as the broker is gone, and a stop of the
-    sink or the notifier waits for the commit."""
-    await asyncio.wait_for(consumer.commit(offsets), COMMIT_TIMEOUT_S)
+async def commit_within(
+    consumer: AIOKafkaConsumer, offsets: Mapping[TopicPartition, int | tuple[int, str]]
+) -> None:
+    """`consumer.commit(offsets)` (each an offset or `(offset, metadata)`), or `TimeoutError`
+    after `COMMIT_TIMEOUT_S`: aiokafka's commit waits for a group coordinator as long as
+    the broker is gone, and a stop of the sink or the notifier waits for the commit."""
+    await asyncio.wait_for(consumer.commit(dict(offsets)), COMMIT_TIMEOUT_S)
 
 
 async def start_consumer(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:

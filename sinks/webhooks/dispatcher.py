@@ -15,16 +15,20 @@ Lifecycle and guarantees:
   through the sink), and giving up also publishes a `WebhookDeadLetter` with the
   payload, so nothing is lost: it can be re-sent by hand.
 - The endpoint's offsets are committed only below its lowest record with a
-  pending delivery (`OffsetTracker`), after that record's outcome was published.
-  Its queue is thus the `alerts` topic itself, from its committed position: a
-  `kill -9` re-delivers what had no outcome yet and what was delivered since the
-  last commit (about half a second). A stop (SIGINT, SIGTERM) starts nothing more
-  and lets the attempts under way end and be recorded (`finish_in_flight`), so
-  the next run re-delivers what was not attempted or waited to retry (and, the
-  position staying below a record still retried, what `concurrency > 1` delivered
-  after it meanwhile). Because a
-  dead endpoint gives up within about `retry_horizon_s` (+ one attempt), its
-  position trails by no more than that, far inside the topic's retention.
+  pending delivery (`OffsetTracker`), after that record's outcome was published;
+  each commit's metadata also lists the records above that position whose
+  delivery finished (done.py), which the next assignment of the partition does
+  not deliver again (read with the committed positions, warmup.py). Its queue
+  is thus the `alerts` topic itself, from its committed position: a `kill -9`
+  re-delivers what had no outcome yet and what finished since the last commit
+  (about half a second). A stop (SIGINT, SIGTERM) starts nothing more and lets
+  the attempts under way end and be recorded (`finish_in_flight`), so the next
+  run re-delivers only what was not attempted or waited to retry: what
+  `concurrency > 1` delivered after a record still retried is in the metadata
+  (unless more finished than it holds, logged; or reading it failed, logged:
+  then it is posted again, as before). Because a dead endpoint gives up within
+  about `retry_horizon_s` (+ one attempt), its position trails by no more than
+  that, far inside the topic's retention.
 - A failure while building or delivering one message (a bug: the audit found a
   non-finite lateness and an exotic `Retry-After` that raised) gives that delivery
   up like any other, with reason `processing_error: ...` in its `DeliveryLog` and
@@ -51,7 +55,8 @@ Lifecycle and guarantees:
 - A rebalance does not mix assignments: every job carries its partition's
   assignment generation, bumped at each assignment and revocation. A job of a
   revoked partition still queued is dropped undelivered (the revocation's
-  commit stayed below it, so whoever owns the partition next reads it again);
+  commit stayed below it and its metadata lists only finished records, so
+  whoever owns the partition next reads it again and delivers it);
   one already in flight finishes and its outcome is published, but it leaves
   the offsets and the memory of messages alone: they belong to the partition's
   new assignment, which reads that record again (eager rebalancing hands a
@@ -97,6 +102,7 @@ from sinks.webhooks.delivery import (
     deliver,
     http_client,
 )
+from sinks.webhooks.done import LeftOutLog
 from sinks.webhooks.invalid import InvalidAlertLog, NotAnAlert
 from sinks.webhooks.offsets import OffsetTracker
 from sinks.webhooks.outcomes import Job, dead_letter, delivery_log, error_text, processing_error
@@ -129,6 +135,9 @@ class NotifyStats:
     invalid: int = 0
     repeats: int = 0
     """Unchanged re-publishes not delivered again (per endpoint: summed)."""
+    finished: int = 0
+    """Records whose delivery had finished before a restart or rebalance, above the
+    committed position (its metadata, done.py), not delivered again (summed)."""
     delivered: int = 0
     gave_up: int = 0
     endpoints: int = 0
@@ -202,6 +211,7 @@ class EndpointPipe:
             options=config.consumer_options,
             remember=self._remember,
             forget=self.forget,
+            restore=self.tracker.restore,
         )
         self.invalid = InvalidAlertLog(endpoint.name)
         topics = config.topics
@@ -218,6 +228,7 @@ class EndpointPipe:
         and `forget`."""
         self._revoked: set[TopicPartition] = set()
         """Revoked and not assigned again yet: anything still handed on of them is stale."""
+        self.left_out = LeftOutLog(endpoint.name)
 
     @property
     def busy(self) -> bool:
@@ -459,6 +470,7 @@ class EndpointPipe:
         self._next_generation(tp)
         self.tracker.forget(tp)
         self.ids.forget(tp.partition)
+        self.left_out.note(tp, 0)
 
     def _dispatch(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
         """Queue one record's delivery; a record that cannot become one (invalid, or a
@@ -476,6 +488,11 @@ class EndpointPipe:
         if job is None:  # filtered out, or a repeat: consumed with no delivery
             self.tracker.consumed(tp, offset, 0)
             return
+        if self.tracker.finished_before(tp, offset):  # remembered by `_job`, like a read-back
+            self.stats.finished += 1
+            metrics.FINISHED_SKIPPED.labels(self.endpoint.name).inc()
+            self.tracker.consumed(tp, offset, 0)
+            return
         self.tracker.consumed(tp, offset, 1)
         self.queue.put_nowait(job)  # fetched no more than the queue holds
         metrics.QUEUE_DEPTH.labels(self.endpoint.name).set(self.queue.qsize())
@@ -483,10 +500,14 @@ class EndpointPipe:
     # --- consumer ------------------------------------------------------------
 
     async def commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit each partition's position and, as its metadata, the offsets finished
+        above it (done.py), when either changed."""
         offsets = {
             tp: off for tp, off in self.tracker.committable().items() if tp in consumer.assignment()
         }
         if offsets:
+            for tp in offsets:
+                self.left_out.note(tp, self.tracker.left_out(tp))
             try:
                 await commit_within(consumer, offsets)
                 self.tracker.committed(offsets)
@@ -621,6 +642,7 @@ class Notifier:
             alerts=max((s.alerts for s in pipes), default=0),
             invalid=max((s.invalid for s in pipes), default=0),
             repeats=sum(s.repeats for s in pipes),
+            finished=sum(s.finished for s in pipes),
             delivered=sum(s.delivered for s in pipes),
             gave_up=sum(s.gave_up for s in pipes),
             endpoints=len(pipes),

@@ -37,6 +37,12 @@ REPEATS_SKIPPED = Counter(
     "alert, which the endpoint already has (delivered or pending)",
     ["endpoint"],
 )
+FINISHED_SKIPPED = Counter(
+    "chainwatch_webhook_finished_skipped",
+    "Alert records not delivered again after a restart or rebalance: their delivery had "
+    "finished above the committed position (recorded in the commit's metadata)",
+    ["endpoint"],
+)
 WARMUPS = Counter(
     "chainwatch_webhook_warmups",
     "Partitions read back before delivering (the memory of repeats), by outcome (done, failed)",
@@ -56,6 +62,7 @@ def start_series(endpoint: str, log_topics: tuple[str, ...]) -> None:
     LATENCY.labels(endpoint)
     INVALID_ALERTS.labels(endpoint)
     REPEATS_SKIPPED.labels(endpoint)
+    FINISHED_SKIPPED.labels(endpoint)
     for outcome in ("done", "failed"):
         WARMUPS.labels(endpoint, outcome)
     for topic in log_topics:

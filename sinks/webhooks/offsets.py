@@ -6,25 +6,57 @@ committed up to (not including) the lowest record that still has a delivery
 pending, so a restart re-delivers only what may not have been delivered
 (receivers de-duplicate on `webhook-id`). A dead endpoint holds back only its
 own group, and for about one retry horizon (delivery.py, `EndpointHealth`).
+
+Each commit also carries, as its metadata, the offsets above that position
+whose delivery finished (done.py), so a restart does not deliver them again; a
+partition is offered for a commit whenever its position or that set changed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from aiokafka import TopicPartition
+
+from sinks.webhooks import done as done_offsets
+from sinks.webhooks.done import Range
+
+
+class Commit(NamedTuple):
+    """One partition's commit: what aiokafka's `commit` takes, `(offset, metadata)`."""
+
+    offset: int
+    metadata: str
 
 
 @dataclass
 class _Partition:
     pending: dict[int, int] = field(default_factory=dict)
     next_offset: int = 0
-    committed: int = -1
+    committed: Commit = field(default_factory=lambda: Commit(-1, ""))
+    finished: set[int] = field(default_factory=set)
+    """Offsets whose delivery ended in this assignment, above the position."""
+    restored: list[Range] = field(default_factory=list)
+    """The done ranges this assignment started with (done.py), sorted."""
+    left_out: int = 0
+    """Done offsets the last metadata had no room for."""
 
 
 class OffsetTracker:
     def __init__(self) -> None:
         self._parts: dict[TopicPartition, _Partition] = {}
+
+    def restore(self, tp: TopicPartition, ranges: Sequence[Range]) -> None:
+        """The done ranges the partition's last commit carried: its records there were
+        finished, before this assignment (call before any of its records is consumed)."""
+        self._parts.setdefault(tp, _Partition()).restored = sorted(ranges)
+
+    def finished_before(self, tp: TopicPartition, offset: int) -> bool:
+        """Whether the record's delivery finished before this assignment (`restore`)."""
+        part = self._parts.get(tp)
+        return part is not None and done_offsets.contains(part.restored, offset)
 
     def consumed(self, tp: TopicPartition, offset: int, deliveries: int) -> None:
         part = self._parts.setdefault(tp, _Partition())
@@ -40,22 +72,43 @@ class OffsetTracker:
         part.pending[offset] -= 1
         if part.pending[offset] == 0:
             del part.pending[offset]
+            part.finished.add(offset)
 
-    def committable(self) -> dict[TopicPartition, int]:
-        """Offsets to commit now (those that moved since the last `committed`)."""
-        out: dict[TopicPartition, int] = {}
+    def committable(self) -> dict[TopicPartition, Commit]:
+        """Commits to make now: those whose position or done offsets changed since the
+        last `committed`. Also notes, per partition, the done offsets left out."""
+        out: dict[TopicPartition, Commit] = {}
         for tp, part in self._parts.items():
-            upto = min(part.pending) if part.pending else part.next_offset
-            if upto > part.committed and upto > 0:
-                out[tp] = upto
+            if part.next_offset == 0:
+                continue  # nothing read yet (only `restore`d): its position is unknown
+            commit = self._commit_of(part)
+            if commit == part.committed or commit.offset < part.committed.offset:
+                continue
+            if commit.offset > 0 or commit.metadata:
+                out[tp] = commit
         return out
 
-    def committed(self, offsets: dict[TopicPartition, int]) -> None:
+    @staticmethod
+    def _commit_of(part: _Partition) -> Commit:
+        upto = min(part.pending) if part.pending else part.next_offset
+        part.finished = {o for o in part.finished if o > upto}
+        restored = [(max(s, upto), e) for s, e in part.restored if e > upto]
+        ranges = done_offsets.merge(part.finished, restored, sorted(part.pending), part.next_offset)
+        encoded = done_offsets.encode(upto, ranges)
+        part.left_out = encoded.left_out
+        return Commit(upto, encoded.metadata)
+
+    def left_out(self, tp: TopicPartition) -> int:
+        """Done offsets of `tp` its last offered commit had no room for."""
+        part = self._parts.get(tp)
+        return part.left_out if part is not None else 0
+
+    def committed(self, offsets: Mapping[TopicPartition, Commit]) -> None:
         """Kafka took `offsets`: they are not offered again (a failed commit's are)."""
-        for tp, offset in offsets.items():
+        for tp, commit in offsets.items():
             part = self._parts.get(tp)
-            if part is not None:
-                part.committed = max(part.committed, offset)
+            if part is not None and commit.offset >= part.committed.offset:
+                part.committed = commit
 
     def idle(self) -> bool:
         return not any(part.pending for part in self._parts.values())

@@ -17,6 +17,13 @@ separate consumer without a group (`assign` + `seek`, nothing committed), so
 the endpoint's own consumer keeps polling and stays in its group. Each
 partition is resumed once its read is done.
 
+It first reads the metadata of the partitions' last commits (done.py): the
+deliveries finished above the committed position, which the endpoint must not
+deliver again; a partition is handed over with them (`restore`) when its
+read-back ends, failed or not, and also when the read-back is off
+(`records` = 0: the partitions are still paused for that one read). A failed
+read of the metadata is logged and leaves nothing to skip.
+
 Failure: every Kafka call falls under one deadline (`timeout_s`); a read that
 fails or runs out of time raises `WarmupFailed` naming the step, and the
 caller forgets those partitions (a partial read could hold an older content
@@ -38,6 +45,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sinks.consumer import new_consumer, stop_consumer
 from sinks.webhooks import metrics
+from sinks.webhooks.done import Range, read_done
 from sinks.webhooks.settings import DEFAULT_WARMUP_RECORDS, DEFAULT_WARMUP_TIMEOUT_S
 
 log = structlog.stdlib.get_logger(__name__)
@@ -201,6 +209,7 @@ class Warmup:
         options: Mapping[str, Any],
         remember: OnRecord,
         forget: Callable[[TopicPartition], None],
+        restore: Callable[[TopicPartition, list[Range]], None],
     ) -> None:
         self.endpoint = endpoint
         self.config = config
@@ -208,13 +217,15 @@ class Warmup:
         self.options = options
         self.remember = remember
         self.forget = forget
+        self.restore = restore
+        self._done_ranges: dict[TopicPartition, list[Range]] = {}
         self.warming: set[TopicPartition] = set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self, consumer: AIOKafkaConsumer, assigned: Collection[TopicPartition]) -> None:
         """Pause `assigned` and read them back in a task (synchronous: nothing is fetched
         for them before the pause)."""
-        if not assigned or self.config.records <= 0:
+        if not assigned:
             return
         if self._task is not None:
             self._task.cancel()  # not left behind (`stop` comes first on a rebalance)
@@ -228,12 +239,18 @@ class Warmup:
         """Cancel a read-back in progress; what it read stays (the caller forgets it)."""
         task, self._task = self._task, None
         self.warming.clear()
+        self._done_ranges = {}
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
         began = time.monotonic()
+        self._done_ranges = await read_done(consumer, tps, self.endpoint)
+        if self.config.records <= 0:
+            for tp in tps:
+                self._release(tp)
+            return
         try:
             await read_back(
                 tps,
@@ -248,7 +265,7 @@ class Warmup:
             left = sorted(self.warming)
             for tp in left:
                 self.forget(tp)  # a partial memory could skip a real change
-            self.warming.clear()
+                self._release(tp)  # what was finished above the position still was
             metrics.WARMUPS.labels(self.endpoint, "failed").inc(len(left))
             log.warning(
                 "webhook_warmup_failed",
@@ -261,8 +278,14 @@ class Warmup:
                 "unchanged may be delivered again (under a new webhook-id)",
             )
 
+    def _release(self, tp: TopicPartition) -> None:
+        """Hand the partition over to the endpoint: its done ranges first, then resumed
+        (synchronously: none of its records is handed on before its done ranges)."""
+        self.restore(tp, self._done_ranges.pop(tp, []))
+        self.warming.discard(tp)
+
     def _done(self, read: PartitionRead) -> None:
-        self.warming.discard(read.tp)
+        self._release(read.tp)
         metrics.WARMUPS.labels(self.endpoint, "done").inc()
         log.info(
             "webhook_warmup_done",

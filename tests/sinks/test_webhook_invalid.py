@@ -65,7 +65,7 @@ def test_each_invalid_record_is_logged_with_where_it_is_and_why(lines: Lines) ->
     # skipped, counted, and the position moves past them to the good alert, which is queued
     assert (pipe.stats.alerts, pipe.stats.invalid) == (5, 4)
     assert pipe.queue.qsize() == 1
-    assert pipe.tracker.committable() == {TP: 4}  # only the queued alert is pending
+    assert pipe.tracker.committable() == {TP: (4, "")}  # only the queued alert is pending
 
 
 def test_a_flood_of_garbage_gets_one_line_per_window_with_the_count(lines: Lines) -> None:
@@ -103,4 +103,4 @@ def test_a_failure_of_ours_on_a_valid_record_is_skipped_as_a_bug_not_raised(
     )
     assert isinstance(line["exc_info"], ValueError)  # the trace, for the bug report
     assert pipe.stats.invalid == 1
-    assert pipe.tracker.committable() == {TP: 1}
+    assert pipe.tracker.committable() == {TP: (1, "")}

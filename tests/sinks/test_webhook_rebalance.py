@@ -46,16 +46,23 @@ class Rebalanced:
         values = [a.model_dump_json().encode() for a in alerts]
         await self.pipe.handle(TP, records_of(TP, values, first))
 
+    async def assign(self, tps: set[TopicPartition]) -> None:
+        """The rebalance ends with `tps` assigned, and their commit's done offsets read
+        (done.py: until then they stay paused)."""
+        await self.listener.on_partitions_assigned(tps)
+        if self.pipe.warmup._task is not None:
+            await asyncio.wait_for(self.pipe.warmup._task, 5)
+
     async def rebalance(self) -> None:
         """Eager: `TP` is revoked, then assigned to this endpoint again."""
         await self.listener.on_partitions_revoked({TP})
-        await self.listener.on_partitions_assigned({TP})
+        await self.assign({TP})
 
     async def across_a_rebalance(self, alert: Alert) -> tuple[Job, Job]:
         """`alert` read at offset 0 and taken by a worker (its delivery still being tried),
         an eager rebalance, and the record read again from the committed position:
         (the job read before, the job read after)."""
-        await self.listener.on_partitions_assigned({TP})
+        await self.assign({TP})
         await self.read([alert], first=0)
         old = self.take()
         await self.rebalance()
@@ -89,7 +96,7 @@ def test_a_delivery_read_before_a_rebalance_does_not_release_the_offset_read_aga
         assert side.pipe.tracker.committable() == {}
         assert not side.pipe.tracker.idle()
         await side.settle(new, delivered=True)
-        assert side.pipe.tracker.committable() == {TP: 1}
+        assert side.pipe.tracker.committable() == {TP: (1, "")}
         assert side.pipe.stats.delivered == 2  # both outcomes published all the same
 
     asyncio.run(run())
@@ -110,7 +117,7 @@ def test_a_give_up_read_before_a_rebalance_does_not_forget_the_message_read_agai
         await side.read([alert], first=1)  # re-announced after a worker restart
         assert side.pipe.queue.empty()
         assert side.pipe.stats.repeats == 1
-        assert side.pipe.tracker.committable() == {TP: 2}
+        assert side.pipe.tracker.committable() == {TP: (2, "")}
 
     asyncio.run(run())
 
@@ -147,11 +154,11 @@ def test_jobs_still_queued_when_their_partition_is_revoked_are_not_delivered() -
         return {}, DeliveryResult(delivered=True, attempts=1)
 
     async def run() -> None:
-        await side.listener.on_partitions_assigned({TP})
+        await side.assign({TP})
         await side.read(alerts, first=0)
         await side.settle(side.take(), delivered=True)  # offset 0 is done; 1 and 2 queued
         await side.rebalance()
-        assert side.consumer.commits == [{TP: 1}]
+        assert side.consumer.commits == [{TP: (1, "")}]
         await side.read(alerts[1:], first=1)  # from the committed position
         assert side.pipe.queue.qsize() == 4  # the two revoked, the two read again
 
@@ -172,7 +179,7 @@ def test_jobs_still_queued_when_their_partition_is_revoked_are_not_delivered() -
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
         assert not side.pipe.busy
-        assert side.pipe.tracker.committable() == {TP: 3}
+        assert side.pipe.tracker.committable() == {TP: (3, "")}
 
     asyncio.run(run())
     assert attempted == [(1, True), (2, True)]  # never the revoked ones
@@ -214,24 +221,24 @@ def test_records_handed_on_between_revocation_and_assignment_are_read_again() ->
     alerts = [make_alert(n) for n in range(11)]
 
     async def run() -> None:
-        await side.listener.on_partitions_assigned({TP})
+        await side.assign({TP})
         await side.read(alerts[:8], first=0)
         for _ in range(5):
             await side.settle(side.take(), delivered=True)  # 0-4 delivered
         await side.pipe.commit(side.consumer)
         in_flight = side.take()  # 5: being retried; 6 and 7 queued
-        assert side.consumer.commits == [{TP: 5}]
+        assert side.consumer.commits == [{TP: (5, "")}]
         await side.listener.on_partitions_revoked({TP})  # nothing new to commit
         await side.read(alerts[8:], first=8)  # fetched before the rebalance began
         side.pipe._last_commit = 0.0  # the commit interval has passed
         await side.pipe.after_batch(side.consumer)
-        assert side.consumer.commits == [{TP: 5}]  # nothing past 5, 6 and 7
-        await side.listener.on_partitions_assigned({TP})  # handed back
+        assert side.consumer.commits == [{TP: (5, "")}]  # nothing past 5, 6 and 7
+        await side.assign({TP})  # handed back
         await side.settle(in_flight, delivered=True)
         await side.read(alerts[5:], first=5)  # read again from the committed position
         await _deliver_queued(side.pipe)
         await side.pipe.commit(side.consumer)
-        assert side.consumer.commits[-1] == {TP: 11}
+        assert side.consumer.commits[-1] == {TP: (11, "")}
         assert side.pipe.idle()
 
     asyncio.run(run())
@@ -245,15 +252,15 @@ def test_a_partition_back_after_another_owner_commits_nothing_before_it_is_read(
     alerts = [make_alert(n) for n in range(8)]
 
     async def run() -> None:
-        await side.listener.on_partitions_assigned({TP})
+        await side.assign({TP})
         await side.read(alerts[:5], first=0)
         await side.listener.on_partitions_revoked({TP})
         await side.read(alerts[5:], first=5)  # handed on in the rebalance's window
-        await side.listener.on_partitions_assigned(set())  # TP went to another notifier
+        await side.assign(set())  # TP went to another notifier
         await _deliver_queued(side.pipe)
         assert side.pipe.stats.delivered == 0  # all of it the other owner's to deliver
         await side.listener.on_partitions_revoked(set())
-        await side.listener.on_partitions_assigned({TP})  # back, at the other's position
+        await side.assign({TP})  # back, at the other's position
         await side.pipe.commit(side.consumer)
         assert side.consumer.commits == []
 
@@ -267,12 +274,12 @@ def test_a_drain_does_not_end_while_a_rebalance_runs() -> None:
     side = Rebalanced("rebalance-drain")
 
     async def run() -> None:
-        await side.listener.on_partitions_assigned({TP})
+        await side.assign({TP})
         assert side.pipe.idle()
         await side.listener.on_partitions_revoked({TP})
         await side.read([make_alert(1)], first=0)  # handed on in the window: dropped
         assert not side.pipe.idle()
-        await side.listener.on_partitions_assigned(set())  # it went to another notifier
+        await side.assign(set())  # it went to another notifier
         assert side.pipe.idle()
 
     asyncio.run(run())
@@ -294,7 +301,7 @@ def test_records_fetched_before_a_rebalance_that_hands_the_partition_back_are_no
 
     async def run() -> None:
         await side.listener.on_partitions_revoked(set())
-        await side.listener.on_partitions_assigned({TP})
+        await side.listener.on_partitions_assigned({TP})  # its read-back held (`hold`)
         assert TP in side.consumer.paused()
         await side.read([make_alert(1)], first=0)  # the old assignment's fetch
         assert side.pipe.queue.empty()
@@ -328,7 +335,7 @@ def test_no_queued_delivery_starts_while_the_revocation_commits() -> None:
     side.consumer.commit = slow_commit  # type: ignore[method-assign]
 
     async def run() -> None:
-        await side.listener.on_partitions_assigned({TP})
+        await side.assign({TP})
         await side.read([make_alert(n) for n in range(3)], first=0)
         await side.settle(side.take(), delivered=True)  # 0 done: the revocation commits 1
         side.pipe._deliver = attempt  # type: ignore[method-assign]

@@ -75,7 +75,7 @@ def test_an_unchanged_republish_is_not_delivered_again_and_its_offset_is_consume
     assert pipe.tracker.committable() == {}
     pipe.tracker.done(TP, 0)
     pipe.tracker.done(TP, 1)
-    assert pipe.tracker.committable() == {TP: 4}  # the repeats: consumed, 0 deliveries
+    assert pipe.tracker.committable() == {TP: (4, "")}  # the repeats: consumed, 0 deliveries
 
 
 def _one_queued(name: str) -> tuple[EndpointPipe, LogProducer, Alert, Job]:
@@ -155,7 +155,7 @@ def test_the_memory_follows_every_record_whatever_the_filters_keep() -> None:
     assert pipe.tracker.committable() == {}
     pipe.tracker.done(TP, 0)
     pipe.tracker.done(TP, 2)
-    assert pipe.tracker.committable() == {TP: 6}
+    assert pipe.tracker.committable() == {TP: (6, "")}
 
 
 def test_records_read_back_before_the_committed_position_are_remembered_not_delivered() -> None:
@@ -266,13 +266,26 @@ def test_a_revocation_cancels_the_warm_up_and_forgets_the_partitions(
     assert _queued(pipe) == []
 
 
-def test_no_warm_up_when_it_is_turned_off() -> None:
+def test_no_warm_up_when_it_is_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is read back; the partition is held only for its commit's done offsets."""
     pipe = _pipe("repeat-off")
     pipe.warmup.config = warmup.WarmupConfig(records=0)
     consumer = FakeConsumer([TP])
-    asyncio.run(_Revoke(pipe, consumer).on_partitions_assigned({TP}))
-    assert consumer.paused() == set()
+
+    async def never(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("read back although turned off")
+
+    monkeypatch.setattr(warmup, "read_back", never)
+
+    async def run() -> None:
+        await _Revoke(pipe, consumer).on_partitions_assigned({TP})
+        assert pipe.warmup._task is not None
+        await asyncio.wait_for(pipe.warmup._task, 5)
+
+    asyncio.run(run())
     assert pipe.warmup.warming == set()
+    pipe.fetch_limit(consumer)
+    assert consumer.paused() == set()
 
 
 def test_the_read_back_is_bounded_per_partition_and_stops_at_the_committed_position(

@@ -72,7 +72,7 @@ def test_a_stop_lets_the_attempt_under_way_end_records_it_and_starts_no_other() 
     assert attempted == [0]  # the queued one did not start
     assert pipe.stats.delivered == 1
     assert producer.sent == ["cw.webhook-deliveries"]  # its outcome, in the delivery log
-    assert pipe.tracker.committable() == {TP: 1}  # committed; the other is read again
+    assert pipe.tracker.committable() == {TP: (1, "")}  # committed; the other is read again
 
 
 def test_a_stop_leaves_a_delivery_waiting_to_retry_without_an_outcome(

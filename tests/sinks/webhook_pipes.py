@@ -8,6 +8,7 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 from sink_samples import record
 
 from sinks.webhooks.delivery import RetryPolicy
@@ -65,6 +66,18 @@ class LogProducer:
         self.sent.append(topic)
 
 
+class FakeCoordinator:
+    """The group's last commits, with their metadata (done.py reads them at assignment)."""
+
+    def __init__(self) -> None:
+        self.committed: dict[TopicPartition, OffsetAndMetadata] = {}
+
+    async def fetch_committed_offsets(
+        self, tps: Collection[TopicPartition]
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        return {tp: self.committed[tp] for tp in tps if tp in self.committed}
+
+
 class FakeConsumer:
     """The endpoint consumer's pause state, positions and commits: all the warm-up and
     the rebalance listener use."""
@@ -72,7 +85,8 @@ class FakeConsumer:
     def __init__(self, tps: Collection[TopicPartition]) -> None:
         self._assigned = set(tps)
         self._paused: set[TopicPartition] = set()
-        self.commits: list[dict[TopicPartition, int]] = []
+        self.commits: list[dict[TopicPartition, Any]] = []
+        self._coordinator = FakeCoordinator()
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._assigned)
@@ -89,5 +103,5 @@ class FakeConsumer:
     async def position(self, tp: TopicPartition) -> int:
         return 10
 
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
         self.commits.append(dict(offsets))

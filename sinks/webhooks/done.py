@@ -1,0 +1,200 @@
+"""The deliveries an endpoint finished above its committed position, kept in the commit.
+
+With `concurrency > 1` deliveries finish out of order, and a partition's position
+stays below its lowest record still pending (offsets.py): one delivery retried
+for minutes holds it while everything after it is delivered. A stop or a crash
+then re-read those records and posted them again (Slack and Teams do not
+de-duplicate on `webhook-id`). So every commit of a partition also carries, in
+the offset commit's metadata string, the offsets above the committed one whose
+delivery had finished (delivered or given up); when the partition is assigned
+again, those records are not delivered again (warmup.py reads the metadata,
+the endpoint skips them).
+
+The format (`d1:` then comma-separated ranges) is relative to the committed
+offset `c`: each range is `gap` or `gap.length` (length 1 when left out), the
+gap counted from the end of the previous range (`c` for the first), all in
+decimal. `d1:1,3.2` at `c` = 100 is {101, 105, 106}. A range may also cover
+records that needed no delivery (filtered out, a repeat, invalid): they are
+finished too, and merging over them keeps the string short; it never covers a
+record still pending, nor one not read yet.
+
+Bounds: the broker refuses metadata over `offset.metadata.max.bytes` (4096 by
+default), so the string stays within `MAX_METADATA_BYTES`; past that, the
+lowest ranges are kept and the rest left out (`Encoded.left_out`): those are
+posted again after a restart, as before. Decoding never raises: an empty,
+unknown or garbled string is no done offset (everything above the position is
+delivered, as before), never a skipped delivery of a record not finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+log = structlog.stdlib.get_logger(__name__)
+
+VERSION = "d1:"
+MAX_METADATA_BYTES = 3_000
+"""Well under the broker's default `offset.metadata.max.bytes` (4096)."""
+READ_TIMEOUT_S = 10.0
+"""Reading an assignment's committed metadata gives up after this (nothing is skipped)."""
+
+Range = tuple[int, int]
+"""Offsets `[start, end)`."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    metadata: str
+    left_out: int
+    """Offsets of ranges that did not fit (0: all of them are in `metadata`)."""
+
+
+def encode(committed: int, ranges: Sequence[Range], limit: int = MAX_METADATA_BYTES) -> Encoded:
+    """`ranges` (sorted, disjoint, at or above `committed`) as commit metadata."""
+    if not ranges:
+        return Encoded("", 0)
+    parts = [VERSION]
+    size = len(VERSION)
+    prev = committed
+    for i, (start, end) in enumerate(ranges):
+        item = str(start - prev) if end - start == 1 else f"{start - prev}.{end - start}"
+        item = item if i == 0 else "," + item
+        if size + len(item) > limit:
+            return Encoded("".join(parts), sum(e - s for s, e in ranges[i:]))
+        parts.append(item)
+        size += len(item)
+        prev = end
+    return Encoded("".join(parts), 0)
+
+
+def decode(committed: int, metadata: str | None) -> list[Range]:
+    """The done ranges in `metadata` committed with `committed`; [] for anything else."""
+    if not metadata or not metadata.startswith(VERSION) or committed < 0:
+        return []
+    body = metadata[len(VERSION) :]
+    if not body or len(metadata) > 2 * MAX_METADATA_BYTES:
+        return []
+    out: list[Range] = []
+    prev = committed
+    for item in body.split(","):
+        gap, _, length = item.partition(".")
+        if not _decimal(gap) or not (length == "" or _decimal(length)):
+            return []  # garbled: no done offset at all, rather than some wrong ones
+        size = int(length) if length else 1
+        if size < 1:
+            return []
+        start = prev + int(gap)
+        out.append((start, start + size))
+        prev = start + size
+    return out
+
+
+def _decimal(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # `int` also takes " 1" and non-ASCII digits
+
+
+def contains(ranges: Sequence[Range], offset: int) -> bool:
+    i = bisect.bisect_right(ranges, offset, key=lambda r: r[0]) - 1
+    return i >= 0 and ranges[i][0] <= offset < ranges[i][1]
+
+
+def merge(
+    finished: Iterable[int], restored: Iterable[Range], pending: Sequence[int], read_to: int
+) -> list[Range]:
+    """One partition's done ranges, as few as possible.
+
+    `finished`: offsets whose delivery ended in this assignment; `restored`: the
+    ranges this assignment started with; `pending` (sorted): offsets still to be
+    delivered; `read_to`: the next offset to read. Two ranges are merged over the
+    records between them only when those were all read and none is pending (they
+    needed no delivery): never over a record not read yet, which may be one the
+    commit that wrote `restored` had pending.
+    """
+    spans = sorted([(o, o + 1) for o in finished] + list(restored))
+    out: list[Range] = []
+    for start, end in spans:
+        if out:
+            last_start, last_end = out[-1]
+            if start <= last_end or (start <= read_to and not _any_in(pending, last_end, start)):
+                out[-1] = (last_start, max(last_end, end))
+                continue
+        out.append((start, end))
+    return out
+
+
+def _any_in(sorted_offsets: Sequence[int], start: int, end: int) -> bool:
+    i = bisect.bisect_left(sorted_offsets, start)
+    return i < len(sorted_offsets) and sorted_offsets[i] < end
+
+
+class LeftOutLog:
+    """Logs, once per partition until they fit again, done offsets a commit left out."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self._partitions: set[TopicPartition] = set()
+
+    def note(self, tp: TopicPartition, left_out: int) -> None:
+        if not left_out:
+            self._partitions.discard(tp)
+            return
+        if tp not in self._partitions:
+            self._partitions.add(tp)
+            log.warning(
+                "webhook_done_offsets_left_out",
+                endpoint=self.endpoint,
+                partition=tp.partition,
+                offsets=left_out,
+                consequence="these finished deliveries above the committed position are "
+                "delivered again after a stop or a crash",
+            )
+
+
+async def read_done(
+    consumer: AIOKafkaConsumer,
+    tps: Collection[TopicPartition],
+    endpoint: str,
+    timeout_s: float = READ_TIMEOUT_S,
+) -> dict[TopicPartition, list[Range]]:
+    """The done ranges the endpoint's group committed for `tps`; {} (logged) on failure.
+
+    Read through the endpoint consumer's own group coordinator (the one its
+    positions come from: same connection and credentials; aiokafka's public
+    `committed` drops the metadata), within `timeout_s` (its fetch retries a
+    missing coordinator for ever). A failure only means the records above the
+    position are delivered again, as before this metadata existed.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            offsets = await consumer._coordinator.fetch_committed_offsets(list(tps))
+    except Exception as exc:  # a timeout, Kafka's errors, an aiokafka without it
+        error = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "webhook_done_offsets_unread",
+            endpoint=endpoint,
+            partitions=sorted(tp.partition for tp in tps),
+            error=error,
+            consequence="deliveries finished above the committed position before the last "
+            "stop are delivered again",
+        )
+        return {}
+    out: dict[TopicPartition, list[Range]] = {}
+    for tp, committed in offsets.items():
+        ranges = decode(committed.offset, committed.metadata)
+        if committed.metadata and not ranges:
+            log.warning(
+                "webhook_done_offsets_garbled",
+                endpoint=endpoint,
+                partition=tp.partition,
+                metadata=committed.metadata[:80],
+                consequence="this partition's records above its position are delivered again",
+            )
+        if ranges:
+            out[tp] = ranges
+    return out
