@@ -35,7 +35,11 @@ Lifecycle and guarantees:
   dead letter, logged as `webhook_processing_error`; the worker goes on with the
   next one. A worker that still ends (its own bug) stops the whole notifier with
   `WorkerDied` (outcome error, exit 1), never a silent hang: each endpoint's
-  workers are watched while it consumes and checked again when it stops.
+  workers are watched while it consumes and checked again when it stops. Such
+  an error (or one of the consumer loop) first stops every endpoint the
+  graceful way, as a SIGTERM does, that one's other workers included: the
+  posts under way end and are recorded and committed, so the next run does
+  not post them again.
 - A record on `alerts` that is no alert (a tombstone, not JSON, a contract
   breach) is skipped, counted and logged with its position and reason
   (invalid.py: why it is not dead-lettered, and the rate limit).
@@ -538,9 +542,16 @@ class EndpointPipe:
         # may be in a commit for seconds (a coordinator gone) while workers take more
         stopped = asyncio.create_task(self._stopping_on(stop))
         try:
-            await asyncio.wait([consuming, *workers], return_when=asyncio.FIRST_COMPLETED)
-            self._check_workers(workers)  # a dead worker would leave its queue unserved
-            await consuming
+            try:
+                await asyncio.wait([consuming, *workers], return_when=asyncio.FIRST_COMPLETED)
+                self._check_workers(workers)  # a dead worker would leave its queue unserved
+                await consuming
+            except Exception:
+                # a bug of ours: the other workers' posts under way still end and are
+                # recorded and committed, as on a stop, before it is raised (cancelled,
+                # they were posted again by the next run)
+                await self.finish_in_flight()
+                raise
             await self.finish_in_flight()
         finally:
             for task in (consuming, stopped, *workers):
@@ -656,16 +667,41 @@ class Notifier:
         await producer.start()
         try:
             self.pipes = [EndpointPipe(e, self.config, producer) for e in self.endpoints]
-            runs = [asyncio.create_task(p.run(stop, drain=drain)) for p in self.pipes]
-            try:
-                await asyncio.gather(*runs)
-            finally:
-                for task in runs:
-                    task.cancel()
-                await asyncio.gather(*runs, return_exceptions=True)
+            await self._run_pipes(stop, drain)
         finally:
             await producer.stop()
         return self.stats
+
+    async def _run_pipes(self, stop: asyncio.Event, drain: bool) -> None:
+        """Run every pipeline until `stop`; one that fails stops the others the graceful
+        way (as `stop` does: their posts under way end, recorded and committed), then
+        its error is raised. Cancelling them cut those posts with no outcome nor commit:
+        the next run posted them again."""
+        halt = asyncio.Event()
+        errors: list[Exception] = []
+
+        async def guarded(pipe: EndpointPipe) -> None:
+            try:
+                await pipe.run(halt, drain=drain)
+            except Exception as exc:
+                errors.append(exc)
+                halt.set()
+
+        relay = asyncio.create_task(_relay(stop, halt))
+        runs = [asyncio.create_task(guarded(p)) for p in self.pipes]
+        try:
+            await asyncio.gather(*runs)
+        finally:
+            for task in (relay, *runs):
+                task.cancel()
+            await asyncio.gather(relay, *runs, return_exceptions=True)
+        if errors:
+            raise errors[0]
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
 
 
 class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]

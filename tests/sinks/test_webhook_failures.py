@@ -199,3 +199,57 @@ def test_a_worker_that_dies_fails_the_notifier_loudly(
     assert [line["outcome"] for line in lines.named("process_stopped")] == ["error"]
     died = lines.named("webhook_worker_died")
     assert [(d["level"], d["endpoint"]) for d in died] == [("error", "ops-slack")]
+
+
+def test_a_worker_that_dies_lets_another_endpoints_post_under_way_end_and_be_committed(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One endpoint's bug used to cancel every endpoint: a post another endpoint's
+    receiver already had was cut with no outcome nor commit, and posted again by the
+    next run (a second Slack message). Now the others stop as on SIGTERM first."""
+    real_settle = dispatcher.EndpointPipe._settle
+    posting = asyncio.Event()
+
+    async def settle(self: dispatcher.EndpointPipe, http: Any, job: Job) -> None:
+        if self.endpoint.name != "broken":
+            return await real_settle(self, http, job)
+        await posting.wait()  # the other endpoint's post is under way
+        raise RuntimeError("a bug outside any one delivery")
+
+    monkeypatch.setattr(dispatcher.EndpointPipe, "_settle", settle)
+
+    async def slow(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _s: Server) -> None:
+        posting.set()
+        await asyncio.sleep(1.0)  # the receiver has the post and takes its time to answer
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await w.drain()
+
+    subs = tmp_path / "subscriptions.yaml"
+
+    def subscribe(endpoints: list[dict[str, Any]]) -> None:
+        subs.write_text(json.dumps({"endpoints": endpoints}))  # JSON is YAML
+
+    async def run() -> tuple[Server, NotifyStats, NotifyStats]:
+        async with serve(slow) as server:
+            ops = {"name": "ops", "url": server.url, "format": "slack"}
+            broken = {"name": "broken", "url": "http://127.0.0.1:9/hook", "format": "slack"}
+            subscribe([ops, broken])
+            settings = settings_factory(webhooks=loopback_webhooks(subs, retry_horizon_s=30.0))
+            prepare_all_topics(settings)
+            _publish(settings, [make_alert(0)])
+            first = build_notifier(settings, load_configured(settings))
+            with pytest.raises(WorkerDied, match="broken"):
+                await asyncio.wait_for(first.run(asyncio.Event()), 60)
+            assert server.requests == 1
+            group = f"{settings.engine.app_id}-notify.ops"
+            assert _committed(settings, group) == 1  # its outcome recorded, then committed
+            subscribe([ops])  # the next run, without the broken endpoint
+            again = await _drain(settings)
+            return server, first.stats, again
+
+    server, before, after = asyncio.run(run())
+    assert (before.delivered, before.gave_up) == (1, 0)
+    assert server.requests == 1  # not posted again by the next run
+    assert after.delivered == 0

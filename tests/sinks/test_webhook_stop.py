@@ -191,3 +191,68 @@ def test_a_stop_halts_deliveries_at_once_while_the_consumer_is_stuck_in_a_commit
     asyncio.run(run())
     assert posted == [1]  # 2 and 3 did not start after the stop
     assert pipe.stats.delivered == 1
+
+
+class _Feed(FakeConsumer):
+    """The endpoint's consumer: `records` at the first fetch, then nothing."""
+
+    def __init__(self, records: list[Any]) -> None:
+        super().__init__([TP])
+        self.records = records
+
+    def subscribe(self, topics: Any, listener: Any) -> None:
+        return None
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, Any]:
+        if self.records:
+            records, self.records = self.records, []
+            return {TP: records}
+        await asyncio.sleep(timeout_ms / 1000)  # what a poll with nothing to read does
+        return {}
+
+    async def stop(self) -> None:
+        return None
+
+
+def test_a_worker_that_dies_lets_the_endpoints_other_posts_under_way_end_and_be_committed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The endpoint's run cancelled its other workers when one died: a post its receiver
+    already had was left with no outcome nor commit, and the next run posted it again."""
+    from sinks.webhooks import dispatcher
+
+    pipe, producer = _pipe("died-beside-a-post")
+    pipe.endpoint = pipe.endpoint.model_copy(update={"concurrency": 2})
+    values = [make_alert(n).model_dump_json().encode() for n in range(2)]
+    feed = _Feed(records_of(TP, values, 0))
+    monkeypatch.setattr(dispatcher, "new_consumer", lambda *_a, **_k: feed)
+
+    async def started(*_args: Any) -> bool:
+        return True
+
+    monkeypatch.setattr(dispatcher, "start_consumer", started)
+    posting, answered = asyncio.Event(), asyncio.Event()
+
+    async def attempt(_http: Any, job: Job) -> tuple[dict[str, Any], DeliveryResult]:
+        if job.offset == 1:
+            await posting.wait()
+            raise RuntimeError("a bug outside any one delivery")  # its worker dies
+        posting.set()
+        await answered.wait()  # the receiver has the post and takes its time to answer
+        return {}, DeliveryResult(delivered=True, attempts=1)
+
+    pipe._deliver = attempt  # type: ignore[method-assign]
+
+    async def run() -> None:
+        running = asyncio.create_task(pipe.run(asyncio.Event()))
+        await asyncio.wait_for(posting.wait(), 5)
+        done, _ = await asyncio.wait({running}, timeout=0.3)
+        assert not done  # it waits for the post under way
+        answered.set()
+        with pytest.raises(dispatcher.WorkerDied):
+            await asyncio.wait_for(running, 10)
+
+    asyncio.run(run())
+    assert pipe.stats.delivered == 1
+    assert producer.sent == ["cw.webhook-deliveries"]  # its outcome, in the delivery log
+    assert feed.commits[-1] == {TP: (1, "")}  # and committed: the next run skips it
