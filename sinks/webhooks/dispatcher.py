@@ -85,7 +85,12 @@ import httpx
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    OffsetMetadataTooLargeError,
+    RecordTooLargeError,
+)
 from standardwebhooks import Webhook
 
 from schemas.alerts import Alert
@@ -106,7 +111,7 @@ from sinks.webhooks.delivery import (
     deliver,
     http_client,
 )
-from sinks.webhooks.done import LeftOutLog
+from sinks.webhooks.done import MAX_METADATA_BYTES, LeftOutLog
 from sinks.webhooks.invalid import InvalidAlertLog, NotAnAlert
 from sinks.webhooks.offsets import OffsetTracker
 from sinks.webhooks.outcomes import Job, dead_letter, delivery_log, error_text, processing_error
@@ -506,17 +511,35 @@ class EndpointPipe:
     async def commit(self, consumer: AIOKafkaConsumer) -> None:
         """Commit each partition's position and, as its metadata, the offsets finished
         above it (done.py), when either changed."""
-        offsets = {
-            tp: off for tp, off in self.tracker.committable().items() if tp in consumer.assignment()
-        }
-        if offsets:
+        for _ in range(2):  # again at once without metadata if the broker refuses it
+            offsets = {
+                tp: off
+                for tp, off in self.tracker.committable().items()
+                if tp in consumer.assignment()
+            }
+            if not offsets:
+                return
             for tp in offsets:
                 self.left_out.note(tp, self.tracker.left_out(tp))
             try:
                 await commit_within(consumer, offsets)
                 self.tracker.committed(offsets)
+                return
+            except OffsetMetadataTooLargeError:
+                # a broker whose `offset.metadata.max.bytes` is below ours: without
+                # this, no commit would ever pass and every restart re-post it all
+                log.warning(
+                    "webhook_done_offsets_refused",
+                    endpoint=self.endpoint.name,
+                    consequence="commits carry no done offsets from now on: deliveries "
+                    "finished above the committed position are delivered again after "
+                    "a stop or a crash; raise the broker's offset.metadata.max.bytes "
+                    f"to {MAX_METADATA_BYTES} or more",
+                )
+                self.tracker.metadata_limit = 0
             except (KafkaError, TimeoutError) as exc:
                 log.warning("commit_failed", endpoint=self.endpoint.name, error=type(exc).__name__)
+                return
 
     async def run(self, stop: asyncio.Event, *, drain: bool = False) -> NotifyStats:
         """Deliver until `stop` (or, with `drain`, until caught up and the queue is empty)."""

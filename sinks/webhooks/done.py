@@ -41,6 +41,8 @@ log = structlog.stdlib.get_logger(__name__)
 VERSION = "d1:"
 MAX_METADATA_BYTES = 3_000
 """Well under the broker's default `offset.metadata.max.bytes` (4096)."""
+MAX_DIGITS = 19
+"""A gap or length longer than any Kafka offset (a signed 64-bit integer) is garbled."""
 READ_TIMEOUT_S = 10.0
 """Reading an assignment's committed metadata gives up after this (nothing is skipped)."""
 
@@ -66,7 +68,8 @@ def encode(committed: int, ranges: Sequence[Range], limit: int = MAX_METADATA_BY
         item = str(start - prev) if end - start == 1 else f"{start - prev}.{end - start}"
         item = item if i == 0 else "," + item
         if size + len(item) > limit:
-            return Encoded("".join(parts), sum(e - s for s, e in ranges[i:]))
+            kept = "".join(parts) if i else ""  # none fits (`limit` 0: no metadata at all)
+            return Encoded(kept, sum(e - s for s, e in ranges[i:]))
         parts.append(item)
         size += len(item)
         prev = end
@@ -96,7 +99,8 @@ def decode(committed: int, metadata: str | None) -> list[Range]:
 
 
 def _decimal(text: str) -> bool:
-    return text.isascii() and text.isdigit()  # `int` also takes " 1" and non-ASCII digits
+    # `int` also takes " 1" and non-ASCII digits, and raises past 4,300 digits
+    return text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS
 
 
 def contains(ranges: Sequence[Range], offset: int) -> bool:

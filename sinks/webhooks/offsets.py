@@ -47,6 +47,9 @@ class _Partition:
 class OffsetTracker:
     def __init__(self) -> None:
         self._parts: dict[TopicPartition, _Partition] = {}
+        self.metadata_limit = done_offsets.MAX_METADATA_BYTES
+        """Bytes of done offsets a commit's metadata may hold (0: none, the broker
+        refused them)."""
 
     def restore(self, tp: TopicPartition, ranges: Sequence[Range]) -> None:
         """The done ranges the partition's last commit carried: its records there were
@@ -88,13 +91,12 @@ class OffsetTracker:
                 out[tp] = commit
         return out
 
-    @staticmethod
-    def _commit_of(part: _Partition) -> Commit:
+    def _commit_of(self, part: _Partition) -> Commit:
         upto = min(part.pending) if part.pending else part.next_offset
         part.finished = {o for o in part.finished if o > upto}
         restored = [(max(s, upto), e) for s, e in part.restored if e > upto]
         ranges = done_offsets.merge(part.finished, restored, sorted(part.pending), part.next_offset)
-        encoded = done_offsets.encode(upto, ranges)
+        encoded = done_offsets.encode(upto, ranges, self.metadata_limit)
         part.left_out = encoded.left_out
         return Commit(upto, encoded.metadata)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import OffsetMetadataTooLargeError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import REGISTRY
 from sink_harness import prepare_all_topics, publish
@@ -219,6 +220,46 @@ def test_done_offsets_the_metadata_cannot_hold_are_logged_once() -> None:
     left = [e for e in logged if e["event"] == "webhook_done_offsets_left_out"]
     assert len(left) == 1
     assert left[0]["offsets"] > 0
+
+
+def test_a_broker_refusing_the_metadata_gets_plain_commits_at_once() -> None:
+    """A broker whose `offset.metadata.max.bytes` is below ours refuses every commit
+    that carries done offsets: the position would never be committed."""
+    pipe, _producer = _pipe("done-refused")
+
+    class SmallMetadataBroker(FakeConsumer):
+        async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+            if any(metadata for _offset, metadata in offsets.values()):
+                raise OffsetMetadataTooLargeError
+            await super().commit(offsets)
+
+    consumer = SmallMetadataBroker([TP])
+    for offset in range(4):
+        pipe.tracker.consumed(TP, offset, 1)
+    pipe.tracker.done(TP, 0)
+    pipe.tracker.done(TP, 2)  # above 1, still retried: metadata "d1:1", refused
+
+    with capture_logs() as logged:
+        asyncio.run(pipe.commit(consumer))
+        pipe.tracker.done(TP, 3)
+        asyncio.run(pipe.commit(consumer))  # no metadata tried again
+        pipe.tracker.done(TP, 1)
+        asyncio.run(pipe.commit(consumer))
+    assert consumer.commits == [{TP: (1, "")}, {TP: (4, "")}]
+    refused = [e for e in logged if e["event"] == "webhook_done_offsets_refused"]
+    assert [e["endpoint"] for e in refused] == ["done-refused"]  # once, not per commit
+
+
+def test_a_number_too_long_for_an_offset_is_garbled_not_an_error() -> None:
+    assert decode(100, "d1:" + "9" * 5_000) == []  # `int` raises past 4,300 digits
+    assert decode(100, "d1:" + "9" * 20) == []
+    assert decode(0, "d1:" + "9" * 19) == [(9_999_999_999_999_999_999, 10**19)]
+
+
+def test_no_range_that_fits_is_no_metadata() -> None:
+    encoded = encode(0, [(5, 6), (8, 9)], limit=0)
+    assert encoded.metadata == ""
+    assert encoded.left_out == 2
 
 
 # --- on the real broker ------------------------------------------------------------
