@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -30,10 +31,16 @@ from schemas.dead_letter import ReasonCode
 if TYPE_CHECKING:
     from streams.engine.runtime import EngineRuntime
 
+log = structlog.stdlib.get_logger(__name__)
+
 REFRESH_S = 2.0
 """How often the gauges are recomputed (and the event loop proves it runs)."""
 STALL_S = 60.0
 """A loop that has not refreshed for this long is stalled: `/healthz` answers 503."""
+COMMIT_STUCK_S = 30.0
+"""An offset commit unanswered for this long makes `/readyz` 503 (logged once): faust's
+commit waits for the group coordinator with no deadline, and a coordinator on a broker
+other than the one the Kafka probe asks was gone unnoticed while nothing was committed."""
 
 PROCESSING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5)
 FETCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
@@ -145,12 +152,43 @@ class EngineObserver:
         """monotonic() of the last refresh; None until the app has fully started."""
         self.kafka_problem: Callable[[], str | None] | None = None
         """Why Kafka makes the worker not ready, if it does (chainwatch.kafka_watch)."""
+        self._commit: Any = None
+        """The commit under way at the last refresh (faust's future for it), if any."""
+        self.commit_since: float | None = None
+        """monotonic() of the refresh that first saw `_commit` under way."""
+        self._commit_logged = False
 
     # --- on the event loop (a faust timer) -------------------------------------------
 
     async def refresh(self) -> None:
+        self._watch_commit()
         self.rt.metrics.snapshot.families = tuple(self.families())
         self.refreshed_at = time.monotonic()
+
+    def _watch_commit(self) -> None:
+        """Note how long faust's offset commit under way has waited (to a refresh's
+        precision), and log once when it passes `COMMIT_STUCK_S` and when it ends."""
+        consumer = getattr(self.rt.app, "_consumer", None)  # never build one (see below)
+        under_way = getattr(consumer, "_commit_fut", None)  # set by faust for each commit
+        waited = self.commit_pending_s()
+        if under_way is not None and under_way is self._commit:
+            if waited >= COMMIT_STUCK_S and not self._commit_logged:
+                self._commit_logged = True
+                log.warning(
+                    "worker_commit_stuck",
+                    waited_s=round(waited, 1),
+                    hint="the consumer group's coordinator does not answer; check the Kafka "
+                    "broker that hosts it (kafka-consumer-groups.sh --describe --state)",
+                )
+            return
+        if self._commit_logged:
+            log.info("worker_commit_answered", waited_s=round(waited, 1))
+        self._commit, self._commit_logged = under_way, False
+        self.commit_since = None if under_way is None else time.monotonic()
+
+    def commit_pending_s(self) -> float:
+        since = self.commit_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def families(self) -> Iterator[Metric]:
         rt, app = self.rt, self.rt.app
@@ -196,6 +234,13 @@ class EngineObserver:
             if size is not None:
                 keys.add_metric([str(table.name)], size)
         yield keys
+        yield GaugeMetricFamily(
+            "chainwatch_worker_commit_pending_seconds",
+            "How long the offset commit under way has waited for the consumer group's "
+            f"coordinator (0: none under way; a commit takes milliseconds; /readyz answers 503 "
+            f"past {COMMIT_STUCK_S:.0f} s).",
+            value=self.commit_pending_s(),
+        )
         ready, _ = self.ready(started=True)
         yield GaugeMetricFamily(
             "chainwatch_worker_ready",
@@ -279,6 +324,9 @@ class EngineObserver:
         stalled = self.loop_stalled_s()
         if stalled is not None:
             reasons.append(f"event loop stalled for {stalled:.0f} s")
+        pending = self.commit_pending_s()
+        if pending >= COMMIT_STUCK_S:
+            reasons.append(f"offset commit unanswered for {pending:.0f} s")
         kafka = self.kafka_problem() if self.kafka_problem is not None else None
         if kafka is not None:
             reasons.append(kafka)

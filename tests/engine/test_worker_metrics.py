@@ -28,7 +28,7 @@ from schemas.dead_letter import ReasonCode
 from schemas.plan import load_plan
 from streams.app import create_app
 from streams.engine.agents import Engine, EngineConfig
-from streams.engine.metrics import STALL_S
+from streams.engine.metrics import COMMIT_STUCK_S, STALL_S
 from streams.topics import ORDERS, SCANS, TopicNames
 
 
@@ -319,3 +319,47 @@ def test_a_sink_or_notifier_server_has_no_readiness() -> None:
         assert _get(f"http://127.0.0.1:{server.port}/readyz")[0] == 404
     finally:
         server.stop()
+
+
+def test_a_commit_the_coordinator_does_not_answer_makes_the_worker_not_ready(
+    tmp_path: Path,
+) -> None:
+    """faust's offset commit waits for the group coordinator with no deadline; a
+    coordinator on a broker the Kafka probe does not ask was gone unnoticed."""
+    from structlog.testing import capture_logs
+
+    engine = _engine(tmp_path)
+    observer, app = engine.observer, engine.runtime.app
+    consumer = SimpleNamespace(_commit_fut=object())  # faust's future of a commit under way
+    app._consumer = consumer
+    with capture_logs() as logged:
+        asyncio.run(observer.refresh())
+        assert observer.ready() == (True, {"reasons": []})  # a commit takes milliseconds
+        assert observer.commit_since is not None
+        observer.commit_since -= COMMIT_STUCK_S + 1  # still the same commit, 31 s on
+        asyncio.run(observer.refresh())
+        asyncio.run(observer.refresh())
+        ready, details = observer.ready()
+        assert not ready
+        assert details["reasons"] == ["offset commit unanswered for 31 s"]
+        assert (_sample(engine, "chainwatch_worker_commit_pending_seconds") or 0) >= 31
+        assert _sample(engine, "chainwatch_worker_ready") == 0
+        consumer._commit_fut = None  # answered
+        asyncio.run(observer.refresh())
+    assert observer.ready() == (True, {"reasons": []})
+    assert _sample(engine, "chainwatch_worker_commit_pending_seconds") == 0
+    events = [e["event"] for e in logged if e["event"].startswith("worker_commit")]
+    assert events == ["worker_commit_stuck", "worker_commit_answered"]  # once each
+
+
+def test_each_new_commit_is_timed_from_when_it_began(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    observer, app = engine.observer, engine.runtime.app
+    app._consumer = consumer = SimpleNamespace(_commit_fut=object())
+    asyncio.run(observer.refresh())
+    assert observer.commit_since is not None
+    observer.commit_since -= COMMIT_STUCK_S + 1
+    consumer._commit_fut = object()  # that one ended, the next one is under way
+    asyncio.run(observer.refresh())
+    assert observer.commit_pending_s() < COMMIT_STUCK_S
+    assert observer.ready()[0]
