@@ -210,6 +210,19 @@ def build(plan: SlaPlan) -> models.Dashboard:
                 "means the backlog was not read in time and the clock was let go.",
             )
         )
+        .with_panel(
+            series(
+                "Offset commit waiting for the coordinator",
+                promql(
+                    "max by (instance) (chainwatch_worker_commit_pending_seconds)",
+                    "waiting s, {{instance}}",
+                ),
+                unit="s",
+                description="A commit takes milliseconds. A line that climbs means the "
+                "consumer group's coordinator does not answer: nothing is committed, and "
+                "past 30 s the worker answers /readyz 503 (log worker_commit_stuck).",
+            )
+        )
         .with_row(dashboard.Row("ClickHouse sink"))
         .with_panel(
             series(
