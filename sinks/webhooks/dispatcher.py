@@ -61,7 +61,8 @@ Lifecycle and guarantees:
   revoked partition still queued is dropped undelivered (the revocation's
   commit stayed below it and its metadata lists only finished records, so
   whoever owns the partition next reads it again and delivers it);
-  one already in flight finishes and its outcome is published, but it leaves
+  an attempt under way finishes and its outcome is published (a delivery
+  waiting to retry is left without one, `_before_retry`), but it leaves
   the offsets and the memory of messages alone: they belong to the partition's
   new assignment, which reads that record again (eager rebalancing hands a
   partition a notifier keeps back to it, so this is every rebalance).
@@ -129,8 +130,9 @@ under way may take to end and have their outcomes recorded."""
 
 
 class _Abandoned(Exception):
-    """A delivery left between two attempts because the notifier stops: no outcome is
-    recorded and its record is not committed, so the next run delivers it."""
+    """A delivery left between two attempts because the notifier stops or its partition
+    was revoked: no outcome is recorded and its record is not committed, so the next run
+    or the partition's next assignment delivers it."""
 
 
 class WorkerDied(RuntimeError):
@@ -275,7 +277,7 @@ class EndpointPipe:
                 job.msg_id,
                 body,
                 self.policy,
-                sleep=self._before_retry,
+                sleep=lambda delay_s: self._before_retry(job, delay_s),
                 on_attempt=count,
                 health=self.health,
             )
@@ -353,12 +355,15 @@ class EndpointPipe:
         if self.current(job):  # else the same offset may be pending in the new assignment
             self.tracker.done(job.tp, job.offset)
 
-    async def _before_retry(self, delay_s: float) -> None:
+    async def _before_retry(self, job: Job, delay_s: float) -> None:
         """The wait before a retry, cut short by a stop (`_Abandoned`): a stopping
-        notifier ends the attempts under way, not the retries after them."""
+        notifier ends the attempts under way, not the retries after them. A job whose
+        partition was revoked meanwhile is left too: the partition's next assignment
+        (here or elsewhere) reads the record again and delivers it, while retrying it
+        here, up to the retry horizon, only took a worker and posted it twice."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), delay_s)
-        if self.stopping.is_set():
+        if self.stopping.is_set() or not self.current(job) or job.tp in self._revoked:
             raise _Abandoned
 
     async def _work(self, http: httpx.AsyncClient) -> None:

@@ -256,3 +256,37 @@ def test_a_worker_that_dies_lets_the_endpoints_other_posts_under_way_end_and_be_
     assert pipe.stats.delivered == 1
     assert producer.sent == ["cw.webhook-deliveries"]  # its outcome, in the delivery log
     assert feed.commits[-1] == {TP: (1, "")}  # and committed: the next run skips it
+
+
+def test_a_delivery_waiting_to_retry_when_its_partition_is_revoked_is_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its record is read again by the partition's next assignment, which delivers it:
+    retrying it here too, up to the retry horizon, held a worker and posted it twice."""
+    pipe, producer = _pipe("revoked-retrying")
+    attempts: list[int] = []
+    failed = asyncio.Event()
+
+    async def unavailable(*_args: Any, **_kwargs: Any) -> AttemptResult:
+        attempts.append(1)
+        failed.set()
+        return AttemptResult(503, "HTTP 503")
+
+    monkeypatch.setattr(delivery, "attempt", unavailable)
+
+    async def run() -> None:
+        await _read(pipe, 1)
+        worker = asyncio.create_task(pipe._work(None))  # type: ignore[arg-type]
+        try:
+            async with asyncio.timeout(5):
+                await failed.wait()
+                pipe.revoking([TP])  # a rebalance begins while it waits to retry
+                pipe.forget(TP)
+                await pipe._none_in_flight.wait()  # its wait ended: left, not retried
+        finally:
+            await _stopped(worker)
+
+    asyncio.run(run())
+    assert len(attempts) == 1
+    assert (pipe.stats.delivered, pipe.stats.gave_up) == (0, 0)
+    assert producer.sent == []  # no outcome: its next assignment delivers it
