@@ -78,7 +78,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -541,13 +541,23 @@ class EndpointPipe:
                     "a stop or a crash; raise the broker's offset.metadata.max.bytes "
                     f"to {MAX_METADATA_BYTES} or more",
                 )
-                self.tracker.metadata_limit = 0
+                self.tracker.refuse_metadata()
             except (KafkaError, TimeoutError) as exc:
                 log.warning("commit_failed", endpoint=self.endpoint.name, error=type(exc).__name__)
                 return
 
-    async def run(self, stop: asyncio.Event, *, drain: bool = False) -> NotifyStats:
-        """Deliver until `stop` (or, with `drain`, until caught up and the queue is empty)."""
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        drain: bool = False,
+        on_error: Callable[[], None] | None = None,
+    ) -> NotifyStats:
+        """Deliver until `stop` (or, with `drain`, until caught up and the queue is empty).
+
+        On an error of its own (`WorkerDied`, the consumer loop's) it stops reading and
+        calls `on_error` at once (the notifier stops the other endpoints then, not
+        after this one's wind-down), lets the posts under way end, then raises it."""
         consumer = new_consumer(
             self.config.bootstrap, self.group_id, **self.config.consumer_options
         )
@@ -565,26 +575,31 @@ class EndpointPipe:
             for i in range(self.endpoint.concurrency)
         ]
         self._last_commit = time.monotonic()
-        consuming = asyncio.create_task(consume(consumer, topics, self, stop, drain=drain))
+        ending = asyncio.Event()  # `stop`, or an error of this endpoint
+        relay = asyncio.create_task(_relay(stop, ending))
+        consuming = asyncio.create_task(consume(consumer, topics, self, ending, drain=drain))
         # a stop halts deliveries at once: `consume` sees it only between fetches, and
         # may be in a commit for seconds (a coordinator gone) while workers take more
-        stopped = asyncio.create_task(self._stopping_on(stop))
+        stopped = asyncio.create_task(self._stopping_on(ending))
         try:
             try:
                 await asyncio.wait([consuming, *workers], return_when=asyncio.FIRST_COMPLETED)
                 self._check_workers(workers)  # a dead worker would leave its queue unserved
                 await consuming
             except Exception:
-                # a bug of ours: the other workers' posts under way still end and are
-                # recorded and committed, as on a stop, before it is raised (cancelled,
-                # they were posted again by the next run)
+                # a bug of ours: nothing more is read, and the other workers' posts under
+                # way still end and are recorded and committed, as on a stop, before it
+                # is raised (cancelled, they were posted again by the next run)
+                ending.set()
+                if on_error is not None:
+                    on_error()
                 await self.finish_in_flight()
                 raise
             await self.finish_in_flight()
         finally:
-            for task in (consuming, stopped, *workers):
+            for task in (relay, consuming, stopped, *workers):
                 task.cancel()
-            await asyncio.gather(consuming, stopped, *workers, return_exceptions=True)
+            await asyncio.gather(relay, consuming, stopped, *workers, return_exceptions=True)
             await self.warmup.stop()
             await self.commit(consumer)
             await stop_consumer(consumer)
@@ -710,7 +725,7 @@ class Notifier:
 
         async def guarded(pipe: EndpointPipe) -> None:
             try:
-                await pipe.run(halt, drain=drain)
+                await pipe.run(halt, drain=drain, on_error=halt.set)
             except Exception as exc:
                 errors.append(exc)
                 halt.set()

@@ -10,10 +10,13 @@ delivery had finished (delivered or given up); when the partition is assigned
 again, those records are not delivered again (warmup.py reads the metadata,
 the endpoint skips them).
 
-The format (`d1:` then comma-separated ranges) is relative to the committed
-offset `c`: each range is `gap` or `gap.length` (length 1 when left out), the
-gap counted from the end of the previous range (`c` for the first), all in
-decimal. `d1:1,3.2` at `c` = 100 is {101, 105, 106}. A range may also cover
+The format is `d1:`, the committed offset `c` it was written with, `:`, then
+comma-separated ranges relative to `c`: each range is `gap` or `gap.length`
+(length 1 when left out), the gap counted from the end of the previous range
+(`c` for the first), all in decimal. `d1:100:1,3.2` is {101, 105, 106}. Metadata
+found with another committed offset than its own `c` (a tool that moved the
+offset and copied the metadata) is no done offset: relative to the new offset it
+would skip records never delivered. A range may also cover
 records that needed no delivery (filtered out, a repeat, invalid): they are
 finished too, and merging over them keeps the string short; it never covers a
 record still pending, nor one not read yet.
@@ -61,8 +64,8 @@ def encode(committed: int, ranges: Sequence[Range], limit: int = MAX_METADATA_BY
     """`ranges` (sorted, disjoint, at or above `committed`) as commit metadata."""
     if not ranges:
         return Encoded("", 0)
-    parts = [VERSION]
-    size = len(VERSION)
+    parts = [f"{VERSION}{committed}:"]
+    size = len(parts[0])
     prev = committed
     for i, (start, end) in enumerate(ranges):
         item = str(start - prev) if end - start == 1 else f"{start - prev}.{end - start}"
@@ -80,9 +83,11 @@ def decode(committed: int, metadata: str | None) -> list[Range]:
     """The done ranges in `metadata` committed with `committed`; [] for anything else."""
     if not metadata or not metadata.startswith(VERSION) or committed < 0:
         return []
-    body = metadata[len(VERSION) :]
-    if not body or len(metadata) > 2 * MAX_METADATA_BYTES:
+    base, colon, body = metadata[len(VERSION) :].partition(":")
+    if not colon or not body or len(metadata) > 2 * MAX_METADATA_BYTES:
         return []
+    if not _decimal(base) or int(base) != committed:
+        return []  # written with another position: relative to this one it is wrong
     out: list[Range] = []
     prev = committed
     for item in body.split(","):
@@ -108,19 +113,43 @@ def contains(ranges: Sequence[Range], offset: int) -> bool:
     return i >= 0 and ranges[i][0] <= offset < ranges[i][1]
 
 
+def add(ranges: list[Range], offset: int) -> None:
+    """Put `offset` into `ranges` (sorted, disjoint), joining the ranges it touches: a
+    record held for an hour while thousands finish after it stays one range."""
+    i = bisect.bisect_right(ranges, offset, key=lambda r: r[0])
+    if i and ranges[i - 1][1] > offset:
+        return  # already in
+    left = i > 0 and ranges[i - 1][1] == offset
+    right = i < len(ranges) and ranges[i][0] == offset + 1
+    if left and right:
+        ranges[i - 1] = (ranges[i - 1][0], ranges[i][1])
+        del ranges[i]
+    elif left:
+        ranges[i - 1] = (ranges[i - 1][0], offset + 1)
+    elif right:
+        ranges[i] = (offset, ranges[i][1])
+    else:
+        ranges.insert(i, (offset, offset + 1))
+
+
+def at_or_above(ranges: Sequence[Range], offset: int) -> list[Range]:
+    """The part of `ranges` at or above `offset`."""
+    return [(max(s, offset), e) for s, e in ranges if e > offset]
+
+
 def merge(
-    finished: Iterable[int], restored: Iterable[Range], pending: Sequence[int], read_to: int
+    finished: Iterable[Range], restored: Iterable[Range], pending: Sequence[int], read_to: int
 ) -> list[Range]:
     """One partition's done ranges, as few as possible.
 
-    `finished`: offsets whose delivery ended in this assignment; `restored`: the
+    `finished`: the ranges whose deliveries ended in this assignment; `restored`: the
     ranges this assignment started with; `pending` (sorted): offsets still to be
     delivered; `read_to`: the next offset to read. Two ranges are merged over the
     records between them only when those were all read and none is pending (they
     needed no delivery): never over a record not read yet, which may be one the
     commit that wrote `restored` had pending.
     """
-    spans = sorted([(o, o + 1) for o in finished] + list(restored))
+    spans = sorted([*finished, *restored])
     out: list[Range] = []
     for start, end in spans:
         if out:

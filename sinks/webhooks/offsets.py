@@ -36,12 +36,16 @@ class _Partition:
     pending: dict[int, int] = field(default_factory=dict)
     next_offset: int = 0
     committed: Commit = field(default_factory=lambda: Commit(-1, ""))
-    finished: set[int] = field(default_factory=set)
-    """Offsets whose delivery ended in this assignment, above the position."""
+    finished: list[Range] = field(default_factory=list)
+    """Offsets whose delivery ended in this assignment, above the position, as sorted
+    disjoint ranges (done.add)."""
     restored: list[Range] = field(default_factory=list)
     """The done ranges this assignment started with (done.py), sorted."""
     left_out: int = 0
     """Done offsets the last metadata had no room for."""
+    commit: Commit | None = None
+    """The commit its state gives, until that changes (None: to work out again): it is
+    asked for every `COMMIT_INTERVAL_S`, also while nothing moves."""
 
 
 class OffsetTracker:
@@ -54,7 +58,8 @@ class OffsetTracker:
     def restore(self, tp: TopicPartition, ranges: Sequence[Range]) -> None:
         """The done ranges the partition's last commit carried: its records there were
         finished, before this assignment (call before any of its records is consumed)."""
-        self._parts.setdefault(tp, _Partition()).restored = sorted(ranges)
+        part = self._parts.setdefault(tp, _Partition())
+        part.restored, part.commit = sorted(ranges), None
 
     def finished_before(self, tp: TopicPartition, offset: int) -> bool:
         """Whether the record's delivery finished before this assignment (`restore`)."""
@@ -66,6 +71,7 @@ class OffsetTracker:
         if deliveries > 0:
             part.pending[offset] = deliveries
         part.next_offset = max(part.next_offset, offset + 1)
+        part.commit = None
 
     def done(self, tp: TopicPartition, offset: int) -> None:
         part = self._parts.get(tp)
@@ -75,7 +81,8 @@ class OffsetTracker:
         part.pending[offset] -= 1
         if part.pending[offset] == 0:
             del part.pending[offset]
-            part.finished.add(offset)
+            done_offsets.add(part.finished, offset)
+            part.commit = None
 
     def committable(self) -> dict[TopicPartition, Commit]:
         """Commits to make now: those whose position or done offsets changed since the
@@ -92,13 +99,22 @@ class OffsetTracker:
         return out
 
     def _commit_of(self, part: _Partition) -> Commit:
+        if part.commit is not None:
+            return part.commit
         upto = min(part.pending) if part.pending else part.next_offset
-        part.finished = {o for o in part.finished if o > upto}
-        restored = [(max(s, upto), e) for s, e in part.restored if e > upto]
+        part.finished = done_offsets.at_or_above(part.finished, upto)
+        restored = done_offsets.at_or_above(part.restored, upto)
         ranges = done_offsets.merge(part.finished, restored, sorted(part.pending), part.next_offset)
         encoded = done_offsets.encode(upto, ranges, self.metadata_limit)
         part.left_out = encoded.left_out
-        return Commit(upto, encoded.metadata)
+        part.commit = Commit(upto, encoded.metadata)
+        return part.commit
+
+    def refuse_metadata(self) -> None:
+        """The broker refuses the metadata: commits carry none from now on."""
+        self.metadata_limit = 0
+        for part in self._parts.values():
+            part.commit = None
 
     def left_out(self, tp: TopicPartition) -> int:
         """Done offsets of `tp` its last offered commit had no room for."""

@@ -24,7 +24,9 @@ read-back ends, failed or not, and also when the read-back is off
 (`records` = 0: the partitions are still paused for that one read). A failed
 read of the metadata is logged and leaves nothing to skip.
 
-Failure: every Kafka call falls under one deadline (`timeout_s`); a read that
+Failure: the metadata's read has its own deadline (done.py, `READ_TIMEOUT_S`),
+so a partition stays paused for at most that plus `timeout_s`; every Kafka call
+of the read-back falls under one deadline (`timeout_s`); a read that
 fails or runs out of time raises `WarmupFailed` naming the step, and the
 caller forgets those partitions (a partial read could hold an older content
 as the latest, and skip a real change) and resumes them: deliveries go on,

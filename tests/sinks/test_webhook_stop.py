@@ -290,3 +290,62 @@ def test_a_delivery_waiting_to_retry_when_its_partition_is_revoked_is_left(
     assert len(attempts) == 1
     assert (pipe.stats.delivered, pipe.stats.gave_up) == (0, 0)
     assert producer.sent == []  # no outcome: its next assignment delivers it
+
+
+class _Endless(_Feed):
+    """A backlog that never ends: a new record at every fetch."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.fetches = 0
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, Any]:
+        self.fetches += 1
+        value = make_alert(self.fetches).model_dump_json().encode()
+        await asyncio.sleep(0)
+        return {TP: records_of(TP, [value], self.fetches - 1)}
+
+
+def test_an_endpoint_that_fails_says_so_at_once_and_reads_no_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It read on at full speed while its posts under way ended, and the notifier
+    stopped the other endpoints only after that wind-down (up to a timeout and a
+    commit later), while they kept starting posts."""
+    from sinks.webhooks import dispatcher
+
+    pipe, _producer = _pipe("fails-and-says-so")
+    pipe.endpoint = pipe.endpoint.model_copy(update={"concurrency": 2})
+    feed = _Endless()
+    monkeypatch.setattr(dispatcher, "new_consumer", lambda *_a, **_k: feed)
+
+    async def started(*_args: Any) -> bool:
+        return True
+
+    monkeypatch.setattr(dispatcher, "start_consumer", started)
+    posting, answered, told = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def attempt(_http: Any, job: Job) -> tuple[dict[str, Any], DeliveryResult]:
+        if job.offset == 1:
+            await posting.wait()
+            raise RuntimeError("a bug outside any one delivery")  # its worker dies
+        if job.offset == 0:
+            posting.set()
+            await answered.wait()  # the receiver takes its time to answer
+        return {}, DeliveryResult(delivered=True, attempts=1)
+
+    pipe._deliver = attempt  # type: ignore[method-assign]
+
+    async def run() -> None:
+        running = asyncio.create_task(pipe.run(asyncio.Event(), on_error=told.set))
+        await asyncio.wait_for(told.wait(), 5)  # while the post under way still waits
+        assert not answered.is_set()
+        fetched = feed.fetches
+        for _ in range(50):  # loop turns in which a reading consumer would fetch
+            await asyncio.sleep(0)
+        assert feed.fetches <= fetched + 1  # at most the fetch it was in
+        answered.set()
+        with pytest.raises(dispatcher.WorkerDied):
+            await asyncio.wait_for(running, 10)
+
+    asyncio.run(run())

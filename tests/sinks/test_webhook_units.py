@@ -295,8 +295,8 @@ def test_offsets_commit_below_the_lowest_pending_delivery() -> None:
     tracker.done(tp, 2)
     tracker.done(tp, 0)
     # still at 0, but 2 is done above it: the commit's metadata says so (done.py)
-    assert tracker.committable() == {tp: (0, "d1:2")}
-    tracker.committed({tp: Commit(0, "d1:2")})
+    assert tracker.committable() == {tp: (0, "d1:0:2")}
+    tracker.committed({tp: Commit(0, "d1:0:2")})
     assert tracker.committable() == {}  # nothing changed since
     tracker.done(tp, 0)
     assert tracker.committable() == {tp: (3, "")}
