@@ -15,8 +15,9 @@ from chainwatch.logs import get_logger
 from chainwatch.process import Startup, run_until_signalled, serve_metrics, waiting_before_main
 from chainwatch.settings import Settings
 from schemas.plan import load_plan
+from sinks.consumer import COMMIT_TIMEOUT_S
 from sinks.webhooks.delivery import RetryPolicy
-from sinks.webhooks.dispatcher import Notifier, NotifyStats, Topics
+from sinks.webhooks.dispatcher import STOP_GRACE_S, Notifier, NotifyStats, Topics
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, NOTIFY_TOPICS
 from sinks.webhooks.subscriptions import (
     SubscriptionError,
@@ -79,6 +80,15 @@ def build_notifier(settings: Settings, subscriptions: Subscriptions) -> Notifier
     )
 
 
+def stop_timeout_s(settings: Settings) -> float:
+    """The notifier's stop deadline: `engine.stop_timeout_s`, or more when its graceful stop
+    may need it. A stop lets the posts under way end (each attempt's `webhooks.timeout_s` +
+    `STOP_GRACE_S`, `finish_in_flight`), then commits them (`COMMIT_TIMEOUT_S`): a deadline
+    shorter than that would cut a post whose outcome the next run then posts again."""
+    graceful = settings.webhooks.timeout_s + STOP_GRACE_S + COMMIT_TIMEOUT_S
+    return max(settings.engine.stop_timeout_s, graceful)
+
+
 def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
     subscriptions = load_configured(settings)
     names = TopicNames(settings.kafka.topic_prefix)
@@ -112,4 +122,6 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
         return stats
 
     with startup.watching_kafka(settings.kafka.bootstrap, ops):
-        return run_until_signalled("notifier", main, ops=ops, announced=True)
+        return run_until_signalled(
+            "notifier", main, ops=ops, announced=True, stop_timeout_s=stop_timeout_s(settings)
+        )

@@ -4,7 +4,10 @@ The sink, the notifier and the gateway run an `async def main(stop)` through
 `run_until_signalled`: a fresh event loop (the gateway's is uvloop, as uvicorn
 picks), SIGINT and SIGTERM set `stop` (logged as `process_signalled`), and
 `main` is expected to finish what it holds and return; a second signal changes
-nothing. The worker runs faust's own `Worker`, which owns its loop and the same
+nothing. The first signal also starts the stop's deadline (`stop_timeout_s`,
+chainwatch.stop_deadline): a `main` that has not returned by then (aiokafka's
+`consumer.stop()` waiting on a frozen broker) ends with `process_stop_timed_out`
+and exit status 1. The worker runs faust's own `Worker`, which owns its loop and the same
 two signals, inside `process_lifetime`, the part they all share:
 
 - `process_starting` is logged with the process name, the pid and the URL of
@@ -35,6 +38,7 @@ from chainwatch.kafka_watch import KafkaWatch
 from chainwatch.logs import get_logger
 from chainwatch.ops_server import OpsServer, serve_ops
 from chainwatch.settings import Settings
+from chainwatch.stop_deadline import StopDeadline
 
 T = TypeVar("T")
 
@@ -194,26 +198,38 @@ def run_until_signalled(
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
     announced: bool = False,
     metrics_url: str | None = None,
+    stop_timeout_s: float,
 ) -> T:
     """Run `main(stop)` in a new event loop until it returns; SIGINT/SIGTERM set `stop`.
 
     Call from the main thread (signal handlers can only be installed there).
     `ops` serves while `main` runs and is stopped after; what `main` returns is returned.
+    From the first signal, `main`'s return and the loop's close (its tasks cancelled,
+    its threads joined) get `stop_timeout_s`; past it the process exits with
+    `STOP_TIMED_OUT_EXIT` (chainwatch.stop_deadline).
     """
-    with (
-        process_lifetime(process, ops, announced=announced, metrics_url=metrics_url),
-        asyncio.Runner(loop_factory=loop_factory) as runner,
-    ):
-        return runner.run(_until_signalled(process, main))
+    deadline = StopDeadline(process, stop_timeout_s)
+    with process_lifetime(process, ops, announced=announced, metrics_url=metrics_url):
+        try:
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                return runner.run(_until_signalled(process, main, deadline))
+        finally:
+            deadline.cancel()
 
 
-async def _until_signalled(process: str, main: Main[T]) -> T:
+async def _until_signalled(process: str, main: Main[T], deadline: StopDeadline) -> T:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
         if not stop.is_set():
-            log.info("process_signalled", process=process, signal=sig.name)
+            log.info(
+                "process_signalled",
+                process=process,
+                signal=sig.name,
+                stop_deadline_s=deadline.timeout_s,
+            )
+            deadline.start(sig)
         stop.set()
 
     before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}

@@ -1,9 +1,10 @@
 """The ClickHouse sink process: owns the store, serves local reads, sinks topics.
 
-Runs until SIGINT/SIGTERM (or, with `drain`, until caught up; `chainwatch.process`)
-and releases the embedded store lock on the way out. A store that cannot be opened yet (the
-embedded one locked by another process, a server that is down) is retried with
-backoff: nothing is consumed meanwhile, so nothing is lost.
+Runs until SIGINT/SIGTERM (or, with `drain`, until caught up; `chainwatch.process`;
+its stop takes at most `engine.stop_timeout_s`, then it exits 1) and releases the
+embedded store lock on the way out. A store that cannot be opened yet (the embedded
+one locked by another process, a server that is down) is retried with backoff:
+nothing is consumed meanwhile, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def run_sink(
             ),
             ops=ops,
             announced=True,
+            stop_timeout_s=settings.engine.stop_timeout_s,
         )
 
 

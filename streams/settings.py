@@ -112,9 +112,10 @@ class EngineSettings(BaseModel):
         default=30,
         gt=0,
         le=600,
-        description="how long a worker may take to stop after SIGINT/SIGTERM; past it the "
-        "worker logs `worker_stop_timed_out` and exits with status 1 (safe: what was not "
-        "committed is read again on restart)",
+        description="how long a worker, the sink, the notifier or the gateway may take to "
+        "stop after SIGINT/SIGTERM; past it the process logs `process_stop_timed_out` and "
+        "exits with status 1 (safe: what was not committed is read again on restart); the "
+        "notifier and the gateway take more when their own graceful stop needs it",
     )
     snapshots: bool = Field(
         default=True, description="publish an order-state snapshot after each change of an order"

@@ -21,6 +21,7 @@ from chainwatch.errors import UserError
 if TYPE_CHECKING:
     import uvicorn
 
+    from chainwatch.settings import Settings
     from streams.ingest.auth import TokenRegistry
     from streams.ingest.settings import GatewaySettings
 
@@ -111,9 +112,23 @@ def serve(
             lambda stop: _serve(server, sock, stop),
             loop_factory=config.get_loop_factory(),  # uvloop when installed, as uvicorn's own
             metrics_url=metrics_url(g.host, bound),
+            stop_timeout_s=stop_timeout_s(cfg),
         )
     finally:
         sock.close()
+
+
+PUBLISHER_STOP_S = 15.0
+"""The longest the publisher's stop takes after the requests ended (its readiness probe's
+close, 5 s, then its producers' close, 10 s; streams/ingest/publisher.py)."""
+
+
+def stop_timeout_s(cfg: Settings) -> float:
+    """The gateway's stop deadline: `engine.stop_timeout_s`, or more when its graceful
+    stop may need it (`shutdown_grace_s` for the requests in flight, then the publisher's
+    stop): a shorter one would cut requests that the grace lets finish."""
+    graceful = math.ceil(cfg.gateway.shutdown_grace_s) + PUBLISHER_STOP_S
+    return max(cfg.engine.stop_timeout_s, graceful)
 
 
 def uvicorn_config(app: Any, g: GatewaySettings, **where: Any) -> uvicorn.Config:

@@ -1,18 +1,25 @@
 """The one way long-running processes run (chainwatch/process.py): until SIGINT/SIGTERM,
-with their ops port serving meanwhile and released after. No broker: plain unit tests."""
+with their ops port serving meanwhile and released after, and a stop that cannot outlast
+its deadline. No broker: plain unit tests (the deadline's in a child process)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
+import subprocess
+import sys
+import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from chainwatch.ops_server import OpsServer, serve_ops
 from chainwatch.process import run_until_signalled
+from tests.sinks.sink_harness import wait_for
 
 DEADLINE_S = 10.0
 
@@ -35,7 +42,7 @@ def test_a_signal_sets_stop_and_the_process_returns_what_main_returns(sig: signa
         await asyncio.wait_for(stop.wait(), DEADLINE_S)  # a TimeoutError fails the test
         return "stopped"
 
-    assert run_until_signalled("test", main) == "stopped"
+    assert run_until_signalled("test", main, stop_timeout_s=DEADLINE_S) == "stopped"
     assert signal.getsignal(sig) == before  # the process's own handlers are back
 
 
@@ -49,7 +56,7 @@ def test_the_ops_port_answers_while_main_runs_and_is_released_after() -> None:
 
         return await asyncio.to_thread(scrape)
 
-    status, body = run_until_signalled("test", main, ops=ops)
+    status, body = run_until_signalled("test", main, ops=ops, stop_timeout_s=DEADLINE_S)
     assert status == 200
     assert b"python_info" in body  # the default registry's collectors
     assert _refused(ops)
@@ -63,7 +70,7 @@ def test_a_failing_main_still_releases_the_port_and_the_signal_handlers() -> Non
         raise RuntimeError("broken")
 
     with pytest.raises(RuntimeError, match="broken"):
-        run_until_signalled("test", main, ops=ops)
+        run_until_signalled("test", main, ops=ops, stop_timeout_s=DEADLINE_S)
     assert _refused(ops)
     assert signal.getsignal(signal.SIGTERM) == before
 
@@ -84,3 +91,86 @@ def test_a_connection_that_sends_nothing_is_closed_and_scrapes_go_on(
             assert answer.status == 200
     finally:
         ops.stop()
+
+
+STUCK = """
+import asyncio, sys, threading
+from pathlib import Path
+from chainwatch.logs import configure_logging
+from chainwatch.process import run_until_signalled
+from tests.sinks.sink_harness import wait_for
+
+ready, how = Path(sys.argv[1]), sys.argv[2]
+configure_logging("info", "json")
+
+async def main(stop: asyncio.Event) -> None:
+    ready.write_text("ready")
+    await stop.wait()
+    if how == "main":  # its stop never ends (aiokafka's consumer.stop() on a frozen broker)
+        await asyncio.Event().wait()
+    if how == "thread":  # main returns, the loop's close waits for a thread that never ends
+        asyncio.ensure_future(asyncio.to_thread(threading.Event().wait))
+        await asyncio.sleep(0)
+
+run_until_signalled("sink", main, stop_timeout_s=1.0)
+"""
+
+
+@pytest.mark.parametrize("how", ["main", "thread", "clean"])
+def test_a_stop_that_does_not_end_exits_1_after_its_deadline(tmp_path: Path, how: str) -> None:
+    ready = tmp_path / "ready"
+    log = tmp_path / "process.log"
+    with (
+        log.open("wb") as out,
+        subprocess.Popen(
+            [sys.executable, "-c", STUCK, str(ready), how], stdout=out, stderr=subprocess.STDOUT
+        ) as process,
+    ):
+        try:
+            wait_for(ready.exists, timeout_s=DEADLINE_S, what="the process to start")
+            process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            status = process.wait(timeout=DEADLINE_S)
+            took = time.monotonic() - signalled
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    text = log.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    events = [line["event"] for line in lines]
+    timed_out = [line for line in lines if line["event"] == "process_stop_timed_out"]
+    assert events[-1] == "process_stopped", text  # every process's last line, as ever
+    if how == "clean":
+        assert status == 0, text
+        assert timed_out == []
+        assert lines[-1]["outcome"] == "ok"
+        return
+    assert status == 1, text
+    assert took >= 1.0
+    assert [(t["process"], t["signal"]) for t in timed_out] == [("sink", "SIGTERM")]
+    assert timed_out[0]["waited_s"] >= 1.0
+    assert timed_out[0]["hint"]
+    assert lines[-1]["outcome"] == "exit 1"
+
+
+def test_the_notifiers_deadline_leaves_its_posts_under_way_their_time(tmp_path: Path) -> None:
+    from chainwatch.notify_runner import stop_timeout_s
+    from chainwatch.settings import Settings
+    from sinks.consumer import COMMIT_TIMEOUT_S
+    from sinks.webhooks.dispatcher import STOP_GRACE_S
+
+    default = Settings(data_dir=tmp_path)
+    assert stop_timeout_s(default) == default.engine.stop_timeout_s  # 30 s > 10 + 2 + 10
+    slow = Settings(data_dir=tmp_path, webhooks={"timeout_s": 60})
+    assert stop_timeout_s(slow) == 60 + STOP_GRACE_S + COMMIT_TIMEOUT_S
+
+
+def test_the_gateways_deadline_leaves_its_requests_their_grace(tmp_path: Path) -> None:
+    from chainwatch.commands.gateway import PUBLISHER_STOP_S, stop_timeout_s
+    from chainwatch.settings import Settings
+
+    default = Settings(data_dir=tmp_path)
+    assert stop_timeout_s(default) == default.engine.stop_timeout_s  # 30 s = 15 + 15
+    patient = Settings(data_dir=tmp_path, gateway={"shutdown_grace_s": 40.5})
+    assert stop_timeout_s(patient) == 41 + PUBLISHER_STOP_S

@@ -84,11 +84,11 @@ def test_a_stop_that_does_not_end_exits_after_its_deadline(
                 worker.kill()
                 worker.wait()
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    timed_out = [line for line in lines if line.get("event") == "worker_stop_timed_out"]
+    timed_out = [line for line in lines if line.get("event") == "process_stop_timed_out"]
     if hang == "hang":
         assert status == 1, log.read_text()[-3000:]
         assert took >= 2.0
-        assert [line["signal"] for line in timed_out] == ["SIGTERM"]
+        assert [(t["process"], t["signal"]) for t in timed_out] == [("worker", "SIGTERM")]
         stopped = [line for line in lines if line.get("event") == "process_stopped"]
         assert [line["outcome"] for line in stopped] == ["exit 1"]  # its last line, as ever
     else:

@@ -1,0 +1,76 @@
+"""A deadline on a long-running process's stop, shared by all of them.
+
+A stop signal asks a process to finish what it holds and return, and that can
+wait for ever: faust's stop with the broker gone (the consumer thread dies
+inside it and the main loop waits for it), aiokafka's `consumer.stop()` waiting
+for its coordination task and a LeaveGroup request to a frozen broker (the sink
+and the notifier stopped only when the broker came back, 75 s after SIGTERM).
+The first SIGINT/SIGTERM therefore starts a timer (`StopDeadline`); past it the
+process logs `process_stop_timed_out` (the process, the signal, the seconds
+waited, a hint), then `process_stopped outcome="exit 1"` (every process's last
+line, docs/observability.md), and exits with `STOP_TIMED_OUT_EXIT`: a
+supervisor sees a failed stop instead of a hang.
+
+A hard exit is safe for every process: processing is at least once, so what was
+not committed is read again on the next start, as after a SIGKILL; the gateway
+answered nothing it had not committed. The timer is a daemon thread, so it also
+fires while the event loop is blocked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+from chainwatch.logs import get_logger
+
+log = get_logger(__name__)
+
+STOP_TIMED_OUT_EXIT = 1
+"""The exit status of a process whose stop passed its deadline."""
+
+STOP_TIMED_OUT_HINT = (
+    "exiting without a clean stop (is Kafka or the store answering?); "
+    "what was not committed is read again on restart"
+)
+
+
+class StopDeadline:
+    """Exit the process `timeout_s` after the first stop signal, unless cancelled first."""
+
+    def __init__(self, process: str, timeout_s: float, *, hint: str = STOP_TIMED_OUT_HINT) -> None:
+        self.process = process
+        self.timeout_s = timeout_s
+        self.hint = hint
+        self._timer: threading.Timer | None = None
+
+    def start(self, sig: signal.Signals) -> None:
+        """Start the deadline at the first signal; later ones change nothing."""
+        if self._timer is not None:
+            return
+        self._timer = threading.Timer(self.timeout_s, self._expired, args=(sig, time.monotonic()))
+        self._timer.name = f"stop-deadline:{self.process}"
+        self._timer.daemon = True
+        self._timer.start()
+
+    def cancel(self) -> None:
+        """The process stopped in time: what follows (its ops port's stop) is not timed."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _expired(self, sig: signal.Signals, since: float) -> None:
+        log.error(
+            "process_stop_timed_out",
+            process=self.process,
+            signal=sig.name,
+            waited_s=round(time.monotonic() - since, 1),
+            deadline_s=self.timeout_s,
+            hint=self.hint,
+        )
+        # every process's last line; os._exit skips process_lifetime's
+        log.info("process_stopped", process=self.process, outcome=f"exit {STOP_TIMED_OUT_EXIT}")
+        logging.shutdown()  # flush the handlers: os._exit skips every cleanup
+        os._exit(STOP_TIMED_OUT_EXIT)
