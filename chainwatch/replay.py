@@ -44,6 +44,7 @@ from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.plan import load_plan
 from schemas.validation import RecordRejected, decode_input, decode_replay_line
+from sinks.producer_start import start_producer, stop_producer
 from streams.engine.messages import INTERNAL_TOPICS, ORDER_INBOX, Tick, encode_bundle
 from streams.rules.facts import to_ms
 from streams.topics import (
@@ -150,7 +151,7 @@ async def publish_scenario(
         linger_ms=20,
         max_batch_size=256 * 1024,
     )
-    await producer.start()
+    await start_producer(producer, settings.kafka.bootstrap)
     published = dead = 0
     total = sum(1 for _ in _lines(scenario))
     largest: int | None = None
@@ -217,7 +218,7 @@ async def publish_scenario(
         await asyncio.gather(*pending)
         progress("publishing", done=published + dead, total=total)
     finally:
-        await producer.stop()
+        await stop_producer(producer)
     return published, dead, largest
 
 
@@ -515,19 +516,33 @@ def wait_until_idle(
     )
 
 
+#: How long Kafka may take to acknowledge the final clock of one partition.
+FINAL_CLOCK_TIMEOUT_S = 60.0
+
+
 async def send_final_clock(settings: Settings, t_ms: int) -> None:
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka.bootstrap, acks="all", enable_idempotence=True
     )
-    await producer.start()
+    await start_producer(producer, settings.kafka.bootstrap)
     try:
         topic = f"{settings.engine.app_id}-{ORDER_INBOX}"
         for partition in range(settings.kafka.partitions):
-            await producer.send_and_wait(
-                topic, value=encode_bundle([Tick(t_ms).encode()]), partition=partition
-            )
+            try:
+                await asyncio.wait_for(
+                    producer.send_and_wait(
+                        topic, value=encode_bundle([Tick(t_ms).encode()]), partition=partition
+                    ),
+                    FINAL_CLOCK_TIMEOUT_S,
+                )
+            except (KafkaError, TimeoutError) as exc:
+                raise UserError(
+                    f"Kafka at {settings.kafka.bootstrap} did not acknowledge the final clock "
+                    f"on {topic}[{partition}] within {FINAL_CLOCK_TIMEOUT_S:g} s "
+                    f"({type(exc).__name__}); check that the broker answers"
+                ) from None
     finally:
-        await producer.stop()
+        await stop_producer(producer)
 
 
 #: How long reading a result topic may go without any progress before it is an error.

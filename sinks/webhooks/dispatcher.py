@@ -103,6 +103,7 @@ from sinks.consumer import (
     start_consumer,
     stop_consumer,
 )
+from sinks.producer_start import start_producer
 from sinks.webhooks import metrics
 from sinks.webhooks.delivery import (
     AttemptResult,
@@ -707,7 +708,9 @@ class Notifier:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.config.bootstrap, acks="all", enable_idempotence=True
         )
-        await producer.start()
+        # bounded, and a stop meanwhile ends it: the idempotent start retries for ever
+        if not await start_producer(producer, self.config.bootstrap, stop=stop):
+            return self.stats
         try:
             self.pipes = [EndpointPipe(e, self.config, producer) for e in self.endpoints]
             await self._run_pipes(stop, drain)

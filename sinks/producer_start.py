@@ -1,0 +1,80 @@
+"""An idempotent producer's start, with a deadline (the notifier's, the replay's).
+
+`AIOKafkaProducer.start()` with `enable_idempotence` asks for a producer id and
+retries that request in a loop without end (aiokafka's `Sender._maybe_wait_for_pid`):
+a broker that answered the bootstrap and then stalls (frozen, overloaded, its
+coordinator gone) kept the start, and the process, waiting for ever. Here the
+start ends within `START_TIMEOUT_S` or is a `ProducerStartFailed` (a `SinkError`,
+so the CLI prints one line), with the producer stopped; a stop signal meanwhile
+ends the wait at once. `stop_producer` bounds the stop as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from sinks.errors import SinkError
+
+START_TIMEOUT_S = 30.0
+"""How long a producer's start (bootstrap, then its producer id) may take: a broker that
+answers does so in well under a second, a loaded one in a few."""
+
+STOP_TIMEOUT_S = 10.0
+"""How long `stop_producer` waits: a producer whose records were acknowledged stops at
+once; one that still holds records Kafka does not take would retry them for ever."""
+
+
+class ProducerStartFailed(SinkError):
+    """A producer could not start: Kafka did not answer in time, or refused."""
+
+
+async def start_producer(
+    producer: AIOKafkaProducer,
+    bootstrap: str,
+    *,
+    stop: asyncio.Event | None = None,
+    timeout_s: float | None = None,
+) -> bool:
+    """`producer.start()` within `timeout_s` (default `START_TIMEOUT_S`): True once started,
+    False (the producer stopped) when `stop` is set first; else `ProducerStartFailed`."""
+    limit = START_TIMEOUT_S if timeout_s is None else timeout_s
+    starting = asyncio.ensure_future(asyncio.wait_for(producer.start(), limit))
+    stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    try:
+        await asyncio.wait(
+            [starting] if stopped is None else [starting, stopped],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if starting.done():
+            starting.result()
+            return True
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await stop_producer(producer)
+        return False
+    except (KafkaError, OSError, TimeoutError) as exc:
+        await stop_producer(producer)
+        raise ProducerStartFailed(
+            f"Kafka at {bootstrap} did not let a producer start within {limit:g} s "
+            f"({type(exc).__name__}: {str(exc)[:200] or 'no answer'}); check that the broker "
+            "answers (`chainwatch kafka status` for the local one) and is not overloaded"
+        ) from None
+    except BaseException:  # our own task cancelled: no start left running behind it
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await stop_producer(producer)
+        raise
+    finally:
+        if stopped is not None:
+            stopped.cancel()
+
+
+async def stop_producer(producer: AIOKafkaProducer) -> None:
+    """`producer.stop()` within `STOP_TIMEOUT_S`, its failure ignored: for a producer
+    whose records were acknowledged (or whose failure the caller reports already)."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(producer.stop(), STOP_TIMEOUT_S)
