@@ -13,7 +13,6 @@ from kafka import KafkaAdminClient
 from kafka.errors import (
     BrokerResponseError,
     KafkaError,
-    KafkaTimeoutError,
     TopicAlreadyExistsError,
 )
 
@@ -27,6 +26,8 @@ T = TypeVar("T")
 
 #: How long one administrative request may take before it is an error.
 REQUEST_TIMEOUT_MS = 15000
+CREATE_TIMEOUT_MS = 30_000
+"""How long the broker may take to create topics (CreateTopics' own timeout)."""
 TOPICS_READY_TIMEOUT_MS = 90_000
 """How long new topics may take to show in the broker's metadata (kafka-python's own
 wait gives them 10 s, which a loaded machine exceeded: a start-up failed there)."""
@@ -43,7 +44,8 @@ class KafkaDeadlineExceeded(UserError):
 
 
 class KafkaUnreachable(UserError):
-    """No connection to the bootstrap servers could be made."""
+    """No connection to the bootstrap servers could be made, or Kafka did not answer a
+    request in time or answered "not now" (what a long-running process waits out)."""
 
 
 class KafkaRefused(UserError):
@@ -129,6 +131,50 @@ def bounded(call: Callable[[], T], *, timeout_s: float, what: str) -> T:
     return outcome[0]
 
 
+ADMIN_CALL_TIMEOUT_S = REQUEST_TIMEOUT_MS / 1000 + 5
+"""The deadline of one administrative call (a listing, a deletion): its request's own
+timeout, and a margin for kafka-python to notice it."""
+
+UNREACHABLE_HINT = (
+    "check that it runs and answers there (`chainwatch kafka status` for the local one; "
+    "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS names another)"
+)
+
+
+def kafka_call(
+    call: Callable[[], T], *, bootstrap: str, what: str, timeout_s: float | None = None
+) -> T:
+    """`call()` (a kafka-python request: an admin client's, a producer's flush) within
+    `timeout_s` (default `ADMIN_CALL_TIMEOUT_S`), its failures in our terms.
+
+    kafka-python's own errors escaped as they were: `KafkaTimeoutError` and a
+    connection error mid-start were no `KafkaUnreachable`, so a worker, sink or
+    notifier whose broker dropped while it created its topics exited instead of
+    waiting for it, and the CLI printed "internal error: KafkaTimeoutError". Now
+    Kafka not answering, or answering "not now" (a retriable error: no controller
+    yet), is `KafkaUnreachable` (waited out by `retry_until_reachable`); a refusal
+    that trying again cannot change is `KafkaRefused`; both one line naming `what`.
+    """
+    limit = ADMIN_CALL_TIMEOUT_S if timeout_s is None else timeout_s
+    try:
+        return bounded(call, timeout_s=limit, what=f"to {what}")
+    except BrokerResponseError as exc:
+        if not exc.retriable:
+            raise refusal(exc, f"to {what}") from None
+        said = f"{type(exc).__name__}, not now"
+    except KafkaDeadlineExceeded:
+        said = f"no answer within {limit:g} s"
+    except KafkaError as exc:
+        if not exc.retriable:
+            raise KafkaRefused(
+                f"Kafka at {bootstrap} refused to {what} ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
+        said = type(exc).__name__
+    except OSError as exc:
+        said = f"{type(exc).__name__}: {exc.strerror or exc}"
+    raise KafkaUnreachable(f"Kafka at {bootstrap} did not {what} ({said}); {UNREACHABLE_HINT}")
+
+
 def admin_client(bootstrap: str) -> KafkaAdminClient:
     try:
         return bounded(
@@ -166,7 +212,7 @@ def create_missing_topics(
     """
     admin = admin_client(bootstrap)
     try:
-        existing = set(admin.list_topics())
+        existing = set(kafka_call(admin.list_topics, bootstrap=bootstrap, what="list its topics"))
         wanted: dict[str, dict[str, object]] = {
             name: {
                 "num_partitions": (partitions_by_name or {}).get(name, partitions),
@@ -177,22 +223,26 @@ def create_missing_topics(
             if name not in existing
         }
         if wanted:
-            try:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    admin.create_topics(wanted, timeout_ms=30000)
-            except BrokerResponseError as exc:
-                if exc.retriable:
-                    raise
-                raise refusal(exc, f"to create {len(wanted)} topics") from None
-            try:
-                admin.wait_for_topics(list(wanted), timeout_ms=TOPICS_READY_TIMEOUT_MS)
-            except KafkaTimeoutError as exc:
-                raise KafkaTimeoutError(
-                    f"Kafka created {len(wanted)} topics but did not list them within "
-                    f"{TOPICS_READY_TIMEOUT_MS / 1000:g} s: {exc}"
-                ) from None
+            kafka_call(
+                lambda: _create(admin, wanted),
+                bootstrap=bootstrap,
+                what=f"create {len(wanted)} topics",
+                timeout_s=CREATE_TIMEOUT_MS / 1000 + ADMIN_CALL_TIMEOUT_S,
+            )
+            kafka_call(
+                lambda: admin.wait_for_topics(list(wanted), timeout_ms=TOPICS_READY_TIMEOUT_MS),
+                bootstrap=bootstrap,
+                what=f"list the {len(wanted)} topics it created within "
+                f"{TOPICS_READY_TIMEOUT_MS / 1000:g} s",
+                timeout_s=TOPICS_READY_TIMEOUT_MS / 1000 + ADMIN_CALL_TIMEOUT_S,
+            )
     finally:
         admin.close()
+
+
+def _create(admin: KafkaAdminClient, wanted: dict[str, dict[str, object]]) -> None:
+    with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won the race
+        admin.create_topics(wanted, timeout_ms=CREATE_TIMEOUT_MS)
 
 
 def ensure_named_topics(

@@ -38,7 +38,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from chainwatch.errors import USER_ERRORS, UserError
-from chainwatch.kafka_admin import admin_client, bounded, ensure_topics
+from chainwatch.kafka_admin import admin_client, bounded, ensure_topics, kafka_call
 from chainwatch.replay_windows import EventTimeWindows, window_ms
 from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
@@ -655,12 +655,18 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
 
 
 def delete_run_topics(settings: Settings) -> None:
-    admin = admin_client(settings.kafka.bootstrap)
+    bootstrap = settings.kafka.bootstrap
+    admin = admin_client(bootstrap)
     try:
         prefix, app_id = settings.kafka.topic_prefix, settings.engine.app_id
-        doomed = [t for t in admin.list_topics() if t.startswith((prefix, f"{app_id}-"))]
+        listed = kafka_call(admin.list_topics, bootstrap=bootstrap, what="list its topics")
+        doomed = [t for t in listed if t.startswith((prefix, f"{app_id}-"))]
         if doomed:
-            admin.delete_topics(doomed)
+            kafka_call(
+                lambda: admin.delete_topics(doomed),
+                bootstrap=bootstrap,
+                what=f"delete the run's {len(doomed)} topics",
+            )
     finally:
         admin.close()
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from chainwatch.kafka_admin import ensure_topics
+from chainwatch.kafka_admin import ensure_topics, kafka_call
 from chainwatch.logs import get_logger
 from chainwatch.settings import Settings
 from simulator.records import SimRecord
@@ -22,12 +22,17 @@ from streams.topics import INPUT_TOPICS, TopicNames
 
 log = get_logger(__name__)
 
+FLUSH_TIMEOUT_S = 60.0
+"""How long `close` waits for Kafka to acknowledge what was sent (then a one-line error)."""
+CLOSE_TIMEOUT_S = 30.0
+
 
 class KafkaPublisher:
     """Sends each record to `<prefix><topic>`; creates missing input topics first."""
 
     def __init__(self, settings: Settings, *, create_topics: bool = True) -> None:
         kafka = settings.kafka
+        self.bootstrap = kafka.bootstrap
         self.names = TopicNames(kafka.topic_prefix)
         if create_topics:
             ensure_topics(
@@ -65,6 +70,11 @@ class KafkaPublisher:
             return
         self._closed = True
         try:
-            self._producer.flush(timeout=60)
+            kafka_call(  # kafka-python's flush raised its bare KafkaTimeoutError
+                lambda: self._producer.flush(timeout=FLUSH_TIMEOUT_S),
+                bootstrap=self.bootstrap,
+                what=f"acknowledge the records sent within {FLUSH_TIMEOUT_S:g} s",
+                timeout_s=FLUSH_TIMEOUT_S + 5,
+            )
         finally:
-            self._producer.close(timeout=30)
+            self._producer.close(timeout=CLOSE_TIMEOUT_S)

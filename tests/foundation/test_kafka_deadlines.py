@@ -20,7 +20,12 @@ from pathlib import Path
 
 import pytest
 from dead_servers import DeadServer
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NotControllerError,
+    TopicAuthorizationFailedError,
+)
 
 from chainwatch import kafka_admin, replay
 from chainwatch.errors import UserError
@@ -221,8 +226,8 @@ def test_new_topics_get_the_projects_deadline_to_show_in_metadata(
     never = _SlowMetadataAdmin(ready_after_ms=10**9)
     monkeypatch.setattr(kafka_admin, "admin_client", lambda bootstrap: never)
     with pytest.raises(
-        KafkaTimeoutError, match="created 1 topics but did not list them within 90 s"
-    ):
+        KafkaUnreachable, match="did not list the 1 topics it created within 90 s"
+    ):  # waited out by a long-running process: the next attempt finds them
         kafka_admin.create_missing_topics("127.0.0.1:1", {"cw.scans": {}}, partitions=4)
 
 
@@ -406,3 +411,126 @@ def test_a_refusal_whose_reason_has_quotes_keeps_it() -> None:
     text = "Request '...' failed: CreatableTopicResult(error_message=\"Invalid value 'x' for a\")"
     refused = refusal(InvalidConfigurationError(text), "to create 1 topics")
     assert "Invalid value 'x' for a;" in str(refused)
+
+
+class _FailingAdmin:
+    """An admin whose `step` (list_topics, create_topics, delete_topics) raises `error`,
+    or never returns when `error` is None (a broker that stalls mid-start)."""
+
+    def __init__(self, step: str, error: BaseException | None) -> None:
+        self.step, self.error = step, error
+        self.release = threading.Event()
+        self.closed = False
+
+    def _maybe_fail(self, step: str) -> None:
+        if step != self.step:
+            return
+        if self.error is None:
+            self.release.wait(30)
+        else:
+            raise self.error
+
+    def list_topics(self) -> list[str]:
+        self._maybe_fail("list_topics")
+        return ["cw-x"]
+
+    def create_topics(self, wanted: dict[str, object], **_options: object) -> None:
+        self._maybe_fail("create_topics")
+
+    def wait_for_topics(self, names: list[str], timeout_ms: int) -> None:
+        pass
+
+    def delete_topics(self, names: list[str]) -> None:
+        self._maybe_fail("delete_topics")
+
+    def close(self) -> None:
+        self.closed = True
+        self.release.set()
+
+
+@pytest.mark.parametrize(
+    ("step", "error", "said"),
+    [
+        ("list_topics", KafkaTimeoutError("Request timed out"), "KafkaTimeoutError"),
+        ("list_topics", KafkaConnectionError("socket disconnected"), "KafkaConnectionError"),
+        ("list_topics", None, "no answer within 0.3 s"),
+        ("create_topics", NotControllerError("no controller yet"), "NotControllerError, not now"),
+        ("create_topics", None, "no answer within 0.3 s"),
+    ],
+)
+def test_kafka_failing_while_topics_are_created_is_unreachable_in_one_line(
+    step: str, error: BaseException | None, said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kafka-python's errors escaped as they were: not retried by a long-running process
+    (which exited), "internal error: KafkaTimeoutError" from the CLI; a stalled call hung."""
+    admin = _FailingAdmin(step, error)
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda _bootstrap: admin)
+    monkeypatch.setattr(kafka_admin, "ADMIN_CALL_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(kafka_admin, "CREATE_TIMEOUT_MS", 0)
+    started = time.monotonic()
+    with pytest.raises(KafkaUnreachable) as unreachable:
+        create_missing_topics("10.0.0.1:9092", {"cw.scans": {}}, partitions=1)
+    assert time.monotonic() - started < 5
+    message = str(unreachable.value)
+    assert message.startswith("Kafka at 10.0.0.1:9092 did not ")
+    assert f"({said})" in message
+    assert "\n" not in message
+    assert admin.closed
+    # so a worker, sink or notifier waits for Kafka instead of exiting
+    outcomes: list[BaseException | None] = [unreachable.value, None]
+
+    def call() -> str:
+        failure = outcomes.pop(0)
+        if failure is not None:
+            raise failure
+        return "topics ready"
+
+    assert retry_until_reachable(call, process="sink", sleep=lambda _s: None) == "topics ready"
+
+
+def test_a_refusal_while_topics_are_created_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    refused = TopicAuthorizationFailedError("error_message='not allowed'")
+    admin = _FailingAdmin("create_topics", refused)
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda _bootstrap: admin)
+    with pytest.raises(KafkaRefused, match=r"refused to create 1 topics .*not allowed"):
+        create_missing_topics("10.0.0.1:9092", {"cw.scans": {}}, partitions=1)
+
+
+@pytest.mark.parametrize("error", [KafkaTimeoutError("Request timed out"), None])
+def test_deleting_a_replays_topics_fails_in_one_line(
+    error: BaseException | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = _FailingAdmin("delete_topics", error)
+    monkeypatch.setattr(replay, "admin_client", lambda _bootstrap: admin)
+    monkeypatch.setattr(kafka_admin, "ADMIN_CALL_TIMEOUT_S", 0.3)
+    settings = Settings(
+        data_dir=tmp_path,
+        kafka={"bootstrap_servers": "10.0.0.1:9092", "topic_prefix": "cw-"},  # type: ignore[arg-type]
+    )
+    with pytest.raises(KafkaUnreachable, match="did not delete the run's 1 topics"):
+        replay.delete_run_topics(settings)
+    assert admin.closed
+
+
+class _NeverFlushed:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def flush(self, timeout: float) -> None:
+        raise KafkaTimeoutError(f"Timeout after waiting for {timeout} secs.")
+
+    def close(self, timeout: float) -> None:
+        self.closed = True
+
+
+def test_the_simulators_kafka_output_fails_in_one_line_when_kafka_does_not_acknowledge() -> None:
+    from chainwatch.simulator_outputs.kafka_out import KafkaPublisher
+
+    publisher = KafkaPublisher.__new__(KafkaPublisher)  # no broker: only its close is tried
+    publisher.bootstrap, publisher._closed = "10.0.0.1:9092", False
+    publisher._producer = _NeverFlushed()  # type: ignore[assignment]
+    with pytest.raises(UserError, match="did not acknowledge the records sent within 60 s"):
+        publisher.close()
+    assert publisher._producer.closed  # type: ignore[attr-defined]
