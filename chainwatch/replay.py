@@ -44,6 +44,7 @@ from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.plan import load_plan
 from schemas.validation import RecordRejected, decode_input, decode_replay_line
+from sinks.consumer import stop_consumer
 from sinks.producer_start import start_producer, stop_producer
 from streams.engine.messages import INTERNAL_TOPICS, ORDER_INBOX, Tick, encode_bundle
 from streams.rules.facts import to_ms
@@ -547,6 +548,8 @@ async def send_final_clock(settings: Settings, t_ms: int) -> None:
 
 #: How long reading a result topic may go without any progress before it is an error.
 READ_STALL_TIMEOUT_S = 60.0
+#: How long the reader of a result topic may take to close (it holds no group).
+READ_CLOSE_TIMEOUT_S = 10.0
 
 
 async def read_topic(settings: Settings, logical: str) -> list[tuple[bytes | None, bytes | None]]:
@@ -560,7 +563,9 @@ async def read_records(settings: Settings, logical: str) -> list[ConsumerRecord[
     A partition is done when the consumer's position reaches the end offset read
     at the start (positions also move past transaction markers and compacted
     gaps, where the last record's offset never does). A read that makes no
-    progress for `READ_STALL_TIMEOUT_S` is an error, not a hang.
+    progress for `READ_STALL_TIMEOUT_S` is an error, not a hang, and so is a
+    position Kafka does not give within it (aiokafka waits for one without a
+    deadline). The reader's close gets `READ_CLOSE_TIMEOUT_S`.
     """
     names = TopicNames(settings.kafka.topic_prefix)
     consumer = AIOKafkaConsumer(
@@ -584,7 +589,7 @@ async def read_records(settings: Settings, logical: str) -> list[ConsumerRecord[
             for messages in batch.values():
                 records.extend(messages)
             for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
+                if await _position(consumer, tp, settings.kafka.bootstrap) >= ends[tp]:
                     remaining.discard(tp)
             if batch:
                 last_progress = time.monotonic()
@@ -595,7 +600,18 @@ async def read_records(settings: Settings, logical: str) -> list[ConsumerRecord[
                 )
         return records
     finally:
-        await consumer.stop()
+        with contextlib.suppress(TimeoutError):  # read or failed already: nothing to lose
+            await asyncio.wait_for(stop_consumer(consumer), READ_CLOSE_TIMEOUT_S)
+
+
+async def _position(consumer: AIOKafkaConsumer, tp: TopicPartition, bootstrap: str) -> int:
+    try:
+        return int(await asyncio.wait_for(consumer.position(tp), READ_STALL_TIMEOUT_S))
+    except TimeoutError:
+        raise UserError(
+            f"Kafka at {bootstrap} did not give the reading position of {tp.topic}"
+            f"[{tp.partition}] within {READ_STALL_TIMEOUT_S:.0f}s; check that the broker answers"
+        ) from None
 
 
 def final_alerts(records: list[tuple[bytes | None, bytes | None]]) -> list[dict[str, Any]]:

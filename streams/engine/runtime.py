@@ -82,10 +82,18 @@ class EngineConfig:
     batch_most: int = 2000
     """Above `batch_size`: batches grow to this while they fill (`take_growing`; the
     event clock's workers, whose latency no deadline waits on)."""
+    drained_commit_timeout_s: float = 120.0
+    """The deadline of an event-clock worker's commit of what it drained (`_commit_drained`):
+    above one request's own (faust's `broker_request_timeout`, 90 s), so a slow answer is
+    not cut; aiokafka's commit retries for ever while the group's coordinator is away."""
     defer_derivations: bool = False
     """Derive an order once while a backlog lasts, not once per batch
     (`OrderAgents.settle`; the event clock's workers: nothing waits on their alerts
     before their inputs are drained)."""
+
+
+class CommitTimedOut(Exception):
+    """A commit of the worker's acked offsets did not end within its deadline."""
 
 
 class ValueTooLarge(Exception):
@@ -350,12 +358,32 @@ class EngineRuntime:
         batch is acked (`take_growing`'s `after_ack`). It is faust's own commit
         (`Consumer.commit`: the producer's flush first, which never lets an offset
         past an output Kafka has not acknowledged, then the offsets, one commit at
-        a time), bounded as the timer's is (`flush_timeout_s`, aiokafka's request
-        timeout); one that raises stops the worker as the timer's does.
+        a time). One that raises stops the worker as the timer's does.
+
+        Nothing bounded it (aiokafka's commit retries for ever while the coordinator
+        is away), and the agent waited in it. It now has `drained_commit_timeout_s`;
+        one that outlasts it stops the worker as a failed one does (logged as
+        `drained_commit_timed_out`, then faust's crash): it cannot be left to the
+        timer, because faust takes the offsets it commits out of its acked list before
+        the commit, so an abandoned commit left a gap that no later commit of the
+        partition would pass (`Consumer._new_offset`). The restarted worker reads again
+        what was not committed, as after any crash (the engine's steps are idempotent
+        under redelivery, so a replay's alerts are the same).
         """
         consumer = self.app.consumer
+        timeout_s = self.config.drained_commit_timeout_s
         try:
-            await consumer.commit()
+            await asyncio.wait_for(consumer.commit(), timeout_s)
+        except TimeoutError:
+            log.error(
+                "drained_commit_timed_out",
+                timeout_s=timeout_s,
+                hint="is Kafka answering? the worker stops; what was not committed is "
+                "read again on restart",
+            )
+            await consumer.crash(
+                CommitTimedOut(f"the commit of drained offsets took over {timeout_s:g} s")
+            )
         except Exception as exc:
             await consumer.crash(exc)
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import pytest
 from engine_helpers import capture_outputs, run_agents
+from structlog.testing import capture_logs
 
 from schemas.plan import load_plan
 from schemas.validation import decode_input
@@ -97,3 +98,46 @@ def test_a_step_that_leaves_nothing_to_read_is_committed_at_once_on_the_event_cl
         assert commits == [2]  # once, after the step that left nothing to read
     else:
         assert commits == []  # a live worker's commits are faust's timer's
+
+
+def test_a_drained_commit_that_never_ends_stops_the_worker_after_its_deadline(
+    tmp_path: Path,
+) -> None:
+    """aiokafka's commit retries for ever while the coordinator is away, and the agent
+    waited in it. It cannot be abandoned to the timer either (faust took the offsets out
+    of its acked list: a gap no later commit passes), so it stops the worker as a failed
+    commit does: what was not committed is read again on restart."""
+    app = create_app("drained-stuck", bootstrap="localhost:1", partitions=1, data_dir=tmp_path)
+    config = EngineConfig(names=TopicNames("t."), plan=load_plan(None), clock="event",
+                          batch_size=2, batch_most=8, drained_commit_timeout_s=0.2)  # fmt: skip
+    engine = Engine(app, config)
+    capture_outputs(engine.runtime)
+    crashed: asyncio.Future[BaseException] | None = None
+
+    async def commit(*_args: Any, **_kwargs: Any) -> bool:
+        await asyncio.Event().wait()  # a coordinator that never comes back
+        return True
+
+    async def crash(exc: BaseException) -> None:
+        assert crashed is not None
+        if not crashed.done():
+            crashed.set_result(exc)
+
+    outcome: list[BaseException] = []
+
+    async def run() -> None:
+        nonlocal crashed
+        crashed = asyncio.get_running_loop().create_future()
+        consumer = app.consumer
+        consumer.commit = commit  # type: ignore[method-assign]
+        consumer.crash = crash  # type: ignore[method-assign]
+        consumer.unread = lambda _topics: False  # type: ignore[attr-defined]
+        async with app.agents["scans"].test_context() as scans:
+            await scans.put(_scan(1), key=b"PO-1", wait=False)  # nothing to read after it
+            outcome.append(await asyncio.wait_for(crashed, timeout=30))
+
+    with capture_logs() as logs:
+        run_agents(app, run())
+    assert [type(exc).__name__ for exc in outcome] == ["CommitTimedOut"]
+    assert "took over 0.2 s" in str(outcome[0])
+    assert [e["timeout_s"] for e in logs if e["event"] == "drained_commit_timed_out"] == [0.2]

@@ -8,6 +8,7 @@ nothing, and require a clear error within a bound.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dead_servers import DeadServer
@@ -534,3 +536,51 @@ def test_the_simulators_kafka_output_fails_in_one_line_when_kafka_does_not_ackno
     with pytest.raises(UserError, match="did not acknowledge the records sent within 60 s"):
         publisher.close()
     assert publisher._producer.closed  # type: ignore[attr-defined]
+
+
+class _NoPositionConsumer:
+    """A reader whose `position` (and `stop`) never return: aiokafka waits for a position
+    without a deadline, and the replay's stall check never ran."""
+
+    def __init__(self, *_args: object, **_kwargs: object) -> None:
+        self.stops = 0
+
+    async def start(self) -> None:
+        pass
+
+    def assign(self, partitions: list[Any]) -> None:
+        self.partitions = partitions
+
+    async def end_offsets(self, partitions: list[Any]) -> dict[Any, int]:
+        return dict.fromkeys(partitions, 5)
+
+    async def seek_to_beginning(self, *_partitions: object) -> None:
+        pass
+
+    async def getmany(self, *_partitions: object, timeout_ms: int) -> dict[Any, Any]:
+        return {}
+
+    async def position(self, _tp: object) -> int:
+        await asyncio.Event().wait()
+        return 0
+
+    async def stop(self) -> None:
+        self.stops += 1
+        await asyncio.Event().wait()
+
+
+def test_reading_a_result_topic_fails_clearly_when_kafka_gives_no_position(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replay, "AIOKafkaConsumer", _NoPositionConsumer)
+    monkeypatch.setattr(replay, "READ_STALL_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(replay, "READ_CLOSE_TIMEOUT_S", 0.2)
+    settings = Settings(
+        data_dir=tmp_path,
+        kafka={"bootstrap_servers": "10.0.0.1:9092", "partitions": 1},  # type: ignore[arg-type]
+    )
+    started = time.monotonic()
+    reading = asyncio.wait_for(replay.read_records(settings, "alerts"), 10)
+    with pytest.raises(UserError, match=r"did not give the reading position of .*alerts\[0\]"):
+        asyncio.run(reading)
+    assert time.monotonic() - started < 5
