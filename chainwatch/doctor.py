@@ -13,6 +13,9 @@ from chainwatch.settings import Settings
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
+TOOL_TIMEOUT_S = 30.0
+"""How long a tool's version banner (`mvn -v`) may take: a JVM tool answers in seconds."""
+
 
 @dataclass(frozen=True)
 class Check:
@@ -26,7 +29,15 @@ def _tool(name: str, args: list[str], fix: str) -> Check:
     path = shutil.which(name)
     if path is None:
         return Check(name, False, f"not found on PATH; {fix}")
-    result = subprocess.run([path, *args], capture_output=True, text=True, check=False, timeout=30)
+    shown = " ".join([name, *args])
+    try:
+        result = subprocess.run(
+            [path, *args], capture_output=True, text=True, check=False, timeout=TOOL_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        return Check(name, False, f"`{shown}` did not answer within {TOOL_TIMEOUT_S:g} s; {fix}")
+    except OSError as exc:
+        return Check(name, False, f"`{shown}` could not run ({exc.strerror or exc}); {fix}")
     text = _ANSI.sub("", result.stdout + result.stderr)  # Maven colours its banner
     first = text.strip().splitlines()
     return Check(name, result.returncode == 0, first[0] if first else path)

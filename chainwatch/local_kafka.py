@@ -252,6 +252,11 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+LAUNCH_TIMEOUT_S = 30.0
+"""How long the shell that starts the broker in the background may take to return (it
+returns at once: the broker's own start is waited for apart)."""
+
+
 def _launch_detached(cmd: list[str], *, cwd: Path, log: Path) -> int:
     """Start `cmd` in the background, owned by init rather than by this process.
 
@@ -263,16 +268,27 @@ def _launch_detached(cmd: list[str], *, cwd: Path, log: Path) -> int:
         'ulimit -n "$(ulimit -Hn)" 2>/dev/null; '
         'exec </dev/null; "$@" >>"$CHAINWATCH_BROKER_LOG" 2>&1 & echo $!'
     )
-    result = subprocess.run(
-        ["/bin/sh", "-c", script, "sh", *cmd],
-        cwd=cwd,
-        env={**os.environ, "CHAINWATCH_BROKER_LOG": str(log)},
-        capture_output=True,
-        text=True,
-        check=False,
-        start_new_session=True,
-        timeout=30,
-    )
+    try:
+        result = subprocess.run(
+            ["/bin/sh", "-c", script, "sh", *cmd],
+            cwd=cwd,
+            env={**os.environ, "CHAINWATCH_BROKER_LOG": str(log)},
+            capture_output=True,
+            text=True,
+            check=False,
+            start_new_session=True,
+            timeout=LAUNCH_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise BrokerError(
+            "could not launch the Kafka broker: the shell that starts it in the background "
+            f"did not return within {LAUNCH_TIMEOUT_S:g} s (is the machine overloaded?); "
+            f"its log: {log}"
+        ) from None
+    except OSError as exc:
+        raise BrokerError(
+            f"could not launch the Kafka broker: /bin/sh did not run ({exc.strerror or exc})"
+        ) from None
     if result.returncode != 0 or not result.stdout.strip().isdigit():
         raise BrokerError(f"could not launch the Kafka broker: {result.stderr.strip()[-300:]}")
     return int(result.stdout.strip())

@@ -82,3 +82,38 @@ def test_kafka_start_refuses_an_old_java_in_one_line(java_11: dict[str, str]) ->
     assert "Kafka needs Java 17+" in done.stderr
     assert "Traceback" not in done.stderr
     assert "fetching" not in done.stdout + done.stderr  # refused before any download
+
+
+def test_a_tool_that_does_not_answer_fails_its_doctor_check_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mvn -v` past its deadline was "internal error: TimeoutExpired" for the whole doctor."""
+    from chainwatch import doctor
+
+    mvn = tmp_path / "mvn"
+    mvn.write_text("#!/bin/sh\nexec sleep 30\n")  # a JVM that never prints its banner
+    mvn.chmod(mvn.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(doctor, "TOOL_TIMEOUT_S", 0.3)
+    check = doctor._tool("mvn", ["-v", "-B"], "install Maven")
+    assert (check.name, check.ok) == ("mvn", False)
+    assert check.detail == "`mvn -v -B` did not answer within 0.3 s; install Maven"
+
+
+def test_a_broker_launch_that_does_not_return_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chainwatch import local_kafka
+    from chainwatch.errors import UserError
+
+    def stuck(cmd: list[str], **kwargs: object) -> None:
+        raise subprocess.TimeoutExpired(cmd, float(kwargs["timeout"]))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(local_kafka.subprocess, "run", stuck)
+    log = tmp_path / "broker.log"
+    with pytest.raises(UserError) as failed:
+        local_kafka._launch_detached(["java", "-version"], cwd=tmp_path, log=log)
+    assert str(failed.value) == (
+        "could not launch the Kafka broker: the shell that starts it in the background did "
+        f"not return within 30 s (is the machine overloaded?); its log: {log}"
+    )
