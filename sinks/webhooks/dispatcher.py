@@ -239,6 +239,8 @@ class EndpointPipe:
         """Per partition, its current assignment (`Job.generation`); bumped by `assigned`
         and `forget`."""
         self._revoked: set[TopicPartition] = set()
+        self._revocation = asyncio.Event()
+        """Set when a rebalance begins (then replaced): it ends the retry waits."""
         """Revoked and not assigned again yet: anything still handed on of them is stale."""
         self.left_out = LeftOutLog(endpoint.name)
 
@@ -362,10 +364,23 @@ class EndpointPipe:
         partition was revoked meanwhile is left too: the partition's next assignment
         (here or elsewhere) reads the record again and delivers it, while retrying it
         here, up to the retry horizon, only took a worker and posted it twice."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), delay_s)
-        if self.stopping.is_set() or not self.current(job) or job.tp in self._revoked:
-            raise _Abandoned
+        until = time.monotonic() + delay_s
+        while True:
+            revocation = self._revocation  # set (and replaced) when a rebalance begins
+            waits = [asyncio.ensure_future(e.wait()) for e in (self.stopping, revocation)]
+            try:
+                await asyncio.wait(
+                    waits,
+                    timeout=max(0.0, until - time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                for wait in waits:
+                    wait.cancel()
+            if self.stopping.is_set() or not self.current(job) or job.tp in self._revoked:
+                raise _Abandoned  # (a retry wait lasts up to minutes: a Retry-After)
+            if time.monotonic() >= until:
+                return  # else another partition's revocation: wait on
 
     async def _work(self, http: httpx.AsyncClient) -> None:
         while True:
@@ -474,6 +489,8 @@ class EndpointPipe:
         jobs `forget` dropped.
         """
         self._revoked.update(tps)
+        self._revocation.set()  # the retry waits of these partitions end now
+        self._revocation = asyncio.Event()
 
     def _next_generation(self, tp: TopicPartition) -> None:
         self._generations[tp] = self._generations.get(tp, 0) + 1
@@ -552,7 +569,7 @@ class EndpointPipe:
         stop: asyncio.Event,
         *,
         drain: bool = False,
-        on_error: Callable[[], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> NotifyStats:
         """Deliver until `stop` (or, with `drain`, until caught up and the queue is empty).
 
@@ -587,13 +604,13 @@ class EndpointPipe:
                 await asyncio.wait([consuming, *workers], return_when=asyncio.FIRST_COMPLETED)
                 self._check_workers(workers)  # a dead worker would leave its queue unserved
                 await consuming
-            except Exception:
+            except Exception as exc:
                 # a bug of ours: nothing more is read, and the other workers' posts under
                 # way still end and are recorded and committed, as on a stop, before it
                 # is raised (cancelled, they were posted again by the next run)
                 ending.set()
                 if on_error is not None:
-                    on_error()
+                    on_error(exc)
                 await self.finish_in_flight()
                 raise
             await self.finish_in_flight()
@@ -724,14 +741,18 @@ class Notifier:
         its error is raised. Cancelling them cut those posts with no outcome nor commit:
         the next run posted them again."""
         halt = asyncio.Event()
-        errors: list[Exception] = []
+        errors: list[Exception] = []  # in the order they happened (`on_error` at once)
+
+        def failed(exc: Exception) -> None:
+            if exc not in errors:
+                errors.append(exc)
+            halt.set()
 
         async def guarded(pipe: EndpointPipe) -> None:
             try:
-                await pipe.run(halt, drain=drain, on_error=halt.set)
+                await pipe.run(halt, drain=drain, on_error=failed)
             except Exception as exc:
-                errors.append(exc)
-                halt.set()
+                failed(exc)
 
         relay = asyncio.create_task(_relay(stop, halt))
         runs = [asyncio.create_task(guarded(p)) for p in self.pipes]

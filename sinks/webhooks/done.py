@@ -10,10 +10,10 @@ delivery had finished (delivered or given up); when the partition is assigned
 again, those records are not delivered again (warmup.py reads the metadata,
 the endpoint skips them).
 
-The format is `d1:`, the committed offset `c` it was written with, `:`, then
+The format is `d2:`, the committed offset `c` it was written with, `:`, then
 comma-separated ranges relative to `c`: each range is `gap` or `gap.length`
 (length 1 when left out), the gap counted from the end of the previous range
-(`c` for the first), all in decimal. `d1:100:1,3.2` is {101, 105, 106}. Metadata
+(`c` for the first), all in decimal. `d2:100:1,3.2` is {101, 105, 106}. Metadata
 found with another committed offset than its own `c` (a tool that moved the
 offset and copied the metadata) is no done offset: relative to the new offset it
 would skip records never delivered. A range may also cover
@@ -41,7 +41,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 log = structlog.stdlib.get_logger(__name__)
 
-VERSION = "d1:"
+VERSION = "d2:"
+"""`d1:` (ranges with no position, never released) reads as garbled."""
 MAX_METADATA_BYTES = 3_000
 """Well under the broker's default `offset.metadata.max.bytes` (4096)."""
 MAX_DIGITS = 19
@@ -101,6 +102,14 @@ def decode(committed: int, metadata: str | None) -> list[Range]:
         out.append((start, start + size))
         prev = start + size
     return out
+
+
+def written_at(metadata: str) -> int | None:
+    """The committed offset our metadata was written with (None: not ours or garbled)."""
+    base, colon, _ = metadata.removeprefix(VERSION).partition(":")
+    if not metadata.startswith(VERSION) or not colon or not _decimal(base):
+        return None
+    return int(base)
 
 
 def _decimal(text: str) -> bool:
@@ -220,7 +229,18 @@ async def read_done(
     out: dict[TopicPartition, list[Range]] = {}
     for tp, committed in offsets.items():
         ranges = decode(committed.offset, committed.metadata)
-        if committed.metadata and not ranges:
+        at = written_at(committed.metadata or "")
+        if at is not None and at != committed.offset:
+            log.warning(
+                "webhook_done_offsets_moved",
+                endpoint=endpoint,
+                partition=tp.partition,
+                written_at=at,
+                committed=committed.offset,
+                consequence="the position was moved (a tool?) and the metadata kept: it is "
+                "ignored, this partition's records above its position are delivered again",
+            )
+        elif committed.metadata and not ranges:
             log.warning(
                 "webhook_done_offsets_garbled",
                 endpoint=endpoint,

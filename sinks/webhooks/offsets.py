@@ -51,9 +51,7 @@ class _Partition:
 class OffsetTracker:
     def __init__(self) -> None:
         self._parts: dict[TopicPartition, _Partition] = {}
-        self.metadata_limit = done_offsets.MAX_METADATA_BYTES
-        """Bytes of done offsets a commit's metadata may hold (0: none, the broker
-        refused them)."""
+        self._metadata_limit = done_offsets.MAX_METADATA_BYTES
 
     def restore(self, tp: TopicPartition, ranges: Sequence[Range]) -> None:
         """The done ranges the partition's last commit carried: its records there were
@@ -70,6 +68,8 @@ class OffsetTracker:
         part = self._parts.setdefault(tp, _Partition())
         if deliveries > 0:
             part.pending[offset] = deliveries
+        else:  # finished as it is read (filtered out, a repeat, invalid, done before)
+            done_offsets.add(part.finished, offset)
         part.next_offset = max(part.next_offset, offset + 1)
         part.commit = None
 
@@ -105,14 +105,20 @@ class OffsetTracker:
         part.finished = done_offsets.at_or_above(part.finished, upto)
         restored = done_offsets.at_or_above(part.restored, upto)
         ranges = done_offsets.merge(part.finished, restored, sorted(part.pending), part.next_offset)
-        encoded = done_offsets.encode(upto, ranges, self.metadata_limit)
+        encoded = done_offsets.encode(upto, ranges, self._metadata_limit)
         part.left_out = encoded.left_out
         part.commit = Commit(upto, encoded.metadata)
         return part.commit
 
+    @property
+    def metadata_limit(self) -> int:
+        """Bytes of done offsets a commit's metadata may hold (0: none, the broker
+        refused them: `refuse_metadata`)."""
+        return self._metadata_limit
+
     def refuse_metadata(self) -> None:
         """The broker refuses the metadata: commits carry none from now on."""
-        self.metadata_limit = 0
+        self._metadata_limit = 0
         for part in self._parts.values():
             part.commit = None
 

@@ -45,7 +45,7 @@ TP = TopicPartition("cw.alerts", 3)
 def test_done_ranges_round_trip_relative_to_the_committed_offset() -> None:
     ranges = [(101, 102), (105, 107), (200, 1200)]
     encoded = encode(100, ranges)
-    assert encoded.metadata == "d1:100:1,3.2,93.1000"
+    assert encoded.metadata == "d2:100:1,3.2,93.1000"
     assert encoded.left_out == 0
     assert decode(100, encoded.metadata) == ranges
     assert encode(100, []).metadata == ""  # nothing done: the plain commit of before
@@ -68,18 +68,19 @@ def test_done_ranges_past_the_bound_keep_the_lowest_and_count_the_rest() -> None
         "",
         "some other tool's note",
         "d1:",
-        "d1:100:",
-        "d1:99:1",  # written at another position: it would skip records
-        "d1:x:1",
-        "d1:1",  # no position
+        "d2:100:",
+        "d2:99:1",  # written at another position: it would skip records
+        "d2:x:1",
+        "d1:100:1",  # a format never released
+        "d2:1",  # no position
         "d2:1,2",
-        "d1:100:1,,2",
-        "d1:100:-1",
-        "d1:100:1.0",
-        "d1:100:1.x",
-        "d1:100:1.2.3",
-        "d1:100: 1",
-        "d1:100:\uff11",  # a digit to `int`, but not ASCII
+        "d2:100:1,,2",
+        "d2:100:-1",
+        "d2:100:1.0",
+        "d2:100:1.x",
+        "d2:100:1.2.3",
+        "d2:100: 1",
+        "d2:100:\uff11",  # a digit to `int`, but not ASCII
     ],
 )
 def test_garbled_or_foreign_metadata_is_no_done_offset(metadata: str | None) -> None:
@@ -96,15 +97,15 @@ def test_offsets_done_above_a_held_position_are_in_the_commit_metadata() -> None
     for offset in (1, 2, 4):
         tracker.done(TP, offset)
     # 0 is retried: the position stays there, and 1, 2 and 4 are noted above it
-    assert tracker.committable() == {TP: (0, "d1:0:1.2,1")}
-    assert decode(0, "d1:0:1.2,1") == [(1, 3), (4, 5)]
-    tracker.committed({TP: Commit(0, "d1:0:1.2,1")})
+    assert tracker.committable() == {TP: (0, "d2:0:1.2,1")}
+    assert decode(0, "d2:0:1.2,1") == [(1, 3), (4, 5)]
+    tracker.committed({TP: Commit(0, "d2:0:1.2,1")})
     assert tracker.committable() == {}
     tracker.consumed(TP, 5, 0)  # filtered out: no delivery
     tracker.consumed(TP, 6, 1)
     tracker.done(TP, 6)
     # only the done set changed: committed again, merged over 5 (read, nothing pending)
-    assert tracker.committable() == {TP: (0, "d1:0:1.2,1.3")}
+    assert tracker.committable() == {TP: (0, "d2:0:1.2,1.3")}
     tracker.done(TP, 0)
     tracker.done(TP, 3)
     assert tracker.committable() == {TP: (7, "")}
@@ -119,7 +120,7 @@ def test_a_record_held_for_long_keeps_what_finished_after_it_as_one_range() -> N
     for offset in range(100_000, 0, -1):  # in any order
         tracker.done(TP, offset)
     assert tracker._parts[TP].finished == [(1, 100_001)]
-    assert tracker.committable() == {TP: (0, "d1:0:1.100000")}
+    assert tracker.committable() == {TP: (0, "d2:0:1.100000")}
 
 
 def test_restored_done_offsets_not_read_yet_stay_in_the_commit_until_passed() -> None:
@@ -128,12 +129,12 @@ def test_restored_done_offsets_not_read_yet_stay_in_the_commit_until_passed() ->
     assert tracker.committable() == {}  # nothing read: its position is not ours to say
     tracker.consumed(TP, 10, 1)
     # 14..19 were not read yet: maybe pending for the commit that wrote these ranges
-    assert tracker.committable() == {TP: (10, "d1:10:1.2,7")}
+    assert tracker.committable() == {TP: (10, "d2:10:1.2,7")}
     assert tracker.finished_before(TP, 12)
     assert not tracker.finished_before(TP, 13)
     tracker.done(TP, 10)
     # 11 and 12 (at the position: gap 0) and 20 are still ahead, unread
-    assert tracker.committable() == {TP: (11, "d1:11:0.2,7")}
+    assert tracker.committable() == {TP: (11, "d2:11:0.2,7")}
 
 
 # --- the pipe: a partition assigned with done offsets ------------------------------
@@ -166,7 +167,7 @@ def test_a_record_done_before_the_assignment_is_remembered_not_delivered_and_com
 ):
     pipe, _producer = _pipe("done-assigned")
     consumer = FakeConsumer([TP])
-    consumer._coordinator.committed[TP] = OffsetAndMetadata(10, "d1:10:1.2")  # 11, 12 done
+    consumer._coordinator.committed[TP] = OffsetAndMetadata(10, "d2:10:1.2")  # 11, 12 done
     alerts = [make_alert(n) for n in range(4)]
     values = [a.model_dump_json().encode() for a in alerts]
 
@@ -181,8 +182,8 @@ def test_a_record_done_before_the_assignment_is_remembered_not_delivered_and_com
     assert [j.offset for j in jobs] == [10, 13]  # 11 and 12 are not delivered again
     assert (pipe.stats.finished, pipe.stats.repeats) == (2, 1)
     assert _finished_skipped("done-assigned") == 2
-    # the position stays below 10 (pending), with 11 and 12 noted done
-    assert pipe.tracker.committable() == {TP: (10, "d1:10:1.2")}
+    # the position stays below 10 (pending), with 11, 12 and the repeat at 14 noted done
+    assert pipe.tracker.committable() == {TP: (10, "d2:10:1.2,1")}
 
     async def settle(job: Job) -> None:
         async def delivered(_http: Any, _job: Job) -> tuple[dict[str, Any], DeliveryResult]:
@@ -253,7 +254,7 @@ def test_a_broker_refusing_the_metadata_gets_plain_commits_at_once() -> None:
     for offset in range(4):
         pipe.tracker.consumed(TP, offset, 1)
     pipe.tracker.done(TP, 0)
-    pipe.tracker.done(TP, 2)  # above 1, still retried: metadata "d1:1:1", refused
+    pipe.tracker.done(TP, 2)  # above 1, still retried: metadata "d2:1:1", refused
 
     with capture_logs() as logged:
         asyncio.run(pipe.commit(consumer))
@@ -268,9 +269,9 @@ def test_a_broker_refusing_the_metadata_gets_plain_commits_at_once() -> None:
 
 
 def test_a_number_too_long_for_an_offset_is_garbled_not_an_error() -> None:
-    assert decode(100, "d1:100:" + "9" * 5_000) == []  # `int` raises past 4,300 digits
-    assert decode(100, "d1:100:" + "9" * 20) == []
-    assert decode(0, "d1:0:" + "9" * 19) == [(9_999_999_999_999_999_999, 10**19)]
+    assert decode(100, "d2:100:" + "9" * 5_000) == []  # `int` raises past 4,300 digits
+    assert decode(100, "d2:100:" + "9" * 20) == []
+    assert decode(0, "d2:0:" + "9" * 19) == [(9_999_999_999_999_999_999, 10**19)]
 
 
 def test_no_range_that_fits_is_no_metadata() -> None:

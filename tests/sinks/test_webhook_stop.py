@@ -19,7 +19,7 @@ from sink_samples import make_alert
 from webhook_pipes import FakeConsumer, LogProducer, offline_pipe, records_of
 
 from sinks.webhooks import delivery
-from sinks.webhooks.delivery import AttemptResult, DeliveryResult
+from sinks.webhooks.delivery import AttemptResult, DeliveryResult, RetryPolicy
 from sinks.webhooks.dispatcher import EndpointPipe
 from sinks.webhooks.outcomes import Job
 
@@ -262,8 +262,11 @@ def test_a_delivery_waiting_to_retry_when_its_partition_is_revoked_is_left(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Its record is read again by the partition's next assignment, which delivers it:
-    retrying it here too, up to the retry horizon, held a worker and posted it twice."""
+    retrying it here too, up to the retry horizon, held a worker and posted it twice;
+    and the wait ends with the revocation (a Retry-After may ask for minutes, while
+    the new assignment's deliveries waited behind it)."""
     pipe, producer = _pipe("revoked-retrying")
+    pipe.policy = RetryPolicy(initial_backoff_s=600.0)  # a wait no test outlasts
     attempts: list[int] = []
     failed = asyncio.Event()
 
@@ -290,6 +293,36 @@ def test_a_delivery_waiting_to_retry_when_its_partition_is_revoked_is_left(
     assert len(attempts) == 1
     assert (pipe.stats.delivered, pipe.stats.gave_up) == (0, 0)
     assert producer.sent == []  # no outcome: its next assignment delivers it
+
+
+def test_another_partitions_revocation_does_not_end_a_retry_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pipe, _producer = _pipe("other-revoked")
+    pipe.policy = RetryPolicy(initial_backoff_s=600.0)
+    failed = asyncio.Event()
+
+    async def unavailable(*_args: Any, **_kwargs: Any) -> AttemptResult:
+        failed.set()
+        return AttemptResult(503, "HTTP 503")
+
+    monkeypatch.setattr(delivery, "attempt", unavailable)
+
+    async def run() -> None:
+        await _read(pipe, 1)
+        worker = asyncio.create_task(pipe._work(None))  # type: ignore[arg-type]
+        try:
+            await asyncio.wait_for(failed.wait(), 5)
+            pipe.revoking([TopicPartition("cw.alerts", 7)])
+            for _ in range(50):  # loop turns in which a woken wait would end
+                await asyncio.sleep(0)
+            assert pipe.in_flight == 1  # still waiting to retry its own record
+            await asyncio.wait_for(pipe.finish_in_flight(), 5)  # a stop still ends it
+        finally:
+            await _stopped(worker)
+
+    asyncio.run(run())
+    assert (pipe.stats.delivered, pipe.stats.gave_up) == (0, 0)
 
 
 class _Endless(_Feed):
@@ -337,7 +370,7 @@ def test_an_endpoint_that_fails_says_so_at_once_and_reads_no_more(
     pipe._deliver = attempt  # type: ignore[method-assign]
 
     async def run() -> None:
-        running = asyncio.create_task(pipe.run(asyncio.Event(), on_error=told.set))
+        running = asyncio.create_task(pipe.run(asyncio.Event(), on_error=lambda _exc: told.set()))
         await asyncio.wait_for(told.wait(), 5)  # while the post under way still waits
         assert not answered.is_set()
         fetched = feed.fetches
@@ -347,5 +380,43 @@ def test_an_endpoint_that_fails_says_so_at_once_and_reads_no_more(
         answered.set()
         with pytest.raises(dispatcher.WorkerDied):
             await asyncio.wait_for(running, 10)
+
+    asyncio.run(run())
+
+
+class _FailingPipe:
+    """A pipeline whose run fails: says so at once (`on_error`), raises after `wind_down`."""
+
+    def __init__(self, error: Exception | None, wind_down: asyncio.Event | None) -> None:
+        self.error, self.wind_down = error, wind_down
+
+    async def run(self, stop: asyncio.Event, *, drain: bool, on_error: Any) -> None:
+        if self.error is None:  # a healthy one: stops when told, then fails on its way out
+            await stop.wait()
+            raise RuntimeError("failed while stopping")
+        on_error(self.error)
+        assert self.wind_down is not None
+        await self.wind_down.wait()  # its posts under way end first
+        raise self.error
+
+
+def test_the_notifier_raises_the_first_error_not_the_first_wound_down() -> None:
+    """The first fault is the one to report: another endpoint failing while it stops
+    (told at once now) used to be raised in its place."""
+    from sinks.webhooks.dispatcher import Notifier
+
+    notifier = Notifier.__new__(Notifier)
+    wind_down = asyncio.Event()
+    first = RuntimeError("the first fault")
+    notifier.pipes = [_FailingPipe(first, wind_down), _FailingPipe(None, None)]  # type: ignore[list-item]
+
+    async def run() -> None:
+        running = asyncio.create_task(notifier._run_pipes(asyncio.Event(), drain=False))
+        for _ in range(20):  # the healthy one is halted and fails, the first winds down
+            await asyncio.sleep(0)
+        wind_down.set()
+        with pytest.raises(RuntimeError) as raised:
+            await asyncio.wait_for(running, 5)
+        assert raised.value is first
 
     asyncio.run(run())

@@ -291,12 +291,13 @@ def test_offsets_commit_below_the_lowest_pending_delivery() -> None:
     tracker.consumed(tp, 0, 2)
     tracker.consumed(tp, 1, 0)
     tracker.consumed(tp, 2, 1)
-    assert tracker.committable() == {}
+    # held at 0; 1 needed no delivery: finished, the commit's metadata says so (done.py)
+    assert tracker.committable() == {tp: (0, "d2:0:1")}
     tracker.done(tp, 2)
     tracker.done(tp, 0)
-    # still at 0, but 2 is done above it: the commit's metadata says so (done.py)
-    assert tracker.committable() == {tp: (0, "d1:0:2")}
-    tracker.committed({tp: Commit(0, "d1:0:2")})
+    # still at 0, but 1 and 2 are done above it
+    assert tracker.committable() == {tp: (0, "d2:0:1.2")}
+    tracker.committed({tp: Commit(0, "d2:0:1.2")})
     assert tracker.committable() == {}  # nothing changed since
     tracker.done(tp, 0)
     assert tracker.committable() == {tp: (3, "")}
