@@ -14,6 +14,7 @@ from kafka.errors import (
     BrokerResponseError,
     KafkaError,
     TopicAlreadyExistsError,
+    UnknownBrokerIdError,
 )
 
 from chainwatch.errors import UserError
@@ -141,6 +142,12 @@ UNREACHABLE_HINT = (
 )
 
 
+TRANSIENT_ERRORS: tuple[type[KafkaError], ...] = (UnknownBrokerIdError,)
+"""Not retriable to kafka-python, yet only a broker (a controller) that moved meanwhile."""
+AUTHORIZATION_FAILED = "AuthorizationFailed"
+CONTROLLER_MOVED = "Failed to find active controller"
+
+
 def kafka_call(
     call: Callable[[], T], *, bootstrap: str, what: str, timeout_s: float | None = None
 ) -> T:
@@ -159,20 +166,35 @@ def kafka_call(
     try:
         return bounded(call, timeout_s=limit, what=f"to {what}")
     except BrokerResponseError as exc:
-        if not exc.retriable:
+        if not exc.retriable and not isinstance(exc, TRANSIENT_ERRORS):
             raise refusal(exc, f"to {what}") from None
         said = f"{type(exc).__name__}, not now"
     except KafkaDeadlineExceeded:
         said = f"no answer within {limit:g} s"
     except KafkaError as exc:
-        if not exc.retriable:
-            raise KafkaRefused(
-                f"Kafka at {bootstrap} refused to {what} ({type(exc).__name__}: {str(exc)[:200]})"
-            ) from None
-        said = type(exc).__name__
+        text = _named(exc)
+        if AUTHORIZATION_FAILED in text or (
+            not exc.retriable and not isinstance(exc, TRANSIENT_ERRORS)
+        ):
+            # (a refusal may come inside a retriable error: `wait_for_topics` times out
+            # listing each topic's reason, "TopicAuthorizationFailed" among them)
+            raise KafkaRefused(f"Kafka at {bootstrap} refused to {what} ({text})") from None
+        said = text
+    except RuntimeError as exc:
+        if CONTROLLER_MOVED not in str(exc):
+            raise
+        said = "no active controller found, not now"  # kafka-python, after NotController twice
     except OSError as exc:
         said = f"{type(exc).__name__}: {exc.strerror or exc}"
     raise KafkaUnreachable(f"Kafka at {bootstrap} did not {what} ({said}); {UNREACHABLE_HINT}")
+
+
+def _named(exc: KafkaError) -> str:
+    """`exc` as "Name: text" (kafka-python's own text often begins with the name)."""
+    name, text = type(exc).__name__, str(exc)[:300]
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 def admin_client(bootstrap: str) -> KafkaAdminClient:

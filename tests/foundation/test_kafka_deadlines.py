@@ -27,6 +27,7 @@ from kafka.errors import (
     KafkaTimeoutError,
     NotControllerError,
     TopicAuthorizationFailedError,
+    UnknownBrokerIdError,
 )
 
 from chainwatch import kafka_admin, replay
@@ -440,7 +441,7 @@ class _FailingAdmin:
         self._maybe_fail("create_topics")
 
     def wait_for_topics(self, names: list[str], timeout_ms: int) -> None:
-        pass
+        self._maybe_fail("wait_for_topics")
 
     def delete_topics(self, names: list[str]) -> None:
         self._maybe_fail("delete_topics")
@@ -453,11 +454,31 @@ class _FailingAdmin:
 @pytest.mark.parametrize(
     ("step", "error", "said"),
     [
-        ("list_topics", KafkaTimeoutError("Request timed out"), "KafkaTimeoutError"),
-        ("list_topics", KafkaConnectionError("socket disconnected"), "KafkaConnectionError"),
+        (
+            "list_topics",
+            KafkaTimeoutError("Request timed out"),
+            "KafkaTimeoutError: Request timed out",
+        ),
+        (
+            "list_topics",
+            KafkaConnectionError("socket disconnected"),
+            "KafkaConnectionError: socket disconnected",
+        ),
         ("list_topics", None, "no answer within 0.3 s"),
         ("create_topics", NotControllerError("no controller yet"), "NotControllerError, not now"),
         ("create_topics", None, "no answer within 0.3 s"),
+        # kafka-python after two NotControllerErrors; a controller id not in its metadata
+        (
+            "create_topics",
+            RuntimeError("Failed to find active controller id!"),
+            "no active controller found, not now",
+        ),
+        ("create_topics", UnknownBrokerIdError("3"), "UnknownBrokerIdError: 3"),
+        (
+            "wait_for_topics",
+            KafkaTimeoutError("Topics not ready after 90000ms: {'cw.scans': 'leader -1'}"),
+            "KafkaTimeoutError: Topics not ready after 90000ms: {'cw.scans': 'leader -1'}",
+        ),
     ],
 )
 def test_kafka_failing_while_topics_are_created_is_unreachable_in_one_line(
@@ -497,6 +518,18 @@ def test_a_refusal_while_topics_are_created_is_refused_in_one_line(
     admin = _FailingAdmin("create_topics", refused)
     monkeypatch.setattr(kafka_admin, "admin_client", lambda _bootstrap: admin)
     with pytest.raises(KafkaRefused, match=r"refused to create 1 topics .*not allowed"):
+        create_missing_topics("10.0.0.1:9092", {"cw.scans": {}}, partitions=1)
+
+
+def test_topics_never_listed_for_want_of_rights_are_refused_not_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kafka-python's `wait_for_topics` turns every topic's reason into one retriable
+    timeout: a refusal was retried for ever, its reason dropped."""
+    pending = "{'cw.scans': 'TopicAuthorizationFailedError'}"
+    admin = _FailingAdmin("wait_for_topics", KafkaTimeoutError(f"Topics not ready: {pending}"))
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda _bootstrap: admin)
+    with pytest.raises(KafkaRefused, match="TopicAuthorizationFailedError"):
         create_missing_topics("10.0.0.1:9092", {"cw.scans": {}}, partitions=1)
 
 
