@@ -14,6 +14,7 @@ from chainwatch.kafka_admin import ensure_topics, retry_until_reachable
 from chainwatch.logs import get_logger
 from chainwatch.process import Startup, run_until_signalled, serve_metrics, waiting_before_main
 from chainwatch.settings import Settings
+from chainwatch.stop_deadline import STOP_MARGIN_S
 from schemas.plan import load_plan
 from sinks.consumer import COMMIT_TIMEOUT_S
 from sinks.webhooks.delivery import RetryPolicy
@@ -85,7 +86,7 @@ def stop_timeout_s(settings: Settings) -> float:
     may need it. A stop lets the posts under way end (each attempt's `webhooks.timeout_s` +
     `STOP_GRACE_S`, `finish_in_flight`), then commits them (`COMMIT_TIMEOUT_S`): a deadline
     shorter than that would cut a post whose outcome the next run then posts again."""
-    graceful = settings.webhooks.timeout_s + STOP_GRACE_S + COMMIT_TIMEOUT_S
+    graceful = settings.webhooks.timeout_s + STOP_GRACE_S + COMMIT_TIMEOUT_S + STOP_MARGIN_S
     return max(settings.engine.stop_timeout_s, graceful)
 
 

@@ -472,7 +472,7 @@ def wait_until_idle(
         while time.monotonic() < deadline:
             for proc in workers:
                 if proc.poll() is not None:
-                    raise UserError(f"a replay worker exited with code {proc.returncode}")
+                    raise worker_exited(proc, settings)
             lag: int | None
             try:
                 lag = probe.lag()
@@ -622,6 +622,14 @@ def final_alerts(records: list[tuple[bytes | None, bytes | None]]) -> list[dict[
         alert = orjson.loads(value)
         latest[alert["alert_id"]] = alert
     return [latest[k] for k in sorted(latest) if latest[k]["status"] != "retracted"]
+
+
+def worker_exited(proc: subprocess.Popen[bytes], settings: Settings) -> UserError:
+    """A replay worker that ended on its own (a crash: a commit that timed out, say)."""
+    return UserError(
+        f"a replay worker (pid {proc.pid}) exited with code {proc.returncode}; its log, in "
+        f"{settings.log_dir}, says why (look for drained_commit_timed_out or a traceback)"
+    )
 
 
 def worker_log(settings: Settings, n: int) -> Path:
@@ -792,7 +800,7 @@ class ReplayRun:
         while time.monotonic() < deadline:
             for proc in self.workers:
                 if proc.poll() is not None:
-                    raise UserError(f"a replay worker exited with code {proc.returncode}")
+                    raise worker_exited(proc, self.settings)
             if (
                 bounded(
                     lambda: _stable_members(self.settings.kafka.bootstrap, group),

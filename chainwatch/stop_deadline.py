@@ -32,6 +32,10 @@ log = get_logger(__name__)
 STOP_TIMED_OUT_EXIT = 1
 """The exit status of a process whose stop passed its deadline."""
 
+STOP_MARGIN_S = 5.0
+"""Added to a graceful stop's own bounds where those make the deadline: the steps
+around them (closing consumers, clients, the loop) take time too."""
+
 STOP_TIMED_OUT_HINT = (
     "exiting without a clean stop (is Kafka or the store answering?); "
     "what was not committed is read again on restart"

@@ -17,6 +17,7 @@ import typer
 from chainwatch.cli_context import check_plan, err, out, settings
 from chainwatch.commands.tokens import created_tokens_file, refuse_example_tokens
 from chainwatch.errors import UserError
+from chainwatch.stop_deadline import STOP_MARGIN_S
 
 if TYPE_CHECKING:
     import uvicorn
@@ -127,7 +128,7 @@ def stop_timeout_s(cfg: Settings) -> float:
     """The gateway's stop deadline: `engine.stop_timeout_s`, or more when its graceful
     stop may need it (`shutdown_grace_s` for the requests in flight, then the publisher's
     stop): a shorter one would cut requests that the grace lets finish."""
-    graceful = math.ceil(cfg.gateway.shutdown_grace_s) + PUBLISHER_STOP_S
+    graceful = math.ceil(cfg.gateway.shutdown_grace_s) + PUBLISHER_STOP_S + STOP_MARGIN_S
     return max(cfg.engine.stop_timeout_s, graceful)
 
 

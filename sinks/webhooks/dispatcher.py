@@ -103,7 +103,7 @@ from sinks.consumer import (
     start_consumer,
     stop_consumer,
 )
-from sinks.producer_start import start_producer
+from sinks.producer_start import start_producer, stop_producer
 from sinks.webhooks import metrics
 from sinks.webhooks.delivery import (
     AttemptResult,
@@ -732,7 +732,7 @@ class Notifier:
             self.pipes = [EndpointPipe(e, self.config, producer) for e in self.endpoints]
             await self._run_pipes(stop, drain)
         finally:
-            await producer.stop()
+            await stop_producer(producer)  # bounded: a stop's deadline counts on it
         return self.stats
 
     async def _run_pipes(self, stop: asyncio.Event, drain: bool) -> None:

@@ -157,20 +157,22 @@ def test_a_stop_that_does_not_end_exits_1_after_its_deadline(tmp_path: Path, how
 def test_the_notifiers_deadline_leaves_its_posts_under_way_their_time(tmp_path: Path) -> None:
     from chainwatch.notify_runner import stop_timeout_s
     from chainwatch.settings import Settings
+    from chainwatch.stop_deadline import STOP_MARGIN_S
     from sinks.consumer import COMMIT_TIMEOUT_S
     from sinks.webhooks.dispatcher import STOP_GRACE_S
 
     default = Settings(data_dir=tmp_path)
-    assert stop_timeout_s(default) == default.engine.stop_timeout_s  # 30 s > 10 + 2 + 10
+    assert stop_timeout_s(default) == default.engine.stop_timeout_s  # 30 s > 10 + 2 + 10 + 5
     slow = Settings(data_dir=tmp_path, webhooks={"timeout_s": 60})
-    assert stop_timeout_s(slow) == 60 + STOP_GRACE_S + COMMIT_TIMEOUT_S
+    assert stop_timeout_s(slow) == 60 + STOP_GRACE_S + COMMIT_TIMEOUT_S + STOP_MARGIN_S
 
 
 def test_the_gateways_deadline_leaves_its_requests_their_grace(tmp_path: Path) -> None:
     from chainwatch.commands.gateway import PUBLISHER_STOP_S, stop_timeout_s
     from chainwatch.settings import Settings
+    from chainwatch.stop_deadline import STOP_MARGIN_S
 
     default = Settings(data_dir=tmp_path)
-    assert stop_timeout_s(default) == default.engine.stop_timeout_s  # 30 s = 15 + 15
+    assert stop_timeout_s(default) == 15 + PUBLISHER_STOP_S + STOP_MARGIN_S  # over 30 s
     patient = Settings(data_dir=tmp_path, gateway={"shutdown_grace_s": 40.5})
-    assert stop_timeout_s(patient) == 41 + PUBLISHER_STOP_S
+    assert stop_timeout_s(patient) == 41 + PUBLISHER_STOP_S + STOP_MARGIN_S

@@ -148,3 +148,15 @@ def test_a_bad_run_id_is_one_line_before_kafka_or_the_store(
     assert len(lines) == 1, result.stderr
     assert message in lines[0]
     assert not (tmp_path / "data" / "clickhouse").exists()
+
+
+def test_a_replay_worker_that_exits_is_reported_with_where_its_log_is(tmp_path: Path) -> None:
+    """A worker's crash (a commit that timed out stops it) said only its exit code."""
+    from chainwatch.replay import worker_exited
+
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    assert proc.wait(timeout=60) == 3
+    message = str(worker_exited(proc, Settings(data_dir=tmp_path)))
+    assert f"pid {proc.pid}" in message
+    assert "code 3" in message
+    assert str(tmp_path) in message  # the log dir lies under the data dir
