@@ -10,7 +10,10 @@ nothing is consumed meanwhile, so nothing is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from clickhouse_connect.driver.exceptions import OperationalError
 
@@ -22,11 +25,13 @@ from chainwatch.settings import Settings
 from schemas.plan import load_plan
 from sinks.backoff import Backoff
 from sinks.clickhouse.connection import (
+    CONNECT_DEADLINE_S,
     SerializedClient,
     StoreUnavailable,
     open_client,
     open_own_handle,
 )
+from sinks.clickhouse.deadline_pool import Deadlines, deadlines_of
 from sinks.clickhouse.kafka_source import resolve_offset_bases
 from sinks.clickhouse.mapping import RecordMapper
 from sinks.clickhouse.migrate import migrate
@@ -104,14 +109,55 @@ def run_sink(
         )
 
 
+T = TypeVar("T")
+
+
+class _Stopped(Exception):
+    """`stop` came while a call to ClickHouse was under way (it was aborted)."""
+
+
+async def _unless_stopped(
+    stop: asyncio.Event, deadlines: Deadlines | None, call: Callable[[], T]
+) -> T:
+    """`call()` on a thread, or `_Stopped` as soon as `stop` is set: a server's requests
+    under way are aborted (`Deadlines.abort`), so the thread ends at once instead of at
+    their deadlines, and the start of a sink signalled while ClickHouse trickles ends."""
+    work = asyncio.ensure_future(asyncio.to_thread(call))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((work, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if work.done():
+        return work.result()
+    if deadlines is not None:
+        deadlines.abort()
+    with contextlib.suppress(Exception):  # what it says after the abort is of no interest
+        await work
+    raise _Stopped
+
+
+def _open_and_migrate(settings: Settings, deadlines: Deadlines) -> SerializedClient:
+    client = SerializedClient(open_client(settings, deadlines=deadlines))
+    try:
+        migrate(client, settings)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
 async def _open_store(settings: Settings, stop: asyncio.Event) -> SerializedClient | None:
     backoff = Backoff(0.2, settings.sink.max_backoff_s)
     delay = backoff.next()
     while not stop.is_set():
+        deadlines = Deadlines(CONNECT_DEADLINE_S, str(settings.clickhouse.redacted_url()))
         try:
-            client = SerializedClient(await asyncio.to_thread(open_client, settings))
-            await asyncio.to_thread(migrate, client, settings)
-            return client
+            return await _unless_stopped(
+                stop, deadlines, functools.partial(_open_and_migrate, settings, deadlines)
+            )
+        except _Stopped:
+            return None
         except (StoreUnavailable, OperationalError) as exc:
             log.warning("clickhouse_unavailable", error=str(exc), retry_in_s=delay)
         try:
@@ -139,13 +185,19 @@ async def _main(
     server: QueryServer | None = None
     try:
         identities = await asyncio.to_thread(kafka_identities, settings.kafka.bootstrap, mappers)
-        bases = await asyncio.to_thread(
-            resolve_offset_bases,
-            client,
-            identities,
-            {topic: [t.name for t in m.tables] for topic, m in mappers.items()},
-            new_epoch=new_kafka_epoch,
-        )
+        try:
+            bases = await _unless_stopped(
+                stop,
+                deadlines_of(client.client),
+                lambda: resolve_offset_bases(
+                    client,
+                    identities,
+                    {topic: [t.name for t in m.tables] for topic, m in mappers.items()},
+                    new_epoch=new_kafka_epoch,
+                ),
+            )
+        except _Stopped:
+            return SinkStats()
         if settings.clickhouse.is_embedded:
             reads = ReadOnlyQueries(await asyncio.to_thread(open_own_handle, settings))
             server = QueryServer(reads, settings.clickhouse_dir, settings.clickhouse.query_port)

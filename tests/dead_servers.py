@@ -7,7 +7,8 @@ and junk (`garbage`); `closed` is a port nothing listens on any more.
 `outcome_within` runs a call that must end by its own deadline on a thread and
 fails the test, instead of hanging it, when it does not. `LateServer` is a
 service that comes up later: it drops every connection until it is opened, then
-forwards them to a real one (the suite's Kafka broker).
+forwards them to a real one (the suite's Kafka broker). `StallingClickHouse` answers
+`/ping` (and the opening of a client), then stalls.
 """
 
 from __future__ import annotations
@@ -58,6 +59,100 @@ class DeadServer:
         self._server.close()
         for conn in self._held:
             conn.close()
+
+
+class StallingClickHouse:
+    """A ClickHouse server that answers `GET /ping`, then stalls every other request as
+    `kind` says: `silent` (reads it, answers nothing), `trickle` (a status line and a
+    header a byte every 50 ms for ever) or `trickle_body` (the headers of a streamed
+    answer, then its body a byte every 50 ms for ever). With `opens` it first answers
+    the requests a clickhouse-connect client sends while it opens (its version and time
+    zone, the server's settings, a check), so the stall hits the calls after it."""
+
+    _OPENING = (b"SELECT version(), timezone()", b"FROM system.settings", b"SELECT 1 AS check")
+
+    def __init__(self, kind: str, *, opens: bool = True) -> None:
+        self.kind = kind
+        self.opens = opens
+        self.stop = threading.Event()
+        self.stalled = threading.Event()
+        """Set once a request is being stalled."""
+        self.requests: list[bytes] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, credentials: str = "") -> str:
+        return f"http://{credentials}127.0.0.1:{self.port}/plant"
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self._held.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            while (request := read_request(conn)) is not None:
+                self.requests.append(request)
+                if request.startswith(b"GET /ping"):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nOk.\n")
+                elif self.opens and any(part in request for part in self._OPENING):
+                    body = b"24.8.1.1\tUTC\n" if b"version()" in request else b""
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                    )
+                else:
+                    self.stalled.set()
+                    self._stall(conn)
+                    return
+        except OSError:
+            pass  # the client gave up
+
+    def _stall(self, conn: socket.socket) -> None:
+        if self.kind == "silent":
+            self.stop.wait()
+            return
+        if self.kind == "trickle":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            piece = b"a"
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            piece = b"1\r\na\r\n"
+        while not self.stop.wait(0.05):  # the server's pace, not the test waiting
+            conn.sendall(piece)
+
+    def close(self) -> None:
+        self.stop.set()
+        self._server.close()
+        for conn in self._held:
+            conn.close()
+
+
+def read_request(conn: socket.socket) -> bytes | None:
+    """One HTTP request with a `Content-Length` body (all clickhouse-connect sends here)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def outcome_within(seconds: float, run: Callable[[], Any]) -> Any:

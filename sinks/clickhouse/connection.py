@@ -9,27 +9,50 @@ local tools through `sinks.clickhouse.query_server` (see `readers.py`).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
 import httpx
+from clickhouse_connect.driver import httputil
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
+from sinks.clickhouse.deadline_pool import Deadlines, bound, deadline_passed, deadlines_of
 from sinks.clickhouse.settings import StoreConfig
 from sinks.errors import SinkError
 from sinks.http_deadline import DeadlineClient, failure_reason
 
 CONNECT_DEADLINE_S = 10.0
 """How long a ClickHouse server may take to answer `/ping` before a client is opened,
-connecting and the whole answer included. clickhouse-connect's own timeouts bound one
-socket read (60 s each): a server that accepted and said nothing held a command a minute,
-one that sent a byte at a time held it for ever."""
+connecting and the whole answer included, and then each request of the client's opening
+(its version, time zone and settings). clickhouse-connect's own timeouts bound one socket
+read (60 s each): a server that accepted and said nothing held a command a minute, one
+that sent a byte at a time held it for ever. Every request of a server client has a
+wall-clock deadline (`sinks.clickhouse.deadline_pool`): these, then the three below."""
+
+READ_DEADLINE_S = 40.0
+"""One request of a reading client (`chainwatch sql`, `status`, `doctor`, dashboards'
+reads through `open_reader`), its answer read in full: the server stops a read at
+`max_execution_time` (30 s, `read_only.ReadLimits`), so this ends only a wait on a
+server that stopped answering, or answers a byte at a time."""
+
+WRITE_DEADLINE_S = 120.0
+"""One insert or query of a writing client (the sink's batches of at most `flush_rows`
+rows, 50,000 by default, a second or two on a healthy server; its reads of what is
+stored after an assignment). Past it the call fails like an unreachable server: the sink
+pauses and retries the same batch under the same de-duplication token."""
+
+DDL_DEADLINE_S = 300.0
+"""One statement sent with `command` (migrations, `CREATE DATABASE`): a schema change ON
+CLUSTER waits for every replica, up to ClickHouse's `distributed_ddl_task_timeout` (180 s
+by default)."""
 
 
 class StoreUnavailable(SinkError):
@@ -57,7 +80,11 @@ CLUSTER_SINK_SETTINGS: dict[str, str | int] = {
 
 
 def open_client(
-    settings: StoreConfig, *, create_database: bool = True, writer: bool = True
+    settings: StoreConfig,
+    *,
+    create_database: bool = True,
+    writer: bool = True,
+    deadlines: Deadlines | None = None,
 ) -> Client:
     """Connect to the configured store and select the Chainwatch database.
 
@@ -66,6 +93,11 @@ def open_client(
     Without `create_database` nothing is created - no embedded store, no
     database (a read path never writes): a store that is not there yet is a
     `StoreUnavailable` saying how to make one.
+
+    A server client's requests each have a deadline (`CONNECT_DEADLINE_S` while it
+    opens, then `WRITE_DEADLINE_S` for a `writer`, else `READ_DEADLINE_S`; calls through
+    `SerializedClient` or `answered` say so in a `StoreUnavailable`); give `deadlines` to
+    abort them from another thread (`Deadlines.abort`).
     """
     database = settings.clickhouse.database
     if settings.clickhouse.is_embedded:
@@ -93,31 +125,97 @@ def open_client(
         host = parts.hostname or "localhost"
         port = parts.port or (8443 if parts.scheme == "https" else 8123)
         probe_server(f"{parts.scheme}://{_url_host(host)}:{port}", settings)
+        if deadlines is None:
+            deadlines = Deadlines(CONNECT_DEADLINE_S, str(settings.clickhouse.redacted_url()))
+        pool = bound(_pool_manager(parts.scheme, host, port), deadlines)
         try:
-            client = clickhouse_connect.get_client(
-                host=host,
-                port=port,
-                username=unquote(parts.username or "default"),
-                password=unquote(parts.password or ""),
-                secure=parts.scheme == "https",
-                connect_timeout=5,
-                send_receive_timeout=60,
-                settings=CLUSTER_SINK_SETTINGS
-                if writer and settings.clickhouse.cluster is not None
-                else None,
-            )
+            with deadlines.call(CONNECT_DEADLINE_S):
+                client = clickhouse_connect.get_client(
+                    host=host,
+                    port=port,
+                    username=unquote(parts.username or "default"),
+                    password=unquote(parts.password or ""),
+                    secure=parts.scheme == "https",
+                    connect_timeout=5,
+                    send_receive_timeout=60,
+                    settings=CLUSTER_SINK_SETTINGS
+                    if writer and settings.clickhouse.cluster is not None
+                    else None,
+                    pool_mgr=pool,
+                )
         except (ClickHouseError, OSError) as exc:
+            _close_pool(pool)
             raise StoreUnavailable(
                 f"cannot reach ClickHouse at {settings.clickhouse.redacted_url()}: "
-                f"{_first_line(exc)}; check CHAINWATCH_CLICKHOUSE__URL"
+                f"{deadlines.cut or _first_line(exc)}; check CHAINWATCH_CLICKHOUSE__URL"
             ) from None
+        deadlines.deadline_s = WRITE_DEADLINE_S if writer else READ_DEADLINE_S
     if create_database:
         on_cluster = (
             f" ON CLUSTER `{settings.clickhouse.cluster}`" if settings.clickhouse.cluster else ""
         )
-        client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`{on_cluster}")
+        try:
+            with answered(client, DDL_DEADLINE_S):
+                client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`{on_cluster}")
+        except BaseException:
+            close_client(client)
+            raise
     client.database = database
     return client
+
+
+def _pool_manager(scheme: str, host: str, port: int) -> Any:
+    """The urllib3 pool clickhouse-connect would make for the server (a proxy from the
+    environment, as it finds one), for `deadline_pool.bound` to bound."""
+    proxy = httputil.check_env_proxy(scheme, host, port)
+    if scheme == "https":
+        return httputil.get_pool_manager(https_proxy=proxy)
+    return httputil.get_pool_manager(http_proxy=proxy)
+
+
+def _close_pool(pool: Any) -> None:
+    """Close a pool of ours: clickhouse-connect closes only those it made itself."""
+    pool.clear()
+    httputil.all_managers.pop(pool, None)
+
+
+def close_client(client: Client) -> None:
+    """`client.close()`, and its bounded pool with it (a server client's)."""
+    try:
+        client.close()
+    finally:
+        if deadlines_of(client) is not None:
+            _close_pool(client.http)  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def answered(client: object, seconds: float | None = None) -> Iterator[None]:
+    """One call of a server client under its deadline (`seconds`, None: the client's):
+    a request of it that was cut, or aborted, is a `StoreUnavailable` that says so,
+    also when the call went on without its answer (a fallback): the server does not
+    answer. So is a failed connection (`OperationalError`), instead of its traceback.
+    For the embedded store (no requests) nothing changes."""
+    deadlines = deadlines_of(client)
+    if deadlines is None:
+        yield
+        return
+    try:
+        with deadlines.call(seconds):
+            yield
+    except Exception as exc:
+        late = deadline_passed(exc)
+        reason = deadlines.cut or (str(late) if late is not None else None)
+        if reason is None and isinstance(exc, OperationalError):  # the connection failed
+            reason = _first_line(exc)
+        if reason is None:
+            raise
+    else:
+        reason = deadlines.cut
+        if reason is None:
+            return
+    raise StoreUnavailable(
+        f"cannot reach ClickHouse at {deadlines.name}: {reason}; check CHAINWATCH_CLICKHOUSE__URL"
+    )
 
 
 def probe_server(base_url: str, settings: StoreConfig) -> None:
@@ -220,6 +318,10 @@ class SerializedClient:
 
     chDB runs in-process and clickhouse-connect clients are not documented as
     thread-safe; the sink and the loopback query server share one engine.
+
+    A server client's calls each end within their deadline (`open_client`): `query` and
+    `insert` the client's, `command` (schema changes) `DDL_DEADLINE_S`; past it, a
+    `StoreUnavailable` that says so. A query's rows are read in full within the call.
     """
 
     def __init__(self, client: Client) -> None:
@@ -227,17 +329,19 @@ class SerializedClient:
         self._lock = threading.Lock()
 
     def query(self, sql: str, **kwargs: Any) -> Any:
-        with self._lock:
-            return self.client.query(sql, **kwargs)
+        with self._lock, answered(self.client):
+            result = self.client.query(sql, **kwargs)
+            _ = result.result_rows  # the answer streams: read it under the deadline
+            return result
 
     def command(self, sql: str, **kwargs: Any) -> Any:
-        with self._lock:
+        with self._lock, answered(self.client, DDL_DEADLINE_S):
             return self.client.command(sql, **kwargs)
 
     def insert(self, table: str, rows: Any, **kwargs: Any) -> Any:
-        with self._lock:
+        with self._lock, answered(self.client):
             return self.client.insert(table, rows, **kwargs)
 
     def close(self) -> None:
         with self._lock:
-            self.client.close()
+            close_client(self.client)

@@ -14,7 +14,13 @@ from typing import Any, Protocol
 
 import httpx
 
-from sinks.clickhouse.connection import StoreLocked, StoreUnavailable, open_client
+from sinks.clickhouse.connection import (
+    StoreLocked,
+    StoreUnavailable,
+    answered,
+    close_client,
+    open_client,
+)
 from sinks.clickhouse.query_server import endpoint_file
 from sinks.clickhouse.read_only import ReadFailed, ReadOnlyQueries, StatementRefused
 from sinks.clickhouse.settings import StoreConfig
@@ -48,27 +54,35 @@ class DirectReader:
     """Opens the store itself; the same checks and limits as the loopback server.
 
     It creates nothing: a missing store or database is an error that says to migrate.
+    A server that stops answering is a `StoreUnavailable` within `READ_DEADLINE_S`
+    per request (`connection.answered`), not a hang.
     """
 
     def __init__(self, settings: StoreConfig) -> None:
-        client = open_client(settings, writer=False, create_database=False)
-        self._queries = ReadOnlyQueries(client)
+        self._client = open_client(settings, writer=False, create_database=False)
+        try:
+            with answered(self._client):
+                self._queries = ReadOnlyQueries(self._client)
+        except BaseException:
+            close_client(self._client)
+            raise
 
     def query(self, sql: str) -> Table:
-        try:
-            result = self._queries.query(sql)
-        except StatementRefused as exc:
-            raise QueryFailed(f"refused: {exc}") from None
-        except ReadFailed as exc:
-            raise QueryFailed(str(exc)) from None
-        return Table(
-            list(result.column_names),
-            [t.name for t in result.column_types],
-            [list(r) for r in result.result_rows],
-        )
+        with answered(self._client):
+            try:
+                result = self._queries.query(sql)
+            except StatementRefused as exc:
+                raise QueryFailed(f"refused: {exc}") from None
+            except ReadFailed as exc:
+                raise QueryFailed(str(exc)) from None
+            return Table(
+                list(result.column_names),
+                [t.name for t in result.column_types],
+                [list(r) for r in result.result_rows],
+            )
 
     def close(self) -> None:
-        self._queries.close()
+        close_client(self._client)
 
 
 class LoopbackReader:

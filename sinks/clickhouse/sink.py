@@ -22,7 +22,9 @@ Lifecycle and guarantees:
   after the committed one are already stored and skips them, so a crash between
   insert and commit (or mid-way through a multi-part insert) never duplicates
   rows: exactly-once as seen by queries.
-- When an insert fails (ClickHouse down) every partition is paused, so nothing
+- When an insert fails (ClickHouse down, or a server not done within the
+  insert's deadline, `sinks.clickhouse.connection.WRITE_DEADLINE_S`: a stalled
+  request is cut, never waited on for ever) every partition is paused, so nothing
   more is fetched and the buffer stays bounded, while the consumer keeps polling
   (its group membership stays alive). The flush is retried with exponential
   backoff, the failed batches first and unchanged (same rows, same tokens);

@@ -1,0 +1,285 @@
+"""A urllib3 pool for clickhouse-connect whose every request has one wall-clock deadline.
+
+clickhouse-connect bounds one socket operation (`connect_timeout`, and
+`send_receive_timeout` for each read): a server that answers `/ping` and then
+says nothing held a query a minute, one that sends a byte now and then held it
+for ever, each read succeeding within its timeout. `bound` makes a
+urllib3 pool the `pool_mgr` of a server client: each HTTP request on it is armed
+when it is sent, with the deadline of that moment, and a watchdog thread shuts the
+connection's socket down once the deadline passes while the request, or the
+reading of its answer, is still under way. The blocked read or write then ends
+at once and the call fails: with `DeadlinePassed` ("no answer within N s") among
+its causes while the answer's headers were awaited, with whatever urllib3 makes
+of a closed connection while its body was read; either way `Deadlines.cut` says
+why, and the call's later requests (a replay, a clean-up query) fail at once. A
+request whose answer was read in time (its connection idle) is left alone.
+
+`abort()` ends every request under way at once, and every later one before it is
+sent: a process told to stop does not wait for a store that trickles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import HTTPError
+
+
+class DeadlinePassed(HTTPError):
+    """A request to ClickHouse did not finish within its deadline (or was aborted)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def deadline_passed(exc: BaseException | None) -> DeadlinePassed | None:
+    """The `DeadlinePassed` among `exc`'s causes and contexts, if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, DeadlinePassed):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+class _Armed:
+    """One request's deadline on one connection."""
+
+    def __init__(self, shared: _Deadlines, conn: HTTPConnection, seconds: float) -> None:
+        self.shared = shared
+        self.conn = conn
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.active = True
+        self.in_call = True
+        """In `request`/`getresponse`; after them the answer is read until the connection
+        is idle (urllib3-future hands it back to the pool before its body is read)."""
+        self.reason: str | None = None
+        """Why the request was cut (set once the watchdog or an abort fired)."""
+
+    def fire(self, reason: str) -> None:
+        if not self.active:
+            return
+        self.active = False
+        if not self.in_call and getattr(self.conn, "is_idle", False):
+            return  # its answer was read in time
+        self.reason = reason
+        self.shared.cut = self.shared.cut or reason
+        sock = getattr(self.conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):  # the socket's own, not TLS's: no close_notify
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One daemon thread for all pools: fires each armed request's deadline once due."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Armed]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, armed: _Armed) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (armed.at, next(self._order), armed))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="clickhouse-deadlines", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and not self._heap[0][2].active:
+                    heapq.heappop(self._heap)  # finished in time
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                left = self._heap[0][0] - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                armed = heapq.heappop(self._heap)[2]
+                armed.fire(f"no answer within {armed.seconds:g} s")
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _Deadlines:
+    """What the connections of one bounded pool share."""
+
+    def __init__(self, deadline_s: float) -> None:
+        self.deadline_s = deadline_s
+        self.aborted: str | None = None
+        self.cut: str | None = None
+        """Why a request of the current call was cut: the call's later requests (a retry,
+        a clean-up query) fail at once with it instead of waiting out a deadline each."""
+        self.lock = threading.Lock()
+        self.armed: dict[int, _Armed] = {}
+
+    def arm(self, conn: HTTPConnection) -> _Armed:
+        with self.lock:
+            refused = self.aborted or self.cut
+            if refused is not None:
+                raise DeadlinePassed(refused)
+            armed = _Armed(self, conn, self.deadline_s)
+            previous = self.armed.get(id(conn))
+            if previous is not None:
+                previous.active = False
+            self.armed[id(conn)] = armed
+        _WATCHDOG.arm(armed)
+        return armed
+
+    def disarm(self, conn: HTTPConnection) -> None:
+        with self.lock:
+            armed = self.armed.pop(id(conn), None)
+        if armed is not None:
+            armed.active = False
+
+    def abort(self, reason: str) -> None:
+        with self.lock:
+            self.aborted = reason
+            armed = list(self.armed.values())
+        for one in armed:
+            one.fire(reason)
+
+
+class _Bounded:
+    """Mixed into a urllib3 connection: arms the deadline per request, names it on failure."""
+
+    _deadlines: _Deadlines
+    _armed: _Armed | None = None
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        self._armed = self._deadlines.arm(self)  # type: ignore[arg-type]
+        try:
+            sent = super().request(*args, **kwargs)  # type: ignore[misc]
+        except Exception:
+            if not self._cut():
+                raise
+        else:
+            if not self._cut():  # cut while connecting, before there was a socket to shut
+                return sent
+        raise self._late()
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            if not self._cut():
+                response = super().getresponse(*args, **kwargs)  # type: ignore[misc]
+                if not self._cut():
+                    return response
+        except Exception:
+            if not self._cut():
+                raise
+        finally:
+            if self._armed is not None:
+                self._armed.in_call = False
+        raise self._late()  # outside the handler: not a "remote close" clickhouse-connect replays
+
+    def close(self) -> None:
+        self._deadlines.disarm(self)  # type: ignore[arg-type]
+        super().close()  # type: ignore[misc]
+
+    def _cut(self) -> bool:
+        return self._armed is not None and self._armed.reason is not None
+
+    def _late(self) -> DeadlinePassed:
+        reason = self._armed.reason if self._armed is not None else None
+        return DeadlinePassed(reason or "cut")
+
+
+class Deadlines:
+    """The deadlines of the requests of one urllib3 `PoolManager` (`bound`), for the calls
+    of one client, one at a time: `call` gives a call its deadline and says afterwards
+    whether a request of it was cut (`cut`)."""
+
+    def __init__(self, deadline_s: float, name: str) -> None:
+        self._shared = _Deadlines(deadline_s)
+        self.name = name
+        """What the requests reach (a redacted URL), for error messages."""
+
+    @property
+    def deadline_s(self) -> float:
+        return self._shared.deadline_s
+
+    @deadline_s.setter
+    def deadline_s(self, seconds: float) -> None:
+        self._shared.deadline_s = seconds
+
+    @property
+    def cut(self) -> str | None:
+        """Why a request of the current (or last) call was cut, if one was."""
+        return self._shared.aborted or self._shared.cut
+
+    @contextlib.contextmanager
+    def call(self, seconds: float | None = None) -> Iterator[None]:
+        """One call of the client: its requests get `seconds` (None: `deadline_s`), and
+        once one is cut the others fail at once."""
+        before = self._shared.deadline_s
+        self._shared.cut = None
+        if seconds is not None:
+            self._shared.deadline_s = seconds
+        try:
+            yield
+        finally:
+            self._shared.deadline_s = before
+
+    def abort(self, reason: str = "abandoned: the process is stopping") -> None:
+        """End every request under way now, and refuse every later one."""
+        self._shared.abort(reason)
+
+
+def bound(manager: PoolManager, deadlines: Deadlines) -> PoolManager:
+    """`manager` (a `PoolManager` or a `ProxyManager` with no pool yet), its requests
+    from now on bounded by `deadlines`."""
+    shared = deadlines._shared
+
+    class Connection(_Bounded, HTTPConnection):
+        _deadlines = shared
+
+    class SecureConnection(_Bounded, HTTPSConnection):
+        _deadlines = shared
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = Connection
+
+        def _put_conn(self, conn: Any) -> None:
+            if conn is not None and getattr(conn, "is_idle", True):  # else its body is read yet
+                shared.disarm(conn)
+            super()._put_conn(conn)
+
+    class SecurePool(HTTPSConnectionPool):
+        ConnectionCls = SecureConnection
+
+        def _put_conn(self, conn: Any) -> None:
+            if conn is not None and getattr(conn, "is_idle", True):
+                shared.disarm(conn)
+            super()._put_conn(conn)
+
+    manager.pool_classes_by_scheme = {"http": Pool, "https": SecurePool}
+    manager.chainwatch_deadlines = deadlines  # type: ignore[attr-defined]
+    return manager
+
+
+def deadlines_of(client: object) -> Deadlines | None:
+    """The `Deadlines` of a clickhouse-connect client's pool (None: chDB, or not `bound`)."""
+    found = getattr(getattr(client, "http", None), "chainwatch_deadlines", None)
+    return found if isinstance(found, Deadlines) else None

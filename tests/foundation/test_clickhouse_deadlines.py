@@ -1,0 +1,202 @@
+"""Every request to a ClickHouse server ends by its deadline, with one line that says so.
+
+clickhouse-connect's own timeouts bound one socket read (60 s): a server that
+answered `/ping` and then said nothing held `chainwatch sql` a minute, one that
+sent a byte at a time held it, `db migrate` and the sink's start for ever. No
+ClickHouse server is needed: `StallingClickHouse` answers `/ping` (and the
+opening of a client), then stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from dead_servers import StallingClickHouse, outcome_within, read_request
+
+from chainwatch.cli_context import plain_store_error
+from chainwatch.settings import Settings
+from sinks.clickhouse import connection
+from sinks.clickhouse.connection import SerializedClient, StoreUnavailable, open_client
+from sinks.clickhouse.deadline_pool import Deadlines, bound
+from sinks.clickhouse.readers import open_reader
+from sinks.clickhouse.sink import rows_at_fault
+
+STALLS = ["silent", "trickle", "trickle_body"]
+
+
+@pytest.fixture
+def short_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CONNECT_DEADLINE_S", "READ_DEADLINE_S", "WRITE_DEADLINE_S", "DDL_DEADLINE_S"):
+        monkeypatch.setattr(connection, name, 1.0)
+
+
+def _settings(server: StallingClickHouse) -> Settings:
+    return Settings(clickhouse={"url": server.url("reader:s3cret@")})  # type: ignore[arg-type]
+
+
+def _unreachable(server: StallingClickHouse) -> str:
+    return (
+        f"cannot reach ClickHouse at http://reader:***@127.0.0.1:{server.port}/plant "
+        "(no answer within 1 s); check CHAINWATCH_CLICKHOUSE__URL"
+    )
+
+
+@pytest.mark.usefixtures("short_deadlines")
+@pytest.mark.parametrize("kind", ["silent", "trickle"])
+def test_a_server_that_answers_ping_then_stalls_its_opening_is_one_line_at_the_deadline(
+    kind: str,
+) -> None:
+    server = StallingClickHouse(kind, opens=False)
+    try:
+        started = time.monotonic()
+        error = outcome_within(
+            10, lambda: open_client(_settings(server), create_database=False, writer=False)
+        )
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert isinstance(error, StoreUnavailable), error
+    assert "s3cret" not in str(error)
+    assert plain_store_error(str(error)) == _unreachable(server)
+    assert took < 3  # one deadline: a cut request is not replayed
+
+
+@pytest.mark.usefixtures("short_deadlines")
+@pytest.mark.parametrize("kind", STALLS)
+def test_a_read_of_a_server_that_stalls_is_one_line_at_the_read_deadline(kind: str) -> None:
+    """`chainwatch sql`, `status` and `doctor` read through `open_reader`."""
+    server = StallingClickHouse(kind)
+
+    def read() -> object:
+        reader = open_reader(_settings(server))
+        try:
+            return reader.query("SELECT 1")
+        finally:
+            reader.close()
+
+    try:
+        started = time.monotonic()
+        error = outcome_within(10, read)
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert server.stalled.is_set()  # the client opened; a read stalled
+    assert isinstance(error, StoreUnavailable), error
+    assert plain_store_error(str(error)) == _unreachable(server)
+    assert took < 3  # one deadline, not one per clean-up query after it
+
+
+@pytest.mark.usefixtures("short_deadlines")
+@pytest.mark.parametrize("kind", STALLS)
+def test_migrations_and_inserts_to_a_server_that_stalls_end_at_their_deadline(kind: str) -> None:
+    """`chainwatch db migrate` (its `CREATE DATABASE`), the sink's inserts; a failed insert
+    is an outage the sink retries with the same batch, not rows at fault."""
+    server = StallingClickHouse(kind)
+    try:
+        opening = outcome_within(10, lambda: open_client(_settings(server)))
+        assert isinstance(opening, StoreUnavailable), opening
+        assert plain_store_error(str(opening)) == _unreachable(server)
+
+        client = SerializedClient(open_client(_settings(server), create_database=False))
+        try:
+            inserting = outcome_within(
+                10, lambda: client.insert("scans", [[1, "a"]], column_names=["n", "s"])
+            )
+        finally:
+            client.close()
+    finally:
+        server.close()
+    assert isinstance(inserting, StoreUnavailable), inserting
+    assert plain_store_error(str(inserting)) == _unreachable(server)
+    assert not rows_at_fault(inserting)
+
+
+@pytest.mark.parametrize("kind", ["silent", "trickle"])
+def test_the_sink_told_to_stop_while_clickhouse_stalls_its_start_stops_at_once(
+    kind: str,
+) -> None:
+    """The store is opened and migrated on a thread that no signal can stop; the stop
+    aborts its requests instead of waiting out their deadlines (default ones here)."""
+    from chainwatch.sink_runner import _open_store
+
+    server = StallingClickHouse(kind)
+
+    async def signalled_meanwhile() -> object:
+        stop = asyncio.Event()
+        opening = asyncio.ensure_future(_open_store(_settings(server), stop))
+        # until its first statement after the opening (`CREATE DATABASE`) stalls
+        await asyncio.to_thread(server.stalled.wait, 10)
+        stop.set()
+        started = time.monotonic()
+        client = await opening
+        return client, time.monotonic() - started
+
+    try:
+        outcome = outcome_within(20, lambda: asyncio.run(signalled_meanwhile()))
+    finally:
+        server.close()
+    assert not isinstance(outcome, BaseException), outcome
+    client, took = outcome
+    assert client is None
+    assert took < 2
+
+
+@pytest.fixture
+def fast_server() -> Iterator[tuple[int, list[socket.socket]]]:
+    """Answers every request at once (`ok`, or a streamed body in two chunks)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def serve(conn: socket.socket) -> None:
+        try:
+            while read_request(conn) is not None:
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"1\r\no\r\n1\r\nk\r\n0\r\n\r\n"
+                )
+        except OSError:
+            pass
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield int(listener.getsockname()[1]), accepted
+    listener.close()
+    for conn in accepted:
+        conn.close()
+
+
+def test_a_request_answered_in_time_is_never_cut_later(
+    fast_server: tuple[int, list[socket.socket]],
+) -> None:
+    """The deadline of a request whose answer was read is dropped: its connection, idle
+    past it and used again, still works (and is the same connection)."""
+    from clickhouse_connect.driver.httputil import get_pool_manager
+
+    port, accepted = fast_server
+    deadlines = Deadlines(0.3, "test")
+    pool = bound(get_pool_manager(), deadlines)
+    for streamed in (False, True, False, True):
+        with deadlines.call():
+            answer = pool.request(
+                "POST", f"http://127.0.0.1:{port}/", body=b"x", preload_content=not streamed
+            )
+            body = b"".join(answer.stream(1)) if streamed else answer.data
+            answer.release_conn()
+        assert body == b"ok"
+        assert deadlines.cut is None
+        time.sleep(0.5)  # past the deadline, idle
+    assert len(accepted) == 1
+    pool.clear()
