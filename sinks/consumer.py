@@ -10,17 +10,133 @@ records of partitions a rebalance took away meanwhile, then lets the handler
 flush or commit. With `drain` it returns once every subscribed topic is
 assigned, the consumer's position has reached the end offsets taken when the
 assignment last changed, and the handler is idle.
+
+aiokafka waits on Kafka without a deadline in several places (a subscribed
+consumer's start and a fetch during a rebalance wait for an assignment, a
+position or a committed offset for a coordinator). Every such wait goes through
+`KafkaWaits`: a drain (a batch job the user expects to end) that makes no
+progress for `STALL_S` ends with `KafkaStalled`, one line naming Kafka; a
+long-running sink or notifier goes on waiting for Kafka, as it does at its start,
+and says so (`kafka_waiting`, then `kafka_waiting_over`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping
-from typing import Any, Protocol
+import time
+from collections.abc import Awaitable, Collection, Mapping
+from typing import Any, Protocol, TypeVar
 
+import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from sinks.errors import SinkError
+
+log = structlog.stdlib.get_logger(__name__)
+
+T = TypeVar("T")
 
 POLL_MS = 100
+
+STALL_S = 60.0
+"""How long the loop waits on Kafka without progress before it says so: no assignment
+of its topics, no answer to a fetch, end offsets, a position or a committed offset, or -
+draining - no records while behind the end offsets and nothing paused by the handler.
+A group's rebalance waits for a member that died for its session timeout (10 s), so a
+healthy Kafka answers well within it."""
+
+
+class KafkaStalled(SinkError):
+    """A drain made no progress for `STALL_S`: Kafka did not answer what it waited for."""
+
+
+class KafkaWaits:
+    """The waits of one consumer loop on Kafka, and what is done when one lasts
+    `stall_s` with no progress: raise `KafkaStalled` (`drain`), or log `kafka_waiting`
+    (once per `stall_s`) and go on waiting, then `kafka_waiting_over` when Kafka answers.
+
+    `kafka` names the broker in the error and the log ("Kafka at host:9092").
+    """
+
+    def __init__(
+        self, kafka: str = "Kafka", *, drain: bool = False, stall_s: float | None = None
+    ) -> None:
+        self.kafka = kafka
+        self.drain = drain
+        self.stall_s = STALL_S if stall_s is None else stall_s
+        self._since = time.monotonic()
+        self._waited_since: float | None = None
+        """When the wait that was logged began (None: no wait logged)."""
+
+    def progress(self) -> None:
+        """Kafka answered, or the loop waits on its handler, not on Kafka."""
+        now = time.monotonic()
+        if self._waited_since is not None:
+            log.info(
+                "kafka_waiting_over", kafka=self.kafka, waited_s=round(now - self._waited_since, 1)
+            )
+            self._waited_since = None
+        self._since = now
+
+    def check(self, what: str) -> None:
+        """No progress since the last check that made some: stalled once `stall_s` passed."""
+        if time.monotonic() - self._since >= self.stall_s:
+            self._stalled(what)
+
+    async def within(
+        self,
+        work: Awaitable[T],
+        stopped: asyncio.Future[Any],
+        what: str,
+        *,
+        answer_is_progress: bool = True,
+    ) -> tuple[bool, T | None]:
+        """`(True, work's result)`, or `(False, None)` when `stopped` comes first; `work`
+        waits at most until the stall deadline (see the class). If it does not finish,
+        it is cancelled and awaited: nothing is left running behind."""
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                # a call that answers at once is not the wait that stalled (a loop's turn
+                # after the deadline): each gets a moment, at most a second, to answer
+                left = max(min(1.0, self.stall_s), self._since + self.stall_s - time.monotonic())
+                await asyncio.wait(
+                    (task, stopped), timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                if task.done():
+                    result = task.result()
+                    if answer_is_progress:
+                        self.progress()
+                    return True, result
+                if stopped.done():
+                    break
+                self._stalled(what)
+        except BaseException:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return False, None
+
+    def _stalled(self, what: str) -> None:
+        if self.drain:
+            raise KafkaStalled(
+                f"{self.kafka} gave {what} for {self.stall_s:g} s, so the drain stopped (what it "
+                "did not commit is read again next time); check the broker (`chainwatch "
+                "kafka status`, `chainwatch doctor`) and CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS"
+            )
+        if self._waited_since is None:
+            self._waited_since = self._since
+        log.warning(
+            "kafka_waiting",
+            kafka=self.kafka,
+            waiting_for=what,
+            waited_s=round(time.monotonic() - self._waited_since, 1),
+            hint="it goes on waiting for Kafka; check the broker",
+        )
+        self._since = time.monotonic()  # the next line after another stall_s
 
 
 class Batches(Protocol):
@@ -67,20 +183,26 @@ async def commit_within(
     await asyncio.wait_for(consumer.commit(dict(offsets)), COMMIT_TIMEOUT_S)
 
 
-async def start_consumer(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
+async def start_consumer(
+    consumer: AIOKafkaConsumer, stop: asyncio.Event, waits: KafkaWaits | None = None
+) -> bool:
     """`consumer.start()`, or False (the consumer stopped) when `stop` comes first.
 
     A subscribed consumer's start waits for its first assignment, and while a dead
     member of the group holds the rebalance (a process killed within its session
     timeout) or the broker is gone, that is a long or endless wait: a sink or a
-    notifier signalled meanwhile did not stop.
+    notifier signalled meanwhile did not stop. The wait goes through `waits` (a
+    drain's ends with `KafkaStalled`).
     """
-    starting = asyncio.ensure_future(consumer.start())
+    waits = waits or KafkaWaits()
     stopped = asyncio.ensure_future(stop.wait())
     try:
-        if await _before(starting, stopped):
-            starting.result()  # its failure, if any, is the caller's
+        started, _ = await waits.within(consumer.start(), stopped, "no assignment")
+        if started:
             return True
+    except KafkaStalled:
+        await stop_consumer(consumer, within_s=STALLED_STOP_S)
+        raise
     except BaseException:  # our own task cancelled: no start left running behind it
         await stop_consumer(consumer)
         raise
@@ -90,23 +212,14 @@ async def start_consumer(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> boo
     return False
 
 
-async def _before(work: asyncio.Future[Any], stopped: asyncio.Future[Any]) -> bool:
-    """Whether `work` finished before `stopped`. If not, or if our own task is cancelled
-    while waiting, `work` is cancelled and awaited: nothing is left running behind."""
-    try:
-        await asyncio.wait((work, stopped), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        work.cancel()
-        await asyncio.gather(work, return_exceptions=True)
-        raise
-    if work.done():
-        return True
-    work.cancel()
-    await asyncio.gather(work, return_exceptions=True)
-    return False
+STALLED_STOP_S = 10.0
+"""How long a consumer whose loop stalled (`KafkaStalled`) may take to stop: aiokafka's
+stop waits for its group coordinator (a LeaveGroup) with Kafka as silent as before, and
+held a drain that had given up a minute or more. Past it the consumer's requests are
+cancelled and its connections closed."""
 
 
-async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+async def stop_consumer(consumer: AIOKafkaConsumer, *, within_s: float | None = None) -> None:
     """`consumer.stop()`, also when aiokafka's own close raises `CancelledError`.
 
     With the broker gone, aiokafka's `Fetcher.close` cancels its fetch requests and
@@ -114,20 +227,31 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     stop raised `CancelledError` and the sink or the notifier, stopped by a signal
     during an outage, exited 1 with a traceback. A cancellation of our own task is
     handed on; theirs is finished here: the fetches left are cancelled and awaited,
-    and the client (the sockets) closed as `stop` would have.
+    and the client (the sockets) closed as `stop` would have. With `within_s`, a stop
+    that takes longer is given up the same way.
     """
     try:
-        await consumer.stop()
+        if within_s is None:
+            await consumer.stop()
+        else:
+            await asyncio.wait_for(consumer.stop(), within_s)
+    except TimeoutError:
+        log.warning("kafka_consumer_stop_cut", after_s=within_s)
+        await _close_anyway(consumer)
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise
-        fetcher = getattr(consumer, "_fetcher", None)
-        pending = list(getattr(fetcher, "_pending_tasks", ()))
-        for request in pending:
-            request.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        await consumer._client.close()
+        await _close_anyway(consumer)
+
+
+async def _close_anyway(consumer: AIOKafkaConsumer) -> None:
+    fetcher = getattr(consumer, "_fetcher", None)
+    pending = list(getattr(fetcher, "_pending_tasks", ()))
+    for request in pending:
+        request.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    await consumer._client.close()
 
 
 async def consume(
@@ -137,49 +261,113 @@ async def consume(
     stop: asyncio.Event,
     *,
     drain: bool = False,
+    waits: KafkaWaits | None = None,
 ) -> None:
-    """Fetch and hand over until `stop` is set (or, with `drain`, until caught up)."""
+    """Fetch and hand over until `stop` is set (or, with `drain`, until caught up).
+
+    Draining, no progress for `waits.stall_s` - no assignment of every topic, no records
+    while behind the end offsets with nothing paused, no answer - is `KafkaStalled`.
+    """
+    waits = waits or KafkaWaits(drain=drain)
     targets: dict[TopicPartition, int] | None = None
     stopped = asyncio.ensure_future(stop.wait())
     try:
         while not stop.is_set():
-            batch = await _fetch(consumer, max(1, batches.fetch_limit(consumer)), stopped)
+            batch = await _fetch(
+                consumer, max(1, batches.fetch_limit(consumer)), stopped, waits, drain=drain
+            )
             if batch is None:
                 return
             for tp, records in batch.items():
                 if tp not in consumer.assignment():
                     continue  # fetched before a rebalance took the partition away
                 await batches.handle(tp, records)
+            if drain and (any(batch.values()) or consumer.paused()):
+                waits.progress()  # records, or the handler holds back: not Kafka's wait
             await batches.after_batch(consumer)
             if drain:
                 assigned = consumer.assignment()
                 if {tp.topic for tp in assigned} != set(topics):
+                    waits.check("no assignment of every topic")
                     continue  # not every topic assigned yet
                 if targets is None or set(targets) != assigned:
-                    targets = await consumer.end_offsets(list(assigned))
-                if await caught_up(consumer, targets) and batches.idle():
+                    targets = await _end_offsets(consumer, assigned, stopped, waits)
+                    if targets is None:
+                        continue
+                done = await caught_up(consumer, targets, stopped, waits)
+                if done is None:
                     return
+                if done:
+                    waits.progress()  # all read: what is left is the handler's
+                    if batches.idle():
+                        return
+                else:
+                    waits.check("no records while behind its end offsets")
     finally:
         stopped.cancel()
 
 
 async def _fetch(
-    consumer: AIOKafkaConsumer, limit: int, stopped: asyncio.Future[Any]
+    consumer: AIOKafkaConsumer,
+    limit: int,
+    stopped: asyncio.Future[Any],
+    waits: KafkaWaits,
+    *,
+    drain: bool,
 ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] | None:
     """One `getmany`, or None when `stopped` comes first.
 
     aiokafka's `getmany` ignores its timeout while the group rebalances (it waits for
     the assignment), and with the broker gone the rebalance never ends: a sink or a
-    notifier stopped during an outage waited for ever. What a cancelled fetch had
-    read is read again after the restart (nothing of it was committed).
+    notifier stopped during an outage waited for ever, and a drain never ended (now
+    `waits` ends it). What a cancelled fetch had read is read again after the restart
+    (nothing of it was committed). Draining, an empty answer is no progress.
     """
-    fetch: asyncio.Future[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]]
-    fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=POLL_MS, max_records=limit))
-    return fetch.result() if await _before(fetch, stopped) else None
+    fetched, batch = await waits.within(
+        consumer.getmany(timeout_ms=POLL_MS, max_records=limit),
+        stopped,
+        "no assignment (a rebalance that does not end)",
+        answer_is_progress=not drain,
+    )
+    return batch if fetched else None
 
 
-async def caught_up(consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]) -> bool:
+async def _end_offsets(
+    consumer: AIOKafkaConsumer,
+    assigned: Collection[TopicPartition],
+    stopped: asyncio.Future[Any],
+    waits: KafkaWaits,
+) -> dict[TopicPartition, int] | None:
+    """The end offsets of `assigned`, or None (asked again next turn) when aiokafka gave
+    up (`KafkaTimeoutError` after its `request_timeout_ms`) or `stopped` came first."""
+    try:
+        answered, ends = await waits.within(
+            consumer.end_offsets(list(assigned)), stopped, "no end offsets"
+        )
+    except KafkaError:
+        waits.check("no end offsets")
+        return None
+    return ends if answered else None
+
+
+async def caught_up(
+    consumer: AIOKafkaConsumer,
+    targets: dict[TopicPartition, int],
+    stopped: asyncio.Future[Any],
+    waits: KafkaWaits,
+) -> bool | None:
+    """Whether the position of every partition reached its target (None: `stopped` came
+    first). aiokafka's `position` waits, without a deadline, for a position it has to
+    ask the broker for (after an assignment or a reset): through `waits`."""
     for tp, end in targets.items():
-        if int(await consumer.position(tp)) < end:
+        answered, position = await waits.within(
+            consumer.position(tp),
+            stopped,
+            f"no position of {tp.topic}[{tp.partition}]",
+            answer_is_progress=False,  # mostly known without asking: no sign of Kafka
+        )
+        if not answered:
+            return None
+        if int(position) < end:  # type: ignore[arg-type]
             return False
     return True

@@ -21,7 +21,10 @@ Lifecycle and guarantees:
   assigned partition is buffered, the sink reads, per table, which offsets at or
   after the committed one are already stored and skips them, so a crash between
   insert and commit (or mid-way through a multi-part insert) never duplicates
-  rows: exactly-once as seen by queries.
+  rows: exactly-once as seen by queries. The committed offset is waited for,
+  never guessed: while Kafka does not answer, the wait is logged
+  (`kafka_waiting`), a stop ends it, and a drain ends with `KafkaStalled`
+  (`sinks/consumer.py`), nothing of the partition buffered.
 - When an insert fails (ClickHouse down, or a server not done within the
   insert's deadline, `sinks.clickhouse.connection.WRITE_DEADLINE_S`: a stalled
   request is cut, never waited on for ever) every partition is paused, so nothing
@@ -72,6 +75,9 @@ from sinks.backoff import Backoff
 from sinks.clickhouse import metrics
 from sinks.clickhouse.mapping import RecordInvalid, RecordMapper, Row, Table
 from sinks.consumer import (
+    STALLED_STOP_S,
+    KafkaStalled,
+    KafkaWaits,
     commit_within,
     consume,
     new_consumer,
@@ -228,6 +234,7 @@ class ClickHouseSink:
         self._stored: dict[tuple[str, TopicPartition], _Stored] = {}
         self._loaded: set[TopicPartition] = set()
         self._consumer: AIOKafkaConsumer | None = None
+        self._waits = KafkaWaits(f"Kafka at {bootstrap}")
         self._stop = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._failing_since: float | None = None
@@ -245,7 +252,7 @@ class ClickHouseSink:
         consumer = self._consumer
         for tp in partitions:
             self._loaded.add(tp)
-            committed = await consumer.committed(tp) if consumer is not None else None
+            committed = await self._committed(consumer, tp) if consumer is not None else None
             since = int(committed or 0) + self.offset_bases.get(tp.topic, 0)
             for table in self.mappers[tp.topic].tables:
                 sql = (
@@ -265,6 +272,25 @@ class ClickHouseSink:
                 else:
                     stored = _Stored(at_most=int(top))
                 self._stored[(table.name, tp)] = stored
+
+    async def _committed(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+        """The group's committed offset of `tp`. aiokafka asks for it until a coordinator
+        answers, with no deadline: the wait goes through the loop's `KafkaWaits` (logged
+        while it lasts; a drain's ends with `KafkaStalled`) and ends with `StopRequested`
+        when told to stop. Without it no record of `tp` is buffered: its skip-set starts
+        there."""
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            answered, committed = await self._waits.within(
+                consumer.committed(tp),
+                stopped,
+                f"no committed offset of {tp.topic}[{tp.partition}]",
+            )
+        finally:
+            stopped.cancel()
+        if not answered:
+            raise StopRequested
+        return committed
 
     async def _retrying(self, call: Callable[[], Any]) -> Any:
         backoff = Backoff(self.config.initial_backoff_s, self.config.max_backoff_s)
@@ -510,6 +536,7 @@ class ClickHouseSink:
     async def run(self, stop: asyncio.Event, *, drain: bool = False) -> SinkStats:
         """Consume until `stop` is set (or, with `drain`, until caught up with every topic)."""
         self._stop = stop
+        self._waits = KafkaWaits(f"Kafka at {self.bootstrap}", drain=drain)
         consumer = new_consumer(
             self.bootstrap,
             self.group_id,
@@ -519,11 +546,18 @@ class ClickHouseSink:
         )
         self._consumer = consumer
         consumer.subscribe(list(self.mappers), listener=_Rebalance(self))
-        if not await start_consumer(consumer, stop):
+        if not await start_consumer(consumer, stop, self._waits):
             self._consumer = None
             return self.stats
+        stalled = False
         try:
-            await consume(consumer, list(self.mappers), self, stop, drain=drain)
+            try:
+                await consume(
+                    consumer, list(self.mappers), self, stop, drain=drain, waits=self._waits
+                )
+            except KafkaStalled:
+                stalled = True  # the flush under way still ends first (below)
+                raise
             await self._settle_flush(consumer, wait=True)
             while not await self.flush():  # drain: keep trying until stored or told to stop
                 if stop.is_set():
@@ -540,7 +574,7 @@ class ClickHouseSink:
                 with contextlib.suppress(Exception):
                     await task
             self._consumer = None
-            await stop_consumer(consumer)
+            await stop_consumer(consumer, within_s=STALLED_STOP_S if stalled else None)
         return self.stats
 
     # --- the consumer loop's hooks (sinks/consumer.py) -------------------------

@@ -97,6 +97,9 @@ from standardwebhooks import Webhook
 from schemas.alerts import Alert
 from sinks.backoff import Backoff
 from sinks.consumer import (
+    STALLED_STOP_S,
+    KafkaStalled,
+    KafkaWaits,
     commit_within,
     consume,
     new_consumer,
@@ -584,7 +587,8 @@ class EndpointPipe:
         http = http_client(
             self.policy, targets=self.config.targets, concurrency=self.endpoint.concurrency
         )
-        if not await start_consumer(consumer, stop):
+        waits = KafkaWaits(f"Kafka at {self.config.bootstrap}", drain=drain)
+        if not await start_consumer(consumer, stop, waits):
             await self.warmup.stop()  # the first assignment may have started one
             await http.aclose()
             return self.stats
@@ -595,7 +599,9 @@ class EndpointPipe:
         self._last_commit = time.monotonic()
         ending = asyncio.Event()  # `stop`, or an error of this endpoint
         relay = asyncio.create_task(_relay(stop, ending))
-        consuming = asyncio.create_task(consume(consumer, topics, self, ending, drain=drain))
+        consuming = asyncio.create_task(
+            consume(consumer, topics, self, ending, drain=drain, waits=waits)
+        )
         # a stop halts deliveries at once: `consume` sees it only between fetches, and
         # may be in a commit for seconds (a coordinator gone) while workers take more
         stopped = asyncio.create_task(self._stopping_on(ending))
@@ -620,7 +626,12 @@ class EndpointPipe:
             await asyncio.gather(relay, consuming, stopped, *workers, return_exceptions=True)
             await self.warmup.stop()
             await self.commit(consumer)
-            await stop_consumer(consumer)
+            stalled = (
+                consuming.done()
+                and not consuming.cancelled()
+                and isinstance(consuming.exception(), KafkaStalled)
+            )
+            await stop_consumer(consumer, within_s=STALLED_STOP_S if stalled else None)
             await http.aclose()
         self._check_workers(workers)  # also one that failed while we were stopping
         return self.stats
