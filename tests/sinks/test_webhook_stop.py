@@ -124,8 +124,8 @@ def test_an_endpoint_exports_its_series_at_zero_before_anything_happened() -> No
     assert REGISTRY.get_sample_value("chainwatch_webhook_log_refused_total", refused) is not None
 
 
-class _StuckCommits(FakeConsumer):
-    """The endpoint's consumer with the group coordinator gone: commits never answer."""
+class _Feed(FakeConsumer):
+    """The endpoint's consumer: `records` at the first fetch, then nothing."""
 
     def __init__(self, records: list[Any]) -> None:
         super().__init__([TP])
@@ -141,11 +141,15 @@ class _StuckCommits(FakeConsumer):
         await asyncio.sleep(timeout_ms / 1000)  # what a poll with nothing to read does
         return {}
 
-    async def commit(self, offsets: Any) -> None:
-        await asyncio.Event().wait()
-
     async def stop(self) -> None:
         return None
+
+
+class _StuckCommits(_Feed):
+    """The endpoint's consumer with the group coordinator gone: commits never answer."""
+
+    async def commit(self, offsets: Any) -> None:
+        await asyncio.Event().wait()
 
 
 def test_a_stop_halts_deliveries_at_once_while_the_consumer_is_stuck_in_a_commit(
@@ -191,27 +195,6 @@ def test_a_stop_halts_deliveries_at_once_while_the_consumer_is_stuck_in_a_commit
     asyncio.run(run())
     assert posted == [1]  # 2 and 3 did not start after the stop
     assert pipe.stats.delivered == 1
-
-
-class _Feed(FakeConsumer):
-    """The endpoint's consumer: `records` at the first fetch, then nothing."""
-
-    def __init__(self, records: list[Any]) -> None:
-        super().__init__([TP])
-        self.records = records
-
-    def subscribe(self, topics: Any, listener: Any) -> None:
-        return None
-
-    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, Any]:
-        if self.records:
-            records, self.records = self.records, []
-            return {TP: records}
-        await asyncio.sleep(timeout_ms / 1000)  # what a poll with nothing to read does
-        return {}
-
-    async def stop(self) -> None:
-        return None
 
 
 def test_a_worker_that_dies_lets_the_endpoints_other_posts_under_way_end_and_be_committed(
