@@ -5,9 +5,13 @@ The sink, the notifier and the gateway run an `async def main(stop)` through
 picks), SIGINT and SIGTERM set `stop` (logged as `process_signalled`), and
 `main` is expected to finish what it holds and return; a second signal changes
 nothing. The first signal also starts the stop's deadline (`stop_timeout_s`,
-chainwatch.stop_deadline): a `main` that has not returned by then (aiokafka's
-`consumer.stop()` waiting on a frozen broker) ends with `process_stop_timed_out`
-and exit status 1. The worker runs faust's own `Worker`, which owns its loop and the same
+chainwatch.stop_deadline), and so does `main` raising or returning on its own: a
+`main` that has not returned by then (aiokafka's `consumer.stop()` waiting on a
+frozen broker), or an event loop whose close has not ended (a thread that does
+not end), ends with `process_stop_timed_out` and exit status 1. From `main`'s
+return until the loop has closed, SIGINT/SIGTERM change nothing either (the
+deadline runs on): the process's own handlers are back only once it has
+closed. The worker runs faust's own `Worker`, which owns its loop and the same
 two signals, inside `process_lifetime`, the part they all share:
 
 - `process_starting` is logged with the process name, the pid and the URL of
@@ -204,40 +208,68 @@ def run_until_signalled(
 
     Call from the main thread (signal handlers can only be installed there).
     `ops` serves while `main` runs and is stopped after; what `main` returns is returned.
-    From the first signal, `main`'s return and the loop's close (its tasks cancelled,
-    its threads joined) get `stop_timeout_s`; past it the process exits with
-    `STOP_TIMED_OUT_EXIT` (chainwatch.stop_deadline).
+    From the first signal, or from `main`'s return or raise if no signal came first,
+    `main`'s return and the loop's close (its tasks cancelled, its threads joined) get
+    `stop_timeout_s`; past it the process exits with `STOP_TIMED_OUT_EXIT`
+    (chainwatch.stop_deadline). Outside `main` (before the loop runs it, and from its
+    return until the loop has closed) a signal only starts that deadline; the
+    process's own handlers are restored at the very end.
     """
     deadline = StopDeadline(process, stop_timeout_s)
-    with process_lifetime(process, ops, announced=announced, metrics_url=metrics_url):
-        try:
-            with asyncio.Runner(loop_factory=loop_factory) as runner:
-                return runner.run(_until_signalled(process, main, deadline))
-        finally:
-            deadline.cancel()
+    signalled: list[signal.Signals] = []
 
-
-async def _until_signalled(process: str, main: Main[T], deadline: StopDeadline) -> T:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(sig: signal.Signals) -> None:
-        if not stop.is_set():
+    def on_stop_signal(sig: signal.Signals) -> None:
+        deadline.start(sig)  # first: nothing may keep the deadline from starting
+        if not signalled:
+            signalled.append(sig)
             log.info(
                 "process_signalled",
                 process=process,
                 signal=sig.name,
-                stop_deadline_s=deadline.timeout_s,
+                stop_deadline_s=stop_timeout_s,
             )
-            deadline.start(sig)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # a plain handler: no loop to run a callback, and nothing raised into the close
+        on_stop_signal(signal.Signals(signum))
+
+    before = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    try:
+        with process_lifetime(process, ops, announced=announced, metrics_url=metrics_url):
+            runner = asyncio.Runner(loop_factory=loop_factory)
+            try:
+                result = runner.run(_until_signalled(main, on_stop_signal, on_signal))
+            except BaseException:
+                deadline.start("error")  # its graceful stop was under way (the notifier's)
+                runner.close()  # timed; if this hangs or raises, the deadline stands
+                deadline.cancel()
+                raise
+            deadline.start("ended")  # returned without a signal (a drain that ended)
+            runner.close()
+            deadline.cancel()  # only after a clean close
+            return result
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+async def _until_signalled(
+    main: Main[T],
+    on_stop_signal: Callable[[signal.Signals], None],
+    outside_main: Callable[[int, object], None],
+) -> T:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        on_stop_signal(sig)
         stop.set()
 
-    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         return await main(stop)
     finally:
-        for sig, handler in before.items():  # as they were (asyncio would leave the defaults)
+        for sig in STOP_SIGNALS:  # asyncio would leave the defaults: the close gets ours
             loop.remove_signal_handler(sig)
-            signal.signal(sig, handler)
+            signal.signal(sig, outside_main)

@@ -5,11 +5,14 @@ wait for ever: faust's stop with the broker gone (the consumer thread dies
 inside it and the main loop waits for it), aiokafka's `consumer.stop()` waiting
 for its coordination task and a LeaveGroup request to a frozen broker (the sink
 and the notifier stopped only when the broker came back, 75 s after SIGTERM).
-The first SIGINT/SIGTERM therefore starts a timer (`StopDeadline`); past it the
-process logs `process_stop_timed_out` (the process, the signal, the seconds
-waited, a hint), then `process_stopped outcome="exit 1"` (every process's last
-line, docs/observability.md), and exits with `STOP_TIMED_OUT_EXIT`: a
-supervisor sees a failed stop instead of a hang.
+Every stop therefore starts a timer (`StopDeadline`): the first SIGINT/SIGTERM,
+or a stop that began without one (a worker's crash, a `main` that raised or
+ended on its own), whichever comes first; later ones change nothing. Past it
+the process logs `process_stop_timed_out` (the process, what started the stop,
+the seconds waited, a hint), then `process_stopped outcome="exit 1"` (every
+process's last line, docs/observability.md), and exits with
+`STOP_TIMED_OUT_EXIT`: a supervisor sees a failed stop instead of a hang. A
+stop that ends in time cancels it.
 
 A hard exit is safe for every process: processing is at least once, so what was
 not committed is read again on the next start, as after a SIGKILL; the gateway
@@ -43,33 +46,39 @@ STOP_TIMED_OUT_HINT = (
 
 
 class StopDeadline:
-    """Exit the process `timeout_s` after the first stop signal, unless cancelled first."""
+    """Exit the process `timeout_s` after its stop began, unless cancelled first."""
 
     def __init__(self, process: str, timeout_s: float, *, hint: str = STOP_TIMED_OUT_HINT) -> None:
         self.process = process
         self.timeout_s = timeout_s
         self.hint = hint
         self._timer: threading.Timer | None = None
+        self._cancelled = False
 
-    def start(self, sig: signal.Signals) -> None:
-        """Start the deadline at the first signal; later ones change nothing."""
-        if self._timer is not None:
-            return
-        self._timer = threading.Timer(self.timeout_s, self._expired, args=(sig, time.monotonic()))
+    def start(self, reason: signal.Signals | str) -> bool:
+        """Start the deadline as the stop begins: `reason` is the signal, or what began
+        the stop without one (`"crash"`, `"error"`, `"ended"`). The first call counts;
+        later ones, and any after `cancel`, change nothing. True if this one started it."""
+        if self._timer is not None or self._cancelled:
+            return False
+        why = reason.name if isinstance(reason, signal.Signals) else reason
+        self._timer = threading.Timer(self.timeout_s, self._expired, args=(why, time.monotonic()))
         self._timer.name = f"stop-deadline:{self.process}"
         self._timer.daemon = True
         self._timer.start()
+        return True
 
     def cancel(self) -> None:
         """The process stopped in time: what follows (its ops port's stop) is not timed."""
+        self._cancelled = True
         if self._timer is not None:
             self._timer.cancel()
 
-    def _expired(self, sig: signal.Signals, since: float) -> None:
+    def _expired(self, reason: str, since: float) -> None:
         log.error(
             "process_stop_timed_out",
             process=self.process,
-            signal=sig.name,
+            cause=reason,  # the signal, or what began the stop without one
             waited_s=round(time.monotonic() - since, 1),
             deadline_s=self.timeout_s,
             hint=self.hint,

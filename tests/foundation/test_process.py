@@ -98,46 +98,96 @@ import asyncio, sys, threading
 from pathlib import Path
 from chainwatch.logs import configure_logging
 from chainwatch.process import run_until_signalled
-from tests.sinks.sink_harness import wait_for
 
-ready, how = Path(sys.argv[1]), sys.argv[2]
+ready, closing = Path(sys.argv[1]), Path(sys.argv[2])
+how, timeout_s = sys.argv[3], float(sys.argv[4])
 configure_logging("info", "json")
+
+async def held_by_the_close() -> None:  # the loop's close waits for a thread that never ends
+    try:
+        await asyncio.to_thread(threading.Event().wait)
+    except asyncio.CancelledError:  # only the loop's close cancels it: main has returned
+        closing.write_text("closing")
+        raise
 
 async def main(stop: asyncio.Event) -> None:
     ready.write_text("ready")
+    if how in ("ends", "raises"):  # main ends on its own (a drain that ended, an error)
+        asyncio.ensure_future(held_by_the_close())
+        await asyncio.sleep(0)
+        if how == "raises":
+            raise RuntimeError("broken")
+        return
     await stop.wait()
     if how == "main":  # its stop never ends (aiokafka's consumer.stop() on a frozen broker)
         await asyncio.Event().wait()
     if how == "thread":  # main returns, the loop's close waits for a thread that never ends
-        asyncio.ensure_future(asyncio.to_thread(threading.Event().wait))
+        asyncio.ensure_future(held_by_the_close())
         await asyncio.sleep(0)
 
-run_until_signalled("sink", main, stop_timeout_s=1.0)
+run_until_signalled("sink", main, stop_timeout_s=timeout_s)
 """
 
+READY_S = 60.0
+"""How long a child may take to start: a loaded machine takes seconds to import."""
 
-@pytest.mark.parametrize("how", ["main", "thread", "clean"])
-def test_a_stop_that_does_not_end_exits_1_after_its_deadline(tmp_path: Path, how: str) -> None:
-    ready = tmp_path / "ready"
+
+def _events(log: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+def _run_stuck(
+    tmp_path: Path,
+    how: str,
+    *,
+    timeout_s: float,
+    at_ready: tuple[signal.Signals, ...] = (),
+    in_close: tuple[signal.Signals, ...] = (),
+) -> tuple[int, float, str]:
+    """Run STUCK; send `at_ready` once it runs `main`, then `in_close` once the loop's close
+    waits (one at a time: each after the previous one was seen, or the process ended).
+    The exit status, the seconds from the first signal (or from the close) to the exit,
+    and the log."""
+    ready, closing = tmp_path / "ready", tmp_path / "closing"
     log = tmp_path / "process.log"
+    args = [sys.executable, "-c", STUCK, str(ready), str(closing), how, str(timeout_s)]
     with (
         log.open("wb") as out,
-        subprocess.Popen(
-            [sys.executable, "-c", STUCK, str(ready), how], stdout=out, stderr=subprocess.STDOUT
-        ) as process,
+        subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT) as process,
     ):
         try:
-            wait_for(ready.exists, timeout_s=DEADLINE_S, what="the process to start")
-            process.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
-            status = process.wait(timeout=DEADLINE_S)
-            took = time.monotonic() - signalled
+            wait_for(ready.exists, timeout_s=READY_S, what="the process to start")
+            since = time.monotonic()
+            for sig in at_ready:
+                process.send_signal(sig)
+            if in_close:
+                wait_for(
+                    lambda: closing.exists() or process.poll() is not None,
+                    timeout_s=READY_S,
+                    what="the loop's close",
+                )
+                since = since if at_ready else time.monotonic()
+            for sig in in_close:
+                process.send_signal(sig)
+                # the first signal is logged: a second one sent before it is seen could merge
+                wait_for(
+                    lambda: '"process_signalled"' in log.read_text() or process.poll() is not None,
+                    timeout_s=READY_S,
+                    what="the signal to be seen",
+                )
+            status = process.wait(timeout=timeout_s + 30)
+            took = time.monotonic() - since
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    text = log.read_text()
-    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return status, took, log.read_text()
+
+
+@pytest.mark.parametrize("how", ["main", "thread", "clean"])
+def test_a_stop_that_does_not_end_exits_1_after_its_deadline(tmp_path: Path, how: str) -> None:
+    status, took, text = _run_stuck(tmp_path, how, timeout_s=1.0, at_ready=(signal.SIGTERM,))
+    lines = _events(tmp_path / "process.log")
     events = [line["event"] for line in lines]
     timed_out = [line for line in lines if line["event"] == "process_stop_timed_out"]
     assert events[-1] == "process_stopped", text  # every process's last line, as ever
@@ -148,10 +198,52 @@ def test_a_stop_that_does_not_end_exits_1_after_its_deadline(tmp_path: Path, how
         return
     assert status == 1, text
     assert took >= 1.0
-    assert [(t["process"], t["signal"]) for t in timed_out] == [("sink", "SIGTERM")]
-    assert timed_out[0]["waited_s"] >= 1.0
+    assert [(t["process"], t["cause"]) for t in timed_out] == [("sink", "SIGTERM")]
+    assert timed_out[0]["waited_s"] >= 1.0  # type: ignore[operator]
     assert timed_out[0]["hint"]
     assert lines[-1]["outcome"] == "exit 1"
+
+
+STOP_S = 5.0
+"""The deadline of the cases that signal during the loop's close: room for the signals."""
+
+
+@pytest.mark.parametrize(
+    ("how", "at_ready", "in_close", "cause"),
+    [
+        # a second signal while the loop's close waits (main returned on the first)
+        ("thread", (signal.SIGTERM,), (signal.SIGTERM,), "SIGTERM"),
+        ("thread", (signal.SIGINT,), (signal.SIGINT,), "SIGINT"),
+        # the first signals after main returned on its own, or raised
+        ("ends", (), (signal.SIGTERM, signal.SIGTERM), "ended"),
+        ("ends", (), (signal.SIGINT, signal.SIGINT), "ended"),
+        ("raises", (), (signal.SIGINT, signal.SIGTERM), "error"),
+        # no signal at all: a main that raised still gets its close timed
+        ("raises", (), (), "error"),
+    ],
+)
+def test_signals_during_the_loops_close_change_nothing_and_its_deadline_holds(
+    tmp_path: Path,
+    how: str,
+    at_ready: tuple[signal.Signals, ...],
+    in_close: tuple[signal.Signals, ...],
+    cause: str,
+) -> None:
+    status, _took, text = _run_stuck(
+        tmp_path, how, timeout_s=STOP_S, at_ready=at_ready, in_close=in_close
+    )
+    lines = _events(tmp_path / "process.log")
+    assert status == 1, text  # not killed by a signal (-15), nor alive past the deadline
+    assert "KeyboardInterrupt" not in text
+    timed_out = [line for line in lines if line["event"] == "process_stop_timed_out"]
+    assert [(t["process"], t["cause"]) for t in timed_out] == [("sink", cause)], text
+    assert timed_out[0]["waited_s"] >= STOP_S  # type: ignore[operator]
+    signalled = [line for line in lines if line["event"] == "process_signalled"]
+    first = (*at_ready, *in_close)[:1]
+    assert [line["signal"] for line in signalled] == [sig.name for sig in first]  # once
+    stopped = [line for line in lines if line["event"] == "process_stopped"]
+    assert lines[-1]["event"] == "process_stopped", text  # every process's last line
+    assert [line["outcome"] for line in stopped] == ["exit 1"], text
 
 
 def test_the_notifiers_deadline_leaves_its_posts_under_way_their_time(tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ def test_a_stop_that_does_not_end_exits_after_its_deadline(
     if hang == "hang":
         assert status == 1, log.read_text()[-3000:]
         assert took >= 2.0
-        assert [(t["process"], t["signal"]) for t in timed_out] == [("worker", "SIGTERM")]
+        assert [(t["process"], t["cause"]) for t in timed_out] == [("worker", "SIGTERM")]
         stopped = [line for line in lines if line.get("event") == "process_stopped"]
         assert [line["outcome"] for line in stopped] == ["exit 1"]  # its last line, as ever
     else:
