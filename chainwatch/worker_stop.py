@@ -10,6 +10,14 @@ the next start, as after a SIGKILL (tests/engine: SIGKILL + restart). After
 with status 1, and a supervisor sees a failed stop instead of a hang: the deadline
 every long-running process has (chainwatch.stop_deadline), started from mode's
 signal handling instead of ours.
+
+A stop that begins without a signal has the same deadline: after a crash
+(`consumer.crash(...)`: an agent's error, a drained commit that timed out) mode's
+`execute_from_commandline` runs `stop_and_shutdown()`, whose consumer stop
+commits and leaves the group: the very waits that hang while the group
+coordinator is away. mode calls `on_worker_shutdown()` just before it, for every
+stop, so the deadline starts there (cause `crash`, or `ended`) if no signal
+started it first.
 """
 
 from __future__ import annotations
@@ -42,6 +50,11 @@ class BoundedStopWorker(faust.Worker):
         # mode's one entry for both signals (it ignores every signal after the first)
         self._stop_deadline.start(sig)
         super()._schedule_shutdown(sig)
+
+    def on_worker_shutdown(self) -> None:
+        # mode calls this for every stop, just before `stop_and_shutdown()` (the waits)
+        self._stop_deadline.start("ended" if self.crash_reason is None else "crash")
+        super().on_worker_shutdown()
 
     def cancel_stop_deadline(self) -> None:
         """Called once the worker returned: what follows (the ops port's stop) is not timed."""

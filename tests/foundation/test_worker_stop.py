@@ -3,7 +3,9 @@
 A real faust worker on the suite's broker, in its own process: one case has a
 service whose stop never ends (as the consumer thread's with the broker gone),
 the other stops cleanly. SIGTERM to each; the first must exit 1 after its
-deadline and say why, the second 0 before it.
+deadline and say why, the second 0 before it. A third crashes (as after a
+drained commit that timed out) with that stop hanging, and no signal: the crash
+starts the deadline.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ app = create_app(app_id, bootstrap=bootstrap, partitions=1, data_dir=data_dir)
 @app.service
 class Stuck(Service):
     async def on_stop(self) -> None:
-        if hang == "hang":
+        if hang in ("hang", "crash"):
             await asyncio.Event().wait()  # never set
 
 @app.task
 async def started() -> None:
     ready.write_text("started")
+    if hang == "crash":  # as a drained commit that timed out (CommitTimedOut), no signal
+        await app.consumer.crash(RuntimeError("commit timed out"))
 
 BoundedStopWorker(
     app, loglevel="info", quiet=True, override_logging=False, stop_timeout_s=2.0
@@ -50,7 +54,7 @@ BoundedStopWorker(
 """
 
 
-@pytest.mark.parametrize("hang", ["hang", "clean"])
+@pytest.mark.parametrize("hang", ["hang", "clean", "crash"])
 def test_a_stop_that_does_not_end_exits_after_its_deadline(
     tmp_path: Path, kafka_bootstrap: str, unique: Callable[[str], str], hang: str
 ) -> None:
@@ -75,7 +79,8 @@ def test_a_stop_that_does_not_end_exits_after_its_deadline(
     ):
         try:
             wait_for(ready.exists, timeout_s=90, what="the worker to start")
-            worker.send_signal(signal.SIGTERM)
+            if hang != "crash":
+                worker.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             status = worker.wait(timeout=60)
             took = time.monotonic() - signalled
@@ -85,10 +90,11 @@ def test_a_stop_that_does_not_end_exits_after_its_deadline(
                 worker.wait()
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     timed_out = [line for line in lines if line.get("event") == "process_stop_timed_out"]
-    if hang == "hang":
+    if hang in ("hang", "crash"):
         assert status == 1, log.read_text()[-3000:]
-        assert took >= 2.0
-        assert [(t["process"], t["cause"]) for t in timed_out] == [("worker", "SIGTERM")]
+        cause = "SIGTERM" if hang == "hang" else "crash"
+        assert took >= 2.0 or cause == "crash"  # from the signal; the crash came after ready
+        assert [(t["process"], t["cause"]) for t in timed_out] == [("worker", cause)]
         stopped = [line for line in lines if line.get("event") == "process_stopped"]
         assert [line["outcome"] for line in stopped] == ["exit 1"]  # its last line, as ever
     else:
