@@ -12,7 +12,8 @@ the process logs `process_stop_timed_out` (the process, what started the stop,
 the seconds waited, a hint), then `process_stopped outcome="exit 1"` (every
 process's last line, docs/observability.md), and exits with
 `STOP_TIMED_OUT_EXIT`: a supervisor sees a failed stop instead of a hang. A
-stop that ends in time cancels it.
+stop that ends in time cancels it; cancelling and expiring exclude each other,
+so a stop that ends right at the deadline is either one or the other.
 
 A hard exit is safe for every process: processing is at least once, so what was
 not committed is read again on the next start, as after a SIGKILL; the gateway
@@ -53,28 +54,47 @@ class StopDeadline:
         self.timeout_s = timeout_s
         self.hint = hint
         self._timer: threading.Timer | None = None
+        # cancelling and expiring exclude each other; reentrant: a signal handler
+        # (`start`) may run in the main thread inside `cancel`
+        self._lock = threading.RLock()
         self._cancelled = False
+        self._expiring = False
+        self._exited = threading.Event()
 
     def start(self, reason: signal.Signals | str) -> bool:
         """Start the deadline as the stop begins: `reason` is the signal, or what began
         the stop without one (`"crash"`, `"error"`, `"ended"`). The first call counts;
         later ones, and any after `cancel`, change nothing. True if this one started it."""
-        if self._timer is not None or self._cancelled:
-            return False
-        why = reason.name if isinstance(reason, signal.Signals) else reason
-        self._timer = threading.Timer(self.timeout_s, self._expired, args=(why, time.monotonic()))
-        self._timer.name = f"stop-deadline:{self.process}"
-        self._timer.daemon = True
-        self._timer.start()
-        return True
+        with self._lock:
+            if self._timer is not None or self._cancelled:
+                return False
+            why = reason.name if isinstance(reason, signal.Signals) else reason
+            self._timer = threading.Timer(
+                self.timeout_s, self._expired, args=(why, time.monotonic())
+            )
+            self._timer.name = f"stop-deadline:{self.process}"
+            self._timer.daemon = True
+            self._timer.start()
+            return True
 
     def cancel(self) -> None:
-        """The process stopped in time: what follows (its ops port's stop) is not timed."""
-        self._cancelled = True
-        if self._timer is not None:
-            self._timer.cancel()
+        """The process stopped in time: what follows (its ops port's stop) is not timed.
+        Once the deadline is expiring this changes nothing: it waits for the exit, so the
+        stop's own last line never follows the deadline's."""
+        with self._lock:
+            expiring = self._expiring
+            if not expiring:
+                self._cancelled = True
+                if self._timer is not None:
+                    self._timer.cancel()
+        if expiring:
+            self._exited.wait()  # for ever: the timer's thread ends the process
 
     def _expired(self, reason: str, since: float) -> None:
+        with self._lock:
+            if self._cancelled:  # the stop ended just as the timer fired
+                return
+            self._expiring = True
         log.error(
             "process_stop_timed_out",
             process=self.process,
@@ -86,4 +106,7 @@ class StopDeadline:
         # every process's last line; os._exit skips process_lifetime's
         log.info("process_stopped", process=self.process, outcome=f"exit {STOP_TIMED_OUT_EXIT}")
         logging.shutdown()  # flush the handlers: os._exit skips every cleanup
-        os._exit(STOP_TIMED_OUT_EXIT)
+        try:
+            os._exit(STOP_TIMED_OUT_EXIT)
+        finally:
+            self._exited.set()  # only if it returns (a test's)

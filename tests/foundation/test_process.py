@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 
 from chainwatch.ops_server import OpsServer, serve_ops
 from chainwatch.process import run_until_signalled
+from chainwatch.stop_deadline import StopDeadline
 from tests.sinks.sink_harness import wait_for
 
 DEADLINE_S = 10.0
@@ -244,6 +246,51 @@ def test_signals_during_the_loops_close_change_nothing_and_its_deadline_holds(
     stopped = [line for line in lines if line["event"] == "process_stopped"]
     assert lines[-1]["event"] == "process_stopped", text  # every process's last line
     assert [line["outcome"] for line in stopped] == ["exit 1"], text
+
+
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The statuses `StopDeadline` would exit with (`os._exit` and the log shutdown faked)."""
+    from chainwatch import stop_deadline
+
+    statuses: list[int] = []
+    monkeypatch.setattr(stop_deadline.os, "_exit", statuses.append)
+    monkeypatch.setattr(stop_deadline.logging, "shutdown", lambda: None)
+    return statuses
+
+
+def test_a_deadline_cancelled_as_its_timer_fires_does_nothing(exits: list[int]) -> None:
+    deadline = StopDeadline("test", 60.0)
+    assert deadline.start("ended")
+    deadline.cancel()
+    deadline._expired("ended", time.monotonic())  # the timer's thread, already past its wait
+    assert exits == []  # no process_stop_timed_out, no second process_stopped, no exit 1
+    assert not deadline.start(signal.SIGTERM)  # and nothing starts it again
+
+
+def test_once_the_deadline_expires_a_cancel_waits_for_the_exit(exits: list[int]) -> None:
+    from chainwatch import stop_deadline
+
+    expiring, release = threading.Event(), threading.Event()
+
+    def exit_slowly(status: int) -> None:  # os._exit, with the process still there a while
+        exits.append(status)
+        expiring.set()
+        release.wait(DEADLINE_S)
+
+    stop_deadline.os._exit = exit_slowly  # type: ignore[assignment]  # the fixture restores it
+    deadline = StopDeadline("test", 0.01)
+    deadline.start(signal.SIGTERM)
+    assert expiring.wait(DEADLINE_S)
+    cancelling = threading.Thread(target=deadline.cancel, daemon=True)
+    cancelling.start()
+    cancelling.join(0.5)
+    # the stop's own end (process_stopped outcome=ok) never follows the deadline's lines
+    assert cancelling.is_alive()
+    release.set()
+    cancelling.join(DEADLINE_S)
+    assert not cancelling.is_alive()
+    assert exits == [1]
 
 
 def test_the_notifiers_deadline_leaves_its_posts_under_way_their_time(tmp_path: Path) -> None:
