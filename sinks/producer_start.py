@@ -5,7 +5,8 @@ retries that request in a loop without end (aiokafka's `Sender._maybe_wait_for_p
 a broker that answered the bootstrap and then stalls (frozen, overloaded, its
 coordinator gone) kept the start, and the process, waiting for ever. Here the
 start ends within `START_TIMEOUT_S` or is a `ProducerStartFailed` (a `SinkError`,
-so the CLI prints one line), with the producer stopped; a stop signal meanwhile
+so the CLI prints one line, worded by what happened: no answer in time, no
+connection, a refusal), with the producer stopped; a stop signal meanwhile
 ends the wait at once. `stop_producer` bounds the stop as well.
 """
 
@@ -15,7 +16,7 @@ import asyncio
 import contextlib
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from sinks.errors import SinkError
 
@@ -58,11 +59,7 @@ async def start_producer(
         return False
     except (KafkaError, OSError, TimeoutError) as exc:
         await stop_producer(producer)
-        raise ProducerStartFailed(
-            f"Kafka at {bootstrap} did not let a producer start within {limit:g} s "
-            f"({type(exc).__name__}: {str(exc)[:200] or 'no answer'}); check that the broker "
-            "answers (`chainwatch kafka status` for the local one) and is not overloaded"
-        ) from None
+        raise ProducerStartFailed(_start_failure(exc, bootstrap, limit)) from None
     except BaseException:  # our own task cancelled: no start left running behind it
         starting.cancel()
         await asyncio.gather(starting, return_exceptions=True)
@@ -71,6 +68,28 @@ async def start_producer(
     finally:
         if stopped is not None:
             stopped.cancel()
+
+
+def _start_failure(exc: BaseException, bootstrap: str, limit: float) -> str:
+    """One line for a start that failed, worded by what happened: no answer within the
+    deadline, no connection, or a refusal (these come at once, not after `limit`)."""
+    detail = f"{type(exc).__name__}: {str(exc)[:200] or 'no detail'}"
+    if isinstance(exc, TimeoutError | KafkaTimeoutError):
+        return (
+            f"Kafka at {bootstrap} did not let a producer start within {limit:g} s "
+            f"({type(exc).__name__}: {str(exc)[:200] or 'no answer'}); check that the broker "
+            "answers (`chainwatch kafka status` for the local one) and is not overloaded"
+        )
+    if isinstance(exc, OSError | KafkaConnectionError):
+        return (
+            f"could not connect to Kafka at {bootstrap} to start a producer ({detail}); "
+            "check that the broker runs and listens there (`chainwatch kafka status` for "
+            "the local one)"
+        )
+    return (
+        f"Kafka at {bootstrap} refused a producer's start ({detail}); check the broker's "
+        "log and settings"
+    )
 
 
 async def stop_producer(producer: AIOKafkaProducer) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError, UnsupportedVersionError
 
 from chainwatch import replay
 from chainwatch.errors import USER_ERRORS
@@ -69,6 +70,38 @@ def test_a_start_that_never_ends_is_a_clear_error_after_its_deadline() -> None:
     assert producer.stopped == 1  # not left half started
 
 
+class Refused(NeverStarts):
+    def __init__(self, error: Exception, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.error = error
+
+    async def start(self) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (KafkaConnectionError("Unable to bootstrap from [('broker', 9092)]"), "could not connect"),
+        (ConnectionRefusedError(111, "Connection refused"), "could not connect"),
+        (UnsupportedVersionError("no InitProducerId"), "refused a producer's start"),
+    ],
+)
+def test_a_start_that_fails_at_once_says_what_happened_not_a_deadline(
+    error: Exception, said: str
+) -> None:
+    producer = Refused(error)
+    with pytest.raises(ProducerStartFailed) as failed:
+        asyncio.run(asyncio.wait_for(start_producer(producer, "broker:9092"), BOUND_S))  # type: ignore[arg-type]
+    message = str(failed.value)
+    assert said in message
+    assert "broker:9092" in message
+    assert "within" not in message  # it did not wait 30 s: it failed at once
+    assert type(error).__name__ in message
+    assert "\n" not in message
+    assert producer.stopped == 1
+
+
 def test_a_stop_ends_the_wait_at_once_and_a_start_that_answers_starts() -> None:
     async def stopped_meanwhile() -> bool:
         stop = asyncio.Event()
@@ -112,6 +145,7 @@ def test_the_notifier_stops_when_told_while_its_producer_starts(
 
     stats = asyncio.run(asyncio.wait_for(main(), BOUND_S))
     assert stats.delivered == 0
+    assert [p.stopped for p in NeverStarts.instances] == [1]  # its start not left running
 
 
 def test_the_replay_fails_clearly_when_its_producer_never_starts(
