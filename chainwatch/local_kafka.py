@@ -22,7 +22,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,41 +257,56 @@ LAUNCH_TIMEOUT_S = 30.0
 returns at once: the broker's own start is waited for apart)."""
 
 
+_LAUNCH_SCRIPT = (
+    # the broker gets the highest open-file limit it may have (one file per partition)
+    'ulimit -n "$(ulimit -Hn)" 2>/dev/null; '
+    'exec </dev/null; "$@" >>"$CHAINWATCH_BROKER_LOG" 2>&1 & echo $!'
+)
+
+
 def _launch_detached(cmd: list[str], *, cwd: Path, log: Path) -> int:
     """Start `cmd` in the background, owned by init rather than by this process.
 
     The broker outlives the command that started it (`chainwatch kafka start`
-    returns), so it is started through a shell that backgrounds it and exits.
+    returns), so it is started through a shell that backgrounds it and exits. The
+    shell leads a new session and process group, which the broker shares: a shell
+    that does not return in time is killed with its group, so a broker it already
+    started is not left running untracked.
     """
-    # the broker gets the highest open-file limit it may have (one file per partition)
-    script = (
-        'ulimit -n "$(ulimit -Hn)" 2>/dev/null; '
-        'exec </dev/null; "$@" >>"$CHAINWATCH_BROKER_LOG" 2>&1 & echo $!'
-    )
     try:
-        result = subprocess.run(
-            ["/bin/sh", "-c", script, "sh", *cmd],
+        shell = subprocess.Popen(
+            ["/bin/sh", "-c", _LAUNCH_SCRIPT, "sh", *cmd],
             cwd=cwd,
             env={**os.environ, "CHAINWATCH_BROKER_LOG": str(log)},
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            check=False,
             start_new_session=True,
-            timeout=LAUNCH_TIMEOUT_S,
         )
+    except OSError as exc:
+        raise BrokerError(
+            f"could not launch the Kafka broker: /bin/sh did not run ({exc.strerror or exc})"
+        ) from None
+    try:
+        out, err = shell.communicate(timeout=LAUNCH_TIMEOUT_S)
     except subprocess.TimeoutExpired:
+        _kill_group(shell)
         raise BrokerError(
             "could not launch the Kafka broker: the shell that starts it in the background "
             f"did not return within {LAUNCH_TIMEOUT_S:g} s (is the machine overloaded?); "
             f"its log: {log}"
         ) from None
-    except OSError as exc:
-        raise BrokerError(
-            f"could not launch the Kafka broker: /bin/sh did not run ({exc.strerror or exc})"
-        ) from None
-    if result.returncode != 0 or not result.stdout.strip().isdigit():
-        raise BrokerError(f"could not launch the Kafka broker: {result.stderr.strip()[-300:]}")
-    return int(result.stdout.strip())
+    if shell.returncode != 0 or not out.strip().isdigit():
+        raise BrokerError(f"could not launch the Kafka broker: {err.strip()[-300:]}")
+    return int(out.strip())
+
+
+def _kill_group(shell: subprocess.Popen[str]) -> None:
+    """Kill the launch shell's process group (the shell, and a broker it started)."""
+    with suppress(ProcessLookupError):
+        os.killpg(shell.pid, signal.SIGKILL)  # the group's id is the shell's pid
+    with suppress(subprocess.TimeoutExpired):
+        shell.communicate(timeout=LAUNCH_TIMEOUT_S)  # reaped, its pipes closed
 
 
 def open_files_limit() -> int:

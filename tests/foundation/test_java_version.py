@@ -5,6 +5,7 @@ the broker's own log; `doctor` printed `ok` for any Java)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from chainwatch.local_kafka import java_major
+from tests.sinks.sink_harness import wait_for
 
 
 @pytest.mark.parametrize(
@@ -100,20 +102,42 @@ def test_a_tool_that_does_not_answer_fails_its_doctor_check_in_one_line(
     assert check.detail == "`mvn -v -B` did not answer within 0.3 s; install Maven"
 
 
-def test_a_broker_launch_that_does_not_return_is_one_line(
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is gone but not reaped
+
+
+def test_a_broker_launch_that_does_not_return_is_one_line_and_leaves_no_broker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from chainwatch import local_kafka
     from chainwatch.errors import UserError
 
-    def stuck(cmd: list[str], **kwargs: object) -> None:
-        raise subprocess.TimeoutExpired(cmd, float(kwargs["timeout"]))  # type: ignore[arg-type]
-
-    monkeypatch.setattr(local_kafka.subprocess, "run", stuck)
+    pidfile = tmp_path / "broker.pid"
+    # the shell starts the broker, then does not return (an overloaded machine)
+    hangs = f"; while [ ! -e {pidfile} ]; do sleep 0.05; done; exec sleep 600"
+    monkeypatch.setattr(local_kafka, "_LAUNCH_SCRIPT", local_kafka._LAUNCH_SCRIPT + hangs)
+    monkeypatch.setattr(local_kafka, "LAUNCH_TIMEOUT_S", 5.0)
+    broker = [
+        "/bin/sh",
+        "-c",
+        f"echo $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}; exec sleep 600",
+    ]
     log = tmp_path / "broker.log"
-    with pytest.raises(UserError) as failed:
-        local_kafka._launch_detached(["java", "-version"], cwd=tmp_path, log=log)
-    assert str(failed.value) == (
-        "could not launch the Kafka broker: the shell that starts it in the background did "
-        f"not return within 30 s (is the machine overloaded?); its log: {log}"
-    )
+    pid = 0
+    try:
+        with pytest.raises(UserError) as failed:
+            local_kafka._launch_detached(broker, cwd=tmp_path, log=log)
+        assert str(failed.value) == (
+            "could not launch the Kafka broker: the shell that starts it in the background did "
+            f"not return within 5 s (is the machine overloaded?); its log: {log}"
+        )
+        assert pidfile.exists()  # the broker had started (the shell waited for it)
+        pid = int(pidfile.read_text())
+        wait_for(lambda: not _alive(pid), timeout_s=30, what="the broker it started to be killed")
+    finally:
+        if pid and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
