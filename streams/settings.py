@@ -113,7 +113,8 @@ class EngineSettings(BaseModel):
         gt=0,
         le=600,
         description="how long a worker, the sink, the notifier or the gateway may take to "
-        "stop after SIGINT/SIGTERM; past it the process logs `process_stop_timed_out` and "
+        "stop after SIGINT/SIGTERM (or after a stop that began without one: a crash, an "
+        "error, a drain that ended); past it the process logs `process_stop_timed_out` and "
         "exits with status 1 (safe: what was not committed is read again on restart); the "
         "notifier and the gateway take more when their own graceful stop needs it",
     )
