@@ -23,8 +23,9 @@ and says so (`kafka_waiting`, then `kafka_waiting_over`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Collection, Mapping
+from collections.abc import Awaitable, Collection, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
 import structlog
@@ -68,6 +69,31 @@ class KafkaWaits:
         self._since = time.monotonic()
         self._waited_since: float | None = None
         """When the wait that was logged began (None: no wait logged)."""
+        self._excused = 0.0
+        """Seconds of our own work taken off the stall clock so far (`ours`)."""
+        self._ours = 0
+        """`ours` blocks under way: a wait that runs our work (a rebalance listener's
+        flush inside a fetch) does not stall meanwhile."""
+
+    @contextlib.contextmanager
+    def ours(self) -> Iterator[None]:
+        """Time spent inside is our own work (the handler, a flush to ClickHouse, a
+        rebalance listener's), not a wait on Kafka: it does not count towards a stall.
+
+        A sink's flush may take minutes (a slow insert, a ClickHouse outage ridden
+        out), and the next empty fetch then found the stall clock long run out: a
+        healthy drain ended with `KafkaStalled`. Nested blocks are counted once; the
+        clock never moves past now."""
+        began, excused = time.monotonic(), self._excused
+        self._ours += 1
+        try:
+            yield
+        finally:
+            self._ours -= 1
+            now = time.monotonic()
+            extra = (now - began) - (self._excused - excused)  # not taken off already
+            self._excused += extra
+            self._since = min(self._since + extra, now)
 
     def progress(self) -> None:
         """Kafka answered, or the loop waits on its handler, not on Kafka."""
@@ -81,7 +107,7 @@ class KafkaWaits:
 
     def check(self, what: str) -> None:
         """No progress since the last check that made some: stalled once `stall_s` passed."""
-        if time.monotonic() - self._since >= self.stall_s:
+        if time.monotonic() - self._since >= self.stall_s and not self._ours:
             self._stalled(what)
 
     async def within(
@@ -111,7 +137,8 @@ class KafkaWaits:
                     return True, result
                 if stopped.done():
                     break
-                self._stalled(what)
+                if not self._ours:
+                    self._stalled(what)
         except BaseException:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -278,13 +305,15 @@ async def consume(
             )
             if batch is None:
                 return
-            for tp, records in batch.items():
-                if tp not in consumer.assignment():
-                    continue  # fetched before a rebalance took the partition away
-                await batches.handle(tp, records)
+            with waits.ours():
+                for tp, records in batch.items():
+                    if tp not in consumer.assignment():
+                        continue  # fetched before a rebalance took the partition away
+                    await batches.handle(tp, records)
             if drain and (any(batch.values()) or consumer.paused()):
                 waits.progress()  # records, or the handler holds back: not Kafka's wait
-            await batches.after_batch(consumer)
+            with waits.ours():
+                await batches.after_batch(consumer)
             if drain:
                 assigned = consumer.assignment()
                 if {tp.topic for tp in assigned} != set(topics):

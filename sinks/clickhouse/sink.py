@@ -188,7 +188,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.sink = sink
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.sink.release(list(revoked))
+        with self.sink._waits.ours():  # a flush to ClickHouse, inside the fetch's wait
+            await self.sink.release(list(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.sink.forget_stored(list(assigned))
@@ -263,7 +264,8 @@ class ClickHouseSink:
                 )
                 values = {"topic": tp.topic, "partition": tp.partition, "since": since}
                 query = functools.partial(self.client.query, sql, parameters=values)
-                result = await self._retrying(query)
+                with self._waits.ours():  # not Kafka's: the next `_committed` waits afresh
+                    result = await self._retrying(query)
                 count, top, offsets = result.result_rows[0]
                 if not count:
                     stored = _Stored()

@@ -316,3 +316,58 @@ def test_notify_drain_goes_through_the_same_waits(monkeypatch: pytest.MonkeyPatc
 
 async def _no_commit(_consumer: Any) -> None:
     pass
+
+
+class _SlowFlush(Handler):
+    """A sink whose flush takes longer than the stall deadline (a slow insert)."""
+
+    def __init__(self, flush_s: float) -> None:
+        super().__init__(idle=False)
+        self.flush_s = flush_s
+        self.flushes = 0
+
+    async def after_batch(self, _consumer: Any) -> None:
+        self.flushes += 1
+        if self.flushes == 2:
+            await asyncio.sleep(self.flush_s)
+
+    def idle(self) -> bool:
+        return self.flushes >= 4
+
+
+def test_a_drain_busy_with_its_own_flush_is_not_taken_for_a_stalled_kafka() -> None:
+    """Kafka answered every call in milliseconds, but the stall clock counted the
+    handler's flush: the first empty fetch after it ended a healthy drain."""
+    consumer = StandIn()
+    positions = iter([5, 5, 5])  # behind for three turns (the records on their way)
+
+    async def position(_tp: TopicPartition) -> int:
+        return next(positions, 10)
+
+    consumer.position = position  # type: ignore[method-assign]
+
+    async def run() -> None:
+        waits = KafkaWaits(KAFKA, drain=True, stall_s=0.2)
+        handler = _SlowFlush(0.5)
+        await consume(consumer, ["t"], handler, asyncio.Event(), drain=True, waits=waits)  # type: ignore[arg-type]
+
+    outcome, _took = _outcome(run())
+    assert outcome is None  # drained, not KafkaStalled
+
+
+def test_our_work_inside_a_kafka_wait_does_not_stall_it() -> None:
+    """A rebalance listener's flush runs inside the fetch's wait (aiokafka calls it from
+    `getmany`): a revocation flush longer than the stall deadline ended the drain."""
+
+    async def run() -> Any:
+        waits = KafkaWaits(KAFKA, drain=True, stall_s=0.2)
+
+        async def fetch_with_a_slow_listener() -> str:
+            with waits.ours():
+                await asyncio.sleep(0.5)  # the listener flushes to ClickHouse
+            return "fetched"
+
+        return await waits.within(fetch_with_a_slow_listener(), _forever(), "no assignment")
+
+    outcome, _took = _outcome(run())
+    assert outcome == (True, "fetched")
