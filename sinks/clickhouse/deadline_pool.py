@@ -72,17 +72,21 @@ class _Armed:
         """Why the request was cut (set once the watchdog or an abort fired)."""
 
     def fire(self, reason: str) -> None:
-        if not self.active:
-            return
-        self.active = False
-        if not self.in_call and getattr(self.conn, "is_idle", False):
-            return  # its answer was read in time
-        self.reason = reason
-        self.shared.cut = self.shared.cut or reason
-        sock = getattr(self.conn, "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):  # the socket's own, not TLS's: no close_notify
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        # under the pool's lock, as `disarm` and `arm`: a request that ends as its deadline
+        # falls due is either disarmed first (nothing cut) or cut before its connection
+        # goes back to the pool; never is the next request on that connection cut instead
+        with self.shared.lock:
+            if not self.active:
+                return
+            self.active = False
+            if not self.in_call and getattr(self.conn, "is_idle", False):
+                return  # its answer was read in time
+            self.reason = reason
+            self.shared.cut = self.shared.cut or reason
+            sock = getattr(self.conn, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):  # the socket's own, not TLS's close_notify
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class _Watchdog:
@@ -151,8 +155,8 @@ class _Deadlines:
     def disarm(self, conn: HTTPConnection) -> None:
         with self.lock:
             armed = self.armed.pop(id(conn), None)
-        if armed is not None:
-            armed.active = False
+            if armed is not None:
+                armed.active = False
 
     def abort(self, reason: str) -> None:
         with self.lock:
