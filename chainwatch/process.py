@@ -238,7 +238,7 @@ def run_until_signalled(
         with process_lifetime(process, ops, announced=announced, metrics_url=metrics_url):
             runner = asyncio.Runner(loop_factory=loop_factory)
             try:
-                result = runner.run(_until_signalled(main, on_stop_signal, on_signal))
+                result = runner.run(_until_signalled(main, on_stop_signal, on_signal, signalled))
             except BaseException:
                 deadline.start("error")  # its graceful stop was under way (the notifier's)
                 runner.close()  # timed; if this hangs or raises, the deadline stands
@@ -257,6 +257,7 @@ async def _until_signalled(
     main: Main[T],
     on_stop_signal: Callable[[signal.Signals], None],
     outside_main: Callable[[int, object], None],
+    signalled: list[signal.Signals],
 ) -> T:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -267,6 +268,8 @@ async def _until_signalled(
 
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
+    if signalled:  # a signal before the loop ran: `main` starts told to stop
+        stop.set()
     try:
         return await main(stop)
     finally:

@@ -315,3 +315,20 @@ def test_the_gateways_deadline_leaves_its_requests_their_grace(tmp_path: Path) -
     assert stop_timeout_s(default) == 15 + PUBLISHER_STOP_S + STOP_MARGIN_S  # over 30 s
     patient = Settings(data_dir=tmp_path, gateway={"shutdown_grace_s": 40.5})
     assert stop_timeout_s(patient) == 41 + PUBLISHER_STOP_S + STOP_MARGIN_S
+
+
+def test_a_signal_before_the_loop_runs_main_has_main_start_told_to_stop() -> None:
+    """Between our handlers' install and the loop's, a signal only started the deadline:
+    `main` then ran as if never told, until the deadline ended the process (exit 1)."""
+
+    def loop_with_a_signal_on_the_way() -> asyncio.AbstractEventLoop:
+        signal.raise_signal(signal.SIGTERM)  # a supervisor's stop as the process starts
+        return asyncio.new_event_loop()
+
+    async def main(stop: asyncio.Event) -> bool:
+        return stop.is_set()
+
+    told = run_until_signalled(
+        "early", main, loop_factory=loop_with_a_signal_on_the_way, stop_timeout_s=30
+    )
+    assert told
