@@ -61,6 +61,8 @@ class _Armed:
 
     def __init__(self, shared: _Deadlines, conn: HTTPConnection, seconds: float) -> None:
         self.shared = shared
+        self.call = shared.call
+        """The call it belongs to: only a cut of the current call fails that call."""
         self.conn = conn
         self.seconds = seconds
         self.at = time.monotonic() + seconds
@@ -82,7 +84,8 @@ class _Armed:
             if not self.in_call and getattr(self.conn, "is_idle", False):
                 return  # its answer was read in time
             self.reason = reason
-            self.shared.cut = self.shared.cut or reason
+            if self.call == self.shared.call:  # (an earlier call's abandoned answer: not it)
+                self.shared.cut = self.shared.cut or reason
             sock = getattr(self.conn, "sock", None)
             if sock is not None:
                 with contextlib.suppress(OSError):  # the socket's own, not TLS's close_notify
@@ -138,6 +141,8 @@ class _Deadlines:
         a clean-up query) fail at once with it instead of waiting out a deadline each."""
         self.lock = threading.Lock()
         self.armed: dict[int, _Armed] = {}
+        self.call = 0
+        """Which call of the client runs now (`Deadlines.call` counts them)."""
 
     def arm(self, conn: HTTPConnection) -> _Armed:
         with self.lock:
@@ -238,7 +243,9 @@ class Deadlines:
         """One call of the client: its requests get `seconds` (None: `deadline_s`), and
         once one is cut the others fail at once."""
         before = self._shared.deadline_s
-        self._shared.cut = None
+        with self._shared.lock:
+            self._shared.call += 1
+            self._shared.cut = None
         if seconds is not None:
             self._shared.deadline_s = seconds
         try:

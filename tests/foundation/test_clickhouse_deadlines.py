@@ -200,3 +200,23 @@ def test_a_request_answered_in_time_is_never_cut_later(
         time.sleep(0.5)  # past the deadline, idle
     assert len(accepted) == 1
     pool.clear()
+
+
+class _Unread:
+    """A connection whose answer's body was left unread (urllib3-future hands such a
+    connection back to its pool before the body is read)."""
+
+    is_idle = False
+    sock = None
+
+
+def test_an_earlier_calls_abandoned_answer_does_not_fail_the_current_call() -> None:
+    """Its deadline falls due during a later call: that call's later requests failed at
+    once with "no answer within N s", though none of its own was late."""
+    deadlines = Deadlines(600.0, "http://clickhouse.example")
+    with deadlines.call():
+        stale = deadlines._shared.arm(_Unread())  # type: ignore[arg-type]
+        stale.in_call = False  # its headers came; the body was never read
+    with deadlines.call():
+        stale.fire("no answer within 600 s")  # the watchdog, later
+        assert deadlines.cut is None
