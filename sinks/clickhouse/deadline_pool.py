@@ -269,21 +269,19 @@ def bound(manager: PoolManager, deadlines: Deadlines) -> PoolManager:
     class SecureConnection(_Bounded, HTTPSConnection):
         _deadlines = shared
 
-    class Pool(HTTPConnectionPool):
-        ConnectionCls = Connection
+    class Disarming:
+        """A pool that disarms a connection handed back with its answer read."""
 
         def _put_conn(self, conn: Any) -> None:
             if conn is not None and getattr(conn, "is_idle", True):  # else its body is read yet
                 shared.disarm(conn)
-            super()._put_conn(conn)
+            super()._put_conn(conn)  # type: ignore[misc]
 
-    class SecurePool(HTTPSConnectionPool):
+    class Pool(Disarming, HTTPConnectionPool):
+        ConnectionCls = Connection
+
+    class SecurePool(Disarming, HTTPSConnectionPool):
         ConnectionCls = SecureConnection
-
-        def _put_conn(self, conn: Any) -> None:
-            if conn is not None and getattr(conn, "is_idle", True):
-                shared.disarm(conn)
-            super()._put_conn(conn)
 
     manager.pool_classes_by_scheme = {"http": Pool, "https": SecurePool}
     manager.chainwatch_deadlines = deadlines  # type: ignore[attr-defined]

@@ -122,14 +122,16 @@ def _stall_line(exc: object, what: str) -> None:
     assert "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS" in text
 
 
+async def _drain_start(consumer: Any) -> bool:
+    """A drain's start, with a stall deadline of 0.2 s."""
+    waits = KafkaWaits(KAFKA, drain=True, stall_s=0.2)
+    return await start_consumer(consumer, asyncio.Event(), waits)
+
+
 def test_a_drain_whose_start_waits_for_an_assignment_ends_in_one_line() -> None:
     consumer = StandIn("start")
 
-    async def run() -> bool:
-        waits = KafkaWaits(KAFKA, drain=True, stall_s=0.2)
-        return await start_consumer(consumer, asyncio.Event(), waits)  # type: ignore[arg-type]
-
-    outcome, took = _outcome(run())
+    outcome, took = _outcome(_drain_start(consumer))
     _stall_line(outcome, "no assignment")
     assert took < 2
     assert consumer.stopped == 1  # left closed, not half started
@@ -284,11 +286,7 @@ def test_a_stalled_drain_does_not_wait_for_aiokafkas_stop(monkeypatch: pytest.Mo
     monkeypatch.setattr(consumer_module, "STALLED_STOP_S", 0.2)
     consumer = StopWaitsForTheCoordinator()
 
-    async def run() -> bool:
-        waits = KafkaWaits(KAFKA, drain=True, stall_s=0.2)
-        return await start_consumer(consumer, asyncio.Event(), waits)  # type: ignore[arg-type]
-
-    outcome, took = _outcome(run())
+    outcome, took = _outcome(_drain_start(consumer))
     _stall_line(outcome, "no assignment")
     assert took < 2
     assert consumer.client_closed

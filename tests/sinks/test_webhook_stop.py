@@ -43,6 +43,20 @@ async def _stopped(worker: asyncio.Task[None]) -> None:
     await asyncio.gather(worker, return_exceptions=True)
 
 
+def _receiver_unavailable(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, list[int]]:
+    """Every attempt answers 503: the event is set at the first, the list counts them."""
+    failed = asyncio.Event()
+    attempts: list[int] = []
+
+    async def unavailable(*_args: Any, **_kwargs: Any) -> AttemptResult:
+        attempts.append(1)
+        failed.set()
+        return AttemptResult(503, "HTTP 503")
+
+    monkeypatch.setattr(delivery, "attempt", unavailable)
+    return failed, attempts
+
+
 def test_a_stop_lets_the_attempt_under_way_end_records_it_and_starts_no_other() -> None:
     pipe, producer = _pipe("stop-in-flight")
     posted, answered = asyncio.Event(), asyncio.Event()
@@ -80,13 +94,7 @@ def test_a_stop_leaves_a_delivery_waiting_to_retry_without_an_outcome(
 ) -> None:
     """Its receiver never answered well: the next run delivers it, as a crash would."""
     pipe, producer = _pipe("stop-retrying")
-    failed = asyncio.Event()
-
-    async def unavailable(*_args: Any, **_kwargs: Any) -> AttemptResult:
-        failed.set()
-        return AttemptResult(503, "HTTP 503")
-
-    monkeypatch.setattr(delivery, "attempt", unavailable)
+    failed, _attempts = _receiver_unavailable(monkeypatch)
 
     async def run() -> None:
         await _read(pipe, 1)
@@ -250,15 +258,7 @@ def test_a_delivery_waiting_to_retry_when_its_partition_is_revoked_is_left(
     the new assignment's deliveries waited behind it)."""
     pipe, producer = _pipe("revoked-retrying")
     pipe.policy = RetryPolicy(initial_backoff_s=600.0)  # a wait no test outlasts
-    attempts: list[int] = []
-    failed = asyncio.Event()
-
-    async def unavailable(*_args: Any, **_kwargs: Any) -> AttemptResult:
-        attempts.append(1)
-        failed.set()
-        return AttemptResult(503, "HTTP 503")
-
-    monkeypatch.setattr(delivery, "attempt", unavailable)
+    failed, attempts = _receiver_unavailable(monkeypatch)
 
     async def run() -> None:
         await _read(pipe, 1)
@@ -283,13 +283,7 @@ def test_another_partitions_revocation_does_not_end_a_retry_wait(
 ) -> None:
     pipe, _producer = _pipe("other-revoked")
     pipe.policy = RetryPolicy(initial_backoff_s=600.0)
-    failed = asyncio.Event()
-
-    async def unavailable(*_args: Any, **_kwargs: Any) -> AttemptResult:
-        failed.set()
-        return AttemptResult(503, "HTTP 503")
-
-    monkeypatch.setattr(delivery, "attempt", unavailable)
+    failed, _attempts = _receiver_unavailable(monkeypatch)
 
     async def run() -> None:
         await _read(pipe, 1)
