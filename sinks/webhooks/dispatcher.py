@@ -18,7 +18,8 @@ Lifecycle and guarantees:
   pending delivery (`OffsetTracker`), after that record's outcome was published;
   each commit's metadata also lists the records above that position whose
   delivery finished (done.py), which the next assignment of the partition does
-  not deliver again (read with the committed positions, warmup.py). Its queue
+  not deliver again (read with the committed positions, warmup.py), in commit
+  requests the broker takes (commits.py). Its queue
   is thus the `alerts` topic itself, from its committed position: a `kill -9`
   re-delivers what had no outcome yet and what finished since the last commit
   (about half a second). A stop (SIGINT, SIGTERM) starts nothing more and lets
@@ -89,7 +90,6 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import (
     KafkaError,
     MessageSizeTooLargeError,
-    OffsetMetadataTooLargeError,
     RecordTooLargeError,
 )
 from standardwebhooks import Webhook
@@ -100,7 +100,6 @@ from sinks.consumer import (
     STALLED_STOP_S,
     KafkaStalled,
     KafkaWaits,
-    commit_within,
     consume,
     new_consumer,
     start_consumer,
@@ -108,6 +107,7 @@ from sinks.consumer import (
 )
 from sinks.producer_start import start_producer, stop_producer
 from sinks.webhooks import metrics
+from sinks.webhooks.commits import Committer
 from sinks.webhooks.delivery import (
     AttemptResult,
     DeliveryResult,
@@ -116,7 +116,7 @@ from sinks.webhooks.delivery import (
     deliver,
     http_client,
 )
-from sinks.webhooks.done import MAX_METADATA_BYTES, LeftOutLog
+from sinks.webhooks.done import LeftOutLog
 from sinks.webhooks.invalid import InvalidAlertLog, NotAnAlert
 from sinks.webhooks.offsets import OffsetTracker
 from sinks.webhooks.outcomes import Job, dead_letter, delivery_log, error_text, processing_error
@@ -246,6 +246,7 @@ class EndpointPipe:
         """Set when a rebalance begins (then replaced): it ends the retry waits."""
         """Revoked and not assigned again yet: anything still handed on of them is stale."""
         self.left_out = LeftOutLog(endpoint.name)
+        self.committer = Committer(endpoint.name, self.tracker, self.left_out)
 
     @property
     def busy(self) -> bool:
@@ -535,37 +536,8 @@ class EndpointPipe:
     # --- consumer ------------------------------------------------------------
 
     async def commit(self, consumer: AIOKafkaConsumer) -> None:
-        """Commit each partition's position and, as its metadata, the offsets finished
-        above it (done.py), when either changed."""
-        for _ in range(2):  # again at once without metadata if the broker refuses it
-            offsets = {
-                tp: off
-                for tp, off in self.tracker.committable().items()
-                if tp in consumer.assignment()
-            }
-            if not offsets:
-                return
-            for tp in offsets:
-                self.left_out.note(tp, self.tracker.left_out(tp))
-            try:
-                await commit_within(consumer, offsets)
-                self.tracker.committed(offsets)
-                return
-            except OffsetMetadataTooLargeError:
-                # a broker whose `offset.metadata.max.bytes` is below ours: without
-                # this, no commit would ever pass and every restart re-post it all
-                log.warning(
-                    "webhook_done_offsets_refused",
-                    endpoint=self.endpoint.name,
-                    consequence="commits carry no done offsets from now on: deliveries "
-                    "finished above the committed position are delivered again after "
-                    "a stop or a crash; raise the broker's offset.metadata.max.bytes "
-                    f"to {MAX_METADATA_BYTES} or more",
-                )
-                self.tracker.refuse_metadata()
-            except (KafkaError, TimeoutError) as exc:
-                log.warning("commit_failed", endpoint=self.endpoint.name, error=type(exc).__name__)
-                return
+        """Commit what is finished, in requests the broker takes (commits.py)."""
+        await self.committer.commit(consumer)
 
     async def run(
         self,

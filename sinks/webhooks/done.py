@@ -24,7 +24,8 @@ record still pending, nor one not read yet.
 Bounds: the broker refuses metadata over `offset.metadata.max.bytes` (4096 by
 default), so the string stays within `MAX_METADATA_BYTES`; past that, the
 lowest ranges are kept and the rest left out (`Encoded.left_out`): those are
-posted again after a restart, as before. Decoding never raises: an empty,
+posted again after a restart, as before. (A commit of many partitions also
+stays under the broker's `message.max.bytes`: commits.py.) Decoding never raises: an empty,
 unknown or garbled string is no done offset (everything above the position is
 delivered, as before), never a skipped delivery of a record not finished.
 """
