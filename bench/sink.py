@@ -46,7 +46,8 @@ from sinks.clickhouse.rows import ScanRows
 from sinks.clickhouse.rows_outputs import AlertRows
 from sinks.clickhouse.sink import ClickHouseSink, SinkConfig
 from sinks.webhooks.delivery import RetryPolicy
-from sinks.webhooks.dispatcher import Notifier, Topics
+from sinks.webhooks.dispatcher import Topics
+from sinks.webhooks.notifier import Notifier
 from sinks.webhooks.records import NOTIFY_TOPICS
 from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import TargetPolicy, parse_networks

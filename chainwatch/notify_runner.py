@@ -18,7 +18,8 @@ from chainwatch.stop_deadline import STOP_MARGIN_S
 from schemas.plan import load_plan
 from sinks.consumer import COMMIT_TIMEOUT_S
 from sinks.webhooks.delivery import RetryPolicy
-from sinks.webhooks.dispatcher import STOP_GRACE_S, Notifier, NotifyStats, Topics
+from sinks.webhooks.dispatcher import STOP_GRACE_S, NotifyStats, Topics
+from sinks.webhooks.notifier import Notifier
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, NOTIFY_TOPICS
 from sinks.webhooks.subscriptions import (
     SubscriptionError,

@@ -1,77 +1,12 @@
-"""`chainwatch notify`: alerts topic → one pipeline per endpoint → HTTP deliveries in its format.
+"""One endpoint's pipeline (`EndpointPipe`): its consumer, queue, workers and commits.
 
-Lifecycle and guarantees:
-- Each endpoint is an independent pipeline (`EndpointPipe`): its own Kafka
-  consumer group on `alerts` (`<app_id>-notify.<endpoint name>`), bounded
-  queue, HTTP client, worker tasks and committed position. A slow or dead
-  endpoint therefore never delays another one, nor another one's commits.
-- A pipeline fetches only what its queue can hold (its partitions are paused
-  while the queue is full, the consumer keeps polling so it stays in its
-  group; a partition being read back stays paused whatever the room): nothing
-  is dropped for lack of room.
-- A delivery ends `delivered` or `gave_up` (4xx, a refused target, the retry
-  horizon or `max_attempts` reached, or the endpoint failing for longer than
-  the horizon, see `EndpointHealth`); both publish a `DeliveryLog` (→ ClickHouse
-  through the sink), and giving up also publishes a `WebhookDeadLetter` with the
-  payload, so nothing is lost: it can be re-sent by hand.
-- The endpoint's offsets are committed only below its lowest record with a
-  pending delivery (`OffsetTracker`), after that record's outcome was published;
-  each commit's metadata also lists the records above that position whose
-  delivery finished (done.py), which the next assignment of the partition does
-  not deliver again (read with the committed positions, warmup.py), in commit
-  requests the broker takes (commits.py). Its queue
-  is thus the `alerts` topic itself, from its committed position: a `kill -9`
-  re-delivers what had no outcome yet and what finished since the last commit
-  (about half a second). A stop (SIGINT, SIGTERM) starts nothing more and lets
-  the attempts under way end and be recorded (`finish_in_flight`), so the next
-  run re-delivers only what was not attempted or waited to retry: what
-  `concurrency > 1` delivered after a record still retried is in the metadata
-  (unless more finished than it holds, logged; or reading it failed, logged:
-  then it is posted again, as before). Because a dead endpoint gives up within
-  about `retry_horizon_s` (+ one attempt), its position trails by no more than
-  that, far inside the topic's retention.
-- A failure while building or delivering one message (a bug: the audit found a
-  non-finite lateness and an exotic `Retry-After` that raised) gives that delivery
-  up like any other, with reason `processing_error: ...` in its `DeliveryLog` and
-  dead letter, logged as `webhook_processing_error`; the worker goes on with the
-  next one. A worker that still ends (its own bug) stops the whole notifier with
-  `WorkerDied` (outcome error, exit 1), never a silent hang: each endpoint's
-  workers are watched while it consumes and checked again when it stops. Such
-  an error (or one of the consumer loop) first stops every endpoint the
-  graceful way, as a SIGTERM does, that one's other workers included: the
-  posts under way end and are recorded and committed, so the next run does
-  not post them again.
-- A record on `alerts` that is no alert (a tombstone, not JSON, a contract
-  breach) is skipped, counted and logged with its position and reason
-  (invalid.py: why it is not dead-lettered, and the rate limit).
-- At-least-once per endpoint; receivers de-duplicate on `webhook-id`, one per
-  distinct message (payloads.py); PagerDuty also on `dedup_key` = `alert_id`.
-- A repeat (the engine re-publishing an alert unchanged, as it does for every
-  alert it owns after a restart) is not delivered again: it is consumed with no
-  delivery and counted (`chainwatch_webhook_repeats_skipped_total`), since the
-  endpoint has the message already, or has it pending at a lower offset that
-  its position does not pass first (payloads.py). Slack and Teams do not
-  de-duplicate, and got every owned alert again per worker restart.
-- The memory that recognises repeats survives a restart and a rebalance: each
-  partition an endpoint is assigned stays paused until the endpoint has read
-  back the records before its committed position (warmup.py: where that runs,
-  and why a failed read-back only lets repeats through, never loses a delivery).
-  What an endpoint read of a partition it loses is forgotten with it.
-- A rebalance does not mix assignments: every job carries its partition's
-  assignment generation, bumped at each assignment and revocation. A job of a
-  revoked partition still queued is dropped undelivered (the revocation's
-  commit stayed below it and its metadata lists only finished records, so
-  whoever owns the partition next reads it again and delivers it);
-  an attempt under way finishes and its outcome is published (a delivery
-  waiting to retry is left without one, `_before_retry`), but it leaves
-  the offsets and the memory of messages alone: they belong to the partition's
-  new assignment, which reads that record again (eager rebalancing hands a
-  partition a notifier keeps back to it, so this is every rebalance).
-- Formats (formats.py): `standard` is signed Standard Webhooks; `slack`, `teams`
-  and `pagerduty` go through exactly the same queue, retries and delivery log.
-- Secrets, PagerDuty routing keys and full URLs (which may embed tokens) are never
-  logged (a dead letter keeps the routing key as `<redacted>`): logs name the
-  endpoint and its host.
+What it guarantees is the notifier's (notifier.py, which runs one per endpoint):
+it reads `alerts` in the endpoint's own consumer group, fetches no more than its
+queue holds, delivers each record with `concurrency` workers (delivery.py),
+records every outcome before the record's offset may be committed (publish.py,
+outcomes.py), commits what is finished (offsets.py, done.py, commits.py),
+remembers the messages it delivered (payloads.py, warmup.py) and follows its
+partitions through rebalances (rebalance.py).
 """
 
 from __future__ import annotations
@@ -86,16 +21,9 @@ from typing import Any
 import httpx
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import (
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordTooLargeError,
-)
 from standardwebhooks import Webhook
 
 from schemas.alerts import Alert
-from sinks.backoff import Backoff
 from sinks.consumer import (
     STALLED_STOP_S,
     KafkaStalled,
@@ -105,7 +33,6 @@ from sinks.consumer import (
     start_consumer,
     stop_consumer,
 )
-from sinks.producer_start import start_producer, stop_producer
 from sinks.webhooks import metrics
 from sinks.webhooks.commits import Committer
 from sinks.webhooks.delivery import (
@@ -121,6 +48,8 @@ from sinks.webhooks.invalid import InvalidAlertLog, NotAnAlert
 from sinks.webhooks.offsets import OffsetTracker
 from sinks.webhooks.outcomes import Job, dead_letter, delivery_log, error_text, processing_error
 from sinks.webhooks.payloads import MessageIds, Seen, render
+from sinks.webhooks.publish import publish
+from sinks.webhooks.rebalance import Assignments, RebalanceListener
 from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import TargetPolicy
 from sinks.webhooks.warmup import Warmup, WarmupConfig
@@ -170,28 +99,6 @@ def _status_class(result: AttemptResult) -> str:
     return "error" if result.status == 0 else f"{result.status // 100}xx"
 
 
-PERMANENT_PUBLISH_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
-"""The broker will never take this record: retrying cannot help."""
-
-
-async def publish(producer: AIOKafkaProducer, topic: str, key: str, value: bytes) -> bool:
-    """Publish one log record, retrying while Kafka is unavailable (each try bounded by
-    the producer's `request_timeout_ms`); False, logged and counted, for a record the
-    broker refuses for good (records are bounded, so this is a bug, never a loop)."""
-    backoff = Backoff(0.2, 10.0)
-    while True:
-        try:
-            await producer.send_and_wait(topic, value=value, key=key.encode())
-            return True
-        except PERMANENT_PUBLISH_ERRORS as exc:
-            log.error("publish_refused", topic=topic, bytes=len(value), error=type(exc).__name__)
-            metrics.LOG_REFUSED.labels(topic).inc()
-            return False
-        except KafkaError as exc:
-            log.warning("publish_failed", topic=topic, error=type(exc).__name__)
-            await asyncio.sleep(backoff.next())
-
-
 @dataclass(frozen=True)
 class PipeConfig:
     bootstrap: str
@@ -238,13 +145,7 @@ class EndpointPipe:
         self.stopping = asyncio.Event()
         """Set when the endpoint stops: no delivery starts and none retries any more."""
         self._last_commit = 0.0
-        self._generations: dict[TopicPartition, int] = {}
-        """Per partition, its current assignment (`Job.generation`); bumped by `assigned`
-        and `forget`."""
-        self._revoked: set[TopicPartition] = set()
-        self._revocation = asyncio.Event()
-        """Set when a rebalance begins (then replaced): it ends the retry waits."""
-        """Revoked and not assigned again yet: anything still handed on of them is stale."""
+        self.assignments = Assignments()
         self.left_out = LeftOutLog(endpoint.name)
         self.committer = Committer(endpoint.name, self.tracker, self.left_out)
 
@@ -370,7 +271,7 @@ class EndpointPipe:
         here, up to the retry horizon, only took a worker and posted it twice."""
         until = time.monotonic() + delay_s
         while True:
-            revocation = self._revocation  # set (and replaced) when a rebalance begins
+            revocation = self.assignments.revocation  # set (and replaced) at a rebalance
             waits = [asyncio.ensure_future(e.wait()) for e in (self.stopping, revocation)]
             try:
                 await asyncio.wait(
@@ -381,7 +282,7 @@ class EndpointPipe:
             finally:
                 for wait in waits:
                     wait.cancel()
-            if self.stopping.is_set() or not self.current(job) or job.tp in self._revoked:
+            if self.stopping.is_set() or self.assignments.stale(job):
                 raise _Abandoned  # (a retry wait lasts up to minutes: a Retry-After)
             if time.monotonic() >= until:
                 return  # else another partition's revocation: wait on
@@ -390,7 +291,7 @@ class EndpointPipe:
         while True:
             job = await self.queue.get()
             metrics.QUEUE_DEPTH.labels(self.endpoint.name).set(self.queue.qsize())
-            if not self.current(job) or job.tp in self._revoked or self.stopping.is_set():
+            if self.assignments.stale(job) or self.stopping.is_set():
                 # revoked (or being revoked) while queued, or the notifier stops: read
                 # again from the committed position, which stays below it
                 continue
@@ -450,7 +351,7 @@ class EndpointPipe:
             self.stats.repeats += 1
             metrics.REPEATS_SKIPPED.labels(self.endpoint.name).inc()
             return None
-        return Job(alert, seen.msg_id, tp, offset, self._generations.get(tp, 0))
+        return Job(alert, seen.msg_id, tp, offset, self.assignments.generation(tp))
 
     def _remember(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
         """A record read back by the warm-up: remembered, never delivered. A record the
@@ -459,23 +360,15 @@ class EndpointPipe:
             self._seen(tp, offset, value)
 
     def current(self, job: Job) -> bool:
-        """Whether `job` was read in its partition's current assignment.
-
-        Only such a job may settle its offset and its message: after a revocation,
-        an older job's outcome would release the same offset pending again in the
-        new assignment (and the commit would pass a record still being delivered),
-        or forget the message its re-read remembers (and a repeat would be posted
-        again).
-        """
-        return job.generation == self._generations.get(job.tp, 0)
+        """Whether `job` was read in its partition's current assignment (rebalance.py)."""
+        return self.assignments.current(job)
 
     def assigned(self, tps: Collection[TopicPartition]) -> None:
         """A new assignment of `tps`: jobs read before it are no longer current, and it
         reads from the committed position, knowing nothing read before (the read-back
         rebuilds the memory of messages)."""
-        self._revoked.clear()  # the rebalance ended: what is not assigned here is another's
+        self.assignments.assigned(tps)
         for tp in tps:
-            self._next_generation(tp)
             self.tracker.forget(tp)
             self.ids.forget(tp.partition)
 
@@ -492,18 +385,13 @@ class EndpointPipe:
         fresh entry whose next commit (still accepted by the group then) passed the
         jobs `forget` dropped.
         """
-        self._revoked.update(tps)
-        self._revocation.set()  # the retry waits of these partitions end now
-        self._revocation = asyncio.Event()
-
-    def _next_generation(self, tp: TopicPartition) -> None:
-        self._generations[tp] = self._generations.get(tp, 0) + 1
+        self.assignments.revoking(tps)
 
     def forget(self, tp: TopicPartition) -> None:
         """The partition is read again from its committed position (or by someone else):
         its offsets and messages are dropped, and its jobs read so far are no longer
         current (those queued are not delivered: the committed position is below them)."""
-        self._next_generation(tp)
+        self.assignments.renew(tp)
         self.tracker.forget(tp)
         self.ids.forget(tp.partition)
         self.left_out.note(tp, 0)
@@ -555,7 +443,7 @@ class EndpointPipe:
             self.config.bootstrap, self.group_id, **self.config.consumer_options
         )
         topics = [self.config.topics.alerts]
-        consumer.subscribe(topics, listener=_Revoke(self, consumer))
+        consumer.subscribe(topics, listener=RebalanceListener(self, consumer))
         http = http_client(
             self.policy, targets=self.config.targets, concurrency=self.endpoint.concurrency
         )
@@ -570,7 +458,7 @@ class EndpointPipe:
         ]
         self._last_commit = time.monotonic()
         ending = asyncio.Event()  # `stop`, or an error of this endpoint
-        relay = asyncio.create_task(_relay(stop, ending))
+        relay = asyncio.create_task(forward(stop, ending))
         consuming = asyncio.create_task(
             consume(consumer, topics, self, ending, drain=drain, waits=waits)
         )
@@ -640,7 +528,7 @@ class EndpointPipe:
         return room
 
     async def handle(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        if tp in self._revoked or tp in self.warmup.warming:
+        if tp in self.assignments.revoked or tp in self.warmup.warming:
             # fetched before a rebalance began (`revoking`), or handed on only after it
             # ended (a partition being read back is paused: nothing of it is fetched
             # meanwhile): read again from the committed position once assigned
@@ -657,129 +545,14 @@ class EndpointPipe:
         # (while a rebalance runs the consumer's positions are the old assignment's: a
         # drain must not take what it dropped as consumed)
         return (
-            self.tracker.idle() and not self.busy and not self.warmup.warming and not self._revoked
+            self.tracker.idle()
+            and not self.busy
+            and not self.warmup.warming
+            and not self.assignments.revoked
         )
 
 
-class Notifier:
-    """Every endpoint's pipeline, sharing one producer for the delivery log."""
-
-    def __init__(
-        self,
-        *,
-        bootstrap: str,
-        group_id: str,
-        topics: Topics,
-        endpoints: Sequence[Endpoint],
-        policy: RetryPolicy,
-        targets: TargetPolicy,
-        queue_size: int = 10_000,
-        consumer_options: Mapping[str, Any] | None = None,
-        warmup: WarmupConfig | None = None,
-    ) -> None:
-        self.config = PipeConfig(
-            bootstrap=bootstrap,
-            group_id=group_id,
-            topics=topics,
-            policy=policy,
-            targets=targets,
-            queue_size=queue_size,
-            consumer_options=dict(consumer_options or {}),
-            warmup=warmup or WarmupConfig(),
-        )
-        self.endpoints = list(endpoints)
-        self.pipes: list[EndpointPipe] = []
-
-    @property
-    def stats(self) -> NotifyStats:
-        pipes = [p.stats for p in self.pipes]
-        return NotifyStats(
-            alerts=max((s.alerts for s in pipes), default=0),
-            invalid=max((s.invalid for s in pipes), default=0),
-            repeats=sum(s.repeats for s in pipes),
-            finished=sum(s.finished for s in pipes),
-            delivered=sum(s.delivered for s in pipes),
-            gave_up=sum(s.gave_up for s in pipes),
-            endpoints=len(pipes),
-        )
-
-    async def run(self, stop: asyncio.Event, *, drain: bool = False) -> NotifyStats:
-        """Deliver until `stop` (or, with `drain`, until every endpoint is caught up)."""
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.config.bootstrap, acks="all", enable_idempotence=True
-        )
-        # bounded, and a stop meanwhile ends it: the idempotent start retries for ever
-        if not await start_producer(producer, self.config.bootstrap, stop=stop):
-            return self.stats
-        try:
-            self.pipes = [EndpointPipe(e, self.config, producer) for e in self.endpoints]
-            await self._run_pipes(stop, drain)
-        finally:
-            await stop_producer(producer)  # bounded: a stop's deadline counts on it
-        return self.stats
-
-    async def _run_pipes(self, stop: asyncio.Event, drain: bool) -> None:
-        """Run every pipeline until `stop`; one that fails stops the others the graceful
-        way (as `stop` does: their posts under way end, recorded and committed), then
-        its error is raised. Cancelling them cut those posts with no outcome nor commit:
-        the next run posted them again."""
-        halt = asyncio.Event()
-        errors: list[Exception] = []  # in the order they happened (`on_error` at once)
-
-        def failed(exc: Exception) -> None:
-            if exc not in errors:
-                errors.append(exc)
-            halt.set()
-
-        async def guarded(pipe: EndpointPipe) -> None:
-            try:
-                await pipe.run(halt, drain=drain, on_error=failed)
-            except Exception as exc:
-                failed(exc)
-
-        relay = asyncio.create_task(_relay(stop, halt))
-        runs = [asyncio.create_task(guarded(p)) for p in self.pipes]
-        try:
-            await asyncio.gather(*runs)
-        finally:
-            for task in (relay, *runs):
-                task.cancel()
-            await asyncio.gather(relay, *runs, return_exceptions=True)
-        if errors:
-            raise errors[0]
-
-
-async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+async def forward(source: asyncio.Event, target: asyncio.Event) -> None:
+    """Set `target` once `source` is set (a stop reaching an endpoint, or every one)."""
     await source.wait()
     target.set()
-
-
-class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Commit and forget what is revoked; warm up what is assigned (warmup.py)."""
-
-    def __init__(self, pipe: EndpointPipe, consumer: AIOKafkaConsumer) -> None:
-        self.pipe = pipe
-        self.consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        self.pipe.revoking(revoked)  # before any await: no queued job of them starts now
-        log.info(
-            "webhook_partitions_revoked",
-            endpoint=self.pipe.endpoint.name,
-            partitions=sorted(tp.partition for tp in revoked),
-            in_flight=self.pipe.in_flight,
-        )
-        await self.pipe.warmup.stop()
-        with contextlib.suppress(KafkaError):
-            await self.pipe.commit(self.consumer)
-        for tp in revoked:
-            self.pipe.forget(tp)
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        self.pipe.assigned(assigned)
-        log.info(
-            "webhook_partitions_assigned",
-            endpoint=self.pipe.endpoint.name,
-            partitions=sorted(tp.partition for tp in assigned),
-        )
-        self.pipe.warmup.start(self.consumer, assigned)  # pauses before any await

@@ -28,8 +28,9 @@ from chainwatch.settings import Settings
 from chainwatch.sink_runner import run_sink
 from schemas.alerts import Alert, AlertStatus, Severity
 from sinks.clickhouse.connection import open_client
-from sinks.webhooks.dispatcher import EndpointPipe, NotifyStats, _Revoke
-from sinks.webhooks.dispatcher import publish as publish_log
+from sinks.webhooks.dispatcher import EndpointPipe, NotifyStats
+from sinks.webhooks.publish import publish as publish_log
+from sinks.webhooks.rebalance import RebalanceListener
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, WebhookDeadLetter
 from sinks.webhooks.warmup import PartitionRead, Warmup
 from streams.topics import ALERTS
@@ -622,13 +623,13 @@ def test_after_a_rebalance_only_the_partitions_reread_delivers_what_was_queued(
     everything = frozenset(range(settings.kafka.partitions))
     group = f"{settings.engine.app_id}-notify.down"
     assignments: list[tuple[EndpointPipe, frozenset[int]]] = []
-    on_assigned = _Revoke.on_partitions_assigned
+    on_assigned = RebalanceListener.on_partitions_assigned
 
-    async def spy(self: _Revoke, assigned: Any) -> None:
+    async def spy(self: RebalanceListener, assigned: Any) -> None:
         assignments.append((self.pipe, frozenset(tp.partition for tp in assigned)))
         await on_assigned(self, assigned)
 
-    monkeypatch.setattr(_Revoke, "on_partitions_assigned", spy)
+    monkeypatch.setattr(RebalanceListener, "on_partitions_assigned", spy)
 
     def to(pipe: EndpointPipe, since: int) -> list[frozenset[int]]:
         return [parts for p, parts in assignments[since:] if p is pipe]

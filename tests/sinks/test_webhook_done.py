@@ -29,10 +29,11 @@ from webhook_servers import Server, loopback_webhooks, serve
 from chainwatch.notify_runner import build_notifier, load_configured
 from chainwatch.settings import Settings
 from sinks.webhooks.delivery import DeliveryResult
-from sinks.webhooks.dispatcher import EndpointPipe, NotifyStats, _Revoke
+from sinks.webhooks.dispatcher import EndpointPipe, NotifyStats
 from sinks.webhooks.done import MAX_METADATA_BYTES, decode, encode
 from sinks.webhooks.offsets import Commit, OffsetTracker
 from sinks.webhooks.outcomes import Job
+from sinks.webhooks.rebalance import RebalanceListener
 from sinks.webhooks.warmup import WarmupConfig
 from streams.topics import ALERTS
 
@@ -149,7 +150,7 @@ def _pipe(name: str) -> tuple[EndpointPipe, LogProducer]:
 
 
 async def _assign(pipe: EndpointPipe, consumer: FakeConsumer) -> None:
-    await _Revoke(pipe, consumer).on_partitions_assigned({TP})
+    await RebalanceListener(pipe, consumer).on_partitions_assigned({TP})
     assert TP in pipe.warmup.warming  # paused until its done offsets are read
     assert pipe.warmup._task is not None
     await asyncio.wait_for(pipe.warmup._task, 5)

@@ -21,8 +21,9 @@ from webhook_pipes import FakeConsumer, LogProducer, offline_pipe, records_of
 
 from schemas.alerts import Alert
 from sinks.webhooks.delivery import DeliveryResult
-from sinks.webhooks.dispatcher import EndpointPipe, _Revoke
+from sinks.webhooks.dispatcher import EndpointPipe
 from sinks.webhooks.outcomes import Job
+from sinks.webhooks.rebalance import RebalanceListener
 from sinks.webhooks.warmup import WarmupConfig
 
 TP = TopicPartition("cw.alerts", 3)
@@ -39,7 +40,7 @@ class Rebalanced:
         self.producer = LogProducer()
         self.pipe.producer = self.producer  # type: ignore[assignment]
         self.consumer = FakeConsumer([TP])
-        self.listener = _Revoke(self.pipe, self.consumer)
+        self.listener = RebalanceListener(self.pipe, self.consumer)
 
     async def read(self, alerts: list[Alert], first: int) -> None:
         """The consumer hands `alerts` as the records of `TP` from offset `first`."""

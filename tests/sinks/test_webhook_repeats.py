@@ -27,8 +27,9 @@ from chainwatch.settings import Settings
 from schemas.alerts import Alert, AlertStatus, Severity
 from sinks.webhooks import warmup
 from sinks.webhooks.delivery import DeliveryResult
-from sinks.webhooks.dispatcher import EndpointPipe, _Revoke
+from sinks.webhooks.dispatcher import EndpointPipe
 from sinks.webhooks.outcomes import Job
+from sinks.webhooks.rebalance import RebalanceListener
 from streams.topics import ALERTS
 
 TP = TopicPartition("cw.alerts", 3)
@@ -206,7 +207,7 @@ def test_a_failed_warm_up_forgets_what_it_read_of_its_partitions_and_delivers(
     consumer = FakeConsumer([TP, OTHER])
 
     async def run() -> None:
-        await _Revoke(pipe, consumer).on_partitions_assigned({TP, OTHER})
+        await RebalanceListener(pipe, consumer).on_partitions_assigned({TP, OTHER})
         assert consumer.paused() == {TP, OTHER}
         assert pipe.fetch_limit(consumer) == 100  # type: ignore[arg-type]
         assert consumer.paused() == {TP, OTHER}  # room, but both still warming
@@ -251,7 +252,7 @@ def test_a_revocation_cancels_the_warm_up_and_forgets_the_partitions(
     consumer = FakeConsumer([TP])
 
     async def run() -> None:
-        listener = _Revoke(pipe, consumer)
+        listener = RebalanceListener(pipe, consumer)
         await listener.on_partitions_assigned({TP})
         await asyncio.wait_for(reading.wait(), 5)
         assert len(pipe.ids) == 1  # what the read-back saw so far
@@ -279,7 +280,7 @@ def test_no_warm_up_when_it_is_turned_off(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(warmup, "read_back", never)
 
     async def run() -> None:
-        await _Revoke(pipe, consumer).on_partitions_assigned({TP})
+        await RebalanceListener(pipe, consumer).on_partitions_assigned({TP})
         assert pipe.warmup._task is not None
         await asyncio.wait_for(pipe.warmup._task, 5)
 

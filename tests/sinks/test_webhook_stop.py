@@ -380,7 +380,7 @@ class _FailingPipe:
 def test_the_notifier_raises_the_first_error_not_the_first_wound_down() -> None:
     """The first fault is the one to report: another endpoint failing while it stops
     (told at once now) used to be raised in its place."""
-    from sinks.webhooks.dispatcher import Notifier
+    from sinks.webhooks.notifier import Notifier
 
     notifier = Notifier.__new__(Notifier)
     wind_down = asyncio.Event()
