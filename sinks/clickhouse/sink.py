@@ -24,7 +24,9 @@ Lifecycle and guarantees:
   rows: exactly-once as seen by queries. The committed offset is waited for,
   never guessed: while Kafka does not answer, the wait is logged
   (`kafka_waiting`), a stop ends it, and a drain ends with `KafkaStalled`
-  (`sinks/consumer.py`), nothing of the partition buffered.
+  (`sinks/consumer.py`), nothing of the partition buffered. The read itself
+  (`stored_offsets.py`) reads a projection sorted by the kafka columns, so it stays
+  cheap on a store of months.
 - When an insert fails (ClickHouse down, or a server not done within the
   insert's deadline, `sinks.clickhouse.connection.WRITE_DEADLINE_S`: a stalled
   request is cut, never waited on for ever) every partition is paused, so nothing
@@ -74,6 +76,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, DataError, Ope
 from sinks.backoff import Backoff
 from sinks.clickhouse import metrics
 from sinks.clickhouse.mapping import RecordInvalid, RecordMapper, Row, Table
+from sinks.clickhouse.stored_offsets import Stored, read_stored
 from sinks.consumer import (
     STALLED_STOP_S,
     KafkaStalled,
@@ -91,10 +94,6 @@ log = structlog.stdlib.get_logger(__name__)
 FETCH_RECORDS = 5_000
 """Records mapped per event-loop turn: mapping is synchronous, and a turn of 50,000
 records blocked heartbeats long enough on a loaded machine to lose the group."""
-
-MAX_SKIP_SET = 1_000_000
-"""Offsets loaded per (table, partition) on assignment; beyond it only the maximum."""
-
 
 INSERT_SETTINGS: dict[str, int] = {"max_partitions_per_insert_block": 0}
 """Any number of monthly partitions per batch: ClickHouse refuses a block spanning more
@@ -167,22 +166,6 @@ class SinkStats:
     max_buffered_rows: int = 0
 
 
-@dataclass
-class _Stored:
-    """Offsets of one (table, partition) already in ClickHouse when it was assigned."""
-
-    offsets: frozenset[int] = frozenset()
-    at_most: int = -1
-    """Everything at or below is treated as stored (fallback for huge windows)."""
-
-    @property
-    def empty(self) -> bool:
-        return not self.offsets and self.at_most < 0
-
-    def has(self, offset: int) -> bool:
-        return offset <= self.at_most or offset in self.offsets
-
-
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, sink: ClickHouseSink) -> None:
         self.sink = sink
@@ -232,7 +215,7 @@ class ClickHouseSink:
         """Sealed by a flush, not yet stored: inserted in this order, never changed."""
         self._flush_task: asyncio.Task[bool] | None = None
         """The loop's background flush, while it runs (or until its result is read)."""
-        self._stored: dict[tuple[str, TopicPartition], _Stored] = {}
+        self._stored: dict[tuple[str, TopicPartition], Stored] = {}
         self._loaded: set[TopicPartition] = set()
         self._consumer: AIOKafkaConsumer | None = None
         self._waits = KafkaWaits(f"Kafka at {bootstrap}")
@@ -256,23 +239,11 @@ class ClickHouseSink:
             committed = await self._committed(consumer, tp) if consumer is not None else None
             since = int(committed or 0) + self.offset_bases.get(tp.topic, 0)
             for table in self.mappers[tp.topic].tables:
-                sql = (
-                    f"SELECT count(), max(kafka_offset), "  # noqa: S608 - a table constant
-                    f"groupUniqArray({MAX_SKIP_SET})(kafka_offset) FROM {table.name} "
-                    "WHERE kafka_topic = {topic:String} AND kafka_partition = {partition:Int32} "
-                    "AND kafka_offset >= {since:Int64}"
+                read = functools.partial(
+                    read_stored, self.client, table.name, tp.topic, tp.partition, since
                 )
-                values = {"topic": tp.topic, "partition": tp.partition, "since": since}
-                query = functools.partial(self.client.query, sql, parameters=values)
                 with self._waits.ours():  # not Kafka's: the next `_committed` waits afresh
-                    result = await self._retrying(query)
-                count, top, offsets = result.result_rows[0]
-                if not count:
-                    stored = _Stored()
-                elif len(offsets) < MAX_SKIP_SET:
-                    stored = _Stored(offsets=frozenset(int(o) for o in offsets))
-                else:
-                    stored = _Stored(at_most=int(top))
+                    stored = await self._retrying(read)
                 self._stored[(table.name, tp)] = stored
 
     async def _committed(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
