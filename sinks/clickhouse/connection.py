@@ -63,6 +63,25 @@ class StoreLocked(StoreUnavailable):
     """Another process owns the embedded chDB store."""
 
 
+class StoreDeadlinePassed(StoreUnavailable):
+    """A request of a server client was cut at its deadline (or aborted): the server
+    accepted it and did not answer in time, which a caller may tell apart from a server
+    it cannot reach (the sink's read-back of stored offsets names what was slow)."""
+
+
+_SERVER_CODE = re.compile(r"\bCode: (\d+)\b")
+
+
+def server_code(exc: BaseException) -> int | None:
+    """The ClickHouse error code of a server's (or chDB's) error, None for any other
+    failure: callers match codes, never message text. The HTTP and the chDB clients both
+    quote the server's `Code: N. DB::Exception: ...`."""
+    if not isinstance(exc, ClickHouseError):
+        return None
+    match = _SERVER_CODE.search(str(exc))
+    return int(match.group(1)) if match is not None else None
+
+
 CLUSTER_SINK_SETTINGS: dict[str, str | int] = {
     # An insert into a Distributed table returns once every shard has its block
     # (not when the block is queued on the local disk), so a failed insert is
@@ -191,7 +210,8 @@ def close_client(client: Client) -> None:
 @contextlib.contextmanager
 def answered(client: object, seconds: float | None = None) -> Iterator[None]:
     """One call of a server client under its deadline (`seconds`, None: the client's):
-    a request of it that was cut, or aborted, is a `StoreUnavailable` that says so,
+    a request of it that was cut, or aborted, is a `StoreDeadlinePassed` (a
+    `StoreUnavailable`) that says so,
     also when the call went on without its answer (a fallback): the server does not
     answer. So is a failed connection (`OperationalError`), instead of its traceback.
     For the embedded store (no requests) nothing changes."""
@@ -205,6 +225,7 @@ def answered(client: object, seconds: float | None = None) -> Iterator[None]:
     except Exception as exc:
         late = deadline_passed(exc)
         reason = deadlines.cut or (str(late) if late is not None else None)
+        cut = reason is not None
         if reason is None and isinstance(exc, OperationalError):  # the connection failed
             reason = _first_line(exc)
         if reason is None:
@@ -213,7 +234,9 @@ def answered(client: object, seconds: float | None = None) -> Iterator[None]:
         reason = deadlines.cut
         if reason is None:
             return
-    raise StoreUnavailable(
+        cut = True
+    error = StoreDeadlinePassed if cut else StoreUnavailable
+    raise error(
         f"cannot reach ClickHouse at {deadlines.name}: {reason}; check CHAINWATCH_CLICKHOUSE__URL"
     )
 

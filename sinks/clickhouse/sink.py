@@ -26,7 +26,10 @@ Lifecycle and guarantees:
   (`kafka_waiting`), a stop ends it, and a drain ends with `KafkaStalled`
   (`sinks/consumer.py`), nothing of the partition buffered. The read itself
   (`stored_offsets.py`) reads a projection sorted by the kafka columns, so it stays
-  cheap on a store of months.
+  cheap on a store of months; one the server stops at its time limit (or the client
+  at its deadline) is logged as `stored_offsets_read_slow` with what to do, one that
+  fails otherwise as `clickhouse_unavailable`; either is retried with backoff until
+  it succeeds or the sink is told to stop, nothing of the partition buffered.
 - When an insert fails (ClickHouse down, or a server not done within the
   insert's deadline, `sinks.clickhouse.connection.WRITE_DEADLINE_S`: a stalled
   request is cut, never waited on for ever) every partition is paused, so nothing
@@ -60,7 +63,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import re
 import struct
 import time
 from collections.abc import Callable, Mapping
@@ -75,8 +77,15 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, DataError, Ope
 
 from sinks.backoff import Backoff
 from sinks.clickhouse import metrics
+from sinks.clickhouse.connection import server_code
 from sinks.clickhouse.mapping import RecordInvalid, RecordMapper, Row, Table
-from sinks.clickhouse.stored_offsets import Stored, read_stored
+from sinks.clickhouse.stored_offsets import (
+    READ_BACK_MAX_EXECUTION_S,
+    SLOW_READ_FIX,
+    Stored,
+    read_cut,
+    read_stored,
+)
 from sinks.consumer import (
     STALLED_STOP_S,
     KafkaStalled,
@@ -108,7 +117,6 @@ CANNOT_PARSE_INPUT_ASSERTION_FAILED, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND,
 CANNOT_CONVERT_TYPE, CANNOT_PARSE_NUMBER, INCORRECT_DATA, TOO_LARGE_STRING_SIZE,
 TOO_MANY_PARTS (partitions per block), VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE,
 CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN."""
-_SERVER_CODE = re.compile(r"\bCode: (\d+)\b")
 
 
 def rows_at_fault(exc: BaseException) -> bool:
@@ -127,8 +135,7 @@ def rows_at_fault(exc: BaseException) -> bool:
         return isinstance(
             exc, ValueError | TypeError | AttributeError | OverflowError | struct.error
         )
-    code = _SERVER_CODE.search(str(exc))
-    return code is not None and int(code.group(1)) in _DATA_ERROR_CODES
+    return server_code(exc) in _DATA_ERROR_CODES
 
 
 class Inserter(Protocol):
@@ -239,11 +246,8 @@ class ClickHouseSink:
             committed = await self._committed(consumer, tp) if consumer is not None else None
             since = int(committed or 0) + self.offset_bases.get(tp.topic, 0)
             for table in self.mappers[tp.topic].tables:
-                read = functools.partial(
-                    read_stored, self.client, table.name, tp.topic, tp.partition, since
-                )
                 with self._waits.ours():  # not Kafka's: the next `_committed` waits afresh
-                    stored = await self._retrying(read)
+                    stored = await self._read_stored(table.name, tp, since)
                 self._stored[(table.name, tp)] = stored
 
     async def _committed(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
@@ -265,16 +269,35 @@ class ClickHouseSink:
             raise StopRequested
         return committed
 
-    async def _retrying(self, call: Callable[[], Any]) -> Any:
+    async def _read_stored(self, table: str, tp: TopicPartition, since: int) -> Stored:
+        """`read_stored`, retried with backoff until it succeeds (nothing of `tp` is
+        buffered before), or `StopRequested` once told to stop. A read cut for taking
+        too long is logged as such (`stored_offsets_read_slow`, with what to do), any
+        other failure as ClickHouse being unavailable."""
+        read = functools.partial(read_stored, self.client, table, tp.topic, tp.partition, since)
         backoff = Backoff(self.config.initial_backoff_s, self.config.max_backoff_s)
         delay = backoff.next()
         while True:
+            started = time.monotonic()
             try:
-                return await asyncio.to_thread(call)
-            except Exception as exc:  # ClickHouse unreachable: wait, unless told to stop
+                return await asyncio.to_thread(read)
+            except Exception as exc:  # ClickHouse unreachable or slow: wait, unless told to stop
                 self.stats.retries += 1
                 metrics.INSERT_RETRIES.inc()
-                log.warning("clickhouse_unavailable", error=_short(exc), retry_in_s=delay)
+                if read_cut(exc):
+                    log.warning(
+                        "stored_offsets_read_slow",
+                        table=table,
+                        topic=tp.topic,
+                        partition=tp.partition,
+                        took_s=round(time.monotonic() - started, 1),
+                        limit_s=READ_BACK_MAX_EXECUTION_S,
+                        error=_short(exc),
+                        retry_in_s=delay,
+                        fix=SLOW_READ_FIX,
+                    )
+                else:
+                    log.warning("clickhouse_unavailable", error=_short(exc), retry_in_s=delay)
                 try:
                     await asyncio.wait_for(self._stop.wait(), timeout=delay)
                 except TimeoutError:

@@ -21,10 +21,16 @@ from dead_servers import StallingClickHouse, outcome_within, read_request
 from chainwatch.cli_context import plain_store_error
 from chainwatch.settings import Settings
 from sinks.clickhouse import connection
-from sinks.clickhouse.connection import SerializedClient, StoreUnavailable, open_client
+from sinks.clickhouse.connection import (
+    SerializedClient,
+    StoreDeadlinePassed,
+    StoreUnavailable,
+    open_client,
+)
 from sinks.clickhouse.deadline_pool import Deadlines, bound
 from sinks.clickhouse.readers import open_reader
 from sinks.clickhouse.sink import rows_at_fault
+from sinks.clickhouse.stored_offsets import read_cut, read_stored
 
 STALLS = ["silent", "trickle", "trickle_body"]
 
@@ -114,6 +120,26 @@ def test_migrations_and_inserts_to_a_server_that_stalls_end_at_their_deadline(ki
     assert isinstance(inserting, StoreUnavailable), inserting
     assert plain_store_error(str(inserting)) == _unreachable(server)
     assert not rows_at_fault(inserting)
+
+
+@pytest.mark.usefixtures("short_deadlines")
+@pytest.mark.parametrize("kind", STALLS)
+def test_a_read_back_of_stored_offsets_the_deadline_cuts_is_told_apart_from_no_server(
+    kind: str,
+) -> None:
+    """The sink logs it as a slow read (what to do about the store), not as an outage."""
+    server = StallingClickHouse(kind)
+    try:
+        client = SerializedClient(open_client(_settings(server), create_database=False))
+        try:
+            reading = outcome_within(10, lambda: read_stored(client, "scans", "scans", 0, 0))
+        finally:
+            client.close()
+    finally:
+        server.close()
+    assert isinstance(reading, StoreDeadlinePassed), reading
+    assert plain_store_error(str(reading)) == _unreachable(server)
+    assert read_cut(reading)
 
 
 @pytest.mark.parametrize("kind", ["silent", "trickle"])

@@ -1,19 +1,36 @@
-"""The read-back of stored offsets at an assignment stays cheap on a large store."""
+"""The read-back of stored offsets at an assignment stays cheap on a large store, and a
+read that is cut for taking too long says so and is retried, nothing buffered before."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+from log_lines import Lines
+from samples import scan_json
 from sink_harness import wait_for
+from sink_samples import record
 
 from chainwatch.settings import Settings
 from chainwatch.sink_runner import build_mappers
 from sinks.clickhouse import migrate as migrate_module
-from sinks.clickhouse.connection import SerializedClient, open_client
+from sinks.clickhouse import sink as sink_module
+from sinks.clickhouse.connection import (
+    WRITE_DEADLINE_S,
+    SerializedClient,
+    StoreDeadlinePassed,
+    StoreUnavailable,
+    open_client,
+)
 from sinks.clickhouse.migrate import migrate
-from sinks.clickhouse.stored_offsets import READ_BACK_SETTINGS, read_stored
+from sinks.clickhouse.rows import ScanRows
+from sinks.clickhouse.sink import ClickHouseSink, SinkConfig, StopRequested
+from sinks.clickhouse.stored_offsets import READ_BACK_SETTINGS, read_cut, read_stored
 
 PARTITIONS = 100
 PER_PARTITION = 2_000
@@ -137,3 +154,128 @@ def test_every_table_the_sink_writes_has_the_kafka_positions_projection(
     finally:
         client.close()
     assert without == []
+
+
+def test_a_read_the_server_stops_at_its_time_limit_is_a_cut_read(tmp_path: Path) -> None:
+    """The error chDB (ClickHouse's code) gives when `max_execution_time` passes."""
+    client, _ = _open(tmp_path)
+    try:
+        with pytest.raises(DatabaseError) as timed_out:
+            client.query(
+                "SELECT count() FROM numbers(1000000000000) WHERE number % 7 = 1",
+                settings={"max_execution_time": 0.2},
+            )
+        with pytest.raises(DatabaseError) as refused:
+            client.query("SELECT count() FROM no_such_table")
+    finally:
+        client.close()
+    assert read_cut(timed_out.value)
+    assert not read_cut(refused.value)
+
+
+# --- the sink's read-back, against a store that fails as told -------------------------
+
+
+class _Store:
+    """Answers the read-back with offsets 0 and 1 stored, after failing as told."""
+
+    def __init__(self, failures: list[Exception]) -> None:
+        self.failures = failures
+        self.settings: list[dict[str, Any]] = []
+
+    def query(self, sql: str, **kwargs: Any) -> Any:
+        self.settings.append(kwargs.get("settings") or {})
+        if self.failures:
+            raise self.failures.pop(0)
+        return _Result([(2, 1, [0, 1])])
+
+    def insert(self, table: str, rows: Any, **kwargs: Any) -> None:
+        raise AssertionError("not used")
+
+
+class _Result:
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self.result_rows = rows
+
+
+SERVER_TIMEOUT = DatabaseError(
+    "HTTPDriver for http://ch:8123 received ClickHouse error code 159\n"
+    " Code: 159. DB::Exception: Timeout exceeded: elapsed 60.0 s, maximum: 60. (TIMEOUT_EXCEEDED)"
+)
+CLIENT_DEADLINE = StoreDeadlinePassed(
+    "cannot reach ClickHouse at http://ch:8123: no answer within 120 s; "
+    "check CHAINWATCH_CLICKHOUSE__URL"
+)
+
+
+def _sink(store: _Store, *, backoff_s: float = 0.01) -> ClickHouseSink:
+    return ClickHouseSink(
+        bootstrap="unused:1",
+        group_id="g",
+        client=store,
+        mappers={"s": ScanRows()},
+        config=SinkConfig(initial_backoff_s=backoff_s, max_backoff_s=backoff_s),
+    )
+
+
+@pytest.mark.parametrize(
+    ("failure", "event"),
+    [
+        (SERVER_TIMEOUT, "stored_offsets_read_slow"),
+        (CLIENT_DEADLINE, "stored_offsets_read_slow"),
+        (
+            OperationalError("Error HTTPConnectionPool: Connection refused"),
+            "clickhouse_unavailable",
+        ),
+        (
+            StoreUnavailable("cannot reach ClickHouse at http://ch:8123: refused"),
+            "clickhouse_unavailable",
+        ),
+    ],
+    ids=["server-time-limit", "client-deadline", "connection-refused", "unreachable"],
+)
+def test_a_failed_read_back_is_named_for_what_it_was_and_retried_before_anything_is_buffered(
+    failure: Exception, event: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = Lines()
+    monkeypatch.setattr(sink_module, "log", lines)
+    store = _Store([failure, failure])
+    sink = _sink(store)
+    tp = TopicPartition("s", 3)
+    records = [record(scan_json(i), topic="s", partition=3, offset=i) for i in range(5)]
+
+    asyncio.run(sink.handle(tp, records))
+
+    assert [line["event"] for line in lines.lines] == [event, event]
+    if event == "stored_offsets_read_slow":
+        slow = lines.lines[0]
+        assert (slow["table"], slow["topic"], slow["partition"]) == ("scans", "s", 3)
+        assert "chainwatch db migrate" in slow["fix"]
+    # offsets 0 and 1 were stored: known before the partition's first record was buffered
+    assert sink.stats.skipped_already_stored == 2
+    assert sink.buffered_rows == 3
+    # the server ends the read before the client gives up on it
+    assert all(0 < s["max_execution_time"] < WRITE_DEADLINE_S for s in store.settings)
+
+
+def test_a_sink_told_to_stop_while_its_read_back_is_cut_stops_at_once_with_nothing_buffered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = Lines()
+    monkeypatch.setattr(sink_module, "log", lines)
+    sink = _sink(_Store([SERVER_TIMEOUT] * 100), backoff_s=60)
+    tp = TopicPartition("s", 0)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        sink._stop = stop  # what `run` does with its stop event
+        reading = asyncio.create_task(sink.handle(tp, [record(scan_json(0), topic="s")]))
+        await asyncio.to_thread(
+            wait_for, lambda: lines.named("stored_offsets_read_slow"), 10, "a cut read"
+        )
+        stop.set()
+        with pytest.raises(StopRequested):
+            await asyncio.wait_for(reading, timeout=5)
+
+    asyncio.run(scenario())
+    assert sink.buffered_rows == 0
