@@ -22,20 +22,6 @@ whatever the number of records for its key, or the changelog write fails:
   except the `up` that ends the unit's open downtime (at most
   `max_unit_records + 1` records); a record older than the fold horizon is a
   dead letter `state_limit` too (its downtime was folded away);
-- a unit keeps an occupancy entry per order in the state that visited it, not
-  per order it ever saw: an order that leaves the state is counted, per kept
-  downtime its final visits overlap, in the unit's value (`UnitSlot.left`: a
-  count and the first ids, at most `max_unit_records + 1` downtimes), and its
-  entry is deleted. Kept as entries, they grew without bound while a downtime
-  stayed open (an `up` never sent), and every status record read them all.
-  Only a status record older than a visit's end can change the downtimes it
-  overlaps, and such a record comes at least `closed_order_retention_ms` after
-  the order closed; it does not count or uncount the orders that left before it
-  came (an event-time replay, whose windows are a quarter of the retention, has
-  read every status record older than the order's visits before it evicts the
-  order, unless the file holds one far out of its place). An
-  order whose visit never ended overlaps every later downtime: its entry stays,
-  frozen, until none of the downtimes it overlaps is kept;
 - a closed order (completed or cancelled) is removed `closed_order_retention_ms`
   after it closed, on the engine's clock; a later record for it is a dead letter
   `order_closed`. A record whose event_time is past that instant is refused even

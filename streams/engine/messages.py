@@ -23,9 +23,7 @@ older batch of the same sender partition, which Kafka keeps in order):
 - `Occupancy`: the unit keeps per order the entry with the highest `version`
   (the order's visit version); an older one is skipped, the same one is applied
   again to the same entry and answered again (the same versioned answer), and a
-  `forget` of an order that has no entry is a no-op, unless its position is past
-  what the unit counted (a crash kept the entry's deletion and lost the unit's
-  value): it is counted from the final visits it carries.
+  `forget` of an order that has no entry is a no-op.
 - `Subscription`: a set membership (add or discard); a repeated subscribe
   answers the customer's current fact again (itself a versioned answer).
 - `Tick`: the partition clock only moves forward; firing a deadline twice finds

@@ -465,18 +465,15 @@ class OrderProcessor:
         return self._evaluate(slot, now, changed=False)
 
     def _evict(self, slot: OrderSlot) -> Effects:
-        """Leave the joins: the customer forgets the order, each unit its visits (the
-        `forget` carries them: a unit that lost the entry in a crash still counts it)."""
+        """Leave the joins: the customer forgets the order, each unit its visits."""
         effects = Effects(evicted=True)
         order_id = slot.facts.order_id
         if slot.subscribed_customer is not None:
             effects.subscriptions.append(
                 Subscription(order_id, slot.subscribed_customer, subscribe=False)
             )
-        for unit, visits in sorted(slot.occupancy_sent.items()):  # its final visits there
-            effects.occupancy.append(
-                Occupancy(order_id, unit, slot.occupancy_version, visits, forget=True)
-            )
+        for unit in sorted(slot.occupancy_sent):
+            effects.occupancy.append(Occupancy(order_id, unit, slot.occupancy_version, forget=True))
         return effects
 
     # --- the one derivation -------------------------------------------------------

@@ -11,21 +11,11 @@ the downtimes no visit can still need; what it keeps depends on its own status
 log, not on when the orders' visits reached it (within the lookback). The orders
 in progress during a downtime are not kept in the unit's value (a long outage at
 a busy unit overlaps thousands of orders, and the value passed Kafka's limit): the
-occupancy entries of the orders in the state are them. The unit keeps per downtime
-only their count and the first ids (`Progress`), brought up to date report by report
+occupancy entries are them (an order that left the engine's state keeps its entry,
+frozen, while a downtime it overlaps is kept). The unit keeps per downtime only
+their count and the first ids (`Progress`), brought up to date report by report
 and derived again from every entry when that cannot be done (a listed order left
 the downtime, a report came again after a crash, a status record came).
-
-An order that leaves the engine's state (evicted) is folded into the count and
-first ids of the orders that left, per downtime its final visits overlap (`left`),
-and its entry is deleted: an entry kept per evicted order grew without bound
-while a downtime stayed open (an `up` never sent), and every status record read
-them all. Its visits are final, so only a status record older than their end can
-change which downtimes it overlaps; such a record comes at least the retention
-late (the order left `closed_order_retention_ms` after it closed) and does not
-count or uncount the orders that left before it came (limits.py). An order
-whose visit never ended overlaps every later downtime: its entry is kept,
-frozen, as before.
 """
 
 from __future__ import annotations
@@ -123,10 +113,6 @@ class UnitSlot:
     inbox: list[int] | None = None
     """[offset, index in its bundle] of the last unit-inbox report counted in `progress`:
     a report at or before it was counted already (a redelivery after a crash)."""
-    left: dict[str, Progress] = field(default_factory=dict)
-    """downtime event_id -> the orders that left the state (their entries deleted)
-    counted among its orders in progress: part of `progress`, kept apart because
-    no entry names them when `progress` is derived again from every entry."""
 
     @property
     def version(self) -> int:
@@ -146,7 +132,6 @@ class UnitSlot:
             "t": self.clock_ms,
             "o": self.offset,
             "ib": self.inbox,
-            "lf": {event_id: p.to_json() for event_id, p in self.left.items()},
         }
 
     @classmethod
@@ -170,7 +155,6 @@ class UnitSlot:
             if data.get("pg") is None
             else {event_id: Progress.from_json(p) for event_id, p in data["pg"].items()},
             data.get("ib"),
-            {event_id: Progress.from_json(p) for event_id, p in data.get("lf", {}).items()},
         )
 
     @staticmethod
@@ -266,7 +250,6 @@ class UnitSlot:
         gone = {r.event_id for r in dropped}
         for event_id in gone:
             self.in_progress.pop(event_id, None)
-            self.left.pop(event_id, None)
             if self.progress is not None:
                 self.progress.pop(event_id, None)
         for alert_id in [
@@ -291,10 +274,9 @@ class OccupancyEntry:
     visits: list[list[Any]]
     answered: list[list[Any]] | None = None
     frozen: bool = False
-    """The order left the engine's state (evicted) with a visit that never ended (or
-    before the unit counted the orders that left in `UnitSlot.left`): its visits are
-    final and it stays among the orders in progress of the downtimes it overlaps
-    until they are folded away; it is answered no more."""
+    """The order left the engine's state (evicted): its visits are final and it stays
+    among the orders in progress of the downtimes it overlaps until they are folded
+    away; it is answered no more."""
     at: list[int] | None = None
     """[offset, index in its bundle] of the unit-inbox report that wrote it: after a
     crash, tells that this entry was stored while the unit's value may not have been."""
@@ -485,8 +467,8 @@ class UnitProcessor:
         (the unit's stored entries) updated by the batch: a report changes only
         their `orders_in_progress`, so one version per batch ends where one per
         report would (CONTRACT v1.2 publishes the changes of a batch, not each
-        intermediate state). A `forget` (the order left the state) moves the order
-        into the counts of the orders that left (`_leave`) and deletes its entry. A report that
+        intermediate state). A `forget` (the order left the state) freezes its
+        entry while a downtime it overlaps is kept, else drops it. A report that
         comes again (a redelivery after a crash) derives its downtimes' alerts
         again: the alerts may not have been sent before the crash. `positions` are the
         reports' [offset, index in bundle] in the unit inbox: with them the counts stay
@@ -507,7 +489,6 @@ class UnitProcessor:
             progress = slot.progress = {}
             found_again.update(d.event_id for d in downtimes)
         before = {event_id: p.to_json() for event_id, p in progress.items()}
-        left_before = {event_id: p.to_json() for event_id, p in slot.left.items()}
         counted = None if slot.inbox is None else tuple(slot.inbox)
         for n, message in enumerate(messages):
             at = None if positions is None else list(positions[n])
@@ -515,8 +496,17 @@ class UnitProcessor:
             entry = current.get(order_id)
             was = set() if entry is None else entry.touching(spans)
             if message.forget:
-                counted_before = at is not None and counted is not None and tuple(at) <= counted
-                _leave(slot, message, entry, spans, current, effects, counted_before, at)
+                if entry is None:
+                    continue
+                if not was:
+                    current[order_id] = None
+                    effects.changed_entries.pop(order_id, None)
+                    effects.forgotten.add(order_id)
+                elif not entry.frozen:
+                    entry = OccupancyEntry(
+                        entry.version, entry.visits, entry.answered, True, entry.at
+                    )
+                    current[order_id] = effects.changed_entries[order_id] = entry
                 continue
             if entry is not None and (entry.frozen or message.version < entry.version):
                 continue  # overtaken by a newer report of the same order, or it left
@@ -551,11 +541,9 @@ class UnitProcessor:
         if changed_progress:
             effects.alerts = self._alerts(slot, downtimes, now, changed_progress)
         after = slot.progress or {}
-        effects.changed = (
-            bool(effects.alerts)
-            or before != {event_id: p.to_json() for event_id, p in after.items()}
-            or left_before != {event_id: p.to_json() for event_id, p in slot.left.items()}
-        )
+        effects.changed = bool(effects.alerts) or before != {
+            event_id: p.to_json() for event_id, p in after.items()
+        }
         return effects
 
     def _answer(
@@ -609,49 +597,6 @@ class UnitProcessor:
         return changes
 
 
-def _leave(
-    slot: UnitSlot,
-    message: Occupancy,
-    entry: OccupancyEntry | None,
-    spans: Sequence[Span],
-    current: dict[str, OccupancyEntry | None],
-    effects: UnitEffects,
-    counted_before: bool,
-    at: list[int] | None,
-) -> None:
-    """An order left the engine's state (a `forget`): counted among the orders that left
-    (`UnitSlot.left`) of the kept downtimes its final visits overlap, its entry deleted.
-
-    The order's total stays what it was (it moves from the entries to `left`), so no
-    alert changes. A visit that never ended overlaps every later downtime: that entry
-    is frozen instead (see `OccupancyEntry.frozen`). A crash may keep the entry's
-    deletion and lose the unit's value: the forget then comes again with no entry and
-    a position past what the unit counted, and is counted from the visits it carries
-    (the order's last report); a forget at or before that position was counted.
-    """
-    order_id = message.order_id
-    if entry is None:
-        if at is None or counted_before or not message.visits:
-            return  # no entry ever, or its forget was counted: a no-op
-        visits = message.visits
-    elif entry.frozen:
-        return  # it left before (an entry frozen while it is needed)
-    else:
-        visits = entry.visits
-    was = {d.event_id for d in _overlapping(spans, visits)}
-    if was and any(v[3] is None and v[2] is not None for v in visits):
-        if entry is not None:
-            frozen = OccupancyEntry(entry.version, entry.visits, entry.answered, True, entry.at)
-            current[order_id] = effects.changed_entries[order_id] = frozen
-        return
-    if not counted_before:
-        for event_id in sorted(was):
-            slot.left.setdefault(event_id, Progress()).join(order_id)
-    current[order_id] = None
-    effects.changed_entries.pop(order_id, None)
-    effects.forgotten.add(order_id)
-
-
 def _moved(
     progress: dict[str, Progress], order_id: str, was: set[str], touched: set[str]
 ) -> set[str]:
@@ -698,18 +643,12 @@ def _find_again(
 def _progress(
     slot: UnitSlot, downtimes: Iterable[Downtime], members: Mapping[str, set[str]]
 ) -> dict[str, Progress]:
-    """Each downtime's orders in progress: the entries that overlap it, the orders of a
-    list stored before `Progress` that have no entry, and the orders that left the state
-    (`UnitSlot.left`: counted, their first ids listed)."""
+    """Each downtime's orders in progress: the entries that overlap it, and the orders
+    of a list stored before `Progress` that have no entry."""
     found: dict[str, Progress] = {}
     for d in downtimes:
         orders = members.get(d.event_id, set()).union(slot.in_progress.get(d.event_id, ()))
-        gone = slot.left.get(d.event_id)
-        if gone is not None:  # an order named in both (a crash's leftover) counts once
-            every = orders.union(gone.listed)
-            count = len(every) + gone.count - len(gone.listed)
-            found[d.event_id] = Progress(count, sorted(every)[:ORDERS_LISTED])
-        elif orders:
+        if orders:
             found[d.event_id] = Progress.of(orders)
     return found
 

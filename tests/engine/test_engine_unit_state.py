@@ -318,8 +318,7 @@ def test_an_evicted_order_stays_in_the_orders_in_progress_of_the_unit_alerts_it_
     evicted = engine.order_proc.on_clock(slot, T0 + timedelta(days=2))
     assert evicted.evicted
     engine._order(slot, evicted)
-    assert "PO-V" not in engine.occupancy[UNIT]  # counted among the orders that left
-    assert engine.unit.left["u-0"].to_json() == [1, ["PO-V"]]
+    assert engine.occupancy[UNIT]["PO-V"].frozen  # the unit keeps its final visits
 
     engine.feed([_status(1, 14_500, "up")])
     [resolved] = engine.of_type("unit_down")
@@ -400,7 +399,7 @@ def test_a_listed_order_that_leaves_the_downtime_makes_room_for_the_next_id() ->
     assert alert["details"]["orders_in_progress_count"] == len(ids) - 1
 
 
-def test_an_order_that_left_the_state_stays_counted_until_its_downtime_is_folded() -> None:
+def test_an_order_that_left_the_state_stays_counted_and_its_entry_goes_with_the_fold() -> None:
     limits = EngineLimits(unit_lookback_ms=DAY_MS)
     processor = UnitProcessor(PLAN, limits)
     slot = UnitSlot(UNIT)
@@ -412,24 +411,24 @@ def test_an_order_that_left_the_state_stays_counted_until_its_downtime_is_folded
                                             dict).changed_entries)  # fmt: skip
     forget = Occupancy("PO-GONE", UNIT, 1, forget=True)
     left = processor.on_occupancies(slot, [forget], dict(entries), NOW, lambda: dict(entries))
-    assert left.forgotten == {"PO-GONE"}  # its entry goes; it stays counted in `left`
-    assert left.changed
-    del entries["PO-GONE"]
-    assert slot.listing("u-0") == (["PO-GONE"], 1)
+    assert left.forgotten == set()
+    assert left.changed_entries["PO-GONE"].frozen
+    entries.update(left.changed_entries)
+    late = Occupancy("PO-GONE", UNIT, 2, [["dyeing", 1, to_ms(T0), to_ms(T0) + 1]])
+    assert processor.on_occupancies(slot, [late], dict(entries), NOW, dict).changed_entries == {}
 
     up = processor.on_status(slot, unit_status_fact(_status(1, 20_000, "up")), dict(entries),
                              NOW, _unit_src(1), b"{}")  # fmt: skip
     (resolved,) = up.alerts
     assert resolved["details"]["orders_in_progress"] == ["PO-GONE"]
-    assert up.answers == []  # an order that left is answered no more
+    assert up.answers == []  # a frozen order is answered no more
     # two days on the downtime is folded away (no order in the state needs it) ...
     later = processor.on_status(
         slot, unit_status_fact(_status(2, 20_000 + 2 * 86_400, "down")), dict(entries),
         NOW, _unit_src(2), b"{}",
     )  # fmt: skip
     assert [r.event_id for r in slot.records] == ["u-2"]
-    assert slot.left == {}  # ... and its orders that left with it
-    assert later.forgotten == set()
+    assert later.forgotten == {"PO-GONE"}  # ... and the frozen entry with it
 
 
 def test_a_unit_value_stored_with_whole_lists_keeps_the_orders_that_left_the_state() -> None:
@@ -519,106 +518,3 @@ def test_a_unit_value_stored_before_the_counts_were_kept_is_counted_from_the_ent
     ).alerts
     assert alert["details"]["orders_in_progress"] == ["PO-GONE"]
     assert older.in_progress == {"u-0": ["PO-GONE"]}
-
-
-def _leave(order_id: str, start_s: float, end_s: float | None) -> Occupancy:
-    """The order side's `forget`: it carries the order's final visits at the unit."""
-    return Occupancy(order_id, UNIT, 1, _visit(order_id, start_s, end_s).visits, forget=True)
-
-
-def test_orders_that_left_while_a_downtime_stays_open_keep_no_entry_and_stay_counted() -> None:
-    """An `up` never sent: the unit's downtime stays open, and 400 orders visit the unit,
-    leave the state, and stay counted in its `orders_in_progress`. Each kept an entry,
-    frozen, for ever (400 entries, and every status record read them all: the unit's
-    state and its work per record grew with every order); now the unit keeps none."""
-    processor = UnitProcessor(PLAN)
-    slot = UnitSlot(UNIT)
-    entries: dict[str, OccupancyEntry] = {}
-    processor.on_status(slot, unit_status_fact(_status(0, 14_400, "down")), {}, NOW,
-                        _unit_src(0), b"{}")  # fmt: skip
-    ids = [f"PO-{k:04d}" for k in range(400)]
-    visits = {o: (15_000 + 3_600 * k, 15_000 + 3_600 * k + 1_800) for k, o in enumerate(ids)}
-    for k, order_id in enumerate(ids):
-        messages = [_visit(order_id, *visits[order_id]), _leave(order_id, *visits[order_id])]
-        effects = processor.on_occupancies(
-            slot, messages, {order_id: None}, NOW, lambda: dict(entries), [(k, 0), (k, 1)]
-        )
-        entries.update(effects.changed_entries)
-        for gone in effects.forgotten:
-            entries.pop(gone, None)
-    assert entries == {}  # was 400 frozen entries
-    assert slot.listing("u-0") == (ids[:ORDERS_LISTED], 400)
-    assert len(orjson.dumps(slot.to_json())) < 5_000
-
-    later = 15_000 + 3_600 * 400
-    processor.on_status(slot, unit_status_fact(_status(1, later, "degraded")), dict(entries),
-                        NOW, _unit_src(1), b"{}")  # fmt: skip
-    # the reference engine (every order's visits kept) lists and counts the same orders
-    occupancy = [UnitOccupancy(UNIT, o, "dyeing", 1, T0 + timedelta(seconds=visits[o][0]),
-                               T0 + timedelta(seconds=visits[o][1])) for o in ids]  # fmt: skip
-    reference = evaluate_unit(UNIT, build_downtimes(slot.records), PLAN, NOW, occupancy)
-    published = {alert_id: a["details"] for alert_id, a in slot.published.items()}
-    assert published == {k: alert_json(a)["details"] for k, a in reference.items()}
-    assert [d["orders_in_progress_count"] for d in published.values()] == [400, 0]
-
-
-def test_an_order_that_left_is_counted_once_whichever_write_a_crash_kept() -> None:
-    """The entry's deletion and the unit's value go to two changelogs: a crash may keep
-    either, and the `forget` comes again. It is counted once either way."""
-    processor = UnitProcessor(PLAN)
-    slot = UnitSlot(UNIT)
-    processor.on_status(slot, unit_status_fact(_status(0, 14_400, "down")), {}, NOW,
-                        _unit_src(0), b"{}")  # fmt: skip
-    ids = ["PO-0", "PO-1", "PO-2"]
-    joined = processor.on_occupancies(
-        slot, [_visit(o, 15_000, 16_000) for o in ids], dict.fromkeys(ids), NOW, dict,
-        [(4, 0), (4, 1), (4, 2)],
-    )  # fmt: skip
-    entries = dict(joined.changed_entries)
-    before = orjson.dumps(slot.to_json())
-    forget = _leave("PO-0", 15_000, 16_000)
-    left = processor.on_occupancies(slot, [forget], {"PO-0": entries["PO-0"]}, NOW,
-                                    lambda: dict(entries), [(5, 0)])  # fmt: skip
-    assert left.forgotten == {"PO-0"}
-    after = orjson.dumps(slot.to_json())
-    rest = {o: e for o, e in entries.items() if o != "PO-0"}
-
-    # the deletion was kept, the unit's value was not: counted from the forget's visits
-    lost = UnitSlot.from_json(orjson.loads(before))
-    again = processor.on_occupancies(lost, [forget], {"PO-0": None}, NOW, lambda: dict(rest),
-                                     [(5, 0)])  # fmt: skip
-    # the unit's value was kept, the deletion was not: not counted twice
-    kept = UnitSlot.from_json(orjson.loads(after))
-    twice = processor.on_occupancies(kept, [forget], {"PO-0": entries["PO-0"]}, NOW,
-                                     lambda: dict(entries), [(5, 0)])  # fmt: skip
-    for unit, effects in ((lost, again), (kept, twice)):
-        assert effects.forgotten == {"PO-0"}
-        assert unit.to_json() == slot.to_json()
-        assert unit.listing("u-0") == (ids, 3)
-    (resolved,) = processor.on_status(
-        kept, unit_status_fact(_status(1, 20_000, "up")), dict(rest), NOW, _unit_src(1), b"{}"
-    ).alerts
-    assert resolved["details"]["orders_in_progress_count"] == 3
-
-
-def test_an_order_that_left_with_a_visit_never_ended_stays_in_every_later_downtime() -> None:
-    """An open visit overlaps every later downtime (RULES.md): that entry is kept, frozen,
-    and counted in a downtime that starts after the order left, as the reference does."""
-    processor = UnitProcessor(PLAN)
-    slot = UnitSlot(UNIT)
-    processor.on_status(slot, unit_status_fact(_status(0, 14_400, "down")), {}, NOW,
-                        _unit_src(0), b"{}")  # fmt: skip
-    report = _visit("PO-OPEN", 15_000, None)
-    entries = dict(
-        processor.on_occupancies(slot, [report], {"PO-OPEN": None}, NOW, dict).changed_entries
-    )
-    left = processor.on_occupancies(slot, [_leave("PO-OPEN", 15_000, None)], dict(entries), NOW,
-                                    lambda: dict(entries))  # fmt: skip
-    assert left.forgotten == set()
-    assert left.changed_entries["PO-OPEN"].frozen
-    entries.update(left.changed_entries)
-    for k, (status, at) in enumerate([("up", 20_000), ("down", 30_000)], start=1):
-        effects = processor.on_status(slot, unit_status_fact(_status(k, at, status)),
-                                      dict(entries), NOW, _unit_src(k), b"{}")  # fmt: skip
-    assert slot.listing("u-2") == (["PO-OPEN"], 1)
-    assert effects.answers == []
