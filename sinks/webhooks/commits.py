@@ -8,37 +8,59 @@ of done.py, up to 3,000 bytes per partition, one request for some 350 partitions
 is past that: sent whole, it failed at every commit, no position was ever
 committed, and every restart posted again everything since.
 
-So a commit goes out in chunks of at most `COMMIT_REQUEST_BYTES` (estimated:
-each partition's metadata plus `ENTRY_BYTES`), each its own bounded commit
-(`commit_within`). A chunk refused as too large all the same (a broker whose
-`message.max.bytes` is lower still) is committed at once without its metadata,
-so its positions pass (the deliveries finished above them are posted again after
-a stop or a crash, as before done.py), and the next commits are sent in
-smaller requests (halved, down to one partition each), which can keep it.
+So a commit goes out in chunks of at most `request_bytes` (estimated: each
+partition's metadata plus `ENTRY_BYTES`; `COMMIT_REQUEST_BYTES` at first), each
+its own request. A chunk refused with metadata (error 28 or `UnknownError`) is
+sent again at once without it, so its positions pass (the deliveries finished
+above them are posted again after a stop or a crash, as before done.py; the
+metadata is offered again at the next commit). Only when that passes, and the
+error says size (error 28, or `UnknownError` on a chunk of at least
+`UNKNOWN_TOO_LARGE_BYTES`: Kafka 4 answers it for any unexpected exception of
+the broker), is the chunk taken as too large: the next chunks are cut at half
+its size (each chunk is cut when it is sent, so one commit goes down in a few
+steps, not one halving per chunk cut before), or, a chunk of one partition,
+that partition's commits carry no metadata from now on. After `REGROW_S`
+without such a refusal, the requests grow back.
+
+A commit takes partitions and values as they are when each chunk is sent: still
+assigned, as the tracker offers them now (a partition revoked meanwhile is left
+out, also from a chunk aiokafka refused for it, and a value moved on is sent as
+it is now). Commits run one at a time (a lock): the rebalance listener's
+commit, on aiokafka's coordinator task, waits for the periodic one, so no chunk
+built from older values reaches the broker after a newer commit of the same
+partition (aiokafka sends commit requests one by one,
+and the listener forgets the partitions after its commit, so nothing would
+correct it: their next owner would post again what was finished in between).
 
 Only what Kafka took is marked committed (`OffsetTracker.committed`). A chunk
 that fails otherwise (the coordinator gone, a timeout) ends the commit, logged
-`commit_failed`: it and the chunks after it are offered again at the next one,
-and a broker gone costs one `COMMIT_TIMEOUT_S`, not one per chunk.
+`commit_failed`: it and the chunks after it are offered again at the next one.
+A whole commit, waiting for the lock included, has one `COMMIT_TIMEOUT_S`: a
+broker gone or slow costs that, not one per chunk, and the notifier's stop
+deadline (notify_runner.py) budgets one for its final commit.
 
-The broker's refusals of our metadata (this one, and `offset.metadata.max.bytes`
-below done.py's bound) are logged once per endpoint and cause, as
-`webhook_done_offsets_refused`.
+The broker's refusals of our metadata (`message.max.bytes`, an `UnknownError` not
+taken for it, and `offset.metadata.max.bytes` below done.py's bound) are logged
+once per endpoint and cause, as `webhook_done_offsets_refused` (`limit`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import (
+    IllegalStateError,
     InvalidCommitOffsetSizeError,
     KafkaError,
     OffsetMetadataTooLargeError,
     UnknownError,
 )
 
+from sinks import consumer as sink_consumer
 from sinks.consumer import commit_within
 from sinks.webhooks.done import MAX_METADATA_BYTES, LeftOutLog
 from sinks.webhooks.offsets import Commit, OffsetTracker
@@ -56,6 +78,17 @@ TOO_LARGE = (InvalidCommitOffsetSizeError, UnknownError)
 """How a broker refuses a commit request over its `message.max.bytes`: the classic group
 coordinator's error 28, Kafka 4's `UNKNOWN_SERVER_ERROR` (an `UnknownError` on a chunk
 without metadata, or on the same chunk without it, is a failure like any other)."""
+UNKNOWN_TOO_LARGE_BYTES = 64 * 1024
+"""An `UnknownError` is taken for "too large" only on a chunk this large (estimated): Kafka 4
+answers it for any unexpected broker exception, and aiokafka maps every code it does not
+know to it (a fault must not shrink the requests). A Kafka 4 broker whose
+`message.max.bytes` is lower keeps refusing chunks this size: each is then committed without
+its metadata, at every commit."""
+REGROW_S = 600.0
+"""After this long without a chunk refused as too large, the requests grow back (doubled at
+each commit, up to `COMMIT_REQUEST_BYTES`): a limit since raised, or a fault taken for one,
+does not keep them small until a restart; a limit still there costs one refused chunk
+(committed without its metadata, which the next commit carries) per this interval."""
 
 
 def entry_bytes(commit: Commit) -> int:
@@ -88,24 +121,31 @@ class Committer:
         self.tracker = tracker
         self.left_out = left_out
         self.request_bytes = COMMIT_REQUEST_BYTES
-        """The chunk size: halved at each chunk refused as too large."""
+        """The chunk size: half a chunk refused as too large, grown back after `REGROW_S`."""
+        self._shrunk_at = -REGROW_S
+        self._lock = asyncio.Lock()
+        """One commit at a time (the module's docstring says why)."""
         self._refused: set[str] = set()
 
     async def commit(self, consumer: AIOKafkaConsumer) -> None:
         """Commit each assigned partition's position and, as its metadata, the offsets
         finished above it (done.py), when either changed."""
-        for _ in range(2):  # again at once without metadata if the broker refuses it
-            assigned = consumer.assignment()
-            offsets = {tp: off for tp, off in self.tracker.committable().items() if tp in assigned}
-            if not offsets:
-                return
-            for tp in offsets:
-                self.left_out.note(tp, self.tracker.left_out(tp))
+        try:
+            async with asyncio.timeout(sink_consumer.COMMIT_TIMEOUT_S), self._lock:
+                await self._commit(consumer)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("commit_failed", endpoint=self.endpoint, error=type(exc).__name__)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        left = set(self.tracker.committable())
+        for tp in left:
+            self.left_out.note(tp, self.tracker.left_out(tp))
+        while chunk := self._next_chunk(consumer, left):
             try:
-                for chunk in chunked(offsets, self.request_bytes):
-                    await self._commit_chunk(consumer, chunk)
-                return
+                await self._commit_chunk(consumer, chunk)
             except OffsetMetadataTooLargeError:
+                if self.tracker.metadata_limit == 0:
+                    raise
                 # a broker whose `offset.metadata.max.bytes` is below ours: without
                 # this, no commit would ever pass and every restart re-post it all
                 self._refused_once(
@@ -115,31 +155,72 @@ class Committer:
                     "a crash; raise the broker's offset.metadata.max.bytes to "
                     f"{MAX_METADATA_BYTES} or more",
                 )
-                self.tracker.refuse_metadata()
-            except (KafkaError, TimeoutError) as exc:
-                log.warning("commit_failed", endpoint=self.endpoint, error=type(exc).__name__)
-                return
+                self.tracker.refuse_metadata()  # the chunk goes again, without
+                continue
+            except IllegalStateError:
+                if chunk.keys() <= consumer.assignment():
+                    raise
+                continue  # a partition revoked meanwhile (aiokafka refuses the chunk):
+                # the chunk's others go again, without it
+            left.difference_update(chunk)
+        if time.monotonic() - self._shrunk_at >= REGROW_S:
+            self.request_bytes = min(2 * self.request_bytes, COMMIT_REQUEST_BYTES)
+
+    def _next_chunk(
+        self, consumer: AIOKafkaConsumer, left: set[TopicPartition]
+    ) -> dict[TopicPartition, Commit]:
+        """The next chunk of `left`, of the partitions still assigned and their values now."""
+        assigned = consumer.assignment()
+        offsets = {
+            tp: commit
+            for tp, commit in self.tracker.committable().items()
+            if tp in left and tp in assigned
+        }
+        left.intersection_update(offsets)
+        return chunked(offsets, self.request_bytes)[0] if offsets else {}
 
     async def _commit_chunk(
         self, consumer: AIOKafkaConsumer, chunk: dict[TopicPartition, Commit]
     ) -> None:
+        """Commit `chunk`, or its positions without the metadata if refused with it."""
         try:
             await commit_within(consumer, chunk)
-        except TOO_LARGE:
+        except TOO_LARGE as exc:
             if not any(commit.metadata for commit in chunk.values()):
                 raise
+            bare = {tp: Commit(commit.offset, "") for tp, commit in chunk.items()}
+            await commit_within(consumer, bare)  # the positions, at once
+            self.tracker.committed(bare)  # the metadata is offered at the next commit
+            self._too_large(exc, chunk)
+        else:
+            self.tracker.committed(chunk)
+
+    def _too_large(self, exc: KafkaError, chunk: Mapping[TopicPartition, Commit]) -> None:
+        """`chunk` was refused with its metadata and taken without: if the error says it
+        was too large, shrink the requests (or drop its one partition's metadata)."""
+        size = sum(entry_bytes(commit) for commit in chunk.values())
+        if isinstance(exc, UnknownError) and size < UNKNOWN_TOO_LARGE_BYTES:
             self._refused_once(
-                "message.max.bytes",
-                "a commit request was too large for the broker: its partitions' positions "
-                "are committed without done offsets (deliveries finished above them are "
-                "delivered again after a stop or a crash), and commits are sent in "
-                "smaller requests; raise the broker's message.max.bytes to "
-                f"{COMMIT_REQUEST_BYTES} or more",
+                type(exc).__name__,
+                f"a commit request of {size} bytes with done offsets was refused "
+                f"({type(exc).__name__}, too small to be taken for message.max.bytes) and "
+                "taken without them: deliveries finished above those positions are "
+                "delivered again after a stop or a crash until a later commit carries them",
             )
-            self.request_bytes = max(self.request_bytes // 2, 1)
-            chunk = {tp: Commit(commit.offset, "") for tp, commit in chunk.items()}
-            await commit_within(consumer, chunk)
-        self.tracker.committed(chunk)
+            return
+        self._refused_once(
+            "message.max.bytes",
+            "a commit request was too large for the broker: its partitions' positions "
+            "are committed without done offsets (deliveries finished above them are "
+            "delivered again after a stop or a crash), and commits are sent in "
+            "smaller requests; raise the broker's message.max.bytes to "
+            f"{COMMIT_REQUEST_BYTES} or more",
+        )
+        self._shrunk_at = time.monotonic()
+        if len(chunk) == 1:  # its metadata alone is too large: its commits carry none
+            self.tracker.refuse_metadata(chunk)
+        else:
+            self.request_bytes = max(min(self.request_bytes, size // 2), 1)
 
     def _refused_once(self, limit: str, consequence: str) -> None:
         """Log, once per endpoint and broker limit, that the broker refused our metadata."""

@@ -14,7 +14,7 @@ partition is offered for a commit whenever its position or that set changed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -52,6 +52,8 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._parts: dict[TopicPartition, _Partition] = {}
         self._metadata_limit = done_offsets.MAX_METADATA_BYTES
+        self._bare: set[TopicPartition] = set()
+        """Partitions whose metadata alone the broker refused (`refuse_metadata`)."""
 
     def restore(self, tp: TopicPartition, ranges: Sequence[Range]) -> None:
         """The done ranges the partition's last commit carried: its records there were
@@ -91,21 +93,22 @@ class OffsetTracker:
         for tp, part in self._parts.items():
             if part.next_offset == 0:
                 continue  # nothing read yet (only `restore`d): its position is unknown
-            commit = self._commit_of(part)
+            commit = self._commit_of(tp, part)
             if commit == part.committed or commit.offset < part.committed.offset:
                 continue
             if commit.offset > 0 or commit.metadata:
                 out[tp] = commit
         return out
 
-    def _commit_of(self, part: _Partition) -> Commit:
+    def _commit_of(self, tp: TopicPartition, part: _Partition) -> Commit:
         if part.commit is not None:
             return part.commit
         upto = min(part.pending) if part.pending else part.next_offset
         part.finished = done_offsets.at_or_above(part.finished, upto)
         restored = done_offsets.at_or_above(part.restored, upto)
         ranges = done_offsets.merge(part.finished, restored, sorted(part.pending), part.next_offset)
-        encoded = done_offsets.encode(upto, ranges, self._metadata_limit)
+        limit = 0 if tp in self._bare else self._metadata_limit
+        encoded = done_offsets.encode(upto, ranges, limit)
         part.left_out = encoded.left_out
         part.commit = Commit(upto, encoded.metadata)
         return part.commit
@@ -116,11 +119,16 @@ class OffsetTracker:
         refused them: `refuse_metadata`)."""
         return self._metadata_limit
 
-    def refuse_metadata(self) -> None:
-        """The broker refuses the metadata: commits carry none from now on."""
-        self._metadata_limit = 0
-        for part in self._parts.values():
-            part.commit = None
+    def refuse_metadata(self, tps: Collection[TopicPartition] | None = None) -> None:
+        """The broker refuses the metadata (of `tps` only: theirs alone is too large for
+        it): commits (of `tps`) carry none from now on."""
+        if tps is None:
+            self._metadata_limit = 0
+        else:
+            self._bare.update(tps)
+        for tp, part in self._parts.items():
+            if tps is None or tp in tps:
+                part.commit = None
 
     def left_out(self, tp: TopicPartition) -> int:
         """Done offsets of `tp` its last offered commit had no room for."""

@@ -9,20 +9,32 @@ was ever committed, and every restart posted everything since again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import InvalidCommitOffsetSizeError, RequestTimedOutError
+from aiokafka.errors import (
+    IllegalStateError,
+    InvalidCommitOffsetSizeError,
+    KafkaError,
+    OffsetMetadataTooLargeError,
+    RequestTimedOutError,
+    UnknownError,
+)
 from structlog.testing import capture_logs
 from webhook_pipes import FakeConsumer, offline_pipe
 
-from sinks.webhooks.commits import COMMIT_REQUEST_BYTES, entry_bytes
+from sinks import consumer as sink_consumer
+from sinks.webhooks import commits
+from sinks.webhooks.commits import COMMIT_REQUEST_BYTES, UNKNOWN_TOO_LARGE_BYTES, entry_bytes
 from sinks.webhooks.dispatcher import EndpointPipe
 from sinks.webhooks.done import MAX_METADATA_BYTES, decode
 from sinks.webhooks.offsets import Commit, OffsetTracker
+from sinks.webhooks.rebalance import RebalanceListener
 
 TOPIC = "cw.alerts"
 DONE = [(2 * k, 2 * k + 1) for k in range(1, 1_496)]
@@ -41,23 +53,31 @@ def _held(tracker: OffsetTracker, tps: list[TopicPartition]) -> dict[TopicPartit
 
 class SizedBroker(FakeConsumer):
     """Refuses a commit request past `max_bytes` whole, as a broker over its
-    `message.max.bytes` does; `fail_at`: the request numbers (from 1) that time out."""
+    `message.max.bytes` does (with `too_large`: Kafka 4 answers `UnknownError`);
+    `fail_at`: the request numbers (from 1) that fail with `failure`."""
 
     def __init__(
-        self, tps: list[TopicPartition], max_bytes: int, fail_at: tuple[int, ...] = ()
+        self,
+        tps: list[TopicPartition],
+        max_bytes: int,
+        fail_at: tuple[int, ...] = (),
+        failure: type[KafkaError] = RequestTimedOutError,
+        too_large: type[KafkaError] = InvalidCommitOffsetSizeError,
     ) -> None:
         super().__init__(tps)
         self.max_bytes = max_bytes
         self.fail_at = fail_at
+        self.failure = failure
+        self.too_large = too_large
         self.requests: list[int] = []  # each request's size
 
     async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
         size = sum(len(metadata) + 100 for _offset, metadata in offsets.values())
         self.requests.append(size)
         if len(self.requests) in self.fail_at:
-            raise RequestTimedOutError
+            raise self.failure
         if size > self.max_bytes:
-            raise InvalidCommitOffsetSizeError
+            raise self.too_large
         await super().commit(offsets)
 
     def taken(self) -> dict[TopicPartition, Any]:
@@ -122,6 +142,246 @@ def test_only_the_chunks_kafka_took_are_marked_committed() -> None:
     assert pipe.tracker.committable() == {}
 
 
+def test_several_chunks_refused_in_one_commit_shrink_the_requests_once_to_a_size_that_fits() -> (
+    None
+):
+    """Each chunk is cut at the size known when it is sent: one refusal halves the
+    requests, not one per chunk cut before it (down to one partition per request)."""
+    pipe = offline_pipe("commit-shrink")
+    tps = [TopicPartition(TOPIC, p) for p in range(400)]
+    offsets = _held(pipe.tracker, tps)
+    broker = SizedBroker(tps, max_bytes=150_000)  # 2 chunks of 128 KiB would fit
+
+    asyncio.run(pipe.commit(broker))
+    assert broker.taken().keys() == offsets.keys()  # every position, at once
+    assert pipe.committer.request_bytes >= COMMIT_REQUEST_BYTES // 2 - 2 * MAX_METADATA_BYTES
+    first = len(broker.requests)
+    asyncio.run(pipe.commit(broker))
+    assert broker.taken() == offsets  # the refused chunk's metadata, at the next commit
+    assert len(broker.requests) - first <= 3  # one chunk's partitions, in 128 KiB requests
+    assert max(broker.requests[first:]) <= broker.max_bytes
+
+
+def test_requests_shrunk_grow_back_after_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    pipe = offline_pipe("commit-regrow")
+    tps = [TopicPartition(TOPIC, p) for p in range(400)]
+    _held(pipe.tracker, tps)
+    broker = SizedBroker(tps, max_bytes=150_000)
+    asyncio.run(pipe.commit(broker))
+    shrunk = pipe.committer.request_bytes
+    assert shrunk < COMMIT_REQUEST_BYTES
+    asyncio.run(pipe.commit(broker))
+    assert pipe.committer.request_bytes == shrunk  # not within `REGROW_S`
+
+    broker.max_bytes = 1_048_588  # the broker's limit raised (or the refusal a fault)
+    monkeypatch.setattr(commits, "REGROW_S", 0.0)
+    for _ in range(2):  # doubled at each commit
+        asyncio.run(pipe.commit(broker))
+    assert pipe.committer.request_bytes == COMMIT_REQUEST_BYTES
+
+
+def test_kafka_4s_unknown_error_on_a_large_chunk_is_taken_as_too_large() -> None:
+    pipe = offline_pipe("commit-unknown-large")
+    tps = [TopicPartition(TOPIC, p) for p in range(200)]
+    offsets = _held(pipe.tracker, tps)
+    broker = SizedBroker(tps, max_bytes=150_000, too_large=UnknownError)
+
+    with capture_logs() as logged:
+        for _ in range(2):
+            asyncio.run(pipe.commit(broker))
+    assert broker.taken() == offsets
+    assert pipe.committer.request_bytes < COMMIT_REQUEST_BYTES
+    refused = [e["limit"] for e in logged if e["event"] == "webhook_done_offsets_refused"]
+    assert refused == ["message.max.bytes"]
+
+
+def test_an_unknown_error_not_about_size_neither_shrinks_the_requests_nor_blames_the_size() -> None:
+    """Kafka 4 answers `UNKNOWN_SERVER_ERROR` for any unexpected broker exception, and
+    aiokafka maps codes it does not know (113 STALE_MEMBER_EPOCH...) to `UnknownError`."""
+    pipe = offline_pipe("commit-unknown")
+    tps = [TopicPartition(TOPIC, p) for p in range(200)]
+    offsets = _held(pipe.tracker, tps)
+    broker = SizedBroker(
+        tps, max_bytes=1_048_588, fail_at=tuple(range(1, 41)), failure=UnknownError
+    )
+
+    with capture_logs() as logged:
+        for _ in range(20):  # a fault for a while: each commit is refused, also bare
+            asyncio.run(pipe.commit(broker))
+        assert broker.commits == []
+        asyncio.run(pipe.commit(broker))  # the fault over
+    assert broker.taken() == offsets
+    assert pipe.committer.request_bytes == COMMIT_REQUEST_BYTES
+    assert len(broker.requests) == 40 + len(commits.chunked(offsets))
+    warned = {(e["event"], e.get("error")) for e in logged if e["log_level"] == "warning"}
+    assert warned == {("commit_failed", "UnknownError")}
+
+
+def test_an_unknown_error_on_a_small_chunk_taken_bare_is_logged_as_itself() -> None:
+    pipe = offline_pipe("commit-unknown-small")
+    tps = [TopicPartition(TOPIC, p) for p in range(4)]
+    offsets = _held(pipe.tracker, tps)
+    assert sum(map(entry_bytes, offsets.values())) < UNKNOWN_TOO_LARGE_BYTES
+    broker = SizedBroker(tps, max_bytes=1_048_588, fail_at=(1,), failure=UnknownError)
+
+    with capture_logs() as logged:
+        asyncio.run(pipe.commit(broker))  # a fault on the first request only
+        assert broker.taken() == {tp: (0, "") for tp in tps}  # the positions, at once
+        asyncio.run(pipe.commit(broker))
+    assert broker.taken() == offsets
+    assert pipe.committer.request_bytes == COMMIT_REQUEST_BYTES
+    refused = [e["limit"] for e in logged if e["event"] == "webhook_done_offsets_refused"]
+    assert refused == ["UnknownError"]
+
+
+def test_a_partition_whose_metadata_alone_is_too_large_commits_without_it_from_then_on() -> None:
+    pipe = offline_pipe("commit-one-too-large")
+    big, small = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+    offsets = _held(pipe.tracker, [big])
+    pipe.tracker.restore(small, [(2, 3)])
+    pipe.tracker.consumed(small, 0, 1)
+    offsets[small] = pipe.tracker.committable()[small]
+    broker = SizedBroker([big, small], max_bytes=2_000)  # below `big`'s metadata alone
+
+    for _ in range(3):
+        asyncio.run(pipe.commit(broker))
+    assert broker.taken() == {big: (0, ""), small: offsets[small]}  # the other keeps its own
+    sent = len(broker.requests)
+    asyncio.run(pipe.commit(broker))
+    assert len(broker.requests) == sent  # not refused again at every commit
+    assert pipe.tracker.committable() == {}
+
+
+def test_metadata_refused_on_a_later_chunk_commits_them_all_without_it() -> None:
+    class MetadataLimit(SizedBroker):
+        async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+            if len(self.requests) >= 1 and any(m for _o, m in offsets.values()):
+                self.requests.append(0)
+                raise OffsetMetadataTooLargeError
+            await super().commit(offsets)
+
+    pipe = offline_pipe("commit-metadata-later")
+    tps = [TopicPartition(TOPIC, p) for p in range(200)]
+    _held(pipe.tracker, tps)
+    for tp in tps:
+        pipe.tracker.done(tp, 0)  # positions at 1, the done offsets above
+    offsets = pipe.tracker.committable()
+    broker = MetadataLimit(tps, max_bytes=1_048_588)
+
+    with capture_logs() as logged:
+        asyncio.run(pipe.commit(broker))
+    assert all(offsets[tp] == c for tp, c in broker.commits[0].items())  # taken with it
+    assert {tp: offset for tp, (offset, _m) in broker.taken().items()} == {tp: 1 for tp in tps}
+    asyncio.run(pipe.commit(broker))  # the rest, and from now on, without metadata
+    assert broker.taken() == {tp: (1, "") for tp in tps}
+    assert pipe.tracker.committable() == {}
+    refused = [e["limit"] for e in logged if e["event"] == "webhook_done_offsets_refused"]
+    assert refused == ["offset.metadata.max.bytes"]
+
+
+class _HeldBroker(FakeConsumer):
+    """Holds the first commit request until `release`; with `in_order`, the requests
+    after it wait their turn (aiokafka's commit lock), else they pass it (aiokafka
+    retries a request after a retriable error, such as a coordinator moving, only after
+    a backoff, and takes the next request meanwhile)."""
+
+    def __init__(self, tps: list[TopicPartition], in_order: bool) -> None:
+        super().__init__(tps)
+        self.turns = asyncio.Lock() if in_order else None
+        self.in_flight, self.release = asyncio.Event(), asyncio.Event()
+        self.held: dict[TopicPartition, Any] = {}
+
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        if not offsets.keys() <= self._assigned:
+            raise IllegalStateError("not assigned")
+        async with self.turns or contextlib.nullcontext():
+            if not self.in_flight.is_set():
+                self.in_flight.set()
+                await self.release.wait()
+            self.held.update(offsets)
+            await super().commit(offsets)
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_a_rebalance_during_a_chunked_commit_does_not_move_committed_positions_back(
+    in_order: bool,
+) -> None:
+    """The revocation's commit (aiokafka's coordinator task) starts while the periodic
+    one (the consume task) has chunks left, built from older values: sent after the
+    revocation's, they would move the positions back, and the next owner would post
+    again what was finished in between (the listener forgets the partitions)."""
+    pipe = offline_pipe("commit-rebalance")
+    tps = [TopicPartition(TOPIC, p) for p in range(200)]
+    _held(pipe.tracker, tps)
+
+    async def run() -> tuple[dict[TopicPartition, Any], dict[TopicPartition, Commit]]:
+        broker = _HeldBroker(tps, in_order)
+        periodic = asyncio.create_task(pipe.commit(broker))  # the consume loop's
+        await asyncio.wait_for(broker.in_flight.wait(), 5)  # its first chunk in flight
+        for tp in tps:
+            pipe.tracker.done(tp, 0)  # delivered, and the records above read meanwhile
+            for offset in range(1, 300):
+                pipe.tracker.consumed(tp, offset, 0)
+        newest = pipe.tracker.committable()
+        revoking = asyncio.create_task(RebalanceListener(pipe, broker).on_partitions_revoked(tps))
+        for _ in range(20):  # the revocation's commit gets as far as it can
+            await asyncio.sleep(0)
+        broker.release.set()
+        await asyncio.wait_for(asyncio.gather(periodic, revoking), 5)
+        return broker.held, newest
+
+    held, newest = asyncio.run(run())
+    assert {tp: held[tp] for tp in tps} == newest
+
+
+def test_a_partition_revoked_between_chunks_leaves_the_others_committed() -> None:
+    class Rebalancing(FakeConsumer):
+        async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+            if not self.commits and len(self._assigned) == 200:  # while the first is sent
+                self._assigned = {tp for tp in self._assigned if tp.partition >= 100}
+            if not offsets.keys() <= self._assigned:
+                raise IllegalStateError("not assigned")  # as aiokafka
+            await super().commit(offsets)
+
+    pipe = offline_pipe("commit-revoked")
+    tps = [TopicPartition(TOPIC, p) for p in range(200)]
+    offsets = _held(pipe.tracker, tps)
+    broker = Rebalancing(tps)
+
+    with capture_logs() as logged:
+        asyncio.run(pipe.commit(broker))
+    taken = {tp: c for commit in broker.commits for tp, c in commit.items()}
+    assert taken == {tp: c for tp, c in offsets.items() if tp.partition >= 100}
+    assert [e["event"] for e in logged if e["log_level"] == "warning"] == []
+
+
+def test_a_slow_broker_costs_one_commit_timeout_for_the_whole_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stop deadline budgets one `COMMIT_TIMEOUT_S` for the final commit
+    (notify_runner.py): beyond it, recorded outcomes went uncommitted."""
+
+    class Slow(SizedBroker):
+        async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+            await asyncio.sleep(0.2)  # answers, slowly
+            await super().commit(offsets)
+
+    monkeypatch.setattr(sink_consumer, "COMMIT_TIMEOUT_S", 0.5)
+    pipe = offline_pipe("commit-slow")
+    tps = [TopicPartition(TOPIC, p) for p in range(400)]
+    offsets = _held(pipe.tracker, tps)
+    broker = Slow(tps, max_bytes=1_048_588)  # 7 chunks of 0.2 s
+
+    began = time.monotonic()
+    with capture_logs() as logged:
+        asyncio.run(pipe.commit(broker))
+    assert time.monotonic() - began < 0.5 + 0.3
+    assert [e["error"] for e in logged if e["event"] == "commit_failed"] == ["TimeoutError"]
+    taken = broker.taken()
+    assert taken
+    assert pipe.tracker.committable() == {tp: c for tp, c in offsets.items() if tp not in taken}
+
+
 @pytest.mark.slow
 def test_a_commit_past_the_real_brokers_message_max_bytes_passes_with_its_metadata(
     kafka_bootstrap: str, unique: Callable[[str], str]
@@ -173,5 +433,5 @@ def test_a_commit_past_the_real_brokers_message_max_bytes_passes_with_its_metada
     # sent whole, refused: the positions at once, then in smaller requests with metadata
     assert plain == {tp: (0, "") for tp in tps}
     assert kept == offsets
-    warned = [(e["endpoint"], e["event"]) for e in logged if e["log_level"] == "warning"]
-    assert warned == [("commit-real-whole", "webhook_done_offsets_refused")]
+    refused = [(e["endpoint"], e["limit"]) for e in logged if e["event"].endswith("_refused")]
+    assert refused == [("commit-real-whole", "message.max.bytes")]
