@@ -63,12 +63,6 @@ class StoreLocked(StoreUnavailable):
     """Another process owns the embedded chDB store."""
 
 
-class StoreDeadlinePassed(StoreUnavailable):
-    """A request of a server client was cut at its deadline (or aborted): the server
-    accepted it and did not answer in time, which a caller may tell apart from a server
-    it cannot reach (the sink's read-back of stored offsets names what was slow)."""
-
-
 _SERVER_CODE = re.compile(r"\bCode: (\d+)\b")
 
 
@@ -210,8 +204,7 @@ def close_client(client: Client) -> None:
 @contextlib.contextmanager
 def answered(client: object, seconds: float | None = None) -> Iterator[None]:
     """One call of a server client under its deadline (`seconds`, None: the client's):
-    a request of it that was cut, or aborted, is a `StoreDeadlinePassed` (a
-    `StoreUnavailable`) that says so,
+    a request of it that was cut, or aborted, is a `StoreUnavailable` that says so,
     also when the call went on without its answer (a fallback): the server does not
     answer. So is a failed connection (`OperationalError`), instead of its traceback.
     For the embedded store (no requests) nothing changes."""
@@ -225,7 +218,6 @@ def answered(client: object, seconds: float | None = None) -> Iterator[None]:
     except Exception as exc:
         late = deadline_passed(exc)
         reason = deadlines.cut or (str(late) if late is not None else None)
-        cut = reason is not None
         if reason is None and isinstance(exc, OperationalError):  # the connection failed
             reason = _first_line(exc)
         if reason is None:
@@ -234,9 +226,7 @@ def answered(client: object, seconds: float | None = None) -> Iterator[None]:
         reason = deadlines.cut
         if reason is None:
             return
-        cut = True
-    error = StoreDeadlinePassed if cut else StoreUnavailable
-    raise error(
+    raise StoreUnavailable(
         f"cannot reach ClickHouse at {deadlines.name}: {reason}; check CHAINWATCH_CLICKHOUSE__URL"
     )
 

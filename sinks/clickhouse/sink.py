@@ -26,9 +26,10 @@ Lifecycle and guarantees:
   (`kafka_waiting`), a stop ends it, and a drain ends with `KafkaStalled`
   (`sinks/consumer.py`), nothing of the partition buffered. The read itself
   (`stored_offsets.py`) reads a projection sorted by the kafka columns, so it stays
-  cheap on a store of months; one the server stops at its time limit (or the client
-  at its deadline) is logged as `stored_offsets_read_slow` with what to do, one that
-  fails otherwise as `clickhouse_unavailable`; either is retried with backoff until
+  cheap on a store of months; one a server stops at its time limit is logged as
+  `stored_offsets_read_slow` with what to do, one that fails otherwise (a server
+  that does not answer within the request deadline included) as
+  `clickhouse_unavailable`; either is retried with backoff until
   it succeeds or the sink is told to stop, nothing of the partition buffered.
 - When an insert fails (ClickHouse down, or a server not done within the
   insert's deadline, `sinks.clickhouse.connection.WRITE_DEADLINE_S`: a stalled
@@ -81,10 +82,10 @@ from sinks.clickhouse.connection import server_code
 from sinks.clickhouse.mapping import RecordInvalid, RecordMapper, Row, Table
 from sinks.clickhouse.stored_offsets import (
     READ_BACK_MAX_EXECUTION_S,
-    SLOW_READ_FIX,
     Stored,
     read_cut,
     read_stored,
+    slow_read_fix,
 )
 from sinks.consumer import (
     STALLED_STOP_S,
@@ -271,9 +272,9 @@ class ClickHouseSink:
 
     async def _read_stored(self, table: str, tp: TopicPartition, since: int) -> Stored:
         """`read_stored`, retried with backoff until it succeeds (nothing of `tp` is
-        buffered before), or `StopRequested` once told to stop. A read cut for taking
-        too long is logged as such (`stored_offsets_read_slow`, with what to do), any
-        other failure as ClickHouse being unavailable."""
+        buffered before), or `StopRequested` once told to stop. A read the server stopped
+        for taking too long is logged as such (`stored_offsets_read_slow`, with what to
+        do), any other failure as ClickHouse being unavailable."""
         read = functools.partial(read_stored, self.client, table, tp.topic, tp.partition, since)
         backoff = Backoff(self.config.initial_backoff_s, self.config.max_backoff_s)
         delay = backoff.next()
@@ -294,7 +295,7 @@ class ClickHouseSink:
                         limit_s=READ_BACK_MAX_EXECUTION_S,
                         error=_short(exc),
                         retry_in_s=delay,
-                        fix=SLOW_READ_FIX,
+                        fix=slow_read_fix(table),
                     )
                 else:
                     log.warning("clickhouse_unavailable", error=_short(exc), retry_in_s=delay)

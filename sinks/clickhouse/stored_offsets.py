@@ -11,10 +11,12 @@ say so:
   kafka columns sorted by topic, partition, offset), so it reads the partition's
   granules from the offset on, not the whole table (no table's ORDER BY leads
   with the kafka columns);
-- the server stops it at `READ_BACK_MAX_EXECUTION_S`, before the client's request
-  deadline (`connection.WRITE_DEADLINE_S`) cuts it: the server's work ends
-  with it, and the failure is `read_cut`, which the sink logs as a slow read
-  (with what to do) rather than as ClickHouse being unreachable.
+- on a server, the server stops it at `READ_BACK_MAX_EXECUTION_S`, before the
+  client's request deadline (`connection.WRITE_DEADLINE_S`) cuts it: the server's
+  work ends with it, and the failure is `read_cut`, which the sink logs as a slow
+  read (with what to do) rather than as ClickHouse being unreachable. A request the
+  client's deadline cuts is the server not answering at all (one that honours its
+  limit answers before): an outage, like an unreachable server.
 """
 
 from __future__ import annotations
@@ -22,32 +24,51 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sinks.clickhouse.connection import StoreDeadlinePassed, server_code
+from sinks.clickhouse.connection import WRITE_DEADLINE_S, server_code
+from sinks.clickhouse.deadline_pool import deadlines_of
 
 MAX_SKIP_SET = 1_000_000
 """Offsets loaded per (table, partition) on assignment; beyond it only the maximum."""
 
-READ_BACK_MAX_EXECUTION_S = 60
-"""The server's limit on one read-back query (`max_execution_time`), well below the
-client's request deadline (`WRITE_DEADLINE_S`, 120 s), so the server stops its own work
-(TIMEOUT_EXCEEDED) before the client abandons the request and leaves the query running.
-Through the projection a partition's offsets take milliseconds; a read that needs a
-minute scans parts the projection does not cover yet."""
+READ_BACK_MAX_EXECUTION_S = int(WRITE_DEADLINE_S) - 20
+"""The server's limit on one read-back query (`max_execution_time`, 100 s), below the
+client's request deadline (`WRITE_DEADLINE_S`, 120 s) by a margin for the answer to
+travel, so the server stops its own work (TIMEOUT_EXCEEDED) before the client abandons
+the request and leaves the query running - and as close to it as that allows, so a read
+that finished before the limit was there (parts the projection does not cover yet, right
+after an upgrade, are read as a whole) still does. Through the projection a partition's
+offsets take milliseconds. Only a server client gets it: chDB has no request deadline
+to come first, and a limit would only turn a slow read into one retried for ever."""
 
-READ_BACK_SETTINGS: dict[str, Any] = {"max_execution_time": READ_BACK_MAX_EXECUTION_S}
-"""Settings of the read-back query (its own, not the session's: inserts keep theirs)."""
+READ_BACK_SETTINGS: dict[str, Any] = {"optimize_use_projections": 1}
+"""Settings of every read-back query (its own, not the session's: inserts keep theirs):
+the projection is used also where a server's profile turns projections off."""
 
 TIMEOUT_CODES = frozenset({159, 160})
 """TIMEOUT_EXCEEDED (`max_execution_time` passed) and TOO_SLOW (the server estimated
 that the query would pass it, and stopped it early)."""
 
-SLOW_READ_FIX = (
-    "the read of the offsets a table already holds is cut before any record of the "
-    "partition is stored; it reads the kafka_positions projection: run `chainwatch db "
-    "migrate`, let its mutations finish (SELECT * FROM system.mutations WHERE NOT "
-    "is_done), and check the server's load"
-)
-"""What an operator can do about a read-back that keeps being cut (the log line's `fix`)."""
+
+def slow_read_fix(table: str) -> str:
+    """What an operator can do about a read-back of `table` that keeps being cut (the log
+    line's `fix`)."""
+    return (
+        "the read of the offsets a table already holds is cut before any record of the "
+        "partition is stored; it reads the kafka_positions projection, built for the "
+        "rows stored before migration 0009 by a mutation: check that system.mutations "
+        f"has none of table {table} left with is_done = 0 (parts_to_do, "
+        "latest_fail_reason), run `chainwatch db migrate` if the table has no "
+        "kafka_positions projection, and check the server's load"
+    )
+
+
+def read_back_settings(client: object) -> dict[str, Any]:
+    """`READ_BACK_SETTINGS`, and for a client with a request deadline (a server's; a
+    `SerializedClient` or the clickhouse-connect client itself) the server's own limit
+    below it (`READ_BACK_MAX_EXECUTION_S`)."""
+    if deadlines_of(getattr(client, "client", client)) is None:
+        return dict(READ_BACK_SETTINGS)
+    return {**READ_BACK_SETTINGS, "max_execution_time": READ_BACK_MAX_EXECUTION_S}
 
 
 class Querier(Protocol):
@@ -73,8 +94,8 @@ class Stored:
 def read_stored(client: Querier, table: str, topic: str, partition: int, since: int) -> Stored:
     """The offsets at or after `since` that `table` holds of (`topic`, `partition`).
 
-    One query, under `READ_BACK_SETTINGS`; it raises what the client raises (`read_cut`
-    tells a cut read from an unreachable server)."""
+    One query, under `read_back_settings`; it raises what the client raises (`read_cut`
+    tells a read the server stopped from an unreachable server)."""
     sql = (
         f"SELECT count(), max(kafka_offset), "  # noqa: S608 - a table constant
         f"groupUniqArray({MAX_SKIP_SET})(kafka_offset) FROM {table} "
@@ -82,7 +103,7 @@ def read_stored(client: Querier, table: str, topic: str, partition: int, since: 
         "AND kafka_offset >= {since:Int64}"
     )
     values = {"topic": topic, "partition": partition, "since": since}
-    result = client.query(sql, parameters=values, settings=READ_BACK_SETTINGS)
+    result = client.query(sql, parameters=values, settings=read_back_settings(client))
     count, top, offsets = result.result_rows[0]
     if not count:
         return Stored()
@@ -92,7 +113,6 @@ def read_stored(client: Querier, table: str, topic: str, partition: int, since: 
 
 
 def read_cut(exc: BaseException) -> bool:
-    """Whether a read-back failed because it took too long - the server stopped it
-    (`TIMEOUT_CODES`) or the client's request deadline cut it - rather than because
-    ClickHouse could not be reached or refused it."""
-    return isinstance(exc, StoreDeadlinePassed) or server_code(exc) in TIMEOUT_CODES
+    """Whether the server stopped a read-back for taking too long (`TIMEOUT_CODES`),
+    rather than ClickHouse not being reached, not answering or refusing it."""
+    return server_code(exc) in TIMEOUT_CODES

@@ -21,16 +21,11 @@ from dead_servers import StallingClickHouse, outcome_within, read_request
 from chainwatch.cli_context import plain_store_error
 from chainwatch.settings import Settings
 from sinks.clickhouse import connection
-from sinks.clickhouse.connection import (
-    SerializedClient,
-    StoreDeadlinePassed,
-    StoreUnavailable,
-    open_client,
-)
+from sinks.clickhouse.connection import SerializedClient, StoreUnavailable, open_client
 from sinks.clickhouse.deadline_pool import Deadlines, bound
 from sinks.clickhouse.readers import open_reader
 from sinks.clickhouse.sink import rows_at_fault
-from sinks.clickhouse.stored_offsets import read_cut, read_stored
+from sinks.clickhouse.stored_offsets import READ_BACK_MAX_EXECUTION_S, read_cut, read_stored
 
 STALLS = ["silent", "trickle", "trickle_body"]
 
@@ -124,10 +119,13 @@ def test_migrations_and_inserts_to_a_server_that_stalls_end_at_their_deadline(ki
 
 @pytest.mark.usefixtures("short_deadlines")
 @pytest.mark.parametrize("kind", STALLS)
-def test_a_read_back_of_stored_offsets_the_deadline_cuts_is_told_apart_from_no_server(
+def test_a_read_back_of_stored_offsets_the_deadline_cuts_is_an_outage_not_a_slow_read(
     kind: str,
 ) -> None:
-    """The sink logs it as a slow read (what to do about the store), not as an outage."""
+    """The read carries the server's own limit, below the deadline: a server that honours
+    it answers (TIMEOUT_EXCEEDED) long before, so reaching the deadline means no answer at
+    all, which the sink logs as ClickHouse unavailable (check the URL), not as a slow read
+    (check the projection's mutations)."""
     server = StallingClickHouse(kind)
     try:
         client = SerializedClient(open_client(_settings(server), create_database=False))
@@ -137,9 +135,12 @@ def test_a_read_back_of_stored_offsets_the_deadline_cuts_is_told_apart_from_no_s
             client.close()
     finally:
         server.close()
-    assert isinstance(reading, StoreDeadlinePassed), reading
+    assert isinstance(reading, StoreUnavailable), reading
     assert plain_store_error(str(reading)) == _unreachable(server)
-    assert read_cut(reading)
+    assert not read_cut(reading)
+    read_back = next(r for r in server.requests if b"kafka_offset" in r)
+    assert f"max_execution_time={READ_BACK_MAX_EXECUTION_S}".encode() in read_back
+    assert b"optimize_use_projections=1" in read_back
 
 
 @pytest.mark.parametrize("kind", ["silent", "trickle"])
