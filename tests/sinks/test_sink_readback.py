@@ -4,6 +4,8 @@ read that is cut for taking too long says so and is retried, nothing buffered be
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,16 @@ from chainwatch.sink_runner import build_mappers
 from sinks.clickhouse import migrate as migrate_module
 from sinks.clickhouse import sink as sink_module
 from sinks.clickhouse import stored_offsets
-from sinks.clickhouse.connection import SerializedClient, StoreUnavailable, open_client
+from sinks.clickhouse.connection import (
+    SerializedClient,
+    StoreUnavailable,
+    open_client,
+    server_code,
+)
 from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.rows import ScanRows
 from sinks.clickhouse.sink import ClickHouseSink, SinkConfig, StopRequested
-from sinks.clickhouse.stored_offsets import READ_BACK_SETTINGS, read_cut, read_stored
+from sinks.clickhouse.stored_offsets import READ_BACK_SETTINGS, Stored, read_cut, read_stored
 
 PARTITIONS = 100
 PER_PARTITION = 2_000
@@ -106,14 +113,47 @@ def test_the_read_back_of_a_partition_reads_a_small_fraction_of_a_large_table(
     assert recent.offsets == frozenset(range(PER_PARTITION - 10, PER_PARTITION))
 
 
-def test_migrate_gives_an_existing_stores_rows_the_cheap_read_back(
+MIGRATE_WITH_MERGES_STOPPED = """
+import sys
+from pathlib import Path
+from chainwatch.settings import Settings
+from sinks.clickhouse.connection import SerializedClient, open_client
+from sinks.clickhouse.migrate import migrate
+settings = Settings(data_dir=Path(sys.argv[1]))
+client = SerializedClient(open_client(settings))
+client.command("SYSTEM STOP MERGES alerts")  # its mutations wait, however small the table
+print([m.version for m in migrate(client, settings)])
+print(client.query(
+    "SELECT count() FROM system.mutations WHERE NOT is_done AND table = 'alerts'"
+).result_rows[0][0])
+client.close()
+"""
+"""Migrates a store in a process of its own, the `alerts` table's mutations held: a
+migration that waited for them would never return, and the test ends that process."""
+
+
+def test_migrate_returns_at_once_and_the_projection_is_built_for_existing_rows_after_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The build is a background mutation: a migration (or the sink's start) that waited
+    for it would block, unstoppable, for the rebuild of every table (chDB's sessions wait
+    for mutations by default)."""
     client, settings = _open(tmp_path)
     try:
         _migrate_before_0009(client, settings, monkeypatch)
         _fill(client, "alerts")
-        assert [m.version for m in migrate(client, settings)] == [9]
+    finally:
+        client.close()
+    migrated = subprocess.run(
+        [sys.executable, "-c", MIGRATE_WITH_MERGES_STOPPED, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert migrated.stdout.split() == ["[9]", "1"]  # applied, its alerts mutation pending
+    client, _ = _open(tmp_path)
+    try:
         wait_for(
             lambda: (
                 not client.query(
@@ -139,16 +179,100 @@ def test_every_table_the_sink_writes_has_the_kafka_positions_projection(
         if made == "upgraded":
             _migrate_before_0009(client, settings, monkeypatch)
         migrate(client, settings)
-        tables = {t.name for m in build_mappers(settings).values() for t in m.tables}
         without = [
             table
-            for table in sorted(tables)
+            for table in _sink_tables(settings)
             if "PROJECTION kafka_positions"
             not in str(client.query(f"SHOW CREATE TABLE {table}").result_rows[0][0])
         ]
     finally:
         client.close()
     assert without == []
+
+
+def _sink_tables(settings: Settings) -> list[str]:
+    return sorted({t.name for m in build_mappers(settings).values() for t in m.tables})
+
+
+def test_a_lightweight_delete_is_refused_on_every_table_the_sink_writes(tmp_path: Path) -> None:
+    """ClickHouse's lightweight delete leaves the deleted rows in the projection (issue
+    #111791): the read-back would name their offsets as stored and the sink skip those
+    records. A clean-up is an `ALTER TABLE ... DELETE` (below: it keeps the read-back
+    right); a `DELETE FROM` fails, whatever the server's defaults."""
+    client, settings = _open(tmp_path)
+    try:
+        migrate(client, settings)
+        refused = []
+        for table in _sink_tables(settings):
+            with pytest.raises(DatabaseError) as lightweight:
+                client.command(f"DELETE FROM {table} WHERE kafka_offset < 0")  # noqa: S608
+            refused.append(server_code(lightweight.value))
+    finally:
+        client.close()
+    assert set(refused) == {344}  # SUPPORT_IS_DISABLED: the table has projections
+
+
+ALERT_VERSIONS = (
+    "INSERT INTO alerts (alert_id, type, severity, status, order_id, detected_at, details,"
+    " version, kafka_topic, kafka_partition, kafka_offset)"
+    " SELECT toString(number % 300), 'order_overdue', 'warning', 'open', 'o',"
+    " toDateTime64('2026-01-01', 3, 'UTC'), '{{}}', {first} + number, 'alerts', number % 4,"
+    " intDiv({first} + number, 4) FROM numbers({count})"
+)
+"""Alerts 0-299, versions (and offsets) from `first` on: a later insert holds newer
+versions of alerts an earlier one stored, which a replacing merge drops."""
+
+
+def test_the_projection_and_a_full_scan_agree_on_mixed_parts_merges_and_deletes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read-back through the projection names the same offsets as a scan of the
+    table: while old parts lack it, after a replacing merge, after a delete."""
+    client, settings = _open(tmp_path)
+
+    def agree(partition: int, since: int) -> Stored:
+        with monkeypatch.context() as patch:
+            patch.setitem(READ_BACK_SETTINGS, "force_optimize_projection", 1)  # or it fails
+            projected = read_stored(client, "alerts", "alerts", partition, since)
+        with monkeypatch.context() as patch:
+            patch.setitem(READ_BACK_SETTINGS, "optimize_use_projections", 0)
+            scanned = read_stored(client, "alerts", "alerts", partition, since)
+        assert projected == scanned, (partition, since)
+        return projected
+
+    def check() -> dict[tuple[int, int], Stored]:
+        return {(p, since): agree(p, since) for p in range(4) for since in (0, 100)}
+
+    try:
+        _migrate_before_0009(client, settings, monkeypatch)
+        client.command(ALERT_VERSIONS.format(first=0, count=600))  # a part without it
+        (migration,) = [m for m in migrate_module.load_migrations(settings) if m.version == 9]
+        for statement in migration.statements:
+            if "MATERIALIZE" not in statement:  # the old part stays without the projection
+                client.command(statement)
+        client.command(ALERT_VERSIONS.format(first=600, count=400))  # a part with it
+        parts = client.query(
+            "SELECT count(), countIf(has(projections, 'kafka_positions')) FROM system.parts"
+            " WHERE table = 'alerts' AND active"
+        ).result_rows[0]
+        assert parts == (2, 1)
+        before = check()
+        # parts with different projections do not merge: the mutation comes first
+        client.command(
+            "ALTER TABLE alerts MATERIALIZE PROJECTION kafka_positions",
+            settings={"mutations_sync": 1},
+        )
+        client.command("OPTIMIZE TABLE alerts FINAL", settings={"optimize_throw_if_noop": 1})
+        merged = check()  # the older versions dropped, the projection rebuilt
+        assert merged[0, 0].offsets < before[0, 0].offsets
+        client.command(
+            "ALTER TABLE alerts DELETE WHERE kafka_partition = 1 AND kafka_offset < 200",
+            settings={"mutations_sync": 1},
+        )
+        deleted = check()
+    finally:
+        client.close()
+    assert deleted[1, 0].offsets == {o for o in merged[1, 0].offsets if o >= 200} != set()
 
 
 def test_a_read_the_server_stops_at_its_time_limit_is_a_cut_read(tmp_path: Path) -> None:

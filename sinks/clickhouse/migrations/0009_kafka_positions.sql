@@ -1,13 +1,14 @@
--- The sink's read-back of what is stored (`sinks/clickhouse/sink.py`,
--- `load_stored_offsets`: per newly assigned partition and table, the offsets at
--- or after the committed one) filters on kafka_topic, kafka_partition and
+-- The sink's read-back of what is stored (`sinks/clickhouse/stored_offsets.py`,
+-- `read_stored`: per newly assigned partition and table, the offsets at or
+-- after the committed one) filters on kafka_topic, kafka_partition and
 -- kafka_offset, which no table's ORDER BY leads with: it scanned the whole
 -- table at every start and rebalance, and on months of events ran into the
 -- request deadline. A projection keeps those three columns sorted by them, so
--- the read (and `kafka_source.py`'s highest offset of a topic) reads only the
--- partition's granules from the offset on: 2 of 24 granules of a merged
--- 200,000-row `alerts`, where a minmax/set skip index still read 26 of 27 (a
--- table sorted by id mixes every partition and offset in each granule).
+-- the read reads only the partition's granules from the offset on: 2 of 24
+-- granules of a merged 200,000-row `alerts`, where a minmax/set skip index
+-- still read 26 of 27 (a table sorted by id mixes every partition and offset
+-- in each granule). (`kafka_source.py`'s highest offset of a topic, run only
+-- with `--new-kafka-epoch`, is not helped: it reads 24 of 24.)
 --
 -- ReplacingMergeTree tables refuse a projection unless told what a
 -- de-duplicating merge does with it: `rebuild` (ClickHouse 24.8+) builds it
@@ -39,19 +40,46 @@ ALTER TABLE dead_letters ADD PROJECTION IF NOT EXISTS kafka_positions
 ALTER TABLE webhook_deliveries ADD PROJECTION IF NOT EXISTS kafka_positions
     (SELECT kafka_topic, kafka_partition, kafka_offset ORDER BY kafka_topic, kafka_partition, kafka_offset);
 
+-- A lightweight `DELETE FROM` must not leave the projection naming deleted rows:
+-- the read-back would report their offsets as stored and the sink would skip
+-- those records. `rebuild` does exactly that (ClickHouse issue #111791, open; a
+-- later MATERIALIZE PROJECTION too: chDB 26.9), `drop` leaves the parts it
+-- touched without the projection, unable to merge with the others. So a table
+-- refuses a lightweight delete (`throw`, ClickHouse's default, set here so a
+-- server's merge_tree defaults cannot change it), and a clean-up (e.g. of one
+-- customer's data) is an `ALTER TABLE t DELETE WHERE ...` mutation, which
+-- rewrites the parts with their projection (docs/sinks.md).
+ALTER TABLE scans MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE order_events MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE unit_status MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE customers MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE orders MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE order_state MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE stage_visits MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE alerts MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE dead_letters MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE webhook_deliveries MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+
 -- Rows stored before this migration: built for every existing part by a
 -- background mutation (it reads the three columns and writes the sorted copy;
--- the rows are not changed). The migration does not wait for it; until a part
--- has it, that part is read as before, so the read-back is right throughout and
--- fast once the mutations are done (`SELECT * FROM system.mutations WHERE NOT
--- is_done`). On a replicated cluster each replica builds its own.
-ALTER TABLE scans MATERIALIZE PROJECTION kafka_positions;
-ALTER TABLE order_events MATERIALIZE PROJECTION kafka_positions;
-ALTER TABLE unit_status MATERIALIZE PROJECTION kafka_positions;
-ALTER TABLE customers MATERIALIZE PROJECTION kafka_positions;
-ALTER TABLE orders MATERIALIZE PROJECTION kafka_positions;
-ALTER TABLE order_state MATERIALIZE PROJECTION kafka_positions;
-ALTER TABLE stage_visits MATERIALIZE PROJECTION kafka_positions;
-ALTER TABLE alerts MATERIALIZE PROJECTION kafka_positions;
-ALTER TABLE dead_letters MATERIALIZE PROJECTION kafka_positions;
-ALTER TABLE webhook_deliveries MATERIALIZE PROJECTION kafka_positions;
+-- the rows are not changed). `mutations_sync = 0` on each statement: chDB's
+-- session (and a server profile may) defaults to waiting for a mutation, which
+-- would hold `chainwatch db migrate` and the sink's start, unstoppable, for the
+-- whole rebuild of every table (and, on a server, run into the 300 s deadline of
+-- a schema change, each retry queueing another rebuild). Until a part has it,
+-- that part is read as before (and merges only with parts without it), so the
+-- read-back is right throughout and fast once the mutations are done (`SELECT *
+-- FROM system.mutations WHERE NOT is_done`). On a replicated cluster each replica builds its own. Running this
+-- migration again (one that failed half-way) queues another rebuild of each
+-- table, a scan of its three kafka columns: harmless, and ended with
+-- `KILL MUTATION` if not wanted.
+ALTER TABLE scans MATERIALIZE PROJECTION kafka_positions SETTINGS mutations_sync = 0;
+ALTER TABLE order_events MATERIALIZE PROJECTION kafka_positions SETTINGS mutations_sync = 0;
+ALTER TABLE unit_status MATERIALIZE PROJECTION kafka_positions SETTINGS mutations_sync = 0;
+ALTER TABLE customers MATERIALIZE PROJECTION kafka_positions SETTINGS mutations_sync = 0;
+ALTER TABLE orders MATERIALIZE PROJECTION kafka_positions SETTINGS mutations_sync = 0;
+ALTER TABLE order_state MATERIALIZE PROJECTION kafka_positions SETTINGS mutations_sync = 0;
+ALTER TABLE stage_visits MATERIALIZE PROJECTION kafka_positions SETTINGS mutations_sync = 0;
+ALTER TABLE alerts MATERIALIZE PROJECTION kafka_positions SETTINGS mutations_sync = 0;
+ALTER TABLE dead_letters MATERIALIZE PROJECTION kafka_positions SETTINGS mutations_sync = 0;
+ALTER TABLE webhook_deliveries MATERIALIZE PROJECTION kafka_positions SETTINGS mutations_sync = 0;

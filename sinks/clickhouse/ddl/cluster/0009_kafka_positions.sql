@@ -146,31 +146,71 @@ ALTER TABLE webhook_deliveries_local ON CLUSTER chainwatch
     ));
 
 ALTER TABLE scans_local ON CLUSTER chainwatch
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE order_events_local ON CLUSTER chainwatch
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE unit_status_local ON CLUSTER chainwatch
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE customers_local ON CLUSTER chainwatch
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE orders_local ON CLUSTER chainwatch
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE order_state_local ON CLUSTER chainwatch
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE stage_visits_local ON CLUSTER chainwatch
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE alerts_local ON CLUSTER chainwatch
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE dead_letters_local ON CLUSTER chainwatch
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE webhook_deliveries_local ON CLUSTER chainwatch
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+
+ALTER TABLE scans_local ON CLUSTER chainwatch
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE order_events_local ON CLUSTER chainwatch
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE unit_status_local ON CLUSTER chainwatch
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE customers_local ON CLUSTER chainwatch
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE orders_local ON CLUSTER chainwatch
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE order_state_local ON CLUSTER chainwatch
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE stage_visits_local ON CLUSTER chainwatch
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE alerts_local ON CLUSTER chainwatch
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE dead_letters_local ON CLUSTER chainwatch
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE webhook_deliveries_local ON CLUSTER chainwatch
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;

@@ -146,31 +146,71 @@ ALTER TABLE webhook_deliveries
     ));
 
 ALTER TABLE scans
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE order_events
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE unit_status
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE customers
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE orders
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE order_state
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE stage_visits
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE alerts
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE dead_letters
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE webhook_deliveries
-    (MATERIALIZE PROJECTION kafka_positions);
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+
+ALTER TABLE scans
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE order_events
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE unit_status
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE customers
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE orders
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE order_state
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE stage_visits
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE alerts
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE dead_letters
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE webhook_deliveries
+    (MATERIALIZE PROJECTION kafka_positions)
+SETTINGS mutations_sync = 0;
