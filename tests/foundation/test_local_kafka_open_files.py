@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from chainwatch.local_kafka import _launch_detached, open_files_warning
+from chainwatch.local_kafka import open_files_warning
 
 WAIT_S = 10.0
 
@@ -45,18 +45,25 @@ def test_few_partitions_or_no_data_give_no_warning(tmp_path: Path) -> None:
 
 
 def test_the_broker_is_launched_with_the_hard_open_file_limit(tmp_path: Path) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Launched from a fresh process with a low soft limit: lowering this test process's
+    # own limit failed under xdist, where a worker that ran many tests holds more than
+    # 256 descriptors and the launch's pipes then find none free (EMFILE).
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     out = tmp_path / "limit"
     low = 256 if hard == resource.RLIM_INFINITY else min(256, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
-    try:
-        _launch_detached(
-            ["/bin/sh", "-c", f"ulimit -n > {out}.tmp && mv {out}.tmp {out}"],
-            cwd=tmp_path,
-            log=tmp_path / "log",
-        )
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    shell = f"ulimit -n > {out}.tmp && mv {out}.tmp {out}"
+    launch = (
+        "from pathlib import Path\n"
+        "from chainwatch.local_kafka import _launch_detached\n"
+        f"_launch_detached(['/bin/sh', '-c', {shell!r}], cwd=Path({str(tmp_path)!r}), "
+        f"log=Path({str(tmp_path / 'log')!r}))\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", launch],
+        timeout=120,
+        check=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard)),
+    )
     deadline = time.monotonic() + WAIT_S
     while not out.exists():
         assert time.monotonic() < deadline, "the launched process never wrote its limit"
