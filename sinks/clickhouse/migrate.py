@@ -11,9 +11,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
 from sinks.clickhouse.cluster import fill, migration_statements, schema_migrations_ddl
-from sinks.clickhouse.connection import SerializedClient
+from sinks.clickhouse.connection import SerializedClient, server_code
 from sinks.clickhouse.settings import StoreConfig
+from sinks.errors import SinkError
+
+UNKNOWN_SETTING = 115
+"""ClickHouse's code for a table setting it does not know: a server older than it."""
+
+NEEDS_SERVER: dict[int, str] = {9: "24.8"}
+"""The ClickHouse release a migration's table settings need (0009's
+`deduplicate_merge_projection_mode`): an older server refuses its first statement with
+`UNKNOWN_SETTING`, which `migrate` turns into one line naming both versions."""
+
+
+class ServerTooOld(SinkError):
+    """A migration needs a newer ClickHouse than the server's (retrying cannot help)."""
 
 
 @dataclass(frozen=True)
@@ -55,10 +70,32 @@ def migrate(client: SerializedClient, settings: StoreConfig) -> list[Migration]:
         if migration.version in done:
             continue
         for statement in migration.statements:
-            client.command(statement)
+            _apply(client, migration, statement)
         client.command(
             "INSERT INTO schema_migrations (version, name) VALUES ({v:UInt32}, {n:String})",
             parameters={"v": migration.version, "n": migration.name},
         )
         applied.append(migration)
     return applied
+
+
+def _apply(client: SerializedClient, migration: Migration, statement: str) -> None:
+    """One statement; a setting the server does not know, in a migration that needs a
+    newer release (`NEEDS_SERVER`), is `ServerTooOld`, not ClickHouse's raw error."""
+    try:
+        client.command(statement)
+    except ClickHouseError as exc:
+        needs = NEEDS_SERVER.get(migration.version)
+        if needs is None or server_code(exc) != UNKNOWN_SETTING:
+            raise
+        raise ServerTooOld(
+            f"migration {migration.version:04d}_{migration.name} needs ClickHouse {needs} "
+            f"or later; this server is {_server_version(client)}"
+        ) from exc
+
+
+def _server_version(client: SerializedClient) -> str:
+    try:
+        return str(client.query("SELECT version()").result_rows[0][0])
+    except ClickHouseError:  # the line above says enough without it
+        return "older (its version could not be read)"

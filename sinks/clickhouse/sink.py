@@ -82,6 +82,7 @@ from sinks.clickhouse.connection import server_code
 from sinks.clickhouse.mapping import RecordInvalid, RecordMapper, Row, Table
 from sinks.clickhouse.stored_offsets import (
     READ_BACK_MAX_EXECUTION_S,
+    ReadBackMalformed,
     Stored,
     read_cut,
     read_stored,
@@ -274,7 +275,8 @@ class ClickHouseSink:
         """`read_stored`, retried with backoff until it succeeds (nothing of `tp` is
         buffered before), or `StopRequested` once told to stop. A read the server stopped
         for taking too long is logged as such (`stored_offsets_read_slow`, with what to
-        do), any other failure as ClickHouse being unavailable."""
+        do), an answer not of the query's shape as such (`stored_offsets_read_malformed`),
+        any other failure as ClickHouse being unavailable."""
         read = functools.partial(read_stored, self.client, table, tp.topic, tp.partition, since)
         backoff = Backoff(self.config.initial_backoff_s, self.config.max_backoff_s)
         delay = backoff.next()
@@ -297,6 +299,8 @@ class ClickHouseSink:
                         retry_in_s=delay,
                         fix=slow_read_fix(table),
                     )
+                elif isinstance(exc, ReadBackMalformed):
+                    log.warning("stored_offsets_read_malformed", error=str(exc), retry_in_s=delay)
                 else:
                     log.warning("clickhouse_unavailable", error=_short(exc), retry_in_s=delay)
                 try:

@@ -141,6 +141,7 @@ def test_a_read_back_of_stored_offsets_the_deadline_cuts_is_an_outage_not_a_slow
     read_back = next(r for r in server.requests if b"kafka_offset" in r)
     assert f"max_execution_time={READ_BACK_MAX_EXECUTION_S}".encode() in read_back
     assert b"optimize_use_projections=1" in read_back
+    assert b"timeout_overflow_mode=throw" in read_back  # not a profile's 'break': a part
 
 
 @pytest.mark.parametrize("kind", ["silent", "trickle"])

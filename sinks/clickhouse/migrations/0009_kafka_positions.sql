@@ -19,6 +19,47 @@ ALTER TABLE order_state MODIFY SETTING deduplicate_merge_projection_mode = 'rebu
 ALTER TABLE stage_visits MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild';
 ALTER TABLE alerts MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild';
 
+-- A lightweight `DELETE FROM` must not leave the projection naming deleted
+-- rows: the read-back would report their offsets as stored and the sink would
+-- skip those records. Set before the projection is added: on a server whose
+-- default is `rebuild`, this migration stopped between the two would leave a
+-- window. `rebuild` does exactly that (ClickHouse issue #111791, open; a
+-- later MATERIALIZE PROJECTION too: chDB 26.9), `drop` leaves the parts it
+-- touched without the projection, unable to merge with the others. So a table
+-- refuses a lightweight delete (`throw`, ClickHouse's default, set here so a
+-- server's merge_tree defaults cannot change it), and a clean-up (e.g. of one
+-- customer's data) is an `ALTER TABLE t DELETE WHERE ...` mutation, which
+-- rewrites the parts with their projection (docs/sinks.md).
+ALTER TABLE scans MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE order_events MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE unit_status MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE customers MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE orders MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE order_state MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE stage_visits MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE alerts MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE dead_letters MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+ALTER TABLE webhook_deliveries MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
+
+-- Rows deleted by a lightweight `DELETE FROM` before this migration are only
+-- masked, still in the parts: MATERIALIZE PROJECTION builds the projection from
+-- every row, masked ones included (ClickHouse issue #111791), so the read-back
+-- would name their offsets as stored and the sink skip those records if they
+-- come again (offsets reset to reload them). The mask is applied first (the
+-- masked rows removed from the parts): a mutation queued before the projection's
+-- build, and a table's mutations run in order (on a part with nothing masked it
+-- changes nothing). In the background, as the build below.
+ALTER TABLE scans APPLY DELETED MASK SETTINGS mutations_sync = 0;
+ALTER TABLE order_events APPLY DELETED MASK SETTINGS mutations_sync = 0;
+ALTER TABLE unit_status APPLY DELETED MASK SETTINGS mutations_sync = 0;
+ALTER TABLE customers APPLY DELETED MASK SETTINGS mutations_sync = 0;
+ALTER TABLE orders APPLY DELETED MASK SETTINGS mutations_sync = 0;
+ALTER TABLE order_state APPLY DELETED MASK SETTINGS mutations_sync = 0;
+ALTER TABLE stage_visits APPLY DELETED MASK SETTINGS mutations_sync = 0;
+ALTER TABLE alerts APPLY DELETED MASK SETTINGS mutations_sync = 0;
+ALTER TABLE dead_letters APPLY DELETED MASK SETTINGS mutations_sync = 0;
+ALTER TABLE webhook_deliveries APPLY DELETED MASK SETTINGS mutations_sync = 0;
+
 ALTER TABLE scans ADD PROJECTION IF NOT EXISTS kafka_positions
     (SELECT kafka_topic, kafka_partition, kafka_offset ORDER BY kafka_topic, kafka_partition, kafka_offset);
 ALTER TABLE order_events ADD PROJECTION IF NOT EXISTS kafka_positions
@@ -40,26 +81,6 @@ ALTER TABLE dead_letters ADD PROJECTION IF NOT EXISTS kafka_positions
 ALTER TABLE webhook_deliveries ADD PROJECTION IF NOT EXISTS kafka_positions
     (SELECT kafka_topic, kafka_partition, kafka_offset ORDER BY kafka_topic, kafka_partition, kafka_offset);
 
--- A lightweight `DELETE FROM` must not leave the projection naming deleted rows:
--- the read-back would report their offsets as stored and the sink would skip
--- those records. `rebuild` does exactly that (ClickHouse issue #111791, open; a
--- later MATERIALIZE PROJECTION too: chDB 26.9), `drop` leaves the parts it
--- touched without the projection, unable to merge with the others. So a table
--- refuses a lightweight delete (`throw`, ClickHouse's default, set here so a
--- server's merge_tree defaults cannot change it), and a clean-up (e.g. of one
--- customer's data) is an `ALTER TABLE t DELETE WHERE ...` mutation, which
--- rewrites the parts with their projection (docs/sinks.md).
-ALTER TABLE scans MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
-ALTER TABLE order_events MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
-ALTER TABLE unit_status MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
-ALTER TABLE customers MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
-ALTER TABLE orders MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
-ALTER TABLE order_state MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
-ALTER TABLE stage_visits MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
-ALTER TABLE alerts MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
-ALTER TABLE dead_letters MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
-ALTER TABLE webhook_deliveries MODIFY SETTING lightweight_mutation_projection_mode = 'throw';
-
 -- Rows stored before this migration: built for every existing part by a
 -- background mutation (it reads the three columns and writes the sorted copy;
 -- the rows are not changed). `mutations_sync = 0` on each statement: chDB's
@@ -69,10 +90,16 @@ ALTER TABLE webhook_deliveries MODIFY SETTING lightweight_mutation_projection_mo
 -- a schema change, each retry queueing another rebuild). Until a part has it,
 -- that part is read as before (and merges only with parts without it), so the
 -- read-back is right throughout and fast once the mutations are done (`SELECT *
--- FROM system.mutations WHERE NOT is_done`). On a replicated cluster each replica builds its own. Running this
--- migration again (one that failed half-way) queues another rebuild of each
--- table, a scan of its three kafka columns: harmless, and ended with
--- `KILL MUTATION` if not wanted.
+-- FROM system.mutations WHERE NOT is_done`; on a cluster, which builds each
+-- replica's own, `clusterAllReplicas('<cluster>', system.mutations)`). Running
+-- this migration again (one that failed half-way) queues another build of each
+-- table, a scan of its three kafka columns: harmless, and such a duplicate may
+-- be ended with `KILL MUTATION`. Kill only a duplicate: a table's only build
+-- killed, or failed for good, leaves the parts stored before this migration
+-- without the projection for ever (read in full at every read-back, never
+-- merged with newer parts), and `chainwatch db migrate` will not run it again
+-- (0009 is recorded): queue it again with `ALTER TABLE t MATERIALIZE
+-- PROJECTION kafka_positions SETTINGS mutations_sync = 0` (docs/sinks.md).
 ALTER TABLE scans MATERIALIZE PROJECTION kafka_positions SETTINGS mutations_sync = 0;
 ALTER TABLE order_events MATERIALIZE PROJECTION kafka_positions SETTINGS mutations_sync = 0;
 ALTER TABLE unit_status MATERIALIZE PROJECTION kafka_positions SETTINGS mutations_sync = 0;

@@ -16,164 +16,204 @@ ALTER TABLE alerts_local ON CLUSTER chainwatch
     (MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild');
 
 ALTER TABLE scans_local ON CLUSTER chainwatch
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE order_events_local ON CLUSTER chainwatch
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE unit_status_local ON CLUSTER chainwatch
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE customers_local ON CLUSTER chainwatch
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE orders_local ON CLUSTER chainwatch
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE order_state_local ON CLUSTER chainwatch
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE stage_visits_local ON CLUSTER chainwatch
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE alerts_local ON CLUSTER chainwatch
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE dead_letters_local ON CLUSTER chainwatch
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE webhook_deliveries_local ON CLUSTER chainwatch
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE scans_local ON CLUSTER chainwatch
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE order_events_local ON CLUSTER chainwatch
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE unit_status_local ON CLUSTER chainwatch
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE customers_local ON CLUSTER chainwatch
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE orders_local ON CLUSTER chainwatch
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE order_state_local ON CLUSTER chainwatch
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE stage_visits_local ON CLUSTER chainwatch
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE alerts_local ON CLUSTER chainwatch
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE dead_letters_local ON CLUSTER chainwatch
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE webhook_deliveries_local ON CLUSTER chainwatch
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE scans_local ON CLUSTER chainwatch
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE order_events_local ON CLUSTER chainwatch
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE unit_status_local ON CLUSTER chainwatch
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE customers_local ON CLUSTER chainwatch
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE orders_local ON CLUSTER chainwatch
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE order_state_local ON CLUSTER chainwatch
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE stage_visits_local ON CLUSTER chainwatch
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE alerts_local ON CLUSTER chainwatch
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE dead_letters_local ON CLUSTER chainwatch
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE webhook_deliveries_local ON CLUSTER chainwatch
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
 
 ALTER TABLE scans_local ON CLUSTER chainwatch
     (MATERIALIZE PROJECTION kafka_positions)

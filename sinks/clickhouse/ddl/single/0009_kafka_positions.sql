@@ -16,164 +16,204 @@ ALTER TABLE alerts
     (MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild');
 
 ALTER TABLE scans
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE order_events
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE unit_status
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE customers
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE orders
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE order_state
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE stage_visits
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE alerts
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE dead_letters
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE webhook_deliveries
-    (ADD PROJECTION IF NOT EXISTS kafka_positions
-    (
-        SELECT
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-        ORDER BY
-            kafka_topic,
-            kafka_partition,
-            kafka_offset
-    ));
+    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
 
 ALTER TABLE scans
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE order_events
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE unit_status
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE customers
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE orders
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE order_state
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE stage_visits
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE alerts
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE dead_letters
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
 
 ALTER TABLE webhook_deliveries
-    (MODIFY SETTING lightweight_mutation_projection_mode = 'throw');
+    (APPLY DELETED MASK)
+SETTINGS mutations_sync = 0;
+
+ALTER TABLE scans
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE order_events
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE unit_status
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE customers
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE orders
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE order_state
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE stage_visits
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE alerts
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE dead_letters
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
+
+ALTER TABLE webhook_deliveries
+    (ADD PROJECTION IF NOT EXISTS kafka_positions
+    (
+        SELECT
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+        ORDER BY
+            kafka_topic,
+            kafka_partition,
+            kafka_offset
+    ));
 
 ALTER TABLE scans
     (MATERIALIZE PROJECTION kafka_positions)
