@@ -10,45 +10,46 @@ committed, and every restart posted again everything since.
 
 So a commit goes out in chunks of at most `request_bytes` (estimated: each
 partition's metadata plus `ENTRY_BYTES`; `COMMIT_REQUEST_BYTES` at first), each
-its own request. A chunk refused with metadata (error 28 or `UnknownError`) is
-sent again at once without it, so its positions pass (the deliveries finished
-above them are posted again after a stop or a crash, as before done.py; the
-metadata is offered again at the next commit). Only when that passes, and the
-error says size (error 28, or `UnknownError` on a chunk of at least
-`UNKNOWN_TOO_LARGE_BYTES`: Kafka 4 answers it for any unexpected exception of
-the broker), is the chunk taken as too large: the next chunks are cut at half
-its size (each chunk is cut when it is sent, so one commit goes down in a few
-steps, not one halving per chunk cut before), or, a chunk of one partition,
-that partition's commits carry no metadata from now on. After `REGROW_S`
-without such a refusal, the requests grow back.
+its own request, cut when it is sent. A chunk refused with metadata (error 28 or
+`UnknownError`) is sent again at once without it, so its positions pass; if that
+passes, the chunk was too large: the requests shrink to half its size and its
+partitions go again, with their metadata, in this same commit (the listener's
+commit and the final one at stop have no next commit). Each refusal at least
+halves the requests; a lone partition refused keeps its metadata for a later
+commit, or after error 28 for none (its metadata alone is too large). As Kafka 4
+answers `UnknownError` also for a fault, one may be taken for size: that costs
+smaller requests until `REGROW_S`, when they are reset.
 
 A commit takes partitions and values as they are when each chunk is sent: still
 assigned, as the tracker offers them now (a partition revoked meanwhile is left
-out, also from a chunk aiokafka refused for it, and a value moved on is sent as
-it is now). Commits run one at a time (a lock): the rebalance listener's
-commit, on aiokafka's coordinator task, waits for the periodic one, so no chunk
-built from older values reaches the broker after a newer commit of the same
-partition (aiokafka sends commit requests one by one,
-and the listener forgets the partitions after its commit, so nothing would
-correct it: their next owner would post again what was finished in between).
+out, also from a chunk aiokafka refused for it). Commits run one at a time (a
+lock): aiokafka sends commit requests one by one, so a chunk of older values
+sent after a newer commit would move the position back, and after the listener's
+commit nothing corrects it (the next owner posts again what was finished). The
+listener's commit (`revoking`) is the revoked partitions' last: the commit
+holding the lock stops after its current chunk, and the listener's
+`COMMIT_TIMEOUT_S` starts once it has the lock. Any other commit's timeout
+includes its wait for the lock: the notifier's stop deadline (notify_runner.py)
+budgets one for the final commit.
 
 Only what Kafka took is marked committed (`OffsetTracker.committed`). A chunk
 that fails otherwise (the coordinator gone, a timeout) ends the commit, logged
 `commit_failed`: it and the chunks after it are offered again at the next one.
-A whole commit, waiting for the lock included, has one `COMMIT_TIMEOUT_S`: a
-broker gone or slow costs that, not one per chunk, and the notifier's stop
-deadline (notify_runner.py) budgets one for its final commit.
+A whole commit has one `COMMIT_TIMEOUT_S`, and each request is awaited directly
+under it (Python 3.11's `asyncio.wait_for` around one could swallow its
+cancellation, and the commit ran on unbounded).
 
-The broker's refusals of our metadata (`message.max.bytes`, an `UnknownError` not
-taken for it, and `offset.metadata.max.bytes` below done.py's bound) are logged
-once per endpoint and cause, as `webhook_done_offsets_refused` (`limit`).
+The broker's refusals of our metadata (`message.max.bytes`,
+`offset.metadata.max.bytes`) are logged once per endpoint and cause, as
+`webhook_done_offsets_refused` (`limit`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -61,7 +62,6 @@ from aiokafka.errors import (
 )
 
 from sinks import consumer as sink_consumer
-from sinks.consumer import commit_within
 from sinks.webhooks.done import MAX_METADATA_BYTES, LeftOutLog
 from sinks.webhooks.offsets import Commit, OffsetTracker
 
@@ -76,19 +76,13 @@ topic, the offset, timestamps and framing): a bound, for a topic name of at most
 characters and a group id of a few hundred."""
 TOO_LARGE = (InvalidCommitOffsetSizeError, UnknownError)
 """How a broker refuses a commit request over its `message.max.bytes`: the classic group
-coordinator's error 28, Kafka 4's `UNKNOWN_SERVER_ERROR` (an `UnknownError` on a chunk
-without metadata, or on the same chunk without it, is a failure like any other)."""
-UNKNOWN_TOO_LARGE_BYTES = 64 * 1024
-"""An `UnknownError` is taken for "too large" only on a chunk this large (estimated): Kafka 4
-answers it for any unexpected broker exception, and aiokafka maps every code it does not
-know to it (a fault must not shrink the requests). A Kafka 4 broker whose
-`message.max.bytes` is lower keeps refusing chunks this size: each is then committed without
-its metadata, at every commit."""
+coordinator's error 28, Kafka 4's `UNKNOWN_SERVER_ERROR` (which also answers any fault:
+a chunk whose bare retry fails too is a failure like any other)."""
 REGROW_S = 600.0
-"""After this long without a chunk refused as too large, the requests grow back (doubled at
-each commit, up to `COMMIT_REQUEST_BYTES`): a limit since raised, or a fault taken for one,
-does not keep them small until a restart; a limit still there costs one refused chunk
-(committed without its metadata, which the next commit carries) per this interval."""
+"""After this long without a chunk refused as too large, the requests are reset to
+`COMMIT_REQUEST_BYTES`: a limit since raised, or a fault taken for one, does not keep them
+small until a restart; a limit still there costs one refused chunk (and its bare retry)
+per this interval."""
 
 
 def entry_bytes(commit: Commit) -> int:
@@ -96,21 +90,19 @@ def entry_bytes(commit: Commit) -> int:
     return len(commit.metadata.encode()) + ENTRY_BYTES
 
 
-def chunked(
+def first_chunk(
     offsets: Mapping[TopicPartition, Commit], limit: int = COMMIT_REQUEST_BYTES
-) -> list[dict[TopicPartition, Commit]]:
-    """`offsets` in requests of at most `limit` estimated bytes (one partition at least),
-    in partition order."""
-    chunks: list[dict[TopicPartition, Commit]] = []
+) -> dict[TopicPartition, Commit]:
+    """The first request of `offsets`, in partition order: at most `limit` estimated
+    bytes, one partition at least."""
+    chunk: dict[TopicPartition, Commit] = {}
     size = 0
     for tp in sorted(offsets):
-        cost = entry_bytes(offsets[tp])
-        if not chunks or size + cost > limit:
-            chunks.append({})
-            size = 0
-        chunks[-1][tp] = offsets[tp]
-        size += cost
-    return chunks
+        size += entry_bytes(offsets[tp])
+        if chunk and size > limit:
+            break
+        chunk[tp] = offsets[tp]
+    return chunk
 
 
 class Committer:
@@ -121,28 +113,56 @@ class Committer:
         self.tracker = tracker
         self.left_out = left_out
         self.request_bytes = COMMIT_REQUEST_BYTES
-        """The chunk size: half a chunk refused as too large, grown back after `REGROW_S`."""
+        """The chunk size: half a chunk refused as too large, reset after `REGROW_S`."""
         self._shrunk_at = -REGROW_S
         self._lock = asyncio.Lock()
         """One commit at a time (the module's docstring says why)."""
+        self._revocations = 0
+        """Listener commits waiting for the lock: the one holding it stops after its chunk."""
         self._refused: set[str] = set()
 
-    async def commit(self, consumer: AIOKafkaConsumer) -> None:
+    async def commit(self, consumer: AIOKafkaConsumer, *, revoking: bool = False) -> None:
         """Commit each assigned partition's position and, as its metadata, the offsets
-        finished above it (done.py), when either changed."""
+        finished above it (done.py), when either changed; `revoking`: the rebalance
+        listener's commit, which the others make way for."""
         try:
-            async with asyncio.timeout(sink_consumer.COMMIT_TIMEOUT_S), self._lock:
-                await self._commit(consumer)
+            async with self._turn(revoking) as deadline, asyncio.timeout_at(deadline):
+                await self._commit(consumer, yields=not revoking)
         except (KafkaError, TimeoutError) as exc:
             log.warning("commit_failed", endpoint=self.endpoint, error=type(exc).__name__)
 
-    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+    @contextlib.asynccontextmanager
+    async def _turn(self, revoking: bool) -> AsyncIterator[float]:
+        """Hold the lock; yields the loop time the commit's `COMMIT_TIMEOUT_S` ends:
+        counted from now, the wait for the lock included, or for the listener's commit
+        from when it has the lock (the holder lets go after its current chunk)."""
+        loop = asyncio.get_running_loop()
+        if revoking:
+            self._revocations += 1
+            try:
+                await self._lock.acquire()
+            finally:
+                self._revocations -= 1
+            deadline = loop.time() + sink_consumer.COMMIT_TIMEOUT_S
+        else:
+            deadline = loop.time() + sink_consumer.COMMIT_TIMEOUT_S
+            async with asyncio.timeout_at(deadline):
+                await self._lock.acquire()
+        try:
+            yield deadline
+        finally:
+            self._lock.release()
+
+    async def _commit(self, consumer: AIOKafkaConsumer, *, yields: bool) -> None:
         left = set(self.tracker.committable())
         for tp in left:
             self.left_out.note(tp, self.tracker.left_out(tp))
         while chunk := self._next_chunk(consumer, left):
+            if yields and self._revocations:
+                return  # the listener's commit takes over: the revoked partitions' last
             try:
-                await self._commit_chunk(consumer, chunk)
+                if await self._commit_chunk(consumer, chunk):
+                    continue  # shrunk: its partitions go again now, in smaller chunks
             except OffsetMetadataTooLargeError:
                 if self.tracker.metadata_limit == 0:
                     raise
@@ -164,7 +184,7 @@ class Committer:
                 # the chunk's others go again, without it
             left.difference_update(chunk)
         if time.monotonic() - self._shrunk_at >= REGROW_S:
-            self.request_bytes = min(2 * self.request_bytes, COMMIT_REQUEST_BYTES)
+            self.request_bytes = COMMIT_REQUEST_BYTES
 
     def _next_chunk(
         self, consumer: AIOKafkaConsumer, left: set[TopicPartition]
@@ -177,50 +197,45 @@ class Committer:
             if tp in left and tp in assigned
         }
         left.intersection_update(offsets)
-        return chunked(offsets, self.request_bytes)[0] if offsets else {}
+        return first_chunk(offsets, self.request_bytes)
 
     async def _commit_chunk(
         self, consumer: AIOKafkaConsumer, chunk: dict[TopicPartition, Commit]
-    ) -> None:
-        """Commit `chunk`, or its positions without the metadata if refused with it."""
+    ) -> bool:
+        """Commit `chunk`, or if refused with its metadata, its positions without it;
+        whether the requests shrank, so its metadata goes again in this commit."""
         try:
-            await commit_within(consumer, chunk)
+            await consumer.commit(dict(chunk))
         except TOO_LARGE as exc:
             if not any(commit.metadata for commit in chunk.values()):
                 raise
             bare = {tp: Commit(commit.offset, "") for tp, commit in chunk.items()}
-            await commit_within(consumer, bare)  # the positions, at once
-            self.tracker.committed(bare)  # the metadata is offered at the next commit
-            self._too_large(exc, chunk)
-        else:
-            self.tracker.committed(chunk)
+            await consumer.commit(bare)  # the positions, at once
+            self.tracker.committed(bare)
+            return self._too_large(exc, chunk)
+        self.tracker.committed(chunk)
+        return False
 
-    def _too_large(self, exc: KafkaError, chunk: Mapping[TopicPartition, Commit]) -> None:
-        """`chunk` was refused with its metadata and taken without: if the error says it
-        was too large, shrink the requests (or drop its one partition's metadata)."""
-        size = sum(entry_bytes(commit) for commit in chunk.values())
-        if isinstance(exc, UnknownError) and size < UNKNOWN_TOO_LARGE_BYTES:
-            self._refused_once(
-                type(exc).__name__,
-                f"a commit request of {size} bytes with done offsets was refused "
-                f"({type(exc).__name__}, too small to be taken for message.max.bytes) and "
-                "taken without them: deliveries finished above those positions are "
-                "delivered again after a stop or a crash until a later commit carries them",
-            )
-            return
+    def _too_large(self, exc: KafkaError, chunk: Mapping[TopicPartition, Commit]) -> bool:
+        """`chunk` was refused with its metadata and taken without: shrink the requests,
+        or, one partition, leave its metadata to a later commit (after error 28, to none:
+        its metadata alone is too large). Whether the requests shrank."""
         self._refused_once(
             "message.max.bytes",
-            "a commit request was too large for the broker: its partitions' positions "
-            "are committed without done offsets (deliveries finished above them are "
-            "delivered again after a stop or a crash), and commits are sent in "
-            "smaller requests; raise the broker's message.max.bytes to "
+            "a commit request was refused as too large for the broker: commits are sent "
+            "in smaller requests, and a partition whose done offsets alone are refused "
+            "commits without them (deliveries finished above its position are delivered "
+            "again after a stop or a crash); raise the broker's message.max.bytes to "
             f"{COMMIT_REQUEST_BYTES} or more",
         )
         self._shrunk_at = time.monotonic()
-        if len(chunk) == 1:  # its metadata alone is too large: its commits carry none
-            self.tracker.refuse_metadata(chunk)
-        else:
+        if len(chunk) > 1:
+            size = sum(entry_bytes(commit) for commit in chunk.values())
             self.request_bytes = max(min(self.request_bytes, size // 2), 1)
+            return True
+        if isinstance(exc, InvalidCommitOffsetSizeError):
+            self.tracker.refuse_metadata(chunk)
+        return False
 
     def _refused_once(self, limit: str, consequence: str) -> None:
         """Log, once per endpoint and broker limit, that the broker refused our metadata."""

@@ -423,9 +423,10 @@ class EndpointPipe:
 
     # --- consumer ------------------------------------------------------------
 
-    async def commit(self, consumer: AIOKafkaConsumer) -> None:
-        """Commit what is finished, in requests the broker takes (commits.py)."""
-        await self.committer.commit(consumer)
+    async def commit(self, consumer: AIOKafkaConsumer, *, revoking: bool = False) -> None:
+        """Commit what is finished, in requests the broker takes (commits.py); `revoking`:
+        the rebalance listener's, before it forgets the revoked partitions."""
+        await self.committer.commit(consumer, revoking=revoking)
 
     async def run(
         self,

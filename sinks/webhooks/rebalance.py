@@ -93,7 +93,7 @@ class Rebalanced(Protocol):
 
     def forget(self, tp: TopicPartition) -> None: ...
 
-    async def commit(self, consumer: AIOKafkaConsumer) -> None: ...
+    async def commit(self, consumer: AIOKafkaConsumer, *, revoking: bool = False) -> None: ...
 
 
 class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -113,7 +113,7 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         await self.pipe.warmup.stop()
         with contextlib.suppress(KafkaError):
-            await self.pipe.commit(self.consumer)
+            await self.pipe.commit(self.consumer, revoking=True)
         for tp in revoked:
             self.pipe.forget(tp)
 

@@ -9,7 +9,6 @@ was ever committed, and every restart posted everything since again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +29,7 @@ from webhook_pipes import FakeConsumer, offline_pipe
 
 from sinks import consumer as sink_consumer
 from sinks.webhooks import commits
-from sinks.webhooks.commits import COMMIT_REQUEST_BYTES, UNKNOWN_TOO_LARGE_BYTES, entry_bytes
+from sinks.webhooks.commits import COMMIT_REQUEST_BYTES, entry_bytes
 from sinks.webhooks.dispatcher import EndpointPipe
 from sinks.webhooks.done import MAX_METADATA_BYTES, decode
 from sinks.webhooks.offsets import Commit, OffsetTracker
@@ -102,7 +101,7 @@ def test_a_commit_too_large_for_one_request_is_committed_in_chunks_with_its_meta
 
 def test_a_chunk_refused_all_the_same_is_committed_without_metadata_and_logged_once() -> None:
     """A broker whose `message.max.bytes` is lower than our requests: the positions pass
-    at once, and the requests shrink until the done offsets fit again."""
+    at once, and the requests shrink until the done offsets fit, in the same commit."""
     pipe = offline_pipe("commit-refused")
     tps = [TopicPartition(TOPIC, p) for p in range(20)]
     offsets = _held(pipe.tracker, tps)
@@ -110,11 +109,10 @@ def test_a_chunk_refused_all_the_same_is_committed_without_metadata_and_logged_o
 
     with capture_logs() as logged:
         asyncio.run(pipe.commit(broker))
-        assert broker.taken() == {tp: (0, "") for tp in tps}  # the positions, at once
-        assert pipe.tracker.committable() == offsets  # exact: the metadata was not taken
+        assert broker.commits[0] == {tp: (0, "") for tp in tps}  # the positions, at once
+        assert broker.taken() == offsets  # in requests small enough, the metadata is kept
         for _ in range(10):  # later commits, every COMMIT_INTERVAL_S
             asyncio.run(pipe.commit(broker))
-    assert broker.taken() == offsets  # in requests small enough, the metadata is kept
     assert pipe.tracker.committable() == {}
     refused = [e for e in logged if e["event"] == "webhook_done_offsets_refused"]
     assert [(e["endpoint"], e["limit"]) for e in refused] == [
@@ -153,13 +151,11 @@ def test_several_chunks_refused_in_one_commit_shrink_the_requests_once_to_a_size
     broker = SizedBroker(tps, max_bytes=150_000)  # 2 chunks of 128 KiB would fit
 
     asyncio.run(pipe.commit(broker))
-    assert broker.taken().keys() == offsets.keys()  # every position, at once
+    assert broker.taken() == offsets  # every position, with its metadata, in this commit
     assert pipe.committer.request_bytes >= COMMIT_REQUEST_BYTES // 2 - 2 * MAX_METADATA_BYTES
-    first = len(broker.requests)
-    asyncio.run(pipe.commit(broker))
-    assert broker.taken() == offsets  # the refused chunk's metadata, at the next commit
-    assert len(broker.requests) - first <= 3  # one chunk's partitions, in 128 KiB requests
-    assert max(broker.requests[first:]) <= broker.max_bytes
+    refused = [size for size in broker.requests if size > broker.max_bytes]
+    assert len(refused) == 1  # then the bare retry, and 128 KiB requests from then on
+    assert max(broker.requests[2:]) <= broker.max_bytes
 
 
 def test_requests_shrunk_grow_back_after_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,8 +171,7 @@ def test_requests_shrunk_grow_back_after_a_while(monkeypatch: pytest.MonkeyPatch
 
     broker.max_bytes = 1_048_588  # the broker's limit raised (or the refusal a fault)
     monkeypatch.setattr(commits, "REGROW_S", 0.0)
-    for _ in range(2):  # doubled at each commit
-        asyncio.run(pipe.commit(broker))
+    asyncio.run(pipe.commit(broker))
     assert pipe.committer.request_bytes == COMMIT_REQUEST_BYTES
 
 
@@ -187,15 +182,16 @@ def test_kafka_4s_unknown_error_on_a_large_chunk_is_taken_as_too_large() -> None
     broker = SizedBroker(tps, max_bytes=150_000, too_large=UnknownError)
 
     with capture_logs() as logged:
-        for _ in range(2):
-            asyncio.run(pipe.commit(broker))
+        asyncio.run(pipe.commit(broker))
     assert broker.taken() == offsets
     assert pipe.committer.request_bytes < COMMIT_REQUEST_BYTES
     refused = [e["limit"] for e in logged if e["event"] == "webhook_done_offsets_refused"]
     assert refused == ["message.max.bytes"]
 
 
-def test_an_unknown_error_not_about_size_neither_shrinks_the_requests_nor_blames_the_size() -> None:
+def test_an_unknown_error_also_without_metadata_neither_shrinks_the_requests_nor_blames_size() -> (
+    None
+):
     """Kafka 4 answers `UNKNOWN_SERVER_ERROR` for any unexpected broker exception, and
     aiokafka maps codes it does not know (113 STALE_MEMBER_EPOCH...) to `UnknownError`."""
     pipe = offline_pipe("commit-unknown")
@@ -212,26 +208,43 @@ def test_an_unknown_error_not_about_size_neither_shrinks_the_requests_nor_blames
         asyncio.run(pipe.commit(broker))  # the fault over
     assert broker.taken() == offsets
     assert pipe.committer.request_bytes == COMMIT_REQUEST_BYTES
-    assert len(broker.requests) == 40 + len(commits.chunked(offsets))
+    assert len(broker.requests) == 40 + 4  # 200 partitions in 256 KiB requests
     warned = {(e["event"], e.get("error")) for e in logged if e["log_level"] == "warning"}
     assert warned == {("commit_failed", "UnknownError")}
 
 
-def test_an_unknown_error_on_a_small_chunk_taken_bare_is_logged_as_itself() -> None:
-    pipe = offline_pipe("commit-unknown-small")
+def test_an_unknown_error_taken_bare_shrinks_the_requests_and_commits_the_metadata_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fault the bare retry outlived cannot be told from a size limit: it costs smaller
+    requests (until `REGROW_S`), never the done offsets."""
+    pipe = offline_pipe("commit-unknown-fault")
     tps = [TopicPartition(TOPIC, p) for p in range(4)]
     offsets = _held(pipe.tracker, tps)
-    assert sum(map(entry_bytes, offsets.values())) < UNKNOWN_TOO_LARGE_BYTES
     broker = SizedBroker(tps, max_bytes=1_048_588, fail_at=(1,), failure=UnknownError)
 
     with capture_logs() as logged:
         asyncio.run(pipe.commit(broker))  # a fault on the first request only
-        assert broker.taken() == {tp: (0, "") for tp in tps}  # the positions, at once
-        asyncio.run(pipe.commit(broker))
-    assert broker.taken() == offsets
-    assert pipe.committer.request_bytes == COMMIT_REQUEST_BYTES
+    assert broker.commits[0] == {tp: (0, "") for tp in tps}  # the positions, at once
+    assert broker.taken() == offsets  # and the metadata, in this same commit
+    assert pipe.committer.request_bytes < COMMIT_REQUEST_BYTES
     refused = [e["limit"] for e in logged if e["event"] == "webhook_done_offsets_refused"]
-    assert refused == ["UnknownError"]
+    assert refused == ["message.max.bytes"]
+    monkeypatch.setattr(commits, "REGROW_S", 0.0)
+    asyncio.run(pipe.commit(broker))
+    assert pipe.committer.request_bytes == COMMIT_REQUEST_BYTES
+
+
+def test_a_revocations_commit_refused_as_too_large_keeps_every_partitions_done_offsets() -> None:
+    """The listener forgets the revoked partitions after its commit (and a stop has no
+    next commit): the metadata of a chunk refused as too large must pass in it."""
+    pipe = offline_pipe("commit-revoke-large")
+    tps = [TopicPartition(TOPIC, p) for p in range(200)]
+    offsets = _held(pipe.tracker, tps)
+    broker = SizedBroker(tps, max_bytes=150_000)  # the first 256 KiB request is refused
+
+    asyncio.run(RebalanceListener(pipe, broker).on_partitions_revoked(tps))
+    assert broker.taken() == offsets
 
 
 def test_a_partition_whose_metadata_alone_is_too_large_commits_without_it_from_then_on() -> None:
@@ -280,58 +293,130 @@ def test_metadata_refused_on_a_later_chunk_commits_them_all_without_it() -> None
 
 
 class _HeldBroker(FakeConsumer):
-    """Holds the first commit request until `release`; with `in_order`, the requests
-    after it wait their turn (aiokafka's commit lock), else they pass it (aiokafka
-    retries a request after a retriable error, such as a coordinator moving, only after
-    a backoff, and takes the next request meanwhile)."""
+    """Holds the first commit request until `release` (`held_s` at least), and lets the
+    requests after it pass it (aiokafka retries a request after a retriable error, such
+    as a coordinator moving, only after a backoff, and takes the next one meanwhile);
+    `senders`: the task that sent each request taken."""
 
-    def __init__(self, tps: list[TopicPartition], in_order: bool) -> None:
+    def __init__(self, tps: list[TopicPartition], held_s: float = 0.0) -> None:
         super().__init__(tps)
-        self.turns = asyncio.Lock() if in_order else None
+        self.held_s = held_s
         self.in_flight, self.release = asyncio.Event(), asyncio.Event()
-        self.held: dict[TopicPartition, Any] = {}
+        self.senders: list[asyncio.Task[Any] | None] = []
 
     async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
         if not offsets.keys() <= self._assigned:
             raise IllegalStateError("not assigned")
-        async with self.turns or contextlib.nullcontext():
-            if not self.in_flight.is_set():
-                self.in_flight.set()
-                await self.release.wait()
-            self.held.update(offsets)
-            await super().commit(offsets)
+        if not self.in_flight.is_set():
+            self.in_flight.set()
+            await asyncio.gather(self.release.wait(), asyncio.sleep(self.held_s))
+        self.senders.append(asyncio.current_task())
+        await super().commit(offsets)
 
 
-@pytest.mark.parametrize("in_order", [True, False])
-def test_a_rebalance_during_a_chunked_commit_does_not_move_committed_positions_back(
-    in_order: bool,
-) -> None:
+async def _revoked_during_a_periodic_commit(
+    pipe: EndpointPipe, broker: _HeldBroker, tps: list[TopicPartition]
+) -> tuple[asyncio.Task[None], dict[TopicPartition, Commit]]:
+    """Revoke `tps` while the periodic commit's first chunk is held, their deliveries
+    finished meanwhile; the periodic commit's task, and what the revocation commits."""
+    periodic = asyncio.create_task(pipe.commit(broker))  # the consume loop's
+    await asyncio.wait_for(broker.in_flight.wait(), 5)  # its first chunk in flight
+    for tp in tps:
+        pipe.tracker.done(tp, 0)  # delivered, and the records above read meanwhile
+        for offset in range(1, 300):
+            pipe.tracker.consumed(tp, offset, 0)
+    newest = pipe.tracker.committable()
+    revoking = asyncio.create_task(RebalanceListener(pipe, broker).on_partitions_revoked(tps))
+    for _ in range(20):  # the revocation's commit gets as far as it can
+        await asyncio.sleep(0)
+    assert pipe.committer._revocations == 1  # waiting for the lock
+    broker.release.set()
+    await asyncio.wait_for(asyncio.gather(periodic, revoking), 5)
+    return periodic, newest
+
+
+def test_a_rebalance_during_a_chunked_commit_does_not_move_committed_positions_back() -> None:
     """The revocation's commit (aiokafka's coordinator task) starts while the periodic
     one (the consume task) has chunks left, built from older values: sent after the
     revocation's, they would move the positions back, and the next owner would post
-    again what was finished in between (the listener forgets the partitions)."""
+    again what was finished in between (the listener forgets the partitions). The
+    periodic commit makes way after its chunk in flight: its chunks left are the
+    listener's to send."""
     pipe = offline_pipe("commit-rebalance")
     tps = [TopicPartition(TOPIC, p) for p in range(200)]
     _held(pipe.tracker, tps)
+    broker = _HeldBroker(tps)
 
-    async def run() -> tuple[dict[TopicPartition, Any], dict[TopicPartition, Commit]]:
-        broker = _HeldBroker(tps, in_order)
-        periodic = asyncio.create_task(pipe.commit(broker))  # the consume loop's
-        await asyncio.wait_for(broker.in_flight.wait(), 5)  # its first chunk in flight
-        for tp in tps:
-            pipe.tracker.done(tp, 0)  # delivered, and the records above read meanwhile
-            for offset in range(1, 300):
-                pipe.tracker.consumed(tp, offset, 0)
-        newest = pipe.tracker.committable()
-        revoking = asyncio.create_task(RebalanceListener(pipe, broker).on_partitions_revoked(tps))
-        for _ in range(20):  # the revocation's commit gets as far as it can
+    periodic, newest = asyncio.run(_revoked_during_a_periodic_commit(pipe, broker, tps))
+    taken = {tp: c for commit in broker.commits for tp, c in commit.items()}
+    assert {tp: taken[tp] for tp in tps} == newest
+    assert broker.senders.count(periodic) == 1  # its chunk in flight, no more
+
+
+def test_a_revocations_commit_has_its_whole_timeout_after_the_periodic_ones_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The listener's wait for the lock does not count against its `COMMIT_TIMEOUT_S`:
+    a slow request of the periodic commit would leave it too little."""
+    monkeypatch.setattr(sink_consumer, "COMMIT_TIMEOUT_S", 0.3)
+    pipe = offline_pipe("commit-rebalance-slow")
+    tps = [TopicPartition(TOPIC, p) for p in range(200)]
+    _held(pipe.tracker, tps)
+    broker = _HeldBroker(tps, held_s=0.25)  # the periodic's chunk answers slowly
+
+    with capture_logs() as logged:
+        _periodic, newest = asyncio.run(_revoked_during_a_periodic_commit(pipe, broker, tps))
+    taken = {tp: c for commit in broker.commits for tp, c in commit.items()}
+    assert {tp: taken[tp] for tp in tps} == newest
+    assert [e for e in logged if e["event"] == "commit_failed"] == []
+
+
+def test_a_commit_waiting_for_another_gives_up_within_its_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The final commit at stop waits for the lock within its `COMMIT_TIMEOUT_S`: the stop
+    deadline budgets one (notify_runner.py)."""
+    monkeypatch.setattr(sink_consumer, "COMMIT_TIMEOUT_S", 0.2)
+    pipe = offline_pipe("commit-lock-wait")
+    tps = [TopicPartition(TOPIC, p) for p in range(2)]
+    _held(pipe.tracker, tps)
+
+    async def run() -> None:
+        async with pipe.committer._lock:  # a commit that does not end
+            await asyncio.wait_for(pipe.commit(FakeConsumer(tps)), 5)
+
+    with capture_logs() as logged:
+        asyncio.run(run())
+    assert [e["error"] for e in logged if e["event"] == "commit_failed"] == ["TimeoutError"]
+
+
+def test_metadata_refused_also_after_leaving_it_out_fails_the_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`OffsetMetadataTooLargeError` on a commit without metadata is no metadata limit:
+    leaving the metadata out again would retry it until the commit's timeout."""
+
+    class Refusing(FakeConsumer):
+        requests = 0
+
+        async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+            self.requests += 1
             await asyncio.sleep(0)
-        broker.release.set()
-        await asyncio.wait_for(asyncio.gather(periodic, revoking), 5)
-        return broker.held, newest
+            raise OffsetMetadataTooLargeError
 
-    held, newest = asyncio.run(run())
-    assert {tp: held[tp] for tp in tps} == newest
+    monkeypatch.setattr(sink_consumer, "COMMIT_TIMEOUT_S", 0.5)
+    pipe = offline_pipe("commit-metadata-always")
+    tps = [TopicPartition(TOPIC, p) for p in range(2)]
+    _held(pipe.tracker, tps)
+    for tp in tps:
+        pipe.tracker.done(tp, 0)  # positions at 1: there is a commit without metadata
+    broker = Refusing(tps)
+
+    with capture_logs() as logged:
+        asyncio.run(pipe.commit(broker))
+    assert broker.requests == 2  # with its metadata, then without
+    failed = [e["error"] for e in logged if e["event"] == "commit_failed"]
+    assert failed == ["OffsetMetadataTooLargeError"]
 
 
 def test_a_partition_revoked_between_chunks_leaves_the_others_committed() -> None:
@@ -372,14 +457,44 @@ def test_a_slow_broker_costs_one_commit_timeout_for_the_whole_commit(
     offsets = _held(pipe.tracker, tps)
     broker = Slow(tps, max_bytes=1_048_588)  # 7 chunks of 0.2 s
 
-    began = time.monotonic()
     with capture_logs() as logged:
         asyncio.run(pipe.commit(broker))
-    assert time.monotonic() - began < 0.5 + 0.3
     assert [e["error"] for e in logged if e["event"] == "commit_failed"] == ["TimeoutError"]
     taken = broker.taken()
     assert taken
     assert pipe.tracker.committable() == {tp: c for tp, c in offsets.items() if tp not in taken}
+
+
+def test_a_commit_ends_at_its_timeout_also_when_the_loop_was_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deadline firing in the loop turn a request's answer arrives (the loop busy past
+    it) still ends the commit: Python 3.11's `asyncio.wait_for` around each request
+    swallowed that cancellation, and the commit ran on unbounded."""
+
+    class Late(SizedBroker):
+        async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+            if not self.requests:
+                loop = asyncio.get_running_loop()
+                answer = loop.create_future()
+                loop.call_later(0.01, answer.set_result, None)  # the broker answers...
+                time.sleep(0.55)  # noqa: ASYNC251 - the loop busy past the deadline
+                await answer
+            else:
+                await asyncio.sleep(0.3)  # later requests: a slow broker
+            await super().commit(offsets)
+
+    # the request's answer due before the deadline (the commit's set-up takes some 0.1 s)
+    monkeypatch.setattr(sink_consumer, "COMMIT_TIMEOUT_S", 0.5)
+    pipe = offline_pipe("commit-late-loop")
+    tps = [TopicPartition(TOPIC, p) for p in range(400)]
+    _held(pipe.tracker, tps)
+    broker = Late(tps, max_bytes=1_048_588)  # 7 requests
+
+    with capture_logs() as logged:
+        asyncio.run(pipe.commit(broker))
+    assert [e["error"] for e in logged if e["event"] == "commit_failed"] == ["TimeoutError"]
+    assert len(broker.requests) <= 2
 
 
 @pytest.mark.slow
@@ -420,18 +535,18 @@ def test_a_commit_past_the_real_brokers_message_max_bytes_passes_with_its_metada
             await admin.create_topics([NewTopic(topic, len(tps), 1)])
             return (
                 await commits(chunked, unique("commit-chunked"), 1),
-                await commits(whole, unique("commit-whole"), 2),
+                await commits(whole, unique("commit-whole"), 1),
             )
         finally:
             await admin.delete_topics([topic])  # 360 partition directories fewer
             await admin.close()
 
     with capture_logs() as logged:
-        [in_chunks], [plain, kept] = asyncio.run(run())
+        [in_chunks], [kept] = asyncio.run(run())
     assert in_chunks == offsets  # in chunks: each position with its done offsets
     assert all(decode(0, metadata) == DONE for _offset, metadata in in_chunks.values())
-    # sent whole, refused: the positions at once, then in smaller requests with metadata
-    assert plain == {tp: (0, "") for tp in tps}
+    # sent whole, refused: the positions at once, then in smaller requests with metadata,
+    # in the same commit
     assert kept == offsets
     refused = [(e["endpoint"], e["limit"]) for e in logged if e["event"].endswith("_refused")]
     assert refused == [("commit-real-whole", "message.max.bytes")]
