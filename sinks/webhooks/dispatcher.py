@@ -468,9 +468,16 @@ class EndpointPipe:
         stopped = asyncio.create_task(self._stopping_on(ending))
         try:
             try:
-                await asyncio.wait([consuming, *workers], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    [consuming, stopped, *workers], return_when=asyncio.FIRST_COMPLETED
+                )
                 self._check_workers(workers)  # a dead worker would leave its queue unserved
-                await consuming
+                if consuming.done():
+                    await consuming  # its error, if any
+                # else a stop: `consume` is cancelled below rather than awaited, as it
+                # sees the stop only after its fetch or its periodic commit, which would
+                # spend a `COMMIT_TIMEOUT_S` before the final commit's (which commits
+                # what it would have)
             except Exception as exc:
                 # a bug of ours: nothing more is read, and the other workers' posts under
                 # way still end and are recorded and committed, as on a stop, before it

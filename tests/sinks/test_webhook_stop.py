@@ -16,6 +16,7 @@ import pytest
 from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 from sink_samples import make_alert
+from structlog.testing import capture_logs
 from webhook_pipes import FakeConsumer, LogProducer, offline_pipe, records_of
 
 from sinks.webhooks import delivery
@@ -203,6 +204,51 @@ def test_a_stop_halts_deliveries_at_once_while_the_consumer_is_stuck_in_a_commit
     asyncio.run(run())
     assert posted == [1]  # 2 and 3 did not start after the stop
     assert pipe.stats.delivered == 1
+
+
+def test_a_stop_during_a_periodic_commit_spends_one_commit_timeout_not_two(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The consume loop's periodic commit, stuck (a coordinator gone), was awaited before
+    the final commit: a stop spent two `COMMIT_TIMEOUT_S` where its deadline budgets one
+    (notify_runner.py). Cancelled, the final commit commits what it would have."""
+    from sinks import consumer as sink_consumer
+    from sinks.webhooks import dispatcher
+
+    class Committing(_StuckCommits):
+        async def commit(self, offsets: Any) -> None:
+            committing.set()
+            await super().commit(offsets)
+
+    pipe, _producer = _pipe("stop-one-commit")
+    values = [make_alert(n).model_dump_json().encode() for n in range(2)]
+    committing = asyncio.Event()
+    stuck = Committing(records_of(TP, values, 0))
+    monkeypatch.setattr(dispatcher, "new_consumer", lambda *_a, **_k: stuck)
+    monkeypatch.setattr(dispatcher, "COMMIT_INTERVAL_S", 0.0)
+    monkeypatch.setattr(sink_consumer, "COMMIT_TIMEOUT_S", 0.3)
+
+    async def started(*_args: Any) -> bool:
+        return True
+
+    monkeypatch.setattr(dispatcher, "start_consumer", started)
+
+    async def attempt(_http: Any, job: Job) -> tuple[dict[str, Any], DeliveryResult]:
+        return {}, DeliveryResult(delivered=True, attempts=1)
+
+    pipe._deliver = attempt  # type: ignore[method-assign]
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(pipe.run(stop))
+        await asyncio.wait_for(committing.wait(), 5)  # the periodic commit (interval 0)
+        stop.set()
+        await asyncio.wait_for(running, 10)
+
+    with capture_logs() as logged:
+        asyncio.run(run())
+    failed = [e["error"] for e in logged if e["event"] == "commit_failed"]
+    assert failed == ["TimeoutError"]  # the final commit's alone
 
 
 def test_a_worker_that_dies_lets_the_endpoints_other_posts_under_way_end_and_be_committed(
