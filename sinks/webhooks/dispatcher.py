@@ -472,12 +472,15 @@ class EndpointPipe:
                     [consuming, stopped, *workers], return_when=asyncio.FIRST_COMPLETED
                 )
                 self._check_workers(workers)  # a dead worker would leave its queue unserved
-                if consuming.done():
-                    await consuming  # its error, if any
-                # else a stop: `consume` is cancelled below rather than awaited, as it
-                # sees the stop only after its fetch or its periodic commit, which would
-                # spend a `COMMIT_TIMEOUT_S` before the final commit's (which commits
-                # what it would have)
+                if not consuming.done():
+                    # a stop: `consume` is cancelled rather than awaited, as it sees the
+                    # stop only after its fetch or its periodic commit, which would spend
+                    # a `COMMIT_TIMEOUT_S` before the final commit's (which commits what
+                    # it would have); at once, so that nothing it raises is left unread
+                    consuming.cancel()
+                    await asyncio.wait([consuming])
+                if not consuming.cancelled() and (error := consuming.exception()) is not None:
+                    raise error  # also one raised just before the stop was seen
             except Exception as exc:
                 # a bug of ours: nothing more is read, and the other workers' posts under
                 # way still end and are recorded and committed, as on a stop, before it

@@ -251,6 +251,64 @@ def test_a_stop_during_a_periodic_commit_spends_one_commit_timeout_not_two(
     assert failed == ["TimeoutError"]  # the final commit's alone
 
 
+def test_a_stop_leaves_no_error_of_the_consume_loop_unread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At a stop the consume loop is cancelled at once, not left running while the posts
+    under way end: left running, an error it raised meanwhile (a bug in its periodic
+    commit's path) was absorbed by the clean-up, the run ending 0 with nothing logged."""
+    from sinks.webhooks import dispatcher
+
+    pipe, _producer = _pipe("stop-consume-error")
+    values = [make_alert(n).model_dump_json().encode() for n in range(2)]
+    feed = _Feed(records_of(TP, values, 0))
+    monkeypatch.setattr(dispatcher, "new_consumer", lambda *_a, **_k: feed)
+    monkeypatch.setattr(dispatcher, "COMMIT_INTERVAL_S", 0.0)
+
+    async def started(*_args: Any) -> bool:
+        return True
+
+    monkeypatch.setattr(dispatcher, "start_consumer", started)
+    posting = asyncio.Event()
+
+    async def attempt(_http: Any, job: Job) -> tuple[dict[str, Any], DeliveryResult]:
+        if job.offset == 1:  # a post under way at the stop, which the stop waits for
+            posting.set()
+            await asyncio.sleep(0.5)
+        return {}, DeliveryResult(delivered=True, attempts=1)
+
+    pipe._deliver = attempt  # type: ignore[method-assign]
+    in_batch = asyncio.Event()
+    raised: list[str] = []
+    after_batch = pipe.after_batch
+
+    async def failing_after_batch(consumer: Any) -> None:
+        if not posting.is_set():
+            await after_batch(consumer)
+            return
+        in_batch.set()
+        await asyncio.sleep(0.05)  # e.g. a commit request under way when the stop comes
+        raised.append("RuntimeError")
+        raise RuntimeError("a bug of ours in the consume loop, after the stop")
+
+    monkeypatch.setattr(pipe, "after_batch", failing_after_batch)
+
+    async def run() -> str:
+        stop = asyncio.Event()
+        running = asyncio.create_task(pipe.run(stop))
+        await asyncio.wait_for(in_batch.wait(), 5)
+        stop.set()
+        try:
+            await asyncio.wait_for(running, 10)
+        except RuntimeError:
+            return "raised"
+        return "returned"
+
+    ended = asyncio.run(run())
+    assert not raised or ended == "raised"  # cancelled before it raised, or raised by run
+    assert pipe.stats.delivered == 2  # the post under way still ended and was recorded
+
+
 def test_a_worker_that_dies_lets_the_endpoints_other_posts_under_way_end_and_be_committed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
