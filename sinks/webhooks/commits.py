@@ -18,7 +18,10 @@ commit and the final one at stop have no next commit). Each refusal at least
 halves the requests; a lone partition refused keeps its metadata for a later
 commit, or after error 28 for none (its metadata alone is too large). As Kafka 4
 answers `UnknownError` also for a fault, one may be taken for size: that costs
-smaller requests until `REGROW_S`, when they are reset.
+smaller requests until `REGROW_S`, when they are reset, and never below
+`UNKNOWN_FLOOR_BYTES`: a chunk that small refused with `UnknownError` is a fault
+(its positions pass bare, its done offsets go at the next commit), or a broker
+refusing every commit with metadata would be sent a request per partition.
 
 A commit takes partitions and values as they are when each chunk is sent: still
 assigned, as the tracker offers them now (a partition revoked meanwhile is left
@@ -78,6 +81,10 @@ TOO_LARGE = (InvalidCommitOffsetSizeError, UnknownError)
 """How a broker refuses a commit request over its `message.max.bytes`: the classic group
 coordinator's error 28, Kafka 4's `UNKNOWN_SERVER_ERROR` (which also answers any fault:
 a chunk whose bare retry fails too is a failure like any other)."""
+UNKNOWN_FLOOR_BYTES = 64 * 1024
+"""The smallest chunk an `UnknownError` is taken as "too large" for: no broker's
+`message.max.bytes` is that small by default, while Kafka 4 answers `UnknownError` for
+any fault (and aiokafka for codes it does not know)."""
 REGROW_S = 600.0
 """After this long without a chunk refused as too large, the requests are reset to
 `COMMIT_REQUEST_BYTES`: a limit since raised, or a fault taken for one, does not keep them
@@ -219,7 +226,18 @@ class Committer:
     def _too_large(self, exc: KafkaError, chunk: Mapping[TopicPartition, Commit]) -> bool:
         """`chunk` was refused with its metadata and taken without: shrink the requests,
         or, one partition, leave its metadata to a later commit (after error 28, to none:
-        its metadata alone is too large). Whether the requests shrank."""
+        its metadata alone is too large); an `UnknownError` on a chunk of at most
+        `UNKNOWN_FLOOR_BYTES` is a fault, its metadata left to the next commit. Whether
+        the requests shrank."""
+        size = sum(entry_bytes(commit) for commit in chunk.values())
+        if isinstance(exc, UnknownError) and size <= UNKNOWN_FLOOR_BYTES:
+            self._refused_once(
+                "UnknownError",
+                "a commit with done offsets was refused with UnknownError (a broker "
+                "fault, or a message.max.bytes below 64 KiB): its positions are committed "
+                "without them, and they go again at the next commit",
+            )
+            return False
         self._refused_once(
             "message.max.bytes",
             "a commit request was refused as too large for the broker: commits are sent "
@@ -228,9 +246,8 @@ class Committer:
             "again after a stop or a crash); raise the broker's message.max.bytes to "
             f"{COMMIT_REQUEST_BYTES} or more",
         )
-        self._shrunk_at = time.monotonic()
         if len(chunk) > 1:
-            size = sum(entry_bytes(commit) for commit in chunk.values())
+            self._shrunk_at = time.monotonic()
             self.request_bytes = max(min(self.request_bytes, size // 2), 1)
             return True
         if isinstance(exc, InvalidCommitOffsetSizeError):

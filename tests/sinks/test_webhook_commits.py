@@ -213,13 +213,13 @@ def test_an_unknown_error_also_without_metadata_neither_shrinks_the_requests_nor
     assert warned == {("commit_failed", "UnknownError")}
 
 
-def test_an_unknown_error_taken_bare_shrinks_the_requests_and_commits_the_metadata_at_once(
+def test_an_unknown_error_on_a_large_chunk_taken_bare_shrinks_the_requests_until_regrow(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A fault the bare retry outlived cannot be told from a size limit: it costs smaller
-    requests (until `REGROW_S`), never the done offsets."""
+    """A fault the bare retry outlived cannot be told from a size limit on a large chunk:
+    it costs smaller requests (until `REGROW_S`), never the done offsets."""
     pipe = offline_pipe("commit-unknown-fault")
-    tps = [TopicPartition(TOPIC, p) for p in range(4)]
+    tps = [TopicPartition(TOPIC, p) for p in range(40)]
     offsets = _held(pipe.tracker, tps)
     broker = SizedBroker(tps, max_bytes=1_048_588, fail_at=(1,), failure=UnknownError)
 
@@ -233,6 +233,54 @@ def test_an_unknown_error_taken_bare_shrinks_the_requests_and_commits_the_metada
     monkeypatch.setattr(commits, "REGROW_S", 0.0)
     asyncio.run(pipe.commit(broker))
     assert pipe.committer.request_bytes == COMMIT_REQUEST_BYTES
+
+
+def test_an_unknown_error_on_a_small_chunk_is_a_fault_its_metadata_at_the_next_commit() -> None:
+    pipe = offline_pipe("commit-unknown-small")
+    tps = [TopicPartition(TOPIC, p) for p in range(4)]  # ~16 KiB: no broker's limit
+    offsets = _held(pipe.tracker, tps)
+    broker = SizedBroker(tps, max_bytes=1_048_588, fail_at=(1,), failure=UnknownError)
+
+    with capture_logs() as logged:
+        asyncio.run(pipe.commit(broker))
+        assert broker.taken() == {tp: (0, "") for tp in tps}  # the positions, at once
+        assert pipe.committer.request_bytes == COMMIT_REQUEST_BYTES  # not shrunk
+        asyncio.run(pipe.commit(broker))
+    assert broker.taken() == offsets  # the done offsets at the next commit
+    refused = [e["limit"] for e in logged if e["event"] == "webhook_done_offsets_refused"]
+    assert refused == ["UnknownError"]
+
+
+class RefusingMetadata(SizedBroker):
+    """A broker that answers `UnknownError` to every request carrying metadata (a fault
+    that lasts, or a `message.max.bytes` far below any default)."""
+
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        if any(metadata for _offset, metadata in offsets.values()):
+            self.requests.append(0)
+            raise UnknownError
+        await super().commit(offsets)
+
+
+def test_a_broker_refusing_every_metadata_does_not_shrink_the_requests_to_one_partition() -> None:
+    """Each refusal shrank the requests and restarted `REGROW_S`: 800 requests per commit
+    for 400 partitions, for ever."""
+    pipe = offline_pipe("commit-unknown-always")
+    tps = [TopicPartition(TOPIC, p) for p in range(400)]
+    _held(pipe.tracker, tps)
+    broker = RefusingMetadata(tps, max_bytes=1_048_588)
+
+    per_commit = []
+    for _ in range(3):
+        before = len(broker.requests)
+        asyncio.run(pipe.commit(broker))
+        per_commit.append(len(broker.requests) - before)
+        assert broker.taken() == {tp: (0, "") for tp in tps}  # every position passes
+    assert pipe.committer.request_bytes >= commits.UNKNOWN_FLOOR_BYTES // 2
+    assert (
+        max(per_commit[1:])
+        <= 2 * 400 * entry_bytes(Commit(0, "x" * 3000)) // (commits.UNKNOWN_FLOOR_BYTES // 2) + 2
+    )
 
 
 def test_a_revocations_commit_refused_as_too_large_keeps_every_partitions_done_offsets() -> None:
@@ -293,7 +341,7 @@ def test_metadata_refused_on_a_later_chunk_commits_them_all_without_it() -> None
 
 
 class _HeldBroker(FakeConsumer):
-    """Holds the first commit request until `release` (`held_s` at least), and lets the
+    """Holds the first commit request until `release` (and `held_s` more), and lets the
     requests after it pass it (aiokafka retries a request after a retriable error, such
     as a coordinator moving, only after a backoff, and takes the next one meanwhile);
     `senders`: the task that sent each request taken."""
@@ -309,18 +357,27 @@ class _HeldBroker(FakeConsumer):
             raise IllegalStateError("not assigned")
         if not self.in_flight.is_set():
             self.in_flight.set()
-            await asyncio.gather(self.release.wait(), asyncio.sleep(self.held_s))
+            await self.release.wait()
+            await asyncio.sleep(self.held_s)
+        await asyncio.sleep(0)  # an answer over the network: the commit's timeout can fire
         self.senders.append(asyncio.current_task())
         await super().commit(offsets)
 
 
 async def _revoked_during_a_periodic_commit(
-    pipe: EndpointPipe, broker: _HeldBroker, tps: list[TopicPartition]
+    pipe: EndpointPipe,
+    broker: _HeldBroker,
+    tps: list[TopicPartition],
+    listener_timeout_s: float | None = None,
 ) -> tuple[asyncio.Task[None], dict[TopicPartition, Commit]]:
     """Revoke `tps` while the periodic commit's first chunk is held, their deliveries
-    finished meanwhile; the periodic commit's task, and what the revocation commits."""
+    finished meanwhile; the periodic commit's task, and what the revocation commits.
+    `listener_timeout_s`: the `COMMIT_TIMEOUT_S` of the commits started after the
+    periodic one (the caller's monkeypatch restores it)."""
     periodic = asyncio.create_task(pipe.commit(broker))  # the consume loop's
     await asyncio.wait_for(broker.in_flight.wait(), 5)  # its first chunk in flight
+    if listener_timeout_s is not None:
+        sink_consumer.COMMIT_TIMEOUT_S = listener_timeout_s
     for tp in tps:
         pipe.tracker.done(tp, 0)  # delivered, and the records above read meanwhile
         for offset in range(1, 300):
@@ -358,14 +415,18 @@ def test_a_revocations_commit_has_its_whole_timeout_after_the_periodic_ones_chun
 ) -> None:
     """The listener's wait for the lock does not count against its `COMMIT_TIMEOUT_S`:
     a slow request of the periodic commit would leave it too little."""
-    monkeypatch.setattr(sink_consumer, "COMMIT_TIMEOUT_S", 0.3)
+    # the periodic commit's own deadline far (a busy machine's loop turns do not end it);
+    # the listener's 0.3 s, less than the periodic's chunk takes after the revocation
+    monkeypatch.setattr(sink_consumer, "COMMIT_TIMEOUT_S", 30.0)
     pipe = offline_pipe("commit-rebalance-slow")
     tps = [TopicPartition(TOPIC, p) for p in range(200)]
     _held(pipe.tracker, tps)
-    broker = _HeldBroker(tps, held_s=0.25)  # the periodic's chunk answers slowly
+    broker = _HeldBroker(tps, held_s=0.4)  # the periodic's chunk answers slowly
 
     with capture_logs() as logged:
-        _periodic, newest = asyncio.run(_revoked_during_a_periodic_commit(pipe, broker, tps))
+        _periodic, newest = asyncio.run(
+            _revoked_during_a_periodic_commit(pipe, broker, tps, listener_timeout_s=0.3)
+        )
     taken = {tp: c for commit in broker.commits for tp, c in commit.items()}
     assert {tp: taken[tp] for tp in tps} == newest
     assert [e for e in logged if e["event"] == "commit_failed"] == []
