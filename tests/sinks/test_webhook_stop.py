@@ -161,6 +161,18 @@ class _StuckCommits(_Feed):
         await asyncio.Event().wait()
 
 
+def _consume_from(monkeypatch: pytest.MonkeyPatch, consumer: FakeConsumer) -> None:
+    """The endpoint reads `consumer`, started at once, and commits after every batch."""
+    from sinks.webhooks import dispatcher
+
+    async def started(*_args: Any) -> bool:
+        return True
+
+    monkeypatch.setattr(dispatcher, "new_consumer", lambda *_a, **_k: consumer)
+    monkeypatch.setattr(dispatcher, "COMMIT_INTERVAL_S", 0.0)
+    monkeypatch.setattr(dispatcher, "start_consumer", started)
+
+
 def test_a_stop_halts_deliveries_at_once_while_the_consumer_is_stuck_in_a_commit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -168,19 +180,12 @@ def test_a_stop_halts_deliveries_at_once_while_the_consumer_is_stuck_in_a_commit
     gone), it left the workers taking queued jobs after the stop, whose outcomes the
     same outage may not let it record: posted again by the next run."""
     from sinks import consumer as sink_consumer
-    from sinks.webhooks import dispatcher
 
     pipe, _producer = _pipe("stop-in-a-commit")
     values = [b"not an alert"] + [make_alert(n).model_dump_json().encode() for n in range(3)]
     stuck = _StuckCommits(records_of(TP, values, 0))  # the first consumed at once: a commit
-    monkeypatch.setattr(dispatcher, "new_consumer", lambda *_a, **_k: stuck)
-    monkeypatch.setattr(dispatcher, "COMMIT_INTERVAL_S", 0.0)
+    _consume_from(monkeypatch, stuck)
     monkeypatch.setattr(sink_consumer, "COMMIT_TIMEOUT_S", 1.0)
-
-    async def started(*_args: Any) -> bool:
-        return True
-
-    monkeypatch.setattr(dispatcher, "start_consumer", started)
     posted: list[int] = []
     posting, answered = asyncio.Event(), asyncio.Event()
 
@@ -213,7 +218,6 @@ def test_a_stop_during_a_periodic_commit_spends_one_commit_timeout_not_two(
     the final commit: a stop spent two `COMMIT_TIMEOUT_S` where its deadline budgets one
     (notify_runner.py). Cancelled, the final commit commits what it would have."""
     from sinks import consumer as sink_consumer
-    from sinks.webhooks import dispatcher
 
     class Committing(_StuckCommits):
         async def commit(self, offsets: Any) -> None:
@@ -224,14 +228,8 @@ def test_a_stop_during_a_periodic_commit_spends_one_commit_timeout_not_two(
     values = [make_alert(n).model_dump_json().encode() for n in range(2)]
     committing = asyncio.Event()
     stuck = Committing(records_of(TP, values, 0))
-    monkeypatch.setattr(dispatcher, "new_consumer", lambda *_a, **_k: stuck)
-    monkeypatch.setattr(dispatcher, "COMMIT_INTERVAL_S", 0.0)
+    _consume_from(monkeypatch, stuck)
     monkeypatch.setattr(sink_consumer, "COMMIT_TIMEOUT_S", 0.3)
-
-    async def started(*_args: Any) -> bool:
-        return True
-
-    monkeypatch.setattr(dispatcher, "start_consumer", started)
 
     async def attempt(_http: Any, job: Job) -> tuple[dict[str, Any], DeliveryResult]:
         return {}, DeliveryResult(delivered=True, attempts=1)
@@ -257,18 +255,11 @@ def test_a_stop_leaves_no_error_of_the_consume_loop_unread(
     """At a stop the consume loop is cancelled at once, not left running while the posts
     under way end: left running, an error it raised meanwhile (a bug in its periodic
     commit's path) was absorbed by the clean-up, the run ending 0 with nothing logged."""
-    from sinks.webhooks import dispatcher
 
     pipe, _producer = _pipe("stop-consume-error")
     values = [make_alert(n).model_dump_json().encode() for n in range(2)]
     feed = _Feed(records_of(TP, values, 0))
-    monkeypatch.setattr(dispatcher, "new_consumer", lambda *_a, **_k: feed)
-    monkeypatch.setattr(dispatcher, "COMMIT_INTERVAL_S", 0.0)
-
-    async def started(*_args: Any) -> bool:
-        return True
-
-    monkeypatch.setattr(dispatcher, "start_consumer", started)
+    _consume_from(monkeypatch, feed)
     posting = asyncio.Event()
 
     async def attempt(_http: Any, job: Job) -> tuple[dict[str, Any], DeliveryResult]:
