@@ -20,16 +20,17 @@ from collections.abc import Callable
 from typing import Any
 
 
-class DeadServer:
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+class _Listener:
+    """A loopback TCP server: each connection it accepts is kept (closed by `close`) and
+    handed to `_serve` on a thread of its own."""
+
+    def __init__(self) -> None:
         self.stop = threading.Event()
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._server.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
         self._held: list[socket.socket] = []
-        if kind == "closed":  # nothing listens on the port any more
-            self._server.close()
+
+    def _listen(self) -> None:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -39,8 +40,30 @@ class DeadServer:
             except OSError:
                 return
             self._held.append(conn)
-            if self.kind != "silent":
-                threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.stop.set()
+        self._server.close()
+        for conn in self._held:
+            conn.close()
+
+
+class DeadServer(_Listener):
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.url = f"http://127.0.0.1:{self.port}"
+        if kind == "closed":  # nothing listens on the port any more
+            self._server.close()
+        self._listen()
+
+    def _serve(self, conn: socket.socket) -> None:
+        if self.kind != "silent":
+            self._answer(conn)
 
     def _answer(self, conn: socket.socket) -> None:
         try:
@@ -54,14 +77,8 @@ class DeadServer:
         except OSError:
             pass  # the client gave up
 
-    def close(self) -> None:
-        self.stop.set()
-        self._server.close()
-        for conn in self._held:
-            conn.close()
 
-
-class StallingClickHouse:
+class StallingClickHouse(_Listener):
     """A ClickHouse server that answers `GET /ping`, then stalls every other request as
     `kind` says: `silent` (reads it, answers nothing), `trickle` (a status line and a
     header a byte every 50 ms for ever) or `trickle_body` (the headers of a streamed
@@ -72,28 +89,16 @@ class StallingClickHouse:
     _OPENING = (b"SELECT version(), timezone()", b"FROM system.settings", b"SELECT 1 AS check")
 
     def __init__(self, kind: str, *, opens: bool = True) -> None:
+        super().__init__()
         self.kind = kind
         self.opens = opens
-        self.stop = threading.Event()
         self.stalled = threading.Event()
         """Set once a request is being stalled."""
         self.requests: list[bytes] = []
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._server.getsockname()[1])
-        self._held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._listen()
 
     def url(self, credentials: str = "") -> str:
         return f"http://{credentials}127.0.0.1:{self.port}/plant"
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            self._held.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -125,12 +130,6 @@ class StallingClickHouse:
             piece = b"1\r\na\r\n"
         while not self.stop.wait(0.05):  # the server's pace, not the test waiting
             conn.sendall(piece)
-
-    def close(self) -> None:
-        self.stop.set()
-        self._server.close()
-        for conn in self._held:
-            conn.close()
 
 
 def read_request(conn: socket.socket) -> bytes | None:
