@@ -120,13 +120,19 @@ class KafkaWaits:
     ) -> tuple[bool, T | None]:
         """`(True, work's result)`, or `(False, None)` when `stopped` comes first; `work`
         waits at most until the stall deadline (see the class). If it does not finish,
-        it is cancelled and awaited: nothing is left running behind."""
+        it is cancelled and awaited: nothing is left running behind. Called inside our
+        own work (`ours`: the sink's handler asking for a committed offset) it is a wait
+        on Kafka all the same, timed from its start; only our work that runs inside it
+        (a rebalance listener's flush inside a fetch) holds its stall clock."""
         task = asyncio.ensure_future(work)
+        inside = self._ours
+        began = time.monotonic() if inside else None  # inside `ours`: `_since` is stale
         try:
             while True:
+                since = self._since if began is None else began
                 # a call that answers at once is not the wait that stalled (a loop's turn
                 # after the deadline): each gets a moment, at most a second, to answer
-                left = max(min(1.0, self.stall_s), self._since + self.stall_s - time.monotonic())
+                left = max(min(1.0, self.stall_s), since + self.stall_s - time.monotonic())
                 await asyncio.wait(
                     (task, stopped), timeout=left, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -137,8 +143,12 @@ class KafkaWaits:
                     return True, result
                 if stopped.done():
                     break
-                if not self._ours:
+                if self._ours == inside:
+                    if began is not None:
+                        self._since = max(self._since, began)
                     self._stalled(what)
+                    if began is not None:
+                        began = self._since
         except BaseException:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -207,7 +217,8 @@ async def commit_within(
     """`consumer.commit(offsets)` (each an offset or `(offset, metadata)`), or `TimeoutError`
     after `COMMIT_TIMEOUT_S`: aiokafka's commit waits for a group coordinator as long as
     the broker is gone, and a stop of the sink or the notifier waits for the commit."""
-    await asyncio.wait_for(consumer.commit(dict(offsets)), COMMIT_TIMEOUT_S)
+    async with asyncio.timeout(COMMIT_TIMEOUT_S):  # not wait_for: 3.11's may swallow it
+        await consumer.commit(dict(offsets))
 
 
 async def start_consumer(

@@ -263,6 +263,20 @@ def test_a_draining_sink_waiting_for_a_committed_offset_ends_in_one_line() -> No
     assert took < 2
 
 
+def test_a_draining_sink_waiting_for_a_committed_offset_in_its_handler_ends_in_one_line() -> None:
+    """`consume` runs the handler (which asks for the committed offset) as our own work
+    (`ours`): the wait on Kafka inside it never stalled, and the drain waited for ever."""
+
+    async def run() -> None:
+        sink = _sink(StandIn("committed"), asyncio.Event(), drain=True)
+        with sink._waits.ours():
+            await sink.load_stored_offsets([TP])
+
+    outcome, took = _outcome(run())
+    _stall_line(outcome, "no committed offset of t[0]")
+    assert took < 2
+
+
 class StopWaitsForTheCoordinator(StandIn):
     """aiokafka's stop with Kafka silent: it waits for the group coordinator."""
 
