@@ -205,7 +205,7 @@ def admin_client(bootstrap: str) -> KafkaAdminClient:
                 request_timeout_ms=REQUEST_TIMEOUT_MS,
                 bootstrap_timeout_ms=REQUEST_TIMEOUT_MS,
             ),
-            timeout_s=REQUEST_TIMEOUT_MS / 1000 + 5,
+            timeout_s=ADMIN_CALL_TIMEOUT_S,
             what="a connection",
         )
     except (KafkaError, OSError, KafkaDeadlineExceeded) as exc:

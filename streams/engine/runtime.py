@@ -373,7 +373,8 @@ class EngineRuntime:
         consumer = self.app.consumer
         timeout_s = self.config.drained_commit_timeout_s
         try:
-            await asyncio.wait_for(consumer.commit(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for: 3.11's may swallow it
+                await consumer.commit()
         except TimeoutError:
             log.error(
                 "drained_commit_timed_out",
