@@ -43,10 +43,17 @@ from chainwatch.replay_windows import EventTimeWindows, window_ms
 from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.plan import load_plan
-from schemas.validation import RecordRejected, decode_input, decode_replay_line
+from schemas.validation import (
+    InputRecord,
+    RecordRejected,
+    decode_input,
+    decode_replay_line,
+    record_id,
+)
 from sinks.consumer import stop_consumer
 from sinks.producer_start import start_producer, stop_producer
 from streams.engine.messages import INTERNAL_TOPICS, ORDER_INBOX, Tick, encode_bundle
+from streams.partitioning import partition_of
 from streams.rules.facts import to_ms
 from streams.topics import (
     ALERTS,
@@ -128,6 +135,21 @@ def topic_blocks(lines: Iterator[tuple[int, bytes]], order: list[str]) -> list[t
     return result
 
 
+def home_partition(
+    key: str | None, topic: str, record: InputRecord, settings: Settings
+) -> int | None:
+    """Where a keyless line goes: its id's partition (None: the key decides).
+
+    The engine dead-letters a record read from another partition than its id's
+    (`key_mismatch`); Kafka's default partitioner would spread keyless lines over
+    every partition, so a file that omits keys would replay otherwise than it reads.
+    """
+    own = record_id(topic, record)
+    if key is not None or own is None:
+        return None
+    return partition_of(own.encode(), settings.kafka.partitions)
+
+
 async def publish_scenario(
     settings: Settings,
     scenario: Path,
@@ -188,8 +210,10 @@ async def publish_scenario(
                 continue
             value = replay.value_bytes()
             ms: int | None = None
+            partition: int | None = None
             try:
                 record = decode_input(replay.topic, value, plan=plan, key=replay.key_bytes())
+                partition = home_partition(replay.key, replay.topic, record, settings)
                 event_time = getattr(record, "event_time", None)
                 if event_time is not None and replay.topic != CUSTOMERS:
                     ms = to_ms(event_time)
@@ -202,7 +226,9 @@ async def publish_scenario(
                 if between_windows is not None:
                     await asyncio.to_thread(between_windows, windows.number)
             try:
-                sent = await producer.send(names(replay.topic), key=replay.key_bytes(), value=value)
+                sent = await producer.send(
+                    names(replay.topic), key=replay.key_bytes(), value=value, partition=partition
+                )
             except MessageSizeTooLargeError as exc:
                 # CONTRACT v1.2: an output Kafka will not take is a processing_error, never
                 # the end of the replay (one 3 MB line stopped it with a traceback)

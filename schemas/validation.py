@@ -63,6 +63,7 @@ __all__ = [
     "decode_input",
     "decode_replay_line",
     "errors_from",
+    "record_id",
 ]
 
 InputRecord = ScanEvent | UnitStatus | OrderRecord | Customer | Tombstone
@@ -209,6 +210,17 @@ def decode_input(
     return cast(InputRecord, record)
 
 
+def record_id(topic: str, record: InputRecord) -> str | None:
+    """The id field's value a record's Kafka key must equal (`ID_FIELD_BY_TOPIC`).
+
+    None for a tombstone: it carries no id, its key is the id.
+    """
+    if isinstance(record, Tombstone):
+        return None
+    said: str = getattr(record, ID_FIELD_BY_TOPIC[topic])
+    return said
+
+
 def check_key(topic: str, key: bytes | None, record: InputRecord) -> None:
     """`key_mismatch` when a present Kafka `key` differs from the record's id field.
 
@@ -238,7 +250,8 @@ def check_key(topic: str, key: bytes | None, record: InputRecord) -> None:
                 ],
             )
         return
-    said = getattr(record, field)
+    said = record_id(topic, record)
+    assert said is not None
     if key == said.encode():
         return
     raise RecordRejected(

@@ -27,7 +27,7 @@ from faust.types import TP
 
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.plan import SlaPlan
-from schemas.validation import RecordRejected, check_key
+from schemas.validation import ID_FIELD_BY_TOPIC, RecordRejected, check_key, record_id
 from streams.codecs import InputCodec, Rejected
 from streams.eager_delivery import deliver_in_bulk
 from streams.engine.batching import BatchSizes, take_growing
@@ -668,18 +668,61 @@ class EngineRuntime:
             log.error("processing_error_not_dead_lettered", error=error_text(again))
 
     async def mis_keyed(self, logical_topic: str, message: Any, record: Any) -> bool:
-        """Dead-letter a record whose Kafka key is present and differs from its id field.
+        """Dead-letter a record whose Kafka key is present and differs from its id field,
+        or that is not on the partition its id belongs to.
 
-        The codec sees only the value, so the key check (CONTRACT v1.2) is here.
+        The codec sees only the value, so the key check (CONTRACT v1.2) is here. A keyless
+        record is valid, but Kafka's default partitioner spreads keyless records over
+        every partition: one on another partition than its id's wrote the order's (the
+        unit's) state to that partition's changelog too, and after a restart that stale
+        copy could win, the records that came after it lost.
         """
         key = message.key if isinstance(message.key, bytes) else None
         try:
             check_key(logical_topic, key, record)
+            self._check_partition(logical_topic, message.partition, key, record)
         except RecordRejected as exc:
             rejected = Rejected(raw_value(message), exc.reason_code, exc.errors)
             self.dead_letter(logical_topic, message, rejected)
             return True
         return False
+
+    def _check_partition(
+        self, logical_topic: str, partition: int, key: bytes | None, record: Any
+    ) -> None:
+        """`key_mismatch` when the record is not on the partition of its id field.
+
+        State is kept per partition (tables, changelogs, deadlines, joins): every
+        record of an id must be read from the one partition Kafka's default
+        partitioner gives that id as key (`partition_of`).
+        """
+        field = ID_FIELD_BY_TOPIC[logical_topic]
+        own = record_id(logical_topic, record)
+        said = key if own is None else own.encode()
+        if said is None:
+            return  # a tombstone without a key names no customer
+        belongs = partition_of(said, int(self.app.conf.topic_partitions))
+        if partition == belongs:
+            return
+        where = (
+            f"is on partition {partition}, not on partition {belongs} where Kafka's default "
+            f"partitioner (murmur2) puts the key {said.decode()!r}"
+        )
+        msg = (
+            f"the record has no key and {where}: produce it with its {field} as key"
+            if key is None
+            else f"the record {where}: its producer partitions keys otherwise"
+        )
+        raise RecordRejected(
+            ReasonCode.KEY_MISMATCH,
+            [
+                ErrorDetail(
+                    loc=field,
+                    msg=msg,
+                    type="wrong_partition",
+                )
+            ],
+        )
 
 
 def message_key(message: Any) -> str | None:
