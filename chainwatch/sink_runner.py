@@ -46,6 +46,7 @@ from sinks.clickhouse.rows_outputs import (
 )
 from sinks.clickhouse.sink import ClickHouseSink, SinkConfig, SinkStats
 from sinks.webhooks.records import DELIVERIES_TOPIC, NOTIFY_TOPICS
+from streams.partitioning import partition_of
 from streams.topics import ALERTS, CUSTOMERS, DEAD_LETTER, ORDER_STATE, ORDERS, SCANS, UNIT_STATUS
 
 log = get_logger(__name__)
@@ -55,11 +56,16 @@ def build_mappers(settings: Settings) -> dict[str, RecordMapper]:
     """Every topic the sink stores, under the deployment's topic names."""
     names = topic_names(settings)
     plan = load_plan(settings.engine.plan)
+    partitions = settings.kafka.partitions
+
+    def home(key: bytes) -> int:
+        return partition_of(key, partitions)
+
     return {
-        names(ORDERS): OrderEventRows(plan),
-        names(CUSTOMERS): CustomerRows(plan),
-        names(SCANS): ScanRows(plan),
-        names(UNIT_STATUS): UnitStatusRows(plan),
+        names(ORDERS): OrderEventRows(plan, home),
+        names(CUSTOMERS): CustomerRows(plan, home),
+        names(SCANS): ScanRows(plan, home),
+        names(UNIT_STATUS): UnitStatusRows(plan, home),
         names(ORDER_STATE): OrderStateRows(plan),
         names(ALERTS): AlertRows(),
         names(DEAD_LETTER): DeadLetterRows(),

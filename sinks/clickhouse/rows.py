@@ -6,7 +6,7 @@ fails is the engine's dead letter, so here it is only skipped and counted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiokafka import ConsumerRecord
 
@@ -16,7 +16,7 @@ from schemas.plan import SlaPlan, load_plan
 from schemas.scans import ScanEvent
 from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
 from schemas.unit_status import UnitStatus
-from schemas.validation import RecordRejected, decode_input
+from schemas.validation import RecordRejected, check_partition, decode_input
 from sinks.clickhouse.mapping import (
     RecordInvalid,
     Row,
@@ -29,12 +29,21 @@ from sinks.clickhouse.mapping import (
 class _InputMapper:
     contract_topic: str = ""
 
-    def __init__(self, plan: SlaPlan | None = None) -> None:
+    def __init__(
+        self, plan: SlaPlan | None = None, home: Callable[[bytes], int] | None = None
+    ) -> None:
         self.plan = plan if plan is not None else load_plan(None)
+        self.home = home
+        """Where Kafka's default partitioner puts a key: a record read from another
+        partition than its id's is the engine's dead letter (`check_partition`)."""
 
     def _decode(self, record: ConsumerRecord[bytes, bytes]) -> object:
+        topic = self.contract_topic
         try:
-            return decode_input(self.contract_topic, record.value, plan=self.plan, key=record.key)
+            value = decode_input(topic, record.value, plan=self.plan, key=record.key)
+            if self.home is not None:
+                check_partition(topic, record.key, value, record.partition, self.home)
+            return value
         except RecordRejected as exc:
             raise RecordInvalid(str(exc)) from None
 

@@ -27,7 +27,7 @@ from faust.types import TP
 
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.plan import SlaPlan
-from schemas.validation import ID_FIELD_BY_TOPIC, RecordRejected, check_key, record_id
+from schemas.validation import RecordRejected, check_key, check_partition
 from streams.codecs import InputCodec, Rejected
 from streams.eager_delivery import deliver_in_bulk
 from streams.engine.batching import BatchSizes, take_growing
@@ -538,6 +538,10 @@ class EngineRuntime:
         """The partition of a key under the default (murmur2) partitioner of every producer."""
         return partition_of(key.encode(), int(self.app.conf.topic_partitions))
 
+    def home(self, key: bytes) -> int:
+        """`partition_of` for key bytes: where an input record of that id must be read from."""
+        return partition_of(key, int(self.app.conf.topic_partitions))
+
     def join(self, topic: str, message: JoinMessage) -> None:
         """Send `message` to its receiver's inbox, bundled at the end of the step (`OutputSender`).
 
@@ -680,49 +684,12 @@ class EngineRuntime:
         key = message.key if isinstance(message.key, bytes) else None
         try:
             check_key(logical_topic, key, record)
-            self._check_partition(logical_topic, message.partition, key, record)
+            check_partition(logical_topic, key, record, message.partition, self.home)
         except RecordRejected as exc:
             rejected = Rejected(raw_value(message), exc.reason_code, exc.errors)
             self.dead_letter(logical_topic, message, rejected)
             return True
         return False
-
-    def _check_partition(
-        self, logical_topic: str, partition: int, key: bytes | None, record: Any
-    ) -> None:
-        """`key_mismatch` when the record is not on the partition of its id field.
-
-        State is kept per partition (tables, changelogs, deadlines, joins): every
-        record of an id must be read from the one partition Kafka's default
-        partitioner gives that id as key (`partition_of`).
-        """
-        field = ID_FIELD_BY_TOPIC[logical_topic]
-        own = record_id(logical_topic, record)
-        said = key if own is None else own.encode()
-        if said is None:
-            return  # a tombstone without a key names no customer
-        belongs = partition_of(said, int(self.app.conf.topic_partitions))
-        if partition == belongs:
-            return
-        where = (
-            f"is on partition {partition}, not on partition {belongs} where Kafka's default "
-            f"partitioner (murmur2) puts the key {said.decode()!r}"
-        )
-        msg = (
-            f"the record has no key and {where}: produce it with its {field} as key"
-            if key is None
-            else f"the record {where}: its producer partitions keys otherwise"
-        )
-        raise RecordRejected(
-            ReasonCode.KEY_MISMATCH,
-            [
-                ErrorDetail(
-                    loc=field,
-                    msg=msg,
-                    type="wrong_partition",
-                )
-            ],
-        )
 
 
 def message_key(message: Any) -> str | None:

@@ -8,12 +8,15 @@ import pytest
 from samples import customer_json, scan_json
 from sink_samples import make_alert, make_state, record
 
+from chainwatch.settings import Settings
+from chainwatch.sink_runner import build_mappers
 from schemas.alerts import AlertStatus
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.plan import load_plan
 from sinks.clickhouse.mapping import RecordInvalid
 from sinks.clickhouse.rows import CustomerRows, OrderEventRows, ScanRows, UnitStatusRows
 from sinks.clickhouse.rows_outputs import AlertRows, DeadLetterRows, OrderStateRows
+from streams.partitioning import partition_of
 
 PLAN = load_plan(None)
 
@@ -199,3 +202,25 @@ def test_a_cut_dead_letter_is_stored_as_cut_with_the_originals_size_and_hash() -
     assert row["original_size"] == 50_000
     assert row["original_sha256"] == hashlib.sha256(huge).hexdigest()
     assert row["source_index"] == 3
+
+
+def test_a_record_read_from_another_partition_than_its_ids_is_not_stored() -> None:
+    """The engine dead-letters it (`key_mismatch`, `wrong_partition`); stored, a keyless
+    scan counted twice and a customer record from another partition won by its offset."""
+    settings = Settings(kafka={"partitions": 4})
+    mappers = build_mappers(settings)
+    scans, customers = mappers["scans"], mappers["crm.customers"]
+    value = scan_json(1)  # order PO-1
+    home = partition_of(b"PO-1", 4)
+    away = (home + 1) % 4
+    assert scans.rows(record(value, partition=home))["scans"]
+    assert scans.rows(record(value, partition=home, key=b"PO-1"))["scans"]
+    for key in (None, b"PO-1"):
+        with pytest.raises(RecordInvalid, match="not on partition"):
+            scans.rows(record(value, partition=away, key=key))
+    c_home = partition_of(b"C-7", 4)
+    c_away = (c_home + 1) % 4
+    for value in (customer_json("C-7", "Nordic Knits AB"), None):  # a tombstone too
+        assert customers.rows(record(value, partition=c_home, key=b"C-7"))["customers"]
+        with pytest.raises(RecordInvalid, match="not on partition"):
+            customers.rows(record(value, partition=c_away, key=b"C-7"))
