@@ -14,11 +14,13 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import re
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
+import httpx
 import yaml
 from pydantic import (
     BaseModel,
@@ -39,6 +41,8 @@ from sinks.webhooks.formats import DEFAULT_LINK_TEMPLATE, PAGERDUTY_URL, check_l
 from sinks.webhooks.targets import ALLOW_SETTING, TargetPolicy
 
 MIN_SECRET_BYTES = 16
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
 
 
 class SubscriptionError(Exception):
@@ -140,9 +144,7 @@ class Endpoint(BaseModel):
 
     @model_validator(mode="after")
     def _url_and_secret(self) -> Endpoint:
-        parts = urlsplit(self.url.get_secret_value())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("url must be an http:// or https:// URL with a host")
+        check_url(self.url.get_secret_value())
         if self.secret is not None and self.secret_env is not None:
             raise ValueError("give only one of secret or secret_env")
         if self.format == "standard" and self.secret is None and self.secret_env is None:
@@ -189,6 +191,38 @@ class Endpoint(BaseModel):
                 f"endpoint {self.name!r}: environment variable {self.secret_env} is not set"
             )
         return value
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError, never quoting `url` (Slack and Teams URLs carry a token), unless
+    it is an http(s) URL the sender can use: a port in 1-65535, no control character, a
+    host that is an address or a name of `[A-Za-z0-9_-]` labels once IDNA-encoded.
+
+    Such a URL passed `notify --check` and then failed at every delivery: port 65536,
+    `abc` or a NUL gave every alert up as a `processing_error` with a trace in the log;
+    port 0 or a space in the host retried each one for the whole retry horizon."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # "Port out of range 0-65535", a port that is not a number
+        httpx.URL(url)  # what the sender parses: control characters, a bad IPv6 address
+    except (ValueError, httpx.InvalidURL) as exc:
+        reason = next(iter(str(exc).splitlines()), "")[:80]
+        raise ValueError(f"url is not a valid URL ({reason})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("url must be an http:// or https:// URL with a host")
+    if port == 0:
+        raise ValueError("url has port 0: give a port in 1-65535, or none")
+    host = parts.hostname
+    if literal_address(host) is None:
+        try:
+            labels = host.rstrip(".").encode("idna").decode("ascii").split(".")
+        except UnicodeError:  # an empty label (`a..b`), one over 63 characters
+            labels = [""]
+        if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+            raise ValueError(
+                "url has a host that is no DNS name (letters, digits, `-` and `_` in "
+                "dot-separated labels of 1-63 characters)"
+            )
 
 
 class Subscriptions(BaseModel):

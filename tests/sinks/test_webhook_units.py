@@ -375,3 +375,37 @@ def test_allowed_networks_setting_is_checked_at_start_up() -> None:
     assert Settings(webhooks={"allowed_networks": "10.20.0.0/16, 127.0.0.1"})
     with pytest.raises(ValidationError, match="not a network"):
         Settings(webhooks={"allowed_networks": "10.20.0.0/16, intranet"})
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("https://hooks.example.com:65536/T0/SECRETPATH", "Port out of range"),
+        ("https://hooks.example.com:abc/T0/SECRETPATH", "not a valid URL"),
+        ("https://hooks.example.com:0/T0/SECRETPATH", "port 0"),
+        ("https://hooks.example.com/T0/SECRETPATH\x00", "non-printable"),
+        ("https://hooks..example.com/T0/SECRETPATH", "no DNS name"),
+        ("https://hooks example.com/T0/SECRETPATH", "no DNS name"),
+        (f"https://{'h' * 64}.example.com/T0/SECRETPATH", "no DNS name"),
+    ],
+)
+def test_a_url_the_sender_cannot_use_is_refused_at_load(
+    tmp_path: Path, url: str, fragment: str
+) -> None:
+    """Such URLs passed `notify --check` and failed every delivery (a trace per alert,
+    or an hour of retries each); the message names the problem, never the URL."""
+    path = tmp_path / "subs.yaml"
+    path.write_text(
+        json.dumps({"endpoints": [{"name": "a", "url": url, "format": "slack"}]}), "utf-8"
+    )
+    with pytest.raises(SubscriptionError, match=r"endpoints\.0: Value error, url ") as info:
+        load_subscriptions(path)
+    assert fragment in str(info.value)
+    assert "SECRETPATH" not in str(info.value)
+
+
+def test_an_international_host_name_is_a_usable_url(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path, "endpoints:\n  - {name: a, url: 'https://bücher.example/x', format: slack}\n"
+    )
+    assert load_subscriptions(path).endpoints[0].host == "bücher.example"
