@@ -13,6 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 DEFAULT_WARMUP_RECORDS = 50_000
 DEFAULT_WARMUP_TIMEOUT_S = 60.0
 
+DAY_S = 86_400.0
+"""Bound of the waits a receiver may ask for or an operator may set (a `Retry-After` is read up
+to a day too). Every duration here is bounded: `timeout_s=inf` (or 1e300) was taken and left a
+hanging receiver's post, and so the notifier's stop, without any deadline (the stop-deadline
+thread died on an OverflowError, with a trace)."""
+
 
 class WebhookSettings(BaseModel):
     """How `chainwatch notify` delivers alerts (docs/sinks.md)."""
@@ -33,18 +39,31 @@ class WebhookSettings(BaseModel):
         "reach although not public; by default only public addresses are reached.",
     )
     timeout_s: float = Field(
-        default=10.0, gt=0, description="Per attempt, from connecting to the answer."
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Per attempt, from connecting to the answer (at most 600 s).",
     )
-    initial_backoff_s: float = Field(default=1.0, gt=0)
-    max_backoff_s: float = Field(default=300.0, gt=0)
+    initial_backoff_s: float = Field(default=1.0, gt=0, le=3600)
+    max_backoff_s: float = Field(default=300.0, gt=0, le=DAY_S)
     retry_horizon_s: float = Field(
-        default=3600.0, gt=0, description="Give up (dead letter) this long after the first try."
+        default=3600.0,
+        gt=0,
+        le=7 * DAY_S,
+        description="Give up (dead letter) this long after the first try (at most 7 days, "
+        "the retention of `alerts`; keep it far below).",
     )
     min_retry_after_s: float = Field(
-        default=1.0, ge=0, description="A receiver's `Retry-After` is raised to at least this."
+        default=1.0,
+        ge=0,
+        le=DAY_S,
+        description="A receiver's `Retry-After` is raised to at least this.",
     )
     max_retry_after_s: float = Field(
-        default=300.0, gt=0, description="A receiver's `Retry-After` is lowered to at most this."
+        default=300.0,
+        gt=0,
+        le=DAY_S,
+        description="A receiver's `Retry-After` is lowered to at most this.",
     )
     max_attempts: int = Field(
         default=20, ge=1, description="Attempts per delivery at most, within the horizon."
@@ -66,6 +85,7 @@ class WebhookSettings(BaseModel):
     warmup_timeout_s: float = Field(
         default=DEFAULT_WARMUP_TIMEOUT_S,
         gt=0,
+        le=3600,
         description="Deadline of one endpoint's read-back (every Kafka call included); past "
         "it, or on an error, the endpoint delivers without it (a warning: repeats may be "
         "delivered again).",

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import random
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from sink_samples import make_alert
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from chainwatch.notify_runner import stop_timeout_s
 from chainwatch.settings import Settings
 from schemas.alerts import Alert, AlertStatus, Severity
 from schemas.plan import load_plan
@@ -409,3 +411,23 @@ def test_an_international_host_name_is_a_usable_url(tmp_path: Path) -> None:
         tmp_path, "endpoints:\n  - {name: a, url: 'https://bücher.example/x', format: slack}\n"
     )
     assert load_subscriptions(path).endpoints[0].host == "bücher.example"
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "timeout_s", "initial_backoff_s", "max_backoff_s", "retry_horizon_s",
+        "min_retry_after_s", "max_retry_after_s", "warmup_timeout_s",
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("value", [math.inf, 1e300])
+def test_every_webhook_duration_is_bounded(field: str, value: float) -> None:
+    """`timeout_s=inf` was taken: a hanging receiver's post, and the stop, had no deadline
+    (the stop-deadline thread died on an OverflowError)."""
+    with pytest.raises(ValidationError, match=field):
+        Settings(webhooks={field: value})
+
+
+def test_the_longest_webhook_timeout_leaves_a_stop_deadline_a_thread_can_wait() -> None:
+    longest = Settings(webhooks={"timeout_s": 600})
+    assert stop_timeout_s(longest) <= threading.TIMEOUT_MAX
