@@ -26,6 +26,7 @@ from dashboards import (
 )
 from dashboards.errors import ExportError
 from dashboards.query import ClickHouseQuery
+from schemas.files import write_text_atomically
 from schemas.plan import SlaPlan
 
 Builder = Callable[[SlaPlan], models.Dashboard]
@@ -69,7 +70,8 @@ def export(directory: Path, plan: SlaPlan) -> list[Path]:
     """Write one `<uid>.json` per dashboard; return the paths written.
 
     The directory is created with its missing parents (as `mkdir -p`); existing
-    `<uid>.json` files are replaced. A path that cannot be a directory or
+    `<uid>.json` files are replaced whole (`write_text_atomically`: a FIFO there hung the
+    export, a symbolic link there was written through). A path that cannot be a directory or
     written (a file, a dangling link, no permission) raises ExportError.
     """
     try:
@@ -82,7 +84,7 @@ def export(directory: Path, plan: SlaPlan) -> list[Path]:
     for board in build_all(plan):
         path = directory / file_name(board)
         try:
-            path.write_text(dumps(board), encoding="utf-8")
+            write_text_atomically(path, dumps(board), new_mode=0o644)
         except OSError as exc:
             raise ExportError(f"cannot write {str(path)!r}: {_reason(exc)}") from None
         written.append(path)

@@ -11,6 +11,9 @@ ever, `/dev/zero` grew it to gigabytes before anything could say the file was
 wrong. These files are a few kilobytes; anything that is not a regular file, or
 is larger than `MAX_CONFIG_BYTES`, is an `OSError` whose `strerror` says why, so
 the callers' existing "cannot read ..." errors report it in one line.
+
+Files a command writes for others to read (the tokens file, exported dashboards) go
+through `write_text_atomically`, for the same kinds of path.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +49,27 @@ def read_config_bytes(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> bytes:
 def read_config_text(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> str:
     """`read_config_bytes` as UTF-8 text (`UnicodeDecodeError` when it is not)."""
     return read_config_bytes(path, max_bytes).decode("utf-8")
+
+
+def write_text_atomically(path: Path, text: str, *, new_mode: int = 0o600) -> None:
+    """Put `text` at `path` whole or not at all: written beside it, then renamed over it.
+
+    A reader (Grafana's provisioning, the gateway reloading its tokens) never sees half a
+    file, and a crash or a full disk leaves the old one. The rename replaces what `path`
+    names, never writes through it: `Path.write_text` blocked for ever on a FIFO there and
+    wrote through a symbolic link to wherever it pointed. The file keeps the mode of the one
+    it replaces; a new one gets `new_mode`. `OSError` (with `strerror`) when it cannot be."""
+    mode = path.stat().st_mode & 0o777 if path.exists() else new_mode
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class ConfigYamlError(yaml.YAMLError):

@@ -8,8 +8,6 @@ loopback refuses to start while any of their digests is configured.
 from __future__ import annotations
 
 import ipaddress
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +16,7 @@ import yaml
 
 from chainwatch.cli_context import err, settings
 from chainwatch.errors import UserError
-from schemas.files import load_config_yaml, read_config_text
+from schemas.files import load_config_yaml, read_config_text, write_text_atomically
 
 EXAMPLE_TOKEN_DIGESTS = frozenset(
     {  # sha256 of example-dye-token, example-orders-token, example-crm-token, example-admin-token
@@ -88,20 +86,6 @@ def _scalar(value: str) -> str:
     return dumped.strip().removesuffix("...").strip()
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 _OPTION_OF = {"role": "--role", "unit_id": "--unit", "stages": "--stages", "name": "NAME"}
 """The `tokens create` option that gave each field of a new entry."""
 
@@ -145,7 +129,7 @@ def append_token(path: Path, entry: dict[str, Any]) -> None:
         appended_ok = False
     if not appended_ok:
         text = yaml.safe_dump({**data, "tokens": tokens}, sort_keys=False)
-    _write_atomically(path, text)
+    write_text_atomically(path, text)
 
 
 @tokens_app.command("create")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -66,3 +69,36 @@ def test_a_dashboard_file_that_is_a_directory_is_a_one_line_error(
     assert len(lines) == 1
     assert lines[0].startswith("error: cannot write ")
     assert "cw-overview.json" in lines[0]
+
+
+def _unblock(fifo: Path) -> None:
+    """Open the FIFO's read end, so a writer blocked on it (the bug) goes on."""
+    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.usefixtures("cli")
+def test_a_fifo_or_a_link_in_place_of_a_dashboard_file_is_replaced_not_written_to(
+    tmp_path: Path,
+) -> None:
+    """`Path.write_text` blocked for ever on a FIFO named `<uid>.json` and wrote through a
+    symbolic link to the file it named; each is now replaced by the dashboard's file."""
+    fifo, link, outside = (tmp_path / "cw-overview.json", tmp_path / "cw-units.json",
+                           tmp_path / "outside.txt")  # fmt: skip
+    os.mkfifo(fifo)
+    outside.write_text("not a dashboard", encoding="utf-8")
+    link.symlink_to(outside)
+    codes: list[int] = []
+    worker = threading.Thread(target=lambda: codes.append(_export(tmp_path)), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    if worker.is_alive():
+        _unblock(fifo)
+        worker.join(timeout=5)
+        pytest.fail("export blocked on the FIFO")
+    assert codes == [0]
+    for path in (fifo, link):
+        assert stat.S_ISREG(path.lstat().st_mode)
+        assert path.read_text(encoding="utf-8").startswith("{")
+    assert outside.read_text(encoding="utf-8") == "not a dashboard"
+    assert stat.S_IMODE(fifo.stat().st_mode) == 0o644
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
