@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
 
     @group.command("export")
     def export(
-        directory: Annotated[Path, typer.Argument(help="Where to write <uid>.json files.")],
+        directory: Annotated[str, typer.Argument(help="Where to write <uid>.json files.")],
     ) -> None:
         """Write every dashboard's JSON (deterministic: fixed uids, sorted keys).
 
@@ -38,8 +38,10 @@ def register(app: typer.Typer) -> None:
         from dashboards.errors import ExportError
         from dashboards.export import export as write
 
+        if not directory.strip():  # `Path("")` is `.`: an unset `$OUT` wrote into the cwd
+            raise UserError("DIR is empty: name a directory (`.` for the current one)")
         try:
-            written = write(directory, _plan())
+            written = write(Path(directory), _plan())
         except ExportError as exc:
             raise UserError(str(exc)) from None
         for path in written:

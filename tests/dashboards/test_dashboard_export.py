@@ -102,3 +102,19 @@ def test_a_fifo_or_a_link_in_place_of_a_dashboard_file_is_replaced_not_written_t
     assert outside.read_text(encoding="utf-8") == "not a dashboard"
     assert stat.S_IMODE(fifo.stat().st_mode) == 0o644
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.usefixtures("cli")
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_directory_argument_is_an_error_not_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], empty: str
+) -> None:
+    """`export "$OUT"` with `OUT` unset wrote every dashboard into the current directory."""
+    from chainwatch.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["dashboards", "export", empty]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: DIR is empty: name a directory (`.` for the current one)"
+    ]
+    assert list(tmp_path.iterdir()) == []
