@@ -42,7 +42,7 @@ from __future__ import annotations
 import string
 import unicodedata
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from schemas.alerts import Alert, AlertStatus, Severity
 from schemas.common import format_utc
@@ -53,6 +53,11 @@ DEFAULT_LINK_TEMPLATE = "http://localhost:3000/d/cw-order/order-drill-down?var-o
 
 LINK_FIELDS = ("order_id", "alert_id", "stage", "unit_id", "customer_id")
 """Placeholders a link template may use; each is URL-encoded."""
+
+LINK_MAX = 3000
+"""Characters of a link at most: Slack refuses a button whose `url` is longer."""
+_LONGEST_VALUE = quote(":" * 64, safe="")
+"""A placeholder's longest URL-encoded value: an id of 64 characters, each encoded."""
 
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 PAGERDUTY_SEVERITY: dict[Severity, str] = {
@@ -71,7 +76,10 @@ PAGERDUTY_SUMMARY_MAX = 1024
 def check_link_template(template: str) -> None:
     """Raise ValueError for a template with anything but plain `{field}` placeholders of
     `LINK_FIELDS`: a format spec (`{order_id:>3000000000}` built a 3 GB string per
-    alert), a conversion or an attribute lookup has no place in a link."""
+    alert), a conversion or an attribute lookup has no place in a link. And for one
+    that is no http(s) URL with a host, or whose link may pass `LINK_MAX`: Slack and
+    Teams refuse (400) a message whose button is not a URL, so every order alert of
+    the endpoint was given up."""
     use = f"use {', '.join('{' + f + '}' for f in LINK_FIELDS)}"
     try:
         fields = [
@@ -85,6 +93,20 @@ def check_link_template(template: str) -> None:
         if name not in LINK_FIELDS or spec or conversion:
             shown = name if len(name) <= 40 else name[:40] + "..."
             raise ValueError(f"link_template: {{{shown}...}} is not a plain placeholder; {use}")
+    longest = template.format(**dict.fromkeys(LINK_FIELDS, _LONGEST_VALUE))
+    try:
+        parts = urlsplit(longest)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not one)
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # Slack and Teams refuse a message whose button is no URL: every alert given up
+        raise ValueError("link_template must be an http:// or https:// URL with a host")
+    if len(longest) > LINK_MAX:
+        raise ValueError(
+            f"link_template: a link may be {len(longest)} characters with 64-character ids; "
+            f"Slack takes at most {LINK_MAX}"
+        )
 
 
 def order_link(alert: Alert, template: str = DEFAULT_LINK_TEMPLATE) -> str | None:

@@ -17,6 +17,7 @@ from sink_samples import make_alert
 from schemas.alerts import AlertCause, AlertStatus, AlertType, Severity
 from sinks.webhooks.formats import (
     DEFAULT_LINK_TEMPLATE,
+    LINK_MAX,
     PAGERDUTY_URL,
     REDACTED,
     duration,
@@ -350,3 +351,31 @@ def test_the_shipped_example_file_of_each_format_loads(
         monkeypatch.setenv(name, SECRET if name.endswith("OPS") else ROUTING_KEY)
     subs = load_subscriptions(DEPLOY / f"{fmt}.example.yaml")
     assert {e.format for e in subs.endpoints} == {fmt}
+
+
+@pytest.mark.parametrize(
+    ("template", "says"),
+    [
+        ("", "http:// or https:// URL with a host"),
+        ("grafana.example.com/d/cw-order?o={order_id}", "http:// or https:// URL with a host"),
+        ("javascript:alert({order_id})", "http:// or https:// URL with a host"),
+        ("https:///d/cw-order?o={order_id}", "http:// or https:// URL with a host"),
+        ("https://g.example.com:99999/?o={order_id}", "http:// or https:// URL with a host"),
+        ("https://g.example.com/?o={order_id}" + "&x={alert_id}" * 15, "Slack takes at most"),
+    ],
+)
+def test_a_link_template_is_an_http_url_slack_takes(template: str, says: str) -> None:
+    """Slack and Teams answer 400 to a message whose button is no URL (or, Slack, one past
+    3,000 characters): every order alert of such an endpoint was given up."""
+    with pytest.raises(ValidationError, match="link_template") as caught:
+        Endpoint(name="s", url="https://hooks.slack.com/x", format="slack", link_template=template)  # type: ignore[arg-type]
+    assert says in str(caught.value)
+
+
+def test_the_longest_link_an_accepted_template_makes_fits_slack() -> None:
+    template = "https://g.example.com/?o={order_id}" + "&x={alert_id}" * 14
+    Endpoint(name="s", url="https://hooks.slack.com/x", format="slack", link_template=template)  # type: ignore[arg-type]
+    alert = make_alert(1).model_copy(update={"order_id": ":" * 64, "alert_id": ":" * 64})
+    link = order_link(alert, template)
+    assert link is not None
+    assert len(link) <= LINK_MAX
