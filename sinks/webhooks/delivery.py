@@ -33,10 +33,11 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -60,6 +61,28 @@ STILL_FAILING_EVERY_S = 60.0
 
 RESPONSE_BODY_CAP = 64 * 1024
 """Bytes of a response body read at most; the rest is never received."""
+
+MAX_ERROR_TEXT = 300
+"""Characters of an exception's text kept in a reason (a processing error's trace is in the
+log)."""
+
+
+def error_text(exc: BaseException, *, hide: Iterable[str] = ()) -> str:
+    """`Type: message` on one printable line, bounded, each of `hide` (a URL's token) redacted:
+    an exception's text may be anything, a receiver's bytes included."""
+    text = str(exc)
+    for secret in hide:
+        text = text.replace(secret, "<redacted>")
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    text = text[:MAX_ERROR_TEXT]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _url_secrets(url: str) -> list[str]:
+    """What of `url` is never shown: all of it, and its path and query (Slack's and Teams'
+    tokens), whichever way a library quotes it back."""
+    parts = urlsplit(url)
+    return [p for p in (url, parts.path, parts.query) if len(p) > 1]
 
 
 @dataclass(frozen=True)
@@ -280,8 +303,10 @@ async def attempt(
         return AttemptResult(0, f"target refused: {exc}", refused=True)
     except httpx.TimeoutException:
         return AttemptResult(0, "timeout")
-    except httpx.HTTPError as exc:  # connection refused, reset, DNS, protocol errors
-        return AttemptResult(0, type(exc).__name__)
+    except httpx.HTTPError as exc:  # connection refused, reset, DNS, TLS, protocol errors
+        # with its message: `ConnectError` alone read the same for a port nobody listens
+        # on, a name that does not resolve and a certificate that does not verify
+        return AttemptResult(0, error_text(exc, hide=_url_secrets(url)))
     assert result is not None
     if not result.delivered:
         result.error = f"HTTP {result.status}"

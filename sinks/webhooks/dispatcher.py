@@ -41,12 +41,13 @@ from sinks.webhooks.delivery import (
     EndpointHealth,
     RetryPolicy,
     deliver,
+    error_text,
     http_client,
 )
 from sinks.webhooks.done import LeftOutLog
 from sinks.webhooks.invalid import InvalidAlertLog, NotAnAlert
 from sinks.webhooks.offsets import OffsetTracker
-from sinks.webhooks.outcomes import Job, dead_letter, delivery_log, error_text, processing_error
+from sinks.webhooks.outcomes import Job, dead_letter, delivery_log, processing_error
 from sinks.webhooks.payloads import MessageIds, Seen, render
 from sinks.webhooks.publish import publish
 from sinks.webhooks.rebalance import Assignments, RebalanceListener

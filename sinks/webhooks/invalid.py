@@ -30,7 +30,7 @@ from aiokafka import TopicPartition
 from pydantic import ValidationError
 
 from sinks.log_throttle import LogThrottle
-from sinks.webhooks.outcomes import error_text
+from sinks.webhooks.delivery import error_text
 
 log = structlog.stdlib.get_logger(__name__)
 

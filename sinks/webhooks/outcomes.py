@@ -18,12 +18,9 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from schemas.alerts import Alert
-from sinks.webhooks.delivery import DeliveryResult
+from sinks.webhooks.delivery import DeliveryResult, error_text
 from sinks.webhooks.records import DeliveryLog, WebhookDeadLetter
 from sinks.webhooks.subscriptions import Endpoint
-
-MAX_ERROR_TEXT = 300
-"""Characters of an exception's text kept in a reason: the trace is in the log."""
 
 
 @dataclass(frozen=True)
@@ -37,12 +34,6 @@ class Job:
     generation: int
     """The assignment of `tp` it was read in (`EndpointPipe`): an outcome arriving after
     the partition was revoked must not touch what a later assignment read."""
-
-
-def error_text(exc: BaseException) -> str:
-    """`Type: message` on one line, bounded (an exception's text may be anything)."""
-    text = " ".join(str(exc).split())[:MAX_ERROR_TEXT]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def processing_error(

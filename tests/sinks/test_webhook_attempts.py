@@ -214,3 +214,40 @@ def test_a_failing_endpoint_is_logged_when_it_fails_while_it_goes_on_and_when_it
     assert logs[1]["failed_attempts"] == 51
     assert logs[2]["failed_attempts"] == 51
     assert all(e["endpoint"] == "ops" and e["host"] == "hooks.example.com" for e in logs)
+
+
+def _garbage_echoing(path: bytes) -> Behaviour:
+    """A status line that is no HTTP, quoting the request's path and a terminal escape."""
+
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _s: Server) -> None:
+        w.write(b"\x1b[2J" + path + b"\r\n\r\n")
+        await w.drain()
+
+    return answer
+
+
+def test_a_failed_attempt_says_why_on_one_line_without_the_urls_token() -> None:
+    """`ConnectError` alone read the same for a port nobody listens on, a name that does not
+    resolve and a certificate that does not verify; the message says which, and never the
+    URL's path (Slack's and Teams' token) even when the receiver quotes it back."""
+    policy = RetryPolicy(timeout_s=5.0)
+
+    async def run() -> tuple[str, str]:
+        async with (
+            serve(_garbage_echoing(b"/services/T0/SECRET")) as server,
+            http_client(policy, targets=LOOPBACK) as http,
+        ):
+            url = server.url.removesuffix("hook") + "services/T0/SECRET"
+            garbled = await attempt(http, url, None, "msg_1", "{}", deadline_s=5.0)
+        # the server is closed: nobody listens on its port any more
+        async with http_client(policy, targets=LOOPBACK) as http:
+            refused = await attempt(http, url, None, "msg_1", "{}", deadline_s=5.0)
+        return garbled.error, refused.error
+
+    garbled, refused = asyncio.run(run())
+    assert garbled.startswith("RemoteProtocolError: illegal status line")
+    assert refused.startswith("ConnectError: ")
+    assert len(refused) > len("ConnectError: ")
+    for error in (garbled, refused):
+        assert "SECRET" not in error
+        assert error.isprintable()
