@@ -60,6 +60,22 @@ def base_url(url: str, option: str = "--url") -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
 
+def check_token(token: str) -> None:
+    """A one-line PublishError, never quoting it, for a token no `Authorization` header can
+    carry: empty, whitespace at either end (a file's newline in `CHAINWATCH_GRAFANA_TOKEN`),
+    a control character or one outside ASCII (Grafana's tokens are ASCII). Such a token was
+    reported as "cannot reach Grafana ...: InvalidHeader", or as an internal error
+    (`UnicodeEncodeError`) for one outside Latin-1."""
+    where = "--token (or CHAINWATCH_GRAFANA_TOKEN)"
+    if not token:
+        raise PublishError(f"{where} is empty: give the service account token")
+    if token != token.strip() or not token.isascii() or not token.isprintable():
+        raise PublishError(
+            f"{where} is no token: it has whitespace at either end, a control character "
+            "or a character outside ASCII"
+        )
+
+
 def one_line(text: str, secret: str = "", limit: int = MAX_MESSAGE_CHARS) -> str:
     """The first non-blank line of `text`, printable, without `secret`, at most `limit` chars."""
     if secret:
@@ -156,6 +172,7 @@ class Grafana:
         max_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.base = base_url(url)
+        check_token(token)
         self._token = token
         self._call_s = call_timeout_s
         self._total_s = total_timeout_s

@@ -513,3 +513,23 @@ def test_the_cli_reports_a_malformed_url_as_one_line_and_exit_1(
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("error: --url is not a valid URL")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "glsa_tok\n", " glsa_tok", "glsa\r\nX-Evil: 1", "glsa_\x00", "glsa_токен", "glsa_🔑"],
+)
+def test_a_token_no_header_can_carry_is_a_one_line_error_before_grafana_is_called(
+    grafana: tuple[str, FakeGrafana], bad: str
+) -> None:
+    """Such a token read "cannot reach Grafana ...: InvalidHeader", or, outside Latin-1,
+    an internal error (`UnicodeEncodeError`); the message never quotes it."""
+    url, state = grafana
+    with pytest.raises(
+        PublishError, match=r"^--token \(or CHAINWATCH_GRAFANA_TOKEN\) is "
+    ) as caught:
+        publish(url, bad, load_plan(None), timeout_s=5)
+    assert "\n" not in str(caught.value)
+    if bad:
+        assert bad.strip() not in str(caught.value)
+    assert state.calls == []
