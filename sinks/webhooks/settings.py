@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_WARMUP_RECORDS = 50_000
 DEFAULT_WARMUP_TIMEOUT_S = 60.0
@@ -100,3 +100,17 @@ class WebhookSettings(BaseModel):
             except ValueError:
                 raise ValueError(f"{entry!r} is not a network (10.0.0.0/8) or address") from None
         return value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> WebhookSettings:
+        """A lower bound above its upper one was ignored without a word (`RetryPolicy` takes
+        the upper one): `MIN_RETRY_AFTER_S=600` still let a receiver's `Retry-After: 1` retry
+        after 300 s, and an `INITIAL_BACKOFF_S` above `MAX_BACKOFF_S` was never waited."""
+        for low, high in (
+            ("min_retry_after_s", "max_retry_after_s"),
+            ("initial_backoff_s", "max_backoff_s"),
+        ):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"{low} ({getattr(self, low):g}) is above {high} "
+                                 f"({getattr(self, high):g})")  # fmt: skip
+        return self

@@ -431,3 +431,14 @@ def test_every_webhook_duration_is_bounded(field: str, value: float) -> None:
 def test_the_longest_webhook_timeout_leaves_a_stop_deadline_a_thread_can_wait() -> None:
     longest = Settings(webhooks={"timeout_s": 600})
     assert stop_timeout_s(longest) <= threading.TIMEOUT_MAX
+
+
+@pytest.mark.parametrize(
+    ("low", "high"),
+    [("min_retry_after_s", "max_retry_after_s"), ("initial_backoff_s", "max_backoff_s")],
+)
+def test_a_lower_bound_above_its_upper_one_is_refused(low: str, high: str) -> None:
+    """`RetryPolicy` takes the upper one: the lower one was silently never used."""
+    with pytest.raises(ValidationError, match=rf"{low} \(600\) is above {high} \(300\)"):
+        Settings(webhooks={low: 600, high: 300})
+    assert Settings(webhooks={low: 300, high: 300})
