@@ -49,6 +49,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         frozen=True,
         extra="ignore",
+        allow_inf_nan=False,  # as every section's (schemas.settings_model)
     )
 
     data_dir: Path = Field(

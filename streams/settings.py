@@ -10,17 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from schemas.settings_model import SettingsModel
 from streams.engine.limits import DAY_MS, EngineLimits
 
 LOCAL_BOOTSTRAP = "127.0.0.1:19092"
 
+KAFKA_INT16_MAX = 32_767
+"""Kafka's protocol carries a replication factor as an int16: a larger one could not even
+be sent (the admin client's encoder raised `struct.error`)."""
 
-class KafkaSettings(BaseModel):
+
+class KafkaSettings(SettingsModel):
     """Where the broker is, and how the project runs its own when none is given."""
-
-    model_config = ConfigDict(frozen=True)
 
     bootstrap_servers: str | None = Field(
         default=None,
@@ -32,12 +35,14 @@ class KafkaSettings(BaseModel):
     replication_factor: int = Field(
         default=1,
         ge=1,
+        le=KAFKA_INT16_MAX,
         description="Replication of every topic the project creates (inputs, outputs, the "
         "engine's internal and changelog topics); 3 on a cluster (docs/scaling.md).",
     )
     min_insync_replicas: int = Field(
         default=1,
         ge=1,
+        le=KAFKA_INT16_MAX,
         description="`min.insync.replicas` of created topics: with acks=all, a write succeeds "
         "once this many replicas have it; replication_factor - 1 on a cluster (2 of 3).",
     )
@@ -73,10 +78,8 @@ class KafkaSettings(BaseModel):
         return f"{self.topic_prefix}{name}"
 
 
-class EngineSettings(BaseModel):
+class EngineSettings(SettingsModel):
     """How the monitoring engine runs."""
-
-    model_config = ConfigDict(frozen=True)
 
     app_id: str = Field(default="chainwatch", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     plan: Path | None = Field(

@@ -12,13 +12,17 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from schemas.settings_model import HOUR_S, SettingsModel
+
+MAX_TTL_DAYS = 18_250
+"""50 years. ClickHouse's `DateTime` ends in 2106: a TTL past it wraps round to the past
+(`+ toIntervalDay(40000)` is a date in 1999), and the rows it should keep expire at once."""
 
 
-class ClickHouseSettings(BaseModel):
+class ClickHouseSettings(SettingsModel):
     """Embedded chDB by default; a ClickHouse server when `url` is set."""
-
-    model_config = ConfigDict(frozen=True)
 
     url: SecretStr | None = Field(
         default=None,
@@ -35,7 +39,10 @@ class ClickHouseSettings(BaseModel):
         "(published in <data_dir>/clickhouse.endpoint.json).",
     )
     ttl_days: int = Field(
-        default=400, ge=1, description="Raw events are kept this many days after they arrived."
+        default=400,
+        ge=1,
+        le=MAX_TTL_DAYS,
+        description="Raw events are kept this many days after they arrived (at most 50 years).",
     )
     cluster: str | None = Field(
         default=None,
@@ -90,17 +97,24 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-class SinkSettings(BaseModel):
+class SinkSettings(SettingsModel):
     """How `chainwatch sink` batches into ClickHouse (docs/sinks.md)."""
 
-    model_config = ConfigDict(frozen=True)
-
-    flush_rows: int = Field(default=50_000, ge=1, description="Rows per partition batch.")
-    flush_interval_s: float = Field(default=1.0, gt=0, description="Max age of a batch.")
-    max_buffer_rows: int = Field(
-        default=500_000, ge=1, description="All buffers together; reaching it forces a flush."
+    flush_rows: int = Field(
+        default=50_000, ge=1, le=1_000_000, description="Rows per partition batch."
     )
-    max_backoff_s: float = Field(default=30.0, gt=0, description="Longest wait between retries.")
+    flush_interval_s: float = Field(
+        default=1.0, gt=0, le=600, description="Max age of a batch (at most 600 s)."
+    )
+    max_buffer_rows: int = Field(
+        default=500_000,
+        ge=1,
+        le=10_000_000,
+        description="All buffers together (held in memory); reaching it forces a flush.",
+    )
+    max_backoff_s: float = Field(
+        default=30.0, gt=0, le=HOUR_S, description="Longest wait between retries (at most 1 h)."
+    )
 
 
 class StoreConfig(Protocol):

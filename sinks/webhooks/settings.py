@@ -8,22 +8,21 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from schemas.settings_model import DAY_S, SettingsModel
 
 DEFAULT_WARMUP_RECORDS = 50_000
 DEFAULT_WARMUP_TIMEOUT_S = 60.0
 
-DAY_S = 86_400.0
-"""Bound of the waits a receiver may ask for or an operator may set (a `Retry-After` is read up
-to a day too). Every duration here is bounded: `timeout_s=inf` (or 1e300) was taken and left a
-hanging receiver's post, and so the notifier's stop, without any deadline (the stop-deadline
-thread died on an OverflowError, with a trace)."""
+# A day bounds the waits a receiver may ask for or an operator may set (a `Retry-After` is
+# read up to a day too). Every duration here is bounded: `timeout_s=inf` (or 1e300) was taken
+# and left a hanging receiver's post, and so the notifier's stop, without any deadline (the
+# stop-deadline thread died on an OverflowError, with a trace).
 
 
-class WebhookSettings(BaseModel):
+class WebhookSettings(SettingsModel):
     """How `chainwatch notify` delivers alerts (docs/sinks.md)."""
-
-    model_config = ConfigDict(frozen=True)
 
     subscriptions: Path | None = Field(
         default=None, description="Subscriptions YAML; unset = `chainwatch notify` refuses."
@@ -66,11 +65,15 @@ class WebhookSettings(BaseModel):
         description="A receiver's `Retry-After` is lowered to at most this.",
     )
     max_attempts: int = Field(
-        default=20, ge=1, description="Attempts per delivery at most, within the horizon."
+        default=20,
+        ge=1,
+        le=10_000,
+        description="Attempts per delivery at most, within the horizon.",
     )
     queue_size: int = Field(
         default=10_000,
         ge=1,
+        le=1_000_000,
         description="Deliveries held in memory per endpoint; when full, that endpoint "
         "fetches no more alerts until there is room.",
     )
@@ -78,6 +81,7 @@ class WebhookSettings(BaseModel):
     warmup_records: int = Field(
         default=DEFAULT_WARMUP_RECORDS,
         ge=0,
+        le=1_000_000,
         description="Records per partition an endpoint reads back before its committed "
         "position when it is assigned the partition (start, rebalance), to recognise the "
         "engine's unchanged re-publishes and not deliver them again; 0 = none (they are).",

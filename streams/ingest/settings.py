@@ -10,15 +10,16 @@ import ipaddress
 from pathlib import Path
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from schemas.settings_model import DAY_S, HOUR_S, SettingsModel
 from streams.settings import EngineSettings, KafkaSettings
 
+MIB = 1024 * 1024
 
-class GatewaySettings(BaseModel):
+
+class GatewaySettings(SettingsModel):
     """The HTTP ingest gateway (`chainwatch gateway`, docs/ingest.md)."""
-
-    model_config = ConfigDict(frozen=True)
 
     host: str = Field(default="127.0.0.1", description="Listen address.")
     port: int = Field(default=8088, ge=0, le=65535, description="Listen port.")
@@ -26,15 +27,25 @@ class GatewaySettings(BaseModel):
     epcis_mapping: Path | None = Field(
         default=None, description="EPCIS -> scan mapping YAML; unset = no EPCIS capture."
     )
-    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="413 beyond.")
-    max_items: int = Field(default=5000, ge=1, description="Items per request; 413 beyond.")
+    max_body_bytes: int = Field(
+        default=8 * MIB,
+        ge=1024,
+        le=256 * MIB,
+        description="413 beyond (at most 256 MiB: a body is held in memory).",
+    )
+    max_items: int = Field(
+        default=5000, ge=1, le=1_000_000, description="Items per request; 413 beyond."
+    )
     max_item_bytes: int = Field(
         default=900_000,
         ge=256,
+        le=64 * MIB,
         description="One item's JSON; 413 beyond (keep below the broker's message.max.bytes).",
     )
-    publish_timeout_s: float = Field(default=10.0, gt=0, description="Kafka commit deadline.")
-    retry_after_s: int = Field(default=5, ge=1, description="`Retry-After` of a 503.")
+    publish_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Kafka commit deadline (at most 300 s)."
+    )
+    retry_after_s: int = Field(default=5, ge=1, le=3600, description="`Retry-After` of a 503.")
     producers: int = Field(default=2, ge=1, le=32, description="Transactional producer pool.")
     transactional_id: str | None = Field(
         default=None,
@@ -43,36 +54,42 @@ class GatewaySettings(BaseModel):
         "restarts; unset = `<engine.app_id>-gateway`.",
     )
     max_clock_skew_s: float = Field(
-        default=86_400.0,
+        default=DAY_S,
         gt=0,
+        le=30 * DAY_S,
         description="An event_time further than this in the future is invalid (CONTRACT v1.2).",
     )
     limit_concurrency: int = Field(
         default=64,
         ge=1,
+        le=100_000,
         description="Connections and requests served at once; beyond, uvicorn answers 503.",
     )
     header_timeout_s: float = Field(
         default=10.0,
         gt=0,
+        le=600,
         description="A request's line and headers must arrive within this of the connection "
         "opening (or of the previous response), else the connection is closed.",
     )
     max_header_bytes: int = Field(
         default=64 * 1024,
         ge=1024,
+        le=1 * MIB,
         description="A request's line and headers together may have at most this many bytes, "
         "else 431 and the connection is closed.",
     )
     body_timeout_s: float = Field(
         default=30.0,
         gt=0,
+        le=HOUR_S,
         description="A request body not received in full within this is answered 408: a "
         "client that stops sending cannot hold a connection slot, or a shutdown, for ever.",
     )
     shutdown_grace_s: float = Field(
         default=15.0,
         gt=0,
+        le=600,
         description="On SIGTERM/SIGINT, requests in flight get this long to finish (keep it "
         "above `publish_timeout_s`); the ones still running then are cancelled (503 "
         "`shutting_down`).",
@@ -81,10 +98,13 @@ class GatewaySettings(BaseModel):
         default=2, ge=1, le=32, description="Threads that parse and validate request bodies."
     )
     readiness_interval_s: float = Field(
-        default=2.0, gt=0, description="How often `/readyz`'s cached answer is refreshed."
+        default=2.0,
+        gt=0,
+        le=HOUR_S,
+        description="How often `/readyz`'s cached answer is refreshed.",
     )
     readiness_timeout_s: float = Field(
-        default=3.0, gt=0, description="Deadline of one readiness check against Kafka."
+        default=3.0, gt=0, le=60, description="Deadline of one readiness check against Kafka."
     )
     ops_networks: str = Field(
         default="127.0.0.0/8,::1/128",

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from chainwatch.replay_windows import window_ms
 from chainwatch.settings import Settings, unknown_variables
+from sinks.clickhouse.settings import MAX_TTL_DAYS
 from streams.engine.limits import DAY_MS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -171,3 +175,69 @@ def test_every_documented_nested_variable_names_a_setting() -> None:
     nested = [n for n in _env_names(Settings, "CHAINWATCH_") if "__" in n]
     assert nested
     assert unknown_variables(dict.fromkeys(nested, "")) == []
+
+
+def _number_settings(model: type[BaseModel], prefix: str) -> dict[str, FieldInfo]:
+    """Every int and float setting, by its variable name, the nested sections walked."""
+    found: dict[str, FieldInfo] = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found |= _number_settings(annotation, f"{prefix}{name.upper()}__")
+        elif annotation in (int, float):
+            found[f"{prefix}{name.upper()}"] = field
+    return found
+
+
+NUMBERS = _number_settings(Settings, "CHAINWATCH_")
+FLOATS = [name for name, field in NUMBERS.items() if field.annotation is float]
+
+
+def test_every_number_setting_has_an_upper_bound() -> None:
+    """A duration, size or count with only a lower bound took `1e300`: a stop deadline a
+    Timer cannot wait (the gateway's stop-deadline thread died on an OverflowError), a
+    TTL past ClickHouse's DateTime (wrapped to 1999: rows dropped at once), a buffer that
+    never fills before memory does."""
+    unbounded = [
+        name
+        for name, field in NUMBERS.items()
+        if not any(hasattr(m, "le") or hasattr(m, "lt") for m in field.metadata)
+    ]
+    assert len(FLOATS) > 20  # the walk found the sections' settings
+    assert unbounded == []
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e300"])
+@pytest.mark.parametrize("name", FLOATS)
+def test_no_float_setting_takes_an_absurd_value_and_the_error_names_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """`CHAINWATCH_GATEWAY__SHUTDOWN_GRACE_S=inf` started the gateway, which then died on an
+    internal OverflowError; now every command stops at start with one line naming it."""
+    from chainwatch import cli_context
+    from chainwatch.errors import UserError
+
+    monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli_context, "state", {})
+    with pytest.raises(UserError) as refused:
+        cli_context.settings()
+    message = str(refused.value)
+    assert message.startswith(f"{name}: ")
+    assert "\n" not in message
+    if value != "1e300":
+        assert message == f"{name}: Input should be a finite number"
+
+
+def test_the_longest_ttl_stays_within_clickhouse_s_datetime() -> None:
+    """ClickHouse's DateTime ends on 2106-02-07: `now + toIntervalDay(40000)` was 1999."""
+    longest = Settings(clickhouse={"ttl_days": MAX_TTL_DAYS})  # type: ignore[arg-type]
+    assert datetime.now(UTC).date() + timedelta(days=longest.clickhouse.ttl_days) < date(2106, 2, 7)
+    with pytest.raises(ValidationError, match="ttl_days"):
+        Settings(clickhouse={"ttl_days": MAX_TTL_DAYS + 1})  # type: ignore[arg-type]
+
+
+def test_the_longest_shutdown_grace_leaves_a_stop_deadline_a_timer_can_wait() -> None:
+    from chainwatch.commands.gateway import stop_timeout_s
+
+    longest = Settings(gateway={"shutdown_grace_s": 600})  # type: ignore[arg-type]
+    assert stop_timeout_s(longest) <= threading.TIMEOUT_MAX
