@@ -24,6 +24,7 @@ fires while the event loop is blocked.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -46,12 +47,34 @@ STOP_TIMED_OUT_HINT = (
 )
 
 
+def timer_seconds(timeout_s: float) -> float:
+    """`timeout_s` as a `threading.Timer` can wait it: at most `threading.TIMEOUT_MAX`
+    (about 292 years), at least 0; `nan` as the longest. A Timer given more (`inf`,
+    `1e300`) started, then its thread died on an `OverflowError` with a trace, and the
+    stop it guarded had no deadline at all. The settings bound every duration; this
+    is the last line of defence should one reach here anyway."""
+    if math.isnan(timeout_s):
+        return threading.TIMEOUT_MAX
+    return min(max(timeout_s, 0.0), threading.TIMEOUT_MAX)
+
+
 class StopDeadline:
-    """Exit the process `timeout_s` after its stop began, unless cancelled first."""
+    """Exit the process `timeout_s` after its stop began, unless cancelled first.
+
+    A `timeout_s` no Timer can wait (`inf`, `nan`, past `threading.TIMEOUT_MAX`, below 0)
+    is taken as the nearest one it can (`timer_seconds`), with a warning: the deadline
+    never dies with a trace."""
 
     def __init__(self, process: str, timeout_s: float, *, hint: str = STOP_TIMED_OUT_HINT) -> None:
         self.process = process
-        self.timeout_s = timeout_s
+        self.timeout_s = timer_seconds(timeout_s)
+        if self.timeout_s != timeout_s:
+            log.warning(
+                "stop_deadline_adjusted",
+                process=process,
+                asked_s=str(timeout_s),  # as text: JSON has no inf or nan
+                deadline_s=self.timeout_s,
+            )
         self.hint = hint
         self._timer: threading.Timer | None = None
         # cancelling and expiring exclude each other; reentrant: a signal handler

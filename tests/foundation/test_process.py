@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import socket
@@ -291,6 +292,35 @@ def test_once_the_deadline_expires_a_cancel_waits_for_the_exit(exits: list[int])
     cancelling.join(DEADLINE_S)
     assert not cancelling.is_alive()
     assert exits == [1]
+
+
+@pytest.mark.parametrize("timeout_s", [math.inf, math.nan, 1e300, threading.TIMEOUT_MAX * 2])
+def test_a_deadline_no_timer_can_wait_still_holds_and_never_dies_with_a_trace(
+    exits: list[int], monkeypatch: pytest.MonkeyPatch, timeout_s: float
+) -> None:
+    """A Timer given `inf` or `1e300` started, then its thread died on an OverflowError
+    (a trace in the log) and the stop it guarded had no deadline at all."""
+    died: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", died.append)
+    deadline = StopDeadline("test", timeout_s)
+    assert deadline.timeout_s == threading.TIMEOUT_MAX  # the longest it can wait
+    assert deadline.start(signal.SIGTERM)
+    timer = deadline._timer
+    assert timer is not None
+    timer.join(0.3)  # the broken one died at its first wait, at once
+    assert timer.is_alive()
+    assert died == []
+    deadline.cancel()
+    timer.join(DEADLINE_S)
+    assert not timer.is_alive()
+    assert died == []
+    assert exits == []
+
+
+def test_a_negative_deadline_expires_at_once(exits: list[int]) -> None:
+    deadline = StopDeadline("test", -1.0)
+    assert deadline.start("ended")
+    wait_for(lambda: exits == [1], DEADLINE_S, "the deadline's exit")
 
 
 def test_the_notifiers_deadline_leaves_its_posts_under_way_their_time(tmp_path: Path) -> None:
