@@ -260,6 +260,40 @@ def timestamps(settings: Settings) -> Check:
     return timestamp_check(types, kafka.bootstrap)
 
 
+def partitions(settings: Settings) -> Check:
+    """The `partitions` line: every topic routed by id that exists has `kafka.partitions`
+    (chainwatch.topic_partitions; a worker or sink would refuse to start otherwise).
+    Reads metadata only: a missing topic is not created, the first start makes it."""
+    from chainwatch.topic_partitions import (
+        PARTITIONS_SETTING,
+        mismatch,
+        partition_counts,
+        routed_topics,
+    )
+
+    kafka = settings.kafka
+    try:
+        counts = partition_counts(kafka.bootstrap, routed_topics(settings))
+    except Exception as exc:  # any failure is this check's FAIL line
+        return Check("partitions", False, f"cannot read the topics' partitions: {exc}")
+    problem = mismatch(counts, kafka.partitions)
+    if problem is not None:
+        return Check("partitions", False, problem)
+    if not counts:
+        return Check(
+            "partitions",
+            True,
+            f"no input topics yet: the first start makes them with {kafka.partitions} "
+            f"partitions ({PARTITIONS_SETTING})",
+        )
+    return Check(
+        "partitions",
+        True,
+        f"{len(counts)} topics routed by id, {kafka.partitions} partitions each "
+        f"({PARTITIONS_SETTING})",
+    )
+
+
 def _clickhouse(settings: Settings) -> Check:
     from chainwatch.cli_context import plain_store_error
     from sinks.clickhouse.connection import embedded_engine_version, embedded_store_exists
@@ -294,5 +328,6 @@ def run_checks(settings: Settings) -> list[Check]:
     if kafka.ok:
         checks.append(_replication(settings))
         checks.append(timestamps(settings))
+        checks.append(partitions(settings))
     checks.append(_clickhouse(settings))
     return checks

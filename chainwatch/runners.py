@@ -101,6 +101,16 @@ def create_worker_topics(app: Any, settings: Settings, internal_topics: Iterable
     )
 
 
+def prepare_worker_topics(app: Any, settings: Settings, internal_topics: Iterable[str]) -> None:
+    """`create_worker_topics`, then `PartitionsMismatch` if a topic the engine routes by id
+    already existed with another count than `kafka.partitions`: a worker that would
+    dead-letter most of its input does not start (chainwatch.topic_partitions)."""
+    from chainwatch.topic_partitions import check_partitions, routed_topics
+
+    create_worker_topics(app, settings, internal_topics)
+    check_partitions(settings.kafka.bootstrap, routed_topics(settings), settings.kafka.partitions)
+
+
 def changelog_topics(app: Any, settings: Settings) -> dict[tuple[tuple[str, str], ...], list[str]]:
     """The changelog topic of every table of `app`, grouped by the configuration faust
     gives them (compacted; `min.insync.replicas` from the settings). Tables with a
@@ -172,7 +182,7 @@ def run_worker(settings: Settings) -> None:
     ops = serve_worker_ops(settings, engine, startup)  # probes answer while it waits for Kafka
     with waiting_before_main("worker", ops) as waited:
         retry_until_reachable(
-            lambda: create_worker_topics(app, settings, INTERNAL_TOPICS), process="worker"
+            lambda: prepare_worker_topics(app, settings, INTERNAL_TOPICS), process="worker"
         )
     if waited.stopped:
         return

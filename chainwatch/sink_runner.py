@@ -22,6 +22,7 @@ from chainwatch.logs import get_logger
 from chainwatch.process import Startup, run_until_signalled, serve_metrics, waiting_before_main
 from chainwatch.runners import prepare_topics, topic_names
 from chainwatch.settings import Settings
+from chainwatch.topic_partitions import check_partitions, input_topics
 from schemas.plan import load_plan
 from sinks.backoff import Backoff
 from sinks.clickhouse.connection import (
@@ -73,6 +74,14 @@ def build_mappers(settings: Settings) -> dict[str, RecordMapper]:
     }
 
 
+def prepare_sink_topics(settings: Settings) -> None:
+    """The topics the sink reads, created when missing; then `PartitionsMismatch` if an
+    input topic has another count than `kafka.partitions`: its mappers dead-letter a
+    record read from another partition than its id's (chainwatch.topic_partitions)."""
+    prepare_topics(settings, also=NOTIFY_TOPICS)
+    check_partitions(settings.kafka.bootstrap, input_topics(settings), settings.kafka.partitions)
+
+
 def run_sink(
     settings: Settings,
     *,
@@ -91,9 +100,7 @@ def run_sink(
     startup = Startup(f"Kafka at {settings.kafka.bootstrap}")
     ops = serve_metrics(settings, startup)  # probes answer while it waits for Kafka
     with waiting_before_main("sink", ops) as waited:
-        retry_until_reachable(
-            lambda: prepare_topics(settings, also=NOTIFY_TOPICS), process="sink", wait=not drain
-        )
+        retry_until_reachable(lambda: prepare_sink_topics(settings), process="sink", wait=not drain)
     if waited.stopped:
         return SinkStats()
     startup.waiting_for = "ClickHouse"

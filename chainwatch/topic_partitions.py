@@ -1,0 +1,94 @@
+"""Whether the topics the engine routes by id have the partitions it routes with.
+
+The engine keeps each id's state on partition `murmur2(id) % CHAINWATCH_KAFKA__PARTITIONS`,
+sends its internal join messages there, and dead-letters an input record read
+from another partition (`key_mismatch`, error type `wrong_partition`; the sink's
+mappers do the same). `ensure_topics` keeps an existing topic as it is, so an
+input topic made by hand (or by an earlier deployment) with another count made
+most of its records dead letters, or mis-routed the joins, without a word at
+start. The worker and the sink therefore check, once their topics are ensured,
+and refuse to start (`PartitionsMismatch`, one line); `chainwatch doctor` reports
+the same. Reading only: a Metadata request that never creates a topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from chainwatch.errors import UserError
+from chainwatch.kafka_admin import admin_client, kafka_call
+from chainwatch.settings import Settings
+from streams.topics import INPUT_TOPICS
+
+PARTITIONS_SETTING = "CHAINWATCH_KAFKA__PARTITIONS"
+
+
+class PartitionsMismatch(UserError):
+    """A topic routed by id has another partition count than `kafka.partitions`."""
+
+
+def input_topics(settings: Settings) -> list[str]:
+    """The contract's input topics under this deployment's names (what the sink checks)."""
+    return [settings.kafka.topic(name) for name in INPUT_TOPICS]
+
+
+def routed_topics(settings: Settings) -> list[str]:
+    """Every topic whose records go to their id's partition: the inputs, and the
+    engine's internal join topics (`<app_id>-...`; what the worker and doctor check)."""
+    from streams.engine.messages import INTERNAL_TOPICS
+
+    internal = [f"{settings.engine.app_id}-{name}" for name in INTERNAL_TOPICS]
+    return [*input_topics(settings), *internal]
+
+
+def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
+    """Each of `topics` that exists -> its partition count; a missing one is left out.
+
+    One Metadata request within the admin calls' deadline (`kafka_call`); kafka-python
+    asks it with `allow_auto_topic_creation` off, so it never creates a topic.
+    """
+    wanted = list(topics)
+    admin = admin_client(bootstrap)
+    try:
+        described = kafka_call(
+            lambda: admin.describe_topics(wanted),
+            bootstrap=bootstrap,
+            what=f"describe {len(wanted)} topics",
+        )
+    finally:
+        admin.close()
+    return {
+        str(topic["name"]): len(topic["partitions"])
+        for topic in described
+        if topic.get("error_code", 0) == 0
+    }
+
+
+def mismatch(counts: Mapping[str, int], expected: int) -> str | None:
+    """One line naming every topic of `counts` without `expected` partitions, or None."""
+    wrong = {name: count for name, count in sorted(counts.items()) if count != expected}
+    if not wrong:
+        return None
+    topics = ", ".join(
+        f"topic {name} has {count} partition{'' if count == 1 else 's'}"
+        for name, count in wrong.items()
+    )
+    counts_found = set(wrong.values())
+    fix = (
+        f"set {PARTITIONS_SETTING}={counts_found.pop()}"
+        if len(counts_found) == 1
+        else f"give them one count and set {PARTITIONS_SETTING} to it"
+    )
+    return (
+        f"{topics} but {PARTITIONS_SETTING}={expected}: each id is routed to "
+        f"murmur2(id) % {expected}, so most of their records would be dead letters "
+        f"(wrong_partition) or their joins mis-routed; {fix}, or recreate the topics with "
+        f"{expected} partitions"
+    )
+
+
+def check_partitions(bootstrap: str, topics: Iterable[str], expected: int) -> None:
+    """`PartitionsMismatch` if one of `topics` that exists has another count than `expected`."""
+    problem = mismatch(partition_counts(bootstrap, topics), expected)
+    if problem is not None:
+        raise PartitionsMismatch(problem)

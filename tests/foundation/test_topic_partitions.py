@@ -1,0 +1,124 @@
+"""A topic routed by id with another partition count than `CHAINWATCH_KAFKA__PARTITIONS`
+(chainwatch.topic_partitions): made by hand or by an earlier deployment, it was kept as
+it was, and most of its records became dead letters (`wrong_partition`) without a word
+at start. The worker and the sink now refuse to start, and `doctor` fails the check.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+
+from chainwatch.doctor import partitions
+from chainwatch.kafka_admin import admin_client, create_missing_topics, kafka_call
+from chainwatch.runners import prepare_worker_topics, worker_app
+from chainwatch.settings import Settings
+from chainwatch.sink_runner import prepare_sink_topics
+from chainwatch.topic_partitions import PartitionsMismatch, mismatch, routed_topics
+from streams.engine.messages import INTERNAL_TOPICS
+from streams.topics import ORDERS
+
+WORKER_EXIT_S = 60.0
+
+
+def test_topics_with_the_configured_count_are_no_mismatch() -> None:
+    assert mismatch({"orders": 4, "scans": 4}, 4) is None
+    assert mismatch({}, 4) is None
+
+
+def test_a_mismatch_is_one_line_naming_the_topic_its_count_and_the_setting() -> None:
+    line = mismatch({"orders": 8, "scans": 4}, 4)
+    assert line is not None
+    assert "\n" not in line
+    assert line.startswith("topic orders has 8 partitions but CHAINWATCH_KAFKA__PARTITIONS=4")
+    assert "scans" not in line
+    assert "set CHAINWATCH_KAFKA__PARTITIONS=8" in line
+
+
+def test_topics_with_different_wrong_counts_are_all_named() -> None:
+    line = mismatch({"orders": 8, "scans": 1}, 4)
+    assert line is not None
+    assert "topic orders has 8 partitions, topic scans has 1 partition but" in line
+    assert "set CHAINWATCH_KAFKA__PARTITIONS=" not in line  # no one count fixes both
+
+
+def _existing(settings: Settings) -> set[str]:
+    admin = admin_client(settings.kafka.bootstrap)
+    try:
+        listed = kafka_call(admin.list_topics, bootstrap=settings.kafka.bootstrap, what="list")
+    finally:
+        admin.close()
+    return {name for name in listed if name.startswith(settings.kafka.topic(""))} | {
+        name for name in listed if name.startswith(f"{settings.engine.app_id}-")
+    }
+
+
+@pytest.fixture
+def two_partition_orders(settings_factory: Callable[..., Settings]) -> Settings:
+    """Settings with 4 partitions whose `orders` topic was made by hand with 2."""
+    settings = settings_factory()
+    orders = settings.kafka.topic(ORDERS)
+    create_missing_topics(settings.kafka.bootstrap, {orders: {}}, partitions=2)
+    return settings
+
+
+def test_doctor_fails_a_mismatch_and_creates_nothing(two_partition_orders: Settings) -> None:
+    settings = two_partition_orders
+    check = partitions(settings)
+    assert not check.ok
+    assert check.detail.startswith(
+        f"topic {settings.kafka.topic(ORDERS)} has 2 partitions but CHAINWATCH_KAFKA__PARTITIONS=4"
+    )
+    assert _existing(settings) == {settings.kafka.topic(ORDERS)}  # a read path only
+
+
+def test_doctor_passes_topics_not_made_yet_and_leaves_them_unmade(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory()
+    check = partitions(settings)
+    assert check.ok
+    assert "no input topics yet" in check.detail
+    assert _existing(settings) == set()
+
+
+def test_the_sink_refuses_input_topics_with_another_count(two_partition_orders: Settings) -> None:
+    with pytest.raises(PartitionsMismatch, match=r"has 2 partitions but .*PARTITIONS=4"):
+        prepare_sink_topics(two_partition_orders)
+
+
+def test_a_worker_whose_topics_have_the_count_starts_and_doctor_agrees(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """A replay or backtest passes its own count: its topics are made with it, so they match."""
+    settings = settings_factory(kafka={**settings_factory().kafka.model_dump(), "partitions": 2})
+    app, _engine = worker_app(settings)
+    prepare_worker_topics(app, settings, INTERNAL_TOPICS)  # no PartitionsMismatch
+    prepare_sink_topics(settings)
+    check = partitions(settings)
+    assert check.ok
+    assert check.detail.startswith(f"{len(routed_topics(settings))} topics routed by id, 2 ")
+
+
+def test_a_worker_exits_non_zero_with_one_line_when_an_input_topic_has_another_count(
+    two_partition_orders: Settings,
+) -> None:
+    settings = two_partition_orders
+    done = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "worker"],
+        env={**os.environ, **settings.to_env(), "CHAINWATCH_ENGINE__METRICS_PORT": "0"},
+        capture_output=True,
+        text=True,
+        timeout=WORKER_EXIT_S,
+        check=False,
+    )
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: {mismatch({settings.kafka.topic(ORDERS): 2}, settings.kafka.partitions)}"
+    ], done.stderr
+    assert "Traceback" not in done.stderr
