@@ -11,7 +11,7 @@ original text; nothing is skipped without a trace (blank rows are counted).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -116,6 +116,8 @@ class Importer:
         self.summary.files.append(counts)
         table.on_progress = progress
         for n, row in enumerate(table.rows(), start=1):
+            if row.blank and row.problem is None and not self._reads_any(row.unsaved):
+                continue  # blank but for formulas without values in columns not read
             outcome = self.one_safely(table.name, row, counts)
             counts.rows += 1
             if isinstance(outcome, Accepted):
@@ -130,6 +132,9 @@ class Importer:
             yield outcome
         if progress is not None:
             progress(table)
+
+    def _reads_any(self, columns: Iterable[str]) -> bool:
+        return any(self.mapper.reads(name) for name in columns)
 
     def one_safely(self, file: str, row: Row, counts: FileSummary | None = None) -> Outcome:
         """`one`, but a row whose processing fails for any reason is a `processing_error`

@@ -73,6 +73,9 @@ class Row:
     #: XLSX: header -> column (1 = A) of the cells holding a formula without a saved
     #: value; they read as empty, so a row whose import reads one is refused.
     unsaved: dict[str, int] = field(default_factory=dict)
+    #: XLSX: no cell holds a value, but some hold a formula without one (`unsaved`):
+    #: the row is blank only if the import reads none of them (the pipeline decides).
+    blank: bool = False
 
 
 def unsaved_problem(column: int, row: int) -> tuple[ReasonCode, ErrorDetail]:
@@ -434,15 +437,16 @@ class _XlsxTable(Table):
             if row.error is not None:
                 yield Row(row.number, {}, b"", _unreadable(row.error))
                 continue
-            if not any(_filled(v) for v in row.values) and not row.beyond:
-                continue
+            blank = not any(_filled(v) for v in row.values)
+            if blank and not row.beyond and not row.unsaved:
+                continue  # a row of formulas without saved values is not known to be blank
             cells = dict(zip(header, row.values, strict=False))
             raw = json.dumps(cells, default=str, ensure_ascii=False).encode()
             problem = None
             if row.beyond:
                 problem = _unreadable(f"the row has cells beyond the {len(header)} columns")
             unsaved = {header[c - 1]: c for c in row.unsaved}
-            yield Row(row.number, cells, raw, problem, unsaved=unsaved)
+            yield Row(row.number, cells, raw, problem, unsaved=unsaved, blank=blank)
         self.done = self.total
 
 

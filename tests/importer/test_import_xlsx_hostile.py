@@ -276,6 +276,23 @@ def test_a_formula_without_its_value_in_a_column_the_import_does_not_read_is_no_
     assert "cell B3 holds a formula without a saved value" in bad.reason  # not D3
 
 
+def test_a_row_of_formulas_without_saved_values_is_rejected_not_skipped_as_blank(
+    tmp_path: Path,
+) -> None:
+    """Before: every cell read as empty, so the row was skipped as blank: not counted,
+    not rejected, gone (a sheet of `=Raw!A2` formulas imported "0 rows", exit 0)."""
+    path = saved_by_openpyxl(
+        tmp_path,
+        [*HEADER, "note"],
+        ["=Raw!A2", "=Raw!B2", "=Raw!C2"],  # every read cell unsaved
+        [None, None, None, '=CONCAT("unit ",A4)'],  # unsaved, but only in a column not read
+        ["U-4", "up", TIME],
+    )
+    got = outcomes(path)
+    assert [(o.row, type(o).__name__) for o in got] == [(2, "Rejected"), (4, "Accepted")]
+    assert "cell A2 holds a formula without a saved value" in got[0].reason  # type: ignore[union-attr]
+
+
 def test_a_header_cell_holding_a_formula_without_its_value_stops_the_import(
     tmp_path: Path,
 ) -> None:
