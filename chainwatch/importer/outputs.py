@@ -9,8 +9,12 @@ failed or interrupted import never leaves half a scenario behind.
 once every in-sync replica has it and a retried batch is not duplicated.
 Every call has a deadline (start, each send, each batch's acknowledgements,
 stop); past one, or when Kafka refuses, `ImportFailed` says how many records
-Kafka had acknowledged. Re-running the import after such a failure is safe:
-the same rows get the same `event_id`s, which the engine processes once.
+Kafka had acknowledged. The deadlines of the sends are `asyncio.timeout`s,
+not `wait_for`: Python 3.11's `wait_for` returns the result of a call that
+finished in the turn it was cancelled and drops the cancellation, so Ctrl-C
+during an import (a send that seldom waits) was often ignored. Re-running the
+import after such a failure is safe: the same rows get the same `event_id`s,
+which the engine processes once.
 Bad rows go to the `dead-letter` topic as `DeadLetter` envelopes.
 """
 
@@ -182,9 +186,8 @@ class KafkaOutput:
         """Queue one record; `MessageSizeTooLargeError` for one Kafka would never take."""
         assert self._producer is not None, "start() first"
         try:
-            future = await asyncio.wait_for(
-                self._producer.send(topic, key=key, value=value), self.ack_timeout_s
-            )
+            async with asyncio.timeout(self.ack_timeout_s):
+                future = await self._producer.send(topic, key=key, value=value)
         except MessageSizeTooLargeError:
             raise
         except (KafkaError, TimeoutError) as exc:
@@ -199,7 +202,8 @@ class KafkaOutput:
             return
         pending, self._pending = self._pending, []
         try:
-            await asyncio.wait_for(asyncio.gather(*pending), self.ack_timeout_s)
+            async with asyncio.timeout(self.ack_timeout_s):
+                await asyncio.gather(*pending)
         except (KafkaError, TimeoutError) as exc:
             raise self._failed(exc) from None
         self.acknowledged += len(pending)

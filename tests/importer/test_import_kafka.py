@@ -151,3 +151,42 @@ def test_unacknowledged_records_fail_at_the_deadline_with_a_count() -> None:
     assert "did not acknowledge within 0.3s (no answer)" in message
     assert "4000 records were acknowledged before" in message
     assert "Re-running the import is safe" in message
+
+
+class _InstantProducer:
+    """Takes each record after one turn of the loop, as aiokafka does with room in its
+    buffer, and says so (`sent`); every record is acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.sent = asyncio.Event()
+        self.acked = asyncio.get_running_loop().create_future()
+        self.acked.set_result(None)
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
+        await asyncio.sleep(0)
+        self.sent.set()
+        return self.acked
+
+
+@pytest.mark.parametrize("batch", [2000, 1], ids=["send", "send-and-flush"])
+def test_an_interrupt_in_the_turn_a_send_finishes_stops_the_import(batch: int) -> None:
+    """Ctrl-C (asyncio.run cancels the import) was dropped by Python 3.11's `wait_for`
+    when the call it bounded had just finished: the import ran on to its end."""
+
+    async def interrupted() -> int:
+        output = KafkaOutput("127.0.0.1:9", batch=batch)
+        producer = _InstantProducer()
+        output._producer = producer  # type: ignore[assignment]
+
+        async def publish() -> int:
+            for _ in range(1000):
+                await output.send("scans", b"k", b"{}")
+            return 1000
+
+        task = asyncio.ensure_future(publish())
+        await producer.sent.wait()  # a send has just finished
+        task.cancel()
+        return await task
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(interrupted())
