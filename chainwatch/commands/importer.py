@@ -78,6 +78,7 @@ def run_import_command(
     fmt: str | None,
     verbose: bool,
 ) -> int:
+    from chainwatch.importer.errors import ImportInterrupted
     from chainwatch.importer.mapper import RowMapper
     from chainwatch.importer.pipeline import Importer
     from chainwatch.importer.run import open_tables
@@ -116,6 +117,8 @@ def run_import_command(
                 _to_file(importer, tables, out, report, progress)
             else:
                 dead = _to_kafka(importer, tables, cfg, report, progress)
+    except ImportInterrupted:
+        raise
     except ImportFailed as exc:
         raise UserError(str(exc)) from None
     finally:
@@ -156,11 +159,15 @@ def _to_file(
     report: RejectReport,
     progress: ImportProgress,
 ) -> None:
+    from chainwatch.importer.errors import ImportInterrupted
     from chainwatch.importer.outputs import ScenarioWriter
     from chainwatch.importer.run import import_to_file
 
     inputs = {t.identity for t in tables if t.identity is not None}
-    import_to_file(importer, tables, ScenarioWriter(out, inputs), report, progress)
+    try:
+        import_to_file(importer, tables, ScenarioWriter(out, inputs), report, progress)
+    except KeyboardInterrupt:
+        raise ImportInterrupted(f"interrupted; {out} was not written") from None
 
 
 def _to_kafka(
@@ -170,6 +177,7 @@ def _to_kafka(
     report: RejectReport,
     progress: ImportProgress,
 ) -> int:
+    from chainwatch.importer.errors import ImportInterrupted
     from chainwatch.importer.outputs import KafkaOutput
     from chainwatch.importer.run import import_to_kafka
     from chainwatch.kafka_admin import ensure_topics
@@ -185,7 +193,14 @@ def _to_kafka(
         topic_configs=cfg.kafka.topic_configs(),
     )
     output = KafkaOutput(cfg.kafka.bootstrap)
-    return asyncio.run(import_to_kafka(importer, tables, output, names, report, progress))
+    try:
+        return asyncio.run(import_to_kafka(importer, tables, output, names, report, progress))
+    except KeyboardInterrupt:
+        raise ImportInterrupted(
+            f"interrupted; Kafka acknowledged {output.acknowledged} records and dead letters "
+            "before (some more may have reached it). Re-running the import is safe: the same "
+            "rows get the same event ids"
+        ) from None
 
 
 class RejectReport:

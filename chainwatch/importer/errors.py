@@ -23,6 +23,16 @@ class FileBroken(ImportFailed):
     """
 
 
+class ImportInterrupted(ImportFailed):
+    """Ctrl-C (SIGINT) stopped the import; the message says what became of its rows.
+
+    Without it the import ended with exit status 130 and no word on what was
+    published (or that the scenario was not written).
+    """
+
+    exit_code = 130
+
+
 def one_line(exc: BaseException) -> str:
     """An exception as a short line: its type and the start of its message."""
     text = " ".join(str(exc).split())

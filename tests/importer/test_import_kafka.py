@@ -16,6 +16,7 @@ import pytest
 from aiokafka import ConsumerRecord
 from kafka import KafkaConsumer
 
+from chainwatch.importer.errors import ImportInterrupted
 from chainwatch.importer.outputs import KafkaOutput
 from chainwatch.importer.tables import ImportFailed
 from chainwatch.settings import Settings
@@ -190,3 +191,30 @@ def test_an_interrupt_in_the_turn_a_send_finishes_stops_the_import(batch: int) -
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(interrupted())
+
+
+def test_an_interrupted_import_says_what_kafka_acknowledged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It exited with status 130 and not a word on what had been published."""
+    from chainwatch.commands import importer as command
+    from chainwatch.importer import run
+    from chainwatch.importer.mapper import RowMapper
+    from chainwatch.importer.pipeline import Importer
+    from schemas.import_mapping import ImportMapping
+    from schemas.plan import load_plan
+
+    async def interrupted(*args: object) -> int:
+        output = args[2]
+        assert isinstance(output, KafkaOutput)
+        output.acknowledged = 4000
+        raise KeyboardInterrupt  # what asyncio.run raises after Ctrl-C
+
+    monkeypatch.setattr(run, "import_to_kafka", interrupted)
+    monkeypatch.setattr("chainwatch.kafka_admin.ensure_topics", lambda *a, **k: None)
+    importer = Importer(RowMapper(ImportMapping(), "scans"), load_plan())
+    with pytest.raises(ImportInterrupted) as caught:
+        command._to_kafka(importer, [], Settings(), None, None)  # type: ignore[arg-type]
+    assert caught.value.exit_code == 130
+    assert "interrupted; Kafka acknowledged 4000 records" in str(caught.value)
+    assert "Re-running the import is safe" in str(caught.value)
