@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.errors import MessageSizeTooLargeError
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
@@ -150,6 +151,57 @@ def home_partition(
     return partition_of(own.encode(), settings.kafka.partitions)
 
 
+#: How long Kafka may take to take one record, or to acknowledge the records sent so far.
+PUBLISH_TIMEOUT_S = 60.0
+
+
+class _Publisher:
+    """The scenario's sends and their acknowledgements, each within `PUBLISH_TIMEOUT_S`.
+
+    aiokafka's idempotent producer retries a batch for as long as Kafka is away:
+    a broker that stopped mid-publish kept the replay at "publishing: 115000/300000"
+    for ever, without a word. Past the deadline (or on Kafka's refusal) the replay
+    stops with one line; its topics are deleted as after any failed run.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, bootstrap: str) -> None:
+        self.producer = producer
+        self.bootstrap = bootstrap
+        self.pending: list[asyncio.Future[Any]] = []
+        self.acknowledged = 0
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> None:
+        """Queue one record; `MessageSizeTooLargeError` for one Kafka would never take."""
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                sent = await self.producer.send(topic, key=key, value=value, partition=partition)
+                self.pending.append(sent)
+        except MessageSizeTooLargeError:
+            raise
+        except (AIOKafkaError, TimeoutError) as exc:
+            raise self._failed(exc) from None
+
+    async def flush(self) -> None:
+        """Wait until Kafka acknowledged every queued record."""
+        pending, self.pending = self.pending, []
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await asyncio.gather(*pending)
+        except (AIOKafkaError, TimeoutError) as exc:
+            raise self._failed(exc) from None
+        self.acknowledged += len(pending)
+
+    def _failed(self, exc: BaseException) -> UserError:
+        why = "no answer" if isinstance(exc, TimeoutError) else type(exc).__name__
+        return UserError(
+            f"Kafka at {self.bootstrap} did not take the scenario's records within "
+            f"{PUBLISH_TIMEOUT_S:g} s ({why}; {self.acknowledged} acknowledged before): "
+            "the replay stopped; check that the broker answers and run it again"
+        )
+
+
 async def publish_scenario(
     settings: Settings,
     scenario: Path,
@@ -175,10 +227,10 @@ async def publish_scenario(
         max_batch_size=256 * 1024,
     )
     await start_producer(producer, settings.kafka.bootstrap)
+    publisher = _Publisher(producer, settings.kafka.bootstrap)
     published = dead = 0
     total = sum(1 for _ in _lines(scenario))
     largest: int | None = None
-    pending: list[asyncio.Future[Any]] = []
     lines: Iterable[tuple[int, bytes]] = _lines(scenario)
     if interleaving is not None:
         lines = topic_blocks(_lines(scenario), interleaving)
@@ -194,10 +246,8 @@ async def publish_scenario(
             code,
             datetime.now().astimezone(),
         )
-        pending.append(
-            await producer.send(
-                names(DEAD_LETTER), key=letter.dead_letter_id.encode(), value=letter.encode()
-            )
+        await publisher.send(
+            names(DEAD_LETTER), key=letter.dead_letter_id.encode(), value=letter.encode()
         )
 
     try:
@@ -221,14 +271,11 @@ async def publish_scenario(
             except RecordRejected:
                 pass  # the engine dead-letters it; publish it as the file says
             if windows is not None and windows.starts_new(ms, crm=replay.topic == CUSTOMERS):
-                await asyncio.gather(*pending)
-                pending.clear()
+                await publisher.flush()
                 if between_windows is not None:
                     await asyncio.to_thread(between_windows, windows.number)
             try:
-                sent = await producer.send(
-                    names(replay.topic), key=replay.key_bytes(), value=value, partition=partition
-                )
+                await publisher.send(names(replay.topic), replay.key_bytes(), value, partition)
             except MessageSizeTooLargeError as exc:
                 # CONTRACT v1.2: an output Kafka will not take is a processing_error, never
                 # the end of the replay (one 3 MB line stopped it with a traceback)
@@ -236,13 +283,11 @@ async def publish_scenario(
                 await dead_letter(number, line, [error], ReasonCode.PROCESSING_ERROR)
                 dead += 1
                 continue
-            pending.append(sent)
             published += 1
-            if len(pending) >= 5000:
-                await asyncio.gather(*pending)
-                pending.clear()
+            if len(publisher.pending) >= 5000:
+                await publisher.flush()
                 progress("publishing", done=published + dead, total=total)
-        await asyncio.gather(*pending)
+        await publisher.flush()
         progress("publishing", done=published + dead, total=total)
     finally:
         await stop_producer(producer)

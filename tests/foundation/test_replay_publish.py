@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from samples import customer, scan
 
+from chainwatch import replay
+from chainwatch.errors import UserError
 from chainwatch.replay import no_progress, publish_scenario, read_records, read_topic
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
@@ -67,3 +71,41 @@ def test_a_keyless_line_is_published_to_its_ids_partition(
         assert record.key is None
         order_id = json.loads(record.value)["order_id"]
         assert record.partition == partition_of(order_id.encode(), settings.kafka.partitions)
+
+
+class _SilentProducer:
+    """Takes every record and never has it acknowledged: a broker that went away."""
+
+    def __init__(self, **_config: object) -> None:
+        self.sent = 0
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> asyncio.Future[None]:
+        self.sent += 1
+        return asyncio.get_running_loop().create_future()
+
+
+def test_kafka_gone_mid_publish_stops_the_replay_in_one_line_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: the idempotent producer retried for ever and the replay waited at
+    "publishing: 115000/300000" without a word (a broker stopped mid-publish)."""
+
+    async def nothing(*_args: object, **_kwargs: object) -> None:
+        return None
+
+    monkeypatch.setattr(replay, "AIOKafkaProducer", _SilentProducer)
+    monkeypatch.setattr(replay, "start_producer", nothing)
+    monkeypatch.setattr(replay, "stop_producer", nothing)
+    monkeypatch.setattr(replay, "PUBLISH_TIMEOUT_S", 0.3)
+    record = scan(event_id="e-1")
+    scenario = tmp_path / "s.ndjson"
+    scenario.write_text(json.dumps({"topic": "scans", "key": record["order_id"], "value": record}))
+
+    started = time.monotonic()
+    with pytest.raises(UserError) as caught:
+        asyncio.run(publish_scenario(Settings(), scenario, no_progress))
+    assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert "did not take the scenario's records within 0.3 s (no answer; 0 acknowledged" in message
