@@ -13,6 +13,7 @@ producer before committing), never from a fixed sleep.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import os
 import shutil
@@ -108,8 +109,12 @@ def replay_settings(settings: Settings, *, partitions: int, run_id: str) -> Sett
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """The file's non-blank lines with their numbers, without a UTF-8 byte order mark
+    (Notepad and Excel write one: the first record was a `not_json` dead letter)."""
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
+            if number == 1:
+                line = line.removeprefix(codecs.BOM_UTF8)
             if line.strip():
                 yield number, line.rstrip(b"\r\n")
 

@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from samples import customer, scan
@@ -73,17 +74,34 @@ def test_a_keyless_line_is_published_to_its_ids_partition(
         assert record.partition == partition_of(order_id.encode(), settings.kafka.partitions)
 
 
-class _SilentProducer:
-    """Takes every record and never has it acknowledged: a broker that went away."""
+class _Producer:
+    """Takes every record (kept in `sent`); acknowledges them at once, or, `silent`,
+    never: a broker that went away."""
 
-    def __init__(self, **_config: object) -> None:
-        self.sent = 0
+    def __init__(self, *, silent: bool = False) -> None:
+        self.silent = silent
+        self.sent: list[str] = []
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
     ) -> asyncio.Future[None]:
-        self.sent += 1
-        return asyncio.get_running_loop().create_future()
+        self.sent.append(topic)
+        acked = asyncio.get_running_loop().create_future()
+        if not self.silent:
+            acked.set_result(None)
+        return acked
+
+
+def publish_to(producer: _Producer, monkeypatch: pytest.MonkeyPatch, scenario: Path) -> Any:
+    """`publish_scenario` with `producer` in place of Kafka's."""
+
+    async def nothing(*_args: object, **_kwargs: object) -> None:
+        return None
+
+    monkeypatch.setattr(replay, "AIOKafkaProducer", lambda **_config: producer)
+    monkeypatch.setattr(replay, "start_producer", nothing)
+    monkeypatch.setattr(replay, "stop_producer", nothing)
+    return asyncio.run(publish_scenario(Settings(), scenario, no_progress))
 
 
 def test_kafka_gone_mid_publish_stops_the_replay_in_one_line_at_the_deadline(
@@ -91,13 +109,6 @@ def test_kafka_gone_mid_publish_stops_the_replay_in_one_line_at_the_deadline(
 ) -> None:
     """Before: the idempotent producer retried for ever and the replay waited at
     "publishing: 115000/300000" without a word (a broker stopped mid-publish)."""
-
-    async def nothing(*_args: object, **_kwargs: object) -> None:
-        return None
-
-    monkeypatch.setattr(replay, "AIOKafkaProducer", _SilentProducer)
-    monkeypatch.setattr(replay, "start_producer", nothing)
-    monkeypatch.setattr(replay, "stop_producer", nothing)
     monkeypatch.setattr(replay, "PUBLISH_TIMEOUT_S", 0.3)
     record = scan(event_id="e-1")
     scenario = tmp_path / "s.ndjson"
@@ -105,7 +116,27 @@ def test_kafka_gone_mid_publish_stops_the_replay_in_one_line_at_the_deadline(
 
     started = time.monotonic()
     with pytest.raises(UserError) as caught:
-        asyncio.run(publish_scenario(Settings(), scenario, no_progress))
+        publish_to(_Producer(silent=True), monkeypatch, scenario)
     assert time.monotonic() - started < 10
     message = str(caught.value)
     assert "did not take the scenario's records within 0.3 s (no answer; 0 acknowledged" in message
+
+
+def test_a_scenario_saved_with_a_byte_order_mark_publishes_its_first_record(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: the mark made the first line `not_json`, a dead letter (a customer gone)."""
+    first, last = customer(), scan(event_id="e-1")
+    lines = [
+        {"topic": "crm.customers", "key": first["customer_id"], "value": first},
+        {"topic": "scans", "key": last["order_id"], "value": last},
+    ]
+    scenario = tmp_path / "bom.ndjson"
+    text = "".join(json.dumps(line) + "\r\n" for line in lines)  # as Notepad saves it
+    scenario.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    producer = _Producer()
+
+    published, dead, _ = publish_to(producer, monkeypatch, scenario)
+
+    assert (published, dead) == (2, 0)
+    assert producer.sent == ["crm.customers", "scans"]
