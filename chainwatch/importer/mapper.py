@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from schemas.common import MAX_SAFE_INTEGER, format_utc
+from schemas.common import MAX_SAFE_INTEGER, MAX_TIME, MIN_TIME, format_utc
 from schemas.import_mapping import (
     BUILTIN_DEFAULTS,
     DERIVED_ID_FIELD,
@@ -266,7 +266,19 @@ class RowMapper:
                     "time.timezone for such times",
                     "timestamp_no_offset",
                 )
-            parsed = localise(parsed, self.zone, self.ambiguous)
+            try:
+                parsed = localise(parsed, self.zone, self.ambiguous)
+            except OverflowError:  # 31.12.9999 23:00 in New York is past datetime's range
+                raise _out_of_time(value) from None
+        try:
+            in_range = MIN_TIME <= parsed.astimezone(UTC) < MAX_TIME
+        except OverflowError:
+            in_range = False
+        if not in_range:
+            # checked here, not left to the contract: a local time at datetime's edges
+            # overflowed (`processing_error`), and 0001-01-01 in a zone's local mean time
+            # (-04:56:02) was written with an offset RFC 3339 has no form for
+            raise _out_of_time(value)
         return parsed
 
     def _parse_text(self, text: str) -> datetime:
@@ -304,6 +316,13 @@ def localise(naive: datetime, zone: ZoneInfo, ambiguous: str) -> datetime:
         f"{naive.isoformat()} happens twice in {zone.key} (the clocks go back); set "
         "time.ambiguous: earlier or later in the mapping",
         "import_time_ambiguous",
+    )
+
+
+def _out_of_time(value: Any) -> _Bad:
+    return _Bad(
+        f"{cell_text(value)!r} is outside {MIN_TIME.date()} - {MAX_TIME.date()}",
+        "timestamp_range",
     )
 
 

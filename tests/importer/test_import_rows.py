@@ -82,6 +82,28 @@ def test_a_naive_time_without_a_zone_in_the_mapping_is_rejected_like_the_contrac
     assert (field, kind) == ("event_time", "timestamp_no_offset")
 
 
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "31.12.9999 23:00",  # UTC 10000-01-01: past datetime's range (OverflowError)
+        "01.01.0001 00:00",  # local mean time, -04:56:02: an offset RFC 3339 cannot write
+        datetime(9999, 12, 31, 23),  # noqa: DTZ001 - a spreadsheet date cell is naive
+        "31.12.2099 20:00",  # UTC 2100-01-01T01:00
+        "31.12.1970 23:00",  # UTC 1971-01-01T04:00: inside, as the offset says
+    ],
+)
+def test_a_local_time_outside_the_contracts_range_is_a_range_error(cell: Any) -> None:
+    """Before: `processing_error: OverflowError: date value out of range` (read as a bug)
+    or `timestamp must be RFC 3339` for the local mean time of year 1."""
+    m = mapper(time={**BERLIN, "timezone": "America/New_York"})
+    if cell == "31.12.1970 23:00":
+        assert mapped(m, scan(event_time=cell))["event_time"].year == 1970
+        return
+    field, kind, message = problem(m, scan(event_time=cell))
+    assert (field, kind) == ("event_time", "timestamp_range")
+    assert message.endswith("is outside 1971-01-01 - 2100-01-01")
+
+
 def test_formats_are_tried_in_order_and_a_spreadsheet_date_cell_needs_none() -> None:
     m = mapper(time=BERLIN)
     assert mapped(m, scan(event_time="2026-11-22 14:05"))["event_time"].hour == 14
