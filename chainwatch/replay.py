@@ -41,6 +41,7 @@ from kafka.errors import KafkaError
 
 from chainwatch.errors import USER_ERRORS, UserError
 from chainwatch.kafka_admin import admin_client, bounded, ensure_topics, kafka_call
+from chainwatch.long_lines import MAX_LINE_BYTES, LongLine, binary_lines
 from chainwatch.replay_windows import EventTimeWindows, window_ms
 from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
@@ -108,30 +109,41 @@ def replay_settings(settings: Settings, *, partitions: int, run_id: str) -> Sett
     )
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+#: The longest scenario line parsed. Kafka takes records of up to 1 MiB; a line of
+#: 8 MiB cannot hold one however much blank space it has, and parsing one of 200 MB
+#: took 4.3 GB. A longer line is a dead letter read through a hash (`long_lines`).
+MAX_SCENARIO_LINE_BYTES = 8 * MAX_LINE_BYTES
+
+ScenarioLine = tuple[int, bytes | LongLine]
+"""A line's number and its text (ending cut), or a `LongLine` too long to read."""
+
+
+def scenario_lines(path: Path) -> Iterator[ScenarioLine]:
     """The file's non-blank lines with their numbers, without a UTF-8 byte order mark
     (Notepad and Excel write one: the first record was a `not_json` dead letter)."""
     with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
+        for number, line in binary_lines(handle, MAX_SCENARIO_LINE_BYTES):
+            if isinstance(line, LongLine):
+                yield number, line
+                continue
             if number == 1:
                 line = line.removeprefix(codecs.BOM_UTF8)
             if line.strip():
                 yield number, line.rstrip(b"\r\n")
 
 
-def topic_blocks(lines: Iterator[tuple[int, bytes]], order: list[str]) -> list[tuple[int, bytes]]:
+def topic_blocks(lines: Iterator[ScenarioLine], order: list[str]) -> list[ScenarioLine]:
     """The same records re-interleaved: whole topics one after another, in `order`.
 
     Each topic keeps its own record order (which the rules depend on); only the
     interleaving across topics changes. Unparseable lines go first.
     """
-    by_topic: dict[str, list[tuple[int, bytes]]] = {}
+    by_topic: dict[str, list[ScenarioLine]] = {}
     for number, line in lines:
-        topic: str
-        try:
-            topic = decode_replay_line(line).topic
-        except RecordRejected:
-            topic = ""
+        topic = ""
+        if not isinstance(line, LongLine):
+            with contextlib.suppress(RecordRejected):
+                topic = decode_replay_line(line).topic
         by_topic.setdefault(topic, []).append((number, line))
     result = by_topic.pop("", [])
     for topic in order:
@@ -234,15 +246,19 @@ async def publish_scenario(
     await start_producer(producer, settings.kafka.bootstrap)
     publisher = _Publisher(producer, settings.kafka.bootstrap)
     published = dead = 0
-    total = sum(1 for _ in _lines(scenario))
+    total = sum(1 for _ in scenario_lines(scenario))
     largest: int | None = None
-    lines: Iterable[tuple[int, bytes]] = _lines(scenario)
+    lines: Iterable[ScenarioLine] = scenario_lines(scenario)
     if interleaving is not None:
-        lines = topic_blocks(_lines(scenario), interleaving)
+        lines = topic_blocks(scenario_lines(scenario), interleaving)
     progress("publishing", done=0, total=total)
 
     async def dead_letter(
-        number: int, raw: bytes | None, errors: list[ErrorDetail], code: ReasonCode
+        number: int,
+        raw: bytes | None,
+        errors: list[ErrorDetail],
+        code: ReasonCode,
+        original: tuple[int, str] | None = None,
     ) -> None:
         letter = DeadLetter.build(
             raw,
@@ -250,6 +266,7 @@ async def publish_scenario(
             errors,
             code,
             datetime.now().astimezone(),
+            original=original,
         )
         await publisher.send(
             names(DEAD_LETTER), key=letter.dead_letter_id.encode(), value=letter.encode()
@@ -257,6 +274,15 @@ async def publish_scenario(
 
     try:
         for number, line in lines:
+            if isinstance(line, LongLine):
+                error = ErrorDetail(
+                    loc="", msg=line.describe(MAX_SCENARIO_LINE_BYTES), type="too_large"
+                )
+                original = (line.size, line.sha256)
+                start = line.start[:MAX_LINE_BYTES]  # all a dead letter keeps of it
+                await dead_letter(number, start, [error], ReasonCode.PROCESSING_ERROR, original)
+                dead += 1
+                continue
             try:
                 replay = decode_replay_line(line)
             except RecordRejected as exc:

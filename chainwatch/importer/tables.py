@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import hashlib
 import json
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,15 @@ from typing import IO, Any, Final, Literal
 
 from chainwatch.importer.errors import ImportFailed
 from chainwatch.importer.xlsx import SheetReader, SheetRow, open_book
+from chainwatch.long_lines import (
+    CHUNK,
+    MAX_LINE_BYTES,
+    LongLine,
+    binary_lines,
+    first_read,
+    rest_of_line,
+    too_long,
+)
 from schemas.dead_letter import ErrorDetail, ReasonCode
 from schemas.import_mapping import ImportMapping
 
@@ -36,15 +44,11 @@ FORMAT_BY_SUFFIX: Final[dict[str, Format]] = {
     ".jsonl": "ndjson",
 }
 _DELIMITERS = (";", ",", "\t", "|")
-_CHUNK = 1 << 20
-#: The longest line (CSV record, NDJSON line) read into memory. A record this
-#: large could never be published (Kafka's 1 MiB message limit); a longer one is
-#: a bad row whose dead letter keeps its start, its size and its SHA-256, and the
-#: rest is only streamed through the hash, so one line of gigabytes cannot
-#: exhaust memory.
-MAX_LINE_BYTES: Final = 1 << 20
-#: A line's first read: the longest line the limit allows and its CR LF.
-_LINE_READ: Final = MAX_LINE_BYTES + 2
+
+#: A line's first read: the longest line the limit allows and its CR LF. A line over
+#: `MAX_LINE_BYTES` is a bad row whose dead letter keeps its start, its size and its
+#: SHA-256 (`chainwatch.long_lines`).
+_LINE_READ: Final = first_read()
 #: Rows read (blank ones too) between two progress reports from a table itself.
 _TICK = 4096
 
@@ -176,58 +180,15 @@ def is_one_of(path: Path, inputs: Collection[tuple[int, int]]) -> bool:
 # --- CSV --------------------------------------------------------------------------------
 
 
-class _LongLine(Exception):
-    """A line over `MAX_LINE_BYTES`, read to its end through a hash, its start kept."""
-
-    def __init__(self, start: bytes, size: int, sha256: str) -> None:
-        super().__init__(start[:80])
-        self.start, self.size, self.sha256 = start, size, sha256
-
-    def problem(self) -> tuple[ReasonCode, ErrorDetail]:
-        return _unreadable(
-            f"the line is {self.size:,} bytes, longer than any record can be "
-            f"({MAX_LINE_BYTES:,}); SHA-256 {self.sha256}",
-            "import_line_too_long",
-        )
-
-
-def _too_long(line: str | bytes) -> bool:
-    """Whether a line read with a limit of `_LINE_READ` is longer than `MAX_LINE_BYTES`."""
-    if len(line) <= MAX_LINE_BYTES:
-        return False
-    text = line.rstrip("\r\n") if isinstance(line, str) else line.rstrip(b"\r\n")
-    return len(text) > MAX_LINE_BYTES
-
-
-def _rest_of_line(
-    read_piece: Callable[[], tuple[bytes, bool]], start: bytes, ended: bool
-) -> _LongLine:
-    """Read the rest of a too-long line through SHA-256; size and hash leave out its ending.
-
-    `read_piece` returns the next piece of the line and whether it ended the line.
-    """
-    digest, size = hashlib.sha256(), 0
-    pending = start
-    while not ended:
-        piece, ended = read_piece()
-        if not piece:  # the end of the file
-            break
-        digest.update(pending[:-1])  # the last byte held back: it may be the CR of a CRLF
-        size += len(pending) - 1
-        pending = pending[-1:] + piece
-    for ending in (b"\r\n", b"\n", b"\r"):
-        if pending.endswith(ending):
-            pending = pending[: -len(ending)]
-            break
-    digest.update(pending)
-    return _LongLine(start[:MAX_LINE_BYTES], size + len(pending), digest.hexdigest())
+def _long_problem(long: LongLine) -> tuple[ReasonCode, ErrorDetail]:
+    return _unreadable(long.describe(), "import_line_too_long")
 
 
 class _Tap:
     """The lines a csv.reader consumed since the last `take()`: a record's original text.
 
     A physical line longer than `MAX_LINE_BYTES` is not handed to the reader:
-    `_LongLine` goes through it instead (the reader starts afresh on its next
+    `LongLine` goes through it instead (the reader starts afresh on its next
     call), after the line was read to its end.
     """
 
@@ -246,16 +207,16 @@ class _Tap:
         if not line:
             raise StopIteration
         self.lines += 1
-        if _too_long(line):
+        if too_long(line):
             self._taken.clear()
             ended = line.endswith(("\n", "\r"))
-            raise _rest_of_line(self._read_piece, self._encoder.encode(line), ended)
+            raise rest_of_line(self._read_piece, self._encoder.encode(line), ended)
         self._taken.append(line)
         return line
 
     def _read_piece(self) -> tuple[bytes, bool]:
-        piece = self._handle.readline(_CHUNK)
-        ended = len(piece) < _CHUNK or piece.endswith(("\n", "\r"))
+        piece = self._handle.readline(CHUNK)
+        ended = len(piece) < CHUNK or piece.endswith(("\n", "\r"))
         return self._encoder.encode(piece), ended
 
     def take(self) -> str:
@@ -284,11 +245,11 @@ class _CsvTable(Table):
             try:
                 if next(self._tap, None) is None:
                     raise ImportFailed(f"{self.path}: no header row {mapping.header_row}")
-            except _LongLine:  # a line above the header, not read: as any other there
+            except LongLine:  # a line above the header, not read: as any other there
                 continue
         try:
             header_line = next(self._tap, None)
-        except _LongLine as long:
+        except LongLine as long:
             raise ImportFailed(
                 f"{self.path}: header row {mapping.header_row} is {long.size:,} bytes, "
                 f"longer than a header can be ({MAX_LINE_BYTES:,})"
@@ -316,9 +277,9 @@ class _CsvTable(Table):
                 cells = next(self._reader)
             except StopIteration:
                 return
-            except _LongLine as long:
+            except LongLine as long:
                 self.done = self._tap.lines
-                yield Row(start, {}, long.start, long.problem(), (long.size, long.sha256))
+                yield Row(start, {}, long.start, _long_problem(long), (long.size, long.sha256))
                 continue
             except csv.Error as exc:  # a NUL byte, an unterminated quote at the end
                 text = self._tap.take()
@@ -347,7 +308,7 @@ def _check_encoding(path: Path, encoding: str) -> int:
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     lines = offset = 0
     with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
+        while chunk := handle.read(CHUNK):
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError as exc:
@@ -465,14 +426,10 @@ class _NdjsonTable(Table):
 
     def rows(self) -> Iterator[Row]:
         handle = self._close[0]
-        number = 0
-        while line := handle.readline(_LINE_READ):
-            number += 1
-            if _too_long(line):
-                ended = line.endswith(b"\n")
-                long = _rest_of_line(lambda: _ndjson_piece(handle), line, ended)
+        for number, line in binary_lines(handle):
+            if isinstance(line, LongLine):
                 self.done = handle.tell()
-                yield Row(number, {}, long.start, long.problem(), (long.size, long.sha256))
+                yield Row(number, {}, line.start, _long_problem(line), (line.size, line.sha256))
                 continue
             self.done = handle.tell()
             text = line.rstrip(b"\r\n")
@@ -495,11 +452,6 @@ class _NdjsonTable(Table):
                 yield Row(number, {}, text, (ReasonCode.NOT_OBJECT, detail))
                 continue
             yield Row(number, value, text)
-
-
-def _ndjson_piece(handle: IO[bytes]) -> tuple[bytes, bool]:
-    piece = handle.readline(_CHUNK)
-    return piece, len(piece) < _CHUNK or piece.endswith(b"\n")
 
 
 def _json_int(text: str) -> int | float:

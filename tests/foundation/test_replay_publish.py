@@ -4,8 +4,10 @@ is a dead letter, never the end of the replay (CONTRACT v1.2)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,11 +83,13 @@ class _Producer:
     def __init__(self, *, silent: bool = False) -> None:
         self.silent = silent
         self.sent: list[str] = []
+        self.values: list[bytes | None] = []
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
     ) -> asyncio.Future[None]:
         self.sent.append(topic)
+        self.values.append(value)
         acked = asyncio.get_running_loop().create_future()
         if not self.silent:
             acked.set_result(None)
@@ -140,3 +144,38 @@ def test_a_scenario_saved_with_a_byte_order_mark_publishes_its_first_record(
 
     assert (published, dead) == (2, 0)
     assert producer.sent == ["crm.customers", "scans"]
+
+
+def test_a_line_of_megabytes_is_a_dead_letter_read_in_bounded_memory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: the line was read and parsed whole (200 MB took 4.3 GB; a gigabyte ran the
+    machine out of memory)."""
+    huge = 6 * replay.MAX_SCENARIO_LINE_BYTES + 12_345
+    first, last = scan(event_id="e-1"), scan(event_id="e-2")
+    line = b'{"topic": "scans", "value": {"notes": "' + b"x" * huge
+    scenario = tmp_path / "huge.ndjson"
+    with scenario.open("wb") as out:
+        out.write(json.dumps({"topic": "scans", "value": first}).encode() + b"\n")
+        out.write(line + b"\n")
+        out.write(json.dumps({"topic": "scans", "value": last}).encode() + b"\n")
+    producer = _Producer()
+
+    tracemalloc.start()
+    try:
+        published, dead, _ = publish_to(producer, monkeypatch, scenario)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert (published, dead) == (2, 1)
+    assert producer.sent == ["scans", "dead-letter", "scans"]
+    letter = DeadLetter.model_validate_json(producer.values[1] or b"")
+    assert letter.reason_code is ReasonCode.PROCESSING_ERROR
+    assert (letter.source.line, letter.truncated) == (2, True)
+    assert (letter.original_size, letter.original_sha256) == (
+        len(line),
+        hashlib.sha256(line).hexdigest(),
+    )
+    bound = 4 * replay.MAX_SCENARIO_LINE_BYTES  # the line's first read and a few copies
+    assert peak < bound, f"{peak:,} bytes held for a {len(line):,}-byte line"

@@ -1,0 +1,93 @@
+"""Lines of a user's file read with a bound, so one line of gigabytes cannot exhaust memory.
+
+`chainwatch import` (CSV, NDJSON) and `chainwatch replay` read files a line at
+a time. A line longer than any record can be is not held: its first `limit`
+bytes are kept, the rest is only streamed through SHA-256, and the caller gets
+a `LongLine` (start, real size, hash) to dead-letter. Without the bound a
+replay scenario with one 200 MB line took 4.3 GB of memory to parse, and a line
+of a gigabyte or more ran the machine out of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import IO, Final
+
+#: The longest line (CSV record, NDJSON line) an import holds: a record this
+#: large could never be published (Kafka's 1 MiB message limit).
+MAX_LINE_BYTES: Final = 1 << 20
+#: How much of a too-long line's rest is read at a time.
+CHUNK: Final = 1 << 20
+
+
+class LongLine(Exception):
+    """A line over its limit, read to its end through a hash, its start kept."""
+
+    def __init__(self, start: bytes, size: int, sha256: str) -> None:
+        super().__init__(start[:80])
+        self.start, self.size, self.sha256 = start, size, sha256
+
+    def describe(self, limit: int = MAX_LINE_BYTES) -> str:
+        return (
+            f"the line is {self.size:,} bytes, longer than any record can be "
+            f"({limit:,}); SHA-256 {self.sha256}"
+        )
+
+
+def first_read(limit: int = MAX_LINE_BYTES) -> int:
+    """A line's first read: the longest line the limit allows and its CR LF."""
+    return limit + 2
+
+
+def too_long(line: str | bytes, limit: int = MAX_LINE_BYTES) -> bool:
+    """Whether a line read with a limit of `first_read(limit)` is longer than `limit`."""
+    if len(line) <= limit:
+        return False
+    text = line.rstrip("\r\n") if isinstance(line, str) else line.rstrip(b"\r\n")
+    return len(text) > limit
+
+
+def rest_of_line(
+    read_piece: Callable[[], tuple[bytes, bool]],
+    start: bytes,
+    ended: bool,
+    limit: int = MAX_LINE_BYTES,
+) -> LongLine:
+    """Read the rest of a too-long line through SHA-256; size and hash leave out its ending.
+
+    `read_piece` returns the next piece of the line and whether it ended the line.
+    """
+    digest, size = hashlib.sha256(), 0
+    pending = start
+    while not ended:
+        piece, ended = read_piece()
+        if not piece:  # the end of the file
+            break
+        digest.update(pending[:-1])  # the last byte held back: it may be the CR of a CRLF
+        size += len(pending) - 1
+        pending = pending[-1:] + piece
+    for ending in (b"\r\n", b"\n", b"\r"):
+        if pending.endswith(ending):
+            pending = pending[: -len(ending)]
+            break
+    digest.update(pending)
+    return LongLine(start[:limit], size + len(pending), digest.hexdigest())
+
+
+def binary_lines(
+    handle: IO[bytes], limit: int = MAX_LINE_BYTES
+) -> Iterator[tuple[int, bytes | LongLine]]:
+    """Every line of a binary file (numbered from 1, its ending kept), or a `LongLine`."""
+
+    def piece() -> tuple[bytes, bool]:
+        got = handle.readline(CHUNK)
+        return got, len(got) < CHUNK or got.endswith(b"\n")
+
+    number = 0
+    while line := handle.readline(first_read(limit)):
+        number += 1
+        if too_long(line, limit):
+            yield number, rest_of_line(piece, line, line.endswith(b"\n"), limit)
+        else:
+            yield number, line
