@@ -45,6 +45,7 @@ from chainwatch.long_lines import MAX_LINE_BYTES, LongLine, binary_lines
 from chainwatch.replay_windows import EventTimeWindows, window_ms
 from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
+from schemas.files import not_a_file
 from schemas.plan import load_plan
 from schemas.validation import (
     InputRecord,
@@ -801,8 +802,9 @@ class ReplayRun:
     """One replay, step by step (the tests drive the steps to kill workers in between)."""
 
     def __init__(self, settings: Settings, scenario: Path, *, partitions: int, progress: Progress):
-        if not scenario.is_file():
-            raise UserError(f"scenario file not found: {scenario}")
+        why = not_a_file(scenario)
+        if why is not None:
+            raise UserError(f"scenario {scenario}: {why}")
         self.scenario = scenario
         self.progress = progress
         self.run_id = uuid.uuid4().hex[:10]

@@ -46,6 +46,25 @@ def read_config_bytes(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> bytes:
     return data
 
 
+def not_a_file(path: Path) -> str | None:
+    """Why `path` is no file a command can read rows from (None: it is one).
+
+    "no such file" was said of a directory and of a FIFO too, which sent the user
+    looking for a typo; a FIFO opened for reading would also wait for a writer.
+    """
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if stat.S_ISDIR(found.st_mode):
+        return "is a directory, not a file"
+    if not stat.S_ISREG(found.st_mode):
+        return "is not a regular file (a pipe, socket or device)"
+    return None
+
+
 def read_config_text(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> str:
     """`read_config_bytes` as UTF-8 text (`UnicodeDecodeError` when it is not)."""
     return read_config_bytes(path, max_bytes).decode("utf-8")

@@ -22,7 +22,7 @@ from chainwatch.errors import UserError
 from chainwatch.replay import Progress, run_replay, scenario_lines
 from chainwatch.settings import Settings
 from schemas.alerts import Alert
-from schemas.files import read_config_bytes
+from schemas.files import not_a_file, read_config_bytes
 from schemas.plan import PlanError, SlaPlan, parse_plan
 
 
@@ -112,8 +112,9 @@ def run_backtest(
     timeout_s: float = 1800,
 ) -> BacktestResult:
     """Replay `history` once per plan, store each run, compare the stored runs."""
-    if not history.is_file():
-        raise UserError(f"history file not found: {history}")
+    why = not_a_file(history)
+    if why is not None:
+        raise UserError(f"history {history}: {why}")
     backtest_id = uuid.uuid4().hex
     input_sha256 = file_sha256(history)
     input_records = count_records(history)

@@ -49,12 +49,14 @@ def register(app: typer.Typer) -> None:
         """Replay HISTORY once per --plan, store every run, print the plans side by side."""
         from chainwatch.backtest.run import load_plan_files, run_backtest
         from chainwatch.logs import route_library_logs
+        from schemas.files import not_a_file
         from sinks.clickhouse.connection import SerializedClient, StoreLocked, open_client
         from sinks.clickhouse.migrate import migrate
 
         until_at = _parse_until(until)
-        if not history.is_file():
-            raise UserError(f"history file not found: {history}")
+        why = not_a_file(history)
+        if why is not None:
+            raise UserError(f"history {history}: {why}")
         plans = load_plan_files(plan)
         cfg = settings()
         try:

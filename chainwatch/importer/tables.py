@@ -31,6 +31,7 @@ from chainwatch.long_lines import (
     too_long,
 )
 from schemas.dead_letter import ErrorDetail, ReasonCode
+from schemas.files import not_a_file
 from schemas.import_mapping import ImportMapping
 
 Format = Literal["csv", "xlsx", "ndjson"]
@@ -145,15 +146,19 @@ def detect_format(path: Path, given: str | None = None) -> Format:
 def open_table(path: Path, mapping: ImportMapping, fmt: str | None = None) -> Table:
     """Open one file and read its header; `ImportFailed` for a file that cannot be read."""
     kind = detect_format(path, fmt)
-    if not path.is_file():
-        raise ImportFailed(f"{path}: no such file")
+    why = not_a_file(path)
+    if why is not None:
+        raise ImportFailed(f"{path}: {why}")
     table: Table
-    if kind == "csv":
-        table = _CsvTable.open(path, mapping)
-    elif kind == "xlsx":
-        table = _XlsxTable.open(path, mapping)
-    else:
-        table = _NdjsonTable.open(path)
+    try:
+        if kind == "csv":
+            table = _CsvTable.open(path, mapping)
+        elif kind == "xlsx":
+            table = _XlsxTable.open(path, mapping)
+        else:
+            table = _NdjsonTable.open(path)
+    except OSError as exc:  # no permission, an I/O error: "internal error" before
+        raise ImportFailed(f"{path}: cannot read it ({exc.strerror or exc})") from None
     table.identity = file_identity(path)
     return table
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -179,3 +180,11 @@ def test_a_line_of_megabytes_is_a_dead_letter_read_in_bounded_memory(
     )
     bound = 4 * replay.MAX_SCENARIO_LINE_BYTES  # the line's first read and a few copies
     assert peak < bound, f"{peak:,} bytes held for a {len(line):,}-byte line"
+
+
+def test_a_scenario_that_is_a_directory_or_a_pipe_is_said_to_be_one(tmp_path: Path) -> None:
+    """Before: "scenario file not found", as for a typo."""
+    os.mkfifo(tmp_path / "pipe.ndjson")
+    for path, why in [(tmp_path, "is a directory"), (tmp_path / "pipe.ndjson", "a pipe")]:
+        with pytest.raises(UserError, match=f"scenario {path}: .*{why}"):
+            replay.ReplayRun(Settings(), path, partitions=1, progress=no_progress)

@@ -4,6 +4,7 @@ contract validation, into lines `chainwatch replay` reads."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,12 @@ def test_file_level_problems_stop_the_import_before_any_row(tmp_path: Path) -> N
         open_table(tmp_path / "old.xls", ImportMapping())
     with pytest.raises(ImportFailed, match="no such file"):
         open_table(tmp_path / "nope.csv", ImportMapping())
+    (tmp_path / "dir.csv").mkdir()  # before: "no such file", as for a typo
+    with pytest.raises(ImportFailed, match=r"dir\.csv: is a directory, not a file"):
+        open_table(tmp_path / "dir.csv", ImportMapping())
+    os.mkfifo(tmp_path / "pipe.ndjson")
+    with pytest.raises(ImportFailed, match=r"pipe\.ndjson: is not a regular file \(a pipe"):
+        open_table(tmp_path / "pipe.ndjson", ImportMapping())
     mapping = ImportMapping(sheet="Tabelle1")
     with pytest.raises(ImportFailed, match=r"no sheet 'Tabelle1' \(sheets: Störungen\)"):
         open_table(EXAMPLES / "unit_status.xlsx", mapping)
@@ -252,3 +259,19 @@ def test_a_re_imported_bad_row_gets_the_same_dead_letter_id() -> None:
     ]
     assert len(ids[0]) == 2
     assert ids[0] == ids[1]
+
+
+def test_a_file_the_import_may_not_read_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: `internal error: PermissionError ...`, read as a bug of the import."""
+    from chainwatch.importer import tables
+
+    def denied(path: Path, encoding: str) -> int:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(tables, "_check_encoding", denied)
+    path = tmp_path / "locked.csv"
+    path.write_text("order_id\nPO-1\n")
+    with pytest.raises(ImportFailed, match=r"locked\.csv: cannot read it \(Permission denied\)"):
+        open_table(path, ImportMapping())
