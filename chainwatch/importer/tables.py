@@ -317,6 +317,12 @@ def _check_encoding(path: Path, encoding: str) -> int:
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError as exc:
+                if offset == 0 and chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                    # Excel's "Unicode Text": cp1252, the usual advice, reads it as NULs
+                    raise ImportFailed(
+                        f"{path}: UTF-16 text (it starts with UTF-16's byte order mark), "
+                        f"not {encoding}; set csv.encoding: utf-16 in the mapping"
+                    ) from None
                 raise ImportFailed(
                     f"{path}: not {encoding} text (byte {offset + exc.start}); set "
                     "csv.encoding in the mapping, e.g. cp1252 for older Excel exports"

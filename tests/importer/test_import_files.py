@@ -275,3 +275,17 @@ def test_a_file_the_import_may_not_read_is_one_line(
     path.write_text("order_id\nPO-1\n")
     with pytest.raises(ImportFailed, match=r"locked\.csv: cannot read it \(Permission denied\)"):
         open_table(path, ImportMapping())
+
+
+def test_a_utf16_export_is_named_as_such_and_reads_with_the_encoding_it_names(
+    tmp_path: Path,
+) -> None:
+    """Excel's "Unicode Text" (UTF-16, tabs). Before: "set csv.encoding ..., e.g. cp1252",
+    which reads every other byte as a NUL."""
+    path = tmp_path / "units.txt"
+    text = "unit_id\tstatus\tevent_time\nU-1\tup\t2026-11-23T09:30:00Z\n"
+    path.write_bytes(text.encode("utf-16"))  # with its byte order mark
+    with pytest.raises(ImportFailed, match=r"UTF-16 text .* set csv\.encoding: utf-16"):
+        open_table(path, ImportMapping())
+    with open_table(path, ImportMapping.model_validate({"csv": {"encoding": "utf-16"}})) as table:
+        assert table.header == ["unit_id", "status", "event_time"]
