@@ -985,6 +985,17 @@ class ReplayRun:
             delete_run_topics(self.settings)
             remove_worker_state(self.settings)
 
+    def close_after_failure(self, *, keep_topics: bool = False) -> None:
+        """`close` while the run's own error is on its way: a clean-up that fails too
+        (Kafka gone: its topics cannot be deleted) is a progress line, not the error
+        the user sees (a broker stopped mid-publish was reported as "cannot reach
+        Kafka" from the deletion, not as the publish that failed)."""
+        try:
+            self.close(keep_topics=keep_topics)
+        except (*USER_ERRORS, KafkaError, OSError) as exc:
+            prefix = self.settings.kafka.topic_prefix
+            self.progress(f"the run's topics ({prefix}*) were not deleted: {exc}")
+
 
 def remove_worker_state(settings: Settings) -> None:
     """The run's table state in its workers' data dirs (`<data_dir>/worker<N>/faust/<app>`),
@@ -1024,6 +1035,8 @@ def run_replay(
         result = run.results()
         if on_results is not None:
             on_results(run, result)
-        return result
-    finally:
-        run.close(keep_topics=keep_topics)
+    except BaseException:
+        run.close_after_failure(keep_topics=keep_topics)
+        raise
+    run.close(keep_topics=keep_topics)
+    return result

@@ -188,3 +188,34 @@ def test_a_scenario_that_is_a_directory_or_a_pipe_is_said_to_be_one(tmp_path: Pa
     for path, why in [(tmp_path, "is a directory"), (tmp_path / "pipe.ndjson", "a pipe")]:
         with pytest.raises(UserError, match=f"scenario {path}: .*{why}"):
             replay.ReplayRun(Settings(), path, partitions=1, progress=no_progress)
+
+
+def test_a_failed_clean_up_does_not_hide_why_the_replay_failed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: a broker stopped mid-publish was reported by the topics' deletion in the
+    `finally` ("cannot reach Kafka"), not as the publish that had failed."""
+
+    def publish_fails(self: replay.ReplayRun, *args: object, **kwargs: object) -> None:
+        raise UserError("Kafka did not take the scenario's records")
+
+    def deletion_fails(settings: Settings) -> None:
+        raise UserError("cannot reach Kafka")
+
+    monkeypatch.setattr(replay.ReplayRun, "prepare_topics", lambda self: None)
+    monkeypatch.setattr(replay.ReplayRun, "wait_for_group", lambda self, n: None)
+    monkeypatch.setattr(replay.ReplayRun, "start_workers", lambda self, n: [])
+    monkeypatch.setattr(replay.ReplayRun, "publish", publish_fails)
+    monkeypatch.setattr(replay, "delete_run_topics", deletion_fails)
+    said: list[str] = []
+    scenario = tmp_path / "s.ndjson"
+    scenario.write_text("")
+
+    def progress(message: str, /, *, done: int | None = None, total: int | None = None) -> None:
+        said.append(message)
+
+    with pytest.raises(UserError, match="did not take the scenario's records"):
+        replay.run_replay(
+            Settings(), scenario, until=None, workers=1, partitions=1, progress=progress
+        )
+    assert any("were not deleted: cannot reach Kafka" in line for line in said), said
