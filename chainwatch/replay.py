@@ -633,13 +633,13 @@ async def send_final_clock(settings: Settings, t_ms: int) -> None:
         topic = f"{settings.engine.app_id}-{ORDER_INBOX}"
         for partition in range(settings.kafka.partitions):
             try:
-                await asyncio.wait_for(
-                    producer.send_and_wait(
+                async with asyncio.timeout(FINAL_CLOCK_TIMEOUT_S):
+                    await producer.send_and_wait(
                         topic, value=encode_bundle([Tick(t_ms).encode()]), partition=partition
-                    ),
-                    FINAL_CLOCK_TIMEOUT_S,
-                )
-            except (KafkaError, TimeoutError) as exc:
+                    )
+            # aiokafka's errors: kafka-python's `KafkaError` alone let them out as an
+            # "internal error"
+            except (AIOKafkaError, TimeoutError) as exc:
                 raise UserError(
                     f"Kafka at {settings.kafka.bootstrap} did not acknowledge the final clock "
                     f"on {topic}[{partition}] within {FINAL_CLOCK_TIMEOUT_S:g} s "

@@ -219,3 +219,24 @@ def test_a_failed_clean_up_does_not_hide_why_the_replay_failed(
             Settings(), scenario, until=None, workers=1, partitions=1, progress=progress
         )
     assert any("were not deleted: cannot reach Kafka" in line for line in said), said
+
+
+def test_kafka_refusing_the_final_clock_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: aiokafka's own errors passed the `except` (kafka-python's `KafkaError`)
+    and ended the replay as an "internal error"."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    class Refusing(_Producer):
+        async def send_and_wait(self, topic: str, **_kwargs: object) -> None:
+            raise KafkaTimeoutError
+
+    async def nothing(*_args: object, **_kwargs: object) -> None:
+        return None
+
+    monkeypatch.setattr(replay, "AIOKafkaProducer", lambda **_config: Refusing())
+    monkeypatch.setattr(replay, "start_producer", nothing)
+    monkeypatch.setattr(replay, "stop_producer", nothing)
+    with pytest.raises(UserError, match=r"did not acknowledge the final clock .*KafkaTimeoutError"):
+        asyncio.run(replay.send_final_clock(Settings(), 1_800_000_000_000))
