@@ -18,6 +18,11 @@ from streams.settings import EngineSettings, KafkaSettings
 MIB = 1024 * 1024
 
 
+MAX_CLOCK_SKEW_BOUND_S = 200 * 365 * DAY_S
+"""200 years: any skew past the contract's timestamp range (1971-2100) refuses the same
+records, and the demo and the simulator's docs turn the check off with 100 years."""
+
+
 class GatewaySettings(SettingsModel):
     """The HTTP ingest gateway (`chainwatch gateway`, docs/ingest.md)."""
 
@@ -56,7 +61,7 @@ class GatewaySettings(SettingsModel):
     max_clock_skew_s: float = Field(
         default=DAY_S,
         gt=0,
-        le=30 * DAY_S,
+        le=MAX_CLOCK_SKEW_BOUND_S,
         description="An event_time further than this in the future is invalid (CONTRACT v1.2).",
     )
     limit_concurrency: int = Field(
