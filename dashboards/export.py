@@ -84,7 +84,7 @@ def export(directory: Path, plan: SlaPlan) -> list[Path]:
     for board in build_all(plan):
         path = directory / file_name(board)
         try:
-            write_text_atomically(path, dumps(board), new_mode=0o644)
+            write_text_atomically(path, dumps(board))
         except OSError as exc:
             raise ExportError(f"cannot write {str(path)!r}: {_reason(exc)}") from None
         written.append(path)

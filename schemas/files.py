@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,25 +70,58 @@ def read_config_text(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> str:
     return read_config_bytes(path, max_bytes).decode("utf-8")
 
 
-def write_text_atomically(path: Path, text: str, *, new_mode: int = 0o600) -> None:
+def write_text_atomically(path: Path, text: str, *, new_mode: int | None = None) -> None:
     """Put `text` at `path` whole or not at all: written beside it, then renamed over it.
 
     A reader (Grafana's provisioning, the gateway reloading its tokens) never sees half a
     file, and a crash or a full disk leaves the old one. The rename replaces what `path`
     names, never writes through it: `Path.write_text` blocked for ever on a FIFO there and
-    wrote through a symbolic link to wherever it pointed. The file keeps the mode of the one
-    it replaces; a new one gets `new_mode`. `OSError` (with `strerror`) when it cannot be."""
-    mode = path.stat().st_mode & 0o777 if path.exists() else new_mode
+    wrote through a symbolic link to wherever it pointed.
+
+    The file keeps the mode of the regular file it replaces (only a regular file's: a FIFO's
+    or a link target's mode is not the file's). A new one gets `new_mode` exactly (the
+    tokens file's 0600), or with None what the umask leaves of 0666, as `Path.write_text`
+    gave (mkstemp's 0600, or a fixed 0644, ignored the user's umask both ways).
+    `OSError` (with `strerror`) when it cannot be."""
+    old_mode = _regular_file_mode(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = _create_beside(path, 0o666 if new_mode is None else new_mode)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            mode = new_mode if old_mode is None else old_mode
+            if mode is not None:  # before any byte is written: the secret is never wider
+                os.fchmod(handle.fileno(), mode)
             handle.write(text)
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _regular_file_mode(path: Path) -> int | None:
+    """The permission bits of the regular file at `path` itself (`lstat`), else None."""
+    try:
+        found = path.lstat()
+    except FileNotFoundError:
+        return None
+    return stat.S_IMODE(found.st_mode) if stat.S_ISREG(found.st_mode) else None
+
+
+_TEMP_NAME_TRIES = 100
+"""As `tempfile`'s TMP_MAX: a random name taken that often means something else is wrong."""
+
+
+def _create_beside(path: Path, mode: int) -> tuple[int, Path]:
+    """A new, empty file in `path`'s directory, created `mode` less the umask (mkstemp's
+    fixed 0600 would leave the umask no say); its descriptor, open for writing, and path."""
+    for _ in range(_TEMP_NAME_TRIES):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            return os.open(tmp, flags, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(path.parent))
 
 
 class ConfigYamlError(yaml.YAMLError):

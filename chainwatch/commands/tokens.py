@@ -129,7 +129,7 @@ def append_token(path: Path, entry: dict[str, Any]) -> None:
         appended_ok = False
     if not appended_ok:
         text = yaml.safe_dump({**data, "tokens": tokens}, sort_keys=False)
-    write_text_atomically(path, text)
+    write_text_atomically(path, text, new_mode=0o600)  # a secret's file: never wider
 
 
 @tokens_app.command("create")

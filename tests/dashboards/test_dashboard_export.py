@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,16 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> None:
 
     # settings built here: the CLI's own would configure this process's logging
     monkeypatch.setitem(cli_context.state, "settings", Settings())
+
+
+@pytest.fixture
+def umask_027() -> Iterator[int]:
+    """A umask other than the usual 022, so a mode that ignores it shows; restored after."""
+    before = os.umask(0o027)
+    try:
+        yield 0o027
+    finally:
+        os.umask(before)
 
 
 def _export(directory: Path) -> int:
@@ -78,14 +89,16 @@ def _unblock(fifo: Path) -> None:
 
 @pytest.mark.usefixtures("cli")
 def test_a_fifo_or_a_link_in_place_of_a_dashboard_file_is_replaced_not_written_to(
-    tmp_path: Path,
+    tmp_path: Path, umask_027: int
 ) -> None:
     """`Path.write_text` blocked for ever on a FIFO named `<uid>.json` and wrote through a
-    symbolic link to the file it named; each is now replaced by the dashboard's file."""
+    symbolic link to the file it named; each is now replaced by a new file, whose mode is
+    the umask's (neither the FIFO's nor the link target's, nor a fixed 0644)."""
     fifo, link, outside = (tmp_path / "cw-overview.json", tmp_path / "cw-units.json",
                            tmp_path / "outside.txt")  # fmt: skip
-    os.mkfifo(fifo)
+    os.mkfifo(fifo, 0o666)
     outside.write_text("not a dashboard", encoding="utf-8")
+    outside.chmod(0o604)
     link.symlink_to(outside)
     codes: list[int] = []
     worker = threading.Thread(target=lambda: codes.append(_export(tmp_path)), daemon=True)
@@ -100,7 +113,8 @@ def test_a_fifo_or_a_link_in_place_of_a_dashboard_file_is_replaced_not_written_t
         assert stat.S_ISREG(path.lstat().st_mode)
         assert path.read_text(encoding="utf-8").startswith("{")
     assert outside.read_text(encoding="utf-8") == "not a dashboard"
-    assert stat.S_IMODE(fifo.stat().st_mode) == 0o644
+    for path in (fifo, link, tmp_path / "cw-pipeline.json"):  # the last one new
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask_027
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -118,3 +132,13 @@ def test_an_empty_directory_argument_is_an_error_not_the_current_directory(
         "error: DIR is empty: name a directory (`.` for the current one)"
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.usefixtures("cli", "umask_027")
+def test_a_replaced_dashboard_file_keeps_its_mode(tmp_path: Path) -> None:
+    """A group-writable export stays group-writable (the umask applies to new files only)."""
+    assert _export(tmp_path) == 0
+    kept = tmp_path / "cw-overview.json"
+    kept.chmod(0o664)
+    assert _export(tmp_path) == 0
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o664
