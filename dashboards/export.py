@@ -71,8 +71,10 @@ def export(directory: Path, plan: SlaPlan) -> list[Path]:
 
     The directory is created with its missing parents (as `mkdir -p`); existing
     `<uid>.json` files are replaced whole (`write_text_atomically`: a FIFO there hung the
-    export, a symbolic link there was written through). A path that cannot be a directory or
-    written (a file, a dangling link, no permission) raises ExportError.
+    export, a symbolic link there was written through); in a directory that cannot be
+    written, a regular file there that can is written in place (the next export rebuilds
+    it, so a crash mid-write costs nothing that is not remade). A path that cannot be a
+    directory or written (a file, a dangling link, no permission) raises ExportError.
     """
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -84,7 +86,7 @@ def export(directory: Path, plan: SlaPlan) -> list[Path]:
     for board in build_all(plan):
         path = directory / file_name(board)
         try:
-            write_text_atomically(path, dumps(board))
+            write_text_atomically(path, dumps(board), in_place_fallback=True)
         except OSError as exc:
             raise ExportError(f"cannot write {str(path)!r}: {_reason(exc)}") from None
         written.append(path)

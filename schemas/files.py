@@ -70,7 +70,9 @@ def read_config_text(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> str:
     return read_config_bytes(path, max_bytes).decode("utf-8")
 
 
-def write_text_atomically(path: Path, text: str, *, new_mode: int | None = None) -> None:
+def write_text_atomically(
+    path: Path, text: str, *, new_mode: int | None = None, in_place_fallback: bool = False
+) -> None:
     """Put `text` at `path` whole or not at all: written beside it, then renamed over it.
 
     A reader (Grafana's provisioning, the gateway reloading its tokens) never sees half a
@@ -82,10 +84,29 @@ def write_text_atomically(path: Path, text: str, *, new_mode: int | None = None)
     or a link target's mode is not the file's). A new one gets `new_mode` exactly (the
     tokens file's 0600), or with None what the umask leaves of 0666, as `Path.write_text`
     gave (mkstemp's 0600, or a fixed 0644, ignored the user's umask both ways).
+
+    The file beside needs write permission on the directory, where `Path.write_text` needed
+    it on the file only. With `in_place_fallback`, a directory that refuses it (EACCES,
+    EPERM) while `path` is a regular file that can be written gets the text written into
+    that file (`_write_in_place`: never a FIFO, never through a link), which is then not
+    atomic: for files that are rebuilt on the next run (exported dashboards), not for one
+    whose loss locks users out (the tokens file). Otherwise, and when that fails too, the
+    `PermissionError`'s `strerror` names the directory that cannot be written.
     `OSError` (with `strerror`) when it cannot be."""
     old_mode = _regular_file_mode(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_beside(path, 0o666 if new_mode is None else new_mode)
+    try:
+        fd, tmp = _create_beside(path, 0o666 if new_mode is None else new_mode)
+    except PermissionError as exc:
+        if in_place_fallback and old_mode is not None:
+            try:
+                _write_in_place(path, text)
+            except OSError:
+                pass  # the directory's refusal is the cause to report
+            else:
+                return
+        why = f"cannot create a file in the directory {str(path.parent)!r} ({exc.strerror})"
+        raise PermissionError(exc.errno, why, str(path)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             mode = new_mode if old_mode is None else old_mode
@@ -105,6 +126,17 @@ def _regular_file_mode(path: Path) -> int | None:
     except FileNotFoundError:
         return None
     return stat.S_IMODE(found.st_mode) if stat.S_ISREG(found.st_mode) else None
+
+
+def _write_in_place(path: Path, text: str) -> None:
+    """Truncate and write the regular file at `path` itself: `O_NOFOLLOW` refuses a link,
+    `O_NONBLOCK` a FIFO without a reader (`ENXIO`, never a wait), and one swapped in since
+    the `lstat` (or a device) is refused by `fstat` before a byte is written."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a pipe or device)", str(path))
+        handle.write(text)
 
 
 _TEMP_NAME_TRIES = 100

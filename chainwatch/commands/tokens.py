@@ -129,7 +129,13 @@ def append_token(path: Path, entry: dict[str, Any]) -> None:
         appended_ok = False
     if not appended_ok:
         text = yaml.safe_dump({**data, "tokens": tokens}, sort_keys=False)
-    write_text_atomically(path, text, new_mode=0o600)  # a secret's file: never wider
+    try:
+        # strictly atomic (no in-place fallback): the gateway reads this file, and one cut
+        # by a crash or a full disk mid-write would lock its callers out or be refused whole
+        write_text_atomically(path, text, new_mode=0o600)
+    except OSError as exc:  # a directory that cannot be written is named in `strerror`
+        why = exc.strerror or type(exc).__name__
+        raise UserError(f"cannot write tokens file {path}: {why}") from None
 
 
 @tokens_app.command("create")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from read_only_dirs import refuse_new_files
 
 from dashboards.export import BUILDERS
 
@@ -142,3 +143,24 @@ def test_a_replaced_dashboard_file_keeps_its_mode(tmp_path: Path) -> None:
     kept.chmod(0o664)
     assert _export(tmp_path) == 0
     assert stat.S_IMODE(kept.stat().st_mode) == 0o664
+
+
+@pytest.mark.usefixtures("cli")
+def test_a_directory_that_refuses_new_files_has_its_dashboard_files_written_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exporting over writable files in a read-only directory worked with `write_text`;
+    without those files the one-line error names the directory that cannot be written."""
+    assert _export(tmp_path / "full") == 0
+    stale = tmp_path / "full" / "cw-overview.json"
+    fresh = stale.read_text(encoding="utf-8")
+    stale.write_text("stale", encoding="utf-8")
+    (tmp_path / "empty").mkdir()
+    with refuse_new_files(tmp_path / "full", monkeypatch):
+        assert _export(tmp_path / "full") == 0
+    assert stale.read_text(encoding="utf-8") == fresh
+    with refuse_new_files(tmp_path / "empty", monkeypatch):
+        assert _export(tmp_path / "empty") == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert f"cannot create a file in the directory {str(tmp_path / 'empty')!r}" in lines[0]

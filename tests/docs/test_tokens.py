@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from docs_helpers import ROOT, run_cli, user_env
+from read_only_dirs import refuse_new_files
 
 from chainwatch.commands.tokens import EXAMPLE_TOKEN_DIGESTS, is_loopback
 from streams.ingest.auth import TokenRegistry
@@ -201,3 +202,23 @@ def test_the_gateway_reads_the_file_tokens_create_writes_by_default(tmp_path: Pa
     assert refused.returncode == 1
     assert "public example token" in refused.stderr
     assert str(default) in refused.stderr.replace("\n", "")  # the file it read
+
+
+def test_a_tokens_file_in_a_directory_that_refuses_new_files_is_kept_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tokens file is never written in place (a crash mid-write would lock the
+    gateway's callers out): the error names the directory, and the file is unchanged."""
+    from chainwatch.commands.tokens import append_token
+    from chainwatch.errors import UserError
+
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text("tokens:\n", encoding="utf-8")
+    entry = {"name": "desk", "sha256": "0" * 64, "role": "orders"}
+    with refuse_new_files(tmp_path, monkeypatch), pytest.raises(UserError) as caught:
+        append_token(tokens, entry)
+    assert str(caught.value) == (
+        f"cannot write tokens file {tokens}: "
+        f"cannot create a file in the directory {str(tmp_path)!r} (Permission denied)"
+    )
+    assert tokens.read_text(encoding="utf-8") == "tokens:\n"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from read_only_dirs import refuse_new_files
 
 from schemas.files import (
     ConfigYamlError,
@@ -15,6 +16,7 @@ from schemas.files import (
     load_config_yaml,
     read_config_bytes,
     read_config_text,
+    write_text_atomically,
 )
 
 
@@ -89,3 +91,42 @@ def test_files_are_parsed_by_libyaml_when_pyyaml_has_it() -> None:
     """The pure-Python parser took 9 s for a tokens file near the 4 MiB cap (libyaml ~1.5 s)."""
     assert yaml.__with_libyaml__  # PyYAML's wheels carry it
     assert issubclass(StrictSafeLoader, yaml.CSafeLoader)
+
+
+def test_a_writable_file_in_a_directory_that_refuses_new_files_is_written_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Path.write_text` needed write permission on the file only; the rename needs it on
+    the directory: with the fallback, the file itself is written (same inode)."""
+    path = tmp_path / "cw-overview.json"
+    path.write_text("old and longer than the new text", encoding="utf-8")
+    inode = path.stat().st_ino
+    with refuse_new_files(tmp_path, monkeypatch):
+        write_text_atomically(path, "new", in_place_fallback=True)
+    assert path.read_text(encoding="utf-8") == "new"
+    assert path.stat().st_ino == inode
+
+
+@pytest.mark.timeout(10)  # a FIFO opened for writing would wait for a reader for ever
+@pytest.mark.parametrize("there", ["nothing", "a-fifo", "a-link", "no-fallback"])
+def test_otherwise_a_directory_that_refuses_new_files_is_an_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, there: str
+) -> None:
+    """No regular file to write in place (or no fallback asked: the tokens file) is an
+    error whose text names the directory, not only the file; nothing is written."""
+    path, outside = tmp_path / "cw-overview.json", tmp_path / "outside.txt"
+    outside.write_text("kept", encoding="utf-8")
+    if there == "a-fifo":
+        os.mkfifo(path)
+    elif there == "a-link":
+        path.symlink_to(outside)
+    elif there == "no-fallback":
+        path.write_text("kept", encoding="utf-8")
+    with refuse_new_files(tmp_path, monkeypatch), pytest.raises(PermissionError) as caught:
+        write_text_atomically(path, "new", in_place_fallback=there != "no-fallback")
+    assert caught.value.strerror == (
+        f"cannot create a file in the directory {str(tmp_path)!r} (Permission denied)"
+    )
+    assert outside.read_text(encoding="utf-8") == "kept"
+    if there == "no-fallback":
+        assert path.read_text(encoding="utf-8") == "kept"
