@@ -23,7 +23,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import yaml
 from yaml.constructor import ConstructorError
@@ -76,9 +76,12 @@ def write_text_atomically(
     """Put `text` at `path` whole or not at all: written beside it, then renamed over it.
 
     A reader (Grafana's provisioning, the gateway reloading its tokens) never sees half a
-    file, and a crash or a full disk leaves the old one. The rename replaces what `path`
-    names, never writes through it: `Path.write_text` blocked for ever on a FIFO there and
-    wrote through a symbolic link to wherever it pointed.
+    file, and a crash or a full disk leaves the old one: the new one is synced to the disk
+    before the rename (and the directory after it, where the platform allows).
+
+    The rename replaces what `path` names, never writes through it: `Path.write_text`
+    blocked for ever on a FIFO there and wrote through a symbolic link to wherever it
+    pointed.
 
     The file keeps the mode of the regular file it replaces (only a regular file's: a FIFO's
     or a link target's mode is not the file's). A new one gets `new_mode` exactly (the
@@ -113,10 +116,34 @@ def write_text_atomically(
             if mode is not None:  # before any byte is written: the secret is never wider
                 os.fchmod(handle.fileno(), mode)
             handle.write(text)
+            _flush_to_disk(handle)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _sync_directory(path.parent)
+
+
+def _flush_to_disk(handle: IO[str]) -> None:
+    """The text on the disk before the rename: without it a crash soon after may keep the
+    rename and lose the data (an empty file where the old one was)."""
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _sync_directory(directory: Path) -> None:
+    """The rename itself on the disk; best effort: not every file system or platform lets
+    a directory be opened or synced, and the file is in place either way."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _regular_file_mode(path: Path) -> int | None:
@@ -137,6 +164,7 @@ def _write_in_place(path: Path, text: str) -> None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file (a pipe or device)", str(path))
         handle.write(text)
+        _flush_to_disk(handle)
 
 
 _TEMP_NAME_TRIES = 100

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,28 @@ def test_otherwise_a_directory_that_refuses_new_files_is_an_error_naming_it(
     assert outside.read_text(encoding="utf-8") == "kept"
     if there == "no-fallback":
         assert path.read_text(encoding="utf-8") == "kept"
+
+
+def test_the_new_file_is_on_the_disk_before_the_rename_and_the_rename_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash soon after a rename whose file was never synced may keep the rename and lose
+    the data: an empty file where the old one was."""
+    path = tmp_path / "cw-overview.json"
+    path.write_text("old", encoding="utf-8")
+    steps: list[str] = []
+    fsync, replace = os.fsync, os.replace
+
+    def synced(fd: int) -> None:
+        steps.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        fsync(fd)
+
+    def renamed(src: str | Path, dst: str | Path) -> None:
+        steps.append("replace")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", synced)
+    monkeypatch.setattr(os, "replace", renamed)
+    write_text_atomically(path, "new")
+    assert steps == ["fsync file", "replace", "fsync dir"]
+    assert path.read_text(encoding="utf-8") == "new"
