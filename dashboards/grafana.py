@@ -35,6 +35,7 @@ from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaException, GrafanaTimeoutError
 
 from dashboards.errors import PublishError
+from schemas.urls import UrlError, split_url
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 """A dashboard API answer is a few hundred bytes; a dashboard itself tens of kB."""
@@ -45,12 +46,10 @@ MAX_MESSAGE_CHARS = 200
 def base_url(url: str, option: str = "--url") -> str:
     """`scheme://host[:port]` of an http(s) URL (no userinfo), or a one-line PublishError."""
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:  # "Port out of range", "Invalid IPv6 URL", a port not a number
+        parts, port = split_url(url)
+    except UrlError as exc:  # a fixed reason: urlsplit's own may quote the password
         raise PublishError(
-            f"{option} is not a valid URL ({_first_line(str(exc), 80)}): "
-            "it must look like http://host:port"
+            f"{option} is not a valid URL ({exc}): it must look like http://host:port"
         ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PublishError(f"{option} must be an http(s) URL with a host, like http://host:port")

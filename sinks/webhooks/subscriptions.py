@@ -37,6 +37,7 @@ from standardwebhooks import Webhook
 from schemas.alerts import Alert, AlertStatus, AlertType, Severity
 from schemas.files import load_config_yaml, read_config_text
 from schemas.plan import Tier
+from schemas.urls import UrlError, split_url
 from sinks.webhooks.formats import DEFAULT_LINK_TEMPLATE, PAGERDUTY_URL, check_link_template
 from sinks.webhooks.targets import ALLOW_SETTING, TargetPolicy
 
@@ -202,10 +203,11 @@ def check_url(url: str) -> None:
     `abc` or a NUL gave every alert up as a `processing_error` with a trace in the log;
     port 0 or a space in the host retried each one for the whole retry horizon."""
     try:
-        parts = urlsplit(url)
-        port = parts.port  # "Port out of range 0-65535", a port that is not a number
+        parts, port = split_url(url)
         httpx.URL(url)  # what the sender parses: control characters, a bad IPv6 address
-    except (ValueError, httpx.InvalidURL) as exc:
+    except UrlError as exc:  # a fixed reason: urlsplit's own may quote the password
+        raise ValueError(f"url is not a valid URL ({exc})") from None
+    except httpx.InvalidURL as exc:  # a control character and its place, or the host
         reason = next(iter(str(exc).splitlines()), "")[:80]
         raise ValueError(f"url is not a valid URL ({reason})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:

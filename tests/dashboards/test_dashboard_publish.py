@@ -487,8 +487,12 @@ def test_a_malformed_grafana_url_is_a_one_line_error(bad: str) -> None:
 
 @pytest.mark.parametrize("option", ["clickhouse_url", "prometheus_url"])
 @pytest.mark.parametrize(
-    "bad", ["http://u:pw@h:99999/db", "http://u:pw@h:abc/db", "http://u:pw@[::1/db", "h:1"]
-)
+    "bad",
+    [
+        "http://u:pw@h:99999/db", "http://u:pw@h:abc/db", "http://u:pw@[::1/db", "h:1",
+        "http://u:pw@clickhouse.example\u2101/db",  # urlsplit's message quoted "u:pw@..."
+    ],
+)  # fmt: skip
 def test_a_malformed_datasource_url_is_refused_before_grafana_is_called(
     grafana: tuple[str, FakeGrafana], option: str, bad: str
 ) -> None:

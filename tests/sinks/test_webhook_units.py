@@ -382,13 +382,16 @@ def test_allowed_networks_setting_is_checked_at_start_up() -> None:
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
-        ("https://hooks.example.com:65536/T0/SECRETPATH", "Port out of range"),
+        ("https://hooks.example.com:65536/T0/SECRETPATH", "port out of range"),
         ("https://hooks.example.com:abc/T0/SECRETPATH", "not a valid URL"),
         ("https://hooks.example.com:0/T0/SECRETPATH", "port 0"),
         ("https://hooks.example.com/T0/SECRETPATH\x00", "non-printable"),
         ("https://hooks..example.com/T0/SECRETPATH", "no DNS name"),
         ("https://hooks example.com/T0/SECRETPATH", "no DNS name"),
         (f"https://{'h' * 64}.example.com/T0/SECRETPATH", "no DNS name"),
+        ("https://bot:SECRETPATH@hooks.example.com\u2101/T0", "normalise to URL delimiters"),
+        ("https://bot:SECRETPATH@[::1/T0", "bad IPv6 literal"),
+        ("https://bot:SECRETPATH@hooks.example.com:x1/T0", "port not a number"),
     ],
 )
 def test_a_url_the_sender_cannot_use_is_refused_at_load(
