@@ -204,12 +204,8 @@ def check_url(url: str) -> None:
     port 0 or a space in the host retried each one for the whole retry horizon."""
     try:
         parts, port = split_url(url)
-        httpx.URL(url)  # what the sender parses: control characters, a bad IPv6 address
     except UrlError as exc:  # a fixed reason: urlsplit's own may quote the password
         raise ValueError(f"url is not a valid URL ({exc})") from None
-    except httpx.InvalidURL as exc:  # a control character and its place, or the host
-        reason = next(iter(str(exc).splitlines()), "")[:80]
-        raise ValueError(f"url is not a valid URL ({reason})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("url must be an http:// or https:// URL with a host")
     if port == 0:
@@ -217,14 +213,21 @@ def check_url(url: str) -> None:
     host = parts.hostname
     if literal_address(host) is None:
         try:
-            labels = host.rstrip(".").encode("idna").decode("ascii").split(".")
+            encoded = host.rstrip(".").encode("idna").decode("ascii")
         except UnicodeError:  # an empty label (`a..b`), one over 63 characters
-            labels = [""]
-        if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+            encoded = ""
+        labels = encoded.split(".")
+        # DNS's 253 characters count the name as sent (`xn--...`), not as written
+        if len(encoded) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
             raise ValueError(
                 "url has a host that is no DNS name (letters, digits, `-` and `_` in "
-                "dot-separated labels of 1-63 characters)"
+                "dot-separated labels of 1-63 characters, at most 253 in all)"
             )
+    try:  # last: our own reasons first, httpx's message names the host it refuses
+        httpx.URL(url)  # what the sender parses: control characters, a bad IPv6 address
+    except httpx.InvalidURL as exc:  # a control character and its place, or the host
+        reason = next(iter(str(exc).splitlines()), "")[:80]
+        raise ValueError(f"url is not a valid URL ({reason})") from None
 
 
 class Subscriptions(BaseModel):

@@ -389,6 +389,11 @@ def test_allowed_networks_setting_is_checked_at_start_up() -> None:
         ("https://hooks example.com/T0/SECRETPATH", "no DNS name"),
         (f"https://{'h' * 64}.example.com/T0/SECRETPATH", "no DNS name"),
         ("https://bot:SECRETPATH@hooks.example.com\u2101/T0", "normalise to URL delimiters"),
+        # 235 characters as written, 319 IDNA-encoded (`xn--bcherbcherbcher-zvbff` each)
+        (
+            f"https://{'.'.join(['bücher' * 3] * 12)}.example/SECRETPATH",
+            "no DNS name",
+        ),
         ("https://bot:SECRETPATH@[::1/T0", "bad IPv6 literal"),
         ("https://bot:SECRETPATH@hooks.example.com:x1/T0", "port not a number"),
     ],
