@@ -68,14 +68,15 @@ log)."""
 
 
 def error_text(exc: BaseException, *, hide: Iterable[str] = ()) -> str:
-    """`Type: message` on one printable line, bounded, each of `hide` (a URL's token) redacted:
-    an exception's text may be anything, a receiver's bytes included."""
+    """`Type: message` on one printable line of at most `MAX_ERROR_TEXT` characters, the
+    type's name included, each of `hide` (a URL's token) redacted: an exception's text may
+    be anything, a receiver's bytes included."""
     text = str(exc)
     for secret in hide:
         text = text.replace(secret, "<redacted>")
     text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    text = text[:MAX_ERROR_TEXT]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    whole = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return whole[:MAX_ERROR_TEXT]
 
 
 def _url_secrets(url: str) -> list[str]:

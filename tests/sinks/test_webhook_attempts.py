@@ -12,12 +12,14 @@ from standardwebhooks import Webhook
 from webhook_servers import Behaviour, Server, drip, huge_error, raw_status, serve, status
 
 from sinks.webhooks.delivery import (
+    MAX_ERROR_TEXT,
     RESPONSE_BODY_CAP,
     AttemptResult,
     DeliveryResult,
     RetryPolicy,
     attempt,
     deliver,
+    error_text,
     http_client,
 )
 from sinks.webhooks.targets import Resolver, TargetPolicy, parse_networks, system_resolve
@@ -251,3 +253,11 @@ def test_a_failed_attempt_says_why_on_one_line_without_the_urls_token() -> None:
     for error in (garbled, refused):
         assert "SECRET" not in error
         assert error.isprintable()
+
+
+def test_a_failed_attempts_error_is_at_most_max_error_text_characters_type_included() -> None:
+    """docs/sinks.md promises at most 300 characters: the message was cut to 300 and then
+    given its `Type: ` prefix (314 for a ConnectError)."""
+    text = error_text(ConnectionRefusedError("x" * 1_000))
+    assert text.startswith("ConnectionRefusedError: xxx")
+    assert len(text) == MAX_ERROR_TEXT == 300
