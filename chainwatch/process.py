@@ -148,13 +148,28 @@ def waiting_before_main(process: str, ops: OpsServer | None) -> Iterator[Waited]
             ran_s=round(time.monotonic() - started, 1),
             waited_for="its start",
         )
-    except BaseException:
+    except BaseException as exc:
         if ops is not None:
             ops.stop()
+        # every process's last line, also when its start fails (a topic with another
+        # partition count, Kafka refusing it): the log showed process_starting alone
+        outcome = _outcome(exc.code) if isinstance(exc, SystemExit) else "error"
+        log.info(
+            "process_stopped",
+            process=process,
+            outcome=outcome,
+            ran_s=round(time.monotonic() - started, 1),
+            waited_for="its start",
+        )
         raise
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+def _outcome(code: object) -> str:
+    """`process_stopped`'s outcome of a `SystemExit` (faust's worker leaves through one)."""
+    return "ok" if not code else f"exit {code}"
 
 
 def _log_starting(process: str, ops: OpsServer | None, metrics_url: str | None = None) -> None:
@@ -181,7 +196,7 @@ def process_lifetime(
         yield
         outcome = "ok"
     except SystemExit as exc:  # faust's worker leaves through SystemExit(0)
-        outcome = "ok" if not exc.code else f"exit {exc.code}"
+        outcome = _outcome(exc.code)
         raise
     finally:
         if ops is not None:

@@ -18,9 +18,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from chainwatch.errors import UserError
 from chainwatch.ops_server import OpsServer, serve_ops
-from chainwatch.process import run_until_signalled
+from chainwatch.process import run_until_signalled, waiting_before_main
 from chainwatch.stop_deadline import StopDeadline
 from tests.sinks.sink_harness import wait_for
 
@@ -362,3 +364,18 @@ def test_a_signal_before_the_loop_runs_main_has_main_start_told_to_stop() -> Non
         "early", main, loop_factory=loop_with_a_signal_on_the_way, stop_timeout_s=30
     )
     assert told
+
+
+def test_a_start_that_fails_while_waiting_still_logs_the_process_stopped_line() -> None:
+    """A worker or sink whose start fails (a topic with another partition count, Kafka
+    refusing it) logged `process_starting` and never `process_stopped`, which the docs
+    call every process's last line."""
+    with (
+        capture_logs() as logs,
+        pytest.raises(UserError),
+        waiting_before_main("sink", None),
+    ):
+        raise UserError("topic scans has 3 partitions")
+    events = [(line["event"], line.get("outcome")) for line in logs]
+    assert events[0] == ("process_starting", None)
+    assert events[-1] == ("process_stopped", "error")
