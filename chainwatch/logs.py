@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from sinks.log_throttle import LogThrottle
+from schemas.log_throttle import LogThrottle
 
 CLIENT_LIBRARIES = ("kafka", "aiokafka", "faust", "mode", "clickhouse_connect", "httpx", "uvicorn")
 """Loggers whose repeated messages are rate-limited (`RepeatFilter`)."""

@@ -76,6 +76,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from clickhouse_connect.driver.exceptions import ClickHouseError, DataError, OperationalError
 
+from schemas.log_throttle import LogThrottle
 from sinks.backoff import Backoff
 from sinks.clickhouse import metrics
 from sinks.clickhouse.connection import server_code
@@ -98,7 +99,6 @@ from sinks.consumer import (
     start_consumer,
     stop_consumer,
 )
-from sinks.log_throttle import LogThrottle
 
 log = structlog.stdlib.get_logger(__name__)
 

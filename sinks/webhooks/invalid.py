@@ -29,7 +29,7 @@ import structlog
 from aiokafka import TopicPartition
 from pydantic import ValidationError
 
-from sinks.log_throttle import LogThrottle
+from schemas.log_throttle import LogThrottle
 from sinks.webhooks.delivery import error_text
 
 log = structlog.stdlib.get_logger(__name__)

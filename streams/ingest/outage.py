@@ -7,8 +7,8 @@ line per `window_s` says how many were refused since the previous line, and one
 line says when Kafka takes a request again. Every refusal is still counted
 (`chainwatch_gateway_errors_total{error="kafka_unavailable"}`).
 
-(`sinks.log_throttle.LogThrottle` does the same for the sinks; the gateway may not
-import `sinks`: streams and sinks stand side by side.)
+(`schemas.log_throttle.LogThrottle` throttles the sinks' and the engine's complaints
+per kind; an outage also has an end, which this log says.)
 """
 
 from __future__ import annotations
