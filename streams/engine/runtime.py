@@ -131,6 +131,10 @@ class EngineRuntime:
     def __init__(self, app: faust.App, config: EngineConfig) -> None:
         self.app = app
         self.config = config
+        self.partitions = int(app.conf.topic_partitions)
+        """Partitions of every topic the engine reads and joins through, read once: the
+        hot path asks per record where a key belongs (`home`), and reading faust's
+        settings object for it cost about a microsecond each time."""
         self.plan = config.plan
         # a held clock follows the Kafka timestamps of the topics the broker stamps
         self.clock = EngineClock(config.clock, held_topics=tuple(sorted(APPEND_TIME_TOPICS)))
@@ -536,19 +540,18 @@ class EngineRuntime:
 
     def partition_of(self, key: str) -> int:
         """The partition of a key under the default (murmur2) partitioner of every producer."""
-        return partition_of(key.encode(), int(self.app.conf.topic_partitions))
+        return partition_of(key.encode(), self.partitions)
 
     def home(self, key: bytes) -> int:
         """`partition_of` for key bytes: where an input record of that id must be read from."""
-        return partition_of(key, int(self.app.conf.topic_partitions))
+        return partition_of(key, self.partitions)
 
     def join(self, topic: str, message: JoinMessage) -> None:
         """Send `message` to its receiver's inbox, bundled at the end of the step (`OutputSender`).
 
         Only an agent step flushes: this is for the agents' handlers, not timers.
         """
-        partitions = int(self.app.conf.topic_partitions)
-        self.outputs.join(topic, partition_of(message.key(), partitions), message.encode())
+        self.outputs.join(topic, partition_of(message.key(), self.partitions), message.encode())
 
     # --- shared steps -------------------------------------------------------------
 
