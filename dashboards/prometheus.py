@@ -105,7 +105,7 @@ def build(plan: SlaPlan) -> models.Dashboard:
         .with_panel(
             single(
                 "Records dead-lettered or failed / s",
-                promql(f'sum(rate({records}{{outcome!="ok"}}{RATE}))'),
+                promql(f'sum(rate({records}{{outcome=~"dead_lettered|processing_error"}}{RATE}))'),
                 unit="reqps",
             )
         )

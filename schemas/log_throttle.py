@@ -3,6 +3,9 @@
 A producer writing garbage, or a broker that is down, repeats the same complaint
 thousands of times a second; one line per kind and window says the same and
 leaves the rest of the log readable. The counters (metrics) keep every one.
+
+In `schemas` (no shape, but the one package the engine and the sinks both stand
+on): the sinks' invalid records and the engine's forwarded records share it.
 """
 
 from __future__ import annotations

@@ -60,7 +60,6 @@ __all__ = [
     "RecordRejected",
     "check_clock_skew",
     "check_key",
-    "check_partition",
     "decode_input",
     "decode_replay_line",
     "errors_from",
@@ -264,43 +263,6 @@ def check_key(topic: str, key: bytes | None, record: InputRecord) -> None:
                 type="key_mismatch",
             )
         ],
-    )
-
-
-def check_partition(
-    topic: str, key: bytes | None, record: InputRecord, partition: int, home: Callable[[bytes], int]
-) -> None:
-    """`key_mismatch` (error type `wrong_partition`) when a record was read from another
-    partition than `home` (Kafka's default partitioner) gives its id as key.
-
-    The engine keeps each id's state on that partition. Kafka's default
-    partitioner spreads keyless records (the contract allows them) over every
-    partition: one read from another partition wrote its order to that
-    partition's changelog too, and after a restart that stale copy could win,
-    the order's later records lost. A producer with another partitioner
-    (librdkafka's CRC32) does the same with keyed records.
-    """
-    field = ID_FIELD_BY_TOPIC.get(topic)
-    if field is None:
-        return
-    own = record_id(topic, record)
-    said = key if own is None else own.encode()
-    if said is None:
-        return  # a tombstone without a key names no customer
-    belongs = home(said)
-    if partition == belongs:
-        return
-    where = (
-        f"is on partition {partition}, not on partition {belongs} where Kafka's default "
-        f"partitioner (murmur2) puts the key {said.decode('utf-8', 'replace')!r}"
-    )
-    msg = (
-        f"the record has no key and {where}: produce it with its {field} as key"
-        if key is None
-        else f"the record {where}: its producer partitions keys otherwise"
-    )
-    raise RecordRejected(
-        ReasonCode.KEY_MISMATCH, [ErrorDetail(loc=field, msg=msg, type="wrong_partition")]
     )
 
 

@@ -39,6 +39,15 @@ class RecordInvalid(Exception):
     """
 
 
+class RecordForwarded(Exception):
+    """An input record read from another partition than its id's: skipped, counted apart.
+
+    The engine forwards a copy to its id's partition (`schemas.placement`); the copy's
+    rows are stored, so storing the original's too would count the record twice (and
+    a customer version would race the copy's). Valid input, so not `RecordInvalid`.
+    """
+
+
 class RecordMapper(Protocol):
     """Maps the records of one topic; `tables` lists every table it may fill."""
 
@@ -46,7 +55,8 @@ class RecordMapper(Protocol):
     def tables(self) -> Sequence[Table]: ...
 
     def rows(self, record: ConsumerRecord[bytes, bytes]) -> dict[str, list[Row]]:
-        """Rows per table name (tables without rows may be absent); raises `RecordInvalid`."""
+        """Rows per table name (tables without rows may be absent); raises `RecordInvalid`
+        or `RecordForwarded`."""
         ...
 
 

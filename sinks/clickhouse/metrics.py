@@ -10,6 +10,12 @@ INVALID = Counter(
     "Records skipped because they break the contract (inputs are dead-lettered by the engine)",
     ["topic"],
 )
+FORWARDED = Counter(
+    "chainwatch_sink_forwarded_records",
+    "Input records skipped because they were read from another partition than their id's: "
+    "the engine forwards a copy there, whose rows are stored",
+    ["topic"],
+)
 SKIPPED = Counter(
     "chainwatch_sink_already_stored",
     "Record rows skipped because ClickHouse already had their offset (after a crash)",

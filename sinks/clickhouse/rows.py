@@ -12,12 +12,14 @@ from aiokafka import ConsumerRecord
 
 from schemas.customers import Customer, Tombstone
 from schemas.orders import OrderRecord
+from schemas.placement import misplaced
 from schemas.plan import SlaPlan, load_plan
 from schemas.scans import ScanEvent
 from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
 from schemas.unit_status import UnitStatus
-from schemas.validation import RecordRejected, check_partition, decode_input
+from schemas.validation import RecordRejected, decode_input
 from sinks.clickhouse.mapping import (
+    RecordForwarded,
     RecordInvalid,
     Row,
     Table,
@@ -35,17 +37,20 @@ class _InputMapper:
         self.plan = plan if plan is not None else load_plan(None)
         self.home = home
         """Where Kafka's default partitioner puts a key: a record read from another
-        partition than its id's is the engine's dead letter (`check_partition`)."""
+        partition than its id's is forwarded there by the engine (`schemas.placement`),
+        and the copy's rows are the ones stored."""
 
     def _decode(self, record: ConsumerRecord[bytes, bytes]) -> object:
         topic = self.contract_topic
         try:
             value = decode_input(topic, record.value, plan=self.plan, key=record.key)
-            if self.home is not None:
-                check_partition(topic, record.key, value, record.partition, self.home)
-            return value
         except RecordRejected as exc:
             raise RecordInvalid(str(exc)) from None
+        if self.home is not None:
+            away = misplaced(topic, record.key, value, record.partition, self.home)
+            if away is not None:
+                raise RecordForwarded(f"forwarded to partition {away.home}")
+        return value
 
 
 class ScanRows(_InputMapper):

@@ -49,6 +49,10 @@ Lifecycle and guarantees:
   counted (`chainwatch_sink_invalid_records_total`) and logged with its
   topic/partition/offset (the first of a topic at once, then one line per
   topic and 30 s saying how many more there were); the sink never exits on data.
+  An input record read from another partition than its id's (`RecordForwarded`)
+  is not invalid: the engine forwards a copy there and the copy's rows are
+  stored; the original is skipped and counted apart
+  (`chainwatch_sink_forwarded_records_total`), not logged (the engine logs it).
 - A batch that fails because of its rows (`rows_at_fault`: the client cannot
   serialise a value, or ClickHouse answers a data error code) is not retried
   as an outage - it would fail for ever and hold every partition paused -
@@ -80,7 +84,7 @@ from schemas.log_throttle import LogThrottle
 from sinks.backoff import Backoff
 from sinks.clickhouse import metrics
 from sinks.clickhouse.connection import server_code
-from sinks.clickhouse.mapping import RecordInvalid, RecordMapper, Row, Table
+from sinks.clickhouse.mapping import RecordForwarded, RecordInvalid, RecordMapper, Row, Table
 from sinks.clickhouse.stored_offsets import (
     READ_BACK_MAX_EXECUTION_S,
     ReadBackMalformed,
@@ -172,6 +176,7 @@ class SinkStats:
     retries: int = 0
     skipped_already_stored: int = 0
     invalid_records: int = 0
+    forwarded_records: int = 0
     max_buffered_rows: int = 0
 
 
@@ -330,10 +335,13 @@ class ClickHouseSink:
             for table in mapper.tables
             if (found := self._stored.get((table.name, tp))) is not None and not found.empty
         }
-        invalid = skipped = added = 0
+        invalid = forwarded = skipped = added = 0
         for record in records:
             try:
                 by_table = mapper.rows(record)
+            except RecordForwarded:  # its copy on its id's partition is stored
+                forwarded += 1
+                continue
             except Exception as exc:  # whatever a mapper raises, the record is at fault: skip it
                 invalid += 1
                 self._invalid_log.skipped(record, exc)
@@ -356,6 +364,9 @@ class ClickHouseSink:
         if invalid:
             self.stats.invalid_records += invalid
             metrics.INVALID.labels(tp.topic).inc(invalid)
+        if forwarded:
+            self.stats.forwarded_records += forwarded
+            metrics.FORWARDED.labels(tp.topic).inc(forwarded)
         if skipped:
             self.stats.skipped_already_stored += skipped
             metrics.SKIPPED.labels(tp.topic).inc(skipped)

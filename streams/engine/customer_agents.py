@@ -71,15 +71,15 @@ class CustomerAgents:
         rt = self.rt
         message, value = event.message, event.value
         if isinstance(value, Customer):
-            if await rt.mis_keyed(CUSTOMERS, message, value):
+            if rt.diverted(CUSTOMERS, message, value):
                 return
             customer_id: str | None = value.customer_id
             fact: CustomerFact | None = CustomerFact(
                 value.customer_id, value.name, value.tier.value
             )
         elif isinstance(value, Tombstone) or value is None:
-            if await rt.mis_keyed(CUSTOMERS, message, TOMBSTONE):
-                return  # its key is no customer id: a dead letter, never state
+            if rt.diverted(CUSTOMERS, message, TOMBSTONE):
+                return  # a dead letter (its key is no customer id), or forwarded
             customer_id, fact = message_key(message), None
         else:
             rt.dead_letter(CUSTOMERS, message, as_rejected(value))

@@ -44,7 +44,7 @@ other than the one the Kafka probe asks was gone unnoticed while nothing was com
 
 PROCESSING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5)
 FETCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
-OUTCOMES = ("ok", "dead_lettered", "processing_error")
+OUTCOMES = ("ok", "dead_lettered", "processing_error", "forwarded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +54,7 @@ class TopicMeters:
     ok: Any
     dead_lettered: Any
     processing_error: Any
+    forwarded: Any
     seconds: Any
 
 
@@ -78,7 +79,8 @@ class EngineMetrics:
         self.records = Counter(
             "chainwatch_worker_records",
             "Records handled by the engine's agents, by logical topic and outcome (ok, "
-            "dead_lettered: a dead letter was published while handling it, processing_error).",
+            "dead_lettered: a dead letter was published while handling it, processing_error, "
+            "forwarded: read from another partition than its id's, a copy sent there).",
             ["topic", "outcome"],
             registry=registry,
         )
@@ -126,9 +128,11 @@ class EngineMetrics:
         registry.register(self.snapshot)
 
     def for_topic(self, topic: str) -> TopicMeters:
-        ok, dead_lettered, processing_error = (self.records.labels(topic, o) for o in OUTCOMES)
+        ok, dead_lettered, processing_error, forwarded = (
+            self.records.labels(topic, o) for o in OUTCOMES
+        )
         return TopicMeters(
-            ok, dead_lettered, processing_error, self.processing_seconds.labels(topic)
+            ok, dead_lettered, processing_error, forwarded, self.processing_seconds.labels(topic)
         )
 
     def alert(self, alert: Mapping[str, Any]) -> None:

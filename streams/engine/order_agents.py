@@ -268,7 +268,7 @@ class OrderAgents:
             message, value = event.message, event.value
             if not isinstance(value, kind):
                 rt.dead_letter(topic, message, as_rejected(value))
-            elif not await rt.mis_keyed(topic, message, value):
+            elif not rt.diverted(topic, message, value):
                 assert isinstance(value, ScanEvent | OrderRecord)
                 if rt.clock.holding:  # catching up: the clock is where the inputs are read to
                     rt.clock.read_to(message.partition, topic, appended_ms(message))

@@ -26,13 +26,15 @@ from faust.streams import _current_event, current_event
 from faust.types import TP
 
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
+from schemas.placement import Misplaced, misplaced
 from schemas.plan import SlaPlan
-from schemas.validation import RecordRejected, check_key, check_partition
+from schemas.validation import RecordRejected, check_key
 from streams.codecs import InputCodec, Rejected
 from streams.eager_delivery import deliver_in_bulk
 from streams.engine.batching import BatchSizes, take_growing
 from streams.engine.clock import DeadlineIndex, EngineClock
 from streams.engine.errors import error_text
+from streams.engine.forwarding import ForwardLog
 from streams.engine.limits import EngineLimits
 from streams.engine.messages import (
     CUSTOMER_INBOX,
@@ -150,6 +152,9 @@ class EngineRuntime:
         """The queue of the stream whose step runs (`backlog`)."""
         """The inputs dead-lettered during the current batch, (logical topic, partition,
         offset) -> whether as `processing_error` (each record's outcome metric)."""
+        self._forwarded: set[tuple[str, int, int]] = set()
+        """The inputs forwarded to their id's partition during the current batch (`forward`)."""
+        self._forward_log = ForwardLog()
         self._stepped: dict[tuple[str, int], int] = {}
         """Live clock: (topic, partition) -> the highest offset stepped on the order side
         (`order_side_read_to_end`)."""
@@ -283,6 +288,7 @@ class EngineRuntime:
                     current = [e for e in events if self.owned(e.message)]
                     if current:
                         self._letters.clear()
+                        self._forwarded.clear()
                         started = clock()
                         await self.guarded(logical_topic, current, step, lambda e: e.message)
                         await self._flush_left()
@@ -416,14 +422,19 @@ class EngineRuntime:
     def _count(
         self, meters: TopicMeters, logical_topic: str, events: Sequence[Any], seconds: float
     ) -> None:
-        """Each record's outcome (a dead letter naming it was sent) and its share of the time."""
-        letters, share = self._letters, seconds / len(events)
+        """Each record's outcome (a dead letter naming it was sent, it was forwarded) and its
+        share of the time."""
+        letters, forwarded, share = self._letters, self._forwarded, seconds / len(events)
         ok = 0
         for event in events:
             message = event.message
-            failed = letters.get((logical_topic, message.partition, message.offset))
+            where = (logical_topic, message.partition, message.offset)
+            failed = letters.get(where)
             if failed is None:
-                ok += 1
+                if forwarded and where in forwarded:
+                    meters.forwarded.inc()
+                else:
+                    ok += 1
             elif failed:
                 meters.processing_error.inc()
             else:
@@ -674,25 +685,48 @@ class EngineRuntime:
         except Exception as again:  # the log line above is what is left
             log.error("processing_error_not_dead_lettered", error=error_text(again))
 
-    async def mis_keyed(self, logical_topic: str, message: Any, record: Any) -> bool:
-        """Dead-letter a record whose Kafka key is present and differs from its id field,
-        or that is not on the partition its id belongs to.
+    def diverted(self, logical_topic: str, message: Any, record: Any) -> bool:
+        """Whether an input record is not processed here: a mis-keyed one is a dead letter,
+        one read from another partition than its id's is forwarded there.
 
-        The codec sees only the value, so the key check (CONTRACT v1.2) is here. A keyless
-        record is valid, but Kafka's default partitioner spreads keyless records over
-        every partition: one on another partition than its id's wrote the order's (the
-        unit's) state to that partition's changelog too, and after a restart that stale
-        copy could win, the records that came after it lost.
+        The codec sees only the value, so the key check (CONTRACT v1.2) is here. A
+        keyless record is valid, but Kafka's default partitioner spreads keyless records
+        over every partition (and a producer with another partitioner, keyed ones):
+        processed where it was read, it wrote its order's (unit's, customer's) state to
+        that partition's changelog too, and after a restart the stale copy could win
+        (`schemas.placement`). Forwarded, it is processed on its id's partition like any
+        record; the original is acked and otherwise ignored.
         """
         key = message.key if isinstance(message.key, bytes) else None
         try:
             check_key(logical_topic, key, record)
-            check_partition(logical_topic, key, record, message.partition, self.home)
         except RecordRejected as exc:
             rejected = Rejected(raw_value(message), exc.reason_code, exc.errors)
             self.dead_letter(logical_topic, message, rejected)
             return True
-        return False
+        away = misplaced(logical_topic, key, record, message.partition, self.home)
+        if away is None:
+            return False
+        self.forward(logical_topic, message, away)
+        return True
+
+    def forward(self, logical_topic: str, message: Any, away: Misplaced) -> None:
+        """Produce a copy of `message` to its id's partition of the topic it was read from.
+
+        Keyed with the id, with the original value bytes (no headers: the engine reads
+        none). Collected like every output (`OutputSender`): sent by the step's flush,
+        before the original's offset can be committed, so a crash loses nothing. A crash
+        between that flush and the commit forwards it again; what a second copy does, by
+        input kind, is in docs/reliability.md ("Forwarded records"). A batch handled again
+        record by record after its step raised keeps what the step collected, so a record
+        it forwarded already is not forwarded a second time.
+        """
+        where = (logical_topic, message.partition, message.offset)
+        if where in self._forwarded:
+            return
+        self.outputs.add(message.topic, away.key, raw_value(message), partition=away.home)
+        self._forwarded.add(where)
+        self._forward_log.forwarded(logical_topic, message.partition, message.offset, away)
 
 
 def message_key(message: Any) -> str | None:

@@ -86,7 +86,7 @@ class UnitAgents:
         message, value = event.message, event.value
         if not isinstance(value, UnitStatus):
             rt.dead_letter(UNIT_STATUS, message, as_rejected(value))
-        elif not await rt.mis_keyed(UNIT_STATUS, message, value):
+        elif not rt.diverted(UNIT_STATUS, message, value):
             now_ms = rt.clock.observe(message.partition, to_ms(value.event_time))
             slot = self.load(value.unit_id)
             effects = self.units.on_status(

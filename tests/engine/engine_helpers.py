@@ -11,9 +11,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import faust
 from aiokafka.errors import MessageSizeTooLargeError
 
-from schemas.plan import load_plan
+from schemas.plan import SlaPlan, load_plan
+from streams.codecs import InputCodec
 from streams.engine.output_sender import OutputSender
 from streams.engine.runtime import EngineRuntime
 from streams.partitioning import partition_of
@@ -130,3 +132,26 @@ def run_agents(app: Any, main: Coroutine[Any, Any, None]) -> None:
         consumer = app._consumer
         if consumer is not None:
             consumer._thread.thread_loop.close()
+
+
+class RawInputChannel(faust.Channel):  # type: ignore[misc]
+    """A test channel that decodes values as the input topic does, keeping the message's bytes.
+
+    `agent.test_context()` feeds an agent through a plain channel, which hands the
+    value put as it is: a test that puts a decoded record leaves the message without
+    the raw bytes production has (what a forwarded copy or a dead letter carries).
+    Put raw bytes through this one instead.
+    """
+
+    def __init__(self, app: Any, topic: str, plan: SlaPlan | None = None, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.topic, self.plan = topic, plan if plan is not None else load_plan(None)
+        self.codec = InputCodec(topic, self.plan)
+
+    def _clone_args(self) -> dict[str, Any]:
+        return {**super()._clone_args(), "topic": self.topic, "plan": self.plan}
+
+    async def decode(self, message: Any, *, propagate: bool = False) -> Any:
+        raw = message.value
+        value = None if raw is None else self.codec.loads(raw)
+        return self._create_event(message.key, value, message.headers, message=message)

@@ -1,67 +1,283 @@
-"""A record read from another partition than its id's is a dead letter, never a second state.
+"""A record read from another partition than its id's is forwarded there, never a second state.
 
-Kafka's default partitioner spreads keyless records over every partition. The
-engine wrote such a scan's order to the changelog of the partition it was read
-from as well as its own: after a restart the stale copy could win and the
-order's later scans were gone. Through the real faust agents, no broker.
+Kafka's default partitioner spreads keyless records (valid input) over every
+partition, and a producer with another partitioner (librdkafka's CRC32) puts
+keyed ones elsewhere too. The engine once processed such a scan where it was
+read and wrote its order to that partition's changelog as well: after a restart
+the stale copy could win and the order's later scans were gone. Then it
+dead-lettered it, refusing valid input. Now it forwards a copy, keyed with the
+id, to the id's partition of the same topic, and processes the copy there.
+The decision (`schemas.placement.misplaced`) is pure; the rest runs through the
+real faust agents, no broker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from engine_helpers import capture_outputs, run_agents
+import pytest
+from engine_helpers import (
+    RawInputChannel,
+    alert_differences,
+    by_id,
+    capture_outputs,
+    reference_alerts,
+    run_agents,
+)
+from kafka import KafkaProducer
+from samples import customer_json, order_created, scan
+from structlog.testing import capture_logs
 
+from chainwatch.replay import ReplayRun, no_progress
+from chainwatch.settings import Settings
+from schemas.customers import TOMBSTONE
 from schemas.dead_letter import DeadLetter, ReasonCode
+from schemas.placement import Misplaced, misplaced
 from schemas.plan import load_plan
 from schemas.validation import decode_input
 from streams.app import create_app
 from streams.engine.agents import Engine, EngineConfig
 from streams.engine.order_slot import OrderSlot
 from streams.partitioning import partition_of
-from streams.topics import TopicNames
+from streams.topics import SCANS, TopicNames
 
 PARTITIONS = 4
 ORDER = "PO-1"
 HOME = partition_of(ORDER.encode(), PARTITIONS)
 ELSEWHERE = (HOME + 1) % PARTITIONS
+PLAN = load_plan(None)
 
 
-def _scan(event_id: str) -> Any:
-    value = {"event_id": event_id, "order_id": ORDER, "stage": "yarn_sourcing",
+def _home(key: bytes) -> int:
+    return partition_of(key, PARTITIONS)
+
+
+def _scan_bytes(event_id: str, order_id: str = ORDER) -> bytes:
+    value = {"event_id": event_id, "order_id": order_id, "stage": "yarn_sourcing",
              "action": "started", "unit_id": "YARN-1",
              "event_time": "2027-03-01T10:00:00Z"}  # fmt: skip
-    return decode_input("scans", json.dumps(value).encode(), plan=load_plan(None))
+    return json.dumps(value).encode()
 
 
-def test_a_record_off_its_ids_partition_is_dead_lettered(tmp_path: Path) -> None:
+def test_a_record_off_its_ids_partition_belongs_on_the_partition_of_its_id_as_key() -> None:
+    scan = decode_input("scans", _scan_bytes("e-1"), plan=PLAN)
+    assert misplaced("scans", None, scan, HOME, _home) is None
+    assert misplaced("scans", ORDER.encode(), scan, HOME, _home) is None
+    assert misplaced("scans", None, scan, ELSEWHERE, _home) == Misplaced(
+        ORDER.encode(), HOME, keyless=True
+    )
+    assert misplaced("scans", ORDER.encode(), scan, ELSEWHERE, _home) == Misplaced(
+        ORDER.encode(), HOME, keyless=False
+    )
+    c_home = partition_of(b"C-7", PARTITIONS)
+    c_away = (c_home + 1) % PARTITIONS
+    assert misplaced("crm.customers", b"C-7", TOMBSTONE, c_away, _home) == Misplaced(
+        b"C-7", c_home, keyless=False
+    )
+    # a keyless tombstone names no customer: nowhere to forward it, ignored where it is
+    assert misplaced("crm.customers", None, TOMBSTONE, c_away, _home) is None
+
+
+def test_the_advice_names_what_to_fix_in_the_producer() -> None:
+    assert "order_id as key" in Misplaced(b"PO-1", 0, keyless=True).advice("scans")
+    assert "murmur2_random" in Misplaced(b"PO-1", 0, keyless=False).advice("scans")
+
+
+def _engine(tmp_path: Path) -> tuple[Any, Engine]:
     app = create_app("wrong-partition", bootstrap="localhost:1", partitions=PARTITIONS,
                      data_dir=tmp_path)  # fmt: skip
-    engine = Engine(app, EngineConfig(names=TopicNames("t."), plan=load_plan(None), clock="event"))
+    return app, Engine(app, EngineConfig(names=TopicNames("t."), plan=PLAN, clock="live"))
+
+
+def _records(engine: Engine, topic: str, outcome: str) -> float:
+    sample = engine.runtime.metrics.registry.get_sample_value(
+        "chainwatch_worker_records_total", {"topic": topic, "outcome": outcome}
+    )
+    return sample or 0.0
+
+
+def _forwarded(engine: Engine, topic: str) -> float:
+    return _records(engine, topic, "forwarded")
+
+
+def _ok(engine: Engine, topic: str) -> float:
+    return _records(engine, topic, "ok")
+
+
+async def _until(engine: Engine, done: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait until the agents' steps (taken in the background) made `done()` true."""
+    stepped, count = asyncio.Event(), engine.runtime._count
+
+    def counted(*args: Any) -> None:  # each step ends by counting its records
+        count(*args)
+        stepped.set()
+
+    engine.runtime._count = counted  # type: ignore[method-assign]
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                stepped.clear()
+                if done():
+                    return
+                await stepped.wait()
+    finally:
+        engine.runtime._count = count  # type: ignore[method-assign]
+
+
+def test_a_scan_off_its_orders_partition_is_forwarded_and_its_copy_processed(
+    tmp_path: Path,
+) -> None:
+    app, engine = _engine(tmp_path)
     produced = capture_outputs(engine.runtime)
+    copies: list[tuple[bytes | None, bytes | None, int | None]] = []
 
     async def run() -> None:
-        async with app.agents["scans"].test_context() as scans:
-            await scans.put(_scan("keyed"), key=ORDER.encode(), partition=HOME)
-            await scans.put(_scan("keyless-home"), key=None, partition=HOME)
-            await scans.put(_scan("keyless-away"), key=None, partition=ELSEWHERE)
-            await scans.put(_scan("keyed-away"), key=ORDER.encode(), partition=ELSEWHERE)
+        async with app.agents["scans"].test_context(RawInputChannel(app, "scans")) as scans:
+            await scans.put(_scan_bytes("keyed"), key=ORDER.encode(), partition=HOME)
+            await scans.put(_scan_bytes("keyless-home"), key=None, partition=HOME)
+            await scans.put(_scan_bytes("keyless-away"), key=None, partition=ELSEWHERE)
+            await scans.put(_scan_bytes("keyed-away"), key=ORDER.encode(), partition=ELSEWHERE)
+            await _until(engine, lambda: _forwarded(engine, "scans") == 2)
+            copies.extend((k, v, p) for t, k, v, p in produced.sent if t == "t.scans")
+            for key, value, partition in copies:  # as the consumer reads them back
+                await scans.put(value, key=key, partition=partition)
+            await _until(engine, lambda: _ok(engine, "scans") == 4)
 
-    run_agents(app, run())
+    with capture_logs() as logs:
+        run_agents(app, run())
+    assert copies == [
+        (ORDER.encode(), _scan_bytes("keyless-away"), HOME),
+        (ORDER.encode(), _scan_bytes("keyed-away"), HOME),
+    ]
     slot = OrderSlot.from_json(orjson.loads(engine.runtime.order_table[ORDER]))
-    assert [s.event_id for s in slot.facts.scans] == ["keyed", "keyless-home"]
+    assert [s.event_id for s in slot.facts.scans] == [
+        "keyed", "keyless-home", "keyless-away", "keyed-away",
+    ]  # fmt: skip
     assert slot.partition == HOME
     changelogs = {p for t, _, _, p in produced.sent if t.endswith("-orders-changelog")}
     assert changelogs == {HOME}
-    letters = [DeadLetter.model_validate_json(v) for _, v in produced.keyed("t.dead-letter")]
-    assert [(d.reason_code, d.source.partition) for d in letters] == [
-        (ReasonCode.KEY_MISMATCH, ELSEWHERE),
-        (ReasonCode.KEY_MISMATCH, ELSEWHERE),
+    assert produced.keyed("t.dead-letter") == []
+    assert _forwarded(engine, "scans") == 2
+    (line,) = [e for e in logs if e["event"] == "record_forwarded_to_its_partition"]
+    # the second forward of the topic is held back (one line per topic and 30 s)
+    assert (line["topic"], line["partition"], line["home_partition"]) == ("scans", ELSEWHERE, HOME)
+    assert "order_id as key" in line["fix"]
+
+
+def test_unit_statuses_and_customers_off_their_partition_are_forwarded_mis_keyed_ones_dead_lettered(
+    tmp_path: Path,
+) -> None:
+    app, engine = _engine(tmp_path)
+    produced = capture_outputs(engine.runtime)
+    status = {"event_id": "u-1", "unit_id": "DYE-1", "status": "down",
+              "event_time": "2027-03-01T10:00:00Z"}  # fmt: skip
+    unit_home = partition_of(b"DYE-1", PARTITIONS)
+    c_home = partition_of(b"C-7", PARTITIONS)
+    customer = customer_json("C-7", "Nordic Knits AB")
+
+    async def run() -> None:
+        async with app.agents["unit-status"].test_context(
+            RawInputChannel(app, "unit-status")
+        ) as statuses:
+            raw = json.dumps(status).encode()
+            await statuses.put(raw, key=None, partition=(unit_home + 1) % PARTITIONS)
+            await _until(engine, lambda: _forwarded(engine, "unit-status") == 1)
+        async with app.agents["customers"].test_context(
+            RawInputChannel(app, "crm.customers")
+        ) as customers:
+            await customers.put(customer, key=b"C-7", partition=(c_home + 1) % PARTITIONS)
+            await customers.put(None, key=b"C-7", partition=(c_home + 2) % PARTITIONS)
+            await customers.put(customer, key=b"C-8", partition=c_home)  # mis-keyed
+            await _until(engine, lambda: _records(engine, "crm.customers", "dead_lettered") == 1)
+
+    run_agents(app, run())
+    assert [(t, k, v, p) for t, k, v, p in produced.sent if not t.startswith("t.dead")] == [
+        ("t.unit-status", b"DYE-1", json.dumps(status).encode(), unit_home),
+        ("t.crm.customers", b"C-7", customer, c_home),
+        ("t.crm.customers", b"C-7", None, c_home),
     ]
-    assert [d.errors[0].type for d in letters] == ["wrong_partition", "wrong_partition"]
-    assert f"not on partition {HOME} where" in letters[0].reason
-    assert "no key" in letters[0].reason
-    assert "no key" not in letters[1].reason
+    assert "DYE-1" not in engine.runtime.unit_table
+    assert "C-7" not in engine.runtime.customer_table
+    letters = [DeadLetter.model_validate_json(v) for _, v in produced.keyed("t.dead-letter")]
+    assert [d.reason_code for d in letters] == [ReasonCode.KEY_MISMATCH]
+    assert (_forwarded(engine, "unit-status"), _forwarded(engine, "crm.customers")) == (1, 2)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_keyless_scan_on_another_partition_ends_processed_on_its_orders_over_the_broker(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """A worker and a real broker: the scan reaches its order (the alerts are the ones the
+    whole file gives, and differ without it), and no dead letter is written."""
+    until = datetime(2027, 3, 12, tzinfo=UTC)
+    order = order_created(order_id="PO-7", placed_at="2027-03-01T08:00:00Z",
+                          due_at="2027-03-08T17:00:00Z")  # fmt: skip
+    started, completed = (
+        scan(event_id=f"s-{action}", order_id="PO-7", stage="yarn_sourcing", action=action,
+             unit_id="YARN-1", event_time=at, quantity=None, uom=None, lot_id=None, attributes={})
+        for action, at in (("started", "2027-03-01T09:00:00Z"),
+                           ("completed", "2027-03-01T12:00:00Z"))
+    )  # fmt: skip
+    keyed = [("orders", order), ("scans", started)]
+    part, whole = tmp_path / "keyed.ndjson", tmp_path / "whole.ndjson"
+    for path, lines in ((part, keyed), (whole, [*keyed, ("scans", completed)])):
+        path.write_text("".join(json.dumps({"topic": t, "key": "PO-7", "value": v}) + "\n"
+                                for t, v in lines))  # fmt: skip
+    expected, dead = reference_alerts(whole, until)
+    assert dead == 0
+    assert by_id(expected) != by_id(reference_alerts(part, until)[0])  # the scan matters
+
+    run = ReplayRun(settings_factory(), part, partitions=PARTITIONS, progress=no_progress)
+    try:
+        run.prepare_topics()
+        run.start_workers(1)
+        run.wait_for_group(1)
+        run.publish()
+        away = (partition_of(b"PO-7", PARTITIONS) + 1) % PARTITIONS
+        producer = KafkaProducer(bootstrap_servers=run.settings.kafka.bootstrap, acks="all")
+        try:
+            producer.send(run.settings.kafka.topic(SCANS), value=json.dumps(completed).encode(),
+                          partition=away).get(timeout=30)  # fmt: skip
+        finally:
+            producer.close()
+        run.finish(until, timeout_s=120)
+        result = run.results()
+    finally:
+        run.close()
+    assert alert_differences(result.alerts, expected) == ""
+    assert result.dead_letters == 0
+
+
+def test_a_batch_handled_again_after_its_step_raised_forwards_a_record_once(
+    tmp_path: Path,
+) -> None:
+    """What the failed step collected is kept and sent with the retries' (`agent_body`): the
+    record-by-record retry must not add a second copy of a record forwarded already."""
+    app, engine = _engine(tmp_path)
+    produced = capture_outputs(engine.runtime)
+    settle, raised = engine.orders.settle, []
+
+    async def settle_once_failing() -> None:
+        if not raised:
+            raised.append(True)
+            raise RuntimeError("a step that fails after the forward")
+        await settle()
+
+    engine.orders.settle = settle_once_failing  # type: ignore[method-assign]
+
+    async def run() -> None:
+        async with app.agents["scans"].test_context(RawInputChannel(app, "scans")) as scans:
+            await scans.put(_scan_bytes("keyless-away"), key=None, partition=ELSEWHERE, wait=False)
+            await scans.put(_scan_bytes("keyed"), key=ORDER.encode(), partition=HOME, wait=False)
+            await _until(engine, lambda: _forwarded(engine, "scans") + _ok(engine, "scans") == 2)
+
+    run_agents(app, run())
+    assert raised
+    assert [(k, p) for t, k, _, p in produced.sent if t == "t.scans"] == [(ORDER.encode(), HOME)]

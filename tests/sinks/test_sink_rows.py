@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from prometheus_client import REGISTRY
 from samples import customer_json, scan_json
 from sink_samples import make_alert, make_state, record
+from structlog.testing import capture_logs
 
 from chainwatch.settings import Settings
 from chainwatch.sink_runner import build_mappers
 from schemas.alerts import AlertStatus
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.plan import load_plan
-from sinks.clickhouse.mapping import RecordInvalid
+from sinks.clickhouse.mapping import RecordForwarded, RecordInvalid
 from sinks.clickhouse.rows import CustomerRows, OrderEventRows, ScanRows, UnitStatusRows
 from sinks.clickhouse.rows_outputs import AlertRows, DeadLetterRows, OrderStateRows
+from sinks.clickhouse.sink import ClickHouseSink
 from streams.partitioning import partition_of
 
 PLAN = load_plan(None)
@@ -204,9 +209,10 @@ def test_a_cut_dead_letter_is_stored_as_cut_with_the_originals_size_and_hash() -
     assert row["source_index"] == 3
 
 
-def test_a_record_read_from_another_partition_than_its_ids_is_not_stored() -> None:
-    """The engine dead-letters it (`key_mismatch`, `wrong_partition`); stored, a keyless
-    scan counted twice and a customer record from another partition won by its offset."""
+def test_a_record_read_from_another_partition_than_its_ids_is_left_to_its_forwarded_copy() -> None:
+    """The engine forwards it to its id's partition (`schemas.placement`) and the copy's
+    rows are stored; stored too, a keyless scan counted twice and a customer record from
+    another partition raced the copy's version. Valid input: not `RecordInvalid`."""
     settings = Settings(kafka={"partitions": 4})
     mappers = build_mappers(settings)
     scans, customers = mappers["scans"], mappers["crm.customers"]
@@ -216,11 +222,40 @@ def test_a_record_read_from_another_partition_than_its_ids_is_not_stored() -> No
     assert scans.rows(record(value, partition=home))["scans"]
     assert scans.rows(record(value, partition=home, key=b"PO-1"))["scans"]
     for key in (None, b"PO-1"):
-        with pytest.raises(RecordInvalid, match="not on partition"):
+        with pytest.raises(RecordForwarded, match=f"to partition {home}"):
             scans.rows(record(value, partition=away, key=key))
+    with pytest.raises(RecordInvalid, match="key_mismatch"):  # mis-keyed: still invalid
+        scans.rows(record(value, partition=home, key=b"PO-2"))
     c_home = partition_of(b"C-7", 4)
     c_away = (c_home + 1) % 4
     for value in (customer_json("C-7", "Nordic Knits AB"), None):  # a tombstone too
         assert customers.rows(record(value, partition=c_home, key=b"C-7"))["customers"]
-        with pytest.raises(RecordInvalid, match="not on partition"):
+        with pytest.raises(RecordForwarded):
             customers.rows(record(value, partition=c_away, key=b"C-7"))
+
+
+def test_the_sink_counts_forwarded_originals_apart_from_invalid_records_and_stores_copies() -> None:
+    mappers = build_mappers(Settings(kafka={"partitions": 4}))
+    sink = ClickHouseSink(bootstrap="unused:1", group_id="g", client=_NoStore(), mappers=mappers)
+    topic = next(name for name in mappers if name.endswith("scans"))
+    home = partition_of(b"PO-1", 4)
+    away = TopicPartition(topic, (home + 1) % 4)
+    counted = ("chainwatch_sink_forwarded_records_total", {"topic": topic})
+    before = REGISTRY.get_sample_value(*counted)
+    with capture_logs() as logs:
+        sink.add_many(away, [record(scan_json(1), topic=topic, partition=away.partition)])
+        copy = record(scan_json(1), topic=topic, partition=home, key=b"PO-1")
+        sink.add_many(TopicPartition(topic, home), [copy])
+    after = REGISTRY.get_sample_value(*counted)
+    assert (sink.stats.forwarded_records, sink.stats.invalid_records) == (1, 0)
+    assert (after or 0) - (before or 0) == 1
+    assert logs == []  # the engine logs the forward, not the sink
+    assert sink.buffered_rows == 1  # the copy's row
+
+
+class _NoStore:
+    def insert(self, table: str, rows: Any, **kwargs: Any) -> None:
+        raise AssertionError("not used")
+
+    def query(self, sql: str, **kwargs: Any) -> Any:
+        raise AssertionError("not used")
