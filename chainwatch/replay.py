@@ -57,7 +57,6 @@ from schemas.validation import (
 from sinks.consumer import stop_consumer
 from sinks.producer_start import start_producer, stop_producer
 from streams.engine.messages import INTERNAL_TOPICS, ORDER_INBOX, Tick, encode_bundle
-from streams.partitioning import partition_of
 from streams.rules.facts import to_ms
 from streams.topics import (
     ALERTS,
@@ -154,19 +153,20 @@ def topic_blocks(lines: Iterator[ScenarioLine], order: list[str]) -> list[Scenar
     return result
 
 
-def home_partition(
-    key: str | None, topic: str, record: InputRecord, settings: Settings
-) -> int | None:
-    """Where a keyless line goes: its id's partition (None: the key decides).
+def line_key(key: bytes | None, topic: str, record: InputRecord) -> bytes | None:
+    """The Kafka key a line is published with: its own, or else its record's id.
 
-    The engine dead-letters a record read from another partition than its id's
-    (`key_mismatch`); Kafka's default partitioner would spread keyless lines over
-    every partition, so a file that omits keys would replay otherwise than it reads.
+    A keyless line is valid (the contract allows keyless records), but Kafka
+    refuses a keyless record on a compacted topic (`crm.customers`: the replay
+    ended with `UnknownError`), and spreads keyless records over every partition,
+    where the engine would forward each to its id's partition first. Keyed with its
+    id, it is read where a producer keying its records would put it. A tombstone
+    has no id: it keeps what the file gives.
     """
+    if key is not None:
+        return key
     own = record_id(topic, record)
-    if key is not None or own is None:
-        return None
-    return partition_of(own.encode(), settings.kafka.partitions)
+    return None if own is None else own.encode()
 
 
 #: How long Kafka may take to take one record, or to acknowledge the records sent so far.
@@ -188,14 +188,11 @@ class _Publisher:
         self.pending: list[asyncio.Future[Any]] = []
         self.acknowledged = 0
 
-    async def send(
-        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
-    ) -> None:
+    async def send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         """Queue one record; `MessageSizeTooLargeError` for one Kafka would never take."""
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                sent = await self.producer.send(topic, key=key, value=value, partition=partition)
-                self.pending.append(sent)
+                self.pending.append(await self.producer.send(topic, key=key, value=value))
         except MessageSizeTooLargeError:
             raise
         except (AIOKafkaError, TimeoutError) as exc:
@@ -292,10 +289,10 @@ async def publish_scenario(
                 continue
             value = replay.value_bytes()
             ms: int | None = None
-            partition: int | None = None
+            key = replay.key_bytes()
             try:
-                record = decode_input(replay.topic, value, plan=plan, key=replay.key_bytes())
-                partition = home_partition(replay.key, replay.topic, record, settings)
+                record = decode_input(replay.topic, value, plan=plan, key=key)
+                key = line_key(key, replay.topic, record)
                 event_time = getattr(record, "event_time", None)
                 if event_time is not None and replay.topic != CUSTOMERS:
                     ms = to_ms(event_time)
@@ -307,7 +304,7 @@ async def publish_scenario(
                 if between_windows is not None:
                     await asyncio.to_thread(between_windows, windows.number)
             try:
-                await publisher.send(names(replay.topic), replay.key_bytes(), value, partition)
+                await publisher.send(names(replay.topic), key, value)
             except MessageSizeTooLargeError as exc:
                 # CONTRACT v1.2: an output Kafka will not take is a processing_error, never
                 # the end of the replay (one 3 MB line stopped it with a traceback)

@@ -23,7 +23,7 @@ from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, ReasonCode
 from streams.partitioning import partition_of
-from streams.topics import DEAD_LETTER, SCANS
+from streams.topics import CUSTOMERS, DEAD_LETTER, SCANS
 
 
 def test_a_line_too_large_for_kafka_is_a_dead_letter_and_the_replay_goes_on(
@@ -55,26 +55,31 @@ def test_a_line_too_large_for_kafka_is_a_dead_letter_and_the_replay_goes_on(
     assert letter.truncated
 
 
-def test_a_keyless_line_is_published_to_its_ids_partition(
+def test_a_keyless_line_is_published_with_its_id_as_key(
     settings_factory: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    """The engine dead-letters a record read from another partition than its id's;
-    Kafka's default partitioner spreads keyless records over all of them."""
+    """Kafka refuses a keyless record on the compacted `crm.customers` (the replay ended
+    with `UnknownError`), and spreads keyless records over every partition, where the
+    engine forwards each to its id's partition first. Keyed with its id, a line is read
+    where a producer keying its records would put it."""
     settings = settings_factory()
     prepare_topics(settings)
-    scans = [scan(event_id=f"e-{n}", order_id=f"PO-{n}") for n in range(24)]
+    scans = [scan(event_id=f"e-{n}", order_id=f"PO-{n}") for n in range(8)]
+    lines = [{"topic": "scans", "value": s} for s in scans]
+    lines.append({"topic": "crm.customers", "value": customer(customer_id="C-9")})
+    lines.append({"topic": "crm.customers", "key": "C-9", "value": None})  # a tombstone
     scenario = tmp_path / "keyless.ndjson"
-    scenario.write_text("".join(json.dumps({"topic": "scans", "value": s}) + "\n" for s in scans))
+    scenario.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
     published, dead, _ = asyncio.run(publish_scenario(settings, scenario, no_progress))
 
-    assert (published, dead) == (24, 0)
+    assert (published, dead) == (10, 0)
     records = asyncio.run(read_records(settings, SCANS))
-    assert len(records) == 24
+    assert sorted(r.key for r in records) == sorted(s["order_id"].encode() for s in scans)
     for record in records:
-        assert record.key is None
-        order_id = json.loads(record.value)["order_id"]
-        assert record.partition == partition_of(order_id.encode(), settings.kafka.partitions)
+        assert record.partition == partition_of(record.key, settings.kafka.partitions)
+    customers = asyncio.run(read_records(settings, CUSTOMERS))
+    assert [(r.key, r.value is None) for r in customers] == [(b"C-9", False), (b"C-9", True)]
 
 
 class _Producer:
@@ -87,7 +92,7 @@ class _Producer:
         self.values: list[bytes | None] = []
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+        self, topic: str, key: bytes | None, value: bytes | None
     ) -> asyncio.Future[None]:
         self.sent.append(topic)
         self.values.append(value)
