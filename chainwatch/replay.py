@@ -290,6 +290,7 @@ async def publish_scenario(
             value = replay.value_bytes()
             ms: int | None = None
             key = replay.key_bytes()
+            rejected: RecordRejected | None = None
             try:
                 record = decode_input(replay.topic, value, plan=plan, key=key)
                 key = line_key(key, replay.topic, record)
@@ -297,8 +298,16 @@ async def publish_scenario(
                 if event_time is not None and replay.topic != CUSTOMERS:
                     ms = to_ms(event_time)
                     largest = ms if largest is None or ms > largest else largest
-            except RecordRejected:
-                pass  # the engine dead-letters it; publish it as the file says
+            except RecordRejected as exc:
+                rejected = exc  # the engine dead-letters it; publish it as the file says
+            if key is None and (replay.topic == CUSTOMERS or value is None):
+                # Kafka takes no keyless record on the compacted CRM topic, nor one with
+                # neither key nor value: the line (an invalid record naming no customer_id,
+                # a tombstone without a key) is dead-lettered here, as the engine would
+                errors, code = _keyless_refusal(rejected)
+                await dead_letter(number, line, errors, code)
+                dead += 1
+                continue
             if windows is not None and windows.starts_new(ms, crm=replay.topic == CUSTOMERS):
                 await publisher.flush()
                 if between_windows is not None:
@@ -321,6 +330,17 @@ async def publish_scenario(
     finally:
         await stop_producer(producer)
     return published, dead, largest
+
+
+def _keyless_refusal(rejected: RecordRejected | None) -> tuple[list[ErrorDetail], ReasonCode]:
+    """Why a line Kafka would not take without a key is a dead letter: its record's own
+    fault if it has one, else `bad_replay_line` (a tombstone names its customer by key)."""
+    if rejected is not None:
+        return rejected.errors, rejected.reason_code
+    error = ErrorDetail(
+        loc="key", msg="a tombstone line needs the customer_id as key", type="missing"
+    )
+    return [error], ReasonCode.BAD_REPLAY_LINE
 
 
 def _group_topics(settings: Settings) -> list[str]:

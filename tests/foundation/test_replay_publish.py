@@ -245,3 +245,31 @@ def test_kafka_refusing_the_final_clock_is_one_line(
     monkeypatch.setattr(replay, "stop_producer", nothing)
     with pytest.raises(UserError, match=r"did not acknowledge the final clock .*KafkaTimeoutError"):
         asyncio.run(replay.send_final_clock(Settings(), 1_800_000_000_000))
+
+
+def test_a_crm_line_kafka_would_not_take_without_a_key_is_a_dead_letter_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: a keyless tombstone line stopped the replay on aiokafka's
+    `AssertionError` (neither key nor value), and a keyless CRM line whose value names
+    no customer_id on Kafka's `UnknownError` (a compacted topic takes no keyless
+    record): both "internal error"s. Each is now a dead letter, the rest published."""
+    good = scan(event_id="e-1")
+    lines = [
+        {"topic": "crm.customers", "value": None},  # a tombstone without a key
+        {"topic": "crm.customers", "value": {"name": "no id"}},  # names no customer
+        {"topic": "scans", "key": good["order_id"], "value": good},
+    ]
+    scenario = tmp_path / "keyless-crm.ndjson"
+    scenario.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    producer = _Producer()
+
+    published, dead, _ = publish_to(producer, monkeypatch, scenario)
+
+    assert (published, dead) == (1, 2)
+    assert producer.sent == ["dead-letter", "dead-letter", "scans"]
+    letters = [DeadLetter.model_validate_json(v or b"") for v in producer.values[:2]]
+    assert [(d.source.line, d.reason_code) for d in letters] == [
+        (1, ReasonCode.BAD_REPLAY_LINE),
+        (2, ReasonCode.VALIDATION_FAILED),
+    ]
