@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -236,8 +235,15 @@ def test_the_longest_ttl_stays_within_clickhouse_s_datetime() -> None:
         Settings(clickhouse={"ttl_days": MAX_TTL_DAYS + 1})  # type: ignore[arg-type]
 
 
-def test_the_longest_shutdown_grace_leaves_a_stop_deadline_a_timer_can_wait() -> None:
+def test_a_shutdown_grace_past_ten_minutes_is_refused_so_a_gateway_stop_waits_under_eleven() -> (
+    None
+):
+    """The gateway's stop deadline grows with the grace (`stop_timeout_s`): the bound on
+    `shutdown_grace_s` is what keeps that wait short (threading.TIMEOUT_MAX, ~292 years,
+    did not)."""
     from chainwatch.commands.gateway import stop_timeout_s
 
+    with pytest.raises(ValidationError, match="shutdown_grace_s"):
+        Settings(gateway={"shutdown_grace_s": 600.5})  # type: ignore[arg-type]
     longest = Settings(gateway={"shutdown_grace_s": 600})  # type: ignore[arg-type]
-    assert stop_timeout_s(longest) <= threading.TIMEOUT_MAX
+    assert stop_timeout_s(longest) < 11 * 60
