@@ -14,6 +14,10 @@ from schemas.settings_model import DAY_S, SettingsModel
 
 DEFAULT_WARMUP_RECORDS = 50_000
 DEFAULT_WARMUP_TIMEOUT_S = 60.0
+MAX_ATTEMPTS_BOUND = 10_000
+"""The largest `max_attempts`, one constant so that tests which leave ending a delivery's
+retries to the horizon (not the count) ask for the most the setting takes, not a literal
+past it (100_000 there broke eight tests when the bound came)."""
 
 # A day bounds the waits a receiver may ask for or an operator may set (a `Retry-After` is
 # read up to a day too). Every duration here is bounded: `timeout_s=inf` (or 1e300) was taken
@@ -67,7 +71,7 @@ class WebhookSettings(SettingsModel):
     max_attempts: int = Field(
         default=20,
         ge=1,
-        le=10_000,
+        le=MAX_ATTEMPTS_BOUND,
         description="Attempts per delivery at most, within the horizon.",
     )
     queue_size: int = Field(

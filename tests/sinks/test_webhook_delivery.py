@@ -32,6 +32,7 @@ from sinks.webhooks.dispatcher import EndpointPipe, NotifyStats
 from sinks.webhooks.publish import publish as publish_log
 from sinks.webhooks.rebalance import RebalanceListener
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, WebhookDeadLetter
+from sinks.webhooks.settings import MAX_ATTEMPTS_BOUND
 from sinks.webhooks.warmup import PartitionRead, Warmup
 from streams.topics import ALERTS
 
@@ -293,7 +294,9 @@ def _settings_for(
     settings_factory: Callable[..., Settings], subscriptions: Path, horizon_s: float
 ) -> Settings:
     return settings_factory(
-        webhooks=loopback_webhooks(subscriptions, retry_horizon_s=horizon_s, max_attempts=100_000)
+        webhooks=loopback_webhooks(
+            subscriptions, retry_horizon_s=horizon_s, max_attempts=MAX_ATTEMPTS_BOUND
+        )
     )
 
 

@@ -34,6 +34,7 @@ from sinks.webhooks.done import MAX_METADATA_BYTES, decode, encode
 from sinks.webhooks.offsets import Commit, OffsetTracker
 from sinks.webhooks.outcomes import Job
 from sinks.webhooks.rebalance import RebalanceListener
+from sinks.webhooks.settings import MAX_ATTEMPTS_BOUND
 from sinks.webhooks.warmup import WarmupConfig
 from streams.topics import ALERTS
 
@@ -318,7 +319,9 @@ def test_a_restart_does_not_post_again_what_was_delivered_after_a_delivery_still
             }
             subs.write_text(json.dumps({"endpoints": [endpoint]}))  # JSON is YAML
             settings = settings_factory(
-                webhooks=loopback_webhooks(subs, retry_horizon_s=600.0, max_attempts=100_000)
+                webhooks=loopback_webhooks(
+                    subs, retry_horizon_s=600.0, max_attempts=MAX_ATTEMPTS_BOUND
+                )
             )
             prepare_all_topics(settings)
             # one key: one partition, the retried record first
