@@ -283,8 +283,8 @@ def partitions(settings: Settings) -> Check:
         return Check(
             "partitions",
             True,
-            f"no input topics yet: the first start makes them with {kafka.partitions} "
-            f"partitions ({PARTITIONS_SETTING})",
+            f"none of the topics routed by id exist yet: the first start makes them with "
+            f"{kafka.partitions} partitions ({PARTITIONS_SETTING})",
         )
     return Check(
         "partitions",

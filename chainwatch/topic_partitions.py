@@ -15,8 +15,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from kafka.errors import (
+    BrokerResponseError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+    for_code,
+)
+
 from chainwatch.errors import UserError
-from chainwatch.kafka_admin import admin_client, kafka_call
+from chainwatch.kafka_admin import (
+    UNREACHABLE_HINT,
+    KafkaRefused,
+    KafkaUnreachable,
+    admin_client,
+    kafka_call,
+)
 from chainwatch.settings import Settings
 from streams.topics import INPUT_TOPICS
 
@@ -45,7 +58,10 @@ def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
     """Each of `topics` that exists -> its partition count; a missing one is left out.
 
     One Metadata request within the admin calls' deadline (`kafka_call`); kafka-python
-    asks it with `allow_auto_topic_creation` off, so it never creates a topic.
+    asks it with `allow_auto_topic_creation` off, so it never creates a topic. Only
+    `UNKNOWN_TOPIC_OR_PARTITION` means missing: a topic Kafka answers with another error
+    (`TOPIC_AUTHORIZATION_FAILED`) was taken as missing too, so its count went unchecked
+    and doctor said no topic existed yet. Such an answer is `topic_errors`' error.
     """
     wanted = list(topics)
     admin = admin_client(bootstrap)
@@ -57,11 +73,37 @@ def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
         )
     finally:
         admin.close()
+    failed = {
+        str(topic["name"]): for_code(code)
+        for topic in described
+        if (code := topic.get("error_code", 0)) not in (0, UnknownTopicOrPartitionError.errno)
+    }
+    if failed:
+        raise topic_errors(bootstrap, failed)
     return {
         str(topic["name"]): len(topic["partitions"])
         for topic in described
         if topic.get("error_code", 0) == 0
     }
+
+
+def topic_errors(bootstrap: str, failed: Mapping[str, type[BrokerResponseError]]) -> UserError:
+    """One line naming each topic Kafka would not describe and its error: `KafkaUnreachable`
+    (waited out by a starting process) when every error is a "not now", else `KafkaRefused`."""
+    named = ", ".join(f"topic {name} ({error.__name__})" for name, error in sorted(failed.items()))
+    if all(error.retriable for error in failed.values()):
+        return KafkaUnreachable(
+            f"Kafka at {bootstrap} did not describe {named}, not now; {UNREACHABLE_HINT}"
+        )
+    acl = (
+        "; grant this client Describe on them"
+        if TopicAuthorizationFailedError in failed.values()
+        else ""
+    )
+    return KafkaRefused(
+        f"Kafka at {bootstrap} refused to describe {named}, so their partition counts "
+        f"cannot be checked{acl}"
+    )
 
 
 def mismatch(counts: Mapping[str, int], expected: int) -> str | None:

@@ -10,15 +10,30 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+from kafka.errors import LeaderNotAvailableError, for_code
 
+from chainwatch import topic_partitions
 from chainwatch.doctor import partitions
-from chainwatch.kafka_admin import admin_client, create_missing_topics, kafka_call
+from chainwatch.kafka_admin import (
+    KafkaRefused,
+    KafkaUnreachable,
+    admin_client,
+    create_missing_topics,
+    kafka_call,
+)
 from chainwatch.runners import prepare_worker_topics, worker_app
 from chainwatch.settings import Settings
 from chainwatch.sink_runner import prepare_sink_topics
-from chainwatch.topic_partitions import PartitionsMismatch, mismatch, routed_topics
+from chainwatch.topic_partitions import (
+    PartitionsMismatch,
+    check_partitions,
+    mismatch,
+    routed_topics,
+    topic_errors,
+)
 from streams.engine.messages import INTERNAL_TOPICS
 from streams.topics import ORDERS
 
@@ -82,8 +97,52 @@ def test_doctor_passes_topics_not_made_yet_and_leaves_them_unmade(
     settings = settings_factory()
     check = partitions(settings)
     assert check.ok
-    assert "no input topics yet" in check.detail
+    assert check.detail == (
+        "none of the topics routed by id exist yet: the first start makes them with 4 "
+        "partitions (CHAINWATCH_KAFKA__PARTITIONS)"
+    )
     assert _existing(settings) == set()
+
+
+class _RefusingAdmin:
+    """An admin client whose broker will not describe `refused` (an ACL without Describe):
+    the local broker has no authorizer, so the answer is made here, in kafka-python's shape."""
+
+    def __init__(self, refused: str, code: int) -> None:
+        self.refused, self.code = refused, code
+
+    def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+        return [
+            {"name": name, "error_code": self.code, "partitions": []}
+            if name == self.refused
+            else {"name": name, "error_code": 3, "partitions": []}  # UNKNOWN_TOPIC_OR_PARTITION
+            for name in topics
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("code", [29, 17])  # TOPIC_AUTHORIZATION_FAILED, INVALID_TOPIC_EXCEPTION
+def test_a_topic_kafka_will_not_describe_is_reported_not_taken_for_missing(
+    monkeypatch: pytest.MonkeyPatch, settings_factory: Callable[..., Settings], code: int
+) -> None:
+    """It was left out as missing: the check passed without reading its count, and doctor
+    said no topic existed yet."""
+    settings = settings_factory()
+    orders = settings.kafka.topic(ORDERS)
+    monkeypatch.setattr(topic_partitions, "admin_client", lambda _: _RefusingAdmin(orders, code))
+    with pytest.raises(KafkaRefused) as refused:
+        check_partitions(settings.kafka.bootstrap, routed_topics(settings), 4)
+    error = for_code(code).__name__
+    assert f"refused to describe topic {orders} ({error})" in str(refused.value)
+    check = partitions(settings)
+    assert not check.ok
+    assert "\n" not in check.detail
+    assert check.detail.startswith(
+        f"cannot read the topics' partitions: Kafka at {settings.kafka.bootstrap} refused to "
+        f"describe topic {orders} ({error}), so their partition counts cannot be checked"
+    )
 
 
 def test_the_sink_refuses_input_topics_with_another_count(two_partition_orders: Settings) -> None:
@@ -122,3 +181,12 @@ def test_a_worker_exits_non_zero_with_one_line_when_an_input_topic_has_another_c
         f"error: {mismatch({settings.kafka.topic(ORDERS): 2}, settings.kafka.partitions)}"
     ], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_topic_kafka_cannot_describe_now_is_waited_out_not_refused() -> None:
+    """A "not now" (no leader yet) is `KafkaUnreachable`: a starting worker or sink waits."""
+    error = topic_errors("b:9092", {"orders": LeaderNotAvailableError})
+    assert isinstance(error, KafkaUnreachable)
+    assert str(error).startswith(
+        "Kafka at b:9092 did not describe topic orders (LeaderNotAvailableError), not now"
+    )
