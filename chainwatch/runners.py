@@ -102,13 +102,14 @@ def create_worker_topics(app: Any, settings: Settings, internal_topics: Iterable
 
 
 def prepare_worker_topics(app: Any, settings: Settings, internal_topics: Iterable[str]) -> None:
-    """`create_worker_topics`, then `PartitionsMismatch` if a topic the engine routes by id
-    already existed with another count than `kafka.partitions`: a worker that would
-    dead-letter most of its input does not start (chainwatch.topic_partitions)."""
+    """`PartitionsMismatch` if a topic the engine routes by id already exists with another
+    count than `kafka.partitions` (a worker that would dead-letter most of its input does
+    not start; chainwatch.topic_partitions), else `create_worker_topics`. Checked first, so
+    a refused start creates nothing with the count it refused."""
     from chainwatch.topic_partitions import check_partitions, routed_topics
 
-    create_worker_topics(app, settings, internal_topics)
     check_partitions(settings.kafka.bootstrap, routed_topics(settings), settings.kafka.partitions)
+    create_worker_topics(app, settings, internal_topics)
 
 
 def changelog_topics(app: Any, settings: Settings) -> dict[tuple[tuple[str, str], ...], list[str]]:

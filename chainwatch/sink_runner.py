@@ -75,11 +75,12 @@ def build_mappers(settings: Settings) -> dict[str, RecordMapper]:
 
 
 def prepare_sink_topics(settings: Settings) -> None:
-    """The topics the sink reads, created when missing; then `PartitionsMismatch` if an
-    input topic has another count than `kafka.partitions`: its mappers dead-letter a
-    record read from another partition than its id's (chainwatch.topic_partitions)."""
-    prepare_topics(settings, also=NOTIFY_TOPICS)
+    """`PartitionsMismatch` if an input topic has another count than `kafka.partitions` (its
+    mappers dead-letter a record read from another partition than its id's;
+    chainwatch.topic_partitions), else the topics the sink reads, created when missing.
+    Checked first, so a refused start creates nothing with the count it refused."""
     check_partitions(settings.kafka.bootstrap, input_topics(settings), settings.kafka.partitions)
+    prepare_topics(settings, also=NOTIFY_TOPICS)
 
 
 def run_sink(

@@ -6,9 +6,11 @@ from another partition (`key_mismatch`, error type `wrong_partition`; the sink's
 mappers do the same). `ensure_topics` keeps an existing topic as it is, so an
 input topic made by hand (or by an earlier deployment) with another count made
 most of its records dead letters, or mis-routed the joins, without a word at
-start. The worker and the sink therefore check, once their topics are ensured,
+start. The worker and the sink therefore check, before they create a missing topic,
 and refuse to start (`PartitionsMismatch`, one line); `chainwatch doctor` reports
-the same. Reading only: a Metadata request that never creates a topic.
+the same. Reading only: a Metadata request that never creates a topic. (Checked after
+the creation, a refused start had made every other topic with the count it refused,
+and the next start's advice flipped to that count.)
 """
 
 from __future__ import annotations
@@ -115,18 +117,22 @@ def mismatch(counts: Mapping[str, int], expected: int) -> str | None:
         f"topic {name} has {count} partition{'' if count == 1 else 's'}"
         for name, count in wrong.items()
     )
-    counts_found = set(wrong.values())
-    fix = (
-        f"set {PARTITIONS_SETTING}={counts_found.pop()}"
-        if len(counts_found) == 1
-        else f"give them one count and set {PARTITIONS_SETTING} to it"
-    )
     return (
         f"{topics} but {PARTITIONS_SETTING}={expected}: each id is routed to "
         f"murmur2(id) % {expected}, so most of their records would be dead letters "
-        f"(wrong_partition) or their joins mis-routed; {fix}, or recreate the topics with "
-        f"{expected} partitions"
+        f"(wrong_partition) or their joins mis-routed; {_fix(counts)}, or recreate the topics "
+        f"with {expected} partitions"
     )
+
+
+def _fix(counts: Mapping[str, int]) -> str:
+    """A count to set only when every existing topic has it: one that fits the wrong topics
+    alone ("set 8" while the others had 4) would be refused again, with the other count."""
+    found = set(counts.values())
+    if len(found) == 1:
+        return f"set {PARTITIONS_SETTING}={found.pop()}"
+    listed = ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
+    return f"the topics disagree ({listed}): give them one count and set {PARTITIONS_SETTING} to it"
 
 
 def check_partitions(bootstrap: str, topics: Iterable[str], expected: int) -> None:

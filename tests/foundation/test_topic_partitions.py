@@ -46,12 +46,23 @@ def test_topics_with_the_configured_count_are_no_mismatch() -> None:
 
 
 def test_a_mismatch_is_one_line_naming_the_topic_its_count_and_the_setting() -> None:
-    line = mismatch({"orders": 8, "scans": 4}, 4)
+    line = mismatch({"orders": 8, "scans": 8}, 4)
     assert line is not None
     assert "\n" not in line
+    assert line.startswith(
+        "topic orders has 8 partitions, topic scans has 8 partitions but "
+        "CHAINWATCH_KAFKA__PARTITIONS=4"
+    )
+    assert "set CHAINWATCH_KAFKA__PARTITIONS=8" in line  # every existing topic has 8
+
+
+def test_a_count_only_the_wrong_topics_have_is_not_suggested() -> None:
+    """Setting 8 for `orders` would have the worker refuse `scans`, with "set 4"."""
+    line = mismatch({"orders": 8, "scans": 4}, 4)
+    assert line is not None
     assert line.startswith("topic orders has 8 partitions but CHAINWATCH_KAFKA__PARTITIONS=4")
-    assert "scans" not in line
-    assert "set CHAINWATCH_KAFKA__PARTITIONS=8" in line
+    assert "set CHAINWATCH_KAFKA__PARTITIONS=" not in line
+    assert "the topics disagree (orders 8, scans 4)" in line
 
 
 def test_topics_with_different_wrong_counts_are_all_named() -> None:
@@ -59,6 +70,7 @@ def test_topics_with_different_wrong_counts_are_all_named() -> None:
     assert line is not None
     assert "topic orders has 8 partitions, topic scans has 1 partition but" in line
     assert "set CHAINWATCH_KAFKA__PARTITIONS=" not in line  # no one count fixes both
+    assert "the topics disagree (orders 8, scans 1)" in line
 
 
 def _existing(settings: Settings) -> set[str]:
@@ -145,9 +157,27 @@ def test_a_topic_kafka_will_not_describe_is_reported_not_taken_for_missing(
     )
 
 
-def test_the_sink_refuses_input_topics_with_another_count(two_partition_orders: Settings) -> None:
+def test_the_sink_refuses_input_topics_with_another_count_and_creates_none(
+    two_partition_orders: Settings,
+) -> None:
+    settings = two_partition_orders
     with pytest.raises(PartitionsMismatch, match=r"has 2 partitions but .*PARTITIONS=4"):
-        prepare_sink_topics(two_partition_orders)
+        prepare_sink_topics(settings)
+    assert _existing(settings) == {settings.kafka.topic(ORDERS)}
+
+
+def test_a_refused_worker_creates_no_topic_so_its_advice_can_be_followed(
+    two_partition_orders: Settings, settings_factory: Callable[..., Settings]
+) -> None:
+    """Checked after the creation, the refused start made every other topic with 4, and
+    a start with the advised 2 was refused in turn, advising 4."""
+    settings = two_partition_orders
+    with pytest.raises(PartitionsMismatch, match="set CHAINWATCH_KAFKA__PARTITIONS=2,"):
+        prepare_worker_topics(worker_app(settings)[0], settings, INTERNAL_TOPICS)
+    assert _existing(settings) == {settings.kafka.topic(ORDERS)}
+    advised = settings_factory(kafka={**settings.kafka.model_dump(), "partitions": 2})
+    prepare_worker_topics(worker_app(advised)[0], advised, INTERNAL_TOPICS)  # no mismatch
+    prepare_sink_topics(advised)
 
 
 def test_a_worker_whose_topics_have_the_count_starts_and_doctor_agrees(
