@@ -102,13 +102,18 @@ def create_worker_topics(app: Any, settings: Settings, internal_topics: Iterable
 
 
 def prepare_worker_topics(app: Any, settings: Settings, internal_topics: Iterable[str]) -> None:
-    """`PartitionsMismatch` if a topic the engine routes by id already exists with another
-    count than `kafka.partitions` (a worker that would dead-letter most of its input does
+    """`PartitionsMismatch` if a topic the engine routes by id (its tables' changelogs
+    included: a changelog record goes to its table's partition, and faust crashed on the
+    first write to one with fewer) already exists with another count than
+    `kafka.partitions` (a worker that would dead-letter most of its input does
     not start; chainwatch.topic_partitions), else `create_worker_topics`. Checked first, so
     a refused start creates nothing with the count it refused."""
     from chainwatch.topic_partitions import check_partitions, routed_topics
 
-    check_partitions(settings.kafka.bootstrap, routed_topics(settings), settings.kafka.partitions)
+    changelogs = [name for names in changelog_topics(app, settings).values() for name in names]
+    check_partitions(
+        settings.kafka.bootstrap, [*routed_topics(settings), *changelogs], settings.kafka.partitions
+    )
     create_worker_topics(app, settings, internal_topics)
 
 

@@ -1,16 +1,19 @@
 """Whether the topics the engine routes by id have the partitions it routes with.
 
-The engine keeps each id's state on partition `murmur2(id) % CHAINWATCH_KAFKA__PARTITIONS`,
-sends its internal join messages there, and dead-letters an input record read
-from another partition (`key_mismatch`, error type `wrong_partition`; the sink's
-mappers do the same). `ensure_topics` keeps an existing topic as it is, so an
-input topic made by hand (or by an earlier deployment) with another count made
-most of its records dead letters, or mis-routed the joins, without a word at
-start. The worker and the sink therefore check, before they create a missing topic,
-and refuse to start (`PartitionsMismatch`, one line); `chainwatch doctor` reports
-the same. Reading only: a Metadata request that never creates a topic. (Checked after
-the creation, a refused start had made every other topic with the count it refused,
-and the next start's advice flipped to that count.)
+The engine keeps each id's state on partition `murmur2(id) % CHAINWATCH_KAFKA__PARTITIONS`
+(its table's changelog record goes to that partition too), sends its internal join
+messages there, and dead-letters an input record read from another partition
+(`key_mismatch`, error type `wrong_partition`; the sink's mappers do the same).
+`ensure_topics` keeps an existing topic as it is, so an input topic made by hand (or
+by an earlier deployment) with another count made most of its records dead letters,
+or mis-routed the joins, without a word at start; a changelog topic with fewer
+partitions crashed the worker on its first table write (faust's "Unrecognized
+partition", over and over under a supervisor). The worker and the sink therefore
+check, before they create a missing topic, and refuse to start (`PartitionsMismatch`,
+one line); `chainwatch doctor` reports the same. Reading only: a Metadata request that
+never creates a topic. (Checked after the creation, a refused start had made every
+other topic with the count it refused, and the next start's advice flipped to that
+count.)
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ from chainwatch.settings import Settings
 from streams.topics import INPUT_TOPICS
 
 PARTITIONS_SETTING = "CHAINWATCH_KAFKA__PARTITIONS"
+CHANGELOG_SUFFIX = "-changelog"
+ROUTED_BY_ID = "the inputs, the <app_id>-*-inbox and the <app_id>-*-changelog topics"
+"""Every kind of topic routed by id, as the advice names them: recreating some of them
+only (the ones a line named) left a changelog with the old count, and the worker crashed
+on its first table write (faust: "Unrecognized partition")."""
 
 
 class PartitionsMismatch(UserError):
@@ -48,12 +56,36 @@ def input_topics(settings: Settings) -> list[str]:
 
 
 def routed_topics(settings: Settings) -> list[str]:
-    """Every topic whose records go to their id's partition: the inputs, and the
-    engine's internal join topics (`<app_id>-...`; what the worker and doctor check)."""
+    """The topics whose records go to their id's partition that the settings name: the
+    inputs, and the engine's internal join topics (`<app_id>-...-inbox`). The tables'
+    changelog topics are routed so too (a table's record goes to its key's partition);
+    their names are faust's, so the worker takes them from its app (`runners.
+    changelog_topics`) and doctor from a listing (`listed_changelogs`)."""
     from streams.engine.messages import INTERNAL_TOPICS
 
     internal = [f"{settings.engine.app_id}-{name}" for name in INTERNAL_TOPICS]
     return [*input_topics(settings), *internal]
+
+
+def changelogs_in(settings: Settings, names: Iterable[str]) -> list[str]:
+    """The engine's changelog topics among `names`: faust names them
+    `<app_id>-<table>-changelog`."""
+    prefix = f"{settings.engine.app_id}-"
+    return sorted(
+        name for name in names if name.startswith(prefix) and name.endswith(CHANGELOG_SUFFIX)
+    )
+
+
+def listed_changelogs(settings: Settings) -> list[str]:
+    """The engine's changelog topics that exist, from a topic listing (reading only: doctor
+    has no faust app to name them, and building one to read a name is not worth it)."""
+    bootstrap = settings.kafka.bootstrap
+    admin = admin_client(bootstrap)
+    try:
+        listed = kafka_call(admin.list_topics, bootstrap=bootstrap, what="list the topics")
+    finally:
+        admin.close()
+    return changelogs_in(settings, listed)
 
 
 def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
@@ -120,8 +152,9 @@ def mismatch(counts: Mapping[str, int], expected: int) -> str | None:
     return (
         f"{topics} but {PARTITIONS_SETTING}={expected}: each id is routed to "
         f"murmur2(id) % {expected}, so most of their records would be dead letters "
-        f"(wrong_partition) or their joins mis-routed; {_fix(counts)}, or recreate the topics "
-        f"with {expected} partitions"
+        f"(wrong_partition), their joins or table writes mis-routed; {_fix(counts)}, or "
+        f"recreate the topics with {expected} partitions (every topic routed by id has to "
+        f"have it: {ROUTED_BY_ID})"
     )
 
 

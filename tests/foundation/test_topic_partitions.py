@@ -24,11 +24,12 @@ from chainwatch.kafka_admin import (
     create_missing_topics,
     kafka_call,
 )
-from chainwatch.runners import prepare_worker_topics, worker_app
+from chainwatch.runners import changelog_topics, leader_topic, prepare_worker_topics, worker_app
 from chainwatch.settings import Settings
 from chainwatch.sink_runner import prepare_sink_topics
 from chainwatch.topic_partitions import (
     PartitionsMismatch,
+    changelogs_in,
     check_partitions,
     mismatch,
     routed_topics,
@@ -131,6 +132,9 @@ class _RefusingAdmin:
             for name in topics
         ]
 
+    def list_topics(self) -> list[str]:
+        return [self.refused]
+
     def close(self) -> None:
         pass
 
@@ -190,7 +194,42 @@ def test_a_worker_whose_topics_have_the_count_starts_and_doctor_agrees(
     prepare_sink_topics(settings)
     check = partitions(settings)
     assert check.ok
-    assert check.detail.startswith(f"{len(routed_topics(settings))} topics routed by id, 2 ")
+    routed = len(routed_topics(settings)) + len(_changelogs(app, settings))
+    assert check.detail.startswith(f"{routed} topics routed by id, 2 ")
+
+
+def _changelogs(app: Any, settings: Settings) -> list[str]:
+    """The worker's changelog topics, as it names them to create them."""
+    return sorted(name for names in changelog_topics(app, settings).values() for name in names)
+
+
+def test_doctor_finds_the_changelogs_the_worker_names(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory()
+    app, _engine = worker_app(settings)
+    worker = _changelogs(app, settings)
+    assert len(worker) == len(app.tables) > 0
+    assert changelogs_in(settings, [*worker, *routed_topics(settings), leader_topic(app)]) == worker
+
+
+def test_a_changelog_topic_with_another_count_stops_the_worker_and_fails_doctor(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """Recreating only the topics a line named left the changelogs with the old count:
+    the check passed, and faust crashed on the first table write ("Unrecognized partition")."""
+    settings = settings_factory()
+    app, _engine = worker_app(settings)
+    changelog = _changelogs(app, settings)[0]
+    create_missing_topics(settings.kafka.bootstrap, {changelog: {}}, partitions=2)
+    expected = mismatch({changelog: 2}, 4)
+    assert expected is not None
+    assert "<app_id>-*-changelog" in expected  # the advice names them
+    with pytest.raises(PartitionsMismatch) as refused:
+        prepare_worker_topics(app, settings, INTERNAL_TOPICS)
+    assert str(refused.value) == expected
+    check = partitions(settings)
+    assert (check.ok, check.detail) == (False, expected)
 
 
 def test_a_worker_exits_non_zero_with_one_line_when_an_input_topic_has_another_count(
