@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from schemas.settings_model import HOUR_S, SettingsModel
+from schemas.urls import UrlError, split_url
 
 MAX_TTL_DAYS = 18_250
 """50 years. ClickHouse's `DateTime` ends in 2106: a TTL past it wraps round to the past
@@ -61,7 +62,13 @@ class ClickHouseSettings(SettingsModel):
     @field_validator("url")
     @classmethod
     def _url_scheme(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and urlsplit(value.get_secret_value()).scheme not in ("http", "https"):
+        if value is None:
+            return None
+        try:  # never urlsplit's own text: it may quote the password (schemas.urls)
+            parts, _ = split_url(value.get_secret_value())
+        except UrlError as exc:
+            raise ValueError(f"is not a valid URL ({exc})") from None
+        if parts.scheme not in ("http", "https"):
             raise ValueError("must start with http:// or https://")
         return value
 

@@ -46,6 +46,7 @@ from urllib.parse import quote, urlsplit
 
 from schemas.alerts import Alert, AlertStatus, Severity
 from schemas.common import format_utc
+from schemas.urls import UrlError, split_url
 
 DEFAULT_LINK_TEMPLATE = "http://localhost:3000/d/cw-order/order-drill-down?var-order_id={order_id}"
 """The order drill-down dashboard (dashboards/drilldown.py, uid `cw-order`, variable
@@ -95,9 +96,8 @@ def check_link_template(template: str) -> None:
             raise ValueError(f"link_template: {{{shown}...}} is not a plain placeholder; {use}")
     longest = template.format(**dict.fromkeys(LINK_FIELDS, _LONGEST_VALUE))
     try:
-        parts = urlsplit(longest)
-        parts.port  # noqa: B018 (raises ValueError for a port that is not one)
-    except ValueError:
+        parts, _ = split_url(longest)
+    except UrlError:
         parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         # Slack and Teams refuse a message whose button is no URL: every alert given up

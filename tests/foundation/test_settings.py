@@ -61,6 +61,25 @@ def test_a_clickhouse_url_must_be_http() -> None:
         Settings(clickhouse={"url": "tcp://ch:9000"})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://bot:S3CRETPW@ch.internal\u2101:8123", "normalise to URL delimiters"),
+        ("http://bot:S3CRETPW@ch.internal:99999", "port out of range"),
+    ],
+)
+def test_a_clickhouse_url_that_cannot_be_split_is_refused_without_quoting_it(
+    url: str, reason: str
+) -> None:
+    """urlsplit's own error quoted the authority, password included; a port past 65535
+    passed and failed later, at the first connection."""
+    with pytest.raises(ValidationError) as caught:
+        Settings(clickhouse={"url": url})  # type: ignore[arg-type]
+    said = " ".join(error["msg"] for error in caught.value.errors())  # what `chainwatch` prints
+    assert reason in said
+    assert "S3CRETPW" not in said
+
+
 def test_to_env_round_trips_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     original = Settings(
         kafka={"bootstrap_servers": "k:1", "topic_prefix": "p."},  # type: ignore[arg-type]
