@@ -40,7 +40,8 @@ class RecordInvalid(Exception):
 
 
 class RecordForwarded(Exception):
-    """An input record read from another partition than its id's: skipped, counted apart.
+    """A keyless input record read from another partition than its id's: skipped, counted
+    apart (a keyed one is `RecordInvalid`: the engine's dead letter).
 
     The engine forwards a copy to its id's partition (`schemas.placement`); the copy's
     rows are stored, so storing the original's too would count the record twice (and

@@ -36,20 +36,24 @@ class _InputMapper:
     ) -> None:
         self.plan = plan if plan is not None else load_plan(None)
         self.home = home
-        """Where Kafka's default partitioner puts a key: a record read from another
-        partition than its id's is forwarded there by the engine (`schemas.placement`),
-        and the copy's rows are the ones stored."""
+        """Where Kafka's default partitioner puts a key: a keyless record read from
+        another partition than its id's is forwarded there by the engine and the copy's
+        rows are the ones stored; a keyed one is the engine's dead letter, invalid here
+        (`schemas.placement`)."""
 
     def _decode(self, record: ConsumerRecord[bytes, bytes]) -> object:
         topic = self.contract_topic
         try:
             value = decode_input(topic, record.value, plan=self.plan, key=record.key)
-        except RecordRejected as exc:
+            away = (
+                None
+                if self.home is None
+                else misplaced(topic, record.key, value, record.partition, self.home)
+            )
+        except RecordRejected as exc:  # a keyed record elsewhere too: the engine's dead letter
             raise RecordInvalid(str(exc)) from None
-        if self.home is not None:
-            away = misplaced(topic, record.key, value, record.partition, self.home)
-            if away is not None:
-                raise RecordForwarded(f"forwarded to partition {away.home}")
+        if away is not None:
+            raise RecordForwarded(f"forwarded to partition {away.home}")
         return value
 
 

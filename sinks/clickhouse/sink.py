@@ -49,10 +49,11 @@ Lifecycle and guarantees:
   counted (`chainwatch_sink_invalid_records_total`) and logged with its
   topic/partition/offset (the first of a topic at once, then one line per
   topic and 30 s saying how many more there were); the sink never exits on data.
-  An input record read from another partition than its id's (`RecordForwarded`)
-  is not invalid: the engine forwards a copy there and the copy's rows are
-  stored; the original is skipped and counted apart
+  A keyless input record read from another partition than its id's
+  (`RecordForwarded`) is not invalid: the engine forwards a copy there and the
+  copy's rows are stored; the original is skipped and counted apart
   (`chainwatch_sink_forwarded_records_total`), not logged (the engine logs it).
+  A keyed one is invalid, as it is the engine's dead letter (`schemas.placement`).
 - A batch that fails because of its rows (`rows_at_fault`: the client cannot
   serialise a value, or ClickHouse answers a data error code) is not retried
   as an outage - it would fail for ever and hold every partition paused -

@@ -1,6 +1,7 @@
 """The log of the input records the engine forwards to their id's partition.
 
-A keyless producer has (N-1)/N of its records forwarded (`schemas.placement`):
+A keyless producer has (N-1)/N of its records forwarded (`schemas.placement`;
+keyed records are never forwarded):
 one line each would bury the rest of the log. The first of a logical topic is
 logged at once, then at most one line per topic and `window_s` saying how many
 more there were; `chainwatch_worker_records_total{outcome="forwarded"}` counts
@@ -35,7 +36,6 @@ class ForwardLog:
             partition=partition,
             offset=offset,
             home_partition=away.home,
-            keyless=away.keyless,
             fix=away.advice(topic),
             **({"more_since_last_line": held_back} if held_back else {}),
         )

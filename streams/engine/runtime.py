@@ -686,25 +686,27 @@ class EngineRuntime:
             log.error("processing_error_not_dead_lettered", error=error_text(again))
 
     def diverted(self, logical_topic: str, message: Any, record: Any) -> bool:
-        """Whether an input record is not processed here: a mis-keyed one is a dead letter,
-        one read from another partition than its id's is forwarded there.
+        """Whether an input record is not processed here: a mis-keyed one, or a keyed one
+        read from another partition than its key's, is a dead letter; a keyless one read
+        from another partition than its id's is forwarded there.
 
         The codec sees only the value, so the key check (CONTRACT v1.2) is here. A
         keyless record is valid, but Kafka's default partitioner spreads keyless records
-        over every partition (and a producer with another partitioner, keyed ones):
-        processed where it was read, it wrote its order's (unit's, customer's) state to
-        that partition's changelog too, and after a restart the stale copy could win
-        (`schemas.placement`). Forwarded, it is processed on its id's partition like any
-        record; the original is acked and otherwise ignored.
+        over every partition: processed where it was read, it wrote its order's (unit's,
+        customer's) state to that partition's changelog too, and after a restart the
+        stale copy could win. Forwarded, it is processed on its id's partition like any
+        record; the original is acked and otherwise ignored. A keyed record elsewhere is
+        never forwarded (`schemas.placement`): a copy is keyed, so workers that disagree
+        on the partition count would forward it back and forth for ever.
         """
         key = message.key if isinstance(message.key, bytes) else None
         try:
             check_key(logical_topic, key, record)
+            away = misplaced(logical_topic, key, record, message.partition, self.home)
         except RecordRejected as exc:
             rejected = Rejected(raw_value(message), exc.reason_code, exc.errors)
             self.dead_letter(logical_topic, message, rejected)
             return True
-        away = misplaced(logical_topic, key, record, message.partition, self.home)
         if away is None:
             return False
         self.forward(logical_topic, message, away)

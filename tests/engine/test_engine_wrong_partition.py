@@ -1,14 +1,17 @@
-"""A record read from another partition than its id's is forwarded there, never a second state.
+"""A record read from another partition than its id's: a keyless one is forwarded there, a
+keyed one is a dead letter; never a second state.
 
 Kafka's default partitioner spreads keyless records (valid input) over every
-partition, and a producer with another partitioner (librdkafka's CRC32) puts
-keyed ones elsewhere too. The engine once processed such a scan where it was
-read and wrote its order to that partition's changelog as well: after a restart
-the stale copy could win and the order's later scans were gone. Then it
-dead-lettered it, refusing valid input. Now it forwards a copy, keyed with the
-id, to the id's partition of the same topic, and processes the copy there.
-The decision (`schemas.placement.misplaced`) is pure; the rest runs through the
-real faust agents, no broker.
+partition. The engine once processed such a scan where it was read and wrote its
+order to that partition's changelog as well: after a restart the stale copy
+could win and the order's later scans were gone. Then it dead-lettered it,
+refusing valid input. Now it forwards a copy, keyed with the id, to the id's
+partition of the same topic, and processes the copy there. A keyed record
+elsewhere (a producer with another partitioner, or a worker counting the topic's
+partitions otherwise) is a dead letter: forwarding it too let two workers that
+disagree on the partition count send a copy back and forth for ever. The
+decision (`schemas.placement.misplaced`) is pure; the rest runs through the real
+faust agents, no broker.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from schemas.customers import TOMBSTONE
 from schemas.dead_letter import DeadLetter, ReasonCode
 from schemas.placement import Misplaced, misplaced
 from schemas.plan import load_plan
-from schemas.validation import decode_input
+from schemas.validation import RecordRejected, decode_input
 from streams.app import create_app
 from streams.engine.agents import Engine, EngineConfig
 from streams.engine.order_slot import OrderSlot
@@ -65,32 +68,49 @@ def _scan_bytes(event_id: str, order_id: str = ORDER) -> bytes:
     return json.dumps(value).encode()
 
 
-def test_a_record_off_its_ids_partition_belongs_on_the_partition_of_its_id_as_key() -> None:
+def test_a_keyless_record_off_its_ids_partition_belongs_on_the_partition_of_its_id_as_key() -> None:
     scan = decode_input("scans", _scan_bytes("e-1"), plan=PLAN)
     assert misplaced("scans", None, scan, HOME, _home) is None
     assert misplaced("scans", ORDER.encode(), scan, HOME, _home) is None
-    assert misplaced("scans", None, scan, ELSEWHERE, _home) == Misplaced(
-        ORDER.encode(), HOME, keyless=True
-    )
-    assert misplaced("scans", ORDER.encode(), scan, ELSEWHERE, _home) == Misplaced(
-        ORDER.encode(), HOME, keyless=False
-    )
+    assert misplaced("scans", None, scan, ELSEWHERE, _home) == Misplaced(ORDER.encode(), HOME)
     c_home = partition_of(b"C-7", PARTITIONS)
     c_away = (c_home + 1) % PARTITIONS
-    assert misplaced("crm.customers", b"C-7", TOMBSTONE, c_away, _home) == Misplaced(
-        b"C-7", c_home, keyless=False
-    )
     # a keyless tombstone names no customer: nowhere to forward it, ignored where it is
     assert misplaced("crm.customers", None, TOMBSTONE, c_away, _home) is None
 
 
+@pytest.mark.parametrize(
+    ("topic", "field"), [("scans", "order_id"), ("crm.customers", "customer_id")]
+)
+def test_a_keyed_record_off_its_keys_partition_is_refused_with_what_to_fix(
+    topic: str, field: str
+) -> None:
+    """Never forwarded: a copy is keyed, so a copy read by a worker that counts the topic's
+    partitions otherwise would be forwarded back, and so on for ever."""
+    record = (
+        TOMBSTONE
+        if topic == "crm.customers"
+        else decode_input("scans", _scan_bytes("e-1"), plan=PLAN)
+    )
+    key = b"C-7" if topic == "crm.customers" else ORDER.encode()
+    home = _home(key)
+    with pytest.raises(RecordRejected) as refused:
+        misplaced(topic, key, record, (home + 1) % PARTITIONS, _home)
+    assert refused.value.reason_code is ReasonCode.KEY_MISMATCH
+    (error,) = refused.value.errors
+    assert (error.loc, error.type) == (field, "wrong_partition")
+    assert f"not on partition {home} where" in error.msg
+    assert "murmur2_random" in error.msg
+    assert "CHAINWATCH_KAFKA__PARTITIONS" in error.msg
+    assert "\n" not in error.msg
+
+
 def test_the_advice_names_what_to_fix_in_the_producer() -> None:
-    assert "order_id as key" in Misplaced(b"PO-1", 0, keyless=True).advice("scans")
-    assert "murmur2_random" in Misplaced(b"PO-1", 0, keyless=False).advice("scans")
+    assert "order_id as key" in Misplaced(b"PO-1", 0).advice("scans")
 
 
-def _engine(tmp_path: Path) -> tuple[Any, Engine]:
-    app = create_app("wrong-partition", bootstrap="localhost:1", partitions=PARTITIONS,
+def _engine(tmp_path: Path, partitions: int = PARTITIONS) -> tuple[Any, Engine]:
+    app = create_app("wrong-partition", bootstrap="localhost:1", partitions=partitions,
                      data_dir=tmp_path)  # fmt: skip
     return app, Engine(app, EngineConfig(names=TopicNames("t."), plan=PLAN, clock="live"))
 
@@ -108,6 +128,14 @@ def _forwarded(engine: Engine, topic: str) -> float:
 
 def _ok(engine: Engine, topic: str) -> float:
     return _records(engine, topic, "ok")
+
+
+def _dead(engine: Engine, topic: str) -> float:
+    return _records(engine, topic, "dead_lettered")
+
+
+def _letters(produced: Any) -> list[DeadLetter]:
+    return [DeadLetter.model_validate_json(v) for _, v in produced.keyed("t.dead-letter")]
 
 
 async def _until(engine: Engine, done: Callable[[], bool], timeout_s: float = 10.0) -> None:
@@ -130,7 +158,7 @@ async def _until(engine: Engine, done: Callable[[], bool], timeout_s: float = 10
         engine.runtime._count = count  # type: ignore[method-assign]
 
 
-def test_a_scan_off_its_orders_partition_is_forwarded_and_its_copy_processed(
+def test_a_keyless_scan_off_its_orders_partition_is_forwarded_and_its_copy_processed(
     tmp_path: Path,
 ) -> None:
     app, engine = _engine(tmp_path)
@@ -143,34 +171,72 @@ def test_a_scan_off_its_orders_partition_is_forwarded_and_its_copy_processed(
             await scans.put(_scan_bytes("keyless-home"), key=None, partition=HOME)
             await scans.put(_scan_bytes("keyless-away"), key=None, partition=ELSEWHERE)
             await scans.put(_scan_bytes("keyed-away"), key=ORDER.encode(), partition=ELSEWHERE)
-            await _until(engine, lambda: _forwarded(engine, "scans") == 2)
+            await _until(engine, lambda: _forwarded(engine, "scans") + _dead(engine, "scans") == 2)
             copies.extend((k, v, p) for t, k, v, p in produced.sent if t == "t.scans")
             for key, value, partition in copies:  # as the consumer reads them back
                 await scans.put(value, key=key, partition=partition)
-            await _until(engine, lambda: _ok(engine, "scans") == 4)
+            await _until(engine, lambda: _ok(engine, "scans") == 3)
 
     with capture_logs() as logs:
         run_agents(app, run())
-    assert copies == [
-        (ORDER.encode(), _scan_bytes("keyless-away"), HOME),
-        (ORDER.encode(), _scan_bytes("keyed-away"), HOME),
-    ]
+    assert copies == [(ORDER.encode(), _scan_bytes("keyless-away"), HOME)]
     slot = OrderSlot.from_json(orjson.loads(engine.runtime.order_table[ORDER]))
-    assert [s.event_id for s in slot.facts.scans] == [
-        "keyed", "keyless-home", "keyless-away", "keyed-away",
-    ]  # fmt: skip
+    assert [s.event_id for s in slot.facts.scans] == ["keyed", "keyless-home", "keyless-away"]
     assert slot.partition == HOME
     changelogs = {p for t, _, _, p in produced.sent if t.endswith("-orders-changelog")}
     assert changelogs == {HOME}
-    assert produced.keyed("t.dead-letter") == []
-    assert _forwarded(engine, "scans") == 2
+    (letter,) = _letters(produced)  # the keyed one: its producer partitions keys otherwise
+    assert (letter.reason_code, letter.source.partition) == (ReasonCode.KEY_MISMATCH, ELSEWHERE)
+    assert letter.errors[0].type == "wrong_partition"
+    assert (_forwarded(engine, "scans"), _dead(engine, "scans")) == (1, 1)
     (line,) = [e for e in logs if e["event"] == "record_forwarded_to_its_partition"]
-    # the second forward of the topic is held back (one line per topic and 30 s)
     assert (line["topic"], line["partition"], line["home_partition"]) == ("scans", ELSEWHERE, HOME)
     assert "order_id as key" in line["fix"]
 
 
-def test_unit_statuses_and_customers_off_their_partition_are_forwarded_mis_keyed_ones_dead_lettered(
+def test_a_copy_read_by_a_worker_counting_other_partitions_is_a_dead_letter_not_forwarded_back(
+    tmp_path: Path,
+) -> None:
+    """A topic altered from 4 to 8 partitions, one worker started with each count: the one
+    with 4 forwards a keyless scan to the order's partition of 4; the one with 8 reads the
+    copy there, not on the order's partition of 8. Forwarded again (keyed, it was), it went
+    back and forth for ever, one appended record per hop; a dead letter ends it."""
+    order = "PO-2"
+    four, eight = partition_of(order.encode(), 4), partition_of(order.encode(), 8)
+    assert four != eight
+    app, engine = _engine(tmp_path / "four", partitions=4)
+    produced = capture_outputs(engine.runtime)
+
+    async def keyless(partitions: int) -> None:
+        async with app.agents["scans"].test_context(RawInputChannel(app, "scans")) as scans:
+            raw = _scan_bytes("keyless", order_id=order)
+            await scans.put(raw, key=None, partition=(four + 1) % partitions)
+            await _until(engine, lambda: _forwarded(engine, "scans") == 1)
+
+    run_agents(app, keyless(4))
+    (copy,) = [(k, v, p) for t, k, v, p in produced.sent if t == "t.scans"]
+    assert copy == (order.encode(), _scan_bytes("keyless", order_id=order), four)
+
+    app, engine = _engine(tmp_path / "eight", partitions=8)
+    produced = capture_outputs(engine.runtime)
+
+    async def the_copy() -> None:
+        async with app.agents["scans"].test_context(RawInputChannel(app, "scans")) as scans:
+            key, value, partition = copy
+            await scans.put(value, key=key, partition=partition)
+            await _until(engine, lambda: _dead(engine, "scans") == 1)
+
+    run_agents(app, the_copy())
+    assert [t for t, _, _, _ in produced.sent if t == "t.scans"] == []  # not forwarded back
+    (letter,) = _letters(produced)
+    assert (letter.reason_code, letter.source.partition) == (ReasonCode.KEY_MISMATCH, four)
+    assert letter.errors[0].type == "wrong_partition"
+    assert "CHAINWATCH_KAFKA__PARTITIONS" in letter.errors[0].msg
+    assert _forwarded(engine, "scans") == 0
+    assert order not in engine.runtime.order_table
+
+
+def test_keyless_unit_statuses_and_customers_off_their_partition_are_forwarded_keyed_dead(
     tmp_path: Path,
 ) -> None:
     app, engine = _engine(tmp_path)
@@ -191,22 +257,25 @@ def test_unit_statuses_and_customers_off_their_partition_are_forwarded_mis_keyed
         async with app.agents["customers"].test_context(
             RawInputChannel(app, "crm.customers")
         ) as customers:
+            await customers.put(customer, key=None, partition=(c_home + 1) % PARTITIONS)
             await customers.put(customer, key=b"C-7", partition=(c_home + 1) % PARTITIONS)
             await customers.put(None, key=b"C-7", partition=(c_home + 2) % PARTITIONS)
             await customers.put(customer, key=b"C-8", partition=c_home)  # mis-keyed
-            await _until(engine, lambda: _records(engine, "crm.customers", "dead_lettered") == 1)
+            await _until(engine, lambda: _dead(engine, "crm.customers") == 3)
 
     run_agents(app, run())
     assert [(t, k, v, p) for t, k, v, p in produced.sent if not t.startswith("t.dead")] == [
         ("t.unit-status", b"DYE-1", json.dumps(status).encode(), unit_home),
         ("t.crm.customers", b"C-7", customer, c_home),
-        ("t.crm.customers", b"C-7", None, c_home),
     ]
     assert "DYE-1" not in engine.runtime.unit_table
     assert "C-7" not in engine.runtime.customer_table
-    letters = [DeadLetter.model_validate_json(v) for _, v in produced.keyed("t.dead-letter")]
-    assert [d.reason_code for d in letters] == [ReasonCode.KEY_MISMATCH]
-    assert (_forwarded(engine, "unit-status"), _forwarded(engine, "crm.customers")) == (1, 2)
+    assert [(d.reason_code, d.errors[0].type) for d in _letters(produced)] == [
+        (ReasonCode.KEY_MISMATCH, "wrong_partition"),
+        (ReasonCode.KEY_MISMATCH, "wrong_partition"),
+        (ReasonCode.KEY_MISMATCH, "key_mismatch"),
+    ]
+    assert (_forwarded(engine, "unit-status"), _forwarded(engine, "crm.customers")) == (1, 1)
 
 
 @pytest.mark.integration

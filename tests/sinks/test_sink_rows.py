@@ -209,10 +209,14 @@ def test_a_cut_dead_letter_is_stored_as_cut_with_the_originals_size_and_hash() -
     assert row["source_index"] == 3
 
 
-def test_a_record_read_from_another_partition_than_its_ids_is_left_to_its_forwarded_copy() -> None:
-    """The engine forwards it to its id's partition (`schemas.placement`) and the copy's
-    rows are stored; stored too, a keyless scan counted twice and a customer record from
-    another partition raced the copy's version. Valid input: not `RecordInvalid`."""
+def test_a_keyless_record_off_its_ids_partition_is_left_to_its_copy_a_keyed_one_is_invalid() -> (
+    None
+):
+    """A keyless one is forwarded by the engine to its id's partition (`schemas.placement`)
+    and the copy's rows are stored; stored too, a keyless scan counted twice and a
+    customer record from another partition raced the copy's version: valid input, not
+    `RecordInvalid`. A keyed one is the engine's dead letter (never forwarded: a keyed
+    copy could loop between workers that count partitions differently): invalid."""
     settings = Settings(kafka={"partitions": 4})
     mappers = build_mappers(settings)
     scans, customers = mappers["scans"], mappers["crm.customers"]
@@ -221,16 +225,20 @@ def test_a_record_read_from_another_partition_than_its_ids_is_left_to_its_forwar
     away = (home + 1) % 4
     assert scans.rows(record(value, partition=home))["scans"]
     assert scans.rows(record(value, partition=home, key=b"PO-1"))["scans"]
-    for key in (None, b"PO-1"):
-        with pytest.raises(RecordForwarded, match=f"to partition {home}"):
-            scans.rows(record(value, partition=away, key=key))
-    with pytest.raises(RecordInvalid, match="key_mismatch"):  # mis-keyed: still invalid
+    with pytest.raises(RecordForwarded, match=f"to partition {home}"):
+        scans.rows(record(value, partition=away))
+    with pytest.raises(RecordInvalid, match=f"key_mismatch: order_id: .* on partition {away}, "):
+        scans.rows(record(value, partition=away, key=b"PO-1"))
+    with pytest.raises(RecordInvalid, match="key_mismatch"):  # mis-keyed: invalid
         scans.rows(record(value, partition=home, key=b"PO-2"))
     c_home = partition_of(b"C-7", 4)
     c_away = (c_home + 1) % 4
-    for value in (customer_json("C-7", "Nordic Knits AB"), None):  # a tombstone too
+    profile = customer_json("C-7", "Nordic Knits AB")
+    with pytest.raises(RecordForwarded):
+        customers.rows(record(profile, partition=c_away))
+    for value in (profile, None):  # a tombstone too
         assert customers.rows(record(value, partition=c_home, key=b"C-7"))["customers"]
-        with pytest.raises(RecordForwarded):
+        with pytest.raises(RecordInvalid, match="murmur2_random"):
             customers.rows(record(value, partition=c_away, key=b"C-7"))
 
 
@@ -251,6 +259,20 @@ def test_the_sink_counts_forwarded_originals_apart_from_invalid_records_and_stor
     assert (after or 0) - (before or 0) == 1
     assert logs == []  # the engine logs the forward, not the sink
     assert sink.buffered_rows == 1  # the copy's row
+    # a copy made with 4 partitions, read by a sink that counts 8: the engine's dead letter
+    eight = build_mappers(Settings(kafka={"partitions": 8}))
+    other = ClickHouseSink(bootstrap="unused:1", group_id="g", client=_NoStore(), mappers=eight)
+    copied_to = partition_of(b"PO-2", 4)  # scan 2 is order PO-2's
+    assert copied_to != partition_of(b"PO-2", 8)
+    with capture_logs() as logs:
+        other.add_many(
+            TopicPartition(topic, copied_to),
+            [record(scan_json(2), topic=topic, partition=copied_to, key=b"PO-2")],
+        )
+    assert (other.stats.forwarded_records, other.stats.invalid_records) == (0, 1)
+    assert [e["event"] for e in logs] == ["invalid_record_skipped"]
+    assert logs[0]["error"].startswith("RecordInvalid: key_mismatch: order_id: the record is on")
+    assert other.buffered_rows == 0
 
 
 class _NoStore:
