@@ -77,9 +77,12 @@ class OutputSender:
       handled again record by record and the record whose output it was is
       dead-lettered `processing_error`, as with an awaited `Topic.send`. A flush
       that cannot append (no metadata in time, the producer stopped) raises into
-      the step and keeps what it could not append for the retry's flush (the
-      state it came from is already stored; a message sent twice is harmless:
-      alerts, snapshots and join messages are versioned, dead letters have ids).
+      the step and keeps what it could not append for the retry's flush, per
+      topic partition: a partition whose batch was appended is not sent again
+      (the state it came from is already stored; a message sent twice is
+      harmless to the engine - alerts, snapshots and join messages are
+      versioned, dead letters have ids - but a forwarded input's second copy is
+      a second row in ClickHouse: docs/reliability.md "Forwarded records").
       A message that Kafka refuses or never acknowledges makes the next flush
       before a commit raise `ProducerFlushError`, so the offsets are not
       committed, the worker stops and its inputs are processed again on restart.
@@ -167,26 +170,40 @@ class OutputSender:
 
         Outputs and bundles leave the collection only once the producer took them,
         so a flush that raises leaves them for the next one: nothing the step's
-        stored state depends on is dropped by a retry of the step.
+        stored state depends on is dropped by a retry of the step. They leave it
+        per topic partition: a partition whose batch was appended before another
+        one's raised is not sent again by the retry (a second copy of a forwarded
+        input was a second row in ClickHouse). Within a partition, a batch split
+        at the producer's batch size whose later part raises is sent whole again.
         """
         producer = self._producer()
         outputs = self._outputs
         while outputs:
             topic, records = next(iter(outputs.items()))
             by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+            partitions: list[int] = []  # each record's, in order: what is left on a failure
             partition_of: Callable[[bytes | None], int] | None = None
             for key, value, partition in records:
                 if partition is None:
                     if partition_of is None:
                         partition_of = await producer.key_partitioner(topic)
                     partition = partition_of(key)
+                partitions.append(partition)
                 group = by_partition.get(partition)
                 if group is None:
                     by_partition[partition] = [(key, value)]
                 else:
                     group.append((key, value))
-            for partition, group in by_partition.items():
-                await producer.send_batch_tracked(topic, partition, group)
+            sent: set[int] = set()
+            try:
+                for partition, group in by_partition.items():
+                    await producer.send_batch_tracked(topic, partition, group)
+                    sent.add(partition)
+            finally:
+                if len(sent) < len(by_partition):  # raised: keep the partitions not appended
+                    left = zip(records, partitions, strict=False)  # (and any record added since)
+                    kept = [record for record, partition in left if partition not in sent]
+                    outputs[topic] = kept + records[len(partitions) :]
             del outputs[topic]
         await self._send_changes(producer)
         joins = self._joins

@@ -142,6 +142,40 @@ def test_a_flush_that_fails_raises_into_the_step_and_keeps_what_it_could_not_sen
     assert rt.outputs.pending == 0
 
 
+def test_a_flush_that_fails_on_one_partition_does_not_send_anothers_appended_batch_again(
+    tmp_path: Path,
+) -> None:
+    """Copies forwarded to partitions 0 and 1, and partition 1's append raises after
+    partition 0's batch was appended: the retry's flush sends partition 1's only. It sent
+    the topic's whole list again, and a second copy is a second row in ClickHouse."""
+    engine = _engine(tmp_path)
+    rt = engine.runtime
+    produced = capture_outputs(rt)
+    append = produced.send_batch_tracked
+    refusals = [OSError("partition 1 has no leader")]
+
+    async def refuse_partition_1_once(topic: str, partition: int, records: Any) -> Any:
+        if partition == 1 and refusals:
+            raise refusals.pop()
+        return await append(topic, partition, records)
+
+    produced.send_batch_tracked = refuse_partition_1_once  # type: ignore[method-assign]
+    copies = [(f"PO-{i}".encode(), f"scan {i}".encode(), i % 2) for i in range(4)]
+
+    async def steps() -> None:
+        for key, value, partition in copies:
+            rt.outputs.add("t.scans", key, value, partition=partition)
+        with pytest.raises(OSError, match="no leader"):
+            await rt.outputs.flush()
+        assert produced.sent == [("t.scans", k, v, p) for k, v, p in copies if p == 0]
+        assert rt.outputs.pending == 2
+        await rt.outputs.flush()
+
+    asyncio.run(steps())
+    assert sorted(produced.sent) == sorted(("t.scans", k, v, p) for k, v, p in copies)
+    assert rt.outputs.pending == 0
+
+
 def test_a_steps_outputs_go_as_one_batch_per_partition(tmp_path: Path) -> None:
     """One delivery future per topic partition and step, not one per message."""
     engine = _engine(tmp_path)
