@@ -253,11 +253,15 @@ def test_a_crm_line_kafka_would_not_take_without_a_key_is_a_dead_letter_of_its_o
     """Before: a keyless tombstone line stopped the replay on aiokafka's
     `AssertionError` (neither key nor value), and a keyless CRM line whose value names
     no customer_id on Kafka's `UnknownError` (a compacted topic takes no keyless
-    record): both "internal error"s. Each is now a dead letter, the rest published."""
+    record): both "internal error"s. Each is now a dead letter, the rest published; so is
+    an invalid keyless CRM line naming a customer_id (its key comes from a valid record
+    only) and a keyless null on any topic (docs/contract.md "Replay files")."""
     good = scan(event_id="e-1")
     lines = [
         {"topic": "crm.customers", "value": None},  # a tombstone without a key
         {"topic": "crm.customers", "value": {"name": "no id"}},  # names no customer
+        {"topic": "crm.customers", "value": {"customer_id": "C-9"}},  # invalid, names one
+        {"topic": "scans", "value": None},  # neither key nor value
         {"topic": "scans", "key": good["order_id"], "value": good},
     ]
     scenario = tmp_path / "keyless-crm.ndjson"
@@ -266,10 +270,12 @@ def test_a_crm_line_kafka_would_not_take_without_a_key_is_a_dead_letter_of_its_o
 
     published, dead, _ = publish_to(producer, monkeypatch, scenario)
 
-    assert (published, dead) == (1, 2)
-    assert producer.sent == ["dead-letter", "dead-letter", "scans"]
-    letters = [DeadLetter.model_validate_json(v or b"") for v in producer.values[:2]]
+    assert (published, dead) == (1, 4)
+    assert producer.sent == ["dead-letter"] * 4 + ["scans"]
+    letters = [DeadLetter.model_validate_json(v or b"") for v in producer.values[:4]]
     assert [(d.source.line, d.reason_code) for d in letters] == [
         (1, ReasonCode.BAD_REPLAY_LINE),
         (2, ReasonCode.VALIDATION_FAILED),
+        (3, ReasonCode.VALIDATION_FAILED),
+        (4, ReasonCode.NOT_OBJECT),
     ]
