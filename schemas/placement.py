@@ -27,9 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from schemas.customers import Tombstone
 from schemas.dead_letter import ErrorDetail, ReasonCode
-from schemas.validation import ID_FIELD_BY_TOPIC, InputRecord, RecordRejected
+from schemas.validation import ID_FIELD_BY_TOPIC, InputRecord, RecordRejected, record_id
 
 __all__ = ["Misplaced", "misplaced"]
 
@@ -70,9 +69,10 @@ def misplaced(
         if belongs != partition:
             raise _wrong_partition(topic, key, partition, belongs)
         return None
-    if isinstance(record, Tombstone):
-        return None  # names no customer: ignored wherever it is read
-    key = getattr(record, ID_FIELD_BY_TOPIC[topic]).encode()
+    own = record_id(topic, record)
+    if own is None:
+        return None  # a tombstone names no customer: ignored wherever it is read
+    key = own.encode()
     belongs = home(key)
     if belongs == partition:
         return None

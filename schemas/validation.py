@@ -250,8 +250,7 @@ def check_key(topic: str, key: bytes | None, record: InputRecord) -> None:
                 ],
             )
         return
-    said = record_id(topic, record)
-    assert said is not None
+    said: str = getattr(record, field)
     if key == said.encode():
         return
     raise RecordRejected(
