@@ -133,27 +133,9 @@ def waiting_before_main(process: str, ops: OpsServer | None) -> Iterator[Waited]
     def on_signal(signum: int, _frame: object) -> None:
         raise _StopSignalled(signum)
 
-    before = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
-    try:
-        yield waited
-    except _StopSignalled as stop:
-        waited.stopped = True
+    def stopped(outcome: str) -> None:
         if ops is not None:
             ops.stop()
-        log.info("process_signalled", process=process, signal=signal.Signals(stop.args[0]).name)
-        log.info(
-            "process_stopped",
-            process=process,
-            outcome="ok",
-            ran_s=round(time.monotonic() - started, 1),
-            waited_for="its start",
-        )
-    except BaseException as exc:
-        if ops is not None:
-            ops.stop()
-        # every process's last line, also when its start fails (a topic with another
-        # partition count, Kafka refusing it): the log showed process_starting alone
-        outcome = _outcome(exc.code) if isinstance(exc, SystemExit) else "error"
         log.info(
             "process_stopped",
             process=process,
@@ -161,6 +143,18 @@ def waiting_before_main(process: str, ops: OpsServer | None) -> Iterator[Waited]
             ran_s=round(time.monotonic() - started, 1),
             waited_for="its start",
         )
+
+    before = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    try:
+        yield waited
+    except _StopSignalled as stop:
+        waited.stopped = True
+        log.info("process_signalled", process=process, signal=signal.Signals(stop.args[0]).name)
+        stopped("ok")
+    except BaseException as exc:
+        # every process's last line, also when its start fails (a topic with another
+        # partition count, Kafka refusing it): the log showed process_starting alone
+        stopped(_outcome(exc.code) if isinstance(exc, SystemExit) else "error")
         raise
     finally:
         for sig, handler in before.items():
