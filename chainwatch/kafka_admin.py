@@ -144,6 +144,14 @@ UNREACHABLE_HINT = (
 
 TRANSIENT_ERRORS: tuple[type[KafkaError], ...] = (UnknownBrokerIdError,)
 """Not retriable to kafka-python, yet only a broker (a controller) that moved meanwhile."""
+
+
+def not_now(error: type[KafkaError] | KafkaError) -> bool:
+    """Whether Kafka's error says "not now" (trying again may pass), not a refusal."""
+    kind = error if isinstance(error, type) else type(error)
+    return bool(getattr(kind, "retriable", False)) or issubclass(kind, TRANSIENT_ERRORS)
+
+
 AUTHORIZATION_FAILED = "AuthorizationFailed"
 CONTROLLER_MOVED = "Failed to find active controller"
 
@@ -166,16 +174,14 @@ def kafka_call(
     try:
         return bounded(call, timeout_s=limit, what=f"to {what}")
     except BrokerResponseError as exc:
-        if not exc.retriable and not isinstance(exc, TRANSIENT_ERRORS):
+        if not not_now(exc):
             raise refusal(exc, f"to {what}") from None
         said = f"{type(exc).__name__}, not now"
     except KafkaDeadlineExceeded:
         said = f"no answer within {limit:g} s"
     except KafkaError as exc:
         text = _named(exc)
-        if AUTHORIZATION_FAILED in text or (
-            not exc.retriable and not isinstance(exc, TRANSIENT_ERRORS)
-        ):
+        if AUTHORIZATION_FAILED in text or not not_now(exc):
             # (a refusal may come inside a retriable error: `wait_for_topics` times out
             # listing each topic's reason, "TopicAuthorizationFailed" among them)
             raise KafkaRefused(f"Kafka at {bootstrap} refused to {what} ({text})") from None

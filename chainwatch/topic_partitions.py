@@ -34,6 +34,7 @@ from chainwatch.kafka_admin import (
     KafkaUnreachable,
     admin_client,
     kafka_call,
+    not_now,
 )
 from chainwatch.settings import Settings
 from streams.topics import INPUT_TOPICS
@@ -125,7 +126,7 @@ def topic_errors(bootstrap: str, failed: Mapping[str, type[BrokerResponseError]]
     """One line naming each topic Kafka would not describe and its error: `KafkaUnreachable`
     (waited out by a starting process) when every error is a "not now", else `KafkaRefused`."""
     named = ", ".join(f"topic {name} ({error.__name__})" for name, error in sorted(failed.items()))
-    if all(error.retriable for error in failed.values()):
+    if all(not_now(error) for error in failed.values()):
         return KafkaUnreachable(
             f"Kafka at {bootstrap} did not describe {named}, not now; {UNREACHABLE_HINT}"
         )

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kafka.errors import LeaderNotAvailableError, for_code
+from kafka.errors import LeaderNotAvailableError, UnknownBrokerIdError, for_code
 
 from chainwatch import topic_partitions
 from chainwatch.doctor import partitions
@@ -259,3 +259,10 @@ def test_a_topic_kafka_cannot_describe_now_is_waited_out_not_refused() -> None:
     assert str(error).startswith(
         "Kafka at b:9092 did not describe topic orders (LeaderNotAvailableError), not now"
     )
+
+
+def test_a_broker_id_kafka_no_longer_knows_is_waited_out_as_every_admin_call_does() -> None:
+    """`kafka_call` waits out `UnknownBrokerIdError` (a controller that moved), which
+    kafka-python does not call retriable; the partition check took it for a refusal."""
+    error = topic_errors("b:9092", {"orders": UnknownBrokerIdError})
+    assert isinstance(error, KafkaUnreachable)
