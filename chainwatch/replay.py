@@ -209,10 +209,14 @@ class _Publisher:
         self.acknowledged += len(pending)
 
     def _failed(self, exc: BaseException) -> UserError:
-        why = "no answer" if isinstance(exc, TimeoutError) else type(exc).__name__
+        """One line: "within 60 s" for a deadline passed, Kafka's error for a refusal
+        (a `LeaderNotAvailableError` comes at once: "within 60 s" misled)."""
+        if isinstance(exc, TimeoutError):
+            what = f"did not take the scenario's records within {PUBLISH_TIMEOUT_S:g} s (no answer"
+        else:
+            what = f"refused the scenario's records ({type(exc).__name__}"
         return UserError(
-            f"Kafka at {self.bootstrap} did not take the scenario's records within "
-            f"{PUBLISH_TIMEOUT_S:g} s ({why}; {self.acknowledged} acknowledged before): "
+            f"Kafka at {self.bootstrap} {what}; {self.acknowledged} acknowledged before): "
             "the replay stopped; check that the broker answers and run it again"
         )
 
@@ -997,10 +1001,15 @@ class ReplayRun:
         return ReplayResult(alerts, dead_letters, self.published)
 
     def close(self, *, keep_topics: bool = False) -> None:
+        """Stop the workers; unless `keep_topics`, delete the run's topics and its workers'
+        table state. The state goes even when the deletion fails (Kafka gone): it is on
+        this disk, and was left behind per failed run."""
         stop_workers(self.workers)
         if not keep_topics:
-            delete_run_topics(self.settings)
-            remove_worker_state(self.settings)
+            try:
+                delete_run_topics(self.settings)
+            finally:
+                remove_worker_state(self.settings)
 
     def close_after_failure(self, *, keep_topics: bool = False) -> None:
         """`close` while the run's own error is on its way: a clean-up that fails too
@@ -1010,8 +1019,11 @@ class ReplayRun:
         try:
             self.close(keep_topics=keep_topics)
         except (*USER_ERRORS, KafkaError, OSError) as exc:
-            prefix = self.settings.kafka.topic_prefix
-            self.progress(f"the run's topics ({prefix}*) were not deleted: {exc}")
+            prefix, app_id = self.settings.kafka.topic_prefix, self.settings.engine.app_id
+            self.progress(
+                f"the run's topics ({prefix}* and {app_id}-*) were not deleted: {exc}; "
+                "docs/replay.md says how to delete them once Kafka answers"
+            )
 
 
 def remove_worker_state(settings: Settings) -> None:

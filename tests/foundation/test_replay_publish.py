@@ -221,9 +221,74 @@ def test_a_failed_clean_up_does_not_hide_why_the_replay_failed(
 
     with pytest.raises(UserError, match="did not take the scenario's records"):
         replay.run_replay(
-            Settings(), scenario, until=None, workers=1, partitions=1, progress=progress
-        )
+            Settings(data_dir=tmp_path / "data"),
+            scenario, until=None, workers=1, partitions=1, progress=progress,
+        )  # fmt: skip
     assert any("were not deleted: cannot reach Kafka" in line for line in said), said
+
+
+def test_a_run_stopped_by_kafka_names_all_its_topics_and_leaves_no_worker_state(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: the line named `<prefix>.*` (7 topics), not the 9 `<app_id>-*` ones, and
+    the deletion's error skipped `remove_worker_state`: `worker0/faust/replay-<id>` stayed."""
+    made: list[Path] = []
+
+    def publish_fails(self: replay.ReplayRun, *args: object, **kwargs: object) -> None:
+        state = self.settings.data_path / "worker0" / "faust" / self.settings.engine.app_id
+        state.mkdir(parents=True)  # what the run's worker had written
+        made.append(state)
+        raise UserError("Kafka did not take the scenario's records")
+
+    def deletion_fails(settings: Settings) -> None:
+        raise UserError("cannot reach Kafka")
+
+    monkeypatch.setattr(replay.ReplayRun, "prepare_topics", lambda self: None)
+    monkeypatch.setattr(replay.ReplayRun, "wait_for_group", lambda self, n: None)
+    monkeypatch.setattr(replay.ReplayRun, "start_workers", lambda self, n: [])
+    monkeypatch.setattr(replay.ReplayRun, "publish", publish_fails)
+    monkeypatch.setattr(replay, "delete_run_topics", deletion_fails)
+    said: list[str] = []
+    scenario = tmp_path / "s.ndjson"
+    scenario.write_text("")
+
+    def progress(message: str, /, *, done: int | None = None, total: int | None = None) -> None:
+        said.append(message)
+
+    with pytest.raises(UserError):
+        replay.run_replay(
+            Settings(data_dir=tmp_path / "data"),
+            scenario, until=None, workers=1, partitions=1, progress=progress,
+        )  # fmt: skip
+    app_id = made[0].name
+    line = next(line for line in said if "were not deleted" in line)
+    assert f"({app_id}.* and {app_id}-*)" in line, line
+    assert not made[0].exists()
+    assert not (tmp_path / "data" / "worker0").exists()
+
+
+def test_kafka_refusing_a_record_at_once_is_not_said_to_be_a_deadline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: "did not take the scenario's records within 60 s" for an error Kafka
+    answered at once (LeaderNotAvailableError)."""
+    from aiokafka.errors import LeaderNotAvailableError
+
+    class Refusing(_Producer):
+        async def send(
+            self, topic: str, key: bytes | None, value: bytes | None
+        ) -> asyncio.Future[None]:
+            raise LeaderNotAvailableError
+
+    record = scan(event_id="e-1")
+    scenario = tmp_path / "s.ndjson"
+    scenario.write_text(json.dumps({"topic": "scans", "key": record["order_id"], "value": record}))
+
+    with pytest.raises(UserError) as caught:
+        publish_to(Refusing(), monkeypatch, scenario)
+    message = str(caught.value)
+    assert "refused the scenario's records (LeaderNotAvailableError; 0 acknowledged" in message
+    assert "within" not in message
 
 
 def test_kafka_refusing_the_final_clock_is_one_line(
