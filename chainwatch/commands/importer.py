@@ -198,8 +198,8 @@ def _to_kafka(
     except KeyboardInterrupt:
         raise ImportInterrupted(
             f"interrupted; Kafka acknowledged {output.acknowledged} records and dead letters "
-            "before (some more may have reached it). Re-running the import is safe: the same "
-            "rows get the same event ids"
+            "before; records not acknowledged may or may not have reached it. Re-running the "
+            "import is safe: records sent twice change nothing (docs/import.md)"
         ) from None
 
 

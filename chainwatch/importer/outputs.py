@@ -208,11 +208,14 @@ class KafkaOutput:
             raise self._failed(exc) from None
         self.acknowledged += len(pending)
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Stop the producer within `timeout_s` (default `ack_timeout_s`): its stop sends
+        what it still holds, and with Kafka away retries that up to the deadline."""
         if self._producer is not None:
             producer, self._producer = self._producer, None
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), self.ack_timeout_s)
+                limit = self.ack_timeout_s if timeout_s is None else timeout_s
+                await asyncio.wait_for(producer.stop(), limit)
 
     def _failed(self, exc: BaseException) -> ImportFailed:
         why = "no answer" if isinstance(exc, TimeoutError) else type(exc).__name__

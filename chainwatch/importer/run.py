@@ -7,6 +7,7 @@ stops the import before anything was published, not half-way.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,11 @@ from streams.topics import DEAD_LETTER, TopicNames
 #: Columns named, and characters of each, in a "no column" error.
 _SHOWN = 30
 _NAME = 60
+
+#: How long an interrupted import's producer may take to stop. Its stop sends what it
+#: still holds; with Kafka away it retried that for the whole ack deadline (60 s), so
+#: Ctrl-C waited a minute in silence. What it held may or may not reach Kafka.
+INTERRUPTED_STOP_TIMEOUT_S = 5.0
 
 OnRejected = Callable[[Rejected], None]
 OnProgress = Callable[[Table], None]
@@ -108,6 +114,7 @@ async def import_to_kafka(
         dead += 1
 
     await output.start()
+    interrupted = False
     try:
         for table in tables:
             for outcome in importer.outcomes(table, on_progress):
@@ -138,6 +145,9 @@ async def import_to_kafka(
             "before. Re-running the import once the file is fixed is safe: the same rows "
             "get the same event ids"
         ) from None
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels the import
+        interrupted = True
+        raise
     finally:
-        await output.stop()
+        await output.stop(INTERRUPTED_STOP_TIMEOUT_S if interrupted else None)
     return dead

@@ -217,4 +217,58 @@ def test_an_interrupted_import_says_what_kafka_acknowledged(
         command._to_kafka(importer, [], Settings(), None, None)  # type: ignore[arg-type]
     assert caught.value.exit_code == 130
     assert "interrupted; Kafka acknowledged 4000 records" in str(caught.value)
+    assert "records not acknowledged may or may not have reached it" in str(caught.value)
     assert "Re-running the import is safe" in str(caught.value)
+
+
+class _StuckProducer:
+    """Holds records Kafka never acknowledges, and its stop retries them for ever (aiokafka's
+    idempotent producer with the broker away); `stopping` says the stop began."""
+
+    def __init__(self) -> None:
+        self.stopping = asyncio.Event()
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        await asyncio.Event().wait()
+
+
+def test_an_interrupt_with_kafka_away_stops_the_import_within_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: the `finally` waited `producer.stop()` up to the 60 s ack deadline while
+    aiokafka retried its unsent batches: Ctrl-C sat a minute in silence."""
+    from chainwatch.importer import run
+    from chainwatch.importer.mapper import RowMapper
+    from chainwatch.importer.pipeline import Importer
+    from schemas.import_mapping import ImportMapping
+    from schemas.plan import load_plan
+
+    monkeypatch.setattr(run, "INTERRUPTED_STOP_TIMEOUT_S", 0.2)
+    importer = Importer(RowMapper(ImportMapping(), "scans"), load_plan())
+
+    async def interrupted() -> float:
+        output = KafkaOutput("127.0.0.1:9", ack_timeout_s=60)
+        producer = _StuckProducer()
+        ready = asyncio.Event()
+
+        async def started() -> None:
+            ready.set()
+            output._producer = producer  # type: ignore[assignment]
+            output._pending.append(asyncio.get_running_loop().create_future())  # never acked
+
+        monkeypatch.setattr(output, "start", started)
+        task = asyncio.ensure_future(
+            run.import_to_kafka(importer, [], output, TopicNames(""), lambda _r: None)
+        )
+        async with asyncio.timeout(10):  # started: the import runs on into its flush
+            await ready.wait()
+        task.cancel()
+        began = time.monotonic()
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(5):  # without the mend: the 60 s ack deadline
+                await task
+        assert producer.stopping.is_set()
+        return time.monotonic() - began
+
+    assert asyncio.run(interrupted()) < 5

@@ -193,7 +193,7 @@ class _FakeKafka:
         self.acknowledged += self._pending
         self._pending = 0
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float | None = None) -> None:
         pass
 
 
