@@ -41,11 +41,24 @@ def first_read(limit: int = MAX_LINE_BYTES) -> int:
 
 
 def too_long(line: str | bytes, limit: int = MAX_LINE_BYTES) -> bool:
-    """Whether a line read with a limit of `first_read(limit)` is longer than `limit`."""
+    """Whether a line read with a limit of `first_read(limit)` is longer than `limit`.
+
+    A read that ends in no line ending stopped at its size: the line goes on. Else
+    exactly one ending is left out (CR LF, LF; a lone CR ends a line of a text file
+    read with `newline=""`, not of a binary one). Stripping every trailing CR counted
+    a read ending in CR CR as short: a line at the limit was split in two, two dead
+    letters, every later line number off by one.
+    """
     if len(line) <= limit:
         return False
-    text = line.rstrip("\r\n") if isinstance(line, str) else line.rstrip(b"\r\n")
-    return len(text) > limit
+    if isinstance(line, str):
+        endings: tuple[str | bytes, ...] = ("\r\n", "\n", "\r")
+    else:
+        endings = (b"\r\n", b"\n")
+    for ending in endings:
+        if line.endswith(ending):  # type: ignore[arg-type]
+            return len(line) - len(ending) > limit
+    return True
 
 
 def rest_of_line(

@@ -4,6 +4,7 @@ bounded memory, and the import goes on with the next line."""
 from __future__ import annotations
 
 import hashlib
+import io
 import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from chainwatch.importer.mapper import RowMapper
 from chainwatch.importer.pipeline import Accepted, Importer, Rejected
 from chainwatch.importer.run import open_tables
 from chainwatch.importer.tables import MAX_LINE_BYTES
+from chainwatch.long_lines import LongLine, binary_lines, too_long
 from schemas.dead_letter import MAX_DEAD_LETTER_BYTES
 from schemas.import_mapping import ImportMapping
 from schemas.plan import load_plan
@@ -111,3 +113,32 @@ def test_a_line_at_the_limit_is_read_as_any_other(tmp_path: Path) -> None:
     (one, two), _ = run("unit-status", path)
     assert isinstance(one, Accepted), one
     assert isinstance(two, Accepted)
+
+
+@pytest.mark.parametrize(
+    ("text", "long"),
+    [
+        (b"a" * 10 + b"\r\n", False),  # at the limit, CR LF
+        (b"a" * 10 + b"\n", False),
+        (b"a" * 9 + b"\r\r\n", False),  # at the limit: its last byte a CR
+        (b"a" * 10 + b"\r\r\n", True),  # one over, its first read ending in CR CR
+        (b"a" * 10 + b"\r\ryyy\n", True),
+        (b"a" * 11 + b"\n", True),
+    ],
+)
+def test_a_line_is_too_long_by_its_text_with_exactly_one_ending_left_out(
+    text: bytes, long: bool
+) -> None:
+    """Before: `rstrip` took every trailing CR, so a first read ending in CR CR counted as
+    short, and a line over the limit was split in two (two `not_json` dead letters, every
+    later line number off by one)."""
+    lines = list(binary_lines(io.BytesIO(text + b"next\n"), 10))
+    assert [n for n, _ in lines] == [1, 2]
+    first, second = lines[0][1], lines[1][1]
+    assert isinstance(first, LongLine) is long
+    if isinstance(first, LongLine):
+        assert first.size == len(text.removesuffix(b"\n").removesuffix(b"\r"))
+    else:
+        assert first == text
+    assert second == b"next\n"
+    assert too_long(text.decode()[:12], 10) is long  # the CSV reader's text lines alike
