@@ -22,11 +22,15 @@ CHUNK: Final = 1 << 20
 
 
 class LongLine(Exception):
-    """A line over its limit, read to its end through a hash, its start kept."""
+    """A line over its limit, read to its end through a hash, its start kept.
 
-    def __init__(self, start: bytes, size: int, sha256: str) -> None:
+    `blank`: it is all whitespace, so a reader that skips blank lines skips it too (a
+    replay's 9 MB of spaces was a `processing_error` dead letter, counted in totals).
+    """
+
+    def __init__(self, start: bytes, size: int, sha256: str, *, blank: bool = False) -> None:
         super().__init__(start[:80])
-        self.start, self.size, self.sha256 = start, size, sha256
+        self.start, self.size, self.sha256, self.blank = start, size, sha256, blank
 
     def describe(self, limit: int = MAX_LINE_BYTES) -> str:
         return (
@@ -73,10 +77,13 @@ def rest_of_line(
     """
     digest, size = hashlib.sha256(), 0
     pending = start
+    blank = not start.strip()
     while not ended:
         piece, ended = read_piece()
         if not piece:  # the end of the file
             break
+        if blank:  # checked until the first other byte: no copy of a blank piece
+            blank = not piece.strip()
         digest.update(pending[:-1])  # the last byte held back: it may be the CR of a CRLF
         size += len(pending) - 1
         pending = pending[-1:] + piece
@@ -85,7 +92,7 @@ def rest_of_line(
             pending = pending[: -len(ending)]
             break
     digest.update(pending)
-    return LongLine(start[:limit], size + len(pending), digest.hexdigest())
+    return LongLine(start[:limit], size + len(pending), digest.hexdigest(), blank=blank)
 
 
 def binary_lines(

@@ -187,6 +187,29 @@ def test_a_line_of_megabytes_is_a_dead_letter_read_in_bounded_memory(
     assert peak < bound, f"{peak:,} bytes held for a {len(line):,}-byte line"
 
 
+def test_a_blank_line_of_megabytes_is_skipped_as_any_blank_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: whitespace over `MAX_SCENARIO_LINE_BYTES` was a processing_error dead
+    letter, counted in the replay's totals and a backtest's input_records."""
+    from chainwatch.backtest.run import count_records
+
+    first, last = scan(event_id="e-1"), scan(event_id="e-2")
+    scenario = tmp_path / "blank.ndjson"
+    with scenario.open("wb") as out:
+        out.write(json.dumps({"topic": "scans", "value": first}).encode() + b"\n")
+        out.write(b" \t" * (replay.MAX_SCENARIO_LINE_BYTES // 2 + 1) + b" \r\n")
+        out.write(json.dumps({"topic": "scans", "value": last}).encode() + b"\n")
+    producer = _Producer()
+
+    published, dead, _ = publish_to(producer, monkeypatch, scenario)
+
+    assert (published, dead) == (2, 0)
+    assert producer.sent == ["scans", "scans"]
+    assert [n for n, _ in replay.scenario_lines(scenario)] == [1, 3]
+    assert count_records(scenario) == 2
+
+
 def test_a_scenario_that_is_a_directory_or_a_pipe_is_said_to_be_one(tmp_path: Path) -> None:
     """Before: "scenario file not found", as for a typo."""
     os.mkfifo(tmp_path / "pipe.ndjson")

@@ -142,3 +142,11 @@ def test_a_line_is_too_long_by_its_text_with_exactly_one_ending_left_out(
         assert first == text
     assert second == b"next\n"
     assert too_long(text.decode()[:12], 10) is long  # the CSV reader's text lines alike
+
+
+def test_a_blank_ndjson_line_of_megabytes_is_skipped(tmp_path: Path) -> None:
+    """Whitespace over the limit is a blank line, not an `import_line_too_long` bad row."""
+    path = tmp_path / "units.ndjson"
+    path.write_bytes(UNIT % 1 + b"\n" + b" " * (3 * MAX_LINE_BYTES) + b"\n" + UNIT % 2 + b"\n")
+    outcomes, _ = run("unit-status", path)
+    assert [type(o) for o in outcomes] == [Accepted, Accepted]
