@@ -164,10 +164,11 @@ def _to_file(
     from chainwatch.importer.run import import_to_file
 
     inputs = {t.identity for t in tables if t.identity is not None}
+    writer = ScenarioWriter(out, inputs)
     try:
-        import_to_file(importer, tables, ScenarioWriter(out, inputs), report, progress)
+        import_to_file(importer, tables, writer, report, progress)
     except KeyboardInterrupt:
-        raise ImportInterrupted(f"interrupted; {out} was not written") from None
+        raise ImportInterrupted(f"interrupted; {writer.not_written()}") from None
 
 
 def _to_kafka(

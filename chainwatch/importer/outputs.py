@@ -114,6 +114,14 @@ class ScenarioWriter:
             f"having written at most {self.written} records"
         )
 
+    def not_written(self) -> str:
+        """What became of the output of an import that stopped: a file was not written
+        (it is renamed into place only at the end); stdout has what went out, and
+        "- was not written" said the opposite."""
+        if self._tmp is None and self.path == "-":
+            return f"{self.written} records were written to stdout: the output is incomplete"
+        return f"{self.path} was not written"
+
     def discard(self) -> None:
         """Forget a partial file (the import failed or was interrupted)."""
         if self._tmp is not None:

@@ -86,7 +86,7 @@ def import_to_file(
                     on_rejected(outcome)
         writer.commit()
     except FileBroken as exc:
-        raise ImportFailed(f"{exc}; {writer.path} was not written") from None
+        raise ImportFailed(f"{exc}; {writer.not_written()}") from None
     finally:
         writer.discard()
 

@@ -140,3 +140,36 @@ def test_rejects_naming_the_input_is_one_line_and_the_input_survives(tmp_path: P
     assert lines == [f"error: --rejects {link} is one of the files to import; name another file"]
     assert source.read_text() == text
     assert not out.exists()
+
+
+@pytest.mark.parametrize("out", ["-", "file"])
+def test_an_interrupted_import_says_what_became_of_its_output(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, out: str
+) -> None:
+    """Before: `--out -` said "- was not written" after records had gone to stdout."""
+    from chainwatch.commands import importer as command
+    from chainwatch.importer import run
+    from chainwatch.importer.errors import ImportInterrupted
+    from chainwatch.importer.mapper import RowMapper
+    from chainwatch.importer.outputs import ScenarioWriter
+    from chainwatch.importer.pipeline import Importer
+    from schemas.import_mapping import ImportMapping
+    from schemas.plan import load_plan
+
+    def interrupted(
+        _importer: object, _tables: object, writer: ScenarioWriter, *_a: object
+    ) -> None:
+        writer.written = 3  # three records went out before Ctrl-C
+        writer.discard()  # as the import's `finally` does
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "import_to_file", interrupted)
+    target = "-" if out == "-" else str(tmp_path / "out.ndjson")
+    importer = Importer(RowMapper(ImportMapping(), "scans"), load_plan())
+    with pytest.raises(ImportInterrupted) as caught:
+        command._to_file(importer, [], target, None, None)  # type: ignore[arg-type]
+    said = {
+        "-": "interrupted; 3 records were written to stdout: the output is incomplete",
+        "file": f"interrupted; {target} was not written",
+    }
+    assert str(caught.value) == said[out]
