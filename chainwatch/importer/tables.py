@@ -144,11 +144,15 @@ def detect_format(path: Path, given: str | None = None) -> Format:
 
 
 def open_table(path: Path, mapping: ImportMapping, fmt: str | None = None) -> Table:
-    """Open one file and read its header; `ImportFailed` for a file that cannot be read."""
-    kind = detect_format(path, fmt)
+    """Open one file and read its header; `ImportFailed` for a file that cannot be read.
+
+    A path that is no file is said to be one before its format is guessed from the
+    name: a directory without an extension was told to "pass --format".
+    """
     why = not_a_file(path)
     if why is not None:
         raise ImportFailed(f"{path}: {why}")
+    kind = detect_format(path, fmt)
     table: Table
     try:
         if kind == "csv":

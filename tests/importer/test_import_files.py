@@ -181,6 +181,7 @@ def test_file_level_problems_stop_the_import_before_any_row(tmp_path: Path) -> N
     cp1252.write_bytes("order_id;stage\nPO-1;F\xe4rberei\n".encode("cp1252"))
     with pytest.raises(ImportFailed, match=r"not utf-8-sig text .*csv.encoding"):
         open_table(cp1252, ImportMapping())
+    (tmp_path / "old.xls").write_bytes(b"\xd0\xcf\x11\xe0")  # a BIFF workbook's start
     with pytest.raises(ImportFailed, match=r"\.xls format is not read"):
         open_table(tmp_path / "old.xls", ImportMapping())
     with pytest.raises(ImportFailed, match="no such file"):
@@ -188,6 +189,9 @@ def test_file_level_problems_stop_the_import_before_any_row(tmp_path: Path) -> N
     (tmp_path / "dir.csv").mkdir()  # before: "no such file", as for a typo
     with pytest.raises(ImportFailed, match=r"dir\.csv: is a directory, not a file"):
         open_table(tmp_path / "dir.csv", ImportMapping())
+    (tmp_path / "exports").mkdir()  # before: "cannot tell the format from the name"
+    with pytest.raises(ImportFailed, match=r"exports: is a directory, not a file"):
+        open_table(tmp_path / "exports", ImportMapping())
     os.mkfifo(tmp_path / "pipe.ndjson")
     with pytest.raises(ImportFailed, match=r"pipe\.ndjson: is not a regular file \(a pipe"):
         open_table(tmp_path / "pipe.ndjson", ImportMapping())
