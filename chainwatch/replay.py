@@ -119,17 +119,17 @@ ScenarioLine = tuple[int, bytes | LongLine]
 
 
 def scenario_lines(path: Path) -> Iterator[ScenarioLine]:
-    """The file's non-blank lines with their numbers, without a UTF-8 byte order mark
-    (Notepad and Excel write one: the first record was a `not_json` dead letter).
-    A blank line is skipped however long it is."""
+    """The file's non-blank lines with their numbers, each without a UTF-8 byte order
+    mark at its start (Notepad and Excel write one: the first record was a `not_json`
+    dead letter; `cat a.ndjson b.ndjson` puts b's mark at the start of a later line,
+    and no JSON starts with one). A blank line is skipped however long it is."""
     with path.open("rb") as handle:
         for number, line in binary_lines(handle, MAX_SCENARIO_LINE_BYTES):
             if isinstance(line, LongLine):
                 if not line.blank:
                     yield number, line
                 continue
-            if number == 1:
-                line = line.removeprefix(codecs.BOM_UTF8)
+            line = line.removeprefix(codecs.BOM_UTF8)
             if line.strip():
                 yield number, line.rstrip(b"\r\n")
 

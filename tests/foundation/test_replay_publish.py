@@ -152,6 +152,29 @@ def test_a_scenario_saved_with_a_byte_order_mark_publishes_its_first_record(
     assert producer.sent == ["crm.customers", "scans"]
 
 
+def test_two_notepad_files_in_one_scenario_publish_every_record(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: only line 1 lost its byte order mark; `cat a.ndjson b.ndjson` of two files
+    Notepad saved made b's first record a `not_json` dead letter."""
+    records = [scan(event_id=f"e-{n}") for n in range(4)]
+    files = [
+        b"\xef\xbb\xbf"
+        + "".join(
+            json.dumps({"topic": "scans", "key": r["order_id"], "value": r}) + "\r\n" for r in pair
+        ).encode()
+        for pair in (records[:2], records[2:])
+    ]
+    scenario = tmp_path / "both.ndjson"
+    scenario.write_bytes(b"".join(files))  # cat a.ndjson b.ndjson
+    producer = _Producer()
+
+    published, dead, _ = publish_to(producer, monkeypatch, scenario)
+
+    assert (published, dead) == (4, 0)
+    assert producer.sent == ["scans"] * 4
+
+
 def test_a_line_of_megabytes_is_a_dead_letter_read_in_bounded_memory(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
