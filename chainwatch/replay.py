@@ -39,6 +39,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from chainwatch.acked_sends import AckedSends, timed_out
 from chainwatch.errors import USER_ERRORS, UserError
 from chainwatch.kafka_admin import admin_client, bounded, ensure_topics, kafka_call
 from chainwatch.long_lines import MAX_LINE_BYTES, LongLine, binary_lines
@@ -175,7 +176,7 @@ def line_key(key: bytes | None, topic: str, record: InputRecord) -> bytes | None
 PUBLISH_TIMEOUT_S = 60.0
 
 
-class _Publisher:
+class _Publisher(AckedSends):
     """The scenario's sends and their acknowledgements, each within `PUBLISH_TIMEOUT_S`.
 
     aiokafka's idempotent producer retries a batch for as long as Kafka is away:
@@ -185,36 +186,14 @@ class _Publisher:
     """
 
     def __init__(self, producer: AIOKafkaProducer, bootstrap: str) -> None:
-        self.producer = producer
+        super().__init__(PUBLISH_TIMEOUT_S, producer)
         self.bootstrap = bootstrap
-        self.pending: list[asyncio.Future[Any]] = []
-        self.acknowledged = 0
-
-    async def send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
-        """Queue one record; `MessageSizeTooLargeError` for one Kafka would never take."""
-        try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                self.pending.append(await self.producer.send(topic, key=key, value=value))
-        except MessageSizeTooLargeError:
-            raise
-        except (AIOKafkaError, TimeoutError) as exc:
-            raise self._failed(exc) from None
-
-    async def flush(self) -> None:
-        """Wait until Kafka acknowledged every queued record."""
-        pending, self.pending = self.pending, []
-        try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                await asyncio.gather(*pending)
-        except (AIOKafkaError, TimeoutError) as exc:
-            raise self._failed(exc) from None
-        self.acknowledged += len(pending)
 
     def _failed(self, exc: BaseException) -> UserError:
         """One line: "within 60 s" for a deadline passed, Kafka's error for a refusal
         (a `LeaderNotAvailableError` comes at once: "within 60 s" misled)."""
-        if isinstance(exc, TimeoutError):
-            what = f"did not take the scenario's records within {PUBLISH_TIMEOUT_S:g} s (no answer"
+        if timed_out(exc):
+            what = f"did not take the scenario's records within {self.timeout_s:g} s (no answer"
         else:
             what = f"refused the scenario's records ({type(exc).__name__}"
         return UserError(
@@ -328,7 +307,7 @@ async def publish_scenario(
                 dead += 1
                 continue
             published += 1
-            if len(publisher.pending) >= 5000:
+            if publisher.pending >= 5000:
                 await publisher.flush()
                 progress("publishing", done=published + dead, total=total)
         await publisher.flush()

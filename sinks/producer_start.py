@@ -43,7 +43,7 @@ async def start_producer(
     """`producer.start()` within `timeout_s` (default `START_TIMEOUT_S`): True once started,
     False (the producer stopped) when `stop` is set first; else `ProducerStartFailed`."""
     limit = START_TIMEOUT_S if timeout_s is None else timeout_s
-    starting = asyncio.ensure_future(asyncio.wait_for(producer.start(), limit))
+    starting = asyncio.ensure_future(_start_within(producer, limit))
     stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
     try:
         await asyncio.wait(
@@ -68,6 +68,13 @@ async def start_producer(
     finally:
         if stopped is not None:
             stopped.cancel()
+
+
+async def _start_within(producer: AIOKafkaProducer, limit: float) -> None:
+    """`producer.start()` within `limit`: `asyncio.timeout`, as Python 3.11's `wait_for`
+    may drop a cancellation that arrives as the start finishes."""
+    async with asyncio.timeout(limit):
+        await producer.start()
 
 
 def _start_failure(exc: BaseException, bootstrap: str, limit: float) -> str:
@@ -95,5 +102,6 @@ def _start_failure(exc: BaseException, bootstrap: str, limit: float) -> str:
 async def stop_producer(producer: AIOKafkaProducer) -> None:
     """`producer.stop()` within `STOP_TIMEOUT_S`, its failure ignored: for a producer
     whose records were acknowledged (or whose failure the caller reports already)."""
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(producer.stop(), STOP_TIMEOUT_S)
+    with contextlib.suppress(Exception):  # a stop past its deadline: TimeoutError
+        async with asyncio.timeout(STOP_TIMEOUT_S):  # not wait_for: it may drop a Ctrl-C
+            await producer.stop()

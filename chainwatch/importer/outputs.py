@@ -8,13 +8,13 @@ failed or interrupted import never leaves half a scenario behind.
 `KafkaOutput`: an idempotent producer with `acks=all`, so a record counts
 once every in-sync replica has it and a retried batch is not duplicated.
 Every call has a deadline (start, each send, each batch's acknowledgements,
-stop); past one, or when Kafka refuses, `ImportFailed` says how many records
-Kafka had acknowledged. The deadlines of the sends are `asyncio.timeout`s,
-not `wait_for`: Python 3.11's `wait_for` returns the result of a call that
-finished in the turn it was cancelled and drops the cancellation, so Ctrl-C
-during an import (a send that seldom waits) was often ignored. Re-running the
-import after such a failure is safe: the same rows get the same `event_id`s,
-which the engine processes once.
+stop; `chainwatch.acked_sends`, shared with the replay); past one, or when
+Kafka refuses, `ImportFailed` says how many records Kafka had acknowledged.
+The deadlines are `asyncio.timeout`s, not `wait_for`: Python 3.11's `wait_for`
+returns the result of a call that finished in the turn it was cancelled and
+drops the cancellation, so Ctrl-C during an import was often ignored.
+Re-running the import after such a failure is safe: records sent twice change
+nothing (docs/import.md).
 Bad rows go to the `dead-letter` topic as `DeadLetter` envelopes.
 """
 
@@ -27,11 +27,12 @@ import sys
 import tempfile
 from collections.abc import Collection
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaError
 
+from chainwatch.acked_sends import AckedSends, timed_out
 from chainwatch.importer.pipeline import Accepted
 from chainwatch.importer.tables import ImportFailed, is_one_of
 from schemas.dead_letter import DeadLetter
@@ -151,7 +152,7 @@ class RejectsWriter:
         self._handle.close()
 
 
-class KafkaOutput:
+class KafkaOutput(AckedSends):
     """Publishes records and dead letters with deadlines; use inside one event loop."""
 
     def __init__(
@@ -162,13 +163,11 @@ class KafkaOutput:
         ack_timeout_s: float = 60.0,
         batch: int = 2000,
     ) -> None:
+        super().__init__(ack_timeout_s)
         self.bootstrap = bootstrap
         self.connect_timeout_s = connect_timeout_s
         self.ack_timeout_s = ack_timeout_s
         self.batch = batch
-        self.acknowledged = 0
-        self._pending: list[asyncio.Future[Any]] = []
-        self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
         producer = AIOKafkaProducer(
@@ -180,41 +179,24 @@ class KafkaOutput:
             request_timeout_ms=int(min(self.ack_timeout_s, 30) * 1000),
         )
         try:
-            await asyncio.wait_for(producer.start(), self.connect_timeout_s)
+            async with asyncio.timeout(self.connect_timeout_s):
+                await producer.start()
         except (KafkaError, OSError, TimeoutError) as exc:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 5)
+                async with asyncio.timeout(5):
+                    await producer.stop()
             raise ImportFailed(
                 f"cannot reach Kafka at {self.bootstrap} within {self.connect_timeout_s:.0f}s "
                 f"({type(exc).__name__}); nothing was published"
             ) from None
         self._producer = producer
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Queue one record; `MessageSizeTooLargeError` for one Kafka would never take."""
-        assert self._producer is not None, "start() first"
-        try:
-            async with asyncio.timeout(self.ack_timeout_s):
-                future = await self._producer.send(topic, key=key, value=value)
-        except MessageSizeTooLargeError:
-            raise
-        except (KafkaError, TimeoutError) as exc:
-            raise self._failed(exc) from None
-        self._pending.append(future)
-        if len(self._pending) >= self.batch:
+    async def send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        """Queue one record, acknowledged in batches of `batch`; `MessageSizeTooLargeError`
+        for one Kafka would never take."""
+        await super().send(topic, key, value)
+        if self.pending >= self.batch:
             await self.flush()
-
-    async def flush(self) -> None:
-        """Wait until Kafka acknowledged every queued record (or fail with a count)."""
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        try:
-            async with asyncio.timeout(self.ack_timeout_s):
-                await asyncio.gather(*pending)
-        except (KafkaError, TimeoutError) as exc:
-            raise self._failed(exc) from None
-        self.acknowledged += len(pending)
 
     async def stop(self, timeout_s: float | None = None) -> None:
         """Stop the producer within `timeout_s` (default `ack_timeout_s`): its stop sends
@@ -222,13 +204,15 @@ class KafkaOutput:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             with contextlib.suppress(Exception):
-                limit = self.ack_timeout_s if timeout_s is None else timeout_s
-                await asyncio.wait_for(producer.stop(), limit)
+                async with asyncio.timeout(self.ack_timeout_s if timeout_s is None else timeout_s):
+                    await producer.stop()
 
     def _failed(self, exc: BaseException) -> ImportFailed:
-        why = "no answer" if isinstance(exc, TimeoutError) else type(exc).__name__
+        if timed_out(exc):
+            what = f"did not acknowledge within {self.ack_timeout_s:g}s (no answer)"
+        else:
+            what = f"refused the records ({type(exc).__name__})"
         return ImportFailed(
-            f"Kafka at {self.bootstrap} did not acknowledge within {self.ack_timeout_s:g}s "
-            f"({why}); {self.acknowledged} records were acknowledged before. Re-running the "
-            "import is safe: the same rows get the same event ids"
+            f"Kafka at {self.bootstrap} {what}; {self.acknowledged} records were acknowledged "
+            "before. Re-running the import is safe: records sent twice change nothing"
         )

@@ -272,3 +272,43 @@ def test_an_interrupt_with_kafka_away_stops_the_import_within_seconds(
         return time.monotonic() - began
 
     assert asyncio.run(interrupted()) < 5
+
+
+@pytest.mark.parametrize("call", ["start", "stop"])
+def test_a_cancellation_as_the_producer_starts_or_stops_is_not_dropped(
+    monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    """`KafkaOutput.start/stop` bounded by `wait_for`, which on Python 3.11 dropped a
+    Ctrl-C that arrived as the call finished (as the sends' deadlines did)."""
+    from chainwatch.importer import outputs
+
+    class Quick:
+        def __init__(self) -> None:
+            self.done = asyncio.Event()
+
+        async def start(self) -> None:
+            await asyncio.sleep(0)
+            self.done.set()
+
+        stop = start
+
+    async def interrupted() -> str:
+        producer = Quick()
+        monkeypatch.setattr(outputs, "AIOKafkaProducer", lambda **_config: producer)
+        output = KafkaOutput("127.0.0.1:9")
+        if call == "stop":
+            output._producer = producer  # type: ignore[assignment]
+
+        async def body() -> str:
+            await (output.start() if call == "start" else output.stop())
+            await asyncio.sleep(0)
+            return "ran on"
+
+        task = asyncio.ensure_future(body())
+        async with asyncio.timeout(10):
+            await producer.done.wait()  # the call has just finished
+        task.cancel()
+        return await task
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(interrupted())

@@ -177,3 +177,36 @@ def test_the_replays_final_clock_has_a_deadline(
     with pytest.raises(USER_ERRORS, match="did not acknowledge the final clock"):
         asyncio.run(asyncio.wait_for(replay.send_final_clock(settings, 0), BOUND_S))
     assert NeverAcknowledges.instances[-1].stopped == 1
+
+
+class _QuickStop:
+    """A producer whose stop finishes after one turn of the loop and says so."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+
+    async def stop(self) -> None:
+        await asyncio.sleep(0)
+        self.done.set()
+
+
+def test_a_cancellation_as_the_producer_stop_finishes_is_not_dropped() -> None:
+    """Python 3.11's `wait_for` returned the result of a call that finished in the turn
+    it was cancelled, and dropped the cancellation: a Ctrl-C then went unseen."""
+
+    async def interrupted() -> str:
+        producer = _QuickStop()
+
+        async def body() -> str:
+            await producer_start.stop_producer(producer)  # type: ignore[arg-type]
+            await asyncio.sleep(0)
+            return "ran on"
+
+        task = asyncio.ensure_future(body())
+        async with asyncio.timeout(10):
+            await producer.done.wait()  # the stop has just finished
+        task.cancel()
+        return await task
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(interrupted())

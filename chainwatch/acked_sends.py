@@ -1,0 +1,73 @@
+"""Records sent through an idempotent producer, each call within a deadline.
+
+`chainwatch import --to kafka` and `chainwatch replay` publish a file's records
+the same way: each `send` (Kafka taking the record into the producer's buffer)
+and each `flush` (Kafka acknowledging every record sent so far) has a deadline,
+since aiokafka's idempotent producer retries a batch for as long as Kafka is
+away (a broker stopped mid-publish kept a replay waiting for ever, silent).
+Past the deadline, or when Kafka refuses, the caller's own one-line error is
+raised, given the count of records acknowledged before.
+
+The deadlines are `asyncio.timeout`s, not `wait_for`: Python 3.11's `wait_for`
+returns the result of a call that finished in the turn it was cancelled and
+drops the cancellation, so a Ctrl-C as a send finished was ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether a failed call passed its deadline (no answer), not Kafka refusing it: only
+    then may its message say "within N s" (a `LeaderNotAvailableError` comes at once)."""
+    return isinstance(exc, TimeoutError)
+
+
+class AckedSends:
+    """Sends and their acknowledgements, each within `timeout_s`; words its failures by
+    `_failed`, which a subclass defines (the import's and the replay's own lines)."""
+
+    def __init__(self, timeout_s: float, producer: AIOKafkaProducer | None = None) -> None:
+        self.timeout_s = timeout_s
+        self.acknowledged = 0
+        """Records Kafka acknowledged (counted at each `flush`)."""
+        self._producer = producer
+        self._pending: list[asyncio.Future[Any]] = []
+
+    @property
+    def pending(self) -> int:
+        """Records sent and not yet acknowledged."""
+        return len(self._pending)
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        """Queue one record; `MessageSizeTooLargeError` for one Kafka would never take."""
+        assert self._producer is not None, "start the producer first"
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                future = await self._producer.send(topic, key=key, value=value)
+        except MessageSizeTooLargeError:
+            raise
+        except (KafkaError, TimeoutError) as exc:
+            raise self._failed(exc) from None
+        self._pending.append(future)
+
+    async def flush(self) -> None:
+        """Wait until Kafka acknowledged every queued record (or fail with a count)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await asyncio.gather(*pending)
+        except (KafkaError, TimeoutError) as exc:
+            raise self._failed(exc) from None
+        self.acknowledged += len(pending)
+
+    def _failed(self, exc: BaseException) -> Exception:
+        """The error that stops the caller: Kafka did not answer (`timed_out`) or refused."""
+        raise NotImplementedError
