@@ -26,11 +26,11 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -679,12 +679,15 @@ async def read_records(settings: Settings, logical: str) -> list[ConsumerRecord[
         auto_offset_reset="earliest",
         request_timeout_ms=int(READ_STALL_TIMEOUT_S * 1000 / 2),
     )
-    await asyncio.wait_for(consumer.start(), READ_STALL_TIMEOUT_S)
+    bootstrap = settings.kafka.bootstrap
+    await _read_step(consumer.start(), bootstrap, "start a reader")
     try:
         topic = names(logical)
         partitions = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
         consumer.assign(partitions)
-        ends = await asyncio.wait_for(consumer.end_offsets(partitions), READ_STALL_TIMEOUT_S)
+        ends = await _read_step(
+            consumer.end_offsets(partitions), bootstrap, f"give the end offsets of {topic}"
+        )
         await consumer.seek_to_beginning(*partitions)
         records: list[ConsumerRecord[bytes, bytes]] = []
         remaining = {tp for tp in partitions if ends[tp] > 0}
@@ -694,7 +697,8 @@ async def read_records(settings: Settings, logical: str) -> list[ConsumerRecord[
             for messages in batch.values():
                 records.extend(messages)
             for tp in list(remaining):
-                if await _position(consumer, tp, settings.kafka.bootstrap) >= ends[tp]:
+                where = f"give the reading position of {tp.topic}[{tp.partition}]"
+                if await _read_step(consumer.position(tp), bootstrap, where) >= ends[tp]:
                     remaining.discard(tp)
             if batch:
                 last_progress = time.monotonic()
@@ -706,16 +710,28 @@ async def read_records(settings: Settings, logical: str) -> list[ConsumerRecord[
         return records
     finally:
         with contextlib.suppress(TimeoutError):  # read or failed already: nothing to lose
-            await asyncio.wait_for(stop_consumer(consumer), READ_CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(READ_CLOSE_TIMEOUT_S):
+                await stop_consumer(consumer)
 
 
-async def _position(consumer: AIOKafkaConsumer, tp: TopicPartition, bootstrap: str) -> int:
+T = TypeVar("T")
+
+
+async def _read_step(step: Awaitable[T], bootstrap: str, what: str) -> T:
+    """One step of reading a topic within `READ_STALL_TIMEOUT_S`, or one line naming it
+    (a start or an end-offsets request Kafka did not answer ended as "internal error:
+    TimeoutError"); `asyncio.timeout`, as Python 3.11's `wait_for` may drop a Ctrl-C."""
     try:
-        return int(await asyncio.wait_for(consumer.position(tp), READ_STALL_TIMEOUT_S))
-    except TimeoutError:
+        async with asyncio.timeout(READ_STALL_TIMEOUT_S):
+            return await step
+    except (TimeoutError, AIOKafkaError) as exc:
+        why = (
+            f"within {READ_STALL_TIMEOUT_S:.0f}s"
+            if isinstance(exc, TimeoutError)
+            else (f"({type(exc).__name__})")
+        )
         raise UserError(
-            f"Kafka at {bootstrap} did not give the reading position of {tp.topic}"
-            f"[{tp.partition}] within {READ_STALL_TIMEOUT_S:.0f}s; check that the broker answers"
+            f"Kafka at {bootstrap} did not {what} {why}; check that the broker answers"
         ) from None
 
 

@@ -390,3 +390,36 @@ def test_a_crm_line_kafka_would_not_take_without_a_key_is_a_dead_letter_of_its_o
         (3, ReasonCode.VALIDATION_FAILED),
         (4, ReasonCode.NOT_OBJECT),
     ]
+
+
+@pytest.mark.parametrize("stalls", ["start", "end_offsets"])
+def test_a_reader_kafka_does_not_answer_ends_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, stalls: str
+) -> None:
+    """Reading a run's results: a reader whose start or end-offsets request Kafka never
+    answered ended as "internal error: TimeoutError"."""
+
+    class Stalling:
+        def __init__(self, **_config: object) -> None:
+            pass
+
+        async def _never(self, *_args: object) -> Any:
+            await asyncio.Event().wait()
+
+        async def start(self) -> None:
+            if stalls == "start":
+                await self._never()
+
+        def assign(self, _partitions: object) -> None:
+            pass
+
+        async def end_offsets(self, _partitions: object) -> Any:
+            await self._never()
+
+        async def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(replay, "AIOKafkaConsumer", Stalling)
+    monkeypatch.setattr(replay, "READ_STALL_TIMEOUT_S", 0.2)
+    with pytest.raises(UserError, match=r"did not (start a reader|give the end offsets).* within"):
+        asyncio.run(read_records(Settings(), SCANS))
