@@ -99,7 +99,7 @@ def write_text_atomically(
     old_mode = _regular_file_mode(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp = _create_beside(path, 0o666 if new_mode is None else new_mode)
+        fd, tmp = create_beside(path, 0o666 if new_mode is None else new_mode)
     except PermissionError as exc:
         if in_place_fallback and old_mode is not None:
             try:
@@ -116,22 +116,22 @@ def write_text_atomically(
             if mode is not None:  # before any byte is written: the secret is never wider
                 os.fchmod(handle.fileno(), mode)
             handle.write(text)
-            _flush_to_disk(handle)
+            flush_to_disk(handle)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _sync_directory(path.parent)
+    sync_directory(path.parent)
 
 
-def _flush_to_disk(handle: IO[str]) -> None:
+def flush_to_disk(handle: IO[Any]) -> None:
     """The text on the disk before the rename: without it a crash soon after may keep the
     rename and lose the data (an empty file where the old one was)."""
     handle.flush()
     os.fsync(handle.fileno())
 
 
-def _sync_directory(directory: Path) -> None:
+def sync_directory(directory: Path) -> None:
     """The rename itself on the disk; best effort: not every file system or platform lets
     a directory be opened or synced, and the file is in place either way."""
     try:
@@ -164,14 +164,14 @@ def _write_in_place(path: Path, text: str) -> None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file (a pipe or device)", str(path))
         handle.write(text)
-        _flush_to_disk(handle)
+        flush_to_disk(handle)
 
 
 _TEMP_NAME_TRIES = 100
 """As `tempfile`'s TMP_MAX: a random name taken that often means something else is wrong."""
 
 
-def _create_beside(path: Path, mode: int) -> tuple[int, Path]:
+def create_beside(path: Path, mode: int) -> tuple[int, Path]:
     """A new, empty file in `path`'s directory, created `mode` less the umask (mkstemp's
     fixed 0600 would leave the umask no say); its descriptor, open for writing, and path."""
     for _ in range(_TEMP_NAME_TRIES):

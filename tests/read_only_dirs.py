@@ -2,7 +2,7 @@
 
 `refuse_new_files` sets its mode to 0555. Directory modes do not bind root (the suite
 may run as root in a container), so there the refusal the kernel gives everyone else,
-EACCES on creating a file in it, is given by `schemas.files._create_beside`, the one place
+EACCES on creating a file in it, is given by `schemas.files.create_beside`, the one place
 `write_text_atomically` creates files.
 """
 
@@ -22,7 +22,7 @@ from schemas import files
 @contextlib.contextmanager
 def refuse_new_files(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """`directory` refuses new files inside the block; its mode is restored after it."""
-    create = files._create_beside
+    create = files.create_beside
 
     def refused(path: Path, mode: int) -> tuple[int, Path]:
         if path.parent == directory:
@@ -33,8 +33,8 @@ def refuse_new_files(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     directory.chmod(0o555)
     try:
         if os.geteuid() == 0:
-            monkeypatch.setattr(files, "_create_beside", refused)
+            monkeypatch.setattr(files, "create_beside", refused)
         yield directory
     finally:
-        monkeypatch.setattr(files, "_create_beside", create)
+        monkeypatch.setattr(files, "create_beside", create)
         directory.chmod(before)

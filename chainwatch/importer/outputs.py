@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import os
 import sys
-import tempfile
 from collections.abc import Collection
 from pathlib import Path
 from typing import IO
@@ -36,6 +35,7 @@ from chainwatch.acked_sends import AckedSends, timed_out
 from chainwatch.importer.pipeline import Accepted
 from chainwatch.importer.tables import ImportFailed, is_one_of
 from schemas.dead_letter import DeadLetter
+from schemas.files import create_beside, flush_to_disk, sync_directory
 
 
 def scenario_line(record: Accepted) -> bytes:
@@ -77,8 +77,7 @@ class ScenarioWriter:
             raise ImportFailed(f"--out {path} is one of the files to import; name another file")
         if not target.parent.exists():
             raise ImportFailed(f"--out {path}: no directory {target.parent}")
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        self._tmp = Path(tmp)
+        fd, self._tmp = create_beside(target, 0o666)  # the umask's mode, as a plain write
         self._handle = os.fdopen(fd, "wb")
 
     def write(self, record: Accepted) -> None:
@@ -95,9 +94,11 @@ class ScenarioWriter:
         except BrokenPipeError:
             raise self._reader_gone() from None
         if self._tmp is not None:
+            flush_to_disk(self._handle)  # a crash soon after must not keep an empty file
             self._handle.close()
             os.replace(self._tmp, self.path)
             self._tmp = None
+            sync_directory(Path(self.path).parent)
 
     def _reader_gone(self) -> ImportFailed:
         """`--out -` piped into a reader that stopped (`| head`): one line saying so.

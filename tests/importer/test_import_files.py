@@ -293,3 +293,26 @@ def test_a_utf16_export_is_named_as_such_and_reads_with_the_encoding_it_names(
         open_table(path, ImportMapping())
     with open_table(path, ImportMapping.model_validate({"csv": {"encoding": "utf-16"}})) as table:
         assert table.header == ["unit_id", "status", "event_time"]
+
+
+def test_a_written_scenario_has_the_umasks_mode_and_is_on_the_disk_before_its_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mkstemp made every scenario 0600 whatever the umask, and the rename came with no
+    fsync before it (a crash soon after could keep an empty file in its place)."""
+    from chainwatch.importer import outputs
+
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(
+        outputs.os, "replace", lambda *a: (calls.append("replace"), real_replace(*a))[1]
+    )
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    before = os.umask(0o027)
+    try:
+        writer = ScenarioWriter(str(tmp_path / "out.ndjson"))
+        writer.commit()
+    finally:
+        os.umask(before)
+    assert oct((tmp_path / "out.ndjson").stat().st_mode & 0o777) == oct(0o640)
+    assert calls[:2] == ["fsync", "replace"]
