@@ -250,26 +250,7 @@ def test_a_failed_clean_up_does_not_hide_why_the_replay_failed(
     def publish_fails(self: replay.ReplayRun, *args: object, **kwargs: object) -> None:
         raise UserError("Kafka did not take the scenario's records")
 
-    def deletion_fails(settings: Settings) -> None:
-        raise UserError("cannot reach Kafka")
-
-    monkeypatch.setattr(replay.ReplayRun, "prepare_topics", lambda self: None)
-    monkeypatch.setattr(replay.ReplayRun, "wait_for_group", lambda self, n: None)
-    monkeypatch.setattr(replay.ReplayRun, "start_workers", lambda self, n: [])
-    monkeypatch.setattr(replay.ReplayRun, "publish", publish_fails)
-    monkeypatch.setattr(replay, "delete_run_topics", deletion_fails)
-    said: list[str] = []
-    scenario = tmp_path / "s.ndjson"
-    scenario.write_text("")
-
-    def progress(message: str, /, *, done: int | None = None, total: int | None = None) -> None:
-        said.append(message)
-
-    with pytest.raises(UserError, match="did not take the scenario's records"):
-        replay.run_replay(
-            Settings(data_dir=tmp_path / "data"),
-            scenario, until=None, workers=1, partitions=1, progress=progress,
-        )  # fmt: skip
+    said = _run_failing_to_publish(monkeypatch, tmp_path, publish_fails)
     assert any("were not deleted: cannot reach Kafka" in line for line in said), said
 
 
@@ -286,26 +267,7 @@ def test_a_run_stopped_by_kafka_names_all_its_topics_and_leaves_no_worker_state(
         made.append(state)
         raise UserError("Kafka did not take the scenario's records")
 
-    def deletion_fails(settings: Settings) -> None:
-        raise UserError("cannot reach Kafka")
-
-    monkeypatch.setattr(replay.ReplayRun, "prepare_topics", lambda self: None)
-    monkeypatch.setattr(replay.ReplayRun, "wait_for_group", lambda self, n: None)
-    monkeypatch.setattr(replay.ReplayRun, "start_workers", lambda self, n: [])
-    monkeypatch.setattr(replay.ReplayRun, "publish", publish_fails)
-    monkeypatch.setattr(replay, "delete_run_topics", deletion_fails)
-    said: list[str] = []
-    scenario = tmp_path / "s.ndjson"
-    scenario.write_text("")
-
-    def progress(message: str, /, *, done: int | None = None, total: int | None = None) -> None:
-        said.append(message)
-
-    with pytest.raises(UserError):
-        replay.run_replay(
-            Settings(data_dir=tmp_path / "data"),
-            scenario, until=None, workers=1, partitions=1, progress=progress,
-        )  # fmt: skip
+    said = _run_failing_to_publish(monkeypatch, tmp_path, publish_fails)
     app_id = made[0].name
     line = next(line for line in said if "were not deleted" in line)
     assert f"({app_id}.* and {app_id}-*)" in line, line
@@ -423,3 +385,33 @@ def test_a_reader_kafka_does_not_answer_ends_in_one_line(
     monkeypatch.setattr(replay, "READ_STALL_TIMEOUT_S", 0.2)
     with pytest.raises(UserError, match=r"did not (start a reader|give the end offsets).* within"):
         asyncio.run(read_records(Settings(), SCANS))
+
+
+def _run_failing_to_publish(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, publish_fails: Callable[..., None]
+) -> list[str]:
+    """A replay whose publish fails (`publish_fails`, a UserError "did not take the
+    scenario's records") and whose topics' deletion fails too (Kafka gone): its progress
+    lines. No Kafka: every step that would reach it stands in."""
+
+    def deletion_fails(settings: Settings) -> None:
+        raise UserError("cannot reach Kafka")
+
+    monkeypatch.setattr(replay.ReplayRun, "prepare_topics", lambda self: None)
+    monkeypatch.setattr(replay.ReplayRun, "wait_for_group", lambda self, n: None)
+    monkeypatch.setattr(replay.ReplayRun, "start_workers", lambda self, n: [])
+    monkeypatch.setattr(replay.ReplayRun, "publish", publish_fails)
+    monkeypatch.setattr(replay, "delete_run_topics", deletion_fails)
+    said: list[str] = []
+    scenario = tmp_path / "s.ndjson"
+    scenario.write_text("")
+
+    def progress(message: str, /, *, done: int | None = None, total: int | None = None) -> None:
+        said.append(message)
+
+    with pytest.raises(UserError, match="did not take the scenario's records"):
+        replay.run_replay(
+            Settings(data_dir=tmp_path / "data"),
+            scenario, until=None, workers=1, partitions=1, progress=progress,
+        )  # fmt: skip
+    return said

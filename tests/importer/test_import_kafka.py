@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import ConsumerRecord
+from cancellation import cancelled_as_it_finishes
 from kafka import KafkaConsumer
 
 from chainwatch.importer.errors import ImportInterrupted
@@ -299,16 +300,9 @@ def test_a_cancellation_as_the_producer_starts_or_stops_is_not_dropped(
         if call == "stop":
             output._producer = producer  # type: ignore[assignment]
 
-        async def body() -> str:
-            await (output.start() if call == "start" else output.stop())
-            await asyncio.sleep(0)
-            return "ran on"
-
-        task = asyncio.ensure_future(body())
-        async with asyncio.timeout(10):
-            await producer.done.wait()  # the call has just finished
-        task.cancel()
-        return await task
+        return await cancelled_as_it_finishes(
+            output.start if call == "start" else output.stop, producer.done
+        )
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(interrupted())

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, UnsupportedVersionError
+from cancellation import cancelled_as_it_finishes
 
 from chainwatch import replay
 from chainwatch.errors import USER_ERRORS
@@ -197,16 +198,10 @@ def test_a_cancellation_as_the_producer_stop_finishes_is_not_dropped() -> None:
     async def interrupted() -> str:
         producer = _QuickStop()
 
-        async def body() -> str:
-            await producer_start.stop_producer(producer)  # type: ignore[arg-type]
-            await asyncio.sleep(0)
-            return "ran on"
-
-        task = asyncio.ensure_future(body())
-        async with asyncio.timeout(10):
-            await producer.done.wait()  # the stop has just finished
-        task.cancel()
-        return await task
+        return await cancelled_as_it_finishes(
+            lambda: producer_start.stop_producer(producer),  # type: ignore[arg-type]
+            producer.done,
+        )
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(interrupted())
