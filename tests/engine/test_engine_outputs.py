@@ -106,6 +106,19 @@ def test_an_output_too_large_to_send_raises_where_it_is_collected(tmp_path: Path
     assert rt.outputs.pending == 0
 
 
+def _refuse_once(produced: Any, error: Exception, partition: int | None = None) -> None:
+    """The next append (to `partition`, or any) raises `error`; every other one goes on."""
+    append = produced.send_batch_tracked
+    refusals = [error]
+
+    async def refuse_once(topic: str, to: int, records: Any) -> Any:
+        if refusals and partition in (None, to):
+            raise refusals.pop()
+        return await append(topic, to, records)
+
+    produced.send_batch_tracked = refuse_once
+
+
 def test_a_flush_that_fails_raises_into_the_step_and_keeps_what_it_could_not_send(
     tmp_path: Path,
 ) -> None:
@@ -114,15 +127,7 @@ def test_a_flush_that_fails_raises_into_the_step_and_keeps_what_it_could_not_sen
     engine = _engine(tmp_path)
     rt = engine.runtime
     produced = capture_outputs(rt)
-    append = produced.send_batch_tracked
-    refusals = [OSError("no metadata")]
-
-    async def refuse_once(topic: str, partition: int, records: Any) -> Any:
-        if refusals:
-            raise refusals.pop()
-        return await append(topic, partition, records)
-
-    produced.send_batch_tracked = refuse_once  # type: ignore[method-assign]
+    _refuse_once(produced, OSError("no metadata"))
     alerts = [{"alert_id": f"a{i}", "type": "start_overdue", "status": "open"} for i in range(5)]
 
     async def steps() -> None:
@@ -151,15 +156,7 @@ def test_a_flush_that_fails_on_one_partition_does_not_send_anothers_appended_bat
     engine = _engine(tmp_path)
     rt = engine.runtime
     produced = capture_outputs(rt)
-    append = produced.send_batch_tracked
-    refusals = [OSError("partition 1 has no leader")]
-
-    async def refuse_partition_1_once(topic: str, partition: int, records: Any) -> Any:
-        if partition == 1 and refusals:
-            raise refusals.pop()
-        return await append(topic, partition, records)
-
-    produced.send_batch_tracked = refuse_partition_1_once  # type: ignore[method-assign]
+    _refuse_once(produced, OSError("partition 1 has no leader"), partition=1)
     copies = [(f"PO-{i}".encode(), f"scan {i}".encode(), i % 2) for i in range(4)]
 
     async def steps() -> None:
