@@ -143,7 +143,7 @@ def test_a_drain_run_fails_at_once_in_one_line_when_kafka_does_not_answer(
     monkeypatch.setenv("CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9")
     monkeypatch.setenv("CHAINWATCH_METRICS_PORT", "0")
     settings = Settings()
-    monkeypatch.setattr(sink_runner, "prepare_topics", unreachable)
+    monkeypatch.setattr(sink_runner, "prepare_sink_topics", unreachable)
     monkeypatch.setattr(notify_runner, "ensure_topics", unreachable)
     monkeypatch.setattr(notify_runner, "load_configured", lambda _s: None)
 
@@ -287,10 +287,10 @@ def test_a_process_waiting_for_kafka_is_alive_and_not_ready_on_its_probes(
     )
     run: Callable[[Settings], object]
     if process == "worker":
-        monkeypatch.setattr(runners, "create_worker_topics", kafka_away)
+        monkeypatch.setattr(runners, "prepare_worker_topics", kafka_away)
         run = runners.run_worker
     elif process == "sink":
-        monkeypatch.setattr(sink_runner, "prepare_topics", kafka_away)
+        monkeypatch.setattr(sink_runner, "prepare_sink_topics", kafka_away)
         run = sink_runner.run_sink
     else:
         monkeypatch.setattr(notify_runner, "ensure_topics", kafka_away)
@@ -338,10 +338,10 @@ def kafka_away(*_args, **_kwargs):
 configure_logging("info", "json")
 process = sys.argv[1]
 if process == "worker":
-    runners.create_worker_topics = kafka_away
+    runners.prepare_worker_topics = kafka_away
     runners.run_worker(Settings())
 elif process == "sink":
-    sink_runner.prepare_topics = kafka_away
+    sink_runner.prepare_sink_topics = kafka_away
     sink_runner.run_sink(Settings())
 else:
     notify_runner.ensure_topics = kafka_away
