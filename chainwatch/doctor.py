@@ -262,12 +262,12 @@ def timestamps(settings: Settings) -> Check:
 
 def partitions(settings: Settings) -> Check:
     """The `partitions` line: every topic routed by id that exists (the engine's changelog
-    topics found by a listing) has `kafka.partitions` (chainwatch.topic_partitions; a
+    topics included) has `kafka.partitions` (chainwatch.topic_partitions; a
     worker or sink would refuse to start otherwise).
     Reads metadata only: a missing topic is not created, the first start makes it."""
     from chainwatch.topic_partitions import (
         PARTITIONS_SETTING,
-        listed_changelogs,
+        engine_changelogs,
         mismatch,
         partition_counts,
         routed_topics,
@@ -275,7 +275,7 @@ def partitions(settings: Settings) -> Check:
 
     kafka = settings.kafka
     try:
-        routed = [*routed_topics(settings), *listed_changelogs(settings)]
+        routed = [*routed_topics(settings), *engine_changelogs(settings)]
         counts = partition_counts(kafka.bootstrap, routed)
     except Exception as exc:  # any failure is this check's FAIL line
         return Check("partitions", False, f"cannot read the topics' partitions: {exc}")

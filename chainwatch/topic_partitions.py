@@ -40,7 +40,6 @@ from chainwatch.settings import Settings
 from streams.topics import INPUT_TOPICS
 
 PARTITIONS_SETTING = "CHAINWATCH_KAFKA__PARTITIONS"
-CHANGELOG_SUFFIX = "-changelog"
 ROUTED_BY_ID = "the inputs, the <app_id>-*-inbox and the <app_id>-*-changelog topics"
 """Every kind of topic routed by id, as the advice names them: recreating some of them
 only (the ones a line named) left a changelog with the old count, and the worker crashed
@@ -61,32 +60,20 @@ def routed_topics(settings: Settings) -> list[str]:
     inputs, and the engine's internal join topics (`<app_id>-...-inbox`). The tables'
     changelog topics are routed so too (a table's record goes to its key's partition);
     their names are faust's, so the worker takes them from its app (`runners.
-    changelog_topics`) and doctor from a listing (`listed_changelogs`)."""
+    changelog_topics`) and doctor from the engine's table names (`engine_changelogs`)."""
     from streams.engine.messages import INTERNAL_TOPICS
 
     internal = [f"{settings.engine.app_id}-{name}" for name in INTERNAL_TOPICS]
     return [*input_topics(settings), *internal]
 
 
-def changelogs_in(settings: Settings, names: Iterable[str]) -> list[str]:
-    """The engine's changelog topics among `names`: faust names them
-    `<app_id>-<table>-changelog`."""
-    prefix = f"{settings.engine.app_id}-"
-    return sorted(
-        name for name in names if name.startswith(prefix) and name.endswith(CHANGELOG_SUFFIX)
-    )
+def engine_changelogs(settings: Settings) -> list[str]:
+    """The engine's changelog topics under this deployment's app id, by name: doctor has
+    no faust app to ask (`runners.changelog_topics` asks the worker's), and building one
+    to read names is not worth it."""
+    from streams.engine.tables import TABLES, changelog_topic
 
-
-def listed_changelogs(settings: Settings) -> list[str]:
-    """The engine's changelog topics that exist, from a topic listing (reading only: doctor
-    has no faust app to name them, and building one to read a name is not worth it)."""
-    bootstrap = settings.kafka.bootstrap
-    admin = admin_client(bootstrap)
-    try:
-        listed = kafka_call(admin.list_topics, bootstrap=bootstrap, what="list the topics")
-    finally:
-        admin.close()
-    return changelogs_in(settings, listed)
+    return sorted(changelog_topic(settings.engine.app_id, table) for table in TABLES)
 
 
 def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:

@@ -31,6 +31,7 @@ from schemas.plan import SlaPlan
 from schemas.validation import RecordRejected, check_key
 from streams.codecs import InputCodec, Rejected
 from streams.eager_delivery import deliver_in_bulk
+from streams.engine import tables
 from streams.engine.batching import BatchSizes, take_growing
 from streams.engine.clock import DeadlineIndex, EngineClock
 from streams.engine.errors import error_text
@@ -187,11 +188,11 @@ class EngineRuntime:
         self._changelogs: dict[tuple[str, int], tuple[str, Persisted | None]] = {}
         """(table name, partition) -> its changelog topic and offset keeper (`put`)."""
 
-        self.order_table = self._table("orders")
-        self.customer_table = self._table("customers")
-        self.subscription_table = self._table("customer-subscriptions")
-        self.unit_table = self._table("units")
-        self.occupancy_table = self._table("unit-occupancy")
+        self.order_table = self._table(tables.ORDERS)
+        self.customer_table = self._table(tables.CUSTOMERS)
+        self.subscription_table = self._table(tables.SUBSCRIPTIONS)
+        self.unit_table = self._table(tables.UNITS)
+        self.occupancy_table = self._table(tables.OCCUPANCY)
 
     # --- declaration ------------------------------------------------------------
 

@@ -24,13 +24,13 @@ from chainwatch.kafka_admin import (
     create_missing_topics,
     kafka_call,
 )
-from chainwatch.runners import changelog_topics, leader_topic, prepare_worker_topics, worker_app
+from chainwatch.runners import changelog_topics, prepare_worker_topics, worker_app
 from chainwatch.settings import Settings
 from chainwatch.sink_runner import prepare_sink_topics
 from chainwatch.topic_partitions import (
     PartitionsMismatch,
-    changelogs_in,
     check_partitions,
+    engine_changelogs,
     mismatch,
     routed_topics,
     topic_errors,
@@ -203,14 +203,27 @@ def _changelogs(app: Any, settings: Settings) -> list[str]:
     return sorted(name for names in changelog_topics(app, settings).values() for name in names)
 
 
-def test_doctor_finds_the_changelogs_the_worker_names(
+def test_doctor_names_the_changelogs_the_worker_names(
     settings_factory: Callable[..., Settings],
 ) -> None:
     settings = settings_factory()
     app, _engine = worker_app(settings)
     worker = _changelogs(app, settings)
     assert len(worker) == len(app.tables) > 0
-    assert changelogs_in(settings, [*worker, *routed_topics(settings), leader_topic(app)]) == worker
+    assert engine_changelogs(settings) == worker
+
+
+def test_another_apps_changelog_sharing_the_prefix_is_not_checked(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """Found by prefix, an app id `cw` took `cw-b-orders-changelog` (app `cw-b`) for its
+    own: doctor failed on a topic the worker never uses."""
+    settings = settings_factory()
+    other = f"{settings.engine.app_id}-b-orders-changelog"
+    create_missing_topics(settings.kafka.bootstrap, {other: {}}, partitions=2)
+    check = partitions(settings)
+    assert check.ok, check.detail
+    assert other not in check.detail
 
 
 def test_a_changelog_topic_with_another_count_stops_the_worker_and_fails_doctor(
