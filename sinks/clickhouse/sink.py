@@ -661,6 +661,12 @@ class InvalidRecordLog:
         )
 
 
+ERROR_TEXT_MAX = 600
+"""Characters of a skipped record's error kept in its log line: the line stays bounded
+whatever a record holds, and the longest message of ours (`wrong_partition`'s, ~430
+with a 64-character key) keeps its advice (cut at 200, it lost what to fix)."""
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
+    return f"{type(exc).__name__}: {text.splitlines()[0][:ERROR_TEXT_MAX] if text else ''}"

@@ -51,3 +51,11 @@ def test_a_topic_flooding_garbage_gets_one_line_per_window_with_the_count(
     assert first["bug"] is False
     assert other["bug"] is True  # not a RecordInvalid: a mapper or engine defect
     assert later["more_since_last_line"] == 999
+
+
+def test_a_huge_error_is_cut_to_one_bounded_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = _Lines()
+    monkeypatch.setattr(sink_module, "log", lines)
+    InvalidRecordLog().skipped(_record("cw.alerts", 0), RecordInvalid("x" * 100_000 + "\nmore"))
+    (line,) = lines.lines
+    assert line["error"] == "RecordInvalid: " + "x" * sink_module.ERROR_TEXT_MAX

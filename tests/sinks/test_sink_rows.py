@@ -272,6 +272,7 @@ def test_the_sink_counts_forwarded_originals_apart_from_invalid_records_and_stor
     assert (other.stats.forwarded_records, other.stats.invalid_records) == (0, 1)
     assert [e["event"] for e in logs] == ["invalid_record_skipped"]
     assert logs[0]["error"].startswith("RecordInvalid: key_mismatch: order_id: the record is on")
+    assert logs[0]["error"].endswith("differs from the topic's partition count")  # the advice
     assert other.buffered_rows == 0
 
 
