@@ -3,8 +3,9 @@
 Retry policy (Standard Webhooks' recommendations):
 - 2xx: delivered.
 - 5xx, timeouts and connection errors: retry with exponential backoff and jitter.
-- 408 and 429: retry, after `Retry-After` when the receiver sends one, clamped
-  to [`min_retry_after_s`, `max_retry_after_s`]: `Retry-After: 0` cannot make
+- 408 and 429: retry. After a 408, 429 or 503 (RFC 9110 10.2.3: how long the
+  service is expected to be unavailable), wait `Retry-After` when the receiver
+  sends one, clamped to [`min_retry_after_s`, `max_retry_after_s`]: `Retry-After: 0` cannot make
   us hammer a receiver, nor a day-long one park a delivery past the horizon.
   A header that is neither ASCII digits nor an HTTP date is ignored.
 - any other status (4xx, and 3xx: redirects are not followed): give up at once.
@@ -54,6 +55,8 @@ from sinks.webhooks.targets import (
 )
 
 RETRYABLE_4XX = frozenset({408, 429})
+RETRY_AFTER_STATUSES = RETRYABLE_4XX | {503}
+"""Answers whose `Retry-After` says when to retry; other 5xx back off exponentially."""
 log = structlog.stdlib.get_logger(__name__)
 
 STILL_FAILING_EVERY_S = 60.0
@@ -293,7 +296,7 @@ async def attempt(
             http.stream("POST", url, content=body.encode(), headers=headers) as response,
         ):
             result = AttemptResult(response.status_code)
-            if not result.delivered and response.status_code in RETRYABLE_4XX:
+            if response.status_code in RETRY_AFTER_STATUSES:
                 result.retry_after = retry_after_s(response.headers.get("retry-after"))
             with contextlib.suppress(httpx.HTTPError):
                 await _read_capped(response, body_cap)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
@@ -87,16 +89,36 @@ def test_retry_after_zero_is_raised_to_the_minimum() -> None:
     assert 2 <= result.attempts <= 7  # 1.5 s / 0.25 s, not thousands
 
 
-def test_a_huge_retry_after_is_capped_and_attempts_are_bounded() -> None:
+@pytest.mark.parametrize("code", [429, 503])
+def test_a_huge_retry_after_is_capped_and_attempts_are_bounded(code: int) -> None:
     policy = RetryPolicy(timeout_s=1.0, max_retry_after_s=2.0, retry_horizon_s=3600, max_attempts=3)
     delays: list[float] = []
 
     async def no_wait(delay: float) -> None:
         delays.append(delay)
 
-    result = _deliver(status(429, {"Retry-After": "86400"}), policy, sleep=no_wait)
+    result = _deliver(status(code, {"Retry-After": "86400"}), policy, sleep=no_wait)
     assert (result.attempts, delays) == (3, [2.0, 2.0])
     assert "gave up after 3 attempts" in result.last_error
+
+
+@pytest.mark.parametrize("code", [408, 429, 503])
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_retry_after_is_waited_after_a_408_429_or_503(code: int, form: str) -> None:
+    """RFC 9110 10.2.3: on a 503 `Retry-After` says how long the service is expected to be
+    unavailable; it was read only on 408 and 429, so a 503 retried after 1 s, 2 s, ..."""
+    policy = RetryPolicy(timeout_s=1.0, max_attempts=2)
+    later = datetime.now(UTC) + timedelta(seconds=40)
+    header = "30" if form == "seconds" else format_datetime(later, usegmt=True)
+    delays: list[float] = []
+
+    async def no_wait(delay: float) -> None:
+        delays.append(delay)
+
+    result = _deliver(status(code, {"Retry-After": header}), policy, sleep=no_wait)
+    assert result.status_codes == [code, code]
+    assert len(delays) == 1
+    assert delays[0] == 30.0 if form == "seconds" else 35.0 < delays[0] <= 40.0
 
 
 @pytest.mark.parametrize("header", ["\u00b2".encode(), b"\xb2", b"\xff\xfe", b"1e400"])
