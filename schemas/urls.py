@@ -4,10 +4,19 @@
 authority whole, password included: `netloc 'bot:S3CRETPW@hooks.example.com℁' contains
 invalid characters under NFKC normalization`. Its error has no code, so its text is read
 for the kind of fault only and a fixed reason stands in for it.
+
+A host that looks like an IPv4 address (its last label a number, as the WHATWG URL
+standard decides it) must be one in dotted-decimal `a.b.c.d`. `urlsplit` and httpx pass
+`127.1`, `0x7f.1`, `2130706433` or `1.2.3` on as names, and the resolver (`inet_aton`)
+reads them as 127.0.0.1 or 1.2.0.3: an address no check of the written host saw, or one
+nobody meant. `1.2.3.4.5` or `a.1.2.3` resolve to nothing and were retried for an hour.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import unicodedata
 from urllib.parse import SplitResult, urlsplit
 
 
@@ -25,12 +34,40 @@ _REASONS: tuple[tuple[str, str], ...] = (
 """A fragment of `urlsplit`'s message (Python 3.11-3.13), and the reason said instead."""
 
 
+_NUMBER = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*", re.ASCII)
+"""A label WHATWG's host parser reads as a number (decimal, or hex after `0x`)."""
+
+NUMERIC_HOST_REASON = (
+    "a numeric host that is no IPv4 address: write it as a.b.c.d, each 0-255 without leading zeros"
+)
+
+
+def looks_numeric_but_no_ipv4(host: str) -> bool:
+    """The host ends in a number (WHATWG: an IPv4 host) yet is no dotted-decimal IPv4
+    address; compatibility forms (fullwidth digits and dots) are read as what they normalise to."""
+    if ":" in host:  # an IPv6 literal (`::ffff:1.2.3.4` ends in a number too)
+        return False
+    labels = unicodedata.normalize("NFKC", host).split(".")
+    last = labels[-2] if len(labels) > 1 and not labels[-1] else labels[-1]
+    if not _NUMBER.fullmatch(last):
+        return False
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return True
+    return False
+
+
 def split_url(url: str) -> tuple[SplitResult, int | None]:
-    """`urlsplit(url)` and its port; `UrlError` with a fixed reason when either fails."""
+    """`urlsplit(url)` and its port; `UrlError` with a fixed reason when either fails, or
+    when its host looks numeric but is no IPv4 address (`127.1`, `256.1.1.1`, `1.2.3.4.5`)."""
     try:
         parts = urlsplit(url)
-        return parts, parts.port
+        port = parts.port
     except ValueError as exc:
         text = str(exc)
         reason = next((said for seen, said in _REASONS if seen in text), "cannot be parsed")
         raise UrlError(reason) from None
+    if parts.hostname and looks_numeric_but_no_ipv4(parts.hostname):
+        raise UrlError(NUMERIC_HOST_REASON)
+    return parts, port

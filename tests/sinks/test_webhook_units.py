@@ -396,6 +396,8 @@ def test_allowed_networks_setting_is_checked_at_start_up() -> None:
         ),
         ("https://bot:SECRETPATH@[::1/T0", "bad IPv6 literal"),
         ("https://bot:SECRETPATH@hooks.example.com:x1/T0", "port not a number"),
+        ("https://bot:SECRETPATH@127.1/T0", "no IPv4 address"),
+        ("https://bot:SECRETPATH@1.2.3.4.5/T0", "no IPv4 address"),
     ],
 )
 def test_a_url_the_sender_cannot_use_is_refused_at_load(
