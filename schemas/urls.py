@@ -34,6 +34,12 @@ _REASONS: tuple[tuple[str, str], ...] = (
 """A fragment of `urlsplit`'s message (Python 3.11-3.13), and the reason said instead."""
 
 
+def fixed_reason(text: str, reasons: tuple[tuple[str, str], ...]) -> str:
+    """The reason said for a parser's message `text`: the first of `reasons` whose fragment
+    it holds, else "cannot be parsed"; never a part of `text` itself (nor of the URL)."""
+    return next((said for seen, said in reasons if seen in text), "cannot be parsed")
+
+
 _NUMBER = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*", re.ASCII)
 """A label WHATWG's host parser reads as a number (decimal, or hex after `0x`)."""
 
@@ -65,9 +71,7 @@ def split_url(url: str) -> tuple[SplitResult, int | None]:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        text = str(exc)
-        reason = next((said for seen, said in _REASONS if seen in text), "cannot be parsed")
-        raise UrlError(reason) from None
+        raise UrlError(fixed_reason(str(exc), _REASONS)) from None
     if parts.hostname and looks_numeric_but_no_ipv4(parts.hostname):
         raise UrlError(NUMERIC_HOST_REASON)
     return parts, port

@@ -37,13 +37,26 @@ from standardwebhooks import Webhook
 from schemas.alerts import Alert, AlertStatus, AlertType, Severity
 from schemas.files import load_config_yaml, read_config_text
 from schemas.plan import Tier
-from schemas.urls import UrlError, split_url
+from schemas.urls import NUMERIC_HOST_REASON, UrlError, fixed_reason, split_url
 from sinks.webhooks.formats import DEFAULT_LINK_TEMPLATE, PAGERDUTY_URL, check_link_template
 from sinks.webhooks.targets import ALLOW_SETTING, TargetPolicy
 
 MIN_SECRET_BYTES = 16
 
 _HOST_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
+
+_HTTPX_REASONS: tuple[tuple[str, str], ...] = (
+    ("non-printable", "a control character (a tab, newline, NUL, DEL, ...)"),
+    ("URL too long", "longer than 65,536 characters"),
+    ("too long", "a part longer than 65,536 characters"),
+    ("IPv4", NUMERIC_HOST_REASON),
+    ("IPv6", "bad IPv6 literal in [...]"),
+    ("IDNA", "a host that is no valid international domain name (IDNA)"),
+    ("port", "port not a number"),
+)
+"""A fragment of `httpx.InvalidURL`'s message (httpx 0.29), and the reason said instead:
+its message quotes the host, or a control character and its position, which may fall in
+the password (`at position 15`)."""
 
 
 class SubscriptionError(Exception):
@@ -225,9 +238,10 @@ def check_url(url: str) -> None:
             )
     try:  # last: our own reasons first, httpx's message names the host it refuses
         httpx.URL(url)  # what the sender parses: control characters, a bad IPv6 address
-    except httpx.InvalidURL as exc:  # a control character and its place, or the host
-        reason = next(iter(str(exc).splitlines()), "")[:80]
-        raise ValueError(f"url is not a valid URL ({reason})") from None
+    except httpx.InvalidURL as exc:  # its text: a control character and its place, the host
+        raise ValueError(
+            f"url is not a valid URL ({fixed_reason(str(exc), _HTTPX_REASONS)})"
+        ) from None
 
 
 class Subscriptions(BaseModel):
