@@ -49,6 +49,7 @@ from sinks.webhooks.invalid import InvalidAlertLog, NotAnAlert
 from sinks.webhooks.offsets import OffsetTracker
 from sinks.webhooks.outcomes import Job, dead_letter, delivery_log, processing_error
 from sinks.webhooks.payloads import MessageIds, Seen, render
+from sinks.webhooks.pending import PendingAges
 from sinks.webhooks.publish import publish
 from sinks.webhooks.rebalance import Assignments, RebalanceListener
 from sinks.webhooks.subscriptions import Endpoint
@@ -137,8 +138,10 @@ class EndpointPipe:
             restore=self.tracker.restore,
         )
         self.invalid = InvalidAlertLog(endpoint.name)
+        self.pending = PendingAges()
         topics = config.topics
-        metrics.start_series(endpoint.name, (topics.deliveries, topics.dead_letter))
+        log_topics = (topics.deliveries, topics.dead_letter)
+        metrics.start_series(endpoint.name, log_topics, lambda: self.pending.oldest_s())
         self.stats = NotifyStats(endpoints=1)
         self.in_flight = 0
         self._none_in_flight = asyncio.Event()
@@ -295,12 +298,14 @@ class EndpointPipe:
             if self.assignments.stale(job) or self.stopping.is_set():
                 # revoked (or being revoked) while queued, or the notifier stops: read
                 # again from the committed position, which stays below it
+                self.pending.finished(job)
                 continue
             self.in_flight += 1
             self._none_in_flight.clear()
             try:
                 await self._settle(http, job)
             finally:
+                self.pending.finished(job)
                 self.in_flight -= 1
                 if not self.in_flight:
                     self._none_in_flight.set()
@@ -420,6 +425,7 @@ class EndpointPipe:
             return
         self.tracker.consumed(tp, offset, 1)
         self.queue.put_nowait(job)  # fetched no more than the queue holds
+        self.pending.read(job)
         metrics.QUEUE_DEPTH.labels(self.endpoint.name).set(self.queue.qsize())
 
     # --- consumer ------------------------------------------------------------
@@ -496,6 +502,7 @@ class EndpointPipe:
             for task in (relay, consuming, stopped, *workers):
                 task.cancel()
             await asyncio.gather(relay, consuming, stopped, *workers, return_exceptions=True)
+            self.pending.clear()
             await self.warmup.stop()
             await self.commit(consumer)
             stalled = (

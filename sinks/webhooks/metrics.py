@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 DELIVERIES = Counter(
@@ -15,6 +17,12 @@ ATTEMPTS = Counter(
     ["endpoint", "result"],
 )
 QUEUE_DEPTH = Gauge("chainwatch_webhook_queue_depth", "Deliveries waiting", ["endpoint"])
+OLDEST_PENDING = Gauge(
+    "chainwatch_webhook_oldest_pending_seconds",
+    "Seconds since the endpoint's oldest unfinished delivery (queued, being attempted or "
+    "waiting to retry) was read from alerts; 0 when none is pending",
+    ["endpoint"],
+)
 LATENCY = Histogram(
     "chainwatch_webhook_delivery_seconds",
     "First attempt to final outcome",
@@ -50,15 +58,19 @@ WARMUPS = Counter(
 )
 
 
-def start_series(endpoint: str, log_topics: tuple[str, ...]) -> None:
+def start_series(
+    endpoint: str, log_topics: tuple[str, ...], oldest_pending_s: Callable[[], float]
+) -> None:
     """Every series of `endpoint` (and the delivery log's topics) exported from its start,
     at zero: a dashboard, `increase()` or an `absent()` alert rule sees a quiet endpoint
-    as 0 rather than as missing (a labelled series exists only once it was used)."""
+    as 0 rather than as missing (a labelled series exists only once it was used).
+    `oldest_pending_s` is the endpoint's `PendingAges.oldest_s`."""
     for outcome in ("delivered", "gave_up"):
         DELIVERIES.labels(endpoint, outcome)
     for result in ("2xx", "3xx", "4xx", "5xx", "error"):
         ATTEMPTS.labels(endpoint, result)
     QUEUE_DEPTH.labels(endpoint).set(0)
+    OLDEST_PENDING.labels(endpoint).set_function(oldest_pending_s)  # read at each scrape
     LATENCY.labels(endpoint)
     INVALID_ALERTS.labels(endpoint)
     REPEATS_SKIPPED.labels(endpoint)

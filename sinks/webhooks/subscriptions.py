@@ -143,7 +143,9 @@ class Endpoint(BaseModel):
     """The order drill-down link in slack/teams/pagerduty messages (formats.py)."""
     filters: Filters = Filters()
     concurrency: int = Field(default=1, ge=1, le=64)
-    """Requests in flight; 1 keeps the endpoint's deliveries in alert order."""
+    """Requests in flight; 1 keeps the endpoint's deliveries in alert order, and so holds
+    every later alert behind one that is retried, up to the retry horizon (docs/sinks.md;
+    `chainwatch_webhook_oldest_pending_seconds` shows it)."""
 
     @model_validator(mode="before")
     @classmethod

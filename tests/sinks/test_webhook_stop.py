@@ -121,6 +121,7 @@ def test_an_endpoint_exports_its_series_at_zero_before_anything_happened() -> No
         ("chainwatch_webhook_deliveries_total", {"outcome": "gave_up"}),
         ("chainwatch_webhook_attempts_total", {"result": "5xx"}),
         ("chainwatch_webhook_queue_depth", {}),
+        ("chainwatch_webhook_oldest_pending_seconds", {}),
         ("chainwatch_webhook_delivery_seconds_count", {}),
         ("chainwatch_webhook_invalid_alerts_total", {}),
         ("chainwatch_webhook_repeats_skipped_total", {}),
