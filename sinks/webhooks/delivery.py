@@ -8,7 +8,8 @@ Retry policy (Standard Webhooks' recommendations):
   sends one, clamped to [`min_retry_after_s`, `max_retry_after_s`]: `Retry-After: 0` cannot make
   us hammer a receiver, nor a day-long one park a delivery past the horizon.
   A header that is neither ASCII digits nor an HTTP date is ignored.
-- any other status (4xx, and 3xx: redirects are not followed): give up at once.
+- any other status (4xx, 3xx: redirects are not followed, and 600-999, which no
+  standard defines): give up at once.
 - a retry that would start after `retry_horizon_s` from the first attempt, or
   would be attempt number `max_attempts + 1`: give up.
 - an endpoint whose attempts have all failed for `retry_horizon_s` is down
@@ -155,7 +156,9 @@ class AttemptResult:
     def retryable(self) -> bool:
         if self.refused:
             return False
-        return self.status == 0 or self.status >= 500 or self.status in RETRYABLE_4XX
+        # 5xx only: h11 takes any 3 digits, and a 600 or 999 is no server error of
+        # RFC 9110's but an answer no retry will change (it was retried for an hour)
+        return self.status == 0 or 500 <= self.status < 600 or self.status in RETRYABLE_4XX
 
 
 @dataclass

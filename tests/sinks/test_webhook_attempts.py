@@ -121,6 +121,22 @@ def test_retry_after_is_waited_after_a_408_429_or_503(code: int, form: str) -> N
     assert delays[0] == 30.0 if form == "seconds" else 35.0 < delays[0] <= 40.0
 
 
+@pytest.mark.parametrize("code", [400, 404, 600, 999])
+def test_a_status_that_is_no_server_error_is_given_up_at_once(code: int) -> None:
+    """A 600 or 999 (h11 takes any three digits) was retried as a 5xx for the horizon."""
+    policy = RetryPolicy(timeout_s=1.0, max_attempts=3)
+
+    async def no_wait(delay: float) -> None:
+        raise AssertionError(f"a retry after {delay} s")
+
+    result = _deliver(status(code), policy, sleep=no_wait)
+    assert (result.delivered, result.status_codes, result.last_error) == (
+        False,
+        [code],
+        f"HTTP {code}",
+    )
+
+
 @pytest.mark.parametrize("header", ["\u00b2".encode(), b"\xb2", b"\xff\xfe", b"1e400"])
 def test_an_unreadable_retry_after_is_ignored_not_fatal(header: bytes) -> None:
     """`Retry-After: ²` once raised out of `deliver` and ended the endpoint's worker."""
