@@ -181,15 +181,26 @@ class Endpoint(BaseModel):
         return self.secret is not None or self.secret_env is not None
 
     def pagerduty_routing_key(self) -> str:
-        """The routing key ('' for other formats); checked set at load."""
+        """The routing key ('' for other formats); checked set and usable at load.
+
+        An empty key (`routing_key: ''`), or one with whitespace or a control character
+        (a file's newline), passed the load and PagerDuty then refused every alert (400)."""
         if self.routing_key is not None:
-            return self.routing_key.get_secret_value()
-        if self.routing_key_env is None:
+            value, source = self.routing_key.get_secret_value(), "routing_key"
+        elif self.routing_key_env is None:
             return ""
-        value = os.environ.get(self.routing_key_env)
-        if not value:
+        else:
+            env = os.environ.get(self.routing_key_env)
+            if not env:
+                raise SubscriptionError(
+                    f"endpoint {self.name!r}: environment variable {self.routing_key_env} "
+                    "is not set"
+                )
+            value, source = env, f"environment variable {self.routing_key_env}"
+        if not value or not value.isprintable() or any(c.isspace() for c in value):
             raise SubscriptionError(
-                f"endpoint {self.name!r}: environment variable {self.routing_key_env} is not set"
+                f"endpoint {self.name!r}: {source} is no PagerDuty routing key: it is empty "
+                "or has whitespace or a control character"
             )
         return value
 

@@ -330,14 +330,22 @@ def test_pagerduty_subscription_defaults_its_url_and_reads_its_key_from_env(
     [
         ("{name: pd, format: pagerduty}", "routing_key"),
         ("{name: pd, format: pagerduty, routing_key_env: UNSET_PD_KEY}", "UNSET_PD_KEY"),
+        # PagerDuty refused (400) every alert of these: refused at load instead
+        ("{name: pd, format: pagerduty, routing_key: ''}", "routing_key is no PagerDuty"),
+        ("{name: pd, format: pagerduty, routing_key: ' '}", "routing_key is no PagerDuty"),
+        (
+            "{name: pd, format: pagerduty, routing_key_env: SPACED_PD_KEY}",
+            "SPACED_PD_KEY is no PagerDuty",
+        ),
         ("{name: s, format: slack, url: 'https://h.example.com/', routing_key: k}", "pagerduty"),
         ("{name: s, url: 'https://h.example.com/'}", "signed"),
         ("{name: s, format: discord, url: 'https://h.example.com/'}", "format"),
     ],
 )
 def test_bad_format_settings_are_one_clear_error(
-    tmp_path: Path, endpoint: str, fragment: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoint: str, fragment: str
 ) -> None:
+    monkeypatch.setenv("SPACED_PD_KEY", ROUTING_KEY + "\n")  # a file's newline
     with pytest.raises(SubscriptionError, match=fragment) as caught:
         load_subscriptions(_write(tmp_path, f"endpoints:\n  - {endpoint}\n"))
     assert ROUTING_KEY not in str(caught.value)
