@@ -42,7 +42,7 @@ from __future__ import annotations
 import string
 import unicodedata
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from schemas.alerts import Alert, AlertStatus, Severity
 from schemas.common import format_utc
@@ -97,8 +97,8 @@ def check_link_template(template: str) -> None:
     longest = template.format(**dict.fromkeys(LINK_FIELDS, _LONGEST_VALUE))
     try:
         parts, _ = split_url(longest)
-    except UrlError:
-        parts = urlsplit("")
+    except UrlError as exc:  # its fault (a port out of range, `127.1`), not "no URL"
+        raise ValueError(f"link_template is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         # Slack and Teams refuse a message whose button is no URL: every alert given up
         raise ValueError("link_template must be an http:// or https:// URL with a host")

@@ -368,7 +368,8 @@ def test_the_shipped_example_file_of_each_format_loads(
         ("grafana.example.com/d/cw-order?o={order_id}", "http:// or https:// URL with a host"),
         ("javascript:alert({order_id})", "http:// or https:// URL with a host"),
         ("https:///d/cw-order?o={order_id}", "http:// or https:// URL with a host"),
-        ("https://g.example.com:99999/?o={order_id}", "http:// or https:// URL with a host"),
+        ("https://g.example.com:99999/?o={order_id}", "not a valid URL (port out of range"),
+        ("https://10.1/?o={order_id}", "not a valid URL (a numeric host that is no IPv4"),
         ("https://g.example.com/?o={order_id}" + "&x={alert_id}" * 15, "Slack takes at most"),
     ],
 )
