@@ -52,7 +52,6 @@ from sinks.webhooks.targets import (
     Resolver,
     TargetPolicy,
     TargetRefused,
-    system_resolve,
 )
 
 RETRYABLE_4XX = frozenset({408, 429})
@@ -241,15 +240,18 @@ def http_client(
     *,
     targets: TargetPolicy,
     concurrency: int = 1,
-    resolve: Resolver = system_resolve,
+    resolve: Resolver | None = None,
 ) -> httpx.AsyncClient:
     """The client of one endpoint: guarded targets, no redirects, no proxies from the
-    environment (a proxy would connect on our behalf, past the address check)."""
+    environment (a proxy would connect on our behalf, past the address check), and
+    names resolved in `concurrency` threads of its own (`ThreadResolver`: an endpoint
+    whose DNS hangs holds no other endpoint's look-ups) unless `resolve` is given."""
+    backend = GuardedBackend(targets, resolve, threads=concurrency)
     return httpx.AsyncClient(
         timeout=policy.timeout_s,
         follow_redirects=False,
         trust_env=False,
-        transport=GuardedTransport(GuardedBackend(targets, resolve), max_connections=concurrency),
+        transport=GuardedTransport(backend, max_connections=concurrency),
     )
 
 

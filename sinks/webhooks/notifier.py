@@ -3,7 +3,8 @@
 Lifecycle and guarantees:
 - Each endpoint is an independent pipeline (`EndpointPipe`): its own Kafka
   consumer group on `alerts` (`<app_id>-notify.<endpoint name>`), bounded
-  queue, HTTP client, worker tasks and committed position. A slow or dead
+  queue, HTTP client (with its own resolver threads, targets.py), worker tasks
+  and committed position. A slow or dead
   endpoint therefore never delays another one, nor another one's commits.
 - A pipeline fetches only what its queue can hold (its partitions are paused
   while the queue is full, the consumer keeps polling so it stays in its

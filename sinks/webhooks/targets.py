@@ -15,9 +15,11 @@ host name of the URL.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,9 +62,27 @@ class TargetPolicy:
         )
 
 
-async def system_resolve(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+class ThreadResolver:
+    """`getaddrinfo` in `threads` threads of one endpoint's own.
+
+    `getaddrinfo` blocks a thread until the DNS server answers or the resolver gives up
+    (glibc: 5 s per try and server), and a cancelled attempt cannot stop it. In the
+    event loop's shared default executor (a few threads) the attempts of one endpoint
+    whose name's DNS does not answer held every thread, and every other endpoint's
+    attempts timed out waiting for one: a slow endpoint delayed all of them.
+    """
+
+    def __init__(self, threads: int, name: str = "webhook-resolve") -> None:
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().run_in_executor(self._pool, lookup)
+        return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+    def close(self) -> None:
+        """Queued look-ups are dropped; one under way ends with the resolver's timeout."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -71,12 +91,22 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     def __init__(
         self,
         policy: TargetPolicy,
-        resolve: Resolver = system_resolve,
+        resolve: Resolver | None = None,
         inner: httpcore.AsyncNetworkBackend | None = None,
+        *,
+        threads: int = 1,
     ) -> None:
+        """`resolve` None: the system's, in `threads` threads of this backend's own."""
         self._policy = policy
+        self._owned: ThreadResolver | None = None
+        if resolve is None:
+            self._owned = resolve = ThreadResolver(threads)
         self._resolve = resolve
         self._inner = inner or httpcore.AnyIOBackend()
+
+    def close(self) -> None:
+        if self._owned is not None:
+            self._owned.close()
 
     async def connect_tcp(
         self,
@@ -125,6 +155,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
 
     def __init__(self, backend: GuardedBackend, *, max_connections: int) -> None:
         super().__init__(trust_env=False)
+        self._backend = backend
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=httpx.create_ssl_context(trust_env=False),
             max_connections=max_connections,
@@ -132,3 +163,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
             keepalive_expiry=5.0,
             network_backend=backend,
         )
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        self._backend.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -24,7 +26,7 @@ from sinks.webhooks.delivery import (
     error_text,
     http_client,
 )
-from sinks.webhooks.targets import Resolver, TargetPolicy, parse_networks, system_resolve
+from sinks.webhooks.targets import Resolver, TargetPolicy, parse_networks
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 LOOPBACK = TargetPolicy(parse_networks("127.0.0.1"))
@@ -162,7 +164,7 @@ def _resolves_to(address: str) -> Resolver:
 
 
 def _post_by_name(
-    host: str, resolve: Resolver, targets: TargetPolicy
+    host: str, resolve: Resolver | None, targets: TargetPolicy
 ) -> tuple[AttemptResult, Server]:
     policy = RetryPolicy(timeout_s=5.0)
 
@@ -177,12 +179,52 @@ def _post_by_name(
 
 
 def test_a_name_resolving_to_loopback_is_refused_at_connect_time() -> None:
-    result, server = _post_by_name("localhost", system_resolve, TargetPolicy())
+    result, server = _post_by_name("localhost", None, TargetPolicy())  # the system's
     assert result.refused
     assert not result.retryable
     assert "127.0.0.1" in result.error or "::1" in result.error
     assert "ALLOWED_NETWORKS" in result.error
     assert server.requests == 0
+
+
+def test_a_name_whose_dns_hangs_holds_no_other_endpoints_look_ups(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`getaddrinfo` blocks a thread until the resolver gives up, past any cancel: in the
+    loop's shared executor, 40 look-ups of one endpoint held every thread and another
+    endpoint's attempt timed out. Each endpoint resolves in threads of its own now."""
+    answered = threading.Event()  # the DNS server of `slow.test` answers only at the end
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        if host == "slow.test":
+            answered.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real("127.0.0.1" if host == "fast.test" else host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    policy, held = RetryPolicy(timeout_s=5.0), 40  # more than the default executor's 32
+
+    async def run() -> AttemptResult:
+        async with (
+            serve(status(204)) as server,
+            http_client(policy, targets=LOOPBACK, concurrency=held) as slow,
+            http_client(policy, targets=LOOPBACK) as fast,
+        ):
+            slow_url, fast_url = (f"http://{h}:{server.port}/" for h in ("slow.test", "fast.test"))
+            stuck = [
+                asyncio.create_task(attempt(slow, slow_url, None, f"m{n}", "{}", deadline_s=1))
+                for n in range(held)
+            ]
+            try:
+                await asyncio.sleep(0)  # every look-up of `slow` submitted
+                return await attempt(fast, fast_url, None, "f", "{}", deadline_s=5)
+            finally:
+                answered.set()
+                await asyncio.gather(*stuck)
+
+    result = asyncio.run(run())
+    assert (result.status, result.error) == (204, "")
 
 
 def test_dns_rebinding_is_checked_on_the_resolved_address() -> None:
