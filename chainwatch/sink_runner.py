@@ -175,7 +175,8 @@ async def _open_store(settings: Settings, stop: asyncio.Event) -> SerializedClie
         except (StoreUnavailable, OperationalError) as exc:
             log.warning("clickhouse_unavailable", error=str(exc), retry_in_s=delay)
         try:
-            await asyncio.wait_for(stop.wait(), timeout=delay)
+            async with asyncio.timeout(delay):  # not wait_for: it may drop a Ctrl-C
+                await stop.wait()
         except TimeoutError:
             delay = backoff.next()
     return None

@@ -310,7 +310,8 @@ class ClickHouseSink:
                 else:
                     log.warning("clickhouse_unavailable", error=_short(exc), retry_in_s=delay)
                 try:
-                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):  # not wait_for: it may drop a Ctrl-C
+                        await self._stop.wait()
                 except TimeoutError:
                     delay = backoff.next()
                     continue
@@ -578,7 +579,8 @@ class ClickHouseSink:
                     break
                 self._pause(consumer)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self._backoff.current_s)
+                    async with asyncio.timeout(self._backoff.current_s):
+                        await stop.wait()
         except StopRequested:
             log.warning("sink_stopped_with_unwritten_rows", rows=self.buffered_rows)
         finally:

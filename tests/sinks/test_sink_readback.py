@@ -482,3 +482,30 @@ def test_a_sink_told_to_stop_while_its_read_back_is_cut_stops_at_once_with_nothi
 
     asyncio.run(scenario())
     assert sink.buffered_rows == 0
+
+
+def test_a_cancellation_in_the_turn_the_sink_is_told_to_stop_is_not_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python 3.11's `asyncio.wait_for` returned when the stop event was set in the turn
+    its task was cancelled, and dropped the cancellation (gh-86296): the task went on as
+    if never cancelled, a Ctrl-C unseen. The wait is an `asyncio.timeout` now."""
+    lines = Lines()
+    monkeypatch.setattr(sink_module, "log", lines)
+    sink = _sink(_Store([SERVER_TIMEOUT] * 100), backoff_s=60)
+    tp = TopicPartition("s", 0)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        sink._stop = stop  # what `run` does with its stop event
+        reading = asyncio.create_task(sink.handle(tp, [record(scan_json(0), topic="s")]))
+        await asyncio.to_thread(
+            wait_for, lambda: lines.named("stored_offsets_read_slow"), 10, "a cut read"
+        )
+        stop.set()  # the waited-for event and the cancellation, in one turn
+        reading.cancel()
+        async with asyncio.timeout(5):
+            await asyncio.wait({reading})
+        assert reading.cancelled(), reading
+
+    asyncio.run(scenario())
