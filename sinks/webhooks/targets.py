@@ -117,7 +117,8 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         try:
-            addresses = await asyncio.wait_for(self._resolve(host, port), timeout)
+            async with asyncio.timeout(timeout):  # None: no deadline; not wait_for (3.11)
+                addresses = await self._resolve(host, port)
         except (OSError, TimeoutError) as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
         permitted = [a for a in addresses if self._policy.permits(ipaddress.ip_address(a))]

@@ -185,8 +185,23 @@ async def _read(
                     on_done(PartitionRead(tp, first, end, counts[tp], time.monotonic() - began))
             await asyncio.sleep(0)  # a buffered batch returns at once: let the loop run
     finally:
-        with contextlib.suppress(TimeoutError):  # its sockets are closed with the loop
-            await asyncio.wait_for(stop_consumer(source), STOP_TIMEOUT_S)
+        await _stop_reader(source)
+
+
+async def _stop_reader(source: AIOKafkaConsumer) -> None:
+    """`stop_consumer(source)` within `STOP_TIMEOUT_S`, in a task of its own.
+
+    This runs in the `finally` of a read-back that may be being cancelled (a
+    revocation, its deadline), and `stop_consumer` hands on a `CancelledError` while
+    the task it runs in is cancelling: in the read-back's task it took aiokafka's own
+    (a stop with the broker gone) for that cancel and left the reader's client open.
+    Awaiting the task (not `wait_for`, which on Python 3.11 may drop a cancellation)
+    still cancels it at the deadline or on a new cancel. A stop past the deadline is
+    given up: its sockets are closed with the loop.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(STOP_TIMEOUT_S):
+            await asyncio.ensure_future(stop_consumer(source))
 
 
 def _names(tps: Collection[TopicPartition]) -> str:

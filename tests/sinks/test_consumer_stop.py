@@ -16,8 +16,11 @@ import asyncio
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from cancellation import cancelled_as_it_finishes
 
 from sinks.consumer import consume, start_consumer, stop_consumer
+from sinks.webhooks import warmup
 
 
 class Waiting:
@@ -106,11 +109,61 @@ class StopRaisesItsOwnCancellation:
         self.client_closed = True
 
 
-def test_a_stop_that_raises_aiokafkas_own_cancellation_completes_the_close() -> None:
+@pytest.mark.parametrize("within_s", [None, 5.0])
+def test_a_stop_that_raises_aiokafkas_own_cancellation_completes_the_close(
+    within_s: float | None,
+) -> None:
     consumer = StopRaisesItsOwnCancellation()
-    asyncio.run(stop_consumer(consumer))  # type: ignore[arg-type]
+    asyncio.run(stop_consumer(consumer, within_s=within_s))  # type: ignore[arg-type]
     assert consumer.client_closed
     assert all(task.done() for task in consumer._pending_tasks)
+
+
+class ReaderWaitingThenRaising(StopRaisesItsOwnCancellation):
+    """The warm-up's reader with the broker gone: its start waits, its stop raises
+    aiokafka's own cancellation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starting = asyncio.Event()
+
+    async def start(self) -> None:
+        self.starting.set()
+        await asyncio.Event().wait()
+
+
+def test_a_cancelled_warm_up_still_completes_its_readers_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rebalance cancels the read-back; its `finally` stops the reader in a task of its
+    own, so `stop_consumer` does not take aiokafka's cancellation for that cancel and
+    finish nothing: the reader's client (its sockets) was left open."""
+    source = ReaderWaitingThenRaising()
+    monkeypatch.setattr(warmup, "reader", lambda *_args: source)
+
+    async def cancelled_read_back() -> None:
+        reading = asyncio.create_task(
+            warmup.read_back(
+                [TopicPartition("cw.alerts", 0)],
+                _position,
+                warmup.WarmupConfig(records=10, timeout_s=30),
+                lambda *_: None,
+                lambda _read: None,
+                bootstrap="127.0.0.1:9",
+            )
+        )
+        async with asyncio.timeout(5):
+            await source.starting.wait()
+            reading.cancel()
+            await asyncio.wait({reading})
+
+    asyncio.run(cancelled_read_back())
+    assert source.client_closed
+    assert all(task.done() for task in source._pending_tasks)
+
+
+async def _position(_tp: TopicPartition) -> int:
+    return 10
 
 
 def test_a_cancellation_of_the_stopping_task_itself_is_handed_on() -> None:
@@ -126,6 +179,32 @@ def test_a_cancellation_of_the_stopping_task_itself_is_handed_on() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(main())
+
+
+class QuickStop:
+    """A consumer whose stop finishes after one turn of the loop and says so."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+
+    async def stop(self) -> None:
+        await asyncio.sleep(0)
+        self.done.set()
+
+
+def test_a_cancellation_as_a_stop_with_a_deadline_finishes_is_not_dropped() -> None:
+    """Python 3.11's `wait_for` returned the result of a stop that finished in the turn
+    its task was cancelled, and dropped the cancellation: a Ctrl-C then went unseen."""
+
+    async def interrupted() -> str:
+        consumer = QuickStop()
+        return await cancelled_as_it_finishes(
+            lambda: stop_consumer(consumer, within_s=5.0),  # type: ignore[arg-type]
+            consumer.done,
+        )
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(interrupted())
 
 
 def test_a_cancelled_loop_leaves_no_fetch_or_start_running_behind_it() -> None:
