@@ -325,7 +325,8 @@ class EndpointPipe:
         self.stopping.set()
         wait_s = self.policy.timeout_s + STOP_GRACE_S
         try:
-            await asyncio.wait_for(self._none_in_flight.wait(), wait_s)
+            async with asyncio.timeout(wait_s):  # not wait_for: it may drop a Ctrl-C
+                await self._none_in_flight.wait()
         except TimeoutError:
             log.warning(
                 "webhook_stop_cut_deliveries",

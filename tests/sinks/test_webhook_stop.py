@@ -90,6 +90,24 @@ def test_a_stop_lets_the_attempt_under_way_end_records_it_and_starts_no_other() 
     assert pipe.tracker.committable() == {TP: (1, "")}  # committed; the other is read again
 
 
+def test_a_cancellation_as_the_last_attempt_under_way_ends_is_not_dropped() -> None:
+    """Python 3.11's `wait_for` returned when the last attempt ended in the turn the
+    stopping task was cancelled, and dropped the cancellation (gh-86296)."""
+    pipe, _producer = _pipe("stop-cancelled")
+
+    async def run() -> asyncio.Task[None]:
+        pipe.in_flight = 1  # one attempt under way, as `_work` counts it
+        pipe._none_in_flight.clear()
+        stopping = asyncio.create_task(pipe.finish_in_flight())
+        await asyncio.sleep(0)  # it waits for the attempt now
+        pipe._none_in_flight.set()  # the attempt ends and the stop is cancelled, in one turn
+        stopping.cancel()
+        await asyncio.wait({stopping}, timeout=5)
+        return stopping
+
+    assert asyncio.run(run()).cancelled()
+
+
 def test_a_stop_leaves_a_delivery_waiting_to_retry_without_an_outcome(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
