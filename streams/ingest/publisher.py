@@ -20,7 +20,9 @@ Deadlines: a request's whole publish - waiting for a free producer, starting
 it, the transaction - is bounded by `publish_timeout_s`, so a client gets its
 503 within that time whatever the broker does (down, or accepting connections
 and never answering). Readiness checks use their own client, never a producer
-of the pool, so probes cannot queue ahead of ingest.
+of the pool, so probes cannot queue ahead of ingest. Every deadline here is an
+`asyncio.timeout`: Python 3.11's `asyncio.wait_for` dropped a cancellation that
+came as the awaited call finished (a Ctrl-C, a stop, unseen).
 """
 
 from __future__ import annotations
@@ -120,7 +122,8 @@ class TransactionalPublisher:
         if self._probe is not None:
             probe, self._probe = self._probe, None
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(probe.close(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await probe.close()
         if self._closing:
             await asyncio.wait(self._closing, timeout=10.0)
 
@@ -133,13 +136,15 @@ class TransactionalPublisher:
                 client_id=f"{self.config.transactional_id}-probe",
             )
             try:
-                await asyncio.wait_for(probe.bootstrap(), self.config.connect_timeout_s)
+                async with asyncio.timeout(self.config.connect_timeout_s):
+                    await probe.bootstrap()
             except (KafkaError, OSError, TimeoutError):
                 self._close_later(probe.close())
                 return False
             self._probe = probe
         try:
-            await asyncio.wait_for(self._probe.fetch_all_metadata(), self.config.connect_timeout_s)
+            async with asyncio.timeout(self.config.connect_timeout_s):
+                await self._probe.fetch_all_metadata()
         except (KafkaError, OSError, TimeoutError):
             return False
         return True
@@ -264,7 +269,8 @@ class TransactionalPublisher:
             client_id=f"{self.config.transactional_id}-{slot}",
         )
         try:
-            await asyncio.wait_for(producer.start(), self.config.connect_timeout_s)
+            async with asyncio.timeout(self.config.connect_timeout_s):
+                await producer.start()
         except BaseException as exc:
             self._close_later(producer.stop())
             if isinstance(exc, KafkaError | OSError | TimeoutError):
@@ -287,7 +293,8 @@ class TransactionalPublisher:
     def _close_later(self, closing: Awaitable[object]) -> None:
         async def close() -> None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(closing, 10.0)
+                async with asyncio.timeout(10.0):
+                    await closing
 
         task = asyncio.get_running_loop().create_task(close())
         self._closing.add(task)
@@ -309,7 +316,8 @@ async def _abort_and_stop(producer: AIOKafkaProducer) -> None:
     """
     try:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(producer.abort_transaction(), 2.0)
+            async with asyncio.timeout(2.0):
+                await producer.abort_transaction()
         sender = getattr(producer, "_sender", None)
         task = getattr(sender, "sender_task", None)
         if isinstance(task, asyncio.Task) and not task.done():
