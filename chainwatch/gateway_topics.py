@@ -63,7 +63,8 @@ class TopicsInBackground:
         backoff = self._backoff
         while True:
             try:
-                await asyncio.wait_for(_off_loop(self._quiet_prepare), self._deadline_s)
+                async with asyncio.timeout(self._deadline_s):
+                    await _off_loop(self._quiet_prepare)
             except Exception as exc:  # any failure: not prepared yet, said and tried again
                 delay = backoff.next()
                 if isinstance(exc, KafkaRefused):

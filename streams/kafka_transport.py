@@ -253,9 +253,8 @@ class _ReadCommittedConsumer(EagerDelivery, driver.Consumer):
     async def _seek_again(self) -> bool:
         clears = self._buffers_cleared()
         try:
-            await asyncio.wait_for(
-                self.perform_seek(), timeout=self.app.conf.broker_request_timeout
-            )
+            async with asyncio.timeout(self.app.conf.broker_request_timeout):
+                await self.perform_seek()
         except Exception as exc:  # the broker is away: fetch nothing until a seek succeeds
             self.log.warning("seek to the committed offsets failed, retrying: %r", exc)
             await self.sleep(1.0)
