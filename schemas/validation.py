@@ -60,6 +60,7 @@ __all__ = [
     "RecordRejected",
     "check_clock_skew",
     "check_key",
+    "check_numbers",
     "decode_input",
     "decode_replay_line",
     "errors_from",
@@ -292,6 +293,24 @@ def check_clock_skew(
             )
         ],
     )
+
+
+def check_numbers(value: Any) -> None:
+    """`validation_failed` when a parsed JSON value holds a number a 64-bit float does not.
+
+    For input that reaches the contract other than through `decode_input`: an
+    EPCIS event is mapped field by field, so an integer beyond +-2^53 in its
+    extension fields never met the models' checks (it was accepted, where the
+    same number in a scan is refused), and the event hash's arithmetic failed
+    on one beyond a float (CONTRACT v1.2: invalid wherever it appears, on every
+    path alike).
+    """
+    problem = number_problem(value)
+    if problem is not None:
+        path, error = problem
+        raise RecordRejected(
+            ReasonCode.VALIDATION_FAILED, [_detail(path, error.message(), error.type)]
+        )
 
 
 def _duration(value: timedelta) -> str:

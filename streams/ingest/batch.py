@@ -26,6 +26,7 @@ from schemas.validation import (
     DEFAULT_MAX_CLOCK_SKEW,
     RecordRejected,
     check_clock_skew,
+    check_numbers,
     decode_input,
     errors_from,
 )
@@ -343,6 +344,14 @@ def _judge_event(
         return Verdict(
             index, event_bytes, unit_id=unit_id, stage=stage,
             reason_code=ReasonCode.NOT_JSON, errors=[error],
+        )  # fmt: skip
+    try:
+        check_numbers(event)  # before the hash of an event without id does arithmetic on them
+    except RecordRejected as exc:
+        unit_id, stage = read_point_claim(event, mapping)
+        return Verdict(
+            index, event_bytes, unit_id=unit_id, stage=stage,
+            reason_code=exc.reason_code, errors=exc.errors,
         )  # fmt: skip
     try:
         scan = map_event(event, mapping, context)

@@ -294,3 +294,30 @@ def test_every_event_is_a_scan_or_a_dead_letter_with_a_reason(
             assert all(e.msg for e in verdict.errors)
     again = _judge(_document(events, context))
     assert [v.value for v in again.verdicts] == [v.value for v in result.verdicts]
+
+
+@pytest.mark.parametrize(
+    "extension",
+    [
+        pytest.param(2**60, id="2^60"),
+        pytest.param(10**400, id="10^400"),
+        pytest.param(-(2**53) - 1, id="-2^53-1"),
+    ],
+)
+@pytest.mark.parametrize("with_id", [True, False], ids=["with-eventID", "hashed"])
+def test_a_number_a_float_cannot_hold_is_refused_in_an_event_as_in_a_scan(
+    extension: int, with_id: bool
+) -> None:
+    """CONTRACT v1.2: invalid wherever it appears. In an extension field it was accepted
+    (an event with `eventID`), or broke the event hash (`OverflowError`, a
+    `processing_error` with a traceback in the log) of an event without one."""
+    event = copy.deepcopy(KNITWEAR[1 if not with_id else 3])
+    assert ("eventID" in event) is with_id
+    event["example:batchCount"] = extension
+    verdict = _judge(_document([event], CONTEXTS[2])).verdicts[0]
+    assert verdict.reason_code is not None
+    assert verdict.reason_code.value == "validation_failed"
+    assert [(e.loc, e.type) for e in verdict.errors or []] == [
+        ("example:batchCount", "unsafe_integer")
+    ]
+    assert verdict.unit_id is not None  # still named for a unit token's bounds
