@@ -168,15 +168,22 @@ def digital_link(value: str) -> str | None:
 
 
 def canonical_time(value: str) -> str:
-    """UTC with `Z`, millisecond precision; a value that is not a timestamp stays as sent."""
+    """UTC with `Z`, millisecond precision; a value that is not a timestamp stays as sent.
+
+    So does one whose UTC form is outside `datetime`'s years 1-9999
+    (`0001-01-01T00:00:00+01:00`): its `OverflowError` made the hash of an event
+    without `eventID` a `processing_error` with a traceback, where the scan's own
+    validation says why the time is refused.
+    """
     text = value.strip()
     try:
         moment = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError:
+        if moment.tzinfo is None:  # no offset: read as UTC, as the reference does on a UTC host
+            moment = moment.replace(tzinfo=UTC)
+        utc = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return text
-    if moment.tzinfo is None:  # no offset: read as UTC, as the reference does on a UTC host
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def canonical_value(value: Any, vocabulary: str | None = None) -> str:

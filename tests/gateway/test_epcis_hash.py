@@ -169,6 +169,13 @@ def test_times_are_utc_milliseconds() -> None:
     assert canonical_time("not a time") == "not a time"
 
 
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_time_beyond_the_calendar_in_utc_stays_as_sent(moment: str) -> None:
+    """Its `OverflowError` made an event without `eventID` a `processing_error` (with a
+    traceback in the gateway's log) instead of a scan refused for its time."""
+    assert canonical_time(moment) == moment
+
+
 def test_ids_that_fit_are_kept() -> None:
     assert contract_event_id("urn:uuid:6c1d2f7e-3a9b-4e51-8f02-5b7c9d0e1a21") == (
         "urn:uuid:6c1d2f7e-3a9b-4e51-8f02-5b7c9d0e1a21"

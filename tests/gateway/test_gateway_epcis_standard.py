@@ -321,3 +321,12 @@ def test_a_number_a_float_cannot_hold_is_refused_in_an_event_as_in_a_scan(
         ("example:batchCount", "unsafe_integer")
     ]
     assert verdict.unit_id is not None  # still named for a unit token's bounds
+
+
+def test_an_event_time_beyond_the_calendar_in_utc_is_a_reason_not_a_failure() -> None:
+    event = copy.deepcopy(KNITWEAR[1])  # no eventID: its hash reads the time
+    event["eventTime"] = "0001-01-01T00:00:00.000+01:00"
+    verdict = _judge(_document([event])).verdicts[0]
+    assert verdict.reason_code is not None
+    assert verdict.reason_code.value == "validation_failed", verdict.errors
+    assert [e.loc for e in verdict.errors or []] == ["event_time"]
