@@ -17,11 +17,18 @@ request line and headers together may have at most `max_header_bytes`,
 counted as bytes arrive, before the parser sees them: beyond, the client gets
 431 in the gateway's JSON error format and the connection is closed, logged
 once per connection.
+
+A request the HTTP parser refuses (a `Content-Length` that is not a number, two
+of them, a control character in a header value, TLS or HTTP/2 spoken to the
+plain-HTTP/1.1 port) is answered 400 `bad_request` in the same JSON format,
+saying what the parser objected to: uvicorn's own answer was a plain-text
+"Invalid HTTP request received." with no request id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 
 import orjson
@@ -32,6 +39,9 @@ log = structlog.stdlib.get_logger(__name__)
 
 HEADERS_TOO_LARGE = "headers_too_large"
 """The `error` of the 431 (docs/ingest.md lists it with the app's codes)."""
+
+BAD_REQUEST = "bad_request"
+"""The `error` of a 400 for a request the HTTP parser refuses (the app's own code for it)."""
 
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
@@ -98,19 +108,34 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             limit_bytes=self.max_header_bytes,
             status=431,
         )
+        self._answer_and_close(
+            "431 Request Header Fields Too Large",
+            HEADERS_TOO_LARGE,
+            f"the request line and headers exceed {self.max_header_bytes} bytes",
+        )
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request its parser refuses (it logged `msg` already), in
+        the gateway's JSON error format, with the parser's reason."""
+        self._refused = True  # the parser is in error: nothing more is read
+        self._disarm()
+        reason = sys.exception()  # called while uvicorn handles the parser's error
+        why = f": {reason}" if reason is not None and str(reason) else ""
+        self._answer_and_close(
+            "400 Bad Request", BAD_REQUEST, f"the request is not valid HTTP/1.1{why}"
+        )
+
+    def _answer_and_close(self, status: str, error: str, detail: str) -> None:
+        """A JSON error answer written before (or instead of) any app, then close; when a
+        response to an earlier request on this connection is still owed (pipelining),
+        that one is sent first and the connection closed after, without this one."""
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
             return
         request_id = uuid.uuid4().hex
-        body = orjson.dumps(
-            {
-                "request_id": request_id,
-                "error": HEADERS_TOO_LARGE,
-                "detail": f"the request line and headers exceed {self.max_header_bytes} bytes",
-            }
-        )
+        body = orjson.dumps({"request_id": request_id, "error": error, "detail": detail})
         head = (
-            "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            f"HTTP/1.1 {status}\r\n"
             "content-type: application/json\r\n"
             f"content-length: {len(body)}\r\n"
             f"x-request-id: {request_id}\r\n"

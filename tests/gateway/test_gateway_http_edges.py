@@ -7,6 +7,8 @@ redirect, a 5xx or silence.
 
 from __future__ import annotations
 
+import json
+import socket
 from typing import Any
 
 import httpx
@@ -115,3 +117,58 @@ def test_utf8_and_identity_are_read_as_before(
     headers = {"Content-Encoding": encoding} if encoding else {}
     response = gateway.post("/v1/scans", [scan()], content_type=content_type, headers=headers)
     assert response.status_code == 202, response.text
+
+
+def _raw_exchange(base_url: str, data: bytes) -> bytes:
+    """What the gateway answers to `data` on one connection, read until it closes."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+_NOT_HTTP = {
+    "negative_length": b"POST /v1/scans HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}",
+    "two_lengths": (
+        b"POST /v1/scans HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+    ),
+    "length_and_chunked": (
+        b"POST /v1/scans HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "control_character": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-ID: a\x7fb\r\n\r\n",
+    "tls_hello": b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
+    "http2_preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_NOT_HTTP))
+def test_a_request_the_http_parser_refuses_is_a_json_400(gateway: Harness, name: str) -> None:
+    """uvicorn answered these in plain text ("Invalid HTTP request received."), with no
+    request id: a client could not tell the gateway's refusal from a proxy's."""
+    answer = _raw_exchange(gateway.base_url, _NOT_HTTP[name])
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    assert status_line.startswith("HTTP/1.1 400 "), answer
+    assert headers["content-type"] == "application/json"
+    error = json.loads(body)
+    assert error["error"] == "bad_request"
+    assert error["request_id"] == headers["x-request-id"]
+    assert error["detail"].startswith("the request is not valid HTTP/1.1: "), error
+
+
+def test_a_refused_request_after_a_pipelined_one_does_not_cut_its_answer(
+    gateway: Harness,
+) -> None:
+    """The answer owed to the first request comes whole, then the connection closes (the
+    parser's 400 written at once would have gone out before it, and the close cut it)."""
+    answer = _raw_exchange(
+        gateway.base_url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + _NOT_HTTP["tls_hello"]
+    )
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    assert answer.endswith(b'{"status":"ok"}'), answer
