@@ -23,6 +23,12 @@ of them, a control character in a header value, TLS or HTTP/2 spoken to the
 plain-HTTP/1.1 port) is answered 400 `bad_request` in the same JSON format,
 saying what the parser objected to: uvicorn's own answer was a plain-text
 "Invalid HTTP request received." with no request id.
+
+Beyond `limit_concurrency` connections and requests, uvicorn answers 503
+before any app runs; its answer was plain text without `Retry-After`, so a
+client could not tell when to come back, or the gateway's refusal from a
+proxy's. It is now JSON `too_many_connections` with `Retry-After`, like every
+other 503 of the gateway.
 """
 
 from __future__ import annotations
@@ -30,15 +36,20 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from typing import Any
 
 import orjson
 import structlog
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.flow_control import service_unavailable
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 log = structlog.stdlib.get_logger(__name__)
 
 HEADERS_TOO_LARGE = "headers_too_large"
 """The `error` of the 431 (docs/ingest.md lists it with the app's codes)."""
+
+TOO_MANY_CONNECTIONS = "too_many_connections"
+"""The `error` of the 503 beyond `limit_concurrency` (docs/ingest.md)."""
 
 BAD_REQUEST = "bad_request"
 """The `error` of a 400 for a request the HTTP parser refuses (the app's own code for it)."""
@@ -47,6 +58,7 @@ BAD_REQUEST = "bad_request"
 class HeaderDeadlineProtocol(HttpToolsProtocol):
     header_timeout_s: float = 10.0
     max_header_bytes: int = 64 * 1024
+    retry_after_s: int = 5
     _header_timer: asyncio.TimerHandle | None = None
     _in_head = True  # the parser is reading a request line or headers
     _head_bytes = 0  # of them so far
@@ -125,6 +137,38 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             "400 Bad Request", BAD_REQUEST, f"the request is not valid HTTP/1.1{why}"
         )
 
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        """Every request's app starts here (pipelined ones too): uvicorn's plain-text 503
+        beyond `limit_concurrency` is replaced by the gateway's JSON one."""
+        super()._start_asgi_task(cycle, self._too_many if app is service_unavailable else app)
+
+    async def _too_many(self, scope: Any, receive: Any, send: Any) -> None:
+        """An ASGI app (uvicorn's own event types are private): the 503, then close."""
+        request_id = uuid.uuid4().hex
+        retry = str(self.retry_after_s)
+        body = orjson.dumps(
+            {
+                "request_id": request_id,
+                "error": TOO_MANY_CONNECTIONS,
+                "detail": f"the gateway serves {self.limit_concurrency} connections at once; "
+                f"nothing was published, retry in {retry} s",
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", retry.encode()),
+                    (b"x-request-id", request_id.encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
     def _answer_and_close(self, status: str, error: str, detail: str) -> None:
         """A JSON error answer written before (or instead of) any app, then close; when a
         response to an earlier request on this connection is still owed (pipelining),
@@ -161,11 +205,16 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
 
 def with_header_deadline(
-    header_timeout_s: float, max_header_bytes: int = 64 * 1024
+    header_timeout_s: float, max_header_bytes: int = 64 * 1024, retry_after_s: int = 5
 ) -> type[HeaderDeadlineProtocol]:
-    """The protocol class for uvicorn's `http=`, with this deadline and header limit."""
+    """The protocol class for uvicorn's `http=`, with this deadline and header limit, and
+    the `Retry-After` of its 503 beyond `limit_concurrency`."""
     return type(
         "HeaderDeadlineProtocol",
         (HeaderDeadlineProtocol,),
-        {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes},
+        {
+            "header_timeout_s": header_timeout_s,
+            "max_header_bytes": max_header_bytes,
+            "retry_after_s": retry_after_s,
+        },
     )

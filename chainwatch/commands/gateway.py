@@ -147,7 +147,7 @@ def uvicorn_config(app: Any, g: GatewaySettings, **where: Any) -> uvicorn.Config
 
     return uvicorn.Config(
         app,
-        http=with_header_deadline(g.header_timeout_s, g.max_header_bytes),
+        http=with_header_deadline(g.header_timeout_s, g.max_header_bytes, g.retry_after_s),
         log_config=None,
         access_log=False,
         limit_concurrency=g.limit_concurrency,

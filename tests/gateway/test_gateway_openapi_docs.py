@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import make_registry
 
-from chainwatch.gateway_protocol import HEADERS_TOO_LARGE
+from chainwatch.gateway_protocol import BAD_REQUEST, HEADERS_TOO_LARGE, TOO_MANY_CONNECTIONS
 from chainwatch.settings import Settings
 from streams.ingest.app import _ERROR_NAMES, create_gateway_app
 
@@ -62,8 +62,9 @@ def _raised_codes() -> set[str]:
                 code = node.args[1]
                 assert isinstance(code, ast.Constant), f"{path.name}:{node.lineno}"
                 codes.add(code.value)
-    # and the one the HTTP protocol answers before the app sees a request
-    return codes | set(_ERROR_NAMES.values()) | {"http_error", HEADERS_TOO_LARGE}
+    # and the ones the HTTP protocol answers before the app sees a request
+    before_the_app = {HEADERS_TOO_LARGE, TOO_MANY_CONNECTIONS, BAD_REQUEST}
+    return codes | set(_ERROR_NAMES.values()) | {"http_error"} | before_the_app
 
 
 def test_the_docs_list_every_error_code_the_gateway_answers_with() -> None:

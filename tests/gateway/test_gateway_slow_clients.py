@@ -283,3 +283,26 @@ def test_a_cancel_outside_the_operations_is_503_or_just_ends() -> None:
     assert json.loads(answered[1]["body"])["error"] == "shutting_down"
     assert json.loads(answered[1]["body"])["request_id"] == "r-1"
     assert [m["type"] for m in asyncio.run(run(start_first=True))] == ["http.response.start"]
+
+
+def test_beyond_limit_concurrency_the_answer_is_a_json_503_with_retry_after(
+    gateway_factory: Callable[..., Harness],
+) -> None:
+    """uvicorn's own 503 was plain text without `Retry-After`: a client could neither
+    tell when to come back nor tell the gateway's refusal from a proxy's."""
+    gw = gateway_factory(limit_concurrency=2, retry_after_s=7)
+    host, port = gw.base_url.removeprefix("http://").split(":")
+    held = [socket.create_connection((host, int(port)), timeout=15) for _ in range(2)]
+    try:
+        with socket.create_connection((host, int(port)), timeout=15) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, body = read_response(sock, timeout_s=10)
+    finally:
+        for sock in held:
+            sock.close()
+    assert status == 503, body
+    assert headers["content-type"] == "application/json"
+    assert headers["retry-after"] == "7"
+    answer = json.loads(body)
+    assert answer["error"] == "too_many_connections"
+    assert answer["request_id"] == headers["x-request-id"]
