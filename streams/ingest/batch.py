@@ -259,7 +259,9 @@ def judge_epcis(
     event, not the document. The rest of the document (its envelope) is
     validated with an empty `eventList` and may not exceed `max_item_bytes`. A
     body that is not an `EPCISDocument` is one rejected item (index 0), so
-    partial mode dead-letters it like any other unusable input.
+    partial mode dead-letters it like any other unusable input; so is one whose
+    envelope holds a number a 64-bit float does not (CONTRACT v1.2: invalid
+    wherever it appears).
     """
     try:
         located = locate_array(body, EVENT_LIST, max_items, max_item_bytes)
@@ -295,12 +297,18 @@ def judge_epcis(
         )
     try:
         document = EpcisDocument.model_validate_json(envelope)
+        # the model ignores the header and extensions, so their numbers are checked here
+        check_numbers(pydantic_core.from_json(envelope))
     except ValidationError as exc:
         return EpcisVerdicts(
             [],
             Verdict(
                 0, bytes(body), reason_code=ReasonCode.VALIDATION_FAILED, errors=errors_from(exc)
             ),
+        )
+    except RecordRejected as exc:
+        return EpcisVerdicts(
+            [], Verdict(0, bytes(body), reason_code=exc.reason_code, errors=exc.errors)
         )
     verdicts = []
     for index, (start, end) in enumerate(located.items):

@@ -330,3 +330,25 @@ def test_an_event_time_beyond_the_calendar_in_utc_is_a_reason_not_a_failure() ->
     assert verdict.reason_code is not None
     assert verdict.reason_code.value == "validation_failed", verdict.errors
     assert [e.loc for e in verdict.errors or []] == ["event_time"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param('{"n": 1152921504606846976}', id="2^60"),
+        pytest.param('{"n": NaN}', id="NaN"),
+        pytest.param('{"n": [1e400]}', id="1e400"),
+    ],
+)
+def test_a_number_a_float_cannot_hold_in_the_envelope_refuses_the_document(header: str) -> None:
+    """The model ignores `epcisHeader` and extensions: such a document was accepted."""
+    body = json.dumps(_document([copy.deepcopy(KNITWEAR[3])])).encode()
+    body = body.replace(
+        b'"type": "EPCISDocument"', b'"epcisHeader": %s, "type": "EPCISDocument"' % header.encode()
+    )
+    result = judge_epcis(body, MAPPING, ENDPOINTS["epcis"], PLAN, 500, 64 * 1024)
+    assert result.document_error is not None
+    assert result.document_error.reason_code is not None
+    assert result.document_error.reason_code.value == "validation_failed"
+    locs = [e.loc for e in result.document_error.errors or []]
+    assert locs in (["epcisHeader.n"], ["epcisHeader.n.0"]), locs
