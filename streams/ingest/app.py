@@ -467,6 +467,10 @@ class Gateway:
         except PublishUnavailable as exc:
             self.readiness.note(False, str(exc))
             self.outage.refused(endpoint.name, str(exc))
+            if exc.outcome_unknown:
+                raise self._unavailable(
+                    "Kafka did not answer the request's commit", outcome_unknown=True
+                ) from None
             raise self._unavailable("Kafka did not take the request") from None
         self.readiness.note(True)
         self.outage.published()
@@ -493,13 +497,21 @@ class Gateway:
         retry = str(self.limits.retry_after_s)
         return shutting_down(retry)
 
-    def _unavailable(self, why: str) -> HttpError:
-        """503 `kafka_unavailable` with `Retry-After`: nothing of the request was published."""
+    def _unavailable(self, why: str, *, outcome_unknown: bool = False) -> HttpError:
+        """503 `kafka_unavailable` with `Retry-After`: nothing of the request was published,
+        or, when Kafka stopped answering after the commit was sent, that is not known (it
+        said "nothing was published" of requests Kafka had committed)."""
         retry = str(self.limits.retry_after_s)
+        outcome = (
+            "whether it was committed is not known; posting it again is safe (the engine "
+            "takes a scan or a status once per event_id)"
+            if outcome_unknown
+            else "nothing was published"
+        )
         return HttpError(
             503,
             "kafka_unavailable",
-            f"{why}; nothing was published, retry in {retry} s",
+            f"{why}; {outcome}, retry in {retry} s",
             headers={"Retry-After": retry},
         )
 

@@ -111,7 +111,10 @@ INGEST_ERRORS: dict[str, str] = {
     "other than identity.",
     "422": "No items (an empty body or batch), a bad `?partial=`, or invalid items: "
     "nothing was published; see `items`.",
-    "503": "Kafka unavailable: nothing was published; retry after `Retry-After` seconds.",
+    "503": "Kafka unavailable (`kafka_unavailable`): nothing was published, unless Kafka "
+    "stopped answering after the request's commit was sent (`detail` says so); or the "
+    "gateway shut down mid-request (`shutting_down`: not known either). Retry after "
+    "`Retry-After` seconds; posting again is safe.",
 }
 PARTIAL_422 = "No items (an empty body, batch or `eventList`): nothing was published."
 EPCIS_ERRORS: dict[str, str] = {

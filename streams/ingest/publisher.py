@@ -60,7 +60,21 @@ class Placement:
 
 
 class PublishUnavailable(Exception):
-    """Kafka did not take the whole request; nothing of it is committed (503)."""
+    """Kafka did not take the whole request (503): nothing of it is committed, unless
+    `outcome_unknown` - the commit had been sent when Kafka stopped answering, and
+    Kafka may still have carried it out (seen: a broker frozen mid-commit, then
+    resumed, committed requests already answered 503)."""
+
+    def __init__(self, text: str, *, outcome_unknown: bool = False) -> None:
+        super().__init__(text)
+        self.outcome_unknown = outcome_unknown
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """How far one request's transaction got (read when it fails)."""
+
+    committing: bool = False
 
 
 class PublishTooLarge(Exception):
@@ -163,18 +177,21 @@ class TransactionalPublisher:
         pool = self._pool()
         slot: int | None = None
         within = self.config.publish_timeout_s if within_s is None else within_s
+        attempt = _Attempt()
         try:
             async with asyncio.timeout(within):
                 slot = await pool.get()
                 producer = await self._producer(slot)
-                return await self._transaction(producer, records)
+                return await self._transaction(producer, records, attempt)
         except MessageSizeTooLargeError as exc:
             self._discard_if(slot)
             raise PublishTooLarge(f"Kafka refuses a record this large: {exc}") from exc
         except (KafkaError, OSError, TimeoutError) as exc:
             self._discard_if(slot)  # closing aborts; a new producer fences the id
             text = str(exc) or f"no commit within {round(within, 3)} s"
-            raise PublishUnavailable(f"{type(exc).__name__}: {text}") from exc
+            raise PublishUnavailable(
+                f"{type(exc).__name__}: {text}", outcome_unknown=attempt.committing
+            ) from exc
         except asyncio.CancelledError:
             # A shutdown cancelled the request: its transaction may be open; the slot
             # gets a new producer (closing this one aborts the transaction).
@@ -185,13 +202,14 @@ class TransactionalPublisher:
                 pool.put_nowait(slot)
 
     async def _transaction(
-        self, producer: AIOKafkaProducer, records: Sequence[OutRecord]
+        self, producer: AIOKafkaProducer, records: Sequence[OutRecord], attempt: _Attempt
     ) -> list[Placement]:
         await producer.begin_transaction()
         retrieve_transaction_outcome(producer)  # the commit below may be given up on
         placements = await self._send_batched(producer, records)
         await self._acknowledged(records)
-        await producer.commit_transaction()
+        attempt.committing = True  # from here a failure cannot say "nothing committed"
+        await self._commit(producer)
         return placements
 
     async def _send_batched(
@@ -253,6 +271,10 @@ class TransactionalPublisher:
     async def _acknowledged(self, records: Sequence[OutRecord]) -> None:
         """Every record is in the log, not yet committed: the seam where fault-injection
         tests make the broker "fail" at the worst moment."""
+
+    async def _commit(self, producer: AIOKafkaProducer) -> None:
+        """Commit the transaction: the seam where fault-injection tests lose its answer."""
+        await producer.commit_transaction()
 
     async def _producer(self, slot: int) -> AIOKafkaProducer:
         existing = self._producers[slot]

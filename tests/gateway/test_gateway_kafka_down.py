@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 from cancellation import cancelled_as_it_finishes
 from conftest import gateway_settings, read_committed, start_gateway, token_of
@@ -35,6 +36,14 @@ class BrokerLostBeforeCommit(TransactionalPublisher):
 
     async def _acknowledged(self, records: Sequence[OutRecord]) -> None:
         raise KafkaConnectionError("broker went away before the commit")
+
+
+class CommitAnswerLost(TransactionalPublisher):
+    """The real broker commits, and its answer is lost (a broker frozen mid-commit)."""
+
+    async def _commit(self, producer: AIOKafkaProducer) -> None:
+        await super()._commit(producer)
+        raise KafkaConnectionError("the commit's answer was lost")
 
 
 @pytest.fixture
@@ -192,6 +201,7 @@ def test_a_failure_after_the_acks_leaves_nothing_visible_to_committed_readers(
             )
         assert response.status_code == 503, response.text
         assert "retry-after" in response.headers
+        assert "nothing was published" in response.json()["detail"]
     finally:
         server.stop()
 
@@ -338,3 +348,32 @@ def test_a_cancellation_as_the_publishers_probe_closes_is_not_dropped() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(interrupted())
+
+
+def test_a_commit_whose_answer_is_lost_is_not_said_to_have_published_nothing(
+    kafka_bootstrap: str,
+) -> None:
+    """A broker frozen mid-commit, then resumed, committed requests already answered 503
+    "nothing was published": a client that believed it and sent the scans again under
+    new event ids would have stored them twice."""
+    settings = gateway_settings(kafka_bootstrap)
+    prepare_topics(settings)
+    server, url = start_gateway(
+        settings, publisher=CommitAnswerLost(default_publisher(settings).config)
+    )
+    batch = [scan() for _ in range(3)]
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            response = client.post(
+                "/v1/scans", json=batch, headers={"Authorization": f"Bearer {token_of('admin')}"}
+            )
+    finally:
+        server.stop()
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "kafka_unavailable"
+    assert "retry-after" in response.headers
+    detail = response.json()["detail"]
+    assert "nothing was published" not in detail
+    assert "whether it was committed is not known" in detail
+    topic = settings.kafka.topic_prefix + "scans"
+    assert len(read_committed(kafka_bootstrap, topic)) == 3  # why it may not say "nothing"
