@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -59,6 +60,9 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     header_timeout_s: float = 10.0
     max_header_bytes: int = 64 * 1024
     retry_after_s: int = 5
+    count_refusal: Callable[[int, str], None] | None = None
+    """Counts each refusal here by status and error (the app's metrics: these requests
+    never reach the app)."""
     _header_timer: asyncio.TimerHandle | None = None
     _in_head = True  # the parser is reading a request line or headers
     _head_bytes = 0  # of them so far
@@ -121,7 +125,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             status=431,
         )
         self._answer_and_close(
-            "431 Request Header Fields Too Large",
+            431,
+            "Request Header Fields Too Large",
             HEADERS_TOO_LARGE,
             f"the request line and headers exceed {self.max_header_bytes} bytes",
         )
@@ -134,7 +139,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         reason = sys.exception()  # called while uvicorn handles the parser's error
         why = f": {reason}" if reason is not None and str(reason) else ""
         self._answer_and_close(
-            "400 Bad Request", BAD_REQUEST, f"the request is not valid HTTP/1.1{why}"
+            400, "Bad Request", BAD_REQUEST, f"the request is not valid HTTP/1.1{why}"
         )
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
@@ -144,6 +149,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     async def _too_many(self, scope: Any, receive: Any, send: Any) -> None:
         """An ASGI app (uvicorn's own event types are private): the 503, then close."""
+        self._counted(503, TOO_MANY_CONNECTIONS)
         request_id = uuid.uuid4().hex
         retry = str(self.retry_after_s)
         body = orjson.dumps(
@@ -169,17 +175,18 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         )
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
-    def _answer_and_close(self, status: str, error: str, detail: str) -> None:
+    def _answer_and_close(self, status: int, phrase: str, error: str, detail: str) -> None:
         """A JSON error answer written before (or instead of) any app, then close; when a
         response to an earlier request on this connection is still owed (pipelining),
         that one is sent first and the connection closed after, without this one."""
+        self._counted(status, error)
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
             return
         request_id = uuid.uuid4().hex
         body = orjson.dumps({"request_id": request_id, "error": error, "detail": detail})
         head = (
-            f"HTTP/1.1 {status}\r\n"
+            f"HTTP/1.1 {status} {phrase}\r\n"
             "content-type: application/json\r\n"
             f"content-length: {len(body)}\r\n"
             f"x-request-id: {request_id}\r\n"
@@ -187,6 +194,10 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         )
         self.transport.write(head.encode() + body)
         self.transport.close()
+
+    def _counted(self, status: int, error: str) -> None:
+        if self.count_refusal is not None:
+            self.count_refusal(status, error)
 
     def _arm(self) -> None:
         self._disarm()
@@ -205,10 +216,13 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
 
 def with_header_deadline(
-    header_timeout_s: float, max_header_bytes: int = 64 * 1024, retry_after_s: int = 5
+    header_timeout_s: float,
+    max_header_bytes: int = 64 * 1024,
+    retry_after_s: int = 5,
+    count_refusal: Callable[[int, str], None] | None = None,
 ) -> type[HeaderDeadlineProtocol]:
-    """The protocol class for uvicorn's `http=`, with this deadline and header limit, and
-    the `Retry-After` of its 503 beyond `limit_concurrency`."""
+    """The protocol class for uvicorn's `http=`, with this deadline and header limit, the
+    `Retry-After` of its 503 beyond `limit_concurrency`, and what counts its refusals."""
     return type(
         "HeaderDeadlineProtocol",
         (HeaderDeadlineProtocol,),
@@ -216,5 +230,7 @@ def with_header_deadline(
             "header_timeout_s": header_timeout_s,
             "max_header_bytes": max_header_bytes,
             "retry_after_s": retry_after_s,
+            # a plain function in the class dict would be bound as a method
+            "count_refusal": staticmethod(count_refusal) if count_refusal else None,
         },
     )

@@ -7,7 +7,7 @@ import errno
 import math
 import socket
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -147,13 +147,22 @@ def uvicorn_config(app: Any, g: GatewaySettings, **where: Any) -> uvicorn.Config
 
     return uvicorn.Config(
         app,
-        http=with_header_deadline(g.header_timeout_s, g.max_header_bytes, g.retry_after_s),
+        http=with_header_deadline(
+            g.header_timeout_s, g.max_header_bytes, g.retry_after_s, _refusal_counter(app)
+        ),
         log_config=None,
         access_log=False,
         limit_concurrency=g.limit_concurrency,
         timeout_graceful_shutdown=math.ceil(g.shutdown_grace_s),  # uvicorn takes whole seconds
         **where,
     )
+
+
+def _refusal_counter(app: Any) -> Callable[[int, str], None] | None:
+    """The gateway app's counter of what the HTTP protocol refuses before the app runs."""
+    gateway = getattr(getattr(app, "state", None), "gateway", None)
+    metrics = getattr(gateway, "metrics", None)
+    return None if metrics is None else metrics.protocol_refused
 
 
 def _quiet_server(config: uvicorn.Config) -> uvicorn.Server:

@@ -47,5 +47,18 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self.protocol_refusals = Counter(
+            "chainwatch_gateway_protocol_refusals",
+            "Requests the HTTP layer refused before any operation ran, by status and error "
+            "(`bad_request`, `headers_too_large`, `too_many_connections`).",
+            ["status", "error"],
+            registry=self.registry,
+        )
+
+    def protocol_refused(self, status: int, error: str) -> None:
+        """A refusal of the HTTP protocol (`chainwatch.gateway_protocol`), which runs
+        before the app and so outside its request metrics."""
+        self.protocol_refusals.labels(str(status), error).inc()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -401,6 +401,18 @@ def in_flight(base_url: str) -> float:
     return 0.0
 
 
+def protocol_refusals(base_url: str, status: int, error: str) -> float:
+    """`chainwatch_gateway_protocol_refusals_total` of this status and error (0 if none)."""
+    labels = {f'status="{status}"', f'error="{error}"'}
+    for line in httpx.get(f"{base_url}/metrics", timeout=5).text.splitlines():
+        name, _, rest = line.partition("{")
+        if name == "chainwatch_gateway_protocol_refusals_total" and (
+            set(rest.split("}")[0].split(",")) == labels
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def wait_until_in_flight(base_url: str, count: int, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while in_flight(base_url) != count:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Harness
+from conftest import Harness, protocol_refusals
 from samples import fresh_scan as scan
 
 pytestmark = pytest.mark.integration
@@ -149,6 +149,7 @@ _NOT_HTTP = {
 def test_a_request_the_http_parser_refuses_is_a_json_400(gateway: Harness, name: str) -> None:
     """uvicorn answered these in plain text ("Invalid HTTP request received."), with no
     request id: a client could not tell the gateway's refusal from a proxy's."""
+    counted = protocol_refusals(gateway.base_url, 400, "bad_request")
     answer = _raw_exchange(gateway.base_url, _NOT_HTTP[name])
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
@@ -159,6 +160,7 @@ def test_a_request_the_http_parser_refuses_is_a_json_400(gateway: Harness, name:
     assert error["error"] == "bad_request"
     assert error["request_id"] == headers["x-request-id"]
     assert error["detail"].startswith("the request is not valid HTTP/1.1: "), error
+    assert protocol_refusals(gateway.base_url, 400, "bad_request") == counted + 1
 
 
 def test_a_refused_request_after_a_pipelined_one_does_not_cut_its_answer(

@@ -23,6 +23,7 @@ from conftest import (
     Harness,
     gateway_settings,
     in_flight,
+    protocol_refusals,
     running_gateway_process,
     start_gateway,
     token_of,
@@ -191,6 +192,7 @@ def test_headers_beyond_the_limit_are_431_at_once_and_the_gateway_stays_responsi
     assert answer["request_id"] == headers["x-request-id"]
     assert "65536 bytes" in answer["detail"]
     assert answered_in < 10.0  # not the header deadline (30 s)
+    assert protocol_refusals(gw.base_url, 431, "headers_too_large") == 1
 
 
 def test_headers_just_below_the_limit_and_a_large_body_in_the_same_packets_are_served(
@@ -306,3 +308,4 @@ def test_beyond_limit_concurrency_the_answer_is_a_json_503_with_retry_after(
     answer = json.loads(body)
     assert answer["error"] == "too_many_connections"
     assert answer["request_id"] == headers["x-request-id"]
+    assert protocol_refusals(gw.base_url, 503, "too_many_connections") == 1
