@@ -24,6 +24,12 @@ plain-HTTP/1.1 port) is answered 400 `bad_request` in the same JSON format,
 saying what the parser objected to: uvicorn's own answer was a plain-text
 "Invalid HTTP request received." with no request id.
 
+A request that asks for a protocol `Upgrade` (`curl --http2` on an http:// URL
+sends `Upgrade: h2c`) and has a body is refused 400 `bad_request` saying so:
+the parser hands what follows the headers to the upgraded protocol, so the app
+saw an empty body and answered 422 "the request holds no items" to a POST of
+scans. Without a body the `Upgrade` is ignored, as HTTP allows.
+
 Beyond `limit_concurrency` connections and requests, uvicorn answers 503
 before any app runs; its answer was plain text without `Retry-After`, so a
 client could not tell when to come back, or the gateway's refusal from a
@@ -36,8 +42,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import orjson
 import structlog
@@ -97,6 +103,11 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm()
+        if self.parser.should_upgrade() and not self._should_upgrade() and _has_body(self.headers):
+            # the parser hands what follows the headers to the upgraded protocol: the body
+            # would be lost and the app would see an empty request (`curl --http2` on an
+            # http:// URL sends `Upgrade: h2c` with every POST)
+            cast(dict[str, Any], self.scope)[_UPGRADE_WITH_BODY] = True
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -144,36 +155,52 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         """Every request's app starts here (pipelined ones too): uvicorn's plain-text 503
-        beyond `limit_concurrency` is replaced by the gateway's JSON one."""
-        super()._start_asgi_task(cycle, self._too_many if app is service_unavailable else app)
-
-    async def _too_many(self, scope: Any, receive: Any, send: Any) -> None:
-        """An ASGI app (uvicorn's own event types are private): the 503, then close."""
-        self._counted(503, TOO_MANY_CONNECTIONS)
-        request_id = uuid.uuid4().hex
-        retry = str(self.retry_after_s)
-        body = orjson.dumps(
-            {
-                "request_id": request_id,
-                "error": TOO_MANY_CONNECTIONS,
-                "detail": f"the gateway serves {self.limit_concurrency} connections at once; "
+        beyond `limit_concurrency` is replaced by the gateway's JSON one, and a request
+        whose body the parser dropped for an `Upgrade` never reaches the app."""
+        if app is service_unavailable:
+            retry = str(self.retry_after_s)
+            app = self._refusal(
+                503,
+                TOO_MANY_CONNECTIONS,
+                f"the gateway serves {self.limit_concurrency} connections at once; "
                 f"nothing was published, retry in {retry} s",
-            }
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", retry.encode()),
-                    (b"x-request-id", request_id.encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+                [(b"retry-after", retry.encode())],
+            )
+        elif cast(dict[str, Any], cycle.scope).get(_UPGRADE_WITH_BODY):
+            app = self._refusal(
+                400,
+                BAD_REQUEST,
+                "the request asks for a protocol upgrade (`Upgrade` header) and has a body: "
+                "the gateway speaks HTTP/1.1 only, and the body would not be read; nothing "
+                "was published, send it without `Upgrade` (curl: --http1.1, not --http2)",
+            )
+        super()._start_asgi_task(cycle, app)
+
+    def _refusal(
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> Callable[[Any, Any, Any], Awaitable[None]]:
+        """An ASGI app (uvicorn's own event types are private) that answers in the gateway's
+        JSON error shape, counted, then closes the connection."""
+
+        async def refuse(scope: Any, receive: Any, send: Any) -> None:
+            self._counted(status, error)
+            request_id = uuid.uuid4().hex
+            body = orjson.dumps({"request_id": request_id, "error": error, "detail": detail})
+            start = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+                (b"x-request-id", request_id.encode()),
+                (b"connection", b"close"),
+            ]
+            await send({"type": "http.response.start", "status": status, "headers": start})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+
+        return refuse
 
     def _answer_and_close(self, status: int, phrase: str, error: str, detail: str) -> None:
         """A JSON error answer written before (or instead of) any app, then close; when a
@@ -213,6 +240,18 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         in_request = self.cycle is not None and not self.cycle.response_complete
         if not in_request and not self.transport.is_closing():
             self.transport.close()
+
+
+_UPGRADE_WITH_BODY = "chainwatch.upgrade_with_body"
+"""Marks the scope of a request whose body the parser gives to an upgrade (refused)."""
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """The request declares a body (`Transfer-Encoding`, or a `Content-Length` above 0)."""
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b" 0")):
+            return True
+    return False
 
 
 def with_header_deadline(

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Harness, protocol_refusals
+from conftest import Harness, protocol_refusals, token_of
 from samples import fresh_scan as scan
 
 pytestmark = pytest.mark.integration
@@ -119,14 +119,17 @@ def test_utf8_and_identity_are_read_as_before(
     assert response.status_code == 202, response.text
 
 
-def _raw_exchange(base_url: str, data: bytes) -> bytes:
-    """What the gateway answers to `data` on one connection, read until it closes."""
+def _raw_exchange(base_url: str, data: bytes, until: bytes | None = None) -> bytes:
+    """What the gateway answers to `data` on one connection, read until it closes (or
+    until the answer ends with `until`, on a connection kept alive)."""
     host, port = base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(data)
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
+            if until is not None and answer.endswith(until):
+                break
     return answer
 
 
@@ -174,3 +177,35 @@ def test_a_refused_request_after_a_pipelined_one_does_not_cut_its_answer(
     assert answer.startswith(b"HTTP/1.1 200 "), answer
     assert answer.count(b"HTTP/1.1 ") == 1, answer
     assert answer.endswith(b'{"status":"ok"}'), answer
+
+
+def _upgrade_request(path: str, body: bytes, method: str = "POST") -> bytes:
+    """What `curl --http2` sends to an http:// URL: HTTP/1.1 asking for an h2c upgrade."""
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {token_of('admin')}\r\nContent-Type: application/json\r\n"
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        f"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def test_an_upgrade_with_a_body_is_a_clear_400_not_an_empty_request(gateway: Harness) -> None:
+    """The parser gave the body to the upgrade: a POST of scans was answered 422 `empty`
+    ("the request holds no items")."""
+    record = scan()
+    answer = _raw_exchange(
+        gateway.base_url, _upgrade_request("/v1/scans", json.dumps([record]).encode())
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    error = json.loads(body)
+    assert error["error"] == "bad_request"
+    assert "Upgrade" in error["detail"]
+    published = [json.loads(v) for _, v in gateway.read_all("scans") if v]
+    assert record["event_id"] not in {p.get("event_id") for p in published}
+
+
+def test_an_upgrade_without_a_body_is_ignored(gateway: Harness) -> None:
+    request = _upgrade_request("/healthz", b"", method="GET")
+    answer = _raw_exchange(gateway.base_url, request, until=b'{"status":"ok"}')
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
