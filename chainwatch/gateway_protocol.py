@@ -34,7 +34,9 @@ Beyond `limit_concurrency` connections and requests, uvicorn answers 503
 before any app runs; its answer was plain text without `Retry-After`, so a
 client could not tell when to come back, or the gateway's refusal from a
 proxy's. It is now JSON `too_many_connections` with `Retry-After`, like every
-other 503 of the gateway.
+other 503 of the gateway. `/healthz`, `/readyz` and `/metrics` are served
+regardless: a liveness probe refused under a burst of posts would have the
+orchestrator restart a gateway that is merely busy.
 """
 
 from __future__ import annotations
@@ -155,9 +157,13 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         """Every request's app starts here (pipelined ones too): uvicorn's plain-text 503
-        beyond `limit_concurrency` is replaced by the gateway's JSON one, and a request
-        whose body the parser dropped for an `Upgrade` never reaches the app."""
-        if app is service_unavailable:
+        beyond `limit_concurrency` is replaced by the gateway's JSON one (the ops paths
+        are served: a liveness probe answered 503 under a burst of posts got the gateway
+        restarted, cutting every request in flight), and a request whose body the
+        parser dropped for an `Upgrade` never reaches the app."""
+        if app is service_unavailable and cycle.scope["path"] in OPS_PATHS:
+            app = self.app  # probes and scrapes answer even when ingest is over the limit
+        elif app is service_unavailable:
             retry = str(self.retry_after_s)
             app = self._refusal(
                 503,
@@ -241,6 +247,10 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         if not in_request and not self.transport.is_closing():
             self.transport.close()
 
+
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Served beyond `limit_concurrency`: cheap (no Kafka call, readiness is cached), and what
+an orchestrator and Prometheus must still see while ingest is refused."""
 
 _UPGRADE_WITH_BODY = "chainwatch.upgrade_with_body"
 """Marks the scope of a request whose body the parser gives to an upgrade (refused)."""

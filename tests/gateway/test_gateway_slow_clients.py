@@ -158,9 +158,10 @@ def test_a_connection_whose_headers_never_end_is_closed_and_frees_its_slot(
         for sock in silent:
             sock.close()
     assert closed_in < 10.0
-    # both slots are free again
+    # both slots are free again: the app answers (401), not the 503 beyond the limit
+    # (not /healthz: the ops paths are served beyond it)
     with httpx.Client(base_url=gw.base_url, timeout=10) as client:
-        assert client.get("/healthz").status_code == 200
+        assert client.post("/v1/scans").status_code == 401
 
 
 def test_headers_beyond_the_limit_are_431_at_once_and_the_gateway_stays_responsive(
@@ -297,8 +298,12 @@ def test_beyond_limit_concurrency_the_answer_is_a_json_503_with_retry_after(
     held = [socket.create_connection((host, int(port)), timeout=15) for _ in range(2)]
     try:
         with socket.create_connection((host, int(port)), timeout=15) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"POST /v1/scans HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]")
             status, headers, body = read_response(sock, timeout_s=10)
+        # a liveness probe refused here would get a merely busy gateway restarted
+        for path in ("/healthz", "/readyz", "/metrics"):
+            with httpx.Client(base_url=gw.base_url, timeout=10) as client:
+                assert client.get(path).status_code == 200, path
     finally:
         for sock in held:
             sock.close()
