@@ -155,8 +155,14 @@ class RowMapper:
         ]
         return repeats[:5] + ([f"{len(repeats) - 5} more repeated"] if len(repeats) > 5 else [])
 
-    def map(self, cells: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
-        """The record of one row (times as aware datetimes) and what could not be mapped."""
+    def map(
+        self, cells: Mapping[str, Any], *, typed: bool = False
+    ) -> tuple[dict[str, Any], list[Problem]]:
+        """The record of one row (times as aware datetimes) and what could not be mapped.
+
+        `typed`: the cells are JSON values (NDJSON), whose types are the record's own;
+        see `_keep_type`.
+        """
         by_name = {normalise(k): v for k, v in cells.items() if isinstance(k, str)}
         record: dict[str, Any] = {}
         problems: list[Problem] = []
@@ -167,7 +173,7 @@ class RowMapper:
                 if value is None:
                     continue
             try:
-                record[field] = self._convert(field, value)
+                record[field] = self._convert(field, value, typed)
             except _Bad as bad:
                 problems.append(Problem(field, str(bad), bad.kind))
         for key, column in self.attributes.items():
@@ -187,8 +193,10 @@ class RowMapper:
 
     # --- conversions -----------------------------------------------------------------
 
-    def _convert(self, field: str, value: Any) -> Any:
+    def _convert(self, field: str, value: Any, typed: bool = False) -> Any:
         _check_number(value)
+        if typed and self._keep_type(field, value):
+            return self._typed_list(field, value) if isinstance(value, list) else value
         if field in LIST_FIELDS:
             return self._list(field, value)
         value = self._translate(field, value)
@@ -201,6 +209,25 @@ class RowMapper:
         if isinstance(value, list | dict):
             return value  # NDJSON: left to the contract validation
         return cell_text(value)
+
+    def _keep_type(self, field: str, value: Any) -> bool:
+        """Whether a JSON value goes to the contract validation as it is.
+
+        A spreadsheet cell has no type the contract knows, so a cell's text is
+        converted; a JSON value has one. Converting it (`"order_id": 12` into "12",
+        `true` into "true", `"quantity": "5"` into 5) let a record pass that the
+        gateway refuses (`string_type`, `float_type`): only a string in a text or
+        time field is converted (value maps, time formats), every other value keeps
+        its type and the validation judges it, as on every other input path.
+        """
+        return not isinstance(value, str) or field in NUMBER_FIELDS | OBJECT_FIELDS | LIST_FIELDS
+
+    def _typed_list(self, field: str, items: list[Any]) -> list[Any]:
+        """A JSON list of stages: its strings mapped by the value map, the rest kept."""
+        table = field if field in self.value_maps else "stage"
+        for item in items:
+            _check_number(item)
+        return [self._translate(field, i, table) if isinstance(i, str) else i for i in items]
 
     def _translate(self, field: str, value: Any, table: str | None = None) -> Any:
         targets = self.value_maps.get(table or field)

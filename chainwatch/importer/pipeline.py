@@ -156,7 +156,7 @@ class Importer:
         if unread:  # an empty cell in its place would be mapped as if it were one
             code, detail = unsaved_problem(min(unread), row.number)
             return Rejected(file, row.number, row.raw, code, [detail])
-        record, problems = self.mapper.map(row.cells)
+        record, problems = self.mapper.map(row.cells, typed=row.typed)
         key = record.get(self._key_field)
         key_text = key if isinstance(key, str) else None
         if problems:

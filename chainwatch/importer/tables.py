@@ -81,6 +81,8 @@ class Row:
     #: XLSX: no cell holds a value, but some hold a formula without one (`unsaved`):
     #: the row is blank only if the import reads none of them (the pipeline decides).
     blank: bool = False
+    #: NDJSON: the cells are JSON values whose types are kept (`RowMapper.map`).
+    typed: bool = False
 
 
 def unsaved_problem(column: int, row: int) -> tuple[ReasonCode, ErrorDetail]:
@@ -468,7 +470,7 @@ class _NdjsonTable(Table):
                 detail = ErrorDetail(loc="", msg="the line is not a JSON object", type="not_object")
                 yield Row(number, {}, text, (ReasonCode.NOT_OBJECT, detail))
                 continue
-            yield Row(number, value, text)
+            yield Row(number, value, text, typed=True)
 
 
 def _json_int(text: str) -> int | float:

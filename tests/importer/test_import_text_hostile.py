@@ -18,6 +18,8 @@ from chainwatch.importer.run import open_tables
 from chainwatch.importer.tables import ImportFailed, open_table
 from schemas.import_mapping import ImportMapping, MappingError, load_mapping
 from schemas.plan import load_plan
+from schemas.topics import ORDERS
+from schemas.validation import RecordRejected, decode_input
 
 PLAN = load_plan()
 UNIT = '{"unit_id": %s, "status": "up", "event_time": "2026-11-23T09:30:00Z"}'
@@ -38,12 +40,56 @@ def test_ndjson_integers_beyond_2_53_are_rejected_not_turned_into_id_strings(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "units.ndjson"
-    path.write_text("\n".join([UNIT % "1180591620717411303424", UNIT % "4101"]) + "\n")
+    path.write_text("\n".join([UNIT % "1180591620717411303424", UNIT % '"4101"']) + "\n")
     bad, good = run("unit-status", path)
     assert isinstance(bad, Rejected)
     assert bad.errors[0].type == "import_number_range"
     assert isinstance(good, Accepted)
     assert json.loads(good.value)["unit_id"] == "4101"
+
+
+ORDER: dict[str, object] = {
+    "op": "created",
+    "order_id": "O-1",
+    "customer_id": "C-1",
+    "product": "p",
+    "quantity": 5,
+    "placed_at": "2027-03-01T09:00:00Z",
+    "due_at": "2027-03-10T09:00:00Z",
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("order_id", 12),
+        ("customer_id", True),
+        ("product", 1.5),
+        ("product", {"a": 1}),
+        ("product", ["p"]),
+        ("quantity", "5"),
+        ("quantity", True),
+        ("placed_at", 1_700_000_000),
+        ("route", "knitting > dyeing"),
+        ("route", ["knitting", 7]),
+    ],
+)
+def test_an_ndjson_value_of_the_wrong_json_type_is_refused_as_the_gateway_refuses_it(
+    tmp_path: Path, field: str, value: object
+) -> None:
+    """`"order_id": 12` was imported as "12", `"quantity": "5"` as 5: records the
+    gateway refuses passed the import. The import now refuses them with the error
+    the gateway gives for the same record."""
+    record = {**ORDER, field: value}
+    with pytest.raises(RecordRejected) as gateway:
+        decode_input(ORDERS, json.dumps(record).encode(), plan=PLAN, key=b"O-1")
+    path = tmp_path / "orders.ndjson"
+    path.write_text(json.dumps(record) + "\n" + json.dumps(ORDER) + "\n")
+    bad, good = run("orders", path)
+    assert isinstance(bad, Rejected)
+    expected = [(e.loc, e.type) for e in gateway.value.errors]
+    assert [(e.loc, e.type) for e in bad.errors] == expected
+    assert isinstance(good, Accepted)
 
 
 def test_an_ndjson_lone_surrogate_is_not_json_as_on_every_other_path(tmp_path: Path) -> None:
