@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final, Literal
 
+from chainwatch.importer.csv_records import RecordTap
 from chainwatch.importer.errors import ImportFailed
 from chainwatch.importer.xlsx import SheetReader, SheetRow, open_book
 from chainwatch.long_lines import (
@@ -26,9 +27,6 @@ from chainwatch.long_lines import (
     MAX_LINE_BYTES,
     LongLine,
     binary_lines,
-    first_read,
-    rest_of_line,
-    too_long,
 )
 from schemas.dead_letter import ErrorDetail, ReasonCode
 from schemas.files import not_a_file
@@ -46,10 +44,6 @@ FORMAT_BY_SUFFIX: Final[dict[str, Format]] = {
 }
 _DELIMITERS = (";", ",", "\t", "|")
 
-#: A line's first read: the longest line the limit allows and its CR LF. A line over
-#: `MAX_LINE_BYTES` is a bad row whose dead letter keeps its start, its size and its
-#: SHA-256 (`chainwatch.long_lines`).
-_LINE_READ: Final = first_read()
 #: Rows read (blank ones too) between two progress reports from a table itself.
 _TICK = 4096
 
@@ -191,49 +185,12 @@ def is_one_of(path: Path, inputs: Collection[tuple[int, int]]) -> bool:
 # --- CSV --------------------------------------------------------------------------------
 
 
-def _long_problem(long: LongLine) -> tuple[ReasonCode, ErrorDetail]:
+def _long_problem(long: LongLine, lines: int = 1) -> tuple[ReasonCode, ErrorDetail]:
+    """A line, or a CSV record of `lines` lines (quoted line breaks), too long to hold."""
+    if lines > 1:
+        message = long.describe().replace("the line is", f"the record ({lines:,} lines) is", 1)
+        return _unreadable(message, "import_record_too_long")
     return _unreadable(long.describe(), "import_line_too_long")
-
-
-class _Tap:
-    """The lines a csv.reader consumed since the last `take()`: a record's original text.
-
-    A physical line longer than `MAX_LINE_BYTES` is not handed to the reader:
-    `LongLine` goes through it instead (the reader starts afresh on its next
-    call), after the line was read to its end.
-    """
-
-    def __init__(self, handle: IO[str], encoding: str) -> None:
-        self._handle = handle
-        self._encoder = codecs.getincrementalencoder(encoding)()
-        self._encoder.encode("")  # a byte order mark, which is not in the line
-        self._taken: list[str] = []
-        self.lines = 0
-
-    def __iter__(self) -> _Tap:
-        return self
-
-    def __next__(self) -> str:
-        line = self._handle.readline(_LINE_READ)
-        if not line:
-            raise StopIteration
-        self.lines += 1
-        if too_long(line):
-            self._taken.clear()
-            ended = line.endswith(("\n", "\r"))
-            raise rest_of_line(self._read_piece, self._encoder.encode(line), ended)
-        self._taken.append(line)
-        return line
-
-    def _read_piece(self) -> tuple[bytes, bool]:
-        piece = self._handle.readline(CHUNK)
-        ended = len(piece) < CHUNK or piece.endswith(("\n", "\r"))
-        return self._encoder.encode(piece), ended
-
-    def take(self) -> str:
-        text = "".join(self._taken)
-        self._taken.clear()
-        return text
 
 
 class _CsvTable(Table):
@@ -251,13 +208,14 @@ class _CsvTable(Table):
         return table
 
     def _start(self, handle: IO[str], mapping: ImportMapping) -> None:
-        self._tap = _Tap(handle, mapping.csv.encoding)
+        self._tap = RecordTap(handle, mapping.csv.encoding)
         for _ in range(mapping.header_row - 1):
             try:
                 if next(self._tap, None) is None:
                     raise ImportFailed(f"{self.path}: no header row {mapping.header_row}")
             except LongLine:  # a line above the header, not read: as any other there
                 continue
+            self._tap.take()
         try:
             header_line = next(self._tap, None)
         except LongLine as long:
@@ -269,6 +227,7 @@ class _CsvTable(Table):
             raise ImportFailed(f"{self.path}: the file is empty")
         delimiter = mapping.csv.delimiter or _delimiter(self.path, header_line)
         self._tap.take()
+        self._tap.delimiter = delimiter
         self._reader = csv.reader(self._tap, delimiter=delimiter)
         try:
             parsed = next(csv.reader([header_line], delimiter=delimiter), [])
@@ -290,11 +249,17 @@ class _CsvTable(Table):
                 return
             except LongLine as long:
                 self.done = self._tap.lines
-                yield Row(start, {}, long.start, _long_problem(long), (long.size, long.sha256))
+                why = _long_problem(long, self._tap.lines - start + 1)
+                yield Row(start, {}, long.start, why, (long.size, long.sha256))
                 continue
-            except csv.Error as exc:  # a NUL byte, an unterminated quote at the end
-                text = self._tap.take()
-                yield Row(start, {}, text.encode(), _unreadable(str(exc)))
+            except csv.Error as exc:  # a field over csv's 128 KB, an unterminated quote
+                rest = self._tap.skip_rest()  # its later lines are no records of their own
+                self.done = self._tap.lines
+                if rest is None:
+                    yield Row(start, {}, self._tap.take().encode(), _unreadable(str(exc)))
+                else:
+                    whole = (rest.size, rest.sha256)
+                    yield Row(start, {}, rest.start, _unreadable(str(exc)), whole)
                 continue
             self.done = self._tap.lines
             text = self._tap.take()
