@@ -377,14 +377,14 @@ class _XlsxTable(Table):
             self.done = self._reader.done
             if self._reader.rows_read % _TICK == 0:
                 self.tick()
-            if row.error is not None:
-                yield Row(row.number, {}, b"", _unreadable(row.error))
+            cells = dict(zip(header, row.values, strict=False))
+            raw = json.dumps(cells, default=str, ensure_ascii=False).encode()
+            if row.error is not None:  # its readable cells kept, for a user to fix it
+                yield Row(row.number, cells, raw if row.values else b"", _unreadable(row.error))
                 continue
             blank = not any(_filled(v) for v in row.values)
             if blank and not row.beyond and not row.unsaved:
                 continue  # a row of formulas without saved values is not known to be blank
-            cells = dict(zip(header, row.values, strict=False))
-            raw = json.dumps(cells, default=str, ensure_ascii=False).encode()
             problem = None
             if row.beyond:
                 problem = _unreadable(f"the row has cells beyond the {len(header)} columns")

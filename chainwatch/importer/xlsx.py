@@ -25,6 +25,7 @@ openpyxl's read-only mode trusts the file in three ways we cannot afford:
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 import zipfile
@@ -198,11 +199,33 @@ class SheetReader:
         huge = 0 < limit < len(text) and element.get("t", "n") == "n"
         if huge:
             element.remove(value)
-        cell: dict[str, Any] = self._parse_cell(element)
+        before = self._cells.col_counter
+        try:
+            cell: dict[str, Any] = self._parse_cell(element)
+        except _CELL_ERRORS as exc:
+            return self._unreadable_cell(element, before, exc)
         if huge:
             cell["value"] = float(text)
         cell["unsaved"] = unsaved
         return cell
+
+    def _unreadable_cell(self, element: Any, before: int, exc: Exception) -> dict[str, Any]:
+        """A cell openpyxl cannot convert: empty, with why, so the row's other cells are
+        kept for its dead letter (they were all lost with the row before)."""
+        from openpyxl.utils.cell import coordinate_to_tuple, get_column_letter
+
+        column: int | None = None
+        with contextlib.suppress(*_CELL_ERRORS):
+            column = coordinate_to_tuple(element.get("r") or "")[1]
+        if column is None:  # no reference, or a bad one: the next column, as openpyxl counts
+            column = before + 1
+        self._cells.col_counter = column
+        try:
+            where = f"cell {get_column_letter(column)}{self._cells.row_counter}"
+        except ValueError:  # past column XFD
+            where = f"the cell in column {column:,}"
+        error = f"{where} cannot be read ({one_line(exc)})"
+        return {"column": column, "value": None, "unsaved": False, "error": error}
 
     def _row(self, element: Any) -> SheetRow:
         before = self._cells.row_counter
@@ -215,13 +238,14 @@ class SheetReader:
             if number == before:  # its own `r` was unreadable
                 number = self._cells.row_counter = before + 1
             self._count(number)
-            return SheetRow(number, [], f"a cell cannot be read ({one_line(exc)})")
+            return SheetRow(number, [], f"the row cannot be read ({one_line(exc)})")
         self._count(number)
         widest = max((cell["column"] for cell in cells), default=0)
         width = widest if self.width is None else min(widest, self.width)
         values: list[Any] = [None] * width
         beyond = False
         unsaved: list[int] = []
+        errors = [cell["error"] for cell in cells if "error" in cell]
         for cell in cells:
             column, value = cell["column"], cell["value"]
             if column <= width:
@@ -230,4 +254,7 @@ class SheetReader:
                     unsaved.append(column)
             elif value is not None and str(value).strip():
                 beyond = True
-        return SheetRow(number, values, beyond=beyond, unsaved=tuple(unsaved))
+        error = None
+        if errors:
+            error = errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+        return SheetRow(number, values, error, beyond=beyond, unsaved=tuple(unsaved))

@@ -144,7 +144,30 @@ def test_a_number_cell_openpyxl_cannot_read_rejects_its_row_only(tmp_path: Path,
         (3, "Rejected"),
         (4, "Accepted"),
     ]
-    assert "a cell cannot be read" in got[1].reason  # type: ignore[union-attr]
+    bad_row = got[1]
+    assert isinstance(bad_row, Rejected)
+    assert "cell A3 cannot be read" in bad_row.reason
+
+
+def test_an_unreadable_cell_rejects_its_row_keeping_the_other_cells(tmp_path: Path) -> None:
+    """The dead letter of such a row held no cell at all (`value_b64` empty), so
+    nobody could see which row to fix or how."""
+    broken = (
+        '<row r="3"><c r="A3" t="inlineStr"><is><t>U-3</t></is></c>'
+        '<c r="B3" t="b"><v>maybe</v></c><c r="C3" t="inlineStr"><is><t>'
+        f"{TIME}</t></is></c></row>"
+    )
+    got = outcomes(xlsx(tmp_path, sheet(row(1, *HEADER) + unit(2) + broken + unit(4))))
+    assert [(o.row, type(o).__name__) for o in got] == [
+        (2, "Accepted"),
+        (3, "Rejected"),
+        (4, "Accepted"),
+    ]
+    bad = got[1]
+    assert isinstance(bad, Rejected)
+    assert bad.reason.startswith("validation_failed: cell B3 cannot be read (ValueError")
+    assert json.loads(bad.raw) == {"unit_id": "U-3", "status": None, "event_time": TIME}
+    assert bad.key is None
 
 
 def test_malformed_sheet_xml_mid_file_is_one_line_saying_how_far_it_got(tmp_path: Path) -> None:
