@@ -49,6 +49,9 @@ MAX_WHOLE_PART_BYTES: Final = 32 << 20
 MAX_RATIO: Final = 100
 RATIO_FLOOR: Final = 1 << 20
 
+#: The last row of a sheet (Excel's limit, and the largest `<row r>` the import reads).
+MAX_SHEET_ROW: Final = 1_048_576
+
 _MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _ROW: Final = _MAIN + "row"
 _VALUE: Final = _MAIN + "v"
@@ -227,6 +230,22 @@ class SheetReader:
         error = f"{where} cannot be read ({one_line(exc)})"
         return {"column": column, "value": None, "unsaved": False, "error": error}
 
+    def _check_number(self, number: int) -> None:
+        """`FileBroken` for a `<row r>` that is not a sheet row after the last one.
+
+        Rows are numbered upwards from 1 to 1,048,576 (Excel writes them so, and
+        refuses any other order); openpyxl takes any integer, so `r="0"`, `r="-5"`,
+        a repeated or a decreasing number were reported as the row of a bad row.
+        """
+        if self._last < number <= MAX_SHEET_ROW:
+            return
+        shown = str(number) if len(str(number)) <= 20 else f"{str(number)[:20]}..."
+        raise FileBroken(
+            f"{self.path}: the sheet's row after row {self._last} is numbered {shown} (rows "
+            f"are numbered upwards, 1 to {MAX_SHEET_ROW:,}): the file is damaged; "
+            f"{self.data_rows} rows of this file were read before"
+        )
+
     def _row(self, element: Any) -> SheetRow:
         before = self._cells.row_counter
         try:
@@ -237,8 +256,10 @@ class SheetReader:
             number = self._cells.row_counter
             if number == before:  # its own `r` was unreadable
                 number = self._cells.row_counter = before + 1
+            self._check_number(number)
             self._count(number)
             return SheetRow(number, [], f"the row cannot be read ({one_line(exc)})")
+        self._check_number(number)
         self._count(number)
         widest = max((cell["column"] for cell in cells), default=0)
         width = widest if self.width is None else min(widest, self.width)

@@ -91,14 +91,14 @@ def test_an_absurd_dimension_and_a_far_cell_cost_nothing_beyond_the_rows_present
     tmp_path: Path,
 ) -> None:
     """Before: ~1M padding rows of 16,384 cells each, over a minute at 100% CPU."""
-    rows = row(1, *HEADER) + unit(2) + unit(1048576) + '<row r="7"><c r="XFD7"><v>1</v></c></row>'
+    rows = row(1, *HEADER) + unit(2) + '<row r="7"><c r="XFD7"><v>1</v></c></row>' + unit(1048576)
     got = outcomes(xlsx(tmp_path, sheet(rows, dimension="A1:XFD1048576")))
     assert [(o.row, type(o).__name__) for o in got] == [
         (2, "Accepted"),
-        (1048576, "Accepted"),
         (7, "Rejected"),
+        (1048576, "Accepted"),
     ]
-    far = got[2]
+    far = got[1]
     assert isinstance(far, Rejected)
     assert "beyond the 3 columns" in far.reason
     assert len(far.raw) < 200  # the row was cut at the header's width, not 16,384 cells
@@ -168,6 +168,22 @@ def test_an_unreadable_cell_rejects_its_row_keeping_the_other_cells(tmp_path: Pa
     assert bad.reason.startswith("validation_failed: cell B3 cannot be read (ValueError")
     assert json.loads(bad.raw) == {"unit_id": "U-3", "status": None, "event_time": TIME}
     assert bad.key is None
+
+
+@pytest.mark.parametrize("number", ["0", "-5", "1048577", "99999999999999999999999", "2", "1"])
+def test_a_row_numbered_out_of_order_or_range_stops_the_import_in_one_line(
+    tmp_path: Path, number: str
+) -> None:
+    """openpyxl takes any integer: `r="0"`, a negative, a huge, a repeated or a
+    decreasing number was the row number of records and rejections."""
+    odd = unit(3).replace('<row r="3"', f'<row r="{number}"')
+    path = xlsx(tmp_path, sheet(row(1, *HEADER) + unit(2) + odd + unit(4)))
+    with pytest.raises(FileBroken) as caught:
+        outcomes(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"the sheet's row after row 2 is numbered {number[:20]}" in message
+    assert "1 rows of this file were read before" in message
 
 
 def test_malformed_sheet_xml_mid_file_is_one_line_saying_how_far_it_got(tmp_path: Path) -> None:
