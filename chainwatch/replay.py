@@ -272,7 +272,7 @@ async def publish_scenario(
                 await dead_letter(number, line, exc.errors, exc.reason_code)
                 dead += 1
                 continue
-            value = replay.value_bytes()
+            value = replay.value_as_written(line)  # the file's bytes, as the worker reads
             ms: int | None = None
             key = replay.key_bytes()
             rejected: RecordRejected | None = None

@@ -114,6 +114,33 @@ def publish_to(producer: _Producer, monkeypatch: pytest.MonkeyPatch, scenario: P
     return asyncio.run(publish_scenario(Settings(), scenario, no_progress))
 
 
+def test_a_line_is_published_with_its_value_as_the_file_writes_it(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """The value was re-serialised: `1e400` became `Infinity` (not JSON), of two
+    equal keys one vanished. The worker now decodes the file's own bytes, as a live
+    record's; a keyless line is still keyed by its id."""
+    settings = settings_factory()
+    prepare_topics(settings)
+    good = json.dumps(scan(event_id="e-1", order_id="PO-1"))
+    values = [
+        good.replace('"quantity": 212.5', '"quantity": 1e400'),
+        good.replace('"order_id": "PO-1"', '"order_id": "PO-1", "order_id": "PO-2"'),
+        "{ " + good[1:-1] + " }",
+    ]
+    lines = [f'{{"topic": "scans", "key": "PO-1", "value": {v}}}' for v in values[:2]]
+    lines.append(f'{{"value":  {values[2]} , "topic": "scans"}}')
+    scenario = tmp_path / "as-written.ndjson"
+    scenario.write_text("".join(line + "\n" for line in lines))
+
+    published, dead, _ = asyncio.run(publish_scenario(settings, scenario, no_progress))
+
+    assert (published, dead) == (3, 0)
+    records = asyncio.run(read_topic(settings, SCANS))
+    assert [v for _, v in records] == [v.encode() for v in values]
+    assert records[2][0] == b"PO-1"  # keyless: keyed by its order_id, parsed from the line
+
+
 def test_kafka_gone_mid_publish_stops_the_replay_in_one_line_at_the_deadline(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
