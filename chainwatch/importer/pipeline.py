@@ -17,7 +17,7 @@ from datetime import datetime
 
 from chainwatch.importer.errors import one_line
 from chainwatch.importer.mapper import RowMapper, derive_event_id, encode
-from chainwatch.importer.tables import Row, Table, unsaved_problem
+from chainwatch.importer.tables import Row, Table, error_value_problem, unsaved_problem
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode, summarise
 from schemas.import_mapping import DERIVED_ID_FIELD, KEY_FIELD_BY_KIND
 from schemas.plan import SlaPlan
@@ -155,6 +155,11 @@ class Importer:
         unread = [column for name, column in row.unsaved.items() if self.mapper.reads(name)]
         if unread:  # an empty cell in its place would be mapped as if it were one
             code, detail = unsaved_problem(min(unread), row.number)
+            return Rejected(file, row.number, row.raw, code, [detail])
+        erred = [(column, name) for name, column in row.failed.items() if self.mapper.reads(name)]
+        if erred:  # the error's text (`#N/A`) would be mapped as if it were the value
+            column, name = min(erred)
+            code, detail = error_value_problem(column, row.number, row.cells.get(name))
             return Rejected(file, row.number, row.raw, code, [detail])
         record, problems = self.mapper.map(row.cells, typed=row.typed)
         key = record.get(self._key_field)

@@ -75,8 +75,22 @@ class Row:
     #: XLSX: no cell holds a value, but some hold a formula without one (`unsaved`):
     #: the row is blank only if the import reads none of them (the pipeline decides).
     blank: bool = False
+    #: XLSX: header -> column of the cells holding an error value (`#DIV/0!`, `#N/A`,
+    #: `#REF!`): openpyxl reads it as that text, which is no value of the row's.
+    failed: dict[str, int] = field(default_factory=dict)
     #: NDJSON: the cells are JSON values whose types are kept (`RowMapper.map`).
     typed: bool = False
+
+
+def error_value_problem(column: int, row: int, value: Any) -> tuple[ReasonCode, ErrorDetail]:
+    """A cell holding a spreadsheet error (`#N/A`) in a column the import reads: it was
+    imported as that text (a customer named "#N/A")."""
+    from openpyxl.utils import get_column_letter
+
+    return _unreadable(
+        f"cell {get_column_letter(column)}{row} holds the error value {value} (fix the "
+        "formula, or clear the cell)"
+    )
 
 
 def unsaved_problem(column: int, row: int) -> tuple[ReasonCode, ErrorDetail]:
@@ -389,7 +403,8 @@ class _XlsxTable(Table):
             if row.beyond:
                 problem = _unreadable(f"the row has cells beyond the {len(header)} columns")
             unsaved = {header[c - 1]: c for c in row.unsaved}
-            yield Row(row.number, cells, raw, problem, unsaved=unsaved, blank=blank)
+            failed = {header[c - 1]: c for c in row.failed}
+            yield Row(row.number, cells, raw, problem, unsaved=unsaved, blank=blank, failed=failed)
         self.done = self.total
 
 

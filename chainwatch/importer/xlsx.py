@@ -108,6 +108,7 @@ class SheetRow:
     error: str | None = None
     beyond: bool = False  # a non-empty cell right of the header's last column
     unsaved: tuple[int, ...] = ()  # columns holding a formula without a saved value
+    failed: tuple[int, ...] = ()  # columns holding an error value (#DIV/0!, #N/A)
 
 
 class SheetReader:
@@ -266,6 +267,7 @@ class SheetReader:
         values: list[Any] = [None] * width
         beyond = False
         unsaved: list[int] = []
+        failed: list[int] = []
         errors = [cell["error"] for cell in cells if "error" in cell]
         for cell in cells:
             column, value = cell["column"], cell["value"]
@@ -273,9 +275,13 @@ class SheetReader:
                 values[column - 1] = value
                 if cell["unsaved"]:
                     unsaved.append(column)
+                elif cell.get("data_type") == "e":
+                    failed.append(column)
             elif value is not None and str(value).strip():
                 beyond = True
         error = None
         if errors:
             error = errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
-        return SheetRow(number, values, error, beyond=beyond, unsaved=tuple(unsaved))
+        return SheetRow(
+            number, values, error, beyond=beyond, unsaved=tuple(unsaved), failed=tuple(failed)
+        )

@@ -170,6 +170,32 @@ def test_an_unreadable_cell_rejects_its_row_keeping_the_other_cells(tmp_path: Pa
     assert bad.key is None
 
 
+def test_a_cell_holding_an_error_value_rejects_its_row_if_the_import_reads_it(
+    tmp_path: Path,
+) -> None:
+    """openpyxl reads `#N/A` as that text: a customer was imported named "#N/A",
+    one in region "#DIV/0!"."""
+
+    def error(ref: str, value: str) -> str:
+        return f'<c r="{ref}" t="e"><f>1/0</f><v>{value}</v></c>'
+
+    head = row(1, *HEADER, "note")
+    erred = unit(2).replace("</row>", error("D2", "#N/A") + "</row>")  # a column not read
+    failing = unit(3).replace(
+        '<c r="B3" t="inlineStr"><is><t>up</t></is></c>', error("B3", "#REF!")
+    )
+    got = outcomes(xlsx(tmp_path, sheet(head + erred + failing + unit(4))))
+    assert [(o.row, type(o).__name__) for o in got] == [
+        (2, "Accepted"),
+        (3, "Rejected"),
+        (4, "Accepted"),
+    ]
+    bad = got[1]
+    assert isinstance(bad, Rejected)
+    assert bad.errors[0].msg.startswith("cell B3 holds the error value #REF!")
+    assert json.loads(bad.raw)["status"] == "#REF!"  # what the operator sees in the cell
+
+
 @pytest.mark.parametrize("number", ["0", "-5", "1048577", "99999999999999999999999", "2", "1"])
 def test_a_row_numbered_out_of_order_or_range_stops_the_import_in_one_line(
     tmp_path: Path, number: str
