@@ -208,6 +208,8 @@ class RowMapper:
             return _object(value)
         if isinstance(value, list | dict):
             return value  # NDJSON: left to the contract validation
+        if typed and isinstance(value, str):
+            return value  # a JSON string is the text, blanks included (" PO-1" is no id)
         return cell_text(value)
 
     def _keep_type(self, field: str, value: Any) -> bool:

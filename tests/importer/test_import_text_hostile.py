@@ -72,9 +72,10 @@ ORDER: dict[str, object] = {
         ("placed_at", 1_700_000_000),
         ("route", "knitting > dyeing"),
         ("route", ["knitting", 7]),
+        ("order_id", " O-1 "),
     ],
 )
-def test_an_ndjson_value_of_the_wrong_json_type_is_refused_as_the_gateway_refuses_it(
+def test_an_ndjson_value_the_gateway_refuses_is_refused_by_the_import_with_its_error(
     tmp_path: Path, field: str, value: object
 ) -> None:
     """`"order_id": 12` was imported as "12", `"quantity": "5"` as 5: records the
