@@ -216,7 +216,7 @@ class SheetReader:
     def _unreadable_cell(self, element: Any, before: int, exc: Exception) -> dict[str, Any]:
         """A cell openpyxl cannot convert: empty, with why, so the row's other cells are
         kept for its dead letter (they were all lost with the row before)."""
-        from openpyxl.utils.cell import coordinate_to_tuple, get_column_letter
+        from openpyxl.utils.cell import coordinate_to_tuple
 
         column: int | None = None
         with contextlib.suppress(*_CELL_ERRORS):
@@ -224,11 +224,7 @@ class SheetReader:
         if column is None:  # no reference, or a bad one: the next column, as openpyxl counts
             column = before + 1
         self._cells.col_counter = column
-        try:
-            where = f"cell {get_column_letter(column)}{self._cells.row_counter}"
-        except ValueError:  # past column XFD
-            where = f"the cell in column {column:,}"
-        error = f"{where} cannot be read ({one_line(exc)})"
+        error = f"{_where(column, self._cells.row_counter)} cannot be read ({one_line(exc)})"
         return {"column": column, "value": None, "unsaved": False, "error": error}
 
     def _check_number(self, number: int) -> None:
@@ -269,8 +265,12 @@ class SheetReader:
         unsaved: list[int] = []
         failed: list[int] = []
         errors = [cell["error"] for cell in cells if "error" in cell]
+        seen: set[int] = set()
         for cell in cells:
             column, value = cell["column"], cell["value"]
+            if column in seen:  # one of two values would be taken unseen (Excel repairs it)
+                errors.append(f"{_where(column, number)} appears twice in the row")
+            seen.add(column)
             if column <= width:
                 values[column - 1] = value
                 if cell["unsaved"]:
@@ -285,3 +285,13 @@ class SheetReader:
         return SheetRow(
             number, values, error, beyond=beyond, unsaved=tuple(unsaved), failed=tuple(failed)
         )
+
+
+def _where(column: int, row: int) -> str:
+    """A cell as a user finds it: `B7`."""
+    from openpyxl.utils.cell import get_column_letter
+
+    try:
+        return f"cell {get_column_letter(column)}{row}"
+    except ValueError:  # past column XFD
+        return f"the cell in column {column:,} of row {row}"

@@ -196,6 +196,20 @@ def test_a_cell_holding_an_error_value_rejects_its_row_if_the_import_reads_it(
     assert json.loads(bad.raw)["status"] == "#REF!"  # what the operator sees in the cell
 
 
+def test_a_row_with_two_cells_in_one_column_is_rejected_not_one_of_them_taken(
+    tmp_path: Path,
+) -> None:
+    """openpyxl keeps both; the row took the last one's value unseen (U-9 for U-3)."""
+    twice = unit(3).replace("</row>", cell("A3", "U-9") + "</row>")
+    got = outcomes(xlsx(tmp_path, sheet(row(1, *HEADER) + unit(2) + twice + unit(4))))
+    assert [(o.row, type(o).__name__) for o in got] == [
+        (2, "Accepted"),
+        (3, "Rejected"),
+        (4, "Accepted"),
+    ]
+    assert "cell A3 appears twice in the row" in got[1].reason  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("number", ["0", "-5", "1048577", "99999999999999999999999", "2", "1"])
 def test_a_row_numbered_out_of_order_or_range_stops_the_import_in_one_line(
     tmp_path: Path, number: str
