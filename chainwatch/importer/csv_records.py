@@ -73,6 +73,11 @@ class RecordEnd:
         self._state = state
         return False
 
+    @property
+    def in_quotes(self) -> bool:
+        """Whether the text read so far ends inside a quoted field."""
+        return self._state == _QUOTED
+
 
 class RecordTap:
     """The lines a csv.reader consumed since the last `take()`: a record's original text.
@@ -91,6 +96,7 @@ class RecordTap:
         self._size = 0
         self.lines = 0
         self.delimiter = ","
+        self.at_end = False  # the file's end was read
 
     def __iter__(self) -> RecordTap:
         return self
@@ -98,6 +104,7 @@ class RecordTap:
     def __next__(self) -> str:
         line = self._handle.readline(_LINE_READ)
         if not line:
+            self.at_end = True
             raise StopIteration
         self.lines += 1
         self._taken.append(line)
@@ -135,6 +142,14 @@ class RecordTap:
             return self._encoder.encode(got), ends.feed(got)
 
         return rest_of_line(piece, self._encoder.encode(text), ended)
+
+    def unclosed_quote(self, text: str) -> bool:
+        """Whether `text`, the last record, ends in a quote never closed: the reader
+        took every line after the quote into it (they are in no other row)."""
+        if not self.at_end or '"' not in text:
+            return False
+        ends = RecordEnd(self.delimiter)
+        return not ends.feed(text) and ends.in_quotes
 
     def take(self) -> str:
         text = "".join(self._taken)

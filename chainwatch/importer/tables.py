@@ -284,7 +284,12 @@ class _CsvTable(Table):
             row = dict(zip(header, cells, strict=False))
             extra = [c for c in cells[len(header) :] if c.strip()]
             problem = None
-            if extra:
+            if self._tap.unclosed_quote(text):  # else a rejection naming a field, or none
+                problem = _unreadable(
+                    f"a quote in this record is never closed, so lines {start}-"
+                    f"{self._tap.lines} (the rest of the file) were read as this one record"
+                )
+            elif extra:
                 problem = _unreadable(
                     f"the row has {len(cells)} cells, the header {len(header)} columns "
                     "(a delimiter inside an unquoted value?)"

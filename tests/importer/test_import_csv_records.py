@@ -59,6 +59,22 @@ def test_the_lines_of_a_field_the_csv_reader_refuses_are_not_read_as_records(
     assert last.row == 3 + note.count(b"\n") + 1
 
 
+def test_a_quote_never_closed_says_the_rest_of_the_file_became_its_record(
+    tmp_path: Path,
+) -> None:
+    """The rest of the file was one row rejected for its `status` ("up,2026-...
+    U-3,..." is no status): three rows gone from the count, and no word why."""
+    path = tmp_path / "units.csv"
+    path.write_bytes(HEAD + b'U-2,"up,2026-11-23T09:30:00Z,\n' + LAST + LAST)
+    first, bad = run("unit-status", path)[0]
+    assert isinstance(first, Accepted)
+    assert isinstance(bad, Rejected)
+    assert bad.errors[0].msg == (
+        "a quote in this record is never closed, so lines 3-5 (the rest of the file) were "
+        "read as this one record"
+    )
+
+
 @pytest.mark.parametrize(
     "text",
     [
