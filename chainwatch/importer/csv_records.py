@@ -95,7 +95,9 @@ class RecordTap:
         self._taken: list[str] = []
         self._size = 0
         self.lines = 0
-        self.delimiter = ","
+        #: None while the lines above the first record are read (a title, the header):
+        #: the csv reader reads each of them alone, so each is bounded as a line.
+        self.delimiter: str | None = None
         self.at_end = False  # the file's end was read
 
     def __iter__(self) -> RecordTap:
@@ -112,8 +114,10 @@ class RecordTap:
         ending = 2 if line.endswith("\r\n") else 1 if line.endswith(("\n", "\r")) else 0
         if self._size - ending > MAX_RECORD_BYTES:
             text = self.take()
-            ends = RecordEnd(self.delimiter)
-            raise self._read_through(text, ends, ended=ends.feed(text))
+            ends = RecordEnd(self.delimiter) if self.delimiter is not None else None
+            raise self._read_through(
+                text, ends, ended=ending > 0 if ends is None else ends.feed(text)
+            )
         return line
 
     def skip_rest(self) -> LongLine | None:
@@ -123,14 +127,15 @@ class RecordTap:
         the whole record as a `LongLine` (its start kept, its size and hash).
         """
         text = "".join(self._taken)
-        ends = RecordEnd(self.delimiter)
+        ends = RecordEnd(self.delimiter or ",")
         if not text or ends.feed(text):
             return None
         self.take()
         return self._read_through(text, ends, ended=False)
 
-    def _read_through(self, text: str, ends: RecordEnd, *, ended: bool) -> LongLine:
-        """The record `text` starts, read to its end through SHA-256 (`rest_of_line`)."""
+    def _read_through(self, text: str, ends: RecordEnd | None, *, ended: bool) -> LongLine:
+        """The record `text` starts (a line, without `ends`), read to its end through
+        SHA-256 (`rest_of_line`)."""
 
         line_start = [text.endswith(("\n", "\r"))]  # the line read last was counted
 
@@ -139,14 +144,14 @@ class RecordTap:
             if got and line_start[0]:
                 self.lines += 1
             line_start[0] = got.endswith(("\n", "\r"))
-            return self._encoder.encode(got), ends.feed(got)
+            return self._encoder.encode(got), line_start[0] if ends is None else ends.feed(got)
 
         return rest_of_line(piece, self._encoder.encode(text), ended)
 
     def unclosed_quote(self, text: str) -> bool:
         """Whether `text`, the last record, ends in a quote never closed: the reader
         took every line after the quote into it (they are in no other row)."""
-        if not self.at_end or '"' not in text:
+        if not self.at_end or '"' not in text or self.delimiter is None:
             return False
         ends = RecordEnd(self.delimiter)
         return not ends.feed(text) and ends.in_quotes

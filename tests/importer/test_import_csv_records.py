@@ -12,6 +12,8 @@ import pytest
 
 from chainwatch.importer.csv_records import MAX_RECORD_BYTES, RecordEnd
 from chainwatch.importer.pipeline import Accepted, Rejected
+from chainwatch.importer.tables import ImportFailed, open_table
+from schemas.import_mapping import ImportMapping
 from tests.importer.test_import_long_lines import run
 
 HEAD = b"unit_id,status,event_time,note\nU-1,up,2026-11-23T09:30:00Z,\n"
@@ -73,6 +75,16 @@ def test_a_quote_never_closed_says_the_rest_of_the_file_became_its_record(
         "a quote in this record is never closed, so lines 3-5 (the rest of the file) were "
         "read as this one record"
     )
+
+
+def test_a_header_line_too_long_is_measured_as_a_line_whatever_its_quotes(
+    tmp_path: Path,
+) -> None:
+    """The csv reader reads the header alone: a quote in it opens no record."""
+    path = tmp_path / "units.csv"
+    path.write_bytes(b'"' + b"h" * 2 * MAX_RECORD_BYTES + b"\n" + LAST * 1000)
+    with pytest.raises(ImportFailed, match=r"header row 1 is 2,097,153 bytes"):
+        open_table(path, ImportMapping())
 
 
 @pytest.mark.parametrize(
