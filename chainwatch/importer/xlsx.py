@@ -204,6 +204,10 @@ class SheetReader:
         if huge:
             element.remove(value)
         before = self._cells.col_counter
+        if element.get("t") == "s" and _negative(text):
+            # Python's list takes it from the end: another cell's text, read unseen
+            bad = IndexError(f"shared string index {text.strip()[:20]} is negative")
+            return self._unreadable_cell(element, before, bad)
         try:
             cell: dict[str, Any] = self._parse_cell(element)
         except _CELL_ERRORS as exc:
@@ -295,3 +299,11 @@ def _where(column: int, row: int) -> str:
         return f"cell {get_column_letter(column)}{row}"
     except ValueError:  # past column XFD
         return f"the cell in column {column:,} of row {row}"
+
+
+def _negative(text: str) -> bool:
+    """Whether a cell's `<v>` is a negative integer (`-1`)."""
+    try:
+        return int(text) < 0
+    except ValueError:
+        return False

@@ -210,6 +210,38 @@ def test_a_row_with_two_cells_in_one_column_is_rejected_not_one_of_them_taken(
     assert "cell A3 appears twice in the row" in got[1].reason  # type: ignore[union-attr]
 
 
+def test_a_negative_shared_string_index_rejects_its_row_not_reads_from_the_end(
+    tmp_path: Path,
+) -> None:
+    """Python's list took `-1` as its last string: another cell's text ("down")
+    was imported as the status, unseen."""
+    strings = f'<sst xmlns="{MAIN}"><si><t>U-7</t></si><si><t>down</t></si></sst>'
+    shared = (
+        '<row r="2"><c r="A2" t="s"><v>0</v></c><c r="B2" t="s"><v>-1</v></c>'
+        f'<c r="C2" t="inlineStr"><is><t>{TIME}</t></is></c></row>'
+    )
+    path = xlsx(tmp_path, sheet(row(1, *HEADER) + shared + unit(3)))
+    with zipfile.ZipFile(path) as book:
+        types = book.read("[Content_Types].xml").replace(
+            b"</Types>",
+            b'<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.'
+            b'openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>',
+        )
+    path = xlsx(
+        tmp_path,
+        sheet(row(1, *HEADER) + shared + unit(3)),
+        **{"[Content_Types].xml": types, "xl/sharedStrings.xml": strings},
+    )
+    got = outcomes(path)
+    assert [(o.row, type(o).__name__) for o in got] == [(2, "Rejected"), (3, "Accepted")]
+    bad = got[0]
+    assert isinstance(bad, Rejected)
+    assert bad.errors[0].msg == (
+        "cell B2 cannot be read (IndexError: shared string index -1 is negative)"
+    )
+    assert json.loads(bad.raw)["unit_id"] == "U-7"  # the index 0 is read as before
+
+
 @pytest.mark.parametrize("number", ["0", "-5", "1048577", "99999999999999999999999", "2", "1"])
 def test_a_row_numbered_out_of_order_or_range_stops_the_import_in_one_line(
     tmp_path: Path, number: str
