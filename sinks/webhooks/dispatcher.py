@@ -97,10 +97,6 @@ class Topics:
     dead_letter: str
 
 
-def _status_class(result: AttemptResult) -> str:
-    return "error" if result.status == 0 else f"{result.status // 100}xx"
-
-
 @dataclass(frozen=True)
 class PipeConfig:
     bootstrap: str
@@ -179,7 +175,7 @@ class EndpointPipe:
 
         def count(result: AttemptResult) -> None:
             statuses.append(result.status)
-            metrics.ATTEMPTS.labels(name, _status_class(result)).inc()
+            metrics.ATTEMPTS.labels(name, metrics.status_class(result.status)).inc()
 
         try:
             result = await deliver(

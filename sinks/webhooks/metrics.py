@@ -11,9 +11,22 @@ DELIVERIES = Counter(
     "Finished deliveries by outcome (delivered, gave_up)",
     ["endpoint", "outcome"],
 )
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "other", "error")
+"""The `result` label's values: a bounded set. h11 takes any three digits as a status, so
+a receiver answering 600 or 999 made a series of its own (`6xx`, `9xx`) that no dashboard
+or alert rule knew; such answers (and an unsolicited 1xx) are `other`."""
+
+
+def status_class(status: int) -> str:
+    """An attempt's `result` label: `error` when no answer came (status 0)."""
+    if status == 0:
+        return "error"
+    return f"{status // 100}xx" if 200 <= status <= 599 else "other"
+
+
 ATTEMPTS = Counter(
     "chainwatch_webhook_attempts",
-    "HTTP attempts by status class (2xx, 4xx, 5xx, error)",
+    "HTTP attempts by status class (2xx, 3xx, 4xx, 5xx, other, error)",
     ["endpoint", "result"],
 )
 QUEUE_DEPTH = Gauge("chainwatch_webhook_queue_depth", "Deliveries waiting", ["endpoint"])
@@ -67,7 +80,7 @@ def start_series(
     `oldest_pending_s` is the endpoint's `PendingAges.oldest_s`."""
     for outcome in ("delivered", "gave_up"):
         DELIVERIES.labels(endpoint, outcome)
-    for result in ("2xx", "3xx", "4xx", "5xx", "error"):
+    for result in STATUS_CLASSES:
         ATTEMPTS.labels(endpoint, result)
     QUEUE_DEPTH.labels(endpoint).set(0)
     OLDEST_PENDING.labels(endpoint).set_function(oldest_pending_s)  # read at each scrape
