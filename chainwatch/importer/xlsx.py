@@ -204,9 +204,8 @@ class SheetReader:
         if huge:
             element.remove(value)
         before = self._cells.col_counter
-        if element.get("t") == "s" and _negative(text):
-            # Python's list takes it from the end: another cell's text, read unseen
-            bad = IndexError(f"shared string index {text.strip()[:20]} is negative")
+        bad = _misread(element.get("t"), text)
+        if bad is not None:
             return self._unreadable_cell(element, before, bad)
         try:
             cell: dict[str, Any] = self._parse_cell(element)
@@ -299,6 +298,20 @@ def _where(column: int, row: int) -> str:
         return f"cell {get_column_letter(column)}{row}"
     except ValueError:  # past column XFD
         return f"the cell in column {column:,} of row {row}"
+
+
+def _misread(kind: str | None, text: str) -> Exception | None:
+    """Why openpyxl would read a cell's `<v>` as another value than the file holds, unseen.
+
+    A shared-string index `-1`: Python's list takes it from the end, another cell's text.
+    A boolean (`t="b"`) other than 0 or 1: openpyxl takes any integer (`bool(int(v))`),
+    so `2` or `-1` became "true".
+    """
+    if kind == "s" and _negative(text):
+        return IndexError(f"shared string index {text.strip()[:20]} is negative")
+    if kind == "b" and text.strip() not in ("0", "1"):
+        return ValueError(f"boolean {text.strip()[:20]!r} is neither 0 nor 1")
+    return None
 
 
 def _negative(text: str) -> bool:

@@ -444,3 +444,22 @@ def test_a_number_cell_of_5000_digits_is_an_ordinary_range_error(tmp_path: Path)
     assert "unit_id: a number of over 300 digits is beyond +-2^53" in bad.reason
     assert len(bad.reason) < 200
     assert isinstance(good, Accepted)
+
+
+@pytest.mark.parametrize("saved", ["2", "-1", "true"])
+def test_a_boolean_cell_other_than_0_or_1_rejects_its_row(tmp_path: Path, saved: str) -> None:
+    """openpyxl reads any integer under `t="b"` as a boolean: `2` became "true", a
+    valid unit id, imported unseen."""
+    boolean = (
+        f'<row r="2"><c r="A2" t="b"><v>{saved}</v></c>'
+        f'<c r="B2" t="inlineStr"><is><t>up</t></is></c>'
+        f'<c r="C2" t="inlineStr"><is><t>{TIME}</t></is></c></row>'
+    )
+    got = outcomes(xlsx(tmp_path, sheet(row(1, *HEADER) + boolean + unit(3))))
+    assert [(o.row, type(o).__name__) for o in got] == [(2, "Rejected"), (3, "Accepted")]
+    bad = got[0]
+    assert isinstance(bad, Rejected)
+    assert bad.errors[0].msg == (
+        f"cell A2 cannot be read (ValueError: boolean {saved!r} is neither 0 nor 1)"
+    )
+    assert json.loads(bad.raw)["status"] == "up"  # the row's other cells are kept
