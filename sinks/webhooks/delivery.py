@@ -4,10 +4,12 @@ Retry policy (Standard Webhooks' recommendations):
 - 2xx: delivered.
 - 5xx, timeouts and connection errors: retry with exponential backoff and jitter.
 - 408 and 429: retry. After a 408, 429 or 503 (RFC 9110 10.2.3: how long the
-  service is expected to be unavailable), wait `Retry-After` when the receiver
-  sends one, clamped to [`min_retry_after_s`, `max_retry_after_s`]: `Retry-After: 0` cannot make
-  us hammer a receiver, nor a day-long one park a delivery past the horizon.
-  A header that is neither ASCII digits nor an HTTP date is ignored.
+  service is expected to be unavailable), a `Retry-After` the receiver sends is a
+  minimum wait: clamped to [`min_retry_after_s`, `max_retry_after_s`], and waited
+  instead of the backoff only when longer. `Retry-After: 0` or `1` cannot make us
+  hammer a receiver nor spend `max_attempts` in seconds, nor a day-long one park a
+  delivery past the horizon. A header that is neither ASCII digits nor an HTTP date
+  is ignored.
 - any other status (4xx, 3xx: redirects are not followed, and 600-999, which no
   standard defines): give up at once.
 - a retry that would start after `retry_horizon_s` from the first attempt, or
@@ -56,7 +58,8 @@ from sinks.webhooks.targets import (
 
 RETRYABLE_4XX = frozenset({408, 429})
 RETRY_AFTER_STATUSES = RETRYABLE_4XX | {503}
-"""Answers whose `Retry-After` says when to retry; other 5xx back off exponentially."""
+"""Answers whose `Retry-After` says when to retry at the earliest (never sooner than the
+backoff, `RetryPolicy.retry_delay`); other 5xx back off exponentially."""
 log = structlog.stdlib.get_logger(__name__)
 
 STILL_FAILING_EVERY_S = 60.0
@@ -100,10 +103,18 @@ class RetryPolicy:
     max_attempts: int = 20
 
     def retry_delay(self, attempts: int, retry_after: float | None) -> float:
-        """Seconds before the next attempt, after `attempts` failed ones."""
+        """Seconds before the next attempt, after `attempts` failed ones: the backoff, or
+        the receiver's `Retry-After` (clamped) when that is longer.
+
+        `Retry-After` is a minimum, never a replacement: a receiver answering 503 with
+        `Retry-After: 1` for ever had its alerts given up after `max_attempts` seconds
+        (20 s), where the backoff rides out an hour's outage.
+        """
+        backoff = self.backoff(attempts)
         if retry_after is None:
-            return self.backoff(attempts)
-        return min(max(retry_after, self.min_retry_after_s), self.max_retry_after_s)
+            return backoff
+        asked = min(max(retry_after, self.min_retry_after_s), self.max_retry_after_s)
+        return max(asked, backoff)
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """Delay before retry number `attempt` (1-based): doubling, capped, ±50 % jitter."""

@@ -15,6 +15,7 @@ import pytest
 from standardwebhooks import Webhook
 from webhook_servers import Behaviour, Server, drip, huge_error, raw_status, serve, status
 
+from sinks.backoff import exponential
 from sinks.webhooks.delivery import (
     MAX_ERROR_TEXT,
     RESPONSE_BODY_CAP,
@@ -93,7 +94,13 @@ def test_retry_after_zero_is_raised_to_the_minimum() -> None:
 
 @pytest.mark.parametrize("code", [429, 503])
 def test_a_huge_retry_after_is_capped_and_attempts_are_bounded(code: int) -> None:
-    policy = RetryPolicy(timeout_s=1.0, max_retry_after_s=2.0, retry_horizon_s=3600, max_attempts=3)
+    policy = RetryPolicy(
+        timeout_s=1.0,
+        initial_backoff_s=0.1,
+        max_retry_after_s=2.0,
+        retry_horizon_s=3600,
+        max_attempts=3,
+    )
     delays: list[float] = []
 
     async def no_wait(delay: float) -> None:
@@ -121,6 +128,31 @@ def test_retry_after_is_waited_after_a_408_429_or_503(code: int, form: str) -> N
     assert result.status_codes == [code, code]
     assert len(delays) == 1
     assert delays[0] == 30.0 if form == "seconds" else 35.0 < delays[0] <= 40.0
+
+
+@pytest.mark.parametrize("code", [408, 429, 503])
+def test_a_short_retry_after_does_not_shorten_the_backoff(code: int) -> None:
+    """`Retry-After` is a minimum wait: a receiver answering 503 `Retry-After: 1` for
+    ever had its alert given up after 20 attempts in ~20 s, where the backoff (1 s,
+    2 s, ... capped at 300 s) rides out an hour's outage. A longer one still wins."""
+    policy = RetryPolicy(timeout_s=1.0)
+    schedule = [
+        exponential(n, policy.initial_backoff_s, policy.max_backoff_s)
+        for n in range(1, policy.max_attempts)
+    ]
+    for header, floor in (("1", 1.0), ("30", 30.0)):
+        delays: list[float] = []
+
+        async def no_wait(delay: float, delays: list[float] = delays) -> None:
+            delays.append(delay)
+
+        result = _deliver(status(code, {"Retry-After": header}), policy, sleep=no_wait)
+        assert result.attempts == policy.max_attempts
+        assert len(delays) == len(schedule)
+        # each wait at least the Retry-After and the backoff's (jitter -50 %) for its attempt
+        assert all(d >= max(floor, base / 2) for d, base in zip(delays, schedule, strict=True))
+        assert sum(delays) >= sum(schedule) / 2  # ~an hour, as without the header
+    assert delays[:5] == [30.0] * 5  # the backoff is shorter there: Retry-After honoured
 
 
 @pytest.mark.parametrize("code", [400, 404, 600, 999])
