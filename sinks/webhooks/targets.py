@@ -19,12 +19,13 @@ import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import httpcore
 import httpx
+
+from sinks.daemon_executor import DaemonExecutor
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -70,10 +71,14 @@ class ThreadResolver:
     event loop's shared default executor (a few threads) the attempts of one endpoint
     whose name's DNS does not answer held every thread, and every other endpoint's
     attempts timed out waiting for one: a slow endpoint delayed all of them.
+
+    The threads are daemons (`DaemonExecutor`): a `ThreadPoolExecutor`'s are joined at
+    interpreter exit, so a look-up hanging at stop kept the process alive ~30 s (or for
+    ever) after `process_stopped`, past its stop deadline.
     """
 
     def __init__(self, threads: int, name: str = "webhook-resolve") -> None:
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+        self._pool = DaemonExecutor(threads, name)
 
     async def __call__(self, host: str, port: int) -> list[str]:
         lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
@@ -81,7 +86,8 @@ class ThreadResolver:
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
     def close(self) -> None:
-        """Queued look-ups are dropped; one under way ends with the resolver's timeout."""
+        """Queued look-ups are dropped; one under way ends with the resolver's timeout,
+        or with the process: exit never waits for it."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -166,5 +172,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         )
 
     async def aclose(self) -> None:
-        await super().aclose()
-        self._backend.close()
+        try:
+            await super().aclose()
+        finally:  # a pool that fails (or is cancelled) closing still ends the look-ups
+            self._backend.close()

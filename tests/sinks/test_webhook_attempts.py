@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -257,6 +259,43 @@ def test_a_name_whose_dns_hangs_holds_no_other_endpoints_look_ups(
 
     result = asyncio.run(run())
     assert (result.status, result.error) == (204, "")
+
+
+_HUNG_LOOKUP_AT_STOP = """
+import asyncio, socket, time
+from sinks.webhooks.delivery import RetryPolicy, attempt, http_client
+from sinks.webhooks.targets import TargetPolicy
+
+def getaddrinfo(*args, **kwargs):
+    time.sleep(20)  # a DNS server that does not answer
+    raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+socket.getaddrinfo = getaddrinfo
+
+async def main():
+    async with http_client(RetryPolicy(timeout_s=1.0), targets=TargetPolicy()) as http:
+        result = await attempt(http, "https://hung.test/hook", None, "m", "{}", deadline_s=1.0)
+    print("stopped:", result.error, flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_a_look_up_hanging_at_stop_does_not_keep_the_process_alive() -> None:
+    """The resolver's threads were a `ThreadPoolExecutor`'s, which Python joins at exit
+    even after `shutdown(wait=False)`: a look-up hanging at stop kept the notifier alive
+    ~30 s (or for ever) after `process_stopped`, past its stop deadline."""
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", _HUNG_LOOKUP_AT_STOP],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    elapsed = time.monotonic() - began
+    assert (done.returncode, done.stdout) == (0, "stopped: timeout: no answer within 1 s\n")
+    assert elapsed < 10, f"exited {elapsed:.1f} s after start (the look-up sleeps 20 s)"
 
 
 def test_dns_rebinding_is_checked_on_the_resolved_address() -> None:
