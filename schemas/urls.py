@@ -48,12 +48,19 @@ NUMERIC_HOST_REASON = (
 )
 
 
+_LABEL_SEPARATORS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
+"""IDNA's label separators besides `.` (UTS #46): the ideographic full stop U+3002, the
+fullwidth U+FF0E and the halfwidth U+FF61. NFKC maps only the fullwidth one to `.`, yet
+httpx's IDNA encoding maps all three: `127<U+3002>1` passed and was sent as `127.1`."""
+
+
 def looks_numeric_but_no_ipv4(host: str) -> bool:
     """The host ends in a number (WHATWG: an IPv4 host) yet is no dotted-decimal IPv4
-    address; compatibility forms (fullwidth digits and dots) are read as what they normalise to."""
+    address; compatibility forms (fullwidth digits, IDNA's other dots) are read as what
+    they normalise to."""
     if ":" in host:  # an IPv6 literal (`::ffff:1.2.3.4` ends in a number too)
         return False
-    labels = unicodedata.normalize("NFKC", host).split(".")
+    labels = unicodedata.normalize("NFKC", host).translate(_LABEL_SEPARATORS).split(".")
     last = labels[-2] if len(labels) > 1 and not labels[-1] else labels[-1]
     if not _NUMBER.fullmatch(last):
         return False

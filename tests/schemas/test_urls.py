@@ -13,11 +13,13 @@ from schemas.urls import NUMERIC_HOST_REASON, UrlError, split_url
         "256.256.256.256", "1.2.3", "127.1", "0x7f.1", "2130706433", "017700000001", "123",
         "0x10", "1.1.1.0x1", "1.2.3.4.5", "a.1.2.3.4", "1.2.3.04", "1.2.3.4.",
         "\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff11",
+        "127\u30021", "127\uff611", "1\u30022\u30023\u30024\u30025",
     ],
 )  # fmt: skip
 def test_a_numeric_host_that_is_no_ipv4_address_is_refused_unquoted(host: str) -> None:
     """The resolver reads `127.1` as 127.0.0.1 and `1.2.3` as 1.2.0.3, past every check
-    of the written host; `1.2.3.4.5` resolves to nothing and was retried for an hour."""
+    of the written host; `1.2.3.4.5` resolves to nothing and was retried for an hour.
+    IDNA's other dots (`。`, `｡`: httpx sends `127。1` as `127.1`) separate labels too."""
     with pytest.raises(UrlError) as info:
         split_url(f"https://bot:SECRETPW@{host}:8443/T0/SECRETPATH")
     assert str(info.value) == NUMERIC_HOST_REASON
