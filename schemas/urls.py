@@ -5,8 +5,9 @@ authority whole, password included: `netloc 'bot:S3CRETPW@hooks.example.com℁' 
 invalid characters under NFKC normalization`. Its error has no code, so its text is read
 for the kind of fault only and a fixed reason stands in for it.
 
-A host that looks like an IPv4 address (its last label a number, as the WHATWG URL
-standard decides it) must be one in dotted-decimal `a.b.c.d`. `urlsplit` and httpx pass
+Where asked (`dotted_ipv4_only`: the URLs webhooks post to or link to), a host that looks
+like an IPv4 address (its last label a number, as the WHATWG URL standard decides it) must
+be one in dotted-decimal `a.b.c.d`. `urlsplit` and httpx pass
 `127.1`, `0x7f.1`, `2130706433` or `1.2.3` on as names, and the resolver (`inet_aton`)
 reads them as 127.0.0.1 or 1.2.0.3: an address no check of the written host saw, or one
 nobody meant. `1.2.3.4.5` or `a.1.2.3` resolve to nothing and were retried for an hour.
@@ -71,14 +72,21 @@ def looks_numeric_but_no_ipv4(host: str) -> bool:
     return False
 
 
-def split_url(url: str) -> tuple[SplitResult, int | None]:
-    """`urlsplit(url)` and its port; `UrlError` with a fixed reason when either fails, or
-    when its host looks numeric but is no IPv4 address (`127.1`, `256.1.1.1`, `1.2.3.4.5`)."""
+def split_url(url: str, *, dotted_ipv4_only: bool = False) -> tuple[SplitResult, int | None]:
+    """`urlsplit(url)` and its port; `UrlError` with a fixed reason when either fails, or,
+    with `dotted_ipv4_only`, when its host looks numeric but is no IPv4 address (`127.1`,
+    `256.1.1.1`, `1.2.3.4.5`).
+
+    Only a URL whose address is checked before it is reached needs `dotted_ipv4_only`
+    (a webhook's, and the link a message carries): `127.1` there is an address the check
+    never saw. A ClickHouse or Grafana URL the operator gave may use the resolver's short
+    forms or an /etc/hosts name like `db.2`, as it did before the check.
+    """
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
         raise UrlError(fixed_reason(str(exc), _REASONS)) from None
-    if parts.hostname and looks_numeric_but_no_ipv4(parts.hostname):
+    if dotted_ipv4_only and parts.hostname and looks_numeric_but_no_ipv4(parts.hostname):
         raise UrlError(NUMERIC_HOST_REASON)
     return parts, port

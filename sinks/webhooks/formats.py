@@ -96,7 +96,7 @@ def check_link_template(template: str) -> None:
             raise ValueError(f"link_template: {{{shown}...}} is not a plain placeholder; {use}")
     longest = template.format(**dict.fromkeys(LINK_FIELDS, _LONGEST_VALUE))
     try:
-        parts, _ = split_url(longest)
+        parts, _ = split_url(longest, dotted_ipv4_only=True)
     except UrlError as exc:  # its fault (a port out of range, `127.1`), not "no URL"
         raise ValueError(f"link_template is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -229,7 +229,7 @@ def check_url(url: str) -> None:
     `abc` or a NUL gave every alert up as a `processing_error` with a trace in the log;
     port 0 or a space in the host retried each one for the whole retry horizon."""
     try:
-        parts, port = split_url(url)
+        parts, port = split_url(url, dotted_ipv4_only=True)
     except UrlError as exc:  # a fixed reason: urlsplit's own may quote the password
         raise ValueError(f"url is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:

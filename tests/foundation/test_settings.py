@@ -80,6 +80,18 @@ def test_a_clickhouse_url_that_cannot_be_split_is_refused_without_quoting_it(
     assert "S3CRETPW" not in said
 
 
+@pytest.mark.parametrize(
+    "url", ["http://127.1:8123", "http://2130706433:8123", "http://db.2:8123/cw"]
+)
+def test_a_clickhouse_url_with_a_short_numeric_host_or_a_numeric_looking_name_is_taken(
+    url: str,
+) -> None:
+    """The webhooks' numeric-host check (schemas.urls) once applied to every URL: these
+    connected before, and then stopped the sink at start. Only webhooks refuse them."""
+    settings = Settings(clickhouse={"url": url})  # type: ignore[arg-type]
+    assert settings.clickhouse.redacted_url() == url
+
+
 def test_to_env_round_trips_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     original = Settings(
         kafka={"bootstrap_servers": "k:1", "topic_prefix": "p."},  # type: ignore[arg-type]

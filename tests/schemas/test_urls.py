@@ -1,4 +1,5 @@
-"""`split_url`: the one place a user's URL is split (webhooks, ClickHouse, Grafana)."""
+"""`split_url`: the one place a user's URL is split (webhooks, ClickHouse, Grafana); the
+numeric-host check is the webhooks' only (`dotted_ipv4_only`)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,19 @@ def test_a_numeric_host_that_is_no_ipv4_address_is_refused_unquoted(host: str) -
     """The resolver reads `127.1` as 127.0.0.1 and `1.2.3` as 1.2.0.3, past every check
     of the written host; `1.2.3.4.5` resolves to nothing and was retried for an hour.
     IDNA's other dots (`。`, `｡`: httpx sends `127。1` as `127.1`) separate labels too."""
+    url = f"https://bot:SECRETPW@{host}:8443/T0/SECRETPATH"
     with pytest.raises(UrlError) as info:
-        split_url(f"https://bot:SECRETPW@{host}:8443/T0/SECRETPATH")
+        split_url(url, dotted_ipv4_only=True)
     assert str(info.value) == NUMERIC_HOST_REASON
     assert "SECRET" not in str(info.value)
+
+
+@pytest.mark.parametrize("host", ["127.1", "2130706433", "db.2", "10.1"])
+def test_a_numeric_host_is_split_unless_dotted_ipv4_only_is_asked(host: str) -> None:
+    """A ClickHouse URL `http://127.1:8123` (or an /etc/hosts name `db.2`) connected before
+    the webhooks' check was added, and stopped the sink at start once it applied to all."""
+    parts, port = split_url(f"http://{host}:8123")
+    assert (parts.hostname, port) == (host, 8123)
 
 
 @pytest.mark.parametrize(
