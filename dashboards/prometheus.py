@@ -290,6 +290,22 @@ def build(plan: SlaPlan) -> models.Dashboard:
         )
         .with_panel(
             series(
+                "Oldest pending delivery, by endpoint",
+                promql(
+                    "max by (endpoint) (chainwatch_webhook_oldest_pending_seconds)",
+                    "{{endpoint}}",
+                ),
+                unit="s",
+                span=24,
+                description="Age of the endpoint's oldest delivery not yet finished (queued, "
+                "being attempted or waiting to retry), counted from when this notifier read "
+                "it; 0 when none is pending. Rising past a few timeout_s: the endpoint is "
+                "held up behind retries, which queue depth does not show when alerts are "
+                "rare. A restart resets it: watch notifier restarts too (docs/sinks.md).",
+            )
+        )
+        .with_panel(
+            series(
                 "Repeats not delivered per second",
                 promql(
                     rate("chainwatch_webhook_repeats_skipped_total", "endpoint"),

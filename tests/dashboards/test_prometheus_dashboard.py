@@ -110,3 +110,19 @@ def test_the_compose_prometheus_scrapes_every_process_where_compose_serves_it() 
     mounts = services["prometheus"]["volumes"]
     assert "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
     assert "ports" not in services["prometheus"]
+
+
+def test_the_webhooks_row_shows_the_oldest_pending_delivery() -> None:
+    """docs/sinks.md says to alert on `chainwatch_webhook_oldest_pending_seconds` (an
+    endpoint held up behind a retried delivery), yet no dashboard showed it."""
+    row, shown = "", []
+    for panel in to_json(_board())["panels"]:  # type: ignore[arg-type]
+        if panel["type"] == "row":
+            row = panel["title"]
+            continue
+        exprs = [target["expr"] for target in panel["targets"]]
+        if any("chainwatch_webhook_oldest_pending_seconds" in e for e in exprs):
+            shown.append((row, panel["fieldConfig"]["defaults"]["unit"], exprs))
+    assert shown == [
+        ("Webhooks", "s", ["max by (endpoint) (chainwatch_webhook_oldest_pending_seconds)"])
+    ]
