@@ -250,10 +250,16 @@ def check_url(url: str) -> None:
                 "dot-separated labels of 1-63 characters, at most 253 in all)"
             )
     try:  # last: our own reasons first, httpx's message names the host it refuses
-        httpx.URL(url)  # what the sender parses: control characters, a bad IPv6 address
+        parsed = httpx.URL(url)  # what the sender parses: control characters, a bad IPv6 address
     except httpx.InvalidURL as exc:  # its text: a control character and its place, the host
         raise ValueError(
             f"url is not a valid URL ({fixed_reason(str(exc), _HTTPX_REASONS)})"
+        ) from None
+    try:  # every request decodes an `xn--` label (idna's IDNA 2008): `xn--ls8h` gave a trace
+        parsed.host  # noqa: B018 (read for its check)
+    except UnicodeError:  # per alert as a processing error; its text quotes the label
+        raise ValueError(
+            "url is not a valid URL (a host that is no valid international domain name (IDNA))"
         ) from None
 
 

@@ -401,6 +401,10 @@ def test_allowed_networks_setting_is_checked_at_start_up() -> None:
         ("https://bot:SECRETPATH@hooks.example.com:x1/T0", "port not a number"),
         ("https://bot:SECRETPATH@127.1/T0", "no IPv4 address"),
         ("https://bot:SECRETPATH@1.2.3.4.5/T0", "no IPv4 address"),
+        # an `xn--` label that is no IDNA 2008 A-label: httpx raised IDNAError per request
+        ("https://bot:SECRETPATH@xn--ls8h.example/T0", "no valid international"),
+        ("https://bot:SECRETPATH@xn--127-1.example/T0", "no valid international"),
+        ("https://bot:SECRETPATH@XN--abc.example/T0", "no valid international"),
     ],
 )
 def test_a_url_the_sender_cannot_use_is_refused_at_load(
