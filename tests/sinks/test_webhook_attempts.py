@@ -88,7 +88,11 @@ def _deliver(behaviour: Behaviour, policy: RetryPolicy, **kwargs: Any) -> Delive
 
 @pytest.mark.slow
 def test_retry_after_zero_is_raised_to_the_minimum() -> None:
-    policy = RetryPolicy(timeout_s=1.0, min_retry_after_s=0.25, retry_horizon_s=1.5)
+    # a backoff shorter than the minimum: the minimum paces the retries (the backoff's
+    # default 0.5-1.5 s first wait left a single attempt in the horizon on a busy machine)
+    policy = RetryPolicy(
+        timeout_s=1.0, initial_backoff_s=0.01, min_retry_after_s=0.25, retry_horizon_s=1.5
+    )
     result = _deliver(status(429, {"Retry-After": "0"}), policy)
     assert not result.delivered
     assert 2 <= result.attempts <= 7  # 1.5 s / 0.25 s, not thousands
