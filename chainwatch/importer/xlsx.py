@@ -222,8 +222,10 @@ class SheetReader:
         from openpyxl.utils.cell import coordinate_to_tuple
 
         column: int | None = None
-        with contextlib.suppress(*_CELL_ERRORS):
-            column = coordinate_to_tuple(element.get("r") or "")[1]
+        reference = element.get("r")
+        if reference:  # openpyxl's coordinate_to_tuple("") raises UnboundLocalError
+            with contextlib.suppress(*_CELL_ERRORS):
+                column = coordinate_to_tuple(reference)[1]
         if column is None:  # no reference, or a bad one: the next column, as openpyxl counts
             column = before + 1
         self._cells.col_counter = column

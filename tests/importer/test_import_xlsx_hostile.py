@@ -463,3 +463,26 @@ def test_a_boolean_cell_other_than_0_or_1_rejects_its_row(tmp_path: Path, saved:
         f"cell A2 cannot be read (ValueError: boolean {saved!r} is neither 0 nor 1)"
     )
     assert json.loads(bad.raw)["status"] == "up"  # the row's other cells are kept
+
+
+@pytest.mark.parametrize(
+    "unreadable",
+    ['<c t="n"><v>nan</v></c>', '<c t="s"><v>-1</v></c>', '<c t="b"><v>2</v></c>'],
+)
+def test_an_unreadable_cell_without_a_reference_rejects_its_row_naming_the_next_column(
+    tmp_path: Path, unreadable: str
+) -> None:
+    """A cell without `r` is the column after the one before it (as openpyxl counts);
+    asking openpyxl for the column of an empty reference raised UnboundLocalError,
+    which ended the whole import as an internal error."""
+    first = f'<row r="2">{unreadable}{cell("B2", "up")}{cell("C2", TIME)}</row>'
+    second = f'<row r="3">{cell("A3", "U-3")}{unreadable}{cell("C3", TIME)}</row>'
+    got = outcomes(xlsx(tmp_path, sheet(row(1, *HEADER) + first + second + unit(4))))
+    assert [(o.row, type(o).__name__) for o in got] == [
+        (2, "Rejected"),
+        (3, "Rejected"),
+        (4, "Accepted"),
+    ]
+    assert got[0].errors[0].msg.startswith("cell A2 cannot be read (")  # type: ignore[union-attr]
+    assert got[1].errors[0].msg.startswith("cell B3 cannot be read (")  # type: ignore[union-attr]
+    assert json.loads(got[1].raw) == {"unit_id": "U-3", "status": None, "event_time": TIME}
