@@ -161,19 +161,21 @@ class RowMapper:
         """The record of one row (times as aware datetimes) and what could not be mapped.
 
         `typed`: the cells are JSON values (NDJSON), whose types are the record's own;
-        see `_keep_type`.
+        see `_keep_type`. A default is the mapping's, not the file's: it is converted
+        as for a spreadsheet cell (`customer_id: 1001` in YAML is "1001" for every format).
         """
         by_name = {normalise(k): v for k, v in cells.items() if isinstance(k, str)}
         record: dict[str, Any] = {}
         problems: list[Problem] = []
         for field in self.fields:
             value = by_name.get(self.columns[field])
-            if is_empty(value):
+            from_file = not is_empty(value)
+            if not from_file:
                 value = self.defaults.get(field)
                 if value is None:
                     continue
             try:
-                record[field] = self._convert(field, value, typed)
+                record[field] = self._convert(field, value, typed and from_file)
             except _Bad as bad:
                 problems.append(Problem(field, str(bad), bad.kind))
         for key, column in self.attributes.items():

@@ -266,3 +266,20 @@ def test_an_ndjson_number_past_the_float_range_is_a_range_error(
     assert bad.errors[0].type == "import_number_range"
     assert "a number of over 300 digits is beyond +-2^53" in bad.reason
     assert len(bad.reason) < 200
+
+
+def test_a_mapping_default_is_converted_as_for_csv_in_an_ndjson_row(tmp_path: Path) -> None:
+    """The mapping's `customer_id: 1001` (a YAML int) was kept as a JSON 1001 for NDJSON
+    rows lacking the field, so every such row was refused as `string_type`; CSV gave
+    "1001". A default is the mapping's value, not the file's."""
+    mapping = ImportMapping.model_validate({"defaults": {"customer_id": 1001, "quantity": "5"}})
+    lacking = {k: v for k, v in ORDER.items() if k not in ("customer_id", "quantity")}
+    ndjson = tmp_path / "orders.ndjson"
+    ndjson.write_text(json.dumps(lacking) + "\n")
+    csv = tmp_path / "orders.csv"
+    csv.write_text(",".join(lacking) + "\n" + ",".join(map(str, lacking.values())) + "\n")
+    for path in (ndjson, csv):
+        (got,) = run("orders", path, mapping)
+        assert isinstance(got, Accepted), got
+        value = json.loads(got.value)
+        assert (value["customer_id"], value["quantity"]) == ("1001", 5)
