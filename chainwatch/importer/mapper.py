@@ -42,6 +42,8 @@ _LIST_SPLIT = re.compile(r"[,;|>\s]+")
 _BLANKS = str.maketrans("", "", " \u00a0\u202f\u2009\t")
 #: The most characters of a number a message repeats (a cell may hold thousands of digits).
 _SHOWN = 40
+#: What `RowMapper._lookup` returns for a value its map does not list.
+_UNMAPPED: Final = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +199,7 @@ class RowMapper:
 
     def _convert(self, field: str, value: Any, typed: bool = False) -> Any:
         _check_number(value)
-        if typed and self._keep_type(field, value):
+        if typed and self._keep_type(field, value) and not self._listed(field, value):
             return self._typed_list(field, value) if isinstance(value, list) else value
         if field in LIST_FIELDS:
             return self._list(field, value)
@@ -222,9 +224,18 @@ class RowMapper:
         `true` into "true", `"quantity": "5"` into 5) let a record pass that the
         gateway refuses (`string_type`, `float_type`): only a string in a text or
         time field is converted (value maps, time formats), every other value keeps
-        its type and the validation judges it, as on every other input path.
+        its type and the validation judges it, as on every other input path. A value
+        the field's value map lists (`status: {1: up}`) is mapped first, in every type.
         """
         return not isinstance(value, str) or field in NUMBER_FIELDS | OBJECT_FIELDS | LIST_FIELDS
+
+    def _listed(self, field: str, value: Any) -> bool:
+        """Whether the field's value map lists `value`, a JSON scalar (`"status": 1` in
+        `{1: up}`): then it is translated and converted as a cell (once: a target that
+        is a key too is not translated again)."""
+        if field in LIST_FIELDS:  # a list's items are mapped one by one (`_typed_list`)
+            return False
+        return self._lookup(field, value) is not _UNMAPPED
 
     def _typed_list(self, field: str, items: list[Any]) -> list[Any]:
         """A JSON list of stages: its strings mapped by the value map, the rest kept."""
@@ -234,10 +245,16 @@ class RowMapper:
         return [self._translate(field, i, table) if isinstance(i, str) else i for i in items]
 
     def _translate(self, field: str, value: Any, table: str | None = None) -> Any:
+        mapped = self._lookup(field, value, table)
+        return value if mapped is _UNMAPPED else mapped
+
+    def _lookup(self, field: str, value: Any, table: str | None = None) -> Any:
+        """The value map's target for `value` (matched by its text, as a cell's), or
+        `_UNMAPPED`."""
         targets = self.value_maps.get(table or field)
         if targets and not isinstance(value, list | dict):
-            return targets.get(normalise(cell_text(value)), value)
-        return value
+            return targets.get(normalise(cell_text(value)), _UNMAPPED)
+        return _UNMAPPED
 
     def _list(self, field: str, value: Any) -> list[Any]:
         if isinstance(value, str):

@@ -283,3 +283,24 @@ def test_a_mapping_default_is_converted_as_for_csv_in_an_ndjson_row(tmp_path: Pa
         assert isinstance(got, Accepted), got
         value = json.loads(got.value)
         assert (value["customer_id"], value["quantity"]) == ("1001", 5)
+
+
+def test_a_value_map_maps_ndjson_numbers_and_booleans_as_it_maps_csv_cells(
+    tmp_path: Path,
+) -> None:
+    """`values: {status: {1: up, 0: down}}` was ignored for `"status": 1` (refused as
+    an enum) while CSV mapped it; a value the map does not list keeps its JSON type.
+    A target is not looked up again (0 is down, though the map lists down too)."""
+    mapping = ImportMapping.model_validate(
+        {"values": {"status": {1: "up", 0: "down", "true": "up", "down": "up"}}}
+    )
+    statuses = [1, 0, 1.0, True, 2]
+    path = tmp_path / "units.ndjson"
+    lines = [(UNIT % '"U-1"').replace('"up"', json.dumps(s)) for s in statuses]
+    path.write_text("\n".join(lines) + "\n")
+    got = run("unit-status", path, mapping)
+    mapped = [json.loads(o.value)["status"] for o in got[:4]]  # type: ignore[union-attr]
+    assert mapped == ["up", "down", "up", "up"]
+    unlisted = got[4]
+    assert isinstance(unlisted, Rejected)
+    assert [(e.loc, e.type) for e in unlisted.errors] == [("status", "enum")]
