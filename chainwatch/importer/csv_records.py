@@ -99,6 +99,9 @@ class RecordTap:
         #: the csv reader reads each of them alone, so each is bounded as a line.
         self.delimiter: str | None = None
         self.at_end = False  # the file's end was read
+        #: The record read through last (`LongLine`, `skip_rest`) ran to the file's end
+        #: inside a quoted field: a quote never closed made the rest of the file its record.
+        self.ran_out_in_quotes = False
 
     def __iter__(self) -> RecordTap:
         return self
@@ -146,7 +149,9 @@ class RecordTap:
             line_start[0] = got.endswith(("\n", "\r"))
             return self._encoder.encode(got), line_start[0] if ends is None else ends.feed(got)
 
-        return rest_of_line(piece, self._encoder.encode(text), ended)
+        whole = rest_of_line(piece, self._encoder.encode(text), ended)
+        self.ran_out_in_quotes = ends is not None and ends.in_quotes
+        return whole
 
     def unclosed_quote(self, text: str) -> bool:
         """Whether `text`, the last record, ends in a quote never closed: the reader

@@ -263,17 +263,20 @@ class _CsvTable(Table):
                 return
             except LongLine as long:
                 self.done = self._tap.lines
-                why = _long_problem(long, self._tap.lines - start + 1)
+                why = self._unclosed(start) or _long_problem(long, self._tap.lines - start + 1)
                 yield Row(start, {}, long.start, why, (long.size, long.sha256))
                 continue
             except csv.Error as exc:  # a field over csv's 128 KB, an unterminated quote
                 rest = self._tap.skip_rest()  # its later lines are no records of their own
                 self.done = self._tap.lines
                 if rest is None:
-                    yield Row(start, {}, self._tap.take().encode(), _unreadable(str(exc)))
+                    why = _unreadable(f"{exc} on {_lines(start, self._tap.lines)}")
+                    yield Row(start, {}, self._tap.take().encode(), why)
                 else:
-                    whole = (rest.size, rest.sha256)
-                    yield Row(start, {}, rest.start, _unreadable(str(exc)), whole)
+                    why = self._unclosed(start) or _unreadable(
+                        f"{exc} on {_lines(start, self._tap.lines)}"
+                    )
+                    yield Row(start, {}, rest.start, why, (rest.size, rest.sha256))
                 continue
             self.done = self._tap.lines
             text = self._tap.take()
@@ -285,16 +288,31 @@ class _CsvTable(Table):
             extra = [c for c in cells[len(header) :] if c.strip()]
             problem = None
             if self._tap.unclosed_quote(text):  # else a rejection naming a field, or none
-                problem = _unreadable(
-                    f"a quote in this record is never closed, so lines {start}-"
-                    f"{self._tap.lines} (the rest of the file) were read as this one record"
-                )
+                problem = _unclosed_problem(start, self._tap.lines)
             elif extra:
                 problem = _unreadable(
                     f"the row has {len(cells)} cells, the header {len(header)} columns "
                     "(a delimiter inside an unquoted value?)"
                 )
             yield Row(start, row, text.rstrip("\r\n").encode(), problem)
+
+    def _unclosed(self, start: int) -> tuple[ReasonCode, ErrorDetail] | None:
+        """The unclosed quote's problem when the record read through last (too long, or
+        refused by the reader: over its 128 KB field limit) ran to the file's end inside
+        quotes: the quote, not the size, is what to fix."""
+        return _unclosed_problem(start, self._tap.lines) if self._tap.ran_out_in_quotes else None
+
+
+def _unclosed_problem(start: int, end: int) -> tuple[ReasonCode, ErrorDetail]:
+    return _unreadable(
+        f"a quote in this record is never closed, so lines {start}-{end} (the rest of the "
+        "file) were read as this one record"
+    )
+
+
+def _lines(start: int, end: int) -> str:
+    """Where a record is in the file: `line 7`, `lines 7-12`."""
+    return f"line {start}" if end <= start else f"lines {start}-{end}"
 
 
 def _check_encoding(path: Path, encoding: str) -> int:

@@ -55,10 +55,14 @@ def test_the_lines_of_a_field_the_csv_reader_refuses_are_not_read_as_records(
     first, bad, last = outcomes
     assert isinstance(first, Accepted)
     assert isinstance(bad, Rejected)
-    assert (bad.row, bad.errors[0].msg) == (3, "field larger than field limit (131072)")
+    end = 3 + note.count(b"\n")
+    assert (bad.row, bad.errors[0].msg) == (
+        3,
+        f"field larger than field limit (131072) on lines 3-{end}",
+    )
     assert isinstance(last, Accepted)
     assert last.key == "U-3"
-    assert last.row == 3 + note.count(b"\n") + 1
+    assert last.row == end + 1
 
 
 def test_a_quote_never_closed_says_the_rest_of_the_file_became_its_record(
@@ -74,6 +78,29 @@ def test_a_quote_never_closed_says_the_rest_of_the_file_became_its_record(
     assert bad.errors[0].msg == (
         "a quote in this record is never closed, so lines 3-5 (the rest of the file) were "
         "read as this one record"
+    )
+
+
+@pytest.mark.parametrize(
+    "after",
+    [LAST * 5000, b"x" * 2 * MAX_RECORD_BYTES + b"\n" + LAST],
+    ids=["over-the-field-limit", "over-the-record-limit"],
+)
+def test_a_quote_never_closed_before_a_long_rest_is_named_not_the_size(
+    tmp_path: Path, after: bytes
+) -> None:
+    """With over 128 KB after the quote the rejection said "field larger than field
+    limit (131072)" (or the record's size), naming neither the quote nor the lines
+    it swallowed."""
+    path = tmp_path / "units.csv"
+    path.write_bytes(HEAD + b'U-2,"up,2026-11-23T09:30:00Z,\n' + after)
+    first, bad = run("unit-status", path)[0]
+    assert isinstance(first, Accepted)
+    assert isinstance(bad, Rejected)
+    end = 3 + after.count(b"\n")
+    assert bad.errors[0].msg == (
+        f"a quote in this record is never closed, so lines 3-{end} (the rest of the file) "
+        "were read as this one record"
     )
 
 
