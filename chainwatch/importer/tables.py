@@ -46,6 +46,8 @@ _DELIMITERS = (";", ",", "\t", "|")
 
 #: Rows read (blank ones too) between two progress reports from a table itself.
 _TICK = 4096
+#: The most characters of a cell's number a message repeats.
+_SHOWN = 40
 
 __all__ = [
     "FORMAT_BY_SUFFIX",
@@ -76,7 +78,8 @@ class Row:
     #: the row is blank only if the import reads none of them (the pipeline decides).
     blank: bool = False
     #: XLSX: header -> column of the cells holding an error value (`#DIV/0!`, `#N/A`,
-    #: `#REF!`): openpyxl reads it as that text, which is no value of the row's.
+    #: `#REF!`): openpyxl reads it as that text, which is no value of the row's; or a
+    #: number in a date format that no date has (its value is that number).
     failed: dict[str, int] = field(default_factory=dict)
     #: NDJSON: the cells are JSON values whose types are kept (`RowMapper.map`).
     typed: bool = False
@@ -84,12 +87,20 @@ class Row:
 
 def error_value_problem(column: int, row: int, value: Any) -> tuple[ReasonCode, ErrorDetail]:
     """A cell holding a spreadsheet error (`#N/A`) in a column the import reads: it was
-    imported as that text (a customer named "#N/A")."""
+    imported as that text (a customer named "#N/A"). A number there is one in a date
+    format that is no date (`SheetReader`): openpyxl calls it `#VALUE!`, but the file
+    holds no error and no formula to fix."""
     from openpyxl.utils import get_column_letter
 
+    where = f"cell {get_column_letter(column)}{row}"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        shown = str(value) if len(str(value)) <= _SHOWN else f"{str(value)[:_SHOWN]}..."
+        return _unreadable(
+            f"{where} cannot be read as a date: it holds the number {shown} in a date "
+            "format, outside the dates a sheet holds (format it as a number, or fix it)"
+        )
     return _unreadable(
-        f"cell {get_column_letter(column)}{row} holds the error value {value} (fix the "
-        "formula, or clear the cell)"
+        f"{where} holds the error value {value} (fix the formula, or clear the cell)"
     )
 
 

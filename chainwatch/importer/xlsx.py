@@ -108,7 +108,7 @@ class SheetRow:
     error: str | None = None
     beyond: bool = False  # a non-empty cell right of the header's last column
     unsaved: tuple[int, ...] = ()  # columns holding a formula without a saved value
-    failed: tuple[int, ...] = ()  # columns holding an error value (#DIV/0!, #N/A)
+    failed: tuple[int, ...] = ()  # columns holding an error value (#DIV/0!), a date that is none
 
 
 class SheetReader:
@@ -213,6 +213,8 @@ class SheetReader:
             return self._unreadable_cell(element, before, exc)
         if huge:
             cell["value"] = float(text)
+        elif cell.get("data_type") == "e" and element.get("t") != "e":
+            cell["value"] = _number(text)  # openpyxl's "#VALUE!" for a date it cannot make
         cell["unsaved"] = unsaved
         return cell
 
@@ -314,6 +316,16 @@ def _misread(kind: str | None, text: str) -> Exception | None:
     if kind == "b" and text.strip() not in ("0", "1"):
         return ValueError(f"boolean {text.strip()[:20]!r} is neither 0 nor 1")
     return None
+
+
+def _number(text: str) -> int | float:
+    """The number of a cell openpyxl turned into `#VALUE!`: one in a date format that
+    no date has (10,000,000 is past 9999-12-31). It stays a failed cell (the row is
+    refused if the import reads it), but it is that number, not an error value."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def _negative(text: str) -> bool:

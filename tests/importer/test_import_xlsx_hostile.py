@@ -486,3 +486,28 @@ def test_an_unreadable_cell_without_a_reference_rejects_its_row_naming_the_next_
     assert got[0].errors[0].msg.startswith("cell A2 cannot be read (")  # type: ignore[union-attr]
     assert got[1].errors[0].msg.startswith("cell B3 cannot be read (")  # type: ignore[union-attr]
     assert json.loads(got[1].raw) == {"unit_id": "U-3", "status": None, "event_time": TIME}
+
+
+def test_a_number_in_a_date_format_that_is_no_date_is_said_so_not_an_error_value(
+    tmp_path: Path,
+) -> None:
+    """openpyxl reads 10,000,000 under `yyyy-mm-dd` as `#VALUE!`: the row was refused
+    for an error value and told to fix a formula the file does not have."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet_ = book.active
+    assert sheet_ is not None
+    sheet_.append([*HEADER, "note"])
+    sheet_.append(["U-2", "up", 10_000_000])
+    sheet_.append(["U-3", "up", TIME, 10_000_000])  # a column the import does not read
+    sheet_["C2"].number_format = sheet_["D3"].number_format = "yyyy-mm-dd"
+    path = tmp_path / "units.xlsx"
+    book.save(path)
+    bad, good = outcomes(path)
+    assert isinstance(bad, Rejected)
+    assert bad.errors[0].msg.startswith(
+        "cell C2 cannot be read as a date: it holds the number 10000000 in a date format"
+    )
+    assert json.loads(bad.raw)["event_time"] == 10_000_000
+    assert isinstance(good, Accepted)
