@@ -426,13 +426,14 @@ class _XlsxTable(Table):
             if self._reader.rows_read % _TICK == 0:
                 self.tick()
             cells = dict(zip(header, row.values, strict=False))
-            raw = json.dumps(cells, default=str, ensure_ascii=False).encode()
             if row.error is not None:  # its readable cells kept, for a user to fix it
-                yield Row(row.number, cells, raw if row.values else b"", _unreadable(row.error))
+                raw = _cells_raw(cells) if row.values else b""
+                yield Row(row.number, cells, raw, _unreadable(row.error))
                 continue
             blank = not any(_filled(v) for v in row.values)
             if blank and not row.beyond and not row.unsaved:
                 continue  # a row of formulas without saved values is not known to be blank
+            raw = _cells_raw(cells)  # not for a skipped blank row: sheets hold many
             problem = None
             if row.beyond:
                 problem = _unreadable(f"the row has cells beyond the {len(header)} columns")
@@ -440,6 +441,11 @@ class _XlsxTable(Table):
             failed = {header[c - 1]: c for c in row.failed}
             yield Row(row.number, cells, raw, problem, unsaved=unsaved, blank=blank, failed=failed)
         self.done = self.total
+
+
+def _cells_raw(cells: dict[str, Any]) -> bytes:
+    """A sheet row's original form for its dead letter: its cells as JSON by header."""
+    return json.dumps(cells, default=str, ensure_ascii=False).encode()
 
 
 def _filled(value: Any) -> bool:

@@ -121,6 +121,28 @@ def test_progress_is_reported_while_blank_rows_are_read(tmp_path: Path) -> None:
     assert seen[-1] == table.total
 
 
+def test_a_blank_row_costs_no_dead_letter_form(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every row's cells were written as JSON (its `raw`) before blank rows were
+    skipped: work for nothing on sheets of many blank rows."""
+    blanks = "".join(row(n, " ", "") for n in range(2, 202))
+    path = xlsx(tmp_path, sheet(row(1, *HEADER) + blanks + unit(202)))
+    dumped: list[object] = []
+    dumps = json.dumps
+
+    def counting(value: object, **kwargs: Any) -> str:
+        dumped.append(value)
+        return dumps(value, **kwargs)
+
+    with open_table(path, ImportMapping()) as table:
+        monkeypatch.setattr(json, "dumps", counting)
+        got = list(table.rows())
+        monkeypatch.undo()
+    assert [r.number for r in got] == [202]
+    assert len(dumped) == 1
+
+
 def test_a_shared_strings_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
     strings = "<si><t>x</t></si>" * 2_000_000  # 34 MB that deflate to ~100 KB
     bomb = f'<sst xmlns="{MAIN}" count="2000000" uniqueCount="2000000">{strings}</sst>'
