@@ -197,6 +197,18 @@ class CsvSpec(BaseModel):
         default="utf-8-sig", description="Text encoding, e.g. `cp1252` for old Excel exports."
     )
 
+    @field_validator("delimiter")
+    @classmethod
+    def _usable_delimiter(cls, delimiter: str | None) -> str | None:
+        """A quote or a line break cannot part fields: the CSV reader and the import's
+        record bounds (which follow the quotes) would read a `"` differently, and a
+        line break splits the header into one column."""
+        if delimiter is not None and delimiter in '"\r\n':
+            raise ValueError(
+                f"{delimiter!r} cannot be the delimiter (it is the CSV quote or a line break)"
+            )
+        return delimiter
+
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, name: str) -> str:
