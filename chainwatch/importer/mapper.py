@@ -238,11 +238,12 @@ class RowMapper:
         return self._lookup(field, value) is not _UNMAPPED
 
     def _typed_list(self, field: str, items: list[Any]) -> list[Any]:
-        """A JSON list of stages: its strings mapped by the value map, the rest kept."""
+        """A JSON list of stages: each item the value map lists mapped (`[1, 2]` by
+        `{1: knitting}` too, as in a CSV cell `1 > 2`), the rest kept as they are."""
         table = field if field in self.value_maps else "stage"
         for item in items:
             _check_number(item)
-        return [self._translate(field, i, table) if isinstance(i, str) else i for i in items]
+        return [self._translate(field, i, table) for i in items]
 
     def _translate(self, field: str, value: Any, table: str | None = None) -> Any:
         mapped = self._lookup(field, value, table)

@@ -304,3 +304,16 @@ def test_a_value_map_maps_ndjson_numbers_and_booleans_as_it_maps_csv_cells(
     unlisted = got[4]
     assert isinstance(unlisted, Rejected)
     assert [(e.loc, e.type) for e in unlisted.errors] == [("status", "enum")]
+
+
+def test_the_stage_map_maps_ndjson_route_numbers_as_it_maps_a_csv_route(
+    tmp_path: Path,
+) -> None:
+    """`"route": [1, 2]` with `values: {stage: {1: knitting, 2: dyeing}}` kept the
+    numbers (refused as string_type) while a CSV route `1 > 2` was mapped."""
+    mapping = ImportMapping.model_validate({"values": {"stage": {1: "knitting", 2: "dyeing"}}})
+    path = tmp_path / "orders.ndjson"
+    path.write_text(json.dumps({**ORDER, "route": [1, 2, "shipping"]}) + "\n")
+    (got,) = run("orders", path, mapping)
+    assert isinstance(got, Accepted), got
+    assert json.loads(got.value)["route"] == ["knitting", "dyeing", "shipping"]
