@@ -96,13 +96,25 @@ class MappingError(Exception):
 
 
 def _text_key(value: Any) -> Any:
-    """YAML reads `1:` or `2.5:` as numbers; a cell's text is what the map is matched on."""
-    if isinstance(value, dict):
-        return {
-            str(k) if isinstance(k, int | float) and not isinstance(k, bool) else k: v
-            for k, v in value.items()
-        }
-    return value
+    """YAML reads `1:` or `2.5:` as numbers and `true:` as a boolean; a cell's text is
+    what the map is matched on (a boolean cell's is `true`/`false`).
+
+    `true:` was refused naming the key `1` ("Input should be a valid string"), and of
+    `"1":` and `1:` one target was dropped unseen; the second is refused by name."""
+    if not isinstance(value, dict):
+        return value
+    texts: dict[Any, Any] = {}
+    written: dict[Any, Any] = {}
+    for key, target in value.items():
+        text = key
+        if isinstance(key, bool):
+            text = "true" if key else "false"
+        elif isinstance(key, int | float):
+            text = str(key)
+        if text in texts:
+            raise ValueError(f"{written[text]!r} and {key!r} are the same key {text!r}")
+        texts[text], written[text] = target, key
+    return texts
 
 
 def _one_or_more(value: Any) -> Any:

@@ -73,6 +73,17 @@ def test_numeric_map_keys_match_the_cell_text(tmp_path: Path) -> None:
     assert mapping.values["action"] == {"1": "started", "2": "completed"}
 
 
+def test_boolean_map_keys_match_the_text_of_a_boolean_cell(tmp_path: Path) -> None:
+    """`true:` was refused as "values.status.1.[key]: Input should be a valid string"."""
+    mapping = load_mapping(write(tmp_path, "values: {status: {true: up, FALSE: down}}\n"))
+    assert mapping.values["status"] == {"true": "up", "false": "down"}
+
+
+def test_two_map_keys_of_one_text_are_refused_not_one_dropped(tmp_path: Path) -> None:
+    with pytest.raises(MappingError, match=r"values\.status: '1' and 1 are the same key '1'"):
+        load_mapping(write(tmp_path, 'values: {status: {"1": up, 1: down}}\n'))
+
+
 def test_a_single_time_format_is_a_list_of_one() -> None:
     assert ImportMapping.model_validate({"time": {"format": "%d.%m.%Y"}}).time.format == (
         "%d.%m.%Y",
