@@ -309,11 +309,12 @@ def _misread(kind: str | None, text: str) -> Exception | None:
 
     A shared-string index `-1`: Python's list takes it from the end, another cell's text.
     A boolean (`t="b"`) other than 0 or 1: openpyxl takes any integer (`bool(int(v))`),
-    so `2` or `-1` became "true".
+    so `2` or `-1` became "true". A boolean cell without a value (`<c t="b"/>`, a
+    styled empty cell) is empty, as openpyxl reads it.
     """
     if kind == "s" and _negative(text):
         return IndexError(f"shared string index {text.strip()[:20]} is negative")
-    if kind == "b" and text.strip() not in ("0", "1"):
+    if kind == "b" and text and text.strip() not in ("0", "1"):
         return ValueError(f"boolean {text.strip()[:20]!r} is neither 0 nor 1")
     return None
 

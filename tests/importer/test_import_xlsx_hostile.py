@@ -487,6 +487,15 @@ def test_a_boolean_cell_other_than_0_or_1_rejects_its_row(tmp_path: Path, saved:
     assert json.loads(bad.raw)["status"] == "up"  # the row's other cells are kept
 
 
+@pytest.mark.parametrize("empty", ['<c r="D2" t="b"/>', '<c r="D2" t="b"><v></v></c>'])
+def test_a_boolean_cell_without_a_value_is_an_empty_cell(tmp_path: Path, empty: str) -> None:
+    """A styled empty cell: the check for booleans other than 0 or 1 rejected its row
+    ("boolean '' is neither 0 nor 1")."""
+    rows = row(1, *HEADER, "note") + unit(2).replace("</row>", empty + "</row>")
+    (got,) = outcomes(xlsx(tmp_path, sheet(rows)))
+    assert isinstance(got, Accepted), got
+
+
 @pytest.mark.parametrize(
     "unreadable",
     ['<c t="n"><v>nan</v></c>', '<c t="s"><v>-1</v></c>', '<c t="b"><v>2</v></c>'],
