@@ -20,9 +20,10 @@ once per connection.
 
 A request the HTTP parser refuses (a `Content-Length` that is not a number, two
 of them, a control character in a header value, TLS or HTTP/2 spoken to the
-plain-HTTP/1.1 port) is answered 400 `bad_request` in the same JSON format,
-saying what the parser objected to: uvicorn's own answer was a plain-text
-"Invalid HTTP request received." with no request id.
+plain-HTTP/1.1 port, a malformed chunk of a chunked body) is answered 400
+`bad_request` in the same JSON format, saying what the parser objected to:
+uvicorn's own answer was a plain-text "Invalid HTTP request received." with no
+request id.
 
 A request that asks for a protocol `Upgrade` (`curl --http2` on an http:// URL
 sends `Upgrade: h2c`) and has a body is refused 400 `bad_request` saying so:
@@ -42,6 +43,7 @@ orchestrator restart a gateway that is merely busy.
 from __future__ import annotations
 
 import asyncio
+import http
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -139,7 +141,6 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         )
         self._answer_and_close(
             431,
-            "Request Header Fields Too Large",
             HEADERS_TOO_LARGE,
             f"the request line and headers exceed {self.max_header_bytes} bytes",
         )
@@ -151,9 +152,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._disarm()
         reason = sys.exception()  # called while uvicorn handles the parser's error
         why = f": {reason}" if reason is not None and str(reason) else ""
-        self._answer_and_close(
-            400, "Bad Request", BAD_REQUEST, f"the request is not valid HTTP/1.1{why}"
-        )
+        self._answer_and_close(400, BAD_REQUEST, f"the request is not valid HTTP/1.1{why}")
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         """Every request's app starts here (pipelined ones too): uvicorn's plain-text 503
@@ -208,18 +207,53 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
         return refuse
 
-    def _answer_and_close(self, status: int, phrase: str, error: str, detail: str) -> None:
-        """A JSON error answer written before (or instead of) any app, then close; when a
-        response to an earlier request on this connection is still owed (pipelining),
-        that one is sent first and the connection closed after, without this one."""
-        self._counted(status, error)
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.keep_alive = False
+    def _answer_and_close(self, status: int, error: str, detail: str) -> None:
+        """A JSON error answer written before (or instead of) any app, then close.
+
+        When the parser failed inside the body of the request it reads (a broken chunk),
+        that request is the one refused: answered at once if its app has not answered
+        yet (the app sees a disconnect, not a body that never ends), only closed if its
+        answer has begun, answered in turn if it waits behind a pipelined request. When
+        the failure is in the head of a new request and a response to an earlier one on
+        this connection is still owed (pipelining), that one is sent first and the
+        connection closed after, without this answer."""
+        cycle = self.cycle
+        if cycle is not None and self._in_body_of(cycle):
+            self._refuse_in_body(cycle, status, error, detail)
             return
+        self._counted(status, error)
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+            return
+        self._write_and_close(status, error, detail)
+
+    def _in_body_of(self, cycle: RequestResponseCycle) -> bool:
+        """The parser is inside the body of `cycle`'s request (its headers were complete,
+        its message is not): a failure now is this request's, not a later one's."""
+        return not self._in_head and cycle.scope is self.scope
+
+    def _refuse_in_body(
+        self, cycle: RequestResponseCycle, status: int, error: str, detail: str
+    ) -> None:
+        """Refuse the request whose body the parser could not read (see `_answer_and_close`)."""
+        for at, (queued, _) in enumerate(self.pipeline):
+            if queued is cycle:  # an earlier response is owed: this one's answer follows it
+                self.pipeline[at] = (cycle, self._refusal(status, error, detail))
+                return
+        if cycle.response_started:
+            self.transport.close()  # an answer is under way: it cannot be replaced
+            return
+        self._counted(status, error)
+        cycle.disconnected = True  # its app ends without writing (uvicorn then sends nothing)
+        cycle.message_event.set()  # and stops waiting for the rest of the body
+        self._write_and_close(status, error, detail)
+
+    def _write_and_close(self, status: int, error: str, detail: str) -> None:
+        """The answer in the gateway's JSON error shape, straight onto the connection."""
         request_id = uuid.uuid4().hex
         body = orjson.dumps({"request_id": request_id, "error": error, "detail": detail})
         head = (
-            f"HTTP/1.1 {status} {phrase}\r\n"
+            f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
             "content-type: application/json\r\n"
             f"content-length: {len(body)}\r\n"
             f"x-request-id: {request_id}\r\n"

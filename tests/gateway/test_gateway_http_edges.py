@@ -209,3 +209,45 @@ def test_an_upgrade_without_a_body_is_ignored(gateway: Harness) -> None:
     request = _upgrade_request("/healthz", b"", method="GET")
     answer = _raw_exchange(gateway.base_url, request, until=b'{"status":"ok"}')
     assert answer.startswith(b"HTTP/1.1 200 "), answer
+
+
+def test_a_chunked_body_the_parser_refuses_is_a_json_400_at_once(gateway: Harness) -> None:
+    """The parser failed inside the body of the request being served: it was taken for an
+    earlier request still owed an answer, so no 400 was written and the app waited for the
+    rest of the body, answering 408 `body_timeout` after `body_timeout_s`."""
+    counted = protocol_refusals(gateway.base_url, 400, "bad_request")
+    head = (
+        "POST /v1/scans HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {token_of('admin')}\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n2\r\n[{\r\n"
+    ).encode()
+    host, port = gateway.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=1) as sock:
+        sock.sendall(head)
+        sock.sendall(b"zz\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):  # a timeout (no answer within 1 s) fails the test
+            answer += chunk
+    head_part, _, body = answer.partition(b"\r\n\r\n")
+    assert head_part.startswith(b"HTTP/1.1 400 "), answer
+    error = json.loads(body)
+    assert error["error"] == "bad_request"
+    assert error["detail"].startswith("the request is not valid HTTP/1.1: "), error
+    assert protocol_refusals(gateway.base_url, 400, "bad_request") == counted + 1
+
+
+def test_a_broken_chunked_body_behind_a_pipelined_request_is_answered_after_it(
+    gateway: Harness,
+) -> None:
+    """The first request's answer comes whole, then the 400 of the one whose body broke."""
+    request = (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /v1/scans HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\n[{\r\nzz\r\n"
+    )
+    answer = _raw_exchange(gateway.base_url, request)
+    first, _, second = answer.partition(b'{"status":"ok"}')
+    assert first.startswith(b"HTTP/1.1 200 "), answer
+    head, _, body = second.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert json.loads(body)["error"] == "bad_request"
