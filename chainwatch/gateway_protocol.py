@@ -51,8 +51,11 @@ from typing import Any, cast
 
 import orjson
 import structlog
+import uvicorn
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from chainwatch.errors import UserError
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -298,6 +301,34 @@ def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
+UVICORN_NEEDED = "0.45"
+"""The first uvicorn whose protocol starts every app in `_start_asgi_task`: 0.36 to 0.44
+create the task inline, so the JSON 503 beyond `limit_concurrency`, the ops paths served
+beyond it and the refused `Upgrade` with a body would silently do nothing there."""
+
+_HOOKS = (
+    "_start_asgi_task",
+    "_should_upgrade",
+    "send_400_response",
+    "on_headers_complete",
+    "on_message_complete",
+    "on_response_complete",
+)
+"""uvicorn's methods `HeaderDeadlineProtocol` overrides or calls beyond asyncio's protocol."""
+
+
+def check_uvicorn() -> None:
+    """A `UserError` (one line) when the installed uvicorn lacks a hook the gateway's
+    protocol relies on: an override of a method uvicorn never calls is silently inert."""
+    missing = [name for name in _HOOKS if not callable(getattr(HttpToolsProtocol, name, None))]
+    if missing:
+        raise UserError(
+            f"the gateway needs uvicorn>={UVICORN_NEEDED}, installed is {uvicorn.__version__} "
+            f"(its HTTP protocol lacks {', '.join(missing)}): "
+            f"pip install 'uvicorn>={UVICORN_NEEDED}'"
+        )
+
+
 def with_header_deadline(
     header_timeout_s: float,
     max_header_bytes: int = 64 * 1024,
@@ -305,7 +336,9 @@ def with_header_deadline(
     count_refusal: Callable[[int, str], None] | None = None,
 ) -> type[HeaderDeadlineProtocol]:
     """The protocol class for uvicorn's `http=`, with this deadline and header limit, the
-    `Retry-After` of its 503 beyond `limit_concurrency`, and what counts its refusals."""
+    `Retry-After` of its 503 beyond `limit_concurrency`, and what counts its refusals
+    (a `UserError` if the installed uvicorn lacks what it overrides: `check_uvicorn`)."""
+    check_uvicorn()
     return type(
         "HeaderDeadlineProtocol",
         (HeaderDeadlineProtocol,),

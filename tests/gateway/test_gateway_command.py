@@ -58,3 +58,20 @@ def test_a_token_bound_to_a_stage_the_plan_lacks_is_refused_at_start(tmp_path: P
     assert "typo" in result.stderr
     assert "dieing" in result.stderr
     assert "gateway on http" not in result.stderr
+
+
+def test_a_uvicorn_without_the_hooks_the_gateway_overrides_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """uvicorn 0.36 to 0.44 had no `_start_asgi_task`: the gateway's JSON 503 beyond the
+    connection limit and its refusal of an `Upgrade` with a body silently did nothing."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from chainwatch.errors import UserError
+    from chainwatch.gateway_protocol import with_header_deadline
+
+    with_header_deadline(10.0)  # the installed uvicorn has them
+    monkeypatch.delattr(HttpToolsProtocol, "_start_asgi_task")
+    with pytest.raises(UserError, match=r"needs uvicorn>=0\.45.*lacks _start_asgi_task") as err:
+        with_header_deadline(10.0)
+    assert "\n" not in str(err.value)
