@@ -29,7 +29,9 @@ A request that asks for a protocol `Upgrade` (`curl --http2` on an http:// URL
 sends `Upgrade: h2c`) and has a body is refused 400 `bad_request` saying so:
 the parser hands what follows the headers to the upgraded protocol, so the app
 saw an empty body and answered 422 "the request holds no items" to a POST of
-scans. Without a body the `Upgrade` is ignored, as HTTP allows.
+scans. Without a body the `Upgrade` is ignored, as HTTP allows, and a request
+pipelined after it is served (uvicorn dropped it: the connection then idled to
+its keep-alive timeout).
 
 Beyond `limit_concurrency` connections and requests, uvicorn answers 503
 before any app runs; its answer was plain text without `Retry-After`, so a
@@ -49,6 +51,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+import httptools
 import orjson
 import structlog
 import uvicorn
@@ -80,12 +83,22 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     _in_head = True  # the parser is reading a request line or headers
     _head_bytes = 0  # of them so far
     _refused = False
+    _fed = b""  # what the parser is being fed now
+    _after_upgrade = b""  # what followed an ignored upgrade, to be fed after it
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        self._receive(data)
+        # what a pipelining client sent after an ignored upgrade (a loop, not a recursion:
+        # one packet may hold a thousand such requests)
+        while self._after_upgrade and not self.transport.is_closing():
+            rest, self._after_upgrade = self._after_upgrade, b""
+            self._receive(rest)
+
+    def _receive(self, data: bytes) -> None:
         if self._refused:
             return  # the connection is closing: nothing more is read
         if self._in_head:
@@ -93,16 +106,41 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             if len(data) > room:
                 # the part that may still end the headers; the rest only if it did
                 if room > 0:
-                    super().data_received(data[:room])
+                    self._feed(data[:room])
                 if self.transport.is_closing() or self.parser is None:
                     return  # refused by the parser (400) or gone
+                if self._after_upgrade:  # parsed after what followed the upgrade
+                    self._after_upgrade += data[room:]
+                    return
                 if self._reading_head():  # still: the headers did not end within the limit
                     self._refuse_headers()
                     return
-                self.data_received(data[room:])
+                self._receive(data[room:])
                 return
             self._head_bytes += len(data)
-        super().data_received(data)
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's parsing of `data`; what followed an upgrade it ignored is kept in
+        `_after_upgrade` (`_unsupported_upgrade_warning`)."""
+        self._fed = data
+        try:
+            super().data_received(data)
+        finally:
+            self._fed = b""
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """uvicorn calls this where the parser stopped at an `Upgrade` it will not make, and
+        drops what followed: a request pipelined after it was silently lost (the parser
+        reads on after the point, `HttpParserUpgrade`'s offset). What follows an upgrade
+        with a body is that body, whose request is refused (`_start_asgi_task`)."""
+        super()._unsupported_upgrade_warning()
+        stopped = sys.exception()  # called while uvicorn handles the parser's upgrade
+        if isinstance(stopped, httptools.HttpParserUpgrade) and not self._upgrade_with_body():
+            self._after_upgrade = self._fed[stopped.args[0] :]
+
+    def _upgrade_with_body(self) -> bool:
+        return bool(cast(dict[str, Any], self.scope).get(_UPGRADE_WITH_BODY))
 
     def _reading_head(self) -> bool:
         return self._in_head
@@ -309,6 +347,7 @@ beyond it and the refused `Upgrade` with a body would silently do nothing there.
 _HOOKS = (
     "_start_asgi_task",
     "_should_upgrade",
+    "_unsupported_upgrade_warning",
     "send_400_response",
     "on_headers_complete",
     "on_message_complete",

@@ -251,3 +251,24 @@ def test_a_broken_chunked_body_behind_a_pipelined_request_is_answered_after_it(
     head, _, body = second.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 "), answer
     assert json.loads(body)["error"] == "bad_request"
+
+
+@pytest.mark.parametrize("upgrades", [1, 600])
+def test_a_request_pipelined_after_an_ignored_upgrade_is_answered(
+    gateway: Harness, upgrades: int
+) -> None:
+    """uvicorn threw away what followed the point of the upgrade: the second request was
+    silently dropped, and the connection closed at the keep-alive timeout. 600 of them in
+    one packet: what follows each is parsed in a loop, not a recursion that overflows."""
+    plain = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    request = _upgrade_request("/healthz", b"", method="GET") * upgrades + plain
+    host, port = gateway.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        while answer.count(b'{"status":"ok"}') < upgrades + 1:  # a timeout fails
+            chunk = sock.recv(65536)
+            assert chunk, answer[-200:]  # closed with an answer missing
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert answer.count(b"HTTP/1.1 200 ") == upgrades + 1
