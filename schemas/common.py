@@ -253,8 +253,13 @@ def number_problem(value: Any) -> tuple[tuple[str | int, ...], PydanticCustomErr
 
     Integers beyond +-2^53, NaN and +-Infinity (a literal such as `1e400`
     parses as infinity) anywhere in a parsed JSON value. Iterative, so a
-    deeply nested value cannot exhaust the stack.
+    deeply nested value cannot exhaust the stack. Nearly every value has no such
+    number: a quick walk without paths says so (building a path per node cost an
+    EPCIS capture of 500 events 12-25 % of its judging); only when it finds one is
+    the value walked again for the first one's path.
     """
+    if not _holds_bad_number(value):
+        return None
     stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
     while stack:
         path, item = stack.pop()
@@ -277,6 +282,26 @@ def number_problem(value: Any) -> tuple[tuple[str | int, ...], PydanticCustomErr
         elif isinstance(item, list | tuple):
             stack.extend(((*path, i), v) for i, v in reversed(list(enumerate(item))))
     return None
+
+
+def _holds_bad_number(value: Any) -> bool:
+    """Whether `number_problem` finds anything (the same checks, no paths, any order)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if item is None or isinstance(item, str | bool):
+            continue
+        if isinstance(item, int):
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                return True
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
 
 
 def _safe_python(value: Any) -> Any:
