@@ -36,13 +36,42 @@ REF = "#/components/schemas/{model}"
 ERROR_REF = {"$ref": "#/components/schemas/GatewayError"}
 METRICS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+ERROR_CODES = (
+    "unauthorized",
+    "forbidden",
+    "body_timeout",
+    "too_large",
+    "unsupported_media_type",
+    "empty",
+    "bad_parameter",
+    "invalid_items",
+    "kafka_unavailable",
+    "shutting_down",
+    "epcis_not_configured",
+    "not_found",
+    "method_not_allowed",
+    "bad_request",
+    "http_error",
+    "headers_too_large",
+    "too_many_connections",
+)
+"""Every `error` the gateway answers with, its HTTP layer's too (400 `bad_request`, 431
+`headers_too_large`, 503 `too_many_connections`, on any path): a client reads them here
+(tests/gateway/test_gateway_openapi_docs.py checks them against the code and the docs)."""
 GATEWAY_ERROR: dict[str, Any] = {
     "type": "object",
     "description": "Every error the gateway sends has this shape (`error` is a stable code).",
     "required": ["request_id", "error", "detail"],
     "properties": {
         "request_id": {"type": "string"},
-        "error": {"type": "string"},
+        "error": {
+            "type": "string",
+            "description": "A stable code: "
+            + ", ".join(f"`{code}`" for code in ERROR_CODES)
+            + ". Before any operation runs, the HTTP layer answers 400 `bad_request` (not "
+            "valid HTTP/1.1), 431 `headers_too_large` or 503 `too_many_connections` on any "
+            "path.",
+        },
         "detail": {"type": "string"},
         "loc": {"type": "string", "description": "The parameter at fault (`bad_parameter`)."},
         "accepted": {"type": "integer"},
@@ -113,8 +142,9 @@ INGEST_ERRORS: dict[str, str] = {
     "nothing was published; see `items`.",
     "503": "Kafka unavailable (`kafka_unavailable`): nothing was published, unless Kafka "
     "stopped answering after the request's commit was sent (`detail` says so); or the "
-    "gateway shut down mid-request (`shutting_down`: not known either). Retry after "
-    "`Retry-After` seconds; posting again is safe.",
+    "gateway shut down mid-request (`shutting_down`: not known either); or it serves "
+    "`limit_concurrency` connections already (`too_many_connections`: nothing was "
+    "published). Retry after `Retry-After` seconds; posting again is safe.",
 }
 PARTIAL_422 = "No items (an empty body, batch or `eventList`): nothing was published."
 EPCIS_ERRORS: dict[str, str] = {
