@@ -65,6 +65,7 @@ __all__ = [
     "decode_replay_line",
     "errors_from",
     "record_id",
+    "rejection_of",
 ]
 
 InputRecord = ScanEvent | UnitStatus | OrderRecord | Customer | Tombstone
@@ -195,7 +196,7 @@ def decode_input(
     try:
         record = decoder.validator.validate_json(raw_value, context=_context(plan))
     except ValidationError as exc:
-        rejection = _rejection(exc, ReasonCode.VALIDATION_FAILED)
+        rejection = rejection_of(exc, ReasonCode.VALIDATION_FAILED)
         if (
             rejection.reason_code is ReasonCode.NOT_OBJECT
             and topic in COMPACTED_TOPICS
@@ -328,7 +329,7 @@ def decode_replay_line(raw_line: bytes | str) -> ReplayLine:
     try:
         return ReplayLine.model_validate_json(raw_line)
     except ValidationError as exc:
-        raise _rejection(exc, ReasonCode.BAD_REPLAY_LINE) from None
+        raise rejection_of(exc, ReasonCode.BAD_REPLAY_LINE) from None
 
 
 def errors_from(exc: ValidationError) -> list[ErrorDetail]:
@@ -396,8 +397,9 @@ _TRANSLATORS: Final[
 }
 
 
-def _rejection(exc: ValidationError, otherwise: ReasonCode) -> RecordRejected:
-    """Classify by pydantic's own root error: bad JSON (incl. bad UTF-8) or not an object."""
+def rejection_of(exc: ValidationError, otherwise: ReasonCode) -> RecordRejected:
+    """Classify by pydantic's own root error: bad JSON (incl. bad UTF-8, or nested beyond
+    the parser's limit) is `not_json`, a value that is no object `not_object`."""
     errors = exc.errors(include_url=False, include_input=False, include_context=False)
     if len(errors) == 1 and not errors[0]["loc"]:
         kind = errors[0]["type"]

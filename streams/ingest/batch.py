@@ -28,7 +28,7 @@ from schemas.validation import (
     check_clock_skew,
     check_numbers,
     decode_input,
-    errors_from,
+    rejection_of,
 )
 from streams.ingest.auth import Role
 from streams.ingest.body import (
@@ -296,16 +296,7 @@ def judge_epcis(
             f"of {max_item_bytes}"
         )
     try:
-        document = EpcisDocument.model_validate_json(envelope)
-        # the model ignores the header and extensions, so their numbers are checked here
-        check_numbers(pydantic_core.from_json(envelope))
-    except ValidationError as exc:
-        return EpcisVerdicts(
-            [],
-            Verdict(
-                0, bytes(body), reason_code=ReasonCode.VALIDATION_FAILED, errors=errors_from(exc)
-            ),
-        )
+        document = _read_envelope(envelope)
     except RecordRejected as exc:
         return EpcisVerdicts(
             [], Verdict(0, bytes(body), reason_code=exc.reason_code, errors=exc.errors)
@@ -320,6 +311,19 @@ def judge_epcis(
         except Exception as exc:  # one event's bug never fails the request
             verdicts.append(_failed(index, event, exc))
     return EpcisVerdicts(verdicts)
+
+
+def _read_envelope(envelope: bytes) -> EpcisDocument:
+    """The document without its events, or `RecordRejected` classified as for any input
+    (`rejection_of`): JSON nested beyond the parser's limit is `not_json`, as a body that
+    does not parse, not `validation_failed`."""
+    try:
+        document = EpcisDocument.model_validate_json(envelope)
+    except ValidationError as exc:
+        raise rejection_of(exc, ReasonCode.VALIDATION_FAILED) from None
+    # the model ignores the header and extensions, so their numbers are checked here
+    check_numbers(pydantic_core.from_json(envelope))
+    return document
 
 
 def _small_json_scalar(body: Body) -> str | None:

@@ -352,3 +352,18 @@ def test_a_number_a_float_cannot_hold_in_the_envelope_refuses_the_document(heade
     assert result.document_error.reason_code.value == "validation_failed"
     locs = [e.loc for e in result.document_error.errors or []]
     assert locs in (["epcisHeader.n"], ["epcisHeader.n.0"]), locs
+
+
+def test_an_envelope_nested_beyond_the_parsers_limit_is_not_json() -> None:
+    """As a body that is not JSON, and as a scan nested so deep: it was `validation_failed`
+    (pydantic's `json_invalid`, recursion limit exceeded)."""
+    body = json.dumps(_document([copy.deepcopy(KNITWEAR[3])])).encode()
+    nested = b"[" * 3000 + b"]" * 3000
+    body = body.replace(
+        b'"type": "EPCISDocument"', b'"epcisHeader": %s, "type": "EPCISDocument"' % nested
+    )
+    result = judge_epcis(body, MAPPING, ENDPOINTS["epcis"], PLAN, 500, 64 * 1024)
+    assert result.document_error is not None
+    assert result.document_error.reason_code is not None
+    assert result.document_error.reason_code.value == "not_json", result.document_error
+    assert [e.type for e in result.document_error.errors or []] == ["json_invalid"]
