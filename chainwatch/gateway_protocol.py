@@ -85,6 +85,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     _refused = False
     _fed = b""  # what the parser is being fed now
     _after_upgrade = b""  # what followed an ignored upgrade, to be fed after it
+    _upgrade_logged = False  # an ignored upgrade on this connection was logged
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -133,8 +134,16 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         """uvicorn calls this where the parser stopped at an `Upgrade` it will not make, and
         drops what followed: a request pipelined after it was silently lost (the parser
         reads on after the point, `HttpParserUpgrade`'s offset). What follows an upgrade
-        with a body is that body, whose request is refused (`_start_asgi_task`)."""
-        super()._unsupported_upgrade_warning()
+        with a body is that body, whose request is refused (`_start_asgi_task`).
+
+        Logged once per connection, not uvicorn's two warnings per request, the second
+        advising to install a WebSocket library (the gateway serves no WebSocket): one
+        packet of pipelined `Upgrade: h2c` requests wrote thousands of lines."""
+        if not self._upgrade_logged:
+            self._upgrade_logged = True
+            client = "%s:%d" % self.client if self.client else None  # noqa: UP031
+            upgrade = dict(self.headers).get(b"upgrade", b"").decode("latin-1")
+            log.info("protocol upgrade ignored", client=client, upgrade=upgrade[:64])
         stopped = sys.exception()  # called while uvicorn handles the parser's upgrade
         if isinstance(stopped, httptools.HttpParserUpgrade) and not self._upgrade_with_body():
             self._after_upgrade = self._fed[stopped.args[0] :]

@@ -253,6 +253,20 @@ def test_a_broken_chunked_body_behind_a_pipelined_request_is_answered_after_it(
     assert json.loads(body)["error"] == "bad_request"
 
 
+def _read_answers(base_url: str, request: bytes, count: int) -> bytes:
+    """What the gateway answers to `request` on one connection, read until `count`
+    answers of /healthz came (a timeout, or a close before, fails)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        while answer.count(b'{"status":"ok"}') < count:
+            chunk = sock.recv(65536)
+            assert chunk, answer[-200:]  # closed with an answer missing
+            answer += chunk
+    return answer
+
+
 @pytest.mark.parametrize("upgrades", [1, 600])
 def test_a_request_pipelined_after_an_ignored_upgrade_is_answered(
     gateway: Harness, upgrades: int
@@ -262,13 +276,20 @@ def test_a_request_pipelined_after_an_ignored_upgrade_is_answered(
     one packet: what follows each is parsed in a loop, not a recursion that overflows."""
     plain = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     request = _upgrade_request("/healthz", b"", method="GET") * upgrades + plain
-    host, port = gateway.base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(request)
-        answer = b""
-        while answer.count(b'{"status":"ok"}') < upgrades + 1:  # a timeout fails
-            chunk = sock.recv(65536)
-            assert chunk, answer[-200:]  # closed with an answer missing
-            answer += chunk
+    answer = _read_answers(gateway.base_url, request, upgrades + 1)
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
     assert answer.count(b"HTTP/1.1 200 ") == upgrades + 1
+
+
+def test_an_ignored_upgrade_is_logged_once_per_connection_without_advice_to_install(
+    gateway: Harness, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn logged two warnings per such request, the second telling the operator to
+    install a WebSocket library (the gateway has no WebSocket): `curl --http2` filled the
+    log, one packet of pipelined upgrades with thousands of lines."""
+    capfd.readouterr()
+    _read_answers(gateway.base_url, _upgrade_request("/healthz", b"", method="GET") * 3, 3)
+    captured = capfd.readouterr()
+    lines = (captured.out + captured.err + caplog.text).splitlines()
+    assert not [line for line in lines if "WebSocket" in line or "Unsupported upgrade" in line]
+    assert len([line for line in lines if "protocol upgrade ignored" in line]) == 1, lines
