@@ -21,6 +21,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
+from schemas.deadline import deadline
+
 
 def timed_out(exc: BaseException) -> bool:
     """Whether a failed call passed its deadline (no answer), not Kafka refusing it: only
@@ -48,7 +50,7 @@ class AckedSends:
         """Queue one record; `MessageSizeTooLargeError` for one Kafka would never take."""
         assert self._producer is not None, "start the producer first"
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with deadline(self.timeout_s):
                 future = await self._producer.send(topic, key=key, value=value)
         except MessageSizeTooLargeError:
             raise
@@ -62,7 +64,7 @@ class AckedSends:
             return
         pending, self._pending = self._pending, []
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with deadline(self.timeout_s):
                 await asyncio.gather(*pending)
         except (KafkaError, TimeoutError) as exc:
             raise self._failed(exc) from None

@@ -46,6 +46,7 @@ from chainwatch.long_lines import MAX_LINE_BYTES, LongLine, binary_lines
 from chainwatch.replay_windows import EventTimeWindows, window_ms
 from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
+from schemas.deadline import deadline
 from schemas.files import not_a_file
 from schemas.plan import load_plan
 from schemas.validation import (
@@ -635,7 +636,7 @@ async def send_final_clock(settings: Settings, t_ms: int) -> None:
         topic = f"{settings.engine.app_id}-{ORDER_INBOX}"
         for partition in range(settings.kafka.partitions):
             try:
-                async with asyncio.timeout(FINAL_CLOCK_TIMEOUT_S):
+                async with deadline(FINAL_CLOCK_TIMEOUT_S):
                     await producer.send_and_wait(
                         topic, value=encode_bundle([Tick(t_ms).encode()]), partition=partition
                     )
@@ -710,7 +711,7 @@ async def read_records(settings: Settings, logical: str) -> list[ConsumerRecord[
         return records
     finally:
         with contextlib.suppress(TimeoutError):  # read or failed already: nothing to lose
-            async with asyncio.timeout(READ_CLOSE_TIMEOUT_S):
+            async with deadline(READ_CLOSE_TIMEOUT_S):
                 await stop_consumer(consumer)
 
 
@@ -722,7 +723,7 @@ async def _read_step(step: Awaitable[T], bootstrap: str, what: str) -> T:
     (a start or an end-offsets request Kafka did not answer ended as "internal error:
     TimeoutError"); `asyncio.timeout`, as Python 3.11's `wait_for` may drop a Ctrl-C."""
     try:
-        async with asyncio.timeout(READ_STALL_TIMEOUT_S):
+        async with deadline(READ_STALL_TIMEOUT_S):
             return await step
     except (TimeoutError, AIOKafkaError) as exc:
         why = (

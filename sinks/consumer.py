@@ -32,6 +32,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from schemas.deadline import deadline
 from sinks.errors import SinkError
 
 log = structlog.stdlib.get_logger(__name__)
@@ -217,7 +218,7 @@ async def commit_within(
     """`consumer.commit(offsets)` (each an offset or `(offset, metadata)`), or `TimeoutError`
     after `COMMIT_TIMEOUT_S`: aiokafka's commit waits for a group coordinator as long as
     the broker is gone, and a stop of the sink or the notifier waits for the commit."""
-    async with asyncio.timeout(COMMIT_TIMEOUT_S):  # not wait_for: 3.11's may swallow it
+    async with deadline(COMMIT_TIMEOUT_S):
         await consumer.commit(dict(offsets))
 
 
@@ -270,7 +271,7 @@ async def stop_consumer(consumer: AIOKafkaConsumer, *, within_s: float | None = 
     Python 3.11's `wait_for` dropped a cancellation that came as the stop finished.
     """
     try:
-        async with asyncio.timeout(within_s):  # None: no deadline
+        async with deadline(within_s):  # None: no deadline
             await consumer.stop()
     except TimeoutError:
         log.warning("kafka_consumer_stop_cut", after_s=within_s)

@@ -18,6 +18,7 @@ import contextlib
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
+from schemas.deadline import deadline
 from sinks.errors import SinkError
 
 START_TIMEOUT_S = 30.0
@@ -73,7 +74,7 @@ async def start_producer(
 async def _start_within(producer: AIOKafkaProducer, limit: float) -> None:
     """`producer.start()` within `limit`: `asyncio.timeout`, as Python 3.11's `wait_for`
     may drop a cancellation that arrives as the start finishes."""
-    async with asyncio.timeout(limit):
+    async with deadline(limit):
         await producer.start()
 
 
@@ -103,5 +104,5 @@ async def stop_producer(producer: AIOKafkaProducer) -> None:
     """`producer.stop()` within `STOP_TIMEOUT_S`, its failure ignored: for a producer
     whose records were acknowledged (or whose failure the caller reports already)."""
     with contextlib.suppress(Exception):  # a stop past its deadline: TimeoutError
-        async with asyncio.timeout(STOP_TIMEOUT_S):  # not wait_for: it may drop a Ctrl-C
+        async with deadline(STOP_TIMEOUT_S):
             await producer.stop()

@@ -47,6 +47,7 @@ from faust.types import TP, FutureMessage, Message
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
+from schemas.deadline import deadline
 from streams.eager_delivery import EagerDelivery
 
 __all__ = [
@@ -253,7 +254,7 @@ class _ReadCommittedConsumer(EagerDelivery, driver.Consumer):
     async def _seek_again(self) -> bool:
         clears = self._buffers_cleared()
         try:
-            async with asyncio.timeout(self.app.conf.broker_request_timeout):
+            async with deadline(self.app.conf.broker_request_timeout):
                 await self.perform_seek()
         except Exception as exc:  # the broker is away: fetch nothing until a seek succeeds
             self.log.warning("seek to the committed offsets failed, retrying: %r", exc)

@@ -20,7 +20,6 @@ Bad rows go to the `dead-letter` topic as `DeadLetter` envelopes.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sys
@@ -35,6 +34,7 @@ from chainwatch.acked_sends import AckedSends, timed_out
 from chainwatch.importer.pipeline import Accepted
 from chainwatch.importer.tables import ImportFailed, is_one_of
 from schemas.dead_letter import DeadLetter
+from schemas.deadline import deadline
 from schemas.files import create_beside, flush_to_disk, sync_directory
 
 
@@ -180,11 +180,11 @@ class KafkaOutput(AckedSends):
             request_timeout_ms=int(min(self.ack_timeout_s, 30) * 1000),
         )
         try:
-            async with asyncio.timeout(self.connect_timeout_s):
+            async with deadline(self.connect_timeout_s):
                 await producer.start()
         except (KafkaError, OSError, TimeoutError) as exc:
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(5):
+                async with deadline(5):
                     await producer.stop()
             raise ImportFailed(
                 f"cannot reach Kafka at {self.bootstrap} within {self.connect_timeout_s:.0f}s "
@@ -205,7 +205,7 @@ class KafkaOutput(AckedSends):
         if self._producer is not None:
             producer, self._producer = self._producer, None
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(self.ack_timeout_s if timeout_s is None else timeout_s):
+                async with deadline(self.ack_timeout_s if timeout_s is None else timeout_s):
                     await producer.stop()
 
     def _failed(self, exc: BaseException) -> ImportFailed:

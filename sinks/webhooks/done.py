@@ -32,13 +32,14 @@ delivered, as before), never a skipped delivery of a record not finished.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas.deadline import deadline
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -214,7 +215,7 @@ async def read_done(
     position are delivered again, as before this metadata existed.
     """
     try:
-        async with asyncio.timeout(timeout_s):
+        async with deadline(timeout_s):
             offsets = await consumer._coordinator.fetch_committed_offsets(list(tps))
     except Exception as exc:  # a timeout, Kafka's errors, an aiokafka without it
         error = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"

@@ -45,6 +45,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from schemas.deadline import deadline
 from sinks.consumer import new_consumer, stop_consumer
 from sinks.webhooks import metrics
 from sinks.webhooks.done import Range, read_done
@@ -127,7 +128,7 @@ async def read_back(
     """
     step = _Steps()
     try:
-        async with asyncio.timeout(config.timeout_s):
+        async with deadline(config.timeout_s):
             await _read(tps, positions, config, on_record, on_done, step, bootstrap, options or {})
     except TimeoutError:
         raise WarmupFailed(f"not finished within {config.timeout_s} s ({step.now})") from None
@@ -200,7 +201,7 @@ async def _stop_reader(source: AIOKafkaConsumer) -> None:
     given up: its sockets are closed with the loop.
     """
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(STOP_TIMEOUT_S):
+        async with deadline(STOP_TIMEOUT_S):
             await asyncio.ensure_future(stop_consumer(source))
 
 

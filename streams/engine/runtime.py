@@ -26,6 +26,7 @@ from faust.streams import _current_event, current_event
 from faust.types import TP
 
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
+from schemas.deadline import deadline
 from schemas.placement import Misplaced, misplaced
 from schemas.plan import SlaPlan
 from schemas.validation import RecordRejected, check_key
@@ -384,7 +385,7 @@ class EngineRuntime:
         consumer = self.app.consumer
         timeout_s = self.config.drained_commit_timeout_s
         try:
-            async with asyncio.timeout(timeout_s):  # not wait_for: 3.11's may swallow it
+            async with deadline(timeout_s):
                 await consumer.commit()
         except TimeoutError:
             log.error(

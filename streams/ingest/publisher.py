@@ -39,6 +39,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import RecordMetadata
 
+from schemas.deadline import deadline
 from streams.partitioning import CachedPartitioner
 
 log = structlog.stdlib.get_logger(__name__)
@@ -136,7 +137,7 @@ class TransactionalPublisher:
         if self._probe is not None:
             probe, self._probe = self._probe, None
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(5.0):
+                async with deadline(5.0):
                     await probe.close()
         if self._closing:
             await asyncio.wait(self._closing, timeout=10.0)
@@ -150,14 +151,14 @@ class TransactionalPublisher:
                 client_id=f"{self.config.transactional_id}-probe",
             )
             try:
-                async with asyncio.timeout(self.config.connect_timeout_s):
+                async with deadline(self.config.connect_timeout_s):
                     await probe.bootstrap()
             except (KafkaError, OSError, TimeoutError):
                 self._close_later(probe.close())
                 return False
             self._probe = probe
         try:
-            async with asyncio.timeout(self.config.connect_timeout_s):
+            async with deadline(self.config.connect_timeout_s):
                 await self._probe.fetch_all_metadata()
         except (KafkaError, OSError, TimeoutError):
             return False
@@ -179,7 +180,7 @@ class TransactionalPublisher:
         within = self.config.publish_timeout_s if within_s is None else within_s
         attempt = _Attempt()
         try:
-            async with asyncio.timeout(within):
+            async with deadline(within):
                 slot = await pool.get()
                 producer = await self._producer(slot)
                 return await self._transaction(producer, records, attempt)
@@ -291,7 +292,7 @@ class TransactionalPublisher:
             client_id=f"{self.config.transactional_id}-{slot}",
         )
         try:
-            async with asyncio.timeout(self.config.connect_timeout_s):
+            async with deadline(self.config.connect_timeout_s):
                 await producer.start()
         except BaseException as exc:
             self._close_later(producer.stop())
@@ -315,7 +316,7 @@ class TransactionalPublisher:
     def _close_later(self, closing: Awaitable[object]) -> None:
         async def close() -> None:
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(10.0):
+                async with deadline(10.0):
                     await closing
 
         task = asyncio.get_running_loop().create_task(close())
@@ -338,7 +339,7 @@ async def _abort_and_stop(producer: AIOKafkaProducer) -> None:
     """
     try:
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(2.0):
+            async with deadline(2.0):
                 await producer.abort_transaction()
         sender = getattr(producer, "_sender", None)
         task = getattr(sender, "sender_task", None)

@@ -20,6 +20,8 @@ from typing import Protocol
 
 import structlog
 
+from schemas.deadline import deadline
+
 log = structlog.stdlib.get_logger(__name__)
 
 
@@ -61,7 +63,7 @@ class Readiness:
         # lost; the task then slept on, and a gateway's shutdown waited for it forever
         # (seen once in CI: "the gateway did not stop within 60 s").
         try:
-            async with asyncio.timeout(self.deadline_s):
+            async with deadline(self.deadline_s):
                 ok = await self._check()
         except TimeoutError:
             self.note(False, f"no answer within {self.deadline_s} s")
