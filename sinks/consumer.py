@@ -32,7 +32,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from schemas.deadline import deadline
+from schemas.deadline import cancel_requests, cancelled_since, deadline
 from sinks.errors import SinkError
 
 log = structlog.stdlib.get_logger(__name__)
@@ -264,12 +264,17 @@ async def stop_consumer(consumer: AIOKafkaConsumer, *, within_s: float | None = 
     With the broker gone, aiokafka's `Fetcher.close` cancels its fetch requests and
     then awaits each of them without catching the cancellation it caused, so the
     stop raised `CancelledError` and the sink or the notifier, stopped by a signal
-    during an outage, exited 1 with a traceback. A cancellation of our own task is
-    handed on; theirs is finished here: the fetches left are cancelled and awaited,
-    and the client (the sockets) closed as `stop` would have. With `within_s`, a stop
-    that takes longer is given up the same way. The deadline is an `asyncio.timeout`:
-    Python 3.11's `wait_for` dropped a cancellation that came as the stop finished.
+    during an outage, exited 1 with a traceback. A cancel of our task made since this
+    call began is handed on (also one aiokafka swallowed: `schemas.deadline`); any
+    other `CancelledError` is aiokafka's, finished here: the fetches left are
+    cancelled and awaited, and the client (the sockets) closed as `stop` would have.
+    "Since this call began": called in the clean-up of a task being cancelled already
+    (`start_consumer`, the sink's and the notifier's `finally`, the warm-up's), the
+    old request is not ours to hand on, and aiokafka's error was taken for it and the
+    client left open. With `within_s`, a stop that takes longer is given up the same
+    way (its client closed).
     """
+    baseline = cancel_requests()
     try:
         async with deadline(within_s):  # None: no deadline
             await consumer.stop()
@@ -277,8 +282,7 @@ async def stop_consumer(consumer: AIOKafkaConsumer, *, within_s: float | None = 
         log.warning("kafka_consumer_stop_cut", after_s=within_s)
         await _close_anyway(consumer)
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        if cancelled_since(baseline):
             raise
         await _close_anyway(consumer)
 

@@ -36,7 +36,6 @@ only a repeat may be delivered again. A revocation cancels the read.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -190,19 +189,15 @@ async def _read(
 
 
 async def _stop_reader(source: AIOKafkaConsumer) -> None:
-    """`stop_consumer(source)` within `STOP_TIMEOUT_S`, in a task of its own.
+    """`stop_consumer(source)` within `STOP_TIMEOUT_S`.
 
     This runs in the `finally` of a read-back that may be being cancelled (a
-    revocation, its deadline), and `stop_consumer` hands on a `CancelledError` while
-    the task it runs in is cancelling: in the read-back's task it took aiokafka's own
-    (a stop with the broker gone) for that cancel and left the reader's client open.
-    Awaiting the task (not `wait_for`, which on Python 3.11 may drop a cancellation)
-    still cancels it at the deadline or on a new cancel. A stop past the deadline is
-    given up: its sockets are closed with the loop.
+    revocation, its deadline): `stop_consumer` hands on only a cancel made since it
+    began, so aiokafka's own `CancelledError` (a stop with the broker gone) still
+    closes the client, and a stop past the deadline is cut and its client closed. A
+    new cancel of the read-back meanwhile is handed on.
     """
-    with contextlib.suppress(TimeoutError):
-        async with deadline(STOP_TIMEOUT_S):
-            await asyncio.ensure_future(stop_consumer(source))
+    await stop_consumer(source, within_s=STOP_TIMEOUT_S)
 
 
 def _names(tps: Collection[TopicPartition]) -> str:

@@ -135,8 +135,8 @@ class ReaderWaitingThenRaising(StopRaisesItsOwnCancellation):
 def test_a_cancelled_warm_up_still_completes_its_readers_close(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A rebalance cancels the read-back; its `finally` stops the reader in a task of its
-    own, so `stop_consumer` does not take aiokafka's cancellation for that cancel and
+    """A rebalance cancels the read-back; its `finally` stops the reader in the cancelled
+    task, and `stop_consumer` must not take aiokafka's cancellation for that cancel and
     finish nothing: the reader's client (its sockets) was left open."""
     source = ReaderWaitingThenRaising()
     monkeypatch.setattr(warmup, "reader", lambda *_args: source)
@@ -164,6 +164,26 @@ def test_a_cancelled_warm_up_still_completes_its_readers_close(
 
 async def _position(_tp: TopicPartition) -> int:
     return 10
+
+
+def test_a_consumer_cancelled_while_it_waits_to_start_ends_with_its_client_closed() -> None:
+    """`start_consumer` stops the consumer in the cancelled task's clean-up, where the
+    task is cancelling already: `stop_consumer` took aiokafka's own `CancelledError` (a
+    stop with the broker gone) for a new cancel of its task, handed it on and left the
+    client open, its fetch requests running. Only a cancel since its entry is ours."""
+    consumer = ReaderWaitingThenRaising()
+
+    async def cancelled_start() -> None:
+        starting = asyncio.create_task(start_consumer(consumer, asyncio.Event()))  # type: ignore[arg-type]
+        async with asyncio.timeout(5):
+            await consumer.starting.wait()
+            starting.cancel()
+            await asyncio.wait({starting})
+        assert starting.cancelled()
+
+    asyncio.run(cancelled_start())
+    assert consumer.client_closed
+    assert all(task.done() for task in consumer._pending_tasks)
 
 
 def test_a_cancellation_of_the_stopping_task_itself_is_handed_on() -> None:
