@@ -8,9 +8,10 @@ away (a broker stopped mid-publish kept a replay waiting for ever, silent).
 Past the deadline, or when Kafka refuses, the caller's own one-line error is
 raised, given the count of records acknowledged before.
 
-The deadlines are `asyncio.timeout`s, not `wait_for`: Python 3.11's `wait_for`
+The deadlines are `schemas.deadline`s, not `wait_for`: Python 3.11's `wait_for`
 returns the result of a call that finished in the turn it was cancelled and
-drops the cancellation, so a Ctrl-C as a send finished was ignored.
+drops the cancellation, so a Ctrl-C as a send finished was ignored; a bare
+`asyncio.timeout` lets aiokafka swallow it instead.
 """
 
 from __future__ import annotations

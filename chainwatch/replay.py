@@ -721,7 +721,7 @@ T = TypeVar("T")
 async def _read_step(step: Awaitable[T], bootstrap: str, what: str) -> T:
     """One step of reading a topic within `READ_STALL_TIMEOUT_S`, or one line naming it
     (a start or an end-offsets request Kafka did not answer ended as "internal error:
-    TimeoutError"); `asyncio.timeout`, as Python 3.11's `wait_for` may drop a Ctrl-C."""
+    TimeoutError"); `schemas.deadline`: Python 3.11's `wait_for` may drop a Ctrl-C."""
     try:
         async with deadline(READ_STALL_TIMEOUT_S):
             return await step

@@ -175,7 +175,7 @@ async def _open_store(settings: Settings, stop: asyncio.Event) -> SerializedClie
         except (StoreUnavailable, OperationalError) as exc:
             log.warning("clickhouse_unavailable", error=str(exc), retry_in_s=delay)
         try:
-            async with asyncio.timeout(delay):  # not wait_for: it may drop a Ctrl-C
+            async with asyncio.timeout(delay):  # not wait_for: 3.11's may drop a cancel
                 await stop.wait()
         except TimeoutError:
             delay = backoff.next()

@@ -72,7 +72,7 @@ async def start_producer(
 
 
 async def _start_within(producer: AIOKafkaProducer, limit: float) -> None:
-    """`producer.start()` within `limit`: `asyncio.timeout`, as Python 3.11's `wait_for`
+    """`producer.start()` within `limit`: `schemas.deadline`, as Python 3.11's `wait_for`
     may drop a cancellation that arrives as the start finishes."""
     async with deadline(limit):
         await producer.start()

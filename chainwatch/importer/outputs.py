@@ -10,9 +10,10 @@ once every in-sync replica has it and a retried batch is not duplicated.
 Every call has a deadline (start, each send, each batch's acknowledgements,
 stop; `chainwatch.acked_sends`, shared with the replay); past one, or when
 Kafka refuses, `ImportFailed` says how many records Kafka had acknowledged.
-The deadlines are `asyncio.timeout`s, not `wait_for`: Python 3.11's `wait_for`
+The deadlines are `schemas.deadline`s, not `wait_for`: Python 3.11's `wait_for`
 returns the result of a call that finished in the turn it was cancelled and
-drops the cancellation, so Ctrl-C during an import was often ignored.
+drops the cancellation, so Ctrl-C during an import was often ignored; a bare
+`asyncio.timeout` lets aiokafka's close swallow it instead.
 Re-running the import after such a failure is safe: records sent twice change
 nothing (docs/import.md).
 Bad rows go to the `dead-letter` topic as `DeadLetter` envelopes.

@@ -310,7 +310,7 @@ class ClickHouseSink:
                 else:
                     log.warning("clickhouse_unavailable", error=_short(exc), retry_in_s=delay)
                 try:
-                    async with asyncio.timeout(delay):  # not wait_for: it may drop a Ctrl-C
+                    async with asyncio.timeout(delay):  # not wait_for: 3.11's may drop a cancel
                         await self._stop.wait()
                 except TimeoutError:
                     delay = backoff.next()

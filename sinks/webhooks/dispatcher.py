@@ -321,7 +321,7 @@ class EndpointPipe:
         self.stopping.set()
         wait_s = self.policy.timeout_s + STOP_GRACE_S
         try:
-            async with asyncio.timeout(wait_s):  # not wait_for: it may drop a Ctrl-C
+            async with asyncio.timeout(wait_s):  # not wait_for: 3.11's may drop a cancel
                 await self._none_in_flight.wait()
         except TimeoutError:
             log.warning(

@@ -20,9 +20,10 @@ Deadlines: a request's whole publish - waiting for a free producer, starting
 it, the transaction - is bounded by `publish_timeout_s`, so a client gets its
 503 within that time whatever the broker does (down, or accepting connections
 and never answering). Readiness checks use their own client, never a producer
-of the pool, so probes cannot queue ahead of ingest. Every deadline here is an
-`asyncio.timeout`: Python 3.11's `asyncio.wait_for` dropped a cancellation that
-came as the awaited call finished (a Ctrl-C, a stop, unseen).
+of the pool, so probes cannot queue ahead of ingest. Every deadline here is
+`schemas.deadline`: an `asyncio.timeout` that also raises a cancel of our task
+(the gateway's shutdown) that aiokafka's close swallowed; Python 3.11's
+`asyncio.wait_for` dropped a cancellation that came as the awaited call finished.
 """
 
 from __future__ import annotations

@@ -58,10 +58,11 @@ class Readiness:
         self._ready, self._error, self._at = ready, error, time.monotonic()
 
     async def check_once(self) -> None:
-        # `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` returns the
+        # `schemas.deadline`, not `wait_for`: on Python 3.11 `wait_for` returns the
         # check's result when a cancel arrives as the check ends, and the cancel is
         # lost; the task then slept on, and a gateway's shutdown waited for it forever
-        # (seen once in CI: "the gateway did not stop within 60 s").
+        # (seen once in CI: "the gateway did not stop within 60 s"). Not a bare
+        # `asyncio.timeout` either: the check's aiokafka calls may swallow the cancel.
         try:
             async with deadline(self.deadline_s):
                 ok = await self._check()

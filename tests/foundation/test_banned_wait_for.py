@@ -7,8 +7,10 @@ qualified name as imported: `from asyncio import tasks; tasks.wait_for(...)` pas
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,13 @@ def test_ruff_refuses_wait_for_however_it_is_imported(source: str) -> None:
         check=False,
     )
     assert "TID251" in checked.stdout, checked.stdout + checked.stderr
+
+
+def test_the_ban_names_the_helper_to_use_and_it_exists() -> None:
+    """`asyncio.timeout` is no drop-in around aiokafka (its closes swallow a cancel of
+    the caller's task): the message points at `schemas.deadline.deadline`."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    banned = config["tool"]["ruff"]["lint"]["flake8-tidy-imports"]["banned-api"]
+    for name in ("asyncio.wait_for", "asyncio.tasks.wait_for"):
+        assert "schemas.deadline.deadline" in banned[name]["msg"], name
+    assert callable(importlib.import_module("schemas.deadline").deadline)
