@@ -272,7 +272,8 @@ async def stop_consumer(consumer: AIOKafkaConsumer, *, within_s: float | None = 
     (`start_consumer`, the sink's and the notifier's `finally`, the warm-up's), the
     old request is not ours to hand on, and aiokafka's error was taken for it and the
     client left open. With `within_s`, a stop that takes longer is given up the same
-    way (its client closed).
+    way (its client closed), and so is a stop our own cancel cut short, before the
+    cancel is handed on.
     """
     baseline = cancel_requests()
     try:
@@ -282,17 +283,23 @@ async def stop_consumer(consumer: AIOKafkaConsumer, *, within_s: float | None = 
         log.warning("kafka_consumer_stop_cut", after_s=within_s)
         await _close_anyway(consumer)
     except asyncio.CancelledError:
+        await _close_anyway(consumer)  # ours too: the consumer is marked closed already
         if cancelled_since(baseline):
             raise
-        await _close_anyway(consumer)
 
 
 async def _close_anyway(consumer: AIOKafkaConsumer) -> None:
+    """What a `stop` cut short left running: the fetch routine and its requests are
+    cancelled and awaited, and the client closed (its metadata routine, its sockets).
+
+    aiokafka marks the consumer closed as its `stop` begins, so a stop cut by a cancel
+    of our task is never run again: its routines ran on until the loop closed them."""
     fetcher = getattr(consumer, "_fetcher", None)
-    pending = list(getattr(fetcher, "_pending_tasks", ()))
-    for request in pending:
-        request.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    routine = getattr(fetcher, "_fetch_task", None)
+    running = [*([routine] if routine is not None else []), *getattr(fetcher, "_pending_tasks", ())]
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
     await consumer._client.close()
 
 

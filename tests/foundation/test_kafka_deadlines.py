@@ -575,8 +575,17 @@ class _NoPositionConsumer:
     """A reader whose `position` (and `stop`) never return: aiokafka waits for a position
     without a deadline, and the replay's stall check never ran."""
 
+    last: _NoPositionConsumer | None = None
+
     def __init__(self, *_args: object, **_kwargs: object) -> None:
         self.stops = 0
+        self.client_closed = False
+        self._client = self
+        _NoPositionConsumer.last = self
+
+    async def close(self) -> None:
+        """Its client's close (`_client.close`), done when the stop is cut."""
+        self.client_closed = True
 
     async def start(self) -> None:
         pass
@@ -617,3 +626,5 @@ def test_reading_a_result_topic_fails_clearly_when_kafka_gives_no_position(
     with pytest.raises(UserError, match=r"did not give the reading position of .*alerts\[0\]"):
         asyncio.run(reading)
     assert time.monotonic() - started < 5
+    assert _NoPositionConsumer.last is not None
+    assert _NoPositionConsumer.last.client_closed  # its stop cut short: closed all the same

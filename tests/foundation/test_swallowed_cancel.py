@@ -116,3 +116,30 @@ def test_a_stop_cancelled_at_any_turn_ends_cancelled(kafka_bootstrap: str, stop:
         return [k for k in TURNS if not await cancelled_after(k)]
 
     assert asyncio.run(main()) == []
+
+
+@pytest.mark.parametrize(
+    "stop", [_consumer_stop, _warm_up_reader_stop], ids=["stop_consumer", "warm-up reader"]
+)
+def test_a_consumer_stop_cancelled_at_any_turn_leaves_nothing_running(
+    kafka_bootstrap: str, stop: Stop
+) -> None:
+    """aiokafka marks the consumer closed first, so a stop cut short by a cancel is never
+    run again: its metadata and fetch routines ran on until the loop closed them."""
+
+    async def left_after(turns: int) -> list[str]:
+        before = asyncio.all_tasks()
+        task = asyncio.ensure_future(await stop(kafka_bootstrap))
+        for _ in range(turns + 1):
+            await asyncio.sleep(0)
+        task.cancel()
+        async with asyncio.timeout(15):
+            await asyncio.wait({task})
+        others = asyncio.all_tasks() - before - {task}
+        return sorted(t.get_coro().__qualname__ for t in others if not t.done())
+
+    async def main() -> dict[int, list[str]]:
+        left = {k: await left_after(k) for k in TURNS}
+        return {k: names for k, names in left.items() if names}
+
+    assert asyncio.run(main()) == {}

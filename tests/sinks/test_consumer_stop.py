@@ -187,18 +187,30 @@ def test_a_consumer_cancelled_while_it_waits_to_start_ends_with_its_client_close
 
 
 def test_a_cancellation_of_the_stopping_task_itself_is_handed_on() -> None:
+    """...after closing the client: aiokafka never runs a stop cut short again."""
+
     class Slow:
+        def __init__(self) -> None:
+            self._client = self
+            self.client_closed = False
+
         async def stop(self) -> None:
             await asyncio.Event().wait()
 
+        async def close(self) -> None:
+            self.client_closed = True
+
+    consumer = Slow()
+
     async def main() -> None:
-        stopping = asyncio.create_task(stop_consumer(Slow()))  # type: ignore[arg-type]
+        stopping = asyncio.create_task(stop_consumer(consumer))  # type: ignore[arg-type]
         await asyncio.sleep(0.01)
         stopping.cancel()
         await stopping
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(main())
+    assert consumer.client_closed
 
 
 class QuickStop:
