@@ -32,9 +32,9 @@ class LongLine(Exception):
         super().__init__(start[:80])
         self.start, self.size, self.sha256, self.blank = start, size, sha256, blank
 
-    def describe(self, limit: int = MAX_LINE_BYTES) -> str:
+    def describe(self, limit: int = MAX_LINE_BYTES, what: str = "the line") -> str:
         return (
-            f"the line is {self.size:,} bytes, longer than any record can be "
+            f"{what} is {self.size:,} bytes, longer than any record can be "
             f"({limit:,}); SHA-256 {self.sha256}"
         )
 

@@ -45,6 +45,9 @@ _SHOWN = 40
 #: What `RowMapper._lookup` returns for a value its map does not list.
 _UNMAPPED: Final = object()
 
+_TYPED_FIELDS = NUMBER_FIELDS | OBJECT_FIELDS | LIST_FIELDS
+"""Fields whose JSON value keeps its type even as a string (`_keep_type`)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -227,7 +230,7 @@ class RowMapper:
         its type and the validation judges it, as on every other input path. A value
         the field's value map lists (`status: {1: up}`) is mapped first, in every type.
         """
-        return not isinstance(value, str) or field in NUMBER_FIELDS | OBJECT_FIELDS | LIST_FIELDS
+        return not isinstance(value, str) or field in _TYPED_FIELDS
 
     def _listed(self, field: str, value: Any) -> bool:
         """Whether the field's value map lists `value`, a JSON scalar (`"status": 1` in

@@ -213,7 +213,7 @@ def is_one_of(path: Path, inputs: Collection[tuple[int, int]]) -> bool:
 def _long_problem(long: LongLine, lines: int = 1) -> tuple[ReasonCode, ErrorDetail]:
     """A line, or a CSV record of `lines` lines (quoted line breaks), too long to hold."""
     if lines > 1:
-        message = long.describe().replace("the line is", f"the record ({lines:,} lines) is", 1)
+        message = long.describe(what=f"the record ({lines:,} lines)")
         return _unreadable(message, "import_record_too_long")
     return _unreadable(long.describe(), "import_line_too_long")
 
@@ -425,15 +425,17 @@ class _XlsxTable(Table):
             self.done = self._reader.done
             if self._reader.rows_read % _TICK == 0:
                 self.tick()
-            cells = dict(zip(header, row.values, strict=False))
             if row.error is not None:  # its readable cells kept, for a user to fix it
+                cells = dict(zip(header, row.values, strict=False))
                 raw = _cells_raw(cells) if row.values else b""
                 yield Row(row.number, cells, raw, _unreadable(row.error))
                 continue
             blank = not any(_filled(v) for v in row.values)
             if blank and not row.beyond and not row.unsaved:
                 continue  # a row of formulas without saved values is not known to be blank
-            raw = _cells_raw(cells)  # not for a skipped blank row: sheets hold many
+            # not for a skipped blank row: sheets hold many
+            cells = dict(zip(header, row.values, strict=False))
+            raw = _cells_raw(cells)
             problem = None
             if row.beyond:
                 problem = _unreadable(f"the row has cells beyond the {len(header)} columns")

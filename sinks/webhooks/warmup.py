@@ -185,19 +185,11 @@ async def _read(
                     on_done(PartitionRead(tp, first, end, counts[tp], time.monotonic() - began))
             await asyncio.sleep(0)  # a buffered batch returns at once: let the loop run
     finally:
-        await _stop_reader(source)
-
-
-async def _stop_reader(source: AIOKafkaConsumer) -> None:
-    """`stop_consumer(source)` within `STOP_TIMEOUT_S`.
-
-    This runs in the `finally` of a read-back that may be being cancelled (a
-    revocation, its deadline): `stop_consumer` hands on only a cancel made since it
-    began, so aiokafka's own `CancelledError` (a stop with the broker gone) still
-    closes the client, and a stop past the deadline is cut and its client closed. A
-    new cancel of the read-back meanwhile is handed on.
-    """
-    await stop_consumer(source, within_s=STOP_TIMEOUT_S)
+        # in the `finally` of a read-back that may be being cancelled (a revocation, its
+        # deadline): `stop_consumer` hands on only a cancel made since it began, so
+        # aiokafka's own `CancelledError` (a stop with the broker gone) still closes the
+        # client, and a stop past the deadline is cut and its client closed
+        await stop_consumer(source, within_s=STOP_TIMEOUT_S)
 
 
 def _names(tps: Collection[TopicPartition]) -> str:

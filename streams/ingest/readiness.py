@@ -86,13 +86,11 @@ class Readiness:
             self._task = None
 
     async def _run(self) -> None:
-        task = asyncio.current_task()
         while True:
             await asyncio.sleep(self.interval_s)  # a polling period, not a synchronisation
+            # a cancel that a library call inside the check swallowed still stops us:
+            # `check_once` runs under `schemas.deadline`, which raises it again
             await self.check_once()
-            if task is not None and task.cancelling():
-                # a cancel that a library call inside the check swallowed still stops us
-                raise asyncio.CancelledError
 
 
 class TopicPreparation(Protocol):

@@ -87,7 +87,7 @@ async def _consumer_stop(bootstrap: str) -> Awaitable[None]:
 async def _warm_up_reader_stop(bootstrap: str) -> Awaitable[None]:
     source = warmup.reader(bootstrap, {})
     await source.start()
-    return warmup._stop_reader(source)
+    return stop_consumer(source, within_s=warmup.STOP_TIMEOUT_S)  # as the read-back does
 
 
 Stop = Callable[[str], Awaitable[Awaitable[None]]]
