@@ -21,7 +21,7 @@ from typing import IO, Any, Final, Literal
 
 from chainwatch.importer.csv_records import RecordTap
 from chainwatch.importer.errors import ImportFailed
-from chainwatch.importer.xlsx import SheetReader, SheetRow, open_book
+from chainwatch.importer.xlsx import SheetReader, SheetRow, cell_name, open_book
 from chainwatch.long_lines import (
     CHUNK,
     MAX_LINE_BYTES,
@@ -90,9 +90,7 @@ def error_value_problem(column: int, row: int, value: Any) -> tuple[ReasonCode, 
     imported as that text (a customer named "#N/A"). A number there is one in a date
     format that is no date (`SheetReader`): openpyxl calls it `#VALUE!`, but the file
     holds no error and no formula to fix."""
-    from openpyxl.utils import get_column_letter
-
-    where = f"cell {get_column_letter(column)}{row}"
+    where = cell_name(column, row)
     if isinstance(value, int | float) and not isinstance(value, bool):
         shown = str(value) if len(str(value)) <= _SHOWN else f"{str(value)[:_SHOWN]}..."
         return _unreadable(
@@ -105,10 +103,8 @@ def error_value_problem(column: int, row: int, value: Any) -> tuple[ReasonCode, 
 
 
 def unsaved_problem(column: int, row: int) -> tuple[ReasonCode, ErrorDetail]:
-    from openpyxl.utils import get_column_letter
-
     return _unreadable(
-        f"cell {get_column_letter(column)}{row} holds a formula without a saved value (open "
+        f"{cell_name(column, row)} holds a formula without a saved value (open "
         "and save the file in Excel, or export values)"
     )
 

@@ -231,7 +231,7 @@ class SheetReader:
         if column is None:  # no reference, or a bad one: the next column, as openpyxl counts
             column = before + 1
         self._cells.col_counter = column
-        error = f"{_where(column, self._cells.row_counter)} cannot be read ({one_line(exc)})"
+        error = f"{cell_name(column, self._cells.row_counter)} cannot be read ({one_line(exc)})"
         return {"column": column, "value": None, "unsaved": False, "error": error}
 
     def _check_number(self, number: int) -> None:
@@ -276,7 +276,7 @@ class SheetReader:
         for cell in cells:
             column, value = cell["column"], cell["value"]
             if column in seen:  # one of two values would be taken unseen (Excel repairs it)
-                errors.append(f"{_where(column, number)} appears twice in the row")
+                errors.append(f"{cell_name(column, number)} appears twice in the row")
             seen.add(column)
             if column <= width:
                 values[column - 1] = value
@@ -294,7 +294,7 @@ class SheetReader:
         )
 
 
-def _where(column: int, row: int) -> str:
+def cell_name(column: int, row: int) -> str:
     """A cell as a user finds it: `B7`."""
     from openpyxl.utils.cell import get_column_letter
 
