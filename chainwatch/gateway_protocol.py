@@ -243,8 +243,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
         async def refuse(scope: Any, receive: Any, send: Any) -> None:
             self._counted(status, error)
-            request_id = uuid.uuid4().hex
-            body = orjson.dumps({"request_id": request_id, "error": error, "detail": detail})
+            request_id, body = _error_body(error, detail)
             start = [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -300,8 +299,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def _write_and_close(self, status: int, error: str, detail: str) -> None:
         """The answer in the gateway's JSON error shape, straight onto the connection."""
-        request_id = uuid.uuid4().hex
-        body = orjson.dumps({"request_id": request_id, "error": error, "detail": detail})
+        request_id, body = _error_body(error, detail)
         head = (
             f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
             "content-type: application/json\r\n"
@@ -398,3 +396,10 @@ def with_header_deadline(
             "count_refusal": staticmethod(count_refusal) if count_refusal else None,
         },
     )
+
+
+def _error_body(error: str, detail: str) -> tuple[str, bytes]:
+    """A new request id and the JSON error body naming it, in the shape of the routes'
+    errors (`streams.ingest`), so a client reads every refusal the same way."""
+    request_id = uuid.uuid4().hex
+    return request_id, orjson.dumps({"request_id": request_id, "error": error, "detail": detail})
