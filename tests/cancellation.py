@@ -26,3 +26,17 @@ async def cancelled_as_it_finishes(call: Callable[[], Awaitable[Any]], done: asy
         await done.wait()
     task.cancel()
     return await task
+
+
+class FinishesInOneTurn:
+    """A client whose `stop` or `close` finishes after one turn of the loop and says so
+    (`done`): the turn `cancelled_as_it_finishes` cancels in."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+
+    async def stop(self) -> None:
+        await asyncio.sleep(0)
+        self.done.set()
+
+    close = stop

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
-from cancellation import cancelled_as_it_finishes
+from cancellation import FinishesInOneTurn, cancelled_as_it_finishes
 from conftest import gateway_settings, read_committed, start_gateway, token_of
 from dead_servers import DeadServer
 from samples import fresh_scan as scan
@@ -325,24 +325,13 @@ def test_closing_a_given_up_producer_stops_when_its_own_deadline_cancels_it() ->
     assert asyncio.run(closed_when_cancelled())
 
 
-class _QuickClose:
-    """A readiness probe whose close finishes after one turn of the loop and says so."""
-
-    def __init__(self) -> None:
-        self.done = asyncio.Event()
-
-    async def close(self) -> None:
-        await asyncio.sleep(0)
-        self.done.set()
-
-
 def test_a_cancellation_as_the_publishers_probe_closes_is_not_dropped() -> None:
     """Python 3.11's `wait_for` returned the result of a close that finished in the turn
     its task was cancelled, and dropped the cancellation: a Ctrl-C then went unseen."""
 
     async def interrupted() -> str:
         publisher = TransactionalPublisher(PublisherConfig("127.0.0.1:9", "quick-close"))
-        probe = _QuickClose()
+        probe = FinishesInOneTurn()
         publisher._probe = probe  # type: ignore[assignment]
         return await cancelled_as_it_finishes(publisher.stop, probe.done)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from cancellation import cancelled_as_it_finishes
+from cancellation import FinishesInOneTurn, cancelled_as_it_finishes
 
 from sinks.consumer import consume, start_consumer, stop_consumer
 from sinks.webhooks import warmup
@@ -213,23 +213,12 @@ def test_a_cancellation_of_the_stopping_task_itself_is_handed_on() -> None:
     assert consumer.client_closed
 
 
-class QuickStop:
-    """A consumer whose stop finishes after one turn of the loop and says so."""
-
-    def __init__(self) -> None:
-        self.done = asyncio.Event()
-
-    async def stop(self) -> None:
-        await asyncio.sleep(0)
-        self.done.set()
-
-
 def test_a_cancellation_as_a_stop_with_a_deadline_finishes_is_not_dropped() -> None:
     """Python 3.11's `wait_for` returned the result of a stop that finished in the turn
     its task was cancelled, and dropped the cancellation: a Ctrl-C then went unseen."""
 
     async def interrupted() -> str:
-        consumer = QuickStop()
+        consumer = FinishesInOneTurn()
         return await cancelled_as_it_finishes(
             lambda: stop_consumer(consumer, within_s=5.0),  # type: ignore[arg-type]
             consumer.done,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, UnsupportedVersionError
-from cancellation import cancelled_as_it_finishes
+from cancellation import FinishesInOneTurn, cancelled_as_it_finishes
 
 from chainwatch import replay
 from chainwatch.errors import USER_ERRORS
@@ -180,23 +180,12 @@ def test_the_replays_final_clock_has_a_deadline(
     assert NeverAcknowledges.instances[-1].stopped == 1
 
 
-class _QuickStop:
-    """A producer whose stop finishes after one turn of the loop and says so."""
-
-    def __init__(self) -> None:
-        self.done = asyncio.Event()
-
-    async def stop(self) -> None:
-        await asyncio.sleep(0)
-        self.done.set()
-
-
 def test_a_cancellation_as_the_producer_stop_finishes_is_not_dropped() -> None:
     """Python 3.11's `wait_for` returned the result of a call that finished in the turn
     it was cancelled, and dropped the cancellation: a Ctrl-C then went unseen."""
 
     async def interrupted() -> str:
-        producer = _QuickStop()
+        producer = FinishesInOneTurn()
 
         return await cancelled_as_it_finishes(
             lambda: producer_start.stop_producer(producer),  # type: ignore[arg-type]

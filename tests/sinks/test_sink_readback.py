@@ -461,21 +461,37 @@ def test_a_failed_read_back_is_named_for_what_it_was_and_retried_before_anything
     assert sink.buffered_rows == 3
 
 
+def _sink_whose_read_back_is_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[ClickHouseSink, Lines]:
+    """A sink whose store cuts every read-back (a server's timeout), and its log lines."""
+    lines = Lines()
+    monkeypatch.setattr(sink_module, "log", lines)
+    return _sink(_Store([SERVER_TIMEOUT] * 100), backoff_s=60), lines
+
+
+async def _waiting_to_read_back_again(
+    sink: ClickHouseSink, lines: Lines
+) -> tuple[asyncio.Event, asyncio.Task[Any]]:
+    """The sink's stop event and a task handling one record, once its first read-back
+    was cut and it waits (60 s) to read again."""
+    stop = asyncio.Event()
+    sink._stop = stop  # what `run` does with its stop event
+    tp = TopicPartition("s", 0)
+    reading = asyncio.create_task(sink.handle(tp, [record(scan_json(0), topic="s")]))
+    await asyncio.to_thread(
+        wait_for, lambda: lines.named("stored_offsets_read_slow"), 10, "a cut read"
+    )
+    return stop, reading
+
+
 def test_a_sink_told_to_stop_while_its_read_back_is_cut_stops_at_once_with_nothing_buffered(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    lines = Lines()
-    monkeypatch.setattr(sink_module, "log", lines)
-    sink = _sink(_Store([SERVER_TIMEOUT] * 100), backoff_s=60)
-    tp = TopicPartition("s", 0)
+    sink, lines = _sink_whose_read_back_is_cut(monkeypatch)
 
     async def scenario() -> None:
-        stop = asyncio.Event()
-        sink._stop = stop  # what `run` does with its stop event
-        reading = asyncio.create_task(sink.handle(tp, [record(scan_json(0), topic="s")]))
-        await asyncio.to_thread(
-            wait_for, lambda: lines.named("stored_offsets_read_slow"), 10, "a cut read"
-        )
+        stop, reading = await _waiting_to_read_back_again(sink, lines)
         stop.set()
         with pytest.raises(StopRequested):
             await asyncio.wait_for(reading, timeout=5)
@@ -490,18 +506,10 @@ def test_a_cancellation_in_the_turn_the_sink_is_told_to_stop_is_not_dropped(
     """Python 3.11's `asyncio.wait_for` returned when the stop event was set in the turn
     its task was cancelled, and dropped the cancellation (gh-86296): the task went on as
     if never cancelled, a Ctrl-C unseen. The wait is an `asyncio.timeout` now."""
-    lines = Lines()
-    monkeypatch.setattr(sink_module, "log", lines)
-    sink = _sink(_Store([SERVER_TIMEOUT] * 100), backoff_s=60)
-    tp = TopicPartition("s", 0)
+    sink, lines = _sink_whose_read_back_is_cut(monkeypatch)
 
     async def scenario() -> None:
-        stop = asyncio.Event()
-        sink._stop = stop  # what `run` does with its stop event
-        reading = asyncio.create_task(sink.handle(tp, [record(scan_json(0), topic="s")]))
-        await asyncio.to_thread(
-            wait_for, lambda: lines.named("stored_offsets_read_slow"), 10, "a cut read"
-        )
+        stop, reading = await _waiting_to_read_back_again(sink, lines)
         stop.set()  # the waited-for event and the cancellation, in one turn
         reading.cancel()
         async with asyncio.timeout(5):
