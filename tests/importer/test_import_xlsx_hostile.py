@@ -69,6 +69,18 @@ def xlsx(tmp_path: Path, sheet_xml: str, **parts: str | bytes) -> Path:
     return path
 
 
+def only_row_3_rejected(got: list[Accepted | Rejected]) -> Rejected:
+    """Rows 2 and 4 accepted around row 3, which is rejected: row 3's outcome."""
+    assert [(o.row, type(o).__name__) for o in got] == [
+        (2, "Accepted"),
+        (3, "Rejected"),
+        (4, "Accepted"),
+    ]
+    bad = got[1]
+    assert isinstance(bad, Rejected)
+    return bad
+
+
 def outcomes(path: Path) -> list[Accepted | Rejected]:
     importer = Importer(RowMapper(ImportMapping(), "unit-status"), PLAN)
     tables = open_tables([path], ImportMapping(), importer)
@@ -160,14 +172,7 @@ def test_a_shared_strings_bomb_is_refused_before_it_is_inflated(tmp_path: Path) 
 def test_a_number_cell_openpyxl_cannot_read_rejects_its_row_only(tmp_path: Path, bad: str) -> None:
     broken = f'<row r="3"><c r="A3" t="n"><v>{bad}</v></c></row>'
     rows = row(1, *HEADER) + unit(2) + broken + unit(4)
-    got = outcomes(xlsx(tmp_path, sheet(rows)))
-    assert [(o.row, type(o).__name__) for o in got] == [
-        (2, "Accepted"),
-        (3, "Rejected"),
-        (4, "Accepted"),
-    ]
-    bad_row = got[1]
-    assert isinstance(bad_row, Rejected)
+    bad_row = only_row_3_rejected(outcomes(xlsx(tmp_path, sheet(rows))))
     assert "cell A3 cannot be read" in bad_row.reason
 
 
@@ -179,14 +184,9 @@ def test_an_unreadable_cell_rejects_its_row_keeping_the_other_cells(tmp_path: Pa
         '<c r="B3" t="b"><v>maybe</v></c><c r="C3" t="inlineStr"><is><t>'
         f"{TIME}</t></is></c></row>"
     )
-    got = outcomes(xlsx(tmp_path, sheet(row(1, *HEADER) + unit(2) + broken + unit(4))))
-    assert [(o.row, type(o).__name__) for o in got] == [
-        (2, "Accepted"),
-        (3, "Rejected"),
-        (4, "Accepted"),
-    ]
-    bad = got[1]
-    assert isinstance(bad, Rejected)
+    bad = only_row_3_rejected(
+        outcomes(xlsx(tmp_path, sheet(row(1, *HEADER) + unit(2) + broken + unit(4))))
+    )
     assert bad.reason.startswith("validation_failed: cell B3 cannot be read (ValueError")
     assert json.loads(bad.raw) == {"unit_id": "U-3", "status": None, "event_time": TIME}
     assert bad.key is None
@@ -206,14 +206,7 @@ def test_a_cell_holding_an_error_value_rejects_its_row_if_the_import_reads_it(
     failing = unit(3).replace(
         '<c r="B3" t="inlineStr"><is><t>up</t></is></c>', error("B3", "#REF!")
     )
-    got = outcomes(xlsx(tmp_path, sheet(head + erred + failing + unit(4))))
-    assert [(o.row, type(o).__name__) for o in got] == [
-        (2, "Accepted"),
-        (3, "Rejected"),
-        (4, "Accepted"),
-    ]
-    bad = got[1]
-    assert isinstance(bad, Rejected)
+    bad = only_row_3_rejected(outcomes(xlsx(tmp_path, sheet(head + erred + failing + unit(4)))))
     assert bad.errors[0].msg.startswith("cell B3 holds the error value #REF!")
     assert json.loads(bad.raw)["status"] == "#REF!"  # what the operator sees in the cell
 
@@ -224,12 +217,7 @@ def test_a_row_with_two_cells_in_one_column_is_rejected_not_one_of_them_taken(
     """openpyxl keeps both; the row took the last one's value unseen (U-9 for U-3)."""
     twice = unit(3).replace("</row>", cell("A3", "U-9") + "</row>")
     got = outcomes(xlsx(tmp_path, sheet(row(1, *HEADER) + unit(2) + twice + unit(4))))
-    assert [(o.row, type(o).__name__) for o in got] == [
-        (2, "Accepted"),
-        (3, "Rejected"),
-        (4, "Accepted"),
-    ]
-    assert "cell A3 appears twice in the row" in got[1].reason  # type: ignore[union-attr]
+    assert "cell A3 appears twice in the row" in only_row_3_rejected(got).reason
 
 
 def test_a_negative_shared_string_index_rejects_its_row_not_reads_from_the_end(
