@@ -64,6 +64,7 @@ from aiokafka.errors import (
     UnknownError,
 )
 
+from schemas.deadline import deadline
 from sinks import consumer as sink_consumer
 from sinks.webhooks.done import MAX_METADATA_BYTES, LeftOutLog
 from sinks.webhooks.offsets import Commit, OffsetTracker
@@ -133,7 +134,10 @@ class Committer:
         finished above it (done.py), when either changed; `revoking`: the rebalance
         listener's commit, which the others make way for."""
         try:
-            async with self._turn(revoking) as deadline, asyncio.timeout_at(deadline):
+            loop = asyncio.get_running_loop()
+            # `schemas.deadline`, as around every aiokafka call: a cancel it swallowed
+            # is raised again
+            async with self._turn(revoking) as ends, deadline(ends - loop.time()):
                 await self._commit(consumer, yields=not revoking)
         except (KafkaError, TimeoutError) as exc:
             log.warning("commit_failed", endpoint=self.endpoint, error=type(exc).__name__)
@@ -150,13 +154,13 @@ class Committer:
                 await self._lock.acquire()
             finally:
                 self._revocations -= 1
-            deadline = loop.time() + sink_consumer.COMMIT_TIMEOUT_S
+            ends = loop.time() + sink_consumer.COMMIT_TIMEOUT_S
         else:
-            deadline = loop.time() + sink_consumer.COMMIT_TIMEOUT_S
-            async with asyncio.timeout_at(deadline):
+            ends = loop.time() + sink_consumer.COMMIT_TIMEOUT_S
+            async with asyncio.timeout_at(ends):
                 await self._lock.acquire()
         try:
-            yield deadline
+            yield ends
         finally:
             self._lock.release()
 
