@@ -45,6 +45,7 @@ from chainwatch.kafka_admin import admin_client, bounded, ensure_topics, kafka_c
 from chainwatch.long_lines import MAX_LINE_BYTES, LongLine, binary_lines
 from chainwatch.replay_windows import EventTimeWindows, window_ms
 from chainwatch.settings import Settings
+from chainwatch.topic_partitions import routed_topics
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.deadline import deadline
 from schemas.files import not_a_file
@@ -58,7 +59,7 @@ from schemas.validation import (
 )
 from sinks.consumer import stop_consumer
 from sinks.producer_start import start_producer, stop_producer
-from streams.engine.messages import INTERNAL_TOPICS, ORDER_INBOX, Tick, encode_bundle
+from streams.engine.messages import ORDER_INBOX, Tick, encode_bundle
 from streams.rules.facts import to_ms
 from streams.topics import (
     ALERTS,
@@ -329,12 +330,6 @@ def _keyless_refusal(rejected: RecordRejected | None) -> tuple[list[ErrorDetail]
     return [error], ReasonCode.BAD_REPLAY_LINE
 
 
-def _group_topics(settings: Settings) -> list[str]:
-    names = TopicNames(settings.kafka.topic_prefix)
-    app_id = settings.engine.app_id
-    return [names(t) for t in INPUT_TOPICS] + [f"{app_id}-{t}" for t in INTERNAL_TOPICS]
-
-
 #: Deadline of one lag probe (two admin requests); a probe past it counts as unknown.
 LAG_PROBE_TIMEOUT_S = 20.0
 
@@ -362,7 +357,7 @@ def _lag_by_partition(
     committed = committed_offsets(admin, settings)
     if committed is None:
         return None
-    topics = _group_topics(settings)
+    topics = routed_topics(settings)  # what the engine group reads
     # only these topics' metadata: listing every topic cost ~80 ms of CPU per
     # probe on a broker with ~1,700 topics, taken from the workers beside it
     if any(t.get("error_code") for t in admin.describe_topics(topics)):

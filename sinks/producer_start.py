@@ -100,9 +100,9 @@ def _start_failure(exc: BaseException, bootstrap: str, limit: float) -> str:
     )
 
 
-async def stop_producer(producer: AIOKafkaProducer) -> None:
-    """`producer.stop()` within `STOP_TIMEOUT_S`, its failure ignored: for a producer
-    whose records were acknowledged (or whose failure the caller reports already)."""
+async def stop_producer(producer: AIOKafkaProducer, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """`producer.stop()` within `timeout_s`, its failure ignored: for a producer whose
+    records were acknowledged (or whose failure the caller reports already)."""
     with contextlib.suppress(Exception):  # a stop past its deadline: TimeoutError
-        async with deadline(STOP_TIMEOUT_S):
+        async with deadline(timeout_s):
             await producer.stop()

@@ -78,11 +78,9 @@ def run_import_command(
     fmt: str | None,
     verbose: bool,
 ) -> int:
-    from chainwatch.importer.errors import ImportInterrupted
     from chainwatch.importer.mapper import RowMapper
     from chainwatch.importer.pipeline import Importer
     from chainwatch.importer.run import open_tables
-    from chainwatch.importer.tables import ImportFailed
     from schemas.import_mapping import IMPORT_KINDS, ImportMapping, MappingError, load_mapping
     from schemas.plan import load_plan
 
@@ -104,10 +102,7 @@ def run_import_command(
 
         route_library_logs(cfg.log_dir / "import.log")
     started = time.monotonic()
-    try:
-        tables = open_tables(files, mapping, importer, fmt)
-    except ImportFailed as exc:
-        raise UserError(str(exc)) from None
+    tables = open_tables(files, mapping, importer, fmt)  # ImportFailed: a UserError
     inputs = {t.identity for t in tables if t.identity is not None}
     report = RejectReport(err, rejects, inputs, keep_all=to == "kafka" or rejects is not None)
     try:
@@ -117,11 +112,7 @@ def run_import_command(
                 _to_file(importer, tables, out, report, progress)
             else:
                 dead = _to_kafka(importer, tables, cfg, report, progress)
-    except ImportInterrupted:
-        raise
-    except ImportFailed as exc:
-        raise UserError(str(exc)) from None
-    finally:
+    finally:  # ImportFailed (a UserError) goes on up: one line, its own exit status
         for table in tables:
             table.close()
         report.close()

@@ -21,7 +21,6 @@ Bad rows go to the `dead-letter` topic as `DeadLetter` envelopes.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Collection
@@ -37,6 +36,7 @@ from chainwatch.importer.tables import ImportFailed, is_one_of
 from schemas.dead_letter import DeadLetter
 from schemas.deadline import deadline
 from schemas.files import create_beside, flush_to_disk, sync_directory
+from sinks.producer_start import stop_producer
 
 
 def scenario_line(record: Accepted) -> bytes:
@@ -168,7 +168,6 @@ class KafkaOutput(AckedSends):
         super().__init__(ack_timeout_s)
         self.bootstrap = bootstrap
         self.connect_timeout_s = connect_timeout_s
-        self.ack_timeout_s = ack_timeout_s
         self.batch = batch
 
     async def start(self) -> None:
@@ -178,15 +177,13 @@ class KafkaOutput(AckedSends):
             enable_idempotence=True,
             linger_ms=20,
             max_batch_size=256 * 1024,
-            request_timeout_ms=int(min(self.ack_timeout_s, 30) * 1000),
+            request_timeout_ms=int(min(self.timeout_s, 30) * 1000),
         )
         try:
             async with deadline(self.connect_timeout_s):
                 await producer.start()
         except (KafkaError, OSError, TimeoutError) as exc:
-            with contextlib.suppress(Exception):
-                async with deadline(5):
-                    await producer.stop()
+            await stop_producer(producer, timeout_s=5)
             raise ImportFailed(
                 f"cannot reach Kafka at {self.bootstrap} within {self.connect_timeout_s:.0f}s "
                 f"({type(exc).__name__}); nothing was published"
@@ -201,17 +198,15 @@ class KafkaOutput(AckedSends):
             await self.flush()
 
     async def stop(self, timeout_s: float | None = None) -> None:
-        """Stop the producer within `timeout_s` (default `ack_timeout_s`): its stop sends
-        what it still holds, and with Kafka away retries that up to the deadline."""
+        """Stop the producer within `timeout_s` (default: the acknowledgements' deadline): its
+        stop sends what it still holds, and with Kafka away retries that up to the deadline."""
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            with contextlib.suppress(Exception):
-                async with deadline(self.ack_timeout_s if timeout_s is None else timeout_s):
-                    await producer.stop()
+            await stop_producer(producer, self.timeout_s if timeout_s is None else timeout_s)
 
     def _failed(self, exc: BaseException) -> ImportFailed:
         if timed_out(exc):
-            what = f"did not acknowledge within {self.ack_timeout_s:g}s (no answer)"
+            what = f"did not acknowledge within {self.timeout_s:g}s (no answer)"
         else:
             what = f"refused the records ({type(exc).__name__})"
         return ImportFailed(

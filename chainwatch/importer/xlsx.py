@@ -312,7 +312,7 @@ def _misread(kind: str | None, text: str) -> Exception | None:
     so `2` or `-1` became "true". A boolean cell without a value (`<c t="b"/>`, a
     styled empty cell) is empty, as openpyxl reads it.
     """
-    if kind == "s" and _negative(text):
+    if kind == "s" and text.lstrip().startswith("-") and _negative(text):  # most cells: no int()
         return IndexError(f"shared string index {text.strip()[:20]} is negative")
     if kind == "b" and text and text.strip() not in ("0", "1"):
         return ValueError(f"boolean {text.strip()[:20]!r} is neither 0 nor 1")
