@@ -210,25 +210,32 @@ else:
 class StrictSafeLoader(_SafeLoader):
     """A safe loader that refuses a key given twice in one mapping.
 
-    Merge keys (`<<: *defaults`) still override as YAML says: only keys written
-    in the mapping itself are compared.
+    Keys are compared as the dict will hold them, not as written: `1` and `true`
+    (True == 1 in Python), `1`, `1.0`, `01` and `0x1`, `~` and `null` are one key
+    each, and one value would overwrite the other unseen. Merge keys (`<<: *defaults`)
+    still override as YAML says: only keys written in the mapping itself are compared.
     """
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[tuple[str, str]] = set()
+        seen: dict[Any, str] = {}
         # an explicit `!!map` on a scalar comes here too: the base class refuses it
         for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
                 continue
-            key = (key_node.tag, key_node.value)
-            if key in seen:
+            key = self.construct_object(key_node, deep)  # kept: the base class reuses it
+            try:
+                first = seen.get(key)
+            except TypeError:  # unhashable: the base class refuses it in its own words
+                continue
+            if first is not None:
+                same = "" if first == key_node.value else f" (as {first!r} before it)"
                 raise _KeyTwice(
                     "while constructing a mapping",
                     node.start_mark,
-                    f"found the key {key_node.value!r} twice",
+                    f"found the key {key_node.value!r} twice{same}",
                     key_node.start_mark,
                 )
-            seen.add(key)
+            seen[key] = key_node.value
         return super().construct_mapping(node, deep)
 
 

@@ -84,6 +84,16 @@ def test_two_map_keys_of_one_text_are_refused_not_one_dropped(tmp_path: Path) ->
         load_mapping(write(tmp_path, 'values: {status: {"1": up, 1: down}}\n'))
 
 
+@pytest.mark.parametrize("keys", ["1: up, true: down", "1: up, 1.0: down", "1: up, 0x1: down"])
+def test_two_map_keys_yaml_reads_as_one_are_refused_not_one_dropped(
+    tmp_path: Path, keys: str
+) -> None:
+    """`true` and `1` are one dict key in Python: the map kept `{"1": "down"}` and a cell
+    of 1 was imported as down, unseen."""
+    with pytest.raises(MappingError, match=r"found the key '(true|1\.0|0x1)' twice \(as '1'"):
+        load_mapping(write(tmp_path, f"values: {{status: {{{keys}}}}}\n"))
+
+
 def test_a_single_time_format_is_a_list_of_one() -> None:
     assert ImportMapping.model_validate({"time": {"format": "%d.%m.%Y"}}).time.format == (
         "%d.%m.%Y",

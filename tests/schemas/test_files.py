@@ -56,6 +56,27 @@ def test_a_key_written_twice_is_refused_with_where_it_is() -> None:
         load_config_yaml("x: 1\nb:\n  a: 1\n  a: 2\n")
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("1", "true"), ("1", "1.0"), ("1", "01"), ("1", "0x1"), ("~", "null"), ("no", "false")],
+)
+def test_two_keys_the_dict_holds_as_one_are_refused_naming_the_second(
+    first: str, second: str
+) -> None:
+    """Keys were compared as written: `1:` and `true:` (True == 1) were both kept by the
+    check, and one value overwrote the other in the dict, unseen."""
+    where = r"\(line 4, column 3\)"
+    expected = rf"^found the key '{second}' twice \(as '{first}' before it\) {where}$"
+    with pytest.raises(ConfigYamlError, match=expected):
+        load_config_yaml(f"x: 1\nvalues:\n  {first}: a\n  {second}: b\n")
+
+
+@pytest.mark.parametrize("key", ["[a, b]", "{a: 1}", "!!set {a}"])
+def test_a_key_that_cannot_be_a_dict_key_is_still_one_clean_line(key: str) -> None:
+    with pytest.raises(ConfigYamlError, match=r"^found unhashable key \(line 1, column 3\)$"):
+        load_config_yaml(f"? {key}\n: 1\n")
+
+
 def test_merge_keys_still_override_and_equal_values_of_other_types_are_other_keys() -> None:
     text = "base: &b {a: 1, c: 3}\nmine:\n  <<: *b\n  a: 2\n1: int\n'1': text\n"
     loaded = load_config_yaml(text)
