@@ -238,6 +238,21 @@ class StrictSafeLoader(_SafeLoader):
             seen[key] = key_node.value
         return super().construct_mapping(node, deep)
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A scalar its explicit tag cannot read (`!!int abc`, `!!timestamp x`) is a
+        `ConstructorError` like any bad YAML: PyYAML let int()'s `ValueError` (or an
+        `AttributeError`) through, past every caller's "not valid YAML" handling."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, AttributeError, OverflowError):
+            if not isinstance(node, yaml.ScalarNode):
+                raise
+            text = node.value if len(node.value) <= 40 else f"{node.value[:40]}..."
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise ConstructorError(
+                None, None, f"{text!r} cannot be read as {tag}", node.start_mark
+            ) from None
+
 
 def load_config_yaml(text: str, loader: type[StrictSafeLoader] = StrictSafeLoader) -> Any:
     """The YAML document in `text`; `ConfigYamlError` (one line) when it cannot be loaded."""

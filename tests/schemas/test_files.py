@@ -77,6 +77,23 @@ def test_a_key_that_cannot_be_a_dict_key_is_still_one_clean_line(key: str) -> No
         load_config_yaml(f"? {key}\n: 1\n")
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("x: !!int abc\n", "'abc' cannot be read as !!int (line 1, column 4)"),
+        ("!!float abc: 1\n", "'abc' cannot be read as !!float (line 1, column 1)"),
+        ("x: [1, !!int 0x]\n", "'0x' cannot be read as !!int (line 1, column 8)"),
+        ("due: 2027-02-30\n", "'2027-02-30' cannot be read as !!timestamp (line 1, column 6)"),
+    ],
+)
+def test_a_scalar_its_tag_cannot_read_is_one_line_not_a_crash(text: str, expected: str) -> None:
+    """int()'s `ValueError` (a date's, an `AttributeError`) went past every caller's
+    handling of bad YAML: a plan with `2027-02-30` in it ended in a traceback."""
+    with pytest.raises(ConfigYamlError) as caught:
+        load_config_yaml(text)
+    assert str(caught.value) == expected
+
+
 def test_merge_keys_still_override_and_equal_values_of_other_types_are_other_keys() -> None:
     text = "base: &b {a: 1, c: 3}\nmine:\n  <<: *b\n  a: 2\n1: int\n'1': text\n"
     loaded = load_config_yaml(text)
