@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+from chainwatch.importer.errors import shorten
 from schemas.common import MAX_SAFE_INTEGER, MAX_TIME, MIN_TIME, format_utc
 from schemas.import_mapping import (
     BUILTIN_DEFAULTS,
@@ -202,11 +203,14 @@ class RowMapper:
 
     def _convert(self, field: str, value: Any, typed: bool = False) -> Any:
         _check_number(value)
-        if typed and self._keep_type(field, value) and not self._listed(field, value):
-            return self._typed_list(field, value) if isinstance(value, list) else value
+        # a list's items are mapped one by one (`_items`), never the list itself
+        mapped = _UNMAPPED if field in LIST_FIELDS else self._lookup(field, value)
+        if typed and self._keep_type(field, value) and mapped is _UNMAPPED:
+            return self._items(field, value) if isinstance(value, list) else value
         if field in LIST_FIELDS:
             return self._list(field, value)
-        value = self._translate(field, value)
+        if mapped is not _UNMAPPED:
+            value = mapped
         if field in TIME_FIELDS:
             return self.parse_time(value)
         if field in NUMBER_FIELDS:
@@ -228,21 +232,15 @@ class RowMapper:
         gateway refuses (`string_type`, `float_type`): only a string in a text or
         time field is converted (value maps, time formats), every other value keeps
         its type and the validation judges it, as on every other input path. A value
-        the field's value map lists (`status: {1: up}`) is mapped first, in every type.
+        the field's value map lists (`status: {1: up}`) is mapped first, in every type,
+        and then converted as a cell's (once: a target that is a key too is not
+        translated again).
         """
         return not isinstance(value, str) or field in _TYPED_FIELDS
 
-    def _listed(self, field: str, value: Any) -> bool:
-        """Whether the field's value map lists `value`, a JSON scalar (`"status": 1` in
-        `{1: up}`): then it is translated and converted as a cell (once: a target that
-        is a key too is not translated again)."""
-        if field in LIST_FIELDS:  # a list's items are mapped one by one (`_typed_list`)
-            return False
-        return self._lookup(field, value) is not _UNMAPPED
-
-    def _typed_list(self, field: str, items: list[Any]) -> list[Any]:
-        """A JSON list of stages: each item the value map lists mapped (`[1, 2]` by
-        `{1: knitting}` too, as in a CSV cell `1 > 2`), the rest kept as they are."""
+    def _items(self, field: str, items: list[Any]) -> list[Any]:
+        """A list of stages, each item the value map lists mapped (`[1, 2]` by
+        `{1: knitting}` too, as a CSV cell `1 > 2`), the rest kept as they are."""
         table = field if field in self.value_maps else "stage"
         for item in items:
             _check_number(item)
@@ -267,10 +265,7 @@ class RowMapper:
             items = value
         else:
             raise _Bad(f"{field} must be a list of stages (a, b, c)", "import_list_type")
-        table = field if field in self.value_maps else "stage"
-        for item in items:
-            _check_number(item)
-        return [cell_text(self._translate(field, item, table)) for item in items]
+        return [cell_text(item) for item in self._items(field, items)]
 
     def parse_number(self, value: Any) -> int | float:
         if isinstance(value, bool):
@@ -401,7 +396,7 @@ def _out_of_range(shown: str) -> _Bad:
     digits is not echoed back into every rejects line and log."""
     if len(shown) > _SHOWN:
         digits = sum(c.isdigit() for c in shown)
-        shown = f"{shown[:_SHOWN]}... ({digits:,} digits)"
+        shown = f"{shorten(shown, _SHOWN)} ({digits:,} digits)"
     return _Bad(
         f"{shown} is beyond +-2^53, where numbers lose digits (store ids as text)",
         "import_number_range",

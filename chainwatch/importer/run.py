@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiokafka.errors import MessageSizeTooLargeError
 
-from chainwatch.importer.errors import FileBroken
+from chainwatch.importer.errors import FileBroken, shorten
 from chainwatch.importer.outputs import KafkaOutput, ScenarioWriter
 from chainwatch.importer.pipeline import Accepted, Importer, Rejected
 from chainwatch.importer.tables import ImportFailed, Table, open_table
@@ -64,7 +64,7 @@ def open_tables(
 def shown_columns(header: Sequence[str]) -> str:
     """The first columns of a header for an error line: bounded, whatever the file has."""
     names = [h for h in header if h]
-    shown = ", ".join(repr(h if len(h) <= _NAME else h[:_NAME] + "...") for h in names[:_SHOWN])
+    shown = ", ".join(repr(shorten(h, _NAME)) for h in names[:_SHOWN])
     more = len(names) - _SHOWN
     return shown + (f" and {more} more" if more > 0 else "")
 

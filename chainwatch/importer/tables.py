@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any, Final, Literal
 
 from chainwatch.importer.csv_records import RecordTap
-from chainwatch.importer.errors import ImportFailed
+from chainwatch.importer.errors import ImportFailed, shorten
 from chainwatch.importer.xlsx import SheetReader, SheetRow, cell_name, open_book
 from chainwatch.long_lines import (
     CHUNK,
@@ -92,10 +92,10 @@ def error_value_problem(column: int, row: int, value: Any) -> tuple[ReasonCode, 
     holds no error and no formula to fix."""
     where = cell_name(column, row)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        shown = str(value) if len(str(value)) <= _SHOWN else f"{str(value)[:_SHOWN]}..."
         return _unreadable(
-            f"{where} cannot be read as a date: it holds the number {shown} in a date "
-            "format, outside the dates a sheet holds (format it as a number, or fix it)"
+            f"{where} cannot be read as a date: it holds the number "
+            f"{shorten(str(value), _SHOWN)} in a date format, outside the dates a sheet "
+            "holds (format it as a number, or fix it)"
         )
     return _unreadable(
         f"{where} holds the error value {value} (fix the formula, or clear the cell)"

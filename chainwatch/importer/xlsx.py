@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from chainwatch.importer.errors import FileBroken, ImportFailed, one_line
+from chainwatch.importer.errors import FileBroken, ImportFailed, one_line, shorten
 
 #: More zip members than any workbook Excel writes (one per sheet, style, drawing...).
 MAX_MEMBERS: Final = 10_000
@@ -243,9 +243,9 @@ class SheetReader:
         """
         if self._last < number <= MAX_SHEET_ROW:
             return
-        shown = str(number) if len(str(number)) <= 20 else f"{str(number)[:20]}..."
         raise FileBroken(
-            f"{self.path}: the sheet's row after row {self._last} is numbered {shown} (rows "
+            f"{self.path}: the sheet's row after row {self._last} is numbered "
+            f"{shorten(str(number), 20)} (rows "
             f"are numbered upwards, 1 to {MAX_SHEET_ROW:,}): the file is damaged; "
             f"{self.data_rows} rows of this file were read before"
         )
