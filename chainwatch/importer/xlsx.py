@@ -56,6 +56,8 @@ _MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _ROW: Final = _MAIN + "row"
 _VALUE: Final = _MAIN + "v"
 _FORMULA: Final = _MAIN + "f"
+#: The cell types (`<c t>`) of the file format (ECMA-376 ST_CellType); no `t` is a number.
+_CELL_TYPES: Final = frozenset({None, "n", "s", "str", "b", "e", "inlineStr", "d"})
 _CELL_ERRORS = (ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError)
 #: What reading the sheet's zip stream or XML raises for a damaged file.
 _STREAM_ERRORS = (SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, OSError)
@@ -310,8 +312,11 @@ def _misread(kind: str | None, text: str) -> Exception | None:
     A shared-string index `-1`: Python's list takes it from the end, another cell's text.
     A boolean (`t="b"`) other than 0 or 1: openpyxl takes any integer (`bool(int(v))`),
     so `2` or `-1` became "true". A boolean cell without a value (`<c t="b"/>`, a
-    styled empty cell) is empty, as openpyxl reads it.
+    styled empty cell) is empty, as openpyxl reads it. A type the format does not
+    have (`t="zz"`): openpyxl read its `<v>` as text.
     """
+    if kind not in _CELL_TYPES:
+        return ValueError(f"unknown cell type {shorten(str(kind), 20)!r}")
     if kind == "s" and text.lstrip().startswith("-") and _negative(text):  # most cells: no int()
         return IndexError(f"shared string index {text.strip()[:20]} is negative")
     if kind == "b" and text and text.strip() not in ("0", "1"):

@@ -530,3 +530,17 @@ def test_a_number_in_a_date_format_that_is_no_date_is_said_so_not_an_error_value
     )
     assert json.loads(bad.raw)["event_time"] == 10_000_000
     assert isinstance(good, Accepted)
+
+
+@pytest.mark.parametrize("kind", ["zz", "", "S"])
+def test_a_cell_of_a_type_the_format_does_not_have_rejects_its_row(
+    tmp_path: Path, kind: str
+) -> None:
+    """openpyxl read `<c t="zz"><v>U-3</v></c>` as the text U-3, imported unseen."""
+    odd = unit(3).replace('<c r="A3" t="inlineStr"><is><t>U-3</t></is></c>', "")
+    odd = odd.replace('<row r="3">', f'<row r="3"><c r="A3" t="{kind}"><v>U-3</v></c>')
+    bad = only_row_3_rejected(
+        outcomes(xlsx(tmp_path, sheet(row(1, *HEADER) + unit(2) + odd + unit(4))))
+    )
+    assert bad.errors[0].msg == f"cell A3 cannot be read (ValueError: unknown cell type {kind!r})"
+    assert json.loads(bad.raw) == {"unit_id": None, "status": "up", "event_time": TIME}
