@@ -26,6 +26,7 @@ openpyxl's read-only mode trusts the file in three ways we cannot afford:
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import warnings
 import zipfile
@@ -58,6 +59,8 @@ _VALUE: Final = _MAIN + "v"
 _FORMULA: Final = _MAIN + "f"
 #: The cell types (`<c t>`) of the file format (ECMA-376 ST_CellType); no `t` is a number.
 _CELL_TYPES: Final = frozenset({None, "n", "s", "str", "b", "e", "inlineStr", "d"})
+#: A cell reference (`B7`) as openpyxl reads it; the row part may be missing here.
+_REFERENCE: Final = re.compile(r"([A-Za-z]{1,3})([0-9]*)")
 _CELL_ERRORS = (ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError)
 #: What reading the sheet's zip stream or XML raises for a damaged file.
 _STREAM_ERRORS = (SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, OSError)
@@ -206,6 +209,9 @@ class SheetReader:
         if huge:
             element.remove(value)
         before = self._cells.col_counter
+        elsewhere = _other_row(element.get("r"), self._cells.row_counter)
+        if elsewhere is not None:
+            return self._unreadable_cell(element, before, elsewhere)
         bad = _misread(element.get("t"), text)
         if bad is not None:
             return self._unreadable_cell(element, before, bad)
@@ -220,20 +226,23 @@ class SheetReader:
         cell["unsaved"] = unsaved
         return cell
 
-    def _unreadable_cell(self, element: Any, before: int, exc: Exception) -> dict[str, Any]:
+    def _unreadable_cell(self, element: Any, before: int, why: Exception | str) -> dict[str, Any]:
         """A cell openpyxl cannot convert: empty, with why, so the row's other cells are
-        kept for its dead letter (they were all lost with the row before)."""
-        from openpyxl.utils.cell import coordinate_to_tuple
+        kept for its dead letter (they were all lost with the row before). `why`: an
+        exception (the cell "cannot be read"), or what is wrong in a user's words."""
+        from openpyxl.utils.cell import column_index_from_string
 
         column: int | None = None
-        reference = element.get("r")
-        if reference:  # openpyxl's coordinate_to_tuple("") raises UnboundLocalError
+        found = _REFERENCE.fullmatch(element.get("r") or "")
+        if found is not None:  # openpyxl's coordinate_to_tuple("") raises UnboundLocalError
             with contextlib.suppress(*_CELL_ERRORS):
-                column = coordinate_to_tuple(reference)[1]
+                column = column_index_from_string(found[1].upper())
         if column is None:  # no reference, or a bad one: the next column, as openpyxl counts
             column = before + 1
         self._cells.col_counter = column
-        error = f"{cell_name(column, self._cells.row_counter)} cannot be read ({one_line(exc)})"
+        error = why
+        if isinstance(why, Exception):
+            error = f"{cell_name(column, self._cells.row_counter)} cannot be read ({one_line(why)})"
         return {"column": column, "value": None, "unsaved": False, "error": error}
 
     def _check_number(self, number: int) -> None:
@@ -304,6 +313,25 @@ def cell_name(column: int, row: int) -> str:
         return f"cell {get_column_letter(column)}{row}"
     except ValueError:  # past column XFD
         return f"the cell in column {column:,} of row {row}"
+
+
+def _other_row(reference: str | None, row: int) -> str | None:
+    """Why a cell's reference does not place it in the row it sits in, or None.
+
+    openpyxl takes the column of `r` and ignores its row: `B5` (or `A0`) inside
+    `<row r="2">` was read as cell B2 of row 2; a reference without a row (`B`)
+    made openpyxl's int() fail, an unreadable cell in whatever column came next.
+    A reference openpyxl cannot read otherwise is left to it (as before).
+    """
+    found = _REFERENCE.fullmatch(reference or "")
+    if found is None:
+        return None
+    shown = shorten(found[0], 20)
+    if not found[2]:
+        return f"cell reference {shown!r} in row {row} names no row (the file is damaged)"
+    if found[2].lstrip("0") != str(row):
+        return f"cell reference {shown!r} in row {row} names another row (the file is damaged)"
+    return None
 
 
 def _misread(kind: str | None, text: str) -> Exception | None:

@@ -544,3 +544,31 @@ def test_a_cell_of_a_type_the_format_does_not_have_rejects_its_row(
     )
     assert bad.errors[0].msg == f"cell A3 cannot be read (ValueError: unknown cell type {kind!r})"
     assert json.loads(bad.raw) == {"unit_id": None, "status": "up", "event_time": TIME}
+
+
+@pytest.mark.parametrize(
+    ("reference", "why"),
+    [("B5", "names another row"), ("B0", "names another row"), ("B", "names no row")],
+)
+def test_a_cell_whose_reference_names_another_row_rejects_its_row(
+    tmp_path: Path, reference: str, why: str
+) -> None:
+    """openpyxl takes a reference's column and ignores its row: `B5` inside row 3 was
+    read as B3 (the status "down" of another row imported as row 3's), unseen; a
+    reference without a row was "cannot be read (ValueError: invalid literal for
+    int()...)" in whatever column came next."""
+    odd = unit(3).replace('<c r="B3" t="inlineStr"><is><t>up</t></is></c>', "")
+    odd = odd.replace("</row>", f'<c r="{reference}" t="inlineStr"><is><t>down</t></is></c></row>')
+    got = outcomes(xlsx(tmp_path, sheet(row(1, *HEADER) + unit(2) + odd + unit(4))))
+    bad = only_row_3_rejected(got)
+    assert bad.errors[0].msg == (
+        f"cell reference {reference!r} in row 3 {why} (the file is damaged)"
+    )
+    assert json.loads(bad.raw) == {"unit_id": "U-3", "status": None, "event_time": TIME}
+
+
+def test_a_cell_reference_with_leading_zeros_names_its_own_row(tmp_path: Path) -> None:
+    """openpyxl reads `A03` as A3: no reason to refuse it."""
+    rows = row(1, *HEADER) + unit(2).replace('r="A2"', 'r="A02"')
+    (got,) = outcomes(xlsx(tmp_path, sheet(rows)))
+    assert isinstance(got, Accepted), got
