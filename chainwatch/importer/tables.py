@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import math
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -423,7 +424,7 @@ class _XlsxTable(Table):
                 self.tick()
             if row.error is not None:  # its readable cells kept, for a user to fix it
                 cells = dict(zip(header, row.values, strict=False))
-                raw = _cells_raw(cells) if row.values else b""
+                raw = _cells_raw(cells, header, row.texts) if row.values else b""
                 yield Row(row.number, cells, raw, _unreadable(row.error))
                 continue
             blank = not any(_filled(v) for v in row.values)
@@ -431,7 +432,7 @@ class _XlsxTable(Table):
                 continue  # a row of formulas without saved values is not known to be blank
             # not for a skipped blank row: sheets hold many
             cells = dict(zip(header, row.values, strict=False))
-            raw = _cells_raw(cells)
+            raw = _cells_raw(cells, header, row.texts)
             problem = None
             if row.beyond:
                 problem = _unreadable(f"the row has cells beyond the {len(header)} columns")
@@ -441,9 +442,22 @@ class _XlsxTable(Table):
         self.done = self.total
 
 
-def _cells_raw(cells: dict[str, Any]) -> bytes:
-    """A sheet row's original form for its dead letter: its cells as JSON by header."""
-    return json.dumps(cells, default=str, ensure_ascii=False).encode()
+def _cells_raw(cells: dict[str, Any], header: list[str], texts: dict[int, str]) -> bytes:
+    """A sheet row's original form for its dead letter: its cells as JSON by header.
+
+    Strict JSON (a consumer of the dead letters must be able to parse it): a number
+    JSON has no form for (`1e400`, thousands of digits: infinite as a float) is the
+    cell's text, which `json.dumps` would have written as `Infinity`."""
+    shown = {name: _finite(value) for name, value in cells.items()}
+    shown.update((header[column - 1], text) for column, text in texts.items())
+    return json.dumps(shown, default=str, ensure_ascii=False, allow_nan=False).encode()
+
+
+def _finite(value: Any) -> Any:
+    """A value JSON can hold: a non-finite float the reader kept no text of as `inf`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def _filled(value: Any) -> bool:

@@ -26,13 +26,14 @@ openpyxl's read-only mode trusts the file in three ways we cannot afford:
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import sys
 import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -114,6 +115,8 @@ class SheetRow:
     beyond: bool = False  # a non-empty cell right of the header's last column
     unsaved: tuple[int, ...] = ()  # columns holding a formula without a saved value
     failed: tuple[int, ...] = ()  # columns holding an error value (#DIV/0!), a date that is none
+    #: column -> the cell's text, for a number JSON has no form for (infinite: `1e400`)
+    texts: dict[int, str] = field(default_factory=dict)
 
 
 class SheetReader:
@@ -223,6 +226,8 @@ class SheetReader:
             cell["value"] = float(text)
         elif cell.get("data_type") == "e" and element.get("t") != "e":
             cell["value"] = _number(text)  # openpyxl's "#VALUE!" for a date it cannot make
+        if isinstance(cell["value"], float) and not math.isfinite(cell["value"]):
+            cell["text"] = text  # for its dead letter, which is JSON: no `Infinity`
         cell["unsaved"] = unsaved
         return cell
 
@@ -282,6 +287,7 @@ class SheetReader:
         beyond = False
         unsaved: list[int] = []
         failed: list[int] = []
+        texts: dict[int, str] = {}
         errors = [cell["error"] for cell in cells if "error" in cell]
         seen: set[int] = set()
         for cell in cells:
@@ -291,6 +297,8 @@ class SheetReader:
             seen.add(column)
             if column <= width:
                 values[column - 1] = value
+                if "text" in cell:
+                    texts[column] = cell["text"]
                 if cell["unsaved"]:
                     unsaved.append(column)
                 elif cell.get("data_type") == "e":
@@ -301,7 +309,13 @@ class SheetReader:
         if errors:
             error = errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
         return SheetRow(
-            number, values, error, beyond=beyond, unsaved=tuple(unsaved), failed=tuple(failed)
+            number,
+            values,
+            error,
+            beyond=beyond,
+            unsaved=tuple(unsaved),
+            failed=tuple(failed),
+            texts=texts,
         )
 
 

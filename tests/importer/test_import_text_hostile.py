@@ -266,6 +266,7 @@ def test_an_ndjson_number_past_the_float_range_is_a_range_error(
     assert bad.errors[0].type == "import_number_range"
     assert "a number of over 300 digits is beyond +-2^53" in bad.reason
     assert len(bad.reason) < 200
+    assert bad.raw == (UNIT % number).encode()  # the line as written: JSON, no `Infinity`
 
 
 def test_a_mapping_default_is_converted_as_for_csv_in_an_ndjson_row(tmp_path: Path) -> None:

@@ -572,3 +572,30 @@ def test_a_cell_reference_with_leading_zeros_names_its_own_row(tmp_path: Path) -
     rows = row(1, *HEADER) + unit(2).replace('r="A2"', 'r="A02"')
     (got,) = outcomes(xlsx(tmp_path, sheet(rows)))
     assert isinstance(got, Accepted), got
+
+
+def _strict_json(text: str | bytes) -> Any:
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1E400", "9" * 5000])
+def test_the_dead_letter_of_a_number_past_the_float_range_is_json_keeping_its_text(
+    tmp_path: Path, number: str
+) -> None:
+    """`raw` held `Infinity` (json.dumps' default), which no strict JSON parser reads:
+    a consumer of the dead-letter topic failed on the letter instead of showing it."""
+    import base64
+    from datetime import UTC, datetime
+
+    huge = f'<c r="A3"><v>{number}</v></c>'
+    odd = unit(3).replace('<c r="A3" t="inlineStr"><is><t>U-3</t></is></c>', huge)
+    bad = only_row_3_rejected(
+        outcomes(xlsx(tmp_path, sheet(row(1, *HEADER) + unit(2) + odd + unit(4))))
+    )
+    assert bad.errors[0].type == "import_number_range"
+    assert _strict_json(bad.raw) == {"unit_id": number, "status": "up", "event_time": TIME}
+    letter = _strict_json(bad.dead_letter(datetime.now(UTC)).encode())
+    assert _strict_json(base64.b64decode(letter["value_b64"]))["unit_id"] == number
