@@ -425,7 +425,7 @@ class _XlsxTable(Table):
             if row.error is not None:  # its readable cells kept, for a user to fix it
                 cells = dict(zip(header, row.values, strict=False))
                 raw = _cells_raw(cells, header, row.texts) if row.values else b""
-                yield Row(row.number, cells, raw, _unreadable(row.error))
+                yield Row(row.number, cells, raw, _unreadable(row.error, row.error_type))
                 continue
             blank = not any(_filled(v) for v in row.values)
             if blank and not row.beyond and not row.unsaved:

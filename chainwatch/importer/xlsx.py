@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from chainwatch.importer.errors import FileBroken, ImportFailed, one_line, shorten
+from chainwatch.importer.sheet_xml import row_elements
+from chainwatch.long_lines import MAX_LINE_BYTES
 
 #: More zip members than any workbook Excel writes (one per sheet, style, drawing...).
 MAX_MEMBERS: Final = 10_000
@@ -50,6 +52,9 @@ MAX_WHOLE_PART_BYTES: Final = 32 << 20
 #: Inflated / compressed, for members above `RATIO_FLOOR` bytes; real sheets reach ~30.
 MAX_RATIO: Final = 100
 RATIO_FLOOR: Final = 1 << 20
+
+#: The XML of one `<row>`, as a CSV record's bound: no record can be that large.
+MAX_ROW_BYTES: Final = MAX_LINE_BYTES
 
 #: The last row of a sheet (Excel's limit, and the largest `<row r>` the import reads).
 MAX_SHEET_ROW: Final = 1_048_576
@@ -112,6 +117,7 @@ class SheetRow:
     number: int
     values: list[Any]
     error: str | None = None
+    error_type: str = "import_row"  # the `ErrorDetail.type` of `error`
     beyond: bool = False  # a non-empty cell right of the header's last column
     unsaved: tuple[int, ...] = ()  # columns holding a formula without a saved value
     failed: tuple[int, ...] = ()  # columns holding an error value (#DIV/0!), a date that is none
@@ -124,9 +130,6 @@ class SheetReader:
 
     def __init__(self, path: Path, book: Any, sheet: Any) -> None:
         from openpyxl.worksheet._reader import WorkSheetParser
-        from openpyxl.xml.functions import iterparse  # defusedxml's when installed, as openpyxl
-
-        self._iterparse = iterparse
 
         self.path = path
         archive = book._archive
@@ -160,15 +163,14 @@ class SheetReader:
     def rows(self) -> Iterator[SheetRow]:
         """Every `<row>` element; `FileBroken` when the XML or the zip stream is damaged.
 
-        Only the current row is kept in memory: every finished element outside a
-        row is dropped from its parent as soon as it ends.
+        Only the current row is kept in memory (`sheet_xml.row_elements`), and of a
+        row no more than `MAX_ROW_BYTES` of XML: a larger one is a bad row, and the
+        import goes on after it.
         """
-        stack: list[Any] = []
-        in_row = 0
-        events = self._iterparse(self._source, events=("start", "end"))
+        elements = row_elements(self._source, _ROW, MAX_ROW_BYTES)
         while True:
             try:
-                event, element = next(events)
+                element, whole = next(elements)
             except StopIteration:
                 return
             except _STREAM_ERRORS as exc:
@@ -176,17 +178,17 @@ class SheetReader:
                     f"{self.path}: the sheet cannot be read after row {self._last} "
                     f"({one_line(exc)}); {self.data_rows} rows of this file were read before"
                 ) from None
-            if event == "start":
-                stack.append(element)
-                in_row += element.tag == _ROW
-                continue
-            stack.pop()
-            if element.tag == _ROW:
-                in_row -= 1
-                if in_row == 0:
-                    yield self._row(element)
-            if in_row == 0 and stack:
-                del stack[-1][-1]  # a finished element is its parent's last child
+            yield self._row(element) if whole else self._too_long(element)
+
+    def _too_long(self, element: Any) -> SheetRow:
+        """A row past `MAX_ROW_BYTES` of XML: its first cells (those read by then) are
+        kept for its dead letter, as a long CSV line's start is."""
+        first = self._row(element)
+        error = (
+            f"the row is more than {MAX_ROW_BYTES:,} bytes of sheet XML (so many cells, "
+            "or so long a one, that no record can hold it); its first cells are kept"
+        )
+        return SheetRow(first.number, first.values, error, error_type="import_row_too_long")
 
     def _count(self, number: int) -> None:
         self._last = number

@@ -599,3 +599,39 @@ def test_the_dead_letter_of_a_number_past_the_float_range_is_json_keeping_its_te
     assert _strict_json(bad.raw) == {"unit_id": number, "status": "up", "event_time": TIME}
     letter = _strict_json(bad.dead_letter(datetime.now(UTC)).encode())
     assert _strict_json(base64.b64decode(letter["value_b64"]))["unit_id"] == number
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("shape", ["many cells", "one huge cell"])
+def test_a_row_past_1_mib_of_xml_is_rejected_in_bounded_memory_and_the_import_goes_on(
+    tmp_path: Path, shape: str
+) -> None:
+    """A row was built whole before it was looked at: 24 MB of one cell's text (or a
+    million cells) were held, bounded by the sheet's 2 GB only."""
+    import base64
+    import random
+    import tracemalloc
+
+    rng = random.Random(7)  # not to be compressed past the zip bomb ratio
+    if shape == "many cells":
+        filler = "".join(f'<c r="D3"><v>{rng.randrange(10**6)}</v></c>' for _ in range(1_000_000))
+    else:
+        text = base64.b64encode(rng.randbytes(18_000_000)).decode()  # 24 MB
+        filler = f'<c r="D3" t="inlineStr"><is><t>{text}</t></is></c>'
+        del text
+    huge = unit(3).replace("</row>", filler + "</row>")
+    path = xlsx(tmp_path, sheet(row(1, *HEADER) + unit(2) + huge + unit(4)))
+    del filler, huge
+    tracemalloc.start()
+    try:
+        got = outcomes(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    bad = only_row_3_rejected(got)
+    assert bad.errors[0].type == "import_row_too_long"
+    assert bad.errors[0].msg.startswith("the row is more than 1,048,576 bytes of sheet XML")
+    assert json.loads(bad.raw) == {"unit_id": "U-3", "status": "up", "event_time": TIME}
+    # 1 MiB of XML of tiny cells is ~40,000 cells, ~40 MB as elements; before, a
+    # million cells were ~1 GB (and a minute), the one cell's 24 MB held twice
+    assert peak < (64_000_000 if shape == "many cells" else 12_000_000), peak

@@ -1,0 +1,62 @@
+"""`sheet_xml.row_elements`: rows of a sheet's XML, a row past the bound handed over
+cut and read past as bytes, the rows after it parsed as before."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from chainwatch.importer import sheet_xml
+
+MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+ROW = f"{{{MAIN}}}row"
+
+
+def document(rows: str, prefix: str = "") -> bytes:
+    p = f"{prefix}:" if prefix else ""
+    space = f'xmlns{":" + prefix if prefix else ""}="{MAIN}"'
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><{p}worksheet {space}><{p}sheetData>'
+        f"{rows}</{p}sheetData></{p}worksheet>"
+    ).encode()
+
+
+def read(xml: bytes, max_bytes: int) -> list[tuple[str | None, bool, int]]:
+    return [
+        (e.get("r"), whole, len(e))
+        for e, whole in sheet_xml.row_elements(io.BytesIO(xml), ROW, max_bytes)
+    ]
+
+
+@pytest.mark.parametrize("prefix", ["", "x"])
+@pytest.mark.parametrize("pad", range(24))
+def test_the_end_of_a_row_past_the_bound_is_found_wherever_the_chunks_cut_it(
+    monkeypatch: pytest.MonkeyPatch, prefix: str, pad: int
+) -> None:
+    """Chunks of 16 bytes and paddings of 0-23 put every byte of `</row  >` (or
+    `</x:row>`) at a chunk's edge once; the row after it is read either way."""
+    monkeypatch.setattr(sheet_xml, "FEED", 16)
+    p = f"{prefix}:" if prefix else ""
+    text = "x" * 300 + "y" * pad
+    rows = (
+        f'<{p}row r="1"><{p}c r="A1"><{p}v>1</{p}v></{p}c></{p}row>'
+        f'<{p}row r="2"><{p}c r="A2"><{p}v>2</{p}v></{p}c>'
+        f'<{p}c r="B2" t="inlineStr"><{p}is><{p}t>{text}</{p}t></{p}is></{p}c></{p}row  >'
+        f'<{p}row r="3"><{p}c r="A3"><{p}v>3</{p}v></{p}c></{p}row>'
+    )
+    # row 2 keeps A2, finished before the bound was passed, not the cell being read
+    assert read(document(rows, prefix), 64) == [("1", True, 1), ("2", False, 1), ("3", True, 1)]
+
+
+def test_rows_within_the_bound_are_whole() -> None:
+    rows = "".join(f'<row r="{n}"><c r="A{n}"><v>{n}</v></c></row>' for n in range(1, 2001))
+    got = read(document(rows), 64)
+    assert got == [(str(n), True, 1) for n in range(1, 2001)]
+
+
+def test_a_file_that_ends_inside_a_row_past_the_bound_is_broken_xml() -> None:
+    xml = document('<row r="1"><c r="A1"><v>1</v></c></row><row r="2"><c r="A2"><v>')
+    xml = xml[: xml.index(b"<v>") + 3] + b"9" * 200_000
+    with pytest.raises(SyntaxError, match=r"the sheet ends inside the row \(</row> missing\)"):
+        read(xml, 1000)
