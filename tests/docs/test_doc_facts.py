@@ -85,6 +85,15 @@ def test_the_readme_commands_table_names_real_commands_and_options() -> None:
 DOCS = [ROOT / "README.md", ROOT / "examples" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: files the docs tell the user to create (git-ignored), not in the repository
 USER_CREATED = {"deploy/.env", "deploy/gateway/tokens.yaml", "deploy/webhooks/subscriptions.yaml"}
+#: made by the first run (the Kafka jars `chainwatch kafka start` fetches): absent in a fresh
+#: clone until a broker fixture has started, so the check failed when it ran first
+FIRST_RUN_CREATED = {"deploy/kafka/lib/"}
+
+
+def test_the_paths_users_and_first_runs_create_are_git_ignored() -> None:
+    """What the docs may name without it being in the repository must never be committed."""
+    ignored = set((ROOT / ".gitignore").read_text(encoding="utf-8").split())
+    assert ignored >= USER_CREATED | FIRST_RUN_CREATED
 
 
 def _headings(doc: Path) -> list[str]:
@@ -109,7 +118,7 @@ def test_every_repository_path_the_docs_name_exists() -> None:
         for match in pattern.finditer(text):
             path = match.group(1).rstrip(".")
             found = any(ROOT.glob(path)) if "*" in path else (ROOT / path).exists()
-            if not found and path not in USER_CREATED:
+            if not found and path not in USER_CREATED | FIRST_RUN_CREATED:
                 missing.append(
                     f"{doc.relative_to(ROOT)}:{text.count(chr(10), 0, match.start()) + 1} {path}"
                 )
