@@ -1,13 +1,14 @@
 """uvicorn's HTTP protocol with a deadline and a size limit on a request's headers.
 
 uvicorn closes a keep-alive connection that stays idle `timeout_keep_alive`
-seconds after a response, but a connection that sends part of a request line
-or headers - and nothing more - stays open for ever, and every open connection
-counts against `limit_concurrency`: 64 such connections, cheap for any client,
-turned every further request into a 503. Here the headers must be complete
-within `header_timeout_s` of the connection opening, or of the previous
-response; otherwise the connection is closed. The body has its own deadline in
-the app (`gateway.body_timeout_s`), where a 408 can still be answered.
+seconds after a response, but a connection that sends part of a request line or
+headers - and nothing more - stays open for ever, and every open connection
+counts against uvicorn's `limit_concurrency` (`gateway.limit_connections`):
+such connections, cheap for any client, turned every further request into a
+503. Here the headers must be complete within `header_timeout_s` of the
+connection opening, or of the previous response; otherwise the connection is
+closed. The body has its own deadline in the app (`gateway.body_timeout_s`),
+where a 408 can still be answered.
 
 Nor did anything bound the headers' size: one client sending a header value of
 endless `a`s made httptools copy the growing value with every chunk, so the
@@ -33,13 +34,15 @@ scans. Without a body the `Upgrade` is ignored, as HTTP allows, and a request
 pipelined after it is served (uvicorn dropped it: the connection then idled to
 its keep-alive timeout).
 
-Beyond `limit_concurrency` connections and requests, uvicorn answers 503
-before any app runs; its answer was plain text without `Retry-After`, so a
-client could not tell when to come back, or the gateway's refusal from a
-proxy's. It is now JSON `too_many_connections` with `Retry-After`, like every
-other 503 of the gateway. `/healthz`, `/readyz` and `/metrics` are served
-regardless: a liveness probe refused under a burst of posts would have the
-orchestrator restart a gateway that is merely busy.
+Beyond `limit_connections` open connections, uvicorn answers 503 before any app
+runs; its answer was plain text without `Retry-After`, so a client could not
+tell when to come back, or the gateway's refusal from a proxy's. It is now JSON
+`too_many_connections` with a jittered `Retry-After`, like the app's
+`overloaded` (streams.ingest.admission), so clients refused together come back
+spread out. Requests in flight are limited by the app, not here. `/healthz`,
+`/readyz` and `/metrics` are served regardless: a liveness probe refused under
+a burst of posts would have the orchestrator restart a gateway that is merely
+busy.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from chainwatch.errors import UserError
+from streams.ingest.admission import jittered_retry_after
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -66,7 +70,7 @@ HEADERS_TOO_LARGE = "headers_too_large"
 """The `error` of the 431 (docs/ingest.md lists it with the app's codes)."""
 
 TOO_MANY_CONNECTIONS = "too_many_connections"
-"""The `error` of the 503 beyond `limit_concurrency` (docs/ingest.md)."""
+"""The `error` of the 503 beyond `limit_connections` open connections (docs/ingest.md)."""
 
 BAD_REQUEST = "bad_request"
 """The `error` of a 400 for a request the HTTP parser refuses (the app's own code for it)."""
@@ -206,18 +210,19 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         """Every request's app starts here (pipelined ones too): uvicorn's plain-text 503
-        beyond `limit_concurrency` is replaced by the gateway's JSON one (the ops paths
-        are served: a liveness probe answered 503 under a burst of posts got the gateway
-        restarted, cutting every request in flight), and a request whose body the
-        parser dropped for an `Upgrade` never reaches the app."""
+        beyond its `limit_concurrency` (`gateway.limit_connections`) is replaced by the
+        gateway's JSON one (the ops paths are served: a liveness probe answered 503
+        under a burst of posts got the gateway restarted, cutting every request in
+        flight), and a request whose body the parser dropped for an `Upgrade` never
+        reaches the app."""
         if app is service_unavailable and cycle.scope["path"] in OPS_PATHS:
             app = self.app  # probes and scrapes answer even when ingest is over the limit
         elif app is service_unavailable:
-            retry = str(self.retry_after_s)
+            retry = str(jittered_retry_after(self.retry_after_s))
             app = self._refusal(
                 503,
                 TOO_MANY_CONNECTIONS,
-                f"the gateway serves {self.limit_concurrency} connections at once; "
+                f"the gateway holds {self.limit_concurrency} open connections already; "
                 f"nothing was published, retry in {retry} s",
                 [(b"retry-after", retry.encode())],
             )
@@ -331,7 +336,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
 
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-"""Served beyond `limit_concurrency`: cheap (no Kafka call, readiness is cached), and what
+"""Served beyond `limit_connections`: cheap (no Kafka call, readiness is cached), and what
 an orchestrator and Prometheus must still see while ingest is refused."""
 
 _UPGRADE_WITH_BODY = "chainwatch.upgrade_with_body"
@@ -382,7 +387,7 @@ def with_header_deadline(
     count_refusal: Callable[[int, str], None] | None = None,
 ) -> type[HeaderDeadlineProtocol]:
     """The protocol class for uvicorn's `http=`, with this deadline and header limit, the
-    `Retry-After` of its 503 beyond `limit_concurrency`, and what counts its refusals
+    `Retry-After` of its 503 beyond `limit_connections` (jittered), and what counts its refusals
     (a `UserError` if the installed uvicorn lacks what it overrides: `check_uvicorn`)."""
     check_uvicorn()
     return type(

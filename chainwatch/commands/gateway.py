@@ -152,7 +152,7 @@ def uvicorn_config(app: Any, g: GatewaySettings, **where: Any) -> uvicorn.Config
         ),
         log_config=None,
         access_log=False,
-        limit_concurrency=g.limit_concurrency,
+        limit_concurrency=g.limit_connections,
         timeout_graceful_shutdown=math.ceil(g.shutdown_grace_s),  # uvicorn takes whole seconds
         **where,
     )

@@ -38,6 +38,7 @@ from schemas.common import IDENTIFIER_PATTERN
 from schemas.dead_letter import DeadLetter, DeadLetterSource
 from schemas.epcis import EpcisMapping
 from schemas.plan import load_plan
+from streams.ingest.admission import Admission, jittered_retry_after
 from streams.ingest.auth import Role, TokenEntry, TokenRegistry, bearer_token
 from streams.ingest.batch import (
     ENDPOINTS,
@@ -246,6 +247,8 @@ class Gateway:
             deadline_s=self.limits.readiness_timeout_s,
         )
         self.outage = OutageLog()
+        self.admission = Admission(self.limits.limit_concurrency, self.limits.admission_wait_s)
+        metrics.waiting.set_function(lambda: self.admission.waiting)
         self.executor = ThreadPoolExecutor(
             max_workers=self.limits.judge_threads, thread_name_prefix="gateway-judge"
         )
@@ -281,8 +284,12 @@ class Gateway:
         try:
             principal = self.authenticate(request, endpoint)
             partial = partial_mode or _partial(request)
-            with self.metrics.in_flight.labels(endpoint.name).track_inprogress():
-                response, counts = await self._ingest(request, endpoint, partial, principal)
+            await self._admit()
+            try:
+                with self.metrics.in_flight.labels(endpoint.name).track_inprogress():
+                    response, counts = await self._ingest(request, endpoint, partial, principal)
+            finally:
+                self.admission.leave()
         except (HttpError, asyncio.CancelledError) as caught:
             error, response, rejected = self._refusal(request_id, caught)
             if rejected is not None:
@@ -477,6 +484,21 @@ class Gateway:
         self.metrics.publish_seconds.labels(endpoint.name).observe(time.perf_counter() - started)
         return placements
 
+    async def _admit(self) -> None:
+        """A slot among the `limit_concurrency` requests handled at once (streams.ingest.
+        admission), after the token was checked: a client without one never waits, nor
+        holds a slot. Beyond, 503 `overloaded` after `admission_wait_s`."""
+        if await self.admission.enter():
+            return
+        retry = str(jittered_retry_after(self.limits.retry_after_s))
+        raise HttpError(
+            503,
+            "overloaded",
+            f"the gateway handles {self.admission.limit} requests at once and none ended "
+            f"within {self.admission.wait_s:g} s; nothing was published, retry in {retry} s",
+            headers={"Retry-After": retry},
+        )
+
     def _refusal(
         self, request_id: str, caught: HttpError | asyncio.CancelledError
     ) -> tuple[str, Response, int | None]:
@@ -556,9 +578,13 @@ class Gateway:
                     extra={"loc": "customer_id"},
                 )
             topic = self.topics(CUSTOMERS)
-            placements = await self._publish(
-                endpoint, [OutRecord(topic, customer_id.encode(), None)]
-            )
+            await self._admit()
+            try:
+                placements = await self._publish(
+                    endpoint, [OutRecord(topic, customer_id.encode(), None)]
+                )
+            finally:
+                self.admission.leave()
         except (HttpError, asyncio.CancelledError) as caught:
             error, response, _ = self._refusal(request_id, caught)
         else:

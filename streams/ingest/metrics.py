@@ -39,6 +39,12 @@ class GatewayMetrics:
             ["endpoint"],
             registry=self.registry,
         )
+        self.waiting = Gauge(
+            "chainwatch_gateway_requests_waiting",
+            "Requests waiting for admission, beyond the `limit_concurrency` handled at once "
+            "(each at most `admission_wait_s`, then 503 `overloaded`).",
+            registry=self.registry,
+        )
         self.publish_seconds = Histogram(
             "chainwatch_gateway_publish_seconds",
             "Time from the first send to the committed Kafka transaction of a request.",

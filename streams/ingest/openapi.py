@@ -47,6 +47,7 @@ ERROR_CODES = (
     "invalid_items",
     "kafka_unavailable",
     "shutting_down",
+    "overloaded",
     "epcis_not_configured",
     "not_found",
     "method_not_allowed",
@@ -142,9 +143,11 @@ INGEST_ERRORS: dict[str, str] = {
     "nothing was published; see `items`.",
     "503": "Kafka unavailable (`kafka_unavailable`): nothing was published, unless Kafka "
     "stopped answering after the request's commit was sent (`detail` says so); or the "
-    "gateway shut down mid-request (`shutting_down`: not known either); or it serves "
-    "`limit_concurrency` connections already (`too_many_connections`: nothing was "
-    "published). Retry after `Retry-After` seconds; posting again is safe.",
+    "gateway shut down mid-request (`shutting_down`: not known either); or it handles "
+    "`limit_concurrency` requests already and none ended within `admission_wait_s` "
+    "(`overloaded`), or holds `limit_connections` open connections already "
+    "(`too_many_connections`): nothing was published. Retry after `Retry-After` seconds; "
+    "posting again is safe.",
 }
 PARTIAL_422 = "No items (an empty body, batch or `eventList`): nothing was published."
 EPCIS_ERRORS: dict[str, str] = {
@@ -158,7 +161,13 @@ DELETE_ERRORS: dict[str, str] = {
     "503": INGEST_ERRORS["503"],
 }
 OPS_FORBIDDEN = "The client is not in `gateway.ops_networks` (loopback by default)."
-RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}}
+RETRY_AFTER = {
+    "Retry-After": {
+        "schema": {"type": "integer", "minimum": 1},
+        "description": "Seconds: `retry_after_s`; for `overloaded` and `too_many_connections` "
+        "it plus or minus 40 % at random, so clients refused together come back spread out.",
+    }
+}
 PARTIAL_PREFIX = "/v1/partial"
 MAIN_DESCRIPTION = (
     "All or nothing: any invalid item answers 422 and nothing is published. "

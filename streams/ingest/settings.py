@@ -68,7 +68,25 @@ class GatewaySettings(SettingsModel):
         default=64,
         ge=1,
         le=100_000,
-        description="Connections and requests served at once; beyond, uvicorn answers 503.",
+        description="Requests to the publishing operations handled at once (body, validation, "
+        "publish), after their token was checked; beyond, a request waits for a slot, "
+        "at most `admission_wait_s`, then 503 `overloaded`. Idle connections do not count.",
+    )
+    admission_wait_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=60,
+        description="How long a request beyond `limit_concurrency` waits for a slot, first "
+        "come first served (0: refused at once); long enough for a burst of a few hundred "
+        "small posts to drain (about 35-100 a second on 2 cores).",
+    )
+    limit_connections: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Open connections at once, idle keep-alive ones and ones still sending "
+        "their headers included; a request beyond is answered 503 `too_many_connections` "
+        "before any operation runs (a connection flood cannot exhaust file descriptors).",
     )
     header_timeout_s: float = Field(
         default=10.0,

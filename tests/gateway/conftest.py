@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 import sys
 import threading
 import time
@@ -393,28 +394,69 @@ def gateway_process(
         yield gw
 
 
-def in_flight(base_url: str) -> float:
-    text = httpx.get(f"{base_url}/metrics", timeout=5).text
-    for line in text.splitlines():
-        if line.startswith('chainwatch_gateway_requests_in_flight{endpoint="scans"}'):
-            return float(line.rsplit(" ", 1)[1])
+def metric(base_url: str, name: str, **labels: str) -> float:
+    """The value of the gateway's metric `name` with exactly these labels (0 if none)."""
+    wanted = {f'{k}="{v}"' for k, v in labels.items()}
+    for line in httpx.get(f"{base_url}/metrics", timeout=5).text.splitlines():
+        series, _, value = line.rpartition(" ")
+        found, _, rest = series.partition("{")
+        if found == name and set(filter(None, rest.rstrip("}").split(","))) == wanted:
+            return float(value)
     return 0.0
+
+
+def in_flight(base_url: str) -> float:
+    return metric(base_url, "chainwatch_gateway_requests_in_flight", endpoint="scans")
 
 
 def protocol_refusals(base_url: str, status: int, error: str) -> float:
     """`chainwatch_gateway_protocol_refusals_total` of this status and error (0 if none)."""
-    labels = {f'status="{status}"', f'error="{error}"'}
-    for line in httpx.get(f"{base_url}/metrics", timeout=5).text.splitlines():
-        name, _, rest = line.partition("{")
-        if name == "chainwatch_gateway_protocol_refusals_total" and (
-            set(rest.split("}")[0].split(",")) == labels
-        ):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return metric(
+        base_url, "chainwatch_gateway_protocol_refusals_total", status=str(status), error=error
+    )
+
+
+def wait_until_metric(
+    base_url: str, name: str, value: float, timeout_s: float = 10.0, **labels: str
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while metric(base_url, name, **labels) != value:
+        assert time.monotonic() < deadline, f"{name}{labels} never {value}"
+        time.sleep(0.05)  # polling a condition, with a deadline
 
 
 def wait_until_in_flight(base_url: str, count: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while in_flight(base_url) != count:
-        assert time.monotonic() < deadline, f"never {count} request(s) in flight"
-        time.sleep(0.05)  # polling a condition, with a deadline
+    wait_until_metric(
+        base_url, "chainwatch_gateway_requests_in_flight", count, timeout_s, endpoint="scans"
+    )
+
+
+@contextmanager
+def half_sent_request(base_url: str, declared: int = 1000) -> Iterator[socket.socket]:
+    """A POST whose headers promise `declared` bytes of body, of which one arrives."""
+    host, port = base_url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    try:
+        head = (
+            "POST /v1/scans HTTP/1.1\r\n"
+            f"Host: {host}\r\n"
+            f"Authorization: Bearer {token_of('admin')}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {declared}\r\n\r\n["
+        )
+        sock.sendall(head.encode())
+        yield sock
+    finally:
+        sock.close()
+
+
+def read_response(sock: socket.socket, timeout_s: float) -> tuple[int, dict[str, str], bytes]:
+    """The status, headers and body of the response, read until the server closes."""
+    sock.settimeout(timeout_s)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
