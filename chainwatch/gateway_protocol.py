@@ -63,6 +63,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from chainwatch.errors import UserError
 from streams.ingest.admission import jittered_retry_after
+from streams.ingest.request_id import PROTOCOL_REFUSED
+from streams.ingest.request_id import request_id as request_id_of
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -298,13 +300,20 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             self.transport.close()  # an answer is under way: it cannot be replaced
             return
         self._counted(status, error)
+        # answered under the request's own id, and its app told: it sees the body cut
+        # and must not count (nor log under another id) a `client_disconnected`
+        scope = cast(dict[str, Any], cycle.scope)
+        request_id = request_id_of(scope)
+        scope["state"][PROTOCOL_REFUSED] = True
         cycle.disconnected = True  # its app ends without writing (uvicorn then sends nothing)
         cycle.message_event.set()  # and stops waiting for the rest of the body
-        self._write_and_close(status, error, detail)
+        self._write_and_close(status, error, detail, request_id)
 
-    def _write_and_close(self, status: int, error: str, detail: str) -> None:
+    def _write_and_close(
+        self, status: int, error: str, detail: str, request_id: str | None = None
+    ) -> None:
         """The answer in the gateway's JSON error shape, straight onto the connection."""
-        request_id, body = _error_body(error, detail)
+        request_id, body = _error_body(error, detail, request_id)
         head = (
             f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
             "content-type: application/json\r\n"
@@ -403,8 +412,9 @@ def with_header_deadline(
     )
 
 
-def _error_body(error: str, detail: str) -> tuple[str, bytes]:
-    """A new request id and the JSON error body naming it, in the shape of the routes'
-    errors (`streams.ingest`), so a client reads every refusal the same way."""
-    request_id = uuid.uuid4().hex
+def _error_body(error: str, detail: str, request_id: str | None = None) -> tuple[str, bytes]:
+    """The request id (a new one unless given) and the JSON error body naming it, in the
+    shape of the routes' errors (`streams.ingest`), so a client reads every refusal the
+    same way."""
+    request_id = request_id or uuid.uuid4().hex
     return request_id, orjson.dumps({"request_id": request_id, "error": error, "detail": detail})

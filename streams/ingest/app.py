@@ -70,6 +70,8 @@ from streams.ingest.publisher import (
     TransactionalPublisher,
 )
 from streams.ingest.readiness import Readiness, TopicPreparation
+from streams.ingest.request_id import refused_by_protocol
+from streams.ingest.request_id import request_id as request_id_of
 from streams.ingest.settings import GatewayConfig
 from streams.topics import CUSTOMERS, DEAD_LETTER, TopicNames
 
@@ -79,7 +81,6 @@ MIN_PUBLISH_S = 1.0
 """A post left less than this of its `publish_timeout_s` (at most half of it) after waiting
 for the topics is answered 503 at once instead of starting a publish."""
 
-_REQUEST_ID_MAX = 64
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 _CUSTOMER_ID = re.compile(IDENTIFIER_PATTERN)
@@ -118,8 +119,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _request_id(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = request_id_of(scope)
         header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
@@ -129,19 +129,6 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
-
-
-_REQUEST_ID = re.compile(IDENTIFIER_PATTERN)
-
-
-def _request_id(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            text: str = value.decode("latin-1")
-            if len(text) <= _REQUEST_ID_MAX and _REQUEST_ID.fullmatch(text):
-                return text
-            break
-    return uuid.uuid4().hex
 
 
 def shutting_down(retry_after: str) -> HttpError:
@@ -294,9 +281,11 @@ class Gateway:
             error, response, rejected = self._refusal(request_id, caught)
             if rejected is not None:
                 counts = (0, rejected)
-        self.metrics.requests.labels(endpoint.name, str(response.status_code)).inc()
-        if error is not None:
-            self.metrics.errors.labels(endpoint.name, error).inc()
+        if error is None or not refused_by_protocol(request.scope):
+            # (a refusal of the HTTP layer is counted there, once: protocol_refusals)
+            self.metrics.requests.labels(endpoint.name, str(response.status_code)).inc()
+            if error is not None:
+                self.metrics.errors.labels(endpoint.name, error).inc()
         if counts[0]:
             self.metrics.items.labels(endpoint.name, "accepted").inc(counts[0])
         if counts[1]:
@@ -342,6 +331,10 @@ class Gateway:
             close = {"Connection": "close"}
             raise HttpError(408, "body_timeout", str(exc), headers=close) from None
         except ClientDisconnect:
+            if refused_by_protocol(request.scope):  # answered and counted there
+                raise HttpError(
+                    400, "bad_request", "the HTTP layer refused the body (not valid HTTP/1.1)"
+                ) from None
             # No one to answer; the status is for the log line and the metrics.
             raise HttpError(
                 400, "client_disconnected", "the client went away before sending the whole body"

@@ -13,8 +13,18 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Harness, protocol_refusals, token_of
+from conftest import (
+    Harness,
+    metric,
+    protocol_refusals,
+    read_response,
+    token_of,
+    wait_until_in_flight,
+)
 from samples import fresh_scan as scan
+
+REQUESTS = "chainwatch_gateway_requests_total"
+ERRORS = "chainwatch_gateway_errors_total"
 
 pytestmark = pytest.mark.integration
 
@@ -234,6 +244,39 @@ def test_a_chunked_body_the_parser_refuses_is_a_json_400_at_once(gateway: Harnes
     assert error["error"] == "bad_request"
     assert error["detail"].startswith("the request is not valid HTTP/1.1: "), error
     assert protocol_refusals(gateway.base_url, 400, "bad_request") == counted + 1
+
+
+def test_a_chunked_body_the_parser_refuses_is_counted_once_under_its_own_request_id(
+    gateway: Harness,
+) -> None:
+    """The route, seeing its body cut, also logged and counted `client_disconnected`
+    (status 400) under the request's id, while the answer named a new one."""
+
+    def counts() -> tuple[float, ...]:
+        return (
+            protocol_refusals(gateway.base_url, 400, "bad_request"),
+            metric(gateway.base_url, REQUESTS, endpoint="scans", status="400"),
+            metric(gateway.base_url, ERRORS, endpoint="scans", error="client_disconnected"),
+            metric(gateway.base_url, ERRORS, endpoint="scans", error="bad_request"),
+        )
+
+    before = counts()
+    head = (
+        "POST /v1/scans HTTP/1.1\r\nHost: x\r\nX-Request-ID: broken-chunk-7\r\n"
+        f"Authorization: Bearer {token_of('admin')}\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n2\r\n[{\r\n"
+    ).encode()
+    host, port = gateway.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(head)
+        wait_until_in_flight(gateway.base_url, 1)  # the route reads the body
+        sock.sendall(b"zz\r\n")
+        status, headers, body = read_response(sock, timeout_s=5)
+    wait_until_in_flight(gateway.base_url, 0)  # the route is done (and counted, if it does)
+    assert status == 400
+    assert headers["x-request-id"] == "broken-chunk-7"
+    assert json.loads(body)["request_id"] == "broken-chunk-7"
+    assert counts() == (before[0] + 1, *before[1:])
 
 
 def test_a_broken_chunked_body_behind_a_pipelined_request_is_answered_after_it(
