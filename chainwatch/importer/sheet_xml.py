@@ -35,49 +35,76 @@ def row_elements(source: IO[bytes], row_tag: str, max_bytes: int) -> Iterator[tu
     from its parent as it ends. Errors of the XML (`SyntaxError`) and of `source`
     propagate.
     """
-    parser = _parser()
-    stack: list[Any] = []
-    spaces: dict[str, str] = {}  # prefix -> namespace, as declared
-    in_row = fed = 0  # fed: bytes given to the parser since the row's start
-    while True:
-        chunk = source.read(FEED)
-        if chunk:
-            parser.feed(chunk)
-        else:
-            parser.close()
-        for event, item in parser.read_events():
-            if event == "start-ns":
-                spaces[item[0]] = item[1]
-            elif event == "start":
-                stack.append(item)
-                if item.tag == row_tag:
-                    in_row += 1
-                    fed = -len(chunk)  # counted from the next chunk: never a row too early
+    return _Rows(source, row_tag, max_bytes).read()
+
+
+class _Rows:
+    """One pass over a sheet's XML: the parser and the elements open in it."""
+
+    def __init__(self, source: IO[bytes], row_tag: str, max_bytes: int) -> None:
+        self.source, self.row_tag, self.max_bytes = source, row_tag, max_bytes
+        self.parser = _parser()
+        self.stack: list[Any] = []
+        self.spaces: dict[str, str] = {}  # prefix -> namespace, as declared
+        self.in_row = 0
+        self.fed = 0  # bytes given to the parser since the outermost row's start
+
+    def read(self) -> Iterator[tuple[Any, bool]]:
+        while True:
+            chunk = self.source.read(FEED)
+            if chunk:
+                self.parser.feed(chunk)
             else:
-                stack.pop()
-                if item.tag == row_tag:
-                    in_row -= 1
-                    if in_row == 0:
+                self.parser.close()
+            yield from self._events(len(chunk))
+            if not chunk:
+                return
+            if self.in_row:
+                self.fed += len(chunk)
+            if self.in_row and self.fed > self.max_bytes:
+                yield self._cut(), False
+                self._skip_row(chunk)
+
+    def _events(self, fed: int) -> Iterator[tuple[Any, bool]]:
+        """The rows the parser finished; `fed`: the bytes it was given last."""
+        for event, item in self.parser.read_events():
+            if event == "start-ns":
+                self.spaces[item[0]] = item[1]
+            elif event == "start":
+                self.stack.append(item)
+                if item.tag == self.row_tag:
+                    if not self.in_row:  # a row nested in it is of its bytes: no new count
+                        self.fed = -fed  # counted from the next chunk: never too early
+                    self.in_row += 1
+            else:
+                self.stack.pop()
+                if item.tag == self.row_tag:
+                    self.in_row -= 1
+                    if self.in_row == 0:
                         yield item, True
-                if in_row == 0 and stack:
-                    del stack[-1][-1]  # a finished element is its parent's last child
-        if not chunk:
-            return
-        if in_row:
-            fed += len(chunk)
-        if in_row and fed > max_bytes:
-            at = next(i for i, e in enumerate(stack) if e.tag == row_tag)
-            row = stack[at]
-            if at + 1 < len(stack):  # the cell being read when the bound was passed
-                row.remove(stack[at + 1])
-            yield row, False
-            closing = b"</" + _qname(row_tag, spaces).encode()
-            rest = _past_end_tag(source, closing, _tail(chunk, closing))
-            if rest is None:  # the file ends inside the row: broken XML
-                raise SyntaxError(f"the sheet ends inside the row ({closing.decode()}> missing)")
-            parser, stack = _reopen(stack[:at], spaces)
-            in_row = 0
-            parser.feed(rest)
+                if self.in_row == 0 and self.stack:
+                    del self.stack[-1][-1]  # a finished element is its parent's last child
+
+    def _cut(self) -> Any:
+        """The outermost open row, without the cell being read when the bound was passed."""
+        at = self._row_at()
+        row = self.stack[at]
+        if at + 1 < len(self.stack):
+            row.remove(self.stack[at + 1])
+        return row
+
+    def _row_at(self) -> int:
+        return next(i for i, e in enumerate(self.stack) if e.tag == self.row_tag)
+
+    def _skip_row(self, chunk: bytes) -> None:
+        """Read past the open row's end tag in bytes; a new parser goes on after it."""
+        closing = b"</" + _qname(self.row_tag, self.spaces).encode()
+        rest = _past_end_tag(self.source, closing, _tail(chunk, closing))
+        if rest is None:  # the file ends inside the row: broken XML
+            raise SyntaxError(f"the sheet ends inside the row ({closing.decode()}> missing)")
+        self.parser, self.stack = _reopen(self.stack[: self._row_at()], self.spaces)
+        self.in_row = 0
+        self.parser.feed(rest)
 
 
 def _parser() -> Any:

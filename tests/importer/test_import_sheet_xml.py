@@ -60,3 +60,16 @@ def test_a_file_that_ends_inside_a_row_past_the_bound_is_broken_xml() -> None:
     xml = xml[: xml.index(b"<v>") + 3] + b"9" * 200_000
     with pytest.raises(SyntaxError, match=r"the sheet ends inside the row \(</row> missing\)"):
         read(xml, 1000)
+
+
+def test_rows_nested_in_a_row_do_not_restart_its_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `<row>` opened inside the row every few cells counted the bytes afresh: the
+    outer row (all of them) was held whole, however large."""
+    monkeypatch.setattr(sheet_xml, "FEED", 16)
+    cell = '<c r="A1" t="inlineStr"><is><t>' + "x" * 10 + "</t></is></c>"
+    rows = ('<row r="1">' + cell) * 50 + "</row>" * 50
+    rows_read = sheet_xml.row_elements(io.BytesIO(document(rows)), ROW, 500)
+    row, whole = next(rows_read)
+    assert (row.get("r"), whole) == ("1", False)
+    with pytest.raises(SyntaxError):  # past its first `</row>`, the XML does not fit
+        next(rows_read)
