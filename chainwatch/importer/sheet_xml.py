@@ -5,8 +5,14 @@ or one cell of a gigabyte of text, was held whole (the only bound was the sheet'
 2 GB). Here the parser is fed in chunks, and a row that grows past `max_bytes` of
 XML is handed over as it stands (its finished cells) and marked too long; the rest
 of it is read past as bytes, up to its end tag, and parsing goes on after it with
-a new parser, opened as the old one was (the ancestors' tags and namespaces). So
-at most `max_bytes` and two chunks of a row are held, and the rows after it are read.
+a new parser, opened as the old one was (the ancestors' tags, each with the
+namespaces it declared: a declaration elsewhere is not in scope there). So at most
+`max_bytes` and two chunks of a row are held, and the rows after it are read.
+
+The parser does not tell which prefix a tag was written with: the row's end tag is
+any name bound to its namespace where it is; an ancestor named by two (`xmlns` and
+`xmlns:x` both the sheet's) cannot be reopened as the rest of the file closes it,
+and is refused in one line.
 
 The end tag is found in the bytes, not by the parser: a `</row>` inside a comment
 or CDATA of the skipped row would be taken for its end, and what follows would
@@ -23,7 +29,8 @@ from xml.etree.ElementTree import XMLPullParser
 
 #: Bytes fed to the parser at a time (`iterparse` reads 16 KiB).
 FEED: Final = 64 << 10
-_BLANK: Final = re.compile(rb"[ \t\r\n]*")
+#: `<`, or `</` and a name, then perhaps blanks: the start of an end tag, cut
+_PARTIAL: Final = re.compile(rb"(<(?:/[^<>\s]{0,1024})?)([ \t\r\n]*)")
 _EVENTS: Final[tuple[Literal["start", "end", "start-ns"], ...]] = ("start", "end", "start-ns")
 
 
@@ -45,7 +52,10 @@ class _Rows:
         self.source, self.row_tag, self.max_bytes = source, row_tag, max_bytes
         self.parser = _parser()
         self.stack: list[Any] = []
-        self.spaces: dict[str, str] = {}  # prefix -> namespace, as declared
+        #: per element of `stack`, the namespaces (prefix, namespace) it declares
+        self.scopes: list[list[tuple[str, str]]] = []
+        self.declared: list[tuple[str, str]] = []  # for the element that starts next
+        self.pending = b""  # the end of the bytes fed that may start an end tag
         self.in_row = 0
         self.fed = 0  # bytes given to the parser since the outermost row's start
 
@@ -54,6 +64,7 @@ class _Rows:
             chunk = self.source.read(FEED)
             if chunk:
                 self.parser.feed(chunk)
+                self.pending = _pending(self.pending, chunk)
             else:
                 self.parser.close()
             yield from self._events(len(chunk))
@@ -63,21 +74,24 @@ class _Rows:
                 self.fed += len(chunk)
             if self.in_row and self.fed > self.max_bytes:
                 yield self._cut(), False
-                self._skip_row(chunk)
+                self._skip_row()
 
     def _events(self, fed: int) -> Iterator[tuple[Any, bool]]:
         """The rows the parser finished; `fed`: the bytes it was given last."""
         for event, item in self.parser.read_events():
             if event == "start-ns":
-                self.spaces[item[0]] = item[1]
+                self.declared.append(item)
             elif event == "start":
                 self.stack.append(item)
+                self.scopes.append(self.declared)
+                self.declared = []
                 if item.tag == self.row_tag:
                     if not self.in_row:  # a row nested in it is of its bytes: no new count
                         self.fed = -fed  # counted from the next chunk: never too early
                     self.in_row += 1
             else:
                 self.stack.pop()
+                self.scopes.pop()
                 if item.tag == self.row_tag:
                     self.in_row -= 1
                     if self.in_row == 0:
@@ -96,15 +110,19 @@ class _Rows:
     def _row_at(self) -> int:
         return next(i for i, e in enumerate(self.stack) if e.tag == self.row_tag)
 
-    def _skip_row(self, chunk: bytes) -> None:
+    def _skip_row(self) -> None:
         """Read past the open row's end tag in bytes; a new parser goes on after it."""
-        closing = b"</" + _qname(self.row_tag, self.spaces).encode()
-        rest = _past_end_tag(self.source, closing, _tail(chunk, closing))
+        at = self._row_at()
+        names = _names(self.row_tag, self.scopes[: at + 1])
+        end = re.compile(rb"</(?:%b)[ \t\r\n]*>" % b"|".join(re.escape(n) for n in names))
+        rest = _past_end_tag(self.source, end, self.pending)
         if rest is None:  # the file ends inside the row: broken XML
-            raise SyntaxError(f"the sheet ends inside the row ({closing.decode()}> missing)")
-        self.parser, self.stack = _reopen(self.stack[: self._row_at()], self.spaces)
+            raise SyntaxError(f"the sheet ends inside the row (</{names[0].decode()}> missing)")
+        self.parser, self.stack = _reopen(self.stack[:at], self.scopes[:at])
+        self.scopes = self.scopes[:at]
         self.in_row = 0
         self.parser.feed(rest)
+        self.pending = _pending(b"", rest)
 
 
 def _parser() -> Any:
@@ -117,63 +135,60 @@ def _parser() -> Any:
     return XMLPullParser(events=_EVENTS, _parser=defused.DefusedXMLParser())
 
 
-def _qname(tag: str, spaces: dict[str, str]) -> str:
-    """`{namespace}row` as the file wrote it: `row`, or `x:row` for a prefix."""
+def _names(tag: str, scopes: list[list[tuple[str, str]]]) -> list[bytes]:
+    """The names the file may write `{namespace}row` by inside `scopes` (its element's
+    and its ancestors' declarations): `row`, `x:row`, or both when both are bound."""
     if not tag.startswith("{"):
-        return tag
+        return [tag.encode()]
     namespace, local = tag[1:].split("}", 1)
-    prefixes = [p for p, n in spaces.items() if n == namespace]
-    if not prefixes or "" in prefixes:
-        return local
-    return f"{prefixes[-1]}:{local}"
+    bound = {prefix: space for declared in scopes for prefix, space in declared}
+    names = [f"{p}:{local}" if p else local for p, space in bound.items() if space == namespace]
+    return [name.encode() for name in names] or [local.encode()]
 
 
-def _tail(chunk: bytes, closing: bytes) -> bytes:
-    """What of the last chunk fed may be the start of the row's end tag (`</ro`, or
-    `</row` and blanks): the parser has it, but had not read the tag whole."""
+def _pending(before: bytes, chunk: bytes) -> bytes:
+    """What at the end of `before` + `chunk` may be the start of an end tag (`</ro`,
+    `</row` and blanks, as one blank): the parser has it but had not read a whole tag."""
     start = chunk.rfind(b"<")
-    if start == -1:
+    found = _PARTIAL.fullmatch(chunk[start:] if start != -1 else before + chunk)
+    if found is None:
         return b""
-    tail = chunk[start:]
-    if closing.startswith(tail):
-        return tail
-    if tail.startswith(closing) and _BLANK.fullmatch(tail, len(closing)):
-        return tail
-    return b""
+    return found[1] + (b" " if found[2] else b"")
 
 
-def _past_end_tag(source: IO[bytes], closing: bytes, buffer: bytes) -> bytes | None:
-    """The bytes after the end tag `closing` + blanks + `>`, read on from `source` in
-    chunks (never more than a chunk held); None when the file ends first."""
-    end = re.compile(re.escape(closing) + rb"[ \t\r\n]*>")
+def _past_end_tag(source: IO[bytes], end: re.Pattern[bytes], carry: bytes) -> bytes | None:
+    """The bytes after the first match of `end`, read on from `source` in chunks
+    (never more than a chunk held); None when the file ends first."""
     while True:
-        found = end.search(buffer)
-        if found is not None:
-            return buffer[found.end() :]
-        start = buffer.rfind(closing)
-        if start != -1 and _BLANK.fullmatch(buffer, start + len(closing)):
-            buffer = closing  # `</row` and blanks so far: only the blanks are dropped
-        else:
-            buffer = buffer[-(len(closing) - 1) :]  # perhaps the start of `</row`
         chunk = source.read(FEED)
         if not chunk:
             return None
-        buffer += chunk
+        buffer = carry + chunk
+        found = end.search(buffer)
+        if found is not None:
+            return buffer[found.end() :]
+        carry = _pending(b"", buffer)
 
 
-def _reopen(ancestors: list[Any], spaces: dict[str, str]) -> tuple[Any, list[Any]]:
+def _reopen(ancestors: list[Any], scopes: list[list[tuple[str, str]]]) -> tuple[Any, list[Any]]:
     """A new parser inside elements named as `ancestors` (`<worksheet><sheetData>`),
-    with the namespaces declared so far; and its elements for them (the new stack)."""
-    declared = " ".join(
-        f'xmlns{":" + prefix if prefix else ""}="{_attribute(namespace)}"'
-        for prefix, namespace in spaces.items()
-    )
-    opening = "".join(
-        f"<{_qname(e.tag, spaces)}{' ' + declared if i == 0 and declared else ''}>"
-        for i, e in enumerate(ancestors)
-    )
+    each declaring the namespaces it declared; and its elements for them (the new stack).
+
+    An ancestor's name is the one prefix bound to its namespace there: the rest of the
+    file closes it, and the parser gives no prefix, so two bound to it are refused."""
+    opening = []
+    for i, element in enumerate(ancestors):
+        names = _names(element.tag, scopes[: i + 1])
+        if len(names) > 1:
+            shown = " and ".join(repr(n.decode()) for n in names)
+            raise SyntaxError(f"the sheet names {element.tag} as {shown}: cannot read on")
+        declared = "".join(
+            f' xmlns{":" + prefix if prefix else ""}="{_attribute(space)}"'
+            for prefix, space in scopes[i]
+        )
+        opening.append(f"<{names[0].decode()}{declared}>")
     parser = _parser()
-    parser.feed(opening.encode())
+    parser.feed("".join(opening).encode())
     stack = [item for event, item in parser.read_events() if event == "start"]
     return parser, stack
 

@@ -73,3 +73,47 @@ def test_rows_nested_in_a_row_do_not_restart_its_count(monkeypatch: pytest.Monke
     assert (row.get("r"), whole) == ("1", False)
     with pytest.raises(SyntaxError):  # past its first `</row>`, the XML does not fit
         next(rows_read)
+
+
+LONG_CELL = '<c r="B2" t="inlineStr"><is><t>' + "x" * 300 + "</t></is></c>"
+
+
+def four_rows(second: str) -> str:
+    """Rows 1-4, row 2 written by `second` (its start tag, then `{}` for its cells)."""
+    plain = '<row r="{0}"><c r="A{0}"><v>{0}</v></c></row>'
+    return plain.format(1) + second.format(LONG_CELL) + plain.format(3) + plain.format(4)
+
+
+@pytest.mark.parametrize(
+    ("before", "second"),
+    [
+        # a default namespace declared on another element, before the rows, is not theirs
+        ('<dimension xmlns="urn:other" ref="A1"/>', '<row r="2">{}</row>'),
+        # a prefix bound on the row itself, to the namespace the default names too
+        ("", f'<x:row xmlns:x="{MAIN}" r="2">{{}}</x:row>'),
+        # the bound passed inside the row's end tag, in blanks that fill whole chunks
+        ("", '<row r="2"><c r="A2"><v>2</v></c></row' + " " * 200 + ">"),
+    ],
+)
+def test_the_rows_after_a_skipped_one_are_read_as_the_file_declares_them(
+    monkeypatch: pytest.MonkeyPatch, before: str, second: str
+) -> None:
+    """The namespaces in scope where the row is, each end tag the file may write for
+    it: rows 3 and 4 were dropped unseen (read in another namespace, or skipped as the
+    rest of row 2)."""
+    monkeypatch.setattr(sheet_xml, "FEED", 16)
+    xml = document(four_rows(second)).replace(b"<sheetData>", before.encode() + b"<sheetData>")
+    got = [(r, whole) for r, whole, _ in read(xml, 64)]
+    assert got == [("1", True), ("2", False), ("3", True), ("4", True)]
+
+
+def test_a_sheet_naming_its_ancestors_by_two_prefixes_cannot_be_read_past_a_long_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rest of the file closes `<x:sheetData>` by the prefix it wrote, which the
+    parser does not tell: said in one line, not read on in a guess."""
+    monkeypatch.setattr(sheet_xml, "FEED", 16)
+    xml = document(four_rows('<x:row r="2">{}</x:row>'), "x")
+    xml = xml.replace(b"<x:worksheet ", f'<x:worksheet xmlns="{MAIN}" '.encode())
+    with pytest.raises(SyntaxError, match="as 'worksheet' and 'x:worksheet': cannot read on"):
+        read(xml, 64)
