@@ -29,6 +29,10 @@ from xml.etree.ElementTree import XMLPullParser
 
 #: Bytes fed to the parser at a time (`iterparse` reads 16 KiB).
 FEED: Final = 64 << 10
+_HEAD: Final = 1 << 10
+#: The XML declaration (after a UTF-8 byte order mark), and the encoding it names.
+_DECLARATION: Final = re.compile(rb"(?:\xef\xbb\xbf)?(<\?xml[^<>]*\?>)")
+_ENCODING: Final = re.compile(rb"""encoding[ \t\r\n]*=[ \t\r\n]*["']([A-Za-z][\w.-]*)["']""")
 #: `<`, or `</` and a name, then perhaps blanks: the start of an end tag, cut
 _PARTIAL: Final = re.compile(rb"(<(?:/[^<>\s]{0,1024})?)([ \t\r\n]*)")
 _EVENTS: Final[tuple[Literal["start", "end", "start-ns"], ...]] = ("start", "end", "start-ns")
@@ -56,6 +60,7 @@ class _Rows:
         self.scopes: list[list[tuple[str, str]]] = []
         self.declared: list[tuple[str, str]] = []  # for the element that starts next
         self.pending = b""  # the end of the bytes fed that may start an end tag
+        self.head = b""  # the file's first bytes, for its XML declaration
         self.in_row = 0
         self.fed = 0  # bytes given to the parser since the outermost row's start
 
@@ -65,6 +70,8 @@ class _Rows:
             if chunk:
                 self.parser.feed(chunk)
                 self.pending = _pending(self.pending, chunk)
+                if len(self.head) < _HEAD:
+                    self.head += chunk[: _HEAD - len(self.head)]
             else:
                 self.parser.close()
             yield from self._events(len(chunk))
@@ -118,7 +125,7 @@ class _Rows:
         rest = _past_end_tag(self.source, end, self.pending)
         if rest is None:  # the file ends inside the row: broken XML
             raise SyntaxError(f"the sheet ends inside the row (</{names[0].decode()}> missing)")
-        self.parser, self.stack = _reopen(self.stack[:at], self.scopes[:at])
+        self.parser, self.stack = _reopen(self.head, self.stack[:at], self.scopes[:at])
         self.scopes = self.scopes[:at]
         self.in_row = 0
         self.parser.feed(rest)
@@ -170,9 +177,13 @@ def _past_end_tag(source: IO[bytes], end: re.Pattern[bytes], carry: bytes) -> by
         carry = _pending(b"", buffer)
 
 
-def _reopen(ancestors: list[Any], scopes: list[list[tuple[str, str]]]) -> tuple[Any, list[Any]]:
+def _reopen(
+    head: bytes, ancestors: list[Any], scopes: list[list[tuple[str, str]]]
+) -> tuple[Any, list[Any]]:
     """A new parser inside elements named as `ancestors` (`<worksheet><sheetData>`),
     each declaring the namespaces it declared; and its elements for them (the new stack).
+    The file's XML declaration (`head`) comes first: the bytes after the row are in
+    its encoding (a Latin-1 `Ã©` read as UTF-8 was `é`).
 
     An ancestor's name is the one prefix bound to its namespace there: the rest of the
     file closes it, and the parser gives no prefix, so two bound to it are refused."""
@@ -187,8 +198,17 @@ def _reopen(ancestors: list[Any], scopes: list[list[tuple[str, str]]]) -> tuple[
             for prefix, space in scopes[i]
         )
         opening.append(f"<{names[0].decode()}{declared}>")
+    declaration = _DECLARATION.match(head)
+    prolog = b"" if declaration is None else declaration[1]
+    named = None if declaration is None else _ENCODING.search(prolog)
+    try:
+        tags = "".join(opening).encode(
+            "utf-8" if named is None else named[1].decode(), "xmlcharrefreplace"
+        )
+    except LookupError:
+        raise SyntaxError(f"unknown encoding in {prolog[:100]!r}") from None
     parser = _parser()
-    parser.feed("".join(opening).encode())
+    parser.feed(prolog + tags)
     stack = [item for event, item in parser.read_events() if event == "start"]
     return parser, stack
 

@@ -117,3 +117,19 @@ def test_a_sheet_naming_its_ancestors_by_two_prefixes_cannot_be_read_past_a_long
     xml = xml.replace(b"<x:worksheet ", f'<x:worksheet xmlns="{MAIN}" '.encode())
     with pytest.raises(SyntaxError, match="as 'worksheet' and 'x:worksheet': cannot read on"):
         read(xml, 64)
+
+
+def test_the_rows_after_a_skipped_one_are_read_in_the_encoding_the_file_declares(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The new parser had no declaration: Latin-1 bytes were read as UTF-8 (`Ã©`
+    became `é`, an `é` alone broke the XML)."""
+    monkeypatch.setattr(sheet_xml, "FEED", 16)
+    third = '<row r="3"><c r="A3" t="inlineStr"><is><t>Ã© é</t></is></c></row>'
+    rows = four_rows('<row r="2">{}</row>').replace(
+        '<row r="3"><c r="A3"><v>3</v></c></row>', third
+    )
+    xml = document(rows).decode().replace('encoding="UTF-8"', 'encoding="ISO-8859-1"')
+    found = sheet_xml.row_elements(io.BytesIO(xml.encode("latin-1")), ROW, 64)
+    texts = {row.get("r"): [t.text for t in row.iter(f"{{{MAIN}}}t")] for row, _ in found}
+    assert texts == {"1": [], "2": [], "3": ["Ã© é"], "4": []}
