@@ -8,6 +8,9 @@ of it is read past as bytes, up to its end tag, and parsing goes on after it wit
 a new parser, opened as the old one was (the ancestors' tags, each with the
 namespaces it declared: a declaration elsewhere is not in scope there). So at most
 `max_bytes` and two chunks of a row are held, and the rows after it are read.
+Outside a row, more than `MAX_QUIET_BYTES` without an element (a comment, a start tag or
+text that long: expat holds such a token whole and scans it again at every chunk,
+minutes for tens of MiB) is broken XML, as no sheet writes one.
 
 The parser does not tell which prefix a tag was written with: the row's end tag is
 any name bound to its namespace where it is; an ancestor named by two (`xmlns` and
@@ -30,6 +33,9 @@ from xml.etree.ElementTree import XMLPullParser
 #: Bytes fed to the parser at a time (`iterparse` reads 16 KiB).
 FEED: Final = 64 << 10
 _HEAD: Final = 1 << 10
+#: The XML outside a row without an element (a comment, a start tag, text) that is
+#: refused: as a row's bound, far above what any sheet writes.
+MAX_QUIET_BYTES: Final = 1 << 20
 #: The XML declaration (after a UTF-8 byte order mark), and the encoding it names.
 _DECLARATION: Final = re.compile(rb"(?:\xef\xbb\xbf)?(<\?xml[^<>]*\?>)")
 _ENCODING: Final = re.compile(rb"""encoding[ \t\r\n]*=[ \t\r\n]*["']([A-Za-z][\w.-]*)["']""")
@@ -63,6 +69,7 @@ class _Rows:
         self.head = b""  # the file's first bytes, for its XML declaration
         self.in_row = 0
         self.fed = 0  # bytes given to the parser since the outermost row's start
+        self.quiet = 0  # bytes given to it since its last event
 
     def read(self) -> Iterator[tuple[Any, bool]]:
         while True:
@@ -77,8 +84,14 @@ class _Rows:
             yield from self._events(len(chunk))
             if not chunk:
                 return
+            self.quiet += len(chunk)
             if self.in_row:
                 self.fed += len(chunk)
+            elif self.quiet > MAX_QUIET_BYTES:  # expat holds it whole, rescans it per feed
+                raise SyntaxError(
+                    f"more than {MAX_QUIET_BYTES:,} bytes of the sheet's XML outside a row "
+                    "without an element (a comment, a start tag or text that long)"
+                )
             if self.in_row and self.fed > self.max_bytes:
                 yield self._cut(), False
                 self._skip_row()
@@ -86,6 +99,7 @@ class _Rows:
     def _events(self, fed: int) -> Iterator[tuple[Any, bool]]:
         """The rows the parser finished; `fed`: the bytes it was given last."""
         for event, item in self.parser.read_events():
+            self.quiet = -fed  # counted from the next chunk, as `fed`
             if event == "start-ns":
                 self.declared.append(item)
             elif event == "start":
@@ -127,7 +141,7 @@ class _Rows:
             raise SyntaxError(f"the sheet ends inside the row (</{names[0].decode()}> missing)")
         self.parser, self.stack = _reopen(self.head, self.stack[:at], self.scopes[:at])
         self.scopes = self.scopes[:at]
-        self.in_row = 0
+        self.in_row = self.quiet = 0
         self.parser.feed(rest)
         self.pending = _pending(b"", rest)
 

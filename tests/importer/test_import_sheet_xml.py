@@ -133,3 +133,18 @@ def test_the_rows_after_a_skipped_one_are_read_in_the_encoding_the_file_declares
     found = sheet_xml.row_elements(io.BytesIO(xml.encode("latin-1")), ROW, 64)
     texts = {row.get("r"): [t.text for t in row.iter(f"{{{MAIN}}}t")] for row, _ in found}
     assert texts == {"1": [], "2": [], "3": ["Ã© é"], "4": []}
+
+
+@pytest.mark.parametrize(
+    "between", ["<!--" + "x" * 400 + "-->", '<row r="2" a="' + "x" * 400 + '"/>', " " * 400]
+)
+def test_xml_past_the_bound_without_an_element_outside_a_row_is_refused(
+    monkeypatch: pytest.MonkeyPatch, between: str
+) -> None:
+    """A comment, a start tag or text between rows was held whole and rescanned at
+    every chunk (32 MiB of comment: 13 s and 159 MiB; the sheet may hold 2 GB)."""
+    monkeypatch.setattr(sheet_xml, "FEED", 16)
+    monkeypatch.setattr(sheet_xml, "MAX_QUIET_BYTES", 200)  # above the worksheet's tag
+    rows = '<row r="1"/>' + between + '<row r="3"/>'
+    with pytest.raises(SyntaxError, match="outside a row without an element"):
+        read(document(rows), 64)
