@@ -288,15 +288,33 @@ async def stop_consumer(consumer: AIOKafkaConsumer, *, within_s: float | None = 
             raise
 
 
+_COORDINATOR_ROUTINES = (
+    "_coordination_task",
+    "_heartbeat_task",
+    "_commit_refresh_task",
+    "_reset_committed_task",  # a consumer without a group
+)
+"""aiokafka's coordinator routines that its `stop` ends (`GroupCoordinator.close`)."""
+
+
 async def _close_anyway(consumer: AIOKafkaConsumer) -> None:
-    """What a `stop` cut short left running: the fetch routine and its requests are
+    """What a `stop` cut short left running: the coordinator's routines (a group
+    member's heartbeat and commit refresh), the fetch routine and its requests are
     cancelled and awaited, and the client closed (its metadata routine, its sockets).
 
     aiokafka marks the consumer closed as its `stop` begins, so a stop cut by a cancel
-    of our task is never run again: its routines ran on until the loop closed them."""
+    of our task is never run again: its routines ran on until the loop closed them. A
+    group member's heartbeat then logged an error up to ten times a second, or (its
+    client's connection opened again) kept the member alive in its group, holding its
+    partitions from every other member for as long as the process lived. No LeaveGroup
+    is sent (the stop was given up): the group drops the member after its session
+    timeout, as after a crash."""
+    coordinator = getattr(consumer, "_coordinator", None)
     fetcher = getattr(consumer, "_fetcher", None)
-    routine = getattr(fetcher, "_fetch_task", None)
-    running = [*([routine] if routine is not None else []), *getattr(fetcher, "_pending_tasks", ())]
+    routines = [getattr(coordinator, name, None) for name in _COORDINATOR_ROUTINES]
+    routines.append(getattr(fetcher, "_fetch_task", None))
+    running = [task for task in routines if task is not None]
+    running.extend(getattr(fetcher, "_pending_tasks", ()))
     for task in running:
         task.cancel()
     await asyncio.gather(*running, return_exceptions=True)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas.deadline import deadline
 from sinks.consumer import new_consumer, stop_consumer
@@ -84,6 +86,23 @@ async def _consumer_stop(bootstrap: str) -> Awaitable[None]:
     return stop_consumer(consumer, within_s=5)
 
 
+async def _group_consumer_stop(bootstrap: str) -> Awaitable[None]:
+    """A member of a group with its partition (its heartbeat and its commit-refresh
+    routines running), as the sink's and the notifier's consumers are when they stop."""
+    name = f"t{uuid.uuid4().hex[:8]}-cut-stop"  # topic and group no other test uses
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 1, 1)])
+    finally:
+        await admin.close()
+    consumer = new_consumer(bootstrap, name)
+    consumer.subscribe([name])
+    await consumer.start()  # a subscribed consumer starts once it has its assignment
+    assert consumer.assignment()
+    return stop_consumer(consumer, within_s=5)
+
+
 async def _warm_up_reader_stop(bootstrap: str) -> Awaitable[None]:
     source = warmup.reader(bootstrap, {})
     await source.start()
@@ -95,8 +114,8 @@ Stop = Callable[[str], Awaitable[Awaitable[None]]]
 
 @pytest.mark.parametrize(
     "stop",
-    [_publisher_stop, _consumer_stop, _warm_up_reader_stop],
-    ids=["publisher", "stop_consumer", "warm-up reader"],
+    [_publisher_stop, _consumer_stop, _group_consumer_stop, _warm_up_reader_stop],
+    ids=["publisher", "stop_consumer", "group member's stop_consumer", "warm-up reader"],
 )
 def test_a_stop_cancelled_at_any_turn_ends_cancelled(kafka_bootstrap: str, stop: Stop) -> None:
     async def cancelled_after(turns: int) -> bool:
@@ -119,13 +138,17 @@ def test_a_stop_cancelled_at_any_turn_ends_cancelled(kafka_bootstrap: str, stop:
 
 
 @pytest.mark.parametrize(
-    "stop", [_consumer_stop, _warm_up_reader_stop], ids=["stop_consumer", "warm-up reader"]
+    "stop",
+    [_consumer_stop, _group_consumer_stop, _warm_up_reader_stop],
+    ids=["stop_consumer", "group member's stop_consumer", "warm-up reader"],
 )
 def test_a_consumer_stop_cancelled_at_any_turn_leaves_nothing_running(
     kafka_bootstrap: str, stop: Stop
 ) -> None:
     """aiokafka marks the consumer closed first, so a stop cut short by a cancel is never
-    run again: its metadata and fetch routines ran on until the loop closed them."""
+    run again: its metadata and fetch routines ran on until the loop closed them, and a
+    group member's heartbeat (which opened a connection of its own again and kept the
+    member in its group, its partitions read by no one) and commit-refresh routines."""
 
     async def left_after(turns: int) -> list[str]:
         before = asyncio.all_tasks()
