@@ -47,6 +47,7 @@ import httpx
 import structlog
 from standardwebhooks import Webhook
 
+from schemas.deadline import deadline
 from sinks.backoff import exponential
 from sinks.webhooks.targets import (
     GuardedBackend,
@@ -303,12 +304,16 @@ async def attempt(
 
     The outcome is decided by the status line: once it has arrived, a body that
     fails or drips past the deadline does not change it.
+
+    `schemas.deadline`, not a bare `asyncio.timeout`: anyio before 4.16, under httpx,
+    swallowed a cancel that came in the turn its connect's own scope was cancelled, and
+    the cancelled attempt went on, posted and returned (tests/sinks/test_webhook_cancel.py).
     """
     headers = signed_headers(signer, msg_id, body, datetime.now(UTC))
     result: AttemptResult | None = None
     try:
         async with (
-            asyncio.timeout(deadline_s),
+            deadline(deadline_s),
             http.stream("POST", url, content=body.encode(), headers=headers) as response,
         ):
             result = AttemptResult(response.status_code)
