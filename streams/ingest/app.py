@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.common import IDENTIFIER_PATTERN
 from schemas.dead_letter import DeadLetter, DeadLetterSource
+from schemas.deadline import cancel_requests, cancelled_since
 from schemas.epcis import EpcisMapping
 from schemas.plan import load_plan
 from streams.ingest.admission import Admission, jittered_retry_after
@@ -669,13 +670,21 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
         try:
             yield
         finally:
-            if preparing is not None:
-                preparing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await preparing
-            await gateway.readiness.stop()
-            await publisher.stop()
-            gateway.executor.shutdown(wait=False, cancel_futures=True)
+            # a cancel of our task during the shutdown goes on to stop the publisher (its
+            # producers' transactions), then is handed on: the preparation's own
+            # `CancelledError`, suppressed here, took it along and the task ran on
+            baseline = cancel_requests()
+            try:
+                if preparing is not None:
+                    preparing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await preparing
+                await gateway.readiness.stop()
+            finally:
+                await publisher.stop()
+                gateway.executor.shutdown(wait=False, cancel_futures=True)
+            if cancelled_since(baseline):
+                raise asyncio.CancelledError
 
     app = FastAPI(
         title="Chainwatch ingest gateway",

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import structlog
 
-from schemas.deadline import deadline
+from schemas.deadline import cancel_requests, cancelled_since, deadline
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -79,11 +79,19 @@ class Readiness:
         self._task = asyncio.create_task(self._run(), name="gateway-readiness")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        """End the background task; a cancel of our caller meanwhile is handed on (the
+        task's own `CancelledError`, suppressed here, would take it along)."""
+        if self._task is None:
+            return
+        baseline = cancel_requests()
+        self._task.cancel()
+        try:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        finally:
             self._task = None
+        if cancelled_since(baseline):
+            raise asyncio.CancelledError
 
     async def _run(self) -> None:
         while True:

@@ -128,3 +128,47 @@ def test_losing_readiness_is_a_warning_that_says_why_and_regaining_it_is_news(
         ("warning", False, "kafka unreachable: timed out"),
         ("info", True, "-"),
     ]
+
+
+def test_a_cancel_of_the_task_stopping_it_is_handed_on() -> None:
+    """`stop` suppresses the `CancelledError` of the task it cancelled: a cancel of its
+    caller meanwhile (the check's clean-up still running) was suppressed with it, and
+    the caller went on as if never cancelled."""
+
+    async def scenario() -> str:
+        calls, checking, cleaning = [], asyncio.Event(), asyncio.Event()
+
+        async def check() -> bool:
+            calls.append(1)
+            if len(calls) == 1:
+                return True
+            checking.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                cleaning.set()
+                await asyncio.Event().wait()  # a clean-up that takes long (a client's close)
+            return True
+
+        readiness = Readiness(check, interval_s=0, deadline_s=60.0)
+        await readiness.start()  # the first check; the second runs in the background
+        background = readiness._task
+        assert background is not None
+
+        async def stopping() -> str:
+            await readiness.stop()
+            return "ran on"
+
+        async with asyncio.timeout(5):
+            await checking.wait()
+        caller = asyncio.ensure_future(stopping())
+        async with asyncio.timeout(5):
+            await cleaning.wait()
+        caller.cancel()
+        async with asyncio.timeout(5):
+            await asyncio.wait({caller})
+        background.cancel()  # its clean-up is still running: not past the test
+        await asyncio.wait({background})
+        return "cancelled" if caller.cancelled() else caller.result()
+
+    assert asyncio.run(scenario()) == "cancelled"
