@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import signal
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -227,39 +229,84 @@ def run_until_signalled(
     deadline = StopDeadline(process, stop_timeout_s)
     signalled: list[signal.Signals] = []
 
-    def on_stop_signal(sig: signal.Signals) -> None:
+    def log_signalled(sig: signal.Signals) -> None:
+        log.info(
+            "process_signalled", process=process, signal=sig.name, stop_deadline_s=stop_timeout_s
+        )
+
+    def first(sig: signal.Signals) -> bool:
         deadline.start(sig)  # first: nothing may keep the deadline from starting
-        if not signalled:
-            signalled.append(sig)
-            log.info(
-                "process_signalled",
-                process=process,
-                signal=sig.name,
-                stop_deadline_s=stop_timeout_s,
-            )
+        if signalled:
+            return False
+        signalled.append(sig)
+        return True
+
+    def on_stop_signal(sig: signal.Signals) -> None:  # in the loop: it may log
+        if first(sig):
+            log_signalled(sig)
+
+    signal_log = _SignalLog(log_signalled)
 
     def on_signal(signum: int, _frame: object) -> None:
-        # a plain handler: no loop to run a callback, and nothing raised into the close
-        on_stop_signal(signal.Signals(signum))
+        # a plain handler: no loop to run a callback, nothing raised into the close, and
+        # no logging (`_SignalLog`)
+        sig = signal.Signals(signum)
+        if first(sig):
+            signal_log.note(sig)
 
     before = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
     try:
         with process_lifetime(process, ops, announced=announced, metrics_url=metrics_url):
-            runner = asyncio.Runner(loop_factory=loop_factory)
             try:
-                result = runner.run(_until_signalled(main, on_stop_signal, on_signal, signalled))
-            except BaseException:
-                deadline.start("error")  # its graceful stop was under way (the notifier's)
-                runner.close()  # timed; if this hangs or raises, the deadline stands
-                deadline.cancel()
-                raise
-            deadline.start("ended")  # returned without a signal (a drain that ended)
-            runner.close()
-            deadline.cancel()  # only after a clean close
-            return result
+                runner = asyncio.Runner(loop_factory=loop_factory)
+                try:
+                    result = runner.run(
+                        _until_signalled(main, on_stop_signal, on_signal, signalled)
+                    )
+                except BaseException:
+                    deadline.start("error")  # its graceful stop was under way (the notifier's)
+                    runner.close()  # timed; if this hangs or raises, the deadline stands
+                    deadline.cancel()
+                    raise
+                deadline.start("ended")  # returned without a signal (a drain that ended)
+                runner.close()
+                deadline.cancel()  # only after a clean close
+                return result
+            finally:
+                signal_log.close()  # its line before `process_stopped`
     finally:
+        signal_log.close()
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+class _SignalLog:
+    """Logs, in a thread of its own, the signals that the plain handler (outside `main`)
+    took: a Python signal handler runs in the main thread between two bytecodes, also
+    inside a logging handler, whose lock is then held by the code it interrupted. One
+    that logged there waited for that lock for ever (a handler's own plain lock; logging's
+    is reentrant, and the write under way could be re-entered instead), and the stop
+    deadline's own line waited behind it.
+    The handler only puts the signal on a `queue.SimpleQueue`, whose `put` may be called
+    from a signal handler. `close` logs what is left, then ends the thread."""
+
+    def __init__(self, log_signalled: Callable[[signal.Signals], None]) -> None:
+        self._log = log_signalled
+        self._queue: queue.SimpleQueue[signal.Signals | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="signal-log", daemon=True)
+        self._thread.start()
+
+    def note(self, sig: signal.Signals) -> None:
+        self._queue.put(sig)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while (sig := self._queue.get()) is not None:
+            self._log(sig)
 
 
 async def _until_signalled(

@@ -379,3 +379,46 @@ def test_a_start_that_fails_while_waiting_still_logs_the_process_stopped_line() 
     events = [(line["event"], line.get("outcome")) for line in logs]
     assert events[0] == ("process_starting", None)
     assert events[-1] == ("process_stopped", "error")
+
+
+LOGGING_HELD = """
+import logging, signal, threading
+from chainwatch.logs import configure_logging
+from chainwatch.process import run_until_signalled
+
+configure_logging("info", "json")
+handler = logging.getLogger().handlers[0]
+emit = handler.emit
+writing = threading.Lock()  # a handler's own lock, not reentrant as many are: no timing
+
+def emit_then_a_signal(record: logging.LogRecord) -> None:
+    with writing:
+        emit(record)
+        if isinstance(record.msg, dict) and record.msg.get("event") == "process_starting":
+            signal.raise_signal(signal.SIGTERM)  # a supervisor's stop lands in the handler
+
+handler.emit = emit_then_a_signal
+
+async def main(stop):
+    return stop.is_set()
+
+print("told to stop:", run_until_signalled("sink", main, stop_timeout_s=30), flush=True)
+"""
+
+
+def test_a_signal_landing_inside_a_logging_handler_is_logged_after_it() -> None:
+    """Outside `main` the stop signals go to a plain Python handler, which runs in the
+    main thread wherever it is, also inside a logging handler: one that logged there
+    waited for that handler's lock, held by the very code it interrupted, for ever, and
+    so did the stop deadline's line (the child hung past its 30 s deadline)."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOGGING_HELD],
+        capture_output=True,
+        text=True,
+        timeout=READY_S,
+        check=False,
+    )
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert done.stdout == "told to stop: True\n", done.stderr
+    assert [e["signal"] for e in events if e["event"] == "process_signalled"] == ["SIGTERM"]
+    assert events[-1]["event"] == "process_stopped", done.stderr
