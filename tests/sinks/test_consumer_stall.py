@@ -222,11 +222,11 @@ def test_the_wait_over_is_said_once_kafka_answers(monkeypatch: pytest.MonkeyPatc
         await waits.within(late, _forever(), "no answer")
 
     asyncio.run(run())
-    assert [line["event"] for line in lines.lines] == [
-        "kafka_waiting",
-        "kafka_waiting",
-        "kafka_waiting_over",
-    ]
+    events = [line["event"] for line in lines.lines]
+    # one warning per 0.1 s stalled (how many fit in 0.25 s depends on the machine's load),
+    # then the answer said once, last
+    assert events[-1] == "kafka_waiting_over", events
+    assert set(events[:-1]) == {"kafka_waiting"}, events
 
 
 def _sink(consumer: StandIn, stop: asyncio.Event, *, drain: bool) -> ClickHouseSink:
