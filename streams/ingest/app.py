@@ -619,6 +619,8 @@ def default_publisher(settings: GatewayConfig) -> TransactionalPublisher:
             transactional_id=g.transactional_id or f"{settings.engine.app_id}-gateway",
             pool_size=g.producers,
             publish_timeout_s=g.publish_timeout_s,
+            max_group_records=g.max_items,  # a group is no bigger than one request may be
+            max_group_bytes=g.max_body_bytes,
         )
     )
 

@@ -1,4 +1,4 @@
-"""Publishing a request's records to Kafka all-or-nothing: one transaction per request.
+"""Publishing a request's records to Kafka all-or-nothing: each request in one transaction.
 
 An idempotent producer alone cannot promise "nothing half-published": when the
 broker goes away after some batches of a request were written, those stay.
@@ -8,31 +8,42 @@ of an aborted transaction are still in the log, so **consumers must read with
 `isolation_level="read_committed"`** to never see them.
 
 Transactions on one producer are sequential, so the publisher keeps a small
-pool of producers (`transactional_id` = `<base>-<n>`) and lends one to each
-request. Ids are stable per gateway instance: a restarted gateway fences its
-predecessor's producers and aborts whatever they left open, instead of
-letting read-committed consumers wait for the transaction timeout. A producer
-that failed is closed (in the background) and rebuilt on next use, which
-likewise aborts its open transaction. A broker that is down at start-up is not
-fatal: producers start lazily, and `/readyz` says whether the broker answers.
+pool of producers (`transactional_id` = `<base>-<n>`). Requests that arrive
+while every producer is busy wait, and the next free producer commits the
+waiting ones together in one transaction (group commit, `streams.ingest.groups`):
+each request's records are still in one transaction, and every request of a
+group gets the group's outcome (its own placements, or the same 503). A group
+that Kafka refuses for one record's size is retried one request at a time, so
+the other requests are published and only that one is answered 413.
 
-Deadlines: a request's whole publish - waiting for a free producer, starting
-it, the transaction - is bounded by `publish_timeout_s`, so a client gets its
-503 within that time whatever the broker does (down, or accepting connections
-and never answering). Readiness checks use their own client, never a producer
-of the pool, so probes cannot queue ahead of ingest. Every deadline here is
-`schemas.deadline`: an `asyncio.timeout` that also raises a cancel of our task
-(the gateway's shutdown) that aiokafka's close swallowed; Python 3.11's
-`asyncio.wait_for` dropped a cancellation that came as the awaited call finished.
-"""
+Ids are stable per gateway instance: a restarted gateway fences its
+predecessor's producers and aborts whatever they left open, instead of letting
+read-committed consumers wait for the transaction timeout. A producer that
+failed is closed (in the background) and rebuilt on next use, which likewise
+aborts its open transaction. A broker that is down at start-up is not fatal:
+producers start lazily, and `/readyz` says whether the broker answers.
+
+Deadlines: a request's whole publish - waiting for a free producer, starting it,
+the transaction - is bounded by `publish_timeout_s`, so a client gets its 503
+within that time whatever the broker does (down, or accepting connections and
+never answering): a request still waiting at its deadline leaves the queue
+(nothing published), and a group's transaction is bounded by its members'
+earliest deadline. A request cancelled (a shutdown) cancels its group's
+transaction, which is aborted as a cancelled request's always was. Readiness
+checks use their own client, never a producer of the pool, so probes cannot
+queue ahead of ingest. Every deadline here is `schemas.deadline`: an
+`asyncio.timeout` that also raises a cancel of our task (the gateway's shutdown)
+that aiokafka's close swallowed; Python 3.11's `asyncio.wait_for` dropped a
+cancellation that came as the awaited call finished."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -41,6 +52,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import RecordMetadata
 
 from schemas.deadline import deadline
+from streams.ingest.groups import GroupBounds, Member, take_group
 from streams.partitioning import CachedPartitioner
 
 log = structlog.stdlib.get_logger(__name__)
@@ -101,38 +113,52 @@ class PublisherConfig:
     connect_timeout_s: float = 5.0
     max_batch_size: int = 262144
     linger_ms: int = 0
+    max_group_records: int = 5000
+    """At most this many records in one group's transaction (the gateway's `max_items`)."""
+    max_group_bytes: int = 8 * 1024 * 1024
+    """At most this many key and value bytes in one (the gateway's `max_body_bytes`)."""
 
 
 class TransactionalPublisher:
-    """A pool of transactional aiokafka producers (acks=all, idempotence on)."""
+    """A pool of transactional aiokafka producers (acks=all, idempotence on), each
+    committing groups of waiting requests."""
 
     def __init__(self, config: PublisherConfig) -> None:
         self.config = config
         self._producers: list[AIOKafkaProducer | None] = [None] * config.pool_size
-        self._free: asyncio.Queue[int] | None = None
+        self._idle: list[int] = list(range(config.pool_size))
+        self._waiting: deque[Member] = deque()
+        self._groups: set[asyncio.Task[None]] = set()
+        self._bounds = GroupBounds(
+            max_records=config.max_group_records,
+            max_bytes=config.max_group_bytes,
+            solo_below_s=config.publish_timeout_s / 4,
+        )
         self._partitioner = CachedPartitioner()
         self._probe: AIOKafkaClient | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
-    def _pool(self) -> asyncio.Queue[int]:
-        if self._free is None:  # created on the serving loop, not at construction
-            self._free = asyncio.Queue()
-            for slot in range(self.config.pool_size):
-                self._free.put_nowait(slot)
-        return self._free
-
     async def start(self) -> None:
         """Warm one producer if the broker answers; a down broker is reported by `ready()`."""
-        pool = self._pool()
-        slot = await pool.get()
+        if not self._idle:
+            return  # every producer is committing: they are warm
+        slot = self._idle.pop()
         try:
             await self._producer(slot)
         except PublishUnavailable as exc:
             log.warning("kafka not reachable at start-up", error=str(exc))
         finally:
-            pool.put_nowait(slot)
+            self._idle.append(slot)
+            self._dispatch()
 
     async def stop(self) -> None:
+        while self._waiting:
+            _settle(self._waiting.popleft(), PublishUnavailable("the gateway stopped"))
+        groups = set(self._groups)
+        for group in groups:
+            group.cancel()  # aborts its transaction; its members get their 503
+        if groups:
+            await asyncio.wait(groups, timeout=10.0)
         for slot in range(self.config.pool_size):
             self._discard(slot)
         if self._probe is not None:
@@ -168,7 +194,8 @@ class TransactionalPublisher:
     async def publish(
         self, records: Sequence[OutRecord], within_s: float | None = None
     ) -> list[Placement]:
-        """Send every record in one transaction; return placements only after the commit.
+        """Publish every record in one transaction (its group's); return placements only
+        after the commit.
 
         The whole of it (a free producer, starting it, the transaction) within
         `within_s` (what is left of the request's budget; default
@@ -176,32 +203,92 @@ class TransactionalPublisher:
         """
         if not records:
             return []
-        pool = self._pool()
-        slot: int | None = None
         within = self.config.publish_timeout_s if within_s is None else within_s
+        loop = asyncio.get_running_loop()
+        member = Member(records, loop.time() + within, loop.create_future())
+        member.outcome.add_done_callback(_seen)  # a cancelled member's outcome is not read
+        self._waiting.append(member)
+        self._dispatch()
+        try:
+            try:
+                async with deadline(within):
+                    return await asyncio.shield(member.outcome)
+            except TimeoutError:
+                if member.group is None and not member.outcome.done():
+                    self._waiting.remove(member)
+                    raise PublishUnavailable(
+                        f"TimeoutError: no free producer within {round(within, 3)} s"
+                    ) from None
+            return await member.outcome  # its group's deadline is ours or earlier: due now
+        except asyncio.CancelledError:
+            # A shutdown cancelled the request: its transaction may be open, and is
+            # aborted (its group's other members are being cancelled too).
+            if member.group is not None:
+                member.group.cancel()
+            elif member in self._waiting:
+                self._waiting.remove(member)
+            raise
+
+    def _dispatch(self) -> None:
+        """Hand waiting requests to idle producers, one group per producer."""
+        while self._waiting and self._idle:
+            slot = self._idle.pop()
+            members = take_group(self._waiting, self._bounds, asyncio.get_running_loop().time())
+            group = asyncio.get_running_loop().create_task(self._serve(slot, members))
+            for member in members:
+                member.group = group
+            self._groups.add(group)
+            group.add_done_callback(self._groups.discard)
+
+    async def _serve(self, slot: int, members: list[Member]) -> None:
+        try:
+            await self._commit_group(slot, members)
+        finally:
+            for member in members:  # whatever happened, nobody waits for ever
+                _settle(member, PublishUnavailable("publishing failed", outcome_unknown=True))
+            self._idle.append(slot)
+            self._dispatch()
+
+    async def _commit_group(self, slot: int, members: list[Member]) -> None:
+        """One transaction for every member; each member's outcome is set."""
+        loop = asyncio.get_running_loop()
+        within = min(member.deadline_at for member in members) - loop.time()
+        records = [record for member in members for record in member.records]
         attempt = _Attempt()
         try:
-            async with deadline(within):
-                slot = await pool.get()
+            async with deadline(max(within, 0.0)):
                 producer = await self._producer(slot)
-                return await self._transaction(producer, records, attempt)
+                placements = await self._transaction(producer, records, attempt)
         except MessageSizeTooLargeError as exc:
-            self._discard_if(slot)
-            raise PublishTooLarge(f"Kafka refuses a record this large: {exc}") from exc
-        except (KafkaError, OSError, TimeoutError) as exc:
-            self._discard_if(slot)  # closing aborts; a new producer fences the id
+            self._discard(slot)
+            if len(members) > 1:  # one request's record: the others must not fail with it
+                for member in members:
+                    await self._commit_group(slot, [member])
+                return
+            _settle(members[0], PublishTooLarge(f"Kafka refuses a record this large: {exc}"))
+        except (KafkaError, OSError, TimeoutError, PublishUnavailable) as exc:
+            self._discard(slot)  # closing aborts; a new producer fences the id
             text = str(exc) or f"no commit within {round(within, 3)} s"
-            raise PublishUnavailable(
-                f"{type(exc).__name__}: {text}", outcome_unknown=attempt.committing
-            ) from exc
+            if not isinstance(exc, PublishUnavailable):
+                text = f"{type(exc).__name__}: {text}"
+            for member in members:  # an exception each: a raise adds to its traceback
+                _settle(member, PublishUnavailable(text, outcome_unknown=attempt.committing))
         except asyncio.CancelledError:
-            # A shutdown cancelled the request: its transaction may be open; the slot
-            # gets a new producer (closing this one aborts the transaction).
-            self._discard_if(slot)
+            # a shutdown: the transaction may be open; the slot gets a new producer
+            # (closing this one aborts the transaction)
+            self._discard(slot)
+            for member in members:
+                _settle(
+                    member,
+                    PublishUnavailable("the gateway stopped", outcome_unknown=attempt.committing),
+                )
             raise
-        finally:
-            if slot is not None:
-                pool.put_nowait(slot)
+        else:
+            start = 0
+            for member in members:
+                end = start + len(member.records)
+                _settle(member, placements[start:end])
+                start = end
 
     async def _transaction(
         self, producer: AIOKafkaProducer, records: Sequence[OutRecord], attempt: _Attempt
@@ -370,6 +457,16 @@ def retrieve_transaction_outcome(producer: AIOKafkaProducer) -> None:
         waiter.add_done_callback(_seen)  # at once if it is done
 
 
-def _seen(future: asyncio.Future[object]) -> None:
+def _settle(member: Member, outcome: list[Placement] | BaseException) -> None:
+    """Give a member its outcome, unless it has one."""
+    if member.outcome.done():
+        return
+    if isinstance(outcome, BaseException):
+        member.outcome.set_exception(outcome)
+    else:
+        member.outcome.set_result(outcome)
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()

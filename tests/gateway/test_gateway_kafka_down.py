@@ -234,6 +234,8 @@ def test_pool_config_is_taken_from_settings() -> None:
         transactional_id=settings.gateway.transactional_id or "",
         pool_size=3,
         publish_timeout_s=2.5,
+        max_group_records=settings.gateway.max_items,
+        max_group_bytes=settings.gateway.max_body_bytes,
     )
 
 

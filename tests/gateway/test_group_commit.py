@@ -1,0 +1,262 @@
+"""Group commit: requests waiting for a producer share its next transaction, each still
+all-or-nothing, each answered with the group's outcome (real broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator, Sequence
+
+import httpx
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
+from conftest import gateway_settings, read_committed, read_positions, start_gateway, token_of
+from samples import fresh_scan as scan
+
+from chainwatch.runners import prepare_topics
+from streams.ingest.app import default_publisher
+from streams.ingest.groups import GroupBounds, Member, take_group
+from streams.ingest.publisher import (
+    OutRecord,
+    Placement,
+    PublisherConfig,
+    PublishTooLarge,
+    PublishUnavailable,
+    TransactionalPublisher,
+)
+
+
+class HeldFirst(TransactionalPublisher):
+    """The first transaction waits, its records acknowledged, until `release` is set (or
+    `release_at` requests wait): the requests coming meanwhile wait for the producer
+    and form the next group. `fail_groups`: a transaction of more than one record then
+    fails before its commit, as when the broker goes away."""
+
+    def __init__(
+        self, config: PublisherConfig, release_at: int = 10**9, fail_groups: bool = False
+    ) -> None:
+        super().__init__(config)
+        self.release = asyncio.Event()
+        self.release_at, self.fail_groups = release_at, fail_groups
+        self.transactions: list[int] = []
+        self.moved = asyncio.Event()  # a request came, or a transaction got its acks
+
+    def _dispatch(self) -> None:
+        if len(self._waiting) >= self.release_at:
+            self.release.set()
+        self.moved.set()
+        super()._dispatch()
+
+    async def _acknowledged(self, records: Sequence[OutRecord]) -> None:
+        self.transactions.append(len(records))
+        self.moved.set()
+        if len(self.transactions) == 1:
+            await self.release.wait()
+        elif self.fail_groups and len(records) > 1:
+            raise KafkaConnectionError("broker went away before the group's commit")
+
+
+def _topic(kafka_bootstrap: str, **config: str) -> str:
+    async def create() -> str:
+        name = f"group-{uuid.uuid4().hex[:8]}"
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, 2, 1, topic_configs=config)])
+        finally:
+            await admin.close()
+        return name
+
+    return asyncio.run(create())
+
+
+def _values(kafka_bootstrap: str, topic: str, isolation: str = "read_committed") -> list[bytes]:
+    return sorted(v or b"" for _, v in read_committed(kafka_bootstrap, topic, isolation))
+
+
+async def _waiting_for(publisher: HeldFirst, count: int) -> None:
+    """Until the first transaction is held and `count` requests wait for its producer:
+    a condition, not a delay."""
+    async with asyncio.timeout(10):
+        while not publisher.transactions or len(publisher._waiting) < count:
+            publisher.moved.clear()
+            await publisher.moved.wait()
+
+
+@pytest.mark.integration
+def test_concurrent_single_scan_posts_share_transactions_and_each_is_stored_once(
+    kafka_bootstrap: str,
+) -> None:
+    """With one transaction per request, single-scan posts ran at the pace of sequential
+    transactions (~50/s on 2 cores); the 29 posts that wait behind a busy producer are
+    now committed in one transaction, and every post still gets its own placement."""
+    settings = gateway_settings(kafka_bootstrap, producers=1)
+    prepare_topics(settings)
+    publisher = HeldFirst(default_publisher(settings).config, release_at=29)
+    server, url = start_gateway(settings, publisher=publisher)
+    scans = [scan() for _ in range(30)]
+
+    async def post_all() -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {token_of('admin')}"}
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            return await asyncio.gather(
+                *(client.post("/v1/scans", json=s, headers=headers) for s in scans)
+            )
+
+    try:
+        responses = asyncio.run(post_all())
+    finally:
+        server.stop()
+    assert [r.status_code for r in responses] == [202] * 30, [r.text for r in responses]
+    assert publisher.transactions == [1, 29]
+
+    topic = settings.kafka.topic_prefix + "scans"
+    stored = [json.loads(v) for _, v in read_committed(kafka_bootstrap, topic) if v]
+    assert sorted(s["event_id"] for s in stored) == sorted(s["event_id"] for s in scans)
+    for sent, response in zip(scans, responses, strict=True):  # each its own placement
+        (placed,) = response.json()["items"]
+        ((_, value),) = read_positions(kafka_bootstrap, topic, [placed])
+        assert json.loads(value) == sent
+
+
+@pytest.mark.integration
+def test_an_aborted_group_answers_every_member_503_and_publishes_none_of_them(
+    kafka_bootstrap: str,
+) -> None:
+    topic = _topic(kafka_bootstrap)
+    publisher = HeldFirst(PublisherConfig(kafka_bootstrap, f"t-{topic}", 1), fail_groups=True)
+
+    async def run() -> tuple[list[Placement], list[BaseException | list[Placement]]]:
+        first = asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k", b"first")]))
+        members = [
+            asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k", b"m%d" % n)]))
+            for n in range(4)
+        ]
+        await _waiting_for(publisher, 4)
+        publisher.release.set()
+        try:
+            return await first, await asyncio.gather(*members, return_exceptions=True)
+        finally:
+            await publisher.stop()
+
+    placed, outcomes = asyncio.run(run())
+    assert len(placed) == 1
+    assert publisher.transactions == [1, 4]
+    for outcome in outcomes:
+        assert isinstance(outcome, PublishUnavailable), outcome
+        assert not outcome.outcome_unknown  # the commit was never sent: "nothing published"
+    assert _values(kafka_bootstrap, topic) == [b"first"]
+    # the members' records reached the log, and were aborted
+    assert _values(kafka_bootstrap, topic, "read_uncommitted") == sorted(
+        [b"first", b"m0", b"m1", b"m2", b"m3"]
+    )
+
+
+@pytest.mark.integration
+def test_a_record_kafka_refuses_fails_its_own_request_only(kafka_bootstrap: str) -> None:
+    """The group's transaction aborts on the one oversized record; the other members are
+    committed one by one and the oversized one's request gets `PublishTooLarge` (413)."""
+    topic = _topic(kafka_bootstrap, **{"max.message.bytes": "2000"})
+    publisher = HeldFirst(PublisherConfig(kafka_bootstrap, f"t-{topic}", 1))
+
+    async def run() -> list[BaseException | list[Placement]]:
+        first = asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k", b"first")]))
+        values = [b"small-0", b"x" * 5000, b"small-1"]
+        members = [
+            asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k%d" % n, value)]))
+            for n, value in enumerate(values)
+        ]
+        await _waiting_for(publisher, 3)
+        publisher.release.set()
+        try:
+            await first
+            return await asyncio.gather(*members, return_exceptions=True)
+        finally:
+            await publisher.stop()
+
+    small_0, large, small_1 = asyncio.run(run())
+    assert isinstance(large, PublishTooLarge), large
+    assert isinstance(small_0, list), small_0
+    assert isinstance(small_1, list), small_1
+    assert _values(kafka_bootstrap, topic) == [b"first", b"small-0", b"small-1"]
+
+
+@pytest.mark.integration
+def test_a_request_whose_deadline_passes_while_it_waits_is_refused_and_never_published(
+    kafka_bootstrap: str,
+) -> None:
+    topic = _topic(kafka_bootstrap)
+    publisher = HeldFirst(PublisherConfig(kafka_bootstrap, f"t-{topic}", 1))
+
+    async def run() -> tuple[BaseException | None, float, BaseException | list[Placement]]:
+        first = asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k", b"first")]))
+        await _waiting_for(publisher, 0)
+        started = time.monotonic()
+        refused: BaseException | None = None
+        try:
+            await publisher.publish([OutRecord(topic, b"k", b"late")], within_s=0.3)
+        except PublishUnavailable as exc:
+            refused = exc
+        took = time.monotonic() - started
+        cancelled = asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k", b"gone")]))
+        after = asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k", b"after")]))
+        await _waiting_for(publisher, 2)
+        cancelled.cancel()  # its client's task ended while it waited (a shutdown)
+        publisher.release.set()
+        try:
+            await first
+            return refused, took, (await asyncio.gather(after, return_exceptions=True))[0]
+        finally:
+            await publisher.stop()
+
+    refused, took, after = asyncio.run(run())
+    assert isinstance(refused, PublishUnavailable)
+    assert not refused.outcome_unknown
+    assert took < 2.0
+    assert isinstance(after, list), after
+    assert _values(kafka_bootstrap, topic) == [b"after", b"first"]
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def _member(
+    loop: asyncio.AbstractEventLoop, records: int, size: int = 10, left_s: float = 10.0
+) -> Member:
+    out = [OutRecord("t", None, b"x" * size)] * records
+    return Member(out, left_s, loop.create_future())
+
+
+def test_a_group_stops_at_its_bounds_in_arrival_order(loop: asyncio.AbstractEventLoop) -> None:
+    bounds = GroupBounds(max_records=5, max_bytes=100, solo_below_s=1.0)
+    a, b, c, d = _member(loop, 2), _member(loop, 3), _member(loop, 1), _member(loop, 1)
+    waiting = deque([a, b, c, d])
+    assert take_group(waiting, bounds, now=0.0) == [a, b]  # c would make 6 records
+    assert take_group(waiting, bounds, now=0.0) == [c, d]
+
+    big, small = _member(loop, 1, size=500), _member(loop, 1, size=60)
+    waiting = deque([big, small, _member(loop, 1, size=50)])
+    assert take_group(waiting, bounds, now=0.0) == [big]  # the first is taken, however large
+    assert take_group(waiting, bounds, now=0.0) == [small]  # 110 bytes would be over
+
+
+def test_a_request_with_little_time_left_is_committed_alone(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """A group lives until its earliest member's deadline: one request about to time out
+    must not cut the others' transaction short."""
+    bounds = GroupBounds(max_records=100, max_bytes=10**6, solo_below_s=1.0)
+    hurried, calm, other = _member(loop, 1, left_s=0.5), _member(loop, 1), _member(loop, 1)
+    waiting = deque([hurried, calm, other])
+    assert take_group(waiting, bounds, now=0.0) == [hurried]
+    assert take_group(waiting, bounds, now=0.0) == [calm, other]
+    waiting = deque([calm, hurried, other])
+    assert take_group(waiting, bounds, now=0.0) == [calm]  # order kept: nobody overtakes
