@@ -41,6 +41,7 @@ class HeldFirst(TransactionalPublisher):
     ) -> None:
         super().__init__(config)
         self.release = asyncio.Event()
+        self.release_group: asyncio.Event | None = None  # set: the 2nd transaction waits on it
         self.release_at, self.fail_groups = release_at, fail_groups
         self.transactions: list[int] = []
         self.moved = asyncio.Event()  # a request came, or a transaction got its acks
@@ -56,6 +57,8 @@ class HeldFirst(TransactionalPublisher):
         self.moved.set()
         if len(self.transactions) == 1:
             await self.release.wait()
+        elif len(self.transactions) == 2 and self.release_group is not None:
+            await self.release_group.wait()
         elif self.fail_groups and len(records) > 1:
             raise KafkaConnectionError("broker went away before the group's commit")
 
@@ -219,6 +222,44 @@ def test_a_request_whose_deadline_passes_while_it_waits_is_refused_and_never_pub
     assert took < 2.0
     assert isinstance(after, list), after
     assert _values(kafka_bootstrap, topic) == [b"after", b"first"]
+
+
+@pytest.mark.integration
+def test_a_member_cancelled_by_a_shutdown_aborts_its_groups_transaction(
+    kafka_bootstrap: str,
+) -> None:
+    """A request cancelled mid-transaction had its transaction aborted (docs/ingest.md:
+    nothing of it visible to read-committed readers); in a group, its cancel aborts the
+    group's, and the other members get a 503, never a commit of the cancelled one."""
+    topic = _topic(kafka_bootstrap)
+    publisher = HeldFirst(PublisherConfig(kafka_bootstrap, f"t-{topic}", 1))
+    publisher.release_group = asyncio.Event()
+
+    async def run() -> list[BaseException | list[Placement]]:
+        first = asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k", b"first")]))
+        members = [
+            asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k", b"m%d" % n)]))
+            for n in range(3)
+        ]
+        await _waiting_for(publisher, 3)
+        publisher.release.set()
+        await first
+        while len(publisher.transactions) < 2:  # the group's records are acknowledged
+            publisher.moved.clear()
+            await publisher.moved.wait()
+        members[0].cancel()
+        await asyncio.wait({members[0]})
+        assert publisher.release_group is not None
+        publisher.release_group.set()  # had the group gone on, it would commit now
+        try:
+            return await asyncio.gather(*members[1:], return_exceptions=True)
+        finally:
+            await publisher.stop()
+
+    outcomes = asyncio.run(run())
+    assert publisher.transactions == [1, 3]
+    assert [type(o) for o in outcomes] == [PublishUnavailable, PublishUnavailable], outcomes
+    assert _values(kafka_bootstrap, topic) == [b"first"]
 
 
 @pytest.fixture
