@@ -78,7 +78,7 @@ class GatewaySettings(SettingsModel):
         le=60,
         description="How long a request beyond `limit_concurrency` waits for a slot, first "
         "come first served (0: refused at once); long enough for a burst of a few hundred "
-        "small posts to drain (about 35-100 a second on 2 cores).",
+        "small posts to drain on a busy machine (docs/ingest.md, Throughput).",
     )
     limit_connections: int = Field(
         default=1000,
