@@ -996,11 +996,24 @@ class ReplayRun:
         table state. The state goes even when the deletion fails (Kafka gone): it is on
         this disk, and was left behind per failed run."""
         stop_workers(self.workers)
-        if not keep_topics:
-            try:
-                delete_run_topics(self.settings)
-            finally:
-                remove_worker_state(self.settings)
+        if keep_topics:
+            # the run id is printed nowhere else: without this line the kept topics were
+            # found only by listing the broker's topics or the workers' log files
+            self.progress(
+                f"kept the run's topics ({self.topic_patterns()}) and its workers' state "
+                f"({self.settings.data_path}/worker*/faust/{self.settings.engine.app_id}); "
+                "docs/replay.md says how to delete them"
+            )
+            return
+        try:
+            delete_run_topics(self.settings)
+        finally:
+            remove_worker_state(self.settings)
+
+    def topic_patterns(self) -> str:
+        """The run's topics as the two name patterns a user deletes them by."""
+        prefix, app_id = self.settings.kafka.topic_prefix, self.settings.engine.app_id
+        return f"{prefix}* and {app_id}-*"
 
     def close_after_failure(self, *, keep_topics: bool = False) -> None:
         """`close` while the run's own error is on its way: a clean-up that fails too
@@ -1010,9 +1023,8 @@ class ReplayRun:
         try:
             self.close(keep_topics=keep_topics)
         except (*USER_ERRORS, KafkaError, OSError) as exc:
-            prefix, app_id = self.settings.kafka.topic_prefix, self.settings.engine.app_id
             self.progress(
-                f"the run's topics ({prefix}* and {app_id}-*) were not deleted: {exc}; "
+                f"the run's topics ({self.topic_patterns()}) were not deleted: {exc}; "
                 "docs/replay.md says how to delete them once Kafka answers"
             )
 

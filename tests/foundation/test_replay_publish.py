@@ -302,6 +302,36 @@ def test_a_run_stopped_by_kafka_names_all_its_topics_and_leaves_no_worker_state(
     assert not (tmp_path / "data" / "worker0").exists()
 
 
+def test_a_run_that_keeps_its_topics_names_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: `replay --keep-topics` kept them silently; the run id that names them was
+    printed nowhere, so they were found only by listing the broker's topics."""
+    deleted: list[Settings] = []
+    monkeypatch.setattr(replay, "delete_run_topics", deleted.append)
+    said: list[str] = []
+
+    def progress(message: str, /, *, done: int | None = None, total: int | None = None) -> None:
+        said.append(message)
+
+    scenario = tmp_path / "s.ndjson"
+    scenario.write_text("")
+    run = replay.ReplayRun(
+        Settings(data_dir=tmp_path / "data"), scenario, partitions=1, progress=progress
+    )
+    state = run.settings.data_path / "worker0" / "faust" / run.settings.engine.app_id
+    state.mkdir(parents=True)
+
+    run.close(keep_topics=True)
+
+    app_id = run.settings.engine.app_id
+    assert app_id == f"replay-{run.run_id}"
+    line = next(line for line in said if line.startswith("kept the run's topics"))
+    assert f"({app_id}.* and {app_id}-*)" in line, line
+    assert f"worker*/faust/{app_id}" in line, line
+    assert (deleted, state.exists()) == ([], True)
+
+
 def test_kafka_refusing_a_record_at_once_is_not_said_to_be_a_deadline(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
