@@ -270,6 +270,15 @@ class Subscriptions(BaseModel):
     """Default `link_template` of the endpoints that set none (your Grafana address)."""
     endpoints: list[Endpoint] = Field(min_length=1)
 
+    @field_validator("link_template")
+    @classmethod
+    def _check_default_link(cls, template: str | None) -> str | None:
+        """Checked here too, so a bad file-wide template is named where it is written:
+        it was reported only through its copy in each endpoint, as `endpoints.0`'s fault."""
+        if template is not None:
+            check_link_template(template)
+        return template
+
     @model_validator(mode="before")
     @classmethod
     def _default_link(cls, data: Any) -> Any:
@@ -339,8 +348,10 @@ def load_subscriptions(
         subs = Subscriptions.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise SubscriptionError(f"{path}: {where or '<file>'}: {first['msg']}") from None
+        where = ".".join(str(p) for p in first["loc"]) or "<file>"
+        msg = first["msg"].removeprefix("Value error, ")
+        said = msg if msg.startswith(where) else f"{where}: {msg}"  # `link_template: ...`
+        raise SubscriptionError(f"{path}: {said}") from None
     for endpoint in subs.endpoints:
         unknown = [] if stages is None else sorted(set(endpoint.filters.stages) - set(stages))
         if unknown:  # a typo (`dying`) would make the endpoint silently receive nothing

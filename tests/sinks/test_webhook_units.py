@@ -115,8 +115,8 @@ def test_bad_subscriptions_name_the_problem_never_the_secret(
 @pytest.mark.parametrize(
     ("filters", "fragment"),
     [
-        ("{types: [stage_overdu]}", "filters.types: Value error, 'stage_overdu' is no alert"),
-        ("{statuses: [opened]}", "filters.statuses: Value error, 'opened' is no alert"),
+        ("{types: [stage_overdu]}", "filters.types: 'stage_overdu' is no alert"),
+        ("{statuses: [opened]}", "filters.statuses: 'opened' is no alert"),
         ("{customer_tiers: [platnum]}", "use gold, platinum, standard"),
         ("{severities: [bogus, critical]}", "'bogus' is no alert's value here"),
         ("{stages: [dying]}", "filters.stages: 'dying' is not a stage of the SLA plan"),
@@ -416,11 +416,33 @@ def test_a_url_the_sender_cannot_use_is_refused_at_load(
     path.write_text(
         json.dumps({"endpoints": [{"name": "a", "url": url, "format": "slack"}]}), "utf-8"
     )
-    with pytest.raises(SubscriptionError, match=r"endpoints\.0: Value error, url ") as info:
+    with pytest.raises(SubscriptionError, match=r"endpoints\.0: url ") as info:
         load_subscriptions(path)
     assert fragment in str(info.value)
     # nor a part of it, nor where it is: httpx's `'\x01' at position 15` fell in the password
     assert not any(s in str(info.value) for s in ("SECRET", "position", "'", "example"))
+
+
+@pytest.mark.parametrize(
+    ("template", "said"),
+    [
+        ("https://grafana.example.com/d/cw-order?o={order_id!r}", "link_template: {order_id...}"),
+        ("ftp://grafana.example.com/{order_id}", "link_template must be an http:// or https://"),
+    ],
+)
+def test_a_bad_file_wide_link_template_is_named_where_it_is_written(
+    tmp_path: Path, template: str, said: str
+) -> None:
+    """Before: `endpoints.0: Value error, link_template: ...` for a template written at
+    the top of the file, where the first endpoint has none."""
+    path = tmp_path / "subs.yaml"
+    endpoint = {"name": "a", "url": "https://hooks.example.com/x", "format": "slack"}
+    path.write_text(json.dumps({"link_template": template, "endpoints": [endpoint]}), "utf-8")
+    with pytest.raises(SubscriptionError) as info:
+        load_subscriptions(path)
+    assert str(info.value).startswith(f"{path}: {said}"), str(info.value)
+    assert "endpoints" not in str(info.value)
+    assert "Value error" not in str(info.value)
 
 
 def test_an_international_host_name_is_a_usable_url(tmp_path: Path) -> None:
