@@ -74,13 +74,15 @@ def reference(
     scenario: Path, until: datetime, limits: EngineLimits
 ) -> tuple[dict[str, dict[str, Any]], int]:
     """The reference engine's alerts and dead-letter count, under the workers' own limits
-    (`settings.engine.limits()`): a retention set by the environment reaches both sides."""
+    (`settings.engine.limits()`): a retention set by the environment reaches both sides;
+    and with the runs' partitions, whose clocks decide when a closed order is evicted."""
     retention = timedelta(milliseconds=limits.closed_order_retention_ms)
     result = run_scenario(
         scenario.read_bytes().splitlines(),
         load_plan(None),
         until,
         closed_order_retention=retention,
+        partitions=PARTITIONS,
     )
     return {a.alert_id: a.model_dump(mode="json") for a in result.alerts}, result.dead_letters
 

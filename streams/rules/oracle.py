@@ -19,6 +19,7 @@ from schemas.plan import SlaPlan
 from schemas.scans import ScanEvent
 from schemas.unit_status import UnitStatus
 from schemas.validation import RecordRejected, decode_input, decode_replay_line
+from streams.partitioning import partition_of
 from streams.rules.downtimes import Downtime, build_downtimes
 from streams.rules.evaluate import (
     UnitOccupancy,
@@ -44,17 +45,47 @@ class ScenarioResult:
     dead_letters: int
 
 
+@dataclass(frozen=True, slots=True)
+class _ClockAt:
+    """Where the clocks were when a CRM record came: the file's, and each order
+    partition's (when the oracle models partitions)."""
+
+    file: datetime | None
+    partitions: dict[int, datetime]
+
+    def of(self, partition: int | None) -> datetime | None:
+        return self.file if partition is None else self.partitions.get(partition)
+
+
 @dataclass(slots=True)
 class _World:
+    partitions: int | None = None
+    """Order partitions modelled for the CRM join's eviction clock (None: one clock)."""
     orders: dict[str, OrderFacts] = field(default_factory=dict)
-    customers: dict[str, list[tuple[datetime | None, CustomerFact | None]]] = field(
-        default_factory=dict
-    )
-    """Each customer's CRM facts in file order, with the clock where each came (None: a
+    customers: dict[str, list[tuple[_ClockAt, CustomerFact | None]]] = field(default_factory=dict)
+    """Each customer's CRM facts in file order, with the clocks where each came (None: a
     tombstone's forgetting)."""
     unit_status: dict[str, list[DowntimeRecord]] = field(default_factory=dict)
     clock: datetime | None = None
+    order_clocks: dict[int, datetime] = field(default_factory=dict)
+    """Each order partition's clock: the largest event_time of its scans and order records."""
     rejected: int = 0
+
+    def partition(self, order_id: str) -> int | None:
+        if self.partitions is None:
+            return None
+        return partition_of(order_id.encode("utf-8"), self.partitions)
+
+    def clock_at(self) -> _ClockAt:
+        return _ClockAt(self.clock, dict(self.order_clocks))
+
+    def advance_order_side(self, order_id: str, event_time: datetime | None) -> None:
+        self.advance(event_time)
+        partition = self.partition(order_id)
+        if partition is not None and event_time is not None:
+            before = self.order_clocks.get(partition)
+            if before is None or event_time > before:
+                self.order_clocks[partition] = event_time
 
     def order(self, order_id: str) -> OrderFacts:
         facts = self.orders.get(order_id)
@@ -76,23 +107,25 @@ def _ingest(world: _World, offset: int, line: bytes, plan: SlaPlan) -> None:
         return
     if isinstance(record, ScanEvent):
         add_scan(world.order(record.order_id), scan_fact(record))
-        world.advance(record.event_time)
+        world.advance_order_side(record.order_id, record.event_time)
     elif isinstance(record, OrderRecord):
         add_record(world.order(record.order_id), order_record_fact(record, offset))
-        world.advance(record.event_time)
+        world.advance_order_side(record.order_id, record.event_time)
     elif isinstance(record, UnitStatus):
         add_unit_status(world.unit_status.setdefault(record.unit_id, []), unit_status_fact(record))
         world.advance(record.event_time)
     elif isinstance(record, Customer):
         world.customers.setdefault(record.customer_id, []).append(
-            (world.clock, CustomerFact(record.customer_id, record.name, record.tier.value))
+            (world.clock_at(), CustomerFact(record.customer_id, record.name, record.tier.value))
         )
     elif isinstance(record, Tombstone) and replay.key is not None:
-        world.customers.setdefault(replay.key, []).append((world.clock, None))
+        world.customers.setdefault(replay.key, []).append((world.clock_at(), None))
 
 
 def _customer_as_kept(
-    history: list[tuple[datetime | None, CustomerFact | None]], evicted_at: datetime | None
+    history: list[tuple[_ClockAt, CustomerFact | None]],
+    evicted_at: datetime | None,
+    partition: int | None,
 ) -> CustomerFact | None:
     """The customer's last CRM fact that reached the order before it was evicted.
 
@@ -101,7 +134,8 @@ def _customer_as_kept(
     that comes when the clock has passed that instant changes nothing for it.
     """
     kept: CustomerFact | None = None
-    for clock, fact in history:
+    for at, fact in history:
+        clock = at.of(partition)
         if evicted_at is not None and clock is not None and clock >= evicted_at:
             break
         kept = fact
@@ -114,6 +148,7 @@ def run_scenario(
     until: datetime | None,
     *,
     closed_order_retention: timedelta | None = None,
+    partitions: int | None = None,
 ) -> ScenarioResult:
     """Final alerts of a scenario at `T = max(until, largest event_time)`.
 
@@ -124,11 +159,14 @@ def run_scenario(
     With `closed_order_retention`, an order's alerts carry the customer as known
     when the order was evicted (that long after it closed): a CRM record placed
     in the file where the clock has passed that instant does not reach it. The
-    clock of a CRM record is the largest event_time before it in the file; a
-    streaming engine's partition clock may trail it by the gap between its own
-    records (minutes in a busy file), which this oracle does not model.
+    clock of a CRM record is the largest event_time before it in the file, or with
+    `partitions` (the replay's count) the largest of the scans and order records
+    before it on the order's partition, as the engine's partition clock: it trails
+    the file's by the gap between that partition's records, minutes in a busy file
+    but days at the quiet end of a simulated one (`bench/fleet.py`'s 30 days x 105
+    orders: an order evicted there kept a tier change the file's clock had passed).
     """
-    world = _World()
+    world = _World(partitions)
     for offset, line in enumerate(lines):
         if line.strip():
             _ingest(world, offset, line, plan)
@@ -151,7 +189,9 @@ def run_scenario(
         evaluation = evaluate_order(order_id, facts, customer, downtimes, plan, now)
         closed = evaluation.fold.cancelled_at or evaluation.walk.completed_at
         if closed is not None and closed_order_retention is not None:
-            kept = _customer_as_kept(history, closed + closed_order_retention)
+            kept = _customer_as_kept(
+                history, closed + closed_order_retention, world.partition(order_id)
+            )
             if kept != customer:
                 evaluation = evaluate_order(order_id, facts, kept, downtimes, plan, now)
         alerts.update(evaluation.alerts)

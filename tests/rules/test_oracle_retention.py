@@ -57,3 +57,29 @@ def test_a_crm_change_before_the_eviction_instant_reaches_it() -> None:
 def test_without_retention_the_last_crm_fact_wins() -> None:
     lines = [*EXAMPLE_3.read_bytes().splitlines(), CLOCK_JUMP, TIER_CHANGE]
     assert _tiers(lines, None) == {"gold"}
+
+
+def _clock_jump(order_id: str) -> bytes:
+    return CLOCK_JUMP.replace(b"PO-LATER", order_id.encode())
+
+
+def test_with_partitions_the_eviction_clock_is_the_order_partitions() -> None:
+    """Before: the file's clock only. An engine's partition clock moves with that
+    partition's own records, so a later order on another partition (PO-LATER: 6 of 8,
+    PO-3301: 4) does not evict PO-3301 there, and the tier change still reaches it; the
+    fleet bench's reference disagreed with 1, 2 and 4 workers alike on such an order."""
+    example = EXAMPLE_3.read_bytes().splitlines()
+    elsewhere = [*example, _clock_jump("PO-LATER"), TIER_CHANGE]
+    same_partition = [*example, _clock_jump("PO-LATER-5"), TIER_CHANGE]
+
+    def tiers(lines: list[bytes], partitions: int | None) -> set[str]:
+        result = run_scenario(
+            lines, PLAN, UNTIL, closed_order_retention=timedelta(days=30), partitions=partitions
+        )
+        return {
+            str(a.customer.tier) for a in result.alerts if a.order_id == "PO-3301" and a.customer
+        }
+
+    assert tiers(elsewhere, 8) == {"gold"}
+    assert tiers(same_partition, 8) == {"platinum"}
+    assert tiers(elsewhere, None) == {"platinum"}  # one clock: the file's
