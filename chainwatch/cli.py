@@ -149,7 +149,7 @@ def sql(
                 json.dumps(dict(zip(result.columns, row, strict=True)), default=str) + "\n"
             )
     elif fmt == "csv":
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(sys.stdout, lineterminator="\n")  # as ClickHouse and the shell
         writer.writerow(result.columns)
         writer.writerows(result.rows)
     else:

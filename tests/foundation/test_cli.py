@@ -201,6 +201,7 @@ def _sql_shows(
     capsys: pytest.CaptureFixture[str],
     columns: list[str],
     rows: list[list[str]],
+    *options: str,
 ) -> str:
     """What `chainwatch sql` prints for a store that answers these rows."""
     import sinks.clickhouse.readers
@@ -218,8 +219,17 @@ def _sql_shows(
 
     monkeypatch.setattr(sinks.clickhouse.readers, "open_reader", lambda _settings: Reader())
     monkeypatch.setitem(cli_context.state, "settings", Settings())
-    assert main(["sql", "SELECT 1"]) == 0
+    assert main(["sql", "SELECT 1", *options]) == 0
     return capsys.readouterr().out
+
+
+def test_sql_csv_ends_its_lines_as_the_shell_reads_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: Python's csv default, CRLF, so `n=$(chainwatch sql ... --format csv | tail -1)`
+    held `2795\r` and `[ "$n" -gt 0 ]` failed; ClickHouse's own CSV ends lines with LF."""
+    shown = _sql_shows(monkeypatch, capsys, ["count()"], [["2795"]], "--format", "csv")
+    assert shown == "count()\n2795\n"
 
 
 def test_sql_shows_cells_and_names_as_text_never_as_markup(
