@@ -197,6 +197,21 @@ SETTLED = "chainwatch:settled"
 SETTLE_TRIES = 4
 
 
+@dataclass(frozen=True)
+class TypeName:
+    name: str
+
+
+@dataclass(frozen=True)
+class EmptyAnswer:
+    """A result of no rows with its columns, shaped as clickhouse-connect's results are
+    read here (`column_names`, `column_types[i].name`, `result_rows`)."""
+
+    column_names: tuple[str, ...]
+    column_types: tuple[TypeName, ...]
+    result_rows: tuple[()] = ()
+
+
 class ReadOnlyQueries:
     """A ClickHouse client locked to reads, for statements typed by a person.
 
@@ -238,9 +253,23 @@ class ReadOnlyQueries:
         """Check, then run `sql` under the limits; `ReadFailed` when ClickHouse refuses it."""
         canonical = self.check(sql)
         try:
-            return self._query(canonical)
+            result = self._query(canonical)
         except Exception as exc:
             raise ReadFailed(_first_line(exc)) from None
+        if result.column_names or result.result_rows:
+            return result
+        return self._header_of(canonical) or result
+
+    def _header_of(self, canonical: str) -> EmptyAnswer | None:
+        """The columns of a query that answered no rows: embedded chDB sends no header
+        then, so `chainwatch sql` printed one blank line for "no rows", and a CSV had no
+        header. `DESCRIBE (query)` names them for a SELECT or WITH; anything else
+        (`SHOW`, `EXISTS`, ...) stays without."""
+        try:
+            rows = self._query(f"DESCRIBE ({canonical})").result_rows
+        except Exception:
+            return None
+        return EmptyAnswer(tuple(str(r[0]) for r in rows), tuple(TypeName(str(r[1])) for r in rows))
 
     def _rows(self, sql: str, parameters: dict[str, str]) -> list[Any]:
         return list(self._query(sql, parameters).result_rows)

@@ -171,6 +171,18 @@ def test_reads_with_keywords_in_strings_and_comments_are_served(served: Served) 
 
 
 @pytest.mark.integration
+def test_a_read_of_no_rows_names_its_columns(served: Served) -> None:
+    """Before: chDB answers no rows without a header, so `chainwatch sql` printed one blank
+    line (a CSV without its header line) for a query that matched nothing."""
+    resp = served.post("SELECT n, toString(n) AS s FROM marks WHERE n > 100")
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"columns": ["n", "s"], "types": ["UInt32", "String"], "rows": []}
+    shown = served.post("SHOW TABLES LIKE 'nothing%'")  # no DESCRIBE of it: as it was
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["rows"] == []
+
+
+@pytest.mark.integration
 def test_a_failed_multi_statement_leaves_the_sinks_next_insert_working(served: Served) -> None:
     assert served.post("SELECT 1; DROP TABLE marks").status_code == 403
     served.insert_mark(1)
