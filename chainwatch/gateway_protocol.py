@@ -221,10 +221,11 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             app = self.app  # probes and scrapes answer even when ingest is over the limit
         elif app is service_unavailable:
             retry = str(jittered_retry_after(self.retry_after_s))
+            others = (self.limit_concurrency or 1) - 1  # (uvicorn's counts the one asking)
             app = self._refusal(
                 503,
                 TOO_MANY_CONNECTIONS,
-                f"the gateway holds {self.limit_concurrency} open connections already; "
+                f"the gateway holds {others} other open connections; "
                 f"nothing was published, retry in {retry} s",
                 [(b"retry-after", retry.encode())],
             )

@@ -152,7 +152,9 @@ def uvicorn_config(app: Any, g: GatewaySettings, **where: Any) -> uvicorn.Config
         ),
         log_config=None,
         access_log=False,
-        limit_concurrency=g.limit_connections,
+        # uvicorn counts the connection asking among its open ones: at N it serves N - 1,
+        # and at 1 refused every request
+        limit_concurrency=g.limit_connections + 1,
         timeout_graceful_shutdown=math.ceil(g.shutdown_grace_s),  # uvicorn takes whole seconds
         **where,
     )

@@ -31,6 +31,7 @@ from conftest import (
     token_of,
     wait_until_in_flight,
 )
+from samples import fresh_scan as scan
 
 from schemas.epcis import load_epcis_mapping
 
@@ -257,6 +258,18 @@ def test_a_cancel_outside_the_operations_is_503_or_just_ends() -> None:
     assert json.loads(answered[1]["body"])["error"] == "shutting_down"
     assert json.loads(answered[1]["body"])["request_id"] == "r-1"
     assert [m["type"] for m in asyncio.run(run(start_first=True))] == ["http.response.start"]
+
+
+def test_limit_connections_open_connections_are_served_the_one_asking_included(
+    gateway_factory: Callable[..., Harness],
+) -> None:
+    """uvicorn counts the connection asking among its open ones: at `limit_connections=2`
+    one other open connection got every request a 503 (and at 1 the gateway refused all)."""
+    gw = gateway_factory(limit_connections=2, limit_concurrency=1)
+    host, port = gw.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15):
+        response = gw.post("/v1/scans", scan())
+    assert response.status_code == 202, response.text
 
 
 def test_beyond_limit_connections_the_answer_is_a_json_503_with_a_jittered_retry_after(
