@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Protocol
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from schemas.settings_model import DAY_S, HOUR_S, SettingsModel
 from streams.settings import EngineSettings, KafkaSettings
@@ -85,8 +85,9 @@ class GatewaySettings(SettingsModel):
         ge=1,
         le=100_000,
         description="Open connections at once, idle keep-alive ones and ones still sending "
-        "their headers included; a request beyond is answered 503 `too_many_connections` "
-        "before any operation runs (a connection flood cannot exhaust file descriptors).",
+        "their headers included, more than `limit_concurrency`; a request beyond is "
+        "answered 503 `too_many_connections` before any operation runs (a connection flood "
+        "cannot exhaust file descriptors).",
     )
     header_timeout_s: float = Field(
         default=10.0,
@@ -142,6 +143,17 @@ class GatewaySettings(SettingsModel):
             if network.strip():
                 ipaddress.ip_network(network.strip(), strict=False)
         return value
+
+    @model_validator(mode="after")
+    def _connections_beyond_the_requests(self) -> GatewaySettings:
+        if self.limit_connections <= self.limit_concurrency:
+            raise ValueError(
+                f"limit_connections ({self.limit_connections}) must exceed limit_concurrency "
+                f"({self.limit_concurrency}): a request beyond the open connections is refused "
+                "503 `too_many_connections` at once, so with no connections to spare, requests "
+                "would never wait for a slot (`admission_wait_s`) and a burst would be refused"
+            )
+        return self
 
     def ops_network_list(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [

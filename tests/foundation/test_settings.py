@@ -173,6 +173,15 @@ def test_a_worker_heartbeats_its_group_as_configured(
     assert default.conf.broker_heartbeat_interval == 1.0
 
 
+def test_the_gateway_must_allow_more_connections_than_requests_in_flight() -> None:
+    """With no connections to spare beyond `limit_concurrency`, a request beyond them is
+    refused `too_many_connections` instead of waiting for a slot: uvicorn's old 503s."""
+    for connections in (10, 64):
+        with pytest.raises(ValidationError, match="must exceed limit_concurrency"):
+            Settings(gateway={"limit_connections": connections, "limit_concurrency": 64})  # type: ignore[arg-type]
+    assert Settings(gateway={"limit_connections": 65, "limit_concurrency": 64}).gateway
+
+
 def test_heartbeats_must_fit_three_times_into_the_session() -> None:
     with pytest.raises(ValidationError, match="at most a third of session_timeout_s"):
         Settings(engine={"session_timeout_s": 6, "heartbeat_interval_s": 2.5})

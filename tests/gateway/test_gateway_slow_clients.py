@@ -117,7 +117,7 @@ def test_a_client_that_goes_away_mid_body_is_counted_not_a_server_error(
 def test_a_connection_whose_headers_never_end_is_closed_and_frees_its_slot(
     gateway_factory: Callable[..., Harness],
 ) -> None:
-    gw = gateway_factory(header_timeout_s=1.0, limit_connections=2)
+    gw = gateway_factory(header_timeout_s=1.0, limit_connections=2, limit_concurrency=1)
     host, port = gw.base_url.removeprefix("http://").split(":")
     silent = [socket.create_connection((host, int(port)), timeout=15) for _ in range(2)]
     try:
@@ -277,7 +277,7 @@ def test_beyond_limit_connections_the_answer_is_a_json_503_with_a_jittered_retry
 ) -> None:
     """uvicorn's own 503 was plain text without `Retry-After`: a client could neither
     tell when to come back nor tell the gateway's refusal from a proxy's."""
-    gw = gateway_factory(limit_connections=2, retry_after_s=7)
+    gw = gateway_factory(limit_connections=2, limit_concurrency=1, retry_after_s=7)
     host, port = gw.base_url.removeprefix("http://").split(":")
     held = [socket.create_connection((host, int(port)), timeout=15) for _ in range(2)]
     try:
