@@ -7,8 +7,9 @@ without a token could hold every slot with headers it never finished. The gatewa
 now admits requests itself, after their token was checked: at most `limit` are
 handled at once (body, validation, publish); a request beyond waits in arrival
 order for one of them to end, at most `wait_s`, and is refused only then. A
-connection costs nothing here until a request on it is admitted; the connections
-themselves have their own, much higher cap (`gateway.limit_connections`).
+connection costs nothing here until a request on it is admitted; requests beyond a
+much higher number of open connections (`gateway.limit_connections`) are refused
+before they get here.
 
 A waiting request is only a future on the event loop: it ends by a slot, by its
 deadline or by a cancel (a shutdown past its grace), and a slot handed to it as it

@@ -86,8 +86,8 @@ class GatewaySettings(SettingsModel):
         le=100_000,
         description="Open connections at once, idle keep-alive ones and ones still sending "
         "their headers included, more than `limit_concurrency`; a request beyond is "
-        "answered 503 `too_many_connections` before any operation runs (a connection flood "
-        "cannot exhaust file descriptors).",
+        "answered 503 `too_many_connections` before any operation runs (the connection "
+        "itself is accepted and held until its headers' deadline: keep `ulimit -n` above).",
     )
     header_timeout_s: float = Field(
         default=10.0,
