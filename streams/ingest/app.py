@@ -132,15 +132,18 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def shutting_down(retry_after: str) -> HttpError:
-    """503 `shutting_down`: the gateway stopped before the request was done."""
-    return HttpError(
-        503,
-        "shutting_down",
+def shutting_down(retry_after: str, *, started: bool = True) -> HttpError:
+    """503 `shutting_down`: the gateway stopped before the request was done (`started`:
+    it may have published; else it was still waiting for a slot)."""
+    detail = (
         "the gateway shut down before this request was done; whether it was published is "
-        f"not known, retry in {retry_after} s (a repeated item is idempotent downstream)",
-        headers={"Retry-After": retry_after, "Connection": "close"},
+        f"not known, retry in {retry_after} s (a repeated item is idempotent downstream)"
+        if started
+        else "the gateway shut down while this request waited for a slot; nothing was "
+        f"published, retry in {retry_after} s"
     )
+    headers = {"Retry-After": retry_after, "Connection": "close"}
+    return HttpError(503, "shutting_down", detail, headers=headers)
 
 
 def _take_back_cancel() -> None:
@@ -482,8 +485,14 @@ class Gateway:
         """A slot among the `limit_concurrency` requests handled at once (streams.ingest.
         admission), after the token was checked: a client without one never waits, nor
         holds a slot. Beyond, 503 `overloaded` after `admission_wait_s`."""
-        if await self.admission.enter():
-            return
+        try:
+            if await self.admission.enter():
+                return
+        except asyncio.CancelledError:
+            # a stop cut it before it started: "whether it was published is not known"
+            # (what a cut request is told) would send a client to check for nothing
+            _take_back_cancel()
+            raise shutting_down(str(self.limits.retry_after_s), started=False) from None
         retry = str(jittered_retry_after(self.limits.retry_after_s))
         raise HttpError(
             503,

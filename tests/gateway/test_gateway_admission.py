@@ -176,3 +176,4 @@ def test_a_stop_while_requests_wait_for_a_slot_answers_them_and_does_not_hang(
     for answer in answers:
         assert answer.status_code == 503, answer.text
         assert answer.json()["error"] == "shutting_down"
+        assert "nothing was published" in answer.json()["detail"]  # it never started
