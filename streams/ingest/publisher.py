@@ -262,7 +262,9 @@ class TransactionalPublisher:
         except MessageSizeTooLargeError as exc:
             self._discard(slot)
             if len(members) > 1:  # one request's record: the others must not fail with it
-                for member in members:
+                # earliest deadline first: each is then done by its own deadline, not
+                # kept waiting by a member behind which it arrived
+                for member in sorted(members, key=lambda m: m.deadline_at):
                     await self._commit_group(slot, [member])
                 return
             _settle(members[0], PublishTooLarge(f"Kafka refuses a record this large: {exc}"))

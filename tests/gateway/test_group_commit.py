@@ -301,3 +301,54 @@ def test_a_request_with_little_time_left_is_committed_alone(
     assert take_group(waiting, bounds, now=0.0) == [calm, other]
     waiting = deque([calm, hurried, other])
     assert take_group(waiting, bounds, now=0.0) == [calm]  # order kept: nobody overtakes
+
+
+class SlowFor(HeldFirst):
+    """As `HeldFirst`; besides, a transaction holding `slow_value` is never acknowledged
+    (a broker that stops answering for its partition): it ends at its deadline."""
+
+    def __init__(self, config: PublisherConfig, slow_value: bytes) -> None:
+        super().__init__(config)
+        self.slow_value = slow_value
+
+    async def _acknowledged(self, records: Sequence[OutRecord]) -> None:
+        await super()._acknowledged(records)
+        if any(r.value == self.slow_value for r in records) and len(records) == 1:
+            await asyncio.Event().wait()
+
+
+@pytest.mark.integration
+def test_after_a_size_refusal_each_member_has_its_answer_within_its_own_deadline(
+    kafka_bootstrap: str,
+) -> None:
+    """The one-by-one retry took the members in arrival order: a request with a short
+    budget waited for an earlier one's slow transaction, well past its own deadline."""
+    topic = _topic(kafka_bootstrap, **{"max.message.bytes": "2000"})
+    config = PublisherConfig(kafka_bootstrap, f"t-{topic}", 1, publish_timeout_s=10.0)
+    publisher = SlowFor(config, slow_value=b"slow")
+
+    async def run() -> tuple[BaseException | list[Placement], float]:
+        first = asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k", b"first")]))
+        slow = asyncio.ensure_future(
+            publisher.publish([OutRecord(topic, b"a", b"slow")], within_s=9.0)
+        )
+        large = asyncio.ensure_future(publisher.publish([OutRecord(topic, b"x", b"x" * 5000)]))
+        started = time.monotonic()
+        hurried = asyncio.ensure_future(
+            publisher.publish([OutRecord(topic, b"b", b"hurried")], within_s=5.0)
+        )
+        await _waiting_for(publisher, 3)
+        publisher.release.set()
+        try:
+            await first
+            (outcome,) = await asyncio.gather(hurried, return_exceptions=True)
+            took = time.monotonic() - started
+            await asyncio.gather(slow, large, return_exceptions=True)
+            return outcome, took
+        finally:
+            await publisher.stop()
+
+    outcome, took = asyncio.run(run())
+    assert took < 5.0 + 1.0, took  # its own deadline, not the slow request's 9 s
+    assert isinstance(outcome, list), outcome  # and it had the time to be committed
+    assert b"hurried" in _values(kafka_bootstrap, topic)
