@@ -13,8 +13,9 @@ while every producer is busy wait, and the next free producer commits the
 waiting ones together in one transaction (group commit, `streams.ingest.groups`):
 each request's records are still in one transaction, and every request of a
 group gets the group's outcome (its own placements, or the same 503). A group
-that Kafka refuses for one record's size is retried one request at a time, so
-the other requests are published and only that one is answered 413.
+that Kafka refuses for one record's size or one topic's authorization is retried
+one request at a time, so the other requests are published and only that one is
+answered (413, or 503).
 
 Ids are stable per gateway instance: a restarted gateway fences its
 predecessor's producers and aborts whatever they left open, instead of letting
@@ -48,7 +49,7 @@ from typing import Any, Protocol
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAuthorizationFailedError
 from aiokafka.structs import RecordMetadata
 
 from schemas.deadline import deadline
@@ -259,15 +260,19 @@ class TransactionalPublisher:
             async with deadline(max(within, 0.0)):
                 producer = await self._producer(slot)
                 placements = await self._transaction(producer, records, attempt)
-        except MessageSizeTooLargeError as exc:
+        except (MessageSizeTooLargeError, TopicAuthorizationFailedError) as exc:
             self._discard(slot)
-            if len(members) > 1:  # one request's record: the others must not fail with it
+            if len(members) > 1:  # one request's record or topic: the others must not fail
                 # earliest deadline first: each is then done by its own deadline, not
                 # kept waiting by a member behind which it arrived
                 for member in sorted(members, key=lambda m: m.deadline_at):
                     await self._commit_group(slot, [member])
                 return
-            _settle(members[0], PublishTooLarge(f"Kafka refuses a record this large: {exc}"))
+            if isinstance(exc, MessageSizeTooLargeError):
+                refusal: Exception = PublishTooLarge(f"Kafka refuses a record this large: {exc}")
+            else:
+                refusal = PublishUnavailable(f"{type(exc).__name__}: {exc}")
+            _settle(members[0], refusal)
         except (KafkaError, OSError, TimeoutError, PublishUnavailable) as exc:
             self._discard(slot)  # closing aborts; a new producer fences the id
             text = str(exc) or f"no commit within {round(within, 3)} s"

@@ -12,8 +12,9 @@ from collections.abc import Iterator, Sequence
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 from conftest import gateway_settings, read_committed, read_positions, start_gateway, token_of
 from samples import fresh_scan as scan
 
@@ -352,3 +353,54 @@ def test_after_a_size_refusal_each_member_has_its_answer_within_its_own_deadline
     assert took < 5.0 + 1.0, took  # its own deadline, not the slow request's 9 s
     assert isinstance(outcome, list), outcome  # and it had the time to be committed
     assert b"hurried" in _values(kafka_bootstrap, topic)
+
+
+class Forbidden(HeldFirst):
+    """As `HeldFirst`; besides, the gateway's principal may not write `forbidden`: sending
+    to it fails as aiokafka's metadata wait fails it (an ACL missing on one topic)."""
+
+    def __init__(self, config: PublisherConfig, forbidden: str) -> None:
+        super().__init__(config)
+        self.forbidden = forbidden
+
+    async def _send_batched(
+        self, producer: AIOKafkaProducer, records: Sequence[OutRecord]
+    ) -> list[Placement]:
+        if any(r.topic == self.forbidden for r in records):
+            raise TopicAuthorizationFailedError(self.forbidden)
+        return await super()._send_batched(producer, records)
+
+
+@pytest.mark.integration
+def test_a_request_to_a_topic_kafka_forbids_fails_its_own_request_only(
+    kafka_bootstrap: str,
+) -> None:
+    """With one transaction per request, a post whose topic lacks an ACL (a partial post's
+    dead letters, say) failed alone; in a group it took every other member down too."""
+    topic = _topic(kafka_bootstrap)
+    forbidden = _topic(kafka_bootstrap)
+    publisher = Forbidden(PublisherConfig(kafka_bootstrap, f"t-{topic}", 1), forbidden)
+
+    async def run() -> list[BaseException | list[Placement]]:
+        first = asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k", b"first")]))
+        records = [
+            [OutRecord(topic, b"k0", b"ok-0")],
+            [OutRecord(topic, b"k1", b"refused"), OutRecord(forbidden, None, b"dead")],
+            [OutRecord(topic, b"k2", b"ok-1")],
+        ]
+        members = [asyncio.ensure_future(publisher.publish(r)) for r in records]
+        await _waiting_for(publisher, 3)
+        publisher.release.set()
+        try:
+            await first
+            return await asyncio.gather(*members, return_exceptions=True)
+        finally:
+            await publisher.stop()
+
+    ok_0, refused, ok_1 = asyncio.run(run())
+    assert isinstance(ok_0, list), ok_0
+    assert isinstance(ok_1, list), ok_1
+    assert isinstance(refused, PublishUnavailable), refused
+    assert not refused.outcome_unknown
+    assert _values(kafka_bootstrap, topic) == [b"first", b"ok-0", b"ok-1"]
+    assert _values(kafka_bootstrap, forbidden) == []
