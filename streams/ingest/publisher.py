@@ -92,6 +92,16 @@ class _Attempt:
     committing: bool = False
 
 
+_LEFT_BEHIND = (
+    "TimeoutError: its deadline passed while the requests committed with it were retried one "
+    "at a time"
+)
+"""Why a group member is answered 503 unpublished without a try of its own."""
+_OUTCOME_GRACE_S = 5.0
+"""How long past its own deadline a request waits for its group's outcome (a safety net:
+every path of a group is bounded by its members' deadlines)."""
+
+
 class PublishTooLarge(Exception):
     """A record is larger than Kafka takes: retrying cannot help (413, not 503)."""
 
@@ -220,7 +230,16 @@ class TransactionalPublisher:
                     raise PublishUnavailable(
                         f"TimeoutError: no free producer within {round(within, 3)} s"
                     ) from None
-            return await member.outcome  # its group's deadline is ours or earlier: due now
+            # its group's deadline is ours or earlier: due now; bounded all the same, so a
+            # fault in a group can never hold a request (and its admission slot) for ever
+            try:
+                async with deadline(_OUTCOME_GRACE_S):
+                    return await asyncio.shield(member.outcome)
+            except TimeoutError:
+                raise PublishUnavailable(
+                    f"TimeoutError: no answer from its transaction within {round(within, 3)} s",
+                    outcome_unknown=True,
+                ) from None
         except asyncio.CancelledError:
             # A shutdown cancelled the request: its transaction may be open, and is
             # aborted (its group's other members are being cancelled too).
@@ -263,10 +282,7 @@ class TransactionalPublisher:
         except (MessageSizeTooLargeError, TopicAuthorizationFailedError) as exc:
             self._discard(slot)
             if len(members) > 1:  # one request's record or topic: the others must not fail
-                # earliest deadline first: each is then done by its own deadline, not
-                # kept waiting by a member behind which it arrived
-                for member in sorted(members, key=lambda m: m.deadline_at):
-                    await self._commit_group(slot, [member])
+                await self._commit_one_by_one(slot, members)
                 return
             if isinstance(exc, MessageSizeTooLargeError):
                 refusal: Exception = PublishTooLarge(f"Kafka refuses a record this large: {exc}")
@@ -296,6 +312,32 @@ class TransactionalPublisher:
                 end = start + len(member.records)
                 _settle(member, placements[start:end])
                 start = end
+
+    async def _commit_one_by_one(self, slot: int, members: list[Member]) -> None:
+        """Each member in a transaction of its own, after one member's refusal aborted
+        their group's (nothing of it was committed).
+
+        Earliest deadline first: each is then done by its own deadline, not kept
+        waiting by a member behind which it arrived. A member whose deadline passed
+        meanwhile is answered at once, never tried with no time left (each such try
+        started a producer only to cancel it: a group of thousands of single scans
+        behind one stuck partition opened as many connections); a shutdown that cuts
+        the retry tells the members not yet tried that nothing of theirs was published
+        (they were told "not known").
+        """
+        loop = asyncio.get_running_loop()
+        queue = deque(sorted(members, key=lambda m: m.deadline_at))
+        try:
+            while queue:
+                member = queue.popleft()
+                if member.deadline_at <= loop.time():
+                    _settle(member, PublishUnavailable(_LEFT_BEHIND))
+                else:
+                    await self._commit_group(slot, [member])
+        except asyncio.CancelledError:
+            for member in queue:
+                _settle(member, PublishUnavailable("the gateway stopped"))
+            raise
 
     async def _transaction(
         self, producer: AIOKafkaProducer, records: Sequence[OutRecord], attempt: _Attempt

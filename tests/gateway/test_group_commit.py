@@ -19,6 +19,7 @@ from conftest import gateway_settings, read_committed, read_positions, start_gat
 from samples import fresh_scan as scan
 
 from chainwatch.runners import prepare_topics
+from streams.ingest import publisher as publisher_module
 from streams.ingest.app import default_publisher
 from streams.ingest.groups import GroupBounds, Member, take_group
 from streams.ingest.publisher import (
@@ -404,3 +405,92 @@ def test_a_request_to_a_topic_kafka_forbids_fails_its_own_request_only(
     assert not refused.outcome_unknown
     assert _values(kafka_bootstrap, topic) == [b"first", b"ok-0", b"ok-1"]
     assert _values(kafka_bootstrap, forbidden) == []
+
+
+class Recorded(TransactionalPublisher):
+    """Records each one-member commit of a retry; `hold` set: the first one waits for ever
+    (a shutdown comes meanwhile). No Kafka is reached."""
+
+    def __init__(self, *, hold: bool = False) -> None:
+        super().__init__(PublisherConfig("127.0.0.1:1", "t-recorded", 1))
+        self.hold = hold
+        self.tried: list[Member] = []
+        self.trying = asyncio.Event()
+
+    async def _commit_group(self, slot: int, members: list[Member]) -> None:
+        self.tried.extend(members)
+        self.trying.set()
+        if self.hold:
+            await asyncio.Event().wait()
+        for member in members:
+            member.outcome.set_result([])
+
+
+def test_a_member_whose_deadline_passed_during_a_retry_is_answered_without_a_try(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Each such try started a producer only to cancel it: a group of thousands of single
+    scans behind one stuck partition opened as many connections."""
+    publisher = Recorded()
+    now = loop.time()
+    late, due = _member(loop, 1, left_s=now - 1.0), _member(loop, 1, left_s=now + 60.0)
+    loop.run_until_complete(publisher._commit_one_by_one(0, [due, late]))
+    assert publisher.tried == [due]
+    assert due.outcome.result() == []
+    refusal = late.outcome.exception()
+    assert isinstance(refusal, PublishUnavailable), refusal
+    assert not refusal.outcome_unknown  # its group was aborted: nothing of it committed
+
+
+def test_a_shutdown_cutting_a_retry_tells_the_members_not_yet_tried_nothing_was_published(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """They were answered "whether it was committed is not known", though their group
+    had been aborted and they were never sent again."""
+    publisher = Recorded(hold=True)
+    now = loop.time()
+    first, second = _member(loop, 1, left_s=now + 60.0), _member(loop, 1, left_s=now + 61.0)
+
+    async def cut() -> None:
+        retry = asyncio.ensure_future(publisher._commit_one_by_one(0, [second, first]))
+        async with asyncio.timeout(10):
+            await publisher.trying.wait()
+        retry.cancel()
+        await asyncio.gather(retry, return_exceptions=True)
+
+    loop.run_until_complete(cut())
+    assert publisher.tried == [first]
+    refusal = second.outcome.exception()
+    assert isinstance(refusal, PublishUnavailable), refusal
+    assert not refusal.outcome_unknown
+
+
+class NeverSettled(TransactionalPublisher):
+    """A group that never gives its members an outcome (a fault in a group's path)."""
+
+    async def _serve(self, slot: int, members: list[Member]) -> None:
+        await asyncio.Event().wait()
+
+
+def test_a_request_waits_a_bounded_time_past_its_deadline_for_its_groups_outcome(
+    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It waited for ever, holding its admission slot: every path of a group is bounded,
+    but nothing kept it so."""
+    monkeypatch.setattr(publisher_module, "_OUTCOME_GRACE_S", 0.2)
+    publisher = NeverSettled(PublisherConfig("127.0.0.1:1", "t-never", 1))
+
+    async def publish() -> BaseException | list[Placement]:
+        try:
+            async with asyncio.timeout(10):
+                (outcome,) = await asyncio.gather(
+                    publisher.publish([OutRecord("t", None, b"x")], within_s=0.1),
+                    return_exceptions=True,
+                )
+            return outcome
+        finally:
+            await publisher.stop()
+
+    outcome = loop.run_until_complete(publish())
+    assert isinstance(outcome, PublishUnavailable), outcome
+    assert outcome.outcome_unknown
