@@ -180,10 +180,13 @@ def process_lifetime(
     *,
     announced: bool = False,
     metrics_url: str | None = None,
+    before_stopped: Callable[[], None] | None = None,
 ) -> Iterator[None]:
     """Log the start (unless `announced` by `waiting_before_main`) and the end of
     `process`; stop its ops server (if any) on the way out. `metrics_url`: where a
-    process without an ops server serves its metrics (the gateway, on its own port)."""
+    process without an ops server serves its metrics (the gateway, on its own port).
+    `before_stopped` runs after the ops server's stop, right before `process_stopped`
+    (the signal log's close: a signal during that stop is logged before the last line)."""
     if not announced:
         _log_starting(process, ops, metrics_url)
     started = time.monotonic()
@@ -197,6 +200,8 @@ def process_lifetime(
     finally:
         if ops is not None:
             ops.stop()
+        if before_stopped is not None:
+            before_stopped()
         log.info(
             "process_stopped",
             process=process,
@@ -256,24 +261,27 @@ def run_until_signalled(
 
     before = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
     try:
-        with process_lifetime(process, ops, announced=announced, metrics_url=metrics_url):
+        with process_lifetime(
+            process,
+            ops,
+            announced=announced,
+            metrics_url=metrics_url,
+            # its line before `process_stopped`, also for a signal during the ops server's
+            # stop (up to half a second: its `serve_forever` poll)
+            before_stopped=signal_log.close,
+        ):
+            runner = asyncio.Runner(loop_factory=loop_factory)
             try:
-                runner = asyncio.Runner(loop_factory=loop_factory)
-                try:
-                    result = runner.run(
-                        _until_signalled(main, on_stop_signal, on_signal, signalled)
-                    )
-                except BaseException:
-                    deadline.start("error")  # its graceful stop was under way (the notifier's)
-                    runner.close()  # timed; if this hangs or raises, the deadline stands
-                    deadline.cancel()
-                    raise
-                deadline.start("ended")  # returned without a signal (a drain that ended)
-                runner.close()
-                deadline.cancel()  # only after a clean close
-                return result
-            finally:
-                signal_log.close()  # its line before `process_stopped`
+                result = runner.run(_until_signalled(main, on_stop_signal, on_signal, signalled))
+            except BaseException:
+                deadline.start("error")  # its graceful stop was under way (the notifier's)
+                runner.close()  # timed; if this hangs or raises, the deadline stands
+                deadline.cancel()
+                raise
+            deadline.start("ended")  # returned without a signal (a drain that ended)
+            runner.close()
+            deadline.cancel()  # only after a clean close
+            return result
     finally:
         signal_log.close()
         for sig, handler in before.items():

@@ -422,3 +422,28 @@ def test_a_signal_landing_inside_a_logging_handler_is_logged_after_it() -> None:
     assert done.stdout == "told to stop: True\n", done.stderr
     assert [e["signal"] for e in events if e["event"] == "process_signalled"] == ["SIGTERM"]
     assert events[-1]["event"] == "process_stopped", done.stderr
+
+
+class SignalledWhileStopping:
+    """An ops server whose stop (its `serve_forever` poll, up to half a second) is where a
+    supervisor's SIGTERM lands, after a `main` that ended on its own (a drain)."""
+
+    metrics_url = None
+
+    def stop(self) -> None:
+        signal.raise_signal(signal.SIGTERM)
+
+
+def test_a_signal_during_the_ops_servers_stop_is_logged_before_the_process_stopped_line() -> None:
+    """The signal log was closed before the ops server's stop: a signal there was taken by
+    the plain handler, queued for a thread that had ended, and never logged."""
+
+    async def main(stop: asyncio.Event) -> str:
+        return "drained"
+
+    ops = SignalledWhileStopping()
+    with capture_logs() as logs:
+        done = run_until_signalled("test", main, ops=ops, stop_timeout_s=DEADLINE_S)  # type: ignore[arg-type]
+    assert done == "drained"
+    lines = [(line["event"], line.get("signal")) for line in logs]
+    assert lines[-2:] == [("process_signalled", "SIGTERM"), ("process_stopped", None)]
