@@ -259,7 +259,11 @@ def run_until_signalled(
         if first(sig):
             signal_log.note(sig)
 
-    before = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    try:
+        before = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    except BaseException:
+        signal_log.close()  # refused (not the main thread): no thread of it left behind
+        raise
     try:
         with process_lifetime(
             process,

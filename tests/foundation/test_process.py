@@ -447,3 +447,24 @@ def test_a_signal_during_the_ops_servers_stop_is_logged_before_the_process_stopp
     assert done == "drained"
     lines = [(line["event"], line.get("signal")) for line in logs]
     assert lines[-2:] == [("process_signalled", "SIGTERM"), ("process_stopped", None)]
+
+
+def test_a_call_off_the_main_thread_is_refused_and_leaves_no_thread_behind() -> None:
+    """The signal log's thread starts before the handlers are installed, which only the
+    main thread may do: a refused call left it waiting on its queue for ever."""
+    refused: list[BaseException] = []
+
+    async def main(stop: asyncio.Event) -> None:
+        raise AssertionError("never run")
+
+    def off_the_main_thread() -> None:
+        try:
+            run_until_signalled("test", main, stop_timeout_s=DEADLINE_S)
+        except ValueError as exc:
+            refused.append(exc)
+
+    caller = threading.Thread(target=off_the_main_thread)
+    caller.start()
+    caller.join()
+    assert len(refused) == 1
+    assert [t.name for t in threading.enumerate() if t.name == "signal-log"] == []
