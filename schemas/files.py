@@ -28,6 +28,8 @@ from typing import IO, TYPE_CHECKING, Any
 import yaml
 from yaml.constructor import ConstructorError
 
+from schemas.text import shorten
+
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 """Far above any plan, mapping or tokens file (the shipped ones are a few KB)."""
 
@@ -247,7 +249,7 @@ class StrictSafeLoader(_SafeLoader):
         except (ValueError, TypeError, AttributeError, OverflowError):
             if not isinstance(node, yaml.ScalarNode):
                 raise
-            text = node.value if len(node.value) <= 40 else f"{node.value[:40]}..."
+            text = shorten(node.value, 40)
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             raise ConstructorError(
                 None, None, f"{text!r} cannot be read as {tag}", node.start_mark

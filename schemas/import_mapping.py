@@ -39,6 +39,7 @@ from schemas.customers import CustomerTier
 from schemas.files import StrictSafeLoader, load_config_yaml, read_config_text
 from schemas.orders import OrderOp
 from schemas.scans import ScanAction, Uom
+from schemas.text import shorten
 from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
 from schemas.unit_status import DowntimeReason, UnitState
 from schemas.validation import ID_FIELD_BY_TOPIC, MODEL_BY_TOPIC
@@ -171,7 +172,7 @@ class TimeSpec(BaseModel):
                     raise ValueError(name)
                 ZoneInfo(name)
             except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: `America` (a folder)
-                shown = name if len(name) <= 64 else name[:64] + "..."
+                shown = shorten(name, 64)
                 raise ValueError(
                     f"unknown time zone {shown!r} (an IANA name such as Europe/Berlin)"
                 ) from None

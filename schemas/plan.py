@@ -35,6 +35,7 @@ from pydantic_core import PydanticCustomError
 from schemas.common import StageName
 from schemas.files import load_config_yaml, read_config_bytes
 from schemas.orders import MAX_ROUTE_STAGES
+from schemas.text import shorten
 
 Tier = Literal["platinum", "gold", "standard"]
 """Customer tiers of the CRM (CONTRACT.md); unknown customers count as `standard`."""
@@ -269,7 +270,7 @@ def _describe(error: ValidationError) -> str:
     for item in items[:_PROBLEMS_SHOWN]:
         if item["loc"]:
             key = ".".join(str(part) for part in item["loc"] if part != "[key]")
-            key = key if len(key) <= 100 else key[:100] + "..."
+            key = shorten(key, 100)
             problems.append(f"plan key '{key}': {item['msg']}")
         else:
             problems.append(item["msg"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chainwatch.errors import UserError
+from schemas.text import shorten
 
 _MAX_REASON = 200
 
@@ -37,9 +38,3 @@ def one_line(exc: BaseException) -> str:
     """An exception as a short line: its type and the start of its message."""
     text = shorten(" ".join(str(exc).split()), _MAX_REASON)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def shorten(text: str, limit: int) -> str:
-    """`text`, or its first `limit` characters and `...`: a cell of 5,000 digits or a
-    row number of a damaged file is not echoed whole into every message and log."""
-    return text if len(text) <= limit else f"{text[:limit]}..."

@@ -22,7 +22,6 @@ from datetime import UTC, date, datetime, time
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from chainwatch.importer.errors import shorten
 from schemas.common import MAX_SAFE_INTEGER, MAX_TIME, MIN_TIME, format_utc
 from schemas.import_mapping import (
     BUILTIN_DEFAULTS,
@@ -36,6 +35,7 @@ from schemas.import_mapping import (
     TOPIC_BY_KIND,
     ImportMapping,
 )
+from schemas.text import shorten
 
 DERIVED_ID_PREFIX: Final = "imp-"
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")

@@ -14,12 +14,13 @@ from pathlib import Path
 
 from aiokafka.errors import MessageSizeTooLargeError
 
-from chainwatch.importer.errors import FileBroken, shorten
+from chainwatch.importer.errors import FileBroken
 from chainwatch.importer.outputs import KafkaOutput, ScenarioWriter
 from chainwatch.importer.pipeline import Accepted, Importer, Rejected
 from chainwatch.importer.tables import ImportFailed, Table, open_table
 from schemas.dead_letter import ErrorDetail, ReasonCode
 from schemas.import_mapping import ImportMapping
+from schemas.text import shorten
 from streams.topics import DEAD_LETTER, TopicNames
 
 #: Columns named, and characters of each, in a "no column" error.

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any, Final, Literal
 
 from chainwatch.importer.csv_records import RecordTap
-from chainwatch.importer.errors import ImportFailed, shorten
+from chainwatch.importer.errors import ImportFailed
 from chainwatch.importer.xlsx import SheetReader, SheetRow, cell_name, open_book
 from chainwatch.long_lines import (
     CHUNK,
@@ -32,6 +32,7 @@ from chainwatch.long_lines import (
 from schemas.dead_letter import ErrorDetail, ReasonCode
 from schemas.files import not_a_file
 from schemas.import_mapping import ImportMapping
+from schemas.text import shorten
 
 Format = Literal["csv", "xlsx", "ndjson"]
 FORMAT_BY_SUFFIX: Final[dict[str, Format]] = {

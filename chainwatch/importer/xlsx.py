@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
-from chainwatch.importer.errors import FileBroken, ImportFailed, one_line, shorten
+from chainwatch.importer.errors import FileBroken, ImportFailed, one_line
 from chainwatch.importer.sheet_xml import row_elements
 from chainwatch.long_lines import MAX_LINE_BYTES
+from schemas.text import shorten
 
 #: More zip members than any workbook Excel writes (one per sheet, style, drawing...).
 MAX_MEMBERS: Final = 10_000

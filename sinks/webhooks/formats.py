@@ -46,6 +46,7 @@ from urllib.parse import quote
 
 from schemas.alerts import Alert, AlertStatus, Severity
 from schemas.common import format_utc
+from schemas.text import shorten
 from schemas.urls import UrlError, split_url
 
 DEFAULT_LINK_TEMPLATE = "http://localhost:3000/d/cw-order/order-drill-down?var-order_id={order_id}"
@@ -92,7 +93,7 @@ def check_link_template(template: str) -> None:
         raise ValueError(f"link_template: bad braces ({exc}); {use}") from None
     for name, spec, conversion in fields:
         if name not in LINK_FIELDS or spec or conversion:
-            shown = name if len(name) <= 40 else name[:40] + "..."
+            shown = shorten(name, 40)
             raise ValueError(f"link_template: {{{shown}...}} is not a plain placeholder; {use}")
     longest = template.format(**dict.fromkeys(LINK_FIELDS, _LONGEST_VALUE))
     try:
