@@ -63,8 +63,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from chainwatch.errors import UserError
 from streams.ingest.admission import jittered_retry_after
-from streams.ingest.request_id import PROTOCOL_REFUSED
-from streams.ingest.request_id import request_id as request_id_of
+from streams.ingest.request_id import mark_refused_by_protocol, request_id_of
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -305,7 +304,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         # and must not count (nor log under another id) a `client_disconnected`
         scope = cast(dict[str, Any], cycle.scope)
         request_id = request_id_of(scope)
-        scope["state"][PROTOCOL_REFUSED] = True
+        mark_refused_by_protocol(scope)
         cycle.disconnected = True  # its app ends without writing (uvicorn then sends nothing)
         cycle.message_event.set()  # and stops waiting for the rest of the body
         self._write_and_close(status, error, detail, request_id)

@@ -71,8 +71,7 @@ from streams.ingest.publisher import (
     TransactionalPublisher,
 )
 from streams.ingest.readiness import Readiness, TopicPreparation
-from streams.ingest.request_id import refused_by_protocol
-from streams.ingest.request_id import request_id as request_id_of
+from streams.ingest.request_id import refused_by_protocol, request_id_of
 from streams.ingest.settings import GatewayConfig
 from streams.topics import CUSTOMERS, DEAD_LETTER, TopicNames
 

@@ -5,7 +5,7 @@ The id is the client's `X-Request-ID` when sane, else a new one, and lives in th
 scope's `state` (`request.state.request_id`): whichever of the two comes first sets
 it, the other reads it. The HTTP layer refuses a request whose chunked body its parser
 cannot read after the app may have started on it; it then marks the state
-(`PROTOCOL_REFUSED`) so the app, seeing the body cut, neither answers it again nor
+(`mark_refused_by_protocol`) so the app, seeing the body cut, neither answers it again nor
 counts it a second time.
 """
 
@@ -18,13 +18,13 @@ from typing import Any
 from schemas.common import IDENTIFIER_PATTERN
 
 REQUEST_ID_MAX = 64
-PROTOCOL_REFUSED = "protocol_refused"
+_PROTOCOL_REFUSED = "protocol_refused"
 """Set in a request's `state` when the HTTP layer answered it (and counted it) itself."""
 
 _REQUEST_ID = re.compile(IDENTIFIER_PATTERN)
 
 
-def request_id(scope: Any) -> str:
+def request_id_of(scope: Any) -> str:
     """The request's id: the one its state holds already, else the client's sane
     `X-Request-ID`, else a new one; kept in the state for whoever asks next."""
     state: dict[str, Any] = scope.setdefault("state", {})
@@ -42,5 +42,10 @@ def request_id(scope: Any) -> str:
     return found
 
 
+def mark_refused_by_protocol(scope: Any) -> None:
+    """The HTTP layer answered and counted the request: its app must do neither."""
+    scope.setdefault("state", {})[_PROTOCOL_REFUSED] = True
+
+
 def refused_by_protocol(scope: Any) -> bool:
-    return bool(scope.get("state", {}).get(PROTOCOL_REFUSED))
+    return bool(scope.get("state", {}).get(_PROTOCOL_REFUSED))
