@@ -274,12 +274,9 @@ class Gateway:
         try:
             principal = self.authenticate(request, endpoint)
             partial = partial_mode or _partial(request)
-            await self._admit()
-            try:
+            async with self._admitted():
                 with self.metrics.in_flight.labels(endpoint.name).track_inprogress():
                     response, counts = await self._ingest(request, endpoint, partial, principal)
-            finally:
-                self.admission.leave()
         except (HttpError, asyncio.CancelledError) as caught:
             error, response, rejected = self._refusal(request_id, caught)
             if rejected is not None:
@@ -480,26 +477,31 @@ class Gateway:
         self.metrics.publish_seconds.labels(endpoint.name).observe(time.perf_counter() - started)
         return placements
 
-    async def _admit(self) -> None:
-        """A slot among the `limit_concurrency` requests handled at once (streams.ingest.
-        admission), after the token was checked: a client without one never waits, nor
-        holds a slot. Beyond, 503 `overloaded` after `admission_wait_s`."""
+    @asynccontextmanager
+    async def _admitted(self) -> AsyncIterator[None]:
+        """Within a slot among the `limit_concurrency` requests handled at once (streams.
+        ingest.admission), taken after the token was checked: a client without one never
+        waits, nor holds a slot. Beyond, 503 `overloaded` after `admission_wait_s`."""
         try:
-            if await self.admission.enter():
-                return
+            admitted = await self.admission.enter()
         except asyncio.CancelledError:
             # a stop cut it before it started: "whether it was published is not known"
             # (what a cut request is told) would send a client to check for nothing
             _take_back_cancel()
             raise shutting_down(str(self.limits.retry_after_s), started=False) from None
-        retry = str(jittered_retry_after(self.limits.retry_after_s))
-        raise HttpError(
-            503,
-            "overloaded",
-            f"the gateway handles {self.admission.limit} requests at once and none ended "
-            f"within {self.admission.wait_s:g} s; nothing was published, retry in {retry} s",
-            headers={"Retry-After": retry},
-        )
+        if not admitted:
+            retry = str(jittered_retry_after(self.limits.retry_after_s))
+            raise HttpError(
+                503,
+                "overloaded",
+                f"the gateway handles {self.admission.limit} requests at once and none ended "
+                f"within {self.admission.wait_s:g} s; nothing was published, retry in {retry} s",
+                headers={"Retry-After": retry},
+            )
+        try:
+            yield
+        finally:
+            self.admission.leave()
 
     def _refusal(
         self, request_id: str, caught: HttpError | asyncio.CancelledError
@@ -580,13 +582,10 @@ class Gateway:
                     extra={"loc": "customer_id"},
                 )
             topic = self.topics(CUSTOMERS)
-            await self._admit()
-            try:
+            async with self._admitted():
                 placements = await self._publish(
                     endpoint, [OutRecord(topic, customer_id.encode(), None)]
                 )
-            finally:
-                self.admission.leave()
         except (HttpError, asyncio.CancelledError) as caught:
             error, response, _ = self._refusal(request_id, caught)
         else:
