@@ -92,6 +92,21 @@ async def _waiting_for(publisher: HeldFirst, count: int) -> None:
             await publisher.moved.wait()
 
 
+async def _group_behind_first(
+    publisher: HeldFirst, topic: str, requests: list[list[OutRecord]]
+) -> tuple[list[Placement], list[BaseException | list[Placement]]]:
+    """The placement of a held first request (`first` on `topic`) and the outcomes of
+    `requests`, posted meanwhile: they wait for its producer and form the next group."""
+    first = asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k", b"first")]))
+    members = [asyncio.ensure_future(publisher.publish(records)) for records in requests]
+    await _waiting_for(publisher, len(requests))
+    publisher.release.set()
+    try:
+        return await first, await asyncio.gather(*members, return_exceptions=True)
+    finally:
+        await publisher.stop()
+
+
 @pytest.mark.integration
 def test_concurrent_single_scan_posts_share_transactions_and_each_is_stored_once(
     kafka_bootstrap: str,
@@ -134,21 +149,9 @@ def test_an_aborted_group_answers_every_member_503_and_publishes_none_of_them(
 ) -> None:
     topic = _topic(kafka_bootstrap)
     publisher = HeldFirst(PublisherConfig(kafka_bootstrap, f"t-{topic}", 1), fail_groups=True)
+    requests = [[OutRecord(topic, b"k", b"m%d" % n)] for n in range(4)]
 
-    async def run() -> tuple[list[Placement], list[BaseException | list[Placement]]]:
-        first = asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k", b"first")]))
-        members = [
-            asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k", b"m%d" % n)]))
-            for n in range(4)
-        ]
-        await _waiting_for(publisher, 4)
-        publisher.release.set()
-        try:
-            return await first, await asyncio.gather(*members, return_exceptions=True)
-        finally:
-            await publisher.stop()
-
-    placed, outcomes = asyncio.run(run())
+    placed, outcomes = asyncio.run(_group_behind_first(publisher, topic, requests))
     assert len(placed) == 1
     assert publisher.transactions == [1, 4]
     for outcome in outcomes:
@@ -167,23 +170,10 @@ def test_a_record_kafka_refuses_fails_its_own_request_only(kafka_bootstrap: str)
     committed one by one and the oversized one's request gets `PublishTooLarge` (413)."""
     topic = _topic(kafka_bootstrap, **{"max.message.bytes": "2000"})
     publisher = HeldFirst(PublisherConfig(kafka_bootstrap, f"t-{topic}", 1))
+    values = [b"small-0", b"x" * 5000, b"small-1"]
+    requests = [[OutRecord(topic, b"k%d" % n, value)] for n, value in enumerate(values)]
 
-    async def run() -> list[BaseException | list[Placement]]:
-        first = asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k", b"first")]))
-        values = [b"small-0", b"x" * 5000, b"small-1"]
-        members = [
-            asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k%d" % n, value)]))
-            for n, value in enumerate(values)
-        ]
-        await _waiting_for(publisher, 3)
-        publisher.release.set()
-        try:
-            await first
-            return await asyncio.gather(*members, return_exceptions=True)
-        finally:
-            await publisher.stop()
-
-    small_0, large, small_1 = asyncio.run(run())
+    _, (small_0, large, small_1) = asyncio.run(_group_behind_first(publisher, topic, requests))
     assert isinstance(large, PublishTooLarge), large
     assert isinstance(small_0, list), small_0
     assert isinstance(small_1, list), small_1
@@ -381,24 +371,13 @@ def test_a_request_to_a_topic_kafka_forbids_fails_its_own_request_only(
     topic = _topic(kafka_bootstrap)
     forbidden = _topic(kafka_bootstrap)
     publisher = Forbidden(PublisherConfig(kafka_bootstrap, f"t-{topic}", 1), forbidden)
+    requests = [
+        [OutRecord(topic, b"k0", b"ok-0")],
+        [OutRecord(topic, b"k1", b"refused"), OutRecord(forbidden, None, b"dead")],
+        [OutRecord(topic, b"k2", b"ok-1")],
+    ]
 
-    async def run() -> list[BaseException | list[Placement]]:
-        first = asyncio.ensure_future(publisher.publish([OutRecord(topic, b"k", b"first")]))
-        records = [
-            [OutRecord(topic, b"k0", b"ok-0")],
-            [OutRecord(topic, b"k1", b"refused"), OutRecord(forbidden, None, b"dead")],
-            [OutRecord(topic, b"k2", b"ok-1")],
-        ]
-        members = [asyncio.ensure_future(publisher.publish(r)) for r in records]
-        await _waiting_for(publisher, 3)
-        publisher.release.set()
-        try:
-            await first
-            return await asyncio.gather(*members, return_exceptions=True)
-        finally:
-            await publisher.stop()
-
-    ok_0, refused, ok_1 = asyncio.run(run())
+    _, (ok_0, refused, ok_1) = asyncio.run(_group_behind_first(publisher, topic, requests))
     assert isinstance(ok_0, list), ok_0
     assert isinstance(ok_1, list), ok_1
     assert isinstance(refused, PublishUnavailable), refused
