@@ -439,10 +439,6 @@ class TransactionalPublisher:
         self._producers[slot] = producer
         return producer
 
-    def _discard_if(self, slot: int | None) -> None:
-        if slot is not None:
-            self._discard(slot)
-
     def _discard(self, slot: int) -> None:
         """Take the slot's producer out of use and close it in the background: closing
         (which aborts its open transaction) must not delay the caller's answer."""
