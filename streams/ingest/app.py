@@ -63,7 +63,6 @@ from streams.ingest.metrics import GatewayMetrics
 from streams.ingest.openapi import METRICS_MEDIA_TYPE, install_openapi, partial_path
 from streams.ingest.outage import OutageLog
 from streams.ingest.publisher import (
-    OutRecord,
     Publisher,
     PublisherConfig,
     PublishTooLarge,
@@ -71,6 +70,7 @@ from streams.ingest.publisher import (
     TransactionalPublisher,
 )
 from streams.ingest.readiness import Readiness, TopicPreparation
+from streams.ingest.records import OutRecord
 from streams.ingest.request_id import refused_by_protocol, request_id_of
 from streams.ingest.settings import GatewayConfig
 from streams.topics import CUSTOMERS, DEAD_LETTER, TopicNames

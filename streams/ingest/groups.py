@@ -22,10 +22,8 @@ import asyncio
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from streams.ingest.publisher import OutRecord, Placement
+from streams.ingest.records import OutRecord, Placement
 
 
 @dataclass(eq=False, slots=True)

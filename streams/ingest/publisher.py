@@ -54,24 +54,10 @@ from aiokafka.structs import RecordMetadata
 
 from schemas.deadline import deadline
 from streams.ingest.groups import GroupBounds, Member, take_group
+from streams.ingest.records import OutRecord, Placement
 from streams.partitioning import CachedPartitioner
 
 log = structlog.stdlib.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class OutRecord:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """Where Kafka stored a record."""
-
-    partition: int
-    offset: int
 
 
 class PublishUnavailable(Exception):

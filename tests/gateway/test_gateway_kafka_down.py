@@ -20,7 +20,8 @@ from samples import fresh_scan as scan
 
 from chainwatch.runners import prepare_topics
 from streams.ingest.app import default_publisher
-from streams.ingest.publisher import OutRecord, PublisherConfig, TransactionalPublisher
+from streams.ingest.publisher import PublisherConfig, TransactionalPublisher
+from streams.ingest.records import OutRecord
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from conftest import make_registry
 
 from chainwatch.settings import Settings
 from streams.ingest.app import create_gateway_app
-from streams.ingest.publisher import OutRecord, Placement
+from streams.ingest.records import OutRecord, Placement
 
 
 class Publisher:

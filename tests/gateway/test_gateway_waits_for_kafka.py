@@ -27,12 +27,8 @@ from samples import fresh_scan
 
 from chainwatch.runners import prepare_topics
 from streams.ingest.app import default_publisher
-from streams.ingest.publisher import (
-    OutRecord,
-    Placement,
-    PublisherConfig,
-    TransactionalPublisher,
-)
+from streams.ingest.publisher import PublisherConfig, TransactionalPublisher
+from streams.ingest.records import OutRecord, Placement
 from streams.topics import TopicNames
 
 

@@ -23,13 +23,12 @@ from streams.ingest import publisher as publisher_module
 from streams.ingest.app import default_publisher
 from streams.ingest.groups import GroupBounds, Member, take_group
 from streams.ingest.publisher import (
-    OutRecord,
-    Placement,
     PublisherConfig,
     PublishTooLarge,
     PublishUnavailable,
     TransactionalPublisher,
 )
+from streams.ingest.records import OutRecord, Placement
 
 
 class HeldFirst(TransactionalPublisher):
