@@ -14,26 +14,33 @@ before they get here.
 A waiting request is only a future on the event loop: it ends by a slot, by its
 deadline or by a cancel (a shutdown past its grace), and a slot handed to it as it
 was cancelled passes on to the next, so none is ever lost. The refusals' `Retry-After`
-is jittered (`jittered_retry_after`): clients refused together must not all come
-back in the same second.
+is jittered (`jittered_retry_after`), like every 503 of the gateway's: clients refused
+together must not all come back in the same second.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 from collections import deque
 
-RETRY_AFTER_JITTER = 0.4
-"""The share of `retry_after_s` an overload refusal's `Retry-After` varies by, either way."""
+RETRY_AFTER_JITTER_PERCENT = 40
+"""The share of `retry_after_s` a refusal's `Retry-After` varies by, either way, at most."""
+
+
+def retry_after_bounds(retry_after_s: int) -> tuple[int, int]:
+    """The least and the most `jittered_retry_after` answers: `retry_after_s` plus or
+    minus `RETRY_AFTER_JITTER_PERCENT` of it rounded down to whole seconds, so never
+    more than that share (rounded up, 7 s spread to 4-10 s: +-43 %), yet at least a
+    second either way so a small setting still spreads, and never below 1 s."""
+    spread = max(1, retry_after_s * RETRY_AFTER_JITTER_PERCENT // 100)
+    return max(1, retry_after_s - spread), retry_after_s + spread
 
 
 def jittered_retry_after(retry_after_s: int) -> int:
-    """`retry_after_s` plus or minus a random share of it (`RETRY_AFTER_JITTER`, at least
-    a second either way, never below 1): a burst refused at once comes back spread out."""
-    spread = math.ceil(retry_after_s * RETRY_AFTER_JITTER)
-    return random.randint(max(1, retry_after_s - spread), retry_after_s + spread)  # noqa: S311
+    """A `Retry-After` drawn at random within `retry_after_bounds`: a burst refused at
+    once (an overload, or every client of a Kafka outage) comes back spread out."""
+    return random.randint(*retry_after_bounds(retry_after_s))  # noqa: S311
 
 
 class Admission:

@@ -131,9 +131,11 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def shutting_down(retry_after: str, *, started: bool = True) -> HttpError:
+def shutting_down(retry_after_s: int, *, started: bool = True) -> HttpError:
     """503 `shutting_down`: the gateway stopped before the request was done (`started`:
-    it may have published; else it was still waiting for a slot)."""
+    it may have published; else it was still waiting for a slot). Its `Retry-After` is
+    jittered: every client cut by one stop would otherwise come back in the same second."""
+    retry_after = str(jittered_retry_after(retry_after_s))
     detail = (
         "the gateway shut down before this request was done; whether it was published is "
         f"not known, retry in {retry_after} s (a repeated item is idempotent downstream)"
@@ -143,6 +145,26 @@ def shutting_down(retry_after: str, *, started: bool = True) -> HttpError:
     )
     headers = {"Retry-After": retry_after, "Connection": "close"}
     return HttpError(503, "shutting_down", detail, headers=headers)
+
+
+def kafka_unavailable(retry_after_s: int, why: str, *, outcome_unknown: bool = False) -> HttpError:
+    """503 `kafka_unavailable`: nothing of the request was published, or, when Kafka
+    stopped answering after the commit was sent, that is not known (it said "nothing was
+    published" of requests Kafka had committed). Its `Retry-After` is jittered: after an
+    outage every client refused during it came back in the same second."""
+    retry = str(jittered_retry_after(retry_after_s))
+    outcome = (
+        "whether it was committed is not known; posting it again is safe (the engine "
+        "takes a scan or a status once per event_id)"
+        if outcome_unknown
+        else "nothing was published"
+    )
+    return HttpError(
+        503,
+        "kafka_unavailable",
+        f"{why}; {outcome}, retry in {retry} s",
+        headers={"Retry-After": retry},
+    )
 
 
 def _take_back_cancel() -> None:
@@ -159,7 +181,7 @@ class ShutdownAnswer:
 
     def __init__(self, app: ASGIApp, retry_after_s: int) -> None:
         self.app = app
-        self.retry_after = str(retry_after_s)
+        self.retry_after_s = retry_after_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -185,7 +207,7 @@ class ShutdownAnswer:
             )
             if started:
                 return
-            exc = shutting_down(self.retry_after)
+            exc = shutting_down(self.retry_after_s)
             body = {"request_id": request_id, "error": exc.error, "detail": exc.detail}
             await _json(exc.status, body, exc.headers)(scope, receive, tracking_send)
 
@@ -488,7 +510,7 @@ class Gateway:
             # a stop cut it before it started: "whether it was published is not known"
             # (what a cut request is told) would send a client to check for nothing
             _take_back_cancel()
-            raise shutting_down(str(self.limits.retry_after_s), started=False) from None
+            raise shutting_down(self.limits.retry_after_s, started=False) from None
         if not admitted:
             retry = str(jittered_retry_after(self.limits.retry_after_s))
             raise HttpError(
@@ -520,26 +542,11 @@ class Gateway:
         and an error with a traceback in the log. The cancel is taken back so the answer
         can still be sent (the task ends right after)."""
         _take_back_cancel()
-        retry = str(self.limits.retry_after_s)
-        return shutting_down(retry)
+        return shutting_down(self.limits.retry_after_s)
 
     def _unavailable(self, why: str, *, outcome_unknown: bool = False) -> HttpError:
-        """503 `kafka_unavailable` with `Retry-After`: nothing of the request was published,
-        or, when Kafka stopped answering after the commit was sent, that is not known (it
-        said "nothing was published" of requests Kafka had committed)."""
-        retry = str(self.limits.retry_after_s)
-        outcome = (
-            "whether it was committed is not known; posting it again is safe (the engine "
-            "takes a scan or a status once per event_id)"
-            if outcome_unknown
-            else "nothing was published"
-        )
-        return HttpError(
-            503,
-            "kafka_unavailable",
-            f"{why}; {outcome}, retry in {retry} s",
-            headers={"Retry-After": retry},
-        )
+        """`kafka_unavailable` with this gateway's `retry_after_s`."""
+        return kafka_unavailable(self.limits.retry_after_s, why, outcome_unknown=outcome_unknown)
 
     @staticmethod
     def _rejection(verdict: Verdict, dead_letter: DeadLetter | None) -> dict[str, Any]:

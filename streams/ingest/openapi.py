@@ -164,8 +164,8 @@ OPS_FORBIDDEN = "The client is not in `gateway.ops_networks` (loopback by defaul
 RETRY_AFTER = {
     "Retry-After": {
         "schema": {"type": "integer", "minimum": 1},
-        "description": "Seconds: `retry_after_s`; for `overloaded` and `too_many_connections` "
-        "it plus or minus 40 % at random, so clients refused together come back spread out.",
+        "description": "Seconds: `retry_after_s` plus or minus 40 % at random (rounded down, "
+        "at least 1 s either way), so clients refused together come back spread out.",
     }
 }
 PARTIAL_PREFIX = "/v1/partial"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import math
 
 import pytest
 
-from streams.ingest.admission import RETRY_AFTER_JITTER, Admission, jittered_retry_after
+from streams.ingest.admission import (
+    RETRY_AFTER_JITTER_PERCENT,
+    Admission,
+    jittered_retry_after,
+    retry_after_bounds,
+)
 
 
 async def _settled() -> None:
@@ -120,7 +124,25 @@ def test_a_slot_handed_to_a_waiter_as_it_is_cancelled_passes_on() -> None:
 
 @pytest.mark.parametrize("base", [1, 2, 5, 7, 60, 3600])
 def test_the_retry_after_varies_around_its_setting_within_bounds(base: int) -> None:
-    spread = math.ceil(base * RETRY_AFTER_JITTER)
     seen = {jittered_retry_after(base) for _ in range(2000)}
-    assert seen <= set(range(max(1, base - spread), base + spread + 1))
+    least, most = retry_after_bounds(base)
+    assert seen <= set(range(least, most + 1))
+    if most - least <= 20:
+        assert {least, most} <= seen  # the bounds are reached, not only stated
     assert len(seen) > 1  # spread, not one value for every client
+
+
+@pytest.mark.parametrize(("base", "bounds"), [(1, (1, 2)), (2, (1, 3)), (5, (3, 7)), (7, (5, 9))])
+def test_the_retry_after_bounds_are_the_documented_ones(base: int, bounds: tuple[int, int]) -> None:
+    """docs/ingest.md: +-40 % rounded down, at least 1 s either way, never below 1 s
+    (rounded up, 7 s gave 4-10 s: +-43 %)."""
+    assert retry_after_bounds(base) == bounds
+
+
+def test_the_retry_after_never_varies_by_more_than_its_share_beyond_the_least_second() -> None:
+    for base in range(1, 3601):
+        least, most = retry_after_bounds(base)
+        spread = max(1, base * RETRY_AFTER_JITTER_PERCENT / 100)
+        assert least >= max(1, base - spread), base
+        assert most <= base + spread, base
+        assert most - base >= 1  # every setting spreads
