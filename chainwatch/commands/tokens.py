@@ -108,6 +108,12 @@ def append_token(path: Path, entry: dict[str, Any]) -> None:
         raise UserError(f"cannot read tokens file {path}: {why}") from None
     if not isinstance(data, dict) or not isinstance(data.get("tokens") or [], list):
         raise UserError(f"tokens file {path}: expected a mapping with a `tokens:` list")
+    if entry["name"] in {t.get("name") for t in data.get("tokens") or [] if isinstance(t, dict)}:
+        # the option's fault, not the file's: it said "tokens file ...: names must be unique"
+        raise UserError(
+            f"NAME: a token named {entry['name']!r} is already in {path}: pick another name, "
+            "or remove its entry there (that revokes its token) and create it again"
+        )
     tokens = [*(data.get("tokens") or []), entry]
     try:
         TokensFile.model_validate({**data, "tokens": tokens})

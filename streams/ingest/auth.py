@@ -76,8 +76,12 @@ class TokensFile(BaseModel):
     def _unique(self) -> Self:
         names = [t.name for t in self.tokens]
         digests = [t.sha256.lower() for t in self.tokens]
-        if len(set(names)) != len(names):
-            raise ValueError("token names must be unique")
+        if twice := sorted({name for name in names if names.count(name) > 1}):
+            # named: in a file of dozens of callers "must be unique" left the search to you
+            raise ValueError(
+                f"token names must be unique: {', '.join(map(repr, twice))} in more than one "
+                "entry (rename or remove one)"
+            )
         if len(set(digests)) != len(digests):
             raise ValueError("two entries have the same sha256")
         return self

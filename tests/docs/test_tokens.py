@@ -70,7 +70,12 @@ def test_create_keeps_comments_and_refuses_what_the_gateway_would_refuse(tmp_pat
     assert before.startswith("# our callers\n")
 
     for args, blamed in (
-        (["crm", "--role", "crm"], "tokens file"),  # the name is taken
+        # the name is taken: named, with what to do (it blamed the file, named nothing)
+        (
+            ["crm", "--role", "crm"],
+            f"error: NAME: a token named 'crm' is already in {tokens}: "
+            "pick another name, or remove its entry",
+        ),
         (["boss", "--role", "boss"], "error: --role: "),  # no such role (not the file's fault)
         (["dye", "--role", "unit"], "error: the new token: "),  # a unit token needs its unit
     ):

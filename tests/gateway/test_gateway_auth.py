@@ -51,7 +51,7 @@ def test_tokens_file_resolves_only_the_hashed_token(tmp_path: Path) -> None:
         (
             f"tokens:\n  - {{name: a, sha256: {'a' * 64}, role: crm}}\n"
             f"  - {{name: a, sha256: {'b' * 64}, role: crm}}\n",
-            "unique",
+            "names must be unique: 'a' in more than one entry",
         ),
         ("tokens: [\n", "cannot read"),
     ],
