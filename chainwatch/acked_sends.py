@@ -20,15 +20,26 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from schemas.deadline import deadline
 
 
-def timed_out(exc: BaseException) -> bool:
-    """Whether a failed call passed its deadline (no answer), not Kafka refusing it: only
-    then may its message say "within N s" (a `LeaderNotAvailableError` comes at once)."""
-    return isinstance(exc, TimeoutError)
+def kafka_failed(exc: BaseException, timeout_s: float) -> str:
+    """How Kafka failed a send or flush, for the caller's one line: it did not answer
+    within the deadline; it stopped answering (a broker gone); or it refused.
+
+    A broker stopped mid-publish does not always show as the deadline: aiokafka gives
+    up on a batch whose partition has no leader once it expires and fails it with a
+    retriable error (`LeaderNotAvailableError`, `NotLeaderForPartitionError`, or
+    `KafkaConnectionError`, `KafkaTimeoutError`), which read "Kafka refused the records"
+    though nothing answered. Only an error trying again cannot change is a refusal;
+    only the deadline may say "within N s" (a retriable error may come at once)."""
+    if isinstance(exc, TimeoutError):
+        return f"did not answer within {timeout_s:g} s"
+    if getattr(exc, "retriable", False) is True or isinstance(exc, KafkaTimeoutError):
+        return f"stopped answering ({type(exc).__name__})"
+    return f"refused the records ({type(exc).__name__})"
 
 
 class AckedSends:
@@ -72,5 +83,5 @@ class AckedSends:
         self.acknowledged += len(pending)
 
     def _failed(self, exc: BaseException) -> Exception:
-        """The error that stops the caller: Kafka did not answer (`timed_out`) or refused."""
+        """The error that stops the caller, worded by `kafka_failed`."""
         raise NotImplementedError

@@ -39,7 +39,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from chainwatch.acked_sends import AckedSends, timed_out
+from chainwatch.acked_sends import AckedSends, kafka_failed
 from chainwatch.errors import USER_ERRORS, UserError
 from chainwatch.kafka_admin import admin_client, bounded, ensure_topics, kafka_call
 from chainwatch.long_lines import MAX_LINE_BYTES, LongLine, binary_lines
@@ -183,8 +183,9 @@ class _Publisher(AckedSends):
 
     aiokafka's idempotent producer retries a batch for as long as Kafka is away:
     a broker that stopped mid-publish kept the replay at "publishing: 115000/300000"
-    for ever, without a word. Past the deadline (or on Kafka's refusal) the replay
-    stops with one line; its topics are deleted as after any failed run.
+    for ever, without a word. Past the deadline, when aiokafka gives up on a broker
+    gone, or on Kafka's refusal, the replay stops with one line saying which; its
+    topics are deleted as after any failed run.
     """
 
     def __init__(self, producer: AIOKafkaProducer, bootstrap: str) -> None:
@@ -192,14 +193,11 @@ class _Publisher(AckedSends):
         self.bootstrap = bootstrap
 
     def _failed(self, exc: BaseException) -> UserError:
-        """One line: "within 60 s" for a deadline passed, Kafka's error for a refusal
-        (a `LeaderNotAvailableError` comes at once: "within 60 s" misled)."""
-        if timed_out(exc):
-            what = f"did not take the scenario's records within {self.timeout_s:g} s (no answer"
-        else:
-            what = f"refused the scenario's records ({type(exc).__name__}"
+        """One line: whether Kafka did not answer, stopped answering or refused
+        (`kafka_failed`), and how far the replay came."""
         return UserError(
-            f"Kafka at {self.bootstrap} {what}; {self.acknowledged} acknowledged before): "
+            f"Kafka at {self.bootstrap} {kafka_failed(exc, self.timeout_s)} "
+            f"({self.acknowledged} of the scenario's records acknowledged before): "
             "the replay stopped; check that the broker answers and run it again"
         )
 

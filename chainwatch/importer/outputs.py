@@ -30,7 +30,7 @@ from typing import IO
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from chainwatch.acked_sends import AckedSends, timed_out
+from chainwatch.acked_sends import AckedSends, kafka_failed
 from chainwatch.importer.pipeline import Accepted
 from chainwatch.importer.tables import ImportFailed, is_one_of
 from schemas.dead_letter import DeadLetter
@@ -205,11 +205,8 @@ class KafkaOutput(AckedSends):
             await stop_producer(producer, self.timeout_s if timeout_s is None else timeout_s)
 
     def _failed(self, exc: BaseException) -> ImportFailed:
-        if timed_out(exc):
-            what = f"did not acknowledge within {self.timeout_s:g}s (no answer)"
-        else:
-            what = f"refused the records ({type(exc).__name__})"
         return ImportFailed(
-            f"Kafka at {self.bootstrap} {what}; {self.acknowledged} records were acknowledged "
+            f"Kafka at {self.bootstrap} {kafka_failed(exc, self.timeout_s)}; "
+            f"{self.acknowledged} records were acknowledged "
             "before. Re-running the import is safe: records sent twice change nothing"
         )
