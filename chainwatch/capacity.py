@@ -146,8 +146,11 @@ def plan_capacity(load: Load, figures: Figures) -> Plan:
         "for space amplification and compaction headroom",
         "changelog topics: one compacted copy of the state x replication "
         f"{load.replication_factor}",
-        f"memory per worker: {figures.rss_bytes_per_open_order.value:,.0f} bytes RSS per open "
-        "order in flight (memory store; RocksDB keeps less in RAM)",
+        f"memory per worker (memory store, engine.store's default): "
+        f"{figures.rss_bytes_per_open_order.value:,.0f} bytes RSS per order in state, closed "
+        "orders kept for the retention included (measured on open orders; a closed order "
+        "keeps its slot until evicted), active copies only: each standby copy adds its "
+        "share again; with engine.store=rocksdb the state is on disk, not in RAM",
         f"ClickHouse: {figures.clickhouse_rows_per_record.value:g} rows per input record "
         f"({'measured' if figures.clickhouse_rows_per_record.measured else 'estimate'}: "
         f"{figures.clickhouse_rows_per_record.source}); rows kept over {load.history_days} "
@@ -161,8 +164,10 @@ def plan_capacity(load: Load, figures: Figures) -> Plan:
         rocksdb_bytes_total=math.ceil(rocksdb_total),
         rocksdb_bytes_per_worker=math.ceil(rocksdb_total / workers),
         changelog_bytes=math.ceil(state_bytes * load.replication_factor),
+        # the memory store holds every order in state, not only those in flight: at
+        # 500 records/s the closed ones kept 30 days are 86 million, 4,000 x the 20,000 open
         memory_bytes_per_worker=math.ceil(
-            load.orders_in_flight * figures.rss_bytes_per_open_order.value / workers
+            orders_in_state * figures.rss_bytes_per_open_order.value / workers
         ),
         clickhouse_rows_per_day=math.ceil(rows_per_day),
         clickhouse_rows_kept=math.ceil(rows_per_day * load.history_days),

@@ -70,19 +70,23 @@ def register(app: typer.Typer) -> None:
             ),
             figures,
         )
+        rows = [
+            ("partitions per topic", f"{plan.partitions}"),
+            ("workers", f"{plan.workers}"),
+            ("sink processes", f"{plan.sinks}"),
+            ("orders in engine state", f"{plan.orders_in_state:,}"),
+            ("RocksDB disk, all workers", human_bytes(plan.rocksdb_bytes_total)),
+            ("RocksDB disk per worker", human_bytes(plan.rocksdb_bytes_per_worker)),
+            ("changelog topics on Kafka", human_bytes(plan.changelog_bytes)),
+            ("memory per worker (memory store)", human_bytes(plan.memory_bytes_per_worker)),
+            ("ClickHouse rows/day", f"{plan.clickhouse_rows_per_day:,}"),
+            ("ClickHouse rows kept", f"{plan.clickhouse_rows_kept:,}"),
+        ]
+        width = max(len(label) for label, _ in rows)
         lines = [
             f"target: {rate:,.0f} records/s, {orders_in_flight:,} orders in flight, "
             f"{days} days of history",
-            f"partitions per topic      {plan.partitions}",
-            f"workers                   {plan.workers}",
-            f"sink processes            {plan.sinks}",
-            f"orders in engine state    {plan.orders_in_state:,}",
-            f"RocksDB disk, all workers {human_bytes(plan.rocksdb_bytes_total)}",
-            f"RocksDB disk per worker   {human_bytes(plan.rocksdb_bytes_per_worker)}",
-            f"changelog topics on Kafka {human_bytes(plan.changelog_bytes)}",
-            f"memory per worker (state) {human_bytes(plan.memory_bytes_per_worker)}",
-            f"ClickHouse rows/day       {plan.clickhouse_rows_per_day:,}",
-            f"ClickHouse rows kept      {plan.clickhouse_rows_kept:,}",
+            *(f"{label:<{width}} {value}" for label, value in rows),
             "assumptions:",
             *(f"  - {a}" for a in plan.assumptions),
         ]

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from chainwatch.capacity import FIGURES_FILE, Figure, Figures, Load, load_figures, plan_capacity
+from chainwatch.capacity import (
+    FIGURES_FILE,
+    Figure,
+    Figures,
+    Load,
+    human_bytes,
+    load_figures,
+    plan_capacity,
+)
 from chainwatch.errors import UserError
 
 
@@ -59,7 +67,9 @@ def test_state_counts_orders_in_flight_and_closed_orders_still_retained() -> Non
     assert plan.rocksdb_bytes_total == state * 2 * 2  # active + 1 standby, x2 overhead
     assert plan.rocksdb_bytes_per_worker == plan.rocksdb_bytes_total // plan.workers
     assert plan.changelog_bytes == state * 3
-    assert plan.memory_bytes_per_worker == 1_000 * 10_000 // plan.workers
+    # the memory store holds every order in state, closed ones still retained included:
+    # counting only the 1,000 in flight made it 170 times too small here
+    assert plan.memory_bytes_per_worker == plan.orders_in_state * 10_000 // plan.workers
 
 
 def test_clickhouse_rows_and_sinks_follow_the_rows_per_record() -> None:
@@ -133,8 +143,11 @@ def test_plan_capacity_command_prints_the_plan_and_its_assumptions() -> None:
     assert result.exit_code == 0, result.output
     figures = load_figures()
     expected = plan_capacity(Load(rate=2000, orders_in_flight=50_000, history_days=90), figures)
-    assert f"workers                   {expected.workers}\n" in result.output
-    assert f"partitions per topic      {expected.partitions}\n" in result.output
-    assert f"ClickHouse rows/day       {expected.clickhouse_rows_per_day:,}\n" in result.output
+    rows = dict(re.findall(r"^(\S.*?) {1,}(\S+(?: [KMGT]?B)?)$", result.output, re.M))
+    assert rows["workers"] == f"{expected.workers}"
+    assert rows["partitions per topic"] == f"{expected.partitions}"
+    assert rows["ClickHouse rows/day"] == f"{expected.clickhouse_rows_per_day:,}"
+    # labelled by the store it holds for: with RocksDB the state is on disk
+    assert rows["memory per worker (memory store)"] == human_bytes(expected.memory_bytes_per_worker)
     assert "assumptions:" in result.output
     assert figures.machine in result.output
