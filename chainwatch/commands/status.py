@@ -126,10 +126,10 @@ _STYLES = {"critical": "red", "breached": "red", "down": "red", "at_risk": "yell
 def render(sections: list[Section], *, refreshed: datetime) -> Group:
     parts: list[Any] = [Text(f"chainwatch status  (refreshed {refreshed:%Y-%m-%d %H:%M:%S} UTC)")]
     for section in sections:
-        title = section.title if section.total is None else f"{section.title} ({section.total})"
         if not section.rows:
-            parts.append(Text(f"{title}: none", style="dim"))
+            parts.append(Text(f"{section.title}: none", style="dim"))
             continue
+        title = section.title if section.total is None else f"{section.title} ({section.total})"
         table = Table(*section.columns, title=title, title_justify="left", expand=False)
         for row in section.rows:
             table.add_row(*(Text(_cell(v), style=_STYLES.get(_cell(v), "")) for v in row))
