@@ -47,8 +47,8 @@ class ScenarioResult:
 
 @dataclass(frozen=True, slots=True)
 class _ClockAt:
-    """Where the clocks were when a CRM record came: the file's, and each order
-    partition's (when the oracle models partitions)."""
+    """Where the clocks were when a CRM record came: the file's, and each partition's
+    (when the oracle models partitions)."""
 
     file: datetime | None
     partitions: dict[int, datetime]
@@ -67,25 +67,28 @@ class _World:
     tombstone's forgetting)."""
     unit_status: dict[str, list[DowntimeRecord]] = field(default_factory=dict)
     clock: datetime | None = None
-    order_clocks: dict[int, datetime] = field(default_factory=dict)
-    """Each order partition's clock: the largest event_time of its scans and order records."""
+    partition_clocks: dict[int, datetime] = field(default_factory=dict)
+    """Each partition's clock: the largest event_time of the scans, order records and
+    unit statuses on that partition number (the engine keeps one clock per number for
+    every input topic, `EngineClock.observe`)."""
     rejected: int = 0
 
-    def partition(self, order_id: str) -> int | None:
+    def partition(self, key: str) -> int | None:
         if self.partitions is None:
             return None
-        return partition_of(order_id.encode("utf-8"), self.partitions)
+        return partition_of(key.encode("utf-8"), self.partitions)
 
     def clock_at(self) -> _ClockAt:
-        return _ClockAt(self.clock, dict(self.order_clocks))
+        return _ClockAt(self.clock, dict(self.partition_clocks))
 
-    def advance_order_side(self, order_id: str, event_time: datetime | None) -> None:
+    def advance_on(self, key: str, event_time: datetime | None) -> None:
+        """Move the file's clock, and that of the partition `key` is read from."""
         self.advance(event_time)
-        partition = self.partition(order_id)
+        partition = self.partition(key)
         if partition is not None and event_time is not None:
-            before = self.order_clocks.get(partition)
+            before = self.partition_clocks.get(partition)
             if before is None or event_time > before:
-                self.order_clocks[partition] = event_time
+                self.partition_clocks[partition] = event_time
 
     def order(self, order_id: str) -> OrderFacts:
         facts = self.orders.get(order_id)
@@ -107,13 +110,13 @@ def _ingest(world: _World, offset: int, line: bytes, plan: SlaPlan) -> None:
         return
     if isinstance(record, ScanEvent):
         add_scan(world.order(record.order_id), scan_fact(record))
-        world.advance_order_side(record.order_id, record.event_time)
+        world.advance_on(record.order_id, record.event_time)
     elif isinstance(record, OrderRecord):
         add_record(world.order(record.order_id), order_record_fact(record, offset))
-        world.advance_order_side(record.order_id, record.event_time)
+        world.advance_on(record.order_id, record.event_time)
     elif isinstance(record, UnitStatus):
         add_unit_status(world.unit_status.setdefault(record.unit_id, []), unit_status_fact(record))
-        world.advance(record.event_time)
+        world.advance_on(record.unit_id, record.event_time)
     elif isinstance(record, Customer):
         world.customers.setdefault(record.customer_id, []).append(
             (world.clock_at(), CustomerFact(record.customer_id, record.name, record.tier.value))
@@ -160,8 +163,9 @@ def run_scenario(
     when the order was evicted (that long after it closed): a CRM record placed
     in the file where the clock has passed that instant does not reach it. The
     clock of a CRM record is the largest event_time before it in the file, or with
-    `partitions` (the replay's count) the largest of the scans and order records
-    before it on the order's partition, as the engine's partition clock: it trails
+    `partitions` (the replay's count) the largest of the scans, order records and unit
+    statuses before it on the order's partition number, as the engine's partition
+    clock (one per number, whichever input topic moved it): it trails
     the file's by the gap between that partition's records, minutes in a busy file
     but days at the quiet end of a simulated one (`bench/fleet.py`'s 30 days x 105
     orders: an order evicted there kept a tier change the file's clock had passed).

@@ -83,3 +83,20 @@ def test_with_partitions_the_eviction_clock_is_the_order_partitions() -> None:
     assert tiers(elsewhere, 8) == {"gold"}
     assert tiers(same_partition, 8) == {"platinum"}
     assert tiers(elsewhere, None) == {"platinum"}  # one clock: the file's
+
+
+def test_a_unit_status_moves_the_clock_of_its_partition_number_too() -> None:
+    """The engine keeps one clock per partition number for every input topic it reads
+    (`EngineClock.observe` from the unit agent as from the order agent), so a unit
+    status on unit-status partition 4 moves the clock that evicts PO-3301 (orders
+    partition 4 of 8): the tier change after it does not reach the order. Before: only
+    scans and order records moved the oracle's partition clock, and it said gold."""
+    status = _line("unit-status", "U-11", {
+        "event_id": "later-u", "unit_id": "U-11", "stage": "knitting", "status": "up",
+        "reason": "machine_breakdown", "event_time": "2027-05-01T00:00:00Z"})  # fmt: skip
+    lines = [*EXAMPLE_3.read_bytes().splitlines(), status, TIER_CHANGE]
+    result = run_scenario(
+        lines, PLAN, UNTIL, closed_order_retention=timedelta(days=30), partitions=8
+    )
+    tiers = {str(a.customer.tier) for a in result.alerts if a.order_id == "PO-3301" and a.customer}
+    assert tiers == {"platinum"}
