@@ -267,3 +267,32 @@ def test_the_endpoint_file_is_private_even_over_a_leftover_of_another_mode(
     for served in _serve(tmp_path):
         path = endpoint_file(served.settings.clickhouse_dir)
         assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.integration
+def test_no_header_is_asked_of_an_empty_read_that_used_half_its_time(tmp_path: Path) -> None:
+    """`DESCRIBE (query)` evaluates the query's scalar subqueries again: after a read that
+    took most of `max_execution_time` it took as long once more, so a read of no rows ran
+    up to twice the limit (60 s: the loopback client's whole deadline). Before: the header
+    was asked whatever the read had cost."""
+    settings = Settings(data_dir=tmp_path / "data")
+    sink = SerializedClient(open_client(settings))
+    sink.command("CREATE TABLE marks (n UInt32) ENGINE = MergeTree ORDER BY n")
+    queries = ReadOnlyQueries(open_own_handle(settings), ReadLimits(max_execution_time_s=2))
+    sent: list[str] = []
+    query = queries.client.query
+
+    def spy(sql: str, **kwargs: Any) -> Any:
+        sent.append(sql)
+        return query(sql, **kwargs)
+
+    queries.client.query = spy  # type: ignore[method-assign]
+    try:  # the scalar subquery sleeps 1.2 s: more than half of the 2 s limit
+        slow = "SELECT n FROM marks WHERE n > (SELECT sum(sleepEachRow(0.3)) FROM numbers(4))"
+        assert list(queries.query(slow).result_rows) == []
+        assert not [s for s in sent if s.startswith("DESCRIBE")]
+        quick = queries.query("SELECT n FROM marks WHERE n > 5")
+        assert list(quick.column_names) == ["n"]  # a cheap read still names its columns
+    finally:
+        queries.close()
+        sink.close()
