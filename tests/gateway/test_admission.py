@@ -84,13 +84,19 @@ def test_without_a_wait_a_request_beyond_the_limit_is_refused_at_once() -> None:
     asyncio.run(run())
 
 
+async def _held_with_two_waiting() -> tuple[Admission, asyncio.Task[bool], asyncio.Task[bool]]:
+    """One slot, held; two requests waiting for it in order (the first to be cancelled)."""
+    admission = Admission(limit=1, wait_s=30)
+    assert await admission.enter()
+    cancelled = asyncio.create_task(admission.enter())
+    after = asyncio.create_task(admission.enter())
+    await _settled()
+    return admission, cancelled, after
+
+
 def test_a_cancelled_waiter_leaves_the_queue_and_the_slot_goes_to_the_next() -> None:
     async def run() -> None:
-        admission = Admission(limit=1, wait_s=30)
-        assert await admission.enter()
-        cancelled = asyncio.create_task(admission.enter())
-        after = asyncio.create_task(admission.enter())
-        await _settled()
+        admission, cancelled, after = await _held_with_two_waiting()
         cancelled.cancel()
         with pytest.raises(asyncio.CancelledError):
             await cancelled
@@ -106,11 +112,7 @@ def test_a_slot_handed_to_a_waiter_as_it_is_cancelled_passes_on() -> None:
     """A shutdown's cancel that lands after the slot was handed over must not lose it."""
 
     async def run() -> None:
-        admission = Admission(limit=1, wait_s=30)
-        assert await admission.enter()
-        cancelled = asyncio.create_task(admission.enter())
-        after = asyncio.create_task(admission.enter())
-        await _settled()
+        admission, cancelled, after = await _held_with_two_waiting()
         admission.leave()  # `cancelled` is handed the slot but has not run yet
         cancelled.cancel()
         with pytest.raises(asyncio.CancelledError):

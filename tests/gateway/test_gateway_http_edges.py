@@ -129,11 +129,15 @@ def test_utf8_and_identity_are_read_as_before(
     assert response.status_code == 202, response.text
 
 
+def _address(base_url: str) -> tuple[str, int]:
+    host, port = base_url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
 def _raw_exchange(base_url: str, data: bytes, until: bytes | None = None) -> bytes:
     """What the gateway answers to `data` on one connection, read until it closes (or
     until the answer ends with `until`, on a connection kept alive)."""
-    host, port = base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    with socket.create_connection(_address(base_url), timeout=10) as sock:
         sock.sendall(data)
         answer = b""
         while chunk := sock.recv(65536):
@@ -221,19 +225,22 @@ def test_an_upgrade_without_a_body_is_ignored(gateway: Harness) -> None:
     assert answer.startswith(b"HTTP/1.1 200 "), answer
 
 
+def _chunked_post_head(extra_headers: str = "") -> bytes:
+    """A post of scans whose chunked body has begun with one good chunk (`[{`)."""
+    return (
+        f"POST /v1/scans HTTP/1.1\r\nHost: x\r\n{extra_headers}"
+        f"Authorization: Bearer {token_of('admin')}\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n2\r\n[{\r\n"
+    ).encode()
+
+
 def test_a_chunked_body_the_parser_refuses_is_a_json_400_at_once(gateway: Harness) -> None:
     """The parser failed inside the body of the request being served: it was taken for an
     earlier request still owed an answer, so no 400 was written and the app waited for the
     rest of the body, answering 408 `body_timeout` after `body_timeout_s`."""
     counted = protocol_refusals(gateway.base_url, 400, "bad_request")
-    head = (
-        "POST /v1/scans HTTP/1.1\r\nHost: x\r\n"
-        f"Authorization: Bearer {token_of('admin')}\r\nContent-Type: application/json\r\n"
-        "Transfer-Encoding: chunked\r\n\r\n2\r\n[{\r\n"
-    ).encode()
-    host, port = gateway.base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=1) as sock:
-        sock.sendall(head)
+    with socket.create_connection(_address(gateway.base_url), timeout=1) as sock:
+        sock.sendall(_chunked_post_head())
         sock.sendall(b"zz\r\n")
         answer = b""
         while chunk := sock.recv(65536):  # a timeout (no answer within 1 s) fails the test
@@ -261,14 +268,8 @@ def test_a_chunked_body_the_parser_refuses_is_counted_once_under_its_own_request
         )
 
     before = counts()
-    head = (
-        "POST /v1/scans HTTP/1.1\r\nHost: x\r\nX-Request-ID: broken-chunk-7\r\n"
-        f"Authorization: Bearer {token_of('admin')}\r\nContent-Type: application/json\r\n"
-        "Transfer-Encoding: chunked\r\n\r\n2\r\n[{\r\n"
-    ).encode()
-    host, port = gateway.base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(head)
+    with socket.create_connection(_address(gateway.base_url), timeout=5) as sock:
+        sock.sendall(_chunked_post_head("X-Request-ID: broken-chunk-7\r\n"))
         wait_until_in_flight(gateway.base_url, 1)  # the route reads the body
         sock.sendall(b"zz\r\n")
         status, headers, body = read_response(sock, timeout_s=5)
@@ -299,8 +300,7 @@ def test_a_broken_chunked_body_behind_a_pipelined_request_is_answered_after_it(
 def _read_answers(base_url: str, request: bytes, count: int) -> bytes:
     """What the gateway answers to `request` on one connection, read until `count`
     answers of /healthz came (a timeout, or a close before, fails)."""
-    host, port = base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
+    with socket.create_connection(_address(base_url), timeout=5) as sock:
         sock.sendall(request)
         answer = b""
         while answer.count(b'{"status":"ok"}') < count:
