@@ -275,3 +275,25 @@ def test_the_runnable_blocks_work_as_written(
     assert code == 0, f"{doc} failed (exit {code}, None = 240 s deadline):\n{shown[-3000:]}"
     for expected in EXPECTED_OUTPUT.get(doc, []):
         assert expected in shown, f"{doc}: {expected!r} not in the output:\n{shown[-3000:]}"
+
+
+def _files_written_in_place(line: str) -> set[str]:
+    """The files a command line writes in the directory it runs in: `> name`, `--out name`,
+    `--rejects name`, `--file name` (a bare name: no directory, no variable)."""
+    targets = re.findall(r"(?:>|--out|--rejects|--file)\s+([^\s;&|)]+)", line)
+    return {t for t in targets if re.fullmatch(r"[\w.-]+\.\w+", t)}
+
+
+def test_every_file_a_block_writes_in_the_clone_is_git_ignored() -> None:
+    """A reader follows the docs from the clone's root: what a step leaves there must never
+    show in `git status` nor be committed by the next `git add -A`."""
+    ignored = set((ROOT / ".gitignore").read_text(encoding="utf-8").split())
+    written = {
+        (f"/{name}", f"{b.file}:{b.line}")
+        for b in BLOCK_LIST
+        for line in _logical_lines(b.text)
+        for name in _files_written_in_place(line)
+    }
+    assert len(written) >= 5
+    not_ignored = sorted(where + " " + name for name, where in written if name not in ignored)
+    assert not not_ignored, f"add these to .gitignore: {not_ignored}"
