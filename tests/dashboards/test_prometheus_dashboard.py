@@ -6,34 +6,18 @@ A running worker is checked too: tests/engine/test_engine_live_clock.py.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client import REGISTRY, CollectorRegistry
+from exported_metrics import exported_by_process
 
 from dashboards import prometheus
 from dashboards.export import build_all, to_json
 from schemas.plan import load_plan
-from streams.app import create_app
-from streams.engine.agents import Engine, EngineConfig
-from streams.ingest.metrics import GatewayMetrics
-from streams.topics import TopicNames
 
 ROOT = Path(__file__).resolve().parents[2]
-SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ()}
-
-
-def _exported(registry: CollectorRegistry) -> set[str]:
-    """Every series name a registry exposes (a labelled family without children included)."""
-    names: set[str] = set()
-    for family in registry.collect():
-        names.add(family.name)
-        names.update(sample.name for sample in family.samples)
-        names.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ()))
-    return names
 
 
 def _board() -> object:
@@ -60,19 +44,7 @@ def test_every_target_is_promql_on_the_provisioned_prometheus() -> None:
 
 @pytest.mark.slow
 def test_every_metric_the_dashboard_queries_is_exported_by_its_process(tmp_path: Path) -> None:
-    import sinks.clickhouse.metrics
-    import sinks.webhooks.metrics
-
-    del sinks  # imported for their module-level series in the default registry
-    app = create_app("prom-dashboard", bootstrap="localhost:1", partitions=1, data_dir=tmp_path)
-    engine = Engine(app, EngineConfig(names=TopicNames("t."), plan=load_plan(None)))
-    asyncio.run(engine.observer.refresh())  # the gauges computed on the worker's loop
-    exported = {
-        "worker": _exported(engine.runtime.metrics.registry),
-        "gateway": _exported(GatewayMetrics().registry),
-        "sink": _exported(REGISTRY),
-        "webhook": _exported(REGISTRY),
-    }
+    exported = exported_by_process(tmp_path)
     wanted = prometheus.metric_names(_board())  # type: ignore[arg-type]
     by_process: dict[str, set[str]] = {}
     for name in wanted:

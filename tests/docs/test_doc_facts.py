@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import typer
 from docs_helpers import ROOT
+from exported_metrics import exported_by_process
 
 from chainwatch.cli import app
 
@@ -184,3 +185,21 @@ def test_the_performance_page_names_only_sections_its_log_has() -> None:
                 assert any(t.startswith(title) for t in history), f"{title!r} ({row[:60]}...)"
             rows += 1
     assert rows >= 20, "the tables of changes and of ideas not kept"
+
+
+@pytest.mark.slow
+def test_every_metric_the_docs_name_is_exported_by_its_process(tmp_path: Path) -> None:
+    """An operator copies a series name from the docs into a Prometheus rule or query:
+    a name no process exports (renamed, misspelt) would alert on nothing, silently."""
+    exported = exported_by_process(tmp_path)
+    named = 0
+    unknown = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for match in re.finditer(r"\bchainwatch_([a-z]+)_\w*[a-z]", text):
+            named += 1
+            if match.group(0) not in exported.get(match.group(1), set()):
+                line = text.count("\n", 0, match.start()) + 1
+                unknown.append(f"{doc.relative_to(ROOT)}:{line} {match.group(0)}")
+    assert named >= 50
+    assert not unknown, unknown
