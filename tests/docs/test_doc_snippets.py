@@ -73,7 +73,13 @@ EXPECTED_OUTPUT = {
     "README.md": ["same: 3 alerts", '"accepted":2,"rejected":0'],
     "docs/simulator.md": ["scans"],
     "docs/import.md": ["import: 2 of 2 rows to orders.ndjson", "exit 3: some rows were rejected"],
-    "docs/scaling.md": ["partitions per topic", "assumptions:", "records/s per worker"],
+    "docs/scaling.md": [
+        "partitions per topic",
+        "assumptions:",
+        "records/s per worker",
+        "86,420,000",  # the orders in state the page's prose quotes (20,000 in flight)
+        "760.5 GB",
+    ],
 }
 
 
