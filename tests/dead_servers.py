@@ -81,8 +81,9 @@ class DeadServer(_Listener):
 class StallingClickHouse(_Listener):
     """A ClickHouse server that answers `GET /ping`, then stalls every other request as
     `kind` says: `silent` (reads it, answers nothing), `trickle` (a status line and a
-    header a byte every 50 ms for ever) or `trickle_body` (the headers of a streamed
-    answer, then its body a byte every 50 ms for ever). With `opens` it first answers
+    header a byte every 50 ms for ever), `trickle_body` (the headers of a streamed
+    answer, then its body a byte every 50 ms for ever) or `slow_error` (each request
+    answered 0.4 s late, with a ClickHouse error). With `opens` it first answers
     the requests a clickhouse-connect client sends while it opens (its version and time
     zone, the server's settings, a check), so the stall hits the calls after it."""
 
@@ -119,6 +120,15 @@ class StallingClickHouse(_Listener):
             pass  # the client gave up
 
     def _stall(self, conn: socket.socket) -> None:
+        if self.kind == "slow_error":  # every request answered, each a refusal 0.4 s late
+            while not self.stop.wait(0.4):  # the server's pace, not the test waiting
+                conn.sendall(
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 31\r\n\r\n"
+                    b"Code: 159. DB::Exception: slow\n"
+                )
+                if read_request(conn) is None:
+                    return
+            return
         if self.kind == "silent":
             self.stop.wait()
             return

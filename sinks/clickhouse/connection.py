@@ -31,23 +31,26 @@ from sinks.http_deadline import DeadlineClient, failure_reason
 
 CONNECT_DEADLINE_S = 10.0
 """How long a ClickHouse server may take to answer `/ping` before a client is opened,
-connecting and the whole answer included, and then each request of the client's opening
+connecting and the whole answer included, and then the client's opening, all its requests
 (its version, time zone and settings). clickhouse-connect's own timeouts bound one socket
 read (60 s each): a server that accepted and said nothing held a command a minute, one
 that sent a byte at a time held it for ever. Every request of a server client has a
-wall-clock deadline (`sinks.clickhouse.deadline_pool`): these, then the three below."""
+wall-clock deadline (`sinks.clickhouse.deadline_pool`), shared by the requests of one
+call: these, then the three below."""
 
 READ_DEADLINE_S = 40.0
-"""One request of a reading client (`chainwatch sql`, `status`, `doctor`, dashboards'
-reads through `open_reader`), its answer read in full: the server stops a read at
+"""One read of a reading client (`chainwatch sql`, `status`, `doctor`, dashboards'
+reads through `open_reader`), every request of it (the statement's check, the read, a
+clean-up after a failure) and the answers read in full: the server stops a read at
 `max_execution_time` (30 s, `read_only.ReadLimits`), so this ends only a wait on a
 server that stopped answering, or answers a byte at a time."""
 
 WRITE_DEADLINE_S = 120.0
-"""One insert or query of a writing client (the sink's batches of at most `flush_rows`
-rows, 50,000 by default, a second or two on a healthy server; its reads of what is
-stored after an assignment). Past it the call fails like an unreachable server: the sink
-pauses and retries the same batch under the same de-duplication token."""
+"""One insert (its column types asked first included) or query of a writing client (the
+sink's batches of at most `flush_rows` rows, 50,000 by default, a second or two on a
+healthy server; its reads of what is stored after an assignment). Past it the call fails
+like an unreachable server: the sink pauses and retries the same batch under the same
+de-duplication token."""
 
 DDL_DEADLINE_S = 300.0
 """One statement sent with `command` (migrations, `CREATE DATABASE`): a schema change ON
@@ -107,10 +110,10 @@ def open_client(
     database (a read path never writes): a store that is not there yet is a
     `StoreUnavailable` saying how to make one.
 
-    A server client's requests each have a deadline (`CONNECT_DEADLINE_S` while it
-    opens, then `WRITE_DEADLINE_S` for a `writer`, else `READ_DEADLINE_S`; calls through
-    `SerializedClient` or `answered` say so in a `StoreUnavailable`); give `deadlines` to
-    abort them from another thread (`Deadlines.abort`).
+    A server client's calls each have a deadline for all their requests
+    (`CONNECT_DEADLINE_S` while it opens, then `WRITE_DEADLINE_S` for a `writer`, else
+    `READ_DEADLINE_S`; calls through `SerializedClient` or `answered` say so in a
+    `StoreUnavailable`); give `deadlines` to abort them from another thread (`Deadlines.abort`).
     """
     database = settings.clickhouse.database
     if settings.clickhouse.is_embedded:

@@ -1,11 +1,13 @@
-"""A urllib3 pool for clickhouse-connect whose every request has one wall-clock deadline.
+"""A urllib3 pool for clickhouse-connect whose every call has one wall-clock deadline.
 
 clickhouse-connect bounds one socket operation (`connect_timeout`, and
 `send_receive_timeout` for each read): a server that answers `/ping` and then
 says nothing held a query a minute, one that sends a byte now and then held it
 for ever, each read succeeding within its timeout. `bound` makes a
 urllib3 pool the `pool_mgr` of a server client: each HTTP request on it is armed
-when it is sent, with the deadline of that moment, and a watchdog thread shuts the
+when it is sent, with its call's deadline (`Deadlines.call`: a call of several
+requests, an insert and its column types, a read and its clean-up, ends by the
+one limit, not that many), and a watchdog thread shuts the
 connection's socket down once the deadline passes while the request, or the
 reading of its answer, is still under way. The blocked read or write then ends
 at once and the call fails: with `DeadlinePassed` ("no answer within N s") among
@@ -59,13 +61,14 @@ def deadline_passed(exc: BaseException | None) -> DeadlinePassed | None:
 class _Armed:
     """One request's deadline on one connection."""
 
-    def __init__(self, shared: _Deadlines, conn: HTTPConnection, seconds: float) -> None:
+    def __init__(self, shared: _Deadlines, conn: HTTPConnection, at: float, seconds: float) -> None:
         self.shared = shared
         self.call = shared.call
         """The call it belongs to: only a cut of the current call fails that call."""
         self.conn = conn
         self.seconds = seconds
-        self.at = time.monotonic() + seconds
+        """The limit the message names: the call's, of which this request has what is left."""
+        self.at = at
         self.active = True
         self.in_call = True
         """In `request`/`getresponse`; after them the answer is read until the connection
@@ -143,13 +146,21 @@ class _Deadlines:
         self.armed: dict[int, _Armed] = {}
         self.call = 0
         """Which call of the client runs now (`Deadlines.call` counts them)."""
+        self.call_ends: float | None = None
+        """When the current call's deadline passes (None: outside a call, each request has
+        `deadline_s` of its own)."""
 
     def arm(self, conn: HTTPConnection) -> _Armed:
         with self.lock:
             refused = self.aborted or self.cut
             if refused is not None:
                 raise DeadlinePassed(refused)
-            armed = _Armed(self, conn, self.deadline_s)
+            now = time.monotonic()
+            at = now + self.deadline_s if self.call_ends is None else self.call_ends
+            if at <= now:  # the call's earlier requests took all its time
+                self.cut = f"no answer within {self.deadline_s:g} s"
+                raise DeadlinePassed(self.cut)
+            armed = _Armed(self, conn, at, self.deadline_s)
             previous = self.armed.get(id(conn))
             if previous is not None:
                 previous.active = False
@@ -240,18 +251,24 @@ class Deadlines:
 
     @contextlib.contextmanager
     def call(self, seconds: float | None = None) -> Iterator[None]:
-        """One call of the client: its requests get `seconds` (None: `deadline_s`), and
-        once one is cut the others fail at once."""
+        """One call of the client, all its requests within `seconds` (None: `deadline_s`)
+        from now: each gets what the ones before it left (a call of several - a read and
+        its clean-up, an insert and the column types it asks first, a client's opening -
+        took that many deadlines when each had one of its own), and once one is cut the
+        others fail at once."""
         before = self._shared.deadline_s
         with self._shared.lock:
             self._shared.call += 1
             self._shared.cut = None
-        if seconds is not None:
-            self._shared.deadline_s = seconds
+            if seconds is not None:
+                self._shared.deadline_s = seconds
+            self._shared.call_ends = time.monotonic() + self._shared.deadline_s
         try:
             yield
         finally:
-            self._shared.deadline_s = before
+            with self._shared.lock:
+                self._shared.deadline_s = before
+                self._shared.call_ends = None
 
     def abort(self, reason: str = "abandoned: the process is stopping") -> None:
         """End every request under way now, and refuse every later one."""

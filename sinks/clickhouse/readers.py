@@ -54,8 +54,9 @@ class DirectReader:
     """Opens the store itself; the same checks and limits as the loopback server.
 
     It creates nothing: a missing store or database is an error that says to migrate.
-    A server that stops answering is a `StoreUnavailable` within `READ_DEADLINE_S`
-    per request (`connection.answered`), not a hang.
+    A server that stops answering, or answers each request late, is a
+    `StoreUnavailable` within `READ_DEADLINE_S` per read (`connection.answered`), not a
+    hang.
     """
 
     def __init__(self, settings: StoreConfig) -> None:

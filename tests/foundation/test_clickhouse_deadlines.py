@@ -22,7 +22,7 @@ from chainwatch.cli_context import plain_store_error
 from chainwatch.settings import Settings
 from sinks.clickhouse import connection
 from sinks.clickhouse.connection import SerializedClient, StoreUnavailable, open_client
-from sinks.clickhouse.deadline_pool import Deadlines, bound
+from sinks.clickhouse.deadline_pool import DeadlinePassed, Deadlines, bound
 from sinks.clickhouse.readers import open_reader
 from sinks.clickhouse.sink import rows_at_fault
 from sinks.clickhouse.stored_offsets import READ_BACK_MAX_EXECUTION_S, read_cut, read_stored
@@ -176,13 +176,16 @@ def test_the_sink_told_to_stop_while_clickhouse_stalls_its_start_stops_at_once(
 
 @pytest.fixture
 def fast_server() -> Iterator[tuple[int, list[socket.socket]]]:
-    """Answers every request at once (`ok`, or a streamed body in two chunks)."""
+    """Answers every request at once (`ok`, or a streamed body in two chunks); one to
+    `/late` 0.6 s late."""
     listener = socket.create_server(("127.0.0.1", 0))
     accepted: list[socket.socket] = []
 
     def serve(conn: socket.socket) -> None:
         try:
-            while read_request(conn) is not None:
+            while (request := read_request(conn)) is not None:
+                if request.startswith(b"POST /late"):
+                    time.sleep(0.6)  # the server's pace, not the test waiting
                 conn.sendall(
                     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                     b"1\r\no\r\n1\r\nk\r\n0\r\n\r\n"
@@ -248,3 +251,52 @@ def test_an_earlier_calls_abandoned_answer_does_not_fail_the_current_call() -> N
     with deadlines.call():
         stale.fire("no answer within 600 s")  # the watchdog, later
         assert deadlines.cut is None
+
+
+@pytest.mark.usefixtures("short_deadlines")
+def test_a_read_of_a_server_that_answers_each_request_late_ends_at_the_one_read_deadline() -> None:
+    """A read is several requests (its statement checked by the server's parser, then,
+    after a failure, the handle settled with up to four more): each had the read's
+    deadline of its own, so `chainwatch sql` on a server that answers each just in time
+    took five deadlines (200 s) to print one error. The read has the one deadline now."""
+    server = StallingClickHouse("slow_error")
+
+    def read() -> object:
+        reader = open_reader(_settings(server))
+        try:
+            return reader.query("SELECT 1")
+        finally:
+            reader.close()
+
+    try:
+        started = time.monotonic()
+        error = outcome_within(10, read)
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert isinstance(error, StoreUnavailable), error
+    assert plain_store_error(str(error)) == _unreachable(server)
+    assert took < 2.5  # the opening's table-functions read (0.4 s) and the one read deadline
+
+
+def test_the_requests_of_one_call_share_its_deadline(
+    fast_server: tuple[int, list[socket.socket]],
+) -> None:
+    """The second request of a call gets what the first left: a request ending by its
+    own deadline no longer restarts the clock for the next."""
+    from clickhouse_connect.driver.httputil import get_pool_manager
+
+    port, _ = fast_server
+    deadlines = Deadlines(1.0, "test")
+    pool = bound(get_pool_manager(), deadlines)
+    started = time.monotonic()
+
+    def two_requests() -> None:
+        for _ in range(2):
+            pool.request("POST", f"http://127.0.0.1:{port}/late", body=b"x").release_conn()
+
+    with deadlines.call(), pytest.raises(DeadlinePassed, match=r"^no answer within 1 s$"):
+        two_requests()
+    assert time.monotonic() - started < 1.5
+    assert deadlines.cut == "no answer within 1 s"
+    pool.clear()
