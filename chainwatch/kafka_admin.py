@@ -203,15 +203,21 @@ def _named(exc: KafkaError) -> str:
     return text if text.startswith(name) else f"{name}: {text}"
 
 
-def admin_client(bootstrap: str) -> KafkaAdminClient:
+def admin_client(bootstrap: str, timeout_s: float | None = None) -> KafkaAdminClient:
+    """An admin client connected within `timeout_s` (default `ADMIN_CALL_TIMEOUT_S`).
+
+    kafka-python's own timeouts are half of it: it gives up on its own before `bounded`
+    abandons it to its thread."""
+    limit = ADMIN_CALL_TIMEOUT_S if timeout_s is None else timeout_s
+    request_ms = REQUEST_TIMEOUT_MS if timeout_s is None else int(timeout_s * 500)
     try:
         return bounded(
             lambda: KafkaAdminClient(
                 bootstrap_servers=bootstrap,
-                request_timeout_ms=REQUEST_TIMEOUT_MS,
-                bootstrap_timeout_ms=REQUEST_TIMEOUT_MS,
+                request_timeout_ms=request_ms,
+                bootstrap_timeout_ms=request_ms,
             ),
-            timeout_s=ADMIN_CALL_TIMEOUT_S,
+            timeout_s=limit,
             what="a connection",
         )
     except (KafkaError, OSError, KafkaDeadlineExceeded) as exc:

@@ -174,8 +174,17 @@ def line_key(key: bytes | None, topic: str, record: InputRecord) -> bytes | None
     return None if own is None else own.encode()
 
 
-#: How long Kafka may take to take one record, or to acknowledge the records sent so far.
-PUBLISH_TIMEOUT_S = 60.0
+#: How long Kafka may take to take one record, or to acknowledge the records sent so far:
+#: Kafka's own producer request timeout (`request.timeout.ms`, 30 s). A healthy broker
+#: acknowledges a flush of 5000 records in well under a second; at 60 s a broker stopped
+#: mid-replay left the user two minutes without a word, with the clean-up below.
+PUBLISH_TIMEOUT_S = 30.0
+
+FAILED_CLEANUP_S = 5.0
+"""How long each clean-up step of a failed run may take (the producer's stop, the
+workers' stop before they are killed, the deletion of its topics): what it would save is
+thrown away (the run's topics and its workers' state are deleted), and with Kafka gone
+each step waited out its own long deadline (10 s, 30 s, 15 s) after the publish's."""
 
 
 class _Publisher(AckedSends):
@@ -312,8 +321,10 @@ async def publish_scenario(
                 progress("publishing", done=published + dead, total=total)
         await publisher.flush()
         progress("publishing", done=published + dead, total=total)
-    finally:
-        await stop_producer(producer)
+    except BaseException:
+        await stop_producer(producer, FAILED_CLEANUP_S)  # unsent batches: of a failed run
+        raise
+    await stop_producer(producer)
     return published, dead, largest
 
 
@@ -778,31 +789,37 @@ def start_workers(
     return workers
 
 
-def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM every child still running, wait up to 30 s each, then SIGKILL."""
+def stop_workers(workers: list[subprocess.Popen[bytes]], grace_s: float = 30.0) -> None:
+    """SIGTERM every child still running, wait up to `grace_s` for them all, then SIGKILL."""
     for proc in workers:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+    ends = time.monotonic() + grace_s
     for proc in workers:
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=max(0.0, ends - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
 
 
-def delete_run_topics(settings: Settings) -> None:
+def delete_run_topics(settings: Settings, timeout_s: float | None = None) -> None:
+    """Delete the run's topics, each Kafka call (connecting, listing, deleting) within
+    `timeout_s` (default: `kafka_admin`'s)."""
     bootstrap = settings.kafka.bootstrap
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, timeout_s)
     try:
         prefix, app_id = settings.kafka.topic_prefix, settings.engine.app_id
-        listed = kafka_call(admin.list_topics, bootstrap=bootstrap, what="list its topics")
+        listed = kafka_call(
+            admin.list_topics, bootstrap=bootstrap, what="list its topics", timeout_s=timeout_s
+        )
         doomed = [t for t in listed if t.startswith((prefix, f"{app_id}-"))]
         if doomed:
             kafka_call(
                 lambda: admin.delete_topics(doomed),
                 bootstrap=bootstrap,
                 what=f"delete the run's {len(doomed)} topics",
+                timeout_s=timeout_s,
             )
     finally:
         admin.close()
@@ -989,11 +1006,15 @@ class ReplayRun:
         )
         return ReplayResult(alerts, dead_letters, self.published)
 
-    def close(self, *, keep_topics: bool = False) -> None:
+    def close(self, *, keep_topics: bool = False, step_s: float | None = None) -> None:
         """Stop the workers; unless `keep_topics`, delete the run's topics and its workers'
         table state. The state goes even when the deletion fails (Kafka gone): it is on
-        this disk, and was left behind per failed run."""
-        stop_workers(self.workers)
+        this disk, and was left behind per failed run. `step_s` bounds the workers' stop
+        and each Kafka call of the deletion (None: their own deadlines)."""
+        if step_s is None:
+            stop_workers(self.workers)
+        else:
+            stop_workers(self.workers, step_s)
         if keep_topics:
             # the run id is printed nowhere else: without this line the kept topics were
             # found only by listing the broker's topics or the workers' log files
@@ -1004,7 +1025,7 @@ class ReplayRun:
             )
             return
         try:
-            delete_run_topics(self.settings)
+            delete_run_topics(self.settings, step_s)
         finally:
             remove_worker_state(self.settings)
 
@@ -1017,9 +1038,10 @@ class ReplayRun:
         """`close` while the run's own error is on its way: a clean-up that fails too
         (Kafka gone: its topics cannot be deleted) is a progress line, not the error
         the user sees (a broker stopped mid-publish was reported as "cannot reach
-        Kafka" from the deletion, not as the publish that failed)."""
+        Kafka" from the deletion, not as the publish that failed). Each step within
+        `FAILED_CLEANUP_S`."""
         try:
-            self.close(keep_topics=keep_topics)
+            self.close(keep_topics=keep_topics, step_s=FAILED_CLEANUP_S)
         except (*USER_ERRORS, KafkaError, OSError) as exc:
             self.progress(
                 f"the run's topics ({self.topic_patterns()}) were not deleted: {exc}; "

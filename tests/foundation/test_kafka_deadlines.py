@@ -538,7 +538,7 @@ def test_deleting_a_replays_topics_fails_in_one_line(
     error: BaseException | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     admin = _FailingAdmin("delete_topics", error)
-    monkeypatch.setattr(replay, "admin_client", lambda _bootstrap: admin)
+    monkeypatch.setattr(replay, "admin_client", lambda _bootstrap, _timeout_s=None: admin)
     monkeypatch.setattr(kafka_admin, "ADMIN_CALL_TIMEOUT_S", 0.3)
     settings = Settings(
         data_dir=tmp_path,

@@ -7,6 +7,9 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -482,15 +485,16 @@ def _run_failing_to_publish(
     scenario's records") and whose topics' deletion fails too (Kafka gone): its progress
     lines. No Kafka: every step that would reach it stands in."""
 
-    def deletion_fails(settings: Settings) -> None:
+    def deletion_fails(settings: Settings, timeout_s: float | None = None) -> None:
+        said.append(f"deletion within {timeout_s} s")
         raise UserError("cannot reach Kafka")
 
     monkeypatch.setattr(replay.ReplayRun, "prepare_topics", lambda self: None)
     monkeypatch.setattr(replay.ReplayRun, "wait_for_group", lambda self, n: None)
     monkeypatch.setattr(replay.ReplayRun, "start_workers", lambda self, n: [])
     monkeypatch.setattr(replay.ReplayRun, "publish", publish_fails)
-    monkeypatch.setattr(replay, "delete_run_topics", deletion_fails)
     said: list[str] = []
+    monkeypatch.setattr(replay, "delete_run_topics", deletion_fails)
     scenario = tmp_path / "s.ndjson"
     scenario.write_text("")
 
@@ -503,3 +507,88 @@ def _run_failing_to_publish(
             scenario, until=None, workers=1, partitions=1, progress=progress,
         )  # fmt: skip
     return said
+
+
+def test_a_failed_runs_clean_up_has_short_deadlines(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: a broker stopped mid-replay kept the user ~115 s from the error line: the
+    publish's 60 s, then the producer's stop (10 s), the workers' (30 s) and the
+    deletion's connection (15 s) each waited out a deadline of its own, Kafka gone. Of a
+    failed run everything is thrown away: each clean-up step has `FAILED_CLEANUP_S`."""
+
+    def publish_fails(self: replay.ReplayRun) -> None:
+        raise UserError("Kafka did not take the scenario's records")
+
+    said = _run_failing_to_publish(monkeypatch, tmp_path, publish_fails)
+    assert f"deletion within {replay.FAILED_CLEANUP_S} s" in said
+
+
+# kafka-python leaves its bootstrap socket unclosed when KafkaAdminClient() fails (with
+# its default timeouts too): not ours to close
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_deleting_the_topics_with_kafka_gone_ends_within_the_step_deadline(
+    tmp_path: Path,
+) -> None:
+    """The admin client's own bootstrap wait (15 s) was the deletion's, whatever the
+    caller could afford."""
+    from dead_servers import DeadServer
+
+    from chainwatch.kafka_admin import KafkaUnreachable
+
+    gone = DeadServer("closed")
+    settings = Settings(
+        data_dir=tmp_path,
+        kafka={"bootstrap_servers": gone.url.removeprefix("http://")},  # type: ignore[arg-type]
+    )
+    started = time.monotonic()
+    with pytest.raises(KafkaUnreachable, match="cannot reach Kafka"):
+        replay.delete_run_topics(settings, 1.0)
+    assert time.monotonic() - started < 3
+
+
+def test_workers_that_do_not_stop_are_killed_at_the_grace_all_together() -> None:
+    """The grace is the whole stop's, not one per worker."""
+    ignoring = (
+        "import signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); sys.stdin.read()"
+    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", ignoring], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        for _ in range(3)
+    ]
+    for worker in workers:
+        assert worker.stdout is not None
+        assert worker.stdout.readline() == b"ready\n"
+    started = time.monotonic()
+    replay.stop_workers(workers, 0.5)  # type: ignore[arg-type]
+    took = time.monotonic() - started
+    for worker in workers:
+        assert worker.returncode == -signal.SIGKILL
+        assert worker.stdin is not None
+        assert worker.stdout is not None
+        worker.stdin.close()
+        worker.stdout.close()
+    assert took < 1.4  # three workers, one grace
+
+
+def test_a_publish_that_failed_stops_its_producer_within_the_clean_up_deadline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Its unsent batches are of a run that failed: the producer's stop had 10 s, all of
+    them spent retrying them with Kafka gone."""
+    monkeypatch.setattr(replay, "PUBLISH_TIMEOUT_S", 0.1)
+    stops: list[float | None] = []
+
+    async def stop(_producer: object, timeout_s: float | None = None) -> None:
+        stops.append(timeout_s)
+
+    producer = _Producer(silent=True)
+    monkeypatch.setattr(replay, "AIOKafkaProducer", lambda **_config: producer)
+    monkeypatch.setattr(replay, "start_producer", lambda *_a: asyncio.sleep(0))
+    monkeypatch.setattr(replay, "stop_producer", stop)
+    with pytest.raises(UserError, match=r"did not answer within 0\.1 s"):
+        asyncio.run(publish_scenario(Settings(), _one_scan_scenario(tmp_path), no_progress))
+    assert stops == [replay.FAILED_CLEANUP_S]
