@@ -53,6 +53,8 @@ from streams.ingest.body import (
     Body,
     BodyTimeout,
     BodyTooLarge,
+    BodyTooSlow,
+    MinRate,
     UnsupportedMediaType,
     media_type,
     precheck_array,
@@ -260,6 +262,11 @@ class Gateway:
         )
         self.outage = OutageLog()
         self.admission = Admission(self.limits.limit_concurrency, self.limits.admission_wait_s)
+        self.min_body_rate = (
+            MinRate(self.limits.min_body_bytes_per_s, self.limits.body_rate_grace_s)
+            if self.limits.min_body_bytes_per_s
+            else None
+        )
         metrics.waiting.set_function(lambda: self.admission.waiting)
         self.executor = ThreadPoolExecutor(
             max_workers=self.limits.judge_threads, thread_name_prefix="gateway-judge"
@@ -341,6 +348,7 @@ class Gateway:
                 self.limits.max_body_bytes,
                 self._precheck(endpoint, kind),
                 self.limits.body_timeout_s,
+                self.min_body_rate,
             )
             # Counting, parsing and validating are CPU work: off the event loop, so one
             # large request never stalls the others (or the health probes).
@@ -352,6 +360,10 @@ class Gateway:
         except BodyTimeout as exc:
             close = {"Connection": "close"}
             raise HttpError(408, "body_timeout", str(exc), headers=close) from None
+        except BodyTooSlow as exc:
+            self._log_slow_body(request, endpoint, principal, exc)
+            close = {"Connection": "close"}
+            raise HttpError(408, "body_too_slow", str(exc), headers=close) from None
         except ClientDisconnect:
             if refused_by_protocol(request.scope):  # answered and counted there
                 raise HttpError(
@@ -417,6 +429,23 @@ class Gateway:
             "items": results,
         }
         return _json(202, answer), (len(accepted), len(rejected))
+
+    def _log_slow_body(
+        self, request: Request, endpoint: Endpoint, principal: TokenEntry, exc: BodyTooSlow
+    ) -> None:
+        """A warning with the numbers (the `ingest` line has only the code): a trickling
+        body is how a client with a valid token would hold the request slots."""
+        client = request.client
+        log.warning(
+            "request body too slow",
+            request_id=request.state.request_id,
+            endpoint=endpoint.name,
+            caller=principal.name,
+            client=f"{client.host}:{client.port}" if client else None,
+            received_bytes=exc.received,
+            elapsed_s=round(exc.elapsed_s, 1),
+            min_bytes_per_s=self.limits.min_body_bytes_per_s,
+        )
 
     def _precheck(self, endpoint: Endpoint, kind: str) -> Callable[[bytes], None] | None:
         if kind == "ndjson":

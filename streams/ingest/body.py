@@ -57,6 +57,63 @@ class BodyTimeout(Exception):
     """The body did not arrive in full within the gateway's `body_timeout_s` (408)."""
 
 
+class BodyTooSlow(Exception):
+    """The body arrived slower than the gateway's minimum data rate, after its grace (408)."""
+
+    def __init__(self, received: int, elapsed_s: float, min_rate: MinRate) -> None:
+        self.received, self.elapsed_s = received, elapsed_s
+        super().__init__(
+            f"the body arrived at {received / elapsed_s:.0f} bytes/s ({received} bytes in "
+            f"{elapsed_s:.1f} s), below the gateway's minimum of {min_rate.bytes_per_s} bytes/s "
+            f"after {min_rate.grace_s:g} s; nothing was published"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MinRate:
+    """The least a body must average, in bytes a second since its read began, once
+    `grace_s` passed (Kestrel's `MinRequestBodyDataRate`): a request holds one of the
+    gateway's few slots while its body arrives, so without it a client sending a byte a
+    second held its slot for all of `body_timeout_s`. An average, not a rate between
+    reads: a body that arrived quickly may then stall (a slow link's retransmits) for as
+    long as the bytes it sent pay for, up to `body_timeout_s`."""
+
+    bytes_per_s: int
+    grace_s: float
+
+    def due_s(self, received: int) -> float:
+        """Seconds after the read began by which more than `received` bytes must be in."""
+        return max(self.grace_s, received / self.bytes_per_s)
+
+
+class _BodyClock:
+    """When the next chunk of a body is due: before the whole body's deadline and, with a
+    `MinRate`, before its bytes so far fall below that rate; and which one passed."""
+
+    def __init__(self, timeout_s: float | None, min_rate: MinRate | None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.began = self.loop.time()
+        self.whole = None if timeout_s is None else self.began + timeout_s
+        self.min_rate = min_rate
+        self.received = 0
+
+    def _rate_due(self) -> float | None:
+        return None if self.min_rate is None else self.began + self.min_rate.due_s(self.received)
+
+    def next_due(self) -> float | None:
+        return min((d for d in (self.whole, self._rate_due()) if d is not None), default=None)
+
+    def expired(self, timeout_s: float | None) -> BodyTimeout | BodyTooSlow:
+        rate_due = self._rate_due()
+        if self.min_rate is None or rate_due is None or _earlier(self.whole, rate_due):
+            return BodyTimeout(f"the body did not arrive in full within {timeout_s:g} s")
+        return BodyTooSlow(self.received, self.loop.time() - self.began, self.min_rate)
+
+
+def _earlier(when: float | None, than: float) -> bool:
+    return when is not None and when <= than
+
+
 class UnsupportedMediaType(Exception):
     """Neither JSON nor NDJSON, or not UTF-8, or compressed (415)."""
 
@@ -100,6 +157,7 @@ async def read_body(
     max_bytes: int,
     precheck: Callable[[bytes], None] | None = None,
     timeout_s: float | None = None,
+    min_rate: MinRate | None = None,
 ) -> bytearray:
     """The body, refusing early (by `Content-Length`) or as soon as it grows past the limit.
 
@@ -111,17 +169,28 @@ async def read_body(
 
     The whole body must arrive within `timeout_s` (`BodyTimeout`): a client that
     declares a length and stops sending would otherwise hold its connection
-    slot, and a graceful shutdown, for as long as it likes.
+    slot, and a graceful shutdown, for as long as it likes. With `min_rate`, a body
+    slower than that is refused sooner (`BodyTooSlow`): one trickling a byte a second
+    arrives within any deadline's letter, yet holds its request slot all that time.
     """
+    clock = _BodyClock(timeout_s, min_rate)
     try:
-        async with asyncio.timeout(timeout_s):
-            return await _read_body(request, max_bytes, precheck)
+        async with asyncio.timeout_at(clock.next_due()) as timer:
+
+            def arrived(received: int) -> None:
+                clock.received = received
+                timer.reschedule(clock.next_due())
+
+            return await _read_body(request, max_bytes, precheck, arrived)
     except TimeoutError:
-        raise BodyTimeout(f"the body did not arrive in full within {timeout_s:g} s") from None
+        raise clock.expired(timeout_s) from None
 
 
 async def _read_body(
-    request: Request, max_bytes: int, precheck: Callable[[bytes], None] | None
+    request: Request,
+    max_bytes: int,
+    precheck: Callable[[bytes], None] | None,
+    arrived: Callable[[int], None],
 ) -> bytearray:
     declared = request.headers.get("content-length")
     size = int(declared) if declared is not None and declared.isdigit() else None
@@ -140,6 +209,7 @@ async def _read_body(
             del buffer[filled:]
             buffer += chunk
         filled = end
+        arrived(filled)
         if checkpoints and filled >= checkpoints[0] and precheck is not None:
             while checkpoints and filled >= checkpoints[0]:
                 checkpoints.pop(0)

@@ -40,6 +40,7 @@ ERROR_CODES = (
     "unauthorized",
     "forbidden",
     "body_timeout",
+    "body_too_slow",
     "too_large",
     "unsupported_media_type",
     "empty",
@@ -133,8 +134,10 @@ INGEST_ERRORS: dict[str, str] = {
     "401": "No or unknown bearer token (checked before anything else).",
     "403": "The token's role may not post here, or a unit token posted another unit's id "
     "or a stage outside its `stages`.",
-    "408": "The body did not arrive in full within `body_timeout_s` (30 s by default): "
-    "nothing was published; the connection is closed.",
+    "408": "The body did not arrive in full within `body_timeout_s` (30 s by default, "
+    "`body_timeout`), or, after `body_rate_grace_s` (5 s), averaged less than "
+    "`min_body_bytes_per_s` (240, `body_too_slow`): nothing was published; the connection "
+    "is closed.",
     "413": "More bytes or items than the gateway accepts in one request, or an item larger "
     "than `max_item_bytes` or than Kafka takes.",
     "415": "Neither JSON nor NDJSON, a charset other than UTF-8, or a Content-Encoding "

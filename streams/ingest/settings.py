@@ -110,6 +110,21 @@ class GatewaySettings(SettingsModel):
         description="A request body not received in full within this is answered 408: a "
         "client that stops sending cannot hold a connection slot, or a shutdown, for ever.",
     )
+    min_body_bytes_per_s: int = Field(
+        default=240,
+        ge=0,
+        le=100 * MIB,
+        description="Once `body_rate_grace_s` passed, a request body must have arrived at this "
+        "many bytes a second on average since its read began, else 408 `body_too_slow` and its "
+        "slot is freed at once (0: off): a client trickling its body cannot hold one of the "
+        "`limit_concurrency` slots for all of `body_timeout_s` (docs/ingest.md, Admission).",
+    )
+    body_rate_grace_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=HOUR_S,
+        description="How long a request body may take before `min_body_bytes_per_s` applies.",
+    )
     shutdown_grace_s: float = Field(
         default=15.0,
         gt=0,

@@ -8,7 +8,9 @@ tests talk HTTP to it like a stage unit would; records are read back with a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import json
 import socket
 import sys
 import threading
@@ -25,6 +27,7 @@ import httpx
 import pytest
 import uvicorn
 from kafka import KafkaConsumer, TopicPartition
+from samples import fresh_scan as scan
 
 from chainwatch.commands.gateway import uvicorn_config
 from chainwatch.runners import prepare_topics
@@ -431,23 +434,76 @@ def wait_until_in_flight(base_url: str, count: int, timeout_s: float = 10.0) -> 
     )
 
 
+def _scans_post_head(host: str, declared: int, extra_headers: str = "") -> bytes:
+    """A POST of scans by the admin token whose body will have `declared` bytes."""
+    return (
+        "POST /v1/scans HTTP/1.1\r\n"
+        f"Host: {host}\r\n{extra_headers}"
+        f"Authorization: Bearer {token_of('admin')}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {declared}\r\n\r\n"
+    ).encode()
+
+
 @contextmanager
 def half_sent_request(base_url: str, declared: int = 1000) -> Iterator[socket.socket]:
-    """A POST whose headers promise `declared` bytes of body, of which one arrives."""
+    """A POST whose headers promise `declared` bytes of body, of which one arrives.
+
+    (Past `body_rate_grace_s` that is a body below `min_body_bytes_per_s`: a test that
+    means to hold a slot longer turns the minimum off.)"""
     host, port = base_url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=10)
     try:
-        head = (
-            "POST /v1/scans HTTP/1.1\r\n"
-            f"Host: {host}\r\n"
-            f"Authorization: Bearer {token_of('admin')}\r\n"
-            "Content-Type: application/json\r\n"
-            f"Content-Length: {declared}\r\n\r\n["
-        )
-        sock.sendall(head.encode())
+        sock.sendall(_scans_post_head(host, declared) + b"[")
         yield sock
     finally:
         sock.close()
+
+
+@contextmanager
+def trickled_request(
+    base_url: str, body: bytes, piece: int, every_s: float
+) -> Iterator[socket.socket]:
+    """A POST of `body` (its length declared) sent `piece` bytes at a time, one piece every
+    `every_s` (the pace of the client under test, not a wait), from a thread of its own
+    until the body is sent, the gateway closes the connection, or the block ends; the
+    gateway closes the connection after its answer (`Connection: close`)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    done = threading.Event()
+
+    def send() -> None:
+        with contextlib.suppress(OSError):  # the gateway answered and closed
+            for at in range(0, len(body), piece):
+                if done.wait(every_s):
+                    return
+                sock.sendall(body[at : at + piece])
+
+    sender = threading.Thread(target=send, daemon=True)
+    try:
+        sock.sendall(_scans_post_head(host, len(body), "Connection: close\r\n"))
+        sender.start()
+        yield sock
+    finally:
+        done.set()
+        if sender.is_alive():
+            sender.join(timeout=10)
+        sock.close()
+
+
+def post_in_background(gw: Harness) -> tuple[threading.Thread, list[httpx.Response]]:
+    """A post of one fresh scan from a thread of its own (it may wait for a slot); the
+    answer is in the list once the thread ended."""
+    answers: list[httpx.Response] = []
+    headers = {"Authorization": f"Bearer {token_of('admin')}", "Content-Type": "application/json"}
+
+    def post() -> None:
+        with httpx.Client(base_url=gw.base_url, timeout=60) as client:
+            answers.append(client.post("/v1/scans", content=json.dumps(scan()), headers=headers))
+
+    thread = threading.Thread(target=post, daemon=True)
+    thread.start()
+    return thread, answers
 
 
 def read_response(sock: socket.socket, timeout_s: float) -> tuple[int, dict[str, str], bytes]:

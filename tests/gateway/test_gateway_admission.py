@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from conftest import (
     gateway_settings,
     half_sent_request,
     metric,
+    post_in_background,
     running_gateway_process,
     start_gateway,
     token_of,
@@ -94,25 +94,13 @@ def test_idle_and_half_open_connections_take_no_slot_of_the_requests_limit(
             sock.close()
 
 
-def _post_in_background(gw: Harness) -> tuple[threading.Thread, list[httpx.Response]]:
-    answers: list[httpx.Response] = []
-
-    def post() -> None:
-        with httpx.Client(base_url=gw.base_url, timeout=60) as client:
-            answers.append(client.post("/v1/scans", content=json.dumps(scan()), headers=HEADERS))
-
-    thread = threading.Thread(target=post, daemon=True)
-    thread.start()
-    return thread, answers
-
-
 def test_a_request_beyond_the_limit_waits_for_a_slot_and_is_served_when_one_frees(
     gateway_factory: Callable[..., Harness],
 ) -> None:
-    gw = gateway_factory(limit_concurrency=1, admission_wait_s=30)
+    gw = gateway_factory(limit_concurrency=1, admission_wait_s=30, min_body_bytes_per_s=0)
     with half_sent_request(gw.base_url):  # holds the one slot while its body never comes
         wait_until_in_flight(gw.base_url, 1)
-        thread, answers = _post_in_background(gw)
+        thread, answers = post_in_background(gw)
         wait_until_metric(gw.base_url, WAITING, 1)
     # the holder went away: its slot passes to the waiting request
     thread.join(timeout=30)
@@ -123,7 +111,9 @@ def test_a_request_beyond_the_limit_waits_for_a_slot_and_is_served_when_one_free
 def test_a_request_that_gets_no_slot_in_time_is_refused_503_overloaded_with_a_jittered_retry(
     gateway_factory: Callable[..., Harness],
 ) -> None:
-    gw = gateway_factory(limit_concurrency=1, admission_wait_s=0.2, retry_after_s=10)
+    gw = gateway_factory(
+        limit_concurrency=1, admission_wait_s=0.2, retry_after_s=10, min_body_bytes_per_s=0
+    )
     with half_sent_request(gw.base_url):
         wait_until_in_flight(gw.base_url, 1)
         response = gw.post("/v1/scans", scan())
@@ -142,7 +132,7 @@ def test_a_request_that_gets_no_slot_in_time_is_refused_503_overloaded_with_a_ji
 def test_a_request_without_a_token_is_refused_at_once_even_when_every_slot_is_taken(
     gateway_factory: Callable[..., Harness],
 ) -> None:
-    gw = gateway_factory(limit_concurrency=1, admission_wait_s=30)
+    gw = gateway_factory(limit_concurrency=1, admission_wait_s=30, min_body_bytes_per_s=0)
     with half_sent_request(gw.base_url):
         wait_until_in_flight(gw.base_url, 1)
         assert gw.post("/v1/scans", scan(), token=None).status_code == 401
@@ -157,6 +147,7 @@ def test_a_stop_while_requests_wait_for_a_slot_answers_them_and_does_not_hang(
         limit_concurrency=1,
         admission_wait_s=60,
         body_timeout_s=600,
+        min_body_bytes_per_s=0,  # the half-sent body holds its slot
         shutdown_grace_s=1.0,
     )
     server, url = start_gateway(settings, load_epcis_mapping(EPCIS_EXAMPLE / "mapping.yaml"))
@@ -164,7 +155,7 @@ def test_a_stop_while_requests_wait_for_a_slot_answers_them_and_does_not_hang(
     try:
         with half_sent_request(url):
             wait_until_in_flight(url, 1)
-            waiting = [_post_in_background(gw) for _ in range(3)]
+            waiting = [post_in_background(gw) for _ in range(3)]
             wait_until_metric(url, WAITING, 3)
             server.stop(timeout_s=30)  # fails when the stop hangs
         for thread, _ in waiting:

@@ -24,12 +24,16 @@ from conftest import (
     gateway_settings,
     half_sent_request,
     in_flight,
+    metric,
+    post_in_background,
     protocol_refusals,
     read_response,
     running_gateway_process,
     start_gateway,
     token_of,
+    trickled_request,
     wait_until_in_flight,
+    wait_until_metric,
 )
 from samples import fresh_scan as scan
 
@@ -58,10 +62,60 @@ def test_a_body_that_stops_arriving_is_answered_408_within_its_deadline(
     assert gw.read_all("scans") == []
 
 
+def test_a_body_trickled_below_the_minimum_rate_frees_its_slot_after_the_grace(
+    gateway_factory: Callable[..., Harness], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A client with a valid token sending its body a few bytes a second held its slot
+    for all of `body_timeout_s` (30 s): `limit_concurrency` of them blocked every other
+    publisher that long. Past the grace, such a body is refused and its slot freed."""
+    gw = gateway_factory(limit_concurrency=1, admission_wait_s=30, body_rate_grace_s=2.0)
+    body = b"[" + b" " * 998 + b"]"
+    with trickled_request(gw.base_url, body, piece=1, every_s=0.2) as sock:  # 5 bytes/s
+        wait_until_in_flight(gw.base_url, 1)
+        held_since = time.monotonic()
+        waiter, answers = post_in_background(gw)
+        wait_until_metric(gw.base_url, "chainwatch_gateway_requests_waiting", 1)
+        status, headers, answer = read_response(sock, timeout_s=10)
+        refused_after = time.monotonic() - held_since
+    waiter.join(timeout=30)
+    assert status == 408, answer
+    assert headers["connection"] == "close"
+    refusal = json.loads(answer)
+    assert refusal["error"] == "body_too_slow"
+    assert "below the gateway's minimum of 240 bytes/s after 2 s" in refusal["detail"]
+    assert refused_after < 2.0 + 3.0  # the grace and a bound, not `body_timeout_s` (30 s)
+    assert [a.status_code for a in answers] == [202], [a.text for a in answers]
+    errors = metric(
+        gw.base_url, "chainwatch_gateway_errors_total", endpoint="scans", error="body_too_slow"
+    )
+    assert errors == 1
+    logged = capfd.readouterr()
+    lines = [line for line in (logged.out + logged.err).splitlines() if "body too slow" in line]
+    assert len(lines) == 1, lines
+    assert refusal["request_id"] in lines[0]
+    assert "caller=admin" in lines[0]
+    assert token_of("admin") not in logged.out + logged.err
+
+
+def test_a_slow_body_above_the_minimum_rate_is_served_past_the_grace(
+    gateway_factory: Callable[..., Harness],
+) -> None:
+    """The minimum is an average since the body began, not a deadline for the whole body."""
+    gw = gateway_factory(body_rate_grace_s=0.5, min_body_bytes_per_s=240)
+    body = json.dumps([scan() for _ in range(10)]).encode()
+    assert len(body) > 1500
+    with trickled_request(gw.base_url, body, piece=100, every_s=0.1) as sock:  # ~1 KB/s
+        status, _, answer = read_response(sock, timeout_s=15)
+    assert status == 202, answer
+    assert json.loads(answer)["accepted"] == 10
+
+
 def test_a_stop_does_not_wait_for_a_client_that_holds_a_request_open(
     kafka_bootstrap: str,
 ) -> None:
-    settings = gateway_settings(kafka_bootstrap, body_timeout_s=600.0, shutdown_grace_s=1.0)
+    settings = gateway_settings(
+        kafka_bootstrap, body_timeout_s=600.0, min_body_bytes_per_s=0, shutdown_grace_s=1.0
+    )
     server, url = start_gateway(settings, load_epcis_mapping(EPCIS_EXAMPLE / "mapping.yaml"))
     with half_sent_request(url):
         wait_until_in_flight(url, 1)  # its handler waits for the body
@@ -80,7 +134,11 @@ def held_open_at_a_gateway_process(
     whose body never comes."""
     with (
         running_gateway_process(
-            kafka_bootstrap, tmp_path, body_timeout_s=600.0, shutdown_grace_s=1.0
+            kafka_bootstrap,
+            tmp_path,
+            body_timeout_s=600.0,
+            min_body_bytes_per_s=0,
+            shutdown_grace_s=1.0,
         ) as gw,
         half_sent_request(gw.base_url) as sock,
     ):
