@@ -61,6 +61,7 @@ from streams.ingest.body import (
     read_body,
     split_items,
 )
+from streams.ingest.docs_page import render_docs_page
 from streams.ingest.metrics import GatewayMetrics
 from streams.ingest.openapi import METRICS_MEDIA_TYPE, install_openapi, partial_path
 from streams.ingest.outage import OutageLog
@@ -740,6 +741,9 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
         # without the slash was built from the client's Host header, and behind a TLS
         # proxy it pointed the client at plain http
         redirect_slashes=False,
+        # Swagger UI and ReDoc load from a CDN: blank on a plant network without internet
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.gateway = gateway
     app.add_middleware(ShutdownAnswer, retry_after_s=settings.gateway.retry_after_s)
@@ -838,6 +842,13 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
         return Response(metrics.render(), media_type=METRICS_MEDIA_TYPE)
 
     install_openapi(app, ENDPOINTS.values(), settings.gateway.max_items)
+    docs_page = render_docs_page(app.openapi())  # once: serving it costs nothing
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        """The OpenAPI document as a page that needs nothing from another host."""
+        return Response(docs_page, media_type="text/html; charset=utf-8")
+
     return app
 
 
