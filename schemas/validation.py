@@ -22,6 +22,7 @@ so it agrees with what the parser saw.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -43,6 +44,7 @@ from schemas.common import (
 )
 from schemas.customers import TOMBSTONE, Customer, Tombstone
 from schemas.dead_letter import ErrorDetail, ReasonCode
+from schemas.json_keys import repeated_keys
 from schemas.orders import OrderRecord
 from schemas.plan import SlaPlan
 from schemas.replay import ReplayLine
@@ -61,6 +63,7 @@ __all__ = [
     "check_clock_skew",
     "check_key",
     "check_numbers",
+    "check_unique_keys",
     "decode_input",
     "decode_replay_line",
     "errors_from",
@@ -204,12 +207,34 @@ def decode_input(
         ):
             check_key(topic, key, TOMBSTONE)
             return TOMBSTONE
+        if rejection.reason_code is ReasonCode.VALIDATION_FAILED:
+            with contextlib.suppress(ValueError, RecursionError):
+                rejection.errors.extend(repeated_keys(raw_value))
         raise rejection from None
+    check_unique_keys(raw_value)
     if decoder.drop_extras:
         object.__setattr__(record, "__pydantic_extra__", None)
     if key is not None:
         check_key(topic, key, record)
     return cast(InputRecord, record)
+
+
+def check_unique_keys(raw_value: bytes | bytearray | str) -> None:
+    """`validation_failed` when an object of the value writes a key twice (`duplicate_key`).
+
+    Every path publishes or keeps a record's bytes as sent, and parsers disagree on
+    which of two equal keys counts: what was validated here must be what any
+    consumer reads. A value the model's parser took but Python's does not is
+    refused as `not_json` rather than let through unchecked.
+    """
+    try:
+        errors = repeated_keys(raw_value)
+    except (ValueError, RecursionError) as exc:
+        raise RecordRejected(
+            ReasonCode.NOT_JSON, [_detail((), f"Invalid JSON: {exc}", "json_invalid")]
+        ) from None
+    if errors:
+        raise RecordRejected(ReasonCode.VALIDATION_FAILED, errors)
 
 
 def record_id(topic: str, record: InputRecord) -> str | None:

@@ -35,6 +35,7 @@ from schemas.import_mapping import (
     TOPIC_BY_KIND,
     ImportMapping,
 )
+from schemas.json_keys import repeated_keys
 from schemas.text import shorten
 
 DERIVED_ID_PREFIX: Final = "imp-"
@@ -414,6 +415,9 @@ def _object(value: Any) -> dict[str, Any]:
         except RecursionError:
             raise _Bad("attributes are nested too deeply", "import_object") from None
         if isinstance(parsed, dict):
+            twice = repeated_keys(value)  # the parser kept one of two equal keys
+            if twice:
+                raise _Bad(f"attributes: {twice[0].loc}: {twice[0].msg}", twice[0].type)
             return parsed
     raise _Bad("attributes must be a JSON object", "import_object")
 

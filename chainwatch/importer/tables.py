@@ -32,6 +32,7 @@ from chainwatch.long_lines import (
 from schemas.dead_letter import ErrorDetail, ReasonCode
 from schemas.files import not_a_file
 from schemas.import_mapping import ImportMapping
+from schemas.json_keys import repeated_keys
 from schemas.text import shorten
 
 Format = Literal["csv", "xlsx", "ndjson"]
@@ -502,6 +503,11 @@ class _NdjsonTable(Table):
             if not isinstance(value, dict):
                 detail = ErrorDetail(loc="", msg="the line is not a JSON object", type="not_object")
                 yield Row(number, {}, text, (ReasonCode.NOT_OBJECT, detail))
+                continue
+            # the parser kept one of two equal keys; a record is written once per key
+            twice = repeated_keys(text.decode(json.detect_encoding(text)))
+            if twice:
+                yield Row(number, {}, text, (ReasonCode.VALIDATION_FAILED, twice[0]))
                 continue
             yield Row(number, value, text, typed=True)
 

@@ -21,12 +21,14 @@ from pydantic import ValidationError
 from schemas.customers import Tombstone
 from schemas.dead_letter import ErrorDetail, ReasonCode
 from schemas.epcis import EpcisDocument, EpcisMapping
+from schemas.json_keys import duplicate_key_error
 from schemas.plan import SlaPlan
 from schemas.validation import (
     DEFAULT_MAX_CLOCK_SKEW,
     RecordRejected,
     check_clock_skew,
     check_numbers,
+    check_unique_keys,
     decode_input,
     rejection_of,
 )
@@ -277,9 +279,8 @@ def judge_epcis(
             body, ReasonCode.NOT_JSON, "", f"the body is not JSON: {exc}", "json_invalid"
         )
     except DuplicateKey as exc:
-        return _document_error(
-            body, ReasonCode.VALIDATION_FAILED, exc.loc, str(exc), "duplicate_key"
-        )
+        error = duplicate_key_error(exc.path)
+        return _document_error(body, ReasonCode.VALIDATION_FAILED, error.loc, error.msg, error.type)
     if located is None:
         return _document_error(
             body,
@@ -321,8 +322,10 @@ def _read_envelope(envelope: bytes) -> EpcisDocument:
         document = EpcisDocument.model_validate_json(envelope)
     except ValidationError as exc:
         raise rejection_of(exc, ReasonCode.VALIDATION_FAILED) from None
-    # the model ignores the header and extensions, so their numbers are checked here
+    # the model ignores the header and extensions, so their numbers are checked here,
+    # and keys written twice anywhere (the model read one of them)
     check_numbers(pydantic_core.from_json(envelope))
+    check_unique_keys(envelope)
     return document
 
 
@@ -359,6 +362,7 @@ def _judge_event(
         )  # fmt: skip
     try:
         check_numbers(event)  # before the hash of an event without id does arithmetic on them
+        check_unique_keys(event_bytes)  # the mapping read the last of two equal keys
     except RecordRejected as exc:
         unit_id, stage = read_point_claim(event, mapping)
         return Verdict(

@@ -129,9 +129,9 @@ class Truncated(Exception):
 class DuplicateKey(Exception):
     """A key on the path to the items appears twice (parsers disagree on which one wins)."""
 
-    def __init__(self, loc: str) -> None:
-        self.loc = loc
-        super().__init__(f"{loc}: the key appears more than once")
+    def __init__(self, path: tuple[str, ...]) -> None:
+        self.path = path
+        super().__init__(f"{'.'.join(path)}: the key appears more than once")
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +333,7 @@ def locate_array(  # noqa: C901 - one scanner loop; a call per token would slow 
                 keys[-1] = key
                 if key is not None and key == path[depth - 1]:
                     if key in seen[-1]:
-                        raise DuplicateKey(".".join(path[:depth]))
+                        raise DuplicateKey(path[:depth])
                     seen[-1].add(key)
                 else:  # a value off the path: skipped in one step when it is shallow
                     pos = _value_end(body, pos, complete) or pos

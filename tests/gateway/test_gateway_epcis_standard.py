@@ -367,3 +367,49 @@ def test_an_envelope_nested_beyond_the_parsers_limit_is_not_json() -> None:
     assert result.document_error.reason_code is not None
     assert result.document_error.reason_code.value == "not_json", result.document_error
     assert [e.type for e in result.document_error.errors or []] == ["json_invalid"]
+
+
+def _judged_text(event_text: str) -> Any:
+    body = json.dumps(_document(["EVENT"], CONTEXTS[2])).replace('"EVENT"', event_text)
+    return judge_epcis(
+        body.encode(), MAPPING, ENDPOINTS["epcis"], PLAN, 500, 64 * 1024,
+        max_skew=timedelta(days=36500),
+    ).verdicts[0]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "loc"),
+    [
+        pytest.param('"bizStep": ', '"bizStep": "shipping", "bizStep": ', "bizStep", id="top"),
+        pytest.param(
+            '"quantity": 24',
+            '"quantity": 1, "quantity": 24',
+            "childQuantityList.0.quantity",
+            id="in-a-list",
+        ),
+        pytest.param('"id": ', '"id": "urn:x", "id": ', "readPoint.id", id="read-point"),
+    ],
+)
+def test_an_event_that_writes_a_key_twice_is_refused_at_that_key(
+    before: str, after: str, loc: str
+) -> None:
+    """The mapping read the last value (pydantic-core keeps it); a reader keeping the
+    first maps another scan from the dead letter or the sender's copy. Refused, as a
+    scan writing a key twice is."""
+    text = json.dumps(KNITWEAR[3])
+    assert _judged_text(text).accepted
+    verdict = _judged_text(text.replace(before, after, 1))
+    assert verdict.reason_code is not None
+    assert verdict.reason_code.value == "validation_failed", verdict.errors
+    assert [(e.loc, e.type) for e in verdict.errors or []] == [(loc, "duplicate_key")]
+    assert verdict.unit_id is not None  # still named for a unit token's bounds
+
+
+def test_an_envelope_that_writes_a_key_twice_refuses_the_document() -> None:
+    body = json.dumps(_document([copy.deepcopy(KNITWEAR[3])], CONTEXTS[2]))
+    twice = body.replace('"schemaVersion": ', '"schemaVersion": "1.2", "schemaVersion": ', 1)
+    result = judge_epcis(twice.encode(), MAPPING, ENDPOINTS["epcis"], PLAN, 500, 64 * 1024)
+    assert result.verdicts == []
+    assert result.document_error is not None
+    errors = result.document_error.errors or []
+    assert [(e.loc, e.type) for e in errors] == [("schemaVersion", "duplicate_key")]

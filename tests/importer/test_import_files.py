@@ -176,6 +176,29 @@ def test_ndjson_lines_that_are_not_objects_are_bad_rows_with_their_line(tmp_path
     assert json.loads(outcomes[0].value)["crm_score"] == 3  # type: ignore[union-attr]
 
 
+def test_an_ndjson_line_that_writes_a_key_twice_is_refused_at_that_key(tmp_path: Path) -> None:
+    """Python's parser kept the last `tier` and the record was re-encoded with it: the
+    same line posted to the gateway or produced to Kafka is refused (`duplicate_key`)."""
+    path = tmp_path / "customers.ndjson"
+    path.write_text(
+        '{"customer_id": "C-7", "name": "N", "tier": "gold", "tier": "platinum"}\n'
+        '{"customer_id": "C-8", "name": "N", "tier": "gold", "x": {"k": 1, "k": 2}}\n'
+        '{"customer_id": "C-9", "name": "N", "tier": "gold", "x": [{"k": 1}, {"k": 2}]}\n',
+        encoding="utf-8",
+    )
+    outcomes = run("customers", ImportMapping(), path)
+    rejected = [o for o in outcomes if isinstance(o, Rejected)]
+    assert [(o.row, o.reason_code.value) for o in rejected] == [
+        (1, "validation_failed"),
+        (2, "validation_failed"),
+    ]
+    assert [(o.errors[0].loc, o.errors[0].type) for o in rejected] == [
+        ("tier", "duplicate_key"),
+        ("x.k", "duplicate_key"),
+    ]
+    assert isinstance(outcomes[2], Accepted)
+
+
 def test_file_level_problems_stop_the_import_before_any_row(tmp_path: Path) -> None:
     cp1252 = tmp_path / "old.csv"
     cp1252.write_bytes("order_id;stage\nPO-1;F\xe4rberei\n".encode("cp1252"))

@@ -236,3 +236,15 @@ def test_any_change_of_content_changes_the_id(change: dict[str, Any]) -> None:
     base = derive_event_id("scans", mapped(m, scan()))
     assert derive_event_id("scans", mapped(m, scan(**change))) != base
     assert derive_event_id("unit-status", mapped(m, scan())) != base
+
+
+def test_an_attributes_cell_that_writes_a_key_twice_is_refused_not_resolved() -> None:
+    """The parser kept the last `a`; a gateway or Kafka producer sending the same
+    object is refused (`duplicate_key`), so the importer may not publish either value."""
+    assert mapped(mapper(time=BERLIN), scan(attributes='{"a": 1, "b": 2}'))["attributes"] == {
+        "a": 1,
+        "b": 2,
+    }
+    field, kind, message = problem(mapper(time=BERLIN), scan(attributes='{"a": 1, "b": 2, "a": 3}'))
+    assert (field, kind) == ("attributes", "duplicate_key")
+    assert "'a' is written twice" in message

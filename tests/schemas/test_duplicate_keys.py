@@ -1,0 +1,95 @@
+"""A key written twice in one object is refused on every input path (`schemas.json_keys`).
+
+Parsers disagree on which of two equal keys counts (pydantic-core and Python keep
+the last, others the first): a record checked with one value must not be read
+with another downstream. `decode_input` is the check every path shares; the
+gateway, EPCIS, engine codec and importer tests show each path uses it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from samples import PLAN, SAMPLES_BY_TOPIC
+
+from schemas.dead_letter import ReasonCode
+from schemas.json_keys import repeated_keys
+from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
+from schemas.validation import RecordRejected, decode_input
+
+
+def _twice(topic: str, key: str, first: str) -> bytes:
+    """A valid record of `topic` whose `key` is written first as `first`, then as sent."""
+    text = json.dumps(SAMPLES_BY_TOPIC[topic]())
+    assert f'"{key}": ' in text
+    return text.replace(f'"{key}": ', f'"{key}": {first}, "{key}": ', 1).encode()
+
+
+def _rejected(topic: str, raw: bytes) -> RecordRejected:
+    with pytest.raises(RecordRejected) as caught:
+        decode_input(topic, raw, plan=PLAN)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("topic", "key", "first"),
+    [
+        (SCANS, "unit_id", '"KNIT-02"'),
+        (SCANS, "quantity", "1"),
+        (ORDERS, "quantity", "7"),
+        (UNIT_STATUS, "unit_id", '"DYE-01"'),
+        (UNIT_STATUS, "status", '"up"'),
+        (CUSTOMERS, "tier", '"platinum"'),
+    ],
+)
+def test_a_key_written_twice_is_validation_failed_at_that_key(
+    topic: str, key: str, first: str
+) -> None:
+    raw = _twice(topic, key, first)
+    decode_input(topic, raw.replace(f'"{key}": {first}, '.encode(), b"", 1), plan=PLAN)
+    rejected = _rejected(topic, raw)
+    assert rejected.reason_code is ReasonCode.VALIDATION_FAILED
+    assert [(e.loc, e.type) for e in rejected.errors] == [(key, "duplicate_key")]
+    assert repr(key) in rejected.errors[0].msg
+
+
+def test_duplicates_inside_attributes_and_pass_through_fields_are_named_where() -> None:
+    scan = json.dumps(SAMPLES_BY_TOPIC[SCANS]()).replace(
+        '{"shade": "navy"}', '{"a": 1, "a": "x", "a": 2}'
+    )
+    rejected = _rejected(SCANS, scan.encode())
+    assert [(e.loc, e.type) for e in rejected.errors] == [("attributes.a", "duplicate_key")]
+    assert "3 times" in rejected.errors[0].msg
+    crm = json.dumps(SAMPLES_BY_TOPIC[CUSTOMERS]())[:-1] + ', "x": [{"k": 1}, {"k": 1, "k": 2}]}'
+    assert [e.loc for e in _rejected(CUSTOMERS, crm.encode()).errors] == ["x.1.k"]
+
+
+def test_equal_objects_side_by_side_and_a_key_in_two_objects_are_no_duplicates() -> None:
+    scan = SAMPLES_BY_TOPIC[SCANS]()
+    scan["attributes"] = {"unit_id": "x", "stage": "y"}
+    decode_input(SCANS, json.dumps(scan).encode(), plan=PLAN)
+    assert repeated_keys('[{"a": 1}, {"a": 1}, {"b": {"a": 2}, "a": 3}]') == []
+
+
+def test_a_key_escaped_otherwise_is_the_same_key() -> None:
+    raw = _twice(SCANS, "unit_id", '"KNIT-02"').replace(
+        b'"unit_id": "KNIT', b'"unit\\u005fid": "KNIT'
+    )
+    assert [e.loc for e in _rejected(SCANS, raw).errors] == ["unit_id"]
+
+
+def test_a_duplicate_is_listed_beside_the_records_other_errors() -> None:
+    raw = _twice(SCANS, "unit_id", '"KNIT-02"').replace(b'"dyeing"', b"5")
+    rejected = _rejected(SCANS, raw)
+    assert rejected.reason_code is ReasonCode.VALIDATION_FAILED
+    assert {(e.loc, e.type) for e in rejected.errors} >= {
+        ("stage", "string_type"),
+        ("unit_id", "duplicate_key"),
+    }
+
+
+def test_numbers_python_does_not_convert_do_not_hide_a_duplicate() -> None:
+    huge = "9" * 5000  # Python's int() refuses it (the importer reads such lines)
+    assert [e.loc for e in repeated_keys(f'{{"n": {huge}, "n": 1e400, "m": NaN}}')] == ["n"]
+    assert repeated_keys(f'{{"n": {huge}, "m": 1}}') == []
