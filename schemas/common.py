@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -258,8 +259,15 @@ def number_problem(value: Any) -> tuple[tuple[str | int, ...], PydanticCustomErr
     EPCIS capture of 500 events 12-25 % of its judging); only when it finds one is
     the value walked again for the first one's path.
     """
+    return next(number_problems(value), None)
+
+
+def number_problems(
+    value: Any,
+) -> Iterator[tuple[tuple[str | int, ...], PydanticCustomError]]:
+    """Every number `number_problem` would name, in document order (the first one first)."""
     if not _holds_bad_number(value):
-        return None
+        return
     stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
     while stack:
         path, item = stack.pop()
@@ -267,21 +275,26 @@ def number_problem(value: Any) -> tuple[tuple[str | int, ...], PydanticCustomErr
             continue
         if isinstance(item, int):
             if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
-                return path, PydanticCustomError(
-                    "unsafe_integer",
-                    "integers must lie within +-2^53 ({limit}); send larger ones as strings",
-                    {"limit": MAX_SAFE_INTEGER},
+                yield (
+                    path,
+                    PydanticCustomError(
+                        "unsafe_integer",
+                        "integers must lie within +-2^53 ({limit}); send larger ones as strings",
+                        {"limit": MAX_SAFE_INTEGER},
+                    ),
                 )
         elif isinstance(item, float):
             if not math.isfinite(item):
-                return path, PydanticCustomError(
-                    "not_finite", "numbers must be finite (no NaN, Infinity or overflow)"
+                yield (
+                    path,
+                    PydanticCustomError(
+                        "not_finite", "numbers must be finite (no NaN, Infinity or overflow)"
+                    ),
                 )
         elif isinstance(item, dict):
             stack.extend(((*path, k), v) for k, v in reversed(item.items()))
         elif isinstance(item, list | tuple):
             stack.extend(((*path, i), v) for i, v in reversed(list(enumerate(item))))
-    return None
 
 
 def _holds_bad_number(value: Any) -> bool:

@@ -39,6 +39,7 @@ from schemas.common import (
     TIMESTAMP_ERROR,
     format_utc,
     number_problem,
+    number_problems,
     parse_timestamp,
     safe_json_core_schema,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "decode_input",
     "decode_replay_line",
     "errors_from",
+    "number_errors",
     "record_id",
     "rejection_of",
 ]
@@ -331,12 +333,15 @@ def check_numbers(value: Any) -> None:
     on one beyond a float (CONTRACT v1.2: invalid wherever it appears, on every
     path alike).
     """
-    problem = number_problem(value)
-    if problem is not None:
-        path, error = problem
-        raise RecordRejected(
-            ReasonCode.VALIDATION_FAILED, [_detail(path, error.message(), error.type)]
-        )
+    errors = number_errors(value)
+    if errors:
+        raise RecordRejected(ReasonCode.VALIDATION_FAILED, errors)
+
+
+def number_errors(value: Any) -> list[ErrorDetail]:
+    """One error per number of a parsed JSON value that a 64-bit float does not hold
+    (`check_numbers`), for a caller that lists them beside its own errors."""
+    return [_detail(path, error.message(), error.type) for path, error in number_problems(value)]
 
 
 def _duration(value: timedelta) -> str:

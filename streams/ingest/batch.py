@@ -8,6 +8,7 @@ a contract reason, and vice versa.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import pydantic_core
 import structlog
 from pydantic import ValidationError
 
+from schemas.common import number_problems
 from schemas.customers import Tombstone
 from schemas.dead_letter import ErrorDetail, ReasonCode
 from schemas.epcis import EpcisDocument, EpcisMapping
@@ -27,9 +29,9 @@ from schemas.validation import (
     DEFAULT_MAX_CLOCK_SKEW,
     RecordRejected,
     check_clock_skew,
-    check_numbers,
     check_unique_keys,
     decode_input,
+    number_errors,
     rejection_of,
 )
 from streams.ingest.auth import Role
@@ -324,8 +326,13 @@ def _read_envelope(envelope: bytes) -> EpcisDocument:
         raise rejection_of(exc, ReasonCode.VALIDATION_FAILED) from None
     # the model ignores the header and extensions, so their numbers are checked here,
     # and keys written twice anywhere (the model read one of them)
-    check_numbers(pydantic_core.from_json(envelope))
-    check_unique_keys(envelope)
+    errors = number_errors(pydantic_core.from_json(envelope))
+    try:
+        check_unique_keys(envelope)
+    except RecordRejected as exc:
+        errors += exc.errors
+    if errors:
+        raise RecordRejected(ReasonCode.VALIDATION_FAILED, errors)
     return document
 
 
@@ -351,6 +358,10 @@ def _judge_event(
     max_skew: timedelta,
     context: Any = None,
 ) -> Verdict:
+    """An event's verdict with every error it has at once, as a scan's validation lists
+    every field's: its numbers a 64-bit float does not hold and keys written twice (both
+    `validation_failed`, which wins), the mapping's reasons (`unmappable_epcis`), and the
+    mapped scan's own errors."""
     try:
         event = pydantic_core.from_json(event_bytes, allow_inf_nan=False)
     except ValueError as exc:
@@ -360,27 +371,45 @@ def _judge_event(
             index, event_bytes, unit_id=unit_id, stage=stage,
             reason_code=ReasonCode.NOT_JSON, errors=[error],
         )  # fmt: skip
+    numbers = number_errors(event)
     try:
-        check_numbers(event)  # before the hash of an event without id does arithmetic on them
-        check_unique_keys(event_bytes)  # the mapping read the last of two equal keys
+        check_unique_keys(event_bytes)
+        invalid = numbers
     except RecordRejected as exc:
-        unit_id, stage = read_point_claim(event, mapping)
-        return Verdict(
-            index, event_bytes, unit_id=unit_id, stage=stage,
-            reason_code=exc.reason_code, errors=exc.errors,
-        )  # fmt: skip
+        invalid = numbers + exc.errors
+    if numbers:  # mapped without them: the event hash does arithmetic on its numbers
+        event = _without(event, [path for path, _ in number_problems(event)])
     try:
         scan = map_event(event, mapping, context)
     except Unmappable as exc:
+        code = ReasonCode.VALIDATION_FAILED if invalid else ReasonCode.UNMAPPABLE_EPCIS
         return Verdict(
             index, event_bytes, unit_id=exc.unit_id, stage=exc.stage,
-            reason_code=ReasonCode.UNMAPPABLE_EPCIS, errors=exc.errors,
+            reason_code=code, errors=invalid + exc.errors,
         )  # fmt: skip
     # The stdlib writes what the event held as it was (a huge integer, an infinity), so
     # `decode_input` judges the scan by the same number rules as any other scan.
     scan_bytes = json.dumps(scan, ensure_ascii=False, separators=(",", ":")).encode()
     verdict = judge_value(index, scan_bytes, SCANS, endpoint.key_field, plan, max_skew)
+    if invalid:
+        verdict.key = None
+        verdict.errors = invalid + (verdict.errors or [])
+        if verdict.reason_code in (None, ReasonCode.VALIDATION_FAILED):
+            verdict.reason_code = ReasonCode.VALIDATION_FAILED
     if not verdict.accepted:
         verdict.value = event_bytes
         verdict.unit_id, verdict.stage = _claims(scan)
     return verdict
+
+
+def _without(event: Any, paths: list[tuple[str | int, ...]]) -> Any:
+    """A copy of `event` with the values at `paths` null."""
+    copied = copy.deepcopy(event)
+    for path in paths:
+        if not path:
+            return None
+        parent = copied
+        for part in path[:-1]:
+            parent = parent[part]
+        parent[path[-1]] = None
+    return copied

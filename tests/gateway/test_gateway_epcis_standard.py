@@ -413,3 +413,28 @@ def test_an_envelope_that_writes_a_key_twice_refuses_the_document() -> None:
     assert result.document_error is not None
     errors = result.document_error.errors or []
     assert [(e.loc, e.type) for e in errors] == [("schemaVersion", "duplicate_key")]
+
+
+def test_an_event_with_an_unsafe_number_lists_its_other_errors_too() -> None:
+    """A scan with `quantity` 2^64 and a bad time gets both errors; such an event got only
+    the number's, then the next post the next error."""
+    event = copy.deepcopy(KNITWEAR[1])  # no eventID: its hash must not meet the number
+    assert "eventID" not in event
+    event["example:batchCount"] = 2**64
+    event["readPoint"] = {"id": "urn:epc:id:sgln:0000000.00000.0"}
+    verdict = _judge(_document([event], CONTEXTS[2])).verdicts[0]
+    assert verdict.reason_code is not None
+    assert verdict.reason_code.value == "validation_failed"
+    assert [(e.loc, e.type) for e in verdict.errors or []] == [
+        ("example:batchCount", "unsafe_integer"),
+        ("readPoint.id", "epcis_unknown_read_point"),
+    ]
+    event = copy.deepcopy(KNITWEAR[3])
+    event["childQuantityList"][0]["quantity"] = 2**64
+    event["eventTime"] = "2027-04-05T10:05:00"
+    del event["eventTimeZoneOffset"]
+    verdict = _judge(_document([event], CONTEXTS[2])).verdicts[0]
+    assert [(e.loc, e.type) for e in verdict.errors or []] == [
+        ("childQuantityList.0.quantity", "unsafe_integer"),
+        ("event_time", "timestamp_no_offset"),
+    ]
