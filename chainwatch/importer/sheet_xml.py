@@ -2,230 +2,146 @@
 
 `iterparse` builds a whole row before anyone sees it: a row of millions of cells,
 or one cell of a gigabyte of text, was held whole (the only bound was the sheet's
-2 GB). Here the parser is fed in chunks, and a row that grows past `max_bytes` of
-XML is handed over as it stands (its finished cells) and marked too long; the rest
-of it is read past as bytes, up to its end tag, and parsing goes on after it with
-a new parser, opened as the old one was (the ancestors' tags, each with the
-namespaces it declared: a declaration elsewhere is not in scope there). So at most
-`max_bytes` and two chunks of a row are held, and the rows after it are read.
-Outside a row, more than `MAX_QUIET_BYTES` without an element (a comment, a start tag or
-text that long: expat holds such a token whole and scans it again at every chunk,
-minutes for tens of MiB) is broken XML, as no sheet writes one.
+2 GB). Here expat is fed in chunks and only the elements inside a row are built;
+a row that grows past `max_bytes` of XML is handed over as it stands (its finished
+cells) and marked too long, and the same parser reads on through the rest of it
+building nothing, up to the end tag that closes it. So at most `max_bytes` and a
+chunk of a row are held, and the rows after it are read.
 
-The parser does not tell which prefix a tag was written with: the row's end tag is
-any name bound to its namespace where it is; an ancestor named by two (`xmlns` and
-`xmlns:x` both the sheet's) cannot be reopened as the rest of the file closes it,
-and is refused in one line.
+The rest of a long row used to be searched for its end tag as bytes: a `</row>` in
+a comment, a CDATA section or an attribute value was taken for its end (the XML
+then broke, stopping the import), and a UTF-16 sheet's end tag was never found.
+The parser that knows where the row ends is the one that read its start.
 
-The end tag is found in the bytes, not by the parser: a `</row>` inside a comment
-or CDATA of the skipped row would be taken for its end, and what follows would
-most likely break the XML, which stops the import in one line (as any broken XML).
+Expat hands text over in pieces, but holds a comment, a tag or a processing
+instruction whole until it ends, and scans it again at every chunk (minutes for
+tens of MiB). More than `MAX_QUIET_BYTES` fed past the end of the last thing expat
+read (such a token) is broken XML, as no sheet writes one. Text outside a row is
+read past, never kept.
 """
 
 from __future__ import annotations
 
-import importlib
-import re
+import pyexpat
 from collections.abc import Iterator
-from typing import IO, Any, Final, Literal
-from xml.etree.ElementTree import XMLPullParser
+from typing import IO, Any, Final
+from xml.etree.ElementTree import Element, ParseError
 
 #: Bytes fed to the parser at a time (`iterparse` reads 16 KiB).
 FEED: Final = 64 << 10
-_HEAD: Final = 1 << 10
-#: The XML outside a row without an element (a comment, a start tag, text) that is
+#: The XML without anything the parser reports (a comment, a tag...) that is
 #: refused: as a row's bound, far above what any sheet writes.
 MAX_QUIET_BYTES: Final = 1 << 20
-#: The XML declaration (after a UTF-8 byte order mark), and the encoding it names.
-_DECLARATION: Final = re.compile(rb"(?:\xef\xbb\xbf)?(<\?xml[^<>]*\?>)")
-_ENCODING: Final = re.compile(rb"""encoding[ \t\r\n]*=[ \t\r\n]*["']([A-Za-z][\w.-]*)["']""")
-#: `<`, or `</` and a name, then perhaps blanks: the start of an end tag, cut
-_PARTIAL: Final = re.compile(rb"(<(?:/[^<>\s]{0,1024})?)([ \t\r\n]*)")
-_EVENTS: Final[tuple[Literal["start", "end", "start-ns"], ...]] = ("start", "end", "start-ns")
 
 
-def row_elements(source: IO[bytes], row_tag: str, max_bytes: int) -> Iterator[tuple[Any, bool]]:
+def row_elements(source: IO[bytes], row_tag: str, max_bytes: int) -> Iterator[tuple[Element, bool]]:
     """(row element, whole) for every outermost `row_tag` element, in file order.
 
     `whole` is False for a row that passed `max_bytes` of XML: the element holds
-    only the cells finished by then. Every finished element outside a row is dropped
-    from its parent as it ends. Errors of the XML (`SyntaxError`) and of `source`
-    propagate.
+    only the cells finished by then. Elements outside a row are not built, and of
+    those inside one, no tail text is kept (nothing reads it). Errors of the XML
+    (`SyntaxError`) and of `source` propagate.
     """
     return _Rows(source, row_tag, max_bytes).read()
 
 
+class _Names(dict[str, str]):
+    """Expat's `namespace}local` as ElementTree's `{namespace}local`, made once per name."""
+
+    def __missing__(self, name: str) -> str:
+        fixed = self[name] = "{" + name if "}" in name else name
+        return fixed
+
+
 class _Rows:
-    """One pass over a sheet's XML: the parser and the elements open in it."""
+    """One pass over a sheet's XML: the parser and the row open in it."""
 
     def __init__(self, source: IO[bytes], row_tag: str, max_bytes: int) -> None:
         self.source, self.row_tag, self.max_bytes = source, row_tag, max_bytes
-        self.parser = _parser()
-        self.stack: list[Any] = []
-        #: per element of `stack`, the namespaces (prefix, namespace) it declares
-        self.scopes: list[list[tuple[str, str]]] = []
-        self.declared: list[tuple[str, str]] = []  # for the element that starts next
-        self.pending = b""  # the end of the bytes fed that may start an end tag
-        self.head = b""  # the file's first bytes, for its XML declaration
-        self.in_row = 0
-        self.fed = 0  # bytes given to the parser since the outermost row's start
-        self.quiet = 0  # bytes given to it since its last event
+        self.names = _Names()
+        self.parser = pyexpat.ParserCreate(namespace_separator="}")
+        self.parser.buffer_text = True
+        self.parser.buffer_size = FEED  # a long text arrives in pieces of at most this
+        self._handlers(self._start, self._end, self._text)
+        self.stack: list[Element] = []  # the open elements of the row being read
+        self.finished: list[Element] = []  # rows ended in the chunk fed last
+        self.skipping = False  # reading past the rest of a row over the bound
+        self.row_at = 0  # the byte the open row starts at
+        self.fed = 0  # bytes given to the parser
 
-    def read(self) -> Iterator[tuple[Any, bool]]:
+    def read(self) -> Iterator[tuple[Element, bool]]:
         while True:
             chunk = self.source.read(FEED)
-            if chunk:
-                self.parser.feed(chunk)
-                self.pending = _pending(self.pending, chunk)
-                if len(self.head) < _HEAD:
-                    self.head += chunk[: _HEAD - len(self.head)]
-            else:
-                self.parser.close()
-            yield from self._events(len(chunk))
+            broken = self._parse(chunk)
+            self.fed += len(chunk)
+            rows, self.finished = self.finished, []
+            for row in rows:  # those before a break too, as the rows of any broken file
+                yield row, True
+            if broken is not None:
+                raise broken
             if not chunk:
                 return
-            self.quiet += len(chunk)
-            if self.in_row:
-                self.fed += len(chunk)
-            elif self.quiet > MAX_QUIET_BYTES:  # expat holds it whole, rescans it per feed
+            # expat holds a token whole until it ends, and rescans it per feed
+            if self.fed - self.parser.CurrentByteIndex > MAX_QUIET_BYTES:
                 raise SyntaxError(
-                    f"more than {MAX_QUIET_BYTES:,} bytes of the sheet's XML outside a row "
-                    "without an element (a comment, a start tag or text that long)"
+                    f"more than {MAX_QUIET_BYTES:,} bytes of the sheet's XML without an "
+                    "element or text (a comment, a tag or a processing instruction that long)"
                 )
-            if self.in_row and self.fed > self.max_bytes:
+            if self.stack and self.fed - self.row_at > self.max_bytes:
                 yield self._cut(), False
-                self._skip_row()
 
-    def _events(self, fed: int) -> Iterator[tuple[Any, bool]]:
-        """The rows the parser finished; `fed`: the bytes it was given last."""
-        for event, item in self.parser.read_events():
-            self.quiet = -fed  # counted from the next chunk, as `fed`
-            if event == "start-ns":
-                self.declared.append(item)
-            elif event == "start":
-                self.stack.append(item)
-                self.scopes.append(self.declared)
-                self.declared = []
-                if item.tag == self.row_tag:
-                    if not self.in_row:  # a row nested in it is of its bytes: no new count
-                        self.fed = -fed  # counted from the next chunk: never too early
-                    self.in_row += 1
-            else:
-                self.stack.pop()
-                self.scopes.pop()
-                if item.tag == self.row_tag:
-                    self.in_row -= 1
-                    if self.in_row == 0:
-                        yield item, True
-                if self.in_row == 0 and self.stack:
-                    del self.stack[-1][-1]  # a finished element is its parent's last child
+    def _parse(self, chunk: bytes) -> SyntaxError | None:
+        """Feeds `chunk` (none: the end); the XML's error, for after the rows it ended."""
+        if not chunk and (self.stack or self.skipping):
+            local = self.row_tag.rpartition("}")[2]
+            return SyntaxError(f"the sheet ends inside the row (</{local}> missing)")
+        try:
+            self.parser.Parse(chunk, not chunk)
+        except pyexpat.ExpatError as exc:
+            return ParseError(str(exc))
+        return None
 
-    def _cut(self) -> Any:
-        """The outermost open row, without the cell being read when the bound was passed."""
-        at = self._row_at()
-        row = self.stack[at]
-        if at + 1 < len(self.stack):
-            row.remove(self.stack[at + 1])
+    def _cut(self) -> Element:
+        """The open row, without the cell being read when the bound was passed; the
+        parser reads past the rest of it, up to the first end of a row: a row nested
+        in it (no sheet has one) ends the skip, and the rest of the outer row, outside
+        any row then, is read past as well."""
+        row = self.stack[0]
+        if len(self.stack) > 1:
+            del row[-1]
+        self.stack, self.skipping = [], True
+        self._handlers(None, self._skip_end, None)  # nothing made for each element
         return row
 
-    def _row_at(self) -> int:
-        return next(i for i, e in enumerate(self.stack) if e.tag == self.row_tag)
+    def _handlers(self, start: Any, end: Any, text: Any) -> None:
+        self.parser.StartElementHandler = start
+        self.parser.EndElementHandler = end
+        self.parser.CharacterDataHandler = text
 
-    def _skip_row(self) -> None:
-        """Read past the open row's end tag in bytes; a new parser goes on after it."""
-        at = self._row_at()
-        names = _names(self.row_tag, self.scopes[: at + 1])
-        end = re.compile(rb"</(?:%b)[ \t\r\n]*>" % b"|".join(re.escape(n) for n in names))
-        rest = _past_end_tag(self.source, end, self.pending)
-        if rest is None:  # the file ends inside the row: broken XML
-            raise SyntaxError(f"the sheet ends inside the row (</{names[0].decode()}> missing)")
-        self.parser, self.stack = _reopen(self.head, self.stack[:at], self.scopes[:at])
-        self.scopes = self.scopes[:at]
-        self.in_row = self.quiet = 0
-        self.parser.feed(rest)
-        self.pending = _pending(b"", rest)
+    def _skip_end(self, tag: str) -> None:
+        if self.names[tag] == self.row_tag:
+            self.skipping = False
+            self._handlers(self._start, self._end, self._text)
 
+    def _start(self, tag: str, attributes: dict[str, str]) -> None:
+        name = self.names[tag]
+        if not self.stack:
+            if name != self.row_tag:
+                return
+            self.row_at = self.parser.CurrentByteIndex
+        names = self.names
+        element = Element(name, {names[key]: value for key, value in attributes.items()})
+        if self.stack:
+            self.stack[-1].append(element)
+        self.stack.append(element)
 
-def _parser() -> Any:
-    """An `XMLPullParser`; defusedxml's parser inside when it is installed, as openpyxl's
-    `iterparse` would use."""
-    try:
-        defused = importlib.import_module("defusedxml.ElementTree")
-    except ImportError:
-        return XMLPullParser(events=_EVENTS)
-    return XMLPullParser(events=_EVENTS, _parser=defused.DefusedXMLParser())
+    def _end(self, _tag: str) -> None:
+        if self.stack:
+            element = self.stack.pop()
+            if not self.stack:
+                self.finished.append(element)
 
-
-def _names(tag: str, scopes: list[list[tuple[str, str]]]) -> list[bytes]:
-    """The names the file may write `{namespace}row` by inside `scopes` (its element's
-    and its ancestors' declarations): `row`, `x:row`, or both when both are bound."""
-    if not tag.startswith("{"):
-        return [tag.encode()]
-    namespace, local = tag[1:].split("}", 1)
-    bound = {prefix: space for declared in scopes for prefix, space in declared}
-    names = [f"{p}:{local}" if p else local for p, space in bound.items() if space == namespace]
-    return [name.encode() for name in names] or [local.encode()]
-
-
-def _pending(before: bytes, chunk: bytes) -> bytes:
-    """What at the end of `before` + `chunk` may be the start of an end tag (`</ro`,
-    `</row` and blanks, as one blank): the parser has it but had not read a whole tag."""
-    start = chunk.rfind(b"<")
-    found = _PARTIAL.fullmatch(chunk[start:] if start != -1 else before + chunk)
-    if found is None:
-        return b""
-    return found[1] + (b" " if found[2] else b"")
-
-
-def _past_end_tag(source: IO[bytes], end: re.Pattern[bytes], carry: bytes) -> bytes | None:
-    """The bytes after the first match of `end`, read on from `source` in chunks
-    (never more than a chunk held); None when the file ends first."""
-    while True:
-        chunk = source.read(FEED)
-        if not chunk:
-            return None
-        buffer = carry + chunk
-        found = end.search(buffer)
-        if found is not None:
-            return buffer[found.end() :]
-        carry = _pending(b"", buffer)
-
-
-def _reopen(
-    head: bytes, ancestors: list[Any], scopes: list[list[tuple[str, str]]]
-) -> tuple[Any, list[Any]]:
-    """A new parser inside elements named as `ancestors` (`<worksheet><sheetData>`),
-    each declaring the namespaces it declared; and its elements for them (the new stack).
-    The file's XML declaration (`head`) comes first: the bytes after the row are in
-    its encoding (a Latin-1 `Ã©` read as UTF-8 was `é`).
-
-    An ancestor's name is the one prefix bound to its namespace there: the rest of the
-    file closes it, and the parser gives no prefix, so two bound to it are refused."""
-    opening = []
-    for i, element in enumerate(ancestors):
-        names = _names(element.tag, scopes[: i + 1])
-        if len(names) > 1:
-            shown = " and ".join(repr(n.decode()) for n in names)
-            raise SyntaxError(f"the sheet names {element.tag} as {shown}: cannot read on")
-        declared = "".join(
-            f' xmlns{":" + prefix if prefix else ""}="{_attribute(space)}"'
-            for prefix, space in scopes[i]
-        )
-        opening.append(f"<{names[0].decode()}{declared}>")
-    declaration = _DECLARATION.match(head)
-    prolog = b"" if declaration is None else declaration[1]
-    named = None if declaration is None else _ENCODING.search(prolog)
-    try:
-        tags = "".join(opening).encode(
-            "utf-8" if named is None else named[1].decode(), "xmlcharrefreplace"
-        )
-    except LookupError:
-        raise SyntaxError(f"unknown encoding in {prolog[:100]!r}") from None
-    parser = _parser()
-    parser.feed(prolog + tags)
-    stack = [item for event, item in parser.read_events() if event == "start"]
-    return parser, stack
-
-
-def _attribute(text: str) -> str:
-    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+    def _text(self, text: str) -> None:
+        if self.stack and not len(self.stack[-1]):  # a tail (after a child) is not kept
+            element = self.stack[-1]
+            element.text = text if element.text is None else element.text + text

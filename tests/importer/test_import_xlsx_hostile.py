@@ -635,3 +635,19 @@ def test_a_row_past_1_mib_of_xml_is_rejected_in_bounded_memory_and_the_import_go
     # 1 MiB of XML of tiny cells is ~40,000 cells, ~40 MB as elements; before, a
     # million cells were ~1 GB (and a minute), the one cell's 24 MB held twice
     assert peak < (64_000_000 if shape == "many cells" else 12_000_000), peak
+
+
+def test_a_utf16_sheet_rejects_a_row_past_1_mib_and_reads_the_rows_after_it(
+    tmp_path: Path,
+) -> None:
+    """Its end tag was searched for in UTF-8 bytes and never found: the import stopped
+    ("the sheet ends inside the row") instead of rejecting the one row."""
+    import base64
+    import random
+
+    text = base64.b64encode(random.Random(7).randbytes(450_000)).decode()  # no zip bomb
+    huge = unit(3).replace("</row>", cell("D3", text) + "</row>")  # 1.2 MB in UTF-16
+    xml = sheet(row(1, *HEADER) + unit(2) + huge + unit(4))
+    xml = xml.replace('encoding="UTF-8"', 'encoding="UTF-16"')
+    bad = only_row_3_rejected(outcomes(xlsx(tmp_path, xml.encode("utf-16"))))
+    assert bad.errors[0].type == "import_row_too_long"
