@@ -13,6 +13,15 @@ a comment, a CDATA section or an attribute value was taken for its end (the XML
 then broke, stopping the import), and a UTF-16 sheet's end tag was never found.
 The parser that knows where the row ends is the one that read its start.
 
+A document type declaration is refused before anything is read: no workbook has
+one (OPC forbids DTDs in a package's parts), and its entities are the two classic
+attacks, an expansion without bound ("billion laughs") and an external entity naming
+a file. Expat (>= 2.4, which every supported Python has) stops the first at its
+amplification limit and never fetches the second, reading it as nothing: an empty
+cell, unseen. defusedxml, used when installed, was never installed here; refusing
+the declaration does what it did, with one reason for both, whatever expat's
+version.
+
 Expat hands text over in pieces, but holds a comment, a tag or a processing
 instruction whole until it ends, and scans it again at every chunk (minutes for
 tens of MiB). More than `MAX_QUIET_BYTES` fed past the end of the last thing expat
@@ -63,6 +72,7 @@ class _Rows:
         self.parser.buffer_text = True
         self.parser.buffer_size = FEED  # a long text arrives in pieces of at most this
         self._handlers(self._start, self._end, self._text)
+        self.parser.StartDoctypeDeclHandler = _refuse_doctype
         self.stack: list[Element] = []  # the open elements of the row being read
         self.finished: list[Element] = []  # rows ended in the chunk fed last
         self.skipping = False  # reading past the rest of a row over the bound
@@ -145,3 +155,10 @@ class _Rows:
         if self.stack and not len(self.stack[-1]):  # a tail (after a child) is not kept
             element = self.stack[-1]
             element.text = text if element.text is None else element.text + text
+
+
+def _refuse_doctype(name: str, *_: object) -> None:
+    raise SyntaxError(
+        f"the sheet declares a document type (<!DOCTYPE {name[:40]}>), which no workbook "
+        "has: its entities could expand without bound or name other files"
+    )

@@ -209,3 +209,34 @@ def test_a_utf16_sheet_reads_on_after_a_skipped_row(
     xml = ("\ufeff" + text.replace('encoding="UTF-8"', 'encoding="UTF-16"')).encode(encoding)
     got = [(r, whole) for r, whole, _ in read(xml, 200)]  # two bytes a character
     assert got == [("1", True), ("2", False), ("3", True), ("4", True)]
+
+
+LAUGHS = (  # 10 characters, each entity ten of the one before: 10 GB as `&j;`
+    '<!DOCTYPE worksheet [<!ENTITY a "xxxxxxxxxx">'
+    + "".join(
+        f'<!ENTITY {b} "{f"&{a};" * 10}">' for a, b in zip("abcdefghi", "bcdefghij", strict=True)
+    )
+    + "]>"
+)
+EXTERNAL = '<!DOCTYPE worksheet [<!ENTITY e SYSTEM "file:///etc/hostname">]>'
+
+
+@pytest.mark.parametrize(("declaration", "entity"), [(LAUGHS, "&j;"), (EXTERNAL, "&e;")])
+def test_a_sheet_declaring_entities_is_refused_before_any_is_expanded(
+    declaration: str, entity: str
+) -> None:
+    """Expat stopped the expansion at its amplification limit, after ~13 MB, with a
+    message naming neither the sheet nor the cause; the external entity was read as
+    nothing, an empty cell, unseen."""
+    import tracemalloc
+
+    cell = f'<row r="1"><c r="A1" t="inlineStr"><is><t>{entity}</t></is></c></row>'
+    xml = document(cell).replace(b"<worksheet", declaration.encode() + b"<worksheet", 1)
+    tracemalloc.start()
+    try:
+        with pytest.raises(SyntaxError, match=r"declares a document type \(<!DOCTYPE worksheet>"):
+            read(xml, 1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak
