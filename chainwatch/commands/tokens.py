@@ -108,7 +108,10 @@ def append_token(path: Path, entry: dict[str, Any]) -> None:
         raise UserError(f"cannot read tokens file {path}: {why}") from None
     if not isinstance(data, dict) or not isinstance(data.get("tokens") or [], list):
         raise UserError(f"tokens file {path}: expected a mapping with a `tokens:` list")
-    if entry["name"] in {t.get("name") for t in data.get("tokens") or [] if isinstance(t, dict)}:
+    # compared one by one, not through a set: a hand-edited name may be a list (unhashable)
+    if any(
+        isinstance(t, dict) and t.get("name") == entry["name"] for t in data.get("tokens") or []
+    ):
         # the option's fault, not the file's: it said "tokens file ...: names must be unique"
         raise UserError(
             f"NAME: a token named {entry['name']!r} is already in {path}: pick another name, "

@@ -227,3 +227,18 @@ def test_a_tokens_file_in_a_directory_that_refuses_new_files_is_kept_whole(
         f"cannot create a file in the directory {str(tmp_path)!r} (Permission denied)"
     )
     assert tokens.read_text(encoding="utf-8") == "tokens:\n"
+
+
+def test_a_file_with_a_name_that_is_no_text_is_blamed_not_a_crash(tmp_path: Path) -> None:
+    """The taken-name check put every name in a set: a name written as a list (`name: [a,
+    b]`) crashed `tokens create` with `TypeError: unhashable type: 'list'`."""
+    from chainwatch.commands.tokens import append_token
+    from chainwatch.errors import UserError
+
+    tokens = tmp_path / "tokens.yaml"
+    before = f"tokens:\n  - {{name: [a, b], sha256: {'a' * 64}, role: crm}}\n"
+    tokens.write_text(before, encoding="utf-8")
+    with pytest.raises(UserError) as caught:
+        append_token(tokens, {"name": "desk", "sha256": "0" * 64, "role": "orders"})
+    assert str(caught.value).startswith(f"tokens file {tokens}: key 'tokens.0.name': ")
+    assert tokens.read_text(encoding="utf-8") == before
