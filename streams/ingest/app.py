@@ -66,6 +66,7 @@ from streams.ingest.metrics import GatewayMetrics
 from streams.ingest.openapi import METRICS_MEDIA_TYPE, install_openapi, partial_path
 from streams.ingest.outage import OutageLog
 from streams.ingest.publisher import (
+    MIN_PUBLISH_S,
     Publisher,
     PublisherConfig,
     PublishTooLarge,
@@ -80,9 +81,6 @@ from streams.topics import CUSTOMERS, DEAD_LETTER, TopicNames
 
 log = structlog.stdlib.get_logger(__name__)
 
-MIN_PUBLISH_S = 1.0
-"""A post left less than this of its `publish_timeout_s` (at most half of it) after waiting
-for the topics is answered 503 at once instead of starting a publish."""
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})

@@ -79,10 +79,15 @@ class _Attempt:
 
 
 _LEFT_BEHIND = (
-    "TimeoutError: its deadline passed while the requests committed with it were retried one "
-    "at a time"
+    "TimeoutError: too little of its time was left to start a producer after the requests "
+    "committed with it were retried one at a time"
 )
 """Why a group member is answered 503 unpublished without a try of its own."""
+MIN_PUBLISH_S = 1.0
+"""Less than this left (at most half of `publish_timeout_s`), a publish is not begun where it
+would start a producer: it would only time out, and throw away the producer (a connection) it
+was starting on the way. A post that waited for the topics (answered 503 at once), and a
+member's try in a retry one at a time after its slot's producer failed."""
 _OUTCOME_GRACE_S = 5.0
 """How long past its own deadline a request waits for its group's outcome (a safety net:
 every path of a group is bounded by its members' deadlines)."""
@@ -131,6 +136,7 @@ class TransactionalPublisher:
             max_bytes=config.max_group_bytes,
             solo_below_s=config.publish_timeout_s / 4,
         )
+        self._min_start_s = min(MIN_PUBLISH_S, config.publish_timeout_s / 2)
         self._partitioner = CachedPartitioner()
         self._probe: AIOKafkaClient | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -305,9 +311,11 @@ class TransactionalPublisher:
 
         Earliest deadline first: each is then done by its own deadline, not kept
         waiting by a member behind which it arrived. A member whose deadline passed
-        meanwhile is answered at once, never tried with no time left (each such try
-        started a producer only to cancel it: a group of thousands of single scans
-        behind one stuck partition opened as many connections); a shutdown that cuts
+        meanwhile, or whose try would have to start a producer (the slot's last one
+        failed) with less than `MIN_PUBLISH_S` left, is answered at once, never tried
+        (each such try started a producer only to cancel it: a group of thousands of
+        single scans behind one stuck partition opened as many connections, as their
+        deadlines, a few ms apart, came one after the other); a shutdown that cuts
         the retry tells the members not yet tried that nothing of theirs was published
         (they were told "not known").
         """
@@ -316,7 +324,8 @@ class TransactionalPublisher:
         try:
             while queue:
                 member = queue.popleft()
-                if member.deadline_at <= loop.time():
+                left = member.deadline_at - loop.time()
+                if left <= 0 or (self._producers[slot] is None and left < self._min_start_s):
                     _settle(member, PublishUnavailable(_LEFT_BEHIND))
                 else:
                     await self._commit_group(slot, [member])

@@ -472,3 +472,38 @@ def test_a_request_waits_a_bounded_time_past_its_deadline_for_its_groups_outcome
     outcome = loop.run_until_complete(publish())
     assert isinstance(outcome, PublishUnavailable), outcome
     assert outcome.outcome_unknown
+
+
+class StuckStarts(TransactionalPublisher):
+    """Every producer start hangs (a broker that stopped answering): a try ends at its
+    member's deadline, and its slot stays without a producer. No Kafka is reached."""
+
+    def __init__(self) -> None:
+        super().__init__(PublisherConfig("127.0.0.1:1", "t-stuck", 1, publish_timeout_s=0.4))
+        self.started: list[float] = []
+
+    async def _producer(self, slot: int) -> AIOKafkaProducer:
+        self.started.append(asyncio.get_running_loop().time())
+        await asyncio.Event().wait()
+        raise AssertionError("never started")
+
+
+def test_a_member_with_too_little_time_to_start_a_producer_is_answered_without_a_try(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """A member whose deadline came milliseconds after the one before it, whose try timed
+    out, was tried with those milliseconds: it started a producer only to cancel it (a
+    connection each, for every member of a large group behind a stuck broker)."""
+    publisher = StuckStarts()  # at least min(1 s, 0.4 s / 2) = 0.2 s to start a producer
+    now = loop.time()
+    first, close_behind, later = (_member(loop, 1, left_s=now + at) for at in (0.35, 0.4, 0.75))
+    loop.run_until_complete(publisher._commit_one_by_one(0, [later, close_behind, first]))
+    assert len(publisher.started) == 2  # first's and later's (~0.35 s left: enough)
+    refusal = close_behind.outcome.exception()
+    assert isinstance(refusal, PublishUnavailable), refusal
+    assert "too little of its time was left" in str(refusal)
+    assert not refusal.outcome_unknown  # its group was aborted: nothing of it committed
+    for tried in (first, later):
+        timed_out = tried.outcome.exception()
+        assert isinstance(timed_out, PublishUnavailable), timed_out
+        assert str(timed_out).startswith("TimeoutError: no commit within")
