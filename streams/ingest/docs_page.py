@@ -18,6 +18,10 @@ from typing import Any, Final
 
 _CODE: Final = re.compile(r"`([^`]+)`")
 
+_METHODS: Final = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+"""The keys of an OpenAPI path item that are operations: the others (`parameters`,
+`summary`, `description`, `servers`) describe the path, and are not one to render."""
+
 _STYLE: Final = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 60em; padding: 0 1em; color: #222; }
 h2 { margin-top: 2em; font-family: monospace; font-size: 1.1em; }
@@ -84,6 +88,7 @@ def render_docs_page(spec: dict[str, Any]) -> str:
         (method, path, operation)
         for path, methods in spec.get("paths", {}).items()
         for method, operation in methods.items()
+        if method in _METHODS  # so a method is safe in HTML as it is
     ]
     index = "".join(
         f'<li><a href="#{html.escape(f"{m}-{p}")}">{m.upper()} {html.escape(p)}</a></li>'

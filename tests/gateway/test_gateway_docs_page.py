@@ -19,7 +19,7 @@ from conftest import make_registry
 
 from chainwatch.settings import Settings
 from streams.ingest.app import create_gateway_app
-from streams.ingest.docs_page import schema_name
+from streams.ingest.docs_page import render_docs_page, schema_name
 
 BASE = "http://gateway.plant.local:8088"
 
@@ -94,3 +94,24 @@ def test_the_body_schema_names() -> None:
     )
     assert schema_name({"type": "string"}) == "string"
     assert schema_name({"not": {"type": "array", "maxItems": 0}}) == "any JSON"
+
+
+def test_only_a_path_items_operations_are_rendered_and_nothing_unescaped() -> None:
+    """A path item may also hold `parameters`, `summary` and `description` (OpenAPI 3):
+    read as operations, a path-level `summary` crashed the gateway at start, and a key
+    that is no method went onto the page as it was, markup included."""
+    spec = {
+        "paths": {
+            "/v1/things/{id}": {
+                "summary": "things",
+                "description": "what a thing is",
+                "parameters": [{"name": "id", "in": "path", "required": True}],
+                "get": {"summary": "Get a thing", "responses": {"200": {"description": "it"}}},
+                "<img src=x onerror=alert(1)>": {"summary": "not a method", "responses": {}},
+            }
+        }
+    }
+    page = render_docs_page(spec)
+    assert re.findall(r"<h2[ >]", page) == ["<h2 "]
+    assert "Get a thing" in page
+    assert "<img" not in page
