@@ -110,6 +110,31 @@ def test_a_slow_body_above_the_minimum_rate_is_served_past_the_grace(
     assert json.loads(answer)["accepted"] == 10
 
 
+def test_a_chunked_body_that_starts_after_the_grace_is_refused_however_fast_the_rest(
+    gateway_factory: Callable[..., Harness],
+) -> None:
+    """docs/ingest.md (Admission): a client that builds its batch while sending it is
+    refused when its first bytes come after the grace; the minimum is the same for a
+    chunked body, which declares no length."""
+    gw = gateway_factory(body_rate_grace_s=1.0, body_timeout_s=60.0)
+    host, port = gw.base_url.removeprefix("http://").split(":")
+    head = (
+        "POST /v1/scans HTTP/1.1\r\n"
+        f"Host: {host}\r\n"
+        f"Authorization: Bearer {token_of('admin')}\r\n"
+        "Content-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode())  # the batch is still being built
+        status, headers, answer = read_response(sock, timeout_s=15)  # until it closes
+    assert status == 408, answer
+    assert headers["connection"] == "close"
+    assert json.loads(answer)["error"] == "body_too_slow"
+    assert "(0 bytes in 1.0 s)" in json.loads(answer)["detail"]
+    assert gw.read_all("scans") == []
+
+
 def test_a_stop_does_not_wait_for_a_client_that_holds_a_request_open(
     kafka_bootstrap: str,
 ) -> None:
