@@ -410,12 +410,14 @@ def _object(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         try:
             parsed = json.loads(value, parse_constant=_no_constant)
+            # the parser kept one of two equal keys; its hook is a frame deeper, so a cell
+            # nested just within the parser's depth may be too deep for this second parse
+            twice = repeated_keys(value) if isinstance(parsed, dict) else []
         except ValueError:
             parsed = None
         except RecursionError:
             raise _Bad("attributes are nested too deeply", "import_object") from None
         if isinstance(parsed, dict):
-            twice = repeated_keys(value)  # the parser kept one of two equal keys
             if twice:
                 raise _Bad(f"attributes: {twice[0].loc}: {twice[0].msg}", twice[0].type)
             return parsed

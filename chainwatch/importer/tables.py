@@ -492,6 +492,14 @@ class _NdjsonTable(Table):
                 continue
             try:
                 value = json.loads(text, parse_constant=_reject_constant, parse_int=_json_int)
+                # the parser kept one of two equal keys; a record is written once per key.
+                # Inside the `try`: its hook is a frame deeper, so a line nested just
+                # within the parser's depth may be too deep for this second parse
+                twice = (
+                    repeated_keys(text.decode(json.detect_encoding(text)))
+                    if isinstance(value, dict)
+                    else []
+                )
             except (ValueError, UnicodeDecodeError) as exc:
                 detail = ErrorDetail(loc="", msg=f"not JSON: {exc}"[:300], type="json_invalid")
                 yield Row(number, {}, text, (ReasonCode.NOT_JSON, detail))
@@ -504,8 +512,6 @@ class _NdjsonTable(Table):
                 detail = ErrorDetail(loc="", msg="the line is not a JSON object", type="not_object")
                 yield Row(number, {}, text, (ReasonCode.NOT_OBJECT, detail))
                 continue
-            # the parser kept one of two equal keys; a record is written once per key
-            twice = repeated_keys(text.decode(json.detect_encoding(text)))
             if twice:
                 yield Row(number, {}, text, (ReasonCode.VALIDATION_FAILED, twice[0]))
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,28 @@ def test_an_ndjson_line_that_writes_a_key_twice_is_refused_at_that_key(tmp_path:
         ("x.k", "duplicate_key"),
     ]
     assert isinstance(outcomes[2], Accepted)
+
+
+def test_a_line_nested_at_the_parsers_depth_is_a_bad_row_not_a_failed_import(
+    tmp_path: Path,
+) -> None:
+    """The repeated-key check parses each line again, its hook a frame deeper than the
+    first parse: a line just within the first parser's depth must not stop the import."""
+    limit = sys.getrecursionlimit()
+    path = tmp_path / "customers.ndjson"
+    path.write_text(
+        "".join(
+            f'{{"customer_id": "C-{n}", "name": "N", "x": {"[" * n}{{}}{"]" * n}}}\n'
+            for n in range(limit - 200, limit)
+        ),
+        encoding="utf-8",
+    )
+    outcomes = run("customers", ImportMapping(), path)
+    assert len(outcomes) == 200
+    assert {o.reason_code.value for o in outcomes if isinstance(o, Rejected)} <= {
+        "not_json",
+        "validation_failed",
+    }
 
 
 def test_file_level_problems_stop_the_import_before_any_row(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import unicodedata
 from datetime import UTC, datetime
 from typing import Any
@@ -248,3 +249,14 @@ def test_an_attributes_cell_that_writes_a_key_twice_is_refused_not_resolved() ->
     field, kind, message = problem(mapper(time=BERLIN), scan(attributes='{"a": 1, "b": 2, "a": 3}'))
     assert (field, kind) == ("attributes", "duplicate_key")
     assert "'a' is written twice" in message
+
+
+def test_an_attributes_cell_nested_at_the_parsers_depth_is_a_problem_not_a_crash() -> None:
+    """The repeated-key check parses the cell again, its hook a frame deeper than the
+    first parse: a cell just within the first parser's depth is refused as too deep."""
+    m = mapper(time=BERLIN)
+    limit = sys.getrecursionlimit()
+    for n in range(limit - 200, limit):
+        cell = '{"a": ' + "[" * n + "{}" + "]" * n + "}"
+        _record, problems = m.map(scan(attributes=cell))
+        assert {(p.field, p.type) for p in problems} <= {("attributes", "import_object")}, n
