@@ -1,4 +1,5 @@
-"""The fault bench's verdicts: what it calls lost, duplicated and differing (bench/faults.py)."""
+"""The fault bench's verdicts: what it calls lost, duplicated and differing, and which hostile
+inputs it expects refused (bench/faults.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from schemas.plan import load_plan
+from streams.ingest.batch import ENDPOINTS, judge_value
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "faults.py"
 
@@ -71,3 +75,21 @@ def test_records_the_client_dropped_after_503s_are_not_the_pipelines_loss() -> N
     assert _diff(result.diffs, "scans").lost == 2
     assert (result.lost, result.client_gave_up) == (1, 1)
     assert not result.passed
+
+
+def test_a_hostile_case_the_gateway_refuses_is_one_the_bench_expects_refused() -> None:
+    """The hostile scenario passes a case expected "any" whatever the gateway answers: a
+    case the contract refuses on every path (a key written twice, nesting in `attributes`)
+    must be expected "4xx", or a gateway that published it again would go unnoticed."""
+    by_path = {e.path: e for e in ENDPOINTS.values()}
+    plan = load_plan(None)
+    for name, path, expected, items in faults.hostile_cases():
+        if path not in by_path or expected == "4xx":
+            continue  # EPCIS documents are judged whole
+        endpoint = by_path[path]
+        verdicts = [
+            judge_value(i, item.encode("utf-8", "surrogatepass"), endpoint.topic,
+                        endpoint.key_field, plan)
+            for i, item in enumerate(items)
+        ]  # fmt: skip
+        assert any(v.accepted for v in verdicts), f"{name}: refused, but expected {expected!r}"
