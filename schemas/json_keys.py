@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
+from itertools import islice
 from typing import Any, Final
 
-from schemas.dead_letter import ErrorDetail
+from schemas.dead_letter import MAX_ERRORS, ErrorDetail
 
 DUPLICATE_KEY: Final = "duplicate_key"
 """The error type of a key written twice (`ErrorDetail.type`)."""
@@ -69,7 +70,9 @@ _LOCATING: Final = json.JSONDecoder(
 
 
 def repeated_keys(raw: bytes | bytearray | str) -> list[ErrorDetail]:
-    """One `duplicate_key` error per key written twice in one object, in document order.
+    """One `duplicate_key` error per key written twice in one object, in document order,
+    the first `MAX_ERRORS` of them (as a dead letter keeps): an item of 64,000 objects that
+    each repeat a key made 64,000 errors, 12 MB of a 422 answer built in seconds.
 
     Empty when no object of `raw` repeats a key. `ValueError` (a `UnicodeDecodeError`
     included) or `RecursionError` when `raw` is not JSON Python can read: the caller
@@ -87,7 +90,7 @@ def repeated_keys(raw: bytes | bytearray | str) -> list[ErrorDetail]:
             return []
         except _Repeated:
             pass
-    return list(_errors(_LOCATING.decode(text)))
+    return list(islice(_errors(_LOCATING.decode(text)), MAX_ERRORS))
 
 
 def _errors(value: Any) -> Iterable[ErrorDetail]:

@@ -13,7 +13,7 @@ import json
 import pytest
 from samples import PLAN, SAMPLES_BY_TOPIC
 
-from schemas.dead_letter import ReasonCode
+from schemas.dead_letter import MAX_ERRORS, ReasonCode
 from schemas.json_keys import repeated_keys
 from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
 from schemas.validation import RecordRejected, decode_input
@@ -93,3 +93,13 @@ def test_numbers_python_does_not_convert_do_not_hide_a_duplicate() -> None:
     huge = "9" * 5000  # Python's int() refuses it (the importer reads such lines)
     assert [e.loc for e in repeated_keys(f'{{"n": {huge}, "n": 1e400, "m": NaN}}')] == ["n"]
     assert repeated_keys(f'{{"n": {huge}, "m": 1}}') == []
+
+
+def test_a_record_repeating_keys_in_many_objects_lists_only_the_first_max_errors() -> None:
+    raw = json.dumps({"attributes": {}}).replace(
+        "{}", "[" + ",".join(['{"a": 1, "a": 2}'] * 1000) + "]"
+    )
+    errors = repeated_keys(raw.encode())
+    assert len(errors) == MAX_ERRORS
+    assert errors[0].loc == "attributes.0.a"
+    assert errors[-1].loc == f"attributes.{MAX_ERRORS - 1}.a"
