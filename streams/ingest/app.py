@@ -267,6 +267,7 @@ class Gateway:
             else None
         )
         metrics.waiting.set_function(lambda: self.admission.waiting)
+        publisher.observe_groups(metrics)
         self.executor = ThreadPoolExecutor(
             max_workers=self.limits.judge_threads, thread_name_prefix="gateway-judge"
         )
@@ -693,7 +694,7 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
     ready until it is done (`chainwatch gateway` passes one; tests prepare them before).
     """
     publisher = producer if producer is not None else default_publisher(settings)
-    metrics = GatewayMetrics()
+    metrics = GatewayMetrics(max_group_records=settings.gateway.max_items)
     gateway = Gateway(settings, tokens, mapping, publisher, metrics, preparation)
     ops_networks = settings.gateway.ops_network_list()
 

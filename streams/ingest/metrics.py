@@ -7,8 +7,22 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
+def size_buckets(largest: int) -> tuple[float, ...]:
+    """1, 2, 4, ... and `largest` itself: a group's size is bounded by it, and powers of
+    two tell one request alone from a handful and from a full group in a few buckets."""
+    buckets: list[float] = []
+    size = 1
+    while size < largest:
+        buckets.append(size)
+        size *= 2
+    buckets.append(max(largest, 1))
+    return tuple(buckets)
+
+
 @dataclass
 class GatewayMetrics:
+    max_group_records: int
+    """The gateway's `max_items`: no group transaction holds more (streams.ingest.groups)."""
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
@@ -52,7 +66,28 @@ class GatewayMetrics:
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
-
+        group_buckets = size_buckets(self.max_group_records)
+        self.transaction_requests = Histogram(
+            "chainwatch_gateway_transaction_requests",
+            "Requests per committed Kafka transaction (group commit: the requests that "
+            "waited for a producer share its next one).",
+            buckets=group_buckets,
+            registry=self.registry,
+        )
+        self.transaction_records = Histogram(
+            "chainwatch_gateway_transaction_records",
+            "Records per committed Kafka transaction.",
+            buckets=group_buckets,
+            registry=self.registry,
+        )
+        self.transactions_failed = Counter(
+            "chainwatch_gateway_transactions_failed",
+            "Kafka transactions of a group not committed, by cause (`kafka_error`, "
+            "`deadline`, `commit_unanswered`, `record_too_large`, `topic_not_authorized`, "
+            "`shutdown`).",
+            ["cause"],
+            registry=self.registry,
+        )
         self.protocol_refusals = Counter(
             "chainwatch_gateway_protocol_refusals",
             "Requests the HTTP layer refused before any operation ran, by status and error "
@@ -65,6 +100,15 @@ class GatewayMetrics:
         """A refusal of the HTTP protocol (`chainwatch.gateway_protocol`), which runs
         before the app and so outside its request metrics."""
         self.protocol_refusals.labels(str(status), error).inc()
+
+    def transaction_committed(self, requests: int, records: int) -> None:
+        """A group's transaction committed (`streams.ingest.publisher.GroupObserver`)."""
+        self.transaction_requests.observe(requests)
+        self.transaction_records.observe(records)
+
+    def transaction_failed(self, cause: str) -> None:
+        """A group's transaction was not committed, or not known to be."""
+        self.transactions_failed.labels(cause).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -97,7 +97,17 @@ class PublishTooLarge(Exception):
     """A record is larger than Kafka takes: retrying cannot help (413, not 503)."""
 
 
+class GroupObserver(Protocol):
+    """Told how each group's transaction ended (the gateway's metrics): once per
+    transaction, so a group retried one request at a time counts its own failure, then
+    each retry's."""
+
+    def transaction_committed(self, requests: int, records: int) -> None: ...
+    def transaction_failed(self, cause: str) -> None: ...
+
+
 class Publisher(Protocol):
+    def observe_groups(self, observer: GroupObserver) -> None: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def ready(self) -> bool: ...
@@ -140,6 +150,10 @@ class TransactionalPublisher:
         self._partitioner = CachedPartitioner()
         self._probe: AIOKafkaClient | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._observer: GroupObserver | None = None
+
+    def observe_groups(self, observer: GroupObserver) -> None:
+        self._observer = observer
 
     async def start(self) -> None:
         """Warm one producer if the broker answers; a down broker is reported by `ready()`."""
@@ -273,6 +287,11 @@ class TransactionalPublisher:
                 placements = await self._transaction(producer, records, attempt)
         except (MessageSizeTooLargeError, TopicAuthorizationFailedError) as exc:
             self._discard(slot)
+            self._failed(
+                "record_too_large"
+                if isinstance(exc, MessageSizeTooLargeError)
+                else "topic_not_authorized"
+            )
             if len(members) > 1:  # one request's record or topic: the others must not fail
                 await self._commit_one_by_one(slot, members)
                 return
@@ -283,6 +302,10 @@ class TransactionalPublisher:
             _settle(members[0], refusal)
         except (KafkaError, OSError, TimeoutError, PublishUnavailable) as exc:
             self._discard(slot)  # closing aborts; a new producer fences the id
+            if attempt.committing:
+                self._failed("commit_unanswered")
+            else:
+                self._failed("deadline" if isinstance(exc, TimeoutError) else "kafka_error")
             text = str(exc) or f"no commit within {round(within, 3)} s"
             if not isinstance(exc, PublishUnavailable):
                 text = f"{type(exc).__name__}: {text}"
@@ -292,6 +315,7 @@ class TransactionalPublisher:
             # a shutdown: the transaction may be open; the slot gets a new producer
             # (closing this one aborts the transaction)
             self._discard(slot)
+            self._failed("shutdown")
             for member in members:
                 _settle(
                     member,
@@ -299,11 +323,17 @@ class TransactionalPublisher:
                 )
             raise
         else:
+            if self._observer is not None:
+                self._observer.transaction_committed(len(members), len(records))
             start = 0
             for member in members:
                 end = start + len(member.records)
                 _settle(member, placements[start:end])
                 start = end
+
+    def _failed(self, cause: str) -> None:
+        if self._observer is not None:
+            self._observer.transaction_failed(cause)
 
     async def _commit_one_by_one(self, slot: int, members: list[Member]) -> None:
         """Each member in a transaction of its own, after one member's refusal aborted

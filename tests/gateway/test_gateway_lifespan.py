@@ -9,6 +9,7 @@ from conftest import make_registry
 
 from chainwatch.settings import Settings
 from streams.ingest.app import create_gateway_app
+from streams.ingest.publisher import GroupObserver
 from streams.ingest.records import OutRecord, Placement
 
 
@@ -17,6 +18,9 @@ class Publisher:
 
     def __init__(self) -> None:
         self.stopped = False
+
+    def observe_groups(self, observer: GroupObserver) -> None:
+        pass
 
     async def start(self) -> None:
         pass

@@ -15,13 +15,21 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
-from conftest import gateway_settings, read_committed, read_positions, start_gateway, token_of
+from conftest import (
+    gateway_settings,
+    metric,
+    read_committed,
+    read_positions,
+    start_gateway,
+    token_of,
+)
 from samples import fresh_scan as scan
 
 from chainwatch.runners import prepare_topics
 from streams.ingest import publisher as publisher_module
 from streams.ingest.app import default_publisher
 from streams.ingest.groups import GroupBounds, Member, take_group
+from streams.ingest.metrics import GatewayMetrics, size_buckets
 from streams.ingest.publisher import (
     PublisherConfig,
     PublishTooLarge,
@@ -143,16 +151,66 @@ def test_concurrent_single_scan_posts_share_transactions_and_each_is_stored_once
 
 
 @pytest.mark.integration
+def test_each_committed_transaction_observes_its_requests_and_records_once(
+    kafka_bootstrap: str,
+) -> None:
+    """Group commit is only seen working (or not) in the size of its transactions: the
+    requests and records of each committed one are observed once, in /metrics."""
+    settings = gateway_settings(kafka_bootstrap, producers=1)
+    prepare_topics(settings)
+    publisher = HeldFirst(default_publisher(settings).config, release_at=11)
+    server, url = start_gateway(settings, publisher=publisher)
+    headers = {"Authorization": f"Bearer {token_of('admin')}"}
+
+    async def post_all(posts: int) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            return await asyncio.gather(
+                *(
+                    client.post("/v1/scans", json=[scan(), scan()], headers=headers)
+                    for _ in range(posts)
+                )
+            )
+
+    def observed(name: str, **labels: str) -> float:
+        return metric(url, f"chainwatch_gateway_transaction_{name}", **labels)
+
+    try:
+        concurrent = asyncio.run(post_all(12))
+        committed = [r for r in concurrent if r.status_code == 202]
+        assert len(committed) == 12, [r.text for r in concurrent]
+        transactions = observed("requests_count")
+        assert transactions == len(publisher.transactions)
+        assert observed("requests_sum") == len(committed)
+        assert observed("records_sum") == 2 * len(committed)  # two scans a post
+        assert observed("requests_bucket", le="1.0") < transactions  # one held more than one
+
+        alone = observed("requests_bucket", le="1.0")
+        single = asyncio.run(post_all(1))
+        assert [r.status_code for r in single] == [202], single[0].text
+        assert observed("requests_count") == transactions + 1
+        assert observed("requests_sum") == len(committed) + 1
+        assert observed("requests_bucket", le="1.0") == alone + 1  # a transaction of its own
+        assert observed("records_sum") == 2 * len(committed) + 2
+    finally:
+        server.stop()
+
+
+@pytest.mark.integration
 def test_an_aborted_group_answers_every_member_503_and_publishes_none_of_them(
     kafka_bootstrap: str,
 ) -> None:
     topic = _topic(kafka_bootstrap)
     publisher = HeldFirst(PublisherConfig(kafka_bootstrap, f"t-{topic}", 1), fail_groups=True)
+    metrics = GatewayMetrics(max_group_records=5000)
+    publisher.observe_groups(metrics)
     requests = [[OutRecord(topic, b"k", b"m%d" % n)] for n in range(4)]
 
     placed, outcomes = asyncio.run(_group_behind_first(publisher, topic, requests))
     assert len(placed) == 1
     assert publisher.transactions == [1, 4]
+    sample = metrics.registry.get_sample_value
+    assert sample("chainwatch_gateway_transaction_requests_count") == 1  # the first alone
+    assert sample("chainwatch_gateway_transactions_failed_total", {"cause": "kafka_error"}) == 1
     for outcome in outcomes:
         assert isinstance(outcome, PublishUnavailable), outcome
         assert not outcome.outcome_unknown  # the commit was never sent: "nothing published"
@@ -507,3 +565,11 @@ def test_a_member_with_too_little_time_to_start_a_producer_is_answered_without_a
         timed_out = tried.outcome.exception()
         assert isinstance(timed_out, PublishUnavailable), timed_out
         assert str(timed_out).startswith("TimeoutError: no commit within")
+
+
+def test_group_sizes_are_bucketed_in_powers_of_two_up_to_the_largest_group() -> None:
+    """A group holds at most `max_items` records (so requests): a bucket beyond it would
+    never fill, and without it a full group would not be told from a half-full one."""
+    assert size_buckets(5000) == (*(2**n for n in range(13)), 5000)  # ..., 4096, 5000
+    assert size_buckets(4) == (1, 2, 4)
+    assert size_buckets(1) == (1,)
