@@ -18,9 +18,9 @@ one (OPC forbids DTDs in a package's parts), and its entities are the two classi
 attacks, an expansion without bound ("billion laughs") and an external entity naming
 a file. Expat (>= 2.4, which every supported Python has) stops the first at its
 amplification limit and never fetches the second, reading it as nothing: an empty
-cell, unseen. defusedxml, used when installed, was never installed here; refusing
-the declaration does what it did, with one reason for both, whatever expat's
-version.
+cell, unseen. This parser is not openpyxl's, so defusedxml (through which openpyxl
+parses the other parts) does not guard it; refusing the declaration does what
+defusedxml does, with one reason for both, whatever expat's version.
 
 Expat hands text over in pieces, but holds a comment, a tag or a processing
 instruction whole until it ends, and scans it again at every chunk (minutes for

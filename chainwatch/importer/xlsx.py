@@ -20,7 +20,14 @@ openpyxl's read-only mode trusts the file in three ways we cannot afford:
   cell (a field would vanish unseen), and a number cell of thousands of digits
   fails Python's int() limit; here the first makes its row a bad row and the
   second is read as the float it is in Excel, which the mapper reports as out
-  of range.
+  of range;
+- it parses the parts it loads at open (workbook, shared strings, styles, the
+  sheet's start for its dimension) with the standard library's parser, which
+  expands an entity declared in the part up to expat's amplification limit
+  (~100 times the part: gigabytes of strings from a part of tens of MB) and
+  reads an external entity as nothing (an empty cell, unseen). With defusedxml
+  installed (a dependency) openpyxl parses through it, which refuses any entity
+  declaration; `open_book` says so in one line, and refuses to run without it.
 """
 
 from __future__ import annotations
@@ -69,6 +76,16 @@ _CELL_TYPES: Final = frozenset({None, "n", "s", "str", "b", "e", "inlineStr", "d
 #: A cell reference (`B7`) as openpyxl reads it; the row part may be missing here.
 _REFERENCE: Final = re.compile(r"([A-Za-z]{1,3})([0-9]*)")
 _CELL_ERRORS = (ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError)
+#: The step openpyxl names when a part fails ("could not read strings from ...").
+_STEP: Final = re.compile(r"could not read (\w+) from")
+_PARTS: Final = {
+    "manifest": "its content types part ([Content_Types].xml)",
+    "strings": "its shared strings part",
+    "workbook": "its workbook part (or its relations)",
+    "worksheets": "a worksheet",
+    "properties": "its document properties part",
+    "stylesheet": "its styles part",
+}
 #: What reading the sheet's zip stream or XML raises for a damaged file.
 _STREAM_ERRORS = (SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, OSError)
 
@@ -100,15 +117,41 @@ def check_archive(path: Path) -> None:
 
 def open_book(path: Path) -> Any:
     """The workbook in read-only mode, or `ImportFailed` for any file openpyxl cannot open."""
-    from openpyxl import load_workbook
+    import openpyxl
 
+    if not openpyxl.DEFUSEDXML:  # OPENPYXL_DEFUSEDXML=False, or defusedxml uninstalled
+        raise ImportFailed(
+            f"{path}: not read: openpyxl would parse it without defusedxml, expanding any XML "
+            "entity the file declares (install defusedxml; unset OPENPYXL_DEFUSEDXML)"
+        )
     check_archive(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # openpyxl warns about styles it ignores
-            return load_workbook(path, read_only=True, data_only=True)
+            return openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # any failure here means the file is unreadable
-        raise ImportFailed(f"{path}: not a readable XLSX workbook ({one_line(exc)})") from None
+        raise ImportFailed(f"{path}: not a readable XLSX workbook ({_why(exc)})") from None
+
+
+def _why(exc: Exception) -> str:
+    """Why openpyxl could not open a workbook, in one line.
+
+    openpyxl wraps a part's failure in three lines of its own ("could not read
+    strings from ...", "most probably ... invalid XML") that push the cause out of
+    the shortened message; an entity declaration defusedxml refused is said as
+    such, with the step that read the part.
+    """
+    from defusedxml import DefusedXmlException
+
+    cause = exc.__cause__
+    if not isinstance(cause, DefusedXmlException):
+        return one_line(exc)
+    step = _STEP.search(str(exc))
+    where = _PARTS.get(step[1], "a part") if step else "a part"
+    return (
+        f"{where} declares XML entities ({type(cause).__name__}), which no workbook has: "
+        "they could expand without bound or name other files"
+    )
 
 
 @dataclass(frozen=True, slots=True)

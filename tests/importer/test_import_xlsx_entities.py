@@ -1,0 +1,143 @@
+"""XML entities in the parts openpyxl parses itself: shared strings, workbook, the sheet.
+
+`sheet_xml` refuses a document type in the rows it reads, but openpyxl parsed the
+shared strings, the workbook part and the sheet's start (for its dimension) at open,
+with the standard library's parser: a "billion laughs" expanded to expat's
+amplification limit (tens of MB from a part of a few KB; ~100 times a part of
+tens of MB) and an external entity became an empty cell, unseen.
+"""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from chainwatch.importer.mapper import RowMapper
+from chainwatch.importer.pipeline import Accepted, Importer, Rejected
+from chainwatch.importer.run import open_tables
+from chainwatch.importer.tables import ImportFailed
+from schemas.import_mapping import ImportMapping
+from tests.importer.test_import_cli import cli
+from tests.importer.test_import_sheet_xml import EXTERNAL, LAUGHS
+from tests.importer.test_import_xlsx_hostile import HEADER, MAIN, PLAN, TIME, cell, row, sheet, xlsx
+
+SHARED_STRINGS_TYPE = (
+    b'<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.'
+    b'openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>'
+)
+ATTACKS = {"billion laughs": (LAUGHS, "&j;"), "external entity": (EXTERNAL, "&e;")}
+#: The part, and how the one-line error names it.
+PARTS = {
+    "xl/sharedStrings.xml": "its shared strings part",
+    "xl/workbook.xml": "its workbook part",
+    "xl/worksheets/sheet1.xml": "a worksheet",
+}
+
+
+def hostile_book(tmp_path: Path, part: str, attack: str | None) -> Path:
+    """A workbook of a header and one good row whose `part` declares the attack's
+    entities (None: none) and uses the entity in a string: the unit id (a shared
+    string), the sheet's name or a header cell."""
+    declaration, entity = ATTACKS[attack] if attack else ("", "")
+
+    def declared(xml: str, root: str) -> str:
+        return xml.replace(f"<{root}", declaration.replace("worksheet", root) + f"<{root}", 1)
+
+    good = '<row r="2"><c r="A2" t="s"><v>0</v></c>' + cell("B2", "up") + cell("C2", TIME)
+    rows = row(1, *HEADER) + good + "</row>"
+    strings = f'<sst xmlns="{MAIN}" count="1" uniqueCount="1"><si><t>U-2</t></si></sst>'
+    with zipfile.ZipFile(xlsx(tmp_path, sheet(rows))) as template:
+        types = template.read("[Content_Types].xml").replace(b"</Types>", SHARED_STRINGS_TYPE)
+        workbook = template.read("xl/workbook.xml").decode()
+    if part == "xl/sharedStrings.xml":
+        strings = declared(strings.replace("U-2", f"U-2{entity}"), "sst")
+    elif part == "xl/workbook.xml":
+        workbook = declared(workbook.replace('name="Sheet"', f'name="Sheet{entity}"'), "workbook")
+    else:
+        rows = declared(sheet(rows.replace(">status<", f">status{entity}<")), "worksheet")
+    return xlsx(
+        tmp_path,
+        rows if rows.startswith("<?xml") else sheet(rows),
+        **{
+            "[Content_Types].xml": types,
+            "xl/sharedStrings.xml": strings,
+            "xl/workbook.xml": workbook,
+        },
+    )
+
+
+def open_all(path: Path) -> list[Accepted | Rejected]:
+    importer = Importer(RowMapper(ImportMapping(), "unit-status"), PLAN)
+    tables = open_tables([path], ImportMapping(), importer)
+    try:
+        return [o for t in tables for o in importer.outcomes(t)]
+    finally:
+        for table in tables:
+            table.close()
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_the_same_workbook_without_entities_is_imported(tmp_path: Path, part: str) -> None:
+    """The hostile books below differ from these only by the declaration and its use."""
+    got = open_all(hostile_book(tmp_path, part, None))
+    assert [(o.row, type(o).__name__) for o in got] == [(2, "Accepted")]
+    assert isinstance(got[0], Accepted)
+    assert json.loads(got[0].value)["unit_id"] == "U-2"
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+@pytest.mark.parametrize("part", PARTS)
+def test_entities_in_a_part_openpyxl_parses_refuse_the_file_in_bounded_memory(
+    tmp_path: Path, part: str, attack: str
+) -> None:
+    path = hostile_book(tmp_path, part, attack)
+    with pytest.raises(ImportFailed):
+        open_all(path)  # openpyxl's modules imported, not counted below
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImportFailed) as caught:
+            open_all(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: not a readable XLSX workbook ({PARTS[part]}")
+    assert "declares XML entities (EntitiesForbidden)" in message
+    # the laughs in the workbook part peaked at 8 MB, in the sheet at 42 MB, with
+    # expat's default amplification limit; a part of 10 MB could take 1 GB
+    assert peak < 1_000_000, peak
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("part", PARTS)
+def test_chainwatch_import_refuses_the_file_in_one_line_before_kafka(
+    tmp_path: Path, part: str
+) -> None:
+    """Nothing published: the files are opened before Kafka is contacted, and
+    nothing listens at the bootstrap (had the import got past the file, the line
+    would say Kafka is unreachable)."""
+    path = hostile_book(tmp_path, part, "billion laughs")
+    env = {"CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+    result = cli(str(path), "--kind", "unit-status", "--to", "kafka", data_dir=tmp_path, **env)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr
+    assert len(lines) == 1, result.stderr  # no traceback
+    assert lines[0].startswith(f"error: {path}: not a readable XLSX workbook ({PARTS[part]}")
+    assert "declares XML entities" in lines[0]
+
+
+def test_without_defusedxml_no_workbook_is_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """openpyxl picks defusedxml at its import, when installed and not turned off
+    (`OPENPYXL_DEFUSEDXML=False`): without it the refusals above would silently go."""
+    import openpyxl
+
+    monkeypatch.setattr(openpyxl, "DEFUSEDXML", False)
+    with pytest.raises(ImportFailed, match=r"without defusedxml, expanding any XML entity"):
+        open_all(hostile_book(tmp_path, "xl/workbook.xml", None))
