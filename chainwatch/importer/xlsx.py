@@ -124,12 +124,23 @@ def open_book(path: Path) -> Any:
             f"{path}: not read: openpyxl would parse it without defusedxml, expanding any XML "
             "entity the file declares (install defusedxml; unset OPENPYXL_DEFUSEDXML)"
         )
+    from openpyxl.reader.excel import ExcelReader
+
     check_archive(path)
+    reader = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # openpyxl warns about styles it ignores
-            return openpyxl.load_workbook(path, read_only=True, data_only=True)
+            # load_workbook's two steps, to close the file when a part fails (it did not)
+            reader = ExcelReader(path, read_only=True, data_only=True)
+            reader.read()
+            return reader.wb
     except Exception as exc:  # any failure here means the file is unreadable
+        if reader is not None:  # a part openpyxl left open keeps the zip's file open
+            handle = reader.archive.fp
+            reader.archive.close()
+            if handle is not None:
+                handle.close()
         raise ImportFailed(f"{path}: not a readable XLSX workbook ({_why(exc)})") from None
 
 

@@ -10,6 +10,7 @@ tens of MB) and an external entity became an empty cell, unseen.
 from __future__ import annotations
 
 import json
+import os
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -141,3 +142,15 @@ def test_without_defusedxml_no_workbook_is_opened(
     monkeypatch.setattr(openpyxl, "DEFUSEDXML", False)
     with pytest.raises(ImportFailed, match=r"without defusedxml, expanding any XML entity"):
         open_all(hostile_book(tmp_path, "xl/workbook.xml", None))
+
+
+def test_a_workbook_openpyxl_cannot_read_leaves_no_file_open(tmp_path: Path) -> None:
+    """openpyxl's reader kept the zip's file open when a part failed after it had
+    opened the sheet (for its dimension): a descriptor per refused file until the
+    garbage collector found it, and a ResourceWarning then."""
+    for part in PARTS:
+        path = hostile_book(tmp_path, part, "external entity")
+        before = len(os.listdir("/dev/fd"))
+        with pytest.raises(ImportFailed):
+            open_all(path)
+        assert len(os.listdir("/dev/fd")) == before, part
