@@ -27,6 +27,11 @@ instruction whole until it ends, and scans it again at every chunk (minutes for
 tens of MiB). More than `MAX_QUIET_BYTES` fed past the end of the last thing expat
 read (such a token) is broken XML, as no sheet writes one. Text outside a row is
 read past, never kept.
+
+Expat also holds every open element (~130 bytes each), built or not: a skipped row
+or the XML outside rows nested a million deep held 130 MB, and a sheet's 2 GB of
+`<a>` would hold ~80 GB. Nesting deeper than `MAX_DEPTH` is refused: no sheet nests
+deeper than a dozen.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ FEED: Final = 64 << 10
 #: The XML without anything the parser reports (a comment, a tag...) that is
 #: refused: as a row's bound, far above what any sheet writes.
 MAX_QUIET_BYTES: Final = 1 << 20
+#: The elements open at once that are refused (libxml2's default bound).
+MAX_DEPTH: Final = 256
 
 
 def row_elements(source: IO[bytes], row_tag: str, max_bytes: int) -> Iterator[tuple[Element, bool]]:
@@ -78,6 +85,7 @@ class _Rows:
         self.skipping = False  # reading past the rest of a row over the bound
         self.row_at = 0  # the byte the open row starts at
         self.fed = 0  # bytes given to the parser
+        self.depth = 0  # the elements open, in a row or not
 
     def read(self) -> Iterator[tuple[Element, bool]]:
         while True:
@@ -109,6 +117,8 @@ class _Rows:
             self.parser.Parse(chunk, not chunk)
         except pyexpat.ExpatError as exc:
             return ParseError(str(exc))
+        except SyntaxError as exc:  # a handler's
+            return exc
         return None
 
     def _cut(self) -> Element:
@@ -120,7 +130,7 @@ class _Rows:
         if len(self.stack) > 1:
             del row[-1]
         self.stack, self.skipping = [], True
-        self._handlers(None, self._skip_end, None)  # nothing made for each element
+        self._handlers(self._deeper, self._skip_end, None)  # nothing made for each element
         return row
 
     def _handlers(self, start: Any, end: Any, text: Any) -> None:
@@ -128,12 +138,19 @@ class _Rows:
         self.parser.EndElementHandler = end
         self.parser.CharacterDataHandler = text
 
+    def _deeper(self, *_: object) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise SyntaxError(f"the sheet's XML has elements nested more than {MAX_DEPTH} deep")
+
     def _skip_end(self, tag: str) -> None:
+        self.depth -= 1
         if self.names[tag] == self.row_tag:
             self.skipping = False
             self._handlers(self._start, self._end, self._text)
 
     def _start(self, tag: str, attributes: dict[str, str]) -> None:
+        self._deeper()
         name = self.names[tag]
         if not self.stack:
             if name != self.row_tag:
@@ -146,6 +163,7 @@ class _Rows:
         self.stack.append(element)
 
     def _end(self, _tag: str) -> None:
+        self.depth -= 1
         if self.stack:
             element = self.stack.pop()
             if not self.stack:
