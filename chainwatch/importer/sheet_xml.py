@@ -48,6 +48,9 @@ FEED: Final = 64 << 10
 MAX_QUIET_BYTES: Final = 1 << 20
 #: The elements open at once that are refused (libxml2's default bound).
 MAX_DEPTH: Final = 256
+#: The names made that are kept (ours and pyexpat's, ~250 bytes a name, for the whole
+#: file by default): a sheet naming its elements `<n1/><n2/>...` held them all.
+_KEPT_NAMES: Final = 1 << 12
 
 
 def row_elements(source: IO[bytes], row_tag: str, max_bytes: int) -> Iterator[tuple[Element, bool]]:
@@ -75,7 +78,8 @@ class _Rows:
     def __init__(self, source: IO[bytes], row_tag: str, max_bytes: int) -> None:
         self.source, self.row_tag, self.max_bytes = source, row_tag, max_bytes
         self.names = _Names()
-        self.parser = pyexpat.ParserCreate(namespace_separator="}")
+        self.interned: dict[str, str] = {}  # pyexpat's, one string per name it reports
+        self.parser = pyexpat.ParserCreate(namespace_separator="}", intern=self.interned)
         self.parser.buffer_text = True
         self.parser.buffer_size = FEED  # a long text arrives in pieces of at most this
         self._handlers(self._start, self._end, self._text)
@@ -99,6 +103,9 @@ class _Rows:
                 raise broken
             if not chunk:
                 return
+            if len(self.names) + len(self.interned) > _KEPT_NAMES:  # a sheet uses dozens
+                self.names.clear()
+                self.interned.clear()
             # expat holds a token whole until it ends, and rescans it per feed
             if self.fed - self.parser.CurrentByteIndex > MAX_QUIET_BYTES:
                 raise SyntaxError(
