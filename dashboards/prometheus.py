@@ -265,6 +265,26 @@ def build(plan: SlaPlan) -> models.Dashboard:
                 promql(quantile(0.99, "chainwatch_gateway_publish_seconds"), "publish p99 s", "B"),
             )
         )
+        .with_panel(
+            series(
+                "Kafka transactions: requests per transaction, failed by cause",
+                promql(
+                    "sum(rate(chainwatch_gateway_transaction_requests_sum" + RATE + ")) / "
+                    "sum(rate(chainwatch_gateway_transaction_requests_count" + RATE + "))",
+                    "requests per transaction",
+                ),
+                promql(
+                    rate("chainwatch_gateway_transactions_failed_total", "cause"),
+                    "failed {{cause}}",
+                    "B",
+                ),
+                span=24,
+                description="Posts waiting while every transactional producer is busy share "
+                "the next transaction (docs/ingest.md, Transactions): well above 1 means the "
+                "producers are the gateway's bottleneck; a failed transaction answers each "
+                "of its requests 503.",
+            )
+        )
         .with_row(dashboard.Row("Webhooks"))
         .with_panel(
             series(
