@@ -175,9 +175,11 @@ def line_key(key: bytes | None, topic: str, record: InputRecord) -> bytes | None
 
 
 #: How long Kafka may take to take one record, or to acknowledge the records sent so far:
-#: Kafka's own producer request timeout (`request.timeout.ms`, 30 s). A healthy broker
-#: acknowledges a flush of 5000 records in well under a second; at 60 s a broker stopped
-#: mid-replay left the user two minutes without a word, with the clean-up below.
+#: the default of Kafka's own `request.timeout.ms` (30 s; aiokafka's producer waits 40 s
+#: for one request, so this deadline, not aiokafka, ends a wait on a broker gone). A
+#: healthy broker acknowledges a flush of 5000 records within a second, on 2 cores with
+#: two CPU hogs beside it too; at 60 s a broker stopped mid-replay left the user two
+#: minutes without a word, with the clean-up below.
 PUBLISH_TIMEOUT_S = 30.0
 
 FAILED_CLEANUP_S = 5.0
