@@ -126,8 +126,9 @@ class StallingClickHouse(_Listener):
                     b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 31\r\n\r\n"
                     b"Code: 159. DB::Exception: slow\n"
                 )
-                if read_request(conn) is None:
+                if (request := read_request(conn)) is None:
                     return
+                self.requests.append(request)
             return
         if self.kind == "silent":
             self.stop.wait()

@@ -269,14 +269,19 @@ def test_a_read_of_a_server_that_answers_each_request_late_ends_at_the_one_read_
             reader.close()
 
     try:
-        started = time.monotonic()
         error = outcome_within(10, read)
-        took = time.monotonic() - started
     finally:
         server.close()
     assert isinstance(error, StoreUnavailable), error
     assert plain_store_error(str(error)) == _unreachable(server)
-    assert took < 2.5  # the opening's table-functions read (0.4 s) and the one read deadline
+    answered_late = [
+        r
+        for r in server.requests
+        if not r.startswith(b"GET /ping") and not any(p in r for p in StallingClickHouse._OPENING)
+    ]
+    # the opening's table-functions read, then what fits in the one read deadline of 1 s at
+    # 0.4 s a request (a load that slows the client only makes it fewer): five had a deadline each
+    assert len(answered_late) <= 1 + 3, answered_late
 
 
 def test_the_requests_of_one_call_share_its_deadline(
