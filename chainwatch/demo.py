@@ -46,6 +46,11 @@ from sinks.clickhouse.readers import StoreReader, open_reader
 
 RATE_PER_S = 60
 REPORT_EVERY_S = 5.0
+CHILDREN_STOP_GRACE_S = 45.0
+"""How long the demo waits for its children, together, after SIGTERM before it kills
+them: past each child's own stop deadline (the gateway's 35 s, a notifier's timeout +
+17 s), so a child is killed only when its own deadline failed, never mid-way through a
+graceful stop that would have logged `process_stopped`."""
 SIMULATED_CLOCK_ENV = {
     # The simulated factory runs ahead of the wall clock (about a simulated week per
     # minute at RATE_PER_S): the engine follows event time, and the gateway accepts event
@@ -143,7 +148,7 @@ def _children(
         console.print(f"the simulated factory posts to the ingest gateway at {gateway_url}")
         yield procs, receiver
     finally:
-        stop_workers(procs)
+        stop_workers(procs, CHILDREN_STOP_GRACE_S)
         receiver.stop()
 
 
