@@ -275,8 +275,10 @@ class TransactionalPublisher:
             self._idle.append(slot)
             self._dispatch()
 
-    async def _commit_group(self, slot: int, members: list[Member]) -> None:
-        """One transaction for every member; each member's outcome is set."""
+    async def _commit_group(self, slot: int, members: list[Member]) -> bool:
+        """One transaction for every member; each member's outcome is set. True when Kafka
+        failed it (did not answer in time, or could not be reached), not when Kafka refused
+        it: the slot's next producer may then take all the time there is to start."""
         loop = asyncio.get_running_loop()
         within = min(member.deadline_at for member in members) - loop.time()
         records = [record for member in members for record in member.records]
@@ -294,12 +296,13 @@ class TransactionalPublisher:
             )
             if len(members) > 1:  # one request's record or topic: the others must not fail
                 await self._commit_one_by_one(slot, members)
-                return
+                return False
             if isinstance(exc, MessageSizeTooLargeError):
                 refusal: Exception = PublishTooLarge(f"Kafka refuses a record this large: {exc}")
             else:
                 refusal = PublishUnavailable(f"{type(exc).__name__}: {exc}")
             _settle(members[0], refusal)
+            return False
         except (KafkaError, OSError, TimeoutError, PublishUnavailable) as exc:
             self._discard(slot)  # closing aborts; a new producer fences the id
             if attempt.committing:
@@ -311,6 +314,7 @@ class TransactionalPublisher:
                 text = f"{type(exc).__name__}: {text}"
             for member in members:  # an exception each: a raise adds to its traceback
                 _settle(member, PublishUnavailable(text, outcome_unknown=attempt.committing))
+            return True
         except asyncio.CancelledError:
             # a shutdown: the transaction may be open; the slot gets a new producer
             # (closing this one aborts the transaction)
@@ -330,6 +334,7 @@ class TransactionalPublisher:
                 end = start + len(member.records)
                 _settle(member, placements[start:end])
                 start = end
+            return False
 
     def _failed(self, cause: str) -> None:
         if self._observer is not None:
@@ -341,8 +346,9 @@ class TransactionalPublisher:
 
         Earliest deadline first: each is then done by its own deadline, not kept
         waiting by a member behind which it arrived. A member whose deadline passed
-        meanwhile, or whose try would have to start a producer (the slot's last one
-        failed) with less than `MIN_PUBLISH_S` left, is answered at once, never tried
+        meanwhile, or whose try would have to start a producer after Kafka failed the
+        try before it (not after a refusal: Kafka answered that at once) with less than
+        `MIN_PUBLISH_S` left, is answered at once, never tried
         (each such try started a producer only to cancel it: a group of thousands of
         single scans behind one stuck partition opened as many connections, as their
         deadlines, a few ms apart, came one after the other); a shutdown that cuts
@@ -351,14 +357,15 @@ class TransactionalPublisher:
         """
         loop = asyncio.get_running_loop()
         queue = deque(sorted(members, key=lambda m: m.deadline_at))
+        kafka_failed = False  # the group's own refusal came from a Kafka that answered
         try:
             while queue:
                 member = queue.popleft()
                 left = member.deadline_at - loop.time()
-                if left <= 0 or (self._producers[slot] is None and left < self._min_start_s):
+                if left <= 0 or (kafka_failed and left < self._min_start_s):
                     _settle(member, PublishUnavailable(_LEFT_BEHIND))
                 else:
-                    await self._commit_group(slot, [member])
+                    kafka_failed = await self._commit_group(slot, [member])
         except asyncio.CancelledError:
             for member in queue:
                 _settle(member, PublishUnavailable("the gateway stopped"))

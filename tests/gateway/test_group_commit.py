@@ -453,13 +453,14 @@ class Recorded(TransactionalPublisher):
         self.tried: list[Member] = []
         self.trying = asyncio.Event()
 
-    async def _commit_group(self, slot: int, members: list[Member]) -> None:
+    async def _commit_group(self, slot: int, members: list[Member]) -> bool:
         self.tried.extend(members)
         self.trying.set()
         if self.hold:
             await asyncio.Event().wait()
         for member in members:
             member.outcome.set_result([])
+        return False
 
 
 def test_a_member_whose_deadline_passed_during_a_retry_is_answered_without_a_try(
@@ -573,3 +574,37 @@ def test_group_sizes_are_bucketed_in_powers_of_two_up_to_the_largest_group() -> 
     assert size_buckets(5000) == (*(2**n for n in range(13)), 5000)  # ..., 4096, 5000
     assert size_buckets(4) == (1, 2, 4)
     assert size_buckets(1) == (1,)
+
+
+@pytest.mark.integration
+def test_after_a_size_refusal_a_member_with_time_enough_to_commit_is_tried(
+    kafka_bootstrap: str,
+) -> None:
+    """The refusal itself takes the slot's producer away (closing it aborts the group's
+    transaction): the broker answered, and starting the next producer takes
+    milliseconds. A member with 0.9 s left, grouped (more than 2 s / 4 left), was
+    answered 503 without a try for having under min(1 s, 2 s / 2) left."""
+    topic = _topic(kafka_bootstrap, **{"max.message.bytes": "2000"})
+    publisher = TransactionalPublisher(
+        PublisherConfig(kafka_bootstrap, f"t-{topic}", 1, publish_timeout_s=2.0)
+    )
+
+    async def run() -> list[BaseException | list[Placement]]:
+        await publisher.start()  # a warm producer, as a busy gateway's
+        loop = asyncio.get_running_loop()
+        values = (b"small-0", b"x" * 5000, b"small-1")
+        members = [
+            Member([OutRecord(topic, b"k", value)], loop.time() + 0.9, loop.create_future())
+            for value in values
+        ]
+        try:
+            await publisher._commit_group(0, members)
+            return [m.outcome.exception() or m.outcome.result() for m in members]
+        finally:
+            await publisher.stop()
+
+    small_0, large, small_1 = asyncio.run(run())
+    assert isinstance(large, PublishTooLarge), large
+    assert isinstance(small_0, list), small_0
+    assert isinstance(small_1, list), small_1
+    assert _values(kafka_bootstrap, topic) == [b"small-0", b"small-1"]
