@@ -326,6 +326,9 @@ class TransactionalPublisher:
                     PublishUnavailable("the gateway stopped", outcome_unknown=attempt.committing),
                 )
             raise
+        except Exception:
+            self._failed("unexpected")  # its members are answered by `_serve`, "not known"
+            raise
         else:
             if self._observer is not None:
                 self._observer.transaction_committed(len(members), len(records))

@@ -608,3 +608,37 @@ def test_after_a_size_refusal_a_member_with_time_enough_to_commit_is_tried(
     assert isinstance(small_0, list), small_0
     assert isinstance(small_1, list), small_1
     assert _values(kafka_bootstrap, topic) == [b"small-0", b"small-1"]
+
+
+class Unforeseen(TransactionalPublisher):
+    """A producer that fails with an exception no branch of a group's commit names. No
+    Kafka is reached."""
+
+    def __init__(self) -> None:
+        super().__init__(PublisherConfig("127.0.0.1:1", "t-unforeseen", 1))
+
+    async def _producer(self, slot: int) -> AIOKafkaProducer:
+        raise RuntimeError("not a KafkaError, OSError or TimeoutError")
+
+
+def test_a_transaction_failed_by_an_unforeseen_exception_is_counted(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Every transaction not committed counts once by cause: one failed by an exception
+    no branch named was answered 503 and counted in no metric at all."""
+    publisher = Unforeseen()
+    metrics = GatewayMetrics(max_group_records=10)
+    publisher.observe_groups(metrics)
+
+    async def publish() -> BaseException | list[Placement]:
+        try:
+            return await publisher.publish([OutRecord("t", None, b"x")], within_s=5.0)
+        except PublishUnavailable as exc:
+            return exc
+
+    outcome = loop.run_until_complete(publish())
+    assert isinstance(outcome, PublishUnavailable), outcome
+    assert outcome.outcome_unknown
+    sample = metrics.registry.get_sample_value
+    assert sample("chainwatch_gateway_transactions_failed_total", {"cause": "unexpected"}) == 1
+    assert sample("chainwatch_gateway_transaction_requests_count") == 0
