@@ -516,8 +516,9 @@ class Gateway:
         except PublishTooLarge as exc:
             raise HttpError(413, "too_large", str(exc)) from None
         except PublishUnavailable as exc:
-            self.readiness.note(False, str(exc))
-            self.outage.refused(endpoint.name, str(exc))
+            if exc.kafka_failed:  # not a request out of time, nor a stop: Kafka is gone
+                self.readiness.note(False, str(exc))
+                self.outage.refused(endpoint.name, str(exc))
             if exc.outcome_unknown:
                 raise self._unavailable(
                     "Kafka did not answer the request's commit", outcome_unknown=True

@@ -64,11 +64,21 @@ class PublishUnavailable(Exception):
     """Kafka did not take the whole request (503): nothing of it is committed, unless
     `outcome_unknown` - the commit had been sent when Kafka stopped answering, and
     Kafka may still have carried it out (seen: a broker frozen mid-commit, then
-    resumed, committed requests already answered 503)."""
+    resumed, committed requests already answered 503).
 
-    def __init__(self, text: str, *, outcome_unknown: bool = False) -> None:
+    `kafka_failed`: Kafka itself failed (unreachable, a Kafka call timed out, a
+    refusal), which is what the gateway's readiness and outage log record. Not so for
+    a request refused for its own time (its deadline passed while it waited for a
+    producer, or too little of it was left to try) or cut by a stop: under plain
+    overload those made `/readyz` say not ready, and a load balancer pulled a gateway
+    whose Kafka was healthy."""
+
+    def __init__(
+        self, text: str, *, outcome_unknown: bool = False, kafka_failed: bool = True
+    ) -> None:
         super().__init__(text)
         self.outcome_unknown = outcome_unknown
+        self.kafka_failed = kafka_failed
 
 
 @dataclass(slots=True)
@@ -83,6 +93,7 @@ _LEFT_BEHIND = (
     "committed with it were retried one at a time"
 )
 """Why a group member is answered 503 unpublished without a try of its own."""
+_NOT_TRIED = "TimeoutError: its deadline passed while it waited for a free producer"
 MIN_PUBLISH_S = 1.0
 """Less than this left (at most half of `publish_timeout_s`), a publish is not begun where it
 would start a producer: it would only time out, and throw away the producer (a connection) it
@@ -170,7 +181,7 @@ class TransactionalPublisher:
 
     async def stop(self) -> None:
         while self._waiting:
-            _settle(self._waiting.popleft(), PublishUnavailable("the gateway stopped"))
+            _settle(self._waiting.popleft(), _stopped())
         groups = set(self._groups)
         for group in groups:
             group.cancel()  # aborts its transaction; its members get their 503
@@ -234,7 +245,8 @@ class TransactionalPublisher:
                 if member.group is None and not member.outcome.done():
                     self._waiting.remove(member)
                     raise PublishUnavailable(
-                        f"TimeoutError: no free producer within {round(within, 3)} s"
+                        f"TimeoutError: no free producer within {round(within, 3)} s",
+                        kafka_failed=False,
                     ) from None
             # its group's deadline is ours or earlier: due now; bounded all the same, so a
             # fault in a group can never hold a request (and its admission slot) for ever
@@ -281,6 +293,12 @@ class TransactionalPublisher:
         it: the slot's next producer may then take all the time there is to start."""
         loop = asyncio.get_running_loop()
         within = min(member.deadline_at for member in members) - loop.time()
+        if within <= 0:
+            # its deadline passed as it was taken off the queue (before its own wait saw
+            # it): it waited, Kafka was not tried - nor a warm producer thrown away
+            for member in members:  # alone: `take_group` gives a member so late no company
+                _settle(member, PublishUnavailable(_NOT_TRIED, kafka_failed=False))
+            return False
         records = [record for member in members for record in member.records]
         attempt = _Attempt()
         try:
@@ -288,20 +306,7 @@ class TransactionalPublisher:
                 producer = await self._producer(slot)
                 placements = await self._transaction(producer, records, attempt)
         except (MessageSizeTooLargeError, TopicAuthorizationFailedError) as exc:
-            self._discard(slot)
-            self._failed(
-                "record_too_large"
-                if isinstance(exc, MessageSizeTooLargeError)
-                else "topic_not_authorized"
-            )
-            if len(members) > 1:  # one request's record or topic: the others must not fail
-                await self._commit_one_by_one(slot, members)
-                return False
-            if isinstance(exc, MessageSizeTooLargeError):
-                refusal: Exception = PublishTooLarge(f"Kafka refuses a record this large: {exc}")
-            else:
-                refusal = PublishUnavailable(f"{type(exc).__name__}: {exc}")
-            _settle(members[0], refusal)
+            await self._refused(slot, members, exc)
             return False
         except (KafkaError, OSError, TimeoutError, PublishUnavailable) as exc:
             self._discard(slot)  # closing aborts; a new producer fences the id
@@ -312,8 +317,16 @@ class TransactionalPublisher:
             text = str(exc) or f"no commit within {round(within, 3)} s"
             if not isinstance(exc, PublishUnavailable):
                 text = f"{type(exc).__name__}: {text}"
+            # a transaction given less time than a producer's start may take timed out
+            # for its request's lack of time, not for Kafka's failure
+            kafka_failed = not isinstance(exc, TimeoutError) or within >= self._min_start_s
             for member in members:  # an exception each: a raise adds to its traceback
-                _settle(member, PublishUnavailable(text, outcome_unknown=attempt.committing))
+                _settle(
+                    member,
+                    PublishUnavailable(
+                        text, outcome_unknown=attempt.committing, kafka_failed=kafka_failed
+                    ),
+                )
             return True
         except asyncio.CancelledError:
             # a shutdown: the transaction may be open; the slot gets a new producer
@@ -321,10 +334,7 @@ class TransactionalPublisher:
             self._discard(slot)
             self._failed("shutdown")
             for member in members:
-                _settle(
-                    member,
-                    PublishUnavailable("the gateway stopped", outcome_unknown=attempt.committing),
-                )
+                _settle(member, _stopped(outcome_unknown=attempt.committing))
             raise
         except Exception:
             self._failed("unexpected")  # its members are answered by `_serve`, "not known"
@@ -338,6 +348,29 @@ class TransactionalPublisher:
                 _settle(member, placements[start:end])
                 start = end
             return False
+
+    async def _refused(
+        self,
+        slot: int,
+        members: list[Member],
+        exc: MessageSizeTooLargeError | TopicAuthorizationFailedError,
+    ) -> None:
+        """Kafka refused one request's record (too large) or topic (not authorized): the
+        group's other members must not fail with it, so each is tried alone."""
+        self._discard(slot)
+        self._failed(
+            "record_too_large"
+            if isinstance(exc, MessageSizeTooLargeError)
+            else "topic_not_authorized"
+        )
+        if len(members) > 1:
+            await self._commit_one_by_one(slot, members)
+            return
+        if isinstance(exc, MessageSizeTooLargeError):
+            refusal: Exception = PublishTooLarge(f"Kafka refuses a record this large: {exc}")
+        else:
+            refusal = PublishUnavailable(f"{type(exc).__name__}: {exc}")
+        _settle(members[0], refusal)
 
     def _failed(self, cause: str) -> None:
         if self._observer is not None:
@@ -366,12 +399,12 @@ class TransactionalPublisher:
                 member = queue.popleft()
                 left = member.deadline_at - loop.time()
                 if left <= 0 or (kafka_failed and left < self._min_start_s):
-                    _settle(member, PublishUnavailable(_LEFT_BEHIND))
+                    _settle(member, PublishUnavailable(_LEFT_BEHIND, kafka_failed=False))
                 else:
                     kafka_failed = await self._commit_group(slot, [member])
         except asyncio.CancelledError:
             for member in queue:
-                _settle(member, PublishUnavailable("the gateway stopped"))
+                _settle(member, _stopped())
             raise
 
     async def _transaction(
@@ -535,6 +568,13 @@ def retrieve_transaction_outcome(producer: AIOKafkaProducer) -> None:
     waiter = getattr(manager, "_transaction_waiter", None)
     if isinstance(waiter, asyncio.Future):
         waiter.add_done_callback(_seen)  # at once if it is done
+
+
+def _stopped(*, outcome_unknown: bool = False) -> PublishUnavailable:
+    """The refusal of a request cut by the gateway's stop: not Kafka's failure."""
+    return PublishUnavailable(
+        "the gateway stopped", outcome_unknown=outcome_unknown, kafka_failed=False
+    )
 
 
 def _settle(member: Member, outcome: list[Placement] | BaseException) -> None:

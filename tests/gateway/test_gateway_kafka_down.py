@@ -48,6 +48,50 @@ class CommitAnswerLost(TransactionalPublisher):
         raise KafkaConnectionError("the commit's answer was lost")
 
 
+class NoFreeProducer(TransactionalPublisher):
+    """Every producer stays busy (a healthy broker, slow under load): a request waits for
+    one until its deadline passes, and Kafka is never asked."""
+
+    def _dispatch(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("faulty", "readiness_after"),
+    [(NoFreeProducer, 200), (BrokerLostBeforeCommit, 503)],
+    ids=["own-deadline", "kafka-failed"],
+)
+def test_only_kafkas_own_failures_make_the_gateway_not_ready(
+    kafka_bootstrap: str,
+    capfd: pytest.CaptureFixture[str],
+    faulty: type[TransactionalPublisher],
+    readiness_after: int,
+) -> None:
+    """A request whose deadline passed while it waited for a producer turned `/readyz` to
+    503 and was logged as a Kafka outage: under plain overload a load balancer pulled a
+    gateway whose Kafka was healthy. A failure of Kafka's still does both."""
+    # no background check in the test's time: `/readyz` says what the post noted
+    settings = gateway_settings(kafka_bootstrap, publish_timeout_s=2.0, readiness_interval_s=3600)
+    prepare_topics(settings)
+    server, url = start_gateway(settings, publisher=faulty(default_publisher(settings).config))
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert client.get("/readyz").status_code == 200
+            capfd.readouterr()
+            response = client.post(
+                "/v1/scans", json=[scan()], headers={"Authorization": f"Bearer {token_of('admin')}"}
+            )
+            assert response.status_code == 503, response.text
+            assert response.json()["error"] == "kafka_unavailable"
+            assert "nothing was published" in response.json()["detail"]
+            assert client.get("/readyz").status_code == readiness_after
+    finally:
+        server.stop()
+    captured = capfd.readouterr()
+    outage_logged = "] kafka unavailable " in captured.out + captured.err
+    assert outage_logged == (readiness_after == 503), captured
+
+
 @pytest.fixture
 def hung_broker() -> Iterator[DeadServer]:
     """Accepts TCP connections and never answers: a broker that hangs."""

@@ -214,6 +214,7 @@ def test_an_aborted_group_answers_every_member_503_and_publishes_none_of_them(
     for outcome in outcomes:
         assert isinstance(outcome, PublishUnavailable), outcome
         assert not outcome.outcome_unknown  # the commit was never sent: "nothing published"
+        assert outcome.kafka_failed  # the gateway's readiness and outage log record it
     assert _values(kafka_bootstrap, topic) == [b"first"]
     # the members' records reached the log, and were aborted
     assert _values(kafka_bootstrap, topic, "read_uncommitted") == sorted(
@@ -268,6 +269,7 @@ def test_a_request_whose_deadline_passes_while_it_waits_is_refused_and_never_pub
     refused, took, after = asyncio.run(run())
     assert isinstance(refused, PublishUnavailable)
     assert not refused.outcome_unknown
+    assert not refused.kafka_failed  # it ran out of its own time: Kafka is not to blame
     assert took < 2.0
     assert isinstance(after, list), after
     assert _values(kafka_bootstrap, topic) == [b"after", b"first"]
@@ -308,6 +310,7 @@ def test_a_member_cancelled_by_a_shutdown_aborts_its_groups_transaction(
     outcomes = asyncio.run(run())
     assert publisher.transactions == [1, 3]
     assert [type(o) for o in outcomes] == [PublishUnavailable, PublishUnavailable], outcomes
+    assert [getattr(o, "kafka_failed", None) for o in outcomes] == [False, False]  # a stop
     assert _values(kafka_bootstrap, topic) == [b"first"]
 
 
@@ -439,6 +442,7 @@ def test_a_request_to_a_topic_kafka_forbids_fails_its_own_request_only(
     assert isinstance(ok_1, list), ok_1
     assert isinstance(refused, PublishUnavailable), refused
     assert not refused.outcome_unknown
+    assert refused.kafka_failed  # Kafka's refusal
     assert _values(kafka_bootstrap, topic) == [b"first", b"ok-0", b"ok-1"]
     assert _values(kafka_bootstrap, forbidden) == []
 
@@ -477,6 +481,7 @@ def test_a_member_whose_deadline_passed_during_a_retry_is_answered_without_a_try
     refusal = late.outcome.exception()
     assert isinstance(refusal, PublishUnavailable), refusal
     assert not refusal.outcome_unknown  # its group was aborted: nothing of it committed
+    assert not refusal.kafka_failed  # it ran out of its own time
 
 
 def test_a_shutdown_cutting_a_retry_tells_the_members_not_yet_tried_nothing_was_published(
@@ -500,6 +505,7 @@ def test_a_shutdown_cutting_a_retry_tells_the_members_not_yet_tried_nothing_was_
     refusal = second.outcome.exception()
     assert isinstance(refusal, PublishUnavailable), refusal
     assert not refusal.outcome_unknown
+    assert not refusal.kafka_failed  # a stop
 
 
 class NeverSettled(TransactionalPublisher):
@@ -564,10 +570,43 @@ def test_a_member_with_too_little_time_to_start_a_producer_is_answered_without_a
     assert isinstance(refusal, PublishUnavailable), refusal
     assert "too little of its time was left" in str(refusal)
     assert not refusal.outcome_unknown  # its group was aborted: nothing of it committed
+    assert not refusal.kafka_failed  # too little of its own time, never tried
     for tried in (first, later):
         timed_out = tried.outcome.exception()
         assert isinstance(timed_out, PublishUnavailable), timed_out
         assert str(timed_out).startswith("TimeoutError: no commit within")
+        assert timed_out.kafka_failed  # Kafka did not start a producer in the time it had
+
+
+def test_a_member_whose_deadline_passed_as_it_was_taken_off_the_queue_is_not_tried(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """A group can take a member whose deadline passed before its own wait saw it (both
+    due in one turn of the loop): its try timed out at once, threw away the slot's
+    producer, and blamed Kafka for a request that had only waited too long."""
+    publisher = StuckStarts()
+    late = _member(loop, 1, left_s=loop.time() - 0.01)
+    loop.run_until_complete(publisher._commit_group(0, [late]))
+    assert publisher.started == []
+    refusal = late.outcome.exception()
+    assert isinstance(refusal, PublishUnavailable), refusal
+    assert not refusal.outcome_unknown
+    assert not refusal.kafka_failed
+
+
+def test_a_transaction_given_too_little_time_to_start_a_producer_does_not_blame_kafka(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """A request that waited for a producer until little of its time was left timed out in
+    its transaction: Kafka, healthy but busy, was said to be gone."""
+    publisher = StuckStarts()  # at least min(1 s, 0.4 s / 2) = 0.2 s to start a producer
+    short = _member(loop, 1, left_s=loop.time() + 0.05)
+    loop.run_until_complete(publisher._commit_group(0, [short]))
+    assert len(publisher.started) == 1
+    refusal = short.outcome.exception()
+    assert isinstance(refusal, PublishUnavailable), refusal
+    assert str(refusal).startswith("TimeoutError: no commit within")
+    assert not refusal.kafka_failed
 
 
 def test_group_sizes_are_bucketed_in_powers_of_two_up_to_the_largest_group() -> None:
