@@ -254,8 +254,9 @@ class TransactionalPublisher:
                 async with deadline(_OUTCOME_GRACE_S):
                     return await asyncio.shield(member.outcome)
             except TimeoutError:
+                waited = round(within + _OUTCOME_GRACE_S, 3)
                 raise PublishUnavailable(
-                    f"TimeoutError: no answer from its transaction within {round(within, 3)} s",
+                    f"TimeoutError: no answer from its transaction within {waited} s",
                     outcome_unknown=True,
                 ) from None
         except asyncio.CancelledError:
