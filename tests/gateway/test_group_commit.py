@@ -563,7 +563,7 @@ def test_a_member_with_too_little_time_to_start_a_producer_is_answered_without_a
     connection each, for every member of a large group behind a stuck broker)."""
     publisher = StuckStarts()  # at least min(1 s, 2 s / 2) = 1 s to start a producer
     now = loop.time()
-    first, close_behind, later = (_member(loop, 1, left_s=now + at) for at in (0.5, 0.7, 3.0))
+    first, close_behind, later = (_member(loop, 1, left_s=now + at) for at in (1.1, 1.3, 3.6))
     loop.run_until_complete(publisher._commit_one_by_one(0, [later, close_behind, first]))
     # first's and later's (~2.5 s left when first's try ends: enough, on a machine up to
     # 1.5 s late); close_behind's 0.2 s is too little
