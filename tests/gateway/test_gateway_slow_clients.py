@@ -8,6 +8,7 @@ gateway told to stop waited for its request for ever.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import uuid
@@ -131,7 +132,8 @@ def test_a_chunked_body_that_starts_after_the_grace_is_refused_however_fast_the_
     assert status == 408, answer
     assert headers["connection"] == "close"
     assert json.loads(answer)["error"] == "body_too_slow"
-    assert "(0 bytes in 1.0 s)" in json.loads(answer)["detail"]
+    # refused at the grace (1 s), or as late as a loaded machine runs the timer
+    assert re.search(r"\(0 bytes in \d+\.\d s\)", json.loads(answer)["detail"]), answer
     assert gw.read_all("scans") == []
 
 
