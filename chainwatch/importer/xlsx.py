@@ -21,8 +21,9 @@ openpyxl's read-only mode trusts the file in three ways we cannot afford:
   fails Python's int() limit; here the first makes its row a bad row and the
   second is read as the float it is in Excel, which the mapper reports as out
   of range;
-- it parses the parts it loads at open (workbook, shared strings, styles, the
-  sheet's start for its dimension) with the standard library's parser, which
+- it parses the parts it loads at open (workbook, shared strings, styles, and
+  each sheet up to its dimension: through to its end without one, which
+  `open_book` skips) with the standard library's parser, which
   expands an entity declared in the part up to expat's amplification limit
   (~100 times the part: gigabytes of strings from a part of tens of MB) and
   reads an external entity as nothing (an empty cell, unseen). With defusedxml
@@ -33,6 +34,7 @@ openpyxl's read-only mode trusts the file in three ways we cannot afford:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import re
 import sys
@@ -124,15 +126,13 @@ def open_book(path: Path) -> Any:
             f"{path}: not read: openpyxl would parse it without defusedxml, expanding any XML "
             "entity the file declares (install defusedxml; unset OPENPYXL_DEFUSEDXML)"
         )
-    from openpyxl.reader.excel import ExcelReader
-
     check_archive(path)
     reader = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # openpyxl warns about styles it ignores
             # load_workbook's two steps, to close the file when a part fails (it did not)
-            reader = ExcelReader(path, read_only=True, data_only=True)
+            reader = _reader_type()(path, read_only=True, data_only=True)
             reader.read()
             return reader.wb
     except Exception as exc:  # any failure here means the file is unreadable
@@ -142,6 +142,39 @@ def open_book(path: Path) -> Any:
             if handle is not None:
                 handle.close()
         raise ImportFailed(f"{path}: not a readable XLSX workbook ({_why(exc)})") from None
+
+
+@functools.cache
+def _reader_type() -> type[Any]:
+    """openpyxl's `ExcelReader`, whose read-only sheets do not read their size at open.
+
+    openpyxl parses each sheet of the workbook up to its `<dimension>` when it opens
+    it, and through the whole sheet when there is none (many writers leave it out):
+    every row kept as an empty element, ~80 MB and half a minute for a million rows,
+    a `<v>` of hundreds of MB held whole, before `SheetReader` bounds anything. The
+    import reads the rows itself and never asks a sheet its size.
+    """
+    from openpyxl.reader.excel import ExcelReader
+    from openpyxl.worksheet._read_only import ReadOnlyWorksheet
+
+    class UnsizedSheet(ReadOnlyWorksheet):  # type: ignore[misc]  # openpyxl is untyped
+        def _get_size(self) -> None:
+            pass
+
+    class Reader(ExcelReader):  # type: ignore[misc]
+        def read_worksheets(self) -> None:
+            """`ExcelReader.read_worksheets` in read-only mode, with `UnsizedSheet`s."""
+            for sheet, rel in self.parser.find_sheets():
+                if rel.target not in self.valid_files:
+                    continue
+                if "chartsheet" in rel.Type:
+                    self.read_chartsheet(sheet, rel)
+                    continue
+                unsized = UnsizedSheet(self.wb, sheet.name, rel.target, self.shared_strings)
+                unsized.sheet_state = sheet.state
+                self.wb._sheets.append(unsized)
+
+    return Reader
 
 
 def _why(exc: Exception) -> str:
