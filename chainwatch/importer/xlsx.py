@@ -84,7 +84,7 @@ _PARTS: Final = {
     "manifest": "its content types part ([Content_Types].xml)",
     "strings": "its shared strings part",
     "workbook": "its workbook part (or its relations)",
-    "worksheets": "a worksheet",
+    "worksheets": "its workbook's relations (or a chart sheet)",  # sheets are not parsed here
     "properties": "its document properties part",
     "stylesheet": "its styles part",
 }

@@ -156,3 +156,23 @@ def test_a_workbook_openpyxl_cannot_read_leaves_no_file_open(tmp_path: Path) -> 
         with pytest.raises(ImportFailed):
             open_all(path)
         assert len(os.listdir("/dev/fd")) == before, part
+
+
+def test_entities_in_the_workbooks_relations_are_said_to_be_there(tmp_path: Path) -> None:
+    """openpyxl reads the workbook's relations when it looks for the sheets: the
+    refusal named "a worksheet", which the user would look for in vain."""
+    path = hostile_book(tmp_path, "xl/workbook.xml", None)
+    rels = "xl/_rels/workbook.xml.rels"
+    with zipfile.ZipFile(path) as book:
+        parts = {name: book.read(name) for name in book.namelist()}
+    declaration = LAUGHS.replace("worksheet", "Relationships").encode()
+    parts[rels] = parts[rels].replace(b"<Relationships", declaration + b"<Relationships", 1)
+    with zipfile.ZipFile(path, "w") as book:
+        for name, data in parts.items():
+            book.writestr(name, data)
+    with pytest.raises(ImportFailed) as caught:
+        open_all(path)
+    assert str(caught.value).startswith(
+        f"{path}: not a readable XLSX workbook (its workbook's relations (or a chart sheet) "
+        "declares XML entities (EntitiesForbidden)"
+    ), caught.value
