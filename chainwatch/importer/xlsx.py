@@ -182,16 +182,19 @@ def _why(exc: Exception) -> str:
 
     openpyxl wraps a part's failure in three lines of its own ("could not read
     strings from ...", "most probably ... invalid XML") that push the cause out of
-    the shortened message; an entity declaration defusedxml refused is said as
-    such, with the step that read the part.
+    the shortened message (and "see the exception", which the user never sees):
+    the part, as the step that read it names it, and the cause; an entity
+    declaration defusedxml refused is said as such.
     """
     from defusedxml import DefusedXmlException
 
     cause = exc.__cause__
-    if not isinstance(cause, DefusedXmlException):
-        return one_line(exc)
     step = _STEP.search(str(exc))
-    where = _PARTS.get(step[1], "a part") if step else "a part"
+    if cause is None or step is None:
+        return one_line(exc)
+    where = _PARTS.get(step[1], "a part")
+    if not isinstance(cause, DefusedXmlException):
+        return f"{where} cannot be read: {one_line(cause)}"
     return (
         f"{where} declares XML entities ({type(cause).__name__}), which no workbook has: "
         "they could expand without bound or name other files"

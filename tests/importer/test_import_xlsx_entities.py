@@ -176,3 +176,24 @@ def test_entities_in_the_workbooks_relations_are_said_to_be_there(tmp_path: Path
         f"{path}: not a readable XLSX workbook (its workbook's relations (or a chart sheet) "
         "declares XML entities (EntitiesForbidden)"
     ), caught.value
+
+
+def test_a_part_openpyxl_cannot_read_is_named_with_its_cause(tmp_path: Path) -> None:
+    """openpyxl wraps a value it refuses in three lines of its own, the file's name
+    twice and "see the exception", which the user never saw: the cause was cut off."""
+    path = hostile_book(tmp_path, "xl/workbook.xml", None)
+    with zipfile.ZipFile(path) as book:
+        parts = {name: book.read(name) for name in book.namelist()}
+    assert b'state="visible"' in parts["xl/workbook.xml"]
+    parts["xl/workbook.xml"] = parts["xl/workbook.xml"].replace(b'"visible"', b'"shown"')
+    with zipfile.ZipFile(path, "w") as book:
+        for name, data in parts.items():
+            book.writestr(name, data)
+    with pytest.raises(ImportFailed) as caught:
+        open_all(path)
+    message = str(caught.value)
+    assert message.startswith(
+        f"{path}: not a readable XLSX workbook (its workbook part (or its relations) cannot "
+        "be read: ValueError: Value must be one of"
+    ), message
+    assert message.count(str(path)) == 1, message
