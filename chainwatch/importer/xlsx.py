@@ -132,7 +132,9 @@ def open_book(path: Path) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # openpyxl warns about styles it ignores
             # load_workbook's two steps, to close the file when a part fails (it did not)
-            reader = _reader_type()(path, read_only=True, data_only=True)
+            # no links: openpyxl parses another workbook's cached cells from each (~20
+            # times the part in memory, kept for the whole import), which no row uses
+            reader = _reader_type()(path, read_only=True, data_only=True, keep_links=False)
             reader.read()
             return reader.wb
     except Exception as exc:  # any failure here means the file is unreadable
