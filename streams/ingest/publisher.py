@@ -338,8 +338,14 @@ class TransactionalPublisher:
                 _settle(member, _stopped(outcome_unknown=attempt.committing))
             raise
         except Exception:
-            self._failed("unexpected")  # its members are answered by `_serve`, "not known"
-            raise
+            # a fault of ours or a library's: the transaction may be open, so the slot's
+            # producer goes (the next group would fail on it too); logged here, as nothing
+            # awaits this task (asyncio's "exception was never retrieved" was all there was);
+            # the members are answered by `_serve`, "not known"
+            self._discard(slot)
+            self._failed("unexpected")
+            log.exception("group transaction failed", requests=len(members), records=len(records))
+            return False
         else:
             if self._observer is not None:
                 self._observer.transaction_committed(len(members), len(records))

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 import httpx
 import pytest
@@ -685,3 +686,52 @@ def test_a_transaction_failed_by_an_unforeseen_exception_is_counted(
     sample = metrics.registry.get_sample_value
     assert sample("chainwatch_gateway_transactions_failed_total", {"cause": "unexpected"}) == 1
     assert sample("chainwatch_gateway_transaction_requests_count") == 0
+
+
+class UnforeseenMidTransaction(TransactionalPublisher):
+    """A started producer whose transaction fails with an exception no branch names (a
+    library's fault): the transaction may be left open. No Kafka is reached."""
+
+    def __init__(self) -> None:
+        super().__init__(PublisherConfig("127.0.0.1:1", "t-unforeseen-mid", 1))
+        self.started = 0
+
+    async def _producer(self, slot: int) -> AIOKafkaProducer:
+        if self._producers[slot] is None:
+            self.started += 1
+            self._producers[slot] = cast(AIOKafkaProducer, object())
+        return cast(AIOKafkaProducer, self._producers[slot])
+
+    async def _transaction(
+        self, producer: AIOKafkaProducer, records: Sequence[OutRecord], attempt: object
+    ) -> list[Placement]:
+        raise RuntimeError("a library's fault mid-transaction")
+
+
+def test_a_producer_whose_transaction_failed_unforeseen_is_not_used_again_and_the_fault_logged(
+    loop: asyncio.AbstractEventLoop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The slot kept the producer whose transaction may still be open, so the next group
+    failed on it as well, and the fault showed only as asyncio's "Task exception was
+    never retrieved" (nothing awaits a group's task)."""
+    publisher = UnforeseenMidTransaction()
+
+    async def publish_twice() -> list[BaseException | list[Placement]]:
+        outcomes = []
+        for _ in range(2):
+            try:
+                outcomes.append(await publisher.publish([OutRecord("t", None, b"x")], 5.0))
+            except PublishUnavailable as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    outcomes = loop.run_until_complete(publish_twice())
+    assert all(isinstance(o, PublishUnavailable) and o.outcome_unknown for o in outcomes)
+    assert publisher.started == 2  # each group on a producer of its own
+    logged = capsys.readouterr()
+    assert (
+        logged.err.count("a library's fault mid-transaction")
+        + logged.out.count("a library's fault mid-transaction")
+        >= 2
+    )
+    assert "never retrieved" not in logged.out + logged.err
