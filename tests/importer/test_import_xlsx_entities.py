@@ -17,14 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from chainwatch.importer.mapper import RowMapper
-from chainwatch.importer.pipeline import Accepted, Importer, Rejected
-from chainwatch.importer.run import open_tables
+from chainwatch.importer.pipeline import Accepted
 from chainwatch.importer.tables import ImportFailed
-from schemas.import_mapping import ImportMapping
 from tests.importer.test_import_cli import cli
 from tests.importer.test_import_sheet_xml import EXTERNAL, LAUGHS
-from tests.importer.test_import_xlsx_hostile import HEADER, MAIN, PLAN, TIME, cell, row, sheet, xlsx
+from tests.importer.test_import_xlsx_hostile import (
+    HEADER,
+    MAIN,
+    TIME,
+    cell,
+    outcomes,
+    row,
+    sheet,
+    xlsx,
+)
 
 SHARED_STRINGS_TYPE = (
     b'<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.'
@@ -75,20 +81,10 @@ def hostile_book(tmp_path: Path, part: str, attack: str | None) -> Path:
     )
 
 
-def open_all(path: Path) -> list[Accepted | Rejected]:
-    importer = Importer(RowMapper(ImportMapping(), "unit-status"), PLAN)
-    tables = open_tables([path], ImportMapping(), importer)
-    try:
-        return [o for t in tables for o in importer.outcomes(t)]
-    finally:
-        for table in tables:
-            table.close()
-
-
 @pytest.mark.parametrize("part", PARTS)
 def test_the_same_workbook_without_entities_is_imported(tmp_path: Path, part: str) -> None:
     """The hostile books below differ from these only by the declaration and its use."""
-    got = open_all(hostile_book(tmp_path, part, None))
+    got = outcomes(hostile_book(tmp_path, part, None))
     assert [(o.row, type(o).__name__) for o in got] == [(2, "Accepted")]
     assert isinstance(got[0], Accepted)
     assert json.loads(got[0].value)["unit_id"] == "U-2"
@@ -101,11 +97,11 @@ def test_entities_in_a_part_openpyxl_parses_refuse_the_file_in_bounded_memory(
 ) -> None:
     path = hostile_book(tmp_path, part, attack)
     with pytest.raises(ImportFailed):
-        open_all(path)  # openpyxl's modules imported, not counted below
+        outcomes(path)  # openpyxl's modules imported, not counted below
     tracemalloc.start()
     try:
         with pytest.raises(ImportFailed) as caught:
-            open_all(path)
+            outcomes(path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -143,7 +139,7 @@ def test_without_defusedxml_no_workbook_is_opened(
 
     monkeypatch.setattr(openpyxl, "DEFUSEDXML", False)
     with pytest.raises(ImportFailed, match=r"without defusedxml, expanding any XML entity"):
-        open_all(hostile_book(tmp_path, "xl/workbook.xml", None))
+        outcomes(hostile_book(tmp_path, "xl/workbook.xml", None))
 
 
 def test_a_workbook_openpyxl_cannot_read_leaves_no_file_open(tmp_path: Path) -> None:
@@ -154,7 +150,7 @@ def test_a_workbook_openpyxl_cannot_read_leaves_no_file_open(tmp_path: Path) -> 
         path = hostile_book(tmp_path, part, "external entity")
         before = len(os.listdir("/dev/fd"))
         with pytest.raises(ImportFailed):
-            open_all(path)
+            outcomes(path)
         assert len(os.listdir("/dev/fd")) == before, part
 
 
@@ -171,7 +167,7 @@ def test_entities_in_the_workbooks_relations_are_said_to_be_there(tmp_path: Path
         for name, data in parts.items():
             book.writestr(name, data)
     with pytest.raises(ImportFailed) as caught:
-        open_all(path)
+        outcomes(path)
     assert str(caught.value).startswith(
         f"{path}: not a readable XLSX workbook (its workbook's relations (or a chart sheet) "
         "declares XML entities (EntitiesForbidden)"
@@ -190,7 +186,7 @@ def test_a_part_openpyxl_cannot_read_is_named_with_its_cause(tmp_path: Path) -> 
         for name, data in parts.items():
             book.writestr(name, data)
     with pytest.raises(ImportFailed) as caught:
-        open_all(path)
+        outcomes(path)
     message = str(caught.value)
     assert message.startswith(
         f"{path}: not a readable XLSX workbook (its workbook part (or its relations) cannot "
