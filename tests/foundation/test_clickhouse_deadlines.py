@@ -40,6 +40,15 @@ def _settings(server: StallingClickHouse) -> Settings:
     return Settings(clickhouse={"url": server.url("reader:s3cret@")})  # type: ignore[arg-type]
 
 
+def _read_one(server: StallingClickHouse) -> object:
+    """`SELECT 1` through `open_reader`, as `chainwatch sql`, `status` and `doctor` read."""
+    reader = open_reader(_settings(server))
+    try:
+        return reader.query("SELECT 1")
+    finally:
+        reader.close()
+
+
 def _unreachable(server: StallingClickHouse) -> str:
     return (
         f"cannot reach ClickHouse at http://reader:***@127.0.0.1:{server.port}/plant "
@@ -72,17 +81,9 @@ def test_a_server_that_answers_ping_then_stalls_its_opening_is_one_line_at_the_d
 def test_a_read_of_a_server_that_stalls_is_one_line_at_the_read_deadline(kind: str) -> None:
     """`chainwatch sql`, `status` and `doctor` read through `open_reader`."""
     server = StallingClickHouse(kind)
-
-    def read() -> object:
-        reader = open_reader(_settings(server))
-        try:
-            return reader.query("SELECT 1")
-        finally:
-            reader.close()
-
     try:
         started = time.monotonic()
-        error = outcome_within(10, read)
+        error = outcome_within(10, lambda: _read_one(server))
         took = time.monotonic() - started
     finally:
         server.close()
@@ -260,16 +261,8 @@ def test_a_read_of_a_server_that_answers_each_request_late_ends_at_the_one_read_
     deadline of its own, so `chainwatch sql` on a server that answers each just in time
     took five deadlines (200 s) to print one error. The read has the one deadline now."""
     server = StallingClickHouse("slow_error")
-
-    def read() -> object:
-        reader = open_reader(_settings(server))
-        try:
-            return reader.query("SELECT 1")
-        finally:
-            reader.close()
-
     try:
-        error = outcome_within(10, read)
+        error = outcome_within(10, lambda: _read_one(server))
     finally:
         server.close()
     assert isinstance(error, StoreUnavailable), error
