@@ -66,12 +66,12 @@ from streams.ingest.metrics import GatewayMetrics
 from streams.ingest.openapi import METRICS_MEDIA_TYPE, install_openapi, partial_path
 from streams.ingest.outage import OutageLog
 from streams.ingest.publisher import (
-    MIN_PUBLISH_S,
     Publisher,
     PublisherConfig,
     PublishTooLarge,
     PublishUnavailable,
     TransactionalPublisher,
+    min_publish_s,
 )
 from streams.ingest.readiness import Readiness, TopicPreparation
 from streams.ingest.records import OutRecord
@@ -507,7 +507,7 @@ class Gateway:
         await self._topics_prepared()
         budget = self.limits.publish_timeout_s
         left = budget - (time.perf_counter() - started)
-        if left < min(MIN_PUBLISH_S, budget / 2):
+        if left < min_publish_s(budget):
             # prepared at the deadline's end: a publish with milliseconds left would only
             # time out, and throw away the producer it was starting on the way
             raise self._unavailable("the topics were prepared too late for this request")

@@ -104,6 +104,12 @@ _OUTCOME_GRACE_S = 5.0
 every path of a group is bounded by its members' deadlines)."""
 
 
+def min_publish_s(publish_timeout_s: float) -> float:
+    """`MIN_PUBLISH_S`, or half of `publish_timeout_s` when that is less: a short timeout
+    still leaves a request the half of it in which to be tried."""
+    return min(MIN_PUBLISH_S, publish_timeout_s / 2)
+
+
 class PublishTooLarge(Exception):
     """A record is larger than Kafka takes: retrying cannot help (413, not 503)."""
 
@@ -157,7 +163,7 @@ class TransactionalPublisher:
             max_bytes=config.max_group_bytes,
             solo_below_s=config.publish_timeout_s / 4,
         )
-        self._min_start_s = min(MIN_PUBLISH_S, config.publish_timeout_s / 2)
+        self._min_start_s = min_publish_s(config.publish_timeout_s)
         self._partitioner = CachedPartitioner()
         self._probe: AIOKafkaClient | None = None
         self._closing: set[asyncio.Task[None]] = set()
