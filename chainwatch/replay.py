@@ -791,7 +791,13 @@ def start_workers(
     return workers
 
 
-def stop_workers(workers: list[subprocess.Popen[bytes]], grace_s: float = 30.0) -> None:
+WORKERS_STOP_GRACE_S = 30.0
+"""How long the workers get, together, to stop after SIGTERM before they are killed."""
+
+
+def stop_workers(
+    workers: list[subprocess.Popen[bytes]], grace_s: float = WORKERS_STOP_GRACE_S
+) -> None:
     """SIGTERM every child still running, wait up to `grace_s` for them all, then SIGKILL."""
     for proc in workers:
         if proc.poll() is None:
@@ -1013,10 +1019,7 @@ class ReplayRun:
         table state. The state goes even when the deletion fails (Kafka gone): it is on
         this disk, and was left behind per failed run. `step_s` bounds the workers' stop
         and each Kafka call of the deletion (None: their own deadlines)."""
-        if step_s is None:
-            stop_workers(self.workers)
-        else:
-            stop_workers(self.workers, step_s)
+        stop_workers(self.workers, WORKERS_STOP_GRACE_S if step_s is None else step_s)
         if keep_topics:
             # the run id is printed nowhere else: without this line the kept topics were
             # found only by listing the broker's topics or the workers' log files
