@@ -206,8 +206,8 @@ def _named(exc: KafkaError) -> str:
 def admin_client(bootstrap: str, timeout_s: float | None = None) -> KafkaAdminClient:
     """An admin client connected within `timeout_s` (default `ADMIN_CALL_TIMEOUT_S`).
 
-    kafka-python's own timeouts are half of it: it gives up on its own before `bounded`
-    abandons it to its thread."""
+    kafka-python's own timeouts are shorter (`REQUEST_TIMEOUT_MS`, or half of a given
+    `timeout_s`): it gives up on its own before `bounded` abandons it to its thread."""
     limit = ADMIN_CALL_TIMEOUT_S if timeout_s is None else timeout_s
     request_ms = REQUEST_TIMEOUT_MS if timeout_s is None else int(timeout_s * 500)
     try:
