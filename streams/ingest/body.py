@@ -104,14 +104,12 @@ class _BodyClock:
         return min((d for d in (self.whole, self._rate_due()) if d is not None), default=None)
 
     def expired(self, timeout_s: float | None) -> BodyTimeout | BodyTooSlow:
-        rate_due = self._rate_due()
-        if self.min_rate is None or rate_due is None or _earlier(self.whole, rate_due):
+        rate = self.min_rate
+        if rate is None or (
+            self.whole is not None and self.whole <= self.began + rate.due_s(self.received)
+        ):
             return BodyTimeout(f"the body did not arrive in full within {timeout_s:g} s")
-        return BodyTooSlow(self.received, self.loop.time() - self.began, self.min_rate)
-
-
-def _earlier(when: float | None, than: float) -> bool:
-    return when is not None and when <= than
+        return BodyTooSlow(self.received, self.loop.time() - self.began, rate)
 
 
 class UnsupportedMediaType(Exception):
