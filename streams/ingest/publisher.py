@@ -346,11 +346,19 @@ class TransactionalPublisher:
         except Exception:
             # a fault of ours or a library's: the transaction may be open, so the slot's
             # producer goes (the next group would fail on it too); logged here, as nothing
-            # awaits this task (asyncio's "exception was never retrieved" was all there was);
-            # the members are answered by `_serve`, "not known"
+            # awaits this task (asyncio's "exception was never retrieved" was all there was).
+            # Its members are answered here, "not known": in a retry one at a time, left to
+            # `_serve`, one waited for every later retry. Not Kafka's failure, as returned.
             self._discard(slot)
             self._failed("unexpected")
             log.exception("group transaction failed", requests=len(members), records=len(records))
+            for member in members:
+                _settle(
+                    member,
+                    PublishUnavailable(
+                        "publishing failed", outcome_unknown=True, kafka_failed=False
+                    ),
+                )
             return False
         else:
             if self._observer is not None:

@@ -735,3 +735,53 @@ def test_a_producer_whose_transaction_failed_unforeseen_is_not_used_again_and_th
         >= 2
     )
     assert "never retrieved" not in logged.out + logged.err
+
+
+class UnforeseenInRetry(UnforeseenMidTransaction):
+    """A group refused for one request's topic, retried one request at a time: the first
+    retry fails with an exception no branch names, the second hangs until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.second_tried = asyncio.Event()
+        self.release = asyncio.Event()
+        self.tries = 0
+
+    async def _transaction(
+        self, producer: AIOKafkaProducer, records: Sequence[OutRecord], attempt: object
+    ) -> list[Placement]:
+        self.tries += 1
+        if self.tries == 1:
+            raise TopicAuthorizationFailedError("one request's topic")
+        if self.tries == 2:
+            raise RuntimeError("a library's fault mid-transaction")
+        self.second_tried.set()
+        await self.release.wait()
+        return [Placement(0, 0)] * len(records)
+
+
+def test_a_retry_failed_unforeseen_is_answered_at_once_not_after_the_others(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Logged, not raised, the fault left the member unanswered until every later retry
+    ended (or its own deadline and the grace past it: 5 s more of its admission slot),
+    and its outage was blamed on Kafka, though the retry said Kafka had not failed."""
+    publisher = UnforeseenInRetry()
+    first, second = (
+        _member(loop, 1, left_s=loop.time() + 5),
+        _member(loop, 1, left_s=loop.time() + 6),
+    )
+
+    async def retry() -> None:
+        group = asyncio.ensure_future(publisher._commit_group(0, [first, second]))
+        await publisher.second_tried.wait()
+        assert first.outcome.done()  # answered before the second's try ends
+        publisher.release.set()
+        await group
+
+    loop.run_until_complete(retry())
+    failed = first.outcome.exception()
+    assert isinstance(failed, PublishUnavailable), failed
+    assert failed.outcome_unknown
+    assert not failed.kafka_failed  # a fault of ours, not Kafka's
+    assert second.outcome.result() == [Placement(0, 0)]
