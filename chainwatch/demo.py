@@ -35,22 +35,20 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from chainwatch.commands.gateway import stop_timeout_s as gateway_stop_timeout_s
 from chainwatch.demo_receiver import DemoReceiver
 from chainwatch.errors import USER_ERRORS, UserError
 from chainwatch.local_kafka import LocalBroker
 from chainwatch.logs import silenced
+from chainwatch.notify_runner import stop_timeout_s as notify_stop_timeout_s
 from chainwatch.replay import stop_workers
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
+from chainwatch.stop_deadline import STOP_MARGIN_S
 from sinks.clickhouse.readers import StoreReader, open_reader
 
 RATE_PER_S = 60
 REPORT_EVERY_S = 5.0
-CHILDREN_STOP_GRACE_S = 45.0
-"""How long the demo waits for its children, together, after SIGTERM before it kills
-them: past each child's own stop deadline (the gateway's 35 s, a notifier's timeout +
-17 s), so a child is killed only when its own deadline failed, never mid-way through a
-graceful stop that would have logged `process_stopped`."""
 SIMULATED_CLOCK_ENV = {
     # The simulated factory runs ahead of the wall clock (about a simulated week per
     # minute at RATE_PER_S): the engine follows event time, and the gateway accepts event
@@ -148,7 +146,7 @@ def _children(
         console.print(f"the simulated factory posts to the ingest gateway at {gateway_url}")
         yield procs, receiver
     finally:
-        stop_workers(procs, CHILDREN_STOP_GRACE_S)
+        stop_workers(procs, children_stop_grace_s(settings))
         receiver.stop()
 
 
@@ -205,6 +203,20 @@ def for_this_run(settings: Settings, run_id: str) -> Settings:
             "clickhouse": settings.clickhouse.model_copy(update={"database": f"demo_{run_id}"}),
         }
     )
+
+
+def children_stop_grace_s(settings: Settings) -> float:
+    """How long the demo waits for its children, together, after SIGTERM before it kills
+    them: past each child's own stop deadline (the gateway's, the notifier's, the engine's
+    for the others; the children read these settings too), so a child is killed only when
+    its own deadline failed, never mid-way through a graceful stop that would have logged
+    `process_stopped`. A fixed 45 s was past the defaults' deadlines only."""
+    own = (
+        gateway_stop_timeout_s(settings),
+        notify_stop_timeout_s(settings),
+        settings.engine.stop_timeout_s,
+    )
+    return max(own) + STOP_MARGIN_S
 
 
 def _run_env(settings: Settings) -> dict[str, str]:
