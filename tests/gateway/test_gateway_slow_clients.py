@@ -76,7 +76,7 @@ def test_a_body_trickled_below_the_minimum_rate_frees_its_slot_after_the_grace(
         held_since = time.monotonic()
         waiter, answers = post_in_background(gw)
         wait_until_metric(gw.base_url, "chainwatch_gateway_requests_waiting", 1)
-        status, headers, answer = read_response(sock, timeout_s=10)
+        status, headers, answer = read_response(sock, timeout_s=25)
         refused_after = time.monotonic() - held_since
     waiter.join(timeout=30)
     assert status == 408, answer
@@ -84,7 +84,9 @@ def test_a_body_trickled_below_the_minimum_rate_frees_its_slot_after_the_grace(
     refusal = json.loads(answer)
     assert refusal["error"] == "body_too_slow"
     assert "below the gateway's minimum of 240 bytes/s after 2 s" in refusal["detail"]
-    assert refused_after < 2.0 + 3.0  # the grace and a bound, not `body_timeout_s` (30 s)
+    # the grace and what a loaded machine adds (it failed once at +3 s), far from the
+    # `body_timeout_s` (30 s) the slot was held for before
+    assert refused_after < 15.0
     assert [a.status_code for a in answers] == [202], [a.text for a in answers]
     errors = metric(
         gw.base_url, "chainwatch_gateway_errors_total", endpoint="scans", error="body_too_slow"
