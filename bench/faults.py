@@ -269,15 +269,12 @@ class KafkaProbe:
         return result
 
     def group_offsets(self, group: str) -> dict[tuple[str, int], int]:
-        from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
+        from chainwatch.kafka_admin import started_admin
+
         def call() -> dict[tuple[str, int], int]:
-            admin = KafkaAdminClient(
-                bootstrap_servers=self.bootstrap,
-                request_timeout_ms=10000,
-                bootstrap_timeout_ms=10000,
-            )
+            admin = started_admin(self.bootstrap, request_ms=10000)
             try:
                 try:
                     offsets = admin.list_group_offsets({group: None}).get(group, {})

@@ -7,17 +7,19 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient
 from kafka.errors import (
     BrokerResponseError,
     KafkaError,
+    KafkaTimeoutError,
     TopicAlreadyExistsError,
     UnknownBrokerIdError,
 )
 
 from chainwatch.errors import UserError
+from chainwatch.kafka_watch import answers
 from chainwatch.logs import get_logger, silenced
 from sinks.backoff import Backoff
 from sinks.clickhouse.kafka_source import KafkaIdentity
@@ -203,6 +205,46 @@ def _named(exc: KafkaError) -> str:
     return text if text.startswith(name) else f"{name}: {text}"
 
 
+def started_admin(bootstrap: str, *, request_ms: int) -> KafkaAdminClient:
+    """A `KafkaAdminClient` of `bootstrap`, started once a broker there answers (within
+    `request_ms`, as kafka-python's own bootstrap wait), or kafka-python's error.
+
+    kafka-python leaves the socket of each connect that fails unclosed (finalized with a
+    ResourceWarning whenever the collector finds it, in CI a later test's), and a
+    client whose start fails keeps its I/O thread running: a process waiting for Kafka
+    leaked both at every try. So the waiting is done on sockets of our own
+    (`kafka_watch.answers`, closed each time) and a client whose start fails anyway
+    (the broker went in between) is closed. Blocking: run it under `bounded`."""
+    deadline = time.monotonic() + request_ms / 1000
+    pause = Backoff(initial_s=0.05, max_s=1.0)  # kafka-python's reconnect backoff
+    while not answers(bootstrap, max(deadline - time.monotonic(), 0.01)):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise KafkaTimeoutError(f"no broker of {bootstrap} answered within {request_ms} ms")
+        time.sleep(min(pause.next(), left))
+    started: list[Any] = []
+
+    def client(**configs: Any) -> Any:
+        started.append(_KAFKA_CLIENT(**configs))
+        return started[-1]
+
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            request_timeout_ms=request_ms,
+            bootstrap_timeout_ms=max(int((deadline - time.monotonic()) * 1000), 1),
+            kafka_client=client,
+        )
+    except BaseException:
+        for made in started:
+            made.close()
+        raise
+
+
+_KAFKA_CLIENT = KafkaAdminClient.DEFAULT_CONFIG["kafka_client"]
+"""The network client kafka-python's admin client makes by default (wrapped above)."""
+
+
 def admin_client(bootstrap: str, timeout_s: float | None = None) -> KafkaAdminClient:
     """An admin client connected within `timeout_s` (default `ADMIN_CALL_TIMEOUT_S`).
 
@@ -212,11 +254,7 @@ def admin_client(bootstrap: str, timeout_s: float | None = None) -> KafkaAdminCl
     request_ms = REQUEST_TIMEOUT_MS if timeout_s is None else int(timeout_s * 500)
     try:
         return bounded(
-            lambda: KafkaAdminClient(
-                bootstrap_servers=bootstrap,
-                request_timeout_ms=request_ms,
-                bootstrap_timeout_ms=request_ms,
-            ),
+            lambda: started_admin(bootstrap, request_ms=request_ms),
             timeout_s=limit,
             what="a connection",
         )

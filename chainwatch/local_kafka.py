@@ -215,17 +215,12 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 def metadata_ok(bootstrap: str, timeout_s: float = 5.0) -> bool:
     """True when the broker answers a metadata request within `timeout_s` (the readiness probe)."""
-    from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    from chainwatch.kafka_admin import KafkaDeadlineExceeded, bounded
+    from chainwatch.kafka_admin import KafkaDeadlineExceeded, bounded, started_admin
 
     def probe() -> bool:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
-            request_timeout_ms=int(timeout_s * 1000),
-            bootstrap_timeout_ms=int(timeout_s * 1000),
-        )
+        admin = started_admin(bootstrap, request_ms=int(timeout_s * 1000))
         try:
             admin.describe_cluster()
             return True

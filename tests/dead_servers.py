@@ -3,7 +3,9 @@
 `DeadServer` is a TCP server that accepts and then never answers (`silent`),
 sends an HTTP status line and a header a byte every 50 ms for ever
 (`trickle`: each read succeeds within any per-read timeout), or a status line
-and junk (`garbage`); `closed` is a port nothing listens on any more.
+and junk (`garbage`), or the head of a Kafka answer to the first request and no
+more (`kafka_head`: a broker to a bare probe, nothing a client can start with);
+`closed` is a port nothing listens on any more.
 `outcome_within` runs a call that must end by its own deadline on a thread and
 fails the test, instead of hanging it, when it does not. `LateServer` is a
 service that comes up later: it drops every connection until it is opened, then
@@ -68,6 +70,9 @@ class DeadServer(_Listener):
     def _answer(self, conn: socket.socket) -> None:
         try:
             conn.recv(65536)
+            if self.kind == "kafka_head":  # size 4, correlation id 1, then nothing
+                conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x01")
+                return
             if self.kind == "garbage":
                 conn.sendall(b"HTTP/1.1 200 OK\r\n" + bytes(range(256)) * 4 + b"\r\n\r\n")
                 return

@@ -9,6 +9,7 @@ nothing, and require a clear error within a bound.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -628,3 +630,28 @@ def test_reading_a_result_topic_fails_clearly_when_kafka_gives_no_position(
     assert time.monotonic() - started < 5
     assert _NoPositionConsumer.last is not None
     assert _NoPositionConsumer.last.client_closed  # its stop cut short: closed all the same
+
+
+@pytest.mark.parametrize("kind", ["closed", "silent", "kafka_head"])
+def test_an_admin_client_that_cannot_start_leaves_no_socket_or_thread_behind(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kafka-python left each failed connect's socket to the collector (one ResourceWarning
+    in a later test of every CI run) and a failed start's I/O thread running: a process
+    waiting for Kafka leaked both at every try."""
+    server = DeadServer(kind)
+    unclosed: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda raised: unclosed.append(repr(raised)))
+    threads = set(threading.enumerate())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            with pytest.raises(KafkaUnreachable, match="cannot reach Kafka"):
+                kafka_admin.admin_client(f"127.0.0.1:{server.port}", 2.0)
+            gc.collect()
+    finally:
+        server.close()
+    assert unclosed == []
+    assert [
+        t.name for t in set(threading.enumerate()) - threads if t.name.startswith("kafka")
+    ] == []
