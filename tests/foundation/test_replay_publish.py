@@ -11,12 +11,12 @@ import signal
 import subprocess
 import sys
 import time
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from memory_peak import peak_memory
 from samples import customer, scan
 
 from chainwatch import replay
@@ -222,12 +222,8 @@ def test_a_line_of_megabytes_is_a_dead_letter_read_in_bounded_memory(
         out.write(json.dumps({"topic": "scans", "value": last}).encode() + b"\n")
     producer = _Producer()
 
-    tracemalloc.start()
-    try:
+    with peak_memory() as peak:
         published, dead, _ = publish_to(producer, monkeypatch, scenario)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
     assert (published, dead) == (2, 1)
     assert producer.sent == ["scans", "dead-letter", "scans"]
@@ -239,7 +235,7 @@ def test_a_line_of_megabytes_is_a_dead_letter_read_in_bounded_memory(
         hashlib.sha256(line).hexdigest(),
     )
     bound = 4 * replay.MAX_SCENARIO_LINE_BYTES  # the line's first read and a few copies
-    assert peak < bound, f"{peak:,} bytes held for a {len(line):,}-byte line"
+    assert peak.bytes < bound, f"{peak.bytes:,} bytes held for a {len(line):,}-byte line"
 
 
 def test_a_blank_line_of_megabytes_is_skipped_as_any_blank_line(

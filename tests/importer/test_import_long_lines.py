@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from memory_peak import peak_memory
 
 from chainwatch.importer.mapper import RowMapper
 from chainwatch.importer.pipeline import Accepted, Importer, Rejected
@@ -29,17 +29,14 @@ def run(kind: str, path: Path) -> tuple[list[Accepted | Rejected], int]:
     """The outcomes of importing `path`, and the peak of memory allocated meanwhile."""
     mapping = ImportMapping()
     importer = Importer(RowMapper(mapping, kind), PLAN)
-    tracemalloc.start()
-    try:
+    with peak_memory() as peak:
         tables = open_tables([path], mapping, importer)
         try:
             outcomes = [o for t in tables for o in importer.outcomes(t)]
         finally:
             for t in tables:
                 t.close()
-        return outcomes, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    return outcomes, peak.bytes
 
 
 def write_huge(path: Path, before: bytes, filler: bytes, after: bytes, ending: bytes) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import pytest
+from memory_peak import peak_memory
 
 from chainwatch.importer import sheet_xml
 
@@ -228,18 +229,14 @@ def test_a_sheet_declaring_entities_is_refused_before_any_is_expanded(
     """Expat stopped the expansion at its amplification limit, after ~13 MB, with a
     message naming neither the sheet nor the cause; the external entity was read as
     nothing, an empty cell, unseen."""
-    import tracemalloc
-
     cell = f'<row r="1"><c r="A1" t="inlineStr"><is><t>{entity}</t></is></c></row>'
     xml = document(cell).replace(b"<worksheet", declaration.encode() + b"<worksheet", 1)
-    tracemalloc.start()
-    try:
-        with pytest.raises(SyntaxError, match=r"declares a document type \(<!DOCTYPE worksheet>"):
-            read(xml, 1 << 20)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 1_000_000, peak
+    with (
+        peak_memory() as peak,
+        pytest.raises(SyntaxError, match=r"declares a document type \(<!DOCTYPE worksheet>"),
+    ):
+        read(xml, 1 << 20)
+    assert peak.bytes < 1_000_000, peak.bytes
 
 
 class _Nested(io.RawIOBase):
@@ -303,13 +300,7 @@ def test_names_are_not_kept_past_a_bound() -> None:
     """Each distinct name was kept twice (pyexpat's interned string, ours as ElementTree
     spells it), ~250 bytes over expat's own ~130: 100,000 rows of a name of their own
     and an attribute of their own took 75 MB, expat ~26 of it; 2 GB of them, ~100 GB."""
-    import tracemalloc
-
     names = "".join(f'<n{i}/><row r="{i + 1}"><c r="A1" a{i}="1"/></row>' for i in range(100_000))
-    tracemalloc.start()
-    try:
+    with peak_memory() as peak:
         assert len(read(document(names), 1 << 20)) == 100_000
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 40_000_000, peak
+    assert peak.bytes < 40_000_000, peak.bytes

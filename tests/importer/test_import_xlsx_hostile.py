@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from memory_peak import peak_memory
 
 from chainwatch.importer.errors import FileBroken
 from chainwatch.importer.mapper import RowMapper
@@ -612,7 +613,6 @@ def test_a_row_past_1_mib_of_xml_is_rejected_in_bounded_memory_and_the_import_go
     to look for one, before the import's reader started."""
     import base64
     import random
-    import tracemalloc
 
     rng = random.Random(7)  # not to be compressed past the zip bomb ratio
     if shape == "many cells":
@@ -627,27 +627,21 @@ def test_a_row_past_1_mib_of_xml_is_rejected_in_bounded_memory_and_the_import_go
         xml = xml.replace('<dimension ref="A1:C1"/>', "")
     path = xlsx(tmp_path, xml)
     del filler, huge, xml
-    tracemalloc.start()
-    try:
+    with peak_memory() as peak:
         got = outcomes(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
     bad = only_row_3_rejected(got)
     assert bad.errors[0].type == "import_row_too_long"
     assert bad.errors[0].msg.startswith("the row is more than 1,048,576 bytes of sheet XML")
     assert json.loads(bad.raw) == {"unit_id": "U-3", "status": "up", "event_time": TIME}
     # 1 MiB of XML of tiny cells is ~40,000 cells, ~40 MB as elements; before, a
     # million cells were ~1 GB (and a minute), the one cell's 24 MB held twice
-    assert peak < (64_000_000 if shape == "many cells" else 12_000_000), peak
+    assert peak.bytes < (64_000_000 if shape == "many cells" else 12_000_000), peak.bytes
 
 
 def test_links_to_other_workbooks_are_not_loaded(tmp_path: Path) -> None:
     """openpyxl parsed each external link's cached cells whole at open and kept them:
     a 6 MB part (0.7 MB of file) peaked at 111 MB and held 47 MB for the whole
     import; the parts may be 32 MB each, and many. No row reads them."""
-    import tracemalloc
-
     from chainwatch.importer.xlsx import open_book
 
     rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
@@ -693,14 +687,10 @@ def test_links_to_other_workbooks_are_not_loaded(tmp_path: Path) -> None:
             "xl/externalLinks/_rels/externalLink1.xml.rels": link_rels,
         },
     )
-    tracemalloc.start()
-    try:
+    with peak_memory() as peak:
         book = open_book(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
     book.close()
-    assert peak < 2_000_000, peak
+    assert peak.bytes < 2_000_000, peak.bytes
     assert outcomes(path)[0].row == 2  # the workbook is still read
 
 

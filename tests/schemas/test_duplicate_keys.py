@@ -9,9 +9,9 @@ gateway, EPCIS, engine codec and importer tests show each path uses it.
 from __future__ import annotations
 
 import json
-import tracemalloc
 
 import pytest
+from memory_peak import peak_memory
 from samples import PLAN, SAMPLES_BY_TOPIC
 
 from schemas.dead_letter import MAX_ERRORS, ReasonCode
@@ -111,12 +111,9 @@ def _peak_bytes(depth: int, siblings: int) -> int:
     `depth` deep holding `siblings` empty lists."""
     nested = "[" * depth + ",".join(["[]"] * siblings) + "]" * depth
     raw = ('{"a": 1, "a": 2, "deep": ' + nested + "}").encode()
-    tracemalloc.start()
-    try:
+    with peak_memory() as peak:
         assert len(repeated_keys(raw)) == 1
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    return peak.bytes
 
 
 def test_naming_a_repeated_key_costs_no_more_for_a_deep_value_than_a_flat_one() -> None:
