@@ -12,12 +12,18 @@ connection is dropped. A request may carry its own deadline with
 `extensions={"deadline_s": seconds}`.
 
 One client serves one thread at a time (the deadline is the client's, not the
-request's), as the local tools that use it do.
+request's), as the local tools that use it do. `abort` (from any other thread) ends
+its request under way at once and fails every later one: a process told to stop
+does not wait for a server that trickles (a connect under way still ends by its own
+deadline: there is no socket to shut down yet).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
+import threading
 import time
 import typing
 from collections.abc import Iterable
@@ -31,9 +37,15 @@ class _Deadline:
     def __init__(self) -> None:
         self.at: float | None = None
         self.seconds: float = 0.0
+        self.aborted: str | None = None
+        self.lock = threading.Lock()
+        self.streams: set[_DeadlineStream] = set()
+        """The connections open now: what `abort` shuts down."""
 
     def left(self, timeout: float | None, late: type[Exception]) -> float | None:
-        """`timeout`, shortened to what is left of the deadline; `late` once it passed."""
+        """`timeout`, shortened to what is left of the deadline; `late` once it passed
+        (or the client was aborted)."""
+        self.check_aborted(late)
         if self.at is None:
             return timeout
         left = self.at - time.monotonic()
@@ -41,19 +53,34 @@ class _Deadline:
             raise late(f"no answer within {self.seconds:g} s")
         return left if timeout is None else min(timeout, left)
 
+    def check_aborted(self, late: type[Exception]) -> None:
+        """`late` if the client was aborted: what a read or write ended with then is the
+        shutdown's (an EOF, a broken pipe), not the server's."""
+        if self.aborted is not None:
+            raise late(self.aborted)
+
 
 class _DeadlineStream(httpcore.NetworkStream):
     def __init__(self, inner: httpcore.NetworkStream, deadline: _Deadline) -> None:
         self._inner = inner
         self._deadline = deadline
+        with deadline.lock:
+            deadline.streams.add(self)
+        if deadline.aborted is not None:  # aborted while it connected
+            self.shut()
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         left = self._deadline.left(timeout, httpcore.ReadTimeout)
         try:
-            return self._inner.read(max_bytes, left)
+            data = self._inner.read(max_bytes, left)
         except httpcore.ReadTimeout:
             self._deadline.left(None, httpcore.ReadTimeout)  # the deadline's, if it is
             raise
+        except httpcore.NetworkError:
+            self._deadline.check_aborted(httpcore.ReadTimeout)
+            raise
+        self._deadline.check_aborted(httpcore.ReadTimeout)
+        return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         left = self._deadline.left(timeout, httpcore.WriteTimeout)
@@ -62,9 +89,21 @@ class _DeadlineStream(httpcore.NetworkStream):
         except httpcore.WriteTimeout:
             self._deadline.left(None, httpcore.WriteTimeout)
             raise
+        except httpcore.NetworkError:
+            self._deadline.check_aborted(httpcore.WriteTimeout)
+            raise
 
     def close(self) -> None:
+        with self._deadline.lock:
+            self._deadline.streams.discard(self)
         self._inner.close()
+
+    def shut(self) -> None:
+        """End a read or write blocked on the connection now (from another thread)."""
+        sock = self._inner.get_extra_info("socket")
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):  # the socket's own, not TLS's close_notify
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def start_tls(
         self,
@@ -74,6 +113,8 @@ class _DeadlineStream(httpcore.NetworkStream):
     ) -> httpcore.NetworkStream:
         left = self._deadline.left(timeout, httpcore.ConnectTimeout)
         inner = self._inner.start_tls(ssl_context, server_hostname, left)
+        with self._deadline.lock:  # the TLS stream takes this one's place
+            self._deadline.streams.discard(self)
         return _DeadlineStream(inner, self._deadline)
 
     def get_extra_info(self, info: str) -> typing.Any:
@@ -135,6 +176,15 @@ class DeadlineClient(httpx.Client):
         self._deadline.seconds = seconds
         self._deadline.at = time.monotonic() + seconds
         return super().send(request, **kwargs)
+
+    def abort(self, reason: str) -> None:
+        """End the request under way now (it fails with `reason`), and every later one
+        before it is sent. Thread-safe: the request runs on another thread."""
+        with self._deadline.lock:
+            self._deadline.aborted = reason
+            streams = list(self._deadline.streams)
+        for stream in streams:
+            stream.shut()
 
 
 def failure_reason(exc: httpx.HTTPError, limit: int = 120) -> str:

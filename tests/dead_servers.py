@@ -59,6 +59,8 @@ class DeadServer(_Listener):
         super().__init__()
         self.kind = kind
         self.url = f"http://127.0.0.1:{self.port}"
+        self.asked = threading.Event()
+        """Set once a request has come (an answer is under way, or withheld)."""
         if kind == "closed":  # nothing listens on the port any more
             self._server.close()
         self._listen()
@@ -70,6 +72,7 @@ class DeadServer(_Listener):
     def _answer(self, conn: socket.socket) -> None:
         try:
             conn.recv(65536)
+            self.asked.set()
             if self.kind == "kafka_head":  # size 4, correlation id 1, then nothing
                 conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x01")
                 return

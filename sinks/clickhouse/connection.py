@@ -140,9 +140,9 @@ def open_client(
         database = parts.path.strip("/") or database
         host = parts.hostname or "localhost"
         port = parts.port or (8443 if parts.scheme == "https" else 8123)
-        probe_server(f"{parts.scheme}://{_url_host(host)}:{port}", settings)
         if deadlines is None:
             deadlines = Deadlines(CONNECT_DEADLINE_S, str(settings.clickhouse.redacted_url()))
+        probe_server(f"{parts.scheme}://{_url_host(host)}:{port}", settings, deadlines)
         pool = bound(_pool_manager(parts.scheme, host, port), deadlines)
         try:
             with deadlines.call(CONNECT_DEADLINE_S):
@@ -234,11 +234,17 @@ def answered(client: object, seconds: float | None = None) -> Iterator[None]:
     )
 
 
-def probe_server(base_url: str, settings: StoreConfig) -> None:
+def probe_server(base_url: str, settings: StoreConfig, deadlines: Deadlines | None = None) -> None:
     """`GET /ping` of the server within `CONNECT_DEADLINE_S` (any HTTP answer will do), or
-    a `StoreUnavailable` naming the server (its URL redacted) and the setting to check."""
+    a `StoreUnavailable` naming the server (its URL redacted) and the setting to check.
+    `deadlines.abort()` ends it too: the sink told to stop while a server trickled its
+    `/ping` waited out all of `CONNECT_DEADLINE_S` (the opening's other requests were
+    aborted already)."""
     try:
-        with DeadlineClient(deadline_s=CONNECT_DEADLINE_S, timeout=CONNECT_DEADLINE_S) as http:
+        with (
+            DeadlineClient(deadline_s=CONNECT_DEADLINE_S, timeout=CONNECT_DEADLINE_S) as http,
+            deadlines.aborting(http.abort) if deadlines is not None else contextlib.nullcontext(),
+        ):
             http.get(f"{base_url}/ping")
     except httpx.HTTPError as exc:
         raise StoreUnavailable(

@@ -17,7 +17,9 @@ why, and the call's later requests (a replay, a clean-up query) fail at once. A
 request whose answer was read in time (its connection idle) is left alone.
 
 `abort()` ends every request under way at once, and every later one before it is
-sent: a process told to stop does not wait for a store that trickles.
+sent: a process told to stop does not wait for a store that trickles. A request sent
+outside the pool (the server's `/ping` before a client opens) is ended with them while
+it is registered with `Deadlines.aborting`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import itertools
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
@@ -149,6 +151,8 @@ class _Deadlines:
         self.call_ends: float | None = None
         """When the current call's deadline passes (None: outside a call, each request has
         `deadline_s` of its own)."""
+        self.also_abort: list[Callable[[str], None]] = []
+        """Aborts of requests outside the pool (`Deadlines.aborting`)."""
 
     def arm(self, conn: HTTPConnection) -> _Armed:
         with self.lock:
@@ -178,8 +182,11 @@ class _Deadlines:
         with self.lock:
             self.aborted = reason
             armed = list(self.armed.values())
+            others = list(self.also_abort)
         for one in armed:
             one.fire(reason)
+        for other in others:
+            other(reason)
 
 
 class _Bounded:
@@ -273,6 +280,22 @@ class Deadlines:
     def abort(self, reason: str = "abandoned: the process is stopping") -> None:
         """End every request under way now, and refuse every later one."""
         self._shared.abort(reason)
+
+    @contextlib.contextmanager
+    def aborting(self, abort: Callable[[str], None]) -> Iterator[None]:
+        """Within the block, `abort()` also calls `abort(reason)`: a request outside the
+        pool (`DeadlineClient.abort`) ends with the pool's. Aborted already: at once."""
+        shared = self._shared
+        with shared.lock:
+            shared.also_abort.append(abort)
+            aborted = shared.aborted
+        try:
+            if aborted is not None:
+                abort(aborted)
+            yield
+        finally:
+            with shared.lock:
+                shared.also_abort.remove(abort)
 
 
 def bound(manager: PoolManager, deadlines: Deadlines) -> PoolManager:

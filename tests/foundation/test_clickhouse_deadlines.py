@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from dead_servers import StallingClickHouse, outcome_within, read_request
+from dead_servers import DeadServer, StallingClickHouse, outcome_within, read_request
 
 from chainwatch.cli_context import plain_store_error
 from chainwatch.settings import Settings
@@ -173,6 +173,35 @@ def test_the_sink_told_to_stop_while_clickhouse_stalls_its_start_stops_at_once(
     client, took = outcome
     assert client is None
     assert took < 2
+
+
+def test_the_sink_told_to_stop_while_clickhouse_trickles_its_ping_stops_at_once() -> None:
+    """The `/ping` before a client opens was not among the requests a stop aborts: the
+    sink waited out all of `CONNECT_DEADLINE_S` for a server trickling its answer."""
+    from chainwatch.sink_runner import _open_store
+
+    server = DeadServer("trickle")  # a status line, then a header a byte every 50 ms
+    settings = Settings(clickhouse={"url": f"{server.url}/plant"})  # type: ignore[arg-type]
+
+    async def signalled_meanwhile() -> object:
+        stop = asyncio.Event()
+        opening = asyncio.ensure_future(_open_store(settings, stop))
+        await asyncio.to_thread(server.asked.wait, 10)  # its `/ping` is being answered
+        stop.set()
+        started = time.monotonic()
+        client = await opening
+        return client, time.monotonic() - started
+
+    try:
+        outcome = outcome_within(
+            3 * connection.CONNECT_DEADLINE_S, lambda: asyncio.run(signalled_meanwhile())
+        )
+    finally:
+        server.close()
+    assert not isinstance(outcome, BaseException), outcome
+    client, took = outcome
+    assert client is None
+    assert took < connection.CONNECT_DEADLINE_S / 4
 
 
 @pytest.fixture
