@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import Harness, make_registry
+from conftest import Harness, make_registry, token_of
 from samples import fresh_order as order
 from samples import fresh_scan as scan
 from samples import fresh_unit_status as unit_status
@@ -180,6 +180,31 @@ class TestThroughTheGateway:
             (False, True),
         ]
         assert "error=unauthorized" in ingest[1]
+
+    def test_a_request_refused_for_its_role_is_logged_with_its_caller(
+        self, gateway: Harness, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """The token was valid: who tried what its role may not do is what an operator
+        searches the log for (the lines said `caller=None`)."""
+        capfd.readouterr()
+        assert gateway.post("/v1/orders", order(), token="unit-dye").status_code == 403
+        delete = gateway.client.delete(
+            "/v1/customers/C-1", headers={"Authorization": f"Bearer {token_of('orders')}"}
+        )
+        assert delete.status_code == 403
+        captured = capfd.readouterr()
+        lines = [
+            line
+            for line in (captured.out + captured.err).splitlines()
+            if "] ingest " in line or "] tombstone " in line
+        ]
+        assert len(lines) == 2
+        assert [
+            ("error=forbidden" in line, line.split("caller=")[1].split()[0]) for line in lines
+        ] == [
+            (True, "unit-dye"),
+            (True, "orders"),
+        ]
 
 
 def test_the_shipped_example_tokens_file_loads_and_matches_its_comment() -> None:
