@@ -1029,10 +1029,7 @@ class ReplayRun:
                 "docs/replay.md says how to delete them"
             )
             return
-        try:
-            delete_run_topics(self.settings, step_s)
-        finally:
-            remove_worker_state(self.settings)
+        delete_run(self.settings, step_s)
 
     def topic_patterns(self) -> str:
         """The run's topics as the two name patterns a user deletes them by."""
@@ -1052,6 +1049,17 @@ class ReplayRun:
                 f"the run's topics ({self.topic_patterns()}) were not deleted: {exc}; "
                 "docs/replay.md says how to delete them once Kafka answers"
             )
+
+
+def delete_run(settings: Settings, timeout_s: float | None = None) -> None:
+    """What a finished run leaves behind deleted: its topics, then its workers' table
+    state, which goes even when the deletion fails (Kafka gone: the state is on this
+    disk). docs/replay.md gives it as the command that deletes a kept or failed run: the
+    topics alone left `<data_dir>/worker<N>/faust/replay-<id>` of a `--keep-topics` run."""
+    try:
+        delete_run_topics(settings, timeout_s)
+    finally:
+        remove_worker_state(settings)
 
 
 def remove_worker_state(settings: Settings) -> None:

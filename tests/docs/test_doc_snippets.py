@@ -63,7 +63,7 @@ BLOCKS: dict[tuple[str, str], str] = {
     ("docs/replay.md", "cat examples/example_*.ndjson > march.ndjson"): CHECK,
     # deleting a failed run's topics: a Kafka distribution's tool (not shipped here), or
     # the run's own deletion, which tests/foundation/test_replay_cli.py runs after each run
-    ("docs/replay.md", "kafka-topics.sh --bootstrap-server 127.0.0.1:9092 --delete"): CHECK,
+    ("docs/replay.md", "kafka-topics.sh --bootstrap-server 127.0.0.1:19092 --delete"): CHECK,
     ("docs/replay.md", "python -c 'import sys; from chainwatch.replay import delete_run"): CHECK,
     ("docs/scaling.md", "chainwatch plan-capacity --rate 500"): RUN,
     ("docs/scaling.md", ".venv/bin/python bench/fleet.py"): CHECK,  # tens of minutes

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -331,6 +332,30 @@ def test_a_run_that_keeps_its_topics_names_them(
     assert f"({app_id}.* and {app_id}-*)" in line, line
     assert f"worker*/faust/{app_id}" in line, line
     assert (deleted, state.exists()) == ([], True)
+
+
+def test_the_docs_command_deletes_a_kept_run_s_topics_and_its_workers_state(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """docs/replay.md's one-liner deletes what a finished run deletes; it deleted the
+    topics only, and a `--keep-topics` run's `worker0/faust/replay-<id>` stayed."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "replay.md").read_text("utf-8")
+    code, run_id = re.search(r"^python -c '([^']+)' (\w+)$", text, re.M).groups()  # type: ignore[union-attr]
+    deleted: list[str] = []
+    monkeypatch.setattr(
+        replay, "delete_run_topics", lambda s, _t=None: deleted.append(s.engine.app_id)
+    )
+    monkeypatch.setenv("CHAINWATCH_DATA_DIR", str(tmp_path / "data"))
+    state = tmp_path / "data" / "worker0" / "faust" / f"replay-{run_id}"
+    state.mkdir(parents=True)
+    other = tmp_path / "data" / "worker0" / "faust" / "replay-other"
+    other.mkdir()
+    monkeypatch.setattr(sys, "argv", ["-c", run_id])
+
+    exec(code, {})  # noqa: S102 - the docs command, as `python -c` runs it
+
+    assert deleted == [f"replay-{run_id}"]
+    assert (state.exists(), other.exists()) == (False, True)
 
 
 class _Failing(_Producer):
