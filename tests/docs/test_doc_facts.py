@@ -203,3 +203,14 @@ def test_every_metric_the_docs_name_is_exported_by_its_process(tmp_path: Path) -
                 unknown.append(f"{doc.relative_to(ROOT)}:{line} {match.group(0)}")
     assert named >= 50
     assert not unknown, unknown
+
+
+def test_the_simulator_page_lists_every_anomaly_with_its_default_rate() -> None:
+    """A user tunes `--anomaly NAME=RATE` from this table: a name or a default it gets
+    wrong is a run that is not the one they meant."""
+    from simulator.config import AnomalyRates
+
+    text = (ROOT / "docs" / "simulator.md").read_text(encoding="utf-8")
+    table = text.split("**Injected anomalies**", 1)[1].split("\n\n", 2)[1]
+    rows = re.findall(r"^\| `(\w+)` \| ([0-9.]+)\b", table, re.M)
+    assert {name: float(rate) for name, rate in rows} == AnomalyRates().model_dump()
