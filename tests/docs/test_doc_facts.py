@@ -214,3 +214,46 @@ def test_the_simulator_page_lists_every_anomaly_with_its_default_rate() -> None:
     table = text.split("**Injected anomalies**", 1)[1].split("\n\n", 2)[1]
     rows = re.findall(r"^\| `(\w+)` \| ([0-9.]+)\b", table, re.M)
     assert {name: float(rate) for name, rate in rows} == AnomalyRates().model_dump()
+
+
+def _shown_default(cell: str) -> object:
+    """A default as docs/ingest.md's settings table writes it: `8 MiB`, `10`, `` `x` ``, `-`."""
+    cell = cell.strip()
+    if cell == "-" or cell.startswith("`<"):  # none, or one derived from another setting
+        return None
+    if cell.startswith("`") and cell.endswith("`"):
+        cell = cell[1:-1]
+        if not re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", cell):
+            return cell
+    number, _, unit = cell.partition(" ")
+    return float(number) * {"": 1, "KiB": 2**10, "MiB": 2**20}[unit]
+
+
+def test_the_gateway_page_s_settings_table_lists_every_setting_with_its_default() -> None:
+    """The README's table is checked against the settings object; this one (short names,
+    several to a row) drifted apart from it unseen."""
+    from streams.ingest.settings import GatewaySettings
+
+    text = (ROOT / "docs" / "ingest.md").read_text(encoding="utf-8")
+    section = text.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    shown: dict[str, object] = {}
+    for names, defaults in re.findall(
+        r"^\| (`[A-Z_]+`(?:, `[A-Z_]+`)*) \| ([^|]+) \|", section, re.M
+    ):
+        keys = re.findall(r"`([A-Z_]+)`", names)
+        values = (
+            [_shown_default(d) for d in defaults.split(", ")]
+            if len(keys) > 1
+            else [_shown_default(defaults)]
+        )
+        assert len(values) == len(keys), names
+        shown |= {k.lower(): v for k, v in zip(keys, values, strict=True)}
+    fields = GatewaySettings.model_fields
+    assert sorted(shown) == sorted(fields)
+    actual = {name: field.default for name, field in fields.items()}
+    wrong = {
+        name: (value, actual[name])
+        for name, value in shown.items()
+        if value != (float(actual[name]) if isinstance(value, float) else actual[name])
+    }
+    assert wrong == {}, "docs/ingest.md's settings (shown, actual default)"
