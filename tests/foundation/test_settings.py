@@ -246,6 +246,25 @@ def test_every_number_setting_has_an_upper_bound() -> None:
     assert unbounded == []
 
 
+def test_the_readme_table_states_each_upper_bound_it_names() -> None:
+    """`at most N` in a row is what a value past it is refused at: a bound changed in
+    the model and not in the table had users set a value the command then refused."""
+    table = README.read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(CHAINWATCH_[A-Z0-9_]+)` \| [^|]*? \| (.*) \|$", table, re.M))
+    stated = 0
+    wrong = {}
+    for name, field in NUMBERS.items():
+        said = re.search(r"at most ([0-9][0-9,]*)\b", rows.get(name, ""))
+        if said is None:
+            continue
+        stated += 1
+        bound = next(getattr(m, "le", None) for m in field.metadata if hasattr(m, "le"))
+        if float(said.group(1).replace(",", "")) != bound:
+            wrong[name] = (said.group(1), bound)
+    assert stated >= 30  # the pattern still finds them
+    assert wrong == {}, "README's configuration table (at most, the model's bound)"
+
+
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e300"])
 @pytest.mark.parametrize("name", FLOATS)
 def test_no_float_setting_takes_an_absurd_value_and_the_error_names_it(
