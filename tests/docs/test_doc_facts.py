@@ -257,3 +257,37 @@ def test_the_gateway_page_s_settings_table_lists_every_setting_with_its_default(
         if value != (float(actual[name]) if isinstance(value, float) else actual[name])
     }
     assert wrong == {}, "docs/ingest.md's settings (shown, actual default)"
+
+
+#: `schemas.validation.decode_input`: a module of ours, or a name in one, in backticks
+PYTHON_NAME = re.compile(
+    r"`((?:chainwatch|streams|sinks|schemas|dashboards|simulator)(?:\.[A-Za-z_]\w*)+)(?:\([^`]*\))?`"
+)
+
+
+def test_every_python_name_the_docs_give_exists() -> None:
+    """A reader looks up `streams.rules.oracle.run_scenario` to see what the docs say;
+    a name moved or renamed leaves them nothing to find."""
+    import importlib
+
+    missing = []
+    named = 0
+    for doc in DOCS:
+        for dotted in PYTHON_NAME.findall(doc.read_text(encoding="utf-8")):
+            named += 1
+            parts = dotted.split(".")
+            for cut in range(len(parts), 0, -1):  # the longest module prefix, then attributes
+                try:
+                    found: object = importlib.import_module(".".join(parts[:cut]))
+                except ImportError:
+                    continue
+                try:
+                    for attribute in parts[cut:]:
+                        found = getattr(found, attribute)
+                except AttributeError:
+                    missing.append(f"{doc.relative_to(ROOT)}: {dotted}")
+                break
+            else:
+                missing.append(f"{doc.relative_to(ROOT)}: {dotted}")
+    assert named >= 10, "the pattern no longer finds the names"
+    assert not missing, missing
