@@ -90,6 +90,11 @@ def test_backtest_and_replay_tables_are_what_their_docs_say(
     assert columns["replay_alerts"] == columns["backtest_alerts"] | {"attempt"}
     for table in ("order_state", "dead_letters"):
         assert columns[f"replay_{table}"] == columns[table] - SINK_COMMON | {"run_id", "attempt"}
+    # replay.md: read the `*_current` views; each shows its table but the attempt (a view
+    # made with `SELECT *` keeps the columns of its day: replay_dead_letters_current
+    # lacked the scenario file and line 0008 added to its table)
+    for table in ("replay_alerts", "replay_order_state", "replay_dead_letters"):
+        assert columns[f"{table}_current"] == columns[table] - {"attempt"}, table
 
 
 def test_the_readme_names_every_table_and_view_a_user_reads(
