@@ -291,3 +291,31 @@ def test_every_python_name_the_docs_give_exists() -> None:
                 missing.append(f"{doc.relative_to(ROOT)}: {dotted}")
     assert named >= 10, "the pattern no longer finds the names"
     assert not missing, missing
+
+
+def test_every_command_the_docs_name_in_their_text_exists_with_its_options() -> None:
+    """The shell blocks and the README's table are parsed elsewhere; a command in a
+    sentence (`chainwatch replay --sink`, `chainwatch gateway hash-token`) is what a
+    reader copies as often, and an option renamed left it behind."""
+    root: Any = typer.main.get_command(app)
+    wrong = []
+    named = 0
+    for doc in DOCS:
+        text = re.sub(r"^```.*?^```", "", doc.read_text(encoding="utf-8"), flags=re.S | re.M)
+        for match in re.finditer(r"`(?:\.venv/bin/)?(chainwatch [^`]+)`", text):
+            span = match.group(1).replace("\\|", "|")
+            command, words = root, span.split()[1:]
+            while words and words[0] in getattr(command, "commands", {}):
+                command = command.commands[words.pop(0)]
+            where = f"{doc.relative_to(ROOT)}:{text.count(chr(10), 0, match.start()) + 1}"
+            if command is root or (
+                hasattr(command, "commands") and words and re.fullmatch(r"[a-z][a-z-]*", words[0])
+            ):
+                wrong.append(f"{where} `{span}`: no such command")
+                continue
+            named += 1
+            unknown = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", span)) - _options(command)
+            if unknown:
+                wrong.append(f"{where} `{span}`: no option {sorted(unknown)}")
+    assert named >= 100, "the pattern no longer finds the commands"
+    assert not wrong, wrong
