@@ -68,6 +68,8 @@ from streams.ingest.outage import OutageLog
 from streams.ingest.publisher import (
     Publisher,
     PublisherConfig,
+    PublishOutOfTime,
+    PublishStopped,
     PublishTooLarge,
     PublishUnavailable,
     TransactionalPublisher,
@@ -132,27 +134,29 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def shutting_down(retry_after_s: int, *, started: bool = True) -> HttpError:
+def shutting_down(
+    retry_after_s: int, *, started: bool = True, when: str = "while this request waited for a slot"
+) -> HttpError:
     """503 `shutting_down`: the gateway stopped before the request was done (`started`:
-    it may have published; else it was still waiting for a slot). Its `Retry-After` is
-    jittered: every client cut by one stop would otherwise come back in the same second."""
+    it may have published; else nothing was, and `when` says where it was cut). Its
+    `Retry-After` is jittered: every client cut by one stop would otherwise come back in
+    the same second."""
     retry_after = str(jittered_retry_after(retry_after_s))
     detail = (
         "the gateway shut down before this request was done; whether it was published is "
         f"not known, retry in {retry_after} s (a repeated item is idempotent downstream)"
         if started
-        else "the gateway shut down while this request waited for a slot; nothing was "
-        f"published, retry in {retry_after} s"
+        else f"the gateway shut down {when}; nothing was published, retry in {retry_after} s"
     )
     headers = {"Retry-After": retry_after, "Connection": "close"}
     return HttpError(503, "shutting_down", detail, headers=headers)
 
 
-def kafka_unavailable(retry_after_s: int, why: str, *, outcome_unknown: bool = False) -> HttpError:
-    """503 `kafka_unavailable`: nothing of the request was published, or, when Kafka
-    stopped answering after the commit was sent, that is not known (it said "nothing was
-    published" of requests Kafka had committed). Its `Retry-After` is jittered: after an
-    outage every client refused during it came back in the same second."""
+def _unpublished(retry_after_s: int, why: str, outcome_unknown: bool) -> tuple[str, dict[str, str]]:
+    """The detail and headers of a 503 of a publish: nothing of the request was published,
+    or, when Kafka stopped answering after the commit was sent, that is not known (it said
+    "nothing was published" of requests Kafka had committed). Its `Retry-After` is
+    jittered: after an outage every client refused during it came back in the same second."""
     retry = str(jittered_retry_after(retry_after_s))
     outcome = (
         "whether it was committed is not known; posting it again is safe (the engine "
@@ -160,12 +164,24 @@ def kafka_unavailable(retry_after_s: int, why: str, *, outcome_unknown: bool = F
         if outcome_unknown
         else "nothing was published"
     )
-    return HttpError(
-        503,
-        "kafka_unavailable",
-        f"{why}; {outcome}, retry in {retry} s",
-        headers={"Retry-After": retry},
-    )
+    return f"{why}; {outcome}, retry in {retry} s", {"Retry-After": retry}
+
+
+def kafka_unavailable(retry_after_s: int, why: str, *, outcome_unknown: bool = False) -> HttpError:
+    """503 `kafka_unavailable`: Kafka failed the request (unreachable, it did not answer in
+    the time it had), or the topics are not prepared yet. The code an operator alerts on:
+    only Kafka's failures are answered with it."""
+    detail, headers = _unpublished(retry_after_s, why, outcome_unknown)
+    return HttpError(503, "kafka_unavailable", detail, headers=headers)
+
+
+def publish_timeout(retry_after_s: int, why: str, *, outcome_unknown: bool = False) -> HttpError:
+    """503 `publish_timeout`: the request's own `publish_timeout_s` ran out inside the
+    gateway (it waited for a busy producer, was left behind in a retry one at a time, or
+    had less time left than a producer's start may take): plain overload, Kafka not seen
+    failing. Answered `kafka_unavailable` before, it paged whoever alerted on that."""
+    detail, headers = _unpublished(retry_after_s, why, outcome_unknown)
+    return HttpError(503, "publish_timeout", detail, headers=headers)
 
 
 def _take_back_cancel() -> None:
@@ -521,8 +537,21 @@ class Gateway:
             placements = await self.publisher.publish(records, within_s=left)
         except PublishTooLarge as exc:
             raise HttpError(413, "too_large", str(exc)) from None
+        except PublishStopped as exc:
+            raise shutting_down(
+                self.limits.retry_after_s,
+                started=exc.outcome_unknown,
+                when="before this request's commit",
+            ) from None
+        except PublishOutOfTime as exc:
+            raise publish_timeout(
+                self.limits.retry_after_s,
+                "the gateway's Kafka producers were busy until this request's time "
+                f"({budget:g} s) ran out",
+                outcome_unknown=exc.outcome_unknown,
+            ) from None
         except PublishUnavailable as exc:
-            if exc.kafka_failed:  # not a request out of time, nor a stop: Kafka is gone
+            if exc.kafka_failed:  # not a fault of the gateway's own: Kafka is gone
                 self.readiness.note(False, str(exc))
                 self.outage.refused(endpoint.name, str(exc))
             if exc.outcome_unknown:

@@ -42,7 +42,8 @@ class GatewayMetrics:
         self.errors = Counter(
             "chainwatch_gateway_errors",
             "Requests answered with an error, by endpoint and error code (`too_large`, "
-            "`invalid_items`, `kafka_unavailable`, ...).",
+            "`invalid_items`, `kafka_unavailable` only for Kafka's failures, "
+            "`publish_timeout` for the request's own time, `shutting_down`, ...).",
             ["endpoint", "error"],
             registry=self.registry,
         )

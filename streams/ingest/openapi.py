@@ -47,6 +47,7 @@ ERROR_CODES = (
     "bad_parameter",
     "invalid_items",
     "kafka_unavailable",
+    "publish_timeout",
     "shutting_down",
     "overloaded",
     "epcis_not_configured",
@@ -146,6 +147,8 @@ INGEST_ERRORS: dict[str, str] = {
     "nothing was published; see `items`.",
     "503": "Kafka unavailable (`kafka_unavailable`): nothing was published, unless Kafka "
     "stopped answering after the request's commit was sent (`detail` says so); or the "
+    "request's `publish_timeout_s` ran out while the gateway's producers were busy "
+    "(`publish_timeout`: the same two outcomes); or the "
     "gateway shut down mid-request (`shutting_down`: not known either); or it handles "
     "`limit_concurrency` requests already and none ended within `admission_wait_s` "
     "(`overloaded`), or holds `limit_connections` open connections already "

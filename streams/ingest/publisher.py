@@ -68,10 +68,10 @@ class PublishUnavailable(Exception):
 
     `kafka_failed`: Kafka itself failed (unreachable, a Kafka call timed out, a
     refusal), which is what the gateway's readiness and outage log record. Not so for
-    a request refused for its own time (its deadline passed while it waited for a
-    producer, or too little of it was left to try) or cut by a stop: under plain
-    overload those made `/readyz` say not ready, and a load balancer pulled a gateway
-    whose Kafka was healthy."""
+    a request refused for its own time (`PublishOutOfTime`), cut by a stop
+    (`PublishStopped`) or failed by a fault of the gateway's own: under plain overload
+    those made `/readyz` say not ready, and a load balancer pulled a gateway whose Kafka
+    was healthy."""
 
     def __init__(
         self, text: str, *, outcome_unknown: bool = False, kafka_failed: bool = True
@@ -79,6 +79,23 @@ class PublishUnavailable(Exception):
         super().__init__(text)
         self.outcome_unknown = outcome_unknown
         self.kafka_failed = kafka_failed
+
+
+class PublishOutOfTime(PublishUnavailable):
+    """The request's own deadline, not Kafka's failure: it waited for a busy producer until
+    its time passed, was left behind in a retry one at a time, or its try had less time
+    than a producer's start may take (`min_publish_s`). Plain overload with a healthy
+    Kafka; the gateway answers it under its own code, so an alert on Kafka's is not paged."""
+
+    def __init__(self, text: str, *, outcome_unknown: bool = False) -> None:
+        super().__init__(text, outcome_unknown=outcome_unknown, kafka_failed=False)
+
+
+class PublishStopped(PublishUnavailable):
+    """The gateway's stop cut the request: not Kafka's failure."""
+
+    def __init__(self, *, outcome_unknown: bool = False) -> None:
+        super().__init__("the gateway stopped", outcome_unknown=outcome_unknown, kafka_failed=False)
 
 
 @dataclass(slots=True)
@@ -187,7 +204,7 @@ class TransactionalPublisher:
 
     async def stop(self) -> None:
         while self._waiting:
-            _settle(self._waiting.popleft(), _stopped())
+            _settle(self._waiting.popleft(), PublishStopped())
         groups = set(self._groups)
         for group in groups:
             group.cancel()  # aborts its transaction; its members get their 503
@@ -250,9 +267,8 @@ class TransactionalPublisher:
             except TimeoutError:
                 if member.group is None and not member.outcome.done():
                     self._waiting.remove(member)
-                    raise PublishUnavailable(
-                        f"TimeoutError: no free producer within {round(within, 3)} s",
-                        kafka_failed=False,
+                    raise PublishOutOfTime(
+                        f"TimeoutError: no free producer within {round(within, 3)} s"
                     ) from None
             # its group's deadline is ours or earlier: due now; bounded all the same, so a
             # fault in a group can never hold a request (and its admission slot) for ever
@@ -304,7 +320,7 @@ class TransactionalPublisher:
             # its deadline passed as it was taken off the queue (before its own wait saw
             # it): it waited, Kafka was not tried - nor a warm producer thrown away
             for member in members:  # alone: `take_group` gives a member so late no company
-                _settle(member, PublishUnavailable(_NOT_TRIED, kafka_failed=False))
+                _settle(member, PublishOutOfTime(_NOT_TRIED))
             return False
         records = [record for member in members for record in member.records]
         attempt = _Attempt()
@@ -327,12 +343,13 @@ class TransactionalPublisher:
             # a transaction given less time than a producer's start may take timed out
             # for its request's lack of time, not for Kafka's failure
             kafka_failed = not isinstance(exc, TimeoutError) or within >= self._min_start_s
+            unknown = attempt.committing
             for member in members:  # an exception each: a raise adds to its traceback
                 _settle(
                     member,
-                    PublishUnavailable(
-                        text, outcome_unknown=attempt.committing, kafka_failed=kafka_failed
-                    ),
+                    PublishUnavailable(text, outcome_unknown=unknown)
+                    if kafka_failed
+                    else PublishOutOfTime(text, outcome_unknown=unknown),
                 )
             return True
         except asyncio.CancelledError:
@@ -341,7 +358,7 @@ class TransactionalPublisher:
             self._discard(slot)
             self._failed("shutdown")
             for member in members:
-                _settle(member, _stopped(outcome_unknown=attempt.committing))
+                _settle(member, PublishStopped(outcome_unknown=attempt.committing))
             raise
         except Exception:
             # a fault of ours or a library's: the transaction may be open, so the slot's
@@ -420,12 +437,12 @@ class TransactionalPublisher:
                 member = queue.popleft()
                 left = member.deadline_at - loop.time()
                 if left <= 0 or (kafka_failed and left < self._min_start_s):
-                    _settle(member, PublishUnavailable(_LEFT_BEHIND, kafka_failed=False))
+                    _settle(member, PublishOutOfTime(_LEFT_BEHIND))
                 else:
                     kafka_failed = await self._commit_group(slot, [member])
         except asyncio.CancelledError:
             for member in queue:
-                _settle(member, _stopped())
+                _settle(member, PublishStopped())
             raise
 
     async def _transaction(
@@ -589,13 +606,6 @@ def retrieve_transaction_outcome(producer: AIOKafkaProducer) -> None:
     waiter = getattr(manager, "_transaction_waiter", None)
     if isinstance(waiter, asyncio.Future):
         waiter.add_done_callback(_seen)  # at once if it is done
-
-
-def _stopped(*, outcome_unknown: bool = False) -> PublishUnavailable:
-    """The refusal of a request cut by the gateway's stop: not Kafka's failure."""
-    return PublishUnavailable(
-        "the gateway stopped", outcome_unknown=outcome_unknown, kafka_failed=False
-    )
 
 
 def _settle(member: Member, outcome: list[Placement] | BaseException) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 from cancellation import FinishesInOneTurn, cancelled_as_it_finishes
-from conftest import gateway_settings, read_committed, start_gateway, token_of
+from conftest import gateway_settings, metric, read_committed, start_gateway, token_of
 from dead_servers import DeadServer
 from samples import fresh_scan as scan
 
@@ -57,8 +58,8 @@ class NoFreeProducer(TransactionalPublisher):
 
 
 @pytest.mark.parametrize(
-    ("faulty", "readiness_after"),
-    [(NoFreeProducer, 200), (BrokerLostBeforeCommit, 503)],
+    ("faulty", "readiness_after", "error"),
+    [(NoFreeProducer, 200, "publish_timeout"), (BrokerLostBeforeCommit, 503, "kafka_unavailable")],
     ids=["own-deadline", "kafka-failed"],
 )
 def test_only_kafkas_own_failures_make_the_gateway_not_ready(
@@ -66,10 +67,12 @@ def test_only_kafkas_own_failures_make_the_gateway_not_ready(
     capfd: pytest.CaptureFixture[str],
     faulty: type[TransactionalPublisher],
     readiness_after: int,
+    error: str,
 ) -> None:
     """A request whose deadline passed while it waited for a producer turned `/readyz` to
-    503 and was logged as a Kafka outage: under plain overload a load balancer pulled a
-    gateway whose Kafka was healthy. A failure of Kafka's still does both."""
+    503, was logged as a Kafka outage and counted as `kafka_unavailable`: under plain
+    overload a load balancer pulled a gateway whose Kafka was healthy, and an alert on
+    Kafka's failures paged. A failure of Kafka's still does all three."""
     # no background check in the test's time: `/readyz` says what the post noted
     settings = gateway_settings(kafka_bootstrap, publish_timeout_s=2.0, readiness_interval_s=3600)
     prepare_topics(settings)
@@ -82,14 +85,67 @@ def test_only_kafkas_own_failures_make_the_gateway_not_ready(
                 "/v1/scans", json=[scan()], headers={"Authorization": f"Bearer {token_of('admin')}"}
             )
             assert response.status_code == 503, response.text
-            assert response.json()["error"] == "kafka_unavailable"
+            assert response.json()["error"] == error
             assert "nothing was published" in response.json()["detail"]
+            assert "retry-after" in response.headers
             assert client.get("/readyz").status_code == readiness_after
+        counted = {
+            code: metric(url, "chainwatch_gateway_errors_total", endpoint="scans", error=code)
+            for code in ("kafka_unavailable", "publish_timeout")
+        }
+        assert counted == {code: float(code == error) for code in counted}
     finally:
         server.stop()
     captured = capfd.readouterr()
     outage_logged = "] kafka unavailable " in captured.out + captured.err
     assert outage_logged == (readiness_after == 503), captured
+
+
+class StoppedWhileWaiting(NoFreeProducer):
+    """As `NoFreeProducer`; `waiting` is set once a request waits, and `loop` is the
+    gateway's, on which the test stops the publisher (as the gateway's stop does)."""
+
+    def __init__(self, config: PublisherConfig) -> None:
+        super().__init__(config)
+        self.waiting = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _dispatch(self) -> None:
+        if self._waiting:
+            self.loop = asyncio.get_running_loop()
+            self.waiting.set()
+
+
+def test_a_request_cut_by_the_publishers_stop_is_answered_shutting_down_not_kafkas_failure(
+    kafka_bootstrap: str,
+) -> None:
+    """It was answered and counted `kafka_unavailable`, though Kafka had not failed: the
+    gateway stopped."""
+    settings = gateway_settings(kafka_bootstrap, publish_timeout_s=30.0, readiness_interval_s=3600)
+    prepare_topics(settings)
+    publisher = StoppedWhileWaiting(default_publisher(settings).config)
+    server, url = start_gateway(settings, publisher=publisher)
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client, ThreadPoolExecutor(1) as pool:
+            posted = pool.submit(
+                client.post,
+                "/v1/scans",
+                json=[scan()],
+                headers={"Authorization": f"Bearer {token_of('admin')}"},
+            )
+            assert publisher.waiting.wait(timeout=20)
+            assert publisher.loop is not None
+            asyncio.run_coroutine_threadsafe(publisher.stop(), publisher.loop).result(timeout=30)
+            response = posted.result(timeout=30)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"] == "shutting_down"
+            assert "nothing was published" in response.json()["detail"]
+            assert client.get("/readyz").status_code == 200
+        errors = "chainwatch_gateway_errors_total"
+        assert metric(url, errors, endpoint="scans", error="shutting_down") == 1
+        assert metric(url, errors, endpoint="scans", error="kafka_unavailable") == 0
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -33,6 +33,8 @@ from streams.ingest.groups import GroupBounds, Member, take_group
 from streams.ingest.metrics import GatewayMetrics, size_buckets
 from streams.ingest.publisher import (
     PublisherConfig,
+    PublishOutOfTime,
+    PublishStopped,
     PublishTooLarge,
     PublishUnavailable,
     TransactionalPublisher,
@@ -310,7 +312,7 @@ def test_a_member_cancelled_by_a_shutdown_aborts_its_groups_transaction(
 
     outcomes = asyncio.run(run())
     assert publisher.transactions == [1, 3]
-    assert [type(o) for o in outcomes] == [PublishUnavailable, PublishUnavailable], outcomes
+    assert [type(o) for o in outcomes] == [PublishStopped, PublishStopped], outcomes
     assert [getattr(o, "kafka_failed", None) for o in outcomes] == [False, False]  # a stop
     assert _values(kafka_bootstrap, topic) == [b"first"]
 
@@ -480,7 +482,7 @@ def test_a_member_whose_deadline_passed_during_a_retry_is_answered_without_a_try
     assert publisher.tried == [due]
     assert due.outcome.result() == []
     refusal = late.outcome.exception()
-    assert isinstance(refusal, PublishUnavailable), refusal
+    assert isinstance(refusal, PublishOutOfTime), refusal
     assert not refusal.outcome_unknown  # its group was aborted: nothing of it committed
     assert not refusal.kafka_failed  # it ran out of its own time
 
@@ -504,7 +506,7 @@ def test_a_shutdown_cutting_a_retry_tells_the_members_not_yet_tried_nothing_was_
     loop.run_until_complete(cut())
     assert publisher.tried == [first]
     refusal = second.outcome.exception()
-    assert isinstance(refusal, PublishUnavailable), refusal
+    assert isinstance(refusal, PublishStopped), refusal
     assert not refusal.outcome_unknown
     assert not refusal.kafka_failed  # a stop
 
@@ -570,7 +572,7 @@ def test_a_member_with_too_little_time_to_start_a_producer_is_answered_without_a
     # 1.5 s late); close_behind's 0.2 s is too little
     assert len(publisher.started) == 2
     refusal = close_behind.outcome.exception()
-    assert isinstance(refusal, PublishUnavailable), refusal
+    assert isinstance(refusal, PublishOutOfTime), refusal
     assert "too little of its time was left" in str(refusal)
     assert not refusal.outcome_unknown  # its group was aborted: nothing of it committed
     assert not refusal.kafka_failed  # too little of its own time, never tried
@@ -602,12 +604,12 @@ def test_a_transaction_given_too_little_time_to_start_a_producer_does_not_blame_
 ) -> None:
     """A request that waited for a producer until little of its time was left timed out in
     its transaction: Kafka, healthy but busy, was said to be gone."""
-    publisher = StuckStarts()  # at least min(1 s, 0.4 s / 2) = 0.2 s to start a producer
+    publisher = StuckStarts()  # at least min(1 s, 2 s / 2) = 1 s to start a producer
     short = _member(loop, 1, left_s=loop.time() + 0.05)
     loop.run_until_complete(publisher._commit_group(0, [short]))
     assert len(publisher.started) == 1
     refusal = short.outcome.exception()
-    assert isinstance(refusal, PublishUnavailable), refusal
+    assert isinstance(refusal, PublishOutOfTime), refusal
     assert str(refusal).startswith("TimeoutError: no commit within")
     assert not refusal.kafka_failed
 
