@@ -115,7 +115,8 @@ MIN_PUBLISH_S = 1.0
 """Less than this left (at most half of `publish_timeout_s`), a publish is not begun where it
 would start a producer: it would only time out, and throw away the producer (a connection) it
 was starting on the way. A post that waited for the topics (answered 503 at once), and a
-member's try in a retry one at a time after its slot's producer failed."""
+member's try in a retry one at a time after Kafka failed the try before it. A try that timed
+out with less than this is its request's lack of time, not Kafka's failure."""
 _OUTCOME_GRACE_S = 5.0
 """How long past its own deadline a request waits for its group's outcome (a safety net:
 every path of a group is bounded by its members' deadlines)."""
@@ -312,8 +313,11 @@ class TransactionalPublisher:
 
     async def _commit_group(self, slot: int, members: list[Member]) -> bool:
         """One transaction for every member; each member's outcome is set. True when Kafka
-        failed it (did not answer in time, or could not be reached), not when Kafka refused
-        it: the slot's next producer may then take all the time there is to start."""
+        failed it (did not answer in time, or could not be reached), the judgement its
+        members' refusals carry (`kafka_failed`): the slot's next producer may then take
+        all the time there is to start. Not when Kafka refused it (it answered), nor when
+        the try timed out with less time than a producer's start may take: that timed out
+        for its request's lack of time and says nothing of Kafka."""
         loop = asyncio.get_running_loop()
         within = min(member.deadline_at for member in members) - loop.time()
         if within <= 0:
@@ -351,7 +355,7 @@ class TransactionalPublisher:
                     if kafka_failed
                     else PublishOutOfTime(text, outcome_unknown=unknown),
                 )
-            return True
+            return kafka_failed
         except asyncio.CancelledError:
             # a shutdown: the transaction may be open; the slot gets a new producer
             # (closing this one aborts the transaction)
@@ -421,8 +425,10 @@ class TransactionalPublisher:
         Earliest deadline first: each is then done by its own deadline, not kept
         waiting by a member behind which it arrived. A member whose deadline passed
         meanwhile, or whose try would have to start a producer after Kafka failed the
-        try before it (not after a refusal: Kafka answered that at once) with less than
-        `MIN_PUBLISH_S` left, is answered at once, never tried
+        try before it (not after a refusal: Kafka answered that at once; nor after a try
+        that timed out with less than that left: its own lack of time says nothing of
+        Kafka, as its refusal says) with less than `min_publish_s` left, is answered at
+        once, never tried
         (each such try started a producer only to cancel it: a group of thousands of
         single scans behind one stuck partition opened as many connections, as their
         deadlines, a few ms apart, came one after the other); a shutdown that cuts

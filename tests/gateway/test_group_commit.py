@@ -606,12 +606,60 @@ def test_a_transaction_given_too_little_time_to_start_a_producer_does_not_blame_
     its transaction: Kafka, healthy but busy, was said to be gone."""
     publisher = StuckStarts()  # at least min(1 s, 2 s / 2) = 1 s to start a producer
     short = _member(loop, 1, left_s=loop.time() + 0.05)
-    loop.run_until_complete(publisher._commit_group(0, [short]))
+    kafka_failed = loop.run_until_complete(publisher._commit_group(0, [short]))
     assert len(publisher.started) == 1
     refusal = short.outcome.exception()
     assert isinstance(refusal, PublishOutOfTime), refusal
     assert str(refusal).startswith("TimeoutError: no commit within")
     assert not refusal.kafka_failed
+    assert kafka_failed is False  # what a retry one at a time reads: the same judgement
+
+
+class FirstStartStuck(TransactionalPublisher):
+    """The first producer start hangs (its try ends at its member's deadline); every later
+    one starts on the real broker."""
+
+    def __init__(self, config: PublisherConfig) -> None:
+        super().__init__(config)
+        self.starts = 0
+
+    async def _producer(self, slot: int) -> AIOKafkaProducer:
+        self.starts += 1
+        if self.starts == 1:
+            await asyncio.Event().wait()
+        return await super()._producer(slot)
+
+
+@pytest.mark.integration
+def test_a_retry_tries_the_next_member_after_a_try_that_only_ran_out_of_its_own_time(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The try timed out with less time than a producer's start may take: its refusal said
+    Kafka had not failed, yet the retry took it as Kafka's failure and answered the next
+    member, with less than that left too, 503 without a try, from a healthy broker."""
+    monkeypatch.setattr(publisher_module, "MIN_PUBLISH_S", 5.0)  # room for a loaded machine
+    topic = _topic(kafka_bootstrap)
+    publisher = FirstStartStuck(
+        PublisherConfig(kafka_bootstrap, f"t-{topic}", 1, publish_timeout_s=20.0)
+    )
+
+    async def run() -> list[BaseException | list[Placement]]:
+        loop = asyncio.get_running_loop()
+        members = [
+            Member([OutRecord(topic, b"k", value)], loop.time() + left, loop.create_future())
+            for value, left in ((b"short", 0.3), (b"next", 4.0))  # both under the 5 s
+        ]
+        try:
+            await publisher._commit_one_by_one(0, members)
+            return [m.outcome.exception() or m.outcome.result() for m in members]
+        finally:
+            await publisher.stop()
+
+    short, following = asyncio.run(run())
+    assert isinstance(short, PublishOutOfTime), short
+    assert not short.kafka_failed
+    assert isinstance(following, list), following  # tried, and committed
+    assert _values(kafka_bootstrap, topic) == [b"next"]
 
 
 def test_group_sizes_are_bucketed_in_powers_of_two_up_to_the_largest_group() -> None:
