@@ -20,7 +20,7 @@ import ipaddress
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -64,10 +64,11 @@ from streams.ingest.body import (
 from streams.ingest.docs_page import render_docs_page
 from streams.ingest.metrics import GatewayMetrics
 from streams.ingest.openapi import METRICS_MEDIA_TYPE, install_openapi, partial_path
-from streams.ingest.outage import OutageLog
+from streams.ingest.outage import OutageLog, TopicRefusals
 from streams.ingest.publisher import (
     Publisher,
     PublisherConfig,
+    PublishNotAuthorized,
     PublishOutOfTime,
     PublishStopped,
     PublishTooLarge,
@@ -184,6 +185,15 @@ def publish_timeout(retry_after_s: int, why: str, *, outcome_unknown: bool = Fal
     return HttpError(503, "publish_timeout", detail, headers=headers)
 
 
+def topic_not_authorized(retry_after_s: int, topics: Sequence[str]) -> HttpError:
+    """503 `topic_not_authorized`: Kafka refuses the gateway's principal a topic of the
+    request (an ACL missing). A 5xx, not a 403: the client's token is fine and an operator
+    must fix the gateway's; other topics publish meanwhile."""
+    why = f"Kafka refuses this gateway's writes to {', '.join(topics)} (an ACL is missing)"
+    detail, headers = _unpublished(retry_after_s, why, outcome_unknown=False)
+    return HttpError(503, "topic_not_authorized", detail, headers=headers)
+
+
 def _take_back_cancel() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
@@ -276,6 +286,7 @@ class Gateway:
             deadline_s=self.limits.readiness_timeout_s,
         )
         self.outage = OutageLog()
+        self.refused_topics = TopicRefusals()
         self.admission = Admission(self.limits.limit_concurrency, self.limits.admission_wait_s)
         self.min_body_rate = (
             MinRate(self.limits.min_body_bytes_per_s, self.limits.body_rate_grace_s)
@@ -550,6 +561,9 @@ class Gateway:
                 f"({budget:g} s) ran out",
                 outcome_unknown=exc.outcome_unknown,
             ) from None
+        except PublishNotAuthorized as exc:
+            self.refused_topics.refused(exc.topics, endpoint.name, str(exc))
+            raise topic_not_authorized(self.limits.retry_after_s, exc.topics) from None
         except PublishUnavailable as exc:
             if exc.kafka_failed:  # not a fault of the gateway's own: Kafka is gone
                 self.readiness.note(False, str(exc))

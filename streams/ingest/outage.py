@@ -1,4 +1,4 @@
-"""The log of a Kafka outage as the gateway sees it: a few lines, not one per request.
+"""The log of Kafka not taking the gateway's requests: a few lines, not one per request.
 
 While Kafka is down every post is answered 503, and a warning per request
 buried everything else (17,621 `kafka unavailable` lines in 40 s under load).
@@ -9,14 +9,19 @@ line says when Kafka takes a request again. Every refusal is still counted
 
 (`schemas.log_throttle.LogThrottle` throttles the sinks' and the engine's complaints
 per kind; an outage also has an end, which this log says.)
+
+A topic Kafka refuses the gateway's principal (`TopicRefusals`) is no outage: Kafka
+answered, and the other topics publish. It is logged per topic, as often as an outage.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import structlog
+
+from schemas.log_throttle import LogThrottle
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -61,3 +66,27 @@ class OutageLog:
             after_s=round(self._clock() - self._since, 1),
         )
         self._since, self._held_back, self._refused = None, 0, 0
+
+
+class TopicRefusals:
+    """Kafka refusing the gateway's principal a topic (`TopicAuthorizationFailed`, an ACL
+    missing): an error per topic at most once per `window_s`, with how many of its
+    refusals were held back since. Only the topic, the endpoint and Kafka's own error:
+    nothing of the caller's (its token) is logged. Every refusal is still counted
+    (`chainwatch_gateway_errors_total{error="topic_not_authorized"}`)."""
+
+    def __init__(self, window_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._throttle = LogThrottle(window_s, clock)
+
+    def refused(self, topics: Iterable[str], endpoint: str, error: str) -> None:
+        """A request Kafka refused for `topics`."""
+        for topic in topics:
+            held_back = self._throttle.admit(topic)
+            if held_back is not None:
+                log.error(
+                    "kafka topic not authorized",
+                    topic=topic,
+                    endpoint=endpoint,
+                    error=error,
+                    suppressed=held_back,
+                )

@@ -66,12 +66,12 @@ class PublishUnavailable(Exception):
     Kafka may still have carried it out (seen: a broker frozen mid-commit, then
     resumed, committed requests already answered 503).
 
-    `kafka_failed`: Kafka itself failed (unreachable, a Kafka call timed out, a
-    refusal), which is what the gateway's readiness and outage log record. Not so for
-    a request refused for its own time (`PublishOutOfTime`), cut by a stop
-    (`PublishStopped`) or failed by a fault of the gateway's own: under plain overload
-    those made `/readyz` say not ready, and a load balancer pulled a gateway whose Kafka
-    was healthy."""
+    `kafka_failed`: Kafka itself failed (unreachable, a Kafka call timed out), which is
+    what the gateway's readiness and outage log record. Not so for a request refused for
+    its own time (`PublishOutOfTime`), cut by a stop (`PublishStopped`), refused one topic
+    (`PublishNotAuthorized`) or failed by a fault of the gateway's own: under plain
+    overload those made `/readyz` say not ready, and a load balancer pulled a gateway
+    whose Kafka was healthy."""
 
     def __init__(
         self, text: str, *, outcome_unknown: bool = False, kafka_failed: bool = True
@@ -96,6 +96,17 @@ class PublishStopped(PublishUnavailable):
 
     def __init__(self, *, outcome_unknown: bool = False) -> None:
         super().__init__("the gateway stopped", outcome_unknown=outcome_unknown, kafka_failed=False)
+
+
+class PublishNotAuthorized(PublishUnavailable):
+    """Kafka refused the gateway's principal one of the request's topics (an ACL missing):
+    Kafka answered, and every other topic may publish fine, so it is not Kafka's failure
+    (a gateway pulled from its load balancer for it would serve nothing). `topics`: the
+    ones refused. Nothing of the request is committed."""
+
+    def __init__(self, text: str, topics: Sequence[str]) -> None:
+        super().__init__(text, kafka_failed=False)
+        self.topics = tuple(topics)
 
 
 @dataclass(slots=True)
@@ -411,7 +422,9 @@ class TransactionalPublisher:
         if isinstance(exc, MessageSizeTooLargeError):
             refusal: Exception = PublishTooLarge(f"Kafka refuses a record this large: {exc}")
         else:
-            refusal = PublishUnavailable(f"{type(exc).__name__}: {exc}")
+            refusal = PublishNotAuthorized(
+                f"{type(exc).__name__}: {exc}", _refused_topics(exc, members[0].records)
+            )
         _settle(members[0], refusal)
 
     def _failed(self, cause: str) -> None:
@@ -612,6 +625,17 @@ def retrieve_transaction_outcome(producer: AIOKafkaProducer) -> None:
     waiter = getattr(manager, "_transaction_waiter", None)
     if isinstance(waiter, asyncio.Future):
         waiter.add_done_callback(_seen)  # at once if it is done
+
+
+def _refused_topics(exc: TopicAuthorizationFailedError, records: Sequence[OutRecord]) -> list[str]:
+    """The topics Kafka named in its refusal (aiokafka gives one, or a set from a
+    transaction's partitions), else every topic of the request."""
+    named = exc.args[0] if exc.args else None
+    if isinstance(named, str):
+        return [named]
+    if isinstance(named, list | set | frozenset | tuple) and named:
+        return sorted(str(topic) for topic in named)
+    return sorted({record.topic for record in records})
 
 
 def _settle(member: Member, outcome: list[Placement] | BaseException) -> None:

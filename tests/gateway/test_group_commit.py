@@ -25,6 +25,7 @@ from conftest import (
     token_of,
 )
 from samples import fresh_scan as scan
+from test_gateway_topic_not_authorized import ForbiddenTopic
 
 from chainwatch.runners import prepare_topics
 from streams.ingest import publisher as publisher_module
@@ -33,6 +34,7 @@ from streams.ingest.groups import GroupBounds, Member, take_group
 from streams.ingest.metrics import GatewayMetrics, size_buckets
 from streams.ingest.publisher import (
     PublisherConfig,
+    PublishNotAuthorized,
     PublishOutOfTime,
     PublishStopped,
     PublishTooLarge,
@@ -409,20 +411,8 @@ def test_after_a_size_refusal_each_member_has_its_answer_within_its_own_deadline
     assert b"hurried" in _values(kafka_bootstrap, topic)
 
 
-class Forbidden(HeldFirst):
-    """As `HeldFirst`; besides, the gateway's principal may not write `forbidden`: sending
-    to it fails as aiokafka's metadata wait fails it (an ACL missing on one topic)."""
-
-    def __init__(self, config: PublisherConfig, forbidden: str) -> None:
-        super().__init__(config)
-        self.forbidden = forbidden
-
-    async def _send_batched(
-        self, producer: AIOKafkaProducer, records: Sequence[OutRecord]
-    ) -> list[Placement]:
-        if any(r.topic == self.forbidden for r in records):
-            raise TopicAuthorizationFailedError(self.forbidden)
-        return await super()._send_batched(producer, records)
+class Forbidden(ForbiddenTopic, HeldFirst):
+    """As `HeldFirst`; besides, the gateway's principal may not write `forbidden`."""
 
 
 @pytest.mark.integration
@@ -443,9 +433,10 @@ def test_a_request_to_a_topic_kafka_forbids_fails_its_own_request_only(
     _, (ok_0, refused, ok_1) = asyncio.run(_group_behind_first(publisher, topic, requests))
     assert isinstance(ok_0, list), ok_0
     assert isinstance(ok_1, list), ok_1
-    assert isinstance(refused, PublishUnavailable), refused
+    assert isinstance(refused, PublishNotAuthorized), refused
     assert not refused.outcome_unknown
-    assert refused.kafka_failed  # Kafka's refusal
+    assert refused.topics == (forbidden,)
+    assert not refused.kafka_failed  # Kafka answered: the gateway's principal lacks an ACL
     assert _values(kafka_bootstrap, topic) == [b"first", b"ok-0", b"ok-1"]
     assert _values(kafka_bootstrap, forbidden) == []
 
