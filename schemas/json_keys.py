@@ -69,10 +69,14 @@ _LOCATING: Final = json.JSONDecoder(
 )  # fmt: skip
 
 
-def repeated_keys(raw: bytes | bytearray | str) -> list[ErrorDetail]:
+def repeated_keys(raw: bytes | bytearray | str, *, nested: bool = True) -> list[ErrorDetail]:
     """One `duplicate_key` error per key written twice in one object, in document order,
     the first `MAX_ERRORS` of them (as a dead letter keeps): an item of 64,000 objects that
     each repeat a key made 64,000 errors, 12 MB of a 422 answer built in seconds.
+
+    With `nested=False` only the keys of the outermost object count: a replay line's
+    envelope is replay's to refuse, what its `value` repeats the engine's (published as
+    written, it is dead-lettered as a live record would be).
 
     Empty when no object of `raw` repeats a key. `ValueError` (a `UnicodeDecodeError`
     included) or `RecursionError` when `raw` is not JSON Python can read: the caller
@@ -90,7 +94,8 @@ def repeated_keys(raw: bytes | bytearray | str) -> list[ErrorDetail]:
             return []
         except _Repeated:
             pass
-    return list(islice(_errors(_LOCATING.decode(text)), MAX_ERRORS))
+    value = _LOCATING.decode(text)
+    return list(islice(_errors(value) if nested else _own_errors(value), MAX_ERRORS))
 
 
 _Link = tuple["_Link", str | int] | None
@@ -116,6 +121,12 @@ def _errors(value: Any) -> Iterable[ErrorDetail]:
             stack.extend(((link, k), v) for k, v in reversed(item.items()) if _nests(v))
         elif isinstance(item, list):
             stack.extend(((link, i), v) for i, v in reversed(list(enumerate(item))) if _nests(v))
+
+
+def _own_errors(value: Any) -> Iterable[ErrorDetail]:
+    """The errors of the keys `value` itself repeats (none when it is no object)."""
+    for key, count in value.repeated if isinstance(value, _Marked) else ():
+        yield duplicate_key_error((key,), count)
 
 
 def _nests(value: Any) -> bool:

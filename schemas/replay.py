@@ -1,9 +1,10 @@
 """Scenario files for `chainwatch replay` (CONTRACT.md, replay files).
 
 Each NDJSON line is one record to publish, in file order. The line is checked
-here; its `value` is not: a value that is not a valid record (or not even an
-object) is published as it is and becomes a dead letter *for the consumer*, so
-that replay exercises exactly the path production input takes.
+here (and a key it writes twice by `decode_replay_line`); its `value` is not: a
+value that is not a valid record (or not even an object) is published as it is
+and becomes a dead letter *for the consumer*, so that replay exercises exactly
+the path production input takes.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ _SKIPPER: Final = json.JSONDecoder(parse_int=len, parse_float=len, parse_constan
 
 
 def _member_text(line: bytes, name: str) -> bytes | None:
-    """The bytes of the top-level object's member `name` (the last one, as the line
-    parser takes it), or None when the line is no object the scan can follow."""
+    """The bytes of the top-level object's member `name`, or None when the line is no
+    object the scan can follow (a line that writes `name` twice is refused before:
+    `decode_replay_line`)."""
     text = line.decode("utf-8", "surrogateescape")
     found: tuple[int, int] | None = None
 

@@ -210,8 +210,7 @@ def decode_input(
             check_key(topic, key, TOMBSTONE)
             return TOMBSTONE
         if rejection.reason_code is ReasonCode.VALIDATION_FAILED:
-            with contextlib.suppress(ValueError, RecursionError):
-                rejection.errors.extend(repeated_keys(raw_value))
+            _add_repeated_keys(rejection, raw_value)
         raise rejection from None
     check_unique_keys(raw_value)
     if decoder.drop_extras:
@@ -221,8 +220,14 @@ def decode_input(
     return cast(InputRecord, record)
 
 
-def check_unique_keys(raw_value: bytes | bytearray | str) -> None:
-    """`validation_failed` when an object of the value writes a key twice (`duplicate_key`).
+def check_unique_keys(
+    raw_value: bytes | bytearray | str,
+    *,
+    nested: bool = True,
+    reason_code: ReasonCode = ReasonCode.VALIDATION_FAILED,
+) -> None:
+    """`reason_code` when an object of the value (with `nested=False`: the value itself)
+    writes a key twice (`duplicate_key`).
 
     Every path publishes or keeps a record's bytes as sent, and parsers disagree on
     which of two equal keys counts: what was validated here must be what any
@@ -230,13 +235,22 @@ def check_unique_keys(raw_value: bytes | bytearray | str) -> None:
     refused as `not_json` rather than let through unchecked.
     """
     try:
-        errors = repeated_keys(raw_value)
+        errors = repeated_keys(raw_value, nested=nested)
     except (ValueError, RecursionError) as exc:
         raise RecordRejected(
             ReasonCode.NOT_JSON, [_detail((), f"Invalid JSON: {exc}", "json_invalid")]
         ) from None
     if errors:
-        raise RecordRejected(ReasonCode.VALIDATION_FAILED, errors)
+        raise RecordRejected(reason_code, errors)
+
+
+def _add_repeated_keys(
+    rejection: RecordRejected, raw_value: bytes | bytearray | str, *, nested: bool = True
+) -> None:
+    """The keys written twice beside the model's errors: the value the model judged may
+    not be the one another parser reads. Nothing when Python cannot parse the value."""
+    with contextlib.suppress(ValueError, RecursionError):
+        rejection.errors.extend(repeated_keys(raw_value, nested=nested))
 
 
 def record_id(topic: str, record: InputRecord) -> str | None:
@@ -354,12 +368,20 @@ def decode_replay_line(raw_line: bytes | str) -> ReplayLine:
     """Validate one scenario line (CONTRACT.md, replay files).
 
     `not_json` for a line that does not parse (a truncated last line, say),
-    `bad_replay_line` for JSON that is not a `{topic, key?, value}` object.
+    `bad_replay_line` for JSON that is not a `{topic, key?, value}` object, and for
+    one that writes a key of its own twice (`duplicate_key`): the parser keeps the
+    last `value` or `topic`, so which record was replayed, and where, was the
+    parser's choice. A key its `value` repeats is the engine's to refuse.
     """
     try:
-        return ReplayLine.model_validate_json(raw_line)
+        line = ReplayLine.model_validate_json(raw_line)
     except ValidationError as exc:
-        raise rejection_of(exc, ReasonCode.BAD_REPLAY_LINE) from None
+        rejection = rejection_of(exc, ReasonCode.BAD_REPLAY_LINE)
+        if rejection.reason_code is ReasonCode.BAD_REPLAY_LINE:
+            _add_repeated_keys(rejection, raw_line, nested=False)
+        raise rejection from None
+    check_unique_keys(raw_line, nested=False, reason_code=ReasonCode.BAD_REPLAY_LINE)
+    return line
 
 
 def errors_from(exc: ValidationError) -> list[ErrorDetail]:

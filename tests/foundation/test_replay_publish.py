@@ -466,6 +466,39 @@ def test_a_crm_line_kafka_would_not_take_without_a_key_is_a_dead_letter_of_its_o
     ]
 
 
+def test_a_line_writing_its_value_or_topic_twice_is_a_dead_letter_naming_key_and_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The line parser kept the last `value` (or `topic`): one of two records was
+    replayed, which one the parser's choice. Such a line is now refused as the file's
+    other bad lines are; a key its value repeats is still the engine's to refuse."""
+    first, second = scan(event_id="e-1", order_id="PO-1"), scan(event_id="e-2", order_id="PO-1")
+    repeated = json.dumps(first).replace('"unit_id": ', '"unit_id": "KNIT-02", "unit_id": ', 1)
+    lines = [
+        f'{{"topic": "scans", "key": "PO-1", "value": {json.dumps(first)}, '
+        f'"value": {json.dumps(second)}}}',
+        f'{{"topic": "orders", "topic": "scans", "key": "PO-1", "value": {json.dumps(first)}}}',
+        f'{{"topic": "scans", "key": "PO-1", "value": {repeated}}}',
+    ]
+    scenario = tmp_path / "twice.ndjson"
+    scenario.write_text("".join(line + "\n" for line in lines))
+    producer = _Producer()
+
+    published, dead, _ = publish_to(producer, monkeypatch, scenario)
+
+    assert (published, dead) == (1, 2)
+    assert producer.sent == ["dead-letter", "dead-letter", "scans"]
+    letters = [DeadLetter.model_validate_json(v or b"") for v in producer.values[:2]]
+    assert [
+        (d.source.file, d.source.line, d.reason_code, [(e.loc, e.type) for e in d.errors])
+        for d in letters
+    ] == [
+        ("twice.ndjson", 1, ReasonCode.BAD_REPLAY_LINE, [("value", "duplicate_key")]),
+        ("twice.ndjson", 2, ReasonCode.BAD_REPLAY_LINE, [("topic", "duplicate_key")]),
+    ]
+    assert producer.values[2] == repeated.encode()  # as written: the worker refuses it
+
+
 @pytest.mark.parametrize("stalls", ["start", "end_offsets"])
 def test_a_reader_kafka_does_not_answer_ends_in_one_line(
     monkeypatch: pytest.MonkeyPatch, stalls: str

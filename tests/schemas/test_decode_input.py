@@ -154,6 +154,51 @@ def test_bad_replay_lines(raw: bytes) -> None:
     assert caught.value.reason_code is ReasonCode.BAD_REPLAY_LINE
 
 
+@pytest.mark.parametrize(
+    ("member", "first"),
+    [
+        ("value", json.dumps(scan(order_id="PO-2"))),  # which record is replayed
+        ("value", "null"),
+        ("topic", '"orders"'),  # to which topic
+        ("key", '"PO-2"'),
+        ("note", "1"),  # even one the line ignores: no key of it is the parser's choice
+    ],
+)
+def test_a_replay_line_writing_a_key_of_its_own_twice_is_refused_naming_it(
+    member: str, first: str
+) -> None:
+    """The parser kept the last `value` or `topic`: which record was replayed, and to
+    which topic, was its choice and not the file's."""
+    line = {"topic": "scans", "key": "PO-1", "value": scan(order_id="PO-1"), "note": 2}
+    written = json.dumps(line)
+    twice = written.replace(f'"{member}": ', f'"{member}": {first}, "{member}": ', 1)
+    decode_replay_line(written)
+    with pytest.raises(RecordRejected) as caught:
+        decode_replay_line(twice)
+    assert caught.value.reason_code is ReasonCode.BAD_REPLAY_LINE
+    assert [(e.loc, e.type) for e in caught.value.errors] == [(member, "duplicate_key")]
+    assert f"the key {member!r} is written twice" in caught.value.errors[0].msg
+
+
+def test_a_replay_line_bad_and_writing_a_key_twice_says_both() -> None:
+    with pytest.raises(RecordRejected) as caught:
+        decode_replay_line(b'{"topic": "scans", "topic": "alerts", "value": {}}')
+    assert caught.value.reason_code is ReasonCode.BAD_REPLAY_LINE
+    assert [(e.loc, e.type) for e in caught.value.errors] == [
+        ("topic", "literal_error"),
+        ("topic", "duplicate_key"),
+    ]
+
+
+def test_a_key_the_replay_lines_value_writes_twice_is_left_to_the_engine() -> None:
+    """Published as written, it is dead-lettered by the worker as a live record is."""
+    value = json.dumps(scan()).replace('"unit_id": ', '"unit_id": "KNIT-02", "unit_id": ', 1)
+    written = f'{{"topic": "scans", "value": {value}}}'.encode()
+    line = decode_replay_line(written)
+    rejected = _rejected(line.topic, line.value_as_written(written))
+    assert [(e.loc, e.type) for e in rejected.errors] == [("unit_id", "duplicate_key")]
+
+
 def test_unparseable_replay_line_is_not_json() -> None:
     with pytest.raises(RecordRejected) as caught:
         decode_replay_line(b'{"topic": "scans", "key": "PO-3401", "value": {"event_id": "ex4')

@@ -90,6 +90,16 @@ def test_a_duplicate_is_listed_beside_the_records_other_errors() -> None:
     }
 
 
+def test_only_the_outer_objects_keys_when_not_nested() -> None:
+    """A replay line's own keys are replay's to refuse, its value's the engine's."""
+    raw = '{"v": {"a": 1, "a": 2}, "t": 1, "t": 2, "t": 3}'
+    errors = repeated_keys(raw, nested=False)
+    assert [e.loc for e in errors] == ["t"]
+    assert "'t' is written 3 times" in errors[0].msg
+    assert repeated_keys('{"v": {"a": 1, "a": 2}}', nested=False) == []
+    assert repeated_keys('[{"a": 1, "a": 2}]', nested=False) == []
+
+
 def test_numbers_python_does_not_convert_do_not_hide_a_duplicate() -> None:
     huge = "9" * 5000  # Python's int() refuses it (the importer reads such lines)
     assert [e.loc for e in repeated_keys(f'{{"n": {huge}, "n": 1e400, "m": NaN}}')] == ["n"]
