@@ -22,6 +22,7 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Collection
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -198,7 +199,9 @@ class ConfigYamlError(yaml.YAMLError):
 
 
 class _KeyTwice(ConstructorError):
-    """A mapping that gives one key twice (`StrictSafeLoader`)."""
+    """A mapping that gives one key twice (`StrictSafeLoader`); `key` as written."""
+
+    key: str = ""
 
 
 # libyaml's parser when PyYAML has it (its wheels do): ~6x faster than the pure-Python
@@ -231,12 +234,14 @@ class StrictSafeLoader(_SafeLoader):
                 continue
             if first is not None:
                 same = "" if first == key_node.value else f" (as {first!r} before it)"
-                raise _KeyTwice(
+                twice = _KeyTwice(
                     "while constructing a mapping",
                     node.start_mark,
                     f"found the key {key_node.value!r} twice{same}",
                     key_node.start_mark,
                 )
+                twice.key = key_node.value
+                raise twice
             seen[key] = key_node.value
         return super().construct_mapping(node, deep)
 
@@ -256,8 +261,17 @@ class StrictSafeLoader(_SafeLoader):
             ) from None
 
 
-def load_config_yaml(text: str, loader: type[StrictSafeLoader] = StrictSafeLoader) -> Any:
-    """The YAML document in `text`; `ConfigYamlError` (one line) when it cannot be loaded."""
+def load_config_yaml(
+    text: str,
+    loader: type[StrictSafeLoader] = StrictSafeLoader,
+    *,
+    known_keys: Collection[str] = (),
+) -> Any:
+    """The YAML document in `text`; `ConfigYamlError` (one line) when it cannot be loaded.
+
+    Its `private` text names a key written twice when the key is one of `known_keys` (the
+    file's own field names: no text of the user's, as a token pasted as a key would be).
+    """
     try:
         return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
     except RecursionError:
@@ -271,9 +285,13 @@ def load_config_yaml(text: str, loader: type[StrictSafeLoader] = StrictSafeLoade
             text = " ".join(f"{exc.problem}{where}".split())
         else:
             text = " ".join(str(exc).split())
-        twice = isinstance(exc, _KeyTwice)
-        private = ("a key written twice" if twice else "not valid YAML") + where
-        raise ConfigYamlError(text, private) from None
+        if not isinstance(exc, _KeyTwice):
+            private = "not valid YAML"
+        elif exc.key in known_keys:
+            private = f"the key {exc.key!r} written twice"
+        else:
+            private = "a key written twice"
+        raise ConfigYamlError(text, private + where) from None
 
 
 def _where(exc: yaml.YAMLError) -> str:

@@ -98,11 +98,14 @@ def append_token(path: Path, entry: dict[str, Any]) -> None:
     """
     from pydantic import ValidationError
 
-    from streams.ingest.auth import TokensFile
+    from streams.ingest.auth import TOKENS_FILE_KEYS, TokensFile
 
     try:
         old_text = read_config_text(path) if path.exists() else ""
-        data = load_config_yaml(old_text) if old_text.strip() else {"tokens": []}
+        if old_text.strip():
+            data = load_config_yaml(old_text, known_keys=TOKENS_FILE_KEYS)
+        else:
+            data = {"tokens": []}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         why = getattr(exc, "private", None) or type(exc).__name__  # never the file's text
         raise UserError(f"cannot read tokens file {path}: {why}") from None

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
 import httpx
@@ -327,6 +327,12 @@ def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
         return None
 
 
+_FILE_KEYS: Final = frozenset(
+    key for model in (Subscriptions, Endpoint, Filters) for key in model.model_fields
+)
+"""The keys a subscriptions file may write: one of them written twice is named in the error."""
+
+
 def load_subscriptions(
     path: Path,
     allowed_hosts: Sequence[str] = (),
@@ -336,7 +342,7 @@ def load_subscriptions(
     """Read and check the file; every endpoint's secret is checked to be usable, and its
     `stages` filter against the plan's `stages` when given."""
     try:
-        data = load_config_yaml(read_config_text(Path(path)))
+        data = load_config_yaml(read_config_text(Path(path)), known_keys=_FILE_KEYS)
     except OSError as exc:
         raise SubscriptionError(f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:

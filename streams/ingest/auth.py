@@ -14,7 +14,7 @@ import hmac
 import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Final, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -87,6 +87,10 @@ class TokensFile(BaseModel):
         return self
 
 
+TOKENS_FILE_KEYS: Final = frozenset(TokensFile.model_fields) | frozenset(TokenEntry.model_fields)
+"""The keys a tokens file may write: one of them written twice is named in the error."""
+
+
 class TokensFileError(Exception):
     """A tokens file that cannot be used; the message names the key, never a digest."""
 
@@ -110,7 +114,7 @@ class TokenRegistry:
     @classmethod
     def load(cls, path: Path) -> TokenRegistry:
         try:
-            data = load_config_yaml(read_config_text(path))
+            data = load_config_yaml(read_config_text(path), known_keys=TOKENS_FILE_KEYS)
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             # never the file's text: a token pasted there by mistake must not reach a log
             why = getattr(exc, "private", None) or getattr(exc, "strerror", None)

@@ -242,3 +242,22 @@ def test_a_file_with_a_name_that_is_no_text_is_blamed_not_a_crash(tmp_path: Path
         append_token(tokens, {"name": "desk", "sha256": "0" * 64, "role": "orders"})
     assert str(caught.value).startswith(f"tokens file {tokens}: key 'tokens.0.name': ")
     assert tokens.read_text(encoding="utf-8") == before
+
+
+def test_a_tokens_file_writing_a_key_twice_is_refused_naming_it_not_appended_to(
+    tmp_path: Path,
+) -> None:
+    """YAML's loaders keep the last of two equal keys: the entry's `role` would be the
+    second one's; refused as the gateway refuses the file, naming the key and its line."""
+    from chainwatch.commands.tokens import append_token
+    from chainwatch.errors import UserError
+
+    tokens = tmp_path / "tokens.yaml"
+    before = f"tokens:\n  - name: a\n    sha256: {'a' * 64}\n    role: crm\n    role: admin\n"
+    tokens.write_text(before, encoding="utf-8")
+    with pytest.raises(UserError) as caught:
+        append_token(tokens, {"name": "desk", "sha256": "0" * 64, "role": "orders"})
+    assert str(caught.value) == (
+        f"cannot read tokens file {tokens}: the key 'role' written twice (line 5, column 5)"
+    )
+    assert tokens.read_text(encoding="utf-8") == before

@@ -66,7 +66,11 @@ def test_bad_tokens_files_name_the_problem(tmp_path: Path, body: str, complaint:
     [
         # a second `tokens:` key emptied the list before: every caller locked out, no error
         (f"tokens:\n  - {{name: a, sha256: {'a' * 64}, role: crm}}\ntokens: [pasted-s3cret]\n",
-         "a key written twice (line 3, column 1)"),
+         "the key 'tokens' written twice (line 3, column 1)"),
+        (f"tokens:\n  - {{name: a, sha256: {'a' * 64}, role: crm, role: admin}}\n",
+         "the key 'role' written twice (line 2, column 100)"),
+        ("tokens: []\npasted-s3cret: 1\npasted-s3cret: 2\n",
+         "a key written twice (line 3, column 1)"),  # a key of its own: the user's text
         ("tokens:\n  - pasted-s3cret: [\n", "not valid YAML (line 3, column 1)"),
         ("tokens: " + "[" * 5000 + "pasted-s3cret" + "]" * 5000,
          "nested too deeply to read (line 1, column 1008)"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,18 @@ def test_a_plan_key_written_twice_is_refused_with_its_line(tmp_path: Path) -> No
     shipped = (ROOT / "schemas" / "plans" / "knitwear.yaml").read_text(encoding="utf-8")
     path.write_text(shipped + "handoff: 1s\n", encoding="utf-8")
     with pytest.raises(PlanError, match=r"found the key 'handoff' twice \(line \d+, column 1\)"):
+        load_plan(path)
+
+
+def test_a_stage_written_twice_in_a_json_plan_is_refused_with_its_line(tmp_path: Path) -> None:
+    """A plan may be JSON (YAML reads it): its loader kept the last of two equal keys."""
+    path = tmp_path / "plan.json"
+    said = json.dumps(load_plan().model_dump(mode="json"))
+    path.write_text(said.replace('"dyeing": "36h"', '"dyeing": "36h", "dyeing": "1s"', 1))
+    with pytest.raises(
+        PlanError,
+        match=r"^SLA plan .*plan.json .*found the key 'dyeing' twice \(line 1, column \d+\)$",
+    ):
         load_plan(path)
 
 

@@ -56,6 +56,18 @@ def test_a_key_written_twice_is_refused_with_where_it_is() -> None:
         load_config_yaml("x: 1\nb:\n  a: 1\n  a: 2\n")
 
 
+def test_the_private_text_names_a_key_written_twice_only_when_it_is_a_known_key() -> None:
+    """The tokens and webhook files say nothing of their text (a token pasted there), yet
+    "a key written twice" left the user to find which: a key of the file's own is named."""
+    text = "tokens: []\nx: 1\npasted-s3cret: 1\npasted-s3cret: 2\n"
+    with pytest.raises(ConfigYamlError) as caught:
+        load_config_yaml(text.replace("x: 1", "tokens: [a]"), known_keys={"tokens"})
+    assert caught.value.private == "the key 'tokens' written twice (line 2, column 1)"
+    with pytest.raises(ConfigYamlError) as caught:
+        load_config_yaml(text, known_keys={"tokens", "x"})
+    assert caught.value.private == "a key written twice (line 4, column 1)"
+
+
 @pytest.mark.parametrize(
     ("first", "second"),
     [("1", "true"), ("1", "1.0"), ("1", "01"), ("1", "0x1"), ("~", "null"), ("no", "false")],

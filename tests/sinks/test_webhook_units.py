@@ -98,8 +98,13 @@ def test_subscriptions_load_with_secret_from_env(
         ("endpoints:\n  - {name: a, url: 'https://x.example.com/', secret: %s\n", "(line 3,"),
         (
             "endpoints:\n  - {name: a, url: 'https://x.example.com/', secret: %s}\nendpoints: []\n",
-            "a key written twice (line 3, column 1)",
+            "the key 'endpoints' written twice (line 3, column 1)",
         ),
+        (
+            "endpoints:\n  - {name: a, url: 'https://x.example.com/', secret: %s, secret: x}\n",
+            "the key 'secret' written twice (line 2, column ",
+        ),
+        ("endpoints: []\n%s: 1\n%s: 2\n", "a key written twice (line 3, column 1)"),
     ],
 )
 def test_bad_subscriptions_name_the_problem_never_the_secret(
