@@ -22,6 +22,18 @@ whatever the number of records for its key, or the changelog write fails:
   except the `up` that ends the unit's open downtime (at most
   `max_unit_records + 1` records); a record older than the fold horizon is a
   dead letter `state_limit` too (its downtime was folded away);
+- a unit keeps an occupancy entry per order in the state that visited it, and a
+  tombstone for each of the last `max_unit_left_orders` orders that left the state
+  (evicted): an order that leaves is counted, per kept downtime its final visits
+  overlap, in the unit's value (a count and the first ids; an order whose visit
+  there never ended also in every downtime a later status record opens). Kept as
+  frozen entries, they grew without bound while a downtime stayed open (an `up`
+  never sent). The tombstone tells a forget or report that comes again
+  (at-least-once) from a new one, so each order is counted once, as long as it
+  comes again before `max_unit_left_orders` later orders left the unit (then it is
+  counted twice; the order side sends a forget again only after a crash, within
+  its uncommitted batches). A status record that comes after an order left
+  (at least the retention late) does not count or uncount it;
 - a closed order (completed or cancelled) is removed `closed_order_retention_ms`
   after it closed, on the engine's clock; a later record for it is a dead letter
   `order_closed`. A record whose event_time is past that instant is refused even
@@ -43,6 +55,10 @@ class EngineLimits:
     unit_lookback_ms: int = 30 * DAY_MS
     """How late (in the unit's event time) a visit may reach its unit and still
     find every downtime it overlaps."""
+    max_unit_left_orders: int = 1_000
+    """How many tombstones of orders that left the state a unit keeps (the newest):
+    a forget or report of an order that comes again after this many later orders
+    left the unit counts the order twice (see the module docstring)."""
     closed_order_retention_ms: int = 30 * DAY_MS
     max_value_bytes: int = 900_000
     """A table value or output larger than this is a `processing_error`, never written."""

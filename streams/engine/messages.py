@@ -22,8 +22,10 @@ older batch of the same sender partition, which Kafka keeps in order):
   records, occupancy version) pair per unit; an equal or older one changes nothing.
 - `Occupancy`: the unit keeps per order the entry with the highest `version`
   (the order's visit version); an older one is skipped, the same one is applied
-  again to the same entry and answered again (the same versioned answer), and a
-  `forget` of an order that has no entry is a no-op.
+  again to the same entry and answered again (the same versioned answer); an
+  order that left keeps a tombstone for a while, so its report or `forget` that
+  comes again changes nothing, and a `forget` of an order that has no entry is a
+  no-op (streams.engine.unit_processor).
 - `Subscription`: a set membership (add or discard); a repeated subscribe
   answers the customer's current fact again (itself a versioned answer).
 - `Tick`: the partition clock only moves forward; firing a deadline twice finds

@@ -11,11 +11,23 @@ the downtimes no visit can still need; what it keeps depends on its own status
 log, not on when the orders' visits reached it (within the lookback). The orders
 in progress during a downtime are not kept in the unit's value (a long outage at
 a busy unit overlaps thousands of orders, and the value passed Kafka's limit): the
-occupancy entries are them (an order that left the engine's state keeps its entry,
-frozen, while a downtime it overlaps is kept). The unit keeps per downtime only
-their count and the first ids (`Progress`), brought up to date report by report
+occupancy entries of the orders in the state are them. The unit keeps per downtime
+only their count and the first ids (`Progress`), brought up to date report by report
 and derived again from every entry when that cannot be done (a listed order left
 the downtime, a report came again after a crash, a status record came).
+
+An order that leaves the state (a `forget`: evicted after the retention) stays
+counted in the downtimes its final visits overlap then: it moves into the unit's
+count of the orders that left (`UnitSlot.left`), and its entry becomes a
+tombstone (`OccupancyEntry.gone`) that tells a forget or report that comes again
+(at-least-once) from a new one. The unit keeps the tombstones of the last
+`max_unit_left_orders` orders that left (`UnitSlot.gone`, in inbox order) and
+deletes older ones: before, the entry stayed, frozen, until every downtime it
+overlapped was folded away, and a downtime that never ends (an `up` never sent)
+is never folded, so the entries grew with every order that visited the unit.
+The cost (limits.py): a forget or report of an order that comes again after more
+than that many later orders left the unit counts the order twice, and a status
+record that comes after an order left does not count or uncount it.
 """
 
 from __future__ import annotations
@@ -113,6 +125,17 @@ class UnitSlot:
     inbox: list[int] | None = None
     """[offset, index in its bundle] of the last unit-inbox report counted in `progress`:
     a report at or before it was counted already (a redelivery after a crash)."""
+    left: dict[str, Progress] = field(default_factory=dict)
+    """downtime event_id -> the orders that left the state counted among its orders in
+    progress: part of `progress`, kept apart because no entry counts them when
+    `progress` is derived again from the entries (their tombstones do not)."""
+    gone: list[str] = field(default_factory=list)
+    """The orders whose tombstone the unit keeps, in the order they left (the last
+    `max_unit_left_orders`): an older one's tombstone is deleted."""
+    open_left: list[Any] | None = None
+    """[count, first ids, latest visit start ms] of the orders that left with a visit
+    here that never ended: such a visit overlaps every later downtime, so a downtime
+    a later status record opens counts them too (`on_status`)."""
 
     @property
     def version(self) -> int:
@@ -132,6 +155,9 @@ class UnitSlot:
             "t": self.clock_ms,
             "o": self.offset,
             "ib": self.inbox,
+            "lf": {event_id: p.to_json() for event_id, p in self.left.items()},
+            "gn": self.gone,
+            "ol": self.open_left,
         }
 
     @classmethod
@@ -155,6 +181,9 @@ class UnitSlot:
             if data.get("pg") is None
             else {event_id: Progress.from_json(p) for event_id, p in data["pg"].items()},
             data.get("ib"),
+            {event_id: Progress.from_json(p) for event_id, p in data.get("lf", {}).items()},
+            data.get("gn", []),
+            data.get("ol"),
         )
 
     @staticmethod
@@ -250,6 +279,7 @@ class UnitSlot:
         gone = {r.event_id for r in dropped}
         for event_id in gone:
             self.in_progress.pop(event_id, None)
+            self.left.pop(event_id, None)
             if self.progress is not None:
                 self.progress.pop(event_id, None)
         for alert_id in [
@@ -274,20 +304,37 @@ class OccupancyEntry:
     visits: list[list[Any]]
     answered: list[list[Any]] | None = None
     frozen: bool = False
-    """The order left the engine's state (evicted): its visits are final and it stays
-    among the orders in progress of the downtimes it overlaps until they are folded
-    away; it is answered no more."""
+    """The order left the engine's state (evicted): its visits are final, it is
+    answered no more, and a report of it that comes again is skipped."""
     at: list[int] | None = None
     """[offset, index in its bundle] of the unit-inbox report that wrote it: after a
     crash, tells that this entry was stored while the unit's value may not have been."""
+    gone: bool = False
+    """A tombstone (frozen too): the order is counted in `UnitSlot.left`, not by this
+    entry, once the unit's value has counted its forget (`left_at`). A frozen entry
+    stored before tombstones existed counts its order itself until it is folded away."""
+    left_at: list[int] | None = None
+    """[offset, index in its bundle] of the forget that made the tombstone."""
 
     def to_json(self) -> list[Any]:
-        return [self.version, self.visits, self.answered, self.frozen, self.at]
+        return [self.version, self.visits, self.answered, self.frozen, self.at, self.gone,
+                self.left_at]  # fmt: skip
 
     @classmethod
     def from_json(cls, data: list[Any]) -> OccupancyEntry:
         frozen = len(data) > 3 and data[3] is True
-        return cls(data[0], data[1], data[2], frozen, data[4] if len(data) > 4 else None)
+        return cls(
+            data[0], data[1], data[2], frozen, data[4] if len(data) > 4 else None,
+            len(data) > 5 and data[5] is True, data[6] if len(data) > 6 else None,
+        )  # fmt: skip
+
+    def counts_itself(self, inbox: list[int] | None) -> bool:
+        """Whether this entry counts its order among the orders in progress: not a
+        tombstone whose forget the unit's value counted (in `UnitSlot.left`); a
+        tombstone stored while the unit's value was lost in a crash still counts it."""
+        if not self.gone:
+            return True
+        return self.left_at is not None and (inbox is None or self.left_at > inbox)
 
     def touching(self, spans: Sequence[Span]) -> set[str]:
         """The event_ids of the downtimes its visits overlap."""
@@ -371,13 +418,16 @@ class UnitProcessor:
         redelivered = taken is Taken.KNOWN
         effects.changed = effects.changed or not redelivered
         downtimes = build_downtimes(slot.records)
+        if taken is Taken.ADDED and slot.open_left is not None:
+            _open_left_join(slot, record.event_id, downtimes)
         spans = _spans(downtimes)
         members: dict[str, set[str]] = {}
         for order_id in sorted(occupancy):
             entry = occupancy[order_id]
             touching = _overlapping(spans, entry.visits)
-            for d in touching:
-                members.setdefault(d.event_id, set()).add(order_id)
+            if entry.counts_itself(slot.inbox):
+                for d in touching:
+                    members.setdefault(d.event_id, set()).add(order_id)
             if not entry.frozen:
                 self._answer(slot, order_id, entry, touching, effects, again=redelivered)
         if slot.in_progress:  # a stored list: only the orders without an entry stay in it
@@ -424,6 +474,8 @@ class UnitProcessor:
         for order_id, entry in occupancy.items():
             if entry.frozen and not entry.touching(kept_spans):
                 effects.forgotten.add(order_id)
+        if slot.gone and effects.forgotten:
+            slot.gone = [o for o in slot.gone if o not in effects.forgotten]
         return True
 
     def _refuse(
@@ -489,6 +541,8 @@ class UnitProcessor:
             progress = slot.progress = {}
             found_again.update(d.event_id for d in downtimes)
         before = {event_id: p.to_json() for event_id, p in progress.items()}
+        left_before = ({event_id: p.to_json() for event_id, p in slot.left.items()},
+                       list(slot.gone))  # fmt: skip
         counted = None if slot.inbox is None else tuple(slot.inbox)
         for n, message in enumerate(messages):
             at = None if positions is None else list(positions[n])
@@ -496,17 +550,9 @@ class UnitProcessor:
             entry = current.get(order_id)
             was = set() if entry is None else entry.touching(spans)
             if message.forget:
-                if entry is None:
-                    continue
-                if not was:
-                    current[order_id] = None
-                    effects.changed_entries.pop(order_id, None)
-                    effects.forgotten.add(order_id)
-                elif not entry.frozen:
-                    entry = OccupancyEntry(
-                        entry.version, entry.visits, entry.answered, True, entry.at
-                    )
-                    current[order_id] = effects.changed_entries[order_id] = entry
+                if entry is not None:
+                    seen = at is not None and counted is not None and tuple(at) <= counted
+                    self._leave(slot, order_id, entry, was, at, seen, current, effects)
                 continue
             if entry is not None and (entry.frozen or message.version < entry.version):
                 continue  # overtaken by a newer report of the same order, or it left
@@ -541,10 +587,79 @@ class UnitProcessor:
         if changed_progress:
             effects.alerts = self._alerts(slot, downtimes, now, changed_progress)
         after = slot.progress or {}
-        effects.changed = bool(effects.alerts) or before != {
-            event_id: p.to_json() for event_id, p in after.items()
-        }
+        left_after = ({event_id: p.to_json() for event_id, p in slot.left.items()}, slot.gone)
+        effects.changed = (
+            bool(effects.alerts)
+            or before != {event_id: p.to_json() for event_id, p in after.items()}
+            or left_before != left_after
+        )
         return effects
+
+    def _leave(
+        self,
+        slot: UnitSlot,
+        order_id: str,
+        entry: OccupancyEntry,
+        was: set[str],
+        at: list[int] | None,
+        seen: bool,
+        current: dict[str, OccupancyEntry | None],
+        effects: UnitEffects,
+    ) -> None:
+        """An order left the state (a `forget` at inbox position `at`; `seen`: the unit's
+        value counted it before a crash): it moves from its entry into the counts of
+        the orders that left (`UnitSlot.left`) of the kept downtimes its final visits
+        overlap, so no total changes, and its entry becomes a tombstone.
+
+        A forget that comes again finds the tombstone and changes nothing (a forget
+        of an order without an entry never counts), unless the tombstone was stored
+        by this very forget and the unit's value lost in a crash: then it is counted
+        now. If the value was stored and the entry lost, the tombstone is made again
+        without counting, or the entry deleted if the value deleted its tombstone since.
+        """
+        if entry.frozen:
+            if entry.gone and at is not None and entry.left_at == at and not seen:
+                self._count_left(slot, order_id, entry.visits, was, current, effects)
+            return  # it left before (a frozen entry stored before tombstones: counted by it)
+        if (not was and not _open_starts(entry.visits)) or (seen and order_id not in slot.gone):
+            current[order_id] = None  # overlaps no downtime, or its tombstone was deleted
+            effects.changed_entries.pop(order_id, None)
+            effects.forgotten.add(order_id)
+            return
+        tombstone = OccupancyEntry(entry.version, entry.visits, entry.answered, True, entry.at,
+                                   gone=True, left_at=at)  # fmt: skip
+        current[order_id] = effects.changed_entries[order_id] = tombstone
+        if not seen:
+            self._count_left(slot, order_id, entry.visits, was, current, effects)
+
+    def _count_left(
+        self,
+        slot: UnitSlot,
+        order_id: str,
+        visits: list[list[Any]],
+        was: set[str],
+        current: dict[str, OccupancyEntry | None],
+        effects: UnitEffects,
+    ) -> None:
+        """Count a leaving order among the orders that left its downtimes, and keep its
+        tombstone among the last `max_unit_left_orders`: an older one's is deleted."""
+        for event_id in sorted(was):
+            slot.left.setdefault(event_id, Progress()).join(order_id)
+        starts = _open_starts(visits)
+        if starts:  # a visit that never ended: counted in later downtimes too
+            known = slot.open_left
+            ids = Progress() if known is None else Progress(known[0], list(known[1]))
+            ids.join(order_id)
+            latest = max(starts) if known is None else max(known[2], *starts)
+            slot.open_left = [ids.count, ids.listed, latest]
+        slot.gone.append(order_id)
+        excess = len(slot.gone) - self.limits.max_unit_left_orders
+        if excess > 0:
+            for old in slot.gone[:excess]:
+                current[old] = None
+                effects.changed_entries.pop(old, None)
+                effects.forgotten.add(old)
+            del slot.gone[:excess]
 
     def _answer(
         self,
@@ -597,6 +712,23 @@ class UnitProcessor:
         return changes
 
 
+def _open_starts(visits: list[list[Any]]) -> list[int]:
+    """The starts (ms) of the visits that never ended (each overlaps every later downtime)."""
+    return [v[2] for v in visits if v[2] is not None and v[3] is None]
+
+
+def _open_left_join(slot: UnitSlot, event_id: str, downtimes: Sequence[Downtime]) -> None:
+    """A downtime a status record opens counts the orders that left with a visit here
+    that never ended (the reference engine, which lets no order go, counts them in
+    every downtime after their visit started); a late record whose downtime ended
+    before the latest such visit started counts none of them."""
+    assert slot.open_left is not None
+    count, listed, latest_ms = slot.open_left
+    for d in downtimes:
+        if d.event_id == event_id and (d.end is None or to_ms(d.end) > latest_ms):
+            slot.left[event_id] = Progress(count, list(listed))
+
+
 def _moved(
     progress: dict[str, Progress], order_id: str, was: set[str], touched: set[str]
 ) -> set[str]:
@@ -624,7 +756,7 @@ def _find_again(
     spans = _spans(downtimes)
     members: dict[str, set[str]] = {}
     for order_id, entry in entries.items():
-        if entry is not None:
+        if entry is not None and entry.counts_itself(slot.inbox):
             for event_id in entry.touching(spans) & chosen:
                 members.setdefault(event_id, set()).add(order_id)
     if slot.in_progress:  # a stored whole list: its orders with an entry are counted by it
@@ -643,12 +775,18 @@ def _find_again(
 def _progress(
     slot: UnitSlot, downtimes: Iterable[Downtime], members: Mapping[str, set[str]]
 ) -> dict[str, Progress]:
-    """Each downtime's orders in progress: the entries that overlap it, and the orders
-    of a list stored before `Progress` that have no entry."""
+    """Each downtime's orders in progress: the entries that count their order and
+    overlap it, the orders of a list stored before `Progress` that have no entry, and
+    the orders that left the state (`UnitSlot.left`: counted, their first ids listed)."""
     found: dict[str, Progress] = {}
     for d in downtimes:
         orders = members.get(d.event_id, set()).union(slot.in_progress.get(d.event_id, ()))
-        if orders:
+        gone = slot.left.get(d.event_id)
+        if gone is not None:  # an order named in both (a crash's leftover) counts once
+            every = orders.union(gone.listed)
+            count = len(every) + gone.count - len(gone.listed)
+            found[d.event_id] = Progress(count, sorted(every)[:ORDERS_LISTED])
+        elif orders:
             found[d.event_id] = Progress.of(orders)
     return found
 
