@@ -33,7 +33,7 @@ record that comes after an order left does not count or uncount it.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -328,13 +328,25 @@ class OccupancyEntry:
             len(data) > 5 and data[5] is True, data[6] if len(data) > 6 else None,
         )  # fmt: skip
 
-    def counts_itself(self, inbox: list[int] | None) -> bool:
-        """Whether this entry counts its order among the orders in progress: not a
-        tombstone whose forget the unit's value counted (in `UnitSlot.left`); a
-        tombstone stored while the unit's value was lost in a crash still counts it."""
+    def counts_itself(self, order_id: str, slot: UnitSlot, gone: Container[str]) -> bool:
+        """Whether this entry counts its order among the orders in progress, not the
+        unit's value (`UnitSlot.left`, whose orders are in `gone`, the slot's `gone`).
+
+        A crash may keep a tombstone and lose the value that counted its forget: the
+        tombstone counts its order until the forget comes again. It may keep the
+        value and lose the tombstone: the order's entry is then still its report, and
+        its order is among those the value counted.
+        """
+        if not self.frozen:
+            return order_id not in gone
         if not self.gone:
-            return True
-        return self.left_at is not None and (inbox is None or self.left_at > inbox)
+            return True  # frozen before tombstones: it counts its order until folded away
+        inbox = slot.inbox
+        return (
+            order_id not in gone
+            and self.left_at is not None
+            and (inbox is None or self.left_at > inbox)
+        )
 
     def touching(self, spans: Sequence[Span]) -> set[str]:
         """The event_ids of the downtimes its visits overlap."""
@@ -422,12 +434,15 @@ class UnitProcessor:
             _open_left_join(slot, record.event_id, downtimes)
         spans = _spans(downtimes)
         members: dict[str, set[str]] = {}
+        gone = set(slot.gone)
         for order_id in sorted(occupancy):
             entry = occupancy[order_id]
             touching = _overlapping(spans, entry.visits)
-            if entry.counts_itself(slot.inbox):
+            if entry.counts_itself(order_id, slot, gone):
                 for d in touching:
                     members.setdefault(d.event_id, set()).add(order_id)
+            elif entry.gone and order_id not in gone:
+                effects.forgotten.add(order_id)  # a crash lost its deletion, not the value's
             if not entry.frozen:
                 self._answer(slot, order_id, entry, touching, effects, again=redelivered)
         if slot.in_progress:  # a stored list: only the orders without an entry stay in it
@@ -618,10 +633,15 @@ class UnitProcessor:
         without counting, or the entry deleted if the value deleted its tombstone since.
         """
         if entry.frozen:
-            if entry.gone and at is not None and entry.left_at == at and not seen:
+            if (
+                entry.gone
+                and entry.left_at == at
+                and entry.counts_itself(order_id, slot, slot.gone)
+            ):
                 self._count_left(slot, order_id, entry.visits, was, current, effects)
             return  # it left before (a frozen entry stored before tombstones: counted by it)
-        if (not was and not _open_starts(entry.visits)) or (seen and order_id not in slot.gone):
+        counted = order_id in slot.gone  # the value counted it, a crash lost the tombstone
+        if (not was and not _open_starts(entry.visits)) or (seen and not counted):
             current[order_id] = None  # overlaps no downtime, or its tombstone was deleted
             effects.changed_entries.pop(order_id, None)
             effects.forgotten.add(order_id)
@@ -629,7 +649,7 @@ class UnitProcessor:
         tombstone = OccupancyEntry(entry.version, entry.visits, entry.answered, True, entry.at,
                                    gone=True, left_at=at)  # fmt: skip
         current[order_id] = effects.changed_entries[order_id] = tombstone
-        if not seen:
+        if not seen and not counted:
             self._count_left(slot, order_id, entry.visits, was, current, effects)
 
     def _count_left(
@@ -755,8 +775,9 @@ def _find_again(
     """The `chosen` downtimes' orders in progress, derived from every entry again."""
     spans = _spans(downtimes)
     members: dict[str, set[str]] = {}
+    gone = set(slot.gone)
     for order_id, entry in entries.items():
-        if entry is not None and entry.counts_itself(slot.inbox):
+        if entry is not None and entry.counts_itself(order_id, slot, gone):
             for event_id in entry.touching(spans) & chosen:
                 members.setdefault(event_id, set()).add(order_id)
     if slot.in_progress:  # a stored whole list: its orders with an entry are counted by it
@@ -781,10 +802,10 @@ def _progress(
     found: dict[str, Progress] = {}
     for d in downtimes:
         orders = members.get(d.event_id, set()).union(slot.in_progress.get(d.event_id, ()))
-        gone = slot.left.get(d.event_id)
-        if gone is not None:  # an order named in both (a crash's leftover) counts once
-            every = orders.union(gone.listed)
-            count = len(every) + gone.count - len(gone.listed)
+        left = slot.left.get(d.event_id)
+        if left is not None:  # an order named in both (a crash's leftover) counts once
+            every = orders.union(left.listed)
+            count = len(every) + left.count - len(left.listed)
             found[d.event_id] = Progress(count, sorted(every)[:ORDERS_LISTED])
         elif orders:
             found[d.event_id] = Progress.of(orders)

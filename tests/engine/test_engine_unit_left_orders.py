@@ -163,8 +163,8 @@ def test_a_forget_is_counted_once_across_a_crash_that_kept_only_the_tombstone() 
     assert unit.entries["PO-0"].gone
     assert unit.slot.left == {}
 
-    (alert,) = unit.status(1, 14_500, "degraded").alerts  # before the redelivery
-    assert alert["details"]["orders_in_progress_count"] == 3
+    unit.status(1, 14_500, "degraded")  # before the redelivery
+    assert unit.listing() == (["PO-0", "PO-1", "PO-2"], 3)
     unit.reports([_forget("PO-0")], offset=at)
     assert unit.slot.left["u-0"].count == 1
     assert unit.listing() == (["PO-0", "PO-1", "PO-2"], 3)
@@ -176,19 +176,26 @@ def test_a_forget_is_counted_once_across_a_crash_that_kept_only_the_tombstone() 
 
 def test_a_forget_is_counted_once_across_a_crash_that_kept_only_the_unit_value() -> None:
     """The unit's value counted the forget, the tombstone was lost (the entry is still
-    the order's report): the forget that comes again makes the tombstone, uncounted."""
-    unit = _down_unit(["PO-0", "PO-1", "PO-2"])
+    the order's report): it does not count its order again, at a status record nor
+    when the forget comes again (redelivered, or sent again at a new position), which
+    makes the tombstone. The order is not among the ids of the orders that left
+    listed, so only the count tells."""
+    ids = [f"PO-{k:02d}" for k in range(ORDERS_LISTED + 5)]
+    unit = _down_unit(ids)
+    unit.reports([_forget(o) for o in ids[:-1]])
     at = unit.offset
-    unit.reports([_forget("PO-0")], keep_entries=False)
-    assert not unit.entries["PO-0"].frozen
-    assert unit.slot.left["u-0"].count == 1
+    unit.reports([_forget(ids[-1])], keep_entries=False)
+    assert not unit.entries[ids[-1]].frozen
+    assert unit.slot.left["u-0"].count == len(ids)
 
-    (alert,) = unit.status(1, 14_500, "degraded").alerts  # before the redelivery
-    assert alert["details"]["orders_in_progress_count"] == 3
-    unit.reports([_forget("PO-0")], offset=at)
-    assert unit.entries["PO-0"].gone
-    assert unit.slot.left["u-0"].count == 1
-    assert unit.listing() == (["PO-0", "PO-1", "PO-2"], 3)
+    unit.status(1, 14_500, "degraded")  # before the redelivery
+    assert unit.listing() == (ids[:ORDERS_LISTED], len(ids))
+    unit.reports([_forget(ids[-1])])  # sent again, at a new position
+    unit.reports([_forget(ids[-1])], offset=at)
+    assert unit.entries[ids[-1]].gone
+    assert unit.slot.left["u-0"].count == len(ids)
+    (resolved,) = [a for a in unit.status(2, 20_000, "up").alerts if a["type"] == "unit_down"]
+    assert resolved["details"]["orders_in_progress_count"] == len(ids)
 
 
 def test_a_kept_value_whose_tombstone_was_deleted_since_deletes_the_entry() -> None:
@@ -202,6 +209,16 @@ def test_a_kept_value_whose_tombstone_was_deleted_since_deletes_the_entry() -> N
     effects = unit.reports([_forget("PO-0")], offset=at)
     assert effects.forgotten == {"PO-0"}
     assert "PO-0" not in unit.entries
+    assert unit.listing() == (["PO-0", "PO-1", "PO-2"], 3)
+
+
+def test_a_tombstone_whose_deletion_a_crash_lost_goes_at_the_next_status_record() -> None:
+    unit = _down_unit(["PO-0", "PO-1", "PO-2"], kept=1)
+    unit.reports([_forget("PO-0")])
+    unit.reports([_forget("PO-1")], keep_entries=False)  # PO-0's deletion lost
+    assert unit.entries["PO-0"].gone
+    assert unit.slot.gone == ["PO-1"]
+    assert unit.status(1, 14_500, "degraded").forgotten == {"PO-0"}
     assert unit.listing() == (["PO-0", "PO-1", "PO-2"], 3)
 
 
