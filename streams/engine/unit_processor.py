@@ -37,6 +37,7 @@ from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -129,9 +130,10 @@ class UnitSlot:
     """downtime event_id -> the orders that left the state counted among its orders in
     progress: part of `progress`, kept apart because no entry counts them when
     `progress` is derived again from the entries (their tombstones do not)."""
-    gone: list[str] = field(default_factory=list)
+    gone: dict[str, None] = field(default_factory=dict)
     """The orders whose tombstone the unit keeps, in the order they left (the last
-    `max_unit_left_orders`): an older one's tombstone is deleted."""
+    `max_unit_left_orders`; a dict for its order and its look-up): an older one's
+    tombstone is deleted."""
     open_left: list[Any] | None = None
     """[count, first ids, latest visit start ms] of the orders that left with a visit
     here that never ended: such a visit overlaps every later downtime, so a downtime
@@ -156,7 +158,7 @@ class UnitSlot:
             "o": self.offset,
             "ib": self.inbox,
             "lf": {event_id: p.to_json() for event_id, p in self.left.items()},
-            "gn": self.gone,
+            "gn": list(self.gone),
             "ol": self.open_left,
         }
 
@@ -182,7 +184,7 @@ class UnitSlot:
             else {event_id: Progress.from_json(p) for event_id, p in data["pg"].items()},
             data.get("ib"),
             {event_id: Progress.from_json(p) for event_id, p in data.get("lf", {}).items()},
-            data.get("gn", []),
+            dict.fromkeys(data.get("gn", [])),
             data.get("ol"),
         )
 
@@ -434,7 +436,7 @@ class UnitProcessor:
             _open_left_join(slot, record.event_id, downtimes)
         spans = _spans(downtimes)
         members: dict[str, set[str]] = {}
-        gone = set(slot.gone)
+        gone = slot.gone
         for order_id in sorted(occupancy):
             entry = occupancy[order_id]
             touching = _overlapping(spans, entry.visits)
@@ -489,8 +491,8 @@ class UnitProcessor:
         for order_id, entry in occupancy.items():
             if entry.frozen and not entry.touching(kept_spans):
                 effects.forgotten.add(order_id)
-        if slot.gone and effects.forgotten:
-            slot.gone = [o for o in slot.gone if o not in effects.forgotten]
+        for order_id in effects.forgotten:
+            slot.gone.pop(order_id, None)
         return True
 
     def _refuse(
@@ -602,7 +604,8 @@ class UnitProcessor:
         if changed_progress:
             effects.alerts = self._alerts(slot, downtimes, now, changed_progress)
         after = slot.progress or {}
-        left_after = ({event_id: p.to_json() for event_id, p in slot.left.items()}, slot.gone)
+        left_after = ({event_id: p.to_json() for event_id, p in slot.left.items()},
+                      list(slot.gone))  # fmt: skip
         effects.changed = (
             bool(effects.alerts)
             or before != {event_id: p.to_json() for event_id, p in after.items()}
@@ -672,14 +675,13 @@ class UnitProcessor:
             ids.join(order_id)
             latest = max(starts) if known is None else max(known[2], *starts)
             slot.open_left = [ids.count, ids.listed, latest]
-        slot.gone.append(order_id)
+        slot.gone[order_id] = None
         excess = len(slot.gone) - self.limits.max_unit_left_orders
-        if excess > 0:
-            for old in slot.gone[:excess]:
-                current[old] = None
-                effects.changed_entries.pop(old, None)
-                effects.forgotten.add(old)
-            del slot.gone[:excess]
+        for old in list(islice(slot.gone, max(excess, 0))):
+            del slot.gone[old]
+            current[old] = None
+            effects.changed_entries.pop(old, None)
+            effects.forgotten.add(old)
 
     def _answer(
         self,
@@ -775,7 +777,7 @@ def _find_again(
     """The `chosen` downtimes' orders in progress, derived from every entry again."""
     spans = _spans(downtimes)
     members: dict[str, set[str]] = {}
-    gone = set(slot.gone)
+    gone = slot.gone
     for order_id, entry in entries.items():
         if entry is not None and entry.counts_itself(order_id, slot, gone):
             for event_id in entry.touching(spans) & chosen:

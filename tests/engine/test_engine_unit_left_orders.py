@@ -205,7 +205,7 @@ def test_a_kept_value_whose_tombstone_was_deleted_since_deletes_the_entry() -> N
     at = unit.offset
     unit.reports([_forget("PO-0")], keep_entries=False)
     unit.reports([_forget("PO-1")], keep_entries=False)
-    assert unit.slot.gone == ["PO-1"]
+    assert list(unit.slot.gone) == ["PO-1"]
     effects = unit.reports([_forget("PO-0")], offset=at)
     assert effects.forgotten == {"PO-0"}
     assert "PO-0" not in unit.entries
@@ -217,7 +217,7 @@ def test_a_tombstone_whose_deletion_a_crash_lost_goes_at_the_next_status_record(
     unit.reports([_forget("PO-0")])
     unit.reports([_forget("PO-1")], keep_entries=False)  # PO-0's deletion lost
     assert unit.entries["PO-0"].gone
-    assert unit.slot.gone == ["PO-1"]
+    assert list(unit.slot.gone) == ["PO-1"]
     assert unit.status(1, 14_500, "degraded").forgotten == {"PO-0"}
     assert unit.listing() == (["PO-0", "PO-1", "PO-2"], 3)
 
