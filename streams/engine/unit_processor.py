@@ -362,7 +362,8 @@ class UnitEffects:
     changed_entries: dict[str, OccupancyEntry] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     forgotten: set[str] = field(default_factory=set)
-    """Orders whose entry is deleted (they left the state, and no kept downtime needs it)."""
+    """Orders whose entry is deleted: they left the state and overlap no kept downtime,
+    or their tombstone is older than the last `max_unit_left_orders`."""
     changed: bool = False
     """The unit slot changed (a record taken in or folded away, orders in progress): store it."""
 
