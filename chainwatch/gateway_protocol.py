@@ -62,6 +62,7 @@ from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from chainwatch.errors import UserError
+from chainwatch.lingering_close import Linger, LingeringTransport
 from streams.ingest.admission import jittered_retry_after
 from streams.ingest.request_id import mark_refused_by_protocol, request_id_of
 
@@ -81,9 +82,13 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     header_timeout_s: float = 10.0
     max_header_bytes: int = 64 * 1024
     retry_after_s: int = 5
+    linger: Linger = Linger(max_s=0.0, max_bytes=0)
+    """How a close after an answer waits for what the client still sends (chainwatch.
+    lingering_close)."""
     count_refusal: Callable[[int, str], None] | None = None
     """Counts each refusal here by status and error (the app's metrics: these requests
     never reach the app)."""
+    _closer: LingeringTransport
     _header_timer: asyncio.TimerHandle | None = None
     _in_head = True  # the parser is reading a request line or headers
     _head_bytes = 0  # of them so far
@@ -93,10 +98,19 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     _upgrade_logged = False  # an ignored upgrade on this connection was logged
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # uvicorn closes the connection after an answer with `Connection: close`; a client
+        # still sending its body then got a reset instead of the answer: this close lingers
+        self._closer = LingeringTransport(transport, self.linger, self._partly_received)
+        super().connection_made(self._closer)
         self._arm()
 
+    def _partly_received(self) -> bool:
+        """A request's line, headers or body is only partly in: its client may still send."""
+        return not self._in_head or self._head_bytes > 0
+
     def data_received(self, data: bytes) -> None:
+        if self._closer.dropped(data):
+            return  # answered and closing: what the client still sends is only read
         self._receive(data)
         # what a pipelining client sent after an ignored upgrade (a loop, not a recursion:
         # one packet may hold a thousand such requests)
@@ -178,8 +192,15 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self._arm()  # the next request's headers have the same deadline
 
+    def shutdown(self) -> None:
+        """The server stops: its connections close without lingering (a lingering one left
+        open would outlast the event loop)."""
+        self._closer.stop()
+        super().shutdown()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._closer.lost()
         super().connection_lost(exc)
 
     def _refuse_headers(self) -> None:
@@ -341,7 +362,9 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._header_timer = None
         in_request = self.cycle is not None and not self.cycle.response_complete
         if not in_request and not self.transport.is_closing():
-            self.transport.close()
+            # no answer is owed (an idle connection, half a head, or the rest of a body
+            # answered `header_timeout_s` ago): nothing to linger for
+            self._closer.close_now()
 
 
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -373,6 +396,7 @@ _HOOKS = (
     "on_headers_complete",
     "on_message_complete",
     "on_response_complete",
+    "shutdown",
 )
 """uvicorn's methods `HeaderDeadlineProtocol` overrides or calls beyond asyncio's protocol."""
 
@@ -394,10 +418,12 @@ def with_header_deadline(
     max_header_bytes: int = 64 * 1024,
     retry_after_s: int = 5,
     count_refusal: Callable[[int, str], None] | None = None,
+    linger: Linger | None = None,
 ) -> type[HeaderDeadlineProtocol]:
     """The protocol class for uvicorn's `http=`, with this deadline and header limit, the
-    `Retry-After` of its 503 beyond `limit_connections` (jittered), and what counts its refusals
-    (a `UserError` if the installed uvicorn lacks what it overrides: `check_uvicorn`)."""
+    `Retry-After` of its 503 beyond `limit_connections` (jittered), what counts its refusals
+    and how its closes linger (None: never; a `UserError` if the installed uvicorn lacks
+    what it overrides: `check_uvicorn`)."""
     check_uvicorn()
     return type(
         "HeaderDeadlineProtocol",
@@ -406,6 +432,7 @@ def with_header_deadline(
             "header_timeout_s": header_timeout_s,
             "max_header_bytes": max_header_bytes,
             "retry_after_s": retry_after_s,
+            "linger": linger or HeaderDeadlineProtocol.linger,
             # a plain function in the class dict would be bound as a method
             "count_refusal": staticmethod(count_refusal) if count_refusal else None,
         },

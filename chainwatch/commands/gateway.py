@@ -139,16 +139,23 @@ def uvicorn_config(app: Any, g: GatewaySettings, **where: Any) -> uvicorn.Config
     then cancels them: uvicorn's default waits for ever, and one client holding a
     request open kept a stopped gateway from exiting. A request's headers must
     arrive within `header_timeout_s` and have at most `max_header_bytes`
-    (chainwatch.gateway_protocol).
+    (chainwatch.gateway_protocol). A close after an answer to a request not read in full
+    lingers, at most `lingering_close_s` and `lingering_close_bytes`
+    (chainwatch.lingering_close).
     """
     import uvicorn
 
     from chainwatch.gateway_protocol import with_header_deadline
+    from chainwatch.lingering_close import Linger
 
     return uvicorn.Config(
         app,
         http=with_header_deadline(
-            g.header_timeout_s, g.max_header_bytes, g.retry_after_s, _refusal_counter(app)
+            g.header_timeout_s,
+            g.max_header_bytes,
+            g.retry_after_s,
+            _refusal_counter(app),
+            Linger(g.lingering_close_s, g.lingering_close_bytes),
         ),
         log_config=None,
         access_log=False,

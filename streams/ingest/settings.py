@@ -125,6 +125,23 @@ class GatewaySettings(SettingsModel):
         le=HOUR_S,
         description="How long a request body may take before `min_body_bytes_per_s` applies.",
     )
+    lingering_close_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="After an answer sent before its request was read in full (408 "
+        "`body_too_slow`, a refusal with `Connection: close`), the connection is shut for "
+        "writing and what the client still sends is read and dropped for at most this long "
+        "before it is closed, so the client reads the answer instead of a reset (0: closed at "
+        "once; docs/ingest.md, Admission).",
+    )
+    lingering_close_bytes: int = Field(
+        default=1 * MIB,
+        ge=0,
+        le=256 * MIB,
+        description="At most this many bytes a client still sends are read and dropped after "
+        "such an answer; beyond, the connection is closed.",
+    )
     shutdown_grace_s: float = Field(
         default=15.0,
         gt=0,

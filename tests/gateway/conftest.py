@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import io
 import json
+import select
 import socket
+import struct
 import sys
+import termios
 import threading
 import time
 import traceback
@@ -489,6 +493,45 @@ def trickled_request(
         if sender.is_alive():
             sender.join(timeout=10)
         sock.close()
+
+
+@contextmanager
+def sending_until_answered(
+    base_url: str, declared: int = 1000, extra_headers: str = "", every_s: float = 0.2
+) -> Iterator[socket.socket]:
+    """A POST of scans whose body (`declared` bytes) the client sends a byte every `every_s`
+    until an answer is there to read; it then sends on (`send_settled`) before it reads, as
+    a client that sends its whole body before reading does."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(_scans_post_head(host, declared, extra_headers) + b"[")
+        while not select.select([sock], [], [], every_s)[0]:
+            sock.sendall(b" ")
+        yield sock
+
+
+_TCP_CLOSE = 7
+"""`tcpi_state` of a connection that was reset (Linux's `TCP_CLOSE`)."""
+
+
+def send_settled(sock: socket.socket, data: bytes, timeout_s: float = 10.0) -> None:
+    """Send `data` and wait until the peer took all of it (acknowledged) or refused it (a
+    reset): what a test asserts next then depends on what the peer did, not on how soon
+    the kernel got to it. Raises as a client's send does on a connection that was reset."""
+    sock.sendall(data)
+    deadline = time.monotonic() + timeout_s
+    while _unacknowledged(sock) and _tcp_state(sock) != _TCP_CLOSE:
+        assert time.monotonic() < deadline, "the peer neither took nor refused the data"
+        time.sleep(0.01)  # polling a condition, with a deadline
+
+
+def _unacknowledged(sock: socket.socket) -> int:
+    """Bytes sent on `sock` that its peer has not acknowledged yet (Linux's SIOCOUTQ)."""
+    return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0])
+
+
+def _tcp_state(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
 
 
 def post_in_background(gw: Harness) -> tuple[threading.Thread, list[httpx.Response]]:

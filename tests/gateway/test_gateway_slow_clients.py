@@ -30,6 +30,8 @@ from conftest import (
     protocol_refusals,
     read_response,
     running_gateway_process,
+    send_settled,
+    sending_until_answered,
     start_gateway,
     token_of,
     trickled_request,
@@ -108,6 +110,60 @@ def test_a_body_trickled_below_the_minimum_rate_frees_its_slot_after_the_grace(
     assert token_of("admin") not in logged.out + logged.err
 
 
+def send_on(sock: socket.socket) -> None:
+    """The client sends on after the answer came: on a connection closed at once, the
+    first piece is refused by a reset and the next send fails."""
+    for _ in range(3):
+        send_settled(sock, b" " * 10)
+
+
+def test_a_client_still_sending_when_refused_too_slow_reads_the_408(
+    gateway_factory: Callable[..., Harness],
+) -> None:
+    """A client sending its body on when the gateway answered 408 `body_too_slow` (most
+    send the whole body before they read) had its next send refused with a reset: the
+    gateway closed the connection at once. Now it shuts its side, drops what the client
+    still sends (`lingering_close_s`) and the client reads the 408 and the connection's
+    end; the request's slot is free meanwhile."""
+    gw = gateway_factory(
+        limit_concurrency=1, admission_wait_s=30, body_rate_grace_s=1.0, lingering_close_s=60
+    )
+    with sending_until_answered(gw.base_url) as sock:
+        send_on(sock)
+        waiter, answers = post_in_background(gw)  # while the connection lingers
+        waiter.join(timeout=30)
+        assert [a.status_code for a in answers] == [202], [a.text for a in answers]
+        status, headers, answer = read_response(sock, timeout_s=10)
+    assert status == 408, answer
+    assert headers["connection"] == "close"
+    assert json.loads(answer)["error"] == "body_too_slow"
+
+
+def test_a_client_still_sending_a_body_refused_before_it_was_read_reads_the_413(
+    gateway_factory: Callable[..., Harness],
+) -> None:
+    """The same for an answer sent before the body was read (here a declared length
+    beyond `max_body_bytes`) to a client that asked to close the connection after it."""
+    gw = gateway_factory(max_body_bytes=1024)
+    with sending_until_answered(gw.base_url, 100_000, "Connection: close\r\n") as sock:
+        send_on(sock)
+        status, _, answer = read_response(sock, timeout_s=10)
+    assert status == 413, answer
+    assert json.loads(answer)["error"] == "too_large"
+
+
+def test_a_lingering_close_of_zero_closes_at_once(
+    gateway_factory: Callable[..., Harness],
+) -> None:
+    """`lingering_close_s=0` turns it off: what the client sends on is refused by a reset."""
+    gw = gateway_factory(max_body_bytes=1024, lingering_close_s=0)
+    with (
+        sending_until_answered(gw.base_url, 100_000, "Connection: close\r\n") as sock,
+        pytest.raises((BrokenPipeError, ConnectionResetError)),
+    ):
+        send_on(sock)
+
+
 def test_a_slow_body_above_the_minimum_rate_is_served_past_the_grace(
     gateway_factory: Callable[..., Harness],
 ) -> None:
@@ -160,6 +216,20 @@ def test_a_stop_does_not_wait_for_a_client_that_holds_a_request_open(
         server.stop(timeout_s=30)
         stopped_in = time.monotonic() - started
     # the grace (1 s), then the publisher's close: seconds, not the body's 600 s
+    assert stopped_in < 20.0
+
+
+def test_a_stop_does_not_wait_for_a_connection_that_lingers(kafka_bootstrap: str) -> None:
+    """A stop closes a lingering connection at once, and one answered during the stop
+    (a request it cut) does not linger: one left open kept the event loop from closing."""
+    settings = gateway_settings(kafka_bootstrap, body_rate_grace_s=1.0, lingering_close_s=60)
+    server, url = start_gateway(settings, load_epcis_mapping(EPCIS_EXAMPLE / "mapping.yaml"))
+    with sending_until_answered(url) as sock:
+        send_on(sock)  # the 408 was answered: the connection lingers
+        started = time.monotonic()
+        server.stop(timeout_s=30)
+        stopped_in = time.monotonic() - started
+        assert read_response(sock, timeout_s=10)[0] == 408
     assert stopped_in < 20.0
 
 
