@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import socket
 import time
 import uuid
@@ -142,6 +143,32 @@ def test_a_client_still_sending_a_body_refused_before_it_was_read_reads_the_413(
         status, _, answer = read_response(sock, timeout_s=10)
     assert status == 413, answer
     assert json.loads(answer)["error"] == "too_large"
+
+
+def test_a_client_sending_on_after_an_early_413_on_a_kept_connection_is_served_next(
+    gateway_factory: Callable[..., Harness],
+) -> None:
+    """An answer sent before the body was read that keeps the connection (the client did
+    not ask to close it): the rest of the body is read and dropped, and the connection
+    serves the client's next request (docs/ingest.md, Admission)."""
+    gw = gateway_factory(max_body_bytes=1024)
+    host, port = gw.base_url.removeprefix("http://").split(":")
+    head = (
+        f"POST /v1/scans HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {token_of('admin')}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100000\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode())
+        select.select([sock], [], [], 10)  # the 413 is there before any of the body
+        for _ in range(10):
+            send_settled(sock, b" " * 10_000)
+        sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        answers = b""
+        while b'{"status":"ok"}' not in answers and (chunk := sock.recv(65536)):
+            answers += chunk
+    assert answers.startswith(b"HTTP/1.1 413 "), answers
+    assert answers.count(b"HTTP/1.1 200 ") == 1, answers
 
 
 def test_a_lingering_close_of_zero_closes_at_once(
