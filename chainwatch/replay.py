@@ -16,6 +16,7 @@ import asyncio
 import codecs
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -1056,16 +1057,37 @@ def delete_run(settings: Settings, timeout_s: float | None = None) -> None:
     state, which goes even when the deletion fails (Kafka gone: the state is on this
     disk). docs/replay.md gives it as the command that deletes a kept or failed run: the
     topics alone left `<data_dir>/worker<N>/faust/replay-<id>` of a `--keep-topics` run."""
+    run_app_id(settings)  # refused before anything is deleted
     try:
         delete_run_topics(settings, timeout_s)
     finally:
         remove_worker_state(settings)
 
 
+_RUN_APP_ID = re.compile(r"replay-[A-Za-z0-9._-]+")
+"""A run's app id: its id in the characters of a Kafka topic name, so one plain name."""
+
+
+def run_app_id(settings: Settings) -> str:
+    """The run's app id, refused unless a run could have it: the docs' command takes the
+    run id as typed, and a `*` in it matched every run's state dir (a running one's
+    too), an `a/../..` reached out of the data dir."""
+    app_id = settings.engine.app_id
+    if not _RUN_APP_ID.fullmatch(app_id):
+        raise UserError(
+            f"run id {app_id.removeprefix('replay-')!r}: a run's id is letters, digits, "
+            "'.', '_' or '-' (the one `chainwatch replay` printed)"
+        )
+    return app_id
+
+
 def remove_worker_state(settings: Settings) -> None:
     """The run's table state in its workers' data dirs (`<data_dir>/worker<N>/faust/<app>`),
     and those dirs once empty: gone with the run's topics, it was left behind per run."""
-    for state in settings.data_path.glob(f"worker*/faust/{settings.engine.app_id}"):
+    app_id = run_app_id(settings)  # a name, not a pattern: joined, never globbed
+    for state in (faust / app_id for faust in settings.data_path.glob("worker*/faust")):
+        if not state.exists():
+            continue
         shutil.rmtree(state, ignore_errors=True)
         for parent in (state.parent, state.parent.parent):
             with contextlib.suppress(OSError):  # not empty: another run's, or a user's

@@ -358,6 +358,30 @@ def test_the_docs_command_deletes_a_kept_run_s_topics_and_its_workers_state(
     assert (state.exists(), other.exists()) == (False, True)
 
 
+@pytest.mark.parametrize("run_id", ["a/../../../../outside", "*", "[a]", ""])
+def test_deleting_a_run_by_an_odd_id_deletes_nothing_outside_that_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, run_id: str
+) -> None:
+    """The docs' command takes the run id as typed: `a/../../../../outside` deleted a
+    directory beside the data dir, and `*` every run's state, a running one's too."""
+    deleted: list[str] = []
+    monkeypatch.setattr(
+        replay, "delete_run_topics", lambda s, _t=None: deleted.append(s.engine.app_id)
+    )
+    faust = tmp_path / "data" / "worker0" / "faust"
+    kept = [faust / "replay-a", faust / "replay-running", tmp_path / "outside"]
+    for folder in kept:
+        folder.mkdir(parents=True)
+    settings = replay.replay_settings(
+        Settings(data_dir=tmp_path / "data"), partitions=1, run_id=run_id
+    )
+
+    with pytest.raises(UserError, match="run id"):
+        replay.delete_run(settings)
+
+    assert (deleted, [folder.exists() for folder in kept]) == ([], [True, True, True])
+
+
 class _Failing(_Producer):
     """Takes every record; Kafka's acknowledgement fails with `error`, as aiokafka fails a
     batch it gave up on."""
