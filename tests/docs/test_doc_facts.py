@@ -97,9 +97,17 @@ def test_the_paths_users_and_first_runs_create_are_git_ignored() -> None:
     assert ignored >= USER_CREATED | FIRST_RUN_CREATED
 
 
+def _without_code_blocks(text: str) -> str:
+    """A Markdown text with its fenced blocks blanked, not cut out: the lines after
+    a block keep their numbers (a finding's `doc:line` is that line)."""
+    return re.sub(
+        r"^```.*?^```", lambda block: "\n" * block[0].count("\n"), text, flags=re.S | re.M
+    )
+
+
 def _headings(doc: Path) -> list[str]:
     """The headings of a Markdown file, without their `#`s (code blocks left out)."""
-    text = re.sub(r"^```.*?^```", "", doc.read_text(encoding="utf-8"), flags=re.S | re.M)
+    text = _without_code_blocks(doc.read_text(encoding="utf-8"))
     return [h.strip() for h in re.findall(r"^#+ (.*)$", text, re.M)]
 
 
@@ -293,6 +301,21 @@ def test_every_python_name_the_docs_give_exists() -> None:
     assert not missing, missing
 
 
+def _commands_in_prose(text: str) -> list[tuple[int, str]]:
+    """Each `chainwatch ...` in backticks outside the shell blocks, with its line."""
+    prose = _without_code_blocks(text)
+    return [
+        (prose.count("\n", 0, match.start()) + 1, match[1].replace("\\|", "|"))
+        for match in re.finditer(r"`(?:\.venv/bin/)?(chainwatch [^`]+)`", prose)
+    ]
+
+
+def test_a_command_in_the_docs_text_is_reported_at_its_own_line() -> None:
+    text = "Run `chainwatch sink`.\n\n```sh\nchainwatch kafka start\n```\n\nthen `chainwatch sql`\n"
+
+    assert _commands_in_prose(text) == [(1, "chainwatch sink"), (7, "chainwatch sql")]
+
+
 def test_every_command_the_docs_name_in_their_text_exists_with_its_options() -> None:
     """The shell blocks and the README's table are parsed elsewhere; a command in a
     sentence (`chainwatch replay --sink`, `chainwatch gateway hash-token`) is what a
@@ -301,13 +324,11 @@ def test_every_command_the_docs_name_in_their_text_exists_with_its_options() -> 
     wrong = []
     named = 0
     for doc in DOCS:
-        text = re.sub(r"^```.*?^```", "", doc.read_text(encoding="utf-8"), flags=re.S | re.M)
-        for match in re.finditer(r"`(?:\.venv/bin/)?(chainwatch [^`]+)`", text):
-            span = match.group(1).replace("\\|", "|")
+        for line, span in _commands_in_prose(doc.read_text(encoding="utf-8")):
             command, words = root, span.split()[1:]
             while words and words[0] in getattr(command, "commands", {}):
                 command = command.commands[words.pop(0)]
-            where = f"{doc.relative_to(ROOT)}:{text.count(chr(10), 0, match.start()) + 1}"
+            where = f"{doc.relative_to(ROOT)}:{line}"
             if command is root or (
                 hasattr(command, "commands") and words and re.fullmatch(r"[a-z][a-z-]*", words[0])
             ):
