@@ -217,7 +217,8 @@ def started_admin(bootstrap: str, *, request_ms: int) -> KafkaAdminClient:
     (the broker went in between) is closed. Blocking: run it under `bounded`."""
     deadline = time.monotonic() + request_ms / 1000
     pause = Backoff(initial_s=0.05, max_s=1.0)  # kafka-python's reconnect backoff
-    while not answers(bootstrap, max(deadline - time.monotonic(), 0.01)):
+    addresses = [a.strip() for a in bootstrap.split(",") if a.strip()] or [bootstrap]
+    while (reached := _answering(addresses, deadline)) is None:
         left = deadline - time.monotonic()
         if left <= 0:
             raise KafkaTimeoutError(f"no broker of {bootstrap} answered within {request_ms} ms")
@@ -230,7 +231,7 @@ def started_admin(bootstrap: str, *, request_ms: int) -> KafkaAdminClient:
 
     try:
         return KafkaAdminClient(
-            bootstrap_servers=bootstrap,
+            bootstrap_servers=reached,  # not one that may not answer: it picks one at random
             request_timeout_ms=request_ms,
             bootstrap_timeout_ms=max(int((deadline - time.monotonic()) * 1000), 1),
             kafka_client=client,
@@ -239,6 +240,15 @@ def started_admin(bootstrap: str, *, request_ms: int) -> KafkaAdminClient:
         for made in started:
             made.close()
         raise
+
+
+def _answering(addresses: list[str], deadline: float) -> str | None:
+    """The first of `addresses` whose broker answers before `deadline`, each given an even
+    share of the time left: given all of it, a broker that accepts and never answers (hung,
+    or black-holed) listed first took the whole bootstrap wait, and one of a cluster down
+    kept every admin client (and the process waiting for Kafka) from starting."""
+    share = max((deadline - time.monotonic()) / len(addresses), 0.01)
+    return next((a for a in addresses if answers(a, share)), None)
 
 
 _KAFKA_CLIENT = KafkaAdminClient.DEFAULT_CONFIG["kafka_client"]

@@ -655,3 +655,21 @@ def test_an_admin_client_that_cannot_start_leaves_no_socket_or_thread_behind(
     assert [
         t.name for t in set(threading.enumerate()) - threads if t.name.startswith("kafka")
     ] == []
+
+
+def test_an_admin_client_starts_with_a_bootstrap_server_that_never_answers_listed_first(
+    kafka_bootstrap: str,
+) -> None:
+    """The probe gave the first server all of the wait: one that accepts and never answers
+    (one broker of a cluster hung) kept every admin client from starting, and a process
+    waiting for Kafka waited for ever; kafka-python, given both, picks one at random."""
+    server = DeadServer("silent")
+    try:
+        for _ in range(3):
+            admin = kafka_admin.admin_client(f"127.0.0.1:{server.port},{kafka_bootstrap}", 4.0)
+            try:
+                assert admin.describe_cluster()["brokers"]
+            finally:
+                admin.close()
+    finally:
+        server.close()
