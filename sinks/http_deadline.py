@@ -14,8 +14,9 @@ connection is dropped. A request may carry its own deadline with
 One client serves one thread at a time (the deadline is the client's, not the
 request's), as the local tools that use it do. `abort` (from any other thread) ends
 its request under way at once and fails every later one: a process told to stop
-does not wait for a server that trickles (a connect under way still ends by its own
-deadline: there is no socket to shut down yet).
+does not wait for a server that trickles, nor for one that stalls a TLS handshake (a
+TCP connect under way still ends by its own deadline: there is no socket to shut down
+yet).
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class _DeadlineStream(httpcore.NetworkStream):
     def __init__(self, inner: httpcore.NetworkStream, deadline: _Deadline) -> None:
         self._inner = inner
         self._deadline = deadline
+        self._handshake: socket.socket | None = None
+        """During `start_tls`, a duplicate of the socket TLS takes over (and detaches)."""
         with deadline.lock:
             deadline.streams.add(self)
         if deadline.aborted is not None:  # aborted while it connected
@@ -100,10 +103,11 @@ class _DeadlineStream(httpcore.NetworkStream):
 
     def shut(self) -> None:
         """End a read or write blocked on the connection now (from another thread)."""
-        sock = self._inner.get_extra_info("socket")
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):  # the socket's own, not TLS's close_notify
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        with self._deadline.lock:  # not while `start_tls` closes its duplicate
+            sock = self._handshake or self._inner.get_extra_info("socket")
+            if isinstance(sock, socket.socket):
+                with contextlib.suppress(OSError):  # the socket's own, not TLS's close_notify
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def start_tls(
         self,
@@ -112,7 +116,21 @@ class _DeadlineStream(httpcore.NetworkStream):
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
         left = self._deadline.left(timeout, httpcore.ConnectTimeout)
-        inner = self._inner.start_tls(ssl_context, server_hostname, left)
+        sock = self._inner.get_extra_info("socket")
+        with self._deadline.lock:  # the handshake runs on a socket `shut` cannot reach
+            self._handshake = sock.dup() if isinstance(sock, socket.socket) else None
+        try:
+            if self._deadline.aborted is not None:  # aborted before the duplicate was made
+                self.shut()
+            inner = self._inner.start_tls(ssl_context, server_hostname, left)
+        except httpcore.NetworkError:
+            self._deadline.check_aborted(httpcore.ConnectTimeout)
+            raise
+        finally:
+            with self._deadline.lock:
+                if self._handshake is not None:
+                    self._handshake.close()
+                self._handshake = None
         with self._deadline.lock:  # the TLS stream takes this one's place
             self._deadline.streams.discard(self)
         return _DeadlineStream(inner, self._deadline)

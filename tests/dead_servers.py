@@ -66,13 +66,14 @@ class DeadServer(_Listener):
         self._listen()
 
     def _serve(self, conn: socket.socket) -> None:
-        if self.kind != "silent":
-            self._answer(conn)
+        self._answer(conn)
 
     def _answer(self, conn: socket.socket) -> None:
         try:
             conn.recv(65536)
             self.asked.set()
+            if self.kind == "silent":  # a request (or a TLS hello) read, and never answered
+                return
             if self.kind == "kafka_head":  # size 4, correlation id 1, then nothing
                 conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x01")
                 return

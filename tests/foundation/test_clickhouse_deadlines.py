@@ -175,18 +175,17 @@ def test_the_sink_told_to_stop_while_clickhouse_stalls_its_start_stops_at_once(
     assert took < 2
 
 
-def test_the_sink_told_to_stop_while_clickhouse_trickles_its_ping_stops_at_once() -> None:
-    """The `/ping` before a client opens was not among the requests a stop aborts: the
-    sink waited out all of `CONNECT_DEADLINE_S` for a server trickling its answer."""
+def _took_to_stop_opening(server: DeadServer, url: str) -> float:
+    """How long the sink's opening of the store at `url` took to end once told to stop,
+    the stop coming while `server` has a request of it (its client None)."""
     from chainwatch.sink_runner import _open_store
 
-    server = DeadServer("trickle")  # a status line, then a header a byte every 50 ms
-    settings = Settings(clickhouse={"url": f"{server.url}/plant"})  # type: ignore[arg-type]
+    settings = Settings(clickhouse={"url": url})  # type: ignore[arg-type]
 
     async def signalled_meanwhile() -> object:
         stop = asyncio.Event()
         opening = asyncio.ensure_future(_open_store(settings, stop))
-        await asyncio.to_thread(server.asked.wait, 10)  # its `/ping` is being answered
+        await asyncio.to_thread(server.asked.wait, 10)  # its `/ping` is under way
         stop.set()
         started = time.monotonic()
         client = await opening
@@ -201,6 +200,22 @@ def test_the_sink_told_to_stop_while_clickhouse_trickles_its_ping_stops_at_once(
     assert not isinstance(outcome, BaseException), outcome
     client, took = outcome
     assert client is None
+    return float(took)
+
+
+def test_the_sink_told_to_stop_while_clickhouse_trickles_its_ping_stops_at_once() -> None:
+    """The `/ping` before a client opens was not among the requests a stop aborts: the
+    sink waited out all of `CONNECT_DEADLINE_S` for a server trickling its answer."""
+    server = DeadServer("trickle")  # a status line, then a header a byte every 50 ms
+    took = _took_to_stop_opening(server, f"{server.url}/plant")
+    assert took < connection.CONNECT_DEADLINE_S / 4
+
+
+def test_the_sink_told_to_stop_while_clickhouse_stalls_its_tls_handshake_stops_at_once() -> None:
+    """The handshake of the `https` `/ping` runs on a socket TLS took over (the one a stop
+    shuts was detached from it): the sink waited out all of `CONNECT_DEADLINE_S`."""
+    server = DeadServer("silent")  # reads the client's hello, answers nothing
+    took = _took_to_stop_opening(server, f"https://127.0.0.1:{server.port}/plant")
     assert took < connection.CONNECT_DEADLINE_S / 4
 
 
