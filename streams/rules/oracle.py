@@ -104,7 +104,10 @@ class _World:
 def _ingest(world: _World, offset: int, line: bytes, plan: SlaPlan) -> None:
     try:
         replay = decode_replay_line(line)
-        record = decode_input(replay.topic, replay.value_bytes(), plan=plan, key=replay.key_bytes())
+        # the bytes replay publishes and the worker decodes, not the line parser's
+        # re-serialisation (of a key the value writes twice it kept only the last)
+        value = replay.value_as_written(line)
+        record = decode_input(replay.topic, value, plan=plan, key=replay.key_bytes())
     except RecordRejected:
         world.rejected += 1
         return
