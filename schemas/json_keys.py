@@ -67,6 +67,11 @@ _LOCATING: Final = json.JSONDecoder(
     object_pairs_hook=_marking, parse_int=_no_number, parse_float=_no_number,
     parse_constant=_no_number,
 )  # fmt: skip
+# Every object as its list of pairs: no Python hook per object, none of them counted.
+_PAIRS: Final = json.JSONDecoder(
+    object_pairs_hook=list, parse_int=_no_number, parse_float=_no_number,
+    parse_constant=_no_number,
+)  # fmt: skip
 
 
 def repeated_keys(raw: bytes | bytearray | str, *, nested: bool = True) -> list[ErrorDetail]:
@@ -89,13 +94,15 @@ def repeated_keys(raw: bytes | bytearray | str, *, nested: bool = True) -> list[
     except _Repeated:
         pass
     except ValueError:  # maybe only a number Python does not convert: read it without them
-        try:
-            _TOLERANT.decode(text)
-            return []
-        except _Repeated:
-            pass
-    value = _LOCATING.decode(text)
-    return list(islice(_errors(value) if nested else _own_errors(value), MAX_ERRORS))
+        if nested:
+            try:
+                _TOLERANT.decode(text)
+                return []
+            except _Repeated:
+                pass
+    if not nested:  # an object repeats a key (or a number stopped `_FAST`): the outer one?
+        return list(islice(_own_errors(text), MAX_ERRORS))
+    return list(islice(_errors(_LOCATING.decode(text)), MAX_ERRORS))
 
 
 _Link = tuple["_Link", str | int] | None
@@ -123,10 +130,19 @@ def _errors(value: Any) -> Iterable[ErrorDetail]:
             stack.extend(((link, i), v) for i, v in reversed(list(enumerate(item))) if _nests(v))
 
 
-def _own_errors(value: Any) -> Iterable[ErrorDetail]:
-    """The errors of the keys `value` itself repeats (none when it is no object)."""
-    for key, count in value.repeated if isinstance(value, _Marked) else ():
-        yield duplicate_key_error((key,), count)
+def _own_errors(text: str) -> Iterable[ErrorDetail]:
+    """The errors of the keys the outermost object of `text` repeats (none when it is no
+    object): one parse, whatever its value repeats (`_FAST` stopped at a key a nested
+    object repeats, and `_LOCATING` then marked and counted every object of the line)."""
+    pairs = _PAIRS.decode(text)
+    if text.lstrip(" \t\n\r")[:1] != "{":  # an array parses to a list too
+        return
+    counts = Counter(key for key, _ in pairs)
+    if len(counts) == len(pairs):
+        return
+    for key, count in counts.items():
+        if count > 1:
+            yield duplicate_key_error((key,), count)
 
 
 def _nests(value: Any) -> bool:
