@@ -21,7 +21,8 @@ counted in the downtimes its final visits overlap then: it moves into the unit's
 count of the orders that left (`UnitSlot.left`), and its entry becomes a
 tombstone (`OccupancyEntry.gone`) that tells a forget or report that comes again
 (at-least-once) from a new one. The unit keeps the tombstones of the last
-`max_unit_left_orders` orders that left (`UnitSlot.gone`, in inbox order) and
+`max_unit_left_orders` orders that left (`UnitSlot.gone`, in inbox order; a
+report of one of them that comes again after its entry went is skipped) and
 deletes older ones: before, the entry stayed, frozen, until every downtime it
 overlapped was folded away, and a downtime that never ends (an `up` never sent)
 is never folded, so the entries grew with every order that visited the unit.
@@ -131,9 +132,10 @@ class UnitSlot:
     progress: part of `progress`, kept apart because no entry counts them when
     `progress` is derived again from the entries (their tombstones do not)."""
     gone: dict[str, None] = field(default_factory=dict)
-    """The orders whose tombstone the unit keeps, in the order they left (the last
-    `max_unit_left_orders`; a dict for its order and its look-up): an older one's
-    tombstone is deleted."""
+    """The last `max_unit_left_orders` orders that left, in the order they left (a dict
+    for its order and its look-up): a report of one without an entry comes again and
+    is skipped (its tombstone was folded away, or it overlapped no downtime and had
+    none); an older one's tombstone is deleted."""
     open_left: list[Any] | None = None
     """[count, first ids, latest visit start ms] of the orders that left with a visit
     here that never ended: such a visit overlaps every later downtime, so a downtime
@@ -492,8 +494,6 @@ class UnitProcessor:
         for order_id, entry in occupancy.items():
             if entry.frozen and not entry.touching(kept_spans):
                 effects.forgotten.add(order_id)
-        for order_id in effects.forgotten:
-            slot.gone.pop(order_id, None)
         return True
 
     def _refuse(
@@ -537,8 +537,9 @@ class UnitProcessor:
         (the unit's stored entries) updated by the batch: a report changes only
         their `orders_in_progress`, so one version per batch ends where one per
         report would (CONTRACT v1.2 publishes the changes of a batch, not each
-        intermediate state). A `forget` (the order left the state) freezes its
-        entry while a downtime it overlaps is kept, else drops it. A report that
+        intermediate state). A `forget` (the order left the state) makes its entry a
+        tombstone while a downtime it overlaps is kept or its visit never ended, else
+        deletes it (`_leave`). A report that
         comes again (a redelivery after a crash) derives its downtimes' alerts
         again: the alerts may not have been sent before the crash. `positions` are the
         reports' [offset, index in bundle] in the unit inbox: with them the counts stay
@@ -574,6 +575,8 @@ class UnitProcessor:
                 continue
             if entry is not None and (entry.frozen or message.version < entry.version):
                 continue  # overtaken by a newer report of the same order, or it left
+            if entry is None and order_id in slot.gone:
+                continue  # it left, and its tombstone went (or it never had one)
             # the same version again is a redelivery (or a rejoin): re-applied, answer re-sent
             again = entry is not None and message.version == entry.version
             stored_alone = again and at is not None and entry is not None and entry.at == at
@@ -649,6 +652,8 @@ class UnitProcessor:
             current[order_id] = None  # overlaps no downtime, or its tombstone was deleted
             effects.changed_entries.pop(order_id, None)
             effects.forgotten.add(order_id)
+            if not seen and not counted:  # a report of it that comes again is skipped
+                self._remember(slot, order_id, current, effects)
             return
         tombstone = OccupancyEntry(entry.version, entry.visits, entry.answered, True, entry.at,
                                    gone=True, left_at=at)  # fmt: skip
@@ -676,6 +681,17 @@ class UnitProcessor:
             ids.join(order_id)
             latest = max(starts) if known is None else max(known[2], *starts)
             slot.open_left = [ids.count, ids.listed, latest]
+        self._remember(slot, order_id, current, effects)
+
+    def _remember(
+        self,
+        slot: UnitSlot,
+        order_id: str,
+        current: dict[str, OccupancyEntry | None],
+        effects: UnitEffects,
+    ) -> None:
+        """Keep a leaving order among the last `max_unit_left_orders` that left; an older
+        one's tombstone, if it still has one, is deleted."""
         slot.gone[order_id] = None
         excess = len(slot.gone) - self.limits.max_unit_left_orders
         for old in list(islice(slot.gone, max(excess, 0))):

@@ -253,3 +253,52 @@ def test_an_order_that_left_with_a_visit_that_never_ended_counts_in_later_downti
     reference = evaluate_unit(UNIT, build_downtimes(unit.slot.records), PLAN, NOW, occupancy)
     assert alert_json(reference[resolved["alert_id"]])["details"] == resolved["details"]
     assert resolved["details"]["orders_in_progress_count"] == 2
+
+
+def test_a_report_that_comes_again_after_a_fold_deleted_the_tombstone_counts_no_order_twice() -> (
+    None
+):
+    """A fold deletes the tombstones that overlap no kept downtime, but their orders
+    stay counted in `UnitSlot.open_left` (their visit never ended): the report and the
+    forget of one that come again (at-least-once, after a status record) must not
+    count it a second time. The order is not among the first ids listed there, so
+    only the count tells."""
+    unit = Unit(UnitProcessor(PLAN, EngineLimits()))
+    day = 86_400
+    unit.status(0, 100, "down")
+    unit.status(1, 200, "up")
+    visit = ["dyeing", 1, to_ms(T0 + timedelta(seconds=1_000)), None]
+    ids = [f"PO-{k:02d}" for k in range(ORDERS_LISTED)] + ["PO-OPEN"]
+    unit.reports([Occupancy(o, UNIT, 1, [visit]) for o in ids])
+    unit.reports([_forget(o) for o in ids])
+    unit.status(2, 31 * day, "up")  # past the lookback: the downtime folds, the tombstones too
+    assert unit.entries == {}
+
+    unit.reports([Occupancy("PO-OPEN", UNIT, 1, [visit])])  # its report comes again
+    (down,) = unit.status(3, 32 * day, "down").alerts
+    assert down["details"]["orders_in_progress_count"] == len(ids)
+    unit.reports([_forget("PO-OPEN")])  # and its forget
+    (later,) = [
+        a for a in unit.status(4, 33 * day, "degraded").alerts if a["type"] == "unit_degraded"
+    ]
+    assert later["details"]["orders_in_progress_count"] == len(ids)
+    assert unit.entries == {}
+
+
+def test_an_earlier_report_that_comes_again_after_its_order_left_untombstoned_is_skipped() -> None:
+    """An order that leaves overlapping no kept downtime keeps no tombstone: its entry
+    is deleted. Its earlier report (a visit still open) that comes again must not
+    bring the entry back: it would count an order whose visit ended in every later
+    downtime, and stay for ever (only a forget deletes an entry)."""
+    unit = Unit(UnitProcessor(PLAN, EngineLimits()))
+    start, end = (to_ms(T0 + timedelta(seconds=s)) for s in (1_000, 2_000))
+    opened = Occupancy("PO-1", UNIT, 1, [["dyeing", 1, start, None]])
+    unit.reports([opened])
+    unit.reports([Occupancy("PO-1", UNIT, 2, [["dyeing", 1, start, end]])])
+    unit.reports([_forget("PO-1")])
+    assert unit.entries == {}
+
+    unit.reports([opened])  # comes again (at-least-once)
+    (down,) = unit.status(0, 3_000, "down").alerts
+    assert down["details"]["orders_in_progress_count"] == 0
+    assert unit.entries == {}
