@@ -486,13 +486,19 @@ class UnitProcessor:
     ) -> bool:
         """Fold by the visits of the orders still in the state (a frozen entry's
         downtimes need not be kept for it: their alerts' last version is final); the
-        frozen entries that overlap no kept downtime go with it."""
+        frozen entries that overlap no kept downtime go with it, except a tombstone the
+        unit's value has not counted (a crash lost it): the forget that comes again
+        counts its order from it (a visit that never ended counts in later downtimes)."""
         known = {order_id: e for order_id, e in occupancy.items() if not e.frozen}
         if not slot.fold(known, self.limits.unit_lookback_ms):
             return False
         kept_spans = _spans(build_downtimes(slot.records))
         for order_id, entry in occupancy.items():
-            if entry.frozen and not entry.touching(kept_spans):
+            if (
+                entry.frozen
+                and not entry.touching(kept_spans)
+                and not (entry.gone and entry.counts_itself(order_id, slot, slot.gone))
+            ):
                 effects.forgotten.add(order_id)
         return True
 

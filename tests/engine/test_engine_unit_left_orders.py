@@ -302,3 +302,23 @@ def test_an_earlier_report_that_comes_again_after_its_order_left_untombstoned_is
     (down,) = unit.status(0, 3_000, "down").alerts
     assert down["details"]["orders_in_progress_count"] == 0
     assert unit.entries == {}
+
+
+def test_a_tombstone_a_crash_kept_without_the_unit_value_outlives_a_fold() -> None:
+    """The tombstone was stored, the unit's value (which counts the order) was lost, and
+    a status record folds away every downtime before the forget comes again: the
+    tombstone is what the forget counts the order from, so the fold keeps it (the
+    order's visit never ended: it counts in every later downtime)."""
+    unit = Unit(UnitProcessor(PLAN, EngineLimits()))
+    unit.status(0, 100, "down")
+    unit.status(1, 200, "up")
+    visit = ["dyeing", 1, to_ms(T0 + timedelta(seconds=1_000)), None]
+    unit.reports([Occupancy("PO-OPEN", UNIT, 1, [visit])])
+    at = unit.offset
+    unit.reports([_forget("PO-OPEN")], keep_value=False)
+    unit.status(2, 31 * 86_400, "up")  # past the lookback: the downtime folds
+    unit.reports([_forget("PO-OPEN")], offset=at)  # redelivered
+    (down,) = unit.status(3, 32 * 86_400, "down").alerts
+    assert (down["details"]["orders_in_progress"], down["details"]["orders_in_progress_count"]) == (
+        ["PO-OPEN"], 1)  # fmt: skip
+    assert unit.entries["PO-OPEN"].gone
