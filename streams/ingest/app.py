@@ -243,6 +243,14 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
+def operation(request: Request) -> str:
+    """The operation a request was routed to, as the OpenAPI document names it
+    (`DELETE /v1/customers/{customer_id}`): the route's path, not the request's, so an
+    answer never echoes what the client put in the path."""
+    route = request.scope.get("route")
+    return f"{request.method} {getattr(route, 'path', '(no route)')}"
+
+
 def _partial(request: Request) -> bool:
     values = request.query_params.getlist("partial")
     if not values:
@@ -312,14 +320,19 @@ class Gateway:
         return principal
 
     @staticmethod
-    def authorize(principal: TokenEntry, endpoint: Endpoint) -> None:
+    def authorize(principal: TokenEntry, endpoint: Endpoint, request: Request) -> None:
         """Apart from `authenticate`, so a request refused 403 is logged with its
-        caller's name: who tried what they may not is what an operator looks for."""
+        caller's name: who tried what they may not is what an operator looks for. The
+        answer names the operation refused (one endpoint has several: its partial path,
+        the customers' DELETE) and the roles that may, so the caller knows which token
+        to use."""
         if principal.role not in endpoint.roles:
+            allowed = ", ".join(repr(role.value) for role in sorted(endpoint.roles))
             raise HttpError(
                 403,
                 "forbidden",
-                f"role {principal.role.value!r} may not post to {endpoint.path}",
+                f"role {principal.role.value!r} may not {operation(request)} "
+                f"(roles that may: {allowed})",
             )
 
     async def handle(
@@ -334,7 +347,7 @@ class Gateway:
         error: str | None = None
         try:
             principal = self.authenticate(request)
-            self.authorize(principal, endpoint)
+            self.authorize(principal, endpoint, request)
             partial = partial_mode or _partial(request)
             async with self._admitted():
                 with self.metrics.in_flight.labels(endpoint.name).track_inprogress():
@@ -660,7 +673,7 @@ class Gateway:
         error: str | None = None
         try:
             principal = self.authenticate(request)
-            self.authorize(principal, endpoint)
+            self.authorize(principal, endpoint, request)
             if len(customer_id) > 64 or not _CUSTOMER_ID.fullmatch(customer_id):
                 raise HttpError(
                     422,
@@ -859,7 +872,10 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
         if _from_allowed(request, ops_networks):
             return None
         return error_response(
-            request, 403, "forbidden", "ops endpoints answer only gateway.ops_networks"
+            request,
+            403,
+            "forbidden",
+            f"{operation(request)} answers only clients in gateway.ops_networks",
         )
 
     @app.head("/readyz", include_in_schema=False)

@@ -303,3 +303,60 @@ def test_ops_endpoints_answer_only_their_networks() -> None:
 
     assert asyncio.run(ask("10.1.2.3")) == [200, 403]
     assert asyncio.run(ask("127.0.0.1")) == [200, 200]
+
+
+def test_every_403_names_the_operation_refused_and_every_documented_403_happens() -> None:
+    """A DELETE of a customer by a token of the wrong role was told `may not post to
+    /v1/customers`. Every operation is asked by every role from outside `ops_networks`:
+    each 403 names its own method and path (the route's: the customer id is not echoed),
+    and the operations that answer 403 are those whose OpenAPI entry lists one."""
+    import asyncio
+
+    import httpx
+    from conftest import TOKENS
+    from fastapi.routing import APIRoute
+
+    from chainwatch.settings import Settings
+    from streams.ingest.app import create_gateway_app
+
+    app = create_gateway_app(Settings(), make_registry())
+    operations = [
+        (method, route.path)
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+        if method != "HEAD"  # its answer has no body to read a detail from
+    ]
+
+    async def refusals() -> dict[tuple[str, str], list[str]]:
+        transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 4711))
+        found: dict[tuple[str, str], list[str]] = {}
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            for method, path in operations:
+                for name in TOKENS:
+                    response = await client.request(
+                        method,
+                        # too long: a role that may delete is refused 422, Kafka never asked
+                        path.format(customer_id="c" * 65),
+                        headers={"Authorization": f"Bearer {token_of(name)}"},
+                    )
+                    if response.status_code == 403:
+                        found.setdefault((method, path), []).append(response.json()["detail"])
+        return found
+
+    found = asyncio.run(refusals())
+    for (method, path), details in found.items():
+        for detail in details:
+            assert f"{method} {path}" in detail, detail
+            assert "c" * 65 not in detail
+    refused = next(d for d in found[("DELETE", "/v1/customers/{customer_id}")] if "'orders'" in d)
+    assert refused == (
+        "role 'orders' may not DELETE /v1/customers/{customer_id} (roles that may: 'admin', 'crm')"
+    )
+    documented = {
+        (method.upper(), path)
+        for path, entry in app.openapi()["paths"].items()
+        for method, spec in entry.items()
+        if "403" in spec["responses"]
+    }
+    assert set(found) == documented
