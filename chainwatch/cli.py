@@ -252,8 +252,49 @@ _USAGE_ERRORS = _classes(
     click.ClickException,
     *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"),
 )
+_USAGE_ONLY = _classes(
+    click.UsageError, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+)
 _EXITS = _classes(click.exceptions.Exit, typer.Exit)
 _ABORTS = _classes(click.exceptions.Abort, typer.Abort)
+
+
+def _usage_error(exc: Any, argv: list[str]) -> int:
+    """click shows a bad option or argument as three lines (the usage, a hint, then
+    `Error: ...`); the README promises one `error:` line for what the user can fix. The
+    message already says which option and what it takes; where help is ends the line.
+    The exit status stays click's (2 for a usage error)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `chainwatch kafka`: the help is the answer
+        exc.show()
+        return int(exc.exit_code)
+    # one line even when a message spans several; an option or value echoed from argv
+    # is shown escaped, never as terminal control characters
+    message = cell_text(" ".join(exc.format_message().split())).rstrip(".")
+    if isinstance(exc, _USAGE_ONLY):
+        message += f" (see `{_command_path(exc, argv)} --help`)"
+    err.print(f"[red]error:[/] {escape(message)}", highlight=False)
+    return int(exc.exit_code)
+
+
+def _command_path(exc: Any, argv: list[str]) -> str:
+    """The command whose `--help` helps: the error's own, else (click's parser leaves an
+    option without its value without one) the deepest command that `argv` names. Named
+    `chainwatch` also when run as `python -m chainwatch` or from a test."""
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        names = []
+        while ctx.parent is not None:
+            names.append(ctx.info_name)
+            ctx = ctx.parent
+        return " ".join(["chainwatch", *reversed(names)])
+    command, names = typer.main.get_command(app), ["chainwatch"]
+    for word in (w for w in argv if not w.startswith("-")):
+        sub = getattr(command, "commands", {}).get(word)
+        if sub is None:
+            break
+        command = sub
+        names.append(word)
+    return " ".join(names)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,8 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print("aborted")
         return 130
     except _USAGE_ERRORS as exc:
-        exc.show()  # type: ignore[attr-defined]
-        return int(exc.exit_code)  # type: ignore[attr-defined]
+        return _usage_error(exc, sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:
         return 130
     except SystemExit:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,6 +195,86 @@ def test_a_usage_error_is_click_s_message_and_exit_2_not_an_internal_error(
     shown = capsys.readouterr().err
     assert says in shown
     assert "internal error" not in shown
+
+
+def _commands() -> dict[str, Any]:
+    """Every command of the CLI by its words (groups too: `chainwatch gateway` takes options)."""
+    import typer
+
+    from chainwatch.cli import app
+
+    found: dict[str, Any] = {}
+
+    def walk(command: Any, words: tuple[str, ...]) -> None:
+        found[" ".join(words)] = command
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, (*words, name))
+
+    walk(typer.main.get_command(app), ())
+    return found
+
+
+COMMANDS = _commands()
+BAD_VALUES = ("not-a-value", "0", "-1", "1e999")
+"""What an option may be given wrongly; one the parser takes is not a usage error."""
+
+
+def _refusal(command: Any, args: list[str]) -> str | None:
+    """How the parser alone (nothing runs) refuses `args` as a usage error (not by showing
+    a help page), or None when it takes them."""
+    try:
+        command.make_context("chainwatch", list(args))
+    except Exception as exc:
+        if type(exc).__name__ != "NoArgsIsHelpError" and getattr(exc, "exit_code", 0) == 2:
+            return str(exc.format_message())  # type: ignore[attr-defined]
+    return None
+
+
+@pytest.mark.parametrize("words", list(COMMANDS), ids=lambda w: w or "chainwatch")
+def test_every_bad_option_or_argument_of_every_command_is_one_error_line(
+    words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """click printed three lines (usage, a hint, `Error: ...`) where the README promises
+    one `error:` line: which option, what was wrong or what it takes, where help is."""
+    from chainwatch.cli import main
+
+    command = COMMANDS[words]
+    cases: list[tuple[list[str], str]] = [(["--no-such-option"], "--no-such-option")]
+    for param in command.params:
+        if param.param_type_name != "option" or param.is_flag:
+            continue
+        option = param.opts[0]
+        cases.append(([option], option))  # its value left out
+        # a value refused for this option (not a required argument missing besides)
+        cases += [
+            ([option, v], option)
+            for v in BAD_VALUES
+            if option in (_refusal(command, [option, v]) or "")
+        ]
+    if _refusal(command, []):  # a required argument or option left out
+        cases.append(([], "Missing"))
+    taken = [args for args, _ in cases if _refusal(command, args) is None]
+    assert taken == []  # so main() stops before running anything
+    capsys.readouterr()  # what the probes printed (a group's help)
+    for args, named in cases:
+        assert main([*words.split(), *args]) == 2, args
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        lines = captured.err.splitlines()
+        assert len(lines) == 1, (args, captured.err)
+        assert lines[0].startswith("error: "), lines
+        assert named in lines[0], lines
+        assert lines[0].endswith(f"(see `{' '.join(['chainwatch', *words.split()])} --help`)")
+
+
+@pytest.mark.parametrize("words", list(COMMANDS), ids=lambda w: w or "chainwatch")
+def test_help_of_every_command_is_still_its_help(
+    words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chainwatch.cli import main
+
+    assert main([*words.split(), "--help"]) == 0
+    assert "Usage:" in capsys.readouterr().out
 
 
 def _sql_shows(
