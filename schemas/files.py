@@ -294,6 +294,24 @@ def load_config_yaml(
         raise ConfigYamlError(text, private + where) from None
 
 
+def entry_lines(text: str, key: str) -> list[int]:
+    """The line (from 1) of each entry of the list under the document's top-level `key`,
+    for an error that names entries by their index; [] when the text holds no such list.
+    Composed, not loaded: nothing in the text is constructed, and only an error path pays."""
+    try:
+        root = yaml.compose(text, Loader=StrictSafeLoader)
+    except (yaml.YAMLError, RecursionError):
+        return []
+    for key_node, value in root.value if isinstance(root, yaml.MappingNode) else ():
+        if (
+            isinstance(key_node, yaml.ScalarNode)
+            and key_node.value == key
+            and isinstance(value, yaml.SequenceNode)
+        ):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
 def _where(exc: yaml.YAMLError) -> str:
     """` (line 2, column 1)`: where PyYAML found the problem, without its excerpt of the file."""
     mark = exc.problem_mark if isinstance(exc, yaml.MarkedYAMLError) else None

@@ -32,10 +32,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from standardwebhooks import Webhook
 
 from schemas.alerts import Alert, AlertStatus, AlertType, Severity
-from schemas.files import load_config_yaml, read_config_text
+from schemas.files import entry_lines, load_config_yaml, read_config_text
 from schemas.plan import Tier
 from schemas.urls import NUMERIC_HOST_REASON, UrlError, fixed_reason, split_url
 from sinks.webhooks.formats import DEFAULT_LINK_TEMPLATE, PAGERDUTY_URL, check_link_template
@@ -263,6 +264,27 @@ def check_url(url: str) -> None:
         ) from None
 
 
+NAMES_TWICE: Final = "endpoint_names_twice"
+"""The pydantic error type of a name given to more than one endpoint; its context holds
+`twice`: each such name and the indexes of its entries."""
+
+
+def names_twice(twice: dict[str, list[int]], lines: Sequence[int] = ()) -> str:
+    """`names must be unique: 'ops' in endpoints.0 (line 2) and endpoints.2 (line 8)`; an
+    entry's line when `lines` (each entry's, in order) has it."""
+
+    def entry(index: int) -> str:
+        where = f" (line {lines[index]})" if index < len(lines) else ""
+        return f"endpoints.{index}{where}"
+
+    def entries(indexes: list[int]) -> str:
+        *others, last = map(entry, indexes)
+        return f"{', '.join(others)} and {last}"
+
+    named = "; ".join(f"{name!r} in {entries(indexes)}" for name, indexes in twice.items())
+    return f"names must be unique: {named} (rename or remove one)"
+
+
 class Subscriptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -295,12 +317,19 @@ class Subscriptions(BaseModel):
                 }
         return data
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> Subscriptions:
-        names = [e.name for e in self.endpoints]
-        if len(set(names)) != len(names):
-            raise ValueError("endpoint names must be unique")
-        return self
+    @field_validator("endpoints")
+    @classmethod
+    def _unique_names(cls, endpoints: list[Endpoint]) -> list[Endpoint]:
+        """Named with its entries: "endpoint names must be unique" left the search through
+        the file to you. A name is a label (`[A-Za-z0-9._-]`, in logs and metrics), never
+        a secret; the loader adds the entries' lines (`load_subscriptions`)."""
+        names = [e.name for e in endpoints]
+        twice = {n: [i for i, m in enumerate(names) if m == n] for n in names if names.count(n) > 1}
+        if twice:
+            raise PydanticCustomError(
+                NAMES_TWICE, "{text}", {"text": names_twice(twice), "twice": twice}
+            )
+        return endpoints
 
 
 def host_allowed(host: str, allowed: Sequence[str]) -> bool:
@@ -342,7 +371,8 @@ def load_subscriptions(
     """Read and check the file; every endpoint's secret is checked to be usable, and its
     `stages` filter against the plan's `stages` when given."""
     try:
-        data = load_config_yaml(read_config_text(Path(path)), known_keys=_FILE_KEYS)
+        text = read_config_text(Path(path))
+        data = load_config_yaml(text, known_keys=_FILE_KEYS)
     except OSError as exc:
         raise SubscriptionError(f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
@@ -356,6 +386,8 @@ def load_subscriptions(
         first = exc.errors(include_input=False, include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "<file>"
         msg = first["msg"].removeprefix("Value error, ")
+        if first["type"] == NAMES_TWICE:  # with the entries' lines, read again only now
+            msg = names_twice(first["ctx"]["twice"], entry_lines(text, "endpoints"))
         said = msg if msg.startswith(where) else f"{where}: {msg}"  # `link_template: ...`
         raise SubscriptionError(f"{path}: {said}") from None
     for endpoint in subs.endpoints:

@@ -14,6 +14,7 @@ from read_only_dirs import refuse_new_files
 from schemas.files import (
     ConfigYamlError,
     StrictSafeLoader,
+    entry_lines,
     load_config_yaml,
     read_config_bytes,
     read_config_text,
@@ -206,3 +207,18 @@ def test_the_new_file_is_on_the_disk_before_the_rename_and_the_rename_after_it(
     write_text_atomically(path, "new")
     assert steps == ["fsync file", "replace", "fsync dir"]
     assert path.read_text(encoding="utf-8") == "new"
+
+
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        ("a: 1\nendpoints:\n  - {name: x}\n\n  - name: y\n    url: z\n", [3, 5]),
+        ("endpoints: [{name: x}, {name: y}]\n", [1, 1]),
+        ("endpoints: {name: x}\n", []),  # no list there
+        ("- endpoints\n", []),  # no mapping at the top
+        ("endpoints: [\n", []),  # no YAML to read
+        ("", []),
+    ],
+)
+def test_entry_lines_places_each_entry_of_a_top_level_list(text: str, lines: list[int]) -> None:
+    assert entry_lines(text, "endpoints") == lines

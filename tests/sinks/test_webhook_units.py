@@ -117,6 +117,22 @@ def test_bad_subscriptions_name_the_problem_never_the_secret(
     assert SECRET not in str(info.value)
 
 
+def test_two_endpoints_of_one_name_are_named_with_their_lines(tmp_path: Path) -> None:
+    """It said only "endpoint names must be unique": in a file of many endpoints the
+    search was yours. A name is a label that logs show, so it is named; secrets never."""
+    entry = "  - {name: %s, url: 'https://x.example.com/%s', secret: " + SECRET + "}\n"
+    body = "link_template: null\nendpoints:\n" + "".join(
+        entry % (name, i) for i, name in enumerate(["ops", "pager", "ops", "pager", "ops", "x"])
+    )
+    with pytest.raises(SubscriptionError) as info:
+        load_subscriptions(_write(tmp_path, body))
+    assert str(info.value) == (
+        f"{tmp_path / 'subs.yaml'}: endpoints: names must be unique: "
+        "'ops' in endpoints.0 (line 3), endpoints.2 (line 5) and endpoints.4 (line 7); "
+        "'pager' in endpoints.1 (line 4) and endpoints.3 (line 6) (rename or remove one)"
+    )
+
+
 @pytest.mark.parametrize(
     ("filters", "fragment"),
     [
