@@ -27,6 +27,12 @@ from schemas.dead_letter import MAX_ERRORS, ErrorDetail
 DUPLICATE_KEY: Final = "duplicate_key"
 """The error type of a key written twice (`ErrorDetail.type`)."""
 
+SEND_ONCE: Final = "send it once"
+"""The fix said of a record sent (an HTTP item, a Kafka record): its producer's to make."""
+WRITE_ONCE: Final = "write it once"
+"""The fix said of text someone wrote (a line of a file, a cell): "send it once" read as if
+the file had been sent somewhere."""
+
 
 class _Repeated(Exception):
     """Raised by the fast pass at the first object whose keys repeat."""
@@ -74,7 +80,9 @@ _PAIRS: Final = json.JSONDecoder(
 )  # fmt: skip
 
 
-def repeated_keys(raw: bytes | bytearray | str, *, nested: bool = True) -> list[ErrorDetail]:
+def repeated_keys(
+    raw: bytes | bytearray | str, *, nested: bool = True, fix: str = SEND_ONCE
+) -> list[ErrorDetail]:
     """One `duplicate_key` error per key written twice in one object, in document order,
     the first `MAX_ERRORS` of them (as a dead letter keeps): an item of 64,000 objects that
     each repeat a key made 64,000 errors, 12 MB of a 422 answer built in seconds.
@@ -82,6 +90,8 @@ def repeated_keys(raw: bytes | bytearray | str, *, nested: bool = True) -> list[
     With `nested=False` only the keys of the outermost object count: a replay line's
     envelope is replay's to refuse, what its `value` repeats the engine's (published as
     written, it is dead-lettered as a live record would be).
+
+    `fix` ends each message: `SEND_ONCE` for a record, `WRITE_ONCE` for a line or a cell.
 
     Empty when no object of `raw` repeats a key. `ValueError` (a `UnicodeDecodeError`
     included) or `RecursionError` when `raw` is not JSON Python can read: the caller
@@ -100,9 +110,9 @@ def repeated_keys(raw: bytes | bytearray | str, *, nested: bool = True) -> list[
                 return []
             except _Repeated:
                 pass
-    if not nested:  # an object repeats a key (or a number stopped `_FAST`): the outer one?
-        return list(islice(_own_errors(text), MAX_ERRORS))
-    return list(islice(_errors(_LOCATING.decode(text)), MAX_ERRORS))
+    # an object repeats a key (or a number stopped `_FAST`): the outer one, or where?
+    found = _own_repeats(text) if not nested else _repeats(_LOCATING.decode(text))
+    return [duplicate_key_error(path, count, fix) for path, count in islice(found, MAX_ERRORS)]
 
 
 _Link = tuple["_Link", str | int] | None
@@ -118,21 +128,21 @@ def _path(link: _Link) -> tuple[str | int, ...]:
     return tuple(reversed(parts))
 
 
-def _errors(value: Any) -> Iterable[ErrorDetail]:
+def _repeats(value: Any) -> Iterable[tuple[tuple[str | int, ...], int]]:
     stack: list[tuple[_Link, Any]] = [(None, value)]
     while stack:
         link, item = stack.pop()
         if isinstance(item, _Marked):
             for key, count in item.repeated:
-                yield duplicate_key_error((*_path(link), key), count)
+                yield (*_path(link), key), count
             stack.extend(((link, k), v) for k, v in reversed(item.items()) if _nests(v))
         elif isinstance(item, list):
             stack.extend(((link, i), v) for i, v in reversed(list(enumerate(item))) if _nests(v))
 
 
-def _own_errors(text: str) -> Iterable[ErrorDetail]:
-    """The errors of the keys the outermost object of `text` repeats (none when it is no
-    object): one parse, whatever its value repeats (`_FAST` stopped at a key a nested
+def _own_repeats(text: str) -> Iterable[tuple[tuple[str | int, ...], int]]:
+    """The keys the outermost object of `text` repeats (none when it is no object), with
+    their counts: one parse, whatever its value repeats (`_FAST` stopped at a key a nested
     object repeats, and `_LOCATING` then marked and counted every object of the line)."""
     pairs = _PAIRS.decode(text)
     if text.lstrip(" \t\n\r")[:1] != "{":  # an array parses to a list too
@@ -142,19 +152,21 @@ def _own_errors(text: str) -> Iterable[ErrorDetail]:
         return
     for key, count in counts.items():
         if count > 1:
-            yield duplicate_key_error((key,), count)
+            yield (key,), count
 
 
 def _nests(value: Any) -> bool:
     return isinstance(value, dict | list)
 
 
-def duplicate_key_error(path: tuple[str | int, ...], count: int = 2) -> ErrorDetail:
+def duplicate_key_error(
+    path: tuple[str | int, ...], count: int = 2, fix: str = SEND_ONCE
+) -> ErrorDetail:
     """The error for the key at `path` (its last part) written `count` times."""
     times = "twice" if count == 2 else f"{count} times"
     return ErrorDetail(
         loc=".".join(str(part) for part in path)[:500],
         msg=f"the key {str(path[-1])[:80]!r} is written {times} in one object; JSON parsers "
-        "disagree on which value counts (the first or the last), so send it once",
+        f"disagree on which value counts (the first or the last), so {fix}",
         type=DUPLICATE_KEY,
     )

@@ -45,7 +45,7 @@ from schemas.common import (
 )
 from schemas.customers import TOMBSTONE, Customer, Tombstone
 from schemas.dead_letter import ErrorDetail, ReasonCode
-from schemas.json_keys import repeated_keys
+from schemas.json_keys import SEND_ONCE, WRITE_ONCE, repeated_keys
 from schemas.orders import OrderRecord
 from schemas.plan import SlaPlan
 from schemas.replay import ReplayLine
@@ -225,6 +225,7 @@ def check_unique_keys(
     *,
     nested: bool = True,
     reason_code: ReasonCode = ReasonCode.VALIDATION_FAILED,
+    fix: str = SEND_ONCE,
 ) -> None:
     """`reason_code` when an object of the value (with `nested=False`: the value itself)
     writes a key twice (`duplicate_key`).
@@ -235,7 +236,7 @@ def check_unique_keys(
     refused as `not_json` rather than let through unchecked.
     """
     try:
-        errors = repeated_keys(raw_value, nested=nested)
+        errors = repeated_keys(raw_value, nested=nested, fix=fix)
     except (ValueError, RecursionError) as exc:
         raise RecordRejected(
             ReasonCode.NOT_JSON, [_detail((), f"Invalid JSON: {exc}", "json_invalid")]
@@ -245,12 +246,16 @@ def check_unique_keys(
 
 
 def _add_repeated_keys(
-    rejection: RecordRejected, raw_value: bytes | bytearray | str, *, nested: bool = True
+    rejection: RecordRejected,
+    raw_value: bytes | bytearray | str,
+    *,
+    nested: bool = True,
+    fix: str = SEND_ONCE,
 ) -> None:
     """The keys written twice beside the model's errors: the value the model judged may
     not be the one another parser reads. Nothing when Python cannot parse the value."""
     with contextlib.suppress(ValueError, RecursionError):
-        rejection.errors.extend(repeated_keys(raw_value, nested=nested))
+        rejection.errors.extend(repeated_keys(raw_value, nested=nested, fix=fix))
 
 
 def record_id(topic: str, record: InputRecord) -> str | None:
@@ -378,9 +383,11 @@ def decode_replay_line(raw_line: bytes | str) -> ReplayLine:
     except ValidationError as exc:
         rejection = rejection_of(exc, ReasonCode.BAD_REPLAY_LINE)
         if rejection.reason_code is ReasonCode.BAD_REPLAY_LINE:
-            _add_repeated_keys(rejection, raw_line, nested=False)
+            _add_repeated_keys(rejection, raw_line, nested=False, fix=WRITE_ONCE)
         raise rejection from None
-    check_unique_keys(raw_line, nested=False, reason_code=ReasonCode.BAD_REPLAY_LINE)
+    check_unique_keys(
+        raw_line, nested=False, reason_code=ReasonCode.BAD_REPLAY_LINE, fix=WRITE_ONCE
+    )
     return line
 
 

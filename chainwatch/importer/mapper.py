@@ -35,7 +35,7 @@ from schemas.import_mapping import (
     TOPIC_BY_KIND,
     ImportMapping,
 )
-from schemas.json_keys import repeated_keys
+from schemas.json_keys import WRITE_ONCE, repeated_keys
 from schemas.text import shorten
 
 DERIVED_ID_PREFIX: Final = "imp-"
@@ -412,7 +412,7 @@ def _object(value: Any) -> dict[str, Any]:
             parsed = json.loads(value, parse_constant=_no_constant)
             # the parser kept one of two equal keys; its hook is a frame deeper, so a cell
             # nested just within the parser's depth may be too deep for this second parse
-            twice = repeated_keys(value) if isinstance(parsed, dict) else []
+            twice = repeated_keys(value, fix=WRITE_ONCE) if isinstance(parsed, dict) else []
         except ValueError:
             parsed = None
         except RecursionError:

@@ -32,7 +32,7 @@ from chainwatch.long_lines import (
 from schemas.dead_letter import ErrorDetail, ReasonCode
 from schemas.files import not_a_file
 from schemas.import_mapping import ImportMapping
-from schemas.json_keys import repeated_keys
+from schemas.json_keys import WRITE_ONCE, repeated_keys
 from schemas.text import shorten
 
 Format = Literal["csv", "xlsx", "ndjson"]
@@ -496,7 +496,7 @@ class _NdjsonTable(Table):
                 # Inside the `try`: its hook is a frame deeper, so a line nested just
                 # within the parser's depth may be too deep for this second parse
                 twice = (
-                    repeated_keys(text.decode(json.detect_encoding(text)))
+                    repeated_keys(text.decode(json.detect_encoding(text)), fix=WRITE_ONCE)
                     if isinstance(value, dict)
                     else []
                 )

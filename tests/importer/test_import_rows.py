@@ -249,6 +249,7 @@ def test_an_attributes_cell_that_writes_a_key_twice_is_refused_not_resolved() ->
     field, kind, message = problem(mapper(time=BERLIN), scan(attributes='{"a": 1, "b": 2, "a": 3}'))
     assert (field, kind) == ("attributes", "duplicate_key")
     assert "'a' is written twice" in message
+    assert message.endswith("so write it once")  # a cell is written, not sent
 
 
 def test_an_attributes_cell_nested_at_the_parsers_depth_is_a_problem_not_a_crash() -> None:

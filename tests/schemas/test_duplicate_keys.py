@@ -17,7 +17,7 @@ from samples import PLAN, SAMPLES_BY_TOPIC
 from schemas.dead_letter import MAX_ERRORS, ReasonCode
 from schemas.json_keys import repeated_keys
 from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
-from schemas.validation import RecordRejected, decode_input
+from schemas.validation import RecordRejected, decode_input, decode_replay_line
 
 
 def _twice(topic: str, key: str, first: str) -> bytes:
@@ -148,3 +148,23 @@ def test_the_outer_keys_cost_no_more_when_the_value_repeats_keys_than_when_not()
     repeated a key in each of its objects took 2.7 s and 390 MB more to publish."""
     once, twice = _own_check_peak('{"a": 1, "b": 2}'), _own_check_peak('{"a": 1, "a": 2}')
     assert twice < 1.5 * once, (once, twice)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"topic": "scans", "topic": "orders", "value": {}}',  # a valid line otherwise
+        '{"topic": "scans", "topic": 5, "value": {}}',  # beside the model's own errors
+    ],
+)
+def test_a_line_of_a_file_is_told_to_write_the_key_once_a_record_to_send_it_once(
+    line: str,
+) -> None:
+    """ "so send it once" was said of a replay scenario's line too, as if it had been sent."""
+    record = _rejected(SCANS, _twice(SCANS, "quantity", "1")).errors
+    assert record[0].msg.endswith("so send it once")
+    with pytest.raises(RecordRejected) as caught:
+        decode_replay_line(line)
+    twice = [e for e in caught.value.errors if e.type == "duplicate_key"]
+    assert [e.loc for e in twice] == ["topic"]
+    assert twice[0].msg.endswith("(the first or the last), so write it once")
