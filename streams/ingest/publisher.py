@@ -440,8 +440,8 @@ class TransactionalPublisher:
         meanwhile, or whose try would have to start a producer after Kafka failed the
         try before it (not after a refusal: Kafka answered that at once; nor after a try
         that timed out with less than that left: its own lack of time says nothing of
-        Kafka, as its refusal says) with less than `min_publish_s` left, is answered at
-        once, never tried
+        Kafka, as its refusal says) with less than `min_publish_s` left, or with no more
+        time than such a try that timed out had, is answered at once, never tried
         (each such try started a producer only to cancel it: a group of thousands of
         single scans behind one stuck partition opened as many connections, as their
         deadlines, a few ms apart, came one after the other); a shutdown that cuts
@@ -451,14 +451,17 @@ class TransactionalPublisher:
         loop = asyncio.get_running_loop()
         queue = deque(sorted(members, key=lambda m: m.deadline_at))
         kafka_failed = False  # the group's own refusal came from a Kafka that answered
+        too_short = 0.0  # the time of the last try that timed out for its own lack of it
         try:
             while queue:
                 member = queue.popleft()
                 left = member.deadline_at - loop.time()
-                if left <= 0 or (kafka_failed and left < self._min_start_s):
+                if left <= 0 or (kafka_failed and left < self._min_start_s) or left <= too_short:
                     _settle(member, PublishOutOfTime(_LEFT_BEHIND))
                 else:
                     kafka_failed = await self._commit_group(slot, [member])
+                    timed_out = isinstance(_refusal_of(member), PublishOutOfTime)
+                    too_short = left if timed_out else 0.0  # a warm producer needs no start
         except asyncio.CancelledError:
             for member in queue:
                 _settle(member, PublishStopped())
@@ -636,6 +639,12 @@ def _refused_topics(exc: TopicAuthorizationFailedError, records: Sequence[OutRec
     if isinstance(named, list | set | frozenset | tuple) and named:
         return sorted(str(topic) for topic in named)
     return sorted({record.topic for record in records})
+
+
+def _refusal_of(member: Member) -> BaseException | None:
+    """The exception a settled member was refused with (None: committed, or not settled)."""
+    outcome = member.outcome
+    return outcome.exception() if outcome.done() and not outcome.cancelled() else None
 
 
 def _settle(member: Member, outcome: list[Placement] | BaseException) -> None:

@@ -590,6 +590,24 @@ def test_a_member_whose_deadline_passed_as_it_was_taken_off_the_queue_is_not_tri
     assert not refusal.kafka_failed
 
 
+def test_after_a_try_that_ran_out_of_its_own_time_a_member_with_no_more_is_not_tried(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """A try that timed out with less time than a producer's start is not Kafka's failure,
+    yet the members behind it with no more time would only time out too: each started a
+    producer only to cancel it (a connection each, their deadlines milliseconds apart)."""
+    publisher = StuckStarts()  # at least min(1 s, 2 s / 2) = 1 s to start a producer
+    now = loop.time()
+    members = [_member(loop, 1, left_s=now + 0.8 + 0.01 * n) for n in range(10)]
+    loop.run_until_complete(publisher._commit_one_by_one(0, members))
+    assert len(publisher.started) == 1  # the first; each of the others had less than it
+    for member in members:
+        refusal = member.outcome.exception()
+        assert isinstance(refusal, PublishOutOfTime), refusal
+        assert not refusal.kafka_failed
+    assert "too little of its time was left" in str(members[-1].outcome.exception())
+
+
 def test_a_transaction_given_too_little_time_to_start_a_producer_does_not_blame_kafka(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
