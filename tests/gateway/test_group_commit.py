@@ -826,14 +826,18 @@ def test_a_retry_failed_unforeseen_is_answered_at_once_not_after_the_others(
     ended (or its own deadline and the grace past it: 5 s more of its admission slot),
     and its outage was blamed on Kafka, though the retry said Kafka had not failed."""
     publisher = UnforeseenInRetry()
+    # deadlines far off: the fault's log line (a rich traceback with locals, unconfigured
+    # structlog's) took over 5 s at load 30, the second's deadline passed meanwhile, it
+    # was never tried, and the wait below hung until pytest-timeout's 300 s
     first, second = (
-        _member(loop, 1, left_s=loop.time() + 5),
-        _member(loop, 1, left_s=loop.time() + 6),
+        _member(loop, 1, left_s=loop.time() + 60),
+        _member(loop, 1, left_s=loop.time() + 61),
     )
 
     async def retry() -> None:
         group = asyncio.ensure_future(publisher._commit_group(0, [first, second]))
-        await publisher.second_tried.wait()
+        async with asyncio.timeout(50):
+            await publisher.second_tried.wait()
         assert first.outcome.done()  # answered before the second's try ends
         publisher.release.set()
         await group
