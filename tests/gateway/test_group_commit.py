@@ -288,7 +288,10 @@ def test_a_member_cancelled_by_a_shutdown_aborts_its_groups_transaction(
     nothing of it visible to read-committed readers); in a group, its cancel aborts the
     group's, and the other members get a 503, never a commit of the cancelled one."""
     topic = _topic(kafka_bootstrap)
-    publisher = HeldFirst(PublisherConfig(kafka_bootstrap, f"t-{topic}", 1))
+    # 60 s: with 10, a first producer's start of 8 s (a loaded machine) left the waiting
+    # members under a quarter of it, each then committed alone ([1, 1, 1, 1], no group)
+    config = PublisherConfig(kafka_bootstrap, f"t-{topic}", 1, publish_timeout_s=60.0)
+    publisher = HeldFirst(config)
     publisher.release_group = asyncio.Event()
 
     async def run() -> list[BaseException | list[Placement]]:
