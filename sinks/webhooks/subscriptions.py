@@ -268,21 +268,32 @@ NAMES_TWICE: Final = "endpoint_names_twice"
 """The pydantic error type of a name given to more than one endpoint; its context holds
 `twice`: each such name and the indexes of its entries."""
 
+NAMES_SHOWN: Final = 5
+ENTRIES_SHOWN: Final = 3
+"""How many names, and entries of each, the error lists: a file of thousands of entries
+of one name (aliases of one anchor, a few bytes each) made one line of megabytes."""
+
 
 def names_twice(twice: dict[str, list[int]], lines: Sequence[int] = ()) -> str:
     """`names must be unique: 'ops' in endpoints.0 (line 2) and endpoints.2 (line 8)`; an
-    entry's line when `lines` (each entry's, in order) has it."""
+    entry's line when `lines` (each entry's, in order) has it. Bounded, however many."""
 
     def entry(index: int) -> str:
         where = f" (line {lines[index]})" if index < len(lines) else ""
         return f"endpoints.{index}{where}"
 
     def entries(indexes: list[int]) -> str:
-        *others, last = map(entry, indexes)
+        shown = [entry(i) for i in indexes[:ENTRIES_SHOWN]]
+        if len(indexes) > ENTRIES_SHOWN:
+            return f"{', '.join(shown)} and {len(indexes) - ENTRIES_SHOWN} more"
+        *others, last = shown
         return f"{', '.join(others)} and {last}"
 
-    named = "; ".join(f"{name!r} in {entries(indexes)}" for name, indexes in twice.items())
-    return f"names must be unique: {named} (rename or remove one)"
+    named = "; ".join(
+        f"{name!r} in {entries(indexes)}" for name, indexes in list(twice.items())[:NAMES_SHOWN]
+    )
+    more = f"; and {len(twice) - NAMES_SHOWN} more names" if len(twice) > NAMES_SHOWN else ""
+    return f"names must be unique: {named}{more} (rename or remove one)"
 
 
 class Subscriptions(BaseModel):
@@ -323,8 +334,10 @@ class Subscriptions(BaseModel):
         """Named with its entries: "endpoint names must be unique" left the search through
         the file to you. A name is a label (`[A-Za-z0-9._-]`, in logs and metrics), never
         a secret; the loader adds the entries' lines (`load_subscriptions`)."""
-        names = [e.name for e in endpoints]
-        twice = {n: [i for i, m in enumerate(names) if m == n] for n in names if names.count(n) > 1}
+        indexes: dict[str, list[int]] = {}
+        for index, endpoint in enumerate(endpoints):  # one pass: a count per name was n²
+            indexes.setdefault(endpoint.name, []).append(index)
+        twice = {name: found for name, found in indexes.items() if len(found) > 1}
         if twice:
             raise PydanticCustomError(
                 NAMES_TWICE, "{text}", {"text": names_twice(twice), "twice": twice}

@@ -8,6 +8,7 @@ import math
 import random
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -39,6 +40,7 @@ from sinks.webhooks.records import (
 from sinks.webhooks.subscriptions import (
     Filters,
     SubscriptionError,
+    Subscriptions,
     host_allowed,
     load_subscriptions,
 )
@@ -131,6 +133,48 @@ def test_two_endpoints_of_one_name_are_named_with_their_lines(tmp_path: Path) ->
         "'ops' in endpoints.0 (line 3), endpoints.2 (line 5) and endpoints.4 (line 7); "
         "'pager' in endpoints.1 (line 4) and endpoints.3 (line 6) (rename or remove one)"
     )
+
+
+def test_many_endpoints_of_one_name_are_refused_in_one_short_line(tmp_path: Path) -> None:
+    """Aliases of one anchor are a few bytes each: a file of 3,000 entries of one name (and
+    of 3,000 names given twice) listed every entry, a line of 100 KB."""
+    entry = "&e {name: ops, url: 'https://x.example.com/', secret: " + SECRET + "}"
+    many = "endpoints:\n  - " + entry + "\n" + "  - *e\n" * 2999
+    with pytest.raises(SubscriptionError) as info:
+        load_subscriptions(_write(tmp_path, many))
+    assert str(info.value).endswith(
+        "'ops' in endpoints.0 (line 2), endpoints.1 (line 2), endpoints.2 (line 2) "
+        "and 2997 more (rename or remove one)"
+    )
+    pairs = "".join(
+        f"  - {{name: n{i}, url: 'https://x.example.com/', secret: {SECRET}}}\n" * 2
+        for i in range(3000)
+    )
+    with pytest.raises(SubscriptionError) as info:
+        load_subscriptions(_write(tmp_path, "endpoints:\n" + pairs))
+    assert str(info.value).endswith(
+        "'n4' in endpoints.8 (line 10) and endpoints.9 (line 11); and 2995 more names "
+        "(rename or remove one)"
+    )
+
+
+def test_names_given_twice_are_found_in_one_pass_over_the_entries() -> None:
+    """Each name was counted over the whole list: n² comparisons, minutes for the
+    100,000 entries a 4 MiB file holds."""
+    compared = 0
+
+    class Name(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other: object) -> bool:
+            nonlocal compared
+            compared += 1
+            return str.__eq__(self, other)
+
+    endpoints = [SimpleNamespace(name=Name("ops" if i % 2 else f"n{i}")) for i in range(2000)]
+    with pytest.raises(ValueError, match="names must be unique"):
+        Subscriptions._unique_names(endpoints)  # type: ignore[arg-type]
+    assert compared < 4 * len(endpoints)
 
 
 @pytest.mark.parametrize(
