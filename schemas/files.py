@@ -22,7 +22,7 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -297,19 +297,44 @@ def load_config_yaml(
 def entry_lines(text: str, key: str) -> list[int]:
     """The line (from 1) of each entry of the list under the document's top-level `key`,
     for an error that names entries by their index; [] when the text holds no such list.
-    Composed, not loaded: nothing in the text is constructed, and only an error path pays."""
+    Parsed, not composed: an entry written as an alias (`- *e`) is placed where it is
+    written, not at its anchor, and nothing is constructed; only an error path pays."""
     try:
-        root = yaml.compose(text, Loader=StrictSafeLoader)
-    except (yaml.YAMLError, RecursionError):
-        return []
-    for key_node, value in root.value if isinstance(root, yaml.MappingNode) else ():
-        if (
-            isinstance(key_node, yaml.ScalarNode)
-            and key_node.value == key
-            and isinstance(value, yaml.SequenceNode)
-        ):
-            return [item.start_mark.line + 1 for item in value.value]
+        events = yaml.parse(text, Loader=StrictSafeLoader)
+        while not isinstance(event := next(events), yaml.NodeEvent | yaml.StreamEndEvent):
+            pass  # the stream's and the document's start
+        if not isinstance(event, yaml.MappingStartEvent):
+            return []
+        while not isinstance(event := next(events), yaml.MappingEndEvent):  # a key
+            named = isinstance(event, yaml.ScalarEvent) and event.value == key
+            _skip(event, events)
+            value = next(events)
+            if named:
+                return _item_lines(events) if isinstance(value, yaml.SequenceStartEvent) else []
+            _skip(value, events)
+    except (yaml.YAMLError, RecursionError, StopIteration):
+        pass
     return []
+
+
+def _item_lines(events: Iterator[yaml.Event]) -> list[int]:
+    """The line of each entry of the sequence just started, read past its end."""
+    lines = []
+    while not isinstance(event := next(events), yaml.SequenceEndEvent):
+        if event.start_mark is None:  # a parser's events carry one: no lines, never wrong ones
+            return []
+        lines.append(event.start_mark.line + 1)
+        _skip(event, events)
+    return lines
+
+
+def _skip(event: yaml.Event, events: Iterator[yaml.Event]) -> None:
+    """Past the node `event` starts (a scalar or an alias is one event)."""
+    depth = int(isinstance(event, yaml.CollectionStartEvent))
+    while depth:
+        event = next(events)
+        depth += isinstance(event, yaml.CollectionStartEvent)
+        depth -= isinstance(event, yaml.CollectionEndEvent)
 
 
 def _where(exc: yaml.YAMLError) -> str:

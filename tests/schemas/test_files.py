@@ -214,6 +214,10 @@ def test_the_new_file_is_on_the_disk_before_the_rename_and_the_rename_after_it(
     [
         ("a: 1\nendpoints:\n  - {name: x}\n\n  - name: y\n    url: z\n", [3, 5]),
         ("endpoints: [{name: x}, {name: y}]\n", [1, 1]),
+        # an alias is placed where it is written, not at its anchor
+        ("endpoints:\n  - &e {name: x}\n  - *e\n  -\n    *e\n", [2, 3, 5]),
+        ("? [endpoints]\n: [1]\nendpoints: [&a [1, {b: 2}], *a]\n", [3, 3]),  # past a key
+        ("link: &l {a: [1, 2]}\nendpoints: *l\n", []),  # no list written there
         ("endpoints: {name: x}\n", []),  # no list there
         ("- endpoints\n", []),  # no mapping at the top
         ("endpoints: [\n", []),  # no YAML to read

@@ -143,7 +143,7 @@ def test_many_endpoints_of_one_name_are_refused_in_one_short_line(tmp_path: Path
     with pytest.raises(SubscriptionError) as info:
         load_subscriptions(_write(tmp_path, many))
     assert str(info.value).endswith(
-        "'ops' in endpoints.0 (line 2), endpoints.1 (line 2), endpoints.2 (line 2) "
+        "'ops' in endpoints.0 (line 2), endpoints.1 (line 3), endpoints.2 (line 4) "
         "and 2997 more (rename or remove one)"
     )
     pairs = "".join(
