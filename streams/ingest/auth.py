@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Final, Self
@@ -67,6 +68,10 @@ class TokenEntry(BaseModel):
         return None
 
 
+NAMED_MOST: Final = 5
+"""Repeated token names a refusal lists (then how many more)."""
+
+
 class TokensFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -74,13 +79,16 @@ class TokensFile(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> Self:
-        names = [t.name for t in self.tokens]
+        counts = Counter(t.name for t in self.tokens)  # one pass: a count per name was n²
         digests = [t.sha256.lower() for t in self.tokens]
-        if twice := sorted({name for name in names if names.count(name) > 1}):
-            # named: in a file of dozens of callers "must be unique" left the search to you
+        if twice := sorted(name for name, n in counts.items() if n > 1):
+            # named: in a file of dozens of callers "must be unique" left the search to you;
+            # the first few only, or a file of thousands repeated made a line as long
+            named = ", ".join(map(repr, twice[:NAMED_MOST]))
+            more = f" and {len(twice) - NAMED_MOST} more" if len(twice) > NAMED_MOST else ""
             raise ValueError(
-                f"token names must be unique: {', '.join(map(repr, twice))} in more than one "
-                "entry (rename or remove one)"
+                f"token names must be unique: {named}{more} in more than one entry "
+                "(rename or remove one)"
             )
         if len(set(digests)) != len(digests):
             raise ValueError("two entries have the same sha256")

@@ -360,3 +360,16 @@ def test_every_403_names_the_operation_refused_and_every_documented_403_happens(
         if "403" in spec["responses"]
     }
     assert set(found) == documented
+
+
+def test_many_token_names_given_twice_are_refused_in_one_short_line(tmp_path: Path) -> None:
+    """Each name was counted over the whole list (n² comparisons) and every repeated name
+    listed: a generated file of thousands repeated took seconds and made a line as long."""
+    entries = "".join(
+        f"  - {{name: n{i % 2000}, sha256: '{i:064x}', role: crm}}\n" for i in range(4000)
+    )
+    with pytest.raises(TokensFileError) as caught:
+        TokenRegistry.load(_write(tmp_path, "tokens:\n" + entries))
+    text = str(caught.value)
+    assert "names must be unique: 'n0', 'n1', 'n10', 'n100', 'n1000' and 1995 more" in text
+    assert len(text) < 500
