@@ -105,8 +105,10 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._arm()
 
     def _partly_received(self) -> bool:
-        """A request's line, headers or body is only partly in: its client may still send."""
-        return not self._in_head or self._head_bytes > 0
+        """A request's line, headers or body is only partly in, or reading is paused (a
+        pipelined request waits for its answer, so what the client sent after it is still
+        unread): its client may still send."""
+        return not self._in_head or self._head_bytes > 0 or self.flow.read_paused
 
     def data_received(self, data: bytes) -> None:
         if self._closer.dropped(data):

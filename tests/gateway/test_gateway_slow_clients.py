@@ -171,6 +171,31 @@ def test_a_client_sending_on_after_an_early_413_on_a_kept_connection_is_served_n
     assert answers.count(b"HTTP/1.1 200 ") == 1, answers
 
 
+def test_a_pipelining_client_refused_with_connection_close_reads_the_503(
+    gateway_factory: Callable[..., Harness],
+) -> None:
+    """A client that sends its next request before the answer (pipelining) and is answered
+    with `Connection: close` (here 503 `too_many_connections`) while that request waits
+    unanswered: the requests the gateway had read were complete, so its close did not
+    linger, and the client's next send was refused by a reset."""
+    gw = gateway_factory(limit_connections=2, limit_concurrency=1)
+    host, port = gw.base_url.removeprefix("http://").split(":")
+    request = b"POST /v1/scans HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]"
+    held = [socket.create_connection((host, int(port)), timeout=15) for _ in range(2)]
+    try:
+        with socket.create_connection((host, int(port)), timeout=15) as sock:
+            sock.sendall(request * 2)  # the second waits for the first's answer
+            select.select([sock], [], [], 10)
+            send_on(sock)  # pipelining on
+            status, headers, body = read_response(sock, timeout_s=10)
+    finally:
+        for held_sock in held:
+            held_sock.close()
+    assert status == 503, body
+    assert headers["connection"] == "close"
+    assert json.loads(body)["error"] == "too_many_connections"
+
+
 def test_a_lingering_close_of_zero_closes_at_once(
     gateway_factory: Callable[..., Harness],
 ) -> None:
