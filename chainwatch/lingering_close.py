@@ -69,11 +69,16 @@ class LingeringTransport(asyncio.Transport):
         self._timer = asyncio.get_running_loop().call_later(self._linger.max_s, self.close_now)
 
     def close_now(self) -> None:
-        """Close without lingering (a lingering close ends here)."""
+        """Close without lingering (a lingering close ends here). An answer the client has
+        not read by then is given up (a reset): a close waits for it to be written, so a
+        client that neither reads nor closes held the connection for ever."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._transport.close()
+        if self._lingering and self._transport.get_write_buffer_size():
+            self._transport.abort()
+        else:
+            self._transport.close()
 
     def stop(self) -> None:
         """The server stops: a close no longer lingers, and one lingering ends now (a

@@ -17,8 +17,11 @@ class Answering(asyncio.Protocol):
     """Answers the first bytes and closes through `LingeringTransport`, as the gateway's
     protocol does; records when the connection ended."""
 
-    def __init__(self, linger: Linger, partly_received: bool, pause_first: bool) -> None:
+    def __init__(
+        self, linger: Linger, partly_received: bool, pause_first: bool, answer: bytes
+    ) -> None:
         self.linger, self.partly_received, self.pause_first = linger, partly_received, pause_first
+        self.answer = answer
         self.closed_at: float | None = None
         self.ended = asyncio.Event()
         self.transport: LingeringTransport | None = None
@@ -33,7 +36,7 @@ class Answering(asyncio.Protocol):
             return
         if self.pause_first:  # as uvicorn does with a body its app has not asked for
             self.transport.pause_reading()
-        self.transport.write(ANSWER)
+        self.transport.write(self.answer)
         self.transport.close()
         self.closed_at = asyncio.get_running_loop().time()
 
@@ -53,13 +56,15 @@ async def _serve(
     partly_received: bool = True,
     pause_first: bool = False,
     stop: bool = False,
+    body: bytes = b"",
 ) -> float:
     """Seconds from the server's close to its connection's end, with `client` talking."""
     loop = asyncio.get_running_loop()
     server_side: list[Answering] = []
 
     def protocol() -> Answering:
-        server_side.append(Answering(linger, partly_received, pause_first))
+        head = ANSWER.replace(b"content-length: 0", b"content-length: %d" % len(body))
+        server_side.append(Answering(linger, partly_received, pause_first, head + body))
         return server_side[-1]
 
     server = await loop.create_server(protocol, "127.0.0.1", 0)
@@ -67,7 +72,8 @@ async def _serve(
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(b"POST / HTTP/1.1\r\ncontent-length: 100000000\r\n\r\n[")
-        assert await reader.readuntil(b"\r\n\r\n") == ANSWER
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head == ANSWER.replace(b"content-length: 0", b"content-length: %d" % len(body))
         await client(reader, writer)
         if stop:  # the server stops while the connection lingers
             transport = server_side[0].transport
@@ -139,3 +145,16 @@ def test_a_stop_ends_a_lingering_close() -> None:
         await _reads_the_end(reader, writer)
 
     assert asyncio.run(_serve(Linger(max_s=60, max_bytes=1 << 20), client, stop=True)) < 10
+
+
+def test_it_ends_after_its_time_when_the_client_never_reads_its_answer() -> None:
+    """A close waits for the answer to be written: to a client that neither reads nor
+    closes, a large answer (more than the sockets hold) kept the connection open for ever,
+    one of `limit_connections`, past the linger's bound."""
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        return None  # reads nothing past the answer's head, never closes
+
+    body = b"x" * (64 << 20)
+    took = asyncio.run(_serve(Linger(max_s=0.5, max_bytes=1 << 20), client, body=body))
+    assert 0.5 <= took < 10
