@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import Harness, make_registry, token_of
+from conftest import TOKENS, Harness, make_registry, token_of
 from samples import fresh_order as order
 from samples import fresh_scan as scan
 from samples import fresh_unit_status as unit_status
@@ -313,7 +313,6 @@ def test_every_403_names_the_operation_refused_and_every_documented_403_happens(
     import asyncio
 
     import httpx
-    from conftest import TOKENS
     from fastapi.routing import APIRoute
 
     from chainwatch.settings import Settings
