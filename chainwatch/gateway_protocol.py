@@ -34,6 +34,15 @@ scans. Without a body the `Upgrade` is ignored, as HTTP allows, and a request
 pipelined after it is served (uvicorn dropped it: the connection then idled to
 its keep-alive timeout).
 
+An answer sent before its request's body was read (401, 403, 413, ...) that keeps
+the connection is followed by the rest of that body, which uvicorn read and dropped
+for as long as the client sent it (within `header_timeout_s`), with no byte cap: a
+client refused could push a declared 10 GB, or chunks for ever, into its connection.
+At most `Linger.max_bytes` of it are dropped now: a declared rest beyond that has
+its answer say `Connection: close` (the close lingers, so the client reads the
+answer), and a chunked body, whose rest is not known at the answer, closes the
+connection (lingering too) once that much more of it came.
+
 Beyond `limit_connections` open connections, uvicorn answers 503 before any app
 runs; its answer was plain text without `Retry-After`, so a client could not
 tell when to come back, or the gateway's refusal from a proxy's. It is now JSON
@@ -51,7 +60,7 @@ import asyncio
 import http
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
 import httptools
@@ -84,7 +93,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     retry_after_s: int = 5
     linger: Linger = Linger(max_s=0.0, max_bytes=0)
     """How a close after an answer waits for what the client still sends (chainwatch.
-    lingering_close)."""
+    lingering_close); its `max_bytes` also bounds what is dropped of the rest of a body
+    answered early on a kept connection (`_drop_rest`)."""
     count_refusal: Callable[[int, str], None] | None = None
     """Counts each refusal here by status and error (the app's metrics: these requests
     never reach the app)."""
@@ -94,6 +104,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     _head_bytes = 0  # of them so far
     _refused = False
     _fed = b""  # what the parser is being fed now
+    _body_in = 0  # bytes of the current request's body the parser passed on
+    _dropped = 0  # bytes read of the current request after its answer (`_drop_rest`)
     _after_upgrade = b""  # what followed an ignored upgrade, to be fed after it
     _upgrade_logged = False  # an ignored upgrade on this connection was logged
 
@@ -123,6 +135,9 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def _receive(self, data: bytes) -> None:
         if self._refused:
             return  # the connection is closing: nothing more is read
+        if self._answered_in_body():
+            self._drop_rest(data)
+            return
         if self._in_head:
             room = self.max_header_bytes - self._head_bytes
             if len(data) > room:
@@ -141,6 +156,30 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
                 return
             self._head_bytes += len(data)
         self._feed(data)
+
+    def _answered_in_body(self) -> bool:
+        """The parser is inside the body of a request already answered (on a kept
+        connection: what it reads is dropped)."""
+        cycle = self.cycle
+        return cycle is not None and cycle.response_complete and self._in_body_of(cycle)
+
+    def _drop_rest(self, data: bytes) -> None:
+        """The rest of an answered request's body: parsed (to find its end, and the next
+        request after it) and dropped, at most `linger.max_bytes` of it; beyond, the
+        connection closes, lingering (the answer is whole: the client reads it)."""
+        room = self.linger.max_bytes - self._dropped
+        self._dropped += min(len(data), room)
+        if len(data) <= room:
+            self._feed(data)
+            return
+        self._feed(data[:room])
+        if self.transport.is_closing() or self.parser is None:
+            return  # refused by the parser (a broken chunk: 400) or gone
+        if self._answered_in_body():  # the body goes on beyond what is dropped
+            self.transport.close()
+            self._closer.dropped(data[room:])
+            return
+        self._receive(data[room:])  # it ended within: the rest is the next request's
 
     def _feed(self, data: bytes) -> None:
         """uvicorn's parsing of `data`; what followed an upgrade it ignored is kept in
@@ -177,6 +216,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._body_in = self._dropped = 0
         self._disarm()
         if self.parser.should_upgrade() and not self._should_upgrade() and _has_body(self.headers):
             # the parser hands what follows the headers to the upgraded protocol: the body
@@ -184,6 +224,10 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             # http:// URL sends `Upgrade: h2c` with every POST)
             cast(dict[str, Any], self.scope)[_UPGRADE_WITH_BODY] = True
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_in += len(body)
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -259,7 +303,34 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
                 "the gateway speaks HTTP/1.1 only, and the body would not be read; nothing "
                 "was published, send it without `Upgrade` (curl: --http1.1, not --http2)",
             )
-        super()._start_asgi_task(cycle, app)
+        super()._start_asgi_task(cycle, self._closing_after_a_large_rest(cycle, app))
+
+    def _closing_after_a_large_rest(
+        self, cycle: RequestResponseCycle, app: Any
+    ) -> Callable[[Any, Any, Any], Awaitable[None]]:
+        """`app`, whose answer closes the connection when it comes before its request's
+        body was read and the rest declared is more than is dropped (`_drop_rest`): said
+        in the answer, `Connection: close`, rather than the connection ending under a
+        client that was told it could send on."""
+
+        async def answer(scope: Any, receive: Any, send: Any) -> None:
+            async def send_closing(message: Any) -> None:
+                if message["type"] == "http.response.start" and self._rest_too_large(cycle):
+                    cycle.keep_alive = False  # uvicorn adds the header and closes after
+                await send(message)
+
+            await app(scope, receive, send_closing)
+
+        return answer
+
+    def _rest_too_large(self, cycle: RequestResponseCycle) -> bool:
+        """What `cycle`'s request declares of its body and the parser has not passed on yet
+        exceeds what is dropped of it (False for a body read in full, or chunked: its rest
+        is not known, and what is dropped of it is counted as it comes)."""
+        if not self._in_body_of(cycle):
+            return False
+        declared = _declared_length(cycle.scope["headers"])
+        return declared is not None and declared - self._body_in > self.linger.max_bytes
 
     def _refusal(
         self,
@@ -385,6 +456,15 @@ def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
+def _declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """The body's `Content-Length` (the parser refused a request with a bad one, or two);
+    None without one (chunked)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
 UVICORN_NEEDED = "0.45"
 """The first uvicorn whose protocol starts every app in `_start_asgi_task`: 0.36 to 0.44
 create the task inline, so the JSON 503 beyond `limit_concurrency`, the ops paths served
@@ -396,6 +476,7 @@ _HOOKS = (
     "_unsupported_upgrade_warning",
     "send_400_response",
     "on_headers_complete",
+    "on_body",
     "on_message_complete",
     "on_response_complete",
     "shutdown",

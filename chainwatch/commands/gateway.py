@@ -141,7 +141,8 @@ def uvicorn_config(app: Any, g: GatewaySettings, **where: Any) -> uvicorn.Config
     arrive within `header_timeout_s` and have at most `max_header_bytes`
     (chainwatch.gateway_protocol). A close after an answer to a request not read in full
     lingers, at most `lingering_close_s` and `lingering_close_bytes`
-    (chainwatch.lingering_close).
+    (chainwatch.lingering_close), and a kept connection drops at most
+    `lingering_close_bytes` of the rest of a body answered early.
     """
     import uvicorn
 

@@ -140,7 +140,9 @@ class GatewaySettings(SettingsModel):
         ge=0,
         le=256 * MIB,
         description="At most this many bytes a client still sends are read and dropped after "
-        "such an answer; beyond, the connection is closed.",
+        "such an answer, and of the rest of a body answered early on a connection kept (a "
+        "declared rest beyond this is answered with `Connection: close`); beyond, the "
+        "connection is closed.",
     )
     shutdown_grace_s: float = Field(
         default=15.0,

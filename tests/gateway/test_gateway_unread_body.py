@@ -1,0 +1,197 @@
+"""The rest of a body the gateway answered before reading it: bounded, on a kept connection too.
+
+An early answer (401, 403, 413, 415, 503 ...) that keeps the connection is followed by
+the rest of its request's body, which the gateway reads and drops so the connection
+can serve the next request. That reading had no byte cap: refused, a client declaring
+10 GB, or sending chunks for ever, pushed all it could into a connection slot for
+`header_timeout_s`. Now at most `lingering_close_bytes` of it are dropped on a kept
+connection: a declared rest beyond that is answered with `Connection: close`, and a
+chunked one that goes past it closes the connection, both through the lingering close.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import Harness
+
+CAP = 1024 * 1024
+"""`lingering_close_bytes` at its default: what is dropped of an unread body at most."""
+
+RECEIVE_BUFFER_MAX = int(Path("/proc/sys/net/ipv4/tcp_rmem").read_text().split()[2])
+"""How far the gateway's socket may buffer what the client sends (the kernel grows it)."""
+
+MOST = 64 * 1024 * 1024 + 2 * RECEIVE_BUFFER_MAX
+"""What a test pushes at most: far beyond the cap and what the kernels may buffer on
+loopback (the gateway's receive buffer, the client's send buffer, held at 1 MiB)."""
+
+PIECE = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def gw(gateway_factory: Callable[..., Harness]) -> Harness:
+    """A gateway whose bounds of time are far off: what ends a connection here is bytes."""
+    return gateway_factory(header_timeout_s=60.0, lingering_close_s=60.0)
+
+
+class Answers:
+    """Reads a connection's answers one at a time (pipelined ones follow each other)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def _more(self) -> None:
+        chunk = self.sock.recv(65536)
+        assert chunk, f"the connection ended before a whole answer: {self.buffer!r}"
+        self.buffer += chunk
+
+    def next(self, timeout_s: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+        self.sock.settimeout(timeout_s)
+        while b"\r\n\r\n" not in self.buffer:
+            self._more()
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        length = int(headers["content-length"])
+        while len(self.buffer) < length:
+            self._more()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return int(status_line.split()[1]), headers, body
+
+    def ended(self, timeout_s: float = 10.0) -> bool:
+        """The gateway ended the connection (its FIN, or a reset), nothing more answered."""
+        self.sock.settimeout(timeout_s)
+        try:
+            rest = self.buffer + self.sock.recv(65536)
+        except ConnectionResetError:
+            return True
+        assert not rest.strip(), f"more was answered: {rest!r}"
+        return rest == b""
+
+
+def connect(gw: Harness) -> socket.socket:
+    host, port = gw.base_url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CAP)
+    return sock
+
+
+def refused_post(framing: str) -> bytes:
+    """A POST of scans without a token (answered 401 before its body is read)."""
+    return (
+        f"POST /v1/scans HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n{framing}\r\n"
+    ).encode()
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def push_until_refused(sock: socket.socket, piece: bytes) -> int:
+    """Sends `piece` after `piece` (a client sending its body on after the answer) until the
+    gateway refuses more (a reset) or `MOST` bytes went; how many went."""
+    sent = 0
+    try:
+        while sent < MOST:
+            sock.sendall(piece)
+            sent += len(piece)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    return sent
+
+
+def answered_before_the_body(sock: socket.socket) -> None:
+    assert select.select([sock], [], [], 10)[0], "no answer before the body"
+
+
+def test_a_refused_post_declaring_10_gb_is_answered_connection_close_and_its_body_not_taken(
+    gw: Harness,
+) -> None:
+    """uvicorn read such a body on for `header_timeout_s`, with no byte cap."""
+    with connect(gw) as sock:
+        sock.sendall(refused_post(f"Content-Length: {10 * 1024**3}\r\n"))
+        answered_before_the_body(sock)
+        answers = Answers(sock)
+        status, headers, _ = answers.next()
+        sent = push_until_refused(sock, b" " * PIECE)
+        assert sent < MOST, f"the gateway took {sent} bytes of a body it had refused"
+        assert answers.ended()
+    assert status == 401
+    assert headers["connection"] == "close"
+
+
+def test_a_refused_chunked_body_is_dropped_up_to_the_cap_then_the_connection_closes(
+    gw: Harness,
+) -> None:
+    """A chunked body's rest is not known at the answer, which keeps the connection; past
+    the cap the connection is shut (the answer was read), and closed soon after."""
+    with connect(gw) as sock:
+        sock.sendall(refused_post("Transfer-Encoding: chunked\r\n"))
+        answered_before_the_body(sock)
+        answers = Answers(sock)
+        status, headers, _ = answers.next()
+        sent = push_until_refused(sock, chunk(b" " * PIECE))
+        assert sent < MOST, f"the gateway took {sent} bytes of a body it had refused"
+        assert answers.ended()
+    assert status == 401
+    assert "connection" not in headers
+
+
+@pytest.mark.parametrize(("declared", "kept"), [(CAP, True), (CAP + 1, False)])
+def test_a_declared_rest_up_to_the_cap_keeps_the_connection_one_byte_more_closes_it(
+    gw: Harness, declared: int, kept: bool
+) -> None:
+    with connect(gw) as sock:
+        sock.sendall(refused_post(f"Content-Length: {declared}\r\n"))
+        answered_before_the_body(sock)
+        answers = Answers(sock)
+        status, headers, _ = answers.next()
+        assert status == 401
+        assert ("connection" not in headers) is kept, headers
+        if kept:
+            sock.sendall(b" " * declared + b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+            status, _, body = answers.next()
+            assert (status, body) == (200, b'{"status":"ok"}')
+        else:
+            assert headers["connection"] == "close"
+            assert answers.ended()
+
+
+def test_a_small_chunked_body_after_an_early_answer_is_dropped_and_the_connection_serves_on(
+    gw: Harness,
+) -> None:
+    with connect(gw) as sock:
+        sock.sendall(refused_post("Transfer-Encoding: chunked\r\n"))
+        answered_before_the_body(sock)
+        answers = Answers(sock)
+        assert answers.next()[0] == 401
+        body = b"".join(chunk(b" " * 10_000) for _ in range(50)) + b"0\r\n\r\n"
+        sock.sendall(body + b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        status, headers, _ = answers.next()
+    assert status == 200
+    assert "connection" not in headers
+
+
+def test_a_pipelined_post_declaring_10_gb_is_answered_connection_close_after_the_request_before(
+    gw: Harness,
+) -> None:
+    """The POST waits behind the /healthz sent before it (pipelining) and is answered once
+    that one was: its rest is judged then, as it is for a request answered at once."""
+    with connect(gw) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
+            + refused_post(f"Content-Length: {10 * 1024**3}\r\n")
+            + b"[ "
+        )
+        answers = Answers(sock)
+        first, first_headers, _ = answers.next()
+        second, second_headers, _ = answers.next()
+        assert answers.ended()  # the gateway shut its side after the answer
+    assert (first, second) == (200, 401)
+    assert "connection" not in first_headers
+    assert second_headers["connection"] == "close"
