@@ -44,19 +44,18 @@ from chainwatch.acked_sends import AckedSends, kafka_failed
 from chainwatch.errors import USER_ERRORS, UserError
 from chainwatch.kafka_admin import admin_client, bounded, ensure_topics, kafka_call
 from chainwatch.long_lines import MAX_LINE_BYTES, LongLine, binary_lines
+from chainwatch.replay_records import Refused, outgoing
 from chainwatch.replay_windows import EventTimeWindows, window_ms
 from chainwatch.settings import Settings
 from chainwatch.topic_partitions import routed_topics
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.deadline import deadline
 from schemas.files import not_a_file
+from schemas.kafka_size import MAX_REQUEST_BYTES
 from schemas.plan import load_plan
 from schemas.validation import (
-    InputRecord,
     RecordRejected,
-    decode_input,
     decode_replay_line,
-    record_id,
 )
 from sinks.consumer import stop_consumer
 from sinks.producer_start import start_producer, stop_producer
@@ -159,22 +158,6 @@ def topic_blocks(lines: Iterator[ScenarioLine], order: list[str]) -> list[Scenar
     return result
 
 
-def line_key(key: bytes | None, topic: str, record: InputRecord) -> bytes | None:
-    """The Kafka key a line is published with: its own, or else its record's id.
-
-    A keyless line is valid (the contract allows keyless records), but Kafka
-    refuses a keyless record on a compacted topic (`crm.customers`: the replay
-    ended with `UnknownError`), and spreads keyless records over every partition,
-    where the engine would forward each to its id's partition first. Keyed with its
-    id, it is read where a producer keying its records would put it. A tombstone
-    has no id: it keeps what the file gives.
-    """
-    if key is not None:
-        return key
-    own = record_id(topic, record)
-    return None if own is None else own.encode()
-
-
 #: How long Kafka may take to take one record, or to acknowledge the records sent so far:
 #: the default of Kafka's own `request.timeout.ms` (30 s; aiokafka's producer waits 40 s
 #: for one request, so this deadline, not aiokafka, ends a wait on a broker gone). A
@@ -237,6 +220,7 @@ async def publish_scenario(
         enable_idempotence=True,
         linger_ms=20,
         max_batch_size=256 * 1024,
+        max_request_size=MAX_REQUEST_BYTES,  # what `outgoing` checks before decoding
     )
     await start_producer(producer, settings.kafka.bootstrap)
     publisher = _Publisher(producer, settings.kafka.bootstrap)
@@ -284,27 +268,12 @@ async def publish_scenario(
                 await dead_letter(number, line, exc.errors, exc.reason_code)
                 dead += 1
                 continue
-            value = replay.value_as_written(line)  # the file's bytes, as the worker reads
-            ms: int | None = None
-            key = replay.key_bytes()
-            rejected: RecordRejected | None = None
-            try:
-                record = decode_input(replay.topic, value, plan=plan, key=key)
-                key = line_key(key, replay.topic, record)
-                event_time = getattr(record, "event_time", None)
-                if event_time is not None and replay.topic != CUSTOMERS:
-                    ms = to_ms(event_time)
-                    largest = ms if largest is None or ms > largest else largest
-            except RecordRejected as exc:
-                rejected = exc  # the engine dead-letters it; publish it as the file says
-            if key is None and (replay.topic == CUSTOMERS or value is None):
-                # Kafka takes no keyless record on the compacted CRM topic, nor one with
-                # neither key nor value: the line (an invalid record naming no customer_id,
-                # a tombstone without a key) is dead-lettered here, as the engine would
-                errors, code = _keyless_refusal(rejected)
-                await dead_letter(number, line, errors, code)
+            sending = outgoing(replay, line, plan)
+            if isinstance(sending, Refused):
+                await dead_letter(number, line, sending.errors, sending.code)
                 dead += 1
                 continue
+            key, value, ms = sending.key, sending.value, sending.ms
             if windows is not None and windows.starts_new(ms, crm=replay.topic == CUSTOMERS):
                 await publisher.flush()
                 if between_windows is not None:
@@ -318,6 +287,8 @@ async def publish_scenario(
                 await dead_letter(number, line, [error], ReasonCode.PROCESSING_ERROR)
                 dead += 1
                 continue
+            if ms is not None:  # a record never sent moves no clock (the final one included)
+                largest = ms if largest is None or ms > largest else largest
             published += 1
             if publisher.pending >= 5000:
                 await publisher.flush()
@@ -329,17 +300,6 @@ async def publish_scenario(
         raise
     await stop_producer(producer)
     return published, dead, largest
-
-
-def _keyless_refusal(rejected: RecordRejected | None) -> tuple[list[ErrorDetail], ReasonCode]:
-    """Why a line Kafka would not take without a key is a dead letter: its record's own
-    fault if it has one, else `bad_replay_line` (a tombstone names its customer by key)."""
-    if rejected is not None:
-        return rejected.errors, rejected.reason_code
-    error = ErrorDetail(
-        loc="key", msg="a tombstone line needs the customer_id as key", type="missing"
-    )
-    return [error], ReasonCode.BAD_REPLAY_LINE
 
 
 #: Deadline of one lag probe (two admin requests); a probe past it counts as unknown.

@@ -68,6 +68,7 @@ __all__ = [
     "decode_input",
     "decode_replay_line",
     "errors_from",
+    "line_key",
     "number_errors",
     "record_id",
     "rejection_of",
@@ -267,6 +268,23 @@ def record_id(topic: str, record: InputRecord) -> str | None:
         return None
     said: str = getattr(record, ID_FIELD_BY_TOPIC[topic])
     return said
+
+
+def line_key(key: bytes | None, topic: str, record: InputRecord) -> bytes | None:
+    """The Kafka key a replay line is published with: its own, or else its record's id.
+
+    A keyless line is valid (the contract allows keyless records), but Kafka
+    refuses a keyless record on a compacted topic (`crm.customers`: the replay
+    ended with `UnknownError`), and spreads keyless records over every partition,
+    where the engine would forward each to its id's partition first. Keyed with its
+    id, it is read where a producer keying its records would put it. A tombstone
+    has no id: it keeps what the file gives. Here, not in the replay, so that the
+    reference engine sizes the record Kafka is sent as the replay does.
+    """
+    if key is not None:
+        return key
+    own = record_id(topic, record)
+    return None if own is None else own.encode()
 
 
 def check_key(topic: str, key: bytes | None, record: InputRecord) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from schemas.plan import SlaPlan, plan_from_mapping
 from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
@@ -171,3 +172,21 @@ def scan_json(n: int, **overrides: Any) -> bytes:
 def customer_json(customer_id: str, name: str, tier: str = "gold", **extra: Any) -> bytes:
     """A customer with only the required fields (and `extra`)."""
     return json.dumps({"customer_id": customer_id, "name": name, "tier": tier, **extra}).encode()
+
+
+def padded_value(
+    record: dict[str, Any], key: bytes | None, size: int, *, inner: str = "0"
+) -> bytes:
+    """`record`'s JSON padded by an unknown field (a list of `inner`, which the worker
+    validates and drops) to a Kafka record of exactly `size` bytes with `key`, as
+    aiokafka's producer sizes it before it takes it (not as `schemas.kafka_size` does)."""
+    head = json.dumps(record)[:-1].encode() + b', "pad": ['
+    items = (size - len(head)) // (len(inner) + 1)
+    while True:
+        value = head + b",".join([inner.encode()] * items) + b"]"
+        room = size - DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value + b"}", [])
+        if 0 <= room < len(inner) + 1:
+            value += b" " * room + b"}"  # JSON whitespace: the value as a file may write it
+            assert DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, []) == size
+            return value
+        items += room // (len(inner) + 1) or -1

@@ -14,11 +14,12 @@ from datetime import datetime, timedelta
 
 from schemas.alerts import Alert
 from schemas.customers import Customer, Tombstone
+from schemas.kafka_size import too_large
 from schemas.orders import OrderRecord
 from schemas.plan import SlaPlan
 from schemas.scans import ScanEvent
 from schemas.unit_status import UnitStatus
-from schemas.validation import RecordRejected, decode_input, decode_replay_line
+from schemas.validation import RecordRejected, decode_input, decode_replay_line, line_key
 from streams.partitioning import partition_of
 from streams.rules.downtimes import Downtime, build_downtimes
 from streams.rules.evaluate import (
@@ -107,9 +108,16 @@ def _ingest(world: _World, offset: int, line: bytes, plan: SlaPlan) -> None:
         # the bytes replay publishes and the worker decodes, not the line parser's
         # re-serialisation (of a key the value writes twice it kept only the last)
         value = replay.value_as_written(line)
-        record = decode_input(replay.topic, value, plan=plan, key=replay.key_bytes())
+        key = replay.key_bytes()
+        if too_large(key, value) is not None:  # replay refuses it before decoding
+            world.rejected += 1
+            return
+        record = decode_input(replay.topic, value, plan=plan, key=key)
     except RecordRejected:
         world.rejected += 1
+        return
+    if too_large(line_key(key, replay.topic, record), value) is not None:
+        world.rejected += 1  # so it is with the key replay sends it with: its id
         return
     if isinstance(record, ScanEvent):
         add_scan(world.order(record.order_id), scan_fact(record))
@@ -160,7 +168,8 @@ def run_scenario(
 
     The clock counts the event_time of every record that passed validation, as a
     streaming engine sees it on arrival, even one the order fold later refuses.
-    Dead letters: rejected lines/records, refused order records, off-route scans.
+    Dead letters: rejected lines/records (a record over Kafka's message limit too, as
+    replay refuses it: `schemas.kafka_size`), refused order records, off-route scans.
 
     With `closed_order_retention`, an order's alerts carry the customer as known
     when the order was evicted (that long after it closed): a CRM record placed

@@ -13,19 +13,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from memory_peak import peak_memory
-from samples import customer, scan
+from samples import customer, padded_value, scan
 
-from chainwatch import replay
+from chainwatch import replay, replay_records
 from chainwatch.errors import UserError
 from chainwatch.replay import no_progress, publish_scenario, read_records, read_topic
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, ReasonCode
+from schemas.kafka_size import MAX_REQUEST_BYTES
+from schemas.validation import decode_replay_line
 from streams.partitioning import partition_of
 from streams.topics import CUSTOMERS, DEAD_LETTER, SCANS
 
@@ -57,6 +60,93 @@ def test_a_line_too_large_for_kafka_is_a_dead_letter_and_the_replay_goes_on(
     assert letter.reason_code is ReasonCode.PROCESSING_ERROR
     assert letter.source.line == 2
     assert letter.truncated
+
+
+def _spy_on_decoding(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """The length of each value `decode_input` is called with while a scenario is
+    published (None: a null value)."""
+    decoded: list[int | None] = []
+    decode = replay_records.decode_input
+
+    def spy(topic: str, raw_value: bytes | None, **kwargs: Any) -> Any:
+        decoded.append(None if raw_value is None else len(raw_value))
+        return decode(topic, raw_value, **kwargs)
+
+    monkeypatch.setattr(replay_records, "decode_input", spy)
+    return decoded
+
+
+def test_a_record_over_kafkas_limit_is_refused_undecoded_and_one_at_it_published(
+    settings_factory: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the value was decoded first, and only `send` refused it. A line whose
+    record cannot fit the producer's `max_request_size` is a dead letter before it is
+    decoded; one at the limit is published, to a real Kafka. A keyless line is sized with
+    the id it is sent with, and a record never sent moves no clock (it moved the final
+    one's)."""
+    settings = settings_factory()
+    prepare_topics(settings)
+    at = scan(event_id="e-1", order_id="PO-1", event_time="2027-03-01T10:00:00Z")
+    over = scan(event_id="e-2", order_id="PO-2", event_time="2027-03-02T10:00:00Z")
+    keyless = scan(event_id="e-3", order_id="PO-3", event_time="2027-03-03T10:00:00Z")
+    limit = MAX_REQUEST_BYTES
+    values = [
+        padded_value(at, b"PO-1", limit),
+        padded_value(over, b"PO-2", limit + 1),
+        padded_value(keyless, None, limit),  # over it with its key, PO-3
+    ]
+    scenario = tmp_path / "limit.ndjson"
+    scenario.write_bytes(
+        b'{"topic": "scans", "key": "PO-1", "value": ' + values[0] + b"}\n"
+        b'{"topic": "scans", "key": "PO-2", "value": ' + values[1] + b"}\n"
+        b'{"topic": "scans", "value": ' + values[2] + b"}\n"
+    )
+    decoded = _spy_on_decoding(monkeypatch)
+
+    published, dead, largest = asyncio.run(publish_scenario(settings, scenario, no_progress))
+
+    assert (published, dead) == (1, 2)
+    assert decoded == [len(values[0]), len(values[2])]  # the line over the limit never
+    assert largest == datetime(2027, 3, 1, 10, tzinfo=UTC).timestamp() * 1000  # the one sent
+    assert asyncio.run(read_topic(settings, SCANS)) == [(b"PO-1", values[0])]
+    letters = [
+        DeadLetter.model_validate_json(v or b"")
+        for _, v in asyncio.run(read_topic(settings, DEAD_LETTER))
+    ]
+    assert [
+        (d.reason_code, d.source.file, d.source.line, [e.type for e in d.errors], d.truncated)
+        for d in letters
+    ] == [
+        (ReasonCode.PROCESSING_ERROR, "limit.ndjson", 2, ["too_large"], True),
+        (ReasonCode.PROCESSING_ERROR, "limit.ndjson", 3, ["too_large"], True),
+    ]
+    assert f"{limit + 1:,} bytes, over the producer's max_request_size" in letters[0].reason
+    assert f"{limit + 4:,} bytes" in letters[1].reason  # with its key, PO-3
+
+
+def test_a_hostile_value_over_kafkas_limit_costs_no_decoding(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A value of ~200,000 small objects just over the limit: decoding it built them all
+    again for a record Kafka refuses anyway (an 8 MiB one took 11 s and 810 MB to publish,
+    now 2.6 s and 595 MB). Publishing it costs about what parsing its line does: 1.08
+    times that, 1.55 before."""
+    record = scan(event_id="e-1", order_id="PO-1")
+    value = padded_value(record, b"PO-1", MAX_REQUEST_BYTES + 1, inner="{}")
+    line = b'{"topic": "scans", "key": "PO-1", "value": ' + value + b"}"
+    scenario = tmp_path / "hostile.ndjson"
+    scenario.write_bytes(line + b"\n")
+    with peak_memory() as parsing:
+        decode_replay_line(line)
+    decoded = _spy_on_decoding(monkeypatch)
+    producer = _Producer()
+
+    with peak_memory() as peak:
+        published, dead, _ = publish_to(producer, monkeypatch, scenario)
+
+    assert (published, dead, decoded) == (0, 1, [])
+    assert producer.sent == ["dead-letter"]
+    assert peak.bytes < 1.2 * parsing.bytes, (peak.bytes, parsing.bytes)
 
 
 def test_a_keyless_line_is_published_with_its_id_as_key(

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 
 from rules_builders import PLAN
+from samples import padded_value
 
+from schemas.kafka_size import MAX_REQUEST_BYTES
 from streams.rules.oracle import run_scenario
 
 SCAN = {
@@ -31,3 +33,17 @@ def test_a_value_writing_a_key_twice_is_a_dead_letter_as_the_engine_makes_it() -
     assert (once.dead_letters, bool(once.alerts)) == (0, True)
     result = run_scenario([_line(twice)], PLAN, None)
     assert (result.dead_letters, result.alerts) == (1, [])
+
+
+def test_a_record_kafka_would_not_take_is_a_dead_letter_as_the_replay_makes_it() -> None:
+    """`chainwatch replay` dead-letters a line whose record cannot fit the producer's
+    `max_request_size`, undecoded; the oracle took a valid one over it, so the two
+    disagreed on its alerts, its dead letter and the clock its event time moved."""
+    key = b"PO-1"
+    at, over = (padded_value(SCAN, key, MAX_REQUEST_BYTES + n) for n in (0, 1))
+    keyless = padded_value(SCAN, None, MAX_REQUEST_BYTES)  # over it with its id as key
+    taken = run_scenario([_line(at.decode())], PLAN, None)
+    assert (taken.dead_letters, bool(taken.alerts)) == (0, True)
+    for refused in (_line(over.decode()), b'{"topic": "scans", "value": ' + keyless + b"}"):
+        result = run_scenario([refused], PLAN, None)
+        assert (result.dead_letters, result.alerts) == (1, [])
