@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from chainwatch.errors import USER_ERRORS
-from chainwatch.replay import ReplayRun, no_progress
+from chainwatch.replay import ReplayRun, no_progress, scenario_texts
 from chainwatch.settings import Settings
 from schemas.plan import load_plan
 from streams.engine.limits import EngineLimits
@@ -78,7 +78,7 @@ def reference(
     and with the runs' partitions, whose clocks decide when a closed order is evicted."""
     retention = timedelta(milliseconds=limits.closed_order_retention_ms)
     result = run_scenario(
-        scenario.read_bytes().splitlines(),
+        scenario_texts(scenario),  # the lines as the replay reads them
         load_plan(None),
         until,
         closed_order_retention=retention,

@@ -14,6 +14,7 @@ from typing import Any
 import faust
 from aiokafka.errors import MessageSizeTooLargeError
 
+from chainwatch.replay import scenario_texts
 from schemas.plan import SlaPlan, load_plan
 from streams.codecs import InputCodec
 from streams.engine.output_sender import OutputSender
@@ -36,8 +37,10 @@ def simulate(path: Path, *, days: int, orders_per_day: int, seed: int) -> Path:
 
 
 def reference_alerts(scenario: Path, until: datetime) -> tuple[list[dict[str, Any]], int]:
-    """What any correct engine must end with: the pure rules over the whole file at once."""
-    result = run_scenario(scenario.read_bytes().splitlines(), load_plan(None), until)
+    """What any correct engine must end with: the pure rules over the whole file at once,
+    its lines read as the replay reads them (`scenario_texts`: a byte order mark is none
+    of the line's)."""
+    result = run_scenario(scenario_texts(scenario), load_plan(None), until)
     return [a.model_dump(mode="json") for a in result.alerts], result.dead_letters
 
 

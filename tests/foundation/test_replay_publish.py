@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from codecs import BOM_UTF8
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,8 +29,10 @@ from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, ReasonCode
 from schemas.kafka_size import MAX_REQUEST_BYTES
+from schemas.plan import load_plan
 from schemas.validation import decode_replay_line
 from streams.partitioning import partition_of
+from streams.rules.oracle import run_scenario
 from streams.topics import CUSTOMERS, DEAD_LETTER, SCANS
 
 
@@ -350,6 +353,27 @@ def test_a_blank_line_of_megabytes_is_skipped_as_any_blank_line(
     assert producer.sent == ["scans", "scans"]
     assert [n for n, _ in replay.scenario_lines(scenario)] == [1, 3]
     assert count_records(scenario) == 2
+
+
+def test_the_reference_engine_is_given_the_lines_the_replay_reads(tmp_path: Path) -> None:
+    """`splitlines()`, which the tests and the fleet bench read scenarios with for the
+    oracle, kept a byte order mark the replay strips and split a line at a lone CR (JSON
+    whitespace to the replay): the oracle saw dead letters the replay never made."""
+    records = [
+        json.dumps({"topic": "scans", "value": scan(event_id=f"e-{n}")}).encode() for n in range(3)
+    ]
+    spaced = records[1].replace(b", ", b",\r", 1)  # a lone CR: whitespace inside a line
+    scenario = tmp_path / "lines.ndjson"
+    scenario.write_bytes(
+        BOM_UTF8 + records[0] + b"\r\n" + spaced + b"\n \n" + BOM_UTF8 + records[2] + b"\n"
+        + b'{"topic": "scans", "value": "' + b"x" * replay.MAX_SCENARIO_LINE_BYTES + b'"}\n'
+    )  # fmt: skip
+
+    texts = list(replay.scenario_texts(scenario))
+
+    assert texts == [records[0], spaced, records[2], replay.UNREAD_LINE]
+    assert run_scenario(texts, load_plan(None), None).dead_letters == 1  # the long line
+    assert run_scenario(scenario.read_bytes().splitlines(), load_plan(None), None).dead_letters > 1
 
 
 def test_a_scenario_that_is_a_directory_or_a_pipe_is_said_to_be_one(tmp_path: Path) -> None:
