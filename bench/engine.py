@@ -347,6 +347,7 @@ def replay_once(
                 result.published,
                 {a["alert_id"]: a for a in result.alerts},
                 result.dead_letters,
+                run.stall_restarts,
             ),
         }
         if yardsticks is not None:

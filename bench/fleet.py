@@ -50,6 +50,15 @@ class FleetRun:
     published: int
     alerts: dict[str, dict[str, Any]]
     dead_letters: int
+    stall_restarts: int = 0
+    """Times the replay replaced stuck workers (`wait_until_idle`): a fleet that stalled
+    may still end with the right alerts, after a restart it should not have needed (or a
+    batch longer than the watchdog's patience, on a very busy machine)."""
+
+    def stalls(self) -> str:
+        """', workers replaced N x after a stall', or nothing: said beside every result."""
+        n = self.stall_restarts
+        return f", workers replaced {n}x after a stall" if n else ""
 
 
 def simulate(path: Path, *, days: int, orders_per_day: int, seed: int) -> Path:
@@ -106,6 +115,7 @@ def differences(
         f"{run.label}: {len(missing)} alerts missing {missing[:examples]}, "
         f"{len(extra)} extra {extra[:examples]}, {len(differ)} differing {differ[:examples]} "
         f"(fields {fields}), dead letters {run.dead_letters} vs {expected_dead} expected"
+        f"{run.stalls()}"
     )
 
 
@@ -159,6 +169,7 @@ def run_fleet(
         result.published,
         {a["alert_id"]: a for a in result.alerts},
         result.dead_letters,
+        run.stall_restarts,
     )
 
 
@@ -212,7 +223,8 @@ def main() -> None:
             print(
                 f"{fleet.label:<40} {PARTITIONS} partitions  wall {fleet.wall_s:7.1f}s  "
                 f"{fleet.published / fleet.wall_s:6.0f} records/s  {len(fleet.alerts)} alerts  "
-                f"{'SAME as the reference' if diff is None else 'DIFFERENT from the reference'}",
+                f"{'SAME as the reference' if diff is None else 'DIFFERENT from the reference'}"
+                f"{fleet.stalls()}",
                 flush=True,
             )
             if diff is not None:

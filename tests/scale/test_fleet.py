@@ -57,7 +57,7 @@ def test_four_workers_with_a_kill_and_an_addition_match_one_worker(
     for kwargs in runs:  # each compared at once: a wrong first run fails in minutes
         run = fleet.run_fleet(settings, scenario, until=until, **kwargs)
         walls.append(f"{run.label}{' (kill+add)' if kwargs.get('kill_and_add') else ''} "
-                     f"{run.wall_s:.0f}s")  # fmt: skip
+                     f"{run.wall_s:.0f}s{run.stalls()}")  # fmt: skip
         print(f"\n{records} records: {', '.join(walls)}", flush=True)
         diff = fleet.differences(expected, expected_dead, run)
         assert diff is None, diff
