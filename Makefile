@@ -60,7 +60,7 @@ check: $(STAMP)
 test-heavy: $(STAMP)
 	$(BIN)/pytest -m heavy
 
-## make test-fleet: opt-in - 1 worker vs 4 (one killed, one added) on a 50k-record replay (about 2 minutes on 2 cores)
+## make test-fleet: opt-in - 1, 2 and 4 workers (one killed, one added) on a 50k-record replay (3-5 minutes on a busy 2-core machine)
 test-fleet: $(STAMP)
 	$(BIN)/pytest -m fleet tests/scale/test_fleet.py
 

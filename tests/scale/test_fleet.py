@@ -2,10 +2,11 @@
 
 ~50,000 simulated records replayed by 1 worker, by 2, and by 4 workers of which one is
 killed (SIGKILL) mid-run and a fifth added: each ends with the reference engine's
-alerts and dead letters (compared as soon as it ends). About 2 minutes on a 2-core
-machine (2026-12-02 night: 50,775 records, 1 worker 34 s, 2 workers 36 s, 4 with a
-kill and an addition 45 s; tens of minutes before replays deferred their derivations),
-still never in the default run (pyproject addopts: -m "not fleet").
+alerts and count of dead letters (the reference counts them; compared as soon as the
+run ends). About 2 minutes on a quiet 2-core machine (2026-12-02 night: 50,775 records,
+1 worker 34 s, 2 workers 36 s, 4 with a kill and an addition 45 s; tens of minutes
+before replays deferred their derivations), 3-5 on a busy one (docs/scaling.md), still
+never in the default run (pyproject addopts: -m "not fleet").
 """
 
 from __future__ import annotations
