@@ -15,8 +15,15 @@ import orjson
 
 from schemas.unit_status import UnitStatus
 from streams.engine.messages import UNIT_INBOX, Occupancy, decode_unit_inbox
+from streams.engine.occupancy_index import IndexedEntries, OccupancyIndex, decode_entry
 from streams.engine.runtime import RECOVERY_FLUSH_EVERY, EngineRuntime, as_rejected
-from streams.engine.unit_processor import OccupancyEntry, UnitEffects, UnitProcessor, UnitSlot
+from streams.engine.unit_processor import (
+    OccupancyEntry,
+    StoredEntries,
+    UnitEffects,
+    UnitProcessor,
+    UnitSlot,
+)
 from streams.rules.facts import from_ms, to_ms
 from streams.rules.record_facts import unit_status_fact
 from streams.topics import UNIT_STATUS
@@ -26,14 +33,19 @@ class UnitAgents:
     def __init__(self, rt: EngineRuntime) -> None:
         self.rt = rt
         self.units = UnitProcessor(rt.plan, rt.config.limits)
-        self._unit_orders: dict[str, set[str]] | None = None
-        """unit_id -> orders with an occupancy entry there: a cache of the occupancy table."""
+        self._index: OccupancyIndex | None = None
+        """unit_id -> orders with an occupancy entry there, and what a status record
+        needs to know of each entry: kept in step with the occupancy table."""
 
-    def orders_at(self, unit_id: str) -> set[str]:
-        if self._unit_orders is None:
+    def index(self) -> OccupancyIndex:
+        if self._index is None:
             self.rebuild_index()
-        assert self._unit_orders is not None
-        return self._unit_orders.setdefault(unit_id, set())
+        assert self._index is not None
+        return self._index
+
+    def entry(self, unit_id: str, order_id: str) -> OccupancyEntry | None:
+        raw = self.rt.occupancy_table.get(f"{unit_id}|{order_id}")
+        return None if raw is None else decode_entry(raw)
 
     def load(self, unit_id: str) -> UnitSlot:
         raw = self.rt.unit_table.get(unit_id)
@@ -42,11 +54,17 @@ class UnitAgents:
     def entries(self, unit_id: str) -> dict[str, OccupancyEntry]:
         """Every stored occupancy entry of the unit, frozen ones included."""
         entries: dict[str, OccupancyEntry] = {}
-        for order_id in self.orders_at(unit_id):
-            raw = self.rt.occupancy_table.get(f"{unit_id}|{order_id}")
-            if raw is not None:
-                entries[order_id] = OccupancyEntry.from_json(orjson.loads(raw))
+        for order_id in self.index().of(unit_id):
+            entry = self.entry(unit_id, order_id)
+            if entry is not None:
+                entries[order_id] = entry
         return entries
+
+    def stored(self, unit_id: str) -> StoredEntries:
+        """The unit's entries for a status record: decoded only where they can matter."""
+        return IndexedEntries(
+            self.index().of(unit_id), lambda order_id: self.entry(unit_id, order_id)
+        )
 
     def apply(self, slot: UnitSlot, effects: UnitEffects, store: bool) -> None:
         """Store first, then send (as the order side); every value is encoded before any write."""
@@ -60,9 +78,7 @@ class UnitAgents:
             rt.put(rt.occupancy_table, key, value)
         for order_id in effects.forgotten:
             rt.delete(rt.occupancy_table, f"{slot.unit_id}|{order_id}")
-        index = self.orders_at(slot.unit_id)
-        index.difference_update(effects.forgotten)
-        index.update(effects.changed_entries)
+        self.index().update(slot.unit_id, effects.changed_entries, effects.forgotten)
         if unit is not None:
             rt.put(rt.unit_table, slot.unit_id, unit)
         for answer in effects.answers:
@@ -90,7 +106,7 @@ class UnitAgents:
             now_ms = rt.clock.observe(message.partition, to_ms(value.event_time))
             slot = self.load(value.unit_id)
             effects = self.units.on_status(
-                slot, unit_status_fact(value), self.entries(value.unit_id), from_ms(now_ms),
+                slot, unit_status_fact(value), self.stored(value.unit_id), from_ms(now_ms),
                 rt.source(UNIT_STATUS, message), message.value,
             )  # fmt: skip
             self.apply(slot, effects, store=effects.changed)
@@ -106,10 +122,7 @@ class UnitAgents:
             entries: dict[str, OccupancyEntry | None] = {}
             for occ in messages:
                 if occ.order_id not in entries:
-                    raw = rt.occupancy_table.get(f"{unit_id}|{occ.order_id}")
-                    entries[occ.order_id] = (
-                        None if raw is None else OccupancyEntry.from_json(orjson.loads(raw))
-                    )
+                    entries[occ.order_id] = self.entry(unit_id, occ.order_id)
             slot = self.load(unit_id)
             now = from_ms(rt.clock.now(event.message.partition))
             effects = self.units.on_occupancies(
@@ -133,11 +146,8 @@ class UnitAgents:
         self.rebuild_index()
 
     def rebuild_index(self) -> None:
-        index: dict[str, set[str]] = {}
-        for key in list(self.rt.occupancy_table.keys()):
-            unit_id, _, order_id = str(key).partition("|")
-            index.setdefault(unit_id, set()).add(order_id)
-        self._unit_orders = index
+        """Every entry decoded once (after a recovery: the table was written without us)."""
+        self._index = OccupancyIndex.rebuild(list(self.rt.occupancy_table.items()))
 
 
 def _positions(items: Sequence[tuple[Any, Occupancy]]) -> list[tuple[int, int]]:

@@ -14,7 +14,8 @@ a busy unit overlaps thousands of orders, and the value passed Kafka's limit): t
 occupancy entries of the orders in the state are them. The unit keeps per downtime
 only their count and the first ids (`Progress`), brought up to date report by report
 and derived again from every entry when that cannot be done (a listed order left
-the downtime, a report came again after a crash, a status record came).
+the downtime, a report came again after a crash), or from the entries a status
+record's downtimes can touch (`StoredEntries`) when one comes.
 
 An order that leaves the state (a `forget`: evicted after the retention) stays
 counted in the downtimes its final visits overlap then: it moves into the unit's
@@ -399,6 +400,25 @@ def _overlapping(spans: Sequence[Span], visits: list[list[Any]]) -> list[Downtim
     return touching
 
 
+class StoredEntries:
+    """A unit's stored occupancy entries as a status record reads them (`on_status`):
+    `select(spans)` gives at least every entry that overlaps a downtime of `spans`,
+    is frozen (a tombstone too) or was answered (`answered` not None), each the same
+    object however often it is asked for; `in` tells whether an order has any entry.
+    The others may be left out: a status record answers, counts and folds nothing
+    by them. This one gives every entry (the tests' plain mappings);
+    `occupancy_index.IndexedEntries` decodes only what the index cannot rule out."""
+
+    def __init__(self, entries: Mapping[str, OccupancyEntry]) -> None:
+        self._entries = entries
+
+    def __contains__(self, order_id: object) -> bool:
+        return order_id in self._entries
+
+    def select(self, spans: Sequence[Span]) -> Mapping[str, OccupancyEntry]:
+        return self._entries
+
+
 class UnitProcessor:
     def __init__(self, plan: SlaPlan, limits: EngineLimits | None = None) -> None:
         self.plan = plan
@@ -408,22 +428,29 @@ class UnitProcessor:
         self,
         slot: UnitSlot,
         record: DowntimeRecord,
-        occupancy: Mapping[str, OccupancyEntry],
+        stored: Mapping[str, OccupancyEntry] | StoredEntries,
         now: datetime,
         source: DeadLetterSource,
         raw: bytes | None,
     ) -> UnitEffects:
         """A status record: new downtimes, answers to every order they touch, unit alerts.
 
-        `occupancy` is every entry of the unit, frozen ones included. Afterwards
-        the unit folds away what no visit can still need (`UnitSlot.fold`), and
-        the frozen entries that overlap no kept downtime go; a record it cannot
-        take is a `state_limit` dead letter.
+        `stored` is the unit's entries, frozen ones included (a mapping: all of
+        them). Only the entries that can matter are read (`StoredEntries`): an
+        entry that overlaps no downtime the unit keeps, was never answered and is
+        not frozen is neither answered nor counted, and holds no downtime back
+        from the fold. Afterwards the unit folds away what no visit can still
+        need (`UnitSlot.fold`), and the frozen entries that overlap no kept
+        downtime go; a record it cannot take is a `state_limit` dead letter.
         """
+        if not isinstance(stored, StoredEntries):
+            stored = StoredEntries(stored)
         limit = self.limits.max_unit_records
         effects = UnitEffects()
         taken = slot.take(record, limit, source.offset)
-        if taken is Taken.FULL and self._fold(slot, occupancy, effects):
+        if taken is Taken.FULL and self._fold(
+            slot, stored.select(_spans(build_downtimes(slot.records))), effects
+        ):
             effects.changed = True  # an order left since the last record: room again?
             taken = slot.take(record, limit, source.offset)
         if taken in (Taken.LATE, Taken.FULL):
@@ -438,6 +465,7 @@ class UnitProcessor:
         if taken is Taken.ADDED and slot.open_left is not None:
             _open_left_join(slot, record.event_id, downtimes)
         spans = _spans(downtimes)
+        occupancy = stored.select(spans)
         members: dict[str, set[str]] = {}
         gone = slot.gone
         for order_id in sorted(occupancy):
@@ -453,7 +481,7 @@ class UnitProcessor:
         if slot.in_progress:  # a stored list: only the orders without an entry stay in it
             kept = {d.event_id for d in downtimes}
             left = {
-                event_id: [o for o in orders if o not in occupancy]
+                event_id: [o for o in orders if o not in stored]
                 for event_id, orders in slot.in_progress.items()
                 if event_id in kept
             }

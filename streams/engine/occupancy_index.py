@@ -1,0 +1,151 @@
+"""What the unit side knows of the occupancy table without decoding it: per unit, per
+order, a summary of the order's entry.
+
+A status record must answer, count and fold by the entries its downtimes can
+touch. It decoded every entry of the unit: a cost in the orders that visited the
+unit within the retention (~55 ms a record on the engine bench, seconds at a
+busy unit with 30 days of orders), though most of them overlap no kept downtime
+and were never answered, and a status record does nothing with them.
+The summary tells those apart: the span of the entry's visits and whether it
+must be read whatever its visits (answered before, or frozen: it may be
+retracted, counted, or deleted with a fold). `IndexedEntries` decodes only the
+entries the summaries cannot rule out (`unit_processor.StoredEntries` says which
+a status record needs).
+
+The summaries are plain ints and bools in tuples, which the collector stops
+tracking (decoded entries kept between steps cost the worker more than they
+saved: docs/performance-engine.md, "Tried, not kept"). They are kept in step
+with the table: every write of an entry goes through `UnitAgents.apply`, which
+updates them; a recovery builds them again by decoding every entry once.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from streams.engine.unit_processor import OccupancyEntry, Span, StoredEntries
+
+Summary = tuple[int | None, int | None, bool]
+"""(first start, last end, read always) of an entry, in epoch ms. First start None:
+no visit (none has a start or an end); last end None: a visit that never ended.
+Read always: answered before, or frozen (a tombstone too)."""
+
+INFINITY = float("inf")
+
+
+def summary_of(entry: OccupancyEntry) -> Summary:
+    """The span of every visit (an unknown start counts as the end, as `_overlapping`
+    says): a downtime that overlaps a visit overlaps the span."""
+    first: int | None = None
+    last: int | None = None
+    still_open = False
+    for visit in entry.visits:
+        start, end = visit[2], visit[3]
+        if start is None:
+            start = end
+            if start is None:
+                continue  # neither: not a visit
+        first = start if first is None else min(first, start)
+        if end is None:
+            still_open = True
+        else:
+            last = end if last is None else max(last, end)
+    if first is None or still_open:
+        last = None
+    return (first, last, entry.answered is not None or entry.frozen)
+
+
+def decode_entry(raw: bytes) -> OccupancyEntry:
+    return OccupancyEntry.from_json(orjson.loads(raw))
+
+
+class OccupancyIndex:
+    """unit_id -> order_id -> the summary of its entry: the occupancy table's keys, and
+    what a status record needs to know of their values."""
+
+    def __init__(self) -> None:
+        self._units: dict[str, dict[str, Summary]] = {}
+
+    def of(self, unit_id: str) -> dict[str, Summary]:
+        """The unit's orders with an entry, and their summaries (live: not a copy)."""
+        return self._units.setdefault(unit_id, {})
+
+    def update(
+        self, unit_id: str, changed: Mapping[str, OccupancyEntry], deleted: Iterable[str]
+    ) -> None:
+        """As the table is written: the changed entries put, then the deleted ones gone."""
+        summaries = self.of(unit_id)
+        for order_id, entry in changed.items():
+            summaries[order_id] = summary_of(entry)
+        for order_id in deleted:
+            summaries.pop(order_id, None)
+
+    @classmethod
+    def rebuild(cls, items: Iterable[tuple[Any, bytes | None]]) -> OccupancyIndex:
+        """From the table's (`unit|order`, value) items: every entry decoded once."""
+        index = cls()
+        for key, raw in items:
+            if raw is not None:
+                unit_id, _, order_id = str(key).partition("|")
+                index.of(unit_id)[order_id] = summary_of(decode_entry(raw))
+        return index
+
+    def summaries(self) -> dict[str, dict[str, Summary]]:
+        """A copy of every unit's summaries (tests compare it with a rebuilt index)."""
+        return {unit_id: dict(s) for unit_id, s in self._units.items() if s}
+
+
+class IndexedEntries(StoredEntries):
+    """A unit's entries as a status record reads them: `select` decodes (once) the
+    entries whose span overlaps a downtime of `spans` and those read always; the
+    others overlap none of those downtimes and were never answered, so a status
+    record answers, counts and folds nothing by them."""
+
+    def __init__(
+        self, summaries: Mapping[str, Summary], load: Callable[[str], OccupancyEntry | None]
+    ) -> None:
+        super().__init__({})
+        self._summaries = summaries
+        self._load = load
+        self._decoded: dict[str, OccupancyEntry | None] = {}
+
+    def __contains__(self, order_id: object) -> bool:
+        return order_id in self._summaries
+
+    def select(self, spans: Sequence[Span]) -> dict[str, OccupancyEntry]:
+        ends, earliest = _reach(spans)
+        chosen: dict[str, OccupancyEntry] = {}
+        decoded, load = self._decoded, self._load
+        for order_id, (first, last, always) in self._summaries.items():
+            if not always:
+                if first is None:
+                    continue
+                # the earliest start of the downtimes that end after `first`
+                start = earliest[bisect_right(ends, first)]
+                if start == INFINITY or (last is not None and start >= last):
+                    continue
+            if order_id not in decoded:
+                decoded[order_id] = load(order_id)
+            entry = decoded[order_id]
+            if entry is not None:
+                chosen[order_id] = entry
+        return chosen
+
+
+def _reach(spans: Sequence[Span]) -> tuple[list[int], list[float]]:
+    """The closed downtimes' ends in order and, for each position, the earliest start
+    among the downtimes that end from there on (the open ones included, as ending
+    last): a span (first, last) overlaps a downtime iff first < its end and its
+    start < last (`_overlapping`), i.e. iff the earliest start of those ending after
+    `first` is before `last`."""
+    closed = sorted((end, start) for start, end, _ in spans if end is not None)
+    opened = [start for start, end, _ in spans if end is None]
+    earliest: list[float] = [INFINITY] * (len(closed) + 1)
+    earliest[-1] = min(opened, default=INFINITY)
+    for n in range(len(closed) - 1, -1, -1):
+        earliest[n] = min(earliest[n + 1], closed[n][1])
+    return [end for end, _ in closed], earliest

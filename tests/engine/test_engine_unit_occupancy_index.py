@@ -1,0 +1,313 @@
+"""A unit status record reads only the occupancy entries that can matter
+(streams.engine.occupancy_index), with the effects of reading them all.
+
+It decoded every entry of the unit, a cost in the orders that visited the unit
+within the retention. Two copies of the unit side (`UnitAgents` over in-memory
+tables) take the same random inputs: visits, status records (late, full, known
+ones too), forgets, crashes that keep one changelog's writes and lose the
+other's, the redeliveries after them, and values stored by older versions
+(frozen entries before tombstones, whole lists, no counts). One reads every
+entry (as before), the other through the index: everything they store and send
+must be the same, and the index what a recovery builds from the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+
+from schemas.dead_letter import DeadLetter, DeadLetterSource
+from streams.engine.limits import EngineLimits
+from streams.engine.messages import DowntimeAnswer, Occupancy
+from streams.engine.occupancy_index import OccupancyIndex, summary_of
+from streams.engine.unit_agents import UnitAgents
+from streams.engine.unit_processor import OccupancyEntry, StoredEntries
+from streams.rules.facts import to_ms
+from tests.engine.test_engine_unit_state import NOW, PLAN, T0, UNIT, _status
+
+STEP_S = 600
+"""Every instant is a multiple of ten minutes: visits and records often share one."""
+ORDERS = [f"PO-{k:02d}" for k in range(16)]
+LIMITS = EngineLimits(max_unit_records=8, unit_lookback_ms=18 * STEP_S * 1000,
+                      max_unit_left_orders=4)  # fmt: skip
+
+
+class _Table(dict[str, bytes]):
+    """A table that counts the values read."""
+
+    reads = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.reads += 1
+        return super().get(key, default)
+
+
+class _Runtime:
+    """What `UnitAgents` uses of `EngineRuntime`: its two tables, and what it sends."""
+
+    def __init__(self) -> None:
+        self.plan = PLAN
+        self.config = SimpleNamespace(limits=LIMITS)
+        self.clock = SimpleNamespace(
+            observe=lambda partition, ms: to_ms(NOW), now=lambda partition: to_ms(NOW)
+        )
+        self.out = SimpleNamespace(order_inbox="order-inbox")
+        self.unit_table: dict[str, bytes] = {}
+        self.occupancy_table = _Table()
+        self.sent: list[bytes] = []
+
+    def put(self, table: dict[str, bytes], key: str, value: bytes) -> None:
+        table[key] = value
+
+    def delete(self, table: dict[str, bytes], key: str) -> None:
+        table.pop(key, None)
+
+    def encoded(self, value: Any) -> bytes:
+        return orjson.dumps(value)
+
+    def join(self, _topic: str, answer: DowntimeAnswer) -> None:
+        self.sent.append(answer.encode())
+
+    def send_alerts(self, alerts: Iterable[dict[str, Any]], *, reannounce: bool = False) -> None:
+        self.sent.extend(orjson.dumps(a) for a in alerts)
+
+    def send_dead_letters(self, letters: Iterable[DeadLetter]) -> None:
+        self.sent.extend(letter.encode() for letter in letters)
+
+    def diverted(self, *_: Any) -> bool:
+        return False
+
+    @staticmethod
+    def source(topic: str, message: Any) -> DeadLetterSource:
+        return DeadLetterSource(kind="kafka", topic=topic, partition=0, offset=message.offset)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def acting_for(_event: Any) -> Iterator[None]:
+        yield
+
+
+class _EveryEntry(UnitAgents):
+    """The unit side as it was: a status record reads every entry of the unit."""
+
+    def stored(self, unit_id: str) -> StoredEntries:
+        return StoredEntries(self.entries(unit_id))
+
+
+def _event(offset: int, value: Any = None) -> Any:
+    return SimpleNamespace(
+        message=SimpleNamespace(partition=0, offset=offset, value=b"{}", key=None), value=value
+    )
+
+
+Step = tuple[str, int, Any]
+"""("status", offset, UnitStatus) or ("reports", offset, [Occupancy])"""
+
+
+class _Inputs:
+    """Random inputs around a clock that moves forward, mostly."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.clock = 40  # in steps of STEP_S after T0
+        self.versions: dict[str, int] = {}
+        self.statuses = 0
+        self.offsets = {"status": 0, "reports": 0}
+        self.past: list[Step] = []
+
+    def _ms(self, step: int) -> int:
+        return to_ms(T0 + timedelta(seconds=step * STEP_S))
+
+    def _visit(self) -> list[Any]:
+        rng = self.rng
+        start: int | None = self.clock + rng.randint(-40, 6)
+        end: int | None = (start or 0) + rng.randint(0, 10)
+        shape = rng.random()
+        if shape < 0.2:
+            end = None  # never ended (yet)
+        elif shape < 0.35:
+            start = None  # an unknown start counts as the end
+        elif shape < 0.37:
+            start = end = None  # not a visit
+        return ["dyeing", rng.randint(1, 2), *(None if t is None else self._ms(t)
+                                              for t in (start, end))]  # fmt: skip
+
+    def _report(self) -> Occupancy:
+        rng = self.rng
+        order_id = rng.choice(ORDERS)
+        known = self.versions.get(order_id, 0)
+        if known and rng.random() < 0.2:
+            return Occupancy(order_id, UNIT, known, forget=True)
+        version = max(1, known + rng.choice([-1, 0, 1, 1, 1]))
+        self.versions[order_id] = max(known, version)
+        visits = [self._visit() for _ in range(rng.choice([0, 1, 1, 1, 2]))]
+        return Occupancy(order_id, UNIT, version, visits)
+
+    def next(self) -> Step:
+        rng = self.rng
+        if self.past and rng.random() < 0.08:  # sent again, at its position or a new one
+            kind, offset, value = rng.choice(self.past)
+            if rng.random() < 0.5:
+                return kind, offset, value
+            return self._new(kind, value)
+        if rng.random() < 0.45:
+            self.clock += rng.randint(0, 3)
+            status = rng.choice(["down", "degraded", "up", "up"])
+            at = self.clock + rng.choice([0, 0, 0, -1, -3, -10, -30, 2])
+            self.statuses += 1
+            return self._new("status", _status(self.statuses, at * STEP_S, status))
+        return self._new("reports", [self._report() for _ in range(rng.randint(1, 4))])
+
+    def _new(self, kind: str, value: Any) -> Step:
+        offset = self.offsets[kind]
+        self.offsets[kind] += 1
+        step = (kind, offset, value)
+        self.past.append(step)
+        return step
+
+
+class _Side:
+    """One copy of the unit side, and its tables."""
+
+    def __init__(self, every: bool) -> None:
+        self.every = every
+        self.rt = _Runtime()
+        self.agents = self._start()
+
+    def _start(self) -> UnitAgents:
+        kind = _EveryEntry if self.every else UnitAgents
+        return kind(self.rt)  # type: ignore[arg-type]
+
+    def restart(self) -> None:
+        """A new worker: its index is built again from the table (a recovery)."""
+        self.agents = self._start()
+
+    async def take(self, step: Step) -> int:
+        """The step's table reads."""
+        kind, offset, value = step
+        before = self.rt.occupancy_table.reads
+        if kind == "status":
+            await self.agents.on_status(_event(offset, value))
+        else:
+            await self.agents._reports([(_event(offset), occ) for occ in value])
+        return self.rt.occupancy_table.reads - before
+
+    def tables(self) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        return dict(self.rt.unit_table), dict(self.rt.occupancy_table)
+
+    def restore(self, unit: dict[str, bytes] | None, entries: dict[str, bytes] | None) -> None:
+        if unit is not None:
+            self.rt.unit_table = dict(unit)
+        if entries is not None:
+            self.rt.occupancy_table.clear()
+            self.rt.occupancy_table.update(entries)
+
+
+def _as_stored_before(rng: random.Random, sides: list[_Side]) -> None:
+    """Make the state look as a version before tombstones or counts stored it."""
+    unit, entries = sides[0].tables()
+    choice = rng.random()
+    if choice < 0.4 and entries:
+        key = rng.choice(sorted(entries))
+        data = orjson.loads(entries[key])
+        if len(data) > 5 and data[5] is not True:  # not a tombstone: frozen before them
+            entries[key] = orjson.dumps([*data[:3], True])
+    elif UNIT in unit:
+        value = orjson.loads(unit[UNIT])
+        if choice < 0.7:
+            downtimes = [r[0] for r in value["r"] if r[3] != "up"]
+            if downtimes:  # whole lists, an order evicted since among them
+                names = [*rng.sample(ORDERS, 3), "PO-EVICTED"]
+                value["ip"] = {rng.choice(downtimes): sorted(names)}
+        else:
+            value["pg"] = None  # counts not kept yet
+        unit[UNIT] = orjson.dumps(value)
+    for side in sides:
+        side.restore(unit, entries)
+        side.restart()
+
+
+async def _walk(seed: int, steps: int) -> tuple[int, int]:
+    """(the table reads of the status records reading every entry, through the index)."""
+    rng = random.Random(seed)
+    inputs = _Inputs(rng)
+    every, indexed = sides = [_Side(every=True), _Side(every=False)]
+    reads = [0, 0]
+    for n in range(steps):
+        step = inputs.next()
+        if rng.random() < 0.03:
+            _as_stored_before(rng, sides)
+        kept = every.tables()
+        for k, side in enumerate(sides):
+            taken = await side.take(step)
+            if step[0] == "status":
+                reads[k] += taken
+        if rng.random() < 0.1:  # a crash lost one changelog's writes of the step
+            unit, entries = kept
+            lost_unit = rng.random() < 0.5
+            for side in sides:
+                side.restore(unit if lost_unit else None, None if lost_unit else entries)
+                side.restart()
+                await side.take(step)  # the step redelivered
+        where = f"seed {seed}, step {n}: {step[0]} at offset {step[1]}"
+        assert indexed.rt.sent == every.rt.sent, where
+        assert indexed.tables() == every.tables(), where
+        rebuilt = OccupancyIndex.rebuild(indexed.rt.occupancy_table.items())
+        assert indexed.agents.index().summaries() == rebuilt.summaries(), where
+        for side in sides:
+            side.rt.sent.clear()
+    return reads[0], reads[1]
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_a_status_record_through_the_index_has_the_effects_of_reading_every_entry(
+    seed: int,
+) -> None:
+    every, indexed = asyncio.run(_walk(seed, 600))
+    assert indexed < every  # and it reads fewer entries
+
+
+def test_a_status_record_decodes_only_the_entries_that_can_matter() -> None:
+    """1,000 orders visited the unit: 997 after its downtime ended, one inside it
+    (answered), one since before it and one since after it, both still there. A new
+    downtime reads the answered one and the two whose visits overlap it (they never
+    ended), not the 997 others (it read all 1,000)."""
+    side = _Side(every=False)
+
+    def visit(start_h: int, end_h: int | None) -> list[list[Any]]:
+        end = None if end_h is None else to_ms(T0 + timedelta(hours=end_h))
+        return [["dyeing", 1, to_ms(T0 + timedelta(hours=start_h)), end]]
+
+    async def main() -> int:
+        await side.take(("status", 0, _status(0, 0, "down")))
+        await side.take(("status", 1, _status(1, 2 * 3_600, "up")))
+        batch = [Occupancy(f"PO-{k:04d}", UNIT, 1, visit(3, 4)) for k in range(997)]
+        batch += [Occupancy("PO-INSIDE", UNIT, 1, visit(0, 1)),
+                  Occupancy("PO-SINCE-0H", UNIT, 1, visit(0, None)),
+                  Occupancy("PO-SINCE-5H", UNIT, 1, visit(5, None))]  # fmt: skip
+        await side.take(("reports", 0, batch))
+        side.restart()  # the index built from the table, as a recovery does
+        side.rt.sent.clear()
+        return await side.take(("status", 2, _status(2, 6 * 3_600, "down")))
+
+    reads = asyncio.run(main())
+    assert len(side.rt.occupancy_table) == 1_000
+    assert reads == 3
+    answers = [orjson.loads(m) for m in side.rt.sent if m.startswith(b'{"k":"downtimes"')]
+    assert sorted(a["o"] for a in answers) == ["PO-SINCE-0H", "PO-SINCE-5H"]
+
+
+def test_a_summary_spans_every_visit_an_unknown_start_counting_as_the_end() -> None:
+    entry = OccupancyEntry(1, [["dyeing", 1, None, 50], ["dyeing", 2, 20, 30],
+                               ["dyeing", 3, None, None]])  # fmt: skip
+    assert summary_of(entry) == (20, 50, False)
+    assert summary_of(OccupancyEntry(1, [["dyeing", 1, 20, None]], [])) == (20, None, True)
+    assert summary_of(OccupancyEntry(1, [["dyeing", 1, None, None]])) == (None, None, False)
