@@ -175,6 +175,9 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._feed(data[:room])
         if self.transport.is_closing() or self.parser is None:
             return  # refused by the parser (a broken chunk: 400) or gone
+        if self._after_upgrade:  # it ended within, then an ignored upgrade: what followed
+            self._after_upgrade += data[room:]  # that is parsed first, then this
+            return
         if self._answered_in_body():  # the body goes on beyond what is dropped
             self.transport.close()
             self._closer.dropped(data[room:])

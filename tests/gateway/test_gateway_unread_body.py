@@ -195,3 +195,27 @@ def test_a_pipelined_post_declaring_10_gb_is_answered_connection_close_after_the
     assert (first, second) == (200, 401)
     assert "connection" not in first_headers
     assert second_headers["connection"] == "close"
+
+
+def test_requests_pipelined_after_an_ignored_upgrade_within_the_dropped_rest_are_all_answered(
+    gw: Harness,
+) -> None:
+    """The read that crosses the cap holds the body's end, a request whose `Upgrade` is
+    ignored and part of the next request: what followed the upgrade is parsed before the
+    read's part beyond the cap (that part was parsed first, from the middle of a request:
+    400, and both requests after the upgrade were lost)."""
+    upgrade = b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+    padded = b"GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Pad: " + b"p" * 400 + b"\r\n\r\n"
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
+    declared = CAP - len(upgrade) - 200  # the cap falls inside `padded`
+    with connect(gw) as sock:
+        sock.sendall(refused_post(f"Content-Length: {declared}\r\n"))
+        answers = Answers(sock)
+        status, headers, _ = answers.next()
+        assert (status, "connection" in headers) == (401, False)
+        sock.sendall(b" " * (declared - 50))
+        sock.sendall(b" " * 50 + upgrade + padded + healthz)  # one segment: read at once
+        for _ in range(3):
+            status, headers, body = answers.next()
+            assert (status, body) == (200, b'{"status":"ok"}')
+            assert "connection" not in headers
