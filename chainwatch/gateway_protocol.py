@@ -41,7 +41,10 @@ client refused could push a declared 10 GB, or chunks for ever, into its connect
 At most `Linger.max_bytes` of it are dropped now: a declared rest beyond that has
 its answer say `Connection: close` (the close lingers, so the client reads the
 answer), and a chunked body, whose rest is not known at the answer, closes the
-connection (lingering too) once that much more of it came.
+connection (lingering too) once that much more of it came. Such an answer to a
+client that sent `Expect: 100-continue` and was not yet asked for its body (no
+`100 Continue` went) says `Connection: close` too: told the answer, the client may
+never send that body, and its next request was read as the body's rest.
 
 Beyond `limit_connections` open connections, uvicorn answers 503 before any app
 runs; its answer was plain text without `Retry-After`, so a client could not
@@ -306,19 +309,22 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
                 "the gateway speaks HTTP/1.1 only, and the body would not be read; nothing "
                 "was published, send it without `Upgrade` (curl: --http1.1, not --http2)",
             )
-        super()._start_asgi_task(cycle, self._closing_after_a_large_rest(cycle, app))
+        super()._start_asgi_task(cycle, self._closing_when_the_rest_is_not_read(cycle, app))
 
-    def _closing_after_a_large_rest(
+    def _closing_when_the_rest_is_not_read(
         self, cycle: RequestResponseCycle, app: Any
     ) -> Callable[[Any, Any, Any], Awaitable[None]]:
         """`app`, whose answer closes the connection when it comes before its request's
-        body was read and the rest declared is more than is dropped (`_drop_rest`): said
-        in the answer, `Connection: close`, rather than the connection ending under a
-        client that was told it could send on."""
+        body was read and that body's rest is not to be read on it: the rest declared is
+        more than is dropped (`_drop_rest`), or it was never asked for
+        (`_body_not_asked_for`). Said in the answer, `Connection: close`, rather than the
+        connection ending under a client that was told it could send on."""
 
         async def answer(scope: Any, receive: Any, send: Any) -> None:
             async def send_closing(message: Any) -> None:
-                if message["type"] == "http.response.start" and self._rest_too_large(cycle):
+                if message["type"] == "http.response.start" and (
+                    self._rest_too_large(cycle) or self._body_not_asked_for(cycle)
+                ):
                     cycle.keep_alive = False  # uvicorn adds the header and closes after
                 await send(message)
 
@@ -334,6 +340,17 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             return False
         declared = _declared_length(cycle.scope["headers"])
         return declared is not None and declared - self._body_in > self.linger.max_bytes
+
+    def _body_not_asked_for(self, cycle: RequestResponseCycle) -> bool:
+        """`cycle`'s client waits for a `100 Continue` before it sends its body
+        (`Expect: 100-continue`; uvicorn sends it when the app first reads, and clears
+        `waiting_for_100_continue` then or at the answer, after this is asked), none was
+        sent, and the body is not in. Such a client may send its body anyway, or, told
+        the final answer, not at all and its next request instead, which was then read
+        as that body (its first bytes dropped, the rest a 400 `bad_request`): the
+        connection cannot tell them apart, so it closes after the answer, as Go's server
+        does (the close lingers: a client sending the body reads the answer)."""
+        return cycle.waiting_for_100_continue and self._in_body_of(cycle)
 
     def _refusal(
         self,

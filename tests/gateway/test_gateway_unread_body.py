@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Harness
+from conftest import Harness, token_of
 
 CAP = 1024 * 1024
 """`lingering_close_bytes` at its default: what is dropped of an unread body at most."""
@@ -62,6 +62,14 @@ class Answers:
             self._more()
         body, self.buffer = self.buffer[:length], self.buffer[length:]
         return int(status_line.split()[1]), headers, body
+
+    def interim(self, timeout_s: float = 10.0) -> bytes:
+        """The status line of an interim answer (`100 Continue`: no body)."""
+        self.sock.settimeout(timeout_s)
+        while b"\r\n\r\n" not in self.buffer:
+            self._more()
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        return head
 
     def ended(self, timeout_s: float = 10.0) -> bool:
         """The gateway ended the connection (its FIN, or a reset), nothing more answered."""
@@ -219,3 +227,35 @@ def test_requests_pipelined_after_an_ignored_upgrade_within_the_dropped_rest_are
             status, headers, body = answers.next()
             assert (status, body) == (200, b'{"status":"ok"}')
             assert "connection" not in headers
+
+
+def test_an_expect_100_continue_post_answered_before_its_body_was_asked_for_closes_after(
+    gw: Harness,
+) -> None:
+    """No `100 Continue` went, so the client may never send the body; its next request on
+    the connection was read as that body (`GET /` taken as the 5 bytes, `healthz ...`
+    parsed as a request: 400)."""
+    with connect(gw) as sock:
+        sock.sendall(refused_post("Content-Length: 5\r\nExpect: 100-continue\r\n"))
+        answers = Answers(sock)
+        status, headers, _ = answers.next()
+        assert (status, headers.get("connection")) == (401, "close")
+        assert answers.ended()
+
+
+def test_an_early_answer_after_100_continue_keeps_the_connection(gw: Harness) -> None:
+    """Once asked for, the body comes: its rest is dropped as any other's."""
+    items = b"[" + b"{}," * 30_000  # past `max_items` within the first 64 KiB: 413 mid-body
+    with connect(gw) as sock:
+        sock.sendall(
+            b"POST /v1/scans HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {token_of('admin')}\r\n".encode()
+            + b"Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+        )
+        answers = Answers(sock)
+        assert answers.interim() == b"HTTP/1.1 100 Continue"
+        sock.sendall(chunk(items))
+        status, headers, _ = answers.next()
+        assert (status, "connection" in headers) == (413, False), headers
+        sock.sendall(b"0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert answers.next()[0] == 200
