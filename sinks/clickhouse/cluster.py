@@ -70,7 +70,10 @@ _CREATE_TABLE = re.compile(
     r"ENGINE = (?P<engine>\w*MergeTree)(?:\((?P<args>[^)]*)\))?(?P<rest>.*)$",
     re.DOTALL,
 )
-_CREATE_VIEW = re.compile(r"^CREATE VIEW IF NOT EXISTS (?P<name>\w+) AS\b(?P<body>.*)$", re.DOTALL)
+_CREATE_VIEW = re.compile(
+    r"^CREATE (?P<how>VIEW IF NOT EXISTS|OR REPLACE VIEW) (?P<name>\w+) AS\b(?P<body>.*)$",
+    re.DOTALL,
+)
 _CREATE_MV = re.compile(
     r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<name>\w+) TO (?P<target>\w+) AS\b(?P<body>.*)$",
     re.DOTALL,
@@ -161,9 +164,7 @@ def cluster_statement(statement: str, cluster: str, tables: _Tables) -> list[str
         ]
     if match := _CREATE_VIEW.match(statement):
         # Plain views read the Distributed tables (same names): nothing to rewrite.
-        return [
-            f"CREATE VIEW IF NOT EXISTS {match['name']} {_on_cluster(cluster)} AS{match['body']}"
-        ]
+        return [f"CREATE {match['how']} {match['name']} {_on_cluster(cluster)} AS{match['body']}"]
     if match := _ALTER.match(statement):
         name = match["name"]
         if name not in tables.names:

@@ -1,14 +1,17 @@
 """Versioned, idempotent schema migrations.
 
 Each `migrations/NNNN_name.sql` file is applied once, in order, and recorded
-in `schema_migrations`; statements use `IF NOT EXISTS`, so a migration that
-failed half-way can simply run again. `{ttl_days}` and `{database}` are filled
-in from the settings. With `CHAINWATCH_CLICKHOUSE__CLUSTER` the same files are
-translated to a replicated, sharded schema (`sinks/clickhouse/cluster.py`).
+in `schema_migrations` (by version: a file edited after it was applied is not
+applied again); statements use `IF NOT EXISTS`, or `CREATE OR REPLACE VIEW` for a
+view made again, so a migration that failed half-way can simply run again.
+`{ttl_days}` and `{database}` are filled in from the settings. With
+`CHAINWATCH_CLICKHOUSE__CLUSTER` the same files are translated to a replicated,
+sharded schema (`sinks/clickhouse/cluster.py`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -25,6 +28,16 @@ NEEDS_SERVER: dict[int, str] = {9: "24.8"}
 """The ClickHouse release a migration's table settings need (0009's
 `deduplicate_merge_projection_mode`): an older server refuses its first statement with
 `UNKNOWN_SETTING`, which `migrate` turns into one line naming both versions."""
+
+
+UNSUPPORTED_METHOD = 1
+"""ClickHouse's code for a system call the server's disk lacks: `CREATE OR REPLACE VIEW`
+swaps the new view in with `renameat2` (ClickHouse 24.10 and later), which network file
+systems such as EFS do not have."""
+
+_REPLACE_VIEW = re.compile(
+    r"^CREATE OR REPLACE VIEW (?P<name>\w+)(?P<where>.*?) AS\b(?P<body>.*)$", re.S
+)
 
 
 class ServerTooOld(SinkError):
@@ -85,6 +98,10 @@ def _apply(client: SerializedClient, migration: Migration, statement: str) -> No
     try:
         client.command(statement)
     except ClickHouseError as exc:
+        replaced = _REPLACE_VIEW.match(statement)
+        if replaced is not None and server_code(exc) == UNSUPPORTED_METHOD:
+            _drop_and_create(client, replaced)
+            return
         needs = NEEDS_SERVER.get(migration.version)
         if needs is None or server_code(exc) != UNKNOWN_SETTING:
             raise
@@ -92,6 +109,15 @@ def _apply(client: SerializedClient, migration: Migration, statement: str) -> No
             f"migration {migration.version:04d}_{migration.name} needs ClickHouse {needs} "
             f"or later; this server is {_server_version(client)}"
         ) from exc
+
+
+def _drop_and_create(client: SerializedClient, replaced: re.Match[str]) -> None:
+    """A view replaced in two statements where the server cannot swap it in (no
+    `renameat2` on its disk): readers may miss it between them, as they did before
+    `CREATE OR REPLACE VIEW`, but the migration does not fail where it used to pass."""
+    name, where = replaced["name"], replaced["where"]
+    client.command(f"DROP VIEW IF EXISTS {name}{where}{' SYNC' if where else ''}")
+    client.command(f"CREATE VIEW IF NOT EXISTS {name}{where} AS{replaced['body']}")
 
 
 def _server_version(client: SerializedClient) -> str:

@@ -131,6 +131,10 @@ def test_materialized_views_read_and_write_local_tables() -> None:
 def test_plain_views_read_the_distributed_tables() -> None:
     sql = _cluster_sql()
     assert re.search(r"CREATE VIEW IF NOT EXISTS orders_current .*?FROM orders\s+FINAL;", sql, re.S)
+    # a view made again is replaced on every node in one statement, never dropped first
+    replaced = r"CREATE OR REPLACE VIEW replay_dead_letters_current ON CLUSTER chainwatch\s+AS"
+    assert re.search(replaced, sql)
+    assert "DROP VIEW IF EXISTS replay_dead_letters_current" not in sql
 
 
 def test_a_statement_without_a_rule_is_refused() -> None:
