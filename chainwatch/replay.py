@@ -42,7 +42,15 @@ from kafka.errors import KafkaError
 
 from chainwatch.acked_sends import AckedSends, kafka_failed
 from chainwatch.errors import USER_ERRORS, UserError
-from chainwatch.kafka_admin import admin_client, bounded, ensure_topics, kafka_call
+from chainwatch.kafka_admin import (
+    KafkaRefused,
+    KafkaUnreachable,
+    admin_client,
+    bounded,
+    ensure_topics,
+    group_members,
+    kafka_call,
+)
 from chainwatch.long_lines import MAX_LINE_BYTES, LongLine, binary_lines
 from chainwatch.replay_records import Refused, outgoing
 from chainwatch.replay_windows import EventTimeWindows, window_ms
@@ -1007,7 +1015,7 @@ class ReplayRun:
                 "docs/replay.md says how to delete them"
             )
             return
-        delete_run(self.settings, step_s)
+        delete_stopped_run(self.settings, step_s)
 
     def topic_patterns(self) -> str:
         """The run's topics as the two name patterns a user deletes them by."""
@@ -1029,11 +1037,45 @@ class ReplayRun:
             )
 
 
+class RunStillRunning(UserError):
+    """A run asked to be deleted still has workers in its consumer group."""
+
+
 def delete_run(settings: Settings, timeout_s: float | None = None) -> None:
-    """What a finished run leaves behind deleted: its topics, then its workers' table
-    state, which goes even when the deletion fails (Kafka gone: the state is on this
-    disk). docs/replay.md gives it as the command that deletes a kept or failed run: the
-    topics alone left `<data_dir>/worker<N>/faust/replay-<id>` of a `--keep-topics` run."""
+    """What a kept or failed run left behind deleted (`delete_stopped_run`), refused while
+    the run still runs: docs/replay.md gives it as the command that deletes such a run,
+    and it deleted a running one's topics and state under its workers. Each Kafka call
+    within `timeout_s` (default: `kafka_admin`'s)."""
+    refuse_if_running(settings, timeout_s)
+    delete_stopped_run(settings, timeout_s)
+
+
+def refuse_if_running(settings: Settings, timeout_s: float | None = None) -> None:
+    """`RunStillRunning` while the run's consumer group has members; Kafka's own error,
+    naming the run, when it cannot say (nothing is deleted then either: the run may be
+    running)."""
+    app_id = run_app_id(settings)  # refused before Kafka is asked
+    run_id = app_id.removeprefix("replay-")
+    try:
+        members = group_members(settings.kafka.bootstrap, app_id, timeout_s)
+    except (KafkaUnreachable, KafkaRefused) as exc:
+        raise type(exc)(
+            f"run {run_id} not deleted: whether it still runs is unknown, {exc}"
+        ) from None
+    if members:
+        raise RunStillRunning(
+            f"run {run_id} is still running: its consumer group {app_id} has {members} "
+            f"active member(s); nothing deleted. Stop its replay first (a worker killed "
+            f"without leaving the group is dropped from it after "
+            f"{settings.engine.session_timeout_s:g} s)"
+        )
+
+
+def delete_stopped_run(settings: Settings, timeout_s: float | None = None) -> None:
+    """A stopped run's topics, then its workers' table state, which goes even when the
+    deletion fails (Kafka gone: the state is on this disk). Its workers must be stopped
+    (`ReplayRun.close` stopped its own; `delete_run` asks Kafka): the topics alone left
+    `<data_dir>/worker<N>/faust/replay-<id>` of a `--keep-topics` run."""
     run_app_id(settings)  # refused before anything is deleted
     try:
         delete_run_topics(settings, timeout_s)

@@ -449,10 +449,11 @@ def test_a_run_that_keeps_its_topics_names_them(
 
 
 def test_the_docs_command_deletes_a_kept_run_s_topics_and_its_workers_state(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kafka_bootstrap: str
 ) -> None:
     """docs/replay.md's one-liner deletes what a finished run deletes; it deleted the
-    topics only, and a `--keep-topics` run's `worker0/faust/replay-<id>` stayed."""
+    topics only, and a `--keep-topics` run's `worker0/faust/replay-<id>` stayed. (The
+    run's group, which it asks Kafka about first, is on the suite's broker: none.)"""
     text = (Path(__file__).resolve().parents[2] / "docs" / "replay.md").read_text("utf-8")
     code, run_id = re.search(r"^python -c '([^']+)' (\w+)$", text, re.M).groups()  # type: ignore[union-attr]
     deleted: list[str] = []
@@ -460,6 +461,7 @@ def test_the_docs_command_deletes_a_kept_run_s_topics_and_its_workers_state(
         replay, "delete_run_topics", lambda s, _t=None: deleted.append(s.engine.app_id)
     )
     monkeypatch.setenv("CHAINWATCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap)
     state = tmp_path / "data" / "worker0" / "faust" / f"replay-{run_id}"
     state.mkdir(parents=True)
     other = tmp_path / "data" / "worker0" / "faust" / "replay-other"
