@@ -86,6 +86,7 @@ _UNREACHABLE = re.compile(r"^(cannot reach ClickHouse at \S+?):? .*?(; check \S+
 _REASON = re.compile(
     r"\[Errno -?\d+\] ([^'\")(;]+)|(timed out)|(Name or service not known)"
     r"|(certificate verify failed)|(no answer within [\d.]+ s)|(no valid HTTP answer)"
+    r"|(\S+ did not resolve within [\d.]+ s)"
 )
 
 

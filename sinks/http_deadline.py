@@ -6,17 +6,19 @@ ever, each read succeeding within its timeout. `DeadlineClient` keeps httpx
 (URLs, pooling, the exceptions) but builds its connection pool on a network
 backend whose connects, reads and writes wait at most until the deadline of the
 request in flight: `deadline_s` from the moment it is sent, connecting, sending,
-the headers and the body together. Past it the request fails with
-`httpx.ReadTimeout` (or `ConnectTimeout`/`WriteTimeout`) saying so, and the
-connection is dropped. A request may carry its own deadline with
+the headers and the body together, and the host name's lookup before them
+(`sinks.name_lookup`: `getaddrinfo` has no timeout, and a resolver that did not
+answer held the request past its deadline, for ever if it hung). Past it the
+request fails with `httpx.ReadTimeout` (or `ConnectTimeout`/`WriteTimeout`)
+saying so, and the connection is dropped. A request may carry its own deadline with
 `extensions={"deadline_s": seconds}`.
 
 One client serves one thread at a time (the deadline is the client's, not the
 request's), as the local tools that use it do. `abort` (from any other thread) ends
 its request under way at once and fails every later one: a process told to stop
-does not wait for a server that trickles, nor for one that stalls a TLS handshake (a
-TCP connect under way still ends by its own deadline: there is no socket to shut down
-yet).
+does not wait for a server that trickles, nor for one that stalls a TLS handshake, nor
+for a name's lookup (a TCP connect under way still ends by its own deadline: there is
+no socket to shut down yet).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from typing import Any
 import httpcore
 import httpx
 
+from sinks.name_lookup import is_address, resolve
+
 
 class _Deadline:
     def __init__(self) -> None:
@@ -42,6 +46,8 @@ class _Deadline:
         self.lock = threading.Lock()
         self.streams: set[_DeadlineStream] = set()
         """The connections open now: what `abort` shuts down."""
+        self.lookups: set[threading.Event] = set()
+        """What wakes the lookups under way: `abort` sets them."""
 
     def left(self, timeout: float | None, late: type[Exception]) -> float | None:
         """`timeout`, shortened to what is left of the deadline; `late` once it passed
@@ -53,6 +59,27 @@ class _Deadline:
         if left <= 0:
             raise late(f"no answer within {self.seconds:g} s")
         return left if timeout is None else min(timeout, left)
+
+    def addresses(self, host: str, port: int, timeout: float | None) -> list[str]:
+        """The addresses `host` resolves to, each once in the resolver's order, within
+        what is left of the deadline (and `timeout`): `ConnectTimeout` past it."""
+        if is_address(host):
+            return [host]
+        left = self.left(timeout, httpcore.ConnectTimeout)
+        wake = threading.Event()
+        with self.lock:
+            self.lookups.add(wake)
+        try:
+            self.check_aborted(httpcore.ConnectTimeout)  # (aborted before it was added)
+            found = resolve(host, port, 0, socket.SOCK_STREAM, seconds=left, wake=wake)
+        finally:
+            with self.lock:
+                self.lookups.discard(wake)
+        if found is None:
+            self.check_aborted(httpcore.ConnectTimeout)
+            limit = self.seconds if timeout is None or self.seconds <= timeout else timeout
+            raise httpcore.ConnectTimeout(f"{host} did not resolve within {limit:g} s")
+        return list(dict.fromkeys(str(entry[4][0]) for entry in found))
 
     def check_aborted(self, late: type[Exception]) -> None:
         """`late` if the client was aborted: what a read or write ended with then is the
@@ -152,11 +179,22 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        left = self._deadline.left(timeout, httpcore.ConnectTimeout)
-        stream = self._inner.connect_tcp(
-            host, port, timeout=left, local_address=local_address, socket_options=socket_options
-        )
-        return _DeadlineStream(stream, self._deadline)
+        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for address in self._deadline.addresses(host, port, timeout):  # TLS still names `host`
+            left = self._deadline.left(timeout, httpcore.ConnectTimeout)
+            try:
+                stream = self._inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=left,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc  # the next address, as `socket.create_connection` does
+                continue
+            return _DeadlineStream(stream, self._deadline)
+        raise failure or httpcore.ConnectError(f"{host} resolved to no address")
 
     def connect_unix_socket(
         self,
@@ -201,8 +239,11 @@ class DeadlineClient(httpx.Client):
         with self._deadline.lock:
             self._deadline.aborted = reason
             streams = list(self._deadline.streams)
+            lookups = list(self._deadline.lookups)
         for stream in streams:
             stream.shut()
+        for lookup in lookups:
+            lookup.set()
 
 
 def failure_reason(exc: httpx.HTTPError, limit: int = 120) -> str:

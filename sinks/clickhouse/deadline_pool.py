@@ -16,10 +16,16 @@ of a closed connection while its body was read; either way `Deadlines.cut` says
 why, and the call's later requests (a replay, a clean-up query) fail at once. A
 request whose answer was read in time (its connection idle) is left alone.
 
-`abort()` ends every request under way at once, and every later one before it is
-sent: a process told to stop does not wait for a store that trickles. A request sent
-outside the pool (the server's `/ping` before a client opens) is ended with them while
-it is registered with `Deadlines.aborting`.
+The host name is looked up within the same deadline (`sinks.name_lookup`): the pool
+connects before it sends, and `getaddrinfo` has no timeout of its own, so a resolver
+that did not answer held a new connection past its call's deadline, for ever if it
+hung. Past the deadline the call fails with `DeadlinePassed` ("<host> did not resolve
+within N s").
+
+`abort()` ends every request under way at once, a lookup too, and every later one before
+it is sent: a process told to stop does not wait for a store that trickles. A request
+sent outside the pool (the server's `/ping` before a client opens) is ended with them
+while it is registered with `Deadlines.aborting`.
 """
 
 from __future__ import annotations
@@ -35,7 +41,10 @@ from typing import Any
 
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.contrib.resolver.system import SystemResolver
 from urllib3.exceptions import HTTPError
+
+from sinks.name_lookup import AddressInfo, host_text, resolve
 
 
 class DeadlinePassed(HTTPError):
@@ -172,6 +181,38 @@ class _Deadlines:
         _WATCHDOG.arm(armed)
         return armed
 
+    def resolve(self, host: str | bytes | None, *args: Any) -> list[AddressInfo]:
+        """`getaddrinfo(host, *args)` within the current call's deadline (outside a call,
+        `deadline_s`), or `DeadlinePassed`; `abort` ends the wait at once."""
+        wake = threading.Event()
+
+        def woken(_reason: str) -> None:
+            wake.set()
+
+        with self.lock:
+            refused = self.aborted or self.cut
+            if refused is not None:
+                raise DeadlinePassed(refused)
+            now = time.monotonic()
+            at = now + self.deadline_s if self.call_ends is None else self.call_ends
+            if at <= now:  # the call's earlier requests took all its time
+                self.cut = f"no answer within {self.deadline_s:g} s"
+                raise DeadlinePassed(self.cut)
+            call, seconds = self.call, self.deadline_s
+            self.also_abort.append(woken)
+        try:
+            found = resolve(host, *args, seconds=at - now, wake=wake)
+        finally:
+            with self.lock:
+                self.also_abort.remove(woken)
+        if found is not None:
+            return found
+        with self.lock:
+            reason = self.aborted or f"{host_text(host)} did not resolve within {seconds:g} s"
+            if call == self.call:
+                self.cut = self.cut or reason
+        raise DeadlinePassed(reason)
+
     def disarm(self, conn: HTTPConnection) -> None:
         with self.lock:
             armed = self.armed.pop(id(conn), None)
@@ -187,6 +228,27 @@ class _Deadlines:
             one.fire(reason)
         for other in others:
             other(reason)
+
+
+class _DeadlineResolver(SystemResolver):
+    """The system's resolver (urllib3's default), each lookup within the deadline."""
+
+    def __init__(self, deadlines: _Deadlines) -> None:
+        super().__init__()
+        self._deadlines = deadlines
+
+    def getaddrinfo(
+        self,
+        host: str | bytes | None,
+        port: str | int | None,
+        family: socket.AddressFamily,
+        type: socket.SocketKind,  # (the name urllib3 passes it by)
+        proto: int = 0,
+        flags: int = 0,
+        *,
+        quic_upgrade_via_dns_rr: bool = False,
+    ) -> list[AddressInfo]:
+        return self._deadlines.resolve(host, port, family, type, proto, flags)
 
 
 class _Bounded:
@@ -302,6 +364,7 @@ def bound(manager: PoolManager, deadlines: Deadlines) -> PoolManager:
     """`manager` (a `PoolManager` or a `ProxyManager` with no pool yet), its requests
     from now on bounded by `deadlines`."""
     shared = deadlines._shared
+    resolver = _DeadlineResolver(shared)
 
     class Connection(_Bounded, HTTPConnection):
         _deadlines = shared
@@ -310,7 +373,12 @@ def bound(manager: PoolManager, deadlines: Deadlines) -> PoolManager:
         _deadlines = shared
 
     class Disarming:
-        """A pool that disarms a connection handed back with its answer read."""
+        """A pool that looks names up within the deadline and disarms a connection
+        handed back with its answer read."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["resolver"] = resolver  # the manager's is urllib3's default, unbounded
+            super().__init__(*args, **kwargs)
 
         def _put_conn(self, conn: Any) -> None:
             if conn is not None and getattr(conn, "is_idle", True):  # else its body is read yet
