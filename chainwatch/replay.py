@@ -52,6 +52,7 @@ from chainwatch.kafka_admin import (
     kafka_call,
 )
 from chainwatch.long_lines import MAX_LINE_BYTES, LongLine, binary_lines
+from chainwatch.process_cpu import CpuShares
 from chainwatch.replay_records import Refused, outgoing
 from chainwatch.replay_windows import EventTimeWindows, window_ms
 from chainwatch.settings import Settings
@@ -485,6 +486,16 @@ IDLE_POLL_S = 0.1
 so its end is waited for once per window (a probe costs a few ms of CPU)."""
 #: Restarts of stuck workers one wait allows before it gives up with an error.
 MAX_STALL_RESTARTS = 3
+WORKING_CPU_SHARE = 0.05
+"""The share of one core a worker must have used while the lag stood still for the
+watchdog to take it as working, not stuck (`wait_until_idle`). An idle replay worker
+uses 2 % (1.8-2.4 % measured: 2-core VM, two workers on 4 partitions, the replay's
+0.2 s commit interval; at load 5 and with twelve CPU hogs beside them alike), and the
+stuck workers of docs/reliability.md's 13:41 run showed 0 % in top. A worker in a step
+is CPU-bound and gets about the cores over the runnable processes (a hog beside those
+twelve: 15 %): 5 % up to a load of ~40 on 2 cores. A stuck worker above it (a stalled
+2-worker run of docs/scaling.md, before the rebalance fixes, read ~8 % in top) counts
+as working: the wait then ends at its deadline, with an error that says so."""
 
 Restart = Callable[[], list[subprocess.Popen[bytes]]]
 """Stops the stuck workers and returns the ones started in their place."""
@@ -529,6 +540,7 @@ def free_port(host: str) -> int:
 def wait_until_idle(
     settings: Settings, workers: list[subprocess.Popen[bytes]], progress: Progress,
     timeout_s: float, *, restart: Restart | None = None, busy: Busy | None = None,
+    stall_after_s: float = STALL_AFTER_S, working_share: float = WORKING_CPU_SHARE,
 ) -> None:  # fmt: skip
     """Block until the group's lag is zero (workers must stay alive).
 
@@ -545,11 +557,24 @@ def wait_until_idle(
     "not idle yet" and is reported, and the whole wait ends at `timeout_s` with
     a clear error, so a replay can never hang on an unresponsive broker.
 
-    A group whose lag stays above zero and unchanged for `STALL_AFTER_S` while
+    A group whose lag stays above zero and unchanged for `stall_after_s` while
     its workers live is stuck: faust's consumer can stop committing a partition
     after a rebalance (docs/reliability.md, rebalance finding). With `restart`, the
     stuck workers are replaced; the new ones recover the tables from their
     changelogs and resume from the committed offsets, like after a crash.
+
+    A stuck worker is idle; a worker in one long step (a large event-time window
+    on a slow or loaded machine: up to `engine.replay_batch_size` records, 32,000
+    by default, its outputs sent at the step's end) leaves the lag unchanged too,
+    and cannot answer its `/readyz` meanwhile. So a worker that used at least
+    `working_share` of a core since the lag last moved (its CPU time,
+    `chainwatch.process_cpu`: nothing asked of its event loop) is working, and the
+    stall is counted from then: killed, it would recover its state and start the
+    same step again, on a loaded machine until `MAX_STALL_RESTARTS` failed the
+    replay. A worker that spins for ever still ends at `timeout_s`, with an error
+    that says the lag stood still while it used CPU. Where there is no `/proc`
+    (macOS) nothing is measured: the watchdog decides from the lag and `busy`
+    alone, as it did before.
 
     A group whose workers are still rebalancing or recovering their tables
     commits nothing for a while, and rightly so: with `busy` (true while any
@@ -564,7 +589,10 @@ def wait_until_idle(
     last_report = 0.0
     most = 0
     last_lag: int | None = None
-    last_change = time.monotonic()
+    last_change = last_moved = time.monotonic()
+    cpu = CpuShares()
+    cpu.mark(w.pid for w in workers)
+    spinning = False  # the last stall counted was held off by a worker's CPU use
     restarts = 0
     with LagProbe(settings) as probe:  # one connection for the whole wait
         while time.monotonic() < deadline:
@@ -583,12 +611,26 @@ def wait_until_idle(
                 return
             if lag != last_lag or not lag:
                 last_lag, last_change = lag, time.monotonic()
-            elif restart is not None and time.monotonic() - last_change > STALL_AFTER_S:
-                if busy is not None and busy():
+                last_moved, spinning = last_change, False
+                cpu.mark(w.pid for w in workers)
+            elif restart is not None and time.monotonic() - last_change > stall_after_s:
+                share = cpu.busiest()
+                spinning = share is not None and share >= working_share
+                if spinning:
+                    still = time.monotonic() - last_moved
+                    progress(
+                        f"waiting for the engine: the lag has not moved for {still:.0f}s, but a "
+                        f"worker used {share:.0%} of a core in the last {stall_after_s:.0f}s: "
+                        "a long step, not a stall"
+                    )
+                    last_change = time.monotonic()
+                    cpu.mark(w.pid for w in workers)
+                elif busy is not None and busy():
                     progress(
                         "waiting for the engine: a worker is rebalancing or recovering its tables"
                     )
                     last_change = time.monotonic()
+                    cpu.mark(w.pid for w in workers)
                 elif restarts >= MAX_STALL_RESTARTS:
                     raise UserError(
                         f"the engine stayed stuck after {restarts} restarts of its workers "
@@ -597,11 +639,12 @@ def wait_until_idle(
                 else:
                     restarts += 1
                     progress(
-                        f"no progress for {STALL_AFTER_S:.0f}s ({describe_lag(settings)}): "
+                        f"no progress for {stall_after_s:.0f}s ({describe_lag(settings)}): "
                         f"restarting the workers ({restarts} of at most {MAX_STALL_RESTARTS})"
                     )
                     workers = restart()
                     last_change = time.monotonic()
+                    cpu.mark(w.pid for w in workers)
             if lag is not None:
                 most = max(most, lag)
                 progress("waiting for the engine", done=most - lag, total=most)
@@ -609,8 +652,14 @@ def wait_until_idle(
                 progress("waiting for the engine")
                 last_report = time.monotonic()
             time.sleep(IDLE_POLL_S)
+    spun = (
+        f"; the lag had not moved for {time.monotonic() - last_moved:.0f}s while a worker "
+        "kept using CPU: a step that long, or a worker spinning"
+        if spinning
+        else ""
+    )
     raise UserError(
-        f"the replay did not finish within {timeout_s:.0f}s ({describe_lag(settings)}; "
+        f"the replay did not finish within {timeout_s:.0f}s ({describe_lag(settings)}{spun}; "
         f"worker logs in {settings.log_dir})"
     )
 

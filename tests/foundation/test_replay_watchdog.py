@@ -6,6 +6,8 @@ faust's, tested through the engine's replays); the workers are real processes.
 
 from __future__ import annotations
 
+import os
+import select
 import subprocess
 import sys
 import time
@@ -14,14 +16,40 @@ from pathlib import Path
 
 import pytest
 
-from chainwatch import replay
+from chainwatch import process_cpu, replay
 from chainwatch.errors import UserError
 from chainwatch.ops_server import serve_ops
 from chainwatch.settings import Settings
 
+#: How long a fake worker may take to start on a loaded machine.
+START_TIMEOUT_S = 60.0
+
+
+def _started(code: str) -> subprocess.Popen[bytes]:
+    """A fake worker running `code`, once Python has started: the start's own CPU time
+    (tens of ms) is not in the watchdog's measure of what the worker does."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"print('started', flush=True)\n{code}"], stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    with proc.stdout:  # it writes nothing more
+        ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT_S)
+        started = proc.stdout.readline() if ready else b"(nothing)"
+    if started != b"started\n":
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"the fake worker did not start within {START_TIMEOUT_S}s")
+    return proc
+
 
 def _sleeper() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    """A stuck worker: alive, using no CPU."""
+    return _started("import time; time.sleep(120)")
+
+
+def _burner() -> subprocess.Popen[bytes]:
+    """A worker busy in one long step: all the CPU it gets, and no commit."""
+    return _started("while True: pass")
 
 
 @pytest.fixture
@@ -36,7 +64,6 @@ def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
 def _script(monkeypatch: pytest.MonkeyPatch, lag: Callable[[], int]) -> None:
     monkeypatch.setattr(replay.LagProbe, "lag", lambda _probe: lag())
     monkeypatch.setattr(replay, "describe_lag", lambda _settings: "behind: t[0]=5")
-    monkeypatch.setattr(replay, "STALL_AFTER_S", 0.5)
     monkeypatch.setattr(replay.time, "sleep", lambda _s: None)
 
 
@@ -58,7 +85,7 @@ def test_a_stuck_group_gets_its_workers_restarted_and_then_finishes(
     messages: list[str] = []
     replay.wait_until_idle(
         Settings(data_dir=tmp_path), list(workers), lambda m, **_c: messages.append(m),
-        timeout_s=30, restart=restart,
+        timeout_s=30, restart=restart, stall_after_s=0.5,
     )  # fmt: skip
     assert len(restarted) == 1
     assert any("restarting the workers (1 of at most 3)" in m and "t[0]=5" in m for m in messages)
@@ -79,7 +106,7 @@ def test_a_group_that_stays_stuck_is_an_error_after_the_last_restart(
     with pytest.raises(UserError, match=r"stuck after 3 restarts .*t\[0\]=5"):
         replay.wait_until_idle(
             Settings(data_dir=tmp_path), list(workers), lambda m, **_c: None,
-            timeout_s=60, restart=restart,
+            timeout_s=60, restart=restart, stall_after_s=0.5,
         )  # fmt: skip
     assert len(workers) == 4
 
@@ -96,7 +123,7 @@ def test_lag_that_keeps_falling_is_progress_not_a_stall(
 
     replay.wait_until_idle(
         Settings(data_dir=tmp_path), list(workers), lambda m, **_c: None,
-        timeout_s=30, restart=restart,
+        timeout_s=30, restart=restart, stall_after_s=0.5,
     )  # fmt: skip
 
 
@@ -122,7 +149,7 @@ def test_a_group_whose_workers_recover_their_tables_is_not_restarted(
     messages: list[str] = []
     replay.wait_until_idle(
         Settings(data_dir=tmp_path), list(workers), lambda m, **_c: messages.append(m),
-        timeout_s=1000, restart=restart, busy=busy,
+        timeout_s=1000, restart=restart, busy=busy, stall_after_s=0.5,
     )  # fmt: skip
     assert probes == [True] * 5
     assert any("recovering its tables" in m for m in messages)
@@ -143,7 +170,7 @@ def test_a_stuck_group_is_restarted_when_no_worker_is_busy(
     _script(monkeypatch, lambda: 0 if restarted else 5)
     replay.wait_until_idle(
         Settings(data_dir=tmp_path), list(workers), lambda m, **_c: None,
-        timeout_s=30, restart=restart, busy=lambda: False,
+        timeout_s=30, restart=restart, stall_after_s=0.5, busy=lambda: False,
     )  # fmt: skip
     assert len(restarted) == 1
 
@@ -207,3 +234,109 @@ def test_the_wait_ends_at_the_first_reading_of_no_lag(
     replay.wait_until_idle(Settings(data_dir=tmp_path), list(workers), lambda m, **_c: None,
                            timeout_s=30)  # fmt: skip
     assert probes == [7, 3, 0]
+
+
+LINUX_PROC = pytest.mark.skipif(
+    process_cpu.cpu_seconds(os.getpid()) is None,
+    reason="no /proc here: the watchdog does not measure CPU (tested below)",
+)
+#: The tests' share of a core that makes a worker working. A CPU burner gets far more even
+#: on a loaded 2-core machine (~13 % at load 15, every runnable process given its turn);
+#: a sleeper uses none. The default and why: `replay.WORKING_CPU_SHARE`.
+WORKING_SHARE = 0.02
+STALL_AFTER_S = 1.0
+
+
+def _scripted_lag(monkeypatch: pytest.MonkeyPatch, lag: Callable[[], int]) -> None:
+    """The lag probe scripted, the watchdog's polls left real: the time passes for the
+    fake workers' CPU to be measured, the test process sleeping meanwhile."""
+    monkeypatch.setattr(replay.LagProbe, "lag", lambda _probe: lag())
+    monkeypatch.setattr(replay, "describe_lag", lambda _settings: "behind: t[0]=5")
+
+
+def _never_restarted() -> list[subprocess.Popen[bytes]]:
+    raise AssertionError("a worker busy in a step was restarted")
+
+
+@LINUX_PROC
+def test_a_worker_busy_in_a_long_step_is_not_restarted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """A long step leaves the lag unchanged and holds the worker's event loop (no
+    `/readyz` answer): the watchdog killed a worker that was making progress, and the
+    next one started the same step again."""
+    workers.append(_burner())
+    messages: list[str] = []
+
+    def held_off() -> int:
+        return sum("a long step, not a stall" in m for m in messages)
+
+    _scripted_lag(monkeypatch, lambda: 5 if held_off() < 2 else 0)  # two stall windows
+    replay.wait_until_idle(
+        Settings(data_dir=tmp_path), list(workers), lambda m, **_c: messages.append(m),
+        timeout_s=120, restart=_never_restarted, busy=lambda: False,
+        stall_after_s=STALL_AFTER_S, working_share=WORKING_SHARE,
+    )  # fmt: skip
+    assert held_off() == 2
+
+
+@LINUX_PROC
+def test_an_idle_worker_with_lag_is_restarted_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    workers.append(_sleeper())
+    restarted: list[subprocess.Popen[bytes]] = []
+
+    def restart() -> list[subprocess.Popen[bytes]]:
+        restarted.append(_sleeper())
+        workers.append(restarted[-1])
+        return [restarted[-1]]
+
+    _scripted_lag(monkeypatch, lambda: 0 if restarted else 5)
+    messages: list[str] = []
+    replay.wait_until_idle(
+        Settings(data_dir=tmp_path), list(workers), lambda m, **_c: messages.append(m),
+        timeout_s=120, restart=restart, busy=lambda: False,
+        stall_after_s=STALL_AFTER_S, working_share=WORKING_SHARE,
+    )  # fmt: skip
+    assert len(restarted) == 1
+    assert not any("a long step" in m for m in messages)
+
+
+@LINUX_PROC
+def test_a_worker_that_spins_for_ever_ends_at_the_deadline_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    workers.append(_burner())
+    _scripted_lag(monkeypatch, lambda: 5)
+    spun = r"within 4s \(behind: t\[0\]=5; the lag had not moved for \d+s while a worker kept"
+    with pytest.raises(UserError, match=spun):
+        replay.wait_until_idle(
+            Settings(data_dir=tmp_path), list(workers), lambda m, **_c: None,
+            timeout_s=4, restart=_never_restarted, busy=lambda: False,
+            stall_after_s=STALL_AFTER_S, working_share=WORKING_SHARE,
+        )  # fmt: skip
+
+
+def test_without_proc_a_busy_worker_is_restarted_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """Where there is no `/proc` (macOS) nothing is measured: the lag and `busy` decide."""
+    monkeypatch.setattr(process_cpu, "PROC", tmp_path / "no-proc")
+    workers.append(_burner())
+    restarted: list[subprocess.Popen[bytes]] = []
+
+    def restart() -> list[subprocess.Popen[bytes]]:
+        for proc in workers:
+            proc.kill()
+        restarted.append(_sleeper())
+        workers.append(restarted[-1])
+        return [restarted[-1]]
+
+    _scripted_lag(monkeypatch, lambda: 0 if restarted else 5)
+    replay.wait_until_idle(
+        Settings(data_dir=tmp_path), list(workers), lambda m, **_c: None,
+        timeout_s=120, restart=restart, busy=lambda: False,
+        stall_after_s=STALL_AFTER_S, working_share=WORKING_SHARE,
+    )  # fmt: skip
+    assert len(restarted) == 1
