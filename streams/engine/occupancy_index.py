@@ -36,6 +36,9 @@ Read always: answered before, or frozen (a tombstone too)."""
 
 INFINITY = float("inf")
 
+UNREADABLE: Summary = (None, None, True)
+"""The summary of a stored value that does not decode: read by every status record."""
+
 
 def summary_of(entry: OccupancyEntry) -> Summary:
     """The span of every visit (an unknown start counts as the end, as `_overlapping`
@@ -86,12 +89,23 @@ class OccupancyIndex:
 
     @classmethod
     def rebuild(cls, items: Iterable[tuple[Any, bytes | None]]) -> OccupancyIndex:
-        """From the table's (`unit|order`, value) items: every entry decoded once."""
+        """From the table's (`unit|order`, value) items: every entry decoded once.
+
+        A value that does not decode is summarised as read always (`UNREADABLE`): the
+        unit's next status record decodes it, and fails, as it did when every entry was
+        decoded then (a `processing_error` dead letter of that record, CONTRACT v1.2),
+        instead of this rebuild failing in faust's recovery callback, which left every
+        unit of the worker without an index.
+        """
         index = cls()
         for key, raw in items:
             if raw is not None:
                 unit_id, _, order_id = str(key).partition("|")
-                index.of(unit_id)[order_id] = summary_of(decode_entry(raw))
+                try:
+                    summary = summary_of(decode_entry(raw))
+                except Exception:  # any corrupt value: judged where it is read
+                    summary = UNREADABLE
+                index.of(unit_id)[order_id] = summary
         return index
 
     def summaries(self) -> dict[str, dict[str, Summary]]:

@@ -311,3 +311,15 @@ def test_a_summary_spans_every_visit_an_unknown_start_counting_as_the_end() -> N
     assert summary_of(entry) == (20, 50, False)
     assert summary_of(OccupancyEntry(1, [["dyeing", 1, 20, None]], [])) == (20, None, True)
     assert summary_of(OccupancyEntry(1, [["dyeing", 1, None, None]])) == (None, None, False)
+
+
+def test_a_value_that_does_not_decode_is_read_by_the_units_status_records_not_the_rebuild() -> None:
+    """A corrupt stored entry does not stop the rebuild (faust's recovery callback: every
+    unit of the worker was left without an index); it is summarised as read always, so
+    its unit's status records decode it and fail there, as when every entry was read."""
+    good = orjson.dumps(OccupancyEntry(1, [["dyeing", 1, 20, 30]]).to_json())
+    index = OccupancyIndex.rebuild(
+        [(f"{UNIT}|PO-GOOD", good), (f"{UNIT}|PO-BAD", b"{not json"), ("u-2|PO-X", b"[]")]
+    )
+    assert index.of(UNIT) == {"PO-GOOD": (20, 30, False), "PO-BAD": (None, None, True)}
+    assert index.of("u-2") == {"PO-X": (None, None, True)}
