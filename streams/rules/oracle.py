@@ -18,6 +18,7 @@ from schemas.kafka_size import too_large
 from schemas.orders import OrderRecord
 from schemas.plan import SlaPlan
 from schemas.scans import ScanEvent
+from schemas.topics import CUSTOMERS
 from schemas.unit_status import UnitStatus
 from schemas.validation import RecordRejected, decode_input, decode_replay_line, line_key
 from streams.partitioning import partition_of
@@ -116,7 +117,14 @@ def _ingest(world: _World, offset: int, line: bytes, plan: SlaPlan) -> None:
     except RecordRejected:
         world.rejected += 1
         return
-    if too_large(line_key(key, replay.topic, record), value) is not None:
+    sent_key = line_key(key, replay.topic, record)
+    if sent_key is None and (replay.topic == CUSTOMERS or value is None):
+        # Kafka takes no keyless record on the compacted CRM topic, nor one with neither
+        # key nor value: replay dead-letters such a line itself (a tombstone without a
+        # key decodes, and was taken here as if sent)
+        world.rejected += 1
+        return
+    if too_large(sent_key, value) is not None:
         world.rejected += 1  # so it is with the key replay sends it with: its id
         return
     if isinstance(record, ScanEvent):
@@ -169,7 +177,8 @@ def run_scenario(
     The clock counts the event_time of every record that passed validation, as a
     streaming engine sees it on arrival, even one the order fold later refuses.
     Dead letters: rejected lines/records (a record over Kafka's message limit too, as
-    replay refuses it: `schemas.kafka_size`), refused order records, off-route scans.
+    replay refuses it: `schemas.kafka_size`, and a keyless line Kafka would not take, a
+    tombstone without a key), refused order records, off-route scans.
 
     With `closed_order_retention`, an order's alerts carry the customer as known
     when the order was evicted (that long after it closed): a CRM record placed

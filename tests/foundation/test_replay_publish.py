@@ -606,6 +606,26 @@ def test_a_crm_line_kafka_would_not_take_without_a_key_is_a_dead_letter_of_its_o
     ]
 
 
+def test_the_reference_engine_dead_letters_the_keyless_lines_the_replay_refuses() -> None:
+    """The oracle took a tombstone line without a key (decoded, a `Tombstone`, then
+    ignored: no dead letter), which the replay dead-letters itself (Kafka takes no
+    keyless record on the compacted CRM topic): the two disagreed on the dead letters of
+    such a file. Every keyless line the replay refuses is one for the oracle too."""
+    plan = load_plan(None)
+    lines = [
+        {"topic": "crm.customers", "value": None},  # a tombstone without a key
+        {"topic": "crm.customers", "value": {"name": "no id"}},
+        {"topic": "scans", "value": None},
+        {"topic": "crm.customers", "key": "C-9", "value": None},  # taken: a keyed tombstone
+        {"topic": "crm.customers", "value": customer(customer_id="C-8")},  # taken, with its id
+    ]
+    for line in (json.dumps(line).encode() for line in lines):
+        refused = isinstance(
+            replay_records.outgoing(decode_replay_line(line), line, plan), replay_records.Refused
+        )
+        assert run_scenario([line], plan, None).dead_letters == refused, line
+
+
 def test_a_line_writing_its_value_or_topic_twice_is_a_dead_letter_naming_key_and_line(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
