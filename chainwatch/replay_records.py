@@ -45,8 +45,9 @@ def outgoing(replay: ReplayLine, line: bytes, plan: SlaPlan) -> Outgoing | Refus
 
     A record too large for Kafka is refused before its value is decoded: an 8 MiB
     value of small objects took 11 s and 810 MB to publish, decoded only for `send` to
-    refuse it (now 2.6 s and 595 MB, the line's own parse). Its size is checked again
-    with the key it is sent with, its record's id for a keyless line.
+    refuse it (`decode_replay_line` refuses a value too large with the line's own key
+    without even parsing it). Its size is checked again with the key it is sent with,
+    its record's id for a keyless line.
     """
     value = replay.value_as_written(line)  # the file's bytes, as the worker reads them
     key = replay.key_bytes()

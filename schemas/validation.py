@@ -46,9 +46,10 @@ from schemas.common import (
 from schemas.customers import TOMBSTONE, Customer, Tombstone
 from schemas.dead_letter import ErrorDetail, ReasonCode
 from schemas.json_keys import SEND_ONCE, WRITE_ONCE, repeated_keys
+from schemas.kafka_size import MAX_REQUEST_BYTES, record_size, too_large
 from schemas.orders import OrderRecord
 from schemas.plan import SlaPlan
-from schemas.replay import ReplayLine
+from schemas.replay import ReplayLine, line_members
 from schemas.scans import ATTRIBUTE_ERROR, QC_STAGE_CONTEXT_KEY, ScanEvent, attribute_value
 from schemas.topics import COMPACTED_TOPICS, CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
 from schemas.unit_status import STAGES_CONTEXT_KEY, UnitStatus
@@ -395,7 +396,47 @@ def decode_replay_line(raw_line: bytes | str) -> ReplayLine:
     one that writes a key of its own twice (`duplicate_key`): the parser keeps the
     last `value` or `topic`, so which record was replayed, and where, was the
     parser's choice. A key its `value` repeats is the engine's to refuse.
+
+    `processing_error` (error `too_large`) for a line whose `value` Kafka's producer
+    would refuse with the line's own key (`schemas.kafka_size`): told from the value's
+    length, found without parsing it (`line_members`), after the rest of the line was
+    checked as above. Parsing it built every object of a hostile value of megabytes
+    (an 8 MiB one of small objects: seconds and hundreds of MB) for a record that is a
+    dead letter whatever it holds, valid JSON or not.
     """
+    raw = raw_line.encode("utf-8", "surrogatepass") if isinstance(raw_line, str) else raw_line
+    if record_size(None, raw) > MAX_REQUEST_BYTES:  # a shorter line's value fits
+        _refuse_too_large(raw)
+    return _decode_replay_line(raw_line)
+
+
+_MAX_KEY_BYTES: Final = 4 * 1024
+"""The most bytes a line's key takes: 1,024 characters (`ReplayLine.key`), of 4 bytes at
+most each in UTF-8."""
+
+
+def _refuse_too_large(line: bytes) -> None:
+    """Raise `too_large` when `line`'s value cannot fit a Kafka record with its key, the
+    line being valid with the value left out; nothing when the scan cannot follow the
+    line or the value fits (the line is then parsed whole)."""
+    members = line_members(line)
+    values = [(start, end) for name, start, end in (members or ()) if name == "value"]
+    if not values:
+        return
+    start, end = values[-1]
+    if record_size(None, line[start:end]) + _MAX_KEY_BYTES + 2 <= MAX_REQUEST_BYTES:
+        return  # it fits with any key the line may write
+    stub, at = [], 0
+    for start, end in values:
+        stub += [line[at:start], b"0"]
+        at = end
+    envelope = _decode_replay_line(b"".join([*stub, line[at:]]))  # raises for its faults
+    refusal = too_large(envelope.key_bytes(), line[values[-1][0] : values[-1][1]])
+    if refusal is not None:
+        raise RecordRejected(ReasonCode.PROCESSING_ERROR, [refusal])
+
+
+def _decode_replay_line(raw_line: bytes | str) -> ReplayLine:
     try:
         line = ReplayLine.model_validate_json(raw_line)
     except ValidationError as exc:

@@ -33,6 +33,8 @@ from typing import Final
 import pydantic_core
 from starlette.requests import Request
 
+from schemas.json_skip import value_pattern
+
 NDJSON_TYPES: Final = frozenset(
     {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
 )
@@ -250,19 +252,6 @@ def media_type(content_type: str | None, content_encoding: str | None = None) ->
     )
 
 
-def _item_pattern(levels: int) -> re.Pattern[bytes]:
-    """One array element with at most `levels` of nested brackets, up to (not including)
-    the `,` or `]` after it - matched in one C-level step, without backtracking."""
-    text = rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
-    content = rb"[^\"\[\]{}]*+(?:" + text + rb"[^\"\[\]{}]*+)*+"
-    container = rb"[\[{]" + content + rb"[\]}]"
-    for _ in range(levels - 1):
-        content = rb"[^\"\[\]{}]*+(?:(?:" + text + rb"|" + container + rb")[^\"\[\]{}]*+)*+"
-        container = rb"[\[{]" + content + rb"[\]}]"
-    item = rb"[^\"\[\]{},]*+(?:(?:" + text + rb"|" + container + rb")[^\"\[\]{},]*+)*+"
-    return re.compile(item, re.DOTALL)
-
-
 LEVELS: Final = 16
 """Nesting an element (or a value beside the path) may have to be skipped in one C-level
 regex step; deeper ones are read token by token, within `SCAN_STEPS`."""
@@ -273,7 +262,7 @@ Python step each (~1 us), so the scan of any body stays within tens of milliseco
 Beyond, the body is refused (`BodyTooLarge`): an 8 MiB `[[[...]]]` took 6-11 s of CPU
 here, partly on the event loop (`precheck_array`), before its 413."""
 
-_ITEM: Final = _item_pattern(LEVELS)
+_ITEM: Final = value_pattern(LEVELS)
 
 
 @functools.lru_cache(maxsize=8)

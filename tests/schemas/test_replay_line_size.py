@@ -1,0 +1,107 @@
+"""A scenario line's value found without parsing it (`schemas.replay.line_members`), and a
+line whose value Kafka cannot take refused from its length (`decode_replay_line`).
+
+Parsing the line built every object of a hostile value of megabytes, for a record that is
+a dead letter whatever it holds; the scan must find the very bytes the parser ends the
+value at, and the rest of such a line is still judged as any line's.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from memory_peak import peak_memory
+from samples import EXAMPLES, padded_value, scan
+
+from schemas.dead_letter import ReasonCode
+from schemas.kafka_size import MAX_REQUEST_BYTES
+from schemas.replay import VALUE_LEVELS, _member_text, _member_text_parsed, line_members
+from schemas.validation import RecordRejected, decode_replay_line
+
+TRICKY = [
+    b'{"topic": "scans", "value": {"a": "x\\"]}[{,", "b": [1, [2, {"c": null}]]}}',
+    b'{"value":"\\\\","topic":"scans"}',
+    b'{ "va\\u006cue" :\t[ 1e400 , -0 , true , false , null ]\r\n, "topic" : "orders" }  ',
+    b'{"topic": "scans", "key": "K", "value": {"n\\u00e4me": "\xc3\xa4\xe2\x82\xac", "q": -1E-3}}',
+    b'{"topic": "scans", "value": [], "x": {"value": 1}, "y": "}"}',
+    b'{"topic": "crm.customers", "key": "C-1", "value": null}',
+    b'{"topic": "scans", "value": "' + b"\\u0022" * 3 + b'" }',
+]
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+EXAMPLE_LINES = [
+    line
+    for path in sorted(EXAMPLES.glob("example_*.ndjson"))
+    for line in path.read_bytes().splitlines()
+    if line.startswith(b'{"topic"') and _parses(line)  # not the bad-input example's cut line
+]
+
+
+def test_the_scan_finds_each_value_where_the_json_parser_ends_it() -> None:
+    assert len(EXAMPLE_LINES) > 80
+    for line in TRICKY + EXAMPLE_LINES:
+        members = line_members(line)
+
+        assert members is not None, line
+        assert [name for name, _, _ in members] == [
+            name for name, _ in json.loads(line, object_pairs_hook=lambda pairs: pairs)
+        ]
+        assert _member_text(line, "value") == _member_text_parsed(line, "value"), line
+
+
+def _line(value: bytes, *, key: str | None = "PO-1", topic: str = "scans") -> bytes:
+    written_key = b"" if key is None else b'"key": "' + key.encode() + b'", '
+    return b'{"topic": "' + topic.encode() + b'", ' + written_key + b'"value": ' + value + b"}"
+
+
+def _refusal(line: bytes) -> RecordRejected:
+    with pytest.raises(RecordRejected) as refused:
+        decode_replay_line(line)
+    return refused.value
+
+
+def test_a_line_whose_value_kafka_cannot_take_is_refused_without_parsing_it() -> None:
+    """Before: the line was parsed whole, its value built as Python objects, ~49 times
+    the line's bytes at peak for a value of `{}` items (the record then refused)."""
+    record = scan(event_id="e-1", order_id="PO-1")
+    over = _line(padded_value(record, b"PO-1", MAX_REQUEST_BYTES + 1, inner="{}"))
+
+    with peak_memory() as peak:
+        refused = _refusal(over)
+
+    assert refused.reason_code is ReasonCode.PROCESSING_ERROR
+    assert [e.type for e in refused.errors] == ["too_large"]
+    assert f"{MAX_REQUEST_BYTES + 1:,} bytes" in refused.errors[0].msg  # with the line's key
+    assert peak.bytes < 2 * len(over), (peak.bytes, len(over))
+    at_limit = _line(padded_value(record, b"PO-1", MAX_REQUEST_BYTES))
+    assert decode_replay_line(at_limit).key == "PO-1"
+    keyless = padded_value(record, None, MAX_REQUEST_BYTES + 1)  # sized without a key
+    assert _refusal(_line(keyless, key=None)).reason_code is ReasonCode.PROCESSING_ERROR
+    assert decode_replay_line(_line(padded_value(record, None, MAX_REQUEST_BYTES), key=None))
+
+
+def test_the_rest_of_such_a_line_is_judged_first_as_any_lines() -> None:
+    """Its own keys written twice, its topic and its key are the line's faults, named as
+    before; its value is told from its length only, so a value that is no JSON is
+    `too_large` too, and one nested deeper than the scan follows is parsed as before."""
+    big = b"[" + b"0," * (MAX_REQUEST_BYTES // 2) + b"0]"
+    twice = _line(big)[:-1] + b', "value": ' + big + b"}"
+    assert [(e.loc, e.type) for e in _refusal(twice).errors] == [("value", "duplicate_key")]
+    assert _refusal(_line(big, topic="alerts")).errors[0].loc == "topic"
+    assert _refusal(_line(big).replace(b'"PO-1"', b"7", 1)).errors[0].loc == "key"
+    not_json = _line(big.replace(b"0,", b"0 ", 1))
+    assert _refusal(not_json).errors[0].type == "too_large"
+    unterminated = _line(big[:-1] + b'"]')
+    assert _refusal(unterminated).reason_code is ReasonCode.NOT_JSON
+    deep = b"[" * (VALUE_LEVELS + 1) + big + b"]" * (VALUE_LEVELS + 1)
+    assert line_members(_line(deep)) is None
+    assert decode_replay_line(_line(deep)).key == "PO-1"  # parsed: outgoing refuses it
