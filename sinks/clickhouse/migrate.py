@@ -35,6 +35,13 @@ UNSUPPORTED_METHOD = 1
 swaps the new view in with `renameat2` (ClickHouse 24.10 and later), which network file
 systems such as EFS do not have."""
 
+NOT_IMPLEMENTED = 48
+"""... and its code when the kernel lacks it (older than 3.15: RHEL/CentOS 7's 3.10),
+which ClickHouse checks before it tries (`RENAME EXCHANGE is not supported`)."""
+
+CANNOT_SWAP = (UNSUPPORTED_METHOD, NOT_IMPLEMENTED)
+"""What a server that cannot swap a view in refuses `CREATE OR REPLACE VIEW` with."""
+
 _REPLACE_VIEW = re.compile(
     r"^CREATE OR REPLACE VIEW (?P<name>\w+)(?P<where>.*?) AS\b(?P<body>.*)$", re.S
 )
@@ -99,7 +106,7 @@ def _apply(client: SerializedClient, migration: Migration, statement: str) -> No
         client.command(statement)
     except ClickHouseError as exc:
         replaced = _REPLACE_VIEW.match(statement)
-        if replaced is not None and server_code(exc) == UNSUPPORTED_METHOD:
+        if replaced is not None and server_code(exc) in CANNOT_SWAP:
             _drop_and_create(client, replaced)
             return
         needs = NEEDS_SERVER.get(migration.version)
@@ -113,7 +120,7 @@ def _apply(client: SerializedClient, migration: Migration, statement: str) -> No
 
 def _drop_and_create(client: SerializedClient, replaced: re.Match[str]) -> None:
     """A view replaced in two statements where the server cannot swap it in (no
-    `renameat2` on its disk): readers may miss it between them, as they did before
+    `renameat2` on its disk or in its kernel): readers may miss it between them, as they did before
     `CREATE OR REPLACE VIEW`, but the migration does not fail where it used to pass."""
     name, where = replaced["name"], replaced["where"]
     client.command(f"DROP VIEW IF EXISTS {name}{where}{' SYNC' if where else ''}")
