@@ -16,16 +16,23 @@ of a closed connection while its body was read; either way `Deadlines.cut` says
 why, and the call's later requests (a replay, a clean-up query) fail at once. A
 request whose answer was read in time (its connection idle) is left alone.
 
+A new connection is armed as it connects (urllib3 connects before it sends), and the
+request keeps that deadline: the watchdog shuts its TLS handshake down too, and its
+TCP connect, with no socket to shut yet, times out after what was left of the
+deadline as the connection began (at most `connect_timeout`). `connect_timeout`
+alone bounded both, 5 s each, past the call's deadline.
+
 The host name is looked up within the same deadline (`sinks.name_lookup`): the pool
 connects before it sends, and `getaddrinfo` has no timeout of its own, so a resolver
 that did not answer held a new connection past its call's deadline, for ever if it
 hung. Past the deadline the call fails with `DeadlinePassed` ("<host> did not resolve
 within N s").
 
-`abort()` ends every request under way at once, a lookup too, and every later one before
-it is sent: a process told to stop does not wait for a store that trickles. A request
-sent outside the pool (the server's `/ping` before a client opens) is ended with them
-while it is registered with `Deadlines.aborting`.
+`abort()` ends every request under way at once, a lookup and a TLS handshake too (a TCP
+connect under way ends by its timeout), and every later one before it is sent: a process
+told to stop does not wait for a store that trickles. A request sent outside the pool
+(the server's `/ping` before a client opens) is ended with them while it is registered
+with `Deadlines.aborting`.
 """
 
 from __future__ import annotations
@@ -100,10 +107,11 @@ class _Armed:
             self.reason = reason
             if self.call == self.shared.call:  # (an earlier call's abandoned answer: not it)
                 self.shared.cut = self.shared.cut or reason
-            sock = getattr(self.conn, "sock", None)
-            if sock is not None:
-                with contextlib.suppress(OSError):  # the socket's own, not TLS's close_notify
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            # (during its TLS handshake the connection's socket is detached: its copy)
+            for sock in (getattr(self.conn, "sock", None), getattr(self.conn, "handshaking", None)):
+                if sock is not None:
+                    with contextlib.suppress(OSError):  # the socket's own, not TLS's close_notify
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class _Watchdog:
@@ -209,8 +217,8 @@ class _Deadlines:
             return found
         with self.lock:
             reason = self.aborted or f"{host_text(host)} did not resolve within {seconds:g} s"
-            if call == self.call:
-                self.cut = self.cut or reason
+            if call == self.call:  # (the watchdog cut its connection meanwhile: this says why)
+                self.cut = reason
         raise DeadlinePassed(reason)
 
     def disarm(self, conn: HTTPConnection) -> None:
@@ -252,13 +260,60 @@ class _DeadlineResolver(SystemResolver):
 
 
 class _Bounded:
-    """Mixed into a urllib3 connection: arms the deadline per request, names it on failure."""
+    """Mixed into a urllib3 connection: arms the deadline per request (a new connection's
+    as it connects: the module's docstring says why), names it on failure."""
 
     _deadlines: _Deadlines
     _armed: _Armed | None = None
+    _armed_connecting: _Armed | None = None
+    """The deadline armed for connecting, which the request that follows keeps."""
+    handshaking: socket.socket | None = None
+    """While it connects, a duplicate of its socket: what the watchdog shuts (the TLS
+    handshake runs on the socket's file, detached from the socket `sock` names)."""
+
+    def connect(self) -> None:
+        conn: Any = self  # (the urllib3 connection this is mixed into)
+        armed = self._armed = self._armed_connecting = self._deadlines.arm(conn)
+        timeout = conn.timeout
+        left = armed.at - time.monotonic()
+        if not isinstance(timeout, int | float) or timeout > left:  # (None, or urllib3's default)
+            # a TCP connect has no socket to shut yet: its own timeout ends it
+            conn.timeout = max(left, 0.001)
+        lookup: DeadlinePassed | None = None
+        try:
+            super().connect()  # type: ignore[misc]
+        except Exception as exc:
+            if time.monotonic() >= armed.at:  # its timeout, what was left, ran out first
+                armed.fire(f"no answer within {armed.seconds:g} s")
+            if not self._cut():
+                self._deadlines.disarm(self)  # type: ignore[arg-type]
+                raise
+            lookup = deadline_passed(exc)  # the name's lookup ran out: it says so
+        else:
+            if not self._cut():
+                return
+        finally:
+            conn.timeout = timeout
+            with self._deadlines.lock:
+                copy, self.handshaking = self.handshaking, None
+            if copy is not None:
+                copy.close()
+        raise lookup or self._late()
+
+    def _new_conn(self) -> socket.socket:
+        conn: Any = self
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        with self._deadlines.lock:  # as `_Armed.fire`: it shuts this socket, or it is cut
+            if not self._cut():
+                conn.sock = sock
+                self.handshaking = sock.dup()
+                return sock
+        sock.close()
+        raise self._late()
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
-        self._armed = self._deadlines.arm(self)  # type: ignore[arg-type]
+        armed, self._armed_connecting = self._armed_connecting, None
+        self._armed = armed or self._deadlines.arm(self)  # type: ignore[arg-type]
         try:
             sent = super().request(*args, **kwargs)  # type: ignore[misc]
         except Exception:
@@ -284,6 +339,7 @@ class _Bounded:
         raise self._late()  # outside the handler: not a "remote close" clickhouse-connect replays
 
     def close(self) -> None:
+        self._armed_connecting = None
         self._deadlines.disarm(self)  # type: ignore[arg-type]
         super().close()  # type: ignore[misc]
 

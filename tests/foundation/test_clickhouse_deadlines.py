@@ -16,7 +16,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from clickhouse_connect.driver.httputil import get_pool_manager
 from dead_servers import DeadServer, StallingClickHouse, outcome_within, read_request
+from urllib3 import PoolManager, Timeout
 
 from chainwatch.cli_context import plain_store_error
 from chainwatch.settings import Settings
@@ -217,6 +219,79 @@ def test_the_sink_told_to_stop_while_clickhouse_stalls_its_tls_handshake_stops_a
     server = DeadServer("silent")  # reads the client's hello, answers nothing
     took = _took_to_stop_opening(server, f"https://127.0.0.1:{server.port}/plant")
     assert took < connection.CONNECT_DEADLINE_S / 4
+
+
+def _pool_request(pool: PoolManager, deadlines: Deadlines, url: str) -> object:
+    """One call of one request, with the timeouts clickhouse-connect gives its pool."""
+    with deadlines.call():
+        return pool.request(
+            "POST", url, body=b"SELECT 1", timeout=Timeout(connect=5, read=60), retries=0
+        )
+
+
+def test_a_new_connection_whose_tls_handshake_stalls_ends_at_the_call_s_deadline() -> None:
+    """The pool connects before it sends the request, which armed the deadline: a new
+    connection's TLS handshake was bounded by `connect_timeout` (5 s) alone, past the
+    call's deadline, and failed as urllib3's "Read timed out", not as the deadline."""
+    server = DeadServer("silent")  # reads the client's hello, answers nothing
+    deadlines = Deadlines(1.0, "test")
+    pool = bound(get_pool_manager(), deadlines)
+    try:
+        error = outcome_within(
+            30, lambda: _pool_request(pool, deadlines, f"https://127.0.0.1:{server.port}/")
+        )
+    finally:
+        pool.clear()
+        server.close()
+    assert isinstance(error, DeadlinePassed), error
+    assert str(error) == "no answer within 1 s"
+    assert deadlines.cut == str(error)
+
+
+def test_a_new_connection_whose_tcp_connect_hangs_ends_at_the_call_s_deadline() -> None:
+    """... and its TCP connect by `connect_timeout` (5 s): a server whose listen queue is
+    full drops the SYN, as a black-holed address does."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    port = int(listener.getsockname()[1])
+    queued = [socket.create_connection(("127.0.0.1", port), timeout=5)]  # fills the queue
+    deadlines = Deadlines(1.0, "test")
+    pool = bound(get_pool_manager(), deadlines)
+    try:
+        error = outcome_within(
+            30, lambda: _pool_request(pool, deadlines, f"http://127.0.0.1:{port}/")
+        )
+    finally:
+        pool.clear()
+        for conn in queued:
+            conn.close()
+        listener.close()
+    assert isinstance(error, DeadlinePassed), error
+    assert str(error) == "no answer within 1 s"
+    assert deadlines.cut == str(error)
+
+
+def test_a_stop_ends_a_new_connection_s_tls_handshake_at_once() -> None:
+    """`abort` shut the requests under way: a connection still in its handshake was none
+    of them, and the stop waited out `connect_timeout` (5 s), whatever the deadline."""
+    server = DeadServer("silent")
+    deadlines = Deadlines(600.0, "test")
+    pool = bound(get_pool_manager(), deadlines)
+    ended: list[object] = []
+    url = f"https://127.0.0.1:{server.port}/"
+    thread = threading.Thread(
+        target=lambda: ended.append(outcome_within(30, lambda: _pool_request(pool, deadlines, url)))
+    )
+    try:
+        thread.start()
+        assert server.asked.wait(30)  # the client's hello came: its handshake is under way
+        deadlines.abort()
+        thread.join(30)
+    finally:
+        pool.clear()
+        server.close()
+    (error,) = ended
+    assert isinstance(error, DeadlinePassed), error
+    assert str(error) == "abandoned: the process is stopping"
 
 
 @pytest.fixture
