@@ -426,17 +426,47 @@ def _refuse_too_large(line: bytes) -> None:
     start, end = values[-1]
     if record_size(None, line[start:end]) + _MAX_KEY_BYTES + 2 <= MAX_REQUEST_BYTES:
         return  # it fits with any key the line may write
-    stub, at = [], 0
-    for start, end in values:
-        stub += [line[at:start], b"0"]
-        at = end
-    envelope = _decode_replay_line(b"".join([*stub, line[at:]]))  # raises for its faults
+    try:
+        envelope = _decode_replay_line(_cut(line, values))  # raises for its faults
+    except RecordRejected as exc:
+        if exc.reason_code is ReasonCode.NOT_JSON:  # said at a place of the cut line
+            _decode_replay_line(_blanked(line, values))  # the same fault, at the line's own
+        raise
     refusal = too_large(envelope.key_bytes(), line[values[-1][0] : values[-1][1]])
     if refusal is not None:
         raise RecordRejected(ReasonCode.PROCESSING_ERROR, [refusal])
 
 
-def _decode_replay_line(raw_line: bytes | str) -> ReplayLine:
+def _cut(line: bytes, values: list[tuple[int, int]]) -> bytes:
+    """`line` with each value written `0`: the rest of the line, to be judged."""
+    stub, at = [], 0
+    for start, end in values:
+        stub += [line[at:start], b"0"]
+        at = end
+    return b"".join([*stub, line[at:]])
+
+
+_BLANKED: Final = bytes(byte if byte in b"\r\n" else ord(" ") for byte in range(256))
+"""Each byte a space, but for the line ends (JSON whitespace, which places count by)."""
+_BLANKING_STEP: Final = 64 * 1024
+
+
+def _blanked(line: bytes, values: list[tuple[int, int]]) -> bytearray:
+    """`line` with each value written `0` and blanks to its length, for a fault of the
+    rest of the line: `_cut` moved it, and a line that has it at column 1,048,620 was
+    said to have it at column 39. Blanked a step at a time, not copying the value whole
+    (the cut line serves otherwise: the line's length once more, a copy of it twice
+    more to check its keys)."""
+    stub = bytearray(line)
+    for start, end in values:
+        for at in range(start, end, _BLANKING_STEP):
+            stop = min(at + _BLANKING_STEP, end)
+            stub[at:stop] = line[at:stop].translate(_BLANKED)
+        stub[start] = ord("0")
+    return stub
+
+
+def _decode_replay_line(raw_line: bytes | bytearray | str) -> ReplayLine:
     try:
         line = ReplayLine.model_validate_json(raw_line)
     except ValidationError as exc:

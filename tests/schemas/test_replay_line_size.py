@@ -9,14 +9,16 @@ value at, and the rest of such a line is still judged as any line's.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from memory_peak import peak_memory
+from pydantic import ValidationError
 from samples import EXAMPLES, padded_value, scan
 
 from schemas.dead_letter import ReasonCode
 from schemas.kafka_size import MAX_REQUEST_BYTES
-from schemas.replay import VALUE_LEVELS, _member_text, _member_text_parsed, line_members
+from schemas.replay import VALUE_LEVELS, ReplayLine, _member_text, _member_text_parsed, line_members
 from schemas.validation import RecordRejected, decode_replay_line
 
 TRICKY = [
@@ -105,3 +107,34 @@ def test_the_rest_of_such_a_line_is_judged_first_as_any_lines() -> None:
     deep = b"[" * (VALUE_LEVELS + 1) + big + b"]" * (VALUE_LEVELS + 1)
     assert line_members(_line(deep)) is None
     assert decode_replay_line(_line(deep)).key == "PO-1"  # parsed: outgoing refuses it
+
+
+def test_a_fault_beside_such_a_value_is_named_where_the_line_has_it() -> None:
+    """The rest of the line is judged with the value blanked, not cut to `0`: a line
+    whose JSON breaks after a 1 MiB value was told to look at column 39, the place of
+    the fault in what was left of the line, not at its own (column 1,048,6xx)."""
+    big = b"[" + b"0," * (MAX_REQUEST_BYTES // 2) + b"0]"
+    for written in [b'"key": tru', b'"key": "K", "x": [1,]']:
+        line = b'{"topic": "scans",\r"value": ' + big + b", " + written + b"}"
+        whole = json_fault(line)
+
+        refused = _refusal(line)
+
+        assert refused.reason_code is ReasonCode.NOT_JSON
+        assert _column(whole) > len(big), whole  # the parser's own place: past the value
+        assert refused.errors[0].msg == whole, (refused.errors[0].msg, whole)
+
+
+def _column(message: str) -> int:
+    found = re.search(r"line 1 column (\d+)", message)
+    assert found is not None, message
+    return int(found[1])
+
+
+def json_fault(line: bytes) -> str:
+    """What the line parser says of `line` as a whole (its value and all)."""
+    try:
+        ReplayLine.model_validate_json(line)
+    except ValidationError as exc:
+        return str(exc.errors()[0]["msg"])
+    raise AssertionError("the line parses")
