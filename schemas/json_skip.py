@@ -1,7 +1,7 @@
 """Skipping a JSON value without parsing it: one C-level regex step, no Python objects.
 
 The gateway finds the items of a request body so (`streams.ingest.body`), and the replay
-the `value` of a scenario line (`schemas.replay.line_members`): parsing a hostile value of
+the `value` of a scenario line (`schemas.replay.value_spans`): parsing a hostile value of
 megabytes built millions of objects only to learn where it ends.
 """
 

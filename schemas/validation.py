@@ -49,7 +49,7 @@ from schemas.json_keys import SEND_ONCE, WRITE_ONCE, repeated_keys
 from schemas.kafka_size import MAX_REQUEST_BYTES, record_size, too_large
 from schemas.orders import OrderRecord
 from schemas.plan import SlaPlan
-from schemas.replay import ReplayLine, line_members
+from schemas.replay import ReplayLine, value_spans
 from schemas.scans import ATTRIBUTE_ERROR, QC_STAGE_CONTEXT_KEY, ScanEvent, attribute_value
 from schemas.topics import COMPACTED_TOPICS, CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
 from schemas.unit_status import STAGES_CONTEXT_KEY, UnitStatus
@@ -399,7 +399,7 @@ def decode_replay_line(raw_line: bytes | str) -> ReplayLine:
 
     `processing_error` (error `too_large`) for a line whose `value` Kafka's producer
     would refuse with the line's own key (`schemas.kafka_size`): told from the value's
-    length, found without parsing it (`line_members`), after the rest of the line was
+    length, found without parsing it (`value_spans`), after the rest of the line was
     checked as above. Parsing it built every object of a hostile value of megabytes
     (an 8 MiB one of small objects: seconds and hundreds of MB) for a record that is a
     dead letter whatever it holds, valid JSON or not.
@@ -419,8 +419,7 @@ def _refuse_too_large(line: bytes) -> None:
     """Raise `too_large` when `line`'s value cannot fit a Kafka record with its key, the
     line being valid with the value left out; nothing when the scan cannot follow the
     line or the value fits (the line is then parsed whole)."""
-    members = line_members(line)
-    values = [(start, end) for name, start, end in (members or ()) if name == "value"]
+    values = value_spans(line)
     if not values:
         return
     start, end = values[-1]
