@@ -15,7 +15,7 @@ from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from schemas.json_skip import value_pattern
+from schemas.json_skip import single_value_pattern
 from schemas.topics import InputTopic
 
 
@@ -63,14 +63,14 @@ VALUE_LEVELS: Final = 64
 contract record nests a few levels; the line parser refuses over 200). A line with a
 deeper value is read by the JSON parser instead, as before."""
 
-_VALUE: Final = value_pattern(VALUE_LEVELS)
+_VALUE: Final = single_value_pattern(VALUE_LEVELS)
 _NAME: Final = rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
 _VALUE_NAME: Final = rb'"(?:v|\\u0076)(?:a|\\u0061)(?:l|\\u006[cC])(?:u|\\u0075)(?:e|\\u0065)"'
 """`"value"` as JSON may write it: each letter as itself or as its escape."""
 _SPACE: Final = rb"[ \t\n\r]*+"
 _OTHER_MEMBERS: Final = re.compile(
-    rb"(?:(?!" + _VALUE_NAME + rb")" + _NAME + _SPACE + rb":" + _SPACE + rb"(?![,\]}])"
-    + _VALUE.pattern + rb"," + _SPACE + rb")*+",
+    rb"(?:(?!" + _VALUE_NAME + rb")" + _NAME + _SPACE + rb":" + _SPACE + _VALUE.pattern
+    + _SPACE + rb"," + _SPACE + rb")*+",
     re.DOTALL,
 )  # fmt: skip
 """Members not named `value` that a `,` follows, as many as there are, in one C-level step:
@@ -102,10 +102,11 @@ def value_spans(line: bytes) -> list[tuple[int, int]] | None:
             if member is None:
                 return None
             start = member.end()
-            at = _skipped(_VALUE.match(line, start), start)
-            end = start + len(line[start:at].rstrip(_WHITESPACE))
-            if end == start:
+            value = _VALUE.match(line, start)
+            if value is None:
                 return None
+            end = value.end()
+            at = _blank(line, end)
             if _IS_VALUE_NAME.fullmatch(member.group(1)):
                 spans.append((start, end))
             if line[at] == ord(","):

@@ -174,3 +174,22 @@ def test_the_members_beside_the_value_cost_no_python_step_each() -> None:
         assert spans is not None
         assert [line(members)[start:end] for start, end in spans] == [b'{"a": 1}']
     assert _c_calls(line(1000)) == _c_calls(line(10))
+
+
+def test_what_follows_the_value_without_a_comma_is_no_part_of_it() -> None:
+    """The scan took all up to the next `,` or `}` for the value: a line that forgot the
+    comma after its 1 MiB value was a `bad_replay_line` with its `topic` missing though
+    it writes one, or `too_large` sized without the key it writes, its key's own fault
+    unsaid. The line is no JSON: the parser says where."""
+    big = b"[" + b"0," * (MAX_REQUEST_BYTES // 2) + b"0]"
+    for before, after in [
+        (b'"key": "PO-1"', b'"topic": "scans"'),
+        (b'"topic": "scans"', b'"key": 7'),
+    ]:
+        line = b"{" + before + b', "value": ' + big + b" " + after + b"}"
+
+        refused = _refusal(line)
+
+        assert value_spans(line) is None
+        assert refused.reason_code is ReasonCode.NOT_JSON
+        assert refused.errors[0].msg == json_fault(line)
