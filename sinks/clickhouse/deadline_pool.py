@@ -171,16 +171,23 @@ class _Deadlines:
         self.also_abort: list[Callable[[str], None]] = []
         """Aborts of requests outside the pool (`Deadlines.aborting`)."""
 
+    def _ends_locked(self) -> tuple[float, float]:
+        """(now, when the current request must end), or `DeadlinePassed` if it may not
+        start: the pool was aborted or cut, or the call's earlier requests took all its
+        time. Under `lock`."""
+        refused = self.aborted or self.cut
+        if refused is not None:
+            raise DeadlinePassed(refused)
+        now = time.monotonic()
+        at = now + self.deadline_s if self.call_ends is None else self.call_ends
+        if at <= now:
+            self.cut = f"no answer within {self.deadline_s:g} s"
+            raise DeadlinePassed(self.cut)
+        return now, at
+
     def arm(self, conn: HTTPConnection) -> _Armed:
         with self.lock:
-            refused = self.aborted or self.cut
-            if refused is not None:
-                raise DeadlinePassed(refused)
-            now = time.monotonic()
-            at = now + self.deadline_s if self.call_ends is None else self.call_ends
-            if at <= now:  # the call's earlier requests took all its time
-                self.cut = f"no answer within {self.deadline_s:g} s"
-                raise DeadlinePassed(self.cut)
+            _, at = self._ends_locked()
             armed = _Armed(self, conn, at, self.deadline_s)
             previous = self.armed.get(id(conn))
             if previous is not None:
@@ -198,14 +205,7 @@ class _Deadlines:
             wake.set()
 
         with self.lock:
-            refused = self.aborted or self.cut
-            if refused is not None:
-                raise DeadlinePassed(refused)
-            now = time.monotonic()
-            at = now + self.deadline_s if self.call_ends is None else self.call_ends
-            if at <= now:  # the call's earlier requests took all its time
-                self.cut = f"no answer within {self.deadline_s:g} s"
-                raise DeadlinePassed(self.cut)
+            now, at = self._ends_locked()
             call, seconds = self.call, self.deadline_s
             self.also_abort.append(woken)
         try:
