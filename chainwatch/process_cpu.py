@@ -1,17 +1,29 @@
-"""CPU time a process has used, read from `/proc/<pid>/stat` (Linux).
+"""How much of a while a process spent working, as the kernel counts it (Linux `/proc`).
 
 The replay's stall watchdog (`chainwatch.replay.wait_until_idle`) tells a worker busy in
 a long step from a stuck one by it: the worker's own answers (`/readyz`) need its event
 loop, which a long step holds, so a working worker looked as silent as a stuck one. The
-kernel's count needs nothing from the worker. Where there is no `/proc` (macOS, Windows)
-nothing is measured, and the watchdog decides as it did before it had this.
+kernel's counts need nothing from the worker. Two of them, the first preferred:
+
+- runnable: the time the process's main thread (a worker's event loop) was on a CPU or
+  waiting for one, `/proc/<pid>/task/<pid>/schedstat`. A loop in a step never sleeps,
+  so it is runnable all along whatever the load; an idle or stuck loop sleeps between
+  its timers. (What `replay.WORKING_RUNNABLE_SHARE` measured.)
+- CPU: user plus system time of all its threads, `/proc/<pid>/stat`, only where the
+  kernel keeps no schedstat (built without `CONFIG_SCHED_INFO`: no file, or zeros). It
+  cannot tell the two apart on a loaded machine: a step gets only its share of the
+  cores, and a stuck worker's timers may use more than an idle one's.
+
+Where there is no `/proc` (macOS, Windows) nothing is measured, and the watchdog decides
+as it did before it had this.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -47,31 +59,65 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-class CpuShares:
-    """How much of one core each of some processes has used since a mark.
+def runnable_seconds(pid: int) -> float | None:
+    """Time the main thread of process `pid` has spent on a CPU plus waiting for one
+    (its run queue), in seconds; None where it cannot be read: no `/proc`, the process
+    gone, a kernel that keeps no schedstat (no file; `0 0 0` where it is switched off:
+    a thread that ever ran has run time), a line not as expected."""
+    try:
+        line = (PROC / str(pid) / "task" / str(pid) / "schedstat").read_bytes()
+    except OSError:
+        return None
+    try:  # proc(5): time on a CPU, time waiting on a run queue (ns), timeslices run
+        on_cpu, waiting = (int(field) for field in line.split()[:2])
+    except ValueError:  # too few fields, or not numbers
+        return None
+    if on_cpu <= 0:
+        return None
+    return (on_cpu + waiting) / 1e9
 
-    `mark` reads every process's CPU time; `busiest` reads them again and gives the
-    largest share of one core any of them used in between (0.5: half a core).
+
+@dataclass(frozen=True)
+class Use:
+    """What one process did between a mark and a reading."""
+
+    pid: int
+    share: float
+    """Of the time between: runnable, or a share of one core (0.5: half a core)."""
+    runnable: bool
+    """True: the main thread's runnable share (`runnable_seconds`); False: the process's
+    CPU time (`cpu_seconds`), where the kernel keeps no schedstat."""
+
+
+class ProcessUse:
+    """How some processes spent the time since a mark.
+
+    `mark` reads each process's counts; `since_mark` reads them again and gives each
+    process's share of the time in between, by the best count it had at both readings.
     """
 
-    def __init__(self) -> None:
-        self._since = time.monotonic()
-        self._start: dict[int, float] = {}
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._since = clock()
+        self._start: dict[int, tuple[float | None, float | None]] = {}
 
     def mark(self, pids: Iterable[int]) -> None:
         """Start measuring `pids` now (a process that cannot be read is left out)."""
-        self._since = time.monotonic()
-        self._start = {pid: used for pid in pids if (used := cpu_seconds(pid)) is not None}
+        self._since = self._clock()
+        counts = {pid: (runnable_seconds(pid), cpu_seconds(pid)) for pid in pids}
+        self._start = {pid: c for pid, c in counts.items() if c != (None, None)}
 
-    def busiest(self) -> float | None:
-        """The largest share of a core one marked process used since the mark; None when
-        none could be measured (no `/proc`), or no time has passed."""
-        elapsed = time.monotonic() - self._since
+    def since_mark(self) -> list[Use]:
+        """Each marked process's use since the mark; none when nothing could be
+        measured (no `/proc`), or no time has passed."""
+        elapsed = self._clock() - self._since
         if elapsed <= 0:
-            return None
-        shares = [
-            (used - start) / elapsed
-            for pid, start in self._start.items()
-            if (used := cpu_seconds(pid)) is not None
-        ]
-        return max(shares, default=None)
+            return []
+        uses = []
+        for pid, (runnable_start, cpu_start) in self._start.items():
+            runnable = runnable_seconds(pid) if runnable_start is not None else None
+            if runnable is not None and runnable_start is not None:
+                uses.append(Use(pid, (runnable - runnable_start) / elapsed, runnable=True))
+            elif (cpu := cpu_seconds(pid)) is not None and cpu_start is not None:
+                uses.append(Use(pid, (cpu - cpu_start) / elapsed, runnable=False))
+        return uses

@@ -52,7 +52,7 @@ from chainwatch.kafka_admin import (
     kafka_call,
 )
 from chainwatch.long_lines import MAX_LINE_BYTES, LongLine, binary_lines
-from chainwatch.process_cpu import CpuShares
+from chainwatch.process_cpu import ProcessUse, Use
 from chainwatch.replay_records import Refused, outgoing
 from chainwatch.replay_windows import EventTimeWindows, window_ms
 from chainwatch.settings import Settings
@@ -486,16 +486,29 @@ IDLE_POLL_S = 0.1
 so its end is waited for once per window (a probe costs a few ms of CPU)."""
 #: Restarts of stuck workers one wait allows before it gives up with an error.
 MAX_STALL_RESTARTS = 3
+WORKING_RUNNABLE_SHARE = 0.6
+"""The share of the stall window a worker's main thread (its event loop) must have been
+on a CPU or waiting for one for the watchdog to take it as working, not stuck
+(`wait_until_idle`, `chainwatch.process_cpu`). A loop in a step never sleeps, so it is
+runnable whatever CPU it gets: replay workers on a backlog read 93-102 % per 5 s window
+beside twelve and twenty-four CPU hogs on 2 cores (once 82 %) while they got 4-10 % of
+a core, and a CPU burner 99.7-100 % from none to thirty-six hogs. An idle loop sleeps
+between its timers, but each wake-up waits its turn for a CPU, so its share grows with
+the load: idle workers (1-3 % of a core) read 2-6 % alone and 10-40 % beside twelve to
+thirty-six hogs (2-core VM shared with other runs, 20 s windows). 60 % is about the
+middle of that gap. A stuck worker whose timers use more than an idle one's (a stalled
+2-worker run read ~8 % in top, docs/scaling.md; an event loop burning 8 % of a core in
+bursts read 12 % alone, 34 % beside two hogs, 55 % beside twelve, 68-75 % beside
+twenty-four to thirty-six) counts as working only on a machine loaded that far beyond
+its cores: the wait then ends at its deadline, with an error saying a worker kept
+working."""
 WORKING_CPU_SHARE = 0.05
-"""The share of one core a worker must have used while the lag stood still for the
-watchdog to take it as working, not stuck (`wait_until_idle`). An idle replay worker
-uses 2 % (1.8-2.4 % measured: 2-core VM, two workers on 4 partitions, the replay's
-0.2 s commit interval; at load 5 and with twelve CPU hogs beside them alike), and the
-stuck workers of docs/reliability.md's 13:41 run showed 0 % in top. A worker in a step
-is CPU-bound and gets about the cores over the runnable processes (a hog beside those
-twelve: 15 %): 5 % up to a load of ~40 on 2 cores. A stuck worker above it (a stalled
-2-worker run of docs/scaling.md, before the rebalance fixes, read ~8 % in top) counts
-as working: the wait then ends at its deadline, with an error that says so."""
+"""The share of one core a worker must have used for the watchdog to take it as working,
+only where the kernel keeps no schedstat to read the runnable share from. An idle replay
+worker uses 2 % (1.8-2.4 % measured: 2-core VM, two workers on 4 partitions), one in a
+step all the CPU it gets (a hog beside twelve others on 2 cores: 15 %); but a stuck
+worker above it (~8 % in top, docs/scaling.md) counts as working, and a worker in a step
+beside ~40 runnable processes on 2 cores as stuck."""
 
 Restart = Callable[[], list[subprocess.Popen[bytes]]]
 """Stops the stuck workers and returns the ones started in their place."""
@@ -537,10 +550,25 @@ def free_port(host: str) -> int:
         return port
 
 
+def busiest_working(uses: list[Use], runnable_share: float, cpu_share: float) -> Use | None:
+    """The busiest of the workers that count as working, each by its own measure (a
+    runnable share where the kernel keeps schedstat, else a CPU share); None if none."""
+    working = [u for u in uses if u.share >= (runnable_share if u.runnable else cpu_share)]
+    return max(working, key=lambda u: (u.runnable, u.share), default=None)
+
+
+def describe_use(use: Use) -> str:
+    """What a working worker did, for the watchdog's progress line."""
+    if use.runnable:
+        return f"a worker's event loop was on a CPU or waiting for one {use.share:.0%} of the time"
+    return f"a worker used {use.share:.0%} of a core (its CPU time: no schedstat here)"
+
+
 def wait_until_idle(
     settings: Settings, workers: list[subprocess.Popen[bytes]], progress: Progress,
     timeout_s: float, *, restart: Restart | None = None, busy: Busy | None = None,
-    stall_after_s: float = STALL_AFTER_S, working_share: float = WORKING_CPU_SHARE,
+    stall_after_s: float = STALL_AFTER_S, working_runnable: float = WORKING_RUNNABLE_SHARE,
+    working_cpu: float = WORKING_CPU_SHARE,
 ) -> None:  # fmt: skip
     """Block until the group's lag is zero (workers must stay alive).
 
@@ -566,15 +594,18 @@ def wait_until_idle(
     A stuck worker is idle; a worker in one long step (a large event-time window
     on a slow or loaded machine: up to `engine.replay_batch_size` records, 32,000
     by default, its outputs sent at the step's end) leaves the lag unchanged too,
-    and cannot answer its `/readyz` meanwhile. So a worker that used at least
-    `working_share` of a core since the lag last moved (its CPU time,
-    `chainwatch.process_cpu`: nothing asked of its event loop) is working, and the
-    stall is counted from then: killed, it would recover its state and start the
-    same step again, on a loaded machine until `MAX_STALL_RESTARTS` failed the
-    replay. A worker that spins for ever still ends at `timeout_s`, with an error
-    that says the lag stood still while it used CPU. Where there is no `/proc`
-    (macOS) nothing is measured: the watchdog decides from the lag and `busy`
-    alone, as it did before.
+    and cannot answer its `/readyz` meanwhile. So a worker whose event loop (its
+    main thread) was on a CPU or waiting for one for at least `working_runnable`
+    of the `stall_after_s` the lag stood still is working (`chainwatch.process_cpu`:
+    nothing asked of its event loop, and a step is runnable all along whatever the
+    load), and the stall is counted from then: killed, it would recover its state
+    and start the same step again, on a loaded machine until `MAX_STALL_RESTARTS`
+    failed the replay. A worker that spins for ever still ends at `timeout_s`, with
+    an error that says the lag stood still while it kept working. Where the kernel
+    keeps no schedstat, a worker that used `working_cpu` of a core is working (a
+    stuck worker's timers can use that much, and a step on a very loaded machine
+    less); where there is no `/proc` (macOS) nothing is measured: the watchdog
+    decides from the lag and `busy` alone, as it did before.
 
     A group whose workers are still rebalancing or recovering their tables
     commits nothing for a while, and rightly so: with `busy` (true while any
@@ -590,9 +621,9 @@ def wait_until_idle(
     most = 0
     last_lag: int | None = None
     last_change = last_moved = time.monotonic()
-    cpu = CpuShares()
-    cpu.mark(w.pid for w in workers)
-    spinning = False  # the last stall counted was held off by a worker's CPU use
+    use = ProcessUse()
+    use.mark(w.pid for w in workers)
+    spinning = False  # the last stall counted was held off by a working worker
     restarts = 0
     with LagProbe(settings) as probe:  # one connection for the whole wait
         while time.monotonic() < deadline:
@@ -612,25 +643,25 @@ def wait_until_idle(
             if lag != last_lag or not lag:
                 last_lag, last_change = lag, time.monotonic()
                 last_moved, spinning = last_change, False
-                cpu.mark(w.pid for w in workers)
+                use.mark(w.pid for w in workers)
             elif restart is not None and time.monotonic() - last_change > stall_after_s:
-                share = cpu.busiest()
-                spinning = share is not None and share >= working_share
-                if spinning:
+                working = busiest_working(use.since_mark(), working_runnable, working_cpu)
+                spinning = working is not None
+                if working is not None:
                     still = time.monotonic() - last_moved
                     progress(
-                        f"waiting for the engine: the lag has not moved for {still:.0f}s, but a "
-                        f"worker used {share:.0%} of a core in the last {stall_after_s:.0f}s: "
+                        f"waiting for the engine: the lag has not moved for {still:.0f}s, but "
+                        f"{describe_use(working)} in the last {stall_after_s:.0f}s: "
                         "a long step, not a stall"
                     )
                     last_change = time.monotonic()
-                    cpu.mark(w.pid for w in workers)
+                    use.mark(w.pid for w in workers)
                 elif busy is not None and busy():
                     progress(
                         "waiting for the engine: a worker is rebalancing or recovering its tables"
                     )
                     last_change = time.monotonic()
-                    cpu.mark(w.pid for w in workers)
+                    use.mark(w.pid for w in workers)
                 elif restarts >= MAX_STALL_RESTARTS:
                     raise UserError(
                         f"the engine stayed stuck after {restarts} restarts of its workers "
@@ -644,7 +675,7 @@ def wait_until_idle(
                     )
                     workers = restart()
                     last_change = time.monotonic()
-                    cpu.mark(w.pid for w in workers)
+                    use.mark(w.pid for w in workers)
             if lag is not None:
                 most = max(most, lag)
                 progress("waiting for the engine", done=most - lag, total=most)
@@ -654,7 +685,7 @@ def wait_until_idle(
             time.sleep(IDLE_POLL_S)
     spun = (
         f"; the lag had not moved for {time.monotonic() - last_moved:.0f}s while a worker "
-        "kept using CPU: a step that long, or a worker spinning"
+        "kept working: a step that long, or a worker spinning"
         if spinning
         else ""
     )
