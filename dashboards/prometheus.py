@@ -267,6 +267,24 @@ def build(plan: SlaPlan) -> models.Dashboard:
         )
         .with_panel(
             series(
+                "Errors per second, by code",
+                promql(rate("chainwatch_gateway_errors_total", "error"), "{{error}}"),
+                promql(
+                    rate("chainwatch_gateway_protocol_refusals_total", "error"),
+                    "refused {{error}}",
+                    "B",
+                ),
+                unit="reqps",
+                span=24,
+                description="What clients were told, by the error code of the answer's body "
+                "(docs/ingest.md): `kafka_unavailable` and `topic_not_authorized` are the "
+                "operator's to fix, `publish_timeout` is the gateway at its capacity, the "
+                "others are the clients' (their items, sizes, tokens); refused: requests the "
+                "HTTP layer answered before any operation ran.",
+            )
+        )
+        .with_panel(
+            series(
                 "Kafka transactions: requests per transaction, failed by cause",
                 promql(
                     "sum(rate(chainwatch_gateway_transaction_requests_sum" + RATE + ")) / "

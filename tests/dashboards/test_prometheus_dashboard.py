@@ -98,3 +98,29 @@ def test_the_webhooks_row_shows_the_oldest_pending_delivery() -> None:
     assert shown == [
         ("Webhooks", "s", ["max by (endpoint) (chainwatch_webhook_oldest_pending_seconds)"])
     ]
+
+
+def test_the_gateway_row_shows_errors_by_their_code() -> None:
+    """An operator woken by 503s must see which code they were (`kafka_unavailable`,
+    `topic_not_authorized` are the operator's to fix, `publish_timeout` is capacity, the
+    rest the clients'): the gateway counts them by code, and no panel showed that."""
+    row, shown = "", []
+    for panel in to_json(_board())["panels"]:  # type: ignore[arg-type]
+        if panel["type"] == "row":
+            row = panel["title"]
+            continue
+        for target in panel["targets"]:
+            if re.search(r"chainwatch_gateway_(errors|protocol_refusals)_total", target["expr"]):
+                shown.append((row, target["expr"], target["legendFormat"]))
+    assert shown == [
+        (
+            "Ingest gateway",
+            f"sum by (error) (rate(chainwatch_gateway_errors_total{prometheus.RATE}))",
+            "{{error}}",
+        ),
+        (
+            "Ingest gateway",
+            f"sum by (error) (rate(chainwatch_gateway_protocol_refusals_total{prometheus.RATE}))",
+            "refused {{error}}",
+        ),
+    ]
