@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chainwatch.runners import prepare_topics
-from chainwatch.settings import Settings
+from chainwatch.settings import Settings, child_environment
 from chainwatch.traffic import scan_events
 from streams.ingest.auth import hash_token
 
@@ -163,7 +163,7 @@ def main() -> None:
         entry = {"name": "bench", "sha256": hash_token(TOKEN), "role": "admin"}
         tokens.write_text(json.dumps({"tokens": [entry]}))  # JSON is YAML
         port = _free_port()
-        env = {**os.environ, **settings.to_env()}
+        env = child_environment(settings, os.environ)
         cmd = [sys.executable, "-m", "chainwatch", "gateway", "--port", str(port)]
         if args.profile:
             cmd[1:1] = ["-m", "pyinstrument", "-o", str(args.profile)]

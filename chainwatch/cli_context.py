@@ -13,7 +13,7 @@ from rich.console import Console
 
 from chainwatch.errors import UserError
 from chainwatch.logs import configure_logging
-from chainwatch.settings import Settings, unknown_variables
+from chainwatch.settings import Settings, conflicting_variables, unknown_variables
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -38,6 +38,8 @@ def settings() -> Settings:
     cached = state.get("settings")
     if isinstance(cached, Settings):
         return cached
+    if conflicts := conflicting_variables(os.environ):
+        raise UserError("; ".join(conflicts))
     try:
         built = Settings()
     except ValidationError as exc:

@@ -43,7 +43,7 @@ from chainwatch.logs import silenced
 from chainwatch.notify_runner import stop_timeout_s as notify_stop_timeout_s
 from chainwatch.replay import stop_workers
 from chainwatch.runners import prepare_topics
-from chainwatch.settings import Settings
+from chainwatch.settings import Settings, overlaid
 from chainwatch.stop_deadline import STOP_MARGIN_S
 from sinks.clickhouse.readers import StoreReader, open_reader
 
@@ -120,14 +120,16 @@ def _children(
     }  # fmt: skip
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        env = {
-            **os.environ,
-            **_run_env(settings),
-            **SIMULATED_CLOCK_ENV,
-            "CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS": str(subscriptions),
-            "CHAINWATCH_WEBHOOKS__ALLOWED_NETWORKS": "127.0.0.1",  # the demo's own receiver
-            "CHAINWATCH_DEMO_WEBHOOK_SECRET": receiver.secret,
-        }
+        env = overlaid(
+            os.environ,
+            {
+                **_run_env(settings),
+                **SIMULATED_CLOCK_ENV,
+                "CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS": str(subscriptions),
+                "CHAINWATCH_WEBHOOKS__ALLOWED_NETWORKS": "127.0.0.1",  # the demo's own receiver
+                "CHAINWATCH_DEMO_WEBHOOK_SECRET": receiver.secret,
+            },
+        )
         for name, args in children.items():
             if name == "simulator":
                 _wait_ready(gateway_url, procs[-1])

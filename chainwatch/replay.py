@@ -55,7 +55,7 @@ from chainwatch.long_lines import MAX_LINE_BYTES, LongLine, binary_lines
 from chainwatch.process_cpu import ProcessUse, Use
 from chainwatch.replay_records import Refused, outgoing
 from chainwatch.replay_windows import EventTimeWindows, window_ms
-from chainwatch.settings import Settings
+from chainwatch.settings import Settings, child_environment
 from chainwatch.topic_partitions import routed_topics
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.deadline import deadline
@@ -834,7 +834,7 @@ def start_workers(
 ) -> list[subprocess.Popen[bytes]]:
     """`count` worker processes; with `ops_ports`, each serves its ops endpoints on a free
     port, recorded there by process id (the replay reads their `/readyz`)."""
-    env = {**os.environ, **settings.to_env()}
+    env = child_environment(settings, os.environ)
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     workers = []
     for n in range(first, first + count):

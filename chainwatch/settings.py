@@ -36,6 +36,9 @@ __all__ = [
     "Settings",
     "SinkSettings",
     "WebhookSettings",
+    "child_environment",
+    "conflicting_variables",
+    "overlaid",
     "redact_url",
     "unknown_variables",
 ]
@@ -146,6 +149,53 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
         hint = f"; did you mean {close[0]}?" if close else " (`chainwatch config` lists them)"
         warnings.append(f"{name} is not a setting, ignored{hint}")
     return warnings
+
+
+def conflicting_variables(environ: Mapping[str, str]) -> list[str]:
+    """A line per setting given twice, by names that differ only in case, with two values.
+
+    Names are matched ignoring case, and of two spellings the one later in the
+    environment won: the setting depended on the order in which a shell or a
+    supervisor happened to export them (`CHAINWATCH_ENGINE__BATCH_SIZE=111` and
+    `chainwatch_engine__batch_size=222` gave 222 or 111). The values are not shown:
+    one may be a secret.
+    """
+    spellings: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if name.upper().startswith(ENV_PREFIX):
+            spellings.setdefault(name.upper(), {})[name] = value
+    return [
+        f"{' and '.join(sorted(names))} set the same setting to different values; unset all but one"
+        for _, names in sorted(spellings.items())
+        if len(set(names.values())) > 1
+    ]
+
+
+def child_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` for a child process that must run with `settings`: every variable of a
+    setting replaced by `settings.to_env()`'s, whatever its case. Laid over `environ`
+    alone, a user's `chainwatch_engine__app_id` stayed beside the child's
+    `CHAINWATCH_ENGINE__APP_ID`, and which one the child took was the environment's order
+    (now the child refuses two spellings: `conflicting_variables`)."""
+    kept = {name: value for name, value in environ.items() if not _sets_a_setting(name.upper())}
+    return overlaid(kept, settings.to_env())
+
+
+def overlaid(environ: Mapping[str, str], overrides: Mapping[str, str]) -> dict[str, str]:
+    """`environ` with `overrides` set, each replacing its name in any case (see
+    `child_environment`)."""
+    replaced = {name.upper() for name in overrides}
+    kept = {name: value for name, value in environ.items() if name.upper() not in replaced}
+    return {**kept, **overrides}
+
+
+def _sets_a_setting(upper: str) -> bool:
+    """Whether `CHAINWATCH_<...>` (upper case) is read by `Settings` (a whole section's
+    JSON included): such a variable is the parent's to pass on, as its settings say."""
+    if not upper.startswith(ENV_PREFIX):
+        return False
+    path = upper[len(ENV_PREFIX) :].lower().split(NESTING)
+    return (len(path) == 1 and path[0] in Settings.model_fields) or _names_a_setting(path)
 
 
 def known_variables() -> list[str]:

@@ -11,8 +11,16 @@ import pytest
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from chainwatch.cli import main
+from chainwatch.cli_context import state
 from chainwatch.replay_windows import window_ms
-from chainwatch.settings import Settings, unknown_variables
+from chainwatch.settings import (
+    Settings,
+    child_environment,
+    conflicting_variables,
+    overlaid,
+    unknown_variables,
+)
 from sinks.clickhouse.settings import MAX_TTL_DAYS
 from streams.engine.limits import DAY_MS
 
@@ -306,3 +314,61 @@ def test_a_shutdown_grace_past_ten_minutes_is_refused_so_a_gateway_stop_waits_un
         Settings(gateway={"shutdown_grace_s": 600.5})  # type: ignore[arg-type]
     longest = Settings(gateway={"shutdown_grace_s": 600})  # type: ignore[arg-type]
     assert stop_timeout_s(longest) < 11 * 60
+
+
+def test_a_setting_given_twice_in_two_cases_with_two_values_is_refused() -> None:
+    """Names are matched ignoring case, and the later in the environment won: the
+    setting depended on the order a shell or a supervisor exported them."""
+    assert conflicting_variables(
+        {
+            "CHAINWATCH_ENGINE__BATCH_SIZE": "111",
+            "chainwatch_engine__batch_size": "222",
+            "CHAINWATCH_KAFKA__PARTITIONS": "4",
+            "Chainwatch_Kafka__Partitions": "4",  # the same value: no doubt which one
+            "CHAINWATCH_HOOK_OPS": "a",
+            "OTHER": "b",
+        }
+    ) == [
+        "CHAINWATCH_ENGINE__BATCH_SIZE and chainwatch_engine__batch_size set the same "
+        "setting to different values; unset all but one"
+    ]
+
+
+def test_the_cli_refuses_a_setting_given_twice_naming_both_not_their_values(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delitem(state, "settings", raising=False)  # built again, from this env
+    monkeypatch.setenv("CHAINWATCH_CLICKHOUSE__URL", "https://u:secret-one@ch.example:8443")
+    monkeypatch.setenv("chainwatch_clickhouse__url", "https://u:secret-two@ch.example:8443")
+    assert main(["config"]) == 1
+    printed = " ".join(capsys.readouterr().err.split())
+    assert "CHAINWATCH_CLICKHOUSE__URL and chainwatch_clickhouse__url set the same" in printed
+    assert "secret-" not in printed
+
+
+def test_a_child_gets_the_parents_settings_whatever_case_the_user_wrote() -> None:
+    """A replay's workers run with the run's settings (its own app id, topics): laid
+    over the environment, a user's lower-case spelling stayed beside them."""
+    environ = {
+        "chainwatch_engine__app_id": "mine",
+        "chainwatch_engine": '{"app_id": "mine-too"}',
+        "CHAINWATCH_HOOK_OPS": "https://hooks/x",  # a user's own: passed on
+        "PATH": "/bin",
+    }
+    settings = Settings(engine={"app_id": "replay-abc"})
+    env = child_environment(settings, environ)
+    assert env["CHAINWATCH_ENGINE__APP_ID"] == "replay-abc"
+    assert not {"chainwatch_engine__app_id", "chainwatch_engine"} & env.keys()
+    assert env["CHAINWATCH_HOOK_OPS"] == "https://hooks/x"
+    assert env["PATH"] == "/bin"
+    assert conflicting_variables(env) == []
+
+
+def test_what_a_parent_sets_for_its_children_replaces_the_users_spelling() -> None:
+    """The demo gives its children their own database and clock: a user's lower-case
+    spelling of one beside it was two values for one setting (now refused)."""
+    env = overlaid(
+        {"chainwatch_clickhouse__database": "mine", "PATH": "/bin"},
+        {"CHAINWATCH_CLICKHOUSE__DATABASE": "demo_1"},
+    )
+    assert env == {"PATH": "/bin", "CHAINWATCH_CLICKHOUSE__DATABASE": "demo_1"}
