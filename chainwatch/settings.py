@@ -162,7 +162,7 @@ def conflicting_variables(environ: Mapping[str, str]) -> list[str]:
     """
     spellings: dict[str, dict[str, str]] = {}
     for name, value in environ.items():
-        if name.upper().startswith(ENV_PREFIX):
+        if _sets_a_setting(name.upper()):  # a user's own (`CHAINWATCH_HOOK_OPS`) is exact
             spellings.setdefault(name.upper(), {})[name] = value
     return [
         f"{' and '.join(sorted(names))} set the same setting to different values; unset all but one"

@@ -325,7 +325,8 @@ def test_a_setting_given_twice_in_two_cases_with_two_values_is_refused() -> None
             "chainwatch_engine__batch_size": "222",
             "CHAINWATCH_KAFKA__PARTITIONS": "4",
             "Chainwatch_Kafka__Partitions": "4",  # the same value: no doubt which one
-            "CHAINWATCH_HOOK_OPS": "a",
+            "CHAINWATCH_HOOK_OPS": "a",  # a user's own, read by its exact name
+            "chainwatch_hook_ops": "b",
             "OTHER": "b",
         }
     ) == [
