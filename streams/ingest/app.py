@@ -68,6 +68,7 @@ from streams.ingest.outage import OutageLog, TopicRefusals
 from streams.ingest.publisher import (
     Publisher,
     PublisherConfig,
+    PublishFailed,
     PublishNotAuthorized,
     PublishOutOfTime,
     PublishStopped,
@@ -183,6 +184,19 @@ def publish_timeout(retry_after_s: int, why: str, *, outcome_unknown: bool = Fal
     failing. Answered `kafka_unavailable` before, it paged whoever alerted on that."""
     detail, headers = _unpublished(retry_after_s, why, outcome_unknown)
     return HttpError(503, "publish_timeout", detail, headers=headers)
+
+
+def publish_failed(retry_after_s: int) -> HttpError:
+    """503 `publish_failed`: the gateway itself failed publishing the request (a fault of
+    its own or a library's, or its group never answered: a bug to report), not Kafka,
+    which may have committed it. Answered `kafka_unavailable` before, it paged whoever
+    runs Kafka for the gateway's fault."""
+    detail, headers = _unpublished(
+        retry_after_s,
+        "the gateway failed publishing this request (a fault of its own, not Kafka's)",
+        outcome_unknown=True,
+    )
+    return HttpError(503, "publish_failed", detail, headers=headers)
 
 
 def topic_not_authorized(retry_after_s: int, topics: Sequence[str]) -> HttpError:
@@ -577,6 +591,8 @@ class Gateway:
         except PublishNotAuthorized as exc:
             self.refused_topics.refused(exc.topics, endpoint.name, str(exc))
             raise topic_not_authorized(self.limits.retry_after_s, exc.topics) from None
+        except PublishFailed:  # logged where it failed; says nothing of Kafka
+            raise publish_failed(self.limits.retry_after_s) from None
         except PublishUnavailable as exc:
             if exc.kafka_failed:  # not a fault of the gateway's own: Kafka is gone
                 self.readiness.note(False, str(exc))

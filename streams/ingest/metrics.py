@@ -43,8 +43,8 @@ class GatewayMetrics:
             "chainwatch_gateway_errors",
             "Requests answered with an error, by endpoint and error code (`too_large`, "
             "`invalid_items`, `kafka_unavailable` only for Kafka's failures, "
-            "`publish_timeout` for the request's own time, `topic_not_authorized`, "
-            "`shutting_down`, ...).",
+            "`publish_timeout` for the request's own time, `publish_failed` for a fault "
+            "of the gateway's own, `topic_not_authorized`, `shutting_down`, ...).",
             ["endpoint", "error"],
             registry=self.registry,
         )

@@ -48,6 +48,7 @@ ERROR_CODES = (
     "invalid_items",
     "kafka_unavailable",
     "publish_timeout",
+    "publish_failed",
     "topic_not_authorized",
     "shutting_down",
     "overloaded",
@@ -149,7 +150,9 @@ INGEST_ERRORS: dict[str, str] = {
     "503": "Kafka unavailable (`kafka_unavailable`): nothing was published, unless Kafka "
     "stopped answering after the request's commit was sent (`detail` says so); or the "
     "request's `publish_timeout_s` ran out while the gateway's producers were busy "
-    "(`publish_timeout`: the same two outcomes); or Kafka refuses the gateway a topic of "
+    "(`publish_timeout`: the same two outcomes); or the gateway itself failed publishing "
+    "it, a fault of its own, not Kafka's (`publish_failed`: whether it was published is not "
+    "known); or Kafka refuses the gateway a topic of "
     "the request (`topic_not_authorized`: nothing was published); or the "
     "gateway shut down mid-request (`shutting_down`: not known either); or it handles "
     "`limit_concurrency` requests already and none ended within `admission_wait_s` "

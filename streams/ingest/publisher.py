@@ -69,9 +69,9 @@ class PublishUnavailable(Exception):
     `kafka_failed`: Kafka itself failed (unreachable, a Kafka call timed out), which is
     what the gateway's readiness and outage log record. Not so for a request refused for
     its own time (`PublishOutOfTime`), cut by a stop (`PublishStopped`), refused one topic
-    (`PublishNotAuthorized`) or failed by a fault of the gateway's own: under plain
-    overload those made `/readyz` say not ready, and a load balancer pulled a gateway
-    whose Kafka was healthy."""
+    (`PublishNotAuthorized`) or failed by a fault of the gateway's own (`PublishFailed`):
+    under plain overload those made `/readyz` say not ready, and a load balancer pulled a
+    gateway whose Kafka was healthy."""
 
     def __init__(
         self, text: str, *, outcome_unknown: bool = False, kafka_failed: bool = True
@@ -109,6 +109,17 @@ class PublishNotAuthorized(PublishUnavailable):
         self.topics = tuple(topics)
 
 
+class PublishFailed(PublishUnavailable):
+    """A fault of the gateway's own (or of a library's), not Kafka's: an exception no path
+    of a group's transaction names, or a group that gave its request no outcome by the
+    safety net's time (`_OUTCOME_GRACE_S`; a bug or a hang in the gateway). Whether the
+    request was committed is not known. Answered under its own code: as Kafka's failure
+    it paged whoever runs Kafka, and the safety net made `/readyz` say not ready."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text, outcome_unknown=True, kafka_failed=False)
+
+
 @dataclass(slots=True)
 class _Attempt:
     """How far one request's transaction got (read when it fails)."""
@@ -130,7 +141,8 @@ member's try in a retry one at a time after Kafka failed the try before it. A tr
 out with less than this is its request's lack of time, not Kafka's failure."""
 _OUTCOME_GRACE_S = 5.0
 """How long past its own deadline a request waits for its group's outcome (a safety net:
-every path of a group is bounded by its members' deadlines)."""
+every path of a group is bounded by its members' deadlines, so one that reaches it is a
+bug or a hang inside the gateway, logged as an error with where its group is)."""
 
 
 def min_publish_s(publish_timeout_s: float) -> float:
@@ -289,9 +301,14 @@ class TransactionalPublisher:
                     return await asyncio.shield(member.outcome)
             except TimeoutError:
                 waited = round(within + _OUTCOME_GRACE_S, 3)
-                raise PublishUnavailable(
-                    f"TimeoutError: no answer from its transaction within {waited} s",
-                    outcome_unknown=True,
+                log.error(
+                    "group gave no outcome",
+                    waited_s=waited,
+                    records=len(records),
+                    **_group_state(member.group),
+                )
+                raise PublishFailed(
+                    f"TimeoutError: no answer from its transaction within {waited} s"
                 ) from None
         except asyncio.CancelledError:
             # A shutdown cancelled the request: its transaction may be open, and is
@@ -316,9 +333,13 @@ class TransactionalPublisher:
     async def _serve(self, slot: int, members: list[Member]) -> None:
         try:
             await self._commit_group(slot, members)
+        except Exception:
+            # a fault outside the transaction's own handling (its refusal's retry): nothing
+            # awaits this task, so it is logged here, not left as "never retrieved"
+            log.exception("group failed", requests=len(members))
         finally:
             for member in members:  # whatever happened, nobody waits for ever
-                _settle(member, PublishUnavailable("publishing failed", outcome_unknown=True))
+                _settle(member, PublishFailed("publishing failed"))  # a fault of ours
             self._idle.append(slot)
             self._dispatch()
 
@@ -385,12 +406,7 @@ class TransactionalPublisher:
             self._failed("unexpected")
             log.exception("group transaction failed", requests=len(members), records=len(records))
             for member in members:
-                _settle(
-                    member,
-                    PublishUnavailable(
-                        "publishing failed", outcome_unknown=True, kafka_failed=False
-                    ),
-                )
+                _settle(member, PublishFailed("publishing failed"))
             return False
         else:
             if self._observer is not None:
@@ -628,6 +644,22 @@ def retrieve_transaction_outcome(producer: AIOKafkaProducer) -> None:
     waiter = getattr(manager, "_transaction_waiter", None)
     if isinstance(waiter, asyncio.Future):
         waiter.add_done_callback(_seen)  # at once if it is done
+
+
+def _group_state(group: asyncio.Task[None] | None) -> dict[str, object]:
+    """Where a request's group is, for the safety net's error: no group (the request was
+    never taken off the queue), its task's state, and for a task still running the
+    coroutines it waits in, outermost first (`Task.get_stack` names only the outermost)."""
+    if group is None:
+        return {"group": "none"}
+    if group.done():
+        return {"group": "cancelled" if group.cancelled() else "done"}
+    awaiting: list[str] = []
+    step: object = group.get_coro()
+    while (frame := getattr(step, "cr_frame", None)) is not None:
+        awaiting.append(f"{frame.f_code.co_qualname} ({frame.f_code.co_filename}:{frame.f_lineno})")
+        step = getattr(step, "cr_await", None)
+    return {"group": "running", "waiting_in": awaiting}
 
 
 def _refused_topics(exc: TopicAuthorizationFailedError, records: Sequence[OutRecord]) -> list[str]:

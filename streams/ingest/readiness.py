@@ -5,9 +5,10 @@ and probes that each waited on the broker once queued ahead of ingest requests
 and stretched a 503 from 5 s to 25 s. Instead one task checks every
 `interval_s`, each check bounded by `deadline_s`, and every publish outcome
 updates the answer too (a failure of Kafka's marks the gateway not ready at once,
-a commit ready; a request refused for its own time, cut by a stop, or refused one
-topic by Kafka's authorization says nothing of Kafka's reachability and changes
-nothing: a gateway pulled for one topic's missing ACL would serve no topic at all).
+a commit ready; a request refused for its own time, cut by a stop, refused one
+topic by Kafka's authorization, or failed by a fault of the gateway's own says
+nothing of Kafka's reachability and changes nothing: a gateway pulled for one
+topic's missing ACL would serve no topic at all).
 A probe therefore costs nothing and answers at once; the answer is at most
 `interval_s + deadline_s` old.
 """

@@ -25,6 +25,7 @@ from conftest import (
     token_of,
 )
 from samples import fresh_scan as scan
+from structlog.testing import capture_logs
 from test_gateway_topic_not_authorized import ForbiddenTopic
 
 from chainwatch.runners import prepare_topics
@@ -34,6 +35,7 @@ from streams.ingest.groups import GroupBounds, Member, take_group
 from streams.ingest.metrics import GatewayMetrics, size_buckets
 from streams.ingest.publisher import (
     PublisherConfig,
+    PublishFailed,
     PublishNotAuthorized,
     PublishOutOfTime,
     PublishStopped,
@@ -516,7 +518,8 @@ def test_a_request_waits_a_bounded_time_past_its_deadline_for_its_groups_outcome
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """It waited for ever, holding its admission slot: every path of a group is bounded,
-    but nothing kept it so."""
+    but nothing kept it so. Reaching the net is a bug of the gateway's, not Kafka's
+    failure (it was taken for one), logged with where the group hangs."""
     monkeypatch.setattr(publisher_module, "_OUTCOME_GRACE_S", 0.2)
     publisher = NeverSettled(PublisherConfig("127.0.0.1:1", "t-never", 1))
 
@@ -531,11 +534,16 @@ def test_a_request_waits_a_bounded_time_past_its_deadline_for_its_groups_outcome
         finally:
             await publisher.stop()
 
-    outcome = loop.run_until_complete(publish())
-    assert isinstance(outcome, PublishUnavailable), outcome
+    with capture_logs() as logs:
+        outcome = loop.run_until_complete(publish())
+    assert isinstance(outcome, PublishFailed), outcome
     assert outcome.outcome_unknown
+    assert not outcome.kafka_failed
     # it waited its deadline and the grace past it, and says so (it said "within 0.1 s")
     assert str(outcome) == "TimeoutError: no answer from its transaction within 0.3 s"
+    (net,) = [e for e in logs if e["event"] == "group gave no outcome"]
+    assert (net["log_level"], net["group"], net["records"]) == ("error", "running", 1)
+    assert net["waiting_in"][0].startswith("NeverSettled._serve ("), net
 
 
 class StuckStarts(TransactionalPublisher):
@@ -748,6 +756,39 @@ def test_a_transaction_failed_by_an_unforeseen_exception_is_counted(
     sample = metrics.registry.get_sample_value
     assert sample("chainwatch_gateway_transactions_failed_total", {"cause": "unexpected"}) == 1
     assert sample("chainwatch_gateway_transaction_requests_count") == 0
+
+
+class UnforeseenInRefusal(Unforeseen):
+    """A group refused for one request's topic whose handling of the refusal fails with an
+    exception no branch names: it escapes the group's commit. No Kafka is reached."""
+
+    async def _producer(self, slot: int) -> AIOKafkaProducer:
+        raise TopicAuthorizationFailedError("one request's topic")
+
+    async def _refused(self, slot: int, members: list[Member], exc: object) -> None:
+        raise RuntimeError("a fault while handling a refusal")
+
+
+def test_a_fault_escaping_a_groups_commit_is_the_gateways_not_kafkas_and_logged(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """The members were answered as if Kafka had failed (a Kafka outage for `/readyz`),
+    and the fault showed only as asyncio's "Task exception was never retrieved"."""
+    publisher = UnforeseenInRefusal()
+
+    async def publish() -> BaseException | list[Placement]:
+        try:
+            return await publisher.publish([OutRecord("t", None, b"x")], within_s=5.0)
+        except PublishUnavailable as exc:
+            return exc
+
+    with capture_logs() as logs:
+        outcome = loop.run_until_complete(publish())
+    assert isinstance(outcome, PublishFailed), outcome
+    assert outcome.outcome_unknown
+    assert not outcome.kafka_failed
+    failed = [e for e in logs if e["event"] == "group failed"]
+    assert [(e["log_level"], e["requests"]) for e in failed] == [("error", 1)], logs
 
 
 class UnforeseenMidTransaction(TransactionalPublisher):

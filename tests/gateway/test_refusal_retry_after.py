@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from streams.ingest.admission import retry_after_bounds
-from streams.ingest.app import HttpError, kafka_unavailable, shutting_down
+from streams.ingest.app import HttpError, kafka_unavailable, publish_failed, shutting_down
 
 BASE = 5
 
@@ -41,4 +41,11 @@ def test_kafka_unavailable_has_a_jittered_retry_after(outcome_unknown: bool) -> 
 def test_shutting_down_has_a_jittered_retry_after(started: bool) -> None:
     answers = [shutting_down(BASE, started=started) for _ in range(200)]
     assert {a.error for a in answers} == {"shutting_down"}
+    _spread_within_bounds(_retry_afters(answers))
+
+
+def test_publish_failed_has_a_jittered_retry_after() -> None:
+    answers = [publish_failed(BASE) for _ in range(200)]
+    assert {a.error for a in answers} == {"publish_failed"}
+    assert all("whether it was committed is not known" in a.detail for a in answers)
     _spread_within_bounds(_retry_afters(answers))
