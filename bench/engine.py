@@ -71,7 +71,6 @@ from chainwatch.replay import (
     ReplayRun,
     _lags,
     committed_offsets,
-    delete_run_topics,
     no_progress,
     publish_scenario,
     start_workers,
@@ -79,6 +78,7 @@ from chainwatch.replay import (
     wait_until_idle,
     worker_log,
 )
+from chainwatch.replay_runs import delete_run_topics
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
 from schemas.common import format_utc

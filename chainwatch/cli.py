@@ -27,6 +27,7 @@ from chainwatch.commands import (
     importer,
     notify,
     replay,
+    runs,
     simulate,
     status,
     tokens,
@@ -229,6 +230,7 @@ def demo() -> None:
 
 for _command_module in (
     replay,
+    runs,
     backtest,
     simulate,
     gateway,

@@ -12,12 +12,10 @@ from typing import Any, TypeVar
 from kafka import KafkaAdminClient
 from kafka.errors import (
     BrokerResponseError,
-    GroupIdNotFoundError,
     KafkaError,
     KafkaTimeoutError,
     TopicAlreadyExistsError,
     UnknownBrokerIdError,
-    for_code,
 )
 
 from chainwatch.errors import UserError
@@ -378,50 +376,6 @@ def ensure_topics(
         partitions=partitions,
         replication_factor=replication_factor,
     )
-
-
-def group_members(bootstrap: str, group: str, timeout_s: float | None = None) -> int:
-    """How many members the consumer group `group` has now (0: empty, or no such group),
-    the connection and the description each within `timeout_s` (default
-    `ADMIN_CALL_TIMEOUT_S`): `KafkaUnreachable` when Kafka does not answer in time, or
-    keeps answering "not now" (a cluster's first group has no coordinator for a moment),
-    `KafkaRefused` when it will not describe the group (an ACL)."""
-    limit = ADMIN_CALL_TIMEOUT_S if timeout_s is None else timeout_s
-    admin = admin_client(bootstrap, timeout_s)
-    try:
-        return kafka_call(
-            lambda: _described_members(admin, group, until=time.monotonic() + limit * 0.75),
-            bootstrap=bootstrap,
-            what=f"describe consumer group {group}",
-            timeout_s=limit,
-        )
-    finally:
-        admin.close()
-
-
-_ERROR_CODE = re.compile(r"^\[Error (-?\d+)\]")
-"""How kafka-python starts the error it puts in a group's description (not raised)."""
-
-
-def _described_members(admin: KafkaAdminClient, group: str, *, until: float) -> int:
-    """`group`'s member count; a "not now" tried again until `until` (blocking)."""
-    pause = Backoff(initial_s=0.1, max_s=1.0)
-    while True:
-        try:
-            described = admin.describe_groups([group]).get(group) or {}
-            error = described.get("error")
-            if error is None:
-                return len(described.get("members") or [])
-            code = _ERROR_CODE.match(str(error))
-            kind = for_code(int(code[1])) if code else KafkaError
-            if kind is GroupIdNotFoundError:
-                return 0
-            raise kind(str(error))
-        except KafkaError as exc:
-            delay = pause.next()
-            if not not_now(exc) or time.monotonic() + delay > until:
-                raise
-            time.sleep(delay)
 
 
 def kafka_identities(bootstrap: str, topics: Iterable[str]) -> dict[str, KafkaIdentity]:

@@ -16,8 +16,6 @@ import asyncio
 import codecs
 import contextlib
 import os
-import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -43,17 +41,14 @@ from kafka.errors import KafkaError
 from chainwatch.acked_sends import AckedSends, kafka_failed
 from chainwatch.errors import USER_ERRORS, UserError
 from chainwatch.kafka_admin import (
-    KafkaRefused,
-    KafkaUnreachable,
     admin_client,
     bounded,
     ensure_topics,
-    group_members,
-    kafka_call,
 )
 from chainwatch.long_lines import MAX_LINE_BYTES, LongLine, binary_lines
 from chainwatch.process_cpu import ProcessUse, Use
 from chainwatch.replay_records import Refused, outgoing
+from chainwatch.replay_runs import delete_stopped_run, replay_settings
 from chainwatch.replay_windows import EventTimeWindows, window_ms
 from chainwatch.settings import Settings, child_environment
 from chainwatch.topic_partitions import routed_topics
@@ -98,27 +93,6 @@ class ReplayResult:
     alerts: list[dict[str, Any]]
     dead_letters: int
     published: int
-
-
-def replay_settings(settings: Settings, *, partitions: int, run_id: str) -> Settings:
-    """The settings of one run: fresh topics, its own app id, event-time clock."""
-    return settings.model_copy(
-        update={
-            "kafka": settings.kafka.model_copy(
-                update={"topic_prefix": f"replay-{run_id}.", "partitions": partitions}
-            ),
-            "engine": settings.engine.model_copy(
-                update={
-                    "app_id": f"replay-{run_id}",
-                    "clock": "event",
-                    "standby_replicas": 0,
-                    "commit_interval_s": 0.2,
-                    # a replay's worker that died is known dead after 10 s, not faust's 60
-                    "session_timeout_s": 10,
-                }
-            ),
-        }
-    )
 
 
 #: The longest scenario line parsed. Kafka takes records of up to 1 MiB; a line of
@@ -877,28 +851,6 @@ def stop_workers(
             proc.wait()
 
 
-def delete_run_topics(settings: Settings, timeout_s: float | None = None) -> None:
-    """Delete the run's topics, each Kafka call (connecting, listing, deleting) within
-    `timeout_s` (default: `kafka_admin`'s)."""
-    bootstrap = settings.kafka.bootstrap
-    admin = admin_client(bootstrap, timeout_s)
-    try:
-        prefix, app_id = settings.kafka.topic_prefix, settings.engine.app_id
-        listed = kafka_call(
-            admin.list_topics, bootstrap=bootstrap, what="list its topics", timeout_s=timeout_s
-        )
-        doomed = [t for t in listed if t.startswith((prefix, f"{app_id}-"))]
-        if doomed:
-            kafka_call(
-                lambda: admin.delete_topics(doomed),
-                bootstrap=bootstrap,
-                what=f"delete the run's {len(doomed)} topics",
-                timeout_s=timeout_s,
-            )
-    finally:
-        admin.close()
-
-
 class ReplayRun:
     """One replay, step by step (the tests drive the steps to kill workers in between)."""
 
@@ -1081,10 +1033,11 @@ class ReplayRun:
         return ReplayResult(alerts, dead_letters, self.published)
 
     def close(self, *, keep_topics: bool = False, step_s: float | None = None) -> None:
-        """Stop the workers; unless `keep_topics`, delete the run's topics and its workers'
-        table state. The state goes even when the deletion fails (Kafka gone): it is on
-        this disk, and was left behind per failed run. `step_s` bounds the workers' stop
-        and each Kafka call of the deletion (None: their own deadlines)."""
+        """Stop the workers; unless `keep_topics`, delete the run's consumer group, its
+        topics and its workers' table state (`delete_stopped_run`). The state goes even
+        when the deletion fails (Kafka gone): it is on this disk, and was left behind per
+        failed run. `step_s` bounds the workers' stop and each Kafka call of the deletion
+        (None: their own deadlines)."""
         stop_workers(self.workers, WORKERS_STOP_GRACE_S if step_s is None else step_s)
         if keep_topics:
             # the run id is printed nowhere else: without this line the kept topics were
@@ -1092,7 +1045,7 @@ class ReplayRun:
             self.progress(
                 f"kept the run's topics ({self.topic_patterns()}) and its workers' state "
                 f"({self.settings.data_path}/worker*/faust/{self.settings.engine.app_id}); "
-                "docs/replay.md says how to delete them"
+                f"`chainwatch runs delete {self.run_id}` deletes them"
             )
             return
         delete_stopped_run(self.settings, step_s)
@@ -1112,85 +1065,10 @@ class ReplayRun:
             self.close(keep_topics=keep_topics, step_s=FAILED_CLEANUP_S)
         except (*USER_ERRORS, KafkaError, OSError) as exc:
             self.progress(
-                f"the run's topics ({self.topic_patterns()}) were not deleted: {exc}; "
-                "docs/replay.md says how to delete them once Kafka answers"
+                f"the run's topics ({self.topic_patterns()}) and its consumer group were not "
+                f"deleted: {exc}; `chainwatch runs delete {self.run_id}` deletes them once "
+                "Kafka answers"
             )
-
-
-class RunStillRunning(UserError):
-    """A run asked to be deleted still has workers in its consumer group."""
-
-
-def delete_run(settings: Settings, timeout_s: float | None = None) -> None:
-    """What a kept or failed run left behind deleted (`delete_stopped_run`), refused while
-    the run still runs: docs/replay.md gives it as the command that deletes such a run,
-    and it deleted a running one's topics and state under its workers. Each Kafka call
-    within `timeout_s` (default: `kafka_admin`'s)."""
-    refuse_if_running(settings, timeout_s)
-    delete_stopped_run(settings, timeout_s)
-
-
-def refuse_if_running(settings: Settings, timeout_s: float | None = None) -> None:
-    """`RunStillRunning` while the run's consumer group has members; Kafka's own error,
-    naming the run, when it cannot say (nothing is deleted then either: the run may be
-    running)."""
-    app_id = run_app_id(settings)  # refused before Kafka is asked
-    run_id = app_id.removeprefix("replay-")
-    try:
-        members = group_members(settings.kafka.bootstrap, app_id, timeout_s)
-    except (KafkaUnreachable, KafkaRefused) as exc:
-        raise type(exc)(
-            f"run {run_id} not deleted: whether it still runs is unknown, {exc}"
-        ) from None
-    if members:
-        raise RunStillRunning(
-            f"run {run_id} is still running: its consumer group {app_id} has {members} "
-            f"active member(s); nothing deleted. Stop its replay first (a worker killed "
-            f"without leaving the group is dropped from it after "
-            f"{settings.engine.session_timeout_s:g} s)"
-        )
-
-
-def delete_stopped_run(settings: Settings, timeout_s: float | None = None) -> None:
-    """A stopped run's topics, then its workers' table state, which goes even when the
-    deletion fails (Kafka gone: the state is on this disk). Its workers must be stopped
-    (`ReplayRun.close` stopped its own; `delete_run` asks Kafka): the topics alone left
-    `<data_dir>/worker<N>/faust/replay-<id>` of a `--keep-topics` run."""
-    run_app_id(settings)  # refused before anything is deleted
-    try:
-        delete_run_topics(settings, timeout_s)
-    finally:
-        remove_worker_state(settings)
-
-
-_RUN_APP_ID = re.compile(r"replay-[A-Za-z0-9._-]+")
-"""A run's app id: its id in the characters of a Kafka topic name, so one plain name."""
-
-
-def run_app_id(settings: Settings) -> str:
-    """The run's app id, refused unless a run could have it: the docs' command takes the
-    run id as typed, and a `*` in it matched every run's state dir (a running one's
-    too), an `a/../..` reached out of the data dir."""
-    app_id = settings.engine.app_id
-    if not _RUN_APP_ID.fullmatch(app_id):
-        raise UserError(
-            f"run id {app_id.removeprefix('replay-')!r}: a run's id is letters, digits, "
-            "'.', '_' or '-' (the one `chainwatch replay` printed)"
-        )
-    return app_id
-
-
-def remove_worker_state(settings: Settings) -> None:
-    """The run's table state in its workers' data dirs (`<data_dir>/worker<N>/faust/<app>`),
-    and those dirs once empty: gone with the run's topics, it was left behind per run."""
-    app_id = run_app_id(settings)  # a name, not a pattern: joined, never globbed
-    for state in (faust / app_id for faust in settings.data_path.glob("worker*/faust")):
-        if not state.exists():
-            continue
-        shutil.rmtree(state, ignore_errors=True)
-        for parent in (state.parent, state.parent.parent):
-            with contextlib.suppress(OSError):  # not empty: another run's, or a user's
-                parent.rmdir()
 
 
 def run_replay(

@@ -61,10 +61,10 @@ BLOCKS: dict[tuple[str, str], str] = {
     ("README.md", "chainwatch backtest march.ndjson"): CHECK,  # as docs/backtest.md's
     # two replays; tests/foundation/test_replay_cli.py runs the --sink one on the same file
     ("docs/replay.md", "cat examples/example_*.ndjson > march.ndjson"): CHECK,
-    # deleting a failed run's topics: a Kafka distribution's tool (not shipped here), or
-    # the run's own deletion, which tests/foundation/test_replay_cli.py runs after each run
+    # listing and deleting a kept run (it needs one): tests/foundation/test_runs_cli.py
+    ("docs/replay.md", "chainwatch runs list"): CHECK,
+    # deleting a failed run without chainwatch: a Kafka distribution's tools (not shipped here)
     ("docs/replay.md", "kafka-topics.sh --bootstrap-server 127.0.0.1:19092 --delete"): CHECK,
-    ("docs/replay.md", "python -c 'import sys; from chainwatch.replay import delete_run"): CHECK,
     ("docs/scaling.md", "chainwatch plan-capacity --rate 500"): RUN,
     ("docs/scaling.md", ".venv/bin/python bench/fleet.py"): CHECK,  # tens of minutes
 }

@@ -32,7 +32,7 @@ from kafka.errors import (
     UnknownBrokerIdError,
 )
 
-from chainwatch import kafka_admin, replay
+from chainwatch import kafka_admin, replay, replay_runs
 from chainwatch.errors import UserError
 from chainwatch.kafka_admin import (
     KafkaDeadlineExceeded,
@@ -540,14 +540,14 @@ def test_deleting_a_replays_topics_fails_in_one_line(
     error: BaseException | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     admin = _FailingAdmin("delete_topics", error)
-    monkeypatch.setattr(replay, "admin_client", lambda _bootstrap, _timeout_s=None: admin)
+    monkeypatch.setattr(replay_runs, "admin_client", lambda _bootstrap, _timeout_s=None: admin)
     monkeypatch.setattr(kafka_admin, "ADMIN_CALL_TIMEOUT_S", 0.3)
     settings = Settings(
         data_dir=tmp_path,
         kafka={"bootstrap_servers": "10.0.0.1:9092", "topic_prefix": "cw-"},  # type: ignore[arg-type]
     )
     with pytest.raises(KafkaUnreachable, match="did not delete the run's 1 topics"):
-        replay.delete_run_topics(settings)
+        replay_runs.delete_run_topics(settings)
     assert admin.closed
 
 

@@ -1,12 +1,17 @@
-"""docs/replay.md's command deletes a kept or failed run, never a running one.
+"""A run's deletion (`chainwatch runs delete`, a finished replay's own clean-up) deletes
+its consumer group with its topics and state, and never a running run.
 
 It deleted the topics and the table state of a run whose workers were still in its
-consumer group. Checked on the suite's real broker: a member in the run's group
-stops the deletion; once it has left, the run is deleted as before.
+consumer group, and left every run's group and committed offsets on the broker. Checked
+on the suite's real broker: a member in the run's group stops the deletion (Kafka's own
+refusal to delete a group with members); once it has left, the run is deleted, its group
+too.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -15,10 +20,14 @@ from typing import Any
 
 import pytest
 from dead_servers import DeadServer, outcome_within
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaTimeoutError
+from kafka.structs import OffsetAndMetadata
+from kafka_groups import group_on_broker
 
-from chainwatch import replay
-from chainwatch.kafka_admin import KafkaUnreachable, admin_client
+from chainwatch import replay, replay_runs
+from chainwatch.errors import UserError
+from chainwatch.kafka_admin import KafkaRefused, KafkaUnreachable, admin_client
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
 
@@ -32,7 +41,7 @@ def _until(condition: Callable[[], Any], timeout_s: float, what: str) -> None:
 
 def _run(settings: Settings) -> tuple[Settings, Path]:
     """A run's settings and the table state its worker 0 wrote."""
-    run = replay.replay_settings(settings, partitions=1, run_id=uuid.uuid4().hex[:10])
+    run = replay_runs.run_settings(settings, uuid.uuid4().hex[:10])
     state = run.data_path / "worker0" / "faust" / run.engine.app_id
     state.mkdir(parents=True)
     return run, state
@@ -46,40 +55,97 @@ def _topics(run: Settings) -> set[str]:
         admin.close()
 
 
-def test_a_run_whose_group_has_a_member_is_refused_and_deleted_once_it_left(
+def _joined(consumer: KafkaConsumer) -> bool:
+    consumer.poll(100)
+    return bool(consumer.assignment())
+
+
+def test_a_run_whose_group_has_a_member_is_refused_and_deleted_with_its_group_once_it_left(
     settings_factory: Callable[..., Settings],
 ) -> None:
     run, state = _run(settings_factory())
     prepare_topics(run)
     topics = _topics(run)
+    scans = TopicPartition(f"{run.kafka.topic_prefix}scans", 0)
     worker = KafkaConsumer(
-        f"{run.kafka.topic_prefix}scans",
         bootstrap_servers=run.kafka.bootstrap,
         group_id=run.engine.app_id,
         enable_auto_commit=False,
     )
-
-    def joined() -> bool:
-        worker.poll(100)
-        return bool(worker.assignment())
-
+    worker.subscribe([scans.topic])
+    group = run.engine.app_id
     try:
-        _until(joined, 60, "member in the run's group")
-        with pytest.raises(replay.RunStillRunning) as refused:
-            replay.delete_run(run)
+        _until(lambda: _joined(worker), 60, "member in the run's group")
+        worker.commit({scans: OffsetAndMetadata(0, "", -1)})  # what a worker commits
+        before = group_on_broker(run.kafka.bootstrap, group)
+        with pytest.raises(replay_runs.RunStillRunning) as refused:
+            replay_runs.delete_run(run)
         assert (_topics(run), state.exists()) == (topics, True)
+        assert group_on_broker(run.kafka.bootstrap, group) == before
+        assert before[0]
+        assert scans in before[1]
     finally:
         worker.close()  # leaves the group, as a stopped worker does
     run_id = run.engine.app_id.removeprefix("replay-")
     assert str(refused.value).startswith(
-        f"run {run_id} is still running: its consumer group {run.engine.app_id} has "
+        f"run {run_id} is still running: its consumer group {group} has "
         "1 active member(s); nothing deleted"
     )
 
-    replay.delete_run(run)
+    deleted = replay_runs.delete_run(run)
 
+    assert (deleted.group, set(deleted.topics), deleted.state) == (True, topics, (state,))
     assert not state.exists()
+    assert group_on_broker(run.kafka.bootstrap, group) == (False, {})
     _until(lambda: not _topics(run), 60, "deletion of the run's topics")
+
+
+_KILLED_MEMBER = """
+import sys
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaTimeoutError
+from kafka.structs import OffsetAndMetadata
+bootstrap, group, topic = sys.argv[1:]
+consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                         session_timeout_ms=45000)
+consumer.subscribe([topic])
+while not consumer.assignment():
+    consumer.poll(100)
+consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(0, "", -1)})
+print("joined", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_finished_run_deletes_its_group_too_a_killed_worker_s_membership_included(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """A finished replay deleted its topics and state and left its group, with the offsets
+    its workers committed, on the broker for good. A worker killed (its stop's grace run
+    out, or a crash) stays a member until its session times out, and Kafka refuses to
+    delete a group with members: the run's own workers are stopped, so it removes them."""
+    scenario = tmp_path / "empty.ndjson"
+    scenario.write_text("")
+    run = replay.ReplayRun(settings_factory(), scenario, partitions=1, progress=replay.no_progress)
+    run.prepare_topics()
+    group, bootstrap = run.settings.engine.app_id, run.settings.kafka.bootstrap
+    with subprocess.Popen(
+        [sys.executable, "-c", _KILLED_MEMBER, bootstrap, group, f"{group}.scans"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    ) as member:
+        try:
+            assert member.stdout is not None
+            assert member.stdout.readline() == b"joined\n"
+        finally:
+            member.kill()  # no LeaveGroup: a member for its session's 45 s
+            member.wait()
+    assert group_on_broker(bootstrap, group)[0]
+
+    run.close()
+
+    assert group_on_broker(bootstrap, group) == (False, {})
+    _until(lambda: not _topics(run.settings), 60, "deletion of the run's topics")
 
 
 @pytest.mark.parametrize("kind", ["closed", "silent"])
@@ -92,7 +158,7 @@ def test_a_kafka_that_does_not_answer_whether_the_run_runs_deletes_nothing(
     try:
         bootstrap = f"127.0.0.1:{server.port}"
         run, state = _run(Settings(data_dir=tmp_path, kafka={"bootstrap_servers": bootstrap}))  # type: ignore[arg-type]
-        outcome = outcome_within(30, lambda: replay.delete_run(run, timeout_s=2))
+        outcome = outcome_within(30, lambda: replay_runs.delete_run(run, timeout_s=2))
     finally:
         server.close()
     assert isinstance(outcome, KafkaUnreachable), outcome
@@ -102,3 +168,113 @@ def test_a_kafka_that_does_not_answer_whether_the_run_runs_deletes_nothing(
         f"cannot reach Kafka at {bootstrap}"
     ), outcome
     assert state.exists()
+
+
+@pytest.mark.parametrize("run_id", ["a/../../../../outside", "*", "[a]", ""])
+def test_deleting_a_run_by_an_odd_id_deletes_nothing_and_asks_kafka_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, run_id: str
+) -> None:
+    """The run id is taken as typed: `a/../../../../outside` deleted a directory beside
+    the data dir, and `*` every run's state, a running one's too. Refused before Kafka is
+    asked (the other ids given with it too)."""
+    asked: list[str] = []
+
+    def no_kafka(bootstrap: str, _timeout_s: float | None = None) -> None:
+        asked.append(bootstrap)
+        raise AssertionError("Kafka asked")
+
+    monkeypatch.setattr(replay_runs, "admin_client", no_kafka)
+    faust = tmp_path / "data" / "worker0" / "faust"
+    kept = [faust / "replay-a", faust / "replay-running", tmp_path / "outside"]
+    for folder in kept:
+        folder.mkdir(parents=True)
+    settings = Settings(data_dir=tmp_path / "data")
+
+    with pytest.raises(UserError, match="run id"):
+        replay_runs.delete_runs(settings, ["a", run_id])
+
+    assert (asked, [folder.exists() for folder in kept]) == ([], [True, True, True])
+
+
+class _GroupAdmin:
+    """An admin client whose group deletions answer `answers` in turn (kafka-python's
+    result names: "OK" or an error class)."""
+
+    def __init__(self, answers: list[str], topics: list[str]) -> None:
+        self.answers, self.topics = answers, topics
+        self.deleted: list[str] = []
+        self.topics_error: Exception | None = None
+
+    def delete_groups(self, groups: list[str]) -> dict[str, str]:
+        return {groups[0]: self.answers.pop(0)}
+
+    def describe_groups(self, groups: list[str]) -> dict[str, Any]:
+        return {groups[0]: {"error": None, "members": []}}
+
+    def list_topics(self) -> list[str]:
+        return self.topics
+
+    def delete_topics(self, names: list[str]) -> None:
+        if self.topics_error is not None:
+            raise self.topics_error
+        self.deleted += names
+
+    def close(self) -> None:
+        pass
+
+
+def _with_admin(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, answers: list[str]
+) -> tuple[Settings, Path, _GroupAdmin]:
+    run, state = _run(Settings(data_dir=tmp_path))
+    admin = _GroupAdmin(answers, [f"{run.kafka.topic_prefix}scans", "replay-other.scans"])
+    monkeypatch.setattr(replay_runs, "admin_client", lambda _b, _t=None: admin)
+    return run, state, admin
+
+
+def test_a_coordinator_not_ready_yet_is_waited_for_within_the_deadline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A cluster's first group has no coordinator for a moment ("not now")."""
+    run, state, admin = _with_admin(monkeypatch, tmp_path, ["CoordinatorLoadInProgressError", "OK"])
+
+    deleted = replay_runs.delete_run(run)
+
+    assert (deleted.group, deleted.topics, deleted.state) == (True, tuple(admin.deleted), (state,))
+    assert admin.deleted == [f"{run.kafka.topic_prefix}scans"]
+
+
+def test_a_group_kafka_will_not_delete_leaves_the_whole_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Refused the group (an ACL), the run's topics and state stay: whether it runs is
+    unknown, and a run deleted but for its group would be listed for ever."""
+    run, state, admin = _with_admin(monkeypatch, tmp_path, ["GroupAuthorizationFailedError"])
+
+    with pytest.raises(KafkaRefused) as refused:
+        replay_runs.delete_run(run)
+
+    run_id = run.engine.app_id.removeprefix("replay-")
+    assert str(refused.value).startswith(
+        f"run {run_id} not deleted: Kafka refused to delete consumer group replay-{run_id} "
+        "(GroupAuthorizationFailedError)"
+    ), refused.value
+    assert (admin.deleted, state.exists()) == ([], True)
+
+
+def test_topics_kafka_does_not_delete_once_the_group_is_gone_are_named_state_still_goes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The run is stopped (its group is gone): its state goes, and the line says what did."""
+    run, state, admin = _with_admin(monkeypatch, tmp_path, ["OK"])
+    admin.topics_error = KafkaTimeoutError("Request timed out")
+
+    with pytest.raises(KafkaUnreachable) as failed:
+        replay_runs.delete_run(run)
+
+    run_id = run.engine.app_id.removeprefix("replay-")
+    assert str(failed.value).startswith(
+        f"run {run_id}: its topics not deleted (its consumer group and its state deleted): "
+        f"Kafka at {run.kafka.bootstrap} did not delete the run's 1 topics"
+    ), failed.value
+    assert not state.exists()

@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import pytest
 from memory_peak import peak_memory
 from samples import customer, padded_value, scan
 
-from chainwatch import replay, replay_records
+from chainwatch import replay, replay_records, replay_runs
 from chainwatch.errors import UserError
 from chainwatch.replay import no_progress, publish_scenario, read_records, read_topic
 from chainwatch.runners import prepare_topics
@@ -423,7 +422,7 @@ def test_a_run_that_keeps_its_topics_names_them(
     """Before: `replay --keep-topics` kept them silently; the run id that names them was
     printed nowhere, so they were found only by listing the broker's topics."""
     deleted: list[Settings] = []
-    monkeypatch.setattr(replay, "delete_run_topics", deleted.append)
+    monkeypatch.setattr(replay_runs, "delete_run_on_kafka", deleted.append)
     said: list[str] = []
 
     def progress(message: str, /, *, done: int | None = None, total: int | None = None) -> None:
@@ -444,57 +443,8 @@ def test_a_run_that_keeps_its_topics_names_them(
     line = next(line for line in said if line.startswith("kept the run's topics"))
     assert f"({app_id}.* and {app_id}-*)" in line, line
     assert f"worker*/faust/{app_id}" in line, line
+    assert f"`chainwatch runs delete {run.run_id}` deletes them" in line, line
     assert (deleted, state.exists()) == ([], True)
-
-
-def test_the_docs_command_deletes_a_kept_run_s_topics_and_its_workers_state(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kafka_bootstrap: str
-) -> None:
-    """docs/replay.md's one-liner deletes what a finished run deletes; it deleted the
-    topics only, and a `--keep-topics` run's `worker0/faust/replay-<id>` stayed. (The
-    run's group, which it asks Kafka about first, is on the suite's broker: none.)"""
-    text = (Path(__file__).resolve().parents[2] / "docs" / "replay.md").read_text("utf-8")
-    code, run_id = re.search(r"^python -c '([^']+)' (\w+)$", text, re.M).groups()  # type: ignore[union-attr]
-    deleted: list[str] = []
-    monkeypatch.setattr(
-        replay, "delete_run_topics", lambda s, _t=None: deleted.append(s.engine.app_id)
-    )
-    monkeypatch.setenv("CHAINWATCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap)
-    state = tmp_path / "data" / "worker0" / "faust" / f"replay-{run_id}"
-    state.mkdir(parents=True)
-    other = tmp_path / "data" / "worker0" / "faust" / "replay-other"
-    other.mkdir()
-    monkeypatch.setattr(sys, "argv", ["-c", run_id])
-
-    exec(code, {})  # noqa: S102 - the docs command, as `python -c` runs it
-
-    assert deleted == [f"replay-{run_id}"]
-    assert (state.exists(), other.exists()) == (False, True)
-
-
-@pytest.mark.parametrize("run_id", ["a/../../../../outside", "*", "[a]", ""])
-def test_deleting_a_run_by_an_odd_id_deletes_nothing_outside_that_run(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, run_id: str
-) -> None:
-    """The docs' command takes the run id as typed: `a/../../../../outside` deleted a
-    directory beside the data dir, and `*` every run's state, a running one's too."""
-    deleted: list[str] = []
-    monkeypatch.setattr(
-        replay, "delete_run_topics", lambda s, _t=None: deleted.append(s.engine.app_id)
-    )
-    faust = tmp_path / "data" / "worker0" / "faust"
-    kept = [faust / "replay-a", faust / "replay-running", tmp_path / "outside"]
-    for folder in kept:
-        folder.mkdir(parents=True)
-    settings = replay.replay_settings(
-        Settings(data_dir=tmp_path / "data"), partitions=1, run_id=run_id
-    )
-
-    with pytest.raises(UserError, match="run id"):
-        replay.delete_run(settings)
-
-    assert (deleted, [folder.exists() for folder in kept]) == ([], [True, True, True])
 
 
 class _Failing(_Producer):
@@ -707,7 +657,7 @@ def _run_failing_to_publish(
     monkeypatch.setattr(replay.ReplayRun, "start_workers", lambda self, n: [])
     monkeypatch.setattr(replay.ReplayRun, "publish", publish_fails)
     said: list[str] = []
-    monkeypatch.setattr(replay, "delete_run_topics", deletion_fails)
+    monkeypatch.setattr(replay_runs, "delete_run_on_kafka", deletion_fails)
     scenario = tmp_path / "s.ndjson"
     scenario.write_text("")
 
@@ -753,7 +703,7 @@ def test_deleting_the_topics_with_kafka_gone_ends_within_the_step_deadline(
     )
     started = time.monotonic()
     with pytest.raises(KafkaUnreachable, match="cannot reach Kafka"):
-        replay.delete_run_topics(settings, 1.0)
+        replay_runs.delete_run_topics(settings, 1.0)
     assert time.monotonic() - started < 3
 
 

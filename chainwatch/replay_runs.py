@@ -1,0 +1,336 @@
+"""A replay's run as it stands on Kafka and on disk: its names, and its deletion.
+
+A replay (a backtest's run per plan too) lives in three places: its topics
+(`replay-<id>.*`, the contract's seven, and `replay-<id>-*`, the engine's inboxes,
+changelogs and `__assignor`), its consumer group `replay-<id>` with the offsets its
+workers committed, and its workers' table state `<data_dir>/worker<N>/faust/replay-<id>`.
+A finished run deletes all three (`delete_stopped_run`, after it stopped its workers);
+a kept or failed one is deleted by `chainwatch runs delete` (`delete_runs`).
+
+Whether a run still runs is whether its group has members, and Kafka decides it in
+the same step as the deletion: the group goes first, and the broker refuses to delete
+a group with members (NON_EMPTY_GROUP). Asking first and deleting after (describe, then
+delete) let a worker join in between, and its topics and state were deleted under it.
+Only once the group is gone are the topics and the state deleted. What Kafka cannot
+close: a worker that joins after the group is gone makes the group again (a replay
+replacing stuck workers stops them before it starts the new ones: its group is empty
+for that moment), and its topics are then deleted under it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import kafka.errors
+from kafka import KafkaAdminClient
+from kafka.admin import MemberToRemove
+from kafka.errors import GroupIdNotFoundError, KafkaError, NonEmptyGroupError
+
+from chainwatch.errors import UserError
+from chainwatch.kafka_admin import (
+    ADMIN_CALL_TIMEOUT_S,
+    KafkaRefused,
+    KafkaUnreachable,
+    admin_client,
+    kafka_call,
+    not_now,
+)
+from chainwatch.logs import silenced
+from chainwatch.settings import Settings
+from sinks.backoff import Backoff
+
+RUN_PREFIX: Final = "replay-"
+"""What a run's app id (its group, its state dir, its topics' names) starts with."""
+
+
+def replay_settings(settings: Settings, *, partitions: int, run_id: str) -> Settings:
+    """The settings of one run: fresh topics, its own app id, event-time clock."""
+    return settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={"topic_prefix": f"{RUN_PREFIX}{run_id}.", "partitions": partitions}
+            ),
+            "engine": settings.engine.model_copy(
+                update={
+                    "app_id": f"{RUN_PREFIX}{run_id}",
+                    "clock": "event",
+                    "standby_replicas": 0,
+                    "commit_interval_s": 0.2,
+                    # a replay's worker that died is known dead after 10 s, not faust's 60
+                    "session_timeout_s": 10,
+                }
+            ),
+        }
+    )
+
+
+def run_settings(settings: Settings, run_id: str) -> Settings:
+    """The settings that name run `run_id`'s topics, group and state (to delete it: its
+    partition count does not matter there)."""
+    return replay_settings(settings, partitions=1, run_id=run_id)
+
+
+RUN_ID = re.compile(r"[A-Za-z0-9._-]+")
+"""A run's id: in the characters of a Kafka topic name, so one plain name."""
+
+
+def run_app_id(settings: Settings) -> str:
+    """The run's app id, refused unless a run could have it: the run id is taken as
+    typed, and a `*` in it matched every run's state dir (a running one's too), an
+    `a/../..` reached out of the data dir."""
+    app_id = settings.engine.app_id
+    run_id = app_id.removeprefix(RUN_PREFIX)
+    if not (app_id.startswith(RUN_PREFIX) and RUN_ID.fullmatch(run_id)):
+        raise UserError(
+            f"run id {run_id!r}: a run's id is letters, digits, '.', '_' or '-' "
+            "(the one `chainwatch runs list` shows)"
+        )
+    return app_id
+
+
+class RunStillRunning(UserError):
+    """A run asked to be deleted still has workers in its consumer group."""
+
+
+@dataclass(frozen=True)
+class RunDeleted:
+    """What the deletion of one run found and deleted."""
+
+    run_id: str
+    group: bool
+    """Its consumer group was there (and is gone)."""
+    topics: tuple[str, ...]
+    state: tuple[Path, ...]
+    """Its workers' table state dirs, removed."""
+
+    @property
+    def found(self) -> bool:
+        return self.group or bool(self.topics) or bool(self.state)
+
+    def describe(self) -> str:
+        """One line: what was deleted."""
+        parts = [f"consumer group {RUN_PREFIX}{self.run_id}"] if self.group else []
+        if self.topics:
+            parts.append(f"{len(self.topics)} topics")
+        if self.state:
+            workers = ", ".join(sorted(p.parent.parent.name for p in self.state))
+            parts.append(f"worker state ({workers})")
+        return f"deleted run {self.run_id}: {', '.join(parts)}"
+
+
+def delete_runs(
+    settings: Settings, run_ids: Iterable[str], timeout_s: float | None = None
+) -> list[RunDeleted | UserError]:
+    """`chainwatch runs delete`: each run's group, then its topics and state, refused
+    while the run still runs (`RunStillRunning`); one outcome per run, in order.
+
+    Every id is checked before Kafka is asked (a bad one is a `UserError` raised, nothing
+    deleted). One admin connection for all; each Kafka call within `timeout_s` (default:
+    `kafka_admin`'s). Once Kafka stops answering, the runs left are not tried: each
+    would wait out the deadline again."""
+    runs = [run_settings(settings, run_id) for run_id in dict.fromkeys(run_ids)]
+    for run in runs:
+        run_app_id(run)  # refused before Kafka is asked
+    bootstrap = settings.kafka.bootstrap
+    with silenced("kafka"):  # our line per run, not kafka-python's per connection
+        try:
+            admin = admin_client(bootstrap, timeout_s)
+        except KafkaUnreachable as exc:
+            return [_unknown(run, exc) for run in runs]
+        try:
+            outcomes: list[RunDeleted | UserError] = []
+            gone: KafkaUnreachable | None = None
+            for run in runs:
+                if gone is not None:
+                    outcomes.append(_unknown(run, gone))
+                    continue
+                try:
+                    outcomes.append(_delete_run(admin, run, timeout_s))
+                except KafkaUnreachable as exc:
+                    gone = exc
+                    outcomes.append(exc)
+                except UserError as exc:  # refused (running, an ACL): the next run may pass
+                    outcomes.append(exc)
+            return outcomes
+        finally:
+            admin.close()
+
+
+def delete_run(settings: Settings, timeout_s: float | None = None) -> RunDeleted:
+    """`delete_runs` of the one run `settings` names (`run_settings`), its refusal raised."""
+    app_id = run_app_id(settings)
+    (outcome,) = delete_runs(settings, [app_id.removeprefix(RUN_PREFIX)], timeout_s)
+    if isinstance(outcome, UserError):
+        raise outcome
+    return outcome
+
+
+def _unknown(run: Settings, exc: KafkaUnreachable) -> KafkaUnreachable:
+    run_id = run.engine.app_id.removeprefix(RUN_PREFIX)
+    return KafkaUnreachable(f"run {run_id} not deleted: whether it still runs is unknown, {exc}")
+
+
+def _delete_run(admin: KafkaAdminClient, run: Settings, timeout_s: float | None) -> RunDeleted:
+    """The group (refused while it has members: nothing deleted), then the topics and the
+    state; the state goes even when the topics' deletion fails, as the run is stopped."""
+    app_id = run_app_id(run)
+    run_id = app_id.removeprefix(RUN_PREFIX)
+    try:
+        group = delete_run_group(admin, run, timeout_s)
+    except KafkaUnreachable as exc:
+        raise _unknown(run, exc) from None
+    except KafkaRefused as exc:
+        raise KafkaRefused(f"run {run_id} not deleted: {exc}") from None
+    try:
+        topics = delete_run_topics(run, timeout_s, admin=admin)
+    except UserError as exc:
+        state = remove_worker_state(run)
+        done = [what for what, was in (("its consumer group", group), ("its state", state)) if was]
+        said = f" ({' and '.join(done)} deleted)" if done else ""
+        kind = KafkaUnreachable if isinstance(exc, KafkaUnreachable) else UserError
+        raise kind(f"run {run_id}: its topics not deleted{said}: {exc}") from None
+    return RunDeleted(run_id, group, tuple(topics), tuple(remove_worker_state(run)))
+
+
+def delete_stopped_run(settings: Settings, timeout_s: float | None = None) -> None:
+    """A stopped run's group, topics and workers' table state; the state goes even when
+    Kafka's part fails (Kafka gone: the state is on this disk). Its workers must be
+    stopped (`ReplayRun.close` stopped its own): members its group still has are of its
+    workers killed without leaving it, and are removed so that the group can go (a
+    finished run left its group and committed offsets on the broker)."""
+    run_app_id(settings)  # refused before anything is deleted
+    try:
+        delete_run_on_kafka(settings, timeout_s)
+    finally:
+        remove_worker_state(settings)
+
+
+def delete_run_on_kafka(settings: Settings, timeout_s: float | None = None) -> None:
+    """A stopped run's consumer group (its members evicted) and its topics, each Kafka
+    call within `timeout_s` (default: `kafka_admin`'s)."""
+    admin = admin_client(settings.kafka.bootstrap, timeout_s)
+    try:
+        delete_run_group(admin, settings, timeout_s, evict=True)
+        delete_run_topics(settings, timeout_s, admin=admin)
+    finally:
+        admin.close()
+
+
+def delete_run_group(
+    admin: KafkaAdminClient, run: Settings, timeout_s: float | None = None, *, evict: bool = False
+) -> bool:
+    """Delete the run's consumer group (its committed offsets with it); False when there
+    was none. A group with members is `RunStillRunning` unless `evict`: then its members,
+    of workers known stopped, are removed first. "Not now" (a coordinator loading) is
+    tried again within the call's deadline."""
+    limit = ADMIN_CALL_TIMEOUT_S if timeout_s is None else timeout_s
+    app_id = run.engine.app_id
+    return kafka_call(
+        lambda: _deleted_group(admin, run, until=time.monotonic() + limit * 0.75, evict=evict),
+        bootstrap=run.kafka.bootstrap,
+        what=f"delete consumer group {app_id}",
+        timeout_s=limit,
+    )
+
+
+def _deleted_group(admin: KafkaAdminClient, run: Settings, *, until: float, evict: bool) -> bool:
+    """`delete_run_group`'s requests (blocking, on `kafka_call`'s thread)."""
+    group = run.engine.app_id
+    pause = Backoff(initial_s=0.1, max_s=1.0)
+    while True:
+        try:
+            said = str(admin.delete_groups([group]).get(group, "OK"))
+            if said == "OK":
+                return True
+            error = getattr(kafka.errors, said, None)
+            if error is GroupIdNotFoundError:
+                return False
+            if error is not NonEmptyGroupError:
+                kind = error if isinstance(error, type) and issubclass(error, KafkaError) else None
+                raise (kind or KafkaError)(f"{said}: deleting consumer group {group}")
+            if not evict or time.monotonic() > until:  # evicted members that came back run
+                raise _still_running(admin, run)
+            _remove_members(admin, group)
+        except KafkaError as exc:  # "not now" (no coordinator yet, one loading): again
+            delay = pause.next()
+            if not not_now(exc) or time.monotonic() + delay > until:
+                raise
+            time.sleep(delay)
+
+
+def _remove_members(admin: KafkaAdminClient, group: str) -> None:
+    """Remove what members `group` has (of workers stopped: a killed one stays a member
+    until its session times out)."""
+    described = admin.describe_groups([group]).get(group) or {}
+    members = [MemberToRemove(member_id=m["member_id"]) for m in described.get("members") or []]
+    admin.remove_group_members(group, members)
+
+
+def _still_running(admin: KafkaAdminClient, run: Settings) -> RunStillRunning:
+    """The refusal, with the group's member count when Kafka gives it."""
+    app_id = run.engine.app_id
+    members = "active members"
+    with contextlib.suppress(KafkaError, OSError):  # the refusal stands without the count
+        described = admin.describe_groups([app_id]).get(app_id) or {}
+        members = f"{len(described.get('members') or [])} active member(s)"
+    return RunStillRunning(
+        f"run {app_id.removeprefix(RUN_PREFIX)} is still running: its consumer group "
+        f"{app_id} has {members}; nothing deleted. Stop its replay first (a worker killed "
+        f"without leaving the group is dropped from it after "
+        f"{run.engine.session_timeout_s:g} s)"
+    )
+
+
+def delete_run_topics(
+    settings: Settings, timeout_s: float | None = None, *, admin: KafkaAdminClient | None = None
+) -> list[str]:
+    """Delete the run's topics (`<prefix>*` and `<app_id>-*`) and return their names, each
+    Kafka call (connecting unless given `admin`, listing, deleting) within `timeout_s`
+    (default: `kafka_admin`'s)."""
+    bootstrap = settings.kafka.bootstrap
+    own = admin is None
+    client = admin_client(bootstrap, timeout_s) if admin is None else admin
+    try:
+        prefix, app_id = settings.kafka.topic_prefix, settings.engine.app_id
+        listed = kafka_call(
+            client.list_topics, bootstrap=bootstrap, what="list its topics", timeout_s=timeout_s
+        )
+        doomed = sorted(t for t in listed if t.startswith((prefix, f"{app_id}-")))
+        if doomed:
+            kafka_call(
+                lambda: client.delete_topics(doomed),
+                bootstrap=bootstrap,
+                what=f"delete the run's {len(doomed)} topics",
+                timeout_s=timeout_s,
+            )
+        return doomed
+    finally:
+        if own:
+            client.close()
+
+
+def worker_state_dirs(settings: Settings, app_id: str) -> list[Path]:
+    """The table state of app `app_id` in the replay workers' data dirs
+    (`<data_dir>/worker<N>/faust/<app_id>`) that is there (reading only)."""
+    faust_dirs = settings.data_path.glob("worker*/faust")
+    return sorted(state for state in (f / app_id for f in faust_dirs) if state.is_dir())
+
+
+def remove_worker_state(settings: Settings) -> list[Path]:
+    """The run's table state in its workers' data dirs, and those dirs once empty: gone
+    with the run's topics, it was left behind per run. Returns the state dirs removed."""
+    app_id = run_app_id(settings)  # a name, not a pattern: joined, never globbed
+    removed = worker_state_dirs(settings, app_id)
+    for state in removed:
+        shutil.rmtree(state, ignore_errors=True)
+        for parent in (state.parent, state.parent.parent):
+            with contextlib.suppress(OSError):  # not empty: another run's, or a user's
+                parent.rmdir()
+    return removed
