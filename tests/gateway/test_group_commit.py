@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import cast
 
 import httpx
@@ -44,6 +46,8 @@ from streams.ingest.publisher import (
     TransactionalPublisher,
 )
 from streams.ingest.records import OutRecord, Placement
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class HeldFirst(TransactionalPublisher):
@@ -789,6 +793,38 @@ def test_a_fault_escaping_a_groups_commit_is_the_gateways_not_kafkas_and_logged(
     assert not outcome.kafka_failed
     failed = [e for e in logs if e["event"] == "group failed"]
     assert [(e["log_level"], e["requests"]) for e in failed] == [("error", 1)], logs
+
+
+def test_the_docs_name_the_error_line_every_publish_failed_comes_with(
+    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/ingest.md tells an operator paged by `publish_failed` which error line to look
+    for: it named `group transaction failed` and `group gave no outcome` only, and a fault
+    escaping a group's commit logs neither (`group failed`)."""
+    monkeypatch.setattr(publisher_module, "_OUTCOME_GRACE_S", 0.2)
+
+    async def publish(publisher: TransactionalPublisher, within_s: float) -> object:
+        try:
+            return await publisher.publish([OutRecord("t", None, b"x")], within_s)
+        except PublishUnavailable as exc:
+            return exc
+        finally:
+            await publisher.stop()
+
+    logged: set[str] = set()
+    for publisher, within_s in (
+        (Unforeseen(), 5.0),
+        (UnforeseenInRefusal(), 5.0),
+        (NeverSettled(PublisherConfig("127.0.0.1:1", "t-never", 1)), 0.1),
+    ):
+        with capture_logs() as logs:
+            outcome = loop.run_until_complete(publish(publisher, within_s))
+        assert isinstance(outcome, PublishFailed), outcome
+        logged |= {e["event"] for e in logs if e["log_level"] == "error"}
+    text = " ".join((ROOT / "docs" / "ingest.md").read_text().split())
+    named = re.search(r"as `publish_failed` \(a bug to report, with its (.*?) error line\)", text)
+    assert named is not None
+    assert set(re.findall(r"`([^`]+)`", named.group(1))) == logged
 
 
 class UnforeseenMidTransaction(TransactionalPublisher):
