@@ -62,6 +62,55 @@ def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
         proc.wait()
 
 
+class Restarts:
+    """The watchdog's `restart` for a stuck group: each call stops the group's workers
+    with `stop` (none: left to the `workers` fixture), starts one fresh stuck worker
+    and hands it to `then`; `lag` stands at 5 until the first restart, then at 0."""
+
+    def __init__(
+        self,
+        workers: list[subprocess.Popen[bytes]],
+        *,
+        stop: Callable[[subprocess.Popen[bytes]], None] | None = None,
+        then: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    ) -> None:
+        self.workers = workers
+        self.stop = stop
+        self.then = then
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def __call__(self) -> list[subprocess.Popen[bytes]]:
+        if self.stop is not None:
+            for proc in self.workers:
+                self.stop(proc)
+        fresh = _sleeper()
+        self.workers.append(fresh)
+        self.started.append(fresh)
+        if self.then is not None:
+            self.then(fresh)
+        return [fresh]
+
+    def lag(self) -> int:
+        return 0 if self.started else 5
+
+
+def _wait(
+    tmp_path: Path,
+    workers: list[subprocess.Popen[bytes]],
+    restart: replay.Restart,
+    *,
+    timeout_s: float,
+    stall_after_s: float,
+    progress: replay.Progress = replay.no_progress,
+    busy: replay.Busy | None = lambda: False,
+) -> None:
+    """`wait_until_idle` on the test's `workers`, no worker busy unless `busy` says so."""
+    replay.wait_until_idle(
+        Settings(data_dir=tmp_path), list(workers), progress, timeout_s,
+        restart=restart, busy=busy, stall_after_s=stall_after_s,
+    )  # fmt: skip
+
+
 def _script(monkeypatch: pytest.MonkeyPatch, lag: Callable[[], int]) -> None:
     monkeypatch.setattr(replay.LagProbe, "lag", lambda _probe: lag())
     monkeypatch.setattr(replay, "describe_lag", lambda _settings: "behind: t[0]=5")
@@ -72,23 +121,14 @@ def test_a_stuck_group_gets_its_workers_restarted_and_then_finishes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[subprocess.Popen[bytes]]
 ) -> None:
     workers.append(_sleeper())
-    restarted: list[subprocess.Popen[bytes]] = []
-
-    def restart() -> list[subprocess.Popen[bytes]]:
-        for proc in workers:
-            proc.terminate()
-        fresh = _sleeper()
-        workers.append(fresh)
-        restarted.append(fresh)
-        return [fresh]
-
-    _script(monkeypatch, lambda: 0 if restarted else 5)
+    restarts = Restarts(workers, stop=subprocess.Popen.terminate)
+    _script(monkeypatch, restarts.lag)
     messages: list[str] = []
-    replay.wait_until_idle(
-        Settings(data_dir=tmp_path), list(workers), lambda m, **_c: messages.append(m),
-        timeout_s=30, restart=restart, stall_after_s=0.5,
+    _wait(
+        tmp_path, workers, restarts, timeout_s=30, stall_after_s=0.5, busy=None,
+        progress=lambda m, **_c: messages.append(m),
     )  # fmt: skip
-    assert len(restarted) == 1
+    assert len(restarts.started) == 1
     assert any("restarting the workers (1 of at most 3)" in m and "t[0]=5" in m for m in messages)
 
 
@@ -97,18 +137,9 @@ def test_a_group_that_stays_stuck_is_an_error_after_the_last_restart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[subprocess.Popen[bytes]]
 ) -> None:
     workers.append(_sleeper())
-
-    def restart() -> list[subprocess.Popen[bytes]]:
-        fresh = _sleeper()
-        workers.append(fresh)
-        return [fresh]
-
     _script(monkeypatch, lambda: 5)
     with pytest.raises(UserError, match=r"stuck after 3 restarts .*t\[0\]=5"):
-        replay.wait_until_idle(
-            Settings(data_dir=tmp_path), list(workers), lambda m, **_c: None,
-            timeout_s=60, restart=restart, stall_after_s=0.5,
-        )  # fmt: skip
+        _wait(tmp_path, workers, Restarts(workers), timeout_s=60, stall_after_s=0.5, busy=None)
     assert len(workers) == 4
 
 
@@ -122,10 +153,7 @@ def test_lag_that_keeps_falling_is_progress_not_a_stall(
     def restart() -> list[subprocess.Popen[bytes]]:
         raise AssertionError("a group making progress was restarted")
 
-    replay.wait_until_idle(
-        Settings(data_dir=tmp_path), list(workers), lambda m, **_c: None,
-        timeout_s=30, restart=restart, stall_after_s=0.5,
-    )  # fmt: skip
+    _wait(tmp_path, workers, restart, timeout_s=30, stall_after_s=0.5, busy=None)
 
 
 def test_a_group_whose_workers_recover_their_tables_is_not_restarted(
@@ -148,9 +176,9 @@ def test_a_group_whose_workers_recover_their_tables_is_not_restarted(
         raise AssertionError("workers recovering their tables were restarted")
 
     messages: list[str] = []
-    replay.wait_until_idle(
-        Settings(data_dir=tmp_path), list(workers), lambda m, **_c: messages.append(m),
-        timeout_s=1000, restart=restart, busy=busy, stall_after_s=0.5,
+    _wait(
+        tmp_path, workers, restart, timeout_s=1000, stall_after_s=0.5, busy=busy,
+        progress=lambda m, **_c: messages.append(m),
     )  # fmt: skip
     assert probes == [True] * 5
     assert any("recovering its tables" in m for m in messages)
@@ -160,20 +188,10 @@ def test_a_stuck_group_is_restarted_when_no_worker_is_busy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[subprocess.Popen[bytes]]
 ) -> None:
     workers.append(_sleeper())
-    restarted: list[subprocess.Popen[bytes]] = []
-
-    def restart() -> list[subprocess.Popen[bytes]]:
-        fresh = _sleeper()
-        workers.append(fresh)
-        restarted.append(fresh)
-        return [fresh]
-
-    _script(monkeypatch, lambda: 0 if restarted else 5)
-    replay.wait_until_idle(
-        Settings(data_dir=tmp_path), list(workers), lambda m, **_c: None,
-        timeout_s=30, restart=restart, stall_after_s=0.5, busy=lambda: False,
-    )  # fmt: skip
-    assert len(restarted) == 1
+    restarts = Restarts(workers)
+    _script(monkeypatch, restarts.lag)
+    _wait(tmp_path, workers, restarts, timeout_s=30, stall_after_s=0.5)
+    assert len(restarts.started) == 1
 
 
 @pytest.mark.parametrize(
@@ -270,10 +288,9 @@ def test_a_worker_busy_in_a_long_step_is_not_restarted(
         return sum("a long step, not a stall" in m for m in messages)
 
     _scripted_lag(monkeypatch, lambda: 5 if held_off() < 2 else 0)  # two stall windows
-    replay.wait_until_idle(
-        Settings(data_dir=tmp_path), list(workers), lambda m, **_c: messages.append(m),
-        timeout_s=120, restart=_never_restarted, busy=lambda: False,
-        stall_after_s=STALL_AFTER_S,
+    _wait(
+        tmp_path, workers, _never_restarted, timeout_s=120, stall_after_s=STALL_AFTER_S,
+        progress=lambda m, **_c: messages.append(m),
     )  # fmt: skip
     assert held_off() == 2
     assert any("event loop was on a CPU or waiting for one" in m for m in messages)
@@ -284,20 +301,14 @@ def test_an_idle_worker_with_lag_is_restarted_as_before(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[subprocess.Popen[bytes]]
 ) -> None:
     workers.append(_sleeper())
-    restarted: list[subprocess.Popen[bytes]] = []
-
-    def restart() -> list[subprocess.Popen[bytes]]:
-        restarted.append(_sleeper())
-        workers.append(restarted[-1])
-        return [restarted[-1]]
-
-    _scripted_lag(monkeypatch, lambda: 0 if restarted else 5)
+    restarts = Restarts(workers)
+    _scripted_lag(monkeypatch, restarts.lag)
     messages: list[str] = []
-    replay.wait_until_idle(
-        Settings(data_dir=tmp_path), list(workers), lambda m, **_c: messages.append(m),
-        timeout_s=120, restart=restart, busy=lambda: False, stall_after_s=STALL_AFTER_S,
+    _wait(
+        tmp_path, workers, restarts, timeout_s=120, stall_after_s=STALL_AFTER_S,
+        progress=lambda m, **_c: messages.append(m),
     )  # fmt: skip
-    assert len(restarted) == 1
+    assert len(restarts.started) == 1
     assert not any("a long step" in m for m in messages)
 
 
@@ -316,19 +327,10 @@ def test_a_stuck_worker_whose_other_threads_use_cpu_is_restarted(
             "time.sleep(120)"
         )
     )
-    restarted: list[subprocess.Popen[bytes]] = []
-
-    def restart() -> list[subprocess.Popen[bytes]]:
-        restarted.append(_sleeper())
-        workers.append(restarted[-1])
-        return [restarted[-1]]
-
-    _scripted_lag(monkeypatch, lambda: 0 if restarted else 5)
-    replay.wait_until_idle(
-        Settings(data_dir=tmp_path), list(workers), lambda m, **_c: None,
-        timeout_s=60, restart=restart, busy=lambda: False, stall_after_s=STALL_AFTER_S,
-    )  # fmt: skip
-    assert len(restarted) == 1
+    restarts = Restarts(workers)
+    _scripted_lag(monkeypatch, restarts.lag)
+    _wait(tmp_path, workers, restarts, timeout_s=60, stall_after_s=STALL_AFTER_S)
+    assert len(restarts.started) == 1
 
 
 @SCHEDSTAT
@@ -339,11 +341,7 @@ def test_a_worker_that_spins_for_ever_ends_at_the_deadline_with_a_clear_error(
     _scripted_lag(monkeypatch, lambda: 5)
     spun = r"within 4s \(behind: t\[0\]=5; the lag had not moved for \d+s while a worker kept"
     with pytest.raises(UserError, match=spun):
-        replay.wait_until_idle(
-            Settings(data_dir=tmp_path), list(workers), lambda m, **_c: None,
-            timeout_s=4, restart=_never_restarted, busy=lambda: False,
-            stall_after_s=STALL_AFTER_S,
-        )  # fmt: skip
+        _wait(tmp_path, workers, _never_restarted, timeout_s=4, stall_after_s=STALL_AFTER_S)
 
 
 class FakeProc:
@@ -402,24 +400,15 @@ def test_a_stuck_worker_whose_timers_use_cpu_is_restarted(
     event loop sleeps between its timers."""
     workers.append(_sleeper())
     fake_proc.set(workers[-1].pid, cpu=0.08, runnable=0.12)
-    restarted: list[subprocess.Popen[bytes]] = []
-
-    def restart() -> list[subprocess.Popen[bytes]]:
-        restarted.append(_sleeper())
-        workers.append(restarted[-1])
-        fake_proc.set(restarted[-1].pid, cpu=0.08, runnable=0.12)
-        return [restarted[-1]]
+    restarts = Restarts(workers, then=lambda w: fake_proc.set(w.pid, cpu=0.08, runnable=0.12))
 
     def lag() -> int:
         fake_proc.tick()
-        return 0 if restarted else 5
+        return restarts.lag()
 
     _scripted_lag(monkeypatch, lag)
-    replay.wait_until_idle(
-        Settings(data_dir=tmp_path), list(workers), lambda m, **_c: None,
-        timeout_s=60, restart=restart, busy=lambda: False, stall_after_s=STALL_AFTER_S,
-    )  # fmt: skip
-    assert len(restarted) == 1
+    _wait(tmp_path, workers, restarts, timeout_s=60, stall_after_s=STALL_AFTER_S)
+    assert len(restarts.started) == 1
 
 
 def test_a_worker_in_a_step_on_a_loaded_machine_is_not_restarted(
@@ -438,10 +427,9 @@ def test_a_worker_in_a_step_on_a_loaded_machine_is_not_restarted(
         return 5 if sum("a long step" in m for m in messages) < 2 else 0
 
     _scripted_lag(monkeypatch, lag)
-    replay.wait_until_idle(
-        Settings(data_dir=tmp_path), list(workers), lambda m, **_c: messages.append(m),
-        timeout_s=60, restart=_never_restarted, busy=lambda: False,
-        stall_after_s=STALL_AFTER_S,
+    _wait(
+        tmp_path, workers, _never_restarted, timeout_s=60, stall_after_s=STALL_AFTER_S,
+        progress=lambda m, **_c: messages.append(m),
     )  # fmt: skip
 
 
@@ -458,12 +446,7 @@ def test_without_schedstat_the_cpu_share_decides(
     workers.append(_sleeper())
     fake_proc.set(workers[-1].pid, cpu=0.6, runnable=runnable)
     messages: list[str] = []
-    restarted: list[subprocess.Popen[bytes]] = []
-
-    def restart() -> list[subprocess.Popen[bytes]]:
-        restarted.append(_sleeper())
-        workers.append(restarted[-1])
-        return [restarted[-1]]
+    restarts = Restarts(workers)
 
     def progress(message: str, **_counts: object) -> None:
         messages.append(message)
@@ -472,13 +455,10 @@ def test_without_schedstat_the_cpu_share_decides(
 
     def lag() -> int:
         fake_proc.tick()
-        return 0 if restarted else 5
+        return restarts.lag()
 
     _scripted_lag(monkeypatch, lag)
-    replay.wait_until_idle(
-        Settings(data_dir=tmp_path), list(workers), progress,
-        timeout_s=60, restart=restart, busy=lambda: False, stall_after_s=STALL_AFTER_S,
-    )  # fmt: skip
+    _wait(tmp_path, workers, restarts, timeout_s=60, stall_after_s=STALL_AFTER_S, progress=progress)
     held = [m for m in messages if "a long step" in m]
     assert len(held) == 1
     # the share read is of the counts the fake wrote at its last tick, so on a loaded machine
@@ -486,7 +466,7 @@ def test_without_schedstat_the_cpu_share_decides(
     used = re.search(r"a worker used (\d+)% of a core \(its CPU time: no schedstat here\)", held[0])
     assert used is not None, held[0]
     assert int(used[1]) >= 5  # working (>= 5 %), as measured by its CPU time
-    assert len(restarted) == 1
+    assert len(restarts.started) == 1
 
 
 def test_without_proc_a_busy_worker_is_restarted_as_before(
@@ -495,18 +475,7 @@ def test_without_proc_a_busy_worker_is_restarted_as_before(
     """Where there is no `/proc` (macOS) nothing is measured: the lag and `busy` decide."""
     monkeypatch.setattr(process_cpu, "PROC", tmp_path / "no-proc")
     workers.append(_burner())
-    restarted: list[subprocess.Popen[bytes]] = []
-
-    def restart() -> list[subprocess.Popen[bytes]]:
-        for proc in workers:
-            proc.kill()
-        restarted.append(_sleeper())
-        workers.append(restarted[-1])
-        return [restarted[-1]]
-
-    _scripted_lag(monkeypatch, lambda: 0 if restarted else 5)
-    replay.wait_until_idle(
-        Settings(data_dir=tmp_path), list(workers), lambda m, **_c: None,
-        timeout_s=120, restart=restart, busy=lambda: False, stall_after_s=STALL_AFTER_S,
-    )  # fmt: skip
-    assert len(restarted) == 1
+    restarts = Restarts(workers, stop=subprocess.Popen.kill)
+    _scripted_lag(monkeypatch, restarts.lag)
+    _wait(tmp_path, workers, restarts, timeout_s=120, stall_after_s=STALL_AFTER_S)
+    assert len(restarts.started) == 1
