@@ -10,7 +10,8 @@ more (`kafka_head`: a broker to a bare probe, nothing a client can start with);
 fails the test, instead of hanging it, when it does not. `LateServer` is a
 service that comes up later: it drops every connection until it is opened, then
 forwards them to a real one (the suite's Kafka broker). `StallingClickHouse` answers
-`/ping` (and the opening of a client), then stalls.
+`/ping` (and the opening of a client), then stalls. `PromptServer`, the one that is
+there, answers every request at once (but those it is told to answer late).
 """
 
 from __future__ import annotations
@@ -150,6 +151,31 @@ class StallingClickHouse(_Listener):
             piece = b"1\r\na\r\n"
         while not self.stop.wait(0.05):  # the server's pace, not the test waiting
             conn.sendall(piece)
+
+
+class PromptServer(_Listener):
+    """An HTTP server that answers every request at once with `ok`, a body streamed in two
+    chunks; a `POST /late` 0.6 s late. `connections` counts the connections it took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._listen()
+
+    @property
+    def connections(self) -> int:
+        return len(self._held)
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            while (request := read_request(conn)) is not None:
+                if request.startswith(b"POST /late"):
+                    self.stop.wait(0.6)  # the server's pace, not the test waiting
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"1\r\no\r\n1\r\nk\r\n0\r\n\r\n"
+                )
+        except OSError:
+            pass  # the client gave up
 
 
 def read_request(conn: socket.socket) -> bytes | None:

@@ -13,11 +13,11 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from clickhouse_connect.driver.httputil import get_pool_manager
-from dead_servers import DeadServer, StallingClickHouse, outcome_within, read_request
+from dead_servers import DeadServer, PromptServer, StallingClickHouse, outcome_within
 from urllib3 import PoolManager, Timeout
 
 from chainwatch.cli_context import plain_store_error
@@ -38,6 +38,23 @@ def short_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(connection, name, 1.0)
 
 
+Stalling = Callable[..., StallingClickHouse]
+"""Starts a `StallingClickHouse` (its arguments), closed after the test."""
+
+
+@pytest.fixture
+def stalling() -> Iterator[Stalling]:
+    servers: list[StallingClickHouse] = []
+
+    def start(kind: str, *, opens: bool = True) -> StallingClickHouse:
+        servers.append(StallingClickHouse(kind, opens=opens))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
 def _settings(server: StallingClickHouse) -> Settings:
     return Settings(clickhouse={"url": server.url("reader:s3cret@")})  # type: ignore[arg-type]
 
@@ -51,6 +68,18 @@ def _read_one(server: StallingClickHouse) -> object:
         reader.close()
 
 
+def _through_a_client(
+    server: StallingClickHouse, call: Callable[[SerializedClient], object]
+) -> object:
+    """What `call` returns or raises on a client opened on `server` (no `CREATE DATABASE`),
+    within 10 s; the client closed after."""
+    client = SerializedClient(open_client(_settings(server), create_database=False))
+    try:
+        return outcome_within(10, lambda: call(client))
+    finally:
+        client.close()
+
+
 def _unreachable(server: StallingClickHouse) -> str:
     return (
         f"cannot reach ClickHouse at http://reader:***@127.0.0.1:{server.port}/plant "
@@ -61,17 +90,14 @@ def _unreachable(server: StallingClickHouse) -> str:
 @pytest.mark.usefixtures("short_deadlines")
 @pytest.mark.parametrize("kind", ["silent", "trickle"])
 def test_a_server_that_answers_ping_then_stalls_its_opening_is_one_line_at_the_deadline(
-    kind: str,
+    kind: str, stalling: Stalling
 ) -> None:
-    server = StallingClickHouse(kind, opens=False)
-    try:
-        started = time.monotonic()
-        error = outcome_within(
-            10, lambda: open_client(_settings(server), create_database=False, writer=False)
-        )
-        took = time.monotonic() - started
-    finally:
-        server.close()
+    server = stalling(kind, opens=False)
+    started = time.monotonic()
+    error = outcome_within(
+        10, lambda: open_client(_settings(server), create_database=False, writer=False)
+    )
+    took = time.monotonic() - started
     assert isinstance(error, StoreUnavailable), error
     assert "s3cret" not in str(error)
     assert plain_store_error(str(error)) == _unreachable(server)
@@ -80,15 +106,14 @@ def test_a_server_that_answers_ping_then_stalls_its_opening_is_one_line_at_the_d
 
 @pytest.mark.usefixtures("short_deadlines")
 @pytest.mark.parametrize("kind", STALLS)
-def test_a_read_of_a_server_that_stalls_is_one_line_at_the_read_deadline(kind: str) -> None:
+def test_a_read_of_a_server_that_stalls_is_one_line_at_the_read_deadline(
+    kind: str, stalling: Stalling
+) -> None:
     """`chainwatch sql`, `status` and `doctor` read through `open_reader`."""
-    server = StallingClickHouse(kind)
-    try:
-        started = time.monotonic()
-        error = outcome_within(10, lambda: _read_one(server))
-        took = time.monotonic() - started
-    finally:
-        server.close()
+    server = stalling(kind)
+    started = time.monotonic()
+    error = outcome_within(10, lambda: _read_one(server))
+    took = time.monotonic() - started
     assert server.stalled.is_set()  # the client opened; a read stalled
     assert isinstance(error, StoreUnavailable), error
     assert plain_store_error(str(error)) == _unreachable(server)
@@ -97,24 +122,19 @@ def test_a_read_of_a_server_that_stalls_is_one_line_at_the_read_deadline(kind: s
 
 @pytest.mark.usefixtures("short_deadlines")
 @pytest.mark.parametrize("kind", STALLS)
-def test_migrations_and_inserts_to_a_server_that_stalls_end_at_their_deadline(kind: str) -> None:
+def test_migrations_and_inserts_to_a_server_that_stalls_end_at_their_deadline(
+    kind: str, stalling: Stalling
+) -> None:
     """`chainwatch db migrate` (its `CREATE DATABASE`), the sink's inserts; a failed insert
     is an outage the sink retries with the same batch, not rows at fault."""
-    server = StallingClickHouse(kind)
-    try:
-        opening = outcome_within(10, lambda: open_client(_settings(server)))
-        assert isinstance(opening, StoreUnavailable), opening
-        assert plain_store_error(str(opening)) == _unreachable(server)
+    server = stalling(kind)
+    opening = outcome_within(10, lambda: open_client(_settings(server)))
+    assert isinstance(opening, StoreUnavailable), opening
+    assert plain_store_error(str(opening)) == _unreachable(server)
 
-        client = SerializedClient(open_client(_settings(server), create_database=False))
-        try:
-            inserting = outcome_within(
-                10, lambda: client.insert("scans", [[1, "a"]], column_names=["n", "s"])
-            )
-        finally:
-            client.close()
-    finally:
-        server.close()
+    inserting = _through_a_client(
+        server, lambda client: client.insert("scans", [[1, "a"]], column_names=["n", "s"])
+    )
     assert isinstance(inserting, StoreUnavailable), inserting
     assert plain_store_error(str(inserting)) == _unreachable(server)
     assert not rows_at_fault(inserting)
@@ -123,21 +143,14 @@ def test_migrations_and_inserts_to_a_server_that_stalls_end_at_their_deadline(ki
 @pytest.mark.usefixtures("short_deadlines")
 @pytest.mark.parametrize("kind", STALLS)
 def test_a_read_back_of_stored_offsets_the_deadline_cuts_is_an_outage_not_a_slow_read(
-    kind: str,
+    kind: str, stalling: Stalling
 ) -> None:
     """The read carries the server's own limit, below the deadline: a server that honours
     it answers (TIMEOUT_EXCEEDED) long before, so reaching the deadline means no answer at
     all, which the sink logs as ClickHouse unavailable (check the URL), not as a slow read
     (check the projection's mutations)."""
-    server = StallingClickHouse(kind)
-    try:
-        client = SerializedClient(open_client(_settings(server), create_database=False))
-        try:
-            reading = outcome_within(10, lambda: read_stored(client, "scans", "scans", 0, 0))
-        finally:
-            client.close()
-    finally:
-        server.close()
+    server = stalling(kind)
+    reading = _through_a_client(server, lambda client: read_stored(client, "scans", "scans", 0, 0))
     assert isinstance(reading, StoreUnavailable), reading
     assert plain_store_error(str(reading)) == _unreachable(server)
     assert not read_cut(reading)
@@ -153,41 +166,24 @@ def test_the_sink_told_to_stop_while_clickhouse_stalls_its_start_stops_at_once(
 ) -> None:
     """The store is opened and migrated on a thread that no signal can stop; the stop
     aborts its requests instead of waiting out their deadlines (default ones here)."""
-    from chainwatch.sink_runner import _open_store
-
     server = StallingClickHouse(kind)
-
-    async def signalled_meanwhile() -> object:
-        stop = asyncio.Event()
-        opening = asyncio.ensure_future(_open_store(_settings(server), stop))
-        # until its first statement after the opening (`CREATE DATABASE`) stalls
-        await asyncio.to_thread(server.stalled.wait, 10)
-        stop.set()
-        started = time.monotonic()
-        client = await opening
-        return client, time.monotonic() - started
-
-    try:
-        outcome = outcome_within(20, lambda: asyncio.run(signalled_meanwhile()))
-    finally:
-        server.close()
-    assert not isinstance(outcome, BaseException), outcome
-    client, took = outcome
-    assert client is None
+    # told to stop once its first statement after the opening (`CREATE DATABASE`) stalls
+    took = _took_to_stop_opening(_settings(server), server.stalled, server.close)
     assert took < 2
 
 
-def _took_to_stop_opening(server: DeadServer, url: str) -> float:
-    """How long the sink's opening of the store at `url` took to end once told to stop,
-    the stop coming while `server` has a request of it (its client None)."""
+def _took_to_stop_opening(
+    settings: Settings, under_way: threading.Event, close: Callable[[], None]
+) -> float:
+    """How long the sink's opening of the store `settings` name took to end once told to
+    stop, the stop coming once `under_way` is set (its client None); `close` ends the
+    server after."""
     from chainwatch.sink_runner import _open_store
-
-    settings = Settings(clickhouse={"url": url})  # type: ignore[arg-type]
 
     async def signalled_meanwhile() -> object:
         stop = asyncio.Event()
         opening = asyncio.ensure_future(_open_store(settings, stop))
-        await asyncio.to_thread(server.asked.wait, 10)  # its `/ping` is under way
+        await asyncio.to_thread(under_way.wait, 10)
         stop.set()
         started = time.monotonic()
         client = await opening
@@ -198,18 +194,23 @@ def _took_to_stop_opening(server: DeadServer, url: str) -> float:
             3 * connection.CONNECT_DEADLINE_S, lambda: asyncio.run(signalled_meanwhile())
         )
     finally:
-        server.close()
+        close()
     assert not isinstance(outcome, BaseException), outcome
     client, took = outcome
     assert client is None
     return float(took)
 
 
+def _opening_at(url: str) -> Settings:
+    return Settings(clickhouse={"url": url})  # type: ignore[arg-type]
+
+
 def test_the_sink_told_to_stop_while_clickhouse_trickles_its_ping_stops_at_once() -> None:
     """The `/ping` before a client opens was not among the requests a stop aborts: the
     sink waited out all of `CONNECT_DEADLINE_S` for a server trickling its answer."""
     server = DeadServer("trickle")  # a status line, then a header a byte every 50 ms
-    took = _took_to_stop_opening(server, f"{server.url}/plant")
+    # told to stop while its `/ping` is under way
+    took = _took_to_stop_opening(_opening_at(f"{server.url}/plant"), server.asked, server.close)
     assert took < connection.CONNECT_DEADLINE_S / 4
 
 
@@ -217,8 +218,28 @@ def test_the_sink_told_to_stop_while_clickhouse_stalls_its_tls_handshake_stops_a
     """The handshake of the `https` `/ping` runs on a socket TLS took over (the one a stop
     shuts was detached from it): the sink waited out all of `CONNECT_DEADLINE_S`."""
     server = DeadServer("silent")  # reads the client's hello, answers nothing
-    took = _took_to_stop_opening(server, f"https://127.0.0.1:{server.port}/plant")
+    url = f"https://127.0.0.1:{server.port}/plant"
+    took = _took_to_stop_opening(_opening_at(url), server.asked, server.close)
     assert took < connection.CONNECT_DEADLINE_S / 4
+
+
+BoundPool = Callable[[float], tuple[PoolManager, Deadlines]]
+"""Makes a pool as clickhouse-connect does, bound to deadlines of so many seconds."""
+
+
+@pytest.fixture
+def bound_pool() -> Iterator[BoundPool]:
+    """`BoundPool`; each pool made is cleared after the test (its servers' fixtures after)."""
+    pools: list[PoolManager] = []
+
+    def make(seconds: float) -> tuple[PoolManager, Deadlines]:
+        deadlines = Deadlines(seconds, "test")
+        pools.append(bound(get_pool_manager(), deadlines))
+        return pools[-1], deadlines
+
+    yield make
+    for pool in pools:
+        pool.clear()
 
 
 def _pool_request(pool: PoolManager, deadlines: Deadlines, url: str) -> object:
@@ -229,128 +250,90 @@ def _pool_request(pool: PoolManager, deadlines: Deadlines, url: str) -> object:
         )
 
 
-def test_a_new_connection_whose_tls_handshake_stalls_ends_at_the_call_s_deadline() -> None:
+@pytest.fixture
+def silent_server() -> Iterator[DeadServer]:
+    """Reads what a client sends first (a TLS hello) and answers nothing."""
+    server = DeadServer("silent")
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["tls_handshake_stalls", "tcp_connect_hangs"])
+def stalled_connect(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A URL where a new connection never completes: its TLS handshake answered by
+    nothing, or its TCP connect to a server whose full listen queue drops the SYN, as a
+    black-holed address does."""
+    if request.param == "tls_handshake_stalls":
+        silent: DeadServer = request.getfixturevalue("silent_server")
+        yield f"https://127.0.0.1:{silent.port}/"
+        return
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = int(listener.getsockname()[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5):  # fills the queue
+            yield f"http://127.0.0.1:{port}/"
+
+
+def test_a_new_connection_that_stalls_ends_at_the_call_s_deadline(
+    stalled_connect: str, bound_pool: BoundPool
+) -> None:
     """The pool connects before it sends the request, which armed the deadline: a new
-    connection's TLS handshake was bounded by `connect_timeout` (5 s) alone, past the
-    call's deadline, and failed as urllib3's "Read timed out", not as the deadline."""
-    server = DeadServer("silent")  # reads the client's hello, answers nothing
-    deadlines = Deadlines(1.0, "test")
-    pool = bound(get_pool_manager(), deadlines)
-    try:
-        error = outcome_within(
-            30, lambda: _pool_request(pool, deadlines, f"https://127.0.0.1:{server.port}/")
-        )
-    finally:
-        pool.clear()
-        server.close()
+    connection's TLS handshake, and its TCP connect, were bounded by `connect_timeout`
+    (5 s) alone, past the call's deadline, and failed as urllib3's "Read timed out", not
+    as the deadline."""
+    pool, deadlines = bound_pool(1.0)
+    error = outcome_within(30, lambda: _pool_request(pool, deadlines, stalled_connect))
     assert isinstance(error, DeadlinePassed), error
     assert str(error) == "no answer within 1 s"
     assert deadlines.cut == str(error)
 
 
-def test_a_new_connection_whose_tcp_connect_hangs_ends_at_the_call_s_deadline() -> None:
-    """... and its TCP connect by `connect_timeout` (5 s): a server whose listen queue is
-    full drops the SYN, as a black-holed address does."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
-    port = int(listener.getsockname()[1])
-    queued = [socket.create_connection(("127.0.0.1", port), timeout=5)]  # fills the queue
-    deadlines = Deadlines(1.0, "test")
-    pool = bound(get_pool_manager(), deadlines)
-    try:
-        error = outcome_within(
-            30, lambda: _pool_request(pool, deadlines, f"http://127.0.0.1:{port}/")
-        )
-    finally:
-        pool.clear()
-        for conn in queued:
-            conn.close()
-        listener.close()
-    assert isinstance(error, DeadlinePassed), error
-    assert str(error) == "no answer within 1 s"
-    assert deadlines.cut == str(error)
-
-
-def test_a_stop_ends_a_new_connection_s_tls_handshake_at_once() -> None:
+def test_a_stop_ends_a_new_connection_s_tls_handshake_at_once(
+    silent_server: DeadServer, bound_pool: BoundPool
+) -> None:
     """`abort` shut the requests under way: a connection still in its handshake was none
     of them, and the stop waited out `connect_timeout` (5 s), whatever the deadline."""
-    server = DeadServer("silent")
-    deadlines = Deadlines(600.0, "test")
-    pool = bound(get_pool_manager(), deadlines)
+    pool, deadlines = bound_pool(600.0)
     ended: list[object] = []
-    url = f"https://127.0.0.1:{server.port}/"
+    url = f"https://127.0.0.1:{silent_server.port}/"
     thread = threading.Thread(
         target=lambda: ended.append(outcome_within(30, lambda: _pool_request(pool, deadlines, url)))
     )
-    try:
-        thread.start()
-        assert server.asked.wait(30)  # the client's hello came: its handshake is under way
-        deadlines.abort()
-        thread.join(30)
-    finally:
-        pool.clear()
-        server.close()
+    thread.start()
+    assert silent_server.asked.wait(30)  # the client's hello came: its handshake is under way
+    deadlines.abort()
+    thread.join(30)
     (error,) = ended
     assert isinstance(error, DeadlinePassed), error
     assert str(error) == "abandoned: the process is stopping"
 
 
 @pytest.fixture
-def fast_server() -> Iterator[tuple[int, list[socket.socket]]]:
-    """Answers every request at once (`ok`, or a streamed body in two chunks); one to
-    `/late` 0.6 s late."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-
-    def serve(conn: socket.socket) -> None:
-        try:
-            while (request := read_request(conn)) is not None:
-                if request.startswith(b"POST /late"):
-                    time.sleep(0.6)  # the server's pace, not the test waiting
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    b"1\r\no\r\n1\r\nk\r\n0\r\n\r\n"
-                )
-        except OSError:
-            pass
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            accepted.append(conn)
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield int(listener.getsockname()[1]), accepted
-    listener.close()
-    for conn in accepted:
-        conn.close()
+def prompt_server() -> Iterator[PromptServer]:
+    server = PromptServer()
+    yield server
+    server.close()
 
 
 def test_a_request_answered_in_time_is_never_cut_later(
-    fast_server: tuple[int, list[socket.socket]],
+    prompt_server: PromptServer, bound_pool: BoundPool
 ) -> None:
     """The deadline of a request whose answer was read is dropped: its connection, idle
     past it and used again, still works (and is the same connection)."""
-    from clickhouse_connect.driver.httputil import get_pool_manager
-
-    port, accepted = fast_server
-    deadlines = Deadlines(0.3, "test")
-    pool = bound(get_pool_manager(), deadlines)
+    pool, deadlines = bound_pool(0.3)
     for streamed in (False, True, False, True):
         with deadlines.call():
             answer = pool.request(
-                "POST", f"http://127.0.0.1:{port}/", body=b"x", preload_content=not streamed
+                "POST",
+                f"http://127.0.0.1:{prompt_server.port}/",
+                body=b"x",
+                preload_content=not streamed,
             )
             body = b"".join(answer.stream(1)) if streamed else answer.data
             answer.release_conn()
         assert body == b"ok"
         assert deadlines.cut is None
         time.sleep(0.5)  # past the deadline, idle
-    assert len(accepted) == 1
-    pool.clear()
+    assert prompt_server.connections == 1
 
 
 class _Unread:
@@ -374,16 +357,15 @@ def test_an_earlier_calls_abandoned_answer_does_not_fail_the_current_call() -> N
 
 
 @pytest.mark.usefixtures("short_deadlines")
-def test_a_read_of_a_server_that_answers_each_request_late_ends_at_the_one_read_deadline() -> None:
+def test_a_read_of_a_server_that_answers_each_request_late_ends_at_the_one_read_deadline(
+    stalling: Stalling,
+) -> None:
     """A read is several requests (its statement checked by the server's parser, then,
     after a failure, the handle settled with up to four more): each had the read's
     deadline of its own, so `chainwatch sql` on a server that answers each just in time
     took five deadlines (200 s) to print one error. The read has the one deadline now."""
-    server = StallingClickHouse("slow_error")
-    try:
-        error = outcome_within(10, lambda: _read_one(server))
-    finally:
-        server.close()
+    server = stalling("slow_error")
+    error = outcome_within(10, lambda: _read_one(server))
     assert isinstance(error, StoreUnavailable), error
     assert plain_store_error(str(error)) == _unreachable(server)
     answered_late = [
@@ -397,23 +379,19 @@ def test_a_read_of_a_server_that_answers_each_request_late_ends_at_the_one_read_
 
 
 def test_the_requests_of_one_call_share_its_deadline(
-    fast_server: tuple[int, list[socket.socket]],
+    prompt_server: PromptServer, bound_pool: BoundPool
 ) -> None:
     """The second request of a call gets what the first left: a request ending by its
     own deadline no longer restarts the clock for the next."""
-    from clickhouse_connect.driver.httputil import get_pool_manager
-
-    port, _ = fast_server
-    deadlines = Deadlines(1.0, "test")
-    pool = bound(get_pool_manager(), deadlines)
+    pool, deadlines = bound_pool(1.0)
+    late = f"http://127.0.0.1:{prompt_server.port}/late"
     started = time.monotonic()
 
     def two_requests() -> None:
         for _ in range(2):
-            pool.request("POST", f"http://127.0.0.1:{port}/late", body=b"x").release_conn()
+            pool.request("POST", late, body=b"x").release_conn()
 
     with deadlines.call(), pytest.raises(DeadlinePassed, match=r"^no answer within 1 s$"):
         two_requests()
     assert time.monotonic() - started < 1.5
     assert deadlines.cut == "no answer within 1 s"
-    pool.clear()
