@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import select
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -117,16 +118,24 @@ def answered_before_the_body(sock: socket.socket) -> None:
     assert select.select([sock], [], [], 10)[0], "no answer before the body"
 
 
+@contextmanager
+def refused_early(gw: Harness, framing: str) -> Iterator[tuple[Answers, int, dict[str, str]]]:
+    """A connection that sent the head of `refused_post(framing)` and read its answer,
+    which came before any of the body: the connection's answers, the status and headers."""
+    with connect(gw) as sock:
+        sock.sendall(refused_post(framing))
+        answered_before_the_body(sock)
+        answers = Answers(sock)
+        status, headers, _ = answers.next()
+        yield answers, status, headers
+
+
 def test_a_refused_post_declaring_10_gb_is_answered_connection_close_and_its_body_not_taken(
     gw: Harness,
 ) -> None:
     """uvicorn read such a body on for `header_timeout_s`, with no byte cap."""
-    with connect(gw) as sock:
-        sock.sendall(refused_post(f"Content-Length: {10 * 1024**3}\r\n"))
-        answered_before_the_body(sock)
-        answers = Answers(sock)
-        status, headers, _ = answers.next()
-        sent = push_until_refused(sock, b" " * PIECE)
+    with refused_early(gw, f"Content-Length: {10 * 1024**3}\r\n") as (answers, status, headers):
+        sent = push_until_refused(answers.sock, b" " * PIECE)
         assert sent < MOST, f"the gateway took {sent} bytes of a body it had refused"
         assert answers.ended()
     assert status == 401
@@ -138,12 +147,8 @@ def test_a_refused_chunked_body_is_dropped_up_to_the_cap_then_the_connection_clo
 ) -> None:
     """A chunked body's rest is not known at the answer, which keeps the connection; past
     the cap the connection is shut (the answer was read), and closed soon after."""
-    with connect(gw) as sock:
-        sock.sendall(refused_post("Transfer-Encoding: chunked\r\n"))
-        answered_before_the_body(sock)
-        answers = Answers(sock)
-        status, headers, _ = answers.next()
-        sent = push_until_refused(sock, chunk(b" " * PIECE))
+    with refused_early(gw, "Transfer-Encoding: chunked\r\n") as (answers, status, headers):
+        sent = push_until_refused(answers.sock, chunk(b" " * PIECE))
         assert sent < MOST, f"the gateway took {sent} bytes of a body it had refused"
         assert answers.ended()
     assert status == 401
@@ -154,15 +159,11 @@ def test_a_refused_chunked_body_is_dropped_up_to_the_cap_then_the_connection_clo
 def test_a_declared_rest_up_to_the_cap_keeps_the_connection_one_byte_more_closes_it(
     gw: Harness, declared: int, kept: bool
 ) -> None:
-    with connect(gw) as sock:
-        sock.sendall(refused_post(f"Content-Length: {declared}\r\n"))
-        answered_before_the_body(sock)
-        answers = Answers(sock)
-        status, headers, _ = answers.next()
+    with refused_early(gw, f"Content-Length: {declared}\r\n") as (answers, status, headers):
         assert status == 401
         assert ("connection" not in headers) is kept, headers
         if kept:
-            sock.sendall(b" " * declared + b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+            answers.sock.sendall(b" " * declared + b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
             status, _, body = answers.next()
             assert (status, body) == (200, b'{"status":"ok"}')
         else:
@@ -173,13 +174,10 @@ def test_a_declared_rest_up_to_the_cap_keeps_the_connection_one_byte_more_closes
 def test_a_small_chunked_body_after_an_early_answer_is_dropped_and_the_connection_serves_on(
     gw: Harness,
 ) -> None:
-    with connect(gw) as sock:
-        sock.sendall(refused_post("Transfer-Encoding: chunked\r\n"))
-        answered_before_the_body(sock)
-        answers = Answers(sock)
-        assert answers.next()[0] == 401
+    with refused_early(gw, "Transfer-Encoding: chunked\r\n") as (answers, status, _):
+        assert status == 401
         body = b"".join(chunk(b" " * 10_000) for _ in range(50)) + b"0\r\n\r\n"
-        sock.sendall(body + b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        answers.sock.sendall(body + b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
         status, headers, _ = answers.next()
     assert status == 200
     assert "connection" not in headers
@@ -216,13 +214,10 @@ def test_requests_pipelined_after_an_ignored_upgrade_within_the_dropped_rest_are
     padded = b"GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Pad: " + b"p" * 400 + b"\r\n\r\n"
     healthz = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
     declared = CAP - len(upgrade) - 200  # the cap falls inside `padded`
-    with connect(gw) as sock:
-        sock.sendall(refused_post(f"Content-Length: {declared}\r\n"))
-        answers = Answers(sock)
-        status, headers, _ = answers.next()
+    with refused_early(gw, f"Content-Length: {declared}\r\n") as (answers, status, headers):
         assert (status, "connection" in headers) == (401, False)
-        sock.sendall(b" " * (declared - 50))
-        sock.sendall(b" " * 50 + upgrade + padded + healthz)  # one segment: read at once
+        answers.sock.sendall(b" " * (declared - 50))
+        answers.sock.sendall(b" " * 50 + upgrade + padded + healthz)  # one segment: read at once
         for _ in range(3):
             status, headers, body = answers.next()
             assert (status, body) == (200, b'{"status":"ok"}')
@@ -235,10 +230,8 @@ def test_an_expect_100_continue_post_answered_before_its_body_was_asked_for_clos
     """No `100 Continue` went, so the client may never send the body; its next request on
     the connection was read as that body (`GET /` taken as the 5 bytes, `healthz ...`
     parsed as a request: 400)."""
-    with connect(gw) as sock:
-        sock.sendall(refused_post("Content-Length: 5\r\nExpect: 100-continue\r\n"))
-        answers = Answers(sock)
-        status, headers, _ = answers.next()
+    expecting = "Content-Length: 5\r\nExpect: 100-continue\r\n"
+    with refused_early(gw, expecting) as (answers, status, headers):
         assert (status, headers.get("connection")) == (401, "close")
         assert answers.ended()
 
