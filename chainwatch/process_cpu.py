@@ -5,10 +5,11 @@ a long step from a stuck one by it: the worker's own answers (`/readyz`) need it
 loop, which a long step holds, so a working worker looked as silent as a stuck one. The
 kernel's counts need nothing from the worker. Two of them, the first preferred:
 
-- runnable: the time the process's main thread (a worker's event loop) was on a CPU or
-  waiting for one, `/proc/<pid>/task/<pid>/schedstat`. A loop in a step never sleeps,
-  so it is runnable all along whatever the load; an idle or stuck loop sleeps between
-  its timers. (What `replay.WORKING_RUNNABLE_SHARE` measured.)
+- runnable: the time the process's main thread (a worker's event loop, where faust runs
+  its agents' steps: tests/foundation/test_replay_watchdog.py starts a worker to check)
+  was on a CPU or waiting for one, `/proc/<pid>/task/<pid>/schedstat`. A loop in a step
+  never sleeps, so it is runnable all along whatever the load; an idle or stuck loop
+  sleeps between its timers. (What `replay.WORKING_RUNNABLE_SHARE` measured.)
 - CPU: user plus system time of all its threads, `/proc/<pid>/stat`, only where the
   kernel keeps no schedstat (built without `CONFIG_SCHED_INFO`: no file, or zeros). It
   cannot tell the two apart on a loaded machine: a step gets only its share of the

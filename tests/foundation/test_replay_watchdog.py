@@ -6,6 +6,7 @@ faust's, tested through the engine's replays); the workers are real processes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -271,6 +272,56 @@ def _scripted_lag(monkeypatch: pytest.MonkeyPatch, lag: Callable[[], int]) -> No
 
 def _never_restarted() -> list[subprocess.Popen[bytes]]:
     raise AssertionError("a worker busy in a step was restarted")
+
+
+LOOP_REPORT = """\
+import asyncio, os, threading
+
+import faust
+
+import chainwatch.runners
+
+# no Kafka here: the worker goes on to faust at once
+chainwatch.runners.prepare_worker_topics = lambda *_args, **_kwargs: None
+
+
+async def report(app: faust.App) -> None:  # the app's start, on the loop its agents run on
+    same_loop = asyncio.get_running_loop() is app.loop
+    print(f"loop_thread={threading.get_native_id()} pid={os.getpid()} app_loop={same_loop}")
+    os._exit(0)
+
+
+faust.App.on_start = report
+"""
+"""A `sitecustomize` for a worker: faust's app, as it starts, says which thread runs its
+event loop, and the worker ends there."""
+
+
+@pytest.mark.slow  # a worker's start: a few seconds, 25 under load
+@pytest.mark.skipif(sys.platform != "linux", reason="the watchdog reads /proc on Linux only")
+def test_a_replay_worker_runs_its_event_loop_on_its_main_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """The watchdog takes a worker's main thread, `/proc/<pid>/task/<pid>`, for its event
+    loop, where faust runs its agents' steps: were the loop run on another thread, a
+    worker in a long step would read as asleep, and be killed mid-step. The worker is
+    started as a replay starts it (`replay.start_workers`)."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(LOOP_REPORT)
+    paths = [str(tmp_path / "hook"), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    nobody = {"bootstrap_servers": f"127.0.0.1:{replay.free_port('127.0.0.1')}"}
+    settings = Settings(data_dir=tmp_path / "data", kafka=nobody)  # type: ignore[arg-type]
+    (worker,) = replay.start_workers(settings, 1, ops_ports={})
+    workers.append(worker)
+    with contextlib.suppress(subprocess.TimeoutExpired):  # no report: said below, with the log
+        worker.wait(START_TIMEOUT_S)
+    log = replay.worker_log(settings, 0).read_text()
+    line = r"^loop_thread=(?P<loop_thread>\d+) pid=(?P<pid>\d+) app_loop=(?P<app_loop>\w+)$"
+    report = re.search(line, log, re.MULTILINE)
+    assert report is not None, f"the worker's app did not start:\n{log[-3000:]}"
+    assert report["app_loop"] == "True", report[0]
+    assert report["loop_thread"] == report["pid"] == str(worker.pid), report[0]
 
 
 @SCHEDSTAT
