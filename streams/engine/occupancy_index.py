@@ -6,37 +6,56 @@ touch. It decoded every entry of the unit: a cost in the orders that visited the
 unit within the retention (~55 ms a record on the engine bench, seconds at a
 busy unit with 30 days of orders), though most of them overlap no kept downtime
 and were never answered, and a status record does nothing with them.
-The summary tells those apart: the span of the entry's visits and whether it
-must be read whatever its visits (answered before, or frozen: it may be
-retracted, counted, or deleted with a fold). `IndexedEntries` decodes only the
-entries the summaries cannot rule out (`unit_processor.StoredEntries` says which
-a status record needs).
+The summary tells those apart: the span of the entry's visits and what it is to a
+status record (`PLAIN` ... `TOMBSTONE`: which ones it must read whatever their
+visits). `IndexedEntries` decodes only the entries the summaries cannot rule out
+(`unit_processor.StoredEntries` says which a status record needs).
 
-The summaries are plain ints and bools in tuples, which the collector stops
-tracking (decoded entries kept between steps cost the worker more than they
-saved: docs/performance-engine.md, "Tried, not kept"). They are kept in step
-with the table: every write of an entry goes through `UnitAgents.apply`, which
-updates them; a recovery builds them again by decoding every entry once.
+The summaries are plain ints in tuples, which the collector stops tracking
+(decoded entries kept between steps cost the worker more than they saved:
+docs/performance-engine.md, "Tried, not kept"). They are kept in step with the
+table: every write of an entry goes through `UnitAgents.apply`, which updates
+them; a recovery builds them again by decoding every entry once.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from streams.engine.unit_processor import OccupancyEntry, Span, StoredEntries
 
-Summary = tuple[int | None, int | None, bool]
-"""(first start, last end, read always) of an entry, in epoch ms. First start None:
-no visit (none has a start or an end); last end None: a visit that never ended.
-Read always: answered before, or frozen (a tombstone too)."""
+Summary = tuple[int | None, int | None, int]
+"""(first start, last end, kind) of an entry, in epoch ms. First start None: no visit
+(none has a start or an end); last end None: a visit that never ended. Kind: one of
+`PLAIN` ... `TOMBSTONE`, plus `SPREAD` if it is frozen and has more than one visit."""
+
+PLAIN = 0
+"""Never answered: read when its span overlaps a kept downtime (nothing to tell it else)."""
+RETRACTED = 1
+"""Answered with no downtime (told one no longer overlaps it): read when its span
+overlaps, and by a redelivered status record, which sends every answer again."""
+ANSWERED = 2
+"""Answered with downtimes: read by every status record (one that ends a downtime
+earlier, or a value a crash lost, may leave it overlapping none of them: it is told)."""
+FROZEN = 3
+"""Frozen before tombstones existed: it counts its order, read when its span overlaps;
+a fold deletes it once it overlaps no kept downtime."""
+TOMBSTONE = 4
+"""An order that left: read when the unit's value has not counted it (its order not in
+`UnitSlot.gone`: a crash's leftover); else only a fold deletes it."""
+KIND = 7
+SPREAD = 8
+"""A frozen entry of more than one visit: its span covers the gaps between them, so it
+may overlap a downtime none of its visits overlaps (what a fold asks of frozen entries;
+left off the others, whose kind a status record compares for each entry)."""
 
 INFINITY = float("inf")
 
-UNREADABLE: Summary = (None, None, True)
+UNREADABLE: Summary = (None, None, ANSWERED)
 """The summary of a stored value that does not decode: read by every status record."""
 
 
@@ -46,12 +65,14 @@ def summary_of(entry: OccupancyEntry) -> Summary:
     first: int | None = None
     last: int | None = None
     still_open = False
+    visits = 0
     for visit in entry.visits:
         start, end = visit[2], visit[3]
         if start is None:
             start = end
             if start is None:
                 continue  # neither: not a visit
+        visits += 1
         first = start if first is None else min(first, start)
         if end is None:
             still_open = True
@@ -59,7 +80,13 @@ def summary_of(entry: OccupancyEntry) -> Summary:
             last = end if last is None else max(last, end)
     if first is None or still_open:
         last = None
-    return (first, last, entry.answered is not None or entry.frozen)
+    if entry.frozen:
+        kind = (TOMBSTONE if entry.gone else FROZEN) | (SPREAD if visits > 1 else 0)
+    elif entry.answered is None:
+        kind = PLAIN
+    else:
+        kind = RETRACTED if entry.answered == [] else ANSWERED
+    return (first, last, kind)
 
 
 def decode_entry(raw: bytes) -> OccupancyEntry:
@@ -114,10 +141,9 @@ class OccupancyIndex:
 
 
 class IndexedEntries(StoredEntries):
-    """A unit's entries as a status record reads them: `select` decodes (once) the
-    entries whose span overlaps a downtime of `spans` and those read always; the
-    others overlap none of those downtimes and were never answered, so a status
-    record answers, counts and folds nothing by them."""
+    """A unit's entries as a status record reads them: `select` and `frozen_outside`
+    decode (once) only the entries their summaries cannot rule out
+    (`unit_processor.StoredEntries`)."""
 
     def __init__(
         self, summaries: Mapping[str, Summary], load: Callable[[str], OccupancyEntry | None]
@@ -130,18 +156,43 @@ class IndexedEntries(StoredEntries):
     def __contains__(self, order_id: object) -> bool:
         return order_id in self._summaries
 
-    def select(self, spans: Sequence[Span]) -> dict[str, OccupancyEntry]:
+    def select(
+        self, spans: Sequence[Span], *, again: bool = False, gone: Container[str] = ()
+    ) -> dict[str, OccupancyEntry]:
         ends, earliest = _reach(spans)
-        chosen: dict[str, OccupancyEntry] = {}
-        decoded, load = self._decoded, self._load
-        for order_id, (first, last, always) in self._summaries.items():
-            if not always:
+        chosen: list[str] = []
+        for order_id, (first, last, kind) in self._summaries.items():
+            # read by their span: PLAIN (0, tested first: most entries, and the scan is
+            # what a status record costs in them), RETRACTED unless again, FROZEN
+            if not kind or (kind == RETRACTED and not again) or kind & KIND == FROZEN:
                 if first is None:
                     continue
-                # the earliest start of the downtimes that end after `first`
+                # the earliest start of the downtimes that end after `first` (`_reach`)
                 start = earliest[bisect_right(ends, first)]
                 if start == INFINITY or (last is not None and start >= last):
                     continue
+            elif kind & KIND == TOMBSTONE and order_id in gone:
+                continue  # counted by the unit's value: it counts nothing
+            chosen.append(order_id)
+        return self._decode(chosen)
+
+    def frozen_outside(self, spans: Sequence[Span]) -> dict[str, OccupancyEntry]:
+        ends, earliest = _reach(spans)
+        chosen: list[str] = []
+        for order_id, (first, last, kind) in self._summaries.items():
+            if kind & KIND not in (FROZEN, TOMBSTONE):
+                continue
+            if not kind & SPREAD and first is not None:  # its span is its one visit
+                start = earliest[bisect_right(ends, first)]
+                if start != INFINITY and (last is None or start < last):
+                    continue  # it overlaps a downtime of `spans`
+            chosen.append(order_id)
+        return self._decode(chosen)
+
+    def _decode(self, order_ids: Iterable[str]) -> dict[str, OccupancyEntry]:
+        chosen: dict[str, OccupancyEntry] = {}
+        decoded, load = self._decoded, self._load
+        for order_id in order_ids:
             if order_id not in decoded:
                 decoded[order_id] = load(order_id)
             entry = decoded[order_id]

@@ -401,13 +401,26 @@ def _overlapping(spans: Sequence[Span], visits: list[list[Any]]) -> list[Downtim
 
 
 class StoredEntries:
-    """A unit's stored occupancy entries as a status record reads them (`on_status`):
-    `select(spans)` gives at least every entry that overlaps a downtime of `spans`,
-    is frozen (a tombstone too) or was answered (`answered` not None), each the same
-    object however often it is asked for; `in` tells whether an order has any entry.
-    The others may be left out: a status record answers, counts and folds nothing
-    by them. This one gives every entry (the tests' plain mappings);
-    `occupancy_index.IndexedEntries` decodes only what the index cannot rule out."""
+    """A unit's stored occupancy entries as a status record reads them (`on_status`);
+    `in` tells whether an order has any entry.
+
+    `select(spans, again=, gone=)` gives at least the entries a status record can
+    answer or count by: every entry not frozen that overlaps a downtime of `spans`
+    or was answered with a downtime, and, when the record is `again` (a
+    redelivery: every answer is sent again), every one answered at all; every
+    frozen entry before tombstones that overlaps one; every tombstone whose order
+    is not in `gone` (the slot's: it may count its order, or be a crash's leftover
+    to delete). `frozen_outside(spans)` gives at least every frozen entry (a
+    tombstone too) whose visits overlap no downtime of `spans`: what a fold may
+    delete. Each entry is the same object however often it is asked for.
+
+    The others may be left out: an entry never answered, or answered with no
+    downtime, that overlaps no kept downtime is neither answered (nothing to tell
+    it) nor counted, and holds no downtime back from the fold; a tombstone the
+    unit's value counted (its order in `gone`) counts nothing, and a status record
+    deletes it only with a fold. This one gives every entry (the tests' plain
+    mappings); `occupancy_index.IndexedEntries` decodes only what the index cannot
+    rule out."""
 
     def __init__(self, entries: Mapping[str, OccupancyEntry]) -> None:
         self._entries = entries
@@ -415,7 +428,12 @@ class StoredEntries:
     def __contains__(self, order_id: object) -> bool:
         return order_id in self._entries
 
-    def select(self, spans: Sequence[Span]) -> Mapping[str, OccupancyEntry]:
+    def select(
+        self, spans: Sequence[Span], *, again: bool = False, gone: Container[str] = ()
+    ) -> Mapping[str, OccupancyEntry]:
+        return self._entries
+
+    def frozen_outside(self, spans: Sequence[Span]) -> Mapping[str, OccupancyEntry]:
         return self._entries
 
 
@@ -436,12 +454,13 @@ class UnitProcessor:
         """A status record: new downtimes, answers to every order they touch, unit alerts.
 
         `stored` is the unit's entries, frozen ones included (a mapping: all of
-        them). Only the entries that can matter are read (`StoredEntries`): an
-        entry that overlaps no downtime the unit keeps, was never answered and is
-        not frozen is neither answered nor counted, and holds no downtime back
-        from the fold. Afterwards the unit folds away what no visit can still
-        need (`UnitSlot.fold`), and the frozen entries that overlap no kept
-        downtime go; a record it cannot take is a `state_limit` dead letter.
+        them). Only the entries that can matter are read (`StoredEntries` says
+        which): an entry that overlaps no downtime the unit keeps, and was never
+        answered with one, is neither answered nor counted, and holds no downtime
+        back from the fold; a tombstone the unit's value counted counts nothing.
+        Afterwards the unit folds away what no visit can still need
+        (`UnitSlot.fold`), and the frozen entries that overlap no kept downtime
+        go; a record it cannot take is a `state_limit` dead letter.
         """
         if not isinstance(stored, StoredEntries):
             stored = StoredEntries(stored)
@@ -449,7 +468,10 @@ class UnitProcessor:
         effects = UnitEffects()
         taken = slot.take(record, limit, source.offset)
         if taken is Taken.FULL and self._fold(
-            slot, stored.select(_spans(build_downtimes(slot.records))), effects
+            slot,
+            stored.select(_spans(build_downtimes(slot.records)), gone=slot.gone),
+            stored,
+            effects,
         ):
             effects.changed = True  # an order left since the last record: room again?
             taken = slot.take(record, limit, source.offset)
@@ -465,7 +487,7 @@ class UnitProcessor:
         if taken is Taken.ADDED and slot.open_left is not None:
             _open_left_join(slot, record.event_id, downtimes)
         spans = _spans(downtimes)
-        occupancy = stored.select(spans)
+        occupancy = stored.select(spans, again=redelivered, gone=slot.gone)
         members: dict[str, set[str]] = {}
         gone = slot.gone
         for order_id in sorted(occupancy):
@@ -505,23 +527,28 @@ class UnitProcessor:
                 affected.add(event_id)
         effects.alerts = self._alerts(slot, downtimes, now, affected)
         # Folded only now: a record older than the horizon still gets its alert, final.
-        if self._fold(slot, occupancy, effects):
+        if self._fold(slot, occupancy, stored, effects):
             effects.changed = True
         return effects
 
     def _fold(
-        self, slot: UnitSlot, occupancy: Mapping[str, OccupancyEntry], effects: UnitEffects
+        self,
+        slot: UnitSlot,
+        occupancy: Mapping[str, OccupancyEntry],
+        stored: StoredEntries,
+        effects: UnitEffects,
     ) -> bool:
-        """Fold by the visits of the orders still in the state (a frozen entry's
-        downtimes need not be kept for it: their alerts' last version is final); the
-        frozen entries that overlap no kept downtime go with it, except a tombstone the
-        unit's value has not counted (a crash lost it): the forget that comes again
-        counts its order from it (a visit that never ended counts in later downtimes)."""
+        """Fold by the visits of the orders still in the state (`occupancy`'s entries not
+        frozen: a frozen entry's downtimes need not be kept for it, their alerts' last
+        version is final); the frozen entries that overlap no kept downtime go with it,
+        except a tombstone the unit's value has not counted (a crash lost it): the
+        forget that comes again counts its order from it (a visit that never ended
+        counts in later downtimes)."""
         known = {order_id: e for order_id, e in occupancy.items() if not e.frozen}
         if not slot.fold(known, self.limits.unit_lookback_ms):
             return False
         kept_spans = _spans(build_downtimes(slot.records))
-        for order_id, entry in occupancy.items():
+        for order_id, entry in stored.frozen_outside(kept_spans).items():
             if (
                 entry.frozen
                 and not entry.touching(kept_spans)

@@ -6,9 +6,11 @@ within the retention. Two copies of the unit side (`UnitAgents` over in-memory
 tables) take the same random inputs: visits, status records (late, full, known
 ones too), forgets, crashes that keep one changelog's writes and lose the
 other's, the redeliveries after them, and values stored by older versions
-(frozen entries before tombstones, whole lists, no counts). One reads every
-entry (as before), the other through the index: everything they store and send
-must be the same, and the index what a recovery builds from the table.
+(frozen entries before tombstones, whole lists, no counts), in two mixes (`FOLDING`:
+folds meet tombstones, frozen entries of several visits and entries told of
+nothing). One reads every entry (as before), the other through the index:
+everything they store and send must be the same, and the index what a recovery
+builds from the table.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -27,7 +30,17 @@ import pytest
 from schemas.dead_letter import DeadLetter, DeadLetterSource
 from streams.engine.limits import EngineLimits
 from streams.engine.messages import DowntimeAnswer, Occupancy
-from streams.engine.occupancy_index import OccupancyIndex, summary_of
+from streams.engine.occupancy_index import (
+    ANSWERED,
+    FROZEN,
+    PLAIN,
+    RETRACTED,
+    SPREAD,
+    TOMBSTONE,
+    UNREADABLE,
+    OccupancyIndex,
+    summary_of,
+)
 from streams.engine.unit_agents import UnitAgents
 from streams.engine.unit_processor import OccupancyEntry, StoredEntries
 from streams.rules.facts import to_ms
@@ -35,7 +48,6 @@ from tests.engine.test_engine_unit_state import NOW, PLAN, T0, UNIT, _status
 
 STEP_S = 600
 """Every instant is a multiple of ten minutes: visits and records often share one."""
-ORDERS = [f"PO-{k:02d}" for k in range(16)]
 LIMITS = EngineLimits(max_unit_records=8, unit_lookback_ms=18 * STEP_S * 1000,
                       max_unit_left_orders=4)  # fmt: skip
 
@@ -53,9 +65,9 @@ class _Table(dict[str, bytes]):
 class _Runtime:
     """What `UnitAgents` uses of `EngineRuntime`: its two tables, and what it sends."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: EngineLimits = LIMITS) -> None:
         self.plan = PLAN
-        self.config = SimpleNamespace(limits=LIMITS)
+        self.config = SimpleNamespace(limits=limits)
         self.clock = SimpleNamespace(
             observe=lambda partition, ms: to_ms(NOW), now=lambda partition: to_ms(NOW)
         )
@@ -112,11 +124,43 @@ Step = tuple[str, int, Any]
 """("status", offset, UnitStatus) or ("reports", offset, [Occupancy])"""
 
 
+@dataclass(frozen=True)
+class _Profile:
+    """How the random inputs are drawn."""
+
+    orders: int = 16
+    never_ended: float = 0.2
+    """The share of visits that never ended (yet): each overlaps every later downtime,
+    so while it stays the unit folds nothing after its start."""
+    forgets: float = 0.2
+    """The share of an order's later reports that are a forget (it left the state)."""
+    visits: tuple[int, ...] = (0, 1, 1, 1, 2)
+    """How many visits a report has (one drawn)."""
+    statuses: float = 0.45
+    """The share of steps that are a status record."""
+    reach: int = 40
+    """How far (in steps of STEP_S) before the clock a visit may start."""
+    limits: EngineLimits = LIMITS
+
+
+MIXED = _Profile()
+FOLDING = _Profile(
+    orders=24, never_ended=0.03, forgets=0.4, visits=(0, 1, 2, 2, 3), statuses=0.6, reach=10,
+    limits=EngineLimits(max_unit_records=8, unit_lookback_ms=5 * STEP_S * 1000,
+                        max_unit_left_orders=6),
+)  # fmt: skip
+"""Few visits that never end, many orders that leave and status records: downtimes fold
+away often, beside tombstones, frozen entries of several visits and entries told that
+no downtime overlaps them any more."""
+
+
 class _Inputs:
     """Random inputs around a clock that moves forward, mostly."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, profile: _Profile = MIXED) -> None:
         self.rng = rng
+        self.profile = profile
+        self.orders = [f"PO-{k:02d}" for k in range(profile.orders)]
         self.clock = 40  # in steps of STEP_S after T0
         self.versions: dict[str, int] = {}
         self.statuses = 0
@@ -128,10 +172,10 @@ class _Inputs:
 
     def _visit(self) -> list[Any]:
         rng = self.rng
-        start: int | None = self.clock + rng.randint(-40, 6)
+        start: int | None = self.clock + rng.randint(-self.profile.reach, 6)
         end: int | None = (start or 0) + rng.randint(0, 10)
         shape = rng.random()
-        if shape < 0.2:
+        if shape < self.profile.never_ended:
             end = None  # never ended (yet)
         elif shape < 0.35:
             start = None  # an unknown start counts as the end
@@ -142,13 +186,13 @@ class _Inputs:
 
     def _report(self) -> Occupancy:
         rng = self.rng
-        order_id = rng.choice(ORDERS)
+        order_id = rng.choice(self.orders)
         known = self.versions.get(order_id, 0)
-        if known and rng.random() < 0.2:
+        if known and rng.random() < self.profile.forgets:
             return Occupancy(order_id, UNIT, known, forget=True)
         version = max(1, known + rng.choice([-1, 0, 1, 1, 1]))
         self.versions[order_id] = max(known, version)
-        visits = [self._visit() for _ in range(rng.choice([0, 1, 1, 1, 2]))]
+        visits = [self._visit() for _ in range(rng.choice(self.profile.visits))]
         return Occupancy(order_id, UNIT, version, visits)
 
     def next(self) -> Step:
@@ -158,7 +202,7 @@ class _Inputs:
             if rng.random() < 0.5:
                 return kind, offset, value
             return self._new(kind, value)
-        if rng.random() < 0.45:
+        if rng.random() < self.profile.statuses:
             self.clock += rng.randint(0, 3)
             status = rng.choice(["down", "degraded", "up", "up"])
             at = self.clock + rng.choice([0, 0, 0, -1, -3, -10, -30, 2])
@@ -177,9 +221,9 @@ class _Inputs:
 class _Side:
     """One copy of the unit side, and its tables."""
 
-    def __init__(self, every: bool) -> None:
+    def __init__(self, every: bool, limits: EngineLimits = LIMITS) -> None:
         self.every = every
-        self.rt = _Runtime()
+        self.rt = _Runtime(limits)
         self.agents = self._start()
 
     def _start(self) -> UnitAgents:
@@ -211,7 +255,7 @@ class _Side:
             self.rt.occupancy_table.update(entries)
 
 
-def _as_stored_before(rng: random.Random, sides: list[_Side]) -> None:
+def _as_stored_before(rng: random.Random, sides: list[_Side], orders: list[str]) -> None:
     """Make the state look as a version before tombstones or counts stored it."""
     unit, entries = sides[0].tables()
     choice = rng.random()
@@ -225,7 +269,7 @@ def _as_stored_before(rng: random.Random, sides: list[_Side]) -> None:
         if choice < 0.7:
             downtimes = [r[0] for r in value["r"] if r[3] != "up"]
             if downtimes:  # whole lists, an order evicted since among them
-                names = [*rng.sample(ORDERS, 3), "PO-EVICTED"]
+                names = [*rng.sample(orders, 3), "PO-EVICTED"]
                 value["ip"] = {rng.choice(downtimes): sorted(names)}
         else:
             value["pg"] = None  # counts not kept yet
@@ -235,16 +279,16 @@ def _as_stored_before(rng: random.Random, sides: list[_Side]) -> None:
         side.restart()
 
 
-async def _walk(seed: int, steps: int) -> tuple[int, int]:
+async def _walk(seed: int, steps: int, profile: _Profile = MIXED) -> tuple[int, int]:
     """(the table reads of the status records reading every entry, through the index)."""
     rng = random.Random(seed)
-    inputs = _Inputs(rng)
-    every, indexed = sides = [_Side(every=True), _Side(every=False)]
+    inputs = _Inputs(rng, profile)
+    every, indexed = sides = [_Side(True, profile.limits), _Side(False, profile.limits)]
     reads = [0, 0]
     for n in range(steps):
         step = inputs.next()
         if rng.random() < 0.03:
-            _as_stored_before(rng, sides)
+            _as_stored_before(rng, sides, inputs.orders)
         kept = every.tables()
         for k, side in enumerate(sides):
             taken = await side.take(step)
@@ -267,11 +311,12 @@ async def _walk(seed: int, steps: int) -> tuple[int, int]:
     return reads[0], reads[1]
 
 
+@pytest.mark.parametrize("profile", [MIXED, FOLDING], ids=["mixed", "folding"])
 @pytest.mark.parametrize("seed", range(16))
 def test_a_status_record_through_the_index_has_the_effects_of_reading_every_entry(
-    seed: int,
+    seed: int, profile: _Profile
 ) -> None:
-    every, indexed = asyncio.run(_walk(seed, 600))
+    every, indexed = asyncio.run(_walk(seed, 600, profile))
     assert indexed < every  # and it reads fewer entries
 
 
@@ -305,12 +350,60 @@ def test_a_status_record_decodes_only_the_entries_that_can_matter() -> None:
     assert sorted(a["o"] for a in answers) == ["PO-SINCE-0H", "PO-SINCE-5H"]
 
 
+def test_orders_told_once_and_orders_that_left_are_not_read_by_every_later_status_record() -> None:
+    """The unit went down and its `up` came late: 300 orders were told of the open
+    downtime; 200 (from 3 h to 4 h) were then told that it ended before they came, the
+    100 inside it have left since (tombstones the unit's value counted). Ten later status
+    records read none of them (they read all 300 each: whoever was answered, and every
+    tombstone); one sent again reads the 200, and sends their answers again."""
+    side = _Side(False, EngineLimits())  # a lookback of 30 days, 1,000 tombstones kept
+
+    def visit(start_h: int, end_h: int) -> list[list[Any]]:
+        return [["dyeing", 1, *(to_ms(T0 + timedelta(hours=h)) for h in (start_h, end_h))]]
+
+    told = [f"PO-A{k:03d}" for k in range(200)]
+    left = [f"PO-L{k:03d}" for k in range(100)]
+
+    async def main() -> tuple[int, list[int], int]:
+        await side.take(("status", 0, _status(0, 0, "down")))
+        batch = [Occupancy(o, UNIT, 1, visit(3, 4)) for o in told]
+        await side.take(("reports", 0, batch + [Occupancy(o, UNIT, 1, visit(0, 1)) for o in left]))
+        await side.take(("reports", 1, [Occupancy(o, UNIT, 1, forget=True) for o in left]))
+        late_up = await side.take(("status", 1, _status(1, 2 * 3_600, "up")))
+        side.restart()  # the index built from the table, as a recovery does
+        later = [_status(k, (4 + k) * 3_600, "down" if k % 2 else "up") for k in range(2, 12)]
+        reads = [await side.take(("status", k, record)) for k, record in enumerate(later, 2)]
+        side.rt.sent.clear()
+        return late_up, reads, await side.take(("status", 2, later[0]))
+
+    late_up, reads, again = asyncio.run(main())
+    assert len(side.rt.occupancy_table) == 300
+    assert late_up == 200  # told of the downtime: told now that it ended before they came
+    assert reads == [0] * 10
+    assert again == 200
+    answers = [orjson.loads(m) for m in side.rt.sent if m.startswith(b'{"k":"downtimes"')]
+    assert sorted(a["o"] for a in answers) == told
+    assert {str(a["d"]) for a in answers} == {"[]"}
+
+
 def test_a_summary_spans_every_visit_an_unknown_start_counting_as_the_end() -> None:
     entry = OccupancyEntry(1, [["dyeing", 1, None, 50], ["dyeing", 2, 20, 30],
                                ["dyeing", 3, None, None]])  # fmt: skip
-    assert summary_of(entry) == (20, 50, False)
-    assert summary_of(OccupancyEntry(1, [["dyeing", 1, 20, None]], [])) == (20, None, True)
-    assert summary_of(OccupancyEntry(1, [["dyeing", 1, None, None]])) == (None, None, False)
+    assert summary_of(entry) == (20, 50, PLAIN)
+    assert summary_of(OccupancyEntry(1, [["dyeing", 1, 20, None]])) == (20, None, PLAIN)
+    assert summary_of(OccupancyEntry(1, [["dyeing", 1, None, None]])) == (None, None, PLAIN)
+
+
+def test_a_summary_says_which_status_records_read_its_entry_whatever_its_visits() -> None:
+    visit = [["dyeing", 1, 20, 30]]
+    told = [["DYE-1", "dyeing", "down", "power_outage", 25, None, "s-1"]]
+    assert summary_of(OccupancyEntry(1, visit, []))[2] == RETRACTED
+    assert summary_of(OccupancyEntry(1, visit, told))[2] == ANSWERED
+    assert summary_of(OccupancyEntry(1, visit, told, frozen=True))[2] == FROZEN
+    two = [*visit, ["dyeing", 2, 40, 50]]
+    assert summary_of(OccupancyEntry(1, two, told, frozen=True))[2] == FROZEN | SPREAD
+    tombstone = OccupancyEntry(1, visit, told, True, gone=True, left_at=[3, 0])
+    assert summary_of(tombstone)[2] == TOMBSTONE
 
 
 def test_a_value_that_does_not_decode_is_read_by_the_units_status_records_not_the_rebuild() -> None:
@@ -321,5 +414,5 @@ def test_a_value_that_does_not_decode_is_read_by_the_units_status_records_not_th
     index = OccupancyIndex.rebuild(
         [(f"{UNIT}|PO-GOOD", good), (f"{UNIT}|PO-BAD", b"{not json"), ("u-2|PO-X", b"[]")]
     )
-    assert index.of(UNIT) == {"PO-GOOD": (20, 30, False), "PO-BAD": (None, None, True)}
-    assert index.of("u-2") == {"PO-X": (None, None, True)}
+    assert index.of(UNIT) == {"PO-GOOD": (20, 30, PLAIN), "PO-BAD": (None, None, ANSWERED)}
+    assert index.of("u-2") == {"PO-X": UNREADABLE}
