@@ -1,8 +1,10 @@
 """`chainwatch`: the one console script; each subcommand composes the packages.
 
 Errors the user can fix (`UserError`, bad settings, a bad SLA plan) print one
-line and exit non-zero; `--debug` adds the traceback. Anything else is an
-internal error: one line naming it, exit 1.
+line and exit non-zero; `--debug` adds the traceback. A bad option or argument,
+click's or a command's own (`UsageError`), is one line ending with the command
+whose `--help` to read, exit 2. Anything else is an internal error: one line
+naming it, exit 1.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from chainwatch.commands import (
     status,
     tokens,
 )
-from chainwatch.errors import USER_ERRORS, UserError, exit_code
+from chainwatch.errors import USER_ERRORS, UsageError, UserError, exit_code
 
 app = typer.Typer(
     name="chainwatch",
@@ -134,11 +136,11 @@ def sql(
     from sinks.clickhouse.readers import open_reader
 
     if fmt not in ("table", "csv", "json"):
-        raise UserError("--format must be table, csv or json")
+        raise UsageError(f"--format {fmt!r}: expected table, csv or json")
     try:
         query.encode("utf-8")
     except UnicodeEncodeError as exc:  # bytes the shell passed that are not UTF-8
-        raise UserError(f"the statement is not UTF-8 text (character {exc.start})") from None
+        raise UsageError(f"QUERY is not UTF-8 text (character {exc.start})") from None
     reader = open_reader(settings())
     try:
         result = reader.query(query)
@@ -265,14 +267,16 @@ def _usage_error(exc: Any, argv: list[str]) -> int:
     """click shows a bad option or argument as three lines (the usage, a hint, then
     `Error: ...`); the README promises one `error:` line for what the user can fix. The
     message already says which option and what it takes; where help is ends the line.
-    The exit status stays click's (2 for a usage error)."""
+    The exit status stays click's (2 for a usage error), and a command's own
+    `UsageError` is said the same way."""
     if type(exc).__name__ == "NoArgsIsHelpError":  # `chainwatch kafka`: the help is the answer
         exc.show()
         return int(exc.exit_code)
+    said = str(exc) if isinstance(exc, UsageError) else exc.format_message()
     # one line even when a message spans several; an option or value echoed from argv
     # is shown escaped, never as terminal control characters
-    message = cell_text(" ".join(exc.format_message().split())).rstrip(".")
-    if isinstance(exc, _USAGE_ONLY):
+    message = cell_text(" ".join(said.split())).rstrip(".")
+    if isinstance(exc, (UsageError, *_USAGE_ONLY)):
         message += f" (see `{_command_path(exc, argv)} --help`)"
     err.print(f"[red]error:[/] {escape(message)}", highlight=False)
     return int(exc.exit_code)
@@ -280,8 +284,9 @@ def _usage_error(exc: Any, argv: list[str]) -> int:
 
 def _command_path(exc: Any, argv: list[str]) -> str:
     """The command whose `--help` helps: the error's own, else (click's parser leaves an
-    option without its value without one) the deepest command that `argv` names. Named
-    `chainwatch` also when run as `python -m chainwatch` or from a test."""
+    option without its value without one; a command's `UsageError` has none) the deepest
+    command that `argv` names. Named `chainwatch` also when run as `python -m chainwatch`
+    or from a test."""
     ctx = getattr(exc, "ctx", None)
     if ctx is not None:
         names = []
@@ -305,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         code = app(args=argv, standalone_mode=False)
         if isinstance(code, int):  # click returns the code of typer.Exit here
             return code
+    except UsageError as exc:  # a command's own: said as click's are
+        return _usage_error(exc, sys.argv[1:] if argv is None else argv)
     except USER_ERRORS as exc:  # the libraries' own (a bad SLA plan, a store down) too
         if state["debug"]:
             err.print_exception()

@@ -1,9 +1,12 @@
 """Errors a user can fix, reported as one line without a traceback.
 
 Anything raising `UserError` is caught by the CLI, printed as `error: <message>`
-and turned into a non-zero exit; `--debug` shows the traceback as well. The
-libraries never import this module: they raise their own types (`PlanError`,
-`SinkError`, `PublishError`), which the CLI reports the same way (`USER_ERRORS`).
+and turned into a non-zero exit; `--debug` shows the traceback as well. A
+`UsageError` (a bad option or argument that only the command can find) is
+reported as click's own usage errors are: exit 2, the line ending with the
+command whose `--help` to read. The libraries never import this module: they
+raise their own types (`PlanError`, `SinkError`, `PublishError`), which the CLI
+reports the same way (`USER_ERRORS`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,15 @@ class UserError(Exception):
     """A problem in the environment or the input that the user can fix; says how."""
 
     exit_code = 1
+
+
+class UsageError(UserError):
+    """The command line's own fault, found after click parsed it: an option's value click
+    cannot judge (a timestamp, NAME=RATE), a missing or conflicting option. Not click's
+    `UsageError`, so the modules below the CLI raise it without importing click; the
+    message names the option first, as click's own say which one."""
+
+    exit_code = 2
 
 
 USER_ERRORS: tuple[type[Exception], ...] = (UserError, PlanError, SinkError, PublishError)

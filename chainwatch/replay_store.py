@@ -32,7 +32,7 @@ from aiokafka import ConsumerRecord
 from chainwatch.backtest.run import count_records, file_sha256
 from chainwatch.backtest.store import ALERT_COLUMNS as RUN_ALERT_COLUMNS
 from chainwatch.backtest.store import Store, alert_row
-from chainwatch.errors import UserError
+from chainwatch.errors import UsageError
 from chainwatch.replay import Progress, ReplayResult, ReplayRun, read_records
 from schemas.alerts import Alert
 from schemas.plan import load_plan
@@ -56,7 +56,7 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 def check_run_id(run_id: str) -> str:
     """A run id a user may give: letters, digits, `.`, `_`, `:`, `-`; at most 64."""
     if not _RUN_ID.match(run_id):
-        raise UserError(
+        raise UsageError(
             f"--run-id {run_id!r}: use 1-64 letters, digits, '.', '_', ':' or '-' "
             "(starting with a letter or digit)"
         )

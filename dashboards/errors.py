@@ -17,5 +17,11 @@ class PublishError(Exception):
         self.status = status
 
 
+class OptionError(PublishError):
+    """A URL or the token given to `publish` is malformed, found before Grafana is called:
+    the caller's fault, not Grafana's (the CLI says so as a usage error, exit 2). The
+    message names the option it came from."""
+
+
 class ExportError(Exception):
     """The export directory cannot be created or written (the message names the path)."""

@@ -34,7 +34,7 @@ import niquests
 from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaException, GrafanaTimeoutError
 
-from dashboards.errors import PublishError
+from dashboards.errors import OptionError, PublishError
 from schemas.urls import UrlError, split_url
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
@@ -44,32 +44,32 @@ MAX_MESSAGE_CHARS = 200
 
 
 def base_url(url: str, option: str = "--url") -> str:
-    """`scheme://host[:port]` of an http(s) URL (no userinfo), or a one-line PublishError."""
+    """`scheme://host[:port]` of an http(s) URL (no userinfo), or a one-line OptionError."""
     try:
         parts, port = split_url(url)
     except UrlError as exc:  # a fixed reason: urlsplit's own may quote the password
-        raise PublishError(
+        raise OptionError(
             f"{option} is not a valid URL ({exc}): it must look like http://host:port"
         ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PublishError(f"{option} must be an http(s) URL with a host, like http://host:port")
+        raise OptionError(f"{option} must be an http(s) URL with a host, like http://host:port")
     if port == 0:
-        raise PublishError(f"{option} has port 0: it must look like http://host:port")
+        raise OptionError(f"{option} has port 0: it must look like http://host:port")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
 
 def check_token(token: str) -> None:
-    """A one-line PublishError, never quoting it, for a token no `Authorization` header can
+    """A one-line OptionError, never quoting it, for a token no `Authorization` header can
     carry: empty, whitespace at either end (a file's newline in `CHAINWATCH_GRAFANA_TOKEN`),
     a control character or one outside ASCII (Grafana's tokens are ASCII). Such a token was
     reported as "cannot reach Grafana ...: InvalidHeader", or as an internal error
     (`UnicodeEncodeError`) for one outside Latin-1."""
     where = "--token (or CHAINWATCH_GRAFANA_TOKEN)"
     if not token:
-        raise PublishError(f"{where} is empty: give the service account token")
+        raise OptionError(f"{where} is empty: give the service account token")
     if token != token.strip() or not token.isascii() or not token.isprintable():
-        raise PublishError(
+        raise OptionError(
             f"{where} is no token: it has whitespace at either end, a control character "
             "or a character outside ASCII"
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from chainwatch.backtest.compare import Comparison, compare
 from chainwatch.backtest.store import RunRecord, Store, load_alerts, store_run
-from chainwatch.errors import UserError
+from chainwatch.errors import UsageError, UserError
 from chainwatch.replay import Progress, run_replay, scenario_lines
 from chainwatch.settings import Settings
 from schemas.alerts import Alert
@@ -38,9 +38,10 @@ class PlanFile:
 
 
 def load_plan_files(paths: Sequence[Path]) -> list[PlanFile]:
-    """Read and validate every plan before anything runs; raises `PlanError`/`UserError`."""
+    """Read and validate every plan before anything runs; raises `PlanError` for a plan
+    file, `UsageError` for the `--plan` options themselves."""
     if not paths:
-        raise UserError("give at least one --plan FILE")
+        raise UsageError("give at least one --plan FILE")
     plans: list[PlanFile] = []
     for path in paths:
         try:
@@ -50,9 +51,9 @@ def load_plan_files(paths: Sequence[Path]) -> list[PlanFile]:
         plan, text = parse_plan(raw, str(path))
         name = path.name.removesuffix(".yaml").removesuffix(".yml")
         if any(p.name == name for p in plans):
-            raise UserError(
-                f"two plans are named {name!r}: the comparison names plans by file name, "
-                "so give the files different names"
+            raise UsageError(
+                f"--plan: two plans are named {name!r}: the comparison names plans by file "
+                "name, so give the files different names"
             )
         plans.append(PlanFile(name, path, plan, text, hashlib.sha256(raw).hexdigest()))
     return plans

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from chainwatch.cli_context import out, settings
-from chainwatch.errors import UserError
+from chainwatch.errors import UsageError, UserError
 
 if TYPE_CHECKING:
     from schemas.plan import SlaPlan
@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         from dashboards.export import export as write
 
         if not directory.strip():  # `Path("")` is `.`: an unset `$OUT` wrote into the cwd
-            raise UserError("DIR is empty: name a directory (`.` for the current one)")
+            raise UsageError("DIR is empty: name a directory (`.` for the current one)")
         try:
             written = write(Path(directory), _plan())
         except ExportError as exc:
@@ -78,16 +78,20 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Publish the dashboards to Grafana; idempotent by uid."""
+        from dashboards.errors import OptionError
         from dashboards.publish import publish as run
 
-        result = run(
-            url,
-            token,
-            _plan(),
-            folder=folder,
-            clickhouse_url=clickhouse_url,
-            prometheus_url=prometheus_url,
-        )
+        try:
+            result = run(
+                url,
+                token,
+                _plan(),
+                folder=folder,
+                clickhouse_url=clickhouse_url,
+                prometheus_url=prometheus_url,
+            )
+        except OptionError as exc:  # found before Grafana was called: the options' fault
+            raise UsageError(str(exc)) from None
         out.print(
             f"folder {result.folder_uid} ({'created' if result.folder_created else 'exists'}), "
             f"datasource ({'created' if result.datasource_created else 'exists'}), "

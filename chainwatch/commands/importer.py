@@ -5,7 +5,8 @@ scenario or the input topics, through the same contract validation as every
 other input path. Exit 0 when every row was imported, 3 when some rows were
 rejected (each listed with file, row and reason; all of them in `--rejects`
 and, with `--to kafka`, on the dead-letter topic), 1 for an error that
-stopped the import.
+stopped the import, 2 for a bad command line (`UsageError`: an option's value,
+options missing or in conflict).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from chainwatch.cli_context import err, settings
-from chainwatch.errors import UserError
+from chainwatch.errors import UsageError, UserError
 
 if TYPE_CHECKING:
     from chainwatch.importer.pipeline import Importer, Rejected
@@ -81,11 +82,14 @@ def run_import_command(
     from chainwatch.importer.mapper import RowMapper
     from chainwatch.importer.pipeline import Importer
     from chainwatch.importer.run import open_tables
+    from chainwatch.importer.tables import given_format
     from schemas.import_mapping import IMPORT_KINDS, ImportMapping, MappingError, load_mapping
     from schemas.plan import load_plan
 
     if kind is not None and kind not in IMPORT_KINDS:
-        raise UserError(f"--kind {kind!r}: expected one of {', '.join(IMPORT_KINDS)}")
+        raise UsageError(f"--kind {kind!r}: expected one of {', '.join(IMPORT_KINDS)}")
+    if fmt is not None:
+        given_format(fmt)
     _check_destinations(to, out, rejects)
     try:
         mapping = ImportMapping() if mapping_path is None else load_mapping(mapping_path, kind)
@@ -93,7 +97,7 @@ def run_import_command(
         raise UserError(str(exc)) from None
     kind = kind or mapping.kind
     if kind is None:
-        raise UserError(f"--kind is required ({', '.join(IMPORT_KINDS)})")
+        raise UsageError(f"--kind is required ({', '.join(IMPORT_KINDS)})")
     cfg = settings()
     plan = load_plan(cfg.engine.plan)
     importer = Importer(RowMapper(mapping, kind), plan)
@@ -280,13 +284,13 @@ class ImportProgress:
 
 def _check_destinations(to: str, out: str | None, rejects: Path | None) -> None:
     if to not in ("file", "kafka"):
-        raise UserError(f"--to {to!r}: expected file or kafka")
+        raise UsageError(f"--to {to!r}: expected file or kafka")
     if to == "file" and out is None:
-        raise UserError("--to file needs --out PATH (a scenario for `chainwatch replay`)")
+        raise UsageError("--to file needs --out PATH (a scenario for `chainwatch replay`)")
     if to == "kafka" and out is not None:
-        raise UserError("--out is for --to file; --to kafka publishes to the input topics")
+        raise UsageError("--out is for --to file; --to kafka publishes to the input topics")
     if out not in (None, "-") and rejects is not None and _same_file(Path(out), rejects):
-        raise UserError(f"--out and --rejects name the same file ({rejects}); name two files")
+        raise UsageError(f"--out and --rejects name the same file ({rejects}); name two files")
 
 
 def _same_file(a: Path, b: Path) -> bool:

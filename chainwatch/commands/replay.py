@@ -12,7 +12,7 @@ import typer
 from pydantic import TypeAdapter, ValidationError
 
 from chainwatch.cli_context import check_plan, err, require_kafka, settings
-from chainwatch.errors import UserError
+from chainwatch.errors import UsageError, UserError
 from chainwatch.progress import ProgressDisplay
 from schemas.common import UtcDatetime
 
@@ -30,7 +30,7 @@ def _parse_until(value: str | None) -> datetime | None:
     try:
         return _timestamp.validate_python(value)
     except ValidationError:
-        raise UserError(
+        raise UsageError(
             f"--until {value!r}: expected RFC 3339 with an offset, e.g. 2027-03-12T00:00:00Z"
         ) from None
 
@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
             from chainwatch.replay_store import check_run_id
 
             if not sink:
-                raise UserError("--run-id names a stored run: give it with --sink")
+                raise UsageError("--run-id names a stored run: give it with --sink")
             check_run_id(run_id)
         cfg = settings()
         check_plan(cfg)

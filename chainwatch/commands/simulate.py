@@ -16,7 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from chainwatch.cli_context import err, finite, settings
-from chainwatch.errors import UserError
+from chainwatch.errors import UsageError, UserError
 from schemas.plan import PlanError, SlaPlan, load_plan
 from simulator import (
     DEFAULT_START,
@@ -42,9 +42,9 @@ def _parse_start(text: str | None, live: bool) -> datetime:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise UserError(f"--start {text!r} is not an RFC 3339 timestamp") from None
+        raise UsageError(f"--start {text!r} is not an RFC 3339 timestamp") from None
     if value.tzinfo is None:
-        raise UserError(f"--start {text!r} needs a UTC offset (e.g. 2027-03-01T00:00:00Z)")
+        raise UsageError(f"--start {text!r} needs a UTC offset (e.g. 2027-03-01T00:00:00Z)")
     return value
 
 
@@ -56,16 +56,29 @@ def _anomalies(pairs: list[str], scale: float) -> AnomalyRates:
         name = name.strip().replace("-", "_")
         if not sep or name not in base:
             known = ", ".join(sorted(base))
-            raise UserError(f"--anomaly {pair!r}: expected NAME=RATE with NAME one of {known}")
+            raise UsageError(f"--anomaly {pair!r}: expected NAME=RATE with NAME one of {known}")
         try:
             values[name] = float(text)
         except ValueError:
-            raise UserError(f"--anomaly {pair!r}: {text!r} is not a number") from None
+            raise UsageError(f"--anomaly {pair!r}: {text!r} is not a number") from None
     try:
         return AnomalyRates(**values)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise UserError(f"--anomaly {first['loc'][0]}: {first['msg']}") from None
+        raise UsageError(f"--anomaly {first['loc'][0]}: {first['msg']}") from None
+
+
+def _option_error(exc: ValidationError) -> str:
+    """SimConfig's first complaint as the option's: a field's error has the field as its
+    `loc`, one across fields (`days` from `start`) names the field it blames first."""
+    first = exc.errors()[0]
+    msg = first["msg"].removeprefix("Value error, ")
+    field = str(first["loc"][0]) if first["loc"] else ""
+    if not field:
+        named, sep, rest = msg.partition(": ")
+        if sep and named in SimConfig.model_fields:
+            field, msg = named, rest
+    return (f"--{field.replace('_', '-')}: " if field else "") + msg
 
 
 def _token(token: str | None, token_file: Path | None) -> str:
@@ -76,7 +89,7 @@ def _token(token: str | None, token_file: Path | None) -> str:
             raise UserError(f"cannot read --token-file {token_file}: {exc.strerror}") from None
     if token:
         return token
-    raise UserError("--gateway needs --token or --token-file (an admin token of the gateway)")
+    raise UsageError("--gateway needs --token or --token-file (an admin token of the gateway)")
 
 
 def _plan(path: Path | None) -> SlaPlan:
@@ -192,7 +205,7 @@ def register(app: typer.Typer) -> None:
         """Generate knitwear-chain traffic: a scenario file, or live to Kafka or the gateway."""
         targets = [out is not None, kafka, gateway is not None]
         if sum(targets) != 1:
-            raise UserError("choose exactly one of --out FILE, --kafka or --gateway URL")
+            raise UsageError("choose exactly one of --out FILE, --kafka or --gateway URL")
         live = out is None
         try:
             config = SimConfig(
@@ -206,9 +219,7 @@ def register(app: typer.Typer) -> None:
                 anomalies=_anomalies(anomaly or [], anomaly_scale),
             )
         except ValidationError as exc:
-            first = exc.errors()[0]
-            option = f"--{str(first['loc'][0]).replace('_', '-')}: " if first["loc"] else ""
-            raise UserError(option + first["msg"].removeprefix("Value error, ")) from None
+            raise UsageError(_option_error(exc)) from None
         plan = _plan(plan_path)
         if out is not None:
             tally = _to_file(config, plan, out, max_events)

@@ -15,7 +15,7 @@ import typer
 import yaml
 
 from chainwatch.cli_context import err, settings
-from chainwatch.errors import UserError
+from chainwatch.errors import UsageError, UserError
 from schemas.files import load_config_yaml, read_config_text, write_text_atomically
 
 EXAMPLE_TOKEN_DIGESTS = frozenset(
@@ -88,6 +88,8 @@ def _scalar(value: str) -> str:
 
 _OPTION_OF = {"role": "--role", "unit_id": "--unit", "stages": "--stages", "name": "NAME"}
 """The `tokens create` option that gave each field of a new entry."""
+_ENTRY_OPTIONS = "--role, --unit, --stages"
+"""What an error of the new entry as a whole (a unit token without its unit) blames."""
 
 
 def append_token(path: Path, entry: dict[str, Any]) -> None:
@@ -116,7 +118,7 @@ def append_token(path: Path, entry: dict[str, Any]) -> None:
         isinstance(t, dict) and t.get("name") == entry["name"] for t in data.get("tokens") or []
     ):
         # the option's fault, not the file's: it said "tokens file ...: names must be unique"
-        raise UserError(
+        raise UsageError(
             f"NAME: a token named {entry['name']!r} is already in {path}: pick another name, "
             "or remove its entry there (that revokes its token) and create it again"
         )
@@ -128,8 +130,8 @@ def append_token(path: Path, entry: dict[str, Any]) -> None:
         msg = first["msg"].removeprefix("Value error, ")
         loc = tuple(first["loc"])
         if loc[:2] == ("tokens", len(tokens) - 1):  # the new entry: the options' fault
-            option = _OPTION_OF.get(str(loc[2]) if len(loc) > 2 else "", "the new token")
-            raise UserError(f"{option}: {msg}") from None
+            option = _OPTION_OF.get(str(loc[2]) if len(loc) > 2 else "", _ENTRY_OPTIONS)
+            raise UsageError(f"{option}: {msg}") from None
         where = "".join(f"key '{'.'.join(str(p) for p in loc)}': " if loc else "")
         raise UserError(f"tokens file {path}: {where}{msg}") from None
 

@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from chainwatch.acked_sends import AckedSends, kafka_failed
+from chainwatch.errors import UsageError
 from chainwatch.importer.pipeline import Accepted
 from chainwatch.importer.tables import ImportFailed, is_one_of
 from schemas.dead_letter import DeadLetter
@@ -75,7 +76,7 @@ class ScenarioWriter:
                 "name a file, or `--out -` for stdout"
             )
         if is_one_of(target, inputs):
-            raise ImportFailed(f"--out {path} is one of the files to import; name another file")
+            raise UsageError(f"--out {path} is one of the files to import; name another file")
         if not target.parent.exists():
             raise ImportFailed(f"--out {path}: no directory {target.parent}")
         fd, self._tmp = create_beside(target, 0o666)  # the umask's mode, as a plain write
@@ -140,7 +141,7 @@ class RejectsWriter:
         self.path = path
         self.written = 0
         if is_one_of(path, inputs):  # "wb" would truncate it before its first row is read
-            raise ImportFailed(f"--rejects {path} is one of the files to import; name another file")
+            raise UsageError(f"--rejects {path} is one of the files to import; name another file")
         try:
             self._handle = path.open("wb")
         except OSError as exc:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final, Literal
 
+from chainwatch.errors import UsageError
 from chainwatch.importer.csv_records import RecordTap
 from chainwatch.importer.errors import ImportFailed
 from chainwatch.importer.xlsx import SheetReader, SheetRow, cell_name, open_book
@@ -59,6 +60,7 @@ __all__ = [
     "ImportFailed",
     "Row",
     "Table",
+    "given_format",
     "is_one_of",
     "open_table",
 ]
@@ -149,17 +151,22 @@ class Table:
         self.close()
 
 
+def given_format(given: str) -> Format:
+    """`--format`'s value, checked before any file is opened (a usage error)."""
+    if given not in ("csv", "xlsx", "ndjson"):
+        raise UsageError(f"--format {given!r}: expected csv, xlsx or ndjson")
+    return given  # type: ignore[return-value]
+
+
 def detect_format(path: Path, given: str | None = None) -> Format:
     if given is not None:
-        if given not in ("csv", "xlsx", "ndjson"):
-            raise ImportFailed(f"--format {given!r}: expected csv, xlsx or ndjson")
-        return given  # type: ignore[return-value]
+        return given_format(given)
     suffix = path.suffix.lower()
     if suffix == ".xls":
         raise ImportFailed(f"{path}: the old .xls format is not read; save it as .xlsx or CSV")
     found = FORMAT_BY_SUFFIX.get(suffix)
     if found is None:
-        raise ImportFailed(f"{path}: cannot tell the format from the name; pass --format")
+        raise UsageError(f"{path}: cannot tell the format from the name; pass --format")
     return found
 
 

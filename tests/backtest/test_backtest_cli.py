@@ -21,7 +21,7 @@ from rich.console import Console
 from chainwatch.backtest.compare import AlertFacts, compare
 from chainwatch.backtest.run import load_plan_files
 from chainwatch.commands.backtest import SHOWN_DIFFERENCES, duration, print_comparison
-from chainwatch.errors import UserError
+from chainwatch.errors import UsageError
 from schemas.plan import PlanError, load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,8 +102,34 @@ def test_two_plans_with_the_same_name_are_refused(tmp_path: Path) -> None:
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "plan.yaml").write_text(GOOD_PLAN, encoding="utf-8")
-    with pytest.raises(UserError, match="two plans are named 'plan'"):
+    with pytest.raises(UsageError, match=r"^--plan: two plans are named 'plan'"):
         load_plan_files([tmp_path / "a" / "plan.yaml", tmp_path / "b" / "plan.yaml"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--plan", "a/plan.yaml", "--plan", "b/plan.yaml"], "--plan: two plans are named 'plan'"),
+        (["--plan", "a/plan.yaml", "--until", "2027-03-12"], "--until '2027-03-12': expected"),
+    ],
+)
+def test_bad_options_are_a_usage_error_before_anything_runs(
+    tmp_path: Path, options: list[str], said: str
+) -> None:
+    """The command line's fault, so exit 2 and where help is, as click's own (it was 1)."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "plan.yaml").write_text(GOOD_PLAN, encoding="utf-8")
+    paths = [str(tmp_path / o) if o.endswith(".yaml") else o for o in options]
+    result = run_backtest_cli(tmp_path, str(HISTORY), *paths)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {said}"), lines[0]
+    assert lines[0].endswith("(see `chainwatch backtest --help`)"), lines[0]
+    assert not (tmp_path / "data" / "clickhouse").exists()
 
 
 def test_plan_files_keep_their_bytes_hash_and_name(tmp_path: Path) -> None:

@@ -128,9 +128,10 @@ def test_an_empty_directory_argument_is_an_error_not_the_current_directory(
     from chainwatch.cli import main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["dashboards", "export", empty]) == 1
+    assert main(["dashboards", "export", empty]) == 2  # a usage error, as click's own
     assert capsys.readouterr().err.splitlines() == [
-        "error: DIR is empty: name a directory (`.` for the current one)"
+        "error: DIR is empty: name a directory (`.` for the current one) "
+        "(see `chainwatch dashboards export --help`)"
     ]
     assert list(tmp_path.iterdir()) == []
 

@@ -504,19 +504,42 @@ def test_a_malformed_datasource_url_is_refused_before_grafana_is_called(
     assert state.calls == []
 
 
-def test_the_cli_reports_a_malformed_url_as_one_line_and_exit_1(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+URL_OF_NO_GRAFANA = "http://127.0.0.1:9"
+"""Never called: every option is checked before Grafana is."""
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--url", "http://h:99999"], "--url is not a valid URL"),
+        (["--url", "ftp://h:3000"], "--url must be an http(s) URL"),
+        (["--url", URL_OF_NO_GRAFANA, "--clickhouse-url", "h:1"], "--clickhouse-url must be"),
+        (["--url", URL_OF_NO_GRAFANA, "--prometheus-url", "http://h:0"], "--prometheus-url has"),
+        (["--url", URL_OF_NO_GRAFANA, "--token", " glsa_tok"], "--token (or CHAINWATCH_GRAFANA"),
+    ],
+)
+def test_the_cli_reports_a_malformed_option_as_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    said: str,
 ) -> None:
+    """Found before Grafana is called, so the options' fault: exit 2 and where help is, as
+    click's own (it was exit 1, said as Grafana's refusals are)."""
     from chainwatch import cli_context
     from chainwatch.cli import main
     from chainwatch.settings import Settings
 
     monkeypatch.setitem(cli_context.state, "settings", Settings())
-    argv = ["dashboards", "publish", "--url", "http://h:99999", "--token", TOKEN]
-    assert main(argv) == 1
-    lines = capsys.readouterr().err.splitlines()
+    argv = ["dashboards", "publish", "--token", TOKEN, *args]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("error: --url is not a valid URL")
+    assert lines[0].startswith(f"error: {said}")
+    assert lines[0].endswith("(see `chainwatch dashboards publish --help`)")
+    assert "glsa_tok" not in lines[0]
 
 
 @pytest.mark.parametrize(

@@ -77,13 +77,14 @@ def test_create_keeps_comments_and_refuses_what_the_gateway_would_refuse(tmp_pat
             "pick another name, or remove its entry",
         ),
         (["boss", "--role", "boss"], "error: --role: "),  # no such role (not the file's fault)
-        (["dye", "--role", "unit"], "error: the new token: "),  # a unit token needs its unit
+        (["dye", "--role", "unit"], "error: --role, --unit, --stages: "),  # a unit needs its unit
     ):
         refused = run_cli("tokens", "create", *args, "--file", str(tokens), env=env)
-        assert refused.returncode == 1, args
+        assert refused.returncode == 2, args  # the command line's fault: a usage error
         assert refused.stdout == ""  # no token handed out for an entry never stored
         assert len(refused.stderr.strip().splitlines()) == 1
         assert blamed in refused.stderr, refused.stderr
+        assert refused.stderr.rstrip().endswith("(see `chainwatch tokens create --help`)")
         assert tokens.read_text(encoding="utf-8") == before
 
 
@@ -103,7 +104,7 @@ def test_a_unit_token_can_be_bound_to_stages(tmp_path: Path) -> None:
         "tokens", "create", "dye2", "--role", "unit", "--unit", "DYE-02",
         "--stages", "Bad Stage", "--file", str(tokens), env=env,
     )  # fmt: skip
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # --stages' value: a usage error
     assert "'^[a-z][a-z0-9_]{0,63}$'" in bad.stderr  # the message is printed as written
 
 

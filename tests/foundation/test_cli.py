@@ -197,6 +197,52 @@ def test_a_usage_error_is_click_s_message_and_exit_2_not_an_internal_error(
     assert "internal error" not in shown
 
 
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["sql", "SELECT 1", "--format", "xml"], "--format 'xml': expected table, csv or json"),
+        (["simulate", "--out", "x", "--start", "today"], "--start 'today' is not an RFC 3339"),
+        (["simulate", "--out", "x", "--anomaly", "late"], "--anomaly 'late': expected NAME=RATE"),
+        (["simulate", "--out", "x", "--kafka"], "choose exactly one of --out FILE, --kafka"),
+        (["replay", "s.ndjson", "--until", "2027-03-12"], "--until '2027-03-12': expected RFC"),
+        (["replay", "s.ndjson", "--run-id", "march"], "--run-id names a stored run"),
+        (["replay", "s.ndjson", "--sink", "--run-id", "a b"], "--run-id 'a b': use 1-64"),
+        (["import", "s.csv", "--kind", "scan", "--out", "x"], "--kind 'scan': expected one of"),
+        (["import", "s.csv", "--kind", "scans", "--to", "s3"], "--to 's3': expected file or"),
+        (["import", "s.csv", "--kind", "scans"], "--to file needs --out PATH"),
+        (["import", "s.csv", "--format", "xls", "--out", "x"], "--format 'xls': expected csv"),
+        (["dashboards", "export", " "], "DIR is empty: name a directory"),
+        (["tokens", "create", "crm", "--role", "boss", "--file", "t.yaml"], "--role: Input"),
+    ],
+)
+def test_a_command_s_own_check_of_its_command_line_is_a_usage_error(
+    argv: list[str],
+    says: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """What only the command can check (a timestamp, NAME=RATE, options that conflict) is
+    the command line's fault as much as what click checks: exit 2, one line naming the
+    option, where help is. These were `UserError`s: exit 1 and no hint. Nothing is
+    written and nothing (Kafka, the store, the settings) is reached before."""
+    from chainwatch import cli_context
+    from chainwatch.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(cli_context.state, "settings", raising=False)
+    command = " ".join(["chainwatch", *argv[: 2 if argv[0] in ("dashboards", "tokens") else 1]])
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"error: {says}"), lines[0]
+    assert lines[0].endswith(f"(see `{command} --help`)"), lines[0]
+    assert "settings" not in cli_context.state  # refused before the settings were read
+    assert list(tmp_path.iterdir()) == []
+
+
 def _commands() -> dict[str, Any]:
     """Every command of the CLI by its words (groups too: `chainwatch gateway` takes options)."""
     import typer
@@ -383,8 +429,10 @@ def test_a_statement_that_is_not_utf8_is_refused_in_plain_words(
 ) -> None:
     from chainwatch.cli import main
 
-    assert main(["sql", "SELECT '\udcff'"]) == 1  # how Python passes the byte 0xff of argv
-    assert capsys.readouterr().err.strip() == "error: the statement is not UTF-8 text (character 8)"
+    assert main(["sql", "SELECT '\udcff'"]) == 2  # how Python passes the byte 0xff of argv
+    assert capsys.readouterr().err.splitlines() == [
+        "error: QUERY is not UTF-8 text (character 8) (see `chainwatch sql --help`)"
+    ]
 
 
 @pytest.mark.slow

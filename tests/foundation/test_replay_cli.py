@@ -143,10 +143,11 @@ def test_a_bad_run_id_is_one_line_before_kafka_or_the_store(
         check=False,
         cwd=ROOT,
     )
-    assert result.returncode != 0
+    assert result.returncode == 2  # the command line's fault: a usage error
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert message in lines[0]
+    assert lines[0].endswith("(see `chainwatch replay --help`)")
     assert not (tmp_path / "data" / "clickhouse").exists()
 
 

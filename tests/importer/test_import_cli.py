@@ -89,40 +89,58 @@ def test_stdout_closed_by_its_reader_is_one_line_and_exit_1(tmp_path: Path) -> N
     ), result.stderr
 
 
+USAGE = 2
+"""A bad option or argument, as click's own: exit 2, the line ends with where help is."""
+HELP = " (see `chainwatch import --help`)"
+
+
 @pytest.mark.slow
 def test_user_mistakes_are_one_line_errors_and_write_nothing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: scans\ntime: {timezone: Mars/Olympus}\n", encoding="utf-8")
     out = tmp_path / "x.ndjson"
+    no_suffix = tmp_path / "export"
+    no_suffix.write_text("order_id\n", encoding="utf-8")
+    scans = ["examples/import/scans.csv", "--mapping", "examples/import/scans.mapping.yaml"]
+    copy = tmp_path / "scans.csv"  # the input an --out names (a copy: the example is kept)
+    copy.write_bytes((ROOT / scans[0]).read_bytes())
     cases = [
-        (["examples/import/scans.csv", "--mapping", str(bad), "--out", str(out)], "Mars/Olympus"),
-        (["examples/import/scans.csv", "--out", str(out)], "--kind is required"),
+        ([*scans[:1], "--mapping", str(bad), "--out", str(out)], 1, "Mars/Olympus"),
         (
             ["examples/import/scans.csv", "--kind", "scans", "--out", str(out)],
+            1,
             "no column for the required field order_id",
         ),
+        # the command line's own faults: usage errors (they were exit 1 without the hint)
+        ([*scans[:1], "--out", str(out)], USAGE, "--kind is required"),
+        ([*scans, "--kind", "scan", "--out", str(out)], USAGE, "--kind 'scan': expected one of"),
+        ([*scans, "--to", "s3", "--out", str(out)], USAGE, "--to 's3': expected file or kafka"),
+        (scans, USAGE, "--to file needs --out PATH"),
+        ([*scans, "--to", "kafka", "--out", str(out)], USAGE, "--out is for --to file"),
+        ([*scans, "--out", str(out), "--format", "xls"], USAGE, "--format 'xls': expected csv"),
+        (
+            [str(no_suffix), "--kind", "scans", "--out", str(out)],
+            USAGE,
+            "cannot tell the format from the name; pass --format",
+        ),
+        ([str(copy), *scans[1:], "--out", str(copy)], USAGE, "is one of the files to import"),
         (  # the scenario's rename would have replaced the rejected rows
-            [
-                "examples/import/scans.csv",
-                "--mapping",
-                "examples/import/scans.mapping.yaml",
-                "--out",
-                str(out),
-                "--rejects",
-                str(tmp_path / "." / "x.ndjson"),
-            ],
+            [*scans, "--out", str(out), "--rejects", str(tmp_path / "." / "x.ndjson")],
+            USAGE,
             "--out and --rejects name the same file",
         ),
     ]
-    for args, expected in cases:
+    for args, code, expected in cases:
         result = cli(*args, data_dir=tmp_path / "data")
         lines = result.stderr.strip().splitlines()
-        assert result.returncode == 1, result.stderr
+        assert result.returncode == code, result.stderr
         assert len(lines) == 1, result.stderr
         assert lines[0].startswith("error: "), result.stderr
         assert expected in lines[0]
+        assert lines[0].endswith(HELP) == (code == USAGE), lines[0]
     assert not out.exists()
     assert list(tmp_path.glob(".*.tmp")) == []
+    assert copy.read_bytes() == (ROOT / scans[0]).read_bytes()
 
 
 @pytest.mark.slow
@@ -136,8 +154,10 @@ def test_rejects_naming_the_input_is_one_line_and_the_input_survives(tmp_path: P
     args = [str(source), "--kind", "unit-status", "--out", str(out), "--rejects", str(link)]
     result = cli(*args, data_dir=tmp_path / "data")
     lines = result.stderr.strip().splitlines()
-    assert result.returncode == 1, result.stderr
-    assert lines == [f"error: --rejects {link} is one of the files to import; name another file"]
+    assert result.returncode == USAGE, result.stderr
+    assert lines == [
+        f"error: --rejects {link} is one of the files to import; name another file{HELP}"
+    ]
     assert source.read_text() == text
     assert not out.exists()
 

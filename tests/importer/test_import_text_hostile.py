@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from chainwatch.errors import UsageError
 from chainwatch.importer.mapper import RowMapper
 from chainwatch.importer.outputs import RejectsWriter, ScenarioWriter
 from chainwatch.importer.pipeline import Accepted, Importer, Rejected
@@ -177,10 +178,11 @@ def test_rejects_or_out_naming_an_input_file_is_refused_and_the_input_kept(
         os.link(path, target)
     with open_table(path, ImportMapping()) as table:
         inputs = {table.identity}
-        with pytest.raises(ImportFailed) as caught:
+        # the options' fault, not the file's: a usage error (exit 2)
+        with pytest.raises(UsageError) as caught:
             RejectsWriter(target, inputs)
         assert "is one of the files to import" in str(caught.value)
-        with pytest.raises(ImportFailed):
+        with pytest.raises(UsageError):
             ScenarioWriter(str(target), inputs)
         assert path.read_text() == text
         RejectsWriter(tmp_path / "elsewhere.ndjson", inputs).close()  # another file is fine

@@ -265,13 +265,16 @@ def test_cli_writes_a_deterministic_scenario_with_a_summary(
         ([], "choose exactly one"),
         (["--out", "x", "--kafka"], "choose exactly one"),
         (["--out", "x", "--anomaly", "bogus=1"], "expected NAME=RATE"),
-        (["--out", "x", "--anomaly", "late_stage=2"], "late_stage"),
+        (["--out", "x", "--anomaly", "late_stage=2"], "--anomaly late_stage: "),
+        (["--out", "x", "--anomaly", "late_stage=often"], "'often' is not a number"),
         (["--out", "x", "--start", "2027-03-01T00:00:00"], "UTC offset"),
+        (["--out", "x", "--start", "yesterday"], "--start 'yesterday' is not an RFC 3339"),
         (["--gateway", "http://127.0.0.1:9"], "--token"),
         # each of these was an OverflowError, a hang or records past 2100 before
         (["--out", "x", "--start", "0001-01-01T00:00:00Z"], "--start: start must lie in"),
         (["--out", "x", "--start", "9999-12-31T00:00:00Z"], "--start: start must lie in"),
-        (["--out", "x", "--start", "2098-06-01T00:00:00Z", "--days", "365"], "days: 365 days"),
+        (["--out", "x", "--start", "2098-06-01T00:00:00Z", "--days", "365"], "--days: 365 days"),
+        (["--out", "x", "--id-prefix", "a b"], "--id-prefix: "),
         (["--out", "x", "--days", "99999999999999999999999"], "--days"),
         (["--out", "x", "--customers", "100000000"], "--customers"),
     ],
@@ -284,8 +287,11 @@ def test_cli_refuses_bad_options_with_one_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)  # `--out x` is refused before it is written: checked below
-    assert main(["simulate", *extra]) != 0
+    assert main(["simulate", *extra]) == 2  # a usage error, as click's own (it was 1)
     err = capsys.readouterr().err
     assert message in err
-    assert "internal error" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: --") or "choose exactly one" in lines[0], lines[0]
+    assert lines[0].endswith("(see `chainwatch simulate --help`)")
     assert not Path("x").exists()
