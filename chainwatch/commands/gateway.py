@@ -39,7 +39,11 @@ def serve(
     host: Annotated[
         str | None, typer.Option(help="Listen address (default: settings, 127.0.0.1).")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Listen port (default: settings, 8088).")] = None,
+    port: Annotated[
+        # the setting's range: model_copy does not check an override, and 70000 bound 4464
+        int | None,
+        typer.Option(min=0, max=65535, help="Listen port (default: settings, 8088)."),
+    ] = None,
     tokens: Annotated[
         Path | None,
         typer.Option(

@@ -184,6 +184,8 @@ def test_a_library_error_is_a_one_line_user_error(
         (["--bogus"], "No such option: --bogus"),
         (["sql", "--bogus", "SELECT 1"], "No such option: --bogus"),
         (["status", "--interval", "abc"], "Invalid value for '--interval'"),
+        # the setting's range: the override skipped it, and 70000 listened on 4464
+        (["gateway", "--port", "70000", "--tokens", "/no/tokens.yaml"], "'--port'"),
     ],
 )
 def test_a_usage_error_is_click_s_message_and_exit_2_not_an_internal_error(
