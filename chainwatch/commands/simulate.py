@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from chainwatch.cli_context import err, finite, settings
 from chainwatch.errors import UsageError, UserError
 from schemas.plan import PlanError, SlaPlan, load_plan
+from schemas.urls import UrlError, split_url
 from simulator import (
     DEFAULT_START,
     AnomalyRates,
@@ -79,6 +80,17 @@ def _option_error(exc: ValidationError) -> str:
         if sep and named in SimConfig.model_fields:
             field, msg = named, rest
     return (f"--{field.replace('_', '-')}: " if field else "") + msg
+
+
+def _check_gateway_url(url: str) -> None:
+    """A URL httpx cannot post to is refused at once, never quoted (it may hold a password):
+    it was retried seven times over half a minute, then 'gateway ... unreachable', exit 1."""
+    try:
+        parts, _ = split_url(url)
+    except UrlError as exc:
+        raise UsageError(f"--gateway is not a valid URL ({exc}): like http://host:8088") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError("--gateway must be an http(s) URL with a host, like http://host:8088")
 
 
 def _token(token: str | None, token_file: Path | None) -> str:
@@ -206,6 +218,8 @@ def register(app: typer.Typer) -> None:
         targets = [out is not None, kafka, gateway is not None]
         if sum(targets) != 1:
             raise UsageError("choose exactly one of --out FILE, --kafka or --gateway URL")
+        if gateway is not None:
+            _check_gateway_url(gateway)
         live = out is None
         try:
             config = SimConfig(

@@ -270,6 +270,9 @@ def test_cli_writes_a_deterministic_scenario_with_a_summary(
         (["--out", "x", "--start", "2027-03-01T00:00:00"], "UTC offset"),
         (["--out", "x", "--start", "yesterday"], "--start 'yesterday' is not an RFC 3339"),
         (["--gateway", "http://127.0.0.1:9"], "--token"),
+        # retried for half a minute, then exit 1 (the URL is never quoted: it may hold a password)
+        (["--gateway", "u:pw@127.0.0.1:9", "--token", "t"], "--gateway must be an http(s) URL"),
+        (["--gateway", "http://u:pw@h:99999", "--token", "t"], "--gateway is not a valid URL"),
         # each of these was an OverflowError, a hang or records past 2100 before
         (["--out", "x", "--start", "0001-01-01T00:00:00Z"], "--start: start must lie in"),
         (["--out", "x", "--start", "9999-12-31T00:00:00Z"], "--start: start must lie in"),
@@ -294,4 +297,5 @@ def test_cli_refuses_bad_options_with_one_line(
     assert len(lines) == 1, err
     assert lines[0].startswith("error: --") or "choose exactly one" in lines[0], lines[0]
     assert lines[0].endswith("(see `chainwatch simulate --help`)")
+    assert "pw" not in lines[0]
     assert not Path("x").exists()
