@@ -278,10 +278,12 @@ def build(plan: SlaPlan) -> models.Dashboard:
                 span=24,
                 description="What clients were told, by the error code of the answer's body "
                 "(docs/ingest.md): `kafka_unavailable` and `topic_not_authorized` are the "
-                "operator's to fix, `publish_timeout` is the gateway at its capacity, "
-                "`publish_failed` a fault of the gateway's own (its log says which: a bug "
-                "to report), the others are the clients' (their items, sizes, tokens); "
-                "refused: requests the HTTP layer answered before any operation ran.",
+                "operator's to fix, `publish_timeout`, `overloaded` and (refused) "
+                "`too_many_connections` are the gateway at its capacity, `shutting_down` a "
+                "gateway stopping (a rollout), `publish_failed` a fault of the gateway's own "
+                "(its log says which: a bug to report), `epcis_not_configured` a gateway "
+                "without its EPCIS mapping, the others are the clients' (their items, sizes, "
+                "tokens); refused: requests the HTTP layer answered before any operation ran.",
             )
         )
         .with_panel(

@@ -16,6 +16,7 @@ from exported_metrics import exported_by_process
 from dashboards import prometheus
 from dashboards.export import build_all, to_json
 from schemas.plan import load_plan
+from streams.ingest.openapi import ERROR_CODES, INGEST_ERRORS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,3 +125,20 @@ def test_the_gateway_row_shows_errors_by_their_code() -> None:
             "refused {{error}}",
         ),
     ]
+
+
+def test_the_errors_panel_names_whose_each_503_is() -> None:
+    """The panel says whose each code is, and that the ones it does not name are the
+    clients': a 503 it left out (`overloaded`, the gateway at its capacity; `shutting_down`,
+    a gateway stopping) told the operator it paged that the clients were at fault."""
+    codes_503 = [
+        code for code in re.findall(r"`(\w+)`", INGEST_ERRORS["503"]) if code in ERROR_CODES
+    ]
+    (panel,) = [
+        p
+        for p in to_json(_board())["panels"]  # type: ignore[arg-type]
+        if p["title"] == "Errors per second, by code"
+    ]
+    named = set(re.findall(r"`(\w+)`", panel["description"]))
+    assert "overloaded" in codes_503
+    assert [code for code in codes_503 if code not in named] == []
