@@ -132,7 +132,7 @@ class Broker:
         return f"127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINWATCH_")}
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
         env.update(
             CHAINWATCH_DATA_DIR=str(self.data_dir),
             CHAINWATCH_KAFKA__LOCAL_PORT=str(self.port),
@@ -421,7 +421,7 @@ class Run:
         self.token_file.touch(mode=0o600)
         self.token_file.write_text(self.token)
         self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINWATCH_")}
+        self.env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
         self.env.update(
             CHAINWATCH_DATA_DIR=str(self.dir),
             CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS=self.bench.broker.bootstrap,
@@ -1469,7 +1469,7 @@ def replay_check(bench: Bench, ref: dict[str, list[dict[str, Any]]]) -> dict[str
         for line in bench.scenario_file.open()
         if line.strip()
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINWATCH_")}
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
     env.update(
         CHAINWATCH_DATA_DIR=str(bench.work / "replay"),
         CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS=bench.broker.bootstrap,

@@ -30,7 +30,7 @@ GOOD_PLAN = (ROOT / "schemas" / "plans" / "knitwear.yaml").read_text(encoding="u
 
 
 def run_backtest_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINWATCH_")}
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
     env |= {
         "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
         "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def user_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The caller's environment without any CHAINWATCH_ setting, plus a private data dir."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINWATCH_")}
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
     env["CHAINWATCH_DATA_DIR"] = str(data_dir)
     env.update(extra)
     return env

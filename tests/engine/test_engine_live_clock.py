@@ -21,7 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from worker_ops import created_order, free_port, get, named, records_within, samples, until, value
 
 from chainwatch.runners import prepare_topics, topic_names
-from chainwatch.settings import Settings
+from chainwatch.settings import Settings, child_environment
 from dashboards import prometheus
 from schemas.common import format_utc
 from schemas.plan import load_plan
@@ -38,7 +38,7 @@ def live_worker(settings_factory: Callable[..., Settings]) -> Iterator[Settings]
     prepare_topics(settings)
     worker = subprocess.Popen(
         [sys.executable, "-m", "chainwatch", "worker"],
-        env={**os.environ, **settings.to_env()},
+        env=child_environment(settings, os.environ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -210,7 +210,7 @@ def test_a_worker_behind_a_backlog_judges_no_deadline_before_reading_it(
 
     worker = subprocess.Popen(
         [sys.executable, "-m", "chainwatch", "worker"],
-        env={**os.environ, **settings.to_env()},
+        env=child_environment(settings, os.environ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

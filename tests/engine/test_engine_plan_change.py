@@ -24,7 +24,7 @@ from worker_ops import created_order, free_port, get, records_within, until
 
 import schemas.plan
 from chainwatch.runners import prepare_topics, topic_names
-from chainwatch.settings import Settings
+from chainwatch.settings import Settings, child_environment
 from schemas.common import format_utc
 from streams.topics import ALERTS, ORDER_STATE, ORDERS
 
@@ -35,7 +35,7 @@ def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:  # the worker has its own copy of the descriptor
         worker = subprocess.Popen(
             [sys.executable, "-m", "chainwatch", "worker"],
-            env={**os.environ, **settings.to_env()},
+            env=child_environment(settings, os.environ),
             stdout=out,
             stderr=subprocess.STDOUT,
         )

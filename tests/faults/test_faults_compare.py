@@ -9,6 +9,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
+
+from chainwatch.settings import conflicting_variables
 from schemas.plan import load_plan
 from streams.ingest.batch import ENDPOINTS, judge_value
 
@@ -93,3 +96,19 @@ def test_a_hostile_case_the_gateway_refuses_is_one_the_bench_expects_refused() -
             for i, item in enumerate(items)
         ]  # fmt: skip
         assert any(v.accepted for v in verdicts), f"{name}: refused, but expected {expected!r}"
+
+
+def test_the_bench_runs_its_processes_without_any_spelling_of_the_operators_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The bench gives its processes its own settings: an operator's lower-case spelling of
+    one (names are matched ignoring case) was left beside the bench's, and each process
+    refused to start on two values for one setting."""
+    monkeypatch.setenv("chainwatch_data_dir", str(tmp_path / "mine"))
+    monkeypatch.setenv("chainwatch_hook_ops", "https://hooks/x")
+    env = faults.Broker(tmp_path / "bench", 1, 2).env()
+    assert env["CHAINWATCH_DATA_DIR"] == str(tmp_path / "bench")
+    assert conflicting_variables(env) == []
+    assert not [
+        name for name in env if name.upper().startswith("CHAINWATCH_") and not name.isupper()
+    ]

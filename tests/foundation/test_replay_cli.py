@@ -43,7 +43,7 @@ def test_replay_prints_alerts_stores_them_with_sink_and_keeps_library_logs_off_s
         for line in path.read_text().splitlines()
         if line
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINWATCH_")}
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
     env |= {
         "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
         "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -128,7 +128,7 @@ def test_a_bad_run_id_is_one_line_before_kafka_or_the_store(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
     """Nothing listens on port 9 and no store exists: the error comes first."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINWATCH_")}
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
     env |= {
         "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
         "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",

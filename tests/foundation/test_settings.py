@@ -142,7 +142,7 @@ def _defaults(model: BaseModel, prefix: str) -> dict[str, object]:
 
 
 def test_the_readme_table_shows_each_setting_s_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in [k for k in os.environ if k.startswith("CHAINWATCH_")]:
+    for key in [k for k in os.environ if k.upper().startswith("CHAINWATCH_")]:
         monkeypatch.delenv(key)
     table = README.read_text(encoding="utf-8")
     rows = dict(re.findall(r"^\| `(CHAINWATCH_[A-Z0-9_]+)` \| ([^|]*?) \|", table, re.M))
@@ -373,3 +373,23 @@ def test_what_a_parent_sets_for_its_children_replaces_the_users_spelling() -> No
         {"CHAINWATCH_CLICKHOUSE__DATABASE": "demo_1"},
     )
     assert env == {"PATH": "/bin", "CHAINWATCH_CLICKHOUSE__DATABASE": "demo_1"}
+
+
+def test_the_suite_and_the_benches_start_children_with_one_spelling_of_each_setting() -> None:
+    """Names are matched ignoring case, and a child refuses a setting given in two
+    spellings with two values. An environment cleaned of `CHAINWATCH_` names in upper case
+    only, or `to_env()` laid over `os.environ`, kept a developer's or an operator's
+    lower-case spelling beside the parent's (`chainwatch_data_dir` exported: a backtest
+    test's child refused to start); `child_environment` and `.upper()` drop every one."""
+    leaky = re.compile(
+        r'(?<!\.upper\(\))\.startswith\("CHAINWATCH_"\)|\*\*os\.environ,\s*\*\*[\w.]*to_env\(\)'
+    )
+    root = README.parent
+    found = [
+        f"{path.relative_to(root)}:{text.count(chr(10), 0, match.start()) + 1}"
+        for path in sorted([*(root / "tests").rglob("*.py"), *(root / "bench").rglob("*.py")])
+        if path != Path(__file__).resolve()
+        for text in [path.read_text(encoding="utf-8")]
+        for match in leaky.finditer(text)
+    ]
+    assert found == []

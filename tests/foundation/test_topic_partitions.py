@@ -25,7 +25,7 @@ from chainwatch.kafka_admin import (
     kafka_call,
 )
 from chainwatch.runners import changelog_topics, prepare_worker_topics, worker_app
-from chainwatch.settings import Settings
+from chainwatch.settings import Settings, child_environment
 from chainwatch.sink_runner import prepare_sink_topics
 from chainwatch.topic_partitions import (
     PartitionsMismatch,
@@ -251,7 +251,7 @@ def test_a_worker_exits_non_zero_with_one_line_when_an_input_topic_has_another_c
     settings = two_partition_orders
     done = subprocess.run(
         [sys.executable, "-m", "chainwatch", "worker"],
-        env={**os.environ, **settings.to_env(), "CHAINWATCH_ENGINE__METRICS_PORT": "0"},
+        env={**child_environment(settings, os.environ), "CHAINWATCH_ENGINE__METRICS_PORT": "0"},
         capture_output=True,
         text=True,
         timeout=WORKER_EXIT_S,

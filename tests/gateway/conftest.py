@@ -35,7 +35,7 @@ from samples import fresh_scan as scan
 
 from chainwatch.commands.gateway import uvicorn_config
 from chainwatch.runners import prepare_topics
-from chainwatch.settings import Settings
+from chainwatch.settings import Settings, child_environment
 from schemas.epcis import EpcisMapping, load_epcis_mapping
 from streams.ingest.app import create_gateway_app
 from streams.ingest.auth import Role, TokenEntry, TokenRegistry, hash_token
@@ -347,8 +347,7 @@ def running_gateway_process(
     settings = gateway_settings(kafka_bootstrap, **gateway)
     port = free_port()
     env = {
-        **os.environ,
-        **settings.to_env(),
+        **child_environment(settings, os.environ),
         "CHAINWATCH_DATA_DIR": str(tmp),
         "CHAINWATCH_LOG_LEVEL": log_level,
     }

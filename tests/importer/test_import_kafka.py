@@ -31,7 +31,7 @@ SCANS_ARGS = [
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHAINWATCH_")}
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
     return subprocess.run(
         [sys.executable, "-m", "chainwatch", "import", *args],
         capture_output=True,

@@ -15,7 +15,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from chainwatch.runners import prepare_topics, topic_names
-from chainwatch.settings import Settings
+from chainwatch.settings import Settings, child_environment
 from chainwatch.sink_runner import run_sink
 from chainwatch.traffic import scan_events
 from sinks.clickhouse.connection import open_client
@@ -64,7 +64,7 @@ def test_thousand_scans_reach_clickhouse_and_the_engine(
     producer.flush()
     producer.close()
 
-    env = {**os.environ, **settings.to_env()}
+    env = child_environment(settings, os.environ)
     worker = subprocess.Popen(
         [sys.executable, "-m", "chainwatch", "worker"],
         env=env,

@@ -12,7 +12,7 @@ from itertools import islice
 import pytest
 from kafka import KafkaConsumer
 
-from chainwatch.settings import Settings
+from chainwatch.settings import Settings, child_environment
 from simulator import SimConfig, simulate
 from streams.topics import INPUT_TOPICS, TopicNames
 
@@ -60,7 +60,7 @@ def test_simulate_streams_to_kafka_with_contract_keys(
     ]  # fmt: skip
     done = subprocess.run(
         args,
-        env={**os.environ, **settings.to_env()},
+        env=child_environment(settings, os.environ),
         capture_output=True,
         text=True,
         timeout=120,

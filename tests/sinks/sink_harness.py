@@ -13,7 +13,7 @@ from typing import Any
 from kafka import KafkaProducer
 
 from chainwatch.runners import prepare_topics
-from chainwatch.settings import Settings
+from chainwatch.settings import Settings, child_environment
 from sinks.clickhouse.readers import loopback_reader
 from sinks.webhooks.records import NOTIFY_TOPICS
 
@@ -61,7 +61,7 @@ class SinkProcess:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.log_path = log_path
-        env = {**os.environ, **settings.to_env(), **(extra_env or {})}
+        env = {**child_environment(settings, os.environ), **(extra_env or {})}
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chainwatch", "sink", *args],

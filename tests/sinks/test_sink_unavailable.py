@@ -17,7 +17,7 @@ from kafka import KafkaConsumer, TopicPartition
 from samples import scan_json
 from sink_harness import SinkProcess, prepare_all_topics, publish, wait_for
 
-from chainwatch.settings import Settings
+from chainwatch.settings import Settings, child_environment
 from chainwatch.sink_runner import build_mappers
 from sinks.clickhouse.connection import SerializedClient, open_client
 from sinks.clickhouse.migrate import migrate
@@ -54,7 +54,7 @@ def test_embedded_store_locked_by_another_process_then_released(
     # a Popen context: its pipes are closed on exit (the store owner's in test_clickhouse_access)
     with subprocess.Popen(
         [sys.executable, "-c", HOLD_STORE],
-        env={**os.environ, **settings.to_env()},
+        env=child_environment(settings, os.environ),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     ) as holder:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chainwatch.settings import Settings
+from chainwatch.settings import Settings, child_environment
 from sinks.clickhouse.connection import open_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -21,7 +21,7 @@ def store(filled_store: Settings) -> Settings:
 
 
 def _status(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **settings.to_env(), "COLUMNS": "200", "NO_COLOR": "1"}
+    env = {**child_environment(settings, os.environ), "COLUMNS": "200", "NO_COLOR": "1"}
     return subprocess.run(
         [sys.executable, "-m", "chainwatch", "status", *args],
         env=env,
