@@ -162,8 +162,8 @@ def conflicting_variables(environ: Mapping[str, str]) -> list[str]:
     """
     spellings: dict[str, dict[str, str]] = {}
     for name, value in environ.items():
-        if _sets_a_setting(name.upper()):  # a user's own (`CHAINWATCH_HOOK_OPS`) is exact
-            spellings.setdefault(name.upper(), {})[name] = value
+        if _sets_a_setting(name):  # a user's own (`CHAINWATCH_HOOK_OPS`) is exact
+            spellings.setdefault(name.lower(), {})[name] = value  # as pydantic-settings
     return [
         f"{' and '.join(sorted(names))} set the same setting to different values; unset all but one"
         for _, names in sorted(spellings.items())
@@ -177,24 +177,28 @@ def child_environment(settings: Settings, environ: Mapping[str, str]) -> dict[st
     alone, a user's `chainwatch_engine__app_id` stayed beside the child's
     `CHAINWATCH_ENGINE__APP_ID`, and which one the child took was the environment's order
     (now the child refuses two spellings: `conflicting_variables`)."""
-    kept = {name: value for name, value in environ.items() if not _sets_a_setting(name.upper())}
+    kept = {name: value for name, value in environ.items() if not _sets_a_setting(name)}
     return overlaid(kept, settings.to_env())
 
 
 def overlaid(environ: Mapping[str, str], overrides: Mapping[str, str]) -> dict[str, str]:
     """`environ` with `overrides` set, each replacing its name in any case (see
     `child_environment`)."""
-    replaced = {name.upper() for name in overrides}
-    kept = {name: value for name, value in environ.items() if name.upper() not in replaced}
+    replaced = {name.lower() for name in overrides}
+    kept = {name: value for name, value in environ.items() if name.lower() not in replaced}
     return {**kept, **overrides}
 
 
-def _sets_a_setting(upper: str) -> bool:
-    """Whether `CHAINWATCH_<...>` (upper case) is read by `Settings` (a whole section's
-    JSON included): such a variable is the parent's to pass on, as its settings say."""
-    if not upper.startswith(ENV_PREFIX):
+def _sets_a_setting(name: str) -> bool:
+    """Whether `CHAINWATCH_<...>`, in any case, is read by `Settings` (a whole section's
+    JSON included): such a variable is the parent's to pass on, as its settings say.
+    Compared in lower case, as pydantic-settings compares names: in upper case a dotless
+    i is an `I` (a name it reads as no setting's), and the Kelvin sign stays itself
+    (lower case `k`: a name it reads as a setting's)."""
+    lower = name.lower()
+    if not lower.startswith(ENV_PREFIX.lower()):
         return False
-    path = upper[len(ENV_PREFIX) :].lower().split(NESTING)
+    path = lower[len(ENV_PREFIX) :].split(NESTING)
     return (len(path) == 1 and path[0] in Settings.model_fields) or _names_a_setting(path)
 
 

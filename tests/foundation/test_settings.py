@@ -393,3 +393,31 @@ def test_the_suite_and_the_benches_start_children_with_one_spelling_of_each_sett
         for match in leaky.finditer(text)
     ]
     assert found == []
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "refused"),
+    [
+        # U+212A KELVIN SIGN: upper case of itself, lower case `k`: read as the same setting
+        ("CHAINWATCH_KAFKA__PARTITIONS", "CHAINWATCH_\u212aAFKA__PARTITIONS", True),
+        # U+0131 dotless i: upper case `I`, lower case itself: no setting's name
+        ("CHAINWATCH_ENGINE__APP_ID", "chainwatch_engine__app_\u0131d", False),
+    ],
+)
+def test_two_names_are_one_setting_exactly_when_the_settings_read_them_so(
+    monkeypatch: pytest.MonkeyPatch, first: str, second: str, refused: bool
+) -> None:
+    """pydantic-settings compares names in lower case: names equal in upper case only are
+    two variables to it, and names equal in lower case only one setting whose value was
+    the environment's order."""
+    for key in [k for k in os.environ if k.upper().startswith("CHAINWATCH_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv(first, "4")
+    monkeypatch.setenv(second, "8")
+    read = Settings().model_dump()
+    monkeypatch.delenv(first)
+    monkeypatch.setenv(first, "4")  # now the later one
+    assert (Settings().model_dump() != read) is refused
+    assert bool(conflicting_variables({first: "4", second: "8"})) is refused
+    child = overlaid({second: "8", "PATH": "/bin"}, {first: "4"})
+    assert (second not in child) is refused
