@@ -12,19 +12,25 @@ the groups ListGroups named are described, for their members. The disk is globbe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from kafka import KafkaAdminClient
 
 from chainwatch.errors import UserError
 from chainwatch.kafka_admin import KafkaUnreachable, admin_client, kafka_call
 from chainwatch.logs import silenced
-from chainwatch.replay_runs import RUN_ID, RUN_PREFIX
 from chainwatch.settings import Settings
 from schemas.topics import INPUT_TOPICS, OUTPUT_TOPICS
+
+RUN_PREFIX: Final = "replay-"
+"""What a run's app id (its group, its state dir, its topics' names) starts with."""
+
+RUN_ID = re.compile(r"[A-Za-z0-9._-]+")
+"""A run's id: in the characters of a Kafka topic name, so one plain name."""
 
 _CONTRACT_SUFFIXES = tuple(f".{name}" for name in (*INPUT_TOPICS, *OUTPUT_TOPICS))
 
@@ -184,6 +190,19 @@ def run_of_topic(topic: str, known: Iterable[str] = ()) -> str | None:
         return max(owners, key=len)
     run_id, dash, _ = rest.partition("-")
     return run_id if dash and RUN_ID.fullmatch(run_id) else None
+
+
+def run_topics(run: Settings, topics: Iterable[str], has_group: bool) -> list[str]:
+    """Of the broker's `topics`, run `run`'s as `run_of_topic` tells them (what deleting it
+    deletes): the runs known are those of the contract topics and the state dirs, and
+    `run` itself when its group was there. An id that only begins another run's names
+    (`<run>-order`, `<run>.crm`: a replay's own id has neither) owns none of its topics."""
+    topics = list(topics)
+    run_id = run.engine.app_id.removeprefix(RUN_PREFIX)
+    known = {*runs_on_disk(run.data_path), *filter(None, map(_contract_topic_run, topics))}
+    if has_group:
+        known.add(run_id)
+    return [topic for topic in topics if run_of_topic(topic, known) == run_id]
 
 
 def _contract_topic_run(topic: str) -> str | None:

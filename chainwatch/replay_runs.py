@@ -20,13 +20,11 @@ for that moment), and its topics are then deleted under it.
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
 import kafka.errors
 from kafka import KafkaAdminClient
@@ -43,11 +41,9 @@ from chainwatch.kafka_admin import (
     not_now,
 )
 from chainwatch.logs import silenced
+from chainwatch.replay_run_list import RUN_ID, RUN_PREFIX, run_topics
 from chainwatch.settings import Settings
 from sinks.backoff import Backoff
-
-RUN_PREFIX: Final = "replay-"
-"""What a run's app id (its group, its state dir, its topics' names) starts with."""
 
 
 def replay_settings(settings: Settings, *, partitions: int, run_id: str) -> Settings:
@@ -75,10 +71,6 @@ def run_settings(settings: Settings, run_id: str) -> Settings:
     """The settings that name run `run_id`'s topics, group and state (to delete it: its
     partition count does not matter there)."""
     return replay_settings(settings, partitions=1, run_id=run_id)
-
-
-RUN_ID = re.compile(r"[A-Za-z0-9._-]+")
-"""A run's id: in the characters of a Kafka topic name, so one plain name."""
 
 
 def run_app_id(settings: Settings) -> str:
@@ -189,7 +181,12 @@ def _delete_run(admin: KafkaAdminClient, run: Settings, timeout_s: float | None)
     except KafkaRefused as exc:
         raise KafkaRefused(f"run {run_id} not deleted: {exc}") from None
     try:
-        topics = delete_run_topics(run, timeout_s, admin=admin)
+        # exactly the topics `chainwatch runs list` counts as the run's: by the patterns,
+        # `<run>.crm` took `<run>`'s `crm.customers` and `<run>-order` its inboxes, and as
+        # neither had a group they went with `<run>` running
+        topics = delete_run_topics(
+            run, timeout_s, admin=admin, owned=lambda listed: run_topics(run, listed, group)
+        )
     except UserError as exc:
         state = remove_worker_state(run)
         done = [what for what, was in (("its consumer group", group), ("its state", state)) if was]
@@ -289,11 +286,15 @@ def _still_running(admin: KafkaAdminClient, run: Settings) -> RunStillRunning:
 
 
 def delete_run_topics(
-    settings: Settings, timeout_s: float | None = None, *, admin: KafkaAdminClient | None = None
+    settings: Settings,
+    timeout_s: float | None = None,
+    *,
+    admin: KafkaAdminClient | None = None,
+    owned: Callable[[list[str]], list[str]] | None = None,
 ) -> list[str]:
-    """Delete the run's topics (`<prefix>*` and `<app_id>-*`) and return their names, each
-    Kafka call (connecting unless given `admin`, listing, deleting) within `timeout_s`
-    (default: `kafka_admin`'s)."""
+    """Delete the run's topics (`<prefix>*` and `<app_id>-*`, or those of the broker's
+    that `owned` picks) and return their names, each Kafka call (connecting unless given
+    `admin`, listing, deleting) within `timeout_s` (default: `kafka_admin`'s)."""
     bootstrap = settings.kafka.bootstrap
     own = admin is None
     client = admin_client(bootstrap, timeout_s) if admin is None else admin
@@ -302,7 +303,11 @@ def delete_run_topics(
         listed = kafka_call(
             client.list_topics, bootstrap=bootstrap, what="list its topics", timeout_s=timeout_s
         )
-        doomed = sorted(t for t in listed if t.startswith((prefix, f"{app_id}-")))
+        doomed = sorted(
+            owned(listed)
+            if owned is not None
+            else (t for t in listed if t.startswith((prefix, f"{app_id}-")))
+        )
         if doomed:
             kafka_call(
                 lambda: client.delete_topics(doomed),

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from dead_servers import DeadServer, outcome_within
 from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 from kafka_groups import group_on_broker
@@ -103,6 +104,7 @@ def test_a_run_whose_group_has_a_member_is_refused_and_deleted_with_its_group_on
 _KILLED_MEMBER = """
 import sys
 from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 bootstrap, group, topic = sys.argv[1:]
@@ -278,3 +280,49 @@ def test_topics_kafka_does_not_delete_once_the_group_is_gone_are_named_state_sti
         f"Kafka at {run.kafka.bootstrap} did not delete the run's 1 topics"
     ), failed.value
     assert not state.exists()
+
+
+@pytest.mark.parametrize("suffix", [".crm", "-order", "-__assignor"])
+def test_an_id_that_only_begins_another_runs_names_deletes_nothing_of_that_run(
+    settings_factory: Callable[..., Settings], suffix: str
+) -> None:
+    """`replay-<id>.*` and `replay-<id>-*` matched as prefixes: the id `<run>.crm` took
+    `<run>`'s `replay-<run>.crm.customers`, `<run>-order` its inboxes, and as neither has
+    a group the check whether `<run>` runs never came: its topics went under its workers,
+    reported as `deleted run <run>-order: 1 topics`. No run has such an id (a run's is ten
+    hex digits); a run's topics are those `chainwatch runs list` counts as its."""
+    run, state = _run(settings_factory())
+    prepare_topics(run)
+    app_id = run.engine.app_id
+    admin = admin_client(run.kafka.bootstrap)
+    try:
+        admin.create_topics(
+            [NewTopic(f"{app_id}-{name}", 1, 1) for name in ("order-inbox", "__assignor-__leader")]
+        )
+    finally:
+        admin.close()
+    _until(lambda: len(_topics_of(run)) == 9, 60, "the run's 9 topics listed")
+    topics = _topics_of(run)
+    worker = KafkaConsumer(
+        bootstrap_servers=run.kafka.bootstrap, group_id=app_id, enable_auto_commit=False
+    )
+    worker.subscribe([f"{run.kafka.topic_prefix}scans"])
+    try:
+        _until(lambda: _joined(worker), 60, "member in the run's group")
+        (outcome,) = replay_runs.delete_runs(run, [f"{app_id.removeprefix('replay-')}{suffix}"])
+        assert _topics_of(run) == topics
+        assert state.exists()
+    finally:
+        worker.close()
+    assert isinstance(outcome, replay_runs.RunDeleted), outcome
+    assert not outcome.found, outcome
+
+
+def _topics_of(run: Settings) -> set[str]:
+    """The run's topics by either pattern (`_topics` takes the contract's only)."""
+    admin = admin_client(run.kafka.bootstrap)
+    try:
+        app_id = run.engine.app_id
+        return {t for t in admin.list_topics() if t.startswith((f"{app_id}.", f"{app_id}-"))}
+    finally:
+        admin.close()
