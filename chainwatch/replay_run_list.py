@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from kafka import KafkaAdminClient
+from kafka.errors import GroupIdNotFoundError, KafkaError, for_code
 
 from chainwatch.errors import UserError
 from chainwatch.kafka_admin import KafkaUnreachable, admin_client, kafka_call
@@ -146,7 +147,7 @@ def _run_groups(admin: KafkaAdminClient, bootstrap: str, timeout_s: float | None
     if not names:  # nothing to describe: no coordinator asked for
         return {}
     described: dict[str, Any] = kafka_call(
-        lambda: admin.describe_groups(names),
+        lambda: _described(admin, names),
         bootstrap=bootstrap,
         what=f"describe {len(names)} consumer groups",
         timeout_s=timeout_s,
@@ -154,9 +155,29 @@ def _run_groups(admin: KafkaAdminClient, bootstrap: str, timeout_s: float | None
     found: dict[str, int] = {}
     for name in names:
         info = described.get(name) or {}
-        if info.get("error") is None:  # an error: deleted since it was listed
+        if info.get("error") is None:  # "no such group": deleted since it was listed
             found[name.removeprefix(RUN_PREFIX)] = len(info.get("members") or [])
     return found
+
+
+_ERROR_CODE = re.compile(r"^\[Error (-?\d+)\]")
+"""How kafka-python starts the error it puts in a group's description (not raised)."""
+
+
+def _described(admin: KafkaAdminClient, names: list[str]) -> dict[str, Any]:
+    """The groups' descriptions (blocking); a group's error raised unless it is "no such
+    group": any error was taken for that, and a run whose group Kafka did not describe
+    (its coordinator moved, an ACL) was listed as stopped, its group gone."""
+    described: dict[str, Any] = admin.describe_groups(names)
+    for name in names:
+        error = (described.get(name) or {}).get("error")
+        if error is None:
+            continue
+        code = _ERROR_CODE.match(str(error))
+        kind = for_code(int(code[1])) if code else KafkaError
+        if kind is not GroupIdNotFoundError:
+            raise kind(f"{str(error).strip()} (consumer group {name})")
+    return described
 
 
 def _run_id(app_id: str) -> str | None:

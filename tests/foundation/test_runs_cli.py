@@ -18,7 +18,7 @@ import pytest
 from dead_servers import DeadServer, outcome_within
 from kafka_groups import group_on_broker
 
-from chainwatch import cli_context
+from chainwatch import cli_context, replay_run_list
 from chainwatch.cli import main
 from chainwatch.kafka_admin import admin_client
 from chainwatch.replay import run_replay
@@ -201,3 +201,58 @@ def test_kafka_not_answering_is_one_line_within_the_deadline_the_disk_still_list
 )
 def test_a_topic_is_of_the_run_its_name_says(topic: str, run_id: str | None) -> None:
     assert run_of_topic(topic, known=["a", "a-b"]) == run_id
+
+
+class _DescribingAdmin:
+    """An admin client that lists one run's group, and describes it with `error`."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def list_topics(self) -> list[str]:
+        return ["replay-8d47fa4045.scans"]
+
+    def list_groups(self) -> list[dict[str, str]]:
+        return [{"group_id": "replay-8d47fa4045"}]
+
+    def describe_groups(self, groups: list[str]) -> dict[str, object]:
+        return {name: {"error": self.error, "members": []} for name in groups}
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "error", ["[Error 16] NotCoordinatorError: ", "[Error 30] GroupAuthorizationFailedError: "]
+)
+def test_a_group_kafka_would_not_describe_is_unknown_not_stopped(
+    error: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group whose description was an error was taken for one deleted since it was
+    listed: a run Kafka said nothing of (its coordinator moved, an ACL) was listed as
+    `stopped`, its group gone. Only "no such group" means gone."""
+    monkeypatch.setattr(
+        replay_run_list, "admin_client", lambda _b, _t=None: _DescribingAdmin(error)
+    )
+
+    listing = replay_run_list.list_runs(Settings(data_dir=tmp_path))
+
+    assert [(run.run_id, run.status, run.group) for run in listing.runs] == [
+        ("8d47fa4045", "unknown", None)
+    ]
+    assert listing.kafka_error is not None
+    assert "describe 1 consumer groups" in str(listing.kafka_error), listing.kafka_error
+
+
+def test_a_group_deleted_since_it_was_listed_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gone = _DescribingAdmin("[Error 69] GroupIdNotFoundError: ")
+    monkeypatch.setattr(replay_run_list, "admin_client", lambda _b, _t=None: gone)
+
+    listing = replay_run_list.list_runs(Settings(data_dir=tmp_path))
+
+    assert [(run.run_id, run.status, run.group) for run in listing.runs] == [
+        ("8d47fa4045", "stopped", False)
+    ]
+    assert listing.kafka_error is None
