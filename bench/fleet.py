@@ -106,9 +106,18 @@ class FleetRun:
 
         A worker killed with all it handled committed leaves nobody anything to
         handle again, and a worker added that owns no partition only joined the group:
-        such a run ends like one without them and proves nothing about either."""
+        such a run ends like one without them and proves nothing about either. Nor does
+        a kill of a worker whose partitions its log did not show: its handled records
+        were compared with the committed offsets of no partition (0 of 0), so any record
+        it had handled passed for one left to redo, and it was killed at once."""
         if self.killed_owned is None:
             return None
+        if not self.killed_owned:
+            return (
+                f"{self.label}: the killed worker's partitions were not in its log (faust's "
+                "table of active changelog partitions): what it handled was compared with "
+                "nothing"
+            )
         if (self.killed_handled or 0) <= (self.killed_committed or 0):
             return (
                 f"{self.label}: the killed worker had committed all it handled "

@@ -1,0 +1,70 @@
+"""The fleet bench's check that its run with a kill and an addition had both
+(`FleetRun.kill_unproven`, bench/fleet.py), without a fleet: `make test-fleet` is the
+only other place it runs, and a check that passes wrongly fails nothing there."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "fleet.py"
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fleet_bench_kill_proof", BENCH)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+fleet = _bench()
+
+TABLE = """\
+Highwater for active changelog partitions:
++Highwater - Active-----+-----------+-----------+
+| topic                 | partition | highwater |
++-----------------------+-----------+-----------+
+| cw-x-orders-changelog | 6         | -1        |
+| \u3003                    | 7         | 12        |
++-----------------------+-----------+-----------+
+"""
+"""What faust's recovery logs at a rebalance (`faust.utils.terminal.logtable`, no tty)."""
+
+
+def _killed(owned: frozenset[int], handled: int, committed: int) -> Any:
+    return fleet.FleetRun(
+        "4 workers", 4, 1.0, 1, {}, 0,
+        killed_owned=owned, killed_handled=handled, killed_committed=committed,
+        added_owned=frozenset({6, 7}),
+    )  # fmt: skip
+
+
+def test_a_kill_with_records_handled_beyond_those_committed_proves_it(tmp_path: Path) -> None:
+    log = tmp_path / "worker1.log"
+    log.write_text(f"starting\n{TABLE}Worker ready\n")
+    owned = fleet.owned_partitions(log)
+    assert owned == frozenset({6, 7})
+    assert _killed(owned, 38, 37).kill_unproven() is None
+    assert _killed(owned, 38, 38).kill_unproven() is not None
+
+
+def test_a_kill_of_a_worker_whose_partitions_its_log_does_not_show_proves_nothing(
+    tmp_path: Path,
+) -> None:
+    """`run_fleet` reads the victim's partitions from its log, none when the table is not
+    there, and compares what it handled with what the group committed on them: on no
+    partition nothing is committed, so it was killed at its first record handled and the
+    run passed for one with work left to redo ('owned partitions [], had handled 38 input
+    records of which 0 were committed')."""
+    log = tmp_path / "worker1.log"
+    log.write_text("starting\nWorker ready\n")
+    owned = fleet.owned_partitions(log) or frozenset()  # what `run_fleet` goes on with
+    why = _killed(owned, 38, 0).kill_unproven()
+    assert why is not None
+    assert "partitions were not in its log" in why
