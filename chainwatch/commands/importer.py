@@ -80,6 +80,7 @@ def run_import_command(
     verbose: bool,
 ) -> int:
     from chainwatch.importer.mapper import RowMapper
+    from chainwatch.importer.outputs import check_out
     from chainwatch.importer.pipeline import Importer
     from chainwatch.importer.run import open_tables
     from chainwatch.importer.tables import given_format
@@ -108,6 +109,8 @@ def run_import_command(
     started = time.monotonic()
     tables = open_tables(files, mapping, importer, fmt)  # ImportFailed: a UserError
     inputs = {t.identity for t in tables if t.identity is not None}
+    if out is not None:  # before --rejects is opened: that truncates it
+        check_out(out, inputs)
     report = RejectReport(err, rejects, inputs, keep_all=to == "kafka" or rejects is not None)
     try:
         with ImportProgress(err) as progress:

@@ -53,6 +53,28 @@ def _json_string(text: str) -> bytes:
     return json.dumps(text, ensure_ascii=False).encode()
 
 
+def check_out(path: str, inputs: Collection[tuple[int, int]] = ()) -> None:
+    """What `ScenarioWriter` refuses of `--out`, found without creating anything: the
+    import asks it before `--rejects` is opened, which truncates that file (a refused
+    `--out` emptied the rejects of the run before)."""
+    if path == "-":
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ImportFailed(f"--out {path} is a directory")
+    if target.exists() and not target.is_file():
+        # the finished file is renamed over the target: a device or a pipe (`--out
+        # /dev/null`) would be replaced by a regular file, not written to
+        raise ImportFailed(
+            f"--out {path} is not a regular file (a device, pipe or socket); "
+            "name a file, or `--out -` for stdout"
+        )
+    if is_one_of(target, inputs):
+        raise UsageError(f"--out {path} is one of the files to import; name another file")
+    if not target.parent.exists():
+        raise ImportFailed(f"--out {path}: no directory {target.parent}")
+
+
 class ScenarioWriter:
     """Writes accepted records as a scenario to `path` (`-`: stdout), atomically for files."""
 
@@ -65,21 +87,8 @@ class ScenarioWriter:
         if path == "-":
             self._handle = sys.stdout.buffer
             return
-        target = Path(path)
-        if target.is_dir():
-            raise ImportFailed(f"--out {path} is a directory")
-        if target.exists() and not target.is_file():
-            # the finished file is renamed over the target: a device or a pipe (`--out
-            # /dev/null`) would be replaced by a regular file, not written to
-            raise ImportFailed(
-                f"--out {path} is not a regular file (a device, pipe or socket); "
-                "name a file, or `--out -` for stdout"
-            )
-        if is_one_of(target, inputs):
-            raise UsageError(f"--out {path} is one of the files to import; name another file")
-        if not target.parent.exists():
-            raise ImportFailed(f"--out {path}: no directory {target.parent}")
-        fd, self._tmp = create_beside(target, 0o666)  # the umask's mode, as a plain write
+        check_out(path, inputs)
+        fd, self._tmp = create_beside(Path(path), 0o666)  # the umask's mode, as a plain write
         self._handle = os.fdopen(fd, "wb")
 
     def write(self, record: Accepted) -> None:

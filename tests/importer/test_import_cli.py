@@ -162,6 +162,35 @@ def test_rejects_naming_the_input_is_one_line_and_the_input_survives(tmp_path: P
     assert not out.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("out", "code", "said"),
+    [
+        ("units.csv", USAGE, "is one of the files to import"),
+        ("folder", 1, "is a directory"),
+        ("nowhere/x.ndjson", 1, "no directory"),
+    ],
+)
+def test_an_out_refused_leaves_the_rejects_file_as_it_was(
+    tmp_path: Path, out: str, code: int, said: str
+) -> None:
+    """`--rejects` is opened "wb" (truncated), and `--out` was checked after it: a usage
+    error (`--out` naming an input) or a bad `--out` emptied the rejects file of the last
+    run, where nothing may be written before a refusal."""
+    source = tmp_path / "units.csv"
+    source.write_text("unit_id,status,event_time\nU-1,sideways,2026-11-23T09:30:00Z\n")
+    (tmp_path / "folder").mkdir()
+    rejects = tmp_path / "rejects.ndjson"
+    rejects.write_text('{"kept": "from the last run"}\n')
+    args = [str(source), "--kind", "unit-status", "--out", str(tmp_path / out)]
+    result = cli(*args, "--rejects", str(rejects), data_dir=tmp_path / "data")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert said in lines[0]
+    assert rejects.read_text() == '{"kept": "from the last run"}\n'
+
+
 @pytest.mark.parametrize("out", ["-", "file"])
 def test_an_interrupted_import_says_what_became_of_its_output(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, out: str
