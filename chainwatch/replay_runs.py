@@ -31,7 +31,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import MemberToRemove
 from kafka.errors import GroupIdNotFoundError, KafkaError, NonEmptyGroupError
 
-from chainwatch.errors import UserError
+from chainwatch.errors import UsageError, UserError
 from chainwatch.kafka_admin import (
     ADMIN_CALL_TIMEOUT_S,
     KafkaRefused,
@@ -123,13 +123,16 @@ def delete_runs(
     """`chainwatch runs delete`: each run's group, then its topics and state, refused
     while the run still runs (`RunStillRunning`); one outcome per run, in order.
 
-    Every id is checked before Kafka is asked (a bad one is a `UserError` raised, nothing
-    deleted). One admin connection for all; each Kafka call within `timeout_s` (default:
-    `kafka_admin`'s). Once Kafka stops answering, the runs left are not tried: each
-    would wait out the deadline again."""
+    Every id is checked before Kafka is asked (a bad one is a `UsageError` raised, nothing
+    deleted: the ids are `runs delete`'s arguments as typed). One admin connection for
+    all; each Kafka call within `timeout_s` (default: `kafka_admin`'s). Once Kafka stops
+    answering, the runs left are not tried: each would wait out the deadline again."""
     runs = [run_settings(settings, run_id) for run_id in dict.fromkeys(run_ids)]
     for run in runs:
-        run_app_id(run)  # refused before Kafka is asked
+        try:
+            run_app_id(run)  # refused before Kafka is asked
+        except UserError as exc:  # an id as given: the command line's fault, as click's are
+            raise UsageError(str(exc)) from None
     bootstrap = settings.kafka.bootstrap
     with silenced("kafka"):  # our line per run, not kafka-python's per connection
         try:

@@ -126,19 +126,20 @@ def test_deleting_runs_says_what_each_one_did_and_fails_for_the_rest(
 def test_a_bad_run_id_is_refused_before_kafka_is_asked(
     run_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A silent broker would hold a command that asked it for the whole deadline."""
+    """A silent broker would hold a command that asked it for the whole deadline. The ids
+    are the command line's: a usage error, as `replay --run-id '*'` is (it was exit 1)."""
     server = DeadServer("silent")
     try:
         bootstrap = f"127.0.0.1:{server.port}"
         settings = Settings(data_dir=tmp_path, kafka={"bootstrap_servers": bootstrap})  # type: ignore[arg-type]
         monkeypatch.setitem(cli_context.state, "settings", settings)
-        assert main(["runs", "delete", "abc", run_id]) == 1
+        assert main(["runs", "delete", "abc", run_id]) == 2  # a usage error, as click's own
     finally:
         server.close()
     assert not server.asked.is_set()
     assert capsys.readouterr().err.splitlines() == [
         f"error: run id {run_id!r}: a run's id is letters, digits, '.', '_' or '-' "
-        "(the one `chainwatch runs list` shows)"
+        "(the one `chainwatch runs list` shows) (see `chainwatch runs delete --help`)"
     ]
 
 
