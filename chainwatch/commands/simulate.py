@@ -86,11 +86,13 @@ def _check_gateway_url(url: str) -> None:
     """A URL httpx cannot post to is refused at once, never quoted (it may hold a password):
     it was retried seven times over half a minute, then 'gateway ... unreachable', exit 1."""
     try:
-        parts, _ = split_url(url)
+        parts, port = split_url(url)
     except UrlError as exc:
         raise UsageError(f"--gateway is not a valid URL ({exc}): like http://host:8088") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError("--gateway must be an http(s) URL with a host, like http://host:8088")
+    if port == 0:  # no connection is made to it: retried as the others were
+        raise UsageError("--gateway has port 0: it must look like http://host:8088")
 
 
 def _token(token: str | None, token_file: Path | None) -> str:

@@ -273,6 +273,8 @@ def test_cli_writes_a_deterministic_scenario_with_a_summary(
         # retried for half a minute, then exit 1 (the URL is never quoted: it may hold a password)
         (["--gateway", "u:pw@127.0.0.1:9", "--token", "t"], "--gateway must be an http(s) URL"),
         (["--gateway", "http://u:pw@h:99999", "--token", "t"], "--gateway is not a valid URL"),
+        # no connection to port 0 is made: the same half minute of retries, then exit 1
+        (["--gateway", "http://u:pw@127.0.0.1:0", "--token", "t"], "--gateway has port 0"),
         # each of these was an OverflowError, a hang or records past 2100 before
         (["--out", "x", "--start", "0001-01-01T00:00:00Z"], "--start: start must lie in"),
         (["--out", "x", "--start", "9999-12-31T00:00:00Z"], "--start: start must lie in"),
