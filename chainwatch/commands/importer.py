@@ -80,7 +80,7 @@ def run_import_command(
     verbose: bool,
 ) -> int:
     from chainwatch.importer.mapper import RowMapper
-    from chainwatch.importer.outputs import check_out
+    from chainwatch.importer.outputs import check_out, check_rejects
     from chainwatch.importer.pipeline import Importer
     from chainwatch.importer.run import open_tables
     from chainwatch.importer.tables import given_format
@@ -102,15 +102,17 @@ def run_import_command(
     cfg = settings()
     plan = load_plan(cfg.engine.plan)
     importer = Importer(RowMapper(mapping, kind), plan)
-    if not verbose:
-        from chainwatch.logs import route_library_logs
-
-        route_library_logs(cfg.log_dir / "import.log")
     started = time.monotonic()
     tables = open_tables(files, mapping, importer, fmt)  # ImportFailed: a UserError
     inputs = {t.identity for t in tables if t.identity is not None}
     if out is not None:  # before --rejects is opened: that truncates it
         check_out(out, inputs)
+    if rejects is not None:
+        check_rejects(rejects, inputs)
+    if not verbose:  # once the command line is known good: this makes the log's directory
+        from chainwatch.logs import route_library_logs
+
+        route_library_logs(cfg.log_dir / "import.log")
     report = RejectReport(err, rejects, inputs, keep_all=to == "kafka" or rejects is not None)
     try:
         with ImportProgress(err) as progress:

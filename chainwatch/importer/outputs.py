@@ -75,6 +75,12 @@ def check_out(path: str, inputs: Collection[tuple[int, int]] = ()) -> None:
         raise ImportFailed(f"--out {path}: no directory {target.parent}")
 
 
+def check_rejects(path: Path, inputs: Collection[tuple[int, int]] = ()) -> None:
+    """What `RejectsWriter` refuses of `--rejects` before it opens it, found creating nothing."""
+    if is_one_of(path, inputs):  # "wb" would truncate it before its first row is read
+        raise UsageError(f"--rejects {path} is one of the files to import; name another file")
+
+
 class ScenarioWriter:
     """Writes accepted records as a scenario to `path` (`-`: stdout), atomically for files."""
 
@@ -149,8 +155,7 @@ class RejectsWriter:
     def __init__(self, path: Path, inputs: Collection[tuple[int, int]] = ()) -> None:
         self.path = path
         self.written = 0
-        if is_one_of(path, inputs):  # "wb" would truncate it before its first row is read
-            raise UsageError(f"--rejects {path} is one of the files to import; name another file")
+        check_rejects(path, inputs)
         try:
             self._handle = path.open("wb")
         except OSError as exc:

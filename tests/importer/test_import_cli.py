@@ -191,6 +191,24 @@ def test_an_out_refused_leaves_the_rejects_file_as_it_was(
     assert rejects.read_text() == '{"kept": "from the last run"}\n'
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["no format", "--out", "--rejects"])
+def test_a_usage_error_found_at_the_files_creates_nothing(tmp_path: Path, fault: str) -> None:
+    """Found once the files are opened (a name that gives no format, an output naming an
+    input): the client-library log's directory was made before, `.chainwatch/logs` in the
+    current directory by default, where a usage error leaves nothing behind."""
+    source = tmp_path / ("units" if fault == "no format" else "units.csv")
+    source.write_text("unit_id,status,event_time\nU-1,up,2026-11-23T09:30:00Z\n")
+    out = source if fault == "--out" else tmp_path / "x.ndjson"
+    args = [str(source), "--kind", "unit-status", "--out", str(out)]
+    if fault == "--rejects":
+        args += ["--rejects", str(source)]
+    result = cli(*args, data_dir=tmp_path / "data")
+    assert result.returncode == USAGE, result.stderr
+    assert result.stderr.rstrip().endswith(HELP), result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
+
+
 @pytest.mark.parametrize("out", ["-", "file"])
 def test_an_interrupted_import_says_what_became_of_its_output(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, out: str
