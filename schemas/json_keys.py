@@ -20,6 +20,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from itertools import islice
+from operator import itemgetter
 from typing import Any, Final
 
 from schemas.dead_letter import MAX_ERRORS, ErrorDetail
@@ -74,6 +75,7 @@ _LOCATING: Final = json.JSONDecoder(
     parse_constant=_no_number,
 )  # fmt: skip
 # Every object as its list of pairs: no Python hook per object, none of them counted.
+_OWN_PAIRS: Final = json.JSONDecoder(object_pairs_hook=list)
 _PAIRS: Final = json.JSONDecoder(
     object_pairs_hook=list, parse_int=_no_number, parse_float=_no_number,
     parse_constant=_no_number,
@@ -98,20 +100,22 @@ def repeated_keys(
     decides what that means on its path.
     """
     text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
+    if not nested:  # one parse, none to learn first whether any object repeats a key
+        own = _own_repeats(text)
+        return [duplicate_key_error(path, count, fix) for path, count in own[:MAX_ERRORS]]
     try:
         _FAST.decode(text)
         return []
     except _Repeated:
         pass
     except ValueError:  # maybe only a number Python does not convert: read it without them
-        if nested:
-            try:
-                _TOLERANT.decode(text)
-                return []
-            except _Repeated:
-                pass
+        try:
+            _TOLERANT.decode(text)
+            return []
+        except _Repeated:
+            pass
     # an object repeats a key (or a number stopped `_FAST`): the outer one, or where?
-    found = _own_repeats(text) if not nested else _repeats(_LOCATING.decode(text))
+    found = _repeats(_LOCATING.decode(text))
     return [duplicate_key_error(path, count, fix) for path, count in islice(found, MAX_ERRORS)]
 
 
@@ -140,19 +144,24 @@ def _repeats(value: Any) -> Iterable[tuple[tuple[str | int, ...], int]]:
             stack.extend(((link, i), v) for i, v in reversed(list(enumerate(item))) if _nests(v))
 
 
-def _own_repeats(text: str) -> Iterable[tuple[tuple[str | int, ...], int]]:
+def _own_repeats(text: str) -> list[tuple[tuple[str | int, ...], int]]:
     """The keys the outermost object of `text` repeats (none when it is no object), with
-    their counts: one parse, whatever its value repeats (`_FAST` stopped at a key a nested
-    object repeats, and `_LOCATING` then marked and counted every object of the line)."""
-    pairs = _PAIRS.decode(text)
+    their counts: one parse with no Python hook, whatever its members repeat (`_FAST`
+    stopped at a key a nested object repeats, and `_LOCATING` then marked and counted
+    every object of the line; `_FAST`'s parse first, to learn that no object repeats a
+    key, took 0.1 s more of a line of 900,000 members)."""
+    try:
+        pairs = _OWN_PAIRS.decode(text)
+    except ValueError:  # maybe only a number Python does not convert: read it without them
+        pairs = _PAIRS.decode(text)
     if text.lstrip(" \t\n\r")[:1] != "{":  # an array parses to a list too
-        return
-    counts = Counter(key for key, _ in pairs)
-    if len(counts) == len(pairs):
-        return
-    for key, count in counts.items():
-        if count > 1:
-            yield (key,), count
+        return []
+    if len(set(map(_KEY, pairs))) == len(pairs):
+        return []
+    return [((key,), count) for key, count in Counter(map(_KEY, pairs)).items() if count > 1]
+
+
+_KEY: Final = itemgetter(0)
 
 
 def _nests(value: Any) -> bool:

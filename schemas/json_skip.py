@@ -1,7 +1,7 @@
 """Skipping a JSON value without parsing it: one C-level regex step, no Python objects.
 
 The gateway finds the items of a request body so (`streams.ingest.body`), and the replay
-the `value` of a scenario line (`schemas.replay.value_spans`): parsing a hostile value of
+the members of a scenario line (`schemas.replay_scan`): parsing a hostile value of
 megabytes built millions of objects only to learn where it ends.
 """
 
@@ -11,14 +11,24 @@ import re
 from typing import Final
 
 _TEXT: Final = rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+SCALAR_SOURCE: Final = rb"(?:" + _TEXT + rb'|[^"\[\]{},: \t\n\r]++)'
+"""A string or a word (a number, `true`), as the source of a regex."""
 
 
-def _container(levels: int) -> bytes:
-    """A bracketed value with at most `levels` of nested brackets (the source of a regex)."""
-    content = rb"[^\"\[\]{}]*+(?:" + _TEXT + rb"[^\"\[\]{}]*+)*+"
-    container = rb"[\[{]" + content + rb"[\]}]"
-    for _ in range(levels - 1):
-        content = rb"[^\"\[\]{}]*+(?:(?:" + _TEXT + rb"|" + container + rb")[^\"\[\]{}]*+)*+"
+def container_source(levels: int, *, empty_below: bool = False) -> bytes:
+    """A bracketed value with at most `levels` of nested brackets, as the source of a
+    regex; with `empty_below`, brackets with nothing but whitespace in them one level
+    deeper. No match for a value nested deeper."""
+    between = rb"[^\"\[\]{}]*+"
+    if empty_below:
+        container, rounds = rb"[\[{][ \t\n\r]*+[\]}]", levels
+    else:
+        container, rounds = (
+            rb"[\[{]" + between + rb"(?:" + _TEXT + between + rb")*+[\]}]",
+            levels - 1,
+        )
+    for _ in range(rounds):
+        content = between + rb"(?:(?:" + _TEXT + rb"|" + container + rb")" + between + rb")*+"
         container = rb"[\[{]" + content + rb"[\]}]"
     return container
 
@@ -29,16 +39,17 @@ def value_pattern(levels: int) -> re.Pattern[bytes]:
     after it included - matched in one C-level step, without backtracking. Deeper nesting
     stops the match at a bracket. It checks structure only (strings end, brackets pair
     up), not that the value is JSON."""
-    item = rb"[^\"\[\]{},]*+(?:(?:" + _TEXT + rb"|" + _container(levels) + rb")[^\"\[\]{},]*+)*+"
+    item = (
+        rb"[^\"\[\]{},]*+(?:(?:" + _TEXT + rb"|" + container_source(levels)
+        + rb")[^\"\[\]{},]*+)*+"
+    )  # fmt: skip
     return re.compile(item, re.DOTALL)
 
 
-def single_value_pattern(levels: int) -> re.Pattern[bytes]:
-    """`value_pattern` for one value alone: a string, a bracketed value or a word (a
-    number, `true`), without the whitespace after it; what follows it is no part of it
+def single_value_source(levels: int, *, empty_below: bool = False) -> bytes:
+    """One value alone, a string, a bracketed value (`container_source`) or a word, without
+    the whitespace after it, as the source of a regex: what follows it is no part of it
     (a line that forgot the `,` after a value has its next member read as such). No
-    match for nothing, or for a value nested deeper than `levels`."""
-    word = rb"[^\"\[\]{},: \t\n\r]++"
-    return re.compile(
-        rb"(?:" + _TEXT + rb"|" + _container(levels) + rb"|" + word + rb")", re.DOTALL
-    )
+    match for nothing, or for a value nested deeper than the container allows."""
+    container = container_source(levels, empty_below=empty_below)
+    return rb"(?:" + SCALAR_SOURCE + rb"|" + container + rb")"

@@ -150,6 +150,49 @@ def test_a_hostile_value_over_kafkas_limit_costs_no_decoding(
     assert peak.bytes < 8 * len(line), (peak.bytes, len(line))
 
 
+def test_deep_and_repeating_lines_are_refused_alike_by_the_replay_and_its_oracle(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Lines the scan of a line did not follow cost the old price (a value nested 65-199
+    deep: 8 MiB took 10-25 s and 1.1 GB; a line of 900,000 `value`s 1.7 s): each is a dead
+    letter as before, the parser's word for one nested deeper than it takes, and the
+    reference engine refuses the same lines. A line holding 1 MiB of deep arrays in a
+    member it ignores is published with its value as written, by both."""
+    good = scan(event_id="e-1", order_id="PO-1")
+    written = json.dumps(good).encode()
+    size = MAX_REQUEST_BYTES + 1
+
+    def units(levels: int) -> bytes:
+        unit = b"[" * levels + b"0" + b"]" * levels
+        return b"[" + b",".join([unit] * (size // len(unit) + 1)) + b"]"
+
+    head = b'{"topic": "scans", "key": "PO-1", '
+    lines = [
+        head + b'"value": ' + units(100) + b"}",  # too large: the parser takes it
+        head + b'"value": ' + units(1000) + b"}",  # deeper than the parser takes
+        head + b'"value":[0],' * (size // 12) + b'"value": ' + written + b"}",
+        head + b'"x": ' + units(150) + b', "value": ' + written + b"}",  # published
+    ]
+    scenario = tmp_path / "deep.ndjson"
+    scenario.write_bytes(b"\n".join(lines) + b"\n")
+    producer = _Producer()
+
+    published, dead, _ = publish_to(producer, monkeypatch, scenario)
+
+    assert (published, dead) == (1, 3)
+    assert producer.sent == ["dead-letter"] * 3 + ["scans"]
+    assert producer.values[3] == written
+    letters = [DeadLetter.model_validate_json(v or b"") for v in producer.values[:3]]
+    assert [(d.reason_code, d.errors[0].type) for d in letters] == [
+        (ReasonCode.PROCESSING_ERROR, "too_large"),
+        (ReasonCode.NOT_JSON, "json_invalid"),
+        (ReasonCode.BAD_REPLAY_LINE, "duplicate_key"),
+    ]
+    assert "recursion limit exceeded" in letters[1].errors[0].msg
+    oracle = run_scenario(replay.scenario_texts(scenario), load_plan(None), None)
+    assert oracle.dead_letters == dead
+
+
 def test_a_keyless_line_is_published_with_its_id_as_key(
     settings_factory: Callable[..., Settings], tmp_path: Path
 ) -> None:

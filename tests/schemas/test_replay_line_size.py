@@ -1,4 +1,4 @@
-"""A scenario line's value found without parsing it (`schemas.replay.value_spans`), and a
+"""A scenario line's value found without parsing it (`schemas.replay_scan`), and a
 line whose value Kafka cannot take refused from its length (`decode_replay_line`).
 
 Parsing the line built every object of a hostile value of megabytes, for a record that is
@@ -8,9 +8,11 @@ value at, and the rest of such a line is still judged as any line's.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import sys
+from collections.abc import Callable
 
 import pytest
 from memory_peak import peak_memory
@@ -19,7 +21,8 @@ from samples import EXAMPLES, padded_value, scan
 
 from schemas.dead_letter import ReasonCode
 from schemas.kafka_size import MAX_REQUEST_BYTES
-from schemas.replay import VALUE_LEVELS, ReplayLine, _member_text_parsed, _value_text, value_spans
+from schemas.replay import ReplayLine, _member_text_parsed, _value_text
+from schemas.replay_scan import PARSER_DEPTH, value_spans
 from schemas.validation import RecordRejected, decode_replay_line
 
 TRICKY = [
@@ -96,7 +99,7 @@ def test_a_line_whose_value_kafka_cannot_take_is_refused_without_parsing_it() ->
 def test_the_rest_of_such_a_line_is_judged_first_as_any_lines() -> None:
     """Its own keys written twice, its topic and its key are the line's faults, named as
     before; its value is told from its length only, so a value that is no JSON is
-    `too_large` too, and one nested deeper than the scan follows is parsed as before."""
+    `too_large` too, and one nested deeper than the parser takes is the parser's `not_json`."""
     big = b"[" + b"0," * (MAX_REQUEST_BYTES // 2) + b"0]"
     twice = _line(big)[:-1] + b', "value": ' + big + b"}"
     assert [(e.loc, e.type) for e in _refusal(twice).errors] == [("value", "duplicate_key")]
@@ -106,9 +109,9 @@ def test_the_rest_of_such_a_line_is_judged_first_as_any_lines() -> None:
     assert _refusal(not_json).errors[0].type == "too_large"
     unterminated = _line(big[:-1] + b'"]')
     assert _refusal(unterminated).reason_code is ReasonCode.NOT_JSON
-    deep = b"[" * (VALUE_LEVELS + 1) + big + b"]" * (VALUE_LEVELS + 1)
+    deep = b"[" * (PARSER_DEPTH + 1) + big + b"]" * (PARSER_DEPTH + 1)
     assert value_spans(_line(deep)) is None
-    assert decode_replay_line(_line(deep)).key == "PO-1"  # parsed: outgoing refuses it
+    assert _refusal(_line(deep)).errors[0].msg == json_fault(_line(deep))
 
 
 def test_a_fault_beside_such_a_value_is_named_where_the_line_has_it() -> None:
@@ -142,20 +145,26 @@ def json_fault(line: bytes) -> str:
     raise AssertionError("the line parses")
 
 
-def _c_calls(line: bytes) -> int:
-    """The calls into C (a regex step, a slice, a comparison) `value_spans` makes for `line`:
-    what it costs, however loaded the machine."""
+def _c_calls(line: bytes, call: Callable[[bytes], object] = value_spans) -> int:
+    """The calls into C (a regex step, a slice, a comparison) `call` makes for `line` (by
+    default `value_spans`'s): what it costs, however loaded the machine. The collector
+    is held off (finalizers of earlier tests' garbage made calls of their own)."""
     calls = 0
 
     def count(frame: object, event: str, arg: object) -> None:
         nonlocal calls
         calls += event == "c_call"
 
+    gc.collect()
+    gc.disable()
     sys.setprofile(count)
     try:
-        value_spans(line)
+        call(line)
+    except RecordRejected:
+        pass
     finally:
         sys.setprofile(None)
+        gc.enable()
     return calls
 
 
@@ -193,3 +202,84 @@ def test_what_follows_the_value_without_a_comma_is_no_part_of_it() -> None:
         assert value_spans(line) is None
         assert refused.reason_code is ReasonCode.NOT_JSON
         assert refused.errors[0].msg == json_fault(line)
+
+
+def _nested_units(levels: int, size: int) -> bytes:
+    """An array of arrays nested `levels` deep (one more with it), of about `size` bytes."""
+    unit = b"[" * levels + b"0" + b"]" * levels
+    return b"[" + b",".join([unit] * (size // (len(unit) + 1) + 1)) + b"]"
+
+
+@pytest.mark.parametrize("levels", [65, 198, 199, 200, 1000, 1100])
+def test_a_deep_value_is_refused_as_the_parser_says_without_being_parsed(levels: int) -> None:
+    """The scan followed 64 levels, the parser 200 (the line's own object one of them): a
+    value nested 65-199 deep was parsed whole, 8 MiB of it 10-25 s and 1.1 GB to publish,
+    to be refused as `too_large` in the end. Any value the parser takes is now found by
+    the scan (`too_large`, from its length), and a deeper one is the parser's `not_json`,
+    its words and its place: the work is the same, C calls, however long the line."""
+    line = _line(_nested_units(levels, MAX_REQUEST_BYTES))
+    longer = _line(_nested_units(levels, 2 * MAX_REQUEST_BYTES))
+    try:
+        ReplayLine.model_validate_json(line)
+        said = None
+    except ValidationError as exc:
+        said = str(exc.errors()[0]["msg"])
+
+    with peak_memory() as peak:
+        refused = _refusal(line)
+
+    if said is None:
+        assert levels + 1 < PARSER_DEPTH
+        assert refused.reason_code is ReasonCode.PROCESSING_ERROR
+        assert [e.type for e in refused.errors] == ["too_large"]
+    else:
+        assert levels + 1 >= PARSER_DEPTH
+        assert refused.reason_code is ReasonCode.NOT_JSON
+        assert [e.msg for e in refused.errors] == [said]
+    assert peak.bytes < 2 * len(line), (peak.bytes, len(line))
+    assert _c_calls(longer, decode_replay_line) == _c_calls(line, decode_replay_line)
+
+
+def _values(times: int, last: bytes = b"1", after: bytes = b"") -> bytes:
+    return (
+        b'{"topic": "scans", "key": "K", ' + b'"value":[0],' * times + b'"value": ' + last
+        + after + b"}"
+    )  # fmt: skip
+
+
+def test_a_line_writing_its_value_many_times_costs_no_python_step_each() -> None:
+    """Each `value` of a line too long for Kafka was found by a Python step (~1.4 us): a
+    line of 900,000 of them took 1.7 s to refuse. Now in C, as the cut of each before
+    the rest of the line is judged: the count of the key written so many times, or the
+    parser's words for a fault of the line, are said as before."""
+    times = MAX_REQUEST_BYTES // 12 + 1
+    big = b"[" + b"0," * (MAX_REQUEST_BYTES // 2) + b"0]"
+    for last, after in [(b"1", b""), (big, b""), (big, b', "x": tru')]:
+        line, longer = _values(times, last, after), _values(2 * times, last, after)
+
+        refused = _refusal(line)
+
+        if after:
+            assert refused.reason_code is ReasonCode.NOT_JSON
+            assert [e.msg for e in refused.errors] == [json_fault(line)]
+        else:
+            assert refused.reason_code is ReasonCode.BAD_REPLAY_LINE
+            assert [(e.loc, e.type) for e in refused.errors] == [("value", "duplicate_key")]
+            assert f"written {times + 1} times" in refused.errors[0].msg
+        assert _c_calls(longer, decode_replay_line) == _c_calls(line, decode_replay_line)
+
+
+def test_a_long_lines_own_keys_are_checked_without_parsing_what_it_holds() -> None:
+    """A line checked its own keys in Python's parse of it all: 8 MiB of arrays nested 150
+    deep in a member the line ignores took 2 s and 750 MB, its small value then published.
+    Its members' arrays and objects are cut first; a key it writes twice is still found."""
+    ignored = _nested_units(150, MAX_REQUEST_BYTES)
+    line = b'{"topic": "scans", "key": "PO-1", "x": ' + ignored + b', "value": {"a": 1}}'
+
+    with peak_memory() as peak:
+        replay = decode_replay_line(line)
+
+    assert replay.value_as_written(line) == b'{"a": 1}'
+    assert peak.bytes < len(line), (peak.bytes, len(line))
+    twice = line.replace(b', "value"', b', "key": "PO-1", "value"', 1)
+    assert [(e.loc, e.type) for e in _refusal(twice).errors] == [("key", "duplicate_key")]
