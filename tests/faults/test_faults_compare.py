@@ -3,32 +3,17 @@ inputs it expects refused (bench/faults.py)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from bench_scripts import load_bench
 
 from chainwatch.settings import conflicting_variables
 from schemas.plan import load_plan
 from streams.ingest.batch import ENDPOINTS, judge_value
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "faults.py"
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("faults_bench", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-faults = _bench()
+faults = load_bench("faults", "faults_bench")
 
 
 def _scan(event_id: str, offset: int) -> dict[str, Any]:

@@ -14,36 +14,22 @@ in the default run (pyproject addopts: -m "not fleet").
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from bench_scripts import load_bench
 
 from chainwatch.settings import Settings
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "fleet.py"
-
 pytestmark = [pytest.mark.fleet, pytest.mark.integration, pytest.mark.slow]
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fleet_bench", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fleet_bench"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.timeout(3 * 3600)
 def test_four_workers_with_a_kill_and_an_addition_match_one_worker(
     settings_factory: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    fleet = _bench()
+    fleet = load_bench("fleet", "fleet_bench")
     days, per_day = 30, 107  # 105 gave 49,878 records (main, 2026-11-30)
     scenario = fleet.simulate(tmp_path / "fleet.ndjson", days=days, orders_per_day=per_day, seed=14)
     with scenario.open("rb") as lines:

@@ -4,26 +4,12 @@ only other place it runs, and a check that passes wrongly fails nothing there.""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "fleet.py"
+from bench_scripts import load_bench
 
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fleet_bench_kill_proof", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fleet = _bench()
+fleet = load_bench("fleet", "fleet_bench_kill_proof")
 
 TABLE = """\
 Highwater for active changelog partitions:
