@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from chainwatch import lifeline
 from chainwatch.cli_context import cell_text, err, out, plain_store_error, settings, state
 from chainwatch.commands import (
     backtest,
@@ -51,9 +52,19 @@ app.add_typer(db_app, name="db")
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    lifeline_fd: Annotated[int | None, typer.Option(lifeline.OPTION, hidden=True)] = None,
 ) -> None:
     state["debug"] = debug
+    if lifeline_fd is not None:  # a child chainwatch started: it stops when its parent dies
+        settings()  # logging configured first: the line saying so is in the process's format
+        command = ctx.invoked_subcommand or "chainwatch"
+        lifeline.watch_parent(lifeline_fd, _PROCESS_NAMES.get(command, command))
+
+
+_PROCESS_NAMES = {"notify": "notifier"}
+"""A command's process as its own log lines name it (`process_starting process=...`)."""
 
 
 # --- kafka ------------------------------------------------------------------
@@ -348,8 +359,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point. A child whose parent died exits non-zero also after a
+    clean stop (chainwatch.lifeline)."""
+    try:
+        code: str | int | None = main()
+    except SystemExit as exc:  # faust's worker leaves through SystemExit(0)
+        code = exc.code
+    sys.exit(lifeline.exit_status(code))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from rich.table import Table
 from chainwatch.commands.gateway import stop_timeout_s as gateway_stop_timeout_s
 from chainwatch.demo_receiver import DemoReceiver
 from chainwatch.errors import USER_ERRORS, UserError
+from chainwatch.lifeline import start_child
 from chainwatch.local_kafka import LocalBroker
 from chainwatch.logs import silenced
 from chainwatch.notify_runner import stop_timeout_s as notify_stop_timeout_s
@@ -134,16 +134,8 @@ def _children(
             if name == "simulator":
                 _wait_ready(gateway_url, procs[-1])
             with open(log_dir / f"demo-{name}.log", "ab") as log:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "chainwatch", *args],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                        env=env,
-                        start_new_session=True,
-                    )
-                )
+                # each stops by itself if the demo dies without stopping it (SIGKILL)
+                procs.append(start_child(args, env=env, log_file=log, start_new_session=True))
             console.print(f"started {name} (pid {procs[-1].pid}, log {log_dir}/demo-{name}.log)")
         console.print(f"the simulated factory posts to the ingest gateway at {gateway_url}")
         yield procs, receiver

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from chainwatch.kafka_watch import KafkaWatch
+from chainwatch.lifeline import PARENT_GONE_EXIT, parent_gone
 from chainwatch.logs import get_logger
 from chainwatch.ops_server import OpsServer, serve_ops
 from chainwatch.settings import Settings
@@ -141,7 +142,7 @@ def waiting_before_main(process: str, ops: OpsServer | None) -> Iterator[Waited]
         log.info(
             "process_stopped",
             process=process,
-            outcome=outcome,
+            outcome=_as_exited(outcome),
             ran_s=round(time.monotonic() - started, 1),
             waited_for="its start",
         )
@@ -166,6 +167,12 @@ def waiting_before_main(process: str, ops: OpsServer | None) -> Iterator[Waited]
 def _outcome(code: object) -> str:
     """`process_stopped`'s outcome of a `SystemExit` (faust's worker leaves through one)."""
     return "ok" if not code else f"exit {code}"
+
+
+def _as_exited(outcome: str) -> str:
+    """`outcome` as the status the process exits with: a clean stop of a child whose
+    parent died exits `PARENT_GONE_EXIT` (chainwatch.lifeline), not 0."""
+    return f"exit {PARENT_GONE_EXIT}" if outcome == "ok" and parent_gone() else outcome
 
 
 def _log_starting(process: str, ops: OpsServer | None, metrics_url: str | None = None) -> None:
@@ -205,7 +212,7 @@ def process_lifetime(
         log.info(
             "process_stopped",
             process=process,
-            outcome=outcome,
+            outcome=_as_exited(outcome),
             ran_s=round(time.monotonic() - started, 1),
         )
 

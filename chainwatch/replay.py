@@ -19,7 +19,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -45,6 +44,7 @@ from chainwatch.kafka_admin import (
     bounded,
     ensure_topics,
 )
+from chainwatch.lifeline import start_child
 from chainwatch.long_lines import MAX_LINE_BYTES, LongLine, binary_lines
 from chainwatch.process_cpu import ProcessUse, Use
 from chainwatch.replay_records import Refused, outgoing
@@ -807,7 +807,9 @@ def start_workers(
     settings: Settings, count: int, *, first: int = 0, ops_ports: dict[int, int] | None = None
 ) -> list[subprocess.Popen[bytes]]:
     """`count` worker processes; with `ops_ports`, each serves its ops endpoints on a free
-    port, recorded there by process id (the replay reads their `/readyz`)."""
+    port, recorded there by process id (the replay reads their `/readyz`). Each stops by
+    itself once this process has died, even by SIGKILL (`chainwatch.lifeline`): it would
+    have kept the run's consumer group, and the run, alive."""
     env = child_environment(settings, os.environ)
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     workers = []
@@ -817,15 +819,7 @@ def start_workers(
         if port is not None:
             worker_env["CHAINWATCH_ENGINE__METRICS_PORT"] = str(port)
         with open(worker_log(settings, n), "ab") as log:
-            workers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "chainwatch", "worker"],
-                    env=worker_env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                )
-            )
+            workers.append(start_child(["worker"], env=worker_env, log_file=log))
         if ops_ports is not None and port is not None:
             ops_ports[workers[-1].pid] = port
     return workers

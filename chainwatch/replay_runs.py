@@ -282,8 +282,9 @@ def _still_running(admin: KafkaAdminClient, run: Settings) -> RunStillRunning:
         members = f"{len(described.get('members') or [])} active member(s)"
     return RunStillRunning(
         f"run {app_id.removeprefix(RUN_PREFIX)} is still running: its consumer group "
-        f"{app_id} has {members}; nothing deleted. Stop its replay first (a worker killed "
-        f"without leaving the group is dropped from it after "
+        f"{app_id} has {members}; nothing deleted. Stop its replay first (the workers of a "
+        f"replay that was killed stop by themselves within {run.engine.stop_timeout_s:g} s; a "
+        f"worker killed without leaving the group is dropped from it after "
         f"{run.engine.session_timeout_s:g} s)"
     )
 

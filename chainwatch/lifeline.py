@@ -1,0 +1,153 @@
+"""Child processes that stop by themselves when the process that started them dies.
+
+A `chainwatch replay` (or backtest, or bench) killed with SIGKILL (the OOM killer,
+`kill -9`, a CI job's timeout) left its workers running for ever: they kept the run's
+consumer group alive, so `chainwatch runs delete` refused the run as still running, and
+they held their memory and CPU. A SIGKILLed `chainwatch demo` left its worker, sink,
+notifier, gateway and simulator so. A process killed so runs no clean-up of its own:
+the children have to notice by themselves.
+
+How: the parent opens one pipe (`_Lifeline`) and holds its write end for the whole of
+its life, never writing to it; each child it starts (`start_child`) gets the read end
+and its number on its command line (`chainwatch --lifeline-fd N <command>`). In the
+child a thread blocks reading it (`watch_parent`). The kernel closes a process's
+descriptors however it ends, so when the parent dies the read returns end-of-file; the
+child then logs `process_parent_gone` and sends itself SIGTERM: the graceful stop of
+that process, with its deadline (the worker's `engine.stop_timeout_s`), as a
+supervisor's SIGTERM would. Once stopped it exits `PARENT_GONE_EXIT`, not 0: it did not
+end by its own choice nor by a stop anyone asked for (`exit_status`).
+
+Why a pipe and not the alternatives:
+- polling `os.getppid()` for a change: portable too, but every child wakes every second
+  for ever, notices the death up to a poll late, and cannot tell a parent that died
+  before its first look (the pid it sees is already the reaper's) unless told the pid;
+- Linux's `prctl(PR_SET_PDEATHSIG)`: Linux only, it fires when the *thread* that
+  started the child ends (not the process: a child started from a worker thread is
+  signalled when that thread returns), and it only sends a signal, so the child cannot
+  say why it stopped nor exit otherwise than after an ordinary SIGTERM;
+- the child's stdin: a worker run by a supervisor or from a terminal has stdin on
+  /dev/null or closed, and must never stop because of it.
+The pipe costs no wake-up until the death, sees it at once, has no race (a parent dead
+before the child looks gives end-of-file at the first read) and works wherever pipes do.
+
+It is opt-in: only a child given `--lifeline-fd` watches (hidden from `--help`: it is
+for the processes chainwatch starts). It is an option, not an environment variable: an
+environment variable would pass to a child's own children (`child_environment` keeps
+every `CHAINWATCH_*` name that is no setting, as a user's own), which would then watch
+a descriptor number that is not theirs. For the same reason the child marks the read
+end not inheritable as soon as it has it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO
+
+from chainwatch.errors import UsageError
+from chainwatch.logs import get_logger
+
+log = get_logger(__name__)
+
+OPTION = "--lifeline-fd"
+"""The hidden root option that makes a child watch its parent (`chainwatch.cli`)."""
+
+PARENT_GONE_EXIT = 4
+"""The exit status of a child that stopped because its parent died."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Lifeline:
+    read_fd: int
+    write_fd: int
+    owner_pid: int
+    """The process whose children it ties: a forked copy of the parent opens its own."""
+
+
+_lock = threading.Lock()
+_lifeline: _Lifeline | None = None
+_parent_gone = threading.Event()
+
+
+def _held() -> _Lifeline:
+    """This process's pipe, opened at its first child and held until it dies."""
+    global _lifeline
+    with _lock:
+        if _lifeline is None or _lifeline.owner_pid != os.getpid():
+            read_fd, write_fd = os.pipe()  # both close-on-exec: no child inherits the write end
+            _lifeline = _Lifeline(read_fd, write_fd, os.getpid())
+        return _lifeline
+
+
+def start_child(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    log_file: IO[bytes],
+    start_new_session: bool = False,
+) -> subprocess.Popen[bytes]:
+    """`chainwatch ARGS` as a child process that stops once this process has died, however
+    it died; stdout and stderr to `log_file`, stdin from /dev/null."""
+    lifeline = _held()
+    return subprocess.Popen(
+        [sys.executable, "-m", "chainwatch", f"{OPTION}={lifeline.read_fd}", *args],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        pass_fds=(lifeline.read_fd,),
+        start_new_session=start_new_session,
+    )
+
+
+def watch_parent(fd: int, process: str) -> None:
+    """In a child given `--lifeline-fd fd`: stop as on SIGTERM once the parent has died.
+
+    A descriptor that is no pipe is a usage error: the option is for the children
+    chainwatch starts, which get one."""
+    try:
+        is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except (OSError, OverflowError):
+        is_pipe = False
+    if not is_pipe:
+        raise UsageError(
+            f"{OPTION} {fd}: not an open pipe (the option is for the processes chainwatch starts)"
+        )
+    os.set_inheritable(fd, False)  # this child's own children must not hold it
+    threading.Thread(
+        target=_wait_for_death, args=(fd, process), name="lifeline", daemon=True
+    ).start()
+
+
+def _wait_for_death(fd: int, process: str) -> None:
+    try:
+        while os.read(fd, 1):  # the parent never writes; anything read is ignored
+            pass
+    except OSError as exc:  # the watch is lost, not the process: it runs on
+        log.warning("process_parent_watch_failed", process=process, error=str(exc))
+        return
+    _parent_gone.set()
+    # no parent pid: one that died before this child looked had left it the reaper's
+    log.warning(
+        "process_parent_gone",
+        process=process,
+        hint="the process that started it died (killed?); stopping as on SIGTERM",
+    )
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def parent_gone() -> bool:
+    """Whether this process is stopping because the process that started it died."""
+    return _parent_gone.is_set()
+
+
+def exit_status(code: str | int | None) -> str | int | None:
+    """The status to exit with, given the command's own `code` (`sys.exit`'s argument):
+    `PARENT_GONE_EXIT` in place of a success once the parent has died."""
+    return PARENT_GONE_EXIT if code in (0, None) and parent_gone() else code
