@@ -44,12 +44,3 @@ def value_pattern(levels: int) -> re.Pattern[bytes]:
         + rb")[^\"\[\]{},]*+)*+"
     )  # fmt: skip
     return re.compile(item, re.DOTALL)
-
-
-def single_value_source(levels: int, *, empty_below: bool = False) -> bytes:
-    """One value alone, a string, a bracketed value (`container_source`) or a word, without
-    the whitespace after it, as the source of a regex: what follows it is no part of it
-    (a line that forgot the `,` after a value has its next member read as such). No
-    match for nothing, or for a value nested deeper than the container allows."""
-    container = container_source(levels, empty_below=empty_below)
-    return rb"(?:" + SCALAR_SOURCE + rb"|" + container + rb")"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
+import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, repeat
@@ -97,8 +98,28 @@ def _step(before: bytes, name: bytes, value: bytes) -> bytes:
 def _compiled(source: bytes) -> Callable[[], re.Pattern[bytes]]:
     """`source` compiled at its first use: a value as deep as the parser takes one is a
     regex of 15 kB, each of these 20-40 ms to compile, and only the replay and its
-    oracle scan lines."""
-    return functools.cache(lambda: re.compile(source, re.DOTALL))
+    oracle scan lines. Compiling one recurses ~800 Python frames deep, so it runs on a
+    thread of its own: a first scan called with a few hundred frames on the caller's
+    stack raised RecursionError, which is no `RecordRejected`."""
+    return functools.cache(lambda: _on_fresh_stack(lambda: re.compile(source, re.DOTALL)))
+
+
+def _on_fresh_stack(build: Callable[[], re.Pattern[bytes]]) -> re.Pattern[bytes]:
+    built: list[re.Pattern[bytes]] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            built.append(build())
+        except BaseException as exc:  # handed to the caller, not lost with the thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="replay-scan-compile")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return built[0]
 
 
 _OPENING: Final = re.compile(_SPACE + rb"\{" + _SPACE)

@@ -9,6 +9,8 @@ walk finds, and follow no line nested deeper than the parser takes.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Final
 
 from fuzz_budget import examples
@@ -190,3 +192,29 @@ def test_the_scan_follows_a_line_exactly_as_deep_as_the_parser_takes_one() -> No
                     assert (last_value(line) is not None) is takes
     assert taken[True] > 0  # both sides of the limit were tried
     assert taken[False] > 0
+
+
+def test_the_first_scan_of_a_process_works_from_deep_in_a_caller_s_stack() -> None:
+    """The scan's regexes compile at their first use, which recurses ~800 frames: called
+    first from 200 frames deep under the default limit it raised RecursionError, no
+    `RecordRejected` (a line too large for Kafka is scanned, not parsed)."""
+    code = (
+        "import sys\n"
+        "from schemas.validation import decode_replay_line\n"
+        "from schemas.validation import RecordRejected\n"
+        "sys.setrecursionlimit(1000)\n"
+        "line = b'{\"topic\": \"scans\", \"value\": [' + b'1,' * 700000 + b'1]}'\n"
+        "def deep(n):\n"
+        "    if n:\n"
+        "        return deep(n - 1)\n"
+        "    try:\n"
+        "        decode_replay_line(line)\n"
+        "    except RecordRejected as exc:\n"
+        "        return exc\n"
+        "print(deep(200))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Kafka refuses it" in done.stdout, done.stdout
