@@ -80,9 +80,23 @@ def _held() -> _Lifeline:
     global _lifeline
     with _lock:
         if _lifeline is None or _lifeline.owner_pid != os.getpid():
-            read_fd, write_fd = os.pipe()  # both close-on-exec: no child inherits the write end
+            read_fd, write_fd = (_above_stdio(fd) for fd in os.pipe())
             _lifeline = _Lifeline(read_fd, write_fd, os.getpid())
         return _lifeline
+
+
+def _above_stdio(fd: int) -> int:
+    """`fd` moved to 3 or above, close-on-exec (no child inherits the write end). A process
+    started with stdin, stdout or stderr closed gets those numbers back from `os.pipe`: a
+    child's 0-2 are its own stdio, so a read end numbered so reached it as /dev/null or its
+    log (every child refused `--lifeline-fd`), and a write end so was the parent's stdio."""
+    held = []
+    while fd <= 2:  # os.dup: the lowest free number, not inheritable (no fcntl: portable)
+        held.append(fd)
+        fd = os.dup(fd)
+    for low in held:
+        os.close(low)
+    return fd
 
 
 def start_child(

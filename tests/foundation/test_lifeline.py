@@ -191,6 +191,33 @@ def test_a_lifeline_that_is_no_pipe_is_a_usage_error(
     assert len(said.strip().splitlines()) == 1, said
 
 
+_PARENT_WITHOUT_STDIO = """
+import os, sys
+from chainwatch.lifeline import start_child
+with open(sys.argv[1], "wb") as log:  # as start_workers and the demo: the log, then the child
+    child = start_child(["config"], env=dict(os.environ), log_file=log)
+sys.exit(child.wait(timeout=60))
+"""
+
+
+def test_a_parent_started_with_its_stdio_closed_still_gives_its_children_a_lifeline(
+    tmp_path: Path,
+) -> None:
+    """`chainwatch replay ... <&- >&-`: the child's log took fd 0 and the pipe 1 and 3, so
+    the child was handed fd 1, its own stdout (its log), and refused it as no pipe."""
+    log = tmp_path / "child.log"
+    parent = subprocess.run(
+        ["sh", "-c", '"$0" -c "$1" "$2" <&- >&-', sys.executable, _PARENT_WITHOUT_STDIO, log],
+        env=_env(tmp_path / "data", "127.0.0.1:9"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert parent.returncode == 0, (parent.stderr, log.read_text())
+    assert "not an open pipe" not in log.read_text()
+
+
 def _children(pid: int) -> list[int]:
     return [
         int(child)
