@@ -40,6 +40,7 @@ end not inheritable as soon as it has it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
@@ -134,9 +135,27 @@ def watch_parent(fd: int, process: str) -> None:
             f"{OPTION} {fd}: not an open pipe (the option is for the processes chainwatch starts)"
         )
     os.set_inheritable(fd, False)  # this child's own children must not hold it
+    signal.signal(signal.SIGTERM, _until_own_stop_handling)
     threading.Thread(
         target=_wait_for_death, args=(fd, process), name="lifeline", daemon=True
     ).start()
+
+
+def _until_own_stop_handling(signum: int, _frame: object) -> None:
+    """SIGTERM's handler until the process puts its own in place (and wherever it has
+    none: the simulator). SIGTERM's default ended a child still starting (importing, or
+    between its wait for Kafka and its main part) by the signal, status -15 with no word
+    of its stop, when its parent had died before it: it exits `PARENT_GONE_EXIT` instead,
+    at once as the default did (no clean-up, no wait for its threads), its lines written.
+    Anyone else's SIGTERM still ends it by the signal."""
+    if parent_gone():
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # interrupted mid-write: what it has is lost
+                if stream is not None:
+                    stream.flush()
+        os._exit(PARENT_GONE_EXIT)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def _wait_for_death(fd: int, process: str) -> None:

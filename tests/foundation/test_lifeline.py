@@ -144,6 +144,32 @@ def test_a_child_stops_as_on_sigterm_once_its_parent_is_gone_and_exits_non_zero(
     _stopped_because_the_parent_died(log, "worker")
 
 
+@pytest.mark.parametrize("command", ["worker", "gateway"])
+def test_a_child_whose_parent_died_before_it_started_exits_non_zero_not_by_the_signal(
+    tmp_path: Path, command: str
+) -> None:
+    """End-of-file at the first read, while the child still imports: its SIGTERM to
+    itself came before any handler of its own, and the default ended it by the signal."""
+    read_end, write_end = os.pipe()
+    os.close(write_end)  # the parent is gone already
+    try:
+        child = subprocess.run(
+            [sys.executable, "-m", "chainwatch", f"{OPTION}={read_end}", command],
+            pass_fds=(read_end,),
+            env=_env(tmp_path / "data", "127.0.0.1:9"),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+    finally:
+        os.close(read_end)
+    said = child.stdout + child.stderr
+    assert child.returncode == PARENT_GONE_EXIT, said[-4000:]
+    assert "process_parent_gone" in said
+
+
 @pytest.mark.slow
 def test_a_worker_started_by_hand_runs_on_with_stdin_closed_and_its_parent_gone(
     tmp_path: Path,
@@ -311,7 +337,7 @@ def test_the_children_of_a_demo_killed_with_sigkill_stop(
     tmp_path: Path, kafka_bootstrap: str, unique: Callable[[str], str]
 ) -> None:
     """Each of the five ends; the four with a graceful stop log it and exit non-zero, the
-    simulator (whose SIGTERM is the default, an exit by the signal) says why first."""
+    simulator (no graceful stop: it exits at once) says why first."""
     data = tmp_path / "data"
     prefix = f"{unique('demo')}."
     env = _env(data, kafka_bootstrap, CHAINWATCH_KAFKA__TOPIC_PREFIX=prefix)
@@ -353,7 +379,7 @@ def test_the_children_of_a_demo_killed_with_sigkill_stop(
         for name in DEMO_CHILDREN:
             log = data / "logs" / f"demo-{name}.log"
             if name == "simulator":
-                # no graceful stop of its own: SIGTERM's default ends it, after this line
+                # no graceful stop of its own: it exits at once, after this line
                 gone = _events(log, "process_parent_gone")
                 assert [g["process"] for g in gone] == ["simulate"], log.read_text()[-4000:]
             else:
