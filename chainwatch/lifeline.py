@@ -28,7 +28,10 @@ Why a pipe and not the alternatives:
 - the child's stdin: a worker run by a supervisor or from a terminal has stdin on
   /dev/null or closed, and must never stop because of it.
 The pipe costs no wake-up until the death, sees it at once, has no race (a parent dead
-before the child looks gives end-of-file at the first read) and works wherever pipes do.
+before the child looks gives end-of-file at the first read) and works wherever a child
+can be handed a descriptor (`pass_fds`: Linux, macOS, every POSIX system). Windows has
+no such thing (its `subprocess` refuses `pass_fds`): there a child is started without
+the option, and does not stop so.
 
 It is opt-in: only a child given `--lifeline-fd` watches (hidden from `--help`: it is
 for the processes chainwatch starts). It is an option, not an environment variable: an
@@ -58,6 +61,9 @@ log = get_logger(__name__)
 
 OPTION = "--lifeline-fd"
 """The hidden root option that makes a child watch its parent (`chainwatch.cli`)."""
+
+_PASSES_FDS = os.name == "posix"
+"""Whether a child can be handed the read end (`subprocess`'s `pass_fds`: not on Windows)."""
 
 PARENT_GONE_EXIT = 4
 """The exit status of a child that stopped because its parent died."""
@@ -108,15 +114,19 @@ def start_child(
     start_new_session: bool = False,
 ) -> subprocess.Popen[bytes]:
     """`chainwatch ARGS` as a child process that stops once this process has died, however
-    it died; stdout and stderr to `log_file`, stdin from /dev/null."""
-    lifeline = _held()
+    it died (on POSIX systems); stdout and stderr to `log_file`, stdin from /dev/null."""
+    watch: list[str] = []
+    passed: tuple[int, ...] = ()
+    if _PASSES_FDS:  # Windows' subprocess refused the start: every replay worker failed
+        lifeline = _held()
+        watch, passed = [f"{OPTION}={lifeline.read_fd}"], (lifeline.read_fd,)
     return subprocess.Popen(
-        [sys.executable, "-m", "chainwatch", f"{OPTION}={lifeline.read_fd}", *args],
+        [sys.executable, "-m", "chainwatch", *watch, *args],
         env=env,
         stdout=log_file,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        pass_fds=(lifeline.read_fd,),
+        pass_fds=passed,
         start_new_session=start_new_session,
     )
 

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from kafka.errors import KafkaError
 
-from chainwatch import cli_context
+from chainwatch import cli_context, lifeline
 from chainwatch.cli import main
 from chainwatch.kafka_admin import admin_client
 from chainwatch.lifeline import OPTION, PARENT_GONE_EXIT
@@ -242,6 +242,29 @@ def test_a_parent_started_with_its_stdio_closed_still_gives_its_children_a_lifel
     )
     assert parent.returncode == 0, (parent.stderr, log.read_text())
     assert "not an open pipe" not in log.read_text()
+
+
+def test_where_no_descriptor_can_be_handed_to_a_child_it_starts_without_a_lifeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows: its `subprocess` asserts `not pass_fds` (CPython's Windows branch), so a
+    replay there could start no worker at all; stood in for here."""
+    started: list[list[str]] = []
+
+    def windows_popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        assert not kwargs.get("pass_fds"), "pass_fds not supported on Windows."
+        started.append(args)
+        return real_popen(args, **kwargs)
+
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(lifeline, "_PASSES_FDS", False, raising=False)
+    monkeypatch.setattr(subprocess, "Popen", windows_popen)
+    with (tmp_path / "child.log").open("wb") as log:
+        child = lifeline.start_child(
+            ["config"], env=_env(tmp_path / "data", "127.0.0.1:9"), log_file=log
+        )
+    assert child.wait(timeout=120) == 0, (tmp_path / "child.log").read_text()
+    assert not any(arg.startswith(OPTION) for arg in started[0])
 
 
 def _children(pid: int) -> list[int]:
