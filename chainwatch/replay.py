@@ -48,7 +48,7 @@ from chainwatch.lifeline import start_child
 from chainwatch.long_lines import MAX_LINE_BYTES, LongLine, binary_lines
 from chainwatch.process_cpu import ProcessUse, Use
 from chainwatch.replay_records import Refused, outgoing
-from chainwatch.replay_runs import delete_stopped_run, replay_settings
+from chainwatch.replay_runs import RunGroupKept, delete_stopped_run, replay_settings
 from chainwatch.replay_windows import EventTimeWindows, window_ms
 from chainwatch.settings import Settings, child_environment
 from chainwatch.topic_partitions import routed_topics
@@ -1042,7 +1042,10 @@ class ReplayRun:
                 f"`chainwatch runs delete {self.run_id}` deletes them"
             )
             return
-        delete_stopped_run(self.settings, step_s)
+        try:
+            delete_stopped_run(self.settings, step_s)
+        except RunGroupKept as kept:  # a killed worker's membership: it expires by itself
+            self.progress(str(kept))
 
     def topic_patterns(self) -> str:
         """The run's topics as the two name patterns a user deletes them by."""

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import kafka.errors
 from kafka import KafkaAdminClient
-from kafka.admin import MemberToRemove
 from kafka.errors import GroupIdNotFoundError, KafkaError, NonEmptyGroupError
 
 from chainwatch.errors import UsageError, UserError
@@ -202,9 +201,11 @@ def _delete_run(admin: KafkaAdminClient, run: Settings, timeout_s: float | None)
 def delete_stopped_run(settings: Settings, timeout_s: float | None = None) -> None:
     """A stopped run's group, topics and workers' table state; the state goes even when
     Kafka's part fails (Kafka gone: the state is on this disk). Its workers must be
-    stopped (`ReplayRun.close` stopped its own): members its group still has are of its
-    workers killed without leaving it, and are removed so that the group can go (a
-    finished run left its group and committed offsets on the broker)."""
+    stopped (`ReplayRun.close` stopped its own). A group that still has members (of its
+    workers killed without leaving it: Kafka drops them after their session timeout) is
+    kept, and `RunGroupKept` says so after the topics and state went: removing those
+    members by force and deleting the group at once was seen to stall the broker's group
+    coordinator for over a minute (every join, and the topics' deletion, waited on it)."""
     run_app_id(settings)  # refused before anything is deleted
     try:
         delete_run_on_kafka(settings, timeout_s)
@@ -212,35 +213,52 @@ def delete_stopped_run(settings: Settings, timeout_s: float | None = None) -> No
         remove_worker_state(settings)
 
 
+class RunGroupKept(UserError):
+    """A finished run's topics and state were deleted, its consumer group not: it still
+    had members of workers killed without leaving it."""
+
+
 def delete_run_on_kafka(settings: Settings, timeout_s: float | None = None) -> None:
-    """A stopped run's consumer group (its members evicted) and its topics, each Kafka
-    call within `timeout_s` (default: `kafka_admin`'s)."""
+    """A stopped run's consumer group (unless members of killed workers are still in
+    it: `RunGroupKept`, raised after the topics went) and its topics, each Kafka call
+    within `timeout_s` (default: `kafka_admin`'s)."""
     admin = admin_client(settings.kafka.bootstrap, timeout_s)
     try:
-        delete_run_group(admin, settings, timeout_s, evict=True)
+        try:
+            delete_run_group(admin, settings, timeout_s)
+        except RunStillRunning as exc:
+            delete_run_topics(settings, timeout_s, admin=admin)
+            run_id = settings.engine.app_id.removeprefix(RUN_PREFIX)
+            raise RunGroupKept(
+                f"run {run_id}: its topics were deleted, its consumer group "
+                f"{settings.engine.app_id} not: it still has members of workers killed "
+                f"without leaving it ({exc}); Kafka drops them after "
+                f"{settings.engine.session_timeout_s:g} s, then `chainwatch runs delete "
+                f"{run_id}` deletes the group"
+            ) from None
         delete_run_topics(settings, timeout_s, admin=admin)
     finally:
         admin.close()
 
 
 def delete_run_group(
-    admin: KafkaAdminClient, run: Settings, timeout_s: float | None = None, *, evict: bool = False
+    admin: KafkaAdminClient, run: Settings, timeout_s: float | None = None
 ) -> bool:
     """Delete the run's consumer group (its committed offsets with it); False when there
-    was none. A group with members is `RunStillRunning` unless `evict`: then its members,
-    of workers known stopped, are removed first. "Not now" (a coordinator loading) is
-    tried again within the call's deadline."""
+    was none. A group with members is `RunStillRunning` (the broker's own refusal,
+    NON_EMPTY_GROUP, so no check-then-act). "Not now" (a coordinator loading) is tried
+    again within the call's deadline."""
     limit = ADMIN_CALL_TIMEOUT_S if timeout_s is None else timeout_s
     app_id = run.engine.app_id
     return kafka_call(
-        lambda: _deleted_group(admin, run, until=time.monotonic() + limit * 0.75, evict=evict),
+        lambda: _deleted_group(admin, run, until=time.monotonic() + limit * 0.75),
         bootstrap=run.kafka.bootstrap,
         what=f"delete consumer group {app_id}",
         timeout_s=limit,
     )
 
 
-def _deleted_group(admin: KafkaAdminClient, run: Settings, *, until: float, evict: bool) -> bool:
+def _deleted_group(admin: KafkaAdminClient, run: Settings, *, until: float) -> bool:
     """`delete_run_group`'s requests (blocking, on `kafka_call`'s thread)."""
     group = run.engine.app_id
     pause = Backoff(initial_s=0.1, max_s=1.0)
@@ -255,22 +273,12 @@ def _deleted_group(admin: KafkaAdminClient, run: Settings, *, until: float, evic
             if error is not NonEmptyGroupError:
                 kind = error if isinstance(error, type) and issubclass(error, KafkaError) else None
                 raise (kind or KafkaError)(f"{said}: deleting consumer group {group}")
-            if not evict or time.monotonic() > until:  # evicted members that came back run
-                raise _still_running(admin, run)
-            _remove_members(admin, group)
+            raise _still_running(admin, run)
         except KafkaError as exc:  # "not now" (no coordinator yet, one loading): again
             delay = pause.next()
             if not not_now(exc) or time.monotonic() + delay > until:
                 raise
             time.sleep(delay)
-
-
-def _remove_members(admin: KafkaAdminClient, group: str) -> None:
-    """Remove what members `group` has (of workers stopped: a killed one stays a member
-    until its session times out)."""
-    described = admin.describe_groups([group]).get(group) or {}
-    members = [MemberToRemove(member_id=m["member_id"]) for m in described.get("members") or []]
-    admin.remove_group_members(group, members)
 
 
 def _still_running(admin: KafkaAdminClient, run: Settings) -> RunStillRunning:
