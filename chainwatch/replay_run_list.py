@@ -142,7 +142,7 @@ def _run_groups(admin: KafkaAdminClient, bootstrap: str, timeout_s: float | None
         admin.list_groups, bootstrap=bootstrap, what="list its consumer groups", timeout_s=timeout_s
     )
     names = sorted(
-        {str(g.get("group_id")) for g in listed if _run_id(str(g.get("group_id"))) is not None}
+        {str(g.get("group_id")) for g in listed if run_id_of(str(g.get("group_id"))) is not None}
     )
     if not names:  # nothing to describe: no coordinator asked for
         return {}
@@ -180,8 +180,9 @@ def _described(admin: KafkaAdminClient, names: list[str]) -> dict[str, Any]:
     return described
 
 
-def _run_id(app_id: str) -> str | None:
-    """The run id of a run's app id (a group's or state dir's name), or None."""
+def run_id_of(app_id: str) -> str | None:
+    """The run id of a run's app id (a group's or state dir's name), or None when no run
+    could have it (`replay_runs.run_app_id` refuses those)."""
     run_id = app_id.removeprefix(RUN_PREFIX)
     return run_id if app_id.startswith(RUN_PREFIX) and RUN_ID.fullmatch(run_id) else None
 
@@ -190,7 +191,7 @@ def runs_on_disk(data_path: Path) -> dict[str, tuple[Path, ...]]:
     """Run id -> its workers' state dirs under `data_path` (globbed, nothing made)."""
     found: dict[str, list[Path]] = {}
     for state in sorted(data_path.glob(f"worker*/faust/{RUN_PREFIX}*")):
-        run_id = _run_id(state.name)
+        run_id = run_id_of(state.name)
         if run_id is not None and state.is_dir():
             found.setdefault(run_id, []).append(state)
     return {run_id: tuple(dirs) for run_id, dirs in found.items()}
@@ -228,9 +229,11 @@ def run_topics(run: Settings, topics: Iterable[str], has_group: bool) -> list[st
 
 def _contract_topic_run(topic: str) -> str | None:
     """The run of `replay-<id>.<a contract topic>`, or None."""
+    if not topic.startswith(RUN_PREFIX):
+        return None
     rest = topic.removeprefix(RUN_PREFIX)
     for suffix in _CONTRACT_SUFFIXES:
-        if topic.startswith(RUN_PREFIX) and rest.endswith(suffix):
+        if rest.endswith(suffix):
             run_id = rest.removesuffix(suffix)
             return run_id if RUN_ID.fullmatch(run_id) else None
     return None

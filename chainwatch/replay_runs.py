@@ -40,7 +40,7 @@ from chainwatch.kafka_admin import (
     not_now,
 )
 from chainwatch.logs import silenced
-from chainwatch.replay_run_list import RUN_ID, RUN_PREFIX, run_topics
+from chainwatch.replay_run_list import RUN_PREFIX, run_id_of, run_topics
 from chainwatch.settings import Settings
 from sinks.backoff import Backoff
 
@@ -77,11 +77,10 @@ def run_app_id(settings: Settings) -> str:
     typed, and a `*` in it matched every run's state dir (a running one's too), an
     `a/../..` reached out of the data dir."""
     app_id = settings.engine.app_id
-    run_id = app_id.removeprefix(RUN_PREFIX)
-    if not (app_id.startswith(RUN_PREFIX) and RUN_ID.fullmatch(run_id)):
+    if run_id_of(app_id) is None:
         raise UserError(
-            f"run id {run_id!r}: a run's id is letters, digits, '.', '_' or '-' "
-            "(the one `chainwatch runs list` shows)"
+            f"run id {app_id.removeprefix(RUN_PREFIX)!r}: a run's id is letters, digits, "
+            "'.', '_' or '-' (the one `chainwatch runs list` shows)"
         )
     return app_id
 
