@@ -28,16 +28,19 @@ import orjson
 
 from streams.engine.unit_processor import OccupancyEntry, Span, StoredEntries
 
-Summary = tuple[int | None, int | None, int]
-"""(first start, last end, kind) of an entry, in epoch ms. First start None: no visit
-(none has a start or an end); last end None: a visit that never ended. Kind: one of
-`PLAIN` ... `TOMBSTONE`, plus `SPREAD` if it is frozen and has more than one visit."""
+Summary = tuple[int | None, int | None, int, int | None]
+"""(first start, last end, kind, told) of an entry, in epoch ms. First start None: no
+visit (none has a start or an end); last end None: a visit that never ended. Kind: one
+of `PLAIN` ... `TOMBSTONE`, plus `SPREAD` if it is frozen and has more than one visit.
+Told: the unit's version when it was last answered (`OccupancyEntry.told`)."""
 
 PLAIN = 0
 """Never answered: read when its span overlaps a kept downtime (nothing to tell it else)."""
 RETRACTED = 1
 """Answered with no downtime (told one no longer overlaps it): read when its span
-overlaps, and by a redelivered status record, which sends every answer again."""
+overlaps, by a redelivered status record, which sends every answer again, and by a
+record new to the unit's value that it was told at the version of or after (a crash
+lost the value: `OccupancyEntry.told`)."""
 ANSWERED = 2
 """Answered with downtimes: read by every status record (one that ends a downtime
 earlier, or a value a crash lost, may leave it overlapping none of them: it is told)."""
@@ -55,7 +58,7 @@ left off the others, whose kind a status record compares for each entry)."""
 
 INFINITY = float("inf")
 
-UNREADABLE: Summary = (None, None, ANSWERED)
+UNREADABLE: Summary = (None, None, ANSWERED, None)
 """The summary of a stored value that does not decode: read by every status record."""
 
 
@@ -86,7 +89,7 @@ def summary_of(entry: OccupancyEntry) -> Summary:
         kind = PLAIN
     else:
         kind = RETRACTED if entry.answered == [] else ANSWERED
-    return (first, last, kind)
+    return (first, last, kind, entry.told)
 
 
 def decode_entry(raw: bytes) -> OccupancyEntry:
@@ -157,14 +160,25 @@ class IndexedEntries(StoredEntries):
         return order_id in self._summaries
 
     def select(
-        self, spans: Sequence[Span], *, again: bool = False, gone: Container[str] = ()
+        self,
+        spans: Sequence[Span],
+        *,
+        again: bool = False,
+        gone: Container[str] = (),
+        told_since: int | None = None,
     ) -> dict[str, OccupancyEntry]:
         ends, earliest = _reach(spans)
         chosen: list[str] = []
-        for order_id, (first, last, kind) in self._summaries.items():
+        since = INFINITY if again or told_since is None else told_since
+        for order_id, (first, last, kind, told) in self._summaries.items():
             # read by their span: PLAIN (0, tested first: most entries, and the scan is
-            # what a status record costs in them), RETRACTED unless again, FROZEN
-            if not kind or (kind == RETRACTED and not again) or kind & KIND == FROZEN:
+            # what a status record costs in them), RETRACTED unless again or told since,
+            # FROZEN
+            if (
+                not kind
+                or (kind == RETRACTED and not again and (told is None or told < since))
+                or kind & KIND == FROZEN
+            ):
                 if first is None:
                     continue
                 # the earliest start of the downtimes that end after `first` (`_reach`)
@@ -179,7 +193,7 @@ class IndexedEntries(StoredEntries):
     def frozen_outside(self, spans: Sequence[Span]) -> dict[str, OccupancyEntry]:
         ends, earliest = _reach(spans)
         chosen: list[str] = []
-        for order_id, (first, last, kind) in self._summaries.items():
+        for order_id, (first, last, kind, _) in self._summaries.items():
             if kind & KIND not in (FROZEN, TOMBSTONE):
                 continue
             if not kind & SPREAD and first is not None:  # its span is its one visit

@@ -320,10 +320,16 @@ class OccupancyEntry:
     stored before tombstones existed counts its order itself until it is folded away."""
     left_at: list[int] | None = None
     """[offset, index in its bundle] of the forget that made the tombstone."""
+    told: int | None = None
+    """The unit's version (`UnitSlot.version`) when it was last answered (None: never,
+    or stored before it was kept). A status record the unit's value takes in as new
+    gets a version above every `told` unless a crash lost the value and kept this
+    entry: the record comes again, and the answer it sent may have been lost with
+    the value (`UnitProcessor.on_status` sends it again)."""
 
     def to_json(self) -> list[Any]:
         return [self.version, self.visits, self.answered, self.frozen, self.at, self.gone,
-                self.left_at]  # fmt: skip
+                self.left_at, self.told]  # fmt: skip
 
     @classmethod
     def from_json(cls, data: list[Any]) -> OccupancyEntry:
@@ -331,7 +337,12 @@ class OccupancyEntry:
         return cls(
             data[0], data[1], data[2], frozen, data[4] if len(data) > 4 else None,
             len(data) > 5 and data[5] is True, data[6] if len(data) > 6 else None,
+            data[7] if len(data) > 7 else None,
         )  # fmt: skip
+
+    def told_since(self, version: int) -> bool:
+        """Whether it was answered at or after the unit's `version` (see `told`)."""
+        return self.told is not None and self.told >= version
 
     def counts_itself(self, order_id: str, slot: UnitSlot, gone: Container[str]) -> bool:
         """Whether this entry counts its order among the orders in progress, not the
@@ -404,10 +415,12 @@ class StoredEntries:
     """A unit's stored occupancy entries as a status record reads them (`on_status`);
     `in` tells whether an order has any entry.
 
-    `select(spans, again=, gone=)` gives at least the entries a status record can
-    answer or count by: every entry not frozen that overlaps a downtime of `spans`
-    or was answered with a downtime, and, when the record is `again` (a
-    redelivery: every answer is sent again), every one answered at all; every
+    `select(spans, again=, gone=, told_since=)` gives at least the entries a status
+    record can answer or count by: every entry not frozen that overlaps a downtime of
+    `spans` or was answered with a downtime, and, when the record is `again` (a
+    redelivery: every answer is sent again), every one answered at all, else every
+    one answered at the unit's version `told_since` or after (its answer is sent
+    again: `OccupancyEntry.told`); every
     frozen entry before tombstones that overlaps one; every tombstone whose order
     is not in `gone` (the slot's: it may count its order, or be a crash's leftover
     to delete). `frozen_outside(spans)` gives at least every frozen entry (a
@@ -429,7 +442,12 @@ class StoredEntries:
         return order_id in self._entries
 
     def select(
-        self, spans: Sequence[Span], *, again: bool = False, gone: Container[str] = ()
+        self,
+        spans: Sequence[Span],
+        *,
+        again: bool = False,
+        gone: Container[str] = (),
+        told_since: int | None = None,
     ) -> Mapping[str, OccupancyEntry]:
         return self._entries
 
@@ -487,7 +505,10 @@ class UnitProcessor:
         if taken is Taken.ADDED and slot.open_left is not None:
             _open_left_join(slot, record.event_id, downtimes)
         spans = _spans(downtimes)
-        occupancy = stored.select(spans, again=redelivered, gone=slot.gone)
+        # A record new to the unit's value comes again too if an entry was told at its
+        # version or after: a crash lost the value (and maybe the answers), kept the entry.
+        version = slot.version
+        occupancy = stored.select(spans, again=redelivered, gone=slot.gone, told_since=version)
         members: dict[str, set[str]] = {}
         gone = slot.gone
         for order_id in sorted(occupancy):
@@ -499,7 +520,8 @@ class UnitProcessor:
             elif entry.gone and order_id not in gone:
                 effects.forgotten.add(order_id)  # a crash lost its deletion, not the value's
             if not entry.frozen:
-                self._answer(slot, order_id, entry, touching, effects, again=redelivered)
+                again = redelivered or entry.told_since(version)
+                self._answer(slot, order_id, entry, touching, effects, again=again)
         if slot.in_progress:  # a stored list: only the orders without an entry stay in it
             kept = {d.event_id for d in downtimes}
             left = {
@@ -642,7 +664,8 @@ class UnitProcessor:
             again = entry is not None and message.version == entry.version
             stored_alone = again and at is not None and entry is not None and entry.at == at
             answered = entry.answered if entry else None
-            entry = OccupancyEntry(message.version, message.visits, answered, at=at)
+            told = entry.told if entry else None
+            entry = OccupancyEntry(message.version, message.visits, answered, at=at, told=told)
             current[order_id] = entry
             effects.forgotten.discard(order_id)
             touching = _overlapping(spans, entry.visits)
@@ -777,6 +800,7 @@ class UnitProcessor:
         if entry.answered == body and not again:
             return
         entry.answered = body
+        entry.told = slot.version
         effects.changed_entries[order_id] = entry
         effects.answers.append(
             DowntimeAnswer(

@@ -5,12 +5,13 @@ It decoded every entry of the unit, a cost in the orders that visited the unit
 within the retention. Two copies of the unit side (`UnitAgents` over in-memory
 tables) take the same random inputs: visits, status records (late, full, known
 ones too), forgets, crashes that keep one changelog's writes and lose the
-other's, the redeliveries after them, and values stored by older versions
-(frozen entries before tombstones, whole lists, no counts), in two mixes (`FOLDING`:
-folds meet tombstones, frozen entries of several visits and entries told of
-nothing). One reads every entry (as before), the other through the index:
-everything they store and send must be the same, and the index what a recovery
-builds from the table.
+other's (and at times the answers the step sent the orders), the redeliveries
+after them, and values stored by older versions (frozen entries before
+tombstones, whole lists, no counts), in two mixes (`FOLDING`: folds meet
+tombstones, frozen entries of several visits and entries told of nothing). One
+reads every entry (as before), the other through the index: everything they
+store and send must be the same, the index what a recovery builds from the
+table, and every order with an entry must hold the downtimes its visits overlap.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ from streams.engine.occupancy_index import (
     OccupancyIndex,
     summary_of,
 )
+from streams.engine.order_slot import downtime_to_json
 from streams.engine.unit_agents import UnitAgents
-from streams.engine.unit_processor import OccupancyEntry, StoredEntries
-from streams.rules.facts import to_ms
+from streams.engine.unit_processor import OccupancyEntry, StoredEntries, UnitSlot
+from streams.rules.downtimes import build_downtimes
+from streams.rules.facts import from_ms, to_ms
 from tests.engine.test_engine_unit_state import NOW, PLAN, T0, UNIT, _status
 
 STEP_S = 600
@@ -279,14 +282,51 @@ def _as_stored_before(rng: random.Random, sides: list[_Side], orders: list[str])
         side.restart()
 
 
+class _Orders:
+    """The order side of the join: each order keeps the newest answer it was sent
+    (`OrderProcessor`: an older version changes nothing)."""
+
+    def __init__(self) -> None:
+        self.told: dict[str, tuple[list[int], list[Any]]] = {}
+        self.left: set[str] = set()
+        """Orders that left the state (a forget): they are answered no more."""
+
+    def receive(self, sent: Iterable[bytes]) -> None:
+        for raw in sent:
+            if raw.startswith(b'{"k":"downtimes"'):
+                answer = orjson.loads(raw)
+                known = self.told.get(answer["o"])
+                if known is None or answer["v"] >= known[0]:
+                    self.told[answer["o"]] = (answer["v"], answer["d"])
+
+    def check(self, side: _Side, where: str) -> None:
+        """Every order with an entry holds the downtimes its visits overlap (RULES.md)."""
+        raw = side.rt.unit_table.get(UNIT)
+        records = [] if raw is None else UnitSlot.from_json(orjson.loads(raw)).records
+        downtimes = build_downtimes(records)
+        for key, value in side.rt.occupancy_table.items():
+            order_id = key.partition("|")[2]
+            entry = OccupancyEntry.from_json(orjson.loads(value))
+            if entry.frozen or order_id in self.left:
+                continue
+            expected = [downtime_to_json(d) for d in downtimes if any(
+                d.overlaps(*(None if t is None else from_ms(t) for t in visit[2:4]))
+                for visit in entry.visits
+            )]  # fmt: skip
+            assert self.told.get(order_id, ([], []))[1] == expected, f"{where}: {order_id}"
+
+
 async def _walk(seed: int, steps: int, profile: _Profile = MIXED) -> tuple[int, int]:
     """(the table reads of the status records reading every entry, through the index)."""
     rng = random.Random(seed)
     inputs = _Inputs(rng, profile)
     every, indexed = sides = [_Side(True, profile.limits), _Side(False, profile.limits)]
+    orders = _Orders()
     reads = [0, 0]
     for n in range(steps):
         step = inputs.next()
+        if step[0] == "reports":
+            orders.left.update(occ.order_id for occ in step[2] if occ.forget)
         if rng.random() < 0.03:
             _as_stored_before(rng, sides, inputs.orders)
         kept = every.tables()
@@ -297,7 +337,10 @@ async def _walk(seed: int, steps: int, profile: _Profile = MIXED) -> tuple[int, 
         if rng.random() < 0.1:  # a crash lost one changelog's writes of the step
             unit, entries = kept
             lost_unit = rng.random() < 0.5
+            lost_answers = rng.random() < 0.5  # and the bundles to the orders' inbox
             for side in sides:
+                if lost_answers:
+                    side.rt.sent = [m for m in side.rt.sent if not m.startswith(b'{"k":"downt')]
                 side.restore(unit if lost_unit else None, None if lost_unit else entries)
                 side.restart()
                 await side.take(step)  # the step redelivered
@@ -306,6 +349,8 @@ async def _walk(seed: int, steps: int, profile: _Profile = MIXED) -> tuple[int, 
         assert indexed.tables() == every.tables(), where
         rebuilt = OccupancyIndex.rebuild(indexed.rt.occupancy_table.items())
         assert indexed.agents.index().summaries() == rebuilt.summaries(), where
+        orders.receive(every.rt.sent)
+        orders.check(every, where)
         for side in sides:
             side.rt.sent.clear()
     return reads[0], reads[1]
@@ -386,12 +431,41 @@ def test_orders_told_once_and_orders_that_left_are_not_read_by_every_later_statu
     assert {str(a["d"]) for a in answers} == {"[]"}
 
 
+def test_an_order_told_of_no_downtime_is_told_again_when_a_crash_lost_the_unit_value() -> None:
+    """PO-1 came while the unit was down (a visit that never ended): told of the
+    downtime. A late `up` ends it before PO-1 came: PO-1 is told of none, an entry the
+    index reads by its span or for a redelivery only. A crash keeps that entry and
+    loses the unit's value and the answer; the `up` comes again, new to the unit's
+    value: the entry, told at its version, is read and PO-1 told again."""
+    side = _Side(every=False)
+    came = to_ms(T0 + timedelta(hours=3))
+    up = ("status", 1, _status(1, 2 * 3_600, "up"))
+
+    async def main() -> list[Any]:
+        await side.take(("status", 0, _status(0, 0, "down")))
+        await side.take(("reports", 0, [Occupancy("PO-1", UNIT, 1, [["dyeing", 1, came, None]])]))
+        unit, _ = side.tables()
+        await side.take(up)
+        entry = side.agents.entry(UNIT, "PO-1")
+        assert entry is not None
+        assert summary_of(entry)[2:] == (RETRACTED, 2)  # told at the unit's version 2
+        side.restore(unit, None)  # the entry was kept, the unit's value and answer lost
+        side.restart()
+        side.rt.sent.clear()
+        await side.take(up)
+        return [orjson.loads(m) for m in side.rt.sent if m.startswith(b'{"k":"downtimes"')]
+
+    (answer,) = asyncio.run(main())
+    assert (answer["o"], answer["v"], answer["d"]) == ("PO-1", [2, 1], [])
+
+
 def test_a_summary_spans_every_visit_an_unknown_start_counting_as_the_end() -> None:
     entry = OccupancyEntry(1, [["dyeing", 1, None, 50], ["dyeing", 2, 20, 30],
                                ["dyeing", 3, None, None]])  # fmt: skip
-    assert summary_of(entry) == (20, 50, PLAIN)
-    assert summary_of(OccupancyEntry(1, [["dyeing", 1, 20, None]])) == (20, None, PLAIN)
-    assert summary_of(OccupancyEntry(1, [["dyeing", 1, None, None]])) == (None, None, PLAIN)
+    assert summary_of(entry) == (20, 50, PLAIN, None)
+    assert summary_of(OccupancyEntry(1, [["dyeing", 1, 20, None]])) == (20, None, PLAIN, None)
+    assert summary_of(OccupancyEntry(1, [["dyeing", 1, None, None]])) == (None, None, PLAIN,
+                                                                         None)  # fmt: skip
 
 
 def test_a_summary_says_which_status_records_read_its_entry_whatever_its_visits() -> None:
@@ -404,6 +478,7 @@ def test_a_summary_says_which_status_records_read_its_entry_whatever_its_visits(
     assert summary_of(OccupancyEntry(1, two, told, frozen=True))[2] == FROZEN | SPREAD
     tombstone = OccupancyEntry(1, visit, told, True, gone=True, left_at=[3, 0])
     assert summary_of(tombstone)[2] == TOMBSTONE
+    assert summary_of(OccupancyEntry(1, visit, [], told=7))[2:] == (RETRACTED, 7)
 
 
 def test_a_value_that_does_not_decode_is_read_by_the_units_status_records_not_the_rebuild() -> None:
@@ -414,5 +489,5 @@ def test_a_value_that_does_not_decode_is_read_by_the_units_status_records_not_th
     index = OccupancyIndex.rebuild(
         [(f"{UNIT}|PO-GOOD", good), (f"{UNIT}|PO-BAD", b"{not json"), ("u-2|PO-X", b"[]")]
     )
-    assert index.of(UNIT) == {"PO-GOOD": (20, 30, PLAIN), "PO-BAD": (None, None, ANSWERED)}
+    assert index.of(UNIT) == {"PO-GOOD": (20, 30, PLAIN, None), "PO-BAD": UNREADABLE}
     assert index.of("u-2") == {"PO-X": UNREADABLE}

@@ -489,6 +489,36 @@ def test_a_report_that_comes_again_after_a_crash_is_counted_once() -> None:
     assert newer.listing("u-0") == (["PO-0", "PO-1", "PO-2", "PO-9"], 4)
 
 
+def test_a_status_record_whose_unit_value_a_crash_lost_tells_the_orders_again() -> None:
+    """A status record's step writes the answered entries and the unit's value to two
+    changelogs and sends the answers in bundles to the orders' inbox (OutputSender's
+    flush): three topic partitions, each acknowledged on its own. A crash keeps the
+    entries and loses the unit's value and the answers; the record comes again (its
+    offset was not committed), new to the unit's value, while each entry says it was
+    told. The orders are told again: their downtimes and alerts are as without the crash.
+    """
+    down = _status(0, 14_410, "down")
+    inside = _visit_inputs("PO-W", 14_000)[:-1]  # still in the unit when it goes down
+    clean = _run(_visit_inputs(), inside, [down])
+    engine = _run(_visit_inputs(), inside)
+    kept = orjson.dumps(engine.unit.to_json())
+
+    crashed = UnitSlot.from_json(orjson.loads(kept))
+    stored = dict(engine.occupancy[UNIT])
+    effects = engine.unit_proc.on_status(
+        crashed, unit_status_fact(down), stored, NOW, _unit_src(0), b"{}"
+    )
+    assert sorted(a.order_id for a in effects.answers) == ["PO-V", "PO-W"]
+    engine.occupancy[UNIT].update(effects.changed_entries)  # only the entries were kept
+    engine.units[UNIT] = UnitSlot.from_json(orjson.loads(kept))
+    engine.feed([down])  # at offset 0 again
+
+    for order_id in ("PO-V", "PO-W"):
+        assert engine.orders[order_id].downtimes == clean.orders[order_id].downtimes
+    assert engine.final() == clean.final()
+    assert {a["order_id"] for a in engine.of_type("order_disrupted")} == {"PO-V", "PO-W"}
+
+
 def test_a_unit_value_stored_before_the_counts_were_kept_is_counted_from_the_entries() -> None:
     processor = UnitProcessor(PLAN)
     slot = UnitSlot(UNIT)
