@@ -33,10 +33,12 @@ from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
 
 
-def _until(condition: Callable[[], Any], timeout_s: float, what: str) -> None:
+def _until(
+    condition: Callable[[], Any], timeout_s: float, what: str, said: list[str] | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s; the run said {said}"
         time.sleep(0.1)  # poll interval of the condition
 
 
@@ -150,7 +152,7 @@ def test_a_finished_run_keeps_only_a_group_its_killed_worker_is_still_a_member_o
 
     run.close()
 
-    _until(lambda: not _topics(run.settings), 60, "deletion of the run's topics")
+    _until(lambda: not _topics(run.settings), 60, "deletion of the run's topics", said)
     assert group_on_broker(bootstrap, group)[0]  # kept: it expires by itself
     (kept,) = [m for m in said if "consumer group" in m]
     assert kept.startswith(f"run {run.run_id}: its topics were deleted, its consumer group")
