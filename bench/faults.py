@@ -249,9 +249,14 @@ class KafkaProbe:
     def end_offsets(self, topics: list[str]) -> dict[tuple[str, int], int]:
         from kafka import KafkaConsumer, TopicPartition
 
+        from chainwatch.kafka_start import started
+
         def call() -> dict[tuple[str, int], int]:
-            consumer = KafkaConsumer(
-                bootstrap_servers=self.bootstrap,
+            # (asked again and again through a broker outage: a failed start leaves nothing)
+            consumer = started(
+                KafkaConsumer,
+                self.bootstrap,
+                start_ms=10000,
                 request_timeout_ms=10000,
                 isolation_level="read_committed",
             )
@@ -260,10 +265,10 @@ class KafkaProbe:
                 for topic in topics:
                     for p in consumer.partitions_for_topic(topic) or ():
                         parts.append(TopicPartition(topic, p))
-                ends = consumer.end_offsets(parts) if parts else {}
+                ends = consumer.end_offsets(parts, timeout_ms=10000) if parts else {}
                 return {(tp.topic, tp.partition): int(off) for tp, off in ends.items()}
             finally:
-                consumer.close()
+                consumer.close(timeout_ms=5000)
 
         result: dict[tuple[str, int], int] = self._bounded(call, "end offsets")
         return result

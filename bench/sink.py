@@ -37,6 +37,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from kafka import KafkaProducer
 
 from chainwatch.kafka_admin import ensure_topics
+from chainwatch.kafka_start import started
 from chainwatch.settings import Settings
 from schemas.alerts import Alert, AlertCustomer, AlertStatus, AlertType, Severity
 from sinks.clickhouse.connection import SerializedClient, open_client
@@ -70,8 +71,10 @@ def scan_values(n: int) -> Iterator[bytes]:
 
 
 def produce(bootstrap: str, topic: str, values: Iterator[tuple[bytes, bytes]]) -> int:
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
+    producer = started(
+        KafkaProducer,
+        bootstrap,
+        start_ms=30_000,
         acks="all",
         enable_idempotence=True,  # retries under load must not duplicate records
         linger_ms=20,
@@ -79,11 +82,13 @@ def produce(bootstrap: str, topic: str, values: Iterator[tuple[bytes, bytes]]) -
         compression_type=None,
     )
     n = 0
-    for key, value in values:
-        producer.send(topic, key=key, value=value)
-        n += 1
-    producer.flush()
-    producer.close()
+    try:
+        for key, value in values:
+            producer.send(topic, key=key, value=value)
+            n += 1
+        producer.flush(timeout=300)
+    finally:
+        producer.close(timeout=30)
     return n
 
 

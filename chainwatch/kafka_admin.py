@@ -7,19 +7,18 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from kafka import KafkaAdminClient
 from kafka.errors import (
     BrokerResponseError,
     KafkaError,
-    KafkaTimeoutError,
     TopicAlreadyExistsError,
     UnknownBrokerIdError,
 )
 
 from chainwatch.errors import UserError
-from chainwatch.kafka_watch import answers
+from chainwatch.kafka_start import started
 from chainwatch.logs import get_logger, silenced
 from sinks.backoff import Backoff
 from sinks.clickhouse.kafka_source import KafkaIdentity
@@ -107,28 +106,48 @@ def retry_until_reachable(
             sleep(delay)
 
 
-def bounded(call: Callable[[], T], *, timeout_s: float, what: str) -> T:
+def bounded(
+    call: Callable[[], T],
+    *,
+    timeout_s: float,
+    what: str,
+    late: Callable[[T], object] | None = None,
+) -> T:
     """`call()`, or `KafkaDeadlineExceeded` once `timeout_s` has passed.
 
     kafka-python's own timeouts do not cover every path: a replay once hung
     forever in `KafkaConsumer.end_offsets` (no `timeout_ms`) inside the client's
     selector. The call runs in a daemon thread, so a stuck client can neither
-    stall the caller nor keep the process alive at exit.
+    stall the caller nor keep the process alive at exit. What a call given up on
+    returns in the end goes to `late` (a client it started: closed there, where
+    nothing else holds it, instead of left running with its sockets and thread).
     """
     outcome: list[T] = []
     failure: list[BaseException] = []
+    given_up: list[bool] = []
+    decided = threading.Lock()
 
     def run() -> None:
         try:
-            outcome.append(call())
+            value = call()
         except BaseException as exc:  # handed to the caller below
             failure.append(exc)
+            return
+        with decided:
+            if not given_up:
+                outcome.append(value)
+                return
+        if late is not None:
+            with contextlib.suppress(Exception):  # nobody is left to tell
+                late(value)
 
     worker = threading.Thread(target=run, name=f"kafka-call:{what}", daemon=True)
     worker.start()
     worker.join(timeout_s)
-    if worker.is_alive():
-        raise KafkaDeadlineExceeded(f"Kafka did not answer {what} within {timeout_s:.0f}s")
+    with decided:
+        if not outcome and not failure:
+            given_up.append(True)
+            raise KafkaDeadlineExceeded(f"Kafka did not answer {what} within {timeout_s:.0f}s")
     if failure:
         raise failure[0]
     return outcome[0]
@@ -207,73 +226,48 @@ def _named(exc: KafkaError) -> str:
 
 def started_admin(bootstrap: str, *, request_ms: int) -> KafkaAdminClient:
     """A `KafkaAdminClient` of `bootstrap`, started once a broker there answers (within
-    `request_ms`, as kafka-python's own bootstrap wait), or kafka-python's error.
-
-    kafka-python leaves the socket of each connect that fails unclosed (finalized with a
-    ResourceWarning whenever the collector finds it, in CI a later test's), and a
-    client whose start fails keeps its I/O thread running: a process waiting for Kafka
-    leaked both at every try. So the waiting is done on sockets of our own
-    (`kafka_watch.answers`, closed each time) and a client whose start fails anyway
-    (the broker went in between) is closed. Blocking: run it under `bounded`."""
-    deadline = time.monotonic() + request_ms / 1000
-    pause = Backoff(initial_s=0.05, max_s=1.0)  # kafka-python's reconnect backoff
-    addresses = [a.strip() for a in bootstrap.split(",") if a.strip()] or [bootstrap]
-    while (reached := _answering(addresses, deadline)) is None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise KafkaTimeoutError(f"no broker of {bootstrap} answered within {request_ms} ms")
-        time.sleep(min(pause.next(), left))
-    started: list[Any] = []
-
-    def client(**configs: Any) -> Any:
-        started.append(_KAFKA_CLIENT(**configs))
-        return started[-1]
-
-    try:
-        return KafkaAdminClient(
-            bootstrap_servers=reached,  # not one that may not answer: it picks one at random
-            request_timeout_ms=request_ms,
-            bootstrap_timeout_ms=max(int((deadline - time.monotonic()) * 1000), 1),
-            kafka_client=client,
-        )
-    except BaseException:
-        for made in started:
-            made.close()
-        raise
+    `request_ms`, as kafka-python's own bootstrap wait), or kafka-python's error: a
+    client that cannot start leaves no socket or thread behind (`kafka_start.started`
+    says why it would). Blocking: run it under `bounded`."""
+    admin: KafkaAdminClient = started(
+        KafkaAdminClient, bootstrap, start_ms=request_ms, request_timeout_ms=request_ms
+    )
+    return admin
 
 
-def _answering(addresses: list[str], deadline: float) -> str | None:
-    """The first of `addresses` whose broker answers before `deadline`, each given an even
-    share of the time left: given all of it, a broker that accepts and never answers (hung,
-    or black-holed) listed first took the whole bootstrap wait, and one of a cluster down
-    kept every admin client (and the process waiting for Kafka) from starting."""
-    share = max((deadline - time.monotonic()) / len(addresses), 0.01)
-    return next((a for a in addresses if answers(a, share)), None)
+def connected(
+    start: Callable[[int], T],
+    bootstrap: str,
+    *,
+    close: Callable[[T], object],
+    timeout_s: float | None = None,
+) -> T:
+    """The kafka-python client `start(start_ms)` makes (through `kafka_start.started`),
+    started within `timeout_s` (default `ADMIN_CALL_TIMEOUT_S`), or `KafkaUnreachable`.
 
-
-_KAFKA_CLIENT = KafkaAdminClient.DEFAULT_CONFIG["kafka_client"]
-"""The network client kafka-python's admin client makes by default (wrapped above)."""
-
-
-def admin_client(bootstrap: str, timeout_s: float | None = None) -> KafkaAdminClient:
-    """An admin client connected within `timeout_s` (default `ADMIN_CALL_TIMEOUT_S`).
-
-    kafka-python's own timeouts are shorter (`REQUEST_TIMEOUT_MS`, or half of a given
-    `timeout_s`): it gives up on its own before `bounded` abandons it to its thread."""
+    kafka-python's own wait (`start_ms`: `REQUEST_TIMEOUT_MS`, or half of a given
+    `timeout_s`) is shorter: it gives up on its own before `bounded` abandons it to
+    its thread, and a client that starts after all once abandoned goes to `close`."""
     limit = ADMIN_CALL_TIMEOUT_S if timeout_s is None else timeout_s
-    request_ms = REQUEST_TIMEOUT_MS if timeout_s is None else int(timeout_s * 500)
+    start_ms = REQUEST_TIMEOUT_MS if timeout_s is None else int(timeout_s * 500)
     try:
-        return bounded(
-            lambda: started_admin(bootstrap, request_ms=request_ms),
-            timeout_s=limit,
-            what="a connection",
-        )
+        return bounded(lambda: start(start_ms), timeout_s=limit, what="a connection", late=close)
     except (KafkaError, OSError, KafkaDeadlineExceeded) as exc:
         raise KafkaUnreachable(
             f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}); check that it runs "
             "there (`chainwatch kafka start` starts the local one; "
             "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS names another)"
         ) from None
+
+
+def admin_client(bootstrap: str, timeout_s: float | None = None) -> KafkaAdminClient:
+    """An admin client connected within `timeout_s` (default `ADMIN_CALL_TIMEOUT_S`)."""
+    return connected(
+        lambda start_ms: started_admin(bootstrap, request_ms=start_ms),
+        bootstrap,
+        close=KafkaAdminClient.close,
+        timeout_s=timeout_s,
+    )
 
 
 def create_missing_topics(

@@ -5,7 +5,9 @@ every in-sync replica has it. Keys follow CONTRACT.md (order_id for orders
 and scans, unit_id for unit status, customer_id for the CRM), so one order's
 records stay in one partition, in order. Sends are asynchronous; `close`
 flushes, and a failed send is counted (and logged) rather than retried
-forever: the simulator is a load source, not a system of record.
+forever: the simulator is a load source, not a system of record. The producer
+starts through `kafka_start.started` (a start that fails leaves no socket or
+thread behind) and is closed with a deadline whatever happens.
 """
 
 from __future__ import annotations
@@ -13,8 +15,16 @@ from __future__ import annotations
 from typing import Any
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
 
-from chainwatch.kafka_admin import ensure_topics, kafka_call
+from chainwatch.kafka_admin import (
+    UNREACHABLE_HINT,
+    KafkaUnreachable,
+    connected,
+    ensure_topics,
+    kafka_call,
+)
+from chainwatch.kafka_start import started
 from chainwatch.logs import get_logger
 from chainwatch.settings import Settings
 from simulator.records import SimRecord
@@ -25,6 +35,9 @@ log = get_logger(__name__)
 FLUSH_TIMEOUT_S = 60.0
 """How long `close` waits for Kafka to acknowledge what was sent (then a one-line error)."""
 CLOSE_TIMEOUT_S = 30.0
+SEND_BLOCK_MS = 60_000
+"""How long a send may wait for the topic's metadata or room in the buffer (kafka-python's
+default, then its bare KafkaTimeoutError, now ours in one line)."""
 
 
 class KafkaPublisher:
@@ -43,13 +56,20 @@ class KafkaPublisher:
                 replication_factor=kafka.replication_factor,
                 topic_configs=kafka.topic_configs(),
             )
-        self._producer = KafkaProducer(
-            bootstrap_servers=kafka.bootstrap,
-            acks="all",
-            enable_idempotence=True,  # a retried send must not duplicate a record
-            linger_ms=20,
-            retries=5,
-            max_in_flight_requests_per_connection=1,
+        self._producer: KafkaProducer = connected(
+            lambda start_ms: started(
+                KafkaProducer,
+                kafka.bootstrap,
+                start_ms=start_ms,
+                acks="all",
+                enable_idempotence=True,  # a retried send must not duplicate a record
+                linger_ms=20,
+                retries=5,
+                max_in_flight_requests_per_connection=1,
+                max_block_ms=SEND_BLOCK_MS,
+            ),
+            kafka.bootstrap,
+            close=lambda producer: producer.close(timeout=CLOSE_TIMEOUT_S),
         )
         self.failed = 0
         self._closed = False
@@ -60,9 +80,16 @@ class KafkaPublisher:
             log.warning("simulate.publish_failed", error=type(exc).__name__, detail=str(exc))
 
     def send(self, record: SimRecord) -> None:
-        future = self._producer.send(
-            self.names(record.topic), key=record.key_bytes(), value=record.value_bytes()
-        )
+        try:
+            future = self._producer.send(
+                self.names(record.topic), key=record.key_bytes(), value=record.value_bytes()
+            )
+        except KafkaTimeoutError:
+            raise KafkaUnreachable(
+                f"Kafka at {self.bootstrap} did not take a record within "
+                f"{SEND_BLOCK_MS / 1000:g} s (no metadata of its topic, or no room to hold "
+                f"it); {UNREACHABLE_HINT}"
+            ) from None
         future.add_errback(self._failed)
 
     def close(self) -> None:
