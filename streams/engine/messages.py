@@ -83,7 +83,9 @@ class DowntimeAnswer:
     order_id: str
     unit_id: str
     version: tuple[int, int]
-    """(status records the unit took in, the order's occupancy version answered)."""
+    """(status records the unit took in, the order's occupancy version answered); the
+    first never below an earlier answer's to the order (`OccupancyEntry.told`: a crash
+    may leave the unit fewer records taken)."""
     downtimes: list[DowntimeJson]
     floor_ms: int | None = None
     """The unit's fold horizon: downtimes starting before it were folded away."""

@@ -321,11 +321,12 @@ class OccupancyEntry:
     left_at: list[int] | None = None
     """[offset, index in its bundle] of the forget that made the tombstone."""
     told: int | None = None
-    """The unit's version (`UnitSlot.version`) when it was last answered (None: never,
-    or stored before it was kept). A status record the unit's value takes in as new
-    gets a version above every `told` unless a crash lost the value and kept this
-    entry: the record comes again, and the answer it sent may have been lost with
-    the value (`UnitProcessor.on_status` sends it again)."""
+    """The unit's version (`UnitSlot.version`) in the last answer it was sent (None:
+    never, or stored before it was kept; it never goes back, `UnitProcessor._answer`).
+    A status record the unit's value takes in as new gets a version above every
+    `told` unless a crash lost the value and kept this entry: the record comes again,
+    and the answer it sent may have been lost with the value (`UnitProcessor.on_status`
+    sends it again)."""
 
     def to_json(self) -> list[Any]:
         return [self.version, self.visits, self.answered, self.frozen, self.at, self.gone,
@@ -799,12 +800,17 @@ class UnitProcessor:
             return
         if entry.answered == body and not again:
             return
+        # Never below the version the order was told at: a crash that lost the unit's
+        # value and kept the entry may leave the unit's version lower once the records
+        # that come again are taken differently (a fold by entries that are ahead refuses
+        # one), and an order ignores an answer older than the one it holds.
+        version = slot.version if entry.told is None else max(slot.version, entry.told)
         entry.answered = body
-        entry.told = slot.version
+        entry.told = version
         effects.changed_entries[order_id] = entry
         effects.answers.append(
             DowntimeAnswer(
-                order_id, slot.unit_id, (slot.version, entry.version), body, slot.answer_floor_ms()
+                order_id, slot.unit_id, (version, entry.version), body, slot.answer_floor_ms()
             )
         )
 

@@ -491,3 +491,49 @@ def test_a_value_that_does_not_decode_is_read_by_the_units_status_records_not_th
     )
     assert index.of(UNIT) == {"PO-GOOD": (20, 30, PLAIN, None), "PO-BAD": UNREADABLE}
     assert index.of("u-2") == {"PO-X": UNREADABLE}
+
+
+def test_an_order_told_before_a_crash_takes_the_answers_after_it() -> None:
+    """A crash lost the unit's value of two status records and kept the entries they
+    wrote. Taken again, the first folds the downtime an order that left since held
+    back (its entry is a tombstone now), so the second, late, is refused: the unit's
+    version ends one lower than the version PO-B was told at. PO-B's next report is
+    answered all the same, with the degraded spell its new visit overlaps: an order
+    ignores an answer older than the one it holds."""
+    limits = EngineLimits(max_unit_records=8, unit_lookback_ms=3_600_000)
+    side = _Side(False, limits)
+    orders = _Orders()
+
+    def visit(start_s: int, end_s: int) -> list[list[Any]]:
+        return [["dyeing", 1, *(to_ms(T0 + timedelta(seconds=s)) for s in (start_s, end_s))]]
+
+    async def take(step: Step) -> list[bytes]:
+        await side.take(step)
+        sent, side.rt.sent = side.rt.sent, []
+        orders.receive(sent)
+        return sent
+
+    async def main() -> None:
+        await take(("status", 0, _status(0, 3_600, "down")))
+        await take(("status", 1, _status(1, 7_200, "up")))
+        await take(("reports", 0, [Occupancy("PO-A", UNIT, 1, visit(5_400, 5_700)),
+                                   Occupancy("PO-B", UNIT, 1, visit(1_800, 3_200))]))  # fmt: skip
+        unit, _ = side.tables()
+        lost = [("status", 2, _status(2, 21_600, "degraded")),
+                ("status", 3, _status(3, 1_800, "down")),  # late: 0.5 h to 1 h, PO-B told
+                ("reports", 1, [Occupancy("PO-A", UNIT, 1, forget=True)])]  # fmt: skip
+        for step in lost:
+            await take(step)
+        assert orders.told["PO-B"][0] == [4, 1]
+        side.restore(unit, None)  # the entries were kept, the unit's value lost
+        side.restart()
+        again = [await take(step) for step in lost]  # the late record is refused now
+        assert any(b"state_limit" in m for m in again[1])
+        await take(("reports", 2, [Occupancy("PO-B", UNIT, 2, visit(23_400, 25_200))]))
+        await take(("status", 4, _status(4, 21_000, "up")))  # before the degraded spell
+
+    asyncio.run(main())
+    raw = side.rt.unit_table[UNIT]
+    downtimes = build_downtimes(UnitSlot.from_json(orjson.loads(raw)).records)
+    expected = [downtime_to_json(d) for d in downtimes if d.event_id == "u-2"]
+    assert orders.told["PO-B"][1] == expected
