@@ -537,3 +537,32 @@ def test_an_order_told_before_a_crash_takes_the_answers_after_it() -> None:
     downtimes = build_downtimes(UnitSlot.from_json(orjson.loads(raw)).records)
     expected = [downtime_to_json(d) for d in downtimes if d.event_id == "u-2"]
     assert orders.told["PO-B"][1] == expected
+
+
+def test_a_report_keeps_when_its_order_was_told_for_a_status_record_that_comes_again() -> None:
+    """A `down` told PO-B of the downtime; a report of PO-B with the same visit then
+    rewrote its entry (the same answer: none sent, the unit's value not stored). A crash
+    lost the unit's value and the answer, and kept the entries and the report's commit:
+    the `down` comes again, new to the unit's value, and PO-B is told, since its entry
+    still says it was told at the version the `down` takes the unit to."""
+    side = _Side(every=False)
+    orders = _Orders()
+    visit = [["dyeing", 1, *(to_ms(T0 + timedelta(hours=h)) for h in (2, 3))]]
+    down = ("status", 0, _status(0, 3_600, "down"))
+
+    async def main() -> None:
+        await side.take(("reports", 0, [Occupancy("PO-B", UNIT, 1, visit)]))
+        unit, _ = side.tables()
+        await side.take(down)
+        side.rt.sent.clear()  # the answer was lost
+        stored = side.tables()[0]
+        await side.take(("reports", 1, [Occupancy("PO-B", UNIT, 2, visit)]))
+        assert side.tables()[0] == stored
+        assert not side.rt.sent
+        side.restore(unit, None)  # the entries were kept, the unit's value lost
+        side.restart()
+        await side.take(down)
+        orders.receive(side.rt.sent)
+
+    asyncio.run(main())
+    assert [d[6] for d in orders.told["PO-B"][1]] == ["u-0"]
