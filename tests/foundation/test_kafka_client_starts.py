@@ -194,3 +194,26 @@ def test_a_start_given_up_on_is_closed_once_it_ends() -> None:
         if thread.name == "kafka-call:a start":
             thread.join(10)
     assert closed == ["client"]
+
+
+def test_a_client_connected_starts_after_its_deadline_is_closed() -> None:
+    """`connected` hands `bounded` the client's close: without it a start that outlived
+    the deadline (the caller told "cannot reach Kafka") kept its sockets and thread."""
+    release = threading.Event()
+    closed: list[str] = []
+    done = threading.Event()
+
+    def close(client: str) -> None:
+        closed.append(client)
+        done.set()
+
+    with pytest.raises(KafkaUnreachable, match="cannot reach Kafka"):
+        kafka_admin.connected(
+            lambda _start_ms: "client" if release.wait(30) else "never",
+            "127.0.0.1:9",
+            close=close,
+            timeout_s=0.2,
+        )
+    release.set()
+    assert done.wait(10)
+    assert closed == ["client"]
