@@ -7,15 +7,20 @@ them under `kafka` and `engine` and fills them from `CHAINWATCH_KAFKA__*` and
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from schemas.settings_model import SettingsModel
 from streams.engine.limits import DAY_MS, EngineLimits
 
 LOCAL_BOOTSTRAP = "127.0.0.1:19092"
+
+_BOOTSTRAP_SERVER = re.compile(r"^(?:\[[0-9A-Fa-f:.%\w]+\]|[^\s:\[\]/,]+)(?::(\d{1,5}))?$")
+"""One `host[:port]` of a bootstrap list (an IPv6 host in brackets); the clients take
+9092 for a missing port."""
 
 KAFKA_INT16_MAX = 32_767
 """Kafka's protocol carries a replication factor as an int16: a larger one could not even
@@ -51,6 +56,26 @@ class KafkaSettings(SettingsModel):
     local_heap: str = Field(
         default="768m", pattern=r"^\d+[mMgG]$", description="-Xmx of the broker"
     )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers_are_host_ports(cls, value: str | None) -> str | None:
+        """A typo (`kafka:9O92`, a `kafka://` URL, an empty entry) is refused at the start:
+        the clients took it as a server that never answers, and the worker, sink,
+        notifier and gateway waited for it for ever, saying only that Kafka did not answer."""
+        if value is None:
+            return None
+        servers = [server.strip() for server in value.split(",")]
+        for server in servers:
+            found = _BOOTSTRAP_SERVER.match(server)
+            port = found and found.group(1)
+            if not found or (port is not None and not 1 <= int(port) <= 65535):
+                shown = repr(server[:80]) if server else "an empty entry"
+                raise ValueError(
+                    f"{shown} is not host:port (a comma-separated list of host:port, "
+                    "port 1-65535; unset it to use the local broker)"
+                )
+        return ",".join(servers)  # the clients split on commas, not on the spaces beside
 
     @model_validator(mode="after")
     def _insync_within_replication(self) -> KafkaSettings:

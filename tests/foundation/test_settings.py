@@ -55,6 +55,48 @@ def test_a_malformed_value_is_refused_naming_the_field(monkeypatch: pytest.Monke
         Settings()
 
 
+@pytest.mark.parametrize(
+    "servers",
+    [
+        "kafka:9O92",
+        "kafka://kafka:9092",
+        "",
+        "a:9092,,b:9092",
+        "a:0",
+        "a:70000",
+        "a :9092",
+        "a:9092;b:9092",
+    ],
+)
+def test_a_bootstrap_list_that_is_not_host_ports_is_refused_at_the_start(
+    monkeypatch: pytest.MonkeyPatch, servers: str
+) -> None:
+    """The clients took a typo for a server that never answers: the long-running
+    processes waited for it for ever, saying only that Kafka did not answer."""
+    monkeypatch.setenv("CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS", servers)
+    with pytest.raises(ValidationError, match="is not host:port"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("servers", "taken"),
+    [
+        ("127.0.0.1:19092", "127.0.0.1:19092"),
+        (
+            "broker-0.kafka.svc:9093, broker-1.kafka.svc:9093",
+            "broker-0.kafka.svc:9093,broker-1.kafka.svc:9093",
+        ),
+        ("[::1]:9092", "[::1]:9092"),
+        ("kafka", "kafka"),  # the clients' default port, 9092
+    ],
+)
+def test_a_bootstrap_list_of_host_ports_is_taken_without_the_spaces_beside_its_commas(
+    monkeypatch: pytest.MonkeyPatch, servers: str, taken: str
+) -> None:
+    monkeypatch.setenv("CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS", servers)
+    assert Settings().kafka.bootstrap == taken
+
+
 def test_clickhouse_password_is_masked_everywhere_it_is_shown() -> None:
     settings = Settings(clickhouse={"url": "http://ops:s3cret@ch.example:8123/cw"})  # type: ignore[arg-type]
     shown = settings.redacted()
