@@ -28,6 +28,7 @@ from typing import Any
 import faust
 
 from chainwatch.collector import settle_collector
+from chainwatch.kafka_admin import ensure_named_topics
 from chainwatch.logs import configure_logging
 from chainwatch.settings import Settings
 from streams.app import create_app
@@ -59,6 +60,9 @@ def main() -> None:
     source = app.topic(
         *(names(t) for t in INPUT_TOPICS), key_serializer="raw", value_serializer="raw"
     )
+    # faust declares the topics it reads, not one it only sends to, and the broker
+    # creates none (auto.create.topics.enable=false)
+    ensure_named_topics(args.bootstrap, [f"{args.app_id}-out"], partitions=args.partitions)
     out = app.topic(
         f"{args.app_id}-out",
         key_serializer="raw",

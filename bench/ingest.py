@@ -151,7 +151,8 @@ def main() -> None:
         gateway={"transactional_id": f"bench-{prefix.rstrip('.')}", "producers": args.producers},  # type: ignore[arg-type]
         log_level="warning",
     )
-    prepare_topics(settings)
+    # the bare producer's topic too: the broker creates none (auto.create.topics.enable=false)
+    prepare_topics(settings, also=("bare-scans",))
     records = _records(args.events)
     bodies = [
         b"\n".join(value for _, value in records[i : i + args.batch])
