@@ -21,9 +21,9 @@ from __future__ import annotations
 import functools
 import operator
 import re
-import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from itertools import chain, repeat
 from typing import Any, Final, NamedTuple
 
@@ -105,21 +105,8 @@ def _compiled(source: bytes) -> Callable[[], re.Pattern[bytes]]:
 
 
 def _on_fresh_stack(build: Callable[[], re.Pattern[bytes]]) -> re.Pattern[bytes]:
-    built: list[re.Pattern[bytes]] = []
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            built.append(build())
-        except BaseException as exc:  # handed to the caller, not lost with the thread
-            failed.append(exc)
-
-    thread = threading.Thread(target=run, name="replay-scan-compile")
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-    return built[0]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-scan-compile") as pool:
+        return pool.submit(build).result()  # its exception, if any, raised here
 
 
 _OPENING: Final = re.compile(_SPACE + rb"\{" + _SPACE)
