@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from typing import IO, Final
+from typing import IO, Final, Protocol
 
 #: The longest line (CSV record, NDJSON line) an import holds: a record this
 #: large could never be published (Kafka's 1 MiB message limit).
@@ -95,17 +95,38 @@ def rest_of_line(
     return LongLine(start[:limit], size + len(pending), digest.hexdigest(), blank=blank)
 
 
+class _Lines(Protocol):
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+
+class _Prefix:
+    """The first `size` bytes of a file, read a line at a time: what was in it when it
+    was measured, whatever is written to it after."""
+
+    def __init__(self, handle: IO[bytes], size: int) -> None:
+        self.handle, self.left = handle, size
+
+    def readline(self, size: int = -1, /) -> bytes:
+        if self.left <= 0:
+            return b""
+        got = self.handle.readline(self.left if size < 0 else min(size, self.left))
+        self.left -= len(got)
+        return got
+
+
 def binary_lines(
-    handle: IO[bytes], limit: int = MAX_LINE_BYTES
+    handle: IO[bytes], limit: int = MAX_LINE_BYTES, *, end: int | None = None
 ) -> Iterator[tuple[int, bytes | LongLine]]:
-    """Every line of a binary file (numbered from 1, its ending kept), or a `LongLine`."""
+    """Every line of a binary file (numbered from 1, its ending kept), or a `LongLine`;
+    with `end`, of its first `end` bytes only (a file still being written to)."""
+    source: _Lines = handle if end is None else _Prefix(handle, end)
 
     def piece() -> tuple[bytes, bool]:
-        got = handle.readline(CHUNK)
+        got = source.readline(CHUNK)
         return got, len(got) < CHUNK or got.endswith(b"\n")
 
     number = 0
-    while line := handle.readline(first_read(limit)):
+    while line := source.readline(first_read(limit)):
         number += 1
         if too_long(line, limit):
             yield number, rest_of_line(piece, line, line.endswith(b"\n"), limit)

@@ -104,13 +104,16 @@ ScenarioLine = tuple[int, bytes | LongLine]
 """A line's number and its text (ending cut), or a `LongLine` too long to read."""
 
 
-def scenario_lines(path: Path) -> Iterator[ScenarioLine]:
+def scenario_lines(path: Path, size: int | None = None) -> Iterator[ScenarioLine]:
     """The file's non-blank lines with their numbers, each without a UTF-8 byte order
     mark at its start (Notepad and Excel write one: the first record was a `not_json`
     dead letter; `cat a.ndjson b.ndjson` puts b's mark at the start of a later line,
-    and no JSON starts with one). A blank line is skipped however long it is."""
+    and no JSON starts with one). A blank line is skipped however long it is.
+
+    With `size`, of the file's first `size` bytes: what it held when the run began
+    (`ReplayRun.size`), whatever is written to it meanwhile."""
     with path.open("rb") as handle:
-        for number, line in binary_lines(handle, MAX_SCENARIO_LINE_BYTES):
+        for number, line in binary_lines(handle, MAX_SCENARIO_LINE_BYTES, end=size):
             if isinstance(line, LongLine):
                 if not line.blank:
                     yield number, line
@@ -118,6 +121,11 @@ def scenario_lines(path: Path) -> Iterator[ScenarioLine]:
             line = line.removeprefix(codecs.BOM_UTF8)
             if line.strip():
                 yield number, line.rstrip(b"\r\n")
+
+
+def scenario_size(path: Path) -> int:
+    """How much of the file a run publishes: all it holds when the run begins."""
+    return path.stat().st_size
 
 
 UNREAD_LINE: Final = b"(a scenario line over MAX_SCENARIO_LINE_BYTES, not read)"
@@ -205,8 +213,14 @@ async def publish_scenario(
     interleaving: list[str] | None = None,
     windows: EventTimeWindows | None = None,
     between_windows: Callable[[int], None] | None = None,
+    size: int | None = None,
 ) -> tuple[int, int, int | None]:
     """Publish every line; return (published, dead letters, largest event_time in ms).
+
+    Of the file's first `size` bytes (default: its size now), read as many times as
+    the publish reads it: a file still being written to (an export, a log) kept the
+    replay reading what each send's time let the writer add, for ever when it wrote as
+    fast, and the count it showed ("publishing: n/total") was of another file.
 
     With `windows`, each time a record opens a new event-time window the records
     before it are flushed and `between_windows(number of the window closed)` runs
@@ -225,11 +239,12 @@ async def publish_scenario(
     await start_producer(producer, settings.kafka.bootstrap)
     publisher = _Publisher(producer, settings.kafka.bootstrap)
     published = dead = 0
-    total = sum(1 for _ in scenario_lines(scenario))
+    size = scenario_size(scenario) if size is None else size  # read as the lines are
+    total = sum(1 for _ in scenario_lines(scenario, size))
     largest: int | None = None
-    lines: Iterable[ScenarioLine] = scenario_lines(scenario)
+    lines: Iterable[ScenarioLine] = scenario_lines(scenario, size)
     if interleaving is not None:
-        lines = topic_blocks(scenario_lines(scenario), interleaving)
+        lines = topic_blocks(scenario_lines(scenario, size), interleaving)
     progress("publishing", done=0, total=total)
 
     async def dead_letter(
@@ -848,11 +863,22 @@ def stop_workers(
 class ReplayRun:
     """One replay, step by step (the tests drive the steps to kill workers in between)."""
 
-    def __init__(self, settings: Settings, scenario: Path, *, partitions: int, progress: Progress):
+    def __init__(
+        self,
+        settings: Settings,
+        scenario: Path,
+        *,
+        partitions: int,
+        progress: Progress,
+        size: int | None = None,
+    ):
         why = not_a_file(scenario)
         if why is not None:
             raise UserError(f"scenario {scenario}: {why}")
         self.scenario = scenario
+        self.size = scenario_size(scenario) if size is None else size
+        """The bytes of the file the run publishes: what it held when the run began
+        (`chainwatch backtest` gives every plan's run the same)."""
         self.progress = progress
         self.run_id = uuid.uuid4().hex[:10]
         """Names the run's topics and consumer group (and a stored replay by default)."""
@@ -903,6 +929,7 @@ class ReplayRun:
                 interleaving=interleaving,
                 windows=EventTimeWindows(window_ms(run.engine.limits())) if paced else None,
                 between_windows=between if paced else None,
+                size=None if part else self.size,
             )
         )
         self.published += published
@@ -1079,13 +1106,15 @@ def run_replay(
     timeout_s: float = 1800,
     keep_topics: bool = False,
     on_results: Callable[[ReplayRun, ReplayResult], None] | None = None,
+    size: int | None = None,
 ) -> ReplayResult:
     """`chainwatch replay`: publish, run `workers` processes, finish at `until`, read alerts.
 
     `on_results` runs with the results while the run's topics still exist
     (`chainwatch replay --sink` reads the order snapshots and dead letters there).
+    `size`: how much of the file to publish (`ReplayRun.size`; default: all it holds now).
     """
-    run = ReplayRun(settings, scenario, partitions=partitions, progress=progress)
+    run = ReplayRun(settings, scenario, partitions=partitions, progress=progress, size=size)
     try:
         run.prepare_topics()
         run.start_workers(workers)

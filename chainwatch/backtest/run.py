@@ -19,7 +19,7 @@ from pathlib import Path
 from chainwatch.backtest.compare import Comparison, compare
 from chainwatch.backtest.store import RunRecord, Store, load_alerts, store_run
 from chainwatch.errors import UsageError, UserError
-from chainwatch.replay import Progress, run_replay, scenario_lines
+from chainwatch.replay import Progress, run_replay, scenario_lines, scenario_size
 from chainwatch.settings import Settings
 from schemas.alerts import Alert
 from schemas.files import not_a_file, read_config_bytes
@@ -59,18 +59,24 @@ def load_plan_files(paths: Sequence[Path]) -> list[PlanFile]:
     return plans
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: Path, size: int | None = None) -> str:
+    """SHA-256 of the file, or of its first `size` bytes (what a run read of it)."""
+    digest, left = hashlib.sha256(), size
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
+        while left is None or left > 0:
+            block = handle.read(1 << 20 if left is None else min(1 << 20, left))
+            if not block:
+                break
             digest.update(block)
+            if left is not None:
+                left -= len(block)
     return digest.hexdigest()
 
 
-def count_records(path: Path) -> int:
+def count_records(path: Path, size: int | None = None) -> int:
     """Non-blank lines, as `chainwatch replay` counts the scenario's records (and as
-    bounded: a line of gigabytes is not held to be counted)."""
-    return sum(1 for _ in scenario_lines(path))
+    bounded: a line of gigabytes is not held to be counted); of its first `size` bytes."""
+    return sum(1 for _ in scenario_lines(path, size))
 
 
 def _now() -> datetime:
@@ -117,8 +123,12 @@ def run_backtest(
     if why is not None:
         raise UserError(f"history {history}: {why}")
     backtest_id = uuid.uuid4().hex
-    input_sha256 = file_sha256(history)
-    input_records = count_records(history)
+    # Every plan's run reads the same bytes: the history as it is now. A file still
+    # being written to gave each later plan more records, and the comparison put down
+    # to the plans what the writer added, under one input_sha256.
+    size = scenario_size(history)
+    input_sha256 = file_sha256(history, size)
+    input_records = count_records(history, size)
     runs: list[RunRecord] = []
     for index, plan in enumerate(plans):
         run_settings = settings.model_copy(
@@ -133,7 +143,15 @@ def run_backtest(
             partitions=partitions,
             progress=_Labelled(progress, plan.name),
             timeout_s=timeout_s,
+            size=size,
         )
+        if file_sha256(history, size) != input_sha256:
+            raise UserError(
+                f"history {history} changed while the backtest read it (its first {size:,} "
+                f"bytes are no longer those it began with): plan {plan.name!r}'s run is not "
+                "stored, as its alerts could not be compared; run the backtest on a copy of the "
+                "file that nothing writes to"
+            )
         alerts = [Alert.model_validate(a) for a in result.alerts]
         run = RunRecord(
             run_id=uuid.uuid4().hex,

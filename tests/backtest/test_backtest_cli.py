@@ -14,14 +14,19 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 
+from chainwatch.backtest import run as backtest_run
 from chainwatch.backtest.compare import AlertFacts, compare
-from chainwatch.backtest.run import load_plan_files
+from chainwatch.backtest.run import load_plan_files, run_backtest
+from chainwatch.backtest.store import RunRecord
 from chainwatch.commands.backtest import SHOWN_DIFFERENCES, duration, print_comparison
-from chainwatch.errors import UsageError
+from chainwatch.errors import UsageError, UserError
+from chainwatch.replay import ReplayResult, scenario_lines
+from chainwatch.settings import Settings
 from schemas.plan import PlanError, load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,3 +183,53 @@ def test_the_comparison_prints_one_column_per_plan_and_the_first_differences() -
 )
 def test_durations_read_like_a_schedule(seconds: float | None, shown: str) -> None:
     assert duration(seconds) == shown
+
+
+def test_every_plan_replays_the_history_as_it_was_when_the_backtest_began(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A history still being written to (an export, a log): each plan's run read what was
+    added by then, and the comparison put down to the plans what the writer added, under
+    the one input_sha256 and input_records stored with every run. Each run now reads the
+    bytes the backtest began with; a history rewritten under it stops it, unstored."""
+    history = tmp_path / "history.ndjson"
+    history.write_bytes(HISTORY.read_bytes())
+    began = history.read_bytes()
+    plans = []
+    for name in ("current", "proposed"):
+        (tmp_path / f"{name}.yaml").write_text(GOOD_PLAN, encoding="utf-8")
+        plans.append(tmp_path / f"{name}.yaml")
+    read: list[int] = []
+    stored: list[RunRecord] = []
+
+    def replaying(_settings: Settings, path: Path, **options: Any) -> ReplayResult:
+        read.append(sum(1 for _ in scenario_lines(path, options.get("size"))))
+        with path.open("ab") as handle:  # the writer goes on while the run reads
+            handle.write(began.splitlines(keepends=True)[0])
+        return ReplayResult([], 0, read[-1])
+
+    monkeypatch.setattr(backtest_run, "run_replay", replaying)
+    monkeypatch.setattr(backtest_run, "store_run", lambda _s, run, _a: stored.append(run))
+    monkeypatch.setattr(backtest_run, "load_alerts", lambda _s, _id: [])
+    files = load_plan_files(plans)
+    result = run_backtest(
+        Settings(data_dir=tmp_path), history, files, None, until=None, name=None,  # type: ignore[arg-type]
+        progress=lambda *_a, **_k: None,
+    )  # fmt: skip
+    assert read == [len(began.splitlines())] * 2
+    assert {r.input_records for r in result.runs} == {read[0]}
+    assert {r.input_sha256 for r in result.runs} == {hashlib.sha256(began).hexdigest()}
+
+    history.write_bytes(began.replace(b"PO-", b"PX-", 1))  # rewritten under a run
+    monkeypatch.setattr(
+        backtest_run,
+        "run_replay",
+        lambda _s, path, **_o: history.write_bytes(began) or ReplayResult([], 0, 0),
+    )
+    stored.clear()
+    with pytest.raises(UserError, match="changed while the backtest read it"):
+        run_backtest(
+            Settings(data_dir=tmp_path), history, files, None, until=None, name=None,  # type: ignore[arg-type]
+            progress=lambda *_a, **_k: None,
+        )  # fmt: skip
+    assert stored == []

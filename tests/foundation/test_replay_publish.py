@@ -279,6 +279,47 @@ def test_a_line_is_published_with_its_value_as_the_file_writes_it(
     assert records[2][0] == b"PO-1"  # keyless: keyed by its order_id, parsed from the line
 
 
+def test_a_scenario_still_being_written_to_publishes_what_it_held_when_the_run_began(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A file another process appends to (an export, a log) while it is replayed: the
+    replay read each line written in the time of a send, for ever when the writer kept
+    up, and its count said another file's. Here each send appends a line (and a half,
+    a line the writer is still writing), 50 times at most."""
+    scenario = tmp_path / "growing.ndjson"
+    line = json.dumps({"topic": "scans", "key": "PO-1", "value": scan(event_id="e-1")})
+    scenario.write_text(f"{line}\n{line}\n")
+    producer = _Producer()
+    send = producer.send
+    said: list[tuple[int | None, int | None]] = []
+
+    async def send_and_grow(topic: str, key: bytes | None, value: bytes | None) -> Any:
+        if len(producer.sent) < 50:
+            with scenario.open("a") as handle:
+                handle.write(f"{line}\n{line[:20]}")
+        return await send(topic, key, value)
+
+    def progress(_message: str, /, *, done: int | None = None, total: int | None = None) -> None:
+        said.append((done, total))
+
+    monkeypatch.setattr(producer, "send", send_and_grow)
+    monkeypatch.setattr(replay, "AIOKafkaProducer", lambda **_config: producer)
+    monkeypatch.setattr(replay, "start_producer", lambda *_a: asyncio.sleep(0))
+    monkeypatch.setattr(replay, "stop_producer", lambda *_a, **_k: asyncio.sleep(0))
+    published, dead, _ = asyncio.run(publish_scenario(Settings(), scenario, no_progress))
+    assert (published, dead) == (2, 0)
+
+    scenario.write_text(f"{line}\n{line}\n")  # what a run finds when it begins...
+    run = replay.ReplayRun(Settings(data_dir=tmp_path), scenario, partitions=1, progress=progress)
+    with scenario.open("a") as handle:  # ...and not what is written while its workers start
+        handle.write(f"{line}\n" * 3)
+    monkeypatch.setattr(replay.ReplayRun, "prepare_topics", lambda self: None)
+    producer.sent.clear()
+    run.publish()
+    assert run.published == 2
+    assert {total for done, total in said if done is not None} == {2}
+
+
 def test_kafka_gone_mid_publish_stops_the_replay_in_one_line_at_the_deadline(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
