@@ -278,6 +278,30 @@ def test_keyless_unit_statuses_and_customers_off_their_partition_are_forwarded_k
     assert (_forwarded(engine, "unit-status"), _forwarded(engine, "crm.customers")) == (1, 1)
 
 
+def test_a_keyless_tombstone_is_a_dead_letter_not_acked_and_ignored(tmp_path: Path) -> None:
+    """A tombstone names the customer it deletes by its key only. Kafka refuses a keyless
+    record on the compacted CRM topic, but takes it on one run uncompacted: the engine
+    acked it and did nothing, the one record it dropped without a dead letter."""
+    app, engine = _engine(tmp_path)
+    produced = capture_outputs(engine.runtime)
+    c_home = partition_of(b"C-7", PARTITIONS)
+
+    async def run() -> None:
+        async with app.agents["customers"].test_context(
+            RawInputChannel(app, "crm.customers")
+        ) as customers:
+            await customers.put(None, key=None, partition=c_home)
+            await customers.put(customer_json("C-7", "Nordic Knits AB"), key=b"C-7",
+                                partition=c_home)  # fmt: skip
+            await _until(engine, lambda: "C-7" in engine.runtime.customer_table)
+
+    run_agents(app, run())
+    (letter,) = _letters(produced)
+    assert (letter.reason_code, letter.source.partition) == (ReasonCode.VALIDATION_FAILED, c_home)
+    assert (letter.errors[0].loc, letter.errors[0].type) == ("key", "missing")
+    assert _forwarded(engine, "crm.customers") == 0
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_a_keyless_scan_on_another_partition_ends_processed_on_its_orders_over_the_broker(
