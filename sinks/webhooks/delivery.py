@@ -34,10 +34,11 @@ costs no memory. Connections go only to addresses the `TargetPolicy` permits
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -86,11 +87,36 @@ def error_text(exc: BaseException, *, hide: Iterable[str] = ()) -> str:
     return whole[:MAX_ERROR_TEXT]
 
 
-def _url_secrets(url: str) -> list[str]:
-    """What of `url` is never shown: all of it, and its path and query (Slack's and Teams'
-    tokens), whichever way a library quotes it back."""
+def request_secrets(url: str, *extra: str) -> tuple[str, ...]:
+    """What of a request to `url` is never shown, longest first: the URL, its path and
+    query (Slack's and Teams' tokens) as written and as httpx sends them (percent-encoded,
+    dot segments resolved), its user-info and the `Basic` token httpx makes of it, and
+    `extra` (a PagerDuty routing key, which the body carries); each also as a bytes
+    `repr` escapes it.
+
+    A receiver's bytes are quoted in the error (h11: `illegal status line:
+    bytearray(b'...')`): one that echoes the request put the routing key, the
+    `Authorization` header, or a path httpx had encoded (`/t%C3%A9...` for `/té...`)
+    past a list of the URL's parts as written, into the log, the delivery log and the
+    dead letter.
+    """
     parts = urlsplit(url)
-    return [p for p in (url, parts.path, parts.query) if len(p) > 1]
+    sent = httpx.URL(url)
+    target = sent.raw_path.decode("ascii")
+    path, _, query = target.partition("?")
+    user, password = sent.username, sent.password
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode() if user or password else ""
+    found = (url, parts.path, parts.query, target, path, query, sent.userinfo.decode("ascii"))
+    plain = {s for s in (*found, user, password, basic, *extra) if len(s) > 1}
+    quoted = {form for s in plain for form in _bytes_reprs(s)}
+    return tuple(sorted(plain | quoted, key=len, reverse=True))
+
+
+def _bytes_reprs(text: str) -> tuple[str, ...]:
+    """`text` as it reads inside the repr of its bytes (`b'...'`, `b"..."`) and of a
+    bytearray (which escapes `'` inside `b"..."` too)."""
+    raw = text.encode()
+    return (repr(raw)[2:-1], repr(bytearray(raw))[12:-2])
 
 
 @dataclass(frozen=True)
@@ -299,8 +325,10 @@ async def attempt(
     *,
     deadline_s: float,
     body_cap: int = RESPONSE_BODY_CAP,
+    hide: Sequence[str] | None = None,
 ) -> AttemptResult:
-    """One POST, over within `deadline_s` whatever the receiver does.
+    """One POST, over within `deadline_s` whatever the receiver does; its error shows
+    none of `hide` (by default `request_secrets(url)`).
 
     The outcome is decided by the status line: once it has arrived, a body that
     fails or drips past the deadline does not change it.
@@ -331,7 +359,9 @@ async def attempt(
     except httpx.HTTPError as exc:  # connection refused, reset, DNS, TLS, protocol errors
         # with its message: `ConnectError` alone read the same for a port nobody listens
         # on, a name that does not resolve and a certificate that does not verify
-        return AttemptResult(0, error_text(exc, hide=_url_secrets(url)))
+        return AttemptResult(
+            0, error_text(exc, hide=request_secrets(url) if hide is None else hide)
+        )
     assert result is not None
     if not result.delivered:
         result.error = f"HTTP {result.status}"
@@ -349,10 +379,13 @@ async def deliver(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     on_attempt: Callable[[AttemptResult], None] | None = None,
     health: EndpointHealth | None = None,
+    hide: Sequence[str] = (),
 ) -> DeliveryResult:
     """Attempt until delivered, refused for good, past the retry horizon or
-    `max_attempts`, or the endpoint is down (see `EndpointHealth`)."""
+    `max_attempts`, or the endpoint is down (see `EndpointHealth`); no error shows the
+    request's secrets (`request_secrets` of `url` and `hide`)."""
     health = health or EndpointHealth()
+    secrets = request_secrets(url, *hide)
     horizon = policy.retry_horizon_s
     result = DeliveryResult(delivered=False)
     started = time.monotonic()
@@ -363,7 +396,9 @@ async def deliver(
             if result.attempts:
                 result.last_error += f"; gave up after {result.attempts} attempts"
             break
-        outcome = await attempt(http, url, signer, msg_id, body, deadline_s=policy.timeout_s)
+        outcome = await attempt(
+            http, url, signer, msg_id, body, deadline_s=policy.timeout_s, hide=secrets
+        )
         result.attempts += 1
         result.status_codes.append(outcome.status)
         result.last_error = outcome.error

@@ -188,6 +188,7 @@ class EndpointPipe:
                 sleep=lambda delay_s: self._before_retry(job, delay_s),
                 on_attempt=count,
                 health=self.health,
+                hide=(self.routing_key,),  # in the body: a receiver may quote it back
             )
         except _Abandoned:
             raise

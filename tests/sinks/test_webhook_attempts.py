@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from sink_samples import make_alert
 from standardwebhooks import Webhook
+from structlog.testing import capture_logs
+from webhook_pipes import LogProducer, records_of
 from webhook_servers import Behaviour, Server, drip, huge_error, raw_status, serve, status
 
 from sinks.backoff import exponential
@@ -29,6 +35,8 @@ from sinks.webhooks.delivery import (
     error_text,
     http_client,
 )
+from sinks.webhooks.dispatcher import EndpointPipe, PipeConfig, Topics
+from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import Resolver, TargetPolicy, parse_networks
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -408,6 +416,70 @@ def test_a_failed_attempt_says_why_on_one_line_without_the_urls_token() -> None:
     for error in (garbled, refused):
         assert "SECRET" not in error
         assert error.isprintable()
+
+
+def _quoting_the_request_back(pieces: list[Callable[[bytes, bytes], bytes]]) -> Behaviour:
+    """A status line that is no HTTP, quoting a piece of the request (the n-th request the
+    n-th piece of its line and headers, and its body): what an echo service, a broken
+    proxy or a hostile receiver sends."""
+
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        piece = pieces[(s.requests - 1) % len(pieces)](s.heads[-1], s.bodies[-1])
+        w.write(b"HTTP/1.1 " + piece + b"\r\n\r\n")
+        await w.drain()
+
+    return answer
+
+
+def _header(name: bytes) -> Callable[[bytes, bytes], bytes]:
+    return lambda head, _body: next(
+        line for line in head.split(b"\r\n") if line.lower().startswith(name + b":")
+    )
+
+
+def test_a_receiver_quoting_the_request_back_gets_no_secret_into_the_log_or_the_records() -> None:
+    """The routing key (in the body), the URL's password (as httpx's `Basic` token) and its
+    path and query as httpx sends them (percent-encoded: `t%C3%A9` for `té`) were quoted in
+    the error of an attempt whose receiver echoed them in its status line, and so in the
+    log, the delivery log and the dead letter: only the URL's parts as written were hidden."""
+    key = "R0UTING-KEY-SECRET-0123456789abcd"
+    pieces = [
+        lambda head, _body: head.split(b"\r\n")[0],  # POST /v2/t%C3%A9s-SECRET?... HTTP/1.1
+        _header(b"authorization"),  # Basic <base64 of us3r:pa55w0rd-SECRET>
+        lambda _head, body: body[body.index(b'"routing_key"') :][:120],
+    ]
+    policy = RetryPolicy(timeout_s=5.0, max_attempts=1)
+    tp = TopicPartition("cw.alerts", 0)
+
+    async def run() -> tuple[Server, LogProducer]:
+        producer = LogProducer()
+        async with serve(_quoting_the_request_back(pieces)) as server:
+            url = f"http://us3r:pa55w0rd-SECRET@127.0.0.1:{server.port}/v2/tés-SECRET?sig=a SECRET"
+            endpoint = Endpoint.model_validate(
+                {"name": "echoed", "url": url, "format": "pagerduty", "routing_key": key}
+            )
+            topics = Topics("cw.alerts", "cw.webhook-deliveries", "cw.webhook-dead-letter")
+            config = PipeConfig(
+                "unused:9092", "cw-notify", topics, policy, LOOPBACK, 10, consumer_options={}
+            )
+            pipe = EndpointPipe(endpoint, config, producer)  # type: ignore[arg-type]
+            alerts = [make_alert(n).model_dump_json().encode() for n in range(len(pieces))]
+            await pipe.handle(tp, records_of(tp, alerts, 0))
+            async with http_client(policy, targets=LOOPBACK) as http:
+                while not pipe.queue.empty():
+                    await pipe._settle(http, pipe.queue.get_nowait())
+        return server, producer
+
+    with capture_logs() as logs:
+        server, producer = asyncio.run(run())
+    assert server.requests == len(pieces)
+    assert producer.sent.count("cw.webhook-dead-letter") == len(pieces)  # each given up
+    errors = [str(e.get("error", "")) for e in logs] + [v.decode() for v in producer.values]
+    assert sum("illegal status line" in e for e in errors) >= 2 * len(pieces)  # quoted, hidden
+    token = base64.b64encode(b"us3r:pa55w0rd-SECRET").decode()
+    for text in errors:
+        assert "SECRET" not in text
+        assert token not in text
 
 
 def test_a_failed_attempts_error_is_at_most_max_error_text_characters_type_included() -> None:

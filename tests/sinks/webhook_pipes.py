@@ -61,9 +61,11 @@ class LogProducer:
 
     def __init__(self) -> None:
         self.sent: list[str] = []
+        self.values: list[bytes] = []
 
     async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
         self.sent.append(topic)
+        self.values.append(value)
 
 
 class FakeCoordinator:

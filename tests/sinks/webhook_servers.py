@@ -24,6 +24,8 @@ class Server:
     body_bytes_sent: int = 0
     bodies: list[bytes] = field(default_factory=list)
     """Every request body received, in order."""
+    heads: list[bytes] = field(default_factory=list)
+    """Every request's line and headers, as sent, in order."""
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -33,6 +35,7 @@ class Server:
 
 async def _read_request(reader: asyncio.StreamReader, server: Server) -> None:
     head = await reader.readuntil(b"\r\n\r\n")
+    server.heads.append(head)
     length = 0
     for line in head.decode("latin-1").split("\r\n"):
         name, _, value = line.partition(":")
