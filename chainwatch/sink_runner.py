@@ -226,6 +226,7 @@ async def _main(
                 flush_rows=settings.sink.flush_rows,
                 flush_interval_s=settings.sink.flush_interval_s,
                 max_buffer_rows=settings.sink.max_buffer_rows,
+                max_buffer_bytes=settings.sink.max_buffer_bytes,
                 max_backoff_s=settings.sink.max_backoff_s,
             ),
             on_flush=on_flush,

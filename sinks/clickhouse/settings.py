@@ -119,6 +119,13 @@ class SinkSettings(SettingsModel):
         le=10_000_000,
         description="All buffers together (held in memory); reaching it forces a flush.",
     )
+    max_buffer_bytes: int = Field(
+        default=512 << 20,
+        ge=1 << 20,
+        le=64 << 30,
+        description="Bytes of the records all buffers hold together; reaching it forces a "
+        "flush (1 MiB to 64 GiB).",
+    )
     max_backoff_s: float = Field(
         default=30.0, gt=0, le=HOUR_S, description="Longest wait between retries (at most 1 h)."
     )

@@ -4,7 +4,8 @@ Lifecycle and guarantees:
 - Records are mapped to rows as they arrive (`RecordMapper`, pure) and buffered
   per (topic, partition). Buffers are flushed when one holds `flush_rows` rows,
   when the oldest row is `flush_interval_s` old, or when all buffers together
-  reach `max_buffer_rows`.
+  reach `max_buffer_rows` rows or `max_buffer_bytes` bytes of the records they
+  were mapped from.
 - A flush seals the open buffers (they never change again) and inserts, per
   partition and table, one batch with the insert de-duplication token
   `table:topic:partition:first-last`; the tables set
@@ -16,7 +17,10 @@ Lifecycle and guarantees:
   (one at a time) and goes on fetching and mapping into new buffers while
   ClickHouse inserts (chDB and the HTTP client release the GIL there). It waits
   for the flush under way only when all buffers together reach
-  `max_buffer_rows`, so the buffer stays bounded.
+  `max_buffer_rows` or `max_buffer_bytes`, so the buffer stays bounded in rows
+  and in memory: rows alone let records of up to a MiB each (a dead letter
+  keeps the rejected bytes) fill 500,000 rows, hundreds of GB, while an insert
+  lasted (a server that stops answering holds one up to its deadline).
 - Every row carries its source offset. Before the first record of a newly
   assigned partition is buffered, the sink reads, per table, which offsets at or
   after the committed one are already stored and skips them, so a crash between
@@ -155,6 +159,7 @@ class SinkConfig:
     flush_rows: int = 50_000
     flush_interval_s: float = 1.0
     max_buffer_rows: int = 500_000
+    max_buffer_bytes: int = 512 << 20
     initial_backoff_s: float = 0.2
     max_backoff_s: float = 30.0
 
@@ -166,6 +171,9 @@ class _Buffer:
     last_offset: int = -1
     rows: dict[str, list[Row]] = field(default_factory=dict)
     size: int = 0
+    bytes: int = 0
+    """Bytes of the records mapped into it (keys and values; one found stored already
+    too): what its rows weigh in memory, roughly."""
     refused: dict[str, int] = field(default_factory=dict)
     """table -> rows ClickHouse refused (skipped, logged): not written."""
 
@@ -337,7 +345,7 @@ class ClickHouseSink:
             for table in mapper.tables
             if (found := self._stored.get((table.name, tp))) is not None and not found.empty
         }
-        invalid = forwarded = skipped = added = 0
+        invalid = forwarded = skipped = added = weight = 0
         for record in records:
             try:
                 by_table = mapper.rows(record)
@@ -361,7 +369,9 @@ class ClickHouseSink:
                     target = buf.rows[table] = []
                 target.extend(rows)
                 added += len(rows)
+            weight += len(record.value or b"") + len(record.key or b"")
         buf.size += added
+        buf.bytes += weight
         buf.last_offset = records[-1].offset
         if invalid:
             self.stats.invalid_records += invalid
@@ -379,11 +389,24 @@ class ClickHouseSink:
             buf.size for _tp, buf in self._sealed
         )
 
+    @property
+    def buffered_bytes(self) -> int:
+        return sum(buf.bytes for buf in self._buffers.values()) + sum(
+            buf.bytes for _tp, buf in self._sealed
+        )
+
+    def _full(self) -> bool:
+        """All buffers together hold `max_buffer_rows` rows or `max_buffer_bytes` bytes."""
+        return (
+            self.buffered_rows >= self.config.max_buffer_rows
+            or self.buffered_bytes >= self.config.max_buffer_bytes
+        )
+
     def _due(self) -> bool:
         if self._failing_since is not None:
             return time.monotonic() >= self._next_try
         now = time.monotonic()
-        if self.buffered_rows >= self.config.max_buffer_rows:
+        if self._full():
             return True
         return any(
             buf.size >= self.config.flush_rows or now - buf.since >= self.config.flush_interval_s
@@ -610,7 +633,7 @@ class ClickHouseSink:
         self.stats.max_buffered_rows = max(self.stats.max_buffered_rows, buffered)
         metrics.BUFFERED_ROWS.set(buffered)
         # bounded: at the limit, wait for the flush under way before fetching more
-        await self._settle_flush(consumer, wait=buffered >= self.config.max_buffer_rows)
+        await self._settle_flush(consumer, wait=self._full())
         if self._flush_task is None and self._due():
             self._flush_task = asyncio.create_task(self.flush())
         if self._flush_task is not None:

@@ -170,3 +170,30 @@ def test_the_loop_waits_for_the_flush_when_the_buffer_is_full() -> None:
         assert sink.stats.rows_written == 10
 
     asyncio.run(scenario())
+
+
+def test_the_loop_waits_for_the_flush_when_the_buffer_holds_max_buffer_bytes() -> None:
+    """Rows alone bounded the buffer: records of up to a MiB (a dead letter keeps the
+    rejected bytes) filled `max_buffer_rows` (500,000) rows of memory while an insert
+    lasted, up to its 120 s deadline on a server that stopped answering."""
+    store, consumer = _Store(), _Consumer()
+    weight = sum(len(r.value) + len(r.key or b"") for r in _records(0, 9))
+    sink = _sink(store, consumer, max_buffer_rows=1_000, max_buffer_bytes=weight + weight // 2)
+
+    async def scenario() -> None:
+        store.release.clear()
+        await sink.handle(TP, _records(0, 9))
+        await sink.after_batch(consumer)  # due (10 rows): the flush starts in the background
+        await asyncio.to_thread(store.entered.wait, 10)
+        await sink.handle(TP, _records(10, 19))  # 20 rows, far below max_buffer_rows
+        assert sink.buffered_bytes >= sink.config.max_buffer_bytes
+        waiting = asyncio.create_task(sink.after_batch(consumer))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # no more is fetched until the insert is in
+        store.release.set()
+        await waiting
+        assert sink.stats.rows_written == 10
+        await _flushed(sink)  # the next flush started at once (the buffer is full)
+
+    asyncio.run(scenario())
+    assert sink.buffered_bytes == 0
