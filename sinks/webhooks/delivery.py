@@ -26,9 +26,10 @@ An attempt has one overall deadline, `timeout_s`, covering name resolution,
 connecting, sending and reading the answer: a receiver that drips its answer
 a byte at a time cannot hold it open longer. Of the answer only the status and
 headers matter; at most `RESPONSE_BODY_CAP` bytes of its body are read (never
-decompressed) and the connection is closed on the rest, so a huge error page
-costs no memory. Connections go only to addresses the `TargetPolicy` permits
-(targets.py); a refused target is given up at once, never retried.
+decompressed), for at most `BODY_GRACE_S`, and the connection is closed on the
+rest, so a huge error page costs no memory and a dripping one no time.
+Connections go only to addresses the `TargetPolicy` permits (targets.py); a
+refused target is given up at once, never retried.
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ STILL_FAILING_EVERY_S = 60.0
 
 RESPONSE_BODY_CAP = 64 * 1024
 """Bytes of a response body read at most; the rest is never received."""
+
+BODY_GRACE_S = 1.0
+"""Seconds a response body is read at most once the status line is in (the outcome is
+decided then; a body read whole only lets the connection be used again). Read until the
+attempt's deadline, a receiver that answered 200 at once and dripped its body held every
+delivery for the whole `timeout_s`: one alert per 10 s to an endpoint of one worker."""
 
 MAX_ERROR_TEXT = 300
 """Characters of an exception's text kept in a reason (a processing error's trace is in the
@@ -347,8 +354,9 @@ async def attempt(
             result = AttemptResult(response.status_code)
             if response.status_code in RETRY_AFTER_STATUSES:
                 result.retry_after = retry_after_s(response.headers.get("retry-after"))
-            with contextlib.suppress(httpx.HTTPError):
-                await _read_capped(response, body_cap)
+            with contextlib.suppress(httpx.HTTPError, TimeoutError):
+                async with deadline(BODY_GRACE_S):  # past it, the connection is dropped
+                    await _read_capped(response, body_cap)
     except TimeoutError:
         if result is None:
             return AttemptResult(0, f"timeout: no answer within {deadline_s:g} s")

@@ -25,6 +25,7 @@ from webhook_servers import Behaviour, Server, drip, huge_error, raw_status, ser
 
 from sinks.backoff import exponential
 from sinks.webhooks.delivery import (
+    BODY_GRACE_S,
     MAX_ERROR_TEXT,
     RESPONSE_BODY_CAP,
     AttemptResult,
@@ -81,6 +82,41 @@ def test_a_200_mb_error_body_is_not_read() -> None:
     assert (status, error) == (500, "HTTP 500")
     # what the kernel's socket buffers absorb, not the body
     assert RESPONSE_BODY_CAP < sent < 32 * 1024 * 1024
+
+
+def _answer_then_drip_the_body(interval_s: float) -> Behaviour:
+    """A 200 at once, then a body of a MiB one byte every `interval_s` (a proxy streaming
+    its answer, or a receiver hostile to its sender)."""
+
+    async def answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n")
+        while True:
+            w.write(b"x")
+            await w.drain()
+            s.body_bytes_sent += 1
+            await asyncio.sleep(interval_s)  # the behaviour under test: a slow sender
+
+    return answer
+
+
+def test_an_answer_whose_body_drips_holds_the_attempt_no_longer_than_the_body_grace() -> None:
+    """The status line decides the outcome, yet the body was read until the attempt's
+    deadline: a receiver answering 200 at once and dripping its body held every delivery
+    for the whole `timeout_s`, and its endpoint (one worker) to one alert per 10 s."""
+    policy = RetryPolicy(timeout_s=30.0)
+
+    async def run() -> tuple[float, AttemptResult]:
+        async with (
+            serve(_answer_then_drip_the_body(0.05)) as server,
+            http_client(policy, targets=LOOPBACK) as http,
+        ):
+            began = time.monotonic()
+            result = await attempt(http, server.url, Webhook(SECRET), "msg_1", "{}", deadline_s=30)
+            return time.monotonic() - began, result
+
+    elapsed, result = asyncio.run(run())
+    assert result.delivered
+    assert elapsed < BODY_GRACE_S + 10 < 30  # the deadline is far beyond
 
 
 def _deliver(behaviour: Behaviour, policy: RetryPolicy, **kwargs: Any) -> DeliveryResult:
