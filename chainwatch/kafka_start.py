@@ -13,6 +13,10 @@ outage) leaked all of it at every try. So the waiting is done on sockets of our 
 made, given the rest of the deadline, and a client whose start fails anyway (the
 broker went in between; only then can kafka-python's connect leave a socket) has its
 network client closed.
+
+None of them asks Kafka to create a topic it asks about (`no_topic_creation`): the
+producer and consumer are told so, and every network client is given what
+kafka-python would otherwise drop.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 from kafka.errors import KafkaTimeoutError
 
 from chainwatch.kafka_watch import answers
+from chainwatch.no_topic_creation import ALLOW_AUTO_CREATE, forward_topic_creation
 from sinks.backoff import Backoff
 
 
@@ -41,10 +46,13 @@ def started(factory: Any, bootstrap: str, *, start_ms: int, **configs: Any) -> A
             raise KafkaTimeoutError(f"no broker of {bootstrap} answered within {start_ms} ms")
         time.sleep(min(pause.next(), left))
     network_client = factory.DEFAULT_CONFIG["kafka_client"]
+    if ALLOW_AUTO_CREATE in factory.DEFAULT_CONFIG:  # a producer's, a consumer's option
+        configs = {ALLOW_AUTO_CREATE: False, **configs}
     made: list[Any] = []
 
     def client(**client_configs: Any) -> Any:
         made.append(network_client(**client_configs))
+        forward_topic_creation(made[-1], client_configs)
         return made[-1]
 
     try:

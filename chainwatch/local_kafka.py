@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,10 +328,15 @@ def open_files_warning(data_dir: Path, limit: int) -> str | None:
 
 
 class LocalBroker:
-    """The broker of one data dir: `start`, `stop`, `status`, all idempotent."""
+    """The broker of one data dir: `start`, `stop`, `status`, all idempotent.
 
-    def __init__(self, settings: Settings) -> None:
+    `overrides` are written after the lines of `deploy/kafka/server.properties`, so
+    they win. The tests use them for a broker that creates topics by itself, as
+    Kafka's default does; `auto.create.topics.enable` is read only at start."""
+
+    def __init__(self, settings: Settings, overrides: Mapping[str, str] | None = None) -> None:
         self.settings = settings
+        self.overrides = dict(overrides or {})
         self.home = settings.kafka_dir
         self.port = settings.kafka.local_port
         self.controller_port = settings.kafka.local_controller_port
@@ -371,6 +376,7 @@ class LocalBroker:
         props = template.format(
             port=self.port, controller_port=self.controller_port, log_dir=self.home / "data"
         )
+        props += "".join(f"{key}={value}\n" for key, value in self.overrides.items())
         path = self.home / "server.properties"
         path.write_text(props)
         log4j = (DEPLOY_DIR / "log4j2.properties").read_text()

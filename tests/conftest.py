@@ -103,6 +103,13 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def spare_kafka_port() -> int:
+    """A port of this session's for a test's own second broker (and the next one for
+    its controller): the session's broker takes TEST_KAFKA_PORT and the one after."""
+    return TEST_KAFKA_PORT + 2
+
+
+@pytest.fixture(scope="session")
 def own_broker_dir() -> Path:
     """The data dir of this session's own broker (`chainwatch kafka ...` commands take it)."""
     return TEST_BROKER_DIR

@@ -7,7 +7,9 @@ back, with the broker's `num.partitions` and not the run's count, when a request
 it was processed after the deletion (a killed worker's last one, queued on a loaded
 broker: the killed-member test of test_replay_delete failed 1 run in 5 beside four CPU
 hogs). The broker now creates no topic by itself; every process creates the topics it
-uses.
+uses. (Our aiokafka clients no longer ask for creation either, and the kafka-python
+client here is made with its defaults, so it still does:
+test_no_topic_creation.py checks our clients against a broker that creates topics.)
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def test_an_aiokafka_client_asking_for_a_deleted_topic_does_not_bring_it_back(
             bootstrap_servers=settings.kafka.bootstrap, request_timeout_ms=ASK_MS
         )
         await asyncio.wait_for(producer.start(), timeout=30)
-        try:  # faust's client, its defaults: it asks again and again for ASK_MS
+        try:  # faust's client, as every process has it: it asks again and again for ASK_MS
             partitions: set[int] = await asyncio.wait_for(producer.partitions_for(topic), 30)
             return partitions
         except UnknownTopicOrPartitionError:
