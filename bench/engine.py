@@ -65,7 +65,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.fleet import FleetRun, differences
 from chainwatch.errors import UserError
-from chainwatch.kafka_admin import admin_client, bounded
+from chainwatch.kafka_admin import admin_client, bounded, close_admin
 from chainwatch.replay import (
     LAG_PROBE_TIMEOUT_S,
     ReplayRun,
@@ -179,7 +179,7 @@ def _committed_on_input(settings: Settings) -> bool:
             if (meta := committed.get(tp)) is not None
         )
     finally:
-        admin.close()
+        close_admin(admin)
 
 
 def assignments(settings: Settings, workers: int) -> list[int]:

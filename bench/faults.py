@@ -276,7 +276,7 @@ class KafkaProbe:
     def group_offsets(self, group: str) -> dict[tuple[str, int], int]:
         from kafka.errors import KafkaError
 
-        from chainwatch.kafka_admin import started_admin
+        from chainwatch.kafka_admin import close_admin, started_admin
 
         def call() -> dict[tuple[str, int], int]:
             admin = started_admin(self.bootstrap, request_ms=10000)
@@ -291,7 +291,7 @@ class KafkaProbe:
                     if meta.offset >= 0
                 }
             finally:
-                admin.close()
+                close_admin(admin)
 
         result: dict[tuple[str, int], int] = self._bounded(call, f"offsets of group {group}")
         return result

@@ -43,7 +43,7 @@ from kafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from chainwatch.errors import USER_ERRORS
-from chainwatch.kafka_admin import admin_client, bounded
+from chainwatch.kafka_admin import admin_client, bounded, close_admin
 from chainwatch.replay import (
     LAG_PROBE_TIMEOUT_S,
     ReplayRun,
@@ -268,7 +268,7 @@ class InputOffsets:
         return bounded(counts, timeout_s=LAG_PROBE_TIMEOUT_S, what="the group's offsets")
 
     def close(self) -> None:
-        self.admin.close()
+        close_admin(self.admin)
 
 
 KILL_WITHIN_S = 60.0

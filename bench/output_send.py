@@ -24,15 +24,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import NewTopic
 
+from chainwatch.kafka_admin import admin_client, close_admin
 from chainwatch.settings import Settings
 from streams.app import create_app
 
 
 async def measure(bootstrap: str, messages: int, size: int, rounds: int) -> dict[str, list[Any]]:
     name = f"bench-output-send-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = admin_client(bootstrap)
     admin.create_topics([NewTopic(name, 4, 1)], timeout_ms=10_000)
     results: dict[str, list[Any]] = {
         "faust Topic.send": [],
@@ -74,7 +75,7 @@ async def measure(bootstrap: str, messages: int, size: int, rounds: int) -> dict
                 await producer.stop()
     finally:
         admin.delete_topics([name], timeout_ms=10_000)
-        admin.close()
+        close_admin(admin)
     return results
 
 

@@ -151,7 +151,7 @@ def replication_check(
 
 
 def _replication(settings: Settings) -> Check:
-    from chainwatch.kafka_admin import admin_client, bounded
+    from chainwatch.kafka_admin import admin_client, bounded, close_admin
 
     try:
         admin = admin_client(settings.kafka.bootstrap)
@@ -163,7 +163,7 @@ def _replication(settings: Settings) -> Check:
     except Exception as exc:  # any failure is this check's FAIL line
         return Check("replication", False, f"cannot read the cluster metadata: {exc}")
     finally:
-        admin.close()
+        close_admin(admin)
     replication = {
         t["name"]: min((len(p["replica_nodes"]) for p in t["partitions"]), default=0)
         for t in topics
@@ -226,7 +226,7 @@ def timestamps(settings: Settings) -> Check:
     """The `timestamps` line: how scans and orders of this deployment are stamped."""
     from kafka.admin import ConfigResource, ConfigResourceType
 
-    from chainwatch.kafka_admin import TIMESTAMP_TYPE, admin_client, bounded
+    from chainwatch.kafka_admin import TIMESTAMP_TYPE, admin_client, bounded, close_admin
     from streams.topics import APPEND_TIME_TOPICS
 
     kafka = settings.kafka
@@ -251,7 +251,7 @@ def timestamps(settings: Settings) -> Check:
     except Exception as exc:  # any failure is this check's FAIL line
         return Check("timestamps", False, f"cannot read the topics' configs: {exc}")
     finally:
-        admin.close()
+        close_admin(admin)
     topics = described.get("topic", {}) if isinstance(described, dict) else {}
     types: dict[str, str | None] = {}
     for name in present:

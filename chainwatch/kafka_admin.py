@@ -260,6 +260,26 @@ def connected(
         ) from None
 
 
+ADMIN_CLOSE_TIMEOUT_S = 5.0
+"""How long `close_admin` waits for an admin client's close."""
+
+
+def close_admin(admin: KafkaAdminClient, timeout_s: float = ADMIN_CLOSE_TIMEOUT_S) -> None:
+    """`admin.close()`, left to finish on a daemon thread after `timeout_s`, with one
+    warning line (`kafka.admin_close_timed_out`), so the command does not hang.
+
+    kafka-python's close joins the client's I/O thread with no timeout, and that thread
+    can be stuck: it resolves a broker's name there, and `getaddrinfo` has no timeout
+    (a resolver that stopped answering held a close until it answered). What was
+    still open then is released by the process's end. An error of the close itself
+    is raised as before.
+    """
+    try:
+        bounded(admin.close, timeout_s=timeout_s, what="the admin client's close")
+    except KafkaDeadlineExceeded:
+        log.warning("kafka.admin_close_timed_out", timeout_s=timeout_s)
+
+
 def admin_client(bootstrap: str, timeout_s: float | None = None) -> KafkaAdminClient:
     """An admin client connected within `timeout_s` (default `ADMIN_CALL_TIMEOUT_S`)."""
     return connected(
@@ -313,7 +333,7 @@ def create_missing_topics(
                 timeout_s=TOPICS_READY_TIMEOUT_MS / 1000 + ADMIN_CALL_TIMEOUT_S,
             )
     finally:
-        admin.close()
+        close_admin(admin)
 
 
 def _create(admin: KafkaAdminClient, wanted: dict[str, dict[str, object]]) -> None:
@@ -384,7 +404,7 @@ def kafka_identities(bootstrap: str, topics: Iterable[str]) -> dict[str, KafkaId
             lambda: admin.describe_topics(wanted), timeout_s=timeout_s, what="describe_topics"
         )
     finally:
-        admin.close()
+        close_admin(admin)
     cluster_id = str(cluster.get("cluster_id") or "")
     return {
         str(t["name"]): KafkaIdentity(cluster_id, str(t.get("topic_id") or ""))

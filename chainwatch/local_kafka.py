@@ -217,7 +217,12 @@ def metadata_ok(bootstrap: str, timeout_s: float = 5.0) -> bool:
     """True when the broker answers a metadata request within `timeout_s` (the readiness probe)."""
     from kafka.errors import KafkaError
 
-    from chainwatch.kafka_admin import KafkaDeadlineExceeded, bounded, started_admin
+    from chainwatch.kafka_admin import (
+        KafkaDeadlineExceeded,
+        bounded,
+        close_admin,
+        started_admin,
+    )
 
     def probe() -> bool:
         admin = started_admin(bootstrap, request_ms=int(timeout_s * 1000))
@@ -225,7 +230,7 @@ def metadata_ok(bootstrap: str, timeout_s: float = 5.0) -> bool:
             admin.describe_cluster()
             return True
         finally:
-            admin.close()
+            close_admin(admin)
 
     try:
         return bounded(probe, timeout_s=timeout_s + 2, what="a metadata request")

@@ -42,6 +42,7 @@ from chainwatch.errors import USER_ERRORS, UserError
 from chainwatch.kafka_admin import (
     admin_client,
     bounded,
+    close_admin,
     ensure_topics,
 )
 from chainwatch.lifeline import start_child
@@ -393,7 +394,7 @@ class LagProbe:
                     if keep:
                         self._admin = admin
                 if not keep:  # this probe timed out while it connected: nobody waits
-                    admin.close()
+                    close_admin(admin)
                     return None
             return _lag_by_partition(admin, self.settings)
 
@@ -420,7 +421,7 @@ class LagProbe:
         admin, self._admin = self._admin, None
         if admin is not None:
             with contextlib.suppress(KafkaError, OSError):  # the probes' answers stand
-                admin.close()
+                close_admin(admin)
 
     def __enter__(self) -> LagProbe:
         return self
@@ -441,7 +442,7 @@ def _stable_members(bootstrap: str, group: str) -> int:
             return 0
         return len(info.get("members") or [])
     finally:
-        admin.close()
+        close_admin(admin)
 
 
 def _lags(settings: Settings) -> dict[TopicPartition, int] | None:

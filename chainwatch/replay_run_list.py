@@ -22,7 +22,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import GroupIdNotFoundError, KafkaError, for_code
 
 from chainwatch.errors import UserError
-from chainwatch.kafka_admin import KafkaUnreachable, admin_client, kafka_call
+from chainwatch.kafka_admin import KafkaUnreachable, admin_client, close_admin, kafka_call
 from chainwatch.logs import silenced
 from chainwatch.settings import Settings
 from schemas.topics import INPUT_TOPICS, OUTPUT_TOPICS
@@ -92,7 +92,7 @@ def list_runs(settings: Settings, timeout_s: float | None = None) -> RunListing:
             try:
                 topics, groups, error = _kafka_part(admin, settings.kafka.bootstrap, timeout_s)
             finally:
-                admin.close()
+                close_admin(admin)
     known = {*on_disk, *(groups or {})}
     known.update(r for r in map(_contract_topic_run, topics or []) if r is not None)
     by_topic: dict[str, int] = {}

@@ -36,6 +36,7 @@ from chainwatch.kafka_admin import (
     KafkaRefused,
     KafkaUnreachable,
     admin_client,
+    close_admin,
     kafka_call,
     not_now,
 )
@@ -153,7 +154,7 @@ def delete_runs(
                     outcomes.append(exc)
             return outcomes
         finally:
-            admin.close()
+            close_admin(admin)
 
 
 def delete_run(settings: Settings, timeout_s: float | None = None) -> RunDeleted:
@@ -237,7 +238,7 @@ def delete_run_on_kafka(settings: Settings, timeout_s: float | None = None) -> N
             ) from None
         delete_run_topics(settings, timeout_s, admin=admin)
     finally:
-        admin.close()
+        close_admin(admin)
 
 
 def delete_run_group(
@@ -329,7 +330,7 @@ def delete_run_topics(
         return doomed
     finally:
         if own:
-            client.close()
+            close_admin(client)
 
 
 def worker_state_dirs(settings: Settings, app_id: str) -> list[Path]:

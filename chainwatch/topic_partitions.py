@@ -33,6 +33,7 @@ from chainwatch.kafka_admin import (
     KafkaRefused,
     KafkaUnreachable,
     admin_client,
+    close_admin,
     kafka_call,
     not_now,
 )
@@ -94,7 +95,7 @@ def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
             what=f"describe {len(wanted)} topics",
         )
     finally:
-        admin.close()
+        close_admin(admin)
     failed = {
         str(topic["name"]): for_code(code)
         for topic in described
