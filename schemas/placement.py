@@ -71,7 +71,7 @@ def misplaced(
         return None
     own = record_id(topic, record)
     if own is None:
-        return None  # a tombstone names no customer: ignored wherever it is read
+        return None  # a tombstone has no id: its key names it, and a keyless one is dead-lettered
     key = own.encode()
     belongs = home(key)
     if belongs == partition:
