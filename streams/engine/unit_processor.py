@@ -211,13 +211,22 @@ class UnitSlot:
         kept = [to_ms(r.event_time) for r in self.records if r.status != "up"]
         return min(self.floor[0], min(kept) - 1) if kept else self.floor[0]
 
-    def take(self, record: DowntimeRecord, limit: int, offset: int | None = None) -> Taken:
+    def take(
+        self,
+        record: DowntimeRecord,
+        limit: int,
+        offset: int | None = None,
+        *,
+        taken_before: bool = False,
+    ) -> Taken:
         """Take in a status record, unless known, older than the fold horizon, or full.
 
         Nothing is folded here (`fold` does, after the record's effects are
         derived). A full unit still takes the `up` that ends its open downtime
         (newer than every kept record), so a unit never stays down because it
-        is full: at most `limit + 1` records.
+        is full: at most `limit + 1` records. It takes one `taken_before` too: a
+        record it took before a crash lost its value (`UnitProcessor.on_status`),
+        whose alert is out; that adds at most the records the lost steps took.
         """
         if any(known.event_id == record.event_id for known in self.records):
             return Taken.KNOWN
@@ -226,7 +235,7 @@ class UnitSlot:
             if offset is not None and self.offset is not None and offset <= self.offset:
                 return Taken.KNOWN  # a redelivery of a record folded away since
             return Taken.LATE
-        if len(self.records) >= limit and not self._ends_open_downtime(record):
+        if len(self.records) >= limit and not taken_before and not self._ends_open_downtime(record):
             return Taken.FULL
         bisect.insort(self.records, record, key=DowntimeRecord.sort_key)
         self.accepted += 1
@@ -327,10 +336,14 @@ class OccupancyEntry:
     `told` unless a crash lost the value and kept this entry: the record comes again,
     and the answer it sent may have been lost with the value (`UnitProcessor.on_status`
     sends it again)."""
+    told_by: int | None = None
+    """The unit-status offset of the record that took the unit to `told` (its newest
+    then; None: unknown). After a crash that lost the unit's value, what tells which of
+    the records that come again the unit took before (`UnitProcessor._taken_before`)."""
 
     def to_json(self) -> list[Any]:
         return [self.version, self.visits, self.answered, self.frozen, self.at, self.gone,
-                self.left_at, self.told]  # fmt: skip
+                self.left_at, self.told, self.told_by]  # fmt: skip
 
     @classmethod
     def from_json(cls, data: list[Any]) -> OccupancyEntry:
@@ -338,7 +351,7 @@ class OccupancyEntry:
         return cls(
             data[0], data[1], data[2], frozen, data[4] if len(data) > 4 else None,
             len(data) > 5 and data[5] is True, data[6] if len(data) > 6 else None,
-            data[7] if len(data) > 7 else None,
+            data[7] if len(data) > 7 else None, data[8] if len(data) > 8 else None,
         )  # fmt: skip
 
     def told_since(self, version: int) -> bool:
@@ -426,7 +439,9 @@ class StoredEntries:
     is not in `gone` (the slot's: it may count its order, or be a crash's leftover
     to delete). `frozen_outside(spans)` gives at least every frozen entry (a
     tombstone too) whose visits overlap no downtime of `spans`: what a fold may
-    delete. Each entry is the same object however often it is asked for.
+    delete. `told_since(version)` gives every entry told at the unit's `version` or
+    after (`OccupancyEntry.told`: a crash lost the unit's value). Each entry is the
+    same object however often it is asked for.
 
     The others may be left out: an entry never answered, or answered with no
     downtime, that overlaps no kept downtime is neither answered (nothing to tell
@@ -454,6 +469,9 @@ class StoredEntries:
 
     def frozen_outside(self, spans: Sequence[Span]) -> Mapping[str, OccupancyEntry]:
         return self._entries
+
+    def told_since(self, version: int) -> list[OccupancyEntry]:
+        return [entry for entry in self._entries.values() if entry.told_since(version)]
 
 
 class UnitProcessor:
@@ -494,6 +512,11 @@ class UnitProcessor:
         ):
             effects.changed = True  # an order left since the last record: room again?
             taken = slot.take(record, limit, source.offset)
+        if taken is Taken.FULL and _taken_before(slot, source.offset, stored):
+            # The entries' visits may have changed since and hold back the fold that
+            # made room then. Refused, the unit would forget a downtime whose alert is
+            # out (never resolved) and that orders were told of.
+            taken = slot.take(record, limit, source.offset, taken_before=True)
         if taken in (Taken.LATE, Taken.FULL):
             effects.dead_letters.append(self._refuse(slot, taken, source, raw, now))
             return effects
@@ -665,8 +688,9 @@ class UnitProcessor:
             again = entry is not None and message.version == entry.version
             stored_alone = again and at is not None and entry is not None and entry.at == at
             answered = entry.answered if entry else None
-            told = entry.told if entry else None
-            entry = OccupancyEntry(message.version, message.visits, answered, at=at, told=told)
+            told, told_by = (entry.told, entry.told_by) if entry else (None, None)
+            entry = OccupancyEntry(message.version, message.visits, answered, at=at, told=told,
+                                   told_by=told_by)  # fmt: skip
             current[order_id] = entry
             effects.forgotten.discard(order_id)
             touching = _overlapping(spans, entry.visits)
@@ -805,6 +829,8 @@ class UnitProcessor:
         # that come again are taken differently (a fold by entries that are ahead refuses
         # one), and an order ignores an answer older than the one it holds.
         version = slot.version if entry.told is None else max(slot.version, entry.told)
+        if version != entry.told:  # else the record that took the unit there is kept
+            entry.told_by = slot.offset if version == slot.version else None
         entry.answered = body
         entry.told = version
         effects.changed_entries[order_id] = entry
@@ -840,6 +866,29 @@ class UnitProcessor:
         for body in changes:
             slot.published[body["alert_id"]] = body
         return changes
+
+
+def _taken_before(slot: UnitSlot, offset: int | None, stored: StoredEntries) -> bool:
+    """Whether a status record a full unit cannot take (at unit-status `offset`) was
+    taken before a crash that lost the unit's value and kept entries told since.
+
+    No entry is told at a version above the unit's unless such a crash lost the
+    value (`OccupancyEntry.told`): in a run without one this is False, and what the
+    unit takes stays a function of its status log. The entries told since say which
+    records took the unit to their version (`told_by`): this one did (it was
+    taken), or the next version was the one of a later record (it was refused, the
+    unit's versions as before the crash so far). Else, if the unit went past its
+    version, it may have been taken, and is: at worst the unit keeps a record it
+    refused before (its dead letter stays), over its limit by at most the records
+    the crash lost; one refused that was taken would lose a downtime whose alert is
+    out, never resolved, and that orders were told of.
+    """
+    told = [(e.told, e.told_by) for e in stored.told_since(slot.version + 1)]
+    if not told or offset is None:
+        return bool(told)
+    if any(by == offset for _, by in told):
+        return True
+    return not any(v == slot.version + 1 and by is not None and by > offset for v, by in told)
 
 
 def _open_starts(visits: list[list[Any]]) -> list[int]:

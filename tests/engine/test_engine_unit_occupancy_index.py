@@ -44,10 +44,16 @@ from streams.engine.occupancy_index import (
 )
 from streams.engine.order_slot import downtime_to_json
 from streams.engine.unit_agents import UnitAgents
-from streams.engine.unit_processor import OccupancyEntry, StoredEntries, UnitSlot
+from streams.engine.unit_processor import OccupancyEntry, StoredEntries, UnitProcessor, UnitSlot
 from streams.rules.downtimes import build_downtimes
 from streams.rules.facts import from_ms, to_ms
+from streams.rules.record_facts import unit_status_fact
 from tests.engine.test_engine_unit_state import NOW, PLAN, T0, UNIT, _status
+
+
+def _source(offset: int) -> DeadLetterSource:
+    return DeadLetterSource(kind="kafka", topic="unit-status", partition=0, offset=offset)
+
 
 STEP_S = 600
 """Every instant is a multiple of ten minutes: visits and records often share one."""
@@ -566,3 +572,77 @@ def test_a_report_keeps_when_its_order_was_told_for_a_status_record_that_comes_a
 
     asyncio.run(main())
     assert [d[6] for d in orders.told["PO-B"][1]] == ["u-0"]
+
+
+def test_a_record_a_full_unit_took_before_a_crash_is_taken_again_after_it() -> None:
+    """A unit at its limit (4 records) takes `u-4` after folding the downtime `u-0`:
+    PO-H, whose visit held it back, left. A late report of PO-X, whose visit overlaps
+    `u-0`, follows. A crash keeps the entries and loses the unit's value of both steps:
+    `u-4` comes again to a full unit whose fold PO-X now holds back. It was taken (its
+    alert published, PO-A told of it), so it is taken again, over the limit: refused,
+    the unit forgot the downtime and its `up`, its alert stayed open for ever and PO-A
+    kept it. The unit ends as without the crash, but for `u-0`, which PO-X holds."""
+    limits = EngineLimits(max_unit_records=4, unit_lookback_ms=3_600_000)
+    side = _Side(False, limits)
+    orders = _Orders()
+    alerts: dict[str, dict[str, Any]] = {}
+    letters: list[bytes] = []
+
+    def visit(start_s: int, end_s: int | None) -> list[list[Any]]:
+        end = None if end_s is None else to_ms(T0 + timedelta(seconds=end_s))
+        return [["dyeing", 1, to_ms(T0 + timedelta(seconds=start_s)), end]]
+
+    async def take(step: Step) -> None:
+        await side.take(step)
+        sent, side.rt.sent = side.rt.sent, []
+        orders.receive(sent)
+        letters.extend(m for m in sent if b"state_limit" in m)
+        for body in (orjson.loads(m) for m in sent if m.startswith(b'{"alert_id"')):
+            alerts[body["alert_id"]] = body
+
+    async def main() -> None:
+        await take(("status", 0, _status(0, 0, "down")))
+        await take(("reports", 0, [Occupancy("PO-H", UNIT, 1, visit(100, 200))]))
+        await take(("status", 1, _status(1, 600, "up")))
+        await take(("status", 2, _status(2, 1_200, "down")))
+        await take(("status", 3, _status(3, 4_500, "up")))  # u-0 held back by PO-H
+        await take(("reports", 1, [Occupancy("PO-H", UNIT, 1, forget=True),
+                                   Occupancy("PO-A", UNIT, 1, visit(4_800, None))]))  # fmt: skip
+        unit, _ = side.tables()
+        await take(("status", 4, _status(4, 5_000, "down")))  # full: u-0 folded, room
+        assert [r.event_id for r in side.agents.load(UNIT).records] == ["u-2", "u-3", "u-4"]
+        await take(("reports", 2, [Occupancy("PO-X", UNIT, 1, visit(300, 500))]))
+        side.restore(unit, None)  # the entries were kept, the unit's value lost
+        side.restart()
+        await take(("status", 4, _status(4, 5_000, "down")))
+        await take(("status", 5, _status(5, 5_600, "up")))
+
+    asyncio.run(main())
+    assert letters == []
+    records = [r.event_id for r in side.agents.load(UNIT).records]
+    assert records == ["u-0", "u-1", "u-2", "u-3", "u-4", "u-5"]  # limit + 1 + 1 lost
+    (down,) = [a for a in alerts.values() if a["details"].get("event_id") == "u-4"]
+    assert down["status"] == "resolved"
+    assert [d[6] for d in orders.told["PO-A"][1]] == ["u-4"]
+    assert orders.told["PO-A"][1][0][5] is not None  # ended by u-5
+
+
+def test_a_record_a_full_unit_refused_before_a_crash_stays_refused_after_it() -> None:
+    """The entries say which record took the unit to the version they were told at:
+    `u-9` (offset 9) made version 5, so `u-8` (offset 8), new to a value at version 4,
+    was refused before the crash and is refused again; `u-9` is taken again."""
+    limits = EngineLimits(max_unit_records=4, unit_lookback_ms=3_600_000)
+    processor = UnitProcessor(PLAN, limits)
+    slot = UnitSlot(UNIT)
+    for k in range(4):
+        record = unit_status_fact(_status(k, 600 * k, "down" if k % 2 == 0 else "up"))
+        processor.on_status(slot, record, {}, NOW, _source(k), b"{}")
+    assert slot.version == 4
+    told = {"PO-A": OccupancyEntry(1, [["dyeing", 1, to_ms(T0), None]], [], told=5, told_by=9)}
+    refused = processor.on_status(slot, unit_status_fact(_status(8, 3_000, "degraded")),
+                                  told, NOW, _source(8), b"{}")  # fmt: skip
+    assert [d.reason_code.value for d in refused.dead_letters] == ["state_limit"]
+    taken = processor.on_status(slot, unit_status_fact(_status(9, 3_100, "degraded")),
+                                told, NOW, _source(9), b"{}")  # fmt: skip
+    assert taken.dead_letters == []
+    assert slot.version == 5
