@@ -2,7 +2,8 @@
 
 Request lifecycle (docs/ingest.md has the user's view):
 
-1. request id (`X-Request-ID` echoed when sane, else generated), bearer token -> 401/403;
+1. request id (`X-Request-ID` echoed when sane, else generated); `Authorization` or
+   `Content-Type` given twice -> 400; bearer token -> 401/403;
 2. body within `max_body_bytes` / `max_items` -> else 413; JSON, array or NDJSON;
 3. every item judged by `decode_input` (the stream engine's own validation);
 4. any rejection without `?partial=true` -> 422, nothing published; with it,
@@ -81,6 +82,7 @@ from streams.ingest.readiness import Readiness, TopicPreparation
 from streams.ingest.records import OutRecord
 from streams.ingest.request_id import refused_by_protocol, request_id_of
 from streams.ingest.settings import GatewayConfig
+from streams.ingest.single_headers import repeated_header
 from streams.topics import CUSTOMERS, DEAD_LETTER, TopicNames
 
 log = structlog.stdlib.get_logger(__name__)
@@ -280,6 +282,17 @@ def _partial(request: Request) -> bool:
     )
 
 
+def _single_headers(request: Request) -> None:
+    """400 when `Authorization` or `Content-Type` is given twice (streams.ingest.
+    single_headers): which copy counts is ambiguous."""
+    if (name := repeated_header(request.scope["headers"])) is not None:
+        raise HttpError(
+            400,
+            "bad_request",
+            f"the `{name}` header is given more than once; HTTP allows it once",
+        )
+
+
 class Gateway:
     """The request handling, with everything it needs bound once at start-up."""
 
@@ -360,6 +373,7 @@ class Gateway:
         counts = (0, 0)
         error: str | None = None
         try:
+            _single_headers(request)
             principal = self.authenticate(request)
             self.authorize(principal, endpoint, request)
             partial = partial_mode or _partial(request)
@@ -688,6 +702,7 @@ class Gateway:
         principal: TokenEntry | None = None
         error: str | None = None
         try:
+            _single_headers(request)
             principal = self.authenticate(request)
             self.authorize(principal, endpoint, request)
             if len(customer_id) > 64 or not _CUSTOMER_ID.fullmatch(customer_id):

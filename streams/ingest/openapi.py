@@ -75,7 +75,8 @@ GATEWAY_ERROR: dict[str, Any] = {
             + ", ".join(f"`{code}`" for code in ERROR_CODES)
             + ". Before any operation runs, the HTTP layer answers 400 `bad_request` (not "
             "valid HTTP/1.1), 431 `headers_too_large` or 503 `too_many_connections` on any "
-            "path.",
+            "path; an operation answers 400 `bad_request` too to `Authorization` or "
+            "`Content-Type` given more than once.",
         },
         "detail": {"type": "string"},
         "loc": {"type": "string", "description": "The parameter at fault (`bad_parameter`)."},
@@ -133,8 +134,13 @@ TOMBSTONE_RESULT: dict[str, Any] = {
     },
 }
 
+REPEATED_HEADER = (
+    "`Authorization` or `Content-Type` given more than once (`bad_request`): HTTP allows "
+    "each once, and which copy counts is ambiguous (checked before anything else)."
+)
 INGEST_ERRORS: dict[str, str] = {
-    "401": "No or unknown bearer token (checked before anything else).",
+    "400": REPEATED_HEADER,
+    "401": "No or unknown bearer token (checked before anything but a repeated header).",
     "403": "The token's role may not post here, or a unit token posted another unit's id "
     "or a stage outside its `stages`.",
     "408": "The body did not arrive in full within `body_timeout_s` (30 s by default, "
@@ -166,6 +172,7 @@ EPCIS_ERRORS: dict[str, str] = {
     "404": "This gateway has no EPCIS mapping (`--epcis-mapping`).",
 }
 DELETE_ERRORS: dict[str, str] = {
+    "400": REPEATED_HEADER,
     "401": INGEST_ERRORS["401"],
     "403": "The token's role may not delete customers.",
     "422": "`customer_id` is not an identifier (1-64 characters of `[A-Za-z0-9._:-]`).",
