@@ -14,6 +14,8 @@ import hashlib
 from collections.abc import Callable, Iterator
 from typing import IO, Final, Protocol
 
+from schemas.json_blank import json_blank
+
 #: The longest line (CSV record, NDJSON line) an import holds: a record this
 #: large could never be published (Kafka's 1 MiB message limit).
 MAX_LINE_BYTES: Final = 1 << 20
@@ -24,8 +26,9 @@ CHUNK: Final = 1 << 20
 class LongLine(Exception):
     """A line over its limit, read to its end through a hash, its start kept.
 
-    `blank`: it is all whitespace, so a reader that skips blank lines skips it too (a
-    replay's 9 MB of spaces was a `processing_error` dead letter, counted in totals).
+    `blank`: it is all JSON whitespace (`schemas.json_blank`), so a reader that skips
+    blank lines skips it too (a replay's 9 MB of spaces was a `processing_error` dead
+    letter, counted in totals).
     """
 
     def __init__(self, start: bytes, size: int, sha256: str, *, blank: bool = False) -> None:
@@ -77,13 +80,13 @@ def rest_of_line(
     """
     digest, size = hashlib.sha256(), 0
     pending = start
-    blank = not start.strip()
+    blank = json_blank(start)
     while not ended:
         piece, ended = read_piece()
         if not piece:  # the end of the file
             break
         if blank:  # checked until the first other byte: no copy of a blank piece
-            blank = not piece.strip()
+            blank = json_blank(piece)
         digest.update(pending[:-1])  # the last byte held back: it may be the CR of a CRLF
         size += len(pending) - 1
         pending = pending[-1:] + piece

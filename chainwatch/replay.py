@@ -56,6 +56,7 @@ from chainwatch.topic_partitions import routed_topics
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.deadline import deadline
 from schemas.files import not_a_file
+from schemas.json_blank import json_blank
 from schemas.kafka_size import MAX_REQUEST_BYTES
 from schemas.plan import load_plan
 from schemas.validation import (
@@ -109,7 +110,8 @@ def scenario_lines(path: Path, size: int | None = None) -> Iterator[ScenarioLine
     """The file's non-blank lines with their numbers, each without a UTF-8 byte order
     mark at its start (Notepad and Excel write one: the first record was a `not_json`
     dead letter; `cat a.ndjson b.ndjson` puts b's mark at the start of a later line,
-    and no JSON starts with one). A blank line is skipped however long it is.
+    and no JSON starts with one). A blank line (JSON whitespace only: `schemas.json_blank`)
+    is skipped however long it is.
 
     With `size`, of the file's first `size` bytes: what it held when the run began
     (`ReplayRun.size`), whatever is written to it meanwhile."""
@@ -120,7 +122,7 @@ def scenario_lines(path: Path, size: int | None = None) -> Iterator[ScenarioLine
                     yield number, line
                 continue
             line = line.removeprefix(codecs.BOM_UTF8)
-            if line.strip():
+            if not json_blank(line):
                 yield number, line.rstrip(b"\r\n")
 
 

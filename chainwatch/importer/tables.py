@@ -33,6 +33,7 @@ from chainwatch.long_lines import (
 from schemas.dead_letter import ErrorDetail, ReasonCode
 from schemas.files import not_a_file
 from schemas.import_mapping import ImportMapping
+from schemas.json_blank import json_blank
 from schemas.json_keys import WRITE_ONCE, repeated_keys
 from schemas.text import shorten
 
@@ -493,7 +494,7 @@ class _NdjsonTable(Table):
                 continue
             self.done = handle.tell()
             text = line.rstrip(b"\r\n")
-            if not text.strip():
+            if json_blank(text):
                 if number % _TICK == 0:
                     self.tick()
                 continue

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from schemas.alerts import Alert
 from schemas.customers import Customer, Tombstone
+from schemas.json_blank import json_blank
 from schemas.kafka_size import too_large
 from schemas.orders import OrderRecord
 from schemas.plan import SlaPlan
@@ -193,7 +194,7 @@ def run_scenario(
     """
     world = _World(partitions)
     for offset, line in enumerate(lines):
-        if line.strip():
+        if not json_blank(line):
             _ingest(world, offset, line, plan)
     now = max((t for t in (until, world.clock) if t is not None), default=None)
     if now is None:

@@ -27,6 +27,7 @@ from chainwatch.replay import no_progress, publish_scenario, read_records, read_
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
 from schemas.dead_letter import DeadLetter, ReasonCode
+from schemas.json_blank import json_blank
 from schemas.kafka_size import MAX_REQUEST_BYTES
 from schemas.plan import load_plan
 from schemas.validation import decode_replay_line
@@ -435,6 +436,48 @@ def test_a_blank_line_of_megabytes_is_skipped_as_any_blank_line(
     assert producer.sent == ["scans", "scans"]
     assert [n for n, _ in replay.scenario_lines(scenario)] == [1, 3]
     assert count_records(scenario) == 2
+
+
+NOT_JSON_WHITESPACE = [b"\x0b", b"\x0c", b" \x1c\x1d\x1e\x1f ", b"\xc2\x85", b"\xc2\xa0"]
+"""Whitespace to Python's `strip()` (bytes: the first two; text: all), none to JSON's."""
+
+
+def test_a_line_of_whitespace_json_does_not_know_is_a_dead_letter(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`bytes.strip()` decided which lines were blank: a line of a form feed or a vertical
+    tab (long or not) was skipped, never published nor counted, though no JSON parser
+    takes it. Blank is JSON whitespace only (a CRLF ending too); the reference engine
+    and a backtest's count read the file alike."""
+    from chainwatch.backtest.run import count_records
+
+    record = json.dumps({"topic": "scans", "value": scan(event_id="e-1")}).encode()
+    long_form_feeds = b"\x0c" * (replay.MAX_SCENARIO_LINE_BYTES + 1)
+    lines = [record, *NOT_JSON_WHITESPACE, b" \t\r", b"", long_form_feeds, b"\x0c\r", record]
+    scenario = tmp_path / "spaces.ndjson"
+    scenario.write_bytes(b"\n".join(lines) + b"\n")
+    producer = _Producer()
+
+    published, dead, _ = publish_to(producer, monkeypatch, scenario)
+
+    assert (published, dead) == (2, 7)
+    letters = [DeadLetter.model_validate_json(v or b"") for v in producer.values[1:-1]]
+    assert [letter.source.line for letter in letters] == [2, 3, 4, 5, 6, 9, 10]
+    assert [letter.reason_code for letter in letters] == [
+        *[ReasonCode.NOT_JSON] * 5,
+        ReasonCode.PROCESSING_ERROR,  # over MAX_SCENARIO_LINE_BYTES: not parsed
+        ReasonCode.NOT_JSON,
+    ]
+    assert count_records(scenario) == 9
+    oracle = run_scenario(replay.scenario_texts(scenario), load_plan(None), None)
+    assert oracle.dead_letters == 7
+
+
+def test_json_blank() -> None:
+    for blank in (b"", b" ", b"\t \r\n", b"\r\n", b"\n"):
+        assert json_blank(blank), blank
+    for other in (*NOT_JSON_WHITESPACE, b" x ", b"{}"):
+        assert not json_blank(other), other
 
 
 def test_the_reference_engine_is_given_the_lines_the_replay_reads(tmp_path: Path) -> None:

@@ -147,3 +147,25 @@ def test_a_blank_ndjson_line_of_megabytes_is_skipped(tmp_path: Path) -> None:
     path.write_bytes(UNIT % 1 + b"\n" + b" " * (3 * MAX_LINE_BYTES) + b"\n" + UNIT % 2 + b"\n")
     outcomes, _ = run("unit-status", path)
     assert [type(o) for o in outcomes] == [Accepted, Accepted]
+
+
+def test_an_ndjson_line_of_whitespace_json_does_not_know_is_a_bad_row(tmp_path: Path) -> None:
+    """A line of a form feed or a vertical tab (long or not) was skipped as blank
+    (`bytes.strip()`), never reported, though it is no JSON; a line of JSON whitespace
+    (a CRLF ending too) still is blank."""
+    path = tmp_path / "units.ndjson"
+    path.write_bytes(
+        UNIT % 1 + b"\r\n"
+        + b"\x0b\n\x0c\r\n \t\r\n\n"
+        + b"\x0c" * (3 * MAX_LINE_BYTES) + b"\n"
+        + b"\xc2\xa0\n"
+        + UNIT % 2 + b"\n"
+    )  # fmt: skip
+    outcomes, _ = run("unit-status", path)
+    rows = [(type(o), o.row) for o in outcomes]
+    assert rows == [(Accepted, 1), (Rejected, 2), (Rejected, 3), (Rejected, 6), (Rejected, 7),
+                    (Accepted, 8)]  # fmt: skip
+    bad = [o for o in outcomes if isinstance(o, Rejected)]
+    assert [o.errors[0].type for o in bad] == [
+        "json_invalid", "json_invalid", "import_line_too_long", "json_invalid",
+    ]  # fmt: skip
