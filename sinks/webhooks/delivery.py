@@ -39,6 +39,7 @@ import base64
 import contextlib
 import random
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -82,16 +83,28 @@ MAX_ERROR_TEXT = 300
 log)."""
 
 
+def _redacted(text: str, hide: Iterable[str]) -> str:
+    for secret in hide:
+        text = text.replace(secret, "<redacted>")
+    return text
+
+
 def error_text(exc: BaseException, *, hide: Iterable[str] = ()) -> str:
     """`Type: message` on one printable line of at most `MAX_ERROR_TEXT` characters, the
     type's name included, each of `hide` (a URL's token) redacted: an exception's text may
     be anything, a receiver's bytes included."""
-    text = str(exc)
-    for secret in hide:
-        text = text.replace(secret, "<redacted>")
+    text = _redacted(str(exc), hide)
     text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     whole = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return whole[:MAX_ERROR_TEXT]
+
+
+def error_trace(exc: BaseException, *, hide: Iterable[str] = ()) -> str:
+    """`exc`'s traceback as Python prints it, its causes included, each of `hide`
+    redacted: for a log line's `exception`, in place of `exc_info`, whose trace the log's
+    formatter renders with every exception's text as it is (an error of a library's
+    quoting the URL it was given put its token in the log)."""
+    return _redacted("".join(traceback.format_exception(exc)), hide)
 
 
 def request_secrets(url: str, *extra: str) -> tuple[str, ...]:

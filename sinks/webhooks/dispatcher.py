@@ -42,7 +42,9 @@ from sinks.webhooks.delivery import (
     RetryPolicy,
     deliver,
     error_text,
+    error_trace,
     http_client,
+    request_secrets,
 )
 from sinks.webhooks.done import LeftOutLog
 from sinks.webhooks.invalid import InvalidAlertLog, NotAnAlert
@@ -121,6 +123,8 @@ class EndpointPipe:
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=config.queue_size)
         self.signer = Webhook(endpoint.signing_secret()) if endpoint.signed else None
         self.routing_key = endpoint.pagerduty_routing_key()
+        self.secrets = request_secrets(endpoint.url.get_secret_value(), self.routing_key)
+        """What no error of a delivery shows (`deliver` hides the same)."""
         self.health = EndpointHealth(endpoint.name, endpoint.host)
         self.tracker = OffsetTracker()
         self.ids = MessageIds()
@@ -199,17 +203,20 @@ class EndpointPipe:
     def _processing_error(
         self, job: Job, what: str, exc: Exception, began: float, statuses: list[int] | None = None
     ) -> DeliveryResult:
-        """A delivery given up on a bug: logged with its trace, the reason kept short."""
+        """A delivery given up on a bug: logged with its trace, the reason kept short, the
+        URL's secrets and the routing key hidden in both, as every other failure's (an
+        exception's text may quote the URL: a library's error about it, or a receiver's
+        bytes)."""
         log.error(
             "webhook_processing_error",
             endpoint=self.endpoint.name,
             host=self.endpoint.host,
             webhook_id=job.msg_id,
             alert_id=job.alert.alert_id,
-            error=f"{what}: {error_text(exc)}",
-            exc_info=exc,
+            error=f"{what}: {error_text(exc, hide=self.secrets)}",
+            exception=error_trace(exc, hide=self.secrets),
         )
-        return processing_error(what, exc, began, statuses)
+        return processing_error(what, exc, began, statuses, hide=self.secrets)
 
     async def _settle(self, http: httpx.AsyncClient, job: Job) -> None:
         """Deliver one job and publish its outcome, whatever happens on the way.

@@ -12,6 +12,7 @@ endpoint's worker.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +38,15 @@ class Job:
 
 
 def processing_error(
-    what: str, exc: BaseException, began: float, statuses: list[int] | None = None
+    what: str,
+    exc: BaseException,
+    began: float,
+    statuses: list[int] | None = None,
+    *,
+    hide: Iterable[str] = (),
 ) -> DeliveryResult:
-    """A delivery given up because `what` raised `exc`; `statuses` of the attempts made.
+    """A delivery given up because `what` raised `exc`; `statuses` of the attempts made,
+    none of `hide` (`delivery.request_secrets`) in the reason.
 
     `began` is the `time.monotonic()` at which the delivery started.
     """
@@ -48,7 +55,7 @@ def processing_error(
         delivered=False,
         attempts=len(codes),
         status_codes=codes,
-        last_error=f"processing_error: {what}: {error_text(exc)}",
+        last_error=f"processing_error: {what}: {error_text(exc, hide=hide)}",
         latency_ms=(time.monotonic() - began) * 1000,
     )
 

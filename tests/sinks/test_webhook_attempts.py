@@ -24,6 +24,7 @@ from webhook_pipes import LogProducer, records_of
 from webhook_servers import Behaviour, Server, drip, huge_error, raw_status, serve, status
 
 from sinks.backoff import exponential
+from sinks.webhooks import dispatcher
 from sinks.webhooks.delivery import (
     BODY_GRACE_S,
     MAX_ERROR_TEXT,
@@ -516,6 +517,71 @@ def test_a_receiver_quoting_the_request_back_gets_no_secret_into_the_log_or_the_
     for text in errors:
         assert "SECRET" not in text
         assert token not in text
+
+
+def test_a_delivery_failing_on_a_bug_of_ours_shows_no_secret_in_its_error_or_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A `processing_error` (building the message or sending it raised) logged its error
+    and trace, and kept its reason in the delivery log and the dead letter, with the
+    exception's text as it was: one quoting the URL (as a library's error about it does)
+    or the routing key showed them, which every other failure hides."""
+    key = "R0UTING-KEY-SECRET-0123456789abcd"
+    url = "http://us3r:pa55w0rd-SECRET@127.0.0.1:9/v2/t-SECRET?sig=SECRET"
+    alerts = [make_alert(n) for n in range(2)]
+    real_render = dispatcher.render
+
+    def render(alert: Any, *args: Any, **kwargs: Any) -> Any:
+        if alert.alert_id == alerts[0].alert_id:
+            raise ValueError(f"cannot build a message for {url} (routing key {key})")
+        return real_render(alert, *args, **kwargs)
+
+    async def deliver(http: Any, to: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            raise OSError(f"no route to {to}")
+        except OSError as exc:
+            raise RuntimeError(f"sending to {to} failed") from exc
+
+    monkeypatch.setattr(dispatcher, "render", render)
+    monkeypatch.setattr(dispatcher, "deliver", deliver)
+    policy = RetryPolicy(timeout_s=5.0, max_attempts=1)
+    tp = TopicPartition("cw.alerts", 0)
+
+    async def run() -> LogProducer:
+        producer = LogProducer()
+        endpoint = Endpoint.model_validate(
+            {"name": "bugged", "url": url, "format": "pagerduty", "routing_key": key}
+        )
+        topics = Topics("cw.alerts", "cw.webhook-deliveries", "cw.webhook-dead-letter")
+        config = PipeConfig(
+            "unused:9092", "cw-notify", topics, policy, LOOPBACK, 10, consumer_options={}
+        )
+        pipe = EndpointPipe(endpoint, config, producer)  # type: ignore[arg-type]
+        values = [a.model_dump_json().encode() for a in alerts]
+        await pipe.handle(tp, records_of(tp, values, 0))
+        async with http_client(policy, targets=LOOPBACK) as http:
+            while not pipe.queue.empty():
+                await pipe._settle(http, pipe.queue.get_nowait())
+        return producer
+
+    with capture_logs() as logs:
+        producer = asyncio.run(run())
+    errors = [e for e in logs if e["event"] == "webhook_processing_error"]
+    assert [e["error"].split(":")[0] for e in errors] == [
+        "building the message failed",
+        "delivering failed",
+    ]
+    assert producer.sent.count("cw.webhook-dead-letter") == 2
+    records = [v.decode() for v in producer.values]
+    assert all("processing_error: " in r for r in records)
+    token = base64.b64encode(b"us3r:pa55w0rd-SECRET").decode()
+    for text in [*map(repr, errors), *records]:
+        assert "SECRET" not in text
+        assert token not in text
+    assert "exc_info" not in errors[0]  # its trace is rendered with every text as it is
+    assert errors[0]["exception"].startswith("Traceback (most recent call last):")
+    assert "ValueError: cannot build a message for <redacted>" in errors[0]["exception"]
+    assert "OSError: no route to <redacted>" in errors[1]["exception"]  # the cause too
 
 
 def test_a_failed_attempts_error_is_at_most_max_error_text_characters_type_included() -> None:
