@@ -530,12 +530,13 @@ class EndpointPipe:
                 "webhook_worker_died",
                 endpoint=self.endpoint.name,
                 worker=task.get_name(),
-                error=error_text(exc) if exc else "returned",
-                exc_info=exc,
+                error=error_text(exc, hide=self.secrets) if exc else "returned",
+                exception=error_trace(exc, hide=self.secrets) if exc else None,
             )
             raise WorkerDied(
                 f"endpoint {self.endpoint.name}: delivery worker {task.get_name()} died "
-                f"({error_text(exc) if exc else 'returned'}): the notifier stops rather than hold "
+                f"({error_text(exc, hide=self.secrets) if exc else 'returned'}): the notifier "
+                "stops rather than hold "
                 "its queue undelivered"
             ) from exc
 

@@ -180,16 +180,18 @@ def test_a_worker_that_dies_fails_the_notifier_loudly(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Whatever the bug, a dead worker is never a hang nor a stop with outcome ok."""
+    """Whatever the bug, a dead worker is never a hang nor a stop with outcome ok; and
+    the URL's token an exception quotes stays out of its log line and of the error."""
+    url = "http://127.0.0.1:9/hook/T0-SECRET-TOKEN"
 
     async def broken(self: Any, http: Any, job: Any) -> None:
-        raise RuntimeError("a bug outside any one delivery")
+        raise RuntimeError(f"a bug outside any one delivery, posting to {url}")
 
     monkeypatch.setattr(dispatcher.EndpointPipe, "_settle", broken)
     lines = Lines()
     monkeypatch.setattr(process, "log", lines)
     monkeypatch.setattr(dispatcher, "log", lines)
-    settings = _settings(settings_factory, tmp_path, "http://127.0.0.1:9/hook")
+    settings = _settings(settings_factory, tmp_path, url)
     _publish(settings, [make_alert(0)])
 
     with pytest.raises(WorkerDied, match="ops-slack") as info:
@@ -199,6 +201,9 @@ def test_a_worker_that_dies_fails_the_notifier_loudly(
     assert [line["outcome"] for line in lines.named("process_stopped")] == ["error"]
     died = lines.named("webhook_worker_died")
     assert [(d["level"], d["endpoint"]) for d in died] == [("error", "ops-slack")]
+    assert "a bug outside any one delivery" in died[0]["exception"]
+    assert "SECRET" not in str(info.value)
+    assert [line["event"] for line in lines.lines if "SECRET" in repr(line)] == []
 
 
 def test_a_worker_that_dies_lets_another_endpoints_post_under_way_end_and_be_committed(
