@@ -646,3 +646,50 @@ def test_a_record_a_full_unit_refused_before_a_crash_stays_refused_after_it() ->
                                 told, NOW, _source(9), b"{}")  # fmt: skip
     assert taken.dead_letters == []
     assert slot.version == 5
+
+
+def test_the_entries_told_by_a_record_taken_before_a_crash_refuse_the_one_refused() -> None:
+    """`u-4` is refused (PO-H holds `u-0` back), PO-H leaves, `u-5` is taken (`u-0`
+    folded) and PO-X told of it: its entry says `u-5` (offset 5) took the unit to 5. A
+    crash keeps the entries and loses the unit's value (at 4); PO-Y's visit now holds
+    `u-0` back. What `_answer` recorded tells them apart: `u-4` is refused again and
+    `u-5` taken again (taking `u-4` instead, the unit forgot `u-5`, whose alert is out)."""
+    limits = EngineLimits(max_unit_records=4, unit_lookback_ms=3_600_000)
+    side = _Side(False, limits)
+    alerts: dict[str, dict[str, Any]] = {}
+    letters: list[int] = []
+
+    def visit(start_s: int, end_s: int | None) -> list[list[Any]]:
+        end = None if end_s is None else to_ms(T0 + timedelta(seconds=end_s))
+        return [["dyeing", 1, to_ms(T0 + timedelta(seconds=start_s)), end]]
+
+    async def take(step: Step) -> None:
+        await side.take(step)
+        sent, side.rt.sent = side.rt.sent, []
+        letters.extend(orjson.loads(m)["source"]["offset"] for m in sent if b"state_limit" in m)
+        for body in (orjson.loads(m) for m in sent if m.startswith(b'{"alert_id"')):
+            alerts[body["alert_id"]] = body
+
+    async def main() -> None:
+        await take(("status", 0, _status(0, 0, "down")))
+        await take(("reports", 0, [Occupancy("PO-H", UNIT, 1, visit(100, 200))]))
+        await take(("status", 1, _status(1, 600, "up")))
+        await take(("status", 2, _status(2, 1_200, "down")))
+        await take(("status", 3, _status(3, 4_500, "up")))  # u-0 held back by PO-H
+        await take(("status", 4, _status(4, 5_000, "down")))  # full: refused
+        await take(("reports", 1, [Occupancy("PO-H", UNIT, 1, forget=True),
+                                   Occupancy("PO-X", UNIT, 1, visit(5_300, 5_500))]))  # fmt: skip
+        unit, _ = side.tables()
+        await take(("status", 5, _status(5, 5_200, "down")))  # u-0 folded: taken
+        await take(("reports", 2, [Occupancy("PO-Y", UNIT, 1, visit(300, 500))]))
+        assert letters == [4]
+        side.restore(unit, None)  # the entries were kept, the unit's value lost
+        side.restart()
+        await take(("status", 4, _status(4, 5_000, "down")))
+        await take(("status", 5, _status(5, 5_200, "down")))
+
+    asyncio.run(main())
+    assert letters == [4, 4]
+    assert [r.event_id for r in side.agents.load(UNIT).records][-1] == "u-5"
+    (down,) = [a for a in alerts.values() if a["details"].get("event_id") == "u-5"]
+    assert down["status"] == "open"
