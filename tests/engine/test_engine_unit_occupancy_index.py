@@ -5,7 +5,8 @@ It decoded every entry of the unit, a cost in the orders that visited the unit
 within the retention. Two copies of the unit side (`UnitAgents` over in-memory
 tables) take the same random inputs: visits, status records (late, full, known
 ones too), forgets, crashes that keep one changelog's writes and lose the
-other's (and at times the answers the step sent the orders), the redeliveries
+other's (and at times the answers the step sent the orders), crashes that keep
+the entries of two steps and lose the unit's value of both, the redeliveries
 after them, and values stored by older versions (frozen entries before
 tombstones, whole lists, no counts), in two mixes (`FOLDING`: folds meet
 tombstones, frozen entries of several visits and entries told of nothing). One
@@ -264,15 +265,20 @@ class _Side:
             self.rt.occupancy_table.update(entries)
 
 
-def _as_stored_before(rng: random.Random, sides: list[_Side], orders: list[str]) -> None:
-    """Make the state look as a version before tombstones or counts stored it."""
+def _as_stored_before(rng: random.Random, sides: list[_Side], orders: list[str]) -> str | None:
+    """Make the state look as a version before tombstones or counts stored it; the
+    order whose entry it froze, if any: that version froze the entry of an order it
+    evicted, which is answered no more (a fold deletes the entry, and a report of the
+    order that comes again after it is a new entry: the order must not be checked)."""
     unit, entries = sides[0].tables()
     choice = rng.random()
+    frozen = None
     if choice < 0.4 and entries:
         key = rng.choice(sorted(entries))
         data = orjson.loads(entries[key])
         if len(data) > 5 and data[5] is not True:  # not a tombstone: frozen before them
             entries[key] = orjson.dumps([*data[:3], True])
+            frozen = key.partition("|")[2]
     elif UNIT in unit:
         value = orjson.loads(unit[UNIT])
         if choice < 0.7:
@@ -286,6 +292,7 @@ def _as_stored_before(rng: random.Random, sides: list[_Side], orders: list[str])
     for side in sides:
         side.restore(unit, entries)
         side.restart()
+    return frozen
 
 
 class _Orders:
@@ -295,7 +302,8 @@ class _Orders:
     def __init__(self) -> None:
         self.told: dict[str, tuple[list[int], list[Any]]] = {}
         self.left: set[str] = set()
-        """Orders that left the state (a forget): they are answered no more."""
+        """Orders that left the state (a forget, or an entry frozen as a version before
+        tombstones froze an evicted order's): they are answered no more."""
 
     def receive(self, sent: Iterable[bytes]) -> None:
         for raw in sent:
@@ -322,6 +330,31 @@ class _Orders:
             assert self.told.get(order_id, ([], []))[1] == expected, f"{where}: {order_id}"
 
 
+def _version(side: _Side) -> int:
+    raw = side.rt.unit_table.get(UNIT)
+    return 0 if raw is None else UnitSlot.from_json(orjson.loads(raw)).version
+
+
+async def _lose_two_steps(
+    sides: list[_Side],
+    previous: tuple[tuple[dict[str, bytes], dict[str, bytes]], Step, bool],
+    last: tuple[Step, bool],
+    where: str,
+) -> None:
+    """A crash kept the entries of the `last` step and the one before (`previous`: the
+    tables before it, it, whether it took a record) and lost the unit's value of both:
+    both come again, and a record a full unit took then is taken again."""
+    for side in sides:
+        side.restore(previous[0][0], None)
+        side.restart()
+    for again, taken_before in ((previous[1], previous[2]), last):
+        for side in sides:
+            start = len(side.rt.sent)
+            await side.take(again)
+            refused = [m for m in side.rt.sent[start:] if b"already holds" in m]
+            assert not (taken_before and refused), f"{where}: {again}"
+
+
 async def _walk(seed: int, steps: int, profile: _Profile = MIXED) -> tuple[int, int]:
     """(the table reads of the status records reading every entry, through the index)."""
     rng = random.Random(seed)
@@ -329,21 +362,34 @@ async def _walk(seed: int, steps: int, profile: _Profile = MIXED) -> tuple[int, 
     every, indexed = sides = [_Side(True, profile.limits), _Side(False, profile.limits)]
     orders = _Orders()
     reads = [0, 0]
+    crashes = random.Random(-seed - 1)  # its own draws: the walks above stay as they were
+    previous: tuple[tuple[dict[str, bytes], dict[str, bytes]], Step, bool] | None = None
     for n in range(steps):
         step = inputs.next()
         if step[0] == "reports":
             orders.left.update(occ.order_id for occ in step[2] if occ.forget)
         if rng.random() < 0.03:
-            _as_stored_before(rng, sides, inputs.orders)
+            evicted = _as_stored_before(rng, sides, inputs.orders)
+            if evicted is not None:
+                orders.left.add(evicted)
+            previous = None
         kept = every.tables()
+        version = _version(every)
         for k, side in enumerate(sides):
             taken = await side.take(step)
             if step[0] == "status":
                 reads[k] += taken
-        if rng.random() < 0.1:  # a crash lost one changelog's writes of the step
-            unit, entries = kept
+        took = _version(every) > version
+        lost_two = previous is not None and crashes.random() < 0.05
+        if previous is not None and lost_two:
+            await _lose_two_steps(sides, previous, (step, took), f"seed {seed}, step {n}")
+        previous = (kept, step, took)
+        crashed = rng.random() < 0.1  # a crash lost one changelog's writes of the step
+        if crashed:
             lost_unit = rng.random() < 0.5
             lost_answers = rng.random() < 0.5  # and the bundles to the orders' inbox
+        if crashed and not lost_two:
+            unit, entries = kept
             for side in sides:
                 if lost_answers:
                     side.rt.sent = [m for m in side.rt.sent if not m.startswith(b'{"k":"downt')]
