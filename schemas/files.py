@@ -4,7 +4,9 @@ Every one of them is YAML, read through `load_config_yaml`: a key given twice in
 one mapping is refused (YAML's loaders keep the last one silently: a plan's
 `handoff: 12h` undone by a later `handoff: 1s`, a tokens file's list by a later
 empty one), and nesting too deep for the parser is an error like any other bad
-YAML, said on one line, not a `RecursionError`.
+YAML, said on one line, not a `RecursionError`. So are aliases that would expand a
+few hundred bytes into millions of values ("billion laughs") or hold themselves:
+everything that walks a value (pydantic, an error's repr) walked every copy.
 
 `Path.read_text` reads whatever the path names: a FIFO blocked the command for
 ever, `/dev/zero` grew it to gigabytes before anything could say the file was
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import stat
 from collections.abc import Collection, Iterator
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import yaml
+from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
 from schemas.text import shorten
@@ -198,6 +202,11 @@ class ConfigYamlError(yaml.YAMLError):
         self.private = private
 
 
+class _AliasError(ComposerError):
+    """Aliases that expand too far or hold themselves (`_check_aliases`): its words are
+    ours, none of the file's, so the private text says them too."""
+
+
 class _KeyTwice(ConstructorError):
     """A mapping that gives one key twice (`StrictSafeLoader`); `key` as written."""
 
@@ -212,14 +221,41 @@ else:
     _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+MAX_ALIASED_NODES = 100_000
+"""The nodes aliases may add to a document as written (a merge key's `<<: *defaults`
+adds its mapping's): far above any file's reuse of its anchors."""
+
+
+_KEY_SHOWN = 80
+"""The characters of a key an error quotes: a key may be as long as the file."""
+
+
 class StrictSafeLoader(_SafeLoader):
     """A safe loader that refuses a key given twice in one mapping.
 
     Keys are compared as the dict will hold them, not as written: `1` and `true`
-    (True == 1 in Python), `1`, `1.0`, `01` and `0x1`, `~` and `null` are one key
+    (True == 1 in Python), `1`, `1.0` and `0x1`, `10` and `1_0`, `~` and `null` are one key
     each, and one value would overwrite the other unseen. Merge keys (`<<: *defaults`)
     still override as YAML says: only keys written in the mapping itself are compared.
+
+    Aliases are bounded (`get_single_data`). Plain scalars YAML 1.1 reads as octal or
+    base-60 numbers (`010`, `1:30`) are the text written, as in YAML 1.2: `concurrency:
+    010` was 8, an import's value map's `010:` matched the cell `8`. `!!set`, `!!omap`,
+    `!!pairs` and `!!binary` are refused: no file of ours takes them, and a set (an
+    unordered list to pydantic) made a route's order the hash seed's.
     """
+
+    def get_single_data(self) -> Any:
+        """The document, once its aliases are known to add at most `MAX_ALIASED_NODES`
+        nodes and none contains itself: the constructor shares an alias's value, but
+        anything that walks it (pydantic, a repr in an error, json.dumps) expanded nine
+        nested anchors of nine aliases each ("billion laughs", a few hundred bytes) into
+        9^9 values, for minutes and gigabytes; a value holding itself walked for ever."""
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_aliases(node)
+        return self.construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, str] = {}
@@ -233,11 +269,16 @@ class StrictSafeLoader(_SafeLoader):
             except TypeError:  # unhashable: the base class refuses it in its own words
                 continue
             if first is not None:
-                same = "" if first == key_node.value else f" (as {first!r} before it)"
+                written = shorten(key_node.value, _KEY_SHOWN)
+                same = (
+                    ""
+                    if first == key_node.value
+                    else f" (as {shorten(first, _KEY_SHOWN)!r} before it)"
+                )
                 twice = _KeyTwice(
                     "while constructing a mapping",
                     node.start_mark,
-                    f"found the key {key_node.value!r} twice{same}",
+                    f"found the key {written!r} twice{same}",
                     key_node.start_mark,
                 )
                 twice.key = key_node.value
@@ -259,6 +300,95 @@ class StrictSafeLoader(_SafeLoader):
             raise ConstructorError(
                 None, None, f"{text!r} cannot be read as {tag}", node.start_mark
             ) from None
+
+
+def _refused_type(loader: StrictSafeLoader, node: yaml.Node) -> Any:
+    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+    raise ConstructorError(None, None, f"a {tag} value is not taken in this file", node.start_mark)
+
+
+for _name in ("set", "omap", "pairs", "binary"):
+    StrictSafeLoader.add_constructor(f"tag:yaml.org,2002:{_name}", _refused_type)
+
+
+def _yaml_1_2_numbers(tag: str, pattern: re.Pattern[str]) -> re.Pattern[str]:
+    """`pattern` without the alternatives of YAML 1.1's octal and base-60 numbers."""
+    if tag == "tag:yaml.org,2002:int":
+        return re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$")
+    if tag == "tag:yaml.org,2002:float":
+        return re.compile(
+            r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?"
+            r"|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+            r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+        )
+    return pattern
+
+
+StrictSafeLoader.yaml_implicit_resolvers = {
+    first: [(tag, _yaml_1_2_numbers(tag, pattern)) for tag, pattern in resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _check_aliases(root: yaml.Node) -> None:
+    """`_AliasError` when the document's aliases add more than `MAX_ALIASED_NODES`
+    nodes, or one is inside the node it names (`&a [*a]`). Each collection is counted
+    once with what it holds (iteratively: a deep file must not exhaust the stack here);
+    a scalar is one node wherever it stands, an alias of one written in the file."""
+    written = 0  # the nodes the file writes: each collection and its entries, once
+    sizes: dict[int, int] = {}  # id(collection) -> nodes in it, aliases expanded
+    entered: set[int] = set()  # on the path from the root
+    # a node to enter, or (node, its collections) once they are counted: few tuples, as
+    # each one made the garbage collector walk the file's many nodes again
+    todo: list[yaml.Node | tuple[yaml.Node, list[yaml.Node]]] = [root]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, tuple):
+            node, inner = item
+            key = id(node)
+            entered.discard(key)
+            scalars = _entries(node) - len(inner)
+            sizes[key] = size = 1 + scalars + sum(sizes[id(child)] for child in inner)
+            # sound before the end: what is not counted yet only adds to the excess
+            if size - written > MAX_ALIASED_NODES:
+                raise _AliasError(
+                    None,
+                    None,
+                    f"aliases (*name) add more than {MAX_ALIASED_NODES:,} values to those written",
+                    node.start_mark,
+                )
+            continue
+        key = id(item)
+        if key in entered:
+            raise _AliasError(
+                None,
+                None,
+                "an alias inside the node it names (a value holding itself)",
+                item.start_mark,
+            )
+        if key not in sizes:
+            inner = _collections_in(item)
+            written += 1 + _entries(item)
+            if not inner:  # scalars only: as written
+                sizes[key] = 1 + _entries(item)
+                continue
+            entered.add(key)
+            todo.append((item, inner))
+            todo.extend(inner)
+
+
+def _entries(node: yaml.Node) -> int:
+    return len(node.value) * (2 if isinstance(node, yaml.MappingNode) else 1)
+
+
+def _collections_in(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return [child for child in node.value if not isinstance(child, yaml.ScalarNode)]
+    if isinstance(node, yaml.MappingNode):
+        return [
+            part for pair in node.value for part in pair if not isinstance(part, yaml.ScalarNode)
+        ]
+    return []
 
 
 def load_config_yaml(
@@ -285,7 +415,9 @@ def load_config_yaml(
             text = " ".join(f"{exc.problem}{where}".split())
         else:
             text = " ".join(str(exc).split())
-        if not isinstance(exc, _KeyTwice):
+        if isinstance(exc, _AliasError):
+            private = str(exc.problem)
+        elif not isinstance(exc, _KeyTwice):
             private = "not valid YAML"
         elif exc.key in known_keys:
             private = f"the key {exc.key!r} written twice"

@@ -72,7 +72,7 @@ def parse_duration(value: Any) -> timedelta:
         raise PydanticCustomError(
             "duration",
             "duration must be written like 90s, 30m, 36h or 2d, got {value}",
-            {"value": repr(value)},
+            {"value": shorten(repr(value), 80)},
         )
     sign, amount, unit = match.groups()
     if sign and int(amount) != 0:

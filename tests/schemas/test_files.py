@@ -71,7 +71,7 @@ def test_the_private_text_names_a_key_written_twice_only_when_it_is_a_known_key(
 
 @pytest.mark.parametrize(
     ("first", "second"),
-    [("1", "true"), ("1", "1.0"), ("1", "01"), ("1", "0x1"), ("~", "null"), ("no", "false")],
+    [("1", "true"), ("1", "1.0"), ("10", "1_0"), ("1", "0x1"), ("~", "null"), ("no", "false")],
 )
 def test_two_keys_the_dict_holds_as_one_are_refused_naming_the_second(
     first: str, second: str
@@ -84,7 +84,7 @@ def test_two_keys_the_dict_holds_as_one_are_refused_naming_the_second(
         load_config_yaml(f"x: 1\nvalues:\n  {first}: a\n  {second}: b\n")
 
 
-@pytest.mark.parametrize("key", ["[a, b]", "{a: 1}", "!!set {a}"])
+@pytest.mark.parametrize("key", ["[a, b]", "{a: 1}"])
 def test_a_key_that_cannot_be_a_dict_key_is_still_one_clean_line(key: str) -> None:
     with pytest.raises(ConfigYamlError, match=r"^found unhashable key \(line 1, column 3\)$"):
         load_config_yaml(f"? {key}\n: 1\n")
