@@ -9,11 +9,17 @@ import unicodedata
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 
 from chainwatch.errors import UserError
 from chainwatch.logs import configure_logging
-from chainwatch.settings import Settings, conflicting_variables, unknown_variables
+from chainwatch.settings import (
+    Settings,
+    conflicting_variables,
+    unknown_variables,
+    unreadable_json,
+)
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -46,6 +52,9 @@ def settings() -> Settings:
         first = exc.errors()[0]
         where = "CHAINWATCH_" + "__".join(str(p).upper() for p in first["loc"])
         raise UserError(f"{where}: {first['msg']}") from None
+    except (SettingsError, RecursionError) as exc:  # a value's JSON (the sections')
+        lines = unreadable_json(os.environ)
+        raise UserError("; ".join(lines) if lines else str(exc)) from None
     state["settings"] = built
     configure_logging(built.log_level, built.log_format)
     for warning in unknown_variables(os.environ):  # names only: a value may be a secret

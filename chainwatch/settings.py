@@ -14,6 +14,8 @@ Each library keeps its own settings models next to it (`streams/settings.py`,
 from __future__ import annotations
 
 import difflib
+import json
+import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -169,6 +171,49 @@ def conflicting_variables(environ: Mapping[str, str]) -> list[str]:
         for _, names in sorted(spellings.items())
         if len(set(names.values())) > 1
     ]
+
+
+def unreadable_json(environ: Mapping[str, str]) -> list[str]:
+    """A line per setting's variable whose value is JSON that cannot be read, for the
+    error that pydantic-settings raised about it.
+
+    It named the section only (`error parsing value for field "kafka"`) or let json's
+    `RecursionError` through, both printed as an internal error. Only the values it reads
+    as JSON are judged (`CHAINWATCH_KAFKA`; a bootstrap `[::1]:9092` is text). json's
+    words and the position are said, never the value: it may hold a secret.
+    """
+    lines = []
+    for name, value in sorted(environ.items()):
+        if not _sets_a_setting(name) or not _read_as_json(name):
+            continue
+        try:
+            json.loads(value)
+        except RecursionError:
+            lines.append(f"{name}: JSON nested too deeply to read")
+        except json.JSONDecodeError as exc:
+            why = exc.msg.removesuffix(" at")
+            lines.append(f"{name}: not valid JSON ({why} at character {exc.pos + 1})")
+    return lines
+
+
+def _read_as_json(name: str) -> bool:
+    """Whether pydantic-settings reads the variable's value as JSON: a section's, or a
+    setting's that holds a model, a list or a mapping (never a text setting's)."""
+    model: type[BaseModel] | None = Settings
+    annotation: Any = None
+    for part in name.lower()[len(ENV_PREFIX) :].split(NESTING):
+        field = None if model is None else model.model_fields.get(part)
+        if field is None:
+            return False
+        annotation = field.annotation
+        model = _model_of(annotation)
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    kinds = typing.get_args(annotation) if union else (annotation,)
+    complex_kinds = (dict, list, tuple, set, frozenset)
+    return any(
+        _model_of(kind) is not None or (typing.get_origin(kind) or kind) in complex_kinds
+        for kind in kinds
+    )
 
 
 def child_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:

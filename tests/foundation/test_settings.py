@@ -463,3 +463,29 @@ def test_two_names_are_one_setting_exactly_when_the_settings_read_them_so(
     assert bool(conflicting_variables({first: "4", second: "8"})) is refused
     child = overlaid({second: "8", "PATH": "/bin"}, {first: "4"})
     assert (second not in child) is refused
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (
+            '{"bootstrap_servers": "s3cr3t',
+            "not valid JSON (Unterminated string starting at character 23)",
+        ),
+        ("", "not valid JSON (Expecting value at character 1)"),
+        ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply to read"),
+        ('{"a": ' * 50_000 + "1" + "}" * 50_000, "JSON nested too deeply to read"),
+    ],
+    ids=["unterminated", "empty", "deep-lists", "deep-objects"],
+)
+def test_a_section_s_json_that_cannot_be_read_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str, said: str
+) -> None:
+    """pydantic-settings' `SettingsError` named the field only and json's `RecursionError`
+    went through it: both were an "internal error" asking for --debug."""
+    monkeypatch.delitem(state, "settings", raising=False)
+    monkeypatch.setenv("CHAINWATCH_KAFKA", value)
+    monkeypatch.setenv("CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS", "[::1]:9092")  # text, not JSON
+    assert main(["config"]) == 1
+    printed = capsys.readouterr().err
+    assert printed == f"error: CHAINWATCH_KAFKA: {said}\n"
