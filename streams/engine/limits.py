@@ -20,11 +20,13 @@ whatever the number of records for its key, or the changelog write fails:
 - beyond `max_unit_records` kept records a further status record is a dead
   letter `state_limit` (decided in the unit's log order, so deterministic),
   except the `up` that ends the unit's open downtime (at most
-  `max_unit_records + 1` records) and a record it took before a crash that lost
-  its value (its entries say so, `OccupancyEntry.told_by`: over the limit by at
-  most the records the lost steps took, until folds make room); a record older
-  than the fold horizon is a dead letter `state_limit` too (its downtime was
-  folded away);
+  `max_unit_records + 1` records) and, after a crash that lost its value and
+  kept its occupancy entries, a record the lost steps read, up to the newest
+  one that told an order (`OccupancyEntry.told_by`, `UnitSlot.lost_offset`):
+  they may have taken it, so it is taken, over the limit by at most the records
+  they read, until folds make room (one they refused keeps its dead letter); a
+  record older than the fold horizon is a dead letter `state_limit` too (its
+  downtime was folded away);
 - a unit keeps an occupancy entry per order in the state that visited it, and a
   tombstone for each of the last `max_unit_left_orders` orders that left the state
   (evicted): an order that leaves is counted, per kept downtime its final visits

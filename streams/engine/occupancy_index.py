@@ -203,10 +203,6 @@ class IndexedEntries(StoredEntries):
             chosen.append(order_id)
         return self._decode(chosen)
 
-    def told_since(self, version: int) -> list[OccupancyEntry]:
-        told = [o for o, s in self._summaries.items() if s[3] is not None and s[3] >= version]
-        return list(self._decode(told).values())
-
     def _decode(self, order_ids: Iterable[str]) -> dict[str, OccupancyEntry]:
         chosen: dict[str, OccupancyEntry] = {}
         decoded, load = self._decoded, self._load

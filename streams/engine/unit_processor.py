@@ -141,6 +141,12 @@ class UnitSlot:
     """[count, first ids, latest visit start ms] of the orders that left with a visit
     here that never ended: such a visit overlaps every later downtime, so a downtime
     a later status record opens counts them too (`on_status`)."""
+    lost_offset: int | None = None
+    """After a crash that lost this value and kept occupancy entries told since: the
+    newest unit-status offset the lost steps had taken, as the entries say
+    (`OccupancyEntry.told_by`). A record above `offset` and at or below it that the
+    unit is too full for is taken all the same (`take`); None once `offset` reaches
+    it, and in a run without such a crash (the value's JSON then as before it)."""
 
     @property
     def version(self) -> int:
@@ -163,7 +169,7 @@ class UnitSlot:
             "lf": {event_id: p.to_json() for event_id, p in self.left.items()},
             "gn": list(self.gone),
             "ol": self.open_left,
-        }
+        } | ({} if self.lost_offset is None else {"lo": self.lost_offset})
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UnitSlot:
@@ -189,6 +195,7 @@ class UnitSlot:
             {event_id: Progress.from_json(p) for event_id, p in data.get("lf", {}).items()},
             dict.fromkeys(data.get("gn", [])),
             data.get("ol"),
+            data.get("lo"),
         )
 
     @staticmethod
@@ -216,17 +223,15 @@ class UnitSlot:
         record: DowntimeRecord,
         limit: int,
         offset: int | None = None,
-        *,
-        taken_before: bool = False,
     ) -> Taken:
         """Take in a status record, unless known, older than the fold horizon, or full.
 
         Nothing is folded here (`fold` does, after the record's effects are
         derived). A full unit still takes the `up` that ends its open downtime
         (newer than every kept record), so a unit never stays down because it
-        is full: at most `limit + 1` records. It takes one `taken_before` too: a
-        record it took before a crash lost its value (`UnitProcessor.on_status`),
-        whose alert is out; that adds at most the records the lost steps took.
+        is full: at most `limit + 1` records. It takes one at an `offset` above its
+        own and up to `lost_offset` too: steps a crash lost read it, and may have
+        taken it (its alert is out); that adds at most the records they read.
         """
         if any(known.event_id == record.event_id for known in self.records):
             return Taken.KNOWN
@@ -235,14 +240,52 @@ class UnitSlot:
             if offset is not None and self.offset is not None and offset <= self.offset:
                 return Taken.KNOWN  # a redelivery of a record folded away since
             return Taken.LATE
-        if len(self.records) >= limit and not taken_before and not self._ends_open_downtime(record):
+        if (
+            len(self.records) >= limit
+            and not self._read_by_lost_steps(offset)
+            and not self._ends_open_downtime(record)
+        ):
             return Taken.FULL
         bisect.insort(self.records, record, key=DowntimeRecord.sort_key)
         self.accepted += 1
         self.clock_ms = key[0] if self.clock_ms is None else max(self.clock_ms, key[0])
         if offset is not None:
             self.offset = offset if self.offset is None else max(self.offset, offset)
+            if self.lost_offset is not None and self.offset >= self.lost_offset:
+                self.lost_offset = None
         return Taken.ADDED
+
+    def _read_by_lost_steps(self, offset: int | None) -> bool:
+        """Whether a record at unit-status `offset`, new to this value, was read by
+        steps a crash lost (`lost_offset`)."""
+        return (
+            self.lost_offset is not None
+            and offset is not None
+            and (self.offset is None or offset > self.offset)
+            and offset <= self.lost_offset
+        )
+
+    def mark_lost_steps(self, entries: Iterable[OccupancyEntry], version: int) -> bool:
+        """Mark how far the steps a crash lost read (`lost_offset`) from the `entries`
+        told above `version`, the unit's before the record at hand (none is unless a
+        crash lost this value and kept them: `OccupancyEntry.told`); True if marked.
+
+        Called at the first record taken or refused since such a crash, before the
+        records that come again move the unit's version past what the lost steps told.
+        Every record they took that told an order is at or below the newest `told_by`;
+        one that told none, and came after, is not known to have been taken.
+        """
+        if self.lost_offset is not None:
+            return False
+        newest = max(
+            (e.told_by for e in entries
+             if e.told is not None and e.told > version and e.told_by is not None),
+            default=None,
+        )  # fmt: skip
+        if newest is None or (self.offset is not None and newest <= self.offset):
+            return False
+        self.lost_offset = newest
+        return True
 
     def _ends_open_downtime(self, record: DowntimeRecord) -> bool:
         if record.status != "up" or not self.records:
@@ -338,8 +381,8 @@ class OccupancyEntry:
     sends it again)."""
     told_by: int | None = None
     """The unit-status offset of the record that took the unit to `told` (its newest
-    then; None: unknown). After a crash that lost the unit's value, what tells which of
-    the records that come again the unit took before (`UnitProcessor._taken_before`)."""
+    then; None: unknown). After a crash that lost the unit's value, how far the lost
+    steps read (`UnitSlot.mark_lost_steps`): a record up to there may have been taken."""
 
     def to_json(self) -> list[Any]:
         return [self.version, self.visits, self.answered, self.frozen, self.at, self.gone,
@@ -434,14 +477,13 @@ class StoredEntries:
     `spans` or was answered with a downtime, and, when the record is `again` (a
     redelivery: every answer is sent again), every one answered at all, else every
     one answered at the unit's version `told_since` or after (its answer is sent
-    again: `OccupancyEntry.told`); every
+    again, and they say how far steps a crash lost read: `OccupancyEntry.told`,
+    `UnitSlot.mark_lost_steps`); every
     frozen entry before tombstones that overlaps one; every tombstone whose order
     is not in `gone` (the slot's: it may count its order, or be a crash's leftover
     to delete). `frozen_outside(spans)` gives at least every frozen entry (a
     tombstone too) whose visits overlap no downtime of `spans`: what a fold may
-    delete. `told_since(version)` gives every entry told at the unit's `version` or
-    after (`OccupancyEntry.told`: a crash lost the unit's value). Each entry is the
-    same object however often it is asked for.
+    delete. Each entry is the same object however often it is asked for.
 
     The others may be left out: an entry never answered, or answered with no
     downtime, that overlaps no kept downtime is neither answered (nothing to tell
@@ -469,9 +511,6 @@ class StoredEntries:
 
     def frozen_outside(self, spans: Sequence[Span]) -> Mapping[str, OccupancyEntry]:
         return self._entries
-
-    def told_since(self, version: int) -> list[OccupancyEntry]:
-        return [entry for entry in self._entries.values() if entry.told_since(version)]
 
 
 class UnitProcessor:
@@ -503,20 +542,10 @@ class UnitProcessor:
             stored = StoredEntries(stored)
         limit = self.limits.max_unit_records
         effects = UnitEffects()
+        version_before = slot.version
         taken = slot.take(record, limit, source.offset)
-        if taken is Taken.FULL and self._fold(
-            slot,
-            stored.select(_spans(build_downtimes(slot.records)), gone=slot.gone),
-            stored,
-            effects,
-        ):
-            effects.changed = True  # an order left since the last record: room again?
-            taken = slot.take(record, limit, source.offset)
-        if taken is Taken.FULL and _taken_before(slot, source.offset, stored):
-            # The entries' visits may have changed since and hold back the fold that
-            # made room then. Refused, the unit would forget a downtime whose alert is
-            # out (never resolved) and that orders were told of.
-            taken = slot.take(record, limit, source.offset, taken_before=True)
+        if taken is Taken.FULL:
+            taken = self._take_when_full(slot, record, source.offset, stored, effects)
         if taken in (Taken.LATE, Taken.FULL):
             effects.dead_letters.append(self._refuse(slot, taken, source, raw, now))
             return effects
@@ -533,6 +562,8 @@ class UnitProcessor:
         # version or after: a crash lost the value (and maybe the answers), kept the entry.
         version = slot.version
         occupancy = stored.select(spans, again=redelivered, gone=slot.gone, told_since=version)
+        if slot.mark_lost_steps(occupancy.values(), version_before):  # all told above it
+            effects.changed = True
         members: dict[str, set[str]] = {}
         gone = slot.gone
         for order_id in sorted(occupancy):
@@ -576,6 +607,33 @@ class UnitProcessor:
         if self._fold(slot, occupancy, stored, effects):
             effects.changed = True
         return effects
+
+    def _take_when_full(
+        self,
+        slot: UnitSlot,
+        record: DowntimeRecord,
+        offset: int | None,
+        stored: StoredEntries,
+        effects: UnitEffects,
+    ) -> Taken:
+        """Take a record the full unit refused if a fold makes room, or if steps a crash
+        lost read it (`UnitSlot.mark_lost_steps`: the entries told above the unit's
+        version are read for it, none in a run without such a crash)."""
+        limit, version = self.limits.max_unit_records, slot.version
+        spans = _spans(build_downtimes(slot.records))
+        held = stored.select(spans, gone=slot.gone, told_since=version + 1)
+        if self._fold(slot, held, stored, effects):
+            effects.changed = True  # an order left since the last record: room again?
+            taken = slot.take(record, limit, offset)
+            if taken is not Taken.FULL:
+                return taken
+        if not slot.mark_lost_steps(held.values(), version):
+            return Taken.FULL
+        # The steps may have taken it: the entries' visits may have changed since and
+        # hold back the fold that made room then. Refused, the unit would forget a
+        # downtime whose alert is out (never resolved) and that orders were told of.
+        effects.changed = True
+        return slot.take(record, limit, offset)
 
     def _fold(
         self,
@@ -866,29 +924,6 @@ class UnitProcessor:
         for body in changes:
             slot.published[body["alert_id"]] = body
         return changes
-
-
-def _taken_before(slot: UnitSlot, offset: int | None, stored: StoredEntries) -> bool:
-    """Whether a status record a full unit cannot take (at unit-status `offset`) was
-    taken before a crash that lost the unit's value and kept entries told since.
-
-    No entry is told at a version above the unit's unless such a crash lost the
-    value (`OccupancyEntry.told`): in a run without one this is False, and what the
-    unit takes stays a function of its status log. The entries told since say which
-    records took the unit to their version (`told_by`): this one did (it was
-    taken), or the next version was the one of a later record (it was refused, the
-    unit's versions as before the crash so far). Else, if the unit went past its
-    version, it may have been taken, and is: at worst the unit keeps a record it
-    refused before (its dead letter stays), over its limit by at most the records
-    the crash lost; one refused that was taken would lose a downtime whose alert is
-    out, never resolved, and that orders were told of.
-    """
-    told = [(e.told, e.told_by) for e in stored.told_since(slot.version + 1)]
-    if not told or offset is None:
-        return bool(told)
-    if any(by == offset for _, by in told):
-        return True
-    return not any(v == slot.version + 1 and by is not None and by > offset for v, by in told)
 
 
 def _open_starts(visits: list[list[Any]]) -> list[int]:

@@ -673,10 +673,12 @@ def test_a_record_a_full_unit_took_before_a_crash_is_taken_again_after_it() -> N
     assert orders.told["PO-A"][1][0][5] is not None  # ended by u-5
 
 
-def test_a_record_a_full_unit_refused_before_a_crash_stays_refused_after_it() -> None:
-    """The entries say which record took the unit to the version they were told at:
-    `u-9` (offset 9) made version 5, so `u-8` (offset 8), new to a value at version 4,
-    was refused before the crash and is refused again; `u-9` is taken again."""
+def test_the_records_the_steps_a_crash_lost_read_are_taken_over_the_limit() -> None:
+    """An entry told at version 5 by offset 9, above the unit's 4: a crash lost the value
+    of steps that read up to offset 9. `u-8` (offset 8) may have been refused then and
+    `u-9` taken, or the other way round if a record before them was taken differently:
+    both are taken, over the limit (a refused one keeps its dead letter), and `u-10`,
+    past what the lost steps read, is refused. The mark is in the value until then."""
     limits = EngineLimits(max_unit_records=4, unit_lookback_ms=3_600_000)
     processor = UnitProcessor(PLAN, limits)
     slot = UnitSlot(UNIT)
@@ -685,21 +687,28 @@ def test_a_record_a_full_unit_refused_before_a_crash_stays_refused_after_it() ->
         processor.on_status(slot, record, {}, NOW, _source(k), b"{}")
     assert slot.version == 4
     told = {"PO-A": OccupancyEntry(1, [["dyeing", 1, to_ms(T0), None]], [], told=5, told_by=9)}
-    refused = processor.on_status(slot, unit_status_fact(_status(8, 3_000, "degraded")),
-                                  told, NOW, _source(8), b"{}")  # fmt: skip
-    assert [d.reason_code.value for d in refused.dead_letters] == ["state_limit"]
+    taken = processor.on_status(slot, unit_status_fact(_status(8, 3_000, "degraded")),
+                                told, NOW, _source(8), b"{}")  # fmt: skip
+    assert taken.dead_letters == []
+    assert UnitSlot.from_json(orjson.loads(orjson.dumps(slot.to_json()))).lost_offset == 9
     taken = processor.on_status(slot, unit_status_fact(_status(9, 3_100, "degraded")),
                                 told, NOW, _source(9), b"{}")  # fmt: skip
     assert taken.dead_letters == []
-    assert slot.version == 5
+    assert (slot.version, slot.lost_offset, len(slot.records)) == (6, None, 6)
+    assert "lo" not in slot.to_json()
+    refused = processor.on_status(slot, unit_status_fact(_status(10, 3_200, "degraded")),
+                                  told, NOW, _source(10), b"{}")  # fmt: skip
+    assert [d.reason_code.value for d in refused.dead_letters] == ["state_limit"]
 
 
-def test_the_entries_told_by_a_record_taken_before_a_crash_refuse_the_one_refused() -> None:
+def test_the_entries_told_by_a_record_taken_before_a_crash_take_it_again() -> None:
     """`u-4` is refused (PO-H holds `u-0` back), PO-H leaves, `u-5` is taken (`u-0`
     folded) and PO-X told of it: its entry says `u-5` (offset 5) took the unit to 5. A
     crash keeps the entries and loses the unit's value (at 4); PO-Y's visit now holds
-    `u-0` back. What `_answer` recorded tells them apart: `u-4` is refused again and
-    `u-5` taken again (taking `u-4` instead, the unit forgot `u-5`, whose alert is out)."""
+    `u-0` back. What `_answer` recorded says the lost steps read up to offset 5: `u-4`
+    and `u-5` are both taken, over the limit (`u-4` keeps its dead letter from before;
+    refused, `u-5` would be forgotten, its alert out). Without `told_by` both are
+    refused."""
     limits = EngineLimits(max_unit_records=4, unit_lookback_ms=3_600_000)
     side = _Side(False, limits)
     alerts: dict[str, dict[str, Any]] = {}
@@ -735,24 +744,19 @@ def test_the_entries_told_by_a_record_taken_before_a_crash_refuse_the_one_refuse
         await take(("status", 5, _status(5, 5_200, "down")))
 
     asyncio.run(main())
-    assert letters == [4, 4]
-    assert [r.event_id for r in side.agents.load(UNIT).records][-1] == "u-5"
+    assert letters == [4]
+    assert [r.event_id for r in side.agents.load(UNIT).records][-2:] == ["u-4", "u-5"]
     (down,) = [a for a in alerts.values() if a["details"].get("event_id") == "u-5"]
     assert down["status"] == "open"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a record refused before the crash and taken again after it shifts "
-    "the unit's versions, and the entries (last told only) then misplace the next one",
-)
 def test_a_record_taken_after_one_taken_again_that_was_refused_is_taken_again_too() -> None:
     """`u-4` refused (`u-0` held by PO-H), PO-H leaves, `u-5` taken (`u-0` folded), PO-X
     told of `u-5`, `u-6` (its up) taken: PO-X told at 6 by offset 6. A crash loses the
     unit's value (kept at 4): `u-4` comes again and is taken (nothing tells it was
-    refused), then `u-5` must be taken too (it was, its alert is out): today it is
-    refused, and its alert stays open. Mending it needs more state in the unit's value
-    (how far the records taken since the crash may have drifted): not done yet."""
+    refused: the lost steps read up to offset 6), then `u-5` must be taken too (it was,
+    its alert is out). Deciding by which record took the unit to its next version, the
+    versions were one ahead after `u-4`: `u-5` was refused and its alert stayed open."""
     limits = EngineLimits(max_unit_records=4, unit_lookback_ms=3_600_000)
     side = _Side(False, limits)
     orders = _Orders()
@@ -797,3 +801,22 @@ def test_a_record_taken_after_one_taken_again_that_was_refused_is_taken_again_to
     assert "u-5" in records, (records, letters)
     (down,) = [a for a in alerts.values() if a["details"].get("event_id") == "u-5"]
     assert down["status"] == "resolved"
+
+
+def test_a_unit_value_without_the_crash_mark_is_stored_as_before() -> None:
+    """`lost_offset` is written only while set: a value of a run without a crash keeps
+    the keys (and bytes) it had before the mark existed, and such a value loads
+    unmarked and is written back byte for byte."""
+    processor = UnitProcessor(PLAN, EngineLimits(max_unit_records=4))
+    slot = UnitSlot(UNIT)
+    for k in range(6):  # full from the fifth: refused, nothing told above its version
+        record = unit_status_fact(_status(k, 600 * k, "down" if k % 2 == 0 else "up"))
+        processor.on_status(slot, record, {}, NOW, _source(k), b"{}")
+    raw = orjson.dumps(slot.to_json())
+    assert list(orjson.loads(raw)) == ["u", "r", "a", "ip", "pg", "n", "fl", "t", "o", "ib",
+                                       "lf", "gn", "ol"]  # fmt: skip
+    loaded = UnitSlot.from_json(orjson.loads(raw))
+    assert loaded.lost_offset is None
+    assert orjson.dumps(loaded.to_json()) == raw
+    loaded.lost_offset = 7
+    assert UnitSlot.from_json(orjson.loads(orjson.dumps(loaded.to_json()))) == loaded
