@@ -620,6 +620,40 @@ def test_a_report_keeps_when_its_order_was_told_for_a_status_record_that_comes_a
     assert [d[6] for d in orders.told["PO-B"][1]] == ["u-0"]
 
 
+class _FullUnit:
+    """A unit side at its limit (4 records), driven step by step, with what it sends
+    kept: the alerts by id (latest body), the offsets of its `state_limit` dead letters,
+    and what its orders were told (`_Orders`)."""
+
+    def __init__(self) -> None:
+        self.side = _Side(False, EngineLimits(max_unit_records=4, unit_lookback_ms=3_600_000))
+        self.orders = _Orders()
+        self.alerts: dict[str, dict[str, Any]] = {}
+        self.letters: list[int] = []
+
+    @staticmethod
+    def visit(start_s: int, end_s: int | None) -> list[list[Any]]:
+        end = None if end_s is None else to_ms(T0 + timedelta(seconds=end_s))
+        return [["dyeing", 1, to_ms(T0 + timedelta(seconds=start_s)), end]]
+
+    async def take(self, step: Step) -> None:
+        await self.side.take(step)
+        sent, self.side.rt.sent = self.side.rt.sent, []
+        self.orders.receive(sent)
+        self.letters.extend(
+            orjson.loads(m)["source"]["offset"] for m in sent if b"state_limit" in m
+        )
+        for body in (orjson.loads(m) for m in sent if m.startswith(b'{"alert_id"')):
+            self.alerts[body["alert_id"]] = body
+
+    def records(self) -> list[str]:
+        return [r.event_id for r in self.side.agents.load(UNIT).records]
+
+    def alert_of(self, event_id: str) -> dict[str, Any]:
+        (alert,) = [a for a in self.alerts.values() if a["details"].get("event_id") == event_id]
+        return alert
+
+
 def test_a_record_a_full_unit_took_before_a_crash_is_taken_again_after_it() -> None:
     """A unit at its limit (4 records) takes `u-4` after folding the downtime `u-0`:
     PO-H, whose visit held it back, left. A late report of PO-X, whose visit overlaps
@@ -628,23 +662,8 @@ def test_a_record_a_full_unit_took_before_a_crash_is_taken_again_after_it() -> N
     alert published, PO-A told of it), so it is taken again, over the limit: refused,
     the unit forgot the downtime and its `up`, its alert stayed open for ever and PO-A
     kept it. The unit ends as without the crash, but for `u-0`, which PO-X holds."""
-    limits = EngineLimits(max_unit_records=4, unit_lookback_ms=3_600_000)
-    side = _Side(False, limits)
-    orders = _Orders()
-    alerts: dict[str, dict[str, Any]] = {}
-    letters: list[bytes] = []
-
-    def visit(start_s: int, end_s: int | None) -> list[list[Any]]:
-        end = None if end_s is None else to_ms(T0 + timedelta(seconds=end_s))
-        return [["dyeing", 1, to_ms(T0 + timedelta(seconds=start_s)), end]]
-
-    async def take(step: Step) -> None:
-        await side.take(step)
-        sent, side.rt.sent = side.rt.sent, []
-        orders.receive(sent)
-        letters.extend(m for m in sent if b"state_limit" in m)
-        for body in (orjson.loads(m) for m in sent if m.startswith(b'{"alert_id"')):
-            alerts[body["alert_id"]] = body
+    unit_side = _FullUnit()
+    side, take, visit = unit_side.side, unit_side.take, unit_side.visit
 
     async def main() -> None:
         await take(("status", 0, _status(0, 0, "down")))
@@ -656,7 +675,7 @@ def test_a_record_a_full_unit_took_before_a_crash_is_taken_again_after_it() -> N
                                    Occupancy("PO-A", UNIT, 1, visit(4_800, None))]))  # fmt: skip
         unit, _ = side.tables()
         await take(("status", 4, _status(4, 5_000, "down")))  # full: u-0 folded, room
-        assert [r.event_id for r in side.agents.load(UNIT).records] == ["u-2", "u-3", "u-4"]
+        assert unit_side.records() == ["u-2", "u-3", "u-4"]
         await take(("reports", 2, [Occupancy("PO-X", UNIT, 1, visit(300, 500))]))
         side.restore(unit, None)  # the entries were kept, the unit's value lost
         side.restart()
@@ -664,13 +683,12 @@ def test_a_record_a_full_unit_took_before_a_crash_is_taken_again_after_it() -> N
         await take(("status", 5, _status(5, 5_600, "up")))
 
     asyncio.run(main())
-    assert letters == []
-    records = [r.event_id for r in side.agents.load(UNIT).records]
+    assert unit_side.letters == []
+    records = unit_side.records()
     assert records == ["u-0", "u-1", "u-2", "u-3", "u-4", "u-5"]  # limit + 1 + 1 lost
-    (down,) = [a for a in alerts.values() if a["details"].get("event_id") == "u-4"]
-    assert down["status"] == "resolved"
-    assert [d[6] for d in orders.told["PO-A"][1]] == ["u-4"]
-    assert orders.told["PO-A"][1][0][5] is not None  # ended by u-5
+    assert unit_side.alert_of("u-4")["status"] == "resolved"
+    assert [d[6] for d in unit_side.orders.told["PO-A"][1]] == ["u-4"]
+    assert unit_side.orders.told["PO-A"][1][0][5] is not None  # ended by u-5
 
 
 def test_the_records_the_steps_a_crash_lost_read_are_taken_over_the_limit() -> None:
@@ -709,21 +727,8 @@ def test_the_entries_told_by_a_record_taken_before_a_crash_take_it_again() -> No
     and `u-5` are both taken, over the limit (`u-4` keeps its dead letter from before;
     refused, `u-5` would be forgotten, its alert out). Without `told_by` both are
     refused."""
-    limits = EngineLimits(max_unit_records=4, unit_lookback_ms=3_600_000)
-    side = _Side(False, limits)
-    alerts: dict[str, dict[str, Any]] = {}
-    letters: list[int] = []
-
-    def visit(start_s: int, end_s: int | None) -> list[list[Any]]:
-        end = None if end_s is None else to_ms(T0 + timedelta(seconds=end_s))
-        return [["dyeing", 1, to_ms(T0 + timedelta(seconds=start_s)), end]]
-
-    async def take(step: Step) -> None:
-        await side.take(step)
-        sent, side.rt.sent = side.rt.sent, []
-        letters.extend(orjson.loads(m)["source"]["offset"] for m in sent if b"state_limit" in m)
-        for body in (orjson.loads(m) for m in sent if m.startswith(b'{"alert_id"')):
-            alerts[body["alert_id"]] = body
+    unit_side = _FullUnit()
+    side, take, visit = unit_side.side, unit_side.take, unit_side.visit
 
     async def main() -> None:
         await take(("status", 0, _status(0, 0, "down")))
@@ -737,17 +742,16 @@ def test_the_entries_told_by_a_record_taken_before_a_crash_take_it_again() -> No
         unit, _ = side.tables()
         await take(("status", 5, _status(5, 5_200, "down")))  # u-0 folded: taken
         await take(("reports", 2, [Occupancy("PO-Y", UNIT, 1, visit(300, 500))]))
-        assert letters == [4]
+        assert unit_side.letters == [4]
         side.restore(unit, None)  # the entries were kept, the unit's value lost
         side.restart()
         await take(("status", 4, _status(4, 5_000, "down")))
         await take(("status", 5, _status(5, 5_200, "down")))
 
     asyncio.run(main())
-    assert letters == [4]
-    assert [r.event_id for r in side.agents.load(UNIT).records][-2:] == ["u-4", "u-5"]
-    (down,) = [a for a in alerts.values() if a["details"].get("event_id") == "u-5"]
-    assert down["status"] == "open"
+    assert unit_side.letters == [4]
+    assert unit_side.records()[-2:] == ["u-4", "u-5"]
+    assert unit_side.alert_of("u-5")["status"] == "open"
 
 
 def test_a_record_taken_after_one_taken_again_that_was_refused_is_taken_again_too() -> None:
@@ -757,23 +761,8 @@ def test_a_record_taken_after_one_taken_again_that_was_refused_is_taken_again_to
     refused: the lost steps read up to offset 6), then `u-5` must be taken too (it was,
     its alert is out). Deciding by which record took the unit to its next version, the
     versions were one ahead after `u-4`: `u-5` was refused and its alert stayed open."""
-    limits = EngineLimits(max_unit_records=4, unit_lookback_ms=3_600_000)
-    side = _Side(False, limits)
-    orders = _Orders()
-    alerts: dict[str, dict[str, Any]] = {}
-    letters: list[int] = []
-
-    def visit(start_s: int, end_s: int | None) -> list[list[Any]]:
-        end = None if end_s is None else to_ms(T0 + timedelta(seconds=end_s))
-        return [["dyeing", 1, to_ms(T0 + timedelta(seconds=start_s)), end]]
-
-    async def take(step: Step) -> None:
-        await side.take(step)
-        sent, side.rt.sent = side.rt.sent, []
-        orders.receive(sent)
-        letters.extend(orjson.loads(m)["source"]["offset"] for m in sent if b"state_limit" in m)
-        for body in (orjson.loads(m) for m in sent if m.startswith(b'{"alert_id"')):
-            alerts[body["alert_id"]] = body
+    unit_side = _FullUnit()
+    side, take, visit = unit_side.side, unit_side.take, unit_side.visit
 
     async def main() -> None:
         await take(("status", 0, _status(0, 0, "down")))
@@ -788,19 +777,16 @@ def test_a_record_taken_after_one_taken_again_that_was_refused_is_taken_again_to
         await take(("reports", 2, [Occupancy("PO-X", UNIT, 1, visit(5_300, 5_500))]))
         await take(("status", 6, _status(6, 5_600, "up")))
         await take(("reports", 3, [Occupancy("PO-Y", UNIT, 1, visit(300, 500))]))
-        assert [r.event_id for r in side.agents.load(UNIT).records] == ["u-2", "u-3", "u-5",
-                                                                        "u-6"]  # fmt: skip
-        assert letters == [4]
+        assert unit_side.records() == ["u-2", "u-3", "u-5", "u-6"]
+        assert unit_side.letters == [4]
         side.restore(unit, None)  # the entries were kept, the unit's value lost
         side.restart()
         for k, at, status in ((4, 5_000, "down"), (5, 5_200, "down"), (6, 5_600, "up")):
             await take(("status", k, _status(k, at, status)))
 
     asyncio.run(main())
-    records = [r.event_id for r in side.agents.load(UNIT).records]
-    assert "u-5" in records, (records, letters)
-    (down,) = [a for a in alerts.values() if a["details"].get("event_id") == "u-5"]
-    assert down["status"] == "resolved"
+    assert "u-5" in unit_side.records(), (unit_side.records(), unit_side.letters)
+    assert unit_side.alert_of("u-5")["status"] == "resolved"
 
 
 def test_a_unit_value_without_the_crash_mark_is_stored_as_before() -> None:
