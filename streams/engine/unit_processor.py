@@ -145,8 +145,9 @@ class UnitSlot:
     """After a crash that lost this value and kept occupancy entries told since: the
     newest unit-status offset the lost steps had taken, as the entries say
     (`OccupancyEntry.told_by`). A record above `offset` and at or below it that the
-    unit is too full for is taken all the same (`take`); None once `offset` reaches
-    it, and in a run without such a crash (the value's JSON then as before it)."""
+    unit is too full for is taken all the same (`take`); None once a record at or
+    past it is decided, taken or not (`passed_lost_steps`), and in a run without such
+    a crash (the value's JSON then as before it)."""
 
     @property
     def version(self) -> int:
@@ -264,6 +265,15 @@ class UnitSlot:
             and (self.offset is None or offset > self.offset)
             and offset <= self.lost_offset
         )
+
+    def passed_lost_steps(self, offset: int | None) -> bool:
+        """Unmark once a record at unit-status `offset`, at or past `lost_offset`, is
+        decided, taken or not (known, late): no later one was read by the lost steps,
+        and a mark left in the value would stop a later crash's being set; True if so."""
+        if self.lost_offset is None or offset is None or offset < self.lost_offset:
+            return False
+        self.lost_offset = None
+        return True
 
     def mark_lost_steps(self, entries: Iterable[OccupancyEntry], version: int) -> bool:
         """Mark how far the steps a crash lost read (`lost_offset`) from the `entries`
@@ -546,6 +556,7 @@ class UnitProcessor:
         taken = slot.take(record, limit, source.offset)
         if taken is Taken.FULL:
             taken = self._take_when_full(slot, record, source.offset, stored, effects)
+        effects.changed = slot.passed_lost_steps(source.offset) or effects.changed
         if taken in (Taken.LATE, Taken.FULL):
             effects.dead_letters.append(self._refuse(slot, taken, source, raw, now))
             return effects
@@ -563,7 +574,7 @@ class UnitProcessor:
         version = slot.version
         occupancy = stored.select(spans, again=redelivered, gone=slot.gone, told_since=version)
         if slot.mark_lost_steps(occupancy.values(), version_before):  # all told above it
-            effects.changed = True
+            effects.changed = not slot.passed_lost_steps(source.offset) or effects.changed
         members: dict[str, set[str]] = {}
         gone = slot.gone
         for order_id in sorted(occupancy):

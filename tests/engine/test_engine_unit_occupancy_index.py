@@ -806,3 +806,39 @@ def test_a_unit_value_without_the_crash_mark_is_stored_as_before() -> None:
     assert orjson.dumps(loaded.to_json()) == raw
     loaded.lost_offset = 7
     assert UnitSlot.from_json(orjson.loads(orjson.dumps(loaded.to_json()))) == loaded
+
+
+def test_the_crash_mark_goes_at_a_record_at_it_that_is_known_or_late() -> None:
+    """The lost steps read up to offset 9 (PO-A told at 7 by it): `u-7` and `u-8` are
+    taken over the limit (`u-0` folded, the unit full), then the record at the mark is
+    not taken: a copy of `u-8` (known) or one older than the fold horizon (late). No
+    later record was read by the lost steps: the mark goes, and is stored gone. Kept,
+    it stayed in the value until a record was taken, and a second crash's mark was not
+    set: `u-10`, which that crash's lost steps took (PO-B told at 7 by offset 10), was
+    refused, its alert out."""
+    limits = EngineLimits(max_unit_records=4, unit_lookback_ms=3_600_000)
+    after = [["dyeing", 1, to_ms(T0 + timedelta(seconds=4_000)),
+              to_ms(T0 + timedelta(seconds=4_100))]]  # fmt: skip
+    for at_mark in (_status(8, 5_000, "degraded"), _status(9, 100, "down")):
+        processor = UnitProcessor(PLAN, limits)
+        slot = UnitSlot(UNIT)
+        for k in range(4):
+            record = unit_status_fact(_status(k, 600 * k, "down" if k % 2 == 0 else "up"))
+            processor.on_status(slot, record, {}, NOW, _source(k), b"{}")
+        told = {"PO-A": OccupancyEntry(1, after, [], told=7, told_by=9)}
+        for k in (7, 8):
+            taken = processor.on_status(slot, unit_status_fact(_status(k, 4_900 + k, "degraded")),
+                                        told, NOW, _source(k), b"{}")  # fmt: skip
+            assert taken.dead_letters == []
+        assert ([r.event_id for r in slot.records], slot.lost_offset) == (
+            ["u-2", "u-3", "u-7", "u-8"], 9)  # fmt: skip
+        if at_mark.event_id == "u-8":
+            at_mark = _status(8, 4_908, "degraded")
+        decided = processor.on_status(slot, unit_status_fact(at_mark), told, NOW, _source(9),
+                                      b"{}")  # fmt: skip
+        assert decided.changed, at_mark.event_id  # the value is stored without the mark
+        assert "lo" not in slot.to_json(), at_mark.event_id
+        told["PO-B"] = OccupancyEntry(1, after, [], told=7, told_by=10)
+        taken = processor.on_status(slot, unit_status_fact(_status(10, 5_100, "degraded")),
+                                    told, NOW, _source(10), b"{}")  # fmt: skip
+        assert taken.dead_letters == [], at_mark.event_id
