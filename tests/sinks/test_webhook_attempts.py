@@ -474,6 +474,27 @@ def _header(name: bytes) -> Callable[[bytes, bytes], bytes]:
     )
 
 
+async def _settle_each(name: str, url: str, routing_key: str, values: list[bytes]) -> LogProducer:
+    """A PagerDuty endpoint's pipe, no consumer: `values` handed to it as read from the
+    alerts topic, each settled with one attempt; what it produced."""
+    policy = RetryPolicy(timeout_s=5.0, max_attempts=1)
+    tp = TopicPartition("cw.alerts", 0)
+    producer = LogProducer()
+    endpoint = Endpoint.model_validate(
+        {"name": name, "url": url, "format": "pagerduty", "routing_key": routing_key}
+    )
+    topics = Topics("cw.alerts", "cw.webhook-deliveries", "cw.webhook-dead-letter")
+    config = PipeConfig(
+        "unused:9092", "cw-notify", topics, policy, LOOPBACK, 10, consumer_options={}
+    )
+    pipe = EndpointPipe(endpoint, config, producer)  # type: ignore[arg-type]
+    await pipe.handle(tp, records_of(tp, values, 0))
+    async with http_client(policy, targets=LOOPBACK) as http:
+        while not pipe.queue.empty():
+            await pipe._settle(http, pipe.queue.get_nowait())
+    return producer
+
+
 def test_a_receiver_quoting_the_request_back_gets_no_secret_into_the_log_or_the_records() -> None:
     """The routing key (in the body), the URL's password (as httpx's `Basic` token) and its
     path and query as httpx sends them (percent-encoded: `t%C3%A9` for `té`) were quoted in
@@ -485,26 +506,12 @@ def test_a_receiver_quoting_the_request_back_gets_no_secret_into_the_log_or_the_
         _header(b"authorization"),  # Basic <base64 of us3r:pa55w0rd-SECRET>
         lambda _head, body: body[body.index(b'"routing_key"') :][:120],
     ]
-    policy = RetryPolicy(timeout_s=5.0, max_attempts=1)
-    tp = TopicPartition("cw.alerts", 0)
 
     async def run() -> tuple[Server, LogProducer]:
-        producer = LogProducer()
         async with serve(_quoting_the_request_back(pieces)) as server:
             url = f"http://us3r:pa55w0rd-SECRET@127.0.0.1:{server.port}/v2/tés-SECRET?sig=a SECRET"
-            endpoint = Endpoint.model_validate(
-                {"name": "echoed", "url": url, "format": "pagerduty", "routing_key": key}
-            )
-            topics = Topics("cw.alerts", "cw.webhook-deliveries", "cw.webhook-dead-letter")
-            config = PipeConfig(
-                "unused:9092", "cw-notify", topics, policy, LOOPBACK, 10, consumer_options={}
-            )
-            pipe = EndpointPipe(endpoint, config, producer)  # type: ignore[arg-type]
             alerts = [make_alert(n).model_dump_json().encode() for n in range(len(pieces))]
-            await pipe.handle(tp, records_of(tp, alerts, 0))
-            async with http_client(policy, targets=LOOPBACK) as http:
-                while not pipe.queue.empty():
-                    await pipe._settle(http, pipe.queue.get_nowait())
+            producer = await _settle_each("echoed", url, key, alerts)
         return server, producer
 
     with capture_logs() as logs:
@@ -544,28 +551,10 @@ def test_a_delivery_failing_on_a_bug_of_ours_shows_no_secret_in_its_error_or_tra
 
     monkeypatch.setattr(dispatcher, "render", render)
     monkeypatch.setattr(dispatcher, "deliver", deliver)
-    policy = RetryPolicy(timeout_s=5.0, max_attempts=1)
-    tp = TopicPartition("cw.alerts", 0)
-
-    async def run() -> LogProducer:
-        producer = LogProducer()
-        endpoint = Endpoint.model_validate(
-            {"name": "bugged", "url": url, "format": "pagerduty", "routing_key": key}
-        )
-        topics = Topics("cw.alerts", "cw.webhook-deliveries", "cw.webhook-dead-letter")
-        config = PipeConfig(
-            "unused:9092", "cw-notify", topics, policy, LOOPBACK, 10, consumer_options={}
-        )
-        pipe = EndpointPipe(endpoint, config, producer)  # type: ignore[arg-type]
-        values = [a.model_dump_json().encode() for a in alerts]
-        await pipe.handle(tp, records_of(tp, values, 0))
-        async with http_client(policy, targets=LOOPBACK) as http:
-            while not pipe.queue.empty():
-                await pipe._settle(http, pipe.queue.get_nowait())
-        return producer
+    values = [a.model_dump_json().encode() for a in alerts]
 
     with capture_logs() as logs:
-        producer = asyncio.run(run())
+        producer = asyncio.run(_settle_each("bugged", url, key, values))
     errors = [e for e in logs if e["event"] == "webhook_processing_error"]
     assert [e["error"].split(":")[0] for e in errors] == [
         "building the message failed",
