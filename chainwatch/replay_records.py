@@ -17,7 +17,7 @@ from schemas.kafka_size import too_large
 from schemas.plan import SlaPlan
 from schemas.replay import ReplayLine
 from schemas.topics import CUSTOMERS
-from schemas.validation import RecordRejected, decode_input, line_key
+from schemas.validation import KEYLESS_TOMBSTONE, RecordRejected, decode_input, line_key
 from streams.rules.facts import to_ms
 
 
@@ -77,10 +77,11 @@ def outgoing(replay: ReplayLine, line: bytes, plan: SlaPlan) -> Outgoing | Refus
 
 def _keyless_refusal(rejected: RecordRejected | None) -> Refused:
     """Why a line Kafka would not take without a key is a dead letter: its record's own
-    fault if it has one, else `bad_replay_line` (a tombstone names its customer by key)."""
+    fault if it has one, else it is a tombstone, which names its customer by its key only.
+
+    That is the record's fault, not the line's (`key` is optional in a line, so the line
+    is well-formed): the engine's reason for a keyless tombstone read off Kafka,
+    `validation_failed` at `key`, not `bad_replay_line`."""
     if rejected is not None:
         return Refused(rejected.errors, rejected.reason_code)
-    error = ErrorDetail(
-        loc="key", msg="a tombstone line needs the customer_id as key", type="missing"
-    )
-    return Refused([error], ReasonCode.BAD_REPLAY_LINE)
+    return Refused([KEYLESS_TOMBSTONE], ReasonCode.VALIDATION_FAILED)

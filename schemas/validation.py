@@ -65,6 +65,7 @@ from schemas.unit_status import STAGES_CONTEXT_KEY, UnitStatus
 __all__ = [
     "DEFAULT_MAX_CLOCK_SKEW",
     "ID_FIELD_BY_TOPIC",
+    "KEYLESS_TOMBSTONE",
     "MODEL_BY_TOPIC",
     "ErrorDetail",
     "InputRecord",
@@ -103,6 +104,16 @@ ID_FIELD_BY_TOPIC: Final[dict[str, str]] = {
 
 DEFAULT_MAX_CLOCK_SKEW: Final = timedelta(hours=24)
 """How far in the future the gateway lets an `event_time` be (CONTRACT.md v1.2)."""
+
+KEYLESS_TOMBSTONE: Final = ErrorDetail(
+    loc="key",
+    msg="a tombstone's key is the customer_id it deletes: this one has no key",
+    type="missing",
+)
+"""Why a tombstone without a key is a dead letter (`validation_failed`): it names its
+customer by its key only. The engine gives it for one read off Kafka (a topic run
+uncompacted takes it) and the replay for such a scenario line (the compacted topic
+would not take it): one fault, one reason, wherever it is found."""
 
 _MAX_MSG = 500
 _MAX_KEY_TEXT = 80

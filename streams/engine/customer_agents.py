@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 
 from schemas.customers import TOMBSTONE, Customer, Tombstone
-from schemas.dead_letter import ErrorDetail, ReasonCode
+from schemas.dead_letter import ReasonCode
+from schemas.validation import KEYLESS_TOMBSTONE
 from streams.codecs import Rejected
 from streams.engine.messages import (
     CUSTOMER_INBOX,
@@ -46,19 +47,10 @@ class CustomerSlot:
         return cls(fact, data["v"])
 
 
-_KEYLESS_TOMBSTONE = Rejected(
-    None,
-    ReasonCode.VALIDATION_FAILED,
-    [
-        ErrorDetail(
-            loc="key",
-            msg="a tombstone's key is the customer_id it deletes: this one has no key",
-            type="missing",
-        )
-    ],
-)
+_KEYLESS_TOMBSTONE = Rejected(None, ReasonCode.VALIDATION_FAILED, [KEYLESS_TOMBSTONE])
 """Kafka takes no keyless record on the compacted CRM topic, but one run uncompacted does:
-such a tombstone was acked and ignored, the one silent drop left (CONTRACT v1.2)."""
+such a tombstone was acked and ignored, the one silent drop left (CONTRACT v1.2). A
+scenario line of one is the replay's dead letter, with the same reason and error."""
 
 
 class CustomerAgents:

@@ -38,12 +38,13 @@ from samples import customer_json, order_created, scan
 from structlog.testing import capture_logs
 
 from chainwatch.replay import ReplayRun, no_progress
+from chainwatch.replay_records import Refused, outgoing
 from chainwatch.settings import Settings
 from schemas.customers import TOMBSTONE
 from schemas.dead_letter import DeadLetter, ReasonCode
 from schemas.placement import Misplaced, misplaced
 from schemas.plan import load_plan
-from schemas.validation import RecordRejected, decode_input
+from schemas.validation import RecordRejected, decode_input, decode_replay_line
 from streams.app import create_app
 from streams.engine.agents import Engine, EngineConfig
 from streams.engine.order_slot import OrderSlot
@@ -75,7 +76,7 @@ def test_a_keyless_record_off_its_ids_partition_belongs_on_the_partition_of_its_
     assert misplaced("scans", None, scan, ELSEWHERE, _home) == Misplaced(ORDER.encode(), HOME)
     c_home = partition_of(b"C-7", PARTITIONS)
     c_away = (c_home + 1) % PARTITIONS
-    # a keyless tombstone names no customer: nowhere to forward it, ignored where it is
+    # a keyless tombstone names no customer: nowhere to forward it, dead-lettered where it is
     assert misplaced("crm.customers", None, TOMBSTONE, c_away, _home) is None
 
 
@@ -300,6 +301,12 @@ def test_a_keyless_tombstone_is_a_dead_letter_not_acked_and_ignored(tmp_path: Pa
     assert (letter.reason_code, letter.source.partition) == (ReasonCode.VALIDATION_FAILED, c_home)
     assert (letter.errors[0].loc, letter.errors[0].type) == ("key", "missing")
     assert _forwarded(engine, "crm.customers") == 0
+    # the same record as a scenario line is the replay's own dead letter (the compacted
+    # topic would not take it): one fault, one reason and error (it was `bad_replay_line`)
+    line = b'{"topic": "crm.customers", "value": null}'
+    refused = outgoing(decode_replay_line(line), line, PLAN)
+    assert isinstance(refused, Refused)
+    assert (refused.code, refused.errors) == (letter.reason_code, letter.errors)
 
 
 @pytest.mark.integration

@@ -675,11 +675,12 @@ def test_a_crm_line_kafka_would_not_take_without_a_key_is_a_dead_letter_of_its_o
     assert producer.sent == ["dead-letter"] * 4 + ["scans"]
     letters = [DeadLetter.model_validate_json(v or b"") for v in producer.values[:4]]
     assert [(d.source.line, d.reason_code) for d in letters] == [
-        (1, ReasonCode.BAD_REPLAY_LINE),
+        (1, ReasonCode.VALIDATION_FAILED),  # the engine's reason for a keyless tombstone
         (2, ReasonCode.VALIDATION_FAILED),
         (3, ReasonCode.VALIDATION_FAILED),
         (4, ReasonCode.NOT_OBJECT),
     ]
+    assert [(e.loc, e.type) for e in letters[0].errors] == [("key", "missing")]
 
 
 def test_the_reference_engine_dead_letters_the_keyless_lines_the_replay_refuses() -> None:
