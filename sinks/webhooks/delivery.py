@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import random
 import time
 import traceback
@@ -47,6 +48,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 import structlog
 from standardwebhooks import Webhook
 
@@ -111,14 +113,16 @@ def request_secrets(url: str, *extra: str) -> tuple[str, ...]:
     """What of a request to `url` is never shown, longest first: the URL, its path and
     query (Slack's and Teams' tokens) as written and as httpx sends them (percent-encoded,
     dot segments resolved), its user-info and the `Basic` token httpx makes of it, and
-    `extra` (a PagerDuty routing key, which the body carries); each also as a bytes
-    `repr` escapes it.
+    `extra` (a PagerDuty routing key, which the body carries); each also as a JSON string
+    escapes it (`_json_escapes`), and each of those as a bytes `repr` escapes it.
 
     A receiver's bytes are quoted in the error (h11: `illegal status line:
     bytearray(b'...')`): one that echoes the request put the routing key, the
     `Authorization` header, or a path httpx had encoded (`/t%C3%A9...` for `/té...`)
     past a list of the URL's parts as written, into the log, the delivery log and the
-    dead letter.
+    dead letter. The routing key travels JSON-escaped: an echo of the body showed a key
+    with a `"`, a `\\` or an `é` as `\\"`, `\\\\` or `\\u00e9`, which hiding the key
+    as written missed.
     """
     parts = urlsplit(url)
     sent = httpx.URL(url)
@@ -128,8 +132,18 @@ def request_secrets(url: str, *extra: str) -> tuple[str, ...]:
     basic = base64.b64encode(f"{user}:{password}".encode()).decode() if user or password else ""
     found = (url, parts.path, parts.query, target, path, query, sent.userinfo.decode("ascii"))
     plain = {s for s in (*found, user, password, basic, *extra) if len(s) > 1}
-    quoted = {form for s in plain for form in _bytes_reprs(s)}
-    return tuple(sorted(plain | quoted, key=len, reverse=True))
+    escaped = plain | {form for s in plain for form in _json_escapes(s)}
+    quoted = {form for s in escaped for form in _bytes_reprs(s)}
+    return tuple(sorted(escaped | quoted, key=len, reverse=True))
+
+
+def _json_escapes(text: str) -> tuple[str, ...]:
+    """`text` as it reads inside a JSON string: as the body is written (`json.dumps`,
+    ASCII only: `\\u00e9`, `records.body_of`), so an echo of the bytes sent shows it, and
+    with non-ASCII kept as is (orjson's, JavaScript's `JSON.stringify`), as a receiver
+    that parses the body and writes it back shows it. Either escapes `"`, `\\` and
+    control characters."""
+    return json.dumps(text)[1:-1], orjson.dumps(text).decode()[1:-1]
 
 
 def _bytes_reprs(text: str) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import json
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
+import orjson
 import pytest
 from aiokafka import TopicPartition
 from sink_samples import make_alert
@@ -524,6 +526,43 @@ def test_a_receiver_quoting_the_request_back_gets_no_secret_into_the_log_or_the_
     for text in errors:
         assert "SECRET" not in text
         assert token not in text
+
+
+def test_a_routing_key_quoted_back_json_escaped_is_hidden_in_the_log_and_the_records() -> None:
+    """A routing key with a `"`, a `\\`, an `é` or a character beyond U+FFFF travels
+    JSON-escaped (the body is `json.dumps`'s, ASCII only: `\\"`, `\\\\`, `\\u00e9`,
+    `\\ud83d\\ude00`), and a receiver that parses the body and writes it back escapes it
+    its own way (orjson's, JavaScript's: non-ASCII as is). An echo of either put the key
+    in the error, and so in the log, the delivery log and the dead letter: only the key as
+    written was hidden."""
+    key = 'R0UTING-"KEY"-SECRET-back\\slash-\u00e9-\U0001f600'
+
+    def routing_key_on(body: bytes) -> bytes:
+        return body[body.index(b'"routing_key"') :][:160]
+
+    pieces = [
+        lambda _head, body: routing_key_on(body),  # the bytes sent
+        lambda _head, body: routing_key_on(orjson.dumps(json.loads(body))),  # written back
+    ]
+
+    async def run() -> tuple[Server, LogProducer]:
+        async with serve(_quoting_the_request_back(pieces)) as server:
+            url = f"http://127.0.0.1:{server.port}/v2/enqueue"
+            alerts = [make_alert(n).model_dump_json().encode() for n in range(len(pieces))]
+            producer = await _settle_each("escaped", url, key, alerts)
+        return server, producer
+
+    with capture_logs() as logs:
+        server, producer = asyncio.run(run())
+    assert server.requests == len(pieces)
+    assert b'\\"KEY\\"-SECRET-back\\\\slash-\\u00e9-\\ud83d\\ude00' in server.bodies[0]
+    assert producer.sent.count("cw.webhook-dead-letter") == len(pieces)  # each given up
+    errors = [str(e.get("error", "")) for e in logs] + [v.decode() for v in producer.values]
+    quoted = [e for e in errors if "illegal status line" in e]
+    assert len(quoted) >= 2 * len(pieces)  # the log's and each record's: all hidden
+    assert all("<redacted>" in e for e in quoted)
+    for text in errors:
+        assert "SECRET" not in text
 
 
 def test_a_delivery_failing_on_a_bug_of_ours_shows_no_secret_in_its_error_or_trace(
