@@ -39,6 +39,7 @@ from schemas.common import IDENTIFIER_PATTERN
 from schemas.dead_letter import DeadLetter, DeadLetterSource
 from schemas.deadline import cancel_requests, cancelled_since
 from schemas.epcis import EpcisMapping
+from schemas.json_blank import json_blank
 from schemas.plan import load_plan
 from streams.ingest.admission import Admission, jittered_retry_after
 from streams.ingest.auth import Role, TokenEntry, TokenRegistry, bearer_token
@@ -541,7 +542,7 @@ class Gateway:
             raise HttpError(
                 404, "epcis_not_configured", "this gateway has no EPCIS mapping (--epcis-mapping)"
             )
-        if not body.strip():
+        if json_blank(body):  # not `strip()`: a form feed or U+00A0 is no JSON, not nothing
             return []
         result = judge_epcis(
             body,

@@ -33,6 +33,7 @@ from typing import Final
 import pydantic_core
 from starlette.requests import Request
 
+from schemas.json_blank import JSON_WHITESPACE
 from schemas.json_skip import value_pattern
 
 NDJSON_TYPES: Final = frozenset(
@@ -45,7 +46,6 @@ _TOKEN: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?|[\[\]{},"]', re.DO
 _QUOTE, _COMMA = ord('"'), ord(",")
 _OPEN: Final = {ord("["): ord("]"), ord("{"): ord("}")}
 _CLOSE: Final = frozenset(_OPEN.values())
-_WHITESPACE: Final = b" \t\r\n"
 _DELIMITERS: Final = frozenset(b",]}")
 
 Body = bytes | bytearray
@@ -326,7 +326,7 @@ def locate_array(  # noqa: C901 - one scanner loop; a call per token would slow 
                     pos = _value_end(body, pos, complete) or pos
             continue
         if char in _OPEN:
-            if depth == 0 and body[:at].strip(_WHITESPACE):
+            if depth == 0 and body[:at].strip(JSON_WHITESPACE):
                 raise Unstructured("text before the first bracket")
             if (
                 depth == target
@@ -374,7 +374,7 @@ def _located(
 ) -> Located | None:
     if stack:
         raise Unstructured("brackets do not balance") if complete else Truncated()
-    if last_end == 0 or body[last_end:].strip(_WHITESPACE):
+    if last_end == 0 or body[last_end:].strip(JSON_WHITESPACE):
         raise Unstructured("text after the end of the document")
     return found
 
@@ -391,7 +391,7 @@ def _value_end(body: Body, pos: int, complete: bool) -> int | None:
 def _next_token(body: Body, pos: int, complete: bool) -> int | None:
     """The first position at or after `pos` that is not whitespace; None at the end of
     a whole body, `Truncated` at the end of a prefix of one."""
-    while pos < len(body) and body[pos] in _WHITESPACE:
+    while pos < len(body) and body[pos] in JSON_WHITESPACE:
         pos += 1
     if pos == len(body):
         if complete:
@@ -502,9 +502,9 @@ def split_items(body: Body, kind: str, max_items: int, max_item_bytes: int) -> l
 
 def _trim(body: Body, start: int, end: int) -> tuple[int, int]:
     """`start` and `end` moved past whitespace at both ends."""
-    while start < end and body[start] in _WHITESPACE:
+    while start < end and body[start] in JSON_WHITESPACE:
         start += 1
-    while end > start and body[end - 1] in _WHITESPACE:
+    while end > start and body[end - 1] in JSON_WHITESPACE:
         end -= 1
     return start, end
 

@@ -3,6 +3,7 @@ reported per event."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from collections.abc import Callable
@@ -242,6 +243,44 @@ class TestCapture:
             (item,) = scalar.json()["items"]
             assert item["reason_code"] == "not_object"
             assert item["errors"][0]["msg"] == f"an EPCISDocument is a JSON object, not {shown}"
+
+    def test_a_body_of_whitespace_json_does_not_know_is_not_json_like_any_text(
+        self, gateway: Harness
+    ) -> None:
+        """A form feed, a vertical tab, U+00A0 (UTF-8 or Latin-1) or NUL is no JSON: it was
+        422 `empty` (`bytes.strip()` took it for nothing), and partial mode published no
+        dead letter of it; it is answered as the body `x` is. JSON whitespace is empty."""
+
+        def outcome(body: bytes, partial: bool, request_id: str) -> Any:
+            answer = gateway.post(
+                "/v1/epcis/capture",
+                content=body,
+                params={"partial": str(partial).lower()},
+                headers={"X-Request-ID": request_id},
+            )
+            shown = answer.json()
+            items = [(i["index"], i["status"], i["reason_code"]) for i in shown.get("items", [])]
+            return answer.status_code, shown.get("error"), items
+
+        bodies = [b"x", b"\x0c", b"\x0b", b"\xa0", b"\xc2\xa0", b"\x00", b"\r\n\x0c\t"]
+        for partial in (False, True):
+            answers = {b: outcome(b, partial, f"ws-{partial}-{b.hex()}") for b in bodies}
+            assert answers[b"x"] == (
+                (202, None, [(0, "dead_lettered", "not_json")])
+                if partial
+                else (422, "invalid_items", [(0, "rejected", "not_json")])
+            )
+            assert answers == dict.fromkeys(bodies, answers[b"x"])
+            for blank in (b"", b" \t\r\n"):
+                assert outcome(blank, partial, f"blank-{partial}-{blank.hex()}") == (
+                    422, "empty", []
+                )  # fmt: skip
+        dead = {
+            (d["source"]["request_id"], base64.b64decode(d["value_b64"]), d["reason_code"])
+            for _, v in gateway.read_all("dead-letter")
+            if v and (d := json.loads(v))["source"]["request_id"].startswith(("ws-", "blank-"))
+        }
+        assert dead == {(f"ws-True-{b.hex()}", b, "not_json") for b in bodies}
 
     def test_hash_ids_and_missing_ids_publish_the_same_ids_when_posted_again(
         self, gateway: Harness
