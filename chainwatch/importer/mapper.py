@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+from chainwatch.importer.blank import blank_cell, invisible_cell
 from schemas.common import MAX_SAFE_INTEGER, MAX_TIME, MIN_TIME, format_utc
 from schemas.import_mapping import (
     BUILTIN_DEFAULTS,
@@ -70,10 +71,6 @@ class _Bad(Exception):
 def normalise(name: str) -> str:
     """How headers and mapped values are matched: NFC, blanks collapsed, case folded."""
     return " ".join(unicodedata.normalize("NFC", name).split()).casefold()
-
-
-def is_empty(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def cell_text(value: Any) -> str:
@@ -174,20 +171,31 @@ class RowMapper:
         by_name = {normalise(k): v for k, v in cells.items() if isinstance(k, str)}
         record: dict[str, Any] = {}
         problems: list[Problem] = []
+
+        def invisible(field: str, value: Any) -> bool:
+            """A spreadsheet cell of whitespace that is no blank: a problem (a JSON
+            string is the text, judged by the contract validation)."""
+            why = None if typed else invisible_cell(value)
+            if why is not None:
+                problems.append(Problem(field, why, "import_invisible"))
+            return why is not None
+
         for field in self.fields:
             value = by_name.get(self.columns[field])
-            from_file = not is_empty(value)
+            from_file = not blank_cell(value)
             if not from_file:
                 value = self.defaults.get(field)
                 if value is None:
                     continue
+            elif invisible(field, value):
+                continue
             try:
                 record[field] = self._convert(field, value, typed and from_file)
             except _Bad as bad:
                 problems.append(Problem(field, str(bad), bad.kind))
         for key, column in self.attributes.items():
             value = by_name.get(column)
-            if is_empty(value):
+            if blank_cell(value) or invisible(f"attributes.{key}", value):
                 continue
             attributes = record.get("attributes")
             if not isinstance(attributes, dict):
@@ -196,7 +204,7 @@ class RowMapper:
         if self.keeps_extras:
             for name, value in cells.items():
                 keep = isinstance(name, str) and normalise(name) not in self._not_extra
-                if keep and not is_empty(value):
+                if keep and not blank_cell(value) and not invisible(name.strip(), value):
                     record.setdefault(name.strip(), _plain(value))
         return record, problems
 

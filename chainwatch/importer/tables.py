@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any, Final, Literal
 
 from chainwatch.errors import UsageError
+from chainwatch.importer.blank import blank_cell
 from chainwatch.importer.csv_records import RecordTap
 from chainwatch.importer.errors import ImportFailed
 from chainwatch.importer.xlsx import SheetReader, SheetRow, cell_name, open_book
@@ -298,12 +299,12 @@ class _CsvTable(Table):
                 continue
             self.done = self._tap.lines
             text = self._tap.take()
-            if not any(c.strip() for c in cells):
+            if all(blank_cell(c) for c in cells):
                 if self.done % _TICK == 0:
                     self.tick()
                 continue
             row = dict(zip(header, cells, strict=False))
-            extra = [c for c in cells[len(header) :] if c.strip()]
+            extra = [c for c in cells[len(header) :] if not blank_cell(c)]
             problem = None
             if self._tap.unclosed_quote(text):  # else a rejection naming a field, or none
                 problem = _unclosed_problem(start, self._tap.lines)
@@ -418,7 +419,7 @@ class _XlsxTable(Table):
         if header is not None and header.number == first and header.unsaved:
             _, detail = unsaved_problem(min(header.unsaved), first)
             raise ImportFailed(f"{self.path}: header row {first}: {detail.msg}")
-        if header is None or header.number != first or not any(_filled(v) for v in header.values):
+        if header is None or header.number != first or all(blank_cell(v) for v in header.values):
             raise ImportFailed(f"{self.path}: header row {first} is empty")
         columns = ["" if h is None else str(h).strip() for h in header.values]
         while columns and not columns[-1]:
@@ -437,7 +438,7 @@ class _XlsxTable(Table):
                 raw = _cells_raw(cells, header, row.texts) if row.values else b""
                 yield Row(row.number, cells, raw, _unreadable(row.error, row.error_type))
                 continue
-            blank = not any(_filled(v) for v in row.values)
+            blank = all(blank_cell(v) for v in row.values)
             if blank and not row.beyond and not row.unsaved:
                 continue  # a row of formulas without saved values is not known to be blank
             # not for a skipped blank row: sheets hold many
@@ -468,10 +469,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
-
-
-def _filled(value: Any) -> bool:
-    return value is not None and bool(str(value).strip())
 
 
 # --- NDJSON -----------------------------------------------------------------------------

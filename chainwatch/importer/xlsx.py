@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+from chainwatch.importer.blank import blank_cell
 from chainwatch.importer.errors import FileBroken, ImportFailed, one_line
 from chainwatch.importer.sheet_xml import row_elements
 from chainwatch.long_lines import MAX_LINE_BYTES
@@ -398,7 +399,7 @@ class SheetReader:
                     unsaved.append(column)
                 elif cell.get("data_type") == "e":
                     failed.append(column)
-            elif value is not None and str(value).strip():
+            elif not blank_cell(value):
                 beyond = True
         error = None
         if errors:
