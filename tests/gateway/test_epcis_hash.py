@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 import pytest
-from conftest import DATA
+from gateway_harness import DATA
 from hypothesis import given
 from hypothesis import strategies as st
 

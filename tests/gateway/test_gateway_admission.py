@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import (
+from gateway_harness import (
     EPCIS_EXAMPLE,
     Harness,
     gateway_settings,

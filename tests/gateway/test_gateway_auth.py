@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import TOKENS, Harness, make_registry, token_of
+from gateway_harness import TOKENS, Harness, make_registry, token_of
 from samples import fresh_order as order
 from samples import fresh_scan as scan
 from samples import fresh_unit_status as unit_status

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_tokens
+from gateway_harness import write_tokens
 
 CHAINWATCH = Path(sys.executable).parent / "chainwatch"
 

@@ -15,7 +15,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
-from conftest import make_registry
+from gateway_harness import make_registry
 
 from chainwatch.settings import Settings
 from streams.ingest.app import create_gateway_app

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import Harness
+from gateway_harness import Harness
 from samples import fresh_customer, fresh_order, fresh_scan, fresh_unit_status
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EPCIS_EXAMPLE, Harness
+from gateway_harness import EPCIS_EXAMPLE, Harness
 
 from schemas.epcis import EpcisMappingError, OrderIdRule, cbv_name, load_epcis_mapping
 from streams.ingest.epcis_map import Unmappable, map_event

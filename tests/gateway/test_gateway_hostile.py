@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import GatewayProcess, Harness, token_of
+from gateway_harness import GatewayProcess, Harness, token_of
 from samples import fresh_scan as scan
 
 from streams.ingest.body import (

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Harness
+from gateway_harness import Harness
 from samples import fresh_customer as customer
 from samples import fresh_order as order
 from samples import fresh_scan as scan

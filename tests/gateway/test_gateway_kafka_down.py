@@ -15,8 +15,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 from cancellation import FinishesInOneTurn, cancelled_as_it_finishes
-from conftest import gateway_settings, metric, read_committed, start_gateway, token_of
 from dead_servers import DeadServer
+from gateway_harness import gateway_settings, metric, read_committed, start_gateway, token_of
 from samples import fresh_scan as scan
 
 from chainwatch.runners import prepare_topics

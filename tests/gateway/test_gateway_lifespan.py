@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from conftest import make_registry
+from gateway_harness import make_registry
 
 from chainwatch.settings import Settings
 from streams.ingest.app import create_gateway_app

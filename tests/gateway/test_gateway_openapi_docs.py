@@ -7,7 +7,7 @@ import ast
 import re
 from pathlib import Path
 
-from conftest import make_registry
+from gateway_harness import make_registry
 
 from chainwatch.gateway_protocol import BAD_REQUEST, HEADERS_TOO_LARGE, TOO_MANY_CONNECTIONS
 from chainwatch.settings import Settings

@@ -13,7 +13,7 @@ from typing import Any
 import hypothesis.strategies as st
 import pytest
 import schemathesis
-from conftest import Harness, token_of
+from gateway_harness import Harness, token_of
 from hypothesis import HealthCheck, given, settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import gateway_settings, metric, start_gateway, token_of
+from gateway_harness import gateway_settings, metric, start_gateway, token_of
 from samples import fresh_scan as scan
 from structlog.testing import capture_logs
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import httpx
 import pytest
-from conftest import make_registry, token_of
+from gateway_harness import make_registry, token_of
 from prometheus_client.parser import text_string_to_metric_families
 
 from chainwatch.settings import Settings

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Harness, token_of
+from gateway_harness import Harness, token_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import (
+from gateway_harness import (
     EPCIS_EXAMPLE,
     GatewayProcess,
     Harness,

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
-from conftest import gateway_settings, metric, start_gateway, token_of
+from gateway_harness import gateway_settings, metric, start_gateway, token_of
 from samples import fresh_order
 from samples import fresh_scan as scan
 from structlog.testing import capture_logs

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import Harness, token_of
+from gateway_harness import Harness, token_of
 
 CAP = 1024 * 1024
 """`lingering_close_bytes` at its default: what is dropped of an unread body at most."""

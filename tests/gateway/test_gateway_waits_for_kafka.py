@@ -14,14 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import (
+from dead_servers import LateServer
+from gateway_harness import (
     gateway_settings,
     running_gateway_process,
     start_gateway,
     token_of,
     wait_until_in_flight,
 )
-from dead_servers import LateServer
 from kafka import KafkaAdminClient
 from samples import fresh_scan
 

@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
-from conftest import (
+from gateway_harness import (
     gateway_settings,
     metric,
     read_committed,
