@@ -200,7 +200,9 @@ class RowMapper:
             attributes = record.get("attributes")
             if not isinstance(attributes, dict):
                 attributes = record["attributes"] = {}
-            attributes[key] = value.strip() if isinstance(value, str) else _plain(value)
+            # `or value`: a JSON string of whitespace that is no blank (U+00A0) goes to the
+            # validation as it is, as a field's does; cut, it was "", which the file lacks
+            attributes[key] = (value.strip() or value) if isinstance(value, str) else _plain(value)
         if self.keeps_extras:
             for name, value in cells.items():
                 keep = isinstance(name, str) and normalise(name) not in self._not_extra

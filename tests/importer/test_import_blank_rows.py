@@ -111,3 +111,15 @@ def test_invisible_cells_are_named(cell: str) -> None:
 def test_values(cell: object) -> None:
     assert not blank_cell(cell)
     assert invisible_cell(cell) is None
+
+
+@pytest.mark.parametrize("text", ["\xa0", "\u3000", " \x0b "])
+def test_an_ndjson_attribute_of_invisible_whitespace_is_kept_as_it_is(text: str) -> None:
+    """As an NDJSON field's string of such whitespace is: it was cut to "", an
+    attribute the line does not hold (before, it was no attribute at all)."""
+    mapper = RowMapper(ImportMapping.model_validate({"attributes": {"shade": "Farbe"}}), "scans")
+    record, problems = mapper.map({"Farbe": text, "lot_id": text}, typed=True)
+    assert (record, problems) == ({"lot_id": text, "attributes": {"shade": text}}, [])
+    for blank in (" ", "\t\r\n"):
+        assert mapper.map({"Farbe": blank}, typed=True) == ({}, [])
+    assert mapper.map({"Farbe": " red "}, typed=True) == ({"attributes": {"shade": "red"}}, [])
