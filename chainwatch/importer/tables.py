@@ -419,11 +419,13 @@ class _XlsxTable(Table):
         if header is not None and header.number == first and header.unsaved:
             _, detail = unsaved_problem(min(header.unsaved), first)
             raise ImportFailed(f"{self.path}: header row {first}: {detail.msg}")
-        if header is None or header.number != first or all(blank_cell(v) for v in header.values):
+        if header is None or header.number != first:
             raise ImportFailed(f"{self.path}: header row {first} is empty")
         columns = ["" if h is None else str(h).strip() for h in header.values]
         while columns and not columns[-1]:
             columns.pop()
+        if not columns:  # a name is cut of all whitespace (U+00A0 too), as a CSV header's
+            raise ImportFailed(f"{self.path}: header row {first} is empty")
         self.header = columns
         reader.width = len(columns)
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from chainwatch.importer.blank import blank_cell, invisible_cell
+from chainwatch.importer.errors import ImportFailed
 from chainwatch.importer.mapper import RowMapper
 from chainwatch.importer.pipeline import Accepted, Importer, Rejected
 from chainwatch.importer.run import open_tables
@@ -123,3 +124,26 @@ def test_an_ndjson_attribute_of_invisible_whitespace_is_kept_as_it_is(text: str)
     for blank in (" ", "\t\r\n"):
         assert mapper.map({"Farbe": blank}, typed=True) == ({}, [])
     assert mapper.map({"Farbe": " red "}, typed=True) == ({"attributes": {"shade": "red"}}, [])
+
+
+@pytest.mark.parametrize("names", [["\xa0"], ["", "\u3000", " "]])
+def test_a_header_of_invisible_whitespace_is_empty_in_both_formats(
+    tmp_path: Path, names: list[str]
+) -> None:
+    """A header name is cut of all whitespace, so such a header names no column: the
+    XLSX one was taken for a header and the import failed on the columns it lacks
+    (`(columns: )`), where the same CSV header is empty."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(names)
+    sheet.append(["U-1", "up", TIME])
+    xlsx = tmp_path / "units.xlsx"
+    book.save(xlsx)
+    csv_path = tmp_path / "units.csv"
+    csv_path.write_text(",".join(names) + f"\nU-1,up,{TIME}\n", encoding="utf-8")
+    for path in (xlsx, csv_path):
+        with pytest.raises(ImportFailed, match=r"header row 1 is empty$"):
+            outcomes(path)
