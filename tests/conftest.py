@@ -61,6 +61,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
+    _side_by_side(items, "filled_store")
+
+
+def _side_by_side(items: list[pytest.Item], fixture: str) -> None:
+    """The tests using a session fixture of `fixture` move to just after the first of them.
+
+    xdist hands each session runs of adjacent tests: the dashboard and status tests
+    of the one filled store were a collection apart, each side filled its own (a
+    replay and a sink, ~10 s). Otherwise the order is the collection's."""
+    using = [item for item in items if fixture in getattr(item, "fixturenames", ())]
+    if not using:
+        return
+    first = items.index(using[0])
+    rest = [item for item in items if fixture not in getattr(item, "fixturenames", ())]
+    items[:] = rest[:first] + using + rest[first:]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
