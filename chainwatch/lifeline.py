@@ -182,6 +182,18 @@ def _wait_for_death(fd: int, process: str) -> None:
         process=process,
         hint="the process that started it died (killed?); stopping as on SIGTERM",
     )
+    if signal.getsignal(signal.SIGTERM) is _until_own_stop_handling:
+        # No stop handling of its own yet (still starting; the simulator has none): the
+        # handler exits at once, without the last line every process ends its log with.
+        # Said here, in this thread: the handler interrupts the main thread anywhere, a
+        # write to the log included. Should the process put its own handler in place
+        # right now, its graceful stop says it once more, last.
+        log.info(
+            "process_stopped",
+            process=process,
+            outcome=f"exit {PARENT_GONE_EXIT}",
+            stopped="at once, before its own stop handling",
+        )
     os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -82,6 +82,13 @@ def _watched(pid: int) -> Iterator[int]:
         os.close(pidfd)
 
 
+def _at_once(line: dict[str, Any]) -> bool:
+    """The last line of a process whose parent died before its own stop handling."""
+    return line.get("event") == "process_stopped" and "before its own stop handling" in str(
+        line.get("stopped")
+    )
+
+
 def _signalled(line: dict[str, Any]) -> bool:
     """A SIGTERM's line: ours, or faust's in the worker (it handles the worker's signals)."""
     return (line.get("event") == "process_signalled" and line["signal"] == "SIGTERM") or str(
@@ -90,13 +97,17 @@ def _signalled(line: dict[str, Any]) -> bool:
 
 
 def _stopped_because_the_parent_died(log: Path, process: str) -> None:
-    """One `process_parent_gone` line, then the graceful stop a SIGTERM starts, and the
-    exit status told by the last line."""
+    """One `process_parent_gone` line, then the graceful stop a SIGTERM starts (or, for a
+    process still starting, before its own stop handling, the exit at once), and the exit
+    status told by the last line."""
     text = log.read_text(errors="replace")[-4000:]
     lines = _lines(log)
     gone = [n for n, line in enumerate(lines) if line.get("event") == "process_parent_gone"]
     assert [lines[n]["process"] for n in gone] == [process], text
-    assert any(_signalled(line) for line in lines[gone[0] :]), text
+    after = lines[gone[0] + 1 :]
+    assert any(_signalled(line) for line in after) or [_at_once(line) for line in after] == [
+        True
+    ], text
     assert lines[-1]["event"] == "process_stopped", text
     assert lines[-1]["outcome"] == f"exit {PARENT_GONE_EXIT}", text
 
@@ -167,7 +178,10 @@ def test_a_child_whose_parent_died_before_it_started_exits_non_zero_not_by_the_s
         os.close(read_end)
     said = child.stdout + child.stderr
     assert child.returncode == PARENT_GONE_EXIT, said[-4000:]
-    assert "process_parent_gone" in said
+    events = [json.loads(line) for line in said.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events][-2:] == ["process_parent_gone", "process_stopped"], said
+    assert _at_once(events[-1]), said
+    assert events[-1]["outcome"] == f"exit {PARENT_GONE_EXIT}", said
 
 
 @pytest.mark.slow
