@@ -497,6 +497,26 @@ async def _settle_each(name: str, url: str, routing_key: str, values: list[bytes
     return producer
 
 
+def _echoed(
+    pieces: list[Callable[[bytes, bytes], bytes]], key: str, url_of: Callable[[int], str]
+) -> tuple[Server, list[str]]:
+    """One alert per piece settled on a PagerDuty endpoint at `url_of(port)` whose receiver
+    quotes that piece of the request back; each given up. The receiver, and every error
+    the log, the delivery log and the dead letters kept."""
+
+    async def run() -> tuple[Server, LogProducer]:
+        async with serve(_quoting_the_request_back(pieces)) as server:
+            alerts = [make_alert(n).model_dump_json().encode() for n in range(len(pieces))]
+            producer = await _settle_each("echoed", url_of(server.port), key, alerts)
+        return server, producer
+
+    with capture_logs() as logs:
+        server, producer = asyncio.run(run())
+    assert server.requests == len(pieces)
+    assert producer.sent.count("cw.webhook-dead-letter") == len(pieces)  # each given up
+    return server, [str(e.get("error", "")) for e in logs] + [v.decode() for v in producer.values]
+
+
 def test_a_receiver_quoting_the_request_back_gets_no_secret_into_the_log_or_the_records() -> None:
     """The routing key (in the body), the URL's password (as httpx's `Basic` token) and its
     path and query as httpx sends them (percent-encoded: `t%C3%A9` for `té`) were quoted in
@@ -509,18 +529,11 @@ def test_a_receiver_quoting_the_request_back_gets_no_secret_into_the_log_or_the_
         lambda _head, body: body[body.index(b'"routing_key"') :][:120],
     ]
 
-    async def run() -> tuple[Server, LogProducer]:
-        async with serve(_quoting_the_request_back(pieces)) as server:
-            url = f"http://us3r:pa55w0rd-SECRET@127.0.0.1:{server.port}/v2/tés-SECRET?sig=a SECRET"
-            alerts = [make_alert(n).model_dump_json().encode() for n in range(len(pieces))]
-            producer = await _settle_each("echoed", url, key, alerts)
-        return server, producer
-
-    with capture_logs() as logs:
-        server, producer = asyncio.run(run())
-    assert server.requests == len(pieces)
-    assert producer.sent.count("cw.webhook-dead-letter") == len(pieces)  # each given up
-    errors = [str(e.get("error", "")) for e in logs] + [v.decode() for v in producer.values]
+    _, errors = _echoed(
+        pieces,
+        key,
+        lambda port: f"http://us3r:pa55w0rd-SECRET@127.0.0.1:{port}/v2/tés-SECRET?sig=a SECRET",
+    )
     assert sum("illegal status line" in e for e in errors) >= 2 * len(pieces)  # quoted, hidden
     token = base64.b64encode(b"us3r:pa55w0rd-SECRET").decode()
     for text in errors:
@@ -545,19 +558,8 @@ def test_a_routing_key_quoted_back_json_escaped_is_hidden_in_the_log_and_the_rec
         lambda _head, body: routing_key_on(orjson.dumps(json.loads(body))),  # written back
     ]
 
-    async def run() -> tuple[Server, LogProducer]:
-        async with serve(_quoting_the_request_back(pieces)) as server:
-            url = f"http://127.0.0.1:{server.port}/v2/enqueue"
-            alerts = [make_alert(n).model_dump_json().encode() for n in range(len(pieces))]
-            producer = await _settle_each("escaped", url, key, alerts)
-        return server, producer
-
-    with capture_logs() as logs:
-        server, producer = asyncio.run(run())
-    assert server.requests == len(pieces)
+    server, errors = _echoed(pieces, key, lambda port: f"http://127.0.0.1:{port}/v2/enqueue")
     assert b'\\"KEY\\"-SECRET-back\\\\slash-\\u00e9-\\ud83d\\ude00' in server.bodies[0]
-    assert producer.sent.count("cw.webhook-dead-letter") == len(pieces)  # each given up
-    errors = [str(e.get("error", "")) for e in logs] + [v.decode() for v in producer.values]
     quoted = [e for e in errors if "illegal status line" in e]
     assert len(quoted) >= 2 * len(pieces)  # the log's and each record's: all hidden
     assert all("<redacted>" in e for e in quoted)
