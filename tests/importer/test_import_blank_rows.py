@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from import_outcomes import import_outcomes
 
 from chainwatch.importer.blank import blank_cell, invisible_cell
 from chainwatch.importer.errors import ImportFailed
 from chainwatch.importer.mapper import RowMapper
-from chainwatch.importer.pipeline import Accepted, Importer, Rejected
-from chainwatch.importer.run import open_tables
+from chainwatch.importer.pipeline import Accepted, Rejected
 from schemas.import_mapping import ImportMapping
 from schemas.plan import load_plan
 
@@ -42,14 +42,7 @@ OUTCOMES = [
 
 
 def outcomes(path: Path) -> list[tuple[int, str, list[tuple[str, str]]]]:
-    mapping = ImportMapping()
-    importer = Importer(RowMapper(mapping, "unit-status"), PLAN)
-    tables = open_tables([path], mapping, importer)
-    try:
-        got = [o for t in tables for o in importer.outcomes(t)]
-    finally:
-        for t in tables:
-            t.close()
+    got = import_outcomes("unit-status", path)
     return [
         (o.row, "accepted", [])
         if isinstance(o, Accepted)

@@ -9,15 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from import_outcomes import import_outcomes
 from memory_peak import peak_memory
 
-from chainwatch.importer.mapper import RowMapper
-from chainwatch.importer.pipeline import Accepted, Importer, Rejected
-from chainwatch.importer.run import open_tables
+from chainwatch.importer.pipeline import Accepted, Rejected
 from chainwatch.importer.tables import MAX_LINE_BYTES
 from chainwatch.long_lines import LongLine, binary_lines, too_long
 from schemas.dead_letter import MAX_DEAD_LETTER_BYTES
-from schemas.import_mapping import ImportMapping
 from schemas.plan import load_plan
 
 PLAN = load_plan()
@@ -27,15 +25,8 @@ HUGE = 24 * MAX_LINE_BYTES + 12_345
 
 def run(kind: str, path: Path) -> tuple[list[Accepted | Rejected], int]:
     """The outcomes of importing `path`, and the peak of memory allocated meanwhile."""
-    mapping = ImportMapping()
-    importer = Importer(RowMapper(mapping, kind), PLAN)
     with peak_memory() as peak:
-        tables = open_tables([path], mapping, importer)
-        try:
-            outcomes = [o for t in tables for o in importer.outcomes(t)]
-        finally:
-            for t in tables:
-                t.close()
+        outcomes = import_outcomes(kind, path)
     return outcomes, peak.bytes
 
 

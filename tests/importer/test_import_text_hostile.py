@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from import_outcomes import import_outcomes
 
 from chainwatch.errors import UsageError
 from chainwatch.importer.mapper import RowMapper
@@ -27,14 +28,7 @@ UNIT = '{"unit_id": %s, "status": "up", "event_time": "2026-11-23T09:30:00Z"}'
 
 
 def run(kind: str, path: Path, mapping: ImportMapping | None = None) -> list[Accepted | Rejected]:
-    mapping = mapping or ImportMapping()
-    importer = Importer(RowMapper(mapping, kind), PLAN)
-    tables = open_tables([path], mapping, importer)
-    try:
-        return [o for t in tables for o in importer.outcomes(t)]
-    finally:
-        for t in tables:
-            t.close()
+    return import_outcomes(kind, path, mapping)
 
 
 def test_ndjson_integers_beyond_2_53_are_rejected_not_turned_into_id_strings(

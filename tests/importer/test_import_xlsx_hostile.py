@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from import_outcomes import import_outcomes
 from memory_peak import peak_memory
 
 from chainwatch.importer.errors import FileBroken
@@ -83,13 +84,7 @@ def only_row_3_rejected(got: list[Accepted | Rejected]) -> Rejected:
 
 
 def outcomes(path: Path) -> list[Accepted | Rejected]:
-    importer = Importer(RowMapper(ImportMapping(), "unit-status"), PLAN)
-    tables = open_tables([path], ImportMapping(), importer)
-    try:
-        return [o for t in tables for o in importer.outcomes(t)]
-    finally:
-        for t in tables:
-            t.close()
+    return import_outcomes("unit-status", path)
 
 
 def test_rows_below_a_stale_dimension_are_imported_not_dropped(tmp_path: Path) -> None:
