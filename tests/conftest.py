@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from ast_serialised import serialise_ast_parsing
+from logging_state import logging_restored
 
 from chainwatch.settings import Settings
 
@@ -128,6 +129,14 @@ def spare_kafka_port() -> int:
 def own_broker_dir() -> Path:
     """The data dir of this session's own broker (`chainwatch kafka ...` commands take it)."""
     return TEST_BROKER_DIR
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A test running a CLI command in-process leaves no logging set-up to later tests
+    (a handler on its closed capture stream): see logging_state.py."""
+    with logging_restored():
+        yield
 
 
 @pytest.fixture
