@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Any
 
 import pytest
 from kafka.errors import KafkaError
+from readable import readable_within
 
 from chainwatch import cli_context, lifeline
 from chainwatch.cli import main
@@ -66,8 +66,7 @@ def _events(log: Path, event: str) -> list[dict[str, Any]]:
 
 
 def _ended(pidfd: int, timeout_s: float) -> bool:
-    readable, _, _ = select.select([pidfd], [], [], timeout_s)
-    return bool(readable)
+    return readable_within(pidfd, timeout_s)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import select
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from readable import readable_within
 
 from chainwatch import process_cpu, replay
 from chainwatch.errors import UserError
@@ -35,7 +35,7 @@ def _started(code: str) -> subprocess.Popen[bytes]:
     )
     assert proc.stdout is not None
     with proc.stdout:  # it writes nothing more
-        ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT_S)
+        ready = readable_within(proc.stdout, START_TIMEOUT_S)
         started = proc.stdout.readline() if ready else b"(nothing)"
     if started != b"started\n":
         proc.kill()

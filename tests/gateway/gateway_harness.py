@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import io
 import json
-import select
 import socket
 import struct
 import sys
@@ -36,6 +35,7 @@ from typing import Any
 import httpx
 import uvicorn
 from kafka import KafkaConsumer, TopicPartition
+from readable import readable_within
 from samples import fresh_scan as scan
 
 from chainwatch.commands.gateway import uvicorn_config
@@ -475,7 +475,7 @@ def sending_until_answered(
     host, port = base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(_scans_post_head(host, declared, extra_headers) + b"[")
-        while not select.select([sock], [], [], every_s)[0]:
+        while not readable_within(sock, every_s):
             sock.sendall(b" ")
         yield sock
 

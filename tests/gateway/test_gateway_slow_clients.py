@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import select
 import socket
 import time
 import uuid
@@ -39,6 +38,7 @@ from gateway_harness import (
     wait_until_in_flight,
     wait_until_metric,
 )
+from readable import readable_within
 from samples import fresh_scan as scan
 
 from schemas.epcis import load_epcis_mapping
@@ -160,7 +160,7 @@ def test_a_client_sending_on_after_an_early_413_on_a_kept_connection_is_served_n
     )
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(head.encode())
-        select.select([sock], [], [], 10)  # the 413 is there before any of the body
+        readable_within(sock, 10)  # the 413 is there before any of the body
         for _ in range(10):
             send_settled(sock, b" " * 10_000)
         sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
@@ -185,7 +185,7 @@ def test_a_pipelining_client_refused_with_connection_close_reads_the_503(
     try:
         with socket.create_connection((host, int(port)), timeout=15) as sock:
             sock.sendall(request * 2)  # the second waits for the first's answer
-            select.select([sock], [], [], 10)
+            readable_within(sock, 10)
             send_on(sock)  # pipelining on
             status, headers, body = read_response(sock, timeout_s=10)
     finally:

@@ -11,7 +11,6 @@ chunked one that goes past it closes the connection, both through the lingering 
 
 from __future__ import annotations
 
-import select
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from gateway_harness import Harness, token_of
+from readable import readable_within
 
 CAP = 1024 * 1024
 """`lingering_close_bytes` at its default: what is dropped of an unread body at most."""
@@ -115,7 +115,7 @@ def push_until_refused(sock: socket.socket, piece: bytes) -> int:
 
 
 def answered_before_the_body(sock: socket.socket) -> None:
-    assert select.select([sock], [], [], 10)[0], "no answer before the body"
+    assert readable_within(sock, 10), "no answer before the body"
 
 
 @contextmanager
