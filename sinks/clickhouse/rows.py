@@ -11,13 +11,14 @@ from collections.abc import Callable, Sequence
 from aiokafka import ConsumerRecord
 
 from schemas.customers import Customer, Tombstone
+from schemas.dead_letter import ReasonCode
 from schemas.orders import OrderRecord
 from schemas.placement import misplaced
 from schemas.plan import SlaPlan, load_plan
 from schemas.scans import ScanEvent
 from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
 from schemas.unit_status import UnitStatus
-from schemas.validation import RecordRejected, decode_input
+from schemas.validation import KEYLESS_TOMBSTONE, RecordRejected, decode_input
 from sinks.clickhouse.mapping import (
     RecordForwarded,
     RecordInvalid,
@@ -200,8 +201,9 @@ class CustomerRows(_InputMapper):
     def rows(self, record: ConsumerRecord[bytes, bytes]) -> dict[str, list[Row]]:
         customer = self._decode(record)
         if isinstance(customer, Tombstone):
-            if not record.key:
-                raise RecordInvalid("tombstone without a key")
+            if not record.key:  # the engine's dead letter: the same reason, said alike
+                keyless = RecordRejected(ReasonCode.VALIDATION_FAILED, [KEYLESS_TOMBSTONE])
+                raise RecordInvalid(str(keyless))
             customer_id = record.key.decode()  # an identifier: `decode_input` checked it
             row: Row = (customer_id, "", "standard", None, None, None, "{}", 1, record.offset)
         else:

@@ -17,6 +17,7 @@ from chainwatch.sink_runner import build_mappers
 from schemas.alerts import AlertStatus
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.plan import load_plan
+from schemas.validation import KEYLESS_TOMBSTONE
 from sinks.clickhouse.mapping import RecordForwarded, RecordInvalid
 from sinks.clickhouse.rows import CustomerRows, OrderEventRows, ScanRows, UnitStatusRows
 from sinks.clickhouse.rows_outputs import AlertRows, DeadLetterRows, OrderStateRows
@@ -78,9 +79,10 @@ def test_a_tombstone_whose_key_is_no_customer_id_is_invalid(key: bytes) -> None:
         CustomerRows().rows(record(None, offset=10, key=key))
 
 
-def test_tombstone_without_key_is_invalid() -> None:
-    with pytest.raises(RecordInvalid):
+def test_tombstone_without_key_is_invalid_for_the_reason_the_engine_gives() -> None:
+    with pytest.raises(RecordInvalid) as raised:
         CustomerRows().rows(record(None))
+    assert str(raised.value) == f"validation_failed: key: {KEYLESS_TOMBSTONE.msg}"
 
 
 def test_order_update_keeps_absent_fields_null() -> None:
