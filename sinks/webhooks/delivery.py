@@ -53,6 +53,7 @@ import structlog
 from standardwebhooks import Webhook
 
 from schemas.deadline import deadline
+from schemas.http_whitespace import HTTP_WHITESPACE
 from sinks.backoff import exponential
 from sinks.webhooks.targets import (
     GuardedBackend,
@@ -197,7 +198,7 @@ def retry_after_s(value: str | None, now: datetime | None = None) -> float | Non
     """
     if not value or not value.isascii():
         return None
-    value = value.strip(" \t")
+    value = value.strip(HTTP_WHITESPACE)
     if value.isdigit():
         return min(float(value), RETRY_AFTER_CAP_S)
     try:

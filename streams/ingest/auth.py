@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from schemas.common import Identifier, StageName
 from schemas.files import load_config_yaml, read_config_text
+from schemas.http_whitespace import HTTP_WHITESPACE
 
 
 class Role(StrEnum):
@@ -152,11 +153,18 @@ class TokenRegistry:
 
 
 def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header, else None."""
+    """The token of an `Authorization: Bearer <token>` header, else None.
+
+    RFC 6750 2.1: `"Bearer" 1*SP b64token`, so spaces (only spaces) part the scheme
+    from the token; around the field value HTTP's whitespace (space, tab) is no part
+    of it (the HTTP server strips it already). Anything else around the token is
+    part of it, so the token is unknown (401): `str.strip()` took
+    `Bearer \xa0TOKEN` or `Bearer TOKEN\x0c` for TOKEN.
+    """
     if not authorization:
         return None
-    scheme, _, token = authorization.partition(" ")
-    token = token.strip()
+    scheme, _, token = authorization.strip(HTTP_WHITESPACE).partition(" ")
+    token = token.lstrip(" ")
     if scheme.lower() != "bearer" or not token:
         return None
     return token

@@ -90,6 +90,13 @@ def test_an_unreadable_tokens_file_says_where_but_never_its_text(
     [
         ("Bearer abc", "abc"),
         ("bearer   abc ", "abc"),
+        ("\tBearer abc \t", "abc"),
+        # RFC 6750: spaces part scheme and token; other whitespace is part of the token
+        ("Bearer\tabc", None),
+        ("Bearer \tabc", "\tabc"),
+        ("Bearer \xa0abc", "\xa0abc"),
+        ("Bearer abc\x0c", "abc\x0c"),
+        ("Bearer \x85abc", "\x85abc"),
         ("Basic abc", None),
         ("Bearer", None),
         ("", None),
@@ -108,6 +115,22 @@ class TestThroughTheGateway:
             assert response.status_code == 401
             assert response.headers["www-authenticate"] == "Bearer"
             assert response.json()["error"] == "unauthorized"
+
+    def test_a_token_with_other_whitespace_around_it_is_unknown(self, gateway: Harness) -> None:
+        """HTTP's whitespace is space and tab, and only spaces part `Bearer` from its token
+        (RFC 6750). `str.strip()` cut a no-break space or a NEL (bytes 0xA0, 0x85, which
+        the HTTP parser passes, read latin-1) or a tab from the token, and such a header
+        authenticated as the token within it."""
+        token = token_of("admin").encode()
+        body = json.dumps([scan()]).encode()
+
+        def post(authorization: bytes) -> int:
+            headers = {"Authorization": authorization, "Content-Type": "application/json"}
+            return gateway.client.post("/v1/scans", content=body, headers=headers).status_code
+
+        for around in (b"\xa0" + token, token + b"\xa0", b"\x85" + token, b"\t" + token):
+            assert post(b"Bearer " + around) == 401, around
+        assert post(b"Bearer  " + token) == 202  # one or more spaces (RFC 6750 `1*SP`)
 
     def test_a_unit_posts_its_own_scans_and_status(self, gateway: Harness) -> None:
         assert gateway.post("/v1/scans", [scan("DYE-01")], token="unit-dye").status_code == 202
