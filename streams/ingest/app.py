@@ -269,10 +269,13 @@ def operation(request: Request) -> str:
 
 
 def _partial(request: Request) -> bool:
+    """`?partial=`: one of the spellings of true or false, nothing around it (a query
+    value has no whitespace to strip: `str.strip()` read `%0Ctrue` or `%C2%A0true` as
+    true); anything else is 422 `bad_parameter`."""
     values = request.query_params.getlist("partial")
     if not values:
         return False
-    text = values[-1].strip().lower()
+    text = values[-1].lower()
     if len(values) == 1 and text in _TRUE | _FALSE:
         return text in _TRUE
     raise HttpError(

@@ -129,6 +129,18 @@ def test_utf8_and_identity_are_read_as_before(
     assert response.status_code == 202, response.text
 
 
+@pytest.mark.parametrize("value", ["\x0ctrue", "true\xa0", " true", "\ttrue", "true\n"])
+def test_partial_with_whitespace_around_it_is_a_bad_parameter(gateway: Harness, value: str) -> None:
+    """`str.strip()` read `?partial=%0Ctrue` (or a no-break space, a space ...) as true."""
+    record = scan()
+    response = gateway.post("/v1/scans", [record], params={"partial": value})
+    answer = _documented_error(response, 422, "bad_parameter")
+    assert answer["loc"] == "partial"
+    published = {json.loads(v)["event_id"] for _, v in gateway.read_all("scans") if v}
+    assert record["event_id"] not in published
+    assert gateway.post("/v1/scans", [scan()], params={"partial": "TRUE"}).status_code == 202
+
+
 def _address(base_url: str) -> tuple[str, int]:
     host, port = base_url.removeprefix("http://").split(":")
     return host, int(port)
