@@ -149,8 +149,8 @@ INGEST_ERRORS: dict[str, str] = {
     "is closed.",
     "413": "More bytes or items than the gateway accepts in one request, or an item larger "
     "than `max_item_bytes` or than Kafka takes.",
-    "415": "Neither JSON nor NDJSON, a charset other than UTF-8, or a Content-Encoding "
-    "other than identity.",
+    "415": "Neither JSON nor NDJSON, a charset other than UTF-8, a parameter name that is "
+    "no HTTP token, or a Content-Encoding other than identity.",
     "422": "No items (an empty body or batch), a bad `?partial=`, or invalid items: "
     "nothing was published; see `items`.",
     "503": "Kafka unavailable (`kafka_unavailable`): nothing was published, unless Kafka "

@@ -118,8 +118,39 @@ def test_a_body_the_gateway_would_misread_is_415(
 
 
 @pytest.mark.parametrize(
+    ("content_type", "encoding", "complaint"),
+    [
+        (b"application/json\xa0", None, "unsupported content type 'application/json\\xa0'"),
+        (b"application/x-ndjson\x85", None, "unsupported content type 'application/x-ndjson"),
+        (b"application/json; charset=utf-8\xa0", None, "unsupported charset 'utf-8\\xa0'"),
+        (b"application/json; \xa0charset=utf-16", None, "parameter '\\xa0charset'"),
+        (b"application/json", b"identity\xa0", "unsupported Content-Encoding 'identity\\xa0'"),
+    ],
+)
+def test_other_whitespace_around_a_media_type_is_415(
+    gateway: Harness, content_type: bytes, encoding: bytes | None, complaint: str
+) -> None:
+    """HTTP's whitespace is space and tab; `str.strip()` also cut a no-break space or a
+    NEL (bytes 0xA0, 0x85, which the HTTP parser passes, read latin-1), so these were
+    read as JSON, NDJSON, UTF-8 or `identity`."""
+    record = scan()
+    headers = {"Authorization": f"Bearer {token_of('admin')}", "Content-Type": content_type}
+    if encoding is not None:
+        headers["Content-Encoding"] = encoding
+    response = gateway.client.post("/v1/scans", content=json.dumps(record), headers=headers)
+    answer = _documented_error(response, 415, "unsupported_media_type")
+    assert complaint in answer["detail"]
+    published = {json.loads(v)["event_id"] for _, v in gateway.read_all("scans") if v}
+    assert record["event_id"] not in published
+
+
+@pytest.mark.parametrize(
     ("content_type", "encoding"),
-    [("application/json; charset=UTF-8", "identity"), ('application/json;charset="utf8"', None)],
+    [
+        ("application/json; charset=UTF-8", "identity"),
+        ('application/json;charset="utf8"', None),
+        ("application/json ;\tcharset = utf-8;", "identity ,\tidentity"),
+    ],
 )
 def test_utf8_and_identity_are_read_as_before(
     gateway: Harness, content_type: str, encoding: str | None
