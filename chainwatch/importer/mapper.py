@@ -314,7 +314,7 @@ class RowMapper:
         elif isinstance(value, date):
             parsed = datetime.combine(value, time())
         elif isinstance(value, str):
-            parsed = self._parse_text(value.strip())
+            parsed = self._parse_text(value)
         else:
             raise _Bad(f"{cell_text(value)!r} is not a time", "import_time_format")
         if parsed.tzinfo is None or parsed.utcoffset() is None:
@@ -339,7 +339,11 @@ class RowMapper:
             raise _out_of_time(value)
         return parsed
 
-    def _parse_text(self, text: str) -> datetime:
+    def _parse_text(self, given: str) -> datetime:
+        """`given` cut of whitespace (a pasted date's no-break spaces too), read by the
+        mapping's formats; the error shows `given` as it is: a value of U+00A0 only was
+        shown cut to `''`, as if the cell were empty."""
+        text = given.strip()
         for fmt in self.formats:
             try:
                 if fmt == "iso":
@@ -348,7 +352,7 @@ class RowMapper:
             except ValueError:
                 continue
         raise _Bad(
-            f"{text!r} matches none of the time formats ({', '.join(self.formats)})",
+            f"{given!r} matches none of the time formats ({', '.join(self.formats)})",
             "import_time_format",
         )
 

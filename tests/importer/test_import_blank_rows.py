@@ -12,7 +12,7 @@ from import_outcomes import import_outcomes
 
 from chainwatch.importer.blank import blank_cell, invisible_cell
 from chainwatch.importer.errors import ImportFailed
-from chainwatch.importer.mapper import RowMapper
+from chainwatch.importer.mapper import Problem, RowMapper
 from chainwatch.importer.pipeline import Accepted, Rejected
 from schemas.import_mapping import ImportMapping
 from schemas.plan import load_plan
@@ -117,6 +117,17 @@ def test_an_ndjson_attribute_of_invisible_whitespace_is_kept_as_it_is(text: str)
     for blank in (" ", "\t\r\n"):
         assert mapper.map({"Farbe": blank}, typed=True) == ({}, [])
     assert mapper.map({"Farbe": " red "}, typed=True) == ({"attributes": {"shade": "red"}}, [])
+
+
+@pytest.mark.parametrize("text", ["\xa0", " \u3000\t", " 25:00 "])
+def test_an_ndjson_time_that_is_no_time_is_shown_as_it_is(text: str) -> None:
+    """Shown cut of its whitespace, a time of U+00A0 only read `'' matches none of the
+    time formats`, as if the line held an empty string."""
+    mapper = RowMapper(ImportMapping.model_validate({}), "unit-status")
+    assert mapper.map({"event_time": text}, typed=True)[1] == [
+        Problem("event_time", f"{text!r} matches none of the time formats (iso)",
+                "import_time_format"),
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("names", [["\xa0"], ["", "\u3000", " "]])
