@@ -37,14 +37,12 @@ from schemas.import_mapping import (
     ImportMapping,
 )
 from schemas.json_keys import WRITE_ONCE, repeated_keys
-from schemas.text import shorten
+from schemas.text import capped
 
 DERIVED_ID_PREFIX: Final = "imp-"
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _LIST_SPLIT = re.compile(r"[,;|>\s]+")
 _BLANKS = str.maketrans("", "", " \u00a0\u202f\u2009\t")
-#: The most characters of a number a message repeats (a cell may hold thousands of digits).
-_SHOWN = 40
 #: What `RowMapper._lookup` returns for a value its map does not list.
 _UNMAPPED: Final = object()
 
@@ -316,11 +314,11 @@ class RowMapper:
         elif isinstance(value, str):
             parsed = self._parse_text(value)
         else:
-            raise _Bad(f"{cell_text(value)!r} is not a time", "import_time_format")
+            raise _Bad(f"{_time_shown(value)} is not a time", "import_time_format")
         if parsed.tzinfo is None or parsed.utcoffset() is None:
             if self.zone is None:
                 raise _Bad(
-                    f"{cell_text(value)!r} has no UTC offset and the mapping names no "
+                    f"{_time_shown(value)} has no UTC offset and the mapping names no "
                     "time.timezone for such times",
                     "timestamp_no_offset",
                 )
@@ -341,8 +339,7 @@ class RowMapper:
 
     def _parse_text(self, given: str) -> datetime:
         """`given` cut of whitespace (a pasted date's no-break spaces too), read by the
-        mapping's formats; the error shows `given` as it is: a value of U+00A0 only was
-        shown cut to `''`, as if the cell were empty."""
+        mapping's formats; the error shows `given` as it is (`_time_shown`)."""
         text = given.strip()
         for fmt in self.formats:
             try:
@@ -352,7 +349,7 @@ class RowMapper:
             except ValueError:
                 continue
         raise _Bad(
-            f"{given!r} matches none of the time formats ({', '.join(self.formats)})",
+            f"{_time_shown(given)} matches none of the time formats ({', '.join(self.formats)})",
             "import_time_format",
         )
 
@@ -381,9 +378,16 @@ def localise(naive: datetime, zone: ZoneInfo, ambiguous: str) -> datetime:
     )
 
 
+def _time_shown(value: Any) -> str:
+    """A time as its errors show it: a string as written, not cut of whitespace (a value
+    of U+00A0 only read `''`, as if the cell were empty), a cell of another type as its
+    text; both capped (`capped`)."""
+    return capped(value if isinstance(value, str) else cell_text(value), quoted=True)
+
+
 def _out_of_time(value: Any) -> _Bad:
     return _Bad(
-        f"{cell_text(value)!r} is outside {MIN_TIME.date()} - {MAX_TIME.date()}",
+        f"{_time_shown(value)} is outside {MIN_TIME.date()} - {MAX_TIME.date()}",
         "timestamp_range",
     )
 
@@ -407,13 +411,10 @@ def _check_number(value: Any) -> None:
 
 
 def _out_of_range(shown: str) -> _Bad:
-    """The range error, repeating at most the start of the number: a cell of 5,000
-    digits is not echoed back into every rejects line and log."""
-    if len(shown) > _SHOWN:
-        digits = sum(c.isdigit() for c in shown)
-        shown = f"{shorten(shown, _SHOWN)} ({digits:,} digits)"
+    """The range error, repeating at most the start of the number (`capped`)."""
     return _Bad(
-        f"{shown} is beyond +-2^53, where numbers lose digits (store ids as text)",
+        f"{capped(shown, quoted=False, digits=True)} is beyond +-2^53, where numbers lose "
+        "digits (store ids as text)",
         "import_number_range",
     )
 

@@ -36,7 +36,7 @@ from schemas.files import not_a_file
 from schemas.import_mapping import ImportMapping
 from schemas.json_blank import json_blank
 from schemas.json_keys import WRITE_ONCE, repeated_keys
-from schemas.text import shorten
+from schemas.text import capped
 
 Format = Literal["csv", "xlsx", "ndjson"]
 FORMAT_BY_SUFFIX: Final[dict[str, Format]] = {
@@ -52,8 +52,6 @@ _DELIMITERS = (";", ",", "\t", "|")
 
 #: Rows read (blank ones too) between two progress reports from a table itself.
 _TICK = 4096
-#: The most characters of a cell's number a message repeats.
-_SHOWN = 40
 
 __all__ = [
     "FORMAT_BY_SUFFIX",
@@ -99,10 +97,10 @@ def error_value_problem(column: int, row: int, value: Any) -> tuple[ReasonCode, 
     holds no error and no formula to fix."""
     where = cell_name(column, row)
     if isinstance(value, int | float) and not isinstance(value, bool):
+        number = capped(str(value), quoted=False, digits=True)
         return _unreadable(
-            f"{where} cannot be read as a date: it holds the number "
-            f"{shorten(str(value), _SHOWN)} in a date format, outside the dates a sheet "
-            "holds (format it as a number, or fix it)"
+            f"{where} cannot be read as a date: it holds the number {number} in a date "
+            "format, outside the dates a sheet holds (format it as a number, or fix it)"
         )
     return _unreadable(
         f"{where} holds the error value {value} (fix the formula, or clear the cell)"

@@ -105,6 +105,37 @@ def test_a_local_time_outside_the_contracts_range_is_a_range_error(cell: Any) ->
     assert message.endswith("is outside 1971-01-01 - 2100-01-01")
 
 
+@pytest.mark.parametrize(
+    ("cell", "kind"),
+    [
+        (" 2026-11-22T14:05:00\u00a0", "timestamp_no_offset"),
+        ("\t1900-01-01T00:00:00Z ", "timestamp_range"),
+    ],
+)
+def test_a_time_error_shows_the_time_as_written(cell: str, kind: str) -> None:
+    """As the "matches none" error does: these showed the time cut of its whitespace."""
+    field, found, message = problem(mapper(), scan(event_time=cell))
+    assert (field, found) == ("event_time", kind)
+    assert message.startswith(f"{cell!r} ")
+
+
+@pytest.mark.parametrize(
+    ("cell", "kind"),
+    [
+        ("9" * 1_000_000, "import_time_format"),
+        ("2026-11-22T14:05:00" + " " * 1_000_000, "timestamp_no_offset"),
+        (" " * 1_000_000 + "1900-01-01T00:00:00Z", "timestamp_range"),
+    ],
+)
+def test_a_time_error_repeats_at_most_the_start_of_the_time(cell: str, kind: str) -> None:
+    """A 1 MB time cell was repeated whole in its rejection's reason (the rejects line,
+    the log, the dead letter), as a number of 5,000 digits is not."""
+    field, found, message = problem(mapper(), scan(event_time=cell))
+    assert (field, found) == ("event_time", kind)
+    assert message.startswith(f"{cell[:40]!r}... ({len(cell):,} characters) ")
+    assert len(message) < 200
+
+
 def test_formats_are_tried_in_order_and_a_spreadsheet_date_cell_needs_none() -> None:
     m = mapper(time=BERLIN)
     assert mapped(m, scan(event_time="2026-11-22 14:05"))["event_time"].hour == 14
