@@ -294,7 +294,8 @@ class RowMapper:
             hint = ""
             if self.decimal == "." and "," in text:
                 hint = " (for decimal commas set numbers.decimal: ',' in the mapping)"
-            raise _Bad(f"{cell_text(value)!r} is not a number{hint}", "import_number")
+            shown = capped(cell_text(value), quoted=True)
+            raise _Bad(f"{shown} is not a number{hint}", "import_number")
         if re.fullmatch(r"[+-]?\d+", text):
             if len(text.lstrip("+-0")) > len(str(MAX_SAFE_INTEGER)):
                 raise _out_of_range(text)  # before int(), which refuses 4,300 digits and more

@@ -176,6 +176,17 @@ def test_a_decimal_comma_without_the_mapping_saying_so_is_rejected_with_a_hint()
     assert "numbers.decimal: ','" in message
 
 
+def test_a_number_error_repeats_at_most_the_start_of_the_cell() -> None:
+    """A 1 MB quantity cell that is no number was repeated whole in its rejection's
+    reason, as the range error of one of 5,000 digits is not."""
+    cell = "12,5" + "x" * 1_000_000
+    field, kind, message = problem(mapper(time=BERLIN), scan(quantity=cell))
+    assert (field, kind) == ("quantity", "import_number")
+    assert message.startswith(f"{cell[:40]!r}... ({len(cell):,} characters) is not a number")
+    assert "numbers.decimal: ','" in message
+    assert len(message) < 200
+
+
 def test_value_maps_ignore_case_blanks_and_unicode_normal_form() -> None:
     m = mapper(
         time=BERLIN, values={"stage": {"Färberei": "dyeing"}, "action": {"Ende": "completed"}}
