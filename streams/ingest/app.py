@@ -57,13 +57,12 @@ from streams.ingest.body import (
     BodyTooLarge,
     BodyTooSlow,
     MinRate,
-    UnsupportedMediaType,
-    media_type,
     precheck_array,
     read_body,
     split_items,
 )
 from streams.ingest.docs_page import render_docs_page
+from streams.ingest.media_type import UnsupportedMediaType, media_type
 from streams.ingest.metrics import GatewayMetrics
 from streams.ingest.openapi import METRICS_MEDIA_TYPE, install_openapi, partial_path
 from streams.ingest.outage import OutageLog, TopicRefusals

@@ -33,13 +33,8 @@ from typing import Final
 import pydantic_core
 from starlette.requests import Request
 
-from schemas.http_whitespace import HTTP_WHITESPACE
 from schemas.json_blank import JSON_WHITESPACE
 from schemas.json_skip import value_pattern
-
-NDJSON_TYPES: Final = frozenset(
-    {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
-)
 
 # A string (with its escapes; group 1 set when it is an object key), else one structural
 # character; a lone `"` only matches when its string never ends.
@@ -48,8 +43,6 @@ _QUOTE, _COMMA = ord('"'), ord(",")
 _OPEN: Final = {ord("["): ord("]"), ord("{"): ord("}")}
 _CLOSE: Final = frozenset(_OPEN.values())
 _DELIMITERS: Final = frozenset(b",]}")
-_PARAMETER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-"""A media type parameter's name: an HTTP token (RFC 9110 5.6.2)."""
 
 Body = bytes | bytearray
 
@@ -115,10 +108,6 @@ class _BodyClock:
         ):
             return BodyTimeout(f"the body did not arrive in full within {timeout_s:g} s")
         return BodyTooSlow(self.received, self.loop.time() - self.began, rate)
-
-
-class UnsupportedMediaType(Exception):
-    """Neither JSON nor NDJSON, or not UTF-8, or compressed (415)."""
 
 
 class Unstructured(Exception):
@@ -219,48 +208,6 @@ async def _read_body(
             precheck(memoryview(buffer)[:filled].tobytes())
     del buffer[filled:]
     return buffer
-
-
-def media_type(content_type: str | None, content_encoding: str | None = None) -> str:
-    """`json` or `ndjson`; a missing type is read as JSON, anything else is refused.
-
-    So is a body the gateway would misread: one with a `Content-Encoding` other than
-    `identity` (a gzip body was judged as bytes, `not_json`; a `br` label on a plain
-    body was ignored) or a `charset` other than UTF-8 (JSON on the wire is UTF-8).
-    Only HTTP's whitespace (space, tab) is cut around the parts: `str.strip()` read
-    `application/json\xa0` (a 0xA0 byte) as JSON, and a parameter named `\xa0charset`,
-    which is no token, is refused rather than ignored as a parameter of another name.
-    """
-    coding = (content_encoding or "").strip(HTTP_WHITESPACE)
-    if any(e.strip(HTTP_WHITESPACE).lower() not in ("", "identity") for e in coding.split(",")):
-        raise UnsupportedMediaType(
-            f"unsupported Content-Encoding {coding!r}: the gateway reads bodies as sent; "
-            "send it uncompressed, without Content-Encoding (or with `identity`)"
-        )
-    if not content_type:
-        return "json"
-    main, *params = (part.strip(HTTP_WHITESPACE) for part in content_type.split(";"))
-    main = main.lower()
-    for param in filter(None, params):  # `type/subtype;` is allowed (RFC 9110 8.3.1)
-        name, _, value = (p.strip(HTTP_WHITESPACE) for p in param.partition("="))
-        if not _PARAMETER_NAME.fullmatch(name):
-            raise UnsupportedMediaType(
-                f"unsupported content type parameter {name!r}: a parameter's name is an "
-                "HTTP token, such as `charset`"
-            )
-        charset = value.strip('"').lower()
-        if name.lower() == "charset" and charset not in ("utf-8", "utf8"):
-            raise UnsupportedMediaType(
-                f"unsupported charset {charset!r}: JSON and NDJSON bodies are read as UTF-8 "
-                "(send charset=utf-8, or no charset)"
-            )
-    if main in NDJSON_TYPES:
-        return "ndjson"
-    if main in ("application/json", "text/json", "*/*") or main.endswith("+json"):
-        return "json"
-    raise UnsupportedMediaType(
-        f"unsupported content type {main!r}: send application/json or application/x-ndjson"
-    )
 
 
 LEVELS: Final = 16
