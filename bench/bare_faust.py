@@ -62,7 +62,9 @@ def main() -> None:
     )
     # faust declares the topics it reads, not one it only sends to, and the broker
     # creates none (auto.create.topics.enable=false)
-    ensure_named_topics(args.bootstrap, [f"{args.app_id}-out"], partitions=args.partitions)
+    ensure_named_topics(
+        args.bootstrap, [f"{args.app_id}-out"], request_timeout_s=15, partitions=args.partitions
+    )
     out = app.topic(
         f"{args.app_id}-out",
         key_serializer="raw",

@@ -168,7 +168,9 @@ def input_partitions(settings: Settings) -> list[TopicPartition]:
 
 
 def _committed_on_input(settings: Settings) -> bool:
-    admin = admin_client(settings.kafka.bootstrap)
+    admin = admin_client(
+        settings.kafka.bootstrap, request_timeout_s=settings.kafka.request_timeout_s
+    )
     try:
         committed = committed_offsets(admin, settings)
         if committed is None:

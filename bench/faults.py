@@ -525,7 +525,8 @@ class Run:
             "s = Settings()\n"
             "prepare_topics(s)\n"
             "names = [f'{s.engine.app_id}-{n}' for n in INTERNAL_TOPICS]\n"
-            "ensure_named_topics(s.kafka.bootstrap, names, partitions=s.kafka.partitions,"
+            "ensure_named_topics(s.kafka.bootstrap, names,"
+            " request_timeout_s=s.kafka.request_timeout_s, partitions=s.kafka.partitions,"
             " replication_factor=s.kafka.replication_factor)\n"
         )
         for attempt in range(1, attempts + 1):

@@ -254,7 +254,9 @@ class InputOffsets:
     def __init__(self, settings: Settings, partitions: Iterable[int]) -> None:
         self.settings = settings
         self.tps = [TopicPartition(t, p) for t in input_topics(settings) for p in partitions]
-        self.admin = admin_client(settings.kafka.bootstrap)
+        self.admin = admin_client(
+            settings.kafka.bootstrap, request_timeout_s=settings.kafka.request_timeout_s
+        )
 
     def read(self) -> tuple[int, int]:
         """(committed, published), within `LAG_PROBE_TIMEOUT_S`."""

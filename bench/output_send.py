@@ -33,7 +33,7 @@ from streams.app import create_app
 
 async def measure(bootstrap: str, messages: int, size: int, rounds: int) -> dict[str, list[Any]]:
     name = f"bench-output-send-{uuid.uuid4().hex[:8]}"
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, request_timeout_s=15)
     admin.create_topics([NewTopic(name, 4, 1)], timeout_ms=10_000)
     results: dict[str, list[Any]] = {
         "faust Topic.send": [],

@@ -315,6 +315,7 @@ def main() -> None:
             settings.kafka.bootstrap,
             TopicNames(settings.kafka.topic_prefix),
             (SCANS, ALERTS, *NOTIFY_TOPICS),
+            request_timeout_s=settings.kafka.request_timeout_s,
             partitions=4,
         )
         client = SerializedClient(open_client(settings))
@@ -344,6 +345,7 @@ def main() -> None:
                 hooks.kafka.bootstrap,
                 TopicNames(hooks.kafka.topic_prefix),
                 (ALERTS, *NOTIFY_TOPICS),
+                request_timeout_s=hooks.kafka.request_timeout_s,
                 partitions=4,
             )
             bench_webhooks(hooks, args.alerts, args.concurrency)

@@ -151,15 +151,17 @@ def replication_check(
 
 
 def _replication(settings: Settings) -> Check:
-    from chainwatch.kafka_admin import admin_client, bounded, close_admin
+    from chainwatch.kafka_admin import admin_call_timeout_s, admin_client, bounded, close_admin
 
+    kafka = settings.kafka
+    call_s = admin_call_timeout_s(kafka.request_timeout_s)
     try:
-        admin = admin_client(settings.kafka.bootstrap)
+        admin = admin_client(kafka.bootstrap, request_timeout_s=kafka.request_timeout_s)
     except USER_ERRORS as exc:
         return Check("replication", False, str(exc))
     try:
-        cluster = bounded(admin.describe_cluster, timeout_s=20, what="describe_cluster")
-        topics = bounded(admin.describe_topics, timeout_s=20, what="describe_topics")
+        cluster = bounded(admin.describe_cluster, timeout_s=call_s, what="describe_cluster")
+        topics = bounded(admin.describe_topics, timeout_s=call_s, what="describe_topics")
     except Exception as exc:  # any failure is this check's FAIL line
         return Check("replication", False, f"cannot read the cluster metadata: {exc}")
     finally:
@@ -226,23 +228,30 @@ def timestamps(settings: Settings) -> Check:
     """The `timestamps` line: how scans and orders of this deployment are stamped."""
     from kafka.admin import ConfigResource, ConfigResourceType
 
-    from chainwatch.kafka_admin import TIMESTAMP_TYPE, admin_client, bounded, close_admin
+    from chainwatch.kafka_admin import (
+        TIMESTAMP_TYPE,
+        admin_call_timeout_s,
+        admin_client,
+        bounded,
+        close_admin,
+    )
     from streams.topics import APPEND_TIME_TOPICS
 
     kafka = settings.kafka
     names = sorted(kafka.topic(name) for name in APPEND_TIME_TOPICS)
+    call_s = admin_call_timeout_s(kafka.request_timeout_s)
     try:
-        admin = admin_client(kafka.bootstrap)
+        admin = admin_client(kafka.bootstrap, request_timeout_s=kafka.request_timeout_s)
     except USER_ERRORS as exc:
         return Check("timestamps", False, str(exc))
     try:
-        existing = set(bounded(admin.list_topics, timeout_s=20, what="list_topics"))
+        existing = set(bounded(admin.list_topics, timeout_s=call_s, what="list_topics"))
         present = [name for name in names if name in existing]
         resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in present]
         described = (
             bounded(
                 lambda: admin.describe_configs(resources, config_filter="all"),
-                timeout_s=20,
+                timeout_s=call_s,
                 what="describe_configs",
             )
             if resources
@@ -276,7 +285,9 @@ def partitions(settings: Settings) -> Check:
     kafka = settings.kafka
     try:
         routed = [*routed_topics(settings), *engine_changelogs(settings)]
-        counts = partition_counts(kafka.bootstrap, routed)
+        counts = partition_counts(
+            kafka.bootstrap, routed, request_timeout_s=kafka.request_timeout_s
+        )
     except Exception as exc:  # any failure is this check's FAIL line
         return Check("partitions", False, f"cannot read the topics' partitions: {exc}")
     problem = mismatch(counts, kafka.partitions)

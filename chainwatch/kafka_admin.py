@@ -26,8 +26,6 @@ from streams.topics import APPEND_TIME_TOPICS, COMPACTED_TOPICS, TopicNames
 
 T = TypeVar("T")
 
-#: How long one administrative request may take before it is an error.
-REQUEST_TIMEOUT_MS = 15000
 CREATE_TIMEOUT_MS = 30_000
 """How long the broker may take to create topics (CreateTopics' own timeout)."""
 TOPICS_READY_TIMEOUT_MS = 90_000
@@ -153,9 +151,16 @@ def bounded(
     return outcome[0]
 
 
-ADMIN_CALL_TIMEOUT_S = REQUEST_TIMEOUT_MS / 1000 + 5
-"""The deadline of one administrative call (a listing, a deletion): its request's own
-timeout, and a margin for kafka-python to notice it."""
+CALL_MARGIN_S = 5.0
+"""What an administrative call's deadline adds to its request's own timeout: a margin for
+kafka-python to notice that timeout and say so before the call is given up on."""
+
+
+def admin_call_timeout_s(request_timeout_s: float) -> float:
+    """The deadline of one administrative call (a listing, a deletion) whose requests may
+    take `request_timeout_s` (the `kafka.request_timeout_s` setting)."""
+    return request_timeout_s + CALL_MARGIN_S
+
 
 UNREACHABLE_HINT = (
     "check that it runs and answers there (`chainwatch kafka status` for the local one; "
@@ -177,11 +182,9 @@ AUTHORIZATION_FAILED = "AuthorizationFailed"
 CONTROLLER_MOVED = "Failed to find active controller"
 
 
-def kafka_call(
-    call: Callable[[], T], *, bootstrap: str, what: str, timeout_s: float | None = None
-) -> T:
+def kafka_call(call: Callable[[], T], *, bootstrap: str, what: str, timeout_s: float) -> T:
     """`call()` (a kafka-python request: an admin client's, a producer's flush) within
-    `timeout_s` (default `ADMIN_CALL_TIMEOUT_S`), its failures in our terms.
+    `timeout_s` (`admin_call_timeout_s` for an admin call), its failures in our terms.
 
     kafka-python's own errors escaped as they were: `KafkaTimeoutError` and a
     connection error mid-start were no `KafkaUnreachable`, so a worker, sink or
@@ -191,15 +194,14 @@ def kafka_call(
     yet), is `KafkaUnreachable` (waited out by `retry_until_reachable`); a refusal
     that trying again cannot change is `KafkaRefused`; both one line naming `what`.
     """
-    limit = ADMIN_CALL_TIMEOUT_S if timeout_s is None else timeout_s
     try:
-        return bounded(call, timeout_s=limit, what=f"to {what}")
+        return bounded(call, timeout_s=timeout_s, what=f"to {what}")
     except BrokerResponseError as exc:
         if not not_now(exc):
             raise refusal(exc, f"to {what}") from None
         said = f"{type(exc).__name__}, not now"
     except KafkaDeadlineExceeded:
-        said = f"no answer within {limit:g} s"
+        said = f"no answer within {timeout_s:g} s"
     except KafkaError as exc:
         text = _named(exc)
         if AUTHORIZATION_FAILED in text or not not_now(exc):
@@ -240,16 +242,18 @@ def connected(
     bootstrap: str,
     *,
     close: Callable[[T], object],
+    request_timeout_s: float,
     timeout_s: float | None = None,
 ) -> T:
     """The kafka-python client `start(start_ms)` makes (through `kafka_start.started`),
-    started within `timeout_s` (default `ADMIN_CALL_TIMEOUT_S`), or `KafkaUnreachable`.
+    started within `timeout_s` (default `admin_call_timeout_s(request_timeout_s)`), or
+    `KafkaUnreachable`.
 
-    kafka-python's own wait (`start_ms`: `REQUEST_TIMEOUT_MS`, or half of a given
+    kafka-python's own wait (`start_ms`: `request_timeout_s`, or half of a given
     `timeout_s`) is shorter: it gives up on its own before `bounded` abandons it to
     its thread, and a client that starts after all once abandoned goes to `close`."""
-    limit = ADMIN_CALL_TIMEOUT_S if timeout_s is None else timeout_s
-    start_ms = REQUEST_TIMEOUT_MS if timeout_s is None else int(timeout_s * 500)
+    limit = admin_call_timeout_s(request_timeout_s) if timeout_s is None else timeout_s
+    start_ms = int((request_timeout_s if timeout_s is None else timeout_s / 2) * 1000)
     try:
         return bounded(lambda: start(start_ms), timeout_s=limit, what="a connection", late=close)
     except (KafkaError, OSError, KafkaDeadlineExceeded) as exc:
@@ -280,12 +284,16 @@ def close_admin(admin: KafkaAdminClient, timeout_s: float = ADMIN_CLOSE_TIMEOUT_
         log.warning("kafka.admin_close_timed_out", timeout_s=timeout_s)
 
 
-def admin_client(bootstrap: str, timeout_s: float | None = None) -> KafkaAdminClient:
-    """An admin client connected within `timeout_s` (default `ADMIN_CALL_TIMEOUT_S`)."""
+def admin_client(
+    bootstrap: str, *, request_timeout_s: float, timeout_s: float | None = None
+) -> KafkaAdminClient:
+    """An admin client whose requests may take `request_timeout_s` (`kafka.request_timeout_s`),
+    connected within `timeout_s` (default `admin_call_timeout_s(request_timeout_s)`)."""
     return connected(
         lambda start_ms: started_admin(bootstrap, request_ms=start_ms),
         bootstrap,
         close=KafkaAdminClient.close,
+        request_timeout_s=request_timeout_s,
         timeout_s=timeout_s,
     )
 
@@ -294,6 +302,7 @@ def create_missing_topics(
     bootstrap: str,
     configs_by_name: Mapping[str, Mapping[str, str]],
     *,
+    request_timeout_s: float,
     partitions: int,
     replication_factor: int = 1,
     partitions_by_name: Mapping[str, int] | None = None,
@@ -304,11 +313,17 @@ def create_missing_topics(
     One connection, one listing and one CreateTopics request whatever the number
     of topics: a worker needs about 25, and on a loaded machine each admin
     connection cost seconds of its start-up. Existing topics keep their
-    configuration; a concurrent creator winning the race is fine.
+    configuration; a concurrent creator winning the race is fine. Each request may take
+    `request_timeout_s` (`kafka.request_timeout_s`).
     """
-    admin = admin_client(bootstrap)
+    call_s = admin_call_timeout_s(request_timeout_s)
+    admin = admin_client(bootstrap, request_timeout_s=request_timeout_s)
     try:
-        existing = set(kafka_call(admin.list_topics, bootstrap=bootstrap, what="list its topics"))
+        existing = set(
+            kafka_call(
+                admin.list_topics, bootstrap=bootstrap, what="list its topics", timeout_s=call_s
+            )
+        )
         wanted: dict[str, dict[str, object]] = {
             name: {
                 "num_partitions": (partitions_by_name or {}).get(name, partitions),
@@ -323,14 +338,14 @@ def create_missing_topics(
                 lambda: _create(admin, wanted),
                 bootstrap=bootstrap,
                 what=f"create {len(wanted)} topics",
-                timeout_s=CREATE_TIMEOUT_MS / 1000 + ADMIN_CALL_TIMEOUT_S,
+                timeout_s=CREATE_TIMEOUT_MS / 1000 + call_s,
             )
             kafka_call(
                 lambda: admin.wait_for_topics(list(wanted), timeout_ms=TOPICS_READY_TIMEOUT_MS),
                 bootstrap=bootstrap,
                 what=f"list the {len(wanted)} topics it created within "
                 f"{TOPICS_READY_TIMEOUT_MS / 1000:g} s",
-                timeout_s=TOPICS_READY_TIMEOUT_MS / 1000 + ADMIN_CALL_TIMEOUT_S,
+                timeout_s=TOPICS_READY_TIMEOUT_MS / 1000 + call_s,
             )
     finally:
         close_admin(admin)
@@ -345,6 +360,7 @@ def ensure_named_topics(
     bootstrap: str,
     full_names: Iterable[str],
     *,
+    request_timeout_s: float,
     partitions: int,
     replication_factor: int = 1,
     topic_configs: Mapping[str, str] | None = None,
@@ -353,6 +369,7 @@ def ensure_named_topics(
     create_missing_topics(
         bootstrap,
         {name: dict(topic_configs or {}) for name in full_names},
+        request_timeout_s=request_timeout_s,
         partitions=partitions,
         replication_factor=replication_factor,
     )
@@ -379,6 +396,7 @@ def ensure_topics(
     names: TopicNames,
     contract_names: Iterable[str],
     *,
+    request_timeout_s: float,
     partitions: int,
     replication_factor: int = 1,
     topic_configs: Mapping[str, str] | None = None,
@@ -387,18 +405,22 @@ def ensure_topics(
     create_missing_topics(
         bootstrap,
         contract_topic_configs(names, contract_names, topic_configs),
+        request_timeout_s=request_timeout_s,
         partitions=partitions,
         replication_factor=replication_factor,
     )
 
 
-def kafka_identities(bootstrap: str, topics: Iterable[str]) -> dict[str, KafkaIdentity]:
-    """The cluster id and each topic's id, from the broker (bounded admin calls): what
-    `sinks.clickhouse.kafka_source.resolve_offset_bases` compares with the store's."""
+def kafka_identities(
+    bootstrap: str, topics: Iterable[str], *, request_timeout_s: float
+) -> dict[str, KafkaIdentity]:
+    """The cluster id and each topic's id, from the broker (admin calls bounded by
+    `admin_call_timeout_s`): what `sinks.clickhouse.kafka_source.resolve_offset_bases`
+    compares with the store's."""
     wanted = list(topics)
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, request_timeout_s=request_timeout_s)
     try:
-        timeout_s = REQUEST_TIMEOUT_MS / 1000 + 5
+        timeout_s = admin_call_timeout_s(request_timeout_s)
         cluster = bounded(admin.describe_cluster, timeout_s=timeout_s, what="describe_cluster")
         described = bounded(
             lambda: admin.describe_topics(wanted), timeout_s=timeout_s, what="describe_topics"

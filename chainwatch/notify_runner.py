@@ -102,6 +102,7 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
                 settings.kafka.bootstrap,
                 names,
                 (ALERTS, *NOTIFY_TOPICS),
+                request_timeout_s=settings.kafka.request_timeout_s,
                 partitions=settings.kafka.partitions,
                 replication_factor=settings.kafka.replication_factor,
                 topic_configs=settings.kafka.topic_configs(),

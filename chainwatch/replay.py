@@ -67,6 +67,7 @@ from sinks.consumer import stop_consumer
 from sinks.producer_start import start_producer, stop_producer
 from streams.engine.messages import ORDER_INBOX, Tick, encode_bundle
 from streams.rules.facts import to_ms
+from streams.settings import KafkaSettings
 from streams.topics import (
     ALERTS,
     CUSTOMERS,
@@ -390,7 +391,8 @@ class LagProbe:
         def probe() -> dict[TopicPartition, int] | None:
             admin = self._admin
             if admin is None:
-                admin = admin_client(self.settings.kafka.bootstrap)
+                kafka = self.settings.kafka
+                admin = admin_client(kafka.bootstrap, request_timeout_s=kafka.request_timeout_s)
                 with self._lock:
                     keep = generation == self._generation
                     if keep:
@@ -432,9 +434,9 @@ class LagProbe:
         self.close()
 
 
-def _stable_members(bootstrap: str, group: str) -> int:
+def _stable_members(kafka: KafkaSettings, group: str) -> int:
     """Members of `group` once it is Stable (else 0)."""
-    admin = admin_client(bootstrap)
+    admin = admin_client(kafka.bootstrap, request_timeout_s=kafka.request_timeout_s)
     try:
         try:
             info = admin.describe_groups([group]).get(group) or {}
@@ -948,6 +950,7 @@ class ReplayRun:
             run.kafka.bootstrap,
             TopicNames(run.kafka.topic_prefix),
             (*INPUT_TOPICS, *OUTPUT_TOPICS),
+            request_timeout_s=run.kafka.request_timeout_s,
             partitions=run.kafka.partitions,
             replication_factor=run.kafka.replication_factor,
             topic_configs=run.kafka.topic_configs(),
@@ -984,7 +987,7 @@ class ReplayRun:
                     raise worker_exited(proc, self.settings)
             if (
                 bounded(
-                    lambda: _stable_members(self.settings.kafka.bootstrap, group),
+                    lambda: _stable_members(self.settings.kafka, group),
                     timeout_s=LAG_PROBE_TIMEOUT_S,
                     what="a group probe",
                 )

@@ -22,7 +22,13 @@ from kafka import KafkaAdminClient
 from kafka.errors import GroupIdNotFoundError, KafkaError, for_code
 
 from chainwatch.errors import UserError
-from chainwatch.kafka_admin import KafkaUnreachable, admin_client, close_admin, kafka_call
+from chainwatch.kafka_admin import (
+    KafkaUnreachable,
+    admin_call_timeout_s,
+    admin_client,
+    close_admin,
+    kafka_call,
+)
 from chainwatch.logs import silenced
 from chainwatch.settings import Settings
 from schemas.topics import INPUT_TOPICS, OUTPUT_TOPICS
@@ -76,21 +82,26 @@ class RunListing:
 
 def list_runs(settings: Settings, timeout_s: float | None = None) -> RunListing:
     """Every run on Kafka or on this disk, by run id; each Kafka call (connecting, the
-    topics, the groups, their members) within `timeout_s` (default: `kafka_admin`'s).
+    topics, the groups, their members) within `timeout_s` (default: the admin calls' own,
+    `kafka.request_timeout_s` and a margin).
     When Kafka does not answer or refuses, the runs on disk are still listed, their
     Kafka part unknown, and `kafka_error` says why."""
     on_disk = runs_on_disk(settings.data_path)
     topics: list[str] | None = None
     groups: dict[str, int] | None = None
     error: UserError | None = None
+    kafka = settings.kafka
+    call_s = admin_call_timeout_s(kafka.request_timeout_s) if timeout_s is None else timeout_s
     with silenced("kafka"):  # one line of ours, not kafka-python's per connection
         try:
-            admin = admin_client(settings.kafka.bootstrap, timeout_s)
+            admin = admin_client(
+                kafka.bootstrap, request_timeout_s=kafka.request_timeout_s, timeout_s=timeout_s
+            )
         except KafkaUnreachable as exc:
             error = exc
         else:
             try:
-                topics, groups, error = _kafka_part(admin, settings.kafka.bootstrap, timeout_s)
+                topics, groups, error = _kafka_part(admin, kafka.bootstrap, call_s)
             finally:
                 close_admin(admin)
     known = {*on_disk, *(groups or {})}
@@ -114,7 +125,7 @@ def list_runs(settings: Settings, timeout_s: float | None = None) -> RunListing:
 
 
 def _kafka_part(
-    admin: KafkaAdminClient, bootstrap: str, timeout_s: float | None
+    admin: KafkaAdminClient, bootstrap: str, timeout_s: float
 ) -> tuple[list[str] | None, dict[str, int] | None, UserError | None]:
     """The broker's topic names and the runs' groups (run id -> members); what Kafka did
     not give is None, with the first error. Once it does not answer, nothing more is
@@ -136,7 +147,7 @@ def _kafka_part(
     return topics, groups, first
 
 
-def _run_groups(admin: KafkaAdminClient, bootstrap: str, timeout_s: float | None) -> dict[str, int]:
+def _run_groups(admin: KafkaAdminClient, bootstrap: str, timeout_s: float) -> dict[str, int]:
     """Run id -> members now, of every run group the brokers list."""
     listed = kafka_call(
         admin.list_groups, bootstrap=bootstrap, what="list its consumer groups", timeout_s=timeout_s

@@ -32,9 +32,9 @@ from kafka.errors import GroupIdNotFoundError, KafkaError, NonEmptyGroupError
 
 from chainwatch.errors import UsageError, UserError
 from chainwatch.kafka_admin import (
-    ADMIN_CALL_TIMEOUT_S,
     KafkaRefused,
     KafkaUnreachable,
+    admin_call_timeout_s,
     admin_client,
     close_admin,
     kafka_call,
@@ -124,7 +124,7 @@ def delete_runs(
 
     Every id is checked before Kafka is asked (a bad one is a `UsageError` raised, nothing
     deleted: the ids are `runs delete`'s arguments as typed). One admin connection for
-    all; each Kafka call within `timeout_s` (default: `kafka_admin`'s). Once Kafka stops
+    all; each Kafka call within `timeout_s` (default: the admin calls' own). Once Kafka stops
     answering, the runs left are not tried: each would wait out the deadline again."""
     runs = [run_settings(settings, run_id) for run_id in dict.fromkeys(run_ids)]
     for run in runs:
@@ -132,10 +132,9 @@ def delete_runs(
             run_app_id(run)  # refused before Kafka is asked
         except UserError as exc:  # an id as given: the command line's fault, as click's are
             raise UsageError(str(exc)) from None
-    bootstrap = settings.kafka.bootstrap
     with silenced("kafka"):  # our line per run, not kafka-python's per connection
         try:
-            admin = admin_client(bootstrap, timeout_s)
+            admin = _admin(settings, timeout_s)
         except KafkaUnreachable as exc:
             return [_unknown(run, exc) for run in runs]
         try:
@@ -221,8 +220,8 @@ class RunGroupKept(UserError):
 def delete_run_on_kafka(settings: Settings, timeout_s: float | None = None) -> None:
     """A stopped run's consumer group (unless members of killed workers are still in
     it: `RunGroupKept`, raised after the topics went) and its topics, each Kafka call
-    within `timeout_s` (default: `kafka_admin`'s)."""
-    admin = admin_client(settings.kafka.bootstrap, timeout_s)
+    within `timeout_s` (default: the admin calls' own)."""
+    admin = _admin(settings, timeout_s)
     try:
         try:
             delete_run_group(admin, settings, timeout_s)
@@ -248,7 +247,7 @@ def delete_run_group(
     was none. A group with members is `RunStillRunning` (the broker's own refusal,
     NON_EMPTY_GROUP, so no check-then-act). "Not now" (a coordinator loading) is tried
     again within the call's deadline."""
-    limit = ADMIN_CALL_TIMEOUT_S if timeout_s is None else timeout_s
+    limit = _call_s(run, timeout_s)
     app_id = run.engine.app_id
     return kafka_call(
         lambda: _deleted_group(admin, run, until=time.monotonic() + limit * 0.75),
@@ -306,14 +305,15 @@ def delete_run_topics(
 ) -> list[str]:
     """Delete the run's topics (`<prefix>*` and `<app_id>-*`, or those of the broker's
     that `owned` picks) and return their names, each Kafka call (connecting unless given
-    `admin`, listing, deleting) within `timeout_s` (default: `kafka_admin`'s)."""
+    `admin`, listing, deleting) within `timeout_s` (default: the admin calls' own)."""
     bootstrap = settings.kafka.bootstrap
     own = admin is None
-    client = admin_client(bootstrap, timeout_s) if admin is None else admin
+    client = _admin(settings, timeout_s) if admin is None else admin
+    call_s = _call_s(settings, timeout_s)
     try:
         prefix, app_id = settings.kafka.topic_prefix, settings.engine.app_id
         listed = kafka_call(
-            client.list_topics, bootstrap=bootstrap, what="list its topics", timeout_s=timeout_s
+            client.list_topics, bootstrap=bootstrap, what="list its topics", timeout_s=call_s
         )
         doomed = sorted(
             owned(listed)
@@ -325,12 +325,28 @@ def delete_run_topics(
                 lambda: client.delete_topics(doomed),
                 bootstrap=bootstrap,
                 what=f"delete the run's {len(doomed)} topics",
-                timeout_s=timeout_s,
+                timeout_s=call_s,
             )
         return doomed
     finally:
         if own:
             close_admin(client)
+
+
+def _admin(settings: Settings, timeout_s: float | None) -> KafkaAdminClient:
+    """An admin client of `settings`' Kafka, connected within `timeout_s` (default: the
+    admin calls' own)."""
+    kafka = settings.kafka
+    return admin_client(
+        kafka.bootstrap, request_timeout_s=kafka.request_timeout_s, timeout_s=timeout_s
+    )
+
+
+def _call_s(settings: Settings, timeout_s: float | None) -> float:
+    """`timeout_s`, or the admin calls' own deadline (`kafka.request_timeout_s` and a margin)."""
+    return (
+        admin_call_timeout_s(settings.kafka.request_timeout_s) if timeout_s is None else timeout_s
+    )
 
 
 def worker_state_dirs(settings: Settings, app_id: str) -> list[Path]:

@@ -47,6 +47,7 @@ def prepare_topics(settings: Settings, *, also: Iterable[str] = ()) -> None:
         settings.kafka.bootstrap,
         topic_names(settings),
         (*INPUT_TOPICS, *OUTPUT_TOPICS, *also),
+        request_timeout_s=settings.kafka.request_timeout_s,
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
         topic_configs=settings.kafka.topic_configs(),
@@ -95,6 +96,7 @@ def create_worker_topics(app: Any, settings: Settings, internal_topics: Iterable
     create_missing_topics(
         settings.kafka.bootstrap,
         topics,
+        request_timeout_s=settings.kafka.request_timeout_s,
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
         partitions_by_name={leader: 1},
@@ -112,7 +114,10 @@ def prepare_worker_topics(app: Any, settings: Settings, internal_topics: Iterabl
 
     changelogs = [name for names in changelog_topics(app, settings).values() for name in names]
     check_partitions(
-        settings.kafka.bootstrap, [*routed_topics(settings), *changelogs], settings.kafka.partitions
+        settings.kafka.bootstrap,
+        [*routed_topics(settings), *changelogs],
+        settings.kafka.partitions,
+        request_timeout_s=settings.kafka.request_timeout_s,
     )
     create_worker_topics(app, settings, internal_topics)
 

@@ -79,7 +79,13 @@ def prepare_sink_topics(settings: Settings) -> None:
     mappers dead-letter a record read from another partition than its id's;
     chainwatch.topic_partitions), else the topics the sink reads, created when missing.
     Checked first, so a refused start creates nothing with the count it refused."""
-    check_partitions(settings.kafka.bootstrap, input_topics(settings), settings.kafka.partitions)
+    kafka = settings.kafka
+    check_partitions(
+        kafka.bootstrap,
+        input_topics(settings),
+        kafka.partitions,
+        request_timeout_s=kafka.request_timeout_s,
+    )
     prepare_topics(settings, also=NOTIFY_TOPICS)
 
 
@@ -199,7 +205,12 @@ async def _main(
         startup.waiting_for = None
     server: QueryServer | None = None
     try:
-        identities = await asyncio.to_thread(kafka_identities, settings.kafka.bootstrap, mappers)
+        identities = await asyncio.to_thread(
+            kafka_identities,
+            settings.kafka.bootstrap,
+            mappers,
+            request_timeout_s=settings.kafka.request_timeout_s,
+        )
         try:
             bases = await _unless_stopped(
                 stop,

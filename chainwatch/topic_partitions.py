@@ -32,6 +32,7 @@ from chainwatch.kafka_admin import (
     UNREACHABLE_HINT,
     KafkaRefused,
     KafkaUnreachable,
+    admin_call_timeout_s,
     admin_client,
     close_admin,
     kafka_call,
@@ -77,7 +78,9 @@ def engine_changelogs(settings: Settings) -> list[str]:
     return sorted(changelog_topic(settings.engine.app_id, table) for table in TABLES)
 
 
-def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
+def partition_counts(
+    bootstrap: str, topics: Iterable[str], *, request_timeout_s: float
+) -> dict[str, int]:
     """Each of `topics` that exists -> its partition count; a missing one is left out.
 
     One Metadata request within the admin calls' deadline (`kafka_call`); kafka-python
@@ -87,12 +90,13 @@ def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
     and doctor said no topic existed yet. Such an answer is `topic_errors`' error.
     """
     wanted = list(topics)
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, request_timeout_s=request_timeout_s)
     try:
         described = kafka_call(
             lambda: admin.describe_topics(wanted),
             bootstrap=bootstrap,
             what=f"describe {len(wanted)} topics",
+            timeout_s=admin_call_timeout_s(request_timeout_s),
         )
     finally:
         close_admin(admin)
@@ -157,8 +161,11 @@ def _fix(counts: Mapping[str, int]) -> str:
     return f"the topics disagree ({listed}): give them one count and set {PARTITIONS_SETTING} to it"
 
 
-def check_partitions(bootstrap: str, topics: Iterable[str], expected: int) -> None:
+def check_partitions(
+    bootstrap: str, topics: Iterable[str], expected: int, *, request_timeout_s: float
+) -> None:
     """`PartitionsMismatch` if one of `topics` that exists has another count than `expected`."""
-    problem = mismatch(partition_counts(bootstrap, topics), expected)
+    counts = partition_counts(bootstrap, topics, request_timeout_s=request_timeout_s)
+    problem = mismatch(counts, expected)
     if problem is not None:
         raise PartitionsMismatch(problem)

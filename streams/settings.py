@@ -51,6 +51,15 @@ class KafkaSettings(SettingsModel):
         description="`min.insync.replicas` of created topics: with acks=all, a write succeeds "
         "once this many replicas have it; replication_factor - 1 on a cluster (2 of 3).",
     )
+    request_timeout_s: float = Field(
+        default=15.0,
+        ge=0.5,
+        le=300,
+        description="How long the project's Kafka tooling (topic set-up, admin calls: every "
+        "process's start, replays, doctor, runs, imports) waits for a broker to answer a "
+        "connection or a request before it says Kafka did not answer; an administrative "
+        "call is given this plus 5 s.",
+    )
     local_port: int = Field(default=19092, ge=1, le=65535, description="Port of the local broker.")
     local_controller_port: int = Field(default=19093, ge=1, le=65535)
     local_heap: str = Field(

@@ -189,6 +189,7 @@ def _to_kafka(
         cfg.kafka.bootstrap,
         names,
         (importer.mapper.topic, DEAD_LETTER),
+        request_timeout_s=cfg.kafka.request_timeout_s,
         partitions=cfg.kafka.partitions,
         replication_factor=cfg.kafka.replication_factor,
         topic_configs=cfg.kafka.topic_configs(),

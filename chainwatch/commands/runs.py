@@ -28,7 +28,8 @@ TimeoutOption = Annotated[
         min=1,
         max=300,
         callback=finite,
-        help="Seconds each Kafka call may take (default 20).",
+        help="Seconds each Kafka call may take (default: CHAINWATCH_KAFKA__REQUEST_TIMEOUT_S "
+        "+ 5, 20).",
     ),
 ]
 

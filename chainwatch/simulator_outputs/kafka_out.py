@@ -52,6 +52,7 @@ class KafkaPublisher:
                 kafka.bootstrap,
                 self.names,
                 INPUT_TOPICS,
+                request_timeout_s=kafka.request_timeout_s,
                 partitions=kafka.partitions,
                 replication_factor=kafka.replication_factor,
                 topic_configs=kafka.topic_configs(),
@@ -70,6 +71,7 @@ class KafkaPublisher:
             ),
             kafka.bootstrap,
             close=lambda producer: producer.close(timeout=CLOSE_TIMEOUT_S),
+            request_timeout_s=kafka.request_timeout_s,
         )
         self.failed = 0
         self._closed = False

@@ -58,7 +58,7 @@ def resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[StoppedResolver]:
 def test_a_close_that_does_not_end_is_left_behind_with_one_warning(
     kafka_bootstrap: str, resolver: StoppedResolver
 ) -> None:
-    admin = admin_client(kafka_bootstrap)
+    admin = admin_client(kafka_bootstrap, request_timeout_s=15)
     resolver.stop()
 
     def list_topics() -> None:

@@ -30,9 +30,11 @@ ASK_MS = 5000  # how long each client keeps asking for the deleted topic's metad
 
 
 def _listed(bootstrap: str, topic: str) -> bool:
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, request_timeout_s=15)
     try:
-        return topic in kafka_call(admin.list_topics, bootstrap=bootstrap, what="list its topics")
+        return topic in kafka_call(
+            admin.list_topics, bootstrap=bootstrap, what="list its topics", timeout_s=20
+        )
     finally:
         admin.close()
 
@@ -40,10 +42,15 @@ def _listed(bootstrap: str, topic: str) -> bool:
 def _deleted_topic(settings: Settings) -> str:
     """A topic made with 2 partitions (not the broker's 4), deleted, no longer listed."""
     bootstrap, topic = settings.kafka.bootstrap, settings.kafka.topic("gone")
-    create_missing_topics(bootstrap, {topic: {}}, partitions=2)
-    admin = admin_client(bootstrap)
+    create_missing_topics(bootstrap, {topic: {}}, request_timeout_s=15, partitions=2)
+    admin = admin_client(bootstrap, request_timeout_s=15)
     try:
-        kafka_call(lambda: admin.delete_topics([topic]), bootstrap=bootstrap, what="delete it")
+        kafka_call(
+            lambda: admin.delete_topics([topic]),
+            bootstrap=bootstrap,
+            what="delete it",
+            timeout_s=20,
+        )
     finally:
         admin.close()
     deadline = time.monotonic() + 60

@@ -136,9 +136,10 @@ def test_a_client_that_cannot_start_leaves_no_socket_or_thread_behind(
 def test_the_simulators_kafka_output_that_cannot_start_leaves_nothing_behind(
     unreachable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(kafka_admin, "REQUEST_TIMEOUT_MS", 1000)
-    monkeypatch.setattr(kafka_admin, "ADMIN_CALL_TIMEOUT_S", 5.0)
-    settings = Settings(data_dir=tmp_path, kafka={"bootstrap_servers": unreachable})  # type: ignore[arg-type]
+    settings = Settings(
+        data_dir=tmp_path,
+        kafka={"bootstrap_servers": unreachable, "request_timeout_s": 1},  # type: ignore[arg-type]
+    )
     gained, errors = _failing_starts(lambda: KafkaPublisher(settings, create_topics=False))
     assert gained == []
     assert errors == {"KafkaUnreachable"}
@@ -212,6 +213,7 @@ def test_a_client_connected_starts_after_its_deadline_is_closed() -> None:
             lambda _start_ms: "client" if release.wait(30) else "never",
             "127.0.0.1:9",
             close=close,
+            request_timeout_s=15,
             timeout_s=0.2,
         )
     release.set()

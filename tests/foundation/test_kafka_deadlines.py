@@ -72,9 +72,11 @@ def test_bounded_gives_up_on_a_call_that_never_returns() -> None:
 def test_the_replay_lag_probe_fails_clearly_against_a_silent_broker(
     silent_broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(kafka_admin, "REQUEST_TIMEOUT_MS", 1000)
     monkeypatch.setattr(replay, "LAG_PROBE_TIMEOUT_S", 3.0)
-    settings = Settings(data_dir=tmp_path, kafka={"bootstrap_servers": silent_broker})
+    settings = Settings(
+        data_dir=tmp_path,
+        kafka={"bootstrap_servers": silent_broker, "request_timeout_s": 1},  # type: ignore[arg-type]
+    )
     started = time.monotonic()
     with pytest.raises(UserError):
         replay._lag(settings)
@@ -85,9 +87,11 @@ def test_the_replay_lag_probe_fails_clearly_against_a_silent_broker(
 def test_waiting_for_the_engine_ends_at_its_deadline_against_a_silent_broker(
     silent_broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(kafka_admin, "REQUEST_TIMEOUT_MS", 1000)
     monkeypatch.setattr(replay, "LAG_PROBE_TIMEOUT_S", 2.0)
-    settings = Settings(data_dir=tmp_path, kafka={"bootstrap_servers": silent_broker})
+    settings = Settings(
+        data_dir=tmp_path,
+        kafka={"bootstrap_servers": silent_broker, "request_timeout_s": 1},  # type: ignore[arg-type]
+    )
     messages: list[str] = []
     started = time.monotonic()
     with pytest.raises(UserError, match="did not finish within 4s"):
@@ -222,18 +226,23 @@ def test_new_topics_get_the_projects_deadline_to_show_in_metadata(
     """A loaded broker took over kafka-python's 10 s to list new topics: a sink's start-up
     failed in the suite. They get 90 s, and a clear error after it."""
     slow = _SlowMetadataAdmin(ready_after_ms=30_000)
-    monkeypatch.setattr(kafka_admin, "admin_client", lambda bootstrap: slow)
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda _bootstrap, **_: slow)
     kafka_admin.create_missing_topics(
-        "127.0.0.1:1", {"already-there": {}, "cw.scans": {}, "cw.alerts": {}}, partitions=4
+        "127.0.0.1:1",
+        {"already-there": {}, "cw.scans": {}, "cw.alerts": {}},
+        request_timeout_s=15,
+        partitions=4,
     )
     assert slow.created == ["cw.scans", "cw.alerts"]
 
     never = _SlowMetadataAdmin(ready_after_ms=10**9)
-    monkeypatch.setattr(kafka_admin, "admin_client", lambda bootstrap: never)
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda _bootstrap, **_: never)
     with pytest.raises(
         KafkaUnreachable, match="did not list the 1 topics it created within 90 s"
     ):  # waited out by a long-running process: the next attempt finds them
-        kafka_admin.create_missing_topics("127.0.0.1:1", {"cw.scans": {}}, partitions=4)
+        kafka_admin.create_missing_topics(
+            "127.0.0.1:1", {"cw.scans": {}}, request_timeout_s=15, partitions=4
+        )
 
 
 def _free_port() -> int:
@@ -399,7 +408,9 @@ def test_a_refusal_to_create_topics_is_one_line_saying_why_and_what_to_check(
     worker said it as an 'internal error' of 9 KB (kafka-python's request and answer)."""
     name = f"refused-{os.getpid()}-{time.monotonic_ns()}"
     with pytest.raises(KafkaRefused) as refused:
-        create_missing_topics(kafka_bootstrap, {name: {}}, partitions=1, replication_factor=3)
+        create_missing_topics(
+            kafka_bootstrap, {name: {}}, request_timeout_s=15, partitions=1, replication_factor=3
+        )
     text = str(refused.value)
     assert "InvalidReplicationFactorError" in text
     assert "only 1 broker" in text  # the broker's own reason
@@ -489,12 +500,14 @@ def test_kafka_failing_while_topics_are_created_is_unreachable_in_one_line(
     """kafka-python's errors escaped as they were: not retried by a long-running process
     (which exited), "internal error: KafkaTimeoutError" from the CLI; a stalled call hung."""
     admin = _FailingAdmin(step, error)
-    monkeypatch.setattr(kafka_admin, "admin_client", lambda _bootstrap: admin)
-    monkeypatch.setattr(kafka_admin, "ADMIN_CALL_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda _bootstrap, **_: admin)
+    monkeypatch.setattr(kafka_admin, "CALL_MARGIN_S", 0)
     monkeypatch.setattr(kafka_admin, "CREATE_TIMEOUT_MS", 0)
     started = time.monotonic()
     with pytest.raises(KafkaUnreachable) as unreachable:
-        create_missing_topics("10.0.0.1:9092", {"cw.scans": {}}, partitions=1)
+        create_missing_topics(
+            "10.0.0.1:9092", {"cw.scans": {}}, request_timeout_s=0.3, partitions=1
+        )
     assert time.monotonic() - started < 5
     message = str(unreachable.value)
     assert message.startswith("Kafka at 10.0.0.1:9092 did not ")
@@ -518,9 +531,9 @@ def test_a_refusal_while_topics_are_created_is_refused_in_one_line(
 ) -> None:
     refused = TopicAuthorizationFailedError("error_message='not allowed'")
     admin = _FailingAdmin("create_topics", refused)
-    monkeypatch.setattr(kafka_admin, "admin_client", lambda _bootstrap: admin)
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda _bootstrap, **_: admin)
     with pytest.raises(KafkaRefused, match=r"refused to create 1 topics .*not allowed"):
-        create_missing_topics("10.0.0.1:9092", {"cw.scans": {}}, partitions=1)
+        create_missing_topics("10.0.0.1:9092", {"cw.scans": {}}, request_timeout_s=15, partitions=1)
 
 
 def test_topics_never_listed_for_want_of_rights_are_refused_not_waited_for(
@@ -530,9 +543,9 @@ def test_topics_never_listed_for_want_of_rights_are_refused_not_waited_for(
     timeout: a refusal was retried for ever, its reason dropped."""
     pending = "{'cw.scans': 'TopicAuthorizationFailedError'}"
     admin = _FailingAdmin("wait_for_topics", KafkaTimeoutError(f"Topics not ready: {pending}"))
-    monkeypatch.setattr(kafka_admin, "admin_client", lambda _bootstrap: admin)
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda _bootstrap, **_: admin)
     with pytest.raises(KafkaRefused, match="TopicAuthorizationFailedError"):
-        create_missing_topics("10.0.0.1:9092", {"cw.scans": {}}, partitions=1)
+        create_missing_topics("10.0.0.1:9092", {"cw.scans": {}}, request_timeout_s=15, partitions=1)
 
 
 @pytest.mark.parametrize("error", [KafkaTimeoutError("Request timed out"), None])
@@ -540,11 +553,15 @@ def test_deleting_a_replays_topics_fails_in_one_line(
     error: BaseException | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     admin = _FailingAdmin("delete_topics", error)
-    monkeypatch.setattr(replay_runs, "admin_client", lambda _bootstrap, _timeout_s=None: admin)
-    monkeypatch.setattr(kafka_admin, "ADMIN_CALL_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(replay_runs, "admin_client", lambda _bootstrap, **_: admin)
+    monkeypatch.setattr(kafka_admin, "CALL_MARGIN_S", 0)
     settings = Settings(
         data_dir=tmp_path,
-        kafka={"bootstrap_servers": "10.0.0.1:9092", "topic_prefix": "cw-"},  # type: ignore[arg-type]
+        kafka={
+            "bootstrap_servers": "10.0.0.1:9092",
+            "topic_prefix": "cw-",
+            "request_timeout_s": 0.5,
+        },  # type: ignore[arg-type]
     )
     with pytest.raises(KafkaUnreachable, match="did not delete the run's 1 topics"):
         replay_runs.delete_run_topics(settings)
@@ -647,7 +664,9 @@ def test_an_admin_client_that_cannot_start_leaves_no_socket_or_thread_behind(
         with warnings.catch_warnings():
             warnings.simplefilter("error", ResourceWarning)
             with pytest.raises(KafkaUnreachable, match="cannot reach Kafka"):
-                kafka_admin.admin_client(f"127.0.0.1:{server.port}", 2.0)
+                kafka_admin.admin_client(
+                    f"127.0.0.1:{server.port}", request_timeout_s=15, timeout_s=2.0
+                )
             gc.collect()
     finally:
         server.close()
@@ -666,7 +685,9 @@ def test_an_admin_client_starts_with_a_bootstrap_server_that_never_answers_liste
     server = DeadServer("silent")
     try:
         for _ in range(3):
-            admin = kafka_admin.admin_client(f"127.0.0.1:{server.port},{kafka_bootstrap}", 4.0)
+            admin = kafka_admin.admin_client(
+                f"127.0.0.1:{server.port},{kafka_bootstrap}", request_timeout_s=15, timeout_s=4.0
+            )
             try:
                 assert admin.describe_cluster()["brokers"]
             finally:

@@ -289,7 +289,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _members(bootstrap: str, group: str) -> int:
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, request_timeout_s=15)
     try:
         described = admin.describe_groups([group]).get(group) or {}
     except KafkaError:  # no coordinator yet (a fresh broker's offsets topic): none
@@ -427,7 +427,7 @@ def test_the_children_of_a_demo_killed_with_sigkill_stop(
 
 def _delete_demo_topics(bootstrap: str, prefix: str) -> None:
     """The run's topics (`<prefix>demo-<run>.*`) and its engine's (`demo-<run>-*`)."""
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, request_timeout_s=15)
     try:
         topics = admin.list_topics()
         runs = {t[len(prefix) :].split(".", 1)[0] for t in topics if t.startswith(prefix)}

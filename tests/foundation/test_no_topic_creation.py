@@ -64,9 +64,11 @@ def creating_broker(
 
 
 def _listed(bootstrap: str) -> set[str]:
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, request_timeout_s=15)
     try:
-        return set(kafka_call(admin.list_topics, bootstrap=bootstrap, what="list its topics"))
+        return set(
+            kafka_call(admin.list_topics, bootstrap=bootstrap, what="list its topics", timeout_s=20)
+        )
     finally:
         admin.close()
 
@@ -97,9 +99,14 @@ def _kafka_python_consumer(bootstrap: str, topic: str) -> None:
 
 
 def _kafka_python_admin(bootstrap: str, topic: str) -> None:
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, request_timeout_s=15)
     try:
-        kafka_call(lambda: admin.describe_topics([topic]), bootstrap=bootstrap, what="describe")
+        kafka_call(
+            lambda: admin.describe_topics([topic]),
+            bootstrap=bootstrap,
+            what="describe",
+            timeout_s=20,
+        )
     finally:
         admin.close()
 

@@ -51,7 +51,7 @@ def _run(settings: Settings) -> tuple[Settings, Path]:
 
 
 def _topics(run: Settings) -> set[str]:
-    admin = admin_client(run.kafka.bootstrap)
+    admin = admin_client(run.kafka.bootstrap, request_timeout_s=15)
     try:
         return {t for t in admin.list_topics() if t.startswith(run.kafka.topic_prefix)}
     finally:
@@ -190,7 +190,7 @@ def test_deleting_a_run_by_an_odd_id_deletes_nothing_and_asks_kafka_nothing(
     asked (the other ids given with it too)."""
     asked: list[str] = []
 
-    def no_kafka(bootstrap: str, _timeout_s: float | None = None) -> None:
+    def no_kafka(bootstrap: str, **_: float | None) -> None:
         asked.append(bootstrap)
         raise AssertionError("Kafka asked")
 
@@ -239,7 +239,7 @@ def _with_admin(
 ) -> tuple[Settings, Path, _GroupAdmin]:
     run, state = _run(Settings(data_dir=tmp_path))
     admin = _GroupAdmin(answers, [f"{run.kafka.topic_prefix}scans", "replay-other.scans"])
-    monkeypatch.setattr(replay_runs, "admin_client", lambda _b, _t=None: admin)
+    monkeypatch.setattr(replay_runs, "admin_client", lambda _b, **_: admin)
     return run, state, admin
 
 
@@ -304,7 +304,7 @@ def test_an_id_that_only_begins_another_runs_names_deletes_nothing_of_that_run(
     run, state = _run(settings_factory())
     prepare_topics(run)
     app_id = run.engine.app_id
-    admin = admin_client(run.kafka.bootstrap)
+    admin = admin_client(run.kafka.bootstrap, request_timeout_s=15)
     try:
         admin.create_topics(
             [NewTopic(f"{app_id}-{name}", 1, 1) for name in ("order-inbox", "__assignor-__leader")]
@@ -325,7 +325,7 @@ def test_an_id_that_only_begins_another_runs_names_deletes_nothing_of_that_run(
 
 def _topics_of(run: Settings) -> set[str]:
     """The run's topics by either pattern (`_topics` takes the contract's only)."""
-    admin = admin_client(run.kafka.bootstrap)
+    admin = admin_client(run.kafka.bootstrap, request_timeout_s=15)
     try:
         app_id = run.engine.app_id
         return {t for t in admin.list_topics() if t.startswith((f"{app_id}.", f"{app_id}-"))}

@@ -38,7 +38,7 @@ def test_the_lag_is_unknown_until_the_topics_exist_then_counts_what_is_not_commi
     inboxes: dict[str, dict[str, str]] = {
         f"{settings.engine.app_id}-{topic}": {} for topic in INTERNAL_TOPICS
     }
-    create_missing_topics(settings.kafka.bootstrap, inboxes, partitions=4)
+    create_missing_topics(settings.kafka.bootstrap, inboxes, request_timeout_s=15, partitions=4)
     lines = [scan(event_id=f"e-{n}") for n in range(3)]
     scenario = tmp_path / "three.ndjson"
     scenario.write_text(
@@ -88,7 +88,7 @@ def test_the_probe_reads_the_committed_offsets_before_the_ends(
             asked.append("ends")
             return super().list_partition_offsets(specs, timeout_ms)
 
-    monkeypatch.setattr(replay, "admin_client", lambda _bootstrap: Admin())
+    monkeypatch.setattr(replay, "admin_client", lambda _bootstrap, **_: Admin())
     assert replay._lag(settings) == 0
     assert asked == ["committed", "ends"]
 
@@ -120,7 +120,7 @@ def test_a_wait_probes_over_one_connection_and_opens_another_only_after_a_failur
             if len(closed) == 2:
                 all_closed.set()
 
-    monkeypatch.setattr(replay, "admin_client", lambda _bootstrap: Admin())
+    monkeypatch.setattr(replay, "admin_client", lambda _bootstrap, **_: Admin())
     monkeypatch.setattr(replay.time, "sleep", lambda _s: None)
     messages: list[str] = []
     replay.wait_until_idle(settings, [], lambda m, **_c: messages.append(m), timeout_s=30)
@@ -152,7 +152,7 @@ def test_a_probe_that_connects_after_its_deadline_closes_its_connection_and_keep
             self.closed = True
             closed.set()
 
-    monkeypatch.setattr(replay, "admin_client", lambda _bootstrap: Admin())
+    monkeypatch.setattr(replay, "admin_client", lambda _bootstrap, **_: Admin())
     monkeypatch.setattr(replay, "LAG_PROBE_TIMEOUT_S", 0.2)
     with replay.LagProbe(settings) as probe:
         with pytest.raises(KafkaDeadlineExceeded):

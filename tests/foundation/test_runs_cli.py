@@ -35,7 +35,7 @@ def _files(root: Path) -> list[str]:
 
 def _broker(bootstrap: str) -> tuple[list[str], list[str]]:
     """Every topic and every consumer group on the broker."""
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, request_timeout_s=15)
     try:
         topics = sorted(admin.list_topics())
         groups = sorted(str(g["group_id"]) for g in admin.list_groups())
@@ -232,9 +232,7 @@ def test_a_group_kafka_would_not_describe_is_unknown_not_stopped(
     """A group whose description was an error was taken for one deleted since it was
     listed: a run Kafka said nothing of (its coordinator moved, an ACL) was listed as
     `stopped`, its group gone. Only "no such group" means gone."""
-    monkeypatch.setattr(
-        replay_run_list, "admin_client", lambda _b, _t=None: _DescribingAdmin(error)
-    )
+    monkeypatch.setattr(replay_run_list, "admin_client", lambda _b, **_: _DescribingAdmin(error))
 
     listing = replay_run_list.list_runs(Settings(data_dir=tmp_path))
 
@@ -249,7 +247,7 @@ def test_a_group_deleted_since_it_was_listed_is_gone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gone = _DescribingAdmin("[Error 69] GroupIdNotFoundError: ")
-    monkeypatch.setattr(replay_run_list, "admin_client", lambda _b, _t=None: gone)
+    monkeypatch.setattr(replay_run_list, "admin_client", lambda _b, **_: gone)
 
     listing = replay_run_list.list_runs(Settings(data_dir=tmp_path))
 

@@ -75,9 +75,11 @@ def test_topics_with_different_wrong_counts_are_all_named() -> None:
 
 
 def _existing(settings: Settings) -> set[str]:
-    admin = admin_client(settings.kafka.bootstrap)
+    admin = admin_client(settings.kafka.bootstrap, request_timeout_s=15)
     try:
-        listed = kafka_call(admin.list_topics, bootstrap=settings.kafka.bootstrap, what="list")
+        listed = kafka_call(
+            admin.list_topics, bootstrap=settings.kafka.bootstrap, what="list", timeout_s=20
+        )
     finally:
         admin.close()
     return {name for name in listed if name.startswith(settings.kafka.topic(""))} | {
@@ -90,7 +92,9 @@ def two_partition_orders(settings_factory: Callable[..., Settings]) -> Settings:
     """Settings with 4 partitions whose `orders` topic was made by hand with 2."""
     settings = settings_factory()
     orders = settings.kafka.topic(ORDERS)
-    create_missing_topics(settings.kafka.bootstrap, {orders: {}}, partitions=2)
+    create_missing_topics(
+        settings.kafka.bootstrap, {orders: {}}, request_timeout_s=15, partitions=2
+    )
     return settings
 
 
@@ -147,9 +151,11 @@ def test_a_topic_kafka_will_not_describe_is_reported_not_taken_for_missing(
     said no topic existed yet."""
     settings = settings_factory()
     orders = settings.kafka.topic(ORDERS)
-    monkeypatch.setattr(topic_partitions, "admin_client", lambda _: _RefusingAdmin(orders, code))
+    monkeypatch.setattr(
+        topic_partitions, "admin_client", lambda _bootstrap, **_: _RefusingAdmin(orders, code)
+    )
     with pytest.raises(KafkaRefused) as refused:
-        check_partitions(settings.kafka.bootstrap, routed_topics(settings), 4)
+        check_partitions(settings.kafka.bootstrap, routed_topics(settings), 4, request_timeout_s=15)
     error = for_code(code).__name__
     assert f"refused to describe topic {orders} ({error})" in str(refused.value)
     check = partitions(settings)
@@ -220,7 +226,7 @@ def test_another_apps_changelog_sharing_the_prefix_is_not_checked(
     own: doctor failed on a topic the worker never uses."""
     settings = settings_factory()
     other = f"{settings.engine.app_id}-b-orders-changelog"
-    create_missing_topics(settings.kafka.bootstrap, {other: {}}, partitions=2)
+    create_missing_topics(settings.kafka.bootstrap, {other: {}}, request_timeout_s=15, partitions=2)
     check = partitions(settings)
     assert check.ok, check.detail
     assert other not in check.detail
@@ -234,7 +240,9 @@ def test_a_changelog_topic_with_another_count_stops_the_worker_and_fails_doctor(
     settings = settings_factory()
     app, _engine = worker_app(settings)
     changelog = _changelogs(app, settings)[0]
-    create_missing_topics(settings.kafka.bootstrap, {changelog: {}}, partitions=2)
+    create_missing_topics(
+        settings.kafka.bootstrap, {changelog: {}}, request_timeout_s=15, partitions=2
+    )
     expected = mismatch({changelog: 2}, 4)
     assert expected is not None
     assert "<app_id>-*-changelog" in expected  # the advice names them

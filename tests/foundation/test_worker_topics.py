@@ -29,7 +29,7 @@ def test_a_worker_creates_fausts_leader_topic_with_its_one_partition_before_faus
     app, _engine = worker_app(settings)
     assert leader_topic(app) == app._leader_assignor._leader_topic_name  # what faust subscribes to
     create_worker_topics(app, settings, INTERNAL_TOPICS)
-    admin = admin_client(settings.kafka.bootstrap)
+    admin = admin_client(settings.kafka.bootstrap, request_timeout_s=15)
     try:
         inbox = f"{settings.engine.app_id}-{ORDER_INBOX}"
         described = {
@@ -90,7 +90,9 @@ def test_doctor_warns_of_scans_or_orders_that_keep_their_producers_time(
     """Topics made before (or by hand) keep `CreateTime`: doctor says how to set the broker's."""
     settings = settings_factory()
     kafka = settings.kafka
-    create_missing_topics(kafka.bootstrap, {kafka.topic(SCANS): {}}, partitions=1)
+    create_missing_topics(
+        kafka.bootstrap, {kafka.topic(SCANS): {}}, request_timeout_s=15, partitions=1
+    )
     check = timestamps(settings)
     assert (check.ok, check.warning) == (True, True)
     assert f"{kafka.topic(SCANS)} keep their producers' timestamps (CreateTime)" in check.detail
@@ -114,7 +116,7 @@ def test_the_timestamp_verdict_names_only_topics_that_exist_with_the_producers_t
 
 
 def _timestamp_types(bootstrap: str, names: list[str]) -> dict[str, str]:
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, request_timeout_s=15)
     try:
         described = admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, name) for name in names],

@@ -33,8 +33,8 @@ def _publish(settings: Settings, scans: range, status: AlertStatus) -> None:
 def _rebuild_kafka(settings: Settings) -> None:
     """Delete and re-create every topic the sink reads: new topic ids, offsets from 0."""
     topics = list(build_mappers(settings))
-    before = kafka_identities(settings.kafka.bootstrap, topics)
-    admin = admin_client(settings.kafka.bootstrap)
+    before = kafka_identities(settings.kafka.bootstrap, topics, request_timeout_s=15)
+    admin = admin_client(settings.kafka.bootstrap, request_timeout_s=15)
     try:
         admin.delete_topics(topics, timeout_ms=30000)
         wait_for(lambda: not set(topics) & set(admin.list_topics()), 60, "the topics to be deleted")
@@ -44,7 +44,7 @@ def _rebuild_kafka(settings: Settings) -> None:
     def recreated() -> bool:
         with contextlib.suppress(KafkaError):
             prepare_all_topics(settings)
-        now = kafka_identities(settings.kafka.bootstrap, topics)
+        now = kafka_identities(settings.kafka.bootstrap, topics, request_timeout_s=15)
         return set(now) == set(topics) and all(now[t] != before[t] for t in topics)
 
     wait_for(recreated, 60, "the topics to be created again", interval_s=0.5)

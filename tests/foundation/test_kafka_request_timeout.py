@@ -1,0 +1,101 @@
+"""`kafka.request_timeout_s`: how long the project's Kafka tooling waits for a broker.
+
+It was a constant of 15 s: a deployment could not give a slow cluster longer, nor a
+test a short one (six tests of the suite waited it out, ~100 s in all). Checked against
+a broker that accepts and never answers: every way in, from the settings the caller
+holds, gives up after the setting, not after 15 s.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from dead_servers import DeadServer
+from pydantic import ValidationError
+
+from chainwatch.doctor import timestamps
+from chainwatch.kafka_admin import KafkaUnreachable, admin_call_timeout_s, kafka_identities
+from chainwatch.replay_run_list import list_runs
+from chainwatch.runners import prepare_topics
+from chainwatch.settings import Settings
+from chainwatch.sink_runner import prepare_sink_topics
+
+REQUEST_TIMEOUT_S = 1.0
+
+WAKE_S = 2.0
+"""What the deadline's thread may take to be woken and raise on a loaded machine."""
+
+
+@pytest.fixture
+def silent_kafka() -> Iterator[str]:
+    """A TCP listener that accepts every connection and never sends a byte."""
+    server = DeadServer("silent")
+    yield f"127.0.0.1:{server.port}"
+    server.close()
+
+
+def test_the_request_timeout_is_a_setting_of_15_s_with_bounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key in [k for k in os.environ if k.upper().startswith("CHAINWATCH_")]:
+        monkeypatch.delenv(key)
+    assert Settings().kafka.request_timeout_s == 15  # production's wait, as before
+    monkeypatch.setenv("CHAINWATCH_KAFKA__REQUEST_TIMEOUT_S", "2.5")
+    assert Settings().kafka.request_timeout_s == 2.5
+    for refused in ("0.1", "301", "inf"):
+        monkeypatch.setenv("CHAINWATCH_KAFKA__REQUEST_TIMEOUT_S", refused)
+        with pytest.raises(ValidationError, match="request_timeout_s"):
+            Settings()
+
+
+def _raised(call: Callable[[Settings], object]) -> Callable[[Settings], str]:
+    def said(settings: Settings) -> str:
+        with pytest.raises(KafkaUnreachable) as unreachable:
+            call(settings)
+        return str(unreachable.value)
+
+    return said
+
+
+def _runs_list(settings: Settings) -> str:
+    error = list_runs(settings).kafka_error  # the runs on disk are listed all the same
+    assert isinstance(error, KafkaUnreachable), error
+    return str(error)
+
+
+def _doctor(settings: Settings) -> str:
+    check = timestamps(settings)  # a FAIL line, the other checks go on
+    assert not check.ok, check
+    return check.detail
+
+
+WAYS_IN: dict[str, Callable[[Settings], str]] = {
+    "topic set-up (every process's start)": _raised(prepare_topics),
+    "a sink's start (partition check, topics)": _raised(prepare_sink_topics),
+    "the sink's Kafka identities": _raised(
+        lambda s: kafka_identities(
+            s.kafka.bootstrap, ["scans"], request_timeout_s=s.kafka.request_timeout_s
+        )
+    ),
+    "runs list": _runs_list,
+    "doctor's timestamps check": _doctor,
+}
+
+
+@pytest.mark.parametrize("way_in", WAYS_IN.values(), ids=WAYS_IN.keys())
+def test_kafka_not_answering_is_given_up_on_after_the_setting(
+    way_in: Callable[[Settings], str], silent_kafka: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        kafka={"bootstrap_servers": silent_kafka, "request_timeout_s": REQUEST_TIMEOUT_S},  # type: ignore[arg-type]
+    )
+    started = time.monotonic()
+    said = way_in(settings)
+    # the admin call's deadline (the setting + 5 s), far below the 15 s it waited before
+    assert time.monotonic() - started < admin_call_timeout_s(REQUEST_TIMEOUT_S) + WAKE_S
+    assert f"Kafka at {silent_kafka}" in said
