@@ -159,10 +159,14 @@ def test_with_kafka_down_replay_and_doctor_say_so_quickly_without_library_noise(
     assert "\x1b" not in doctor.stdout  # Maven's colour codes are stripped
 
 
-@pytest.mark.slow  # one connection attempt of kafka-python's: ~15 s
+@pytest.mark.slow  # a CLI process and one connection attempt of kafka-python's
 def test_sink_drain_with_kafka_down_says_so_without_library_noise(tmp_path: Path) -> None:
     """kafka-python's three connection errors came before the one line of ours."""
-    env = user_env(tmp_path / "data", CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:9")
+    env = user_env(
+        tmp_path / "data",
+        CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:9",
+        CHAINWATCH_KAFKA__REQUEST_TIMEOUT_S="2",  # its one attempt (15 s by default)
+    )
     drain = run_cli("sink", "--drain", env=env, timeout=90)
     assert drain.returncode == 1
     noise = [line for line in drain.stderr.splitlines() if "[kafka" in line]

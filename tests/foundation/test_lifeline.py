@@ -39,6 +39,10 @@ from tests.sinks.sink_harness import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
+ATTEMPT_S = "2"
+"""`CHAINWATCH_KAFKA__REQUEST_TIMEOUT_S` of a worker waiting for a Kafka that is not there:
+each attempt to reach it takes that long (15 s by default)."""
+
 ENDS_WITHIN_S = 180.0
 """A stop takes seconds; its deadline is 30 s (35 s the gateway's): far past both, on a
 loaded machine too."""
@@ -193,7 +197,7 @@ def test_a_worker_started_by_hand_runs_on_with_stdin_closed_and_its_parent_gone(
     log = tmp_path / "worker.log"
     started = subprocess.run(
         ["sh", "-c", '"$0" -m chainwatch worker <&- >"$1" 2>&1 & echo $!', sys.executable, log],
-        env=_env(tmp_path / "data", "127.0.0.1:9"),
+        env=_env(tmp_path / "data", "127.0.0.1:9", CHAINWATCH_KAFKA__REQUEST_TIMEOUT_S=ATTEMPT_S),
         capture_output=True,
         text=True,
         timeout=60,

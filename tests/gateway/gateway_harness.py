@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,10 +241,18 @@ def start_gateway(
     return server, server.start()
 
 
-def gateway_settings(bootstrap: str, **gateway: Any) -> Settings:
+def gateway_settings(
+    bootstrap: str, *, kafka: Mapping[str, Any] | None = None, **gateway: Any
+) -> Settings:
+    """A gateway's settings on topics of its own; `kafka` adds kafka settings."""
     prefix = f"t{uuid.uuid4().hex[:8]}."
     return Settings(
-        kafka={"bootstrap_servers": bootstrap, "topic_prefix": prefix, "partitions": 4},  # type: ignore[arg-type]
+        kafka={  # type: ignore[arg-type]
+            "bootstrap_servers": bootstrap,
+            "topic_prefix": prefix,
+            "partitions": 4,
+            **(kafka or {}),
+        },
         engine={"app_id": f"cw-{prefix.rstrip('.')}"},  # type: ignore[arg-type]
         gateway={"transactional_id": f"gw-{prefix.rstrip('.')}", **gateway},  # type: ignore[arg-type]
     )
@@ -315,6 +323,7 @@ def running_gateway_process(
     tmp: Path,
     probe: str = "readyz",
     log_level: str = "warning",
+    kafka: Mapping[str, Any] | None = None,
     **gateway: Any,
 ) -> Iterator[GatewayProcess]:
     """`chainwatch gateway` on a free port until the block ends (then SIGTERM); entered
@@ -323,7 +332,7 @@ def running_gateway_process(
     import subprocess
     import sys
 
-    settings = gateway_settings(kafka_bootstrap, **gateway)
+    settings = gateway_settings(kafka_bootstrap, kafka=kafka, **gateway)
     port = free_port()
     env = {
         **child_environment(settings, os.environ),

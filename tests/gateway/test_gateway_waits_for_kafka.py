@@ -48,7 +48,12 @@ def test_a_gateway_started_before_kafka_serves_not_ready_then_prepares_its_topic
     kafka = LateServer(kafka_bootstrap)
     try:
         with running_gateway_process(
-            kafka.address, tmp_path, probe="healthz", log_level="info", publish_timeout_s=2.0
+            kafka.address,
+            tmp_path,
+            probe="healthz",
+            log_level="info",
+            kafka={"request_timeout_s": 3},  # each attempt to reach it (15 s by default)
+            publish_timeout_s=2.0,
         ) as gw:
             waiting = f"Kafka at {kafka.address}"
             assert httpx.get(f"{gw.base_url}/healthz", timeout=10).json() == {
