@@ -15,6 +15,7 @@ from typing import Any, Final
 from schemas.dead_letter import ErrorDetail
 from schemas.epcis import MAPPED_EVENT_TYPES, EpcisMapping, cbv_name
 from schemas.epcis_hash import contract_event_id, event_hash
+from schemas.text import capped
 
 QUANTITY_FIELD: Final = {
     "ObjectEvent": "quantityList",
@@ -57,6 +58,12 @@ def _err(loc: str, msg: str, kind: str) -> ErrorDetail:
     return ErrorDetail(loc=loc, msg=msg, type=kind)
 
 
+def _shown(value: str | None) -> str:
+    """An event's value as its reason repeats it, capped (`schemas.text.capped`): a read
+    point id of a megabyte was repeated whole in the 422 answer and the dead letter."""
+    return "None" if value is None else capped(value, quoted=True)
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -75,7 +82,7 @@ def map_event(event: Any, mapping: EpcisMapping, context: Any = None) -> dict[st
             [
                 _err(
                     "type",
-                    f"event type {event_type!r} is not mapped "
+                    f"event type {_shown(event_type)} is not mapped "
                     f"(one of {', '.join(sorted(MAPPED_EVENT_TYPES))} becomes a scan)",
                     "epcis_event_type",
                 )
@@ -93,7 +100,7 @@ def map_event(event: Any, mapping: EpcisMapping, context: Any = None) -> dict[st
         errors.append(
             _err(
                 "readPoint.id",
-                f"read point {read_point_id!r} is not in the mapping",
+                f"read point {_shown(read_point_id)} is not in the mapping",
                 "epcis_unknown_read_point",
             )
         )
@@ -108,8 +115,8 @@ def map_event(event: Any, mapping: EpcisMapping, context: Any = None) -> dict[st
         errors.append(
             _err(
                 "bizStep",
-                f"no action rule matches {event_type} bizStep={biz_step!r} "
-                f"disposition={disposition!r} action={epcis_action!r}",
+                f"no action rule matches {event_type} bizStep={_shown(biz_step)} "
+                f"disposition={_shown(disposition)} action={_shown(epcis_action)}",
                 "epcis_no_action_rule",
             )
         )

@@ -98,6 +98,29 @@ def test_unmappable_events_say_every_reason(change: Any, types: list[str]) -> No
 
 
 @pytest.mark.parametrize(
+    ("field", "change"),
+    [
+        ("type", lambda e, v: e.update(type=v)),
+        ("readPoint.id", lambda e, v: e.update(readPoint={"id": v})),
+        ("bizStep", lambda e, v: e.update(bizStep=v)),
+        ("bizStep", lambda e, v: e.update(bizStep="x", disposition=v)),
+        ("bizStep", lambda e, v: e.update(bizStep="x", action=v)),
+    ],
+)
+def test_a_reason_repeats_at_most_the_start_of_an_events_value(field: str, change: Any) -> None:
+    """A megabyte read point id was repeated whole in its reason: in the 422 answer, the
+    dead letter and the log line of every such event."""
+    event = _events()[1]
+    change(event, "urn:x:" + "9" * 1_000_000)
+    with pytest.raises(Unmappable) as info:
+        map_event(event, MAPPING)
+    [reason] = [e for e in info.value.errors if e.loc == field]
+    assert "'urn:x:9999" in reason.msg
+    assert "(1,000,006 characters)" in reason.msg
+    assert len(reason.msg) < 300
+
+
+@pytest.mark.parametrize(
     ("text", "complaint"),
     [
         ("read_points: {}\nactions: []\norder_id: {pattern: '(?P<order_id>.*)'}\n", "read_points"),
