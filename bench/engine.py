@@ -67,11 +67,11 @@ from bench.fleet import FleetRun, differences
 from chainwatch.errors import UserError
 from chainwatch.kafka_admin import admin_client, bounded, close_admin
 from chainwatch.replay import (
-    LAG_PROBE_TIMEOUT_S,
     ReplayRun,
     _lags,
     committed_offsets,
     no_progress,
+    probe_timeout_s,
     publish_scenario,
     start_workers,
     stop_workers,
@@ -208,7 +208,7 @@ def wait_first_input_commit(
                 raise SystemExit(f"worker exited with code {worker.returncode}")
         if bounded(
             lambda: _committed_on_input(settings),
-            timeout_s=LAG_PROBE_TIMEOUT_S,
+            timeout_s=probe_timeout_s(settings),
             what="a commit probe",
         ):
             return time.monotonic() - started

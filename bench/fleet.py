@@ -45,10 +45,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from chainwatch.errors import USER_ERRORS
 from chainwatch.kafka_admin import admin_client, bounded, close_admin
 from chainwatch.replay import (
-    LAG_PROBE_TIMEOUT_S,
     ReplayRun,
     committed_offsets,
     no_progress,
+    probe_timeout_s,
     scenario_texts,
     worker_log,
 )
@@ -259,7 +259,7 @@ class InputOffsets:
         )
 
     def read(self) -> tuple[int, int]:
-        """(committed, published), within `LAG_PROBE_TIMEOUT_S`."""
+        """(committed, published), within `probe_timeout_s`."""
 
         def counts() -> tuple[int, int]:
             committed = committed_offsets(self.admin, self.settings) or {}
@@ -267,7 +267,7 @@ class InputOffsets:
             done = sum(max(0, committed[tp].offset) for tp in self.tps if tp in committed)
             return done, sum(ends[tp].offset for tp in self.tps)
 
-        return bounded(counts, timeout_s=LAG_PROBE_TIMEOUT_S, what="the group's offsets")
+        return bounded(counts, timeout_s=probe_timeout_s(self.settings), what="the group's offsets")
 
     def close(self) -> None:
         close_admin(self.admin)

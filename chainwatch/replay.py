@@ -40,6 +40,7 @@ from kafka.errors import KafkaError
 from chainwatch.acked_sends import AckedSends, kafka_failed
 from chainwatch.errors import USER_ERRORS, UserError
 from chainwatch.kafka_admin import (
+    admin_call_timeout_s,
     admin_client,
     bounded,
     close_admin,
@@ -325,6 +326,14 @@ async def publish_scenario(
 LAG_PROBE_TIMEOUT_S = 20.0
 
 
+def probe_timeout_s(settings: Settings) -> float:
+    """The deadline of one lag or group probe: `LAG_PROBE_TIMEOUT_S`, or the admin calls'
+    own when `kafka.request_timeout_s` makes it longer. Held at 20 s, a probe of a slow
+    cluster given a longer setting was given up on while kafka-python still waited within
+    it (a replay's wait for its group failed on it)."""
+    return max(LAG_PROBE_TIMEOUT_S, admin_call_timeout_s(settings.kafka.request_timeout_s))
+
+
 def committed_offsets(
     admin: KafkaAdminClient, settings: Settings
 ) -> dict[TopicPartition, Any] | None:
@@ -385,7 +394,7 @@ class LagProbe:
         self._lock = threading.Lock()
 
     def lags(self) -> dict[TopicPartition, int] | None:
-        """`_lag_by_partition` within `LAG_PROBE_TIMEOUT_S`; `KafkaDeadlineExceeded` past it."""
+        """`_lag_by_partition` within `probe_timeout_s`; `KafkaDeadlineExceeded` past it."""
         generation = self._generation
 
         def probe() -> dict[TopicPartition, int] | None:
@@ -403,7 +412,7 @@ class LagProbe:
             return _lag_by_partition(admin, self.settings)
 
         try:
-            return bounded(probe, timeout_s=LAG_PROBE_TIMEOUT_S, what="a lag probe")
+            return bounded(probe, timeout_s=probe_timeout_s(self.settings), what="a lag probe")
         except BaseException:
             self._drop()
             raise
@@ -988,7 +997,7 @@ class ReplayRun:
             if (
                 bounded(
                     lambda: _stable_members(self.settings.kafka, group),
-                    timeout_s=LAG_PROBE_TIMEOUT_S,
+                    timeout_s=probe_timeout_s(self.settings),
                     what="a group probe",
                 )
                 >= members

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 from dead_servers import DeadServer
+from kafka.errors import KafkaError
 from pydantic import ValidationError
 
+from chainwatch import replay
 from chainwatch.doctor import timestamps
 from chainwatch.kafka_admin import KafkaUnreachable, admin_call_timeout_s, kafka_identities
 from chainwatch.replay_run_list import list_runs
@@ -99,3 +101,46 @@ def test_kafka_not_answering_is_given_up_on_after_the_setting(
     # the admin call's deadline (the setting + 5 s), far below the 15 s it waited before
     assert time.monotonic() - started < admin_call_timeout_s(REQUEST_TIMEOUT_S) + WAKE_S
     assert f"Kafka at {silent_kafka}" in said
+
+
+class _SlowAdmin:
+    """An admin client that takes `connect_s` to start, as kafka-python does against a slow
+    cluster within its own wait (`kafka.request_timeout_s`), then answers at once."""
+
+    def __init__(self, connect_s: float) -> None:
+        self.connect_s = connect_s
+
+    def started(self, _bootstrap: str, *, request_timeout_s: float) -> _SlowAdmin:
+        assert self.connect_s < request_timeout_s  # kafka-python would not give up yet
+        time.sleep(self.connect_s)  # the slow cluster's answer, not a wait on a condition
+        return self
+
+    def list_group_offsets(self, _groups: object) -> dict[str, object]:
+        raise KafkaError("no group yet")  # the probe's answer: no group, lag unknown
+
+    def describe_groups(self, groups: list[str]) -> dict[str, object]:
+        return {groups[0]: {"group_state": "Stable", "members": ["w0", "w1"]}}
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_replays_probes_wait_as_long_as_kafka_python_does(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A replay's lag and group probes kept a fixed deadline (`LAG_PROBE_TIMEOUT_S`, 20 s):
+    given a `kafka.request_timeout_s` above it for a slow cluster, a probe was given up on
+    while kafka-python still waited within the setting (a replay's wait for its group
+    failed). Here the fixed deadline is 0.5 s and the cluster answers in 1.5 s, within
+    the setting of 3 s (production: 20 s, and a setting of 30 s)."""
+    monkeypatch.setattr(replay, "LAG_PROBE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(replay, "admin_client", _SlowAdmin(connect_s=1.5).started)
+    settings = Settings(
+        data_dir=tmp_path,
+        kafka={"bootstrap_servers": "127.0.0.1:1", "request_timeout_s": 3},  # type: ignore[arg-type]
+    )
+    assert replay._lag(settings) is None  # answered: no group yet
+    scenario = tmp_path / "scenario.ndjson"
+    scenario.write_text("")
+    run = replay.ReplayRun(settings, scenario, partitions=1, progress=lambda *_a, **_k: None)
+    run.wait_for_group(members=2, timeout_s=30)  # answered: both members, Stable

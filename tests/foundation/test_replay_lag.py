@@ -153,7 +153,7 @@ def test_a_probe_that_connects_after_its_deadline_closes_its_connection_and_keep
             closed.set()
 
     monkeypatch.setattr(replay, "admin_client", lambda _bootstrap, **_: Admin())
-    monkeypatch.setattr(replay, "LAG_PROBE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(replay, "probe_timeout_s", lambda _settings: 0.2)
     with replay.LagProbe(settings) as probe:
         with pytest.raises(KafkaDeadlineExceeded):
             probe.lag()
