@@ -39,7 +39,7 @@ def media_type(content_type: str | None, content_encoding: str | None = None) ->
         )
     if not content_type:
         return "json"
-    main, *params = (part.strip(HTTP_WHITESPACE) for part in content_type.split(";"))
+    main, *params = (part.strip(HTTP_WHITESPACE) for part in _parts(content_type))
     main = main.lower()
     for param in filter(None, params):  # `type/subtype;` is allowed (RFC 9110 8.3.1)
         name, _, value = (p.strip(HTTP_WHITESPACE) for p in param.partition("="))
@@ -61,3 +61,32 @@ def media_type(content_type: str | None, content_encoding: str | None = None) ->
     raise UnsupportedMediaType(
         f"unsupported content type {main!r}: send application/json or application/x-ndjson"
     )
+
+
+def _parts(content_type: str) -> list[str]:
+    """`content_type` parted at each `;` outside a quoted string (RFC 9110 5.6.4): a
+    quoted parameter value may hold one (`profile="urn:a; b"`), and parted there it made
+    a parameter named `b"`, refused as no token. A quote left open quotes nothing: what
+    follows it is parted at every `;` as before, so no `charset` hides behind it."""
+    if '"' not in content_type:
+        return content_type.split(";")
+    parts: list[str] = []
+    start = 0
+    opened: int | None = None  # where the quoted string being read began
+    escaped = False
+    for at, char in enumerate(content_type):
+        if opened is not None:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                opened = None
+        elif char == '"':
+            opened = at
+        elif char == ";":
+            parts.append(content_type[start:at])
+            start = at + 1
+    if opened is not None:
+        return [*parts, *content_type[start:].split(";")]
+    return [*parts, content_type[start:]]
