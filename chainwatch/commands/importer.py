@@ -194,7 +194,7 @@ def _to_kafka(
         replication_factor=cfg.kafka.replication_factor,
         topic_configs=cfg.kafka.topic_configs(),
     )
-    output = KafkaOutput(cfg.kafka.bootstrap)
+    output = KafkaOutput(cfg.kafka.bootstrap, connect_timeout_s=cfg.kafka.request_timeout_s)
     try:
         return asyncio.run(import_to_kafka(importer, tables, output, names, report, progress))
     except KeyboardInterrupt:

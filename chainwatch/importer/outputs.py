@@ -200,7 +200,7 @@ class KafkaOutput(AckedSends):
         except (KafkaError, OSError, TimeoutError) as exc:
             await stop_producer(producer, timeout_s=5)
             raise ImportFailed(
-                f"cannot reach Kafka at {self.bootstrap} within {self.connect_timeout_s:.0f}s "
+                f"cannot reach Kafka at {self.bootstrap} within {self.connect_timeout_s:g}s "
                 f"({type(exc).__name__}); nothing was published"
             ) from None
         self._producer = producer

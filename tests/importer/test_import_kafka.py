@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from aiokafka import ConsumerRecord
 from cancellation import cancelled_as_it_finishes
+from dead_servers import DeadServer
 from kafka import KafkaConsumer
 
 from chainwatch.importer.errors import ImportInterrupted
@@ -313,3 +314,41 @@ def test_a_cancellation_as_the_producer_starts_or_stops_is_not_dropped(
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(interrupted())
+
+
+def test_the_producer_gets_the_request_timeout_setting_to_connect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The import's producer had 15 s to connect whatever `kafka.request_timeout_s` said
+    (its topic set-up before it had the setting): a slow cluster could not be given longer,
+    and a setting of 1 s still waited 15 s for a Kafka that accepts and never answers."""
+    from typer.testing import CliRunner
+
+    from chainwatch import kafka_admin
+    from chainwatch.cli import app
+    from chainwatch.cli_context import state
+
+    server = DeadServer("silent")
+    silent = f"127.0.0.1:{server.port}"
+    # the topics' set-up has the setting already (test_kafka_request_timeout): here the
+    # producer's own connection is what waits on the silent Kafka
+    monkeypatch.setattr(kafka_admin, "ensure_topics", lambda *_args, **_kwargs: None)
+    monkeypatch.chdir(ROOT)
+    state.pop("settings", None)
+    started = time.monotonic()
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["import", *SCANS_ARGS, "--to", "kafka"],
+            env={
+                "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
+                "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": silent,
+                "CHAINWATCH_KAFKA__REQUEST_TIMEOUT_S": "1.5",
+            },
+        )
+    finally:
+        state.pop("settings", None)
+        server.close()
+    assert isinstance(result.exception, ImportFailed), result.output  # the CLI's one line
+    assert f"cannot reach Kafka at {silent} within 1.5s" in str(result.exception)
+    assert time.monotonic() - started < 10  # the setting's 1.5 s, far below 15 s
