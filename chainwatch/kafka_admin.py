@@ -145,7 +145,7 @@ def bounded(
     with decided:
         if not outcome and not failure:
             given_up.append(True)
-            raise KafkaDeadlineExceeded(f"Kafka did not answer {what} within {timeout_s:.0f}s")
+            raise KafkaDeadlineExceeded(f"Kafka did not answer {what} within {timeout_s:g} s")
     if failure:
         raise failure[0]
     return outcome[0]

@@ -63,9 +63,11 @@ def test_bounded_returns_the_value_and_raises_the_callers_error() -> None:
 def test_bounded_gives_up_on_a_call_that_never_returns() -> None:
     release = threading.Event()
     started = time.monotonic()
-    with pytest.raises(KafkaDeadlineExceeded, match="within 1s"):
+    with pytest.raises(KafkaDeadlineExceeded, match=r"within 1 s$"):
         bounded(lambda: release.wait(60), timeout_s=1, what="a stuck call")
     assert time.monotonic() - started < 5
+    with pytest.raises(KafkaDeadlineExceeded, match=r"within 0\.5 s$"):  # not "within 0s"
+        bounded(lambda: release.wait(60), timeout_s=0.5, what="a stuck call")
     release.set()
 
 
