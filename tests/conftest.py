@@ -18,14 +18,17 @@ from pathlib import Path
 import pytest
 from ast_serialised import serialise_ast_parsing
 from logging_state import logging_restored
+from suite_ports import DEFAULT_BASE, ephemeral_range, refusal, session_ports
 
 from chainwatch.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # pytest-xdist runs one session per worker process (gw0, gw1, ...): each gets its own
-# broker on its own ports and data dir, so no two sessions share topics or groups.
+# broker on its own ports (a block of suite_ports.py's, all below the ephemeral range) and
+# data dir, so no two sessions share topics or groups.
 _XDIST_INDEX = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-TEST_KAFKA_PORT = int(os.environ.get("CHAINWATCH_TEST_KAFKA_PORT", "29092")) + 10 * _XDIST_INDEX
+_BASE_PORT = int(os.environ.get("CHAINWATCH_TEST_KAFKA_PORT", str(DEFAULT_BASE)))
+_PORTS = session_ports(_BASE_PORT, _XDIST_INDEX)
 TEST_BROKER_DIR = (
     ROOT / ".chainwatch" / ("test-broker" if _XDIST_INDEX == 0 else f"test-broker-{_XDIST_INDEX}")
 )
@@ -43,8 +46,16 @@ def pytest_configure(config: pytest.Config) -> None:
     suite, holding their ports for the next run. As a KeyboardInterrupt pytest
     stops the test and runs every finalizer (xdist's workers too, when the
     signal reaches their process group).
+
+    A base port that would put a session's broker ports into the kernel's ephemeral
+    range is refused here, before any test runs (suite_ports.py says why).
     """
-    del config
+    sessions = os.environ.get("PYTEST_XDIST_WORKER_COUNT") or len(
+        getattr(config.option, "tx", None) or ()
+    )
+    refused = refusal(_BASE_PORT, max(int(sessions), 1), ephemeral_range())
+    if refused:
+        raise pytest.UsageError(refused)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupted)
 
@@ -97,7 +108,7 @@ def kafka_bootstrap() -> Iterator[str]:
 
     settings = Settings(
         data_dir=TEST_BROKER_DIR,
-        kafka={"local_port": TEST_KAFKA_PORT, "local_controller_port": TEST_KAFKA_PORT + 1},
+        kafka={"local_port": _PORTS[0], "local_controller_port": _PORTS[1]},
     )
     broker = LocalBroker(settings)
     current = broker.status()
@@ -121,8 +132,8 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def spare_kafka_port() -> int:
     """A port of this session's for a test's own second broker (and the next one for
-    its controller): the session's broker takes TEST_KAFKA_PORT and the one after."""
-    return TEST_KAFKA_PORT + 2
+    its controller): the session's broker takes the two before (suite_ports.py)."""
+    return _PORTS[2]
 
 
 @pytest.fixture(scope="session")
