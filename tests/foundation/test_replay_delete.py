@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 from dead_servers import DeadServer, outcome_within
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
-from kafka_groups import group_on_broker
+from kafka_groups import group_on_broker, joined_member
 
 from chainwatch import replay, replay_runs
 from chainwatch.errors import UserError
@@ -58,11 +58,6 @@ def _topics(run: Settings) -> set[str]:
         admin.close()
 
 
-def _joined(consumer: KafkaConsumer) -> bool:
-    consumer.poll(100)
-    return bool(consumer.assignment())
-
-
 def test_a_run_whose_group_has_a_member_is_refused_and_deleted_with_its_group_once_it_left(
     settings_factory: Callable[..., Settings],
 ) -> None:
@@ -70,15 +65,9 @@ def test_a_run_whose_group_has_a_member_is_refused_and_deleted_with_its_group_on
     prepare_topics(run)
     topics = _topics(run)
     scans = TopicPartition(f"{run.kafka.topic_prefix}scans", 0)
-    worker = KafkaConsumer(
-        bootstrap_servers=run.kafka.bootstrap,
-        group_id=run.engine.app_id,
-        enable_auto_commit=False,
-    )
-    worker.subscribe([scans.topic])
     group = run.engine.app_id
+    worker = joined_member(run.kafka.bootstrap, group, scans.topic)
     try:
-        _until(lambda: _joined(worker), 60, "member in the run's group")
         worker.commit({scans: OffsetAndMetadata(0, "", -1)})  # what a worker commits
         before = group_on_broker(run.kafka.bootstrap, group)
         with pytest.raises(replay_runs.RunStillRunning) as refused:
@@ -105,6 +94,7 @@ def test_a_run_whose_group_has_a_member_is_refused_and_deleted_with_its_group_on
 
 _KILLED_MEMBER = """
 import sys
+import time
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError
@@ -112,9 +102,11 @@ from kafka.structs import OffsetAndMetadata
 bootstrap, group, topic = sys.argv[1:]
 consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
                          session_timeout_ms=45000)
+while not consumer.partitions_for_topic(topic):  # as kafka_groups.joined_member, for its reason
+    time.sleep(0.1)
 consumer.subscribe([topic])
 while not consumer.assignment():
-    consumer.poll(100)
+    consumer.poll(1000)
 consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(0, "", -1)})
 print("joined", flush=True)
 sys.stdin.read()
@@ -315,7 +307,8 @@ def test_an_id_that_only_begins_another_runs_names_deletes_nothing_of_that_run(
     topics = _topics_of(run)
     # no worker joined to `<run>`'s group: the id asked for names another group (none),
     # so a member of `<run>`'s was never asked about; joining one only slowed the test
-    # (beside two CPU hogs a kafka-python consumer at times took over 60 s to join)
+    # (beside two CPU hogs a kafka-python consumer at times took over 60 s to join: the
+    # kafka-python race kafka_groups.joined_member avoids)
     (outcome,) = replay_runs.delete_runs(run, [f"{app_id.removeprefix('replay-')}{suffix}"])
     assert _topics_of(run) == topics
     assert state.exists()
