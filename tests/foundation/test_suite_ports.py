@@ -11,9 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from suite_hook import SUITE_HOOK_CONFTEST
 from suite_ports import LINUX_EPHEMERAL, ephemeral_range, refusal, session_ports
 
-TESTS = Path(__file__).resolve().parent.parent
 LINUX = range(LINUX_EPHEMERAL[0], LINUX_EPHEMERAL[1] + 1)
 
 
@@ -49,20 +49,8 @@ def test_the_range_is_this_host_s_and_linux_s_where_it_cannot_be_read(tmp_path: 
     assert ephemeral_range(tmp_path / "absent") == LINUX
 
 
-CONFTEST = f"""
-import importlib.util
-import sys
-
-sys.path.insert(0, {str(TESTS)!r})
-_spec = importlib.util.spec_from_file_location("suite_conftest", {str(TESTS / "conftest.py")!r})
-_suite = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_suite)
-pytest_configure = _suite.pytest_configure  # the suite's hook, as the suite runs it
-"""
-
-
 def _pytest(folder: Path, base: str) -> subprocess.CompletedProcess[str]:
-    (folder / "conftest.py").write_text(CONFTEST)
+    (folder / "conftest.py").write_text(SUITE_HOOK_CONFTEST)
     (folder / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     return subprocess.run(

@@ -11,18 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent.parent
-
-CONFTEST = f"""
-import importlib.util
-import sys
-
-sys.path.insert(0, {str(TESTS)!r})
-_spec = importlib.util.spec_from_file_location("suite_conftest", {str(TESTS / "conftest.py")!r})
-_suite = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_suite)
-pytest_configure = _suite.pytest_configure  # the suite's hook, as the suite runs it
-"""
+from suite_hook import SUITE_HOOK_CONFTEST
 
 TEST_FILE = """
 import os
@@ -44,7 +33,7 @@ def test_killed(started):
 
 
 def test_sigterm_stops_the_session_and_runs_the_finalizers(tmp_path: Path) -> None:
-    (tmp_path / "conftest.py").write_text(CONFTEST)
+    (tmp_path / "conftest.py").write_text(SUITE_HOOK_CONFTEST)
     (tmp_path / "test_killed.py").write_text(TEST_FILE)
     marker = tmp_path / "marker"
     done = subprocess.run(
