@@ -65,7 +65,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.fleet import FleetRun, differences
 from chainwatch.errors import UserError
-from chainwatch.kafka_admin import admin_client, bounded, close_admin
+from chainwatch.kafka_admin import bounded, close_admin, settings_admin_client
 from chainwatch.replay import (
     ReplayRun,
     _lags,
@@ -168,9 +168,7 @@ def input_partitions(settings: Settings) -> list[TopicPartition]:
 
 
 def _committed_on_input(settings: Settings) -> bool:
-    admin = admin_client(
-        settings.kafka.bootstrap, request_timeout_s=settings.kafka.request_timeout_s
-    )
+    admin = settings_admin_client(settings.kafka)
     try:
         committed = committed_offsets(admin, settings)
         if committed is None:

@@ -43,7 +43,7 @@ from kafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from chainwatch.errors import USER_ERRORS
-from chainwatch.kafka_admin import admin_client, bounded, close_admin
+from chainwatch.kafka_admin import bounded, close_admin, settings_admin_client
 from chainwatch.replay import (
     ReplayRun,
     committed_offsets,
@@ -254,9 +254,7 @@ class InputOffsets:
     def __init__(self, settings: Settings, partitions: Iterable[int]) -> None:
         self.settings = settings
         self.tps = [TopicPartition(t, p) for t in input_topics(settings) for p in partitions]
-        self.admin = admin_client(
-            settings.kafka.bootstrap, request_timeout_s=settings.kafka.request_timeout_s
-        )
+        self.admin = settings_admin_client(settings.kafka)
 
     def read(self) -> tuple[int, int]:
         """(committed, published), within `probe_timeout_s`."""

@@ -151,12 +151,17 @@ def replication_check(
 
 
 def _replication(settings: Settings) -> Check:
-    from chainwatch.kafka_admin import admin_call_timeout_s, admin_client, bounded, close_admin
+    from chainwatch.kafka_admin import (
+        bounded,
+        close_admin,
+        settings_admin_client,
+        settings_call_timeout_s,
+    )
 
     kafka = settings.kafka
-    call_s = admin_call_timeout_s(kafka.request_timeout_s)
+    call_s = settings_call_timeout_s(kafka)
     try:
-        admin = admin_client(kafka.bootstrap, request_timeout_s=kafka.request_timeout_s)
+        admin = settings_admin_client(kafka)
     except USER_ERRORS as exc:
         return Check("replication", False, str(exc))
     try:
@@ -230,18 +235,18 @@ def timestamps(settings: Settings) -> Check:
 
     from chainwatch.kafka_admin import (
         TIMESTAMP_TYPE,
-        admin_call_timeout_s,
-        admin_client,
         bounded,
         close_admin,
+        settings_admin_client,
+        settings_call_timeout_s,
     )
     from streams.topics import APPEND_TIME_TOPICS
 
     kafka = settings.kafka
     names = sorted(kafka.topic(name) for name in APPEND_TIME_TOPICS)
-    call_s = admin_call_timeout_s(kafka.request_timeout_s)
+    call_s = settings_call_timeout_s(kafka)
     try:
-        admin = admin_client(kafka.bootstrap, request_timeout_s=kafka.request_timeout_s)
+        admin = settings_admin_client(kafka)
     except USER_ERRORS as exc:
         return Check("timestamps", False, str(exc))
     try:

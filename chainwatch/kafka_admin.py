@@ -22,6 +22,7 @@ from chainwatch.kafka_start import started
 from chainwatch.logs import get_logger, silenced
 from sinks.backoff import Backoff
 from sinks.clickhouse.kafka_source import KafkaIdentity
+from streams.settings import KafkaSettings
 from streams.topics import APPEND_TIME_TOPICS, COMPACTED_TOPICS, TopicNames
 
 T = TypeVar("T")
@@ -296,6 +297,18 @@ def admin_client(
         request_timeout_s=request_timeout_s,
         timeout_s=timeout_s,
     )
+
+
+def settings_admin_client(kafka: KafkaSettings, timeout_s: float | None = None) -> KafkaAdminClient:
+    """`admin_client` of `kafka`'s cluster, its requests given `kafka.request_timeout_s`."""
+    return admin_client(
+        kafka.bootstrap, request_timeout_s=kafka.request_timeout_s, timeout_s=timeout_s
+    )
+
+
+def settings_call_timeout_s(kafka: KafkaSettings, timeout_s: float | None = None) -> float:
+    """`timeout_s`, or the deadline of an admin call of `kafka`'s cluster."""
+    return admin_call_timeout_s(kafka.request_timeout_s) if timeout_s is None else timeout_s
 
 
 def create_missing_topics(

@@ -41,10 +41,10 @@ from chainwatch.acked_sends import AckedSends, kafka_failed
 from chainwatch.errors import USER_ERRORS, UserError
 from chainwatch.kafka_admin import (
     admin_call_timeout_s,
-    admin_client,
     bounded,
     close_admin,
     ensure_topics,
+    settings_admin_client,
 )
 from chainwatch.lifeline import start_child
 from chainwatch.long_lines import MAX_LINE_BYTES, LongLine, binary_lines
@@ -401,7 +401,7 @@ class LagProbe:
             admin = self._admin
             if admin is None:
                 kafka = self.settings.kafka
-                admin = admin_client(kafka.bootstrap, request_timeout_s=kafka.request_timeout_s)
+                admin = settings_admin_client(kafka)
                 with self._lock:
                     keep = generation == self._generation
                     if keep:
@@ -445,7 +445,7 @@ class LagProbe:
 
 def _stable_members(kafka: KafkaSettings, group: str) -> int:
     """Members of `group` once it is Stable (else 0)."""
-    admin = admin_client(kafka.bootstrap, request_timeout_s=kafka.request_timeout_s)
+    admin = settings_admin_client(kafka)
     try:
         try:
             info = admin.describe_groups([group]).get(group) or {}

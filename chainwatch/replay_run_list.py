@@ -24,10 +24,10 @@ from kafka.errors import GroupIdNotFoundError, KafkaError, for_code
 from chainwatch.errors import UserError
 from chainwatch.kafka_admin import (
     KafkaUnreachable,
-    admin_call_timeout_s,
-    admin_client,
     close_admin,
     kafka_call,
+    settings_admin_client,
+    settings_call_timeout_s,
 )
 from chainwatch.logs import silenced
 from chainwatch.settings import Settings
@@ -91,12 +91,10 @@ def list_runs(settings: Settings, timeout_s: float | None = None) -> RunListing:
     groups: dict[str, int] | None = None
     error: UserError | None = None
     kafka = settings.kafka
-    call_s = admin_call_timeout_s(kafka.request_timeout_s) if timeout_s is None else timeout_s
+    call_s = settings_call_timeout_s(kafka, timeout_s)
     with silenced("kafka"):  # one line of ours, not kafka-python's per connection
         try:
-            admin = admin_client(
-                kafka.bootstrap, request_timeout_s=kafka.request_timeout_s, timeout_s=timeout_s
-            )
+            admin = settings_admin_client(kafka, timeout_s)
         except KafkaUnreachable as exc:
             error = exc
         else:

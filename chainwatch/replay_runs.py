@@ -34,11 +34,11 @@ from chainwatch.errors import UsageError, UserError
 from chainwatch.kafka_admin import (
     KafkaRefused,
     KafkaUnreachable,
-    admin_call_timeout_s,
-    admin_client,
     close_admin,
     kafka_call,
     not_now,
+    settings_admin_client,
+    settings_call_timeout_s,
 )
 from chainwatch.logs import silenced
 from chainwatch.replay_run_list import RUN_PREFIX, run_id_of, run_topics
@@ -134,7 +134,7 @@ def delete_runs(
             raise UsageError(str(exc)) from None
     with silenced("kafka"):  # our line per run, not kafka-python's per connection
         try:
-            admin = _admin(settings, timeout_s)
+            admin = settings_admin_client(settings.kafka, timeout_s)
         except KafkaUnreachable as exc:
             return [_unknown(run, exc) for run in runs]
         try:
@@ -221,7 +221,7 @@ def delete_run_on_kafka(settings: Settings, timeout_s: float | None = None) -> N
     """A stopped run's consumer group (unless members of killed workers are still in
     it: `RunGroupKept`, raised after the topics went) and its topics, each Kafka call
     within `timeout_s` (default: the admin calls' own)."""
-    admin = _admin(settings, timeout_s)
+    admin = settings_admin_client(settings.kafka, timeout_s)
     try:
         try:
             delete_run_group(admin, settings, timeout_s)
@@ -247,7 +247,7 @@ def delete_run_group(
     was none. A group with members is `RunStillRunning` (the broker's own refusal,
     NON_EMPTY_GROUP, so no check-then-act). "Not now" (a coordinator loading) is tried
     again within the call's deadline."""
-    limit = _call_s(run, timeout_s)
+    limit = settings_call_timeout_s(run.kafka, timeout_s)
     app_id = run.engine.app_id
     return kafka_call(
         lambda: _deleted_group(admin, run, until=time.monotonic() + limit * 0.75),
@@ -308,8 +308,8 @@ def delete_run_topics(
     `admin`, listing, deleting) within `timeout_s` (default: the admin calls' own)."""
     bootstrap = settings.kafka.bootstrap
     own = admin is None
-    client = _admin(settings, timeout_s) if admin is None else admin
-    call_s = _call_s(settings, timeout_s)
+    client = settings_admin_client(settings.kafka, timeout_s) if admin is None else admin
+    call_s = settings_call_timeout_s(settings.kafka, timeout_s)
     try:
         prefix, app_id = settings.kafka.topic_prefix, settings.engine.app_id
         listed = kafka_call(
@@ -331,22 +331,6 @@ def delete_run_topics(
     finally:
         if own:
             close_admin(client)
-
-
-def _admin(settings: Settings, timeout_s: float | None) -> KafkaAdminClient:
-    """An admin client of `settings`' Kafka, connected within `timeout_s` (default: the
-    admin calls' own)."""
-    kafka = settings.kafka
-    return admin_client(
-        kafka.bootstrap, request_timeout_s=kafka.request_timeout_s, timeout_s=timeout_s
-    )
-
-
-def _call_s(settings: Settings, timeout_s: float | None) -> float:
-    """`timeout_s`, or the admin calls' own deadline (`kafka.request_timeout_s` and a margin)."""
-    return (
-        admin_call_timeout_s(settings.kafka.request_timeout_s) if timeout_s is None else timeout_s
-    )
 
 
 def worker_state_dirs(settings: Settings, app_id: str) -> list[Path]:

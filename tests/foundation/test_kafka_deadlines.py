@@ -556,7 +556,7 @@ def test_deleting_a_replays_topics_fails_in_one_line(
     error: BaseException | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     admin = _FailingAdmin("delete_topics", error)
-    monkeypatch.setattr(replay_runs, "admin_client", lambda _bootstrap, **_: admin)
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda _bootstrap, **_: admin)
     monkeypatch.setattr(kafka_admin, "CALL_MARGIN_S", 0)
     settings = Settings(
         data_dir=tmp_path,

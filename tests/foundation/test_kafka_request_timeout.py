@@ -18,7 +18,7 @@ from dead_servers import DeadServer
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
-from chainwatch import replay
+from chainwatch import kafka_admin, replay
 from chainwatch.doctor import timestamps
 from chainwatch.kafka_admin import KafkaUnreachable, admin_call_timeout_s, kafka_identities
 from chainwatch.replay_run_list import list_runs
@@ -110,7 +110,9 @@ class _SlowAdmin:
     def __init__(self, connect_s: float) -> None:
         self.connect_s = connect_s
 
-    def started(self, _bootstrap: str, *, request_timeout_s: float) -> _SlowAdmin:
+    def started(
+        self, _bootstrap: str, *, request_timeout_s: float, timeout_s: float | None = None
+    ) -> _SlowAdmin:
         assert self.connect_s < request_timeout_s  # kafka-python would not give up yet
         time.sleep(self.connect_s)  # the slow cluster's answer, not a wait on a condition
         return self
@@ -134,7 +136,7 @@ def test_a_replays_probes_wait_as_long_as_kafka_python_does(
     failed). Here the fixed deadline is 0.5 s and the cluster answers in 1.5 s, within
     the setting of 3 s (production: 20 s, and a setting of 30 s)."""
     monkeypatch.setattr(replay, "LAG_PROBE_TIMEOUT_S", 0.5)
-    monkeypatch.setattr(replay, "admin_client", _SlowAdmin(connect_s=1.5).started)
+    monkeypatch.setattr(kafka_admin, "admin_client", _SlowAdmin(connect_s=1.5).started)
     settings = Settings(
         data_dir=tmp_path,
         kafka={"bootstrap_servers": "127.0.0.1:1", "request_timeout_s": 3},  # type: ignore[arg-type]

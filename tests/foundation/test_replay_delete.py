@@ -26,7 +26,7 @@ from kafka.errors import KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 from kafka_groups import group_on_broker, joined_member
 
-from chainwatch import replay, replay_runs
+from chainwatch import kafka_admin, replay, replay_runs
 from chainwatch.errors import UserError
 from chainwatch.kafka_admin import KafkaRefused, KafkaUnreachable, admin_client
 from chainwatch.runners import prepare_topics
@@ -186,7 +186,7 @@ def test_deleting_a_run_by_an_odd_id_deletes_nothing_and_asks_kafka_nothing(
         asked.append(bootstrap)
         raise AssertionError("Kafka asked")
 
-    monkeypatch.setattr(replay_runs, "admin_client", no_kafka)
+    monkeypatch.setattr(kafka_admin, "admin_client", no_kafka)
     faust = tmp_path / "data" / "worker0" / "faust"
     kept = [faust / "replay-a", faust / "replay-running", tmp_path / "outside"]
     for folder in kept:
@@ -231,7 +231,7 @@ def _with_admin(
 ) -> tuple[Settings, Path, _GroupAdmin]:
     run, state = _run(Settings(data_dir=tmp_path))
     admin = _GroupAdmin(answers, [f"{run.kafka.topic_prefix}scans", "replay-other.scans"])
-    monkeypatch.setattr(replay_runs, "admin_client", lambda _b, **_: admin)
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda _b, **_: admin)
     return run, state, admin
 
 

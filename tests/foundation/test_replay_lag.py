@@ -19,7 +19,7 @@ import pytest
 from kafka.errors import KafkaConnectionError
 from samples import scan
 
-from chainwatch import replay
+from chainwatch import kafka_admin, replay
 from chainwatch.kafka_admin import KafkaDeadlineExceeded, create_missing_topics
 from chainwatch.replay import no_progress, publish_scenario
 from chainwatch.runners import prepare_topics
@@ -88,7 +88,7 @@ def test_the_probe_reads_the_committed_offsets_before_the_ends(
             asked.append("ends")
             return super().list_partition_offsets(specs, timeout_ms)
 
-    monkeypatch.setattr(replay, "admin_client", lambda _bootstrap, **_: Admin())
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda _bootstrap, **_: Admin())
     assert replay._lag(settings) == 0
     assert asked == ["committed", "ends"]
 
@@ -120,7 +120,7 @@ def test_a_wait_probes_over_one_connection_and_opens_another_only_after_a_failur
             if len(closed) == 2:
                 all_closed.set()
 
-    monkeypatch.setattr(replay, "admin_client", lambda _bootstrap, **_: Admin())
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda _bootstrap, **_: Admin())
     monkeypatch.setattr(replay.time, "sleep", lambda _s: None)
     messages: list[str] = []
     replay.wait_until_idle(settings, [], lambda m, **_c: messages.append(m), timeout_s=30)
@@ -152,7 +152,7 @@ def test_a_probe_that_connects_after_its_deadline_closes_its_connection_and_keep
             self.closed = True
             closed.set()
 
-    monkeypatch.setattr(replay, "admin_client", lambda _bootstrap, **_: Admin())
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda _bootstrap, **_: Admin())
     monkeypatch.setattr(replay, "probe_timeout_s", lambda _settings: 0.2)
     with replay.LagProbe(settings) as probe:
         with pytest.raises(KafkaDeadlineExceeded):

@@ -18,7 +18,7 @@ import pytest
 from dead_servers import DeadServer, outcome_within
 from kafka_groups import group_on_broker
 
-from chainwatch import cli_context, replay_run_list
+from chainwatch import cli_context, kafka_admin, replay_run_list
 from chainwatch.cli import main
 from chainwatch.kafka_admin import admin_client
 from chainwatch.replay import run_replay
@@ -232,7 +232,7 @@ def test_a_group_kafka_would_not_describe_is_unknown_not_stopped(
     """A group whose description was an error was taken for one deleted since it was
     listed: a run Kafka said nothing of (its coordinator moved, an ACL) was listed as
     `stopped`, its group gone. Only "no such group" means gone."""
-    monkeypatch.setattr(replay_run_list, "admin_client", lambda _b, **_: _DescribingAdmin(error))
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda _b, **_: _DescribingAdmin(error))
 
     listing = replay_run_list.list_runs(Settings(data_dir=tmp_path))
 
@@ -247,7 +247,7 @@ def test_a_group_deleted_since_it_was_listed_is_gone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gone = _DescribingAdmin("[Error 69] GroupIdNotFoundError: ")
-    monkeypatch.setattr(replay_run_list, "admin_client", lambda _b, **_: gone)
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda _b, **_: gone)
 
     listing = replay_run_list.list_runs(Settings(data_dir=tmp_path))
 
