@@ -86,7 +86,7 @@ class GatewayMetrics:
             "chainwatch_gateway_transactions_failed",
             "Kafka transactions of a group not committed, by cause (`kafka_error`, "
             "`deadline`, `commit_unanswered`, `record_too_large`, `topic_not_authorized`, "
-            "`shutdown`, `unexpected`).",
+            "`shutdown`, `hung`, `unexpected`).",
             ["cause"],
             registry=self.registry,
         )

@@ -198,7 +198,10 @@ class TransactionalPublisher:
         self._producers: list[AIOKafkaProducer | None] = [None] * config.pool_size
         self._idle: list[int] = list(range(config.pool_size))
         self._waiting: deque[Member] = deque()
-        self._groups: set[asyncio.Task[None]] = set()
+        self._groups: dict[asyncio.Task[None], list[Member]] = {}
+        """Each group's task -> its members, while it runs."""
+        self._hung: set[asyncio.Task[None]] = set()
+        """Groups the safety net cancelled (`_OUTCOME_GRACE_S`): not a shutdown."""
         self._bounds = GroupBounds(
             max_records=config.max_group_records,
             max_bytes=config.max_group_bytes,
@@ -229,7 +232,7 @@ class TransactionalPublisher:
     async def stop(self) -> None:
         while self._waiting:
             _settle(self._waiting.popleft(), PublishStopped())
-        groups = set(self._groups)
+        groups = set(self._groups)  # a copy: each leaves the dict as it ends
         for group in groups:
             group.cancel()  # aborts its transaction; its members get their 503
         if groups:
@@ -307,9 +310,10 @@ class TransactionalPublisher:
                     records=len(records),
                     **_group_state(member.group),
                 )
-                raise PublishFailed(
-                    f"TimeoutError: no answer from its transaction within {waited} s"
-                ) from None
+                text = f"TimeoutError: no answer from its transaction within {waited} s"
+                if member.group is not None and not member.group.done():
+                    self._give_up_on(member.group, text)
+                raise PublishFailed(text) from None
         except asyncio.CancelledError:
             # A shutdown cancelled the request: its transaction may be open, and is
             # aborted (its group's other members are being cancelled too).
@@ -327,8 +331,21 @@ class TransactionalPublisher:
             group = asyncio.get_running_loop().create_task(self._serve(slot, members))
             for member in members:
                 member.group = group
-            self._groups.add(group)
-            group.add_done_callback(self._groups.discard)
+            self._groups[group] = members
+            group.add_done_callback(self._forget)
+
+    def _forget(self, group: asyncio.Task[None]) -> None:
+        self._groups.pop(group, None)
+        self._hung.discard(group)
+
+    def _give_up_on(self, group: asyncio.Task[None], text: str) -> None:
+        """A group past the safety net: its members are answered `PublishFailed(text)` and
+        it is cancelled, so that its slot comes back (a hang that honours cancellation; with
+        a pool of one, a slot kept by a hung group had every later request wait in vain)."""
+        for member in self._groups.get(group, ()):  # an exception each: a raise adds to it
+            _settle(member, PublishFailed(text))
+        self._hung.add(group)
+        group.cancel()
 
     async def _serve(self, slot: int, members: list[Member]) -> None:
         try:
@@ -389,10 +406,11 @@ class TransactionalPublisher:
                 )
             return kafka_failed
         except asyncio.CancelledError:
-            # a shutdown: the transaction may be open; the slot gets a new producer
+            # a shutdown, or the safety net giving up on the group (its members are
+            # answered): the transaction may be open; the slot gets a new producer
             # (closing this one aborts the transaction)
             self._discard(slot)
-            self._failed("shutdown")
+            self._failed("hung" if asyncio.current_task() in self._hung else "shutdown")
             for member in members:
                 _settle(member, PublishStopped(outcome_unknown=attempt.committing))
             raise

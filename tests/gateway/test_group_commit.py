@@ -4,6 +4,7 @@ all-or-nothing, each answered with the group's outcome (real broker)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -548,6 +549,66 @@ def test_a_request_waits_a_bounded_time_past_its_deadline_for_its_groups_outcome
     (net,) = [e for e in logs if e["event"] == "group gave no outcome"]
     assert (net["log_level"], net["group"], net["records"]) == ("error", "running", 1)
     assert net["waiting_in"][0].startswith("NeverSettled._serve ("), net
+
+
+class SwallowsItsDeadline(TransactionalPublisher):
+    """The first transaction swallows its deadline's cancellation and hangs on (a
+    library's bug): its group gives no outcome and honours only a second cancel. Later
+    transactions fail at once as Kafka's. No Kafka is reached."""
+
+    def __init__(self) -> None:
+        super().__init__(PublisherConfig("127.0.0.1:1", "t-swallows", 1))
+        self.transactions = 0
+
+    async def _producer(self, slot: int) -> AIOKafkaProducer:
+        return cast(AIOKafkaProducer, object())  # never stored in the slot: nothing to close
+
+    async def _transaction(self, producer: object, records: object, attempt: object) -> list:
+        self.transactions += 1
+        if self.transactions == 1:
+            with contextlib.suppress(asyncio.CancelledError):  # the deadline's
+                await asyncio.Event().wait()
+            await asyncio.Event().wait()
+        raise KafkaConnectionError("no broker")
+
+
+def test_a_group_past_the_safety_net_is_cancelled_and_its_producer_slot_serves_again(
+    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The net answered its request and left the group running: with a pool of one
+    producer, every later request waited for a slot the hung group kept, and was answered
+    `no free producer` until the gateway restarted. Cancelled, the group gives its slot
+    back (a hang that honours cancellation), and counts as `hung`, not as a shutdown."""
+    monkeypatch.setattr(publisher_module, "_OUTCOME_GRACE_S", 0.2)
+    publisher = SwallowsItsDeadline()
+    metrics = GatewayMetrics(max_group_records=10)
+    publisher.observe_groups(metrics)
+
+    async def publish(within_s: float) -> BaseException | list[Placement]:
+        try:
+            async with asyncio.timeout(10):
+                return await publisher.publish([OutRecord("t", None, b"x")], within_s)
+        except PublishUnavailable as exc:
+            return exc
+
+    async def both() -> tuple[object, object]:
+        try:
+            return await publish(0.1), await publish(2.0)
+        finally:
+            await publisher.stop()
+
+    with capture_logs() as logs:
+        hung, after = loop.run_until_complete(both())
+    assert isinstance(hung, PublishFailed), hung
+    assert [e["group"] for e in logs if e["event"] == "group gave no outcome"] == ["running"]
+    # served by the slot: Kafka's failure, not "no free producer within 2.0 s"
+    assert isinstance(after, PublishUnavailable), after
+    assert after.kafka_failed, after
+    assert "no broker" in str(after), after
+    assert publisher.transactions == 2
+    sample = metrics.registry.get_sample_value
+    assert sample("chainwatch_gateway_transactions_failed_total", {"cause": "hung"}) == 1
+    assert sample("chainwatch_gateway_transactions_failed_total", {"cause": "shutdown"}) is None
 
 
 class StuckStarts(TransactionalPublisher):
