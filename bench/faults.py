@@ -40,7 +40,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -55,6 +54,7 @@ from typing import Any
 
 import httpx
 
+from chainwatch.free_port import free_port
 from schemas.topics import ALERTS, DEAD_LETTER, INPUT_TOPICS, OUTPUT_TOPICS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,12 +108,6 @@ def wait_for(what: str, check: Callable[[], Any], *, timeout_s: float, every_s: 
             )
             raise BenchError(f"{what}: not reached within {timeout_s:.0f}s{detail}")
         time.sleep(every_s)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the broker -------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from chainwatch.free_port import free_port
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings, child_environment
 from chainwatch.traffic import scan_events
@@ -51,14 +52,6 @@ def _records(n: int) -> list[tuple[bytes, bytes]]:
     # past (v1.2 rejects one more than the clock skew, 24 h, in the future)
     events = scan_events(seed=11, start=datetime.now(UTC) - timedelta(seconds=30 * n))
     return [next(events) for _ in range(n)]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _http(url: str, bodies: list[bytes], concurrency: int) -> float:
@@ -163,7 +156,7 @@ def main() -> None:
         tokens = Path(tmp) / "tokens.yaml"
         entry = {"name": "bench", "sha256": hash_token(TOKEN), "role": "admin"}
         tokens.write_text(json.dumps({"tokens": [entry]}))  # JSON is YAML
-        port = _free_port()
+        port = free_port()
         env = child_environment(settings, os.environ)
         cmd = [sys.executable, "-m", "chainwatch", "gateway", "--port", str(port)]
         if args.profile:

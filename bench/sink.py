@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import os
 import platform
-import socket
 import sys
 import tempfile
 import threading
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiokafka import ConsumerRecord, TopicPartition
 from kafka import KafkaProducer
 
+from chainwatch.free_port import free_port
 from chainwatch.kafka_admin import ensure_topics
 from chainwatch.kafka_start import started
 from chainwatch.settings import Settings
@@ -206,12 +206,6 @@ def bench_bare(client: SerializedClient, topic: str, rows: int, batch: int) -> f
     return rows / took
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _receiver_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
@@ -226,7 +220,7 @@ async def _receiver_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def bench_webhooks(settings: Settings, alerts: int, concurrency: int) -> float:
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
             _receiver_app, host="127.0.0.1", port=port, log_level="warning", access_log=False

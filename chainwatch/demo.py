@@ -22,7 +22,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from rich.table import Table
 from chainwatch.commands.gateway import stop_timeout_s as gateway_stop_timeout_s
 from chainwatch.demo_receiver import DemoReceiver
 from chainwatch.errors import USER_ERRORS, UserError
+from chainwatch.free_port import free_port
 from chainwatch.lifeline import start_child
 from chainwatch.local_kafka import LocalBroker
 from chainwatch.logs import silenced
@@ -57,12 +57,6 @@ SIMULATED_CLOCK_ENV = {
     "CHAINWATCH_ENGINE__CLOCK": "event",
     "CHAINWATCH_GATEWAY__MAX_CLOCK_SKEW_S": str(100 * 365 * 86_400),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _gateway_credentials(settings: Settings) -> tuple[Path, Path]:
@@ -106,7 +100,7 @@ def _children(
     tokens, token_file = _gateway_credentials(settings)
     receiver = DemoReceiver().start()
     subscriptions = receiver.write_subscriptions(settings.data_path / "demo" / "subscriptions.yaml")
-    port = _free_port()
+    port = free_port()
     gateway_url = f"http://127.0.0.1:{port}"
     children: dict[str, list[str]] = {
         "worker": ["worker"],

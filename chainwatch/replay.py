@@ -17,7 +17,6 @@ import codecs
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -39,6 +38,7 @@ from kafka.errors import KafkaError
 
 from chainwatch.acked_sends import AckedSends, kafka_failed
 from chainwatch.errors import USER_ERRORS, UserError
+from chainwatch.free_port import free_port
 from chainwatch.kafka_admin import (
     admin_call_timeout_s,
     bounded,
@@ -543,14 +543,6 @@ def worker_readiness(host: str, port: int) -> str:
         return "busy" if busy else "not ready"
     except (OSError, ValueError):  # refused, timed out, not HTTP
         return "no answer"
-
-
-def free_port(host: str) -> int:
-    """A port free on `host` right now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def busiest_working(uses: list[Use], runnable_share: float, cpu_share: float) -> Use | None:

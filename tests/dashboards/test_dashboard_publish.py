@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from dead_servers import outcome_within
 
+from chainwatch.free_port import free_port
 from dashboards.errors import PublishError
 from dashboards.publish import publish
 from schemas.plan import load_plan
@@ -227,11 +228,7 @@ def test_a_bad_token_is_a_user_error(grafana: tuple[str, FakeGrafana]) -> None:
 
 
 def test_an_unreachable_grafana_is_a_user_error() -> None:
-    import socket
-
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     with pytest.raises(PublishError, match="cannot reach Grafana"):
         publish(f"http://127.0.0.1:{port}", TOKEN, load_plan(None), timeout_s=5)
 

@@ -17,7 +17,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import typer
 from docs_helpers import ROOT, user_env
 
 from chainwatch.cli import app
+from chainwatch.free_port import free_port
 
 DOC_FILES = [
     ROOT / "README.md",
@@ -204,12 +204,6 @@ def test_every_command_in_the_docs_exists(block: Block) -> None:
     _check_block_statically(block)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 PRELUDE = """\
 set -eo pipefail
 chainwatch() {  # the suite's broker answers for `chainwatch kafka start`
@@ -250,7 +244,7 @@ def test_the_runnable_blocks_work_as_written(
     work.mkdir()
     for name in (".venv", "examples", "deploy"):
         (work / name).symlink_to(ROOT / name)
-    port = _free_port()
+    port = free_port()
     run = uuid.uuid4().hex[:8]
     env = user_env(
         tmp_path / "data",

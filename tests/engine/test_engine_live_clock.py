@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from worker_ops import created_order, free_port, get, named, records_within, samples, until, value
+from worker_ops import created_order, get, named, records_within, samples, until, value
 
+from chainwatch.free_port import free_port
 from chainwatch.runners import prepare_topics, topic_names
 from chainwatch.settings import Settings, child_environment
 from dashboards import prometheus

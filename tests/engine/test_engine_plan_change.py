@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 from kafka import KafkaConsumer, KafkaProducer
-from worker_ops import created_order, free_port, get, records_within, until
+from worker_ops import created_order, get, records_within, until
 
 import schemas.plan
+from chainwatch.free_port import free_port
 from chainwatch.runners import prepare_topics, topic_names
 from chainwatch.settings import Settings, child_environment
 from schemas.common import format_utc

@@ -21,6 +21,7 @@ import pytest
 from engine_helpers import capture_outputs
 
 from chainwatch.errors import UserError
+from chainwatch.free_port import free_port
 from chainwatch.ops_server import OpsServer, bind_ops, serve_ops
 from chainwatch.runners import WORKER_PORT_TRIES, serve_worker_ops
 from chainwatch.settings import Settings
@@ -230,15 +231,9 @@ def _get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_worker_endpoints_serve_the_engines_registry_and_probes(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
-    settings = Settings(data_dir=tmp_path, engine={"metrics_port": _free_port()})
+    settings = Settings(data_dir=tmp_path, engine={"metrics_port": free_port()})
     server = serve_worker_ops(settings, engine)
     assert server is not None
     try:
@@ -313,7 +308,7 @@ def test_workers_on_one_host_take_the_next_free_port_then_any() -> None:
 
 
 def test_a_sink_or_notifier_server_has_no_readiness() -> None:
-    server = serve_ops("127.0.0.1", _free_port())
+    server = serve_ops("127.0.0.1", free_port())
     try:
         assert _get(f"http://127.0.0.1:{server.port}/healthz") == (200, b'{"alive": true}\n')
         assert _get(f"http://127.0.0.1:{server.port}/readyz")[0] == 404

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from chainwatch.free_port import free_port
 from dashboards.errors import PublishError
 from schemas.plan import PlanError
 from sinks.errors import SinkError
@@ -48,13 +48,6 @@ def test_config_prints_effective_settings_with_secrets_masked() -> None:
     assert "topsecret" not in result.stdout + result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.mark.slow
 def test_kafka_start_without_java_names_the_missing_tool(tmp_path: Path) -> None:
     empty_bin = tmp_path / "bin"
@@ -66,8 +59,8 @@ def test_kafka_start_without_java_names_the_missing_tool(tmp_path: Path) -> None
             "PATH": str(empty_bin),
             "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
             # free ports: a fixed one may be taken by another broker on the machine
-            "CHAINWATCH_KAFKA__LOCAL_PORT": str(_free_port()),
-            "CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT": str(_free_port()),
+            "CHAINWATCH_KAFKA__LOCAL_PORT": str(free_port()),
+            "CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT": str(free_port()),
         },
     )
     assert result.returncode == 1

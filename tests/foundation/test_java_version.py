@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from chainwatch.free_port import free_port
 from chainwatch.local_kafka import java_major
 from tests.sinks.sink_harness import wait_for
 
@@ -33,12 +33,6 @@ def test_the_major_version_is_read_from_java_s_banner(text: str, major: int | No
     assert java_major(text) == major
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def java_11(tmp_path: Path) -> dict[str, str]:
     """An environment whose `java` is Java 11 (a script printing its banner)."""
@@ -54,8 +48,8 @@ def java_11(tmp_path: Path) -> dict[str, str]:
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
-        "CHAINWATCH_KAFKA__LOCAL_PORT": str(_free_port()),
-        "CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT": str(_free_port()),
+        "CHAINWATCH_KAFKA__LOCAL_PORT": str(free_port()),
+        "CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT": str(free_port()),
     }
 
 

@@ -12,7 +12,6 @@ import asyncio
 import gc
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from kafka.errors import (
 
 from chainwatch import kafka_admin, replay, replay_runs
 from chainwatch.errors import UserError
+from chainwatch.free_port import free_port
 from chainwatch.kafka_admin import (
     KafkaDeadlineExceeded,
     KafkaRefused,
@@ -248,12 +248,6 @@ def test_new_topics_get_the_projects_deadline_to_show_in_metadata(
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _probe(url: str) -> tuple[int, object] | None:
     """(status, JSON body) of a GET, or None while nothing answers there."""
     import json
@@ -278,7 +272,7 @@ def test_a_process_waiting_for_kafka_is_alive_and_not_ready_on_its_probes(
     (deploy/k8s: 4 x 15 s) killed the process it was meant to let wait."""
     from chainwatch import notify_runner, runners, sink_runner
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     seen: list[object] = []
 

@@ -20,6 +20,7 @@ from readable import readable_within
 
 from chainwatch import process_cpu, replay
 from chainwatch.errors import UserError
+from chainwatch.free_port import free_port
 from chainwatch.ops_server import serve_ops
 from chainwatch.settings import Settings
 
@@ -230,7 +231,7 @@ def test_a_worker_that_does_not_answer_yet_counts_as_starting_for_a_while(
     worker = _sleeper()
     workers.append(worker)
     run.workers.append(worker)
-    run.ops_ports[worker.pid] = replay.free_port("127.0.0.1")  # nobody answers there
+    run.ops_ports[worker.pid] = free_port()  # nobody answers there
     run.started_at[worker.pid] = time.monotonic()
     assert run.workers_busy()
     run.started_at[worker.pid] -= replay.WORKER_START_GRACE_S
@@ -310,7 +311,7 @@ def test_a_replay_worker_runs_its_event_loop_on_its_main_thread(
     (tmp_path / "hook" / "sitecustomize.py").write_text(LOOP_REPORT)
     paths = [str(tmp_path / "hook"), os.environ.get("PYTHONPATH", "")]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
-    nobody = {"bootstrap_servers": f"127.0.0.1:{replay.free_port('127.0.0.1')}"}
+    nobody = {"bootstrap_servers": f"127.0.0.1:{free_port()}"}
     settings = Settings(data_dir=tmp_path / "data", kafka=nobody)  # type: ignore[arg-type]
     (worker,) = replay.start_workers(settings, 1, ops_ports={})
     workers.append(worker)

@@ -39,6 +39,7 @@ from readable import readable_within
 from samples import fresh_scan as scan
 
 from chainwatch.commands.gateway import uvicorn_config
+from chainwatch.free_port import free_port
 from chainwatch.settings import Settings, child_environment
 from schemas.epcis import EpcisMapping
 from streams.ingest.app import create_gateway_app
@@ -256,14 +257,6 @@ def gateway_settings(
         engine={"app_id": f"cw-{prefix.rstrip('.')}"},  # type: ignore[arg-type]
         gateway={"transactional_id": f"gw-{prefix.rstrip('.')}", **gateway},  # type: ignore[arg-type]
     )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_tokens(path: Path) -> Path:

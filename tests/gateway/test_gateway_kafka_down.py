@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -19,6 +18,7 @@ from dead_servers import DeadServer
 from gateway_harness import gateway_settings, metric, read_committed, start_gateway, token_of
 from samples import fresh_scan as scan
 
+from chainwatch.free_port import free_port
 from chainwatch.runners import prepare_topics
 from streams.ingest.admission import retry_after_bounds
 from streams.ingest.app import default_publisher
@@ -26,12 +26,6 @@ from streams.ingest.publisher import PublisherConfig, TransactionalPublisher
 from streams.ingest.records import OutRecord
 
 pytestmark = pytest.mark.integration
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class BrokerLostBeforeCommit(TransactionalPublisher):
@@ -253,7 +247,7 @@ def test_an_outage_is_logged_once_then_once_per_window_and_when_it_ends() -> Non
 def test_unreachable_kafka_is_logged_once_not_per_request(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    settings = gateway_settings(f"127.0.0.1:{_closed_port()}", publish_timeout_s=1.0)
+    settings = gateway_settings(f"127.0.0.1:{free_port()}", publish_timeout_s=1.0)
     server, url = start_gateway(settings)
     auth = {"Authorization": f"Bearer {token_of('admin')}"}
     capfd.readouterr()
@@ -270,7 +264,7 @@ def test_unreachable_kafka_is_logged_once_not_per_request(
 
 
 def test_unreachable_kafka_is_503_with_retry_after_and_not_ready() -> None:
-    settings = gateway_settings(f"127.0.0.1:{_closed_port()}", retry_after_s=7)
+    settings = gateway_settings(f"127.0.0.1:{free_port()}", retry_after_s=7)
     server, url = start_gateway(settings)
     try:
         with httpx.Client(base_url=url, timeout=30) as client:

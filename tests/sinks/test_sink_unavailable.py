@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 from samples import scan_json
 from sink_harness import SinkProcess, prepare_all_topics, publish, wait_for
 
+from chainwatch.free_port import free_port
 from chainwatch.settings import Settings, child_environment
 from chainwatch.sink_runner import build_mappers
 from sinks.clickhouse.connection import SerializedClient, open_client
@@ -80,16 +80,10 @@ def test_embedded_store_locked_by_another_process_then_released(
     assert _scan_count(settings) == (3000, 3000)
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_server_url_unreachable_keeps_retrying_and_commits_nothing(
     settings_factory: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    settings = settings_factory(clickhouse={"url": f"http://127.0.0.1:{_closed_port()}/cw"})
+    settings = settings_factory(clickhouse={"url": f"http://127.0.0.1:{free_port()}/cw"})
     prepare_all_topics(settings)
     publish(settings, SCANS, ((f"PO-{i % 50}".encode(), scan_json(i)) for i in range(100)))
     sink = SinkProcess(settings, tmp_path / "sink.log")
