@@ -37,7 +37,8 @@ Three measurements, printed side by side at the end with issue 9's targets:
    `--open-orders`; extrapolated linearly to `--rss-target` only when fewer
    were loaded (the output says so).
 
-Not a test: it prints numbers. Every run uses its own topics and deletes them.
+Not a test: it prints numbers. Every run uses its own topics and consumer groups and
+deletes them.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from bench.fleet import FleetRun, differences
 from chainwatch.errors import UserError
@@ -78,7 +80,7 @@ from chainwatch.replay import (
     wait_until_idle,
     worker_log,
 )
-from chainwatch.replay_runs import delete_run_topics
+from chainwatch.replay_runs import delete_run_group, delete_run_topics
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings
 from schemas.common import format_utc
@@ -397,19 +399,42 @@ def bench_throughput(
     return {"runs": runs}
 
 
+def delete_group(settings: Settings, app_id: str | None = None) -> None:
+    """Delete a measurement's or a yardstick's consumer group (default: the settings' app's),
+    which deleting its topics leaves on the broker (`runs list` showed the yardsticks')."""
+    engine = settings.engine.model_copy(update={"app_id": app_id or settings.engine.app_id})
+    owner = settings.model_copy(update={"engine": engine})
+    admin = settings_admin_client(settings.kafka)
+    try:
+        delete_run_group(admin, owner)
+    except (UserError, KafkaError) as exc:  # a bench's figures stand without it
+        say(f"    consumer group {engine.app_id} left on the broker: {exc}")
+    finally:
+        close_admin(admin)
+
+
 def bare_faust(
     settings: Settings, records: int, tmp: Path, *, idle: bool = False
 ) -> tuple[float, float]:
     """(start-up to first record, start to the commit after the last) of bench/bare_faust.py."""
     kind = "idle" if idle else "bare"
     app_id = f"{settings.engine.app_id}-{kind}"
+    try:
+        return _bare_faust(settings, app_id, records, tmp / kind, idle=idle)
+    finally:
+        delete_group(settings, app_id)
+
+
+def _bare_faust(
+    settings: Settings, app_id: str, records: int, data_dir: Path, *, idle: bool
+) -> tuple[float, float]:
     done = subprocess.run(
         [
             sys.executable, str(Path(__file__).with_name("bare_faust.py")),
             "--app-id", app_id, "--bootstrap", settings.kafka.bootstrap,
             "--prefix", settings.kafka.topic_prefix,
             "--partitions", str(settings.kafka.partitions), "--records", str(records),
-            "--data-dir", str(tmp / kind),
+            "--data-dir", str(data_dir),
             "--commit-interval", str(settings.engine.commit_interval_s),
             "--within", str(settings.engine.batch_within_s),
             *(["--idle"] if idle else []),
@@ -578,6 +603,7 @@ def bench_latency(
     finally:
         stop_workers([worker])
         delete_run_topics(settings)
+        delete_group(settings)
 
 
 # --- 3. RSS with open orders ------------------------------------------------------------
@@ -652,6 +678,7 @@ def bench_rss(base: Settings, orders: int, target: int, store: str) -> dict[str,
     finally:
         stop_workers([worker])
         delete_run_topics(settings)
+        delete_group(settings)
 
 
 # --- report -------------------------------------------------------------------------------
