@@ -21,3 +21,13 @@ def readable_within(source: Readable, timeout_s: float) -> bool:
     with selectors.DefaultSelector() as selector:
         selector.register(source, selectors.EVENT_READ)
         return bool(selector.select(timeout_s))
+
+
+def line_within(stream: IO[Any], timeout_s: float, what: str) -> Any:
+    """The first line a child writes to its pipe, or an AssertionError naming `what` when
+    none came within `timeout_s`: a bare `readline()` waited for a child stuck before
+    that line until pytest's own timeout, which names no cause. (For a first line only:
+    a line already in the reader's buffer is not seen by the wait.)"""
+    if not readable_within(stream, timeout_s):
+        raise AssertionError(f"{what}: no line within {timeout_s:g} s")
+    return stream.readline()

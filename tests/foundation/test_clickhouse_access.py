@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from dead_servers import DeadServer, outcome_within
+from readable import line_within
 
 from chainwatch.settings import Settings
 from sinks.clickhouse.connection import SerializedClient, StoreLocked, open_client
@@ -68,7 +69,7 @@ def owner(tmp_path: Path) -> Iterator[Settings]:
     ) as proc:
         try:
             assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "ready"
+            assert line_within(proc.stdout, 60, "the store owner").strip() == "ready"
             yield settings
         finally:
             assert proc.stdin is not None

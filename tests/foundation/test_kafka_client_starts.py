@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaTimeoutError
+from readable import line_within
 
 from chainwatch import kafka_admin
 from chainwatch.kafka_admin import KafkaUnreachable
@@ -66,7 +67,7 @@ def unreachable(request: pytest.FixtureRequest) -> Iterator[str]:
     assert server.stdout is not None
     assert server.stdin is not None
     try:
-        port = int(server.stdout.readline())
+        port = int(line_within(server.stdout, 60, "the fake broker's port"))
         yield f"127.0.0.1:{port}"
     finally:
         server.stdin.close()

@@ -1,11 +1,15 @@
-"""The suite's wait for something to read takes descriptors past select()'s 1024."""
+"""The suite's waits for something to read: descriptors past select()'s 1024, and a
+child's first line within a deadline."""
 
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 
-from readable import readable_within
+import pytest
+from readable import line_within, readable_within
 
 
 def test_a_socket_numbered_past_1024_is_waited_on() -> None:
@@ -21,3 +25,24 @@ def test_a_socket_numbered_past_1024_is_waited_on() -> None:
         os.close(high)
         writer.close()
         reader.close()
+
+
+def test_a_childs_first_line_is_waited_for_within_a_deadline_that_names_the_child() -> None:
+    """A bare `readline()` on a child stuck before its first line waited until pytest's
+    own timeout (300 s), which names no cause."""
+    code = (
+        "import sys; line = sys.stdin.readline(); print(line.strip(), flush=True); sys.stdin.read()"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as child:
+        assert child.stdout is not None
+        assert child.stdin is not None
+        try:
+            with pytest.raises(AssertionError, match=r"^the echo: no line within 0.2 s$"):
+                line_within(child.stdout, 0.2, "the echo")
+            child.stdin.write(b"ready\n")
+            child.stdin.flush()
+            assert line_within(child.stdout, 60, "the echo") == b"ready\n"
+        finally:
+            child.kill()

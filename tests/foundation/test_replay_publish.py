@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from memory_peak import peak_memory
+from readable import line_within
 from samples import customer, padded_value, scan
 
 from chainwatch import replay, replay_records, replay_runs
@@ -849,7 +850,7 @@ def test_workers_that_do_not_stop_are_killed_at_the_grace_all_together() -> None
     ]
     for worker in workers:
         assert worker.stdout is not None
-        assert worker.stdout.readline() == b"ready\n"
+        assert line_within(worker.stdout, 60, "a fake worker") == b"ready\n"
     started = time.monotonic()
     replay.stop_workers(workers, 0.5)  # type: ignore[arg-type]
     took = time.monotonic() - started

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from readable import line_within
 from samples import scan_json
 from sink_harness import SinkProcess, prepare_all_topics, publish, wait_for
 
@@ -60,7 +61,7 @@ def test_embedded_store_locked_by_another_process_then_released(
     ) as holder:
         try:
             assert holder.stdout is not None
-            assert holder.stdout.readline().strip() == b"holding"
+            assert line_within(holder.stdout, 60, "the store holder").strip() == b"holding"
             publish(settings, SCANS, ((f"PO-{i % 50}".encode(), scan_json(i)) for i in range(3000)))
             sink = SinkProcess(settings, tmp_path / "sink.log", "--drain")
             wait_for(
