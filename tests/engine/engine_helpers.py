@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -158,3 +159,21 @@ class RawInputChannel(faust.Channel):  # type: ignore[misc]
         raw = message.value
         value = None if raw is None else self.codec.loads(raw)
         return self._create_event(message.key, value, message.headers, message=message)
+
+
+class BatchStream:
+    """Stands in for the faust stream an agent iterates (the agent body is production's):
+    its batches, as `take_events` gives them."""
+
+    def __init__(self, batches: list[list[Any]]) -> None:
+        self._batches = batches
+
+    async def take_events(self, _max: int, _within: float) -> AsyncIterator[list[Any]]:
+        for batch in self._batches:
+            yield batch
+
+
+def order_event(value: bytes, offset: int) -> Any:
+    """A faust event of order PO-1's partition 0 with the raw `value` at `offset`."""
+    message = SimpleNamespace(key=b"PO-1", value=value, partition=0, offset=offset)
+    return SimpleNamespace(message=message, value=value)

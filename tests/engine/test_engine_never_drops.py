@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from engine_helpers import CapturingProducer, capture_outputs
+from engine_helpers import BatchStream, CapturingProducer, capture_outputs, order_event
 from samples import scan
 
 from chainwatch.replay import ReplayRun, no_progress, read_topic
@@ -88,22 +88,6 @@ def test_mis_keyed_records_and_unknown_unit_stages_are_dead_letters(
     ]
 
 
-class _Stream:
-    """Stands in for the faust stream an agent iterates (the agent body is production's)."""
-
-    def __init__(self, batches: list[list[Any]]) -> None:
-        self._batches = batches
-
-    async def take_events(self, _max: int, _within: float) -> AsyncIterator[list[Any]]:
-        for batch in self._batches:
-            yield batch
-
-
-def _event(value: bytes, offset: int) -> Any:
-    message = SimpleNamespace(key=b"PO-1", value=value, partition=0, offset=offset)
-    return SimpleNamespace(message=message, value=value)
-
-
 def _engine(tmp_path: Path) -> tuple[Engine, CapturingProducer]:
     app = create_app("unit-test", bootstrap="localhost:1", partitions=1, data_dir=tmp_path)
     engine = Engine(app, EngineConfig(names=TopicNames("t."), plan=load_plan(None), clock="event"))
@@ -134,8 +118,11 @@ def test_a_record_whose_handling_raises_is_dead_lettered_and_the_batch_goes_on(
 
     async def drive() -> int:
         steps = 0
-        batches = [[_event(b"a", 6), _event(b"boom", 7), _event(b"b", 8)], [_event(b"c", 9)]]
-        async for _ in agent(_Stream(batches)):
+        batches = [
+            [order_event(b"a", 6), order_event(b"boom", 7), order_event(b"b", 8)],
+            [order_event(b"c", 9)],
+        ]
+        async for _ in agent(BatchStream(batches)):
             steps += 1
         return steps
 
@@ -154,7 +141,7 @@ def test_corrupt_internal_messages_are_dead_lettered_and_the_agent_goes_on(
     agent = engine.runtime.agent_body(engine.orders.on_inbox, ORDER_INBOX)
 
     async def drive() -> None:
-        async for _ in agent(_Stream([[_event(b"not json", 7), _event(b"{}", 8)]])):
+        async for _ in agent(BatchStream([[order_event(b"not json", 7), order_event(b"{}", 8)]])):
             pass
 
     asyncio.run(drive())
@@ -194,7 +181,7 @@ def test_a_corrupt_bundle_of_the_customer_or_unit_inbox_is_dead_lettered_and_the
     batch = [_Event(b"[1]", 7), _Event(encode_bundle([good.encode()]), 8)]
 
     async def drive() -> None:
-        async for _ in rt.agent_body(handle, inbox)(_Stream([batch])):
+        async for _ in rt.agent_body(handle, inbox)(BatchStream([batch])):
             pass
 
     asyncio.run(drive())
@@ -219,7 +206,7 @@ class _Message:
         self.acked = False
 
 
-class _AckingStream(_Stream):
+class _AckingStream(BatchStream):
     """Acks each batch after the agent's step, as `take_events` does (a no-op when acked)."""
 
     def __init__(self, batches: list[list[Any]]) -> None:
@@ -296,7 +283,7 @@ def test_a_step_that_raises_half_way_leaves_no_changed_slot_behind_for_the_next(
     batches = [[_ScanEvent("e-1", 1)], [_ScanEvent("bad", 2), _ScanEvent("e-2", 3)]]
 
     async def drive() -> None:
-        async for _ in rt.agent_body(engine.orders.on_scans, SCANS)(_Stream(batches)):
+        async for _ in rt.agent_body(engine.orders.on_scans, SCANS)(BatchStream(batches)):
             pass
 
     asyncio.run(drive())

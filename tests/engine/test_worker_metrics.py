@@ -18,7 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from engine_helpers import capture_outputs
+from engine_helpers import BatchStream, capture_outputs, order_event
 
 from chainwatch.errors import UserError
 from chainwatch.free_port import free_port
@@ -38,26 +38,12 @@ def _engine(tmp_path: Path, app_id: str = "metrics-test") -> Engine:
     return Engine(app, EngineConfig(names=TopicNames("t."), plan=load_plan(None), clock="event"))
 
 
-class _Stream:
-    def __init__(self, batches: list[list[Any]]) -> None:
-        self._batches = batches
-
-    async def take_events(self, _max: int, _within: float) -> AsyncIterator[list[Any]]:
-        for batch in self._batches:
-            yield batch
-
-
-def _event(value: bytes, offset: int) -> Any:
-    message = SimpleNamespace(key=b"PO-1", value=value, partition=0, offset=offset)
-    return SimpleNamespace(message=message, value=value)
-
-
 def _sample(engine: Engine, name: str, **labels: str) -> float | None:
     return engine.runtime.metrics.registry.get_sample_value(name, labels)
 
 
 async def _drain(agent: Callable[[Any], AsyncIterator[None]], batches: list[list[Any]]) -> None:
-    async for _ in agent(_Stream(batches)):
+    async for _ in agent(BatchStream(batches)):
         pass
 
 
@@ -81,7 +67,10 @@ def test_records_are_counted_by_topic_and_outcome_and_timed(tmp_path: Path) -> N
     asyncio.run(  # a batch's outcomes are counted per record
         _drain(
             rt.agent_body(handle, ORDERS),
-            [[_event(b"ok", 1), _event(b"ok", 2), _event(b"bad", 3)], [_event(b"boom", 4)]],
+            [
+                [order_event(b"ok", 1), order_event(b"ok", 2), order_event(b"bad", 3)],
+                [order_event(b"boom", 4)],
+            ],
         )
     )
     records = "chainwatch_worker_records_total"
