@@ -49,6 +49,7 @@ from typing import IO, Any, Final
 from chainwatch.importer.blank import blank_cell
 from chainwatch.importer.errors import FileBroken, ImportFailed, one_line
 from chainwatch.importer.sheet_xml import row_elements
+from chainwatch.importer.xstring import LoneSurrogate, decode_xstring
 from chainwatch.long_lines import MAX_LINE_BYTES
 from schemas.text import shorten
 
@@ -74,6 +75,7 @@ _MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _ROW: Final = _MAIN + "row"
 _VALUE: Final = _MAIN + "v"
 _FORMULA: Final = _MAIN + "f"
+_STRING: Final = _MAIN + "si"
 #: The cell types (`<c t>`) of the file format (ECMA-376 ST_CellType); no `t` is a number.
 _CELL_TYPES: Final = frozenset({None, "n", "s", "str", "b", "e", "inlineStr", "d"})
 #: A cell reference (`B7`) as openpyxl reads it; the row part may be missing here.
@@ -157,7 +159,7 @@ def _reader_type() -> type[Any]:
     a `<v>` of hundreds of MB held whole, before `SheetReader` bounds anything. The
     import reads the rows itself and never asks a sheet its size.
     """
-    from openpyxl.reader.excel import ExcelReader
+    from openpyxl.reader.excel import SHARED_STRINGS, ExcelReader
     from openpyxl.worksheet._read_only import ReadOnlyWorksheet
 
     class UnsizedSheet(ReadOnlyWorksheet):  # type: ignore[misc]  # openpyxl is untyped
@@ -165,6 +167,13 @@ def _reader_type() -> type[Any]:
             pass
 
     class Reader(ExcelReader):  # type: ignore[misc]
+        def read_strings(self) -> None:
+            """`ExcelReader.read_strings`, the strings as written (`SheetReader` decodes them)."""
+            part = self.package.find(SHARED_STRINGS)
+            if part is not None:
+                with self.archive.open(part.PartName[1:]) as source:
+                    self.shared_strings = _shared_strings(source)
+
         def read_worksheets(self) -> None:
             """`ExcelReader.read_worksheets` in read-only mode, with `UnsizedSheet`s."""
             for sheet, rel in self.parser.find_sheets():
@@ -178,6 +187,21 @@ def _reader_type() -> type[Any]:
                 self.wb._sheets.append(unsized)
 
     return Reader
+
+
+def _shared_strings(source: IO[bytes]) -> list[str]:
+    """The shared strings' texts as written: openpyxl's `read_string_table` deletes every
+    `x005F_` in them, which made an escaped `_x005F_x000B_` (the literal text) the
+    `_x000B_` a vertical tab is written as, and cut `x005F_` out of any text."""
+    from openpyxl.cell.text import Text
+    from openpyxl.xml.functions import iterparse
+
+    strings: list[str] = []
+    for _, node in iterparse(source):
+        if node.tag == _STRING:
+            strings.append(Text.from_tree(node).content)
+            node.clear()
+    return strings
 
 
 def _why(exc: Exception) -> str:
@@ -320,6 +344,12 @@ class SheetReader:
             return self._unreadable_cell(element, before, exc)
         if huge:
             cell["value"] = float(text)
+        elif cell.get("data_type") == "s" and isinstance(cell["value"], str):
+            try:  # shared, inline and formula text alike (openpyxl makes all three "s")
+                cell["value"] = decode_xstring(cell["value"])
+            except LoneSurrogate as exc:
+                where = cell_name(cell["column"], self._cells.row_counter)
+                return self._unreadable_cell(element, before, f"{where} holds {exc}")
         elif cell.get("data_type") == "e" and element.get("t") != "e":
             cell["value"] = _number(text)  # openpyxl's "#VALUE!" for a date it cannot make
         if isinstance(cell["value"], float) and not math.isfinite(cell["value"]):
