@@ -9,6 +9,7 @@ import re
 from typing import Final
 
 from schemas.http_whitespace import HTTP_WHITESPACE
+from schemas.text import capped
 
 NDJSON_TYPES: Final = frozenset(
     {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
@@ -30,12 +31,14 @@ def media_type(content_type: str | None, content_encoding: str | None = None) ->
     Only HTTP's whitespace (space, tab) is cut around the parts: `str.strip()` read
     `application/json\xa0` (a 0xA0 byte) as JSON, and a parameter named `\xa0charset`,
     which is no token, is refused rather than ignored as a parameter of another name.
+    A value the refusal repeats is capped (`capped`): a header of kilobytes was
+    echoed whole into the 415 body.
     """
     coding = (content_encoding or "").strip(HTTP_WHITESPACE)
     if any(e.strip(HTTP_WHITESPACE).lower() not in ("", "identity") for e in coding.split(",")):
         raise UnsupportedMediaType(
-            f"unsupported Content-Encoding {coding!r}: the gateway reads bodies as sent; "
-            "send it uncompressed, without Content-Encoding (or with `identity`)"
+            f"unsupported Content-Encoding {capped(coding, quoted=True)}: the gateway reads "
+            "bodies as sent; send it uncompressed, without Content-Encoding (or with `identity`)"
         )
     if not content_type:
         return "json"
@@ -45,21 +48,22 @@ def media_type(content_type: str | None, content_encoding: str | None = None) ->
         name, _, value = (p.strip(HTTP_WHITESPACE) for p in param.partition("="))
         if not _PARAMETER_NAME.fullmatch(name):
             raise UnsupportedMediaType(
-                f"unsupported content type parameter {name!r}: a parameter's name is an "
-                "HTTP token, such as `charset`"
+                f"unsupported content type parameter {capped(name, quoted=True)}: a "
+                "parameter's name is an HTTP token, such as `charset`"
             )
         charset = value.strip('"').lower()
         if name.lower() == "charset" and charset not in ("utf-8", "utf8"):
             raise UnsupportedMediaType(
-                f"unsupported charset {charset!r}: JSON and NDJSON bodies are read as UTF-8 "
-                "(send charset=utf-8, or no charset)"
+                f"unsupported charset {capped(charset, quoted=True)}: JSON and NDJSON bodies "
+                "are read as UTF-8 (send charset=utf-8, or no charset)"
             )
     if main in NDJSON_TYPES:
         return "ndjson"
     if main in ("application/json", "text/json", "*/*") or main.endswith("+json"):
         return "json"
     raise UnsupportedMediaType(
-        f"unsupported content type {main!r}: send application/json or application/x-ndjson"
+        f"unsupported content type {capped(main, quoted=True)}: send application/json or "
+        "application/x-ndjson"
     )
 
 

@@ -144,6 +144,31 @@ def test_other_whitespace_around_a_media_type_is_415(
     assert record["event_id"] not in published
 
 
+LONG = "x" * 7_000
+"""A header value of 7 KB (the HTTP parser takes headers up to 16 KB in all)."""
+
+
+@pytest.mark.parametrize(
+    ("content_type", "encoding", "complaint"),
+    [
+        (f"application/{LONG}", None, "unsupported content type 'application/xxx"),
+        ("application/json", f"gzip{LONG}", "unsupported Content-Encoding 'gzipxxx"),
+        (f"application/json; charset={LONG}", None, "unsupported charset 'xxx"),
+        (f"application/json; {LONG}@=1", None, "unsupported content type parameter 'xxx"),
+    ],
+)
+def test_a_415_repeats_at_most_the_start_of_a_long_header(
+    gateway: Harness, content_type: str, encoding: str | None, complaint: str
+) -> None:
+    """Each 415 echoed the header's value whole: a 7 KB header, a 7 KB answer."""
+    headers = {"Content-Encoding": encoding} if encoding else {}
+    response = gateway.post("/v1/scans", [scan()], content_type=content_type, headers=headers)
+    detail = _documented_error(response, 415, "unsupported_media_type")["detail"]
+    assert detail.startswith(complaint), detail
+    assert "characters)" in detail, detail  # says how long the value it cut is
+    assert len(response.content) < 500, detail
+
+
 @pytest.mark.parametrize(
     ("content_type", "encoding"),
     [
