@@ -238,13 +238,23 @@ def _quantity_list(name: str, values: Any) -> str:
     return name + joined if joined else ""
 
 
+def _entry_part(name: str, value: Any, vocabulary: str | None = None) -> str:
+    """A part of a typed list's entry: a blank string (empty or whitespace) is its name
+    alone, as the reference writes it (its `_generic_child_list_to_prehash_string`
+    writes `name` + `=value` only when the stripped value is not empty), where a blank
+    field elsewhere (`bizStep: " "`) is left out, as the reference's ordered fields are."""
+    if isinstance(value, str) and not value.strip():
+        return name
+    return _field(name, value, vocabulary)
+
+
 def _typed_list(name: str, key: str, values: Any) -> str:
     if not isinstance(values, list):
         return ""
     items = []
     for entry in values:
         if isinstance(entry, dict):
-            text = _field("type", entry.get("type"), name) + _field(key, entry.get(key))
+            text = _entry_part("type", entry.get("type"), name) + _entry_part(key, entry.get(key))
             if text:
                 items.append(text)
     joined = "".join(sorted(items))

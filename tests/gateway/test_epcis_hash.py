@@ -212,3 +212,72 @@ def test_the_knitwear_events_match_the_reference_implementation() -> None:
     reference = (DATA / "epcis_reference_prehashes.txt").read_text().splitlines()
     mine = [prehash_string(e, CONTEXTS[2]) for e in [*KNITWEAR, STANDARD_OBJECT_EVENT]]
     assert mine == reference
+
+
+BLANKS_EVENT: dict[str, Any] = {
+    "type": "ObjectEvent",
+    "eventTime": "2027-04-02T09:30:00.000Z",
+    "eventTimeZoneOffset": "+01:00",
+    "epcList": ["urn:epc:id:sgtin:0614141.107346.2018"],
+    "action": "OBSERVE",
+    "readPoint": {"id": "urn:epc:id:sgln:4012345.00021.0"},
+}
+BLANKS_HEAD = (
+    "eventType=ObjectEventeventTime=2027-04-02T09:30:00.000ZeventTimeZoneOffset=+01:00"
+    "epcListepc=https://id.gs1.org/01/10614141073464/21/2018action=OBSERVE"
+)
+BLANKS_READ_POINT = "readPointid=https://id.gs1.org/414/4012345000214"
+BLANKS_CONTEXT = [
+    "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld",
+    {"example": "https://ns.example.com/epcis/"},
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "tail"),
+    [
+        # a blank field, an EPC or a read point id is left out, as if absent
+        ({"bizStep": "   "}, BLANKS_READ_POINT),
+        ({"bizStep": "\xa0"}, BLANKS_READ_POINT),
+        ({"disposition": ""}, BLANKS_READ_POINT),
+        ({"epcList": ["urn:epc:id:sgtin:0614141.107346.2018", " "]}, BLANKS_READ_POINT),
+        ({"readPoint": {"id": "  "}}, ""),
+        # a blank extension field is its name alone
+        ({"example:note": "  "}, BLANKS_READ_POINT + "{https://ns.example.com/epcis/}note"),
+        # a blank part of a typed list's entry is its name alone, not left out
+        (
+            {"bizTransactionList": [{"type": "po", "bizTransaction": "  "}]},
+            BLANKS_READ_POINT
+            + "bizTransactionListtype=https://ref.gs1.org/cbv/BTT-pobizTransaction",
+        ),
+        (
+            {"bizTransactionList": [{"type": "\t", "bizTransaction": "http://t.example.com/1"}]},
+            BLANKS_READ_POINT + "bizTransactionListtypebizTransaction=http://t.example.com/1",
+        ),
+        (
+            {"bizTransactionList": [{"type": " ", "bizTransaction": ""}]},
+            BLANKS_READ_POINT + "bizTransactionListtypebizTransaction",
+        ),
+        (
+            {"sourceList": [{"type": "owning_party", "source": "  "}]},
+            BLANKS_READ_POINT + "sourceListtype=https://ref.gs1.org/cbv/SDT-owning_partysource",
+        ),
+        (
+            {"destinationList": [{"type": "location", "destination": "\t"}]},
+            BLANKS_READ_POINT
+            + "destinationListtype=https://ref.gs1.org/cbv/SDT-locationdestination",
+        ),
+    ],
+)
+def test_blank_values_are_hashed_as_the_reference_implementation_does(
+    change: dict[str, Any], tail: str
+) -> None:
+    """Blank strings (empty or whitespace only) as `epcis-event-hash-generator` 1.9.3
+    (PyPI) writes them; each expected string is its `derive_prehashes_from_events`
+    output for the event (`join_by=""`, `BLANKS_CONTEXT`), run by hand. Its
+    `_child_to_pre_hash_string` leaves out a field whose stripped value is empty;
+    `_generic_child_list_to_prehash_string` (extensions, and the type/value pairs of
+    `bizTransactionList`, `sourceList`, `destinationList`) writes the name, and
+    `=value` only when the stripped value is not empty. A blank in a typed list's entry
+    was left out here, so such an event's hash differed from the reference's."""
+    assert prehash_string({**BLANKS_EVENT, **change}, BLANKS_CONTEXT) == BLANKS_HEAD + tail
