@@ -3,41 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
-import httpx
 import pytest
-from gateway_harness import (
-    EPCIS_EXAMPLE,
-    GatewayProcess,
-    Harness,
-    ServerThread,
-    gateway_settings,
-    running_gateway_process,
-    start_gateway,
-)
-
-from chainwatch.runners import prepare_topics
-from schemas.epcis import load_epcis_mapping
+from gateway_harness import GatewayProcess, Harness, gateways, running_gateway_process
 
 
 @pytest.fixture(scope="module")
 def gateway_factory(kafka_bootstrap: str) -> Iterator[Callable[..., Harness]]:
-    """Gateways on fresh topic prefixes; all stopped at the end of the module."""
-    running: list[tuple[ServerThread, httpx.Client]] = []
-
-    def make(**gateway: Any) -> Harness:
-        settings = gateway_settings(kafka_bootstrap, **gateway)
-        prepare_topics(settings)
-        server, url = start_gateway(settings, load_epcis_mapping(EPCIS_EXAMPLE / "mapping.yaml"))
-        client = httpx.Client(base_url=url, timeout=30)
-        running.append((server, client))
-        return Harness(url, settings, client)
-
-    yield make
-    for server, client in running:
-        client.close()
-        server.stop()
+    """Gateways on fresh topic prefixes; all stopped at the end of the module, and the
+    logging uvicorn changed put back (`gateways`)."""
+    with gateways(kafka_bootstrap) as make:
+        yield make
 
 
 @pytest.fixture(scope="module")

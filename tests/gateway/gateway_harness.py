@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +35,15 @@ from typing import Any
 import httpx
 import uvicorn
 from kafka import KafkaConsumer, TopicPartition
+from logging_state import logging_restored
 from readable import readable_within
 from samples import fresh_scan as scan
 
 from chainwatch.commands.gateway import uvicorn_config
 from chainwatch.free_port import free_port
+from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings, child_environment
-from schemas.epcis import EpcisMapping
+from schemas.epcis import EpcisMapping, load_epcis_mapping
 from streams.ingest.app import create_gateway_app
 from streams.ingest.auth import Role, TokenEntry, TokenRegistry, hash_token
 from streams.ingest.publisher import Publisher
@@ -240,6 +242,35 @@ def start_gateway(
     app = create_gateway_app(settings, make_registry(), mapping, publisher, preparation)
     server = ServerThread(app, settings.gateway)
     return server, server.start()
+
+
+@contextmanager
+def gateways(bootstrap: str) -> Iterator[Callable[..., Harness]]:
+    """`make(**gateway settings)`: a gateway on fresh topics; all of them stopped on exit,
+    and the process's logging put back as it was on entry.
+
+    uvicorn's `Config` (access log off) empties the `uvicorn.access` logger and stops its
+    propagation, process-wide. The per-test fixture (logging_state) puts back what a test
+    changed, not what a module's fixture did before its first test: after a module that
+    shares a gateway, `uvicorn.access` reached no root handler for the rest of the session.
+    """
+    running: list[tuple[ServerThread, httpx.Client]] = []
+
+    def make(**gateway: Any) -> Harness:
+        settings = gateway_settings(bootstrap, **gateway)
+        prepare_topics(settings)
+        server, url = start_gateway(settings, load_epcis_mapping(EPCIS_EXAMPLE / "mapping.yaml"))
+        client = httpx.Client(base_url=url, timeout=30)
+        running.append((server, client))
+        return Harness(url, settings, client)
+
+    with logging_restored():
+        try:
+            yield make
+        finally:
+            for server, client in running:
+                client.close()
+                server.stop()
 
 
 def gateway_settings(
