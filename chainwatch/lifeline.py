@@ -15,7 +15,10 @@ descriptors however it ends, so when the parent dies the read returns end-of-fil
 child then logs `process_parent_gone` and sends itself SIGTERM: the graceful stop of
 that process, with its deadline (the worker's `engine.stop_timeout_s`), as a
 supervisor's SIGTERM would. Once stopped it exits `PARENT_GONE_EXIT`, not 0: it did not
-end by its own choice nor by a stop anyone asked for (`exit_status`).
+end by its own choice nor by a stop anyone asked for (`exit_status`). A child with no
+stop handling of its own yet (still starting; the simulator has none) is ended at once
+by that thread instead, its last line (`process_stopped`) said first: one such line
+whatever the process does meanwhile (`_stop`).
 
 Why a pipe and not the alternatives:
 - polling `os.getppid()` for a change: portable too, but every child wakes every second
@@ -50,7 +53,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -80,6 +83,13 @@ class _Lifeline:
 _lock = threading.Lock()
 _lifeline: _Lifeline | None = None
 _parent_gone = threading.Event()
+
+_last_line = threading.Lock()
+"""Held to say the process's last line (`process_stopped`): by the watch when it ends a
+process that has no stop handling of its own yet (until the exit: nothing is said after
+it), and by the process's own stop (`say_stopped`)."""
+_said_by: str | None = None
+"""Who said it: "lifeline" (the process's own line is then left out) or "process"."""
 
 
 def _held() -> _Lifeline:
@@ -145,6 +155,8 @@ def watch_parent(fd: int, process: str) -> None:
             f"{OPTION} {fd}: not an open pipe (the option is for the processes chainwatch starts)"
         )
     os.set_inheritable(fd, False)  # this child's own children must not hold it
+    global _said_by
+    _said_by = None  # a process that watches says its last line from now on
     signal.signal(signal.SIGTERM, _until_own_stop_handling)
     threading.Thread(
         target=_wait_for_death, args=(fd, process), name="lifeline", daemon=True
@@ -152,20 +164,24 @@ def watch_parent(fd: int, process: str) -> None:
 
 
 def _until_own_stop_handling(signum: int, _frame: object) -> None:
-    """SIGTERM's handler until the process puts its own in place (and wherever it has
-    none: the simulator). SIGTERM's default ended a child still starting (importing, or
-    between its wait for Kafka and its main part) by the signal, status -15 with no word
-    of its stop, when its parent had died before it: it exits `PARENT_GONE_EXIT` instead,
-    at once as the default did (no clean-up, no wait for its threads), its lines written.
-    Anyone else's SIGTERM still ends it by the signal."""
+    """SIGTERM's handler until the process puts its own in place, and after it has put
+    back the one it had (and wherever it has none: the simulator). Once its parent has
+    died, a SIGTERM (anyone's; the watch's to a process that has said its last line) ends
+    it with `PARENT_GONE_EXIT`, at once as the default did (no clean-up, no wait for its
+    threads), its lines written: the default ended it by the signal, status -15. Anyone
+    else's SIGTERM before still ends it by the signal."""
     if parent_gone():
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):  # interrupted mid-write: what it has is lost
-                if stream is not None:
-                    stream.flush()
+        _flush_stdio()
         os._exit(PARENT_GONE_EXIT)
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # interrupted mid-write: what it has is lost
+            if stream is not None:
+                stream.flush()
 
 
 def _wait_for_death(fd: int, process: str) -> None:
@@ -176,25 +192,56 @@ def _wait_for_death(fd: int, process: str) -> None:
         log.warning("process_parent_watch_failed", process=process, error=str(exc))
         return
     _parent_gone.set()
-    # no parent pid: one that died before this child looked had left it the reaper's
-    log.warning(
-        "process_parent_gone",
-        process=process,
-        hint="the process that started it died (killed?); stopping as on SIGTERM",
-    )
-    if signal.getsignal(signal.SIGTERM) is _until_own_stop_handling:
-        # No stop handling of its own yet (still starting; the simulator has none): the
-        # handler exits at once, without the last line every process ends its log with.
-        # Said here, in this thread: the handler interrupts the main thread anywhere, a
-        # write to the log included. Should the process put its own handler in place
-        # right now, its graceful stop says it once more, last.
-        log.info(
-            "process_stopped",
-            process=process,
-            outcome=f"exit {PARENT_GONE_EXIT}",
-            stopped="at once, before its own stop handling",
-        )
-    os.kill(os.getpid(), signal.SIGTERM)
+    _stop(process)
+
+
+def _stop(process: str) -> None:
+    """Stop this process as SIGTERM would: through its own stop handling if it has some in
+    place, else at once from here, its last line said first.
+
+    The look at SIGTERM's handler, the line and the exit are one step under `_last_line`,
+    and that exit takes no signal. A look, then a SIGTERM, let a process that put its own
+    handler in place in between take the signal for its graceful stop, which said
+    `process_stopped` once more, after the line said here. Now nothing the process does
+    follows the line: its own `process_stopped` waits on the lock and is left out
+    (`say_stopped`), and a handler it puts in place gets no signal from here. Said in
+    this thread, not in a handler: one interrupts the main thread anywhere, a write to
+    the log included. A process that has said its last line already (it is ending, the
+    handler it had before its own put back) is told nothing more: SIGTERM ends it at
+    once (`_until_own_stop_handling`), with `PARENT_GONE_EXIT`."""
+    global _said_by
+    with _last_line:
+        if _said_by is None:
+            # no parent pid: one that died before this child looked had left it the reaper's
+            log.warning(
+                "process_parent_gone",
+                process=process,
+                hint="the process that started it died (killed?); stopping as on SIGTERM",
+            )
+            # (the simulator has no stop handling of its own: it always ends here)
+            if signal.getsignal(signal.SIGTERM) is _until_own_stop_handling:
+                _said_by = "lifeline"
+                log.info(
+                    "process_stopped",
+                    process=process,
+                    outcome=f"exit {PARENT_GONE_EXIT}",
+                    stopped="at once, before its own stop handling",
+                )
+                _flush_stdio()  # (each log record is flushed as it is written)
+                os._exit(PARENT_GONE_EXIT)
+    if _said_by != "lifeline":  # (only a test's stand-in of `os._exit` returns)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def say_stopped(say: Callable[[], None]) -> None:
+    """Say the process's last line (`process_stopped`) with `say`, unless the watch said it
+    already (it ends the process at once: the line said here would follow its own)."""
+    global _said_by
+    with _last_line:
+        if _said_by == "lifeline":
+            return
+        say()
+        _said_by = "process"
 
 
 def parent_gone() -> bool:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from chainwatch.kafka_watch import KafkaWatch
-from chainwatch.lifeline import PARENT_GONE_EXIT, parent_gone
+from chainwatch.lifeline import PARENT_GONE_EXIT, parent_gone, say_stopped
 from chainwatch.logs import get_logger
 from chainwatch.ops_server import OpsServer, serve_ops
 from chainwatch.settings import Settings
@@ -139,12 +139,14 @@ def waiting_before_main(process: str, ops: OpsServer | None) -> Iterator[Waited]
     def stopped(outcome: str) -> None:
         if ops is not None:
             ops.stop()
-        log.info(
-            "process_stopped",
-            process=process,
-            outcome=_as_exited(outcome),
-            ran_s=round(time.monotonic() - started, 1),
-            waited_for="its start",
+        say_stopped(
+            lambda: log.info(
+                "process_stopped",
+                process=process,
+                outcome=_as_exited(outcome),
+                ran_s=round(time.monotonic() - started, 1),
+                waited_for="its start",
+            )
         )
 
     before = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
@@ -209,11 +211,13 @@ def process_lifetime(
             ops.stop()
         if before_stopped is not None:
             before_stopped()
-        log.info(
-            "process_stopped",
-            process=process,
-            outcome=_as_exited(outcome),
-            ran_s=round(time.monotonic() - started, 1),
+        say_stopped(  # unless a lifeline said it, ending the process at once
+            lambda: log.info(
+                "process_stopped",
+                process=process,
+                outcome=_as_exited(outcome),
+                ran_s=round(time.monotonic() - started, 1),
+            )
         )
 
 
