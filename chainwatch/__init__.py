@@ -2,10 +2,13 @@
 
 Importing this package makes every aiokafka client of the process ask for a topic's
 metadata without asking Kafka to create the topic (`chainwatch.no_topic_creation`
-says why that is process-wide). Every entry point imports it: the CLI and the
-children it starts, the benches and the tests.
+says why that is process-wide), and close the connection of a start cut short while it
+bootstrapped (`chainwatch.kafka_bootstrap_close`). Every entry point imports it: the
+CLI and the children it starts, the benches and the tests.
 """
 
+from chainwatch.kafka_bootstrap_close import close_cut_bootstraps
 from chainwatch.no_topic_creation import forbid_aiokafka_topic_creation
 
 forbid_aiokafka_topic_creation()
+close_cut_bootstraps()

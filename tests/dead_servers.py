@@ -5,7 +5,9 @@ sends an HTTP status line and a header a byte every 50 ms for ever
 (`trickle`: each read succeeds within any per-read timeout), or a status line
 and junk (`garbage`), or the head of a Kafka answer to the first request and no
 more (`kafka_head`: a broker to a bare probe, nothing a client can start with);
-`closed` is a port nothing listens on any more.
+`closed` is a port nothing listens on any more. `MetadataNeverAnswered` is a broker that
+answers a client's version handshake and never its request for the cluster's metadata:
+a client's start waits there, in its bootstrap.
 `outcome_within` runs a call that must end by its own deadline on a thread and
 fails the test, instead of hanging it, when it does not. `LateServer` is a
 service that comes up later: it drops every connection until it is opened, then
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -86,6 +89,63 @@ class DeadServer(_Listener):
                 conn.sendall(b"a")
         except OSError:
             pass  # the client gave up
+
+
+class MetadataNeverAnswered(_Listener):
+    """A Kafka broker as far as the version handshake (ApiVersions, answered), then silent:
+    `asked` is set when a metadata request came (never answered), `dropped` when a
+    client closed a connection that had asked one."""
+
+    _API_VERSIONS, _METADATA = 18, 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.asked = threading.Event()
+        self.dropped = threading.Event()
+        self._listen()
+
+    def _serve(self, conn: socket.socket) -> None:
+        asked = False
+        try:
+            while (request := _kafka_request(conn)) is not None:
+                api_key, version, correlation_id = struct.unpack(">hhi", request[:8])
+                if api_key == self._METADATA:
+                    asked = True
+                    self.asked.set()
+                elif api_key == self._API_VERSIONS:
+                    conn.sendall(_api_versions(correlation_id, version))
+        except OSError:
+            pass  # the client gave up
+        if asked:
+            self.dropped.set()
+
+
+def _kafka_request(conn: socket.socket) -> bytes | None:
+    """One size-prefixed Kafka request (its header and body), None once the client closed."""
+    size = _read_exactly(conn, 4)
+    return None if size is None else _read_exactly(conn, struct.unpack(">i", size)[0])
+
+
+def _read_exactly(conn: socket.socket, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _api_versions(correlation_id: int, version: int) -> bytes:
+    """An ApiVersions answer (header v0 at every version): Metadata v0-v12 and ApiVersions
+    v0-v2, which is all a client's bootstrap asks for."""
+    apis = [(3, 0, 12), (18, 0, 2)]
+    body = struct.pack(">ihi", correlation_id, 0, len(apis))
+    body += b"".join(struct.pack(">hhh", *api) for api in apis)
+    if version >= 1:
+        body += struct.pack(">i", 0)  # throttle_time_ms
+    return struct.pack(">i", len(body)) + body
 
 
 class StallingClickHouse(_Listener):
