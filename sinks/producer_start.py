@@ -102,7 +102,29 @@ def _start_failure(exc: BaseException, bootstrap: str, limit: float) -> str:
 
 async def stop_producer(producer: AIOKafkaProducer, timeout_s: float = STOP_TIMEOUT_S) -> None:
     """`producer.stop()` within `timeout_s`, its failure ignored: for a producer whose
-    records were acknowledged (or whose failure the caller reports already)."""
-    with contextlib.suppress(Exception):  # a stop past its deadline: TimeoutError
+    records were acknowledged (or whose failure the caller reports already).
+
+    A stop cut short (past its deadline: records Kafka does not take; or cancelled)
+    still ends the producer's sending and closes its client. aiokafka marks the
+    producer closed as its `stop` begins and closes the client only once the records
+    are flushed, so a cut stop left the sender retrying and the client's connections
+    open for the life of the process, and was never run again."""
+    try:
         async with deadline(timeout_s):
             await producer.stop()
+    except asyncio.CancelledError:
+        await _close_anyway(producer)
+        raise
+    except Exception:  # a stop past its deadline: TimeoutError
+        await _close_anyway(producer)
+
+
+async def _close_anyway(producer: AIOKafkaProducer) -> None:
+    """What a cut `stop` left: the sender's task cancelled and awaited (the records it
+    still held are lost, as the stop's deadline says), then the client closed."""
+    with contextlib.suppress(Exception):  # a producer that never started has neither
+        sender = producer._sender.sender_task
+        if sender is not None and not sender.done():
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        await producer.client.close()
