@@ -54,11 +54,11 @@ def alert_body(
 ) -> AlertJson:
     """An alert as `Alert(...).model_dump(mode="json")` would give it: the one layout."""
     fmt = format_utc_cached
-    return {
+    return {  # `_value_`, not `.value`: the enum property is Python code, for every alert
         "alert_id": alert_id,
-        "type": type.value,
-        "severity": severity.value,
-        "status": status.value,
+        "type": type._value_,
+        "severity": severity._value_,
+        "status": status._value_,
         "order_id": order_id,
         "unit_id": unit_id,
         "stage": stage,

@@ -324,7 +324,7 @@ def state_json(
         "cancelled_at": _opt_utc(fold.cancelled_at),
         "stage": current.stage if current else None,
         "visit": current.number if current else None,
-        "status": _status(fold, walk, alerts).value,
+        "status": _status(fold, walk, alerts)._value_,  # not the enum's (Python) property
         "visits": [
             {
                 "stage": v.stage,

@@ -1,7 +1,7 @@
 """Obligations of an order (RULES.md "Obligations") and their status at a clock.
 
 An obligation is a deadline `D` and, once it happened, the fulfilling time `F`.
-Both come from facts only; the clock `T` is applied last, in `obligation_status`,
+Both come from facts only; the clock `T` is applied last, in `alerting`,
 so the same facts give the same alerts whenever they are evaluated at the same
 `T`, and `next_deadline` can tell the timer index when `T` alone will matter.
 """
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from schemas.alerts import AlertStatus, AlertType
+from schemas.alerts import AlertType
 from schemas.plan import SlaPlan
 from streams.rules.order_record import OrderRecord
 from streams.rules.visits import Visit, Walk, route_budget
@@ -27,15 +27,6 @@ class Obligation:
     deadline: datetime
     fulfilled_at: datetime | None
     visit: Visit | None = None
-
-
-# Not frozen: built afresh on every derivation of an order, and a frozen
-# dataclass's __init__ costs about four times a plain one. Never mutated.
-@dataclass(slots=True)
-class ObligationStatus:
-    status: AlertStatus
-    fulfilled_at: datetime | None
-    lateness_s: float | None
 
 
 def order_obligations(
@@ -79,20 +70,23 @@ def order_obligations(
     return result
 
 
-def obligation_status(
-    obligation: Obligation, now: datetime, grace: timedelta
-) -> ObligationStatus | None:
-    """The situations table of RULES.md; None means no alert (retracted if published)."""
-    due = obligation.deadline + grace
-    fulfilled = obligation.fulfilled_at
-    if fulfilled is not None:
-        if fulfilled <= due:
-            return None
-        lateness = (fulfilled - obligation.deadline).total_seconds()
-        return ObligationStatus(AlertStatus.RESOLVED, fulfilled, lateness)
-    if now >= due:
-        return ObligationStatus(AlertStatus.OPEN, None, None)
-    return None
+def alerting(
+    obligations: Sequence[Obligation], now: datetime, grace: timedelta
+) -> list[Obligation]:
+    """The situations table of RULES.md: the obligations that raise an alert at `now`.
+
+    One fulfilled after `D + grace` raises a resolved alert, one unfulfilled at
+    `now >= D + grace` an open one (its `fulfilled_at` tells which); any other
+    raises none (retracted if published). One loop over all of them: an order
+    has an obligation per visit and most raise nothing, on every derivation.
+    """
+    raising: list[Obligation] = []
+    for obligation in obligations:
+        due = obligation.deadline + grace
+        fulfilled = obligation.fulfilled_at
+        if fulfilled > due if fulfilled is not None else now >= due:
+            raising.append(obligation)
+    return raising
 
 
 def next_obligation_instant(

@@ -19,7 +19,7 @@ from schemas.common import format_utc
 from schemas.plan import SlaPlan
 from streams.rules.alert_json import AlertJson, alert_body, cause_json, customer_json
 from streams.rules.downtimes import Downtime
-from streams.rules.obligations import Obligation, obligation_status
+from streams.rules.obligations import Obligation, alerting
 from streams.rules.order_record import OrderRecord
 from streams.rules.visits import MISSING_SCAN, Visit, Walk
 
@@ -116,10 +116,7 @@ class OrderAlertBuilder:
         now: datetime,
         downtimes: Mapping[str, Sequence[Downtime]],
     ) -> None:
-        for obligation in obligations:
-            status = obligation_status(obligation, now, plan.grace)
-            if status is None:
-                continue
+        for obligation in alerting(obligations, now, plan.grace):
             visit = obligation.visit
             self.add(
                 obligation.type,
@@ -129,7 +126,7 @@ class OrderAlertBuilder:
                 stage=visit.stage if visit else None,
                 visit=visit.number if visit else None,
                 unit_id=visit.unit_id if visit else None,
-                fulfilled_at=status.fulfilled_at,
+                fulfilled_at=obligation.fulfilled_at,
                 cause=_cause(visit, downtimes),
             )
 

@@ -155,7 +155,15 @@ class _Walker:
             self._finding(OUT_OF_SEQUENCE, scan.stage, scan)
         else:
             self._ended(seq, scan, i)
-        self.out.etas.append((scan, self._eta(scan.event_time)))
+        # the ETA after this scan (inline: once per scan of every walk)
+        t = scan.event_time
+        visit = self.open
+        if visit is not None and visit.start is not None:
+            busy_until = visit.start + self.duration[visit.stage]
+            eta = (busy_until if busy_until >= t else t) + self.tail[self.index[visit.stage] + 1]
+        else:
+            eta = t + self.tail[self.expected]
+        self.out.etas.append((scan, eta))
 
     def _started(self, seq: int, scan: ScanFact, i: int) -> None:
         if self.open is not None and self.open.stage == scan.stage:
@@ -215,14 +223,6 @@ class _Walker:
 
     def _finding(self, kind: str, stage: str, scan: ScanFact) -> None:
         self.out.findings.append(Finding(kind, stage, scan))
-
-    def _eta(self, t: datetime) -> datetime:
-        visit = self.open
-        if visit is not None and visit.start is not None:
-            i = self.index[visit.stage]
-            busy_until = visit.start + self.duration[visit.stage]
-            return max(busy_until, t) + self.tail[i + 1]
-        return t + self.tail[self.expected]
 
     def result(self) -> Walk:
         self.out.current = self.open
