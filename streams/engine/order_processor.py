@@ -149,9 +149,9 @@ class OrderProcessor:
             return None
         return slot.closed_at_ms + self.limits.closed_order_retention_ms
 
-    def _closed_before(self, slot: OrderSlot, event_time: datetime) -> bool:
+    def _closed_before(self, slot: OrderSlot, at_ms: int) -> bool:
         evict_at = self.evict_at_ms(slot)
-        return evict_at is not None and to_ms(event_time) >= evict_at
+        return evict_at is not None and at_ms >= evict_at
 
     def refuse(
         self,
@@ -237,13 +237,15 @@ class OrderProcessor:
         scans, records = received.scans, received.records
         earliest: list[int] = []  # the earliest fact's event time, computed on first need
         evicted = False
+        record_ms = 0  # a scan's or order record's time (`_record_time`), in ms
         for arrival in arrivals:
             item = arrival.item
             if isinstance(item, ScanEvent | OrderRecord):
                 if evicted:
                     _merge(effects, self._closed(slot, arrival))
                     continue
-                at = max(to_ms(_record_time(item, arrival.now)), arrival.clock_before_ms or 0)
+                record_ms = to_ms(_record_time(item, arrival.now))  # once: `_take` reads it too
+                at = max(record_ms, arrival.clock_before_ms or 0)
                 if pending is not None and self._may_have_left(slot, at, earliest):
                     # the pending change may have closed the order long enough ago: derive now
                     _merge(effects, self._derive(slot, pending, received))
@@ -258,7 +260,7 @@ class OrderProcessor:
                     continue
             elif evicted:
                 continue  # the order left the state: a late join answer changes nothing
-            step = self._take(slot, arrival, effects)
+            step = self._take(slot, arrival, effects, record_ms)
             if step is _Step.STORE:
                 effects.changed = True
             elif step is _Step.EVALUATE:
@@ -272,7 +274,7 @@ class OrderProcessor:
                     assert arrival.raw is not None
                     records[arrival.position.offset] = (arrival.position, arrival.raw)
                 if earliest and isinstance(item, ScanEvent | OrderRecord):
-                    earliest[0] = min(earliest[0], to_ms(_record_time(item, arrival.now)))
+                    earliest[0] = min(earliest[0], record_ms)
         if pending is not None:
             if defer:
                 slot.pending_ms = to_ms(pending)
@@ -327,12 +329,12 @@ class OrderProcessor:
         return memo[0]
 
     def _refused(
-        self, slot: OrderSlot, at: datetime, held: int, most: int, arrival: Arrival,
+        self, slot: OrderSlot, at_ms: int, held: int, most: int, arrival: Arrival,
         effects: Effects,
     ) -> bool:  # fmt: skip
-        """Refuse a record timed `at` into `effects`: `order_closed` past the eviction
+        """Refuse a record timed `at_ms` into `effects`: `order_closed` past the eviction
         instant, `state_limit` when the order already holds `most` of its kind."""
-        if self._closed_before(slot, at):
+        if self._closed_before(slot, at_ms):
             code = ReasonCode.ORDER_CLOSED
         elif held >= most:
             code = ReasonCode.STATE_LIMIT
@@ -343,9 +345,10 @@ class OrderProcessor:
                                     arrival.now))  # fmt: skip
         return True
 
-    def _take(self, slot: OrderSlot, arrival: Arrival, effects: Effects) -> _Step:
-        """Apply one input to the slot; refusals and rejoins go straight to `effects`."""
-        item, now = arrival.item, arrival.now
+    def _take(self, slot: OrderSlot, arrival: Arrival, effects: Effects, record_ms: int) -> _Step:
+        """Apply one input to the slot; refusals and rejoins go straight to `effects`.
+        `record_ms`: a scan's or order record's `_record_time` in ms (unused for answers)."""
+        item = arrival.item
         facts = slot.facts
         if isinstance(item, ScanEvent):
             if has_scan(facts, item.event_id):
@@ -353,7 +356,7 @@ class OrderProcessor:
                 # redelivery after a crash that kept the slot but lost the messages it sent
                 _merge(effects, self.rejoin(slot))
                 return _Step.NOTHING
-            if self._refused(slot, item.event_time, len(facts.scans),
+            if self._refused(slot, record_ms, len(facts.scans),
                              self.limits.max_scans_per_order, arrival, effects):  # fmt: skip
                 return _Step.NOTHING
             facts.scans.append(scan_fact(item))  # not `add_scan`: its event_id was just checked
@@ -364,7 +367,7 @@ class OrderProcessor:
             if any(known.offset == position.offset for known in facts.records):
                 _merge(effects, self.rejoin(slot))
                 return _Step.NOTHING
-            if self._refused(slot, item.event_time or item.placed_at or now, len(facts.records),
+            if self._refused(slot, record_ms, len(facts.records),
                              self.limits.max_records_per_order, arrival, effects):  # fmt: skip
                 return _Step.NOTHING
             facts.records.append(order_record_fact(item, position.offset))  # offset checked above

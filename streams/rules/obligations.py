@@ -36,7 +36,10 @@ def order_obligations(
     plan: SlaPlan,
     product: str | None,
 ) -> list[Obligation]:
-    """All obligations the facts imply, whether due yet or not."""
+    """The obligations the facts imply, whether due yet or not, but for those of the
+    visits fulfilled in time (`F <= D + grace`): they raise no alert at any clock
+    (`alerting`) and set no deadline (`next_obligation_instant`), and an order
+    derives one of each for most of its visits on every change."""
     result: list[Obligation] = []
     if record is not None:
         result.append(
@@ -48,23 +51,27 @@ def order_obligations(
     opened = [visit.opened_seq for visit in visits]
     last_stage = route[-1]
     duration = route_budget(route, plan, product).duration  # every visit is on the route
+    grace, handoff = plan.grace, plan.handoff
     for visit in visits:
-        if visit.start is not None:
-            deadline = visit.start + duration[visit.stage]
-            result.append(Obligation(AlertType.STAGE_OVERDUE, deadline, visit.end, visit))
-        if visit.end is None or visit.ended_seq is None:
+        start, end = visit.start, visit.end
+        if start is not None:
+            deadline = start + duration[visit.stage]
+            if end is None or end > deadline + grace:
+                result.append(Obligation(AlertType.STAGE_OVERDUE, deadline, end, visit))
+        if end is None or visit.ended_seq is None:
             continue
         if visit.outcome == "completed" and visit.stage == last_stage:
             continue  # no handoff after the last stage
         # The next visit of the order is the first one opened after this one ended.
         after = bisect_right(opened, visit.ended_seq)
         fulfilled: datetime | None = None
+        deadline = end + handoff
         if after < len(visits):
             following = visits[after]
             fulfilled = following.start if following.start is not None else following.end
-        result.append(
-            Obligation(AlertType.HANDOFF_OVERDUE, visit.end + plan.handoff, fulfilled, visit)
-        )
+            if fulfilled is not None and fulfilled <= deadline + grace:
+                continue
+        result.append(Obligation(AlertType.HANDOFF_OVERDUE, deadline, fulfilled, visit))
     if record is not None:
         result.append(Obligation(AlertType.ORDER_OVERDUE, record.due_at, walk.completed_at))
     return result
