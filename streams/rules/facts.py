@@ -245,7 +245,7 @@ class OrderFacts:
     def from_json(cls, data: dict[str, Any]) -> OrderFacts:
         return cls(
             data["o"],
-            [OrderRecordFact.from_json(r) for r in data["r"]],
+            records_from_json(data["r"]),
             scans_from_json(data["s"]),
         )
 
@@ -264,6 +264,26 @@ def scans_from_json(encoded: list[list[Any]]) -> list[ScanFact]:
         fact.event_id, fact.stage, fact.action, fact.unit_id, ms, fact.quantity, fact.uom = data
         at = known.get(ms)
         fact.event_time = from_ms(ms) if at is None else at
+        fact.encoded = data
+        facts.append(fact)
+    return facts
+
+
+def records_from_json(encoded: list[list[Any]]) -> list[OrderRecordFact]:
+    """`[OrderRecordFact.from_json(r) for r in encoded]` as `scans_from_json` does it."""
+    known = _FROM_MS
+    facts: list[OrderRecordFact] = []
+    for data in encoded:
+        fact = _new(OrderRecordFact)
+        op, ms, offset, customer_id, product, quantity, placed, due, route = data
+        fact.op, fact.offset, fact.customer_id, fact.product, fact.quantity = (
+            op, offset, customer_id, product, quantity
+        )  # fmt: skip
+        at = known.get(ms)
+        fact.event_time = from_ms(ms) if at is None else at
+        fact.placed_at = None if placed is None else known.get(placed) or from_ms(placed)
+        fact.due_at = None if due is None else known.get(due) or from_ms(due)
+        fact.route = None if route is None else tuple(route)
         fact.encoded = data
         facts.append(fact)
     return facts

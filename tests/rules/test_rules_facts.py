@@ -103,20 +103,26 @@ def test_facts_round_trip_through_compact_json() -> None:
     assert CustomerFact.from_json(customer.to_json()) == customer
 
 
-def test_scans_decode_to_the_facts_they_encode_whether_their_times_are_memoised_or_not(
+def test_facts_decode_to_the_facts_they_encode_whether_their_times_are_memoised_or_not(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     scans = [
         scan("e1", "dyeing", "completed", 1.5, quantity=2.5, uom="kg"),
         scan("e2", "cutting", "started", 0.25, unit="U-9"),
     ]
-    stored = json.loads(json.dumps([s.to_json() for s in scans]))
+    records = [created(), updated(5, 1, due_at=500, route=ROUTE), cancelled(9, 2)]
+    stored_scans = json.loads(json.dumps([s.to_json() for s in scans]))
+    stored_records = json.loads(json.dumps([r.to_json() for r in records]))
     for memo in ({}, dict(facts_module._FROM_MS)):  # a cold memo, then a warm one
         monkeypatch.setattr(facts_module, "_FROM_MS", memo)
-        decoded = facts_module.scans_from_json(stored)
+        decoded = facts_module.scans_from_json(stored_scans)
         assert decoded == scans
         assert [s.event_time.tzinfo for s in decoded] == [UTC, UTC]
-        assert all(s.encoded is data for s, data in zip(decoded, stored, strict=True))
+        assert all(s.encoded is data for s, data in zip(decoded, stored_scans, strict=True))
+        folded = facts_module.records_from_json(stored_records)
+        assert folded == records
+        assert [r.route for r in folded] == [r.route for r in records]  # tuples, as built
+        assert all(r.encoded is data for r, data in zip(folded, stored_records, strict=True))
 
 
 def test_times_round_trip_through_epoch_milliseconds_memoised_or_not(
