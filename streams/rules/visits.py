@@ -145,25 +145,32 @@ class _Walker:
         self.last_quantity: dict[str, float] = {}
         self.out = Walk()
 
-    def apply(self, seq: int, scan: ScanFact) -> None:
-        i = self.index[scan.stage]
-        if self.out.completed_at is not None:
-            self._finding(OUT_OF_SEQUENCE, scan.stage, scan)
-        elif scan.action == "started":
-            self._started(seq, scan, i)
-        elif scan.action == "rejected" and scan.stage != self.plan.qc_stage:
-            self._finding(OUT_OF_SEQUENCE, scan.stage, scan)
-        else:
-            self._ended(seq, scan, i)
-        # the ETA after this scan (inline: once per scan of every walk)
-        t = scan.event_time
-        visit = self.open
-        if visit is not None and visit.start is not None:
-            busy_until = visit.start + self.duration[visit.stage]
-            eta = (busy_until if busy_until >= t else t) + self.tail[self.index[visit.stage] + 1]
-        else:
-            eta = t + self.tail[self.expected]
-        self.out.etas.append((scan, eta))
+    def walk(self, ordered: Sequence[ScanFact]) -> None:
+        """Apply the scans in (event_time, event_id) order, each with the ETA after it
+        (one loop, not a call per scan: every derivation walks every scan again)."""
+        out, index, duration, tail, qc_stage = (
+            self.out, self.index, self.duration, self.tail, self.plan.qc_stage
+        )  # fmt: skip
+        etas = out.etas
+        for seq, scan in enumerate(ordered):
+            stage = scan.stage
+            i = index[stage]
+            if out.completed_at is not None:
+                self._finding(OUT_OF_SEQUENCE, stage, scan)
+            elif scan.action == "started":
+                self._started(seq, scan, i)
+            elif scan.action == "rejected" and stage != qc_stage:
+                self._finding(OUT_OF_SEQUENCE, stage, scan)
+            else:
+                self._ended(seq, scan, i)
+            t = scan.event_time
+            visit = self.open
+            if visit is not None and visit.start is not None:
+                busy_until = visit.start + duration[visit.stage]
+                eta = (busy_until if busy_until >= t else t) + tail[index[visit.stage] + 1]
+            else:
+                eta = t + tail[self.expected]
+            etas.append((scan, eta))
 
     def _started(self, seq: int, scan: ScanFact, i: int) -> None:
         if self.open is not None and self.open.stage == scan.stage:
@@ -176,7 +183,7 @@ class _Walker:
         first_missing = self.expected + 1 if self.open is not None else self.expected
         for stage in self.route[first_missing:i]:
             self._finding(MISSING_SCAN, stage, scan)
-        self.open = self._new_visit(seq, scan, start=scan.event_time)
+        self.open = self._new_visit(seq, scan, scan.event_time)
         self.expected = i
 
     def _ended(self, seq: int, scan: ScanFact, i: int) -> None:
@@ -188,7 +195,7 @@ class _Walker:
         elif i >= self.expected:
             for stage in self.route[self.expected : i + 1]:
                 self._finding(MISSING_SCAN, stage, scan)
-            visit = self._new_visit(seq, scan, start=None)
+            visit = self._new_visit(seq, scan, None)
         else:
             self._finding(OUT_OF_SEQUENCE, scan.stage, scan)
             return
@@ -237,8 +244,7 @@ def walk_visits(
     """Walk scans whose stages are all on `route` (off-route scans are dead letters)."""
     walker = _Walker(route, plan, product)
     ordered = sorted(scans, key=_SCAN_ORDER)
-    for seq, scan in enumerate(ordered):
-        walker.apply(seq, scan)
+    walker.walk(ordered)
     walk = walker.result()
     walk.first_scan_at = ordered[0].event_time if ordered else None
     return walk
