@@ -238,7 +238,8 @@ class OrderFacts:
         return {
             "o": self.order_id,
             "r": [r.to_json() for r in self.records],
-            "s": [s.to_json() for s in self.scans],
+            # a scan decoded or encoded before has its form: no call per scan for it
+            "s": [s.encoded or s.to_json() for s in self.scans],
         }
 
     @classmethod
