@@ -240,7 +240,7 @@ class OrderProcessor:
         record_ms = 0  # a scan's or order record's time (`_record_time`), in ms
         for arrival in arrivals:
             item = arrival.item
-            if isinstance(item, ScanEvent | OrderRecord):
+            if isinstance(item, _RECORDS):
                 if evicted:
                     _merge(effects, self._closed(slot, arrival))
                     continue
@@ -273,7 +273,7 @@ class OrderProcessor:
                     assert arrival.position is not None
                     assert arrival.raw is not None
                     records[arrival.position.offset] = (arrival.position, arrival.raw)
-                if earliest and isinstance(item, ScanEvent | OrderRecord):
+                if earliest and isinstance(item, _RECORDS):
                     earliest[0] = min(earliest[0], record_ms)
         if pending is not None:
             if defer:
@@ -637,6 +637,9 @@ class OrderProcessor:
             fixed.append(letter)
         effects.dead_letters = fixed
 
+
+_RECORDS = (ScanEvent, OrderRecord)
+"""The inputs that are records (a tuple: `ScanEvent | OrderRecord` builds a union per test)."""
 
 _STAGE_VISIT = itemgetter(0, 1)
 """An occupancy entry's (stage, visit number): the order units receive visits in."""

@@ -110,26 +110,27 @@ class OrderSlot:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OrderSlot:
-        return cls(
-            facts=OrderFacts.from_json(data["f"]),
-            partition=data["p"],
-            customer=None if data["c"] is None else CustomerFact.from_json(data["c"]),
-            customer_id=data["ci"],
-            customer_version=data["cv"],
-            downtimes={u: [downtime_from_json(d) for d in ds] for u, ds in data["d"].items()},
-            downtime_versions=data["dv"],
-            published=data["a"],
-            subscribed_customer=data["sc"],
-            occupancy_sent=data["os"],
-            occupancy_version=data["ov"],
-            dead_lettered=data["dl"],
-            version=data["v"],
-            next_deadline_ms=data["nd"],
-            clock_ms=data.get("t", 0),
-            closed_at_ms=data.get("cl"),
-            downtime_floor=data.get("df", {}),
-            pending_ms=data.get("pd"),
-            plan=data.get("pl"),
+        customer, downtimes, get = data["c"], data["d"], data.get
+        return cls(  # positional, in the fields' order: one per slot decode, 19 fields
+            OrderFacts.from_json(data["f"]),
+            data["p"],
+            None if customer is None else CustomerFact.from_json(customer),
+            data["ci"],
+            data["cv"],
+            {u: [downtime_from_json(d) for d in ds] for u, ds in downtimes.items()},
+            data["dv"],
+            data["a"],
+            data["sc"],
+            data["os"],
+            data["ov"],
+            data["dl"],
+            data["v"],
+            data["nd"],
+            get("t", 0),
+            get("cl"),
+            get("df", {}),
+            get("pd"),
+            get("pl"),
         )
 
     @classmethod
