@@ -20,6 +20,7 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.conn import AIOKafkaConnection
 from dead_servers import MetadataNeverAnswered
+from kafka_connections import held_connections
 
 from sinks.consumer import new_consumer, start_consumer
 from sinks.producer_start import start_producer
@@ -41,15 +42,7 @@ def broker() -> Iterator[MetadataNeverAnswered]:
 @pytest.fixture
 def opened(monkeypatch: pytest.MonkeyPatch) -> list[AIOKafkaConnection]:
     """Every connection an aiokafka client opens, held here."""
-    conns: list[AIOKafkaConnection] = []
-    connect = AIOKafkaConnection.connect
-
-    async def held(self: AIOKafkaConnection) -> object:
-        conns.append(self)
-        return await connect(self)
-
-    monkeypatch.setattr(AIOKafkaConnection, "connect", held)
-    return conns
+    return held_connections(monkeypatch)
 
 
 async def _consumer_stopped(bootstrap: str, stop: asyncio.Event) -> object:

@@ -20,6 +20,19 @@ _OVERRIDE = (
 )
 
 
+def saved_by_openpyxl(rows: list[list[str]], path: Path) -> Path:
+    """`rows` (the header first) as the first sheet of a workbook openpyxl saves at `path`."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in rows:
+        sheet.append(row)
+    book.save(path)
+    return path
+
+
 def with_shared_strings(path: Path, out: Path) -> Path:
     """`path` (written by openpyxl) with its first sheet's inline texts shared, as `out`."""
     strings: list[bytes] = []

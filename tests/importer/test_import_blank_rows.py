@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from import_outcomes import import_outcomes
+from shared_strings import saved_by_openpyxl
 
 from chainwatch.importer.blank import blank_cell, invisible_cell
 from chainwatch.importer.errors import ImportFailed
@@ -74,15 +75,7 @@ def test_a_csv_row_of_invisible_characters_is_rejected_not_skipped_as_blank(
 
 
 def test_an_xlsx_row_is_blank_exactly_when_the_same_csv_row_is(tmp_path: Path) -> None:
-    from openpyxl import Workbook
-
-    book = Workbook()
-    sheet = book.active
-    assert sheet is not None
-    for row in [HEADER, *ROWS]:
-        sheet.append(row)
-    path = tmp_path / "units.xlsx"
-    book.save(path)
+    path = saved_by_openpyxl([HEADER, *ROWS], tmp_path / "units.xlsx")
     assert outcomes(path) == OUTCOMES
 
 

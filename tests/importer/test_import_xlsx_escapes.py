@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from import_outcomes import import_outcomes
+from shared_strings import saved_by_openpyxl as saved_as_xlsx
 from shared_strings import with_shared_strings
 
 from chainwatch.importer.pipeline import Accepted, Rejected
@@ -45,15 +46,7 @@ def summary(got: list[Accepted | Rejected]) -> list[tuple[Any, ...]]:
 
 
 def saved_by_openpyxl(tmp_path: Path, rows: list[list[str]], shared: bool) -> Path:
-    from openpyxl import Workbook
-
-    book = Workbook()
-    sheet = book.active
-    assert sheet is not None
-    for row in [HEADER, *rows]:
-        sheet.append(row)
-    path = tmp_path / "units.xlsx"
-    book.save(path)
+    path = saved_as_xlsx([HEADER, *rows], tmp_path / "units.xlsx")
     return with_shared_strings(path, tmp_path / "shared.xlsx") if shared else path
 
 

@@ -14,6 +14,7 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.conn import AIOKafkaConnection
+from kafka_connections import held_connections
 
 from sinks.producer_start import stop_producer
 
@@ -24,15 +25,7 @@ WAIT_S = 30.0
 @pytest.fixture
 def opened(monkeypatch: pytest.MonkeyPatch) -> list[AIOKafkaConnection]:
     """Every connection an aiokafka client opens, held here."""
-    conns: list[AIOKafkaConnection] = []
-    connect = AIOKafkaConnection.connect
-
-    async def held(self: AIOKafkaConnection) -> object:
-        conns.append(self)
-        return await connect(self)
-
-    monkeypatch.setattr(AIOKafkaConnection, "connect", held)
-    return conns
+    return held_connections(monkeypatch)
 
 
 async def _started_never_flushing(bootstrap: str) -> tuple[AIOKafkaProducer, asyncio.Event]:
