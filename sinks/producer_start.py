@@ -28,6 +28,8 @@ answers does so in well under a second, a loaded one in a few."""
 STOP_TIMEOUT_S = 10.0
 """How long `stop_producer` waits: a producer whose records were acknowledged stops at
 once; one that still holds records Kafka does not take would retry them for ever."""
+SENDER_STOP_S = 2.0
+"""How long a cut stop waits for the producer's cancelled sender to end."""
 
 
 class ProducerStartFailed(SinkError):
@@ -120,11 +122,13 @@ async def stop_producer(producer: AIOKafkaProducer, timeout_s: float = STOP_TIME
 
 
 async def _close_anyway(producer: AIOKafkaProducer) -> None:
-    """What a cut `stop` left: the sender's task cancelled and awaited (the records it
+    """What a cut `stop` left: the sender's task cancelled and waited for (the records it
     still held are lost, as the stop's deadline says), then the client closed."""
     with contextlib.suppress(Exception):  # a producer that never started has neither
         sender = producer._sender.sender_task
         if sender is not None and not sender.done():
             sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            # waited for a while, never for ever (a cancel it swallowed), as the
+            # gateway's `_abort_and_stop` waits for its sender
+            await asyncio.wait({sender}, timeout=SENDER_STOP_S)
         await producer.client.close()
