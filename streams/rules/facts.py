@@ -76,10 +76,6 @@ def _opt_ms(value: datetime | None) -> int | None:
     return None if value is None else to_ms(value)
 
 
-def _opt_dt(value: int | None) -> datetime | None:
-    return None if value is None else from_ms(value)
-
-
 # Not frozen (never mutated, but for the `encoded` cache): every slot decode builds
 # all of an order's facts again, and a frozen dataclass's __init__ costs about four
 # times a plain one.
@@ -111,16 +107,6 @@ class ScanFact:
                 self.uom,
             ]
         return self.encoded
-
-    @classmethod
-    def from_json(cls, data: list[Any]) -> ScanFact:
-        event_id, stage, action, unit_id, ms, quantity, uom = data
-        at = _FROM_MS.get(ms)  # `from_ms` without a call: every scan of every slot decode
-        if at is None:
-            at = from_ms(ms)
-        fact = cls(event_id, stage, action, unit_id, at, quantity, uom)
-        fact.encoded = data
-        return fact
 
 
 # Not frozen (never mutated, but for the `encoded` cache): every slot decode builds
@@ -159,23 +145,6 @@ class OrderRecordFact:
                 None if self.route is None else list(self.route),
             ]
         return self.encoded
-
-    @classmethod
-    def from_json(cls, data: list[Any]) -> OrderRecordFact:
-        op, ms, offset, customer_id, product, quantity, placed, due, route = data
-        fact = cls(
-            op,
-            from_ms(ms),
-            offset,
-            customer_id,
-            product,
-            quantity,
-            _opt_dt(placed),
-            _opt_dt(due),
-            None if route is None else tuple(route),
-        )
-        fact.encoded = data
-        return fact
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,9 +224,9 @@ _new = object.__new__
 
 
 def scans_from_json(encoded: list[list[Any]]) -> list[ScanFact]:
-    """`[ScanFact.from_json(s) for s in encoded]` in one loop, each fact's slots set
-    directly: every slot decode builds every scan of the order again, and a call to
-    `from_json` and then to the dataclass's `__init__` per scan cost twice this."""
+    """The scans `ScanFact.to_json` encoded, in one loop, each fact's slots set directly:
+    every slot decode builds every scan of the order again, and a call to a per-scan
+    decoder and then to the dataclass's `__init__` per scan cost twice this."""
     known = _FROM_MS
     facts: list[ScanFact] = []
     for data in encoded:
@@ -271,7 +240,8 @@ def scans_from_json(encoded: list[list[Any]]) -> list[ScanFact]:
 
 
 def records_from_json(encoded: list[list[Any]]) -> list[OrderRecordFact]:
-    """`[OrderRecordFact.from_json(r) for r in encoded]` as `scans_from_json` does it."""
+    """The order records `OrderRecordFact.to_json` encoded, as `scans_from_json` decodes
+    scans."""
     known = _FROM_MS
     facts: list[OrderRecordFact] = []
     for data in encoded:
