@@ -400,8 +400,7 @@ class LagProbe:
         def probe() -> dict[TopicPartition, int] | None:
             admin = self._admin
             if admin is None:
-                kafka = self.settings.kafka
-                admin = settings_admin_client(kafka)
+                admin = settings_admin_client(self.settings.kafka)
                 with self._lock:
                     keep = generation == self._generation
                     if keep:
