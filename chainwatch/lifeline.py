@@ -55,7 +55,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Final
 
 from chainwatch.errors import UsageError
 from chainwatch.logs import get_logger
@@ -88,6 +88,8 @@ _last_line = threading.Lock()
 """Held to say the process's last line (`process_stopped`): by the watch when it ends a
 process that has no stop handling of its own yet (until the exit: nothing is said after
 it), and by the process's own stop (`say_stopped`)."""
+_NO_HANDLER: Final = (signal.SIG_DFL, signal.SIG_IGN)
+"""SIGTERM's handler where the process has none of its own in Python (`_stop`)."""
 _said_by: str | None = None
 """Who said it: "lifeline" (the process's own line is then left out) or "process"."""
 
@@ -208,9 +210,19 @@ def _stop(process: str) -> None:
     this thread, not in a handler: one interrupts the main thread anywhere, a write to
     the log included. A process that has said its last line already (it is ending, the
     handler it had before its own put back) is told nothing more: SIGTERM ends it at
-    once (`_until_own_stop_handling`), with `PARENT_GONE_EXIT`."""
+    once (`_until_own_stop_handling`), with `PARENT_GONE_EXIT`.
+
+    A SIGTERM with no handler at all (`_NO_HANDLER`) is no stop either: its default
+    ended the process by the signal (status -15; no `process_stopped` if it had not said
+    it yet), and an ignored one did nothing. faust's worker has the default for the rest
+    of its stop once it has closed its event loop (asyncio puts it back): the ops
+    server's stop, its own `process_stopped`. Such a process is ended at once from here
+    too, its line said first if it had not said it."""
     global _said_by
+    at_once = False
     with _last_line:
+        handler = signal.getsignal(signal.SIGTERM)
+        unhandled = handler in _NO_HANDLER
         if _said_by is None:
             # no parent pid: one that died before this child looked had left it the reaper's
             log.warning(
@@ -219,17 +231,23 @@ def _stop(process: str) -> None:
                 hint="the process that started it died (killed?); stopping as on SIGTERM",
             )
             # (the simulator has no stop handling of its own: it always ends here)
-            if signal.getsignal(signal.SIGTERM) is _until_own_stop_handling:
+            if handler is _until_own_stop_handling or unhandled:
                 _said_by = "lifeline"
                 log.info(
                     "process_stopped",
                     process=process,
                     outcome=f"exit {PARENT_GONE_EXIT}",
-                    stopped="at once, before its own stop handling",
+                    stopped="at once, with no stop handling in place"
+                    if unhandled
+                    else "at once, before its own stop handling",
                 )
-                _flush_stdio()  # (each log record is flushed as it is written)
-                os._exit(PARENT_GONE_EXIT)
-    if _said_by != "lifeline":  # (only a test's stand-in of `os._exit` returns)
+                at_once = True
+        elif unhandled:  # its line said: SIGTERM would end it by the signal (or not at all)
+            at_once = True
+        if at_once:
+            _flush_stdio()  # (each log record is flushed as it is written)
+            os._exit(PARENT_GONE_EXIT)
+    if not at_once:  # (only a test's stand-in of `os._exit` returns)
         os.kill(os.getpid(), signal.SIGTERM)
 
 
