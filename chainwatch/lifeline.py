@@ -92,6 +92,11 @@ _NO_HANDLER: Final = (signal.SIG_DFL, signal.SIG_IGN)
 """SIGTERM's handler where the process has none of its own in Python (`_stop`)."""
 _said_by: str | None = None
 """Who said it: "lifeline" (the process's own line is then left out) or "process"."""
+_unsaid: tuple[int, int] | None = None
+"""A pipe (read end, write end) on which `_until_own_stop_handling` tells the watch that a
+SIGTERM found the process with no stop handling of its own and no last line said, its
+parent gone; the watch, waiting on it after its SIGTERM, then says the line and ends the
+process (`_wait_for_death`). A write is all a signal handler may safely do here."""
 
 
 def _held() -> _Lifeline:
@@ -157,8 +162,10 @@ def watch_parent(fd: int, process: str) -> None:
             f"{OPTION} {fd}: not an open pipe (the option is for the processes chainwatch starts)"
         )
     os.set_inheritable(fd, False)  # this child's own children must not hold it
-    global _said_by
+    global _said_by, _unsaid
     _said_by = None  # a process that watches says its last line from now on
+    if _unsaid is None:
+        _unsaid = os.pipe()  # (not inheritable)
     signal.signal(signal.SIGTERM, _until_own_stop_handling)
     threading.Thread(
         target=_wait_for_death, args=(fd, process), name="lifeline", daemon=True
@@ -171,8 +178,18 @@ def _until_own_stop_handling(signum: int, _frame: object) -> None:
     died, a SIGTERM (anyone's; the watch's to a process that has said its last line) ends
     it with `PARENT_GONE_EXIT`, at once as the default did (no clean-up, no wait for its
     threads), its lines written: the default ended it by the signal, status -15. Anyone
-    else's SIGTERM before still ends it by the signal."""
+    else's SIGTERM before still ends it by the signal.
+
+    Unless nothing said the process's last line yet: the watch sent SIGTERM to the
+    process's own handler, and this one was put back before the signal came (the wait
+    before a process's main part ended right then). Ended here, the process had no
+    `process_stopped` at all; the watch says it and ends it (`_unsaid`)."""
     if parent_gone():
+        unsaid = _unsaid
+        if _said_by is None and unsaid is not None:
+            with contextlib.suppress(OSError):
+                os.write(unsaid[1], b"\0")
+                return
         _flush_stdio()
         os._exit(PARENT_GONE_EXIT)
     signal.signal(signum, signal.SIG_DFL)
@@ -194,10 +211,15 @@ def _wait_for_death(fd: int, process: str) -> None:
         log.warning("process_parent_watch_failed", process=process, error=str(exc))
         return
     _parent_gone.set()
-    _stop(process)
+    if _stop(process):
+        return
+    unsaid = _unsaid  # its SIGTERM went to the process's own handler, if still in place
+    while unsaid is not None and os.read(unsaid[0], 1) and _said_by is None:
+        if _stop(process, looked=True):  # (only a test's stand-in of `os._exit` returns)
+            return
 
 
-def _stop(process: str) -> None:
+def _stop(process: str, *, looked: bool = False) -> bool:
     """Stop this process as SIGTERM would: through its own stop handling if it has some in
     place, else at once from here, its last line said first.
 
@@ -217,19 +239,24 @@ def _stop(process: str) -> None:
     it yet), and an ignored one did nothing. faust's worker has the default for the rest
     of its stop once it has closed its event loop (asyncio puts it back): the ops
     server's stop, its own `process_stopped`. Such a process is ended at once from here
-    too, its line said first if it had not said it."""
+    too, its line said first if it had not said it.
+
+    `looked`: once more, after a SIGTERM the process's own handler did not get
+    (`_unsaid`), `process_parent_gone` said already. True when it ended the process."""
     global _said_by
     at_once = False
     with _last_line:
         handler = signal.getsignal(signal.SIGTERM)
         unhandled = handler in _NO_HANDLER
         if _said_by is None:
-            # no parent pid: one that died before this child looked had left it the reaper's
-            log.warning(
-                "process_parent_gone",
-                process=process,
-                hint="the process that started it died (killed?); stopping as on SIGTERM",
-            )
+            if not looked:
+                # no parent pid: one that died before this child looked had left it the
+                # reaper's
+                log.warning(
+                    "process_parent_gone",
+                    process=process,
+                    hint="the process that started it died (killed?); stopping as on SIGTERM",
+                )
             # (the simulator has no stop handling of its own: it always ends here)
             if handler is _until_own_stop_handling or unhandled:
                 _said_by = "lifeline"
@@ -247,8 +274,9 @@ def _stop(process: str) -> None:
         if at_once:
             _flush_stdio()  # (each log record is flushed as it is written)
             os._exit(PARENT_GONE_EXIT)
-    if not at_once:  # (only a test's stand-in of `os._exit` returns)
+    if not at_once:
         os.kill(os.getpid(), signal.SIGTERM)
+    return at_once  # (only a test's stand-in of `os._exit` returns)
 
 
 def say_stopped(say: Callable[[], None]) -> None:

@@ -87,6 +87,7 @@ def child(monkeypatch: pytest.MonkeyPatch) -> Iterator[Child]:
 
     monkeypatch.setattr(lifeline, "_parent_gone", threading.Event())
     monkeypatch.setattr(lifeline, "_said_by", None, raising=False)  # a fresh process's
+    monkeypatch.setattr(lifeline, "_unsaid", None)  # the stand-in handler tells it nothing
     monkeypatch.setattr(lifeline, "_until_own_stop_handling", early)
     monkeypatch.setattr(lifeline.os, "_exit", watched.exits.append)
 
