@@ -328,6 +328,33 @@ def http_client(
     )
 
 
+CLIENT_CLOSE_S = 5.0
+"""How long closing an endpoint's HTTP client may take (its pool's connections, its
+resolver's threads): past it the close is left to end on its own, logged."""
+
+
+async def close_client(http: httpx.AsyncClient, endpoint: str, *, hide: Iterable[str] = ()) -> None:
+    """`http.aclose()`, waited for at most `CLIENT_CLOSE_S`; a failure is logged (`hide`
+    redacted, as in the endpoint's other errors), never raised over the error or the
+    stop that ended the endpoint.
+
+    In a task of its own, never cancelled: a close that hangs cannot hold the
+    endpoint's stop, nor a cancel of the caller (a second Ctrl-C) leave the pool half
+    closed and the resolver's threads running; it is left to end on its own.
+    """
+    closing = asyncio.ensure_future(http.aclose())
+    closing.add_done_callback(lambda task: _close_failed(task, endpoint, hide))
+    await asyncio.wait({closing}, timeout=CLIENT_CLOSE_S)
+    if not closing.done():
+        log.warning("webhook_client_close_cut", endpoint=endpoint, after_s=CLIENT_CLOSE_S)
+
+
+def _close_failed(task: asyncio.Future[None], endpoint: str, hide: Iterable[str]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        error = error_text(exc, hide=hide)
+        log.warning("webhook_client_close_failed", endpoint=endpoint, error=error)
+
+
 def signed_headers(signer: Webhook | None, msg_id: str, body: str, at: datetime) -> dict[str, str]:
     """Standard Webhooks headers; without a signer (Slack, Teams, PagerDuty without a
     secret) the same minus `webhook-signature`: the id still lets a receiver de-duplicate."""

@@ -40,6 +40,7 @@ from sinks.webhooks.delivery import (
     DeliveryResult,
     EndpointHealth,
     RetryPolicy,
+    close_client,
     deliver,
     error_text,
     error_trace,
@@ -461,9 +462,13 @@ class EndpointPipe:
             self.policy, targets=self.config.targets, concurrency=self.endpoint.concurrency
         )
         waits = KafkaWaits(f"Kafka at {self.config.bootstrap}", drain=drain)
-        if not await start_consumer(consumer, stop, waits):
-            await self.warmup.stop()  # the first assignment may have started one
-            await http.aclose()
+        try:
+            started = await start_consumer(consumer, stop, waits)
+        except BaseException:  # a stalled drain, a Kafka error, our task cancelled
+            await self._release(http)  # (`start_consumer` stopped the consumer)
+            raise
+        if not started:
+            await self._release(http)
             return self.stats
         workers = [
             asyncio.create_task(self._work(http), name=f"webhook-{self.endpoint.name}-{i}")
@@ -508,17 +513,30 @@ class EndpointPipe:
                 task.cancel()
             await asyncio.gather(relay, consuming, stopped, *workers, return_exceptions=True)
             self.pending.clear()
-            await self.warmup.stop()
-            await self.commit(consumer)
-            stalled = (
-                consuming.done()
-                and not consuming.cancelled()
-                and isinstance(consuming.exception(), KafkaStalled)
-            )
-            await stop_consumer(consumer, within_s=STALLED_STOP_S if stalled else None)
-            await http.aclose()
+            try:
+                await self.warmup.stop()
+                await self.commit(consumer)
+                stalled = (
+                    consuming.done()
+                    and not consuming.cancelled()
+                    and isinstance(consuming.exception(), KafkaStalled)
+                )
+                await stop_consumer(consumer, within_s=STALLED_STOP_S if stalled else None)
+            finally:  # also when a second cancel cuts the steps above
+                await close_client(http, self.endpoint.name, hide=self.secrets)
         self._check_workers(workers)  # also one that failed while we were stopping
         return self.stats
+
+    async def _release(self, http: httpx.AsyncClient) -> None:
+        """What `run` started besides the consumer, when the consumer's start fails or
+        stops: the warm-up its first assignment may have started (`on_partitions_assigned`
+        runs inside `start`), and the HTTP client (its connection pool and its resolver's
+        threads). Each within its deadline, so a long-running notifier restarting a pipe
+        leaks neither a task nor a pool."""
+        try:
+            await self.warmup.stop()
+        finally:
+            await close_client(http, self.endpoint.name, hide=self.secrets)
 
     def _check_workers(self, workers: Sequence[asyncio.Task[None]]) -> None:
         """Raise `WorkerDied` if a worker ended on its own (only we cancel them)."""

@@ -30,7 +30,8 @@ of the read-back falls under one deadline (`timeout_s`); a read that
 fails or runs out of time raises `WarmupFailed` naming the step, and the
 caller forgets those partitions (a partial read could hold an older content
 as the latest, and skip a real change) and resumes them: deliveries go on,
-only a repeat may be delivered again. A revocation cancels the read.
+only a repeat may be delivered again. A revocation, or the endpoint's end,
+cancels the read and waits for it at most `CANCEL_WAIT_S`.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ consumer (its heartbeats) and the deliveries of every endpoint go on meanwhile."
 
 STOP_TIMEOUT_S = 10.0
 """Closing the reader (after the read, a failure or a cancellation) waits no longer."""
+CANCEL_WAIT_S = STOP_TIMEOUT_S + 2.0
+"""How long `Warmup.stop` waits for the read-back it cancelled: its reader's close, and
+a margin; a read-back that swallowed the cancel is left behind then, logged."""
 
 
 class WarmupFailed(RuntimeError):
@@ -192,6 +196,13 @@ async def _read(
         await stop_consumer(source, within_s=STOP_TIMEOUT_S)
 
 
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """A read-back's end taken (as the gather that waited for it before), so the loop
+    warns of no exception never retrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _names(tps: Collection[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps))
 
@@ -241,13 +252,23 @@ class Warmup:
         )
 
     async def stop(self) -> None:
-        """Cancel a read-back in progress; what it read stays (the caller forgets it)."""
+        """Cancel a read-back in progress; what it read stays (the caller forgets it).
+
+        Waited for at most `CANCEL_WAIT_S`: the endpoint's stop and the rebalance
+        listener wait here, and a cancel that third-party code swallowed would hold
+        them for ever."""
         task, self._task = self._task, None
         self.warming.clear()
         self._done_ranges = {}
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_WAIT_S)
+        if task.done():
+            _retrieve(task)
+            return
+        task.add_done_callback(_retrieve)
+        log.warning("webhook_warmup_stop_cut", endpoint=self.endpoint, after_s=CANCEL_WAIT_S)
 
     async def _run(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
         began = time.monotonic()
