@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
+from topic_to_end import read_to_end
 
 from chainwatch.replay import ReplayRun, no_progress
 from chainwatch.settings import Settings
@@ -122,7 +123,7 @@ def test_random_and_broken_records_all_end_in_dead_letters(
         producer.close()
         run.start_workers(1)
         run.finish(None, timeout_s=300)  # raises if the worker died on the way
-        letters = _read_all(run.settings.kafka.bootstrap, names(DEAD_LETTER))
+        letters = read_to_end(run.settings.kafka.bootstrap, names(DEAD_LETTER))
     finally:
         run.close()
 
@@ -150,17 +151,3 @@ def _key_for(rng: random.Random, topic: str, raw: bytes, n: int) -> bytes:
     if isinstance(own, str) and rng.randrange(8):
         return own.encode()
     return f"k-{n % 97}".encode()
-
-
-def _read_all(bootstrap: str, topic: str) -> list[bytes]:
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=3000,
-    )
-    try:
-        return [record.value for record in consumer]
-    finally:
-        consumer.close()

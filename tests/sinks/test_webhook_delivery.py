@@ -21,6 +21,7 @@ from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
 from standardwebhooks import Webhook
 from structlog.testing import capture_logs
+from topic_to_end import read_topic
 from webhook_servers import loopback_webhooks
 
 from chainwatch.notify_runner import build_notifier, load_configured, run_notify
@@ -173,20 +174,6 @@ def _subscriptions(
     return path
 
 
-def _read_topic(settings: Settings, topic: str, expected: int) -> list[bytes]:
-    consumer = KafkaConsumer(
-        settings.kafka.topic(topic),
-        bootstrap_servers=settings.kafka.bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=3000,
-    )
-    try:
-        return [r.value for r in consumer][: expected + 100]
-    finally:
-        consumer.close()
-
-
 def test_every_alert_reaches_every_subscriber_despite_failing_receivers(
     settings_factory: Callable[..., Settings],
     tmp_path: Path,
@@ -239,8 +226,7 @@ def test_every_alert_reaches_every_subscriber_despite_failing_receivers(
 
     # dead letters: every dead-endpoint delivery and every rejected one, nothing else
     letters = [
-        WebhookDeadLetter.model_validate_json(v)
-        for v in _read_topic(settings, DEAD_LETTER_TOPIC, 30)
+        WebhookDeadLetter.model_validate_json(v) for v in read_topic(settings, DEAD_LETTER_TOPIC)
     ]
     assert {(d.endpoint, d.webhook_id) for d in letters} == (
         {("dead", i) for i in ids} | {("reject", i) for i in reject_ids}
@@ -341,8 +327,7 @@ def test_a_dead_endpoint_gives_up_its_backlog_within_one_horizon(
     assert (stats.delivered, stats.gave_up) == (30, 30)
     assert elapsed < 10 * horizon
     letters = [
-        WebhookDeadLetter.model_validate_json(v)
-        for v in _read_topic(settings, DEAD_LETTER_TOPIC, 30)
+        WebhookDeadLetter.model_validate_json(v) for v in read_topic(settings, DEAD_LETTER_TOPIC)
     ]
     assert len({d.webhook_id for d in letters if d.endpoint == "dead"}) == 30
     # most were given up without an attempt (between probes), once the endpoint was down
@@ -474,20 +459,19 @@ def test_every_format_reaches_its_receiver_with_the_fields_the_target_requires(
 
     assert (stats.delivered, stats.gave_up) == (4 * len(alerts), len(alerts))
     letters = [
-        WebhookDeadLetter.model_validate_json(v)
-        for v in _read_topic(settings, DEAD_LETTER_TOPIC, len(alerts))
+        WebhookDeadLetter.model_validate_json(v) for v in read_topic(settings, DEAD_LETTER_TOPIC)
     ]
     assert {d.endpoint for d in letters} == {"pd-reject"}
     assert len(letters) == len(alerts)
     assert all(d.payload["routing_key"] == "<redacted>" for d in letters)
     assert all(d.payload["dedup_key"] for d in letters)  # re-sendable once the key is put back
-    logged = _read_topic(settings, DELIVERIES_TOPIC, 5 * len(alerts))
+    logged = read_topic(settings, DELIVERIES_TOPIC)
     assert len(logged) == 5 * len(alerts)  # one delivery-log entry per endpoint and alert
     assert not any(routing_key.encode() in v for v in letters_raw(settings) + logged)
 
 
 def letters_raw(settings: Settings) -> list[bytes]:
-    return _read_topic(settings, DEAD_LETTER_TOPIC, 100)
+    return read_topic(settings, DEAD_LETTER_TOPIC)
 
 
 def test_a_restart_of_worker_and_notifier_delivers_only_what_changed(

@@ -19,7 +19,8 @@ import pytest
 from log_lines import Lines
 from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
-from test_webhook_delivery import _committed, _read_topic
+from test_webhook_delivery import _committed
+from topic_to_end import read_topic
 from webhook_servers import Server, loopback_webhooks, serve, status
 
 from chainwatch import process
@@ -119,7 +120,7 @@ def test_an_alert_whose_message_or_delivery_fails_is_given_up_and_the_endpoint_g
     ok = [a.alert_id for a in alerts if a.alert_id not in failing]
     assert sorted(delivered) == sorted([*ok, alerts[3].alert_id])  # 3 went out, unrecorded
     assert (stats.delivered, stats.gave_up) == (3, 3)
-    logs = [DeliveryLog.model_validate_json(v) for v in _read_topic(settings, DELIVERIES_TOPIC, 6)]
+    logs = [DeliveryLog.model_validate_json(v) for v in read_topic(settings, DELIVERIES_TOPIC)]
     assert len(logs) == 6  # one outcome per delivery, the failed ones too
     assert {log.alert_id for log in logs if log.outcome == "delivered"} == set(ok)
     failed = {log.alert_id: log for log in logs if log.outcome == "gave_up"}
@@ -134,7 +135,7 @@ def test_an_alert_whose_message_or_delivery_fails_is_given_up_and_the_endpoint_g
         "TypeError: a bug in the outcome record"
     )
     assert recorded.webhook_id == unrecorded[0]
-    letters = [Letter.model_validate_json(v) for v in _read_topic(settings, DEAD_LETTER_TOPIC, 3)]
+    letters = [Letter.model_validate_json(v) for v in read_topic(settings, DEAD_LETTER_TOPIC)]
     assert sorted((d.alert_id, d.reason) for d in letters) == sorted(
         (alert_id, log.last_error) for alert_id, log in failed.items()
     )
