@@ -25,7 +25,7 @@ WAIT_S = 60.0
 """For a child to start (imports) and end: far past it on a loaded machine."""
 
 CHILD = """
-import os, sys, threading
+import os, select, signal, sys, threading
 from chainwatch import lifeline
 from chainwatch.logs import configure_logging
 from chainwatch.process import waiting_before_main
@@ -34,6 +34,11 @@ configure_logging(fmt="json")
 wait_s = float(sys.argv[1])
 read_end, write_end = os.pipe()  # this process is its own parent's stand-in
 lifeline.watch_parent(read_end, "sink")
+# A signal writes a byte here: a wait for it cannot miss one that came just before (its
+# handler would run only after a blocking call begun right then had ended)
+signalled, signal_byte = os.pipe()
+os.set_blocking(signal_byte, False)
+signal.set_wakeup_fd(signal_byte)
 looked, left = threading.Event(), threading.Event()
 real = lifeline.log
 
@@ -52,7 +57,8 @@ with waiting_before_main("sink", None):
     os.close(write_end)  # the parent dies while the process waits
     looked.wait(wait_s)
 left.set()  # the wait is over, the lifeline's handler back: the watch's SIGTERM comes now
-threading.Event().wait(wait_s)  # before its main part puts its own handler in place
+select.select([signalled], [], [], wait_s)  # before its main part puts its own handler in place
+threading.Event().wait(wait_s)  # its handler has run: what ends the process follows
 """
 
 
