@@ -18,16 +18,26 @@ commits and leaves the group: the very waits that hang while the group
 coordinator is away. mode calls `on_worker_shutdown()` just before it, for every
 stop, so the deadline starts there (cause `crash`, or `ended`) if no signal
 started it first.
+
+mode ends every stop with a sentinel task, run just before it closes the loop, that
+slept a fixed second: a second of every worker's stop (and of every replay's end in
+the suite, which waits for its workers to exit). Ours waits for what that turn is
+for - the tasks mode's gather cancelled, for at most the same second - and ends when
+they have (one turn more for their callbacks: a transport's `connection_lost`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from typing import Any
 
 import faust
 
 from chainwatch.stop_deadline import StopDeadline
+
+SENTINEL_S = 1.0
+"""How long the last turn waits for the tasks mode's gather cancelled (mode's fixed sleep)."""
 
 
 class BoundedStopWorker(faust.Worker):
@@ -55,6 +65,13 @@ class BoundedStopWorker(faust.Worker):
         # mode calls this for every stop, just before `stop_and_shutdown()` (the waits)
         self._stop_deadline.start("ended" if self.crash_reason is None else "crash")
         super().on_worker_shutdown()
+
+    async def _sentinel_task(self) -> None:
+        # mode: `await asyncio.sleep(1.0)`, whatever is left (see the module's docstring)
+        left = asyncio.all_tasks() - {asyncio.current_task()}
+        if left:
+            await asyncio.wait(left, timeout=SENTINEL_S)
+        await asyncio.sleep(0)  # the done callbacks of the last of them
 
     def cancel_stop_deadline(self) -> None:
         """Called once the worker returned: what follows (the ops port's stop) is not timed."""

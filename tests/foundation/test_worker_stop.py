@@ -10,6 +10,7 @@ starts the deadline.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +27,7 @@ from tests.sinks.sink_harness import wait_for
 WORKER = """
 import asyncio, sys
 from pathlib import Path
+from typing import Any
 from mode import Service
 from chainwatch.logs import configure_logging
 from chainwatch.worker_stop import BoundedStopWorker
@@ -102,3 +105,29 @@ def test_a_stop_that_does_not_end_exits_after_its_deadline(
         assert timed_out == []
         # no terminal control codes in a log file (faust's spinner wrote ESC[?25h)
         assert "\x1b" not in log.read_text()
+
+
+def test_the_last_turn_of_a_stop_waits_for_the_cancelled_tasks_not_a_fixed_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """mode's sentinel slept 1 s on every stop; ours ends once the tasks it was left are
+    done (the sleeps it asks for are counted, not the time it took: load-independent)."""
+    from chainwatch import worker_stop
+
+    asked: list[float] = []
+    sleep = asyncio.sleep
+
+    async def counted(delay: float, *args: Any) -> Any:
+        asked.append(delay)
+        return await sleep(0, *args)
+
+    async def stop() -> bool:
+        cancelled = asyncio.ensure_future(asyncio.Event().wait())  # as mode's gather left it
+        await sleep(0)
+        cancelled.cancel()
+        monkeypatch.setattr(asyncio, "sleep", counted)
+        await worker_stop.BoundedStopWorker._sentinel_task(None)  # type: ignore[arg-type]
+        return cancelled.cancelled()
+
+    assert asyncio.run(stop())  # it waited for the cancelled task to end
+    assert asked == [0]  # one turn for the callbacks, no fixed wait (mode's: [1.0])
