@@ -42,7 +42,7 @@ from schemas.epcis import EpcisMapping
 from schemas.json_blank import json_blank
 from schemas.plan import load_plan
 from streams.ingest.admission import Admission, jittered_retry_after
-from streams.ingest.auth import Role, TokenEntry, TokenRegistry, bearer_token
+from streams.ingest.auth import Role, TokenEntry, TokenRegistry, bearer_token, named_first
 from streams.ingest.batch import (
     ENDPOINTS,
     EVENT_LIST,
@@ -463,7 +463,7 @@ class Gateway:
                     "forbidden",
                     f"token {principal.name!r} may only post for unit {principal.unit_id!r}"
                     + (f" and stages {', '.join(principal.stages)}" if principal.stages else "")
-                    + f", not for {', '.join(foreign)}",
+                    + f", not for {named_first(foreign)}",
                 )
         accepted = [v for v in verdicts if v.accepted]
         rejected = [v for v in verdicts if not v.accepted]

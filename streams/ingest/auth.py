@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 from collections import Counter
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Final, Self
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from schemas.common import Identifier, StageName
 from schemas.files import load_config_yaml, read_config_text
 from schemas.http_whitespace import HTTP_WHITESPACE
+from schemas.text import capped
 
 
 class Role(StrEnum):
@@ -63,14 +65,21 @@ class TokenEntry(BaseModel):
         if self.role is not Role.UNIT:
             return None
         if unit_id is not None and unit_id != self.unit_id:
-            return f"unit {unit_id!r}"
+            return f"unit {capped(unit_id, quoted=True)}"
         if self.stages is not None and stage is not None and stage not in self.stages:
-            return f"stage {stage!r}"
+            return f"stage {capped(stage, quoted=True)}"
         return None
 
 
 NAMED_MOST: Final = 5
-"""Repeated token names a refusal lists (then how many more)."""
+"""Repeated token names, or foreign units and stages, a refusal lists (then how many more)."""
+
+
+def named_first(names: Sequence[str]) -> str:
+    """The first `NAMED_MOST` of `names`, then how many more: a refusal that named every
+    foreign unit of a body of thousands repeated the body's ids in one answer."""
+    more = f" and {len(names) - NAMED_MOST} more" if len(names) > NAMED_MOST else ""
+    return ", ".join(names[:NAMED_MOST]) + more
 
 
 class TokensFile(BaseModel):
@@ -85,10 +94,9 @@ class TokensFile(BaseModel):
         if twice := sorted(name for name, n in counts.items() if n > 1):
             # named: in a file of dozens of callers "must be unique" left the search to you;
             # the first few only, or a file of thousands repeated made a line as long
-            named = ", ".join(map(repr, twice[:NAMED_MOST]))
-            more = f" and {len(twice) - NAMED_MOST} more" if len(twice) > NAMED_MOST else ""
             raise ValueError(
-                f"token names must be unique: {named}{more} in more than one entry "
+                f"token names must be unique: {named_first([repr(t) for t in twice])} in more "
+                "than one entry "
                 "(rename or remove one)"
             )
         if len(set(digests)) != len(digests):

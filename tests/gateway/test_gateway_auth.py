@@ -147,6 +147,20 @@ class TestThroughTheGateway:
         published = {json.loads(v)["event_id"] for _, v in gateway.read_all("scans") if v}
         assert mixed[0]["event_id"] not in published
 
+    def test_a_refusal_names_the_first_foreign_units_not_every_one(self, gateway: Harness) -> None:
+        """The 403 named every foreign unit of the body, each id whole: a body of other
+        units' items was repeated in the answer (the gateway's limits bound it; a
+        gateway configured for large bodies answered megabytes)."""
+        many = [scan("A" * 5_000)] + [scan(f"KNIT-{i:04d}") for i in range(48)]
+        response = gateway.post("/v1/scans", many, token="unit-dye")
+        assert response.status_code == 403, response.text[:300]
+        detail = response.json()["detail"]
+        assert "(5,000 characters)" in detail
+        assert "'KNIT-0000'" in detail
+        assert "and 44 more" in detail
+        assert "KNIT-0004" not in detail
+        assert len(response.content) < 1_000
+
     def test_an_item_that_fails_or_names_its_unit_twice_cannot_claim_another_unit(
         self, gateway: Harness
     ) -> None:
