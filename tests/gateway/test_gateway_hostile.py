@@ -365,5 +365,7 @@ def test_an_8_mb_bracket_bomb_is_refused_at_once_and_probes_do_not_stall(
         f"probes); slowest /healthz meanwhile {slowest * 1000:.1f} ms"
     )
     assert status == 413
-    assert cpu < 1.5  # was 8.5 s
-    assert slowest < 0.5  # was 1.4 s
+    assert cpu < 1.5  # was 8.5 s: the load-independent proof
+    # was 1.4 s on a quiet machine (the scan held the loop); 0.6 s was seen after the fix
+    # beside other suites, the gateway using 30 ms of CPU: a wall-clock bound far from both
+    assert slowest < 1.0
