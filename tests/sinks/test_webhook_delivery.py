@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -297,12 +298,31 @@ def _committed(settings: Settings, group: str) -> int:
         consumer.close()
 
 
-async def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+async def _until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout_s: float, what: str
+) -> None:
+    """Poll `condition` (a plain or an async one) until it holds, at most `timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while not await _holds(condition()):
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout_s} s: {what}")
         await asyncio.sleep(0.05)  # polling a condition, with a deadline
+
+
+async def _holds(answer: bool | Awaitable[bool]) -> bool:
+    return await answer if inspect.isawaitable(answer) else answer
+
+
+async def _committed_off_loop(settings: Settings, group: str) -> int:
+    """`_committed` on a thread, for a test whose notifiers run on this loop.
+
+    Its kafka-python client blocks while it bootstraps, finds the group's coordinator,
+    fetches the offsets and closes: 0.2-1.9 s a call on the loaded 2-core VM (two CPU
+    hogs, tracemalloc). Polled every 50 ms on the notifiers' own loop, it froze their
+    heartbeats, read-backs and commits for most of the wait: a rebalance's commit ran
+    out of its `COMMIT_TIMEOUT_S` once.
+    """
+    return await asyncio.to_thread(_committed, settings, group)
 
 
 def test_a_dead_endpoint_gives_up_its_backlog_within_one_horizon(
@@ -546,6 +566,9 @@ def test_notifiers_sharing_a_group_warm_up_only_their_partitions_and_again_after
     def of(pipe: int, since: int) -> list[int]:
         return sorted(p for w, p in warmed[since:] if w == pipe)
 
+    async def committed_is(count: int) -> bool:
+        return await _committed_off_loop(settings, group) == count
+
     async def run() -> None:
         publish(settings, ALERTS, records)
         a = build_notifier(settings, load_configured(settings))
@@ -553,7 +576,7 @@ def test_notifiers_sharing_a_group_warm_up_only_their_partitions_and_again_after
         stop_a, stop_b = asyncio.Event(), asyncio.Event()
         run_a = asyncio.create_task(a.run(stop_a))
         try:
-            await _until(lambda: _committed(settings, group) == len(records), 60, "a delivered")
+            await _until(lambda: committed_is(len(records)), 60, "a delivered")
             first = id(a.pipes[0].warmup)
             assert set(of(first, 0)) == everything  # alone in the group: every partition
             joined = len(warmed)
@@ -568,10 +591,8 @@ def test_notifiers_sharing_a_group_warm_up_only_their_partitions_and_again_after
                 )  # fmt: skip
                 second = id(b.pipes[0].warmup)
                 assert not set(of(first, joined)) & set(of(second, joined))
-                publish(settings, ALERTS, records)  # a worker restart: every alert again
-                await _until(
-                    lambda: _committed(settings, group) == 2 * len(records), 60, "repeats read"
-                )
+                await asyncio.to_thread(publish, settings, ALERTS, records)  # a worker restart
+                await _until(lambda: committed_is(2 * len(records)), 60, "repeats read")
             finally:
                 stop_b.set()
                 await asyncio.wait_for(run_b, 60)
@@ -579,8 +600,8 @@ def test_notifiers_sharing_a_group_warm_up_only_their_partitions_and_again_after
             await _until(
                 lambda: set(of(first, left)) == everything, 60, "a warmed up b's share again"
             )
-            publish(settings, ALERTS, records)
-            await _until(lambda: _committed(settings, group) == 3 * len(records), 60, "read")
+            await asyncio.to_thread(publish, settings, ALERTS, records)  # off the loop, too
+            await _until(lambda: committed_is(3 * len(records)), 60, "read")
         finally:
             stop_a.set()
             await asyncio.wait_for(run_a, 60)
@@ -645,11 +666,11 @@ def test_after_a_rebalance_only_the_partitions_reread_delivers_what_was_queued(
                 await asyncio.wait_for(run_b, 60)
             await _until(lambda: everything in to(pipe, left), 60, "a got every partition back")
             state.down = False
-            await _until(
-                lambda: _committed(settings, group) == len(alerts) and pipe.idle(),
-                60,
-                "a delivered and committed everything",
-            )
+
+            async def everything_committed() -> bool:
+                return await _committed_off_loop(settings, group) == len(alerts) and pipe.idle()
+
+            await _until(everything_committed, 60, "a delivered and committed everything")
         finally:
             stop_a.set()
             await asyncio.wait_for(run_a, 60)
