@@ -8,6 +8,7 @@ import inspect
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -188,8 +189,10 @@ def test_every_alert_reaches_every_subscriber_despite_failing_receivers(
             "allowed_networks": "127.0.0.1",  # the test's receiver is on loopback
             "timeout_s": 2.0,
             "initial_backoff_s": 0.05,
-            "max_backoff_s": 0.2,
-            "retry_horizon_s": 6.0,
+            "max_backoff_s": 0.5,
+            # /flaky's first message takes 500, 500, a timeout, then 200: some 2.5 s, and
+            # on a loaded machine (two CPU hogs, tracemalloc) more than 6 s: given up
+            "retry_horizon_s": 10.0,
             "max_attempts": 1000,
         }
     )
@@ -249,12 +252,21 @@ def test_every_alert_reaches_every_subscriber_despite_failing_receivers(
     finally:
         client.close()
     table = {(e, o): (int(n), int(a)) for e, o, n, a in rows}
-    assert table[("healthy", "delivered")] == (15, 1)
+    # (on a failure, what the notifier logged too: which side lost a row)
+    assert table.get(("healthy", "delivered")) == (15, 1), (table, _delivery_log(settings))
     assert table[("flaky", "delivered")][0] == 15
     assert table[("dead", "gave_up")][0] == 15
     assert table[("dead", "gave_up")][1] > 3
     assert table[("reject", "gave_up")] == (len(reject_ids), 1)
     assert table[("throttled", "delivered")][0] == 5
+
+
+def _delivery_log(settings: Settings) -> Counter[tuple[str, str]]:
+    """The delivery log's entries per (endpoint, outcome), as the notifier published them."""
+    return Counter(
+        (entry["endpoint"], entry["outcome"])
+        for entry in map(json.loads, _read_topic(settings, DELIVERIES_TOPIC, 100))
+    )
 
 
 def test_a_record_the_broker_refuses_is_reported_not_retried_forever(
