@@ -265,7 +265,7 @@ def _delivery_log(settings: Settings) -> Counter[tuple[str, str]]:
     """The delivery log's entries per (endpoint, outcome), as the notifier published them."""
     return Counter(
         (entry["endpoint"], entry["outcome"])
-        for entry in map(json.loads, _read_topic(settings, DELIVERIES_TOPIC, 100))
+        for entry in map(json.loads, read_topic(settings, DELIVERIES_TOPIC))
     )
 
 
