@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import inspect
 import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +16,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from kafka import KafkaConsumer, TopicPartition
+from notify_waits import committed, committed_off_loop, secret_for, until
 from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
 from standardwebhooks import Webhook
@@ -42,10 +40,6 @@ from streams.topics import ALERTS
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ENDPOINTS = ("healthy", "flaky", "dead", "throttled", "reject")
-
-
-def _secret(name: str) -> str:
-    return "whsec_" + base64.b64encode(f"secret-of-{name}-0123456789".encode()).decode()
 
 
 @dataclass
@@ -165,7 +159,7 @@ def _subscriptions(
         {
             "name": name,
             "url": f"http://127.0.0.1:{port}/{name}",
-            "secret": _secret(name),
+            "secret": secret_for(name),
             "filters": filters.get(name, {}),
             "concurrency": dead_concurrency if name == "dead" else 1,
         }
@@ -209,7 +203,7 @@ def test_every_alert_reaches_every_subscriber_despite_failing_receivers(
     for request in state.requests:
         by_path.setdefault(request.path, []).append(request)
         # every request, retries included, verifies with the endpoint's secret
-        Webhook(_secret(request.path[1:])).verify(request.body, request.headers)
+        Webhook(secret_for(request.path[1:])).verify(request.body, request.headers)
         data[request.headers["webhook-id"]] = json.loads(request.body)["data"]
     got = {path: {r.headers["webhook-id"] for r in reqs} for path, reqs in by_path.items()}
     ids = got["/healthy"]
@@ -236,7 +230,7 @@ def test_every_alert_reaches_every_subscriber_despite_failing_receivers(
         {("dead", i) for i in ids} | {("reject", i) for i in reject_ids}
     )
     assert stats.gave_up == len(letters)
-    assert all(_secret(d.endpoint) not in d.model_dump_json() for d in letters)
+    assert all(secret_for(d.endpoint) not in d.model_dump_json() for d in letters)
     # the healthy endpoint did not wait for the dead one to give up (its pace on a
     # loaded machine is the broker's, so only its start is compared)
     first_healthy = min(r.at for r in by_path["/healthy"])
@@ -299,44 +293,6 @@ def _settings_for(
     )
 
 
-def _committed(settings: Settings, group: str) -> int:
-    """Offsets of `alerts` committed by a consumer group, summed over partitions."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group)
-    try:
-        topic = settings.kafka.topic(ALERTS)
-        parts = consumer.partitions_for_topic(topic) or set()
-        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in parts)
-    finally:
-        consumer.close()
-
-
-async def _until(
-    condition: Callable[[], bool | Awaitable[bool]], timeout_s: float, what: str
-) -> None:
-    """Poll `condition` (a plain or an async one) until it holds, at most `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not await _holds(condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        await asyncio.sleep(0.05)  # polling a condition, with a deadline
-
-
-async def _holds(answer: bool | Awaitable[bool]) -> bool:
-    return await answer if inspect.isawaitable(answer) else answer
-
-
-async def _committed_off_loop(settings: Settings, group: str) -> int:
-    """`_committed` on a thread, for a test whose notifiers run on this loop.
-
-    Its kafka-python client blocks while it bootstraps, finds the group's coordinator,
-    fetches the offsets and closes: 0.2-1.9 s a call on the loaded 2-core VM (two CPU
-    hogs, tracemalloc). Polled every 50 ms on the notifiers' own loop, it froze their
-    heartbeats, read-backs and commits for most of the wait: a rebalance's commit ran
-    out of its `COMMIT_TIMEOUT_S` once.
-    """
-    return await asyncio.to_thread(_committed, settings, group)
-
-
 def test_a_dead_endpoint_gives_up_its_backlog_within_one_horizon(
     settings_factory: Callable[..., Settings],
     tmp_path: Path,
@@ -367,8 +323,8 @@ def test_a_dead_endpoint_gives_up_its_backlog_within_one_horizon(
     assert all(d.payload["data"]["alert_id"] for d in letters)  # re-sendable by hand
     # every endpoint's position is at the end: nothing pinned by the dead one
     group = f"{settings.engine.app_id}-notify"
-    assert _committed(settings, f"{group}.healthy") == 30
-    assert _committed(settings, f"{group}.dead") == 30
+    assert committed(settings, f"{group}.healthy") == 30
+    assert committed(settings, f"{group}.dead") == 30
 
 
 def test_a_down_endpoint_loses_nothing_across_a_restart_and_holds_back_no_other(
@@ -391,12 +347,12 @@ def test_a_down_endpoint_loses_nothing_across_a_restart_and_holds_back_no_other(
         stop = asyncio.Event()
         run = asyncio.create_task(notifier.run(stop))
         try:
-            await _until(
+            await until(
                 lambda: any(p.stats.delivered == 10 for p in notifier.pipes),
                 60,
                 "the healthy endpoint delivered everything",
             )
-            await _until(lambda: len(ids("/down")) >= 2, 60, "the down endpoint was retried")
+            await until(lambda: len(ids("/down")) >= 2, 60, "the down endpoint was retried")
         finally:
             stop.set()
             await asyncio.wait_for(run, 60)
@@ -428,7 +384,7 @@ def test_every_format_reaches_its_receiver_with_the_fields_the_target_requires(
     monkeypatch.setenv("TEST_PD_KEY", routing_key)
     base = f"http://127.0.0.1:{port}"
     endpoints = [
-        {"name": "standard", "url": f"{base}/standard", "secret": _secret("standard")},
+        {"name": "standard", "url": f"{base}/standard", "secret": secret_for("standard")},
         {"name": "slack", "url": f"{base}/slack", "format": "slack"},
         {"name": "teams", "url": f"{base}/teams", "format": "teams"},
         {
@@ -475,7 +431,7 @@ def test_every_format_reaches_its_receiver_with_the_fields_the_target_requires(
     throttled, retried = by_path["/pagerduty"][:2]
     assert (retried.at - throttled.at).total_seconds() >= 0.9  # Retry-After honoured
     for request in by_path["/standard"]:
-        Webhook(_secret("standard")).verify(request.body, request.headers)
+        Webhook(secret_for("standard")).verify(request.body, request.headers)
     for path in ("/slack", "/teams", "/pagerduty"):
         assert all("webhook-signature" not in r.headers for r in by_path[path])
 
@@ -534,7 +490,7 @@ def test_a_restart_of_worker_and_notifier_delivers_only_what_changed(
     assert stats.delivered == len(alerts)
     assert len(set(ids())) == len(alerts)
     group = f"{settings.engine.app_id}-notify.healthy"
-    assert _committed(settings, group) == len(alerts)  # it stopped with everything committed
+    assert committed(settings, group) == len(alerts)  # it stopped with everything committed
 
     changed = make_alert(5, severity=Severity.WARNING)  # an escalation the worker missed
     publish(settings, ALERTS, records([*latest.values(), changed]))  # the worker's restart
@@ -547,7 +503,7 @@ def test_a_restart_of_worker_and_notifier_delivers_only_what_changed(
     assert [json.loads(r.body)["data"] for r in new] == [changed.model_dump(mode="json")]
     assert new[0].headers["webhook-id"] not in ids()[:before]
     assert (stats.delivered, stats.repeats) == (1, len(latest))
-    assert _committed(settings, group) == len(alerts) + len(latest) + 1
+    assert committed(settings, group) == len(alerts) + len(latest) + 1
     warmed = [e for e in logged if e["event"] == "webhook_warmup_done"]
     assert len(warmed) == settings.kafka.partitions  # each partition read back, logged
     assert sum(e["records"] for e in warmed) == len(alerts)
@@ -579,7 +535,7 @@ def test_notifiers_sharing_a_group_warm_up_only_their_partitions_and_again_after
         return sorted(p for w, p in warmed[since:] if w == pipe)
 
     async def committed_is(count: int) -> bool:
-        return await _committed_off_loop(settings, group) == count
+        return await committed_off_loop(settings, group) == count
 
     async def run() -> None:
         publish(settings, ALERTS, records)
@@ -588,13 +544,13 @@ def test_notifiers_sharing_a_group_warm_up_only_their_partitions_and_again_after
         stop_a, stop_b = asyncio.Event(), asyncio.Event()
         run_a = asyncio.create_task(a.run(stop_a))
         try:
-            await _until(lambda: committed_is(len(records)), 60, "a delivered")
+            await until(lambda: committed_is(len(records)), 60, "a delivered")
             first = id(a.pipes[0].warmup)
             assert set(of(first, 0)) == everything  # alone in the group: every partition
             joined = len(warmed)
             run_b = asyncio.create_task(b.run(stop_b))
             try:
-                await _until(
+                await until(
                     lambda: bool(b.pipes) and of(id(b.pipes[0].warmup), joined) != []
                     and sorted(of(first, joined) + of(id(b.pipes[0].warmup), joined))
                     == sorted(everything),
@@ -604,16 +560,16 @@ def test_notifiers_sharing_a_group_warm_up_only_their_partitions_and_again_after
                 second = id(b.pipes[0].warmup)
                 assert not set(of(first, joined)) & set(of(second, joined))
                 await asyncio.to_thread(publish, settings, ALERTS, records)  # a worker restart
-                await _until(lambda: committed_is(2 * len(records)), 60, "repeats read")
+                await until(lambda: committed_is(2 * len(records)), 60, "repeats read")
             finally:
                 stop_b.set()
                 await asyncio.wait_for(run_b, 60)
             left = len(warmed)
-            await _until(
+            await until(
                 lambda: set(of(first, left)) == everything, 60, "a warmed up b's share again"
             )
             await asyncio.to_thread(publish, settings, ALERTS, records)  # off the loop, too
-            await _until(lambda: committed_is(3 * len(records)), 60, "read")
+            await until(lambda: committed_is(3 * len(records)), 60, "read")
         finally:
             stop_a.set()
             await asyncio.wait_for(run_a, 60)
@@ -660,14 +616,14 @@ def test_after_a_rebalance_only_the_partitions_reread_delivers_what_was_queued(
         stop_a, stop_b = asyncio.Event(), asyncio.Event()
         run_a = asyncio.create_task(a.run(stop_a))
         try:
-            await _until(lambda: bool(a.pipes) and a.pipes[0].stats.alerts == 12, 60, "a read")
+            await until(lambda: bool(a.pipes) and a.pipes[0].stats.alerts == 12, 60, "a read")
             pipe = a.pipes[0]
-            await _until(lambda: len(state.requests) >= 2, 60, "a retries its first delivery")
+            await until(lambda: len(state.requests) >= 2, 60, "a retries its first delivery")
             assert pipe.in_flight == 1  # concurrency 1: the others are queued
             joined = len(assignments)
             run_b = asyncio.create_task(b.run(stop_b))
             try:
-                await _until(
+                await until(
                     lambda: bool(b.pipes) and to(b.pipes[0], joined) != [] and to(pipe, joined),
                     60,
                     "a rebalance as b joined",
@@ -676,13 +632,13 @@ def test_after_a_rebalance_only_the_partitions_reread_delivers_what_was_queued(
                 left = len(assignments)  # before b leaves: a's next assignment comes after
                 stop_b.set()
                 await asyncio.wait_for(run_b, 60)
-            await _until(lambda: everything in to(pipe, left), 60, "a got every partition back")
+            await until(lambda: everything in to(pipe, left), 60, "a got every partition back")
             state.down = False
 
             async def everything_committed() -> bool:
-                return await _committed_off_loop(settings, group) == len(alerts) and pipe.idle()
+                return await committed_off_loop(settings, group) == len(alerts) and pipe.idle()
 
-            await _until(everything_committed, 60, "a delivered and committed everything")
+            await until(everything_committed, 60, "a delivered and committed everything")
         finally:
             stop_a.set()
             await asyncio.wait_for(run_a, 60)
@@ -713,7 +669,7 @@ def test_a_stopped_notifier_lets_the_post_under_way_end_and_does_not_post_it_aga
         stop = asyncio.Event()
         run = asyncio.create_task(notifier.run(stop))
         try:
-            await _until(lambda: len(state.requests) == 1, 60, "the post under way")
+            await until(lambda: len(state.requests) == 1, 60, "the post under way")
         finally:
             stop.set()  # what SIGINT and SIGTERM do
             await asyncio.wait_for(run, 60)
@@ -721,7 +677,7 @@ def test_a_stopped_notifier_lets_the_post_under_way_end_and_does_not_post_it_aga
 
     stats = asyncio.run(stopped_mid_post())
     assert (stats.delivered, stats.gave_up) == (1, 0)  # its outcome recorded
-    assert _committed(settings, group) == 1
+    assert committed(settings, group) == 1
     again = build_notifier(settings, load_configured(settings))
     asyncio.run(asyncio.wait_for(again.run(asyncio.Event(), drain=True), 60))
     assert len(state.requests) == 1  # the next run does not post it again

@@ -18,11 +18,11 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import OffsetMetadataTooLargeError
 from aiokafka.structs import OffsetAndMetadata
+from notify_waits import secret_for, until
 from prometheus_client import REGISTRY
 from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
 from structlog.testing import capture_logs
-from test_webhook_delivery import _secret, _until
 from webhook_pipes import FakeConsumer, LogProducer, offline_pipe, records_of
 from webhook_servers import Server, loopback_webhooks, serve
 
@@ -314,7 +314,7 @@ def test_a_restart_does_not_post_again_what_was_delivered_after_a_delivery_still
             endpoint = {
                 "name": "ops",
                 "url": server.url,
-                "secret": _secret("ops"),
+                "secret": secret_for("ops"),
                 "concurrency": 4,
             }
             subs.write_text(json.dumps({"endpoints": [endpoint]}))  # JSON is YAML
@@ -331,7 +331,7 @@ def test_a_restart_does_not_post_again_what_was_delivered_after_a_delivery_still
             stop = asyncio.Event()
             running = asyncio.create_task(first.run(stop))
             try:
-                await _until(
+                await until(
                     lambda: (
                         all(posts_of(a.alert_id, 200) == 1 for a in alerts[1:])
                         and posts_of(stuck, 500) >= 2

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 from log_lines import Lines
+from notify_waits import committed
 from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
-from test_webhook_delivery import _committed
 from topic_to_end import read_topic
 from webhook_servers import Server, loopback_webhooks, serve, status
 
@@ -148,7 +148,7 @@ def test_an_alert_whose_message_or_delivery_fails_is_given_up_and_the_endpoint_g
         (alert_id, "error", "ops-slack") for alert_id in failing
     )
     # and the endpoint's position is past them: a restart does not fail on them again
-    assert _committed(settings, f"{settings.engine.app_id}-notify.ops-slack") == 6
+    assert committed(settings, f"{settings.engine.app_id}-notify.ops-slack") == 6
 
 
 def test_an_alert_with_a_non_finite_lateness_holds_back_no_later_alert(
@@ -250,7 +250,7 @@ def test_a_worker_that_dies_lets_another_endpoints_post_under_way_end_and_be_com
                 await asyncio.wait_for(first.run(asyncio.Event()), 60)
             assert server.requests == 1
             group = f"{settings.engine.app_id}-notify.ops"
-            assert _committed(settings, group) == 1  # its outcome recorded, then committed
+            assert committed(settings, group) == 1  # its outcome recorded, then committed
             subscribe([ops])  # the next run, without the broken endpoint
             again = await _drain(settings)
             return server, first.stats, again
