@@ -3,12 +3,9 @@ missing): that request's 503, the others published, the gateway still ready (rea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import TopicAuthorizationFailedError
+from forbidden_topic import ForbiddenTopic
 from gateway_harness import gateway_settings, metric, start_gateway, token_of
 from samples import fresh_order
 from samples import fresh_scan as scan
@@ -18,25 +15,7 @@ from chainwatch.runners import prepare_topics
 from streams.ingest.app import default_publisher
 from streams.ingest.batch import ENDPOINTS
 from streams.ingest.outage import TopicRefusals
-from streams.ingest.publisher import PublisherConfig, TransactionalPublisher
-from streams.ingest.records import OutRecord, Placement
 from streams.topics import TopicNames
-
-
-class ForbiddenTopic(TransactionalPublisher):
-    """The gateway's principal may not write `forbidden`: sending to it fails as aiokafka's
-    metadata wait fails it (an ACL missing on one topic); every other topic publishes."""
-
-    def __init__(self, config: PublisherConfig, forbidden: str) -> None:
-        super().__init__(config)
-        self.forbidden = forbidden
-
-    async def _send_batched(
-        self, producer: AIOKafkaProducer, records: Sequence[OutRecord]
-    ) -> list[Placement]:
-        if any(r.topic == self.forbidden for r in records):
-            raise TopicAuthorizationFailedError(self.forbidden)
-        return await super()._send_batched(producer, records)
 
 
 @pytest.mark.integration

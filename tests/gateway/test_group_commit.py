@@ -19,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+from forbidden_topic import ForbiddenTopic
 from gateway_harness import (
     gateway_settings,
     metric,
@@ -29,7 +30,6 @@ from gateway_harness import (
 )
 from samples import fresh_scan as scan
 from structlog.testing import capture_logs
-from test_gateway_topic_not_authorized import ForbiddenTopic
 
 from chainwatch.runners import prepare_topics
 from streams.ingest import publisher as publisher_module
