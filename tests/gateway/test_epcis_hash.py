@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 import pytest
+from epcis_knitwear import CONTEXTS, KNITWEAR
 from gateway_harness import DATA
 from hypothesis import given
 from hypothesis import strategies as st
@@ -205,10 +206,8 @@ def test_every_hash_is_a_cbv_hash_id() -> None:
 
 def test_the_knitwear_events_match_the_reference_implementation() -> None:
     """Pre-hash strings computed by `epcis-event-hash-generator` 1.9.3 (PyPI, run once by
-    hand on the document of `test_gateway_epcis_standard.KNITWEAR` + the standard's
+    hand on the document of `epcis_knitwear.KNITWEAR` + the standard's
     ObjectEvent, with `CONTEXTS[2]`); kept as data so the suite needs no extra package."""
-    from test_gateway_epcis_standard import CONTEXTS, KNITWEAR
-
     reference = (DATA / "epcis_reference_prehashes.txt").read_text().splitlines()
     mine = [prehash_string(e, CONTEXTS[2]) for e in [*KNITWEAR, STANDARD_OBJECT_EVENT]]
     assert mine == reference
