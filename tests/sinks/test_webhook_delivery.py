@@ -22,6 +22,7 @@ from sink_samples import make_alert
 from standardwebhooks import Webhook
 from structlog.testing import capture_logs
 from topic_to_end import read_topic
+from webhook_format_checks import check_pagerduty, check_slack, check_teams
 from webhook_servers import loopback_webhooks
 
 from chainwatch.notify_runner import build_notifier, load_configured, run_notify
@@ -376,7 +377,6 @@ def test_every_format_reaches_its_receiver_with_the_fields_the_target_requires(
     receiver: tuple[Receiver, int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from test_webhook_formats import check_pagerduty, check_slack, check_teams
 
     state, port = receiver
     state.checks = {"/slack": check_slack, "/teams": check_teams, "/pagerduty": check_pagerduty}
