@@ -9,7 +9,10 @@ such bound.
 
 from __future__ import annotations
 
+import io
+import os
 import selectors
+import time
 from typing import IO, Any
 
 Readable = int | IO[Any] | Any
@@ -25,9 +28,22 @@ def readable_within(source: Readable, timeout_s: float) -> bool:
 
 def line_within(stream: IO[Any], timeout_s: float, what: str) -> Any:
     """The first line a child writes to its pipe, or an AssertionError naming `what` when
-    none came within `timeout_s`: a bare `readline()` waited for a child stuck before
-    that line until pytest's own timeout, which names no cause. (For a first line only:
-    a line already in the reader's buffer is not seen by the wait.)"""
-    if not readable_within(stream, timeout_s):
-        raise AssertionError(f"{what}: no line within {timeout_s:g} s")
-    return stream.readline()
+    it did not come whole within `timeout_s`: a bare `readline()` waited for a child stuck
+    before that line (or halfway through it) until pytest's own timeout, which names no
+    cause. (For a first line only: read a byte at a time from the descriptor, around the
+    reader's buffer, so a line already in that buffer is not seen, and nothing past the
+    line is taken from the pipe.) Bytes for a binary stream, text for a text one."""
+    end = time.monotonic() + timeout_s
+    fd = stream.fileno()
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        if not readable_within(fd, max(end - time.monotonic(), 0.0)):
+            got = f" (only {bytes(line)[:200]!r})" if line else ""
+            raise AssertionError(f"{what}: no line within {timeout_s:g} s{got}")
+        byte = os.read(fd, 1)
+        if not byte:
+            break  # the child's end: what it wrote, as `readline()` gives it
+        line += byte
+    if isinstance(stream, io.TextIOBase):
+        return line.decode(stream.encoding or "utf-8")
+    return bytes(line)

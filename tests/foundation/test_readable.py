@@ -46,3 +46,28 @@ def test_a_childs_first_line_is_waited_for_within_a_deadline_that_names_the_chil
             assert line_within(child.stdout, 60, "the echo") == b"ready\n"
         finally:
             child.kill()
+
+
+def test_a_child_stuck_halfway_through_its_first_line_is_named_with_what_it_wrote() -> None:
+    """Waiting for the first byte only, `readline()` then blocked on the rest of a line
+    the child never finished, again until pytest's own timeout."""
+    code = "import sys; sys.stdout.write('hal'); sys.stdout.flush(); sys.stdin.read()"
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as child:
+        assert child.stdout is not None
+        try:
+            assert readable_within(child.stdout, 60), "the child wrote nothing"
+            with pytest.raises(
+                AssertionError, match=r"^the half line: no line within 0.3 s \(only b'hal'\)$"
+            ):
+                line_within(child.stdout, 0.3, "the half line")
+        finally:
+            child.kill()
+
+
+def test_a_text_pipe_gives_text_and_a_child_that_ends_gives_what_it_wrote() -> None:
+    code = "import sys; sys.stdout.write('ready'); sys.stdout.flush()"
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None
+        assert line_within(child.stdout, 60, "the child") == "ready"
