@@ -18,7 +18,8 @@ already being cancelled (a `finally`, an `except BaseException` clean-up) the ol
 request must not make an unrelated `CancelledError` of the body look like ours.
 
 In `schemas` (no shape, but the one package the engine, the gateway and the sinks
-all stand on), like `log_throttle`.
+all stand on), like `log_throttle`. A stop's wait for another task (one it cancelled,
+or a close in a task of its own) is `bounded_wait.ended_within`.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ import contextlib
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
+from schemas.aiokafka_private import sender_task
+from schemas.bounded_wait import ended_within
 from schemas.deadline import deadline
 from sinks.errors import SinkError
 
@@ -125,10 +127,9 @@ async def _close_anyway(producer: AIOKafkaProducer) -> None:
     """What a cut `stop` left: the sender's task cancelled and waited for (the records it
     still held are lost, as the stop's deadline says), then the client closed."""
     with contextlib.suppress(Exception):  # a producer that never started has neither
-        sender = producer._sender.sender_task
+        sender = sender_task(producer)
         if sender is not None and not sender.done():
-            sender.cancel()
             # waited for a while, never for ever (a cancel it swallowed), as the
             # gateway's `_abort_and_stop` waits for its sender
-            await asyncio.wait({sender}, timeout=SENDER_STOP_S)
+            await ended_within(sender, SENDER_STOP_S, cancel=True)
         await producer.client.close()

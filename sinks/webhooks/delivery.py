@@ -52,6 +52,7 @@ import orjson
 import structlog
 from standardwebhooks import Webhook
 
+from schemas.bounded_wait import ended_within
 from schemas.deadline import deadline
 from schemas.http_whitespace import HTTP_WHITESPACE
 from sinks.backoff import exponential
@@ -344,8 +345,7 @@ async def close_client(http: httpx.AsyncClient, endpoint: str, *, hide: Iterable
     """
     closing = asyncio.ensure_future(http.aclose())
     closing.add_done_callback(lambda task: _close_failed(task, endpoint, hide))
-    await asyncio.wait({closing}, timeout=CLIENT_CLOSE_S)
-    if not closing.done():
+    if not await ended_within(closing, CLIENT_CLOSE_S, cancel=False):
         log.warning("webhook_client_close_cut", endpoint=endpoint, after_s=CLIENT_CLOSE_S)
 
 

@@ -45,6 +45,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from schemas.bounded_wait import ended_within
 from schemas.deadline import deadline
 from sinks.consumer import new_consumer, stop_consumer
 from sinks.webhooks import metrics
@@ -196,13 +197,6 @@ async def _read(
         await stop_consumer(source, within_s=STOP_TIMEOUT_S)
 
 
-def _retrieve(task: asyncio.Future[None]) -> None:
-    """A read-back's end taken (as the gather that waited for it before), so the loop
-    warns of no exception never retrieved."""
-    if not task.cancelled():
-        task.exception()
-
-
 def _names(tps: Collection[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps))
 
@@ -262,13 +256,8 @@ class Warmup:
         self._done_ranges = {}
         if task is None:
             return
-        task.cancel()
-        await asyncio.wait({task}, timeout=CANCEL_WAIT_S)
-        if task.done():
-            _retrieve(task)
-            return
-        task.add_done_callback(_retrieve)
-        log.warning("webhook_warmup_stop_cut", endpoint=self.endpoint, after_s=CANCEL_WAIT_S)
+        if not await ended_within(task, CANCEL_WAIT_S, cancel=True):
+            log.warning("webhook_warmup_stop_cut", endpoint=self.endpoint, after_s=CANCEL_WAIT_S)
 
     async def _run(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
         began = time.monotonic()

@@ -52,6 +52,8 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAuthorizationFailedError
 from aiokafka.structs import RecordMetadata
 
+from schemas.aiokafka_private import sender_task
+from schemas.bounded_wait import ended_within
 from schemas.deadline import deadline
 from streams.ingest.groups import GroupBounds, Member, take_group
 from streams.ingest.records import OutRecord, Placement
@@ -636,14 +638,12 @@ async def _abort_and_stop(producer: AIOKafkaProducer) -> None:
         with contextlib.suppress(Exception):
             async with deadline(2.0):
                 await producer.abort_transaction()
-        sender = getattr(producer, "_sender", None)
-        task = getattr(sender, "sender_task", None)
-        if isinstance(task, asyncio.Task) and not task.done():
-            task.add_done_callback(_seen)  # its own failure is known: it is being stopped
-            task.cancel()
-            # waited for a while, never for ever, and a cancel of this close (its
-            # deadline, a shutdown) ends it: `await task` swallowed-or-hung both ways
-            await asyncio.wait({task}, timeout=2.0)
+        task = sender_task(producer)
+        if task is not None and not task.done():
+            # its own failure is known (it is being stopped) and retrieved; waited for a
+            # while, never for ever, and a cancel of this close (its deadline, a
+            # shutdown) ends it: `await task` swallowed-or-hung both ways
+            await ended_within(task, 2.0, cancel=True)
         await producer.stop()
     finally:
         retrieve_transaction_outcome(producer)

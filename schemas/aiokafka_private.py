@@ -1,0 +1,30 @@
+"""What we read of aiokafka's private state, each in one named place.
+
+aiokafka gives no public way to stop a producer's sending without first flushing
+what it holds: `AIOKafkaProducer.stop()` waits for the pending batches, and the
+sender retries them for as long as Kafka refuses. A stop cut short (`sinks.
+producer_start`) and a producer given up on (the gateway's `streams.ingest.
+publisher`) both cancel the sender's task themselves, so both reach into
+`producer._sender`. Should an aiokafka upgrade move it, the accessor gives None
+(the callers then only stop the producer as aiokafka does) and its test in
+tests/schemas/test_aiokafka_private.py fails on the real producer.
+
+In `schemas` as the one package both streams and sinks import (their
+independence is an import-linter contract); it imports no aiokafka itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+def sender_task(producer: object) -> asyncio.Task[Any] | None:
+    """The producer's sender task (`AIOKafkaProducer._sender.sender_task`), None before
+    its start or when aiokafka has it no more.
+
+    aiokafka-private: checked against aiokafka 0.14.0, where `Sender.start` creates
+    the task (after the producer id of an idempotent producer) and `Sender.close`
+    cancels and awaits it without a bound."""
+    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    return task if isinstance(task, asyncio.Task) else None

@@ -1,0 +1,29 @@
+"""`schemas.aiokafka_private`: the producer's sender task is found where the installed
+aiokafka keeps it (`_sender.sender_task`), so the cut stops cancel the real sender.
+
+Were it moved by an upgrade, the accessor would give None and the stops would wait on
+aiokafka's own unbounded close again: this test fails instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaProducer
+
+from schemas.aiokafka_private import sender_task
+
+
+def test_the_sender_task_is_read_where_aiokafka_keeps_it() -> None:
+    async def run() -> tuple[bool, bool]:
+        producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9")  # never started
+        before = sender_task(producer)
+        sending = asyncio.create_task(asyncio.Event().wait())
+        producer._sender._sender_task = sending  # as `Sender.start` sets it
+        found = sender_task(producer)
+        sending.cancel()
+        await asyncio.wait({sending})
+        await producer.stop()
+        return before is None, found is sending
+
+    assert asyncio.run(run()) == (True, True)
