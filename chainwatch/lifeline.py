@@ -36,6 +36,23 @@ can be handed a descriptor (`pass_fds`: Linux, macOS, every POSIX system). Windo
 no such thing (its `subprocess` refuses `pass_fds`): there a child is started without
 the option, and does not stop so.
 
+The last line, a small state machine. Three things decide what the watch does once the
+parent has died, under `_last_line` so that they cannot change between its look and its
+step: whether the process's last line is said (`_Said`: no, by the lifeline, by the
+process), who takes SIGTERM (`_Handling`: the lifeline's handler, none at all, the
+process's own) and, from these, the watch's step (`_Step`, chosen by `_step`): say the
+line and end the process, end it, or signal it. Four orders of events reach them:
+- the parent dies before the process has stop handling of its own, or when SIGTERM has
+  none at all (faust's worker at the end of its stop): the watch says the line (unless
+  said) and ends the process (`SAY_AND_END`, `END`);
+- the parent dies with the process's own handler in place: the watch sends SIGTERM and
+  the process's graceful stop says the line (`SIGNAL`);
+- the process puts the lifeline's handler back between the watch's look and its signal:
+  that handler tells the watch (`_tell_watch`, a byte on `_unsaid`) and the watch looks
+  again (`_after_signal`);
+- the process has said its line already: nothing more is said; SIGTERM's handler, or
+  the watch when there is none, ends it at once (`_until_own_stop_handling`, `END`).
+
 It is opt-in: only a child given `--lifeline-fd` watches (hidden from `--help`: it is
 for the processes chainwatch starts). It is an option, not an environment variable: an
 environment variable would pass to a child's own children (`child_environment` keeps
@@ -47,6 +64,7 @@ end not inheritable as soon as it has it.
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import signal
 import stat
@@ -90,8 +108,44 @@ process that has no stop handling of its own yet (until the exit: nothing is sai
 it), and by the process's own stop (`say_stopped`)."""
 _NO_HANDLER: Final = (signal.SIG_DFL, signal.SIG_IGN)
 """SIGTERM's handler where the process has none of its own in Python (`_stop`)."""
-_said_by: str | None = None
-"""Who said it: "lifeline" (the process's own line is then left out) or "process"."""
+
+
+class _Said(enum.Enum):
+    """Who said the process's last line (`process_stopped`); None while it is unsaid."""
+
+    BY_LIFELINE = "lifeline"
+    """The watch, ending the process at once: the process's own line is left out."""
+    BY_PROCESS = "process"
+    """The process's own stop (`say_stopped`)."""
+
+
+class _Handling(enum.Enum):
+    """Who takes SIGTERM when the watch looks (`_handling`)."""
+
+    LIFELINE = "lifeline"
+    """`_until_own_stop_handling`: before the process puts its own in place, after it put
+    back the one it had, or always (the simulator has none of its own)."""
+    NONE = "none"
+    """No handler in Python (`_NO_HANDLER`): the default ends the process by the signal,
+    an ignored one does nothing (faust's worker once its event loop is closed)."""
+    OWN = "own"
+    """The process's own stop handling: SIGTERM begins its graceful stop."""
+
+
+class _Step(enum.Enum):
+    """What the watch does once the parent has died (`_step`)."""
+
+    SAY_AND_END = "say and end"
+    """Say `process_stopped`, then exit `PARENT_GONE_EXIT` from the watch, at once."""
+    END = "end"
+    """The line is said already: exit `PARENT_GONE_EXIT` from the watch, at once."""
+    SIGNAL = "signal"
+    """SIGTERM: the process's own handler stops it gracefully (and says the line), the
+    lifeline's ends it at once if the line is said, else tells the watch (`_unsaid`)."""
+
+
+_said_by: _Said | None = None
+"""Who said the last line (None: nobody yet)."""
 _unsaid: tuple[int, int] | None = None
 """A pipe (read end, write end) on which `_until_own_stop_handling` tells the watch that a
 SIGTERM found the process with no stop handling of its own and no last line said, its
@@ -183,17 +237,28 @@ def _until_own_stop_handling(signum: int, _frame: object) -> None:
     Unless nothing said the process's last line yet: the watch sent SIGTERM to the
     process's own handler, and this one was put back before the signal came (the wait
     before a process's main part ended right then). Ended here, the process had no
-    `process_stopped` at all; the watch says it and ends it (`_unsaid`)."""
-    if parent_gone():
-        unsaid = _unsaid
-        if _said_by is None and unsaid is not None:
-            with contextlib.suppress(OSError):
-                os.write(unsaid[1], b"\0")
-                return
-        _flush_stdio()
-        os._exit(PARENT_GONE_EXIT)
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
+    `process_stopped` at all; the watch says it and ends it (`_tell_watch`)."""
+    if not parent_gone():  # as the default: ended by the signal
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    if _said_by is None and _tell_watch():
+        return  # the watch says the line and ends the process (`_after_signal`)
+    _flush_stdio()
+    os._exit(PARENT_GONE_EXIT)
+
+
+def _tell_watch() -> bool:
+    """From SIGTERM's handler: tell the watch that its signal found the lifeline's handler
+    and no last line said (`_unsaid`). False when it cannot be told."""
+    unsaid = _unsaid
+    if unsaid is None:
+        return False
+    try:
+        os.write(unsaid[1], b"\0")
+    except OSError:
+        return False
+    return True
 
 
 def _flush_stdio() -> None:
@@ -211,9 +276,15 @@ def _wait_for_death(fd: int, process: str) -> None:
         log.warning("process_parent_watch_failed", process=process, error=str(exc))
         return
     _parent_gone.set()
-    if _stop(process):
-        return
-    unsaid = _unsaid  # its SIGTERM went to the process's own handler, if still in place
+    if not _stop(process):
+        _after_signal(process)
+
+
+def _after_signal(process: str) -> None:
+    """After the watch's SIGTERM: it went to the process's own handler, if still in place;
+    if the lifeline's was put back meanwhile, that handler tells (`_tell_watch`) and the
+    watch looks again, while the line is unsaid."""
+    unsaid = _unsaid
     while unsaid is not None and os.read(unsaid[0], 1) and _said_by is None:
         if _stop(process, looked=True):  # (only a test's stand-in of `os._exit` returns)
             return
@@ -244,33 +315,30 @@ def _stop(process: str, *, looked: bool = False) -> bool:
     `looked`: once more, after a SIGTERM the process's own handler did not get
     (`_unsaid`), `process_parent_gone` said already. True when it ended the process."""
     global _said_by
-    at_once = False
     with _last_line:
-        handler = signal.getsignal(signal.SIGTERM)
-        unhandled = handler in _NO_HANDLER
-        if _said_by is None:
-            if not looked:
-                # no parent pid: one that died before this child looked had left it the
-                # reaper's
-                log.warning(
-                    "process_parent_gone",
-                    process=process,
-                    hint="the process that started it died (killed?); stopping as on SIGTERM",
-                )
-            # (the simulator has no stop handling of its own: it always ends here)
-            if handler is _until_own_stop_handling or unhandled:
-                _said_by = "lifeline"
-                log.info(
-                    "process_stopped",
-                    process=process,
-                    outcome=f"exit {PARENT_GONE_EXIT}",
-                    stopped="at once, with no stop handling in place"
-                    if unhandled
-                    else "at once, before its own stop handling",
-                )
-                at_once = True
-        elif unhandled:  # its line said: SIGTERM would end it by the signal (or not at all)
-            at_once = True
+        # the look first; the lifeline's handler put back after it is found by the
+        # SIGTERM, which tells the watch (`_tell_watch`)
+        handling = _handling()
+        if _said_by is None and not looked:
+            # no parent pid: one that died before this child looked had left it the
+            # reaper's
+            log.warning(
+                "process_parent_gone",
+                process=process,
+                hint="the process that started it died (killed?); stopping as on SIGTERM",
+            )
+        step = _step(_said_by, handling)
+        if step is _Step.SAY_AND_END:
+            _said_by = _Said.BY_LIFELINE
+            log.info(
+                "process_stopped",
+                process=process,
+                outcome=f"exit {PARENT_GONE_EXIT}",
+                stopped="at once, with no stop handling in place"
+                if handling is _Handling.NONE
+                else "at once, before its own stop handling",
+            )
+        at_once = step is not _Step.SIGNAL
         if at_once:
             _flush_stdio()  # (each log record is flushed as it is written)
             os._exit(PARENT_GONE_EXIT)
@@ -279,15 +347,40 @@ def _stop(process: str, *, looked: bool = False) -> bool:
     return at_once  # (only a test's stand-in of `os._exit` returns)
 
 
+def _handling() -> _Handling:
+    """Who takes SIGTERM now."""
+    handler = signal.getsignal(signal.SIGTERM)
+    if handler in _NO_HANDLER:
+        return _Handling.NONE
+    return _Handling.LIFELINE if handler is _until_own_stop_handling else _Handling.OWN
+
+
+def _step(said: _Said | None, handling: _Handling) -> _Step:
+    """The watch's step, from the last line (rows) and who takes SIGTERM (columns):
+
+    |             | LIFELINE    | NONE        | OWN    |
+    |-------------|-------------|-------------|--------|
+    | line unsaid | SAY_AND_END | SAY_AND_END | SIGNAL |
+    | line said   | SIGNAL      | END         | SIGNAL |
+
+    The process's own handler always gets the signal: its graceful stop (and, if unsaid,
+    its line). The lifeline's handler, the line said, ends the process at once itself."""
+    if handling is _Handling.OWN:
+        return _Step.SIGNAL
+    if said is None:
+        return _Step.SAY_AND_END  # (the simulator has no stop handling: it always ends here)
+    return _Step.END if handling is _Handling.NONE else _Step.SIGNAL
+
+
 def say_stopped(say: Callable[[], None]) -> None:
     """Say the process's last line (`process_stopped`) with `say`, unless the watch said it
     already (it ends the process at once: the line said here would follow its own)."""
     global _said_by
     with _last_line:
-        if _said_by == "lifeline":
+        if _said_by is _Said.BY_LIFELINE:
             return
         say()
-        _said_by = "process"
+        _said_by = _Said.BY_PROCESS
 
 
 def parent_gone() -> bool:
