@@ -18,6 +18,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+SENDER_STOP_S = 2.0
+"""How long a stop waits for a producer's sender it cancelled (the records it still held
+are lost, as the stop's deadline says): a sender that swallowed the cancel is left."""
+
 
 def sender_task(producer: object) -> asyncio.Task[Any] | None:
     """The producer's sender task (`AIOKafkaProducer._sender.sender_task`), None before

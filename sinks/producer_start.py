@@ -18,7 +18,7 @@ import contextlib
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
-from schemas.aiokafka_private import sender_task
+from schemas.aiokafka_private import SENDER_STOP_S, sender_task
 from schemas.bounded_wait import ended_within
 from schemas.deadline import deadline
 from sinks.errors import SinkError
@@ -30,8 +30,6 @@ answers does so in well under a second, a loaded one in a few."""
 STOP_TIMEOUT_S = 10.0
 """How long `stop_producer` waits: a producer whose records were acknowledged stops at
 once; one that still holds records Kafka does not take would retry them for ever."""
-SENDER_STOP_S = 2.0
-"""How long a cut stop waits for the producer's cancelled sender to end."""
 
 
 class ProducerStartFailed(SinkError):

@@ -52,7 +52,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAuthorizationFailedError
 from aiokafka.structs import RecordMetadata
 
-from schemas.aiokafka_private import sender_task
+from schemas.aiokafka_private import SENDER_STOP_S, sender_task
 from schemas.bounded_wait import ended_within
 from schemas.deadline import deadline
 from streams.ingest.groups import GroupBounds, Member, take_group
@@ -643,7 +643,7 @@ async def _abort_and_stop(producer: AIOKafkaProducer) -> None:
             # its own failure is known (it is being stopped) and retrieved; waited for a
             # while, never for ever, and a cancel of this close (its deadline, a
             # shutdown) ends it: `await task` swallowed-or-hung both ways
-            await ended_within(task, 2.0, cancel=True)
+            await ended_within(task, SENDER_STOP_S, cancel=True)
         await producer.stop()
     finally:
         retrieve_transaction_outcome(producer)
