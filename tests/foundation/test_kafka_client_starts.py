@@ -21,6 +21,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,26 @@ server.close()
 """
 
 
+START_S = {"closed": 0.25, "silent": 0.25, "kafka_head": 1.0}
+"""Each failed start's wait, by kind. Against `closed` and `silent` no probe is answered,
+whatever the load: the start waits its deadline out and fails the same way at any length,
+so a quarter of a second does (a second each, three tries a case, was 2.4 s of every
+case's 3.2 s). A `kafka_head` start keeps the second: its probe must be answered in time
+for the client to be made and fail, which is what that case is for."""
+
+
+@dataclass(frozen=True)
+class Unreachable:
+    kind: str
+    bootstrap: str
+
+    @property
+    def start_s(self) -> float:
+        return START_S[self.kind]
+
+
 @pytest.fixture(params=["closed", "silent", "kafka_head"])
-def unreachable(request: pytest.FixtureRequest) -> Iterator[str]:
+def unreachable(request: pytest.FixtureRequest) -> Iterator[Unreachable]:
     """A bootstrap address of a `tests/dead_servers.py` kind, served by another process."""
     tests = str(Path(__file__).resolve().parents[1])
     server = subprocess.Popen(
@@ -68,7 +87,7 @@ def unreachable(request: pytest.FixtureRequest) -> Iterator[str]:
     assert server.stdin is not None
     try:
         port = int(line_within(server.stdout, 60, "the fake broker's port"))
-        yield f"127.0.0.1:{port}"
+        yield Unreachable(request.param, f"127.0.0.1:{port}")
     finally:
         server.stdin.close()
         server.stdout.close()
@@ -125,21 +144,28 @@ def _failing_starts(start: Callable[[], Any]) -> tuple[list[str], set[str]]:
     "factory", [KafkaProducer, KafkaConsumer, KafkaAdminClient], ids=lambda f: f.__name__
 )
 def test_a_client_that_cannot_start_leaves_no_socket_or_thread_behind(
-    factory: Any, unreachable: str
+    factory: Any, unreachable: Unreachable
 ) -> None:
     """A consumer's failed start left its I/O thread and selector running, a producer's
     its selector; either's failed connects left their sockets to the collector."""
-    gained, errors = _failing_starts(lambda: started(factory, unreachable, start_ms=1000))
+    start_ms = int(unreachable.start_s * 1000)
+    gained, errors = _failing_starts(
+        lambda: started(factory, unreachable.bootstrap, start_ms=start_ms)
+    )
     assert gained == []
     assert errors == {"KafkaTimeoutError"}
 
 
 def test_the_simulators_kafka_output_that_cannot_start_leaves_nothing_behind(
-    unreachable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    unreachable: Unreachable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = Settings(
         data_dir=tmp_path,
-        kafka={"bootstrap_servers": unreachable, "request_timeout_s": 1},  # type: ignore[arg-type]
+        kafka={
+            "bootstrap_servers": unreachable.bootstrap,
+            # its connection's start_ms; 0.5 s is the setting's floor
+            "request_timeout_s": max(unreachable.start_s, 0.5),
+        },  # type: ignore[arg-type]
     )
     gained, errors = _failing_starts(lambda: KafkaPublisher(settings, create_topics=False))
     assert gained == []
