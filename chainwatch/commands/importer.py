@@ -104,27 +104,29 @@ def run_import_command(
     importer = Importer(RowMapper(mapping, kind), plan)
     started = time.monotonic()
     tables = open_tables(files, mapping, importer, fmt)  # ImportFailed: a UserError
-    inputs = {t.identity for t in tables if t.identity is not None}
-    if out is not None:  # before --rejects is opened: that truncates it
-        check_out(out, inputs)
-    if rejects is not None:
-        check_rejects(rejects, inputs)
-    if not verbose:  # once the command line is known good: this makes the log's directory
-        from chainwatch.logs import route_library_logs
+    try:  # the files are closed however it ends: a usage error found here left them open
+        inputs = {t.identity for t in tables if t.identity is not None}
+        if out is not None:  # before --rejects is opened: that truncates it
+            check_out(out, inputs)
+        if rejects is not None:
+            check_rejects(rejects, inputs)
+        if not verbose:  # once the command line is known good: this makes the log's directory
+            from chainwatch.logs import route_library_logs
 
-        route_library_logs(cfg.log_dir / "import.log")
-    report = RejectReport(err, rejects, inputs, keep_all=to == "kafka" or rejects is not None)
-    try:
-        with ImportProgress(err) as progress:
-            dead = 0
-            if out is not None:
-                _to_file(importer, tables, out, report, progress)
-            else:
-                dead = _to_kafka(importer, tables, cfg, report, progress)
-    finally:  # ImportFailed (a UserError) goes on up: one line, its own exit status
+            route_library_logs(cfg.log_dir / "import.log")
+        report = RejectReport(err, rejects, inputs, keep_all=to == "kafka" or rejects is not None)
+        try:
+            with ImportProgress(err) as progress:
+                dead = 0
+                if out is not None:
+                    _to_file(importer, tables, out, report, progress)
+                else:
+                    dead = _to_kafka(importer, tables, cfg, report, progress)
+        finally:  # ImportFailed (a UserError) goes on up: one line, its own exit status
+            report.close()
+    finally:
         for table in tables:
             table.close()
-        report.close()
     summary = importer.summary
     elapsed = time.monotonic() - started
     for counts in summary.files:

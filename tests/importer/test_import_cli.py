@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -94,53 +95,109 @@ USAGE = 2
 HELP = " (see `chainwatch import --help`)"
 
 
-@pytest.mark.slow
-def test_user_mistakes_are_one_line_errors_and_write_nothing(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("kind: scans\ntime: {timezone: Mars/Olympus}\n", encoding="utf-8")
-    out = tmp_path / "x.ndjson"
-    no_suffix = tmp_path / "export"
-    no_suffix.write_text("order_id\n", encoding="utf-8")
-    scans = ["examples/import/scans.csv", "--mapping", "examples/import/scans.mapping.yaml"]
-    copy = tmp_path / "scans.csv"  # the input an --out names (a copy: the example is kept)
-    copy.write_bytes((ROOT / scans[0]).read_bytes())
-    cases = [
-        ([*scans[:1], "--mapping", str(bad), "--out", str(out)], 1, "Mars/Olympus"),
-        (
-            ["examples/import/scans.csv", "--kind", "scans", "--out", str(out)],
-            1,
-            "no column for the required field order_id",
-        ),
-        # the command line's own faults: usage errors (they were exit 1 without the hint)
-        ([*scans[:1], "--out", str(out)], USAGE, "--kind is required"),
-        ([*scans, "--kind", "scan", "--out", str(out)], USAGE, "--kind 'scan': expected one of"),
-        ([*scans, "--to", "s3", "--out", str(out)], USAGE, "--to 's3': expected file or kafka"),
-        (scans, USAGE, "--to file needs --out PATH"),
-        ([*scans, "--to", "kafka", "--out", str(out)], USAGE, "--out is for --to file"),
-        ([*scans, "--out", str(out), "--format", "xls"], USAGE, "--format 'xls': expected csv"),
-        (
-            [str(no_suffix), "--kind", "scans", "--out", str(out)],
-            USAGE,
-            "cannot tell the format from the name; pass --format",
-        ),
-        ([str(copy), *scans[1:], "--out", str(copy)], USAGE, "is one of the files to import"),
-        (  # the scenario's rename would have replaced the rejected rows
-            [*scans, "--out", str(out), "--rejects", str(tmp_path / "." / "x.ndjson")],
-            USAGE,
-            "--out and --rejects name the same file",
-        ),
-    ]
-    for args, code, expected in cases:
-        result = cli(*args, data_dir=tmp_path / "data")
-        lines = result.stderr.strip().splitlines()
-        assert result.returncode == code, result.stderr
-        assert len(lines) == 1, result.stderr
-        assert lines[0].startswith("error: "), result.stderr
+class Mistakes:
+    """The user's mistakes of `chainwatch import`, each (argv, exit status, what its one
+    line says), with the files they must leave as they were."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("kind: scans\ntime: {timezone: Mars/Olympus}\n", encoding="utf-8")
+        self.out = out = tmp_path / "x.ndjson"
+        no_suffix = tmp_path / "export"
+        no_suffix.write_text("order_id\n", encoding="utf-8")
+        self.scans = scans = [
+            "examples/import/scans.csv",
+            "--mapping",
+            "examples/import/scans.mapping.yaml",
+        ]
+        self.copy = copy = tmp_path / "scans.csv"  # an input an --out names (the example kept)
+        copy.write_bytes((ROOT / scans[0]).read_bytes())
+        self.tmp_path = tmp_path
+        self.cases: list[tuple[list[str], int, str]] = [
+            ([*scans[:1], "--mapping", str(bad), "--out", str(out)], 1, "Mars/Olympus"),
+            (
+                ["examples/import/scans.csv", "--kind", "scans", "--out", str(out)],
+                1,
+                "no column for the required field order_id",
+            ),
+            # the command line's own faults: usage errors (they were exit 1 without the hint)
+            ([*scans[:1], "--out", str(out)], USAGE, "--kind is required"),
+            (
+                [*scans, "--kind", "scan", "--out", str(out)],
+                USAGE,
+                "--kind 'scan': expected one of",
+            ),
+            ([*scans, "--to", "s3", "--out", str(out)], USAGE, "--to 's3': expected file or kafka"),
+            (scans, USAGE, "--to file needs --out PATH"),
+            ([*scans, "--to", "kafka", "--out", str(out)], USAGE, "--out is for --to file"),
+            ([*scans, "--out", str(out), "--format", "xls"], USAGE, "--format 'xls': expected csv"),
+            (
+                [str(no_suffix), "--kind", "scans", "--out", str(out)],
+                USAGE,
+                "cannot tell the format from the name; pass --format",
+            ),
+            ([str(copy), *scans[1:], "--out", str(copy)], USAGE, "is one of the files to import"),
+            (  # the scenario's rename would have replaced the rejected rows
+                [*scans, "--out", str(out), "--rejects", str(tmp_path / "." / "x.ndjson")],
+                USAGE,
+                "--out and --rejects name the same file",
+            ),
+        ]
+
+    def check(self, said: str, code: int, expected_code: int, expected: str) -> None:
+        """The answer to one mistake: its exit status, and one `error:` line on stderr."""
+        lines = said.strip().splitlines()
+        assert code == expected_code, said
+        assert len(lines) == 1, said
+        assert lines[0].startswith("error: "), said
         assert expected in lines[0]
-        assert lines[0].endswith(HELP) == (code == USAGE), lines[0]
-    assert not out.exists()
-    assert list(tmp_path.glob(".*.tmp")) == []
-    assert copy.read_bytes() == (ROOT / scans[0]).read_bytes()
+        assert lines[0].endswith(HELP) == (expected_code == USAGE), lines[0]
+
+    def check_nothing_written(self) -> None:
+        assert not self.out.exists()
+        assert list(self.tmp_path.glob(".*.tmp")) == []
+        assert self.copy.read_bytes() == (ROOT / self.scans[0]).read_bytes()
+
+
+def test_user_mistakes_are_one_line_errors_and_write_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In this process, through the CLI's `main` (a subprocess each took ~2 s of imports);
+    `test_user_mistakes_said_by_the_console_script` runs two of them as a user does.
+    Here a file the command left open shows: an input named by `--out` was (its process's
+    exit closed it)."""
+    from chainwatch import cli_context
+    from chainwatch.cli import main
+    from chainwatch.settings import Settings
+
+    mistakes = Mistakes(tmp_path)
+    for name in [k for k in os.environ if k.upper().startswith("CHAINWATCH_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CHAINWATCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(ROOT)
+    # settings built here: the CLI's own would configure this process's logging
+    monkeypatch.setitem(cli_context.state, "settings", Settings())
+    unclosed: list[str] = []  # a file the command opened and left to the collector
+    monkeypatch.setattr(sys, "unraisablehook", lambda raised: unclosed.append(repr(raised)))
+    for args, code, expected in mistakes.cases:
+        exit_code = main(["import", *args])
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        mistakes.check(captured.err, exit_code, code, expected)
+        gc.collect()
+        assert unclosed == [], args
+    mistakes.check_nothing_written()
+
+
+@pytest.mark.slow
+def test_user_mistakes_said_by_the_console_script(tmp_path: Path) -> None:
+    """Two of the mistakes above, one of each exit status, as `python -m chainwatch`:
+    the process's own exit status and stderr, its settings read from its environment."""
+    mistakes = Mistakes(tmp_path)
+    for args, code, expected in (mistakes.cases[1], mistakes.cases[3]):
+        result = cli(*args, data_dir=tmp_path / "data")
+        mistakes.check(result.stderr, result.returncode, code, expected)
+    mistakes.check_nothing_written()
 
 
 @pytest.mark.slow
