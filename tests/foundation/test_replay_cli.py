@@ -123,31 +123,35 @@ def test_replay_prints_alerts_stores_them_with_sink_and_keeps_library_logs_off_s
         (["--sink", "--run-id", "x" * 65], "use 1-64 letters, digits"),
     ],
 )
-@pytest.mark.slow
 def test_a_bad_run_id_is_one_line_before_kafka_or_the_store(
-    tmp_path: Path, args: list[str], message: str
+    tmp_path: Path,
+    args: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Nothing listens on port 9 and no store exists: the error comes first."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
-    env |= {
-        "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
-        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",
-    }
+    """Nothing listens on port 9 and no store exists: the error comes first. Through the
+    CLI's `main` in this process (a subprocess each was 1-2 s of imports): how the console
+    script says a usage error (exit 2, one line) is checked by
+    `tests/importer/test_import_cli.py::test_user_mistakes_said_by_the_console_script`."""
+    from chainwatch import cli_context
+    from chainwatch.cli import main
+
+    for name in [k for k in os.environ if k.upper().startswith("CHAINWATCH_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CHAINWATCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delitem(cli_context.state, "settings", raising=False)
     scenario = EXAMPLES / "example_1_on_time.ndjson"
-    result = subprocess.run(
-        [sys.executable, "-m", "chainwatch", "replay", str(scenario), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-        cwd=ROOT,
-    )
-    assert result.returncode == 2  # the command line's fault: a usage error
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+    assert main(["replay", str(scenario), *args]) == 2  # the command line's fault
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
     assert message in lines[0]
     assert lines[0].endswith("(see `chainwatch replay --help`)")
+    assert "settings" not in cli_context.state  # refused before the settings were read
     assert not (tmp_path / "data" / "clickhouse").exists()
 
 
