@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -159,33 +161,53 @@ class Mistakes:
         assert self.copy.read_bytes() == (ROOT / self.scans[0]).read_bytes()
 
 
-def test_user_mistakes_are_one_line_errors_and_write_nothing(
+@dataclass
+class Answer:
+    returncode: int
+    stderr: str
+
+
+@pytest.fixture
+def in_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """In this process, through the CLI's `main` (a subprocess each took ~2 s of imports);
-    `test_user_mistakes_said_by_the_console_script` runs two of them as a user does.
-    Here a file the command left open shows: an input named by `--out` was (its process's
-    exit closed it)."""
+) -> Callable[..., Answer]:
+    """`chainwatch import ARGS` through the CLI's `main` in this process, as `cli` runs it
+    (a subprocess each took 1-2 s of imports): its exit status and stderr; nothing on
+    stdout, and no file it opened left to the collector (its process's exit hid one: an
+    input named by `--out` was)."""
     from chainwatch import cli_context
     from chainwatch.cli import main
     from chainwatch.settings import Settings
 
-    mistakes = Mistakes(tmp_path)
     for name in [k for k in os.environ if k.upper().startswith("CHAINWATCH_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("CHAINWATCH_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.chdir(ROOT)
     # settings built here: the CLI's own would configure this process's logging
     monkeypatch.setitem(cli_context.state, "settings", Settings())
-    unclosed: list[str] = []  # a file the command opened and left to the collector
+    unclosed: list[str] = []
     monkeypatch.setattr(sys, "unraisablehook", lambda raised: unclosed.append(repr(raised)))
-    for args, code, expected in mistakes.cases:
-        exit_code = main(["import", *args])
+
+    def run(*args: str) -> Answer:
+        code = main(["import", *args])
         captured = capsys.readouterr()
         assert captured.out == ""
-        mistakes.check(captured.err, exit_code, code, expected)
         gc.collect()
         assert unclosed == [], args
+        return Answer(code, captured.err)
+
+    return run
+
+
+def test_user_mistakes_are_one_line_errors_and_write_nothing(
+    tmp_path: Path, in_process: Callable[..., Answer]
+) -> None:
+    """In this process; `test_user_mistakes_said_by_the_console_script` runs two of them
+    as a user does."""
+    mistakes = Mistakes(tmp_path)
+    for args, code, expected in mistakes.cases:
+        said = in_process(*args)
+        mistakes.check(said.stderr, said.returncode, code, expected)
     mistakes.check_nothing_written()
 
 
@@ -200,8 +222,9 @@ def test_user_mistakes_said_by_the_console_script(tmp_path: Path) -> None:
     mistakes.check_nothing_written()
 
 
-@pytest.mark.slow
-def test_rejects_naming_the_input_is_one_line_and_the_input_survives(tmp_path: Path) -> None:
+def test_rejects_naming_the_input_is_one_line_and_the_input_survives(
+    tmp_path: Path, in_process: Callable[..., Answer]
+) -> None:
     source = tmp_path / "units.csv"
     text = "unit_id,status,event_time\nU-1,sideways,2026-11-23T09:30:00Z\n"
     source.write_text(text)
@@ -209,7 +232,7 @@ def test_rejects_naming_the_input_is_one_line_and_the_input_survives(tmp_path: P
     link.symlink_to(source)
     out = tmp_path / "x.ndjson"
     args = [str(source), "--kind", "unit-status", "--out", str(out), "--rejects", str(link)]
-    result = cli(*args, data_dir=tmp_path / "data")
+    result = in_process(*args)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == USAGE, result.stderr
     assert lines == [
@@ -219,7 +242,6 @@ def test_rejects_naming_the_input_is_one_line_and_the_input_survives(tmp_path: P
     assert not out.exists()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("out", "code", "said"),
     [
@@ -229,7 +251,7 @@ def test_rejects_naming_the_input_is_one_line_and_the_input_survives(tmp_path: P
     ],
 )
 def test_an_out_refused_leaves_the_rejects_file_as_it_was(
-    tmp_path: Path, out: str, code: int, said: str
+    tmp_path: Path, out: str, code: int, said: str, in_process: Callable[..., Answer]
 ) -> None:
     """`--rejects` is opened "wb" (truncated), and `--out` was checked after it: a usage
     error (`--out` naming an input) or a bad `--out` emptied the rejects file of the last
@@ -240,7 +262,7 @@ def test_an_out_refused_leaves_the_rejects_file_as_it_was(
     rejects = tmp_path / "rejects.ndjson"
     rejects.write_text('{"kept": "from the last run"}\n')
     args = [str(source), "--kind", "unit-status", "--out", str(tmp_path / out)]
-    result = cli(*args, "--rejects", str(rejects), data_dir=tmp_path / "data")
+    result = in_process(*args, "--rejects", str(rejects))
     lines = result.stderr.strip().splitlines()
     assert result.returncode == code, result.stderr
     assert len(lines) == 1, result.stderr
@@ -248,9 +270,10 @@ def test_an_out_refused_leaves_the_rejects_file_as_it_was(
     assert rejects.read_text() == '{"kept": "from the last run"}\n'
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["no format", "--out", "--rejects"])
-def test_a_usage_error_found_at_the_files_creates_nothing(tmp_path: Path, fault: str) -> None:
+def test_a_usage_error_found_at_the_files_creates_nothing(
+    tmp_path: Path, fault: str, in_process: Callable[..., Answer]
+) -> None:
     """Found once the files are opened (a name that gives no format, an output naming an
     input): the client-library log's directory was made before, `.chainwatch/logs` in the
     current directory by default, where a usage error leaves nothing behind."""
@@ -260,7 +283,7 @@ def test_a_usage_error_found_at_the_files_creates_nothing(tmp_path: Path, fault:
     args = [str(source), "--kind", "unit-status", "--out", str(out)]
     if fault == "--rejects":
         args += ["--rejects", str(source)]
-    result = cli(*args, data_dir=tmp_path / "data")
+    result = in_process(*args)
     assert result.returncode == USAGE, result.stderr
     assert result.stderr.rstrip().endswith(HELP), result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
