@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_in_process import Answer, cli_in_process
 from rich.console import Console
 
 from chainwatch.backtest import run as backtest_run
@@ -51,14 +52,31 @@ def run_backtest_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[
     )
 
 
-@pytest.mark.slow
-def test_a_plan_failing_validation_is_one_line_before_anything_runs(tmp_path: Path) -> None:
+def backtest_in_process(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+) -> Answer:
+    """`run_backtest_cli` through the CLI's `main` in this process (`tests/cli_in_process.py`):
+    for the refusals that come before anything runs, settings included."""
+    env = {
+        "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
+        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",
+    }
+    return cli_in_process(["backtest", *args], env, monkeypatch, capsys, settings_built=False)
+
+
+def test_a_plan_failing_validation_is_one_line_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert "handoff: 12h" in GOOD_PLAN
     good = tmp_path / "current.yaml"
     good.write_text(GOOD_PLAN, encoding="utf-8")
     bad = tmp_path / "proposed.yaml"
     bad.write_text(GOOD_PLAN.replace("handoff: 12h", "handoff: 12"), encoding="utf-8")
-    result = run_backtest_cli(tmp_path, str(HISTORY), "--plan", str(good), "--plan", str(bad))
+    argv = [str(HISTORY), "--plan", str(good), "--plan", str(bad)]
+    result = backtest_in_process(tmp_path, monkeypatch, capsys, *argv)
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -111,7 +129,6 @@ def test_two_plans_with_the_same_name_are_refused(tmp_path: Path) -> None:
         load_plan_files([tmp_path / "a" / "plan.yaml", tmp_path / "b" / "plan.yaml"])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("options", "said"),
     [
@@ -120,14 +137,18 @@ def test_two_plans_with_the_same_name_are_refused(tmp_path: Path) -> None:
     ],
 )
 def test_bad_options_are_a_usage_error_before_anything_runs(
-    tmp_path: Path, options: list[str], said: str
+    tmp_path: Path,
+    options: list[str],
+    said: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The command line's fault, so exit 2 and where help is, as click's own (it was 1)."""
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "plan.yaml").write_text(GOOD_PLAN, encoding="utf-8")
     paths = [str(tmp_path / o) if o.endswith(".yaml") else o for o in options]
-    result = run_backtest_cli(tmp_path, str(HISTORY), *paths)
+    result = backtest_in_process(tmp_path, monkeypatch, capsys, str(HISTORY), *paths)
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()

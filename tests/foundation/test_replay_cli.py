@@ -15,6 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from cli_in_process import cli_in_process
 
 from chainwatch.replay_store import stored_counts
 from chainwatch.settings import Settings
@@ -134,24 +135,19 @@ def test_a_bad_run_id_is_one_line_before_kafka_or_the_store(
     CLI's `main` in this process (a subprocess each was 1-2 s of imports): how the console
     script says a usage error (exit 2, one line) is checked by
     `tests/importer/test_import_cli.py::test_user_mistakes_said_by_the_console_script`."""
-    from chainwatch import cli_context
-    from chainwatch.cli import main
-
-    for name in [k for k in os.environ if k.upper().startswith("CHAINWATCH_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("CHAINWATCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9")
-    monkeypatch.chdir(ROOT)
-    monkeypatch.delitem(cli_context.state, "settings", raising=False)
+    env = {
+        "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
+        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",
+    }
     scenario = EXAMPLES / "example_1_on_time.ndjson"
-    assert main(["replay", str(scenario), *args]) == 2  # the command line's fault
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
+    argv = ["replay", str(scenario), *args]
+    result = cli_in_process(argv, env, monkeypatch, capsys, settings_built=False)
+    assert result.returncode == 2  # the command line's fault
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
     assert message in lines[0]
     assert lines[0].endswith("(see `chainwatch replay --help`)")
-    assert "settings" not in cli_context.state  # refused before the settings were read
     assert not (tmp_path / "data" / "clickhouse").exists()
 
 

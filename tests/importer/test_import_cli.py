@@ -8,10 +8,10 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_in_process import Answer, cli_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,40 +161,23 @@ class Mistakes:
         assert self.copy.read_bytes() == (ROOT / self.scans[0]).read_bytes()
 
 
-@dataclass
-class Answer:
-    returncode: int
-    stderr: str
-
-
 @pytest.fixture
 def in_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Callable[..., Answer]:
     """`chainwatch import ARGS` through the CLI's `main` in this process, as `cli` runs it
-    (a subprocess each took 1-2 s of imports): its exit status and stderr; nothing on
-    stdout, and no file it opened left to the collector (its process's exit hid one: an
-    input named by `--out` was)."""
-    from chainwatch import cli_context
-    from chainwatch.cli import main
-    from chainwatch.settings import Settings
-
-    for name in [k for k in os.environ if k.upper().startswith("CHAINWATCH_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("CHAINWATCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.chdir(ROOT)
-    # settings built here: the CLI's own would configure this process's logging
-    monkeypatch.setitem(cli_context.state, "settings", Settings())
+    (`tests/cli_in_process.py`): nothing on stdout, and no file it opened left to the
+    collector (its process's exit hid one: an input named by `--out` was)."""
     unclosed: list[str] = []
     monkeypatch.setattr(sys, "unraisablehook", lambda raised: unclosed.append(repr(raised)))
+    env = {"CHAINWATCH_DATA_DIR": str(tmp_path / "data")}
 
     def run(*args: str) -> Answer:
-        code = main(["import", *args])
-        captured = capsys.readouterr()
-        assert captured.out == ""
+        answer = cli_in_process(["import", *args], env, monkeypatch, capsys, settings_built=True)
+        assert answer.stdout == ""
         gc.collect()
         assert unclosed == [], args
-        return Answer(code, captured.err)
+        return answer
 
     return run
 
