@@ -252,6 +252,9 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+STATUS_PROBE_S = 3.0
+"""How long `chainwatch kafka status` waits for a running broker's metadata answer."""
+
 LAUNCH_TIMEOUT_S = 30.0
 """How long the shell that starts the broker in the background may take to return (it
 returns at once: the broker's own start is waited for apart)."""
@@ -371,7 +374,7 @@ class LocalBroker:
         if pid is None:
             return BrokerStatus(False, None, self.bootstrap, "not running")
         with silenced("kafka", "aiokafka"):  # the answer is this status, in one line
-            answers = metadata_ok(self.bootstrap, timeout_s=3)
+            answers = metadata_ok(self.bootstrap, timeout_s=STATUS_PROBE_S)
         if answers:
             return BrokerStatus(True, pid, self.bootstrap, "ready")
         return BrokerStatus(False, pid, self.bootstrap, "process alive but not answering")

@@ -313,11 +313,18 @@ def test_a_process_waiting_for_kafka_is_alive_and_not_ready_on_its_probes(
 
 
 def test_the_status_of_a_broker_process_that_does_not_answer_is_one_line_of_ours(
-    silent_broker: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    silent_broker: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`chainwatch kafka status` printed kafka-python's five connection errors before its
     own line when the broker's process was alive and its port said nothing."""
+    from chainwatch import local_kafka
     from chainwatch.local_kafka import LocalBroker
+
+    # a silent port answers no probe at any length: the status waits it out (3 s before)
+    monkeypatch.setattr(local_kafka, "STATUS_PROBE_S", 0.5)
 
     settings = Settings(
         data_dir=tmp_path,
