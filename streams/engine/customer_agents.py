@@ -96,7 +96,7 @@ class CustomerAgents:
         if customer_id is None:  # a tombstone without a key names no customer to delete
             rt.dead_letter(CUSTOMERS, message, _KEYLESS_TOMBSTONE)
             return
-        known = CustomerSlot.decode(rt.customer_table.get(customer_id))
+        known = CustomerSlot.decode(rt.get(rt.customer_table, customer_id))
         if message.offset > known.version:
             rt.put(
                 rt.customer_table,
@@ -118,7 +118,7 @@ class CustomerAgents:
         members = self.subscribers_of(sub.customer_id)
         sub_key = f"{sub.customer_id}|{sub.order_id}"
         if sub.subscribe:
-            known = CustomerSlot.decode(rt.customer_table.get(sub.customer_id))
+            known = CustomerSlot.decode(rt.get(rt.customer_table, sub.customer_id))
             members.add(sub.order_id)
             if sub_key not in rt.subscription_table:
                 rt.put(rt.subscription_table, sub_key, b"1")

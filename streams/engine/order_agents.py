@@ -118,7 +118,7 @@ class OrderAgents:
         rt = self.rt
         now = from_ms(now_ms)
         for due_ms, order_id in list(rt.deadlines.pop_due(partition, now_ms)):
-            raw = rt.order_table.get(order_id)
+            raw = rt.get(rt.order_table, order_id)
             if raw is None:
                 continue
             stored, data = peek(raw)
@@ -229,7 +229,7 @@ class OrderAgents:
             received = self.received.pop(order_id, None)
             try:
                 with rt.acting_for(event):
-                    slot = decode_slot(order_id, rt.order_table.get(order_id))
+                    slot = decode_slot(order_id, rt.get(rt.order_table, order_id))
                     if slot is not None and slot.pending_ms is not None:
                         slot.partition = partition
                         self.apply(slot, self.orders.derive_owed(slot, received))
@@ -304,7 +304,7 @@ class OrderAgents:
         scans = isinstance(first.item, ScanEvent)
         arrivals = [a for _, a in items]
         with rt.acting_for(event):
-            raw = rt.order_table.get(order_id)
+            raw = rt.get(rt.order_table, order_id)
             if scans and raw is not None:
                 refused, arrivals = self._gated(order_id, raw, arrivals)
                 rt.send_dead_letters(refused)
@@ -405,7 +405,7 @@ class OrderAgents:
         assert isinstance(first.item, CustomerAnswer | DowntimeAnswer)
         order_id = first.item.order_id
         with rt.acting_for(event):
-            slot = decode_slot(order_id, rt.order_table.get(order_id))
+            slot = decode_slot(order_id, rt.get(rt.order_table, order_id))
             if slot is None:
                 return  # the order left the state: a late join answer changes nothing
             slot.partition = event.message.partition

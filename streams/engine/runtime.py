@@ -30,7 +30,7 @@ from schemas.deadline import deadline
 from schemas.placement import Misplaced, misplaced
 from schemas.plan import SlaPlan
 from schemas.validation import RecordRejected, check_key
-from streams.codecs import InputCodec, Rejected
+from streams.codecs import InputCodec, InputSchema, Rejected
 from streams.eager_delivery import deliver_in_bulk
 from streams.engine import tables
 from streams.engine.batching import BatchSizes, take_growing
@@ -199,10 +199,7 @@ class EngineRuntime:
 
     def _input(self, name: str) -> Any:
         return self.app.topic(
-            self.config.names(name),
-            key_serializer="raw",
-            value_serializer=InputCodec(name, self.plan),
-            allow_empty=True,
+            self.config.names(name), schema=InputSchema(InputCodec(name, self.plan))
         )
 
     def _internal(self, name: str) -> Any:
@@ -567,6 +564,19 @@ class EngineRuntime:
         self.outputs.join(topic, partition_of(message.key(), self.partitions), message.encode())
 
     # --- shared steps -------------------------------------------------------------
+
+    @staticmethod
+    def get(table: Any, key: str) -> bytes | None:
+        """A table value (None: none), read from the table's store as `put` writes it.
+
+        faust's `table.get(key)` goes through `Mapping.get`, the managed dict's
+        `on_key_get` (faust's table-read sensors, which the engine does not use) and
+        the user dict's `__missing__` test before it reaches the store: about twice the
+        store's own read, once or more per key and step. Same store, same value: for
+        agent steps (a key's event current, `acting_for`, as RocksDB reads need).
+        """
+        value: bytes | None = table.data.get(key)
+        return value
 
     def put(self, table: Any, key: str, value: bytes) -> None:
         """Write a table value: to the store at once, to the changelog when the step ends.

@@ -44,11 +44,11 @@ class UnitAgents:
         return self._index
 
     def entry(self, unit_id: str, order_id: str) -> OccupancyEntry | None:
-        raw = self.rt.occupancy_table.get(f"{unit_id}|{order_id}")
+        raw = self.rt.get(self.rt.occupancy_table, f"{unit_id}|{order_id}")
         return None if raw is None else decode_entry(raw)
 
     def load(self, unit_id: str) -> UnitSlot:
-        raw = self.rt.unit_table.get(unit_id)
+        raw = self.rt.get(self.rt.unit_table, unit_id)
         return UnitSlot(unit_id) if raw is None else UnitSlot.from_json(orjson.loads(raw))
 
     def entries(self, unit_id: str) -> dict[str, OccupancyEntry]:

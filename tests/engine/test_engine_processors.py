@@ -888,6 +888,9 @@ class _Runtime:
     def active_partitions(self, _topic: Any) -> set[int]:
         return {0}
 
+    def get(self, table: dict[str, bytes], key: str) -> bytes | None:
+        return table.get(key)
+
     def put(self, table: dict[str, bytes], key: str, value: bytes) -> None:
         table[key] = value
 

@@ -86,6 +86,9 @@ class _Runtime:
         self.occupancy_table = _Table()
         self.sent: list[bytes] = []
 
+    def get(self, table: dict[str, bytes], key: str) -> bytes | None:
+        return table.get(key)
+
     def put(self, table: dict[str, bytes], key: str, value: bytes) -> None:
         table[key] = value
 

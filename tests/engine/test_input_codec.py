@@ -1,14 +1,22 @@
-"""The engine's Kafka input codec (`streams.codecs.InputCodec`): bad records become data."""
+"""The engine's Kafka input codec (`streams.codecs.InputCodec`): bad records become data;
+its topics' schema (`InputSchema`) decodes as faust's own path did."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
+from typing import Any
 
+import pytest
+from faust.types.tuples import Message
 from samples import PLAN, scan
 
 from schemas.scans import ScanEvent
-from streams.codecs import InputCodec, Rejected
-from streams.topics import SCANS
+from streams.app import create_app
+from streams.codecs import InputCodec, InputSchema, Rejected
+from streams.engine.agents import Engine, EngineConfig
+from streams.topics import SCANS, TopicNames
 
 
 def test_a_record_that_writes_a_key_twice_is_rejected_for_the_dead_letters() -> None:
@@ -23,3 +31,42 @@ def test_a_record_that_writes_a_key_twice_is_rejected_for_the_dead_letters() -> 
     assert rejected.raw == twice
     assert rejected.reason_code.value == "validation_failed"
     assert [(e.loc, e.type) for e in rejected.errors] == [("quantity", "duplicate_key")]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (b"PO-1", json.dumps(scan()).encode()),
+        (None, json.dumps(scan()).encode()),
+        (b"PO-1", b"{not json"),
+        (b"PO-1", b"[1, 2]"),
+        (
+            b"PO-1",
+            json.dumps(scan()).encode().replace(b'"quantity": ', b'"quantity": 1, "quantity": ', 1),
+        ),
+        (b"PO-1", None),
+    ],
+    ids=["scan", "keyless", "not-json", "not-object", "key-twice", "tombstone"],
+)
+def test_the_engines_input_topic_decodes_as_fausts_own_schema_path(
+    tmp_path: Path, key: bytes | None, value: bytes | None
+) -> None:
+    """`InputSchema` skips faust's serializer registry: each event's key and value are
+    what the registry path gave for the same message (the "raw" key serializer, the
+    codec as value serializer, empty values allowed)."""
+    app = create_app("schema-test", bootstrap="localhost:1", partitions=1, data_dir=tmp_path)
+    engine = Engine(app, EngineConfig(names=TopicNames("t."), plan=PLAN))
+    theirs = app.topic(
+        "t.scans", key_serializer="raw", value_serializer=InputCodec(SCANS, PLAN), allow_empty=True
+    )
+    message = Message("t.scans", 0, 7, 0.0, 0, [], key, value, None)
+
+    async def both() -> tuple[Any, Any]:
+        return (await engine.runtime.scans_topic.decode(message),
+                await theirs.decode(message))  # fmt: skip
+
+    ours, expected = asyncio.run(both())
+    assert isinstance(engine.runtime.scans_topic.schema, InputSchema)
+    assert (type(ours.key), ours.key) == (type(expected.key), expected.key)
+    assert (type(ours.value), ours.value) == (type(expected.value), expected.value)
+    assert ours.message is message
