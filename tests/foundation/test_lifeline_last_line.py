@@ -172,6 +172,27 @@ def test_a_process_that_said_its_last_line_is_not_given_a_second_one(child: Chil
     assert logs[-1] is stopped
 
 
+def test_a_process_that_said_its_last_line_with_its_own_handler_in_place_gets_the_signal(
+    child: Child,
+) -> None:
+    """Its stop said the line, its own handler still in place (faust's until the loop
+    closes), then the parent died: the watch signals it (`_step`: said, OWN), says
+    nothing and does not end it; what SIGTERM does now is the process's own."""
+    signal.signal(signal.SIGTERM, child.own_handler)
+    with capture_logs() as logs:
+        with process_lifetime("test", announced=True):
+            pass
+        watch = child.parent_dies()
+        watch.join(WAIT_S)
+        assert not watch.is_alive()
+        assert child.exits == []  # not ended by the watch, nor a second line said
+        assert child.own_signalled.wait(WAIT_S)  # its handler runs in this, the main thread
+    assert (child.own_sigterms, child.early_sigterms) == ([signal.SIGTERM], [])
+    (stopped,) = _stopped(logs)
+    assert stopped["outcome"] == "ok"  # said before the parent died
+    assert logs[-1] is stopped
+
+
 class _Noting(list[int]):
     """A list that sets `event` as it is appended to."""
 
