@@ -64,8 +64,14 @@ class InputSchema(Schema[Any, Any]):
     pydantic record or `Rejected`, never a mapping of faust's, and never an
     exception) that gives back what this gives, at ~9 µs more a record (27 against 18
     µs a scan decoded; docs/performance-engine-history.md, "Engine plumbing per record").
-    faust's compiled decoder hands an empty value (a tombstone) on before either
-    is called (`allow_empty`), as it did.
+    faust's compiled decoder hands an empty value (a tombstone) on after the key's
+    and before the value's is called (`allow_empty`), as it did.
+
+    One difference, for a bug only: an exception out of the codec (it raises none of
+    its own, but a validator's `TypeError` would pass pydantic) is not wrapped in
+    faust's `ValueDecodeError`. faust's path acked such a record and dropped it
+    unseen (its `on_value_decode_error` does nothing); here it leaves the conductor
+    and faust's consumer loop logs "Drain messages raised" and re-raises it: loud.
     """
 
     def __init__(self, codec: InputCodec) -> None:
