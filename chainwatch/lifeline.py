@@ -50,8 +50,9 @@ line and end the process, end it, or signal it. Four orders of events reach them
 - the process puts the lifeline's handler back between the watch's look and its signal:
   that handler tells the watch (`_tell_watch`, a byte on `_unsaid`) and the watch looks
   again (`_after_signal`);
-- the process has said its line already: nothing more is said; SIGTERM's handler, or
-  the watch when there is none, ends it at once (`_until_own_stop_handling`, `END`).
+- the process has said its line already: nothing more is said; the lifeline's SIGTERM
+  handler, or the watch when there is none, ends it at once (`_until_own_stop_handling`,
+  `END`); its own handler, still in place, gets the SIGTERM (`SIGNAL`).
 
 It is opt-in: only a child given `--lifeline-fd` watches (hidden from `--help`: it is
 for the processes chainwatch starts). It is an option, not an environment variable: an
