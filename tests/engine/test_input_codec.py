@@ -33,6 +33,30 @@ def test_a_record_that_writes_a_key_twice_is_rejected_for_the_dead_letters() -> 
     assert [(e.loc, e.type) for e in rejected.errors] == [("quantity", "duplicate_key")]
 
 
+def test_a_record_whose_decoding_raises_is_a_processing_error_not_a_crash_or_a_drop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in the contract's check (a validator raising TypeError, which pydantic lets
+    through) made faust skip the record through its registry's decode error, and would end
+    the worker's fetch loop through `InputSchema`: CONTRACT v1.2 makes it a dead letter."""
+
+    def broken(topic: str, raw: bytes, *, plan: Any) -> Any:
+        raise TypeError("a validator's bug")
+
+    monkeypatch.setattr("streams.codecs.decode_input", broken)
+    codec = InputCodec(SCANS, PLAN)
+    raw = json.dumps(scan()).encode()
+    message = Message("t.scans", 0, 7, 0.0, 0, [], b"k", raw, None)
+    app: Any = None  # (unused by the schema's value decode)
+    for rejected in (codec._loads(raw), InputSchema(codec).loads_value(app, message)):
+        assert isinstance(rejected, Rejected)
+        assert rejected.raw == raw
+        assert rejected.reason_code.value == "processing_error"
+        assert [(e.type, e.msg) for e in rejected.errors] == [
+            ("TypeError", "TypeError: a validator's bug")
+        ]
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [
