@@ -29,7 +29,7 @@ from typing import Any
 async def ended_within(task: asyncio.Future[Any], seconds: float, *, cancel: bool) -> bool:
     """Cancel `task` first if `cancel`, then wait for it at most `seconds`: True if it is
     done by then. Its exception is retrieved once it ends, in time or not."""
-    task.add_done_callback(_retrieve)  # at once if it is done already
+    task.add_done_callback(retrieve)  # at once if it is done already
     if cancel:
         task.cancel()
     if not task.done():
@@ -37,7 +37,8 @@ async def ended_within(task: asyncio.Future[Any], seconds: float, *, cancel: boo
     return task.done()
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """The task's end taken, so the loop warns of no exception never retrieved."""
+def retrieve(task: asyncio.Future[Any]) -> None:
+    """The task's end taken, so the loop warns of no exception never retrieved (a done
+    callback for a future whose outcome nobody else reads)."""
     if not task.cancelled():
         task.exception()

@@ -44,7 +44,7 @@ import contextlib
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -53,7 +53,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAuthoriza
 from aiokafka.structs import RecordMetadata
 
 from schemas.aiokafka_private import SENDER_STOP_S, sender_task
-from schemas.bounded_wait import ended_within
+from schemas.bounded_wait import ended_within, retrieve
 from schemas.deadline import deadline
 from streams.ingest.groups import GroupBounds, Member, take_group
 from streams.ingest.records import OutRecord, Placement
@@ -286,7 +286,7 @@ class TransactionalPublisher:
         within = self.config.publish_timeout_s if within_s is None else within_s
         loop = asyncio.get_running_loop()
         member = Member(records, loop.time() + within, loop.create_future())
-        member.outcome.add_done_callback(_seen)  # a cancelled member's outcome is not read
+        member.outcome.add_done_callback(retrieve)  # a cancelled member's outcome is not read
         self._waiting.append(member)
         self._dispatch()
         try:
@@ -661,7 +661,7 @@ def retrieve_transaction_outcome(producer: AIOKafkaProducer) -> None:
     manager = getattr(producer, "_txn_manager", None)
     waiter = getattr(manager, "_transaction_waiter", None)
     if isinstance(waiter, asyncio.Future):
-        waiter.add_done_callback(_seen)  # at once if it is done
+        waiter.add_done_callback(retrieve)  # at once if it is done
 
 
 def _group_state(group: asyncio.Task[None] | None) -> dict[str, object]:
@@ -705,8 +705,3 @@ def _settle(member: Member, outcome: list[Placement] | BaseException) -> None:
         member.outcome.set_exception(outcome)
     else:
         member.outcome.set_result(outcome)
-
-
-def _seen(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
