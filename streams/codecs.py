@@ -19,6 +19,7 @@ from faust.types.tuples import Message
 from schemas.dead_letter import ErrorDetail, ReasonCode
 from schemas.plan import SlaPlan
 from schemas.validation import InputRecord, RecordRejected, decode_input
+from streams.engine.errors import error_text
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -51,9 +52,9 @@ class InputCodec(Codec):
             # faust's registry once wrapped it in a decode error and skipped the record
             # (silently dropped); out of `InputSchema` it would end the worker's fetch loop.
             # CONTRACT v1.2: a record whose handling raises is a `processing_error` letter.
-            text = f"{type(exc).__name__}: {exc}"
-            log.error("processing_error", topic=self.topic, error=text[:1000], exc_info=exc)
-            detail = ErrorDetail(loc="", msg=text[:1000], type=type(exc).__name__)
+            text = error_text(exc)
+            log.error("processing_error", topic=self.topic, error=text, exc_info=exc)
+            detail = ErrorDetail(loc="", msg=text, type=type(exc).__name__)
             return Rejected(s, ReasonCode.PROCESSING_ERROR, [detail])
 
     def _dumps(self, obj: Any) -> bytes:
