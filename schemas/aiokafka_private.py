@@ -1,4 +1,4 @@
-"""What we read of aiokafka's private state, each in one named place.
+"""aiokafka's private state that streams and sinks both read, in one named place.
 
 aiokafka gives no public way to stop a producer's sending without first flushing
 what it holds: `AIOKafkaProducer.stop()` waits for the pending batches, and the
@@ -11,6 +11,9 @@ tests/schemas/test_aiokafka_private.py fails on the real producer.
 
 In `schemas` as the one package both streams and sinks import (their
 independence is an import-linter contract); it imports no aiokafka itself.
+A private reach used in one module only stays there, named where it is used
+(`streams.kafka_transport`, `sinks.webhooks.done`, the publisher's transaction
+waiter).
 """
 
 from __future__ import annotations
