@@ -11,11 +11,12 @@ import json
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from gateway_harness import GatewayProcess, Harness, token_of
+from gateway_harness import GatewayProcess, Harness, running_gateway_process, token_of
 from samples import fresh_scan as scan
 
 from streams.ingest.body import (
@@ -238,6 +239,24 @@ class HealthProbe(threading.Thread):
                 self.latencies.append(time.perf_counter() - started)
                 self.answering.set()
                 self.done.wait(0.002)
+
+
+@pytest.fixture(scope="module")
+def gateway_process(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    """The figures tests' gateway: it refuses before a body is read in full, and its
+    lingering close drops all of the 2-8 MB a client still sends (the default drops
+    1 MiB in 2 s, then closes). What they measure is the refusal, not the linger's
+    bound: with the default, curl under two CPU hogs was still sending when the close
+    came and failed with "failed sending data" (exit 55) before it read the 413."""
+    with running_gateway_process(
+        kafka_bootstrap,
+        tmp_path_factory.mktemp("gw-hostile"),
+        lingering_close_s=30.0,
+        lingering_close_bytes=16 * 1024 * 1024,
+    ) as gw:
+        yield gw
 
 
 def _million_item_document() -> bytes:
