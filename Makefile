@@ -43,8 +43,9 @@ test: $(STAMP)
 	$(BIN)/python -m sinks.clickhouse.cluster --check
 	@# two pytest sessions side by side, each with its own broker (tests/conftest.py): the
 	@# broker-bound tests mostly wait, so two halve the wall time even on two cores;
-	@# branch coverage of streams/, sinks/, schemas/ ([tool.coverage]; `coverage report` for the table)
-	$(BIN)/pytest -n 2 $(COV)
+	@# branch coverage of streams/, sinks/, schemas/ ([tool.coverage]; `coverage report` for the table);
+	@# the 30 slowest tests listed at the end: where the suite's wall time goes on this machine
+	$(BIN)/pytest -n 2 --durations=30 $(COV)
 	@if [ -n "$(COV)" ]; then echo "coverage: $$($(BIN)/coverage report --format=total)% of lines and branches in streams/, sinks/, schemas/"; fi
 
 ## make check: the quick loop - ruff, mypy, the import layers and the tests that need neither Kafka nor ClickHouse
