@@ -240,7 +240,7 @@ async def start_consumer(
         if started:
             return True
     except KafkaStalled:
-        await stop_consumer(consumer, within_s=STALLED_STOP_S)
+        await stop_consumer(consumer)
         raise
     except BaseException:  # our own task cancelled: no start left running behind it
         await stop_consumer(consumer)
@@ -251,11 +251,16 @@ async def start_consumer(
     return False
 
 
-STALLED_STOP_S = 10.0
-"""How long a consumer whose loop stalled (`KafkaStalled`) may take to stop: aiokafka's
-stop waits for its group coordinator (a LeaveGroup) with Kafka as silent as before, and
-held a drain that had given up a minute or more. Past it the consumer's requests are
-cancelled and its connections closed."""
+STOP_S = 10.0
+"""How long a consumer's stop may take, every stop (a normal one, a stalled drain's, a
+start given up): aiokafka's stop waits for its coordination task and a LeaveGroup with
+no deadline of its own but the requests' (40 s each), so with Kafka frozen a sink or a
+notifier whose loop ended (a signal, a stalled drain, an error of ours, a pipe of the
+notifier restarted) waited until the broker came back, and a stall or an error stopped
+before the process's stop deadline had even begun. Past it the consumer's requests are
+cancelled and its connections closed; no LeaveGroup is sent, so the group drops the
+member after its session timeout, as after a crash. A healthy broker answers a
+LeaveGroup in milliseconds."""
 
 
 async def stop_consumer(consumer: AIOKafkaConsumer, *, within_s: float | None = None) -> None:
@@ -271,16 +276,22 @@ async def stop_consumer(consumer: AIOKafkaConsumer, *, within_s: float | None = 
     "Since this call began": called in the clean-up of a task being cancelled already
     (`start_consumer`, the sink's and the notifier's `finally`, the warm-up's), the
     old request is not ours to hand on, and aiokafka's error was taken for it and the
-    client left open. With `within_s`, a stop that takes longer is given up the same
-    way (its client closed), and so is a stop our own cancel cut short, before the
-    cancel is handed on.
+    client left open. A stop that takes longer than `within_s` (None: `STOP_S`) is
+    given up the same way (its client closed, `kafka_consumer_stop_cut` logged), and
+    so is a stop our own cancel cut short, before the cancel is handed on.
     """
+    limit = STOP_S if within_s is None else within_s
     baseline = cancel_requests()
     try:
-        async with deadline(within_s):  # None: no deadline
+        async with deadline(limit):
             await consumer.stop()
     except TimeoutError:
-        log.warning("kafka_consumer_stop_cut", after_s=within_s)
+        log.warning(
+            "kafka_consumer_stop_cut",
+            after_s=limit,
+            hint="Kafka did not answer the consumer's stop; its group drops it after the "
+            "session timeout",
+        )
         await _close_anyway(consumer)
     except asyncio.CancelledError:
         await _close_anyway(consumer)  # ours too: the consumer is marked closed already

@@ -99,8 +99,6 @@ from sinks.clickhouse.stored_offsets import (
     slow_read_fix,
 )
 from sinks.consumer import (
-    STALLED_STOP_S,
-    KafkaStalled,
     KafkaWaits,
     commit_within,
     consume,
@@ -586,15 +584,8 @@ class ClickHouseSink:
         if not await start_consumer(consumer, stop, self._waits):
             self._consumer = None
             return self.stats
-        stalled = False
         try:
-            try:
-                await consume(
-                    consumer, list(self.mappers), self, stop, drain=drain, waits=self._waits
-                )
-            except KafkaStalled:
-                stalled = True  # the flush under way still ends first (below)
-                raise
+            await consume(consumer, list(self.mappers), self, stop, drain=drain, waits=self._waits)
             await self._settle_flush(consumer, wait=True)
             while not await self.flush():  # drain: keep trying until stored or told to stop
                 if stop.is_set():
@@ -612,7 +603,7 @@ class ClickHouseSink:
                 with contextlib.suppress(Exception):
                     await task
             self._consumer = None
-            await stop_consumer(consumer, within_s=STALLED_STOP_S if stalled else None)
+            await stop_consumer(consumer)  # within its deadline (`STOP_S`)
         return self.stats
 
     # --- the consumer loop's hooks (sinks/consumer.py) -------------------------

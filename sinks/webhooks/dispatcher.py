@@ -25,8 +25,6 @@ from standardwebhooks import Webhook
 
 from schemas.alerts import Alert
 from sinks.consumer import (
-    STALLED_STOP_S,
-    KafkaStalled,
     KafkaWaits,
     consume,
     new_consumer,
@@ -516,12 +514,7 @@ class EndpointPipe:
             try:
                 await self.warmup.stop()
                 await self.commit(consumer)
-                stalled = (
-                    consuming.done()
-                    and not consuming.cancelled()
-                    and isinstance(consuming.exception(), KafkaStalled)
-                )
-                await stop_consumer(consumer, within_s=STALLED_STOP_S if stalled else None)
+                await stop_consumer(consumer)  # within its deadline (`STOP_S`)
             finally:  # also when a second cancel cuts the steps above
                 await close_client(http, self.endpoint.name, hide=self.secrets)
         self._check_workers(workers)  # also one that failed while we were stopping

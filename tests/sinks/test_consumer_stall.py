@@ -297,13 +297,82 @@ class StopWaitsForTheCoordinator(StandIn):
 def test_a_stalled_drain_does_not_wait_for_aiokafkas_stop(monkeypatch: pytest.MonkeyPatch) -> None:
     """Seen with the broker frozen: the drain gave up at 60 s, then its consumer's stop
     held the process until a request of aiokafka's timed out, 80 s later."""
-    monkeypatch.setattr(consumer_module, "STALLED_STOP_S", 0.2)
+    monkeypatch.setattr(consumer_module, "STOP_S", 0.2)
     consumer = StopWaitsForTheCoordinator()
 
     outcome, took = _outcome(_drain_start(consumer))
     _stall_line(outcome, "no assignment")
     assert took < 2
     assert consumer.client_closed
+
+
+class StopWaitsAfterRunning(StopWaitsForTheCoordinator):
+    """A consumer that starts and fetches (nothing), then, stopped, waits for a
+    coordinator that a frozen broker never lets answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hangs = set()
+
+    def subscribe(self, _topics: list[str], **_: Any) -> None:
+        pass
+
+
+async def _sink_stopped(consumer: Any) -> Any:
+    sink = ClickHouseSink(bootstrap="127.0.0.1:1", group_id="g", client=None, mappers={})  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.1, stop.set)
+    return await sink.run(stop)
+
+
+async def _pipe_stopped(consumer: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from webhook_pipes import LogProducer, offline_pipe
+
+    from sinks.webhooks import dispatcher
+
+    pipe = offline_pipe("stopped")
+    pipe.producer = LogProducer()  # type: ignore[assignment]
+    monkeypatch.setattr(dispatcher, "new_consumer", lambda *_a, **_k: consumer)
+    monkeypatch.setattr(pipe, "commit", _no_commit)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.1, stop.set)
+    return await pipe.run(stop)
+
+
+async def _start_stopped(consumer: Any) -> Any:
+    consumer.hangs = {"start"}  # a start that waits for its assignment, then a stop
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.1, stop.set)
+    return await start_consumer(consumer, stop)
+
+
+@pytest.mark.parametrize("path", ["sink", "notifier", "start"])
+def test_a_stop_on_a_frozen_broker_ends_by_its_deadline(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every consumer stop has a deadline, not only a stalled drain's: a sink or a
+    notifier told to stop (or whose loop ended on an error of ours, before the process's
+    stop deadline begins) waited in aiokafka's stop for as long as Kafka was frozen."""
+    from sinks.clickhouse import sink as sink_module
+
+    lines = Lines()
+    monkeypatch.setattr(consumer_module, "log", lines)
+    monkeypatch.setattr(consumer_module, "STOP_S", 0.2)
+    consumer = StopWaitsAfterRunning()
+    monkeypatch.setattr(sink_module, "new_consumer", lambda *_a, **_k: consumer)
+    run = {
+        "sink": lambda: _sink_stopped(consumer),
+        "notifier": lambda: _pipe_stopped(consumer, monkeypatch),
+        "start": lambda: _start_stopped(consumer),
+    }[path]
+
+    outcome, took = _outcome(run())
+    assert not isinstance(outcome, BaseException), outcome
+    assert took < 2
+    assert consumer.client_closed
+    assert [line["event"] for line in lines.lines if line["level"] == "warning"] == [
+        "kafka_consumer_stop_cut"
+    ]
 
 
 def test_notify_drain_goes_through_the_same_waits(monkeypatch: pytest.MonkeyPatch) -> None:
