@@ -21,11 +21,11 @@ from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import STOP_GRACE_S, NotifyStats, Topics
 from sinks.webhooks.notifier import Notifier
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, NOTIFY_TOPICS
+from sinks.webhooks.settings import parse_allowed_hosts
 from sinks.webhooks.subscriptions import (
     SubscriptionError,
     Subscriptions,
     load_subscriptions,
-    parse_allowed_hosts,
 )
 from sinks.webhooks.targets import TargetPolicy, parse_networks
 from sinks.webhooks.warmup import WarmupConfig

@@ -25,6 +25,12 @@ past it (100_000 there broke eight tests when the bound came)."""
 # stop-deadline thread died on an OverflowError, with a trace).
 
 
+def parse_allowed_hosts(text: str) -> list[str]:
+    """`allowed_hosts`'s entries: `hooks.example.com, *.slack.com,` -> two hosts (spaces
+    beside an entry and empty entries dropped); none: every host is allowed."""
+    return [h.strip() for h in text.split(",") if h.strip()]
+
+
 class WebhookSettings(SettingsModel):
     """How `chainwatch notify` delivers alerts (docs/sinks.md)."""
 
@@ -98,6 +104,20 @@ class WebhookSettings(SettingsModel):
         "it, or on an error, the endpoint delivers without it (a warning: repeats may be "
         "delivered again).",
     )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        """Spaces beside an entry and empty entries (`a,,b`, a trailing comma) are dropped,
+        but a value that names no host at all (`,`, a template's `${HOSTS},` with HOSTS
+        empty) is refused: read as no list, it allowed every host, the opposite of what
+        setting an allow-list asks for."""
+        if value and not parse_allowed_hosts(value):
+            raise ValueError(
+                f"{value[:80]!r} names no host (a comma-separated list of hosts, "
+                "`*.example.com` for subdomains); unset it to allow every host"
+            )
+        return value
 
     @field_validator("allowed_networks")
     @classmethod

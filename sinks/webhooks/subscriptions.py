@@ -358,10 +358,6 @@ def host_allowed(host: str, allowed: Sequence[str]) -> bool:
     return False
 
 
-def parse_allowed_hosts(text: str) -> list[str]:
-    return [h.strip() for h in text.split(",") if h.strip()]
-
-
 def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(host)

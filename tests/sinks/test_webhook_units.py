@@ -37,6 +37,7 @@ from sinks.webhooks.records import (
     WebhookDeadLetter,
     body_of,
 )
+from sinks.webhooks.settings import parse_allowed_hosts
 from sinks.webhooks.subscriptions import (
     Filters,
     SubscriptionError,
@@ -435,6 +436,27 @@ def test_subscriptions_refuse_non_public_addresses_unless_allowed(tmp_path: Path
     assert "ALLOWED_NETWORKS" in str(info.value)
     everything = TargetPolicy(parse_networks("0.0.0.0/0,::/0"))
     assert load_subscriptions(path, targets=everything).endpoints[0].name == "a"
+
+
+@pytest.mark.parametrize(
+    ("value", "hosts"),
+    [
+        (" hooks.example.com , *.slack.com", ["hooks.example.com", "*.slack.com"]),
+        ("hooks.example.com,,*.slack.com,", ["hooks.example.com", "*.slack.com"]),
+        ("", []),  # unset: every host
+    ],
+)
+def test_allowed_hosts_setting_drops_spaces_and_empty_entries(value: str, hosts: list[str]) -> None:
+    settings = Settings(webhooks={"allowed_hosts": value})
+    assert parse_allowed_hosts(settings.webhooks.allowed_hosts) == hosts
+
+
+@pytest.mark.parametrize("value", [",", " , ", " "])
+def test_allowed_hosts_setting_that_names_no_host_is_refused(value: str) -> None:
+    """Read as no list, it allowed every host: an allow-list set by a template whose list
+    came out empty (`${HOSTS},`) restricted nothing, silently."""
+    with pytest.raises(ValidationError, match=r"names no host.*unset it to allow every host"):
+        Settings(webhooks={"allowed_hosts": value})
 
 
 def test_allowed_networks_setting_is_checked_at_start_up() -> None:
