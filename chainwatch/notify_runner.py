@@ -16,7 +16,7 @@ from chainwatch.process import Startup, run_until_signalled, serve_metrics, wait
 from chainwatch.settings import Settings
 from chainwatch.stop_deadline import STOP_MARGIN_S
 from schemas.plan import load_plan
-from sinks.consumer import COMMIT_TIMEOUT_S
+from sinks.consumer import COMMIT_TIMEOUT_S, STOP_S
 from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import STOP_GRACE_S, NotifyStats, Topics
 from sinks.webhooks.notifier import Notifier
@@ -85,9 +85,13 @@ def build_notifier(settings: Settings, subscriptions: Subscriptions) -> Notifier
 def stop_timeout_s(settings: Settings) -> float:
     """The notifier's stop deadline: `engine.stop_timeout_s`, or more when its graceful stop
     may need it. A stop lets the posts under way end (each attempt's `webhooks.timeout_s` +
-    `STOP_GRACE_S`, `finish_in_flight`), then commits them (`COMMIT_TIMEOUT_S`): a deadline
-    shorter than that would cut a post whose outcome the next run then posts again."""
-    graceful = settings.webhooks.timeout_s + STOP_GRACE_S + COMMIT_TIMEOUT_S + STOP_MARGIN_S
+    `STOP_GRACE_S`, `finish_in_flight`), then commits them (`COMMIT_TIMEOUT_S`) and stops
+    the consumer (`STOP_S`): a deadline shorter than that would cut a post whose outcome
+    the next run then posts again, or, with Kafka frozen, end a stop whose every step is
+    bounded as a hung one (`process_stop_timed_out`, exit 1)."""
+    graceful = (
+        settings.webhooks.timeout_s + STOP_GRACE_S + COMMIT_TIMEOUT_S + STOP_S + STOP_MARGIN_S
+    )
     return max(settings.engine.stop_timeout_s, graceful)
 
 

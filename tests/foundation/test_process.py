@@ -332,13 +332,17 @@ def test_the_notifiers_deadline_leaves_its_posts_under_way_their_time(tmp_path: 
     from chainwatch.notify_runner import stop_timeout_s
     from chainwatch.settings import Settings
     from chainwatch.stop_deadline import STOP_MARGIN_S
-    from sinks.consumer import COMMIT_TIMEOUT_S
+    from sinks.consumer import COMMIT_TIMEOUT_S, STOP_S
     from sinks.webhooks.dispatcher import STOP_GRACE_S
 
     default = Settings(data_dir=tmp_path)
-    assert stop_timeout_s(default) == default.engine.stop_timeout_s  # 30 s > 10 + 2 + 10 + 5
+    graceful = STOP_GRACE_S + COMMIT_TIMEOUT_S + STOP_S + STOP_MARGIN_S
+    assert stop_timeout_s(default) == 10 + graceful  # 37 s > `engine.stop_timeout_s`, 30 s
+    assert stop_timeout_s(default) > default.engine.stop_timeout_s
+    patient = Settings(data_dir=tmp_path, engine={"stop_timeout_s": 90})
+    assert stop_timeout_s(patient) == 90
     slow = Settings(data_dir=tmp_path, webhooks={"timeout_s": 60})
-    assert stop_timeout_s(slow) == 60 + STOP_GRACE_S + COMMIT_TIMEOUT_S + STOP_MARGIN_S
+    assert stop_timeout_s(slow) == 60 + graceful
 
 
 def test_the_gateways_deadline_leaves_its_requests_their_grace(tmp_path: Path) -> None:
