@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +253,68 @@ def test_the_image_copies_every_package_the_wheel_installs() -> None:
         if line.startswith("COPY ")
     }
     assert set(packages) <= copied, set(packages) - copied
+
+
+LONG_RUNNING = ("worker", "sink", "gateway", "notify")
+STOP_SETTINGS = ("CHAINWATCH_ENGINE__", "CHAINWATCH_GATEWAY__", "CHAINWATCH_WEBHOOKS__")
+
+
+def _stop_deadline_s(command: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> float:
+    """The stop deadline `command` sets itself with the settings of `env` it reads for it
+    (docs/observability.md; the others need the cluster's secrets)."""
+    from chainwatch import notify_runner
+    from chainwatch.commands import gateway
+
+    for name, value in env.items():
+        if name.startswith(STOP_SETTINGS):
+            monkeypatch.setenv(name, value)
+    settings = Settings()
+    if command == "gateway":
+        return gateway.stop_timeout_s(settings)
+    if command == "notify":
+        return notify_runner.stop_timeout_s(settings)
+    return settings.engine.stop_timeout_s  # the worker's and the sink's
+
+
+def test_kubernetes_waits_past_every_processs_own_stop_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kubernetes kills a pod 30 s after its SIGTERM unless told otherwise: the gateway's
+    stop deadline is 35 s and the notifier's 37 s by default, so a graceful stop (posts
+    under way, their commit) was cut by a SIGKILL."""
+    seen = set()
+    for workload in _workloads():
+        spec = workload["spec"]["template"]["spec"]
+        for container in spec["containers"]:
+            command = container["args"][0]
+            if command not in LONG_RUNNING:
+                continue
+            seen.add(command)
+            env = {
+                **_config(),
+                **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e},
+            }
+            with monkeypatch.context() as patched:
+                deadline = _stop_deadline_s(command, env, patched)
+            assert spec.get("terminationGracePeriodSeconds", 30) > deadline, command
+    assert seen == set(LONG_RUNNING)
+
+
+def test_compose_waits_past_every_processs_own_stop_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`docker compose stop` kills a container 10 s after its SIGTERM unless told otherwise,
+    inside every process's stop deadline (30-37 s)."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    seen = set()
+    for service in services.values():
+        command = (service.get("command") or [""])[0]
+        if command not in LONG_RUNNING:
+            continue
+        seen.add(command)
+        grace = str(service.get("stop_grace_period", "10s"))
+        assert re.fullmatch(r"\d+s", grace), grace  # the form written here
+        with monkeypatch.context() as patched:
+            deadline = _stop_deadline_s(command, service["environment"], patched)
+        assert int(grace[:-1]) > deadline, command
+    assert seen == set(LONG_RUNNING)
