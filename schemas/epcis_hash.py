@@ -17,7 +17,10 @@ its release 1.9.3 computes for the knitwear documents of the tests
 (tests/gateway/test_epcis_hash.py). Known deviations: `sensorElementList`
 children are ordered lexically, not in the CBV sensor property order; EPC URN
 schemes other than sgtin, sscc, sgln, pgln, grai, giai, gdti, lgtin (class) and
-sgtin (idpat) stay as sent.
+sgtin (idpat) stay as sent. Where the reference departs from the CBV text (the
+order of `sourceList` and `destinationList`, the extensions of a read point in a
+namespace not ending in `/`, a bare name with spaces around it, an extension's
+timestamp), this module follows the text; docs/ingest.md lists these.
 
 Contract ids are 1-64 characters of `[A-Za-z0-9._:-]` (`schemas.common.Identifier`);
 a hash id is 84 characters. `contract_event_id` keeps an id that fits and
@@ -274,12 +277,6 @@ def _persistent(value: Any) -> str:
     return "persistentDisposition" + text if text else ""
 
 
-def _id_of(name: str, value: Any) -> str:
-    raw = value.get("id") if isinstance(value, dict) else value
-    text = _field("id", raw) if isinstance(raw, str) else ""
-    return name + text if text else ""
-
-
 def _namespaces(context: Any) -> dict[str, str]:
     """Prefix -> namespace URI from the JSON-LD `@context` entries that are objects."""
     found: dict[str, str] = {}
@@ -317,6 +314,33 @@ def _generic(key: str, value: Any, namespaces: dict[str, str]) -> list[str]:
     return [_field(name, value) or name] if value is not None else []
 
 
+def _location(name: str, value: Any, namespaces: dict[str, str]) -> str:
+    """`readPoint` / `bizLocation`: its `id`, then its extension fields, sorted.
+
+    CBV 2.0 section 8.9 adds the extension elements of a field with an extension
+    point (readPoint, bizLocation, sensor elements) "at the end of its enclosing
+    parent's regular fields", so they follow the id here, before `bizLocation` or
+    `bizTransactionList`, not with the event's own extensions at the end. The
+    reference (1.9.3) does so only for a namespace ending in `/`
+    (`_gather_user_extensions` looks for `/}`); any other field of the two
+    (`{urn:example:}x`, an undeclared prefix) still follows the id here.
+    """
+    raw = value.get("id") if isinstance(value, dict) else value
+    text = _field("id", raw) if isinstance(raw, str) else ""
+    if isinstance(value, dict):
+        text += "".join(
+            sorted(
+                part
+                for key, child in value.items()
+                if key != "id"
+                and not key.startswith("@")
+                and key not in ("rdfs:comment", "comment")
+                for part in _generic(key, child, namespaces)
+            )
+        )
+    return name + text if text else ""
+
+
 def prehash_string(event: dict[str, Any], context: Any = None) -> str:
     """The CBV 2.0 pre-hash string of one EPCIS event (JSON form).
 
@@ -339,7 +363,7 @@ def prehash_string(event: dict[str, Any], context: Any = None) -> str:
         elif children == "persistent":
             parts.append(_persistent(value))
         elif children == "id":
-            parts.append(_id_of(name, value))
+            parts.append(_location(name, value, namespaces))
         else:
             parts.append(_typed_list(name, children, value))
     extensions: list[str] = []
@@ -347,11 +371,6 @@ def prehash_string(event: dict[str, Any], context: Any = None) -> str:
         if key in _KNOWN or key.startswith("@") or key in ("rdfs:comment", "comment"):
             continue
         extensions.extend(_generic(key, value, namespaces))
-    for key in ("readPoint", "bizLocation"):  # their extension fields, after the ordered ones
-        value = event.get(key)
-        if isinstance(value, dict) and set(value) - {"id"}:
-            rest = {k: v for k, v in value.items() if k != "id"}
-            extensions.extend(_generic(key, rest, namespaces))
     parts.append("".join(sorted(extensions)))
     return "".join(parts)
 

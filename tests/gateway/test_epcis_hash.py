@@ -280,3 +280,110 @@ def test_blank_values_are_hashed_as_the_reference_implementation_does(
     `=value` only when the stripped value is not empty. A blank in a typed list's entry
     was left out here, so such an event's hash differed from the reference's."""
     assert prehash_string({**BLANKS_EVENT, **change}, BLANKS_CONTEXT) == BLANKS_HEAD + tail
+
+
+LOCATION_EXTENSIONS_EVENT: dict[str, Any] = {
+    **BLANKS_EVENT,
+    "readPoint": {
+        "id": "urn:epc:id:sgln:4012345.00021.0",
+        "example:dock": "7",
+        "example:gate": {"example:lane": "B"},
+    },
+    "bizLocation": {"id": "urn:epc:id:sgln:4012345.00031.0", "example:zone": "cold"},
+    "bizTransactionList": [
+        {"type": "po", "bizTransaction": "urn:epcglobal:cbv:bt:4012345000009:PO-7001"}
+    ],
+    "example:shade": "navy",
+}
+
+
+def test_extensions_of_read_point_and_biz_location_follow_their_id() -> None:
+    """CBV 2.0 8.9: extension fields of readPoint/bizLocation are "added at the end of
+    its enclosing parent's regular fields", i.e. right after its `id`, not with the
+    event's own extensions at the end. The pre-hash string and the hash are what
+    `epcis-event-hash-generator` 1.9.3 (PyPI) printed for this event, run by hand
+    (`python -m epcis_event_hash_generator -p` on a document of this event with
+    `BLANKS_CONTEXT`); they were left at the end, as `readPoint{ns}dock=7...`, so
+    such an event's hash differed from the reference's."""
+    assert prehash_string(LOCATION_EXTENSIONS_EVENT, BLANKS_CONTEXT) == (
+        BLANKS_HEAD + "readPointid=https://id.gs1.org/414/4012345000214"
+        "{https://ns.example.com/epcis/}dock=7"
+        "{https://ns.example.com/epcis/}gate{https://ns.example.com/epcis/}lane=B"
+        "bizLocationid=https://id.gs1.org/414/4012345000313{https://ns.example.com/epcis/}zone=cold"
+        "bizTransactionListtype=https://ref.gs1.org/cbv/BTT-po"
+        "bizTransaction=urn:epcglobal:cbv:bt:4012345000009:PO-7001"
+        "{https://ns.example.com/epcis/}shade=navy"
+    )
+    assert event_hash(LOCATION_EXTENSIONS_EVENT, BLANKS_CONTEXT) == (
+        "ni:///sha-256;4cd01c348c83253386f3c115d745a0e470f723ddbfc183e2c2ba9b5c5e40fdd8?ver=CBV2.0"
+    )
+
+
+SPACES_EVENT: dict[str, Any] = {
+    **BLANKS_EVENT,
+    "bizStep": "receiving at dock",
+    "disposition": "in transit",
+    "persistentDisposition": {"set": ["completeness verified"]},
+    "readPoint": {"id": "https://example.com/read point/1"},
+    "bizTransactionList": [
+        {"type": "purchase order", "bizTransaction": "http://t.example.com/po 1"}
+    ],
+    "sourceList": [{"type": "owning party", "source": "urn:example:party a"}],
+    "example:note": "two  spaces",
+}
+
+
+def test_values_with_spaces_are_kept_as_sent_like_the_reference() -> None:
+    """A vocabulary value or URI with spaces inside is no CBV name: neither expanded nor
+    escaped, its inner spaces kept. The expected string is what
+    `epcis-event-hash-generator` 1.9.3 (PyPI) printed for this event, run by hand
+    (`derive_prehashes_from_events` on a document of it with `BLANKS_CONTEXT`)."""
+    assert prehash_string(SPACES_EVENT, BLANKS_CONTEXT) == (
+        BLANKS_HEAD + "bizStep=receiving at dockdisposition=in transit"
+        "persistentDispositionset=completeness verified"
+        "readPointid=https://example.com/read point/1"
+        "bizTransactionListtype=purchase orderbizTransaction=http://t.example.com/po 1"
+        "sourceListtype=owning partysource=urn:example:party a"
+        "{https://ns.example.com/epcis/}note=two  spaces"
+    )
+
+
+@pytest.mark.parametrize(
+    ("location", "tail"),
+    [
+        ({"example:dock": "7"}, "{urn:example:ns:}dock=7"),
+        ({"foo:dock": "7"}, "foo:dock=7"),
+    ],
+)
+def test_every_extension_of_a_read_point_follows_its_id(
+    location: dict[str, Any], tail: str
+) -> None:
+    """On purpose unlike the reference 1.9.3, which writes these at the end of the event
+    as `readPoint{urn:example:ns:}dock=7` (it takes a field inside readPoint for an
+    extension only when its namespace ends in `/`): CBV 2.0 8.9 puts every extension of
+    readPoint/bizLocation after the id, whatever its namespace."""
+    event = {**BLANKS_EVENT, "readPoint": {"id": "urn:epc:id:sgln:4012345.00021.0", **location}}
+    context = [BLANKS_CONTEXT[0], {"example": "urn:example:ns:"}]
+    assert prehash_string({**event, "bizStep": "shipping"}, context) == (
+        BLANKS_HEAD + "bizStep=https://ref.gs1.org/cbv/BizStep-shipping" + BLANKS_READ_POINT + tail
+    )
+
+
+def test_the_source_list_comes_before_the_destination_list() -> None:
+    """On purpose unlike the reference 1.9.3, which writes `destinationList` first (its
+    typed lists fall to its lexically sorted tail; so do its published pre-hash strings,
+    tests/examples/ReferenceEventHashAlgorithm3.prehashes): the canonical property order
+    of CBV 2.0 8.9 (21 sourceList, 22 destinationList) and the reference README's own
+    illustration of that event (Example 3) put the source list first."""
+    party = "urn:epc:id:pgln:4012345.00000"
+    event = {
+        **BLANKS_EVENT,
+        "destinationList": [{"type": "owning_party", "destination": party}],
+        "sourceList": [{"type": "owning_party", "source": party}],
+    }
+    assert prehash_string(event).endswith(
+        "sourceListtype=https://ref.gs1.org/cbv/SDT-owning_party"
+        "source=https://id.gs1.org/417/4012345000009"
+        "destinationListtype=https://ref.gs1.org/cbv/SDT-owning_party"
+        "destination=https://id.gs1.org/417/4012345000009"
+    )
