@@ -20,7 +20,8 @@ schemes other than sgtin, sscc, sgln, pgln, grai, giai, gdti, lgtin (class) and
 sgtin (idpat) stay as sent. Where the reference departs from the CBV text (the
 order of `sourceList` and `destinationList`, the extensions of a read point in a
 namespace not ending in `/`, a bare name with spaces around it, an extension's
-timestamp), this module follows the text; docs/ingest.md lists these.
+timestamp, rounding a time half up), this module follows the text; docs/ingest.md
+lists these.
 
 Contract ids are 1-64 characters of `[A-Za-z0-9._:-]` (`schemas.common.Identifier`);
 a hash id is 84 characters. `contract_event_id` keeps an id that fits and
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from schemas.common import IDENTIFIER_PATTERN
@@ -173,10 +174,13 @@ def digital_link(value: str) -> str | None:
 def canonical_time(value: str) -> str:
     """UTC with `Z`, millisecond precision; a value that is not a timestamp stays as sent.
 
-    So does one whose UTC form is outside `datetime`'s years 1-9999
-    (`0001-01-01T00:00:00+01:00`): its `OverflowError` made the hash of an event
-    without `eventID` a `processing_error` with a traceback, where the scan's own
-    validation says why the time is refused.
+    More digits are rounded, half up on the fourth (`.1415` -> `.142`, as the CBV
+    text and the reference's published `TimeStampRoundOff` example have it; they were
+    cut, `.141`, so an event timed in microseconds hashed unlike the reference's).
+    A time whose UTC form is outside `datetime`'s years 1-9999
+    (`0001-01-01T00:00:00+01:00`) stays as sent: its `OverflowError` made the hash
+    of an event without `eventID` a `processing_error` with a traceback, where the
+    scan's own validation says why the time is refused.
     """
     text = value.strip()
     try:
@@ -184,6 +188,8 @@ def canonical_time(value: str) -> str:
         if moment.tzinfo is None:  # no offset: read as UTC, as the reference does on a UTC host
             moment = moment.replace(tzinfo=UTC)
         utc = moment.astimezone(UTC)
+        millis = (utc.microsecond + 500) // 1000
+        utc = utc.replace(microsecond=0) + timedelta(milliseconds=millis)
     except (ValueError, OverflowError):
         return text
     return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
