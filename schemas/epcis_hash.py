@@ -35,6 +35,12 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from schemas.cbv_terms import (
+    BIZ_STEPS,
+    BIZ_TRANSACTION_TYPES,
+    DISPOSITIONS,
+    SOURCE_DESTINATION_TYPES,
+)
 from schemas.common import IDENTIFIER_PATTERN
 
 # --- the contract's short form of an EPCIS id -----------------------------------------------
@@ -111,14 +117,14 @@ _CBV_URN: Final = (
 )
 """CBV URNs -> web URIs. CURIEs (`cbv:BizStep-x`) stay as sent, as in the reference."""
 _BARE: Final = {
-    "bizStep": "https://ref.gs1.org/cbv/BizStep-",
-    "disposition": "https://ref.gs1.org/cbv/Disp-",
-    "persistentDisposition": "https://ref.gs1.org/cbv/Disp-",
-    "bizTransactionList": "https://ref.gs1.org/cbv/BTT-",
-    "sourceList": "https://ref.gs1.org/cbv/SDT-",
-    "destinationList": "https://ref.gs1.org/cbv/SDT-",
+    "bizStep": ("https://ref.gs1.org/cbv/BizStep-", BIZ_STEPS),
+    "disposition": ("https://ref.gs1.org/cbv/Disp-", DISPOSITIONS),
+    "persistentDisposition": ("https://ref.gs1.org/cbv/Disp-", DISPOSITIONS),
+    "bizTransactionList": ("https://ref.gs1.org/cbv/BTT-", BIZ_TRANSACTION_TYPES),
+    "sourceList": ("https://ref.gs1.org/cbv/SDT-", SOURCE_DESTINATION_TYPES),
+    "destinationList": ("https://ref.gs1.org/cbv/SDT-", SOURCE_DESTINATION_TYPES),
 }
-_BARE_NAME: Final = re.compile(r"^[a-z][a-z_]*$")
+"""Vocabulary -> (web URI prefix, its standard bare names): only a CBV term is expanded."""
 
 
 def _check_digit(digits: str) -> str:
@@ -213,8 +219,10 @@ def canonical_value(value: Any, vocabulary: str | None = None) -> str:
     for prefix, web in _CBV_URN:
         if text.startswith(prefix):
             return web + text[len(prefix) :]
-    if vocabulary in _BARE and _BARE_NAME.fullmatch(text):
-        return _BARE[vocabulary] + text
+    if vocabulary in _BARE:
+        web, terms = _BARE[vocabulary]
+        if text in terms:
+            return web + text
     return digital_link(text) or text
 
 

@@ -406,3 +406,44 @@ def test_the_source_list_comes_before_the_destination_list() -> None:
         "destinationListtype=https://ref.gs1.org/cbv/SDT-owning_party"
         "destination=https://id.gs1.org/417/4012345000009"
     )
+
+
+@pytest.mark.parametrize(
+    ("names", "tail"),
+    [
+        (
+            ("void_shipping", "sellable_not_accessible", "completeness_inferred", "upevt"),
+            "bizStep=https://ref.gs1.org/cbv/BizStep-void_shipping"
+            "disposition=https://ref.gs1.org/cbv/Disp-sellable_not_accessible"
+            "persistentDispositionset=https://ref.gs1.org/cbv/Disp-completeness_inferred"
+            + BLANKS_READ_POINT
+            + "bizTransactionListtype=https://ref.gs1.org/cbv/BTT-upevt"
+            "bizTransaction=http://t.example.com/1",
+        ),
+        (
+            ("receiving_goods", "sold_out", "quarantined", "purchase_order"),
+            "bizStep=receiving_goodsdisposition=sold_outpersistentDispositionset=quarantined"
+            + BLANKS_READ_POINT
+            + "bizTransactionListtype=purchase_orderbizTransaction=http://t.example.com/1",
+        ),
+    ],
+)
+def test_only_a_cbv_term_in_bare_notation_is_expanded(
+    names: tuple[str, str, str, str], tail: str
+) -> None:
+    """CBV 2.0 8.9 expands a *standard* vocabulary element written bare; a bare name
+    that is no CBV term stays as sent. Each expected string is what
+    `epcis-event-hash-generator` 1.9.3 (PyPI) printed for the event, run by hand with
+    `BLANKS_CONTEXT`; any lower-case name was expanded here (`BizStep-receiving_goods`),
+    so such an event's hash differed from the reference's."""
+    step, disposition, persistent, transaction_type = names
+    event = {
+        **BLANKS_EVENT,
+        "bizStep": step,
+        "disposition": disposition,
+        "persistentDisposition": {"set": [persistent]},
+        "bizTransactionList": [
+            {"type": transaction_type, "bizTransaction": "http://t.example.com/1"}
+        ],
+    }
+    assert prehash_string(event, BLANKS_CONTEXT) == BLANKS_HEAD + tail
