@@ -17,11 +17,12 @@ its release 1.9.3 computes for the knitwear documents of the tests
 (tests/gateway/test_epcis_hash.py). Known deviations: `sensorElementList`
 children are ordered lexically, not in the CBV sensor property order; EPC URN
 schemes other than sgtin, sscc, sgln, pgln, grai, giai, gdti, lgtin (class) and
-sgtin (idpat) stay as sent. Where the reference departs from the CBV text (the
-order of `sourceList` and `destinationList`, the extensions of a read point in a
-namespace not ending in `/`, a bare name with spaces around it, an extension's
-timestamp, rounding a time half up), this module follows the text; docs/ingest.md
-lists these.
+sgtin (idpat) stay as sent, and so does a Digital Link on another domain than
+`id.gs1.org`, query and all (one on `id.gs1.org` loses its query string). Where
+the reference departs from the CBV text (the order of `sourceList` and
+`destinationList`, the extensions of a read point in a namespace not ending in
+`/`, a bare name with spaces around it, an extension's timestamp, rounding a time
+half up), this module follows the text; docs/ingest.md lists these.
 
 Contract ids are 1-64 characters of `[A-Za-z0-9._:-]` (`schemas.common.Identifier`);
 a hash id is 84 characters. `contract_event_id` keeps an id that fits and
@@ -223,6 +224,8 @@ def canonical_value(value: Any, vocabulary: str | None = None) -> str:
         web, terms = _BARE[vocabulary]
         if text in terms:
             return web + text
+    if text.startswith(_DL):  # a constrained Digital Link has no query string (CBV 2.0 8.9)
+        return text.split("?", 1)[0]
     return digital_link(text) or text
 
 

@@ -447,3 +447,29 @@ def test_only_a_cbv_term_in_bare_notation_is_expanded(
         ],
     }
     assert prehash_string(event, BLANKS_CONTEXT) == BLANKS_HEAD + tail
+
+
+def test_a_digital_links_query_string_is_stripped() -> None:
+    """CBV 2.0 8.9: a GS1 Digital Link URI is in its constrained form, "the query string
+    SHALL be stripped off" (a fragment stays, as the reference keeps it). The expected
+    string is what `epcis-event-hash-generator` 1.9.3 (PyPI) printed for this event,
+    run by hand with `BLANKS_CONTEXT`; the query was kept, so such an event's hash
+    differed from the reference's."""
+    event = {
+        **BLANKS_EVENT,
+        "epcList": [
+            "https://id.gs1.org/01/04012345111118/21/9876?x=1",
+            "https://id.gs1.org/01/04012345111118/21/9877#frag",
+        ],
+        "quantityList": [
+            {"epcClass": "https://id.gs1.org/01/04012345111118/10/L1?exp=270101", "quantity": 2}
+        ],
+        "readPoint": {"id": "https://id.gs1.org/414/4012345000214?linkType=gs1:pip"},
+    }
+    assert prehash_string(event, BLANKS_CONTEXT) == (
+        "eventType=ObjectEventeventTime=2027-04-02T09:30:00.000ZeventTimeZoneOffset=+01:00"
+        "epcListepc=https://id.gs1.org/01/04012345111118/21/9876"
+        "epc=https://id.gs1.org/01/04012345111118/21/9877#frag"
+        "quantityListquantityElementepcClass=https://id.gs1.org/01/04012345111118/10/L1"
+        "quantity=2action=OBSERVE" + BLANKS_READ_POINT
+    )
