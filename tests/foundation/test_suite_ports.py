@@ -6,12 +6,11 @@ A second broker of a worksteal run, on 41104 (a base of 41092), could not bind i
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from suite_hook import SUITE_HOOK_CONFTEST
+from suite_hook import SUITE_HOOK_CONFTEST, hook_env
 from suite_ports import LINUX_EPHEMERAL, ephemeral_range, refusal, session_ports
 
 LINUX = range(LINUX_EPHEMERAL[0], LINUX_EPHEMERAL[1] + 1)
@@ -52,11 +51,10 @@ def test_the_range_is_this_host_s_and_linux_s_where_it_cannot_be_read(tmp_path: 
 def _pytest(folder: Path, base: str) -> subprocess.CompletedProcess[str]:
     (folder / "conftest.py").write_text(SUITE_HOOK_CONFTEST)
     (folder / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
          "-p", "no:cov", "-o", "addopts=", str(folder)],
-        cwd=folder, env={**env, "CHAINWATCH_TEST_KAFKA_PORT": base},
+        cwd=folder, env=hook_env(CHAINWATCH_TEST_KAFKA_PORT=base),
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 

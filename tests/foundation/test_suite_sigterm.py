@@ -6,12 +6,11 @@ finalizers; a SIGTERM that ended Python at once skipped them all.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from suite_hook import SUITE_HOOK_CONFTEST
+from suite_hook import SUITE_HOOK_CONFTEST, hook_env
 
 TEST_FILE = """
 import os
@@ -39,13 +38,9 @@ def test_sigterm_stops_the_session_and_runs_the_finalizers(tmp_path: Path) -> No
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
          "-p", "no:cov", "-o", "addopts=", str(tmp_path)],
-        cwd=tmp_path, env={**_env(), "MARKER": str(marker)},
+        cwd=tmp_path, env=hook_env(MARKER=str(marker)),
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr  # pytest's "interrupted"
     assert "SIGTERM: stopping, fixtures tear down" in done.stdout
     assert marker.read_text() == "torn down"
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
