@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaProducer
+from bulk_publish import publish_records
 
 from chainwatch.runners import prepare_topics
 from chainwatch.settings import Settings, child_environment
@@ -26,16 +26,10 @@ def prepare_all_topics(settings: Settings) -> None:
 def publish(
     settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
 ) -> int:
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=5)
-    n = 0
-    try:
-        for key, value in records:
-            producer.send(settings.kafka.topic(topic), key=key, value=value)
-            n += 1
-        producer.flush()
-    finally:
-        producer.close()
-    return n
+    """Publish `records` to `topic`, in order, all acknowledged on return (bulk_publish.py:
+    aiokafka's producer, ~4 x kafka-python's pace)."""
+    name = settings.kafka.topic(topic)
+    return publish_records(settings.kafka.bootstrap, ((name, k, v) for k, v in records))
 
 
 def wait_for(
