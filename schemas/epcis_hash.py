@@ -207,7 +207,10 @@ def canonical_value(value: Any, vocabulary: str | None = None) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer past a float's range: its digits, as sent as text
+            return str(value)
         return str(int(number)) if number.is_integer() else repr(number)
     text = str(value).strip()
     try:

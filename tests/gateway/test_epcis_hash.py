@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import re
 from typing import Any
 
@@ -194,6 +195,32 @@ def test_a_time_beyond_the_calendar_in_utc_stays_as_sent(moment: str) -> None:
     """Its `OverflowError` made an event without `eventID` a `processing_error` (with a
     traceback in the gateway's log) instead of a scan refused for its time."""
     assert canonical_time(moment) == moment
+
+
+HUGE = 10**400  # an integer Python's json reads, past a float's range
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"quantityList": [{"epcClass": "urn:x", "quantity": HUGE, "uom": "KGM"}]},
+        {"readPoint": {"id": "urn:x", "ex:n": HUGE}},
+        {"bizLocation": {"id": "urn:x", "ex:n": {"deeper": [HUGE, -HUGE]}}},
+        {"ex:n": HUGE, "epcList": [HUGE], "bizStep": HUGE, "eventTime": HUGE},
+        {"persistentDisposition": {"set": [HUGE]}},
+        {"eventTime": "9999-12-31T23:59:59.9995Z"},  # rounds past the calendar: as sent
+        {"eventTime": "2027-01-01T00:00:00.123456789+14:00"},
+    ],
+)
+def test_a_hostile_value_never_makes_the_hash_raise(event: dict[str, Any]) -> None:
+    """`float()` of an integer past a float's range raised `OverflowError`: the gateway
+    strips such numbers first (`number_errors`), but this module's other callers get
+    a hash, the integer written in its digits as when it is sent as text."""
+    event = {"type": "ObjectEvent", **event}
+    assert NI.fullmatch(event_hash(event))
+    quoted = re.sub(r"-?\d{400,}", lambda m: f'"{m.group()}"', json.dumps(event))
+    as_text = prehash_string(json.loads(quoted))
+    assert prehash_string(event) == as_text
 
 
 def test_ids_that_fit_are_kept() -> None:
