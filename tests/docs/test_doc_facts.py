@@ -340,3 +340,27 @@ def test_every_command_the_docs_name_in_their_text_exists_with_its_options() -> 
                 wrong.append(f"{where} `{span}`: no option {sorted(unknown)}")
     assert named >= 100, "the pattern no longer finds the commands"
     assert not wrong, wrong
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/observability.md"])
+def test_the_docs_give_the_stop_deadlines_the_processes_set(doc: str, tmp_path: Path) -> None:
+    """The notifier's and the gateway's stop deadlines as the docs write them,
+    `webhooks.timeout_s` + N s and `gateway.shutdown_grace_s` + N s: the README still
+    said + 17 s for the notifier once its consumer's stop (10 s) was counted (+ 27 s)."""
+    from chainwatch.commands import gateway
+    from chainwatch.notify_runner import stop_timeout_s
+    from chainwatch.settings import Settings
+
+    long = 100  # past `engine.stop_timeout_s`: the deadline is the graceful stop's
+    settings = Settings(
+        data_dir=tmp_path, webhooks={"timeout_s": long}, gateway={"shutdown_grace_s": long}
+    )
+    text = " ".join((ROOT / doc).read_text(encoding="utf-8").split())
+    said = {
+        name: [int(n) for n in re.findall(rf"`{re.escape(name)}` \+ (\d+) s", text)]
+        for name in ("webhooks.timeout_s", "gateway.shutdown_grace_s")
+    }
+    assert said == {
+        "webhooks.timeout_s": [stop_timeout_s(settings) - long],
+        "gateway.shutdown_grace_s": [gateway.stop_timeout_s(settings) - long],
+    }
