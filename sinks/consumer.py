@@ -251,7 +251,7 @@ async def start_consumer(
     return False
 
 
-STOP_S = 10.0
+STOP_S = 15.0
 """How long a consumer's stop may take, every stop (a normal one, a stalled drain's, a
 start given up): aiokafka's stop waits for its coordination task and a LeaveGroup with
 no deadline of its own but the requests' (40 s each), so with Kafka frozen a sink or a
@@ -260,7 +260,11 @@ notifier restarted) waited until the broker came back, and a stall or an error s
 before the process's stop deadline had even begun. Past it the consumer's requests are
 cancelled and its connections closed; no LeaveGroup is sent, so the group drops the
 member after its session timeout, as after a crash. A healthy broker answers a
-LeaveGroup in milliseconds."""
+LeaveGroup in milliseconds, but a stop that begins during a rebalance first ends it:
+aiokafka's coordination task does not look at the stop then, so the revoke listener
+runs and the JoinGroup may be held for the group's rebalance timeout (aiokafka's
+default, the session timeout: 10 s). 15 s leaves that 5 s of margin: cut at 10 s, a
+healthy stop lost its LeaveGroup and its partitions stayed idle for a session more."""
 
 
 async def stop_consumer(consumer: AIOKafkaConsumer, *, within_s: float | None = None) -> None:

@@ -346,7 +346,7 @@ def test_every_command_the_docs_name_in_their_text_exists_with_its_options() -> 
 def test_the_docs_give_the_stop_deadlines_the_processes_set(doc: str, tmp_path: Path) -> None:
     """The notifier's and the gateway's stop deadlines as the docs write them,
     `webhooks.timeout_s` + N s and `gateway.shutdown_grace_s` + N s: the README still
-    said + 17 s for the notifier once its consumer's stop (10 s) was counted (+ 27 s)."""
+    said + 17 s for the notifier once its consumer's stop was counted (+ 32 s)."""
     from chainwatch.commands import gateway
     from chainwatch.notify_runner import stop_timeout_s
     from chainwatch.settings import Settings

@@ -337,7 +337,7 @@ def test_the_notifiers_deadline_leaves_its_posts_under_way_their_time(tmp_path: 
 
     default = Settings(data_dir=tmp_path)
     graceful = STOP_GRACE_S + COMMIT_TIMEOUT_S + STOP_S + STOP_MARGIN_S
-    assert stop_timeout_s(default) == 10 + graceful  # 37 s > `engine.stop_timeout_s`, 30 s
+    assert stop_timeout_s(default) == 10 + graceful  # 42 s > `engine.stop_timeout_s`, 30 s
     assert stop_timeout_s(default) > default.engine.stop_timeout_s
     patient = Settings(data_dir=tmp_path, engine={"stop_timeout_s": 90})
     assert stop_timeout_s(patient) == 90
