@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -265,6 +266,8 @@ def _stop_deadline_s(command: str, env: dict[str, str], monkeypatch: pytest.Monk
     from chainwatch import notify_runner
     from chainwatch.commands import gateway
 
+    for name in [n for n in os.environ if n.startswith(STOP_SETTINGS)]:
+        monkeypatch.delenv(name)  # the manifest's settings, not the shell's
     for name, value in env.items():
         if name.startswith(STOP_SETTINGS):
             monkeypatch.setenv(name, value)
