@@ -441,7 +441,7 @@ def wait_until_in_flight(base_url: str, count: int, timeout_s: float = 10.0) -> 
     )
 
 
-def _scans_post_head(host: str, declared: int, extra_headers: str = "") -> bytes:
+def scans_post_head(host: str, declared: int, extra_headers: str = "") -> bytes:
     """A POST of scans by the admin token whose body will have `declared` bytes."""
     return (
         "POST /v1/scans HTTP/1.1\r\n"
@@ -461,7 +461,7 @@ def half_sent_request(base_url: str, declared: int = 1000) -> Iterator[socket.so
     host, port = base_url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=10)
     try:
-        sock.sendall(_scans_post_head(host, declared) + b"[")
+        sock.sendall(scans_post_head(host, declared) + b"[")
         yield sock
     finally:
         sock.close()
@@ -488,7 +488,7 @@ def trickled_request(
 
     sender = threading.Thread(target=send, daemon=True)
     try:
-        sock.sendall(_scans_post_head(host, len(body), "Connection: close\r\n"))
+        sock.sendall(scans_post_head(host, len(body), "Connection: close\r\n"))
         sender.start()
         yield sock
     finally:
@@ -507,7 +507,7 @@ def sending_until_answered(
     a client that sends its whole body before reading does."""
     host, port = base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(_scans_post_head(host, declared, extra_headers) + b"[")
+        sock.sendall(scans_post_head(host, declared, extra_headers) + b"[")
         while not readable_within(sock, every_s):
             sock.sendall(b" ")
         yield sock
