@@ -296,6 +296,9 @@ def test_the_rows_before_a_nesting_too_deep_are_read_before_it_is_refused() -> N
         next(rows)
 
 
+# CPU-bound and outside the measured packages (chainwatch/importer): 16 s under the tracer, 5.6 s
+# without; it covers no line of streams/, sinks/ or schemas/
+@pytest.mark.no_cover
 def test_names_are_not_kept_past_a_bound() -> None:
     """Each distinct name was kept twice (pyexpat's interned string, ours as ElementTree
     spells it), ~250 bytes over expat's own ~130: 100,000 rows of a name of their own
