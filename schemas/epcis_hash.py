@@ -324,14 +324,25 @@ def _generic(key: str, value: Any, namespaces: dict[str, str]) -> list[str]:
     if isinstance(value, dict):
         if "#text" in value:
             return [_field(name, value["#text"])]
-        children = sorted(
-            text
-            for child_key, child in value.items()
-            if not child_key.startswith("@") and child_key not in ("rdfs:comment", "comment")
-            for text in _generic(child_key, child, namespaces)
-        )
-        return [name + "".join(children)]
+        return [name + _children(value, namespaces)]
     return [_field(name, value) or name] if value is not None else []
+
+
+def _not_hashed(key: str) -> bool:
+    """JSON-LD keywords and comments are no fields of the event."""
+    return key.startswith("@") or key in ("rdfs:comment", "comment")
+
+
+def _children(value: dict[str, Any], namespaces: dict[str, str], skip: str = "") -> str:
+    """A field's child elements (but `skip`), each as `_generic` writes it, sorted."""
+    return "".join(
+        sorted(
+            text
+            for key, child in value.items()
+            if key != skip and not _not_hashed(key)
+            for text in _generic(key, child, namespaces)
+        )
+    )
 
 
 def _location(name: str, value: Any, namespaces: dict[str, str]) -> str:
@@ -348,16 +359,7 @@ def _location(name: str, value: Any, namespaces: dict[str, str]) -> str:
     raw = value.get("id") if isinstance(value, dict) else value
     text = _field("id", raw) if isinstance(raw, str) else ""
     if isinstance(value, dict):
-        text += "".join(
-            sorted(
-                part
-                for key, child in value.items()
-                if key != "id"
-                and not key.startswith("@")
-                and key not in ("rdfs:comment", "comment")
-                for part in _generic(key, child, namespaces)
-            )
-        )
+        text += _children(value, namespaces, skip="id")
     return name + text if text else ""
 
 
@@ -388,7 +390,7 @@ def prehash_string(event: dict[str, Any], context: Any = None) -> str:
             parts.append(_typed_list(name, children, value))
     extensions: list[str] = []
     for key, value in event.items():
-        if key in _KNOWN or key.startswith("@") or key in ("rdfs:comment", "comment"):
+        if key in _KNOWN or _not_hashed(key):
             continue
         extensions.extend(_generic(key, value, namespaces))
     parts.append("".join(sorted(extensions)))
