@@ -4,7 +4,8 @@ The suite runs on every change and must stay fast on a loaded 2-core CI box;
 a quarter of the examples still fails on any systematic defect (every run
 draws new inputs, and hypothesis replays its saved failures first). Before a
 release, or after touching the contract, run the full counts:
-`CHAINWATCH_FUZZ=full .venv/bin/pytest tests/schemas tests/gateway`.
+`CHAINWATCH_FUZZ=full .venv/bin/pytest tests/schemas tests/gateway tests/engine`
+(tests/engine: the occupancy index's random walks, `FULL` alone).
 """
 
 from __future__ import annotations
