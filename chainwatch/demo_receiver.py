@@ -17,6 +17,8 @@ from typing import Any
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from chainwatch.ops_server import STOP_POLL_S
+
 
 class DemoReceiver:
     """Listens on a loopback port until `stop()`; `counts` holds what arrived."""
@@ -28,7 +30,9 @@ class DemoReceiver:
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(STOP_POLL_S,), daemon=True
+        )
 
     @property
     def url(self) -> str:

@@ -168,7 +168,7 @@ def _handler(state: FakeGrafana) -> type[BaseHTTPRequestHandler]:  # noqa: C901 
 def grafana() -> Iterator[tuple[str, FakeGrafana]]:
     state = FakeGrafana()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", state

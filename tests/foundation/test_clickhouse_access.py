@@ -204,7 +204,7 @@ def test_the_token_goes_only_to_the_server_that_knows_the_nonce(tmp_path: Path) 
             pass
 
     other = ThreadingHTTPServer(("127.0.0.1", 0), Other)
-    threading.Thread(target=other.serve_forever, daemon=True).start()
+    threading.Thread(target=other.serve_forever, args=(0.05,), daemon=True).start()
     try:
         settings = Settings(data_dir=tmp_path)
         path = endpoint_file(settings.clickhouse_dir)
