@@ -305,22 +305,24 @@ def _members(bootstrap: str, group: str) -> int:
     return len(described.get("members") or [])
 
 
-def _runs_delete(run_id: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "chainwatch", "runs", "delete", run_id],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=ROOT,
-    )
+def _runs_delete(
+    run_id: str, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    """`chainwatch runs delete run_id` in this process: (exit status, stdout, stderr). A
+    process of its own cost the test a Python start-up and chainwatch's imports twice
+    (~1-1.5 s each on a loaded machine); the command's path is the same."""
+    capsys.readouterr()  # what came before is not the command's
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(cli_context.state, "settings", settings)  # none cached after
+        status = main(["runs", "delete", run_id])
+    said = capsys.readouterr()
+    return status, said.out, said.err
 
 
 @pytest.mark.integration
 @pytest.mark.slow
 def test_the_worker_of_a_replay_killed_with_sigkill_stops_and_its_run_can_be_deleted(
-    tmp_path: Path, kafka_bootstrap: str
+    tmp_path: Path, kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The replay is frozen (SIGSTOP) as soon as its worker exists, so it can neither go on
     nor stop the worker itself; once the worker is in the run's group, `chainwatch runs
@@ -328,6 +330,7 @@ def test_the_worker_of_a_replay_killed_with_sigkill_stops_and_its_run_can_be_del
     worker must then leave the group by its graceful stop and end: the run is deleted."""
     data = tmp_path / "data"
     env = _env(data, kafka_bootstrap)
+    settings = Settings(data_dir=data, kafka={"bootstrap_servers": kafka_bootstrap})
     scenario = ROOT / "examples" / "example_1_on_time.ndjson"
     with subprocess.Popen(
         [sys.executable, "-m", "chainwatch", "replay", str(scenario)],
@@ -354,9 +357,9 @@ def test_the_worker_of_a_replay_killed_with_sigkill_stops_and_its_run_can_be_del
                     timeout_s=180,
                     what="the worker in the run's group",
                 )
-                refused = _runs_delete(run_id[1], env)
-                assert refused.returncode == 1, refused.stderr
-                assert "Stop its replay first" in refused.stderr
+                status, _, said = _runs_delete(run_id[1], settings, capsys)
+                assert status == 1, said
+                assert "Stop its replay first" in said
                 replay.kill()
                 replay.wait()
                 assert _ended(pidfd, ENDS_WITHIN_S), log.read_text()[-4000:]
@@ -365,9 +368,9 @@ def test_the_worker_of_a_replay_killed_with_sigkill_stops_and_its_run_can_be_del
                 replay.kill()
                 replay.wait()
     _stopped_because_the_parent_died(log, "worker")
-    deleted = _runs_delete(run_id[1], env)
-    assert deleted.returncode == 0, deleted.stderr
-    assert f"deleted run {run_id[1]}: consumer group replay-{run_id[1]}" in deleted.stdout
+    status, out, said = _runs_delete(run_id[1], settings, capsys)
+    assert status == 0, said
+    assert f"deleted run {run_id[1]}: consumer group replay-{run_id[1]}" in out
 
 
 DEMO_CHILDREN = ("worker", "sink", "notify", "gateway", "simulator")
