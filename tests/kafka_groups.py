@@ -1,5 +1,5 @@
 """What the broker holds of a consumer group, and a member of one, for tests of what
-deletes one."""
+deletes one; and the removal of a killed process's members, for tests that restart it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from kafka import KafkaConsumer
+from kafka.admin import MemberToRemove
 
 from chainwatch.kafka_admin import admin_client
 
@@ -52,3 +53,23 @@ def joined_member(bootstrap: str, group: str, topic: str, timeout_s: float = 60)
         consumer.close()
         raise
     return consumer
+
+
+def expel_members(bootstrap: str, group: str) -> list[str]:
+    """Remove every member `group` has now (LeaveGroup on their behalf) and return their ids.
+
+    For a test that kills a consumer by SIGKILL and restarts it: the coordinator would
+    keep the killed member until its session ran out (aiokafka's 10 s, a replay worker's
+    10 s) and hold the restarted one's join meanwhile; this does at once what the
+    session's end does then. Nothing else changes: the killed process committed, flushed
+    and released nothing, and the restarted one starts from what it left."""
+    admin = admin_client(bootstrap, request_timeout_s=15)
+    try:
+        described = admin.describe_groups([group])[group]
+        ids = [m["member_id"] for m in described.get("members") or []]
+        removed = admin.remove_group_members(group, [MemberToRemove(member_id=i) for i in ids])
+    finally:
+        admin.close()
+    failed = {member: error for member, error in removed.items() if error.__name__ != "NoError"}
+    assert not failed, failed
+    return ids

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka_groups import expel_members
 from samples import customer_json, scan_json
 from sink_harness import SinkProcess, loopback_count, prepare_all_topics, publish, wait_for
 from sink_samples import make_alert, make_state
@@ -123,6 +124,8 @@ def test_kill_9_mid_stream_then_restart_stores_every_record_once(
     assert stored, first.log()
     at_kill = loopback_count(settings, "SELECT 1")  # the endpoint is gone with the process
     assert at_kill is None
+    # the group drops the killed sink at once, not at the end of its 10 s session
+    assert expel_members(settings.kafka.bootstrap, f"{settings.engine.app_id}-clickhouse-sink")
 
     # restart with the default batch size: other batch boundaries, other tokens
     restarted = settings.model_copy(update={"sink": SinkSettings()})
