@@ -54,6 +54,7 @@ def test_a_gateway_started_before_kafka_serves_not_ready_then_prepares_its_topic
             log_level="info",
             kafka={"request_timeout_s": 3},  # each attempt to reach it (15 s by default)
             publish_timeout_s=2.0,
+            readiness_interval_s=0.2,  # /readyz's answer once prepared (2 s by default)
         ) as gw:
             waiting = f"Kafka at {kafka.address}"
             assert httpx.get(f"{gw.base_url}/healthz", timeout=10).json() == {
