@@ -44,8 +44,11 @@ test: $(STAMP)
 	$(BIN)/python -m sinks.clickhouse.cluster --check
 	@# two pytest sessions side by side, each with its own broker (tests/conftest.py): the
 	@# broker-bound tests mostly wait, so two halve the wall time even on two cores;
-	@# the 30 slowest tests listed at the end: where the suite's wall time goes on this machine
-	$(BIN)/pytest -n 2 --durations=30 $(COV)
+	@# the 30 slowest tests listed at the end: where the suite's wall time goes on this machine;
+	@# Python's bytecode caches written whatever PYTHONDONTWRITEBYTECODE says: without them every
+	@# process the suite starts (hundreds: CLIs, workers, sinks) compiled the project's modules
+	@# again (~0.15-0.2 s of CPU each), and pytest rewrote every test module's asserts each run
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -n 2 --durations=30 $(COV)
 	@if [ -n "$(COV)" ]; then echo "coverage: $$($(BIN)/coverage report --format=total)% of lines and branches in streams/, sinks/, schemas/"; fi
 
 ## make coverage: `make test` measuring the branch coverage of streams/, sinks/, schemas/
