@@ -56,6 +56,7 @@ import httpx
 
 from chainwatch.free_port import free_port
 from schemas.topics import ALERTS, DEAD_LETTER, INPUT_TOPICS, OUTPUT_TOPICS
+from sinks.http_serving import serving_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -361,7 +362,7 @@ class FlakyReceiver:
         ThreadingHTTPServer.allow_reuse_address = True
         self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+        self._thread = serving_thread(self._httpd)
         self._thread.start()
 
     def down(self) -> None:

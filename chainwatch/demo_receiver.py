@@ -17,7 +17,7 @@ from typing import Any
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from chainwatch.ops_server import STOP_POLL_S
+from sinks.http_serving import serving_thread
 
 
 class DemoReceiver:
@@ -30,9 +30,7 @@ class DemoReceiver:
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(STOP_POLL_S,), daemon=True
-        )
+        self._thread = serving_thread(self._httpd)
 
     @property
     def url(self) -> str:

@@ -30,11 +30,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from chainwatch.errors import UserError
-
-STOP_POLL_S = 0.05
-"""How often the serving thread looks for a stop, which `stop` waits for: the standard
-library's 0.5 s added up to half a second to every process's stop (the query server's
-is the same, `sinks.clickhouse.query_server.STOP_POLL_S`)."""
+from sinks.http_serving import serving_thread
 
 Probe = Callable[[], tuple[bool, dict[str, Any]]]
 """Answers (ok, details) at once, from any thread."""
@@ -72,12 +68,7 @@ class OpsServer(ThreadingHTTPServer):
         return metrics_url(host.decode() if isinstance(host, bytes) else str(host), self.port)
 
     def start(self) -> OpsServer:
-        self._thread = threading.Thread(
-            target=self.serve_forever,
-            args=(STOP_POLL_S,),
-            name=f"ops-http-{self.port}",
-            daemon=True,
-        )
+        self._thread = serving_thread(self, name=f"ops-http-{self.port}")
         self._thread.start()
         return self
 

@@ -282,7 +282,7 @@ def run_until_signalled(
             announced=announced,
             metrics_url=metrics_url,
             # its line before `process_stopped`, also for a signal during the ops server's
-            # stop (up to `STOP_POLL_S`: its `serve_forever` poll)
+            # stop (up to `sinks.http_serving.STOP_POLL_S`: its `serve_forever` poll)
             before_stopped=signal_log.close,
         ):
             runner = asyncio.Runner(loop_factory=loop_factory)

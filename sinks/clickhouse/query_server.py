@@ -22,17 +22,13 @@ import hmac
 import json
 import os
 import secrets
-import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from sinks.clickhouse.read_only import ReadFailed, ReadOnlyQueries, StatementRefused
-
-STOP_POLL_S = 0.05
-"""How often the serving thread looks for a stop, which `stop` waits for: the standard
-library's 0.5 s made every stop of the server up to half a second longer."""
+from sinks.http_serving import serving_thread
 
 MAX_BODY = 1 << 20
 
@@ -64,9 +60,7 @@ class QueryServer:
         took the port after this one stopped."""
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(STOP_POLL_S,), daemon=True
-        )
+        self._thread = serving_thread(self._httpd)
 
     @property
     def port(self) -> int:

@@ -23,6 +23,7 @@ from chainwatch.free_port import free_port
 from dashboards.errors import PublishError
 from dashboards.publish import publish
 from schemas.plan import load_plan
+from sinks.http_serving import serving_thread
 
 TOKEN = "glsa_test_token"
 
@@ -168,7 +169,7 @@ def _handler(state: FakeGrafana) -> type[BaseHTTPRequestHandler]:  # noqa: C901 
 def grafana() -> Iterator[tuple[str, FakeGrafana]]:
     state = FakeGrafana()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread = serving_thread(server)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", state

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from chainwatch.settings import Settings
 from sinks.clickhouse.connection import SerializedClient, StoreLocked, open_client
 from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.query_server import endpoint_file
+from sinks.http_serving import serving_thread
 
 pytestmark = pytest.mark.integration
 
@@ -204,7 +204,7 @@ def test_the_token_goes_only_to_the_server_that_knows_the_nonce(tmp_path: Path) 
             pass
 
     other = ThreadingHTTPServer(("127.0.0.1", 0), Other)
-    threading.Thread(target=other.serve_forever, args=(0.05,), daemon=True).start()
+    serving_thread(other).start()
     try:
         settings = Settings(data_dir=tmp_path)
         path = endpoint_file(settings.clickhouse_dir)

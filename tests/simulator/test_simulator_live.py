@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +17,7 @@ from chainwatch.simulator_outputs import http_out
 from chainwatch.simulator_outputs.http_out import HttpPublisher
 from simulator import SimConfig, SimRecord, Summary, run_live, simulate
 from simulator.pacing import TokenBucket
+from sinks.http_serving import serving_thread
 
 
 class Collect:
@@ -129,7 +129,7 @@ def recorder() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     seen: list[dict[str, Any]] = []
     handler = type("Recorder", (_Recorder,), {"requests": seen})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread = serving_thread(server)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", seen

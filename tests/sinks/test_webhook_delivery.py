@@ -30,6 +30,7 @@ from chainwatch.settings import Settings
 from chainwatch.sink_runner import run_sink
 from schemas.alerts import Alert, AlertStatus, Severity
 from sinks.clickhouse.connection import open_client
+from sinks.http_serving import serving_thread
 from sinks.webhooks.dispatcher import EndpointPipe, NotifyStats
 from sinks.webhooks.publish import publish as publish_log
 from sinks.webhooks.rebalance import RebalanceListener
@@ -139,7 +140,7 @@ def receiver() -> Iterator[tuple[Receiver, int]]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread = serving_thread(server)
     thread.start()
     try:
         yield state, int(server.server_address[1])
