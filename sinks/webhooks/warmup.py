@@ -260,13 +260,16 @@ class Warmup:
             log.warning("webhook_warmup_stop_cut", endpoint=self.endpoint, after_s=CANCEL_WAIT_S)
 
     async def _run(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        """Read back, then hand every partition over. Whatever ends the read other than a
+        cancel hands over those left: an error of ours there ended the task with its
+        partitions paused, and their alerts were never delivered, with nothing said."""
         began = time.monotonic()
-        self._done_ranges = await read_done(consumer, tps, self.endpoint)
-        if self.config.records <= 0:
-            for tp in tps:
-                self._release(tp)
-            return
         try:
+            self._done_ranges = await read_done(consumer, tps, self.endpoint)
+            if self.config.records <= 0:
+                for tp in tps:
+                    self._release(tp)
+                return
             await read_back(
                 tps,
                 consumer.position,
@@ -277,21 +280,36 @@ class Warmup:
                 options=self.options,
             )
         except WarmupFailed as exc:
-            left = sorted(self.warming)
-            for tp in left:
-                self.forget(tp)  # a partial memory could skip a real change
+            self._give_up(began, str(exc))
+        except Exception as exc:  # a bug of ours: logged with its traceback, never paused
+            log.error("webhook_warmup_crashed", endpoint=self.endpoint, exc_info=exc)
+            self._give_up(began, f"{type(exc).__name__}: {exc}")
+
+    def _give_up(self, began: float, error: str) -> None:
+        """Hand over the partitions still warming, forgotten (a partial memory could skip
+        a real change); one that fails to be handed over is still resumed."""
+        left = sorted(self.warming)
+        for tp in left:
+            try:
+                self.forget(tp)
                 self._release(tp)  # what was finished above the position still was
-            metrics.WARMUPS.labels(self.endpoint, "failed").inc(len(left))
-            log.warning(
-                "webhook_warmup_failed",
-                endpoint=self.endpoint,
-                partitions=[tp.partition for tp in left],
-                seconds=round(time.monotonic() - began, 3),
-                error=str(exc),
-                consequence="these partitions are delivered from their committed position "
-                "without the memory of earlier messages: an alert the engine re-published "
-                "unchanged may be delivered again (under a new webhook-id)",
-            )
+            except Exception as exc:
+                log.error(
+                    "webhook_warmup_handover_failed", endpoint=self.endpoint,
+                    partition=tp.partition, exc_info=exc,
+                )  # fmt: skip
+                self.warming.discard(tp)
+        metrics.WARMUPS.labels(self.endpoint, "failed").inc(len(left))
+        log.warning(
+            "webhook_warmup_failed",
+            endpoint=self.endpoint,
+            partitions=[tp.partition for tp in left],
+            seconds=round(time.monotonic() - began, 3),
+            error=error,
+            consequence="these partitions are delivered from their committed position "
+            "without the memory of earlier messages: an alert the engine re-published "
+            "unchanged may be delivered again (under a new webhook-id)",
+        )
 
     def _release(self, tp: TopicPartition) -> None:
         """Hand the partition over to the endpoint: its done ranges first, then resumed

@@ -221,6 +221,47 @@ def test_done_offsets_that_cannot_be_read_are_delivered_as_before() -> None:
     assert "ConnectionError" in unread[0]["error"]
 
 
+def test_a_warm_up_that_raises_still_hands_every_partition_over() -> None:
+    """An error of ours in the warm-up (here handing one partition its done offsets)
+    ended the task with every assigned partition paused for good: their alerts were
+    never delivered, and nothing said so. Each is handed over now (forgotten, as after
+    a failed read-back) and resumed by the consumer loop, the error logged."""
+    pipe, _producer = _pipe("warmup-crash")
+    tps = {TopicPartition(TP.topic, 0), TopicPartition(TP.topic, 1)}
+    consumer = FakeConsumer(tps)
+    restore = pipe.tracker.restore
+
+    def broken(tp: TopicPartition, ranges: Any) -> None:
+        if tp.partition == 0:
+            raise RuntimeError("a bug in the hand-over")
+        restore(tp, ranges)
+
+    pipe.warmup.restore = broken
+    values = [make_alert(n).model_dump_json().encode() for n in range(3)]
+
+    async def run() -> None:
+        await RebalanceListener(pipe, consumer).on_partitions_assigned(tps)
+        assert consumer.paused() == tps
+        assert pipe.warmup._task is not None
+        await asyncio.wait_for(pipe.warmup._task, 5)
+        pipe.fetch_limit(consumer)  # the consumer loop's turn: resumes what is not warming
+        for tp in sorted(tps):
+            await pipe.handle(tp, records_of(tp, values, 10))
+
+    with capture_logs() as logged:
+        asyncio.run(run())
+    assert pipe.warmup.warming == set()
+    assert consumer.paused() == set()
+    assert pipe.queue.qsize() == 2 * len(values)  # both partitions delivered
+    events = [e["event"] for e in logged]
+    assert "webhook_warmup_crashed" in events
+    failed = [e for e in logged if e["event"] == "webhook_warmup_handover_failed"]
+    assert [e["partition"] for e in failed] == [0]
+    (gave_up,) = [e for e in logged if e["event"] == "webhook_warmup_failed"]
+    assert gave_up["partitions"] == [0, 1]
+    assert "RuntimeError: a bug in the hand-over" in gave_up["error"]
+
+
 def test_done_offsets_the_metadata_cannot_hold_are_logged_once() -> None:
     pipe, _producer = _pipe("done-left-out")
     consumer = FakeConsumer([TP])
