@@ -27,10 +27,10 @@ def exported(registry: CollectorRegistry) -> set[str]:
     return names
 
 
-def exported_by_process(data_dir: Path) -> dict[str, set[str]]:
-    """Series names per process (`chainwatch_<process>_...`): a worker's engine with its
-    gauges computed once, the gateway's registry, and the sink's and the notifier's
-    module-level series in the default registry."""
+def registries_by_process(data_dir: Path) -> dict[str, CollectorRegistry]:
+    """The registry each process (`chainwatch_<process>_...`) exports: a worker's engine
+    with its gauges computed once, the gateway's registry, and the sink's and the
+    notifier's module-level series in the default registry."""
     import sinks.clickhouse.metrics
     import sinks.webhooks.metrics
 
@@ -39,8 +39,31 @@ def exported_by_process(data_dir: Path) -> dict[str, set[str]]:
     engine = Engine(app, EngineConfig(names=TopicNames("t."), plan=load_plan(None)))
     asyncio.run(engine.observer.refresh())  # the gauges computed on the worker's loop
     return {
-        "worker": exported(engine.runtime.metrics.registry),
-        "gateway": exported(GatewayMetrics(max_group_records=1).registry),  # names only
-        "sink": exported(REGISTRY),
-        "webhook": exported(REGISTRY),
+        "worker": engine.runtime.metrics.registry,
+        "gateway": GatewayMetrics(max_group_records=1).registry,  # names only
+        "sink": REGISTRY,
+        "webhook": REGISTRY,
     }
+
+
+def exported_by_process(data_dir: Path) -> dict[str, set[str]]:
+    """Series names per process (`registries_by_process`)."""
+    return {process: exported(r) for process, r in registries_by_process(data_dir).items()}
+
+
+def label_names(registry: CollectorRegistry) -> dict[str, frozenset[str]]:
+    """The label names of every series a registry exposes (a histogram's `_bucket` with
+    `le`), children or none. prometheus_client keeps them only on the metric objects and
+    the families a custom collector builds (`_labelnames`): a family without children
+    has no sample to show them."""
+    names: dict[str, frozenset[str]] = {}
+    for collector in list(registry._collector_to_names):
+        own = getattr(collector, "_labelnames", None)
+        for family in collector.collect():
+            labels = frozenset(own if own is not None else getattr(family, "_labelnames", ()))
+            for sample in family.samples:
+                labels |= set(sample.labels) - {"le", "quantile"}
+            names[family.name] = labels
+            for suffix in SUFFIXES.get(family.type, ()):
+                names[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+    return names
