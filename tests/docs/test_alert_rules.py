@@ -12,6 +12,8 @@ file where prometheus.yml looks for it.
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
@@ -28,6 +30,8 @@ from streams.ingest.openapi import ERROR_CODES
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy/prometheus/alerts.yml"
+SCENARIOS = Path(__file__).with_name("alert_rules_promtool.yml")
+PROMTOOL = shutil.which("promtool")
 DOC = ROOT / "docs/observability.md"
 SCRAPE_LABELS = {"instance", "job"}
 """Labels Prometheus adds to every scraped series."""
@@ -164,3 +168,39 @@ def test_prometheus_loads_the_rules_compose_mounts_beside_its_config() -> None:
     prometheus = compose["services"]["prometheus"]
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
     assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in prometheus["volumes"]
+
+
+def test_every_alert_has_a_scenario_where_it_fires() -> None:
+    """The promtool scenarios below cover every rule (a new rule needs its own)."""
+    tests = yaml.safe_load(SCENARIOS.read_text())["tests"]
+    fired = {
+        case["alertname"]
+        for test in tests
+        for case in test["alert_rule_test"]
+        if case["exp_alerts"]
+    }
+    assert fired == {rule["alert"] for rule in _rules()}
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (Debian: prometheus)")
+def test_promtool_accepts_the_rules_and_each_alert_fires_when_it_should(tmp_path: Path) -> None:
+    """Prometheus's own checker and rule tests, where promtool is installed (not on the CI
+    machines): the file as Prometheus loads it, then each scenario of
+    alert_rules_promtool.yml on the rules without their annotations (promtool compares
+    annotations exactly: the scenarios say when an alert fires and with which labels)."""
+    assert PROMTOOL is not None
+    checked = subprocess.run(
+        [PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    (tmp_path / "alerts.yml").write_text(yaml.safe_dump(rules))
+    shutil.copy(SCENARIOS, tmp_path / SCENARIOS.name)
+    tested = subprocess.run(
+        [PROMTOOL, "test", "rules", SCENARIOS.name],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert tested.returncode == 0, tested.stdout + tested.stderr
