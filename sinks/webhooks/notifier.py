@@ -14,7 +14,8 @@ Lifecycle and guarantees:
   horizon or `max_attempts` reached, or the endpoint failing for longer than
   the horizon, see `EndpointHealth`); both publish a `DeliveryLog` (→ ClickHouse
   through the sink), and giving up also publishes a `WebhookDeadLetter` with the
-  payload, so nothing is lost: it can be re-sent by hand.
+  payload, so nothing is lost: `chainwatch deliveries resend` re-sends it
+  (resend.py).
 - The endpoint's offsets are committed only below its lowest record with a
   pending delivery (`OffsetTracker`), after that record's outcome was published;
   each commit's metadata also lists the records above that position whose
@@ -84,6 +85,12 @@ from sinks.webhooks.targets import TargetPolicy
 from sinks.webhooks.warmup import WarmupConfig
 
 
+def log_producer(bootstrap: str) -> AIOKafkaProducer:
+    """The producer of the delivery log and its dead letters (the notifier's, and
+    `chainwatch deliveries resend`'s): acknowledged by every replica, idempotent."""
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+
+
 class Notifier:
     """Every endpoint's pipeline, sharing one producer for the delivery log."""
 
@@ -128,9 +135,7 @@ class Notifier:
 
     async def run(self, stop: asyncio.Event, *, drain: bool = False) -> NotifyStats:
         """Deliver until `stop` (or, with `drain`, until every endpoint is caught up)."""
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.config.bootstrap, acks="all", enable_idempotence=True
-        )
+        producer = log_producer(self.config.bootstrap)
         # bounded, and a stop meanwhile ends it: the idempotent start retries for ever
         if not await start_producer(producer, self.config.bootstrap, stop=stop):
             return self.stats
