@@ -26,6 +26,7 @@ from chainwatch.commands import (
     backtest,
     capacity,
     dashboards,
+    deliveries,
     gateway,
     importer,
     notify,
@@ -251,6 +252,7 @@ for _command_module in (
     status,
     dashboards,
     notify,
+    deliveries,
     importer,
     capacity,
 ):

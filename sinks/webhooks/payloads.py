@@ -144,7 +144,7 @@ def render(
     """What is kept (delivery log, dead letter) and the exact body sent (and signed).
 
     The kept payload is the body with its secrets redacted (the PagerDuty routing
-    key), so a dead letter can be re-sent by hand once the key is put back.
+    key), so a dead letter can be re-sent once the key is put back (resend.py).
     """
     if fmt == "slack":
         payload = slack_message(alert, link_template)

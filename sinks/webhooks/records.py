@@ -4,7 +4,8 @@ The notifier never opens ClickHouse itself (the embedded store belongs to one
 process, the sink); it publishes one `DeliveryLog` per finished delivery to the
 `webhook-deliveries` topic, which the sink stores in `webhook_deliveries`, and a
 `WebhookDeadLetter` per delivery it gave up on to `webhook-dead-letter`, with
-everything needed to re-send it by hand. Neither ever contains a secret.
+everything needed to re-send it (`chainwatch deliveries resend`, resend.py). Neither
+ever contains a secret.
 
 Both stay below `MAX_RECORD_BYTES` (under Kafka's default 1 MiB message limit)
 whatever happened: a log keeps the last `MAX_STATUS_CODES` statuses (`attempts`

@@ -58,6 +58,8 @@ BLOCKS: dict[tuple[str, str], str] = {
     ("docs/reliability.md", ".venv/bin/python bench/faults.py"): CHECK,  # ~40 min, own broker
     # two replays (~1 min): tests/backtest/test_backtest_replay.py runs the same backtest
     ("docs/backtest.md", "cat examples/example_*.ndjson > march.ndjson"): CHECK,
+    # a receiver's outage to recover from: tests/sinks/test_webhook_resend.py runs both
+    ("docs/alert-channels.md", "chainwatch deliveries given-up --since 24h"): CHECK,
     ("README.md", "chainwatch backtest march.ndjson"): CHECK,  # as docs/backtest.md's
     # two replays; tests/foundation/test_replay_cli.py runs the --sink one on the same file
     ("docs/replay.md", "cat examples/example_*.ndjson > march.ndjson"): CHECK,

@@ -1,0 +1,387 @@
+"""`chainwatch deliveries given-up|resend`: the webhook deliveries the notifier gave up.
+
+Reads `webhook-dead-letter` and `webhook-deliveries` from Kafka (no ClickHouse: it works
+without a sink), decides what is re-sent (`sinks.webhooks.resend.select`) and, for
+`resend`, re-sends it with the notifier's delivery code and settings, publishing each
+outcome to `webhook-deliveries` (and a failure again to `webhook-dead-letter`) with the
+notifier's producer. `given-up` and `resend --dry-run` write nothing.
+
+Deadlines: each Kafka call of the read is bounded by `kafka.request_timeout_s` (+ a
+margin, `admin_call_timeout_s`), and so is a read that makes no progress; the producer's
+start and stop are bounded (`producer_start`), and each publish by the same call
+deadline; each HTTP attempt by `webhooks.timeout_s`, a delivery by the notifier's retry
+policy. A first Ctrl-C (SIGINT) or SIGTERM starts no other delivery and abandons a
+retry wait (that delivery stays given up, unrecorded); a second one cuts the
+attempt under way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import TypeAdapter, ValidationError
+
+from chainwatch.errors import UsageError, UserError
+from chainwatch.kafka_admin import admin_call_timeout_s
+from chainwatch.notify_runner import load_configured, policy_from, targets_from
+from chainwatch.settings import Settings
+from chainwatch.topic_partitions import partition_counts
+from schemas.common import UtcDatetime
+from schemas.deadline import deadline
+from sinks.consumer import new_consumer, stop_consumer
+from sinks.producer_start import start_producer, stop_producer
+from sinks.webhooks.delivery import (
+    AttemptResult,
+    DeliveryResult,
+    EndpointHealth,
+    close_client,
+    http_client,
+    request_secrets,
+)
+from sinks.webhooks.notifier import log_producer
+from sinks.webhooks.publish import publish
+from sinks.webhooks.records import (
+    DEAD_LETTER_TOPIC,
+    DELIVERIES_TOPIC,
+    DeliveryLog,
+    WebhookDeadLetter,
+)
+from sinks.webhooks.resend import GivenUp, outcome_records, resend_one, select
+from sinks.webhooks.subscriptions import Endpoint
+
+READ_MARGIN_S = 300.0
+"""Records are looked up by their Kafka timestamp from this long before the window (a
+record's timestamp is its producer's clock, or the broker's: never quite `failed_at`)."""
+POLL_MS = 200
+_DURATION = re.compile(r"^([0-9]{1,6})([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_timestamp: TypeAdapter[datetime] = TypeAdapter(UtcDatetime)
+
+
+def parse_since(value: str, now: datetime | None = None) -> datetime:
+    """`--since`: a duration back from now (`90m`, `24h`, `7d`) or an RFC 3339 time."""
+    now = now or datetime.now(UTC)
+    if match := _DURATION.match(value.strip()):
+        return now - timedelta(seconds=int(match[1]) * _UNITS[match[2]])
+    try:
+        return _timestamp.validate_python(value)
+    except ValidationError:
+        raise UsageError(
+            f"--since {value!r}: expected a duration (30m, 24h, 7d) or an RFC 3339 time "
+            "with an offset (2027-03-12T00:00:00Z)"
+        ) from None
+
+
+@dataclass
+class Summary:
+    given_up: list[GivenUp] = field(default_factory=list)
+    skipped_records: int = 0
+    """Records of the two topics that are no log record (not read as one)."""
+    delivered: int = 0
+    failed: int = 0
+    stopped: bool = False
+    not_tried: int = 0
+    """Re-sends not started because of a stop."""
+
+    @property
+    def to_resend(self) -> list[GivenUp]:
+        return [g for g in self.given_up if g.resend]
+
+
+class _Stopped(Exception):
+    """A stop came during a retry wait: the delivery is left given up, unrecorded."""
+
+
+async def _step(what: str, call: Any, timeout_s: float, bootstrap: str) -> Any:
+    try:
+        async with deadline(timeout_s):
+            return await call
+    except TimeoutError:
+        raise UserError(
+            f"Kafka at {bootstrap} did not {what} within {timeout_s:g} s; check that it answers"
+        ) from None
+    except KafkaError as exc:  # connection refused, an authorisation error, ...
+        raise UserError(
+            f"Kafka at {bootstrap} did not {what}: {type(exc).__name__}; check that it answers"
+        ) from None
+
+
+async def read_since(
+    bootstrap: str, topic: str, partitions: int, since: datetime, *, timeout_s: float
+) -> list[bytes | None]:
+    """The values of `topic`'s records from `since` (by record timestamp) to its end
+    offsets now, with a consumer of no group (it commits nothing, creates nothing)."""
+    consumer = new_consumer(bootstrap, None, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await _step("start a reader", consumer.start(), timeout_s, bootstrap)
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        since_ms = int(since.timestamp() * 1000)
+        starts = await _step(
+            f"look up offsets of {topic} by time",
+            consumer.offsets_for_times(dict.fromkeys(tps, since_ms)),
+            timeout_s,
+            bootstrap,
+        )
+        ends = await _step(f"give the end offsets of {topic}", consumer.end_offsets(tps),
+                           timeout_s, bootstrap)  # fmt: skip
+        todo: dict[TopicPartition, int] = {}
+        for tp in tps:
+            start = starts.get(tp)
+            if start is not None and start.offset < ends[tp]:
+                consumer.seek(tp, start.offset)
+                todo[tp] = ends[tp]
+        values: list[bytes | None] = []
+        progress = time.monotonic()
+        while todo:
+            batch = await _step(
+                f"return records of {topic}",
+                consumer.getmany(*todo, timeout_ms=POLL_MS),
+                timeout_s,
+                bootstrap,
+            )
+            for tp, records in batch.items():
+                values.extend(r.value for r in records if tp in todo and r.offset < todo[tp])
+            if batch:
+                progress = time.monotonic()
+            for tp in list(todo):
+                where = await _step(f"give a position in {topic}", consumer.position(tp),
+                                    timeout_s, bootstrap)  # fmt: skip
+                if where >= todo[tp]:
+                    del todo[tp]
+            if todo and time.monotonic() - progress > timeout_s:
+                raise UserError(
+                    f"reading {topic} from Kafka at {bootstrap} made no progress for "
+                    f"{timeout_s:g} s"
+                )
+        return values
+    finally:
+        await stop_consumer(consumer, within_s=timeout_s)
+
+
+def _parse(values: list[bytes | None], model: Any, summary: Summary) -> list[Any]:
+    parsed = []
+    for value in values:
+        try:
+            parsed.append(model.model_validate_json(value or b""))
+        except ValidationError:
+            summary.skipped_records += 1
+    return parsed
+
+
+class Run:
+    """One `given-up` or `resend` over the settings' topics and subscriptions file."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        since: datetime,
+        endpoints: Collection[str] = (),
+        progress: Callable[[str], None] = lambda _line: None,
+    ) -> None:
+        self.settings = settings
+        self.since = since
+        self.endpoints = set(endpoints)
+        self.progress = progress
+        self.configured: dict[str, Endpoint] = {
+            e.name: e for e in load_configured(settings).endpoints
+        }
+        self.policy = policy_from(settings)
+        self.kafka_s = admin_call_timeout_s(settings.kafka.request_timeout_s)
+        self.summary = Summary()
+
+    async def read(self) -> list[GivenUp]:
+        """The dead letters of the window, each with what `resend` does with it."""
+        kafka = self.settings.kafka
+        topics = [kafka.topic(DEAD_LETTER_TOPIC), kafka.topic(DELIVERIES_TOPIC)]
+        counts = await asyncio.to_thread(
+            partition_counts, kafka.bootstrap, topics, request_timeout_s=kafka.request_timeout_s
+        )
+        if missing := [t for t in topics if t not in counts]:
+            raise UserError(
+                f"topic {missing[0]} does not exist: `chainwatch notify` creates it (is "
+                "CHAINWATCH_KAFKA__TOPIC_PREFIX the notifier's?)"
+            )
+        margin = timedelta(seconds=READ_MARGIN_S)
+        letters = await read_since(
+            kafka.bootstrap, topics[0], counts[topics[0]], self.since - margin,
+            timeout_s=self.kafka_s,
+        )  # fmt: skip
+        # a message given up in the window may have started a retry horizon before it
+        horizon = timedelta(seconds=self.policy.retry_horizon_s)
+        logs = await read_since(
+            kafka.bootstrap, topics[1], counts[topics[1]], self.since - horizon - margin,
+            timeout_s=self.kafka_s,
+        )  # fmt: skip
+        self.summary.given_up = select(
+            _parse(letters, WebhookDeadLetter, self.summary),
+            _parse(logs, DeliveryLog, self.summary),
+            since=self.since,
+            endpoints=self.endpoints,
+            configured=self.configured,
+        )
+        return self.summary.given_up
+
+    async def resend(self, stop: asyncio.Event) -> Summary:
+        """Read, then re-send what is to be, oldest first, until done or `stop`."""
+        await self.read()
+        todo = self.summary.to_resend
+        if not todo:
+            return self.summary
+        producer = log_producer(self.settings.kafka.bootstrap)
+        if not await start_producer(producer, self.settings.kafka.bootstrap, stop=stop):
+            self.summary.stopped, self.summary.not_tried = True, len(todo)
+            return self.summary
+        clients: dict[str, tuple[httpx.AsyncClient, EndpointHealth]] = {}
+        try:
+            for number, given_up in enumerate(todo, 1):
+                if stop.is_set():
+                    self.summary.stopped = True
+                    self.summary.not_tried = len(todo) - number + 1
+                    break
+                await self._one(given_up, f"[{number}/{len(todo)}]", producer, clients, stop)
+        finally:
+            for name, (http, _health) in clients.items():
+                endpoint = self.configured[name]
+                hide = request_secrets(
+                    endpoint.url.get_secret_value(), endpoint.pagerduty_routing_key()
+                )
+                await close_client(http, name, hide=hide)
+            await stop_producer(producer)
+        return self.summary
+
+    async def _one(
+        self,
+        given_up: GivenUp,
+        number: str,
+        producer: AIOKafkaProducer,
+        clients: dict[str, tuple[httpx.AsyncClient, EndpointHealth]],
+        stop: asyncio.Event,
+    ) -> None:
+        letter = given_up.letter
+        endpoint = self.configured[letter.endpoint]
+        if endpoint.name not in clients:
+            clients[endpoint.name] = (
+                http_client(self.policy, targets=targets_from(self.settings)),
+                EndpointHealth(endpoint.name, endpoint.host),
+            )
+        http, health = clients[endpoint.name]
+        what = f"{number} {endpoint.name} alert {letter.alert_id} webhook-id {letter.webhook_id}"
+        self.progress(f"{what}: sending to {endpoint.host}")
+
+        def attempted(result: AttemptResult) -> None:
+            said = f"HTTP {result.status}" if result.status else result.error
+            self.progress(f"{what}: attempt {'ok' if result.delivered else 'failed'}: {said}")
+
+        async def wait(delay_s: float) -> None:
+            try:
+                async with asyncio.timeout(delay_s):
+                    await stop.wait()
+            except TimeoutError:
+                return
+            raise _Stopped
+
+        try:
+            result = await resend_one(
+                http, given_up, endpoint, self.policy, health=health, sleep=wait,
+                on_attempt=attempted,
+            )  # fmt: skip
+        except _Stopped:
+            self.progress(f"{what}: stopped before its retry; it stays given up")
+            self.summary.stopped = True
+            self.summary.not_tried += 1
+            return
+        await self._record(given_up, endpoint, result, producer)
+        if result.delivered:
+            self.summary.delivered += 1
+            self.progress(f"{what}: delivered")
+        else:
+            self.summary.failed += 1
+            self.progress(f"{what}: given up again: {result.last_error}")
+
+    async def _record(
+        self,
+        given_up: GivenUp,
+        endpoint: Endpoint,
+        result: DeliveryResult,
+        producer: AIOKafkaProducer,
+    ) -> None:
+        """Publish the outcome, as the notifier does, each write within its deadline."""
+        entry, letter = outcome_records(given_up, endpoint, result)
+        kafka = self.settings.kafka
+        key = entry.webhook_id
+        writes = [(kafka.topic(DELIVERIES_TOPIC), entry.model_dump_json().encode())]
+        if letter is not None:
+            writes.append((kafka.topic(DEAD_LETTER_TOPIC), letter.model_dump_json().encode()))
+        for topic, value in writes:
+            try:
+                async with deadline(self.kafka_s):
+                    await publish(producer, topic, key, value)
+            except TimeoutError:
+                ended = "delivered" if result.delivered else "failed again"
+                raise UserError(
+                    f"Kafka at {kafka.bootstrap} did not take the outcome of webhook-id {key} "
+                    f"({ended}) within {self.kafka_s:g} s; stopped (a next resend may send "
+                    "it again: its receiver de-duplicates on the webhook-id)"
+                ) from None
+
+
+@contextmanager
+def _signals(stop: asyncio.Event, task: asyncio.Task[Any]) -> Iterator[None]:
+    """SIGINT and SIGTERM: the first sets `stop`, the second cancels `task`."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            task.cancel()
+        stop.set()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+        except (RuntimeError, ValueError):  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def run_resend(run: Run, *, dry_run: bool) -> Summary:
+    """`resend` (or its `--dry-run`, which only reads) with Ctrl-C handled; a second
+    Ctrl-C is `KeyboardInterrupt`."""
+
+    async def main() -> Summary:
+        if dry_run:
+            await run.read()
+            return run.summary
+        stop = asyncio.Event()
+        task = asyncio.current_task()
+        assert task is not None
+        with _signals(stop, task):
+            return await run.resend(stop)
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+
+
+def run_given_up(run: Run) -> Summary:
+    asyncio.run(run.read())
+    return run.summary

@@ -1,0 +1,256 @@
+"""`chainwatch deliveries given-up|resend`: what the notifier gave up, re-sent safely.
+
+End to end on the real broker and a real local receiver: the notifier gives up at a
+receiver that answers 410, the receiver is fixed, and `resend` delivers exactly the
+latest given-up message of each alert (same webhook-id, a valid signature, the exact
+body), not one whose alert was delivered later, nor to an endpoint removed from the
+subscriptions file; the outcomes are in `webhook-deliveries`, so a second `resend`
+sends nothing. `given-up` and `--dry-run` send and write nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_in_process import Answer, cli_in_process
+from notify_waits import secret_for
+from sink_harness import prepare_all_topics, publish
+from sink_samples import make_alert
+from standardwebhooks import Webhook
+from topic_to_end import read_topic
+from webhook_servers import loopback_webhooks
+
+from chainwatch.commands import deliveries as deliveries_command
+from chainwatch.notify_runner import build_notifier, load_configured
+from chainwatch.settings import Settings
+from schemas.alerts import Alert, AlertStatus
+from sinks.http_serving import serving_thread
+from sinks.webhooks.records import (
+    DEAD_LETTER_TOPIC,
+    DELIVERIES_TOPIC,
+    DeliveryLog,
+    WebhookDeadLetter,
+    body_of,
+)
+from streams.topics import ALERTS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """`/ops` answers 410 while `broken`, else 200; `/gone` always 400."""
+
+    port: int = 0
+    broken: bool = True
+    requests: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def got(self, path: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if r.path == path]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            with state.lock:
+                state.requests.append(Received(self.path, headers, body))
+            status = 400 if self.path == "/gone" else 410 if state.broken else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.port = int(server.server_address[1])
+    thread = serving_thread(server)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _subscriptions(path: Path, port: int, names: tuple[str, ...]) -> None:
+    endpoints = [
+        {"name": name, "url": f"http://127.0.0.1:{port}/{name}", "secret": secret_for(name)}
+        for name in names
+    ]
+    path.write_text(json.dumps({"endpoints": endpoints}))  # JSON is YAML
+
+
+def _notify(settings: Settings, alerts: list[Alert]) -> None:
+    """Publish `alerts`, then `notify --drain` (in-process) until each is delivered or
+    given up."""
+    publish(settings, ALERTS, ((a.alert_id.encode(), a.model_dump_json().encode()) for a in alerts))
+    notifier = build_notifier(settings, load_configured(settings))
+    asyncio.run(asyncio.wait_for(notifier.run(asyncio.Event(), drain=True), 60))
+
+
+def _logs(settings: Settings) -> list[DeliveryLog]:
+    return [DeliveryLog.model_validate_json(v) for v in read_topic(settings, DELIVERIES_TOPIC)]
+
+
+def _letters(settings: Settings) -> list[WebhookDeadLetter]:
+    return [
+        WebhookDeadLetter.model_validate_json(v) for v in read_topic(settings, DEAD_LETTER_TOPIC)
+    ]
+
+
+def test_resend_delivers_the_latest_given_up_message_of_each_alert_once(
+    settings_factory: Callable[..., Settings],
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    subs = tmp_path / "subscriptions.yaml"
+    _subscriptions(subs, receiver.port, ("ops", "gone"))
+    settings = settings_factory(webhooks=loopback_webhooks(subs))
+    prepare_all_topics(settings)
+
+    def cli(*args: str) -> Answer:
+        capsys.readouterr()  # the notifier's log lines, before it
+        return cli_in_process(
+            ["deliveries", *args], settings.to_env(), monkeypatch, capsys, settings_built=True
+        )
+
+    # 1: everything is given up (410 at /ops, 400 at /gone); alert 4 twice (open, resolved)
+    one, two, three, four = (make_alert(n) for n in (1, 2, 3, 4))
+    four_resolved = make_alert(4, AlertStatus.RESOLVED)
+    _notify(settings, [one, two, three, four, four_resolved])
+    given_up = _letters(settings)
+    assert len(given_up) == 10
+    first_ids = {(d.endpoint, d.alert_id, d.payload["type"]): d.webhook_id for d in given_up}
+
+    # 2: /ops fixed; alert 3's resolve is delivered there (its open must not follow it)
+    receiver.broken = False
+    _notify(settings, [make_alert(3, AlertStatus.RESOLVED)])
+    assert [json.loads(r.body)["type"] for r in receiver.got("/ops")][-1] == "alert.resolved"
+    # 3: `gone` leaves the subscriptions file
+    _subscriptions(subs, receiver.port, ("ops",))
+    sent_before, logs_before = len(receiver.requests), len(_logs(settings))
+    letters_before = len(_letters(settings))
+
+    listed = cli("given-up", "--since", "1h")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 11  # 10 given up in step 1, alert 3's resolve at `gone` in step 2
+    to_send = [line for line in lines if line.endswith("-> re-send")]
+    assert sorted(line.split()[2] for line in to_send) == sorted(
+        [one.alert_id, two.alert_id, four.alert_id]
+    )
+    # at `gone`: the latest of each alert (an earlier one is "given up again later")
+    assert sum("endpoint is no longer in the subscriptions file" in line for line in lines) == 4
+    three_ops = [line for line in lines if three.alert_id in line and "  ops  " in line]
+    assert len(three_ops) == 1
+    assert "a later message of this alert was delivered" in three_ops[0]
+    four_open = next(line for line in lines if four.alert_id in line and "  ops  " in line)
+    assert "given up again later" in four_open
+    dry = cli("resend", "--since", "1h", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout == listed.stdout
+    assert "3 would be re-sent (dry run: nothing sent)" in dry.stderr
+    # read-only: no request, no record
+    assert len(receiver.requests) == sent_before
+    assert (len(_logs(settings)), len(_letters(settings))) == (logs_before, letters_before)
+
+    # a receiver still refusing: each fails again, as a new dead letter; exit 1
+    receiver.broken = True
+    failed = cli("resend", "--since", "1h")
+    assert failed.returncode == 1, failed.stderr
+    assert "3 re-sent: 0 delivered, 3 given up again" in failed.stderr
+    assert len(_letters(settings)) == letters_before + 3
+    assert len(receiver.requests) == sent_before + 3
+
+    # Ctrl-C during the first re-send: it ends, delivered and recorded; no other starts
+    receiver.broken = False
+    sent_before = len(receiver.requests)
+    real_progress = deliveries_command._progress
+
+    def progress(text: str) -> None:
+        real_progress(text)
+        if text.startswith("[1/3]") and text.endswith(": sending to 127.0.0.1"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(deliveries_command, "_progress", progress)
+    stopped = cli("resend", "--since", "1h")
+    monkeypatch.setattr(deliveries_command, "_progress", real_progress)
+    assert stopped.returncode == 130, stopped.stderr
+    assert "1 re-sent: 1 delivered, 0 given up again; stopped: 2 not re-sent" in stopped.stderr
+    assert len(receiver.requests) == sent_before + 1
+    done = cli("resend", "--since", "1h")
+    assert done.returncode == 0, done.stderr
+    assert "2 re-sent: 2 delivered, 0 given up again" in done.stderr
+    resent = receiver.requests[sent_before:]
+    assert {r.path for r in resent} == {"/ops"}
+    got = {json.loads(r.body)["data"]["alert_id"]: r for r in resent}
+    assert set(got) == {one.alert_id, two.alert_id, four.alert_id}
+    for alert, kind in ((one, "alert.open"), (two, "alert.open"), (four, "alert.resolved")):
+        request = got[alert.alert_id]
+        original = first_ids[("ops", alert.alert_id, kind)]
+        assert request.headers["webhook-id"] == original
+        Webhook(secret_for("ops")).verify(request.body, request.headers)
+        letter = next(d for d in given_up if d.webhook_id == original and d.endpoint == "ops")
+        assert request.body.decode() == body_of(letter.payload)
+    expected = sorted(
+        first_ids[("ops", a.alert_id, k)]
+        for a, k in ((one, "alert.open"), (two, "alert.open"), (four, "alert.resolved"))
+    )
+    logs = _logs(settings)
+    assert len(logs) == logs_before + 3 + 3  # the failed re-sends', then the delivered ones
+    delivered = [log for log in logs if log.outcome == "delivered" and log.webhook_id in expected]
+    assert sorted(log.webhook_id for log in delivered) == expected
+    assert {log.alert_status for log in delivered} == {"open", "resolved"}
+
+    # a second resend finds them delivered: nothing is sent
+    sent_before = len(receiver.requests)
+    again = cli("resend", "--since", "1h")
+    assert again.returncode == 0, again.stderr
+    assert "0 re-sent" in again.stderr
+    assert len(receiver.requests) == sent_before
+    assert (len(_logs(settings)), len(_letters(settings))) == (logs_before + 6, letters_before + 3)
+
+
+def test_resend_refuses_a_bad_since(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answer = cli_in_process(
+        ["deliveries", "resend", "--since", "yesterday"],
+        {},
+        monkeypatch,
+        capsys,
+        settings_built=False,
+    )
+    assert answer.returncode == 2
+    assert "--since 'yesterday': expected a duration" in answer.stderr
