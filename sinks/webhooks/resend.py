@@ -66,17 +66,6 @@ def _at(when: datetime) -> str:
     return when.isoformat().replace("+00:00", "Z")
 
 
-def _same_delivery(log: DeliveryLog, letter: WebhookDeadLetter) -> bool:
-    """`log` is the notifier's log of the delivery `letter` dead-letters: both are
-    published from one outcome, with the same id, endpoint and time."""
-    return (
-        log.outcome == "gave_up"
-        and log.webhook_id == letter.webhook_id
-        and log.endpoint == letter.endpoint
-        and log.finished_at == letter.failed_at
-    )
-
-
 def _delivered_since(
     letter: WebhookDeadLetter, original: DeliveryLog | None, logs: Iterable[DeliveryLog]
 ) -> str | None:
@@ -128,7 +117,13 @@ def select(
         d for d in letters if d.failed_at >= since and (not endpoints or d.endpoint in endpoints)
     ]
     all_logs = list(logs)
-    originals = {id(d): next((g for g in all_logs if _same_delivery(g, d)), None) for d in window}
+    gave_up = {
+        (log.webhook_id, log.endpoint, log.finished_at): log
+        for log in all_logs
+        if log.outcome == "gave_up"
+    }  # the notifier's log of the delivery a dead letter is of: both are published from
+    # one outcome, with the same id, endpoint and time (a look-up per letter, not a scan)
+    originals = {id(d): gave_up.get((d.webhook_id, d.endpoint, d.failed_at)) for d in window}
 
     def order(letter: WebhookDeadLetter) -> tuple[datetime, datetime, str, str, str]:
         """By failure time; a tie (the same millisecond) by first attempt, then by name:
