@@ -28,7 +28,7 @@ from sinks.webhooks.subscriptions import (
     load_subscriptions,
 )
 from sinks.webhooks.targets import TargetPolicy, parse_networks
-from sinks.webhooks.warmup import WarmupConfig
+from sinks.webhooks.warmup import CANCEL_WAIT_S, WarmupConfig
 from streams.topics import ALERTS, TopicNames
 
 log = get_logger(__name__)
@@ -85,12 +85,18 @@ def build_notifier(settings: Settings, subscriptions: Subscriptions) -> Notifier
 def stop_timeout_s(settings: Settings) -> float:
     """The notifier's stop deadline: `engine.stop_timeout_s`, or more when its graceful stop
     may need it. A stop lets the posts under way end (each attempt's `webhooks.timeout_s` +
-    `STOP_GRACE_S`, `finish_in_flight`), then commits them (`COMMIT_TIMEOUT_S`) and stops
-    the consumer (`STOP_S`): a deadline shorter than that would cut a post whose outcome
-    the next run then posts again, or, with Kafka frozen, end a stop whose every step is
-    bounded as a hung one (`process_stop_timed_out`, exit 1)."""
+    `STOP_GRACE_S`, `finish_in_flight`), ends a warm-up under way (`CANCEL_WAIT_S`: its
+    reader's close), then commits the posts (`COMMIT_TIMEOUT_S`) and stops the consumer
+    (`STOP_S`): a deadline shorter than that would cut a post whose outcome the next run
+    then posts again, or, with Kafka frozen, end a stop whose every step is bounded as a
+    hung one (`process_stop_timed_out`, exit 1)."""
     graceful = (
-        settings.webhooks.timeout_s + STOP_GRACE_S + COMMIT_TIMEOUT_S + STOP_S + STOP_MARGIN_S
+        settings.webhooks.timeout_s
+        + STOP_GRACE_S
+        + CANCEL_WAIT_S
+        + COMMIT_TIMEOUT_S
+        + STOP_S
+        + STOP_MARGIN_S
     )
     return max(settings.engine.stop_timeout_s, graceful)
 
