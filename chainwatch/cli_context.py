@@ -74,18 +74,23 @@ def check_plan(cfg: Settings) -> None:
 
 def require_kafka(cfg: Settings, timeout_s: float = 3.0) -> None:
     """Fail in one line within seconds when the broker does not answer (no library noise)."""
-    from chainwatch.local_kafka import metadata_ok
+    from chainwatch.kafka_admin import AUTHENTICATION_FAILED, AUTHENTICATION_HINT
+    from chainwatch.local_kafka import kafka_problem
     from chainwatch.logs import silenced
 
     with silenced("kafka", "aiokafka"):
-        if metadata_ok(cfg.kafka.bootstrap, timeout_s=timeout_s):
-            return
+        problem = kafka_problem(cfg.kafka.endpoint, timeout_s=timeout_s)
+    if problem is None:
+        return
+    if problem.startswith(AUTHENTICATION_FAILED):
+        raise UserError(f"Kafka at {cfg.kafka.bootstrap}: {problem}; {AUTHENTICATION_HINT}")
     fix = (
         "start it with `chainwatch kafka start`"
         if cfg.kafka.is_local
-        else "check CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS and that the brokers are up"
+        else "check CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS, CHAINWATCH_KAFKA__SECURITY_PROTOCOL "
+        "and that the brokers are up"
     )
-    raise UserError(f"Kafka at {cfg.kafka.bootstrap} does not answer; {fix}")
+    raise UserError(f"Kafka at {cfg.kafka.bootstrap} {problem}; {fix}")
 
 
 _UNKNOWN_TABLE = re.compile(

@@ -67,18 +67,22 @@ def _java() -> Check:
 
 
 def _kafka(settings: Settings) -> Check:
-    from chainwatch.local_kafka import metadata_ok
+    from chainwatch.kafka_admin import AUTHENTICATION_FAILED, AUTHENTICATION_HINT
+    from chainwatch.local_kafka import kafka_problem
     from chainwatch.logs import silenced
 
     bootstrap = settings.kafka.bootstrap
     with silenced("kafka", "aiokafka"):  # a refused probe is this check's FAIL line
-        ok = metadata_ok(bootstrap, timeout_s=3)
-    if ok:
+        problem = kafka_problem(settings.kafka.endpoint, timeout_s=3)
+    if problem is None:
         return Check("kafka", True, f"answering on {bootstrap}")
+    if problem.startswith(AUTHENTICATION_FAILED):
+        return Check("kafka", False, f"{problem} on {bootstrap}; {AUTHENTICATION_HINT}")
     fix = (
         "run `chainwatch kafka start`"
         if settings.kafka.is_local
-        else "check CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS and that the brokers are up"
+        else "check CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS, CHAINWATCH_KAFKA__SECURITY_PROTOCOL "
+        "and that the brokers are up"
     )
     return Check("kafka", False, f"no answer from {bootstrap}; {fix}")
 
@@ -291,9 +295,7 @@ def partitions(settings: Settings) -> Check:
     kafka = settings.kafka
     try:
         routed = [*routed_topics(settings), *engine_changelogs(settings)]
-        counts = partition_counts(
-            kafka.bootstrap, routed, request_timeout_s=kafka.request_timeout_s
-        )
+        counts = partition_counts(kafka.endpoint, routed, request_timeout_s=kafka.request_timeout_s)
     except Exception as exc:  # any failure is this check's FAIL line
         return Check("partitions", False, f"cannot read the topics' partitions: {exc}")
     problem = mismatch(counts, kafka.partitions)

@@ -13,6 +13,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import (
     BrokerResponseError,
     KafkaError,
+    SaslAuthenticationFailedError,
     TopicAlreadyExistsError,
     UnknownBrokerIdError,
 )
@@ -20,6 +21,7 @@ from kafka.errors import (
 from chainwatch.errors import UserError
 from chainwatch.kafka_start import started
 from chainwatch.logs import get_logger, silenced
+from schemas.kafka_security import Kafka
 from sinks.backoff import Backoff
 from sinks.clickhouse.kafka_source import KafkaIdentity
 from streams.settings import KafkaSettings
@@ -52,6 +54,32 @@ class KafkaUnreachable(UserError):
 class KafkaRefused(UserError):
     """Kafka answered and said no in a way that trying again cannot change (a
     replication factor above the broker count, a missing ACL, a refused config)."""
+
+
+class KafkaAuthenticationFailed(KafkaRefused):
+    """Kafka refused this client's credentials (SASL user, password or mechanism)."""
+
+
+AUTHENTICATION_HINT = (
+    "check CHAINWATCH_KAFKA__SASL_USERNAME, CHAINWATCH_KAFKA__SASL_PASSWORD and "
+    "CHAINWATCH_KAFKA__SASL_MECHANISM"
+)
+
+
+AUTHENTICATION_FAILED = "authentication failed"
+
+
+def login_refused(exc: BaseException) -> str:
+    """ "authentication failed (<the broker's reason>)": kafka-python's text of a refused
+    login ends with the broker's reason, and never holds the password."""
+    return f"{AUTHENTICATION_FAILED} ({str(exc).rsplit(': ', 1)[-1][:200] or type(exc).__name__})"
+
+
+def authentication_failed(bootstrap: Kafka, exc: BaseException) -> KafkaAuthenticationFailed:
+    """One line for a refused login."""
+    return KafkaAuthenticationFailed(
+        f"Kafka at {bootstrap}: {login_refused(exc)}; {AUTHENTICATION_HINT}"
+    )
 
 
 REFUSED_HINT = (
@@ -183,7 +211,7 @@ AUTHORIZATION_FAILED = "AuthorizationFailed"
 CONTROLLER_MOVED = "Failed to find active controller"
 
 
-def kafka_call(call: Callable[[], T], *, bootstrap: str, what: str, timeout_s: float) -> T:
+def kafka_call(call: Callable[[], T], *, bootstrap: Kafka, what: str, timeout_s: float) -> T:
     """`call()` (a kafka-python request: an admin client's, a producer's flush) within
     `timeout_s` (`admin_call_timeout_s` for an admin call), its failures in our terms.
 
@@ -197,6 +225,8 @@ def kafka_call(call: Callable[[], T], *, bootstrap: str, what: str, timeout_s: f
     """
     try:
         return bounded(call, timeout_s=timeout_s, what=f"to {what}")
+    except SaslAuthenticationFailedError as exc:
+        raise authentication_failed(bootstrap, exc) from None
     except BrokerResponseError as exc:
         if not not_now(exc):
             raise refusal(exc, f"to {what}") from None
@@ -227,7 +257,7 @@ def _named(exc: KafkaError) -> str:
     return text if text.startswith(name) else f"{name}: {text}"
 
 
-def started_admin(bootstrap: str, *, request_ms: int) -> KafkaAdminClient:
+def started_admin(bootstrap: Kafka, *, request_ms: int) -> KafkaAdminClient:
     """A `KafkaAdminClient` of `bootstrap`, started once a broker there answers (within
     `request_ms`, as kafka-python's own bootstrap wait), or kafka-python's error: a
     client that cannot start leaves no socket or thread behind (`kafka_start.started`
@@ -240,7 +270,7 @@ def started_admin(bootstrap: str, *, request_ms: int) -> KafkaAdminClient:
 
 def connected(
     start: Callable[[int], T],
-    bootstrap: str,
+    bootstrap: Kafka,
     *,
     close: Callable[[T], object],
     request_timeout_s: float,
@@ -257,6 +287,8 @@ def connected(
     start_ms = int((request_timeout_s if timeout_s is None else timeout_s / 2) * 1000)
     try:
         return bounded(lambda: start(start_ms), timeout_s=limit, what="a connection", late=close)
+    except SaslAuthenticationFailedError as exc:
+        raise authentication_failed(bootstrap, exc) from None
     except (KafkaError, OSError, KafkaDeadlineExceeded) as exc:
         raise KafkaUnreachable(
             f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}); check that it runs "
@@ -286,7 +318,7 @@ def close_admin(admin: KafkaAdminClient, timeout_s: float = ADMIN_CLOSE_TIMEOUT_
 
 
 def admin_client(
-    bootstrap: str, *, request_timeout_s: float, timeout_s: float | None = None
+    bootstrap: Kafka, *, request_timeout_s: float, timeout_s: float | None = None
 ) -> KafkaAdminClient:
     """An admin client whose requests may take `request_timeout_s` (`kafka.request_timeout_s`),
     connected within `timeout_s` (default `admin_call_timeout_s(request_timeout_s)`)."""
@@ -302,7 +334,7 @@ def admin_client(
 def settings_admin_client(kafka: KafkaSettings, timeout_s: float | None = None) -> KafkaAdminClient:
     """`admin_client` of `kafka`'s cluster, its requests given `kafka.request_timeout_s`."""
     return admin_client(
-        kafka.bootstrap, request_timeout_s=kafka.request_timeout_s, timeout_s=timeout_s
+        kafka.endpoint, request_timeout_s=kafka.request_timeout_s, timeout_s=timeout_s
     )
 
 
@@ -312,7 +344,7 @@ def settings_call_timeout_s(kafka: KafkaSettings, timeout_s: float | None = None
 
 
 def create_missing_topics(
-    bootstrap: str,
+    bootstrap: Kafka,
     configs_by_name: Mapping[str, Mapping[str, str]],
     *,
     request_timeout_s: float,
@@ -370,7 +402,7 @@ def _create(admin: KafkaAdminClient, wanted: dict[str, dict[str, object]]) -> No
 
 
 def ensure_named_topics(
-    bootstrap: str,
+    bootstrap: Kafka,
     full_names: Iterable[str],
     *,
     request_timeout_s: float,
@@ -405,7 +437,7 @@ def contract_topic_configs(
 
 
 def ensure_topics(
-    bootstrap: str,
+    bootstrap: Kafka,
     names: TopicNames,
     contract_names: Iterable[str],
     *,
@@ -425,7 +457,7 @@ def ensure_topics(
 
 
 def kafka_identities(
-    bootstrap: str, topics: Iterable[str], *, request_timeout_s: float
+    bootstrap: Kafka, topics: Iterable[str], *, request_timeout_s: float
 ) -> dict[str, KafkaIdentity]:
     """The cluster id and each topic's id, from the broker (admin calls bounded by
     `admin_call_timeout_s`): what `sinks.clickhouse.kafka_source.resolve_offset_bases`

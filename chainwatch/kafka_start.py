@@ -24,23 +24,37 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailedError,
+)
 
 from chainwatch.kafka_watch import answers
 from chainwatch.no_topic_creation import ALLOW_AUTO_CREATE, forward_topic_creation
+from schemas.kafka_security import Kafka, endpoint
 from sinks.backoff import Backoff
 
+CLOSED_IN_SASL = "the broker closed the connection during the SASL login"
+"""What a refused login says when kafka-python saw the broker's close before its answer."""
 
-def started(factory: Any, bootstrap: str, *, start_ms: int, **configs: Any) -> Any:
+
+def started(factory: Any, kafka: Kafka, *, start_ms: int, **configs: Any) -> Any:
     """`factory(**configs)` (`KafkaAdminClient`, `KafkaProducer`, `KafkaConsumer`) of
-    `bootstrap`, made once a broker there answers within `start_ms` (as kafka-python's
-    own bootstrap wait), or kafka-python's error (`KafkaTimeoutError` when none did).
+    `kafka` (its security arguments added), made once a broker there answers within
+    `start_ms` (as kafka-python's own bootstrap wait), or kafka-python's error
+    (`KafkaTimeoutError` when none did).
 
     Blocking: run it under `kafka_admin.bounded` (`kafka_admin.connected` does)."""
+    target = endpoint(kafka)
+    bootstrap = target.bootstrap
+    configs = {**target.security.kafka_python_kwargs(), **configs}
+    ssl_context = target.security.ssl_context
     deadline = time.monotonic() + start_ms / 1000
     pause = Backoff(initial_s=0.05, max_s=1.0)  # kafka-python's reconnect backoff
     addresses = [a.strip() for a in bootstrap.split(",") if a.strip()] or [bootstrap]
-    while (reached := _answering(addresses, deadline)) is None:
+    while (reached := _answering(addresses, deadline, ssl_context)) is None:
         left = deadline - time.monotonic()
         if left <= 0:
             raise KafkaTimeoutError(f"no broker of {bootstrap} answered within {start_ms} ms")
@@ -49,10 +63,12 @@ def started(factory: Any, bootstrap: str, *, start_ms: int, **configs: Any) -> A
     if ALLOW_AUTO_CREATE in factory.DEFAULT_CONFIG:  # a producer's, a consumer's option
         configs = {ALLOW_AUTO_CREATE: False, **configs}
     made: list[Any] = []
+    refusals: list[KafkaError] = []
 
     def client(**client_configs: Any) -> Any:
         made.append(network_client(**client_configs))
         forward_topic_creation(made[-1], client_configs)
+        _note_authentication_failures(made[-1], refusals)
         return made[-1]
 
     try:
@@ -62,16 +78,62 @@ def started(factory: Any, bootstrap: str, *, start_ms: int, **configs: Any) -> A
             kafka_client=client,
             **configs,
         )
-    except BaseException:
+    except BaseException as exc:
+        refused = _refusal(refusals) if isinstance(exc, KafkaTimeoutError) else None
         for each in made:
             each.close()  # its selector, its connections, its I/O thread
+        if refused is not None:
+            raise refused from None
         raise
 
 
-def _answering(addresses: list[str], deadline: float) -> str | None:
+def _refusal(refusals: list[KafkaError]) -> KafkaError | None:
+    """The refusal to report: one with the broker's own reason, if one has it."""
+    said = [r for r in refusals if CLOSED_IN_SASL not in str(r)]
+    return (said or refusals or [None])[-1]
+
+
+def _note_authentication_failures(network_client: Any, refusals: list[KafkaError]) -> None:
+    """Note in `refusals` each connection of `network_client` that the broker refused to
+    authenticate (a wrong SASL password, user or mechanism): kafka-python tries such a
+    bootstrap again until its wait ends and then says only `KafkaTimeoutError`, which
+    cannot tell a wrong password from a broker that does not answer.
+
+    A refused login comes back as kafka-python's `SaslAuthenticationFailedError`, or, as
+    often (the broker closes the connection right behind its answer, and kafka-python
+    may see the close first), as the connection lost during the SASL exchange: both are
+    noted, from the connection's `_sasl_authenticate`."""
+    manager: Any = getattr(network_client, "_manager", None)
+    get_connection = getattr(manager, "get_connection", None)
+    if get_connection is None:  # another kafka-python: its plain timeout, as before
+        return
+
+    def noting(*args: Any, **kwargs: Any) -> Any:
+        conn = get_connection(*args, **kwargs)
+        authenticate = getattr(conn, "_sasl_authenticate", None)
+        if authenticate is not None and not getattr(authenticate, "noted", False):
+
+            async def authenticating(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await authenticate(*args, **kwargs)
+                except SaslAuthenticationFailedError as exc:
+                    refusals.append(exc)
+                    raise
+                except KafkaConnectionError:
+                    refusals.append(SaslAuthenticationFailedError(CLOSED_IN_SASL))
+                    raise
+
+            authenticating.noted = True  # type: ignore[attr-defined]
+            conn._sasl_authenticate = authenticating
+        return conn
+
+    manager.get_connection = noting
+
+
+def _answering(addresses: list[str], deadline: float, ssl_context: Any = None) -> str | None:
     """The first of `addresses` whose broker answers before `deadline`, each given an even
     share of the time left: given all of it, a broker that accepts and never answers (hung,
     or black-holed) listed first took the whole bootstrap wait, and one of a cluster down
     kept every client (and the process waiting for Kafka) from starting."""
     share = max((deadline - time.monotonic()) / len(addresses), 0.01)
-    return next((a for a in addresses if answers(a, share)), None)
+    return next((a for a in addresses if answers(a, share, ssl_context=ssl_context)), None)

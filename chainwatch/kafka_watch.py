@@ -13,7 +13,9 @@ would log four lines of refused connections at every check of an outage.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Callable
@@ -35,8 +37,10 @@ class KafkaWatch:
         interval_s: float = INTERVAL_S,
         timeout_s: float = TIMEOUT_S,
         probe: Callable[[], bool] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.ssl_context = ssl_context
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self._probe = probe or self._metadata
@@ -45,7 +49,7 @@ class KafkaWatch:
         self._thread: threading.Thread | None = None
 
     def _metadata(self) -> bool:
-        return answers(self.bootstrap, self.timeout_s)
+        return answers(self.bootstrap, self.timeout_s, ssl_context=self.ssl_context)
 
     def problem(self) -> str | None:
         """Why the process is not ready for Kafka's sake, None when the last check passed."""
@@ -87,14 +91,18 @@ _API_VERSIONS_V0 = struct.pack(">hhih", 18, 0, 1, 10) + b"chainwatch"
 """ApiVersions v0 request header: api_key 18, version 0, correlation id 1, client id."""
 
 
-def answers(bootstrap: str, timeout_s: float) -> bool:
+def answers(bootstrap: str, timeout_s: float, *, ssl_context: ssl.SSLContext | None = None) -> bool:
     """True when a broker of `bootstrap` (host:port[,host:port...]) answers an
-    ApiVersions request within `timeout_s`."""
+    ApiVersions request within `timeout_s`; over TLS with `ssl_context` (an SSL or
+    SASL_SSL listener; a SASL listener answers ApiVersions before authentication)."""
     request = struct.pack(">i", len(_API_VERSIONS_V0)) + _API_VERSIONS_V0
     for address in bootstrap.split(","):
         host, port = _host_port(address.strip())
         try:
-            with socket.create_connection((host, port), timeout_s) as conn:
+            with contextlib.ExitStack() as stack:
+                conn = stack.enter_context(socket.create_connection((host, port), timeout_s))
+                if ssl_context is not None:
+                    conn = stack.enter_context(ssl_context.wrap_socket(conn, server_hostname=host))
                 conn.settimeout(timeout_s)
                 conn.sendall(request)
                 head = b""

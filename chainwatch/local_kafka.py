@@ -29,6 +29,7 @@ from pathlib import Path
 from chainwatch.errors import UserError
 from chainwatch.logs import silenced
 from chainwatch.settings import Settings
+from schemas.kafka_security import PLAINTEXT, Kafka, KafkaEndpoint, KafkaSecurity
 
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
 READY_TIMEOUT_S = 90.0
@@ -213,14 +214,23 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def metadata_ok(bootstrap: str, timeout_s: float = 5.0) -> bool:
+def metadata_ok(bootstrap: Kafka, timeout_s: float = 5.0) -> bool:
     """True when the broker answers a metadata request within `timeout_s` (the readiness probe)."""
-    from kafka.errors import KafkaError
+    return kafka_problem(bootstrap, timeout_s) is None
+
+
+def kafka_problem(bootstrap: Kafka, timeout_s: float = 5.0) -> str | None:
+    """None when the broker answers a metadata request within `timeout_s` (the readiness
+    probe), else what is wrong: "authentication failed (<the broker's reason>)" when it
+    refused this client's credentials (`kafka_admin.login_refused`), "does not answer"
+    otherwise."""
+    from kafka.errors import KafkaError, SaslAuthenticationFailedError
 
     from chainwatch.kafka_admin import (
         KafkaDeadlineExceeded,
         bounded,
         close_admin,
+        login_refused,
         started_admin,
     )
 
@@ -233,9 +243,12 @@ def metadata_ok(bootstrap: str, timeout_s: float = 5.0) -> bool:
             close_admin(admin)
 
     try:
-        return bounded(probe, timeout_s=timeout_s + 2, what="a metadata request")
+        bounded(probe, timeout_s=timeout_s + 2, what="a metadata request")
+    except SaslAuthenticationFailedError as exc:
+        return login_refused(exc)
     except (KafkaError, OSError, ValueError, KafkaDeadlineExceeded):
-        return False
+        return "does not answer"
+    return None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -340,15 +353,24 @@ class LocalBroker:
 
     `overrides` are written after the lines of `deploy/kafka/server.properties`, so
     they win. The tests use them for a broker that creates topics by itself, as
-    Kafka's default does; `auto.create.topics.enable` is read only at start."""
+    Kafka's default does; `auto.create.topics.enable` is read only at start. A broker
+    whose overrides make its listener a secured one (the tests' SASL broker) is probed
+    with `security`."""
 
-    def __init__(self, settings: Settings, overrides: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        overrides: Mapping[str, str] | None = None,
+        *,
+        security: KafkaSecurity = PLAINTEXT,
+    ) -> None:
         self.settings = settings
         self.overrides = dict(overrides or {})
         self.home = settings.kafka_dir
         self.port = settings.kafka.local_port
         self.controller_port = settings.kafka.local_controller_port
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.endpoint = KafkaEndpoint(self.bootstrap, security)
 
     @property
     def pid_file(self) -> Path:
@@ -374,7 +396,7 @@ class LocalBroker:
         if pid is None:
             return BrokerStatus(False, None, self.bootstrap, "not running")
         with silenced("kafka", "aiokafka"):  # the answer is this status, in one line
-            answers = metadata_ok(self.bootstrap, timeout_s=STATUS_PROBE_S)
+            answers = metadata_ok(self.endpoint, timeout_s=STATUS_PROBE_S)
         if answers:
             return BrokerStatus(True, pid, self.bootstrap, "ready")
         return BrokerStatus(False, pid, self.bootstrap, "process alive but not answering")
@@ -467,7 +489,7 @@ class LocalBroker:
             if not _pid_alive(pid):
                 self.pid_file.unlink(missing_ok=True)
                 raise BrokerError(f"the Kafka broker exited during start-up; see {self.log_file}")
-            if port_open("127.0.0.1", self.port) and metadata_ok(self.bootstrap):
+            if port_open("127.0.0.1", self.port) and metadata_ok(self.endpoint):
                 return BrokerStatus(True, pid, self.bootstrap, "ready")
             time.sleep(0.25)
         raise BrokerError(

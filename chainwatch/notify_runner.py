@@ -69,7 +69,7 @@ def load_configured(settings: Settings) -> Subscriptions:
 def build_notifier(settings: Settings, subscriptions: Subscriptions) -> Notifier:
     names = TopicNames(settings.kafka.topic_prefix)
     return Notifier(
-        bootstrap=settings.kafka.bootstrap,
+        bootstrap=settings.kafka.endpoint,
         group_id=f"{settings.engine.app_id}-notify",
         topics=Topics(names(ALERTS), names(DELIVERIES_TOPIC), names(DEAD_LETTER_TOPIC)),
         endpoints=subscriptions.endpoints,
@@ -109,7 +109,7 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
     with waiting_before_main("notifier", ops) as waited:
         retry_until_reachable(
             lambda: ensure_topics(
-                settings.kafka.bootstrap,
+                settings.kafka.endpoint,
                 names,
                 (ALERTS, *NOTIFY_TOPICS),
                 request_timeout_s=settings.kafka.request_timeout_s,
@@ -134,7 +134,7 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
         log.info("notify_stopped", delivered=stats.delivered, gave_up=stats.gave_up)
         return stats
 
-    with startup.watching_kafka(settings.kafka.bootstrap, ops):
+    with startup.watching_kafka(settings.kafka.endpoint, ops):
         return run_until_signalled(
             "notifier", main, ops=ops, announced=True, stop_timeout_s=stop_timeout_s(settings)
         )

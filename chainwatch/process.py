@@ -46,6 +46,7 @@ from chainwatch.logs import get_logger
 from chainwatch.ops_server import OpsServer, serve_ops
 from chainwatch.settings import Settings
 from chainwatch.stop_deadline import StopDeadline
+from schemas.kafka_security import Kafka, endpoint
 
 T = TypeVar("T")
 
@@ -69,10 +70,15 @@ class Startup:
         """Set once the process has started: Kafka going away makes it not ready."""
 
     @contextmanager
-    def watching_kafka(self, bootstrap: str, ops: OpsServer | None) -> Iterator[None]:
+    def watching_kafka(self, bootstrap: Kafka, ops: OpsServer | None) -> Iterator[None]:
         """Meanwhile, Kafka going away makes the process not ready (only a process with
         probes to answer needs to ask)."""
-        self.kafka = KafkaWatch(bootstrap).start() if ops is not None else None
+        kafka = endpoint(bootstrap)
+        self.kafka = (
+            KafkaWatch(kafka.bootstrap, ssl_context=kafka.security.ssl_context).start()
+            if ops is not None
+            else None
+        )
         try:
             yield
         finally:

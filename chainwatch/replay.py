@@ -58,6 +58,7 @@ from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, Reaso
 from schemas.deadline import deadline
 from schemas.files import not_a_file
 from schemas.json_blank import json_blank
+from schemas.kafka_security import aiokafka_kwargs
 from schemas.kafka_size import MAX_REQUEST_BYTES
 from schemas.plan import load_plan
 from schemas.validation import (
@@ -234,7 +235,7 @@ async def publish_scenario(
     names = TopicNames(settings.kafka.topic_prefix)
     plan = load_plan(settings.engine.plan)
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap,
+        **aiokafka_kwargs(settings.kafka.endpoint),
         acks="all",
         enable_idempotence=True,
         linger_ms=20,
@@ -695,7 +696,7 @@ FINAL_CLOCK_TIMEOUT_S = 60.0
 
 async def send_final_clock(settings: Settings, t_ms: int) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap, acks="all", enable_idempotence=True
+        **aiokafka_kwargs(settings.kafka.endpoint), acks="all", enable_idempotence=True
     )
     await start_producer(producer, settings.kafka.bootstrap)
     try:
@@ -741,7 +742,7 @@ async def read_records(settings: Settings, logical: str) -> list[ConsumerRecord[
     """
     names = TopicNames(settings.kafka.topic_prefix)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap,
+        **aiokafka_kwargs(settings.kafka.endpoint),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         request_timeout_ms=int(READ_STALL_TIMEOUT_S * 1000 / 2),
@@ -947,7 +948,7 @@ class ReplayRun:
         """The run's input and output topics (idempotent)."""
         run = self.settings
         ensure_topics(
-            run.kafka.bootstrap,
+            run.kafka.endpoint,
             TopicNames(run.kafka.topic_prefix),
             (*INPUT_TOPICS, *OUTPUT_TOPICS),
             request_timeout_s=run.kafka.request_timeout_s,

@@ -44,7 +44,7 @@ def largest_batch(settings: Settings) -> int:
 def prepare_topics(settings: Settings, *, also: Iterable[str] = ()) -> None:
     """The contract's topics, and the logical topics in `also`, created in one request."""
     ensure_topics(
-        settings.kafka.bootstrap,
+        settings.kafka.endpoint,
         topic_names(settings),
         (*INPUT_TOPICS, *OUTPUT_TOPICS, *also),
         request_timeout_s=settings.kafka.request_timeout_s,
@@ -94,7 +94,7 @@ def create_worker_topics(app: Any, settings: Settings, internal_topics: Iterable
     leader = leader_topic(app)
     topics[leader] = settings.kafka.topic_configs()
     create_missing_topics(
-        settings.kafka.bootstrap,
+        settings.kafka.endpoint,
         topics,
         request_timeout_s=settings.kafka.request_timeout_s,
         partitions=settings.kafka.partitions,
@@ -114,7 +114,7 @@ def prepare_worker_topics(app: Any, settings: Settings, internal_topics: Iterabl
 
     changelogs = [name for names in changelog_topics(app, settings).values() for name in names]
     check_partitions(
-        settings.kafka.bootstrap,
+        settings.kafka.endpoint,
         [*routed_topics(settings), *changelogs],
         settings.kafka.partitions,
         request_timeout_s=settings.kafka.request_timeout_s,
@@ -152,7 +152,7 @@ def worker_app(settings: Settings) -> tuple[Any, Any]:
     plan = load_plan(settings.engine.plan)
     app = create_app(
         settings.engine.app_id,
-        bootstrap=settings.kafka.bootstrap,
+        bootstrap=settings.kafka.endpoint,
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
         data_dir=settings.data_path / "faust",
@@ -204,7 +204,7 @@ def run_worker(settings: Settings) -> None:
     settled = settle_collector(settings.engine.gc_young_threshold)
     log.info("collector_settled", frozen=settled.frozen, thresholds=list(settled.thresholds))
     with (
-        startup.watching_kafka(settings.kafka.bootstrap, ops),
+        startup.watching_kafka(settings.kafka.endpoint, ops),
         process_lifetime("worker", ops, announced=True),
     ):
         # faust would install its own handlers; ours (chainwatch.logs) already render every

@@ -81,7 +81,7 @@ def prepare_sink_topics(settings: Settings) -> None:
     Checked first, so a refused start creates nothing with the count it refused."""
     kafka = settings.kafka
     check_partitions(
-        kafka.bootstrap,
+        kafka.endpoint,
         input_topics(settings),
         kafka.partitions,
         request_timeout_s=kafka.request_timeout_s,
@@ -111,7 +111,7 @@ def run_sink(
     if waited.stopped:
         return SinkStats()
     startup.waiting_for = "ClickHouse"
-    with startup.watching_kafka(settings.kafka.bootstrap, ops):
+    with startup.watching_kafka(settings.kafka.endpoint, ops):
         return run_until_signalled(
             "sink",
             lambda stop: _main(
@@ -207,7 +207,7 @@ async def _main(
     try:
         identities = await asyncio.to_thread(
             kafka_identities,
-            settings.kafka.bootstrap,
+            settings.kafka.endpoint,
             mappers,
             request_timeout_s=settings.kafka.request_timeout_s,
         )
@@ -229,7 +229,7 @@ async def _main(
             server = QueryServer(reads, settings.clickhouse_dir, settings.clickhouse.query_port)
             server.start()
         sink = ClickHouseSink(
-            bootstrap=settings.kafka.bootstrap,
+            bootstrap=settings.kafka.endpoint,
             group_id=f"{settings.engine.app_id}-clickhouse-sink",
             client=client,
             mappers=mappers,

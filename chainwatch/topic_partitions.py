@@ -39,6 +39,7 @@ from chainwatch.kafka_admin import (
     not_now,
 )
 from chainwatch.settings import Settings
+from schemas.kafka_security import Kafka
 from streams.topics import INPUT_TOPICS
 
 PARTITIONS_SETTING = "CHAINWATCH_KAFKA__PARTITIONS"
@@ -79,7 +80,7 @@ def engine_changelogs(settings: Settings) -> list[str]:
 
 
 def partition_counts(
-    bootstrap: str, topics: Iterable[str], *, request_timeout_s: float
+    bootstrap: Kafka, topics: Iterable[str], *, request_timeout_s: float
 ) -> dict[str, int]:
     """Each of `topics` that exists -> its partition count; a missing one is left out.
 
@@ -114,7 +115,7 @@ def partition_counts(
     }
 
 
-def topic_errors(bootstrap: str, failed: Mapping[str, type[BrokerResponseError]]) -> UserError:
+def topic_errors(bootstrap: Kafka, failed: Mapping[str, type[BrokerResponseError]]) -> UserError:
     """One line naming each topic Kafka would not describe and its error: `KafkaUnreachable`
     (waited out by a starting process) when every error is a "not now", else `KafkaRefused`."""
     named = ", ".join(f"topic {name} ({error.__name__})" for name, error in sorted(failed.items()))
@@ -162,7 +163,7 @@ def _fix(counts: Mapping[str, int]) -> str:
 
 
 def check_partitions(
-    bootstrap: str, topics: Iterable[str], expected: int, *, request_timeout_s: float
+    bootstrap: Kafka, topics: Iterable[str], expected: int, *, request_timeout_s: float
 ) -> None:
     """`PartitionsMismatch` if one of `topics` that exists has another count than `expected`."""
     counts = partition_counts(bootstrap, topics, request_timeout_s=request_timeout_s)

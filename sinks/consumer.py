@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from schemas.deadline import cancel_requests, cancelled_since, deadline
+from schemas.kafka_security import Kafka, aiokafka_kwargs
 from sinks.errors import SinkError
 
 log = structlog.stdlib.get_logger(__name__)
@@ -197,7 +198,7 @@ class Batches(Protocol):
         ...
 
 
-def new_consumer(bootstrap: str, group_id: str | None, **options: Any) -> AIOKafkaConsumer:
+def new_consumer(bootstrap: Kafka, group_id: str | None, **options: Any) -> AIOKafkaConsumer:
     """A consumer that commits only what it is told to (None: no group, it commits nothing)."""
     settings: dict[str, Any] = {
         "enable_auto_commit": False,
@@ -205,7 +206,7 @@ def new_consumer(bootstrap: str, group_id: str | None, **options: Any) -> AIOKaf
         "isolation_level": "read_committed",
     }
     settings.update(options)
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, **settings)
+    return AIOKafkaConsumer(**aiokafka_kwargs(bootstrap), group_id=group_id, **settings)
 
 
 COMMIT_TIMEOUT_S = 10.0

@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from schemas.aiokafka_private import SENDER_STOP_S, sender_task
 from schemas.bounded_wait import ended_within
 from schemas.deadline import deadline
+from schemas.kafka_security import Kafka
 from sinks.errors import SinkError
 
 START_TIMEOUT_S = 30.0
@@ -38,7 +39,7 @@ class ProducerStartFailed(SinkError):
 
 async def start_producer(
     producer: AIOKafkaProducer,
-    bootstrap: str,
+    bootstrap: Kafka,
     *,
     stop: asyncio.Event | None = None,
     timeout_s: float | None = None,
@@ -80,7 +81,7 @@ async def _start_within(producer: AIOKafkaProducer, limit: float) -> None:
         await producer.start()
 
 
-def _start_failure(exc: BaseException, bootstrap: str, limit: float) -> str:
+def _start_failure(exc: BaseException, bootstrap: Kafka, limit: float) -> str:
     """One line for a start that failed, worded by what happened: no answer within the
     deadline, no connection, or a refusal (these come at once, not after `limit`)."""
     detail = f"{type(exc).__name__}: {str(exc)[:200] or 'no detail'}"

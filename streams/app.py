@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 
+from schemas.kafka_security import Kafka, endpoint
 from streams.kafka_transport import ChainwatchApp
 from streams.partitioning import CachedPartitioner
 from streams.table_manager import PromptTableManager
@@ -32,7 +33,7 @@ _THROUGHPUT: dict[str, Any] = {
 def create_app(
     app_id: str,
     *,
-    bootstrap: str,
+    bootstrap: Kafka,
     partitions: int,
     replication_factor: int = 1,
     data_dir: Path,
@@ -44,11 +45,14 @@ def create_app(
     exactly_once is deliberately not used (faust #323, #517): effects are made
     idempotent instead (alerts are re-published by id, sinks de-duplicate).
     """
+    kafka = endpoint(bootstrap)
     store_url = "rocksdb://" if store == "rocksdb" else "memory://"
     data_dir.mkdir(parents=True, exist_ok=True)
     return ChainwatchApp(
         app_id,
-        broker=f"kafka://{bootstrap}",
+        broker=f"kafka://{kafka.bootstrap}",
+        # SASL/TLS of every consumer and producer faust makes (kafka_transport's too)
+        broker_credentials=kafka.security.faust_credentials(),
         store=store_url,
         topic_partitions=partitions,
         topic_replication_factor=replication_factor,

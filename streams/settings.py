@@ -7,12 +7,14 @@ them under `kafka` and `engine` and fills them from `CHAINWATCH_KAFKA__*` and
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from schemas.kafka_security import KafkaEndpoint, KafkaSecurity, SaslMechanism, SecurityProtocol
 from schemas.settings_model import SettingsModel
 from streams.engine.limits import DAY_MS, EngineLimits
 
@@ -25,6 +27,14 @@ _BOOTSTRAP_SERVER = re.compile(r"^(?:\[[0-9A-Fa-f:.%\w]+\]|[^\s:\[\]/,]+)(?::(\d
 KAFKA_INT16_MAX = 32_767
 """Kafka's protocol carries a replication factor as an int16: a larger one could not even
 be sent (the admin client's encoder raised `struct.error`)."""
+
+
+def _readable_file(path: Path) -> bool:
+    try:
+        with path.open("rb"):
+            return True
+    except OSError:
+        return False
 
 
 class KafkaSettings(SettingsModel):
@@ -60,6 +70,30 @@ class KafkaSettings(SettingsModel):
         "connection or a request before it says Kafka did not answer; an administrative "
         "call is given this plus 5 s.",
     )
+    security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT",
+        description="How every client connects: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or "
+        "SASL_SSL (SASL over TLS). Anything but PLAINTEXT needs `bootstrap_servers`.",
+    )
+    sasl_mechanism: SaslMechanism = Field(
+        default="PLAIN",
+        description="SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+    )
+    sasl_username: str | None = Field(default=None, description="SASL_*: the user (required).")
+    sasl_password: SecretStr | None = Field(
+        default=None, description="SASL_*: its password (required; never shown)."
+    )
+    ssl_cafile: Path | None = Field(
+        default=None,
+        description="SSL, SASL_SSL: PEM file of the CAs that signed the brokers' certificates "
+        "(unset: the system's CAs).",
+    )
+    ssl_certfile: Path | None = Field(
+        default=None, description="SSL, SASL_SSL: PEM certificate of this client (mutual TLS)."
+    )
+    ssl_keyfile: Path | None = Field(
+        default=None, description="SSL, SASL_SSL: PEM private key of `ssl_certfile`."
+    )
     local_port: int = Field(default=19092, ge=1, le=65535, description="Port of the local broker.")
     local_controller_port: int = Field(default=19093, ge=1, le=65535)
     local_heap: str = Field(
@@ -94,6 +128,59 @@ class KafkaSettings(SettingsModel):
                 f"replication_factor ({self.replication_factor}): no write would succeed"
             )
         return self
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaSettings:
+        """A secured setting that cannot work is refused at the start, in one line, rather
+        than found by every client as a connection that never authenticates."""
+        secured = self.security_protocol != "PLAINTEXT" or any(
+            value is not None
+            for value in (
+                self.sasl_username,
+                self.sasl_password,
+                self.ssl_cafile,
+                self.ssl_certfile,
+                self.ssl_keyfile,
+            )
+        )
+        if secured and self.is_local:
+            raise ValueError(
+                "the local broker is PLAINTEXT: Kafka security settings (security_protocol, "
+                "sasl_*, ssl_*) need CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS (your cluster)"
+            )
+        if self.security_protocol.startswith("SASL_") and (
+            not self.sasl_username or self.sasl_password is None
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_username and "
+                "sasl_password (CHAINWATCH_KAFKA__SASL_USERNAME, CHAINWATCH_KAFKA__SASL_PASSWORD)"
+            )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile is given without ssl_certfile (the certificate it keys)")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not _readable_file(path):
+                raise ValueError(f"{name} {str(path)[:200]!r} is not a readable file")
+        return self
+
+    @functools.cached_property
+    def security(self) -> KafkaSecurity:
+        """The security of every connection (`schemas.kafka_security`); one per settings
+        object, so every client of a process shares one TLS context (files read once)."""
+        return KafkaSecurity(
+            protocol=self.security_protocol,
+            sasl_mechanism=self.sasl_mechanism,
+            sasl_username=self.sasl_username,
+            sasl_password=self.sasl_password,
+            ssl_cafile=self.ssl_cafile,
+            ssl_certfile=self.ssl_certfile,
+            ssl_keyfile=self.ssl_keyfile,
+        )
+
+    @property
+    def endpoint(self) -> KafkaEndpoint:
+        """The cluster as every client connects to it: bootstrap and security."""
+        return KafkaEndpoint(self.bootstrap, self.security)
 
     def topic_configs(self) -> dict[str, str]:
         """Configs every created topic gets (besides its own, e.g. compaction)."""

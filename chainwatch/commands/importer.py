@@ -188,7 +188,7 @@ def _to_kafka(
 
     names = TopicNames(cfg.kafka.topic_prefix)
     ensure_topics(
-        cfg.kafka.bootstrap,
+        cfg.kafka.endpoint,
         names,
         (importer.mapper.topic, DEAD_LETTER),
         request_timeout_s=cfg.kafka.request_timeout_s,
@@ -196,7 +196,7 @@ def _to_kafka(
         replication_factor=cfg.kafka.replication_factor,
         topic_configs=cfg.kafka.topic_configs(),
     )
-    output = KafkaOutput(cfg.kafka.bootstrap, connect_timeout_s=cfg.kafka.request_timeout_s)
+    output = KafkaOutput(cfg.kafka.endpoint, connect_timeout_s=cfg.kafka.request_timeout_s)
     try:
         return asyncio.run(import_to_kafka(importer, tables, output, names, report, progress))
     except KeyboardInterrupt:

@@ -37,6 +37,7 @@ from chainwatch.importer.tables import ImportFailed, is_one_of
 from schemas.dead_letter import DeadLetter
 from schemas.deadline import deadline
 from schemas.files import create_beside, flush_to_disk, sync_directory
+from schemas.kafka_security import Kafka, aiokafka_kwargs
 from sinks.producer_start import stop_producer
 
 
@@ -174,7 +175,7 @@ class KafkaOutput(AckedSends):
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: Kafka,
         *,
         connect_timeout_s: float = 15.0,
         ack_timeout_s: float = 60.0,
@@ -187,7 +188,7 @@ class KafkaOutput(AckedSends):
 
     async def start(self) -> None:
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+            **aiokafka_kwargs(self.bootstrap),
             acks="all",
             enable_idempotence=True,
             linger_ms=20,

@@ -49,7 +49,7 @@ class KafkaPublisher:
         self.names = TopicNames(kafka.topic_prefix)
         if create_topics:
             ensure_topics(
-                kafka.bootstrap,
+                kafka.endpoint,
                 self.names,
                 INPUT_TOPICS,
                 request_timeout_s=kafka.request_timeout_s,
@@ -60,7 +60,7 @@ class KafkaPublisher:
         self._producer: KafkaProducer = connected(
             lambda start_ms: started(
                 KafkaProducer,
-                kafka.bootstrap,
+                kafka.endpoint,
                 start_ms=start_ms,
                 acks="all",
                 enable_idempotence=True,  # a retried send must not duplicate a record
@@ -69,7 +69,7 @@ class KafkaPublisher:
                 max_in_flight_requests_per_connection=1,
                 max_block_ms=SEND_BLOCK_MS,
             ),
-            kafka.bootstrap,
+            kafka.endpoint,
             close=lambda producer: producer.close(timeout=CLOSE_TIMEOUT_S),
             request_timeout_s=kafka.request_timeout_s,
         )

@@ -85,6 +85,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from clickhouse_connect.driver.exceptions import ClickHouseError, DataError, OperationalError
 
+from schemas.kafka_security import Kafka
 from schemas.log_throttle import LogThrottle
 from sinks.backoff import Backoff
 from sinks.clickhouse import metrics
@@ -207,7 +208,7 @@ class ClickHouseSink:
     def __init__(
         self,
         *,
-        bootstrap: str,
+        bootstrap: Kafka,
         group_id: str,
         client: Inserter,
         mappers: Mapping[str, RecordMapper],

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from standardwebhooks import Webhook
 
 from schemas.alerts import Alert
+from schemas.kafka_security import Kafka
 from sinks.consumer import (
     KafkaWaits,
     consume,
@@ -100,7 +101,7 @@ class Topics:
 
 @dataclass(frozen=True)
 class PipeConfig:
-    bootstrap: str
+    bootstrap: Kafka
     group_id: str
     topics: Topics
     policy: RetryPolicy

@@ -77,6 +77,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from schemas.kafka_security import Kafka, aiokafka_kwargs
 from sinks.producer_start import start_producer, stop_producer
 from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import EndpointPipe, NotifyStats, PipeConfig, Topics, forward
@@ -85,10 +86,10 @@ from sinks.webhooks.targets import TargetPolicy
 from sinks.webhooks.warmup import WarmupConfig
 
 
-def log_producer(bootstrap: str) -> AIOKafkaProducer:
+def log_producer(kafka: Kafka) -> AIOKafkaProducer:
     """The producer of the delivery log and its dead letters (the notifier's, and
     `chainwatch deliveries resend`'s): acknowledged by every replica, idempotent."""
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    return AIOKafkaProducer(**aiokafka_kwargs(kafka), acks="all", enable_idempotence=True)
 
 
 class Notifier:
@@ -97,7 +98,7 @@ class Notifier:
     def __init__(
         self,
         *,
-        bootstrap: str,
+        bootstrap: Kafka,
         group_id: str,
         topics: Topics,
         endpoints: Sequence[Endpoint],

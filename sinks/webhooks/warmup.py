@@ -47,6 +47,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.bounded_wait import ended_within
 from schemas.deadline import deadline
+from schemas.kafka_security import Kafka
 from sinks.consumer import new_consumer, stop_consumer
 from sinks.webhooks import metrics
 from sinks.webhooks.done import Range, read_done
@@ -97,7 +98,7 @@ OnDone = Callable[[PartitionRead], None]
 Positions = Callable[[TopicPartition], Awaitable[int]]
 
 
-def reader(bootstrap: str, options: Mapping[str, Any]) -> AIOKafkaConsumer:
+def reader(bootstrap: Kafka, options: Mapping[str, Any]) -> AIOKafkaConsumer:
     """A consumer without a group: it reads what it is told and commits nothing, with the
     settings of the endpoint's own consumer (read_committed; from the earliest offset
     when the start fell below retention meanwhile)."""
@@ -118,7 +119,7 @@ async def read_back(
     on_record: OnRecord,
     on_done: OnDone,
     *,
-    bootstrap: str,
+    bootstrap: Kafka,
     options: Mapping[str, Any] | None = None,
 ) -> None:
     """Show every record of `tps` in `[max(beginning, position - records), position)`
@@ -147,7 +148,7 @@ async def _read(
     on_record: OnRecord,
     on_done: OnDone,
     step: _Steps,
-    bootstrap: str,
+    bootstrap: Kafka,
     options: Mapping[str, Any],
 ) -> None:
     step.now = "reading the committed positions"
@@ -215,7 +216,7 @@ class Warmup:
         endpoint: str,
         config: WarmupConfig,
         *,
-        bootstrap: str,
+        bootstrap: Kafka,
         options: Mapping[str, Any],
         remember: OnRecord,
         forget: Callable[[TopicPartition], None],

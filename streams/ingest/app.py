@@ -756,7 +756,7 @@ def default_publisher(settings: GatewayConfig) -> TransactionalPublisher:
     g = settings.gateway
     return TransactionalPublisher(
         PublisherConfig(
-            bootstrap=settings.kafka.bootstrap,
+            bootstrap=settings.kafka.endpoint,
             transactional_id=g.transactional_id or f"{settings.engine.app_id}-gateway",
             pool_size=g.producers,
             publish_timeout_s=g.publish_timeout_s,

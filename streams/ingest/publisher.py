@@ -55,6 +55,7 @@ from aiokafka.structs import RecordMetadata
 from schemas.aiokafka_private import SENDER_STOP_S, sender_task
 from schemas.bounded_wait import ended_within, retrieve
 from schemas.deadline import deadline
+from schemas.kafka_security import Kafka, aiokafka_kwargs
 from streams.ingest.groups import GroupBounds, Member, take_group
 from streams.ingest.records import OutRecord, Placement
 from streams.partitioning import CachedPartitioner
@@ -178,7 +179,7 @@ class Publisher(Protocol):
 
 @dataclass(frozen=True)
 class PublisherConfig:
-    bootstrap: str
+    bootstrap: Kafka
     transactional_id: str
     pool_size: int = 2
     publish_timeout_s: float = 10.0
@@ -253,7 +254,7 @@ class TransactionalPublisher:
         """True when the cluster answers a metadata request (on the probe's own client)."""
         if self._probe is None:
             probe = AIOKafkaClient(
-                bootstrap_servers=self.config.bootstrap,
+                **aiokafka_kwargs(self.config.bootstrap),
                 request_timeout_ms=int(self.config.connect_timeout_s * 1000),
                 client_id=f"{self.config.transactional_id}-probe",
             )
@@ -583,7 +584,7 @@ class TransactionalPublisher:
         if existing is not None:
             return existing
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.config.bootstrap,
+            **aiokafka_kwargs(self.config.bootstrap),
             acks="all",
             enable_idempotence=True,
             transactional_id=f"{self.config.transactional_id}-{slot}",

@@ -69,6 +69,8 @@ BLOCKS: dict[tuple[str, str], str] = {
     ("docs/replay.md", "kafka-topics.sh --bootstrap-server 127.0.0.1:19092 --delete"): CHECK,
     ("docs/scaling.md", "chainwatch plan-capacity --rate 500"): RUN,
     ("docs/scaling.md", ".venv/bin/python bench/fleet.py"): CHECK,  # tens of minutes
+    # the reader's own secured cluster: tests/foundation/test_kafka_sasl.py runs one
+    ("docs/scaling.md", "export CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS=b-1.kafka"): CHECK,
 }
 #: what a RUN of each file must print (stdout and stderr together)
 EXPECTED_OUTPUT = {

@@ -327,7 +327,7 @@ def test_pool_config_is_taken_from_settings() -> None:
     settings = gateway_settings("127.0.0.1:1", producers=3, publish_timeout_s=2.5)
     config = default_publisher(settings).config
     assert config == PublisherConfig(
-        bootstrap="127.0.0.1:1",
+        bootstrap=settings.kafka.endpoint,  # the bootstrap and its security
         transactional_id=settings.gateway.transactional_id or "",
         pool_size=3,
         publish_timeout_s=2.5,

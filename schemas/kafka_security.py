@@ -1,0 +1,136 @@
+"""How every Kafka client of the project connects: the bootstrap servers and the security.
+
+One place turns the security settings (`CHAINWATCH_KAFKA__SECURITY_PROTOCOL`,
+`__SASL_*`, `__SSL_*`) into each client library's arguments: aiokafka's
+(`aiokafka_kwargs`: the worker's own producer, the sink's, notifier's, gateway's,
+importer's and replay's clients), kafka-python's (`kafka_python_kwargs`: the admin
+clients, the probes, the simulator) and faust's (`faust_credentials`, its
+`broker_credentials`). No client site builds security arguments itself: each is
+given a `KafkaEndpoint` (bootstrap + security) and asks it. A bare bootstrap string
+stands for a PLAINTEXT endpoint (the local broker, the tests' and benches' brokers).
+
+It lives in `schemas` because the streams and the sinks, which stand side by side,
+both make clients.
+"""
+
+from __future__ import annotations
+
+import functools
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import SecretStr
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """The security of the connections to Kafka (`KafkaSettings`' security fields)."""
+
+    protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = field(default=None, repr=False)
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @functools.cached_property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of an SSL or SASL_SSL connection (None otherwise): the server's
+        certificate checked against `ssl_cafile` (the system's CAs when unset) and its
+        host name, and the client's own certificate when `ssl_certfile` is given."""
+        if not self.uses_ssl:
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile is not None else None
+        )
+        if self.ssl_certfile is not None:
+            context.load_cert_chain(
+                str(self.ssl_certfile),
+                str(self.ssl_keyfile) if self.ssl_keyfile is not None else None,
+            )
+        return context
+
+    def _password(self) -> str | None:
+        return None if self.sasl_password is None else self.sasl_password.get_secret_value()
+
+    def aiokafka_kwargs(self) -> dict[str, Any]:
+        """What an aiokafka client (producer, consumer, `AIOKafkaClient`) is given."""
+        kwargs: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.uses_sasl:
+            kwargs |= {
+                "sasl_mechanism": self.sasl_mechanism,
+                "sasl_plain_username": self.sasl_username,
+                "sasl_plain_password": self._password(),
+            }
+        if self.uses_ssl:
+            kwargs["ssl_context"] = self.ssl_context
+        return kwargs
+
+    def kafka_python_kwargs(self) -> dict[str, Any]:
+        """What a kafka-python client (admin, producer, consumer) is given: the same names."""
+        return self.aiokafka_kwargs()
+
+    def faust_credentials(self) -> Any:
+        """faust's `broker_credentials` (None: PLAINTEXT); faust hands them to every
+        consumer and producer it makes (the worker's transport's included)."""
+        if self.uses_sasl:
+            import faust
+
+            return faust.SASLCredentials(
+                username=self.sasl_username,
+                password=self._password(),
+                ssl_context=self.ssl_context,  # None: SASL_PLAINTEXT
+                mechanism=self.sasl_mechanism,
+            )
+        if self.uses_ssl:
+            import faust
+
+            return faust.SSLCredentials(self.ssl_context)
+        return None
+
+
+PLAINTEXT = KafkaSecurity()
+
+
+@dataclass(frozen=True)
+class KafkaEndpoint:
+    """A Kafka cluster as a client connects to it: `bootstrap` (host:port[,...]) and its
+    security. Shown as its bootstrap, which is what the error messages name."""
+
+    bootstrap: str
+    security: KafkaSecurity = PLAINTEXT
+
+    def __str__(self) -> str:
+        return self.bootstrap
+
+    def aiokafka_kwargs(self) -> dict[str, Any]:
+        """bootstrap_servers and the security arguments of an aiokafka client."""
+        return {"bootstrap_servers": self.bootstrap, **self.security.aiokafka_kwargs()}
+
+
+Kafka = str | KafkaEndpoint
+"""What a client factory takes: an endpoint, or a bootstrap string (PLAINTEXT)."""
+
+
+def endpoint(kafka: Kafka) -> KafkaEndpoint:
+    """`kafka` as an endpoint (a bootstrap string: a PLAINTEXT one)."""
+    return kafka if isinstance(kafka, KafkaEndpoint) else KafkaEndpoint(kafka)
+
+
+def aiokafka_kwargs(kafka: Kafka) -> dict[str, Any]:
+    """`bootstrap_servers` and the security arguments of an aiokafka client of `kafka`."""
+    return endpoint(kafka).aiokafka_kwargs()

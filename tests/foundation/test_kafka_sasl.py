@@ -1,0 +1,198 @@
+"""Every Kafka client of the project talks to a cluster that requires SASL.
+
+A broker of the module's own has one client listener, SASL_PLAINTEXT with the PLAIN
+mechanism (users from a JAAS line), and no PLAINTEXT one: a client that does not
+authenticate gets no metadata from it. Through it: the readiness probe (`require_kafka`,
+`doctor`'s) with the right password and a wrong one (a refusal said as such, within its
+deadline); a replay of the spec's worked examples, which takes the admin clients (topic
+set-up, the run's deletion), the replay's producers and reader, and a worker's faust
+app (a child process, given the settings through its environment) to the expected
+alerts; and the gateway's publisher to the sink's consumer. No password reaches a log
+line, an error or the output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from chainwatch.cli_context import require_kafka
+from chainwatch.errors import UserError
+from chainwatch.kafka_admin import (
+    AUTHENTICATION_FAILED,
+    KafkaAuthenticationFailed,
+    admin_client,
+    create_missing_topics,
+)
+from chainwatch.local_kafka import LocalBroker, kafka_problem
+from chainwatch.settings import Settings
+from schemas.kafka_security import KafkaEndpoint, KafkaSecurity
+from sinks.consumer import new_consumer
+from streams.ingest.publisher import PublisherConfig, TransactionalPublisher
+from streams.ingest.records import OutRecord
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+PASSWORD = "s3cret-k1"
+WRONG = "not-it-k1"
+JAAS = (
+    "org.apache.kafka.common.security.plain.PlainLoginModule required "
+    'username="admin" password="admin-secret" user_admin="admin-secret" '
+    f'user_chainwatch="{PASSWORD}";'
+)
+PROBE_S = 3.0
+
+
+def _sasl(password: str, user: str = "chainwatch") -> KafkaSecurity:
+    return KafkaSecurity(
+        protocol="SASL_PLAINTEXT", sasl_username=user, sasl_password=SecretStr(password)
+    )
+
+
+@pytest.fixture(scope="module")
+def sasl_broker(tmp_path_factory: pytest.TempPathFactory, spare_kafka_port: int) -> Iterator[str]:
+    """A broker whose only client listener wants SASL PLAIN; its bootstrap."""
+    port, controller = spare_kafka_port, spare_kafka_port + 1
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("sasl-broker"),
+        kafka={"local_port": port, "local_controller_port": controller},
+    )
+    overrides = {
+        "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+        "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "sasl.mechanism.inter.broker.protocol": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": JAAS,
+    }
+    broker = LocalBroker(settings, overrides, security=_sasl("admin-secret", "admin"))
+    status = broker.start()
+    try:
+        yield status.bootstrap
+    finally:
+        broker.stop()
+
+
+def _env(bootstrap: str, data_dir: Path, password: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    return env | {
+        "CHAINWATCH_DATA_DIR": str(data_dir),
+        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "CHAINWATCH_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "CHAINWATCH_KAFKA__SASL_MECHANISM": "PLAIN",
+        "CHAINWATCH_KAFKA__SASL_USERNAME": "chainwatch",
+        "CHAINWATCH_KAFKA__SASL_PASSWORD": password,
+    }
+
+
+def test_the_probe_passes_with_the_password_and_says_authentication_failed_without(
+    sasl_broker: str, tmp_path: Path
+) -> None:
+    assert kafka_problem(KafkaEndpoint(sasl_broker, _sasl(PASSWORD)), PROBE_S) is None
+    # without SASL the broker answers ApiVersions, then nothing: "does not answer"
+    assert kafka_problem(sasl_broker, PROBE_S) == "does not answer"
+
+    kafka = {
+        "bootstrap_servers": sasl_broker,
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_username": "chainwatch",
+        "sasl_password": WRONG,
+    }
+    began = time.monotonic()
+    with pytest.raises(UserError) as refused:
+        require_kafka(Settings(data_dir=tmp_path, kafka=kafka), timeout_s=PROBE_S)
+    assert time.monotonic() - began < PROBE_S + 3  # its deadline, as for a broker that is down
+    said = str(refused.value)
+    assert said.startswith(f"Kafka at {sasl_broker}: {AUTHENTICATION_FAILED} (")
+    assert "CHAINWATCH_KAFKA__SASL_PASSWORD" in said
+    assert WRONG not in said
+
+    # an admin client (every process's topic set-up) says it too, not "cannot reach"
+    with pytest.raises(
+        KafkaAuthenticationFailed, match=f"^Kafka at {sasl_broker}: {AUTHENTICATION_FAILED} "
+    ):
+        admin_client(KafkaEndpoint(sasl_broker, _sasl(WRONG)), request_timeout_s=PROBE_S)
+
+    doctor = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "doctor"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+        env=_env(sasl_broker, tmp_path / "doctor", WRONG),
+    )  # fmt: skip
+    kafka_line = next(line for line in doctor.stdout.splitlines() if "kafka" in line)
+    assert AUTHENTICATION_FAILED in kafka_line, doctor.stdout
+    assert WRONG not in doctor.stdout + doctor.stderr
+
+
+def test_a_replay_through_a_worker_on_a_sasl_cluster_gives_the_expected_alerts(
+    sasl_broker: str, tmp_path: Path
+) -> None:
+    scenario = tmp_path / "march.ndjson"
+    scenario.write_bytes(
+        b"".join(
+            path.read_bytes().rstrip(b"\n") + b"\n"
+            for path in sorted(EXAMPLES.glob("example_*.ndjson"))
+        )
+    )
+    expected = {
+        orjson.loads(line)["alert_id"]
+        for path in sorted(EXAMPLES.glob("expected_*.ndjson"))
+        for line in path.read_text().splitlines()
+        if line
+    }
+    data = tmp_path / "data"
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "replay", str(scenario),
+         "--until", "2027-03-31T00:00:00Z", "--sink", "--run-id", "sasl-1"],
+        capture_output=True, text=True, timeout=280, check=False, cwd=ROOT,
+        env=_env(sasl_broker, data, PASSWORD),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    alerts = {orjson.loads(line)["alert_id"] for line in result.stdout.splitlines()}
+    assert expected <= alerts
+    assert "stored as run sasl-1: " in result.stderr
+    logs = list((data / "logs").glob("*.log"))
+    assert any("worker" in log.name for log in logs), logs  # a worker ran, and logged
+    for text in [result.stdout, result.stderr, *(log.read_text() for log in logs)]:
+        assert PASSWORD not in text
+
+
+def test_the_gateway_s_publisher_and_the_sink_s_consumer_round_trip(sasl_broker: str) -> None:
+    kafka = KafkaEndpoint(sasl_broker, _sasl(PASSWORD))
+    topic = f"t{uuid.uuid4().hex[:8]}-scans"
+    create_missing_topics(kafka, {topic: {}}, request_timeout_s=15, partitions=1)
+    records = [OutRecord(topic, f"k{i}".encode(), f"v{i}".encode()) for i in range(3)]
+
+    async def round_trip() -> list[tuple[bytes | None, bytes | None]]:
+        publisher = TransactionalPublisher(PublisherConfig(kafka, f"{topic}-gateway"))
+        try:
+            assert await publisher.ready()
+            await publisher.publish(records)
+        finally:
+            await publisher.stop()
+        consumer = new_consumer(kafka, f"{topic}-sink")
+        await consumer.start()
+        try:
+            consumer.subscribe([topic])
+            read: list[tuple[bytes | None, bytes | None]] = []
+            async with asyncio.timeout(30):
+                while len(read) < len(records):
+                    batch = await consumer.getmany(timeout_ms=500)
+                    read += [(r.key, r.value) for rs in batch.values() for r in rs]
+            return read
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(round_trip()) == [(r.key, r.value) for r in records]
