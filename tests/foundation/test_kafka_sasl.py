@@ -13,77 +13,38 @@ line, an error or the output.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from pydantic import SecretStr
+from secured_kafka import PASSWORD, publish_and_read, sasl, secured_broker
 
 from chainwatch.cli_context import require_kafka
 from chainwatch.errors import UserError
-from chainwatch.kafka_admin import (
-    AUTHENTICATION_FAILED,
-    KafkaAuthenticationFailed,
-    admin_client,
-    create_missing_topics,
-)
-from chainwatch.local_kafka import LocalBroker, kafka_problem
+from chainwatch.kafka_admin import AUTHENTICATION_FAILED, KafkaAuthenticationFailed, admin_client
+from chainwatch.local_kafka import kafka_problem
 from chainwatch.settings import Settings
-from schemas.kafka_security import KafkaEndpoint, KafkaSecurity
-from sinks.consumer import new_consumer
-from streams.ingest.publisher import PublisherConfig, TransactionalPublisher
-from streams.ingest.records import OutRecord
+from schemas.kafka_security import KafkaEndpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-PASSWORD = "s3cret-k1"
 WRONG = "not-it-k1"
-JAAS = (
-    "org.apache.kafka.common.security.plain.PlainLoginModule required "
-    'username="admin" password="admin-secret" user_admin="admin-secret" '
-    f'user_chainwatch="{PASSWORD}";'
-)
 PROBE_S = 3.0
-
-
-def _sasl(password: str, user: str = "chainwatch") -> KafkaSecurity:
-    return KafkaSecurity(
-        protocol="SASL_PLAINTEXT", sasl_username=user, sasl_password=SecretStr(password)
-    )
 
 
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory, spare_kafka_port: int) -> Iterator[str]:
     """A broker whose only client listener wants SASL PLAIN; its bootstrap."""
-    port, controller = spare_kafka_port, spare_kafka_port + 1
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("sasl-broker"),
-        kafka={"local_port": port, "local_controller_port": controller},
-    )
-    overrides = {
-        "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-        "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
-        "inter.broker.listener.name": "SASL_PLAINTEXT",
-        "sasl.enabled.mechanisms": "PLAIN",
-        "sasl.mechanism.inter.broker.protocol": "PLAIN",
-        "listener.name.sasl_plaintext.plain.sasl.jaas.config": JAAS,
-    }
-    broker = LocalBroker(settings, overrides, security=_sasl("admin-secret", "admin"))
-    status = broker.start()
-    try:
-        yield status.bootstrap
-    finally:
-        broker.stop()
+    data_dir = tmp_path_factory.mktemp("sasl-broker")
+    with secured_broker(data_dir, spare_kafka_port, "SASL_PLAINTEXT") as bootstrap:
+        yield bootstrap
 
 
 def _env(bootstrap: str, data_dir: Path, password: str) -> dict[str, str]:
@@ -101,7 +62,9 @@ def _env(bootstrap: str, data_dir: Path, password: str) -> dict[str, str]:
 def test_the_probe_passes_with_the_password_and_says_authentication_failed_without(
     sasl_broker: str, tmp_path: Path
 ) -> None:
-    assert kafka_problem(KafkaEndpoint(sasl_broker, _sasl(PASSWORD)), PROBE_S) is None
+    assert (
+        kafka_problem(KafkaEndpoint(sasl_broker, sasl("SASL_PLAINTEXT", PASSWORD)), PROBE_S) is None
+    )
     # without SASL the broker answers ApiVersions, then nothing: "does not answer"
     assert kafka_problem(sasl_broker, PROBE_S) == "does not answer"
 
@@ -124,7 +87,9 @@ def test_the_probe_passes_with_the_password_and_says_authentication_failed_witho
     with pytest.raises(
         KafkaAuthenticationFailed, match=f"^Kafka at {sasl_broker}: {AUTHENTICATION_FAILED} "
     ):
-        admin_client(KafkaEndpoint(sasl_broker, _sasl(WRONG)), request_timeout_s=PROBE_S)
+        admin_client(
+            KafkaEndpoint(sasl_broker, sasl("SASL_PLAINTEXT", WRONG)), request_timeout_s=PROBE_S
+        )
 
     doctor = subprocess.run(
         [sys.executable, "-m", "chainwatch", "doctor"],
@@ -170,29 +135,4 @@ def test_a_replay_through_a_worker_on_a_sasl_cluster_gives_the_expected_alerts(
 
 
 def test_the_gateway_s_publisher_and_the_sink_s_consumer_round_trip(sasl_broker: str) -> None:
-    kafka = KafkaEndpoint(sasl_broker, _sasl(PASSWORD))
-    topic = f"t{uuid.uuid4().hex[:8]}-scans"
-    create_missing_topics(kafka, {topic: {}}, request_timeout_s=15, partitions=1)
-    records = [OutRecord(topic, f"k{i}".encode(), f"v{i}".encode()) for i in range(3)]
-
-    async def round_trip() -> list[tuple[bytes | None, bytes | None]]:
-        publisher = TransactionalPublisher(PublisherConfig(kafka, f"{topic}-gateway"))
-        try:
-            assert await publisher.ready()
-            await publisher.publish(records)
-        finally:
-            await publisher.stop()
-        consumer = new_consumer(kafka, f"{topic}-sink")
-        await consumer.start()
-        try:
-            consumer.subscribe([topic])
-            read: list[tuple[bytes | None, bytes | None]] = []
-            async with asyncio.timeout(30):
-                while len(read) < len(records):
-                    batch = await consumer.getmany(timeout_ms=500)
-                    read += [(r.key, r.value) for rs in batch.values() for r in rs]
-            return read
-        finally:
-            await consumer.stop()
-
-    assert asyncio.run(round_trip()) == [(r.key, r.value) for r in records]
+    publish_and_read(KafkaEndpoint(sasl_broker, sasl("SASL_PLAINTEXT", PASSWORD)))

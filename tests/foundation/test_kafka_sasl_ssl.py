@@ -1,0 +1,70 @@
+"""The clients over TLS: a broker of the module's own whose only listener is SASL_SSL
+(a self-signed certificate made with the `openssl` CLI, given to the broker as PEM),
+reached with `CHAINWATCH_KAFKA__SSL_CAFILE` naming that certificate."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from secured_kafka import PASSWORD, publish_and_read, sasl, secured_broker
+
+from chainwatch.kafka_admin import AUTHENTICATION_FAILED
+from chainwatch.kafka_watch import answers
+from chainwatch.local_kafka import kafka_problem
+from schemas.kafka_security import KafkaEndpoint
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PROBE_S = 3.0
+
+
+@pytest.fixture(scope="module")
+def tls_broker(
+    tmp_path_factory: pytest.TempPathFactory, spare_kafka_port: int
+) -> Iterator[tuple[str, Path]]:
+    """The broker's bootstrap, and the certificate (the CA file) its clients trust."""
+    pem = tmp_path_factory.mktemp("tls-pem")
+    cert, key = pem / "cert.pem", pem / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    keystore = pem / "keystore.pem"  # Kafka's PEM key store: the key, then its certificate
+    keystore.write_bytes(key.read_bytes() + cert.read_bytes())
+    tls = {
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(keystore),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(cert),
+    }
+    data_dir = tmp_path_factory.mktemp("tls-broker")
+    with secured_broker(data_dir, spare_kafka_port, "SASL_SSL", cafile=cert, more=tls) as bootstrap:
+        yield bootstrap, cert
+
+
+def test_the_probes_speak_tls_and_check_the_broker_s_certificate(
+    tls_broker: tuple[str, Path],
+) -> None:
+    bootstrap, cert = tls_broker
+    right = KafkaEndpoint(bootstrap, sasl("SASL_SSL", PASSWORD, cafile=cert))
+    assert kafka_problem(right, PROBE_S) is None
+    # the readiness watch's own ApiVersions probe: over TLS only
+    assert answers(bootstrap, PROBE_S, ssl_context=right.security.ssl_context)
+    assert not answers(bootstrap, PROBE_S)
+    # the system's CAs do not vouch for the broker's certificate
+    untrusted = KafkaEndpoint(bootstrap, sasl("SASL_SSL", PASSWORD))
+    assert kafka_problem(untrusted, PROBE_S) == "does not answer"
+    wrong = KafkaEndpoint(bootstrap, sasl("SASL_SSL", "not-it", cafile=cert))
+    assert (kafka_problem(wrong, PROBE_S) or "").startswith(f"{AUTHENTICATION_FAILED} (")
+
+
+def test_the_gateway_s_publisher_and_the_sink_s_consumer_round_trip_over_tls(
+    tls_broker: tuple[str, Path],
+) -> None:
+    bootstrap, cert = tls_broker
+    publish_and_read(KafkaEndpoint(bootstrap, sasl("SASL_SSL", PASSWORD, cafile=cert)))

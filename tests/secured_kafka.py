@@ -1,0 +1,100 @@
+"""A broker of a test's own whose only client listener is secured (SASL_PLAINTEXT or
+SASL_SSL, the PLAIN mechanism, users from a JAAS line), and a round trip through it:
+the gateway's publisher writes, the sink's consumer reads (test_kafka_sasl*.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from chainwatch.kafka_admin import create_missing_topics
+from chainwatch.local_kafka import LocalBroker
+from chainwatch.settings import Settings
+from schemas.kafka_security import KafkaEndpoint, KafkaSecurity, SecurityProtocol
+from sinks.consumer import new_consumer
+from streams.ingest.publisher import PublisherConfig, TransactionalPublisher
+from streams.ingest.records import OutRecord
+
+USER = "chainwatch"
+PASSWORD = "s3cret-k1"
+ADMIN_PASSWORD = "admin-secret"
+JAAS = (
+    "org.apache.kafka.common.security.plain.PlainLoginModule required "
+    f'username="admin" password="{ADMIN_PASSWORD}" user_admin="{ADMIN_PASSWORD}" '
+    f'user_{USER}="{PASSWORD}";'
+)
+
+
+def sasl(
+    protocol: SecurityProtocol, password: str, *, user: str = USER, cafile: Path | None = None
+) -> KafkaSecurity:
+    return KafkaSecurity(
+        protocol=protocol, sasl_username=user, sasl_password=SecretStr(password), ssl_cafile=cafile
+    )
+
+
+@contextmanager
+def secured_broker(
+    data_dir: Path,
+    port: int,
+    protocol: SecurityProtocol,
+    *,
+    cafile: Path | None = None,
+    more: Mapping[str, str] | None = None,
+) -> Iterator[str]:
+    """A broker on `port` (its controller on the next) with one `protocol` listener, for
+    clients and between brokers alike; its bootstrap. `more`: further overrides (TLS)."""
+    settings = Settings(
+        data_dir=data_dir, kafka={"local_port": port, "local_controller_port": port + 1}
+    )
+    overrides = {
+        "listeners": f"{protocol}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{port + 1}",
+        "advertised.listeners": f"{protocol}://127.0.0.1:{port}",
+        "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{protocol}:{protocol}",
+        "inter.broker.listener.name": protocol,
+        "sasl.enabled.mechanisms": "PLAIN",
+        "sasl.mechanism.inter.broker.protocol": "PLAIN",
+        f"listener.name.{protocol.lower()}.plain.sasl.jaas.config": JAAS,
+        **(more or {}),
+    }
+    security = sasl(protocol, ADMIN_PASSWORD, user="admin", cafile=cafile)
+    broker = LocalBroker(settings, overrides, security=security)
+    try:
+        yield broker.start().bootstrap
+    finally:
+        broker.stop()  # also one whose start failed: it may run, not answering our probe
+
+
+def publish_and_read(kafka: KafkaEndpoint, records: int = 3) -> None:
+    """The gateway's publisher writes `records` to a new topic, the sink's consumer reads
+    them back, each within its deadline."""
+    topic = f"t{uuid.uuid4().hex[:8]}-scans"
+    create_missing_topics(kafka, {topic: {}}, request_timeout_s=15, partitions=1)
+    sent = [OutRecord(topic, f"k{i}".encode(), f"v{i}".encode()) for i in range(records)]
+
+    async def round_trip() -> list[tuple[bytes | None, bytes | None]]:
+        publisher = TransactionalPublisher(PublisherConfig(kafka, f"{topic}-gateway"))
+        try:
+            assert await publisher.ready()
+            await publisher.publish(sent)
+        finally:
+            await publisher.stop()
+        consumer = new_consumer(kafka, f"{topic}-sink")
+        await consumer.start()
+        try:
+            consumer.subscribe([topic])
+            read: list[tuple[bytes | None, bytes | None]] = []
+            async with asyncio.timeout(30):
+                while len(read) < len(sent):
+                    batch = await consumer.getmany(timeout_ms=500)
+                    read += [(r.key, r.value) for rs in batch.values() for r in rs]
+            return read
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(round_trip()) == [(r.key, r.value) for r in sent]
