@@ -7,8 +7,10 @@ authenticate gets no metadata from it. Through it: the readiness probe (`require
 deadline); a replay of the spec's worked examples, which takes the admin clients (topic
 set-up, the run's deletion), the replay's producers and reader, and a worker's faust
 app (a child process, given the settings through its environment) to the expected
-alerts; and the gateway's publisher to the sink's consumer. No password reaches a log
-line, an error or the output.
+alerts; `chainwatch sink --drain` and `notify --drain` (the sink's consumer, the
+notifier's producer and readers), and the sink refusing a wrong password in one line;
+and the gateway's publisher to the sink's consumer. No password reaches a log line, an
+error or the output.
 """
 
 from __future__ import annotations
@@ -132,6 +134,39 @@ def test_a_replay_through_a_worker_on_a_sasl_cluster_gives_the_expected_alerts(
     assert any("worker" in log.name for log in logs), logs  # a worker ran, and logged
     for text in [result.stdout, result.stderr, *(log.read_text() for log in logs)]:
         assert PASSWORD not in text
+
+
+def test_the_sink_and_the_notifier_drain_and_a_wrong_password_stops_the_sink_saying_why(
+    sasl_broker: str, tmp_path: Path
+) -> None:
+    """Their processes as deployed: topic set-up, the partition check, the sink's consumer
+    and store identities; the notifier's producer, consumer and warm-up reader."""
+    subscriptions = tmp_path / "subscriptions.yaml"
+    subscriptions.write_text(
+        "endpoints:\n  - name: ops\n    url: https://hooks.example.com/chainwatch\n"
+        "    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"
+    )
+    env = _env(sasl_broker, tmp_path / "data", PASSWORD)
+    env["CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS"] = str(subscriptions)
+    for command, done in (("sink", "sink: 0 rows"), ("notify", "notify: 0 alert records")):
+        ran = subprocess.run(
+            [sys.executable, "-m", "chainwatch", command, "--drain"],
+            capture_output=True, text=True, timeout=120, check=False, cwd=ROOT, env=env,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        assert done in ran.stdout + ran.stderr
+        assert PASSWORD not in ran.stdout + ran.stderr
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "sink", "--drain"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+        env=_env(sasl_broker, tmp_path / "refused", WRONG)
+        | {"CHAINWATCH_KAFKA__REQUEST_TIMEOUT_S": str(PROBE_S)},
+    )  # fmt: skip
+    assert refused.returncode != 0
+    error = refused.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: Kafka at {sasl_broker}: {AUTHENTICATION_FAILED} ("), error
+    assert WRONG not in refused.stdout + refused.stderr
 
 
 def test_the_gateway_s_publisher_and_the_sink_s_consumer_round_trip(sasl_broker: str) -> None:
