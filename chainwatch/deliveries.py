@@ -39,6 +39,7 @@ from chainwatch.settings import Settings
 from chainwatch.topic_partitions import partition_counts
 from schemas.common import UtcDatetime
 from schemas.deadline import deadline
+from schemas.kafka_security import Kafka
 from sinks.consumer import new_consumer, stop_consumer
 from sinks.producer_start import start_producer, stop_producer
 from sinks.webhooks.delivery import (
@@ -103,7 +104,7 @@ class _Stopped(Exception):
     """A stop came during a retry wait: the delivery is left given up, unrecorded."""
 
 
-async def _step(what: str, call: Any, timeout_s: float, bootstrap: str) -> Any:
+async def _step(what: str, call: Any, timeout_s: float, bootstrap: Kafka) -> Any:
     try:
         async with deadline(timeout_s):
             return await call
@@ -118,7 +119,7 @@ async def _step(what: str, call: Any, timeout_s: float, bootstrap: str) -> Any:
 
 
 async def read_since(
-    bootstrap: str, topic: str, partitions: int, since: datetime, *, timeout_s: float
+    bootstrap: Kafka, topic: str, partitions: int, since: datetime, *, timeout_s: float
 ) -> list[bytes | None]:
     """The values of `topic`'s records from `since` (by record timestamp) to its end
     offsets now, with a consumer of no group (it commits nothing, creates nothing)."""
@@ -207,7 +208,7 @@ class Run:
         kafka = self.settings.kafka
         topics = [kafka.topic(DEAD_LETTER_TOPIC), kafka.topic(DELIVERIES_TOPIC)]
         counts = await asyncio.to_thread(
-            partition_counts, kafka.bootstrap, topics, request_timeout_s=kafka.request_timeout_s
+            partition_counts, kafka.endpoint, topics, request_timeout_s=kafka.request_timeout_s
         )
         if missing := [t for t in topics if t not in counts]:
             raise UserError(
@@ -216,13 +217,13 @@ class Run:
             )
         margin = timedelta(seconds=READ_MARGIN_S)
         letters = await read_since(
-            kafka.bootstrap, topics[0], counts[topics[0]], self.since - margin,
+            kafka.endpoint, topics[0], counts[topics[0]], self.since - margin,
             timeout_s=self.kafka_s,
         )  # fmt: skip
         # a message given up in the window may have started a retry horizon before it
         horizon = timedelta(seconds=self.policy.retry_horizon_s)
         logs = await read_since(
-            kafka.bootstrap, topics[1], counts[topics[1]], self.since - horizon - margin,
+            kafka.endpoint, topics[1], counts[topics[1]], self.since - horizon - margin,
             timeout_s=self.kafka_s,
         )  # fmt: skip
         self.summary.given_up = select(
@@ -240,8 +241,8 @@ class Run:
         todo = self.summary.to_resend
         if not todo:
             return self.summary
-        producer = log_producer(self.settings.kafka.bootstrap)
-        if not await start_producer(producer, self.settings.kafka.bootstrap, stop=stop):
+        producer = log_producer(self.settings.kafka.endpoint)
+        if not await start_producer(producer, self.settings.kafka.endpoint, stop=stop):
             self.summary.stopped, self.summary.not_tried = True, len(todo)
             return self.summary
         clients: dict[str, tuple[httpx.AsyncClient, EndpointHealth]] = {}

@@ -8,7 +8,8 @@ deadline); a replay of the spec's worked examples, which takes the admin clients
 set-up, the run's deletion), the replay's producers and reader, and a worker's faust
 app (a child process, given the settings through its environment) to the expected
 alerts; `chainwatch sink --drain` and `notify --drain` (the sink's consumer, the
-notifier's producer and readers), and the sink refusing a wrong password in one line;
+notifier's producer and readers) and `deliveries given-up` (its reader of the delivery
+log), and the sink refusing a wrong password in one line;
 and the gateway's publisher to the sink's consumer. No password reaches a log line, an
 error or the output.
 """
@@ -156,6 +157,15 @@ def test_the_sink_and_the_notifier_drain_and_a_wrong_password_stops_the_sink_say
         assert ran.returncode == 0, ran.stderr
         assert done in ran.stdout + ran.stderr
         assert PASSWORD not in ran.stdout + ran.stderr
+    # the notifier's delivery log, read back by `deliveries` (its partition counts and a
+    # reader of no group) on the topics `notify` made
+    listed = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "deliveries", "given-up", "--since", "1h"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert "given-up: 0 given up since 1h" in listed.stderr
+    assert PASSWORD not in listed.stdout + listed.stderr
 
     refused = subprocess.run(
         [sys.executable, "-m", "chainwatch", "sink", "--drain"],
