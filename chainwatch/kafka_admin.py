@@ -75,7 +75,7 @@ def login_refused(exc: BaseException) -> str:
     return f"{AUTHENTICATION_FAILED} ({str(exc).rsplit(': ', 1)[-1][:200] or type(exc).__name__})"
 
 
-def authentication_failed(bootstrap: Kafka, exc: BaseException) -> KafkaAuthenticationFailed:
+def authentication_failed(bootstrap: Kafka | str, exc: BaseException) -> KafkaAuthenticationFailed:
     """One line for a refused login."""
     return KafkaAuthenticationFailed(
         f"Kafka at {bootstrap}: {login_refused(exc)}; {AUTHENTICATION_HINT}"
@@ -211,7 +211,7 @@ AUTHORIZATION_FAILED = "AuthorizationFailed"
 CONTROLLER_MOVED = "Failed to find active controller"
 
 
-def kafka_call(call: Callable[[], T], *, bootstrap: Kafka, what: str, timeout_s: float) -> T:
+def kafka_call(call: Callable[[], T], *, bootstrap: Kafka | str, what: str, timeout_s: float) -> T:
     """`call()` (a kafka-python request: an admin client's, a producer's flush) within
     `timeout_s` (`admin_call_timeout_s` for an admin call), its failures in our terms.
 

@@ -39,7 +39,7 @@ class ProducerStartFailed(SinkError):
 
 async def start_producer(
     producer: AIOKafkaProducer,
-    bootstrap: Kafka,
+    bootstrap: Kafka | str,
     *,
     stop: asyncio.Event | None = None,
     timeout_s: float | None = None,
@@ -81,7 +81,7 @@ async def _start_within(producer: AIOKafkaProducer, limit: float) -> None:
         await producer.start()
 
 
-def _start_failure(exc: BaseException, bootstrap: Kafka, limit: float) -> str:
+def _start_failure(exc: BaseException, bootstrap: Kafka | str, limit: float) -> str:
     """One line for a start that failed, worded by what happened: no answer within the
     deadline, no connection, or a refusal (these come at once, not after `limit`)."""
     detail = f"{type(exc).__name__}: {str(exc)[:200] or 'no detail'}"
