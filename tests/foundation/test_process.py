@@ -347,10 +347,11 @@ def test_the_notifiers_deadline_leaves_its_posts_under_way_their_time(tmp_path: 
     from chainwatch.stop_deadline import STOP_MARGIN_S
     from sinks.consumer import COMMIT_TIMEOUT_S, STOP_S
     from sinks.webhooks.dispatcher import STOP_GRACE_S
+    from sinks.webhooks.warmup import CANCEL_WAIT_S
 
     default = Settings(data_dir=tmp_path)
-    graceful = STOP_GRACE_S + COMMIT_TIMEOUT_S + STOP_S + STOP_MARGIN_S
-    assert stop_timeout_s(default) == 10 + graceful  # 42 s > `engine.stop_timeout_s`, 30 s
+    graceful = STOP_GRACE_S + CANCEL_WAIT_S + COMMIT_TIMEOUT_S + STOP_S + STOP_MARGIN_S
+    assert stop_timeout_s(default) == 10 + graceful  # 54 s > `engine.stop_timeout_s`, 30 s
     assert stop_timeout_s(default) > default.engine.stop_timeout_s
     patient = Settings(data_dir=tmp_path, engine={"stop_timeout_s": 90})
     assert stop_timeout_s(patient) == 90

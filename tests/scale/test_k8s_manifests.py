@@ -283,7 +283,7 @@ def test_kubernetes_waits_past_every_processs_own_stop_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Kubernetes kills a pod 30 s after its SIGTERM unless told otherwise: the gateway's
-    stop deadline is 35 s and the notifier's 42 s by default, so a graceful stop (posts
+    stop deadline is 35 s and the notifier's 54 s by default, so a graceful stop (posts
     under way, their commit) was cut by a SIGKILL."""
     seen = set()
     for workload in _workloads():
@@ -307,7 +307,7 @@ def test_compose_waits_past_every_processs_own_stop_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`docker compose stop` kills a container 10 s after its SIGTERM unless told otherwise,
-    inside every process's stop deadline (30-42 s)."""
+    inside every process's stop deadline (30-54 s)."""
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     seen = set()
     for service in services.values():
