@@ -72,14 +72,15 @@ def check_plan(cfg: Settings) -> None:
     load_plan(cfg.engine.plan)
 
 
-def require_kafka(cfg: Settings, timeout_s: float = 3.0) -> None:
+def require_kafka(cfg: Settings, timeout_s: float | None = None) -> None:
     """Fail in one line within seconds when the broker does not answer (no library noise)."""
     from chainwatch.kafka_admin import AUTHENTICATION_FAILED, AUTHENTICATION_HINT
     from chainwatch.local_kafka import kafka_problem
     from chainwatch.logs import silenced
 
     with silenced("kafka", "aiokafka"):
-        problem = kafka_problem(cfg.kafka.endpoint, timeout_s=timeout_s)
+        limit = cfg.kafka.probe_timeout_s if timeout_s is None else timeout_s
+        problem = kafka_problem(cfg.kafka.endpoint, timeout_s=limit)
     if problem is None:
         return
     if problem.startswith(AUTHENTICATION_FAILED):

@@ -73,7 +73,7 @@ def _kafka(settings: Settings) -> Check:
 
     bootstrap = settings.kafka.bootstrap
     with silenced("kafka", "aiokafka"):  # a refused probe is this check's FAIL line
-        problem = kafka_problem(settings.kafka.endpoint, timeout_s=3)
+        problem = kafka_problem(settings.kafka.endpoint, timeout_s=settings.kafka.probe_timeout_s)
     if problem is None:
         return Check("kafka", True, f"answering on {bootstrap}")
     if problem.startswith(AUTHENTICATION_FAILED):

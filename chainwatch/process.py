@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from chainwatch.kafka_watch import KafkaWatch
+from chainwatch.kafka_watch import TIMEOUT_S, KafkaWatch
 from chainwatch.lifeline import PARENT_GONE_EXIT, parent_gone, say_stopped
 from chainwatch.logs import get_logger
 from chainwatch.ops_server import OpsServer, serve_ops
@@ -70,12 +70,16 @@ class Startup:
         """Set once the process has started: Kafka going away makes it not ready."""
 
     @contextmanager
-    def watching_kafka(self, bootstrap: Kafka, ops: OpsServer | None) -> Iterator[None]:
+    def watching_kafka(
+        self, bootstrap: Kafka, ops: OpsServer | None, timeout_s: float = TIMEOUT_S
+    ) -> Iterator[None]:
         """Meanwhile, Kafka going away makes the process not ready (only a process with
         probes to answer needs to ask)."""
         kafka = endpoint(bootstrap)
         self.kafka = (
-            KafkaWatch(kafka.bootstrap, ssl_context=kafka.security.ssl_context).start()
+            KafkaWatch(
+                kafka.bootstrap, timeout_s=timeout_s, ssl_context=kafka.security.ssl_context
+            ).start()
             if ops is not None
             else None
         )

@@ -70,6 +70,16 @@ class KafkaSettings(SettingsModel):
         "connection or a request before it says Kafka did not answer; an administrative "
         "call is given this plus 5 s.",
     )
+    probe_timeout_s: float = Field(
+        default=3.0,
+        ge=0.5,
+        le=120,
+        description="How long a readiness probe waits for a broker's answer: `replay`'s and "
+        "`backtest`'s check before they start, `doctor`'s, and the worker's, sink's and "
+        "notifier's own (every 5 s, for their /readyz; the gateway has "
+        "`gateway.readiness_timeout_s`). Raise it for a cluster that answers slower (TLS "
+        "and SASL over a long link).",
+    )
     security_protocol: SecurityProtocol = Field(
         default="PLAINTEXT",
         description="How every client connects: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or "

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dead_servers import DeadServer
@@ -30,6 +31,9 @@ REQUEST_TIMEOUT_S = 1.0
 
 WAKE_S = 2.0
 """What the deadline's thread may take to be woken and raise on a loaded machine."""
+
+PROBE_BEFORE_S = 2.9
+"""Under the 3 s every readiness probe waited before `kafka.probe_timeout_s`."""
 
 
 @pytest.fixture
@@ -146,3 +150,36 @@ def test_a_replays_probes_wait_as_long_as_kafka_python_does(
     scenario.write_text("")
     run = replay.ReplayRun(settings, scenario, partitions=1, progress=lambda *_a, **_k: None)
     run.wait_for_group(members=2, timeout_s=30)  # answered: both members, Stable
+
+
+def test_the_readiness_probes_wait_the_probe_setting(
+    silent_kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kafka.probe_timeout_s`: `replay`'s and `backtest`'s check, `doctor`'s and the
+    long-running processes' `/readyz` watch waited a fixed 3 s, so a cluster that answers
+    slower (TLS and SASL over a long link) failed them whatever its operator set."""
+    from chainwatch import doctor
+    from chainwatch.cli_context import require_kafka
+    from chainwatch.errors import UserError
+    from chainwatch.process import Startup
+
+    for key in [k for k in os.environ if k.upper().startswith("CHAINWATCH_")]:
+        monkeypatch.delenv(key)
+    assert Settings().kafka.probe_timeout_s == 3.0
+    quick = Settings(
+        data_dir=tmp_path, kafka={"bootstrap_servers": silent_kafka, "probe_timeout_s": 0.5}
+    )
+    # a silent broker takes a probe its whole wait: 0.5 s now (its bound 0.5 + 2 s), at
+    # least the fixed 3 s before
+    began = time.monotonic()
+    with pytest.raises(UserError, match="does not answer"):
+        require_kafka(quick)
+    assert time.monotonic() - began < PROBE_BEFORE_S
+    began = time.monotonic()
+    assert not doctor._kafka(quick).ok
+    assert time.monotonic() - began < PROBE_BEFORE_S
+    startup = Startup()
+    ops: Any = object()  # a process with probes to answer: it watches Kafka
+    with startup.watching_kafka(quick.kafka.endpoint, ops, quick.kafka.probe_timeout_s):
+        assert startup.kafka is not None
+        assert startup.kafka.timeout_s == 0.5
