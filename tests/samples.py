@@ -23,6 +23,28 @@ from schemas.topics import CUSTOMERS, ORDERS, SCANS, UNIT_STATUS
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"  # the repo's copy of the spec's
 
 
+def worked_examples(path: Path) -> Path:
+    """The spec's four worked examples as one scenario file at `path` (each example's lines
+    in file order, the examples in name order)."""
+    path.write_bytes(
+        b"".join(
+            example.read_bytes().rstrip(b"\n") + b"\n"
+            for example in sorted(EXAMPLES.glob("example_*.ndjson"))
+        )
+    )
+    return path
+
+
+def expected_alerts() -> list[dict[str, Any]]:
+    """The alerts the worked examples expect (RULES.md's answers), in file order."""
+    return [
+        json.loads(line)
+        for path in sorted(EXAMPLES.glob("expected_*.ndjson"))
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
+
+
 def order_created(**changes: Any) -> dict[str, Any]:
     record: dict[str, Any] = {
         "op": "created",

@@ -61,11 +61,26 @@ def processing_error(
 
 
 def delivery_log(job: Job, endpoint: Endpoint, result: DeliveryResult) -> DeliveryLog:
+    alert = job.alert
+    return log_of(
+        job.msg_id, alert.alert_id, alert.status.value, alert.type.value, endpoint, result
+    )
+
+
+def log_of(
+    webhook_id: str,
+    alert_id: str,
+    alert_status: str,
+    alert_type: str,
+    endpoint: Endpoint,
+    result: DeliveryResult,
+) -> DeliveryLog:
+    """The delivery log of one finished delivery (the notifier's, and a re-send's)."""
     return DeliveryLog(
-        webhook_id=job.msg_id,
-        alert_id=job.alert.alert_id,
-        alert_status=job.alert.status.value,
-        alert_type=job.alert.type.value,
+        webhook_id=webhook_id,
+        alert_id=alert_id,
+        alert_status=alert_status,
+        alert_type=alert_type,
         endpoint=endpoint.name,
         url_host=endpoint.host,
         outcome="delivered" if result.delivered else "gave_up",

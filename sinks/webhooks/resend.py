@@ -40,6 +40,7 @@ from sinks.webhooks.delivery import (
     deliver,
 )
 from sinks.webhooks.formats import REDACTED
+from sinks.webhooks.outcomes import log_of
 from sinks.webhooks.records import DeliveryLog, WebhookDeadLetter, body_of
 from sinks.webhooks.subscriptions import Endpoint
 
@@ -210,21 +211,7 @@ def outcome_records(
     payload as kept, `failed_at` now, so the next `resend` takes it as the latest)."""
     letter = given_up.letter
     status, kind = _alert_kind(given_up)
-    entry = DeliveryLog(
-        webhook_id=letter.webhook_id,
-        alert_id=letter.alert_id,
-        alert_status=status,
-        alert_type=kind,
-        endpoint=endpoint.name,
-        url_host=endpoint.host,
-        outcome="delivered" if result.delivered else "gave_up",
-        attempts=result.attempts,
-        status_codes=result.status_codes,
-        last_error=result.last_error,
-        first_attempt_at=result.first_attempt_at,
-        finished_at=result.finished_at,
-        latency_ms=result.latency_ms,
-    )
+    entry = log_of(letter.webhook_id, letter.alert_id, status, kind, endpoint, result)
     if result.delivered:
         return entry, None
     again = letter.model_copy(

@@ -16,8 +16,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
 import pytest
+from samples import expected_alerts, worked_examples
 
 from chainwatch.backtest.compare import compare
 from chainwatch.backtest.run import load_plan_files, run_backtest
@@ -38,13 +38,7 @@ UNTIL = datetime(2027, 3, 31, tzinfo=UTC)
 
 def test_two_plans_over_the_worked_examples(kafka_bootstrap: str, tmp_path: Path) -> None:
     assert "dyeing: 30h" in PROPOSED
-    history = tmp_path / "march.ndjson"
-    history.write_bytes(
-        b"".join(
-            path.read_bytes().rstrip(b"\n") + b"\n"
-            for path in sorted(EXAMPLES.glob("example_*.ndjson"))
-        )
-    )
+    history = worked_examples(tmp_path / "march.ndjson")
     paths = []
     for name, text in (("current", SHIPPED), ("proposed", PROPOSED), ("current-again", SHIPPED)):
         path = tmp_path / f"{name}.yaml"
@@ -100,12 +94,7 @@ def test_two_plans_over_the_worked_examples(kafka_bootstrap: str, tmp_path: Path
     assert replace(again, plan="current") == current
 
     # the shipped plan raises the spec's expected alerts (and more: T is later than example 2's)
-    expected = {
-        orjson.loads(line)["alert_id"]
-        for path in EXAMPLES.glob("expected_*.ndjson")
-        for line in path.read_bytes().splitlines()
-        if line.strip()
-    }
+    expected = {alert["alert_id"] for alert in expected_alerts()}
     assert len(expected) == 8
     assert expected <= {a.alert_id for a in stored[0]}
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from samples import expected_alerts, worked_examples
 from secured_kafka import PASSWORD, publish_and_read, sasl, secured_broker
 
 from chainwatch.cli_context import require_kafka
@@ -37,7 +38,6 @@ from schemas.kafka_security import KafkaEndpoint
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
 WRONG = "not-it-k1"
 PROBE_S = 3.0
 
@@ -107,19 +107,8 @@ def test_the_probe_passes_with_the_password_and_says_authentication_failed_witho
 def test_a_replay_through_a_worker_on_a_sasl_cluster_gives_the_expected_alerts(
     sasl_broker: str, tmp_path: Path
 ) -> None:
-    scenario = tmp_path / "march.ndjson"
-    scenario.write_bytes(
-        b"".join(
-            path.read_bytes().rstrip(b"\n") + b"\n"
-            for path in sorted(EXAMPLES.glob("example_*.ndjson"))
-        )
-    )
-    expected = {
-        orjson.loads(line)["alert_id"]
-        for path in sorted(EXAMPLES.glob("expected_*.ndjson"))
-        for line in path.read_text().splitlines()
-        if line
-    }
+    scenario = worked_examples(tmp_path / "march.ndjson")
+    expected = {alert["alert_id"] for alert in expected_alerts()}
     data = tmp_path / "data"
     result = subprocess.run(
         [sys.executable, "-m", "chainwatch", "replay", str(scenario),

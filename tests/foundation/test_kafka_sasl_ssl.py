@@ -4,12 +4,11 @@ reached with `CHAINWATCH_KAFKA__SSL_CAFILE` naming that certificate."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from secured_kafka import PASSWORD, publish_and_read, sasl, secured_broker
+from secured_kafka import PASSWORD, publish_and_read, sasl, secured_broker, self_signed
 
 from chainwatch.kafka_admin import AUTHENTICATION_FAILED
 from chainwatch.kafka_watch import answers
@@ -27,13 +26,7 @@ def tls_broker(
 ) -> Iterator[tuple[str, Path]]:
     """The broker's bootstrap, and the certificate (the CA file) its clients trust."""
     pem = tmp_path_factory.mktemp("tls-pem")
-    cert, key = pem / "cert.pem", pem / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    cert, key = self_signed(pem)
     keystore = pem / "keystore.pem"  # Kafka's PEM key store: the key, then its certificate
     keystore.write_bytes(key.read_bytes() + cert.read_bytes())
     tls = {

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from pydantic import SecretStr, ValidationError
+from secured_kafka import self_signed
 
 from chainwatch.kafka_watch import answers
 from chainwatch.settings import KafkaSettings, Settings
@@ -43,14 +44,7 @@ SASL = {
 @pytest.fixture(scope="module")
 def pem(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A self-signed certificate for 127.0.0.1 and its key (the `openssl` CLI)."""
-    folder = tmp_path_factory.mktemp("pem")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    cert, key = self_signed(tmp_path_factory.mktemp("pem"))
     return {"cert": cert, "key": key}
 
 

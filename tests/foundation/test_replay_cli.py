@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 from cli_in_process import cli_in_process
+from samples import expected_alerts, worked_examples
 
 from chainwatch.replay_store import stored_counts
 from chainwatch.settings import Settings
@@ -31,19 +32,8 @@ def test_replay_prints_alerts_stores_them_with_sink_and_keeps_library_logs_off_s
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     """The spec's four worked examples in one file, replayed with `--sink` into chDB."""
-    scenario = tmp_path / "march.ndjson"
-    scenario.write_bytes(
-        b"".join(
-            path.read_bytes().rstrip(b"\n") + b"\n"
-            for path in sorted(EXAMPLES.glob("example_*.ndjson"))
-        )
-    )
-    expected = [
-        orjson.loads(line)
-        for path in sorted(EXAMPLES.glob("expected_*.ndjson"))
-        for line in path.read_text().splitlines()
-        if line
-    ]
+    scenario = worked_examples(tmp_path / "march.ndjson")
+    expected = expected_alerts()
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
     env |= {
         "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
