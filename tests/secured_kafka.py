@@ -13,10 +13,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from chainwatch.kafka_admin import create_missing_topics
+from chainwatch.kafka_admin import admin_client, close_admin, create_missing_topics
 from chainwatch.local_kafka import LocalBroker
 from chainwatch.settings import Settings
-from schemas.kafka_security import KafkaEndpoint, KafkaSecurity, SecurityProtocol
+from schemas.kafka_security import KafkaEndpoint, KafkaSecurity, SaslMechanism, SecurityProtocol
 from sinks.consumer import new_consumer
 from streams.ingest.publisher import PublisherConfig, TransactionalPublisher
 from streams.ingest.records import OutRecord
@@ -24,6 +24,7 @@ from streams.ingest.records import OutRecord
 USER = "chainwatch"
 PASSWORD = "s3cret-k1"
 ADMIN_PASSWORD = "admin-secret"
+SCRAM_JAAS = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
 JAAS = (
     "org.apache.kafka.common.security.plain.PlainLoginModule required "
     f'username="admin" password="{ADMIN_PASSWORD}" user_admin="{ADMIN_PASSWORD}" '
@@ -44,10 +45,19 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 
 
 def sasl(
-    protocol: SecurityProtocol, password: str, *, user: str = USER, cafile: Path | None = None
+    protocol: SecurityProtocol,
+    password: str,
+    *,
+    user: str = USER,
+    cafile: Path | None = None,
+    mechanism: SaslMechanism = "PLAIN",
 ) -> KafkaSecurity:
     return KafkaSecurity(
-        protocol=protocol, sasl_username=user, sasl_password=SecretStr(password), ssl_cafile=cafile
+        protocol=protocol,
+        sasl_mechanism=mechanism,
+        sasl_username=user,
+        sasl_password=SecretStr(password),
+        ssl_cafile=cafile,
     )
 
 
@@ -70,9 +80,12 @@ def secured_broker(
         "advertised.listeners": f"{protocol}://127.0.0.1:{port}",
         "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{protocol}:{protocol}",
         "inter.broker.listener.name": protocol,
-        "sasl.enabled.mechanisms": "PLAIN",
+        # SCRAM users are added once it runs (`add_scram_user`); the broker itself logs in
+        # with PLAIN
+        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-512",
         "sasl.mechanism.inter.broker.protocol": "PLAIN",
         f"listener.name.{protocol.lower()}.plain.sasl.jaas.config": JAAS,
+        f"listener.name.{protocol.lower()}.scram-sha-512.sasl.jaas.config": SCRAM_JAAS,
         **(more or {}),
     }
     security = sasl(protocol, ADMIN_PASSWORD, user="admin", cafile=cafile)
@@ -81,6 +94,21 @@ def secured_broker(
         yield broker.start().bootstrap
     finally:
         broker.stop()  # also one whose start failed: it may run, not answering our probe
+
+
+def add_scram_user(kafka: KafkaEndpoint, user: str, password: str) -> None:
+    """A SCRAM-SHA-512 user on the broker (AlterUserScramCredentials, as `admin` through
+    PLAIN): KRaft keeps SCRAM credentials in its metadata, no JAAS line lists them."""
+    from kafka.admin import UserScramCredentialUpsertion
+
+    admin = admin_client(kafka, request_timeout_s=15)
+    try:
+        failed = admin.alter_user_scram_credentials(
+            [UserScramCredentialUpsertion(user, "SCRAM-SHA-512", password)]
+        )
+    finally:
+        close_admin(admin)
+    assert not any(failed.values()), failed
 
 
 def publish_and_read(kafka: KafkaEndpoint, records: int = 3) -> None:

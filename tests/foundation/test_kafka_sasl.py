@@ -26,7 +26,14 @@ from pathlib import Path
 import orjson
 import pytest
 from samples import expected_alerts, worked_examples
-from secured_kafka import PASSWORD, publish_and_read, sasl, secured_broker
+from secured_kafka import (
+    ADMIN_PASSWORD,
+    PASSWORD,
+    add_scram_user,
+    publish_and_read,
+    sasl,
+    secured_broker,
+)
 
 from chainwatch.cli_context import require_kafka
 from chainwatch.errors import UserError
@@ -39,6 +46,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 WRONG = "not-it-k1"
+SCRAM_PASSWORD = "scram-s3cret"
 PROBE_S = 3.0
 
 
@@ -166,6 +174,30 @@ def test_the_sink_and_the_notifier_drain_and_a_wrong_password_stops_the_sink_say
     error = refused.stderr.strip().splitlines()[-1]
     assert error.startswith(f"error: Kafka at {sasl_broker}: {AUTHENTICATION_FAILED} ("), error
     assert WRONG not in refused.stdout + refused.stderr
+
+
+def test_a_scram_sha_512_user_connects_and_a_wrong_scram_password_is_refused(
+    sasl_broker: str,
+) -> None:
+    """SCRAM, the mechanism of MSK's and many clusters' users, was passed to the client
+    libraries untried: both connect with it (kafka-python: the probe's admin client;
+    aiokafka: the gateway's publisher and the sink's consumer), and a wrong SCRAM
+    password is said as a refused login."""
+    admin = KafkaEndpoint(sasl_broker, sasl("SASL_PLAINTEXT", ADMIN_PASSWORD, user="admin"))
+    add_scram_user(admin, "scram-user", SCRAM_PASSWORD)
+    scram = KafkaEndpoint(
+        sasl_broker,
+        sasl("SASL_PLAINTEXT", SCRAM_PASSWORD, user="scram-user", mechanism="SCRAM-SHA-512"),
+    )
+    assert kafka_problem(scram, PROBE_S) is None
+    publish_and_read(scram)
+    wrong = KafkaEndpoint(
+        sasl_broker, sasl("SASL_PLAINTEXT", WRONG, user="scram-user", mechanism="SCRAM-SHA-512")
+    )
+    problem = kafka_problem(wrong, PROBE_S)
+    assert problem is not None
+    assert problem.startswith(AUTHENTICATION_FAILED), problem
+    assert WRONG not in problem
 
 
 def test_the_gateway_s_publisher_and_the_sink_s_consumer_round_trip(sasl_broker: str) -> None:
