@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,8 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaProducer
 from pydantic import TypeAdapter, ValidationError
 
 from chainwatch.errors import UsageError, UserError
@@ -37,10 +35,10 @@ from chainwatch.kafka_admin import admin_call_timeout_s
 from chainwatch.notify_runner import load_configured, policy_from, targets_from
 from chainwatch.settings import Settings
 from chainwatch.topic_partitions import partition_counts
+from chainwatch.topic_read import read_to_end
 from schemas.common import UtcDatetime
 from schemas.deadline import deadline
 from schemas.kafka_security import Kafka
-from sinks.consumer import new_consumer, stop_consumer
 from sinks.producer_start import start_producer, stop_producer
 from sinks.webhooks.delivery import (
     AttemptResult,
@@ -64,7 +62,6 @@ from sinks.webhooks.subscriptions import Endpoint
 READ_MARGIN_S = 300.0
 """Records are looked up by their Kafka timestamp from this long before the window (a
 record's timestamp is its producer's clock, or the broker's: never quite `failed_at`)."""
-POLL_MS = 200
 _DURATION = re.compile(r"^([0-9]{1,6})([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _timestamp: TypeAdapter[datetime] = TypeAdapter(UtcDatetime)
@@ -104,71 +101,16 @@ class _Stopped(Exception):
     """A stop came during a retry wait: the delivery is left given up, unrecorded."""
 
 
-async def _step(what: str, call: Any, timeout_s: float, bootstrap: Kafka) -> Any:
-    try:
-        async with deadline(timeout_s):
-            return await call
-    except TimeoutError:
-        raise UserError(
-            f"Kafka at {bootstrap} did not {what} within {timeout_s:g} s; check that it answers"
-        ) from None
-    except KafkaError as exc:  # connection refused, an authorisation error, ...
-        raise UserError(
-            f"Kafka at {bootstrap} did not {what}: {type(exc).__name__}; check that it answers"
-        ) from None
-
-
 async def read_since(
-    bootstrap: Kafka, topic: str, partitions: int, since: datetime, *, timeout_s: float
+    kafka: Kafka, topic: str, partitions: int, since: datetime, *, timeout_s: float
 ) -> list[bytes | None]:
     """The values of `topic`'s records from `since` (by record timestamp) to its end
-    offsets now, with a consumer of no group (it commits nothing, creates nothing)."""
-    consumer = new_consumer(bootstrap, None, request_timeout_ms=int(timeout_s * 1000))
-    try:
-        await _step("start a reader", consumer.start(), timeout_s, bootstrap)
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        since_ms = int(since.timestamp() * 1000)
-        starts = await _step(
-            f"look up offsets of {topic} by time",
-            consumer.offsets_for_times(dict.fromkeys(tps, since_ms)),
-            timeout_s,
-            bootstrap,
-        )
-        ends = await _step(f"give the end offsets of {topic}", consumer.end_offsets(tps),
-                           timeout_s, bootstrap)  # fmt: skip
-        todo: dict[TopicPartition, int] = {}
-        for tp in tps:
-            start = starts.get(tp)
-            if start is not None and start.offset < ends[tp]:
-                consumer.seek(tp, start.offset)
-                todo[tp] = ends[tp]
-        values: list[bytes | None] = []
-        progress = time.monotonic()
-        while todo:
-            batch = await _step(
-                f"return records of {topic}",
-                consumer.getmany(*todo, timeout_ms=POLL_MS),
-                timeout_s,
-                bootstrap,
-            )
-            for tp, records in batch.items():
-                values.extend(r.value for r in records if tp in todo and r.offset < todo[tp])
-            if batch:
-                progress = time.monotonic()
-            for tp in list(todo):
-                where = await _step(f"give a position in {topic}", consumer.position(tp),
-                                    timeout_s, bootstrap)  # fmt: skip
-                if where >= todo[tp]:
-                    del todo[tp]
-            if todo and time.monotonic() - progress > timeout_s:
-                raise UserError(
-                    f"reading {topic} from Kafka at {bootstrap} made no progress for "
-                    f"{timeout_s:g} s"
-                )
-        return values
-    finally:
-        await stop_consumer(consumer, within_s=timeout_s)
+    offsets now (`chainwatch.topic_read`: no group, nothing committed or created)."""
+    records = await read_to_end(
+        kafka, topic, partitions, since_ms=int(since.timestamp() * 1000),
+        stall_s=timeout_s, close_s=timeout_s,
+    )  # fmt: skip
+    return [record.value for record in records]
 
 
 def _parse(values: list[bytes | None], model: Any, summary: Summary) -> list[Any]:

@@ -23,14 +23,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.errors import MessageSizeTooLargeError
 from kafka import KafkaAdminClient
@@ -54,6 +54,7 @@ from chainwatch.replay_runs import RunGroupKept, delete_stopped_run, replay_sett
 from chainwatch.replay_windows import EventTimeWindows, window_ms
 from chainwatch.settings import Settings, child_environment
 from chainwatch.topic_partitions import routed_topics
+from chainwatch.topic_read import read_to_end
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.deadline import deadline
 from schemas.files import not_a_file
@@ -65,7 +66,6 @@ from schemas.validation import (
     RecordRejected,
     decode_replay_line,
 )
-from sinks.consumer import stop_consumer
 from sinks.producer_start import start_producer, stop_producer
 from streams.engine.messages import ORDER_INBOX, Tick, encode_bundle
 from streams.rules.facts import to_ms
@@ -731,74 +731,15 @@ async def read_topic(settings: Settings, logical: str) -> list[tuple[bytes | Non
 
 
 async def read_records(settings: Settings, logical: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of a topic, in partition order, read from the beginning to the end.
-
-    A partition is done when the consumer's position reaches the end offset read
-    at the start (positions also move past transaction markers and compacted
-    gaps, where the last record's offset never does). A read that makes no
-    progress for `READ_STALL_TIMEOUT_S` is an error, not a hang, and so is a
-    position Kafka does not give within it (aiokafka waits for one without a
-    deadline). The reader's close gets `READ_CLOSE_TIMEOUT_S`.
-    """
-    names = TopicNames(settings.kafka.topic_prefix)
-    consumer = AIOKafkaConsumer(
-        **aiokafka_kwargs(settings.kafka.endpoint),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        request_timeout_ms=int(READ_STALL_TIMEOUT_S * 1000 / 2),
-    )
-    bootstrap = settings.kafka.bootstrap
-    await _read_step(consumer.start(), bootstrap, "start a reader")
-    try:
-        topic = names(logical)
-        partitions = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
-        consumer.assign(partitions)
-        ends = await _read_step(
-            consumer.end_offsets(partitions), bootstrap, f"give the end offsets of {topic}"
-        )
-        await consumer.seek_to_beginning(*partitions)
-        records: list[ConsumerRecord[bytes, bytes]] = []
-        remaining = {tp for tp in partitions if ends[tp] > 0}
-        last_progress = time.monotonic()
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000)
-            for messages in batch.values():
-                records.extend(messages)
-            for tp in list(remaining):
-                where = f"give the reading position of {tp.topic}[{tp.partition}]"
-                if await _read_step(consumer.position(tp), bootstrap, where) >= ends[tp]:
-                    remaining.discard(tp)
-            if batch:
-                last_progress = time.monotonic()
-            elif time.monotonic() - last_progress > READ_STALL_TIMEOUT_S:
-                raise UserError(
-                    f"reading {topic} made no progress for {READ_STALL_TIMEOUT_S:.0f}s "
-                    f"({len(remaining)} partitions not read to their end)"
-                )
-        return records
-    finally:  # read or failed already: a stop cut at its deadline loses nothing
-        await stop_consumer(consumer, within_s=READ_CLOSE_TIMEOUT_S)
-
-
-T = TypeVar("T")
-
-
-async def _read_step(step: Awaitable[T], bootstrap: str, what: str) -> T:
-    """One step of reading a topic within `READ_STALL_TIMEOUT_S`, or one line naming it
-    (a start or an end-offsets request Kafka did not answer ended as "internal error:
-    TimeoutError"); `schemas.deadline`: Python 3.11's `wait_for` may drop a Ctrl-C."""
-    try:
-        async with deadline(READ_STALL_TIMEOUT_S):
-            return await step
-    except (TimeoutError, AIOKafkaError) as exc:
-        why = (
-            f"within {READ_STALL_TIMEOUT_S:.0f}s"
-            if isinstance(exc, TimeoutError)
-            else (f"({type(exc).__name__})")
-        )
-        raise UserError(
-            f"Kafka at {bootstrap} did not {what} {why}; check that the broker answers"
-        ) from None
+    """Every record of a topic, in partition order, read from the beginning to the end
+    (`chainwatch.topic_read`): within `READ_STALL_TIMEOUT_S` of no progress, the
+    reader's close within `READ_CLOSE_TIMEOUT_S`."""
+    topic = TopicNames(settings.kafka.topic_prefix)(logical)
+    return await read_to_end(
+        settings.kafka.endpoint, topic, settings.kafka.partitions,
+        stall_s=READ_STALL_TIMEOUT_S, close_s=READ_CLOSE_TIMEOUT_S,
+        isolation_level="read_uncommitted",
+    )  # fmt: skip
 
 
 def final_alerts(records: list[tuple[bytes | None, bytes | None]]) -> list[dict[str, Any]]:

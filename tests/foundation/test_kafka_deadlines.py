@@ -31,7 +31,7 @@ from kafka.errors import (
     UnknownBrokerIdError,
 )
 
-from chainwatch import kafka_admin, replay, replay_runs
+from chainwatch import kafka_admin, replay, replay_runs, topic_read
 from chainwatch.errors import UserError
 from chainwatch.free_port import free_port
 from chainwatch.kafka_admin import (
@@ -637,7 +637,7 @@ class _NoPositionConsumer:
 def test_reading_a_result_topic_fails_clearly_when_kafka_gives_no_position(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(replay, "AIOKafkaConsumer", _NoPositionConsumer)
+    monkeypatch.setattr(topic_read, "new_consumer", _NoPositionConsumer)
     monkeypatch.setattr(replay, "READ_STALL_TIMEOUT_S", 0.2)
     monkeypatch.setattr(replay, "READ_CLOSE_TIMEOUT_S", 0.2)
     settings = Settings(

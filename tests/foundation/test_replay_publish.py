@@ -22,7 +22,7 @@ from memory_peak import peak_memory
 from readable import line_within
 from samples import customer, padded_value, scan
 
-from chainwatch import replay, replay_records, replay_runs
+from chainwatch import replay, replay_records, replay_runs, topic_read
 from chainwatch.errors import UserError
 from chainwatch.replay import no_progress, publish_scenario, read_records, read_topic
 from chainwatch.runners import prepare_topics
@@ -764,7 +764,7 @@ def test_a_reader_kafka_does_not_answer_ends_in_one_line(
         async def stop(self) -> None:
             pass
 
-    monkeypatch.setattr(replay, "AIOKafkaConsumer", Stalling)
+    monkeypatch.setattr(topic_read, "new_consumer", lambda *_args, **_config: Stalling())
     monkeypatch.setattr(replay, "READ_STALL_TIMEOUT_S", 0.2)
     with pytest.raises(UserError, match=r"did not (start a reader|give the end offsets).* within"):
         asyncio.run(read_records(Settings(), SCANS))
