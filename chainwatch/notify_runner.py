@@ -134,7 +134,7 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
         log.info("notify_stopped", delivered=stats.delivered, gave_up=stats.gave_up)
         return stats
 
-    with startup.watching_kafka(settings.kafka.endpoint, ops, settings.kafka.probe_timeout_s):
+    with startup.watching_kafka(settings.kafka, ops):
         return run_until_signalled(
             "notifier", main, ops=ops, announced=True, stop_timeout_s=stop_timeout_s(settings)
         )

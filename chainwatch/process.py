@@ -40,13 +40,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from chainwatch.kafka_watch import TIMEOUT_S, KafkaWatch
+from chainwatch.kafka_watch import KafkaWatch
 from chainwatch.lifeline import PARENT_GONE_EXIT, parent_gone, say_stopped
 from chainwatch.logs import get_logger
 from chainwatch.ops_server import OpsServer, serve_ops
-from chainwatch.settings import Settings
+from chainwatch.settings import KafkaSettings, Settings
 from chainwatch.stop_deadline import StopDeadline
-from schemas.kafka_security import Kafka, endpoint
 
 T = TypeVar("T")
 
@@ -70,15 +69,14 @@ class Startup:
         """Set once the process has started: Kafka going away makes it not ready."""
 
     @contextmanager
-    def watching_kafka(
-        self, bootstrap: Kafka, ops: OpsServer | None, timeout_s: float = TIMEOUT_S
-    ) -> Iterator[None]:
+    def watching_kafka(self, kafka: KafkaSettings, ops: OpsServer | None) -> Iterator[None]:
         """Meanwhile, Kafka going away makes the process not ready (only a process with
-        probes to answer needs to ask)."""
-        kafka = endpoint(bootstrap)
+        probes to answer needs to ask); each probe within `kafka.probe_timeout_s`."""
         self.kafka = (
             KafkaWatch(
-                kafka.bootstrap, timeout_s=timeout_s, ssl_context=kafka.security.ssl_context
+                kafka.bootstrap,
+                timeout_s=kafka.probe_timeout_s,
+                ssl_context=kafka.security.ssl_context,
             ).start()
             if ops is not None
             else None

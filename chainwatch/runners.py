@@ -204,7 +204,7 @@ def run_worker(settings: Settings) -> None:
     settled = settle_collector(settings.engine.gc_young_threshold)
     log.info("collector_settled", frozen=settled.frozen, thresholds=list(settled.thresholds))
     with (
-        startup.watching_kafka(settings.kafka.endpoint, ops, settings.kafka.probe_timeout_s),
+        startup.watching_kafka(settings.kafka, ops),
         process_lifetime("worker", ops, announced=True),
     ):
         # faust would install its own handlers; ours (chainwatch.logs) already render every

@@ -111,7 +111,7 @@ def run_sink(
     if waited.stopped:
         return SinkStats()
     startup.waiting_for = "ClickHouse"
-    with startup.watching_kafka(settings.kafka.endpoint, ops, settings.kafka.probe_timeout_s):
+    with startup.watching_kafka(settings.kafka, ops):
         return run_until_signalled(
             "sink",
             lambda stop: _main(

@@ -180,6 +180,6 @@ def test_the_readiness_probes_wait_the_probe_setting(
     assert time.monotonic() - began < PROBE_BEFORE_S
     startup = Startup()
     ops: Any = object()  # a process with probes to answer: it watches Kafka
-    with startup.watching_kafka(quick.kafka.endpoint, ops, quick.kafka.probe_timeout_s):
+    with startup.watching_kafka(quick.kafka, ops):
         assert startup.kafka is not None
         assert startup.kafka.timeout_s == 0.5
