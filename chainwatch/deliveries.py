@@ -18,7 +18,7 @@ attempt under way.
 from __future__ import annotations
 
 import asyncio
-import re
+import contextlib
 import signal
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -39,6 +39,7 @@ from chainwatch.topic_read import read_to_end
 from schemas.common import UtcDatetime
 from schemas.deadline import deadline
 from schemas.kafka_security import Kafka
+from schemas.plan import parse_duration
 from sinks.producer_start import start_producer, stop_producer
 from sinks.webhooks.delivery import (
     AttemptResult,
@@ -62,22 +63,20 @@ from sinks.webhooks.subscriptions import Endpoint
 READ_MARGIN_S = 300.0
 """Records are looked up by their Kafka timestamp from this long before the window (a
 record's timestamp is its producer's clock, or the broker's: never quite `failed_at`)."""
-_DURATION = re.compile(r"^([0-9]{1,6})([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _timestamp: TypeAdapter[datetime] = TypeAdapter(UtcDatetime)
 
 
 def parse_since(value: str, now: datetime | None = None) -> datetime:
     """`--since`: a duration back from now (`90m`, `24h`, `7d`) or an RFC 3339 time."""
     now = now or datetime.now(UTC)
-    if match := _DURATION.match(value.strip()):
-        return now - timedelta(seconds=int(match[1]) * _UNITS[match[2]])
+    with contextlib.suppress(ValueError):  # a plan's durations, at most a year
+        return now - parse_duration(value)
     try:
         return _timestamp.validate_python(value)
     except ValidationError:
         raise UsageError(
-            f"--since {value!r}: expected a duration (30m, 24h, 7d) or an RFC 3339 time "
-            "with an offset (2027-03-12T00:00:00Z)"
+            f"--since {value!r}: expected a duration of at most a year (30m, 24h, 7d) or an "
+            "RFC 3339 time with an offset (2027-03-12T00:00:00Z)"
         ) from None
 
 

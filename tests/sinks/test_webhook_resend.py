@@ -242,15 +242,17 @@ def test_resend_delivers_the_latest_given_up_message_of_each_alert_once(
     assert (len(_logs(settings)), len(_letters(settings))) == (logs_before + 6, letters_before + 3)
 
 
+@pytest.mark.parametrize("since", ["yesterday", "999999d"])
 def test_resend_refuses_a_bad_since(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], since: str
 ) -> None:
+    """`999999d` went back past the year 1 and ended as an internal OverflowError."""
     answer = cli_in_process(
-        ["deliveries", "resend", "--since", "yesterday"],
+        ["deliveries", "resend", "--since", since],
         {},
         monkeypatch,
         capsys,
         settings_built=False,
     )
     assert answer.returncode == 2
-    assert "--since 'yesterday': expected a duration" in answer.stderr
+    assert f"--since '{since}': expected a duration" in answer.stderr
