@@ -4,7 +4,8 @@ Reads `webhook-dead-letter` and `webhook-deliveries` from Kafka (no ClickHouse: 
 without a sink), decides what is re-sent (`sinks.webhooks.resend.select`) and, for
 `resend`, re-sends it with the notifier's delivery code and settings, publishing each
 outcome to `webhook-deliveries` (and a failure again to `webhook-dead-letter`) with the
-notifier's producer. `given-up` and `resend --dry-run` write nothing.
+notifier's producer. `given-up` and `resend --dry-run` write nothing; `given-up` reads
+the subscriptions file without checking it for sending (no endpoint secret needed).
 
 Deadlines: each Kafka call of the read is bounded by `kafka.request_timeout_s` (+ a
 margin, `admin_call_timeout_s`), and so is a read that makes no progress; the producer's
@@ -123,7 +124,11 @@ def _parse(values: list[bytes | None], model: Any, summary: Summary) -> list[Any
 
 
 class Run:
-    """One `given-up` or `resend` over the settings' topics and subscriptions file."""
+    """One `given-up` or `resend` over the settings' topics and subscriptions file.
+
+    Without `sending` (`given-up`) the file is only read, as written (its endpoints'
+    names and formats are what a listing needs): no secret need be set, nor any address
+    rule met, and `resend` is refused. With it, the file is checked as `notify` checks it."""
 
     def __init__(
         self,
@@ -132,13 +137,15 @@ class Run:
         since: datetime,
         endpoints: Collection[str] = (),
         progress: Callable[[str], None] = lambda _line: None,
+        sending: bool = True,
     ) -> None:
         self.settings = settings
         self.since = since
         self.endpoints = set(endpoints)
         self.progress = progress
+        self.sending = sending
         self.configured: dict[str, Endpoint] = {
-            e.name: e for e in load_configured(settings).endpoints
+            e.name: e for e in load_configured(settings, sending=sending).endpoints
         }
         self.policy = policy_from(settings)
         self.kafka_s = admin_call_timeout_s(settings.kafka.request_timeout_s)
@@ -178,6 +185,8 @@ class Run:
 
     async def resend(self, stop: asyncio.Event) -> Summary:
         """Read, then re-send what is to be, oldest first, until done or `stop`."""
+        if not self.sending:
+            raise RuntimeError("a Run without `sending` has its subscriptions unchecked")
         await self.read()
         todo = self.summary.to_resend
         if not todo:

@@ -26,6 +26,7 @@ from sinks.webhooks.subscriptions import (
     SubscriptionError,
     Subscriptions,
     load_subscriptions,
+    read_subscriptions,
 )
 from sinks.webhooks.targets import TargetPolicy, parse_networks
 from sinks.webhooks.warmup import CANCEL_WAIT_S, WarmupConfig
@@ -51,11 +52,15 @@ def targets_from(settings: Settings) -> TargetPolicy:
     return TargetPolicy(parse_networks(settings.webhooks.allowed_networks))
 
 
-def load_configured(settings: Settings) -> Subscriptions:
+def load_configured(settings: Settings, *, sending: bool = True) -> Subscriptions:
+    """The settings' subscriptions file, checked for sending; without `sending` (a
+    listing), only read (`read_subscriptions`: no secret, address or stage checked)."""
     path = settings.webhooks.subscriptions
     if path is None:
         raise UserError("set CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS to a subscriptions YAML file")
     try:
+        if not sending:
+            return read_subscriptions(path)
         return load_subscriptions(
             path,
             parse_allowed_hosts(settings.webhooks.allowed_hosts),

@@ -47,11 +47,13 @@ def _progress(text: str) -> None:
     err.print(cell_text(text), markup=False, highlight=False)
 
 
-def _run(since: str, endpoint: list[str] | None) -> Run:
+def _run(since: str, endpoint: list[str] | None, *, sending: bool) -> Run:
     from chainwatch.deliveries import Run, parse_since
 
     when = parse_since(since)
-    return Run(settings(), since=when, endpoints=endpoint or (), progress=_progress)
+    return Run(
+        settings(), since=when, endpoints=endpoint or (), progress=_progress, sending=sending
+    )
 
 
 def _skipped(summary: Summary) -> str:
@@ -70,7 +72,7 @@ def register(app: typer.Typer) -> None:
         """List the deliveries given up, and whether resend would re-send each (reads only)."""
         from chainwatch.deliveries import run_given_up
 
-        summary = run_given_up(_run(since, endpoint))
+        summary = run_given_up(_run(since, endpoint, sending=False))  # no secret needed
         for item in summary.given_up:
             _print(_line(item))
         err.print(
@@ -91,7 +93,8 @@ def register(app: typer.Typer) -> None:
         """Re-send the deliveries given up, each outcome logged; exit 1 if one fails again."""
         from chainwatch.deliveries import run_resend
 
-        summary = run_resend(_run(since, endpoint), dry_run=dry_run)
+        # --dry-run too checks the file as resend does: it says whether resend would run
+        summary = run_resend(_run(since, endpoint, sending=True), dry_run=dry_run)
         if dry_run:
             for item in summary.given_up:
                 _print(_line(item))

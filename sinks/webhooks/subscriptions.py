@@ -371,14 +371,10 @@ _FILE_KEYS: Final = frozenset(
 """The keys a subscriptions file may write: one of them written twice is named in the error."""
 
 
-def load_subscriptions(
-    path: Path,
-    allowed_hosts: Sequence[str] = (),
-    targets: TargetPolicy | None = None,
-    stages: Collection[str] | None = None,
-) -> Subscriptions:
-    """Read and check the file; every endpoint's secret is checked to be usable, and its
-    `stages` filter against the plan's `stages` when given."""
+def read_subscriptions(path: Path) -> Subscriptions:
+    """Read the file as written (its keys, unique names, URLs' form, which secret each
+    endpoint is signed with): nothing checked against the environment or the settings,
+    so no secret is read (a listing that sends nothing: `deliveries given-up`)."""
     try:
         text = read_config_text(Path(path))
         data = load_config_yaml(text, known_keys=_FILE_KEYS)
@@ -399,6 +395,19 @@ def load_subscriptions(
             msg = names_twice(first["ctx"]["twice"], entry_lines(text, "endpoints"))
         said = msg if msg.startswith(where) else f"{where}: {msg}"  # `link_template: ...`
         raise SubscriptionError(f"{path}: {said}") from None
+    return subs
+
+
+def load_subscriptions(
+    path: Path,
+    allowed_hosts: Sequence[str] = (),
+    targets: TargetPolicy | None = None,
+    stages: Collection[str] | None = None,
+) -> Subscriptions:
+    """Read and check the file for sending: every endpoint's address against the rules,
+    its secret checked to be set and usable, and its `stages` filter against the plan's
+    `stages` when given."""
+    subs = read_subscriptions(path)
     for endpoint in subs.endpoints:
         unknown = [] if stages is None else sorted(set(endpoint.filters.stages) - set(stages))
         if unknown:  # a typo (`dying`) would make the endpoint silently receive nothing

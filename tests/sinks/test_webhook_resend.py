@@ -256,3 +256,50 @@ def test_resend_refuses_a_bad_since(
     )
     assert answer.returncode == 2
     assert f"--since '{since}': expected a duration" in answer.stderr
+
+
+def test_given_up_lists_without_the_endpoints_secret(
+    settings_factory: Callable[..., Settings],
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An operator checking what was given up may not have the endpoints' secrets (nor
+    the notifier's address rules) in their shell: `given-up` lists without them; `resend`,
+    and its `--dry-run`, still refuse in one line naming the unset variable."""
+    subs = tmp_path / "subscriptions.yaml"
+    variable = "CW_TEST_HOOK_GONE"
+    endpoint = {"name": "gone", "url": f"http://127.0.0.1:{receiver.port}/gone"}
+    subs.write_text(json.dumps({"endpoints": [{**endpoint, "secret_env": variable}]}))
+    settings = settings_factory(webhooks=loopback_webhooks(subs))
+    prepare_all_topics(settings)
+    monkeypatch.setenv(variable, secret_for("gone"))
+    one, two = make_alert(1), make_alert(2)
+    _notify(settings, [one, two])  # /gone answers 400: both given up at once
+    assert len(_letters(settings)) == 2
+    monkeypatch.delenv(variable)
+    sent_before = len(receiver.requests)
+
+    def cli(*args: str, env: dict[str, str]) -> Answer:
+        capsys.readouterr()
+        return cli_in_process(["deliveries", *args], env, monkeypatch, capsys, settings_built=True)
+
+    no_rules = {
+        k: v for k, v in settings.to_env().items() if k != "CHAINWATCH_WEBHOOKS__ALLOWED_NETWORKS"
+    }  # loopback is refused by the notifier's address rules without it
+    listed = cli("given-up", "--since", "1h", env=no_rules)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert sorted(line.split()[2] for line in lines) == sorted([one.alert_id, two.alert_id])
+    assert all("  gone  " in line and line.endswith("-> re-send") for line in lines)
+    assert "given-up: 2 given up since 1h, 2 would be re-sent" in listed.stderr
+    assert variable not in listed.stderr
+
+    for dry_run in ((), ("--dry-run",)):
+        refused = cli("resend", "--since", "1h", *dry_run, env=settings.to_env())
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stdout == ""
+        assert len(refused.stderr.strip().splitlines()) == 1
+        assert f"environment variable {variable} is not set" in refused.stderr
+    assert len(receiver.requests) == sent_before
