@@ -6,7 +6,8 @@ file), a series no process exports, a label the series does not carry (a `by` or
 `on` over a missing label groups everything into one; a matcher on it matches
 nothing), a label value the code never gives (`outcome="gaveup"`). And each rule
 leads somewhere: its runbook part in docs/observability.md, and compose mounts the
-file where prometheus.yml looks for it.
+file where prometheus.yml looks for it; deploy/k8s/prometheus-rule.yaml carries the
+same groups for the Prometheus Operator.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from streams.ingest.openapi import ERROR_CODES
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy/prometheus/alerts.yml"
+PROMETHEUS_RULE = ROOT / "deploy/k8s/prometheus-rule.yaml"
 SCENARIOS = Path(__file__).with_name("alert_rules_promtool.yml")
 PROMTOOL = shutil.which("promtool")
 DOC = ROOT / "docs/observability.md"
@@ -168,6 +170,20 @@ def test_prometheus_loads_the_rules_compose_mounts_beside_its_config() -> None:
     prometheus = compose["services"]["prometheus"]
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
     assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in prometheus["volumes"]
+
+
+def test_the_prometheus_operators_rule_carries_the_same_groups() -> None:
+    """deploy/k8s/prometheus-rule.yaml is alerts.yml for the Prometheus Operator: a rule
+    changed in one file only would page one installation and not the other."""
+    rules = yaml.safe_load(RULES.read_text())
+    assert list(rules) == ["groups"]  # the file holds nothing else to carry
+    (resource,) = [d for d in yaml.safe_load_all(PROMETHEUS_RULE.read_text()) if d]
+    assert resource["apiVersion"] == "monitoring.coreos.com/v1"
+    assert resource["kind"] == "PrometheusRule"
+    assert list(resource["spec"]) == ["groups"]
+    assert resource["spec"]["groups"] == rules["groups"], (
+        "copy deploy/prometheus/alerts.yml's groups into the PrometheusRule's spec"
+    )
 
 
 def test_every_alert_has_a_scenario_where_it_fires() -> None:

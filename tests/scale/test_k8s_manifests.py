@@ -21,7 +21,12 @@ from chainwatch.settings import Settings
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 COMPOSE = K8S.parent / "compose.yaml"
 KUBERNETES_VERSION = "1.30"
-CRD_GROUPS = ("kafka.strimzi.io", "clickhouse.altinity.com", "clickhouse-keeper.altinity.com")
+CRD_GROUPS = (
+    "kafka.strimzi.io",
+    "clickhouse.altinity.com",
+    "clickhouse-keeper.altinity.com",
+    "monitoring.coreos.com",  # the PrometheusRule: tests/docs/test_alert_rules.py checks it
+)
 
 
 @functools.cache
@@ -102,6 +107,7 @@ def test_the_required_resources_are_there() -> None:
         ("PodDisruptionBudget", "chainwatch-worker"),
         ("Kafka", "chainwatch"),
         ("ClickHouseInstallation", "chainwatch"),
+        ("PrometheusRule", "chainwatch"),
     }
 
 
