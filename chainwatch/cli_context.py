@@ -74,7 +74,8 @@ def check_plan(cfg: Settings) -> None:
 
 def require_kafka(cfg: Settings, timeout_s: float | None = None) -> None:
     """Fail in one line within seconds when the broker does not answer (no library noise)."""
-    from chainwatch.kafka_admin import AUTHENTICATION_FAILED, AUTHENTICATION_HINT
+    from chainwatch.kafka_admin import AUTHENTICATION_FAILED, AUTHENTICATION_HINT, TLS_HINT
+    from chainwatch.kafka_start import TLS_HANDSHAKE_FAILED
     from chainwatch.local_kafka import kafka_problem
     from chainwatch.logs import silenced
 
@@ -85,6 +86,8 @@ def require_kafka(cfg: Settings, timeout_s: float | None = None) -> None:
         return
     if problem.startswith(AUTHENTICATION_FAILED):
         raise UserError(f"Kafka at {cfg.kafka.bootstrap}: {problem}; {AUTHENTICATION_HINT}")
+    if problem.startswith(TLS_HANDSHAKE_FAILED):
+        raise UserError(f"Kafka at {cfg.kafka.bootstrap}: {problem}; {TLS_HINT}")
     fix = (
         "start it with `chainwatch kafka start`"
         if cfg.kafka.is_local

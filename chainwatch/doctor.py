@@ -67,7 +67,8 @@ def _java() -> Check:
 
 
 def _kafka(settings: Settings) -> Check:
-    from chainwatch.kafka_admin import AUTHENTICATION_FAILED, AUTHENTICATION_HINT
+    from chainwatch.kafka_admin import AUTHENTICATION_FAILED, AUTHENTICATION_HINT, TLS_HINT
+    from chainwatch.kafka_start import TLS_HANDSHAKE_FAILED
     from chainwatch.local_kafka import kafka_problem
     from chainwatch.logs import silenced
 
@@ -78,6 +79,8 @@ def _kafka(settings: Settings) -> Check:
         return Check("kafka", True, f"answering on {bootstrap}")
     if problem.startswith(AUTHENTICATION_FAILED):
         return Check("kafka", False, f"{problem} on {bootstrap}; {AUTHENTICATION_HINT}")
+    if problem.startswith(TLS_HANDSHAKE_FAILED):
+        return Check("kafka", False, f"{problem} on {bootstrap}; {TLS_HINT}")
     fix = (
         "run `chainwatch kafka start`"
         if settings.kafka.is_local

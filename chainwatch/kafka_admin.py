@@ -19,7 +19,7 @@ from kafka.errors import (
 )
 
 from chainwatch.errors import UserError
-from chainwatch.kafka_start import started
+from chainwatch.kafka_start import TlsHandshakeFailed, started
 from chainwatch.logs import get_logger, silenced
 from schemas.kafka_security import Kafka
 from sinks.backoff import Backoff
@@ -67,6 +67,12 @@ AUTHENTICATION_HINT = (
 
 
 AUTHENTICATION_FAILED = "authentication failed"
+
+TLS_HINT = (
+    "check CHAINWATCH_KAFKA__SSL_CAFILE (the CA of the brokers' certificates) and, where "
+    "the brokers require a client certificate, CHAINWATCH_KAFKA__SSL_CERTFILE and "
+    "CHAINWATCH_KAFKA__SSL_KEYFILE"
+)
 
 
 def login_refused(exc: BaseException) -> str:
@@ -289,6 +295,8 @@ def connected(
         return bounded(lambda: start(start_ms), timeout_s=limit, what="a connection", late=close)
     except SaslAuthenticationFailedError as exc:
         raise authentication_failed(bootstrap, exc) from None
+    except TlsHandshakeFailed as exc:
+        raise KafkaUnreachable(f"Kafka at {bootstrap}: {exc}; {TLS_HINT}") from None
     except (KafkaError, OSError, KafkaDeadlineExceeded) as exc:
         raise KafkaUnreachable(
             f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}); check that it runs "

@@ -21,6 +21,8 @@ kafka-python would otherwise drop.
 
 from __future__ import annotations
 
+import re
+import ssl
 import time
 from typing import Any
 
@@ -35,6 +37,27 @@ from chainwatch.kafka_watch import answers
 from chainwatch.no_topic_creation import ALLOW_AUTO_CREATE, forward_topic_creation
 from schemas.kafka_security import Kafka, endpoint
 from sinks.backoff import Backoff
+
+TLS_HANDSHAKE_FAILED = "TLS handshake failed"
+
+
+class TlsHandshakeFailed(KafkaTimeoutError):  # type: ignore[misc]  # kafka-python is untyped
+    """No broker answered within the wait, and the last one reached failed the TLS
+    handshake: "TLS handshake failed (<OpenSSL's reason>)" (a KafkaTimeoutError, as a
+    broker that does not answer, to every caller that does not tell them apart)."""
+
+    def __str__(self) -> str:  # the line itself, without kafka-python's class name
+        return str(self.args[0])
+
+
+def tls_failure(exc: ssl.SSLError) -> TlsHandshakeFailed:
+    """OpenSSL's reason without its code and source line: "certificate verify failed:
+    self-signed certificate" (the broker's certificate is not trusted), and from a
+    Kafka broker that requires a client certificate, "sslv3 alert bad certificate" (none
+    was sent) or "sslv3 alert certificate unknown" (its CA did not issue the one sent)."""
+    reason = re.sub(r"^\[\w+: \w+\] | \(_ssl\.c:\d+\)$", "", str(exc))[:200]
+    return TlsHandshakeFailed(f"{TLS_HANDSHAKE_FAILED} ({reason or type(exc).__name__})")
+
 
 CLOSED_IN_SASL = "the broker closed the connection during the SASL login"
 """What a refused login says when kafka-python saw the broker's close before its answer."""
@@ -54,9 +77,12 @@ def started(factory: Any, kafka: Kafka, *, start_ms: int, **configs: Any) -> Any
     deadline = time.monotonic() + start_ms / 1000
     pause = Backoff(initial_s=0.05, max_s=1.0)  # kafka-python's reconnect backoff
     addresses = [a.strip() for a in bootstrap.split(",") if a.strip()] or [bootstrap]
-    while (reached := _answering(addresses, deadline, ssl_context)) is None:
+    tls_errors: list[ssl.SSLError] = []
+    while (reached := _answering(addresses, deadline, ssl_context, tls_errors)) is None:
         left = deadline - time.monotonic()
         if left <= 0:
+            if tls_errors:
+                raise tls_failure(tls_errors[-1])
             raise KafkaTimeoutError(f"no broker of {bootstrap} answered within {start_ms} ms")
         time.sleep(min(pause.next(), left))
     network_client = factory.DEFAULT_CONFIG["kafka_client"]
@@ -130,10 +156,19 @@ def _note_authentication_failures(network_client: Any, refusals: list[KafkaError
     manager.get_connection = noting
 
 
-def _answering(addresses: list[str], deadline: float, ssl_context: Any = None) -> str | None:
+def _answering(
+    addresses: list[str],
+    deadline: float,
+    ssl_context: Any = None,
+    tls_errors: list[ssl.SSLError] | None = None,
+) -> str | None:
     """The first of `addresses` whose broker answers before `deadline`, each given an even
     share of the time left: given all of it, a broker that accepts and never answers (hung,
     or black-holed) listed first took the whole bootstrap wait, and one of a cluster down
-    kept every client (and the process waiting for Kafka) from starting."""
+    kept every client (and the process waiting for Kafka) from starting. `tls_errors`:
+    as `answers` keeps them."""
     share = max((deadline - time.monotonic()) / len(addresses), 0.01)
-    return next((a for a in addresses if answers(a, share, ssl_context=ssl_context)), None)
+    return next(
+        (a for a in addresses if answers(a, share, ssl_context=ssl_context, tls_errors=tls_errors)),
+        None,
+    )

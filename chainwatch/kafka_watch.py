@@ -91,10 +91,22 @@ _API_VERSIONS_V0 = struct.pack(">hhih", 18, 0, 1, 10) + b"chainwatch"
 """ApiVersions v0 request header: api_key 18, version 0, correlation id 1, client id."""
 
 
-def answers(bootstrap: str, timeout_s: float, *, ssl_context: ssl.SSLContext | None = None) -> bool:
+def answers(
+    bootstrap: str,
+    timeout_s: float,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    tls_errors: list[ssl.SSLError] | None = None,
+) -> bool:
     """True when a broker of `bootstrap` (host:port[,host:port...]) answers an
     ApiVersions request within `timeout_s`; over TLS with `ssl_context` (an SSL or
-    SASL_SSL listener; a SASL listener answers ApiVersions before authentication)."""
+    SASL_SSL listener; a SASL listener answers ApiVersions before authentication).
+
+    `tls_errors` keeps why the last broker that was reached failed the TLS handshake
+    (an untrusted certificate of its; no client certificate, or one it does not trust,
+    where it requires one): appended to at each such failure, emptied when a broker
+    refuses the connection or closes it outside TLS (a broker that does not answer in
+    time leaves it as it is)."""
     request = struct.pack(">i", len(_API_VERSIONS_V0)) + _API_VERSIONS_V0
     for address in bootstrap.split(","):
         host, port = _host_port(address.strip())
@@ -113,8 +125,14 @@ def answers(bootstrap: str, timeout_s: float, *, ssl_context: ssl.SSLContext | N
                     head += chunk
             if len(head) == 8 and struct.unpack(">ii", head)[1] == 1:
                 return True
-        except (OSError, ValueError):
+        except ssl.SSLError as exc:
+            if tls_errors is not None:
+                tls_errors.append(exc)
+        except TimeoutError:
             continue
+        except (OSError, ValueError):
+            if tls_errors is not None:
+                tls_errors.clear()
     return False
 
 

@@ -222,8 +222,9 @@ def metadata_ok(bootstrap: Kafka, timeout_s: float = 5.0) -> bool:
 def kafka_problem(bootstrap: Kafka, timeout_s: float = 5.0) -> str | None:
     """None when the broker answers a metadata request within `timeout_s` (the readiness
     probe), else what is wrong: "authentication failed (<the broker's reason>)" when it
-    refused this client's credentials (`kafka_admin.login_refused`), "does not answer"
-    otherwise."""
+    refused this client's credentials (`kafka_admin.login_refused`), "TLS handshake
+    failed (<OpenSSL's reason>)" when the last broker reached failed it
+    (`kafka_start.tls_failure`), "does not answer" otherwise."""
     from kafka.errors import KafkaError, SaslAuthenticationFailedError
 
     from chainwatch.kafka_admin import (
@@ -233,6 +234,7 @@ def kafka_problem(bootstrap: Kafka, timeout_s: float = 5.0) -> str | None:
         login_refused,
         started_admin,
     )
+    from chainwatch.kafka_start import TlsHandshakeFailed
 
     def probe() -> bool:
         admin = started_admin(bootstrap, request_ms=int(timeout_s * 1000))
@@ -246,6 +248,8 @@ def kafka_problem(bootstrap: Kafka, timeout_s: float = 5.0) -> str | None:
         bounded(probe, timeout_s=timeout_s + 2, what="a metadata request")
     except SaslAuthenticationFailedError as exc:
         return login_refused(exc)
+    except TlsHandshakeFailed as exc:
+        return str(exc)
     except (KafkaError, OSError, ValueError, KafkaDeadlineExceeded):
         return "does not answer"
     return None

@@ -61,6 +61,34 @@ def sasl(
     )
 
 
+def certificate_authority(folder: Path, name: str) -> tuple[Path, Path]:
+    """A CA of a test's own (`name`.pem, `name`-key.pem in `folder`; the `openssl` CLI)."""
+    cert, key = folder / f"{name}.pem", folder / f"{name}-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def issued(folder: Path, ca: tuple[Path, Path], name: str) -> tuple[Path, Path]:
+    """A certificate for `name` signed by `ca` (its certificate, its key), valid for
+    127.0.0.1 (a broker's or a client's), and its key: `name`.pem, `name`-key.pem."""
+    cert, key = folder / f"{name}.pem", folder / f"{name}-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+         "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:FALSE",
+         "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
 @contextmanager
 def secured_broker(
     data_dir: Path,
@@ -69,9 +97,11 @@ def secured_broker(
     *,
     cafile: Path | None = None,
     more: Mapping[str, str] | None = None,
+    security: KafkaSecurity | None = None,
 ) -> Iterator[str]:
     """A broker on `port` (its controller on the next) with one `protocol` listener, for
-    clients and between brokers alike; its bootstrap. `more`: further overrides (TLS)."""
+    clients and between brokers alike; its bootstrap. `more`: further overrides (TLS);
+    `security`: how the start's probe connects (default: `admin` through SASL PLAIN)."""
     settings = Settings(
         data_dir=data_dir, kafka={"local_port": port, "local_controller_port": port + 1}
     )
@@ -88,7 +118,7 @@ def secured_broker(
         f"listener.name.{protocol.lower()}.scram-sha-512.sasl.jaas.config": SCRAM_JAAS,
         **(more or {}),
     }
-    security = sasl(protocol, ADMIN_PASSWORD, user="admin", cafile=cafile)
+    security = security or sasl(protocol, ADMIN_PASSWORD, user="admin", cafile=cafile)
     broker = LocalBroker(settings, overrides, security=security)
     try:
         yield broker.start().bootstrap

@@ -154,3 +154,33 @@ def test_the_watch_reads_bootstrap_addresses_as_kafka_clients_do() -> None:
     assert _host_port("kafka-0.kafka:19092") == ("kafka-0.kafka", 19092)
     assert _host_port("[::1]:9093") == ("::1", 9093)
     assert _host_port("[::1]") == ("::1", 9092)
+
+
+def test_the_watch_keeps_why_the_last_broker_reached_failed_tls() -> None:
+    """What `kafka_start.started` reports once no broker answered: the TLS failure of the
+    last broker reached, forgotten when a broker refuses the connection (it is down, not
+    refusing TLS), kept through one that does not answer in time."""
+    import ssl
+
+    from dead_servers import DeadServer
+
+    from chainwatch.kafka_watch import answers
+
+    context = ssl.create_default_context()
+    failures: list[ssl.SSLError] = []
+    servers = {kind: DeadServer(kind) for kind in ("garbage", "silent", "closed")}
+    try:
+
+        def ask(kind: str) -> bool:
+            address = f"127.0.0.1:{servers[kind].port}"
+            return answers(address, 0.5, ssl_context=context, tls_errors=failures)
+
+        assert not ask("garbage")  # not a TLS answer: OpenSSL's "wrong version number"
+        assert [type(f) for f in failures] == [ssl.SSLError]
+        assert not ask("silent")
+        assert len(failures) == 1
+        assert not ask("closed")
+        assert failures == []
+    finally:
+        for server in servers.values():
+            server.close()

@@ -1,0 +1,133 @@
+"""The clients over mutual TLS: a broker of the module's own whose only listener is SSL
+and requires a client certificate (`ssl.client.auth=required`), its certificate and the
+clients' issued by a CA the module makes (the `openssl` CLI), all given to the broker as
+PEM. The clients are configured as a deployment configures them, through the settings
+(`CHAINWATCH_KAFKA__SECURITY_PROTOCOL=SSL`, `__SSL_CAFILE`, `__SSL_CERTFILE`,
+`__SSL_KEYFILE`): the readiness probe (`require_kafka`, `doctor`'s) passes with the
+client certificate and says "TLS handshake failed (...)" in one line within its deadline
+without one, or with one of another CA; records go through aiokafka (the gateway's
+publisher to the sink's consumer) and kafka-python (the simulator's producer, the
+admin clients) and are read back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from secured_kafka import certificate_authority, issued, publish_and_read, secured_broker
+
+from chainwatch.cli_context import require_kafka
+from chainwatch.doctor import _kafka as doctor_kafka_check
+from chainwatch.errors import UserError
+from chainwatch.settings import Settings
+from chainwatch.simulator_outputs.kafka_out import KafkaPublisher
+from chainwatch.topic_read import read_to_end
+from schemas.kafka_security import KafkaSecurity
+from simulator.records import SimRecord
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PROBE_S = 3.0
+TLS_HINT = "CHAINWATCH_KAFKA__SSL_CERTFILE"
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    client: tuple[Path, Path]  # certificate, key: issued by `ca`
+    stranger: tuple[Path, Path]  # issued by another CA
+
+
+@pytest.fixture(scope="module")
+def mtls_broker(
+    tmp_path_factory: pytest.TempPathFactory, spare_kafka_port: int
+) -> Iterator[tuple[str, Pki]]:
+    """The broker's bootstrap and the certificates of its clients."""
+    pem = tmp_path_factory.mktemp("mtls-pem")
+    ca = certificate_authority(pem, "ca")
+    cert, key = issued(pem, ca, "broker")
+    pki = Pki(
+        ca[0], issued(pem, ca, "client"), issued(pem, certificate_authority(pem, "other"), "x")
+    )
+    keystore = pem / "keystore.pem"  # Kafka's PEM key store: the key, then its certificate
+    keystore.write_bytes(key.read_bytes() + cert.read_bytes())
+    tls = {
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(keystore),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(ca[0]),  # the clients' CA
+        "ssl.client.auth": "required",
+    }
+    # the broker's start waits for its own probe, which needs a client certificate too
+    probe = KafkaSecurity("SSL", ssl_cafile=ca[0], ssl_certfile=cert, ssl_keyfile=key)
+    data_dir = tmp_path_factory.mktemp("mtls-broker")
+    with secured_broker(data_dir, spare_kafka_port, "SSL", more=tls, security=probe) as bootstrap:
+        yield bootstrap, pki
+
+
+def _settings(
+    tmp_path: Path, bootstrap: str, pki: Pki, client: tuple[Path, Path] | None
+) -> Settings:
+    """The settings a deployment gives (what CHAINWATCH_KAFKA__* would set)."""
+    kafka: dict[str, object] = {
+        "bootstrap_servers": bootstrap,
+        "security_protocol": "SSL",
+        "ssl_cafile": pki.ca,
+        "probe_timeout_s": PROBE_S,
+        "replication_factor": 1,
+        "partitions": 1,
+        "topic_prefix": f"t{uuid.uuid4().hex[:8]}-",
+    }
+    if client is not None:
+        kafka |= {"ssl_certfile": client[0], "ssl_keyfile": client[1]}
+    return Settings(data_dir=tmp_path, kafka=kafka)
+
+
+def test_the_probe_passes_with_the_client_certificate_and_says_tls_failed_without(
+    mtls_broker: tuple[str, Pki], tmp_path: Path
+) -> None:
+    bootstrap, pki = mtls_broker
+    good = _settings(tmp_path, bootstrap, pki, pki.client)
+    require_kafka(good)
+    assert doctor_kafka_check(good).ok
+    for client in (None, pki.stranger):  # no certificate; one the broker's CA did not issue
+        cfg = _settings(tmp_path, bootstrap, pki, client)
+        began = time.monotonic()
+        with pytest.raises(UserError) as refused:
+            require_kafka(cfg)
+        assert time.monotonic() - began < PROBE_S + 3  # its deadline (and the bound's 2 s)
+        said = str(refused.value)
+        assert said.startswith(f"Kafka at {bootstrap}: TLS handshake failed ("), said
+        assert "\n" not in said, said
+        assert TLS_HINT in said, said
+        check = doctor_kafka_check(cfg)
+        assert not check.ok, check
+        assert check.detail.startswith("TLS handshake failed ("), check
+
+
+def test_records_round_trip_through_aiokafka_and_kafka_python_clients(
+    mtls_broker: tuple[str, Pki], tmp_path: Path
+) -> None:
+    bootstrap, pki = mtls_broker
+    cfg = _settings(tmp_path, bootstrap, pki, pki.client)
+    # aiokafka: the gateway's publisher writes, the sink's consumer reads (the topic made
+    # by kafka-python's admin client)
+    publish_and_read(cfg.kafka.endpoint)
+    # kafka-python: the simulator's producer (its topics made by the admin client)
+    publisher = KafkaPublisher(cfg)
+    sent = [SimRecord("scans", f"o{i}", f'{{"n": {i}}}', at_ms=0) for i in range(3)]
+    try:
+        for record in sent:
+            publisher.send(record)
+    finally:
+        publisher.close()
+    assert publisher.failed == 0
+    read = asyncio.run(
+        read_to_end(cfg.kafka.endpoint, publisher.names("scans"), 1, stall_s=20, close_s=5)
+    )
+    assert [(r.key, r.value) for r in read] == [(r.key_bytes(), r.value_bytes()) for r in sent]
