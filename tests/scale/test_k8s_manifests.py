@@ -80,6 +80,54 @@ def _config() -> dict[str, str]:
     return data
 
 
+def _texts() -> dict[str, str]:
+    """Each manifest's text, comments included (the examples a user uncomments)."""
+    return {path.name: path.read_text() for path in [*sorted(K8S.glob("*.yaml")), COMPOSE]}
+
+
+def _documented_secrets() -> dict[str, set[str]]:
+    """The Secrets config.yaml's comments tell the user to make (`kubectl create secret
+    generic <name> --from-literal=<key>=... --from-file=<key>=...`), and their keys."""
+    made: dict[str, set[str]] = {}
+    name = None
+    for line in (K8S / "config.yaml").read_text().splitlines():
+        if not line.startswith("#"):
+            name = None
+            continue
+        if started := re.search(r"kubectl create secret generic (\S+)", line):
+            name = started.group(1)
+            made[name] = set()
+        if name is not None:
+            made[name] |= set(re.findall(r"--from-(?:literal|file)=([\w.-]+)=", line))
+            if not line.rstrip().endswith("\\"):
+                name = None
+    return made
+
+
+def _secret_settings() -> set[str]:
+    """The settings that hold a secret (a `SecretStr`: shown masked, never logged)."""
+
+    def walk(model: type[BaseModel], prefix: str) -> set[str]:
+        names: set[str] = set()
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                names |= walk(annotation, f"{prefix}{name.upper()}__")
+            elif "SecretStr" in str(annotation):
+                names.add(f"{prefix}{name.upper()}")
+        return names
+
+    return walk(Settings, "CHAINWATCH_")
+
+
+def _hook_secrets() -> set[str]:
+    """The notifier's signing secrets: the user's own names (the subscriptions' secret_env)."""
+    subscriptions = yaml.safe_load(
+        _one("Secret", "chainwatch-files")["stringData"]["subscriptions.yaml"]
+    )
+    return {e["secret_env"] for e in subscriptions["endpoints"]}
+
+
 @pytest.mark.parametrize(
     "doc",
     [d for d in _docs() if not _is_cr(d)],
@@ -119,7 +167,8 @@ def test_workers_keep_rocksdb_on_volumes_with_standby_replicas() -> None:
     assert int(env["CHAINWATCH_ENGINE__STANDBY_REPLICAS"]) >= 1
     claims = {c["metadata"]["name"] for c in worker["spec"]["volumeClaimTemplates"]}
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert mounts.keys() <= claims
+    volumes = {v["name"] for v in worker["spec"]["template"]["spec"].get("volumes", [])}
+    assert mounts.keys() <= claims | volumes  # the state on claims; a secured Kafka's files
     assert mounts["state"] == _config()["CHAINWATCH_DATA_DIR"]  # faust's RocksDB lives there
     assert worker["spec"]["replicas"] <= int(_config()["CHAINWATCH_KAFKA__PARTITIONS"])
     assert "rocksdb" in (K8S.parent / "Dockerfile").read_text()  # the image has the extra
@@ -135,11 +184,71 @@ def test_every_setting_is_a_real_one_and_every_command_exists() -> None:
             assert container["args"][0] in commands, container["args"]
     compose = yaml.safe_load(COMPOSE.read_text())
     used |= set(compose["x-chainwatch"]["environment"])
-    subscriptions = yaml.safe_load(
-        _one("Secret", "chainwatch-files")["stringData"]["subscriptions.yaml"]
+    assert used - known - _hook_secrets() == set()
+    # and every one a comment names: the commented examples (a secured Kafka's settings)
+    # are what a user uncomments, a misspelt one would be ignored with a warning
+    for name, text in _texts().items():
+        named = set(re.findall(r"\bCHAINWATCH_[A-Z0-9_]*[A-Z0-9]\b", text))
+        assert named - known - _hook_secrets() == set(), name
+
+
+def test_secrets_never_sit_in_a_config_map() -> None:
+    """A ConfigMap is readable by whoever may read the namespace's configuration, and shown
+    by `kubectl describe`: a password, the ClickHouse URL (its password) and the signing
+    secrets come from Secrets only, never a ConfigMap, its comments or a literal value."""
+    secret = _secret_settings() | _hook_secrets() | {"CHAINWATCH_KAFKA__SASL_USERNAME"}
+    assert {"CHAINWATCH_KAFKA__SASL_PASSWORD", "CHAINWATCH_CLICKHOUSE__URL"} <= secret
+    for name, text in _texts().items():
+        if name == COMPOSE.name:
+            continue
+        for doc in re.split(r"^---$", text, flags=re.M):
+            if re.search(r"^kind: ConfigMap$", doc, flags=re.M):
+                assert not [s for s in secret if s in doc], name
+    for workload in _workloads():
+        for container in _containers(workload):
+            for env in container.get("env", []):
+                if env["name"] in secret:
+                    assert "secretKeyRef" in env["valueFrom"], (container["name"], env)
+
+
+def test_every_process_reads_a_secured_kafka_s_credentials_and_files() -> None:
+    """The ConfigMap's commented SASL_SSL example works once the chainwatch-kafka Secret
+    is made: every container that reads the ConfigMap (so its security protocol) gets
+    the user and password from that Secret and its files where SSL_CAFILE, SSL_CERTFILE
+    and SSL_KEYFILE say. Optional: without the Secret, the Strimzi cluster's PLAINTEXT."""
+    commented = dict(
+        re.findall(
+            r"^  #   (CHAINWATCH_KAFKA__\w+): (\S+)", (K8S / "config.yaml").read_text(), re.M
+        )
     )
-    secrets = {e["secret_env"] for e in subscriptions["endpoints"]}  # the user's own names
-    assert used - known - secrets == set()
+    assert commented["CHAINWATCH_KAFKA__SECURITY_PROTOCOL"] == "SASL_SSL"
+    files = {
+        Path(commented[f"CHAINWATCH_KAFKA__{name}"])
+        for name in ("SSL_CAFILE", "SSL_CERTFILE", "SSL_KEYFILE")
+    }
+    (folder,) = {f.parent for f in files}
+    documented = _documented_secrets()["chainwatch-kafka"]
+    assert {"CHAINWATCH_KAFKA__SASL_USERNAME", "CHAINWATCH_KAFKA__SASL_PASSWORD"} <= documented
+    assert {f.name for f in files} <= documented
+    readers = 0
+    for workload in _workloads():
+        spec = workload["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for container in _containers(workload):
+            if {"configMapRef": {"name": "chainwatch-config"}} not in container["envFrom"]:
+                continue
+            readers += 1
+            env = {e["name"]: e.get("valueFrom", {}) for e in container.get("env", [])}
+            for name in ("CHAINWATCH_KAFKA__SASL_USERNAME", "CHAINWATCH_KAFKA__SASL_PASSWORD"):
+                assert env[name]["secretKeyRef"] == {
+                    "name": "chainwatch-kafka", "key": name, "optional": True
+                }, (container["name"], name)  # fmt: skip
+            (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(folder)]
+            secret = volumes[mount["name"]]["secret"]
+            assert secret["secretName"] == "chainwatch-kafka"
+            assert secret["optional"] is True
+            assert {i["path"] for i in secret["items"]} == {f.name for f in files}
+    assert readers == 5  # the worker, the sink and its migration, the notifier, the gateway
 
 
 def test_probes_use_declared_ports_and_the_health_endpoints() -> None:
@@ -158,6 +267,15 @@ def test_probes_use_declared_ports_and_the_health_endpoints() -> None:
                     assert container[probe]["httpGet"]["port"] in ports
 
 
+def _secret_keys(secrets: dict[str, dict[str, str]], name: str, optional: bool | None) -> set[str]:
+    """The keys of Secret `name`: one of the manifests', or, read as optional, one the
+    user is told to make (config.yaml's comments)."""
+    if name in secrets:
+        return set(secrets[name])
+    assert optional, f"{name}: neither in the manifests nor read as optional"
+    return _documented_secrets()[name]
+
+
 def test_references_resolve() -> None:
     secrets = {d["metadata"]["name"]: d["stringData"] for d in _by_kind("Secret")}
     configmaps = {d["metadata"]["name"] for d in _by_kind("ConfigMap")}
@@ -169,11 +287,12 @@ def test_references_resolve() -> None:
             for env in container.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
-                    assert ref["key"] in secrets[ref["name"]]
+                    assert ref["key"] in _secret_keys(secrets, ref["name"], ref.get("optional"))
         for volume in spec.get("volumes", []):
             secret = volume["secret"]
             for item in secret["items"]:
-                assert item["key"] in secrets[secret["secretName"]]
+                keys = _secret_keys(secrets, secret["secretName"], secret.get("optional"))
+                assert item["key"] in keys
     labels = [w["spec"]["selector"]["matchLabels"] for w in _workloads()]
     for pdb in _by_kind("PodDisruptionBudget"):
         assert pdb["spec"]["selector"]["matchLabels"] in labels
@@ -198,6 +317,8 @@ def test_strimzi_kafka_replicates_like_the_settings_say() -> None:
     plain = [x for x in kafka["spec"]["kafka"]["listeners"] if not x["tls"]]
     bootstrap = f"{kafka['metadata']['name']}-kafka-bootstrap:{plain[0]['port']}"
     assert _config()["CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS"] == bootstrap
+    assert "authentication" not in plain[0]  # a PLAINTEXT listener, as the settings say
+    assert _config()["CHAINWATCH_KAFKA__SECURITY_PROTOCOL"] == "PLAINTEXT"
 
 
 def test_altinity_clickhouse_has_the_cluster_macros_and_keeper_the_schema_needs() -> None:
