@@ -1,6 +1,8 @@
 """A broker of a test's own whose only client listener is secured (SASL_PLAINTEXT or
-SASL_SSL, the PLAIN mechanism, users from a JAAS line), and a round trip through it:
-the gateway's publisher writes, the sink's consumer reads (test_kafka_sasl*.py)."""
+SASL_SSL, the PLAIN mechanism, users from a JAAS line; or SSL requiring a client
+certificate, its certificates from a CA made here), and a round trip through it: the
+gateway's publisher writes, the sink's consumer reads (test_kafka_sasl*.py,
+test_kafka_mtls.py)."""
 
 from __future__ import annotations
 
