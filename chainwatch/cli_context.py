@@ -75,7 +75,7 @@ def check_plan(cfg: Settings) -> None:
 def require_kafka(cfg: Settings, timeout_s: float | None = None) -> None:
     """Fail in one line within seconds when the broker does not answer (no library noise)."""
     from chainwatch.kafka_admin import AUTHENTICATION_FAILED, AUTHENTICATION_HINT, TLS_HINT
-    from chainwatch.kafka_start import TLS_HANDSHAKE_FAILED
+    from chainwatch.kafka_watch import TLS_HANDSHAKE_FAILED
     from chainwatch.local_kafka import kafka_problem
     from chainwatch.logs import silenced
 

@@ -68,7 +68,7 @@ def _java() -> Check:
 
 def _kafka(settings: Settings) -> Check:
     from chainwatch.kafka_admin import AUTHENTICATION_FAILED, AUTHENTICATION_HINT, TLS_HINT
-    from chainwatch.kafka_start import TLS_HANDSHAKE_FAILED
+    from chainwatch.kafka_watch import TLS_HANDSHAKE_FAILED
     from chainwatch.local_kafka import kafka_problem
     from chainwatch.logs import silenced
 

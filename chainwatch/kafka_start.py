@@ -21,7 +21,6 @@ kafka-python would otherwise drop.
 
 from __future__ import annotations
 
-import re
 import ssl
 import time
 from typing import Any
@@ -33,12 +32,10 @@ from kafka.errors import (
     SaslAuthenticationFailedError,
 )
 
-from chainwatch.kafka_watch import answers
+from chainwatch.kafka_watch import answers, tls_failed
 from chainwatch.no_topic_creation import ALLOW_AUTO_CREATE, forward_topic_creation
 from schemas.kafka_security import Kafka, endpoint
 from sinks.backoff import Backoff
-
-TLS_HANDSHAKE_FAILED = "TLS handshake failed"
 
 
 class TlsHandshakeFailed(KafkaTimeoutError):  # type: ignore[misc]  # kafka-python is untyped
@@ -51,12 +48,7 @@ class TlsHandshakeFailed(KafkaTimeoutError):  # type: ignore[misc]  # kafka-pyth
 
 
 def tls_failure(exc: ssl.SSLError) -> TlsHandshakeFailed:
-    """OpenSSL's reason without its code and source line: "certificate verify failed:
-    self-signed certificate" (the broker's certificate is not trusted), and from a
-    Kafka broker that requires a client certificate, "sslv3 alert bad certificate" (none
-    was sent) or "sslv3 alert certificate unknown" (its CA did not issue the one sent)."""
-    reason = re.sub(r"^\[\w+: \w+\] | \(_ssl\.c:\d+\)$", "", str(exc))[:200]
-    return TlsHandshakeFailed(f"{TLS_HANDSHAKE_FAILED} ({reason or type(exc).__name__})")
+    return TlsHandshakeFailed(tls_failed(exc))
 
 
 CLOSED_IN_SASL = "the broker closed the connection during the SASL login"

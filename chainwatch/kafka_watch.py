@@ -14,6 +14,7 @@ would log four lines of refused connections at every check of an outage.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import ssl
 import struct
@@ -45,18 +46,27 @@ class KafkaWatch:
         self.timeout_s = timeout_s
         self._probe = probe or self._metadata
         self._down_since: datetime | None = None
+        self._tls_failure: str | None = None
+        """"TLS handshake failed (<reason>)" when the last check failed so: an expired or
+        replaced certificate is not a broker that does not answer."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _metadata(self) -> bool:
-        return answers(self.bootstrap, self.timeout_s, ssl_context=self.ssl_context)
+        tls_errors: list[ssl.SSLError] = []
+        ok = answers(
+            self.bootstrap, self.timeout_s, ssl_context=self.ssl_context, tls_errors=tls_errors
+        )
+        self._tls_failure = None if ok or not tls_errors else tls_failed(tls_errors[-1])
+        return ok
 
     def problem(self) -> str | None:
         """Why the process is not ready for Kafka's sake, None when the last check passed."""
-        since = self._down_since
+        since, tls = self._down_since, self._tls_failure
         if since is None:
             return None
-        return f"Kafka at {self.bootstrap} does not answer (since {since:%Y-%m-%dT%H:%M:%SZ})"
+        what = "does not answer" if tls is None else f"answers, but: {tls}"
+        return f"Kafka at {self.bootstrap} {what} (since {since:%Y-%m-%dT%H:%M:%SZ})"
 
     def check(self) -> None:
         """One check (the thread's step), logging a change either way."""
@@ -66,7 +76,12 @@ class KafkaWatch:
             ok = False
         if not ok and self._down_since is None:
             self._down_since = datetime.now(UTC)
-            log.warning("kafka_not_answering", bootstrap=self.bootstrap, ready=False)
+            log.warning(
+                "kafka_not_answering",
+                bootstrap=self.bootstrap,
+                ready=False,
+                **({} if self._tls_failure is None else {"reason": self._tls_failure}),
+            )
         elif ok and self._down_since is not None:
             down_s = (datetime.now(UTC) - self._down_since).total_seconds()
             self._down_since = None
@@ -85,6 +100,18 @@ class KafkaWatch:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+TLS_HANDSHAKE_FAILED = "TLS handshake failed"
+
+
+def tls_failed(exc: ssl.SSLError) -> str:
+    """OpenSSL's reason without its code and source line: "certificate verify failed:
+    self-signed certificate" (the broker's certificate is not trusted), and from a
+    Kafka broker that requires a client certificate, "sslv3 alert bad certificate" (none
+    was sent) or "sslv3 alert certificate unknown" (its CA did not issue the one sent)."""
+    reason = re.sub(r"^\[\w+: \w+\] | \(_ssl\.c:\d+\)$", "", str(exc))[:200]
+    return f"{TLS_HANDSHAKE_FAILED} ({reason or type(exc).__name__})"
 
 
 _API_VERSIONS_V0 = struct.pack(">hhih", 18, 0, 1, 10) + b"chainwatch"

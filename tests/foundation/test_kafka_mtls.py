@@ -24,6 +24,7 @@ from secured_kafka import certificate_authority, issued, publish_and_read, secur
 from chainwatch.cli_context import require_kafka
 from chainwatch.doctor import _kafka as doctor_kafka_check
 from chainwatch.errors import UserError
+from chainwatch.kafka_watch import KafkaWatch
 from chainwatch.settings import Settings
 from chainwatch.simulator_outputs.kafka_out import KafkaPublisher
 from chainwatch.topic_read import read_to_end
@@ -108,6 +109,29 @@ def test_the_probe_passes_with_the_client_certificate_and_says_tls_failed_withou
         check = doctor_kafka_check(cfg)
         assert not check.ok, check
         assert check.detail.startswith("TLS handshake failed ("), check
+
+
+def test_a_running_processs_readiness_says_tls_failed_not_does_not_answer(
+    mtls_broker: tuple[str, Pki], tmp_path: Path
+) -> None:
+    """A certificate that expires or is replaced while a worker runs: its /readyz named a
+    broker that does not answer, which sent the on-call to the network, not the PKI."""
+    bootstrap, pki = mtls_broker
+    for client, said in ((pki.client, None), (None, "bad certificate"), (pki.stranger, "unknown")):
+        kafka = _settings(tmp_path, bootstrap, pki, client).kafka
+        watch = KafkaWatch(
+            kafka.bootstrap, timeout_s=PROBE_S, ssl_context=kafka.security.ssl_context
+        )
+        watch.check()
+        problem = watch.problem()
+        if said is None:
+            assert problem is None
+        else:
+            assert problem is not None
+            assert problem.startswith(
+                f"Kafka at {bootstrap} answers, but: TLS handshake failed ("
+            ), problem
+            assert said in problem, problem
 
 
 def test_records_round_trip_through_aiokafka_and_kafka_python_clients(
