@@ -56,18 +56,6 @@ def _run(since: str, endpoint: list[str] | None, *, sending: bool) -> Run:
     )
 
 
-def _warn_unknown(run: Run, summary: Summary) -> None:
-    """A mistyped --endpoint would list nothing and say only "0 given up": name it.
-
-    Not refused: an endpoint removed from the file still has its deliveries listed."""
-    seen = {item.letter.endpoint for item in summary.given_up}
-    for name in sorted(run.endpoints - run.configured.keys() - seen):
-        _progress(
-            f"warning: --endpoint {name!r} is no endpoint of the subscriptions file, "
-            "and none of that name gave a delivery up in the window"
-        )
-
-
 def _skipped(summary: Summary) -> str:
     return (
         f"; {summary.skipped_records} records that are no log record skipped"
@@ -84,9 +72,7 @@ def register(app: typer.Typer) -> None:
         """List the deliveries given up, and whether resend would re-send each (reads only)."""
         from chainwatch.deliveries import run_given_up
 
-        run = _run(since, endpoint, sending=False)  # no secret needed
-        summary = run_given_up(run)
-        _warn_unknown(run, summary)
+        summary = run_given_up(_run(since, endpoint, sending=False))  # no secret needed
         for item in summary.given_up:
             _print(_line(item))
         err.print(
@@ -108,9 +94,7 @@ def register(app: typer.Typer) -> None:
         from chainwatch.deliveries import run_resend
 
         # --dry-run too checks the file as resend does: it says whether resend would run
-        run = _run(since, endpoint, sending=True)
-        summary = run_resend(run, dry_run=dry_run)
-        _warn_unknown(run, summary)
+        summary = run_resend(_run(since, endpoint, sending=True), dry_run=dry_run)
         if dry_run:
             for item in summary.given_up:
                 _print(_line(item))
