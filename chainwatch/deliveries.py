@@ -90,7 +90,7 @@ class Summary:
     failed: int = 0
     stopped: bool = False
     not_tried: int = 0
-    """Re-sends not started because of a stop."""
+    """Re-sends not done because of a stop: not started, or stopped in a retry wait."""
 
     @property
     def to_resend(self) -> list[GivenUp]:
@@ -198,9 +198,9 @@ class Run:
         clients: dict[str, tuple[httpx.AsyncClient, EndpointHealth]] = {}
         try:
             for number, given_up in enumerate(todo, 1):
-                if stop.is_set():
+                if stop.is_set():  # added to one stopped in its retry wait, if any
                     self.summary.stopped = True
-                    self.summary.not_tried = len(todo) - number + 1
+                    self.summary.not_tried += len(todo) - number + 1
                     break
                 await self._one(given_up, f"[{number}/{len(todo)}]", producer, clients, stop)
         finally:

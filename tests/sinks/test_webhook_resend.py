@@ -56,10 +56,11 @@ class Received:
 
 @dataclass
 class Receiver:
-    """`/ops` answers 410 while `broken`, else 200; `/gone` always 400."""
+    """`/ops` answers `broken_status` (410) while `broken`, else 200; `/gone` always 400."""
 
     port: int = 0
     broken: bool = True
+    broken_status: int = 410
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -83,7 +84,7 @@ def receiver() -> Iterator[Receiver]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             with state.lock:
                 state.requests.append(Received(self.path, headers, body))
-            status = 400 if self.path == "/gone" else 410 if state.broken else 200
+            status = 400 if self.path == "/gone" else state.broken_status if state.broken else 200
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -240,6 +241,46 @@ def test_resend_delivers_the_latest_given_up_message_of_each_alert_once(
     assert "0 re-sent" in again.stderr
     assert len(receiver.requests) == sent_before
     assert (len(_logs(settings)), len(_letters(settings))) == (logs_before + 6, letters_before + 3)
+
+
+def test_a_stop_during_a_retry_wait_counts_that_delivery_as_not_re_sent(
+    settings_factory: Callable[..., Settings],
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C while the first re-send waits to retry a 503: it stays given up, as does the
+    second, never started; the summary said `stopped: 1 not re-sent` (the count of those
+    not started replaced the one stopped in its wait)."""
+    subs = tmp_path / "subscriptions.yaml"
+    _subscriptions(subs, receiver.port, ("ops",))
+    settings = settings_factory(webhooks=loopback_webhooks(subs))
+    prepare_all_topics(settings)
+    _notify(settings, [make_alert(1), make_alert(2)])  # both given up (410)
+    letters_before, logs_before = len(_letters(settings)), len(_logs(settings))
+    receiver.broken_status = 503  # still down, now retried
+    real_progress = deliveries_command._progress
+
+    def progress(text: str) -> None:
+        real_progress(text)
+        if text.startswith("[1/2]") and ": attempt failed: HTTP 503" in text:
+            os.kill(os.getpid(), signal.SIGINT)  # before the wait for its retry
+
+    monkeypatch.setattr(deliveries_command, "_progress", progress)
+    capsys.readouterr()
+    stopped = cli_in_process(
+        ["deliveries", "resend", "--since", "1h"],
+        settings.to_env(),
+        monkeypatch,
+        capsys,
+        settings_built=True,
+    )
+    assert stopped.returncode == 130, stopped.stderr
+    assert "stopped before its retry; it stays given up" in stopped.stderr
+    assert "0 re-sent: 0 delivered, 0 given up again; stopped: 2 not re-sent" in stopped.stderr
+    assert len(receiver.got("/ops")) == 2 + 1  # the notifier's two, one re-send attempt
+    assert (len(_letters(settings)), len(_logs(settings))) == (letters_before, logs_before)
 
 
 @pytest.mark.parametrize("since", ["yesterday", "999999d"])
