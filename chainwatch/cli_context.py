@@ -51,7 +51,8 @@ def settings() -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = "CHAINWATCH_" + "__".join(str(p).upper() for p in first["loc"])
-        raise UserError(f"{where}: {first['msg']}") from None
+        # a model's own check (Kafka security, a pair of settings) is pydantic's "Value error"
+        raise UserError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
     except (SettingsError, RecursionError) as exc:  # a value's JSON (the sections')
         lines = unreadable_json(os.environ)
         raise UserError("; ".join(lines) if lines else str(exc)) from None

@@ -336,6 +336,23 @@ def test_no_float_setting_takes_an_absurd_value_and_the_error_names_it(
         assert message == f"{name}: Input should be a finite number"
 
 
+def test_a_section_s_own_check_is_said_without_pydantic_s_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kafka security that cannot work (docs/scaling.md) stops a command in one line; it
+    read `CHAINWATCH_KAFKA: Value error, the local broker is PLAINTEXT: ...`."""
+    from chainwatch import cli_context
+    from chainwatch.errors import UserError
+
+    for key in [k for k in os.environ if k.upper().startswith("CHAINWATCH_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("CHAINWATCH_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setattr(cli_context, "state", {})
+    with pytest.raises(UserError) as refused:
+        cli_context.settings()
+    assert str(refused.value).startswith("CHAINWATCH_KAFKA: the local broker is PLAINTEXT: ")
+
+
 def test_the_longest_ttl_stays_within_clickhouse_s_datetime() -> None:
     """ClickHouse's DateTime ends on 2106-02-07: `now + toIntervalDay(40000)` was 1999."""
     longest = Settings(clickhouse={"ttl_days": MAX_TTL_DAYS})  # type: ignore[arg-type]
