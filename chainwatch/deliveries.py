@@ -88,6 +88,11 @@ class Summary:
     """Records of the two topics that are no log record (not read as one)."""
     delivered: int = 0
     failed: int = 0
+    unknown_endpoints: list[str] = field(default_factory=list)
+    """`--endpoint` names neither in the subscriptions file nor on a dead letter of the
+    window: a typo, most likely (said as a warning; a removed endpoint's are kept)."""
+    configured_endpoints: list[str] = field(default_factory=list)
+    """The subscriptions file's endpoint names (a warning lists them)."""
     stopped: bool = False
     not_tried: int = 0
     """Re-sends not done because of a stop: not started, or stopped in a retry wait."""
@@ -174,8 +179,12 @@ class Run:
             kafka.endpoint, topics[1], counts[topics[1]], self.since - horizon - margin,
             timeout_s=self.kafka_s,
         )  # fmt: skip
+        parsed = _parse(letters, WebhookDeadLetter, self.summary)
+        named = self.configured.keys() | {d.endpoint for d in parsed if d.failed_at >= self.since}
+        self.summary.unknown_endpoints = sorted(self.endpoints - named)
+        self.summary.configured_endpoints = sorted(self.configured)
         self.summary.given_up = select(
-            _parse(letters, WebhookDeadLetter, self.summary),
+            parsed,
             _parse(logs, DeliveryLog, self.summary),
             since=self.since,
             endpoints=self.endpoints,

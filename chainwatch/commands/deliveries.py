@@ -56,6 +56,25 @@ def _run(since: str, endpoint: list[str] | None, *, sending: bool) -> Run:
     )
 
 
+SHOWN_NAMES = 10
+"""A warning lists at most this many of the file's endpoint names."""
+
+
+def _warn_unknown(summary: Summary, since: str) -> None:
+    shown = summary.configured_endpoints[:SHOWN_NAMES]
+    more = len(summary.configured_endpoints) - len(shown)
+    names = ", ".join(shown) + (f" and {more} more" if more else "")
+    for name in summary.unknown_endpoints:
+        err.print(
+            cell_text(
+                f"warning: --endpoint {name!r} is no endpoint of the subscriptions file "
+                f"({names}) and gave up nothing since {since}"
+            ),
+            markup=False,
+            highlight=False,
+        )
+
+
 def _skipped(summary: Summary) -> str:
     return (
         f"; {summary.skipped_records} records that are no log record skipped"
@@ -73,6 +92,7 @@ def register(app: typer.Typer) -> None:
         from chainwatch.deliveries import run_given_up
 
         summary = run_given_up(_run(since, endpoint, sending=False))  # no secret needed
+        _warn_unknown(summary, since)
         for item in summary.given_up:
             _print(_line(item))
         err.print(
@@ -95,6 +115,7 @@ def register(app: typer.Typer) -> None:
 
         # --dry-run too checks the file as resend does: it says whether resend would run
         summary = run_resend(_run(since, endpoint, sending=True), dry_run=dry_run)
+        _warn_unknown(summary, since)
         if dry_run:
             for item in summary.given_up:
                 _print(_line(item))

@@ -178,8 +178,19 @@ def test_resend_delivers_the_latest_given_up_message_of_each_alert_once(
     assert "a later message of this alert was delivered" in three_ops[0]
     four_open = next(line for line in lines if four.alert_id in line and "  ops  " in line)
     assert "given up again later" in four_open
+    # a name neither in the file nor on a dead letter (a typo) is warned of; `gone`, out of
+    # the file but with dead letters, is not
+    named = cli("given-up", "--since", "1h", "--endpoint", "gone", "--endpoint", "opz")
+    assert named.returncode == 0, named.stderr
+    assert len(named.stdout.splitlines()) == 6  # 5 given up in step 1, 1 in step 2
+    assert named.stderr.count("warning:") == 1
+    assert (
+        "warning: --endpoint 'opz' is no endpoint of the subscriptions file (ops) and gave up "
+        "nothing since 1h"
+    ) in named.stderr
     dry = cli("resend", "--since", "1h", "--dry-run")
     assert dry.returncode == 0, dry.stderr
+    assert "warning:" not in dry.stderr
     assert dry.stdout == listed.stdout
     assert "3 would be re-sent (dry run: nothing sent)" in dry.stderr
     # read-only: no request, no record
