@@ -25,6 +25,7 @@ from chainwatch.settings import Settings
 from chainwatch.topic_partitions import check_partitions, input_topics
 from schemas.plan import load_plan
 from sinks.backoff import Backoff
+from sinks.clickhouse import metrics as sink_metrics
 from sinks.clickhouse.connection import (
     CONNECT_DEADLINE_S,
     SerializedClient,
@@ -168,17 +169,24 @@ def _open_and_migrate(settings: Settings, deadlines: Deadlines) -> SerializedCli
 
 
 async def _open_store(settings: Settings, stop: asyncio.Event) -> SerializedClient | None:
+    """The store, opened and migrated, retried until it is (None: `stop` came first);
+    `chainwatch_sink_paused` is 1 meanwhile, as for an outage once running: a sink that
+    (re)starts while ClickHouse is down consumes nothing, and the alert on the gauge
+    (ChainwatchSinkPaused) is the one that says so."""
     backoff = Backoff(0.2, settings.sink.max_backoff_s)
     delay = backoff.next()
     while not stop.is_set():
         deadlines = Deadlines(CONNECT_DEADLINE_S, str(settings.clickhouse.redacted_url()))
         try:
-            return await _unless_stopped(
+            client = await _unless_stopped(
                 stop, deadlines, functools.partial(_open_and_migrate, settings, deadlines)
             )
+            sink_metrics.PAUSED.set(0)
+            return client
         except _Stopped:
             return None
         except (StoreUnavailable, OperationalError) as exc:
+            sink_metrics.PAUSED.set(1)
             log.warning("clickhouse_unavailable", error=str(exc), retry_in_s=delay)
         try:
             async with asyncio.timeout(delay):  # not wait_for: 3.11's may drop a cancel

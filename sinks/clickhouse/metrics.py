@@ -26,7 +26,11 @@ INSERT_RETRIES = Counter(
     "chainwatch_sink_insert_retries", "Failed ClickHouse calls that will be retried"
 )
 BUFFERED_ROWS = Gauge("chainwatch_sink_buffered_rows", "Rows waiting in the sink's buffers")
-PAUSED = Gauge("chainwatch_sink_paused", "1 while consumption is paused for ClickHouse")
+PAUSED = Gauge(
+    "chainwatch_sink_paused",
+    "1 while the sink waits for ClickHouse: consumption paused, or its start or a "
+    "partition's read-back retried",
+)
 FLUSH_SECONDS = Histogram(
     "chainwatch_sink_flush_seconds",
     "Time to insert all buffers and commit offsets",

@@ -296,10 +296,11 @@ class ClickHouseSink:
         while True:
             started = time.monotonic()
             try:
-                return await asyncio.to_thread(read)
+                stored = await asyncio.to_thread(read)
             except Exception as exc:  # ClickHouse unreachable or slow: wait, unless told to stop
                 self.stats.retries += 1
                 metrics.INSERT_RETRIES.inc()
+                metrics.PAUSED.set(1)  # the partition is read from nowhere meanwhile
                 if read_cut(exc):
                     log.warning(
                         "stored_offsets_read_slow",
@@ -323,6 +324,9 @@ class ClickHouseSink:
                     delay = backoff.next()
                     continue
                 raise StopRequested from exc
+            if self._failing_since is None:  # else the inserts' pause goes on
+                metrics.PAUSED.set(0)
+            return stored
 
     # --- buffering -----------------------------------------------------------
 

@@ -21,6 +21,7 @@ from sink_samples import record
 
 from chainwatch.settings import Settings
 from chainwatch.sink_runner import build_mappers
+from sinks.clickhouse import metrics as sink_metrics
 from sinks.clickhouse import migrate as migrate_module
 from sinks.clickhouse import sink as sink_module
 from sinks.clickhouse import stored_offsets
@@ -486,6 +487,27 @@ async def _waiting_to_read_back_again(
         wait_for, lambda: lines.named("stored_offsets_read_slow"), 10, "a cut read"
     )
     return stop, reading
+
+
+def test_the_paused_gauge_is_1_while_a_read_back_is_retried_and_0_once_it_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A partition assigned while ClickHouse is down is read from nowhere until its
+    read-back answers: ChainwatchSinkPaused (docs/observability.md) watches
+    `chainwatch_sink_paused`, which stayed 0 meanwhile."""
+    sink, lines = _sink_whose_read_back_is_cut(monkeypatch)
+
+    async def scenario() -> None:
+        stop, reading = await _waiting_to_read_back_again(sink, lines)
+        assert sink_metrics.PAUSED._value.get() == 1
+        stop.set()
+        with pytest.raises(StopRequested):
+            await asyncio.wait_for(reading, timeout=5)
+
+    asyncio.run(scenario())
+    answers = _sink(_Store([CLIENT_DEADLINE]))
+    asyncio.run(answers.handle(TopicPartition("s", 1), [record(scan_json(0), topic="s")]))
+    assert sink_metrics.PAUSED._value.get() == 0
 
 
 def test_a_sink_told_to_stop_while_its_read_back_is_cut_stops_at_once_with_nothing_buffered(

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from readable import line_within
@@ -84,7 +85,10 @@ def test_embedded_store_locked_by_another_process_then_released(
 def test_server_url_unreachable_keeps_retrying_and_commits_nothing(
     settings_factory: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    settings = settings_factory(clickhouse={"url": f"http://127.0.0.1:{free_port()}/cw"})
+    metrics_port = free_port()
+    settings = settings_factory(
+        clickhouse={"url": f"http://127.0.0.1:{free_port()}/cw"}, metrics_port=metrics_port
+    )
     prepare_all_topics(settings)
     publish(settings, SCANS, ((f"PO-{i % 50}".encode(), scan_json(i)) for i in range(100)))
     sink = SinkProcess(settings, tmp_path / "sink.log")
@@ -95,6 +99,10 @@ def test_server_url_unreachable_keeps_retrying_and_commits_nothing(
             what="three retries against the closed port",
         )
         assert sink.proc.poll() is None
+        # what ChainwatchSinkPaused watches: a sink started while ClickHouse is down
+        # consumes nothing, and said 0
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        assert "\nchainwatch_sink_paused 1.0\n" in metrics
         probe = KafkaConsumer(
             bootstrap_servers=settings.kafka.bootstrap,
             group_id=f"{settings.engine.app_id}-clickhouse-sink",
