@@ -152,6 +152,8 @@ class Run:
         self.configured: dict[str, Endpoint] = {
             e.name: e for e in load_configured(settings, sending=sending).endpoints
         }
+        self.under_way: str | None = None
+        """The re-send whose attempt or outcome is under way (what a second Ctrl-C cuts)."""
         self.policy = policy_from(settings)
         self.kafka_s = admin_call_timeout_s(settings.kafka.request_timeout_s)
         self.summary = Summary()
@@ -240,6 +242,7 @@ class Run:
         http, health = clients[endpoint.name]
         what = f"{number} {endpoint.name} alert {letter.alert_id} webhook-id {letter.webhook_id}"
         self.progress(f"{what}: sending to {endpoint.host}")
+        self.under_way = what
 
         def attempted(result: AttemptResult) -> None:
             said = f"HTTP {result.status}" if result.status else result.error
@@ -259,11 +262,13 @@ class Run:
                 on_attempt=attempted,
             )  # fmt: skip
         except _Stopped:
+            self.under_way = None
             self.progress(f"{what}: stopped before its retry; it stays given up")
             self.summary.stopped = True
             self.summary.not_tried += 1
             return
         await self._record(given_up, endpoint, result, producer)
+        self.under_way = None
         if result.delivered:
             self.summary.delivered += 1
             self.progress(f"{what}: delivered")
@@ -339,6 +344,12 @@ def run_resend(run: Run, *, dry_run: bool) -> Summary:
     try:
         return asyncio.run(main())
     except asyncio.CancelledError:
+        if run.under_way is not None:  # else a line of its own said how it ended
+            run.progress(
+                f"{run.under_way}: cut by a second Ctrl-C, its outcome perhaps not recorded "
+                "(`chainwatch deliveries given-up` says whether it is still to re-send; the "
+                "receiver may have it, and a re-send keeps its webhook-id)"
+            )
         raise KeyboardInterrupt from None
 
 

@@ -294,6 +294,47 @@ def test_a_stop_during_a_retry_wait_counts_that_delivery_as_not_re_sent(
     assert (len(_letters(settings)), len(_logs(settings))) == (letters_before, logs_before)
 
 
+def test_a_second_ctrl_c_cuts_the_attempt_under_way_and_says_so(
+    settings_factory: Callable[..., Settings],
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two Ctrl-C as the first re-send starts: exit 130 with a line naming the delivery
+    cut (it ended without a word after its `sending to` line) and what to check."""
+    subs = tmp_path / "subscriptions.yaml"
+    _subscriptions(subs, receiver.port, ("ops",))
+    settings = settings_factory(webhooks=loopback_webhooks(subs))
+    prepare_all_topics(settings)
+    _notify(settings, [make_alert(1)])
+    receiver.broken = False
+    real_progress = deliveries_command._progress
+
+    def progress(text: str) -> None:
+        real_progress(text)
+        if text.startswith("[1/1]") and text.endswith(": sending to 127.0.0.1"):
+            os.kill(os.getpid(), signal.SIGINT)  # stop: the attempt under way goes on
+            os.kill(os.getpid(), signal.SIGINT)  # and is cut
+
+    monkeypatch.setattr(deliveries_command, "_progress", progress)
+    capsys.readouterr()
+    cut = cli_in_process(
+        ["deliveries", "resend", "--since", "1h"],
+        settings.to_env(),
+        monkeypatch,
+        capsys,
+        settings_built=True,
+    )
+    assert cut.returncode == 130, cut.stderr
+    assert cut.stderr.splitlines()[-1].startswith("[1/1] ops alert ")
+    assert cut.stderr.splitlines()[-1].endswith(
+        ": cut by a second Ctrl-C, its outcome perhaps not recorded (`chainwatch deliveries "
+        "given-up` says whether it is still to re-send; the receiver may have it, and a "
+        "re-send keeps its webhook-id)"
+    )
+
+
 @pytest.mark.parametrize("since", ["yesterday", "999999d"])
 def test_resend_refuses_a_bad_since(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], since: str
