@@ -73,12 +73,19 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
     with contextlib.suppress(ValueError):  # a plan's durations, at most a year
         return now - parse_duration(value)
     try:
-        return _timestamp.validate_python(value)
+        when = _timestamp.validate_python(value)
     except ValidationError:
         raise UsageError(
             f"--since {value!r}: expected a duration of at most a year (30m, 24h, 7d) or an "
             "RFC 3339 time with an offset (2027-03-12T00:00:00Z)"
         ) from None
+    if when > now:  # nothing failed after it: '0 given up' would read as all well
+        raise UsageError(
+            f"--since {value!r} is in the future (now is "
+            f"{now.isoformat(timespec='seconds').replace('+00:00', 'Z')}): give a time "
+            "before it, or a duration back from now (24h)"
+        )
+    return when
 
 
 @dataclass

@@ -396,3 +396,18 @@ def test_given_up_lists_without_the_endpoints_secret(
         assert len(refused.stderr.strip().splitlines()) == 1
         assert f"environment variable {variable} is not set" in refused.stderr
     assert len(receiver.requests) == sent_before
+
+
+def test_a_since_in_the_future_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It listed `0 given up` (nothing fails after a time to come): read as all well."""
+    answer = cli_in_process(
+        ["deliveries", "given-up", "--since", "2099-01-01T00:00:00+01:00"],
+        {},
+        monkeypatch,
+        capsys,
+        settings_built=False,
+    )
+    assert answer.returncode == 2
+    assert "--since '2099-01-01T00:00:00+01:00' is in the future (now is 20" in answer.stderr
