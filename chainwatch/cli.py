@@ -32,6 +32,7 @@ from chainwatch.commands import (
     notify,
     replay,
     runs,
+    silences,
     simulate,
     status,
     tokens,
@@ -253,6 +254,7 @@ for _command_module in (
     dashboards,
     notify,
     deliveries,
+    silences,
     importer,
     capacity,
 ):

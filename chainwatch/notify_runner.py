@@ -10,7 +10,12 @@ from __future__ import annotations
 import asyncio
 
 from chainwatch.errors import UserError
-from chainwatch.kafka_admin import ensure_topics, retry_until_reachable
+from chainwatch.kafka_admin import (
+    contract_topic_configs,
+    create_missing_topics,
+    ensure_topics,
+    retry_until_reachable,
+)
 from chainwatch.logs import get_logger
 from chainwatch.process import Startup, run_until_signalled, serve_metrics, waiting_before_main
 from chainwatch.settings import Settings
@@ -22,6 +27,7 @@ from sinks.webhooks.dispatcher import STOP_GRACE_S, NotifyStats, Topics
 from sinks.webhooks.notifier import Notifier
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, NOTIFY_TOPICS
 from sinks.webhooks.settings import parse_allowed_hosts
+from sinks.webhooks.silences import SILENCES_TOPIC
 from sinks.webhooks.subscriptions import (
     SubscriptionError,
     Subscriptions,
@@ -69,6 +75,31 @@ def load_configured(settings: Settings, *, sending: bool = True) -> Subscription
         )
     except SubscriptionError as exc:
         raise UserError(str(exc)) from None
+
+
+def notify_topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Full name -> configs of the topics the notifier uses: alerts and its log (as the
+    contract's), and `webhook-silences`, compacted (key = the silence's id)."""
+    kafka = settings.kafka
+    names = TopicNames(kafka.topic_prefix)
+    configs = contract_topic_configs(names, (ALERTS, *NOTIFY_TOPICS), kafka.topic_configs())
+    configs[names(SILENCES_TOPIC)] = {**kafka.topic_configs(), "cleanup.policy": "compact"}
+    return configs
+
+
+def ensure_notify_topics(settings: Settings, *, only_silences: bool = False) -> None:
+    """Create the notifier's missing topics (`notify_topic_configs`), or only the silences'."""
+    kafka = settings.kafka
+    configs = notify_topic_configs(settings)
+    if only_silences:
+        configs = {kafka.topic(SILENCES_TOPIC): configs[kafka.topic(SILENCES_TOPIC)]}
+    create_missing_topics(
+        kafka.endpoint,
+        configs,
+        request_timeout_s=kafka.request_timeout_s,
+        partitions=kafka.partitions,
+        replication_factor=kafka.replication_factor,
+    )
 
 
 def build_notifier(settings: Settings, subscriptions: Subscriptions) -> Notifier:

@@ -1,0 +1,135 @@
+"""`chainwatch silences add|list|expire`: maintenance windows of the webhook deliveries
+(docs/alert-channels.md, "Silencing during maintenance"; `chainwatch.silences`)."""
+
+from __future__ import annotations
+
+import getpass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from chainwatch.cli_context import cell_text, err, out, settings
+
+if TYPE_CHECKING:
+    from sinks.webhooks.silences import Silence
+
+silences_app = typer.Typer(
+    help="Silences: alerts the notifier does not send during a maintenance window.",
+    no_args_is_help=True,
+)
+
+
+def _many(flag: str, what: str) -> object:
+    return typer.Option(flag, help=f"{what}; repeatable (OR within it, AND across options).")
+
+
+def _at(when: datetime) -> str:
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _line(silence: Silence, now: datetime) -> str:
+    from chainwatch.silences import state_of
+
+    matchers = [
+        f"{name}={','.join(values)}"
+        for name, values in (
+            ("units", silence.units),
+            ("stages", silence.stages),
+            ("types", silence.types),
+            ("orders", silence.order_ids),
+            ("customers", silence.customer_ids),
+            ("endpoints", silence.endpoints),
+        )
+        if values
+    ]
+    return cell_text(
+        f"{silence.silence_id}  {state_of(silence, now)}  {_at(silence.starts_at)} .. "
+        f"{_at(silence.ends_at)}  {' '.join(matchers)}  by: {silence.created_by or '-'}  "
+        f"reason: {silence.reason}"
+    )
+
+
+def _say(text: str) -> None:
+    err.print(cell_text(text), markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(silences_app, name="silences")
+
+    @silences_app.command("add")
+    def add(
+        reason: Annotated[str, typer.Option("--reason", help="Why (shown in the listing).")],
+        unit: Annotated[list[str] | None, _many("--unit", "A unit (its alerts and causes)")] = None,
+        stage: Annotated[list[str] | None, _many("--stage", "A stage of the SLA plan")] = None,
+        type_: Annotated[list[str] | None, _many("--type", "An alert type")] = None,
+        order: Annotated[list[str] | None, _many("--order", "An order id")] = None,
+        customer: Annotated[list[str] | None, _many("--customer", "A customer id")] = None,
+        endpoint: Annotated[
+            list[str] | None, _many("--endpoint", "Only to this endpoint (default: all)")
+        ] = None,
+        for_: Annotated[
+            str | None, typer.Option("--for", help="How long: 90m, 4h, 2d (at most 30d).")
+        ] = None,
+        until: Annotated[
+            str | None, typer.Option("--until", help="Its end, an RFC 3339 time.")
+        ] = None,
+        from_: Annotated[
+            str | None, typer.Option("--from", help="Its start, an RFC 3339 time (default now).")
+        ] = None,
+        by: Annotated[
+            str | None, typer.Option("--by", help="Who sets it (default: the login name).")
+        ] = None,
+    ) -> None:
+        """Silence the alerts matching the options for a window; prints the silence's id."""
+        from chainwatch import silences
+
+        cfg = settings()
+        when = silences.window(for_, until, from_)
+        silence = silences.new_silence(
+            cfg,
+            {
+                "units": unit or [],
+                "stages": stage or [],
+                "types": type_ or [],
+                "order_ids": order or [],
+                "customer_ids": customer or [],
+                "endpoints": endpoint or [],
+                "starts_at": when.starts_at,
+                "ends_at": when.ends_at,
+                "reason": reason,
+                "created_by": by if by is not None else _login(),
+            },
+        )
+        silences.add(cfg, silence)
+        out.print(silence.silence_id, markup=False, highlight=False)
+        _say(f"silenced: {_line(silence, datetime.now(UTC))}")
+
+    @silences_app.command("list")
+    def list_(
+        all_: Annotated[bool, typer.Option("--all", help="Also the expired ones.")] = False,
+    ) -> None:
+        """The silences in force and ahead (with --all, also the expired ones)."""
+        from chainwatch import silences
+
+        shown = silences.listed(settings(), everything=all_)
+        now = datetime.now(UTC)
+        for silence in shown:
+            out.print(_line(silence, now), markup=False, highlight=False, soft_wrap=True)
+        _say(f"silences: {len(shown)} {'in all' if all_ else 'in force or ahead'}")
+
+    @silences_app.command("expire")
+    def expire(silence_id: Annotated[str, typer.Argument(help="The silence's id.")]) -> None:
+        """End a silence now: the alerts it held are sent again from their next change."""
+        from chainwatch import silences
+
+        silence, written = silences.expire(settings(), silence_id)
+        said = "expired" if written else "had ended already"
+        _say(f"{said}: {_line(silence, datetime.now(UTC))}")
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()[:64]
+    except (KeyError, OSError):  # no login name (a container's uid without a passwd entry)
+        return ""

@@ -1,0 +1,171 @@
+"""Silences: planned maintenance windows during which matching alerts are not sent.
+
+A `Silence` lives on the compacted `webhook-silences` topic (key = its id), written by
+`chainwatch silences add|expire`; every notifier process reads the whole topic and
+follows it (silence_follower.py), so N notifiers see the same silences and none needs a
+restart. A delivery is checked at the moment it would be sent (wall clock): a match is
+recorded `silenced` (the delivery log, with the silence's id), never sent and never
+dead-lettered (docs/alert-channels.md, "Silencing during maintenance").
+
+Matching: every non-empty matcher must match (AND), a list matches any of its values
+(OR), an empty list matches everything; at least one alert matcher (units, stages,
+types, order_ids, customer_ids) is required, `endpoints` alone would silence every alert.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from schemas.alerts import Alert, AlertType
+from schemas.common import Identifier, StageName, UtcDatetime
+
+SILENCES_TOPIC = "webhook-silences"
+MAX_SILENCES = 10_000
+"""Silences a notifier keeps (expired ones dropped first), and `add` refuses beyond."""
+MAX_SILENCE = timedelta(days=30)
+MAX_REASON = 500
+MAX_MATCHERS = 100
+"""Values of one matcher list: a silence stays far below Kafka's record limit."""
+
+_TYPES = frozenset(t.value for t in AlertType)
+
+Reason = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_REASON)
+]
+EndpointName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+
+
+def _ms(value: datetime) -> datetime:
+    """To the millisecond, as written on the topic: what is read back is the same."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def new_silence_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Silence(BaseModel):
+    """One maintenance window: which alerts, to which endpoints, from when to when, why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    silence_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] = Field(
+        default_factory=new_silence_id
+    )
+    units: list[Identifier] = Field(default_factory=list, max_length=MAX_MATCHERS)
+    """Matches `unit_id`, or the unit of the alert's `cause` (an order disrupted by it)."""
+    stages: list[StageName] = Field(default_factory=list, max_length=MAX_MATCHERS)
+    types: list[str] = Field(default_factory=list, max_length=MAX_MATCHERS)
+    order_ids: list[Identifier] = Field(default_factory=list, max_length=MAX_MATCHERS)
+    customer_ids: list[Identifier] = Field(default_factory=list, max_length=MAX_MATCHERS)
+    endpoints: list[EndpointName] = Field(default_factory=list, max_length=MAX_MATCHERS)
+    starts_at: UtcDatetime
+    ends_at: UtcDatetime
+    reason: Reason
+    created_by: Annotated[str, StringConstraints(max_length=64)] = ""
+    created_at: UtcDatetime = Field(default_factory=lambda: _ms(datetime.now(UTC)))
+
+    @field_validator("starts_at", "ends_at", "created_at")
+    @classmethod
+    def _to_ms(cls, value: datetime) -> datetime:
+        return _ms(value)
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, values: list[str]) -> list[str]:
+        """A type no alert has (a typo) would silence nothing: refused, naming the types."""
+        unknown = [v for v in values if v not in _TYPES]
+        if unknown:
+            raise ValueError(
+                f"{', '.join(map(repr, unknown))} is no alert's type; "
+                f"use {', '.join(sorted(_TYPES))}"
+            )
+        return values
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Silence:
+        if not (self.units or self.stages or self.types or self.order_ids or self.customer_ids):
+            raise ValueError(
+                "a silence needs at least one of units, stages, types, order_ids or "
+                "customer_ids: a silence of every alert is refused"
+            )
+        if self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        if self.ends_at - self.starts_at > MAX_SILENCE:
+            raise ValueError(f"a silence lasts at most {MAX_SILENCE.days} days")
+        return self
+
+    def expired(self, now: datetime) -> bool:
+        return self.ends_at <= now
+
+    def in_force(self, now: datetime) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+    def matches(self, alert: Alert, endpoint: str) -> bool:
+        """Whether the silence covers `alert` sent to `endpoint` (time not considered)."""
+        units = {alert.unit_id, None if alert.cause is None else alert.cause.unit_id} - {None}
+        customer = None if alert.customer is None else alert.customer.customer_id
+        checks: tuple[tuple[list[str], Collection[str | None]], ...] = (
+            (self.units, units),
+            (self.stages, (alert.stage,)),
+            (self.types, (alert.type.value,)),
+            (self.order_ids, (alert.order_id,)),
+            (self.customer_ids, (customer,)),
+            (self.endpoints, (endpoint,)),
+        )
+        return all(not wanted or any(v in wanted for v in values) for wanted, values in checks)
+
+
+class SilenceBook:
+    """The silences one notifier knows, by id: the topic's latest value per key.
+
+    At most `limit`: past it the expired ones are dropped first (those that ended first
+    first); an expired silence never matches, so dropping it changes nothing. Should
+    every one still be in force or ahead (only a race of `add`s gets there: `add` refuses
+    beyond the bound), those ending first are dropped, and counted in `dropped_active`."""
+
+    def __init__(self, limit: int = MAX_SILENCES) -> None:
+        self.limit = limit
+        self.silences: dict[str, Silence] = {}
+        self.dropped_active = 0
+
+    def __len__(self) -> int:
+        return len(self.silences)
+
+    def put(self, key: str, silence: Silence | None, now: datetime | None = None) -> None:
+        """A record of the topic: a silence, or None (a tombstone) which removes `key`."""
+        if silence is None:
+            self.silences.pop(key, None)
+            return
+        self.silences[key] = silence
+        if len(self.silences) > self.limit:
+            self._trim(now or datetime.now(UTC))
+
+    def _trim(self, now: datetime) -> None:
+        by_end = sorted(
+            self.silences.items(), key=lambda kv: (not kv[1].expired(now), kv[1].ends_at)
+        )
+        for key, silence in by_end[: len(self.silences) - self.limit]:
+            if not silence.expired(now):
+                self.dropped_active += 1
+            del self.silences[key]
+
+    def silencing(self, alert: Alert, endpoint: str, now: datetime) -> Silence | None:
+        """The silence in force at `now` covering `alert` to `endpoint` (the one ending
+        last, so the id recorded is the one that holds longest), None if none."""
+        found = [
+            s for s in self.silences.values() if s.in_force(now) and s.matches(alert, endpoint)
+        ]
+        return max(found, key=lambda s: (s.ends_at, s.silence_id), default=None)

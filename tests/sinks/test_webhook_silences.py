@@ -1,0 +1,172 @@
+"""Silences (sinks/webhooks/silences.py): what a silence matches, what it refuses, and
+the bound on what a notifier keeps. Pure: no broker (the end-to-end test is
+test_webhook_silences_e2e.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from sink_samples import make_alert
+
+from chainwatch.errors import UsageError
+from chainwatch.silences import window
+from schemas.alerts import Alert, AlertCause, AlertStatus, AlertType
+from sinks.webhooks.silences import MAX_REASON, Silence, SilenceBook
+
+NOW = datetime(2027, 3, 12, 22, 0, tzinfo=UTC)
+
+
+def silence(**fields: Any) -> Silence:
+    base: dict[str, Any] = {
+        "starts_at": NOW,
+        "ends_at": NOW + timedelta(hours=4),
+        "reason": "planned maintenance of KNIT-03",
+    }
+    return Silence.model_validate({**base, **fields})
+
+
+def unit_down(unit: str) -> Alert:
+    return make_alert(1).model_copy(
+        update={
+            "type": AlertType.UNIT_DOWN,
+            "order_id": None,
+            "stage": None,
+            "unit_id": unit,
+            "customer": None,
+        }
+    )
+
+
+def disrupted_by(unit: str) -> Alert:
+    cause = AlertCause(unit_id=unit, since=NOW)
+    return make_alert(2).model_copy(
+        update={"type": AlertType.ORDER_DISRUPTED, "unit_id": None, "cause": cause}
+    )
+
+
+def test_a_unit_silence_matches_the_units_alerts_and_the_orders_it_disrupts() -> None:
+    knit = silence(units=["KNIT-03"])
+    assert knit.matches(unit_down("KNIT-03"), "ops")
+    assert knit.matches(disrupted_by("KNIT-03"), "ops")
+    assert not knit.matches(unit_down("KNIT-04"), "ops")
+    assert not knit.matches(disrupted_by("KNIT-04"), "ops")
+    assert not knit.matches(make_alert(3), "ops")  # DYE-01's
+
+
+def test_and_across_matchers_or_within_one_empty_matches_all() -> None:
+    alert = make_alert(1)  # stage_overdue, dyeing, DYE-01, PO-1, customer C-1
+    assert silence(units=["KNIT-03", "DYE-01"]).matches(alert, "ops")  # OR
+    assert silence(units=["DYE-01"], types=["stage_overdue"]).matches(alert, "ops")
+    assert not silence(units=["DYE-01"], types=["unit_down"]).matches(alert, "ops")  # AND
+    assert silence(stages=["dyeing"], customer_ids=["C-1"]).matches(alert, "ops")
+    assert not silence(order_ids=["PO-2"]).matches(alert, "ops")
+    assert silence(order_ids=["PO-1"]).matches(alert, "ops")
+    only_pager = silence(units=["DYE-01"], endpoints=["pager"])
+    assert only_pager.matches(alert, "pager")
+    assert not only_pager.matches(alert, "ops")
+    # a stage or customer matcher never matches an alert without one
+    assert not silence(stages=["dyeing"]).matches(unit_down("DYE-01"), "ops")
+    assert not silence(customer_ids=["C-1"]).matches(unit_down("DYE-01"), "ops")
+
+
+def test_in_force_from_its_start_until_its_end() -> None:
+    window_ = silence(units=["DYE-01"])
+    assert not window_.in_force(NOW - timedelta(seconds=1))
+    assert window_.in_force(NOW)
+    assert window_.in_force(NOW + timedelta(hours=4) - timedelta(microseconds=1))
+    assert not window_.in_force(NOW + timedelta(hours=4))
+    assert window_.expired(NOW + timedelta(hours=4))
+
+
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({}, "at least one of units, stages, types, order_ids or customer_ids"),
+        ({"endpoints": ["ops"]}, "a silence of every alert is refused"),
+        ({"units": ["K"], "ends_at": NOW}, "ends_at must be after starts_at"),
+        ({"units": ["K"], "ends_at": NOW - timedelta(hours=1)}, "ends_at must be after"),
+        ({"units": ["K"], "ends_at": NOW + timedelta(days=30, seconds=1)}, "at most 30 days"),
+        ({"units": ["K"], "reason": "   "}, "at least 1 character"),
+        ({"units": ["K"], "reason": "x" * (MAX_REASON + 1)}, f"at most {MAX_REASON}"),
+        ({"units": ["K"], "reason": None}, "valid string"),
+        ({"types": ["unit_dwn"]}, "'unit_dwn' is no alert's type; use handoff_overdue"),
+        ({"stages": ["Dyeing!"]}, "should match pattern"),
+        ({"units": ["bad unit"]}, "should match pattern"),
+        ({"units": ["K"], "colour": "red"}, "Extra inputs are not permitted"),
+        ({"units": ["K"] * 101}, "at most 100 items"),
+    ],
+)
+def test_refused(fields: dict[str, Any], said: str) -> None:
+    base: dict[str, Any] = {"starts_at": NOW, "ends_at": NOW + timedelta(hours=4), "reason": "r"}
+    with pytest.raises(ValidationError, match=said.replace("(", r"\(")):
+        Silence.model_validate({**base, **fields})
+
+
+def test_thirty_days_is_taken_and_ids_are_generated() -> None:
+    a = silence(units=["K"], ends_at=NOW + timedelta(days=30))
+    b = silence(units=["K"])
+    assert a.silence_id != b.silence_id
+    assert len(a.silence_id) == 32
+    assert Silence.model_validate_json(a.model_dump_json()) == a
+    with pytest.raises(ValidationError):  # frozen
+        a.reason = "other"  # type: ignore[misc]
+
+
+def test_the_book_takes_the_latest_of_each_id_and_says_which_silences() -> None:
+    book = SilenceBook()
+    first = silence(units=["DYE-01"])
+    book.put(first.silence_id, first)
+    alert = make_alert(1)
+    assert book.silencing(alert, "ops", NOW + timedelta(hours=1)) == first
+    assert book.silencing(alert, "ops", NOW - timedelta(hours=1)) is None  # not yet
+    expired = first.model_copy(update={"ends_at": NOW + timedelta(minutes=30)})
+    book.put(first.silence_id, expired)  # `silences expire` writes it again
+    assert len(book) == 1
+    assert book.silencing(alert, "ops", NOW + timedelta(hours=1)) is None
+    book.put(first.silence_id, None)  # a tombstone
+    assert len(book) == 0
+    resolved = make_alert(1, AlertStatus.RESOLVED)
+    assert book.silencing(resolved, "ops", NOW) is None
+
+
+def test_the_book_keeps_at_most_its_bound_dropping_expired_ones_first() -> None:
+    book = SilenceBook(limit=3)
+    later = NOW + timedelta(days=2)
+    old = [
+        silence(units=["A"], ends_at=NOW + timedelta(hours=h), reason=f"old {h}") for h in (1, 2)
+    ]
+    active = [
+        silence(units=["B"], starts_at=later, ends_at=later + timedelta(hours=h), reason=f"a{h}")
+        for h in (1, 2)
+    ]
+    for s in (*old, *active):
+        book.put(s.silence_id, s, now=later)
+    # the one that ended first went; both active ones are kept
+    assert set(book.silences) == {old[1].silence_id, *(s.silence_id for s in active)}
+    assert book.dropped_active == 0
+    newest = silence(units=["C"], starts_at=later, ends_at=later + timedelta(hours=3))
+    book.put(newest.silence_id, newest, now=later)
+    assert set(book.silences) == {*(s.silence_id for s in active), newest.silence_id}
+    assert len(book) == 3
+
+
+def test_the_window_options() -> None:
+    now = NOW
+    assert window("4h", None, None, now).ends_at == now + timedelta(hours=4)
+    start = "2027-03-13T22:00:00Z"
+    assert window("2d", None, start, now).ends_at == NOW + timedelta(days=3)
+    assert window(None, "2027-03-13T02:00:00Z", None, now).ends_at == NOW + timedelta(hours=4)
+    for args, said in [
+        ((None, None, None), "exactly one of --for"),
+        (("4h", "2027-03-13T02:00:00Z", None), "exactly one of --for"),
+        (("4 hours", None, None), "--for '4 hours': expected a duration"),
+        (("31d", None, None), "at most 30 days"),
+        ((None, "tomorrow", None), "--until 'tomorrow': expected an RFC 3339 time"),
+        ((None, "2027-03-12T21:00:00Z", None), "would have ended already"),
+        (("4h", None, "2027-03-12"), "--from '2027-03-12'"),
+    ]:
+        with pytest.raises(UsageError, match=said):
+            window(*args, now)  # type: ignore[arg-type]
