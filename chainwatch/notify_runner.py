@@ -11,6 +11,7 @@ import asyncio
 
 from chainwatch.errors import UserError
 from chainwatch.kafka_admin import (
+    admin_call_timeout_s,
     contract_topic_configs,
     create_missing_topics,
     ensure_topics,
@@ -20,6 +21,7 @@ from chainwatch.logs import get_logger
 from chainwatch.process import Startup, run_until_signalled, serve_metrics, waiting_before_main
 from chainwatch.settings import Settings
 from chainwatch.stop_deadline import STOP_MARGIN_S
+from chainwatch.topic_partitions import partition_counts
 from schemas.plan import load_plan
 from sinks.consumer import COMMIT_TIMEOUT_S, STOP_S
 from sinks.webhooks.delivery import RetryPolicy
@@ -27,6 +29,7 @@ from sinks.webhooks.dispatcher import STOP_GRACE_S, NotifyStats, Topics
 from sinks.webhooks.notifier import Notifier
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, NOTIFY_TOPICS
 from sinks.webhooks.settings import parse_allowed_hosts
+from sinks.webhooks.silence_follower import SilenceFollower
 from sinks.webhooks.silences import SILENCES_TOPIC
 from sinks.webhooks.subscriptions import (
     SubscriptionError,
@@ -102,7 +105,24 @@ def ensure_notify_topics(settings: Settings, *, only_silences: bool = False) -> 
     )
 
 
-def build_notifier(settings: Settings, subscriptions: Subscriptions) -> Notifier:
+def silence_follower(settings: Settings) -> SilenceFollower:
+    """The follower of the settings' silences topic, created if missing, its partitions
+    counted here (each admin call within its deadline)."""
+    kafka = settings.kafka
+    topic = kafka.topic(SILENCES_TOPIC)
+    ensure_notify_topics(settings, only_silences=True)
+    counts = partition_counts(kafka.endpoint, [topic], request_timeout_s=kafka.request_timeout_s)
+    if topic not in counts:
+        raise UserError(f"topic {topic} does not exist: `chainwatch notify` creates it")
+    return SilenceFollower(
+        kafka.endpoint, topic, counts[topic], call_s=admin_call_timeout_s(kafka.request_timeout_s)
+    )
+
+
+def build_notifier(
+    settings: Settings, subscriptions: Subscriptions, *, silences: SilenceFollower | None = None
+) -> Notifier:
+    """The notifier; it consults the settings' silences (`silence_follower`) unless given."""
     names = TopicNames(settings.kafka.topic_prefix)
     return Notifier(
         bootstrap=settings.kafka.endpoint,
@@ -115,6 +135,7 @@ def build_notifier(settings: Settings, subscriptions: Subscriptions) -> Notifier
         warmup=WarmupConfig(
             records=settings.webhooks.warmup_records, timeout_s=settings.webhooks.warmup_timeout_s
         ),
+        silences=silences or silence_follower(settings),
     )
 
 
@@ -139,14 +160,13 @@ def stop_timeout_s(settings: Settings) -> float:
 
 def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
     subscriptions = load_configured(settings)
-    names = TopicNames(settings.kafka.topic_prefix)
     startup = Startup(f"Kafka at {settings.kafka.bootstrap}")
     ops = serve_metrics(settings, startup)  # probes answer while it waits for Kafka
     with waiting_before_main("notifier", ops) as waited:
         retry_until_reachable(
             lambda: ensure_topics(
                 settings.kafka.endpoint,
-                names,
+                TopicNames(settings.kafka.topic_prefix),
                 (ALERTS, *NOTIFY_TOPICS),
                 request_timeout_s=settings.kafka.request_timeout_s,
                 partitions=settings.kafka.partitions,
@@ -156,18 +176,27 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
             process="notifier",
             wait=not drain,
         )
+        silences = retry_until_reachable(  # its topic created too, compacted
+            lambda: silence_follower(settings), process="notifier", wait=not drain
+        )
         log.info(
             "notify_starting",
             endpoints=[f"{e.name}@{e.host}" for e in subscriptions.endpoints],
         )
-        notifier = build_notifier(settings, subscriptions)
+        notifier = build_notifier(settings, subscriptions, silences=silences)
+        startup.also_ready(silences.problem)  # deliveries wait while it cannot read them
     if waited.stopped:
         return NotifyStats()
     startup.waiting_for = None
 
     async def main(stop: asyncio.Event) -> NotifyStats:
         stats = await notifier.run(stop, drain=drain)
-        log.info("notify_stopped", delivered=stats.delivered, gave_up=stats.gave_up)
+        log.info(
+            "notify_stopped",
+            delivered=stats.delivered,
+            gave_up=stats.gave_up,
+            silenced=stats.silenced,
+        )
         return stats
 
     with startup.watching_kafka(settings.kafka, ops):

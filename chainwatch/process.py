@@ -67,6 +67,13 @@ class Startup:
         self.waiting_for = waiting_for
         self.kafka: KafkaWatch | None = None
         """Set once the process has started: Kafka going away makes it not ready."""
+        self.checks: list[Callable[[], str | None]] = []
+        """More reasons to be not ready (`also_ready`)."""
+
+    def also_ready(self, problem: Callable[[], str | None]) -> None:
+        """`problem()` (a reason, or None) also makes the process not ready: the notifier's
+        silences it cannot read."""
+        self.checks.append(problem)
 
     @contextmanager
     def watching_kafka(self, kafka: KafkaSettings, ops: OpsServer | None) -> Iterator[None]:
@@ -99,8 +106,8 @@ class Startup:
         waiting = self.waiting_for
         if waiting is not None:
             return False, {"reasons": [f"waiting for {waiting}"]}
-        problem = self.kafka_problem()
-        return problem is None, {"reasons": [] if problem is None else [problem]}
+        problems = [p for p in (self.kafka_problem(), *(c() for c in self.checks)) if p]
+        return not problems, {"reasons": problems}
 
 
 def serve_metrics(settings: Settings, startup: Startup | None = None) -> OpsServer | None:

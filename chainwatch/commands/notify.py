@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
         err.print(
             f"notify: {stats.alerts} alert records read ({stats.invalid} invalid); "
             f"over {over}: {stats.delivered} delivered, {stats.gave_up} given up, "
+            f"{stats.silenced} silenced, "
             f"{stats.repeats} repeats not delivered again, "
             f"{stats.finished} finished before a restart not delivered again"
         )

@@ -168,7 +168,7 @@ class WireDeliveryLog(TypedDict):
     alert_type: str
     endpoint: str
     url_host: str
-    outcome: Literal["delivered", "gave_up"]
+    outcome: Literal["delivered", "gave_up", "silenced"]
     attempts: UInt16
     status_codes: list[UInt16]
     last_error: NotRequired[str]

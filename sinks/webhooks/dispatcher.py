@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -49,11 +50,19 @@ from sinks.webhooks.delivery import (
 from sinks.webhooks.done import LeftOutLog
 from sinks.webhooks.invalid import InvalidAlertLog, NotAnAlert
 from sinks.webhooks.offsets import OffsetTracker
-from sinks.webhooks.outcomes import Job, dead_letter, delivery_log, processing_error
+from sinks.webhooks.outcomes import (
+    Job,
+    dead_letter,
+    delivery_log,
+    processing_error,
+    silenced_result,
+)
 from sinks.webhooks.payloads import MessageIds, Seen, render
 from sinks.webhooks.pending import PendingAges
 from sinks.webhooks.publish import publish
 from sinks.webhooks.rebalance import Assignments, RebalanceListener
+from sinks.webhooks.silence_follower import SilenceFollower
+from sinks.webhooks.silences import Silence
 from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import TargetPolicy
 from sinks.webhooks.warmup import Warmup, WarmupConfig
@@ -88,6 +97,8 @@ class NotifyStats:
     committed position (its metadata, done.py), not delivered again (summed)."""
     delivered: int = 0
     gave_up: int = 0
+    silenced: int = 0
+    """Not sent: a silence was in force (silences.py), recorded `silenced`."""
     endpoints: int = 0
     """How many endpoints `repeats`, `delivered` and `gave_up` are summed over."""
 
@@ -109,6 +120,8 @@ class PipeConfig:
     queue_size: int
     consumer_options: Mapping[str, Any]
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    silences: SilenceFollower | None = None
+    """The silences every delivery consults (None: none, as in tests of other parts)."""
 
 
 class EndpointPipe:
@@ -229,6 +242,10 @@ class EndpointPipe:
         the record is delivered again after a restart.
         """
         try:
+            silence = await self._silence(job)
+            if silence is not None:
+                await self._finish_silenced(job, silence)
+                return
             payload, result = await self._deliver(http, job)
         except _Abandoned:
             return  # the notifier stops: its record stays pending, so it is not committed
@@ -244,6 +261,42 @@ class EndpointPipe:
             began = time.monotonic() - result.latency_ms / 1000
             fallback = self._processing_error(job, what, exc, began, result.status_codes)
             await self._finish(job, fallback, {})
+
+    async def _silence(self, job: Job) -> Silence | None:
+        """The silence in force now (wall clock) covering the job, once the silences read
+        are at least as new as the job (silence_follower.py): while they cannot be read,
+        this waits, ended by a stop or the partition's revocation (`_Abandoned`)."""
+        follower = self.config.silences
+        if follower is None:
+            return None
+        while True:
+            revocation = self.assignments.revocation  # set (and replaced) at a rebalance
+            cancel = [self.stopping, revocation]
+            if await follower.current_since(job.read_at, cancel=cancel):
+                break
+            if self.stopping.is_set() or self.assignments.stale(job):
+                raise _Abandoned  # not recorded nor committed: read and delivered again
+        return follower.book.silencing(job.alert, self.endpoint.name, datetime.now(UTC))
+
+    async def _finish_silenced(self, job: Job, silence: Silence) -> None:
+        """Record a delivery not sent as `silenced` (the delivery log only: nothing was
+        given up, so no dead letter, and `deliveries resend` has nothing to re-send)."""
+        endpoint = self.endpoint
+        result = silenced_result(silence.silence_id, silence.reason)
+        entry = delivery_log(job, endpoint, result, silenced=True)
+        topic = self.config.topics.deliveries
+        await publish(self.producer, topic, job.msg_id, entry.model_dump_json().encode())
+        self.stats.silenced += 1
+        metrics.SILENCED.labels(endpoint.name).inc()
+        log.info(
+            "webhook_silenced",
+            endpoint=endpoint.name,
+            webhook_id=job.msg_id,
+            alert_id=job.alert.alert_id,
+            silence_id=silence.silence_id,
+        )
+        if self.current(job):
+            self.tracker.done(job.tp, job.offset)
 
     async def _finish(self, job: Job, result: DeliveryResult, payload: dict[str, Any]) -> None:
         endpoint = self.endpoint

@@ -64,6 +64,12 @@ FINISHED_SKIPPED = Counter(
     "finished above the committed position (recorded in the commit's metadata)",
     ["endpoint"],
 )
+SILENCED = Counter(
+    "chainwatch_webhook_silenced",
+    "Deliveries not sent because a silence (maintenance window) was in force; each "
+    "recorded in webhook-deliveries with outcome silenced",
+    ["endpoint"],
+)
 WARMUPS = Counter(
     "chainwatch_webhook_warmups",
     "Partitions read back before delivering (the memory of repeats), by outcome (done, failed)",
@@ -88,6 +94,7 @@ def start_series(
     INVALID_ALERTS.labels(endpoint)
     REPEATS_SKIPPED.labels(endpoint)
     FINISHED_SKIPPED.labels(endpoint)
+    SILENCED.labels(endpoint)
     for outcome in ("done", "failed"):
         WARMUPS.labels(endpoint, outcome)
     for topic in log_topics:

@@ -62,6 +62,11 @@ Lifecycle and guarantees:
 - A rebalance does not mix assignments (rebalance.py): a job of a partition
   revoked meanwhile is not delivered, or its outcome no longer moves the
   partition's position; the partition's next owner reads it again.
+- Silences (silences.py, silence_follower.py): every notifier reads the whole
+  `webhook-silences` topic and follows it; a delivery is checked at the moment it
+  would be sent, with silences at least as new as its record, and one a silence in
+  force covers is recorded `silenced` (delivery log, no dead letter), not sent.
+  While the topic cannot be read, deliveries wait (the notifier is not ready).
 - Formats (formats.py): `standard` is signed Standard Webhooks; `slack`, `teams`
   and `pagerduty` go through exactly the same queue, retries and delivery log.
 - Secrets, PagerDuty routing keys and full URLs (which may embed tokens) are never
@@ -81,6 +86,7 @@ from schemas.kafka_security import Kafka, aiokafka_kwargs
 from sinks.producer_start import start_producer, stop_producer
 from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import EndpointPipe, NotifyStats, PipeConfig, Topics, forward
+from sinks.webhooks.silence_follower import SilenceFollower
 from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import TargetPolicy
 from sinks.webhooks.warmup import WarmupConfig
@@ -107,6 +113,7 @@ class Notifier:
         queue_size: int = 10_000,
         consumer_options: Mapping[str, Any] | None = None,
         warmup: WarmupConfig | None = None,
+        silences: SilenceFollower | None = None,
     ) -> None:
         self.config = PipeConfig(
             bootstrap=bootstrap,
@@ -117,7 +124,9 @@ class Notifier:
             queue_size=queue_size,
             consumer_options=dict(consumer_options or {}),
             warmup=warmup or WarmupConfig(),
+            silences=silences,
         )
+        self.silences = silences
         self.endpoints = list(endpoints)
         self.pipes: list[EndpointPipe] = []
 
@@ -131,6 +140,7 @@ class Notifier:
             finished=sum(s.finished for s in pipes),
             delivered=sum(s.delivered for s in pipes),
             gave_up=sum(s.gave_up for s in pipes),
+            silenced=sum(s.silenced for s in pipes),
             endpoints=len(pipes),
         )
 
@@ -140,10 +150,16 @@ class Notifier:
         # bounded, and a stop meanwhile ends it: the idempotent start retries for ever
         if not await start_producer(producer, self.config.bootstrap, stop=stop):
             return self.stats
+        # the silences are followed while the pipes run (cancelled after them: it keeps
+        # nothing that needs a graceful end)
+        following = None if self.silences is None else asyncio.create_task(self.silences.run(stop))
         try:
             self.pipes = [EndpointPipe(e, self.config, producer) for e in self.endpoints]
             await self._run_pipes(stop, drain)
         finally:
+            if following is not None:
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
             await stop_producer(producer)  # bounded: a stop's deadline counts on it
         return self.stats
 

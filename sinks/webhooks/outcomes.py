@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -35,6 +35,8 @@ class Job:
     generation: int
     """The assignment of `tp` it was read in (`EndpointPipe`): an outcome arriving after
     the partition was revoked must not touch what a later assignment read."""
+    read_at: float = field(default_factory=time.monotonic)
+    """When it was read from `alerts`: the silences known must be as new (silence_follower.py)."""
 
 
 def processing_error(
@@ -60,11 +62,24 @@ def processing_error(
     )
 
 
-def delivery_log(job: Job, endpoint: Endpoint, result: DeliveryResult) -> DeliveryLog:
+def delivery_log(
+    job: Job, endpoint: Endpoint, result: DeliveryResult, *, silenced: bool = False
+) -> DeliveryLog:
     alert = job.alert
     return log_of(
-        job.msg_id, alert.alert_id, alert.status.value, alert.type.value, endpoint, result
+        job.msg_id,
+        alert.alert_id,
+        alert.status.value,
+        alert.type.value,
+        endpoint,
+        result,
+        silenced=silenced,
     )
+
+
+def silenced_result(silence_id: str, reason: str) -> DeliveryResult:
+    """A delivery not sent because silence `silence_id` was in force: no attempt."""
+    return DeliveryResult(delivered=False, last_error=f"silenced: {silence_id} ({reason})"[:1000])
 
 
 def log_of(
@@ -74,8 +89,11 @@ def log_of(
     alert_type: str,
     endpoint: Endpoint,
     result: DeliveryResult,
+    *,
+    silenced: bool = False,
 ) -> DeliveryLog:
-    """The delivery log of one finished delivery (the notifier's, and a re-send's)."""
+    """The delivery log of one finished delivery (the notifier's, and a re-send's); a
+    `silenced` one was not sent (its silence's id in `last_error`)."""
     return DeliveryLog(
         webhook_id=webhook_id,
         alert_id=alert_id,
@@ -83,7 +101,7 @@ def log_of(
         alert_type=alert_type,
         endpoint=endpoint.name,
         url_host=endpoint.host,
-        outcome="delivered" if result.delivered else "gave_up",
+        outcome="silenced" if silenced else "delivered" if result.delivered else "gave_up",
         attempts=result.attempts,
         status_codes=result.status_codes,
         last_error=result.last_error,

@@ -29,7 +29,8 @@ DELIVERIES_TOPIC = "webhook-deliveries"
 DEAD_LETTER_TOPIC = "webhook-dead-letter"
 NOTIFY_TOPICS = (DELIVERIES_TOPIC, DEAD_LETTER_TOPIC)
 
-Outcome = Literal["delivered", "gave_up"]
+Outcome = Literal["delivered", "gave_up", "silenced"]
+"""`silenced`: not sent, a silence in force covered it (silences.py; its id in `last_error`)."""
 
 MAX_RECORD_BYTES = MAX_DEAD_LETTER_BYTES
 """Bound of one encoded record, with headroom under Kafka's 1 MiB for key and framing."""

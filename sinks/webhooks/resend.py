@@ -9,7 +9,9 @@
   an older message retried while a newer one went through) its first attempt came
   after the given-up message's first attempt. Re-sending an old `open` after a
   delivered `resolved` would re-open an incident. Nor when this very message was
-  delivered (a restart of the notifier delivered it again, or a resend did);
+  delivered (a restart of the notifier delivered it again, or a resend did). A
+  message `silenced` (a silence in force, silences.py) counts as delivered here:
+  the silence decided it, and an older message re-sent after it would be last;
 - none to an endpoint no longer in the subscriptions file, nor of a dead letter
   without its payload (`payload_truncated`, or `{}`: the message could not be
   built), nor a PagerDuty event (its routing key kept as `<redacted>`) to an
@@ -73,14 +75,15 @@ def _delivered_since(
     """Why `letter` is not needed any more: a delivery of its alert to its endpoint
     after it (see the module's docstring), or of the message itself."""
     for log in logs:
+        done = log.outcome  # delivered, or silenced (a silence in force decided: not sent)
         if log.webhook_id == letter.webhook_id:
-            return f"this message was delivered at {_at(log.finished_at)}"
+            return f"this message was {done} at {_at(log.finished_at)}"
         later = log.finished_at > letter.failed_at or (
             original is not None and log.first_attempt_at > original.first_attempt_at
         )
         if later:
             return (
-                f"a later message of this alert was delivered at {_at(log.finished_at)} "
+                f"a later message of this alert was {done} at {_at(log.finished_at)} "
                 f"(webhook-id {log.webhook_id})"
             )
     return None
@@ -139,7 +142,9 @@ def select(
         latest[(letter.endpoint, letter.alert_id)] = letter  # sorted: the last one wins
     delivered: dict[tuple[str, str], list[DeliveryLog]] = {}
     for log in all_logs:
-        if log.outcome == "delivered":
+        # a later message silenced ends the incident's story as one delivered does: the
+        # older one re-sent after it would re-open what its `resolved` closed
+        if log.outcome in ("delivered", "silenced"):
             delivered.setdefault((log.endpoint, log.alert_id), []).append(log)
     chosen: list[GivenUp] = []
     for letter in window:

@@ -120,3 +120,20 @@ def test_times_keep_their_instant_whatever_the_offset() -> None:
     ist = AlertRows().rows(record(_alert(deadline="2027-03-01T11:00:00.000+05:30")))["alerts"][0]
     column = AlertRows.table.columns.index("deadline")
     assert utc[column] == ist[column]
+
+
+def test_a_silenced_delivery_log_is_a_row_with_its_silence() -> None:
+    """The notifier's `silenced` outcome (a silence in force: not sent) is stored as is;
+    the sink refused it as no outcome a row holds before silences came."""
+    value = {
+        "webhook_id": "w", "alert_id": "a", "alert_status": "open", "alert_type": "unit_down",
+        "endpoint": "e", "url_host": "h", "outcome": "silenced", "attempts": 0,
+        "status_codes": [], "last_error": "silenced: 0123abcd (planned maintenance)",
+        "first_attempt_at": "2027-03-01T00:00:00.000Z",
+        "finished_at": "2027-03-01T00:00:00.000Z", "latency_ms": 0.0,
+    }  # fmt: skip
+    DeliveryLog.model_validate(value)  # what the notifier writes
+    (row,) = DeliveryLogRows().rows(record(json.dumps(value).encode()))["webhook_deliveries"]
+    columns = DeliveryLogRows.table.columns
+    assert row[columns.index("outcome")] == "silenced"
+    assert row[columns.index("last_error")].startswith("silenced: 0123abcd")

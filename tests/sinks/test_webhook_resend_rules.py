@@ -105,3 +105,16 @@ def test_a_payload_too_large_to_keep_is_reported_not_re_sent() -> None:
     [chosen] = select([letter], [], since=T0, endpoints=(), configured={"ops": _endpoint()})
     assert chosen.why_not is not None
     assert chosen.why_not.startswith("its payload was too large to keep (")
+
+
+def test_a_later_message_silenced_blocks_a_re_send_of_an_older_one() -> None:
+    """An `open` given up, then its `resolved` silenced (a maintenance window): re-sending
+    the `open` would page an incident the receiver never sees closed."""
+    letter = _letter("msg_open", T0, {"type": "alert.open"})
+    logs = [
+        _log("msg_open", "gave_up", T0 - timedelta(minutes=1), T0),
+        _log("msg_resolved", "silenced", T0 + timedelta(minutes=5), T0 + timedelta(minutes=5)),
+    ]
+    [chosen] = select([letter], logs, since=T0, endpoints=(), configured={"ops": _endpoint()})
+    assert chosen.why_not is not None
+    assert chosen.why_not.startswith("a later message of this alert was silenced at ")

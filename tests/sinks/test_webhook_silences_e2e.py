@@ -1,0 +1,311 @@
+"""Silences end to end on the real broker, with a real local receiver.
+
+A silence added by `chainwatch silences add` before the notifier starts holds the
+alerts of its unit (and the orders it disrupts) from the first delivery: recorded
+`silenced` with the silence's id, counted, not received; another unit's alert is
+delivered. A silence added while the notifier runs takes effect without a restart.
+After `silences expire` the unit's next alert is delivered. Nothing silenced is given
+up, so `deliveries resend` re-sends none of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_in_process import Answer, cli_in_process
+from dead_servers import LateServer
+from notify_waits import secret_for, until
+from prometheus_client import REGISTRY
+from sink_harness import prepare_all_topics, publish, wait_for
+from sink_samples import make_alert
+from topic_to_end import read_topic
+from webhook_servers import loopback_webhooks
+
+from chainwatch.notify_runner import build_notifier, ensure_notify_topics, load_configured
+from chainwatch.process import Startup
+from chainwatch.settings import Settings
+from schemas.alerts import Alert, AlertCause, AlertStatus, AlertType, alert_id
+from sinks.http_serving import serving_thread
+from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, DeliveryLog
+from sinks.webhooks.silence_follower import SilenceFollower
+from sinks.webhooks.silences import SILENCES_TOPIC
+from streams.topics import ALERTS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.port = 0
+        self.bodies: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def alerts(self) -> list[tuple[str, str]]:
+        """(unit or cause unit, status) of each alert received."""
+        with self.lock:
+            return [
+                (b["data"]["unit_id"] or b["data"]["cause"]["unit_id"], b["data"]["status"])
+                for b in self.bodies
+            ]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with state.lock:
+                state.bodies.append(json.loads(body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.port = int(server.server_address[1])
+    thread = serving_thread(server)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def unit_down(unit: str, n: int, status: AlertStatus = AlertStatus.OPEN) -> Alert:
+    base = make_alert(n)
+    return Alert.model_validate(
+        {
+            **base.model_dump(),
+            "alert_id": alert_id(AlertType.UNIT_DOWN, unit, None, None, base.deadline),
+            "type": AlertType.UNIT_DOWN,
+            "order_id": None,
+            "stage": None,
+            "visit": None,
+            "unit_id": unit,
+            "customer": None,
+            "fulfilled_at": base.deadline if status is AlertStatus.RESOLVED else None,
+            "status": status,
+        }
+    )
+
+
+def disrupted_by(unit: str, n: int) -> Alert:
+    base = make_alert(n)
+    cause = AlertCause(unit_id=unit, since=base.deadline)
+    return Alert.model_validate(
+        {
+            **base.model_dump(),
+            "alert_id": alert_id(
+                AlertType.ORDER_DISRUPTED, base.order_id or "", None, None, base.deadline
+            ),
+            "type": AlertType.ORDER_DISRUPTED,
+            "stage": None,
+            "visit": None,
+            "unit_id": None,
+            "cause": cause.model_dump(),
+        }
+    )
+
+
+class RunningNotifier:
+    """`chainwatch notify` in-process on a thread of its own, until `stop()`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.notifier = build_notifier(settings, load_configured(settings))
+        self.loop = asyncio.new_event_loop()
+        self.stopping = asyncio.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.loop.run_until_complete(self.notifier.run(self.stopping))
+        except BaseException as exc:  # reported by `stop`
+            self.error = exc
+        finally:
+            self.loop.close()
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.stopping.set)
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "the notifier did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+def _logs(settings: Settings) -> list[DeliveryLog]:
+    return [DeliveryLog.model_validate_json(v) for v in read_topic(settings, DELIVERIES_TOPIC)]
+
+
+def _silenced_total() -> float:
+    value = REGISTRY.get_sample_value("chainwatch_webhook_silenced_total", {"endpoint": "ops"})
+    return value or 0.0
+
+
+def _send(settings: Settings, *alerts: Alert) -> None:
+    publish(settings, ALERTS, ((a.alert_id.encode(), a.model_dump_json().encode()) for a in alerts))
+
+
+def test_a_silence_holds_its_units_alerts_until_expired(
+    settings_factory: Callable[..., Settings],
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    subs = tmp_path / "subscriptions.yaml"
+    ops = {
+        "name": "ops",
+        "url": f"http://127.0.0.1:{receiver.port}/ops",
+        "secret": secret_for("ops"),
+    }
+    subs.write_text(json.dumps({"endpoints": [ops]}))
+    settings = settings_factory(webhooks=loopback_webhooks(subs))
+    prepare_all_topics(settings)
+    ensure_notify_topics(settings)
+
+    def cli(*args: str) -> Answer:
+        capsys.readouterr()
+        return cli_in_process(
+            list(args), settings.to_env(), monkeypatch, capsys, settings_built=True
+        )
+
+    refused = cli("silences", "add", "--endpoint", "ops", "--for", "4h", "--reason", "x")
+    assert refused.returncode == 2, refused.stderr
+    assert "a silence of every alert is refused" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+    added = cli("silences", "add", "--unit", "KNIT-03", "--for", "4h", "--reason",
+                "planned maintenance", "--by", "night shift")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    knit03 = added.stdout.strip()
+    assert len(knit03) == 32
+
+    # written before the notifier starts: it reads the silences before its first delivery
+    _send(settings, unit_down("KNIT-03", 1), disrupted_by("KNIT-03", 2), unit_down("KNIT-04", 3))
+    before = _silenced_total()
+    notifier = RunningNotifier(settings)
+    try:
+        wait_for(lambda: len(_logs(settings)) >= 3, 60, "three outcomes")
+        logs = _logs(settings)
+        assert sorted(log.outcome for log in logs) == ["delivered", "silenced", "silenced"]
+        for log in logs:
+            if log.outcome == "silenced":
+                assert log.last_error.startswith(f"silenced: {knit03} (planned maintenance)")
+                assert log.attempts == 0
+        assert receiver.alerts() == [("KNIT-04", "open")]
+        assert _silenced_total() - before == 2
+
+        # added while it runs: no restart needed
+        added = cli("silences", "add", "--unit", "KNIT-04", "--type", "unit_down", "--for",
+                    "1h", "--reason", "line 4 too")  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        knit04 = added.stdout.strip()
+        _send(settings, unit_down("KNIT-04", 3, AlertStatus.RESOLVED))
+        wait_for(lambda: len(_logs(settings)) >= 4, 60, "a fourth outcome")
+        assert _logs(settings)[-1].outcome == "silenced"
+        assert knit04 in _logs(settings)[-1].last_error
+
+        listed = cli("silences", "list")
+        assert listed.returncode == 0, listed.stderr
+        lines = listed.stdout.splitlines()
+        assert [line.split()[:2] for line in lines] == [[knit03, "active"], [knit04, "active"]]
+        assert "units=KNIT-03" in lines[0]
+        assert "by: night shift" in lines[0]
+
+        expired = cli("silences", "expire", knit03)
+        assert expired.returncode == 0, expired.stderr
+        listed = cli("silences", "list")
+        assert [line.split()[0] for line in listed.stdout.splitlines()] == [knit04]
+        everything = cli("silences", "list", "--all")
+        assert f"{knit03}  expired" in everything.stdout
+
+        # the unit's next change is delivered once the silence has ended
+        _send(settings, unit_down("KNIT-03", 1, AlertStatus.RESOLVED))
+        wait_for(lambda: ("KNIT-03", "resolved") in receiver.alerts(), 60, "KNIT-03 resolved")
+        assert _logs(settings)[-1].outcome == "delivered"
+    finally:
+        notifier.stop()
+    assert receiver.alerts() == [("KNIT-04", "open"), ("KNIT-03", "resolved")]
+    assert read_topic(settings, DEAD_LETTER_TOPIC) == []  # silenced is not given up
+
+    resend = cli("deliveries", "resend", "--since", "1h")
+    assert resend.returncode == 0, resend.stderr
+    assert "resend: 0 given up since 1h" in resend.stderr
+    assert len(receiver.alerts()) == 2
+
+    unknown = cli("silences", "expire", "f" * 32)
+    assert unknown.returncode == 1
+    assert "no silence" in unknown.stderr
+
+
+def test_silences_that_cannot_be_read_hold_deliveries_and_readiness(
+    settings_factory: Callable[..., Settings],
+    kafka_bootstrap: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Kafka away when the notifier starts: no delivery is made on a guess (a delivery's
+    wait for the silences does not end), the process is not ready with the reason; once
+    Kafka answers the silences are read and the wait ends, the silence known."""
+    settings = settings_factory()
+    ensure_notify_topics(settings)
+    added = cli_in_process(
+        ["silences", "add", "--unit", "KNIT-03", "--for", "1h", "--reason", "r"],
+        settings.to_env(), monkeypatch, capsys, settings_built=True,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    late = LateServer(kafka_bootstrap)
+    follower = SilenceFollower(
+        late.address,  # type: ignore[arg-type]  # a bootstrap string (kafka_security.py)
+        settings.kafka.topic(SILENCES_TOPIC),
+        settings.kafka.partitions,
+        call_s=1.0,
+    )
+    startup = Startup()
+    startup.also_ready(follower.problem)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        following = asyncio.create_task(follower.run(stop))
+        try:
+            read_at = time.monotonic()
+            waiting = asyncio.create_task(follower.current_since(read_at, cancel=[stop]))
+            await until(
+                lambda: "did not start a reader" in (follower.problem() or ""), 30, "a failure"
+            )
+            ready, reasons = startup.ready()
+            assert not ready
+            assert "silences topic" in reasons["reasons"][0]
+            assert not waiting.done()  # the delivery still waits
+            late.open()
+            assert await asyncio.wait_for(waiting, 60) is True
+            assert startup.ready() == (True, {"reasons": []})
+            assert list(follower.book.silences) == [added.stdout.strip()]
+        finally:
+            stop.set()
+            await asyncio.wait_for(following, 30)
+
+    try:
+        asyncio.run(main())
+    finally:
+        late.close()
