@@ -60,6 +60,8 @@ BLOCKS: dict[tuple[str, str], str] = {
     ("docs/backtest.md", "cat examples/example_*.ndjson > march.ndjson"): CHECK,
     # a receiver's outage to recover from: tests/sinks/test_webhook_resend.py runs both
     ("docs/alert-channels.md", "chainwatch deliveries given-up --since 24h"): CHECK,
+    # writes silences to Kafka: tests/sinks/test_webhook_silences_e2e.py runs these commands
+    ("docs/alert-channels.md", "chainwatch silences add --unit KNIT-03"): CHECK,
     ("README.md", "chainwatch backtest march.ndjson"): CHECK,  # as docs/backtest.md's
     # two replays; tests/foundation/test_replay_cli.py runs the --sink one on the same file
     ("docs/replay.md", "cat examples/example_*.ndjson > march.ndjson"): CHECK,
