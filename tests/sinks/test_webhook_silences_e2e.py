@@ -29,6 +29,7 @@ from sink_samples import make_alert
 from topic_to_end import read_topic
 from webhook_servers import loopback_webhooks
 
+from chainwatch import silences as silences_module
 from chainwatch.notify_runner import build_notifier, ensure_notify_topics, load_configured
 from chainwatch.process import Startup
 from chainwatch.settings import Settings
@@ -309,3 +310,37 @@ def test_silences_that_cannot_be_read_hold_deliveries_and_readiness(
         asyncio.run(main())
     finally:
         late.close()
+
+
+def test_add_refuses_an_unknown_stage_and_past_the_bound(
+    settings_factory: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A stage the SLA plan does not have would silence nothing: a usage error. A notifier
+    keeps at most `MAX_SILENCES`: `add` refuses one more while that many are not over."""
+    settings = settings_factory()
+
+    def cli(*args: str) -> Answer:
+        capsys.readouterr()
+        return cli_in_process(
+            list(args), settings.to_env(), monkeypatch, capsys, settings_built=True
+        )
+
+    listed = cli("silences", "list")  # no topic yet: none
+    assert (listed.returncode, listed.stdout) == (0, ""), listed.stderr
+    typo = cli("silences", "add", "--stage", "dyeng", "--for", "1h", "--reason", "r")
+    assert typo.returncode == 2
+    assert "--stage dyeng: no stage of the SLA plan" in typo.stderr
+    monkeypatch.setattr(silences_module, "MAX_SILENCES", 2)
+    for unit in ("A", "B"):
+        assert (
+            cli("silences", "add", "--unit", unit, "--for", "1h", "--reason", "r").returncode == 0
+        )
+    third = cli("silences", "add", "--unit", "C", "--for", "1h", "--reason", "r")
+    assert third.returncode == 1
+    assert "2 silences are in force or ahead, the most a notifier keeps (2)" in third.stderr
+    first = cli("silences", "list").stdout.split()[0]
+    assert cli("silences", "expire", first).returncode == 0  # an expired one does not count
+    assert cli("silences", "add", "--unit", "C", "--for", "1h", "--reason", "r").returncode == 0
+    assert len(cli("silences", "list", "--all").stdout.splitlines()) == 3
