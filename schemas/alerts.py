@@ -125,6 +125,12 @@ class Alert(BaseModel):
             return self.unit_id or ""
         return self.order_id or ""
 
+    @property
+    def units(self) -> frozenset[str]:
+        """The units the alert is about: its own and the one whose downtime caused it
+        (an order's breach at another unit's stage, explained by that unit's downtime)."""
+        return frozenset(u for u in (self.unit_id, self.cause and self.cause.unit_id) if u)
+
     def same_content(self, other: Alert) -> bool:
         """Field-by-field equality, independent of how either copy was built."""
         return self.model_dump() == other.model_dump()

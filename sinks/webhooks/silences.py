@@ -115,10 +115,9 @@ class Silence(BaseModel):
 
     def matches(self, alert: Alert, endpoint: str) -> bool:
         """Whether the silence covers `alert` sent to `endpoint` (time not considered)."""
-        units = {alert.unit_id, None if alert.cause is None else alert.cause.unit_id} - {None}
         customer = None if alert.customer is None else alert.customer.customer_id
         checks: tuple[tuple[list[str], Collection[str | None]], ...] = (
-            (self.units, units),
+            (self.units, alert.units),
             (self.stages, (alert.stage,)),
             (self.types, (alert.type.value,)),
             (self.order_ids, (alert.order_id,)),

@@ -36,6 +36,7 @@ from pydantic_core import PydanticCustomError
 from standardwebhooks import Webhook
 
 from schemas.alerts import Alert, AlertStatus, AlertType, Severity
+from schemas.common import Identifier
 from schemas.files import entry_lines, load_config_yaml, read_config_text
 from schemas.plan import Tier
 from schemas.urls import NUMERIC_HOST_REASON, UrlError, fixed_reason, split_url
@@ -76,7 +77,9 @@ class Filters(BaseModel):
     """Every listed field must match (AND); a list matches any of its values (OR).
 
     An empty or absent list matches everything. `stages` never matches alerts
-    without a stage (unit alerts); `customer_*` never match alerts without a customer.
+    without a stage (unit alerts); `customer_*` never match alerts without a customer;
+    `units` matches an alert's unit or the unit whose downtime caused it (a floor's own
+    endpoint), never an alert with neither (an order late before reaching any unit).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -87,6 +90,7 @@ class Filters(BaseModel):
     customer_tiers: list[str] = Field(default_factory=list)
     customer_ids: list[str] = Field(default_factory=list)
     stages: list[str] = Field(default_factory=list)
+    units: list[Identifier] = Field(default_factory=list)
 
     @field_validator("types", "severities", "statuses", "customer_tiers")
     @classmethod
@@ -112,7 +116,9 @@ class Filters(BaseModel):
             (self.customer_ids, None if customer is None else customer.customer_id),
             (self.stages, alert.stage),
         )
-        return all(not wanted or value in wanted for wanted, value in checks)
+        return all(not wanted or value in wanted for wanted, value in checks) and (
+            not self.units or not alert.units.isdisjoint(self.units)
+        )
 
 
 Format = Literal["standard", "slack", "teams", "pagerduty"]

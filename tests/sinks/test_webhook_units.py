@@ -20,7 +20,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from chainwatch.notify_runner import stop_timeout_s
 from chainwatch.settings import Settings
-from schemas.alerts import Alert, AlertStatus, Severity
+from schemas.alerts import Alert, AlertCause, AlertStatus, Severity
 from schemas.plan import load_plan
 from sinks.webhooks.delivery import (
     RETRY_AFTER_CAP_S,
@@ -64,6 +64,32 @@ def test_filters_and_within_fields_or_within_lists() -> None:
     assert Filters().matches(make_alert(1))
     assert not Filters(stages=["knitting"]).matches(make_alert(1, stage="dyeing"))
     assert Filters(statuses=["resolved"]).matches(make_alert(1, AlertStatus.RESOLVED))
+
+
+def test_a_units_filter_matches_the_alerts_unit_or_the_unit_that_caused_it(
+    tmp_path: Path,
+) -> None:
+    """A floor's own endpoint: its unit's alerts, and orders' breaches its downtime caused."""
+    dyeing = make_alert(1)  # at DYE-01
+    assert Filters(units=["DYE-01", "KNIT-03"]).matches(dyeing)
+    assert not Filters(units=["KNIT-03"]).matches(dyeing)
+    cause = AlertCause(unit_id="KNIT-03", reason="power_outage", since=dyeing.deadline)
+    caused = dyeing.model_copy(update={"cause": cause})
+    assert Filters(units=["KNIT-03"]).matches(caused)
+    before_any_unit = dyeing.model_copy(update={"unit_id": None})
+    assert not Filters(units=["DYE-01"]).matches(before_any_unit)
+    assert Filters().matches(before_any_unit)
+    path = _write(
+        tmp_path,
+        f"endpoints:\n  - {{name: a, url: 'https://x.example.com/', secret: {SECRET}, "
+        "filters: {units: [KNIT-03], severities: [critical]}}\n",
+    )
+    (endpoint,) = load_subscriptions(path).endpoints
+    assert endpoint.filters.matches(caused)
+    assert not endpoint.filters.matches(dyeing)
+    blank = _write(tmp_path, path.read_text().replace("[KNIT-03]", "['']"))
+    with pytest.raises(SubscriptionError, match="units"):
+        load_subscriptions(blank)
 
 
 def test_subscriptions_load_with_secret_from_env(
