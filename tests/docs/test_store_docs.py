@@ -10,6 +10,9 @@ a column (0008 did) cannot leave the docs behind.
 from __future__ import annotations
 
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +116,32 @@ def test_the_readme_names_every_table_and_view_a_user_reads(
     assert set(columns) - INTERNAL <= named, (
         f"README's table list misses {sorted(set(columns) - INTERNAL - named)}"
     )
+
+
+def test_the_documented_write_on_the_embedded_store_runs_as_written(tmp_path: Path) -> None:
+    """docs/sinks.md's way to run an `ALTER` on the embedded store (`chainwatch sql`
+    refuses it): its command, from a directory whose `.chainwatch` is the data dir,
+    queues the mutation. (A relative path in the chDB DSN is read as a database.)"""
+    section = SINKS[SINKS.index("**Running these statements**") :]
+    found = re.search(r"```sh\n\s*(\.venv/bin/python -c [^\n]*)\n\s*```", section)
+    assert found, "docs/sinks.md: the chDB command of 'Running these statements'"
+    settings = Settings(data_dir=tmp_path / ".chainwatch")
+    client = SerializedClient(open_client(settings))
+    try:
+        migrate(client, settings)
+    finally:
+        client.close()
+    command = found.group(1).replace(".venv/bin/python", shlex.quote(sys.executable), 1)
+    ran = subprocess.run(
+        ["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    client = SerializedClient(open_client(settings))
+    try:
+        queued = client.query(
+            "SELECT command FROM system.mutations WHERE database = currentDatabase() "
+            "AND table = 'scans'"
+        ).result_rows
+    finally:
+        client.close()
+    assert any("DELETE WHERE" in str(row[0]) for row in queued), queued
