@@ -28,7 +28,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaProducer
 from pydantic import TypeAdapter, ValidationError
 
 from chainwatch.errors import UsageError, UserError
@@ -41,7 +40,6 @@ from schemas.common import UtcDatetime
 from schemas.deadline import deadline
 from schemas.kafka_security import Kafka
 from schemas.plan import parse_duration
-from sinks.producer_start import start_producer, stop_producer
 from sinks.webhooks.delivery import (
     AttemptResult,
     DeliveryResult,
@@ -50,7 +48,7 @@ from sinks.webhooks.delivery import (
     http_client,
     request_secrets,
 )
-from sinks.webhooks.notifier import log_producer
+from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.publish import publish
 from sinks.webhooks.records import (
     DEAD_LETTER_TOPIC,
@@ -209,8 +207,8 @@ class Run:
         todo = self.summary.to_resend
         if not todo:
             return self.summary
-        producer = log_producer(self.settings.kafka.endpoint)
-        if not await start_producer(producer, self.settings.kafka.endpoint, stop=stop):
+        producer = LogProducer(self.settings.kafka.endpoint, stop)
+        if not await producer.start():
             self.summary.stopped, self.summary.not_tried = True, len(todo)
             return self.summary
         clients: dict[str, tuple[httpx.AsyncClient, EndpointHealth]] = {}
@@ -228,14 +226,14 @@ class Run:
                     endpoint.url.get_secret_value(), endpoint.pagerduty_routing_key()
                 )
                 await close_client(http, name, hide=hide)
-            await stop_producer(producer)
+            await producer.stop()
         return self.summary
 
     async def _one(
         self,
         given_up: GivenUp,
         number: str,
-        producer: AIOKafkaProducer,
+        producer: LogProducer,
         clients: dict[str, tuple[httpx.AsyncClient, EndpointHealth]],
         stop: asyncio.Event,
     ) -> None:
@@ -288,7 +286,7 @@ class Run:
         given_up: GivenUp,
         endpoint: Endpoint,
         result: DeliveryResult,
-        producer: AIOKafkaProducer,
+        producer: LogProducer,
     ) -> None:
         """Publish the outcome, as the notifier does, each write within its deadline."""
         entry, letter = outcome_records(given_up, endpoint, result)

@@ -28,8 +28,7 @@ from chainwatch.topic_read import read_to_end
 from schemas.common import UtcDatetime
 from schemas.deadline import deadline
 from schemas.plan import load_plan, parse_duration
-from sinks.producer_start import start_producer, stop_producer
-from sinks.webhooks.notifier import log_producer
+from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.publish import publish
 from sinks.webhooks.silences import MAX_SILENCE, MAX_SILENCES, SILENCES_TOPIC, Silence
 
@@ -126,8 +125,8 @@ async def read_silences(settings: Settings) -> dict[str, Silence]:
 async def write_silence(settings: Settings, silence: Silence) -> None:
     kafka = settings.kafka
     within = _kafka_s(settings)
-    producer = log_producer(kafka.endpoint)
-    await start_producer(producer, kafka.endpoint, timeout_s=within)
+    producer = LogProducer(kafka.endpoint, start_timeout_s=within)
+    await producer.start()
     try:
         async with deadline(within):
             await publish(
@@ -142,7 +141,7 @@ async def write_silence(settings: Settings, silence: Silence) -> None:
             f"{within:g} s; check that the broker answers"
         ) from None
     finally:
-        await stop_producer(producer)
+        await producer.stop()
 
 
 def add(settings: Settings, silence: Silence) -> Silence:

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from standardwebhooks import Webhook
 
 from schemas.alerts import Alert
@@ -49,6 +49,7 @@ from sinks.webhooks.delivery import (
 )
 from sinks.webhooks.done import LeftOutLog
 from sinks.webhooks.invalid import InvalidAlertLog, NotAnAlert
+from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.offsets import OffsetTracker
 from sinks.webhooks.outcomes import (
     Job,
@@ -127,7 +128,7 @@ class PipeConfig:
 class EndpointPipe:
     """One endpoint: its consumer group, queue, HTTP client, workers and offsets."""
 
-    def __init__(self, endpoint: Endpoint, config: PipeConfig, producer: AIOKafkaProducer) -> None:
+    def __init__(self, endpoint: Endpoint, config: PipeConfig, producer: LogProducer) -> None:
         self.endpoint = endpoint
         self.config = config
         self.policy = config.policy

@@ -47,6 +47,11 @@ INVALID_ALERTS = Counter(
     "Records on the alerts topic that are not alerts (each endpoint reads them all)",
     ["endpoint"],
 )
+LOG_PRODUCER_RENEWALS = Counter(
+    "chainwatch_webhook_log_producer_renewals",
+    "Delivery-log producers replaced because aiokafka's sender ended for good "
+    "(OutOfOrderSequenceNumber after a broker restart)",
+)
 LOG_REFUSED = Counter(
     "chainwatch_webhook_log_refused",
     "Delivery-log or dead-letter records the broker refused for good (a bug: records are bounded)",

@@ -80,22 +80,14 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
-from schemas.kafka_security import Kafka, aiokafka_kwargs
-from sinks.producer_start import start_producer, stop_producer
+from schemas.kafka_security import Kafka
 from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import EndpointPipe, NotifyStats, PipeConfig, Topics, forward
+from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.silence_follower import SilenceFollower
 from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import TargetPolicy
 from sinks.webhooks.warmup import WarmupConfig
-
-
-def log_producer(kafka: Kafka) -> AIOKafkaProducer:
-    """The producer of the delivery log and its dead letters (the notifier's, and
-    `chainwatch deliveries resend`'s): acknowledged by every replica, idempotent."""
-    return AIOKafkaProducer(**aiokafka_kwargs(kafka), acks="all", enable_idempotence=True)
 
 
 class Notifier:
@@ -146,9 +138,9 @@ class Notifier:
 
     async def run(self, stop: asyncio.Event, *, drain: bool = False) -> NotifyStats:
         """Deliver until `stop` (or, with `drain`, until every endpoint is caught up)."""
-        producer = log_producer(self.config.bootstrap)
+        producer = LogProducer(self.config.bootstrap, stop)
         # bounded, and a stop meanwhile ends it: the idempotent start retries for ever
-        if not await start_producer(producer, self.config.bootstrap, stop=stop):
+        if not await producer.start():
             return self.stats
         # the silences are followed while the pipes run (cancelled after them: it keeps
         # nothing that needs a graceful end)
@@ -160,7 +152,7 @@ class Notifier:
             if following is not None:
                 following.cancel()
                 await asyncio.gather(following, return_exceptions=True)
-            await stop_producer(producer)  # bounded: a stop's deadline counts on it
+            await producer.stop()  # bounded: a stop's deadline counts on it
         return self.stats
 
     async def _run_pipes(self, stop: asyncio.Event, drain: bool) -> None:

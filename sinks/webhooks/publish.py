@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 
 import structlog
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 
 from sinks.backoff import Backoff
 from sinks.webhooks import metrics
+from sinks.webhooks.log_producer import LogProducer
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -23,9 +23,10 @@ PERMANENT_PUBLISH_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
 """The broker will never take this record: retrying cannot help."""
 
 
-async def publish(producer: AIOKafkaProducer, topic: str, key: str, value: bytes) -> bool:
+async def publish(producer: LogProducer, topic: str, key: str, value: bytes) -> bool:
     """Publish one log record, retrying while Kafka is unavailable (each try bounded by
-    the producer's `request_timeout_ms`); False, logged and counted, for a record the
+    the producer's `request_timeout_ms`; a producer whose sender ended is renewed,
+    log_producer.py); False, logged and counted, for a record the
     broker refuses for good (records are bounded, so this is a bug, never a loop)."""
     backoff = Backoff(0.2, 10.0)
     while True:

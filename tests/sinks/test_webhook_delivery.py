@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from notify_waits import committed, committed_off_loop, secret_for, until
 from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
@@ -32,6 +31,7 @@ from schemas.alerts import Alert, AlertStatus, Severity
 from sinks.clickhouse.connection import open_client
 from sinks.http_serving import serving_thread
 from sinks.webhooks.dispatcher import EndpointPipe, NotifyStats
+from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.publish import publish as publish_log
 from sinks.webhooks.rebalance import RebalanceListener
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, WebhookDeadLetter
@@ -275,7 +275,7 @@ def test_a_record_the_broker_refuses_is_reported_not_retried_forever(
     prepare_all_topics(settings)
 
     async def run() -> bool:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
+        producer = LogProducer(settings.kafka.endpoint)
         await producer.start()
         try:
             return await asyncio.wait_for(
