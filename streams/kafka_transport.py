@@ -21,6 +21,17 @@ per-message path (`send_batch_tracked`, used by `streams.engine.output_sender.Ou
 and are covered by the same flush; one that cannot even be appended makes the
 next flush raise too (`refuse_commit`).
 
+A producer the broker refuses for its batch numbering (OUT_OF_ORDER_SEQUENCE_NUMBER,
+seen after a broker restart with a batch in flight, or fenced) is spent: aiokafka keeps
+its numbering, so every later batch of that partition is refused the same. The refusal
+used to be noted for the next commit's flush only, and a live worker with no input
+(deadlines falling due: ticks, no offset to commit) never committed: it stayed ready
+while its alerts, snapshots and changelog records were refused. Now a spent producer
+makes every later commit raise at once, offsets or none (the worker stops within a
+commit interval, `ProducerFlushError` naming the refusal; its restart gets a new
+producer id), and nothing is committed after it, its stop's commit included
+(`_IdempotentProducer.spent`).
+
 Its consumer reads again, after every rebalance, what it had fetched but not
 handled - also on a partition nobody has committed yet, which aiokafka's seek to
 the committed offsets leaves where it was (`seek_to_committed_or_reset`) - and
@@ -40,7 +51,7 @@ from typing import Any, cast
 import faust
 from aiokafka import AIOKafkaConsumer
 from aiokafka.consumer.fetcher import OffsetResetStrategy
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import MessageSizeTooLargeError, OutOfOrderSequenceNumber, ProducerFenced
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, FutureMessage, Message
@@ -77,6 +88,11 @@ FETCH_MAX_WAIT_MS = 100
 
 class ProducerFlushError(RuntimeError):
     """Buffered messages were not acknowledged in time; offsets must not be committed."""
+
+
+SPENT = (OutOfOrderSequenceNumber, ProducerFenced)
+"""Refusals after which the producer sends nothing more (its numbering or its id is
+refused for good): only a new producer, a restarted worker's, does."""
 
 
 async def seek_to_committed_or_reset(
@@ -287,6 +303,24 @@ class _ReadCommittedConsumer(EagerDelivery, driver.Consumer):
             known = self.__dict__["_returned"] = {}
         return known
 
+    async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        """faust's commit, refused once the producer is spent (`_IdempotentProducer.spent`).
+
+        Raises `ProducerFlushError` even with no offset to commit, so the commit timer
+        stops the worker within a commit interval (a live worker with no input had none
+        to commit, and went on ready while everything it sent was refused). While the
+        worker stops (that crash, or a signal) it commits nothing and does not raise: a
+        raise in the consumer's stop left its thread running, and the process with it.
+        """
+        spent = getattr(self.app.producer, "spent", None)
+        if spent is not None:
+            if self.should_stop:
+                self.log.warning("not committing offsets while stopping: %s", spent)
+                return False
+            raise ProducerFlushError(f"{spent}; not committing offsets, the worker stops")
+        committed: bool = await super().commit(topics, start_new_transaction)
+        return committed
+
     async def perform_seek(self) -> None:
         """Seek to the committed offsets and forget every ack taken before the seek.
 
@@ -324,6 +358,9 @@ class _IdempotentProducer(driver.Producer):
         """Messages and batches handed over (buffer, `send_tracked`, `send_batch_tracked`)
         and not yet acknowledged by Kafka."""
         self._failed: list[str] = []
+        self.spent: str | None = None
+        """Why the broker refuses this producer's batches for good (`SPENT`), once it has:
+        every later flush and commit raises, none is committed (the worker stops)."""
 
     def _settings_extra(self) -> Mapping[str, Any]:
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
@@ -430,14 +467,22 @@ class _IdempotentProducer(driver.Producer):
             self._failed.append("cancelled")
         elif (exc := fut.exception()) is not None:
             self._failed.append(f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, SPENT) and self.spent is None:
+                self.spent = (
+                    f"the broker refuses the worker's producer ({type(exc).__name__}: {exc}):"
+                    " nothing it sends is taken any more, a restart gets a new producer id"
+                )
+                self.log.error("producer spent: %s", self.spent)
 
     async def flush(self) -> None:
         """Return once every message buffered before the call is acknowledged by Kafka.
 
         Raises `ProducerFlushError` if one is still unacknowledged after
         `flush_timeout_s`, or if one failed since the last flush: either way the
-        offsets that follow must not be committed.
+        offsets that follow must not be committed. Once the producer is `spent`, always.
         """
+        if self.spent is not None:
+            raise ProducerFlushError(f"{self.spent}; not committing offsets")
         await super().flush()
         waiting = [fut for fut in self._unacknowledged if not fut.done()]
         if waiting:
@@ -472,6 +517,18 @@ class ChainwatchApp(faust.App):
         """faust's flow control of the streams' buffers; the consumer reads again
         whatever they held when it empties them (`_ReadCommittedConsumer.getmany`)."""
         return ClearCountingFlowControl(loop=self.loop)
+
+    async def _producer_flush(self, logger: Any) -> None:
+        """faust's flush at the app's stop; a spent producer's refusal is logged, not
+        raised: a raise here skipped the stop of the app's children (the consumer's
+        thread ran on, and the process never exited). Nothing is committed after it
+        (`_ReadCommittedConsumer.commit`)."""
+        try:
+            await super()._producer_flush(logger)
+        except ProducerFlushError as exc:
+            if getattr(self._producer, "spent", None) is None:
+                raise
+            logger.error("producer buffer not flushed at stop: %s", exc)
 
     def _new_transport(self) -> Any:
         return ReadCommittedTransport(self.conf.broker_consumer, self, loop=self.loop)
