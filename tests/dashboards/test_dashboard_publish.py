@@ -13,17 +13,17 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 from dead_servers import outcome_within
+from loopback_http import serving
 
 from chainwatch.free_port import free_port
 from dashboards.errors import PublishError
 from dashboards.publish import publish
 from schemas.plan import load_plan
-from sinks.http_serving import serving_thread
 
 TOKEN = "glsa_test_token"
 
@@ -168,16 +168,11 @@ def _handler(state: FakeGrafana) -> type[BaseHTTPRequestHandler]:  # noqa: C901 
 @pytest.fixture
 def grafana() -> Iterator[tuple[str, FakeGrafana]]:
     state = FakeGrafana()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    thread = serving_thread(server)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        state.stop.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(_handler(state)) as port:
+        try:
+            yield f"http://127.0.0.1:{port}", state
+        finally:
+            state.stop.set()  # before the shutdown: a handler waiting on it returns
 
 
 def test_publish_creates_folder_and_datasource_then_is_idempotent(

@@ -5,19 +5,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dead_servers import DeadServer, outcome_within
+from loopback_http import serving
 
 from chainwatch.cli import main
 from chainwatch.simulator_outputs import http_out
 from chainwatch.simulator_outputs.http_out import HttpPublisher
 from simulator import SimConfig, SimRecord, Summary, run_live, simulate
 from simulator.pacing import TokenBucket
-from sinks.http_serving import serving_thread
 
 
 class Collect:
@@ -128,15 +128,8 @@ class _Recorder(BaseHTTPRequestHandler):
 def recorder() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     seen: list[dict[str, Any]] = []
     handler = type("Recorder", (_Recorder,), {"requests": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = serving_thread(server)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(handler) as port:
+        yield f"http://127.0.0.1:{port}", seen
 
 
 def test_http_publisher_follows_the_gateway_api(

@@ -10,11 +10,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback_http import serving
 from notify_waits import committed, committed_off_loop, secret_for, until
 from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
@@ -29,7 +30,6 @@ from chainwatch.settings import Settings
 from chainwatch.sink_runner import run_sink
 from schemas.alerts import Alert, AlertStatus, Severity
 from sinks.clickhouse.connection import open_client
-from sinks.http_serving import serving_thread
 from sinks.webhooks.dispatcher import EndpointPipe, NotifyStats
 from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.publish import publish as publish_log
@@ -138,16 +138,8 @@ def receiver() -> Iterator[tuple[Receiver, int]]:
             except OSError:
                 pass  # the client gave up on us
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = serving_thread(server)
-    thread.start()
-    try:
-        yield state, int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving(Handler) as port:
+        yield state, port
 
 
 def _subscriptions(

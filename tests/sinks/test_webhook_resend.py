@@ -17,12 +17,13 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cli_in_process import Answer, cli_in_process
+from loopback_http import serving
 from notify_waits import secret_for
 from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
@@ -34,7 +35,6 @@ from chainwatch.commands import deliveries as deliveries_command
 from chainwatch.notify_runner import build_notifier, load_configured
 from chainwatch.settings import Settings
 from schemas.alerts import Alert, AlertStatus
-from sinks.http_serving import serving_thread
 from sinks.webhooks.records import (
     DEAD_LETTER_TOPIC,
     DELIVERIES_TOPIC,
@@ -89,17 +89,8 @@ def receiver() -> Iterator[Receiver]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.port = int(server.server_address[1])
-    thread = serving_thread(server)
-    thread.start()
-    try:
+    with serving(Handler) as state.port:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def _subscriptions(path: Path, port: int, names: tuple[str, ...]) -> None:

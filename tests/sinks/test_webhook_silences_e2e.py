@@ -15,13 +15,14 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cli_in_process import Answer, cli_in_process
 from dead_servers import LateServer
+from loopback_http import serving
 from notify_waits import secret_for, until
 from prometheus_client import REGISTRY
 from sink_harness import prepare_all_topics, publish, wait_for
@@ -34,7 +35,6 @@ from chainwatch.notify_runner import build_notifier, ensure_notify_topics, load_
 from chainwatch.process import Startup
 from chainwatch.settings import Settings
 from schemas.alerts import Alert, AlertCause, AlertStatus, AlertType, alert_id
-from sinks.http_serving import serving_thread
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, DeliveryLog
 from sinks.webhooks.silence_follower import SilenceFollower
 from sinks.webhooks.silences import SILENCES_TOPIC
@@ -76,17 +76,8 @@ def receiver() -> Iterator[Receiver]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.port = int(server.server_address[1])
-    thread = serving_thread(server)
-    thread.start()
-    try:
+    with serving(Handler) as state.port:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def unit_down(unit: str, n: int, status: AlertStatus = AlertStatus.OPEN) -> Alert:
