@@ -30,6 +30,7 @@ from pydantic import (
 
 from schemas.alerts import Alert, AlertType
 from schemas.common import Identifier, StageName, UtcDatetime
+from sinks.webhooks.subscriptions import only_known
 
 SILENCES_TOPIC = "webhook-silences"
 MAX_SILENCES = 10_000
@@ -86,13 +87,7 @@ class Silence(BaseModel):
     @classmethod
     def _known_types(cls, values: list[str]) -> list[str]:
         """A type no alert has (a typo) would silence nothing: refused, naming the types."""
-        unknown = [v for v in values if v not in _TYPES]
-        if unknown:
-            raise ValueError(
-                f"{', '.join(map(repr, unknown))} is no alert's type; "
-                f"use {', '.join(sorted(_TYPES))}"
-            )
-        return values
+        return only_known(values, _TYPES, "type")
 
     @model_validator(mode="after")
     def _bounded(self) -> Silence:

@@ -73,6 +73,17 @@ _FILTER_VALUES: dict[str, frozenset[str]] = {
 }
 
 
+def only_known(values: list[str], known: frozenset[str], what: str) -> list[str]:
+    """`values`, or a ValueError naming those no alert has and the ones there are: a
+    filter or silence with a typo (`stage_overdu`) would match nothing, and say nothing."""
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        raise ValueError(
+            f"{', '.join(map(repr, unknown))} is no alert's {what}; use {', '.join(sorted(known))}"
+        )
+    return values
+
+
 class Filters(BaseModel):
     """Every listed field must match (AND); a list matches any of its values (OR).
 
@@ -97,14 +108,7 @@ class Filters(BaseModel):
     def _known(cls, values: list[str], info: ValidationInfo) -> list[str]:
         """A value no alert can have (a typo: `stage_overdu`) would make the endpoint
         silently receive nothing: refused at load, naming the values there are."""
-        known = _FILTER_VALUES[str(info.field_name)]
-        unknown = [v for v in values if v not in known]
-        if unknown:
-            raise ValueError(
-                f"{', '.join(map(repr, unknown))} is no alert's value here; "
-                f"use {', '.join(sorted(known))}"
-            )
-        return values
+        return only_known(values, _FILTER_VALUES[str(info.field_name)], "value here")
 
     def matches(self, alert: Alert) -> bool:
         customer = alert.customer
