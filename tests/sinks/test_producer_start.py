@@ -22,7 +22,7 @@ from chainwatch.errors import USER_ERRORS
 from chainwatch.settings import Settings
 from sinks import producer_start
 from sinks.producer_start import ProducerStartFailed, start_producer
-from sinks.webhooks import notifier
+from sinks.webhooks import log_producer
 from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import Topics
 from sinks.webhooks.notifier import Notifier
@@ -129,7 +129,7 @@ def _notifier() -> Notifier:
 def test_the_notifier_fails_clearly_when_its_producer_never_starts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(notifier, "AIOKafkaProducer", NeverStarts)
+    monkeypatch.setattr(log_producer, "AIOKafkaProducer", NeverStarts)
     with pytest.raises(ProducerStartFailed, match="broker:9092"):
         asyncio.run(asyncio.wait_for(_notifier().run(asyncio.Event()), BOUND_S))
 
@@ -137,7 +137,7 @@ def test_the_notifier_fails_clearly_when_its_producer_never_starts(
 def test_the_notifier_stops_when_told_while_its_producer_starts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(notifier, "AIOKafkaProducer", NeverStarts)
+    monkeypatch.setattr(log_producer, "AIOKafkaProducer", NeverStarts)
     monkeypatch.setattr(producer_start, "START_TIMEOUT_S", 60.0)
 
     async def main() -> Any:
