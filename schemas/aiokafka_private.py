@@ -9,8 +9,12 @@ publisher`) both cancel the sender's task themselves, so both reach into
 (the callers then only stop the producer as aiokafka does) and its test in
 tests/schemas/test_aiokafka_private.py fails on the real producer.
 
+Also what both must know of aiokafka's idempotent producer: which broker refusals
+spend it for good (`spends_producer`: the worker stops, the notifier renews its log
+producer).
+
 In `schemas` as the one package both streams and sinks import (their
-independence is an import-linter contract); it imports no aiokafka itself.
+independence is an import-linter contract).
 A private reach used in one module only stays there, named where it is used
 (`streams.kafka_transport`, `sinks.webhooks.done`, the publisher's transaction
 waiter).
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+from aiokafka.errors import OutOfOrderSequenceNumber, ProducerFenced
 
 SENDER_STOP_S = 2.0
 """How long a stop waits for a producer's sender it cancelled (the records it still held
@@ -35,3 +41,14 @@ def sender_task(producer: object) -> asyncio.Task[Any] | None:
     cancels and awaits it without a bound."""
     task = getattr(getattr(producer, "_sender", None), "sender_task", None)
     return task if isinstance(task, asyncio.Task) else None
+
+
+def spends_producer(exc: BaseException) -> bool:
+    """Whether the broker's refusal `exc` spends an idempotent producer for good: after
+    OUT_OF_ORDER_SEQUENCE_NUMBER (seen after a broker restart with a batch in flight)
+    aiokafka fails the batch but keeps its own numbering, so every later batch of the
+    partition is refused the same; a fenced producer's id is refused. Only a new
+    producer, with a new producer id, sends again.
+
+    Checked against aiokafka 0.14.0 (`SendProduceReqHandler.handle_response`)."""
+    return isinstance(exc, OutOfOrderSequenceNumber | ProducerFenced)

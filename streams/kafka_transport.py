@@ -51,13 +51,14 @@ from typing import Any, cast
 import faust
 from aiokafka import AIOKafkaConsumer
 from aiokafka.consumer.fetcher import OffsetResetStrategy
-from aiokafka.errors import MessageSizeTooLargeError, OutOfOrderSequenceNumber, ProducerFenced
+from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, FutureMessage, Message
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
+from schemas.aiokafka_private import spends_producer
 from schemas.deadline import deadline
 from streams.eager_delivery import EagerDelivery
 
@@ -88,11 +89,6 @@ FETCH_MAX_WAIT_MS = 100
 
 class ProducerFlushError(RuntimeError):
     """Buffered messages were not acknowledged in time; offsets must not be committed."""
-
-
-SPENT = (OutOfOrderSequenceNumber, ProducerFenced)
-"""Refusals after which the producer sends nothing more (its numbering or its id is
-refused for good): only a new producer, a restarted worker's, does."""
 
 
 async def seek_to_committed_or_reset(
@@ -359,7 +355,7 @@ class _IdempotentProducer(driver.Producer):
         and not yet acknowledged by Kafka."""
         self._failed: list[str] = []
         self.spent: str | None = None
-        """Why the broker refuses this producer's batches for good (`SPENT`), once it has:
+        """Why the broker refuses this producer's batches for good (`spends_producer`), once it has:
         every later flush and commit raises, none is committed (the worker stops)."""
 
     def _settings_extra(self) -> Mapping[str, Any]:
@@ -467,7 +463,7 @@ class _IdempotentProducer(driver.Producer):
             self._failed.append("cancelled")
         elif (exc := fut.exception()) is not None:
             self._failed.append(f"{type(exc).__name__}: {exc}")
-            if isinstance(exc, SPENT) and self.spent is None:
+            if spends_producer(exc) and self.spent is None:
                 self.spent = (
                     f"the broker refuses the worker's producer ({type(exc).__name__}: {exc}):"
                     " nothing it sends is taken any more, a restart gets a new producer id"

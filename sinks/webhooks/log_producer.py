@@ -24,17 +24,14 @@ import asyncio
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber, ProducerFenced
+from aiokafka.errors import KafkaError
 
-from schemas.aiokafka_private import sender_task
+from schemas.aiokafka_private import sender_task, spends_producer
 from schemas.kafka_security import Kafka, aiokafka_kwargs
 from sinks.producer_start import ProducerStartFailed, start_producer, stop_producer
 from sinks.webhooks import metrics
 
 log = structlog.stdlib.get_logger(__name__)
-
-SPENT = (OutOfOrderSequenceNumber, ProducerFenced)
-"""Refusals after which this producer id sends nothing more: only a new producer does."""
 
 
 def log_producer(kafka: Kafka) -> AIOKafkaProducer:
@@ -81,9 +78,10 @@ class LogProducer:
             producer = self.producer
         try:
             await producer.send_and_wait(topic, value=value, key=key)
-        except SPENT as exc:
-            await self._renew(producer, type(exc).__name__)
-            raise  # the caller's retry sends with the new producer
+        except KafkaError as exc:
+            if spends_producer(exc):
+                await self._renew(producer, type(exc).__name__)
+            raise  # the caller's retry (`publish`) sends again, with a new producer if spent
 
     async def _renew(self, spent: AIOKafkaProducer, why: str) -> None:
         async with self._renewing:

@@ -27,3 +27,19 @@ def test_the_sender_task_is_read_where_aiokafka_keeps_it() -> None:
         return before is None, found is sending
 
     assert asyncio.run(run()) == (True, True)
+
+
+def test_only_a_refused_numbering_or_a_fenced_id_spends_a_producer() -> None:
+    from aiokafka.errors import (
+        KafkaTimeoutError,
+        NotLeaderForPartitionError,
+        OutOfOrderSequenceNumber,
+        ProducerFenced,
+    )
+
+    from schemas.aiokafka_private import spends_producer
+
+    assert spends_producer(OutOfOrderSequenceNumber())
+    assert spends_producer(ProducerFenced())
+    assert not spends_producer(KafkaTimeoutError())  # Kafka away: the same producer retries
+    assert not spends_producer(NotLeaderForPartitionError())
