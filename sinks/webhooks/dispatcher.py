@@ -82,6 +82,18 @@ class _Abandoned(Exception):
     or the partition's next assignment delivers it."""
 
 
+class _Silenced(Exception):
+    """A delivery left between two attempts because a silence in force covers it now (a
+    silence added while it was retrying): recorded `silenced`, with the attempts made."""
+
+    def __init__(self, silence: Silence) -> None:
+        super().__init__(silence.silence_id)
+        self.silence = silence
+        self.statuses: list[int] = []
+        self.began = time.monotonic()
+        self.began_at = datetime.now(UTC)
+
+
 class WorkerDied(RuntimeError):
     """An endpoint's delivery worker ended: the notifier stops instead of hanging."""
 
@@ -178,7 +190,7 @@ class EndpointPipe:
     ) -> tuple[dict[str, Any], DeliveryResult]:
         """Build the message, then attempt it; a failure of either is the outcome
         `processing_error` (given up), never an exception out of the worker."""
-        began = time.monotonic()
+        began, began_at = time.monotonic(), datetime.now(UTC)
         try:
             payload, body = render(
                 job.alert,
@@ -209,6 +221,9 @@ class EndpointPipe:
                 hide=(self.routing_key,),  # in the body: a receiver may quote it back
             )
         except _Abandoned:
+            raise
+        except _Silenced as silenced:  # the attempts made, for its outcome
+            silenced.statuses, silenced.began, silenced.began_at = statuses, began, began_at
             raise
         except Exception as exc:
             result = self._processing_error(job, "delivering failed", exc, began, statuses)
@@ -250,6 +265,9 @@ class EndpointPipe:
             payload, result = await self._deliver(http, job)
         except _Abandoned:
             return  # the notifier stops: its record stays pending, so it is not committed
+        except _Silenced as silenced:  # silenced between two attempts
+            await self._finish_silenced(job, silenced.silence, silenced)
+            return
         # the receiver never got it (not: its outcome unrecorded); a job of an earlier
         # assignment would forget the entry the partition's re-read put there
         if not result.delivered and self.current(job):
@@ -263,27 +281,38 @@ class EndpointPipe:
             fallback = self._processing_error(job, what, exc, began, result.status_codes)
             await self._finish(job, fallback, {})
 
-    async def _silence(self, job: Job) -> Silence | None:
+    async def _silence(self, job: Job, since: float | None = None) -> Silence | None:
         """The silence in force now (wall clock) covering the job, once the silences read
-        are at least as new as the job (silence_follower.py): while they cannot be read,
-        this waits, ended by a stop or the partition's revocation (`_Abandoned`)."""
+        are at least as new as `since` (monotonic; default when the job was read, before
+        its first attempt; a retry's is the retry's own moment, silence_follower.py):
+        while they cannot be read, this waits, ended by a stop or the partition's
+        revocation (`_Abandoned`)."""
         follower = self.config.silences
         if follower is None:
             return None
+        since = job.read_at if since is None else since
         while True:
             revocation = self.assignments.revocation  # set (and replaced) at a rebalance
             cancel = [self.stopping, revocation]
-            if await follower.current_since(job.read_at, cancel=cancel):
+            if await follower.current_since(since, cancel=cancel):
                 break
             if self.stopping.is_set() or self.assignments.stale(job):
                 raise _Abandoned  # not recorded nor committed: read and delivered again
         return follower.book.silencing(job.alert, self.endpoint.name, datetime.now(UTC))
 
-    async def _finish_silenced(self, job: Job, silence: Silence) -> None:
+    async def _finish_silenced(
+        self, job: Job, silence: Silence, retried: _Silenced | None = None
+    ) -> None:
         """Record a delivery not sent as `silenced` (the delivery log only: nothing was
-        given up, so no dead letter, and `deliveries resend` has nothing to re-send)."""
+        given up, so no dead letter, and `deliveries resend` has nothing to re-send).
+        `retried`: silenced before a retry, the failed attempts before it recorded too."""
         endpoint = self.endpoint
         result = silenced_result(silence.silence_id, silence.reason)
+        if retried is not None:
+            result.attempts = len(retried.statuses)
+            result.status_codes = list(retried.statuses)
+            result.first_attempt_at = retried.began_at
+            result.latency_ms = (time.monotonic() - retried.began) * 1000
         entry = delivery_log(job, endpoint, result, silenced=True)
         topic = self.config.topics.deliveries
         await publish(self.producer, topic, job.msg_id, entry.model_dump_json().encode())
@@ -295,6 +324,7 @@ class EndpointPipe:
             webhook_id=job.msg_id,
             alert_id=job.alert.alert_id,
             silence_id=silence.silence_id,
+            attempts=result.attempts,
         )
         if self.current(job):
             self.tracker.done(job.tp, job.offset)
@@ -330,7 +360,18 @@ class EndpointPipe:
         notifier ends the attempts under way, not the retries after them. A job whose
         partition was revoked meanwhile is left too: the partition's next assignment
         (here or elsewhere) reads the record again and delivers it, while retrying it
-        here, up to the retry horizon, only took a worker and posted it twice."""
+        here, up to the retry horizon, only took a worker and posted it twice.
+
+        Then the silences are checked again, as before the first attempt but as new as
+        this retry (a round of the follower begun after the wait: one ListOffsets
+        request, shared by the retries waiting with it): a silence added while the
+        delivery was retrying (a unit taken into maintenance) ends it (`_Silenced`)."""
+        await self._retry_wait(job, delay_s)
+        silence = await self._silence(job, since=time.monotonic())
+        if silence is not None:
+            raise _Silenced(silence)
+
+    async def _retry_wait(self, job: Job, delay_s: float) -> None:
         until = time.monotonic() + delay_s
         while True:
             revocation = self.assignments.revocation  # set (and replaced) at a rebalance

@@ -64,8 +64,9 @@ Lifecycle and guarantees:
   partition's position; the partition's next owner reads it again.
 - Silences (silences.py, silence_follower.py): every notifier reads the whole
   `webhook-silences` topic and follows it; a delivery is checked at the moment it
-  would be sent, with silences at least as new as its record, and one a silence in
-  force covers is recorded `silenced` (delivery log, no dead letter), not sent.
+  would be sent, with silences at least as new as its record (before a retry: as
+  new as the retry), and one a silence in force covers is recorded `silenced`
+  (delivery log, no dead letter), not sent (nor retried).
   While the topic cannot be read, deliveries wait (the notifier is not ready).
 - Formats (formats.py): `standard` is signed Standard Webhooks; `slack`, `teams`
   and `pagerduty` go through exactly the same queue, retries and delivery log.

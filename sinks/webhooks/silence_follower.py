@@ -5,9 +5,10 @@ consumer of no group (it commits nothing), then follows it, so any number of not
 see the same silences without a restart (silences.py). It reads in rounds: a round asks
 the topic's end offsets, then reads up to them; `synced_at` is when the last complete
 round began. A delivery waits (`current_since`) until a round begun after its record was
-read from `alerts` is complete: a silence written before the alert was read is then
-known, and a notifier that has not read the topic to its end since it started delivers
-nothing (a restart does not page a silenced alert).
+read from `alerts` is complete (before a retry: a round begun after the retry was due):
+a silence written before the alert was read is then known, and a notifier that has not
+read the topic to its end since it started delivers nothing (a restart does not page a
+silenced alert).
 
 Rounds run when a delivery waits for one, else every `IDLE_S` (one ListOffsets request).
 Each Kafka call has a deadline; a round that fails (Kafka gone, the topic unreadable) is

@@ -3,9 +3,10 @@
 A `Silence` lives on the compacted `webhook-silences` topic (key = its id), written by
 `chainwatch silences add|expire`; every notifier process reads the whole topic and
 follows it (silence_follower.py), so N notifiers see the same silences and none needs a
-restart. A delivery is checked at the moment it would be sent (wall clock): a match is
-recorded `silenced` (the delivery log, with the silence's id), never sent and never
-dead-lettered (docs/alert-channels.md, "Silencing during maintenance").
+restart. A delivery is checked at the moment it would be sent (wall clock), and again
+before each retry: a match is recorded `silenced` (the delivery log, with the silence's
+id), never sent and never dead-lettered (docs/alert-channels.md, "Silencing during
+maintenance").
 
 Matching: every non-empty matcher must match (AND), a list matches any of its values
 (OR), an empty list matches everything; at least one alert matcher (units, stages,

@@ -250,6 +250,77 @@ def test_a_silence_holds_its_units_alerts_until_expired(
     assert "no silence" in unknown.stderr
 
 
+def test_a_silence_added_while_a_delivery_retries_ends_its_retries(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The receiver is down (500) when the unit's alert is delivered; a silence of the
+    unit is added while the second attempt is in the receiver's hands (so before the
+    retry after it), and the receiver then answers 200. The retry is not made: the
+    delivery is recorded `silenced` with its two failed attempts, the receiver gets
+    nothing more. Without the check before each retry the retry was delivered."""
+    posts: list[int] = []
+    lock = threading.Lock()
+    second_in = threading.Event()
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:
+                posts.append(0)
+                n = len(posts)
+            if n == 2:  # held until the silence is written, then still failing
+                second_in.set()
+                release.wait(60)
+            status = 500 if n <= 2 else 200
+            with lock:
+                posts[n - 1] = status
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    with serving(Handler) as port:
+        subs = tmp_path / "subscriptions.yaml"
+        ops = {"name": "ops", "url": f"http://127.0.0.1:{port}/ops", "secret": secret_for("ops")}
+        subs.write_text(json.dumps({"endpoints": [ops]}))
+        # an attempt's deadline well past the time a `silences add` takes
+        settings = settings_factory(webhooks=loopback_webhooks(subs, timeout_s=60.0))
+        prepare_all_topics(settings)
+        ensure_notify_topics(settings)
+        before = _silenced_total()
+        notifier = RunningNotifier(settings)
+        try:
+            _send(settings, unit_down("KNIT-05", 1))
+            assert second_in.wait(60), "no second attempt"
+            capsys.readouterr()  # the notifier's log so far
+            added = cli_in_process(
+                ["silences", "add", "--unit", "KNIT-05", "--for", "1h", "--reason", "repair"],
+                settings.to_env(), monkeypatch, capsys, settings_built=True,
+            )  # fmt: skip
+            release.set()
+            assert added.returncode == 0, added.stderr
+            silence_id = added.stdout.strip()
+            wait_for(lambda: _logs(settings), 60, "the delivery's outcome")
+        finally:
+            release.set()
+            notifier.stop()
+    (log,) = _logs(settings)
+    assert log.outcome == "silenced", log
+    assert log.last_error.startswith(f"silenced: {silence_id} (repair)")
+    assert (log.attempts, log.status_codes) == (2, [500, 500])
+    assert posts == [500, 500]  # no retry after the silence
+    assert _silenced_total() - before == 1
+    assert read_topic(settings, DEAD_LETTER_TOPIC) == []
+
+
 def test_silences_that_cannot_be_read_hold_deliveries_and_readiness(
     settings_factory: Callable[..., Settings],
     kafka_bootstrap: str,
