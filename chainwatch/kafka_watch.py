@@ -19,6 +19,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -46,6 +47,11 @@ class KafkaWatch:
         self.timeout_s = timeout_s
         self._probe = probe or self._metadata
         self._down_since: datetime | None = None
+        """When the first failed check of the outage began (UTC, said by `problem`)."""
+        self._down_began: float | None = None
+        """The same moment on the monotonic clock: `down_s` is counted from it, not from
+        when that check gave up (up to `timeout_s` a bootstrap broker later), and a wall
+        clock stepped meanwhile does not stretch or shrink it."""
         self._tls_failure: str | None = None
         """"TLS handshake failed (<reason>)" when the last check failed so: an expired or
         replaced certificate is not a broker that does not answer."""
@@ -70,21 +76,22 @@ class KafkaWatch:
 
     def check(self) -> None:
         """One check (the thread's step), logging a change either way."""
+        began, began_at = time.monotonic(), datetime.now(UTC)
         try:
             ok = self._probe()
         except Exception:  # a probe that fails is an answer: not reachable
             ok = False
-        if not ok and self._down_since is None:
-            self._down_since = datetime.now(UTC)
+        if not ok and self._down_began is None:
+            self._down_since, self._down_began = began_at, began
             log.warning(
                 "kafka_not_answering",
                 bootstrap=self.bootstrap,
                 ready=False,
                 **({} if self._tls_failure is None else {"reason": self._tls_failure}),
             )
-        elif ok and self._down_since is not None:
-            down_s = (datetime.now(UTC) - self._down_since).total_seconds()
-            self._down_since = None
+        elif ok and self._down_began is not None:
+            down_s = time.monotonic() - self._down_began
+            self._down_since = self._down_began = None
             log.info("kafka_answering_again", bootstrap=self.bootstrap, down_s=round(down_s, 1))
 
     def start(self) -> KafkaWatch:

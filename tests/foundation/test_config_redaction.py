@@ -125,6 +125,29 @@ def test_the_kafka_watch_checks_in_the_background_until_stopped() -> None:
     assert not watch._thread.is_alive()
 
 
+def test_down_s_counts_from_the_first_failed_check_not_from_when_it_gave_up() -> None:
+    """An operator reads `down_s` as the outage's length: a broker that does not answer
+    is found so only once the check's `timeout_s` is out, and that wait was down too
+    (counted from the end of that check, a short outage said `down_s=0.0`)."""
+    from dead_servers import DeadServer
+    from structlog.testing import capture_logs
+
+    from chainwatch.kafka_watch import KafkaWatch, answers
+
+    silent = DeadServer("silent")
+    try:
+        address = f"127.0.0.1:{silent.port}"
+        probes = [lambda: answers(address, 0.5), lambda: True]
+        watch = KafkaWatch(address, timeout_s=0.5, probe=lambda: probes.pop(0)())
+        with capture_logs() as logs:
+            watch.check()  # the silent broker: not answering once 0.5 s are out
+            watch.check()  # answering again at once
+    finally:
+        silent.close()
+    assert [e["event"] for e in logs] == ["kafka_not_answering", "kafka_answering_again"]
+    assert logs[1]["down_s"] >= 0.5
+
+
 @pytest.mark.integration
 def test_the_watch_asks_kafka_itself_and_a_silent_or_garbage_server_is_no_answer(
     kafka_bootstrap: str,
