@@ -580,7 +580,7 @@ class Gateway:
     async def _publish(self, endpoint: Endpoint, records: list[OutRecord]) -> list[Any]:
         """Publish within one `publish_timeout_s`, the wait for the topics included (a
         post that got the topics at its deadline's end had a second one to publish)."""
-        started = time.perf_counter()
+        started, began = time.perf_counter(), time.monotonic()  # began: the outage log's clock
         await self._topics_prepared()
         budget = self.limits.publish_timeout_s
         left = budget - (time.perf_counter() - started)
@@ -613,7 +613,7 @@ class Gateway:
         except PublishUnavailable as exc:
             if exc.kafka_failed:  # not a fault of the gateway's own: Kafka is gone
                 self.readiness.note(False, str(exc))
-                self.outage.refused(endpoint.name, str(exc))
+                self.outage.refused(endpoint.name, str(exc), began)
             if exc.outcome_unknown:
                 raise self._unavailable(
                     "Kafka did not answer the request's commit", outcome_unknown=True

@@ -30,19 +30,25 @@ class OutageLog:
     def __init__(self, window_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s = window_s
         self._clock = clock
-        self._since: float | None = None  # when the outage's first refusal was logged
+        self._since: float | None = None
+        """When the outage's first refused request began (`refused`'s `began`): `for_s`
+        and `after_s` count from it, not from when that request gave up (up to
+        `publish_timeout_s` later: a short outage said `after_s=0.0`)."""
         self._logged_at = 0.0
         self._held_back = 0  # refusals since the last line
         self._refused = 0  # refusals in this outage
 
-    def refused(self, endpoint: str, error: str) -> None:
-        """A request Kafka did not take."""
+    def refused(self, endpoint: str, error: str, began: float | None = None) -> None:
+        """A request Kafka did not take; `began`: when it began, on this log's clock
+        (`time.monotonic` unless given; now if not said)."""
         now = self._clock()
+        began = now if began is None else min(began, now)
         self._refused += 1
         if self._since is None:
-            self._since = self._logged_at = now
+            self._since, self._logged_at = began, now
             log.warning("kafka unavailable", endpoint=endpoint, error=error)
             return
+        self._since = min(self._since, began)  # one begun earlier, refused later
         if now - self._logged_at < self.window_s:
             self._held_back += 1
             return

@@ -244,6 +244,30 @@ def test_an_outage_is_logged_once_then_once_per_window_and_when_it_ends() -> Non
     ]
 
 
+def test_an_outage_is_timed_from_when_its_first_refused_post_began() -> None:
+    """`after_s` (and `for_s`) are the outage's length as an operator reads them: a post
+    is refused only once it has waited out its `publish_timeout_s`, and that wait was
+    Kafka's outage too (timed from the refusal, a 5 s outage said 2 s)."""
+    from structlog.testing import capture_logs
+
+    from streams.ingest.outage import OutageLog
+
+    now = [5.0]
+    outage = OutageLog(window_s=1, clock=lambda: now[0])
+    with capture_logs() as logs:
+        outage.refused("scans", "no broker", began=0.0)  # waited its 5 s
+        now[0] = 6.0
+        outage.refused("orders", "no broker", began=1.0)
+        outage.refused("scans", "no broker", began=-1.0)  # held back; begun earlier
+        now[0] = 7.0
+        outage.published()
+    assert [(e["event"], e.get("for_s"), e.get("after_s")) for e in logs] == [
+        ("kafka unavailable", None, None),
+        ("kafka unavailable", 6.0, None),
+        ("kafka available again", None, 8.0),
+    ]
+
+
 def test_unreachable_kafka_is_logged_once_not_per_request(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
