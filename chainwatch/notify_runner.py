@@ -24,6 +24,7 @@ from chainwatch.stop_deadline import STOP_MARGIN_S
 from chainwatch.topic_partitions import partition_counts
 from schemas.plan import load_plan
 from sinks.consumer import COMMIT_TIMEOUT_S, STOP_S
+from sinks.webhooks import metrics as webhook_metrics
 from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import STOP_GRACE_S, NotifyStats, Topics
 from sinks.webhooks.notifier import Notifier
@@ -160,6 +161,11 @@ def stop_timeout_s(settings: Settings) -> float:
 
 def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
     subscriptions = load_configured(settings)
+    names = TopicNames(settings.kafka.topic_prefix)
+    for endpoint in subscriptions.endpoints:  # at 0 while it waits for Kafka too
+        webhook_metrics.start_series(
+            endpoint.name, (names(DELIVERIES_TOPIC), names(DEAD_LETTER_TOPIC)), lambda: 0.0
+        )
     startup = Startup(f"Kafka at {settings.kafka.bootstrap}")
     ops = serve_metrics(settings, startup)  # probes answer while it waits for Kafka
     with waiting_before_main("notifier", ops) as waited:

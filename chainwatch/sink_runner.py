@@ -105,6 +105,11 @@ def run_sink(
     """
     # the plan first: a bad one is the command's one line, before the process says it starts
     stored = mappers if mappers is not None else build_mappers(settings)
+    sink_metrics.start_series(
+        stored,
+        [t for t in input_topics(settings) if t in stored],
+        {table.name for mapper in stored.values() for table in mapper.tables},
+    )
     startup = Startup(f"Kafka at {settings.kafka.bootstrap}")
     ops = serve_metrics(settings, startup)  # probes answer while it waits for Kafka
     with waiting_before_main("sink", ops) as waited:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 RECORDS = Counter("chainwatch_sink_records", "Kafka records consumed by the sink", ["topic"])
@@ -36,3 +38,19 @@ FLUSH_SECONDS = Histogram(
     "Time to insert all buffers and commit offsets",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+
+def start_series(topics: Iterable[str], inputs: Iterable[str], tables: Iterable[str]) -> None:
+    """Every counter series of the sink exported from its start, at zero: `rate()`,
+    `increase()` and a dashboard see a quiet topic or table as 0 rather than as no data
+    (a labelled series exists only once it was used; the unlabelled ones already do).
+    `topics`: those it stores; `inputs`: those of them it may skip as forwarded; `tables`:
+    those its mappers fill."""
+    for topic in topics:
+        RECORDS.labels(topic)
+        INVALID.labels(topic)
+        SKIPPED.labels(topic)
+    for topic in inputs:
+        FORWARDED.labels(topic)
+    for table in tables:
+        ROWS_WRITTEN.labels(table)

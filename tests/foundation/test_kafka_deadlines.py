@@ -150,10 +150,15 @@ def test_a_drain_run_fails_at_once_in_one_line_when_kafka_does_not_answer(
     monkeypatch.setenv("CHAINWATCH_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9")
     monkeypatch.setenv("CHAINWATCH_METRICS_PORT", "0")
+    subscriptions = tmp_path / "subscriptions.yaml"  # its endpoints' series start first
+    subscriptions.write_text(
+        '{"endpoints": [{"name": "x", "url": "https://h.example/x", "format": "slack"}]}'
+    )
+    monkeypatch.setenv("CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS", str(subscriptions))
+    monkeypatch.setenv("CHAINWATCH_WEBHOOKS__ALLOWED_HOSTS", "h.example")
     settings = Settings()
     monkeypatch.setattr(sink_runner, "prepare_sink_topics", unreachable)
     monkeypatch.setattr(notify_runner, "ensure_topics", unreachable)
-    monkeypatch.setattr(notify_runner, "load_configured", lambda _s: None)
 
     def drain() -> object:
         if runner == "sink":
