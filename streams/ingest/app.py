@@ -793,6 +793,7 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
     """
     publisher = producer if producer is not None else default_publisher(settings)
     metrics = GatewayMetrics(max_group_records=settings.gateway.max_items)
+    metrics.start_series(ENDPOINTS, without_items=[_DELETE])
     gateway = Gateway(settings, tokens, mapping, publisher, metrics, preparation)
     ops_networks = settings.gateway.ops_network_list()
 

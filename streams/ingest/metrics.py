@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -17,6 +18,30 @@ def size_buckets(largest: int) -> tuple[float, ...]:
         size *= 2
     buckets.append(max(largest, 1))
     return tuple(buckets)
+
+
+ITEM_OUTCOMES = ("accepted", "rejected")
+ALERTED_ERRORS = ("kafka_unavailable", "publish_timeout", "overloaded", "publish_failed")
+"""The `error` codes the shipped alert rules ask `rate()` of (deploy/prometheus), at 0 per
+endpoint from the start; the other codes (a client's faults) appear when first answered."""
+TRANSACTION_FAILURE_CAUSES = (
+    "kafka_error",
+    "deadline",
+    "commit_unanswered",
+    "record_too_large",
+    "topic_not_authorized",
+    "shutdown",
+    "hung",
+    "unexpected",
+)
+"""Every `cause` of `chainwatch_gateway_transactions_failed_total` (streams.ingest.publisher)."""
+PROTOCOL_REFUSALS = (
+    (400, "bad_request"),
+    (431, "headers_too_large"),
+    (503, "too_many_connections"),
+)
+"""Every `status`, `error` of `chainwatch_gateway_protocol_refusals_total` (chainwatch.
+gateway_protocol)."""
 
 
 @dataclass
@@ -97,6 +122,24 @@ class GatewayMetrics:
             ["status", "error"],
             registry=self.registry,
         )
+
+    def start_series(self, endpoints: Iterable[str], *, without_items: Iterable[str] = ()) -> None:
+        """The counter series of a closed set of labels exported from the start, at zero:
+        `rate()`/`increase()` and the dashboards see a quiet endpoint, or no failed
+        transaction yet, as 0 rather than as no data (a labelled series exists only once
+        it was used). Not `requests{endpoint,status}`: its statuses are not a closed set.
+        `without_items`: endpoints that take no items (`customers-delete`)."""
+        endpoints = list(endpoints)
+        for endpoint in endpoints:
+            for outcome in ITEM_OUTCOMES:
+                self.items.labels(endpoint, outcome)
+        for endpoint in (*endpoints, *without_items):
+            for error in ALERTED_ERRORS:
+                self.errors.labels(endpoint, error)
+        for cause in TRANSACTION_FAILURE_CAUSES:
+            self.transactions_failed.labels(cause)
+        for status, error in PROTOCOL_REFUSALS:
+            self.protocol_refusals.labels(str(status), error)
 
     def protocol_refused(self, status: int, error: str) -> None:
         """A refusal of the HTTP protocol (`chainwatch.gateway_protocol`), which runs

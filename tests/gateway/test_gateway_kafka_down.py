@@ -268,6 +268,53 @@ def test_an_outage_is_timed_from_when_its_first_refused_post_began() -> None:
     ]
 
 
+def test_the_gateways_known_counter_series_are_at_zero_from_its_start() -> None:
+    """Labelled series existed only once used: the shipped alert rules' `rate()` of
+    `errors_total{error="kafka_unavailable"}` (and `overloaded`, `publish_timeout`,
+    `publish_failed`), and the dashboards' items and failed transactions, saw no data
+    until the first such answer. Read from a started gateway before any request."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from streams.ingest.batch import ENDPOINTS
+
+    server, url = start_gateway(gateway_settings(f"127.0.0.1:{free_port()}"))
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+    finally:
+        server.stop()
+    counters = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.type == "counter"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    errors = ("kafka_unavailable", "publish_timeout", "overloaded", "publish_failed")
+    causes = ("kafka_error", "deadline", "commit_unanswered", "record_too_large")
+    causes += ("topic_not_authorized", "shutdown", "hung", "unexpected")
+    refusals = (("400", "bad_request"), ("431", "headers_too_large"))
+    refusals += (("503", "too_many_connections"),)
+    expected = {
+        *(
+            ("chainwatch_gateway_items_total", (("endpoint", e), ("outcome", o)))
+            for e in ENDPOINTS
+            for o in ("accepted", "rejected")
+        ),
+        *(
+            ("chainwatch_gateway_errors_total", (("endpoint", e), ("error", error)))
+            for e in (*ENDPOINTS, "customers-delete")
+            for error in errors
+        ),
+        *(("chainwatch_gateway_transactions_failed_total", (("cause", c),)) for c in causes),
+        *(
+            ("chainwatch_gateway_protocol_refusals_total", (("error", e), ("status", s)))
+            for s, e in refusals
+        ),
+    }
+    assert sorted(expected - counters.keys()) == []
+    assert {counters[series] for series in expected} == {0.0}
+
+
 def test_unreachable_kafka_is_logged_once_not_per_request(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
