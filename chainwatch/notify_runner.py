@@ -14,7 +14,6 @@ from chainwatch.kafka_admin import (
     admin_call_timeout_s,
     contract_topic_configs,
     create_missing_topics,
-    ensure_topics,
     retry_until_reachable,
 )
 from chainwatch.logs import get_logger
@@ -106,12 +105,14 @@ def ensure_notify_topics(settings: Settings, *, only_silences: bool = False) -> 
     )
 
 
-def silence_follower(settings: Settings) -> SilenceFollower:
-    """The follower of the settings' silences topic, created if missing, its partitions
-    counted here (each admin call within its deadline)."""
+def silence_follower(settings: Settings, *, create: bool = True) -> SilenceFollower:
+    """The follower of the settings' silences topic, created if missing (unless not to
+    `create`: `run_notify` has created every topic of the notifier in one admin round),
+    its partitions counted here (each admin call within its deadline)."""
     kafka = settings.kafka
     topic = kafka.topic(SILENCES_TOPIC)
-    ensure_notify_topics(settings, only_silences=True)
+    if create:
+        ensure_notify_topics(settings, only_silences=True)
     counts = partition_counts(kafka.endpoint, [topic], request_timeout_s=kafka.request_timeout_s)
     if topic not in counts:
         raise UserError(f"topic {topic} does not exist: `chainwatch notify` creates it")
@@ -169,21 +170,12 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
     startup = Startup(f"Kafka at {settings.kafka.bootstrap}")
     ops = serve_metrics(settings, startup)  # probes answer while it waits for Kafka
     with waiting_before_main("notifier", ops) as waited:
+        # every topic of the notifier (alerts, its log, its silences compacted) in one round
         retry_until_reachable(
-            lambda: ensure_topics(
-                settings.kafka.endpoint,
-                TopicNames(settings.kafka.topic_prefix),
-                (ALERTS, *NOTIFY_TOPICS),
-                request_timeout_s=settings.kafka.request_timeout_s,
-                partitions=settings.kafka.partitions,
-                replication_factor=settings.kafka.replication_factor,
-                topic_configs=settings.kafka.topic_configs(),
-            ),
-            process="notifier",
-            wait=not drain,
+            lambda: ensure_notify_topics(settings), process="notifier", wait=not drain
         )
-        silences = retry_until_reachable(  # its topic created too, compacted
-            lambda: silence_follower(settings), process="notifier", wait=not drain
+        silences = retry_until_reachable(
+            lambda: silence_follower(settings, create=False), process="notifier", wait=not drain
         )
         log.info(
             "notify_starting",

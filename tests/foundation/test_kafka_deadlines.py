@@ -158,7 +158,7 @@ def test_a_drain_run_fails_at_once_in_one_line_when_kafka_does_not_answer(
     monkeypatch.setenv("CHAINWATCH_WEBHOOKS__ALLOWED_HOSTS", "h.example")
     settings = Settings()
     monkeypatch.setattr(sink_runner, "prepare_sink_topics", unreachable)
-    monkeypatch.setattr(notify_runner, "ensure_topics", unreachable)
+    monkeypatch.setattr(notify_runner, "ensure_notify_topics", unreachable)
 
     def drain() -> object:
         if runner == "sink":
@@ -306,7 +306,7 @@ def test_a_process_waiting_for_kafka_is_alive_and_not_ready_on_its_probes(
         monkeypatch.setattr(sink_runner, "prepare_sink_topics", kafka_away)
         run = sink_runner.run_sink
     else:
-        monkeypatch.setattr(notify_runner, "ensure_topics", kafka_away)
+        monkeypatch.setattr(notify_runner, "ensure_notify_topics", kafka_away)
         run = notify_runner.run_notify
     with pytest.raises(UserError, match="the test is done"):
         run(settings)
@@ -364,7 +364,7 @@ elif process == "sink":
     sink_runner.prepare_sink_topics = kafka_away
     sink_runner.run_sink(Settings())
 else:
-    notify_runner.ensure_topics = kafka_away
+    notify_runner.ensure_notify_topics = kafka_away
     notify_runner.run_notify(Settings())
 print("returned")
 """

@@ -41,7 +41,7 @@ elif sys.argv[1] == "sink":
     sink_runner.prepare_sink_topics = kafka_away
     run = sink_runner.run_sink
 else:
-    notify_runner.ensure_topics = kafka_away
+    notify_runner.ensure_notify_topics = kafka_away
     run = notify_runner.run_notify
 try:
     run(settings)

@@ -410,3 +410,45 @@ def test_add_refuses_an_unknown_stage_and_past_the_bound(
     assert cli("silences", "expire", first).returncode == 0  # an expired one does not count
     assert cli("silences", "add", "--unit", "C", "--for", "1h", "--reason", "r").returncode == 0
     assert len(cli("silences", "list", "--all").stdout.splitlines()) == 3
+
+
+def test_the_notifier_creates_all_its_topics_in_one_admin_round(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`run_notify` created alerts and its log, then the silence follower its topic: two
+    admin connections, listings and CreateTopics at every start. One now, silences
+    compacted as before; the topics are there for the run that follows."""
+    from chainwatch import kafka_admin, notify_runner
+    from chainwatch.topic_partitions import partition_counts
+
+    subscriptions = tmp_path / "subscriptions.yaml"
+    subscriptions.write_text(
+        '{"endpoints": [{"name": "x", "url": "http://127.0.0.1:9/x", "format": "slack"}]}'
+    )
+    settings = settings_factory(
+        webhooks={
+            "subscriptions": str(subscriptions),
+            "allowed_hosts": "127.0.0.1",
+            "allowed_networks": "127.0.0.1",
+        }
+    )
+    rounds: list[dict[str, dict[str, str]]] = []
+    create = kafka_admin.create_missing_topics
+
+    def counted(bootstrap: Any, configs: Any, **kwargs: Any) -> None:
+        rounds.append({name: dict(c) for name, c in configs.items()})
+        create(bootstrap, configs, **kwargs)
+
+    monkeypatch.setattr(kafka_admin, "create_missing_topics", counted)
+    monkeypatch.setattr(notify_runner, "create_missing_topics", counted)
+    notify_runner.run_notify(settings, drain=True)  # nothing to deliver: returns at once
+
+    kafka = settings.kafka
+    topics = [kafka.topic(t) for t in (ALERTS, DELIVERIES_TOPIC, DEAD_LETTER_TOPIC)]
+    silences = kafka.topic(SILENCES_TOPIC)
+    assert [sorted(r) for r in rounds] == [sorted([*topics, silences])]
+    assert rounds[0][silences]["cleanup.policy"] == "compact"
+    counts = partition_counts(kafka.endpoint, [*topics, silences], request_timeout_s=15)
+    assert counts == dict.fromkeys([*topics, silences], 4)
