@@ -218,6 +218,14 @@ def run_worker(settings: Settings) -> None:
         )
         try:
             worker.execute_from_commandline()
+        except SystemExit as exc:
+            refused = getattr(getattr(app, "_producer", None), "refused", None)
+            if exc.code not in (None, 0) or refused is None:
+                raise
+            # a stop (a signal) after a delivery failed: a clean stop, yet not all it
+            # sent was taken (nothing was committed past it); the supervisor should know
+            log.error("worker_stopped_with_a_delivery_refused", reason=refused)
+            raise SystemExit(1) from None
         finally:
             worker.cancel_stop_deadline()
 

@@ -30,7 +30,9 @@ while its alerts, snapshots and changelog records were refused. Now a spent prod
 makes every later commit raise at once, offsets or none (the worker stops within a
 commit interval, `ProducerFlushError` naming the refusal; its restart gets a new
 producer id), and nothing is committed after it, its stop's commit included
-(`_IdempotentProducer.spent`).
+(`_IdempotentProducer.refused`). So does a clock tick whose delivery fails for any
+reason (`refuse_for_good`): no offset depends on a tick, so no commit noticed it, and
+the partition's deadlines never fired again.
 
 Its consumer reads again, after every rebalance, what it had fetched but not
 handled - also on a partition nobody has committed yet, which aiokafka's seek to
@@ -300,21 +302,31 @@ class _ReadCommittedConsumer(EagerDelivery, driver.Consumer):
         return known
 
     async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
-        """faust's commit, refused once the producer is spent (`_IdempotentProducer.spent`).
+        """faust's commit, refused once the producer is (`_IdempotentProducer.refused`:
+        spent, or a tick not delivered).
 
         Raises `ProducerFlushError` even with no offset to commit, so the commit timer
         stops the worker within a commit interval (a live worker with no input had none
         to commit, and went on ready while everything it sent was refused). While the
-        worker stops (that crash, or a signal) it commits nothing and does not raise: a
-        raise in the consumer's stop left its thread running, and the process with it.
+        worker stops (that crash, or a signal: the app's stop commits before the
+        consumer's own stop) it commits nothing and does not raise - nor when the flush
+        before the stop's commit raises: a raise in the stop skipped the stop of the
+        consumer's thread, which kept the process alive.
         """
-        spent = getattr(self.app.producer, "spent", None)
-        if spent is not None:
-            if self.should_stop:
-                self.log.warning("not committing offsets while stopping: %s", spent)
+        stopping = self.should_stop or self.app.should_stop  # the app's stop: before ours
+        refused = getattr(self.app.producer, "refused", None)
+        if refused is not None:
+            if stopping:
+                self.log.warning("not committing offsets while stopping: %s", refused)
                 return False
-            raise ProducerFlushError(f"{spent}; not committing offsets, the worker stops")
-        committed: bool = await super().commit(topics, start_new_transaction)
+            raise ProducerFlushError(f"{refused}; not committing offsets, the worker stops")
+        try:
+            committed: bool = await super().commit(topics, start_new_transaction)
+        except ProducerFlushError as exc:
+            if not stopping:
+                raise
+            self.log.warning("not committing offsets while stopping: %s", exc)
+            return False
         return committed
 
     async def perform_seek(self) -> None:
@@ -354,9 +366,11 @@ class _IdempotentProducer(driver.Producer):
         """Messages and batches handed over (buffer, `send_tracked`, `send_batch_tracked`)
         and not yet acknowledged by Kafka."""
         self._failed: list[str] = []
-        self.spent: str | None = None
-        """Why the broker refuses this producer's batches for good (`spends_producer`), once it has:
-        every later flush and commit raises, none is committed (the worker stops)."""
+        self.refused: str | None = None
+        """Why nothing may be committed any more: the broker refuses
+        this producer's batches for good (`spends_producer`), or a tick was not delivered
+        (`refuse_for_good`). Every later flush and commit raises, none is committed (the
+        worker stops)."""
 
     def _settings_extra(self) -> Mapping[str, Any]:
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
@@ -453,6 +467,14 @@ class _IdempotentProducer(driver.Producer):
         """Make the next `flush` raise: a message the offsets depend on was not sent."""
         self._failed.append(reason)
 
+    def refuse_for_good(self, reason: str) -> None:
+        """Make every later flush and commit raise, offsets or none (`refused`): a message
+        no offset depends on (a tick) was not delivered, so no commit would notice it;
+        the commit timer stops the worker within a commit interval."""
+        if self.refused is None:
+            self.refused = reason
+            self.log.error("worker stops: %s", reason)
+
     def _track(self, fut: asyncio.Future[Any]) -> None:
         self._unacknowledged.add(fut)
         fut.add_done_callback(self._settle)
@@ -463,22 +485,22 @@ class _IdempotentProducer(driver.Producer):
             self._failed.append("cancelled")
         elif (exc := fut.exception()) is not None:
             self._failed.append(f"{type(exc).__name__}: {exc}")
-            if spends_producer(exc) and self.spent is None:
-                self.spent = (
+            if spends_producer(exc) and self.refused is None:
+                self.refused = (
                     f"the broker refuses the worker's producer ({type(exc).__name__}: {exc}):"
                     " nothing it sends is taken any more, a restart gets a new producer id"
                 )
-                self.log.error("producer spent: %s", self.spent)
+                self.log.error("producer spent: %s", self.refused)
 
     async def flush(self) -> None:
         """Return once every message buffered before the call is acknowledged by Kafka.
 
         Raises `ProducerFlushError` if one is still unacknowledged after
         `flush_timeout_s`, or if one failed since the last flush: either way the
-        offsets that follow must not be committed. Once the producer is `spent`, always.
+        offsets that follow must not be committed. Once the producer is `refused`, always.
         """
-        if self.spent is not None:
-            raise ProducerFlushError(f"{self.spent}; not committing offsets")
+        if self.refused is not None:
+            raise ProducerFlushError(f"{self.refused}; not committing offsets")
         await super().flush()
         waiting = [fut for fut in self._unacknowledged if not fut.done()]
         if waiting:
@@ -515,15 +537,13 @@ class ChainwatchApp(faust.App):
         return ClearCountingFlowControl(loop=self.loop)
 
     async def _producer_flush(self, logger: Any) -> None:
-        """faust's flush at the app's stop; a spent producer's refusal is logged, not
-        raised: a raise here skipped the stop of the app's children (the consumer's
-        thread ran on, and the process never exited). Nothing is committed after it
-        (`_ReadCommittedConsumer.commit`)."""
+        """faust's flush at the app's stop; a refusal (a spent producer, a tick or an
+        output not delivered) is logged, not raised: a raise here skipped the stop of the
+        app's children (the consumer's thread ran on, and the process never exited).
+        Nothing is committed after it (`_ReadCommittedConsumer.commit`)."""
         try:
             await super()._producer_flush(logger)
         except ProducerFlushError as exc:
-            if getattr(self._producer, "spent", None) is None:
-                raise
             logger.error("producer buffer not flushed at stop: %s", exc)
 
     def _new_transport(self) -> Any:

@@ -41,6 +41,9 @@ class TrackedProducer(Protocol):
     def refuse_commit(self, reason: str) -> None:
         """Make the next flush before a commit raise (the offsets are not committed)."""
 
+    def refuse_for_good(self, reason: str) -> None:
+        """Make every later commit raise, offsets or none: the worker stops."""
+
 
 class OutputSender:
     """Every message the engine publishes goes through here, straight to aiokafka.
@@ -86,6 +89,11 @@ class OutputSender:
       A message that Kafka refuses or never acknowledges makes the next flush
       before a commit raise `ProducerFlushError`, so the offsets are not
       committed, the worker stops and its inputs are processed again on restart.
+      A tick (`send`) is no step's output and no offset waits for it: one that
+      Kafka refuses or never acknowledges (after the producer's own retries, while
+      the broker is away included) stops the worker at the next tick of the commit
+      timer, offsets or none (`refuse_for_good`); its deadlines are in the table,
+      so the restarted worker fires them.
 
     Internal join messages are bundled (`join`): the messages a step collects for
     the same inbox topic and partition are sent as one Kafka message
@@ -133,8 +141,16 @@ class OutputSender:
     async def send(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
     ) -> Any:
-        """Append one message at once, outside any step (ticks); returns its delivery future."""
-        return await self._producer().send_tracked(topic, key, value, partition)
+        """Append one message at once, outside any step (ticks); returns its delivery future.
+
+        No commit waits for it, so one not delivered stops the worker (`refuse_for_good`):
+        the partition it was for would otherwise never tick again (a tick in flight is
+        not sent twice), and its deadlines never fire while the worker says it is ready.
+        """
+        producer = self._producer()
+        delivery = await producer.send_tracked(topic, key, value, partition)
+        delivery.add_done_callback(_stop_unless_delivered(producer, topic, partition))
+        return delivery
 
     def change(
         self,
@@ -254,6 +270,27 @@ class OutputSender:
         self._outputs.clear()
         self._joins.clear()
         return dropped
+
+
+def _stop_unless_delivered(
+    producer: TrackedProducer, topic: str, partition: int | None
+) -> Callable[[asyncio.Future[Any]], None]:
+    """Stop the worker (`refuse_for_good`) if a message sent outside any step fails."""
+
+    def done(delivery: asyncio.Future[Any]) -> None:
+        if delivery.cancelled():
+            error = "cancelled"
+        elif (exc := delivery.exception()) is not None:
+            error = error_text(exc)
+        else:
+            return
+        log.error("tick_not_delivered", topic=topic, partition=partition, error=error)
+        producer.refuse_for_good(
+            f"a clock tick for {topic}[{partition}] was not delivered ({error}): its deadlines"
+            " would not fire; a restarted worker fires them"
+        )
+
+    return done
 
 
 def _offset_to(persisted: Persisted, index: int) -> Callable[[asyncio.Future[Any]], None]:

@@ -129,7 +129,7 @@ class HookedWorker:
         if self.process.poll() is None:
             ready = get(f"{self.ops}/readyz")
             raise AssertionError(
-                f"the worker still runs {within_s} s after its producer was spent, /readyz"
+                f"the worker still runs {within_s} s after it should have stopped, /readyz"
                 f" {ready}:\n{said[-2000:]}"
             )
         assert self.process.returncode != 0, said[-2000:]
