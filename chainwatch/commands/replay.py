@@ -29,10 +29,10 @@ def _parse_until(value: str | None) -> datetime | None:
         return None
     try:
         return _timestamp.validate_python(value)
-    except ValidationError:
-        raise UsageError(
-            f"--until {value!r}: expected RFC 3339 with an offset, e.g. 2027-03-12T00:00:00Z"
-        ) from None
+    except ValidationError as exc:
+        # the contract's own reason (no offset, no such day, outside 1971-2100): a time
+        # past 2100 is RFC 3339 with an offset, and was refused as if it were not
+        raise UsageError(f"--until {value!r}: {exc.errors()[0]['msg']}") from None
 
 
 def register(app: typer.Typer) -> None:

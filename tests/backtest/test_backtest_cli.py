@@ -133,7 +133,10 @@ def test_two_plans_with_the_same_name_are_refused(tmp_path: Path) -> None:
     ("options", "said"),
     [
         (["--plan", "a/plan.yaml", "--plan", "b/plan.yaml"], "--plan: two plans are named 'plan'"),
-        (["--plan", "a/plan.yaml", "--until", "2027-03-12"], "--until '2027-03-12': expected"),
+        (
+            ["--plan", "a/plan.yaml", "--until", "2027-03-12"],
+            "--until '2027-03-12': timestamp must",
+        ),
     ],
 )
 def test_bad_options_are_a_usage_error_before_anything_runs(

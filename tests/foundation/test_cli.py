@@ -199,7 +199,10 @@ def test_a_usage_error_is_click_s_message_and_exit_2_not_an_internal_error(
         (["simulate", "--out", "x", "--start", "today"], "--start 'today' is not an RFC 3339"),
         (["simulate", "--out", "x", "--anomaly", "late"], "--anomaly 'late': expected NAME=RATE"),
         (["simulate", "--out", "x", "--kafka"], "choose exactly one of --out FILE, --kafka"),
-        (["replay", "s.ndjson", "--until", "2027-03-12"], "--until '2027-03-12': expected RFC"),
+        (
+            ["replay", "s.ndjson", "--until", "2027-03-12"],
+            "--until '2027-03-12': timestamp must be RFC 3339",
+        ),
         (["replay", "s.ndjson", "--run-id", "march"], "--run-id names a stored run"),
         (["replay", "s.ndjson", "--sink", "--run-id", "a b"], "--run-id 'a b': use 1-64"),
         (["import", "s.csv", "--kind", "scan", "--out", "x"], "--kind 'scan': expected one of"),
@@ -417,6 +420,33 @@ def test_a_float_option_out_of_any_sane_range_is_a_usage_error(
 
     assert main(argv) == 2
     assert "Invalid value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["replay", "backtest"])
+@pytest.mark.parametrize(
+    ("until", "reason"),
+    [
+        ("2999-01-01T00:00:00Z", "timestamp is outside 1971-01-01 - 2100-01-01"),
+        ("2027-02-30T00:00:00Z", "day is out of range for month"),
+        ("2027-03-31T00:00:00", "timestamp has no UTC offset"),
+    ],
+)
+def test_an_until_refused_says_why_not_that_it_lacks_an_offset(
+    command: str, until: str, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A night-shift operator's `--until 2999-01-01T00:00:00Z` is RFC 3339 with an offset:
+    it was refused as "expected RFC 3339 with an offset", the one thing it was."""
+    from chainwatch.cli import main
+
+    argv = [command, "examples/example_1_on_time.ndjson", "--until", until]
+    if command == "backtest":
+        argv += ["--plan", "schemas/plans/knitwear.yaml"]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: --until {until!r}: "), lines[0]
+    assert reason in lines[0], lines[0]
+    assert lines[0].endswith(f"(see `chainwatch {command} --help`)"), lines[0]
 
 
 def test_a_statement_that_is_not_utf8_is_refused_in_plain_words(
