@@ -31,6 +31,13 @@ class UsageError(UserError):
     exit_code = 2
 
 
+class Interrupted(UserError):
+    """Ctrl-C (SIGINT) stopped the command; the message says what became of its work.
+    Without it a replay or a backtest ended with exit status 130 and no word."""
+
+    exit_code = 130
+
+
 USER_ERRORS: tuple[type[Exception], ...] = (UserError, PlanError, SinkError, PublishError)
 """What the CLI reports as one line: `UserError` and the libraries' errors a user can fix
 (a bad SLA plan is the user's file, an unreachable store the user's environment)."""

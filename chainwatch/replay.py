@@ -37,7 +37,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from chainwatch.acked_sends import AckedSends, kafka_failed
-from chainwatch.errors import USER_ERRORS, UserError
+from chainwatch.errors import USER_ERRORS, Interrupted, UserError
 from chainwatch.free_port import free_port
 from chainwatch.kafka_admin import (
     admin_call_timeout_s,
@@ -1001,12 +1001,12 @@ class ReplayRun:
         )
         return ReplayResult(alerts, dead_letters, self.published)
 
-    def close(self, *, keep_topics: bool = False, step_s: float | None = None) -> None:
+    def close(self, *, keep_topics: bool = False, step_s: float | None = None) -> bool:
         """Stop the workers; unless `keep_topics`, delete the run's consumer group, its
         topics and its workers' table state (`delete_stopped_run`). The state goes even
         when the deletion fails (Kafka gone): it is on this disk, and was left behind per
         failed run. `step_s` bounds the workers' stop and each Kafka call of the deletion
-        (None: their own deadlines)."""
+        (None: their own deadlines). True when all three were deleted."""
         stop_workers(self.workers, WORKERS_STOP_GRACE_S if step_s is None else step_s)
         if keep_topics:
             # the run id is printed nowhere else: without this line the kept topics were
@@ -1016,31 +1016,34 @@ class ReplayRun:
                 f"({self.settings.data_path}/worker*/faust/{self.settings.engine.app_id}); "
                 f"`chainwatch runs delete {self.run_id}` deletes them"
             )
-            return
+            return False
         try:
             delete_stopped_run(self.settings, step_s)
         except RunGroupKept as kept:  # a killed worker's membership: it expires by itself
             self.progress(str(kept))
+            return False
+        return True
 
     def topic_patterns(self) -> str:
         """The run's topics as the two name patterns a user deletes them by."""
         prefix, app_id = self.settings.kafka.topic_prefix, self.settings.engine.app_id
         return f"{prefix}* and {app_id}-*"
 
-    def close_after_failure(self, *, keep_topics: bool = False) -> None:
+    def close_after_failure(self, *, keep_topics: bool = False) -> bool:
         """`close` while the run's own error is on its way: a clean-up that fails too
         (Kafka gone: its topics cannot be deleted) is a progress line, not the error
         the user sees (a broker stopped mid-publish was reported as "cannot reach
         Kafka" from the deletion, not as the publish that failed). Each step within
         `FAILED_CLEANUP_S`."""
         try:
-            self.close(keep_topics=keep_topics, step_s=FAILED_CLEANUP_S)
+            return self.close(keep_topics=keep_topics, step_s=FAILED_CLEANUP_S)
         except (*USER_ERRORS, KafkaError, OSError) as exc:
             self.progress(
                 f"the run's topics ({self.topic_patterns()}) and its consumer group were not "
                 f"deleted: {exc}; `chainwatch runs delete {self.run_id}` deletes them once "
                 "Kafka answers"
             )
+            return False
 
 
 def run_replay(
@@ -1073,6 +1076,14 @@ def run_replay(
         result = run.results()
         if on_results is not None:
             on_results(run, result)
+    except KeyboardInterrupt:
+        # Ctrl-C: the run is cleaned up as after any failure, and said so in one line
+        # (it ended with exit status 130 and no word on what it left)
+        if run.close_after_failure(keep_topics=keep_topics):
+            left = "its topics, consumer group and worker state were deleted"
+        else:
+            left = f"what it left is named above (`chainwatch runs delete {run.run_id}`)"
+        raise Interrupted(f"interrupted; replay run {run.run_id} stopped, {left}") from None
     except BaseException:
         run.close_after_failure(keep_topics=keep_topics)
         raise

@@ -1,0 +1,76 @@
+"""Ctrl-C on a replay (or a backtest, which runs replays): the run is cleaned up as after
+any failure, and the command says so in one line with exit status 130. It ended with 130
+and no word at all, so an operator could not tell whether its topics were left behind
+(an import's Ctrl-C always said what became of its rows)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chainwatch.kafka_admin import admin_client
+from tests.sinks.sink_harness import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_ctrl_c_on_a_replay_says_in_one_line_that_its_run_was_deleted(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    scenario = tmp_path / "march.ndjson"
+    scenario.write_bytes(
+        b"".join(p.read_bytes() for p in sorted((ROOT / "examples").glob("example_*.ndjson")))
+    )
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env |= {
+        "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
+        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+    }
+    err = tmp_path / "replay.err"
+    with (
+        err.open("wb") as stderr,
+        subprocess.Popen(
+            [sys.executable, "-m", "chainwatch", "replay", str(scenario)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            cwd=ROOT,
+        ) as replay,
+    ):
+        try:
+            # its workers are in the group and the records go out: a run to clean up
+            wait_for(
+                lambda: "replay: publishing:" in err.read_text() or replay.poll() is not None,
+                timeout_s=180,
+                what="the replay's publishing",
+            )
+            assert replay.poll() is None, err.read_text()
+            replay.send_signal(signal.SIGINT)
+            status = replay.wait(timeout=120)
+        finally:
+            if replay.poll() is None:
+                replay.kill()
+                replay.wait()
+    said = err.read_text().strip().splitlines()
+    assert status == 130, said
+    last = re.fullmatch(
+        r"error: interrupted; replay run (\w+) stopped, its topics, consumer group and "
+        r"worker state were deleted",
+        said[-1],
+    )
+    assert last is not None, said
+    admin = admin_client(kafka_bootstrap, request_timeout_s=15)
+    try:
+        left = [t for t in admin.list_topics() if t.startswith(f"replay-{last[1]}")]
+    finally:
+        admin.close()
+    assert left == []
+    assert not list((tmp_path / "data").glob(f"worker*/faust/replay-{last[1]}"))
