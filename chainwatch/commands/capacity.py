@@ -9,6 +9,13 @@ from typing import Annotated
 import typer
 
 from chainwatch.cli_context import finite, settings
+from sinks.clickhouse.settings import MAX_TTL_DAYS
+from streams.settings import KAFKA_INT16_MAX
+
+# A bound on every number the plan multiplies: without one `--orders-in-flight 1e29`
+# printed disk sizes in float noise (`1,119,999,552,000,181.0 TB`) and exit 0. No
+# deployment holds a trillion open orders; the others are their settings' own bounds.
+MAX_ORDERS_IN_FLIGHT = 10**12
 
 
 def register(app: typer.Typer) -> None:
@@ -25,7 +32,10 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         orders_in_flight: Annotated[
-            int, typer.Option("--orders-in-flight", help="Orders open at once.", min=0)
+            int,
+            typer.Option(
+                "--orders-in-flight", help="Orders open at once.", min=0, max=MAX_ORDERS_IN_FLIGHT
+            ),
         ] = 10_000,
         history_days: Annotated[
             int | None,
@@ -34,11 +44,17 @@ def register(app: typer.Typer) -> None:
                 help="Days of raw history ClickHouse keeps; "
                 "default CHAINWATCH_CLICKHOUSE__TTL_DAYS.",
                 min=1,
+                max=MAX_TTL_DAYS,
             ),
         ] = None,
         replication_factor: Annotated[
             int,
-            typer.Option("--replication-factor", help="Kafka replication of the topics.", min=1),
+            typer.Option(
+                "--replication-factor",
+                help="Kafka replication of the topics.",
+                min=1,
+                max=KAFKA_INT16_MAX,
+            ),
         ] = 3,
         figures_file: Annotated[
             Path | None,

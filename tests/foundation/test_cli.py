@@ -422,6 +422,28 @@ def test_a_float_option_out_of_any_sane_range_is_a_usage_error(
     assert "Invalid value" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("option", "huge"),
+    [
+        ("--orders-in-flight", "100000000000000000000000000000"),
+        ("--history-days", "100000000000000000"),
+        ("--replication-factor", "99999999999999999999"),
+    ],
+)
+def test_plan_capacity_refuses_a_number_past_any_deployment_as_a_usage_error(
+    option: str, huge: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """They were taken and sized: `--orders-in-flight 1e29` printed 1,119,999,552,000,181.0 TB
+    of RocksDB per worker, float noise, with exit status 0."""
+    from chainwatch.cli import main
+
+    assert main(["plan-capacity", "--rate", "10", option, huge]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    assert line.startswith(f"error: Invalid value for '{option}': "), line
+
+
 @pytest.mark.parametrize("command", ["replay", "backtest"])
 @pytest.mark.parametrize(
     ("until", "reason"),
