@@ -184,9 +184,21 @@ def _to_kafka(
     from chainwatch.importer.outputs import KafkaOutput
     from chainwatch.importer.run import import_to_kafka
     from chainwatch.kafka_admin import ensure_topics
+    from chainwatch.topic_partitions import check_partitions, input_topics
     from streams.topics import DEAD_LETTER, TopicNames
 
     names = TopicNames(cfg.kafka.topic_prefix)
+    # an input topic made with another count: the records went to partitions the engine
+    # does not route their ids to, the import said it succeeded, and the worker and the
+    # sink then refused the topic at their start. Checked as the sink checks (every input
+    # topic, so the advice sees them all) and before the creation, so a refused import
+    # creates and publishes nothing (docs/scaling.md).
+    check_partitions(
+        cfg.kafka.endpoint,
+        input_topics(cfg),
+        cfg.kafka.partitions,
+        request_timeout_s=cfg.kafka.request_timeout_s,
+    )
     ensure_topics(
         cfg.kafka.endpoint,
         names,

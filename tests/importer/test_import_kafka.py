@@ -16,7 +16,7 @@ import pytest
 from aiokafka import ConsumerRecord
 from cancellation import cancelled_as_it_finishes
 from dead_servers import DeadServer
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 
 from chainwatch.importer.errors import ImportInterrupted
 from chainwatch.importer.outputs import KafkaOutput
@@ -117,6 +117,49 @@ def test_import_publishes_records_and_dead_letters_to_kafka(
     assert bad_time["reason"].startswith("validation_failed: event_time:")
     assert base64.b64decode(bad_time["value_b64"]).startswith(b"PO-4102;Garneinkauf;Ende;")
     assert base64.b64decode(bad_time["key_b64"]) == b"PO-4102"
+
+
+@pytest.mark.integration
+def test_an_input_topic_with_another_partition_count_is_refused_before_anything_is_published(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """A `scans` topic made by hand with 8 partitions where the deployment routes by 4: the
+    import published into it and said it succeeded; the worker and the sink then refused
+    the topic at their start (docs/scaling.md). Now the import refuses first, in their
+    words, and creates nothing (`dead-letter` stays missing)."""
+    from kafka.admin import NewTopic
+
+    from chainwatch.kafka_admin import admin_client
+    from chainwatch.topic_partitions import partition_counts
+
+    settings = settings_factory()
+    names = TopicNames(settings.kafka.topic_prefix)
+    admin = admin_client(settings.kafka.endpoint, request_timeout_s=15)
+    try:
+        admin.create_topics([NewTopic(names(SCANS), 8, 1)])
+    finally:
+        admin.close()
+    result = cli(*SCANS_ARGS, "--to", "kafka", env=settings.to_env())
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        f"error: topic {names(SCANS)} has 8 partitions but CHAINWATCH_KAFKA__PARTITIONS=4"
+    ), line
+    counts = partition_counts(
+        settings.kafka.endpoint, [names(SCANS), names(DEAD_LETTER)], request_timeout_s=15
+    )
+    assert counts == {names(SCANS): 8}  # dead-letter not created
+    consumer = KafkaConsumer(
+        names(SCANS),
+        bootstrap_servers=settings.kafka.bootstrap,
+        enable_auto_commit=False,
+        request_timeout_ms=20000,
+    )
+    try:
+        parts = [TopicPartition(names(SCANS), p) for p in range(8)]
+        assert sum(consumer.end_offsets(parts).values()) == 0  # nothing published
+    finally:
+        consumer.close()
 
 
 START_S = 40.0
@@ -221,6 +264,7 @@ def test_an_interrupted_import_says_what_kafka_acknowledged(
 
     monkeypatch.setattr(run, "import_to_kafka", interrupted)
     monkeypatch.setattr("chainwatch.kafka_admin.ensure_topics", lambda *a, **k: None)
+    monkeypatch.setattr("chainwatch.topic_partitions.check_partitions", lambda *a, **k: None)
     importer = Importer(RowMapper(ImportMapping(), "scans"), load_plan())
     with pytest.raises(ImportInterrupted) as caught:
         command._to_kafka(importer, [], Settings(), None, None)  # type: ignore[arg-type]
@@ -324,7 +368,7 @@ def test_the_producer_gets_the_request_timeout_setting_to_connect(
     and a setting of 1 s still waited 15 s for a Kafka that accepts and never answers."""
     from typer.testing import CliRunner
 
-    from chainwatch import kafka_admin
+    from chainwatch import kafka_admin, topic_partitions
     from chainwatch.cli import app
     from chainwatch.cli_context import state
 
@@ -333,6 +377,7 @@ def test_the_producer_gets_the_request_timeout_setting_to_connect(
     # the topics' set-up has the setting already (test_kafka_request_timeout): here the
     # producer's own connection is what waits on the silent Kafka
     monkeypatch.setattr(kafka_admin, "ensure_topics", lambda *_args, **_kwargs: None)
+    monkeypatch.setattr(topic_partitions, "check_partitions", lambda *_args, **_kwargs: None)
     monkeypatch.chdir(ROOT)
     state.pop("settings", None)
     started = time.monotonic()
