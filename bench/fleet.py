@@ -390,18 +390,53 @@ def run_fleet(
     )
 
 
-def main() -> None:
+MAX_WORKERS = 16
+"""As `chainwatch replay --workers`: the runs are replays, over `PARTITIONS` partitions."""
+
+
+def fleet_sizes(text: str) -> list[tuple[int, bool]]:
+    """`--runs`: comma-separated worker counts, each 1-16, `k` after one for a kill and an
+    addition. `--runs 0` started a replay without workers that waited for ever, and
+    `--runs x` ended in a traceback after the scenario and the reference engine's run."""
+    sizes = []
+    for spec in text.split(","):
+        count = spec.strip().removesuffix("k")
+        if not count.isdigit() or not 1 <= int(count) <= MAX_WORKERS:
+            raise argparse.ArgumentTypeError(
+                f"{spec!r} is no fleet size: give 1-{MAX_WORKERS} workers, `k` after the "
+                "number to kill one and add one (1,2,4,4k)"
+            )
+        sizes.append((int(count), spec.strip().endswith("k")))
+    return sizes
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of 1 or more")
+    return int(text)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, refused with argparse's usage line and exit status 2 before
+    anything is simulated (a bad `--days` ended in `chainwatch simulate`'s traceback)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--orders-per-day", type=int, default=105)
+    parser.add_argument("--days", type=_positive, default=30)
+    parser.add_argument("--orders-per-day", type=_positive, default=105)
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument(
-        "--runs", default="1,2,4,4k", help="fleet sizes; `k`: kill one worker and add one"
+        "--runs",
+        type=fleet_sizes,
+        default="1,2,4,4k",
+        help="fleet sizes; `k`: kill one worker and add one",
     )
     parser.add_argument(
         "--timeout-s", type=float, default=3600, help="deadline of each run's drain"
     )
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     settings = Settings()
     with tempfile.TemporaryDirectory() as tmp:
         scenario = simulate(
@@ -419,9 +454,8 @@ def main() -> None:
             f"{expected_dead} dead letters in {time.monotonic() - t0:.1f}s",
             flush=True,
         )
-        for spec in args.runs.split(","):
-            kill = spec.endswith("k")
-            workers = int(spec.rstrip("k"))
+        for workers, kill in args.runs:
+            spec = f"{workers}{'k' if kill else ''}"
             label = f"{workers} workers, one killed and one added" if kill else None
             try:
                 fleet = run_fleet(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from bench_scripts import load_bench
 
 fleet = load_bench("fleet", "fleet_bench_kill_proof")
@@ -54,3 +55,18 @@ def test_a_kill_of_a_worker_whose_partitions_its_log_does_not_show_proves_nothin
     why = _killed(owned, 38, 0).kill_unproven()
     assert why is not None
     assert "partitions were not in its log" in why
+
+
+def test_the_fleet_sizes_parse_and_a_bad_one_is_a_usage_error_before_any_work(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--runs 0` started a replay without workers that waited for ever; `--runs x` and
+    `--days -1` ended in tracebacks, after simulating the scenario and running the
+    reference engine for the first."""
+    assert fleet.parse_args([]).runs == [(1, False), (2, False), (4, False), (4, True)]
+    assert fleet.parse_args(["--runs", "1, 4k"]).runs == [(1, False), (4, True)]
+    for argv in (["--runs", "0"], ["--runs", "x"], ["--runs", "4,17"], ["--days", "-1"]):
+        with pytest.raises(SystemExit) as stopped:
+            fleet.parse_args(argv)
+        assert stopped.value.code == 2, argv
+        assert "error: argument" in capsys.readouterr().err, argv
