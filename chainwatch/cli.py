@@ -319,6 +319,19 @@ def _command_path(exc: Any, argv: list[str]) -> str:
     return " ".join(names)
 
 
+def _say_error(message: str, code: int) -> None:
+    """The one `error:` line; with `CHAINWATCH_LOG_FORMAT=json` (once the settings were
+    read) a JSON log event like every other stderr line: a replay's progress and result
+    lines were JSON and its error plain text, which a log collector could not parse."""
+    cached = state.get("settings")
+    if getattr(cached, "log_format", None) == "json":
+        from chainwatch.logs import get_logger
+
+        get_logger("chainwatch.cli").error(f"error: {message}", exit_code=code)
+        return
+    err.print(f"[red]error:[/] {escape(message)}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one-line messages."""
     try:
@@ -330,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:  # the libraries' own (a bad SLA plan, a store down) too
         if state["debug"]:
             err.print_exception()
-        err.print(f"[red]error:[/] {escape(plain_store_error(str(exc)))}", highlight=False)
+        _say_error(plain_store_error(str(exc)), exit_code(exc))
         return exit_code(exc)
     except _EXITS as exc:
         return int(getattr(exc, "exit_code", 0) or 0)

@@ -68,3 +68,25 @@ def test_the_worker_logs_one_json_object_per_line(kafka_bootstrap: str, tmp_path
     assert all({"event", "level", "timestamp"} <= r.keys() for r in records)
     faust_records = [r for r in records if str(r.get("logger", "")).startswith("faust")]
     assert faust_records, "faust's own records must go through the same renderer"
+
+
+def test_a_commands_error_line_is_a_json_event_with_json_logs(tmp_path: Path) -> None:
+    """docs/replay.md: with JSON logs "every stderr line is a JSON log event, the progress
+    and the result lines alike"; the `error:` line that ends a failed command was plain
+    text, the one line a log collector could not parse. (Kafka is not needed: nothing
+    answers at the bootstrap, which is the error.)"""
+    from docs_helpers import run_cli
+
+    env = user_env(
+        tmp_path / "data",
+        CHAINWATCH_LOG_FORMAT="json",
+        CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:9",
+    )
+    result = run_cli("replay", "examples/example_1_on_time.ndjson", env=env, timeout=120)
+    assert result.returncode == 1, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines()]  # each one JSON
+    assert events, result.stderr
+    last = events[-1]
+    assert last["level"] == "error", last
+    assert last["exit_code"] == 1, last
+    assert last["event"].startswith("error: Kafka at 127.0.0.1:9 does not answer"), last
