@@ -13,7 +13,7 @@ from pydantic_settings import SettingsError
 from rich.console import Console
 
 from chainwatch.errors import UserError
-from chainwatch.logs import configure_logging
+from chainwatch.logs import configure_logging, get_logger
 from chainwatch.settings import (
     Settings,
     conflicting_variables,
@@ -59,7 +59,10 @@ def settings() -> Settings:
     state["settings"] = built
     configure_logging(built.log_level, built.log_format)
     for warning in unknown_variables(os.environ):  # names only: a value may be a secret
-        err.print(f"warning: {warning}", markup=False, highlight=False)
+        if built.log_format == "json":  # a JSON event, as every stderr line then is
+            get_logger("chainwatch.settings").warning(f"warning: {warning}")
+        else:
+            err.print(f"warning: {warning}", markup=False, highlight=False)
     return built
 
 

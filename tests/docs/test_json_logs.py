@@ -90,3 +90,18 @@ def test_a_commands_error_line_is_a_json_event_with_json_logs(tmp_path: Path) ->
     assert last["level"] == "error", last
     assert last["exit_code"] == 1, last
     assert last["event"].startswith("error: Kafka at 127.0.0.1:9 does not answer"), last
+
+
+def test_the_unknown_setting_warning_is_a_json_event_with_json_logs(tmp_path: Path) -> None:
+    """The warning about a mistyped `CHAINWATCH_` variable came as plain text among the
+    JSON events, as the closing `error:` line did."""
+    from docs_helpers import run_cli
+
+    env = user_env(tmp_path / "data", CHAINWATCH_LOG_FORMAT="json", CHAINWATCH_KAFKA__PARTITONS="8")
+    result = run_cli("plan-capacity", "--rate", "1", env=env)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines()]  # each one JSON
+    assert [e["level"] for e in events] == ["warning"], events
+    assert events[0]["event"].startswith(
+        "warning: CHAINWATCH_KAFKA__PARTITONS is not a setting, ignored"
+    ), events
