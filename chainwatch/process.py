@@ -370,3 +370,27 @@ async def _until_signalled(
         for sig in STOP_SIGNALS:  # asyncio would leave the defaults: the close gets ours
             loop.remove_signal_handler(sig)
             signal.signal(sig, outside_main)
+
+
+@contextmanager
+def stop_signals_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the command as Ctrl-C does: each is sent on as SIGINT, so
+    that `asyncio.run`, when one runs, cancels its task as for a Ctrl-C (a
+    `KeyboardInterrupt` raised in the handler instead broke into the loop wherever it was,
+    and left aiokafka's tasks pending). A replay's or a backtest's run (topics, consumer
+    group, worker state) was left behind by a SIGTERM (a CI job's timeout, `timeout`),
+    where Ctrl-C deleted it."""
+
+    def as_ctrl_c(signum: int, frame: object) -> None:
+        for sig in previous:  # once: a second one must not cut the run's clean-up
+            signal.signal(sig, signal.SIG_IGN)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    for sig in previous:
+        signal.signal(sig, as_ctrl_c)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

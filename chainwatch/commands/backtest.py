@@ -49,6 +49,7 @@ def register(app: typer.Typer) -> None:
         """Replay HISTORY once per --plan, store every run, print the plans side by side."""
         from chainwatch.backtest.run import load_plan_files, run_backtest
         from chainwatch.logs import route_library_logs
+        from chainwatch.process import stop_signals_as_ctrl_c
         from schemas.files import not_a_file
         from sinks.clickhouse.connection import SerializedClient, StoreLocked, open_client
         from sinks.clickhouse.migrate import migrate
@@ -72,7 +73,10 @@ def register(app: typer.Typer) -> None:
             if not verbose:
                 route_library_logs(library_log)
             migrate(client, cfg)
-            with ProgressDisplay(err, label="backtest", log_format=cfg.log_format) as progress:
+            with (
+                stop_signals_as_ctrl_c(),  # SIGTERM deletes the run as Ctrl-C does
+                ProgressDisplay(err, label="backtest", log_format=cfg.log_format) as progress,
+            ):
                 result = run_backtest(
                     cfg, history, plans, client, until=until_at, name=name, progress=progress
                 )

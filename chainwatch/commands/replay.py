@@ -69,6 +69,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Replay SCENARIO on fresh topics; print the final alerts as NDJSON sorted by alert_id."""
         from chainwatch.logs import route_library_logs
+        from chainwatch.process import stop_signals_as_ctrl_c
         from chainwatch.replay import run_replay
 
         until_at = _parse_until(until)
@@ -87,7 +88,10 @@ def register(app: typer.Typer) -> None:
         store = _open_store(cfg) if sink else None
         on_results: ReplaySink | None = None
         try:
-            with ProgressDisplay(err, log_format=cfg.log_format) as progress:
+            with (
+                stop_signals_as_ctrl_c(),  # SIGTERM deletes the run as Ctrl-C does
+                ProgressDisplay(err, log_format=cfg.log_format) as progress,
+            ):
                 if store is not None:
                     from chainwatch.replay_store import ReplaySink
 
