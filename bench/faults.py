@@ -24,8 +24,10 @@ to docs/reliability.md.
 Every wait is on a condition with a deadline; a fault that lasts a while (the
 broker down, the store locked, the receiver down) is held for its stated
 duration and then lifted. Every process is stopped at the end, also on Ctrl-C
-or a failure. Data and logs: `.chainwatch/faults/` (the broker on
-127.0.0.1:39092/39093, `--kafka-port` moves it).
+or a failure. Data and logs: `.chainwatch/faults/`. Every port follows
+`--kafka-port` (default 39092): the broker's controller on +1, the workers'
+ops port on +2, and the gateways, webhook receivers and the sink's query
+endpoint on the first free ports from +10 to +99.
 """
 
 from __future__ import annotations
@@ -54,7 +56,6 @@ from typing import Any
 
 import httpx
 
-from chainwatch.free_port import free_port
 from schemas.topics import ALERTS, DEAD_LETTER, INPUT_TOPICS, OUTPUT_TOPICS
 from sinks.http_serving import serving_thread
 
@@ -225,6 +226,35 @@ def _alive(pid: int) -> bool:
             return handle.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+class Ports:
+    """The bench's ports, all next to the broker's (`--kafka-port`), none picked by the OS.
+
+    The controller takes +1, every worker's ops port +2 (one worker runs at a time);
+    gateways, webhook receivers and the sink's query endpoint take the first free
+    port from +10 on, each its own for the whole bench, up to +99.
+    """
+
+    def __init__(self, kafka_port: int) -> None:
+        self.kafka = kafka_port
+        self.controller = kafka_port + 1
+        self.worker_ops = kafka_port + 2
+        self._next = kafka_port + 10
+
+    def take(self) -> int:
+        import socket
+
+        while self._next < self.kafka + 100:
+            port = self._next
+            self._next += 1
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:  # taken by someone else: the next one
+                    continue
+            return port
+        raise BenchError(f"no free port left in {self.kafka + 10}-{self.kafka + 99}")
 
 
 # --- Kafka progress and lag (every call bounded) -----------------------------------------
@@ -407,7 +437,7 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.app_id = f"faults-{self.name}-{stamp}"
         self.prefix = f"{self.app_id}."
-        self.port = free_port()
+        self.port = self.bench.ports.take()
         self.gateway_url = f"http://127.0.0.1:{self.port}"
         from streams.ingest.auth import hash_token
 
@@ -428,6 +458,8 @@ class Run:
             CHAINWATCH_KAFKA__TOPIC_PREFIX=self.prefix,
             CHAINWATCH_ENGINE__APP_ID=self.app_id,
             CHAINWATCH_ENGINE__CLOCK="event",
+            CHAINWATCH_ENGINE__METRICS_PORT=str(self.bench.ports.worker_ops),
+            CHAINWATCH_CLICKHOUSE__QUERY_PORT=str(self.bench.ports.take()),
             CHAINWATCH_LOG_FORMAT="json",
             CHAINWATCH_GATEWAY__EPCIS_MAPPING=str(
                 ROOT / "deploy" / "gateway" / "epcis-mapping.example.yaml"
@@ -882,7 +914,8 @@ class Bench:
         self.args = args
         self.work = ROOT / ".chainwatch" / "faults"
         self.work.mkdir(parents=True, exist_ok=True)
-        self.broker = Broker(self.work / "broker", args.kafka_port, args.kafka_port + 1)
+        self.ports = Ports(args.kafka_port)
+        self.broker = Broker(self.work / "broker", self.ports.kafka, self.ports.controller)
         self.probe = KafkaProbe(self.broker.bootstrap)
         start = (datetime.now(UTC) - timedelta(days=args.days + 25)).replace(
             hour=0, minute=0, second=0, microsecond=0
@@ -1056,7 +1089,7 @@ def scenario_kill9(bench: Bench) -> Result:
             )
             log(run.notes[-1])
 
-    receiver = FlakyReceiver(free_port(), 0.0)
+    receiver = FlakyReceiver(bench.ports.take(), 0.0)
     receiver.up()
     try:
         result = Result("kill9", f"kill -9 {', '.join(order)} in turn")
@@ -1193,7 +1226,7 @@ def _webhook_figures(
 
 
 def scenario_webhook(bench: Bench) -> Result:
-    receiver = FlakyReceiver(free_port(), 0.5)
+    receiver = FlakyReceiver(bench.ports.take(), 0.5)
     receiver.up()
     figures: dict[str, Any] = {}
 
@@ -1596,7 +1629,11 @@ def main(argv: list[str] | None = None) -> int:
         help="processes the kill9 scenario kills, in this order",
     )
     parser.add_argument(
-        "--kafka-port", type=int, default=39092, help="broker port (controller: +1)"
+        "--kafka-port",
+        type=int,
+        default=39092,
+        help="broker port; every other port follows it (controller +1, worker ops +2, "
+        "gateways, receivers, the sink's query endpoint from +10 to +99)",
     )
     parser.add_argument(
         "--fresh-reference", action="store_true", help="redo the clean run even if one is kept"
