@@ -97,3 +97,19 @@ def test_the_bench_runs_its_processes_without_any_spelling_of_the_operators_sett
     assert not [
         name for name in env if name.upper().startswith("CHAINWATCH_") and not name.isupper()
     ]
+
+
+def test_the_replay_runs_until_the_last_event_time_past_a_truncated_record(
+    tmp_path: Path,
+) -> None:
+    """The simulator writes a truncated record as its raw text cut inside its value: the
+    bench read every line as JSON for the replay's `--until` and ended in a traceback
+    (JSONDecodeError) after its results, the replay check never run."""
+    scenario = tmp_path / "input.ndjson"
+    scenario.write_text(
+        '{"topic":"scans","key":"PO-1","value":{"event_time":"2026-11-10T19:00:00Z"}}\n'
+        '{"topic":"scans","key":"PO-2","value":{"event_id":"e","event_time":"2026-11-10T19:3\n'
+        '{"topic":"crm.customers","key":"C-1","value":null}\n'
+        '{"topic":"scans","key":"PO-3","value":{"event_time":"2026-11-11T08:00:00Z"}}\n'
+    )
+    assert faults.last_event_time(scenario) == "2026-11-11T08:00:00Z"
