@@ -538,33 +538,28 @@ class TransactionalPublisher:
             groups.setdefault((record.topic, partition), []).append(index)
 
         pending: list[tuple[asyncio.Future[RecordMetadata], list[tuple[int, int]]]] = []
-        for (topic, partition), indices in groups.items():
-            batch = producer.create_batch()
-            members: list[tuple[int, int]] = []
-            for index in indices:
-                record = records[index]
-                meta = batch.append(timestamp=None, key=record.key, value=record.value)
-                if meta is None:  # batch full: ship it, start the next one
-                    if not members:
-                        raise MessageSizeTooLargeError(f"record {index} exceeds max_batch_size")
-                    future = await producer.send_batch(batch, topic, partition=partition)
-                    pending.append((future, members))
-                    batch, members = producer.create_batch(), []
-                    meta = batch.append(timestamp=None, key=record.key, value=record.value)
-                    if meta is None:
-                        raise MessageSizeTooLargeError(f"record {index} exceeds max_batch_size")
-                members.append((index, meta.offset))
-            future = await producer.send_batch(batch, topic, partition=partition)
-            pending.append((future, members))
-
-        # Every batch's outcome is taken: with the first failure raised at once, the
-        # others' failures were logged later as "Future exception was never retrieved".
-        outcomes = await asyncio.gather(*(future for future, _ in pending), return_exceptions=True)
+        try:
+            await _send_groups(producer, records, groups, pending)
+            # Every batch's outcome is taken: with the first failure raised at once, the
+            # others' failures were logged later as "Future exception was never retrieved".
+            # `wait`, not `gather`: a cancel (the request's deadline) must leave the batch
+            # futures be. aiokafka's is a shield of the batch's own, and a cancelled shield
+            # drops its hold on it: a batch failed later (Kafka gone: LeaderNotAvailable)
+            # was logged "never retrieved", one per partition of the request.
+            if pending:
+                await asyncio.wait([future for future, _ in pending])
+        except BaseException:
+            for future, _ in pending:  # a request given up on: its batches end unread
+                future.add_done_callback(retrieve)
+            raise
         results: list[RecordMetadata] = []
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-            results.append(outcome)
+        for future, _ in pending:
+            failure = future.exception()  # each one's taken, the first raised
+            if failure is not None:
+                for rest, _ in pending:
+                    rest.add_done_callback(retrieve)
+                raise failure
+            results.append(future.result())
         placements: list[Placement | None] = [None] * len(records)
         for meta, (_, members) in zip(results, pending, strict=True):
             for index, relative in members:
@@ -622,6 +617,34 @@ class TransactionalPublisher:
         task.add_done_callback(self._closing.discard)
 
 
+async def _send_groups(
+    producer: AIOKafkaProducer,
+    records: Sequence[OutRecord],
+    groups: dict[tuple[str, int], list[int]],
+    pending: list[tuple[asyncio.Future[RecordMetadata], list[tuple[int, int]]]],
+) -> None:
+    """Ship each partition's records in as few batches as fit; each batch's future and
+    its members (record index, offset within the batch) go to `pending` as it is sent."""
+    for (topic, partition), indices in groups.items():
+        batch = producer.create_batch()
+        members: list[tuple[int, int]] = []
+        for index in indices:
+            record = records[index]
+            meta = batch.append(timestamp=None, key=record.key, value=record.value)
+            if meta is None:  # batch full: ship it, start the next one
+                if not members:
+                    raise MessageSizeTooLargeError(f"record {index} exceeds max_batch_size")
+                future = await producer.send_batch(batch, topic, partition=partition)
+                pending.append((future, members))
+                batch, members = producer.create_batch(), []
+                meta = batch.append(timestamp=None, key=record.key, value=record.value)
+                if meta is None:
+                    raise MessageSizeTooLargeError(f"record {index} exceeds max_batch_size")
+            members.append((index, meta.offset))
+        future = await producer.send_batch(batch, topic, partition=partition)
+        pending.append((future, members))
+
+
 async def _abort_and_stop(producer: AIOKafkaProducer) -> None:
     """Abort the producer's transaction if Kafka answers at once, then stop it without
     sending anything more.
@@ -645,9 +668,35 @@ async def _abort_and_stop(producer: AIOKafkaProducer) -> None:
             # while, never for ever, and a cancel of this close (its deadline, a
             # shutdown) ends it: `await task` swallowed-or-hung both ways
             await ended_within(task, SENDER_STOP_S, cancel=True)
+        _fail_unsent(producer)
         await producer.stop()
     finally:
         retrieve_transaction_outcome(producer)
+
+
+def _fail_unsent(producer: AIOKafkaProducer) -> None:
+    """Fail every batch the given-up producer's accumulator still holds, their outcomes
+    taken: with its sender stopped nothing sends them, and `stop()` waits for them in a
+    task of its own (`MessageAccumulator.close`) that it leaves pending when the sender
+    is done; collected so, asyncio logged "Task was destroyed but it is pending!", and a
+    batch failed by the sender before its stop "Future exception was never retrieved".
+
+    aiokafka-private (`_message_accumulator`, its `_batches` and `_pending_batches`),
+    checked against aiokafka 0.14.0; should an upgrade move them, nothing is done here.
+    """
+    accumulator = getattr(producer, "_message_accumulator", None)
+    fail_all = getattr(accumulator, "fail_all", None)
+    if fail_all is None:
+        return
+    held = [
+        *(b for queue in getattr(accumulator, "_batches", {}).values() for b in queue),
+        *getattr(accumulator, "_pending_batches", ()),
+    ]
+    fail_all(KafkaError("the producer was given up on; its batch was not sent"))
+    for batch in held:
+        future = getattr(batch, "future", None)
+        if isinstance(future, asyncio.Future):
+            future.add_done_callback(retrieve)
 
 
 def retrieve_transaction_outcome(producer: AIOKafkaProducer) -> None:

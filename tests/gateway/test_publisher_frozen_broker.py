@@ -1,0 +1,120 @@
+"""The gateway's publisher given up on a transaction whose batches a frozen broker holds.
+
+Seen in bench/faults.py (2026-12-07): a request in flight as the broker went away was
+answered 503 after its deadline, as it should, and the gateway's log then held asyncio's
+errors for what the producer given up on left behind: `Future exception was never
+retrieved` (LeaderNotAvailableError, one per partition of the request; `broker`
+scenario) and `Task was destroyed but it is pending!` (aiokafka's
+`MessageAccumulator.close()`; `kill9` scenario). Here a broker of the test's own is
+frozen (SIGSTOP) while a request is published: nothing of it is acknowledged within its
+deadline and the slot's producer is given up on; the broker is thawed before the test
+ends. (The frozen broker holds the transaction at its AddPartitionsToTxn, so the
+batches are never sent: the unretrieved batch failures are tested with aiokafka's
+futures alone, in test_group_commit.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from chainwatch.local_kafka import BrokerStatus, LocalBroker
+from chainwatch.settings import Settings
+from streams.ingest.publisher import PublisherConfig, PublishUnavailable, TransactionalPublisher
+from streams.ingest.records import OutRecord
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def own_broker(
+    tmp_path_factory: pytest.TempPathFactory, spare_kafka_port: int
+) -> Iterator[BrokerStatus]:
+    """A broker this module may freeze (the session's is shared by every test)."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("frozen-broker"),
+        kafka={"local_port": spare_kafka_port, "local_controller_port": spare_kafka_port + 1},
+    )
+    broker = LocalBroker(settings)
+    status = broker.start()
+    try:
+        yield status
+    finally:
+        broker.stop()
+
+
+async def _topic(bootstrap: str, partitions: int) -> str:
+    name = f"frozen-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+    return name
+
+
+def _closes_left() -> list[asyncio.Task[Any]]:
+    """aiokafka's accumulator closes still pending (a stopped producer's `stop()` starts
+    one and leaves it when its sender is done first)."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__qualname__", "") == "MessageAccumulator.close"
+    ]
+
+
+def test_a_producer_given_up_on_a_frozen_broker_leaves_no_task_behind(
+    own_broker: BrokerStatus,
+) -> None:
+    """Its accumulator's close was left pending for good, waiting for batches nothing
+    would send: collected once the producer was, asyncio logged `Task was destroyed but
+    it is pending!` (bench/faults.py's `kill9`, 2026-12-07)."""
+    pid = own_broker.pid
+    assert pid is not None
+    bootstrap = own_broker.bootstrap
+
+    async def run() -> tuple[BaseException | None, list[asyncio.Task[Any]]]:
+        topic = await _topic(bootstrap, partitions=3)
+        publisher = TransactionalPublisher(
+            PublisherConfig(bootstrap, f"t-{topic}", pool_size=1, publish_timeout_s=2.0)
+        )
+        await publisher.start()
+        refused: BaseException | None = None
+        try:
+            await publisher.publish([OutRecord(topic, b"warm", b"v")])  # the slot's producer
+            records = [OutRecord(topic, f"k{i}".encode(), b"v") for i in range(12)]
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await publisher.publish(records, within_s=1.0)
+            except PublishUnavailable as exc:
+                refused = exc
+            finally:
+                # the given-up producer's close: its abort (2 s), its sender's stop (2 s)
+                try:
+                    async with asyncio.timeout(30):
+                        while publisher._closing:
+                            await asyncio.wait(set(publisher._closing))
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+            left = _closes_left()
+            with contextlib.suppress(TimeoutError):  # a close ending now ends in a few turns
+                async with asyncio.timeout(10):
+                    while left and not all(task.done() for task in left):
+                        await asyncio.wait(left, timeout=0.1)
+            return refused, [task for task in left if not task.done()]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            await publisher.stop()
+
+    refused, left = asyncio.run(asyncio.wait_for(run(), 90))
+    assert isinstance(refused, PublishUnavailable), refused
+    assert left == []
