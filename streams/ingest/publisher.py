@@ -668,34 +668,34 @@ async def _abort_and_stop(producer: AIOKafkaProducer) -> None:
             # while, never for ever, and a cancel of this close (its deadline, a
             # shutdown) ends it: `await task` swallowed-or-hung both ways
             await ended_within(task, SENDER_STOP_S, cancel=True)
-        _fail_unsent(producer)
+        _drop_unsent(producer)
         await producer.stop()
     finally:
         retrieve_transaction_outcome(producer)
 
 
-def _fail_unsent(producer: AIOKafkaProducer) -> None:
-    """Fail every batch the given-up producer's accumulator still holds, their outcomes
-    taken: with its sender stopped nothing sends them, and `stop()` waits for them in a
-    task of its own (`MessageAccumulator.close`) that it leaves pending when the sender
-    is done; collected so, asyncio logged "Task was destroyed but it is pending!", and a
-    batch failed by the sender before its stop "Future exception was never retrieved".
+def _drop_unsent(producer: AIOKafkaProducer) -> None:
+    """Cancel every batch the given-up producer's accumulator still holds, and take the
+    outcome of those already ended: with its sender stopped nothing sends them, and
+    `stop()` waits for them in a task of its own (`MessageAccumulator.close`) that it
+    leaves pending when the sender is done; collected so, asyncio logged "Task was
+    destroyed but it is pending!", and a batch failed by the sender before its stop
+    "Future exception was never retrieved". Cancelled, not failed: aiokafka's failure
+    also fails the batch's drain waiter, which nothing reads either.
 
-    aiokafka-private (`_message_accumulator`, its `_batches` and `_pending_batches`),
-    checked against aiokafka 0.14.0; should an upgrade move them, nothing is done here.
+    aiokafka-private (`_message_accumulator`, its `_batches` and `_pending_batches`,
+    a batch's `future`), checked against aiokafka 0.14.0; should an upgrade move them,
+    nothing is done here.
     """
     accumulator = getattr(producer, "_message_accumulator", None)
-    fail_all = getattr(accumulator, "fail_all", None)
-    if fail_all is None:
-        return
     held = [
         *(b for queue in getattr(accumulator, "_batches", {}).values() for b in queue),
         *getattr(accumulator, "_pending_batches", ()),
     ]
-    fail_all(KafkaError("the producer was given up on; its batch was not sent"))
     for batch in held:
         future = getattr(batch, "future", None)
         if isinstance(future, asyncio.Future):
+            future.cancel()  # no-op for one that ended
             future.add_done_callback(retrieve)
 
 
