@@ -46,6 +46,10 @@ Lifecycle and guarantees:
   at start, or starts a new epoch whose `offset_bases` shift every stored
   offset (rows, skip-sets, tokens, versions) past the earlier epochs; Kafka
   commits always use the real offsets.
+- A commit Kafka refuses or does not answer (the broker restarting) is kept and
+  tried again at the next flush, or after `flush_interval_s` when no record comes:
+  a partition that got no record after it would otherwise stay behind its stored
+  rows for good (lag that never ends, and a restart re-reading what is stored).
 - On revocation the sink tries one flush; buffers it cannot write are dropped
   uncommitted and re-read by the next owner.
 - A record a mapper cannot turn into rows - `RecordInvalid`, or any other
@@ -245,6 +249,9 @@ class ClickHouseSink:
         self._flush_lock = asyncio.Lock()
         self._failing_since: float | None = None
         self._next_try = 0.0
+        self._uncommitted: dict[TopicPartition, int] = {}
+        """Offsets stored in ClickHouse whose commit failed: tried again (`_commit`)."""
+        self._commit_again_at = 0.0
         self._backoff = Backoff(self.config.initial_backoff_s, self.config.max_backoff_s)
 
     # --- stored offsets ------------------------------------------------------
@@ -409,7 +416,7 @@ class ClickHouseSink:
         if self._failing_since is not None:
             return time.monotonic() >= self._next_try
         now = time.monotonic()
-        if self._full():
+        if self._full() or (self._uncommitted and now >= self._commit_again_at):
             return True
         return any(
             buf.size >= self.config.flush_rows or now - buf.since >= self.config.flush_interval_s
@@ -491,6 +498,7 @@ class ClickHouseSink:
             self._sealed.extend(self._buffers.items())
             self._buffers = {}
         if not self._sealed:
+            await self._commit({})  # a commit that failed before, if any
             return True
         started = time.perf_counter()
         batches = list(self._sealed)
@@ -525,20 +533,35 @@ class ClickHouseSink:
         return ok
 
     async def _commit(self, commits: dict[TopicPartition, int]) -> None:
+        """Commit `commits` with those that failed before (`_uncommitted`); a failure
+        keeps them all for the next flush, or for `flush_interval_s` from now."""
         consumer = self._consumer
-        if not commits or consumer is None:
+        pending = self._uncommitted
+        if not (commits or pending) or consumer is None:
             return
-        mine = {
-            tp: off - self.offset_bases.get(tp.topic, 0)
-            for tp, off in commits.items()
-            if tp in consumer.assignment()
-        }
-        if not mine:
+        assigned = consumer.assignment()
+        wanted = {tp: off for tp, off in pending.items() if tp in assigned}
+        for tp, off in commits.items():
+            if tp in assigned:
+                wanted[tp] = max(off, wanted.get(tp, off))
+        self._uncommitted = {}
+        if not wanted:
             return
+        mine = {tp: off - self.offset_bases.get(tp.topic, 0) for tp, off in wanted.items()}
         try:
             await commit_within(consumer, mine)
         except (KafkaError, TimeoutError) as exc:  # the rows are stored, the skip-set covers it
-            log.warning("commit_failed", error=_short(exc))
+            self._uncommitted = wanted
+            self._commit_again_at = time.monotonic() + self.config.flush_interval_s
+            log.warning(
+                "commit_failed",
+                error=_short(exc),
+                partitions=len(wanted),
+                again_in_s=self.config.flush_interval_s,
+            )
+            return
+        if pending:
+            log.info("committed_after_failure", partitions=len(wanted))
 
     async def release(self, partitions: list[TopicPartition]) -> None:
         """Revocation: write what we can; what we cannot is re-read by the next owner."""
@@ -546,6 +569,8 @@ class ClickHouseSink:
             await self.flush()  # after the loop's flush under way, if any
         revoked = set(partitions)
         self._sealed = [(tp, buf) for tp, buf in self._sealed if tp not in revoked]
+        for tp in partitions:  # its next owner reads from its last commit (the skip-set)
+            self._uncommitted.pop(tp, None)
         for tp in partitions:
             self._buffers.pop(tp, None)
             self._loaded.discard(tp)

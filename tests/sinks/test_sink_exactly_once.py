@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KafkaTopicPartition
 from kafka_groups import expel_members
 from samples import customer_json, scan_json
 from sink_harness import SinkProcess, loopback_count, prepare_all_topics, publish, wait_for
@@ -18,6 +20,7 @@ from sink_samples import make_alert, make_state
 from chainwatch.settings import Settings, SinkSettings
 from chainwatch.sink_runner import build_mappers
 from schemas.alerts import AlertStatus
+from sinks.clickhouse import sink as sink_module
 from sinks.clickhouse.connection import SerializedClient, open_client
 from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.sink import ClickHouseSink, SinkConfig
@@ -243,3 +246,60 @@ def test_a_record_no_mapper_can_store_is_skipped_and_logged_never_fatal(
         client.close()
     assert [r[0] for r in events] == ["ev-2"]
     assert [r[0] for r in customers] == ["C-2"]
+
+
+def test_a_commit_that_failed_is_committed_later_with_no_new_record(
+    settings_factory: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fault bench's kill9 (2026-12-07): a commit failed while the broker was gone and
+    that partition got no record after it, so its offset stayed behind its stored rows for
+    good (lag never 0). The failed commit is tried again without waiting for a record."""
+    settings = settings_factory()
+    prepare_all_topics(settings)
+    publish(settings, SCANS, [(b"PO-0", scan_json(i)) for i in range(0, 250, 50)])  # PO-0's
+    commits: list[dict[Any, int]] = []
+    real_commit = sink_module.commit_within
+
+    async def refusing_the_first(consumer: Any, offsets: dict[Any, int]) -> None:
+        commits.append(dict(offsets))
+        if len(commits) == 1:
+            raise TimeoutError("the broker went away")
+        await real_commit(consumer, offsets)
+
+    monkeypatch.setattr(sink_module, "commit_within", refusing_the_first)
+    client = SerializedClient(open_client(settings))
+    group = f"{settings.engine.app_id}-commit-again"
+    try:
+        migrate(client, settings)
+        sink = ClickHouseSink(
+            bootstrap=settings.kafka.bootstrap,
+            group_id=group,
+            client=client,
+            mappers=build_mappers(settings),
+            config=SinkConfig(flush_rows=100, flush_interval_s=0.2),
+        )
+
+        async def scenario() -> None:
+            stop = asyncio.Event()
+            running = asyncio.create_task(sink.run(stop))
+            try:
+                async with asyncio.timeout(60):
+                    while len(commits) < 2:
+                        assert not running.done(), running
+                        await asyncio.sleep(0.05)
+            finally:
+                stop.set()
+                await running
+
+        asyncio.run(scenario())
+    finally:
+        client.close()
+    assert sink.stats.rows_written == 5
+    assert commits[1] == commits[0]  # the same offsets, with no record after them
+    [(tp, end)] = commits[0].items()
+    assert end == 5
+    reader = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group)
+    try:
+        assert reader.committed(KafkaTopicPartition(tp.topic, tp.partition)) == 5
+    finally:
+        reader.close()
