@@ -384,9 +384,19 @@ def stop_signals_as_ctrl_c() -> Iterator[None]:
     def as_ctrl_c(signum: int, frame: object) -> None:
         for sig in previous:  # once: a second one must not cut the run's clean-up
             signal.signal(sig, signal.SIG_IGN)
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # started with SIGINT ignored (a script's background job): the SIGINT sent on
+            # was ignored too, and a SIGTERM no longer stopped the run at all
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         os.kill(os.getpid(), signal.SIGINT)
 
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # a signal the command was started with ignored stays ignored (`nohup`: SIGHUP)
+    previous = {
+        sig: handler
+        for sig in (signal.SIGTERM, signal.SIGHUP)
+        if (handler := signal.getsignal(sig)) is not signal.SIG_IGN
+    }
+    sigint = signal.getsignal(signal.SIGINT)
     for sig in previous:
         signal.signal(sig, as_ctrl_c)
     try:
@@ -394,3 +404,5 @@ def stop_signals_as_ctrl_c() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if sigint is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)

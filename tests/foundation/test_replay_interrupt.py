@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from chainwatch.kafka_admin import admin_client
+from chainwatch.process import stop_signals_as_ctrl_c
 from tests.sinks.sink_harness import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,12 +23,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    ("stop", "sigint_ignored"),
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGTERM, True)],
+    ids=["SIGINT", "SIGTERM", "SIGTERM-background-job"],
+)
 def test_ctrl_c_on_a_replay_says_in_one_line_that_its_run_was_deleted(
-    tmp_path: Path, kafka_bootstrap: str, stop: signal.Signals
+    tmp_path: Path, kafka_bootstrap: str, stop: signal.Signals, sigint_ignored: bool
 ) -> None:
     """SIGTERM (a CI job's timeout, `timeout`) left the run's topics, group and worker state
-    behind, exit status 143: it now stops the replay as Ctrl-C does."""
+    behind, exit status 143: it now stops the replay as Ctrl-C does - also when started
+    with SIGINT ignored, as a script's background job is (the SIGINT it was sent on as was
+    ignored, and the replay ran to its end). The child's SIGINT is set either way: this
+    suite itself may run with it ignored (`make test &`)."""
+    sigint = signal.SIG_IGN if sigint_ignored else signal.SIG_DFL
     scenario = tmp_path / "march.ndjson"
     scenario.write_bytes(
         b"".join(p.read_bytes() for p in sorted((ROOT / "examples").glob("example_*.ndjson")))
@@ -46,6 +55,7 @@ def test_ctrl_c_on_a_replay_says_in_one_line_that_its_run_was_deleted(
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             cwd=ROOT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
         ) as replay,
     ):
         try:
@@ -77,3 +87,20 @@ def test_ctrl_c_on_a_replay_says_in_one_line_that_its_run_was_deleted(
         admin.close()
     assert left == []
     assert not list((tmp_path / "data").glob(f"worker*/faust/replay-{last[1]}"))
+
+
+def test_a_stop_signal_started_ignored_stays_ignored() -> None:
+    """`nohup chainwatch replay ... &`: SIGHUP is ignored from the start, and a logout must
+    not stop the run; SIGTERM, not ignored, is taken as Ctrl-C. All restored after."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGHUP, signal.SIGTERM)}
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with stop_signals_as_ctrl_c():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert callable(signal.getsignal(signal.SIGTERM))
+            assert signal.getsignal(signal.SIGTERM) is not before[signal.SIGTERM]
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is before[signal.SIGTERM]
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
