@@ -1502,13 +1502,14 @@ def last_event_time(scenario_file: Path) -> str:
     is a record with no time, as the other invalid ones (it raised JSONDecodeError, and
     the bench ended in a traceback after its results, the replay check never run)."""
     times = [""]
-    for line in scenario_file.open():
-        try:
-            value = json.loads(line)["value"]
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            times.append(str(value.get("event_time") or ""))
+    with scenario_file.open() as lines:
+        for line in lines:
+            try:
+                value = json.loads(line)["value"]
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                times.append(str(value.get("event_time") or ""))
     return max(times)
 
 
