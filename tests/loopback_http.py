@@ -6,7 +6,7 @@ Threaded, not asyncio: the code under test often runs its own event loop
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -27,3 +27,31 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+ReceiverAnswer = Callable[[str, dict[str, str], bytes], int]
+"""A receiver's answer to one POST: path, headers (names lower-cased) and body in, status out."""
+
+
+@contextmanager
+def receiving(answer: ReceiverAnswer) -> Iterator[int]:
+    """A webhook receiver on a free loopback port (yielded): each POST is handed to
+    `answer`, and its status sent with an empty body, on a kept-alive connection as real
+    receivers keep them."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status = answer(self.path, headers, body)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    with serving(Handler) as port:
+        yield port

@@ -17,13 +17,11 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cli_in_process import Answer, cli_in_process
-from loopback_http import serving
+from loopback_http import receiving
 from notify_waits import secret_for
 from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
@@ -73,23 +71,12 @@ class Receiver:
 def receiver() -> Iterator[Receiver]:
     state = Receiver()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def answer(path: str, headers: dict[str, str], body: bytes) -> int:
+        with state.lock:
+            state.requests.append(Received(path, headers, body))
+        return 400 if path == "/gone" else state.broken_status if state.broken else 200
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            with state.lock:
-                state.requests.append(Received(self.path, headers, body))
-            status = 400 if self.path == "/gone" else state.broken_status if state.broken else 200
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    with serving(Handler) as state.port:
+    with receiving(answer) as state.port:
         yield state
 
 

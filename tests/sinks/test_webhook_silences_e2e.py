@@ -15,14 +15,13 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cli_in_process import Answer, cli_in_process
 from dead_servers import LateServer
-from loopback_http import serving
+from loopback_http import receiving
 from notify_waits import secret_for, until
 from prometheus_client import REGISTRY
 from sink_harness import prepare_all_topics, publish, wait_for
@@ -63,21 +62,12 @@ class Receiver:
 def receiver() -> Iterator[Receiver]:
     state = Receiver()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def answer(path: str, headers: dict[str, str], body: bytes) -> int:
+        with state.lock:
+            state.bodies.append(json.loads(body))
+        return 200
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            with state.lock:
-                state.bodies.append(json.loads(body))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    with serving(Handler) as state.port:
+    with receiving(answer) as state.port:
         yield state
 
 
@@ -270,28 +260,19 @@ def test_a_silence_added_while_a_delivery_retries_ends_its_retries(
     second_in = threading.Event()
     release = threading.Event()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def answer(path: str, headers: dict[str, str], body: bytes) -> int:
+        with lock:
+            posts.append(0)
+            n = len(posts)
+        if n == 2:  # held until the silence is written, then still failing
+            second_in.set()
+            release.wait(60)
+        status = 500 if n <= 2 else 200
+        with lock:
+            posts[n - 1] = status
+        return status
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            with lock:
-                posts.append(0)
-                n = len(posts)
-            if n == 2:  # held until the silence is written, then still failing
-                second_in.set()
-                release.wait(60)
-            status = 500 if n <= 2 else 200
-            with lock:
-                posts[n - 1] = status
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    with serving(Handler) as port:
+    with receiving(answer) as port:
         subs = tmp_path / "subscriptions.yaml"
         ops = {"name": "ops", "url": f"http://127.0.0.1:{port}/ops", "secret": secret_for("ops")}
         subs.write_text(json.dumps({"endpoints": [ops]}))
