@@ -219,7 +219,7 @@ def run_worker(settings: Settings) -> None:
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
-            refused = getattr(getattr(app, "_producer", None), "refused", None)
+            refused = app.delivery_refused
             if exc.code not in (None, 0) or refused is None:
                 raise
             # a stop (a signal) after a delivery failed: a clean stop, yet not all it

@@ -10,8 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import faust
-
 from schemas.kafka_security import Kafka, endpoint
 from streams.kafka_transport import ChainwatchApp
 from streams.partitioning import CachedPartitioner
@@ -39,7 +37,7 @@ def create_app(
     data_dir: Path,
     store: str = "memory",
     **extra: Any,
-) -> faust.App:
+) -> ChainwatchApp:
     """A faust app with at-least-once processing and tables recovered from changelogs.
 
     exactly_once is deliberately not used (faust #323, #517): effects are made

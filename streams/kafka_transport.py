@@ -314,7 +314,7 @@ class _ReadCommittedConsumer(EagerDelivery, driver.Consumer):
         consumer's thread, which kept the process alive.
         """
         stopping = self.should_stop or self.app.should_stop  # the app's stop: before ours
-        refused = getattr(self.app.producer, "refused", None)
+        refused = cast(ChainwatchApp, self.app).delivery_refused
         if refused is not None:
             if stopping:
                 self.log.warning("not committing offsets while stopping: %s", refused)
@@ -535,6 +535,14 @@ class ChainwatchApp(faust.App):
         """faust's flow control of the streams' buffers; the consumer reads again
         whatever they held when it empties them (`_ReadCommittedConsumer.getmany`)."""
         return ClearCountingFlowControl(loop=self.loop)
+
+    @property
+    def delivery_refused(self) -> str | None:
+        """Why nothing may be committed any more (`_IdempotentProducer.refused`: a spent
+        producer, a tick not delivered), or None; None too before faust made its producer
+        (`_producer`: reading `producer` would make one)."""
+        refused: str | None = getattr(self._producer, "refused", None)
+        return refused
 
     async def _producer_flush(self, logger: Any) -> None:
         """faust's flush at the app's stop; a refusal (a spent producer, a tick or an
