@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, TypeVar
 
 from chainwatch.kafka_watch import KafkaWatch
@@ -379,16 +380,19 @@ def stop_signals_as_ctrl_c() -> Iterator[None]:
     `KeyboardInterrupt` raised in the handler instead broke into the loop wherever it was,
     and left aiokafka's tasks pending). A replay's or a backtest's run (topics, consumer
     group, worker state) was left behind by a SIGTERM (a CI job's timeout, `timeout`),
-    where Ctrl-C deleted it."""
+    where Ctrl-C deleted it. Started with SIGINT ignored, the command keeps ignoring a
+    real SIGINT, and a SIGTERM or SIGHUP does Ctrl-C's work itself."""
 
-    def as_ctrl_c(signum: int, frame: object) -> None:
+    def as_ctrl_c(signum: int, frame: FrameType | None) -> None:
         for sig in previous:  # once: a second one must not cut the run's clean-up
             signal.signal(sig, signal.SIG_IGN)
-        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-            # started with SIGINT ignored (a script's background job): the SIGINT sent on
-            # was ignored too, and a SIGTERM no longer stopped the run at all
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        os.kill(os.getpid(), signal.SIGINT)
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+        # started with SIGINT ignored (a script's background job): a SIGINT sent on is
+        # ignored too, and no `asyncio.run` took Ctrl-C over (it does only from Python's
+        # own handler), so its Ctrl-C is done here
+        _interrupt_as_ctrl_c(frame)
 
     # a signal the command was started with ignored stays ignored (`nohup`: SIGHUP)
     previous = {
@@ -396,7 +400,6 @@ def stop_signals_as_ctrl_c() -> Iterator[None]:
         for sig in (signal.SIGTERM, signal.SIGHUP)
         if (handler := signal.getsignal(sig)) is not signal.SIG_IGN
     }
-    sigint = signal.getsignal(signal.SIGINT)
     for sig in previous:
         signal.signal(sig, as_ctrl_c)
     try:
@@ -404,5 +407,25 @@ def stop_signals_as_ctrl_c() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if sigint is signal.SIG_IGN:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+_RUNNER_RUN = asyncio.Runner.run.__code__
+"""The frame of `asyncio.run` (through `asyncio.Runner.run`, whose local `task` is the
+main task) that a stop signal interrupted, if any."""
+
+
+def _interrupt_as_ctrl_c(frame: FrameType | None) -> None:
+    """Ctrl-C's effect, from a signal handler where SIGINT is ignored: inside
+    `asyncio.run`, its main task is cancelled and the run ends in `KeyboardInterrupt`
+    (asyncio's own Ctrl-C handler, given that task); outside, `KeyboardInterrupt` is raised
+    where the main thread is. Raised inside a running task instead, the exception went to
+    that task alone: its clean-up ran with aiokafka's tasks cancelled beside it, and
+    asyncio printed "Task exception was never retrieved" under the command's last line."""
+    while frame is not None and frame.f_code is not _RUNNER_RUN:
+        frame = frame.f_back
+    runner = frame.f_locals.get("self") if frame is not None else None
+    task = frame.f_locals.get("task") if frame is not None else None
+    on_sigint = getattr(runner, "_on_sigint", None)
+    if frame is None or not isinstance(task, asyncio.Task) or on_sigint is None:
+        raise KeyboardInterrupt
+    on_sigint(signal.SIGINT, frame, main_task=task)

@@ -104,3 +104,48 @@ def test_a_stop_signal_started_ignored_stays_ignored() -> None:
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+#: A run whose main task is busy when a stop signal comes: where the CI run's replay was.
+BUSY_RUN = """
+import asyncio, os, signal, sys, time
+from chainwatch.process import stop_signals_as_ctrl_c
+
+async def main() -> None:
+    try:
+        for turn in range(500):
+            if turn == 3:
+                os.kill(os.getpid(), signal.SIGTERM)  # its handler runs inside this task
+            spin = time.monotonic()
+            while time.monotonic() - spin < 0.01:
+                pass
+            await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        print("cancelled", flush=True)
+        raise
+
+with stop_signals_as_ctrl_c():
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", flush=True)
+"""
+
+
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["SIGINT-default", "SIGINT-ignored"])
+def test_a_sigterm_while_the_main_task_runs_cancels_it_as_ctrl_c_does(sigint_ignored: bool) -> None:
+    """Started with SIGINT ignored, a SIGTERM that came while the replay's main task ran
+    raised KeyboardInterrupt inside that task: the replay still cleaned up, but asyncio then
+    printed "Task exception was never retrieved" with a traceback under the one-line
+    message (a CI run's failure). Either way the task must be cancelled, as Ctrl-C does,
+    and `asyncio.run` end in KeyboardInterrupt, with nothing on stderr."""
+    sigint = signal.SIG_IGN if sigint_ignored else signal.SIG_DFL
+    done = subprocess.run(
+        [sys.executable, "-c", BUSY_RUN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
+    )
+    assert (done.stdout, done.stderr) == ("cancelled\nKeyboardInterrupt\n", "")
