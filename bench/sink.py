@@ -1,6 +1,6 @@
 """Sink throughput: Kafka → chDB through `chainwatch sink`'s code, next to a bare insert.
 
-    .venv/bin/python bench/sink.py [--rows 200000] [--alerts 2000] [--topics scans,alerts]
+    .venv/bin/python bench/sink.py [--rows 200000] [--topics scans,alerts]
 
 Needs a Kafka broker (CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS, else the local one,
 `chainwatch kafka start`). Uses fresh topics and a temporary chDB store. Prints:
@@ -9,9 +9,9 @@ Needs a Kafka broker (CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS, else the local one,
   sink rows/s (first record consumed → last batch committed) and wall rows/s
   (including consumer group join);
 - bare clickhouse-connect insert rows/s of the same rows (already mapped, same
-  batch size) into an identical table, in the same process; and the ratio;
-- webhook deliveries/s to a local receiver (uvicorn, answers 204), each
-  delivery signed and logged to Kafka as in production.
+  batch size) into an identical table, in the same process; and the ratio.
+
+Webhook deliveries have a bench of their own: bench/webhooks.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import os
 import platform
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiokafka import ConsumerRecord, TopicPartition
 from kafka import KafkaProducer
 
-from chainwatch.free_port import free_port
 from chainwatch.kafka_admin import ensure_topics
 from chainwatch.kafka_start import started
 from chainwatch.settings import Settings
@@ -46,12 +44,7 @@ from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.rows import ScanRows
 from sinks.clickhouse.rows_outputs import AlertRows
 from sinks.clickhouse.sink import ClickHouseSink, SinkConfig
-from sinks.webhooks.delivery import RetryPolicy
-from sinks.webhooks.dispatcher import Topics
-from sinks.webhooks.notifier import Notifier
 from sinks.webhooks.records import NOTIFY_TOPICS
-from sinks.webhooks.subscriptions import Endpoint
-from sinks.webhooks.targets import TargetPolicy, parse_networks
 from streams.topics import ALERTS, SCANS, TopicNames
 
 TARGET_ROWS_S = 200_000
@@ -206,87 +199,12 @@ def bench_bare(client: SerializedClient, topic: str, rows: int, batch: int) -> f
     return rows / took
 
 
-async def _receiver_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-        return
-    more = True
-    while more:
-        message = await receive()
-        more = message.get("more_body", False)
-    await send({"type": "http.response.start", "status": 204, "headers": []})
-    await send({"type": "http.response.body", "body": b""})
-
-
-def bench_webhooks(settings: Settings, alerts: int, concurrency: int) -> float:
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            _receiver_app, host="127.0.0.1", port=port, log_level="warning", access_log=False
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    names = TopicNames(settings.kafka.topic_prefix)
-
-    def values() -> Iterator[tuple[bytes, bytes]]:
-        for i in range(alerts):
-            alert = Alert(
-                alert_id=f"{i:064x}",
-                type=AlertType.STAGE_OVERDUE,
-                severity=Severity.CRITICAL,
-                status=AlertStatus.OPEN,
-                order_id=f"PO-{i}",
-                stage="knitting",
-                visit=1,
-                deadline="2027-03-01T00:00:00Z",
-                detected_at="2027-03-01T00:00:00Z",
-                customer=AlertCustomer(customer_id="C-1", tier="gold"),
-            )
-            yield alert.alert_id.encode(), alert.model_dump_json().encode()
-
-    produce(settings.kafka.bootstrap, names(ALERTS), values())
-    endpoint = Endpoint.model_validate(
-        {
-            "name": "bench",
-            "url": f"http://127.0.0.1:{port}/hook",
-            "secret": SECRET,
-            "concurrency": concurrency,
-        }
-    )
-    notifier = Notifier(
-        bootstrap=settings.kafka.bootstrap,
-        group_id=f"bench-notify-{uuid.uuid4().hex[:8]}",
-        topics=Topics(names(ALERTS), names(NOTIFY_TOPICS[0]), names(NOTIFY_TOPICS[1])),
-        endpoints=[endpoint],
-        policy=RetryPolicy(timeout_s=5),
-        targets=TargetPolicy(parse_networks("127.0.0.1")),  # the bench receiver is local
-    )
-    started = time.perf_counter()
-    stats = asyncio.run(notifier.run(asyncio.Event(), drain=True))
-    took = time.perf_counter() - started
-    server.should_exit = True
-    thread.join(timeout=10)
-    assert stats.delivered == alerts, stats
-    print(
-        f"hooks: {alerts:,} deliveries  {alerts / took:,.0f} deliveries/s "
-        f"(one endpoint, {concurrency} in flight, signed, each logged to Kafka; "
-        f"{took:.2f} s incl. group join)"
-    )
-    return alerts / took
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=50_000)
-    parser.add_argument("--alerts", type=int, default=2_000)
-    parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--topics", default="scans,alerts", help="of: " + ", ".join(BENCHES))
     args = parser.parse_args()
     print(
@@ -327,22 +245,6 @@ def main() -> None:
         finally:
             with contextlib.suppress(Exception):
                 client.close()
-        if args.alerts:
-            hooks = settings.model_copy(
-                update={
-                    "kafka": settings.kafka.model_copy(
-                        update={"topic_prefix": f"benchhooks{uuid.uuid4().hex[:6]}."}
-                    )
-                }
-            )  # its own alerts topic: the sink bench above filled the other one
-            ensure_topics(
-                hooks.kafka.bootstrap,
-                TopicNames(hooks.kafka.topic_prefix),
-                (ALERTS, *NOTIFY_TOPICS),
-                request_timeout_s=hooks.kafka.request_timeout_s,
-                partitions=4,
-            )
-            bench_webhooks(hooks, args.alerts, args.concurrency)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -329,12 +330,60 @@ def http_client(
     )
 
 
+class WorkerClients:
+    """An endpoint's HTTP clients, one per worker, each of one connection, over one
+    guarded backend (its `concurrency` resolver threads shared) and one TLS context.
+    One client with a pool of `concurrency` connections cost ~1 ms of CPU more per
+    POST at 16: httpcore's pool checks every connection of the pool (a socket poll
+    each) twice a request (bench/webhooks.py). A worker posts one job at a time, so a
+    connection of its own is all it uses."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        targets: TargetPolicy,
+        workers: int,
+        resolve: Resolver | None = None,
+    ) -> None:
+        self._backend = GuardedBackend(targets, resolve, threads=workers)
+        context = httpx.create_ssl_context(trust_env=False)
+        self.each = [
+            httpx.AsyncClient(
+                timeout=policy.timeout_s,
+                follow_redirects=False,
+                trust_env=False,
+                transport=GuardedTransport(
+                    self._backend, max_connections=1, ssl_context=context, owns_backend=False
+                ),
+            )
+            for _ in range(workers)
+        ]
+        """The workers' clients, in the order of the workers."""
+
+    async def aclose(self) -> None:
+        """Every client's pool, then the backend's look-ups (also if a close fails)."""
+        try:
+            results = await asyncio.gather(
+                *(client.aclose() for client in self.each), return_exceptions=True
+            )
+        finally:
+            self._backend.close()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+
+class Closable(Protocol):
+    def aclose(self) -> Awaitable[None]: ...
+
+
 CLIENT_CLOSE_S = 5.0
 """How long closing an endpoint's HTTP client may take (its pool's connections, its
 resolver's threads): past it the close is left to end on its own, logged."""
 
 
-async def close_client(http: httpx.AsyncClient, endpoint: str, *, hide: Iterable[str] = ()) -> None:
+async def close_client(http: Closable, endpoint: str, *, hide: Iterable[str] = ()) -> None:
     """`http.aclose()`, waited for at most `CLIENT_CLOSE_S`; a failure is logged (`hide`
     redacted, as in the endpoint's other errors), never raised over the error or the
     stop that ended the endpoint.

@@ -40,11 +40,11 @@ from sinks.webhooks.delivery import (
     DeliveryResult,
     EndpointHealth,
     RetryPolicy,
+    WorkerClients,
     close_client,
     deliver,
     error_text,
     error_trace,
-    http_client,
     request_secrets,
 )
 from sinks.webhooks.done import LeftOutLog
@@ -552,8 +552,8 @@ class EndpointPipe:
         )
         topics = [self.config.topics.alerts]
         consumer.subscribe(topics, listener=RebalanceListener(self, consumer))
-        http = http_client(
-            self.policy, targets=self.config.targets, concurrency=self.endpoint.concurrency
+        http = WorkerClients(
+            self.policy, targets=self.config.targets, workers=self.endpoint.concurrency
         )
         waits = KafkaWaits(f"Kafka at {self.config.bootstrap}", drain=drain)
         try:
@@ -565,8 +565,8 @@ class EndpointPipe:
             await self._release(http)
             return self.stats
         workers = [
-            asyncio.create_task(self._work(http), name=f"webhook-{self.endpoint.name}-{i}")
-            for i in range(self.endpoint.concurrency)
+            asyncio.create_task(self._work(client), name=f"webhook-{self.endpoint.name}-{i}")
+            for i, client in enumerate(http.each)
         ]
         self._last_commit = time.monotonic()
         ending = asyncio.Event()  # `stop`, or an error of this endpoint
@@ -616,7 +616,7 @@ class EndpointPipe:
         self._check_workers(workers)  # also one that failed while we were stopping
         return self.stats
 
-    async def _release(self, http: httpx.AsyncClient) -> None:
+    async def _release(self, http: WorkerClients) -> None:
         """What `run` started besides the consumer, when the consumer's start fails or
         stops: the warm-up its first assignment may have started (`on_partitions_assigned`
         runs inside `start`), and the HTTP client (its connection pool and its resolver's

@@ -25,6 +25,7 @@ from webhook_pipes import FakeConsumer, LogProducer, offline_pipe
 from sinks.consumer import KafkaStalled
 from sinks.webhooks import delivery, dispatcher, warmup
 from sinks.webhooks.dispatcher import EndpointPipe
+from sinks.webhooks.targets import TargetPolicy
 
 TP = TopicPartition("cw.alerts", 0)
 
@@ -60,16 +61,17 @@ class _Setup:
         self.reading = asyncio.Event()
         self.released = asyncio.Event()
         self.clients: list[httpx.AsyncClient] = []
+        """Every worker's HTTP client the endpoint made."""
         self.warm_up: asyncio.Task[Any] | None = None
         monkeypatch.setattr(dispatcher, "new_consumer", lambda *_a, **_k: self.consumer)
         monkeypatch.setattr(dispatcher, "start_consumer", self._start_consumer)
-        monkeypatch.setattr(dispatcher, "http_client", self._http_client)
+        monkeypatch.setattr(dispatcher, "WorkerClients", self._worker_clients)
         monkeypatch.setattr(warmup, "read_back", self._read_back)
 
-    def _http_client(self, *args: Any, **kwargs: Any) -> httpx.AsyncClient:
-        client = delivery.http_client(*args, **kwargs)
-        self.clients.append(client)
-        return client
+    def _worker_clients(self, *args: Any, **kwargs: Any) -> delivery.WorkerClients:
+        clients = delivery.WorkerClients(*args, **kwargs)
+        self.clients.extend(clients.each)
+        return clients
 
     async def _start_consumer(self, _consumer: Any, stop: asyncio.Event, _waits: Any) -> bool:
         self.pipe.warmup.start(self.consumer, [TP])  # the first assignment, inside `start`
@@ -178,11 +180,11 @@ def test_a_warm_up_that_swallows_its_cancel_holds_the_endpoints_end_only_so_long
     assert asyncio.run(run()) == []
 
 
-class _HangingClose(httpx.AsyncClient):
-    """An HTTP client whose close never ends until `released` (a pool stuck closing)."""
+class _HangingClose(delivery.WorkerClients):
+    """HTTP clients whose close never ends until `released` (a pool stuck closing)."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(delivery.RetryPolicy(), targets=TargetPolicy(), workers=2)
         self.released = asyncio.Event()
         self.closed = asyncio.Event()
 
@@ -200,14 +202,14 @@ def test_a_hanging_http_close_holds_an_endpoints_stop_only_so_long(
 
     async def run() -> None:
         client = _HangingClose()
-        monkeypatch.setattr(dispatcher, "http_client", lambda *_a, **_k: client)
+        monkeypatch.setattr(dispatcher, "WorkerClients", lambda *_a, **_k: client)
         stop = asyncio.Event()
         running = asyncio.create_task(setup.pipe.run(stop))
         async with asyncio.timeout(5):
             await setup.reading.wait()
             stop.set()
             await running
-        assert not client.is_closed  # left to end on its own
+        assert not any(c.is_closed for c in client.each)  # left to end on its own
         client.released.set()
         async with asyncio.timeout(5):
             await client.closed.wait()  # the close went on, in its own task
