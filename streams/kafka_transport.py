@@ -32,7 +32,11 @@ commit interval, `ProducerFlushError` naming the refusal; its restart gets a new
 producer id), and nothing is committed after it, its stop's commit included
 (`_IdempotentProducer.refused`). So does a clock tick whose delivery fails for any
 reason (`refuse_for_good`): no offset depends on a tick, so no commit noticed it, and
-the partition's deadlines never fired again.
+the partition's deadlines never fired again. And so does any flush that raised for a
+message that failed (a step's alert, snapshot or changelog record Kafka refused, one not
+even appended): the worker stops on it anyway, and a stop logs it instead of raising -
+its next commit then found the flush clean and the worker exited 0 (a SIGTERM within a
+commit interval of the refusal).
 
 Its consumer reads again, after every rebalance, what it had fetched but not
 handled - also on a partition nobody has committed yet, which aiokafka's seek to
@@ -368,9 +372,9 @@ class _IdempotentProducer(driver.Producer):
         self._failed: list[str] = []
         self.refused: str | None = None
         """Why nothing may be committed any more: the broker refuses
-        this producer's batches for good (`spends_producer`), or a tick was not delivered
-        (`refuse_for_good`). Every later flush and commit raises, none is committed (the
-        worker stops)."""
+        this producer's batches for good (`spends_producer`), a tick was not delivered
+        (`refuse_for_good`), or a flush raised for a message that failed (`flush`). Every
+        later flush and commit raises, none is committed (the worker stops, exit 1)."""
 
     def _settings_extra(self) -> Mapping[str, Any]:
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
@@ -464,7 +468,8 @@ class _IdempotentProducer(driver.Producer):
         return fut, builder.record_count()
 
     def refuse_commit(self, reason: str) -> None:
-        """Make the next `flush` raise: a message the offsets depend on was not sent."""
+        """Make the next `flush` raise, and every later one (`refused`): a message the
+        offsets depend on was not sent."""
         self._failed.append(reason)
 
     def refuse_for_good(self, reason: str) -> None:
@@ -497,7 +502,9 @@ class _IdempotentProducer(driver.Producer):
 
         Raises `ProducerFlushError` if one is still unacknowledged after
         `flush_timeout_s`, or if one failed since the last flush: either way the
-        offsets that follow must not be committed. Once the producer is `refused`, always.
+        offsets that follow must not be committed. Once the producer is `refused`, always;
+        a failed one makes it so (one still unacknowledged may yet be delivered: a later
+        flush waits for it again).
         """
         if self.refused is not None:
             raise ProducerFlushError(f"{self.refused}; not committing offsets")
@@ -513,10 +520,14 @@ class _IdempotentProducer(driver.Producer):
                 )
         if self._failed:
             failed, self._failed = self._failed, []
-            raise ProducerFlushError(
+            reason = (
                 f"{len(failed)} buffered message(s) (changelog writes, engine outputs) failed,"
-                f" first: {failed[0]}; not committing offsets"
+                f" first: {failed[0]}"
             )
+            # for good: a stop swallows this raise (its commit, its flush), and a commit
+            # after it passed the inputs of what was refused (exit 0, never sent again)
+            self.refuse_for_good(reason)
+            raise ProducerFlushError(f"{reason}; not committing offsets")
 
 
 class ReadCommittedTransport(driver.Transport):
@@ -539,8 +550,8 @@ class ChainwatchApp(faust.App):
     @property
     def delivery_refused(self) -> str | None:
         """Why nothing may be committed any more (`_IdempotentProducer.refused`: a spent
-        producer, a tick not delivered), or None; None too before faust made its producer
-        (`_producer`: reading `producer` would make one)."""
+        producer, a tick or an output not delivered), or None; None too before faust made
+        its producer (`_producer`: reading `producer` would make one)."""
         refused: str | None = getattr(self._producer, "refused", None)
         return refused
 

@@ -39,7 +39,7 @@ class TrackedProducer(Protocol):
     def check_size(self, key: bytes | None, value: bytes | None) -> None: ...
 
     def refuse_commit(self, reason: str) -> None:
-        """Make the next flush before a commit raise (the offsets are not committed)."""
+        """Make the next flush before a commit raise, and every later one (nothing is committed)."""
 
     def refuse_for_good(self, reason: str) -> None:
         """Make every later commit raise, offsets or none: the worker stops."""
@@ -88,7 +88,9 @@ class OutputSender:
       a second row in ClickHouse: docs/reliability.md "Forwarded records").
       A message that Kafka refuses or never acknowledges makes the next flush
       before a commit raise `ProducerFlushError`, so the offsets are not
-      committed, the worker stops and its inputs are processed again on restart.
+      committed, the worker stops and its inputs are processed again on restart;
+      one refused makes every later commit raise too, a stop's included (a
+      signal's stop then exits 1, not 0).
       A tick (`send`) is no step's output and no offset waits for it: one that
       Kafka refuses or never acknowledges (after the producer's own retries, while
       the broker is away included) stops the worker at the next tick of the commit
@@ -113,8 +115,8 @@ class OutputSender:
     the current event's partition, `None` for a deletion. A changelog record
     that cannot be appended never raises into the step (its state is already
     stored; dead-lettering its inputs would not undo that): it makes the next
-    flush before a commit raise (`refuse_commit`), so the offsets are not
-    committed, the worker stops and its inputs are processed again.
+    flush before a commit raise, and every later one (`refuse_commit`), so the
+    offsets are not committed, the worker stops and its inputs are processed again.
     """
 
     def __init__(self, producer: Callable[[], TrackedProducer]) -> None:

@@ -36,7 +36,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from test_engine_spent_producer import committed_offset, hooked_worker
-from worker_ops import created_order, records_within, until
+from worker_ops import created_order, named, records_within, samples, until
 
 from chainwatch.free_port import free_port
 from chainwatch.runners import prepare_topics, topic_names
@@ -173,3 +173,37 @@ def test_an_alert_refused_after_a_tick_stops_the_worker_with_the_tick_not_commit
         finally:
             reader.close()
         assert (committed_offset(settings, ticks) or 0) < end, "committed past the tick"
+
+
+def test_a_sigterm_after_a_refused_step_output_exits_non_zero_and_commits_nothing_past_it(
+    settings_factory: Callable[..., Settings], kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """An ordinary step's output refused (an overdue order's alert: the alerts topic's
+    `max.message.bytes` lowered), then a SIGTERM before the commit timer's next commit
+    (60 s here; about 1 s in the field). The stop's first commit raised the refusal,
+    logged and forgotten; its next commit passed the step's input and the worker exited
+    0: a supervisor saw a clean stop, and nothing would send the alert again."""
+    with live_worker_world(
+        settings_factory, kafka_bootstrap, commit_interval_s=60, stop_timeout_s=30
+    ) as (settings, alert_of, producer):
+        names = topic_names(settings)
+        inputs = [TopicPartition(names(ORDERS), 0), TopicPartition(inbox(settings), 0)]
+        with hooked_worker(settings, tmp_path) as worker:
+            max_message_bytes(settings, names(ALERTS), TICK_REFUSED)
+            place_due(settings, producer, {"PO-OVERDUE": -60})
+
+            def alerted() -> bool:  # counted as the step collects it, before its delivery
+                return (
+                    sum(named(samples(worker.ops), "chainwatch_worker_alerts_published_total")) > 0
+                )
+
+            until("the alert's step ran", alerted, 30)
+            assert worker.process.poll() is None, "stopped before the signal"
+            worker.process.terminate()
+            said = worker.stopped_with_why(30)  # before the fix: exit 0
+        assert "worker_stopped_with_a_delivery_refused" in said, said[-2000:]
+        assert "MessageSizeTooLargeError" in said, said[-2000:]
+        assert [committed_offset(settings, tp) for tp in inputs] == [None, None]
+        max_message_bytes(settings, names(ALERTS), "1048588")  # Kafka's default
+        with hooked_worker(settings, tmp_path / "again"):
+            assert alert_of("PO-OVERDUE", 60), "the restarted worker did not publish the alert"
