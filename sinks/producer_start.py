@@ -18,7 +18,7 @@ import contextlib
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
-from schemas.aiokafka_private import SENDER_STOP_S, sender_task
+from schemas.aiokafka_private import SENDER_STOP_S, drop_unsent, sender_task
 from schemas.bounded_wait import ended_within
 from schemas.deadline import deadline
 from schemas.kafka_security import Kafka
@@ -123,12 +123,16 @@ async def stop_producer(producer: AIOKafkaProducer, timeout_s: float = STOP_TIME
 
 
 async def _close_anyway(producer: AIOKafkaProducer) -> None:
-    """What a cut `stop` left: the sender's task cancelled and waited for (the records it
-    still held are lost, as the stop's deadline says), then the client closed."""
+    """What a cut `stop` left: the sender's task cancelled and waited for, the batches it
+    still held cancelled (the records are lost, as the stop's deadline says; `drop_unsent`:
+    the cut stop's own task waiting for them, aiokafka's accumulator close, was left
+    pending for good, and asyncio logged "Task was destroyed but it is pending!" once
+    the producer was collected), then the client closed."""
     with contextlib.suppress(Exception):  # a producer that never started has neither
         sender = sender_task(producer)
         if sender is not None and not sender.done():
             # waited for a while, never for ever (a cancel it swallowed), as the
             # gateway's `_abort_and_stop` waits for its sender
             await ended_within(sender, SENDER_STOP_S, cancel=True)
+        drop_unsent(producer)
         await producer.client.close()

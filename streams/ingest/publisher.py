@@ -52,7 +52,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAuthorizationFailedError
 from aiokafka.structs import RecordMetadata
 
-from schemas.aiokafka_private import SENDER_STOP_S, sender_task
+from schemas.aiokafka_private import SENDER_STOP_S, drop_unsent, sender_task
 from schemas.bounded_wait import ended_within, retrieve
 from schemas.deadline import deadline
 from schemas.kafka_security import Kafka, aiokafka_kwargs
@@ -668,35 +668,10 @@ async def _abort_and_stop(producer: AIOKafkaProducer) -> None:
             # while, never for ever, and a cancel of this close (its deadline, a
             # shutdown) ends it: `await task` swallowed-or-hung both ways
             await ended_within(task, SENDER_STOP_S, cancel=True)
-        _drop_unsent(producer)
+        drop_unsent(producer)
         await producer.stop()
     finally:
         retrieve_transaction_outcome(producer)
-
-
-def _drop_unsent(producer: AIOKafkaProducer) -> None:
-    """Cancel every batch the given-up producer's accumulator still holds, and take the
-    outcome of those already ended: with its sender stopped nothing sends them, and
-    `stop()` waits for them in a task of its own (`MessageAccumulator.close`) that it
-    leaves pending when the sender is done; collected so, asyncio logged "Task was
-    destroyed but it is pending!", and a batch failed by the sender before its stop
-    "Future exception was never retrieved". Cancelled, not failed: aiokafka's failure
-    also fails the batch's drain waiter, which nothing reads either.
-
-    aiokafka-private (`_message_accumulator`, its `_batches` and `_pending_batches`,
-    a batch's `future`), checked against aiokafka 0.14.0; should an upgrade move them,
-    nothing is done here.
-    """
-    accumulator = getattr(producer, "_message_accumulator", None)
-    held = [
-        *(b for queue in getattr(accumulator, "_batches", {}).values() for b in queue),
-        *getattr(accumulator, "_pending_batches", ()),
-    ]
-    for batch in held:
-        future = getattr(batch, "future", None)
-        if isinstance(future, asyncio.Future):
-            future.cancel()  # no-op for one that ended
-            future.add_done_callback(retrieve)
 
 
 def retrieve_transaction_outcome(producer: AIOKafkaProducer) -> None:
