@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -128,13 +130,46 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) 
     raise RuntimeError("gateway not ready")
 
 
+PY_SPY = Path(sys.executable).parent / "py-spy"
+"""The sampling profiler of the dev dependencies, beside this interpreter."""
+
+
+@contextlib.contextmanager
+def _sampled(pid: int, profile: Path | None) -> Iterator[None]:
+    """py-spy attached to `pid` while the block runs, its samples written to `profile`
+    (nothing without one). It needs ptrace rights over the gateway (root, or
+    kernel.yama.ptrace_scope 0): otherwise it says so and the bench goes on unsampled."""
+    if profile is None:
+        yield
+        return
+    spy = subprocess.Popen(
+        [str(PY_SPY), "record", "-p", str(pid), "-r", "100", "--format", "raw", "-o", str(profile)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its samples on SIGINT
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+        print(f"profile: {profile} ({'written' if profile.exists() else 'NOT written'})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--producers", type=int, default=2, help="gateway producer pool")
-    parser.add_argument("--profile", type=Path, help="write a pyinstrument profile of the gateway")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="write py-spy's samples of the gateway while it takes the posts (collapsed "
+        "stacks, its `raw` format: flamegraph.pl or speedscope read them)",
+    )
     args = parser.parse_args()
 
     prefix = f"bench{uuid.uuid4().hex[:6]}."
@@ -159,14 +194,13 @@ def main() -> None:
         port = free_port()
         env = child_environment(settings, os.environ)
         cmd = [sys.executable, "-m", "chainwatch", "gateway", "--port", str(port)]
-        if args.profile:
-            cmd[1:1] = ["-m", "pyinstrument", "-o", str(args.profile)]
         proc = subprocess.Popen([*cmd, "--tokens", str(tokens)], env=env)
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, proc)
             http_load = _load()
-            http_s = asyncio.run(_http(url, bodies, args.concurrency))
+            with _sampled(proc.pid, args.profile):
+                http_s = asyncio.run(_http(url, bodies, args.concurrency))
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)
