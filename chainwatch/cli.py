@@ -19,6 +19,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table as RichTable
 from rich.text import Text
+from typer.core import TyperGroup
 
 from chainwatch import lifeline
 from chainwatch.cli_context import cell_text, err, out, plain_store_error, settings, state
@@ -39,7 +40,25 @@ from chainwatch.commands import (
 )
 from chainwatch.errors import USER_ERRORS, UsageError, UserError, exit_code
 
+
+class _CtrlC(Exception):
+    """Ctrl-C (`KeyboardInterrupt`) inside a command, carried out of typer: typer turns a
+    `KeyboardInterrupt` into exit status 130 and returns it, where `main` could not tell it
+    from a command's own `typer.Exit(130)` and said nothing (`doctor`, `runs list`)."""
+
+
+class _Commands(TyperGroup):
+    """The root group: every command runs inside its `invoke`."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own (vendored) click Context
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _CtrlC from None
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="chainwatch",
     help="Real-time supply-chain monitoring for knitwear production.",
     no_args_is_help=True,
@@ -297,6 +316,48 @@ def _usage_error(exc: Any, argv: list[str]) -> int:
     return int(exc.exit_code)
 
 
+_CHANGES_NOTHING = "it changes nothing"
+_LEFT_WHEN_INTERRUPTED = {
+    "kafka start": "a broker it launched may still be starting: `chainwatch kafka status` "
+    "says, `chainwatch kafka stop` stops it",
+    "kafka stop": "the broker may still be stopping: `chainwatch kafka status` says",
+    "db migrate": "the migrations applied before it stay applied; `chainwatch db migrate` "
+    "applies the rest",
+    # a service takes Ctrl-C as its stop once running; one reaches here while it starts
+    **dict.fromkeys(
+        ("worker", "sink", "notify", "gateway"),
+        "it was still starting (once running, Ctrl-C is its ordinary stop)",
+    ),
+    "simulate": "the records written or sent before it stay (a --out file is cut short)",
+    "import": "the records written or sent before it stay",
+    "replay": "`chainwatch runs list` shows a run it may have left",
+    "backtest": "the plans stored before it stay stored; `chainwatch runs list` shows a run "
+    "it may have left",
+    "runs delete": "the runs deleted before it stay deleted; `chainwatch runs list` "
+    "shows what is left",
+    "tokens create": "the tokens file is as it was, or holds the new token's hash whole",
+    "dashboards export": "the files written before it stay",
+    "dashboards publish": "the dashboards published before it stay published "
+    "(publishing again is idempotent)",
+    "deliveries resend": "the deliveries re-sent before it are logged; "
+    "`chainwatch deliveries given-up` lists the rest",
+    "silences add": "the silence may have been written: `chainwatch silences list` says",
+    "silences expire": "the silence may have been ended: `chainwatch silences list` says",
+}
+"""What a command stopped by Ctrl-C leaves, said in its one `interrupted` line; a command
+not named here only reads (`doctor`, `sql`, `runs list`, `status` ...): it changes
+nothing. `replay`, `backtest` and `import` say their own (`chainwatch.errors.Interrupted`)
+where they clean up; this is for a Ctrl-C before or after that."""
+
+
+def _interrupted(argv: list[str]) -> str:
+    """The line for a Ctrl-C (SIGINT) that reached the entry point: `doctor` or `runs
+    list` ended with exit status 130 and no word, where a replay said what it left."""
+    path = _command_path(None, argv)
+    left = _LEFT_WHEN_INTERRUPTED.get(path.removeprefix("chainwatch "), _CHANGES_NOTHING)
+    return f"interrupted; {path} stopped, {left}"
+
+
 def _command_path(exc: Any, argv: list[str]) -> str:
     """The command whose `--help` helps: the error's own, else (click's parser leaves an
     option without its value without one; a command's `UsageError` has none) the deepest
@@ -352,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except _USAGE_ERRORS as exc:
         return _usage_error(exc, sys.argv[1:] if argv is None else argv)
-    except KeyboardInterrupt:
+    except (_CtrlC, KeyboardInterrupt):  # Ctrl-C a command did not say itself (`Interrupted`)
+        _say_error(_interrupted(sys.argv[1:] if argv is None else argv), 130)
         return 130
     except SystemExit:
         if type(sys.stdout).__name__ == "PacifyFlushWrapper":

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from chainwatch.errors import USER_ERRORS, UserError
@@ -346,15 +347,24 @@ def _clickhouse(settings: Settings) -> Check:
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in the order printed. The Kafka probe runs in a thread beside the
     others: with no broker it waits out its 3 s deadline, which the tools' banners and
-    the store's check (~1-2 s together) then no longer add to."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="doctor-kafka") as pool:
-        probing = pool.submit(_kafka, settings)
-        checks = []
-        if settings.kafka.is_local:
-            checks.append(_java())
-            checks.append(_tool("mvn", ["-v", "-B"], "install Maven (apt install maven)"))
-        clickhouse = _clickhouse(settings)
-        kafka = probing.result()
+    the store's check (~1-2 s together) then no longer add to. A daemon thread: Ctrl-C
+    ends the doctor at once, where a pool's thread was waited for (the whole probe
+    deadline, `CHAINWATCH_KAFKA__PROBE_TIMEOUT_S`) before the process could exit."""
+    probing: Future[Check] = Future()
+
+    def probe() -> None:
+        try:
+            probing.set_result(_kafka(settings))
+        except BaseException as exc:  # raised again by `result()`
+            probing.set_exception(exc)
+
+    threading.Thread(target=probe, name="doctor-kafka", daemon=True).start()
+    checks = []
+    if settings.kafka.is_local:
+        checks.append(_java())
+        checks.append(_tool("mvn", ["-v", "-B"], "install Maven (apt install maven)"))
+    clickhouse = _clickhouse(settings)
+    kafka = probing.result()
     checks.append(kafka)
     if kafka.ok:
         checks.append(_replication(settings))

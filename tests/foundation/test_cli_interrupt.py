@@ -1,0 +1,73 @@
+"""Ctrl-C on any command ends with one line saying it was interrupted and what it left,
+exit status 130. `chainwatch doctor` and `chainwatch runs list` ended with 130 and no word
+(typer turned the `KeyboardInterrupt` into a bare exit status), where a replay, a backtest
+and an import said what became of their work; the doctor also waited out its Kafka
+probe's whole deadline before it could exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dead_servers import DeadServer
+
+from tests.sinks.sink_harness import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+@pytest.mark.parametrize("command", [["doctor"], ["runs", "list"]], ids=["doctor", "runs-list"])
+def test_ctrl_c_mid_command_says_one_line_and_exits_130(
+    tmp_path: Path, command: list[str], log_format: str
+) -> None:
+    kafka = DeadServer("silent")  # the command waits there: it is mid-work when signalled
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env |= {
+        "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
+        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka.port}",
+        # far longer than the test waits: the interrupt, not a deadline, ends the command
+        "CHAINWATCH_KAFKA__PROBE_TIMEOUT_S": "120",
+        "CHAINWATCH_KAFKA__REQUEST_TIMEOUT_S": "120",
+        "CHAINWATCH_LOG_FORMAT": log_format,
+    }
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-m", "chainwatch", *command],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            # the suite itself may run with SIGINT ignored (`make test &`)
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        ) as child:
+            try:
+                wait_for(
+                    lambda: kafka.asked.is_set() or child.poll() is not None,
+                    timeout_s=60,
+                    what="the command's first Kafka request",
+                )
+                assert child.poll() is None, child.communicate()
+                child.send_signal(signal.SIGINT)
+                stdout, stderr = child.communicate(timeout=30)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                    child.communicate()
+    finally:
+        kafka.close()
+    lines = stderr.decode().strip().splitlines()
+    assert child.returncode == 130, lines
+    expected = f"error: interrupted; chainwatch {' '.join(command)} stopped, it changes nothing"
+    if log_format == "json":
+        last = json.loads(lines[-1])
+        assert (last["event"], last["exit_code"], last["level"]) == (expected, 130, "error")
+    else:
+        assert lines[-1] == expected, lines
+    assert b"Traceback" not in stderr
+    assert stdout == b""
