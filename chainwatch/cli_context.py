@@ -133,11 +133,42 @@ def plain_store_error(message: str) -> str:
     return message
 
 
-def finite(value: float | None) -> float | None:
-    """A typer callback for float options: `nan` and `inf` parse as floats and pass a
-    `min`/`max` range (NaN compares false), then broke `time.sleep` or `math.ceil`."""
-    if value is not None and not math.isfinite(value):
-        import typer
-
-        raise typer.BadParameter("must be a finite number")
+def finite_number(text: str) -> float:
+    """A number given on the command line, refused unless finite (`ValueError`, its message
+    the one to show): `nan`, `inf` and `1e400` parse as floats, and a NaN then passed
+    every range check (it compares false) or failed one with a message that made no sense
+    (`--rate nan`: "should be less than or equal to 10000000")."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
     return value
+
+
+def _bound(number: float) -> str:
+    return f"{number:.15g}" if number != int(number) else str(int(number))
+
+
+def float_option(*flags: str, min: float | None = None, max: float | None = None, help: str) -> Any:
+    """Every float option of the CLI: a value that is not a finite number is a usage error
+    that says so, one outside `min`..`max` is said as typer says it of an int option (the
+    help shows the range). A parser of our own: typer's range check ran first, on `nan`
+    too ("should be less than or equal to ..."), and a `callback` only after it."""
+    import typer
+
+    def parse(text: Any) -> float:
+        if isinstance(text, float):  # the default
+            return text
+        try:
+            value = finite_number(str(text))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        if min is not None and value < min:
+            raise typer.BadParameter(f"Input should be greater than or equal to {_bound(min)}")
+        if max is not None and value > max:
+            raise typer.BadParameter(f"Input should be less than or equal to {_bound(max)}")
+        return value
+
+    return typer.Option(*flags, min=min, max=max, parser=parse, help=help)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from chainwatch.cli_context import finite, settings
+from chainwatch.cli_context import float_option, settings
 from sinks.clickhouse.settings import MAX_TTL_DAYS
 from streams.settings import KAFKA_INT16_MAX
 
@@ -23,12 +23,8 @@ def register(app: typer.Typer) -> None:
     def plan_capacity_command(
         rate: Annotated[
             float,
-            typer.Option(
-                "--rate",
-                help="Input records/s, all topics together.",
-                min=0.001,
-                max=1e9,
-                callback=finite,
+            float_option(
+                "--rate", min=0.001, max=1e9, help="Input records/s, all topics together."
             ),
         ],
         orders_in_flight: Annotated[

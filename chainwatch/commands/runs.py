@@ -14,7 +14,7 @@ import orjson
 import typer
 from rich.markup import escape
 
-from chainwatch.cli_context import err, finite, settings
+from chainwatch.cli_context import err, float_option, settings
 from chainwatch.errors import UserError
 
 runs_app = typer.Typer(
@@ -23,11 +23,10 @@ runs_app = typer.Typer(
 
 TimeoutOption = Annotated[
     float | None,
-    typer.Option(
+    float_option(
         "--timeout",
         min=1,
         max=300,
-        callback=finite,
         help="Seconds each Kafka call may take (default: CHAINWATCH_KAFKA__REQUEST_TIMEOUT_S "
         "+ 5, 20).",
     ),

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from chainwatch.cli_context import err, finite, settings
+from chainwatch.cli_context import err, finite_number, float_option, settings
 from chainwatch.errors import UsageError, UserError
 from schemas.plan import PlanError, SlaPlan, load_plan
 from schemas.urls import UrlError, split_url
@@ -59,9 +59,9 @@ def _anomalies(pairs: list[str], scale: float) -> AnomalyRates:
             known = ", ".join(sorted(base))
             raise UsageError(f"--anomaly {pair!r}: expected NAME=RATE with NAME one of {known}")
         try:
-            values[name] = float(text)
-        except ValueError:
-            raise UsageError(f"--anomaly {pair!r}: {text!r} is not a number") from None
+            values[name] = finite_number(text)
+        except ValueError as exc:
+            raise UsageError(f"--anomaly {pair!r}: {exc}") from None
     try:
         return AnomalyRates(**values)
     except ValidationError as exc:
@@ -162,13 +162,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         invalid_share: Annotated[
             float,
-            typer.Option(
-                "--invalid-share",
-                min=0.0,
-                max=0.5,
-                callback=finite,
-                help="Share of invalid records.",
-            ),
+            float_option("--invalid-share", min=0.0, max=0.5, help="Share of invalid records."),
         ] = 0.01,
         anomaly: Annotated[
             list[str] | None,
@@ -176,13 +170,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         anomaly_scale: Annotated[
             float,
-            typer.Option(
-                "--anomaly-scale",
-                min=0.0,
-                max=1000,
-                callback=finite,
-                help="Multiply every anomaly rate.",
-            ),
+            float_option("--anomaly-scale", min=0.0, max=1000, help="Multiply every anomaly rate."),
         ] = 1.0,
         plan_path: Annotated[
             Path | None, typer.Option("--plan", help="SLA plan YAML (default: the engine's).")
@@ -192,19 +180,13 @@ def register(app: typer.Typer) -> None:
         ] = "",
         rate: Annotated[
             float | None,
-            typer.Option(
-                "--rate",
-                min=0.001,
-                max=1e7,
-                callback=finite,
-                help="Events per second (live default 100).",
+            float_option(
+                "--rate", min=0.001, max=1e7, help="Events per second (live default 100)."
             ),
         ] = None,
         duration: Annotated[
             float | None,
-            typer.Option(
-                "--duration", min=0.0, max=1e8, callback=finite, help="Stop live after N seconds."
-            ),
+            float_option("--duration", min=0.0, max=1e8, help="Stop live after N seconds."),
         ] = None,
         max_events: Annotated[
             int | None, typer.Option("--max-events", min=0, help="Stop after N records.")

@@ -19,7 +19,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from chainwatch.cli_context import cell_text, finite, out, settings
+from chainwatch.cli_context import cell_text, float_option, out, settings
 from chainwatch.settings import Settings
 
 LIMIT = 15
@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
         once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
         interval: Annotated[
             float,
-            typer.Option(min=0.5, max=3600, callback=finite, help="Seconds between refreshes."),
+            float_option("--interval", min=0.5, max=3600, help="Seconds between refreshes."),
         ] = 2.0,
     ) -> None:
         """Live terminal view: WIP per stage, open breaches, at-risk orders, units down, events."""
