@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from chainwatch.errors import UsageError, UserError
 from chainwatch.kafka_admin import admin_call_timeout_s
@@ -28,6 +31,7 @@ from chainwatch.topic_read import read_to_end
 from schemas.common import UtcDatetime
 from schemas.deadline import deadline
 from schemas.plan import load_plan, parse_duration
+from schemas.unit_status import UnitStatus
 from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.publish import publish
 from sinks.webhooks.silences import MAX_SILENCE, MAX_SILENCES, SILENCES_TOPIC, Silence
@@ -74,15 +78,52 @@ def window(
     return Window(starts, ends)
 
 
+_OPTION_OF = {
+    "units": "--unit",
+    "stages": "--stage",
+    "types": "--type",
+    "order_ids": "--order",
+    "customer_ids": "--customer",
+    "endpoints": "--endpoint",
+    "reason": "--reason",
+}
+
+
+def _contract_field(model: type[BaseModel], name: str) -> TypeAdapter[str]:
+    """The rules of a contract model's field (its type and constraints), on their own."""
+    field = model.model_fields[name]
+    return TypeAdapter(Annotated[field.annotation, *field.metadata])  # type: ignore[arg-type]
+
+
+_UNIT_ID = _contract_field(UnitStatus, "unit_id")
+"""A unit id as the contract takes it (`unit-status`, `scans`): a silence for a value no
+record can carry silences nothing."""
+
+
 def new_silence(settings: Settings, fields: dict[str, object]) -> Silence:
-    """The silence `fields` describe, its refusals as usage errors (one line, the field
-    named); stages checked against the SLA plan's, as the subscriptions' filters are."""
+    """The silence `fields` describe, its refusals as usage errors (one line, the option and
+    its value named); units checked against the contract's unit id, stages against the
+    SLA plan's, as the subscriptions' filters are."""
+    for unit in fields.get("units") or []:  # type: ignore[attr-defined]
+        try:
+            _UNIT_ID.validate_python(unit)
+        except ValidationError as exc:
+            raise UsageError(
+                f"--unit {unit!r}: not a unit id ({exc.errors()[0]['msg']}, "
+                "as the contract's unit_id)"
+            ) from None
     try:
         silence = Silence.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "silence"
+        loc = first["loc"]
         message = str(first["msg"]).removeprefix("Value error, ")
+        if len(loc) == 2 and str(loc[0]) in _OPTION_OF and isinstance(loc[1], int):
+            value = fields[str(loc[0])][loc[1]]  # type: ignore[index]
+            raise UsageError(f"{_OPTION_OF[str(loc[0])]} {value!r}: {message}") from None
+        if len(loc) == 1 and str(loc[0]) in _OPTION_OF:
+            raise UsageError(f"{_OPTION_OF[str(loc[0])]}: {message}") from None
+        where = ".".join(str(p) for p in loc) or "silence"
         raise UsageError(f"{where}: {message}") from None
     if silence.stages:
         known = load_plan(settings.engine.plan).stage_duration
@@ -92,6 +133,73 @@ def new_silence(settings: Settings, fields: dict[str, object]) -> Silence:
                 f"({', '.join(sorted(known))})"
             )
     return silence
+
+
+SEEN_DEADLINE_S = 5.0
+"""How long `add` asks the store which of its units and orders it has seen: past that it
+says nothing of them (a warning only, never worth a late silence)."""
+
+
+@dataclass(frozen=True)
+class Unseen:
+    units: list[str]
+    orders: list[str]
+
+
+def _quoted(values: list[str]) -> str:
+    return ", ".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
+
+
+def _seen(settings: Settings, silence: Silence) -> Unseen:
+    from sinks.clickhouse.readers import open_reader
+
+    reader = open_reader(settings)
+    try:
+        units: set[str] = set()
+        if silence.units:
+            wanted = _quoted(silence.units)
+            # unit_status is ordered by unit_id; scans only scanned until each is found
+            rows = reader.query(
+                f"SELECT DISTINCT unit_id FROM (SELECT unit_id FROM unit_status WHERE unit_id "  # noqa: S608 - identifiers ([A-Za-z0-9._:-]) quoted
+                f"IN ({wanted}) UNION ALL SELECT unit_id FROM scans WHERE unit_id IN "
+                f"({wanted})) LIMIT {len(silence.units)}"
+            ).rows
+            units = {str(r[0]) for r in rows}
+        orders: set[str] = set()
+        if silence.order_ids:
+            rows = reader.query(  # ordered by order_id: a lookup of its key
+                f"SELECT DISTINCT order_id FROM orders WHERE order_id IN "  # noqa: S608 - identifiers quoted
+                f"({_quoted(silence.order_ids)})"
+            ).rows
+            orders = {str(r[0]) for r in rows}
+    finally:
+        reader.close()
+    return Unseen(
+        [u for u in silence.units if u not in units],
+        [o for o in silence.order_ids if o not in orders],
+    )
+
+
+def unseen(settings: Settings, silence: Silence) -> Unseen | None:
+    """The silence's units that no scan or unit status in the store names, and its orders
+    the store has no record of; None when the store cannot say within `SEEN_DEADLINE_S`
+    (none configured, not migrated, unreachable, slow). Reads only. On a daemon thread:
+    a store that does not answer in time is left to its own deadlines, not waited for."""
+    if not silence.units and not silence.order_ids:
+        return None
+    answer: Future[Unseen] = Future()
+
+    def ask() -> None:
+        try:
+            answer.set_result(_seen(settings, silence))
+        except BaseException as exc:  # the store's failure: no warning, not this command's
+            answer.set_exception(exc)
+
+    threading.Thread(target=ask, name="silences-seen", daemon=True).start()
+    try:
+        return answer.result(timeout=SEEN_DEADLINE_S)
+    except Exception:
+        return None
 
 
 def _kafka_s(settings: Settings) -> float:

@@ -101,6 +101,17 @@ def register(app: typer.Typer) -> None:
                 "created_by": by if by is not None else _login(),
             },
         )
+        unseen = silences.unseen(cfg, silence)
+        if unseen is not None and unseen.units:
+            _say(
+                f"warning: --unit {', '.join(unseen.units)}: no scan or status of it in the "
+                "store; a misspelt unit silences nothing (the silence is added)"
+            )
+        if unseen is not None and unseen.orders:
+            _say(
+                f"warning: --order {', '.join(unseen.orders)}: no such order in the store; "
+                "a misspelt order silences nothing (the silence is added)"
+            )
         silences.add(cfg, silence)
         out.print(silence.silence_id, markup=False, highlight=False)
         _say(f"silenced: {_line(silence, datetime.now(UTC))}")
