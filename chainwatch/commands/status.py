@@ -154,6 +154,9 @@ def register(app: typer.Typer) -> None:
         from rich.live import Live
 
         with Live(console=out, auto_refresh=False, screen=False) as live:
-            while True:
-                live.update(render(snapshot(cfg), refreshed=datetime.now(UTC)), refresh=True)
-                time.sleep(interval)
+            try:
+                while True:
+                    live.update(render(snapshot(cfg), refreshed=datetime.now(UTC)), refresh=True)
+                    time.sleep(interval)
+            except KeyboardInterrupt:
+                return  # Ctrl-C is how a live view is left: no error, exit 0

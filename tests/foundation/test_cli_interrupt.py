@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -71,3 +73,52 @@ def test_ctrl_c_mid_command_says_one_line_and_exits_130(
         assert lines[-1] == expected, lines
     assert b"Traceback" not in stderr
     assert stdout == b""
+
+
+def test_ctrl_c_leaves_the_live_status_view_quietly(tmp_path: Path) -> None:
+    """The live `status` view is left with Ctrl-C, as `top` and `watch` are: that is its
+    ordinary end, not an interruption, so no error line and exit status 0."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env |= {"CHAINWATCH_DATA_DIR": str(tmp_path / "data")}
+    migrated = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "db", "migrate"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    # on a terminal: rich's live view draws only at its end on a pipe or a file
+    terminal, view = pty.openpty()
+    seen = bytearray()
+
+    def drawn() -> bool:
+        while select.select([terminal], [], [], 0)[0]:
+            try:
+                seen.extend(os.read(terminal, 65536))
+            except OSError:  # the view's side closed
+                break
+        return b"Latest events" in seen or child.poll() is not None
+
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-m", "chainwatch", "status", "--interval", "0.5"],
+            env=env,
+            stdout=view,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        ) as child:
+            try:
+                wait_for(drawn, timeout_s=60, what="the status view's first picture")
+                assert child.poll() is None, child.communicate()
+                child.send_signal(signal.SIGINT)
+                _, stderr = child.communicate(timeout=30)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                    child.communicate()
+    finally:
+        os.close(view)
+        os.close(terminal)
+    assert (child.returncode, stderr.decode()) == (0, "")
