@@ -96,14 +96,29 @@ def _check_gateway_url(url: str) -> None:
 
 
 def _token(token: str | None, token_file: Path | None) -> str:
+    """The bearer token, or a one-line usage error that never quotes it. An empty file was
+    sent as `Bearer ` (no header can carry it): retried for half a minute, then reported
+    as an unreachable gateway; a binary file was an internal UnicodeDecodeError."""
     if token_file is not None:
+        where = f"--token-file {token_file}"
         try:
-            return token_file.read_text(encoding="utf-8").strip()
+            text = token_file.read_bytes().decode("utf-8").strip()
         except OSError as exc:
-            raise UserError(f"cannot read --token-file {token_file}: {exc.strerror}") from None
-    if token:
-        return token
-    raise UsageError("--gateway needs --token or --token-file (an admin token of the gateway)")
+            raise UserError(f"cannot read {where}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{where} holds no token: it is not UTF-8 text") from None
+    elif token is not None:
+        where, text = "--token", token
+    else:
+        raise UsageError("--gateway needs --token or --token-file (an admin token of the gateway)")
+    if not text:
+        raise UsageError(f"{where} is empty: give an admin token of the gateway")
+    if not text.isascii() or not text.isprintable() or len(text.split()) != 1:
+        raise UsageError(
+            f"{where} holds no token: it has whitespace, a control character "
+            "or a character outside ASCII"
+        )
+    return text
 
 
 def _plan(path: Path | None) -> SlaPlan:

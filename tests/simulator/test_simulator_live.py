@@ -294,3 +294,52 @@ def test_cli_refuses_bad_options_with_one_line(
     assert lines[0].endswith("(see `chainwatch simulate --help`)")
     assert "pw" not in lines[0]
     assert not Path("x").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"\n  \n", "is empty"),
+        (b"\xf0\x9f\x00\xffELF\x02\x01", "is not UTF-8 text"),
+        (b"two words\n", "holds no token"),
+        (b"tok\x07en", "holds no token"),
+        ("t\u00f6ken".encode(), "holds no token"),
+    ],
+)
+def test_cli_refuses_a_token_file_that_holds_no_token_before_sending(
+    content: bytes,
+    message: str,
+    recorder: tuple[str, list[dict[str, Any]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An empty token file was sent as `Bearer `, which no header can carry: half a minute
+    of retries, then "gateway ... unreachable" (exit 1); a binary one an internal error."""
+    url, seen = recorder
+    token_file = tmp_path / "gateway.token"
+    token_file.write_bytes(content)
+    args = ["simulate", "--gateway", url, "--token-file", str(token_file), "--max-events", "1"]
+    started = time.monotonic()
+    assert main(args) == 2
+    assert time.monotonic() - started < 10
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: --token-file {token_file} "), lines[0]
+    assert message in lines[0]
+    assert lines[0].endswith("(see `chainwatch simulate --help`)")
+    assert "two" not in lines[0]
+    assert "ELF" not in lines[0]
+    assert seen == []
+
+
+def test_cli_refuses_an_empty_or_spaced_token_option(
+    recorder: tuple[str, list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, seen = recorder
+    for token, message in (("", "--token is empty"), ("a b", "--token holds no token")):
+        assert main(["simulate", "--gateway", url, "--token", token, "--max-events", "1"]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1, lines
+        assert message in lines[0]
+    assert seen == []
