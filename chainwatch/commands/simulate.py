@@ -7,9 +7,13 @@ user's guide.
 
 from __future__ import annotations
 
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -244,19 +248,39 @@ def register(app: typer.Typer) -> None:
 
                 route_library_logs(settings().log_dir / "simulate.log")
             publisher = _publisher(kafka, gateway, bearer)
-            result = run_live(
-                simulated_run(config, plan),
-                publisher,
-                tally,
-                rate=rate if rate is not None else 100.0,
-                max_events=max_events,
-                duration_s=duration,
-                progress=_report_progress,
-            )
+            with _sigterm_as_ctrl_c():
+                result = run_live(
+                    simulated_run(config, plan),
+                    publisher,
+                    tally,
+                    rate=rate if rate is not None else 100.0,
+                    max_events=max_events,
+                    duration_s=duration,
+                    progress=_report_progress,
+                )
             _report_live(result, publisher)
         if summary:
             for line in tally.lines():
                 err.print(line, highlight=False, markup=False)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (`timeout`, `kill`, a supervisor's stop) ends a live run as Ctrl-C does: the
+    publisher flushes what it holds and the run's line is said. It killed the process at
+    once: records buffered for Kafka or the next gateway batch lost, no line, exit 143."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:  # someone else's handler
+        yield
+        return
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _to_file(config: SimConfig, plan: SlaPlan, out: Path, max_events: int | None) -> Summary:
