@@ -69,6 +69,8 @@ BLOCKS: dict[tuple[str, str], str] = {
     ("docs/replay.md", "chainwatch runs list"): CHECK,
     # deleting a failed run without chainwatch: a Kafka distribution's tools (not shipped here)
     ("docs/replay.md", "kafka-topics.sh --bootstrap-server 127.0.0.1:19092 --delete"): CHECK,
+    # needs a sink's store with dead letters: tests/docs/test_store_docs.py runs both queries
+    ("docs/dead-letters.md", "chainwatch sql"): CHECK,
     ("docs/scaling.md", "chainwatch plan-capacity --rate 500"): RUN,
     ("docs/scaling.md", ".venv/bin/python bench/fleet.py"): CHECK,  # tens of minutes
     # the reader's own secured cluster: tests/foundation/test_kafka_sasl.py runs one
@@ -143,9 +145,26 @@ def _logical_lines(text: str) -> list[str]:
 
 
 def _chainwatch_invocations(line: str) -> list[list[str]]:
-    calls = []
-    for match in re.finditer(r"(?:^|\$\(|&&|;|\|)\s*(?:\S*/)?chainwatch\s+([^|;&)>]*)", line):
-        calls.append(shlex.split(match.group(1)))
+    """The arguments of each `chainwatch` command of a shell line: a word `chainwatch` (or
+    `.../chainwatch`) that starts a command (the line's start, after an operator such as
+    `|`, `;`, `&&`, `$(`, or after `VAR=value` words) up to the next operator outside
+    quotes, so a quoted SQL query keeps its `count()` and `>`."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    calls: list[list[str]] = []
+    current: list[str] | None = None
+    starts = True
+    for token in lexer:
+        operator = bool(token) and all(c in lexer.punctuation_chars for c in token)
+        if operator:
+            current, starts = None, True
+        elif current is not None:
+            current.append(token)
+        elif starts and re.fullmatch(r"(?:\S*/)?chainwatch", token):
+            current = []
+            calls.append(current)
+        else:
+            starts = starts and bool(re.fullmatch(r"\w+=\S*", token))
     return calls
 
 

@@ -9,6 +9,7 @@ a column (0008 did) cannot leave the docs behind.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -145,3 +146,49 @@ def test_the_documented_write_on_the_embedded_store_runs_as_written(tmp_path: Pa
     finally:
         client.close()
     assert any("DELETE WHERE" in str(row[0]) for row in queued), queued
+
+
+def test_the_dead_letter_queries_run_as_written_and_find_a_request_s_items(
+    tmp_path: Path,
+) -> None:
+    """docs/dead-letters.md's `chainwatch sql` lines on a store holding the dead letters of
+    one gateway request: the day's counts, and each item with its bytes as sent."""
+    doc = (ROOT / "docs" / "dead-letters.md").read_text(encoding="utf-8")
+    queries = re.findall(r'^chainwatch sql "([^"]+)"$', doc, re.M)
+    assert len(queries) == 2, "docs/dead-letters.md: the two queries of 'Looking at them'"
+    settings = Settings(data_dir=tmp_path / "data")
+    client = SerializedClient(open_client(settings))
+    try:
+        migrate(client, settings)
+        client.command(
+            "INSERT INTO dead_letters (dead_letter_id, source_kind, request_id, source_index, "
+            "reason_code, reason, value_b64, failed_at) VALUES "
+            "('a', 'http', 'dye01-batch-0042', 1, 'not_json', 'not_json: Invalid JSON', "
+            "base64Encode('not json'), now64(3)), "
+            "('b', 'http', 'dye01-batch-0042', 0, 'validation_failed', 'validation_failed: "
+            'uom\', base64Encode(\'{"uom": "kgs"}\'), now64(3)), '
+            "('c', 'kafka', '', 0, 'key_mismatch', 'key_mismatch: order_id', '', now64(3))"
+        )
+    finally:
+        client.close()
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env["CHAINWATCH_DATA_DIR"] = str(settings.data_dir)
+    outputs = []
+    for query in queries:
+        ran = subprocess.run(
+            [sys.executable, "-m", "chainwatch", "sql", query, "--format", "csv"],
+            capture_output=True, text=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        outputs.append(ran.stdout.splitlines())
+    assert outputs[0][0] == "reason_code,source_kind,n"
+    assert sorted(outputs[0][1:]) == [
+        "key_mismatch,kafka,1",
+        "not_json,http,1",
+        "validation_failed,http,1",
+    ]
+    assert outputs[1] == [
+        "source_index,reason,original",
+        '0,validation_failed: uom,"{""uom"": ""kgs""}"',
+        "1,not_json: Invalid JSON,not json",
+    ]
