@@ -227,6 +227,15 @@ def load_epcis_mapping(path: Path) -> EpcisMapping:
         data = load_config_yaml(read_config_text(path))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise EpcisMappingError(f"cannot read EPCIS mapping {path}: {exc}") from None
+    if data is None:  # pydantic's words were "key '<file>': ... instance of EpcisMapping"
+        raise EpcisMappingError(
+            f"EPCIS mapping {path} is empty: deploy/gateway/epcis-mapping.example.yaml shows one"
+        )
+    if not isinstance(data, dict):
+        raise EpcisMappingError(
+            f"EPCIS mapping {path}: expected a mapping with `read_points:`, `actions:` "
+            "and `order_id:`"
+        )
     try:
         return EpcisMapping.model_validate(data)
     except ValidationError as exc:

@@ -137,6 +137,13 @@ class TokenRegistry:
             why = getattr(exc, "private", None) or getattr(exc, "strerror", None)
             why = why or type(exc).__name__
             raise TokensFileError(f"cannot read tokens file {path}: {why}") from None
+        if data is None:  # pydantic's words were "key '<file>': ... instance of TokensFile"
+            raise TokensFileError(
+                f"tokens file {path} is empty: add a token with "
+                f"`chainwatch tokens create NAME --role ROLE --file {path}`"
+            )
+        if not isinstance(data, dict):
+            raise TokensFileError(f"tokens file {path}: expected a mapping with a `tokens:` list")
         try:
             parsed = TokensFile.model_validate(data)
         except ValidationError as exc:

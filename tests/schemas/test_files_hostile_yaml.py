@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from schemas.epcis import EpcisMappingError, load_epcis_mapping
 from schemas.files import ConfigYamlError, load_config_yaml
 from schemas.import_mapping import load_mapping
 from schemas.plan import PlanError, load_plan
@@ -112,3 +113,33 @@ def test_a_long_key_written_twice_is_quoted_shortened() -> None:
     with pytest.raises(ConfigYamlError) as caught:
         load_config_yaml(f"? {key}\n: 1\n? {key}\n: 2\n")
     assert len(str(caught.value)) < 200
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("", "is empty"),
+        ("# nothing yet\n\n", "is empty"),
+        ("- name: a\n", "expected a mapping"),
+        ("tokens\n", "expected a mapping"),
+    ],
+)
+def test_an_empty_or_listless_tokens_file_or_epcis_mapping_says_so(
+    text: str, said: str, tmp_path: Path
+) -> None:
+    """Both said `key '<file>': Input should be a valid dictionary or instance of
+    TokensFile` (EpcisMapping): pydantic's class names, not what is wrong with the file."""
+    path = tmp_path / "file.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(TokensFileError) as tokens:
+        TokenRegistry.load(path)
+    with pytest.raises(EpcisMappingError) as mapping:
+        load_epcis_mapping(path)
+    for message in (str(tokens.value), str(mapping.value)):
+        assert said in message
+        assert str(path) in message
+        assert "<file>" not in message
+        assert "instance of" not in message
+    if said == "is empty":
+        assert "chainwatch tokens create NAME --role ROLE --file" in str(tokens.value)
+        assert "epcis-mapping.example.yaml" in str(mapping.value)
