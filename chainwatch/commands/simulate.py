@@ -99,6 +99,28 @@ def _check_gateway_url(url: str) -> None:
         raise UsageError("--gateway has port 0: it must look like http://host:8088")
 
 
+def _check_destination_options(
+    out: Path | None,
+    gateway: str | None,
+    rate: float | None,
+    duration: float | None,
+    token: str | None,
+    token_file: Path | None,
+) -> None:
+    """An option the chosen destination does not use is a usage error: it was ignored, so
+    `--out sim.ndjson --duration 600` wrote the default 3 days without a word."""
+    pacing = [
+        name for name, value in (("--rate", rate), ("--duration", duration)) if value is not None
+    ]
+    if out is not None and pacing:
+        raise UsageError(
+            f"{' and '.join(pacing)}: only a live run (--kafka, --gateway) is paced; --out "
+            "writes the file at once (bound it with --days or --max-events)"
+        )
+    if gateway is None and (token is not None or token_file is not None):
+        raise UsageError("--token and --token-file are for --gateway only")
+
+
 def _token(token: str | None, token_file: Path | None) -> str:
     """The bearer token, or a one-line usage error that never quotes it. An empty file was
     sent as `Bearer ` (no header can carry it): retried for half a minute, then reported
@@ -223,6 +245,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError("choose exactly one of --out FILE, --kafka or --gateway URL")
         if gateway is not None:
             _check_gateway_url(gateway)
+        _check_destination_options(out, gateway, rate, duration, token, token_file)
         live = out is None
         try:
             config = SimConfig(

@@ -280,6 +280,10 @@ def test_cli_writes_a_deterministic_scenario_with_a_summary(
         (["--out", "x", "--id-prefix", "a b"], "--id-prefix: "),
         (["--out", "x", "--days", "99999999999999999999999"], "--days"),
         (["--out", "x", "--customers", "100000000"], "--customers"),
+        # ignored before: the file held the default 3 days, not what the option asked for
+        (["--out", "x", "--duration", "600"], "--duration: only a live run"),
+        (["--out", "x", "--rate", "5", "--duration", "9"], "--rate and --duration: only a live"),
+        (["--kafka", "--token-file", "x"], "--token and --token-file are for --gateway only"),
     ],
 )
 def test_cli_refuses_bad_options_with_one_line(
