@@ -243,7 +243,11 @@ def hash_token_command() -> None:
     """Read a token on stdin, print its sha256 for the tokens file (keeps it out of argv)."""
     from streams.ingest.auth import hash_token
 
-    token = sys.stdin.readline().strip()
+    line = sys.stdin.buffer.readline()
+    try:  # read as bytes: a binary stdin was an internal UnicodeEncodeError (a surrogate)
+        token = line.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise UserError("the token on stdin is not UTF-8 text") from None
     if not token:
         raise UserError("no token on stdin")
     out.print(hash_token(token))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -262,3 +264,24 @@ def test_a_tokens_file_writing_a_key_twice_is_refused_naming_it_not_appended_to(
         f"cannot read tokens file {tokens}: the key 'role' written twice (line 5, column 5)"
     )
     assert tokens.read_text(encoding="utf-8") == before
+
+
+def test_hash_token_prints_the_digest_tokens_create_stored(tmp_path: Path) -> None:
+    """ingest.md: `printf '%s\\n' "$TOKEN" | chainwatch gateway hash-token` prints the digest of
+    an existing token; a binary stdin is one line (it was an internal UnicodeEncodeError)."""
+    tokens = tmp_path / "tokens.yaml"
+    env = user_env(tmp_path / "data")
+    made = run_cli("tokens", "create", "desk", "--role", "orders", "--file", str(tokens), env=env)
+    assert made.returncode == 0, made.stderr
+    hashed = run_cli("gateway", "hash-token", env=env, stdin=made.stdout)
+    assert hashed.returncode == 0, hashed.stderr
+    assert hashed.stdout.strip() in tokens.read_text(encoding="utf-8")
+    command = [sys.executable, "-m", "chainwatch", "gateway", "hash-token"]
+    for stdin, said in ((b"\xf0\x9f\x00\xffELF\n", "not UTF-8 text"), (b"", "no token")):
+        ran = subprocess.run(command, input=stdin, capture_output=True, env=env, timeout=60)
+        assert ran.returncode == 1
+        assert ran.stdout == b""
+        lines = ran.stderr.decode().splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("error: ")
+        assert said in lines[0]
