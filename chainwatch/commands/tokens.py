@@ -8,6 +8,7 @@ loopback refuses to start while any of their digests is configured.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -152,6 +153,25 @@ def append_token(path: Path, entry: dict[str, Any]) -> None:
         raise UserError(f"cannot write tokens file {path}: {why}") from None
 
 
+def _check_stages_in_plan(stages: list[str]) -> None:
+    """A stage the SLA plan lacks is refused before the file is written: the gateway
+    refuses to start with such a token (for every caller), and `tokens create` wrote it."""
+    from schemas.plan import PlanError, load_plan
+
+    try:
+        known = load_plan(settings().engine.plan).stage_duration
+    except PlanError as exc:
+        raise UserError(str(exc)) from None
+    # a name that is no stage name at all is the model's to refuse, with its pattern
+    names = [stage for stage in stages if re.fullmatch(r"[a-z][a-z0-9_]{0,63}", stage)]
+    unknown = sorted({stage for stage in names if stage not in known})
+    if unknown:
+        raise UsageError(
+            f"--stages: {', '.join(unknown)} not in the SLA plan ({', '.join(sorted(known))}); "
+            "the gateway would not start with such a token"
+        )
+
+
 @tokens_app.command("create")
 def create(
     name: Annotated[str, typer.Argument(help="Who uses it (logged instead of the token).")],
@@ -180,6 +200,7 @@ def create(
         entry["unit_id"] = unit
     if stages:
         entry["stages"] = [s.strip() for item in stages for s in item.split(",") if s.strip()]
+        _check_stages_in_plan(entry["stages"])
     append_token(path, entry)
     typer.echo(token)
     err.print(

@@ -108,6 +108,17 @@ def test_a_unit_token_can_be_bound_to_stages(tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode == 2  # --stages' value: a usage error
     assert "'^[a-z][a-z0-9_]{0,63}$'" in bad.stderr  # the message is printed as written
+    # a stage the plan lacks was written, and then the gateway refused to start at all
+    before = tokens.read_bytes()
+    unknown = run_cli(
+        "tokens", "create", "dye3", "--role", "unit", "--unit", "DYE-03",
+        "--stages", "dyeing,dying", "--file", str(tokens), env=env,
+    )  # fmt: skip
+    assert unknown.returncode == 2
+    assert "error: --stages: dying not in the SLA plan (dyeing, knitting," in unknown.stderr
+    assert len(unknown.stderr.splitlines()) == 1
+    assert unknown.stdout == ""  # no token shown: none was made
+    assert tokens.read_bytes() == before
 
 
 def test_the_example_digests_are_the_example_files_and_public() -> None:
