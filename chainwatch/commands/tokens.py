@@ -110,7 +110,9 @@ def append_token(path: Path, entry: dict[str, Any]) -> None:
         else:
             data = {"tokens": []}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        why = getattr(exc, "private", None) or type(exc).__name__  # never the file's text
+        # never the file's text; an OSError's reason (it said only "OSError" for a directory)
+        why = getattr(exc, "private", None) or getattr(exc, "strerror", None)
+        why = why or type(exc).__name__
         raise UserError(f"cannot read tokens file {path}: {why}") from None
     if not isinstance(data, dict) or not isinstance(data.get("tokens") or [], list):
         raise UserError(f"tokens file {path}: expected a mapping with a `tokens:` list")

@@ -296,3 +296,16 @@ def test_hash_token_prints_the_digest_tokens_create_stored(tmp_path: Path) -> No
         assert len(lines) == 1, lines
         assert lines[0].startswith("error: ")
         assert said in lines[0]
+
+
+def test_a_tokens_file_that_is_a_directory_is_named_as_one(tmp_path: Path) -> None:
+    """`tokens create --file DIR` said `cannot read tokens file DIR: OSError`."""
+    made = run_cli(
+        "tokens", "create", "desk", "--role", "orders", "--file", str(tmp_path),
+        env=user_env(tmp_path / "data"),
+    )  # fmt: skip
+    assert made.returncode == 1
+    assert made.stderr.strip() == (
+        f"error: cannot read tokens file {tmp_path}: not a regular file (a directory, pipe "
+        "or device)"
+    )
