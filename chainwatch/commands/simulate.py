@@ -346,8 +346,9 @@ def _report_live(result: LiveResult, publisher: Publisher) -> None:
         raise UserError(f"{failed} records could not be published (see the log)")
     counts = getattr(publisher, "counts", None)
     if counts is not None:
+        cut = f", {counts.cut} cut by the stop (not known to be taken)" if counts.cut else ""
         err.print(
-            f"simulate: gateway accepted {counts.accepted}, dead-lettered {counts.rejected}, "
-            f"{counts.requests} requests",
+            f"simulate: gateway accepted {counts.accepted}, dead-lettered {counts.rejected}"
+            f"{cut}, {counts.requests} requests",
             highlight=False,
         )

@@ -50,6 +50,9 @@ class HttpCounts:
     requests: int = 0
     accepted: int = 0
     rejected: int = 0
+    cut: int = 0
+    """Items of requests a stop (Ctrl-C, SIGTERM) cut: not known to be taken (say, while
+    retrying a gateway that does not answer); the run's last line counted them as sent."""
     per_status: dict[int, int] = field(default_factory=dict)
 
 
@@ -113,6 +116,13 @@ class HttpPublisher:
         self._request("POST", path, body, count)
 
     def _request(self, method: str, path: str, body: bytes | None, items: int) -> None:
+        try:
+            self._request_with_retries(method, path, body, items)
+        except KeyboardInterrupt:
+            self.counts.cut += items
+            raise
+
+    def _request_with_retries(self, method: str, path: str, body: bytes | None, items: int) -> None:
         headers = dict(self._auth)
         params = None
         if body is not None:

@@ -21,7 +21,7 @@ from loopback_http import serving
 from chainwatch.cli import main
 from chainwatch.simulator_outputs import http_out
 from chainwatch.simulator_outputs.http_out import HttpPublisher
-from simulator import SimConfig, SimRecord, Summary, run_live, simulate
+from simulator import LiveResult, SimConfig, SimRecord, Summary, run_live, simulate
 from simulator.pacing import TokenBucket
 
 
@@ -394,3 +394,31 @@ def test_sigterm_ends_a_live_run_as_ctrl_c_does_flushing_what_it_holds(
     # nothing held back is lost; the record in hand when the signal lands (as a Ctrl-C's)
     # may be sent and not yet counted
     assert int(said.group(1)) <= received <= int(said.group(1)) + 1
+
+
+def test_a_request_cut_by_the_stop_is_counted_and_said(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C while the gateway did not answer ended with "14 records in 2.0s ... gateway
+    accepted 0, dead-lettered 0": the records of the request it cut were not mentioned."""
+    from chainwatch.commands.simulate import _report_live
+    from chainwatch.free_port import free_port
+
+    def interrupt(_seconds: float) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while it waits to retry
+
+    customers = [r for r in simulate(SimConfig(seed=4)) if r.topic == "crm.customers"][:5]
+    assert all(r.value is not None and r.cut is None for r in customers)
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens: refused, then a retry
+    publisher = HttpPublisher(nobody, "t", batch_size=5, max_delay_s=3600, sleep=interrupt)
+    for record in customers[:4]:
+        publisher.send(record)  # buffered: the fifth fills the batch and posts it
+    with pytest.raises(KeyboardInterrupt):
+        publisher.send(customers[4])
+    publisher.close()
+    assert (publisher.counts.cut, publisher.counts.accepted, publisher.counts.requests) == (5, 0, 0)
+    _report_live(LiveResult(5, 1.0, "interrupted"), publisher)
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "simulate: gateway accepted 0, dead-lettered 0, 5 cut by the stop (not known to be "
+        "taken), 0 requests"
+    )
