@@ -311,8 +311,13 @@ def _to_file(config: SimConfig, plan: SlaPlan, out: Path, max_events: int | None
         from itertools import islice
 
         tally = Summary()
-        write_lines(islice(simulated_run(config, plan), max_events), sys.stdout, tally)
-        sys.stdout.flush()
+        try:
+            write_lines(islice(simulated_run(config, plan), max_events), sys.stdout, tally)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise  # the reader stopped (`| head`): the CLI says so
+        except OSError as exc:  # `> /dev/full`, a disk full: was an internal error
+            raise UserError(f"cannot write to stdout: {exc.strerror or exc}") from None
         return tally
     try:
         tally = write_scenario(out, config, plan, max_records=max_events)

@@ -424,3 +424,17 @@ def test_a_request_cut_by_the_stop_is_counted_and_said(
         "simulate: gateway accepted 0, dead-lettered 0, 5 cut by the stop (not known to be "
         "taken), 0 requests"
     )
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_a_stdout_that_takes_nothing_is_one_line_not_an_internal_error(tmp_path: Path) -> None:
+    """`simulate --out - > /dev/full` ended in "internal error: OSError: [Errno 28] ..."."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env["CHAINWATCH_DATA_DIR"] = str(tmp_path / "data")
+    with open("/dev/full", "w") as full:
+        ran = subprocess.run(
+            [sys.executable, "-m", "chainwatch", "simulate", "--out", "-", "--days", "1"],
+            stdout=full, stderr=subprocess.PIPE, text=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+    assert ran.returncode == 1
+    assert ran.stderr.strip() == "error: cannot write to stdout: No space left on device"
