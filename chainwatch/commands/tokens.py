@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,7 +95,9 @@ _ENTRY_OPTIONS = "--role, --unit, --stages"
 """What an error of the new entry as a whole (a unit token without its unit) blames."""
 
 
-def append_token(path: Path, entry: dict[str, Any]) -> None:
+def append_token(
+    path: Path, entry: dict[str, Any], before_write: Callable[[], None] | None = None
+) -> None:
     """Add `entry` to the tokens file (created if missing), validated with the gateway's model.
 
     The text is appended so comments survive; if the file's layout does not allow that
@@ -146,6 +150,8 @@ def append_token(path: Path, entry: dict[str, Any]) -> None:
         appended_ok = False
     if not appended_ok:
         text = yaml.safe_dump({**data, "tokens": tokens}, sort_keys=False)
+    if before_write is not None:  # validated: the caller's last word before the file
+        before_write()
     try:
         # strictly atomic (no in-place fallback): the gateway reads this file, and one cut
         # by a crash or a full disk mid-write would lock its callers out or be refused whole
@@ -203,8 +209,21 @@ def create(
     if stages:
         entry["stages"] = [s.strip() for item in stages for s in item.split(",") if s.strip()]
         _check_stages_in_plan(entry["stages"])
-    append_token(path, entry)
-    typer.echo(token)
+
+    def show_token() -> None:
+        """The token goes out before its digest goes in: printed after, a stdout that took
+        nothing (`> /dev/full`) left a digest in the file whose token nobody had, and its
+        name taken, with an internal error."""
+        try:
+            sys.stdout.write(token + "\n")
+            sys.stdout.flush()
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            raise UserError(
+                f"cannot write the token to stdout ({why}): nothing was added to {path}"
+            ) from None
+
+    append_token(path, entry, before_write=show_token)
     err.print(
         f"added token {name!r} (role {role}) to {path}; the token above is shown once, "
         "the file holds only its SHA-256",

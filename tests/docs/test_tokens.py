@@ -309,3 +309,25 @@ def test_a_tokens_file_that_is_a_directory_is_named_as_one(tmp_path: Path) -> No
         f"error: cannot read tokens file {tmp_path}: not a regular file (a directory, pipe "
         "or device)"
     )
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_a_token_that_cannot_be_shown_is_not_stored(tmp_path: Path) -> None:
+    """Printed after the digest was stored, a token `> /dev/full` never reached anyone: the
+    file held a digest nobody had, its name was taken, and the error was an internal one."""
+    tokens = tmp_path / "tokens.yaml"
+    env = user_env(tmp_path / "data")
+    with open("/dev/full", "w") as full:
+        ran = subprocess.run(
+            [sys.executable, "-m", "chainwatch", "tokens", "create", "desk", "--role", "orders",
+             "--file", str(tokens)],
+            stdout=full, stderr=subprocess.PIPE, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+    assert ran.returncode == 1
+    assert ran.stderr.strip() == (
+        "error: cannot write the token to stdout (No space left on device): nothing was "
+        f"added to {tokens}"
+    )
+    assert not tokens.exists()
+    again = run_cli("tokens", "create", "desk", "--role", "orders", "--file", str(tokens), env=env)
+    assert again.returncode == 0, again.stderr  # the name is still free
