@@ -10,6 +10,7 @@ naming it, exit 1.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import sys
 from typing import Annotated, Any
@@ -393,6 +394,11 @@ def _say_error(message: str, code: int) -> None:
     err.print(f"[red]error:[/] {escape(message)}", highlight=False)
 
 
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+"""A write's errors that say where it went is full, whatever the command wrote: said in one
+line (they ended in `internal error: OSError: [Errno 28] ...`)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one-line messages."""
     try:
@@ -430,6 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if state["debug"]:
             raise
+        if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+            # `> /dev/full`, a full disk or quota: the machine's state, not a bug
+            _say_error(f"a write failed: {exc.strerror}", 1)
+            return 1
         err.print(
             f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug)"
         )

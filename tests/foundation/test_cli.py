@@ -516,3 +516,24 @@ def test_stdout_closed_by_its_reader_is_one_line_and_exit_1(tmp_path: Path) -> N
         "error: the output's reader stopped reading (a closed pipe): the command stopped "
         "before its end"
     ]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+@pytest.mark.parametrize(
+    "args", [["config"], ["gateway", "hash-token"], ["dashboards", "export", "DIR"]]
+)
+def test_an_output_with_no_room_is_one_line_not_an_internal_error(
+    args: list[str], tmp_path: Path
+) -> None:
+    """`> /dev/full` (a full disk, a quota) ended in `internal error: OSError: [Errno 28]`."""
+    argv = [str(tmp_path / "out") if a == "DIR" else a for a in args]
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env["CHAINWATCH_DATA_DIR"] = str(tmp_path / "data")
+    with open("/dev/full", "w") as full:
+        ran = subprocess.run(
+            [sys.executable, "-m", "chainwatch", *argv],
+            input="a-token\n", stdout=full, stderr=subprocess.PIPE, text=True, env=env,
+            timeout=120, check=False,
+        )  # fmt: skip
+    assert ran.returncode == 1
+    assert ran.stderr.strip() == "error: a write failed: No space left on device"
