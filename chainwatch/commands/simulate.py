@@ -346,14 +346,15 @@ def _report_live(result: LiveResult, publisher: Publisher) -> None:
         f"stopped: {result.stopped_by}",
         highlight=False,
     )
-    failed = getattr(publisher, "failed", 0)
-    if failed:
-        raise UserError(f"{failed} records could not be published (see the log)")
     counts = getattr(publisher, "counts", None)
-    if counts is not None:
+    if counts is not None:  # said before a refusal's error line, which then follows it
+        refused = f", refused {counts.refused}" if counts.refused else ""
         cut = f", {counts.cut} cut by the stop (not known to be taken)" if counts.cut else ""
         err.print(
             f"simulate: gateway accepted {counts.accepted}, dead-lettered {counts.rejected}"
-            f"{cut}, {counts.requests} requests",
+            f"{refused}{cut}, {counts.requests} requests",
             highlight=False,
         )
+    failed = getattr(publisher, "failed", 0)
+    if failed:
+        raise UserError(f"{failed} records could not be published (see the log)")

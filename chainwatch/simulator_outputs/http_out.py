@@ -50,6 +50,10 @@ class HttpCounts:
     requests: int = 0
     accepted: int = 0
     rejected: int = 0
+    refused: int = 0
+    """Items of requests the gateway answered with an error (a 413 of a gateway whose
+    `MAX_ITEMS` is below a batch, a 503 that outlasted the retries): neither published nor
+    dead-lettered. They were counted as dead-lettered."""
     cut: int = 0
     """Items of requests a stop (Ctrl-C, SIGTERM) cut: not known to be taken (say, while
     retrying a gateway that does not answer); the run's last line counted them as sent."""
@@ -165,7 +169,7 @@ class HttpPublisher:
                 continue
             if status >= 300:
                 log.warning("simulate.gateway_error", path=path, status=status, items=items)
-                self.counts.rejected += items
+                self.counts.refused += items
                 return
             self._count(response, items)
             return
@@ -180,6 +184,11 @@ class HttpPublisher:
             self.counts.rejected += int(answer.get("rejected") or 0)
         else:
             self.counts.accepted += items
+
+    @property
+    def failed(self) -> int:
+        """Records the gateway refused (the run then exits 1, as a Kafka send that failed)."""
+        return self.counts.refused
 
     def close(self) -> None:
         if self._closed:

@@ -438,3 +438,38 @@ def test_a_stdout_that_takes_nothing_is_one_line_not_an_internal_error(tmp_path:
         )  # fmt: skip
     assert ran.returncode == 1
     assert ran.stderr.strip() == "error: cannot write to stdout: No space left on device"
+
+
+def test_items_the_gateway_refuses_are_refused_not_dead_lettered_and_exit_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A gateway whose MAX_ITEMS is below the batch of 200 answers 413: the run said
+    "gateway accepted 49, dead-lettered 551" and exited 0; nothing was dead-lettered."""
+    from chainwatch.commands.simulate import _report_live
+    from chainwatch.errors import UserError
+
+    class TooLarge(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            answer = b'{"error": "too_large"}'
+            self.send_response(413)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    customers = [r for r in simulate(SimConfig(seed=4)) if r.topic == "crm.customers"][:5]
+    with serving(TooLarge) as port:
+        publisher = HttpPublisher(f"http://127.0.0.1:{port}", "t", batch_size=5)
+        for record in customers:
+            publisher.send(record)
+        publisher.close()
+    assert (publisher.counts.refused, publisher.counts.rejected) == (5, 0)
+    with pytest.raises(UserError, match=r"^5 records could not be published"):
+        _report_live(LiveResult(5, 1.0, "exhausted"), publisher)
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "simulate: gateway accepted 0, dead-lettered 0, refused 5, 1 requests"
+    )
