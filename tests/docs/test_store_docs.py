@@ -187,6 +187,10 @@ def test_the_dead_letter_queries_run_as_written_and_find_a_request_s_items(
         "not_json,http,1",
         "validation_failed,http,1",
     ]
+    # the NDJSON lines of one request are told apart by `source_index`, as sinks.md says
+    # (it said: the position in a multi-event HTTP body, EPCIS)
+    row = next(line for line in SINKS.splitlines() if line.startswith("| `source_file`"))
+    assert "NDJSON line" in row
     assert outputs[1] == [
         "source_index,reason,original",
         '0,validation_failed: uom,"{""uom"": ""kgs""}"',
