@@ -43,7 +43,9 @@ class TokenEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Annotated[str, Field(min_length=1, max_length=128)]
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+    """Logged with every request it makes: no control characters (a newline in it wrote
+    a line of its own into the console log)."""
     sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
     role: Role
     unit_id: Identifier | None = None

@@ -54,6 +54,12 @@ def test_tokens_file_resolves_only_the_hashed_token(tmp_path: Path) -> None:
             "names must be unique: 'a' in more than one entry",
         ),
         ("tokens: [\n", "cannot read"),
+        # a name with a line break wrote a log line of its own at every request it made
+        (
+            f'tokens:\n  - {{name: "dye\\nfake_event", sha256: {"a" * 64}, role: crm}}\n',
+            "tokens.0.name",
+        ),
+        (f'tokens:\n  - {{name: "dye\\x1b[2J", sha256: {"a" * 64}, role: crm}}\n', "tokens.0.name"),
     ],
 )
 def test_bad_tokens_files_name_the_problem(tmp_path: Path, body: str, complaint: str) -> None:
