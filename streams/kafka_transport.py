@@ -55,7 +55,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection,
 from typing import Any, cast
 
 import faust
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.consumer.fetcher import OffsetResetStrategy
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -202,6 +202,22 @@ class _ReadCommittedConsumer(EagerDelivery, driver.Consumer):
             if state is not None and state.has_valid_position and stable is not None:
                 left[tp.topic, tp.partition] = max(0, stable - state.position)
         return left
+
+    async def committed_offsets(
+        self, partitions: Collection[tuple[str, int]]
+    ) -> dict[tuple[str, int], int | None]:
+        """The group's committed offset of each (topic, partition), asked of Kafka on
+        the consumer's thread (None: no commit). Raises as aiokafka does."""
+        kafka = self._thread._ensure_consumer()
+
+        async def lookup() -> dict[tuple[str, int], int | None]:
+            return {
+                (topic, partition): await kafka.committed(TopicPartition(topic, partition))
+                for topic, partition in partitions
+            }
+
+        found: dict[tuple[str, int], int | None] = await self._thread.call_thread(lookup)
+        return found
 
     def unread(self, topics: Collection[str]) -> bool:
         """Whether an assigned partition of `topics` holds records aiokafka has yet to

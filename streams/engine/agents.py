@@ -26,7 +26,9 @@ Lifecycle and guarantees:
   those tables, rebuilt after recovery. What each key keeps is bounded
   (streams.engine.limits).
 - After recovery every alert the worker owns is announced again (consumers
-  keep the latest per `alert_id`), which heals outputs lost in a crash.
+  keep the latest per `alert_id`), which heals outputs lost in a crash, and so
+  is each owned order's snapshot whose step's input is not committed
+  (`OrderAgents._unsent_snapshots`; consumers keep the newest version).
 - Each engine has its own Prometheus registry (`runtime.metrics.registry`) and
   an observer (`Engine.observer`) that refreshes its gauges every few seconds
   on the app's loop and answers `/healthz` and `/readyz` (streams.engine.metrics).

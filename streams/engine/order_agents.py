@@ -11,11 +11,12 @@ once per backlog, not once per batch and again for every deadline it passed.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from faust.streams import current_event
 
 from schemas.dead_letter import DeadLetter, ErrorDetail, ReasonCode
 from schemas.orders import OrderRecord
@@ -38,7 +39,7 @@ from streams.engine.order_processor import (
     RecordPosition,
     ScanGate,
 )
-from streams.engine.order_slot import OrderSlot, decode_slot, evicted_json, peek
+from streams.engine.order_slot import OrderSlot, Stored, decode_slot, evicted_json, peek
 from streams.engine.runtime import RECOVERY_FLUSH_EVERY, EngineRuntime, as_rejected
 from streams.rules.facts import from_ms, to_ms
 from streams.topics import ORDERS, SCANS
@@ -72,6 +73,7 @@ class OrderAgents:
         self.acting: dict[int, Any] = {}
         """partition -> an event of it: what a table write of that partition acts for."""
         self.ticks_in_flight: set[int] = set()
+        self._codes: dict[str, str] | None = None
         self.gates: OrderedDict[str, tuple[bytes, ScanGate]] = OrderedDict()
         """order_id -> (the stored value, the scan gate taken of it).
 
@@ -92,6 +94,8 @@ class OrderAgents:
         """
         rt = self.rt
         order_id = slot.facts.order_id
+        if effects.snapshot is not None:
+            slot.snapshot_at = self._acting_position()
         if effects.evicted:
             rt.put(rt.order_table, order_id, rt.encoded(evicted_json(slot)))
             rt.deadlines.schedule(slot.partition, None, order_id)
@@ -109,6 +113,27 @@ class OrderAgents:
             rt.join(out.customer_inbox, sub)
         for occ in effects.occupancy:
             rt.join(out.unit_inbox, occ)
+
+    @property
+    def codes(self) -> dict[str, str]:
+        """The order side's input topics (real names) -> their code in `snapshot_at`."""
+        if self._codes is None:
+            rt = self.rt
+            self._codes = {
+                rt.scans_topic.get_topic_name(): "s",
+                rt.orders_topic.get_topic_name(): "o",
+                rt.order_inbox.get_topic_name(): "i",
+            }
+        return self._codes
+
+    def _acting_position(self) -> list[Any] | None:
+        """[topic code, offset] of the input the current step acts for (`acting_for`)."""
+        event = current_event()
+        if event is None:
+            return None
+        message = event.message
+        code = self.codes.get(message.topic)
+        return None if code is None else [code, message.offset]
 
     async def fire_due(self, partition: int, now_ms: int) -> None:
         """Re-derive (or evict) the orders of `partition` whose next deadline has come.
@@ -480,7 +505,8 @@ class OrderAgents:
     # --- recovery -----------------------------------------------------------------
 
     async def on_recovered(self) -> None:
-        """Rebuild the deadline index and clocks, and announce owned alerts again.
+        """Rebuild the deadline index and clocks, and announce owned alerts again, and
+        the snapshots whose delivery is not known (`_unsent_snapshots`).
 
         Runs under the agents' lock, so a re-announcement never overtakes a
         newer version sent by an agent.
@@ -499,10 +525,17 @@ class OrderAgents:
             # the recovery paused it); a hold that goes on keeps its start
             rt.clock.forget(active)
             rt.clock.hold(active)
+            unsent = await self._unsent_snapshots(active)
+            snapshots = 0
             for order_id, raw in list(rt.order_table.items()):
-                stored, _ = peek(raw)
+                stored, data = peek(raw)
                 if stored.partition not in active or stored.evicted:
                     continue  # a standby copy (its owner announces it), or an evicted order
+                if unsent(stored):
+                    snapshot = self.orders.snapshot(OrderSlot.from_json(data))
+                    if snapshot is not None:
+                        rt.outputs.add(rt.out.state, order_id.encode(), snapshot)
+                        snapshots += 1
                 rt.clock.observe(stored.partition, stored.clock_ms)
                 rt.clock.floor(stored.partition, stored.clock_ms)
                 # judged by another plan: derived at the partition's next deadline check,
@@ -518,6 +551,35 @@ class OrderAgents:
                     await rt.outputs.flush()
             await rt.outputs.flush()
             log.info(
-                "orders_recovered", alerts_announced=announced, replanned=replanned,
-                clock_held=rt.clock.held(),
+                "orders_recovered", alerts_announced=announced,
+                snapshots_announced=snapshots, replanned=replanned, clock_held=rt.clock.held(),
             )  # fmt: skip
+
+    async def _unsent_snapshots(self, active: set[int]) -> Callable[[Stored], bool]:
+        """Which stored orders' last snapshot may not have reached Kafka.
+
+        A snapshot is sent in the step of the input it names (`OrderSlot.snapshot_at`),
+        and faust commits that input only after Kafka acknowledged every output of
+        the step. Past the committed offset of its partition (or with none), the
+        snapshot may have been refused or lost while the step's changelog record was
+        delivered: the table then holds the step's state, the input read again
+        changes nothing, and only this recovery can publish the snapshot. Committed
+        offsets unknown (no Kafka consumer, the lookup failed): every order that
+        ever sent one (consumers keep the latest per order_id).
+        """
+        rt = self.rt
+        names = {code: name for name, code in self.codes.items()}
+        committed = await rt.committed_offsets(
+            [(name, partition) for name in names.values() for partition in sorted(active)]
+        )
+
+        def unsent(stored: Stored) -> bool:
+            if stored.snapshot_at is None:
+                return False
+            if committed is None:
+                return True
+            code, offset = stored.snapshot_at
+            done = committed.get((names.get(code, ""), stored.partition))
+            return done is None or offset >= done
+
+        return unsent

@@ -283,6 +283,22 @@ class OrderProcessor:
                 _merge(effects, self._derive(slot, pending, received))
         return effects
 
+    def snapshot(self, slot: OrderSlot) -> bytes | None:
+        """The snapshot of the stored slot, as its last derivation published it (same
+        version, at the slot's clock); None when the engine publishes none. The slot
+        is not changed (a recovery sends it again: consumers keep the latest)."""
+        if not self.snapshots:
+            return None
+        facts = slot.facts
+        fold = fold_records(facts.records, self.plan)
+        customer_id = fold.record.customer_id if fold.record is not None else None
+        customer = slot.customer if slot.customer_id == customer_id else None
+        evaluation = evaluate_order(
+            facts.order_id, facts, customer, slot.downtimes, self.plan,
+            from_ms(slot.clock_ms), slot.version, fold=fold,
+        )  # fmt: skip
+        return orjson.dumps(evaluation.state_json(slot.version))
+
     def derive_owed(self, slot: OrderSlot, received: Received | None = None) -> Effects:
         """Make the derivation the slot owes (`on_inputs(defer=True)`), if any."""
         if slot.pending_ms is None:

@@ -78,6 +78,11 @@ class OrderSlot:
     """The fingerprint of the plan of the last derivation (`SlaPlan.fingerprint`; None in
     values stored before it was kept): a worker with another plan re-derives the order
     at once on recovery instead of at its next record or its old plan's deadline."""
+    snapshot_at: list[Any] | None = None
+    """[topic code, offset] of the input whose step sent the order's last snapshot (None:
+    none sent, or stored before it was kept). Recovery publishes the snapshot again
+    while that input is not committed: Kafka may have refused it, or the worker died
+    before it was delivered, while the step's changelog record was (`on_recovered`)."""
 
     def to_json(self) -> dict[str, Any]:
         data = self._json()
@@ -85,6 +90,8 @@ class OrderSlot:
             data["pd"] = self.pending_ms
         if self.plan is not None:
             data["pl"] = self.plan
+        if self.snapshot_at is not None:
+            data["sa"] = self.snapshot_at
         return data
 
     def _json(self) -> dict[str, Any]:
@@ -111,7 +118,7 @@ class OrderSlot:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OrderSlot:
         customer, downtimes, get = data["c"], data["d"], data.get
-        return cls(  # positional, in the fields' order: one per slot decode, 19 fields
+        return cls(  # positional, in the fields' order: one per slot decode, 20 fields
             OrderFacts.from_json(data["f"]),
             data["p"],
             None if customer is None else CustomerFact.from_json(customer),
@@ -131,6 +138,7 @@ class OrderSlot:
             get("df", {}),
             get("pd"),
             get("pl"),
+            get("sa"),
         )
 
     @classmethod
@@ -155,6 +163,8 @@ class Stored:
     """A derivation is owed (`OrderSlot.pending_ms`)."""
     plan: str | None = None
     """`OrderSlot.plan`."""
+    snapshot_at: list[Any] | None = None
+    """`OrderSlot.snapshot_at`."""
 
 
 def peek(raw: bytes) -> tuple[Stored, dict[str, Any]]:
@@ -164,7 +174,14 @@ def peek(raw: bytes) -> tuple[Stored, dict[str, Any]]:
     pending = data.get("pd")
     clock = data.get("t") if pending is None else max(pending, data.get("t") or 0)
     stored = Stored(
-        data["p"], False, data["nd"], clock, data["a"], pending is not None, data.get("pl")
+        data["p"],
+        False,
+        data["nd"],
+        clock,
+        data["a"],
+        pending is not None,
+        data.get("pl"),
+        data.get("sa"),
     )
     return stored, data
 

@@ -110,6 +110,9 @@ Handler = Callable[[Sequence[Any]], Awaitable[None]]
 """An agent's step: one batch of faust events of its topic, in arrival order."""
 
 
+COMMITTED_LOOKUP_S = 10.0
+"""The longest a recovery waits for the committed offsets (`committed_offsets`)."""
+
 RECOVERY_FLUSH_EVERY = 5_000
 """Outputs collected by a long pass over many orders (the alerts re-announced after
 a recovery, the derivations a replay's worker owed: `OrderAgents.settle`) are
@@ -319,6 +322,23 @@ class EngineRuntime:
             key = (message.topic, message.partition)
             if message.offset > stepped.get(key, -1):
                 stepped[key] = message.offset
+
+    async def committed_offsets(
+        self, partitions: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], int | None] | None:
+        """The group's committed offset of each (topic, partition) (None: no commit),
+        asked of Kafka; None when that cannot be known (no Kafka consumer, the lookup
+        failed or took over `COMMITTED_LOOKUP_S`): the caller assumes nothing committed."""
+        lookup = getattr(self.app._consumer, "committed_offsets", None)
+        if lookup is None or not partitions:
+            return None
+        try:
+            async with deadline(COMMITTED_LOOKUP_S):
+                found: dict[tuple[str, int], int | None] = await lookup(partitions)
+        except Exception as exc:
+            log.warning("committed_offsets_unknown", error=error_text(exc))
+            return None
+        return found
 
     def order_side_read_to_end(self) -> set[tuple[str, int]]:
         """(logical topic, partition) of the order side whose every record Kafka held,

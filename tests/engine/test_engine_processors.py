@@ -881,12 +881,17 @@ class _Runtime:
             alerts="alerts", state="state", dead_letters="dl", customer_inbox="ci",
             unit_inbox="ui", order_inbox="oi",
         )  # fmt: skip
-        self.scans_topic = "scans"
+        self.scans_topic = SimpleNamespace(get_topic_name=lambda: "scans")
+        self.orders_topic = SimpleNamespace(get_topic_name=lambda: "orders")
+        self.order_inbox = SimpleNamespace(get_topic_name=lambda: "oi")
         self.turn = asyncio.Lock()
         self.alerts: list[dict[str, Any]] = []
 
     def active_partitions(self, _topic: Any) -> set[int]:
         return {0}
+
+    async def committed_offsets(self, _partitions: Any) -> None:
+        return None  # unknown: recovery publishes every stored snapshot mark again
 
     def get(self, table: dict[str, bytes], key: str) -> bytes | None:
         return table.get(key)
@@ -941,3 +946,40 @@ def test_recovery_fires_at_once_the_orders_another_plan_judged_and_only_those() 
     assert opened == [("PO-1", "start_overdue", "open"), ("PO-2", "start_overdue", "open")]
     assert peek(rt.order_table["PO-1"])[0].plan == tighter.fingerprint
     assert rt.deadlines._due.get("PO-1") != now  # judged now: its next deadline, if any
+
+
+def test_recovery_publishes_the_snapshots_whose_step_input_is_not_committed() -> None:
+    """A snapshot is marked with its step's input; recovery publishes it again (the
+    very snapshot the step sent) only while that input is not committed, and every
+    marked one when the committed offsets are unknown."""
+    processor = OrderProcessor(PLAN)
+    slots, sent = {}, {}
+    for n, order_id in enumerate(["PO-1", "PO-2", "PO-3"]):
+        slot = OrderSlot.new(order_id)
+        effects = processor.on_order_record(
+            slot, _order(order_id=order_id), _src("orders", n), b"{}", T0
+        )
+        slot.partition = 0
+        sent[order_id] = effects.snapshot
+        slots[order_id] = slot
+    slots["PO-1"].snapshot_at = ["o", 0]  # committed (offset 2 is the next to read)
+    slots["PO-2"].snapshot_at = ["o", 2]  # not committed
+    # PO-3: no mark (stored before marks were kept)
+
+    def recovered(committed: dict[tuple[str, int], int | None] | None) -> dict[str, bytes]:
+        rt = _Runtime(PLAN)
+        rt.order_table = {k: orjson.dumps(s.to_json()) for k, s in slots.items()}
+
+        async def offsets(_partitions: Any) -> dict[tuple[str, int], int | None] | None:
+            return committed
+
+        rt.committed_offsets = offsets  # type: ignore[method-assign]
+        asyncio.run(OrderAgents(rt).on_recovered())  # type: ignore[arg-type]
+        return {key.decode(): value for topic, key, value in rt.outputs.sent
+                if topic == "state" and key is not None}  # fmt: skip
+
+    assert recovered({("orders", 0): 2, ("scans", 0): None, ("oi", 0): None}) == {
+        "PO-2": sent["PO-2"]
+    }
+    assert recovered({("orders", 0): None}) == {"PO-1": sent["PO-1"], "PO-2": sent["PO-2"]}
+    assert recovered(None) == {"PO-1": sent["PO-1"], "PO-2": sent["PO-2"]}
