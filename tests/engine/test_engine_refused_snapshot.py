@@ -1,4 +1,4 @@
-"""A step's snapshot refused while its table's changelog record is delivered.
+"""A step's snapshot or join answer refused while its table's changelog record is delivered.
 
 Found on the real broker (the order-state topic's `max.message.bytes` lowered): the step
 wrote the order's changelog record (delivered) and its snapshot (refused); the worker
@@ -28,6 +28,7 @@ from kafka import KafkaConsumer, TopicPartition
 from test_engine_spent_producer import committed_offset, hooked_worker
 from test_engine_tick_delivery import (
     TICK_REFUSED,
+    inbox,
     live_worker_world,
     max_message_bytes,
 )
@@ -35,7 +36,7 @@ from worker_ops import created_order, records_within, until
 
 from chainwatch.runners import topic_names
 from chainwatch.settings import Settings
-from streams.topics import ORDER_STATE, ORDERS
+from streams.topics import CUSTOMERS, ORDER_STATE, ORDERS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -104,3 +105,37 @@ def announced(log: Path) -> Callable[[], int | None]:
         return None
 
     return read
+
+
+def test_a_refused_customer_answer_is_sent_again_by_the_restarted_worker(
+    settings_factory: Callable[..., Settings], kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The CRM record's answer to its subscribed order (the order inbox) is refused; the
+    customer's changelog record is delivered. The restart must still bring the fact to
+    the order (its snapshot shows the tier)."""
+    with live_worker_world(settings_factory, kafka_bootstrap) as (settings, _, producer):
+        names = topic_names(settings)
+        orders, crm = TopicPartition(names(ORDERS), 0), TopicPartition(names(CUSTOMERS), 0)
+        reader = snapshot_reader(settings)
+        try:
+            with hooked_worker(settings, tmp_path) as worker:
+                value = created_order("PO-1", datetime.now(UTC))
+                producer.send(names(ORDERS), key=b"PO-1", value=value).get(30)
+                first = snapshot_of(reader, "PO-1", 30, lambda _: True)
+                assert first is not None, "no first snapshot"
+                until("the order committed", lambda: committed_offset(settings, orders) == 1, 30)
+                max_message_bytes(settings, inbox(settings), TICK_REFUSED)
+                customer = {"customer_id": "C-1", "name": "Nordic Knits AB", "tier": "platinum"}
+                producer.send(names(CUSTOMERS), key=b"C-1", value=json.dumps(customer).encode())
+                producer.flush()
+                said = worker.stopped_with_why(40)
+            assert "MessageSizeTooLargeError" in said, said[-2000:]
+            assert committed_offset(settings, crm) is None
+            max_message_bytes(settings, inbox(settings), KAFKA_DEFAULT)
+            with hooked_worker(settings, tmp_path / "again"):
+                state = snapshot_of(
+                    reader, "PO-1", 60, lambda s: s["customer"]["tier"] == "platinum"
+                )
+                assert state is not None, "the order never learnt its customer's tier"
+        finally:
+            reader.close()
