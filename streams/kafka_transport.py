@@ -207,14 +207,15 @@ class _ReadCommittedConsumer(EagerDelivery, driver.Consumer):
         self, partitions: Collection[tuple[str, int]]
     ) -> dict[tuple[str, int], int | None]:
         """The group's committed offset of each (topic, partition), asked of Kafka on
-        the consumer's thread (None: no commit). Raises as aiokafka does."""
+        the consumer's thread (None: no commit), all at once: one after the other, each
+        lookup waited behind the consumer's fetch on the same connection (up to
+        `FETCH_MAX_WAIT_MS`). Raises as aiokafka does."""
         kafka = self._thread._ensure_consumer()
+        keys = list(partitions)
 
         async def lookup() -> dict[tuple[str, int], int | None]:
-            return {
-                (topic, partition): await kafka.committed(TopicPartition(topic, partition))
-                for topic, partition in partitions
-            }
+            found = await asyncio.gather(*(kafka.committed(TopicPartition(*key)) for key in keys))
+            return dict(zip(keys, found, strict=True))
 
         found: dict[tuple[str, int], int | None] = await self._thread.call_thread(lookup)
         return found

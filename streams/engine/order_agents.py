@@ -525,13 +525,17 @@ class OrderAgents:
             # the recovery paused it); a hold that goes on keeps its start
             rt.clock.forget(active)
             rt.clock.hold(active)
-            unsent = await self._unsent_snapshots(active)
+            unsent: Callable[[Stored], bool] | None = None
             snapshots = 0
             for order_id, raw in list(rt.order_table.items()):
                 stored, data = peek(raw)
                 if stored.partition not in active or stored.evicted:
                     continue  # a standby copy (its owner announces it), or an evicted order
-                if unsent(stored):
+                if stored.snapshot_at is not None and unsent is None:
+                    # asked once, and only of a table that holds a snapshot's mark (not
+                    # at a first start, nor in a replay's fresh run)
+                    unsent = await self._unsent_snapshots(active)
+                if unsent is not None and unsent(stored):
                     snapshot = self.orders.snapshot(OrderSlot.from_json(data))
                     if snapshot is not None:
                         rt.outputs.add(rt.out.state, order_id.encode(), snapshot)
