@@ -40,6 +40,7 @@ from schemas.common import UtcDatetime
 from schemas.deadline import deadline
 from schemas.kafka_security import Kafka
 from schemas.plan import parse_duration
+from sinks.daemon_executor import to_daemon_thread
 from sinks.webhooks.delivery import (
     AttemptResult,
     DeliveryResult,
@@ -159,6 +160,8 @@ class Run:
         }
         self.under_way: str | None = None
         """The re-send whose attempt or outcome is under way (what a second Ctrl-C cuts)."""
+        self.reading = False
+        """`resend` reads what was given up (changing nothing yet): a first Ctrl-C cuts it."""
         self.policy = policy_from(settings)
         self.kafka_s = admin_call_timeout_s(settings.kafka.request_timeout_s)
         self.summary = Summary()
@@ -167,9 +170,10 @@ class Run:
         """The dead letters of the window, each with what `resend` does with it."""
         kafka = self.settings.kafka
         topics = [kafka.topic(DEAD_LETTER_TOPIC), kafka.topic(DELIVERIES_TOPIC)]
-        counts = await asyncio.to_thread(
-            partition_counts, kafka.endpoint, topics, request_timeout_s=kafka.request_timeout_s
-        )
+        counts = await to_daemon_thread(
+            partition_counts, kafka.endpoint, topics, request_timeout_s=kafka.request_timeout_s,
+            thread_name="deliveries-partitions",
+        )  # fmt: skip
         if missing := [t for t in topics if t not in counts]:
             raise UserError(
                 f"topic {missing[0]} does not exist: `chainwatch notify` creates it (is "
@@ -203,7 +207,11 @@ class Run:
         """Read, then re-send what is to be, oldest first, until done or `stop`."""
         if not self.sending:
             raise RuntimeError("a Run without `sending` has its subscriptions unchecked")
-        await self.read()
+        self.reading = True
+        try:
+            await self.read()
+        finally:
+            self.reading = False
         todo = self.summary.to_resend
         if not todo:
             return self.summary
@@ -309,12 +317,16 @@ class Run:
 
 
 @contextmanager
-def _signals(stop: asyncio.Event, task: asyncio.Task[Any]) -> Iterator[None]:
-    """SIGINT and SIGTERM: the first sets `stop`, the second cancels `task`."""
+def _signals(
+    stop: asyncio.Event, task: asyncio.Task[Any], at_once: Callable[[], bool]
+) -> Iterator[None]:
+    """SIGINT and SIGTERM: the first sets `stop`, the second cancels `task`; the first
+    cancels it too while `at_once()` (nothing is under way that a stop should let end:
+    the read before the first re-send, which Ctrl-C left to run out its Kafka deadlines)."""
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:
-        if stop.is_set():
+        if stop.is_set() or at_once():
             task.cancel()
         stop.set()
 
@@ -333,8 +345,9 @@ def _signals(stop: asyncio.Event, task: asyncio.Task[Any]) -> Iterator[None]:
 
 
 def run_resend(run: Run, *, dry_run: bool) -> Summary:
-    """`resend` (or its `--dry-run`, which only reads) with Ctrl-C handled; a second
-    Ctrl-C is `KeyboardInterrupt`."""
+    """`resend` (or its `--dry-run`, which only reads) with Ctrl-C handled: the first
+    lets the re-send under way end (a second is `KeyboardInterrupt`); before the first
+    re-send, while it reads, the first is `KeyboardInterrupt`."""
 
     async def main() -> Summary:
         if dry_run:
@@ -343,7 +356,7 @@ def run_resend(run: Run, *, dry_run: bool) -> Summary:
         stop = asyncio.Event()
         task = asyncio.current_task()
         assert task is not None
-        with _signals(stop, task):
+        with _signals(stop, task, at_once=lambda: run.reading):
             return await run.resend(stop)
 
     try:

@@ -32,6 +32,7 @@ from schemas.common import UtcDatetime
 from schemas.deadline import deadline
 from schemas.plan import load_plan, parse_duration
 from schemas.unit_status import UnitStatus
+from sinks.daemon_executor import to_daemon_thread
 from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.publish import publish
 from sinks.webhooks.silences import MAX_SILENCE, MAX_SILENCES, SILENCES_TOPIC, Silence
@@ -210,9 +211,10 @@ async def read_silences(settings: Settings) -> dict[str, Silence]:
     """Every silence on the topic (the latest record of each id), by id."""
     kafka = settings.kafka
     topic = kafka.topic(SILENCES_TOPIC)
-    counts = await asyncio.to_thread(
-        partition_counts, kafka.endpoint, [topic], request_timeout_s=kafka.request_timeout_s
-    )
+    counts = await to_daemon_thread(
+        partition_counts, kafka.endpoint, [topic], request_timeout_s=kafka.request_timeout_s,
+        thread_name="silences-partitions",
+    )  # fmt: skip
     if topic not in counts:
         return {}
     records = await read_to_end(
@@ -258,7 +260,7 @@ def add(settings: Settings, silence: Silence) -> Silence:
     now = datetime.now(UTC)
 
     async def main() -> None:
-        await asyncio.to_thread(ensure_notify_topics, settings)
+        await to_daemon_thread(ensure_notify_topics, settings, thread_name="silences-topics")
         current = [s for s in (await read_silences(settings)).values() if not s.expired(now)]
         if len(current) >= MAX_SILENCES:
             raise UserError(

@@ -12,6 +12,8 @@ worthless once the process stops (a look-up), never for one that must finish (a 
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
 import queue
 import threading
@@ -92,3 +94,22 @@ class DaemonExecutor(Executor):
         if wait:
             for thread in self._threads:
                 thread.join()
+
+
+async def to_daemon_thread(
+    fn: Callable[..., T], /, *args: Any, thread_name: str, **kwargs: Any
+) -> T:
+    """`asyncio.to_thread(fn, *args)` on a daemon thread of its own: for a blocking call
+    (a Kafka admin request) that a Ctrl-C must not wait for.
+
+    `asyncio.to_thread` runs on the loop's default executor, which `asyncio.run` shuts
+    down at its end and waits for: a Ctrl-C cancelled the task at once, yet the command
+    ended only when the call did (`chainwatch silences list` against a Kafka that does
+    not answer: ~15 s, its admin call's deadline, and a second Ctrl-C did not help).
+    Here a cancelled await leaves the call to finish on its thread, its result dropped."""
+    pool = DaemonExecutor(1, thread_name)
+    try:
+        context = contextvars.copy_context()  # as `to_thread`: the caller's log context
+        return await asyncio.wrap_future(pool.submit(context.run, fn, *args, **kwargs))
+    finally:
+        pool.shutdown(wait=False)

@@ -122,3 +122,83 @@ def test_ctrl_c_leaves_the_live_status_view_quietly(tmp_path: Path) -> None:
         os.close(view)
         os.close(terminal)
     assert (child.returncode, stderr.decode()) == (0, "")
+
+
+LEFT_BY = {
+    "silences add": "the silence may have been written: `chainwatch silences list` says",
+    "silences expire": "the silence may have been ended: `chainwatch silences list` says",
+    "deliveries resend": "the deliveries re-sent before it are logged; "
+    "`chainwatch deliveries given-up` lists the rest",
+}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["silences", "list"],
+        ["silences", "add", "--unit", "KNIT-01", "--for", "1h", "--reason", "test"],
+        ["silences", "expire", "some-silence"],
+        ["deliveries", "given-up"],
+        ["deliveries", "resend", "--dry-run"],
+        ["deliveries", "resend"],
+    ],
+    ids=["silences-list", "silences-add", "silences-expire", "given-up", "dry-run", "resend"],
+)
+def test_ctrl_c_ends_a_kafka_command_at_once_whatever_its_admin_call_waits_for(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """`silences` and `deliveries` ask Kafka on a thread (a partition count, a topic's
+    creation); on the loop's default executor, `asyncio.run` waited at its end for that
+    call after Ctrl-C, its whole deadline (~15 s by default), and a second Ctrl-C did not
+    help. `deliveries resend` also let its first Ctrl-C wait for the read before it sent
+    anything. Each ends within seconds with its one line, exit 130."""
+    kafka = DeadServer("silent")
+    subscriptions = tmp_path / "subscriptions.yaml"
+    secret = "whsec_c2VjcmV0LW9mLW9wcy0wMTIzNDU2Nzg5"  # JSON is YAML
+    subscriptions.write_text(
+        json.dumps({"endpoints": [{"name": "ops", "url": "http://127.0.0.1:9/", "secret": secret}]})
+    )
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env |= {
+        "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
+        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka.port}",
+        # far longer than the test waits: the interrupt, not a deadline, ends the command
+        "CHAINWATCH_KAFKA__REQUEST_TIMEOUT_S": "120",
+        "CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS": str(subscriptions),
+        "CHAINWATCH_WEBHOOKS__ALLOWED_NETWORKS": "127.0.0.1",
+    }
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-m", "chainwatch", *command],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        ) as child:
+            try:
+                wait_for(
+                    lambda: kafka.asked.is_set() or child.poll() is not None,
+                    timeout_s=60,
+                    what="the command's first Kafka request",
+                )
+                assert child.poll() is None, child.communicate()
+                child.send_signal(signal.SIGINT)
+                # it waited out its 125 s admin call's deadline
+                stdout, stderr = child.communicate(timeout=10)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                    child.communicate()
+    finally:
+        kafka.close()
+    lines = stderr.decode().strip().splitlines()
+    path = " ".join(w for w in command if not w.startswith("-"))
+    path = " ".join(path.split()[:2])
+    left = LEFT_BY.get(path, "it changes nothing")
+    assert (child.returncode, lines[-1:]) == (
+        130,
+        [f"error: interrupted; chainwatch {path} stopped, {left}"],
+    ), lines
+    assert b"Traceback" not in stderr
+    assert stdout == b""
