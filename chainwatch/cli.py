@@ -12,7 +12,10 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import os
+import signal
 import sys
+import traceback
 from typing import Annotated, Any
 
 import click
@@ -399,6 +402,41 @@ _NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 line (they ended in `internal error: OSError: [Errno 28] ...`)."""
 
 
+HELP_CUT_EXIT = 128 + signal.SIGPIPE
+"""The status of a help page whose reader closed the pipe before its end (`chainwatch
+--help | head -1`): 141, the shell's status of `git`, `ls` or `yes` when a write of
+theirs finds their reader gone (they die of SIGPIPE), said without a word as they do."""
+
+_HELP_FRAMES = frozenset({"get_help", "show_help"})
+"""click's functions that make and write a help page (`--help`, or a group named
+without a command): the one the closed pipe cut was among them."""
+
+
+def _help_cut(exc: SystemExit) -> bool:
+    """Whether `exc` ends a help page's write that found stdout's reader gone: rich's
+    answer (its console dup2s /dev/null onto stdout and raises `SystemExit(1)`) or
+    click's (`PacifyFlushWrapper`, exit 1), raised while handling the `EPIPE`."""
+    cause = exc.__context__
+    if not isinstance(cause, OSError) or cause.errno != errno.EPIPE:
+        return False
+    frames = [
+        *traceback.walk_tb(exc.__traceback__),
+        *traceback.walk_tb(cause.__traceback__),
+    ]
+    return any(frame.f_code.co_name in _HELP_FRAMES for frame, _line in frames)
+
+
+def _quiet_stdout() -> None:
+    """Nothing more reaches the closed pipe (no `BrokenPipeError` at the interpreter's
+    final flush of stdout, which Python says on stderr)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real stdout (a test's capture): nothing to flush
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one-line messages."""
     try:
@@ -422,7 +460,10 @@ def main(argv: list[str] | None = None) -> int:
     except (_CtrlC, KeyboardInterrupt):  # Ctrl-C a command did not say itself (`Interrupted`)
         _say_error(_interrupted(sys.argv[1:] if argv is None else argv), 130)
         return 130
-    except SystemExit:
+    except SystemExit as exc:
+        if _help_cut(exc):  # `chainwatch --help | head -1`: normal use, no error
+            _quiet_stdout()
+            return HELP_CUT_EXIT
         if type(sys.stdout).__name__ == "PacifyFlushWrapper":
             # click's answer to a broken pipe (`chainwatch ... | head`): stdout's reader
             # stopped; exit 1 as click does, but say so instead of nothing
