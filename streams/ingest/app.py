@@ -323,6 +323,12 @@ class Gateway:
             interval_s=self.limits.readiness_interval_s,
             deadline_s=self.limits.readiness_timeout_s,
         )
+        self.starting: str | None = None
+        """Once the topics are prepared, what the start still waits for: a producer's
+        warm-up (on a new cluster, seconds: its first transactional producer makes
+        Kafka create the transaction log). /readyz said `"kafka": "unreachable"` then,
+        from the check made while the topics were prepared, of a Kafka that had just
+        created them."""
         self.outage = OutageLog()
         self.refused_topics = TopicRefusals()
         self.admission = Admission(self.limits.limit_concurrency, self.limits.admission_wait_s)
@@ -561,15 +567,20 @@ class Gateway:
 
     async def _kafka_answers(self) -> bool:
         """The readiness check; not made while the topics are prepared (that says it)."""
-        return self.waiting_for() is None and await self.publisher.ready()
+        return self._topics_waiting_for() is None and await self.publisher.ready()
 
-    def waiting_for(self) -> str | None:
+    def _topics_waiting_for(self) -> str | None:
         """What the gateway still waits for before it may publish (None: nothing)."""
         return None if self.preparation is None else self.preparation.waiting_for()
 
+    def waiting_for(self) -> str | None:
+        """What the gateway still waits for before it is ready (None: nothing): its
+        topics, then the start of its first producer (`starting`)."""
+        return self._topics_waiting_for() or self.starting
+
     async def _topics_prepared(self) -> None:
         """Wait for the topics (a post right after the start), as long as a publish may take."""
-        if self.preparation is None or (waiting := self.waiting_for()) is None:
+        if self.preparation is None or (waiting := self._topics_waiting_for()) is None:
             return
         try:
             async with asyncio.timeout(self.limits.publish_timeout_s):
@@ -779,6 +790,10 @@ def _from_allowed(
     return any(address in network for network in networks)
 
 
+STARTING_PRODUCER = "the start of the gateway's first Kafka producer"
+"""What `/healthz` and `/readyz` say the gateway waits for once its topics are prepared."""
+
+
 def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
     settings: GatewayConfig,
     tokens: TokenRegistry,
@@ -805,9 +820,13 @@ def create_gateway_app(  # noqa: C901 - the routes are closures over one gateway
         else:  # a producer is warmed once there are topics to publish to
 
             async def prepare_then_warm() -> None:
-                await preparation.run()
-                await publisher.start()
-                await gateway.readiness.check_once()  # ready now, not at the next check
+                gateway.starting = STARTING_PRODUCER  # said once the topics are prepared
+                try:
+                    await preparation.run()
+                    await publisher.start()
+                    await gateway.readiness.check_once()  # ready now, not at the next check
+                finally:  # said until the check has answered (ready, or Kafka gone since)
+                    gateway.starting = None
 
             preparing = asyncio.create_task(prepare_then_warm(), name="gateway-topics")
         await gateway.readiness.start()

@@ -234,3 +234,60 @@ def test_a_post_whose_topics_come_at_its_deadlines_end_gets_503_without_a_publis
     # (on a machine so busy that the gate opened after the 3 s: the wait's own 503)
     assert any(said in answer.json()["detail"] for said in ("prepared too late", "waiting for"))
     assert publisher.budgets == []  # no publish was started
+
+
+class HeldStart(TransactionalPublisher):
+    """The real publisher, its first producer's warm-up held until the test lets it go (a
+    new cluster's first transactional producer: Kafka creates its transaction log)."""
+
+    def __init__(self, config: PublisherConfig) -> None:
+        super().__init__(config)
+        self.starting, self.go = threading.Event(), threading.Event()
+
+    async def start(self) -> None:
+        self.starting.set()
+        await asyncio.to_thread(self.go.wait, 60)
+        await super().start()
+
+
+@pytest.mark.integration
+def test_readyz_says_the_gateway_waits_for_its_producer_not_that_kafka_is_unreachable(
+    kafka_bootstrap: str,
+) -> None:
+    """Between the topics prepared and the first producer warm, /readyz answered 503
+    `"kafka": "unreachable"` (the readiness check made while the topics were prepared),
+    of a Kafka that had just created them: seen for ~2 s on a first start. It is 503
+    `"kafka": "waiting"` for the producer's start, then ready."""
+    # no periodic check inside the test: the answer is the start's own
+    settings = gateway_settings(kafka_bootstrap, readiness_interval_s=600.0)
+    prepare_topics(settings)
+    publisher = HeldStart(default_publisher(settings).config)
+    gate = Gate()
+    server, url = start_gateway(settings, publisher=publisher, preparation=gate)
+    try:
+        gate.done.set()  # the topics are prepared: the producer's warm-up begins
+        assert publisher.starting.wait(30)
+        warming = httpx.get(f"{url}/readyz", timeout=10)
+        assert (warming.status_code, warming.json()) == (
+            503,
+            {
+                "status": "not_ready",
+                "kafka": "waiting",
+                "waiting_for": "the start of the gateway's first Kafka producer",
+            },
+        )
+        assert httpx.get(f"{url}/healthz", timeout=10).json() == {
+            "status": "ok",
+            "waiting_for": "the start of the gateway's first Kafka producer",
+        }
+        publisher.go.set()
+        deadline = time.monotonic() + 30
+        while (ready := httpx.get(f"{url}/readyz", timeout=10)).status_code != 200:
+            assert ready.json()["kafka"] == "waiting", ready.text
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.05)  # polling a condition, with a deadline
+        assert httpx.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
+    finally:
+        gate.done.set()
+        publisher.go.set()
+        server.stop()
