@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
-from chainwatch.errors import UsageError, UserError
+from chainwatch.errors import Interrupted, UsageError, UserError
 from chainwatch.kafka_admin import admin_call_timeout_s
 from chainwatch.notify_runner import load_configured, policy_from, targets_from
 from chainwatch.settings import Settings
@@ -363,11 +363,13 @@ def run_resend(run: Run, *, dry_run: bool) -> Summary:
         return asyncio.run(main())
     except asyncio.CancelledError:
         if run.under_way is not None:  # else a line of its own said how it ended
-            run.progress(
-                f"{run.under_way}: cut by a second Ctrl-C, its outcome perhaps not recorded "
-                "(`chainwatch deliveries given-up` says whether it is still to re-send; the "
-                "receiver may have it, and a re-send keeps its webhook-id)"
-            )
+            # the command's one interrupted line (the entry point's own would say less)
+            raise Interrupted(
+                f"interrupted; chainwatch deliveries resend stopped, {run.under_way} cut by "
+                "a second Ctrl-C, its outcome perhaps not recorded (`chainwatch deliveries "
+                "given-up` says whether it is still to re-send; the receiver may have it, "
+                "and a re-send keeps its webhook-id)"
+            ) from None
         raise KeyboardInterrupt from None
 
 

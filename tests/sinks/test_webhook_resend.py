@@ -305,12 +305,14 @@ def test_a_second_ctrl_c_cuts_the_attempt_under_way_and_says_so(
         settings_built=True,
     )
     assert cut.returncode == 130, cut.stderr
-    assert cut.stderr.splitlines()[-1].startswith("[1/1] ops alert ")
-    assert cut.stderr.splitlines()[-1].endswith(
-        ": cut by a second Ctrl-C, its outcome perhaps not recorded (`chainwatch deliveries "
+    last = cut.stderr.splitlines()[-1]
+    assert last.startswith("error: interrupted; chainwatch deliveries resend stopped, [1/1] ")
+    assert last.endswith(
+        " cut by a second Ctrl-C, its outcome perhaps not recorded (`chainwatch deliveries "
         "given-up` says whether it is still to re-send; the receiver may have it, and a "
         "re-send keeps its webhook-id)"
     )
+    assert sum("interrupted" in line for line in cut.stderr.splitlines()) == 1
 
 
 @pytest.mark.parametrize("since", ["yesterday", "999999d"])
