@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from ast_serialised import serialise_ast_parsing
@@ -21,6 +22,9 @@ from logging_state import logging_restored
 from suite_ports import DEFAULT_BASE, ephemeral_range, refusal, session_ports
 
 from chainwatch.settings import Settings
+
+if TYPE_CHECKING:
+    from chainwatch.local_kafka import BrokerStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 # pytest-xdist runs one session per worker process (gw0, gw1, ...): each gets its own
@@ -134,6 +138,26 @@ def spare_kafka_port() -> int:
     """A port of this session's for a test's own second broker (and the next one for
     its controller): the session's broker takes the two before (suite_ports.py)."""
     return _PORTS[2]
+
+
+@pytest.fixture(scope="module")
+def freezable_broker(
+    tmp_path_factory: pytest.TempPathFactory, spare_kafka_port: int
+) -> Iterator[BrokerStatus]:
+    """A broker of the module's own, which its tests may freeze (SIGSTOP; each thaws it
+    before it ends): the session's broker is every test's (frozen_broker.py)."""
+    from chainwatch.local_kafka import LocalBroker
+
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("frozen-broker"),
+        kafka={"local_port": spare_kafka_port, "local_controller_port": spare_kafka_port + 1},
+    )
+    broker = LocalBroker(settings)
+    status = broker.start()
+    try:
+        yield status
+    finally:
+        broker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,37 @@ from tests.sinks.sink_harness import wait_for
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def interrupted_at_its_first_kafka_request(
+    command: list[str], env: dict[str, str], kafka: DeadServer, *, within_s: float
+) -> tuple[int, bytes, bytes]:
+    """Run `chainwatch COMMAND` against `kafka` (a server that never answers), SIGINT it
+    once it has asked Kafka (mid-work: it waits there), and give it `within_s` to end:
+    its exit status, stdout and stderr. The child's SIGINT is set to the default: the
+    suite itself may run with it ignored (`make test &`)."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "chainwatch", *command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as child:
+        try:
+            wait_for(
+                lambda: kafka.asked.is_set() or child.poll() is not None,
+                timeout_s=60,
+                what="the command's first Kafka request",
+            )
+            assert child.poll() is None, child.communicate()
+            child.send_signal(signal.SIGINT)
+            stdout, stderr = child.communicate(timeout=within_s)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+    return child.returncode, stdout, stderr
+
+
 @pytest.mark.parametrize("log_format", ["console", "json"])
 @pytest.mark.parametrize("command", [["doctor"], ["runs", "list"]], ids=["doctor", "runs-list"])
 def test_ctrl_c_mid_command_says_one_line_and_exits_130(
@@ -39,32 +70,13 @@ def test_ctrl_c_mid_command_says_one_line_and_exits_130(
         "CHAINWATCH_LOG_FORMAT": log_format,
     }
     try:
-        with subprocess.Popen(
-            [sys.executable, "-m", "chainwatch", *command],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=ROOT,
-            # the suite itself may run with SIGINT ignored (`make test &`)
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        ) as child:
-            try:
-                wait_for(
-                    lambda: kafka.asked.is_set() or child.poll() is not None,
-                    timeout_s=60,
-                    what="the command's first Kafka request",
-                )
-                assert child.poll() is None, child.communicate()
-                child.send_signal(signal.SIGINT)
-                stdout, stderr = child.communicate(timeout=30)
-            finally:
-                if child.poll() is None:
-                    child.kill()
-                    child.communicate()
+        status, stdout, stderr = interrupted_at_its_first_kafka_request(
+            command, env, kafka, within_s=30
+        )
     finally:
         kafka.close()
     lines = stderr.decode().strip().splitlines()
-    assert child.returncode == 130, lines
+    assert status == 130, lines
     expected = f"error: interrupted; chainwatch {' '.join(command)} stopped, it changes nothing"
     if log_format == "json":
         last = json.loads(lines[-1])
@@ -168,35 +180,17 @@ def test_ctrl_c_ends_a_kafka_command_at_once_whatever_its_admin_call_waits_for(
         "CHAINWATCH_WEBHOOKS__ALLOWED_NETWORKS": "127.0.0.1",
     }
     try:
-        with subprocess.Popen(
-            [sys.executable, "-m", "chainwatch", *command],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=ROOT,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        ) as child:
-            try:
-                wait_for(
-                    lambda: kafka.asked.is_set() or child.poll() is not None,
-                    timeout_s=60,
-                    what="the command's first Kafka request",
-                )
-                assert child.poll() is None, child.communicate()
-                child.send_signal(signal.SIGINT)
-                # it waited out its 125 s admin call's deadline
-                stdout, stderr = child.communicate(timeout=10)
-            finally:
-                if child.poll() is None:
-                    child.kill()
-                    child.communicate()
+        # it waited out its 125 s admin call's deadline
+        status, stdout, stderr = interrupted_at_its_first_kafka_request(
+            command, env, kafka, within_s=10
+        )
     finally:
         kafka.close()
     lines = stderr.decode().strip().splitlines()
     path = " ".join(w for w in command if not w.startswith("-"))
     path = " ".join(path.split()[:2])
     left = LEFT_BY.get(path, "it changes nothing")
-    assert (child.returncode, lines[-1:]) == (
+    assert (status, lines[-1:]) == (
         130,
         [f"error: interrupted; chainwatch {path} stopped, {left}"],
     ), lines

@@ -20,74 +20,33 @@ import contextlib
 import gc
 import os
 import signal
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from frozen_broker import accumulator_closes_left, frozen_topic
 
-from chainwatch.local_kafka import BrokerStatus, LocalBroker
-from chainwatch.settings import Settings
+from chainwatch.local_kafka import BrokerStatus
 from streams.ingest.publisher import PublisherConfig, PublishUnavailable, TransactionalPublisher
 from streams.ingest.records import OutRecord
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def own_broker(
-    tmp_path_factory: pytest.TempPathFactory, spare_kafka_port: int
-) -> Iterator[BrokerStatus]:
-    """A broker this module may freeze (the session's is shared by every test)."""
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("frozen-broker"),
-        kafka={"local_port": spare_kafka_port, "local_controller_port": spare_kafka_port + 1},
-    )
-    broker = LocalBroker(settings)
-    status = broker.start()
-    try:
-        yield status
-    finally:
-        broker.stop()
-
-
-async def _topic(bootstrap: str, partitions: int) -> str:
-    name = f"frozen-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
-    return name
-
-
-def _closes_left() -> list[asyncio.Task[Any]]:
-    """aiokafka's accumulator closes still pending (a stopped producer's `stop()` starts
-    one and leaves it when its sender is done first)."""
-    return [
-        task
-        for task in asyncio.all_tasks()
-        if getattr(task.get_coro(), "__qualname__", "") == "MessageAccumulator.close"
-    ]
-
-
 def test_a_producer_given_up_on_a_frozen_broker_leaves_no_task_behind(
-    own_broker: BrokerStatus,
+    freezable_broker: BrokerStatus,
 ) -> None:
     """Its accumulator's close was left pending for good, waiting for batches nothing
     would send: collected once the producer was, asyncio logged `Task was destroyed but
     it is pending!` (bench/faults.py's `kill9`, 2026-12-07). Nor does what the close
     ends leave an exception unread (as collected here)."""
-    pid = own_broker.pid
+    pid = freezable_broker.pid
     assert pid is not None
-    bootstrap = own_broker.bootstrap
+    bootstrap = freezable_broker.bootstrap
 
     async def run() -> tuple[BaseException | None, list[asyncio.Task[Any]], list[str]]:
         seen: list[dict[str, Any]] = []
         asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: seen.append(ctx))
-        topic = await _topic(bootstrap, partitions=3)
+        topic = await frozen_topic(bootstrap, partitions=3)
         publisher = TransactionalPublisher(
             PublisherConfig(bootstrap, f"t-{topic}", pool_size=1, publish_timeout_s=2.0)
         )
@@ -109,7 +68,7 @@ def test_a_producer_given_up_on_a_frozen_broker_leaves_no_task_behind(
                             await asyncio.wait(set(publisher._closing))
                 finally:
                     os.kill(pid, signal.SIGCONT)
-            left = _closes_left()
+            left = accumulator_closes_left()
             with contextlib.suppress(TimeoutError):  # a close ending now ends in a few turns
                 async with asyncio.timeout(10):
                     while left and not all(task.done() for task in left):

@@ -20,73 +20,33 @@ import contextlib
 import gc
 import os
 import signal
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from frozen_broker import accumulator_closes_left, frozen_topic
 
-from chainwatch.local_kafka import BrokerStatus, LocalBroker
-from chainwatch.settings import Settings
+from chainwatch.local_kafka import BrokerStatus
 from sinks.producer_start import start_producer, stop_producer
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def own_broker(
-    tmp_path_factory: pytest.TempPathFactory, spare_kafka_port: int
-) -> Iterator[BrokerStatus]:
-    """A broker this module may freeze (the session's is shared by every test)."""
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("frozen-broker"),
-        kafka={"local_port": spare_kafka_port, "local_controller_port": spare_kafka_port + 1},
-    )
-    broker = LocalBroker(settings)
-    status = broker.start()
-    try:
-        yield status
-    finally:
-        broker.stop()
-
-
-async def _topic(bootstrap: str, partitions: int) -> str:
-    name = f"frozen-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
-    return name
-
-
-def _closes_left() -> list[asyncio.Task[Any]]:
-    """aiokafka's accumulator closes still pending (`stop()` starts one)."""
-    return [
-        task
-        for task in asyncio.all_tasks()
-        if getattr(task.get_coro(), "__qualname__", "") == "MessageAccumulator.close"
-    ]
-
-
 def test_a_stop_cut_short_by_a_frozen_broker_leaves_no_task_and_no_waiter_behind(
-    own_broker: BrokerStatus,
+    freezable_broker: BrokerStatus,
 ) -> None:
     """Records sent while the broker is frozen (SIGSTOP): the stop's 1 s deadline cuts
     it. Its accumulator's close must end with it, and a record's future awaited (as
     `send_and_wait` does) must not wait for ever; what the producer left is collected
     with nothing logged."""
-    pid = own_broker.pid
+    pid = freezable_broker.pid
     assert pid is not None
-    bootstrap = own_broker.bootstrap
+    bootstrap = freezable_broker.bootstrap
 
     async def run() -> tuple[list[asyncio.Task[Any]], bool, list[str]]:
         seen: list[dict[str, Any]] = []
         asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: seen.append(ctx))
-        topic = await _topic(bootstrap, partitions=3)
+        topic = await frozen_topic(bootstrap, partitions=3)
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
         await start_producer(producer, bootstrap)
         await producer.send_and_wait(topic, b"warm", key=b"warm")  # metadata, producer id
@@ -95,7 +55,7 @@ def test_a_stop_cut_short_by_a_frozen_broker_leaves_no_task_and_no_waiter_behind
             records = [await producer.send(topic, b"v", key=f"k{i}".encode()) for i in range(12)]
             waiting = asyncio.ensure_future(asyncio.wait(records))  # a `send_and_wait`'s await
             await stop_producer(producer, timeout_s=1.0)
-            left = _closes_left()
+            left = accumulator_closes_left()
             with contextlib.suppress(TimeoutError):  # a close ending now ends in a few turns
                 async with asyncio.timeout(10):
                     while left and not all(task.done() for task in left):
