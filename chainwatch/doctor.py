@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import threading
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from chainwatch.errors import USER_ERRORS, UserError
 from chainwatch.settings import Settings
+from sinks.daemon_executor import on_daemon_thread
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -344,28 +343,13 @@ def _clickhouse(settings: Settings) -> Check:
     return Check("clickhouse", True, f"{where}, ClickHouse {version}")
 
 
-def _on_daemon_thread(check: Callable[[], Check], name: str) -> Future[Check]:
-    """`check` on a daemon thread of its own: Ctrl-C ends the doctor at once, where a
-    pool's thread was waited for before the process could exit."""
-    done: Future[Check] = Future()
-
-    def run() -> None:
-        try:
-            done.set_result(check())
-        except BaseException as exc:  # raised again by `result()`
-            done.set_exception(exc)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return done
-
-
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in the order printed. The Kafka probe runs in a thread beside the
     others: with no broker it waits out its 3 s deadline, which the tools' banners and
     the store's check (~1-2 s together) then no longer add to. A daemon thread: Ctrl-C
     ends the doctor at once, where a pool's thread was waited for (the whole probe
     deadline, `CHAINWATCH_KAFKA__PROBE_TIMEOUT_S`) before the process could exit."""
-    probing = _on_daemon_thread(lambda: _kafka(settings), "doctor-kafka")
+    probing = on_daemon_thread(_kafka, settings, thread_name="doctor-kafka")
     checks = []
     if settings.kafka.is_local:
         checks.append(_java())
@@ -373,7 +357,7 @@ def run_checks(settings: Settings) -> list[Check]:
     # the store's check too: chDB's query may hold a SIGINT from the thread that runs
     # it (its own Ctrl-C listener), and a doctor signalled then waited out the Kafka
     # probe's whole deadline; the main thread only waits, where Python sees a Ctrl-C
-    clickhouse = _on_daemon_thread(lambda: _clickhouse(settings), "doctor-store").result()
+    clickhouse = on_daemon_thread(_clickhouse, settings, thread_name="doctor-store").result()
     kafka = probing.result()
     checks.append(kafka)
     if kafka.ok:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -32,7 +30,7 @@ from schemas.common import UtcDatetime
 from schemas.deadline import deadline
 from schemas.plan import load_plan, parse_duration
 from schemas.unit_status import UnitStatus
-from sinks.daemon_executor import to_daemon_thread
+from sinks.daemon_executor import on_daemon_thread, to_daemon_thread
 from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.publish import publish
 from sinks.webhooks.silences import MAX_SILENCE, MAX_SILENCES, SILENCES_TOPIC, Silence
@@ -188,18 +186,10 @@ def unseen(settings: Settings, silence: Silence) -> Unseen | None:
     a store that does not answer in time is left to its own deadlines, not waited for."""
     if not silence.units and not silence.order_ids:
         return None
-    answer: Future[Unseen] = Future()
-
-    def ask() -> None:
-        try:
-            answer.set_result(_seen(settings, silence))
-        except BaseException as exc:  # the store's failure: no warning, not this command's
-            answer.set_exception(exc)
-
-    threading.Thread(target=ask, name="silences-seen", daemon=True).start()
+    answer = on_daemon_thread(_seen, settings, silence, thread_name="silences-seen")
     try:
         return answer.result(timeout=SEEN_DEADLINE_S)
-    except Exception:
+    except Exception:  # the store's failure or slowness: no warning, not this command's
         return None
 
 

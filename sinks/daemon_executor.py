@@ -96,6 +96,19 @@ class DaemonExecutor(Executor):
                 thread.join()
 
 
+def on_daemon_thread(
+    fn: Callable[..., T], /, *args: Any, thread_name: str, **kwargs: Any
+) -> Future[T]:
+    """`fn(*args, **kwargs)` on a daemon thread of its own, its future at once: for a
+    blocking call (a Kafka probe, a store's query) that Ctrl-C or the process's exit must
+    never wait for. The thread ends with the call; a result nobody waits for is dropped."""
+    pool = DaemonExecutor(1, thread_name)
+    try:
+        return pool.submit(fn, *args, **kwargs)
+    finally:
+        pool.shutdown(wait=False)
+
+
 async def to_daemon_thread(
     fn: Callable[..., T], /, *args: Any, thread_name: str, **kwargs: Any
 ) -> T:
@@ -107,9 +120,6 @@ async def to_daemon_thread(
     ended only when the call did (`chainwatch silences list` against a Kafka that does
     not answer: ~15 s, its admin call's deadline, and a second Ctrl-C did not help).
     Here a cancelled await leaves the call to finish on its thread, its result dropped."""
-    pool = DaemonExecutor(1, thread_name)
-    try:
-        context = contextvars.copy_context()  # as `to_thread`: the caller's log context
-        return await asyncio.wrap_future(pool.submit(context.run, fn, *args, **kwargs))
-    finally:
-        pool.shutdown(wait=False)
+    context = contextvars.copy_context()  # as `to_thread`: the caller's log context
+    call = on_daemon_thread(context.run, fn, *args, thread_name=thread_name, **kwargs)
+    return await asyncio.wrap_future(call)
