@@ -322,11 +322,14 @@ def http_client(
     names resolved in `concurrency` threads of its own (`ThreadResolver`: an endpoint
     whose DNS hangs holds no other endpoint's look-ups) unless `resolve` is given."""
     backend = GuardedBackend(targets, resolve, threads=concurrency)
+    return _guarded_client(policy, GuardedTransport(backend, max_connections=concurrency))
+
+
+def _guarded_client(policy: RetryPolicy, transport: GuardedTransport) -> httpx.AsyncClient:
+    """A client on a guarded transport: no redirects, no proxies from the environment
+    (a proxy would connect on our behalf, past the address check)."""
     return httpx.AsyncClient(
-        timeout=policy.timeout_s,
-        follow_redirects=False,
-        trust_env=False,
-        transport=GuardedTransport(backend, max_connections=concurrency),
+        timeout=policy.timeout_s, follow_redirects=False, trust_env=False, transport=transport
     )
 
 
@@ -349,11 +352,9 @@ class WorkerClients:
         self._backend = GuardedBackend(targets, resolve, threads=workers)
         context = httpx.create_ssl_context(trust_env=False)
         self.each = [
-            httpx.AsyncClient(
-                timeout=policy.timeout_s,
-                follow_redirects=False,
-                trust_env=False,
-                transport=GuardedTransport(
+            _guarded_client(
+                policy,
+                GuardedTransport(
                     self._backend, max_connections=1, ssl_context=context, owns_backend=False
                 ),
             )
