@@ -85,17 +85,19 @@ class OrderAgents:
 
     # --- store and send -------------------------------------------------------------
 
-    def apply(self, slot: OrderSlot, effects: Effects) -> None:
+    def apply(self, slot: OrderSlot, effects: Effects, *, read_in_step: bool = True) -> None:
         """Store an order's slot, then send its effects (see streams.engine.agents).
 
         The slot is written before the first `await`: agents of one worker share
         the tables, and another agent must never read a slot older than the one
-        whose effects are being sent.
+        whose effects are being sent. `read_in_step` False: the effects come from a
+        deadline or an owed derivation, whose step may have read nothing of the
+        order's partition (`_acting_position`).
         """
         rt = self.rt
         order_id = slot.facts.order_id
         if effects.snapshot is not None:
-            slot.snapshot_at = self._acting_position()
+            slot.snapshot_at = self._acting_position(after=not read_in_step)
         if effects.evicted:
             rt.put(rt.order_table, order_id, rt.encoded(evicted_json(slot)))
             rt.deadlines.schedule(slot.partition, None, order_id)
@@ -126,14 +128,23 @@ class OrderAgents:
             }
         return self._codes
 
-    def _acting_position(self) -> list[Any] | None:
-        """[topic code, offset] of the input the current step acts for (`acting_for`)."""
+    def _acting_position(self, *, after: bool = False) -> list[Any] | None:
+        """[topic code, offset] of the input the current step acts for (`acting_for`):
+        a snapshot so marked was delivered once an offset past it is committed.
+
+        `after`: the step may have read nothing of the event's partition (a deadline
+        fired for it on the event clock, a derivation owed since recovery), so the
+        event may be committed already, before the snapshot was sent; the mark is one
+        past it, proved delivered only by a later input's commit. A lost snapshot is
+        then published again at recovery; one that was delivered may be published
+        again too while nothing later of that topic and partition is committed (the
+        sink keeps the newest version: a repeat changes nothing)."""
         event = current_event()
         if event is None:
             return None
         message = event.message
         code = self.codes.get(message.topic)
-        return None if code is None else [code, message.offset]
+        return None if code is None else [code, message.offset + after]
 
     async def fire_due(self, partition: int, now_ms: int) -> None:
         """Re-derive (or evict) the orders of `partition` whose next deadline has come.
@@ -173,7 +184,7 @@ class OrderAgents:
         store the slot and send the effects."""
         order_id = slot.facts.order_id
         effects = self.orders.on_clock(slot, now, self.received.pop(order_id, None))
-        self.apply(slot, effects)
+        self.apply(slot, effects, read_in_step=False)
         self.owed.pop(order_id, None)
         return effects
 
@@ -257,7 +268,9 @@ class OrderAgents:
                     slot = decode_slot(order_id, rt.get(rt.order_table, order_id))
                     if slot is not None and slot.pending_ms is not None:
                         slot.partition = partition
-                        self.apply(slot, self.orders.derive_owed(slot, received))
+                        self.apply(
+                            slot, self.orders.derive_owed(slot, received), read_in_step=False
+                        )
                         partitions.add(partition)
             except Exception as exc:  # never raises out of a step: the records are stored
                 self._derivation_failed(order_id, received, exc)
