@@ -14,7 +14,6 @@ would log four lines of refused connections at every check of an outage.
 from __future__ import annotations
 
 import contextlib
-import re
 import socket
 import ssl
 import struct
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from chainwatch.logs import get_logger
+from schemas.kafka_security import tls_reason
 
 log = get_logger(__name__)
 
@@ -117,8 +117,7 @@ def tls_failed(exc: ssl.SSLError) -> str:
     self-signed certificate" (the broker's certificate is not trusted), and from a
     Kafka broker that requires a client certificate, "sslv3 alert bad certificate" (none
     was sent) or "sslv3 alert certificate unknown" (its CA did not issue the one sent)."""
-    reason = re.sub(r"^\[\w+: \w+\] | \(_ssl\.c:\d+\)$", "", str(exc))[:200]
-    return f"{TLS_HANDSHAKE_FAILED} ({reason or type(exc).__name__})"
+    return f"{TLS_HANDSHAKE_FAILED} ({tls_reason(exc) or type(exc).__name__})"
 
 
 _API_VERSIONS_V0 = struct.pack(">hhih", 18, 0, 1, 10) + b"chainwatch"

@@ -20,6 +20,7 @@ both make clients.
 from __future__ import annotations
 
 import functools
+import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,15 +59,7 @@ class KafkaSecurity:
         host name, and the client's own certificate when `ssl_certfile` is given."""
         if not self.uses_ssl:
             return None
-        context = ssl.create_default_context(
-            cafile=str(self.ssl_cafile) if self.ssl_cafile is not None else None
-        )
-        if self.ssl_certfile is not None:
-            context.load_cert_chain(
-                str(self.ssl_certfile),
-                str(self.ssl_keyfile) if self.ssl_keyfile is not None else None,
-            )
-        return context
+        return tls_context(self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)
 
     def _password(self) -> str | None:
         return None if self.sasl_password is None else self.sasl_password.get_secret_value()
@@ -105,6 +98,56 @@ class KafkaSecurity:
 
             return faust.SSLCredentials(self.ssl_context)
         return None
+
+
+class TlsFilesRefused(ValueError):
+    """The TLS files cannot make a context: what is wrong with which file, in one line."""
+
+
+def _no_pass_phrase() -> str:
+    """The pass phrase callback: none is set, so an encrypted key is refused, never asked
+    for (OpenSSL's own prompt waited on a terminal, and without one the key failed as a
+    broker that "does not answer")."""
+    raise TlsFilesRefused("encrypted")
+
+
+def tls_reason(exc: ssl.SSLError) -> str:
+    """OpenSSL's reason without its code and source line."""
+    return re.sub(r"^\[\w+: \w+\] | \(_ssl\.c:\d+\)$", "", str(exc))[:200]
+
+
+def tls_context(cafile: Path | None, certfile: Path | None, keyfile: Path | None) -> ssl.SSLContext:
+    """A client TLS context from the PEM files, or `TlsFilesRefused` naming the file and
+    what is wrong with it: an encrypted key, a key that is not the certificate's, a file
+    that is no PEM certificate (OpenSSL's reason)."""
+    try:
+        context = ssl.create_default_context(cafile=str(cafile) if cafile is not None else None)
+    except ssl.SSLError as exc:
+        raise TlsFilesRefused(
+            f"ssl_cafile {str(cafile)[:200]!r} holds no PEM CA certificate ({tls_reason(exc)})"
+        ) from None
+    if certfile is None:
+        return context
+    named = f"ssl_certfile {str(certfile)[:200]!r}"
+    if keyfile is not None:
+        named += f" with ssl_keyfile {str(keyfile)[:200]!r}"
+    try:
+        context.load_cert_chain(
+            str(certfile), str(keyfile) if keyfile is not None else None, _no_pass_phrase
+        )
+    except TlsFilesRefused:
+        raise TlsFilesRefused(
+            f"{named}: the key is encrypted (a pass phrase), which Chainwatch cannot be "
+            "given; give it unencrypted (openssl pkey -in KEY -out PLAIN)"
+        ) from None
+    except ssl.SSLError as exc:
+        why = (
+            "the key is not the certificate's"
+            if exc.reason == "KEY_VALUES_MISMATCH"
+            else "not a PEM certificate and its PEM key"
+        )
+        raise TlsFilesRefused(f"{named}: {why} ({tls_reason(exc)})") from None
+    return context
 
 
 PLAINTEXT = KafkaSecurity()

@@ -102,7 +102,7 @@ class KafkaSettings(SettingsModel):
         default=None, description="SSL, SASL_SSL: PEM certificate of this client (mutual TLS)."
     )
     ssl_keyfile: Path | None = Field(
-        default=None, description="SSL, SASL_SSL: PEM private key of `ssl_certfile`."
+        default=None, description="SSL, SASL_SSL: PEM private key of `ssl_certfile`, unencrypted."
     )
     local_port: int = Field(default=19092, ge=1, le=65535, description="Port of the local broker.")
     local_controller_port: int = Field(default=19093, ge=1, le=65535)
@@ -171,6 +171,7 @@ class KafkaSettings(SettingsModel):
             path = getattr(self, name)
             if path is not None and not _readable_file(path):
                 raise ValueError(f"{name} {str(path)[:200]!r} is not a readable file")
+        _ = self.security.ssl_context  # its files read now: TlsFilesRefused, a ValueError
         return self
 
     @functools.cached_property

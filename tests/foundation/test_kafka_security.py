@@ -81,6 +81,58 @@ def test_a_path_that_is_no_readable_file_is_refused(tmp_path: Path) -> None:
         KafkaSettings(bootstrap_servers="k:9092", security_protocol="SSL", ssl_certfile=tmp_path)
 
 
+@pytest.fixture(scope="module")
+def wrong_pem(tmp_path_factory: pytest.TempPathFactory, pem: dict[str, Path]) -> dict[str, Path]:
+    """Files a deployment may mount by mistake: another certificate's key, the key
+    encrypted with a pass phrase."""
+    folder = tmp_path_factory.mktemp("wrong-pem")
+    _, other_key = self_signed(folder)
+    encrypted = folder / "encrypted-key.pem"
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(pem["key"]), "-aes256", "-passout", "pass:pw",
+         "-out", str(encrypted)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return {"other_key": other_key, "encrypted": encrypted}
+
+
+@pytest.mark.parametrize(
+    ("files", "said"),
+    [
+        (("cert", "cert", "other_key"), "ssl_keyfile '{other_key}': the key is not the "
+         "certificate's (key values mismatch)"),
+        (("cert", "cert", "encrypted"), "ssl_keyfile '{encrypted}': the key is encrypted "
+         "(a pass phrase)"),
+        (("cert", "cert", "cert"), "'{cert}': not a PEM certificate and its PEM key"),
+        (("cert", "key", "key"), "'{key}': not a PEM certificate and its PEM key"),
+        (("key", None, None), "ssl_cafile '{key}' holds no PEM CA certificate (no "
+         "certificate or crl found)"),
+    ],
+)  # fmt: skip
+def test_tls_files_that_make_no_context_are_refused_at_the_start_naming_the_file(
+    pem: dict[str, Path],
+    wrong_pem: dict[str, Path],
+    files: tuple[str, str | None, str | None],
+    said: str,
+) -> None:
+    """They were read only by the first client, whose error every probe took for a broker
+    that does not answer ("no answer from ...; check ... BOOTSTRAP_SERVERS"), and an
+    encrypted key had OpenSSL ask for its pass phrase on the terminal, each client again."""
+    paths = pem | wrong_pem
+    cafile, certfile, keyfile = (None if f is None else paths[f] for f in files)
+    with pytest.raises(ValidationError) as refused:
+        KafkaSettings(
+            bootstrap_servers="k:9092",
+            security_protocol="SSL",
+            ssl_cafile=cafile,
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
+        )
+    message = refused.value.errors()[0]["msg"]  # what `chainwatch` prints
+    assert said.format(**{k: str(v) for k, v in paths.items()}) in message, message
+    assert "\n" not in message
+
+
 def test_every_library_gets_the_same_security_from_the_one_module(pem: dict[str, Path]) -> None:
     kafka = KafkaSettings(
         **{**SASL, "security_protocol": "SASL_SSL"},
