@@ -5,18 +5,24 @@ PEM. The clients are configured as a deployment configures them, through the set
 (`CHAINWATCH_KAFKA__SECURITY_PROTOCOL=SSL`, `__SSL_CAFILE`, `__SSL_CERTFILE`,
 `__SSL_KEYFILE`): the readiness probe (`require_kafka`, `doctor`'s) passes with the
 client certificate and says "TLS handshake failed (...)" in one line within its deadline
-without one, or with one of another CA; records go through aiokafka (the gateway's
+without one, or with one of another CA; `chainwatch doctor` run with those variables
+passes, says the handshake failed without a certificate, and stops at the start, in one
+line, given a key of another certificate; records go through aiokafka (the gateway's
 publisher to the sink's consumer) and kafka-python (the simulator's producer, the
 admin clients) and are read back."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from secured_kafka import certificate_authority, issued, publish_and_read, secured_broker
@@ -33,6 +39,7 @@ from simulator.records import SimRecord
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+ROOT = Path(__file__).resolve().parents[2]
 PROBE_S = 3.0
 TLS_HINT = "CHAINWATCH_KAFKA__SSL_CERTFILE"
 
@@ -155,3 +162,54 @@ def test_records_round_trip_through_aiokafka_and_kafka_python_clients(
         read_to_end(cfg.kafka.endpoint, publisher.names("scans"), 1, stall_s=20, close_s=5)
     )
     assert [(r.key, r.value) for r in read] == [(r.key_bytes(), r.value_bytes()) for r in sent]
+
+
+def _doctor(bootstrap: str, data_dir: Path, ca: Path, client: tuple[Path, Path] | None) -> Any:
+    """`chainwatch doctor` as deployed: the settings from the environment alone."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env |= {
+        "CHAINWATCH_DATA_DIR": str(data_dir),
+        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "CHAINWATCH_KAFKA__SECURITY_PROTOCOL": "SSL",
+        "CHAINWATCH_KAFKA__SSL_CAFILE": str(ca),
+        "CHAINWATCH_KAFKA__PROBE_TIMEOUT_S": str(PROBE_S),
+    }
+    if client is not None:
+        env |= {
+            "CHAINWATCH_KAFKA__SSL_CERTFILE": str(client[0]),
+            "CHAINWATCH_KAFKA__SSL_KEYFILE": str(client[1]),
+        }
+    return subprocess.run(
+        [sys.executable, "-m", "chainwatch", "doctor"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT, env=env,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_chainwatch_doctor_from_the_environment_passes_with_the_client_certificate(
+    mtls_broker: tuple[str, Pki], tmp_path: Path
+) -> None:
+    """The command a deployment runs first: the `CHAINWATCH_KAFKA__SSL_*` variables reach
+    every client; without a certificate its kafka line says the handshake failed; a key
+    of another certificate stops it at the start, in one line naming the files."""
+    bootstrap, pki = mtls_broker
+    good = _doctor(bootstrap, tmp_path / "good", pki.ca, pki.client)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert f"kafka        answering on {bootstrap}" in good.stdout, good.stdout
+
+    bare = _doctor(bootstrap, tmp_path / "bare", pki.ca, None)
+    assert bare.returncode == 1, bare.stdout + bare.stderr
+    kafka_line = next(line for line in bare.stdout.splitlines() if " kafka " in line)
+    assert "FAIL" in kafka_line, bare.stdout
+    assert "TLS handshake failed (" in kafka_line, bare.stdout
+    assert TLS_HINT in kafka_line, kafka_line
+    assert "Traceback" not in bare.stdout + bare.stderr
+
+    mismatched = (pki.client[0], pki.stranger[1])
+    wrong = _doctor(bootstrap, tmp_path / "wrong", pki.ca, mismatched)
+    assert wrong.returncode != 0, wrong.stdout + wrong.stderr
+    assert wrong.stdout == "", wrong.stdout
+    said = wrong.stderr.strip()
+    assert "\n" not in said, said
+    assert "ssl_keyfile" in said, said
+    assert "the key is not the certificate's" in said, said
