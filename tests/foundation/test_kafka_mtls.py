@@ -9,7 +9,8 @@ without one, or with one of another CA; `chainwatch doctor` run with those varia
 passes, says the handshake failed without a certificate, and stops at the start, in one
 line, given a key of another certificate; records go through aiokafka (the gateway's
 publisher to the sink's consumer) and kafka-python (the simulator's producer, the
-admin clients) and are read back."""
+admin clients) and are read back; a replay through a worker (faust's `SSLCredentials`)
+gives the worked examples' alerts."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from samples import expected_alerts, worked_examples
 from secured_kafka import certificate_authority, issued, publish_and_read, secured_broker
 
 from chainwatch.cli_context import require_kafka
@@ -164,8 +167,8 @@ def test_records_round_trip_through_aiokafka_and_kafka_python_clients(
     assert [(r.key, r.value) for r in read] == [(r.key_bytes(), r.value_bytes()) for r in sent]
 
 
-def _doctor(bootstrap: str, data_dir: Path, ca: Path, client: tuple[Path, Path] | None) -> Any:
-    """`chainwatch doctor` as deployed: the settings from the environment alone."""
+def _env(bootstrap: str, data_dir: Path, ca: Path, client: tuple[Path, Path] | None) -> Any:
+    """A deployment's environment: the settings from it alone."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
     env |= {
         "CHAINWATCH_DATA_DIR": str(data_dir),
@@ -179,10 +182,15 @@ def _doctor(bootstrap: str, data_dir: Path, ca: Path, client: tuple[Path, Path] 
             "CHAINWATCH_KAFKA__SSL_CERTFILE": str(client[0]),
             "CHAINWATCH_KAFKA__SSL_KEYFILE": str(client[1]),
         }
+    return env
+
+
+def _doctor(bootstrap: str, data_dir: Path, ca: Path, client: tuple[Path, Path] | None) -> Any:
+    """`chainwatch doctor` as deployed: the settings from the environment alone."""
     return subprocess.run(
         [sys.executable, "-m", "chainwatch", "doctor"],
-        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT, env=env,
-        stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+        env=_env(bootstrap, data_dir, ca, client), stdin=subprocess.DEVNULL,
     )  # fmt: skip
 
 
@@ -213,3 +221,22 @@ def test_chainwatch_doctor_from_the_environment_passes_with_the_client_certifica
     assert "\n" not in said, said
     assert "ssl_keyfile" in said, said
     assert "the key is not the certificate's" in said, said
+
+
+def test_a_replay_through_a_worker_over_mutual_tls_gives_the_expected_alerts(
+    mtls_broker: tuple[str, Pki], tmp_path: Path
+) -> None:
+    """The worker's faust app (its `SSLCredentials`, its transport's own consumers and
+    producers) and the replay's clients, each presenting the client certificate."""
+    bootstrap, pki = mtls_broker
+    scenario = worked_examples(tmp_path / "march.ndjson")
+    expected = {alert["alert_id"] for alert in expected_alerts()}
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "replay", str(scenario),
+         "--until", "2027-03-31T00:00:00Z"],
+        capture_output=True, text=True, timeout=280, check=False, cwd=ROOT,
+        env=_env(bootstrap, tmp_path / "data", pki.ca, pki.client), stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    alerts = {orjson.loads(line)["alert_id"] for line in result.stdout.splitlines()}
+    assert expected <= alerts
