@@ -88,7 +88,10 @@ def register(app: typer.Typer) -> None:
 
     @deliveries_app.command("given-up")
     def given_up(since: SinceOption = "24h", endpoint: EndpointOption = None) -> None:
-        """List the deliveries given up, and whether resend would re-send each (reads only)."""
+        """List the deliveries given up, and whether resend would re-send each.
+
+        Reads only, and needs none of the endpoints' secrets (their secret_env and
+        routing_key_env may be unset) nor the notifier's address rules: resend does."""
         from chainwatch.deliveries import run_given_up
 
         summary = run_given_up(_run(since, endpoint, sending=False))  # no secret needed

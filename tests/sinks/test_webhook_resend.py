@@ -391,3 +391,14 @@ def test_a_since_in_the_future_is_a_usage_error(
     )
     assert answer.returncode == 2
     assert "--since '2099-01-01T00:00:00+01:00' is in the future (now is 20" in answer.stderr
+
+
+def test_given_up_help_says_it_needs_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    """An operator without the endpoints' secrets learns from `--help` that the listing
+    runs without them (and that `resend` does not)."""
+    from chainwatch.cli import main
+
+    assert main(["deliveries", "given-up", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "needs none of the endpoints' secrets" in shown
+    assert "resend does" in shown
