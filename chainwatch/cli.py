@@ -417,7 +417,9 @@ def _say_error(message: str, code: int) -> None:
 
         get_logger("chainwatch.cli").error(f"error: {message}", exit_code=code)
         return
-    err.print(f"[red]error:[/] {escape(message)}", highlight=False)
+    # a path or value of the user's in it (`cannot write DIR`) shown escaped, never as
+    # the terminal control characters it may hold
+    err.print(f"[red]error:[/] {escape(cell_text(message))}", highlight=False)
 
 
 _NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -505,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
             _say_error(f"a write failed: {exc.strerror}", 1)
             return 1
         err.print(
-            f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug)"
+            f"[red]internal error:[/] {type(exc).__name__}: {escape(cell_text(exc))} "
+            "(rerun with --debug)"
         )
         return 1
     return 0

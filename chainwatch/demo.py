@@ -33,6 +33,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from chainwatch.cli_context import cell_text
 from chainwatch.commands.gateway import stop_timeout_s as gateway_stop_timeout_s
 from chainwatch.demo_receiver import DemoReceiver
 from chainwatch.errors import USER_ERRORS, UserError
@@ -130,7 +131,11 @@ def _children(
             with open(log_dir / f"demo-{name}.log", "ab") as log:
                 # each stops by itself if the demo dies without stopping it (SIGKILL)
                 procs.append(start_child(args, env=env, log_file=log, start_new_session=True))
-            console.print(f"started {name} (pid {procs[-1].pid}, log {log_dir}/demo-{name}.log)")
+            console.print(
+                f"started {name} (pid {procs[-1].pid}, log {cell_text(log_dir)}/demo-{name}.log)",
+                markup=False,
+                highlight=False,
+            )
         console.print(f"the simulated factory posts to the ingest gateway at {gateway_url}")
         yield procs, receiver
     finally:
@@ -227,7 +232,12 @@ def _farewell(settings: Settings, console: Console, broker_stopped: bool, ran: b
         )
     if not ran:  # stopped before its processes started: no logs, no data
         return
-    console.print(f"logs: {settings.log_dir}/demo-*.log", soft_wrap=True)
+    console.print(
+        f"logs: {cell_text(settings.log_dir)}/demo-*.log",
+        soft_wrap=True,
+        markup=False,
+        highlight=False,
+    )
     console.print(
         f"this run's data: CHAINWATCH_CLICKHOUSE__DATABASE={settings.clickhouse.database} "  # noqa: S608 - a hint printed, not run
         "chainwatch sql 'SELECT type, status, count() FROM alerts_current GROUP BY ALL'; "

@@ -31,6 +31,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from chainwatch.cli_context import cell_text
+
 Mode = Literal["bar", "lines", "json"]
 
 #: Seconds between two plain lines of one countable step (`lines` and `json` modes).
@@ -92,14 +94,16 @@ class ProgressDisplay:
         if self._bar is not None and countable:
             task = self._tasks.get(message)
             if task is None:
-                task = self._tasks[message] = self._bar.add_task(escape(message), total=total)
+                task = self._tasks[message] = self._bar.add_task(
+                    escape(cell_text(message)), total=total
+                )
             self._bar.update(task, completed=done, total=total)
             return
         if not self._line_due(message, done, total):
             return
         if self._bar is not None:
             self._bar.console.print(
-                f"[dim]{escape(self._label)}:[/] {escape(message)}", highlight=False
+                f"[dim]{escape(self._label)}:[/] {escape(cell_text(message))}", highlight=False
             )
             return
         self._line(message, done, total)
@@ -111,7 +115,7 @@ class ProgressDisplay:
 
             get_logger(f"chainwatch.{self._label}").info(message, **fields)
             return
-        self._console.print(message, highlight=False, markup=False)
+        self._console.print(cell_text(message), highlight=False, markup=False)
 
     def _line_due(self, message: str, done: int | None, total: int | None) -> bool:
         """The first report of a step, its last, and one per interval in between.
@@ -139,4 +143,5 @@ class ProgressDisplay:
             get_logger(f"chainwatch.{self._label}").info(message, **fields)
             return
         count = "" if done is None else f": {done}/{total}"
-        self._console.print(f"{self._label}: {message}{count}", highlight=False, markup=False)
+        shown = cell_text(message)  # a path of the user's in it (a log dir), escaped
+        self._console.print(f"{self._label}: {shown}{count}", highlight=False, markup=False)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from chainwatch.cli_context import out, settings
+from chainwatch.cli_context import cell_text, out, settings
 from chainwatch.errors import UsageError, UserError
 
 if TYPE_CHECKING:
@@ -44,8 +44,8 @@ def register(app: typer.Typer) -> None:
             written = write(Path(directory), _plan())
         except ExportError as exc:
             raise UserError(str(exc)) from None
-        for path in written:
-            out.print(str(path), highlight=False)
+        for path in written:  # DIR as given, escaped (it may hold control characters), unwrapped
+            out.print(cell_text(path), markup=False, highlight=False, soft_wrap=True)
 
     @group.command("publish")
     def publish(

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from chainwatch.cli_context import err, settings
+from chainwatch.cli_context import cell_text, err, settings
 from chainwatch.errors import UsageError, UserError
 
 if TYPE_CHECKING:
@@ -131,25 +131,31 @@ def run_import_command(
     elapsed = time.monotonic() - started
     for counts in summary.files:
         err.print(
-            f"import: {counts.file}: {counts.rows} rows, {counts.accepted} imported, "
-            f"{counts.rejected} rejected"
+            f"import: {cell_text(counts.file)}: {counts.rows} rows, {counts.accepted} "
+            f"imported, {counts.rejected} rejected"
             + (f", {counts.derived_ids} event ids derived" if counts.derived_ids else ""),
             highlight=False,
+            markup=False,
         )
     for reason, count in summary.reasons.most_common():
-        err.print(f"import:   {count} x {reason}", highlight=False)
+        err.print(f"import:   {count} x {cell_text(reason)}", highlight=False, markup=False)
     if summary.repeated_ids:
         err.print(
             f"import: {summary.repeated_ids} rows repeat an event_id of an earlier row "
             "(the engine processes the first only)",
             highlight=False,
         )
-    where = f"{out}" if to == "file" else f"Kafka {cfg.kafka.bootstrap}"
+    where = cell_text(out) if to == "file" else f"Kafka {cfg.kafka.bootstrap}"
     err.print(
         f"import: {summary.accepted} of {summary.rows} rows to {where} in {elapsed:.1f}s"
         + (f"; {dead} dead letters published" if to == "kafka" else "")
-        + (f"; rejected rows in {rejects}" if rejects is not None and summary.rejected else ""),
+        + (
+            f"; rejected rows in {cell_text(rejects)}"
+            if rejects is not None and summary.rejected
+            else ""
+        ),
         highlight=False,
+        markup=False,
     )
     return EXIT_REJECTED_ROWS if summary.rejected else 0
 
@@ -252,8 +258,8 @@ class RejectReport:
         if not self.keep_all or self.shown < SHOWN_REJECTS:
             self.shown += 1
             self.console.print(
-                f"[yellow]rejected[/] {escape(rejected.file)}:{rejected.row}: "
-                f"{escape(rejected.reason)}",
+                f"[yellow]rejected[/] {escape(cell_text(rejected.file))}:{rejected.row}: "
+                f"{escape(cell_text(rejected.reason))}",
                 highlight=False,
                 markup=True,
             )

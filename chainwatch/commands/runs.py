@@ -14,7 +14,7 @@ import orjson
 import typer
 from rich.markup import escape
 
-from chainwatch.cli_context import err, float_option, settings
+from chainwatch.cli_context import cell_text, err, float_option, settings
 from chainwatch.errors import UserError
 
 runs_app = typer.Typer(
@@ -84,13 +84,13 @@ def delete_runs(
     for outcome in deleted_runs(cfg, run_ids, timeout):
         if isinstance(outcome, UserError):
             failed += 1
-            err.print(f"[red]error:[/] {escape(str(outcome))}", highlight=False)
+            err.print(f"[red]error:[/] {escape(cell_text(outcome))}", highlight=False)
         elif not outcome.found:
             failed += 1
             err.print(
                 f"[red]error:[/] run {escape(outcome.run_id)}: nothing to delete (no consumer "
                 f"group, topics or worker state of it on Kafka at {cfg.kafka.bootstrap} or in "
-                f"{escape(str(cfg.data_path))})",
+                f"{escape(cell_text(cfg.data_path))})",
                 highlight=False,
             )
         else:

@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from chainwatch.cli_context import err, finite_number, float_option, settings
+from chainwatch.cli_context import cell_text, err, finite_number, float_option, settings
 from chainwatch.errors import UsageError, UserError
 from schemas.plan import PlanError, SlaPlan, load_plan
 from schemas.urls import UrlError, split_url
@@ -323,7 +323,11 @@ def _to_file(config: SimConfig, plan: SlaPlan, out: Path, max_events: int | None
         tally = write_scenario(out, config, plan, max_records=max_events)
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
-    err.print(f"simulate: wrote {tally.records} records to {out}", highlight=False)
+    err.print(
+        f"simulate: wrote {tally.records} records to {cell_text(out)}",
+        highlight=False,
+        markup=False,
+    )
     return tally
 
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from chainwatch.cli_context import err, settings
+from chainwatch.cli_context import cell_text, err, settings
 from chainwatch.errors import UsageError, UserError
 from schemas.files import load_config_yaml, read_config_text, write_text_atomically
 
@@ -225,9 +225,10 @@ def create(
 
     append_token(path, entry, before_write=show_token)
     err.print(
-        f"added token {name!r} (role {role}) to {path}; the token above is shown once, "
-        "the file holds only its SHA-256",
+        f"added token {name!r} (role {role}) to {cell_text(path)}; the token above is shown "
+        "once, the file holds only its SHA-256",
         highlight=False,
+        markup=False,
     )
 
 
