@@ -224,7 +224,9 @@ def doctor() -> None:
             if check.warning
             else "[green]ok[/]"
         )
-        out.print(f"{mark:>14}  {check.name:<12} {check.detail}", soft_wrap=True)
+        # a detail may name a path (a tool found on PATH, the data dir): escaped
+        detail = escape(cell_text(check.detail))
+        out.print(f"{mark:>14}  {check.name:<12} {detail}", soft_wrap=True)
     if not all(c.ok for c in checks):
         raise typer.Exit(1)
 

@@ -123,3 +123,17 @@ def test_import_names_its_input_and_output_escaped(
     _no_control(answer.stderr)
     assert f"import: {SHOWN}.csv: 2 rows, 2 imported, 0 rejected\n" in answer.stderr
     assert f" rows to {tmp_path}/{SHOWN}.ndjson in " in answer.stderr
+
+
+def test_doctor_shows_a_checks_path_escaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A check's detail names the tool it found on PATH (a directory of the user's)."""
+    from chainwatch import doctor
+
+    found = doctor.Check("maven", True, f"/opt/{HOSTILE}/bin/mvn")
+    monkeypatch.setattr(doctor, "run_checks", lambda _settings: [found])
+    answer = cli_in_process(["doctor"], _env(tmp_path), monkeypatch, capsys, settings_built=True)
+    assert answer.returncode == 0, answer.stderr
+    _no_control(answer.stdout)
+    assert f"maven        /opt/{SHOWN}/bin/mvn" in answer.stdout
