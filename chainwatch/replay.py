@@ -66,6 +66,7 @@ from schemas.validation import (
     RecordRejected,
     decode_replay_line,
 )
+from sinks.daemon_executor import to_daemon_thread
 from sinks.producer_start import start_producer, stop_producer
 from streams.engine.messages import ORDER_INBOX, Tick, encode_bundle
 from streams.rules.facts import to_ms
@@ -298,7 +299,13 @@ async def publish_scenario(
             if windows is not None and windows.starts_new(ms, crm=replay.topic == CUSTOMERS):
                 await publisher.flush()
                 if between_windows is not None:
-                    await asyncio.to_thread(between_windows, windows.number)
+                    # a daemon thread: `asyncio.run` joins its default executor's threads,
+                    # so a Ctrl-C here waited until the engine had drained the window (up
+                    # to the replay's timeout, with its workers stalled); the caller ends
+                    # the wait (`ReplayRun.interrupted`)
+                    await to_daemon_thread(
+                        between_windows, windows.number, thread_name="replay-window"
+                    )
             try:
                 await publisher.send(names(replay.topic), key, value)
             except MessageSizeTooLargeError as exc:
@@ -563,7 +570,7 @@ def wait_until_idle(
     settings: Settings, workers: list[subprocess.Popen[bytes]], progress: Progress,
     timeout_s: float, *, restart: Restart | None = None, busy: Busy | None = None,
     stall_after_s: float = STALL_AFTER_S, working_runnable: float = WORKING_RUNNABLE_SHARE,
-    working_cpu: float = WORKING_CPU_SHARE,
+    working_cpu: float = WORKING_CPU_SHARE, cancelled: threading.Event | None = None,
 ) -> None:  # fmt: skip
     """Block until the group's lag is zero (workers must stay alive).
 
@@ -578,7 +585,10 @@ def wait_until_idle(
 
     Every probe has its own deadline; a probe that fails or times out counts as
     "not idle yet" and is reported, and the whole wait ends at `timeout_s` with
-    a clear error, so a replay can never hang on an unresponsive broker.
+    a clear error, so a replay can never hang on an unresponsive broker. Once
+    `cancelled` is set the wait raises `Interrupted` at its next turn (a window's
+    wait left on its thread by a Ctrl-C: it restarts no worker and reports
+    nothing while the run is cleaned up).
 
     A group whose lag stays above zero and unchanged for `stall_after_s` while
     its workers live is stuck: faust's consumer can stop committing a partition
@@ -622,6 +632,7 @@ def wait_until_idle(
     restarts = 0
     with LagProbe(settings) as probe:  # one connection for the whole wait
         while time.monotonic() < deadline:
+            _unless_cancelled(cancelled)
             for proc in workers:
                 if proc.poll() is not None:
                     raise worker_exited(proc, settings)
@@ -629,8 +640,10 @@ def wait_until_idle(
             try:
                 lag = probe.lag()
             except (KafkaError, *USER_ERRORS) as exc:
+                _unless_cancelled(cancelled)
                 progress(f"waiting for the engine: Kafka probe failed ({exc})")
                 lag = None
+            _unless_cancelled(cancelled)
             if lag == 0:
                 if most:  # the step's last figure (a pipe shows first and last)
                     progress("waiting for the engine", done=most, total=most)
@@ -688,6 +701,11 @@ def wait_until_idle(
         f"the replay did not finish within {timeout_s:.0f}s ({describe_lag(settings)}{spun}; "
         f"worker logs in {settings.log_dir})"
     )
+
+
+def _unless_cancelled(cancelled: threading.Event | None) -> None:
+    if cancelled is not None and cancelled.is_set():
+        raise Interrupted("the wait for the engine was interrupted")
 
 
 #: How long Kafka may take to acknowledge the final clock of one partition.
@@ -840,6 +858,9 @@ class ReplayRun:
         self.stall_restarts = 0
         """Times stuck workers were replaced (`wait_until_idle`); reported with the results."""
         self.started = time.monotonic()
+        self.interrupted = threading.Event()
+        """Set when a publish ends in an error or a Ctrl-C: a window's wait for the engine
+        still running on its thread (`publish_scenario`) ends at its next turn."""
 
     def publish(
         self,
@@ -868,17 +889,21 @@ class ReplayRun:
             self.progress(f"published event-time window {number}: waiting for the engine")
             self.wait_idle(timeout_s)
 
-        published, dead, largest = asyncio.run(
-            publish_scenario(
-                run,
-                part or self.scenario,
-                self.progress,
-                interleaving=interleaving,
-                windows=EventTimeWindows(window_ms(run.engine.limits())) if paced else None,
-                between_windows=between if paced else None,
-                size=None if part else self.size,
+        try:
+            published, dead, largest = asyncio.run(
+                publish_scenario(
+                    run,
+                    part or self.scenario,
+                    self.progress,
+                    interleaving=interleaving,
+                    windows=EventTimeWindows(window_ms(run.engine.limits())) if paced else None,
+                    between_windows=between if paced else None,
+                    size=None if part else self.size,
+                )
             )
-        )
+        except BaseException:
+            self.interrupted.set()
+            raise
         self.published += published
         if largest is not None and (self.largest is None or largest > self.largest):
             self.largest = largest
@@ -946,7 +971,7 @@ class ReplayRun:
         live = [w for w in self.workers if w.returncode is None]
         wait_until_idle(
             self.settings, live, self.progress, timeout_s,
-            restart=self.restart_live, busy=self.workers_busy,
+            restart=self.restart_live, busy=self.workers_busy, cancelled=self.interrupted,
         )  # fmt: skip
 
     def workers_busy(self) -> bool:

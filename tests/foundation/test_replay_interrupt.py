@@ -5,6 +5,7 @@ and no word at all, so an operator could not tell whether its topics were left b
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -87,6 +88,108 @@ def test_ctrl_c_on_a_replay_says_in_one_line_that_its_run_was_deleted(
         admin.close()
     assert left == []
     assert not list((tmp_path / "data").glob(f"worker*/faust/replay-{last[1]}"))
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a replay's workers)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _sigterm_pending(pid: int) -> bool:
+    """Whether a stopped (SIGSTOP) process has been sent SIGTERM; a process gone: True."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    bit = 1 << (signal.SIGTERM - 1)
+    return any(
+        int(line.split()[1], 16) & bit
+        for line in status.splitlines()
+        if line.startswith(("SigPnd:", "ShdPnd:"))
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_ctrl_c_while_a_replay_waits_for_its_engine_cleans_up_at_once(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    """The workers stopped (SIGSTOP: an engine that does not drain its event-time window),
+    then Ctrl-C. The window's wait ran in `asyncio.to_thread`, whose thread `asyncio.run`
+    joins: the replay cleaned up only once the wait ended (here at its stall restart,
+    after the workers' 120 s start grace and a 45 s stall; up to its 30 min timeout). Now
+    its clean-up begins at once: the frozen workers are sent SIGTERM within seconds."""
+    scenario = tmp_path / "march.ndjson"
+    scenario.write_bytes(
+        b"".join(p.read_bytes() for p in sorted((ROOT / "examples").glob("example_*.ndjson")))
+    )
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env |= {
+        "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
+        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+    }
+    err = tmp_path / "replay.err"
+    frozen: list[int] = []
+    with (
+        err.open("wb") as stderr,
+        subprocess.Popen(
+            [sys.executable, "-m", "chainwatch", "replay", str(scenario)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            cwd=ROOT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        ) as replay,
+    ):
+        try:
+            wait_for(
+                lambda: "replay: publishing:" in err.read_text() or replay.poll() is not None,
+                timeout_s=180,
+                what="the replay's publishing",
+            )
+            assert replay.poll() is None, err.read_text()
+            frozen = _children(replay.pid)
+            assert frozen, "no worker found"
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            said_before = len(err.read_text())
+            wait_for(
+                lambda: "waiting for the engine" in err.read_text()[said_before:],
+                timeout_s=60,
+                what="a window's wait for the stopped engine",
+            )
+            replay.send_signal(signal.SIGINT)
+            # before the fix: nothing for minutes (the wait ran on)
+            wait_for(
+                lambda: all(_sigterm_pending(pid) for pid in frozen),
+                timeout_s=15,
+                what="the workers' stop (SIGTERM) after Ctrl-C",
+            )
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+            status = replay.wait(timeout=90)
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGCONT)
+            if replay.poll() is None:
+                replay.kill()
+                replay.wait()
+    said = err.read_text().strip().splitlines()
+    assert status == 130, said
+    assert re.fullmatch(
+        r"error: interrupted; replay run \w+ stopped, its topics, consumer group and "
+        r"worker state were deleted",
+        said[-1],
+    ), said
 
 
 def test_a_stop_signal_started_ignored_stays_ignored() -> None:
