@@ -47,6 +47,7 @@ from sinks.clickhouse.rows_outputs import (
     OrderStateRows,
 )
 from sinks.clickhouse.sink import ClickHouseSink, SinkConfig, SinkStats
+from sinks.daemon_executor import to_daemon_thread
 from sinks.webhooks.records import DELIVERIES_TOPIC, NOTIFY_TOPICS
 from streams.partitioning import partition_of
 from streams.topics import ALERTS, CUSTOMERS, DEAD_LETTER, ORDER_STATE, ORDERS, SCANS, UNIT_STATUS
@@ -163,6 +164,26 @@ async def _unless_stopped(
     raise _Stopped
 
 
+async def _looked_up_unless_stopped(
+    stop: asyncio.Event, call: Callable[[], T], *, thread_name: str
+) -> T:
+    """`call()`, a look-up whose answer is of no use once stopping, on a daemon thread, or
+    `_Stopped` as soon as `stop` is set: the thread is left to end by itself, never waited
+    for. (The Kafka identities ran in `asyncio.to_thread`: a Ctrl-C while a broker did not
+    answer waited out the admin client's connection and calls, 20 s each, and the stop
+    deadline cut the sink at 30 s with exit 1.)"""
+    work = asyncio.ensure_future(to_daemon_thread(call, thread_name=thread_name))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((work, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
+    raise _Stopped
+
+
 def _open_and_migrate(settings: Settings, deadlines: Deadlines) -> SerializedClient:
     client = SerializedClient(open_client(settings, deadlines=deadlines))
     try:
@@ -218,13 +239,17 @@ async def _main(
         startup.waiting_for = None
     server: QueryServer | None = None
     try:
-        identities = await asyncio.to_thread(
-            kafka_identities,
-            settings.kafka.endpoint,
-            mappers,
-            request_timeout_s=settings.kafka.request_timeout_s,
-        )
         try:
+            identities = await _looked_up_unless_stopped(
+                stop,
+                functools.partial(
+                    kafka_identities,
+                    settings.kafka.endpoint,
+                    mappers,
+                    request_timeout_s=settings.kafka.request_timeout_s,
+                ),
+                thread_name="sink-kafka-identities",
+            )
             bases = await _unless_stopped(
                 stop,
                 deadlines_of(client.client),
