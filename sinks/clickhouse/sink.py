@@ -94,6 +94,7 @@ from schemas.log_throttle import LogThrottle
 from sinks.backoff import Backoff
 from sinks.clickhouse import metrics
 from sinks.clickhouse.connection import server_code
+from sinks.clickhouse.deadline_pool import deadlines_of
 from sinks.clickhouse.mapping import RecordForwarded, RecordInvalid, RecordMapper, Row, Table
 from sinks.clickhouse.stored_offsets import (
     READ_BACK_MAX_EXECUTION_S,
@@ -303,7 +304,7 @@ class ClickHouseSink:
         while True:
             started = time.monotonic()
             try:
-                stored = await asyncio.to_thread(read)
+                stored = await self._read_unless_stopped(read)
             except Exception as exc:  # ClickHouse unreachable or slow: wait, unless told to stop
                 self.stats.retries += 1
                 metrics.INSERT_RETRIES.inc()
@@ -334,6 +335,27 @@ class ClickHouseSink:
             if self._failing_since is None:  # else the inserts' pause goes on
                 metrics.PAUSED.set(0)
             return stored
+
+    async def _read_unless_stopped(self, read: Callable[[], Stored]) -> Stored:
+        """`read()` on a thread, or `StopRequested` once told to stop: a server's requests
+        under way are aborted (`Deadlines.abort`, as the sink's start does), so a stop
+        no longer waits for a slow read-back (the server's limit is 100 s: the stop
+        deadline cut the sink at 30 s, exit 1). Nothing is lost: an insert the abort
+        refuses commits nothing (its records are read again on restart). An embedded
+        chDB's read cannot be aborted (and the store's close waits for it)."""
+        work = asyncio.ensure_future(asyncio.to_thread(read))
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((work, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        deadlines = deadlines_of(getattr(self.client, "client", None))
+        if work.done() or deadlines is None:
+            return await work
+        deadlines.abort()
+        with contextlib.suppress(Exception):  # what it says after the abort is of no interest
+            await work
+        raise StopRequested
 
     # --- buffering -----------------------------------------------------------
 

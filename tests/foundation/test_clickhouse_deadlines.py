@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from aiokafka import TopicPartition
 from clickhouse_connect.driver.httputil import get_pool_manager
 from dead_servers import DeadServer, PromptServer, StallingClickHouse, outcome_within
 from urllib3 import PoolManager, Timeout
@@ -26,7 +27,7 @@ from sinks.clickhouse import connection
 from sinks.clickhouse.connection import SerializedClient, StoreUnavailable, open_client
 from sinks.clickhouse.deadline_pool import DeadlinePassed, Deadlines, bound
 from sinks.clickhouse.readers import open_reader
-from sinks.clickhouse.sink import rows_at_fault
+from sinks.clickhouse.sink import ClickHouseSink, StopRequested, rows_at_fault
 from sinks.clickhouse.stored_offsets import READ_BACK_MAX_EXECUTION_S, read_cut, read_stored
 
 STALLS = ["silent", "trickle", "trickle_body"]
@@ -169,6 +170,39 @@ def test_the_sink_told_to_stop_while_clickhouse_stalls_its_start_stops_at_once(
     server = StallingClickHouse(kind)
     # told to stop once its first statement after the opening (`CREATE DATABASE`) stalls
     took = _took_to_stop_opening(_settings(server), server.stalled, server.close)
+    assert took < 2
+
+
+def test_the_sink_told_to_stop_while_a_read_back_of_its_stored_offsets_stalls_stops_at_once(
+    stalling: Stalling,
+) -> None:
+    """A partition's first records wait for the read-back of what the store holds of it;
+    that read ran in `asyncio.to_thread` until its deadline (the server's limit is 100 s),
+    so a stop meanwhile waited, until the stop deadline cut the sink (exit 1). The stop
+    now aborts the read (default deadlines here)."""
+    server = stalling("silent")
+    deadlines = Deadlines(connection.CONNECT_DEADLINE_S, "stalling")
+    client = SerializedClient(
+        open_client(_settings(server), create_database=False, deadlines=deadlines)
+    )
+    sink = ClickHouseSink(bootstrap="127.0.0.1:9", group_id="g", client=client, mappers={})
+
+    async def stopped_meanwhile() -> float:
+        stop = asyncio.Event()
+        sink._stop = stop  # what `run` sets
+        reading = asyncio.ensure_future(sink._read_stored("scans", TopicPartition("scans", 0), 0))
+        await asyncio.to_thread(server.stalled.wait, 10)
+        stop.set()
+        started = time.monotonic()
+        with pytest.raises(StopRequested):
+            await reading
+        return time.monotonic() - started
+
+    try:
+        took = outcome_within(10, lambda: asyncio.run(stopped_meanwhile()))
+    finally:
+        client.close()
+    assert not isinstance(took, BaseException), took
     assert took < 2
 
 
