@@ -48,6 +48,7 @@ from sinks.clickhouse.rows_outputs import (
 )
 from sinks.clickhouse.sink import ClickHouseSink, SinkConfig, SinkStats
 from sinks.daemon_executor import to_daemon_thread
+from sinks.stop_race import stopped_first
 from sinks.webhooks.records import DELIVERIES_TOPIC, NOTIFY_TOPICS
 from streams.partitioning import partition_of
 from streams.topics import ALERTS, CUSTOMERS, DEAD_LETTER, ORDER_STATE, ORDERS, SCANS, UNIT_STATUS
@@ -150,12 +151,7 @@ async def _unless_stopped(
     under way are aborted (`Deadlines.abort`), so the thread ends at once instead of at
     their deadlines, and the start of a sink signalled while ClickHouse trickles ends."""
     work = asyncio.ensure_future(asyncio.to_thread(call))
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait((work, stopped), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-    if work.done():
+    if not await stopped_first(work, stop):
         return work.result()
     if deadlines is not None:
         deadlines.abort()
@@ -173,12 +169,7 @@ async def _looked_up_unless_stopped(
     answer waited out the admin client's connection and calls, 20 s each, and the stop
     deadline cut the sink at 30 s with exit 1.)"""
     work = asyncio.ensure_future(to_daemon_thread(call, thread_name=thread_name))
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait((work, stopped), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-    if work.done():
+    if not await stopped_first(work, stop):
         return work.result()
     work.cancel()
     raise _Stopped

@@ -112,6 +112,7 @@ from sinks.consumer import (
     start_consumer,
     stop_consumer,
 )
+from sinks.stop_race import stopped_first
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -344,13 +345,9 @@ class ClickHouseSink:
         refuses commits nothing (its records are read again on restart). An embedded
         chDB's read cannot be aborted (and the store's close waits for it)."""
         work = asyncio.ensure_future(asyncio.to_thread(read))
-        stopped = asyncio.ensure_future(self._stop.wait())
-        try:
-            await asyncio.wait((work, stopped), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
+        stopped = await stopped_first(work, self._stop)
         deadlines = deadlines_of(getattr(self.client, "client", None))
-        if work.done() or deadlines is None:
+        if not stopped or deadlines is None:
             return await work
         deadlines.abort()
         with contextlib.suppress(Exception):  # what it says after the abort is of no interest
