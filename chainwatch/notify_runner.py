@@ -194,6 +194,7 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
             delivered=stats.delivered,
             gave_up=stats.gave_up,
             silenced=stats.silenced,
+            released=stats.released,
         )
         return stats
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from standardwebhooks import Webhook
 
-from schemas.alerts import Alert
+from schemas.alerts import Alert, AlertStatus
 from schemas.kafka_security import Kafka
 from sinks.consumer import (
     KafkaWaits,
@@ -71,6 +72,8 @@ from sinks.webhooks.warmup import Warmup, WarmupConfig
 log = structlog.stdlib.get_logger(__name__)
 
 COMMIT_INTERVAL_S = 0.5
+RELEASE_CHECK_S = 1.0
+"""How often an endpoint looks for held alerts whose silence has ended (`_release_held`)."""
 STOP_GRACE_S = 2.0
 """On a stop, how long past the endpoint's attempt deadline (`timeout_s`) the attempts
 under way may take to end and have their outcomes recorded."""
@@ -112,6 +115,9 @@ class NotifyStats:
     gave_up: int = 0
     silenced: int = 0
     """Not sent: a silence was in force (silences.py), recorded `silenced`."""
+    released: int = 0
+    """Held by a silence, sent once it ended (the alert still open): each also counted in
+    `delivered` or `gave_up`."""
     endpoints: int = 0
     """How many endpoints `repeats`, `delivered` and `gave_up` are summed over."""
 
@@ -178,6 +184,9 @@ class EndpointPipe:
         self.assignments = Assignments()
         self.left_out = LeftOutLog(endpoint.name)
         self.committer = Committer(endpoint.name, self.tracker, self.left_out)
+        self.held: dict[str, Job] = {}
+        """Alert id -> its latest message, open, recorded `silenced` in this run and in
+        its partition's current assignment: sent when no silence covers it any more."""
 
     @property
     def busy(self) -> bool:
@@ -326,7 +335,13 @@ class EndpointPipe:
             silence_id=silence.silence_id,
             attempts=result.attempts,
         )
-        if self.current(job):
+        alert_id = job.alert.alert_id
+        open_latest = (
+            job.alert.status is AlertStatus.OPEN and self.ids.latest(alert_id) == job.msg_id
+        )
+        if self.current(job) and open_latest:  # held until no silence covers it
+            self.held[alert_id] = dataclasses.replace(job, released=False)
+        if self.current(job) and not job.released:
             self.tracker.done(job.tp, job.offset)
 
     async def _finish(self, job: Job, result: DeliveryResult, payload: dict[str, Any]) -> None:
@@ -352,7 +367,9 @@ class EndpointPipe:
             self.stats.delivered += 1
         metrics.DELIVERIES.labels(endpoint.name, entry.outcome).inc()
         metrics.LATENCY.labels(endpoint.name).observe(result.latency_ms / 1000)
-        if self.current(job):  # else the same offset may be pending in the new assignment
+        if job.released:  # its offset was settled when it was silenced
+            self.stats.released += 1
+        elif self.current(job):  # else the same offset may be pending in the new assignment
             self.tracker.done(job.tp, job.offset)
 
     async def _before_retry(self, job: Job, delay_s: float) -> None:
@@ -389,6 +406,56 @@ class EndpointPipe:
                 raise _Abandoned  # (a retry wait lasts up to minutes: a Retry-After)
             if time.monotonic() >= until:
                 return  # else another partition's revocation: wait on
+
+    async def _release_held(self) -> None:
+        """Every `RELEASE_CHECK_S`, queue the held alerts no silence covers any more (a
+        silence ended: its `--until`, `expire`): delivered as any job, under the message's
+        own `webhook-id`, checked against the silences again (as new as the release: a
+        silence added meanwhile holds it again). One that is no longer its alert's latest
+        message (a later one was read: resolved, escalated), or whose partition was
+        revoked meanwhile, is dropped: its alert's later message decides."""
+        follower = self.config.silences
+        if follower is None:
+            return
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RELEASE_CHECK_S):
+                    await self.stopping.wait()
+            if self.stopping.is_set() or follower.problem() is not None:
+                continue
+            try:
+                await self._release_ended(follower)
+            except Exception as exc:  # a bug of ours: logged, the next check tries again
+                log.error(
+                    "webhook_release_failed",
+                    endpoint=self.endpoint.name,
+                    error=error_text(exc, hide=self.secrets),
+                    exception=error_trace(exc, hide=self.secrets),
+                )
+
+    async def _release_ended(self, follower: SilenceFollower) -> None:
+        now = datetime.now(UTC)
+        for alert_id, job in list(self.held.items()):
+            if self.held.get(alert_id) is not job:
+                continue  # held again (by a later silenced message) while we waited
+            if self.assignments.stale(job) or self.ids.latest(alert_id) != job.msg_id:
+                del self.held[alert_id]
+                continue
+            if follower.book.silencing(job.alert, self.endpoint.name, now) is not None:
+                continue
+            del self.held[alert_id]
+            log.info(
+                "webhook_silence_ended",
+                endpoint=self.endpoint.name,
+                webhook_id=job.msg_id,
+                alert_id=alert_id,
+            )
+            released = dataclasses.replace(job, released=True, read_at=time.monotonic())
+            self.pending.read(released)
+            await self.queue.put(released)
+            metrics.QUEUE_DEPTH.labels(self.endpoint.name).set(self.queue.qsize())
+            if self.stopping.is_set():
+                return
 
     async def _work(self, http: httpx.AsyncClient) -> None:
         while True:
@@ -577,6 +644,7 @@ class EndpointPipe:
         # a stop halts deliveries at once: `consume` sees it only between fetches, and
         # may be in a commit for seconds (a coordinator gone) while workers take more
         stopped = asyncio.create_task(self._stopping_on(ending))
+        releasing = asyncio.create_task(self._release_held())
         try:
             try:
                 await asyncio.wait(
@@ -603,9 +671,11 @@ class EndpointPipe:
                 raise
             await self.finish_in_flight()
         finally:
-            for task in (relay, consuming, stopped, *workers):
+            for task in (relay, consuming, stopped, releasing, *workers):
                 task.cancel()
-            await asyncio.gather(relay, consuming, stopped, *workers, return_exceptions=True)
+            await asyncio.gather(
+                relay, consuming, stopped, releasing, *workers, return_exceptions=True
+            )
             self.pending.clear()
             try:
                 await self.warmup.stop()

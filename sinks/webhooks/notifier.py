@@ -66,7 +66,9 @@ Lifecycle and guarantees:
   `webhook-silences` topic and follows it; a delivery is checked at the moment it
   would be sent, with silences at least as new as its record (before a retry: as
   new as the retry), and one a silence in force covers is recorded `silenced`
-  (delivery log, no dead letter), not sent (nor retried).
+  (delivery log, no dead letter), not sent (nor retried). When no silence covers it
+  any more, an open alert's latest message so held is delivered then, under its
+  `webhook-id` (`EndpointPipe._release_held`; kept in the process: a restart forgets it).
   While the topic cannot be read, deliveries wait (the notifier is not ready).
 - Formats (formats.py): `standard` is signed Standard Webhooks; `slack`, `teams`
   and `pagerduty` go through exactly the same queue, retries and delivery log.
@@ -134,6 +136,7 @@ class Notifier:
             delivered=sum(s.delivered for s in pipes),
             gave_up=sum(s.gave_up for s in pipes),
             silenced=sum(s.silenced for s in pipes),
+            released=sum(s.released for s in pipes),
             endpoints=len(pipes),
         )
 

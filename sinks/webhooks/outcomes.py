@@ -36,7 +36,11 @@ class Job:
     """The assignment of `tp` it was read in (`EndpointPipe`): an outcome arriving after
     the partition was revoked must not touch what a later assignment read."""
     read_at: float = field(default_factory=time.monotonic)
-    """When it was read from `alerts`: the silences known must be as new (silence_follower.py)."""
+    """When it was read from `alerts`: the silences known must be as new (silence_follower.py).
+    A released job's: when it was released."""
+    released: bool = False
+    """Held by a silence that has ended, delivered now (`EndpointPipe._release_held`): its
+    record's offset was settled when it was recorded `silenced`."""
 
 
 def processing_error(

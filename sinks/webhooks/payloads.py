@@ -104,6 +104,11 @@ class MessageIds:
             self._last.popitem(last=False)
         return Seen(msg_id, repeat=False)
 
+    def latest(self, alert_id: str) -> str | None:
+        """The id of the latest message of `alert_id` read, None if none is remembered."""
+        last = self._last.get(alert_id)
+        return None if last is None else last.msg_id
+
     def given_up(self, alert_id: str, msg_id: str) -> None:
         """The endpoint gave `msg_id` up (dead-lettered): a later repeat of it is no
         repeat to the receiver, who never got it, so it is delivered (as a new message)

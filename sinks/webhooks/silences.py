@@ -6,7 +6,8 @@ follows it (silence_follower.py), so N notifiers see the same silences and none 
 restart. A delivery is checked at the moment it would be sent (wall clock), and again
 before each retry: a match is recorded `silenced` (the delivery log, with the silence's
 id), never sent and never dead-lettered (docs/alert-channels.md, "Silencing during
-maintenance").
+maintenance"); once no silence covers it, an alert still open is sent then (dispatcher.py,
+`EndpointPipe._release_held`).
 
 Matching: every non-empty matcher must match (AND), a list matches any of its values
 (OR), an empty list matches everything; at least one alert matcher (units, stages,

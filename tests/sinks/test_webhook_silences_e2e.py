@@ -4,7 +4,8 @@ A silence added by `chainwatch silences add` before the notifier starts holds th
 alerts of its unit (and the orders it disrupts) from the first delivery: recorded
 `silenced` with the silence's id, counted, not received; another unit's alert is
 delivered. A silence added while the notifier runs takes effect without a restart.
-After `silences expire` the unit's next alert is delivered. Nothing silenced is given
+After `silences expire` the alerts it held that are still open are delivered, once,
+and so is the unit's next alert. Nothing silenced is given
 up, so `deliveries resend` re-sends none of it.
 """
 
@@ -26,6 +27,7 @@ from notify_waits import secret_for, until
 from prometheus_client import REGISTRY
 from sink_harness import prepare_all_topics, publish, wait_for
 from sink_samples import make_alert
+from standardwebhooks import Webhook
 from topic_to_end import read_topic
 from webhook_servers import loopback_webhooks
 
@@ -47,6 +49,8 @@ class Receiver:
     def __init__(self) -> None:
         self.port = 0
         self.bodies: list[dict[str, Any]] = []
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        """Each POST's headers and body, as received."""
         self.lock = threading.Lock()
 
     def alerts(self) -> list[tuple[str, str]]:
@@ -65,6 +69,7 @@ def receiver() -> Iterator[Receiver]:
     def answer(path: str, headers: dict[str, str], body: bytes) -> int:
         with state.lock:
             state.bodies.append(json.loads(body))
+            state.posts.append((headers, body))
         return 200
 
     with receiving(answer) as state.port:
@@ -221,6 +226,9 @@ def test_a_silence_holds_its_units_alerts_until_expired(
         assert [line.split()[0] for line in listed.stdout.splitlines()] == [knit04]
         everything = cli("silences", "list", "--all")
         assert f"{knit03}  expired" in everything.stdout
+        # what it held is still open: sent now (the unit's alert and the order's)
+        wait_for(lambda: len(receiver.alerts()) == 3, 60, "the held alerts sent")
+        assert receiver.alerts()[1:] == [("KNIT-03", "open")] * 2
 
         # the unit's next change is delivered once the silence has ended
         _send(settings, unit_down("KNIT-03", 1, AlertStatus.RESOLVED))
@@ -228,13 +236,14 @@ def test_a_silence_holds_its_units_alerts_until_expired(
         assert _logs(settings)[-1].outcome == "delivered"
     finally:
         notifier.stop()
-    assert receiver.alerts() == [("KNIT-04", "open"), ("KNIT-03", "resolved")]
+    expected = [("KNIT-04", "open"), ("KNIT-03", "open"), ("KNIT-03", "open")]
+    assert receiver.alerts() == [*expected, ("KNIT-03", "resolved")]
     assert read_topic(settings, DEAD_LETTER_TOPIC) == []  # silenced is not given up
 
     resend = cli("deliveries", "resend", "--since", "1h")
     assert resend.returncode == 0, resend.stderr
     assert "resend: 0 given up since 1h" in resend.stderr
-    assert len(receiver.alerts()) == 2
+    assert len(receiver.alerts()) == 4
 
     unknown = cli("silences", "expire", "f" * 32)
     assert unknown.returncode == 1
@@ -303,6 +312,70 @@ def test_a_silence_added_while_a_delivery_retries_ends_its_retries(
     assert (log.attempts, log.status_codes) == (2, [500, 500])
     assert posts == [500, 500]  # no retry after the silence
     assert _silenced_total() - before == 1
+    assert read_topic(settings, DEAD_LETTER_TOPIC) == []
+
+
+def test_an_open_alert_a_silence_held_is_sent_once_when_it_ends(
+    settings_factory: Callable[..., Settings],
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Three units silenced by one silence, a fourth by another: KNIT-07's alert stays
+    open, KNIT-08's is resolved while silenced, KNIT-09's alert is also covered by a
+    silence still in force. When the first silence is expired, KNIT-07's open alert is
+    sent (once, under the `webhook-id` its `silenced` record has, signed), recorded
+    `delivered`; KNIT-08's (resolved since: its latest message is no open one) and
+    KNIT-09's (still silenced) are not. Before, nothing held was ever sent."""
+    subs = tmp_path / "subscriptions.yaml"
+    secret = secret_for("ops")
+    ops = {"name": "ops", "url": f"http://127.0.0.1:{receiver.port}/ops", "secret": secret}
+    subs.write_text(json.dumps({"endpoints": [ops]}))
+    settings = settings_factory(webhooks=loopback_webhooks(subs))
+    prepare_all_topics(settings)
+    ensure_notify_topics(settings)
+
+    def cli(*args: str) -> Answer:
+        capsys.readouterr()
+        answer = cli_in_process(
+            list(args), settings.to_env(), monkeypatch, capsys, settings_built=True
+        )
+        assert answer.returncode == 0, answer.stderr
+        return answer
+
+    window = cli("silences", "add", "--unit", "KNIT-07", "--unit", "KNIT-08", "--unit",
+                 "KNIT-09", "--for", "4h", "--reason", "window").stdout.strip()  # fmt: skip
+    cli("silences", "add", "--unit", "KNIT-09", "--for", "4h", "--reason", "longer")
+    held = unit_down("KNIT-07", 1)
+    _send(settings, held, unit_down("KNIT-08", 2), unit_down("KNIT-08", 2, AlertStatus.RESOLVED))
+    _send(settings, unit_down("KNIT-09", 3))
+    notifier = RunningNotifier(settings)
+    try:
+        wait_for(lambda: len(_logs(settings)) >= 4, 60, "four outcomes")
+        assert {log.outcome for log in _logs(settings)} == {"silenced"}
+        (silenced,) = [log for log in _logs(settings) if log.alert_id == held.alert_id]
+
+        cli("silences", "expire", window)
+        wait_for(lambda: receiver.alerts(), 60, "the held alert sent")
+        wait_for(lambda: len(_logs(settings)) >= 5, 60, "its outcome")
+        # a later alert, sent after the released one: more sweeps of the held ones ran
+        _send(settings, unit_down("KNIT-10", 4))
+        wait_for(lambda: len(receiver.alerts()) >= 2, 60, "a later alert")
+        stats = notifier.notifier.stats
+    finally:
+        notifier.stop()
+    assert receiver.alerts() == [("KNIT-07", "open"), ("KNIT-10", "open")]
+    headers, body = receiver.posts[0]
+    assert headers["webhook-id"] == silenced.webhook_id
+    Webhook(secret).verify(body, headers)  # raises if not signed as any delivery is
+    logs = [log for log in _logs(settings) if log.alert_id == held.alert_id]
+    assert [(log.webhook_id, log.outcome) for log in logs] == [
+        (silenced.webhook_id, "silenced"),
+        (silenced.webhook_id, "delivered"),
+    ]
+    assert logs[1].attempts == 1
+    assert (stats.released, stats.silenced, stats.delivered) == (1, 4, 2)
     assert read_topic(settings, DEAD_LETTER_TOPIC) == []
 
 
