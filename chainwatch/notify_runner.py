@@ -26,6 +26,7 @@ from sinks.consumer import COMMIT_TIMEOUT_S, STOP_S
 from sinks.webhooks import metrics as webhook_metrics
 from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import STOP_GRACE_S, NotifyStats, Topics
+from sinks.webhooks.held import HELD_TOPIC
 from sinks.webhooks.notifier import Notifier
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, NOTIFY_TOPICS
 from sinks.webhooks.settings import parse_allowed_hosts
@@ -82,11 +83,13 @@ def load_configured(settings: Settings, *, sending: bool = True) -> Subscription
 
 def notify_topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Full name -> configs of the topics the notifier uses: alerts and its log (as the
-    contract's), and `webhook-silences`, compacted (key = the silence's id)."""
+    contract's), and `webhook-silences` (key = the silence's id) and `webhook-held` (key =
+    endpoint and alert id, held.py), compacted."""
     kafka = settings.kafka
     names = TopicNames(kafka.topic_prefix)
     configs = contract_topic_configs(names, (ALERTS, *NOTIFY_TOPICS), kafka.topic_configs())
     configs[names(SILENCES_TOPIC)] = {**kafka.topic_configs(), "cleanup.policy": "compact"}
+    configs[names(HELD_TOPIC)] = {**kafka.topic_configs(), "cleanup.policy": "compact"}
     return configs
 
 
@@ -125,11 +128,20 @@ def build_notifier(
     settings: Settings, subscriptions: Subscriptions, *, silences: SilenceFollower | None = None
 ) -> Notifier:
     """The notifier; it consults the settings' silences (`silence_follower`) unless given."""
-    names = TopicNames(settings.kafka.topic_prefix)
+    kafka = settings.kafka
+    names = TopicNames(kafka.topic_prefix)
+    held = names(HELD_TOPIC)  # (`run_notify` created it; missing: held in the process only)
+    counts = partition_counts(kafka.endpoint, [held], request_timeout_s=kafka.request_timeout_s)
     return Notifier(
-        bootstrap=settings.kafka.endpoint,
+        bootstrap=kafka.endpoint,
         group_id=f"{settings.engine.app_id}-notify",
-        topics=Topics(names(ALERTS), names(DELIVERIES_TOPIC), names(DEAD_LETTER_TOPIC)),
+        topics=Topics(
+            names(ALERTS),
+            names(DELIVERIES_TOPIC),
+            names(DEAD_LETTER_TOPIC),
+            held if held in counts else "",
+            counts.get(held, 0),
+        ),
         endpoints=subscriptions.endpoints,
         policy=policy_from(settings),
         targets=targets_from(settings),

@@ -49,6 +49,7 @@ from sinks.webhooks.delivery import (
     request_secrets,
 )
 from sinks.webhooks.done import LeftOutLog
+from sinks.webhooks.held import HeldMessage, held_key, read_held
 from sinks.webhooks.invalid import InvalidAlertLog, NotAnAlert
 from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.offsets import OffsetTracker
@@ -127,6 +128,10 @@ class Topics:
     alerts: str
     deliveries: str
     dead_letter: str
+    held: str = ""
+    """The messages silences held, kept across restarts (held.py); "": kept in the process
+    only (tests of other parts)."""
+    held_partitions: int = 0
 
 
 @dataclass(frozen=True)
@@ -185,8 +190,12 @@ class EndpointPipe:
         self.left_out = LeftOutLog(endpoint.name)
         self.committer = Committer(endpoint.name, self.tracker, self.left_out)
         self.held: dict[str, Job] = {}
-        """Alert id -> its latest message, open, recorded `silenced` in this run and in
-        its partition's current assignment: sent when no silence covers it any more."""
+        """Alert id -> its latest message, open, recorded `silenced` (in this run, or
+        read back from the held topic at its partition's assignment), of a partition of
+        the current assignment: sent when no silence covers it any more."""
+        self._restoring: set[asyncio.Task[None]] = set()
+        self.held_checks = 0
+        """Looks for held messages whose silences ended, done (`_release_held`)."""
 
     @property
     def busy(self) -> bool:
@@ -341,6 +350,9 @@ class EndpointPipe:
         )
         if self.current(job) and open_latest:  # held until no silence covers it
             self.held[alert_id] = dataclasses.replace(job, released=False)
+            await self._keep_held(job)
+        elif job.released:
+            await self._drop_held(job)
         if self.current(job) and not job.released:
             self.tracker.done(job.tp, job.offset)
 
@@ -368,6 +380,7 @@ class EndpointPipe:
         metrics.DELIVERIES.labels(endpoint.name, entry.outcome).inc()
         metrics.LATENCY.labels(endpoint.name).observe(result.latency_ms / 1000)
         if job.released:  # its offset was settled when it was silenced
+            await self._drop_held(job)
             self.stats.released += 1
         elif self.current(job):  # else the same offset may be pending in the new assignment
             self.tracker.done(job.tp, job.offset)
@@ -407,6 +420,69 @@ class EndpointPipe:
             if time.monotonic() >= until:
                 return  # else another partition's revocation: wait on
 
+    async def _keep_held(self, job: Job) -> None:
+        topic = self.config.topics.held
+        if not topic:
+            return
+        held = HeldMessage(
+            endpoint=self.endpoint.name,
+            webhook_id=job.msg_id,
+            partition=job.tp.partition,
+            offset=job.offset,
+            alert=job.alert,
+        )
+        key = held_key(self.endpoint.name, job.alert.alert_id)
+        await publish(self.producer, topic, key, held.model_dump_json().encode())
+
+    async def _drop_held(self, job: Job) -> None:
+        """A tombstone: sent (its outcome recorded), or superseded by a later message."""
+        if topic := self.config.topics.held:
+            await publish(
+                self.producer, topic, held_key(self.endpoint.name, job.alert.alert_id), None
+            )
+
+    def _restore_held_of(self, tps: Collection[TopicPartition]) -> None:
+        """Read back what is held of the newly assigned `tps` (a task: the rebalance
+        listener does not wait for it)."""
+        if not self.config.topics.held or self.config.silences is None or not tps:
+            return
+        generations = {tp: self.assignments.generation(tp) for tp in tps}
+        task = asyncio.create_task(self._restore_held(generations))
+        self._restoring.add(task)
+        task.add_done_callback(self._restoring.discard)
+
+    async def _restore_held(self, generations: dict[TopicPartition, int]) -> None:
+        partitions = {tp.partition for tp in generations}
+        try:
+            found = await read_held(
+                self.config.bootstrap,
+                self.config.topics.held,
+                self.config.topics.held_partitions,
+                self.endpoint.name,
+                partitions,
+                call_s=self.config.warmup.timeout_s,
+            )
+        except Exception as exc:  # Kafka's errors, a deadline: held as before, logged
+            log.warning(
+                "webhook_held_unreadable",
+                endpoint=self.endpoint.name,
+                partitions=sorted(partitions),
+                error=error_text(exc, hide=self.secrets),
+                consequence="the alerts silences held in these partitions are sent only "
+                "at their next change",
+            )
+            return
+        alerts = self.config.topics.alerts
+        for alert_id, held in found.items():
+            tp = TopicPartition(alerts, held.partition)
+            if self.assignments.generation(tp) != generations.get(tp):
+                continue  # revoked (or assigned again) meanwhile: that read decides
+            known = self.held.get(alert_id)
+            if known is not None and known.offset >= held.offset:
+                continue
+            job = Job(held.alert, held.webhook_id, tp, held.offset, generations[tp])
+            self.held[alert_id] = job
+
     async def _release_held(self) -> None:
         """Every `RELEASE_CHECK_S`, queue the held alerts no silence covers any more (a
         silence ended: its `--until`, `expire`): delivered as any job, under the message's
@@ -425,6 +501,7 @@ class EndpointPipe:
                 continue
             try:
                 await self._release_ended(follower)
+                self.held_checks += 1
             except Exception as exc:  # a bug of ours: logged, the next check tries again
                 log.error(
                     "webhook_release_failed",
@@ -438,8 +515,15 @@ class EndpointPipe:
         for alert_id, job in list(self.held.items()):
             if self.held.get(alert_id) is not job:
                 continue  # held again (by a later silenced message) while we waited
-            if self.assignments.stale(job) or self.ids.latest(alert_id) != job.msg_id:
+            if self.assignments.stale(job):
+                del self.held[alert_id]  # the partition's next assignment reads it back
+                continue
+            if job.tp in self.warmup.warming:
+                continue  # its later messages not known yet
+            latest = self.ids.latest(alert_id)
+            if latest is not None and latest != job.msg_id:  # a later message decides
                 del self.held[alert_id]
+                await self._drop_held(job)
                 continue
             if follower.book.silencing(job.alert, self.endpoint.name, now) is not None:
                 continue
@@ -544,6 +628,7 @@ class EndpointPipe:
         for tp in tps:
             self.tracker.forget(tp)
             self.ids.forget(tp.partition)
+        self._restore_held_of(tps)
 
     def revoking(self, tps: Collection[TopicPartition]) -> None:
         """A rebalance began: until `tps` are assigned again, no queued job of them
@@ -671,10 +756,11 @@ class EndpointPipe:
                 raise
             await self.finish_in_flight()
         finally:
-            for task in (relay, consuming, stopped, releasing, *workers):
+            restoring = list(self._restoring)
+            for task in (relay, consuming, stopped, releasing, *restoring, *workers):
                 task.cancel()
             await asyncio.gather(
-                relay, consuming, stopped, releasing, *workers, return_exceptions=True
+                relay, consuming, stopped, releasing, *restoring, *workers, return_exceptions=True
             )
             self.pending.clear()
             try:

@@ -71,7 +71,7 @@ class LogProducer:
     async def stop(self) -> None:
         await stop_producer(self.producer)  # bounded: a stop's deadline counts on it
 
-    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
+    async def send_and_wait(self, topic: str, value: bytes | None, key: bytes) -> None:
         producer = self.producer
         if _sender_ended(producer):
             await self._renew(producer, "its sender ended")

@@ -68,7 +68,8 @@ Lifecycle and guarantees:
   new as the retry), and one a silence in force covers is recorded `silenced`
   (delivery log, no dead letter), not sent (nor retried). When no silence covers it
   any more, an open alert's latest message so held is delivered then, under its
-  `webhook-id` (`EndpointPipe._release_held`; kept in the process: a restart forgets it).
+  `webhook-id` (`EndpointPipe._release_held`; kept on `webhook-held`, held.py, read back
+  at each assignment: a restart during the window does not lose it).
   While the topic cannot be read, deliveries wait (the notifier is not ready).
 - Formats (formats.py): `standard` is signed Standard Webhooks; `slack`, `teams`
   and `pagerduty` go through exactly the same queue, retries and delivery log.

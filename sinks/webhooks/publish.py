@@ -23,7 +23,7 @@ PERMANENT_PUBLISH_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
 """The broker will never take this record: retrying cannot help."""
 
 
-async def publish(producer: LogProducer, topic: str, key: str, value: bytes) -> bool:
+async def publish(producer: LogProducer, topic: str, key: str, value: bytes | None) -> bool:
     """Publish one log record, retrying while Kafka is unavailable (each try bounded by
     the producer's `request_timeout_ms`; a producer whose sender ended is renewed,
     log_producer.py); False, logged and counted, for a record the
@@ -34,7 +34,8 @@ async def publish(producer: LogProducer, topic: str, key: str, value: bytes) -> 
             await producer.send_and_wait(topic, value=value, key=key.encode())
             return True
         except PERMANENT_PUBLISH_ERRORS as exc:
-            log.error("publish_refused", topic=topic, bytes=len(value), error=type(exc).__name__)
+            size = len(value or b"")
+            log.error("publish_refused", topic=topic, bytes=size, error=type(exc).__name__)
             metrics.LOG_REFUSED.labels(topic).inc()
             return False
         except KafkaError as exc:

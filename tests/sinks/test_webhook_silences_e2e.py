@@ -37,6 +37,7 @@ from chainwatch.process import Startup
 from chainwatch.settings import Settings
 from schemas.alerts import Alert, AlertCause, AlertStatus, AlertType, alert_id
 from sinks.webhooks import silence_follower
+from sinks.webhooks.held import HELD_TOPIC
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, DeliveryLog
 from sinks.webhooks.silence_follower import SilenceFollower
 from sinks.webhooks.silences import SILENCES_TOPIC
@@ -379,6 +380,71 @@ def test_an_open_alert_a_silence_held_is_sent_once_when_it_ends(
     assert read_topic(settings, DEAD_LETTER_TOPIC) == []
 
 
+def test_what_a_silence_held_is_sent_after_a_restart_and_only_once(
+    settings_factory: Callable[..., Settings],
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A notifier records the alert `silenced` and stops; the next one, started during the
+    window, sends it when the window is expired (read back from the held topic: kept in
+    the process only, it was never sent); the one after that does not send it again (the
+    held message's tombstone), though it reads the alert's record back."""
+    subs = tmp_path / "subscriptions.yaml"
+    ops = {"name": "ops", "url": f"http://127.0.0.1:{receiver.port}/ops", "secret": "x"}
+    ops["secret"] = secret_for("ops")
+    subs.write_text(json.dumps({"endpoints": [ops]}))
+    settings = settings_factory(webhooks=loopback_webhooks(subs))
+    prepare_all_topics(settings)
+    ensure_notify_topics(settings)
+
+    def cli(*args: str) -> str:
+        capsys.readouterr()
+        answer = cli_in_process(
+            list(args), settings.to_env(), monkeypatch, capsys, settings_built=True
+        )
+        assert answer.returncode == 0, answer.stderr
+        return answer.stdout.strip()
+
+    window = cli("silences", "add", "--unit", "KNIT-11", "--for", "4h", "--reason", "w")
+    held = unit_down("KNIT-11", 1)
+    _send(settings, held)
+    first = RunningNotifier(settings)
+    try:
+        wait_for(lambda: _logs(settings), 60, "the silenced outcome")
+    finally:
+        first.stop()
+    (silenced,) = _logs(settings)
+    assert silenced.outcome == "silenced"
+
+    second = RunningNotifier(settings)
+    try:
+        cli("silences", "expire", window)
+        wait_for(lambda: receiver.alerts(), 60, "the held alert sent after a restart")
+        wait_for(lambda: len(_logs(settings)) >= 2, 60, "its outcome")
+    finally:
+        second.stop()
+    assert receiver.posts[0][0]["webhook-id"] == silenced.webhook_id
+    assert [log.outcome for log in _logs(settings)] == ["silenced", "delivered"]
+
+    third = RunningNotifier(settings)
+    try:
+        _send(settings, unit_down("KNIT-12", 2))
+        wait_for(lambda: len(receiver.alerts()) >= 2, 60, "a later alert")
+
+        def checked_twice_since_restored() -> bool:
+            pipes = third.notifier.pipes
+            return bool(pipes) and not pipes[0]._restoring and pipes[0].held_checks >= 2
+
+        wait_for(checked_twice_since_restored, 60, "the held messages read back and checked")
+        checks = third.notifier.pipes[0].held_checks
+        wait_for(lambda: third.notifier.pipes[0].held_checks >= checks + 2, 60, "two more")
+    finally:
+        third.stop()
+    assert receiver.alerts() == [("KNIT-11", "open"), ("KNIT-12", "open")]
+
+
 def test_silences_that_cannot_be_read_hold_deliveries_and_readiness(
     settings_factory: Callable[..., Settings],
     kafka_bootstrap: str,
@@ -502,7 +568,9 @@ def test_the_notifier_creates_all_its_topics_in_one_admin_round(
     kafka = settings.kafka
     topics = [kafka.topic(t) for t in (ALERTS, DELIVERIES_TOPIC, DEAD_LETTER_TOPIC)]
     silences = kafka.topic(SILENCES_TOPIC)
-    assert [sorted(r) for r in rounds] == [sorted([*topics, silences])]
+    held = kafka.topic(HELD_TOPIC)
+    assert [sorted(r) for r in rounds] == [sorted([*topics, silences, held])]
     assert rounds[0][silences]["cleanup.policy"] == "compact"
-    counts = partition_counts(kafka.endpoint, [*topics, silences], request_timeout_s=15)
-    assert counts == dict.fromkeys([*topics, silences], 4)
+    assert rounds[0][held]["cleanup.policy"] == "compact"
+    counts = partition_counts(kafka.endpoint, [*topics, silences, held], request_timeout_s=15)
+    assert counts == dict.fromkeys([*topics, silences, held], 4)

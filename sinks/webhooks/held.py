@@ -1,0 +1,90 @@
+"""The messages a silence held, kept on Kafka: sent when no silence covers them any more.
+
+An endpoint that records an open alert's latest message `silenced` keeps it (in
+`EndpointPipe.held`) and writes it to the compacted `webhook-held` topic, key
+`<endpoint>|<alert id>`: the alert, its `webhook-id` and where its record is on
+`alerts`. Once sent (its outcome recorded), or once a later message of the alert was
+read (resolved, escalated: that one decides), the key gets a tombstone. A partition
+newly assigned to an endpoint (its start, a rebalance) has what is held of it read
+back from the topic (`read_held`), so a notifier restarted during a maintenance
+window, or the partition's next owner, still sends the alert when the window ends,
+and a message sent before the restart is not sent again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from aiokafka import TopicPartition
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from schemas.alerts import Alert
+from schemas.deadline import deadline
+from schemas.kafka_security import Kafka
+from sinks.consumer import new_consumer, stop_consumer
+
+HELD_TOPIC = "webhook-held"
+POLL_MS = 200
+
+
+class HeldMessage(BaseModel):
+    """One message a silence held: what is needed to send it as it would have been."""
+
+    model_config = ConfigDict(frozen=True)
+
+    endpoint: str
+    webhook_id: str
+    partition: int
+    offset: int
+    alert: Alert
+
+
+def held_key(endpoint: str, alert_id: str) -> str:
+    return f"{endpoint}|{alert_id}"
+
+
+async def read_held(
+    bootstrap: Kafka,
+    topic: str,
+    topic_partitions: int,
+    endpoint: str,
+    partitions: Collection[int],
+    *,
+    call_s: float,
+) -> dict[str, HeldMessage]:
+    """What `endpoint` holds of the `alerts` partitions `partitions`, by alert id: the
+    whole topic (its partitions 0..`topic_partitions`-1) read to its end offsets (a
+    consumer of no group), the latest value of each key. Raises `TimeoutError` past
+    `call_s` for the whole read, Kafka's errors."""
+    found: dict[str, HeldMessage] = {}
+    prefix = f"{endpoint}|".encode()
+    consumer = new_consumer(bootstrap, None, request_timeout_ms=int(call_s * 500))
+    try:
+        async with deadline(call_s):
+            await consumer.start()
+            tps = [TopicPartition(topic, p) for p in range(topic_partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            todo = {tp for tp in tps if ends[tp] > 0}
+            while todo:
+                batch = await consumer.getmany(*todo, timeout_ms=POLL_MS)
+                for records in batch.values():
+                    for record in records:
+                        if record.key is None or not record.key.startswith(prefix):
+                            continue
+                        alert_id = record.key[len(prefix) :].decode(errors="replace")
+                        if record.value is None:
+                            found.pop(alert_id, None)
+                            continue
+                        try:
+                            held = HeldMessage.model_validate_json(record.value)
+                        except ValidationError:
+                            continue  # not ours to send: left to the alert's next change
+                        found[alert_id] = held
+                for tp in list(todo):
+                    if await consumer.position(tp) >= ends[tp]:
+                        todo.discard(tp)
+    finally:
+        await stop_consumer(consumer, within_s=call_s)
+    return {k: v for k, v in found.items() if v.partition in partitions}
