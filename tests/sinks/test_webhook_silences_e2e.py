@@ -4,8 +4,9 @@ A silence added by `chainwatch silences add` before the notifier starts holds th
 alerts of its unit (and the orders it disrupts) from the first delivery: recorded
 `silenced` with the silence's id, counted, not received; another unit's alert is
 delivered. A silence added while the notifier runs takes effect without a restart.
-After `silences expire` the alerts it held that are still open are delivered, once,
-and so is the unit's next alert. Nothing silenced is given
+After `silences expire` the alerts it held that are still open are delivered, once
+(also by a notifier started after the one that held them), and so is the unit's next
+alert. Nothing silenced is given
 up, so `deliveries resend` re-sends none of it.
 """
 
