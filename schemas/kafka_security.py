@@ -43,6 +43,7 @@ class KafkaSecurity:
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = field(default=None, repr=False)
 
     @property
     def uses_sasl(self) -> bool:
@@ -56,10 +57,14 @@ class KafkaSecurity:
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context of an SSL or SASL_SSL connection (None otherwise): the server's
         certificate checked against `ssl_cafile` (the system's CAs when unset) and its
-        host name, and the client's own certificate when `ssl_certfile` is given."""
+        host name, and the client's own certificate when `ssl_certfile` is given (its key
+        decrypted with `ssl_key_password` when encrypted). One per security, so every
+        client of a process (aiokafka's, kafka-python's, faust's) is given this one."""
         if not self.uses_ssl:
             return None
-        return tls_context(self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)
+        return tls_context(
+            self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile, self.ssl_key_password
+        )
 
     def _password(self) -> str | None:
         return None if self.sasl_password is None else self.sasl_password.get_secret_value()
@@ -104,11 +109,22 @@ class TlsFilesRefused(ValueError):
     """The TLS files cannot make a context: what is wrong with which file, in one line."""
 
 
-def _no_pass_phrase() -> str:
-    """The pass phrase callback: none is set, so an encrypted key is refused, never asked
-    for (OpenSSL's own prompt waited on a terminal, and without one the key failed as a
-    broker that "does not answer")."""
-    raise TlsFilesRefused("encrypted")
+class _PassPhrase:
+    """The pass phrase callback of `load_cert_chain`, which OpenSSL calls only for an
+    encrypted key: it gives `ssl_key_password`, or, none set, refuses the key rather than
+    let OpenSSL ask for it (its own prompt waited on a terminal, and without one the key
+    failed as a broker that "does not answer"). `asked` tells a key that did not decrypt
+    from a file that is no PEM key (OpenSSL says "PEM lib" of both)."""
+
+    def __init__(self, password: SecretStr | None) -> None:
+        self._password = password
+        self.asked = False
+
+    def __call__(self) -> str:
+        self.asked = True
+        if self._password is None:
+            raise TlsFilesRefused("encrypted")
+        return self._password.get_secret_value()
 
 
 def tls_reason(exc: ssl.SSLError) -> str:
@@ -116,10 +132,16 @@ def tls_reason(exc: ssl.SSLError) -> str:
     return re.sub(r"^\[\w+: \w+\] | \(_ssl\.c:\d+\)$", "", str(exc))[:200]
 
 
-def tls_context(cafile: Path | None, certfile: Path | None, keyfile: Path | None) -> ssl.SSLContext:
+def tls_context(
+    cafile: Path | None,
+    certfile: Path | None,
+    keyfile: Path | None,
+    key_password: SecretStr | None = None,
+) -> ssl.SSLContext:
     """A client TLS context from the PEM files, or `TlsFilesRefused` naming the file and
-    what is wrong with it: an encrypted key, a key that is not the certificate's, a file
-    that is no PEM certificate (OpenSSL's reason)."""
+    what is wrong with it: an encrypted key without `key_password` or one it does not
+    decrypt, a key that is not the certificate's, a file that is no PEM certificate
+    (OpenSSL's reason). The password is in no message."""
     try:
         context = ssl.create_default_context(cafile=str(cafile) if cafile is not None else None)
     except ssl.SSLError as exc:
@@ -131,16 +153,31 @@ def tls_context(cafile: Path | None, certfile: Path | None, keyfile: Path | None
     named = f"ssl_certfile {str(certfile)[:200]!r}"
     if keyfile is not None:
         named += f" with ssl_keyfile {str(keyfile)[:200]!r}"
+    pass_phrase = _PassPhrase(key_password)
     try:
         context.load_cert_chain(
-            str(certfile), str(keyfile) if keyfile is not None else None, _no_pass_phrase
+            str(certfile), str(keyfile) if keyfile is not None else None, pass_phrase
         )
     except TlsFilesRefused:
         raise TlsFilesRefused(
-            f"{named}: the key is encrypted (a pass phrase), which Chainwatch cannot be "
-            "given; give it unencrypted (openssl pkey -in KEY -out PLAIN)"
+            f"{named}: the key is encrypted (a pass phrase): give the pass phrase in "
+            "CHAINWATCH_KAFKA__SSL_KEY_PASSWORD (ssl_key_password), or the key unencrypted "
+            "(openssl pkey -in KEY -out PLAIN)"
+        ) from None
+    except ValueError:
+        if not pass_phrase.asked:
+            raise
+        # ssl's own refusal of a password past OpenSSL's buffer
+        raise TlsFilesRefused(
+            f"{named}: ssl_key_password is longer than the 1024 bytes OpenSSL takes"
         ) from None
     except ssl.SSLError as exc:
+        if exc.reason != "KEY_VALUES_MISMATCH" and pass_phrase.asked:
+            # OpenSSL's reason ("PEM lib") says nothing more
+            raise TlsFilesRefused(
+                f"{named}: ssl_key_password does not decrypt the key (a wrong pass phrase; "
+                "CHAINWATCH_KAFKA__SSL_KEY_PASSWORD)"
+            ) from None
         why = (
             "the key is not the certificate's"
             if exc.reason == "KEY_VALUES_MISMATCH"

@@ -102,7 +102,14 @@ class KafkaSettings(SettingsModel):
         default=None, description="SSL, SASL_SSL: PEM certificate of this client (mutual TLS)."
     )
     ssl_keyfile: Path | None = Field(
-        default=None, description="SSL, SASL_SSL: PEM private key of `ssl_certfile`, unencrypted."
+        default=None,
+        description="SSL, SASL_SSL: PEM private key of `ssl_certfile` (encrypted: give "
+        "`ssl_key_password`).",
+    )
+    ssl_key_password: SecretStr | None = Field(
+        default=None,
+        description="SSL, SASL_SSL: the pass phrase of an encrypted `ssl_keyfile` (Kafka's "
+        "`ssl.key.password`; never shown).",
     )
     local_port: int = Field(default=19092, ge=1, le=65535, description="Port of the local broker.")
     local_controller_port: int = Field(default=19093, ge=1, le=65535)
@@ -151,6 +158,7 @@ class KafkaSettings(SettingsModel):
                 self.ssl_cafile,
                 self.ssl_certfile,
                 self.ssl_keyfile,
+                self.ssl_key_password,
             )
         )
         if secured and self.is_local:
@@ -167,6 +175,11 @@ class KafkaSettings(SettingsModel):
             )
         if self.ssl_keyfile is not None and self.ssl_certfile is None:
             raise ValueError("ssl_keyfile is given without ssl_certfile (the certificate it keys)")
+        if self.ssl_key_password is not None and self.ssl_certfile is None:
+            raise ValueError(
+                "ssl_key_password is given without ssl_certfile and ssl_keyfile (the key it "
+                "decrypts)"
+            )
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             path = getattr(self, name)
             if path is not None and not _readable_file(path):
@@ -186,6 +199,7 @@ class KafkaSettings(SettingsModel):
             ssl_cafile=self.ssl_cafile,
             ssl_certfile=self.ssl_certfile,
             ssl_keyfile=self.ssl_keyfile,
+            ssl_key_password=self.ssl_key_password,
         )
 
     @property

@@ -75,6 +75,8 @@ BLOCKS: dict[tuple[str, str], str] = {
     ("docs/scaling.md", ".venv/bin/python bench/fleet.py"): CHECK,  # tens of minutes
     # the reader's own secured cluster: tests/foundation/test_kafka_sasl.py runs one
     ("docs/scaling.md", "export CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS=b-1.kafka"): CHECK,
+    # an encrypted client key: tests/foundation/test_kafka_mtls.py runs doctor with one
+    ("docs/scaling.md", "export CHAINWATCH_KAFKA__SECURITY_PROTOCOL=SSL"): CHECK,
 }
 #: what a RUN of each file must print (stdout and stderr together)
 EXPECTED_OUTPUT = {

@@ -7,10 +7,12 @@ PEM. The clients are configured as a deployment configures them, through the set
 client certificate and says "TLS handshake failed (...)" in one line within its deadline
 without one, or with one of another CA; `chainwatch doctor` run with those variables
 passes, says the handshake failed without a certificate, and stops at the start, in one
-line, given a key of another certificate; records go through aiokafka (the gateway's
-publisher to the sink's consumer) and kafka-python (the simulator's producer, the
-admin clients) and are read back; a replay through a worker (faust's `SSLCredentials`)
-gives the worked examples' alerts."""
+line, given a key of another certificate; it passes with an encrypted key and its
+password (`__SSL_KEY_PASSWORD`) and stops at the start, in one line, given a wrong one;
+records go through aiokafka (the gateway's publisher to the sink's consumer) and
+kafka-python (the simulator's producer, the admin clients) and are read back; a replay
+through a worker (faust's `SSLCredentials`) gives the worked examples' alerts, its key
+the encrypted one."""
 
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 PROBE_S = 3.0
 TLS_HINT = "CHAINWATCH_KAFKA__SSL_CERTFILE"
+KEY_PASSWORD = "k3y-pass-mtls"
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Pki:
     ca: Path
     client: tuple[Path, Path]  # certificate, key: issued by `ca`
     stranger: tuple[Path, Path]  # issued by another CA
+    encrypted_key: Path  # client's key, encrypted with KEY_PASSWORD
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +66,14 @@ def mtls_broker(
     pem = tmp_path_factory.mktemp("mtls-pem")
     ca = certificate_authority(pem, "ca")
     cert, key = issued(pem, ca, "broker")
-    pki = Pki(
-        ca[0], issued(pem, ca, "client"), issued(pem, certificate_authority(pem, "other"), "x")
-    )
+    client = issued(pem, ca, "client")
+    encrypted_key = pem / "client-key-encrypted.pem"
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(client[1]), "-aes256",
+         "-passout", f"pass:{KEY_PASSWORD}", "-out", str(encrypted_key)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    pki = Pki(ca[0], client, issued(pem, certificate_authority(pem, "other"), "x"), encrypted_key)
     keystore = pem / "keystore.pem"  # Kafka's PEM key store: the key, then its certificate
     keystore.write_bytes(key.read_bytes() + cert.read_bytes())
     tls = {
@@ -167,7 +176,13 @@ def test_records_round_trip_through_aiokafka_and_kafka_python_clients(
     assert [(r.key, r.value) for r in read] == [(r.key_bytes(), r.value_bytes()) for r in sent]
 
 
-def _env(bootstrap: str, data_dir: Path, ca: Path, client: tuple[Path, Path] | None) -> Any:
+def _env(
+    bootstrap: str,
+    data_dir: Path,
+    ca: Path,
+    client: tuple[Path, Path] | None,
+    key_password: str | None = None,
+) -> Any:
     """A deployment's environment: the settings from it alone."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
     env |= {
@@ -182,15 +197,23 @@ def _env(bootstrap: str, data_dir: Path, ca: Path, client: tuple[Path, Path] | N
             "CHAINWATCH_KAFKA__SSL_CERTFILE": str(client[0]),
             "CHAINWATCH_KAFKA__SSL_KEYFILE": str(client[1]),
         }
+    if key_password is not None:
+        env["CHAINWATCH_KAFKA__SSL_KEY_PASSWORD"] = key_password
     return env
 
 
-def _doctor(bootstrap: str, data_dir: Path, ca: Path, client: tuple[Path, Path] | None) -> Any:
+def _doctor(
+    bootstrap: str,
+    data_dir: Path,
+    ca: Path,
+    client: tuple[Path, Path] | None,
+    key_password: str | None = None,
+) -> Any:
     """`chainwatch doctor` as deployed: the settings from the environment alone."""
     return subprocess.run(
         [sys.executable, "-m", "chainwatch", "doctor"],
         capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
-        env=_env(bootstrap, data_dir, ca, client), stdin=subprocess.DEVNULL,
+        env=_env(bootstrap, data_dir, ca, client, key_password), stdin=subprocess.DEVNULL,
     )  # fmt: skip
 
 
@@ -223,19 +246,45 @@ def test_chainwatch_doctor_from_the_environment_passes_with_the_client_certifica
     assert "the key is not the certificate's" in said, said
 
 
+def test_chainwatch_doctor_passes_with_an_encrypted_client_key_and_its_password(
+    mtls_broker: tuple[str, Pki], tmp_path: Path
+) -> None:
+    """A plant's PKI hands out encrypted keys: given CHAINWATCH_KAFKA__SSL_KEY_PASSWORD
+    the client presents its certificate (the broker requires it); a wrong password stops
+    the command at its start, in one line naming the key, without the password."""
+    bootstrap, pki = mtls_broker
+    client = (pki.client[0], pki.encrypted_key)
+    good = _doctor(bootstrap, tmp_path / "good", pki.ca, client, KEY_PASSWORD)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert f"kafka        answering on {bootstrap}" in good.stdout, good.stdout
+    assert KEY_PASSWORD not in good.stdout + good.stderr
+
+    wrong = _doctor(bootstrap, tmp_path / "wrong", pki.ca, client, "not-" + KEY_PASSWORD)
+    assert wrong.returncode != 0, wrong.stdout + wrong.stderr
+    assert wrong.stdout == "", wrong.stdout
+    said = wrong.stderr.strip()
+    assert "\n" not in said, said
+    assert f"ssl_keyfile '{pki.encrypted_key}'" in said, said
+    assert "ssl_key_password does not decrypt the key" in said, said
+    assert KEY_PASSWORD not in said, said
+
+
 def test_a_replay_through_a_worker_over_mutual_tls_gives_the_expected_alerts(
     mtls_broker: tuple[str, Pki], tmp_path: Path
 ) -> None:
     """The worker's faust app (its `SSLCredentials`, its transport's own consumers and
-    producers) and the replay's clients, each presenting the client certificate."""
+    producers) and the replay's clients, each presenting the client certificate; its key
+    the encrypted one, whose password the replay hands its worker in the environment."""
     bootstrap, pki = mtls_broker
+    client = (pki.client[0], pki.encrypted_key)
     scenario = worked_examples(tmp_path / "march.ndjson")
     expected = {alert["alert_id"] for alert in expected_alerts()}
     result = subprocess.run(
         [sys.executable, "-m", "chainwatch", "replay", str(scenario),
          "--until", "2027-03-31T00:00:00Z"],
         capture_output=True, text=True, timeout=280, check=False, cwd=ROOT,
-        env=_env(bootstrap, tmp_path / "data", pki.ca, pki.client), stdin=subprocess.DEVNULL,
+        env=_env(bootstrap, tmp_path / "data", pki.ca, client, KEY_PASSWORD),
+        stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     alerts = {orjson.loads(line)["alert_id"] for line in result.stdout.splitlines()}

@@ -62,6 +62,9 @@ def pem(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
           "ssl_cafile": "/nonexistent/ca.pem"}, "ssl_cafile '/nonexistent/ca.pem' is not a"),
         ({"bootstrap_servers": "k:9092", "security_protocol": "SSL",
           "ssl_keyfile": "/etc/hostname"}, "ssl_keyfile is given without ssl_certfile"),
+        ({"bootstrap_servers": "k:9092", "security_protocol": "SSL",
+          "ssl_key_password": "pw"}, "ssl_key_password is given without ssl_certfile"),
+        ({"ssl_key_password": "pw"}, "the local broker is PLAINTEXT"),
         ({"bootstrap_servers": "k:9092", "security_protocol": "TLS"}, "'PLAINTEXT', 'SSL', "),
         ({"bootstrap_servers": "k:9092", "sasl_mechanism": "GSSAPI"}, "'SCRAM-SHA-256'"),
     ],
@@ -102,7 +105,7 @@ def wrong_pem(tmp_path_factory: pytest.TempPathFactory, pem: dict[str, Path]) ->
         (("cert", "cert", "other_key"), "ssl_keyfile '{other_key}': the key is not the "
          "certificate's (key values mismatch)"),
         (("cert", "cert", "encrypted"), "ssl_keyfile '{encrypted}': the key is encrypted "
-         "(a pass phrase)"),
+         "(a pass phrase): give the pass phrase in CHAINWATCH_KAFKA__SSL_KEY_PASSWORD"),
         (("cert", "cert", "cert"), "'{cert}': not a PEM certificate and its PEM key"),
         (("cert", "key", "key"), "'{key}': not a PEM certificate and its PEM key"),
         (("key", None, None), "ssl_cafile '{key}' holds no PEM CA certificate (no "
@@ -131,6 +134,120 @@ def test_tls_files_that_make_no_context_are_refused_at_the_start_naming_the_file
     message = refused.value.errors()[0]["msg"]  # what `chainwatch` prints
     assert said.format(**{k: str(v) for k, v in paths.items()}) in message, message
     assert "\n" not in message
+
+
+KEY_PASSWORD = "k3y-pass-unit"
+
+
+@pytest.fixture(scope="module")
+def encrypted_key(tmp_path_factory: pytest.TempPathFactory, pem: dict[str, Path]) -> Path:
+    """`pem`'s key encrypted with KEY_PASSWORD, as a plant's PKI hands keys out."""
+    encrypted = tmp_path_factory.mktemp("encrypted-pem") / "key.pem"
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(pem["key"]), "-aes256",
+         "-passout", f"pass:{KEY_PASSWORD}", "-out", str(encrypted)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return encrypted
+
+
+def _mtls(pem: dict[str, Path], key: Path, **more: object) -> KafkaSettings:
+    return KafkaSettings(
+        bootstrap_servers="127.0.0.1:9093",
+        security_protocol="SSL",
+        ssl_cafile=pem["cert"],
+        ssl_certfile=pem["cert"],
+        ssl_keyfile=key,
+        **more,
+    )
+
+
+def test_an_encrypted_key_with_its_password_makes_the_one_context_of_every_client(
+    pem: dict[str, Path], encrypted_key: Path, tls_broker_double: int
+) -> None:
+    """Kafka's own clients take `ssl.key.password`; an encrypted key was refused."""
+    kafka = _mtls(pem, encrypted_key, ssl_key_password=KEY_PASSWORD)
+    context = kafka.security.ssl_context
+    assert context is not None
+    # the key decrypted is the one the certificate's: the double requires it
+    assert answers(f"127.0.0.1:{tls_broker_double}", 5, ssl_context=context)
+    # aiokafka's clients, kafka-python's and faust's are all given that one context
+    assert kafka.endpoint.aiokafka_kwargs()["ssl_context"] is context
+    assert kafka.security.kafka_python_kwargs()["ssl_context"] is context
+    faust_auth = credentials_to_aiokafka_auth(kafka.security.faust_credentials())
+    assert faust_auth["ssl_context"] is context
+
+
+@pytest.mark.parametrize(
+    ("password", "said"),
+    [
+        ("wrong-one", ": ssl_key_password does not decrypt the key (a wrong pass phrase; "
+         "CHAINWATCH_KAFKA__SSL_KEY_PASSWORD)"),
+        ("x" * 1100, ": ssl_key_password is longer than the 1024 bytes OpenSSL takes"),
+    ],
+)  # fmt: skip
+def test_a_wrong_key_password_is_refused_at_the_start_in_one_line_naming_the_key(
+    pem: dict[str, Path], encrypted_key: Path, password: str, said: str
+) -> None:
+    """Never asked for on a terminal, nor left to the first client's handshake."""
+    with pytest.raises(ValidationError) as refused:
+        _mtls(pem, encrypted_key, ssl_key_password=password)
+    message = refused.value.errors()[0]["msg"]  # what `chainwatch` prints
+    assert f"ssl_keyfile '{encrypted_key}'{said}" in message, message
+    assert "\n" not in message
+    assert password not in message
+    assert KEY_PASSWORD not in message
+
+
+def test_the_key_password_is_in_no_settings_dump_repr_or_error(
+    tmp_path: Path, pem: dict[str, Path], encrypted_key: Path
+) -> None:
+    kafka = {
+        "bootstrap_servers": "127.0.0.1:9093",
+        "security_protocol": "SSL",
+        "ssl_cafile": pem["cert"],
+        "ssl_certfile": pem["cert"],
+        "ssl_keyfile": encrypted_key,
+        "ssl_key_password": KEY_PASSWORD,
+    }
+    settings = Settings(data_dir=tmp_path, kafka=kafka)
+    assert settings.kafka.ssl_key_password == SecretStr(KEY_PASSWORD)
+    shown = [
+        json.dumps(settings.redacted()),
+        repr(settings),
+        str(settings.kafka),
+        repr(settings.kafka.security),
+        repr(settings.kafka.endpoint),
+        repr(settings.kafka.security.faust_credentials()),
+    ]
+    for text in shown:
+        assert KEY_PASSWORD not in text
+    assert settings.redacted()["kafka"]["ssl_key_password"] == "**********"
+    # a child process (a replay's worker) gets it through its environment, as every secret
+    assert settings.to_env()["CHAINWATCH_KAFKA__SSL_KEY_PASSWORD"] == KEY_PASSWORD
+
+
+@pytest.mark.slow
+def test_chainwatch_config_prints_no_key_password(
+    tmp_path: Path, pem: dict[str, Path], encrypted_key: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env |= {
+        "CHAINWATCH_DATA_DIR": str(tmp_path),
+        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9093",
+        "CHAINWATCH_KAFKA__SECURITY_PROTOCOL": "SSL",
+        "CHAINWATCH_KAFKA__SSL_CAFILE": str(pem["cert"]),
+        "CHAINWATCH_KAFKA__SSL_CERTFILE": str(pem["cert"]),
+        "CHAINWATCH_KAFKA__SSL_KEYFILE": str(encrypted_key),
+        "CHAINWATCH_KAFKA__SSL_KEY_PASSWORD": KEY_PASSWORD,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "chainwatch", "config"],
+        capture_output=True, text=True, timeout=60, check=False, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert KEY_PASSWORD not in result.stdout + result.stderr
+    assert re.search(r"ssl_key_password\W+\*{10}", result.stdout), result.stdout
 
 
 def test_every_library_gets_the_same_security_from_the_one_module(pem: dict[str, Path]) -> None:
