@@ -197,7 +197,11 @@ def test_secrets_never_sit_in_a_config_map() -> None:
     by `kubectl describe`: a password, the ClickHouse URL (its password) and the signing
     secrets come from Secrets only, never a ConfigMap, its comments or a literal value."""
     secret = _secret_settings() | _hook_secrets() | {"CHAINWATCH_KAFKA__SASL_USERNAME"}
-    assert {"CHAINWATCH_KAFKA__SASL_PASSWORD", "CHAINWATCH_CLICKHOUSE__URL"} <= secret
+    assert {
+        "CHAINWATCH_KAFKA__SASL_PASSWORD",
+        "CHAINWATCH_KAFKA__SSL_KEY_PASSWORD",
+        "CHAINWATCH_CLICKHOUSE__URL",
+    } <= secret
     for name, text in _texts().items():
         if name == COMPOSE.name:
             continue
@@ -214,8 +218,9 @@ def test_secrets_never_sit_in_a_config_map() -> None:
 def test_every_process_reads_a_secured_kafka_s_credentials_and_files() -> None:
     """The ConfigMap's commented SASL_SSL example works once the chainwatch-kafka Secret
     is made: every container that reads the ConfigMap (so its security protocol) gets
-    the user and password from that Secret and its files where SSL_CAFILE, SSL_CERTFILE
-    and SSL_KEYFILE say. Optional: without the Secret, the Strimzi cluster's PLAINTEXT."""
+    the user, the password and a client key's pass phrase from that Secret and its files
+    where SSL_CAFILE, SSL_CERTFILE and SSL_KEYFILE say. Optional: without the Secret, the
+    Strimzi cluster's PLAINTEXT."""
     commented = dict(
         re.findall(
             r"^  #   (CHAINWATCH_KAFKA__\w+): (\S+)", (K8S / "config.yaml").read_text(), re.M
@@ -228,7 +233,12 @@ def test_every_process_reads_a_secured_kafka_s_credentials_and_files() -> None:
     }
     (folder,) = {f.parent for f in files}
     documented = _documented_secrets()["chainwatch-kafka"]
-    assert {"CHAINWATCH_KAFKA__SASL_USERNAME", "CHAINWATCH_KAFKA__SASL_PASSWORD"} <= documented
+    from_secret = (
+        "CHAINWATCH_KAFKA__SASL_USERNAME",
+        "CHAINWATCH_KAFKA__SASL_PASSWORD",
+        "CHAINWATCH_KAFKA__SSL_KEY_PASSWORD",  # an encrypted client key's pass phrase
+    )
+    assert set(from_secret) <= documented
     assert {f.name for f in files} <= documented
     readers = 0
     for workload in _workloads():
@@ -239,7 +249,7 @@ def test_every_process_reads_a_secured_kafka_s_credentials_and_files() -> None:
                 continue
             readers += 1
             env = {e["name"]: e.get("valueFrom", {}) for e in container.get("env", [])}
-            for name in ("CHAINWATCH_KAFKA__SASL_USERNAME", "CHAINWATCH_KAFKA__SASL_PASSWORD"):
+            for name in from_secret:
                 assert env[name]["secretKeyRef"] == {
                     "name": "chainwatch-kafka", "key": name, "optional": True
                 }, (container["name"], name)  # fmt: skip
