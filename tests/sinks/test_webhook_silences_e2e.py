@@ -155,6 +155,43 @@ def _send(settings: Settings, *alerts: Alert) -> None:
     publish(settings, ALERTS, ((a.alert_id.encode(), a.model_dump_json().encode()) for a in alerts))
 
 
+def _ops_endpoint(
+    settings_factory: Callable[..., Settings], receiver: Receiver, tmp_path: Path
+) -> tuple[Settings, str]:
+    """Settings whose one endpoint, `ops`, posts to `receiver` signed with the secret
+    returned; every topic made."""
+    secret = secret_for("ops")
+    ops = {"name": "ops", "url": f"http://127.0.0.1:{receiver.port}/ops", "secret": secret}
+    subs = tmp_path / "subscriptions.yaml"
+    subs.write_text(json.dumps({"endpoints": [ops]}))
+    settings = settings_factory(webhooks=loopback_webhooks(subs))
+    prepare_all_topics(settings)
+    ensure_notify_topics(settings)
+    return settings, secret
+
+
+def _cli(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+) -> Answer:
+    capsys.readouterr()  # what came before (the notifier's log lines) is not its output
+    return cli_in_process(list(args), settings.to_env(), monkeypatch, capsys, settings_built=True)
+
+
+def _cli_done(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+) -> str:
+    """The command's stdout, stripped; it must exit 0."""
+    answer = _cli(settings, monkeypatch, capsys, *args)
+    assert answer.returncode == 0, answer.stderr
+    return answer.stdout.strip()
+
+
 def test_a_silence_holds_its_units_alerts_until_expired(
     settings_factory: Callable[..., Settings],
     receiver: Receiver,
@@ -162,22 +199,10 @@ def test_a_silence_holds_its_units_alerts_until_expired(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    subs = tmp_path / "subscriptions.yaml"
-    ops = {
-        "name": "ops",
-        "url": f"http://127.0.0.1:{receiver.port}/ops",
-        "secret": secret_for("ops"),
-    }
-    subs.write_text(json.dumps({"endpoints": [ops]}))
-    settings = settings_factory(webhooks=loopback_webhooks(subs))
-    prepare_all_topics(settings)
-    ensure_notify_topics(settings)
+    settings, _secret = _ops_endpoint(settings_factory, receiver, tmp_path)
 
     def cli(*args: str) -> Answer:
-        capsys.readouterr()
-        return cli_in_process(
-            list(args), settings.to_env(), monkeypatch, capsys, settings_built=True
-        )
+        return _cli(settings, monkeypatch, capsys, *args)
 
     refused = cli("silences", "add", "--endpoint", "ops", "--for", "4h", "--reason", "x")
     assert refused.returncode == 2, refused.stderr
@@ -330,24 +355,13 @@ def test_an_open_alert_a_silence_held_is_sent_once_when_it_ends(
     sent (once, under the `webhook-id` its `silenced` record has, signed), recorded
     `delivered`; KNIT-08's (resolved since: its latest message is no open one) and
     KNIT-09's (still silenced) are not. Before, nothing held was ever sent."""
-    subs = tmp_path / "subscriptions.yaml"
-    secret = secret_for("ops")
-    ops = {"name": "ops", "url": f"http://127.0.0.1:{receiver.port}/ops", "secret": secret}
-    subs.write_text(json.dumps({"endpoints": [ops]}))
-    settings = settings_factory(webhooks=loopback_webhooks(subs))
-    prepare_all_topics(settings)
-    ensure_notify_topics(settings)
+    settings, secret = _ops_endpoint(settings_factory, receiver, tmp_path)
 
-    def cli(*args: str) -> Answer:
-        capsys.readouterr()
-        answer = cli_in_process(
-            list(args), settings.to_env(), monkeypatch, capsys, settings_built=True
-        )
-        assert answer.returncode == 0, answer.stderr
-        return answer
+    def cli(*args: str) -> str:
+        return _cli_done(settings, monkeypatch, capsys, *args)
 
     window = cli("silences", "add", "--unit", "KNIT-07", "--unit", "KNIT-08", "--unit",
-                 "KNIT-09", "--for", "4h", "--reason", "window").stdout.strip()  # fmt: skip
+                 "KNIT-09", "--for", "4h", "--reason", "window")  # fmt: skip
     cli("silences", "add", "--unit", "KNIT-09", "--for", "4h", "--reason", "longer")
     held = unit_down("KNIT-07", 1)
     _send(settings, held, unit_down("KNIT-08", 2), unit_down("KNIT-08", 2, AlertStatus.RESOLVED))
@@ -392,21 +406,10 @@ def test_what_a_silence_held_is_sent_after_a_restart_and_only_once(
     window, sends it when the window is expired (read back from the held topic: kept in
     the process only, it was never sent); the one after that does not send it again (the
     held message's tombstone), though it reads the alert's record back."""
-    subs = tmp_path / "subscriptions.yaml"
-    ops = {"name": "ops", "url": f"http://127.0.0.1:{receiver.port}/ops", "secret": "x"}
-    ops["secret"] = secret_for("ops")
-    subs.write_text(json.dumps({"endpoints": [ops]}))
-    settings = settings_factory(webhooks=loopback_webhooks(subs))
-    prepare_all_topics(settings)
-    ensure_notify_topics(settings)
+    settings, _secret = _ops_endpoint(settings_factory, receiver, tmp_path)
 
     def cli(*args: str) -> str:
-        capsys.readouterr()
-        answer = cli_in_process(
-            list(args), settings.to_env(), monkeypatch, capsys, settings_built=True
-        )
-        assert answer.returncode == 0, answer.stderr
-        return answer.stdout.strip()
+        return _cli_done(settings, monkeypatch, capsys, *args)
 
     window = cli("silences", "add", "--unit", "KNIT-11", "--for", "4h", "--reason", "w")
     held = unit_down("KNIT-11", 1)
