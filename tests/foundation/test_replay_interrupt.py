@@ -38,15 +38,7 @@ def test_ctrl_c_on_a_replay_says_in_one_line_that_its_run_was_deleted(
     ignored, and the replay ran to its end). The child's SIGINT is set either way: this
     suite itself may run with it ignored (`make test &`)."""
     sigint = signal.SIG_IGN if sigint_ignored else signal.SIG_DFL
-    scenario = tmp_path / "march.ndjson"
-    scenario.write_bytes(
-        b"".join(p.read_bytes() for p in sorted((ROOT / "examples").glob("example_*.ndjson")))
-    )
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
-    env |= {
-        "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
-        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-    }
+    scenario, env = _examples_replay(tmp_path, kafka_bootstrap)
     err = tmp_path / "replay.err"
     with (
         err.open("wb") as stderr,
@@ -127,15 +119,7 @@ def test_ctrl_c_while_a_replay_waits_for_its_engine_cleans_up_at_once(
     joins: the replay cleaned up only once the wait ended (here at its stall restart,
     after the workers' 120 s start grace and a 45 s stall; up to its 30 min timeout). Now
     its clean-up begins at once: the frozen workers are sent SIGTERM within seconds."""
-    scenario = tmp_path / "march.ndjson"
-    scenario.write_bytes(
-        b"".join(p.read_bytes() for p in sorted((ROOT / "examples").glob("example_*.ndjson")))
-    )
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
-    env |= {
-        "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
-        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-    }
+    scenario, env = _examples_replay(tmp_path, kafka_bootstrap)
     err = tmp_path / "replay.err"
     frozen: list[int] = []
     with (
@@ -252,3 +236,18 @@ def test_a_sigterm_while_the_main_task_runs_cancels_it_as_ctrl_c_does(sigint_ign
         preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
     )
     assert (done.stdout, done.stderr) == ("cancelled\nKeyboardInterrupt\n", "")
+
+
+def _examples_replay(tmp_path: Path, kafka_bootstrap: str) -> tuple[Path, dict[str, str]]:
+    """The worked examples as one scenario file, and a child's environment replaying it
+    on `kafka_bootstrap` with its own data dir (no CHAINWATCH_ setting of the suite's)."""
+    scenario = tmp_path / "march.ndjson"
+    scenario.write_bytes(
+        b"".join(p.read_bytes() for p in sorted((ROOT / "examples").glob("example_*.ndjson")))
+    )
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env |= {
+        "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
+        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+    }
+    return scenario, env
