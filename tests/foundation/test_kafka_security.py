@@ -212,15 +212,7 @@ def test_the_key_password_is_in_no_settings_dump_repr_or_error(
     }
     settings = Settings(data_dir=tmp_path, kafka=kafka)
     assert settings.kafka.ssl_key_password == SecretStr(KEY_PASSWORD)
-    shown = [
-        json.dumps(settings.redacted()),
-        repr(settings),
-        str(settings.kafka),
-        repr(settings.kafka.security),
-        repr(settings.kafka.endpoint),
-        repr(settings.kafka.security.faust_credentials()),
-    ]
-    for text in shown:
+    for text in _shown(settings):
         assert KEY_PASSWORD not in text
     assert settings.redacted()["kafka"]["ssl_key_password"] == "**********"
     # a child process (a replay's worker) gets it through its environment, as every secret
@@ -364,10 +356,9 @@ def test_a_tls_probe_without_the_broker_s_ca_does_not_pass(
     assert not answers(f"127.0.0.1:{tls_broker_double}", 5, ssl_context=context)
 
 
-def test_the_password_is_in_no_settings_dump_repr_or_error(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, kafka=SASL)
-    assert settings.kafka.sasl_password == SecretStr(PASSWORD)
-    shown = [
+def _shown(settings: Settings) -> list[str]:
+    """Every way the settings are shown or logged: no secret may be in any."""
+    return [
         json.dumps(settings.redacted()),
         repr(settings),
         str(settings.kafka),
@@ -376,7 +367,12 @@ def test_the_password_is_in_no_settings_dump_repr_or_error(tmp_path: Path) -> No
         str(settings.kafka.endpoint),
         repr(settings.kafka.security.faust_credentials()),
     ]
-    for text in shown:
+
+
+def test_the_password_is_in_no_settings_dump_repr_or_error(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, kafka=SASL)
+    assert settings.kafka.sasl_password == SecretStr(PASSWORD)
+    for text in _shown(settings):
         assert PASSWORD not in text
     assert settings.redacted()["kafka"]["sasl_password"] == "**********"
     # a child process (a replay's worker) gets it through its environment, as every secret
