@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from child_env import environ_without_settings
 from cli_in_process import Answer, cli_in_process
 from rich.console import Console
 
@@ -36,7 +36,7 @@ GOOD_PLAN = (ROOT / "schemas" / "plans" / "knitwear.yaml").read_text(encoding="u
 
 
 def run_backtest_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     env |= {
         "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
         "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from child_env import environ_without_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def user_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The caller's environment without any CHAINWATCH_ setting, plus a private data dir."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     env["CHAINWATCH_DATA_DIR"] = str(data_dir)
     env.update(extra)
     return env

@@ -9,7 +9,6 @@ a column (0008 did) cannot leave the docs behind.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -17,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from child_env import environ_without_settings
 from docs_helpers import ROOT
 
 from chainwatch.settings import Settings
@@ -171,7 +171,7 @@ def test_the_dead_letter_queries_run_as_written_and_find_a_request_s_items(
         )
     finally:
         client.close()
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     env["CHAINWATCH_DATA_DIR"] = str(settings.data_dir)
     outputs = []
     for query in queries:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from child_env import environ_without_settings
 
 from chainwatch.free_port import free_port
 from dashboards.errors import PublishError
@@ -527,7 +528,7 @@ def test_an_output_with_no_room_is_one_line_not_an_internal_error(
 ) -> None:
     """`> /dev/full` (a full disk, a quota) ended in `internal error: OSError: [Errno 28]`."""
     argv = [str(tmp_path / "out") if a == "DIR" else a for a in args]
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     env["CHAINWATCH_DATA_DIR"] = str(tmp_path / "data")
     with open("/dev/full", "w") as full:
         ran = subprocess.run(

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from child_env import environ_without_settings
 
 from chainwatch.cli import main
 
@@ -28,7 +29,7 @@ def test_a_help_page_into_a_closed_pipe_ends_silently_with_141(
 ) -> None:
     read, write = os.pipe()
     os.close(read)  # the reader is gone before the first line (`| true`)
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     try:
         result = subprocess.run(
             [sys.executable, "-m", "chainwatch", *args],

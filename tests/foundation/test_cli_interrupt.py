@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 import pytest
 import typer
+from child_env import environ_without_settings
 from dead_servers import DeadServer
 
 from chainwatch import cli
@@ -64,7 +65,7 @@ def test_ctrl_c_mid_command_says_one_line_and_exits_130(
     tmp_path: Path, command: list[str], log_format: str
 ) -> None:
     kafka = DeadServer("silent")  # the command waits there: it is mid-work when signalled
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     env |= {
         "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
         "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka.port}",
@@ -94,7 +95,7 @@ def test_ctrl_c_mid_command_says_one_line_and_exits_130(
 def test_ctrl_c_leaves_the_live_status_view_quietly(tmp_path: Path) -> None:
     """The live `status` view is left with Ctrl-C, as `top` and `watch` are: that is its
     ordinary end, not an interruption, so no error line and exit status 0."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     env |= {"CHAINWATCH_DATA_DIR": str(tmp_path / "data")}
     migrated = subprocess.run(
         [sys.executable, "-m", "chainwatch", "db", "migrate"],
@@ -174,7 +175,7 @@ def test_ctrl_c_ends_a_kafka_command_at_once_whatever_its_admin_call_waits_for(
     subscriptions.write_text(
         json.dumps({"endpoints": [{"name": "ops", "url": "http://127.0.0.1:9/", "secret": secret}]})
     )
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     env |= {
         "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
         "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka.port}",

@@ -17,7 +17,6 @@ the encrypted one."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 import orjson
 import pytest
+from child_env import environ_without_settings
 from samples import expected_alerts, worked_examples
 from secured_kafka import certificate_authority, issued, publish_and_read, secured_broker
 
@@ -184,7 +184,7 @@ def _env(
     key_password: str | None = None,
 ) -> Any:
     """A deployment's environment: the settings from it alone."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     env |= {
         "CHAINWATCH_DATA_DIR": str(data_dir),
         "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": bootstrap,

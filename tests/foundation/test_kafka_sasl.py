@@ -16,7 +16,6 @@ error or the output.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from child_env import environ_without_settings
 from samples import expected_alerts, worked_examples
 from secured_kafka import (
     ADMIN_PASSWORD,
@@ -59,7 +59,7 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory, spare_kafka_port: int)
 
 
 def _env(bootstrap: str, data_dir: Path, password: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     return env | {
         "CHAINWATCH_DATA_DIR": str(data_dir),
         "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": bootstrap,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import socket
 import ssl
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from child_env import environ_without_settings
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from pydantic import SecretStr, ValidationError
@@ -223,7 +223,7 @@ def test_the_key_password_is_in_no_settings_dump_repr_or_error(
 def test_chainwatch_config_prints_no_key_password(
     tmp_path: Path, pem: dict[str, Path], encrypted_key: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     env |= {
         "CHAINWATCH_DATA_DIR": str(tmp_path),
         "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9093",
@@ -384,7 +384,7 @@ def test_the_password_is_in_no_settings_dump_repr_or_error(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_chainwatch_config_prints_no_kafka_password(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     env |= {"CHAINWATCH_DATA_DIR": str(tmp_path)}
     env |= {f"CHAINWATCH_KAFKA__{name.upper()}": value for name, value in SASL.items()}
     result = subprocess.run(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from child_env import environ_without_settings
 from kafka.errors import KafkaError
 from readable import readable_within
 
@@ -51,7 +52,7 @@ loaded machine too."""
 
 
 def _env(data_dir: Path, bootstrap: str, **more: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     return env | {
         "CHAINWATCH_DATA_DIR": str(data_dir),
         "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": bootstrap,

@@ -7,7 +7,6 @@ None`; those lines go to the replay's log file, not to the user's terminal.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from child_env import environ_without_settings
 from cli_in_process import cli_in_process
 from samples import expected_alerts, worked_examples
 
@@ -34,7 +34,7 @@ def test_replay_prints_alerts_stores_them_with_sink_and_keeps_library_logs_off_s
     """The spec's four worked examples in one file, replayed with `--sink` into chDB."""
     scenario = worked_examples(tmp_path / "march.ndjson")
     expected = expected_alerts()
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     env |= {
         "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
         "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,

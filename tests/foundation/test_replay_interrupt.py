@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from child_env import environ_without_settings
 
 from chainwatch.kafka_admin import admin_client
 from chainwatch.process import stop_signals_as_ctrl_c
@@ -245,7 +246,7 @@ def _examples_replay(tmp_path: Path, kafka_bootstrap: str) -> tuple[Path, dict[s
     scenario.write_bytes(
         b"".join(p.read_bytes() for p in sorted((ROOT / "examples").glob("example_*.ndjson")))
     )
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     env |= {
         "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
         "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,

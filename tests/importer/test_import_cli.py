@@ -11,13 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from child_env import environ_without_settings
 from cli_in_process import Answer, cli_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(*args: str, data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    clean = environ_without_settings()
     return subprocess.run(
         [sys.executable, "-m", "chainwatch", "import", *args],
         capture_output=True,
@@ -71,7 +72,7 @@ def test_a_clean_import_exits_zero_and_can_write_to_stdout(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_stdout_closed_by_its_reader_is_one_line_and_exit_1(tmp_path: Path) -> None:
     """`--out - | head`: click made the broken pipe a silent exit 1 (a blank line)."""
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    clean = environ_without_settings()
     read, write = os.pipe()
     os.close(read)  # a reader that is gone before the first record
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiokafka import ConsumerRecord
 from cancellation import cancelled_as_it_finishes
+from child_env import environ_without_settings
 from dead_servers import DeadServer
 from kafka import KafkaConsumer, TopicPartition
 
@@ -33,7 +33,7 @@ SCANS_ARGS = [
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    clean = environ_without_settings()
     return subprocess.run(
         [sys.executable, "-m", "chainwatch", "import", *args],
         capture_output=True,

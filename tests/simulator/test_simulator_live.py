@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from child_env import environ_without_settings
 from dead_servers import DeadServer, outcome_within
 from loopback_http import serving
 
@@ -360,7 +360,7 @@ def test_sigterm_ends_a_live_run_as_ctrl_c_does_flushing_what_it_holds(
     """`timeout`, `kill` or a supervisor's stop killed the run at once: the records held
     for the next gateway batch (or Kafka's buffer) were lost, no line said so, exit 143."""
     url, seen = recorder
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     env["CHAINWATCH_DATA_DIR"] = str(tmp_path / "data")
     command = [sys.executable, "-m", "chainwatch", "simulate", "--gateway", url, "--token", "t"]
     proc = subprocess.Popen(
@@ -429,7 +429,7 @@ def test_a_request_cut_by_the_stop_is_counted_and_said(
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
 def test_a_stdout_that_takes_nothing_is_one_line_not_an_internal_error(tmp_path: Path) -> None:
     """`simulate --out - > /dev/full` ended in "internal error: OSError: [Errno 28] ..."."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHAINWATCH_")}
+    env = environ_without_settings()
     env["CHAINWATCH_DATA_DIR"] = str(tmp_path / "data")
     with open("/dev/full", "w") as full:
         ran = subprocess.run(
