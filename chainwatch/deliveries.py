@@ -35,7 +35,7 @@ from chainwatch.kafka_admin import admin_call_timeout_s
 from chainwatch.notify_runner import load_configured, policy_from, targets_from
 from chainwatch.settings import Settings
 from chainwatch.topic_partitions import partition_counts
-from chainwatch.topic_read import read_to_end
+from chainwatch.topic_read import TopicReader, read_to_end
 from schemas.common import UtcDatetime
 from schemas.deadline import deadline
 from schemas.kafka_security import Kafka
@@ -57,7 +57,7 @@ from sinks.webhooks.records import (
     DeliveryLog,
     WebhookDeadLetter,
 )
-from sinks.webhooks.resend import GivenUp, outcome_records, resend_one, select
+from sinks.webhooks.resend import GivenUp, delivered_since, outcome_records, resend_one, select
 from sinks.webhooks.subscriptions import Endpoint
 
 READ_MARGIN_S = 300.0
@@ -102,6 +102,9 @@ class Summary:
     stopped: bool = False
     not_tried: int = 0
     """Re-sends not done because of a stop: not started, or stopped in a retry wait."""
+    superseded: int = 0
+    """Re-sends not done because a later message of the alert (or the message itself)
+    was delivered to the endpoint after the read: the notifier, running meanwhile."""
 
     @property
     def to_resend(self) -> list[GivenUp]:
@@ -165,9 +168,11 @@ class Run:
         self.policy = policy_from(settings)
         self.kafka_s = admin_call_timeout_s(settings.kafka.request_timeout_s)
         self.summary = Summary()
+        self._later: dict[tuple[str, str], list[DeliveryLog]] = {}
+        """Deliveries and silences logged after the read, by endpoint and alert."""
 
-    async def read(self) -> list[GivenUp]:
-        """The dead letters of the window, each with what `resend` does with it."""
+    async def _partition_counts(self) -> tuple[list[str], dict[str, int]]:
+        """The dead-letter and delivery-log topics' names and partition counts."""
         kafka = self.settings.kafka
         topics = [kafka.topic(DEAD_LETTER_TOPIC), kafka.topic(DELIVERIES_TOPIC)]
         counts = await to_daemon_thread(
@@ -179,6 +184,13 @@ class Run:
                 f"topic {missing[0]} does not exist: `chainwatch notify` creates it (is "
                 "CHAINWATCH_KAFKA__TOPIC_PREFIX the notifier's?)"
             )
+        return topics, counts
+
+    async def read(self, logs_reader: TopicReader | None = None) -> list[GivenUp]:
+        """The dead letters of the window, each with what `resend` does with it; the
+        delivery log through `logs_reader` when given (`resend` reads on with it)."""
+        kafka = self.settings.kafka
+        topics, counts = await self._partition_counts()
         margin = timedelta(seconds=READ_MARGIN_S)
         letters = await read_since(
             kafka.endpoint, topics[0], counts[topics[0]], self.since - margin,
@@ -186,10 +198,14 @@ class Run:
         )  # fmt: skip
         # a message given up in the window may have started a retry horizon before it
         horizon = timedelta(seconds=self.policy.retry_horizon_s)
-        logs = await read_since(
-            kafka.endpoint, topics[1], counts[topics[1]], self.since - horizon - margin,
-            timeout_s=self.kafka_s,
-        )  # fmt: skip
+        logs_since = self.since - horizon - margin
+        if logs_reader is None:
+            logs = await read_since(
+                kafka.endpoint, topics[1], counts[topics[1]], logs_since, timeout_s=self.kafka_s
+            )
+        else:
+            since_ms = int(logs_since.timestamp() * 1000)
+            logs = [record.value for record in await logs_reader.to_end(since_ms=since_ms)]
         parsed = _parse(letters, WebhookDeadLetter, self.summary)
         named = self.configured.keys() | {d.endpoint for d in parsed if d.failed_at >= self.since}
         self.summary.unknown_endpoints = sorted(self.endpoints - named)
@@ -209,9 +225,18 @@ class Run:
             raise RuntimeError("a Run without `sending` has its subscriptions unchecked")
         self.reading = True
         try:
-            await self.read()
+            topics, counts = await self._partition_counts()
+            async with TopicReader(
+                self.settings.kafka.endpoint, topics[1], counts[topics[1]],
+                stall_s=self.kafka_s, close_s=self.kafka_s,
+            ) as logs_reader:  # fmt: skip
+                await self.read(logs_reader)
+                self.reading = False
+                return await self._resend(stop, logs_reader)
         finally:
             self.reading = False
+
+    async def _resend(self, stop: asyncio.Event, logs_reader: TopicReader) -> Summary:
         todo = self.summary.to_resend
         if not todo:
             return self.summary
@@ -226,7 +251,10 @@ class Run:
                     self.summary.stopped = True
                     self.summary.not_tried += len(todo) - number + 1
                     break
-                await self._one(given_up, f"[{number}/{len(todo)}]", producer, clients, stop)
+                label = f"[{number}/{len(todo)}]"
+                if await self._superseded(given_up, label, logs_reader):
+                    continue
+                await self._one(given_up, label, producer, clients, stop)
         finally:
             for name, (http, _health) in clients.items():
                 endpoint = self.configured[name]
@@ -236,6 +264,31 @@ class Run:
                 await close_client(http, name, hide=hide)
             await producer.stop()
         return self.summary
+
+    async def _superseded(self, given_up: GivenUp, number: str, logs_reader: TopicReader) -> bool:
+        """Whether the delivery log, read on to its end now, has a later message of the
+        alert (or this one) delivered to the endpoint since the read: `notify` runs
+        meanwhile, and the receiver, fixed, takes the alerts that queued behind the
+        failures. Re-sent after such a one, the old message would be the receiver's last
+        (an `open` after its `resolved`). Said, counted, and not re-sent."""
+        fresh = _parse(
+            [record.value for record in await logs_reader.to_end()], DeliveryLog, self.summary
+        )
+        for log in fresh:
+            if log.outcome in ("delivered", "silenced"):
+                self._later.setdefault((log.endpoint, log.alert_id), []).append(log)
+        letter = given_up.letter
+        why = delivered_since(
+            letter, given_up.original, self._later.get((letter.endpoint, letter.alert_id), ())
+        )
+        if why is None:
+            return False
+        self.summary.superseded += 1
+        self.progress(
+            f"{number} {letter.endpoint} alert {letter.alert_id} webhook-id "
+            f"{letter.webhook_id}: not re-sent: {why} (after this resend read the log)"
+        )
+        return True
 
     async def _one(
         self,

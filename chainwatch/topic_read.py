@@ -45,28 +45,86 @@ async def read_to_end(
     """Every record of `topic` (its partitions 0..`partitions`-1, in partition order) from
     its beginning, or from the first record at or after `since_ms` (by record timestamp),
     to the end offsets read at the start."""
-    consumer = new_consumer(
-        kafka, None, request_timeout_ms=int(stall_s * 1000 / 2), isolation_level=isolation_level
-    )
-    await read_step(consumer.start(), kafka, "start a reader", stall_s)
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
+    async with TopicReader(
+        kafka, topic, partitions, stall_s=stall_s, close_s=close_s, isolation_level=isolation_level
+    ) as reader:
+        return await reader.to_end(since_ms=since_ms)
+
+
+class TopicReader:
+    """`read_to_end`, kept open: `to_end()` reads from where the reader stands (the
+    first call: the beginning, or `since_ms`) to the end offsets asked at that call, so a
+    next call returns only what was written since (`chainwatch deliveries resend`
+    checks, before each re-send, what the notifier delivered meanwhile)."""
+
+    def __init__(
+        self,
+        kafka: Kafka,
+        topic: str,
+        partitions: int,
+        *,
+        stall_s: float,
+        close_s: float,
+        isolation_level: str = "read_committed",
+    ) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self.stall_s = stall_s
+        self.close_s = close_s
+        self.tps = [TopicPartition(topic, p) for p in range(partitions)]
+        self.consumer = new_consumer(
+            kafka, None, request_timeout_ms=int(stall_s * 1000 / 2), isolation_level=isolation_level
+        )
+        self._positioned = False
+
+    async def __aenter__(self) -> TopicReader:
+        await read_step(self.consumer.start(), self.kafka, "start a reader", self.stall_s)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        # read or failed already: a stop cut at its deadline loses nothing
+        await stop_consumer(self.consumer, within_s=self.close_s)
+
+    async def _starts(
+        self, ends: dict[TopicPartition, int], since_ms: int | None
+    ) -> dict[TopicPartition, int]:
+        """Where each partition's read begins: the reader's position; the first time,
+        the beginning, or the first record at or after `since_ms` (a partition with none
+        yet is put at its end, where a next call reads on)."""
+        consumer, kafka, topic, stall_s = self.consumer, self.kafka, self.topic, self.stall_s
+        if self._positioned:
+            starts = {}
+            for tp in self.tps:
+                where = f"give the reading position of {tp.topic}[{tp.partition}]"
+                starts[tp] = await read_step(consumer.position(tp), kafka, where, stall_s)
+            return starts
+        if since_ms is None:
+            await consumer.seek_to_beginning(*self.tps)
+            return dict.fromkeys(self.tps, 0)
+        found = await read_step(
+            consumer.offsets_for_times(dict.fromkeys(self.tps, since_ms)),
+            kafka, f"look up offsets of {topic} by time", stall_s,
+        )  # fmt: skip
+        starts = {tp: at.offset for tp, at in found.items() if at is not None}
+        for tp in self.tps:
+            consumer.seek(tp, starts.get(tp, ends[tp]))
+        return starts
+
+    async def to_end(self, *, since_ms: int | None = None) -> list[ConsumerRecord[bytes, bytes]]:
+        """The records from the reader's position (or, the first time, from the
+        beginning or `since_ms`) to the end offsets asked now, in partition order."""
+        consumer, kafka, topic, stall_s, tps = (
+            self.consumer, self.kafka, self.topic, self.stall_s, self.tps,
+        )  # fmt: skip
+        if not self._positioned:
+            consumer.assign(tps)
         ends = await read_step(
             consumer.end_offsets(tps), kafka, f"give the end offsets of {topic}", stall_s
         )
-        if since_ms is None:
-            await consumer.seek_to_beginning(*tps)
-            starts = dict.fromkeys(tps, 0)
-        else:
-            found = await read_step(
-                consumer.offsets_for_times(dict.fromkeys(tps, since_ms)),
-                kafka, f"look up offsets of {topic} by time", stall_s,
-            )  # fmt: skip
-            starts = {tp: at.offset for tp, at in found.items() if at is not None}
-            for tp, offset in starts.items():
-                consumer.seek(tp, offset)
+        starts = await self._starts(ends, since_ms)
+        self._positioned = True
         remaining = {tp: ends[tp] for tp in tps if starts.get(tp, ends[tp]) < ends[tp]}
+        read = dict(remaining)
         records: list[ConsumerRecord[bytes, bytes]] = []
         last_progress = time.monotonic()
         while remaining:
@@ -88,10 +146,12 @@ async def read_to_end(
                     f"reading {topic} made no progress for {stall_s:.0f}s "
                     f"({len(remaining)} partitions not read to their end)"
                 )
+        for tp, end in read.items():  # a fetch may have gone past the end: the next call
+            where = f"give the reading position of {tp.topic}[{tp.partition}]"
+            if await read_step(consumer.position(tp), kafka, where, stall_s) > end:
+                consumer.seek(tp, end)  # reads those records, not after them
         records.sort(key=lambda m: m.partition)  # stable: each partition's in offset order
         return records
-    finally:  # read or failed already: a stop cut at its deadline loses nothing
-        await stop_consumer(consumer, within_s=close_s)
 
 
 async def read_step(step: Awaitable[T], kafka: Kafka, what: str, within_s: float) -> T:

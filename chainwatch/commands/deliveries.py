@@ -132,6 +132,11 @@ def register(app: typer.Typer) -> None:
             if dry_run
             else f"{tried} re-sent: {summary.delivered} delivered, {summary.failed} given up again"
         )
+        if summary.superseded:  # each said in its line as it came
+            said += (
+                f"; {summary.superseded} not re-sent: a later message of the alert was "
+                "delivered after the read"
+            )
         stopped = f"; stopped: {summary.not_tried} not re-sent" if summary.stopped else ""
         err.print(
             f"resend: {len(summary.given_up)} given up since {since}, "

@@ -11,7 +11,9 @@
   delivered `resolved` would re-open an incident. Nor when this very message was
   delivered (a restart of the notifier delivered it again, or a resend did). A
   message `silenced` (a silence in force, silences.py) counts as delivered here:
-  the silence decided it, and an older message re-sent after it would be last;
+  the silence decided it, and an older message re-sent after it would be last
+  (`delivered_since`; `chainwatch deliveries resend` asks it again before each
+  re-send, of what the notifier delivered after the read);
 - none to an endpoint no longer in the subscriptions file, nor of a dead letter
   without its payload (`payload_truncated`, or `{}`: the message could not be
   built), nor a PagerDuty event (its routing key kept as `<redacted>`) to an
@@ -69,7 +71,7 @@ def _at(when: datetime) -> str:
     return when.isoformat().replace("+00:00", "Z")
 
 
-def _delivered_since(
+def delivered_since(
     letter: WebhookDeadLetter, original: DeliveryLog | None, logs: Iterable[DeliveryLog]
 ) -> str | None:
     """Why `letter` is not needed any more: a delivery of its alert to its endpoint
@@ -156,7 +158,7 @@ def select(
             again = " (the same message)" if newest.webhook_id == letter.webhook_id else ""
             why_not = f"given up again later, at {_at(newest.failed_at)}{again}"
         else:
-            why_not = _delivered_since(letter, original, delivered.get(key, ())) or _unsendable(
+            why_not = delivered_since(letter, original, delivered.get(key, ())) or _unsendable(
                 letter, configured.get(letter.endpoint)
             )
         chosen.append(GivenUp(letter, why_not, original))
