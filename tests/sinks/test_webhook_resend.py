@@ -244,18 +244,13 @@ def test_resend_skips_a_message_whose_alert_the_notifier_delivered_after_the_rea
     `resend` read the log, before it re-sends that alert's given-up `open`: the `open` is
     not re-sent (it was, and re-opened the alert at the receiver: seen on a night-shift
     drill, 5 of 6,937 alerts left `open` after their `retracted`)."""
-    subs = tmp_path / "subscriptions.yaml"
-    _subscriptions(subs, receiver.port, ("ops",))
-    settings = settings_factory(webhooks=loopback_webhooks(subs))
-    prepare_all_topics(settings)
+    settings = _ops_only(settings_factory, receiver, tmp_path)
     one, two = make_alert(1), make_alert(2)
     _notify(settings, [one, two])  # both opens given up (410)
     receiver.broken = False
-    real_progress = deliveries_command._progress
     meanwhile: list[str] = []
 
-    def progress(text: str) -> None:
-        real_progress(text)
+    def watch(text: str) -> None:
         if text.startswith("[1/2]") and text.endswith(": delivered"):
             # the notifier, running beside the resend, delivers the other alert's resolve
             other, number = (two, 2) if one.alert_id in text else (one, 1)
@@ -265,15 +260,7 @@ def test_resend_skips_a_message_whose_alert_the_notifier_delivered_after_the_rea
             notifying.start()
             notifying.join(90)
 
-    monkeypatch.setattr(deliveries_command, "_progress", progress)
-    capsys.readouterr()
-    answer = cli_in_process(
-        ["deliveries", "resend", "--since", "1h"],
-        settings.to_env(),
-        monkeypatch,
-        capsys,
-        settings_built=True,
-    )
+    answer = _resend_watched(settings, monkeypatch, capsys, watch)
     assert answer.returncode == 0, answer.stderr
     assert len(meanwhile) == 1
     assert (
@@ -301,29 +288,16 @@ def test_a_stop_during_a_retry_wait_counts_that_delivery_as_not_re_sent(
     """Ctrl-C while the first re-send waits to retry a 503: it stays given up, as does the
     second, never started; the summary said `stopped: 1 not re-sent` (the count of those
     not started replaced the one stopped in its wait)."""
-    subs = tmp_path / "subscriptions.yaml"
-    _subscriptions(subs, receiver.port, ("ops",))
-    settings = settings_factory(webhooks=loopback_webhooks(subs))
-    prepare_all_topics(settings)
+    settings = _ops_only(settings_factory, receiver, tmp_path)
     _notify(settings, [make_alert(1), make_alert(2)])  # both given up (410)
     letters_before, logs_before = len(_letters(settings)), len(_logs(settings))
     receiver.broken_status = 503  # still down, now retried
-    real_progress = deliveries_command._progress
 
-    def progress(text: str) -> None:
-        real_progress(text)
+    def watch(text: str) -> None:
         if text.startswith("[1/2]") and ": attempt failed: HTTP 503" in text:
             os.kill(os.getpid(), signal.SIGINT)  # before the wait for its retry
 
-    monkeypatch.setattr(deliveries_command, "_progress", progress)
-    capsys.readouterr()
-    stopped = cli_in_process(
-        ["deliveries", "resend", "--since", "1h"],
-        settings.to_env(),
-        monkeypatch,
-        capsys,
-        settings_built=True,
-    )
+    stopped = _resend_watched(settings, monkeypatch, capsys, watch)
     assert stopped.returncode == 130, stopped.stderr
     assert "stopped before its retry; it stays given up" in stopped.stderr
     assert "0 re-sent: 0 delivered, 0 given up again; stopped: 2 not re-sent" in stopped.stderr
@@ -340,29 +314,16 @@ def test_a_second_ctrl_c_cuts_the_attempt_under_way_and_says_so(
 ) -> None:
     """Two Ctrl-C as the first re-send starts: exit 130 with a line naming the delivery
     cut (it ended without a word after its `sending to` line) and what to check."""
-    subs = tmp_path / "subscriptions.yaml"
-    _subscriptions(subs, receiver.port, ("ops",))
-    settings = settings_factory(webhooks=loopback_webhooks(subs))
-    prepare_all_topics(settings)
+    settings = _ops_only(settings_factory, receiver, tmp_path)
     _notify(settings, [make_alert(1)])
     receiver.broken = False
-    real_progress = deliveries_command._progress
 
-    def progress(text: str) -> None:
-        real_progress(text)
+    def watch(text: str) -> None:
         if text.startswith("[1/1]") and text.endswith(": sending to 127.0.0.1"):
             os.kill(os.getpid(), signal.SIGINT)  # stop: the attempt under way goes on
             os.kill(os.getpid(), signal.SIGINT)  # and is cut
 
-    monkeypatch.setattr(deliveries_command, "_progress", progress)
-    capsys.readouterr()
-    cut = cli_in_process(
-        ["deliveries", "resend", "--since", "1h"],
-        settings.to_env(),
-        monkeypatch,
-        capsys,
-        settings_built=True,
-    )
+    cut = _resend_watched(settings, monkeypatch, capsys, watch)
     assert cut.returncode == 130, cut.stderr
     last = cut.stderr.splitlines()[-1]
     assert last.startswith("error: interrupted; chainwatch deliveries resend stopped, [1/1] ")
@@ -461,3 +422,39 @@ def test_given_up_help_says_it_needs_no_secret(capsys: pytest.CaptureFixture[str
     shown = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert "needs none of the endpoints' secrets" in shown
     assert "resend does" in shown
+
+
+def _ops_only(
+    settings_factory: Callable[..., Settings], receiver: Receiver, tmp_path: Path
+) -> Settings:
+    """Settings whose one endpoint, `ops`, posts to `receiver`; the topics made."""
+    subs = tmp_path / "subscriptions.yaml"
+    _subscriptions(subs, receiver.port, ("ops",))
+    settings = settings_factory(webhooks=loopback_webhooks(subs))
+    prepare_all_topics(settings)
+    return settings
+
+
+def _resend_watched(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    watch: Callable[[str], None],
+) -> Answer:
+    """`chainwatch deliveries resend --since 1h` in process, `watch` given each of its
+    progress lines once shown (where a test acts: a signal, the notifier beside it)."""
+    shown = deliveries_command._progress
+
+    def progress(text: str) -> None:
+        shown(text)
+        watch(text)
+
+    monkeypatch.setattr(deliveries_command, "_progress", progress)
+    capsys.readouterr()  # what came before (the notifier's log lines) is not its output
+    return cli_in_process(
+        ["deliveries", "resend", "--since", "1h"],
+        settings.to_env(),
+        monkeypatch,
+        capsys,
+        settings_built=True,
+    )
