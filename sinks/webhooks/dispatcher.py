@@ -178,7 +178,9 @@ class EndpointPipe:
         self.pending = PendingAges()
         topics = config.topics
         log_topics = (topics.deliveries, topics.dead_letter)
-        metrics.start_series(endpoint.name, log_topics, lambda: self.pending.oldest_s())
+        metrics.start_series(
+            endpoint.name, log_topics, lambda: self.pending.oldest_s(), lambda: len(self.held)
+        )
         self.stats = NotifyStats(endpoints=1)
         self.in_flight = 0
         self._none_in_flight = asyncio.Event()
@@ -382,6 +384,7 @@ class EndpointPipe:
         if job.released:  # its offset was settled when it was silenced
             await self._drop_held(job)
             self.stats.released += 1
+            metrics.RELEASED.labels(endpoint.name).inc()
         elif self.current(job):  # else the same offset may be pending in the new assignment
             self.tracker.done(job.tp, job.offset)
 

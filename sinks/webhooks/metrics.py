@@ -75,6 +75,18 @@ SILENCED = Counter(
     "recorded in webhook-deliveries with outcome silenced",
     ["endpoint"],
 )
+RELEASED = Counter(
+    "chainwatch_webhook_released",
+    "Alerts a silence held, sent once no silence covered them any more (still open); "
+    "each also counted in deliveries by its outcome",
+    ["endpoint"],
+)
+HELD = Gauge(
+    "chainwatch_webhook_held",
+    "Messages a silence holds now (open alerts recorded silenced, kept to be sent when "
+    "their silence ends), of the endpoint's assigned partitions",
+    ["endpoint"],
+)
 WARMUPS = Counter(
     "chainwatch_webhook_warmups",
     "Partitions read back before delivering (the memory of repeats), by outcome (done, failed)",
@@ -83,12 +95,16 @@ WARMUPS = Counter(
 
 
 def start_series(
-    endpoint: str, log_topics: tuple[str, ...], oldest_pending_s: Callable[[], float]
+    endpoint: str,
+    log_topics: tuple[str, ...],
+    oldest_pending_s: Callable[[], float],
+    held: Callable[[], float] = lambda: 0.0,
 ) -> None:
     """Every series of `endpoint` (and the delivery log's topics) exported from its start,
     at zero: a dashboard, `increase()` or an `absent()` alert rule sees a quiet endpoint
     as 0 rather than as missing (a labelled series exists only once it was used).
-    `oldest_pending_s` is the endpoint's `PendingAges.oldest_s`."""
+    `oldest_pending_s` is the endpoint's `PendingAges.oldest_s`, `held` how many
+    messages it holds (`EndpointPipe.held`)."""
     for outcome in ("delivered", "gave_up"):
         DELIVERIES.labels(endpoint, outcome)
     for result in STATUS_CLASSES:
@@ -100,6 +116,8 @@ def start_series(
     REPEATS_SKIPPED.labels(endpoint)
     FINISHED_SKIPPED.labels(endpoint)
     SILENCED.labels(endpoint)
+    RELEASED.labels(endpoint)
+    HELD.labels(endpoint).set_function(held)  # read at each scrape
     for outcome in ("done", "failed"):
         WARMUPS.labels(endpoint, outcome)
     for topic in log_topics:

@@ -81,7 +81,13 @@ EXPECTED: dict[str, set[tuple[str, tuple[tuple[str, str], ...]]]] = {
         ),
         *(
             (f"chainwatch_webhook_{name}_total", (("endpoint", "x"),))
-            for name in ("invalid_alerts", "repeats_skipped", "finished_skipped", "silenced")
+            for name in (
+                "invalid_alerts",
+                "repeats_skipped",
+                "finished_skipped",
+                "silenced",
+                "released",
+            )
         ),
         *(
             ("chainwatch_webhook_log_refused_total", (("topic", t),))
@@ -156,3 +162,11 @@ def test_every_known_counter_series_is_at_zero_from_the_start(process: str, tmp_
     missing = sorted(EXPECTED[process] - counters.keys())
     assert missing == [], missing
     assert {counters[series] for series in EXPECTED[process]} == {0.0}
+    if process == "notifier":  # and what it holds now, a gauge: 0, not missing
+        gauges = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families((tmp_path / "metrics").read_text())
+            if family.type == "gauge"
+            for sample in family.samples
+        }
+        assert gauges.get(("chainwatch_webhook_held", (("endpoint", "x"),))) == 0.0

@@ -151,6 +151,11 @@ def _silenced_total() -> float:
     return value or 0.0
 
 
+def _ops_sample(name: str) -> float:
+    """`ops`'s sample `name` as a scrape reads it (0 before it exists)."""
+    return REGISTRY.get_sample_value(name, {"endpoint": "ops"}) or 0.0
+
+
 def _send(settings: Settings, *alerts: Alert) -> None:
     publish(settings, ALERTS, ((a.alert_id.encode(), a.model_dump_json().encode()) for a in alerts))
 
@@ -366,15 +371,24 @@ def test_an_open_alert_a_silence_held_is_sent_once_when_it_ends(
     held = unit_down("KNIT-07", 1)
     _send(settings, held, unit_down("KNIT-08", 2), unit_down("KNIT-08", 2, AlertStatus.RESOLVED))
     _send(settings, unit_down("KNIT-09", 3))
+    released_before = _ops_sample("chainwatch_webhook_released_total")
     notifier = RunningNotifier(settings)
     try:
         wait_for(lambda: len(_logs(settings)) >= 4, 60, "four outcomes")
         assert {log.outcome for log in _logs(settings)} == {"silenced"}
         (silenced,) = [log for log in _logs(settings) if log.alert_id == held.alert_id]
+        # KNIT-07's and KNIT-09's (KNIT-08's open one, superseded, at most until a check)
+        wait_for(lambda: _ops_sample("chainwatch_webhook_held") == 2, 60, "two held")
 
         cli("silences", "expire", window)
         wait_for(lambda: receiver.alerts(), 60, "the held alert sent")
         wait_for(lambda: len(_logs(settings)) >= 5, 60, "its outcome")
+        wait_for(lambda: _ops_sample("chainwatch_webhook_held") == 1, 60, "KNIT-09's held")
+
+        def released() -> float:
+            return _ops_sample("chainwatch_webhook_released_total") - released_before
+
+        wait_for(lambda: released() >= 1, 60, "the release counted")
         # a later alert, sent after the released one: more sweeps of the held ones ran
         _send(settings, unit_down("KNIT-10", 4))
         wait_for(lambda: len(receiver.alerts()) >= 2, 60, "a later alert")
@@ -392,6 +406,7 @@ def test_an_open_alert_a_silence_held_is_sent_once_when_it_ends(
     ]
     assert logs[1].attempts == 1
     assert (stats.released, stats.silenced, stats.delivered) == (1, 4, 2)
+    assert released() == 1
     assert read_topic(settings, DEAD_LETTER_TOPIC) == []
 
 
