@@ -27,6 +27,8 @@ from standardwebhooks import Webhook
 
 from schemas.alerts import Alert, AlertStatus
 from schemas.kafka_security import Kafka
+from schemas.log_throttle import LogThrottle
+from sinks.backoff import Backoff
 from sinks.consumer import (
     KafkaWaits,
     consume,
@@ -75,6 +77,8 @@ log = structlog.stdlib.get_logger(__name__)
 COMMIT_INTERVAL_S = 0.5
 RELEASE_CHECK_S = 1.0
 """How often an endpoint looks for held alerts whose silence has ended (`_release_held`)."""
+HELD_READ_BACKOFF = (0.5, 30.0)
+"""A failed read-back of the held topic is tried again after these (initial, max) s."""
 STOP_GRACE_S = 2.0
 """On a stop, how long past the endpoint's attempt deadline (`timeout_s`) the attempts
 under way may take to end and have their outcomes recorded."""
@@ -196,6 +200,7 @@ class EndpointPipe:
         read back from the held topic at its partition's assignment), of a partition of
         the current assignment: sent when no silence covers it any more."""
         self._restoring: set[asyncio.Task[None]] = set()
+        self._held_throttle = LogThrottle()
         self.held_checks = 0
         """Looks for held messages whose silences ended, done (`_release_held`)."""
 
@@ -455,26 +460,41 @@ class EndpointPipe:
         task.add_done_callback(self._restoring.discard)
 
     async def _restore_held(self, generations: dict[TopicPartition, int]) -> None:
-        partitions = {tp.partition for tp in generations}
-        try:
-            found = await read_held(
-                self.config.bootstrap,
-                self.config.topics.held,
-                self.config.topics.held_partitions,
-                self.endpoint.name,
-                partitions,
-                call_s=self.config.warmup.timeout_s,
-            )
-        except Exception as exc:  # Kafka's errors, a deadline: held as before, logged
-            log.warning(
-                "webhook_held_unreadable",
-                endpoint=self.endpoint.name,
-                partitions=sorted(partitions),
-                error=error_text(exc, hide=self.secrets),
-                consequence="the alerts silences held in these partitions are sent only "
-                "at their next change",
-            )
-            return
+        """Read back what is held of the partitions of `generations`; a failed read is
+        tried again (`HELD_READ_BACKOFF`) while they stay assigned and the notifier runs,
+        logged once per throttle window."""
+        backoff = Backoff(*HELD_READ_BACKOFF)
+        while True:
+            standing = {tp for tp, g in generations.items() if not self._gone(tp, g)}
+            if not standing or self.stopping.is_set():
+                return  # the next assignment (here or elsewhere) reads them back
+            partitions = {tp.partition for tp in standing}
+            try:
+                found = await read_held(
+                    self.config.bootstrap,
+                    self.config.topics.held,
+                    self.config.topics.held_partitions,
+                    self.endpoint.name,
+                    partitions,
+                    call_s=self.config.warmup.timeout_s,
+                )
+                break
+            except Exception as exc:  # Kafka's errors, a deadline: tried again
+                delay_s = backoff.next()
+                held_back = self._held_throttle.admit("webhook_held_unreadable")
+                if held_back is not None:
+                    log.warning(
+                        "webhook_held_unreadable",
+                        endpoint=self.endpoint.name,
+                        partitions=sorted(partitions),
+                        error=error_text(exc, hide=self.secrets),
+                        attempts=backoff.attempts,
+                        retry_in_s=round(delay_s, 3),
+                        held_back=held_back,
+                        consequence="read again while these partitions stay assigned; "
+                        "the alerts held in them are sent when their silence ends once read",
+                    )
+                await self._wait_or_revoked(delay_s)
         alerts = self.config.topics.alerts
         for alert_id, held in found.items():
             tp = TopicPartition(alerts, held.partition)
@@ -485,6 +505,21 @@ class EndpointPipe:
                 continue
             job = Job(held.alert, held.webhook_id, tp, held.offset, generations[tp])
             self.held[alert_id] = job
+
+    def _gone(self, tp: TopicPartition, generation: int) -> bool:
+        """Whether the assignment of `tp` numbered `generation` ended (or is ending)."""
+        return self.assignments.generation(tp) != generation or tp in self.assignments.revoked
+
+    async def _wait_or_revoked(self, delay_s: float) -> None:
+        """Wait `delay_s`, cut short by a stop or a rebalance."""
+        waits = [
+            asyncio.ensure_future(e.wait()) for e in (self.stopping, self.assignments.revocation)
+        ]
+        try:
+            await asyncio.wait(waits, timeout=delay_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def _release_held(self) -> None:
         """Every `RELEASE_CHECK_S`, queue the held alerts no silence covers any more (a

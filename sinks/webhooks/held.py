@@ -8,7 +8,8 @@ read (resolved, escalated: that one decides), the key gets a tombstone. A partit
 newly assigned to an endpoint (its start, a rebalance) has what is held of it read
 back from the topic (`read_held`), so a notifier restarted during a maintenance
 window, or the partition's next owner, still sends the alert when the window ends,
-and a message sent before the restart is not sent again.
+and a message sent before the restart is not sent again. A read that fails is tried
+again while the partitions stay assigned (dispatcher.py).
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ from chainwatch.notify_runner import build_notifier, ensure_notify_topics, load_
 from chainwatch.process import Startup
 from chainwatch.settings import Settings
 from schemas.alerts import Alert, AlertCause, AlertStatus, AlertType, alert_id
-from sinks.webhooks import silence_follower
-from sinks.webhooks.held import HELD_TOPIC
+from sinks.webhooks import dispatcher, silence_follower
+from sinks.webhooks.held import HELD_TOPIC, HeldMessage
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, DeliveryLog
 from sinks.webhooks.silence_follower import SilenceFollower
 from sinks.webhooks.silences import SILENCES_TOPIC
@@ -462,6 +462,55 @@ def test_what_a_silence_held_is_sent_after_a_restart_and_only_once(
     finally:
         third.stop()
     assert receiver.alerts() == [("KNIT-11", "open"), ("KNIT-12", "open")]
+
+
+def test_a_failed_read_back_of_what_was_held_is_tried_again(
+    settings_factory: Callable[..., Settings],
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A notifier restarted during the window whose first read-back of `webhook-held`
+    fails (the broker is fine: the fault is injected at `read_held`) reads it again, and
+    still sends the held alert when the window is expired, once. Before, a failed read
+    was only logged: the alert waited for its next change."""
+    settings, _secret = _ops_endpoint(settings_factory, receiver, tmp_path)
+
+    def cli(*args: str) -> str:
+        return _cli_done(settings, monkeypatch, capsys, *args)
+
+    window = cli("silences", "add", "--unit", "KNIT-13", "--for", "4h", "--reason", "w")
+    _send(settings, unit_down("KNIT-13", 1))
+    first = RunningNotifier(settings)
+    try:
+        wait_for(lambda: _logs(settings), 60, "the silenced outcome")
+    finally:
+        first.stop()
+
+    reads: list[str] = []
+    real_read = dispatcher.read_held
+
+    async def first_read_fails(*args: Any, **kwargs: Any) -> dict[str, HeldMessage]:
+        reads.append("read")
+        if len(reads) == 1:
+            raise TimeoutError("injected: the first read-back fails")
+        return await real_read(*args, **kwargs)
+
+    monkeypatch.setattr(dispatcher, "read_held", first_read_fails)
+    second = RunningNotifier(settings)
+    try:
+        wait_for(lambda: len(reads) >= 2, 60, "the read-back tried again")
+        wait_for(lambda: second.notifier.pipes[0].held, 60, "the held alert read back")
+        logged = capsys.readouterr().out  # (the command's run below reads its own)
+        cli("silences", "expire", window)
+        wait_for(lambda: receiver.alerts(), 60, "the held alert sent")
+        wait_for(lambda: len(_logs(settings)) >= 2, 60, "its outcome")
+    finally:
+        second.stop()
+    assert receiver.alerts() == [("KNIT-13", "open")]
+    assert [log.outcome for log in _logs(settings)] == ["silenced", "delivered"]
+    assert logged.count("webhook_held_unreadable") == 1
 
 
 def test_silences_that_cannot_be_read_hold_deliveries_and_readiness(
