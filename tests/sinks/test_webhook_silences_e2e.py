@@ -392,6 +392,8 @@ def test_an_open_alert_a_silence_held_is_sent_once_when_it_ends(
         # a later alert, sent after the released one: more sweeps of the held ones ran
         _send(settings, unit_down("KNIT-10", 4))
         wait_for(lambda: len(receiver.alerts()) >= 2, 60, "a later alert")
+        # (received is not recorded yet: `stats` is a snapshot of the pipes' counts)
+        wait_for(lambda: notifier.notifier.stats.delivered >= 2, 60, "its outcome")
         stats = notifier.notifier.stats
     finally:
         notifier.stop()
