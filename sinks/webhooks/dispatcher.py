@@ -77,6 +77,10 @@ log = structlog.stdlib.get_logger(__name__)
 COMMIT_INTERVAL_S = 0.5
 RELEASE_CHECK_S = 1.0
 """How often an endpoint looks for held alerts whose silence has ended (`_release_held`)."""
+MAX_HELD = 100_000
+"""Held messages an endpoint keeps in memory (`EndpointPipe.held`; MessageIds' order).
+A silenced message past it is still written to the held topic, counted and logged, not
+kept: read back from the topic once the endpoint holds fewer (`_restore_held`)."""
 HELD_READ_BACKOFF = (0.5, 30.0)
 """A failed read-back of the held topic is tried again after these (initial, max) s."""
 STOP_GRACE_S = 2.0
@@ -198,9 +202,18 @@ class EndpointPipe:
         self.held: dict[str, Job] = {}
         """Alert id -> its latest message, open, recorded `silenced` (in this run, or
         read back from the held topic at its partition's assignment), of a partition of
-        the current assignment: sent when no silence covers it any more."""
+        the current assignment: sent when no silence covers it any more. At most
+        `MAX_HELD` (`_hold`)."""
         self._restoring: set[asyncio.Task[None]] = set()
+        self._over_bound = False
+        """A silenced message was not kept (`MAX_HELD`): read the held topic back once
+        the endpoint holds fewer."""
         self._held_throttle = LogThrottle()
+        self._assigned: set[TopicPartition] = set()
+        """The consumer's whole assignment, as its last rebalance gave it."""
+        self._released: set[str] = set()
+        """The `webhook-id`s released and not yet tombstoned (queued, being sent): a
+        read-back past the bound does not hold them again."""
         self.held_checks = 0
         """Looks for held messages whose silences ended, done (`_release_held`)."""
 
@@ -352,11 +365,12 @@ class EndpointPipe:
             attempts=result.attempts,
         )
         alert_id = job.alert.alert_id
+        self._released.discard(job.msg_id)  # released, then held again: not being sent
         open_latest = (
             job.alert.status is AlertStatus.OPEN and self.ids.latest(alert_id) == job.msg_id
         )
         if self.current(job) and open_latest:  # held until no silence covers it
-            self.held[alert_id] = dataclasses.replace(job, released=False)
+            self._hold(dataclasses.replace(job, released=False))
             await self._keep_held(job)
         elif job.released:
             await self._drop_held(job)
@@ -444,6 +458,7 @@ class EndpointPipe:
 
     async def _drop_held(self, job: Job) -> None:
         """A tombstone: sent (its outcome recorded), or superseded by a later message."""
+        self._released.discard(job.msg_id)
         if topic := self.config.topics.held:
             await publish(
                 self.producer, topic, held_key(self.endpoint.name, job.alert.alert_id), None
@@ -500,11 +515,13 @@ class EndpointPipe:
             tp = TopicPartition(alerts, held.partition)
             if self.assignments.generation(tp) != generations.get(tp):
                 continue  # revoked (or assigned again) meanwhile: that read decides
+            if held.webhook_id in self._released:
+                continue  # being sent: its tombstone follows
             known = self.held.get(alert_id)
             if known is not None and known.offset >= held.offset:
                 continue
             job = Job(held.alert, held.webhook_id, tp, held.offset, generations[tp])
-            self.held[alert_id] = job
+            self._hold(job, counted=False)
 
     def _gone(self, tp: TopicPartition, generation: int) -> bool:
         """Whether the assignment of `tp` numbered `generation` ended (or is ending)."""
@@ -520,6 +537,40 @@ class EndpointPipe:
         finally:
             for wait in waits:
                 wait.cancel()
+
+    def _hold(self, job: Job, *, counted: bool = True) -> None:
+        """Keep `job` until no silence covers it, unless the endpoint holds `MAX_HELD`
+        already: then it stays on the held topic only (written, or read from it), counted
+        (once: `counted`) and logged, and the topic is read back once the endpoint holds
+        fewer (`_reread_over_bound`)."""
+        alert_id = job.alert.alert_id
+        if alert_id in self.held or len(self.held) < MAX_HELD:
+            self.held[alert_id] = job
+            return
+        self._over_bound = True
+        if not counted:
+            return
+        metrics.HELD_OVER_BOUND.labels(self.endpoint.name).inc()
+        held_back = self._held_throttle.admit("webhook_held_over_bound")
+        if held_back is not None:
+            log.warning(
+                "webhook_held_over_bound",
+                endpoint=self.endpoint.name,
+                webhook_id=job.msg_id,
+                alert_id=alert_id,
+                bound=MAX_HELD,
+                held_back=held_back,
+                consequence="kept on the held topic only: read back, and sent when its "
+                "silence ends, once the endpoint holds fewer",
+            )
+
+    def _reread_over_bound(self) -> None:
+        """Once the endpoint holds fewer than `MAX_HELD` again, read back what the bound
+        left on the held topic (of the partitions assigned now)."""
+        if not self._over_bound or len(self.held) >= MAX_HELD or self._restoring:
+            return
+        self._over_bound = False
+        self._restore_held_of(self._assigned - self.assignments.revoked)
 
     async def _release_held(self) -> None:
         """Every `RELEASE_CHECK_S`, queue the held alerts no silence covers any more (a
@@ -539,6 +590,7 @@ class EndpointPipe:
                 continue
             try:
                 await self._release_ended(follower)
+                self._reread_over_bound()
                 self.held_checks += 1
             except Exception as exc:  # a bug of ours: logged, the next check tries again
                 log.error(
@@ -573,6 +625,7 @@ class EndpointPipe:
                 alert_id=alert_id,
             )
             released = dataclasses.replace(job, released=True, read_at=time.monotonic())
+            self._released.add(job.msg_id)
             self.pending.read(released)
             await self.queue.put(released)
             metrics.QUEUE_DEPTH.labels(self.endpoint.name).set(self.queue.qsize())
@@ -663,6 +716,8 @@ class EndpointPipe:
         reads from the committed position, knowing nothing read before (the read-back
         rebuilds the memory of messages)."""
         self.assignments.assigned(tps)
+        self._assigned = set(tps)
+        self._released.clear()  # (what this assignment reads back is sent at most once more)
         for tp in tps:
             self.tracker.forget(tp)
             self.ids.forget(tp.partition)

@@ -9,7 +9,9 @@ newly assigned to an endpoint (its start, a rebalance) has what is held of it re
 back from the topic (`read_held`), so a notifier restarted during a maintenance
 window, or the partition's next owner, still sends the alert when the window ends,
 and a message sent before the restart is not sent again. A read that fails is tried
-again while the partitions stay assigned (dispatcher.py).
+again while the partitions stay assigned; past the endpoint's bound (`MAX_HELD`) a
+message stays on the topic only and is read back once the endpoint holds fewer
+(dispatcher.py).
 """
 
 from __future__ import annotations

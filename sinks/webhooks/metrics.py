@@ -87,6 +87,12 @@ HELD = Gauge(
     "their silence ends), of the endpoint's assigned partitions",
     ["endpoint"],
 )
+HELD_OVER_BOUND = Counter(
+    "chainwatch_webhook_held_over_bound",
+    "Silenced messages not kept in memory because the endpoint held its bound already: "
+    "kept on webhook-held, read back once the endpoint holds fewer",
+    ["endpoint"],
+)
 WARMUPS = Counter(
     "chainwatch_webhook_warmups",
     "Partitions read back before delivering (the memory of repeats), by outcome (done, failed)",
@@ -118,6 +124,7 @@ def start_series(
     SILENCED.labels(endpoint)
     RELEASED.labels(endpoint)
     HELD.labels(endpoint).set_function(held)  # read at each scrape
+    HELD_OVER_BOUND.labels(endpoint)
     for outcome in ("done", "failed"):
         WARMUPS.labels(endpoint, outcome)
     for topic in log_topics:

@@ -87,6 +87,7 @@ EXPECTED: dict[str, set[tuple[str, tuple[tuple[str, str], ...]]]] = {
                 "finished_skipped",
                 "silenced",
                 "released",
+                "held_over_bound",
             )
         ),
         *(

@@ -515,6 +515,51 @@ def test_a_failed_read_back_of_what_was_held_is_tried_again(
     assert logged.count("webhook_held_unreadable") == 1
 
 
+def test_past_its_bound_what_a_silence_held_stays_on_kafka_and_is_sent_later(
+    settings_factory: Callable[..., Settings],
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With a bound of one held message, a second silenced open alert is not kept in
+    memory (counted, logged): it stays on `webhook-held`, is read back once the first is
+    released, and is sent too when the window is expired, each once."""
+    monkeypatch.setattr(dispatcher, "MAX_HELD", 1)
+    settings, _secret = _ops_endpoint(settings_factory, receiver, tmp_path)
+
+    def cli(*args: str) -> str:
+        return _cli_done(settings, monkeypatch, capsys, *args)
+
+    window = cli("silences", "add", "--unit", "KNIT-14", "--unit", "KNIT-15", "--for", "4h",
+                 "--reason", "w")  # fmt: skip
+    over_before = _ops_sample("chainwatch_webhook_held_over_bound_total")
+    _send(settings, unit_down("KNIT-14", 1), unit_down("KNIT-15", 2))
+    notifier = RunningNotifier(settings)
+    try:
+        wait_for(lambda: len(_logs(settings)) >= 2, 60, "two silenced outcomes")
+
+        def over() -> float:
+            return _ops_sample("chainwatch_webhook_held_over_bound_total") - over_before
+
+        wait_for(lambda: over() >= 1, 60, "the second one over the bound")
+        logged = capsys.readouterr().out  # (the command's run below reads its own)
+        held = len(notifier.notifier.pipes[0].held)
+        gauge = _ops_sample("chainwatch_webhook_held")
+        cli("silences", "expire", window)
+        wait_for(lambda: len(receiver.alerts()) >= 2, 60, "both held alerts sent")
+        wait_for(lambda: len(_logs(settings)) >= 4, 60, "their outcomes")
+        pipe = notifier.notifier.pipes[0]
+        checks = pipe.held_checks
+        wait_for(lambda: pipe.held_checks >= checks + 2, 60, "two more checks")
+    finally:
+        notifier.stop()
+    assert (held, gauge, over()) == (1, 1, 1)
+    assert sorted(receiver.alerts()) == [("KNIT-14", "open"), ("KNIT-15", "open")]
+    assert sorted(log.outcome for log in _logs(settings)) == ["delivered"] * 2 + ["silenced"] * 2
+    assert "webhook_held_over_bound" in logged
+
+
 def test_silences_that_cannot_be_read_hold_deliveries_and_readiness(
     settings_factory: Callable[..., Settings],
     kafka_bootstrap: str,
