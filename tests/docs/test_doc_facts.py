@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import typer
 from docs_helpers import ROOT
-from exported_metrics import exported_by_process
+from exported_metrics import exported_by_process, label_names, registries_by_process
 
 from chainwatch.cli import app
 
@@ -195,7 +195,6 @@ def test_the_performance_page_names_only_sections_its_log_has() -> None:
     assert rows >= 20, "the tables of changes and of ideas not kept"
 
 
-@pytest.mark.slow
 def test_every_metric_the_docs_name_is_exported_by_its_process(tmp_path: Path) -> None:
     """An operator copies a series name from the docs into a Prometheus rule or query:
     a name no process exports (renamed, misspelt) would alert on nothing, silently."""
@@ -211,6 +210,32 @@ def test_every_metric_the_docs_name_is_exported_by_its_process(tmp_path: Path) -
                 unknown.append(f"{doc.relative_to(ROOT)}:{line} {match.group(0)}")
     assert named >= 50
     assert not unknown, unknown
+
+
+def test_every_label_the_docs_give_a_metric_is_one_it_carries(tmp_path: Path) -> None:
+    """A label named with its series (`chainwatch_webhook_silenced_total{endpoint}`, a
+    matcher `{outcome="failed"}`) is one the series carries, and the worker table's
+    labels column lists exactly its series' labels: a `sum by` over a label the series
+    lacks sums everything into one, a matcher on it matches nothing."""
+    carried: dict[str, frozenset[str]] = {}
+    for registry in registries_by_process(tmp_path).values():
+        carried.update(label_names(registry))
+    wrong = []
+    named = 0
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for match in re.finditer(r"\b(chainwatch_\w+)\{([^}]*)\}", text):
+            labels = {part.split("=")[0].strip() for part in match[2].split(",")}
+            named += 1
+            if not labels <= carried.get(match[1], frozenset()):
+                line = text.count("\n", 0, match.start()) + 1
+                wrong.append(f"{doc.relative_to(ROOT)}:{line} {match[0]}")
+        for name, column in re.findall(r"^\| `(chainwatch_\w+)` \| \w+ \| ([^|]*) \|", text, re.M):
+            named += 1
+            if set(re.findall(r"`(\w+)`", column)) != carried.get(name):
+                wrong.append(f"{doc.relative_to(ROOT)}: {name}'s labels {column.strip()!r}")
+    assert named >= 40, "the patterns no longer find the labels"
+    assert not wrong, wrong
 
 
 def test_the_simulator_page_lists_every_anomaly_with_its_default_rate() -> None:
