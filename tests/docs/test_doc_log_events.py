@@ -8,8 +8,9 @@ names the text presents as log lines (`named_as_logged`): not every snake_case n
 since table, column, setting and label names are snake_case too. A line written out with
 its fields names fields the event's calls give. An event the text does not present as
 one is still held by the last test: every event-shaped name of the pages is in some
-file of the repository. The metric names and labels in the docs are checked in
-test_doc_facts.py.
+file of the repository. The messages the pages quote (`/readyz` reasons such as
+`"offset commit unanswered for N s"`) are strings the code makes. The metric names and
+labels in the docs are checked in test_doc_facts.py.
 """
 
 from __future__ import annotations
@@ -254,3 +255,109 @@ def test_every_other_event_shaped_name_of_the_pages_is_one_the_repository_has() 
                 line = prose.count("\n", 0, match.start()) + 1
                 unknown.append(f"{page}:{line} `{name}`")
     assert not unknown, f"in no file of the repository: {unknown}"
+
+
+#: a message the pages quote: a `/readyz` reason, an error (`"rebalancing"`,
+#: `"offset commit unanswered for N s"`); `...`, `<what>` and a lone `N` stand for text
+QUOTED = re.compile(r'`"([^"`]+)"`')
+ELIDED = re.compile(r"\.\.\.|<[^>]+>|\bN\b")
+
+
+def _assigned(module: ast.Module, variable: str) -> list[ast.expr]:
+    """The strings a module assigns to `variable` (both branches of an `a if c else b`)."""
+    values: list[ast.expr] = []
+    for node in ast.walk(module):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == variable for t in node.targets
+        ):
+            branches = (
+                [node.value.body, node.value.orelse]
+                if isinstance(node.value, ast.IfExp)
+                else [node.value]
+            )
+            values += [b for b in branches if isinstance(b, ast.Constant | ast.JoinedStr)]
+    return values
+
+
+def _templates(node: ast.expr, module: ast.Module, depth: int = 0) -> list[list[str]]:
+    """A string's literal text between its f-string fields, one list per way the string
+    can read: a field naming a variable the module assigns strings to takes each of them
+    (`what` in `f"Kafka at {bootstrap} {what} (since ...)"`), any other is a gap."""
+    if isinstance(node, ast.Constant):
+        return [[str(node.value)]]
+    if not isinstance(node, ast.JoinedStr):
+        return [["", ""]]
+    ways: list[list[str]] = [[""]]
+    for value in node.values:
+        if isinstance(value, ast.Constant):
+            options = [[str(value.value)]]
+        else:
+            field = value.value if isinstance(value, ast.FormattedValue) else None
+            known = _assigned(module, field.id) if isinstance(field, ast.Name) else []
+            options = (
+                [o for k in known for o in _templates(k, module, depth + 1)]
+                if known and depth < 2
+                else [["", ""]]
+            )
+        ways = [[*way[:-1], way[-1] + option[0], *option[1:]] for way in ways for option in options]
+    return ways
+
+
+def _pattern(parts: list[str]) -> re.Pattern[str]:
+    """Literal parts with anything between them, any whitespace as any whitespace."""
+    return re.compile(".+".join(r"\s+".join(map(re.escape, p.split(" "))) for p in parts), re.S)
+
+
+def code_messages() -> list[list[str]]:
+    """The literal parts of every string and f-string of the code (`CODE`) with a
+    field-free word in it (an f-string of fields alone would match any message)."""
+    found = []
+    for top in CODE:
+        for path in (ROOT / top).rglob("*.py"):
+            module = _parsed(path)
+            for node in ast.walk(module):
+                if isinstance(node, ast.JoinedStr) or (
+                    isinstance(node, ast.Constant) and isinstance(node.value, str)
+                ):
+                    for parts in _templates(node, module):
+                        if re.search(r"[a-z]{3}", "".join(parts), re.I):
+                            found.append(parts)
+    return found
+
+
+def _said_by_the_code(message: str, templates: list[list[str]]) -> bool:
+    """The quoted message, its elisions as any text, is one a string of the code makes:
+    the doc's pattern matches the string with its fields filled in, or the string's
+    pattern (fields as any text) matches the doc's text where the string's own text is
+    around it (a field the doc writes out, one `_templates` could not resolve)."""
+    chunks = ELIDED.split(message)
+    said, written = _pattern(chunks), ELIDED.sub("x", message)
+    longest = max(chunks, key=len).strip()
+    for parts in templates:
+        text = "x".join(parts)
+        if longest not in text and not any(len(p) > 3 and p in message for p in parts):
+            continue  # shares no text with the message: neither pattern can match
+        if said.fullmatch(text):
+            return True
+        # a field inside the string may stand for the doc's words, not one at its start
+        # or end: `f"Kafka at {x}"` would make every message beginning "Kafka at"
+        if parts[0] and parts[-1] and _pattern(parts).fullmatch(written):
+            return True
+    return False
+
+
+def test_every_message_the_operator_pages_quote_is_one_the_code_makes() -> None:
+    templates = code_messages()
+    assert _said_by_the_code("offset commit unanswered for N s", templates)
+    assert not _said_by_the_code("offset commit unansw for N s", templates)
+    unknown = []
+    quoted = 0
+    for page in PAGES:
+        prose = _without_code_blocks((ROOT / page).read_text(encoding="utf-8"))
+        for match in QUOTED.finditer(prose):
+            quoted += 1
+            if not _said_by_the_code(" ".join(match[1].split()), templates):
+                line = prose.count("\n", 0, match.start()) + 1
+                unknown.append(f'{page}:{line} "{match[1]}"')
+    assert quoted >= 8, "the pattern no longer finds the quoted messages"
+    assert not unknown, f"no string of the code makes these: {unknown}"
