@@ -63,9 +63,17 @@ class _Snapshot(Collector):
 
     def __init__(self) -> None:
         self.families: tuple[Metric, ...] = ()
+        self.stalled: Callable[[], bool] | None = None
+        """Whether the loop that computes them stopped turning (read at each scrape)."""
 
     def collect(self) -> Iterable[Metric]:
-        return self.families
+        if self.stalled is None or not self.stalled():
+            return self.families
+        # the snapshot stopped at the stall: its `ready` said 1 while /readyz answered 503
+        not_ready = GaugeMetricFamily(
+            "chainwatch_worker_ready", "1 when the worker answers /readyz with 200.", value=0
+        )
+        return tuple(not_ready if f.name == "chainwatch_worker_ready" else f for f in self.families)
 
     def describe(self) -> Iterable[Metric]:
         return ()  # computed: not checked for duplicates at registration
@@ -152,6 +160,7 @@ class EngineObserver:
         """`inputs`: logical topic name -> the faust topic its agent reads."""
         self.rt = rt
         self.inputs = dict(inputs)
+        rt.metrics.snapshot.stalled = lambda: self.loop_stalled_s() is not None
         self.refreshed_at: float | None = None
         """monotonic() of the last refresh; None until the app has fully started."""
         self.kafka_problem: Callable[[], str | None] | None = None

@@ -170,6 +170,8 @@ def test_probes_say_why_the_worker_is_not_ready(tmp_path: Path) -> None:
     observer.refreshed_at -= STALL_S + 1  # the loop stopped turning
     assert observer.health()[0] is False
     assert "event loop stalled" in observer.ready()[1]["reasons"][0]
+    # the gauges are the stalled loop's last snapshot; the one that says ready must not be
+    assert _sample(engine, "chainwatch_worker_ready") == 0
 
 
 def test_a_worker_whose_kafka_went_away_is_not_ready(tmp_path: Path) -> None:
