@@ -58,6 +58,13 @@ class TopicMeters:
     seconds: Any
 
 
+def ready_family(ready: bool) -> GaugeMetricFamily:
+    """`chainwatch_worker_ready`: from the snapshot, or 0 once its loop stalled."""
+    return GaugeMetricFamily(
+        "chainwatch_worker_ready", "1 when the worker answers /readyz with 200.", value=int(ready)
+    )
+
+
 class _Snapshot(Collector):
     """Gauges computed on the event loop, swapped in whole (the HTTP thread only reads)."""
 
@@ -70,10 +77,8 @@ class _Snapshot(Collector):
         if self.stalled is None or not self.stalled():
             return self.families
         # the snapshot stopped at the stall: its `ready` said 1 while /readyz answered 503
-        not_ready = GaugeMetricFamily(
-            "chainwatch_worker_ready", "1 when the worker answers /readyz with 200.", value=0
-        )
-        return tuple(not_ready if f.name == "chainwatch_worker_ready" else f for f in self.families)
+        not_ready = ready_family(False)
+        return tuple(not_ready if f.name == not_ready.name else f for f in self.families)
 
     def describe(self) -> Iterable[Metric]:
         return ()  # computed: not checked for duplicates at registration
@@ -255,11 +260,7 @@ class EngineObserver:
             value=self.commit_pending_s(),
         )
         ready, _ = self.ready(started=True)
-        yield GaugeMetricFamily(
-            "chainwatch_worker_ready",
-            "1 when the worker answers /readyz with 200.",
-            value=int(ready),
-        )
+        yield ready_family(ready)
 
     def _consumer_families(self, app: Any) -> Iterator[Metric]:
         lag = GaugeMetricFamily(
