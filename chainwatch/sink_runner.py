@@ -10,7 +10,6 @@ nothing is consumed meanwhile, so nothing is lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import Callable, Mapping
 from typing import TypeVar
@@ -48,7 +47,7 @@ from sinks.clickhouse.rows_outputs import (
 )
 from sinks.clickhouse.sink import ClickHouseSink, SinkConfig, SinkStats
 from sinks.daemon_executor import to_daemon_thread
-from sinks.stop_race import stopped_first
+from sinks.stop_race import stopped_first, unless_stopped
 from sinks.webhooks.records import DELIVERIES_TOPIC, NOTIFY_TOPICS
 from streams.partitioning import partition_of
 from streams.topics import ALERTS, CUSTOMERS, DEAD_LETTER, ORDER_STATE, ORDERS, SCANS, UNIT_STATUS
@@ -149,15 +148,16 @@ async def _unless_stopped(
 ) -> T:
     """`call()` on a thread, or `_Stopped` as soon as `stop` is set: a server's requests
     under way are aborted (`Deadlines.abort`), so the thread ends at once instead of at
-    their deadlines, and the start of a sink signalled while ClickHouse trickles ends."""
-    work = asyncio.ensure_future(asyncio.to_thread(call))
-    if not await stopped_first(work, stop):
-        return work.result()
-    if deadlines is not None:
-        deadlines.abort()
-    with contextlib.suppress(Exception):  # what it says after the abort is of no interest
-        await work
-    raise _Stopped
+    their deadlines, and the start of a sink signalled while ClickHouse trickles ends.
+    An embedded chDB's call cannot be aborted: it is waited for, then `_Stopped` all the
+    same (`stop_race.unless_stopped`: nothing more is started once stopping)."""
+    return await unless_stopped(
+        call,
+        stop,
+        abort=None if deadlines is None else deadlines.abort,
+        stopped=_Stopped,
+        answer_unabortable=False,
+    )
 
 
 async def _looked_up_unless_stopped(

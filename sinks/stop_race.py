@@ -2,14 +2,20 @@
 
 A long-running process's stop must not wait for a blocking call's own deadline (a
 ClickHouse read, a Kafka look-up): the call runs on a thread and the stop races it.
-What to do with the call left running (abort its requests, leave its daemon thread,
-wait for an embedded store that cannot abort) is the caller's, so this only waits.
+`stopped_first` only waits: what to do with the call left running (leave its daemon
+thread, `sink_runner._looked_up_unless_stopped`) is the caller's. `unless_stopped` is
+the race of a ClickHouse call (the sink's start, its read-backs): the requests under way
+are aborted on a stop, and the thread waited for.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import contextlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 async def stopped_first(work: asyncio.Future[Any], stop: asyncio.Event) -> bool:
@@ -21,3 +27,33 @@ async def stopped_first(work: asyncio.Future[Any], stop: asyncio.Event) -> bool:
     finally:
         stopped.cancel()
     return not work.done()
+
+
+async def unless_stopped(
+    call: Callable[[], T],
+    stop: asyncio.Event,
+    *,
+    abort: Callable[[], object] | None,
+    stopped: type[Exception],
+    answer_unabortable: bool,
+) -> T:
+    """`call()` on a thread (its answer, or its error), or `stopped` raised as soon as
+    `stop` is set while it runs: `abort()` ends the call's requests under way (a
+    server's `Deadlines.abort`), so the thread ends at once instead of at their
+    deadlines, and is waited for (what it says after the abort is of no interest).
+
+    With no `abort` (an embedded chDB: its calls cannot be aborted) the thread is waited
+    for all the same, and then `answer_unabortable` decides: False, `stopped` (the
+    sink's start: a stop means nothing more is started, an opened store or offset bases
+    are of no use); True, the call's answer or error as if no stop had come (the sink's
+    read-back: the read is done, and the sink's own loop sees the stop next)."""
+    work = asyncio.ensure_future(asyncio.to_thread(call))
+    if not await stopped_first(work, stop):
+        return work.result()
+    if abort is None and answer_unabortable:
+        return await work
+    if abort is not None:
+        abort()
+    with contextlib.suppress(Exception):  # what it says after the abort is of no interest
+        await work
+    raise stopped

@@ -112,7 +112,7 @@ from sinks.consumer import (
     start_consumer,
     stop_consumer,
 )
-from sinks.stop_race import stopped_first
+from sinks.stop_race import unless_stopped
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -343,16 +343,16 @@ class ClickHouseSink:
         no longer waits for a slow read-back (the server's limit is 100 s: the stop
         deadline cut the sink at 30 s, exit 1). Nothing is lost: an insert the abort
         refuses commits nothing (its records are read again on restart). An embedded
-        chDB's read cannot be aborted (and the store's close waits for it)."""
-        work = asyncio.ensure_future(asyncio.to_thread(read))
-        stopped = await stopped_first(work, self._stop)
+        chDB's read cannot be aborted (and the store's close waits for it): it is waited
+        for and its answer taken, the stop seen next (`stop_race.unless_stopped`)."""
         deadlines = deadlines_of(getattr(self.client, "client", None))
-        if not stopped or deadlines is None:
-            return await work
-        deadlines.abort()
-        with contextlib.suppress(Exception):  # what it says after the abort is of no interest
-            await work
-        raise StopRequested
+        return await unless_stopped(
+            read,
+            self._stop,
+            abort=None if deadlines is None else deadlines.abort,
+            stopped=StopRequested,
+            answer_unabortable=True,
+        )
 
     # --- buffering -----------------------------------------------------------
 
