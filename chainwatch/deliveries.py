@@ -35,12 +35,12 @@ from chainwatch.kafka_admin import admin_call_timeout_s
 from chainwatch.notify_runner import load_configured, policy_from, targets_from
 from chainwatch.settings import Settings
 from chainwatch.topic_partitions import partition_counts
-from chainwatch.topic_read import TopicReader, read_to_end
 from schemas.common import UtcDatetime
 from schemas.deadline import deadline
 from schemas.kafka_security import Kafka
 from schemas.plan import parse_duration
 from sinks.daemon_executor import to_daemon_thread
+from sinks.topic_read import TopicReader, read_to_end
 from sinks.webhooks.delivery import (
     AttemptResult,
     DeliveryResult,
@@ -119,7 +119,7 @@ async def read_since(
     kafka: Kafka, topic: str, partitions: int, since: datetime, *, timeout_s: float
 ) -> list[bytes | None]:
     """The values of `topic`'s records from `since` (by record timestamp) to its end
-    offsets now (`chainwatch.topic_read`: no group, nothing committed or created)."""
+    offsets now (`sinks.topic_read`: no group, nothing committed or created)."""
     records = await read_to_end(
         kafka, topic, partitions, since_ms=int(since.timestamp() * 1000),
         stall_s=timeout_s, close_s=timeout_s,

@@ -54,7 +54,6 @@ from chainwatch.replay_runs import RunGroupKept, delete_stopped_run, replay_sett
 from chainwatch.replay_windows import EventTimeWindows, window_ms
 from chainwatch.settings import Settings, child_environment
 from chainwatch.topic_partitions import routed_topics
-from chainwatch.topic_read import read_to_end
 from schemas.dead_letter import DeadLetter, DeadLetterSource, ErrorDetail, ReasonCode
 from schemas.deadline import deadline
 from schemas.files import not_a_file
@@ -68,6 +67,7 @@ from schemas.validation import (
 )
 from sinks.daemon_executor import to_daemon_thread
 from sinks.producer_start import start_producer, stop_producer
+from sinks.topic_read import read_to_end
 from streams.engine.messages import ORDER_INBOX, Tick, encode_bundle
 from streams.rules.facts import to_ms
 from streams.settings import KafkaSettings
@@ -750,7 +750,7 @@ async def read_topic(settings: Settings, logical: str) -> list[tuple[bytes | Non
 
 async def read_records(settings: Settings, logical: str) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of a topic, in partition order, read from the beginning to the end
-    (`chainwatch.topic_read`): within `READ_STALL_TIMEOUT_S` of no progress, the
+    (`sinks.topic_read`): within `READ_STALL_TIMEOUT_S` of no progress, the
     reader's close within `READ_CLOSE_TIMEOUT_S`."""
     topic = TopicNames(settings.kafka.topic_prefix)(logical)
     return await read_to_end(

@@ -5,7 +5,7 @@ A silence is a record on the compacted `webhook-silences` topic, keyed by its id
 expired here takes effect without a restart, on every notifier. `expire` writes the
 silence again with `ends_at` = now (a compacted topic keeps the latest).
 
-Deadlines: reading the topic is `chainwatch.topic_read.read_to_end` (each Kafka call,
+Deadlines: reading the topic is `sinks.topic_read.read_to_end` (each Kafka call,
 and a read that makes no progress, within `admin_call_timeout_s`); a write is the
 notifier's producer, its start, each publish and its stop bounded the same way.
 """
@@ -25,12 +25,12 @@ from chainwatch.kafka_admin import admin_call_timeout_s
 from chainwatch.notify_runner import ensure_notify_topics
 from chainwatch.settings import Settings
 from chainwatch.topic_partitions import partition_counts
-from chainwatch.topic_read import read_to_end
 from schemas.common import UtcDatetime
 from schemas.deadline import deadline
 from schemas.plan import load_plan, parse_duration
 from schemas.unit_status import UnitStatus
 from sinks.daemon_executor import on_daemon_thread, to_daemon_thread
+from sinks.topic_read import read_to_end
 from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.publish import publish
 from sinks.webhooks.silences import MAX_SILENCE, MAX_SILENCES, SILENCES_TOPIC, Silence

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from aiokafka import TopicPartition
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from schemas.alerts import Alert
 from schemas.deadline import deadline
 from schemas.kafka_security import Kafka
-from sinks.consumer import new_consumer, stop_consumer
+from sinks.topic_read import TopicReader
 
 HELD_TOPIC = "webhook-held"
 POLL_MS = 200
@@ -56,38 +55,31 @@ async def read_held(
     call_s: float,
 ) -> dict[str, HeldMessage]:
     """What `endpoint` holds of the `alerts` partitions `partitions`, by alert id: the
-    whole topic (its partitions 0..`topic_partitions`-1) read to its end offsets (a
-    consumer of no group), the latest value of each key. Raises `TimeoutError` past
-    `call_s` for the whole read, Kafka's errors."""
+    whole topic (its partitions 0..`topic_partitions`-1) read to its end offsets
+    (`sinks.topic_read`: a consumer of no group), the latest value of each key. Raises
+    `TimeoutError` past `call_s` for the whole read, Kafka's errors."""
     found: dict[str, HeldMessage] = {}
     prefix = f"{endpoint}|".encode()
-    consumer = new_consumer(bootstrap, None, request_timeout_ms=int(call_s * 500))
+    reader = TopicReader(
+        bootstrap, topic, topic_partitions, stall_s=call_s, close_s=call_s,
+        own_deadlines=False, poll_ms=POLL_MS,
+    )  # fmt: skip
     try:
         async with deadline(call_s):
-            await consumer.start()
-            tps = [TopicPartition(topic, p) for p in range(topic_partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            todo = {tp for tp in tps if ends[tp] > 0}
-            while todo:
-                batch = await consumer.getmany(*todo, timeout_ms=POLL_MS)
-                for records in batch.values():
-                    for record in records:
-                        if record.key is None or not record.key.startswith(prefix):
-                            continue
-                        alert_id = record.key[len(prefix) :].decode(errors="replace")
-                        if record.value is None:
-                            found.pop(alert_id, None)
-                            continue
-                        try:
-                            held = HeldMessage.model_validate_json(record.value)
-                        except ValidationError:
-                            continue  # not ours to send: left to the alert's next change
-                        found[alert_id] = held
-                for tp in list(todo):
-                    if await consumer.position(tp) >= ends[tp]:
-                        todo.discard(tp)
+            await reader.start()
+            async for records in reader.batches_to_end():
+                for record in records:
+                    if record.key is None or not record.key.startswith(prefix):
+                        continue
+                    alert_id = record.key[len(prefix) :].decode(errors="replace")
+                    if record.value is None:
+                        found.pop(alert_id, None)
+                        continue
+                    try:
+                        held = HeldMessage.model_validate_json(record.value)
+                    except ValidationError:
+                        continue  # not ours to send: left to the alert's next change
+                    found[alert_id] = held
     finally:
-        await stop_consumer(consumer, within_s=call_s)
+        await reader.close()
     return {k: v for k, v in found.items() if v.partition in partitions}

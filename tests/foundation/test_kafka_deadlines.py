@@ -31,7 +31,7 @@ from kafka.errors import (
     UnknownBrokerIdError,
 )
 
-from chainwatch import kafka_admin, replay, replay_runs, topic_read
+from chainwatch import kafka_admin, replay, replay_runs
 from chainwatch.errors import UserError
 from chainwatch.free_port import free_port
 from chainwatch.kafka_admin import (
@@ -44,6 +44,8 @@ from chainwatch.kafka_admin import (
     retry_until_reachable,
 )
 from chainwatch.settings import Settings
+from sinks import topic_read
+from sinks.topic_read import TopicUnreadable
 
 
 @pytest.fixture
@@ -651,7 +653,9 @@ def test_reading_a_result_topic_fails_clearly_when_kafka_gives_no_position(
     )
     started = time.monotonic()
     reading = asyncio.wait_for(replay.read_records(settings, "alerts"), 10)
-    with pytest.raises(UserError, match=r"did not give the reading position of .*alerts\[0\]"):
+    with pytest.raises(
+        TopicUnreadable, match=r"did not give the reading position of .*alerts\[0\]"
+    ):
         asyncio.run(reading)
     assert time.monotonic() - started < 5
     assert _NoPositionConsumer.last is not None

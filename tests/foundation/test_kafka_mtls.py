@@ -38,9 +38,9 @@ from chainwatch.errors import UserError
 from chainwatch.kafka_watch import KafkaWatch
 from chainwatch.settings import Settings
 from chainwatch.simulator_outputs.kafka_out import KafkaPublisher
-from chainwatch.topic_read import read_to_end
 from schemas.kafka_security import KafkaSecurity
 from simulator.records import SimRecord
+from sinks.topic_read import read_to_end
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -22,7 +22,7 @@ from memory_peak import peak_memory
 from readable import line_within
 from samples import customer, padded_value, scan
 
-from chainwatch import replay, replay_records, replay_runs, topic_read
+from chainwatch import replay, replay_records, replay_runs
 from chainwatch.errors import UserError
 from chainwatch.replay import no_progress, publish_scenario, read_records, read_topic
 from chainwatch.runners import prepare_topics
@@ -32,6 +32,8 @@ from schemas.json_blank import json_blank
 from schemas.kafka_size import MAX_REQUEST_BYTES
 from schemas.plan import load_plan
 from schemas.validation import decode_replay_line
+from sinks import topic_read
+from sinks.topic_read import TopicUnreadable
 from streams.partitioning import partition_of
 from streams.rules.oracle import run_scenario
 from streams.topics import CUSTOMERS, DEAD_LETTER, SCANS
@@ -766,7 +768,9 @@ def test_a_reader_kafka_does_not_answer_ends_in_one_line(
 
     monkeypatch.setattr(topic_read, "new_consumer", lambda *_args, **_config: Stalling())
     monkeypatch.setattr(replay, "READ_STALL_TIMEOUT_S", 0.2)
-    with pytest.raises(UserError, match=r"did not (start a reader|give the end offsets).* within"):
+    with pytest.raises(
+        TopicUnreadable, match=r"did not (start a reader|give the end offsets).* within"
+    ):
         asyncio.run(read_records(Settings(), SCANS))
 
 

@@ -1,35 +1,45 @@
 """Reading a whole topic, or its records since a time, to the end it had when asked.
 
-A replay's results (alerts, order state, dead letters) and `chainwatch deliveries` (the
-notifier's delivery log and dead letters) read a topic so, with a consumer of no group:
-it commits nothing and creates nothing.
+A replay's results (alerts, order state, dead letters), `chainwatch deliveries` (the
+notifier's delivery log and dead letters) and the notifier's held messages
+(`webhooks.held.read_held`) read a topic so, with a consumer of no group: it commits
+nothing and creates nothing. (The notifier's silences, `webhooks.silence_follower`, and
+its warm-up, `webhooks.warmup`, read to an end too, their own way: live rounds, and a
+range below each partition's committed position.)
 
 A partition is done when the consumer's position reaches the end offset read at the
 start (positions also move past transaction markers and compacted gaps, where the last
 record's offset never does); records written after that are not read. A read that makes
 no progress for `stall_s` is an error, not a hang, and so is any step Kafka does not
-answer within it (aiokafka waits for a position without a deadline); the reader's close
-gets `close_s`.
+answer within it (aiokafka waits for a position without a deadline), each a
+`TopicUnreadable` naming the step; the reader's close gets `close_s`. With
+`own_deadlines=False` the caller bounds the whole read instead (`read_held`: one
+`TimeoutError` past its deadline, Kafka's errors as they are).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from chainwatch.errors import UserError
 from schemas.deadline import deadline
 from schemas.kafka_security import Kafka
 from sinks.consumer import new_consumer, stop_consumer
+from sinks.errors import SinkError
 
 POLL_MS = 500
 """The longest one fetch waits for records (the stall is counted across fetches)."""
 
 T = TypeVar("T")
+
+
+class TopicUnreadable(SinkError):
+    """A read that Kafka did not answer, or that made no progress (reported as the
+    CLI's own errors: one line, exit 1)."""
 
 
 async def read_to_end(
@@ -55,7 +65,14 @@ class TopicReader:
     """`read_to_end`, kept open: `to_end()` reads from where the reader stands (the
     first call: the beginning, or `since_ms`) to the end offsets asked at that call, so a
     next call returns only what was written since (`chainwatch deliveries resend`
-    checks, before each re-send, what the notifier delivered meanwhile)."""
+    checks, before each re-send, what the notifier delivered meanwhile).
+
+    `own_deadlines` (keyword only): True, each step within `stall_s` and no progress
+    for `stall_s` are a `TopicUnreadable` that names them (a command's one line); False,
+    the reader sets no deadline and keeps Kafka's errors as they are, for a caller that
+    bounds the whole read with its own (`webhooks.held.read_held`: a `TimeoutError`
+    past `call_s`, retried). `stall_s` also makes the requests' timeout (half of it);
+    `poll_ms` is the longest one fetch waits."""
 
     def __init__(
         self,
@@ -66,6 +83,8 @@ class TopicReader:
         stall_s: float,
         close_s: float,
         isolation_level: str = "read_committed",
+        own_deadlines: bool = True,
+        poll_ms: int = POLL_MS,
     ) -> None:
         self.kafka = kafka
         self.topic = topic
@@ -75,15 +94,28 @@ class TopicReader:
         self.consumer = new_consumer(
             kafka, None, request_timeout_ms=int(stall_s * 1000 / 2), isolation_level=isolation_level
         )
+        self.own_deadlines = own_deadlines
+        self.poll_ms = poll_ms
         self._positioned = False
 
     async def __aenter__(self) -> TopicReader:
-        await read_step(self.consumer.start(), self.kafka, "start a reader", self.stall_s)
+        await self.start()
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        await self._step(self.consumer.start(), "start a reader")
+
+    async def close(self) -> None:
         # read or failed already: a stop cut at its deadline loses nothing
         await stop_consumer(self.consumer, within_s=self.close_s)
+
+    async def _step(self, step: Awaitable[T], what: str) -> T:
+        if not self.own_deadlines:
+            return await step
+        return await read_step(step, self.kafka, what, self.stall_s)
 
     async def _starts(
         self, ends: dict[TopicPartition, int], since_ms: int | None
@@ -91,20 +123,20 @@ class TopicReader:
         """Where each partition's read begins: the reader's position; the first time,
         the beginning, or the first record at or after `since_ms` (a partition with none
         yet is put at its end, where a next call reads on)."""
-        consumer, kafka, topic, stall_s = self.consumer, self.kafka, self.topic, self.stall_s
+        consumer, topic = self.consumer, self.topic
         if self._positioned:
             starts = {}
             for tp in self.tps:
                 where = f"give the reading position of {tp.topic}[{tp.partition}]"
-                starts[tp] = await read_step(consumer.position(tp), kafka, where, stall_s)
+                starts[tp] = await self._step(consumer.position(tp), where)
             return starts
         if since_ms is None:
             await consumer.seek_to_beginning(*self.tps)
             return dict.fromkeys(self.tps, 0)
-        found = await read_step(
+        found = await self._step(
             consumer.offsets_for_times(dict.fromkeys(self.tps, since_ms)),
-            kafka, f"look up offsets of {topic} by time", stall_s,
-        )  # fmt: skip
+            f"look up offsets of {topic} by time",
+        )
         starts = {tp: at.offset for tp, at in found.items() if at is not None}
         for tp in self.tps:
             consumer.seek(tp, starts.get(tp, ends[tp]))
@@ -113,45 +145,51 @@ class TopicReader:
     async def to_end(self, *, since_ms: int | None = None) -> list[ConsumerRecord[bytes, bytes]]:
         """The records from the reader's position (or, the first time, from the
         beginning or `since_ms`) to the end offsets asked now, in partition order."""
-        consumer, kafka, topic, stall_s, tps = (
-            self.consumer, self.kafka, self.topic, self.stall_s, self.tps,
-        )  # fmt: skip
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        async for batch in self.batches_to_end(since_ms=since_ms):
+            records.extend(batch)
+        records.sort(key=lambda m: m.partition)  # stable: each partition's in offset order
+        return records
+
+    async def batches_to_end(
+        self, *, since_ms: int | None = None
+    ) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+        """`to_end`'s records a fetch at a time (each partition's in offset order, the
+        partitions interleaved), for a caller that keeps less than all of them."""
+        consumer, topic, stall_s, tps = self.consumer, self.topic, self.stall_s, self.tps
         if not self._positioned:
             consumer.assign(tps)
-        ends = await read_step(
-            consumer.end_offsets(tps), kafka, f"give the end offsets of {topic}", stall_s
-        )
+        ends = await self._step(consumer.end_offsets(tps), f"give the end offsets of {topic}")
         starts = await self._starts(ends, since_ms)
         self._positioned = True
         remaining = {tp: ends[tp] for tp in tps if starts.get(tp, ends[tp]) < ends[tp]}
         read = dict(remaining)
-        records: list[ConsumerRecord[bytes, bytes]] = []
         last_progress = time.monotonic()
         while remaining:
-            batch = await read_step(
-                consumer.getmany(*remaining, timeout_ms=POLL_MS),
-                kafka, f"return records of {topic}", stall_s,
-            )  # fmt: skip
+            batch = await self._step(
+                consumer.getmany(*remaining, timeout_ms=self.poll_ms), f"return records of {topic}"
+            )
+            records: list[ConsumerRecord[bytes, bytes]] = []
             for tp, messages in batch.items():
                 end = remaining.get(tp, -1)
                 records.extend(m for m in messages if m.offset < end)
+            if records:
+                yield records
             for tp in list(remaining):
                 where = f"give the reading position of {tp.topic}[{tp.partition}]"
-                if await read_step(consumer.position(tp), kafka, where, stall_s) >= remaining[tp]:
+                if await self._step(consumer.position(tp), where) >= remaining[tp]:
                     del remaining[tp]
             if batch:
                 last_progress = time.monotonic()
-            elif remaining and time.monotonic() - last_progress > stall_s:
-                raise UserError(
+            elif remaining and self.own_deadlines and time.monotonic() - last_progress > stall_s:
+                raise TopicUnreadable(
                     f"reading {topic} made no progress for {stall_s:.0f}s "
                     f"({len(remaining)} partitions not read to their end)"
                 )
         for tp, end in read.items():  # a fetch may have gone past the end: the next call
             where = f"give the reading position of {tp.topic}[{tp.partition}]"
-            if await read_step(consumer.position(tp), kafka, where, stall_s) > end:
+            if await self._step(consumer.position(tp), where) > end:
                 consumer.seek(tp, end)  # reads those records, not after them
-        records.sort(key=lambda m: m.partition)  # stable: each partition's in offset order
-        return records
 
 
 async def read_step(step: Awaitable[T], kafka: Kafka, what: str, within_s: float) -> T:
@@ -167,6 +205,6 @@ async def read_step(step: Awaitable[T], kafka: Kafka, what: str, within_s: float
             if isinstance(exc, TimeoutError)
             else f"({type(exc).__name__})"
         )
-        raise UserError(
+        raise TopicUnreadable(
             f"Kafka at {kafka} did not {what} {why}; check that the broker answers"
         ) from None
