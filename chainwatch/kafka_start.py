@@ -70,7 +70,12 @@ def started(factory: Any, kafka: Kafka, *, start_ms: int, **configs: Any) -> Any
     pause = Backoff(initial_s=0.05, max_s=1.0)  # kafka-python's reconnect backoff
     addresses = [a.strip() for a in bootstrap.split(",") if a.strip()] or [bootstrap]
     tls_errors: list[ssl.SSLError] = []
-    while (reached := _answering(addresses, deadline, ssl_context, tls_errors)) is None:
+    while True:
+        reached, refused_tls = _answering(addresses, deadline, ssl_context, tls_errors)
+        if reached is not None:
+            break
+        if refused_tls:  # a certificate or protocol no retry changes: said now
+            raise tls_failure(tls_errors[-1])
         left = deadline - time.monotonic()
         if left <= 0:
             if tls_errors:
@@ -153,14 +158,34 @@ def _answering(
     deadline: float,
     ssl_context: Any = None,
     tls_errors: list[ssl.SSLError] | None = None,
-) -> str | None:
+) -> tuple[str | None, bool]:
     """The first of `addresses` whose broker answers before `deadline`, each given an even
     share of the time left: given all of it, a broker that accepts and never answers (hung,
     or black-holed) listed first took the whole bootstrap wait, and one of a cluster down
     kept every client (and the process waiting for Kafka) from starting. `tls_errors`:
-    as `answers` keeps them."""
+    as `answers` keeps them.
+
+    And whether every one of them, none answering, failed its TLS handshake for good
+    (`settled_tls_failure`): the client's start says so at once instead of trying again
+    until its wait ends (`kafka.request_timeout_s`, 15 s), which it did, while the
+    probes said the same in a moment."""
     share = max((deadline - time.monotonic()) / len(addresses), 0.01)
-    return next(
-        (a for a in addresses if answers(a, share, ssl_context=ssl_context, tls_errors=tls_errors)),
-        None,
+    errors = tls_errors if tls_errors is not None else []
+    settled = 0
+    for address in addresses:
+        before = len(errors)
+        if answers(address, share, ssl_context=ssl_context, tls_errors=errors):
+            return address, False
+        if len(errors) == before + 1 and settled_tls_failure(errors[-1]):
+            settled += 1
+    return None, settled == len(addresses)
+
+
+def settled_tls_failure(exc: ssl.SSLError) -> bool:
+    """A TLS handshake failure that trying again cannot change: a certificate refused
+    (the broker's by `ssl_cafile`, or the client's, or none, by the broker) or a peer that
+    speaks no TLS. Not a connection closed mid-handshake (`SSLEOFError`, and the like): a
+    broker stopping or overloaded closes them too."""
+    return not isinstance(
+        exc, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError | ssl.SSLWantReadError
     )

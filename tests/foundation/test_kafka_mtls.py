@@ -9,6 +9,7 @@ without one, or with one of another CA; `chainwatch doctor` run with those varia
 passes, says the handshake failed without a certificate, and stops at the start, in one
 line, given a key of another certificate; it passes with an encrypted key and its
 password (`__SSL_KEY_PASSWORD`) and stops at the start, in one line, given a wrong one;
+`chainwatch sink --drain` says the handshake failed at once, not after its request timeout;
 records go through aiokafka (the gateway's publisher to the sink's consumer) and
 kafka-python (the simulator's producer, the admin clients) and are read back; a replay
 through a worker (faust's `SSLCredentials`) gives the worked examples' alerts, its key
@@ -244,6 +245,33 @@ def test_chainwatch_doctor_from_the_environment_passes_with_the_client_certifica
     assert "\n" not in said, said
     assert "ssl_keyfile" in said, said
     assert "the key is not the certificate's" in said, said
+
+
+def test_a_sinks_start_says_the_tls_handshake_failed_at_once_not_after_its_request_timeout(
+    mtls_broker: tuple[str, Pki], tmp_path: Path
+) -> None:
+    """`chainwatch sink --drain` without a client certificate, or with one of another CA:
+    its start (the topics' set-up, kafka-python's admin client) tried the handshake again
+    until `kafka.request_timeout_s` ran out (15 s by default) and only then said it
+    failed, a refused certificate that no retry changes; now it says so at once."""
+    bootstrap, pki = mtls_broker
+    request_s = 30.0  # what the start waited before: far above the bound below
+    for name, client in (("bare", None), ("stranger", pki.stranger)):
+        env = _env(bootstrap, tmp_path / name, pki.ca, client)
+        env["CHAINWATCH_KAFKA__REQUEST_TIMEOUT_S"] = str(request_s)
+        began = time.monotonic()
+        sink = subprocess.run(
+            [sys.executable, "-m", "chainwatch", "sink", "--drain"],
+            capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+            env=env, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        took = time.monotonic() - began
+        assert sink.returncode == 1, sink.stdout + sink.stderr
+        said = sink.stderr.strip().splitlines()[-1]
+        assert said.startswith(f"error: Kafka at {bootstrap}: TLS handshake failed ("), said
+        assert TLS_HINT in said, said
+        assert "Traceback" not in sink.stderr, sink.stderr
+        assert took < PROBE_S + 10, (name, took)  # the interpreter's start, on a busy machine
 
 
 def test_chainwatch_doctor_passes_with_an_encrypted_client_key_and_its_password(
