@@ -108,7 +108,8 @@ _UNKNOWN_TABLE = re.compile(
 _TABLE_NAME = re.compile(r"(?:identifier|Table) '?`?([\w.]+)")
 _UNREACHABLE = re.compile(r"^(cannot reach ClickHouse at \S+?):? .*?(; check \S+)$", re.S)
 _REASON = re.compile(
-    r"\[Errno -?\d+\] ([^'\")(;]+)|(timed out)|(Name or service not known)"
+    r"(TLS handshake failed \([^)]*\))"
+    r"|\[Errno -?\d+\] ([^'\")(;]+)|(timed out)|(Name or service not known)"
     r"|(certificate verify failed)|(no answer within [\d.]+ s)|(no valid HTTP answer)"
     r"|(\S+ did not resolve within [\d.]+ s)"
 )
@@ -129,6 +130,8 @@ def plain_store_error(message: str) -> str:
         reason = next((g for g in found.groups() if g), "") if found else ""
         reason = reason.strip().rstrip(".")
         why = f" ({reason[:1].lower()}{reason[1:]})" if reason else ""
+        if reason.startswith("TLS "):  # as Kafka's: `Kafka at ...: TLS handshake failed (...)`
+            why = f": {reason}"
         return f"{unreachable.group(1)}{why}{unreachable.group(2)}"
     return message
 

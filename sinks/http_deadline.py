@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import ssl
 import threading
 import time
 import typing
@@ -35,6 +36,7 @@ from typing import Any
 import httpcore
 import httpx
 
+from schemas.kafka_security import tls_reason
 from sinks.name_lookup import is_address, resolve
 
 
@@ -250,11 +252,38 @@ def failure_reason(exc: httpx.HTTPError, limit: int = 120) -> str:
     """`ReadTimeout: no answer within 10 s`: why a request failed, as one printable line.
 
     What a garbage answer sent ends up in httpx's messages and is no use in an
-    error or log line: a protocol or decoding error says "no valid HTTP answer".
+    error or log line: a protocol or decoding error says "no valid HTTP answer". A
+    connection whose TLS handshake failed says `TLS handshake failed (<OpenSSL's
+    reason>)`: OpenSSL's `wrong version number` alone (a server that speaks plain HTTP,
+    given an https URL) named neither TLS nor the URL's scheme.
     """
-    if isinstance(exc, httpx.ProtocolError | httpx.DecodingError):
+    handshake = _tls_error(exc) if isinstance(exc, httpx.ConnectError) else None
+    if handshake is not None:
+        why = tls_reason(handshake)[:limit] or type(handshake).__name__
+        if "WRONG_VERSION_NUMBER" in str(handshake):
+            why += PLAIN_HTTP_HINT
+        reason = f"{TLS_HANDSHAKE_FAILED} ({why})"
+    elif isinstance(exc, httpx.ProtocolError | httpx.DecodingError):
         reason = "no valid HTTP answer"
     else:
         line = re.sub(r"[^\x20-\x7e]", "?", " ".join(str(exc).split()))
         reason = (line if len(line) <= limit else line[: limit - 1] + "\u2026") or "no detail"
     return f"{type(exc).__name__}: {reason}"
+
+
+TLS_HANDSHAKE_FAILED = "TLS handshake failed"
+PLAIN_HTTP_HINT = ": a plain HTTP server? then an http:// URL"
+"""OpenSSL's `wrong version number`: the answer to its hello was no TLS."""
+
+
+def _tls_error(exc: BaseException) -> ssl.SSLError | None:
+    """The `ssl.SSLError` a failed connection was raised from (httpx's `ConnectError`
+    from httpcore's, from OpenSSL's), if it was one."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
