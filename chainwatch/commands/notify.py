@@ -37,3 +37,10 @@ def register(app: typer.Typer) -> None:
             f"{stats.repeats} repeats not delivered again, "
             f"{stats.finished} finished before a restart not delivered again"
         )
+        if drain and stats.held is not None:
+            held = sum(stats.held.values())
+            each = ", ".join(f"{name} {n}" for name, n in stats.held.items() if n)
+            err.print(
+                f"notify: {held} alert{'s' if held != 1 else ''} left held by a silence"
+                + (f" ({each}), sent when their silence ends by a running notifier" if held else "")
+            )

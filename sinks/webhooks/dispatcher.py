@@ -129,6 +129,10 @@ class NotifyStats:
     `delivered` or `gave_up`."""
     endpoints: int = 0
     """How many endpoints `repeats`, `delivered` and `gave_up` are summed over."""
+    held: dict[str, int] | None = None
+    """At a drain's end: how many alerts each endpoint leaves held by a silence on the
+    held topic (sent when their silence ends, by a notifier running then); None: not
+    counted (no drain, or the topic could not be read: logged)."""
 
 
 @dataclass(frozen=True)

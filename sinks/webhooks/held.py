@@ -58,8 +58,39 @@ async def read_held(
     whole topic (its partitions 0..`topic_partitions`-1) read to its end offsets
     (`sinks.topic_read`: a consumer of no group), the latest value of each key. Raises
     `TimeoutError` past `call_s` for the whole read, Kafka's errors."""
-    found: dict[str, HeldMessage] = {}
     prefix = f"{endpoint}|".encode()
+    found = await _latest(bootstrap, topic, topic_partitions, prefix, call_s=call_s)
+    return {
+        key[len(prefix) :].decode(errors="replace"): held
+        for key, held in found.items()
+        if held.partition in partitions
+    }
+
+
+async def count_held(
+    bootstrap: Kafka,
+    topic: str,
+    topic_partitions: int,
+    endpoints: Collection[str],
+    *,
+    call_s: float,
+) -> dict[str, int]:
+    """How many alerts each of `endpoints` holds on the topic (every partition of
+    `alerts`), read as `read_held` reads it: what a drain leaves held says so."""
+    found = await _latest(bootstrap, topic, topic_partitions, b"", call_s=call_s)
+    counts = dict.fromkeys(endpoints, 0)
+    for held in found.values():
+        if held.endpoint in counts:
+            counts[held.endpoint] += 1
+    return counts
+
+
+async def _latest(
+    bootstrap: Kafka, topic: str, topic_partitions: int, prefix: bytes, *, call_s: float
+) -> dict[bytes, HeldMessage]:
+    """The latest held message of each key that starts with `prefix`, tombstoned keys left
+    out (`read_held`)."""
+    found: dict[bytes, HeldMessage] = {}
     reader = TopicReader(
         bootstrap, topic, topic_partitions, stall_s=call_s, close_s=call_s,
         own_deadlines=False, poll_ms=POLL_MS,
@@ -71,15 +102,14 @@ async def read_held(
                 for record in records:
                     if record.key is None or not record.key.startswith(prefix):
                         continue
-                    alert_id = record.key[len(prefix) :].decode(errors="replace")
                     if record.value is None:
-                        found.pop(alert_id, None)
+                        found.pop(record.key, None)
                         continue
                     try:
                         held = HeldMessage.model_validate_json(record.value)
                     except ValidationError:
                         continue  # not ours to send: left to the alert's next change
-                    found[alert_id] = held
+                    found[record.key] = held
     finally:
         await reader.close()
-    return {k: v for k, v in found.items() if v.partition in partitions}
+    return found

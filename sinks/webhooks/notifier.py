@@ -84,14 +84,19 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import structlog
+
 from schemas.kafka_security import Kafka
-from sinks.webhooks.delivery import RetryPolicy
+from sinks.webhooks.delivery import RetryPolicy, error_text
 from sinks.webhooks.dispatcher import EndpointPipe, NotifyStats, PipeConfig, Topics, forward
+from sinks.webhooks.held import count_held
 from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.silence_follower import SilenceFollower
 from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import TargetPolicy
 from sinks.webhooks.warmup import WarmupConfig
+
+log = structlog.stdlib.get_logger(__name__)
 
 
 class Notifier:
@@ -125,6 +130,8 @@ class Notifier:
         self.silences = silences
         self.endpoints = list(endpoints)
         self.pipes: list[EndpointPipe] = []
+        self.held: dict[str, int] | None = None
+        """What a drain left held, per endpoint (`_count_held`)."""
 
     @property
     def stats(self) -> NotifyStats:
@@ -139,6 +146,7 @@ class Notifier:
             silenced=sum(s.silenced for s in pipes),
             released=sum(s.released for s in pipes),
             endpoints=len(pipes),
+            held=self.held,
         )
 
     async def run(self, stop: asyncio.Event, *, drain: bool = False) -> NotifyStats:
@@ -153,12 +161,44 @@ class Notifier:
         try:
             self.pipes = [EndpointPipe(e, self.config, producer) for e in self.endpoints]
             await self._run_pipes(stop, drain)
+            if drain and not stop.is_set():
+                await self._count_held()
         finally:
             if following is not None:
                 following.cancel()
                 await asyncio.gather(following, return_exceptions=True)
             await producer.stop()  # bounded: a stop's deadline counts on it
         return self.stats
+
+    async def _count_held(self) -> None:
+        """A drain's end: how many alerts each endpoint leaves held by a silence, read from
+        the held topic, one line per endpoint that holds some (`notify_drain_left_held`).
+        A drain does not wait for them (a silence may last days), and before it said
+        nothing of them: they looked delivered, or lost."""
+        topics = self.config.topics
+        if not topics.held or self.silences is None:
+            return
+        names = [e.name for e in self.endpoints]
+        try:
+            self.held = await count_held(
+                self.config.bootstrap,
+                topics.held,
+                topics.held_partitions,
+                names,
+                call_s=self.config.warmup.timeout_s,
+            )
+        except Exception as exc:  # Kafka's errors, its deadline: the drain's work is done
+            log.warning("notify_drain_held_unknown", topic=topics.held, error=error_text(exc))
+            return
+        for name, count in self.held.items():
+            if count:
+                log.info(
+                    "notify_drain_left_held",
+                    endpoint=name,
+                    held=count,
+                    topic=topics.held,
+                    consequence="sent when their silence ends, by a notifier running then",
+                )
 
     async def _run_pipes(self, stop: asyncio.Event, drain: bool) -> None:
         """Run every pipeline until `stop`; one that fails stops the others the graceful

@@ -689,3 +689,57 @@ def test_the_notifier_creates_all_its_topics_in_one_admin_round(
     assert rounds[0][held]["cleanup.policy"] == "compact"
     counts = partition_counts(kafka.endpoint, [*topics, silences, held], request_timeout_s=15)
     assert counts == dict.fromkeys([*topics, silences, held], 4)
+
+
+def test_notify_drain_says_how_many_alerts_each_endpoint_leaves_held(
+    settings_factory: Callable[..., Settings],
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`notify --drain` delivers what is there and exits: an alert a silence holds is not
+    waited for, but its summary and a log line per endpoint say how many each leaves held
+    (on the held topic: a running notifier sends them when their silence ends). KNIT-07
+    is silenced for both endpoints, KNIT-09 for `pager` only; KNIT-08's open alert,
+    silenced, is resolved in the same read (nothing left to send: not held). Before, the
+    drain said nothing of them."""
+    endpoints = [
+        {
+            "name": name,
+            "url": f"http://127.0.0.1:{receiver.port}/{name}",
+            "secret": secret_for(name),
+        }
+        for name in ("ops", "pager")
+    ]
+    subs = tmp_path / "subscriptions.yaml"
+    subs.write_text(json.dumps({"endpoints": endpoints}))
+    settings = settings_factory(webhooks=loopback_webhooks(subs))
+    prepare_all_topics(settings)
+    ensure_notify_topics(settings)
+
+    def cli(*args: str) -> str:
+        return _cli_done(settings, monkeypatch, capsys, *args)
+
+    cli("silences", "add", "--unit", "KNIT-07", "--unit", "KNIT-08", "--for", "4h",
+        "--reason", "window")  # fmt: skip
+    cli("silences", "add", "--unit", "KNIT-09", "--endpoint", "pager", "--for", "4h",
+        "--reason", "pager's")  # fmt: skip
+    _send(settings, unit_down("KNIT-07", 1), unit_down("KNIT-08", 2))
+    _send(settings, unit_down("KNIT-08", 2, AlertStatus.RESOLVED), unit_down("KNIT-09", 3))
+    _send(settings, unit_down("KNIT-10", 4))
+    drained = _cli(settings, monkeypatch, capsys, "notify", "--drain")
+    assert drained.returncode == 0, drained.stderr
+    assert sorted(receiver.alerts()) == [("KNIT-09", "open"), ("KNIT-10", "open"),
+                                         ("KNIT-10", "open")]  # fmt: skip
+    summary = [line for line in drained.stderr.splitlines() if line.startswith("notify: ")]
+    assert summary[-1] == (
+        "notify: 3 alerts left held by a silence (ops 1, pager 2), sent when their silence "
+        "ends by a running notifier"
+    ), drained.stderr
+    logged = drained.stdout.splitlines()  # (the process's log, in-process)
+    lines = [line for line in logged if "notify_drain_left_held" in line]
+    assert len(lines) == 2, drained.stdout
+    for name, count in (("ops", 1), ("pager", 2)):
+        (line,) = [line for line in lines if f"endpoint={name} " in line]
+        assert f"held={count} " in line, line
