@@ -51,7 +51,7 @@ from sinks.webhooks.delivery import (
     request_secrets,
 )
 from sinks.webhooks.done import LeftOutLog
-from sinks.webhooks.held import HeldMessage, held_key, read_held
+from sinks.webhooks.held import HeldMessage, ReleaseWatch, held_key, read_held
 from sinks.webhooks.invalid import InvalidAlertLog, NotAnAlert
 from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.offsets import OffsetTracker
@@ -220,6 +220,8 @@ class EndpointPipe:
         read-back past the bound does not hold them again."""
         self.held_checks = 0
         """Looks for held messages whose silences ended, done (`_release_held`)."""
+        self.release_watch = ReleaseWatch()
+        """Which held messages the next look looks at: all only once something changed."""
 
     @property
     def busy(self) -> bool:
@@ -374,7 +376,7 @@ class EndpointPipe:
             job.alert.status is AlertStatus.OPEN and self.ids.latest(alert_id) == job.msg_id
         )
         if self.current(job) and open_latest:  # held until no silence covers it
-            self._hold(dataclasses.replace(job, released=False))
+            self._hold(dataclasses.replace(job, released=False), by=silence)
             await self._keep_held(job)
         elif job.released:
             await self._drop_held(job)
@@ -542,14 +544,15 @@ class EndpointPipe:
             for wait in waits:
                 wait.cancel()
 
-    def _hold(self, job: Job, *, counted: bool = True) -> None:
-        """Keep `job` until no silence covers it, unless the endpoint holds `MAX_HELD`
-        already: then it stays on the held topic only (written, or read from it), counted
-        (once: `counted`) and logged, and the topic is read back once the endpoint holds
-        fewer (`_reread_over_bound`)."""
+    def _hold(self, job: Job, *, counted: bool = True, by: Silence | None = None) -> None:
+        """Keep `job` until no silence covers it (`by`: the one covering it now, None if
+        not known), unless the endpoint holds `MAX_HELD` already: then it stays on the
+        held topic only (written, or read from it), counted (once: `counted`) and logged,
+        and the topic is read back once the endpoint holds fewer (`_reread_over_bound`)."""
         alert_id = job.alert.alert_id
         if alert_id in self.held or len(self.held) < MAX_HELD:
             self.held[alert_id] = job
+            self.release_watch.held(alert_id, by)  # its silence may end before the others'
             return
         self._over_bound = True
         if not counted:
@@ -582,7 +585,12 @@ class EndpointPipe:
         own `webhook-id`, checked against the silences again (as new as the release: a
         silence added meanwhile holds it again). One that is no longer its alert's latest
         message (a later one was read: resolved, escalated), or whose partition was
-        revoked meanwhile, is dropped: its alert's later message decides."""
+        revoked meanwhile, is dropped: its alert's later message decides.
+
+        A check looks at every held alert only when something can have changed since it
+        last did (`ReleaseWatch`: the silences, a silence holding one ended, a warm-up
+        ended, a rebalance), else only at those newly held or whose alert was read again:
+        with nothing changed it costs nothing per held alert."""
         follower = self.config.silences
         if follower is None:
             return
@@ -605,36 +613,49 @@ class EndpointPipe:
                 )
 
     async def _release_ended(self, follower: SilenceFollower) -> None:
+        """One check (`_release_held`): the held alerts `release_watch` says may have
+        changed, each released, dropped or left held (and until when at least)."""
         now = datetime.now(UTC)
-        for alert_id, job in list(self.held.items()):
-            if self.held.get(alert_id) is not job:
-                continue  # held again (by a later silenced message) while we waited
-            if self.assignments.stale(job):
-                del self.held[alert_id]  # the partition's next assignment reads it back
-                continue
-            if job.tp in self.warmup.warming:
-                continue  # its later messages not known yet
-            latest = self.ids.latest(alert_id)
-            if latest is not None and latest != job.msg_id:  # a later message decides
-                del self.held[alert_id]
-                await self._drop_held(job)
-                continue
-            if follower.book.silencing(job.alert, self.endpoint.name, now) is not None:
-                continue
-            del self.held[alert_id]
-            log.info(
-                "webhook_silence_ended",
-                endpoint=self.endpoint.name,
-                webhook_id=job.msg_id,
-                alert_id=alert_id,
-            )
-            released = dataclasses.replace(job, released=True, read_at=time.monotonic())
-            self._released.add(job.msg_id)
-            self.pending.read(released)
-            await self.queue.put(released)
-            metrics.QUEUE_DEPTH.labels(self.endpoint.name).set(self.queue.qsize())
-            if self.stopping.is_set():
-                return
+        book = follower.book
+        watch = self.release_watch
+        checked = False
+        try:
+            ids = watch.to_check(self.held, book, self.warmup.warming, now)
+            for alert_id, job in [(alert_id, self.held[alert_id]) for alert_id in ids]:
+                if self.held.get(alert_id) is not job:
+                    continue  # held again (by a later silenced message) while we waited
+                if self.assignments.stale(job):
+                    del self.held[alert_id]  # the partition's next assignment reads it back
+                    watch.gone(alert_id)
+                    continue
+                if job.tp in self.warmup.warming:
+                    continue  # its later messages not known yet (looked at once warm)
+                latest = self.ids.latest(alert_id)
+                if latest is not None and latest != job.msg_id:  # a later message decides
+                    del self.held[alert_id]
+                    watch.gone(alert_id)
+                    await self._drop_held(job)
+                    continue
+                if watch.silencing(book, alert_id, job.alert, self.endpoint.name, now):
+                    continue
+                del self.held[alert_id]  # (`silencing` forgot what held it)
+                log.info(
+                    "webhook_silence_ended",
+                    endpoint=self.endpoint.name,
+                    webhook_id=job.msg_id,
+                    alert_id=alert_id,
+                )
+                released = dataclasses.replace(job, released=True, read_at=time.monotonic())
+                self._released.add(job.msg_id)
+                self.pending.read(released)
+                await self.queue.put(released)
+                metrics.QUEUE_DEPTH.labels(self.endpoint.name).set(self.queue.qsize())
+                if self.stopping.is_set():
+                    return
+            checked = True
+        finally:
+            if not checked:  # cut short (a stop, a bug of ours): the next looks at all
+                watch.changed()
 
     async def _work(self, http: httpx.AsyncClient) -> None:
         while True:
@@ -691,6 +712,8 @@ class EndpointPipe:
         if value is None:
             raise NotAnAlert("tombstone: the record has no value")
         alert = Alert.model_validate_json(value)
+        if alert.alert_id in self.held:  # a later message may decide: looked at again
+            self.release_watch.touch(alert.alert_id)
         return alert, self.ids.id_for(alert, tp.partition, offset)
 
     def _job(self, tp: TopicPartition, offset: int, value: bytes | None) -> Job | None:
@@ -720,6 +743,7 @@ class EndpointPipe:
         reads from the committed position, knowing nothing read before (the read-back
         rebuilds the memory of messages)."""
         self.assignments.assigned(tps)
+        self.release_watch.changed()  # (what is held of an earlier assignment is dropped)
         self._assigned = set(tps)
         self._released.clear()  # (what this assignment reads back is sent at most once more)
         for tp in tps:
@@ -741,12 +765,14 @@ class EndpointPipe:
         jobs `forget` dropped.
         """
         self.assignments.revoking(tps)
+        self.release_watch.changed()
 
     def forget(self, tp: TopicPartition) -> None:
         """The partition is read again from its committed position (or by someone else):
         its offsets and messages are dropped, and its jobs read so far are no longer
         current (those queued are not delivered: the committed position is below them)."""
         self.assignments.renew(tp)
+        self.release_watch.changed()
         self.tracker.forget(tp)
         self.ids.forget(tp.partition)
         self.left_out.note(tp, 0)

@@ -16,7 +16,8 @@ message stays on the topic only and is read back once the endpoint holds fewer
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Set
+from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -24,6 +25,7 @@ from schemas.alerts import Alert
 from schemas.deadline import deadline
 from schemas.kafka_security import Kafka
 from sinks.topic_read import TopicReader
+from sinks.webhooks.silences import Silence, SilenceBook
 
 HELD_TOPIC = "webhook-held"
 POLL_MS = 200
@@ -113,3 +115,105 @@ async def _latest(
     finally:
         await reader.close()
     return found
+
+
+class ReleaseWatch:
+    """Which held messages the next release check must look at, and what they must be
+    looked up in the silences for (dispatcher.py, `EndpointPipe._release_ended`).
+
+    Looking every held message up in the silences each second cost O(held x silences)
+    on the event loop, changed or not. A check looks at all of them only once something
+    can have released or dropped one since it last did: the silence book (a new book, a
+    `put`: a silence expired, removed, added, trimmed), the wall clock passing the end
+    of a silence that holds one (`until`), the partitions' warm-ups (a message of a
+    partition warming is skipped), its assignment (`changed`: an assignment, a
+    revocation, a partition forgotten). Else it looks only at those `touch`ed: newly
+    held (silenced now, or read back from the held topic: its silence may end before
+    `until`, or the book may have changed between its look-up and its hold), or whose
+    alert was read again (a later message decides).
+
+    And a message looked at is looked up in the book only if the silence that held it
+    last (`silencing`) is no longer in the book as it was, or no longer in force: one
+    silence expired among thousands, or the whole topic read anew, looks up only what
+    it changed."""
+
+    def __init__(self) -> None:
+        self.dirty = True
+        self.until: datetime | None = None
+        """The earliest end of a silence holding a message looked at (None: none holds)."""
+        self._touched: dict[str, None] = {}
+        self._held_by: dict[str, Silence] = {}
+        """Alert id -> the silence that held its held message when last looked at."""
+        self._book: SilenceBook | None = None
+        self._version = -1
+        self._warming: frozenset[TopicPartition] = frozenset()
+
+    def changed(self) -> None:
+        """Something may release or drop any held message: the next check looks at all."""
+        self.dirty = True
+
+    def touch(self, alert_id: str) -> None:
+        """The held message of `alert_id` (its alert read again): looked at next check."""
+        self._touched[alert_id] = None
+
+    def held(self, alert_id: str, by: Silence | None) -> None:
+        """A message of `alert_id` newly held, by silence `by` (None: not known, read
+        back): looked at next check, and looked up then unless `by` still holds it."""
+        self.touch(alert_id)
+        if by is None:
+            self._held_by.pop(alert_id, None)
+        else:
+            self._held_by[alert_id] = by
+
+    def gone(self, alert_id: str) -> None:
+        """The held message of `alert_id` released or dropped."""
+        self._held_by.pop(alert_id, None)
+
+    def silencing(
+        self, book: SilenceBook, alert_id: str, alert: Alert, endpoint: str, now: datetime
+    ) -> Silence | None:
+        """`book.silencing(alert, endpoint, now)` for a held message: the silence that held
+        it last while it is still in `book` unchanged (the same, or an equal one read
+        anew) and in force (it covers the same alert then), else the book's look-up;
+        `until` lowered to its end."""
+        known = self._held_by.get(alert_id)
+        current = None if known is None else book.silences.get(known.silence_id)
+        if (
+            known is not None
+            and known.in_force(now)
+            and (current is known or current == known)  # (a book read anew: equal)
+        ):
+            found: Silence | None = known
+        else:
+            found = book.silencing(alert, endpoint, now)
+        if found is None:
+            self._held_by.pop(alert_id, None)
+            return None
+        self._held_by[alert_id] = found
+        if self.until is None or found.ends_at < self.until:
+            self.until = found.ends_at  # none it holds is released before, the book as is
+        return found
+
+    def to_check(
+        self,
+        held: Mapping[str, object],
+        book: SilenceBook,
+        warming: Set[TopicPartition],
+        now: datetime,
+    ) -> list[str]:
+        """The alert ids of `held` to look at now: all of them once something changed
+        (the state looked at is then remembered, `until` computed anew), else those
+        touched since the last check."""
+        touched, self._touched = self._touched, {}
+        if not (
+            self.dirty
+            or book is not self._book
+            or book.version != self._version
+            or warming != self._warming
+            or (self.until is not None and now >= self.until)
+        ):
+            return [alert_id for alert_id in touched if alert_id in held]
+        self.dirty = False
+        self._book, self._version, self._warming = book, book.version, frozenset(warming)
+        self.until = None
+        return list(held)

@@ -136,12 +136,16 @@ class SilenceBook:
         self.limit = limit
         self.silences: dict[str, Silence] = {}
         self.dropped_active = 0
+        self.version = 0
+        """Bumped by every `put`: a notifier looks again at what it holds only once the
+        book changed (or a silence holding one ended), dispatcher.py `_release_ended`."""
 
     def __len__(self) -> int:
         return len(self.silences)
 
     def put(self, key: str, silence: Silence | None, now: datetime | None = None) -> None:
         """A record of the topic: a silence, or None (a tombstone) which removes `key`."""
+        self.version += 1
         if silence is None:
             self.silences.pop(key, None)
             return

@@ -13,12 +13,20 @@ from sink_samples import record
 
 from sinks.webhooks.delivery import RetryPolicy
 from sinks.webhooks.dispatcher import EndpointPipe, PipeConfig, Topics
+from sinks.webhooks.silence_follower import SilenceFollower
 from sinks.webhooks.subscriptions import Endpoint
 from sinks.webhooks.targets import TargetPolicy, parse_networks
 
 
-def offline_pipe(name: str, filters: dict[str, Any] | None = None) -> EndpointPipe:
-    """A Slack endpoint's pipeline on topics `cw.*`; nothing it does reaches Kafka."""
+def offline_pipe(
+    name: str,
+    filters: dict[str, Any] | None = None,
+    *,
+    silences: SilenceFollower | None = None,
+    producer: LogProducer | None = None,
+) -> EndpointPipe:
+    """A Slack endpoint's pipeline on topics `cw.*`; nothing it does reaches Kafka
+    (`silences`: a follower never started, its book filled by hand)."""
     endpoint = Endpoint.model_validate(
         {
             "name": name,
@@ -35,8 +43,9 @@ def offline_pipe(name: str, filters: dict[str, Any] | None = None) -> EndpointPi
         targets=TargetPolicy(parse_networks("")),
         queue_size=100,
         consumer_options={},
+        silences=silences,
     )
-    return EndpointPipe(endpoint, config, producer=None)  # type: ignore[arg-type]  # no I/O here
+    return EndpointPipe(endpoint, config, producer=producer)  # type: ignore[arg-type]  # no I/O
 
 
 def records_of(
