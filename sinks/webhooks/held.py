@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Set
 from datetime import datetime
 
+from aiokafka import TopicPartition
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from schemas.alerts import Alert
