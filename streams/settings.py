@@ -166,6 +166,22 @@ class KafkaSettings(SettingsModel):
                 "the local broker is PLAINTEXT: Kafka security settings (security_protocol, "
                 "sasl_*, ssl_*) need CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS (your cluster)"
             )
+        # a file or a user the protocol does not use was ignored: the clients spoke
+        # PLAINTEXT to a TLS broker, and every process said only that Kafka did not answer
+        protocol = self.security_protocol
+        for names, used, fix in (
+            (("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password"), "TLS",
+             ("SSL", "SASL_SSL")),
+            (("sasl_username", "sasl_password"), "SASL", ("SASL_SSL", "SASL_PLAINTEXT")),
+        ):  # fmt: skip
+            unused = [name for name in names if getattr(self, name) is not None]
+            if unused and protocol not in fix:
+                raise ValueError(
+                    f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} given with "
+                    f"security_protocol {protocol}, which does not use {used}: set "
+                    f"CHAINWATCH_KAFKA__SECURITY_PROTOCOL to {fix[0]} or {fix[1]}, or unset "
+                    f"{'it' if len(unused) == 1 else 'them'}"
+                )
         if self.security_protocol.startswith("SASL_") and (
             not self.sasl_username or self.sasl_password is None
         ):

@@ -65,6 +65,23 @@ def pem(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ({"bootstrap_servers": "k:9092", "security_protocol": "SSL",
           "ssl_key_password": "pw"}, "ssl_key_password is given without ssl_certfile"),
         ({"ssl_key_password": "pw"}, "the local broker is PLAINTEXT"),
+        # the TLS files (or the SASL user) of a protocol without TLS (without SASL) were
+        # ignored: deploy/compose.yaml's mutual TLS lines alone left PLAINTEXT, and every
+        # process waited for a TLS broker that "does not answer"
+        ({"bootstrap_servers": "k:9092", "ssl_certfile": "/etc/hostname",
+          "ssl_keyfile": "/etc/hostname", "ssl_key_password": "pw"},
+         "ssl_certfile, ssl_keyfile, ssl_key_password are given with security_protocol "
+         "PLAINTEXT, which does not use TLS: set CHAINWATCH_KAFKA__SECURITY_PROTOCOL to SSL "
+         "or SASL_SSL"),
+        ({"bootstrap_servers": "k:9092", "security_protocol": "SASL_PLAINTEXT",
+          "sasl_username": "u", "sasl_password": "p", "ssl_cafile": "/etc/hostname"},
+         "ssl_cafile is given with security_protocol SASL_PLAINTEXT, which does not use TLS"),
+        ({"bootstrap_servers": "k:9092", "sasl_username": "u", "sasl_password": "p"},
+         "sasl_username, sasl_password are given with security_protocol PLAINTEXT, which "
+         "does not use SASL: set CHAINWATCH_KAFKA__SECURITY_PROTOCOL to SASL_SSL or "
+         "SASL_PLAINTEXT"),
+        ({"bootstrap_servers": "k:9092", "security_protocol": "SSL", "sasl_password": "p"},
+         "sasl_password is given with security_protocol SSL, which does not use SASL"),
         ({"bootstrap_servers": "k:9092", "security_protocol": "TLS"}, "'PLAINTEXT', 'SSL', "),
         ({"bootstrap_servers": "k:9092", "sasl_mechanism": "GSSAPI"}, "'SCRAM-SHA-256'"),
     ],
