@@ -73,6 +73,14 @@ class GatewayMetrics:
             ["endpoint", "error"],
             registry=self.registry,
         )
+        self.item_faults = Counter(
+            "chainwatch_gateway_item_faults",
+            "Items whose check raised inside the gateway (a bug of its own: logged `item "
+            "processing failed` with the traceback; the item refused `processing_error`, "
+            "answered 422 `invalid_items` or, in partial mode, dead-lettered).",
+            ["endpoint"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "chainwatch_gateway_requests_in_flight",
             "Ingest requests being handled now (body still arriving, judged or publishing): "
@@ -133,6 +141,7 @@ class GatewayMetrics:
         for endpoint in endpoints:
             for outcome in ITEM_OUTCOMES:
                 self.items.labels(endpoint, outcome)
+            self.item_faults.labels(endpoint)
         for endpoint in (*endpoints, *without_items):
             for error in ALERTED_ERRORS:
                 self.errors.labels(endpoint, error)
