@@ -290,3 +290,48 @@ def test_a_partition_forgotten_drops_what_is_held_of_it() -> None:
         assert held.released() == []
 
     run(scenario)
+
+
+class SlowBook(CountingBook):
+    """A book whose look-ups take `each_s` of CPU (as ~10,000 silences do)."""
+
+    def __init__(self, each_s: float) -> None:
+        super().__init__()
+        self.each_s = each_s
+
+    def silencing(self, alert: Alert, endpoint: str, now: datetime) -> Silence | None:
+        time.sleep(self.each_s)  # the event loop's thread, busy: what a long walk does
+        return super().silencing(alert, endpoint, now)
+
+
+def test_a_long_walk_lets_the_deliveries_run_between_its_slices() -> None:
+    """A check that must look every held alert up (100,000 held x 10,000 silences: far
+    more than a second) does it in slices of `RELEASE_SLICE_S`: the loop runs the
+    endpoint's deliveries between them, and everything is still looked at."""
+
+    async def scenario() -> None:
+        held = Held("release-slices")
+        held.book = held.follower.book = SlowBook(each_s=0.02)
+        held.add(silence(*(f"PO-{n}" for n in range(1, 11))))
+        for n in range(1, 11):
+            held.read_back(make_alert(n))  # by no silence known: each looked up
+        walking = True
+        ran_meanwhile = 0
+
+        async def deliveries() -> None:
+            nonlocal ran_meanwhile
+            while walking:
+                ran_meanwhile += 1
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(deliveries())
+        await asyncio.sleep(0)  # (started)
+        ran_before = ran_meanwhile
+        assert await held.check() == 10  # 0.2 s of look-ups: at least three slices
+        walking = False
+        await other
+        assert ran_meanwhile - ran_before >= 2
+        assert len(held.pipe.held) == 10
+        assert held.released() == []
+
+    run(scenario)
