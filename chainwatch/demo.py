@@ -24,7 +24,7 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -125,12 +125,15 @@ def _children(
                 "CHAINWATCH_DEMO_WEBHOOK_SECRET": receiver.secret,
             },
         )
+        envs = child_environments(settings, env, children)
         for name, args in children.items():
             if name == "simulator":
                 _wait_ready(gateway_url, procs[-1])
             with open(log_dir / f"demo-{name}.log", "ab") as log:
                 # each stops by itself if the demo dies without stopping it (SIGKILL)
-                procs.append(start_child(args, env=env, log_file=log, start_new_session=True))
+                procs.append(
+                    start_child(args, env=envs[name], log_file=log, start_new_session=True)
+                )
             console.print(
                 f"started {name} (pid {procs[-1].pid}, log {cell_text(log_dir)}/demo-{name}.log)",
                 markup=False,
@@ -141,6 +144,22 @@ def _children(
     finally:
         stop_workers(procs, children_stop_grace_s(settings))
         receiver.stop()
+
+
+def child_environments(
+    settings: Settings, env: dict[str, str], names: Iterable[str]
+) -> dict[str, dict[str, str]]:
+    """Each child's environment: `env`, and with `CHAINWATCH_METRICS_PORT` set (not 0, off)
+    the sink on that port and the notifier on the next (the one below at 65535). Both read
+    the one setting and bind exactly it, so with `env` passed on as it was the notifier
+    found the sink's port taken, exited at start, and the demo stopped with "a demo
+    process exited"."""
+    port = settings.metrics_port
+    ports = {"sink": port, "notify": port + 1 if port < 65535 else port - 1} if port else {}
+    return {
+        name: overlaid(env, {"CHAINWATCH_METRICS_PORT": str(ports[name])}) if name in ports else env
+        for name in names
+    }
 
 
 SCANS_SQL = (

@@ -4,6 +4,7 @@ the logs are."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,13 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from chainwatch.demo import SIMULATED_CLOCK_ENV, _farewell, _run_env, for_this_run
+from chainwatch.demo import (
+    SIMULATED_CLOCK_ENV,
+    _farewell,
+    _run_env,
+    child_environments,
+    for_this_run,
+)
 from chainwatch.settings import Settings
 from schemas.common import format_utc
 from schemas.plan import load_plan
@@ -119,3 +126,30 @@ def test_the_demo_gateway_takes_the_simulated_factory_s_times_ahead_of_the_wall_
     assert judged(Settings()) is None
     monkeypatch.delenv("CHAINWATCH_GATEWAY__MAX_CLOCK_SKEW_S")
     assert judged(Settings()) == "validation_failed"  # what a default gateway does
+
+
+@pytest.mark.parametrize("port", ["9100", "65535"])
+def test_with_a_metrics_port_set_the_demo_s_sink_and_notifier_get_a_port_each(
+    monkeypatch: pytest.MonkeyPatch, port: str
+) -> None:
+    """`CHAINWATCH_METRICS_PORT` is the sink's and the notifier's, each binding exactly it:
+    the demo passed it on to both, the notifier found it taken by the sink and exited at
+    start, and `make demo` stopped ("a demo process exited"). Each child now reads its own."""
+    env = {**os.environ, "CHAINWATCH_METRICS_PORT": port}
+    envs = child_environments(Settings(metrics_port=int(port)), env, ["worker", "sink", "notify"])
+
+    def metrics_port(child_env: dict[str, str]) -> int:  # as the child reads its settings
+        with monkeypatch.context() as m:
+            m.setattr(os, "environ", child_env)
+            return Settings().metrics_port
+
+    sink, notify = metrics_port(envs["sink"]), metrics_port(envs["notify"])
+    assert sink == int(port)  # the port the user set is the sink's
+    assert notify not in (0, sink)
+    assert envs["worker"] == env  # the worker's port is the engine's own setting
+
+
+def test_without_a_metrics_port_the_demo_s_children_get_the_environment_as_it_is() -> None:
+    env = {"CHAINWATCH_METRICS_PORT": "0", "PATH": "/usr/bin"}
+    envs = child_environments(Settings(metrics_port=0), env, ["sink", "notify"])
+    assert envs == {"sink": env, "notify": env}
