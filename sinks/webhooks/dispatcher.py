@@ -84,7 +84,8 @@ takes far longer than a second, and must not stop everything else meanwhile."""
 MAX_HELD = 100_000
 """Held messages an endpoint keeps in memory (`EndpointPipe.held`; MessageIds' order).
 A silenced message past it is still written to the held topic, counted and logged, not
-kept: read back from the topic once the endpoint holds fewer (`_restore_held`)."""
+kept: read back from the topic once the endpoint holds fewer (`_restore_held`). A
+read-back keeps no more than it in memory either (`read_held`'s `limit`)."""
 HELD_READ_BACKOFF = (0.5, 30.0)
 """A failed read-back of the held topic is tried again after these (initial, max) s."""
 STOP_GRACE_S = 2.0
@@ -495,13 +496,14 @@ class EndpointPipe:
                 return  # the next assignment (here or elsewhere) reads them back
             partitions = {tp.partition for tp in standing}
             try:
-                found = await read_held(
+                read = await read_held(
                     self.config.bootstrap,
                     self.config.topics.held,
                     self.config.topics.held_partitions,
                     self.endpoint.name,
                     partitions,
                     call_s=self.config.warmup.timeout_s,
+                    limit=MAX_HELD,
                 )
                 break
             except Exception as exc:  # Kafka's errors, a deadline: tried again
@@ -520,8 +522,10 @@ class EndpointPipe:
                         "the alerts held in them are sent when their silence ends once read",
                     )
                 await self._wait_or_revoked(delay_s)
+        if read.more:  # left on the topic by the read's bound: read again once fewer
+            self._over_bound = True
         alerts = self.config.topics.alerts
-        for alert_id, held in found.items():
+        for alert_id, held in read.found.items():
             tp = TopicPartition(alerts, held.partition)
             if self.assignments.generation(tp) != generations.get(tp):
                 continue  # revoked (or assigned again) meanwhile: that read decides

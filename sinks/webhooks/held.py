@@ -11,12 +11,14 @@ window, or the partition's next owner, still sends the alert when the window end
 and a message sent before the restart is not sent again. A read that fails is tried
 again while the partitions stay assigned; past the endpoint's bound (`MAX_HELD`) a
 message stays on the topic only and is read back once the endpoint holds fewer
-(dispatcher.py).
+(dispatcher.py); a read keeps no more than that bound in memory, however many the topic
+holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Set
+from collections.abc import Callable, Collection, Mapping, Set
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from aiokafka import TopicPartition
@@ -48,6 +50,24 @@ def held_key(endpoint: str, alert_id: str) -> str:
     return f"{endpoint}|{alert_id}"
 
 
+@dataclass(frozen=True)
+class HeldRead:
+    """What a read of the held topic found of one endpoint."""
+
+    found: dict[str, HeldMessage]
+    """Alert id -> its held message (of the partitions asked), at most `limit`."""
+    more: bool
+    """Messages of those partitions were left on the topic past `limit`: read again once
+    the endpoint can keep more (`dispatcher._reread_over_bound`)."""
+    unknown: dict[str, int] = field(default_factory=dict)
+    """Endpoint -> how many messages (keys not tombstoned) it has on the topic, of each
+    endpoint not among `known` (only when `known` was given); a lower bound for those in
+    `unknown_more`."""
+    unknown_more: frozenset[str] = frozenset()
+    """Endpoints of `unknown` that had more messages than the read counted (`limit` keys
+    counted in all)."""
+
+
 async def read_held(
     bootstrap: Kafka,
     topic: str,
@@ -56,18 +76,45 @@ async def read_held(
     partitions: Collection[int],
     *,
     call_s: float,
-) -> dict[str, HeldMessage]:
+    limit: int,
+    known: Collection[str] | None = None,
+) -> HeldRead:
     """What `endpoint` holds of the `alerts` partitions `partitions`, by alert id: the
     whole topic (its partitions 0..`topic_partitions`-1) read to its end offsets
-    (`sinks.topic_read`: a consumer of no group), the latest value of each key. Raises
-    `TimeoutError` past `call_s` for the whole read, Kafka's errors."""
+    (`sinks.topic_read`: a consumer of no group), the latest value of each key. At most
+    `limit` alerts are kept while reading (the caller's bound: a topic may hold far
+    more), the first keys met; a later tombstone or value of a key kept still applies to
+    it, and `more` says whether others were left. With `known` (the endpoints of the
+    reader's subscriptions file), the messages of any other endpoint are counted too, by
+    endpoint (`unknown`: at most `limit` keys remembered for it). Raises `TimeoutError`
+    past `call_s` for the whole read, Kafka's errors."""
+    found: dict[str, HeldMessage] = {}
+    more = False
     prefix = f"{endpoint}|".encode()
-    found = await _latest(bootstrap, topic, topic_partitions, prefix, call_s=call_s)
-    return {
-        key[len(prefix) :].decode(errors="replace"): held
-        for key, held in found.items()
-        if held.partition in partitions
-    }
+    others = _Others(None if known is None else {e.encode() for e in known}, limit)
+
+    def take(key: bytes, value: bytes | None) -> None:
+        nonlocal more
+        if not key.startswith(prefix):
+            others.count(key, value is None)
+            return
+        alert_id = key[len(prefix) :].decode(errors="replace")
+        if value is None:
+            found.pop(alert_id, None)
+            return
+        try:
+            held = HeldMessage.model_validate_json(value)
+        except ValidationError:
+            return  # not ours to send: left to the alert's next change
+        if held.partition not in partitions:
+            found.pop(alert_id, None)  # (an alert's partition does not change)
+        elif alert_id in found or len(found) < limit:
+            found[alert_id] = held
+        else:
+            more = True  # left on the topic: read once fewer are kept
+
+    await _each_record(bootstrap, topic, topic_partitions, take, call_s=call_s)
+    return HeldRead(found, more, others.counts(), frozenset(others.more))
 
 
 async def count_held(
@@ -77,23 +124,37 @@ async def count_held(
     endpoints: Collection[str],
     *,
     call_s: float,
+    limit: int,
 ) -> dict[str, int]:
     """How many alerts each of `endpoints` holds on the topic (every partition of
-    `alerts`), read as `read_held` reads it: what a drain leaves held says so."""
-    found = await _latest(bootstrap, topic, topic_partitions, b"", call_s=call_s)
+    `alerts`; keys not tombstoned), read as `read_held` reads it: what a drain leaves
+    held says so. Only keys are kept, at most `limit` in all (past it a count is a lower
+    bound)."""
+    counting = _Others(set(), limit)
+    wanted = {e.encode() for e in endpoints}
+
+    def take(key: bytes, value: bytes | None) -> None:
+        if key.partition(b"|")[0] in wanted:
+            counting.count(key, value is None)
+
+    await _each_record(bootstrap, topic, topic_partitions, take, call_s=call_s)
     counts = dict.fromkeys(endpoints, 0)
-    for held in found.values():
-        if held.endpoint in counts:
-            counts[held.endpoint] += 1
+    counts.update((e, n) for e, n in counting.counts().items() if e in counts)
     return counts
 
 
-async def _latest(
-    bootstrap: Kafka, topic: str, topic_partitions: int, prefix: bytes, *, call_s: float
-) -> dict[bytes, HeldMessage]:
-    """The latest held message of each key that starts with `prefix`, tombstoned keys left
-    out (`read_held`)."""
-    found: dict[bytes, HeldMessage] = {}
+async def _each_record(
+    bootstrap: Kafka,
+    topic: str,
+    topic_partitions: int,
+    take: Callable[[bytes, bytes | None], None],
+    *,
+    call_s: float,
+) -> None:
+    """`take(key, value)` for each keyed record of the whole topic (its partitions
+    0..`topic_partitions`-1) up to its end offsets, in each partition's order: a
+    consumer of no group (`sinks.topic_read`). Raises `TimeoutError` past `call_s` for
+    the whole read, Kafka's errors."""
     reader = TopicReader(
         bootstrap, topic, topic_partitions, stall_s=call_s, close_s=call_s,
         own_deadlines=False, poll_ms=POLL_MS,
@@ -103,19 +164,41 @@ async def _latest(
             await reader.start()
             async for records in reader.batches_to_end():
                 for record in records:
-                    if record.key is None or not record.key.startswith(prefix):
-                        continue
-                    if record.value is None:
-                        found.pop(record.key, None)
-                        continue
-                    try:
-                        held = HeldMessage.model_validate_json(record.value)
-                    except ValidationError:
-                        continue  # not ours to send: left to the alert's next change
-                    found[record.key] = held
+                    if record.key is not None:
+                        take(record.key, record.value)
     finally:
         await reader.close()
-    return found
+
+
+class _Others:
+    """The messages of endpoints not among `known`, counted by key (None: not counted)."""
+
+    def __init__(self, known: set[bytes] | None, limit: int) -> None:
+        self.known = known
+        self.limit = limit
+        self.keys: dict[bytes, set[bytes]] = {}
+        self.kept = 0
+        self.more: set[str] = set()
+
+    def count(self, key: bytes, tombstone: bool) -> None:
+        endpoint, sep, alert_id = key.partition(b"|")
+        if self.known is None or not sep or endpoint in self.known:
+            return
+        keys = self.keys.setdefault(endpoint, set())
+        if tombstone:
+            if alert_id in keys:
+                keys.remove(alert_id)
+                self.kept -= 1
+        elif alert_id not in keys:
+            if self.kept < self.limit:
+                keys.add(alert_id)
+                self.kept += 1
+            else:
+                self.more.add(endpoint.decode(errors="replace"))
+
+    def counts(self) -> dict[str, int]:
+        names = {e: e.decode(errors="replace") for e in self.keys}
+        return {names[e]: len(k) for e, k in self.keys.items() if k or names[e] in self.more}
 
 
 class ReleaseWatch:

@@ -88,7 +88,14 @@ import structlog
 
 from schemas.kafka_security import Kafka
 from sinks.webhooks.delivery import RetryPolicy, error_text
-from sinks.webhooks.dispatcher import EndpointPipe, NotifyStats, PipeConfig, Topics, forward
+from sinks.webhooks.dispatcher import (
+    MAX_HELD,
+    EndpointPipe,
+    NotifyStats,
+    PipeConfig,
+    Topics,
+    forward,
+)
 from sinks.webhooks.held import count_held
 from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.silence_follower import SilenceFollower
@@ -186,6 +193,7 @@ class Notifier:
                 topics.held_partitions,
                 names,
                 call_s=self.config.warmup.timeout_s,
+                limit=MAX_HELD * len(names),  # keys only: each endpoint's bound
             )
         except Exception as exc:  # Kafka's errors, its deadline: the drain's work is done
             log.warning("notify_drain_held_unknown", topic=topics.held, error=error_text(exc))

@@ -91,5 +91,5 @@ def test_reading_what_is_held_fails_as_before_and_closes_its_reader(
     is, `TimeoutError` past `call_s` for the whole read."""
     made = _standing_in(monkeypatch, offsets)
     with pytest.raises(raised):
-        asyncio.run(read_held(KAFKA, "webhook-held", 1, "ops", {0}, call_s=0.2))
+        asyncio.run(read_held(KAFKA, "webhook-held", 1, "ops", {0}, call_s=0.2, limit=10))
     assert made[0].stopped

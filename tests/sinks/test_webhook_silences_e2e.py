@@ -16,6 +16,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from chainwatch.process import Startup
 from chainwatch.settings import Settings
 from schemas.alerts import Alert, AlertCause, AlertStatus, AlertType, alert_id
 from sinks.webhooks import dispatcher, silence_follower
-from sinks.webhooks.held import HELD_TOPIC, HeldMessage
+from sinks.webhooks.held import HELD_TOPIC, HeldMessage, HeldRead, held_key, read_held
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, DeliveryLog
 from sinks.webhooks.silence_follower import SilenceFollower
 from sinks.webhooks.silences import SILENCES_TOPIC
@@ -493,7 +494,7 @@ def test_a_failed_read_back_of_what_was_held_is_tried_again(
     reads: list[str] = []
     real_read = dispatcher.read_held
 
-    async def first_read_fails(*args: Any, **kwargs: Any) -> dict[str, HeldMessage]:
+    async def first_read_fails(*args: Any, **kwargs: Any) -> HeldRead:
         reads.append("read")
         if len(reads) == 1:
             raise TimeoutError("injected: the first read-back fails")
@@ -558,6 +559,108 @@ def test_past_its_bound_what_a_silence_held_stays_on_kafka_and_is_sent_later(
     assert sorted(receiver.alerts()) == [("KNIT-14", "open"), ("KNIT-15", "open")]
     assert sorted(log.outcome for log in _logs(settings)) == ["delivered"] * 2 + ["silenced"] * 2
     assert "webhook_held_over_bound" in logged
+
+
+def test_a_read_back_keeps_at_most_its_limit_and_says_more_were_left(
+    settings_factory: Callable[..., Settings], kafka_bootstrap: str
+) -> None:
+    """`read_held` with a limit of two, on a one-partition held topic (the records' order
+    is the topic's): the first two alerts met are kept, a later tombstone and a later
+    message of a kept one still apply to it, the others are left (`more`); other
+    endpoints' and other partitions' messages are not counted. Before, every message of
+    the endpoint was collected, whatever the bound."""
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    settings = settings_factory(
+        kafka={"bootstrap_servers": kafka_bootstrap, "topic_prefix": prefix, "partitions": 1}
+    )
+    ensure_notify_topics(settings)
+
+    def message(endpoint: str, n: int, *, offset: int = 0, partition: int = 0) -> bytes:
+        alert = unit_down(f"KNIT-{n}", n)
+        return HeldMessage(
+            endpoint=endpoint, webhook_id=f"msg_{n}_{offset}", partition=partition,
+            offset=offset, alert=alert,
+        ).model_dump_json().encode()  # fmt: skip
+
+    def key(endpoint: str, n: int) -> bytes:
+        return held_key(endpoint, unit_down(f"KNIT-{n}", n).alert_id).encode()
+
+    publish(settings, HELD_TOPIC, [
+        (key("dev", 9), message("dev", 9)),  # another endpoint's: not counted
+        (key("ops", 8), message("ops", 8, partition=3)),  # a partition not asked
+        (key("ops", 1), message("ops", 1)),
+        (key("ops", 2), message("ops", 2)),
+        (key("ops", 3), message("ops", 3)),  # past the limit: left
+        (key("ops", 1), None),  # a kept one's tombstone
+        (key("ops", 2), message("ops", 2, offset=7)),  # a kept one's later message
+        (key("ops", 4), message("ops", 4)),  # a slot is free again
+    ])  # fmt: skip
+    topic = settings.kafka.topic(HELD_TOPIC)
+
+    def read(limit: int) -> HeldRead:
+        return asyncio.run(
+            read_held(settings.kafka.endpoint, topic, 1, "ops", {0}, call_s=30, limit=limit)
+        )
+
+    kept = read(2)
+    by_unit = {h.alert.unit_id: h.offset for h in kept.found.values()}
+    assert (by_unit, kept.more) == ({"KNIT-2": 7, "KNIT-4": 0}, True)
+    everything = read(3)
+    by_unit = {h.alert.unit_id: h.offset for h in everything.found.values()}
+    assert (by_unit, everything.more) == ({"KNIT-2": 7, "KNIT-3": 0, "KNIT-4": 0}, False)
+
+
+def test_a_read_back_past_its_bound_keeps_the_bound_and_reads_the_rest_later(
+    settings_factory: Callable[..., Settings],
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Three alerts held by a notifier that stopped; the next one, with a bound of one,
+    gets at most one from each read-back of `webhook-held` (not all three, then dropped
+    by the bound), and still sends all three, once each, when the window is expired."""
+    settings, _secret = _ops_endpoint(settings_factory, receiver, tmp_path)
+
+    def cli(*args: str) -> str:
+        return _cli_done(settings, monkeypatch, capsys, *args)
+
+    units = ("KNIT-21", "KNIT-22", "KNIT-23")
+    window = cli("silences", "add", *(a for u in units for a in ("--unit", u)), "--for", "4h",
+                 "--reason", "w")  # fmt: skip
+    _send(settings, *(unit_down(u, n) for n, u in enumerate(units, 1)))
+    first = RunningNotifier(settings)
+    try:
+        wait_for(lambda: len(_logs(settings)) >= 3, 60, "three silenced outcomes")
+    finally:
+        first.stop()
+
+    reads: list[HeldRead] = []
+    real_read = dispatcher.read_held
+
+    async def counted(*args: Any, **kwargs: Any) -> HeldRead:
+        read = await real_read(*args, **kwargs)
+        reads.append(read)
+        return read
+
+    monkeypatch.setattr(dispatcher, "read_held", counted)
+    monkeypatch.setattr(dispatcher, "MAX_HELD", 1)
+    second = RunningNotifier(settings)
+    try:
+        wait_for(lambda: second.notifier.pipes and second.notifier.pipes[0].held, 60,
+                 "one held alert read back")  # fmt: skip
+        cli("silences", "expire", window)
+        wait_for(lambda: len(receiver.alerts()) >= 3, 60, "the three held alerts sent")
+        wait_for(lambda: len(_logs(settings)) >= 6, 60, "their outcomes")
+        pipe = second.notifier.pipes[0]
+        checks = pipe.held_checks
+        wait_for(lambda: pipe.held_checks >= checks + 2, 60, "two more checks")
+    finally:
+        second.stop()
+    assert max(len(read.found) for read in reads) == 1
+    assert reads[0].more
+    assert sorted(receiver.alerts()) == [(u, "open") for u in units]
+    assert sorted(log.outcome for log in _logs(settings)) == ["delivered"] * 3 + ["silenced"] * 3
 
 
 def test_silences_that_cannot_be_read_hold_deliveries_and_readiness(
