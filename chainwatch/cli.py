@@ -355,6 +355,8 @@ _LEFT_WHEN_INTERRUPTED = {
     "`chainwatch deliveries given-up` lists the rest",
     "silences add": "the silence may have been written: `chainwatch silences list` says",
     "silences expire": "the silence may have been ended: `chainwatch silences list` says",
+    "silences drop-held": "the held messages dropped before it stay dropped; run it again "
+    "to drop the rest",
 }
 """What a command stopped by Ctrl-C leaves, said in its one `interrupted` line; a command
 not named here is one of `_READS_ONLY`: it changes nothing. A test holds every command to

@@ -1,9 +1,12 @@
-"""`chainwatch silences add|list|expire`: maintenance windows of the webhook deliveries.
+"""`chainwatch silences add|list|expire|drop-held`: maintenance windows of the webhook
+deliveries, and the messages they held for an endpoint no notifier sends to any more.
 
 A silence is a record on the compacted `webhook-silences` topic, keyed by its id
 (sinks/webhooks/silences.py); every notifier follows the topic, so a silence added or
 expired here takes effect without a restart, on every notifier. `expire` writes the
-silence again with `ends_at` = now (a compacted topic keeps the latest).
+silence again with `ends_at` = now (a compacted topic keeps the latest). `drop-held`
+writes a tombstone for each message `webhook-held` keeps of one endpoint that is not in
+the subscriptions file (sinks/webhooks/held.py).
 
 Deadlines: reading the topic is `sinks.topic_read.read_to_end` (each Kafka call,
 and a read that makes no progress, within `admin_call_timeout_s`); a write is the
@@ -22,7 +25,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from chainwatch.errors import UsageError, UserError
 from chainwatch.kafka_admin import admin_call_timeout_s
-from chainwatch.notify_runner import ensure_notify_topics
+from chainwatch.notify_runner import ensure_notify_topics, load_configured
 from chainwatch.settings import Settings
 from chainwatch.topic_partitions import partition_counts
 from schemas.common import UtcDatetime
@@ -31,6 +34,7 @@ from schemas.plan import load_plan, parse_duration
 from schemas.unit_status import UnitStatus
 from sinks.daemon_executor import on_daemon_thread, to_daemon_thread
 from sinks.topic_read import read_to_end
+from sinks.webhooks.held import HELD_TOPIC
 from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.publish import publish
 from sinks.webhooks.silences import MAX_SILENCE, MAX_SILENCES, SILENCES_TOPIC, Silence
@@ -291,6 +295,76 @@ def expire(settings: Settings, silence_id: str) -> tuple[Silence, bool]:
         return ended, True
 
     return asyncio.run(main())
+
+
+DROP_CONCURRENCY = 500
+"""Tombstones `drop-held` has in flight at once."""
+
+
+def held_of(settings: Settings, endpoint: str) -> list[str]:
+    """The keys `webhook-held` keeps (not tombstoned) of `endpoint`, which must not be in
+    the subscriptions file (if one is set): its notifiers send what is held of it."""
+    path = settings.webhooks.subscriptions
+    if path is not None and endpoint in {
+        e.name for e in load_configured(settings, sending=False).endpoints
+    }:
+        raise UserError(
+            f"endpoint {endpoint!r} is in the subscriptions file {path}: its notifiers send "
+            "what is held of it; remove it from the file (on every notifier) first"
+        )
+    kafka = settings.kafka
+    topic = kafka.topic(HELD_TOPIC)
+
+    async def main() -> list[str]:
+        counts = await to_daemon_thread(
+            partition_counts, kafka.endpoint, [topic], request_timeout_s=kafka.request_timeout_s,
+            thread_name="held-partitions",
+        )  # fmt: skip
+        if topic not in counts:
+            return []
+        records = await read_to_end(
+            kafka.endpoint, topic, counts[topic], stall_s=_kafka_s(settings),
+            close_s=_kafka_s(settings),
+        )  # fmt: skip
+        prefix = f"{endpoint}|".encode()
+        live: dict[bytes, None] = {}
+        for record in records:
+            if record.key is None or not record.key.startswith(prefix):
+                continue
+            if record.value is None:
+                live.pop(record.key, None)
+            else:
+                live[record.key] = None
+        return [key.decode(errors="replace") for key in live]
+
+    return asyncio.run(main())
+
+
+def drop_held(settings: Settings, keys: list[str]) -> str:
+    """A tombstone on `webhook-held` for each of `keys` (`held_of`); the topic's name."""
+    kafka = settings.kafka
+    topic = kafka.topic(HELD_TOPIC)
+    within = _kafka_s(settings)
+
+    async def main() -> None:
+        producer = LogProducer(kafka.endpoint, start_timeout_s=within)
+        await producer.start()
+        try:
+            for start in range(0, len(keys), DROP_CONCURRENCY):
+                chunk = keys[start : start + DROP_CONCURRENCY]
+                async with deadline(within):
+                    await asyncio.gather(*(publish(producer, topic, k, None) for k in chunk))
+        except TimeoutError:
+            raise UserError(
+                f"Kafka at {kafka.bootstrap} did not take the tombstones within {within:g} s "
+                f"(the first {start} were written); check that the broker answers, and run "
+                "the command again"
+            ) from None
+        finally:
+            await producer.stop()
+
+    asyncio.run(main())
+    return topic
 
 
 def state_of(silence: Silence, now: datetime) -> str:

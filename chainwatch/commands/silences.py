@@ -1,5 +1,5 @@
-"""`chainwatch silences add|list|expire`: maintenance windows of the webhook deliveries
-(docs/alert-channels.md, "Silencing during maintenance"; `chainwatch.silences`)."""
+"""`chainwatch silences add|list|expire|drop-held`: maintenance windows of the webhook
+deliveries (docs/alert-channels.md, "Silencing during maintenance"; `chainwatch.silences`)."""
 
 from __future__ import annotations
 
@@ -137,6 +137,23 @@ def register(app: typer.Typer) -> None:
         silence, written = silences.expire(settings(), silence_id)
         said = "expired" if written else "had ended already"
         _say(f"{said}: {_line(silence, datetime.now(UTC))}")
+
+    @silences_app.command("drop-held")
+    def drop_held(
+        endpoint: Annotated[
+            str, typer.Argument(help="An endpoint no longer in any subscriptions file.")
+        ],
+    ) -> None:
+        """Drop what silences held for an endpoint removed from the subscriptions file (the
+        notifier logs webhook_held_unknown_endpoint): says how many, then tombstones them."""
+        from chainwatch import silences
+
+        cfg = settings()
+        keys = silences.held_of(cfg, endpoint)
+        _say(f"held messages of endpoint {endpoint}: {len(keys)}")
+        if keys:
+            topic = silences.drop_held(cfg, keys)
+            _say(f"dropped: {len(keys)} (a tombstone each on {topic})")
 
 
 def _login() -> str:

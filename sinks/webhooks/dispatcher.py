@@ -51,7 +51,7 @@ from sinks.webhooks.delivery import (
     request_secrets,
 )
 from sinks.webhooks.done import LeftOutLog
-from sinks.webhooks.held import HeldMessage, ReleaseWatch, held_key, read_held
+from sinks.webhooks.held import HeldMessage, HeldRead, ReleaseWatch, held_key, read_held
 from sinks.webhooks.invalid import InvalidAlertLog, NotAnAlert
 from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.offsets import OffsetTracker
@@ -163,6 +163,10 @@ class PipeConfig:
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     silences: SilenceFollower | None = None
     """The silences every delivery consults (None: none, as in tests of other parts)."""
+    endpoints: tuple[str, ...] = ()
+    """Every endpoint of the notifier's subscriptions file, in its order: the first one's
+    read-backs of the held topic count the messages of endpoints not among them
+    (`_report_unknown`)."""
 
 
 class EndpointPipe:
@@ -504,6 +508,7 @@ class EndpointPipe:
                     partitions,
                     call_s=self.config.warmup.timeout_s,
                     limit=MAX_HELD,
+                    known=self.config.endpoints if self._counts_unknown else None,
                 )
                 break
             except Exception as exc:  # Kafka's errors, a deadline: tried again
@@ -524,6 +529,7 @@ class EndpointPipe:
                 await self._wait_or_revoked(delay_s)
         if read.more:  # left on the topic by the read's bound: read again once fewer
             self._over_bound = True
+        self._report_unknown(read)
         alerts = self.config.topics.alerts
         for alert_id, held in read.found.items():
             tp = TopicPartition(alerts, held.partition)
@@ -536,6 +542,32 @@ class EndpointPipe:
                 continue
             job = Job(held.alert, held.webhook_id, tp, held.offset, generations[tp])
             self._hold(job, counted=False)
+
+    @property
+    def _counts_unknown(self) -> bool:
+        """One endpoint of a notifier (its file's first) counts the others' messages."""
+        return self.config.endpoints[:1] == (self.endpoint.name,)
+
+    def _report_unknown(self, read: HeldRead) -> None:
+        """A warning per endpoint not in the subscriptions file with messages held on the
+        topic (once per throttle window each): never sent by this notifier, nor dropped
+        (in a rolling change another notifier may have the endpoint already); an operator
+        clears them (`chainwatch silences drop-held`)."""
+        for name, count in sorted(read.unknown.items()):
+            held_back = self._held_throttle.admit(("webhook_held_unknown_endpoint", name))
+            if held_back is None:
+                continue
+            log.warning(
+                "webhook_held_unknown_endpoint",
+                endpoint=name,
+                held=count,
+                at_least=name in read.unknown_more,
+                read_by=self.endpoint.name,
+                held_back=held_back,
+                consequence="kept on the held topic, sent by no notifier whose subscriptions "
+                "file lacks this endpoint; if it was removed for good: chainwatch silences "
+                f"drop-held {name}",
+            )
 
     def _gone(self, tp: TopicPartition, generation: int) -> bool:
         """Whether the assignment of `tp` numbered `generation` ended (or is ending)."""

@@ -133,6 +133,7 @@ class Notifier:
             consumer_options=dict(consumer_options or {}),
             warmup=warmup or WarmupConfig(),
             silences=silences,
+            endpoints=tuple(e.name for e in endpoints),
         )
         self.silences = silences
         self.endpoints = list(endpoints)

@@ -144,6 +144,8 @@ def test_ctrl_c_leaves_the_live_status_view_quietly(tmp_path: Path) -> None:
 LEFT_BY = {
     "silences add": "the silence may have been written: `chainwatch silences list` says",
     "silences expire": "the silence may have been ended: `chainwatch silences list` says",
+    "silences drop-held": "the held messages dropped before it stay dropped; run it again "
+    "to drop the rest",
     "deliveries resend": "the deliveries re-sent before it are logged; "
     "`chainwatch deliveries given-up` lists the rest",
 }
@@ -155,11 +157,20 @@ LEFT_BY = {
         ["silences", "list"],
         ["silences", "add", "--unit", "KNIT-01", "--for", "1h", "--reason", "test"],
         ["silences", "expire", "some-silence"],
+        ["silences", "drop-held", "gone"],
         ["deliveries", "given-up"],
         ["deliveries", "resend", "--dry-run"],
         ["deliveries", "resend"],
     ],
-    ids=["silences-list", "silences-add", "silences-expire", "given-up", "dry-run", "resend"],
+    ids=[
+        "silences-list",
+        "silences-add",
+        "silences-expire",
+        "silences-drop-held",
+        "given-up",
+        "dry-run",
+        "resend",
+    ],
 )
 def test_ctrl_c_ends_a_kafka_command_at_once_whatever_its_admin_call_waits_for(
     tmp_path: Path, command: list[str]

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from cli_in_process import Answer, cli_in_process
 from dead_servers import LateServer
+from log_lines import Lines
 from loopback_http import receiving
 from notify_waits import secret_for, until
 from prometheus_client import REGISTRY
@@ -594,13 +595,15 @@ def test_a_read_back_keeps_at_most_its_limit_and_says_more_were_left(
         (key("ops", 1), None),  # a kept one's tombstone
         (key("ops", 2), message("ops", 2, offset=7)),  # a kept one's later message
         (key("ops", 4), message("ops", 4)),  # a slot is free again
+        (key("dev", 10), message("dev", 10)),
     ])  # fmt: skip
     topic = settings.kafka.topic(HELD_TOPIC)
 
-    def read(limit: int) -> HeldRead:
+    def read(limit: int, known: list[str] | None = None) -> HeldRead:
         return asyncio.run(
-            read_held(settings.kafka.endpoint, topic, 1, "ops", {0}, call_s=30, limit=limit)
-        )
+            read_held(settings.kafka.endpoint, topic, 1, "ops", {0}, call_s=30, limit=limit,
+                      known=known)
+        )  # fmt: skip
 
     kept = read(2)
     by_unit = {h.alert.unit_id: h.offset for h in kept.found.values()}
@@ -608,6 +611,11 @@ def test_a_read_back_keeps_at_most_its_limit_and_says_more_were_left(
     everything = read(3)
     by_unit = {h.alert.unit_id: h.offset for h in everything.found.values()}
     assert (by_unit, everything.more) == ({"KNIT-2": 7, "KNIT-3": 0, "KNIT-4": 0}, False)
+    assert (everything.unknown, everything.unknown_more) == ({}, frozenset())  # not asked
+    counted = read(3, known=["ops"])
+    assert (counted.unknown, counted.unknown_more) == ({"dev": 2}, frozenset())
+    bounded = read(1, known=["ops"])  # at most `limit` keys of others counted too
+    assert (bounded.unknown, bounded.unknown_more) == ({"dev": 1}, frozenset({"dev"}))
 
 
 def test_a_read_back_past_its_bound_keeps_the_bound_and_reads_the_rest_later(
@@ -661,6 +669,61 @@ def test_a_read_back_past_its_bound_keeps_the_bound_and_reads_the_rest_later(
     assert reads[0].more
     assert sorted(receiver.alerts()) == [(u, "open") for u in units]
     assert sorted(log.outcome for log in _logs(settings)) == ["delivered"] * 3 + ["silenced"] * 3
+
+
+def test_what_is_held_for_an_endpoint_not_in_the_file_is_told_kept_and_dropped_on_demand(
+    settings_factory: Callable[..., Settings],
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`webhook-held` keeps two live messages of `gone`, an endpoint the file no longer
+    has (a third tombstoned): the notifier's read-back logs one warning naming `gone`
+    with its count, and leaves them on the topic; `silences drop-held gone` says how many
+    and tombstones them; `drop-held ops` (in the file) is refused. Before, they were
+    skipped unseen, for ever."""
+    settings, _secret = _ops_endpoint(settings_factory, receiver, tmp_path)
+
+    def held_of_gone(n: int) -> tuple[bytes, bytes]:
+        alert = unit_down(f"KNIT-{30 + n}", n)
+        held = HeldMessage(endpoint="gone", webhook_id=f"msg_{n}", partition=0, offset=n,
+                           alert=alert)  # fmt: skip
+        return held_key("gone", alert.alert_id).encode(), held.model_dump_json().encode()
+
+    tombstoned = held_of_gone(3)
+    publish(settings, HELD_TOPIC, [held_of_gone(1), held_of_gone(2), tombstoned,
+                                   (tombstoned[0], None)])  # fmt: skip
+    topic, partitions = settings.kafka.topic(HELD_TOPIC), settings.kafka.partitions
+
+    def unknown() -> dict[str, int]:
+        read = asyncio.run(
+            read_held(settings.kafka.endpoint, topic, partitions, "ops", {0}, call_s=30,
+                      limit=10, known=["ops"])
+        )  # fmt: skip
+        return read.unknown
+
+    lines = Lines()
+    monkeypatch.setattr(dispatcher, "log", lines)
+    notifier = RunningNotifier(settings)
+    try:
+        wait_for(lambda: lines.named("webhook_held_unknown_endpoint"), 60, "the warning")
+    finally:
+        notifier.stop()
+    (warned,) = lines.named("webhook_held_unknown_endpoint")
+    assert (warned["endpoint"], warned["held"], warned["at_least"]) == ("gone", 2, False)
+    assert unknown() == {"gone": 2}  # kept
+
+    refused = _cli(settings, monkeypatch, capsys, "silences", "drop-held", "ops")
+    assert refused.returncode == 1
+    assert "is in the subscriptions file" in refused.stderr
+    said = _cli(settings, monkeypatch, capsys, "silences", "drop-held", "gone")
+    assert said.returncode == 0, said.stderr
+    assert "held messages of endpoint gone: 2" in said.stderr
+    assert "dropped: 2" in said.stderr
+    assert unknown() == {}
+    again = _cli(settings, monkeypatch, capsys, "silences", "drop-held", "gone")
+    assert "held messages of endpoint gone: 0" in again.stderr
 
 
 def test_silences_that_cannot_be_read_hold_deliveries_and_readiness(
