@@ -144,19 +144,25 @@ class _Stopped(Exception):
 
 
 async def _unless_stopped(
-    stop: asyncio.Event, deadlines: Deadlines | None, call: Callable[[], T]
+    stop: asyncio.Event,
+    deadlines: Deadlines | None,
+    call: Callable[[], T],
+    *,
+    discard: Callable[[T], object] | None = None,
 ) -> T:
     """`call()` on a thread, or `_Stopped` as soon as `stop` is set: a server's requests
     under way are aborted (`Deadlines.abort`), so the thread ends at once instead of at
     their deadlines, and the start of a sink signalled while ClickHouse trickles ends.
     An embedded chDB's call cannot be aborted: it is waited for, then `_Stopped` all the
-    same (`stop_race.unless_stopped`: nothing more is started once stopping)."""
+    same (`stop_race.unless_stopped`: nothing more is started once stopping); what it
+    answered is given to `discard` (a store opened: closed)."""
     return await unless_stopped(
         call,
         stop,
         abort=None if deadlines is None else deadlines.abort,
         stopped=_Stopped,
         answer_unabortable=False,
+        discard=discard,
     )
 
 
@@ -196,7 +202,10 @@ async def _open_store(settings: Settings, stop: asyncio.Event) -> SerializedClie
         deadlines = Deadlines(CONNECT_DEADLINE_S, str(settings.clickhouse.redacted_url()))
         try:
             client = await _unless_stopped(
-                stop, deadlines, functools.partial(_open_and_migrate, settings, deadlines)
+                stop,
+                deadlines,
+                functools.partial(_open_and_migrate, settings, deadlines),
+                discard=SerializedClient.close,  # opened as the stop came: its lock freed
             )
             sink_metrics.PAUSED.set(0)
             return client

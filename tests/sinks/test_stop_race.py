@@ -137,3 +137,81 @@ def test_a_call_that_ends_before_any_stop_gives_its_answer_or_its_error() -> Non
             assert not stop.is_set()  # not aborted: it had ended
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("abortable", "answer_unabortable"), [(False, False), (True, False), (True, True)]
+)
+def test_an_answer_that_comes_after_the_stop_is_discarded_when_the_stop_is_raised(
+    abortable: bool, answer_unabortable: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sink's start opens a store as the stop comes: the stop is raised and the store
+    opened is handed to `discard` (closed, its embedded store's lock on the data
+    directory with it), an embedded one's or a server's alike. Before, it was dropped
+    open."""
+    released, ended = threading.Event(), threading.Event()
+    race = stop_race.stopped_first
+
+    async def seen_then_released(work: asyncio.Future[Any], stop: asyncio.Event) -> bool:
+        first = await race(work, stop)  # the call is still blocked: the stop came first
+        released.set()
+        return first
+
+    monkeypatch.setattr(stop_race, "stopped_first", seen_then_released)
+    discarded: list[str] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop.set()
+        with pytest.raises(_Stopped):
+            await asyncio.wait_for(
+                unless_stopped(
+                    _blocked_call(released, ended), stop,
+                    abort=(lambda: None) if abortable else None,
+                    stopped=_Stopped, answer_unabortable=answer_unabortable,
+                    discard=discarded.append,
+                ),
+                timeout=5,
+            )  # fmt: skip
+
+    asyncio.run(main())
+    assert discarded == ["answer"]
+
+
+def test_an_answer_taken_or_an_error_after_the_stop_is_not_discarded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The read-back's answer after the stop is the caller's (not discarded); a call
+    that fails after the stop has nothing to discard."""
+    released, ended = threading.Event(), threading.Event()
+    race = stop_race.stopped_first
+
+    async def seen_then_released(work: asyncio.Future[Any], stop: asyncio.Event) -> bool:
+        first = await race(work, stop)
+        released.set()
+        return first
+
+    monkeypatch.setattr(stop_race, "stopped_first", seen_then_released)
+    discarded: list[str] = []
+
+    def fails() -> str:
+        assert released.wait(timeout=5)
+        raise RuntimeError("refused")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop.set()
+        answered = await unless_stopped(
+            _blocked_call(released, ended), stop, abort=None, stopped=_Stopped,
+            answer_unabortable=True, discard=discarded.append,
+        )  # fmt: skip
+        assert answered == "answer"
+        released.clear()
+        with pytest.raises(_Stopped):
+            await unless_stopped(
+                fails, stop, abort=None, stopped=_Stopped, answer_unabortable=False,
+                discard=discarded.append,
+            )  # fmt: skip
+
+    asyncio.run(main())
+    assert discarded == []
