@@ -33,7 +33,7 @@ from schemas.deadline import deadline
 from schemas.plan import load_plan, parse_duration
 from schemas.unit_status import UnitStatus
 from sinks.daemon_executor import on_daemon_thread, to_daemon_thread
-from sinks.topic_read import read_to_end
+from sinks.topic_read import TopicReader, read_to_end
 from sinks.webhooks.held import HELD_TOPIC
 from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.publish import publish
@@ -322,19 +322,20 @@ def held_of(settings: Settings, endpoint: str) -> list[str]:
         )  # fmt: skip
         if topic not in counts:
             return []
-        records = await read_to_end(
+        prefix = f"{endpoint}|".encode()
+        live: dict[bytes, None] = {}  # (keys only: the topic is read a fetch at a time)
+        async with TopicReader(
             kafka.endpoint, topic, counts[topic], stall_s=_kafka_s(settings),
             close_s=_kafka_s(settings),
-        )  # fmt: skip
-        prefix = f"{endpoint}|".encode()
-        live: dict[bytes, None] = {}
-        for record in records:
-            if record.key is None or not record.key.startswith(prefix):
-                continue
-            if record.value is None:
-                live.pop(record.key, None)
-            else:
-                live[record.key] = None
+        ) as reader:  # fmt: skip
+            async for records in reader.batches_to_end():
+                for record in records:
+                    if record.key is None or not record.key.startswith(prefix):
+                        continue
+                    if record.value is None:
+                        live.pop(record.key, None)
+                    else:
+                        live[record.key] = None
         return [key.decode(errors="replace") for key in live]
 
     return asyncio.run(main())
