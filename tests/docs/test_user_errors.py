@@ -142,6 +142,7 @@ def test_with_kafka_down_replay_and_doctor_say_so_quickly_without_library_noise(
         tmp_path / "data",
         CHAINWATCH_KAFKA__LOCAL_PORT="29972",  # the managed broker's port, with no broker there
         CHAINWATCH_KAFKA__LOCAL_CONTROLLER_PORT="29973",
+        CHAINWATCH_KAFKA__PROBE_TIMEOUT_S="1",  # waited out by both (3 s by default)
     )
     started = time.monotonic()
     replay = run_cli("replay", "examples/example_1_on_time.ndjson", env=env, timeout=60)
@@ -149,7 +150,7 @@ def test_with_kafka_down_replay_and_doctor_say_so_quickly_without_library_noise(
     assert _one_line(replay) == (
         "error: Kafka at 127.0.0.1:29972 does not answer; start it with `chainwatch kafka start`"
     )
-    assert replay_s < 30, replay_s  # the probe's own deadline is 3 s (+2 s to close)
+    assert replay_s < 30, replay_s  # the probe's own deadline is 1 s here (+2 s to close)
 
     doctor = run_cli("doctor", env=env, timeout=90)
     assert doctor.returncode == 1
