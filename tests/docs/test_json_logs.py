@@ -81,6 +81,7 @@ def test_a_commands_error_line_is_a_json_event_with_json_logs(tmp_path: Path) ->
         tmp_path / "data",
         CHAINWATCH_LOG_FORMAT="json",
         CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:9",
+        CHAINWATCH_KAFKA__PROBE_TIMEOUT_S="1",  # waited out (3 s by default)
     )
     result = run_cli("replay", "examples/example_1_on_time.ndjson", env=env, timeout=120)
     assert result.returncode == 1, result.stderr
