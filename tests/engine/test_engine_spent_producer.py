@@ -188,6 +188,10 @@ def test_a_worker_whose_numbering_is_refused_stops_not_ready_and_commits_nothing
         consumer.close()
 
 
+LATER_S = 8
+"""When the second order of the live case falls due: after the numbering is moved."""
+
+
 def test_a_live_worker_whose_numbering_is_refused_with_no_input_stops_not_ready(
     settings_factory: Callable[..., Settings], kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -218,7 +222,8 @@ def test_a_live_worker_whose_numbering_is_refused_with_no_input_stops_not_ready(
         with hooked_worker(settings, tmp_path) as worker:
             now = datetime.now(UTC)
             start_within = timedelta(hours=24)  # the plan's: the first scan is due then
-            for order_id, due_in_s in (("PO-SOON", 2), ("PO-LATER", 15)):
+            # PO-LATER's 8 s: the first alert, the commit and the move take about 2.4 s
+            for order_id, due_in_s in (("PO-SOON", 2), ("PO-LATER", LATER_S)):
                 placed = now + timedelta(seconds=due_in_s) - start_within
                 producer.send(
                     names(ORDERS), key=order_id.encode(), value=created_order(order_id, placed)
@@ -229,6 +234,8 @@ def test_a_live_worker_whose_numbering_is_refused_with_no_input_stops_not_ready(
             until("both orders committed", lambda: committed_offset(settings, tp) == 2, 30)
 
             assert f"{names(ALERTS)}[0]" in worker.move_numbering()
+            moved_after = (datetime.now(UTC) - now).total_seconds()
+            assert moved_after < LATER_S, f"moved {moved_after:.1f} s in: after PO-LATER fell due"
             # PO-LATER falls due with no input to come: its alert is refused
             said = worker.stopped_with_why(30)
         assert "OutOfOrderSequenceNumber" in said, said[-2000:]
