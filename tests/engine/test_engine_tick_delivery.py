@@ -49,6 +49,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TICK_REFUSED = "20"
 """`max.message.bytes` under any record batch: the broker refuses every tick."""
 
+LATER_S = 8
+"""When PO-LATER falls due: after the refusal is set up (the first alert is due at 2 s;
+with the commit, test_engine_spent_producer's set-up of the same kind took 2.4 s)."""
+
+
+def armed_in_time(placed: float) -> None:
+    """The refusal is in place before PO-LATER falls due (else the test proves nothing)."""
+    took = time.monotonic() - placed
+    assert took < LATER_S, f"set up {took:.1f} s in: after PO-LATER fell due"
+
 
 @contextmanager
 def live_worker_world(
@@ -116,10 +126,12 @@ def test_a_live_worker_whose_tick_is_refused_stops_and_its_restart_publishes_the
     with live_worker_world(settings_factory, kafka_bootstrap) as (settings, alert_of, producer):
         orders = TopicPartition(topic_names(settings)(ORDERS), 0)
         with hooked_worker(settings, tmp_path) as worker:
-            place_due(settings, producer, {"PO-SOON": 2, "PO-LATER": 12})
+            placed = time.monotonic()
+            place_due(settings, producer, {"PO-SOON": 2, "PO-LATER": LATER_S})
             assert alert_of("PO-SOON", 30), "no first alert"
             until("both orders committed", lambda: committed_offset(settings, orders) == 2, 30)
             inbox_max_message_bytes(settings, TICK_REFUSED)
+            armed_in_time(placed)
             # PO-LATER falls due with no input to come: its tick is refused
             said = worker.stopped_with_why(40)
         assert "tick_not_delivered" in said, said[-2000:]
@@ -160,10 +172,12 @@ def test_an_alert_refused_after_a_tick_stops_the_worker_with_the_tick_not_commit
         orders = TopicPartition(topic_names(settings)(ORDERS), 0)
         ticks = TopicPartition(inbox(settings), 0)
         with hooked_worker(settings, tmp_path) as worker:
-            place_due(settings, producer, {"PO-SOON": 2, "PO-LATER": 12})
+            placed = time.monotonic()
+            place_due(settings, producer, {"PO-SOON": 2, "PO-LATER": LATER_S})
             assert alert_of("PO-SOON", 30), "no first alert"
             until("both orders committed", lambda: committed_offset(settings, orders) == 2, 30)
             max_message_bytes(settings, topic_names(settings)(ALERTS), TICK_REFUSED)
+            armed_in_time(placed)
             said = worker.stopped_with_why(40)
         assert "MessageSizeTooLargeError" in said, said[-2000:]
         assert "tick_not_delivered" not in said, said[-2000:]  # the tick was, its alert not
