@@ -172,7 +172,7 @@ def test_the_sink_and_the_notifier_drain_and_a_wrong_password_stops_the_sink_say
         [sys.executable, "-m", "chainwatch", "sink", "--drain"],
         capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
         env=_env(sasl_broker, tmp_path / "refused", WRONG)
-        | {"CHAINWATCH_KAFKA__REQUEST_TIMEOUT_S": str(PROBE_S)},
+        | {"CHAINWATCH_KAFKA__REQUEST_TIMEOUT_S": str(REFUSED_S)},
     )  # fmt: skip
     assert refused.returncode != 0
     error = refused.stderr.strip().splitlines()[-1]
