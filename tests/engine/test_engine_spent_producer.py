@@ -188,7 +188,7 @@ def test_a_worker_whose_numbering_is_refused_stops_not_ready_and_commits_nothing
         consumer.close()
 
 
-LATER_S = 8
+LATER_S = 10
 """When the second order of the live case falls due: after the numbering is moved."""
 
 
@@ -222,7 +222,7 @@ def test_a_live_worker_whose_numbering_is_refused_with_no_input_stops_not_ready(
         with hooked_worker(settings, tmp_path) as worker:
             now = datetime.now(UTC)
             start_within = timedelta(hours=24)  # the plan's: the first scan is due then
-            # PO-LATER's 8 s: the first alert, the commit and the move take about 2.4 s
+            # PO-LATER's 10 s: the first alert, the commit and the move take about 2.4 s
             for order_id, due_in_s in (("PO-SOON", 2), ("PO-LATER", LATER_S)):
                 placed = now + timedelta(seconds=due_in_s) - start_within
                 producer.send(

@@ -49,7 +49,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TICK_REFUSED = "20"
 """`max.message.bytes` under any record batch: the broker refuses every tick."""
 
-LATER_S = 8
+LATER_S = 10
 """When PO-LATER falls due: after the refusal is set up (the first alert is due at 2 s;
 with the commit, test_engine_spent_producer's set-up of the same kind took 2.4 s)."""
 
