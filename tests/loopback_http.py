@@ -6,19 +6,28 @@ Threaded, not asyncio: the code under test often runs its own event loop
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from sinks.http_serving import serving_thread
 
 
 @contextmanager
-def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+def serving(
+    handler: type[BaseHTTPRequestHandler], *, certificate: tuple[Path, Path] | None = None
+) -> Iterator[int]:
     """Serve `handler` on a free loopback port (yielded) until the block ends; each
-    request on a daemon thread, so a connection left open cannot hold the teardown."""
+    request on a daemon thread, so a connection left open cannot hold the teardown.
+    With `certificate` (its certificate and key files) over TLS."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
+    if certificate is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*certificate)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = serving_thread(server)
     thread.start()
     try:

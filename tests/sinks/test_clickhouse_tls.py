@@ -8,20 +8,17 @@ OpenSSL's `wrong version number` was all a plain HTTP server gave (the CLI's lin
 nothing of it: `cannot reach ClickHouse at ...; check CHAINWATCH_CLICKHOUSE__URL`), and
 an untrusted certificate read `ConnectError: [SSL: CERTIFICATE_VERIFY_FAILED] ...`. Real
 servers on loopback: `http.server` with a self-signed certificate made by the `openssl`
-CLI (`secured_kafka.self_signed`), and without TLS.
+CLI (`secured_kafka.self_signed`), and without TLS (`loopback_http.serving`).
 """
 
 from __future__ import annotations
 
 import http.server
-import ssl
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from loopback_http import serving
 from secured_kafka import self_signed
 
 from chainwatch.cli_context import plain_store_error
@@ -44,24 +41,6 @@ class _Ping(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def _server(certificate: tuple[Path, Path] | None) -> Iterator[int]:
-    """A loopback HTTP server (over TLS with `certificate`), its port."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ping)
-    if certificate is not None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(*certificate)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
 @pytest.mark.parametrize(
     ("tls", "reason"),
     [
@@ -75,7 +54,7 @@ def test_a_failed_tls_handshake_is_said_as_one_within_the_connect_deadline(
     tmp_path: Path, tls: bool, reason: str
 ) -> None:
     certificate = self_signed(tmp_path) if tls else None
-    with _server(certificate) as port:
+    with serving(_Ping, certificate=certificate) as port:
         url = f"https://chainwatch:s3cret@127.0.0.1:{port}/cw"
         settings = Settings(data_dir=tmp_path / "data", clickhouse={"url": url})
         began = time.monotonic()
