@@ -436,7 +436,13 @@ class Gateway:
             # Counting, parsing and validating are CPU work: off the event loop, so one
             # large request never stalls the others (or the health probes).
             verdicts = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self._judge, endpoint, body, kind, principal.role is Role.UNIT
+                self.executor,
+                self._judge,
+                request_id,
+                endpoint,
+                body,
+                kind,
+                principal.role is Role.UNIT,
             )
         except BodyTooLarge as exc:
             raise HttpError(413, "too_large", str(exc)) from None
@@ -543,7 +549,15 @@ class Gateway:
         return precheck_array(path, self.limits.max_items, self.limits.max_item_bytes)
 
     def _judge(
-        self, endpoint: Endpoint, body: Body, kind: str, unit_token: bool = False
+        self, request_id: str, endpoint: Endpoint, body: Body, kind: str, unit_token: bool = False
+    ) -> list[Verdict]:
+        # what is logged while judging (`item processing failed`) names the request: on
+        # the executor's thread, beside other requests' items, it is otherwise anonymous
+        with structlog.contextvars.bound_contextvars(request_id=request_id, endpoint=endpoint.name):
+            return self._judge_items(endpoint, body, kind, unit_token)
+
+    def _judge_items(
+        self, endpoint: Endpoint, body: Body, kind: str, unit_token: bool
     ) -> list[Verdict]:
         limits = self.limits
         if endpoint.name != "epcis":

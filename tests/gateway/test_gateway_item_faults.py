@@ -9,8 +9,10 @@ import json
 from typing import Any
 
 import pytest
+import structlog
 from gateway_harness import gateways, metric
 from samples import fresh_scan as scan
+from structlog.testing import capture_logs
 
 from streams.ingest import batch as batch_module
 
@@ -52,3 +54,37 @@ def test_an_item_whose_check_raises_is_counted_as_the_gateways_fault(
         assert [d["reason_code"] for d in letters] == ["processing_error"]
         assert metric(gw.base_url, FAULTS, endpoint="scans") == 2
         assert metric(gw.base_url, FAULTS, endpoint="orders") == 0
+
+
+def test_the_item_fault_log_line_names_the_request_that_failed(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: `item processing failed` had the item's `index` and no `request_id`, so an
+    operator following a failed post's id (ChainwatchGatewayFaults) could not tell which
+    post a traceback was of among concurrent ones: items are judged on the executor's
+    threads, and the post's `ingest` line need not be the next line."""
+    decode = batch_module.decode_input
+
+    def buggy(topic: str, value: bytes, **kwargs: Any) -> Any:
+        if MARK.encode() in value:
+            raise OverflowError("a check's bug")
+        return decode(topic, value, **kwargs)
+
+    monkeypatch.setattr(batch_module, "decode_input", buggy)
+    with gateways(kafka_bootstrap) as make:
+        gw = make()
+        # as the production set-up (chainwatch.logs), each line merges the bound context
+        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            named = gw.post(
+                "/v1/scans", [scan(), scan(event_id=MARK)], headers={"X-Request-ID": "post-one"}
+            )
+            unnamed = gw.post("/v1/scans", [scan(event_id=MARK)])
+    assert [named.status_code, unnamed.status_code] == [422, 422], (named.text, unnamed.text)
+    ids = [named.json()["request_id"], unnamed.json()["request_id"]]
+    assert ids[0] == "post-one"
+    assert ids[1] != ids[0]
+    faults = [e for e in logs if e["event"] == "item processing failed"]
+    assert [(e.get("request_id"), e.get("endpoint"), e["index"]) for e in faults] == [
+        (ids[0], "scans", 1),
+        (ids[1], "scans", 0),
+    ], faults
