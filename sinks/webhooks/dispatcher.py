@@ -703,6 +703,20 @@ class EndpointPipe:
             if not checked:  # cut short (a stop, a bug of ours): the next looks at all
                 watch.changed()
 
+    async def _drop_superseded(self) -> None:
+        """A drain's end: the held messages a later message of their alert superseded
+        (resolved, escalated) are dropped, as the next check (`_release_ended`) would.
+        The drain then counts what the held topic holds (notifier.py), and a drain
+        ending before that check counted them held, to be sent, though no notifier
+        would send them: one too many each."""
+        for alert_id, job in list(self.held.items()):
+            latest = self.ids.latest(alert_id)
+            if latest is None or latest == job.msg_id or self.assignments.stale(job):
+                continue
+            del self.held[alert_id]
+            self.release_watch.gone(alert_id)
+            await self._drop_held(job)
+
     async def _work(self, http: httpx.AsyncClient) -> None:
         while True:
             job = await self.queue.get()
@@ -924,6 +938,8 @@ class EndpointPipe:
                 await self.finish_in_flight()
                 raise
             await self.finish_in_flight()
+            if drain and not stop.is_set():
+                await self._drop_superseded()
         finally:
             restoring = list(self._restoring)
             for task in (relay, consuming, stopped, releasing, *restoring, *workers):

@@ -909,3 +909,33 @@ def test_notify_drain_says_how_many_alerts_each_endpoint_leaves_held(
     for name, count in (("ops", 1), ("pager", 2)):
         (line,) = [line for line in lines if f"endpoint={name} " in line]
         assert f"held={count} " in line, line
+
+
+def test_a_drain_does_not_count_a_held_alert_a_later_message_superseded(
+    settings_factory: Callable[..., Settings],
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """KNIT-31's open alert is held by a silence (one drain); it is resolved, the resolve
+    read by the next drain. Nothing is left to send: a notifier drops the held message
+    once it sees the later one. Before, only the check of held alerts every
+    `RELEASE_CHECK_S` dropped it, and a drain ending before it counted it held: one high."""
+    monkeypatch.setattr(dispatcher, "RELEASE_CHECK_S", 600.0)  # no check within a drain
+    settings, _secret = _ops_endpoint(settings_factory, receiver, tmp_path)
+    _cli_done(settings, monkeypatch, capsys, "silences", "add", "--unit", "KNIT-31",
+              "--for", "4h", "--reason", "window")  # fmt: skip
+
+    def drained() -> str:
+        answer = _cli(settings, monkeypatch, capsys, "notify", "--drain")
+        assert answer.returncode == 0, answer.stderr
+        summary = [line for line in answer.stderr.splitlines() if line.startswith("notify: ")]
+        return summary[-1]
+
+    _send(settings, unit_down("KNIT-31", 1))
+    assert drained().startswith("notify: 1 alert left held by a silence (ops 1)")
+    _send(settings, unit_down("KNIT-31", 1, AlertStatus.RESOLVED))
+    assert drained() == "notify: 0 alerts left held by a silence"
+    assert receiver.alerts() == []
+    assert sorted(log.outcome for log in _logs(settings)) == ["silenced"] * 2
