@@ -4,15 +4,16 @@ when Kafka is not there.
 kafka-python's connect leaves the socket of each connect that fails unclosed:
 `kafka/net/inet.py` makes it in `KafkaNetSocket.connect` and `create_connection` drops
 it on `KafkaConnectionError` (refused) or a timeout, reachable from nowhere, so only
-the collector closes it (a ResourceWarning, in CI a later test's). And a client whose
-start fails keeps what it made: the network client's selector (an epoll and a
+the collector closed it (a ResourceWarning, in CI a later test's). Importing this
+module closes it (`chainwatch.kafka_connect_close`), for every kafka-python client of
+the process, a client's reconnects included. And a client whose start fails keeps
+what it made: the network client's selector (an epoll and a
 socketpair) and, for a consumer or an admin client, the I/O thread it started before
 bootstrapping. A process that tries again (a bench polling lag through a broker
 outage) leaked all of it at every try. So the waiting is done on sockets of our own
 (`kafka_watch.answers`, closed each time); only once a broker answers is the client
 made, given the rest of the deadline, and a client whose start fails anyway (the
-broker went in between; only then can kafka-python's connect leave a socket) has its
-network client closed.
+broker went in between) has its network client closed.
 
 None of them asks Kafka to create a topic it asks about (`no_topic_creation`): the
 producer and consumer are told so, and every network client is given what
@@ -32,10 +33,13 @@ from kafka.errors import (
     SaslAuthenticationFailedError,
 )
 
+from chainwatch.kafka_connect_close import close_failed_connects
 from chainwatch.kafka_watch import answers, tls_failed
 from chainwatch.no_topic_creation import ALLOW_AUTO_CREATE, forward_topic_creation
 from schemas.kafka_security import Kafka, endpoint
 from sinks.backoff import Backoff
+
+close_failed_connects()  # for every kafka-python client: ours are all made here
 
 
 class TlsHandshakeFailed(KafkaTimeoutError):  # type: ignore[misc]  # kafka-python is untyped
