@@ -7,10 +7,12 @@ data dir so a developer's demo broker is left alone. Set
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 from ast_serialised import serialise_ast_parsing
 from logging_state import logging_restored
-from suite_ports import DEFAULT_BASE, ephemeral_range, refusal, session_ports
+from suite_ports import DEFAULT_BASE, FREEZABLE, SPARE, ephemeral_range, refusal, session_ports
 
 from chainwatch.kafka_connect_close import close_failed_connects
 from chainwatch.settings import Settings
@@ -141,27 +143,55 @@ def kafka_bootstrap() -> Iterator[str]:
 def spare_kafka_port() -> int:
     """A port of this session's for a test's own second broker (and the next one for
     its controller): the session's broker takes the two before (suite_ports.py)."""
-    return _PORTS[2]
+    return _PORTS[SPARE]
 
 
-@pytest.fixture(scope="module")
-def freezable_broker(
-    tmp_path_factory: pytest.TempPathFactory, spare_kafka_port: int
-) -> Iterator[BrokerStatus]:
-    """A broker of the module's own, which its tests may freeze (SIGSTOP; each thaws it
-    before it ends): the session's broker is every test's (frozen_broker.py)."""
+@pytest.fixture(scope="session")
+def _freezable_broker_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerStatus]:
+    """The freezable broker, started once a session: each of the frozen-broker tests (three
+    modules, a test each) started one of its own, ~8-12 s apiece."""
     from chainwatch.local_kafka import LocalBroker
 
+    port = _PORTS[FREEZABLE]
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("frozen-broker"),
-        kafka={"local_port": spare_kafka_port, "local_controller_port": spare_kafka_port + 1},
+        kafka={"local_port": port, "local_controller_port": port + 1},
     )
     broker = LocalBroker(settings)
     status = broker.start()
     try:
         yield status
     finally:
+        if status.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(status.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM
         broker.stop()
+
+
+FREEZABLE_READY_S = 30.0
+"""How long a test waits for the freezable broker to answer before it starts: one frozen
+by the test before may be fencing itself on its thaw (its heartbeats missed)."""
+
+
+@pytest.fixture
+def freezable_broker(_freezable_broker_process: BrokerStatus) -> Iterator[BrokerStatus]:
+    """A broker of the session's own, which its tests may freeze (SIGSTOP; each thaws it
+    before it ends): the session's broker is every test's (frozen_broker.py). Each test
+    gets it thawed and answering metadata, whatever the test before it did to it."""
+    from chainwatch.local_kafka import metadata_ok
+
+    status = _freezable_broker_process
+    assert status.pid is not None
+    os.kill(status.pid, signal.SIGCONT)
+    deadline = time.monotonic() + FREEZABLE_READY_S
+    while not metadata_ok(status.bootstrap, timeout_s=2.0):
+        assert time.monotonic() < deadline, (
+            f"the freezable broker did not answer in {FREEZABLE_READY_S:g} s"
+        )
+    try:
+        yield status
+    finally:
+        os.kill(status.pid, signal.SIGCONT)  # a test that failed frozen leaves it thawed
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """What the tests of a producer on a frozen broker (SIGSTOP) share: a topic of their own
 on it, and aiokafka's accumulator closes still pending. Their broker is the
-`freezable_broker` fixture (conftest.py): the session's broker is every test's, so it
-is never frozen."""
+`freezable_broker` fixture (conftest.py), one a session shares between them, given to
+each test thawed and answering: the session's broker is every test's, so it is never
+frozen."""
 
 from __future__ import annotations
 
