@@ -21,12 +21,22 @@ from typing import TYPE_CHECKING
 import pytest
 from ast_serialised import serialise_ast_parsing
 from logging_state import logging_restored
-from suite_ports import DEFAULT_BASE, FREEZABLE, SPARE, ephemeral_range, refusal, session_ports
+from suite_ports import (
+    DEFAULT_BASE,
+    FREEZABLE,
+    SECURED,
+    SPARE,
+    ephemeral_range,
+    refusal,
+    session_ports,
+)
 
 from chainwatch.kafka_connect_close import close_failed_connects
 from chainwatch.settings import Settings
 
 if TYPE_CHECKING:
+    from secured_kafka import SecuredListeners
+
     from chainwatch.local_kafka import BrokerStatus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,6 +202,18 @@ def freezable_broker(_freezable_broker_process: BrokerStatus) -> Iterator[Broker
         yield status
     finally:
         os.kill(status.pid, signal.SIGCONT)  # a test that failed frozen leaves it thawed
+
+
+@pytest.fixture(scope="session")
+def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredListeners]:
+    """The session's secured broker: SASL_PLAINTEXT, SASL_SSL and mutual-TLS listeners
+    (secured_kafka.py), its certificates made once. Four modules started a broker each
+    (and made their certificates), ~8-12 s apiece; their tests add only users and topics
+    of their own to it, so they share one."""
+    from secured_kafka import secured_listeners
+
+    with secured_listeners(tmp_path_factory.mktemp("secured-kafka"), _PORTS[SECURED]) as kafka:
+        yield kafka
 
 
 @pytest.fixture(scope="session")

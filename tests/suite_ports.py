@@ -3,14 +3,15 @@
 Session `gw<n>` takes `PORTS_PER_SESSION` ports from `base + SESSION_STRIDE * n` (the base
 is `CHAINWATCH_TEST_KAFKA_PORT`, 29092 unless set): its broker, that broker's controller, a
 second broker with its controller for a module that starts one of its own
-(`spare_kafka_port`), and the session's freezable broker with its controller (`FREEZABLE`,
-conftest.py's `freezable_broker`). A port in the kernel's ephemeral range (Linux:
-32768-60999, /proc/sys/net/ipv4/ip_local_port_range) may be the source port of any outgoing
-connection at any moment, and the suite's Kafka clients open many: a broker started on 41104
-(a base of 41092) failed to bind it ("Unable to start acceptor"), though nothing listened
-there. Below the range only listeners that ask for a port by number compete, and
-`LocalBroker.start` refuses a port one of them holds, naming it. So a base that puts a
-session's ports into the range is refused before any test runs.
+(`spare_kafka_port`), the session's freezable broker with its controller (`FREEZABLE`,
+conftest.py's `freezable_broker`), and the session's secured broker's three listeners with
+its controller (`SECURED`, conftest.py's `secured_kafka`). A port in the kernel's ephemeral
+range (Linux: 32768-60999, /proc/sys/net/ipv4/ip_local_port_range) may be the source port of
+any outgoing connection at any moment, and the suite's Kafka clients open many: a broker
+started on 41104 (a base of 41092) failed to bind it ("Unable to start acceptor"), though
+nothing listened there. Below the range only listeners that ask for a port by number
+compete, and `LocalBroker.start` refuses a port one of them holds, naming it. So a base that
+puts a session's ports into the range is refused before any test runs.
 
 The other servers the tests start (gateways, ops endpoints, the docs' gateway) take a port
 the kernel picks (a bind to port 0, the `free_port` helpers), inside the range: Linux
@@ -25,13 +26,16 @@ from pathlib import Path
 DEFAULT_BASE = 29092
 SESSION_STRIDE = 10
 """Ports between two sessions' blocks (room for a few more without moving the next)."""
-PORTS_PER_SESSION = 6
+PORTS_PER_SESSION = 10
 """The broker, its controller, a module's own second broker with its controller, the
-freezable broker with its controller."""
+freezable broker with its controller, the secured broker's three listeners and its
+controller."""
 SPARE = 2
 """The offset in a session's block of a module's own broker (its controller: the next)."""
 FREEZABLE = 4
 """The offset of the freezable broker (its controller: the next)."""
+SECURED = 6
+"""The offset of the secured broker's first listener (three, then its controller)."""
 LINUX_EPHEMERAL = (32768, 60999)
 """Linux's default `ip_local_port_range`, taken where the file cannot be read."""
 

@@ -1,17 +1,16 @@
 """Every Kafka client of the project talks to a cluster that requires SASL.
 
-A broker of the module's own has one client listener, SASL_PLAINTEXT with the PLAIN
-mechanism (users from a JAAS line), and no PLAINTEXT one: a client that does not
-authenticate gets no metadata from it. Through it: the readiness probe (`require_kafka`,
-`doctor`'s) with the right password and a wrong one (a refusal said as such, within its
-deadline); a replay of the spec's worked examples, which takes the admin clients (topic
-set-up, the run's deletion), the replay's producers and reader, and a worker's faust
-app (a child process, given the settings through its environment) to the expected
-alerts; `chainwatch sink --drain` and `notify --drain` (the sink's consumer, the
+The session's secured broker (`secured_kafka`, conftest.py) has a SASL_PLAINTEXT client
+listener with the PLAIN mechanism (users from a JAAS line), and no PLAINTEXT one: a client
+that does not authenticate gets no metadata from it. Through it: the readiness probe
+(`require_kafka`, `doctor`'s) with the right password and a wrong one (a refusal said as
+such, within its deadline); a replay of the spec's worked examples, which takes the admin
+clients (topic set-up, the run's deletion), the replay's producers and reader, and a
+worker's faust app (a child process, given the settings through its environment) to the
+expected alerts; `chainwatch sink --drain` and `notify --drain` (the sink's consumer, the
 notifier's producer and readers) and `deliveries given-up` (its reader of the delivery
-log), and the sink refusing a wrong password in one line;
-and the gateway's publisher to the sink's consumer. No password reaches a log line, an
-error or the output.
+log), and the sink refusing a wrong password in one line; and the gateway's publisher to
+the sink's consumer. No password reaches a log line, an error or the output.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -29,10 +27,10 @@ from samples import expected_alerts, worked_examples
 from secured_kafka import (
     ADMIN_PASSWORD,
     PASSWORD,
+    SecuredListeners,
     add_scram_user,
     publish_and_read,
     sasl,
-    secured_broker,
 )
 
 from chainwatch.cli_context import require_kafka
@@ -53,12 +51,10 @@ REFUSED_S = 1.0
 is said at the deadline, as a broker that is down is): kept short (the settings allow 0.5)."""
 
 
-@pytest.fixture(scope="module")
-def sasl_broker(tmp_path_factory: pytest.TempPathFactory, spare_kafka_port: int) -> Iterator[str]:
-    """A broker whose only client listener wants SASL PLAIN; its bootstrap."""
-    data_dir = tmp_path_factory.mktemp("sasl-broker")
-    with secured_broker(data_dir, spare_kafka_port, "SASL_PLAINTEXT") as bootstrap:
-        yield bootstrap
+@pytest.fixture
+def sasl_broker(secured_kafka: SecuredListeners) -> str:
+    """The secured broker's listener that wants SASL (PLAIN or SCRAM); its bootstrap."""
+    return secured_kafka.sasl_plaintext
 
 
 def _env(bootstrap: str, data_dir: Path, password: str) -> dict[str, str]:
