@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,7 @@ import pytest
 from aiokafka import TopicPartition
 from gateway_harness import running_gateway_process, token_of
 from samples import fresh_scan
-from secured_kafka import PASSWORD, USER, secured_broker
+from secured_kafka import PASSWORD, USER, SecuredListeners
 
 from schemas.kafka_security import KafkaEndpoint
 from schemas.topics import SCANS
@@ -28,12 +27,10 @@ from sinks.consumer import new_consumer
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def sasl_broker(tmp_path_factory: pytest.TempPathFactory, spare_kafka_port: int) -> Iterator[str]:
-    with secured_broker(
-        tmp_path_factory.mktemp("sasl-gateway"), spare_kafka_port, "SASL_PLAINTEXT"
-    ) as bootstrap:
-        yield bootstrap
+@pytest.fixture
+def sasl_broker(secured_kafka: SecuredListeners) -> str:
+    """The session's secured broker's SASL_PLAINTEXT listener (conftest.py)."""
+    return secured_kafka.sasl_plaintext
 
 
 def test_the_gateway_process_takes_posts_into_a_sasl_cluster(
