@@ -1,14 +1,13 @@
-"""The clients over TLS: a broker of the module's own whose only listener is SASL_SSL
-(a self-signed certificate made with the `openssl` CLI, given to the broker as PEM),
-reached with `CHAINWATCH_KAFKA__SSL_CAFILE` naming that certificate."""
+"""The clients over TLS: the session's secured broker's SASL_SSL listener (`secured_kafka`,
+conftest.py; a self-signed certificate made with the `openssl` CLI, given to the broker
+as PEM), reached with `CHAINWATCH_KAFKA__SSL_CAFILE` naming that certificate."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from secured_kafka import PASSWORD, publish_and_read, sasl, secured_broker, self_signed
+from secured_kafka import PASSWORD, SecuredListeners, publish_and_read, sasl
 
 from chainwatch.kafka_admin import AUTHENTICATION_FAILED
 from chainwatch.kafka_watch import answers
@@ -23,24 +22,10 @@ REFUSED_S = 1.0
 plain text; a refused login is said at the deadline): kept short (the settings allow 0.5)."""
 
 
-@pytest.fixture(scope="module")
-def tls_broker(
-    tmp_path_factory: pytest.TempPathFactory, spare_kafka_port: int
-) -> Iterator[tuple[str, Path]]:
-    """The broker's bootstrap, and the certificate (the CA file) its clients trust."""
-    pem = tmp_path_factory.mktemp("tls-pem")
-    cert, key = self_signed(pem)
-    keystore = pem / "keystore.pem"  # Kafka's PEM key store: the key, then its certificate
-    keystore.write_bytes(key.read_bytes() + cert.read_bytes())
-    tls = {
-        "ssl.keystore.type": "PEM",
-        "ssl.keystore.location": str(keystore),
-        "ssl.truststore.type": "PEM",
-        "ssl.truststore.location": str(cert),
-    }
-    data_dir = tmp_path_factory.mktemp("tls-broker")
-    with secured_broker(data_dir, spare_kafka_port, "SASL_SSL", cafile=cert, more=tls) as bootstrap:
-        yield bootstrap, cert
+@pytest.fixture
+def tls_broker(secured_kafka: SecuredListeners) -> tuple[str, Path]:
+    """The SASL_SSL listener's bootstrap, and the certificate (the CA file) its clients trust."""
+    return secured_kafka.sasl_ssl, secured_kafka.sasl_ssl_cafile
 
 
 def test_the_probes_speak_tls_and_check_the_broker_s_certificate(
