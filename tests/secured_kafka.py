@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,43 +92,6 @@ def issued(folder: Path, ca: tuple[Path, Path], name: str) -> tuple[Path, Path]:
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     return cert, key
-
-
-@contextmanager
-def secured_broker(
-    data_dir: Path,
-    port: int,
-    protocol: SecurityProtocol,
-    *,
-    cafile: Path | None = None,
-    more: Mapping[str, str] | None = None,
-    security: KafkaSecurity | None = None,
-) -> Iterator[str]:
-    """A broker on `port` (its controller on the next) with one `protocol` listener, for
-    clients and between brokers alike; its bootstrap. `more`: further overrides (TLS);
-    `security`: how the start's probe connects (default: `admin` through SASL PLAIN)."""
-    settings = Settings(
-        data_dir=data_dir, kafka={"local_port": port, "local_controller_port": port + 1}
-    )
-    overrides = {
-        "listeners": f"{protocol}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{port + 1}",
-        "advertised.listeners": f"{protocol}://127.0.0.1:{port}",
-        "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{protocol}:{protocol}",
-        "inter.broker.listener.name": protocol,
-        # SCRAM users are added once it runs (`add_scram_user`); the broker itself logs in
-        # with PLAIN
-        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-512",
-        "sasl.mechanism.inter.broker.protocol": "PLAIN",
-        f"listener.name.{protocol.lower()}.plain.sasl.jaas.config": JAAS,
-        f"listener.name.{protocol.lower()}.scram-sha-512.sasl.jaas.config": SCRAM_JAAS,
-        **(more or {}),
-    }
-    security = security or sasl(protocol, ADMIN_PASSWORD, user="admin", cafile=cafile)
-    broker = LocalBroker(settings, overrides, security=security)
-    try:
-        yield broker.start().bootstrap
-    finally:
-        broker.stop()  # also one whose start failed: it may run, not answering our probe
 
 
 KEY_PASSWORD = "k3y-pass-mtls"

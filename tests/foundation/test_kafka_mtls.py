@@ -1,7 +1,7 @@
-"""The clients over mutual TLS: a broker of the module's own whose only listener is SSL
-and requires a client certificate (`ssl.client.auth=required`), its certificate and the
-clients' issued by a CA the module makes (the `openssl` CLI), all given to the broker as
-PEM. The clients are configured as a deployment configures them, through the settings
+"""The clients over mutual TLS: the session's secured broker's SSL listener (`secured_kafka`,
+conftest.py), which requires a client certificate (`ssl.client.auth=required`), its
+certificate and the clients' issued by a CA of its own (the `openssl` CLI), all given to
+the broker as PEM. The clients are configured as a deployment configures them, through the settings
 (`CHAINWATCH_KAFKA__SECURITY_PROTOCOL=SSL`, `__SSL_CAFILE`, `__SSL_CERTFILE`,
 `__SSL_KEYFILE`): the readiness probe (`require_kafka`, `doctor`'s) passes with the
 client certificate and says "TLS handshake failed (...)" in one line within its deadline
@@ -22,8 +22,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ import orjson
 import pytest
 from child_env import environ_without_settings
 from samples import expected_alerts, worked_examples
-from secured_kafka import certificate_authority, issued, publish_and_read, secured_broker
+from secured_kafka import KEY_PASSWORD, Pki, SecuredListeners, publish_and_read
 
 from chainwatch.cli_context import require_kafka
 from chainwatch.doctor import _kafka as doctor_kafka_check
@@ -39,7 +37,6 @@ from chainwatch.errors import UserError
 from chainwatch.kafka_watch import KafkaWatch
 from chainwatch.settings import Settings
 from chainwatch.simulator_outputs.kafka_out import KafkaPublisher
-from schemas.kafka_security import KafkaSecurity
 from simulator.records import SimRecord
 from sinks.topic_read import read_to_end
 
@@ -48,47 +45,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 PROBE_S = 3.0
 TLS_HINT = "CHAINWATCH_KAFKA__SSL_CERTFILE"
-KEY_PASSWORD = "k3y-pass-mtls"
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    client: tuple[Path, Path]  # certificate, key: issued by `ca`
-    stranger: tuple[Path, Path]  # issued by another CA
-    encrypted_key: Path  # client's key, encrypted with KEY_PASSWORD
-
-
-@pytest.fixture(scope="module")
-def mtls_broker(
-    tmp_path_factory: pytest.TempPathFactory, spare_kafka_port: int
-) -> Iterator[tuple[str, Pki]]:
-    """The broker's bootstrap and the certificates of its clients."""
-    pem = tmp_path_factory.mktemp("mtls-pem")
-    ca = certificate_authority(pem, "ca")
-    cert, key = issued(pem, ca, "broker")
-    client = issued(pem, ca, "client")
-    encrypted_key = pem / "client-key-encrypted.pem"
-    subprocess.run(
-        ["openssl", "pkey", "-in", str(client[1]), "-aes256",
-         "-passout", f"pass:{KEY_PASSWORD}", "-out", str(encrypted_key)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    pki = Pki(ca[0], client, issued(pem, certificate_authority(pem, "other"), "x"), encrypted_key)
-    keystore = pem / "keystore.pem"  # Kafka's PEM key store: the key, then its certificate
-    keystore.write_bytes(key.read_bytes() + cert.read_bytes())
-    tls = {
-        "ssl.keystore.type": "PEM",
-        "ssl.keystore.location": str(keystore),
-        "ssl.truststore.type": "PEM",
-        "ssl.truststore.location": str(ca[0]),  # the clients' CA
-        "ssl.client.auth": "required",
-    }
-    # the broker's start waits for its own probe, which needs a client certificate too
-    probe = KafkaSecurity("SSL", ssl_cafile=ca[0], ssl_certfile=cert, ssl_keyfile=key)
-    data_dir = tmp_path_factory.mktemp("mtls-broker")
-    with secured_broker(data_dir, spare_kafka_port, "SSL", more=tls, security=probe) as bootstrap:
-        yield bootstrap, pki
+@pytest.fixture
+def mtls_broker(secured_kafka: SecuredListeners) -> tuple[str, Pki]:
+    """The mTLS listener's bootstrap and the certificates of its clients."""
+    return secured_kafka.mtls, secured_kafka.pki
 
 
 def _settings(
