@@ -23,9 +23,8 @@ from ast_serialised import serialise_ast_parsing
 from logging_state import logging_restored
 from suite_ports import (
     DEFAULT_BASE,
-    FREEZABLE,
+    SECOND,
     SECURED,
-    SPARE,
     ephemeral_range,
     refusal,
     session_ports,
@@ -150,24 +149,20 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def spare_kafka_port() -> int:
-    """A port of this session's for a test's own second broker (and the next one for
-    its controller): the session's broker takes the two before (suite_ports.py)."""
-    return _PORTS[SPARE]
-
-
-@pytest.fixture(scope="session")
-def _freezable_broker_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerStatus]:
-    """The freezable broker, started once a session: each of the frozen-broker tests (three
-    modules, a test each) started one of its own, ~8-12 s apiece."""
+def _second_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerStatus]:
+    """The session's second plain broker, started once: the frozen-broker tests freeze it
+    (three modules, a test each) and test_no_topic_creation needs one that creates topics
+    as Kafka's default does; each started a broker of its own, ~8-14 s apiece. Topics are
+    created on it by no client of ours (test_no_topic_creation proves it) and the frozen
+    tests make theirs before they freeze it, so the setting changes nothing for them."""
     from chainwatch.local_kafka import LocalBroker
 
-    port = _PORTS[FREEZABLE]
+    port = _PORTS[SECOND]
     settings = Settings(
-        data_dir=tmp_path_factory.mktemp("frozen-broker"),
+        data_dir=tmp_path_factory.mktemp("second-broker"),
         kafka={"local_port": port, "local_controller_port": port + 1},
     )
-    broker = LocalBroker(settings)
+    broker = LocalBroker(settings, overrides={"auto.create.topics.enable": "true"})
     status = broker.start()
     try:
         yield status
@@ -178,30 +173,37 @@ def _freezable_broker_process(tmp_path_factory: pytest.TempPathFactory) -> Itera
         broker.stop()
 
 
-FREEZABLE_READY_S = 30.0
-"""How long a test waits for the freezable broker to answer before it starts: one frozen
-by the test before may be fencing itself on its thaw (its heartbeats missed)."""
+SECOND_READY_S = 30.0
+"""How long a test waits for the second broker to answer before it starts: one frozen by
+the test before may be fencing itself on its thaw (its heartbeats missed)."""
 
 
 @pytest.fixture
-def freezable_broker(_freezable_broker_process: BrokerStatus) -> Iterator[BrokerStatus]:
+def freezable_broker(_second_broker: BrokerStatus) -> Iterator[BrokerStatus]:
     """A broker of the session's own, which its tests may freeze (SIGSTOP; each thaws it
     before it ends): the session's broker is every test's (frozen_broker.py). Each test
     gets it thawed and answering metadata, whatever the test before it did to it."""
     from chainwatch.local_kafka import metadata_ok
 
-    status = _freezable_broker_process
+    status = _second_broker
     assert status.pid is not None
     os.kill(status.pid, signal.SIGCONT)
-    deadline = time.monotonic() + FREEZABLE_READY_S
+    deadline = time.monotonic() + SECOND_READY_S
     while not metadata_ok(status.bootstrap, timeout_s=2.0):
         assert time.monotonic() < deadline, (
-            f"the freezable broker did not answer in {FREEZABLE_READY_S:g} s"
+            f"the second broker did not answer within {SECOND_READY_S:g} s"
         )
     try:
         yield status
     finally:
         os.kill(status.pid, signal.SIGCONT)  # a test that failed frozen leaves it thawed
+
+
+@pytest.fixture
+def creating_broker(freezable_broker: BrokerStatus) -> str:
+    """A broker that creates any topic a Metadata request allows it to, as Kafka's default
+    (`auto.create.topics.enable=true`): the session's second broker, thawed and answering."""
+    return freezable_broker.bootstrap
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,10 @@
 """The ports of the suite's own brokers: a block per xdist session, below the ephemeral range.
 
 Session `gw<n>` takes `PORTS_PER_SESSION` ports from `base + SESSION_STRIDE * n` (the base
-is `CHAINWATCH_TEST_KAFKA_PORT`, 29092 unless set): its broker, that broker's controller, a
-second broker with its controller for a module that starts one of its own
-(`spare_kafka_port`), the session's freezable broker with its controller (`FREEZABLE`,
-conftest.py's `freezable_broker`), and the session's secured broker's three listeners with
-its controller (`SECURED`, conftest.py's `secured_kafka`). A port in the kernel's ephemeral
+is `CHAINWATCH_TEST_KAFKA_PORT`, 29092 unless set): its broker, that broker's controller,
+the session's second broker with its controller (`SECOND`, conftest.py's `freezable_broker`
+and `creating_broker`), and the session's secured broker's three listeners with its
+controller (`SECURED`, conftest.py's `secured_kafka`). A port in the kernel's ephemeral
 range (Linux: 32768-60999, /proc/sys/net/ipv4/ip_local_port_range) may be the source port of
 any outgoing connection at any moment, and the suite's Kafka clients open many: a broker
 started on 41104 (a base of 41092) failed to bind it ("Unable to start acceptor"), though
@@ -26,15 +25,13 @@ from pathlib import Path
 DEFAULT_BASE = 29092
 SESSION_STRIDE = 10
 """Ports between two sessions' blocks (room for a few more without moving the next)."""
-PORTS_PER_SESSION = 10
-"""The broker, its controller, a module's own second broker with its controller, the
-freezable broker with its controller, the secured broker's three listeners and its
-controller."""
-SPARE = 2
-"""The offset in a session's block of a module's own broker (its controller: the next)."""
-FREEZABLE = 4
-"""The offset of the freezable broker (its controller: the next)."""
-SECURED = 6
+PORTS_PER_SESSION = 8
+"""The broker, its controller, the second broker with its controller, the secured
+broker's three listeners and its controller."""
+SECOND = 2
+"""The offset in a session's block of the second (plain) broker, its controller the next:
+conftest.py's `freezable_broker` and `creating_broker`."""
+SECURED = 4
 """The offset of the secured broker's first listener (three, then its controller)."""
 LINUX_EPHEMERAL = (32768, 60999)
 """Linux's default `ip_local_port_range`, taken where the file cannot be read."""

@@ -1,13 +1,13 @@
 """No client of ours makes Kafka create a topic by asking for its metadata.
 
-A Metadata request that names a topic may ask the broker to create it, and a broker
-with `auto.create.topics.enable=true` (Kafka's default; ours have it off, a user's
-may not) does, with its own partition count: a deleted run's topic came back so
-(docs/reliability.md). aiokafka's clients (faust's included) and kafka-python's
-asked for it (`chainwatch.no_topic_creation`). Here a broker of the module's own,
-with the setting on, is asked for absent topics for a few seconds by each client
-built as the project builds it, all at once; none of those topics is created, where
-a kafka-python client with its defaults gets its own created.
+A Metadata request that names a topic may ask the broker to create it, and a broker with
+`auto.create.topics.enable=true` (Kafka's default; ours have it off, a user's may not)
+does, with its own partition count: a deleted run's topic came back so
+(docs/reliability.md). aiokafka's clients (faust's included) and kafka-python's asked
+for it (`chainwatch.no_topic_creation`). Here the session's second broker
+(`creating_broker`, conftest.py), with the setting on, is asked for absent topics for a
+few seconds by each client built as the project builds it, all at once; none of those
+topics is created, where a kafka-python client with its defaults gets its own created.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,12 +31,10 @@ from kafka.errors import KafkaTimeoutError
 
 from chainwatch.kafka_admin import admin_client, bounded, kafka_call
 from chainwatch.kafka_start import started
-from chainwatch.local_kafka import LocalBroker
 from chainwatch.no_topic_creation import (
     MetadataRequestWithoutCreation,
     forbid_aiokafka_topic_creation,
 )
-from chainwatch.settings import Settings
 from sinks.consumer import new_consumer
 from streams.app import create_app
 
@@ -47,23 +45,6 @@ creation still gets the three aiokafka clients' topics created, and a kafka-pyth
 that allows it the producer's and the consumer's."""
 CREATED_WITHIN_S = 30.0
 """How long the broker may take to list a topic a client made it create."""
-
-
-@pytest.fixture(scope="module")
-def creating_broker(
-    tmp_path_factory: pytest.TempPathFactory, spare_kafka_port: int
-) -> Iterator[str]:
-    """A broker that creates any topic a Metadata request allows it to, as Kafka's default."""
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("creating-broker"),
-        kafka={"local_port": spare_kafka_port, "local_controller_port": spare_kafka_port + 1},
-    )
-    broker = LocalBroker(settings, overrides={"auto.create.topics.enable": "true"})
-    status = broker.start()
-    try:
-        yield status.bootstrap
-    finally:
-        broker.stop()
 
 
 def _listed(bootstrap: str) -> set[str]:
@@ -164,7 +145,7 @@ async def _faust_producer(bootstrap: str, topic: str, data_dir: Path) -> None:
         await asyncio.wait_for(producer.stop(), timeout=30)
 
 
-@pytest.mark.integration  # a broker of its own, not the suite's `kafka_bootstrap`
+@pytest.mark.integration  # the session's second broker, not the suite's `kafka_bootstrap`
 def test_no_client_of_ours_makes_a_broker_create_a_topic_it_asks_about(
     creating_broker: str, tmp_path: Path
 ) -> None:
