@@ -5,12 +5,13 @@ answered 503 after its deadline, as it should, and the gateway's log then held a
 errors for what the producer given up on left behind: `Future exception was never
 retrieved` (LeaderNotAvailableError, one per partition of the request; `broker`
 scenario) and `Task was destroyed but it is pending!` (aiokafka's
-`MessageAccumulator.close()`; `kill9` scenario). Here a broker of the test's own is
-frozen (SIGSTOP) while a request is published: nothing of it is acknowledged within its
-deadline and the slot's producer is given up on; the broker is thawed before the test
-ends. (The frozen broker holds the transaction at its AddPartitionsToTxn, so the
-batches are never sent: the unretrieved batch failures are tested with aiokafka's
-futures alone, in test_group_commit.py.)
+`MessageAccumulator.close()`; `kill9` scenario). Here the session's freezable broker
+(`freezable_broker`, not the suite's `kafka_bootstrap`) is frozen (SIGSTOP) while a
+request is published: nothing of it is acknowledged within its deadline and the slot's
+producer is given up on; the broker is thawed before the test ends. (The frozen broker
+holds the transaction at its AddPartitionsToTxn, so the batches are never sent: the
+unretrieved batch failures are tested with aiokafka's futures alone, in
+test_group_commit.py.)
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ overloaded broker does not take) was cut, its sender cancelled and its client cl
 more: pending for good, and once the producer was collected asyncio logged `Task was
 destroyed but it is pending!` - as the gateway's given-up producer did before
 `schemas.aiokafka_private.drop_unsent` (tests/gateway/test_publisher_frozen_broker.py,
-whose model this is: a broker of the test's own frozen with SIGSTOP, thawed before the
+whose model this is: a broker of the session's own frozen with SIGSTOP, thawed before the
 test ends).
 """
 
