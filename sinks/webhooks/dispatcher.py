@@ -225,8 +225,16 @@ class EndpointPipe:
         self._assigned: set[TopicPartition] = set()
         """The consumer's whole assignment, as its last rebalance gave it."""
         self._released: set[str] = set()
-        """The `webhook-id`s released and not yet tombstoned (queued, being sent): a
+        """The `webhook-id`s released and not yet dropped (queued, being sent): a
         read-back past the bound does not hold them again."""
+        self._tombstoning: dict[str, int] = {}
+        """Alert id -> the `alerts` offset of its held message whose tombstone is being
+        written (`_drop_held`)."""
+        self._dropped_during: list[dict[str, int]] = []
+        """Per read-back under way (`_restore_held`): alert id -> the highest `alerts`
+        offset of its held messages dropped (tombstoned) since it began or being
+        tombstoned then. Its read may have met the topic before those tombstones: a
+        record at or before that offset is not held again (it was sent, or superseded)."""
         self.held_checks = 0
         """Looks for held messages whose silences ended, done (`_release_held`)."""
         self.release_watch = ReleaseWatch()
@@ -472,12 +480,25 @@ class EndpointPipe:
         await publish(self.producer, topic, key, held.model_dump_json().encode())
 
     async def _drop_held(self, job: Job) -> None:
-        """A tombstone: sent (its outcome recorded), or superseded by a later message."""
+        """A tombstone: sent (its outcome recorded), or superseded by a later message.
+
+        A read-back under way (or starting before the tombstone is written) may still
+        meet the message's record without it: `_dropped_during` tells it not to hold the
+        message again, which would send it a second time."""
         self._released.discard(job.msg_id)
-        if topic := self.config.topics.held:
-            await publish(
-                self.producer, topic, held_key(self.endpoint.name, job.alert.alert_id), None
-            )
+        alert_id = job.alert.alert_id
+        for dropped in self._dropped_during:
+            dropped[alert_id] = max(job.offset, dropped.get(alert_id, -1))
+        topic = self.config.topics.held
+        if not topic:
+            return
+        tombstoning = self._tombstoning
+        tombstoning[alert_id] = max(job.offset, tombstoning.get(alert_id, -1))
+        try:
+            await publish(self.producer, topic, held_key(self.endpoint.name, alert_id), None)
+        finally:
+            if tombstoning.get(alert_id) == job.offset:
+                del tombstoning[alert_id]
 
     def _restore_held_of(self, tps: Collection[TopicPartition]) -> None:
         """Read back what is held of the newly assigned `tps` (a task: the rebalance
@@ -493,6 +514,18 @@ class EndpointPipe:
         """Read back what is held of the partitions of `generations`; a failed read is
         tried again (`HELD_READ_BACKOFF`) while they stay assigned and the notifier runs,
         logged once per throttle window."""
+        dropped = dict(self._tombstoning)  # (their tombstones may land after the read)
+        self._dropped_during.append(dropped)
+        try:
+            await self._read_back(generations, dropped)
+        finally:
+            self._dropped_during.remove(dropped)
+
+    async def _read_back(
+        self, generations: dict[TopicPartition, int], dropped: dict[str, int]
+    ) -> None:
+        """`_restore_held`'s read and what it holds; `dropped`: the held messages
+        tombstoned meanwhile (`_dropped_during`), not held again."""
         backoff = Backoff(*HELD_READ_BACKOFF)
         while True:
             standing = {tp for tp, g in generations.items() if not self._gone(tp, g)}
@@ -537,6 +570,8 @@ class EndpointPipe:
                 continue  # revoked (or assigned again) meanwhile: that read decides
             if held.webhook_id in self._released:
                 continue  # being sent: its tombstone follows
+            if held.offset <= dropped.get(alert_id, -1):
+                continue  # sent or superseded during the read: its tombstone came after
             known = self.held.get(alert_id)
             if known is not None and known.offset >= held.offset:
                 continue

@@ -671,6 +671,82 @@ def test_a_read_back_past_its_bound_keeps_the_bound_and_reads_the_rest_later(
     assert sorted(log.outcome for log in _logs(settings)) == ["delivered"] * 3 + ["silenced"] * 3
 
 
+def test_an_alert_sent_while_a_read_back_past_its_bound_reads_is_not_held_again(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A bound of two: three silenced alerts, two held in memory, one on `webhook-held`
+    only. The window expires: the two are released and the topic is read back. That
+    read meets the topic before their tombstones (the receiver answers once it has
+    read), and ends only once both are tombstoned: they were sent and dropped meanwhile,
+    so neither is held again (it was, and sent twice); the third is, and is sent once."""
+    monkeypatch.setattr(dispatcher, "MAX_HELD", 2)
+    armed = threading.Event()
+    read_done = threading.Event()
+    received: list[str] = []
+    lock = threading.Lock()
+
+    def answer(path: str, headers: dict[str, str], body: bytes) -> int:
+        if armed.is_set():
+            read_done.wait(60)  # (the read-back has met the topic as it was)
+        with lock:
+            received.append(json.loads(body)["data"]["unit_id"])
+        return 200
+
+    real_read = dispatcher.read_held
+    gated: list[HeldRead] = []
+
+    async def read_before_tombstones(*args: Any, **kwargs: Any) -> HeldRead:
+        if not armed.is_set() or gated:
+            return await real_read(*args, **kwargs)
+        gated.append(read := await real_read(*args, **kwargs))
+        read_done.set()
+        fresh = {"limit": 100, "known": None}
+        async with asyncio.timeout(60):  # until the two sent are tombstoned
+            while len((await real_read(*args, **{**kwargs, **fresh})).found) > 1:
+                pass
+        return read
+
+    monkeypatch.setattr(dispatcher, "read_held", read_before_tombstones)
+    units = ("KNIT-31", "KNIT-32", "KNIT-33")
+    with receiving(answer) as port:
+        subs = tmp_path / "subscriptions.yaml"
+        ops = {"name": "ops", "url": f"http://127.0.0.1:{port}/ops", "secret": secret_for("ops")}
+        subs.write_text(json.dumps({"endpoints": [ops]}))
+        settings = settings_factory(webhooks=loopback_webhooks(subs, timeout_s=60.0))
+        prepare_all_topics(settings)
+        ensure_notify_topics(settings)
+        window = _cli_done(settings, monkeypatch, capsys, "silences", "add",
+                           *(a for u in units for a in ("--unit", u)), "--for", "4h",
+                           "--reason", "w")  # fmt: skip
+        over_before = _ops_sample("chainwatch_webhook_held_over_bound_total")
+        _send(settings, *(unit_down(u, n) for n, u in enumerate(units, 1)))
+        notifier = RunningNotifier(settings)
+        try:
+            wait_for(lambda: len(_logs(settings)) >= 3, 60, "three silenced outcomes")
+            pipe = notifier.notifier.pipes[0]
+            wait_for(
+                lambda: _ops_sample("chainwatch_webhook_held_over_bound_total") > over_before,
+                60, "the third one over the bound",
+            )  # fmt: skip
+            wait_for(lambda: not pipe._restoring, 60, "the first read-back's end")
+            armed.set()
+            _cli_done(settings, monkeypatch, capsys, "silences", "expire", window)
+            wait_for(lambda: gated, 60, "the read-back")
+            wait_for(lambda: len(set(received)) == 3, 60, "the three held alerts sent")
+            wait_for(lambda: len(_logs(settings)) >= 6, 60, "their outcomes")
+            checks = pipe.held_checks
+            wait_for(lambda: pipe.held_checks >= checks + 2, 60, "two more checks")
+        finally:
+            read_done.set()
+            notifier.stop()
+    assert len(gated[0].found) == 2  # two of three: at least one of those sent meanwhile
+    assert sorted(received) == list(units)
+    assert sorted(log.outcome for log in _logs(settings)) == ["delivered"] * 3 + ["silenced"] * 3
+
+
 def test_what_is_held_for_an_endpoint_not_in_the_file_is_told_kept_and_dropped_on_demand(
     settings_factory: Callable[..., Settings],
     receiver: Receiver,
