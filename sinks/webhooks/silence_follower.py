@@ -11,6 +11,9 @@ read the topic to its end since it started delivers nothing (a restart does not 
 silenced alert).
 
 Rounds run when a delivery waits for one, else every `IDLE_S` (one ListOffsets request).
+Between rounds the reader is paused, so no fetch of it waits at the broker (held up to
+`FETCH_MAX_WAIT_MS` when the topic has nothing new) ahead of the next round's ListOffsets
+on the connection: a round asked for starts at once.
 Each Kafka call has a deadline; a round that fails (Kafka gone, the topic unreadable) is
 logged (`webhook_silences_unreadable`), makes the notifier not ready (`problem`) and is
 retried with a backoff on a new reader: the deliveries wait, none is made on a guess.
@@ -39,6 +42,10 @@ log = structlog.stdlib.get_logger(__name__)
 IDLE_S = 1.0
 """A round at least this often with no delivery waiting (a quiet notifier's readiness)."""
 POLL_MS = 200
+FETCH_MAX_WAIT_MS = 100
+"""The most the broker holds the reader's fetch when the topic has nothing new (aiokafka's
+default 500 ms): the reader is paused between rounds, so a round waits at most for one
+fetch begun in the round before it."""
 
 T = TypeVar("T")
 
@@ -112,11 +119,15 @@ class SilenceFollower:
                     pass
 
     async def _follow(self, stop: asyncio.Event, backoff: Backoff) -> None:
-        consumer = new_consumer(self.bootstrap, None, request_timeout_ms=int(self.call_s * 500))
+        consumer = new_consumer(
+            self.bootstrap, None,
+            request_timeout_ms=int(self.call_s * 500), fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        )  # fmt: skip
         try:
             await self._step(consumer.start(), "start a reader")
             tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
             consumer.assign(tps)
+            consumer.pause(*tps)  # fetched only during a round (`_round`)
             await self._step(consumer.seek_to_beginning(*tps), "seek to its beginning")
             book = SilenceBook(self.book.limit)  # a new reader reads it all again
             while not stop.is_set():
@@ -140,13 +151,28 @@ class SilenceFollower:
     ) -> None:
         began = time.monotonic()
         ends = await self._step(consumer.end_offsets(tps), "give its end offsets")
+        if await self._behind(consumer, tps, ends):  # (else no fetch is begun at all)
+            consumer.resume(*tps)
+            try:
+                await self._read_to(consumer, tps, ends, book)
+            finally:
+                consumer.pause(*tps)  # no fetch held at the broker ahead of the next round
+        self.synced_at = began
+        self.rounds += 1
+        self._problem = None
+        synced, self._synced = self._synced, asyncio.Event()
+        synced.set()
+
+    async def _read_to(
+        self,
+        consumer: AIOKafkaConsumer,
+        tps: list[TopicPartition],
+        ends: dict[TopicPartition, int],
+        book: SilenceBook,
+    ) -> None:
         last_progress = time.monotonic()
         while True:
-            behind = [
-                tp
-                for tp in tps
-                if await self._step(consumer.position(tp), "give a position") < ends[tp]
-            ]
+            behind = await self._behind(consumer, tps, ends)
             if not behind:
                 break
             batch = await self._step(
@@ -161,11 +187,15 @@ class SilenceFollower:
                 raise SilencesUnreadable(
                     f"reading silences topic {self.topic} made no progress for {self.call_s:g} s"
                 )
-        self.synced_at = began
-        self.rounds += 1
-        self._problem = None
-        synced, self._synced = self._synced, asyncio.Event()
-        synced.set()
+
+    async def _behind(
+        self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], ends: dict[TopicPartition, int]
+    ) -> list[TopicPartition]:
+        return [
+            tp
+            for tp in tps
+            if await self._step(consumer.position(tp), "give a position") < ends[tp]
+        ]
 
     def _apply(self, book: SilenceBook, key: bytes | None, value: bytes | None) -> None:
         if value is None:

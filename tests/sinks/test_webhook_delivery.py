@@ -184,8 +184,8 @@ def test_every_alert_reaches_every_subscriber_despite_failing_receivers(
             # /dead's deliveries are given up after their 5th attempt, not after the
             # horizon: with 1000 attempts the test waited out the 10 s horizon; /flaky
             # needs 4, /throttled 2, whatever the machine's load. Each retry also waits
-            # for a round of the silences (silence_follower.py), about 1 s apart here: with
-            # 8 attempts /dead's were the last requests (~12 s into the drain, /flaky's ~7 s)
+            # for a round of the silences (silence_follower.py): milliseconds, once ~1 s,
+            # when 8 attempts made /dead's the last requests (~12 s into the drain)
             "max_attempts": 5,
         }
     )

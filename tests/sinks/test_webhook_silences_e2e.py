@@ -34,6 +34,7 @@ from standardwebhooks import Webhook
 from topic_to_end import read_topic
 from webhook_servers import loopback_webhooks
 
+from chainwatch import notify_runner
 from chainwatch import silences as silences_module
 from chainwatch.notify_runner import build_notifier, ensure_notify_topics, load_configured
 from chainwatch.process import Startup
@@ -853,6 +854,35 @@ def test_silences_that_cannot_be_read_hold_deliveries_and_readiness(
         asyncio.run(main())
     finally:
         late.close()
+
+
+def test_a_round_of_the_silences_asked_for_starts_at_once(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """Rounds asked for one after another (a delivery's wait, a retry's) take
+    milliseconds, not the half second the broker held the reader's idle fetch ahead of
+    each round's ListOffsets (aiokafka's `fetch_max_wait_ms`): the reader is paused
+    between rounds. Five rounds took 2.5 s; a second is far above what they take now."""
+    settings = settings_factory()
+    ensure_notify_topics(settings)
+    follower = notify_runner.silence_follower(settings)
+
+    async def main() -> float:
+        stop = asyncio.Event()
+        following = asyncio.create_task(follower.run(stop))
+        try:
+            assert await asyncio.wait_for(follower.current_since(0, cancel=[stop]), 60)
+            began = time.monotonic()
+            for _ in range(5):
+                since = time.monotonic()
+                assert await asyncio.wait_for(follower.current_since(since, cancel=[stop]), 60)
+            return time.monotonic() - began
+        finally:
+            stop.set()
+            await asyncio.wait_for(following, 30)
+
+    took_s = asyncio.run(main())
+    assert took_s < 1.0, f"five rounds asked for took {took_s:.2f} s"
 
 
 def test_add_refuses_an_unknown_stage_and_past_the_bound(
