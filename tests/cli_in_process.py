@@ -10,10 +10,14 @@ examples are), as `python -m chainwatch` does in those tests.
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,8 +53,28 @@ def cli_in_process(
         monkeypatch.setitem(cli_context.state, "settings", Settings())
     else:
         monkeypatch.delitem(cli_context.state, "settings", raising=False)
-    code = main(argv)
+    with _background_lines_on_stderr():
+        code = main(argv)
     captured = capsys.readouterr()
     if not settings_built:
         assert "settings" not in cli_context.state, "the settings were read"
     return Answer(code, captured.out, captured.err)
+
+
+@contextmanager
+def _background_lines_on_stderr() -> Iterator[None]:
+    """structlog as the test left it prints to stdout, and what another thread of the test
+    logs while the command runs (a notifier the test runs) was read as the command's output
+    (a `silences list` whose first line was a dated log line). A configured process logs to
+    stderr (chainwatch.logs); so does this one meanwhile, where structlog prints."""
+    config = structlog.get_config()
+    if not isinstance(config["logger_factory"], structlog.PrintLoggerFactory):
+        yield
+        return
+    meanwhile = structlog.PrintLoggerFactory(sys.stderr)
+    structlog.configure(logger_factory=meanwhile)
+    try:
+        yield
+    finally:  # unless the command set logging up itself (then it stays, as it did)
+        if structlog.get_config()["logger_factory"] is meanwhile:
+            structlog.configure(logger_factory=config["logger_factory"])

@@ -1009,9 +1009,9 @@ def test_notify_drain_says_how_many_alerts_each_endpoint_leaves_held(
         "notify: 3 alerts left held by a silence (ops 1, pager 2), sent when their silence "
         "ends by a running notifier"
     ), drained.stderr
-    logged = drained.stdout.splitlines()  # (the process's log, in-process)
+    logged = drained.stderr.splitlines()  # (its log: on stderr, as a process's)
     lines = [line for line in logged if "notify_drain_left_held" in line]
-    assert len(lines) == 2, drained.stdout
+    assert len(lines) == 2, drained.stderr
     for name, count in (("ops", 1), ("pager", 2)):
         (line,) = [line for line in lines if f"endpoint={name} " in line]
         assert f"held={count} " in line, line
