@@ -48,13 +48,22 @@ class Readiness:
         self._error: str | None = "not checked yet"
         self._at: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._begun = 0
+        """Checks begun (each `check_once` numbered by it)."""
+        self._stale_below = 0
+        """A check numbered below this ends unheard: one begun later has answered, or a
+        publish's outcome was noted since it began."""
 
     def state(self) -> ReadinessState:
         age = None if self._at is None else round(time.monotonic() - self._at, 3)
         return ReadinessState(self._ready, age, self._error)
 
     def note(self, ready: bool, error: str | None = None) -> None:
-        """Record an outcome (a check's, or a publish's)."""
+        """Record a publish's outcome: newer than any check under way."""
+        self._stale_below = self._begun + 1
+        self._set(ready, error)
+
+    def _set(self, ready: bool, error: str | None) -> None:
         if ready and not self._ready:
             log.info("readiness changed", ready=True)
         elif self._ready and not ready:  # the gateway now answers 503: Kafka is gone
@@ -67,15 +76,24 @@ class Readiness:
         # lost; the task then slept on, and a gateway's shutdown waited for it forever
         # (seen once in CI: "the gateway did not stop within 60 s"). Not a bare
         # `asyncio.timeout` either: the check's aiokafka calls may swallow the cancel.
+        self._begun += 1
+        number = self._begun
         try:
             async with deadline(self.deadline_s):
                 ok = await self._check()
         except TimeoutError:
-            self.note(False, f"no answer within {self.deadline_s} s")
+            outcome: tuple[bool, str | None] = (False, f"no answer within {self.deadline_s} s")
         except Exception as exc:  # any failure means "not ready", never a crash
-            self.note(False, f"{type(exc).__name__}: {exc}")
+            outcome = (False, f"{type(exc).__name__}: {exc}")
         else:
-            self.note(ok, None if ok else "Kafka does not answer")
+            outcome = (ok, None if ok else "Kafka does not answer")
+        # checks overlap (the start's first one and the one after the producer's warm-up):
+        # the first one, slow on a loaded machine, ended after the newer one had said
+        # ready, and /readyz said "unreachable" of a Kafka that had just answered
+        if number < self._stale_below:
+            return
+        self._stale_below = number + 1
+        self._set(*outcome)
 
     async def start(self) -> None:
         """Check once (bounded), then keep checking in the background."""
