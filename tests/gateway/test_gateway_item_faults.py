@@ -28,14 +28,7 @@ def test_an_item_whose_check_raises_is_counted_as_the_gateways_fault(
     """Before: the item was answered 422 `invalid_items` (or dead-lettered in partial
     mode), the client's fault, and only a log line told of the gateway's bug: no series
     counted it, so no alert fired."""
-    decode = batch_module.decode_input
-
-    def buggy(topic: str, value: bytes, **kwargs: Any) -> Any:
-        if MARK.encode() in value:
-            raise OverflowError("a check's bug")
-        return decode(topic, value, **kwargs)
-
-    monkeypatch.setattr(batch_module, "decode_input", buggy)
+    _check_raises_on_mark(monkeypatch)
     with gateways(kafka_bootstrap) as make:
         gw = make()
         assert metric(gw.base_url, FAULTS, endpoint="scans") == 0  # there from the start
@@ -63,14 +56,7 @@ def test_the_item_fault_log_line_names_the_request_that_failed(
     operator following a failed post's id (ChainwatchGatewayFaults) could not tell which
     post a traceback was of among concurrent ones: items are judged on the executor's
     threads, and the post's `ingest` line need not be the next line."""
-    decode = batch_module.decode_input
-
-    def buggy(topic: str, value: bytes, **kwargs: Any) -> Any:
-        if MARK.encode() in value:
-            raise OverflowError("a check's bug")
-        return decode(topic, value, **kwargs)
-
-    monkeypatch.setattr(batch_module, "decode_input", buggy)
+    _check_raises_on_mark(monkeypatch)
     with gateways(kafka_bootstrap) as make:
         gw = make()
         # as the production set-up (chainwatch.logs), each line merges the bound context
@@ -88,3 +74,15 @@ def test_the_item_fault_log_line_names_the_request_that_failed(
         (ids[0], "scans", 1),
         (ids[1], "scans", 0),
     ], faults
+
+
+def _check_raises_on_mark(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The contract's check of an item raises (a bug of ours) for an item holding `MARK`."""
+    decode = batch_module.decode_input
+
+    def buggy(topic: str, value: bytes, **kwargs: Any) -> Any:
+        if MARK.encode() in value:
+            raise OverflowError("a check's bug")
+        return decode(topic, value, **kwargs)
+
+    monkeypatch.setattr(batch_module, "decode_input", buggy)
