@@ -89,6 +89,8 @@ read-back keeps no more than it in memory either (`read_held`'s `limit`)."""
 HELD_READ_BACKOFF = (0.5, 30.0)
 """A failed read-back of the held topic is tried again after these (initial, max) s."""
 STOP_GRACE_S = 2.0
+DRAIN_RESTORE_WAIT_S = 30.0
+"""The most a drain's end waits for its read-backs of held messages (`_restores_done`)."""
 """On a stop, how long past the endpoint's attempt deadline (`timeout_s`) the attempts
 under way may take to end and have their outcomes recorded."""
 
@@ -738,6 +740,21 @@ class EndpointPipe:
             if not checked:  # cut short (a stop, a bug of ours): the next looks at all
                 watch.changed()
 
+    async def _restores_done(self, stopped: asyncio.Task[None]) -> None:
+        """A drain's end waits for the read-backs of what its partitions hold (at most
+        `DRAIN_RESTORE_WAIT_S`, or until a stop): one still reading had not put its
+        messages in `held` yet, so `_drop_superseded` missed a held alert that a later
+        message superseded, and the drain counted it left held (seen once in CI). A
+        read-back that cannot read logs why itself (`webhook_held_unreadable`)."""
+        give_up = time.monotonic() + DRAIN_RESTORE_WAIT_S
+        while (reading := [t for t in self._restoring if not t.done()]) and not stopped.done():
+            left = give_up - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.wait(
+                [*reading, stopped], timeout=left, return_when=asyncio.FIRST_COMPLETED
+            )
+
     async def _drop_superseded(self) -> None:
         """A drain's end: the held messages a later message of their alert superseded
         (resolved, escalated) are dropped, as the next check (`_release_ended`) would.
@@ -974,6 +991,7 @@ class EndpointPipe:
                 raise
             await self.finish_in_flight()
             if drain and not stop.is_set():
+                await self._restores_done(stopped)
                 await self._drop_superseded()
         finally:
             restoring = list(self._restoring)

@@ -1027,8 +1027,25 @@ def test_a_drain_does_not_count_a_held_alert_a_later_message_superseded(
     """KNIT-31's open alert is held by a silence (one drain); it is resolved, the resolve
     read by the next drain. Nothing is left to send: a notifier drops the held message
     once it sees the later one. Before, only the check of held alerts every
-    `RELEASE_CHECK_S` dropped it, and a drain ending before it counted it held: one high."""
+    `RELEASE_CHECK_S` dropped it, and a drain ending before it counted it held: one high.
+    The second drain's read-back of the held topic is made to end after its deliveries
+    (it raced them: a CI run counted one held), and the drain waits for it."""
     monkeypatch.setattr(dispatcher, "RELEASE_CHECK_S", 600.0)  # no check within a drain
+    real_read, real_finish = dispatcher.read_held, dispatcher.EndpointPipe.finish_in_flight
+    late, delivered = threading.Event(), threading.Event()
+
+    async def finish(pipe: dispatcher.EndpointPipe) -> None:
+        await real_finish(pipe)
+        if late.is_set():  # the second drain's
+            delivered.set()
+
+    async def read_after_the_deliveries(*args: Any, **kwargs: Any) -> HeldRead:
+        if late.is_set():
+            assert await asyncio.to_thread(delivered.wait, 60), "the drain never delivered"
+        return await real_read(*args, **kwargs)
+
+    monkeypatch.setattr(dispatcher.EndpointPipe, "finish_in_flight", finish)
+    monkeypatch.setattr(dispatcher, "read_held", read_after_the_deliveries)
     settings, _secret = _ops_endpoint(settings_factory, receiver, tmp_path)
     _cli_done(settings, monkeypatch, capsys, "silences", "add", "--unit", "KNIT-31",
               "--for", "4h", "--reason", "window")  # fmt: skip
@@ -1042,6 +1059,7 @@ def test_a_drain_does_not_count_a_held_alert_a_later_message_superseded(
     _send(settings, unit_down("KNIT-31", 1))
     assert drained().startswith("notify: 1 alert left held by a silence (ops 1)")
     _send(settings, unit_down("KNIT-31", 1, AlertStatus.RESOLVED))
+    late.set()
     assert drained() == "notify: 0 alerts left held by a silence"
     assert receiver.alerts() == []
     assert sorted(log.outcome for log in _logs(settings)) == ["silenced"] * 2
