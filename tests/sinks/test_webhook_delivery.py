@@ -66,11 +66,21 @@ class Receiver:
     checks: dict[str, Callable[[dict[str, Any]], list[str]]] = field(default_factory=dict)
     """Per path, what a real target requires of the body: a failed check answers 400."""
     problems: list[tuple[str, list[str]]] = field(default_factory=list)
+    dead_waits_for_healthy: bool = False
+    """`/dead` answers (503) only once `/healthy` got a request, or after 1.5 s (below the
+    attempts' 2 s deadline): a notifier whose endpoints waited for each other would have
+    its /dead give up seconds before /healthy's first delivery; one whose do not cannot
+    give up before it, however fast its retries (milliseconds apart, a CI run)."""
+    healthy_seen: threading.Event = field(default_factory=threading.Event)
 
     def answer(self, path: str) -> tuple[int, dict[str, str], float]:
         """(status, headers, delay before answering) for the n-th request to `path`."""
         with self.lock:
             n = self.counts[path] = self.counts.get(path, 0) + 1
+        if path == "/healthy":
+            self.healthy_seen.set()
+        if path == "/dead" and self.dead_waits_for_healthy:
+            self.healthy_seen.wait(1.5)  # a condition, bounded
         if path == "/flaky":
             return {1: (500, {}, 0.0), 2: (500, {}, 0.0), 3: (200, {}, 4.0)}.get(n, (200, {}, 0.0))
         if path == "/dead" or (path == "/down" and self.down):
@@ -170,6 +180,7 @@ def test_every_alert_reaches_every_subscriber_despite_failing_receivers(
     receiver: tuple[Receiver, int],
 ) -> None:
     state, port = receiver
+    state.dead_waits_for_healthy = True
     settings = settings_factory(
         webhooks={
             "subscriptions": str(_subscriptions(tmp_path, port)),
