@@ -21,7 +21,7 @@ from schemas.alerts import (
     Severity,
     alert_id,
 )
-from schemas.order_state import OrderState, OrderStatus, Outcome, VisitState
+from schemas.order_state import OrderState, OrderStatus
 from schemas.plan import DEFAULT_TIER, SlaPlan, Tier
 from streams.rules.alert_json import AlertJson, customer_json
 from streams.rules.downtimes import Downtime
@@ -98,16 +98,9 @@ class OrderEvaluation:
 
     @property
     def state(self) -> OrderState:
-        """The snapshot as a model, built on demand: the engine publishes `state_json`."""
-        return _state(
-            self.order_id,
-            self.fold,
-            self.walk,
-            self.customer,
-            self.alerts_json,
-            self.now,
-            self.version,
-        )
+        """The snapshot the engine publishes (`state_json`), read back through the
+        contract's model: one builder, so what is checked here is what is sent."""
+        return OrderState.model_validate(self.state_json(self.version))
 
     def state_json(self, version: int) -> dict[str, Any]:
         """`state.model_dump(mode="json")` with `version`, without building the models.
@@ -252,50 +245,6 @@ def _status(fold: RecordFold, walk: Walk, alerts: Mapping[str, AlertJson]) -> Or
     return OrderStatus.ON_TRACK
 
 
-def _state(
-    order_id: str,
-    fold: RecordFold,
-    walk: Walk,
-    customer: AlertCustomer | None,
-    alerts: Mapping[str, AlertJson],
-    now: datetime,
-    version: int,
-) -> OrderState:
-    record = fold.record
-    current = walk.current or (walk.visits[-1] if walk.visits else None)
-    eta = walk.completed_at or (walk.etas[-1][1] if walk.etas else None)
-    visits = [
-        VisitState.model_construct(
-            stage=v.stage,
-            visit=v.number,
-            unit_id=v.unit_id,
-            started_at=v.start,
-            ended_at=v.end,
-            outcome=cast(Outcome, v.outcome),
-            quantity=v.quantity,
-            uom=v.uom,
-        )
-        for v in walk.visits
-    ]
-    return OrderState.model_construct(
-        order_id=order_id,
-        customer=customer,
-        product=record.product if record else None,
-        quantity=record.quantity if record else None,
-        placed_at=record.placed_at if record else None,
-        due_at=record.due_at if record else None,
-        cancelled_at=fold.cancelled_at,
-        stage=current.stage if current else None,
-        visit=current.number if current else None,
-        status=_status(fold, walk, alerts),
-        visits=visits,
-        eta=eta,
-        open_alert_ids=sorted(k for k, a in alerts.items() if a["status"] == _OPEN),
-        version=version,
-        as_of=now,
-    )
-
-
 def _opt_utc(value: datetime | None) -> str | None:
     return None if value is None else format_utc_cached(value)
 
@@ -309,7 +258,8 @@ def state_json(
     now: datetime,
     version: int,
 ) -> dict[str, Any]:
-    """The JSON form of `_state(...)`, field for field (checked by tests/engine)."""
+    """The order's snapshot (`schemas.order_state.OrderState`) in its JSON form, built
+    without the models: building and serialising them cost more than the rules."""
     fmt = format_utc_cached  # a local: called for every visit on every change
     record = fold.record
     current = walk.current or (walk.visits[-1] if walk.visits else None)

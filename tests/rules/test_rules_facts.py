@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from rules_builders import (
@@ -23,7 +24,7 @@ from rules_builders import (
 )
 
 from schemas.alerts import Alert, AlertType, alert_id
-from schemas.order_state import OrderStatus
+from schemas.order_state import OrderState, OrderStatus
 from streams.rules import facts as facts_module
 from streams.rules.downtimes import build_downtimes
 from streams.rules.facts import (
@@ -251,6 +252,26 @@ def test_downtimes_are_per_unit_and_sorted_by_time_then_event_id() -> None:
     # "a" (up) sorts before "b" at the same instant: K1's downtime stays open.
     assert [(d.event_id, d.end) for d in downtimes["K1"]] == [("b", None)]
     assert [d.event_id for d in downtimes["K2"]] == ["c"]
+
+
+@pytest.mark.parametrize(
+    "evaluation",
+    [
+        pytest.param(lambda: evaluate([], now=30), id="nothing-scanned-overdue"),
+        pytest.param(lambda: evaluate(full_run()), id="completed"),
+        pytest.param(lambda: evaluate([], records=[created(), cancelled(2, 1)]), id="cancelled"),
+        pytest.param(
+            lambda: evaluate([scan("a", "dyeing", "started", 1)], records=[], now=100),
+            id="no-order-record",
+        ),
+    ],
+)
+def test_the_published_snapshot_is_the_contracts_json_form_of_it(evaluation: Any) -> None:
+    """`state_json`, built by hand for speed, is what the contract's model dumps: no field
+    renamed, missing, extra or formatted otherwise (the engine publishes these bytes)."""
+    result = evaluation()
+    published = result.state_json(7)
+    assert OrderState.model_validate(published).model_dump(mode="json") == published
 
 
 def test_order_state_status_follows_the_alerts() -> None:
