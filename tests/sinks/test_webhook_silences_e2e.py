@@ -163,19 +163,26 @@ def _send(settings: Settings, *alerts: Alert) -> None:
     publish(settings, ALERTS, ((a.alert_id.encode(), a.model_dump_json().encode()) for a in alerts))
 
 
-def _ops_endpoint(
-    settings_factory: Callable[..., Settings], receiver: Receiver, tmp_path: Path
-) -> tuple[Settings, str]:
-    """Settings whose one endpoint, `ops`, posts to `receiver` signed with the secret
-    returned; every topic made."""
-    secret = secret_for("ops")
-    ops = {"name": "ops", "url": f"http://127.0.0.1:{receiver.port}/ops", "secret": secret}
+def _notifier_settings(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    port: int,
+    names: tuple[str, ...] = ("ops",),
+    **webhooks: object,
+) -> Settings:
+    """Settings whose endpoints `names` (`ops` alone unless told) post to `/<name>` on
+    `port`, a receiver on loopback, each signed with `secret_for(name)`, with fast retries
+    (`webhooks` overrides them); every topic made, the notifier's own too."""
+    endpoints = [
+        {"name": name, "url": f"http://127.0.0.1:{port}/{name}", "secret": secret_for(name)}
+        for name in names
+    ]
     subs = tmp_path / "subscriptions.yaml"
-    subs.write_text(json.dumps({"endpoints": [ops]}))
-    settings = settings_factory(webhooks=loopback_webhooks(subs))
+    subs.write_text(json.dumps({"endpoints": endpoints}))
+    settings = settings_factory(webhooks=loopback_webhooks(subs, **webhooks))
     prepare_all_topics(settings)
     ensure_notify_topics(settings)
-    return settings, secret
+    return settings
 
 
 def _cli(
@@ -207,7 +214,7 @@ def test_a_silence_holds_its_units_alerts_until_expired(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    settings, _secret = _ops_endpoint(settings_factory, receiver, tmp_path)
+    settings = _notifier_settings(settings_factory, tmp_path, receiver.port)
 
     def cli(*args: str) -> Answer:
         return _cli(settings, monkeypatch, capsys, *args)
@@ -317,13 +324,8 @@ def test_a_silence_added_while_a_delivery_retries_ends_its_retries(
         return status
 
     with receiving(answer) as port:
-        subs = tmp_path / "subscriptions.yaml"
-        ops = {"name": "ops", "url": f"http://127.0.0.1:{port}/ops", "secret": secret_for("ops")}
-        subs.write_text(json.dumps({"endpoints": [ops]}))
         # an attempt's deadline well past the time a `silences add` takes
-        settings = settings_factory(webhooks=loopback_webhooks(subs, timeout_s=60.0))
-        prepare_all_topics(settings)
-        ensure_notify_topics(settings)
+        settings = _notifier_settings(settings_factory, tmp_path, port, timeout_s=60.0)
         before = _silenced_total()
         notifier = RunningNotifier(settings)
         try:
@@ -363,7 +365,7 @@ def test_an_open_alert_a_silence_held_is_sent_once_when_it_ends(
     sent (once, under the `webhook-id` its `silenced` record has, signed), recorded
     `delivered`; KNIT-08's (resolved since: its latest message is no open one) and
     KNIT-09's (still silenced) are not. Before, nothing held was ever sent."""
-    settings, secret = _ops_endpoint(settings_factory, receiver, tmp_path)
+    settings = _notifier_settings(settings_factory, tmp_path, receiver.port)
 
     def cli(*args: str) -> str:
         return _cli_done(settings, monkeypatch, capsys, *args)
@@ -403,7 +405,7 @@ def test_an_open_alert_a_silence_held_is_sent_once_when_it_ends(
     assert receiver.alerts() == [("KNIT-07", "open"), ("KNIT-10", "open")]
     headers, body = receiver.posts[0]
     assert headers["webhook-id"] == silenced.webhook_id
-    Webhook(secret).verify(body, headers)  # raises if not signed as any delivery is
+    Webhook(secret_for("ops")).verify(body, headers)  # raises if not signed as any delivery is
     logs = [log for log in _logs(settings) if log.alert_id == held.alert_id]
     assert [(log.webhook_id, log.outcome) for log in logs] == [
         (silenced.webhook_id, "silenced"),
@@ -426,7 +428,7 @@ def test_what_a_silence_held_is_sent_after_a_restart_and_only_once(
     window, sends it when the window is expired (read back from the held topic: kept in
     the process only, it was never sent); the one after that does not send it again (the
     held message's tombstone), though it reads the alert's record back."""
-    settings, _secret = _ops_endpoint(settings_factory, receiver, tmp_path)
+    settings = _notifier_settings(settings_factory, tmp_path, receiver.port)
 
     def cli(*args: str) -> str:
         return _cli_done(settings, monkeypatch, capsys, *args)
@@ -480,7 +482,7 @@ def test_a_failed_read_back_of_what_was_held_is_tried_again(
     fails (the broker is fine: the fault is injected at `read_held`) reads it again, and
     still sends the held alert when the window is expired, once. Before, a failed read
     was only logged: the alert waited for its next change."""
-    settings, _secret = _ops_endpoint(settings_factory, receiver, tmp_path)
+    settings = _notifier_settings(settings_factory, tmp_path, receiver.port)
 
     def cli(*args: str) -> str:
         return _cli_done(settings, monkeypatch, capsys, *args)
@@ -529,7 +531,7 @@ def test_past_its_bound_what_a_silence_held_stays_on_kafka_and_is_sent_later(
     memory (counted, logged): it stays on `webhook-held`, is read back once the first is
     released, and is sent too when the window is expired, each once."""
     monkeypatch.setattr(dispatcher, "MAX_HELD", 1)
-    settings, _secret = _ops_endpoint(settings_factory, receiver, tmp_path)
+    settings = _notifier_settings(settings_factory, tmp_path, receiver.port)
 
     def cli(*args: str) -> str:
         return _cli_done(settings, monkeypatch, capsys, *args)
@@ -629,7 +631,7 @@ def test_a_read_back_past_its_bound_keeps_the_bound_and_reads_the_rest_later(
     """Three alerts held by a notifier that stopped; the next one, with a bound of one,
     gets at most one from each read-back of `webhook-held` (not all three, then dropped
     by the bound), and still sends all three, once each, when the window is expired."""
-    settings, _secret = _ops_endpoint(settings_factory, receiver, tmp_path)
+    settings = _notifier_settings(settings_factory, tmp_path, receiver.port)
 
     def cli(*args: str) -> str:
         return _cli_done(settings, monkeypatch, capsys, *args)
@@ -713,12 +715,7 @@ def test_an_alert_sent_while_a_read_back_past_its_bound_reads_is_not_held_again(
     monkeypatch.setattr(dispatcher, "read_held", read_before_tombstones)
     units = ("KNIT-31", "KNIT-32", "KNIT-33")
     with receiving(answer) as port:
-        subs = tmp_path / "subscriptions.yaml"
-        ops = {"name": "ops", "url": f"http://127.0.0.1:{port}/ops", "secret": secret_for("ops")}
-        subs.write_text(json.dumps({"endpoints": [ops]}))
-        settings = settings_factory(webhooks=loopback_webhooks(subs, timeout_s=60.0))
-        prepare_all_topics(settings)
-        ensure_notify_topics(settings)
+        settings = _notifier_settings(settings_factory, tmp_path, port, timeout_s=60.0)
         window = _cli_done(settings, monkeypatch, capsys, "silences", "add",
                            *(a for u in units for a in ("--unit", u)), "--for", "4h",
                            "--reason", "w")  # fmt: skip
@@ -760,7 +757,7 @@ def test_what_is_held_for_an_endpoint_not_in_the_file_is_told_kept_and_dropped_o
     with its count, and leaves them on the topic; `silences drop-held gone` says how many
     and tombstones them; `drop-held ops` (in the file) is refused. Before, they were
     skipped unseen, for ever."""
-    settings, _secret = _ops_endpoint(settings_factory, receiver, tmp_path)
+    settings = _notifier_settings(settings_factory, tmp_path, receiver.port)
 
     def held_of_gone(n: int) -> tuple[bytes, bytes]:
         alert = unit_down(f"KNIT-{30 + n}", n)
@@ -976,19 +973,7 @@ def test_notify_drain_says_how_many_alerts_each_endpoint_leaves_held(
     is silenced for both endpoints, KNIT-09 for `pager` only; KNIT-08's open alert,
     silenced, is resolved in the same read (nothing left to send: not held). Before, the
     drain said nothing of them."""
-    endpoints = [
-        {
-            "name": name,
-            "url": f"http://127.0.0.1:{receiver.port}/{name}",
-            "secret": secret_for(name),
-        }
-        for name in ("ops", "pager")
-    ]
-    subs = tmp_path / "subscriptions.yaml"
-    subs.write_text(json.dumps({"endpoints": endpoints}))
-    settings = settings_factory(webhooks=loopback_webhooks(subs))
-    prepare_all_topics(settings)
-    ensure_notify_topics(settings)
+    settings = _notifier_settings(settings_factory, tmp_path, receiver.port, ("ops", "pager"))
 
     def cli(*args: str) -> str:
         return _cli_done(settings, monkeypatch, capsys, *args)
@@ -1046,7 +1031,7 @@ def test_a_drain_does_not_count_a_held_alert_a_later_message_superseded(
 
     monkeypatch.setattr(dispatcher.EndpointPipe, "finish_in_flight", finish)
     monkeypatch.setattr(dispatcher, "read_held", read_after_the_deliveries)
-    settings, _secret = _ops_endpoint(settings_factory, receiver, tmp_path)
+    settings = _notifier_settings(settings_factory, tmp_path, receiver.port)
     _cli_done(settings, monkeypatch, capsys, "silences", "add", "--unit", "KNIT-31",
               "--for", "4h", "--reason", "window")  # fmt: skip
 
