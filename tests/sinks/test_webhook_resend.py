@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from cli_in_process import Answer, cli_in_process
 from loopback_http import receiving
+from notifier_setup import loopback_settings, write_subscriptions
 from notify_waits import secret_for
 from sink_harness import prepare_all_topics, publish
 from sink_samples import make_alert
@@ -80,14 +81,6 @@ def receiver() -> Iterator[Receiver]:
         yield state
 
 
-def _subscriptions(path: Path, port: int, names: tuple[str, ...]) -> None:
-    endpoints = [
-        {"name": name, "url": f"http://127.0.0.1:{port}/{name}", "secret": secret_for(name)}
-        for name in names
-    ]
-    path.write_text(json.dumps({"endpoints": endpoints}))  # JSON is YAML
-
-
 def _notify(settings: Settings, alerts: list[Alert]) -> None:
     """Publish `alerts`, then `notify --drain` (in-process) until each is delivered or
     given up."""
@@ -114,9 +107,7 @@ def test_resend_delivers_the_latest_given_up_message_of_each_alert_once(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     subs = tmp_path / "subscriptions.yaml"
-    _subscriptions(subs, receiver.port, ("ops", "gone"))
-    settings = settings_factory(webhooks=loopback_webhooks(subs))
-    prepare_all_topics(settings)
+    settings = loopback_settings(settings_factory, subs, receiver.port, ("ops", "gone"))
 
     def cli(*args: str) -> Answer:
         capsys.readouterr()  # the notifier's log lines, before it
@@ -137,7 +128,7 @@ def test_resend_delivers_the_latest_given_up_message_of_each_alert_once(
     _notify(settings, [make_alert(3, AlertStatus.RESOLVED)])
     assert [json.loads(r.body)["type"] for r in receiver.got("/ops")][-1] == "alert.resolved"
     # 3: `gone` leaves the subscriptions file
-    _subscriptions(subs, receiver.port, ("ops",))
+    write_subscriptions(subs, receiver.port, ("ops",))
     sent_before, logs_before = len(receiver.requests), len(_logs(settings))
     letters_before = len(_letters(settings))
 
@@ -428,11 +419,7 @@ def _ops_only(
     settings_factory: Callable[..., Settings], receiver: Receiver, tmp_path: Path
 ) -> Settings:
     """Settings whose one endpoint, `ops`, posts to `receiver`; the topics made."""
-    subs = tmp_path / "subscriptions.yaml"
-    _subscriptions(subs, receiver.port, ("ops",))
-    settings = settings_factory(webhooks=loopback_webhooks(subs))
-    prepare_all_topics(settings)
-    return settings
+    return loopback_settings(settings_factory, tmp_path / "subscriptions.yaml", receiver.port)
 
 
 def _resend_watched(

@@ -26,13 +26,13 @@ from cli_in_process import Answer, cli_in_process
 from dead_servers import LateServer
 from log_lines import Lines
 from loopback_http import receiving
+from notifier_setup import loopback_settings
 from notify_waits import secret_for, until
 from prometheus_client import REGISTRY
-from sink_harness import prepare_all_topics, publish, wait_for
+from sink_harness import publish, wait_for
 from sink_samples import make_alert
 from standardwebhooks import Webhook
 from topic_to_end import read_topic
-from webhook_servers import loopback_webhooks
 
 from chainwatch import notify_runner
 from chainwatch import silences as silences_module
@@ -172,15 +172,10 @@ def _notifier_settings(
 ) -> Settings:
     """Settings whose endpoints `names` (`ops` alone unless told) post to `/<name>` on
     `port`, a receiver on loopback, each signed with `secret_for(name)`, with fast retries
-    (`webhooks` overrides them); every topic made, the notifier's own too."""
-    endpoints = [
-        {"name": name, "url": f"http://127.0.0.1:{port}/{name}", "secret": secret_for(name)}
-        for name in names
-    ]
+    (`webhooks` overrides them): `loopback_settings`, and the notifier's own topics made
+    too (silences, held), as `run_notify` makes them."""
     subs = tmp_path / "subscriptions.yaml"
-    subs.write_text(json.dumps({"endpoints": endpoints}))
-    settings = settings_factory(webhooks=loopback_webhooks(subs, **webhooks))
-    prepare_all_topics(settings)
+    settings = loopback_settings(settings_factory, subs, port, names, **webhooks)
     ensure_notify_topics(settings)
     return settings
 
