@@ -174,10 +174,12 @@ def test_a_cancel_of_the_task_stopping_it_is_handed_on() -> None:
     assert asyncio.run(scenario()) == "cancelled"
 
 
-def test_a_check_that_ends_after_a_newer_one_answered_is_not_heard() -> None:
-    """The start's first check and the one after the producer's warm-up overlap: the first,
-    slow on a loaded machine, failed after the second had said ready, and /readyz said
-    "unreachable" until the next check (a CI run beside CPU hogs)."""
+def _older_check_failing_after(
+    newer: Callable[[Readiness], Awaitable[None]],
+) -> tuple[bool, bool]:
+    """A check begins, slow, and is held while `newer(readiness)` runs (a newer check, a
+    publish noted); then it ends, failed. Whether ready once `newer` has run, and once
+    the older check has ended. A newer check answers ready at once."""
 
     async def scenario() -> tuple[bool, bool]:
         begun, release = asyncio.Event(), asyncio.Event()
@@ -193,32 +195,31 @@ def test_a_check_that_ends_after_a_newer_one_answered_is_not_heard() -> None:
         readiness = Readiness(check, interval_s=600.0, deadline_s=5.0)
         older = asyncio.create_task(readiness.check_once())
         await asyncio.wait_for(begun.wait(), 5.0)
-        await readiness.check_once()
+        await newer(readiness)
         ready_after_newer = readiness.state().ready
         release.set()
         await asyncio.wait_for(older, 5.0)
         return ready_after_newer, readiness.state().ready
 
-    assert asyncio.run(scenario()) == (True, True)
+    return asyncio.run(scenario())
+
+
+def test_a_check_that_ends_after_a_newer_one_answered_is_not_heard() -> None:
+    """The start's first check and the one after the producer's warm-up overlap: the first,
+    slow on a loaded machine, failed after the second had said ready, and /readyz said
+    "unreachable" until the next check (a CI run beside CPU hogs)."""
+
+    async def newer_check(readiness: Readiness) -> None:
+        await readiness.check_once()
+
+    assert _older_check_failing_after(newer_check) == (True, True)
 
 
 def test_a_publish_noted_after_a_check_began_outranks_that_check() -> None:
     """A publish that reached Kafka is newer news than a check begun before it."""
 
-    async def scenario() -> bool:
-        begun, release = asyncio.Event(), asyncio.Event()
-
-        async def check() -> bool:
-            begun.set()
-            await release.wait()
-            return False
-
-        readiness = Readiness(check, interval_s=600.0, deadline_s=5.0)
-        older = asyncio.create_task(readiness.check_once())
-        await asyncio.wait_for(begun.wait(), 5.0)
+    async def publish_noted(readiness: Readiness) -> None:
         readiness.note(True)
-        release.set()
-        await asyncio.wait_for(older, 5.0)
-        return readiness.state().ready
 
-    assert asyncio.run(scenario())
+    _, ready_once_the_older_ended = _older_check_failing_after(publish_noted)
+    assert ready_once_the_older_ended
