@@ -565,6 +565,7 @@ class EndpointPipe:
         if read.more:  # left on the topic by the read's bound: read again once fewer
             self._over_bound = True
         self._report_unknown(read)
+        self._report_invalid(read)
         alerts = self.config.topics.alerts
         for alert_id, held in read.found.items():
             tp = TopicPartition(alerts, held.partition)
@@ -605,6 +606,26 @@ class EndpointPipe:
                 "file lacks this endpoint; if it was removed for good: chainwatch silences "
                 f"drop-held {name}",
             )
+
+    def _report_invalid(self, read: HeldRead) -> None:
+        """A warning (once per throttle window) for the endpoint's records on the held
+        topic that are no message of it: not held, so not sent when their silence ends.
+        They were skipped unsaid, and one of another alert held under the key sent again
+        after every restart (`held.held_problem`)."""
+        if not read.invalid:
+            return
+        held_back = self._held_throttle.admit("webhook_held_invalid")
+        if held_back is None:
+            return
+        log.warning(
+            "webhook_held_invalid",
+            endpoint=self.endpoint.name,
+            records=read.invalid,
+            first=read.invalid_reason,
+            held_back=held_back,
+            consequence="not held, so not sent when its silence ends; the alert's next "
+            "message is delivered as usual",
+        )
 
     def _gone(self, tp: TopicPartition, generation: int) -> bool:
         """Whether the assignment of `tp` numbered `generation` ended (or is ending)."""

@@ -28,6 +28,7 @@ from schemas.alerts import Alert
 from schemas.deadline import deadline
 from schemas.kafka_security import Kafka
 from sinks.topic_read import TopicReader
+from sinks.webhooks.invalid import reason_for
 from sinks.webhooks.silences import Silence, SilenceBook
 
 HELD_TOPIC = "webhook-held"
@@ -66,6 +67,23 @@ class HeldRead:
     unknown_more: frozenset[str] = frozenset()
     """Endpoints of `unknown` that had more messages than the read counted (`limit` keys
     counted in all)."""
+    invalid: int = 0
+    """The endpoint's keys whose latest record is no message of it (not JSON, not a
+    `HeldMessage`, `held_problem`): not held, so never sent when their silence ends."""
+    invalid_reason: str = ""
+    """Why the first of them (by alert id) is not, its key named: for the log."""
+
+
+def held_problem(held: HeldMessage, endpoint: str, alert_id: str) -> str | None:
+    """Why a valid `HeldMessage` read under key `<endpoint>|<alert_id>` is not that key's
+    message, None if it is. One of another alert or endpoint was held under the key's
+    alert id, and its release tombstoned its own key, never this one: it was sent again
+    after every restart (the record is no notifier's: a tool or a hand wrote it)."""
+    if held.endpoint != endpoint:
+        return f"its endpoint {held.endpoint!r} is not the key's"
+    if held.alert.alert_id != alert_id:
+        return f"its alert_id {held.alert.alert_id!r} is not the key's"
+    return None
 
 
 async def read_held(
@@ -90,6 +108,8 @@ async def read_held(
     past `call_s` for the whole read, Kafka's errors."""
     found: dict[str, HeldMessage] = {}
     more = False
+    invalid: dict[str, str] = {}
+    """Alert id -> why its latest record is no message of the endpoint (at most `limit`)."""
     prefix = f"{endpoint}|".encode()
     others = _Others(None if known is None else {e.encode() for e in known}, limit)
 
@@ -99,13 +119,21 @@ async def read_held(
             others.count(key, value is None)
             return
         alert_id = key[len(prefix) :].decode(errors="replace")
+        invalid.pop(alert_id, None)  # a later record of the key decides
         if value is None:
             found.pop(alert_id, None)
             return
+        problem: str | None
         try:
             held = HeldMessage.model_validate_json(value)
-        except ValidationError:
-            return  # not ours to send: left to the alert's next change
+        except ValidationError as exc:
+            problem = reason_for(exc)
+        else:
+            problem = held_problem(held, endpoint, alert_id)
+        if problem is not None:  # not ours to send: left to the alert's next change, and
+            if len(invalid) < limit:  # said (`invalid`)
+                invalid[alert_id] = f"key {key[:200]!r}: {problem}"  # (repr: no control char)
+            return
         if held.partition not in partitions:
             found.pop(alert_id, None)  # (an alert's partition does not change)
         elif alert_id in found or len(found) < limit:
@@ -114,7 +142,8 @@ async def read_held(
             more = True  # left on the topic: read once fewer are kept
 
     await _each_record(bootstrap, topic, topic_partitions, take, call_s=call_s)
-    return HeldRead(found, more, others.counts(), frozenset(others.more))
+    first = invalid[min(invalid)] if invalid else ""  # (the same whatever partition came first)
+    return HeldRead(found, more, others.counts(), frozenset(others.more), len(invalid), first)
 
 
 async def count_held(

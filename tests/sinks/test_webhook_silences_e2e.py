@@ -1043,3 +1043,57 @@ def test_a_drain_does_not_count_a_held_alert_a_later_message_superseded(
     assert drained() == "notify: 0 alerts left held by a silence"
     assert receiver.alerts() == []
     assert sorted(log.outcome for log in _logs(settings)) == ["silenced"] * 2
+
+
+def test_a_held_record_that_is_no_message_of_its_key_is_not_held_and_is_told(
+    settings_factory: Callable[..., Settings],
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Records under `ops|<alert id>` keys on `webhook-held` that are no message of that
+    key: not JSON, another alert's message, another endpoint's. None is held (one of
+    another alert was held under the key's id, and its release tombstoned its own key,
+    never this one: it was sent again after every restart); they are counted by key (a
+    later record of a key decides) and the notifier's read-back says so, once, with the
+    first one's key and reason (by alert id). Before, they were skipped unsaid or held."""
+    settings = _notifier_settings(settings_factory, tmp_path, receiver.port)
+    topic, partitions = settings.kafka.topic(HELD_TOPIC), settings.kafka.partitions
+
+    def held(endpoint: str, alert: Alert) -> bytes:
+        return HeldMessage(endpoint=endpoint, webhook_id=f"msg_{alert.unit_id}", partition=0,
+                           offset=1, alert=alert).model_dump_json().encode()  # fmt: skip
+
+    a, b, c, d, e = (unit_down(f"KNIT-{60 + n}", n) for n in range(5))
+    key = {x.unit_id: held_key("ops", x.alert_id).encode() for x in (a, b, c, d, e)}
+    publish(settings, HELD_TOPIC, [
+        (key["KNIT-60"], b"not json"),
+        (key["KNIT-61"], held("ops", e)),  # e's message under b's key
+        (key["KNIT-62"], held("dev", c)),  # another endpoint's under ops's key
+        (key["KNIT-63"], b"{}"),
+        (key["KNIT-63"], held("ops", d)),  # a later record of the key decides
+        (key["KNIT-64"], held("ops", e)),
+    ])  # fmt: skip
+    read = asyncio.run(
+        read_held(settings.kafka.endpoint, topic, partitions, "ops", {0}, call_s=30, limit=10)
+    )
+    assert sorted(h.alert.unit_id or "" for h in read.found.values()) == ["KNIT-63", "KNIT-64"]
+    assert read.invalid == 3
+    why = {
+        key["KNIT-60"]: "record: Invalid JSON",
+        key["KNIT-61"]: f"its alert_id {e.alert_id!r} is not the key's",
+        key["KNIT-62"]: "its endpoint 'dev' is not the key's",
+    }
+    first = min(why)  # the first by alert id: the same whichever partition was read first
+    assert read.invalid_reason.startswith(f"key {first!r}: {why[first]}"), read.invalid_reason
+
+    lines = Lines()
+    monkeypatch.setattr(dispatcher, "log", lines)
+    notifier = RunningNotifier(settings)
+    try:
+        wait_for(lambda: lines.named("webhook_held_invalid"), 60, "the warning")
+    finally:
+        notifier.stop()
+    (warned,) = lines.named("webhook_held_invalid")
+    assert (warned["endpoint"], warned["records"]) == ("ops", 3)
+    assert warned["first"] == read.invalid_reason
