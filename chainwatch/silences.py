@@ -197,6 +197,20 @@ def unseen(settings: Settings, silence: Silence) -> Unseen | None:
         return None
 
 
+def unknown_endpoints(settings: Settings, silence: Silence) -> tuple[list[str], list[str]]:
+    """The silence's `endpoints` that the settings' subscriptions file does not name, and
+    the names it has; nothing when no file is set or it cannot be read (`notify` says
+    why). A silence for a misspelt endpoint silenced nothing, and said nothing: a warning
+    then, not a refusal (in a rolling change of the file another notifier may have it)."""
+    if not silence.endpoints or settings.webhooks.subscriptions is None:
+        return [], []
+    try:
+        names = [e.name for e in load_configured(settings, sending=False).endpoints]
+    except UserError:
+        return [], []
+    return [e for e in silence.endpoints if e not in names], names
+
+
 def _kafka_s(settings: Settings) -> float:
     return admin_call_timeout_s(settings.kafka.request_timeout_s)
 

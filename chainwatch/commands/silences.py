@@ -50,6 +50,10 @@ def _line(silence: Silence, now: datetime) -> str:
     )
 
 
+SHOWN_NAMES = 10
+"""A warning lists at most this many of the file's endpoint names."""
+
+
 def _say(text: str) -> None:
     err.print(cell_text(text), markup=False, highlight=False)
 
@@ -111,6 +115,15 @@ def register(app: typer.Typer) -> None:
             _say(
                 f"warning: --order {', '.join(unseen.orders)}: no such order in the store; "
                 "a misspelt order silences nothing (the silence is added)"
+            )
+        missing, names = silences.unknown_endpoints(cfg, silence)
+        if missing:
+            shown = ", ".join(names[:SHOWN_NAMES]) + (
+                f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else ""
+            )
+            _say(
+                f"warning: --endpoint {', '.join(missing)}: no endpoint of the subscriptions "
+                f"file ({shown}); a misspelt endpoint silences nothing (the silence is added)"
             )
         silences.add(cfg, silence)
         out.print(silence.silence_id, markup=False, highlight=False)

@@ -6,6 +6,7 @@ warning line, and the silence is added all the same."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,3 +101,50 @@ def test_a_unit_or_order_never_seen_is_one_warning_and_the_silence_is_added(
     seen = cli(*add, "--unit", "KNIT-01", "--order", "O-1")
     assert seen.returncode == 0, seen.stderr
     assert "warning" not in seen.stderr
+
+
+def test_an_endpoint_the_subscriptions_file_lacks_is_one_warning_and_the_silence_is_added(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--endpoint opps` (for `ops`) silenced nothing and said nothing. It is said now, in
+    one warning line with the file's names, and the silence is added all the same: in a
+    rolling change of the file another notifier may have the endpoint already. A name of
+    the file, or no file set, is said nothing of."""
+    subs = tmp_path / "subscriptions.yaml"
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    endpoints = [
+        {"name": n, "url": f"https://h.example/{n}", "secret": secret} for n in ("ops", "dev")
+    ]
+    subs.write_text(json.dumps({"endpoints": endpoints}))
+    settings = settings_factory(webhooks={"subscriptions": str(subs)})
+
+    def cli(*args: str) -> Answer:
+        capsys.readouterr()
+        return cli_in_process(
+            list(args), settings.to_env(), monkeypatch, capsys, settings_built=True
+        )
+
+    add = ["silences", "add", "--unit", "KNIT-01", "--for", "1h", "--reason", "needle bed"]
+    typo = cli(*add, "--endpoint", "ops", "--endpoint", "opps")
+    assert typo.returncode == 0, typo.stderr
+    warnings = [line for line in typo.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: --endpoint opps: no endpoint of the subscriptions file (ops, dev); a "
+        "misspelt endpoint silences nothing (the silence is added)"
+    ], typo.stderr
+    assert typo.stdout.strip() in cli("silences", "list").stdout
+
+    known = cli(*add, "--endpoint", "dev")
+    assert known.returncode == 0, known.stderr
+    assert "warning" not in known.stderr
+    monkeypatch.delenv("CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS", raising=False)
+    no_file = settings_factory()
+    capsys.readouterr()
+    unset = cli_in_process(
+        [*add, "--endpoint", "opps"], no_file.to_env(), monkeypatch, capsys, settings_built=True
+    )
+    assert unset.returncode == 0, unset.stderr
+    assert "warning" not in unset.stderr
