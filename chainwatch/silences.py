@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -66,19 +67,44 @@ def window(
         raise UsageError("give exactly one of --for (4h, 90m, 2d) or --until (an RFC 3339 time)")
     starts = now if from_ is None else parse_time("--from", from_)
     if for_ is not None:
-        try:
-            length = parse_duration(for_)
-        except ValueError:
-            raise UsageError(f"--for {for_!r}: expected a duration (30m, 4h, 2d)") from None
-        if length > MAX_SILENCE:
-            raise UsageError(f"--for {for_!r}: a silence lasts at most {MAX_SILENCE.days} days")
-        ends = starts + length
+        ends = starts + _length(for_)
     else:
         assert until is not None
         ends = parse_time("--until", until)
     if ends <= now:
         raise UsageError("--for/--until: the silence would have ended already")
+    if ends <= starts:
+        raise UsageError(f"--until {until!r}: not after the silence's start ({_at(starts)})")
+    if ends - starts > MAX_SILENCE:
+        raise UsageError(
+            f"--until {until!r}: a silence lasts at most {MAX_SILENCE.days} days from its "
+            f"start ({_at(starts)})"
+        )
     return Window(starts, ends)
+
+
+_WRITTEN_AS_DURATION = re.compile(r"\s*-?\s*[0-9]+\s*[smhd]\s*")
+
+
+def _length(for_: str) -> timedelta:
+    """`--for`, said as what it is when refused: `-4h` and `400d` are durations, one
+    negative, one too long, and both were "expected a duration (30m, 4h, 2d)"."""
+    try:
+        length = parse_duration(for_)
+    except ValueError:
+        length = None
+    if length is not None and length <= MAX_SILENCE:
+        return length
+    shown = repr(for_ if len(for_) <= 40 else for_[:40] + "…")
+    if not _WRITTEN_AS_DURATION.fullmatch(for_):
+        raise UsageError(f"--for {shown}: expected a duration (30m, 4h, 2d)")
+    if for_.lstrip().startswith("-"):
+        raise UsageError(f"--for {shown}: a silence cannot last a negative time")
+    raise UsageError(f"--for {shown}: a silence lasts at most {MAX_SILENCE.days} days")
+
+
+def _at(when: datetime) -> str:
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 _OPTION_OF = {
@@ -89,6 +115,9 @@ _OPTION_OF = {
     "customer_ids": "--customer",
     "endpoints": "--endpoint",
     "reason": "--reason",
+    "created_by": "--by",
+    "starts_at": "--from",
+    "ends_at": "--for/--until",
 }
 
 

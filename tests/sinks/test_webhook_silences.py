@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from sink_samples import make_alert
 
 from chainwatch.errors import UsageError
-from chainwatch.silences import window
+from chainwatch.settings import Settings
+from chainwatch.silences import new_silence, window
 from schemas.alerts import Alert, AlertCause, AlertStatus, AlertType
 from sinks.webhooks.silences import MAX_REASON, Silence, SilenceBook
 
@@ -172,6 +173,39 @@ def test_the_window_options() -> None:
     ]:
         with pytest.raises(UsageError, match=said):
             window(*args, now)  # type: ignore[arg-type]
+
+
+def test_a_refused_window_or_author_says_why_naming_its_option() -> None:
+    """`-4h` and `400d` are durations (one negative, one past the bound) and were
+    "expected a duration (30m, 4h, 2d)"; an `--until` before `--from`, a window past the
+    bound by `--until`, a `--by` too long and an end past 2100 named the model's fields
+    (`silence: ends_at must be after starts_at`, `created_by: ...`), not the options."""
+    now = NOW
+    for args, said in [
+        (("-4h", None, None), "--for '-4h': a silence cannot last a negative time"),
+        (("400d", None, None), "--for '400d': a silence lasts at most 30 days"),
+        (("1000000000000d", None, None), "--for '1000000000000d': a silence lasts at most 30 days"),
+        (("9" * 5000 + "d", None, None), f"--for '{'9' * 40}…': a silence lasts at most 30 days"),
+        (("4x", None, None), "--for '4x': expected a duration (30m, 4h, 2d)"),
+        ((None, "2027-03-13T21:00:00Z", "2027-03-13T22:00:00Z"),
+         "--until '2027-03-13T21:00:00Z': not after the silence's start (2027-03-13T22:00:00Z)"),
+        ((None, "2027-05-01T00:00:00Z", None), "--until '2027-05-01T00:00:00Z': a silence lasts "
+         "at most 30 days from its start (2027-03-12T22:00:00Z)"),
+    ]:  # fmt: skip
+        with pytest.raises(UsageError) as refused:
+            window(*args, now)  # type: ignore[arg-type]
+        assert str(refused.value) == said
+    cfg = Settings()
+    base = {"units": ["KNIT-03"], "starts_at": now, "ends_at": now + timedelta(hours=1),
+            "reason": "r"}  # fmt: skip
+    with pytest.raises(UsageError) as refused:
+        new_silence(cfg, {**base, "created_by": "x" * 65})
+    assert str(refused.value) == "--by: String should have at most 64 characters"
+    late = {**base, "starts_at": datetime(2099, 12, 31, tzinfo=UTC)}
+    late["ends_at"] = late["starts_at"] + timedelta(days=30)  # type: ignore[operator]
+    with pytest.raises(UsageError) as refused:
+        new_silence(cfg, late)
+    assert str(refused.value).startswith("--for/--until: timestamp is outside")
 
 
 def _walk_all(book: SilenceBook, alert: Alert, endpoint: str, now: datetime) -> Silence | None:
