@@ -38,7 +38,13 @@ from sinks.topic_read import TopicReader, read_to_end
 from sinks.webhooks.held import HELD_TOPIC
 from sinks.webhooks.log_producer import LogProducer
 from sinks.webhooks.publish import publish
-from sinks.webhooks.silences import MAX_SILENCE, MAX_SILENCES, SILENCES_TOPIC, Silence
+from sinks.webhooks.silences import (
+    MAX_SILENCE,
+    MAX_SILENCES,
+    SILENCES_TOPIC,
+    Silence,
+    silence_of_record,
+)
 
 _timestamp: TypeAdapter[datetime] = TypeAdapter(UtcDatetime)
 
@@ -263,8 +269,8 @@ async def read_silences(settings: Settings) -> dict[str, Silence]:
         if record.value is None:
             found.pop(key, None)
             continue
-        with contextlib.suppress(ValidationError):  # the notifier logs what it skips
-            silence = Silence.model_validate_json(record.value)
+        with contextlib.suppress(ValueError):  # the notifier logs what it skips
+            silence = silence_of_record(record.key, record.value)
             found[silence.silence_id] = silence
     return found
 

@@ -29,13 +29,12 @@ from typing import TypeVar
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from pydantic import ValidationError
 
 from schemas.deadline import deadline
 from schemas.kafka_security import Kafka
 from sinks.backoff import Backoff
 from sinks.consumer import new_consumer, stop_consumer
-from sinks.webhooks.silences import Silence, SilenceBook
+from sinks.webhooks.silences import SilenceBook, silence_of_record
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -203,8 +202,8 @@ class SilenceFollower:
                 book.put(key.decode(errors="replace"), None)
             return
         try:
-            silence = Silence.model_validate_json(value)
-        except ValidationError as exc:
+            silence = silence_of_record(key, value)
+        except ValueError as exc:  # (a ValidationError is one)
             self.skipped += 1
             log.warning("webhook_silence_invalid", topic=self.topic, error=str(exc).splitlines()[0])
             return

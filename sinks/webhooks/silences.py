@@ -124,6 +124,19 @@ class Silence(BaseModel):
         return all(not wanted or any(v in wanted for v in values) for wanted, values in checks)
 
 
+def silence_of_record(key: bytes | None, value: bytes) -> Silence:
+    """The silence a record of the topic holds; `ValueError` (a `ValidationError` among
+    them) for a value that is none, or one whose key is not its id. Written under another
+    key, a silence outlived its `expire` and its tombstone (both go to its id's key): a
+    running notifier dropped it, and one started later read it back in force, or not,
+    by the order its two partitions were read in."""
+    silence = Silence.model_validate_json(value)
+    if key != silence.silence_id.encode():
+        shown = None if key is None else key[:80]
+        raise ValueError(f"silence {silence.silence_id} under the key {shown!r}: not its id")
+    return silence
+
+
 _ANCHORS = ("order_ids", "customer_ids", "units", "stages", "types")
 """The alert matchers a silence can be indexed by, the most selective first: every
 silence has at least one (`Silence._bounded`); `endpoints` is not one (empty = all)."""

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from sinks.webhooks import dispatcher, silence_follower
 from sinks.webhooks.held import HELD_TOPIC, HeldMessage, HeldRead, held_key, read_held
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, DeliveryLog
 from sinks.webhooks.silence_follower import SilenceFollower
-from sinks.webhooks.silences import SILENCES_TOPIC
+from sinks.webhooks.silences import SILENCES_TOPIC, Silence
 from streams.topics import ALERTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -1097,3 +1098,43 @@ def test_a_held_record_that_is_no_message_of_its_key_is_not_held_and_is_told(
     (warned,) = lines.named("webhook_held_invalid")
     assert (warned["endpoint"], warned["records"]) == ("ops", 3)
     assert warned["first"] == read.invalid_reason
+
+
+def test_a_silence_under_a_key_that_is_not_its_id_is_skipped_by_notifier_and_cli(
+    settings_factory: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A silence written under another key than its id (no `add` writes one; a tool or a
+    hand may) outlived its `expire`, which writes under its id: a notifier started after
+    it read both, and which one it kept came from the order of their partitions. Now
+    neither the notifier's follower (counted in `skipped`, logged
+    `webhook_silence_invalid`) nor `silences list` takes it; one under its own id is."""
+    settings = settings_factory()
+    ensure_notify_topics(settings)
+    now = datetime.now(UTC)
+    window = {"starts_at": now, "ends_at": now + timedelta(hours=1), "reason": "r"}
+    astray, kept = Silence(units=["KNIT-70"], **window), Silence(units=["KNIT-71"], **window)
+    publish(settings, SILENCES_TOPIC, [
+        (b"other-key", astray.model_dump_json().encode()),
+        (kept.silence_id.encode(), kept.model_dump_json().encode()),
+    ])  # fmt: skip
+    lines = Lines()
+    monkeypatch.setattr(silence_follower, "log", lines)
+    follower = notify_runner.silence_follower(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        following = asyncio.create_task(follower.run(stop))
+        try:
+            assert await asyncio.wait_for(follower.current_since(0, cancel=[stop]), 60)
+        finally:
+            stop.set()
+            await asyncio.wait_for(following, 30)
+
+    asyncio.run(main())
+    assert (set(follower.book.silences), follower.skipped) == ({kept.silence_id}, 1)
+    (said,) = lines.named("webhook_silence_invalid")
+    assert said["error"] == f"silence {astray.silence_id} under the key b'other-key': not its id"
+    listed = _cli_done(settings, monkeypatch, capsys, "silences", "list", "--all")
+    assert [line.split()[0] for line in listed.splitlines()] == [kept.silence_id]
