@@ -29,6 +29,7 @@ from schemas.deadline import deadline
 from schemas.kafka_security import Kafka
 from sinks.topic_read import TopicReader
 from sinks.webhooks.invalid import reason_for
+from sinks.webhooks.records import WebhookId
 from sinks.webhooks.silences import Silence, SilenceBook
 
 HELD_TOPIC = "webhook-held"
@@ -41,7 +42,7 @@ class HeldMessage(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     endpoint: str
-    webhook_id: str
+    webhook_id: WebhookId
     partition: int
     offset: int
     alert: Alert

@@ -20,7 +20,7 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, model_validator
 
 from schemas.common import UtcDatetime
 from schemas.dead_letter import MAX_DEAD_LETTER_BYTES
@@ -52,6 +52,12 @@ StatusCodes = Annotated[list[int], AfterValidator(_last_codes)]
 """HTTP status of the last attempts (at most `MAX_STATUS_CODES`), 0 where there was
 no response (timeout, refused)."""
 Text = Annotated[str, AfterValidator(_cut)]
+WebhookId = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,256}$")]
+"""A `webhook-id` read back to be sent again as that header (a dead letter re-sent, a
+held message released): visible ASCII, no space. Ours are `msg_` and 32 hex digits
+(payloads.py); one with a newline or a NUL made every attempt fail before it left
+(retried up to the horizon, holding the endpoint's worker), one with a non-ASCII
+letter stopped `deliveries resend` with an internal error: such a record is invalid."""
 
 
 def body_of(payload: dict[str, Any]) -> str:
@@ -91,7 +97,7 @@ class WebhookDeadLetter(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     dead_letter_id: str
-    webhook_id: str
+    webhook_id: WebhookId
     endpoint: str
     url_host: str
     alert_id: str

@@ -17,6 +17,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -445,3 +446,40 @@ def _resend_watched(
         capsys,
         settings_built=True,
     )
+
+
+def test_a_dead_letter_whose_webhook_id_is_no_header_value_is_skipped_not_sent(
+    settings_factory: Callable[..., Settings],
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Dead letters whose `webhook-id` cannot be a header value (no notifier writes one; a
+    tool or a hand may): one with a non-ASCII letter stopped `resend` with an internal
+    error (UnicodeEncodeError) before the others, one with a newline failed every attempt
+    before it left (retried to the horizon). They are records that are no log record now:
+    skipped and counted; the valid one is re-sent."""
+    settings = _ops_only(settings_factory, receiver, tmp_path)
+    receiver.broken = False
+    now = datetime.now(UTC)
+
+    def letter(webhook_id: str, alert_id: str) -> bytes:
+        good = WebhookDeadLetter(
+            dead_letter_id=WebhookDeadLetter.id_for("msg_x", "ops"), webhook_id="msg_x",
+            endpoint="ops", url_host="127.0.0.1", alert_id=alert_id, reason="HTTP 410",
+            attempts=1, status_codes=[410], failed_at=now,
+            payload={"type": "alert.open", "data": {"alert_id": alert_id}},
+        )  # fmt: skip
+        return json.dumps({**json.loads(good.model_dump_json()), "webhook_id": webhook_id}).encode()
+
+    publish(settings, DEAD_LETTER_TOPIC, [
+        (b"1", letter("msg_\u00e9", "a1")), (b"2", letter("msg_1\r\nx-evil: 1", "a2")),
+        (b"3", letter("msg_good", "a3")),
+    ])  # fmt: skip
+    answer = _resend_watched(settings, monkeypatch, capsys, lambda _text: None)
+    assert answer.returncode == 0, answer.stderr
+    assert "1 re-sent: 1 delivered, 0 given up again; 2 records that are no log record " in (
+        answer.stderr
+    )
+    assert [r.headers["webhook-id"] for r in receiver.got("/ops")] == ["msg_good"]

@@ -1053,7 +1053,8 @@ def test_a_held_record_that_is_no_message_of_its_key_is_not_held_and_is_told(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Records under `ops|<alert id>` keys on `webhook-held` that are no message of that
-    key: not JSON, another alert's message, another endpoint's. None is held (one of
+    key: not JSON, another alert's message, another endpoint's, one whose `webhook-id`
+    is no header value (every attempt failed before it left). None is held (one of
     another alert was held under the key's id, and its release tombstoned its own key,
     never this one: it was sent again after every restart); they are counted by key (a
     later record of a key decides) and the notifier's read-back says so, once, with the
@@ -1061,12 +1062,14 @@ def test_a_held_record_that_is_no_message_of_its_key_is_not_held_and_is_told(
     settings = _notifier_settings(settings_factory, tmp_path, receiver.port)
     topic, partitions = settings.kafka.topic(HELD_TOPIC), settings.kafka.partitions
 
-    def held(endpoint: str, alert: Alert) -> bytes:
-        return HeldMessage(endpoint=endpoint, webhook_id=f"msg_{alert.unit_id}", partition=0,
-                           offset=1, alert=alert).model_dump_json().encode()  # fmt: skip
+    def held(endpoint: str, alert: Alert, webhook_id: str = "") -> bytes:
+        message = HeldMessage(endpoint=endpoint, webhook_id=f"msg_{alert.unit_id}",
+                              partition=0, offset=1, alert=alert)  # fmt: skip
+        value = json.loads(message.model_dump_json())
+        return json.dumps({**value, "webhook_id": webhook_id or message.webhook_id}).encode()
 
-    a, b, c, d, e = (unit_down(f"KNIT-{60 + n}", n) for n in range(5))
-    key = {x.unit_id: held_key("ops", x.alert_id).encode() for x in (a, b, c, d, e)}
+    a, b, c, d, e, f = (unit_down(f"KNIT-{60 + n}", n) for n in range(6))
+    key = {x.unit_id: held_key("ops", x.alert_id).encode() for x in (a, b, c, d, e, f)}
     publish(settings, HELD_TOPIC, [
         (key["KNIT-60"], b"not json"),
         (key["KNIT-61"], held("ops", e)),  # e's message under b's key
@@ -1074,16 +1077,18 @@ def test_a_held_record_that_is_no_message_of_its_key_is_not_held_and_is_told(
         (key["KNIT-63"], b"{}"),
         (key["KNIT-63"], held("ops", d)),  # a later record of the key decides
         (key["KNIT-64"], held("ops", e)),
+        (key["KNIT-65"], held("ops", f, "msg_1\r\nx-evil: 1")),  # no header value
     ])  # fmt: skip
     read = asyncio.run(
         read_held(settings.kafka.endpoint, topic, partitions, "ops", {0}, call_s=30, limit=10)
     )
     assert sorted(h.alert.unit_id or "" for h in read.found.values()) == ["KNIT-63", "KNIT-64"]
-    assert read.invalid == 3
+    assert read.invalid == 4
     why = {
         key["KNIT-60"]: "record: Invalid JSON",
         key["KNIT-61"]: f"its alert_id {e.alert_id!r} is not the key's",
         key["KNIT-62"]: "its endpoint 'dev' is not the key's",
+        key["KNIT-65"]: "webhook_id: String should match pattern",
     }
     first = min(why)  # the first by alert id: the same whichever partition was read first
     assert read.invalid_reason.startswith(f"key {first!r}: {why[first]}"), read.invalid_reason
@@ -1096,7 +1101,7 @@ def test_a_held_record_that_is_no_message_of_its_key_is_not_held_and_is_told(
     finally:
         notifier.stop()
     (warned,) = lines.named("webhook_held_invalid")
-    assert (warned["endpoint"], warned["records"]) == ("ops", 3)
+    assert (warned["endpoint"], warned["records"]) == ("ops", 4)
     assert warned["first"] == read.invalid_reason
 
 
