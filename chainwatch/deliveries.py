@@ -168,6 +168,9 @@ class Run:
         self.policy = policy_from(settings)
         self.kafka_s = admin_call_timeout_s(settings.kafka.request_timeout_s)
         self.summary = Summary()
+        self._wanted: set[tuple[str, str]] = set()
+        """The endpoints and alerts given up in the window: the only ones whose delivery
+        log is kept (`_logs_of`)."""
         self._later: dict[tuple[str, str], list[DeliveryLog]] = {}
         """Deliveries and silences logged after the read, by endpoint and alert."""
 
@@ -186,6 +189,24 @@ class Run:
             )
         return topics, counts
 
+    async def _logs_of(self, reader: TopicReader, since_ms: int | None = None) -> list[DeliveryLog]:
+        """The delivery log from `reader`'s position (or `since_ms`) to its end, only the
+        records of an endpoint and alert given up in the window (`_wanted`), in each
+        partition's order. The log holds every delivery of every endpoint: kept whole, a
+        day's of a busy notifier (the default `--since`) took gigabytes of memory."""
+        kept: list[tuple[int, int, DeliveryLog]] = []
+        async for batch in reader.batches_to_end(since_ms=since_ms):
+            for record in batch:
+                try:
+                    log = DeliveryLog.model_validate_json(record.value or b"")
+                except ValidationError:
+                    self.summary.skipped_records += 1
+                    continue
+                if (log.endpoint, log.alert_id) in self._wanted:
+                    kept.append((record.partition, record.offset, log))
+        kept.sort(key=lambda k: (k[0], k[1]))
+        return [log for _partition, _offset, log in kept]
+
     async def read(self, logs_reader: TopicReader | None = None) -> list[GivenUp]:
         """The dead letters of the window, each with what `resend` does with it; the
         delivery log through `logs_reader` when given (`resend` reads on with it)."""
@@ -196,23 +217,29 @@ class Run:
             kafka.endpoint, topics[0], counts[topics[0]], self.since - margin,
             timeout_s=self.kafka_s,
         )  # fmt: skip
+        parsed = _parse(letters, WebhookDeadLetter, self.summary)
+        self._wanted = {
+            (d.endpoint, d.alert_id)
+            for d in parsed
+            if d.failed_at >= self.since and (not self.endpoints or d.endpoint in self.endpoints)
+        }
         # a message given up in the window may have started a retry horizon before it
         horizon = timedelta(seconds=self.policy.retry_horizon_s)
-        logs_since = self.since - horizon - margin
+        since_ms = int((self.since - horizon - margin).timestamp() * 1000)
         if logs_reader is None:
-            logs = await read_since(
-                kafka.endpoint, topics[1], counts[topics[1]], logs_since, timeout_s=self.kafka_s
-            )
+            async with TopicReader(
+                kafka.endpoint, topics[1], counts[topics[1]],
+                stall_s=self.kafka_s, close_s=self.kafka_s,
+            ) as reader:  # fmt: skip
+                logs = await self._logs_of(reader, since_ms)
         else:
-            since_ms = int(logs_since.timestamp() * 1000)
-            logs = [record.value for record in await logs_reader.to_end(since_ms=since_ms)]
-        parsed = _parse(letters, WebhookDeadLetter, self.summary)
+            logs = await self._logs_of(logs_reader, since_ms)
         named = self.configured.keys() | {d.endpoint for d in parsed if d.failed_at >= self.since}
         self.summary.unknown_endpoints = sorted(self.endpoints - named)
         self.summary.configured_endpoints = sorted(self.configured)
         self.summary.given_up = select(
             parsed,
-            _parse(logs, DeliveryLog, self.summary),
+            logs,
             since=self.since,
             endpoints=self.endpoints,
             configured=self.configured,
@@ -271,10 +298,7 @@ class Run:
         meanwhile, and the receiver, fixed, takes the alerts that queued behind the
         failures. Re-sent after such a one, the old message would be the receiver's last
         (an `open` after its `resolved`). Said, counted, and not re-sent."""
-        fresh = _parse(
-            [record.value for record in await logs_reader.to_end()], DeliveryLog, self.summary
-        )
-        for log in fresh:
+        for log in await self._logs_of(logs_reader):
             if log.outcome in ("delivered", "silenced"):
                 self._later.setdefault((log.endpoint, log.alert_id), []).append(log)
         letter = given_up.letter

@@ -17,8 +17,9 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_in_process import Answer, cli_in_process
@@ -31,6 +32,7 @@ from standardwebhooks import Webhook
 from topic_to_end import read_topic
 from webhook_servers import loopback_webhooks
 
+from chainwatch import deliveries
 from chainwatch.commands import deliveries as deliveries_command
 from chainwatch.notify_runner import build_notifier, load_configured
 from chainwatch.settings import Settings
@@ -483,3 +485,35 @@ def test_a_dead_letter_whose_webhook_id_is_no_header_value_is_skipped_not_sent(
         answer.stderr
     )
     assert [r.headers["webhook-id"] for r in receiver.got("/ops")] == ["msg_good"]
+
+
+def test_given_up_keeps_only_the_delivery_log_of_what_was_given_up(
+    settings_factory: Callable[..., Settings],
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The delivery log holds every delivery of every endpoint; `given-up` and `resend`
+    read a day of it by default. They kept all of it in memory (gigabytes for a busy
+    notifier): now only the records of the endpoints and alerts given up in the window
+    reach the decision, and it decides as before."""
+    settings = _ops_only(settings_factory, receiver, tmp_path)
+    lost = make_alert(1)
+    _notify(settings, [lost])  # given up (410)
+    receiver.broken = False
+    _notify(settings, [make_alert(n) for n in range(2, 32)])  # 30 others delivered
+    assert len(_logs(settings)) == 31
+    handed: list[list[DeliveryLog]] = []
+    decide = deliveries.select
+
+    def select_seen(letters: Any, logs: Any, **kwargs: Any) -> Any:
+        handed.append(list(logs))
+        return decide(letters, logs, **kwargs)
+
+    monkeypatch.setattr(deliveries, "select", select_seen)
+    since = datetime.now(UTC) - timedelta(hours=1)
+    run = deliveries.Run(settings, since=since, sending=False)
+    (given_up,) = asyncio.run(asyncio.wait_for(run.read(), 60))
+    assert (given_up.letter.alert_id, given_up.resend) == (lost.alert_id, True)
+    (logs,) = handed
+    assert [(log.alert_id, log.outcome) for log in logs] == [(lost.alert_id, "gave_up")]
