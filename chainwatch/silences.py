@@ -350,9 +350,11 @@ DROP_CONCURRENCY = 500
 """Tombstones `drop-held` has in flight at once."""
 
 
-def held_of(settings: Settings, endpoint: str) -> list[str]:
+def held_of(settings: Settings, endpoint: str) -> list[bytes]:
     """The keys `webhook-held` keeps (not tombstoned) of `endpoint`, which must not be in
-    the subscriptions file (if one is set): its notifiers send what is held of it."""
+    the subscriptions file (if one is set): its notifiers send what is held of it. As
+    the topic has them: a key that is no UTF-8, decoded and encoded again, got its
+    tombstone under another key and outlived the drop."""
     path = settings.webhooks.subscriptions
     if path is not None and endpoint in {
         e.name for e in load_configured(settings, sending=False).endpoints
@@ -364,7 +366,7 @@ def held_of(settings: Settings, endpoint: str) -> list[str]:
     kafka = settings.kafka
     topic = kafka.topic(HELD_TOPIC)
 
-    async def main() -> list[str]:
+    async def main() -> list[bytes]:
         counts = await to_daemon_thread(
             partition_counts, kafka.endpoint, [topic], request_timeout_s=kafka.request_timeout_s,
             thread_name="held-partitions",
@@ -385,12 +387,12 @@ def held_of(settings: Settings, endpoint: str) -> list[str]:
                         live.pop(record.key, None)
                     else:
                         live[record.key] = None
-        return [key.decode(errors="replace") for key in live]
+        return list(live)
 
     return asyncio.run(main())
 
 
-def drop_held(settings: Settings, keys: list[str]) -> str:
+def drop_held(settings: Settings, keys: list[bytes]) -> str:
     """A tombstone on `webhook-held` for each of `keys` (`held_of`); the topic's name."""
     kafka = settings.kafka
     topic = kafka.topic(HELD_TOPIC)

@@ -23,7 +23,7 @@ PERMANENT_PUBLISH_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
 """The broker will never take this record: retrying cannot help."""
 
 
-async def publish(producer: LogProducer, topic: str, key: str, value: bytes | None) -> bool:
+async def publish(producer: LogProducer, topic: str, key: str | bytes, value: bytes | None) -> bool:
     """Publish one log record, retrying while Kafka is unavailable (each try bounded by
     the producer's `request_timeout_ms`; a producer whose sender ended is renewed,
     log_producer.py); False, logged and counted, for a record the
@@ -31,7 +31,8 @@ async def publish(producer: LogProducer, topic: str, key: str, value: bytes | No
     backoff = Backoff(0.2, 10.0)
     while True:
         try:
-            await producer.send_and_wait(topic, value=value, key=key.encode())
+            raw = key if isinstance(key, bytes) else key.encode()
+            await producer.send_and_wait(topic, value=value, key=raw)
             return True
         except PERMANENT_PUBLISH_ERRORS as exc:
             size = len(value or b"")
