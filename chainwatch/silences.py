@@ -16,7 +16,6 @@ notifier's producer, its start, each publish and its stop bounded the same way.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -269,9 +268,12 @@ async def read_silences(settings: Settings) -> dict[str, Silence]:
         if record.value is None:
             found.pop(key, None)
             continue
-        with contextlib.suppress(ValueError):  # the notifier logs what it skips
+        try:
             silence = silence_of_record(record.key, record.value)
-            found[silence.silence_id] = silence
+        except ValueError:  # the notifier logs what it skips; the key's latest record
+            found.pop(key, None)  # decides, as after a compaction
+            continue
+        found[silence.silence_id] = silence
     return found
 
 

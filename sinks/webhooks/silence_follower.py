@@ -206,6 +206,8 @@ class SilenceFollower:
         except ValueError as exc:  # (a ValidationError is one)
             self.skipped += 1
             log.warning("webhook_silence_invalid", topic=self.topic, error=str(exc).splitlines()[0])
+            if key is not None:  # the key's latest record decides, as after a compaction
+                book.put(key.decode(errors="replace"), None)
             return
         dropped = book.dropped_active
         book.put(silence.silence_id, silence)
