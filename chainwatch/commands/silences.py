@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
 
     @silences_app.command("expire")
     def expire(silence_id: Annotated[str, typer.Argument(help="The silence's id.")]) -> None:
-        """End a silence now: the alerts it held are sent again from their next change."""
+        """End a silence now: an alert it held that is still open is sent then, once."""
         from chainwatch import silences
 
         silence, written = silences.expire(settings(), silence_id)

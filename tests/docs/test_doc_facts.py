@@ -444,3 +444,17 @@ def test_every_kafka_tool_command_of_the_docs_names_the_broker() -> None:
         if "--bootstrap-server " not in command and "..." not in command
     ]
     assert not unnamed, unnamed
+
+
+def test_the_help_of_silences_expire_says_what_happens_to_the_held_alerts() -> None:
+    """`--help` is what the night shift reads before ending a window: it said the held
+    alerts were "sent again from their next change", as before the notifier released
+    them; alert-channels.md (and the notifier since) sends an alert a silence held that
+    is still open when the silence ends, once."""
+    root: Any = typer.main.get_command(app)
+    expire = root.commands["silences"].commands["expire"]
+    doc = " ".join((ROOT / "docs" / "alert-channels.md").read_text(encoding="utf-8").split())
+
+    assert "an alert it held that is still open is sent then" in doc
+    assert "an alert it held that is still open is sent then, once" in expire.help
+    assert "next change" not in expire.help
