@@ -195,8 +195,8 @@ def run_notify(settings: Settings, *, drain: bool = False) -> NotifyStats:
         )
         notifier = build_notifier(settings, subscriptions, silences=silences)
         startup.also_ready(silences.problem)  # deliveries wait while it cannot read them
-    if waited.stopped:
-        return NotifyStats()
+    if waited.stopped:  # nothing read: none of the endpoints' counts moved
+        return NotifyStats(endpoints=len(subscriptions.endpoints))
     startup.waiting_for = None
 
     async def main(stop: asyncio.Event) -> NotifyStats:
