@@ -78,13 +78,14 @@ def window(
         ends = parse_time("--until", until)
     if ends <= now:
         raise UsageError("--for/--until: the silence would have ended already")
-    if ends <= starts:
-        raise UsageError(f"--until {until!r}: not after the silence's start ({_at(starts)})")
-    if ends - starts > MAX_SILENCE:
-        raise UsageError(
-            f"--until {until!r}: a silence lasts at most {MAX_SILENCE.days} days from its "
-            f"start ({_at(starts)})"
-        )
+    if until is not None:  # its end given: said with the options (the model names fields)
+        start = "now" if from_ is None else f"--from {from_!r}"
+        if ends <= starts:
+            raise UsageError(f"--until {until!r}: not after {start}")
+        if ends - starts > MAX_SILENCE:
+            raise UsageError(
+                f"--until {until!r}: a silence lasts at most {MAX_SILENCE.days} days from {start}"
+            )
     return Window(starts, ends)
 
 
@@ -106,10 +107,6 @@ def _length(for_: str) -> timedelta:
     if for_.lstrip().startswith("-"):
         raise UsageError(f"--for {shown}: a silence cannot last a negative time")
     raise UsageError(f"--for {shown}: a silence lasts at most {MAX_SILENCE.days} days")
-
-
-def _at(when: datetime) -> str:
-    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 _OPTION_OF = {
@@ -141,6 +138,13 @@ def new_silence(settings: Settings, fields: dict[str, object]) -> Silence:
     """The silence `fields` describe, its refusals as usage errors (one line, the option and
     its value named); units checked against the contract's unit id, stages against the
     SLA plan's, as the subscriptions' filters are."""
+    if not any(
+        fields.get(name) for name in ("units", "stages", "types", "order_ids", "customer_ids")
+    ):
+        raise UsageError(
+            "give at least one of --unit, --stage, --type, --order or --customer: "
+            "a silence of every alert is refused"
+        )
     for unit in fields.get("units") or []:  # type: ignore[attr-defined]
         try:
             _UNIT_ID.validate_python(unit)

@@ -170,6 +170,18 @@ def test_the_window_options() -> None:
         ((None, "tomorrow", None), "--until 'tomorrow': expected an RFC 3339 time"),
         ((None, "2027-03-12T21:00:00Z", None), "would have ended already"),
         (("4h", None, "2027-03-12"), "--from '2027-03-12'"),
+        # a window given by its two ends: each refusal names both options and values (it
+        # said "silence: ends_at must be after starts_at", the model's fields)
+        (
+            (None, "2027-03-13T02:00:00Z", "2027-03-13T03:00:00Z"),
+            "--until '2027-03-13T02:00:00Z': not after --from '2027-03-13T03:00:00Z'",
+        ),
+        (
+            (None, "2027-04-13T02:00:00Z", "2027-03-13T00:00:00Z"),
+            "--until '2027-04-13T02:00:00Z': a silence lasts at most 30 days "
+            "from --from '2027-03-13T00:00:00Z'",
+        ),
+        ((None, "2027-04-13T02:00:00Z", None), "at most 30 days from now"),
     ]:
         with pytest.raises(UsageError, match=said):
             window(*args, now)  # type: ignore[arg-type]
@@ -188,9 +200,9 @@ def test_a_refused_window_or_author_says_why_naming_its_option() -> None:
         (("9" * 5000 + "d", None, None), f"--for '{'9' * 40}…': a silence lasts at most 30 days"),
         (("4x", None, None), "--for '4x': expected a duration (30m, 4h, 2d)"),
         ((None, "2027-03-13T21:00:00Z", "2027-03-13T22:00:00Z"),
-         "--until '2027-03-13T21:00:00Z': not after the silence's start (2027-03-13T22:00:00Z)"),
+         "--until '2027-03-13T21:00:00Z': not after --from '2027-03-13T22:00:00Z'"),
         ((None, "2027-05-01T00:00:00Z", None), "--until '2027-05-01T00:00:00Z': a silence lasts "
-         "at most 30 days from its start (2027-03-12T22:00:00Z)"),
+         "at most 30 days from now"),
     ]:  # fmt: skip
         with pytest.raises(UsageError) as refused:
             window(*args, now)  # type: ignore[arg-type]
@@ -285,3 +297,16 @@ def test_a_look_up_reads_only_the_silences_that_can_cover_the_alert() -> None:
     alert = make_alert(1)
     assert book._candidates(alert) == {covering.silence_id}
     assert book.silencing(alert, "ops", NOW + timedelta(hours=1)) == covering
+
+
+def test_a_silence_of_every_alert_is_refused_naming_the_options_to_give() -> None:
+    """The line named the model's fields (`units, ..., order_ids or customer_ids`): a reader
+    of it types `--units` or `--order_ids`, which do not exist."""
+    fields = {"starts_at": NOW, "ends_at": NOW + timedelta(hours=4), "reason": "r"}
+    for matchers in ({}, {"endpoints": ["ops"]}):
+        with pytest.raises(UsageError) as refused:
+            new_silence(Settings(), {**fields, **matchers})
+        assert str(refused.value) == (
+            "give at least one of --unit, --stage, --type, --order or --customer: "
+            "a silence of every alert is refused"
+        )
