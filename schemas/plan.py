@@ -35,7 +35,7 @@ from pydantic_core import PydanticCustomError
 from schemas.common import StageName
 from schemas.files import load_config_yaml, read_config_bytes
 from schemas.orders import MAX_ROUTE_STAGES
-from schemas.text import shorten
+from schemas.text import capped, shorten
 
 Tier = Literal["platinum", "gold", "standard"]
 """Customer tiers of the CRM (CONTRACT.md); unknown customers count as `standard`."""
@@ -44,7 +44,12 @@ DEFAULT_TIER: Tier = "standard"
 
 T = TypeVar("T")
 
-_DURATION = re.compile(r"^\s*(-?)\s*(\d+)\s*([smhd])\s*$")
+_DURATION = re.compile(r"^\s*(-?)\s*([0-9]+)\s*([smhd])\s*$", re.ASCII)
+"""ASCII digits and blanks only: `\\d` took any script's digits ('٤h' was 4 hours)."""
+_MAX_AMOUNT_DIGITS = 12
+"""The longest amount read as a number: a year is 31536000s (8 digits), so a longer one,
+zero-padded aside, is too long. Bounded before `int()`: 5,000 digits raised Python's
+int-conversion limit as a bare ValueError instead of the duration's own error."""
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -75,11 +80,13 @@ def parse_duration(value: Any) -> timedelta:
             {"value": shorten(repr(value), 80)},
         )
     sign, amount, unit = match.groups()
-    if sign and int(amount) != 0:
+    if sign and amount.strip("0"):
         raise PydanticCustomError("duration", "duration must not be negative")
+    if len(amount) > _MAX_AMOUNT_DIGITS:
+        raise _too_long(capped(value.strip(), quoted=False, digits=True))
     seconds = int(amount) * _UNIT_SECONDS[unit]
     if seconds > MAX_DURATION.total_seconds():
-        raise _too_long(value)
+        raise _too_long(capped(value.strip(), quoted=False, digits=True))
     return timedelta(seconds=seconds)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic_core import PydanticCustomError
 from rules_builders import PLAN
 
 from schemas.plan import PlanError, SlaPlan, load_plan, parse_duration, plan_from_mapping
@@ -69,6 +70,27 @@ def test_plan_durations_are_written_with_one_unit(text: str, expected: timedelta
     assert parse_duration(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("\u0664h", "written like 90s, 30m, 36h or 2d, got '\u0664h'"),  # Arabic-Indic 4
+        ("\uff14h", "written like"),  # full-width 4
+        ("4\u3000h", "written like"),  # ideographic space
+        ("9" * 5000 + "h", f"at most 365d, got {'9' * 40}... (5,000 digits)"),
+        ("9" * 4000 + "h", f"at most 365d, got {'9' * 40}... (4,000 digits)"),
+        ("-" + "9" * 5000 + "h", "must not be negative"),
+    ],
+)
+def test_a_duration_is_ascii_digits_of_a_bounded_length(text: str, said: str) -> None:
+    """'\u0664h' (Arabic-Indic four) was 4 hours: `\\d` took any script's digits. 5,000
+    digits raised Python's int-conversion limit, a bare ValueError ("Exceeds the limit
+    (4300 digits)..."), and 4,000 were quoted whole in the error line."""
+    with pytest.raises(PydanticCustomError) as refused:
+        parse_duration(text)
+    assert said in str(refused.value)
+    assert len(str(refused.value)) < 120
+
+
 def test_plan_dumps_and_reloads_equal() -> None:
     assert plan_from_mapping(PLAN.model_dump(mode="json")) == PLAN
 
@@ -124,6 +146,8 @@ _DELETE = object()
             "appears twice",
         ),
         (_bad(handoff="9999999999d"), "handoff", "at most 365d, got 9999999999d"),
+        (_bad(handoff="9" * 5000 + "d"), "handoff", "at most 365d, got 9999"),
+        (_bad(handoff="\u0664h"), "handoff", "written like"),
         (_bad(stage_duration__dyeing="366d"), "stage_duration.dyeing", "at most 365d"),
         (_bad(grace=timedelta(days=366)), "grace", "at most 365d"),
         (_bad(route=[f"s{i}" for i in range(65)]), "route", "at most 64"),

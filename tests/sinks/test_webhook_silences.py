@@ -199,6 +199,7 @@ def test_a_refused_window_or_author_says_why_naming_its_option() -> None:
         (("1000000000000d", None, None), "--for '1000000000000d': a silence lasts at most 30 days"),
         (("9" * 5000 + "d", None, None), f"--for '{'9' * 40}…': a silence lasts at most 30 days"),
         (("4x", None, None), "--for '4x': expected a duration (30m, 4h, 2d)"),
+        (("\u0664h", None, None), "--for '\u0664h': expected a duration (30m, 4h, 2d)"),
         ((None, "2027-03-13T21:00:00Z", "2027-03-13T22:00:00Z"),
          "--until '2027-03-13T21:00:00Z': not after --from '2027-03-13T22:00:00Z'"),
         ((None, "2027-05-01T00:00:00Z", None), "--until '2027-05-01T00:00:00Z': a silence lasts "
