@@ -4,7 +4,11 @@ deliveries, and the messages they held for an endpoint no notifier sends to any 
 A silence is a record on the compacted `webhook-silences` topic, keyed by its id
 (sinks/webhooks/silences.py); every notifier follows the topic, so a silence added or
 expired here takes effect without a restart, on every notifier. `expire` writes the
-silence again with `ends_at` = now (a compacted topic keeps the latest). `drop-held`
+silence again with `ends_at` = now (a compacted topic keeps the latest). Both also
+tombstone the silences that ended more than `SILENCE_RETENTION` ago (at most
+`MAX_TOMBSTONES` a run): compaction keeps a key's latest record for ever, so without
+them the topic grew by one record per silence, and every notifier reads all of it at
+its start. `drop-held`
 writes a tombstone for each message `webhook-held` keeps of one endpoint that is not in
 the subscriptions file (sinks/webhooks/held.py).
 
@@ -33,6 +37,7 @@ from schemas.deadline import deadline
 from schemas.plan import load_plan, parse_duration
 from schemas.unit_status import UnitStatus
 from sinks.daemon_executor import on_daemon_thread, to_daemon_thread
+from sinks.producer_start import ProducerStartFailed
 from sinks.topic_read import TopicReader, read_to_end
 from sinks.webhooks.held import HELD_TOPIC
 from sinks.webhooks.log_producer import LogProducer
@@ -281,6 +286,65 @@ async def read_silences(settings: Settings) -> dict[str, Silence]:
     return found
 
 
+SILENCE_RETENTION = timedelta(days=7)
+"""How long a silence that has ended stays on the topic (`list --all` shows it, as
+`expired`) before `add` or `expire` writes its tombstone: a week of history (last
+night's maintenance window, what held the alerts of a weekend), far past any clock
+skew between the machines (an ended silence never applies in any case)."""
+MAX_TOMBSTONES = 500
+"""Silences one `add` or `expire` tombstones at most, those that ended first: the run
+stays one round of writes however many have piled up (each run still removes more
+than the one silence it may add, so the backlog shrinks)."""
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What a run did to the silences that ended more than `SILENCE_RETENTION` ago."""
+
+    removed: int
+    """Tombstoned by this run."""
+    left: int
+    """Past the retention and left for the next run (past `MAX_TOMBSTONES`, or the
+    tombstones not taken: `failed`)."""
+    failed: str = ""
+    """Why the tombstones were not written (Kafka did not take them in time), or ''."""
+
+
+def _ended_long_ago(found: dict[str, Silence], now: datetime) -> list[Silence]:
+    """The silences that ended more than `SILENCE_RETENTION` before `now`, first ended
+    first. Never one in force or ahead: its end is after `now`."""
+    old = [s for s in found.values() if s.ends_at <= now - SILENCE_RETENTION]
+    return sorted(old, key=lambda s: (s.ends_at, s.silence_id))
+
+
+async def prune(settings: Settings, found: dict[str, Silence], now: datetime) -> Pruned:
+    """A tombstone for each of the first `MAX_TOMBSTONES` silences of `found` (the topic
+    as read) that ended more than `SILENCE_RETENTION` before `now`. Run after the
+    command's own write: a broker that does not take them is said (`Pruned.failed`),
+    not an error of the silence written, and the next run tries again."""
+    old = _ended_long_ago(found, now)
+    if not old:
+        return Pruned(0, 0)
+    ids = [s.silence_id for s in old[:MAX_TOMBSTONES]]
+    kafka = settings.kafka
+    topic = kafka.topic(SILENCES_TOPIC)
+    within = _kafka_s(settings)
+    producer = LogProducer(kafka.endpoint, start_timeout_s=within)
+    try:
+        await producer.start()
+        try:
+            async with deadline(within):
+                await asyncio.gather(*(publish(producer, topic, i, None) for i in ids))
+        finally:
+            await producer.stop()
+    except TimeoutError:
+        why = f"Kafka at {kafka.bootstrap} did not take them within {within:g} s"
+        return Pruned(0, len(old), why)
+    except ProducerStartFailed as exc:
+        return Pruned(0, len(old), str(exc))
+    return Pruned(len(ids), len(old) - len(ids))
+
+
 async def write_silence(settings: Settings, silence: Silence) -> None:
     kafka = settings.kafka
     within = _kafka_s(settings)
@@ -303,23 +367,24 @@ async def write_silence(settings: Settings, silence: Silence) -> None:
         await producer.stop()
 
 
-def add(settings: Settings, silence: Silence) -> Silence:
+def add(settings: Settings, silence: Silence) -> Pruned:
     """Write `silence` (creating the topic if needed), unless `MAX_SILENCES` are not
-    expired yet: a notifier keeps no more."""
+    expired yet: a notifier keeps no more. Then `prune` the topic as read."""
     now = datetime.now(UTC)
 
-    async def main() -> None:
+    async def main() -> Pruned:
         await to_daemon_thread(ensure_notify_topics, settings, thread_name="silences-topics")
-        current = [s for s in (await read_silences(settings)).values() if not s.expired(now)]
+        found = await read_silences(settings)
+        current = [s for s in found.values() if not s.expired(now)]
         if len(current) >= MAX_SILENCES:
             raise UserError(
                 f"{len(current)} silences are in force or ahead, the most a notifier keeps "
                 f"({MAX_SILENCES}); expire some first (`chainwatch silences list`)"
             )
         await write_silence(settings, silence)
+        return await prune(settings, found, now)
 
-    asyncio.run(main())
-    return silence
+    return asyncio.run(main())
 
 
 def listed(settings: Settings, *, everything: bool) -> list[Silence]:
@@ -330,24 +395,25 @@ def listed(settings: Settings, *, everything: bool) -> list[Silence]:
     return sorted(shown, key=lambda s: (s.starts_at, s.silence_id))
 
 
-def expire(settings: Settings, silence_id: str) -> tuple[Silence, bool]:
-    """Write silence `silence_id` again ending now; (it, False) if it had ended already."""
+def expire(settings: Settings, silence_id: str) -> tuple[Silence, bool, Pruned]:
+    """Write silence `silence_id` again ending now; (it, False) if it had ended already.
+    Then `prune` the topic as read (the silence itself, if it ended long ago)."""
     now = datetime.now(UTC)
 
-    async def main() -> tuple[Silence, bool]:
+    async def main() -> tuple[Silence, bool, Pruned]:
         found = await read_silences(settings)
         silence = found.get(silence_id)
         if silence is None:
             raise UserError(f"no silence {silence_id!r} (`chainwatch silences list --all`)")
         if silence.expired(now):
-            return silence, False
+            return silence, False, await prune(settings, found, now)
         # one that has not started yet ends before it starts: never in force
         starts = min(silence.starts_at, now - timedelta(milliseconds=1))
         ended = Silence.model_validate(
             {**silence.model_dump(), "starts_at": starts, "ends_at": now}
         )
         await write_silence(settings, ended)
-        return ended, True
+        return ended, True, await prune(settings, found, now)
 
     return asyncio.run(main())
 

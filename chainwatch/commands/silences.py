@@ -12,6 +12,7 @@ import typer
 from chainwatch.cli_context import cell_text, err, out, settings
 
 if TYPE_CHECKING:
+    from chainwatch.silences import Pruned
     from sinks.webhooks.silences import Silence
 
 silences_app = typer.Typer(
@@ -56,6 +57,25 @@ SHOWN_NAMES = 10
 
 def _say(text: str) -> None:
     err.print(cell_text(text), markup=False, highlight=False)
+
+
+def _say_pruned(pruned: Pruned) -> None:
+    """One line when silences that ended long ago were tombstoned, or could not be."""
+    from chainwatch.silences import SILENCE_RETENTION
+
+    def ended(count: int) -> str:
+        return f"{count} silence{'' if count == 1 else 's'} that ended more than " + (
+            f"{SILENCE_RETENTION.days} days ago"
+        )
+
+    if pruned.failed:
+        _say(
+            f"warning: {ended(pruned.left)} not removed ({pruned.failed}); the next add or "
+            "expire tries again"
+        )
+    elif pruned.removed:
+        more = f"; {pruned.left} more at the next add or expire" if pruned.left else ""
+        _say(f"removed: {ended(pruned.removed)} (a tombstone each){more}")
 
 
 def register(app: typer.Typer) -> None:
@@ -125,13 +145,20 @@ def register(app: typer.Typer) -> None:
                 f"warning: --endpoint {', '.join(missing)}: no endpoint of the subscriptions "
                 f"file ({shown}); a misspelt endpoint silences nothing (the silence is added)"
             )
-        silences.add(cfg, silence)
+        pruned = silences.add(cfg, silence)
         out.print(silence.silence_id, markup=False, highlight=False)
         _say(f"silenced: {_line(silence, datetime.now(UTC))}")
+        _say_pruned(pruned)
 
     @silences_app.command("list")
     def list_(
-        all_: Annotated[bool, typer.Option("--all", help="Also the expired ones.")] = False,
+        all_: Annotated[
+            bool,
+            typer.Option(
+                "--all",
+                help="Also the expired ones (add and expire remove those ended 7+ days ago).",
+            ),
+        ] = False,
     ) -> None:
         """The silences in force and ahead (with --all, also the expired ones)."""
         from chainwatch import silences
@@ -147,9 +174,10 @@ def register(app: typer.Typer) -> None:
         """End a silence now: an alert it held that is still open is sent then, once."""
         from chainwatch import silences
 
-        silence, written = silences.expire(settings(), silence_id)
+        silence, written, pruned = silences.expire(settings(), silence_id)
         said = "expired" if written else "had ended already"
         _say(f"{said}: {_line(silence, datetime.now(UTC))}")
+        _say_pruned(pruned)
 
     @silences_app.command("drop-held")
     def drop_held(

@@ -40,7 +40,9 @@ from chainwatch import silences as silences_module
 from chainwatch.notify_runner import build_notifier, ensure_notify_topics, load_configured
 from chainwatch.process import Startup
 from chainwatch.settings import Settings
+from chainwatch.topic_partitions import partition_counts
 from schemas.alerts import Alert, AlertCause, AlertStatus, AlertType, alert_id
+from sinks.topic_read import read_to_end
 from sinks.webhooks import dispatcher, silence_follower
 from sinks.webhooks.held import HELD_TOPIC, HeldMessage, HeldRead, held_key, read_held
 from sinks.webhooks.records import DEAD_LETTER_TOPIC, DELIVERIES_TOPIC, DeliveryLog
@@ -1150,3 +1152,80 @@ def test_a_silence_under_a_key_that_is_not_its_id_is_skipped_by_notifier_and_cli
     assert said["error"] == f"silence {astray.silence_id} under the key b'other-key': not its id"
     listed = _cli_done(settings, monkeypatch, capsys, "silences", "list", "--all")
     assert [line.split()[0] for line in listed.splitlines()] == [kept.silence_id]
+
+
+def _latest_silence_records(settings: Settings) -> dict[str, bytes | None]:
+    """Each key of the silences topic -> its latest value (None: a tombstone)."""
+    topic = settings.kafka.topic(SILENCES_TOPIC)
+    counts = partition_counts(settings.kafka.endpoint, [topic], request_timeout_s=30)
+    records = asyncio.run(
+        read_to_end(settings.kafka.endpoint, topic, counts[topic], stall_s=30, close_s=30)
+    )
+    latest: dict[str, bytes | None] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        latest[(record.key or b"").decode()] = record.value
+    return latest
+
+
+def test_add_and_expire_tombstone_silences_that_ended_more_than_the_retention_ago(
+    settings_factory: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Nothing tombstoned an ended silence: the compacted topic kept every silence ever
+    added, one record each, for ever, and every notifier reads all of it at its start.
+    `add` and `expire` now write a tombstone for each that ended more than the retention
+    (7 days) ago, at most `MAX_TOMBSTONES` a run (the first ended first), and say so; one
+    that ended within it stays (`list --all` shows it), and one in force or ahead is never
+    touched."""
+    settings = settings_factory()
+    ensure_notify_topics(settings)
+    now = datetime.now(UTC)
+
+    def silence(unit: str, starts: timedelta, ends: timedelta) -> Silence:
+        return Silence(units=[unit], starts_at=now + starts, ends_at=now + ends, reason="r")
+
+    days = timedelta(days=1)
+    oldest = silence("KNIT-80", -10 * days, -9 * days)
+    old = silence("KNIT-81", -9 * days, -8 * days)
+    recent = silence("KNIT-82", -8 * days, -6 * days - timedelta(hours=23))
+    in_force = silence("KNIT-83", -20 * days, 9 * days)
+    ahead = silence("KNIT-84", 1 * days, 2 * days)
+    kept = [recent, in_force, ahead]
+    publish(settings, SILENCES_TOPIC, [
+        (s.silence_id.encode(), s.model_dump_json().encode()) for s in (oldest, old, *kept)
+    ])  # fmt: skip
+    monkeypatch.setattr(silences_module, "MAX_TOMBSTONES", 1)
+
+    added = _cli(settings, monkeypatch, capsys, "silences", "add", "--unit", "KNIT-85",
+                 "--for", "1h", "--reason", "r")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert (
+        "removed: 1 silence that ended more than 7 days ago (a tombstone each); 1 more at "
+        "the next add or expire"
+    ) in added.stderr
+    latest = _latest_silence_records(settings)
+    assert latest[oldest.silence_id] is None  # the first ended goes first
+    assert latest[old.silence_id] is not None
+    for silence_kept in kept:
+        assert latest[silence_kept.silence_id] == silence_kept.model_dump_json().encode()
+
+    expired = _cli(settings, monkeypatch, capsys, "silences", "expire", recent.silence_id)
+    assert expired.returncode == 0, expired.stderr
+    assert "removed: 1 silence that ended more than 7 days ago (a tombstone each)\n" in (
+        expired.stderr
+    )
+    latest = _latest_silence_records(settings)
+    assert latest[old.silence_id] is None
+    for silence_kept in kept:
+        assert latest[silence_kept.silence_id] == silence_kept.model_dump_json().encode()
+    assert latest[added.stdout.strip()] is not None
+    listed = _cli_done(settings, monkeypatch, capsys, "silences", "list", "--all")
+    assert sorted(line.split()[0] for line in listed.splitlines()) == sorted(
+        [recent.silence_id, in_force.silence_id, ahead.silence_id, added.stdout.strip()]
+    )
+
+    again = _cli(settings, monkeypatch, capsys, "silences", "add", "--unit", "KNIT-86",
+                 "--for", "1h", "--reason", "r")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "removed" not in again.stderr  # nothing past the retention any more
