@@ -45,6 +45,15 @@ from sinks.webhooks.targets import ALLOW_SETTING, TargetPolicy
 
 MIN_SECRET_BYTES = 16
 
+MAX_ENDPOINTS: Final = 100
+"""Endpoints one subscriptions file may name. Each is its own pipeline (its own Kafka
+consumer group on `alerts`, HTTP client, resolver and workers, notifier.py), so a
+notifier's open files and memory grow with them: measured ~2 fds (4 at its start) and
+~0.9 MB an endpoint before any delivery, 100 endpoints 310 fds at the peak of the start
+and 154 MB (docs/sinks.md). 500 took 512 MB, 1,264 open files (past a default `ulimit
+-n` of 1024, where a notifier fails at random) and over 60 s of warm-up. At 100 a
+notifier stays well inside both; more endpoints go to more notifiers, a file each."""
+
 _HOST_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
 
 _HTTPX_REASONS: tuple[tuple[str, str], ...] = (
@@ -381,6 +390,15 @@ _FILE_KEYS: Final = frozenset(
 """The keys a subscriptions file may write: one of them written twice is named in the error."""
 
 
+def too_many(count: int) -> str:
+    """Why a file of `count` endpoints is refused (more than `MAX_ENDPOINTS`)."""
+    return (
+        f"{count:,} endpoints, more than the {MAX_ENDPOINTS} a notifier runs (each is its "
+        "own Kafka consumer, HTTP client and workers: its open files and memory grow with "
+        "them, docs/sinks.md); split them across notifiers, a subscriptions file each"
+    )
+
+
 def read_subscriptions(path: Path) -> Subscriptions:
     """Read the file as written (its keys, unique names, URLs' form, which secret each
     endpoint is signed with): nothing checked against the environment or the settings,
@@ -395,6 +413,9 @@ def read_subscriptions(path: Path) -> Subscriptions:
     except yaml.YAMLError as exc:  # what and where, never the file's text (its secrets)
         why = getattr(exc, "private", None) or "not valid YAML"
         raise SubscriptionError(f"{path}: {why}") from None
+    listed = data.get("endpoints") if isinstance(data, dict) else None
+    if isinstance(listed, list) and len(listed) > MAX_ENDPOINTS:  # before checking each
+        raise SubscriptionError(f"{path}: endpoints: {too_many(len(listed))}")
     try:
         subs = Subscriptions.model_validate(data)
     except ValidationError as exc:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from cli_in_process import cli_in_process
 from pydantic import ValidationError
 from sink_samples import make_alert
 from standardwebhooks import Webhook
@@ -39,11 +40,13 @@ from sinks.webhooks.records import (
 )
 from sinks.webhooks.settings import parse_allowed_hosts
 from sinks.webhooks.subscriptions import (
+    MAX_ENDPOINTS,
     Filters,
     SubscriptionError,
     Subscriptions,
     host_allowed,
     load_subscriptions,
+    read_subscriptions,
 )
 from sinks.webhooks.targets import TargetPolicy, parse_networks
 
@@ -162,30 +165,85 @@ def test_two_endpoints_of_one_name_are_named_with_their_lines(tmp_path: Path) ->
     )
 
 
-# CPU-bound (3,000 entries through yaml and the checks): 5.5-6.3 s under the tracer, 1.9 s
-# without; its lines of sinks/webhooks/subscriptions.py are covered by the duplicate-name tests
-@pytest.mark.no_cover
 def test_many_endpoints_of_one_name_are_refused_in_one_short_line(tmp_path: Path) -> None:
     """Aliases of one anchor are a few bytes each: a file of 3,000 entries of one name (and
-    of 3,000 names given twice) listed every entry, a line of 100 KB."""
+    of 3,000 names given twice) listed every entry, a line of 100 KB. A file names at most
+    `MAX_ENDPOINTS` now: as many as that, of one name (and half as many names given
+    twice), are named in one short line still."""
     entry = "&e {name: ops, url: 'https://x.example.com/', secret: " + SECRET + "}"
-    many = "endpoints:\n  - " + entry + "\n" + "  - *e\n" * 2999
+    many = "endpoints:\n  - " + entry + "\n" + "  - *e\n" * (MAX_ENDPOINTS - 1)
     with pytest.raises(SubscriptionError) as info:
         load_subscriptions(_write(tmp_path, many))
     assert str(info.value).endswith(
         "'ops' in endpoints.0 (line 2), endpoints.1 (line 3), endpoints.2 (line 4) "
-        "and 2997 more (rename or remove one)"
+        f"and {MAX_ENDPOINTS - 3} more (rename or remove one)"
     )
     pairs = "".join(
         f"  - {{name: n{i}, url: 'https://x.example.com/', secret: {SECRET}}}\n" * 2
-        for i in range(3000)
+        for i in range(MAX_ENDPOINTS // 2)
     )
     with pytest.raises(SubscriptionError) as info:
         load_subscriptions(_write(tmp_path, "endpoints:\n" + pairs))
     assert str(info.value).endswith(
-        "'n4' in endpoints.8 (line 10) and endpoints.9 (line 11); and 2995 more names "
-        "(rename or remove one)"
+        f"'n4' in endpoints.8 (line 10) and endpoints.9 (line 11); and {MAX_ENDPOINTS // 2 - 5} "
+        "more names (rename or remove one)"
     )
+    assert len(str(info.value)) - len(str(tmp_path)) < 400
+
+
+def _endpoints_file(tmp_path: Path, count: int) -> Path:
+    entry = "  - {name: e%d, url: 'https://x.example.com/%d', secret: " + SECRET + "}\n"
+    return _write(tmp_path, "endpoints:\n" + "".join(entry % (i, i) for i in range(count)))
+
+
+def test_a_file_of_more_endpoints_than_a_notifier_runs_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """Each endpoint is its own Kafka consumer, HTTP client and workers: a file of 500 made
+    a notifier of 512 MB and 1,264 open files (past a default `ulimit -n` of 1024) whose
+    warm-up still ran after 60 s, and nothing said why. One over `MAX_ENDPOINTS` is
+    refused, naming the count and the bound; one at it loads."""
+    assert len(load_subscriptions(_endpoints_file(tmp_path, MAX_ENDPOINTS)).endpoints) == 100
+    with pytest.raises(SubscriptionError) as info:
+        load_subscriptions(_endpoints_file(tmp_path, MAX_ENDPOINTS + 1))
+    assert str(info.value) == (
+        f"{tmp_path / 'subs.yaml'}: endpoints: 101 endpoints, more than the 100 a notifier "
+        "runs (each is its own Kafka consumer, HTTP client and workers: its open files and "
+        "memory grow with them, docs/sinks.md); split them across notifiers, a "
+        "subscriptions file each"
+    )
+    with pytest.raises(SubscriptionError, match="endpoints: 101 endpoints, more than"):
+        read_subscriptions(tmp_path / "subs.yaml")  # the listings' read (no secret checked)
+
+
+@pytest.mark.parametrize("args", [["notify", "--check"], ["notify"]], ids=["check", "start"])
+def test_notify_refuses_more_endpoints_than_it_runs_in_one_line_and_runs_as_many(
+    args: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """At start and in `notify --check`: one line naming the count and the bound, exit 1,
+    before Kafka is asked (a closed port here). `--check` of a file at the bound says ok
+    for each endpoint."""
+    env = {
+        "CHAINWATCH_DATA_DIR": str(tmp_path / "data"),
+        "CHAINWATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        "CHAINWATCH_WEBHOOKS__SUBSCRIPTIONS": str(_endpoints_file(tmp_path, MAX_ENDPOINTS + 1)),
+    }
+    said = cli_in_process(args, env, monkeypatch, capsys, settings_built=True)
+    assert said.returncode == 1, said
+    assert said.stderr == (
+        f"error: {tmp_path / 'subs.yaml'}: endpoints: 101 endpoints, more than the 100 a "
+        "notifier runs (each is its own Kafka consumer, HTTP client and workers: its open "
+        "files and memory grow with them, docs/sinks.md); split them across notifiers, a "
+        "subscriptions file each\n"
+    )
+    if args == ["notify", "--check"]:
+        _endpoints_file(tmp_path, MAX_ENDPOINTS)
+        said = cli_in_process(args, env, monkeypatch, capsys, settings_built=True)
+        assert said.returncode == 0, said.stderr
+        assert said.stderr.count("ok  e") == MAX_ENDPOINTS
 
 
 def test_names_given_twice_are_found_in_one_pass_over_the_entries() -> None:
