@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -218,12 +219,16 @@ class ReadOnlyQueries:
     """A ClickHouse client locked to reads, for statements typed by a person.
 
     Construction sets the limits, then `readonly = 1`, on the client: use a
-    client (for embedded chDB: a handle) of its own, never the sink's.
+    client (for embedded chDB: a handle) of its own, never the sink's. Threads
+    may share it (the query server's do): they take turns on the client.
     """
 
     def __init__(self, client: Client, limits: ReadLimits | None = None) -> None:
         self.client = client
         self.limits = limits or ReadLimits()
+        self._handle = threading.Lock()
+        """Held for one statement and the clearing after its failure (`_query`): the query
+        server's threads share this client."""
         for name, value in self.limits.settings().items():
             client.set_client_setting(name, value)
         client.set_client_setting("readonly", "1")
@@ -288,17 +293,21 @@ class ReadOnlyQueries:
         `TOO_MANY_ROWS`) turned up in the next statement's stream: reproduced,
         the next statement failed with `StreamFailureError`, and leftover blocks
         could as well parse as rows of the wrong answer. So after any failure
-        `_settle` reads until a statement of known answer comes back exactly.
+        `_settle` reads until a statement of known answer comes back exactly, and
+        the statement and its clearing hold the handle: a statement of another
+        thread (the query server answers each request on its own) that ran in
+        between read the rest of the cut result instead of its own answer.
         """
-        try:
-            result = self.client.query(sql, parameters=parameters)
-            result.result_rows  # noqa: B018 - the stream is read here, where it can fail
-        except Exception as exc:
-            # not after a connection failure: a server that is down would be asked again
-            if not isinstance(exc, OperationalError) or isinstance(exc, StreamFailureError):
-                self._settle()
-            raise
-        return result
+        with self._handle:
+            try:
+                result = self.client.query(sql, parameters=parameters)
+                result.result_rows  # noqa: B018 - the stream is read here, where it can fail
+            except Exception as exc:
+                # not after a connection failure: a server that is down would be asked again
+                if not isinstance(exc, OperationalError) or isinstance(exc, StreamFailureError):
+                    self._settle()
+                raise
+            return result
 
     def _settle(self) -> None:
         for _ in range(SETTLE_TRIES):

@@ -17,6 +17,7 @@ from chainwatch.settings import Settings
 from sinks.clickhouse.connection import SerializedClient, open_client, open_own_handle
 from sinks.clickhouse.query_server import QueryServer, endpoint_file
 from sinks.clickhouse.read_only import (
+    ReadFailed,
     ReadLimits,
     ReadOnlyQueries,
     StatementRefused,
@@ -293,6 +294,47 @@ def test_no_header_is_asked_of_an_empty_read_that_used_half_its_time(tmp_path: P
         assert not [s for s in sent if s.startswith("DESCRIBE")]
         quick = queries.query("SELECT n FROM marks WHERE n > 5")
         assert list(quick.column_names) == ["n"]  # a cheap read still names its columns
+    finally:
+        queries.close()
+        sink.close()
+
+
+@pytest.mark.integration
+def test_a_read_from_another_request_waits_until_a_cut_read_is_cleared(tmp_path: Path) -> None:
+    """The server answers each request on a thread of its own, all through one chDB handle.
+    A read that came in after another's result was cut by a limit, and before the handle was
+    cleared of the rest, read that rest: of 200 requests on 8 threads (1 in 5 over
+    `max_result_rows`), 2 were refused with `unrecognized data found in stream: 000017ff...`.
+    Here the other read is started at that moment (between the cut and the clearing)."""
+    settings = Settings(data_dir=tmp_path / "data")
+    sink = SerializedClient(open_client(settings))
+    queries = ReadOnlyQueries(open_own_handle(settings))
+    answers: list[object] = []
+
+    def other_read() -> None:
+        try:
+            answers.append(list(queries.query("SELECT 7 AS n, 'other' AS s").result_rows))
+        except Exception as exc:  # the wrong answer this test is about
+            answers.append(f"{type(exc).__name__}: {exc}"[:300])
+
+    other = threading.Thread(target=other_read)
+    settle = queries._settle
+
+    def settle_after_another_read_came_in() -> None:
+        if not other.is_alive() and not answers:  # the cut read's clearing, once
+            other.start()
+            # before: it answered at once, from the leftovers; now it waits for the handle,
+            # and this wait ends by its bound (the only way it can end then)
+            other.join(timeout=2)
+        settle()
+
+    queries._settle = settle_after_another_read_came_in  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ReadFailed, match="Limit for result exceeded"):
+            queries.query("SELECT number FROM numbers(1000000)")
+        other.join(timeout=30)
+        assert answers == [[(7, "other")]]
+        assert list(queries.query("SELECT 8 AS n").result_rows) == [(8,)]
     finally:
         queries.close()
         sink.close()
