@@ -22,6 +22,7 @@ import hmac
 import json
 import os
 import secrets
+import sys
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -47,6 +48,20 @@ def _json_default(value: Any) -> Any:
     return str(value)  # any other ClickHouse type (IPv4, Enum, ...) as its text
 
 
+class _Serving(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A caller that went away before its answer (`chainwatch sql` stopped, its
+        deadline passed, a connection reset) is no error of the server: socketserver
+        printed a traceback to the owning process's stderr, among its JSON log lines.
+        Anything else is still reported as socketserver does (the handler answers every
+        error of a statement itself, so that would be a bug here)."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
+
 class QueryServer:
     """Serves `POST /query` for the lifetime of the owning process."""
 
@@ -58,8 +73,7 @@ class QueryServer:
         """Answered by `/ping` and written beside the token: a reader sends the token and
         its statement only to the server that knows it, never to another process that
         took the port after this one stopped."""
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._httpd.daemon_threads = True
+        self._httpd = _Serving(("127.0.0.1", port), self._handler())
         self._thread = serving_thread(self._httpd)
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -359,3 +361,34 @@ def test_an_answer_of_one_block_over_max_result_bytes_is_refused(tmp_path: Path)
         assert fits.json()["rows"] == [[list(range(100000)), "x"]]
         after = served.post("SELECT count() AS n FROM marks")
         assert after.json()["rows"] == [[1]]
+
+
+@pytest.mark.integration
+def test_a_caller_gone_before_its_answer_puts_no_traceback_on_the_owners_stderr(
+    served: Served, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`chainwatch sql` stopped (Ctrl-C, its deadline) while its read runs: the server's
+    write of the answer fails, and socketserver printed `Exception occurred during
+    processing of request` and a traceback to the owning process's stderr, in the middle
+    of the sink's JSON log lines."""
+    before = threading.active_count()
+    body = b'{"sql": "SELECT sleep(1) AS s"}'
+    caller = socket.create_connection(("127.0.0.1", served.server.port))
+    head = (
+        f"POST /query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"X-Chainwatch-Token: {served.server.token}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    caller.sendall(head.encode() + body)
+    wait_for(
+        lambda: served.sink.query(
+            "SELECT count() FROM system.processes WHERE query LIKE '%sleep(1)%' "
+            "AND query NOT LIKE '%system.processes%'"
+        ).result_rows[0][0],
+        10,
+        "the read to run",
+    )
+    caller.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    caller.close()  # a reset: the answer's write fails at once
+    wait_for(lambda: threading.active_count() == before, 10, "the request's thread to end")
+    assert "Traceback" not in capfd.readouterr().err
+    assert served.post("SELECT 1 AS one").json()["rows"] == [[1]]
