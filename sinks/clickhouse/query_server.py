@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import sys
+import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,6 +33,12 @@ from sinks.clickhouse.read_only import ReadFailed, ReadOnlyQueries, StatementRef
 from sinks.http_serving import serving_thread
 
 MAX_BODY = 1 << 20
+MAX_CONNECTIONS = 32
+"""Connections served at once; one more is closed unanswered. Anyone on the host may
+connect (the token comes with the request), and each connection holds a thread and a file
+descriptor of the owning process while it sends a byte every few seconds (the handler's
+`timeout` is per read): 1,500 such connections held 1,500 threads and descriptors of the
+sink. Local tools open one at a time."""
 
 
 def endpoint_file(store_dir: Path) -> Path:
@@ -51,6 +58,29 @@ def _json_default(value: Any) -> Any:
 class _Serving(ThreadingHTTPServer):
     daemon_threads = True
 
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], bound: int
+    ) -> None:
+        self._slots = threading.BoundedSemaphore(bound)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection while fewer than the bound are served, else closed."""
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: it would never give its slot back
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A caller that went away before its answer (`chainwatch sql` stopped, its
         deadline passed, a connection reset) is no error of the server: socketserver
@@ -65,7 +95,13 @@ class _Serving(ThreadingHTTPServer):
 class QueryServer:
     """Serves `POST /query` for the lifetime of the owning process."""
 
-    def __init__(self, queries: ReadOnlyQueries, store_dir: Path, port: int) -> None:
+    def __init__(
+        self,
+        queries: ReadOnlyQueries,
+        store_dir: Path,
+        port: int,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         self.queries = queries
         self.store_dir = store_dir
         self.token = secrets.token_urlsafe(24)
@@ -73,7 +109,7 @@ class QueryServer:
         """Answered by `/ping` and written beside the token: a reader sends the token and
         its statement only to the server that knows it, never to another process that
         took the port after this one stopped."""
-        self._httpd = _Serving(("127.0.0.1", port), self._handler())
+        self._httpd = _Serving(("127.0.0.1", port), self._handler(), max_connections)
         self._thread = serving_thread(self._httpd)
 
     @property

@@ -392,3 +392,57 @@ def test_a_caller_gone_before_its_answer_puts_no_traceback_on_the_owners_stderr(
     wait_for(lambda: threading.active_count() == before, 10, "the request's thread to end")
     assert "Traceback" not in capfd.readouterr().err
     assert served.post("SELECT 1 AS one").json()["rows"] == [[1]]
+
+
+@pytest.mark.integration
+def test_connections_past_the_bound_are_closed_and_hold_no_thread(tmp_path: Path) -> None:
+    """Anyone on the host may connect (the token is read with the request), and each
+    connection held a thread and a descriptor of the owning process while it sent a byte
+    every few seconds: 1,500 such connections held 1,500 threads and descriptors of the sink
+    (chDB lifts the descriptor limit to the hard one, 20,000 here, not past it)."""
+    settings = Settings(data_dir=tmp_path / "data")
+    sink = SerializedClient(open_client(settings))
+    queries = ReadOnlyQueries(open_own_handle(settings))
+    server = QueryServer(queries, settings.clickhouse_dir, 0, max_connections=4).start()
+    before = threading.active_count()
+    callers = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(12)]
+    try:
+        for caller in callers:
+            caller.sendall(b"GET /ping HTTP/1.1\r\n")  # and no more: a request never finished
+            caller.settimeout(0.05)
+
+        def closed_by_server(caller: socket.socket) -> bool:
+            try:
+                return caller.recv(1) == b""
+            except TimeoutError:
+                return False
+            except ConnectionResetError:
+                return True
+
+        closed: set[int] = set()
+
+        def settled() -> bool:
+            closed.update(
+                i for i, c in enumerate(callers) if i not in closed and closed_by_server(c)
+            )
+            return len(closed) >= 8 or threading.active_count() > before + 4
+
+        wait_for(settled, 10, "the server to close the connections past its bound")
+        assert threading.active_count() <= before + 4
+        assert len(closed) == 8
+    finally:
+        for caller in callers:
+            caller.close()
+    try:
+        wait_for(lambda: threading.active_count() == before, 10, "the held connections' threads")
+        resp = httpx.post(
+            f"http://127.0.0.1:{server.port}/query",
+            json={"sql": "SELECT 1 AS one"},
+            headers={"X-Chainwatch-Token": server.token},
+            timeout=30,
+        )
+        assert resp.json()["rows"] == [[1]]
+    finally:
+        server.stop()
+        queries.close()
+        sink.close()
