@@ -38,11 +38,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from clickhouse_connect.driver._chdbclient import ChdbClient
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.ctypes import RespBuffCls
 from clickhouse_connect.driver.exceptions import OperationalError, StreamFailureError
-from clickhouse_connect.driver.transform import NativeTransform
+
+try:  # clickhouse-connect's internals, for `_bounded_answer`; pyproject allows <2, and a
+    # release that moves them must not stop the sink importing: reads are then decoded
+    # as `client.query` does (unbounded by bytes in their first block, as before)
+    from clickhouse_connect.driver._chdbclient import ChdbClient
+    from clickhouse_connect.driver.ctypes import RespBuffCls
+    from clickhouse_connect.driver.transform import NativeTransform
+except ImportError:  # pragma: no cover - the installed version has them
+    ChdbClient = None  # type: ignore[misc,assignment]
 
 
 class StatementRefused(Exception):
@@ -310,7 +316,7 @@ class ReadOnlyQueries:
         """
         with self._handle:
             try:
-                if bounded and isinstance(self.client, ChdbClient):
+                if bounded and ChdbClient is not None and isinstance(self.client, ChdbClient):
                     result = self._bounded_answer(sql)
                 else:
                     result = self.client.query(sql, parameters=parameters)
