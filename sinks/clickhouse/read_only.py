@@ -190,8 +190,13 @@ def check_canonical(sql: str, table_functions: frozenset[str] = _KNOWN_TABLE_FUN
             raise StatementRefused("SETTINGS is not served here: the server's read limits apply")
         if word == "FORMAT":
             raise StatementRefused("FORMAT is not served here: the client chooses the format")
-        if word in WRITE_WORDS:
+        if word in WRITE_WORDS and not (i == 1 and word == "CREATE" and _shows(first)):
+            # (`SHOW CREATE TABLE t` reads a table's definition: the one place CREATE reads)
             raise StatementRefused(f"{word} is not a read: this endpoint is read-only")
+
+
+def _shows(first: _Token) -> bool:
+    return first.kind == "word" and first.text.upper() == "SHOW"
 
 
 _SYNTAX = re.compile(r"Syntax error(?: \((?P<why>[^)]*)\))?: (?P<where>.*?)(?:: In scope|$)")

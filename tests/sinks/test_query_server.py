@@ -39,6 +39,7 @@ from sinks.clickhouse.read_only import (
         "SELECT format('{} {}', 1, 2), number FROM numbers(3)",
         "SELECT * FROM system.tables",
         "SHOW TABLES",
+        "SHOW CREATE TABLE scans",
         "DESCRIBE TABLE scans",
         "EXISTS TABLE scans",
         "EXPLAIN PIPELINE header = 1 SELECT 1",
@@ -171,6 +172,18 @@ def test_reads_with_keywords_in_strings_and_comments_are_served(served: Served) 
     resp = served.post("SELECT 'INTO OUTFILE ; DROP' AS s, count() AS n FROM marks -- SETTINGS")
     assert resp.status_code == 200, resp.text
     assert resp.json()["rows"] == [["INTO OUTFILE ; DROP", 1]]
+
+
+@pytest.mark.integration
+def test_a_tables_definition_is_served_and_a_create_is_not(served: Served) -> None:
+    """`SHOW CREATE TABLE` was refused for its word CREATE: the schema could be read only
+    from `system.tables`. A CREATE statement is still refused."""
+    resp = served.post("SHOW CREATE TABLE marks")
+    assert resp.status_code == 200, resp.text
+    ((ddl,),) = resp.json()["rows"]
+    assert ddl.startswith("CREATE TABLE")
+    assert "MergeTree" in ddl
+    assert served.post("CREATE TABLE other (n UInt8) ENGINE = Memory").status_code == 403
 
 
 @pytest.mark.integration
