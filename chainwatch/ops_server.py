@@ -14,6 +14,10 @@ paths from its own FastAPI app.
 Port rule: `bind_ops` tries `port`, then the next `tries - 1` ports (several
 workers on one host take 9460, 9461, ...), then any free port; the port bound
 is in `server.port` (and in the process's log).
+
+Bounds (`sinks.http_serving`, shared with the query endpoint): at most
+`MAX_CONNECTIONS` connections at once, and no traceback on stderr when a caller hangs up (a scrape
+cut by Prometheus's timeout, a probe).
 """
 
 from __future__ import annotations
@@ -23,14 +27,18 @@ import json
 import socket
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from chainwatch.errors import UserError
-from sinks.http_serving import serving_thread
+from sinks.http_serving import (
+    MAX_CONNECTIONS,
+    BoundedHTTPServer,
+    BoundedRequestHandler,
+    serving_thread,
+)
 
 Probe = Callable[[], tuple[bool, dict[str, Any]]]
 """Answers (ok, details) at once, from any thread."""
@@ -40,15 +48,15 @@ def _alive() -> tuple[bool, dict[str, Any]]:
     return True, {}
 
 
-class OpsServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class OpsServer(BoundedHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
         registry: CollectorRegistry,
         health: Probe,
         ready: Probe | None,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -56,7 +64,11 @@ class OpsServer(ThreadingHTTPServer):
         self.health = health
         self.ready = ready
         self._thread: threading.Thread | None = None
-        super().__init__(address, _Handler)
+        super().__init__(
+            address,
+            _Handler,
+            max_connections=max_connections,
+        )
 
     @property
     def port(self) -> int:
@@ -81,14 +93,8 @@ class OpsServer(ThreadingHTTPServer):
         self.server_close()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BoundedRequestHandler):
     server: OpsServer
-    timeout = 10.0
-    """Seconds a connection may take to send its request: a thread is held per connection,
-    and one that sends nothing would hold it for ever (then it is closed unanswered)."""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # probes every few seconds would flood the log
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -126,17 +132,24 @@ def bind_ops(
     ready: Probe | None = None,
     tries: int = 1,
     any_port_last: bool = False,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> OpsServer:
     """Bind (not yet serving) on `host`: `port`, then the next `tries - 1` ports, then,
     with `any_port_last`, any free port. A UserError when nothing could be bound (ports
-    in use, an address not of this host)."""
+    in use, an address not of this host). The bounds are `sinks.http_serving`'s."""
     candidates = [port + n for n in range(tries) if port + n <= 65535]
     if any_port_last:
         candidates.append(0)
     last: OSError | None = None
     for candidate in candidates:
         try:
-            return OpsServer((host, candidate), registry, health, ready)
+            return OpsServer(
+                (host, candidate),
+                registry,
+                health,
+                ready,
+                max_connections=max_connections,
+            )
         except OSError as exc:
             last = exc
             if exc.errno != errno.EADDRINUSE:

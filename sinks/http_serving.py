@@ -1,19 +1,44 @@
-"""A standard-library HTTP server served from a daemon thread that stops at once.
+"""The standard library's threaded HTTP server, bounded for a process that serves it on the side.
 
-`serve_forever` looks for a stop every `poll_interval`, 0.5 s by default, and
-`shutdown` waits for that look: every process's stop (its ops server), every stop
-of the query server and every test teardown of a fake server waited up to half a
-second. The ops, query and demo-receiver servers and the suite's fakes all take
+Two servers run inside long-running processes next to their real work: the
+operator endpoints (`chainwatch.ops_server`: `/metrics`, `/healthz`, `/readyz`) and
+the embedded store's loopback query endpoint (`sinks.clickhouse.query_server`). Both
+take their server class, their handler base and their thread from here, so they are
+bounded alike:
+
+- At most `MAX_CONNECTIONS` connections are served at once; one more is closed
+  unanswered. `ThreadingHTTPServer` starts a thread per connection without bound, and
+  each holds a thread and a file descriptor of the owning process: 1,500 connections
+  that each sent a byte every few seconds held 1,500 threads and descriptors of the sink.
+- A caller that hangs up before its answer (a scrape cut by Prometheus's timeout, a
+  probe, `chainwatch sql` stopped) is no error of the server: socketserver printed a
+  traceback to the owning process's stderr, among its JSON log lines.
+
+The serving thread: `serve_forever` looks for a stop every `poll_interval`, 0.5 s by
+default, and `shutdown` waits for that look: every process's stop (its ops server),
+every stop of the query server and every test teardown of a fake server waited up to
+half a second. The ops, query and demo-receiver servers and the suite's fakes all take
 their thread from here, so the interval is said once.
 """
 
 from __future__ import annotations
 
 import socketserver
+import sys
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 STOP_POLL_S = 0.05
 """How often the serving thread looks for a stop (20 looks a second cost nothing measurable)."""
+
+MAX_CONNECTIONS = 32
+"""Connections served at once; one more is closed unanswered. Local tools and a scraper
+or prober open one or two at a time."""
+
+SOCKET_TIMEOUT_S = 10.0
+"""Seconds one socket operation may wait: the handler's `timeout` (a read of the request,
+a write of the answer to a caller that stops reading)."""
 
 
 def serving_thread(server: socketserver.BaseServer, name: str | None = None) -> threading.Thread:
@@ -21,3 +46,59 @@ def serving_thread(server: socketserver.BaseServer, name: str | None = None) -> 
     return threading.Thread(
         target=server.serve_forever, args=(STOP_POLL_S,), name=name, daemon=True
     )
+
+
+class BoundedRequestHandler(BaseHTTPRequestHandler):
+    """The handler base of a `BoundedHTTPServer`."""
+
+    server: BoundedHTTPServer
+    timeout = SOCKET_TIMEOUT_S
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: no access log (probes every few seconds would flood it), and a request
+        that timed out is no error of the server."""
+
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """`ThreadingHTTPServer` serving at most `max_connections` connections at once (any
+    more are closed unanswered and hold no thread), and quiet about callers that hang
+    up."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BoundedRequestHandler],
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection while fewer than the bound are served, else closed."""
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: it would never give its slot back
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A caller that went away before its answer (a connection reset, a broken pipe, a
+        write that timed out) is no error of the server: socketserver printed a traceback
+        to the owning process's stderr, among its JSON log lines. Anything else is still
+        reported as socketserver does (the handlers answer their own errors, so that would
+        be a bug)."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)

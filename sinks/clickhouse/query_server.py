@@ -12,6 +12,10 @@ with the reason, a statement ClickHouse rejects or stops gets a 400.
 The server reads through a chDB handle of its own (`open_own_handle`), never
 through the sink's client: a slow read does not hold up an insert, and a
 failing statement cannot leave the sink's session in a broken state.
+
+Anyone on the host may connect (the token comes with the request), so the server
+is bounded as `sinks.http_serving` says: at most `MAX_CONNECTIONS` at once, no
+traceback when a caller hangs up.
 """
 
 from __future__ import annotations
@@ -22,23 +26,19 @@ import hmac
 import json
 import os
 import secrets
-import sys
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from sinks.clickhouse.read_only import ReadFailed, ReadOnlyQueries, StatementRefused
-from sinks.http_serving import serving_thread
+from sinks.http_serving import (
+    MAX_CONNECTIONS,
+    BoundedHTTPServer,
+    BoundedRequestHandler,
+    serving_thread,
+)
 
 MAX_BODY = 1 << 20
-MAX_CONNECTIONS = 32
-"""Connections served at once; one more is closed unanswered. Anyone on the host may
-connect (the token comes with the request), and each connection holds a thread and a file
-descriptor of the owning process while it sends a byte every few seconds (the handler's
-`timeout` is per read): 1,500 such connections held 1,500 threads and descriptors of the
-sink. Local tools open one at a time."""
 
 
 def endpoint_file(store_dir: Path) -> Path:
@@ -53,43 +53,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)  # any other ClickHouse type (IPv4, Enum, ...) as its text
-
-
-class _Serving(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], bound: int
-    ) -> None:
-        self._slots = threading.BoundedSemaphore(bound)
-        super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """A thread for the connection while fewer than the bound are served, else closed."""
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:  # no thread started: it would never give its slot back
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A caller that went away before its answer (`chainwatch sql` stopped, its
-        deadline passed, a connection reset) is no error of the server: socketserver
-        printed a traceback to the owning process's stderr, among its JSON log lines.
-        Anything else is still reported as socketserver does (the handler answers every
-        error of a statement itself, so that would be a bug here)."""
-        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            return
-        super().handle_error(request, client_address)
 
 
 class QueryServer:
@@ -109,22 +72,21 @@ class QueryServer:
         """Answered by `/ping` and written beside the token: a reader sends the token and
         its statement only to the server that knows it, never to another process that
         took the port after this one stopped."""
-        self._httpd = _Serving(("127.0.0.1", port), self._handler(), max_connections)
+        self._httpd = BoundedHTTPServer(
+            ("127.0.0.1", port),
+            self._handler(),
+            max_connections=max_connections,
+        )
         self._thread = serving_thread(self._httpd)
 
     @property
     def port(self) -> int:
         return int(self._httpd.server_address[1])
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def _handler(self) -> type[BoundedRequestHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            timeout = 10.0  # a connection that stops sending frees its thread (as ops_server)
-
-            def log_message(self, format: str, *args: Any) -> None:  # quiet: no access log
-                return
-
+        class Handler(BoundedRequestHandler):
             def _reply(self, code: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body, default=_json_default).encode()
                 self.send_response(code)

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from sink_harness import wait_for
+from slow_clients import closed_by_server
 
 from chainwatch.settings import Settings
 from sinks.clickhouse.connection import SerializedClient, open_client, open_own_handle
@@ -101,13 +102,13 @@ class Served:
         return int(self.sink.query("SELECT count() FROM marks").result_rows[0][0])
 
 
-def _serve(tmp_path: Path, limits: ReadLimits | None = None) -> Iterator[Served]:
+def _serve(tmp_path: Path, limits: ReadLimits | None = None, **options: Any) -> Iterator[Served]:
     settings = Settings(data_dir=tmp_path / "data")
     sink = SerializedClient(open_client(settings))
     sink.command("CREATE TABLE marks (n UInt32) ENGINE = MergeTree ORDER BY n")
     sink.insert("marks", [(0,)], column_names=["n"])  # warm: the client knows the table
     queries = ReadOnlyQueries(open_own_handle(settings), limits)
-    server = QueryServer(queries, settings.clickhouse_dir, 0).start()
+    server = QueryServer(queries, settings.clickhouse_dir, 0, **options).start()
     try:
         yield Served(settings, sink, server)
     finally:
@@ -423,15 +424,6 @@ def test_connections_past_the_bound_are_closed_and_hold_no_thread(tmp_path: Path
         for caller in callers:
             caller.sendall(b"GET /ping HTTP/1.1\r\n")  # and no more: a request never finished
             caller.settimeout(0.05)
-
-        def closed_by_server(caller: socket.socket) -> bool:
-            try:
-                return caller.recv(1) == b""
-            except TimeoutError:
-                return False
-            except ConnectionResetError:
-                return True
-
         closed: set[int] = set()
 
         def settled() -> bool:

@@ -1,0 +1,89 @@
+"""The ops server (`/metrics`, `/healthz`, `/readyz` of every long-running process) is
+bounded as the query endpoint is (sinks/http_serving.py): connections past the bound are
+closed and hold no thread, and a caller that hangs up puts no traceback on the process's
+stderr. Real sockets on loopback, no broker."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import urllib.request
+from typing import Any
+
+import pytest
+from slow_clients import closed_by_server
+
+from chainwatch.ops_server import OpsServer, serve_ops
+from tests.sinks.sink_harness import wait_for
+
+DEADLINE_S = 10.0
+
+
+def _scrape(ops: OpsServer) -> int:
+    with urllib.request.urlopen(ops.metrics_url, timeout=DEADLINE_S) as answer:
+        return int(answer.status)
+
+
+def test_connections_past_the_bound_are_closed_and_hold_no_thread() -> None:
+    """Before: a thread per connection without bound (the standard ThreadingHTTPServer):
+    12 unfinished requests held 12 threads of the process."""
+    ops = serve_ops("127.0.0.1", 0, max_connections=4)
+    before = threading.active_count()
+    callers = [socket.create_connection(("127.0.0.1", ops.port)) for _ in range(12)]
+    try:
+        for caller in callers:
+            caller.sendall(b"GET /metrics HTTP/1.1\r\n")  # and no more: a request never finished
+            caller.settimeout(0.05)
+        closed: set[int] = set()
+
+        def settled() -> bool:
+            closed.update(
+                i for i, c in enumerate(callers) if i not in closed and closed_by_server(c)
+            )
+            return len(closed) >= 8 or threading.active_count() > before + 4
+
+        wait_for(settled, DEADLINE_S, "the server to close the connections past its bound")
+        assert threading.active_count() <= before + 4
+        assert len(closed) == 8
+    finally:
+        for caller in callers:
+            caller.close()
+    try:
+        wait_for(
+            lambda: threading.active_count() == before, DEADLINE_S, "the held connections' threads"
+        )
+        assert _scrape(ops) == 200
+    finally:
+        ops.stop()
+
+
+def test_a_caller_gone_before_its_answer_puts_no_traceback_on_stderr(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A probe or a scrape cut by its timeout while the answer is made: the server's write
+    fails, and socketserver printed `Exception occurred during processing of request` and a
+    traceback to the process's stderr, in the middle of its JSON log lines."""
+    asked, answer = threading.Event(), threading.Event()
+
+    def health() -> tuple[bool, dict[str, Any]]:
+        asked.set()
+        answer.wait(DEADLINE_S)
+        return True, {}
+
+    ops = serve_ops("127.0.0.1", 0, health=health)
+    before = threading.active_count()
+    try:
+        caller = socket.create_connection(("127.0.0.1", ops.port))
+        caller.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert asked.wait(DEADLINE_S), "the probe was not asked"
+        caller.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        caller.close()  # a reset: the answer's write fails at once
+        answer.set()
+        wait_for(
+            lambda: threading.active_count() == before, DEADLINE_S, "the request's thread to end"
+        )
+        assert "Traceback" not in capfd.readouterr().err
+        assert _scrape(ops) == 200
+    finally:
+        ops.stop()
