@@ -16,7 +16,8 @@ workers on one host take 9460, 9461, ...), then any free port; the port bound
 is in `server.port` (and in the process's log).
 
 Bounds (`sinks.http_serving`, shared with the query endpoint): at most
-`MAX_CONNECTIONS` connections at once, and no traceback on stderr when a caller hangs up (a scrape
+`MAX_CONNECTIONS` connections at once, each request read within
+`REQUEST_DEADLINE_S`, and no traceback on stderr when a caller hangs up (a scrape
 cut by Prometheus's timeout, a probe).
 """
 
@@ -35,6 +36,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from chainwatch.errors import UserError
 from sinks.http_serving import (
     MAX_CONNECTIONS,
+    REQUEST_DEADLINE_S,
     BoundedHTTPServer,
     BoundedRequestHandler,
     serving_thread,
@@ -57,6 +59,7 @@ class OpsServer(BoundedHTTPServer):
         ready: Probe | None,
         *,
         max_connections: int = MAX_CONNECTIONS,
+        request_deadline_s: float = REQUEST_DEADLINE_S,
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -68,6 +71,7 @@ class OpsServer(BoundedHTTPServer):
             address,
             _Handler,
             max_connections=max_connections,
+            request_deadline_s=request_deadline_s,
         )
 
     @property
@@ -133,6 +137,7 @@ def bind_ops(
     tries: int = 1,
     any_port_last: bool = False,
     max_connections: int = MAX_CONNECTIONS,
+    request_deadline_s: float = REQUEST_DEADLINE_S,
 ) -> OpsServer:
     """Bind (not yet serving) on `host`: `port`, then the next `tries - 1` ports, then,
     with `any_port_last`, any free port. A UserError when nothing could be bound (ports
@@ -149,6 +154,7 @@ def bind_ops(
                 health,
                 ready,
                 max_connections=max_connections,
+                request_deadline_s=request_deadline_s,
             )
         except OSError as exc:
             last = exc

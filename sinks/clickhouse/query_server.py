@@ -14,8 +14,8 @@ through the sink's client: a slow read does not hold up an insert, and a
 failing statement cannot leave the sink's session in a broken state.
 
 Anyone on the host may connect (the token comes with the request), so the server
-is bounded as `sinks.http_serving` says: at most `MAX_CONNECTIONS` at once, no
-traceback when a caller hangs up.
+is bounded as `sinks.http_serving` says: at most `MAX_CONNECTIONS` at once, each
+request read within `REQUEST_DEADLINE_S`, no traceback when a caller hangs up.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any
 from sinks.clickhouse.read_only import ReadFailed, ReadOnlyQueries, StatementRefused
 from sinks.http_serving import (
     MAX_CONNECTIONS,
+    REQUEST_DEADLINE_S,
     BoundedHTTPServer,
     BoundedRequestHandler,
     serving_thread,
@@ -64,6 +65,7 @@ class QueryServer:
         store_dir: Path,
         port: int,
         max_connections: int = MAX_CONNECTIONS,
+        request_deadline_s: float = REQUEST_DEADLINE_S,
     ) -> None:
         self.queries = queries
         self.store_dir = store_dir
@@ -76,6 +78,7 @@ class QueryServer:
             ("127.0.0.1", port),
             self._handler(),
             max_connections=max_connections,
+            request_deadline_s=request_deadline_s,
         )
         self._thread = serving_thread(self._httpd)
 

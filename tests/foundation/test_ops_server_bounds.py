@@ -1,7 +1,7 @@
 """The ops server (`/metrics`, `/healthz`, `/readyz` of every long-running process) is
 bounded as the query endpoint is (sinks/http_serving.py): connections past the bound are
-closed and hold no thread, and a caller that hangs up puts no traceback on the process's
-stderr. Real sockets on loopback, no broker."""
+closed and hold no thread, a request is read within one deadline, and a caller that hangs
+up puts no traceback on the process's stderr. Real sockets on loopback, no broker."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import socket
 import struct
 import threading
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from slow_clients import closed_by_server
+from slow_clients import closed_by_server, drip
 
 from chainwatch.ops_server import OpsServer, serve_ops
+from sinks.http_serving import REQUEST_DEADLINE_S
 from tests.sinks.sink_harness import wait_for
 
 DEADLINE_S = 10.0
@@ -23,6 +25,15 @@ DEADLINE_S = 10.0
 def _scrape(ops: OpsServer) -> int:
     with urllib.request.urlopen(ops.metrics_url, timeout=DEADLINE_S) as answer:
         return int(answer.status)
+
+
+@pytest.fixture
+def ops() -> Iterator[OpsServer]:
+    server = serve_ops("127.0.0.1", 0, request_deadline_s=0.5)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def test_connections_past_the_bound_are_closed_and_hold_no_thread() -> None:
@@ -87,3 +98,29 @@ def test_a_caller_gone_before_its_answer_puts_no_traceback_on_stderr(
         assert _scrape(ops) == 200
     finally:
         ops.stop()
+
+
+@pytest.mark.parametrize(
+    "start",
+    [b"GET /metr", b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: "],
+    ids=["request line", "headers"],
+)
+def test_a_request_dripped_a_byte_at_a_time_is_cut_at_the_deadline(
+    ops: OpsServer, start: bytes
+) -> None:
+    """Before: the handler's timeout was per read, so a client sending a byte every 50 ms
+    (or every few seconds) kept its connection, and its thread, for ever; 32 such held
+    every slot, and the process answered no scrape or probe."""
+    assert 0 < REQUEST_DEADLINE_S <= 30  # the default: a deadline, never the library's none
+    dripped = drip(ops.port, start, give_up_s=5.0)
+    assert dripped.closed, f"still open after {dripped.after_s:.1f}s"
+    assert dripped.answer == b""  # closed unanswered
+    assert 0.5 <= dripped.after_s < 4.0, dripped.after_s
+    assert _scrape(ops) == 200
+
+
+def test_a_normal_request_is_answered_under_the_deadline(ops: OpsServer) -> None:
+    dripped = drip(ops.port, b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n", give_up_s=5.0)
+    assert dripped.closed
+    assert dripped.answer.startswith(b"HTTP/1.0 200 "), dripped.answer[:100]
+    assert dripped.answer.endswith(b'{"alive": true}\n')

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from sink_harness import wait_for
-from slow_clients import closed_by_server
+from slow_clients import closed_by_server, drip
 
 from chainwatch.settings import Settings
 from sinks.clickhouse.connection import SerializedClient, open_client, open_own_handle
@@ -451,3 +451,35 @@ def test_connections_past_the_bound_are_closed_and_hold_no_thread(tmp_path: Path
         server.stop()
         queries.close()
         sink.close()
+
+
+def _head(server: QueryServer, length: int) -> bytes:
+    return (
+        f"POST /query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"X-Chainwatch-Token: {server.token}\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_request_dripped_a_byte_at_a_time_is_cut_at_the_deadline(
+    tmp_path: Path, where: str
+) -> None:
+    """The handler's timeout is per read: a local client sending a byte every 50 ms (or
+    every few seconds) kept its connection, and its slot, for ever; 32 such held the whole
+    endpoint, and `chainwatch sql` said the store "serves no query endpoint". Here the
+    deadline is 0.5 s; a real request, and a read that runs longer than that, are answered."""
+    for served in _serve(tmp_path, request_deadline_s=0.5):
+        port = served.server.port
+        if where == "headers":
+            start = b"POST /query HTTP/1.1\r\nHost: x\r\nX-Pad: "
+        else:
+            start = _head(served.server, 100_000) + b'{"sql": "SELECT 1 -- '
+        dripped = drip(port, start, give_up_s=5.0)
+        assert dripped.closed, f"still open after {dripped.after_s:.1f}s"
+        assert dripped.answer == b""  # closed unanswered
+        assert 0.5 <= dripped.after_s < 4.0, dripped.after_s
+        body = b'{"sql": "SELECT sleep(1) AS s"}'  # answered after the deadline: not cut
+        slow = drip(port, _head(served.server, len(body)) + body, give_up_s=10.0)
+        assert slow.answer.startswith(b"HTTP/1.0 200 "), slow.answer[:200]
+        assert served.post("SELECT 1 AS one").json()["rows"] == [[1]]
