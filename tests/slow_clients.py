@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import select
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -54,3 +56,38 @@ def closed_by_server(caller: socket.socket) -> bool:
         return False
     except ConnectionResetError:
         return True
+
+
+def held_past_a_bound(
+    port: int,
+    start: bytes,
+    *,
+    callers: int,
+    bound: int,
+    wait_for: Callable[[Callable[[], bool], float, str], object],
+    within_s: float,
+) -> tuple[int, int]:
+    """`callers` connections each sending `start` and no more (a request never finished)
+    to a server that serves at most `bound` at once; waits until those past the bound are
+    closed by the server, or more threads than the bound were started. Returns how many
+    were closed and how many threads more the process had then; closes every caller,
+    then waits for the process's threads to fall back to what they were."""
+    before = threading.active_count()
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(callers)]
+    closed: set[int] = set()
+    try:
+        for caller in held:
+            caller.sendall(start)
+            caller.settimeout(0.05)
+
+        def settled() -> bool:
+            closed.update(i for i, c in enumerate(held) if i not in closed and closed_by_server(c))
+            return len(closed) >= callers - bound or threading.active_count() > before + bound
+
+        wait_for(settled, within_s, "the server to close the connections past its bound")
+        threads = threading.active_count() - before
+    finally:
+        for caller in held:
+            caller.close()
+    wait_for(lambda: threading.active_count() == before, within_s, "the held connections' threads")
+    return len(closed), threads

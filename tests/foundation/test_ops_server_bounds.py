@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from slow_clients import closed_by_server, drip
+from slow_clients import drip, held_past_a_bound
 
 from chainwatch.ops_server import OpsServer, serve_ops
 from sinks.http_serving import REQUEST_DEADLINE_S
@@ -40,30 +40,13 @@ def test_connections_past_the_bound_are_closed_and_hold_no_thread() -> None:
     """Before: a thread per connection without bound (the standard ThreadingHTTPServer):
     12 unfinished requests held 12 threads of the process."""
     ops = serve_ops("127.0.0.1", 0, max_connections=4)
-    before = threading.active_count()
-    callers = [socket.create_connection(("127.0.0.1", ops.port)) for _ in range(12)]
     try:
-        for caller in callers:
-            caller.sendall(b"GET /metrics HTTP/1.1\r\n")  # and no more: a request never finished
-            caller.settimeout(0.05)
-        closed: set[int] = set()
-
-        def settled() -> bool:
-            closed.update(
-                i for i, c in enumerate(callers) if i not in closed and closed_by_server(c)
-            )
-            return len(closed) >= 8 or threading.active_count() > before + 4
-
-        wait_for(settled, DEADLINE_S, "the server to close the connections past its bound")
-        assert threading.active_count() <= before + 4
-        assert len(closed) == 8
-    finally:
-        for caller in callers:
-            caller.close()
-    try:
-        wait_for(
-            lambda: threading.active_count() == before, DEADLINE_S, "the held connections' threads"
-        )
+        closed, threads = held_past_a_bound(
+            ops.port, b"GET /metrics HTTP/1.1\r\n", callers=12, bound=4,
+            wait_for=wait_for, within_s=DEADLINE_S,
+        )  # fmt: skip
+        assert threads <= 4
+        assert closed == 8
         assert _scrape(ops) == 200
     finally:
         ops.stop()

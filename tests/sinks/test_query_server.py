@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from sink_harness import wait_for
-from slow_clients import closed_by_server, drip
+from slow_clients import drip, held_past_a_bound
 
 from chainwatch.settings import Settings
 from sinks.clickhouse.connection import SerializedClient, open_client, open_own_handle
@@ -418,28 +418,13 @@ def test_connections_past_the_bound_are_closed_and_hold_no_thread(tmp_path: Path
     sink = SerializedClient(open_client(settings))
     queries = ReadOnlyQueries(open_own_handle(settings))
     server = QueryServer(queries, settings.clickhouse_dir, 0, max_connections=4).start()
-    before = threading.active_count()
-    callers = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(12)]
     try:
-        for caller in callers:
-            caller.sendall(b"GET /ping HTTP/1.1\r\n")  # and no more: a request never finished
-            caller.settimeout(0.05)
-        closed: set[int] = set()
-
-        def settled() -> bool:
-            closed.update(
-                i for i, c in enumerate(callers) if i not in closed and closed_by_server(c)
-            )
-            return len(closed) >= 8 or threading.active_count() > before + 4
-
-        wait_for(settled, 10, "the server to close the connections past its bound")
-        assert threading.active_count() <= before + 4
-        assert len(closed) == 8
-    finally:
-        for caller in callers:
-            caller.close()
-    try:
-        wait_for(lambda: threading.active_count() == before, 10, "the held connections' threads")
+        closed, threads = held_past_a_bound(
+            server.port, b"GET /ping HTTP/1.1\r\n", callers=12, bound=4,
+            wait_for=wait_for, within_s=10,
+        )  # fmt: skip
+        assert threads <= 4
+        assert closed == 8
         resp = httpx.post(
             f"http://127.0.0.1:{server.port}/query",
             json={"sql": "SELECT 1 AS one"},
