@@ -183,6 +183,21 @@ def _notifier_settings(
     return settings
 
 
+def _the_running_notifiers_warning(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, event: str
+) -> dict[str, Any]:
+    """The one `event` a notifier, run until it logs it, logs from its dispatcher."""
+    lines = Lines()
+    monkeypatch.setattr(dispatcher, "log", lines)
+    notifier = RunningNotifier(settings)
+    try:
+        wait_for(lambda: lines.named(event), 60, f"the warning {event}")
+    finally:
+        notifier.stop()
+    (warned,) = lines.named(event)
+    return warned
+
+
 def _cli(
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
@@ -775,14 +790,7 @@ def test_what_is_held_for_an_endpoint_not_in_the_file_is_told_kept_and_dropped_o
         )  # fmt: skip
         return read.unknown
 
-    lines = Lines()
-    monkeypatch.setattr(dispatcher, "log", lines)
-    notifier = RunningNotifier(settings)
-    try:
-        wait_for(lambda: lines.named("webhook_held_unknown_endpoint"), 60, "the warning")
-    finally:
-        notifier.stop()
-    (warned,) = lines.named("webhook_held_unknown_endpoint")
+    warned = _the_running_notifiers_warning(settings, monkeypatch, "webhook_held_unknown_endpoint")
     assert (warned["endpoint"], warned["held"], warned["at_least"]) == ("gone", 2, False)
     assert unknown() == {"gone": 2}  # kept
     # a key that is no UTF-8 (no notifier's: a tool's) is dropped under its own bytes
@@ -1097,14 +1105,7 @@ def test_a_held_record_that_is_no_message_of_its_key_is_not_held_and_is_told(
     first = min(why)  # the first by alert id: the same whichever partition was read first
     assert read.invalid_reason.startswith(f"key {first!r}: {why[first]}"), read.invalid_reason
 
-    lines = Lines()
-    monkeypatch.setattr(dispatcher, "log", lines)
-    notifier = RunningNotifier(settings)
-    try:
-        wait_for(lambda: lines.named("webhook_held_invalid"), 60, "the warning")
-    finally:
-        notifier.stop()
-    (warned,) = lines.named("webhook_held_invalid")
+    warned = _the_running_notifiers_warning(settings, monkeypatch, "webhook_held_invalid")
     assert (warned["endpoint"], warned["records"]) == ("ops", 4)
     assert warned["first"] == read.invalid_reason
 
