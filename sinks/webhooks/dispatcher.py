@@ -89,10 +89,10 @@ read-back keeps no more than it in memory either (`read_held`'s `limit`)."""
 HELD_READ_BACKOFF = (0.5, 30.0)
 """A failed read-back of the held topic is tried again after these (initial, max) s."""
 STOP_GRACE_S = 2.0
-DRAIN_RESTORE_WAIT_S = 30.0
-"""The most a drain's end waits for its read-backs of held messages (`_restores_done`)."""
 """On a stop, how long past the endpoint's attempt deadline (`timeout_s`) the attempts
 under way may take to end and have their outcomes recorded."""
+DRAIN_RESTORE_WAIT_S = 30.0
+"""The most a drain's end waits for its read-backs of held messages (`_restores_done`)."""
 
 
 class _Abandoned(Exception):
