@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -326,20 +327,10 @@ async def prune(settings: Settings, found: dict[str, Silence], now: datetime) ->
     if not old:
         return Pruned(0, 0)
     ids = [s.silence_id for s in old[:MAX_TOMBSTONES]]
-    kafka = settings.kafka
-    topic = kafka.topic(SILENCES_TOPIC)
-    within = _kafka_s(settings)
-    producer = LogProducer(kafka.endpoint, start_timeout_s=within)
     try:
-        await producer.start()
-        try:
-            async with deadline(within):
-                await asyncio.gather(*(publish(producer, topic, i, None) for i in ids))
-        finally:
-            await producer.stop()
-    except TimeoutError:
-        why = f"Kafka at {kafka.bootstrap} did not take them within {within:g} s"
-        return Pruned(0, len(old), why)
+        await write_tombstones(settings, settings.kafka.topic(SILENCES_TOPIC), ids)
+    except TombstonesNotTaken as exc:
+        return Pruned(0, len(old), exc.why)
     except ProducerStartFailed as exc:
         return Pruned(0, len(old), str(exc))
     return Pruned(len(ids), len(old) - len(ids))
@@ -464,30 +455,49 @@ def held_of(settings: Settings, endpoint: str) -> list[bytes]:
     return asyncio.run(main())
 
 
+class TombstonesNotTaken(Exception):
+    """Kafka did not take a round of `write_tombstones` within the call deadline."""
+
+    def __init__(self, why: str, written: int) -> None:
+        super().__init__(why)
+        self.why = why
+        self.written = written
+        """The tombstones of the rounds before, which Kafka took."""
+
+
+async def write_tombstones(settings: Settings, topic: str, keys: Sequence[str | bytes]) -> None:
+    """A tombstone on `topic` for each of `keys`, `DROP_CONCURRENCY` in flight at once,
+    each round within the call deadline (`TombstonesNotTaken` past it); the producer's
+    start bounded as `LogProducer.start` is (`drop-held`, and `prune` after add/expire)."""
+    kafka = settings.kafka
+    within = _kafka_s(settings)
+    producer = LogProducer(kafka.endpoint, start_timeout_s=within)
+    await producer.start()
+    try:
+        for start in range(0, len(keys), DROP_CONCURRENCY):
+            chunk = keys[start : start + DROP_CONCURRENCY]
+            try:
+                async with deadline(within):
+                    await asyncio.gather(*(publish(producer, topic, k, None) for k in chunk))
+            except TimeoutError:
+                why = f"Kafka at {kafka.bootstrap} did not take them within {within:g} s"
+                raise TombstonesNotTaken(why, start) from None
+    finally:
+        await producer.stop()
+
+
 def drop_held(settings: Settings, keys: list[bytes]) -> str:
     """A tombstone on `webhook-held` for each of `keys` (`held_of`); the topic's name."""
     kafka = settings.kafka
     topic = kafka.topic(HELD_TOPIC)
-    within = _kafka_s(settings)
-
-    async def main() -> None:
-        producer = LogProducer(kafka.endpoint, start_timeout_s=within)
-        await producer.start()
-        try:
-            for start in range(0, len(keys), DROP_CONCURRENCY):
-                chunk = keys[start : start + DROP_CONCURRENCY]
-                async with deadline(within):
-                    await asyncio.gather(*(publish(producer, topic, k, None) for k in chunk))
-        except TimeoutError:
-            raise UserError(
-                f"Kafka at {kafka.bootstrap} did not take the tombstones within {within:g} s "
-                f"(the first {start} were written); check that the broker answers, and run "
-                "the command again"
-            ) from None
-        finally:
-            await producer.stop()
-
-    asyncio.run(main())
+    try:
+        asyncio.run(write_tombstones(settings, topic, keys))
+    except TombstonesNotTaken as exc:
+        raise UserError(
+            f"Kafka at {kafka.bootstrap} did not take the tombstones within "
+            f"{_kafka_s(settings):g} s (the first {exc.written} were written); check that the "
+            "broker answers, and run the command again"
+        ) from None
     return topic
 
 
